@@ -1,0 +1,46 @@
+"""`python -m devstack up|down|status|env`: the embedded stack from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from devstack.envfile import read_env_file
+from devstack.procs import StackError
+from devstack.stack import down, running, state_dir_from_env, up
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and act."""
+    parser = argparse.ArgumentParser(prog="devstack", description="tokenvault embedded stack (no Docker)")
+    parser.add_argument("command", choices=["up", "down", "status", "env"])
+    parser.add_argument("--no-services", action="store_true", help="start only OpenBao, SQS and Postgres")
+    args = parser.parse_args(argv)
+    state_dir = state_dir_from_env()
+    env_file = state_dir / "stack.env"
+    if args.command == "up":
+        try:
+            up(state_dir, with_services=not args.no_services)
+        except StackError as error:
+            print(f"stack failed to start: {error}", file=sys.stderr)
+            return 1
+        print(f"stack is up; settings in {env_file}  (set -a; . {env_file}; set +a)")
+        return 0
+    if args.command == "down":
+        stopped = down(state_dir)
+        print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+        return 0
+    if args.command == "status":
+        is_up = running(state_dir)
+        print("up" if is_up else "down")
+        return 0 if is_up else 3
+    if not env_file.exists():
+        print("the stack is not up: run `make up`", file=sys.stderr)
+        return 3
+    for key, value in read_env_file(env_file).items():
+        print(f"{key}={value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

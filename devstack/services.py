@@ -1,0 +1,45 @@
+"""Starting vault_service and etl_service as processes of the stack."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from devstack.procs import spawn, wait_until
+from tokenvault_common.grpc_tls import secure_channel
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def vault_healthy(address: str, ca: Path, cert: Path, key: Path) -> bool:
+    """Whether the vault answers SERVING on grpc.health.v1 over mTLS."""
+    with secure_channel(address, ca, cert, key, server_name="localhost") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        response = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def start_vault_service(env: Mapping[str, str], log_file: Path, probe: tuple[Path, Path, Path]) -> int:
+    """Start `python -m vault_service`; wait until its health check says SERVING."""
+    pid = spawn([sys.executable, "-m", "vault_service"], log_file, env=env, cwd=REPO)
+    address = env["TOKENVAULT_GRPC_ADDRESS"]
+    wait_until(lambda: vault_healthy(address, *probe), "vault_service", 60, pid, log_file)
+    return pid
+
+
+def start_etl_service(env: Mapping[str, str], log_file: Path) -> int:
+    """Start `python -m etl_service run` (consumes the queue until stopped)."""
+    pid = spawn([sys.executable, "-m", "etl_service", "run"], log_file, env=env, cwd=REPO)
+    wait_until(lambda: log_file.exists() and '"started"' in log_file.read_text(errors="replace"),
+               "etl_service", 60, pid, log_file)
+    return pid
+
+
+def channel_error(error: grpc.RpcError) -> str:
+    """A short description of a failed call."""
+    code = error.code() if hasattr(error, "code") else None
+    return f"{code.name if code else 'UNKNOWN'}: {error.details() if hasattr(error, 'details') else error}"

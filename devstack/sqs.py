@@ -1,0 +1,82 @@
+"""An SQS endpoint: ministack in its own virtual environment (it pins botocore), with
+`login-queue` and its dead-letter queue under a redrive policy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+
+from devstack.procs import StackError, free_port, port_open, spawn, wait_until
+
+REPO = Path(__file__).resolve().parent.parent
+MINISTACK_VENV = REPO / ".venv-ministack"
+REQUIREMENTS = Path(__file__).resolve().parent / "ministack-requirements.txt"
+QUEUE_NAME = "login-queue"
+DLQ_NAME = "login-queue-dlq"
+MAX_RECEIVE_COUNT = 5  # poison messages move to the DLQ after this many receives
+DEV_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
+
+
+@dataclass(frozen=True)
+class SqsEndpoint:
+    """A running SQS endpoint and the stack's queues."""
+
+    endpoint_url: str
+    pid: int
+    queue_url: str
+    dlq_url: str
+
+
+def ensure_ministack(venv: Path = MINISTACK_VENV) -> Path:
+    """The ministack venv's python, creating the venv from the pinned requirements if needed."""
+    python = venv / "bin" / "python"
+    if python.exists():
+        return python
+    print(f"creating {venv} for ministack (pinned in {REQUIREMENTS.name}) ...", file=sys.stderr)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)], check=True)
+    except subprocess.CalledProcessError as error:
+        raise StackError(f"installing ministack failed: {error}") from None
+    return python
+
+
+def sqs_client(endpoint_url: str):  # type: ignore[no-untyped-def]
+    """A boto3 SQS client for the embedded endpoint with the throwaway dev credentials."""
+    return boto3.client(
+        "sqs", endpoint_url=endpoint_url, region_name=DEV_CREDENTIALS["AWS_REGION"],
+        aws_access_key_id=DEV_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=DEV_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def create_queues(endpoint_url: str, visibility_timeout: int = 30) -> tuple[str, str]:
+    """Create the DLQ and the source queue with a redrive policy; return (queue_url, dlq_url)."""
+    client = sqs_client(endpoint_url)
+    dlq_url = client.create_queue(QueueName=DLQ_NAME, Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+    dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)})
+    queue_url = client.create_queue(
+        QueueName=QUEUE_NAME,
+        Attributes={"RedrivePolicy": redrive, "VisibilityTimeout": str(visibility_timeout)},
+    )["QueueUrl"]
+    return queue_url, dlq_url
+
+
+def start_sqs(log_file: Path, visibility_timeout: int = 30) -> SqsEndpoint:
+    """Start ministack (SQS only) on a free loopback port and create the queues."""
+    python = ensure_ministack()
+    port = free_port()
+    pid = spawn(
+        [str(python), "-m", "hypercorn", "ministack.app:app", "--bind", f"127.0.0.1:{port}"],
+        log_file, env={"GATEWAY_PORT": str(port), "SERVICES": "sqs", "LOG_LEVEL": "WARNING"},
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    wait_until(lambda: port_open(port), "ministack (SQS)", 60, pid, log_file)
+    queue_url, dlq_url = create_queues(endpoint, visibility_timeout)
+    return SqsEndpoint(endpoint, pid, queue_url, dlq_url)

@@ -1,0 +1,198 @@
+"""Bringing the whole embedded stack up and down.
+
+`up()` starts OpenBao, SQS (ministack) and PostgreSQL on free loopback ports, configures them,
+generates the mTLS certificates, starts vault_service and etl_service, and writes
+`<state dir>/stack.env`. `down()` stops, by PID, only what `up()` started, and deletes the
+state: the OpenBao dev server keeps the KEK in memory, so the data cannot outlive it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devstack import certs
+from devstack.envfile import read_env_file, write_env_file
+from devstack.openbao import KEK_NAME, configure_transit, start_openbao
+from devstack.postgres import pg_ctl, remove_cluster, start_postgres
+from devstack.procs import StackError, alive, free_port, stop_pid
+from devstack.services import start_etl_service, start_vault_service
+from devstack.sqs import DEV_CREDENTIALS, start_sqs
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_STATE_DIR = REPO / ".stack"
+POLICY_FILE = REPO / "config" / "vault-policy.toml"
+
+
+def state_dir_from_env() -> Path:
+    """$TOKENVAULT_STACK_DIR, or `.stack/` in the repository."""
+    return Path(os.environ.get("TOKENVAULT_STACK_DIR", DEFAULT_STATE_DIR)).resolve()
+
+
+@dataclass
+class StackState:
+    """What `up()` started: PIDs by name and the Postgres cluster to stop."""
+
+    pids: dict[str, int] = field(default_factory=dict)
+    postgres: dict[str, str] = field(default_factory=dict)
+
+    def save(self, path: Path) -> None:
+        """Write as JSON."""
+        path.write_text(json.dumps({"pids": self.pids, "postgres": self.postgres}, indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> StackState:
+        """Read what save() wrote."""
+        raw = json.loads(path.read_text())
+        return cls(raw["pids"], raw["postgres"])
+
+
+def vault_service_env(env: dict[str, str]) -> dict[str, str]:
+    """Environment of vault_service, from the stack's env file values."""
+    certs_dir = Path(env["STACK_DIR"]) / "certs"
+    return {
+        "TOKENVAULT_GRPC_ADDRESS": env["TOKENVAULT_GRPC_ADDRESS"],
+        "TOKENVAULT_DATABASE_DSN": env["PG_VAULT_DSN"],
+        "TOKENVAULT_VAULT_ADDR": env["VAULT_ADDR"],
+        "TOKENVAULT_VAULT_ROLE_ID": env["VAULT_APPROLE_ROLE_ID"],
+        "TOKENVAULT_VAULT_SECRET_ID_FILE": env["VAULT_APPROLE_SECRET_ID_FILE"],
+        "TOKENVAULT_KEK_NAME": KEK_NAME,
+        "TOKENVAULT_TLS_CERT": str(certs_dir / "tokenvault-vault.pem"),
+        "TOKENVAULT_TLS_KEY": str(certs_dir / "tokenvault-vault-key.pem"),
+        "TOKENVAULT_TLS_CLIENT_CA": env["TLS_CA_CERT"],
+        "TOKENVAULT_POLICY_FILE": str(POLICY_FILE),
+        "TOKENVAULT_METRICS_PORT": env["VAULT_METRICS_PORT"],
+    }
+
+
+def etl_service_env(env: dict[str, str]) -> dict[str, str]:
+    """Environment of etl_service, from the stack's env file values."""
+    return {
+        "ETL_QUEUE_URL": env["SQS_QUEUE_URL"],
+        "ETL_DLQ_URL": env["SQS_DLQ_URL"],
+        "ETL_SQS_ENDPOINT_URL": env["SQS_ENDPOINT_URL"],
+        "ETL_DATABASE_DSN": env["PG_ETL_DSN"],
+        "ETL_VAULT_ADDRESS": env["TOKENVAULT_GRPC_ADDRESS"],
+        "ETL_VAULT_SERVER_NAME": "localhost",
+        "ETL_TLS_CA": env["TLS_CA_CERT"],
+        "ETL_TLS_CERT": env["ETL_TLS_CERT"],
+        "ETL_TLS_KEY": env["ETL_TLS_KEY"],
+        "ETL_METRICS_PORT": env["ETL_METRICS_PORT"],
+        "ETL_MAX_BATCH_AGE_SECONDS": "0.5",
+        **DEV_CREDENTIALS,
+    }
+
+
+def start_components(state_dir: Path, state: StackState) -> dict[str, str]:
+    """OpenBao, SQS, Postgres and certificates; returns the env file values (no services yet)."""
+    logs, secrets_dir, certs_dir = state_dir / "logs", state_dir / "secrets", state_dir / "certs"
+    secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    bao = start_openbao(logs / "openbao.log")
+    state.pids["openbao"] = bao.pid
+    transit = configure_transit(bao, secrets_dir)
+    sqs = start_sqs(logs / "ministack.log")
+    state.pids["ministack"] = sqs.pid
+    pg = start_postgres(state_dir)
+    state.postgres = {"data_dir": str(pg.data_dir), "bindir": str(pg.bindir), "run_as": pg.run_as or "",
+                      "port": str(pg.port)}
+    _, _, clients = certs.create_stack_certificates(certs_dir)
+    return {
+        "STACK_DIR": str(state_dir),
+        **DEV_CREDENTIALS,
+        "SQS_ENDPOINT_URL": sqs.endpoint_url,
+        "SQS_QUEUE_URL": sqs.queue_url,
+        "SQS_DLQ_URL": sqs.dlq_url,
+        "VAULT_ADDR": bao.address,
+        "BAO_ADDR": bao.address,
+        "VAULT_ROOT_TOKEN_FILE": str(transit.root_token_file),
+        "VAULT_SECURITY_TOKEN_FILE": str(transit.security_token_file),
+        "VAULT_APPROLE_ROLE_ID": transit.role_id,
+        "VAULT_APPROLE_SECRET_ID_FILE": str(transit.secret_id_file),
+        "VAULT_KEK_NAME": KEK_NAME,
+        "PG_PORT": str(pg.port),
+        "PG_ADMIN_DSN": pg.admin_dsn,
+        "PG_VAULT_DSN": pg.vault_dsn,
+        "PG_ETL_DSN": pg.etl_dsn,
+        "PG_ANALYST_DSN": pg.analyst_dsn,
+        "TOKENVAULT_GRPC_ADDRESS": f"127.0.0.1:{free_port()}",
+        "TLS_CA_CERT": str(certs_dir / "ca.pem"),
+        "ANALYST_TLS_CERT": str(clients["analyst"].cert),
+        "ANALYST_TLS_KEY": str(clients["analyst"].key),
+        "ETL_TLS_CERT": str(clients["etl-service"].cert),
+        "ETL_TLS_KEY": str(clients["etl-service"].key),
+        "VAULT_METRICS_PORT": str(free_port()),
+        "ETL_METRICS_PORT": str(free_port()),
+        "VAULT_SERVICE_LOG": str(logs / "vault_service.log"),
+        "ETL_SERVICE_LOG": str(logs / "etl_service.log"),
+    }
+
+
+def up(state_dir: Path, with_services: bool = True) -> dict[str, str]:
+    """Start everything; on failure stop what was started and raise StackError."""
+    env_file = state_dir / "stack.env"
+    if (state_dir / "state.json").exists():
+        if running(state_dir):
+            return read_env_file(env_file)
+        down(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state = StackState()
+    try:
+        env = start_components(state_dir, state)
+        state.save(state_dir / "state.json")
+        if with_services:
+            probe = (Path(env["TLS_CA_CERT"]), Path(env["ETL_TLS_CERT"]), Path(env["ETL_TLS_KEY"]))
+            state.pids["vault_service"] = start_vault_service(
+                vault_service_env(env), Path(env["VAULT_SERVICE_LOG"]), probe)
+            state.save(state_dir / "state.json")
+            state.pids["etl_service"] = start_etl_service(etl_service_env(env), Path(env["ETL_SERVICE_LOG"]))
+        state.save(state_dir / "state.json")
+        write_env_file(env_file, env)
+        return env
+    except BaseException:
+        state.save(state_dir / "state.json")
+        down(state_dir, keep_logs=True)
+        raise
+
+
+def running(state_dir: Path) -> bool:
+    """Whether every process recorded in the state file is alive."""
+    try:
+        state = StackState.load(state_dir / "state.json")
+    except (FileNotFoundError, ValueError):
+        return False
+    return bool(state.pids) and all(alive(pid) for pid in state.pids.values())
+
+
+def down(state_dir: Path, keep_logs: bool = False) -> list[str]:
+    """Stop, by PID, what up() started (services first) and delete the stack's state."""
+    state_file = state_dir / "state.json"
+    if not state_file.exists():
+        return []
+    state = StackState.load(state_file)
+    stopped = []
+    for name in ("etl_service", "vault_service", "ministack", "openbao"):
+        pid = state.pids.get(name)
+        if pid and alive(pid):
+            stop_pid(pid)
+            stopped.append(name)
+    if state.postgres:
+        data_dir = Path(state.postgres["data_dir"])
+        if (data_dir / "postmaster.pid").exists():
+            try:
+                pg_ctl(data_dir, Path(state.postgres["bindir"]), state.postgres["run_as"] or None, "stop")
+                stopped.append("postgres")
+            except StackError:
+                pass
+        remove_cluster(data_dir)
+    for name in ("state.json", "stack.env", "secrets", "certs"):
+        path = state_dir / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if not keep_logs:
+        shutil.rmtree(state_dir / "logs", ignore_errors=True)
+    return stopped

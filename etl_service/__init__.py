@@ -1,0 +1,1 @@
+"""ETL: SQS login events -> validated, tokenized rows in Postgres `user_logins`."""

@@ -1,0 +1,75 @@
+"""user_logins and etl_quarantine in PostgreSQL: COPY into a staging table, then one
+INSERT ... ON CONFLICT DO NOTHING on the event key, in a single transaction per batch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from etl_service.domain.messages import QuarantineRecord, UserLoginRow
+from etl_service.service.ports import TransientError, WriteResult
+
+_COLUMNS = (
+    "user_id", "device_type", "masked_ip", "masked_device_id", "locale", "app_version", "create_date",
+    "app_version_text", "event_id", "sqs_message_id", "sent_at",
+)
+_COLUMN_LIST = ", ".join(_COLUMNS)
+_STAGING = f"""
+CREATE TEMP TABLE IF NOT EXISTS staging_user_logins (
+    user_id varchar(128), device_type varchar(32), masked_ip varchar(256), masked_device_id varchar(256),
+    locale varchar(32), app_version integer, create_date date, app_version_text varchar(32),
+    event_id varchar(128), sqs_message_id varchar(128), sent_at timestamptz
+) ON COMMIT DELETE ROWS
+"""
+_MERGE = f"""
+INSERT INTO public.user_logins ({_COLUMN_LIST})
+SELECT DISTINCT ON (event_id) {_COLUMN_LIST} FROM staging_user_logins ORDER BY event_id
+ON CONFLICT (event_id) DO NOTHING
+"""
+_QUARANTINE = """
+INSERT INTO public.etl_quarantine (event_id, sqs_message_id, reason, detail, sent_at)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+
+class PostgresLoginStore:
+    """Implements LoginStore; connects as role tokenvault_etl."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
+        """Load rows and quarantine records atomically; count what was new."""
+        try:
+            with self._pool.connection(timeout=10) as conn, conn.transaction():
+                inserted = self._load_rows(conn, rows) if rows else 0
+                new_quarantine = self._load_quarantine(conn, quarantined) if quarantined else 0
+        except (psycopg.OperationalError, PoolTimeout) as error:
+            raise TransientError(f"Postgres unavailable: {type(error).__name__}") from error
+        return WriteResult(inserted, new_quarantine)
+
+    @staticmethod
+    def _load_rows(conn: psycopg.Connection, rows: Sequence[UserLoginRow]) -> int:
+        conn.execute(_STAGING)
+        with conn.cursor() as cursor:
+            with cursor.copy(f"COPY staging_user_logins ({_COLUMN_LIST}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(tuple(getattr(row, name) for name in _COLUMNS))
+            cursor.execute(_MERGE)
+            return cursor.rowcount
+
+    @staticmethod
+    def _load_quarantine(conn: psycopg.Connection, records: Sequence[QuarantineRecord]) -> int:
+        columns = [
+            [r.event_id for r in records],
+            [r.sqs_message_id for r in records],
+            [r.reason for r in records],
+            [r.detail[:512] for r in records],
+            [r.sent_at for r in records],
+        ]
+        with conn.cursor() as cursor:
+            cursor.execute(_QUARANTINE, columns)
+            return cursor.rowcount

@@ -1,0 +1,139 @@
+"""SQS through boto3: receive, batch delete (checking `Failed`), dead-letter, visibility."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from etl_service.domain.messages import QueueMessage
+from etl_service.service.ports import QueueDepth, TransientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+log = logging.getLogger(__name__)
+
+_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+EVENT_ID_ATTRIBUTE = "event_id"
+
+
+def make_sqs_client(endpoint_url: str | None, region: str) -> SQSClient:
+    """A boto3 SQS client with bounded timeouts and adaptive retries."""
+    config = botocore.config.Config(
+        connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "adaptive"},
+        max_pool_connections=32,
+    )
+    client: SQSClient = boto3.client("sqs", endpoint_url=endpoint_url, region_name=region, config=config)
+    return client
+
+
+def _to_message(raw: Any) -> QueueMessage:
+    attributes = raw.get("Attributes", {})
+    event_id = raw.get("MessageAttributes", {}).get(EVENT_ID_ATTRIBUTE, {}).get("StringValue")
+    return QueueMessage(
+        message_id=raw["MessageId"],
+        receipt_handle=raw["ReceiptHandle"],
+        body=raw.get("Body", ""),
+        sent_timestamp_ms=int(attributes.get("SentTimestamp", 0)),
+        receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
+        event_id=event_id or None,
+    )
+
+
+class SqsQueue:
+    """Implements the Queue port over one source queue and its DLQ."""
+
+    def __init__(self, client: SQSClient, queue_url: str, dlq_url: str) -> None:
+        self._client = client
+        self._queue_url = queue_url
+        self._dlq_url = dlq_url
+
+    def receive(self, max_messages: int, wait_seconds: int) -> list[QueueMessage]:
+        """Long-poll for up to `max_messages` (1-10)."""
+        try:
+            response = self._client.receive_message(
+                QueueUrl=self._queue_url,
+                MaxNumberOfMessages=max_messages,
+                WaitTimeSeconds=wait_seconds,
+                MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
+                MessageAttributeNames=[EVENT_ID_ATTRIBUTE],
+            )
+        except _ERRORS as error:
+            raise TransientError(f"SQS receive failed: {type(error).__name__}") from error
+        return [_to_message(m) for m in response.get("Messages", [])]
+
+    def delete(self, messages: Sequence[QueueMessage]) -> list[QueueMessage]:
+        """Batch delete in groups of 10; return those SQS reported as failed."""
+        failed: list[QueueMessage] = []
+        for start in range(0, len(messages), 10):
+            chunk = {str(i): m for i, m in enumerate(messages[start : start + 10])}
+            try:
+                response = self._client.delete_message_batch(
+                    QueueUrl=self._queue_url,
+                    Entries=[{"Id": k, "ReceiptHandle": m.receipt_handle} for k, m in chunk.items()],
+                )
+            except _ERRORS as error:
+                log.warning("delete batch failed: %s", type(error).__name__)
+                failed.extend(chunk.values())
+                continue
+            for entry in response.get("Failed", []):
+                log.warning("delete refused", extra={"message_id": chunk[entry["Id"]].message_id,
+                                                     "code": entry.get("Code")})
+                failed.append(chunk[entry["Id"]])
+        return failed
+
+    def dead_letter(self, message: QueueMessage, reason: str, detail: str) -> None:
+        """Send the original body to the DLQ with reason, detail and origin as attributes."""
+        attributes: dict[str, Any] = {
+            "reason": {"DataType": "String", "StringValue": reason},
+            "reason_detail": {"DataType": "String", "StringValue": detail[:1000]},
+            "source_message_id": {"DataType": "String", "StringValue": message.message_id},
+            "source_sent_timestamp": {"DataType": "Number", "StringValue": str(message.sent_timestamp_ms)},
+        }
+        if message.event_id:
+            attributes[EVENT_ID_ATTRIBUTE] = {"DataType": "String", "StringValue": message.event_id}
+        try:
+            self._client.send_message(
+                QueueUrl=self._dlq_url, MessageBody=message.body or "(empty body)", MessageAttributes=attributes
+            )
+        except _ERRORS as error:
+            raise TransientError(f"SQS send to DLQ failed: {type(error).__name__}") from error
+
+    def retry_later(self, messages: Sequence[QueueMessage], delay_seconds: int) -> None:
+        """Set each message's visibility timeout to `delay_seconds` (best effort)."""
+        for start in range(0, len(messages), 10):
+            chunk = messages[start : start + 10]
+            try:
+                self._client.change_message_visibility_batch(
+                    QueueUrl=self._queue_url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": delay_seconds}
+                        for i, m in enumerate(chunk)
+                    ],
+                )
+            except _ERRORS as error:
+                log.warning("visibility change failed (queue default applies): %s", type(error).__name__)
+
+    def depth(self) -> QueueDepth:
+        """Approximate visible, in-flight and delayed counts."""
+        try:
+            attributes = self._client.get_queue_attributes(
+                QueueUrl=self._queue_url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
+                ],
+            )["Attributes"]
+        except _ERRORS as error:
+            raise TransientError(f"SQS attributes failed: {type(error).__name__}") from error
+        return QueueDepth(
+            visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
+            in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
+        )

@@ -1,0 +1,68 @@
+"""The vault service over gRPC (mTLS as identity `etl-service`), implementing Tokenizer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import grpc
+
+from etl_service.service.ports import TransientError
+from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+MAX_ITEMS_PER_CALL = 5_000
+_TRANSIENT = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+}
+
+
+class VaultClientError(RuntimeError):
+    """The vault refused the whole call for a reason retrying will not fix (e.g. permission)."""
+
+
+class GrpcTokenizer:
+    """Tokenizes ips and device ids in batched Tokenize calls."""
+
+    def __init__(self, channel: grpc.Channel, timeout_seconds: float = 10.0) -> None:
+        self._stub = vault_pb2_grpc.TokenVaultStub(channel)
+        self._timeout = timeout_seconds
+
+    def tokenize(self, ips: Sequence[str], device_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+        """(ip -> token, device_id -> token); refused values are left out and logged by count."""
+        items = [(vault_pb2.TOKEN_TYPE_IP, v) for v in ips] + [(vault_pb2.TOKEN_TYPE_DEVICE_ID, v) for v in device_ids]
+        ip_tokens: dict[str, str] = {}
+        device_tokens: dict[str, str] = {}
+        refused = 0
+        for start in range(0, len(items), MAX_ITEMS_PER_CALL):
+            chunk = items[start : start + MAX_ITEMS_PER_CALL]
+            request = vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=t, value=v) for t, v in chunk])
+            response = self._call(request)
+            for (token_type, value), result in zip(chunk, response.results, strict=True):
+                if result.WhichOneof("result") != "token":
+                    refused += 1
+                    continue
+                target = ip_tokens if token_type == vault_pb2.TOKEN_TYPE_IP else device_tokens
+                target[value] = result.token
+        if refused:
+            log.warning("vault refused values", extra={"refused_count": refused})
+        return ip_tokens, device_tokens
+
+    def _call(self, request: vault_pb2.TokenizeRequest) -> vault_pb2.TokenizeResponse:
+        try:
+            response: vault_pb2.TokenizeResponse = self._stub.Tokenize(
+                request, timeout=self._timeout, wait_for_ready=False
+            )
+        except grpc.RpcError as error:
+            code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+            detail = error.details() if hasattr(error, "details") else ""
+            if code in _TRANSIENT:
+                raise TransientError(f"vault service {code.name}: {detail}") from None
+            raise VaultClientError(f"vault service refused Tokenize: {code.name}: {detail}") from None
+        return response

@@ -1,0 +1,48 @@
+"""Wires the real adapters into a Consumer (the composition root)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from psycopg_pool import ConnectionPool
+
+from etl_service.adapters.postgres import PostgresLoginStore
+from etl_service.adapters.sqs import SqsQueue, make_sqs_client
+from etl_service.adapters.vault_client import GrpcTokenizer
+from etl_service.config import EtlConfig
+from etl_service.service.batch import BatchProcessor
+from etl_service.service.consumer import Consumer, ConsumerSettings
+from tokenvault_common.grpc_tls import secure_channel
+
+
+@dataclass
+class Wired:
+    """The consumer and the resources to close at shutdown."""
+
+    consumer: Consumer
+    pool: ConnectionPool
+    channel: grpc.Channel
+
+    def close(self) -> None:
+        """Release connections."""
+        self.channel.close()
+        self.pool.close()
+
+
+def bootstrap(config: EtlConfig, wait_seconds: int | None = None) -> Wired:
+    """Build the consumer from real SQS, vault service and Postgres adapters."""
+    queue = SqsQueue(make_sqs_client(config.sqs_endpoint_url, config.aws_region), config.queue_url, config.dlq_url)
+    channel = secure_channel(config.vault_address, config.tls_ca, config.tls_cert, config.tls_key,
+                             config.vault_server_name)
+    pool = ConnectionPool(config.database_dsn, min_size=1, max_size=4, open=False, name="etl",
+                          kwargs={"application_name": "tokenvault-etl"})
+    pool.open(wait=False)
+    processor = BatchProcessor(queue, GrpcTokenizer(channel), PostgresLoginStore(pool), config.device_types,
+                               config.max_body_bytes)
+    settings = ConsumerSettings(
+        batch_size=config.batch_size,
+        wait_seconds=config.wait_seconds if wait_seconds is None else wait_seconds,
+        max_batch_age_seconds=config.max_batch_age_seconds,
+    )
+    return Wired(Consumer(queue, processor, settings), pool, channel)

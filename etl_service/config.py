@@ -1,0 +1,78 @@
+"""ETL configuration, read from the environment and validated at start."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from etl_service.domain.validation import MAX_BODY_BYTES
+from tokenvault_common.env import EnvReader
+
+
+@dataclass(frozen=True)
+class EtlConfig:
+    """Every setting of the ETL service."""
+
+    queue_url: str
+    """Source queue URL (ETL_QUEUE_URL)."""
+    dlq_url: str
+    """Dead-letter queue URL for malformed messages (ETL_DLQ_URL)."""
+    sqs_endpoint_url: str | None
+    """SQS endpoint for local emulators; unset for AWS (ETL_SQS_ENDPOINT_URL)."""
+    aws_region: str
+    """AWS region (AWS_REGION, default us-east-1)."""
+    database_dsn: str
+    """Connection string of role tokenvault_etl (ETL_DATABASE_DSN)."""
+    vault_address: str
+    """host:port of the vault service (ETL_VAULT_ADDRESS)."""
+    vault_server_name: str | None
+    """Expected name in the vault's certificate when it differs from the host (ETL_VAULT_SERVER_NAME)."""
+    tls_ca: Path
+    """CA of the vault's server certificate (ETL_TLS_CA)."""
+    tls_cert: Path
+    """The ETL's client certificate (ETL_TLS_CERT)."""
+    tls_key: Path
+    """The ETL's client key (ETL_TLS_KEY)."""
+    batch_size: int
+    """Messages per batch (ETL_BATCH_SIZE, 1-1000, default 100)."""
+    wait_seconds: int
+    """Long-poll wait in service mode (ETL_WAIT_SECONDS, 0-20, default 20)."""
+    max_batch_age_seconds: float
+    """Flush a partial batch after this long (ETL_MAX_BATCH_AGE_SECONDS, default 2)."""
+    max_body_bytes: int
+    """Larger bodies are quarantined (ETL_MAX_BODY_BYTES, default 16384)."""
+    device_types: frozenset[str]
+    """Accepted device_type values, comma-separated (ETL_DEVICE_TYPES, default android,ios)."""
+    metrics_port: int
+    """Prometheus metrics port on 127.0.0.1; 0 disables (ETL_METRICS_PORT)."""
+    log_level: str
+    """Logging level (ETL_LOG_LEVEL)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> EtlConfig:
+        """Read and validate; ConfigError lists every problem at once."""
+        read = EnvReader(env)
+        config = cls(
+            queue_url=read.text("ETL_QUEUE_URL"),
+            dlq_url=read.text("ETL_DLQ_URL"),
+            sqs_endpoint_url=read.optional("ETL_SQS_ENDPOINT_URL"),
+            aws_region=read.text("AWS_REGION", env.get("AWS_DEFAULT_REGION", "us-east-1")),
+            database_dsn=read.text("ETL_DATABASE_DSN"),
+            vault_address=read.text("ETL_VAULT_ADDRESS"),
+            vault_server_name=read.optional("ETL_VAULT_SERVER_NAME"),
+            tls_ca=read.existing_file("ETL_TLS_CA") or Path(),
+            tls_cert=read.existing_file("ETL_TLS_CERT") or Path(),
+            tls_key=read.existing_file("ETL_TLS_KEY") or Path(),
+            batch_size=read.integer("ETL_BATCH_SIZE", 100, 1, 1000),
+            wait_seconds=read.integer("ETL_WAIT_SECONDS", 20, 0, 20),
+            max_batch_age_seconds=read.number("ETL_MAX_BATCH_AGE_SECONDS", 2.0, 0.0, 60.0),
+            max_body_bytes=read.integer("ETL_MAX_BODY_BYTES", MAX_BODY_BYTES, 256, 262_144),
+            device_types=frozenset(
+                t.strip().lower() for t in read.text("ETL_DEVICE_TYPES", "android,ios").split(",") if t.strip()
+            ),
+            metrics_port=read.integer("ETL_METRICS_PORT", 0, 0, 65535),
+            log_level=read.text("ETL_LOG_LEVEL", "INFO"),
+        )
+        read.check("etl service")
+        return config

@@ -1,0 +1,31 @@
+"""`app_version` kept without loss: a sortable integer plus the exact original text.
+
+`"2.3.1"` -> 2_003_001 (major·1 000 000 + minor·1 000 + patch); missing parts count as 0, so
+`"2.0"` and `"2.00"` share the integer 2_000_000 but keep distinct text. Each part has at most
+3 digits, so the integer always fits the exercise's `integer` column.
+"""
+
+from __future__ import annotations
+
+import re
+
+_VERSION = re.compile(r"^(\d{1,3})(?:\.(\d{1,3}))?(?:\.(\d{1,3}))?$")
+MAX_TEXT_LENGTH = 32
+
+
+class InvalidAppVersion(ValueError):
+    """Not of the form MAJOR[.MINOR[.PATCH]] with parts of 1 to 3 digits."""
+
+
+def encode_app_version(text: str) -> int:
+    """The sortable integer of a version string."""
+    match = _VERSION.match(text)
+    if match is None:
+        raise InvalidAppVersion("app_version must look like MAJOR[.MINOR[.PATCH]], each part 0-999")
+    major, minor, patch = (int(part) if part else 0 for part in match.groups())
+    return major * 1_000_000 + minor * 1_000 + patch
+
+
+def decode_app_version(number: int) -> str:
+    """The canonical MAJOR.MINOR.PATCH of an encoded version (the text column keeps the original)."""
+    return f"{number // 1_000_000}.{number // 1_000 % 1_000}.{number % 1_000}"

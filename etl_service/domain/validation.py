@@ -1,0 +1,139 @@
+"""Judging one SQS message body: a valid LoginEvent, or a Rejection with a reason code.
+
+Reasons name the field and the rule, never the value (they end up in the DLQ, the quarantine
+table and logs). Unknown extra fields are ignored and not stored, so a producer adding a field
+does not stop the pipeline and no unexpected PII is copied anywhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from etl_service.domain.app_version import MAX_TEXT_LENGTH, InvalidAppVersion, encode_app_version
+
+MAX_BODY_BYTES = 16 * 1024
+DEFAULT_DEVICE_TYPES = frozenset({"android", "ios"})
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
+
+# field -> (max length, nullable); lengths follow the exercise's DDL.
+FIELDS: dict[str, tuple[int, bool]] = {
+    "user_id": (128, False),
+    "device_type": (32, False),
+    "ip": (45, False),
+    "device_id": (256, False),
+    "locale": (32, True),
+    "app_version": (MAX_TEXT_LENGTH, False),
+}
+
+
+@dataclass(frozen=True)
+class LoginEvent:
+    """A validated login event (still holding raw PII: never log it)."""
+
+    user_id: str
+    device_type: str
+    ip: str
+    device_id: str
+    locale: str | None
+    app_version: str
+    app_version_number: int
+
+    def __repr__(self) -> str:
+        return f"LoginEvent(device_type={self.device_type!r}, ip=<redacted>, device_id=<redacted>)"
+
+
+class Rejection(ValueError):
+    """Why a message is not a valid login event: `reason` is a stable code, `detail` for people."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _no_duplicate_keys(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise Rejection("duplicate_key", f"field {key!r} appears more than once")
+        result[key] = value
+    return result
+
+
+def _decode(body: str | bytes, max_bytes: int) -> dict[str, Any]:
+    raw = body.encode("utf-8", errors="surrogatepass") if isinstance(body, str) else body
+    if len(raw) > max_bytes:
+        raise Rejection("body_too_large", f"body is {len(raw)} bytes; the limit is {max_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Rejection("invalid_utf8", "body is not valid UTF-8") from None
+    try:
+        document = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except json.JSONDecodeError as error:
+        raise Rejection("not_json", f"body is not JSON ({error.msg} at position {error.pos})") from None
+    if not isinstance(document, dict):
+        raise Rejection("not_an_object", f"body is a JSON {type(document).__name__}, not an object")
+    return document
+
+
+def _check_string(document: dict[str, Any], name: str) -> str | None:
+    max_length, nullable = FIELDS[name]
+    value = document[name]
+    if value is None:
+        if nullable:
+            return None
+        raise Rejection("null_field", f"field {name!r} is null")
+    if not isinstance(value, str):
+        raise Rejection("wrong_type", f"field {name!r} must be a string, not {type(value).__name__}")
+    if not value.strip():
+        raise Rejection("empty_field", f"field {name!r} is empty")
+    if len(value) > max_length:
+        raise Rejection("field_too_long", f"field {name!r} is longer than {max_length} characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in value):
+        raise Rejection("control_character", f"field {name!r} contains control or invalid characters")
+    return value
+
+
+def parse_login_event(
+    body: str | bytes,
+    device_types: frozenset[str] = DEFAULT_DEVICE_TYPES,
+    max_bytes: int = MAX_BODY_BYTES,
+) -> LoginEvent:
+    """The LoginEvent in `body`, or Rejection."""
+    document = _decode(body, max_bytes)
+    missing = [name for name in FIELDS if name not in document]
+    if missing:
+        raise Rejection("missing_field", f"missing required field(s): {', '.join(missing)}")
+    values = {name: _check_string(document, name) for name in FIELDS}
+    device_type = str(values["device_type"])
+    if device_type.lower() not in device_types:
+        raise Rejection("unknown_device_type", f"device_type must be one of {', '.join(sorted(device_types))}")
+    ip = str(values["ip"]).strip()
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise Rejection("invalid_ip", "field 'ip' is not a valid IPv4 or IPv6 address") from None
+    locale = values["locale"]
+    if locale is not None and not _LOCALE.match(locale):
+        raise Rejection("invalid_locale", "field 'locale' is not a language/region code such as 'RU' or 'en-US'")
+    app_version = str(values["app_version"])
+    try:
+        number = encode_app_version(app_version)
+    except InvalidAppVersion as error:
+        raise Rejection("invalid_app_version", str(error)) from None
+    return LoginEvent(
+        user_id=str(values["user_id"]),
+        device_type=device_type.lower(),
+        ip=ip,
+        device_id=str(values["device_id"]).strip(),
+        locale=locale,
+        app_version=app_version,
+        app_version_number=number,
+    )

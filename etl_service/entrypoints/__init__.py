@@ -1,0 +1,1 @@
+"""Entry points of the ETL: the command line (`run` service mode and `drain`)."""

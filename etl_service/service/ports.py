@@ -1,0 +1,79 @@
+"""The interfaces the ETL needs; adapters implement them, unit tests fake them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow
+
+
+class TransientError(Exception):
+    """A dependency is unavailable; the batch is retried later and nothing is deleted."""
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """Approximate message counts of a queue."""
+
+    visible: int
+    in_flight: int
+    delayed: int
+
+    @property
+    def empty(self) -> bool:
+        """No message waiting, invisible or delayed."""
+        return self.visible == 0 and self.in_flight == 0 and self.delayed == 0
+
+
+class Queue(Protocol):
+    """The source queue and its dead-letter queue."""
+
+    def receive(self, max_messages: int, wait_seconds: int) -> list[QueueMessage]:
+        """Up to `max_messages`, long-polling up to `wait_seconds`."""
+        ...
+
+    def delete(self, messages: Sequence[QueueMessage]) -> list[QueueMessage]:
+        """Delete; return the messages whose deletion failed."""
+        ...
+
+    def dead_letter(self, message: QueueMessage, reason: str, detail: str) -> None:
+        """Copy the message to the DLQ with its reason as message attributes."""
+        ...
+
+    def retry_later(self, messages: Sequence[QueueMessage], delay_seconds: int) -> None:
+        """Make messages visible again after `delay_seconds`."""
+        ...
+
+    def depth(self) -> QueueDepth:
+        """Approximate counts of the source queue."""
+        ...
+
+
+class Tokenizer(Protocol):
+    """The vault service, as the ETL uses it."""
+
+    def tokenize(self, ips: Sequence[str], device_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+        """(ip -> token, device_id -> token) for the distinct values given.
+
+        Values the vault refuses are absent from the maps. Raises TransientError when the
+        vault cannot be reached.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """How many rows a batch added (the rest were already there: redelivery or replay)."""
+
+    rows_inserted: int
+    quarantined_inserted: int
+
+
+class LoginStore(Protocol):
+    """user_logins and the quarantine table."""
+
+    def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
+        """Write both in one transaction, skipping keys already present. TransientError if down."""
+        ...

@@ -1,0 +1,1 @@
+"""Code shared by both services: logging, config parsing, database migrations."""

@@ -1,0 +1,64 @@
+"""Apply the SQL migrations in `migrations/` to a database, each once, in order.
+
+Run as a database owner/admin (never as a service role):
+
+    python -m tokenvault_common.migrations --dsn postgresql://admin@host/db
+
+Migrations only add: they create roles, schemas and tables if missing and upgrade an existing
+`user_logins` (the exercise's DDL) in place, never dropping or rewriting data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import psycopg
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_LOCK_ID = 0x746F6B76  # advisory lock: one migrator at a time across replicas and jobs
+
+log = logging.getLogger(__name__)
+
+
+def pending(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR) -> list[Path]:
+    """Migration files not yet recorded in `public.schema_migrations`."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS public.schema_migrations ("
+        " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    applied = {row[0] for row in conn.execute("SELECT version FROM public.schema_migrations")}
+    return [p for p in sorted(directory.glob("*.sql")) if p.stem not in applied]
+
+
+def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply every pending migration, each in its own transaction; return the versions applied."""
+    applied: list[str] = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
+        try:
+            for path in pending(conn, directory):
+                with conn.transaction():
+                    conn.execute(path.read_text())  # type: ignore[call-overload]
+                    conn.execute("INSERT INTO public.schema_migrations (version) VALUES (%s)", (path.stem,))
+                log.info("applied migration", extra={"version": path.stem})
+                applied.append(path.stem)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+    return applied
+
+
+def main() -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description="Apply tokenvault database migrations.")
+    parser.add_argument("--dsn", required=True, help="admin connection string")
+    args = parser.parse_args()
+    done = migrate(args.dsn)
+    print(f"applied {len(done)} migration(s): {', '.join(done) or 'none pending'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

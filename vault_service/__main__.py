@@ -1,0 +1,56 @@
+"""Run the token vault gRPC server: `python -m vault_service` (configured by environment)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+import prometheus_client
+from psycopg_pool import PoolTimeout
+
+from tokenvault_common.env import ConfigError
+from tokenvault_common.logging_setup import configure_logging
+from vault_service.adapters.transit import VaultStartupError
+from vault_service.bootstrap import bootstrap
+from vault_service.config import VaultServiceConfig
+from vault_service.domain.errors import VaultError
+from vault_service.entrypoints.server import create_server, server_credentials
+
+log = logging.getLogger("vault_service")
+
+
+def main() -> int:
+    """Start, serve until SIGTERM/SIGINT, stop gracefully. Exit 2 on bad config, 1 on failed start."""
+    try:
+        config = VaultServiceConfig.from_env(os.environ)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    configure_logging("vault_service", config.log_level)
+    try:
+        wired = bootstrap(config)
+    except (VaultStartupError, VaultError, PoolTimeout, OSError) as error:
+        log.error("cannot start: %s", error)
+        print(f"vault_service: cannot start: {error}", file=sys.stderr)
+        return 1
+    credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+    server, port, _ = create_server(wired.vault, config.grpc_address, credentials, config.workers)
+    if config.metrics_port:
+        prometheus_client.start_http_server(config.metrics_port, addr="127.0.0.1")
+    server.start()
+    log.info("serving", extra={"port": port, "metrics_port": config.metrics_port})
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    stopping.wait()
+    log.info("stopping: finishing in-flight calls")
+    server.stop(grace=10).wait()
+    wired.pool.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

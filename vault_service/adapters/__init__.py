@@ -1,0 +1,1 @@
+"""Adapters to Vault Transit and PostgreSQL, implementing the service ports."""

@@ -1,0 +1,77 @@
+"""Vault service configuration, read from the environment and validated at start."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenvault_common.env import EnvReader
+
+
+@dataclass(frozen=True)
+class VaultServiceConfig:
+    """Every setting of the vault service."""
+
+    grpc_address: str
+    """host:port the gRPC server listens on (TOKENVAULT_GRPC_ADDRESS; port 0 picks a free one)."""
+    database_dsn: str
+    """Connection string of role tokenvault_vault (TOKENVAULT_DATABASE_DSN)."""
+    vault_address: str
+    """Vault/OpenBao URL (TOKENVAULT_VAULT_ADDR)."""
+    vault_token: str | None
+    """A Vault token, for development (TOKENVAULT_VAULT_TOKEN)."""
+    vault_role_id: str | None
+    """AppRole role id (TOKENVAULT_VAULT_ROLE_ID), used with the secret id file."""
+    vault_secret_id_file: Path | None
+    """File holding the AppRole secret id (TOKENVAULT_VAULT_SECRET_ID_FILE)."""
+    kek_name: str
+    """Transit key wrapping the data keys (TOKENVAULT_KEK_NAME, default tokenvault)."""
+    transit_mount: str
+    """Mount path of the Transit engine (TOKENVAULT_TRANSIT_MOUNT, default transit)."""
+    tls_cert: Path
+    """Server certificate, PEM (TOKENVAULT_TLS_CERT)."""
+    tls_key: Path
+    """Server private key, PEM (TOKENVAULT_TLS_KEY)."""
+    tls_client_ca: Path
+    """CA that issues client certificates (TOKENVAULT_TLS_CLIENT_CA)."""
+    policy_file: Path
+    """Access policy, TOML (TOKENVAULT_POLICY_FILE)."""
+    metrics_port: int
+    """Prometheus metrics port on 127.0.0.1; 0 disables (TOKENVAULT_METRICS_PORT)."""
+    workers: int
+    """gRPC worker threads (TOKENVAULT_WORKERS)."""
+    db_pool_size: int
+    """Database connections (TOKENVAULT_DB_POOL_SIZE)."""
+    log_level: str
+    """Logging level (TOKENVAULT_LOG_LEVEL)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> VaultServiceConfig:
+        """Read and validate; ConfigError lists every problem at once."""
+        read = EnvReader(env)
+        config = cls(
+            grpc_address=read.text("TOKENVAULT_GRPC_ADDRESS", "127.0.0.1:50051"),
+            database_dsn=read.text("TOKENVAULT_DATABASE_DSN"),
+            vault_address=read.text("TOKENVAULT_VAULT_ADDR"),
+            vault_token=read.optional("TOKENVAULT_VAULT_TOKEN"),
+            vault_role_id=read.optional("TOKENVAULT_VAULT_ROLE_ID"),
+            vault_secret_id_file=read.existing_file("TOKENVAULT_VAULT_SECRET_ID_FILE", required=False),
+            kek_name=read.text("TOKENVAULT_KEK_NAME", "tokenvault"),
+            transit_mount=read.text("TOKENVAULT_TRANSIT_MOUNT", "transit"),
+            tls_cert=read.existing_file("TOKENVAULT_TLS_CERT") or Path(),
+            tls_key=read.existing_file("TOKENVAULT_TLS_KEY") or Path(),
+            tls_client_ca=read.existing_file("TOKENVAULT_TLS_CLIENT_CA") or Path(),
+            policy_file=read.existing_file("TOKENVAULT_POLICY_FILE") or Path(),
+            metrics_port=read.integer("TOKENVAULT_METRICS_PORT", 0, 0, 65535),
+            workers=read.integer("TOKENVAULT_WORKERS", 16, 1, 256),
+            db_pool_size=read.integer("TOKENVAULT_DB_POOL_SIZE", 8, 1, 128),
+            log_level=read.text("TOKENVAULT_LOG_LEVEL", "INFO"),
+        )
+        if not config.vault_token and not (config.vault_role_id and config.vault_secret_id_file):
+            read.problems.append(
+                "Vault credentials missing: set TOKENVAULT_VAULT_TOKEN, or TOKENVAULT_VAULT_ROLE_ID"
+                " and TOKENVAULT_VAULT_SECRET_ID_FILE"
+            )
+        read.check("vault service")
+        return config

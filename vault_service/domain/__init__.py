@@ -1,0 +1,1 @@
+"""Pure vault logic: token types, token text, normalization, crypto, masking, access policy."""

@@ -1,0 +1,66 @@
+"""Keyed fingerprints and AES-256-GCM sealing of values, bound to their token.
+
+- `fingerprint()` is HMAC-SHA256 under a secret key: without the key an attacker cannot
+  enumerate the 2^32 IPv4 values to find a match.
+- `seal()` encrypts with a fresh 96-bit nonce and uses (type, token) as associated data, so a
+  ciphertext moved to another row fails to decrypt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from vault_service.domain.token_types import TokenType
+
+NONCE_BYTES = 12
+KEY_BYTES = 32
+
+
+class SealBroken(Exception):
+    """The ciphertext does not open under this key and binding (tampered, swapped or wrong key)."""
+
+
+@dataclass(frozen=True, repr=False)
+class DataKey:
+    """A plaintext data key held in memory only; `key_id` is its row in vault.data_keys."""
+
+    key_id: int
+    material: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.material) != KEY_BYTES:
+            raise ValueError(f"data keys are {KEY_BYTES} bytes, got {len(self.material)}")
+
+    def __repr__(self) -> str:
+        return f"DataKey(key_id={self.key_id}, material=<redacted>)"
+
+
+def fingerprint(key: DataKey, token_type: TokenType, normalized_value: str) -> bytes:
+    """HMAC-SHA256 of the type and normalized value under the fingerprint key."""
+    message = token_type.type_name.encode() + b"\x00" + normalized_value.encode()
+    return hmac.new(key.material, message, hashlib.sha256).digest()
+
+
+def _binding(token_type: TokenType, token: str) -> bytes:
+    return f"tokenvault:v1:{token_type.type_name}:{token}".encode()
+
+
+def seal(key: DataKey, token_type: TokenType, token: str, value: str) -> bytes:
+    """nonce || AES-256-GCM(value) with (type, token) as associated data."""
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(key.material).encrypt(nonce, value.encode(), _binding(token_type, token))
+
+
+def open_sealed(key: DataKey, token_type: TokenType, token: str, sealed: bytes) -> str:
+    """The value inside `sealed`; SealBroken if it was not sealed for this token with this key."""
+    nonce, ciphertext = sealed[:NONCE_BYTES], sealed[NONCE_BYTES:]
+    try:
+        return AESGCM(key.material).decrypt(nonce, ciphertext, _binding(token_type, token)).decode()
+    except InvalidTag:
+        raise SealBroken(f"ciphertext of a {token_type.type_name} token failed authentication") from None

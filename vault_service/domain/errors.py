@@ -1,0 +1,29 @@
+"""Domain errors; the gRPC edge maps each to one status code (see entrypoints/status.py)."""
+
+
+class VaultError(Exception):
+    """Base of every error the vault reports to a caller. Messages never contain values."""
+
+
+class InvalidValue(VaultError):
+    """A value cannot be tokenized (wrong shape for its type, empty, too long)."""
+
+
+class InvalidRequest(VaultError):
+    """The request as a whole is malformed (e.g. a missing purpose)."""
+
+
+class TokenNotFound(VaultError):
+    """No value is stored behind this token (never issued, malformed, or erased)."""
+
+
+class Unauthenticated(VaultError):
+    """The caller presented no usable client identity."""
+
+
+class PermissionDenied(VaultError):
+    """The caller is known but its policy does not allow this action on this type."""
+
+
+class KeysUnavailable(VaultError):
+    """A key needed for this item is not loaded (Vault unreachable at start, or retired)."""

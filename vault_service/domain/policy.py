@@ -1,0 +1,101 @@
+"""Who may do what: per client identity (certificate CN), per token type.
+
+Policy file (TOML):
+
+    [clients.etl-service]
+    tokenize = ["ip", "device_id"]
+
+    [clients.analyst.detokenize]
+    ip = "plain"
+    device_id = "masked"
+
+A client absent from the file may do nothing. Reveal levels: `plain`, `masked`, `none`.
+"""
+
+from __future__ import annotations
+
+import enum
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vault_service.domain.errors import InvalidValue, PermissionDenied, Unauthenticated
+from vault_service.domain.token_types import TokenType
+
+
+class RevealLevel(enum.Enum):
+    """How much of a value a client may see."""
+
+    NONE = "none"
+    MASKED = "masked"
+    PLAIN = "plain"
+
+
+@dataclass(frozen=True)
+class ClientPermissions:
+    """What one client may do."""
+
+    tokenize: frozenset[TokenType] = frozenset()
+    detokenize: Mapping[TokenType, RevealLevel] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """The whole policy: client name -> permissions."""
+
+    clients: Mapping[str, ClientPermissions]
+
+    def permissions(self, client: str | None) -> ClientPermissions:
+        """The permissions of `client`; Unauthenticated when there is no identity."""
+        if not client:
+            raise Unauthenticated("no client identity: connect with a client certificate issued by the vault CA")
+        found = self.clients.get(client)
+        if found is None:
+            raise PermissionDenied(f"client {client!r} is not in the vault policy")
+        return found
+
+    def check_tokenize(self, client: str | None, token_type: TokenType) -> None:
+        """Raise unless `client` may tokenize values of `token_type`."""
+        if token_type not in self.permissions(client).tokenize:
+            raise PermissionDenied(f"client {client!r} may not tokenize {token_type.type_name} values")
+
+    def reveal_level(self, client: str | None, token_type: TokenType) -> RevealLevel:
+        """How `client` may see values of `token_type` (NONE when not at all)."""
+        return self.permissions(client).detokenize.get(token_type, RevealLevel.NONE)
+
+    def may_detokenize_anything(self, client: str | None) -> bool:
+        """Whether any type is revealed to `client` at all."""
+        levels = self.permissions(client).detokenize.values()
+        return any(level is not RevealLevel.NONE for level in levels)
+
+
+def _parse_client(name: str, raw: Mapping[str, Any]) -> ClientPermissions:
+    unknown = set(raw) - {"tokenize", "detokenize"}
+    if unknown:
+        raise InvalidValue(f"policy for {name!r} has unknown keys: {', '.join(sorted(unknown))}")
+    tokenize = frozenset(TokenType.from_name(t) for t in raw.get("tokenize", []))
+    detokenize = {}
+    for type_name, level in raw.get("detokenize", {}).items():
+        try:
+            detokenize[TokenType.from_name(type_name)] = RevealLevel(level)
+        except ValueError:
+            raise InvalidValue(
+                f"policy for {name!r}: reveal level {level!r} is not one of plain, masked, none"
+            ) from None
+    return ClientPermissions(tokenize=tokenize, detokenize=detokenize)
+
+
+def parse_policy(document: Mapping[str, Any]) -> AccessPolicy:
+    """Build a policy from a parsed TOML document; InvalidValue with the reason if malformed."""
+    clients = document.get("clients")
+    if not isinstance(clients, Mapping):
+        raise InvalidValue("policy must have a [clients.<name>] table per client")
+    return AccessPolicy({name: _parse_client(name, raw) for name, raw in clients.items()})
+
+
+def load_policy(path: Path) -> AccessPolicy:
+    """Read and validate a policy file."""
+    with path.open("rb") as handle:
+        return parse_policy(tomllib.load(handle))

@@ -1,0 +1,1 @@
+"""Entry points of the vault: the gRPC server and its command line."""

@@ -1,0 +1,95 @@
+"""The TokenVault gRPC servicer: converts messages in and out, nothing more."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+import psycopg
+
+from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+from vault_service.domain.errors import VaultError
+from vault_service.domain.policy import RevealLevel
+from vault_service.domain.token_types import TokenType
+from vault_service.entrypoints.status import status_of
+from vault_service.service.vault import Revealed, TokenVault
+
+log = logging.getLogger(__name__)
+
+MAX_ITEMS_PER_CALL = 10_000
+
+_TYPE_FROM_PROTO = {
+    vault_pb2.TOKEN_TYPE_IP: TokenType.IP,
+    vault_pb2.TOKEN_TYPE_DEVICE_ID: TokenType.DEVICE_ID,
+}
+_TYPE_TO_PROTO = {v: k for k, v in _TYPE_FROM_PROTO.items()}
+_REVEAL_TO_PROTO = {RevealLevel.PLAIN: vault_pb2.REVEAL_PLAIN, RevealLevel.MASKED: vault_pb2.REVEAL_MASKED}
+
+
+def client_identity(context: grpc.ServicerContext) -> str | None:
+    """The common name of the verified client certificate, or None without one."""
+    names = context.auth_context().get("x509_common_name") or []
+    return names[0].decode() if names else None
+
+
+def _item_error(error: VaultError) -> vault_pb2.ItemError:
+    return vault_pb2.ItemError(code=status_of(error).value[0], message=str(error))
+
+
+class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
+    """gRPC face of the TokenVault use cases."""
+
+    def __init__(self, vault: TokenVault) -> None:
+        self._vault = vault
+
+    def Tokenize(  # noqa: N802 (gRPC method name)
+        self, request: vault_pb2.TokenizeRequest, context: grpc.ServicerContext
+    ) -> vault_pb2.TokenizeResponse:
+        """Batch tokenize; per-item errors inside the response."""
+        self._check_size(len(request.items), context)
+        items = [(_TYPE_FROM_PROTO.get(item.type), item.value) for item in request.items]
+        outcomes = self._call(context, self._vault.tokenize, client_identity(context), items)
+        results = [
+            vault_pb2.TokenizeResult(error=_item_error(o)) if isinstance(o, VaultError)
+            else vault_pb2.TokenizeResult(token=o)
+            for o in outcomes
+        ]
+        return vault_pb2.TokenizeResponse(results=results)
+
+    def Detokenize(  # noqa: N802 (gRPC method name)
+        self, request: vault_pb2.DetokenizeRequest, context: grpc.ServicerContext
+    ) -> vault_pb2.DetokenizeResponse:
+        """Batch detokenize; audited; per-item errors inside the response."""
+        self._check_size(len(request.tokens), context)
+        outcomes = self._call(
+            context, self._vault.detokenize, client_identity(context), list(request.tokens), request.purpose
+        )
+        results = []
+        for outcome in outcomes:
+            if isinstance(outcome, Revealed):
+                value = vault_pb2.RevealedValue(
+                    type=_TYPE_TO_PROTO[outcome.token_type], value=outcome.value,
+                    reveal=_REVEAL_TO_PROTO[outcome.level],
+                )
+                results.append(vault_pb2.DetokenizeResult(value=value))
+            else:
+                results.append(vault_pb2.DetokenizeResult(error=_item_error(outcome)))
+        return vault_pb2.DetokenizeResponse(results=results)
+
+    @staticmethod
+    def _check_size(count: int, context: grpc.ServicerContext) -> None:
+        if count > MAX_ITEMS_PER_CALL:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{count} items in one call; send at most {MAX_ITEMS_PER_CALL} per call",
+            )
+
+    @staticmethod
+    def _call(context: grpc.ServicerContext, use_case, *args):  # type: ignore[no-untyped-def]
+        try:
+            return use_case(*args)
+        except VaultError as error:
+            context.abort(status_of(error), str(error))
+        except psycopg.OperationalError:
+            log.exception("database unavailable")
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the vault database is unavailable; retry later")

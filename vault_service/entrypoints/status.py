@@ -1,0 +1,32 @@
+"""The one place where domain errors become gRPC status codes."""
+
+from __future__ import annotations
+
+import grpc
+
+from vault_service.domain.errors import (
+    InvalidRequest,
+    InvalidValue,
+    KeysUnavailable,
+    PermissionDenied,
+    TokenNotFound,
+    Unauthenticated,
+    VaultError,
+)
+
+_CODES: dict[type[VaultError], grpc.StatusCode] = {
+    InvalidValue: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    TokenNotFound: grpc.StatusCode.NOT_FOUND,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    KeysUnavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def status_of(error: VaultError) -> grpc.StatusCode:
+    """The gRPC status code for a domain error (INTERNAL for anything unexpected)."""
+    for error_type, code in _CODES.items():
+        if isinstance(error, error_type):
+            return code
+    return grpc.StatusCode.INTERNAL

@@ -1,0 +1,1 @@
+"""Use cases of the vault: tokenize, detokenize, key loading. Knows ports, not adapters."""
