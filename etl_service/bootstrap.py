@@ -33,13 +33,21 @@ class Wired:
 def bootstrap(config: EtlConfig, wait_seconds: int | None = None) -> Wired:
     """Build the consumer from real SQS, vault service and Postgres adapters."""
     queue = SqsQueue(make_sqs_client(config.sqs_endpoint_url, config.aws_region), config.queue_url, config.dlq_url)
-    channel = secure_channel(config.vault_address, config.tls_ca, config.tls_cert, config.tls_key,
-                             config.vault_server_name)
-    pool = ConnectionPool(config.database_dsn, min_size=1, max_size=4, open=False, name="etl",
-                          kwargs={"application_name": "tokenvault-etl"})
+    channel = secure_channel(
+        config.vault_address, config.tls_ca, config.tls_cert, config.tls_key, config.vault_server_name
+    )
+    pool = ConnectionPool(
+        config.database_dsn,
+        min_size=1,
+        max_size=4,
+        open=False,
+        name="etl",
+        kwargs={"application_name": "tokenvault-etl"},
+    )
     pool.open(wait=False)
-    processor = BatchProcessor(queue, GrpcTokenizer(channel), PostgresLoginStore(pool), config.device_types,
-                               config.max_body_bytes)
+    processor = BatchProcessor(
+        queue, GrpcTokenizer(channel), PostgresLoginStore(pool), config.device_types, config.max_body_bytes
+    )
     settings = ConsumerSettings(
         batch_size=config.batch_size,
         wait_seconds=config.wait_seconds if wait_seconds is None else wait_seconds,

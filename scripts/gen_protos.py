@@ -51,11 +51,7 @@ def generate(out_dir: Path) -> list[Path]:
 def stale_files(generated_root: Path) -> list[str]:
     """Names of files that differ between `generated_root` and the checked-in package."""
     fresh = {p.relative_to(generated_root) for p in (generated_root / PACKAGE).rglob("*") if p.is_file()}
-    current = {
-        p.relative_to(ROOT)
-        for p in (ROOT / PACKAGE).rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts
-    }
+    current = {p.relative_to(ROOT) for p in (ROOT / PACKAGE).rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     differing = {str(p) for p in fresh ^ current}
     for rel in fresh & current:
         if not filecmp.cmp(generated_root / rel, ROOT / rel, shallow=False):

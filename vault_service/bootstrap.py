@@ -25,11 +25,16 @@ class Bootstrapped:
 def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
     """Connect to Vault and Postgres, load the keys and the policy; raise with a clear message."""
     policy = load_policy(config.policy_file)
-    client = connect_vault(config.vault_address, config.vault_token, config.vault_role_id,
-                           config.vault_secret_id_file)
+    client = connect_vault(config.vault_address, config.vault_token, config.vault_role_id, config.vault_secret_id_file)
     wrapper = TransitKeyWrapper(client, config.kek_name, config.transit_mount)
-    pool = ConnectionPool(config.database_dsn, min_size=1, max_size=config.db_pool_size, open=False,
-                          name="vault", kwargs={"application_name": "tokenvault-vault"})
+    pool = ConnectionPool(
+        config.database_dsn,
+        min_size=1,
+        max_size=config.db_pool_size,
+        open=False,
+        name="vault",
+        kwargs={"application_name": "tokenvault-vault"},
+    )
     pool.open(wait=True, timeout=15)
     keyring = load_keyring(PostgresKeyStore(pool, config.kek_name), wrapper)
     vault = TokenVault(PostgresTokenStore(pool), keyring, policy, PostgresAuditLog(pool))

@@ -1,5 +1,8 @@
-"""user_logins and etl_quarantine in PostgreSQL: COPY into a staging table, then one
-INSERT ... ON CONFLICT DO NOTHING on the event key, in a single transaction per batch."""
+"""user_logins and etl_quarantine in PostgreSQL, loaded in one transaction per batch.
+
+user_logins and etl_quarantine in PostgreSQL: COPY into a staging table, then one
+INSERT ... ON CONFLICT DO NOTHING on the event key, in a single transaction per batch.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +15,20 @@ from etl_service.domain.messages import QuarantineRecord, UserLoginRow
 from etl_service.service.ports import TransientError, WriteResult
 
 _COLUMNS = (
-    "user_id", "device_type", "masked_ip", "masked_device_id", "locale", "app_version", "create_date",
-    "app_version_text", "event_id", "sqs_message_id", "sent_at",
+    "user_id",
+    "device_type",
+    "masked_ip",
+    "masked_device_id",
+    "locale",
+    "app_version",
+    "create_date",
+    "app_version_text",
+    "event_id",
+    "sqs_message_id",
+    "sent_at",
 )
 _COLUMN_LIST = ", ".join(_COLUMNS)
-_STAGING = f"""
+_STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS staging_user_logins (
     user_id varchar(128), device_type varchar(32), masked_ip varchar(256), masked_device_id varchar(256),
     locale varchar(32), app_version integer, create_date date, app_version_text varchar(32),

@@ -25,7 +25,9 @@ EVENT_ID_ATTRIBUTE = "event_id"
 def make_sqs_client(endpoint_url: str | None, region: str) -> SQSClient:
     """A boto3 SQS client with bounded timeouts and adaptive retries."""
     config = botocore.config.Config(
-        connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "adaptive"},
+        connect_timeout=5,
+        read_timeout=30,
+        retries={"max_attempts": 3, "mode": "adaptive"},
         max_pool_connections=32,
     )
     client: SQSClient = boto3.client("sqs", endpoint_url=endpoint_url, region_name=region, config=config)
@@ -82,8 +84,10 @@ class SqsQueue:
                 failed.extend(chunk.values())
                 continue
             for entry in response.get("Failed", []):
-                log.warning("delete refused", extra={"message_id": chunk[entry["Id"]].message_id,
-                                                     "code": entry.get("Code")})
+                log.warning(
+                    "delete refused",
+                    extra={"message_id": chunk[entry["Id"]].message_id, "code": entry.get("Code")},
+                )
                 failed.append(chunk[entry["Id"]])
         return failed
 
@@ -99,7 +103,9 @@ class SqsQueue:
             attributes[EVENT_ID_ATTRIBUTE] = {"DataType": "String", "StringValue": message.event_id}
         try:
             self._client.send_message(
-                QueueUrl=self._dlq_url, MessageBody=message.body or "(empty body)", MessageAttributes=attributes
+                QueueUrl=self._dlq_url,
+                MessageBody=message.body or "(empty body)",
+                MessageAttributes=attributes,
             )
         except _ERRORS as error:
             raise TransientError(f"SQS send to DLQ failed: {type(error).__name__}") from error

@@ -46,9 +46,12 @@ def _progress_callback(progress: Progress | None, recorder: MetricsRecorder) -> 
     def on_batch(summary: RunSummary) -> None:
         recorder(summary)
         if progress is not None and task is not None:
-            progress.update(task, description=(
-                f"received {summary.received} · loaded {summary.loaded} · quarantined {summary.quarantined}"
-            ))
+            progress.update(
+                task,
+                description=(
+                    f"received {summary.received} · loaded {summary.loaded} · quarantined {summary.quarantined}"
+                ),
+            )
 
     return on_batch
 
@@ -82,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             print(format_summary(summary))
     finally:
         wired.close()
-    log.info("stopped", extra={"received": summary.received, "loaded": summary.loaded,
-                               "quarantined": summary.quarantined})
+    log.info(
+        "stopped",
+        extra={"received": summary.received, "loaded": summary.loaded, "quarantined": summary.quarantined},
+    )
     return 0

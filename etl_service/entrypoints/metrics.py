@@ -31,6 +31,11 @@ class MetricsRecorder:
         for reason, count in summary.reasons.items():
             QUARANTINED.labels(reason=reason).inc(count - last.reasons.get(reason, 0))
         self._last = RunSummary(
-            summary.received, summary.loaded, summary.already_loaded, summary.quarantined, summary.retried,
-            summary.delete_failures, summary.reasons.copy(),
+            summary.received,
+            summary.loaded,
+            summary.already_loaded,
+            summary.quarantined,
+            summary.retried,
+            summary.delete_failures,
+            summary.reasons.copy(),
         )

@@ -18,7 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow, to_row
-from etl_service.domain.validation import DEFAULT_DEVICE_TYPES, MAX_BODY_BYTES, LoginEvent, Rejection, parse_login_event
+from etl_service.domain.validation import (
+    DEFAULT_DEVICE_TYPES,
+    MAX_BODY_BYTES,
+    LoginEvent,
+    Rejection,
+    parse_login_event,
+)
 from etl_service.service.ports import LoginStore, Queue, Tokenizer, TransientError
 
 log = logging.getLogger(__name__)
@@ -70,8 +76,7 @@ class BatchProcessor:
             accepted, rejected = self._validate(messages)
             rows, rejected = self._tokenize(accepted, rejected)
             records = [
-                QuarantineRecord(m.idempotency_key, m.message_id, r.reason, r.detail, m.sent_at)
-                for m, r in rejected
+                QuarantineRecord(m.idempotency_key, m.message_id, r.reason, r.detail, m.sent_at) for m, r in rejected
             ]
             written = self._store.write(rows, records)
         except TransientError as error:

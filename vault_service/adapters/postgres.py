@@ -28,9 +28,7 @@ class PostgresKeyStore:
     def load_keys(self) -> list[StoredKey]:
         """Every key row, oldest first."""
         with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT id, purpose, wrapped_key, state FROM vault.data_keys ORDER BY id"
-            ).fetchall()
+            rows = conn.execute("SELECT id, purpose, wrapped_key, state FROM vault.data_keys ORDER BY id").fetchall()
         return [StoredKey(*row) for row in rows]
 
     def ensure_active_key(self, purpose: str, make_wrapped_key: Callable[[], str]) -> StoredKey:
@@ -56,7 +54,7 @@ class PostgresTokenStore:
         self._pool = pool
 
     def find_by_fingerprints(self, token_type: str, fingerprints: Sequence[bytes]) -> dict[bytes, str]:
-        """fingerprint -> token for those already issued."""
+        """Fingerprint -> token for those already issued."""
         if not fingerprints:
             return {}
         with self._pool.connection() as conn:
@@ -70,9 +68,12 @@ class PostgresTokenStore:
         """Insert; for rows another writer inserted first, read back the winner's token."""
         if not rows:
             return {}
-        columns = list(zip(*[
-            (r.token, r.token_type, r.fingerprint, r.fingerprint_key_id, r.dek_id, r.sealed) for r in rows
-        ], strict=True))
+        columns = list(
+            zip(
+                *[(r.token, r.token_type, r.fingerprint, r.fingerprint_key_id, r.dek_id, r.sealed) for r in rows],
+                strict=True,
+            )
+        )
         with self._pool.connection() as conn:
             inserted = conn.execute(
                 "INSERT INTO vault.tokens (token, token_type, fingerprint, fingerprint_key_id, dek_id, sealed)"
@@ -119,8 +120,17 @@ class PostgresAuditLog:
             conn.execute(
                 "INSERT INTO vault.audit_log (at, client, action, purpose, token_types, item_count, outcome,"
                 " prev_hash, row_hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (at, event.client, event.action, event.purpose, event.token_types, event.item_count,
-                 event.outcome, prev_hash, chain_hash(prev_hash, at, event)),
+                (
+                    at,
+                    event.client,
+                    event.action,
+                    event.purpose,
+                    event.token_types,
+                    event.item_count,
+                    event.outcome,
+                    prev_hash,
+                    chain_hash(prev_hash, at, event),
+                ),
             )
 
     def records(self) -> list[AuditRecord]:

@@ -52,7 +52,7 @@ def _binding(token_type: TokenType, token: str) -> bytes:
 
 
 def seal(key: DataKey, token_type: TokenType, token: str, value: str) -> bytes:
-    """nonce || AES-256-GCM(value) with (type, token) as associated data."""
+    """Nonce || AES-256-GCM(value) with (type, token) as associated data."""
     nonce = os.urandom(NONCE_BYTES)
     return nonce + AESGCM(key.material).encrypt(nonce, value.encode(), _binding(token_type, token))
 

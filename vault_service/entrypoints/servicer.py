@@ -42,21 +42,20 @@ class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
     def __init__(self, vault: TokenVault) -> None:
         self._vault = vault
 
-    def Tokenize(  # noqa: N802 (gRPC method name)
-        self, request: vault_pb2.TokenizeRequest, context: grpc.ServicerContext
-    ) -> vault_pb2.TokenizeResponse:
+    def Tokenize(self, request: vault_pb2.TokenizeRequest, context: grpc.ServicerContext) -> vault_pb2.TokenizeResponse:
         """Batch tokenize; per-item errors inside the response."""
         self._check_size(len(request.items), context)
         items = [(_TYPE_FROM_PROTO.get(item.type), item.value) for item in request.items]
         outcomes = self._call(context, self._vault.tokenize, client_identity(context), items)
         results = [
-            vault_pb2.TokenizeResult(error=_item_error(o)) if isinstance(o, VaultError)
+            vault_pb2.TokenizeResult(error=_item_error(o))
+            if isinstance(o, VaultError)
             else vault_pb2.TokenizeResult(token=o)
             for o in outcomes
         ]
         return vault_pb2.TokenizeResponse(results=results)
 
-    def Detokenize(  # noqa: N802 (gRPC method name)
+    def Detokenize(
         self, request: vault_pb2.DetokenizeRequest, context: grpc.ServicerContext
     ) -> vault_pb2.DetokenizeResponse:
         """Batch detokenize; audited; per-item errors inside the response."""
@@ -68,7 +67,8 @@ class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
         for outcome in outcomes:
             if isinstance(outcome, Revealed):
                 value = vault_pb2.RevealedValue(
-                    type=_TYPE_TO_PROTO[outcome.token_type], value=outcome.value,
+                    type=_TYPE_TO_PROTO[outcome.token_type],
+                    value=outcome.value,
                     reveal=_REVEAL_TO_PROTO[outcome.level],
                 )
                 results.append(vault_pb2.DetokenizeResult(value=value))

@@ -72,7 +72,7 @@ class TokenStore(Protocol):
     """Persistent tokens, found by fingerprint or by token text."""
 
     def find_by_fingerprints(self, token_type: str, fingerprints: Sequence[bytes]) -> dict[bytes, str]:
-        """fingerprint -> token for the fingerprints already known."""
+        """Fingerprint -> token for the fingerprints already known."""
         ...
 
     def insert_new(self, rows: Sequence[NewTokenRow]) -> dict[bytes, str]:

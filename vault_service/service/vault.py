@@ -97,8 +97,14 @@ class TokenVault:
             self._check_detokenize_request(client, purpose)
         except VaultError as error:
             self._audit.append(
-                AuditEvent(client or "<anonymous>", "detokenize", f"refused: {type(error).__name__}",
-                           len(tokens), purpose[:MAX_PURPOSE_LENGTH], ",".join(token_types))
+                AuditEvent(
+                    client or "<anonymous>",
+                    "detokenize",
+                    f"refused: {type(error).__name__}",
+                    len(tokens),
+                    purpose[:MAX_PURPOSE_LENGTH],
+                    ",".join(token_types),
+                )
             )
             raise
         rows = self._tokens.fetch(list({t for t in tokens if type_of_token(t)}))
@@ -106,8 +112,14 @@ class TokenVault:
         revealed = sum(isinstance(o, Revealed) for o in outcomes)
         # Written before anything is returned: no audit row, no reveal.
         self._audit.append(
-            AuditEvent(str(client), "detokenize", f"ok: {revealed} revealed, {len(tokens) - revealed} refused",
-                       len(tokens), purpose, ",".join(token_types))
+            AuditEvent(
+                str(client),
+                "detokenize",
+                f"ok: {revealed} revealed, {len(tokens) - revealed} refused",
+                len(tokens),
+                purpose,
+                ",".join(token_types),
+            )
         )
         return outcomes
 

@@ -1,0 +1,64 @@
+# tokenvault — every command a person or CI needs. Only python3 (>= 3.11) and make are assumed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+RUN_ARGS ?=
+
+.PHONY: help install protos protos-check up down status run run-sample psql test test-unit lint format clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt devstack/ministack-requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -c 'from devstack.sqs import ensure_ministack; ensure_ministack()'
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv (pinned) and the ministack venv
+
+protos: $(STAMP)  ## regenerate tokenvault_api/ from protos/
+	$(PY) scripts/gen_protos.py
+
+protos-check: $(STAMP)  ## fail if the generated code is stale
+	$(PY) scripts/gen_protos.py --check
+
+up: $(STAMP)  ## start the embedded stack (OpenBao, SQS, Postgres, both services)
+	$(PY) -m devstack up
+
+down:  ## stop the embedded stack and delete its state
+	@if [ -x $(PY) ]; then $(PY) -m devstack down; fi
+
+status: $(STAMP)  ## is the stack up?
+	$(PY) -m devstack status
+
+run: $(STAMP)  ## the main job: stack up, 1000 sample events through the ETL, summary (RUN_ARGS="--events N" or "--file F")
+	$(PY) -m devstack.demo $(RUN_ARGS)
+
+run-sample: $(STAMP)  ## the same with the exercise's 100 events (examples/sample_data.json)
+	$(PY) -m devstack.demo --file examples/sample_data.json
+
+psql: $(STAMP)  ## open psql on the stack as the read-only analyst role
+	@set -a; . .stack/stack.env; set +a; psql "$$PG_ANALYST_DSN"
+
+test: $(STAMP)  ## unit, integration and end-to-end tests on real OpenBao, SQS and Postgres
+	$(PY) -m pytest
+
+test-unit: $(STAMP)  ## unit tests only (seconds)
+	$(PY) -m pytest tests/unit
+
+lint: $(STAMP)  ## ruff, ruff format --check, mypy, generated code freshness
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+	$(PY) scripts/gen_protos.py --check
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+clean: down  ## remove virtual environments and caches
+	rm -rf $(VENV) .venv-ministack .stack .mypy_cache .ruff_cache .pytest_cache

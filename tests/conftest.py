@@ -1,0 +1,125 @@
+"""Fixtures that start real components: OpenBao, SQS (ministack) and PostgreSQL on free ports.
+
+The session starts them once through the same code as `make up` (devstack) and stops them,
+by PID, at the end. Vault servers run in-process on port 0 so tests can start, stop and
+restart them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from devstack.sqs import create_queues
+from devstack.stack import StackState, down, etl_service_env, start_components, vault_service_env
+from etl_service.bootstrap import Wired, bootstrap as etl_bootstrap
+from etl_service.config import EtlConfig
+from tokenvault_api.v1 import vault_pb2_grpc
+from tokenvault_common.grpc_tls import secure_channel
+from vault_service.bootstrap import bootstrap as vault_bootstrap
+from vault_service.config import VaultServiceConfig
+from vault_service.entrypoints.server import create_server, server_credentials
+
+
+@pytest.fixture(scope="session")
+def stack_env() -> Iterator[dict[str, str]]:
+    """OpenBao + SQS + Postgres + certificates, as the env file values of the stack."""
+    state_dir = Path(tempfile.mkdtemp(prefix="tokenvault-test-"))
+    state_dir.chmod(0o755)
+    state = StackState()
+    try:
+        env = start_components(state_dir, state)
+        state.save(state_dir / "state.json")
+        yield env
+    finally:
+        state.save(state_dir / "state.json")
+        down(state_dir)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@dataclass
+class RunningVault:
+    """An in-process vault server."""
+
+    address: str
+    server: grpc.Server
+
+    def stop(self) -> None:
+        self.server.stop(0).wait()
+
+
+@contextmanager
+def running_vault(env: dict[str, str], address: str = "127.0.0.1:0", **overrides: str) -> Iterator[RunningVault]:
+    """A vault server on real OpenBao and Postgres, stopped on exit."""
+    config = VaultServiceConfig.from_env(
+        {**vault_service_env(env), "TOKENVAULT_GRPC_ADDRESS": address, "TOKENVAULT_METRICS_PORT": "0", **overrides}
+    )
+    wired = vault_bootstrap(config)
+    credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+    server, port, _ = create_server(wired.vault, config.grpc_address, credentials, workers=8)
+    server.start()
+    try:
+        yield RunningVault(f"127.0.0.1:{port}", server)
+    finally:
+        server.stop(0).wait()
+        wired.pool.close()
+
+
+@pytest.fixture(scope="session")
+def vault(stack_env: dict[str, str]) -> Iterator[RunningVault]:
+    """One vault server for the session."""
+    with running_vault(stack_env) as running:
+        yield running
+
+
+def client_channel(env: dict[str, str], address: str, client: str) -> grpc.Channel:
+    """An mTLS channel presenting the stack certificate of `client` (e.g. analyst)."""
+    certs = Path(env["STACK_DIR"]) / "certs"
+    return secure_channel(
+        address, certs / "ca.pem", certs / f"{client}.pem", certs / f"{client}-key.pem", server_name="localhost"
+    )
+
+
+@pytest.fixture
+def stub_for(stack_env: dict[str, str], vault: RunningVault) -> Iterator[object]:
+    """stub_for("analyst") -> a TokenVault stub authenticated as that client."""
+    channels: list[grpc.Channel] = []
+
+    def make(client: str, address: str | None = None) -> vault_pb2_grpc.TokenVaultStub:
+        channel = client_channel(stack_env, address or vault.address, client)
+        channels.append(channel)
+        return vault_pb2_grpc.TokenVaultStub(channel)
+
+    yield make
+    for channel in channels:
+        channel.close()
+
+
+@dataclass
+class EtlHarness:
+    """A fresh queue pair and an ETL consumer wired to real SQS, vault and Postgres."""
+
+    queue_url: str
+    dlq_url: str
+    wired: Wired
+
+
+@contextmanager
+def etl_harness(env: dict[str, str], vault_address: str, visibility_timeout: int = 30) -> Iterator[EtlHarness]:
+    """New queues (unique names) and a consumer in drain mode."""
+    queue_url, dlq_url = create_queues(env["SQS_ENDPOINT_URL"], visibility_timeout, name=f"q-{uuid.uuid4().hex[:12]}")
+    etl_env = {**etl_service_env(env), "ETL_QUEUE_URL": queue_url, "ETL_DLQ_URL": dlq_url}
+    etl_env["ETL_VAULT_ADDRESS"] = vault_address
+    wired = etl_bootstrap(EtlConfig.from_env(etl_env), wait_seconds=1)
+    try:
+        yield EtlHarness(queue_url, dlq_url, wired)
+    finally:
+        wired.close()

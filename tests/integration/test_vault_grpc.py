@@ -1,0 +1,127 @@
+"""The vault over real gRPC/mTLS, OpenBao Transit and Postgres."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+
+from devstack import certs
+from tests.conftest import RunningVault, running_vault
+from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+from tokenvault_common.grpc_tls import secure_channel
+
+IP, DEVICE = vault_pb2.TOKEN_TYPE_IP, vault_pb2.TOKEN_TYPE_DEVICE_ID
+StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
+
+
+def tokenize(stub: vault_pb2_grpc.TokenVaultStub, *items: tuple[int, str]) -> list[vault_pb2.TokenizeResult]:
+    request = vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=t, value=v) for t, v in items])
+    return list(stub.Tokenize(request, timeout=10).results)
+
+
+def test_tokens_are_stable_random_and_per_item(stub_for: StubFor) -> None:
+    etl = stub_for("etl-service")
+    first = tokenize(etl, (IP, "203.0.113.7"), (DEVICE, "555-12-0001"), (IP, "bad ip"), (IP, "203.0.113.7"))
+    assert first[0].token.startswith("ip_") and first[1].token.startswith("dev_")
+    assert first[2].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "bad ip" not in first[2].error.message
+    assert first[3].token == first[0].token
+    assert tokenize(etl, (IP, "203.0.113.7"))[0].token == first[0].token
+
+
+def test_tokens_survive_a_restart_of_the_service(stack_env: dict[str, str], stub_for: StubFor) -> None:
+    before = tokenize(stub_for("etl-service"), (IP, "198.51.100.20"))[0].token
+    with running_vault(stack_env) as restarted:
+        after = tokenize(stub_for("etl-service", restarted.address), (IP, "198.51.100.20"))[0].token
+    assert after == before
+
+
+def test_two_replicas_tokenizing_the_same_new_values_at_once_agree(
+    stack_env: dict[str, str], vault: RunningVault, stub_for: StubFor
+) -> None:
+    values = [(IP, f"10.77.{i // 250}.{i % 250}") for i in range(500)]
+    results: dict[str, list[str]] = {}
+    with running_vault(stack_env) as second:
+        stubs = {"a": stub_for("etl-service"), "b": stub_for("etl-service", second.address)}
+        barrier = threading.Barrier(2)
+
+        def work(name: str) -> None:
+            barrier.wait()
+            results[name] = [r.token for r in tokenize(stubs[name], *values)]
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in stubs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert results["a"] == results["b"] and len(set(results["a"])) == 500
+
+
+def test_analyst_sees_ip_plain_and_device_masked_and_the_call_is_audited(
+    stack_env: dict[str, str], stub_for: StubFor
+) -> None:
+    ip_token, device_token = (r.token for r in tokenize(stub_for("etl-service"), (IP, "192.0.2.55"), (DEVICE, "593-47-5928")))
+    request = vault_pb2.DetokenizeRequest(tokens=[ip_token, device_token, "ip_" + "Z" * 22], purpose="TICKET-7")
+    results = stub_for("analyst").Detokenize(request, timeout=10).results
+    assert (results[0].value.value, results[0].value.reveal) == ("192.0.2.55", vault_pb2.REVEAL_PLAIN)
+    assert (results[1].value.value, results[1].value.reveal) == ("***-**-5928", vault_pb2.REVEAL_MASKED)
+    assert results[2].error.code == grpc.StatusCode.NOT_FOUND.value[0]
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        row = conn.execute(
+            "SELECT client, purpose, item_count, token_types FROM vault.audit_log ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    assert row == ("analyst", "TICKET-7", 3, "device_id,ip")
+
+
+@pytest.mark.parametrize(
+    ("client", "call", "code"),
+    [
+        ("etl-service", "detokenize", grpc.StatusCode.PERMISSION_DENIED),
+        ("analyst", "tokenize", grpc.StatusCode.PERMISSION_DENIED),
+        ("fraud-investigator", "tokenize", grpc.StatusCode.PERMISSION_DENIED),
+    ],
+)
+def test_clients_may_only_do_what_the_policy_says(
+    stub_for: StubFor, client: str, call: str, code: grpc.StatusCode
+) -> None:
+    stub = stub_for(client)
+    with pytest.raises(grpc.RpcError) as error:
+        if call == "tokenize":
+            tokenize(stub, (IP, "10.0.0.1"))
+        else:
+            stub.Detokenize(vault_pb2.DetokenizeRequest(tokens=["ip_" + "A" * 22], purpose="x"), timeout=10)
+    assert error.value.code() == code
+    assert client in (error.value.details() or "")
+
+
+def test_detokenize_without_purpose_is_invalid_argument(stub_for: StubFor) -> None:
+    with pytest.raises(grpc.RpcError) as error:
+        stub_for("analyst").Detokenize(vault_pb2.DetokenizeRequest(tokens=["ip_" + "A" * 22]), timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "purpose" in (error.value.details() or "")
+
+
+def test_certificate_from_another_ca_cannot_connect(vault: RunningVault, tmp_path: Path, stack_env: dict[str, str]) -> None:
+    rogue_ca = certs.create_authority(tmp_path, "rogue CA")
+    rogue = certs.issue(rogue_ca, tmp_path, "analyst")
+    channel = secure_channel(vault.address, Path(stack_env["TLS_CA_CERT"]), rogue.cert, rogue.key, "localhost")
+    with channel, pytest.raises(grpc.RpcError) as error:
+        vault_pb2_grpc.TokenVaultStub(channel).Detokenize(
+            vault_pb2.DetokenizeRequest(tokens=["ip_" + "A" * 22], purpose="x"), timeout=5
+        )
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_vault_table_holds_no_plaintext(stack_env: dict[str, str], stub_for: StubFor) -> None:
+    tokenize(stub_for("etl-service"), (IP, "100.64.12.34"), (DEVICE, "777-77-7777"))
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        dump = " ".join(str(row) for row in conn.execute("SELECT * FROM vault.tokens").fetchall())
+        keys = " ".join(str(row) for row in conn.execute("SELECT * FROM vault.data_keys").fetchall())
+    assert "100.64.12.34" not in dump and b"100.64.12.34".hex() not in dump
+    assert "777-77-7777" not in dump
+    assert all(w.startswith("vault:v") for w in keys.split("'") if w.startswith("vault:"))

@@ -1,0 +1,87 @@
+"""Token text, normalization, fingerprints, sealing and masking."""
+
+import os
+
+import pytest
+
+from vault_service.domain.crypto import DataKey, SealBroken, fingerprint, open_sealed, seal
+from vault_service.domain.errors import InvalidValue
+from vault_service.domain.masking import mask
+from vault_service.domain.token_types import TokenType, normalize
+from vault_service.domain.tokens import new_token, type_of_token
+
+
+def key(key_id: int = 1) -> DataKey:
+    return DataKey(key_id, os.urandom(32))
+
+
+def test_tokens_are_prefixed_random_and_self_describing() -> None:
+    tokens = {new_token(TokenType.IP) for _ in range(1000)}
+    assert len(tokens) == 1000
+    token = tokens.pop()
+    assert token.startswith("ip_") and len(token) == 3 + 22
+    assert type_of_token(token) is TokenType.IP
+    assert type_of_token(new_token(TokenType.DEVICE_ID)) is TokenType.DEVICE_ID
+
+
+@pytest.mark.parametrize("text", ["", "ip", "ip_short", "xx_AAAAAAAAAAAAAAAAAAAAAA", "ip_AAAAAAAAAAAAAAAAAAAAA!"])
+def test_non_tokens_are_recognised(text: str) -> None:
+    assert type_of_token(text) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "canonical"),
+    [(" 10.0.0.1 ", "10.0.0.1"), ("::ffff:10.0.0.1", "10.0.0.1"), ("2001:DB8:0:0::1", "2001:db8::1")],
+)
+def test_ip_values_are_normalized_so_spellings_share_a_token(raw: str, canonical: str) -> None:
+    assert normalize(TokenType.IP, raw) == canonical
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "300.1.1.1", "1.2.3", "10.0.\x000.1", "x" * 300])
+def test_invalid_ip_values_are_refused_without_echoing_them(bad: str) -> None:
+    with pytest.raises(InvalidValue) as error:
+        normalize(TokenType.IP, bad)
+    assert bad.strip() == "" or bad.strip() not in str(error.value)
+
+
+def test_device_id_with_control_characters_is_refused() -> None:
+    with pytest.raises(InvalidValue):
+        normalize(TokenType.DEVICE_ID, "593-47\x00-5928")
+
+
+def test_fingerprint_is_keyed_deterministic_and_type_separated() -> None:
+    k1, k2 = key(), key()
+    assert fingerprint(k1, TokenType.IP, "1.2.3.4") == fingerprint(k1, TokenType.IP, "1.2.3.4")
+    assert fingerprint(k1, TokenType.IP, "1.2.3.4") != fingerprint(k2, TokenType.IP, "1.2.3.4")
+    assert fingerprint(k1, TokenType.IP, "1.2.3.4") != fingerprint(k1, TokenType.DEVICE_ID, "1.2.3.4")
+
+
+def test_sealed_values_open_only_for_their_own_token() -> None:
+    dek = key()
+    token, other = new_token(TokenType.IP), new_token(TokenType.IP)
+    sealed = seal(dek, TokenType.IP, token, "199.172.111.135")
+    assert open_sealed(dek, TokenType.IP, token, sealed) == "199.172.111.135"
+    assert seal(dek, TokenType.IP, token, "199.172.111.135") != sealed  # fresh nonce each time
+    with pytest.raises(SealBroken):
+        open_sealed(dek, TokenType.IP, other, sealed)  # swapped between rows
+    with pytest.raises(SealBroken):
+        open_sealed(key(), TokenType.IP, token, sealed)  # wrong key
+    with pytest.raises(SealBroken):
+        open_sealed(dek, TokenType.IP, token, sealed[:-1] + bytes([sealed[-1] ^ 1]))  # tampered
+
+
+def test_data_key_repr_hides_material() -> None:
+    dek = key()
+    assert dek.material.hex() not in repr(dek)
+
+
+@pytest.mark.parametrize(
+    ("token_type", "value", "masked"),
+    [
+        (TokenType.IP, "199.172.111.135", "199.172.*.*"),
+        (TokenType.IP, "2001:db8::1", "2001:0db8:*:*:*:*:*:*"),
+        (TokenType.DEVICE_ID, "593-47-5928", "***-**-5928"),
+    ],
+)
+def test_masking(token_type: TokenType, value: str, masked: str) -> None:
+    assert mask(token_type, value) == masked

@@ -1,0 +1,99 @@
+"""TokenVault use cases over fakes: stability, per-item errors, authorization, audit."""
+
+import pytest
+
+from tests.unit.fakes import FakeAuditLog, FakeKeyStore, FakeKeyWrapper, FakeTokenStore
+from vault_service.domain.errors import InvalidRequest, InvalidValue, PermissionDenied, TokenNotFound
+from vault_service.domain.policy import RevealLevel, parse_policy
+from vault_service.domain.token_types import TokenType
+from vault_service.service.keyring import load_keyring
+from vault_service.service.vault import Revealed, TokenVault
+
+POLICY = parse_policy(
+    {
+        "clients": {
+            "etl": {"tokenize": ["ip", "device_id"]},
+            "analyst": {"detokenize": {"ip": "plain", "device_id": "masked"}},
+            "ip-only": {"tokenize": ["ip"]},
+        }
+    }
+)
+
+
+def make_vault(audit: FakeAuditLog | None = None, store: FakeTokenStore | None = None) -> TokenVault:
+    keyring = load_keyring(FakeKeyStore(), FakeKeyWrapper())
+    return TokenVault(store or FakeTokenStore(), keyring, POLICY, audit or FakeAuditLog())
+
+
+def test_equal_values_get_equal_tokens_and_different_values_different_ones() -> None:
+    vault = make_vault()
+    first = vault.tokenize("etl", [(TokenType.IP, "10.0.0.1"), (TokenType.IP, "10.0.0.2"), (TokenType.IP, "10.0.0.1")])
+    again = vault.tokenize("etl", [(TokenType.IP, " 10.0.0.1")])
+    assert first[0] == first[2] == again[0]
+    assert first[0] != first[1]
+
+
+def test_same_value_of_different_types_gets_different_tokens() -> None:
+    vault = make_vault()
+    ip_token, device_token = vault.tokenize("etl", [(TokenType.IP, "1.2.3.4"), (TokenType.DEVICE_ID, "1.2.3.4")])
+    assert str(ip_token).startswith("ip_") and str(device_token).startswith("dev_")
+
+
+def test_one_bad_item_does_not_fail_the_batch() -> None:
+    vault = make_vault()
+    outcomes = vault.tokenize("etl", [(TokenType.IP, "not-an-ip"), (TokenType.IP, "10.0.0.1"), (None, "x")])
+    assert isinstance(outcomes[0], InvalidValue)
+    assert isinstance(outcomes[1], str)
+    assert isinstance(outcomes[2], InvalidValue)
+
+
+def test_type_not_allowed_is_a_per_item_permission_error() -> None:
+    outcomes = make_vault().tokenize("ip-only", [(TokenType.DEVICE_ID, "1"), (TokenType.IP, "10.0.0.1")])
+    assert isinstance(outcomes[0], PermissionDenied) and isinstance(outcomes[1], str)
+
+
+def test_client_without_tokenize_permission_is_refused_whole() -> None:
+    with pytest.raises(PermissionDenied):
+        make_vault().tokenize("analyst", [(TokenType.IP, "10.0.0.1")])
+
+
+def test_detokenize_reveals_per_policy_and_audits_counts_not_values() -> None:
+    audit = FakeAuditLog()
+    vault = make_vault(audit)
+    ip_token, device_token = vault.tokenize("etl", [(TokenType.IP, "10.0.0.1"), (TokenType.DEVICE_ID, "593-47-5928")])
+    results = vault.detokenize("analyst", [str(ip_token), str(device_token), "ip_" + "A" * 22, "junk"], "case 42")
+    assert results[0] == Revealed(TokenType.IP, "10.0.0.1", RevealLevel.PLAIN)
+    assert results[1] == Revealed(TokenType.DEVICE_ID, "***-**-5928", RevealLevel.MASKED)
+    assert isinstance(results[2], TokenNotFound)
+    assert isinstance(results[3], InvalidValue)
+    (event,) = audit.events
+    assert (event.client, event.purpose, event.item_count) == ("analyst", "case 42", 4)
+    assert "10.0.0.1" not in repr(event) and str(ip_token) not in repr(event)
+
+
+def test_refused_detokenize_is_audited_too() -> None:
+    audit = FakeAuditLog()
+    with pytest.raises(PermissionDenied):
+        make_vault(audit).detokenize("etl", ["ip_" + "A" * 22], "curious")
+    assert audit.events[0].outcome.startswith("refused") and audit.events[0].client == "etl"
+
+
+def test_detokenize_requires_a_purpose() -> None:
+    with pytest.raises(InvalidRequest, match="purpose"):
+        make_vault().detokenize("analyst", ["ip_" + "A" * 22], "  ")
+
+
+def test_nothing_is_revealed_when_the_audit_cannot_be_written() -> None:
+    store = FakeTokenStore()
+    (token,) = make_vault(store=store).tokenize("etl", [(TokenType.IP, "10.0.0.1")])
+    failing = make_vault(FakeAuditLog(fail=True), store)
+    with pytest.raises(OSError):
+        failing.detokenize("analyst", [str(token)], "case 1")
+
+
+def test_keys_are_created_once_and_reused_by_a_second_replica() -> None:
+    store, wrapper = FakeKeyStore(), FakeKeyWrapper()
+    first = load_keyring(store, wrapper)
+    second = load_keyring(store, wrapper)
+    assert len(store.keys) == 2
+    assert first.fingerprint_key.material == second.fingerprint_key.material
