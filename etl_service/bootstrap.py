@@ -32,7 +32,10 @@ class Wired:
 
 def bootstrap(config: EtlConfig, wait_seconds: int | None = None) -> Wired:
     """Build the consumer from real SQS, vault service and Postgres adapters."""
-    queue = SqsQueue(make_sqs_client(config.sqs_endpoint_url, config.aws_region), config.queue_url, config.dlq_url)
+    client = make_sqs_client(
+        config.sqs_endpoint_url, config.aws_region, config.aws_access_key_id, config.aws_secret_access_key
+    )
+    queue = SqsQueue(client, config.queue_url, config.dlq_url)
     channel = secure_channel(
         config.vault_address, config.tls_ca, config.tls_cert, config.tls_key, config.vault_server_name
     )

@@ -22,6 +22,10 @@ class EtlConfig:
     """SQS endpoint for local emulators; unset for AWS (ETL_SQS_ENDPOINT_URL)."""
     aws_region: str
     """AWS region (AWS_REGION, default us-east-1)."""
+    aws_access_key_id: str | None
+    """Static AWS key id (AWS_ACCESS_KEY_ID); unset to use boto3's chain (profile, IAM role)."""
+    aws_secret_access_key: str | None
+    """Static AWS secret (AWS_SECRET_ACCESS_KEY), with the key id."""
     database_dsn: str
     """Connection string of role tokenvault_etl (ETL_DATABASE_DSN)."""
     vault_address: str
@@ -58,6 +62,8 @@ class EtlConfig:
             dlq_url=read.text("ETL_DLQ_URL"),
             sqs_endpoint_url=read.optional("ETL_SQS_ENDPOINT_URL"),
             aws_region=read.text("AWS_REGION", env.get("AWS_DEFAULT_REGION", "us-east-1")),
+            aws_access_key_id=read.optional("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=read.optional("AWS_SECRET_ACCESS_KEY"),
             database_dsn=read.text("ETL_DATABASE_DSN"),
             vault_address=read.text("ETL_VAULT_ADDRESS"),
             vault_server_name=read.optional("ETL_VAULT_SERVER_NAME"),

@@ -20,7 +20,8 @@ import pytest
 
 from devstack.sqs import create_queues
 from devstack.stack import StackState, down, etl_service_env, start_components, vault_service_env
-from etl_service.bootstrap import Wired, bootstrap as etl_bootstrap
+from etl_service.bootstrap import Wired
+from etl_service.bootstrap import bootstrap as etl_bootstrap
 from etl_service.config import EtlConfig
 from tokenvault_api.v1 import vault_pb2_grpc
 from tokenvault_common.grpc_tls import secure_channel

@@ -20,17 +20,52 @@ log = logging.getLogger(__name__)
 
 _ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
 EVENT_ID_ATTRIBUTE = "event_id"
+# Errors that retrying cannot fix: the service must stop and say so.
+_FATAL_CODES = {
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "QueueDoesNotExist",
+    "AccessDenied",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "UnrecognizedClientException",
+}
 
 
-def make_sqs_client(endpoint_url: str | None, region: str) -> SQSClient:
-    """A boto3 SQS client with bounded timeouts and adaptive retries."""
+class QueueConfigurationError(RuntimeError):
+    """The queue cannot be used as configured (no credentials, no such queue, access denied)."""
+
+
+def _raise_for(error: Exception, action: str) -> None:
+    if isinstance(error, botocore.exceptions.NoCredentialsError):
+        raise QueueConfigurationError(f"SQS {action}: no AWS credentials configured") from None
+    if isinstance(error, botocore.exceptions.ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        if code in _FATAL_CODES:
+            raise QueueConfigurationError(f"SQS {action} refused: {code}") from None
+    raise TransientError(f"SQS {action} failed: {type(error).__name__}") from error
+
+
+def make_sqs_client(
+    endpoint_url: str | None, region: str, access_key_id: str | None = None, secret_access_key: str | None = None
+) -> SQSClient:
+    """A boto3 SQS client with bounded timeouts and adaptive retries.
+
+    Credentials given here win; otherwise boto3's usual chain applies (env, profile, IAM role).
+    """
     config = botocore.config.Config(
         connect_timeout=5,
         read_timeout=30,
         retries={"max_attempts": 3, "mode": "adaptive"},
         max_pool_connections=32,
     )
-    client: SQSClient = boto3.client("sqs", endpoint_url=endpoint_url, region_name=region, config=config)
+    client: SQSClient = boto3.client(
+        "sqs",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        config=config,
+    )
     return client
 
 
@@ -66,7 +101,7 @@ class SqsQueue:
                 MessageAttributeNames=[EVENT_ID_ATTRIBUTE],
             )
         except _ERRORS as error:
-            raise TransientError(f"SQS receive failed: {type(error).__name__}") from error
+            _raise_for(error, "receive")
         return [_to_message(m) for m in response.get("Messages", [])]
 
     def delete(self, messages: Sequence[QueueMessage]) -> list[QueueMessage]:
@@ -108,7 +143,7 @@ class SqsQueue:
                 MessageAttributes=attributes,
             )
         except _ERRORS as error:
-            raise TransientError(f"SQS send to DLQ failed: {type(error).__name__}") from error
+            _raise_for(error, "send to DLQ")
 
     def retry_later(self, messages: Sequence[QueueMessage], delay_seconds: int) -> None:
         """Set each message's visibility timeout to `delay_seconds` (best effort)."""
@@ -137,7 +172,7 @@ class SqsQueue:
                 ],
             )["Attributes"]
         except _ERRORS as error:
-            raise TransientError(f"SQS attributes failed: {type(error).__name__}") from error
+            _raise_for(error, "get attributes")
         return QueueDepth(
             visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
             in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),

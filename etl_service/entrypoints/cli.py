@@ -13,7 +13,8 @@ import prometheus_client
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from etl_service.bootstrap import bootstrap
+from etl_service.adapters.sqs import QueueConfigurationError
+from etl_service.bootstrap import Wired, bootstrap
 from etl_service.config import EtlConfig
 from etl_service.entrypoints.metrics import MetricsRecorder
 from etl_service.service.consumer import RunSummary
@@ -75,18 +76,25 @@ def main(argv: list[str] | None = None) -> int:
     recorder = MetricsRecorder()
     log.info("started", extra={"mode": args.mode, "batch_size": config.batch_size})
     try:
-        if args.mode == "run":
-            summary = wired.consumer.run(on_batch=recorder)
-        else:
-            console = Console(stderr=True)
-            columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-            with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-                summary = wired.consumer.drain(on_batch=_progress_callback(progress, recorder))
-            print(format_summary(summary))
+        summary = _consume(args.mode, wired, recorder)
+    except QueueConfigurationError as error:
+        log.error("stopping: %s", error)
+        print(f"etl_service: {error}", file=sys.stderr)
+        return 1
     finally:
         wired.close()
     log.info(
-        "stopped",
-        extra={"received": summary.received, "loaded": summary.loaded, "quarantined": summary.quarantined},
+        "stopped", extra={"received": summary.received, "loaded": summary.loaded, "quarantined": summary.quarantined}
     )
     return 0
+
+
+def _consume(mode: str, wired: Wired, recorder: MetricsRecorder) -> RunSummary:
+    if mode == "run":
+        return wired.consumer.run(on_batch=recorder)
+    console = Console(stderr=True)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+        summary = wired.consumer.drain(on_batch=_progress_callback(progress, recorder))
+    print(format_summary(summary))
+    return summary

@@ -65,7 +65,9 @@ def test_two_replicas_tokenizing_the_same_new_values_at_once_agree(
 def test_analyst_sees_ip_plain_and_device_masked_and_the_call_is_audited(
     stack_env: dict[str, str], stub_for: StubFor
 ) -> None:
-    ip_token, device_token = (r.token for r in tokenize(stub_for("etl-service"), (IP, "192.0.2.55"), (DEVICE, "593-47-5928")))
+    ip_token, device_token = (
+        r.token for r in tokenize(stub_for("etl-service"), (IP, "192.0.2.55"), (DEVICE, "593-47-5928"))
+    )
     request = vault_pb2.DetokenizeRequest(tokens=[ip_token, device_token, "ip_" + "Z" * 22], purpose="TICKET-7")
     results = stub_for("analyst").Detokenize(request, timeout=10).results
     assert (results[0].value.value, results[0].value.reveal) == ("192.0.2.55", vault_pb2.REVEAL_PLAIN)
@@ -106,7 +108,9 @@ def test_detokenize_without_purpose_is_invalid_argument(stub_for: StubFor) -> No
     assert "purpose" in (error.value.details() or "")
 
 
-def test_certificate_from_another_ca_cannot_connect(vault: RunningVault, tmp_path: Path, stack_env: dict[str, str]) -> None:
+def test_certificate_from_another_ca_cannot_connect(
+    vault: RunningVault, tmp_path: Path, stack_env: dict[str, str]
+) -> None:
     rogue_ca = certs.create_authority(tmp_path, "rogue CA")
     rogue = certs.issue(rogue_ca, tmp_path, "analyst")
     channel = secure_channel(vault.address, Path(stack_env["TLS_CA_CERT"]), rogue.cert, rogue.key, "localhost")

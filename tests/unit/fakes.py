@@ -48,7 +48,9 @@ class FakeTokenStore:
 
     def find_by_fingerprints(self, token_type: str, fingerprints: Sequence[bytes]) -> dict[bytes, str]:
         wanted = set(fingerprints)
-        return {r.fingerprint: r.token for r in self.rows.values() if r.token_type == token_type and r.fingerprint in wanted}
+        return {
+            r.fingerprint: r.token for r in self.rows.values() if r.token_type == token_type and r.fingerprint in wanted
+        }
 
     def insert_new(self, rows: Sequence[NewTokenRow]) -> dict[bytes, str]:
         result = {}

@@ -1,0 +1,83 @@
+"""The vault schema is locked down; migrations upgrade the exercise's table in place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import errors, sql
+
+from tokenvault_common.migrations import migrate
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT * FROM vault.tokens",
+        "SELECT * FROM vault.data_keys",
+        "SELECT * FROM vault.audit_log",
+        "INSERT INTO vault.audit_log (at, client, action, item_count, outcome, prev_hash, row_hash)"
+        " VALUES (now(), 'x', 'x', 0, 'x', '', '')",
+    ],
+)
+def test_etl_role_is_refused_on_the_vault_schema(stack_env: dict[str, str], statement: str) -> None:
+    with psycopg.connect(stack_env["PG_ETL_DSN"]) as conn, pytest.raises(errors.InsufficientPrivilege):
+        conn.execute(statement)
+
+
+def test_analyst_role_reads_user_logins_but_not_the_vault(stack_env: dict[str, str]) -> None:
+    with psycopg.connect(stack_env["PG_ANALYST_DSN"]) as conn:
+        conn.execute("SELECT count(*) FROM user_logins")
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("SELECT * FROM vault.tokens")
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM vault.audit_log",
+        "UPDATE vault.audit_log SET outcome = 'ok'",
+        "DELETE FROM vault.tokens",
+        "UPDATE vault.tokens SET sealed = NULL",
+        "SELECT * FROM user_logins",
+        "CREATE TABLE vault.sneaky (x int)",
+    ],
+)
+def test_vault_role_can_only_read_and_append(stack_env: dict[str, str], statement: str) -> None:
+    with psycopg.connect(stack_env["PG_VAULT_DSN"]) as conn, pytest.raises(errors.InsufficientPrivilege):
+        conn.execute(statement)
+
+
+def test_public_has_no_privilege_on_the_vault_schema(stack_env: dict[str, str]) -> None:
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        row = conn.execute(
+            "SELECT has_schema_privilege('public', 'vault', 'USAGE'),"
+            " has_table_privilege('public', 'vault.tokens', 'SELECT')"
+        ).fetchone()
+    assert row == (False, False)
+
+
+def test_migrations_upgrade_the_exercise_table_in_place(stack_env: dict[str, str]) -> None:
+    admin = stack_env["PG_ADMIN_DSN"]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS exercise_upgrade")
+        conn.execute("CREATE DATABASE exercise_upgrade")
+    dsn = admin.rsplit("/", 1)[0] + "/exercise_upgrade"
+    with psycopg.connect(dsn) as conn:
+        conn.execute((REPO / "examples" / "create_table.sql").read_text().encode())
+        conn.execute("INSERT INTO user_logins VALUES ('u1', 'ios', 'old-mask', 'old-mask', 'US', 230, '2020-01-02')")
+    assert migrate(dsn)  # applies everything
+    assert migrate(dsn) == []  # and only once
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT user_id, masked_ip, app_version, create_date::text FROM user_logins").fetchall()
+        columns = {
+            r[0]
+            for r in conn.execute(
+                sql.SQL("SELECT column_name FROM information_schema.columns WHERE table_name = 'user_logins'")
+            )
+        }
+    assert rows == [("u1", "old-mask", 230, "2020-01-02")]
+    assert {"event_id", "app_version_text", "sent_at"} <= columns
