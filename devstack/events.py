@@ -32,7 +32,7 @@ class OutgoingEvent:
 def _malformed(rng: random.Random, good: dict[str, Any]) -> str:
     kind = rng.choice(["not_json", "missing", "bad_ip", "wrong_type", "foreign", "bad_version"])
     if kind == "not_json":
-        return "login event: " + good["user_id"][:8]
+        return "login event: " + str(good["user_id"])[:8]
     if kind == "missing":
         return json.dumps({k: v for k, v in good.items() if k != "device_id"})
     if kind == "bad_ip":

@@ -19,7 +19,8 @@ def vault_healthy(address: str, ca: Path, cert: Path, key: Path) -> bool:
     """Whether the vault answers SERVING on grpc.health.v1 over mTLS."""
     with secure_channel(address, ca, cert, key, server_name="localhost") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        response = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+        check = stub.Check  # type: ignore[attr-defined]  # the stubs omit the generated method
+        response = check(health_pb2.HealthCheckRequest(service=""), timeout=2)
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
 

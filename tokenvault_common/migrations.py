@@ -41,7 +41,7 @@ def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
         try:
             for path in pending(conn, directory):
                 with conn.transaction():
-                    conn.execute(path.read_text())  # type: ignore[call-overload]
+                    conn.execute(path.read_bytes())
                     conn.execute("INSERT INTO public.schema_migrations (version) VALUES (%s)", (path.stem,))
                 log.info("applied migration", extra={"version": path.stem})
                 applied.append(path.stem)

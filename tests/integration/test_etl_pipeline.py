@@ -12,6 +12,7 @@ import psycopg
 from devstack.events import events_from_file, generate_events, send_events
 from devstack.procs import free_port
 from devstack.sqs import sqs_client
+from etl_service.domain.messages import QueueMessage
 from tests.conftest import RunningVault, etl_harness, running_vault
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,10 +92,10 @@ def test_vault_outage_loses_nothing_and_recovers_when_it_returns(stack_env: dict
     sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
     with etl_harness(stack_env, address, visibility_timeout=2) as etl:
         send_events(sqs, etl.queue_url, events)
-        batch = []
+        batch: list[QueueMessage] = []
         while len(batch) < 10:
-            batch += etl.wired.consumer._queue.receive(10, 1)  # type: ignore[attr-defined]
-        outcome = etl.wired.consumer._processor.process(batch)  # type: ignore[attr-defined]
+            batch += etl.wired.consumer._queue.receive(10, 1)
+        outcome = etl.wired.consumer._processor.process(batch)
         assert outcome.retried == 10 and outcome.loaded == 0
         assert rows_for(stack_env["PG_ADMIN_DSN"], ids) == []
         with running_vault(stack_env, address=address):

@@ -19,7 +19,10 @@ IP, DEVICE = vault_pb2.TOKEN_TYPE_IP, vault_pb2.TOKEN_TYPE_DEVICE_ID
 StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
 
 
-def tokenize(stub: vault_pb2_grpc.TokenVaultStub, *items: tuple[int, str]) -> list[vault_pb2.TokenizeResult]:
+TypeValue = tuple[vault_pb2.TokenType.ValueType, str]
+
+
+def tokenize(stub: vault_pb2_grpc.TokenVaultStub, *items: TypeValue) -> list[vault_pb2.TokenizeResult]:
     request = vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=t, value=v) for t, v in items])
     return list(stub.Tokenize(request, timeout=10).results)
 

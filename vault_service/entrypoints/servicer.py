@@ -28,8 +28,8 @@ _REVEAL_TO_PROTO = {RevealLevel.PLAIN: vault_pb2.REVEAL_PLAIN, RevealLevel.MASKE
 
 def client_identity(context: grpc.ServicerContext) -> str | None:
     """The common name of the verified client certificate, or None without one."""
-    names = context.auth_context().get("x509_common_name") or []
-    return names[0].decode() if names else None
+    names = context.auth_context().get("x509_common_name")
+    return names[0].decode() if isinstance(names, list) and names else None
 
 
 def _item_error(error: VaultError) -> vault_pb2.ItemError:

@@ -1,0 +1,123 @@
+"""The whole embedded stack as a person runs it: `devstack up`, `make run`'s demo, `devstack down`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from devstack.envfile import read_env_file
+from devstack.procs import alive
+from devstack.sqs import sqs_client
+from devstack.stack import StackState
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "examples" / "sample_data.json"
+DOCUMENTED_KEYS = {
+    "SQS_ENDPOINT_URL",
+    "SQS_QUEUE_URL",
+    "SQS_DLQ_URL",
+    "PG_ADMIN_DSN",
+    "PG_ETL_DSN",
+    "PG_VAULT_DSN",
+    "PG_ANALYST_DSN",
+    "TOKENVAULT_GRPC_ADDRESS",
+    "TLS_CA_CERT",
+    "ANALYST_TLS_CERT",
+    "ANALYST_TLS_KEY",
+    "VAULT_ADDR",
+}
+
+pytestmark = pytest.mark.e2e
+
+
+def run(*args: str, state_dir: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TOKENVAULT_STACK_DIR": str(state_dir), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def stack_dir() -> Iterator[Path]:
+    state_dir = Path(tempfile.mkdtemp(prefix="tokenvault-e2e-"))
+    state_dir.chmod(0o755)
+    started = run("-m", "devstack", "up", state_dir=state_dir)
+    assert started.returncode == 0, started.stderr
+    yield state_dir
+    run("-m", "devstack", "down", state_dir=state_dir)
+
+
+def test_env_file_says_where_everything_listens(stack_dir: Path) -> None:
+    env = read_env_file(stack_dir / "stack.env")
+    assert env.keys() >= DOCUMENTED_KEYS
+    assert (stack_dir / "stack.env").stat().st_mode & 0o077 == 0  # credentials: owner only
+    assert Path(env["ANALYST_TLS_CERT"]).exists() and Path(env["ANALYST_TLS_KEY"]).exists()
+
+
+def test_demo_with_the_exercise_sample_reports_99_loaded_1_quarantined(stack_dir: Path) -> None:
+    first = run("-m", "devstack.demo", "--file", str(SAMPLE), state_dir=stack_dir)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "rows in user_logins  : 99  (new this run: 99)" in first.stdout
+    assert "quarantined (DLQ)    : 1  (new this run: 1)" in first.stdout
+    assert "missing_field" in first.stdout
+    assert "Detokenize ip_" in first.stdout and "(plain)" in first.stdout
+    replay = run("-m", "devstack.demo", "--file", str(SAMPLE), state_dir=stack_dir)
+    assert "rows in user_logins  : 99  (new this run: 0)" in replay.stdout
+    env = read_env_file(stack_dir / "stack.env")
+    raw = json.loads(SAMPLE.read_text())
+    with psycopg.connect(env["PG_ANALYST_DSN"]) as conn:
+        table = conn.execute("SELECT * FROM user_logins").fetchall()
+    assert len(table) == 99
+    cells = {str(c) for row in table for c in row}
+    assert not cells & ({r.get("ip") for r in raw} | {r.get("device_id") for r in raw})
+
+
+def test_etl_runs_as_a_service_a_message_sent_is_loaded(stack_dir: Path) -> None:
+    env = read_env_file(stack_dir / "stack.env")
+    body = {
+        "user_id": "e2e-user",
+        "app_version": "9.8.7",
+        "device_type": "ios",
+        "ip": "192.0.2.200",
+        "locale": "en-US",
+        "device_id": "999-99-0001",
+    }
+    sqs_client(env["SQS_ENDPOINT_URL"]).send_message(QueueUrl=env["SQS_QUEUE_URL"], MessageBody=json.dumps(body))
+    deadline = time.monotonic() + 30
+    row = None
+    while row is None and time.monotonic() < deadline:
+        with psycopg.connect(env["PG_ANALYST_DSN"]) as conn:
+            row = conn.execute(
+                "SELECT masked_ip, app_version, app_version_text FROM user_logins WHERE user_id = 'e2e-user'"
+            ).fetchone()
+        time.sleep(0.2)
+    assert row is not None and str(row[0]).startswith("ip_") and row[1:] == (9_008_007, "9.8.7")
+
+
+def test_service_logs_contain_no_raw_pii(stack_dir: Path) -> None:
+    env = read_env_file(stack_dir / "stack.env")
+    raw = json.loads(SAMPLE.read_text())
+    logs = Path(env["ETL_SERVICE_LOG"]).read_text() + Path(env["VAULT_SERVICE_LOG"]).read_text()
+    assert logs.strip()
+    leaked = [v for r in raw for v in (r.get("ip"), r.get("device_id")) if v and v in logs]
+    assert leaked == []
+    for line in logs.splitlines():
+        json.loads(line)  # every service log line is JSON
+
+
+def test_down_stops_every_process_it_started(stack_dir: Path) -> None:
+    pids = StackState.load(stack_dir / "state.json").pids
+    assert set(pids) == {"openbao", "ministack", "vault_service", "etl_service"}
+    stopped = run("-m", "devstack", "down", state_dir=stack_dir)
+    assert stopped.returncode == 0
+    assert not any(alive(pid) for pid in pids.values())
+    assert not (stack_dir / "stack.env").exists()
