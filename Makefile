@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_ARGS ?=
 
-.PHONY: help install protos protos-check up down status run run-sample psql test test-unit lint format clean
+.PHONY: help install protos protos-check up down status run run-sample psql test test-unit lint format clean compose-env compose-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -59,6 +59,14 @@ lint: $(STAMP)  ## ruff, ruff format --check, mypy, generated code freshness
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
+
+compose-env: $(STAMP)  ## write .env with fresh throwaway credentials for docker compose
+	$(PY) deploy/compose/make-env.py .env
+
+compose-check: $(STAMP)  ## validate docker-compose.yml with the real Compose binary (no engine needed)
+	$(PY) deploy/compose/make-env.py /tmp/tokenvault-compose-check.env >/dev/null
+	@out="$$($(VENV)/bin/docker-compose --env-file /tmp/tokenvault-compose-check.env config -q 2>&1)"; \
+	  if [ -n "$$out" ]; then echo "$$out"; exit 1; else echo "docker-compose.yml is valid"; fi
 
 clean: down  ## remove virtual environments and caches
 	rm -rf $(VENV) .venv-ministack .stack .mypy_cache .ruff_cache .pytest_cache

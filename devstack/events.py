@@ -98,3 +98,26 @@ def send_events(sqs: Any, queue_url: str, events: Sequence[OutgoingEvent]) -> in
         if response.get("Failed"):
             raise RuntimeError(f"SQS refused {len(response['Failed'])} message(s): {response['Failed'][0]}")
     return len(events)
+
+
+def main() -> None:
+    """`python -m devstack.events --queue-url URL [--endpoint-url URL] (--file F | --events N)`: send events."""
+    import argparse
+    import os
+
+    import boto3
+
+    parser = argparse.ArgumentParser(description="Send login events to an SQS queue.")
+    parser.add_argument("--queue-url", required=True)
+    parser.add_argument("--endpoint-url", default=os.environ.get("SQS_ENDPOINT_URL"))
+    parser.add_argument("--file", type=Path)
+    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    events = events_from_file(args.file) if args.file else list(generate_events(args.events, args.seed))
+    sqs = boto3.client("sqs", endpoint_url=args.endpoint_url)
+    print(f"sent {send_events(sqs, args.queue_url, events)} events to {args.queue_url}")
+
+
+if __name__ == "__main__":
+    main()

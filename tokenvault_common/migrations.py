@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _LOCK_ID = 0x746F6B76  # advisory lock: one migrator at a time across replicas and jobs
@@ -50,13 +52,36 @@ def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     return applied
 
 
+def set_role_passwords(dsn: str, passwords: dict[str, str]) -> None:
+    """Give login roles their passwords (taken from the deployment's secret store, never the repo)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for role, password in passwords.items():
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+
+
 def main() -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description="Apply tokenvault database migrations.")
-    parser.add_argument("--dsn", required=True, help="admin connection string")
+    parser.add_argument("--dsn", default=os.environ.get("MIGRATIONS_DSN"), help="admin connection string")
+    parser.add_argument(
+        "--role-password",
+        action="append",
+        default=[],
+        metavar="ROLE=ENV_VAR",
+        help="after migrating, set ROLE's password from environment variable ENV_VAR",
+    )
     args = parser.parse_args()
+    if not args.dsn:
+        parser.error("--dsn (or MIGRATIONS_DSN) is required")
     done = migrate(args.dsn)
     print(f"applied {len(done)} migration(s): {', '.join(done) or 'none pending'}")
+    passwords = {}
+    for item in args.role_password:
+        role, _, variable = item.partition("=")
+        if not os.environ.get(variable):
+            parser.error(f"environment variable {variable} (password of {role}) is not set")
+        passwords[role] = os.environ[variable]
+    set_role_passwords(args.dsn, passwords)
     return 0
 
 
