@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T", int, float)
 
 
 class ConfigError(ValueError):
@@ -34,28 +37,20 @@ class EnvReader:
 
     def integer(self, name: str, default: int, minimum: int, maximum: int) -> int:
         """An integer within [minimum, maximum]."""
-        raw = self._env.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            self.problems.append(f"{name} must be an integer, got {raw!r}")
-            return default
-        if not minimum <= value <= maximum:
-            self.problems.append(f"{name} must be between {minimum} and {maximum}, got {value}")
-            return default
-        return value
+        return self._bounded(name, int, "an integer", default, minimum, maximum)
 
     def number(self, name: str, default: float, minimum: float, maximum: float) -> float:
         """A float within [minimum, maximum]."""
+        return self._bounded(name, float, "a number", default, minimum, maximum)
+
+    def _bounded(self, name: str, parse: Callable[[str], T], kind: str, default: T, minimum: T, maximum: T) -> T:
         raw = self._env.get(name, "").strip()
         if not raw:
             return default
         try:
-            value = float(raw)
+            value = parse(raw)
         except ValueError:
-            self.problems.append(f"{name} must be a number, got {raw!r}")
+            self.problems.append(f"{name} must be {kind}, got {raw!r}")
             return default
         if not minimum <= value <= maximum:
             self.problems.append(f"{name} must be between {minimum} and {maximum}, got {value}")

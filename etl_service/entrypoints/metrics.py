@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from prometheus_client import Counter
 
 from etl_service.service.consumer import RunSummary
@@ -30,12 +32,4 @@ class MetricsRecorder:
         DELETE_FAILURES.inc(summary.delete_failures - last.delete_failures)
         for reason, count in summary.reasons.items():
             QUARANTINED.labels(reason=reason).inc(count - last.reasons.get(reason, 0))
-        self._last = RunSummary(
-            summary.received,
-            summary.loaded,
-            summary.already_loaded,
-            summary.quarantined,
-            summary.retried,
-            summary.delete_failures,
-            summary.reasons.copy(),
-        )
+        self._last = dataclasses.replace(summary, reasons=summary.reasons.copy())

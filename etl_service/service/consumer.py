@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from etl_service.domain.messages import QueueMessage
 from etl_service.service.batch import BatchOutcome, BatchProcessor
@@ -19,16 +18,9 @@ SQS_MAX_PER_RECEIVE = 10
 
 
 @dataclass
-class RunSummary:
-    """Totals over a run."""
+class RunSummary(BatchOutcome):
+    """Totals over a run: the batch counters summed, plus the elapsed time."""
 
-    received: int = 0
-    loaded: int = 0
-    already_loaded: int = 0
-    quarantined: int = 0
-    retried: int = 0
-    delete_failures: int = 0
-    reasons: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
 
     def add(self, batch: BatchOutcome) -> None:
