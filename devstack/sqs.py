@@ -1,7 +1,6 @@
 """An SQS endpoint: ministack in its own virtual environment (it pins botocore).
 
-An SQS endpoint: ministack in its own virtual environment (it pins botocore), with
-`login-queue` and its dead-letter queue under a redrive policy.
+Creates `login-queue` and its dead-letter queue under a redrive policy.
 """
 
 from __future__ import annotations

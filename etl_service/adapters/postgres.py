@@ -1,7 +1,6 @@
 """user_logins and etl_quarantine in PostgreSQL, loaded in one transaction per batch.
 
-user_logins and etl_quarantine in PostgreSQL: COPY into a staging table, then one
-INSERT ... ON CONFLICT DO NOTHING on the event key, in a single transaction per batch.
+COPY into a staging table, then one INSERT ... ON CONFLICT DO NOTHING on the event key.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Hash-chained audit records.
 
-Hash-chained audit records: each row's hash covers its fields and the previous row's hash,
-so changing, deleting or reordering any row breaks every hash after it.
+Each row's hash covers its fields and the previous row's hash, so changing, deleting or
+reordering any row breaks every hash after it.
 """
 
 from __future__ import annotations
