@@ -105,7 +105,7 @@ def main() -> None:
     import argparse
     import os
 
-    import boto3
+    from etl_service.adapters.sqs import make_sqs_client
 
     parser = argparse.ArgumentParser(description="Send login events to an SQS queue.")
     parser.add_argument("--queue-url", required=True)
@@ -113,9 +113,10 @@ def main() -> None:
     parser.add_argument("--file", type=Path)
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
     args = parser.parse_args()
     events = events_from_file(args.file) if args.file else list(generate_events(args.events, args.seed))
-    sqs = boto3.client("sqs", endpoint_url=args.endpoint_url)
+    sqs = make_sqs_client(args.endpoint_url, args.region)  # credentials: boto3's usual chain
     print(f"sent {send_events(sqs, args.queue_url, events)} events to {args.queue_url}")
 
 

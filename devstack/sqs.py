@@ -10,10 +10,13 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-import boto3
+from typing import TYPE_CHECKING
 
 from devstack.procs import StackError, free_port, port_open, spawn, wait_until
+from etl_service.adapters.sqs import make_sqs_client
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
 
 REPO = Path(__file__).resolve().parent.parent
 MINISTACK_VENV = REPO / ".venv-ministack"
@@ -48,14 +51,13 @@ def ensure_ministack(venv: Path = MINISTACK_VENV) -> Path:
     return python
 
 
-def sqs_client(endpoint_url: str):  # type: ignore[no-untyped-def]
-    """A boto3 SQS client for the embedded endpoint with the throwaway dev credentials."""
-    return boto3.client(
-        "sqs",
-        endpoint_url=endpoint_url,
-        region_name=DEV_CREDENTIALS["AWS_REGION"],
-        aws_access_key_id=DEV_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=DEV_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+def sqs_client(endpoint_url: str) -> SQSClient:
+    """The ETL's SQS client for the embedded endpoint, with the throwaway dev credentials."""
+    return make_sqs_client(
+        endpoint_url,
+        DEV_CREDENTIALS["AWS_REGION"],
+        DEV_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        DEV_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import boto3
 import botocore.config
@@ -35,7 +35,8 @@ class QueueConfigurationError(RuntimeError):
     """The queue cannot be used as configured (no credentials, no such queue, access denied)."""
 
 
-def _raise_for(error: Exception, action: str) -> None:
+def _raise_for(error: Exception, action: str) -> NoReturn:
+    """Re-raise a boto error as fatal (configuration) or transient (retry later)."""
     if isinstance(error, botocore.exceptions.NoCredentialsError):
         raise QueueConfigurationError(f"SQS {action}: no AWS credentials configured") from None
     if isinstance(error, botocore.exceptions.ClientError):
