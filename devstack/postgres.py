@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 
 from devstack.procs import StackError, free_port
-from tokenvault_common.migrations import migrate
+from tokenvault_common.migrations import migrate, set_role_passwords
 
 DATABASE = "tokenvault"
 ADMIN = "tokenvault_admin"
@@ -141,23 +141,7 @@ def start_postgres(state_dir: Path) -> Postgres:
     )
     pwfile.unlink()
     port = free_port()
-    options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={data_dir} -c fsync=on"
-    _run(
-        [
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data_dir),
-            "-l",
-            str(data_dir / "server.log"),
-            "-o",
-            options,
-            "-w",
-            "-t",
-            "60",
-            "start",
-        ],
-        run_as,
-    )
+    pg_ctl(data_dir, bindir, run_as, "start", port)
 
     def dsn(user: str, password: str, database: str = DATABASE) -> str:
         return f"postgresql://{user}:{password}@127.0.0.1:{port}/{database}"
@@ -169,12 +153,7 @@ def start_postgres(state_dir: Path) -> Postgres:
     passwords = {role: secrets.token_urlsafe(18) for role in (*LOGIN_ROLES, ANALYST_LOGIN)}
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(f"CREATE ROLE {ANALYST_LOGIN} LOGIN IN ROLE tokenvault_analyst")
-        for role, password in passwords.items():
-            conn.execute(
-                psycopg.sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                    psycopg.sql.Identifier(role), psycopg.sql.Literal(password)
-                )
-            )
+    set_role_passwords(admin_dsn, passwords)
     return Postgres(
         data_dir=data_dir,
         port=port,
@@ -188,15 +167,15 @@ def start_postgres(state_dir: Path) -> Postgres:
 
 
 def pg_ctl(data_dir: Path, bindir: Path, run_as: str | None, action: str, port: int | None = None) -> None:
-    """Run `pg_ctl stop|start|restart` on the cluster (tests restart it mid-run)."""
-    args = [str(bindir / "pg_ctl"), "-D", str(data_dir), "-w", "-t", "60", "-m", "fast"]
-    if action in ("start", "restart") and port is not None:
-        args += [
-            "-l",
-            str(data_dir / "server.log"),
-            "-o",
-            f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={data_dir}",
-        ]
+    """Run `pg_ctl start|stop|restart` on the cluster; start and restart need the `port`."""
+    args = [str(bindir / "pg_ctl"), "-D", str(data_dir), "-w", "-t", "60"]
+    if action in ("stop", "restart"):
+        args += ["-m", "fast"]
+    if action in ("start", "restart"):
+        if port is None:
+            raise StackError(f"pg_ctl {action} needs the port to listen on")
+        options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={data_dir}"
+        args += ["-l", str(data_dir / "server.log"), "-o", options]
     _run([*args, action], run_as)
 
 

@@ -21,6 +21,8 @@ class Wired:
     """The consumer and the resources to close at shutdown."""
 
     consumer: Consumer
+    queue: SqsQueue
+    processor: BatchProcessor
     pool: ConnectionPool
     channel: grpc.Channel
 
@@ -56,4 +58,4 @@ def bootstrap(config: EtlConfig, wait_seconds: int | None = None) -> Wired:
         wait_seconds=config.wait_seconds if wait_seconds is None else wait_seconds,
         max_batch_age_seconds=config.max_batch_age_seconds,
     )
-    return Wired(Consumer(queue, processor, settings), pool, channel)
+    return Wired(Consumer(queue, processor, settings), queue, processor, pool, channel)

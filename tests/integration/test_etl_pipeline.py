@@ -94,8 +94,8 @@ def test_vault_outage_loses_nothing_and_recovers_when_it_returns(stack_env: dict
         send_events(sqs, etl.queue_url, events)
         batch: list[QueueMessage] = []
         while len(batch) < 10:
-            batch += etl.wired.consumer._queue.receive(10, 1)
-        outcome = etl.wired.consumer._processor.process(batch)
+            batch += etl.wired.queue.receive(10, 1)
+        outcome = etl.wired.processor.process(batch)
         assert outcome.retried == 10 and outcome.loaded == 0
         assert rows_for(stack_env["PG_ADMIN_DSN"], ids) == []
         with running_vault(stack_env, address=address):
