@@ -10,7 +10,7 @@ COPY etl_service etl_service
 COPY tokenvault_api tokenvault_api
 COPY tokenvault_common tokenvault_common
 COPY devstack devstack
-RUN pip install --no-cache-dir -c constraints.txt . grpcio-health-checking==1.85.1
+RUN pip install --no-cache-dir -c constraints.txt .
 
 FROM python:3.11.10-slim-bookworm
 RUN useradd --system --uid 10001 --home /app tokenvault

@@ -42,7 +42,7 @@ run-sample: $(STAMP)  ## the same with the exercise's 100 events (examples/sampl
 	$(PY) -m devstack.demo --file examples/sample_data.json
 
 psql: $(STAMP)  ## open psql on the stack as the read-only analyst role
-	@set -a; . .stack/stack.env; set +a; psql "$$PG_ANALYST_DSN"
+	@set -a; . "$${TOKENVAULT_STACK_DIR:-.stack}/stack.env"; set +a; psql "$$PG_ANALYST_DSN"
 
 test: $(STAMP)  ## unit, integration and end-to-end tests on real OpenBao, SQS and Postgres
 	$(PY) -m pytest

@@ -58,36 +58,32 @@ def wait_for_landing(dsn: str, ids: list[str], timeout: float) -> tuple[int, int
             time.sleep(0.3)
 
 
-def _report_quarantine(dsn: str, ids: list[str]) -> None:
-    with psycopg.connect(dsn) as conn:
-        reasons = conn.execute(
-            "SELECT reason, min(detail), count(*) FROM etl_quarantine WHERE event_id = ANY(%s)"
-            " GROUP BY reason ORDER BY count(*) DESC",
-            (ids,),
-        ).fetchall()
+def _report_quarantine(conn: psycopg.Connection, ids: list[str]) -> None:
+    reasons = conn.execute(
+        "SELECT reason, min(detail), count(*) FROM etl_quarantine WHERE event_id = ANY(%s)"
+        " GROUP BY reason ORDER BY count(*) DESC",
+        (ids,),
+    ).fetchall()
     for reason, detail, count in reasons:
         console.print(f"    {count:>6} x [yellow]{reason}[/]  e.g. {detail}")
 
 
-def _duplicates(dsn: str, ids: list[str], column: str) -> list[tuple[str, int]]:
-    with psycopg.connect(dsn) as conn:
-        return [
-            (str(token), int(n))
-            for token, n in conn.execute(
-                f"SELECT {column}, count(*) FROM user_logins WHERE event_id = ANY(%s)"
-                f" GROUP BY {column} HAVING count(*) > 1 ORDER BY count(*) DESC, {column}",
-                (ids,),
-            ).fetchall()
-        ]
+def _duplicates(conn: psycopg.Connection, ids: list[str], column: str) -> list[tuple[str, int]]:
+    rows = conn.execute(
+        f"SELECT {column}, count(*) FROM user_logins WHERE event_id = ANY(%s)"
+        f" GROUP BY {column} HAVING count(*) > 1 ORDER BY count(*) DESC, {column}",
+        (ids,),
+    ).fetchall()
+    return [(str(token), int(n)) for token, n in rows]
 
 
-def _report_duplicates(dsn: str, ids: list[str]) -> str | None:
+def _report_duplicates(conn: psycopg.Connection, ids: list[str]) -> str | None:
     table = Table(title="duplicates found through equal tokens (top 3 each)", title_justify="left")
     for name in ("column", "distinct values seen more than once", "token", "rows"):
         table.add_column(name)
     sample_token = None
     for column in ("masked_ip", "masked_device_id"):
-        dups = _duplicates(dsn, ids, column)
+        dups = _duplicates(conn, ids, column)
         for i, (token, count) in enumerate(dups[:3]):
             table.add_row(column if i == 0 else "", str(len(dups)) if i == 0 else "", token, str(count))
         if not dups:
@@ -159,19 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"  messages read        : {rows + quarantined} of {len(events)} sent  ({elapsed:.1f} s)")
     console.print(f"  rows in user_logins  : {rows}  (new this run: {rows - rows_before})")
     console.print(f"  quarantined (DLQ)    : {quarantined}  (new this run: {quarantined - quarantined_before})")
-    _report_quarantine(env["PG_ADMIN_DSN"], ids)
-    sample = _report_duplicates(env["PG_ADMIN_DSN"], ids)
-    if sample is None:
-        with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        _report_quarantine(conn, ids)
+        sample = _report_duplicates(conn, ids)
+        if sample is None:
             first = conn.execute(
                 "SELECT masked_ip FROM user_logins WHERE event_id = ANY(%s) ORDER BY event_id LIMIT 1", (ids,)
             ).fetchone()
-        sample = first[0] if first else None
+            sample = first[0] if first else None
     if sample:
         _reveal_one(env, sample)
     console.print(
-        f'\nThe stack stays up. Look at the data:  psql "$(grep ^PG_ANALYST_DSN= {state_dir}/stack.env | cut -d= -f2-)"'
-        " -c 'SELECT * FROM user_logins LIMIT 5'"
+        "\nThe stack stays up. Look at the data: make psql (read-only analyst role)"
         f"\nSettings: {state_dir}/stack.env    Stop everything: make down"
     )
     if rows + quarantined < len(events):
