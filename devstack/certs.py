@@ -18,7 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 VALIDITY = datetime.timedelta(days=30)
 SERVER_NAMES = ("localhost", "vault-service", "tokenvault-vault")
-CLIENTS = ("etl-service", "analyst", "fraud-investigator")
+CLIENTS = ("etl-service", "analyst", "fraud-investigator", "privacy-officer")
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,11 @@ from etl_service.bootstrap import bootstrap as etl_bootstrap
 from etl_service.config import EtlConfig
 from tokenvault_api.v1 import vault_pb2_grpc
 from tokenvault_common.grpc_tls import secure_channel
+from vault_service.bootstrap import Bootstrapped
 from vault_service.bootstrap import bootstrap as vault_bootstrap
 from vault_service.config import VaultServiceConfig
-from vault_service.entrypoints.server import create_server, server_credentials
+from vault_service.entrypoints.server import VaultServer, create_server, server_credentials
+from vault_service.service.maintenance import KeyMaintainer
 
 
 @pytest.fixture(scope="session")
@@ -48,30 +50,40 @@ def stack_env() -> Iterator[dict[str, str]]:
 
 @dataclass
 class RunningVault:
-    """An in-process vault server."""
+    """An in-process vault server, with its wiring for tests that reach behind the API."""
 
     address: str
-    server: grpc.Server
+    server: VaultServer
+    wired: Bootstrapped
+    maintainer: KeyMaintainer
 
     def stop(self) -> None:
-        self.server.stop(0).wait()
+        self.server.server.stop(0).wait()
+
+
+def vault_config(env: dict[str, str], address: str = "127.0.0.1:0", **overrides: str) -> VaultServiceConfig:
+    """The vault service configuration of the test stack."""
+    return VaultServiceConfig.from_env(
+        {**vault_service_env(env), "TOKENVAULT_GRPC_ADDRESS": address, "TOKENVAULT_METRICS_PORT": "0", **overrides}
+    )
 
 
 @contextmanager
 def running_vault(env: dict[str, str], address: str = "127.0.0.1:0", **overrides: str) -> Iterator[RunningVault]:
     """A vault server on real OpenBao and Postgres, stopped on exit."""
-    config = VaultServiceConfig.from_env(
-        {**vault_service_env(env), "TOKENVAULT_GRPC_ADDRESS": address, "TOKENVAULT_METRICS_PORT": "0", **overrides}
-    )
+    config = vault_config(env, address, **overrides)
     wired = vault_bootstrap(config)
     credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
-    server, port, _ = create_server(wired.vault, config.grpc_address, credentials, workers=8)
-    server.start()
+    server = create_server(wired.vault, config.grpc_address, credentials, workers=8)
+    maintainer = wired.maintainer(server.reporter, config.key_check_seconds)
+    server.server.start()
+    maintainer.start()
     try:
-        yield RunningVault(f"127.0.0.1:{port}", server)
+        yield RunningVault(f"127.0.0.1:{server.port}", server, wired, maintainer)
     finally:
-        server.stop(0).wait()
-        wired.pool.close()
+        server.server.stop(0).wait()
+        maintainer.stop()
+        wired.close()
 
 
 @pytest.fixture(scope="session")

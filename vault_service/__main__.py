@@ -17,6 +17,7 @@ from vault_service.adapters.transit import VaultStartupError
 from vault_service.bootstrap import bootstrap
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.errors import VaultError
+from vault_service.entrypoints.metrics import register_cache
 from vault_service.entrypoints.server import create_server, server_credentials
 
 log = logging.getLogger("vault_service")
@@ -37,18 +38,22 @@ def main() -> int:
         print(f"vault_service: cannot start: {error}", file=sys.stderr)
         return 1
     credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
-    server, port, _ = create_server(wired.vault, config.grpc_address, credentials, config.workers)
+    running = create_server(wired.vault, config.grpc_address, credentials, config.workers)
+    maintainer = wired.maintainer(running.reporter, config.key_check_seconds)
     if config.metrics_port:
-        prometheus_client.start_http_server(config.metrics_port, addr="127.0.0.1")
-    server.start()
-    log.info("serving", extra={"port": port, "metrics_port": config.metrics_port})
+        register_cache(wired.vault.cache)
+        prometheus_client.start_http_server(config.metrics_port, addr=config.metrics_address)
+    running.server.start()
+    maintainer.start()
+    log.info("serving", extra={"port": running.port, "metrics_port": config.metrics_port})
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     stopping.wait()
     log.info("stopping: finishing in-flight calls")
-    server.stop(grace=10).wait()
-    wired.pool.close()
+    running.server.stop(grace=10).wait()
+    maintainer.stop()
+    wired.close()
     return 0
 
 

@@ -10,7 +10,10 @@ from vault_service.adapters.postgres import PostgresAuditLog, PostgresKeyStore, 
 from vault_service.adapters.transit import TransitKeyWrapper, connect_vault
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.policy import load_policy
-from vault_service.service.keyring import load_keyring
+from vault_service.service.keyring import KeyManager
+from vault_service.service.maintenance import HealthReport, KeyMaintainer
+from vault_service.service.rotation import KeyRotation
+from vault_service.service.token_cache import TokenCache
 from vault_service.service.vault import TokenVault
 
 
@@ -19,23 +22,52 @@ class Bootstrapped:
     """The wired vault and the resources to close at shutdown."""
 
     vault: TokenVault
+    keys: KeyManager
     pool: ConnectionPool
+    key_store: PostgresKeyStore
+    token_store: PostgresTokenStore
+    audit: PostgresAuditLog
+    wrapper: TransitKeyWrapper
+
+    def maintainer(self, report: HealthReport, interval: float) -> KeyMaintainer:
+        """The background key/health upkeep for this vault."""
+        return KeyMaintainer(self.keys, self.token_store, self.vault.cache, report, interval)
+
+    def rotation(self, actor: str) -> KeyRotation:
+        """The administrative key operations, audited as `actor`."""
+        return KeyRotation(self.keys, self.key_store, self.wrapper, self.token_store, self.audit, actor)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.pool.close()
 
 
 def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
-    """Connect to Vault and Postgres, load the keys and the policy; raise with a clear message."""
+    """Connect to Vault (checking every permission) and Postgres, load keys and policy.
+
+    Raises VaultStartupError, KeysUnavailable or PoolTimeout with a message naming the cause.
+    """
     policy = load_policy(config.policy_file)
     client = connect_vault(config.vault_address, config.vault_token, config.vault_role_id, config.vault_secret_id_file)
     wrapper = TransitKeyWrapper(client, config.kek_name, config.transit_mount)
+    wrapper.check_access()
     pool = ConnectionPool(
         config.database_dsn,
         min_size=1,
         max_size=config.db_pool_size,
         open=False,
         name="vault",
+        timeout=10,
         kwargs={"application_name": "tokenvault-vault"},
     )
     pool.open(wait=True, timeout=15)
-    keyring = load_keyring(PostgresKeyStore(pool, config.kek_name), wrapper)
-    vault = TokenVault(PostgresTokenStore(pool), keyring, policy, PostgresAuditLog(pool))
-    return Bootstrapped(vault, pool)
+    try:
+        key_store = PostgresKeyStore(pool, config.kek_name)
+        token_store, audit = PostgresTokenStore(pool), PostgresAuditLog(pool)
+        keys = KeyManager(key_store, wrapper)
+        keys.start()
+        vault = TokenVault(token_store, keys, policy, audit, TokenCache(config.token_cache_size))
+    except BaseException:
+        pool.close()
+        raise
+    return Bootstrapped(vault, keys, pool, key_store, token_store, audit, wrapper)

@@ -38,13 +38,19 @@ class VaultServiceConfig:
     policy_file: Path
     """Access policy, TOML (TOKENVAULT_POLICY_FILE)."""
     metrics_port: int
-    """Prometheus metrics port on 127.0.0.1; 0 disables (TOKENVAULT_METRICS_PORT)."""
+    """Prometheus metrics port; 0 disables (TOKENVAULT_METRICS_PORT)."""
+    metrics_address: str
+    """Address the metrics endpoint binds (TOKENVAULT_METRICS_ADDRESS, default 127.0.0.1)."""
     workers: int
     """gRPC worker threads (TOKENVAULT_WORKERS)."""
     db_pool_size: int
     """Database connections (TOKENVAULT_DB_POOL_SIZE)."""
     log_level: str
     """Logging level (TOKENVAULT_LOG_LEVEL)."""
+    key_check_seconds: float
+    """How often to follow key rotations and check Vault and the database (TOKENVAULT_KEY_CHECK_SECONDS)."""
+    token_cache_size: int
+    """Tokens kept in memory for repeated values; 0 disables (TOKENVAULT_TOKEN_CACHE_SIZE)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> VaultServiceConfig:
@@ -64,9 +70,12 @@ class VaultServiceConfig:
             tls_client_ca=read.existing_file("TOKENVAULT_TLS_CLIENT_CA") or Path(),
             policy_file=read.existing_file("TOKENVAULT_POLICY_FILE") or Path(),
             metrics_port=read.integer("TOKENVAULT_METRICS_PORT", 0, 0, 65535),
+            metrics_address=read.text("TOKENVAULT_METRICS_ADDRESS", "127.0.0.1"),
             workers=read.integer("TOKENVAULT_WORKERS", 16, 1, 256),
             db_pool_size=read.integer("TOKENVAULT_DB_POOL_SIZE", 8, 1, 128),
             log_level=read.text("TOKENVAULT_LOG_LEVEL", "INFO"),
+            key_check_seconds=read.integer("TOKENVAULT_KEY_CHECK_SECONDS", 15, 1, 3600),
+            token_cache_size=read.integer("TOKENVAULT_TOKEN_CACHE_SIZE", 1_000_000, 0, 100_000_000),
         )
         if not config.vault_token and not (config.vault_role_id and config.vault_secret_id_file):
             read.problems.append(

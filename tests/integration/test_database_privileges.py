@@ -41,12 +41,14 @@ def test_analyst_role_reads_user_logins_but_not_the_vault(stack_env: dict[str, s
         "DELETE FROM vault.audit_log",
         "UPDATE vault.audit_log SET outcome = 'ok'",
         "DELETE FROM vault.tokens",
-        "UPDATE vault.tokens SET sealed = NULL",
+        "UPDATE vault.tokens SET token = 'x'",
+        "UPDATE vault.tokens SET token_type = 'ip'",
+        "UPDATE vault.data_keys SET purpose = 'encryption'",
         "SELECT * FROM user_logins",
         "CREATE TABLE vault.sneaky (x int)",
     ],
 )
-def test_vault_role_can_only_read_and_append(stack_env: dict[str, str], statement: str) -> None:
+def test_vault_role_cannot_delete_rewrite_tokens_or_audit_or_reach_other_data(stack_env: dict[str, str], statement: str) -> None:
     with psycopg.connect(stack_env["PG_VAULT_DSN"]) as conn, pytest.raises(errors.InsufficientPrivilege):
         conn.execute(statement)
 

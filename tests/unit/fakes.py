@@ -4,26 +4,44 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow
 from etl_service.service.ports import QueueDepth, TransientError, WriteResult
 from vault_service.domain.audit import AuditEvent
-from vault_service.service.ports import NewTokenRow, StoredKey, StoredToken
+from vault_service.domain.errors import KeysUnavailable
+from vault_service.service.ports import KeyGeneration, NewTokenRow, StaleKeys, StoredKey, StoredToken
 
 
 class FakeKeyWrapper:
-    """Wraps by prefixing; enough to exercise key loading."""
+    """Wraps by prefixing with the KEK version; enough to exercise key loading and rewrap."""
 
     def __init__(self) -> None:
         self.unwrapped: list[str] = []
+        self.version = 1
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise KeysUnavailable("Vault is down (fake)")
 
     def new_data_key(self) -> tuple[bytes, str]:
+        self._check()
         key = os.urandom(32)
-        return key, "wrapped:" + key.hex()
+        return key, f"vault:v{self.version}:" + key.hex()
 
     def unwrap(self, wrapped_key: str) -> bytes:
+        self._check()
         self.unwrapped.append(wrapped_key)
-        return bytes.fromhex(wrapped_key.removeprefix("wrapped:"))
+        return bytes.fromhex(wrapped_key.split(":", 2)[2])
+
+    def rewrap(self, wrapped_key: str) -> str:
+        self._check()
+        return f"vault:v{self.version}:" + wrapped_key.split(":", 2)[2]
+
+    def latest_version(self) -> int:
+        self._check()
+        return self.version
 
 
 class FakeKeyStore:
@@ -33,26 +51,68 @@ class FakeKeyStore:
     def load_keys(self) -> list[StoredKey]:
         return list(self.keys)
 
+    def _set_state(self, key_id: int, state: str) -> None:
+        self.keys = [replace(k, state=state) if k.key_id == key_id else k for k in self.keys]
+
+    def _add(self, purpose: str, wrapped: str, state: str) -> StoredKey:
+        key = StoredKey(len(self.keys) + 1, purpose, wrapped, state)
+        self.keys.append(key)
+        return key
+
     def ensure_active_key(self, purpose: str, make_wrapped_key: Callable[[], str]) -> StoredKey:
         for key in self.keys:
             if key.purpose == purpose and key.state == "active":
                 return key
-        key = StoredKey(len(self.keys) + 1, purpose, make_wrapped_key(), "active")
-        self.keys.append(key)
-        return key
+        return self._add(purpose, make_wrapped_key(), "active")
+
+    def add_key(self, purpose: str, wrapped_key: str) -> StoredKey:
+        if purpose == "encryption":
+            for key in self.keys:
+                if key.purpose == purpose and key.state == "active":
+                    self._set_state(key.key_id, "decrypt_only")
+            return self._add(purpose, wrapped_key, "active")
+        return self._add(purpose, wrapped_key, "pending")
+
+    def update_wrapping(self, key_id: int, wrapped_key: str) -> None:
+        self.keys = [replace(k, wrapped_key=wrapped_key) if k.key_id == key_id else k for k in self.keys]
+
+    def generation(self) -> KeyGeneration:
+        def one(purpose: str, state: str) -> int | None:
+            return next((k.key_id for k in self.keys if k.purpose == purpose and k.state == state), None)
+
+        encryption, fingerprint = one("encryption", "active"), one("fingerprint", "active")
+        assert encryption is not None and fingerprint is not None
+        return KeyGeneration(encryption, fingerprint, one("fingerprint", "pending"))
+
+    def promote_pending_fingerprint_key(self) -> bool:
+        raise NotImplementedError  # re-index is tested against Postgres
+
+    def retire_unused_encryption_keys(self) -> list[int]:
+        raise NotImplementedError  # re-encryption is tested against Postgres
 
 
 class FakeTokenStore:
-    def __init__(self) -> None:
+    """Rows by token; checks the key generation like the real store when given a key store."""
+
+    def __init__(self, key_store: FakeKeyStore | None = None) -> None:
         self.rows: dict[str, NewTokenRow] = {}
+        self.erased: set[str] = set()
+        self.key_store = key_store
+        self.erasures = 0
 
     def find_by_fingerprints(self, token_type: str, fingerprints: Sequence[bytes]) -> dict[bytes, str]:
         wanted = set(fingerprints)
-        return {
-            r.fingerprint: r.token for r in self.rows.values() if r.token_type == token_type and r.fingerprint in wanted
-        }
+        found = {}
+        for r in self.rows.values():
+            if r.token_type == token_type and r.token not in self.erased:
+                for fp in (r.fingerprint, r.next_fingerprint):
+                    if fp in wanted:
+                        found[fp] = r.token
+        return found
 
-    def insert_new(self, rows: Sequence[NewTokenRow]) -> dict[bytes, str]:
+    def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> dict[bytes, str]:
+        if self.key_store is not None and self.key_store.generation() != generation:
+            raise StaleKeys("fake generation changed")
         result = {}
         for row in rows:
             existing = self.find_by_fingerprints(row.token_type, [row.fingerprint])
@@ -65,10 +125,21 @@ class FakeTokenStore:
 
     def fetch(self, tokens: Sequence[str]) -> dict[str, StoredToken]:
         return {
-            t: StoredToken(t, self.rows[t].token_type, self.rows[t].dek_id, self.rows[t].sealed)
+            t: StoredToken(
+                t, self.rows[t].token_type, self.rows[t].dek_id, None if t in self.erased else self.rows[t].sealed
+            )
             for t in tokens
             if t in self.rows
         }
+
+    def erase(self, tokens: Sequence[str]) -> set[str]:
+        done = {t for t in tokens if t in self.rows and t not in self.erased}
+        self.erased |= done
+        self.erasures += bool(done)
+        return done
+
+    def last_erasure(self) -> object:
+        return self.erasures
 
 
 class FakeAuditLog:

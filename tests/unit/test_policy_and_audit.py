@@ -24,12 +24,14 @@ def test_shipped_policy_gives_etl_tokenize_only_and_analyst_masked_device_ids() 
         policy.check_tokenize("analyst", TokenType.IP)
 
 
-def test_unknown_and_anonymous_clients_are_refused_differently() -> None:
+def test_unknown_and_anonymous_clients_are_unauthenticated_and_known_ones_only_denied() -> None:
     policy = parse_policy({"clients": {"a": {"tokenize": ["ip"]}}})
-    with pytest.raises(PermissionDenied, match="not in the vault policy"):
+    with pytest.raises(Unauthenticated, match="unknown to the vault policy"):
         policy.permissions("stranger")
-    with pytest.raises(Unauthenticated):
+    with pytest.raises(Unauthenticated, match="no client identity"):
         policy.permissions(None)
+    with pytest.raises(PermissionDenied, match="may not tokenize device_id"):
+        policy.check_tokenize("a", TokenType.DEVICE_ID)
 
 
 @pytest.mark.parametrize(

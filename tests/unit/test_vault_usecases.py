@@ -6,7 +6,7 @@ from tests.unit.fakes import FakeAuditLog, FakeKeyStore, FakeKeyWrapper, FakeTok
 from vault_service.domain.errors import InvalidRequest, InvalidValue, PermissionDenied, TokenNotFound
 from vault_service.domain.policy import RevealLevel, parse_policy
 from vault_service.domain.token_types import TokenType
-from vault_service.service.keyring import load_keyring
+from vault_service.service.keyring import KeyManager
 from vault_service.service.vault import Revealed, TokenVault
 
 POLICY = parse_policy(
@@ -21,8 +21,9 @@ POLICY = parse_policy(
 
 
 def make_vault(audit: FakeAuditLog | None = None, store: FakeTokenStore | None = None) -> TokenVault:
-    keyring = load_keyring(FakeKeyStore(), FakeKeyWrapper())
-    return TokenVault(store or FakeTokenStore(), keyring, POLICY, audit or FakeAuditLog())
+    keys = KeyManager(FakeKeyStore(), FakeKeyWrapper())
+    keys.start()
+    return TokenVault(store or FakeTokenStore(), keys, POLICY, audit or FakeAuditLog())
 
 
 def test_equal_values_get_equal_tokens_and_different_values_different_ones() -> None:
@@ -93,7 +94,7 @@ def test_nothing_is_revealed_when_the_audit_cannot_be_written() -> None:
 
 def test_keys_are_created_once_and_reused_by_a_second_replica() -> None:
     store, wrapper = FakeKeyStore(), FakeKeyWrapper()
-    first = load_keyring(store, wrapper)
-    second = load_keyring(store, wrapper)
+    first = KeyManager(store, wrapper).start()
+    second = KeyManager(store, wrapper).start()
     assert len(store.keys) == 2
     assert first.fingerprint_key.material == second.fingerprint_key.material

@@ -44,6 +44,11 @@ class TokenVaultStub:
                 request_serializer=tokenvault__api_dot_v1_dot_vault__pb2.DetokenizeRequest.SerializeToString,
                 response_deserializer=tokenvault__api_dot_v1_dot_vault__pb2.DetokenizeResponse.FromString,
                 _registered_method=True)
+        self.Erase = channel.unary_unary(
+                '/tokenvault.v1.TokenVault/Erase',
+                request_serializer=tokenvault__api_dot_v1_dot_vault__pb2.EraseRequest.SerializeToString,
+                response_deserializer=tokenvault__api_dot_v1_dot_vault__pb2.EraseResponse.FromString,
+                _registered_method=True)
 
 
 class TokenVaultServicer:
@@ -65,6 +70,16 @@ class TokenVaultServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Erase(self, request, context):
+        """Forgets the values behind tokens (right to erasure): the ciphertext and the
+        lookup fingerprint are destroyed, so Detokenize answers NOT_FOUND from then
+        on and the same value tokenized again gets a new token. Requires the
+        `erase` permission per type and a purpose. Audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TokenVaultServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +92,11 @@ def add_TokenVaultServicer_to_server(servicer, server):
                     servicer.Detokenize,
                     request_deserializer=tokenvault__api_dot_v1_dot_vault__pb2.DetokenizeRequest.FromString,
                     response_serializer=tokenvault__api_dot_v1_dot_vault__pb2.DetokenizeResponse.SerializeToString,
+            ),
+            'Erase': grpc.unary_unary_rpc_method_handler(
+                    servicer.Erase,
+                    request_deserializer=tokenvault__api_dot_v1_dot_vault__pb2.EraseRequest.FromString,
+                    response_serializer=tokenvault__api_dot_v1_dot_vault__pb2.EraseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,6 +153,33 @@ class TokenVault:
             '/tokenvault.v1.TokenVault/Detokenize',
             tokenvault__api_dot_v1_dot_vault__pb2.DetokenizeRequest.SerializeToString,
             tokenvault__api_dot_v1_dot_vault__pb2.DetokenizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Erase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokenvault.v1.TokenVault/Erase',
+            tokenvault__api_dot_v1_dot_vault__pb2.EraseRequest.SerializeToString,
+            tokenvault__api_dot_v1_dot_vault__pb2.EraseResponse.FromString,
             options,
             channel_credentials,
             insecure,

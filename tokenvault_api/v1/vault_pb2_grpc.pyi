@@ -43,6 +43,12 @@ class TokenVaultStub:
     """Returns the value behind each token, revealed as the caller's policy
     allows (plain or masked). Every call is audited. Requires a purpose.
     """
+    Erase: _grpc.UnaryUnaryMultiCallable[_vault_pb2.EraseRequest, _vault_pb2.EraseResponse]
+    """Forgets the values behind tokens (right to erasure): the ciphertext and the
+    lookup fingerprint are destroyed, so Detokenize answers NOT_FOUND from then
+    on and the same value tokenized again gets a new token. Requires the
+    `erase` permission per type and a purpose. Audited.
+    """
 
 @_typing.type_check_only
 class TokenVaultAsyncStub(TokenVaultStub):
@@ -54,6 +60,12 @@ class TokenVaultAsyncStub(TokenVaultStub):
     Detokenize: _aio.UnaryUnaryMultiCallable[_vault_pb2.DetokenizeRequest, _vault_pb2.DetokenizeResponse]  # type: ignore[assignment]
     """Returns the value behind each token, revealed as the caller's policy
     allows (plain or masked). Every call is audited. Requires a purpose.
+    """
+    Erase: _aio.UnaryUnaryMultiCallable[_vault_pb2.EraseRequest, _vault_pb2.EraseResponse]  # type: ignore[assignment]
+    """Forgets the values behind tokens (right to erasure): the ciphertext and the
+    lookup fingerprint are destroyed, so Detokenize answers NOT_FOUND from then
+    on and the same value tokenized again gets a new token. Requires the
+    `erase` permission per type and a purpose. Audited.
     """
 
 class TokenVaultServicer(metaclass=_abc_1.ABCMeta):
@@ -75,6 +87,18 @@ class TokenVaultServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_vault_pb2.DetokenizeResponse, _abc.Awaitable[_vault_pb2.DetokenizeResponse]]:
         """Returns the value behind each token, revealed as the caller's policy
         allows (plain or masked). Every call is audited. Requires a purpose.
+        """
+
+    @_abc_1.abstractmethod
+    def Erase(
+        self,
+        request: _vault_pb2.EraseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vault_pb2.EraseResponse, _abc.Awaitable[_vault_pb2.EraseResponse]]:
+        """Forgets the values behind tokens (right to erasure): the ciphertext and the
+        lookup fingerprint are destroyed, so Detokenize answers NOT_FOUND from then
+        on and the same value tokenized again gets a new token. Requires the
+        `erase` permission per type and a purpose. Audited.
         """
 
 def add_TokenVaultServicer_to_server(servicer: TokenVaultServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

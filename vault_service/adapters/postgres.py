@@ -9,13 +9,42 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from vault_service.domain.audit import GENESIS_HASH, AuditEvent, AuditRecord, chain_hash
-from vault_service.service.ports import NewTokenRow, StoredKey, StoredToken
+from vault_service.service.ports import (
+    KeyGeneration,
+    NewTokenRow,
+    Reindexer,
+    Resealer,
+    StaleKeys,
+    StoredKey,
+    StoredToken,
+)
 
-_KEY_CREATION_LOCK = 0x6B657973  # serializes first-start key creation across replicas
+# Key state changes take this lock exclusively; token inserts take it shared and check the
+# live key generation under it, so no insert is ever written with keys rotated away meanwhile.
+_KEYS_LOCK = 0x6B657973
 _AUDIT_CHAIN_LOCK = 0x61756474  # serializes appends so the chain stays linear
+
+_LIVE_GENERATION = """
+SELECT max(id) FILTER (WHERE purpose = 'encryption' AND state = 'active'),
+       max(id) FILTER (WHERE purpose = 'fingerprint' AND state = 'active'),
+       max(id) FILTER (WHERE purpose = 'fingerprint' AND state = 'pending')
+FROM vault.data_keys
+"""
+_FIND = (
+    "SELECT coalesce(CASE WHEN fingerprint = ANY(%(fps)s) THEN fingerprint END, next_fingerprint), token"
+    " FROM vault.tokens WHERE token_type = %(type)s"
+    " AND (fingerprint = ANY(%(fps)s) OR next_fingerprint = ANY(%(fps)s))"
+)
+
+
+def _live_generation(conn: psycopg.Connection) -> KeyGeneration:
+    row = conn.execute(_LIVE_GENERATION).fetchone()
+    assert row is not None
+    return KeyGeneration(row[0], row[1], row[2])
 
 
 class PostgresKeyStore:
@@ -35,7 +64,7 @@ class PostgresKeyStore:
         """The active key of `purpose`, created under a lock if none exists yet."""
         query = "SELECT id, purpose, wrapped_key, state FROM vault.data_keys WHERE purpose = %s AND state = 'active'"
         with self._pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_KEY_CREATION_LOCK,))
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_KEYS_LOCK,))
             row = conn.execute(query, (purpose,)).fetchone()
             if row is None:
                 row = conn.execute(
@@ -45,6 +74,70 @@ class PostgresKeyStore:
                 ).fetchone()
         assert row is not None
         return StoredKey(*row)
+
+    def add_key(self, purpose: str, wrapped_key: str) -> StoredKey:
+        """New DEK: active, the old one decrypt_only. New fingerprint key: pending."""
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_KEYS_LOCK,))
+            if purpose == "encryption":
+                conn.execute(
+                    "UPDATE vault.data_keys SET state = 'decrypt_only' WHERE purpose = %s AND state = 'active'",
+                    (purpose,),
+                )
+                state = "active"
+            else:
+                if conn.execute(
+                    "SELECT 1 FROM vault.data_keys WHERE purpose = %s AND state = 'pending'", (purpose,)
+                ).fetchone():
+                    raise ValueError("a fingerprint key rotation is already under way: run the re-index to finish it")
+                state = "pending"
+            row = conn.execute(
+                "INSERT INTO vault.data_keys (purpose, wrapped_key, kek_name, state) VALUES (%s, %s, %s, %s)"
+                " RETURNING id, purpose, wrapped_key, state",
+                (purpose, wrapped_key, self._kek_name, state),
+            ).fetchone()
+        assert row is not None
+        return StoredKey(*row)
+
+    def update_wrapping(self, key_id: int, wrapped_key: str) -> None:
+        """Store the rewrapped form of a key."""
+        with self._pool.connection() as conn:
+            conn.execute("UPDATE vault.data_keys SET wrapped_key = %s WHERE id = %s", (wrapped_key, key_id))
+
+    def promote_pending_fingerprint_key(self) -> bool:
+        """Pending -> active and active -> retired, once no live row lacks the new fingerprint."""
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_KEYS_LOCK,))
+            generation = _live_generation(conn)
+            if generation.pending_fingerprint_id is None:
+                return False
+            left = conn.execute(
+                "SELECT 1 FROM vault.tokens WHERE fingerprint IS NOT NULL AND next_fingerprint IS NULL"
+                " AND fingerprint_key_id <> %s LIMIT 1",
+                (generation.pending_fingerprint_id,),
+            ).fetchone()
+            if left:
+                return False
+            conn.execute(
+                "UPDATE vault.data_keys SET state = 'retired', retired_at = now() WHERE id = %s",
+                (generation.fingerprint_id,),
+            )
+            conn.execute(
+                "UPDATE vault.data_keys SET state = 'active' WHERE id = %s", (generation.pending_fingerprint_id,)
+            )
+        return True
+
+    def retire_unused_encryption_keys(self) -> list[int]:
+        """decrypt_only DEKs that no stored value uses any more become retired."""
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_KEYS_LOCK,))
+            rows = conn.execute(
+                "UPDATE vault.data_keys k SET state = 'retired', retired_at = now()"
+                " WHERE purpose = 'encryption' AND state = 'decrypt_only'"
+                " AND NOT EXISTS (SELECT 1 FROM vault.tokens t WHERE t.dek_id = k.id AND t.sealed IS NOT NULL)"
+                " RETURNING id"
+            ).fetchall()
+        return [r[0] for r in rows]
 
 
 class PostgresTokenStore:
@@ -58,37 +151,38 @@ class PostgresTokenStore:
         if not fingerprints:
             return {}
         with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT fingerprint, token FROM vault.tokens WHERE token_type = %s AND fingerprint = ANY(%s)",
-                (token_type, list(fingerprints)),
-            ).fetchall()
+            rows = conn.execute(_FIND, {"type": token_type, "fps": list(fingerprints)}).fetchall()
         return {bytes(fp): token for fp, token in rows}
 
-    def insert_new(self, rows: Sequence[NewTokenRow]) -> dict[bytes, str]:
-        """Insert; for rows another writer inserted first, read back the winner's token."""
+    def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> dict[bytes, str]:
+        """Insert under the live key generation; read back the winner where another writer was first."""
         if not rows:
             return {}
         columns = list(
             zip(
-                *[(r.token, r.token_type, r.fingerprint, r.fingerprint_key_id, r.dek_id, r.sealed) for r in rows],
+                *[
+                    (r.token, r.token_type, r.fingerprint, r.fingerprint_key_id, r.dek_id, r.sealed, r.next_fingerprint)
+                    for r in rows
+                ],
                 strict=True,
             )
         )
-        with self._pool.connection() as conn:
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (_KEYS_LOCK,))
+            if _live_generation(conn) != generation:
+                raise StaleKeys("the key generation changed")
             inserted = conn.execute(
-                "INSERT INTO vault.tokens (token, token_type, fingerprint, fingerprint_key_id, dek_id, sealed)"
-                " SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::int[], %s::int[], %s::bytea[])"
-                " ON CONFLICT (token_type, fingerprint) DO NOTHING RETURNING fingerprint, token",
+                "INSERT INTO vault.tokens"
+                " (token, token_type, fingerprint, fingerprint_key_id, dek_id, sealed, next_fingerprint)"
+                " SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::int[], %s::int[], %s::bytea[],"
+                " %s::bytea[]) ON CONFLICT DO NOTHING RETURNING fingerprint, token",
                 [list(c) for c in columns],
             ).fetchall()
             result = {bytes(fp): token for fp, token in inserted}
             lost = [r for r in rows if r.fingerprint not in result]
             for token_type in {r.token_type for r in lost}:
                 fps = [r.fingerprint for r in lost if r.token_type == token_type]
-                winners = conn.execute(
-                    "SELECT fingerprint, token FROM vault.tokens WHERE token_type = %s AND fingerprint = ANY(%s)",
-                    (token_type, fps),
-                ).fetchall()
+                winners = conn.execute(_FIND, {"type": token_type, "fps": fps}).fetchall()
                 result.update({bytes(fp): token for fp, token in winners})
         return result
 
@@ -102,6 +196,88 @@ class PostgresTokenStore:
                 (list(tokens),),
             ).fetchall()
         return {row[0]: StoredToken(row[0], row[1], row[2], bytes(row[3]) if row[3] else None) for row in rows}
+
+    def erase(self, tokens: Sequence[str]) -> set[str]:
+        """Destroy ciphertext and fingerprints; the tokens that still had a value."""
+        if not tokens:
+            return set()
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "UPDATE vault.tokens SET sealed = NULL, fingerprint = NULL, next_fingerprint = NULL,"
+                " erased_at = now() WHERE token = ANY(%s) AND sealed IS NOT NULL RETURNING token",
+                (list(tokens),),
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def last_erasure(self) -> object:
+        """Time of the newest erasure (None when nothing was ever erased)."""
+        with self._pool.connection() as conn:
+            row = conn.execute("SELECT max(erased_at) FROM vault.tokens WHERE erased_at IS NOT NULL").fetchone()
+        return row[0] if row else None
+
+    def reseal_batch(self, active_dek_id: int, limit: int, reseal: Resealer) -> int:
+        """Lock up to `limit` rows under other DEKs (skipping rows others hold), re-seal, update."""
+        with self._pool.connection() as conn, conn.transaction():
+            rows = conn.execute(
+                "SELECT token, token_type, dek_id, sealed FROM vault.tokens"
+                " WHERE sealed IS NOT NULL AND dek_id <> %s LIMIT %s FOR UPDATE SKIP LOCKED",
+                (active_dek_id, limit),
+            ).fetchall()
+            if not rows:
+                return 0
+            updates = reseal([StoredToken(r[0], r[1], r[2], bytes(r[3])) for r in rows])
+            tokens, dek_ids, sealed = (list(c) for c in zip(*updates, strict=True))
+            conn.execute(
+                "UPDATE vault.tokens t SET dek_id = u.dek_id, sealed = u.sealed"
+                " FROM unnest(%s::text[], %s::int[], %s::bytea[]) AS u(token, dek_id, sealed)"
+                " WHERE t.token = u.token",
+                (tokens, dek_ids, sealed),
+            )
+        return len(rows)
+
+    def reindex_batch(self, pending_key_id: int, limit: int, reindex: Reindexer) -> int:
+        """Lock up to `limit` live rows lacking the pending fingerprint, compute it, store it."""
+        with self._pool.connection() as conn, conn.transaction():
+            rows = conn.execute(
+                "SELECT token, token_type, dek_id, sealed FROM vault.tokens"
+                " WHERE fingerprint IS NOT NULL AND next_fingerprint IS NULL AND fingerprint_key_id <> %s"
+                " LIMIT %s FOR UPDATE SKIP LOCKED",
+                (pending_key_id, limit),
+            ).fetchall()
+            if not rows:
+                return 0
+            updates = reindex([StoredToken(r[0], r[1], r[2], bytes(r[3]) if r[3] else None) for r in rows])
+            tokens, fingerprints = (list(c) for c in zip(*updates, strict=True))
+            conn.execute(
+                "UPDATE vault.tokens t SET next_fingerprint = u.fp"
+                " FROM unnest(%s::text[], %s::bytea[]) AS u(token, fp) WHERE t.token = u.token",
+                (tokens, fingerprints),
+            )
+        return len(rows)
+
+    def compact_batch(self, active_fingerprint_id: int, limit: int) -> int:
+        """Move next_fingerprint into fingerprint for up to `limit` rows re-indexed under the active key."""
+        with self._pool.connection() as conn:
+            cursor = conn.execute(
+                "UPDATE vault.tokens SET fingerprint = next_fingerprint, fingerprint_key_id = %(key)s,"
+                " next_fingerprint = NULL WHERE token IN (SELECT token FROM vault.tokens"
+                " WHERE fingerprint IS NOT NULL AND fingerprint_key_id <> %(key)s AND next_fingerprint IS NOT NULL"
+                " LIMIT %(limit)s FOR UPDATE SKIP LOCKED)",
+                {"key": active_fingerprint_id, "limit": limit},
+            )
+            return cursor.rowcount
+
+    def work_left(self, active_dek_id: int, active_fingerprint_id: int) -> dict[str, int]:
+        """Rows to re-encrypt and rows whose fingerprint is not under the active key yet."""
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT count(*) FILTER (WHERE sealed IS NOT NULL AND dek_id <> %s),"
+                " count(*) FILTER (WHERE fingerprint IS NOT NULL AND fingerprint_key_id <> %s)"
+                " FROM vault.tokens",
+                (active_dek_id, active_fingerprint_id),
+            ).fetchone()
+        assert row is not None
+        return {"reencrypt": row[0], "reindex": row[1]}
 
 
 class PostgresAuditLog:

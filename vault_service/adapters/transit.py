@@ -7,6 +7,7 @@ never read, export, rotate or delete the KEK itself.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from pathlib import Path
 
 import hvac
@@ -48,6 +49,48 @@ class TransitKeyWrapper:
         except (hvac.exceptions.VaultError, requests.RequestException) as error:
             raise KeysUnavailable(f"Vault refused to unwrap a data key: {_describe(error)}") from None
         return base64.b64decode(response["data"]["plaintext"])
+
+    def rewrap(self, wrapped_key: str) -> str:
+        """The same data key wrapped by the newest KEK version (Transit never shows the plaintext)."""
+        try:
+            response = self._client.secrets.transit.rewrap_data(
+                name=self._kek_name, ciphertext=wrapped_key, mount_point=self._mount
+            )
+        except (hvac.exceptions.VaultError, requests.RequestException) as error:
+            raise KeysUnavailable(f"Vault refused to rewrap a data key: {_describe(error)}") from None
+        return str(response["data"]["ciphertext"])
+
+    def latest_version(self) -> int:
+        """The KEK's newest version."""
+        try:
+            response = self._client.secrets.transit.read_key(name=self._kek_name, mount_point=self._mount)
+        except (hvac.exceptions.VaultError, requests.RequestException) as error:
+            raise KeysUnavailable(f"Vault refused to read the KEK's metadata: {_describe(error)}") from None
+        return int(response["data"]["latest_version"])
+
+    def check_access(self) -> None:
+        """Exercise every permission the service needs; VaultStartupError naming the missing one."""
+        checks: list[tuple[str, Callable[[], object]]] = [
+            (f"read {self._mount}/keys/{self._kek_name}", self.latest_version),
+        ]
+        plaintext_and_wrapped: list[tuple[bytes, str]] = []
+        checks.append(
+            (
+                f"update {self._mount}/datakey/plaintext/{self._kek_name}",
+                lambda: plaintext_and_wrapped.append(self.new_data_key()),
+            ),
+        )
+        checks.append(
+            (f"update {self._mount}/decrypt/{self._kek_name}", lambda: self.unwrap(plaintext_and_wrapped[0][1]))
+        )
+        checks.append(
+            (f"update {self._mount}/rewrap/{self._kek_name}", lambda: self.rewrap(plaintext_and_wrapped[0][1]))
+        )
+        for capability, check in checks:
+            try:
+                check()
+            except KeysUnavailable as error:
+                raise VaultStartupError(f"the vault service's Vault policy must allow {capability}: {error}") from None
 
 
 def _describe(error: Exception) -> str:

@@ -27,3 +27,11 @@ class PermissionDenied(VaultError):
 
 class KeysUnavailable(VaultError):
     """A key needed for this item is not loaded (Vault unreachable at start, or retired)."""
+
+
+class RateLimited(VaultError):
+    """The caller exceeded its Detokenize rate; it may retry after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

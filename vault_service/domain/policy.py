@@ -9,6 +9,13 @@ Policy file (TOML):
     ip = "plain"
     device_id = "masked"
 
+    [clients.analyst.limits]        # optional: values revealed per second, and the burst
+    detokenize_per_second = 100
+    detokenize_burst = 1000
+
+    [clients.privacy-officer]       # may erase values (GDPR) by token
+    erase = ["ip", "device_id"]
+
 A client absent from the file may do nothing. Reveal levels: `plain`, `masked`, `none`.
 """
 
@@ -22,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from vault_service.domain.errors import InvalidValue, PermissionDenied, Unauthenticated
+from vault_service.domain.rate_limit import RateLimit
 from vault_service.domain.token_types import TokenType
 
 
@@ -39,6 +47,8 @@ class ClientPermissions:
 
     tokenize: frozenset[TokenType] = frozenset()
     detokenize: Mapping[TokenType, RevealLevel] = field(default_factory=dict)
+    erase: frozenset[TokenType] = frozenset()
+    detokenize_limit: RateLimit | None = None
 
 
 @dataclass(frozen=True)
@@ -48,13 +58,17 @@ class AccessPolicy:
     clients: Mapping[str, ClientPermissions]
 
     def permissions(self, client: str | None) -> ClientPermissions:
-        """The permissions of `client`; Unauthenticated when there is no identity."""
+        """The permissions of `client`; Unauthenticated when there is no identity or it is unknown."""
         if not client:
             raise Unauthenticated("no client identity: connect with a client certificate issued by the vault CA")
         found = self.clients.get(client)
         if found is None:
-            raise PermissionDenied(f"client {client!r} is not in the vault policy")
+            raise Unauthenticated(f"client {client!r} is unknown to the vault policy; ask the vault owners to add it")
         return found
+
+    def detokenize_limits(self) -> dict[str, RateLimit]:
+        """Client -> Detokenize rate limit, for the clients that have one."""
+        return {name: p.detokenize_limit for name, p in self.clients.items() if p.detokenize_limit}
 
     def check_tokenize(self, client: str | None, token_type: TokenType) -> None:
         """Raise unless `client` may tokenize values of `token_type`."""
@@ -72,10 +86,11 @@ class AccessPolicy:
 
 
 def _parse_client(name: str, raw: Mapping[str, Any]) -> ClientPermissions:
-    unknown = set(raw) - {"tokenize", "detokenize"}
+    unknown = set(raw) - {"tokenize", "detokenize", "erase", "limits"}
     if unknown:
         raise InvalidValue(f"policy for {name!r} has unknown keys: {', '.join(sorted(unknown))}")
     tokenize = frozenset(TokenType.from_name(t) for t in raw.get("tokenize", []))
+    erase = frozenset(TokenType.from_name(t) for t in raw.get("erase", []))
     detokenize = {}
     for type_name, level in raw.get("detokenize", {}).items():
         try:
@@ -84,7 +99,22 @@ def _parse_client(name: str, raw: Mapping[str, Any]) -> ClientPermissions:
             raise InvalidValue(
                 f"policy for {name!r}: reveal level {level!r} is not one of plain, masked, none"
             ) from None
-    return ClientPermissions(tokenize=tokenize, detokenize=detokenize)
+    return ClientPermissions(tokenize, detokenize, erase, _parse_limit(name, raw.get("limits", {})))
+
+
+def _parse_limit(name: str, raw: Mapping[str, Any]) -> RateLimit | None:
+    unknown = set(raw) - {"detokenize_per_second", "detokenize_burst"}
+    if unknown:
+        raise InvalidValue(f"policy limits for {name!r} have unknown keys: {', '.join(sorted(unknown))}")
+    if "detokenize_per_second" not in raw:
+        return None
+    per_second = raw["detokenize_per_second"]
+    try:
+        return RateLimit(float(per_second), int(raw.get("detokenize_burst", max(1, int(per_second)))))
+    except (TypeError, ValueError):
+        raise InvalidValue(
+            f"policy limits for {name!r}: detokenize_per_second must be > 0 and detokenize_burst >= 1"
+        ) from None
 
 
 def parse_policy(document: Mapping[str, Any]) -> AccessPolicy:

@@ -1,8 +1,9 @@
-"""Building and running the gRPC server: mTLS, health checking, reflection, graceful stop."""
+"""Building and running the gRPC server: mTLS, health checking, reflection, metrics, graceful stop."""
 
 from __future__ import annotations
 
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -10,10 +11,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+from vault_service.entrypoints.metrics import DEPENDENCY_UP, MetricsInterceptor
 from vault_service.entrypoints.servicer import TokenVaultServicer
+from vault_service.service.maintenance import DATABASE, VAULT, HealthReport
 from vault_service.service.vault import TokenVault
 
 SERVICE_NAME = vault_pb2.DESCRIPTOR.services_by_name["TokenVault"].full_name
+DEPENDENCY_HEALTH_PREFIX = "tokenvault.dependency."
+"""Health service names per dependency: tokenvault.dependency.vault, tokenvault.dependency.database."""
+
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def server_credentials(cert: Path, key: Path, client_ca: Path) -> grpc.ServerCredentials:
@@ -25,12 +33,40 @@ def server_credentials(cert: Path, key: Path, client_ca: Path) -> grpc.ServerCre
     )
 
 
+@dataclass
+class VaultServer:
+    """A started-or-startable gRPC server and its health servicer."""
+
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+
+    def report(self, dependency: str, healthy: bool) -> None:
+        """Record a dependency check in health and metrics.
+
+        The service is NOT_SERVING only without its database; Vault down is a degradation
+        (it serves from the keys in memory), visible under the dependency's own health name.
+        """
+        status = _SERVING if healthy else _NOT_SERVING
+        self.health.set(DEPENDENCY_HEALTH_PREFIX + dependency, status)
+        DEPENDENCY_UP.labels(dependency).set(1 if healthy else 0)
+        if dependency == DATABASE:
+            for name in ("", SERVICE_NAME):
+                self.health.set(name, status)
+
+    @property
+    def reporter(self) -> HealthReport:
+        """`report` as the callback the key maintainer takes."""
+        return self.report
+
+
 def create_server(
     vault: TokenVault, address: str, credentials: grpc.ServerCredentials, workers: int = 16
-) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """A server for `vault` bound to `address` (port 0 picks one); returns (server, port, health)."""
+) -> VaultServer:
+    """A server for `vault` bound to `address` (port 0 picks one), with health and reflection."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+        interceptors=[MetricsInterceptor()],
         options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
     )
     vault_pb2_grpc.add_TokenVaultServicer_to_server(TokenVaultServicer(vault), server)
@@ -43,6 +79,7 @@ def create_server(
     port = server.add_secure_port(address, credentials)
     if port == 0:
         raise RuntimeError(f"cannot listen on {address}")
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return server, port, health_servicer
+    running = VaultServer(server, port, health_servicer)
+    for dependency in (VAULT, DATABASE):
+        running.report(dependency, True)
+    return running

@@ -6,11 +6,13 @@ import logging
 
 import grpc
 import psycopg
+from psycopg_pool import PoolTimeout
 
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
-from vault_service.domain.errors import VaultError
+from vault_service.domain.errors import RateLimited, VaultError
 from vault_service.domain.policy import RevealLevel
 from vault_service.domain.token_types import TokenType
+from vault_service.entrypoints.metrics import count_items
 from vault_service.entrypoints.status import status_of
 from vault_service.service.vault import Revealed, TokenVault
 
@@ -30,6 +32,10 @@ def client_identity(context: grpc.ServicerContext) -> str | None:
     """The common name of the verified client certificate, or None without one."""
     names = context.auth_context().get("x509_common_name")
     return names[0].decode() if isinstance(names, list) and names else None
+
+
+def _code(outcome: object) -> str:
+    return status_of(outcome).name if isinstance(outcome, VaultError) else "OK"
 
 
 def _item_error(error: VaultError) -> vault_pb2.ItemError:
@@ -53,6 +59,7 @@ class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
             else vault_pb2.TokenizeResult(token=o)
             for o in outcomes
         ]
+        count_items("Tokenize", (_code(o) for o in outcomes))
         return vault_pb2.TokenizeResponse(results=results)
 
     def Detokenize(
@@ -74,7 +81,21 @@ class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
                 results.append(vault_pb2.DetokenizeResult(value=value))
             else:
                 results.append(vault_pb2.DetokenizeResult(error=_item_error(outcome)))
+        count_items("Detokenize", (_code(o) for o in outcomes))
         return vault_pb2.DetokenizeResponse(results=results)
+
+    def Erase(self, request: vault_pb2.EraseRequest, context: grpc.ServicerContext) -> vault_pb2.EraseResponse:
+        """Batch erase (administrative); audited; per-item errors inside the response."""
+        self._check_size(len(request.tokens), context)
+        outcomes = self._call(
+            context, self._vault.erase, client_identity(context), list(request.tokens), request.purpose
+        )
+        results = [
+            vault_pb2.EraseResult(erased=True) if o is None else vault_pb2.EraseResult(error=_item_error(o))
+            for o in outcomes
+        ]
+        count_items("Erase", (_code(o) for o in outcomes))
+        return vault_pb2.EraseResponse(results=results)
 
     @staticmethod
     def _check_size(count: int, context: grpc.ServicerContext) -> None:
@@ -89,7 +110,9 @@ class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
         try:
             return use_case(*args)
         except VaultError as error:
+            if isinstance(error, RateLimited):
+                context.set_trailing_metadata((("retry-after-ms", str(int(error.retry_after * 1000))),))
             context.abort(status_of(error), str(error))
-        except psycopg.OperationalError:
-            log.exception("database unavailable")
+        except (psycopg.OperationalError, PoolTimeout) as error:
+            log.error("database unavailable: %s", type(error).__name__)
             context.abort(grpc.StatusCode.UNAVAILABLE, "the vault database is unavailable; retry later")

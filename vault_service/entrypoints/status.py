@@ -9,6 +9,7 @@ from vault_service.domain.errors import (
     InvalidValue,
     KeysUnavailable,
     PermissionDenied,
+    RateLimited,
     TokenNotFound,
     Unauthenticated,
     VaultError,
@@ -21,6 +22,7 @@ _CODES: dict[type[VaultError], grpc.StatusCode] = {
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     KeysUnavailable: grpc.StatusCode.UNAVAILABLE,
+    RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

@@ -1,13 +1,20 @@
-"""The data keys in memory: unwrapped once at start through Vault, then used locally."""
+"""The data keys in memory: unwrapped through Vault, then used locally.
+
+`KeyRing` is an immutable snapshot; `KeyManager` swaps in a fresh one when keys rotate. A
+refresh asks Vault only for keys not yet in memory, so an outage of Vault does not stop the
+service from using the keys it already holds.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from vault_service.domain.crypto import DataKey
 from vault_service.domain.errors import KeysUnavailable
-from vault_service.service.ports import KeyStore, KeyWrapper
+from vault_service.service.ports import KeyGeneration, KeyStore, KeyWrapper, StoredKey
 
 ENCRYPTION = "encryption"
 FINGERPRINT = "fingerprint"
@@ -17,21 +24,26 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class KeyRing:
-    """Plaintext data keys by id, and which ones are active for new tokens."""
+    """Plaintext data keys by id, and which ones new tokens are written with."""
 
-    keys: dict[int, DataKey]
-    active_encryption_id: int
-    fingerprint_key_id: int
+    keys: Mapping[int, DataKey]
+    generation: KeyGeneration
 
     @property
     def active_encryption_key(self) -> DataKey:
         """The DEK new values are sealed under."""
-        return self.keys[self.active_encryption_id]
+        return self.keys[self.generation.encryption_id]
 
     @property
     def fingerprint_key(self) -> DataKey:
         """The key of the lookup fingerprints."""
-        return self.keys[self.fingerprint_key_id]
+        return self.keys[self.generation.fingerprint_id]
+
+    @property
+    def pending_fingerprint_key(self) -> DataKey | None:
+        """The fingerprint key being introduced by a re-index, if one is under way."""
+        pending = self.generation.pending_fingerprint_id
+        return self.keys[pending] if pending is not None else None
 
     def key(self, key_id: int) -> DataKey:
         """A loaded key by id; KeysUnavailable when it is not loaded (e.g. retired)."""
@@ -41,21 +53,69 @@ class KeyRing:
             raise KeysUnavailable(f"data key {key_id} is not loaded (retired or not yet rewrapped)") from None
 
 
-def _make_wrapped(wrapper: KeyWrapper) -> str:
-    _, wrapped = wrapper.new_data_key()
-    return wrapped
+def _generation(rows: list[StoredKey]) -> KeyGeneration:
+    def one(purpose: str, state: str) -> int | None:
+        return next((r.key_id for r in rows if r.purpose == purpose and r.state == state), None)
+
+    encryption, fingerprint = one(ENCRYPTION, "active"), one(FINGERPRINT, "active")
+    if encryption is None or fingerprint is None:
+        raise KeysUnavailable("no active data keys in vault.data_keys")
+    return KeyGeneration(encryption, fingerprint, one(FINGERPRINT, "pending"))
 
 
-def load_keyring(store: KeyStore, wrapper: KeyWrapper) -> KeyRing:
-    """Ensure an active DEK and fingerprint key exist, then unwrap every usable key."""
-    active = {
-        purpose: store.ensure_active_key(purpose, lambda: _make_wrapped(wrapper))
-        for purpose in (ENCRYPTION, FINGERPRINT)
-    }
-    keys = {
-        stored.key_id: DataKey(stored.key_id, wrapper.unwrap(stored.wrapped_key))
-        for stored in store.load_keys()
-        if stored.state != "retired"
-    }
-    log.info("data keys loaded", extra={"key_count": len(keys)})
-    return KeyRing(keys, active[ENCRYPTION].key_id, active[FINGERPRINT].key_id)
+class KeyManager:
+    """Holds the current KeyRing; refreshes it on rotation and rewraps keys on KEK rotation."""
+
+    def __init__(self, store: KeyStore, wrapper: KeyWrapper) -> None:
+        self._store = store
+        self._wrapper = wrapper
+        self._lock = threading.Lock()
+        self._ring: KeyRing | None = None
+
+    def start(self) -> KeyRing:
+        """Ensure an active DEK and fingerprint key exist (first start), then load every usable key."""
+        for purpose in (ENCRYPTION, FINGERPRINT):
+            self._store.ensure_active_key(purpose, lambda: self._wrapper.new_data_key()[1])
+        return self.refresh()
+
+    @property
+    def ring(self) -> KeyRing:
+        """The current snapshot."""
+        if self._ring is None:
+            raise KeysUnavailable("data keys are not loaded yet")
+        return self._ring
+
+    def refresh(self) -> KeyRing:
+        """Reload key rows; unwrap (through Vault) only keys not in memory yet; drop retired ones."""
+        with self._lock:
+            rows = self._store.load_keys()
+            held = self._ring.keys if self._ring else {}
+            keys = {}
+            for row in rows:
+                if row.state == "retired":
+                    continue
+                keys[row.key_id] = held.get(row.key_id) or DataKey(row.key_id, self._wrapper.unwrap(row.wrapped_key))
+            ring = KeyRing(keys, _generation(rows))
+            if self._ring is None or ring.generation != self._ring.generation or keys.keys() != held.keys():
+                log.info("data keys loaded", extra={"key_count": len(keys), "generation": str(ring.generation)})
+            self._ring = ring
+            return ring
+
+    def key(self, key_id: int) -> DataKey:
+        """A key by id, refreshing once if it was added since the last refresh."""
+        ring = self.ring
+        if key_id in ring.keys:
+            return ring.keys[key_id]
+        return self.refresh().key(key_id)
+
+    def rewrap_outdated(self) -> int:
+        """Rewrap every live key wrapped by an older KEK version than the newest; how many."""
+        latest = self._wrapper.latest_version()
+        count = 0
+        for row in self._store.load_keys():
+            if row.state != "retired" and row.kek_version < latest:
+                self._store.update_wrapping(row.key_id, self._wrapper.rewrap(row.wrapped_key))
+                count += 1
+        if count:
+            log.info("data keys rewrapped", extra={"count": count, "kek_version": latest})
+        return count

@@ -16,7 +16,32 @@ class StoredKey:
     key_id: int
     purpose: str  # "encryption" | "fingerprint"
     wrapped_key: str
-    state: str  # "active" | "decrypt_only" | "retired"
+    state: str  # "pending" | "active" | "decrypt_only" | "retired"
+
+    @property
+    def kek_version(self) -> int:
+        """The KEK version that wrapped this key, read from Transit's `vault:v<N>:` prefix."""
+        try:
+            return int(self.wrapped_key.split(":", 2)[1].removeprefix("v"))
+        except (IndexError, ValueError):
+            return 0
+
+
+@dataclass(frozen=True)
+class KeyGeneration:
+    """Which keys new tokens are written with.
+
+    Writers check it under a lock before inserting, so a replica that has not yet seen a
+    rotation can never write with outdated keys.
+    """
+
+    encryption_id: int
+    fingerprint_id: int
+    pending_fingerprint_id: int | None = None
+
+
+class StaleKeys(Exception):
+    """The keys a writer used are no longer the live ones: refresh the key ring and retry."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +54,7 @@ class NewTokenRow:
     fingerprint_key_id: int
     dek_id: int
     sealed: bytes
+    next_fingerprint: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +78,14 @@ class KeyWrapper(Protocol):
         """The plaintext of a wrapped data key."""
         ...
 
+    def rewrap(self, wrapped_key: str) -> str:
+        """The same data key wrapped by the newest KEK version."""
+        ...
+
+    def latest_version(self) -> int:
+        """The newest version of the KEK."""
+        ...
+
 
 class KeyStore(Protocol):
     """Persistent wrapped data keys."""
@@ -67,6 +101,35 @@ class KeyStore(Protocol):
         """
         ...
 
+    def add_key(self, purpose: str, wrapped_key: str) -> StoredKey:
+        """Store a new key.
+
+        Encryption: it becomes active, the old one decrypt_only. Fingerprint: it becomes
+        pending (written alongside the active one until the re-index promotes it).
+        """
+        ...
+
+    def update_wrapping(self, key_id: int, wrapped_key: str) -> None:
+        """Replace the wrapping of a key (after a KEK rewrap)."""
+        ...
+
+    def promote_pending_fingerprint_key(self) -> bool:
+        """Pending fingerprint key -> active, old one -> retired, if every live row is re-indexed.
+
+        False (nothing changed) while rows still lack a fingerprint under the pending key.
+        """
+        ...
+
+    def retire_unused_encryption_keys(self) -> list[int]:
+        """Retire decrypt_only DEKs no row uses any more; their ids."""
+        ...
+
+
+Resealer = Callable[[Sequence[StoredToken]], list[tuple[str, int, bytes]]]
+"""Rows -> (token, new dek id, new sealed value)."""
+Reindexer = Callable[[Sequence[StoredToken]], list[tuple[str, bytes]]]
+"""Rows -> (token, fingerprint under the pending key)."""
+
 
 class TokenStore(Protocol):
     """Persistent tokens, found by fingerprint or by token text."""
@@ -75,12 +138,39 @@ class TokenStore(Protocol):
         """Fingerprint -> token for the fingerprints already known."""
         ...
 
-    def insert_new(self, rows: Sequence[NewTokenRow]) -> dict[bytes, str]:
-        """Insert rows; where another writer won the race, return its token instead."""
+    def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> dict[bytes, str]:
+        """Insert rows; where another writer won the race, return its token instead.
+
+        Raises StaleKeys, inserting nothing, when `generation` is not the live one.
+        """
         ...
 
     def fetch(self, tokens: Sequence[str]) -> dict[str, StoredToken]:
         """The rows of the tokens that exist."""
+        ...
+
+    def erase(self, tokens: Sequence[str]) -> set[str]:
+        """Destroy the ciphertext and fingerprints of these tokens; the ones that had a value."""
+        ...
+
+    def last_erasure(self) -> object:
+        """Something that changes whenever a value is erased (to invalidate caches)."""
+        ...
+
+    def reseal_batch(self, active_dek_id: int, limit: int, reseal: Resealer) -> int:
+        """Re-encrypt up to `limit` rows not under `active_dek_id` with `reseal`; rows done."""
+        ...
+
+    def reindex_batch(self, pending_key_id: int, limit: int, reindex: Reindexer) -> int:
+        """Fill in the fingerprint under the pending key for up to `limit` rows; rows done."""
+        ...
+
+    def compact_batch(self, active_fingerprint_id: int, limit: int) -> int:
+        """Move re-indexed fingerprints into place for up to `limit` rows; rows done."""
+        ...
+
+    def work_left(self, active_dek_id: int, active_fingerprint_id: int) -> dict[str, int]:
+        """Rows still to re-encrypt and to re-index (for progress displays)."""
         ...
 
 

@@ -19,14 +19,17 @@ from vault_service.domain.errors import (
 )
 from vault_service.domain.masking import mask
 from vault_service.domain.policy import AccessPolicy, RevealLevel
+from vault_service.domain.rate_limit import RateLimiter
 from vault_service.domain.token_types import TokenType, normalize
 from vault_service.domain.tokens import new_token, type_of_token
-from vault_service.service.keyring import KeyRing
-from vault_service.service.ports import AuditLog, NewTokenRow, StoredToken, TokenStore
+from vault_service.service.keyring import KeyManager, KeyRing
+from vault_service.service.ports import AuditLog, NewTokenRow, StaleKeys, StoredToken, TokenStore
+from vault_service.service.token_cache import TokenCache
 
 log = logging.getLogger(__name__)
 
 MAX_PURPOSE_LENGTH = 512
+STALE_KEY_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -40,72 +43,111 @@ class Revealed:
 
 TokenizeOutcome = str | VaultError
 DetokenizeOutcome = Revealed | VaultError
+EraseOutcome = VaultError | None  # None: erased
 
 
 class TokenVault:
-    """Issues stable random tokens and reveals values to authorized clients."""
+    """Issues stable random tokens, reveals values to authorized clients, erases on request."""
 
-    def __init__(self, tokens: TokenStore, keyring: KeyRing, policy: AccessPolicy, audit: AuditLog) -> None:
+    def __init__(
+        self,
+        tokens: TokenStore,
+        keys: KeyManager,
+        policy: AccessPolicy,
+        audit: AuditLog,
+        cache: TokenCache | None = None,
+    ) -> None:
         self._tokens = tokens
-        self._keyring = keyring
+        self._keys = keys
         self._policy = policy
         self._audit = audit
+        self._cache = cache or TokenCache(0)
+        self._limiter = RateLimiter(policy.detokenize_limits())
+
+    @property
+    def cache(self) -> TokenCache:
+        """The token cache (for metrics and invalidation)."""
+        return self._cache
+
+    # -- Tokenize ---------------------------------------------------------------------------
 
     def tokenize(self, client: str | None, items: Sequence[tuple[TokenType | None, str]]) -> list[TokenizeOutcome]:
         """One token (or error) per (type, value), in order; equal values get equal tokens."""
-        permissions = self._policy.permissions(client)
-        if not permissions.tokenize:
+        allowed = self._policy.permissions(client).tokenize
+        if not allowed:
             raise PermissionDenied(f"client {client!r} may not tokenize")
         outcomes: list[TokenizeOutcome | None] = [None] * len(items)
+        cache_keys: dict[int, bytes] = {}
         wanted: dict[TokenType, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
         for index, (token_type, value) in enumerate(items):
+            if token_type is None:
+                outcomes[index] = InvalidValue("token type is required")
+                continue
+            if token_type not in allowed:
+                outcomes[index] = PermissionDenied(f"client {client!r} may not tokenize {token_type.type_name} values")
+                continue
+            cache_key = self._cache.key(token_type, value)
+            cached = self._cache.get(cache_key)
+            if cached is not None:
+                outcomes[index] = cached
+                continue
             try:
-                if token_type is None:
-                    raise InvalidValue("token type is required")
-                self._policy.check_tokenize(client, token_type)
                 wanted[token_type][normalize(token_type, value)].append(index)
+                cache_keys[index] = cache_key
             except VaultError as error:
                 outcomes[index] = error
         for token_type, positions in wanted.items():
             for normalized, token in self._tokens_for(token_type, list(positions)).items():
                 for index in positions[normalized]:
                     outcomes[index] = token
+                    self._cache.put(cache_keys[index], token)
         missing = [i for i, o in enumerate(outcomes) if o is None]
         if missing:  # every position is filled above; this guards the invariant
             raise RuntimeError(f"tokenize left {len(missing)} item(s) without a result")
         return [o for o in outcomes if o is not None]
 
     def _tokens_for(self, token_type: TokenType, values: list[str]) -> dict[str, str]:
-        fp_key = self._keyring.fingerprint_key
+        for _ in range(STALE_KEY_RETRIES):
+            try:
+                return self._lookup_or_issue(self._keys.ring, token_type, values)
+            except StaleKeys:
+                self._keys.refresh()  # keys rotated since our last look: write with the live ones
+        raise KeysUnavailable("data keys kept changing during this call; retry it")
+
+    def _lookup_or_issue(self, ring: KeyRing, token_type: TokenType, values: list[str]) -> dict[str, str]:
+        fp_key = ring.fingerprint_key
         by_fingerprint = {fingerprint(fp_key, token_type, v): v for v in values}
         found = self._tokens.find_by_fingerprints(token_type.type_name, list(by_fingerprint))
         missing = [fp for fp in by_fingerprint if fp not in found]
         if missing:
-            dek = self._keyring.active_encryption_key
+            dek, pending = ring.active_encryption_key, ring.pending_fingerprint_key
             rows = []
             for fp in missing:
-                token = new_token(token_type)
-                sealed = seal(dek, token_type, token, by_fingerprint[fp])
-                rows.append(NewTokenRow(token, token_type.type_name, fp, fp_key.key_id, dek.key_id, sealed))
-            found.update(self._tokens.insert_new(rows))
+                value, token = by_fingerprint[fp], new_token(token_type)
+                rows.append(
+                    NewTokenRow(
+                        token,
+                        token_type.type_name,
+                        fp,
+                        fp_key.key_id,
+                        dek.key_id,
+                        seal(dek, token_type, token, value),
+                        fingerprint(pending, token_type, value) if pending else None,
+                    )
+                )
+            found.update(self._tokens.insert_new(rows, ring.generation))
         return {by_fingerprint[fp]: token for fp, token in found.items()}
+
+    # -- Detokenize -------------------------------------------------------------------------
 
     def detokenize(self, client: str | None, tokens: Sequence[str], purpose: str) -> list[DetokenizeOutcome]:
         """The value behind each token as the caller's policy reveals it; every call is audited."""
-        token_types = sorted({t.type_name for t in map(type_of_token, tokens) if t})
+        token_types = _type_names(tokens)
         try:
             self._check_detokenize_request(client, purpose)
+            self._limiter.take(str(client), len(tokens))
         except VaultError as error:
-            self._audit.append(
-                AuditEvent(
-                    client or "<anonymous>",
-                    "detokenize",
-                    f"refused: {type(error).__name__}",
-                    len(tokens),
-                    purpose[:MAX_PURPOSE_LENGTH],
-                    ",".join(token_types),
-                )
-            )
+            self._audit_refusal(client, "detokenize", error, tokens, purpose, token_types)
             raise
         rows = self._tokens.fetch(list({t for t in tokens if type_of_token(t)}))
         outcomes = [self._reveal(client, token, rows.get(token)) for token in tokens]
@@ -118,7 +160,7 @@ class TokenVault:
                 f"ok: {revealed} revealed, {len(tokens) - revealed} refused",
                 len(tokens),
                 purpose,
-                ",".join(token_types),
+                token_types,
             )
         )
         return outcomes
@@ -126,10 +168,21 @@ class TokenVault:
     def _check_detokenize_request(self, client: str | None, purpose: str) -> None:
         if not self._policy.may_detokenize_anything(client):
             raise PermissionDenied(f"client {client!r} may not detokenize")
-        if not purpose.strip():
-            raise InvalidRequest("purpose is required: say why the values are needed (ticket, case id)")
-        if len(purpose) > MAX_PURPOSE_LENGTH:
-            raise InvalidRequest(f"purpose is longer than {MAX_PURPOSE_LENGTH} characters")
+        _check_purpose(purpose)
+
+    def _audit_refusal(
+        self, client: str | None, action: str, error: VaultError, tokens: Sequence[str], purpose: str, types: str
+    ) -> None:
+        self._audit.append(
+            AuditEvent(
+                client or "<anonymous>",
+                action,
+                f"refused: {type(error).__name__}",
+                len(tokens),
+                purpose[:MAX_PURPOSE_LENGTH],
+                types,
+            )
+        )
 
     def _reveal(self, client: str | None, token: str, row: StoredToken | None) -> DetokenizeOutcome:
         token_type = type_of_token(token)
@@ -141,9 +194,67 @@ class TokenVault:
         if row is None or row.sealed is None:
             return TokenNotFound("no value is stored for this token (never issued or erased)")
         try:
-            value = open_sealed(self._keyring.key(row.dek_id), token_type, token, row.sealed)
+            value = open_sealed(self._keys.key(row.dek_id), token_type, token, row.sealed)
         except (KeysUnavailable, SealBroken) as error:
             log.error("cannot open a stored value", extra={"dek_id": row.dek_id, "error": str(error)})
-            return KeysUnavailable("the value cannot be decrypted with the keys loaded")
+            return KeysUnavailable("the value cannot be decrypted with the keys loaded; retry later")
         shown = value if level is RevealLevel.PLAIN else mask(token_type, value)
         return Revealed(token_type, shown, level)
+
+    # -- Erase ------------------------------------------------------------------------------
+
+    def erase(self, client: str | None, tokens: Sequence[str], purpose: str) -> list[EraseOutcome]:
+        """Destroy the values behind `tokens` (right to erasure). Audited before and after."""
+        token_types = _type_names(tokens)
+        try:
+            allowed_types = self._policy.permissions(client).erase
+            if not allowed_types:
+                raise PermissionDenied(f"client {client!r} may not erase values")
+            _check_purpose(purpose)
+        except VaultError as error:
+            self._audit_refusal(client, "erase", error, tokens, purpose, token_types)
+            raise
+        outcomes: list[EraseOutcome] = []
+        erasable: list[str] = []
+        for token in tokens:
+            token_type = type_of_token(token)
+            if token_type is None:
+                outcomes.append(InvalidValue("not a token: expected <type prefix>_<22 characters>"))
+            elif token_type not in allowed_types:
+                outcomes.append(PermissionDenied(f"client {client!r} may not erase {token_type.type_name} values"))
+            else:
+                outcomes.append(None)
+                erasable.append(token)
+        # The intent is on record before anything is destroyed.
+        self._audit.append(
+            AuditEvent(str(client), "erase", f"authorized: {len(erasable)}", len(tokens), purpose, token_types)
+        )
+        erased = self._tokens.erase(erasable)
+        self._cache.clear()
+        self._audit.append(
+            AuditEvent(
+                str(client),
+                "erase",
+                f"ok: {len(erased)} erased, {len(tokens) - len(erased)} not erased",
+                len(tokens),
+                purpose,
+                token_types,
+            )
+        )
+        return [
+            TokenNotFound("no value is stored for this token (never issued or already erased)")
+            if outcome is None and token not in erased
+            else outcome
+            for token, outcome in zip(tokens, outcomes, strict=True)
+        ]
+
+
+def _type_names(tokens: Sequence[str]) -> str:
+    return ",".join(sorted({t.type_name for t in map(type_of_token, tokens) if t}))
+
+
+def _check_purpose(purpose: str) -> None:
+    if not purpose.strip():
+        raise InvalidRequest("purpose is required: say why (ticket, case or request id)")
+    if len(purpose) > MAX_PURPOSE_LENGTH:
+        raise InvalidRequest(f"purpose is longer than {MAX_PURPOSE_LENGTH} characters")

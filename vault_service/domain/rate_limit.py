@@ -1,0 +1,74 @@
+"""Per-client token buckets: how many values a client may have revealed per second.
+
+A bucket holds up to `burst` items and refills at `per_second`; a call takes as many items as
+it carries tokens. A call that does not fit is refused whole (nothing is taken).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from vault_service.domain.errors import RateLimited
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Sustained items per second and the largest burst."""
+
+    per_second: float
+    burst: int
+
+    def __post_init__(self) -> None:
+        if self.per_second <= 0 or self.burst < 1:
+            raise ValueError("a rate limit needs per_second > 0 and burst >= 1")
+
+
+class _Bucket:
+    def __init__(self, limit: RateLimit, now: float) -> None:
+        self.limit = limit
+        self.level = float(limit.burst)
+        self.updated = now
+
+    def take(self, count: int, now: float) -> float:
+        """0 when `count` items were taken, else the seconds until they would fit."""
+        self.level = min(self.limit.burst, self.level + (now - self.updated) * self.limit.per_second)
+        self.updated = now
+        if count <= self.level:
+            self.level -= count
+            return 0.0
+        return (count - self.level) / self.limit.per_second
+
+
+class RateLimiter:
+    """Token buckets by client name; clients without a limit are not limited."""
+
+    def __init__(self, limits: Mapping[str, RateLimit], clock: Callable[[], float] = time.monotonic) -> None:
+        self._limits = dict(limits)
+        self._clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+        self._lock = threading.Lock()
+
+    def take(self, client: str, count: int) -> None:
+        """Take `count` items from the client's bucket; RateLimited when they do not fit."""
+        limit = self._limits.get(client)
+        if limit is None:
+            return
+        if count > limit.burst:
+            raise RateLimited(
+                f"{count} tokens in one call exceed the burst limit of {limit.burst} for client {client!r};"
+                " split the call",
+                retry_after=0.0,
+            )
+        with self._lock:
+            now = self._clock()
+            bucket = self._buckets.setdefault(client, _Bucket(limit, now))
+            wait = bucket.take(count, now)
+        if wait:
+            raise RateLimited(
+                f"client {client!r} may detokenize {limit.per_second:g} values/s (burst {limit.burst});"
+                f" retry in {wait:.2f} s",
+                retry_after=wait,
+            )

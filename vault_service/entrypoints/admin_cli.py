@@ -1,0 +1,150 @@
+"""`python -m vault_service.admin`: the security team's commands.
+
+Runs with the vault service's environment (same TOKENVAULT_* variables, same Vault AppRole and
+database role), e.g. `kubectl exec` into a vault pod or `make admin ARGS=...` on the embedded
+stack. Every command that changes something needs `--reason` and is written to the audit log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import prometheus_client
+from psycopg_pool import ConnectionPool, PoolTimeout
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tokenvault_common.env import ConfigError
+from tokenvault_common.logging_setup import configure_logging
+from vault_service.adapters.postgres import PostgresAuditLog
+from vault_service.adapters.transit import VaultStartupError
+from vault_service.bootstrap import Bootstrapped, bootstrap
+from vault_service.config import VaultServiceConfig
+from vault_service.domain.audit import first_broken_record
+from vault_service.domain.errors import VaultError
+from vault_service.entrypoints.metrics import ROTATION_ROWS, ROTATION_ROWS_LEFT
+from vault_service.service.rotation import KeyRotation, RotationStatus
+
+console = Console(stderr=False)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vault_service.admin", description=__doc__.splitlines()[0])
+    parser.add_argument("--actor", default=None, help="who runs this, for the audit log (default: login name)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("status", help="KEK version, data keys, work left, safe min_decryption_version")
+    commands.add_parser("audit-verify", help="verify the audit log's hash chain; exit 1 at the first tampered row")
+    for name, text in (
+        ("rewrap", "rewrap every data key under the newest KEK version (after a KEK rotation)"),
+        ("rotate-encryption-key", "make a new data encryption key active (then run reencrypt)"),
+        ("reencrypt", "move every stored value to the active data key; resumable; retires unused keys"),
+        ("rotate-fingerprint-key", "introduce a new fingerprint key (then run reindex)"),
+        ("reindex", "fingerprint every value under the new key and make it active; resumable"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--reason", required=True, help="change ticket or reason, for the audit log")
+        if name in ("reencrypt", "reindex"):
+            command.add_argument("--batch-size", type=int, default=1000, help="rows per transaction")
+            command.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics while running")
+    return parser
+
+
+def _print_status(status: RotationStatus) -> None:
+    table = Table("key", "purpose", "state", "wrapped with KEK version")
+    for key in status.keys:
+        table.add_row(str(key.key_id), key.purpose, key.state, f"v{key.kek_version}")
+    console.print(table)
+    console.print(f"KEK latest version            : v{status.kek_latest_version}")
+    console.print(f"values to re-encrypt          : {status.rows_to_reencrypt}")
+    console.print(f"fingerprints to re-index      : {status.rows_to_reindex}")
+    safe = status.safe_min_decryption_version
+    console.print(f"safe min_decryption_version   : {safe}")
+    if safe < status.kek_latest_version:
+        console.print("  run `rewrap` first to allow raising it to the latest version")
+
+
+def _with_progress(phase_total: int, job: Callable[[Callable[[str, int], None]], int]) -> int:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.completed}/{task.total} rows"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    ) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def report(phase: str, done: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = progress.add_task(phase, total=phase_total)
+            progress.advance(tasks[phase], done)
+            ROTATION_ROWS.labels(phase).inc(done)
+            ROTATION_ROWS_LEFT.labels(phase).set(max(0, phase_total - int(progress.tasks[tasks[phase]].completed)))
+
+        return job(report)
+
+
+def _run(args: argparse.Namespace, wired: Bootstrapped) -> int:
+    rotation: KeyRotation = wired.rotation(args.actor or f"admin:{getpass.getuser()}")
+    if args.command == "status":
+        _print_status(rotation.status())
+        return 0
+    if getattr(args, "metrics_port", 0):
+        prometheus_client.start_http_server(args.metrics_port, addr="127.0.0.1")
+    reason = args.reason
+    if args.command == "rewrap":
+        console.print(f"rewrapped {rotation.rewrap(reason)} data key(s) under the newest KEK version")
+    elif args.command == "rotate-encryption-key":
+        console.print(f"data key {rotation.rotate_encryption_key(reason)} is now active; run `reencrypt` next")
+    elif args.command == "rotate-fingerprint-key":
+        console.print(f"fingerprint key {rotation.rotate_fingerprint_key(reason)} is pending; run `reindex` next")
+    elif args.command == "reencrypt":
+        left = rotation.status().rows_to_reencrypt
+        moved = _with_progress(left, lambda report: rotation.reencrypt(reason, args.batch_size, report))
+        console.print(f"re-encrypted {moved} value(s); unused data keys retired")
+    elif args.command == "reindex":
+        left = rotation.status().rows_to_reindex
+        done = _with_progress(left, lambda report: rotation.reindex(reason, args.batch_size, report))
+        console.print(f"re-indexed {done} value(s); the new fingerprint key is active")
+    return 0
+
+
+def verify_audit(config: VaultServiceConfig) -> int:
+    """Check the audit chain; 0 when intact, 1 at the first tampered record."""
+    with ConnectionPool(config.database_dsn, min_size=1, max_size=1, open=True, timeout=15) as pool:
+        records = PostgresAuditLog(pool).records()
+    broken = first_broken_record(records)
+    if broken is None:
+        console.print(f"audit log intact: {len(records)} record(s), hash chain verified")
+        return 0
+    console.print(
+        f"audit log TAMPERED: the chain breaks at record id {broken}; records from there on cannot be trusted"
+    )
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, connect, run one command. Exit 2 on bad config, 1 on failure."""
+    args = _parser().parse_args(argv)
+    try:
+        config = VaultServiceConfig.from_env(os.environ)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    configure_logging("vault_service.admin", config.log_level)
+    try:
+        if args.command == "audit-verify":
+            return verify_audit(config)
+        wired = bootstrap(config)
+        try:
+            return _run(args, wired)
+        finally:
+            wired.close()
+    except (VaultStartupError, VaultError, PoolTimeout, OSError) as error:
+        print(f"vault admin: {args.command} failed: {error}", file=sys.stderr)
+        return 1

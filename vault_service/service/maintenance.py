@@ -1,0 +1,90 @@
+"""Background upkeep of a running vault: follows key rotations and watches its dependencies.
+
+Every `interval` seconds it rewraps data keys when the KEK was rotated in Vault, picks up new
+or retired data keys, clears the token cache after erasures, and reports whether Vault and
+the database answer. An outage of Vault does not stop the service: it keeps using the keys
+it holds; only keys it has never seen cannot be loaded until Vault is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from vault_service.service.keyring import KeyManager
+from vault_service.service.ports import TokenStore
+from vault_service.service.token_cache import TokenCache
+
+log = logging.getLogger(__name__)
+
+VAULT = "vault"
+DATABASE = "database"
+HealthReport = Callable[[str, bool], None]
+"""Called with (dependency, healthy) after every check."""
+
+
+class KeyMaintainer:
+    """Runs `check()` periodically on a daemon thread until `stop()`."""
+
+    def __init__(
+        self, keys: KeyManager, tokens: TokenStore, cache: TokenCache, report: HealthReport, interval: float
+    ) -> None:
+        self._keys = keys
+        self._tokens = tokens
+        self._cache = cache
+        self._report = report
+        self._interval = interval
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="key-maintainer", daemon=True)
+        self._last_erasure: object = None
+        self.healthy: dict[str, bool] = {VAULT: True, DATABASE: True}
+
+    def start(self) -> None:
+        """Remember the current erasure mark and start the thread."""
+        try:
+            self._last_erasure = self._tokens.last_erasure()
+        except Exception:
+            self._last_erasure = None
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread (returns when it has finished its current check)."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self._interval + 10)
+
+    def _loop(self) -> None:
+        while not self._stopping.wait(self._interval):
+            self.check()
+
+    def check(self) -> None:
+        """One round: database first (key rows live there), then Vault."""
+        database_ok = self._check_database()
+        vault_ok = self._check_vault() if database_ok else self.healthy[VAULT]
+        for dependency, ok in ((DATABASE, database_ok), (VAULT, vault_ok)):
+            if ok != self.healthy[dependency]:
+                level = logging.INFO if ok else logging.WARNING
+                log.log(level, "dependency %s", "recovered" if ok else "unavailable", extra={"dependency": dependency})
+            self.healthy[dependency] = ok
+            self._report(dependency, ok)
+
+    def _check_database(self) -> bool:
+        try:
+            mark = self._tokens.last_erasure()
+        except Exception as error:
+            log.debug("database check failed: %s", type(error).__name__)
+            return False
+        if mark != self._last_erasure:
+            self._cache.clear()  # a value was erased somewhere: cached tokens may point at nothing
+            self._last_erasure = mark
+        return True
+
+    def _check_vault(self) -> bool:
+        try:
+            self._keys.rewrap_outdated()
+            self._keys.refresh()
+        except Exception as error:
+            log.debug("vault check failed: %s", error)
+            return False
+        return True
