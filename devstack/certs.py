@@ -73,6 +73,15 @@ def create_authority(directory: Path, name: str = "tokenvault dev CA") -> Author
     return Authority(cert, key, cert_path)
 
 
+def load_authority(directory: Path) -> Authority:
+    """The CA written by `create_authority` to `directory` (ca.pem, ca-key.pem)."""
+    key = serialization.load_pem_private_key((directory / "ca-key.pem").read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TypeError("ca-key.pem is not an EC private key")
+    cert = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
+    return Authority(cert, key, directory / "ca.pem")
+
+
 def issue(authority: Authority, directory: Path, common_name: str, server: bool = False) -> CertPair:
     """A certificate for `common_name` signed by `authority`, as `<cn>.pem` / `<cn>-key.pem`."""
     key = ec.generate_private_key(ec.SECP256R1())

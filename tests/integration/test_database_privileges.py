@@ -48,7 +48,9 @@ def test_analyst_role_reads_user_logins_but_not_the_vault(stack_env: dict[str, s
         "CREATE TABLE vault.sneaky (x int)",
     ],
 )
-def test_vault_role_cannot_delete_rewrite_tokens_or_audit_or_reach_other_data(stack_env: dict[str, str], statement: str) -> None:
+def test_vault_role_cannot_delete_rewrite_tokens_or_audit_or_reach_other_data(
+    stack_env: dict[str, str], statement: str
+) -> None:
     with psycopg.connect(stack_env["PG_VAULT_DSN"]) as conn, pytest.raises(errors.InsufficientPrivilege):
         conn.execute(statement)
 

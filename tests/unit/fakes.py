@@ -10,7 +10,15 @@ from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLogi
 from etl_service.service.ports import QueueDepth, TransientError, WriteResult
 from vault_service.domain.audit import AuditEvent
 from vault_service.domain.errors import KeysUnavailable
-from vault_service.service.ports import KeyGeneration, NewTokenRow, StaleKeys, StoredKey, StoredToken
+from vault_service.service.ports import (
+    KeyGeneration,
+    NewTokenRow,
+    Reindexer,
+    Resealer,
+    StaleKeys,
+    StoredKey,
+    StoredToken,
+)
 
 
 class FakeKeyWrapper:
@@ -140,6 +148,19 @@ class FakeTokenStore:
 
     def last_erasure(self) -> object:
         return self.erasures
+
+    # The rotation jobs' batches run against Postgres only (tests/integration/test_key_rotation.py).
+    def reseal_batch(self, active_dek_id: int, limit: int, reseal: Resealer) -> int:
+        raise NotImplementedError
+
+    def reindex_batch(self, pending_key_id: int, limit: int, reindex: Reindexer) -> int:
+        raise NotImplementedError
+
+    def compact_batch(self, active_fingerprint_id: int, limit: int) -> int:
+        raise NotImplementedError
+
+    def work_left(self, active_dek_id: int, active_fingerprint_id: int) -> dict[str, int]:
+        raise NotImplementedError
 
 
 class FakeAuditLog:
