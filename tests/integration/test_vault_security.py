@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeAlias
 
 import grpc
 import psycopg
@@ -21,7 +22,7 @@ from tokenvault_common.grpc_tls import secure_channel
 
 IP, DEVICE = vault_pb2.TOKEN_TYPE_IP, vault_pb2.TOKEN_TYPE_DEVICE_ID
 StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
-TokenTypeValue = vault_pb2.TokenType.ValueType
+TokenTypeValue: TypeAlias = vault_pb2.TokenType.ValueType
 REPO = Path(__file__).resolve().parents[2]
 
 # What each client may do per type, as config/vault-policy.toml says; "stranger" holds a
