@@ -5,6 +5,7 @@ These tests run a private OpenBao and a private database, so they can seal and k
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -59,10 +60,8 @@ def private(stack_env: dict[str, str], tmp_path: Path) -> Iterator[PrivateVault]
         }
         yield PrivateVault(bao, transit, overrides)
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(bao.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def start_service(env: dict[str, str], **overrides: str) -> subprocess.CompletedProcess[str]:
