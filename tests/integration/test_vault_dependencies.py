@@ -128,8 +128,8 @@ def test_bad_credentials_stop_the_start(stack_env: dict[str, str], private: Priv
 
 
 def _health(channel: grpc.Channel, service: str) -> int:
-    stub = health_pb2_grpc.HealthStub(channel)
-    return int(stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status)
+    check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]  # the stubs omit it
+    return int(check(health_pb2.HealthCheckRequest(service=service), timeout=5).status)
 
 
 def test_vault_outage_after_start_keeps_tokenization_going_and_shows_in_health(
