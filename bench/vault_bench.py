@@ -1,0 +1,286 @@
+"""Token vault throughput and latency beside OpenBao Transit, on the same machine, in one run.
+
+`make bench-vault` (or `python -m bench.vault_bench`) starts its own OpenBao, PostgreSQL and
+vault service process (embedded stack components on free ports), measures each figure
+`--rounds` times and reports the median, then stops everything it started. The last lines
+are `figure: <name> <value> <unit>`, one per figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import signal
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import hvac
+from rich.console import Console
+from rich.table import Table
+
+from devstack.openbao import bao_binary
+from devstack.procs import free_port, spawn, wait_until
+from devstack.services import start_vault_service
+from devstack.stack import StackState, down, start_components, vault_service_env
+from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+from tokenvault_common.grpc_tls import secure_channel
+
+BATCH = 1000
+IP = vault_pb2.TOKEN_TYPE_IP
+console = Console()
+
+# Unlimited clients, for measuring: the shipped policy rate-limits people on purpose.
+BENCH_POLICY = """
+[clients.etl-service]
+tokenize = ["ip", "device_id"]
+[clients.fraud-investigator.detokenize]
+ip = "plain"
+device_id = "plain"
+"""
+
+
+def ips(start: int, count: int) -> list[str]:
+    """`count` distinct IPv4 addresses from position `start` on."""
+    return [f"{10 + (n >> 24) % 200}.{(n >> 16) % 256}.{(n >> 8) % 256}.{n % 256}" for n in range(start, start + count)]
+
+
+def parallel(clients: int, work: Callable[[int], None]) -> float:
+    """Run work(i) on `clients` threads at once; the wall-clock seconds."""
+    barrier = threading.Barrier(clients + 1)
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        barrier.wait()
+        try:
+            work(index)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return time.perf_counter() - started
+
+
+class VaultBench:
+    """Calls against the running vault service over mTLS."""
+
+    def __init__(self, env: dict[str, str], clients: int) -> None:
+        certs = Path(env["STACK_DIR"]) / "certs"
+        address = env["TOKENVAULT_GRPC_ADDRESS"]
+
+        def stub(name: str) -> vault_pb2_grpc.TokenVaultStub:
+            channel = secure_channel(
+                address, certs / "ca.pem", certs / f"{name}.pem", certs / f"{name}-key.pem", "localhost"
+            )
+            return vault_pb2_grpc.TokenVaultStub(channel)
+
+        self.clients = clients
+        self.tokenizers = [stub("etl-service") for _ in range(clients)]
+        self.detokenizers = [stub("fraud-investigator") for _ in range(clients)]
+
+    @staticmethod
+    def tokenize_requests(values: Sequence[str]) -> list[vault_pb2.TokenizeRequest]:
+        return [
+            vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=IP, value=v) for v in values[i : i + BATCH]])
+            for i in range(0, len(values), BATCH)
+        ]
+
+    def tokenize(self, requests: list[vault_pb2.TokenizeRequest]) -> tuple[float, list[str]]:
+        """Items/s over all requests spread on the clients, and the tokens in request order."""
+        results: dict[int, list[str]] = {}
+
+        def work(index: int) -> None:
+            for n in range(index, len(requests), self.clients):
+                results[n] = [r.token for r in self.tokenizers[index].Tokenize(requests[n], timeout=120).results]
+
+        seconds = parallel(self.clients, work)
+        tokens = [t for n in range(len(requests)) for t in results[n]]
+        return sum(len(r.items) for r in requests) / seconds, tokens
+
+    def detokenize(self, tokens: Sequence[str]) -> float:
+        """Values/s revealed in batches of BATCH."""
+        requests = [
+            vault_pb2.DetokenizeRequest(tokens=tokens[i : i + BATCH], purpose="benchmark")
+            for i in range(0, len(tokens), BATCH)
+        ]
+
+        def work(index: int) -> None:
+            for n in range(index, len(requests), self.clients):
+                self.detokenizers[index].Detokenize(requests[n], timeout=120)
+
+        return len(tokens) / parallel(self.clients, work)
+
+    def single_latencies(self, tokens: Sequence[str], calls_per_client: int) -> list[float]:
+        """Seconds per single-token Detokenize, from every client calling at once."""
+        latencies: list[list[float]] = [[] for _ in range(self.clients)]
+
+        def work(index: int) -> None:
+            stub = self.detokenizers[index]
+            for n in range(calls_per_client):
+                request = vault_pb2.DetokenizeRequest(
+                    tokens=[tokens[(index * calls_per_client + n) % len(tokens)]], purpose="benchmark"
+                )
+                started = time.perf_counter()
+                stub.Detokenize(request, timeout=10)
+                latencies[index].append(time.perf_counter() - started)
+
+        parallel(self.clients, work)
+        return [x for per_client in latencies for x in per_client]
+
+
+@contextmanager
+def transit_peer(state_dir: Path) -> Iterator[hvac.Client]:
+    """An OpenBao dev server whose listener accepts 1000-item batches, with a convergent key."""
+    dev_port, port = free_port(), free_port()
+    config = state_dir / "bench-openbao.hcl"
+    config.write_text(
+        f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  cluster_address = "127.0.0.1:{free_port()}"\n'
+        "  tls_disable = true\n  max_request_json_strings = 1000000\n}\n"
+    )
+    token = base64.urlsafe_b64encode(os.urandom(18)).decode()  # throwaway dev root token
+    log = state_dir / "bench-openbao.log"
+    pid = spawn(
+        [
+            bao_binary(),
+            "server",
+            "-dev",
+            f"-dev-listen-address=127.0.0.1:{dev_port}",
+            f"-config={config}",
+            "-dev-no-store-token",
+        ],
+        log,
+        env={"BAO_DEV_ROOT_TOKEN_ID": token},
+    )
+    try:
+        client = hvac.Client(url=f"http://127.0.0.1:{port}", token=token, timeout=120)
+        wait_until(lambda: client.sys.is_initialized() and not client.sys.is_sealed(), "bench OpenBao", 30, pid, log)
+        client.sys.enable_secrets_engine("transit", path="transit")
+        client.secrets.transit.create_key(
+            name="convergent", key_type="aes256-gcm96", derived=True, convergent_encryption=True
+        )
+        yield client
+    finally:
+        os.kill(pid, signal.SIGTERM)
+
+
+def transit_encrypt(client: hvac.Client, values: Sequence[str], clients: int) -> float:
+    """Items/s of convergent batch encryption, BATCH items per request, `clients` at once."""
+    context = base64.b64encode(b"ip").decode()
+    batches = [
+        [{"plaintext": base64.b64encode(v.encode()).decode(), "context": context} for v in values[i : i + BATCH]]
+        for i in range(0, len(values), BATCH)
+    ]
+    per_thread = [hvac.Client(url=client.url, token=client.token, timeout=120) for _ in range(clients)]
+
+    def work(index: int) -> None:
+        for n in range(index, len(batches), clients):
+            response = per_thread[index].secrets.transit.encrypt_data(
+                name="convergent", plaintext="", batch_input=batches[n]
+            )
+            if any("error" in item and item["error"] for item in response["data"]["batch_results"]):
+                raise RuntimeError("Transit refused an item")
+
+    return len(values) / parallel(clients, work)
+
+
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    """The `fraction` quantile (nearest rank)."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def run(values_per_round: int, rounds: int, clients: int) -> dict[str, tuple[float, str]]:
+    """Start everything, measure, stop everything; figure name -> (median, unit)."""
+    state_dir = Path(tempfile.mkdtemp(prefix="tokenvault-bench-"))
+    state_dir.chmod(0o755)
+    state = StackState()
+    try:
+        env = start_components(state_dir, state)
+        state.save(state_dir / "state.json")
+        policy = state_dir / "bench-policy.toml"
+        policy.write_text(BENCH_POLICY)
+        service_env = {
+            **vault_service_env(env),
+            "TOKENVAULT_POLICY_FILE": str(policy),
+            "TOKENVAULT_METRICS_PORT": "0",
+            "TOKENVAULT_LOG_LEVEL": "WARNING",
+        }
+        certs = Path(env["STACK_DIR"]) / "certs"
+        probe = (certs / "ca.pem", certs / "etl-service.pem", certs / "etl-service-key.pem")
+        state.pids["vault_service"] = start_vault_service(service_env, state_dir / "logs" / "vault.log", probe)
+        state.save(state_dir / "state.json")
+        bench = VaultBench(env, clients)
+        samples: dict[str, list[float]] = {k: [] for k in ("new", "repeated", "detok", "p50", "p99", "transit")}
+        with transit_peer(state_dir) as transit:
+            transit_encrypt(transit, ips(0, BATCH * 4), clients)  # warm up
+            bench.tokenize(bench.tokenize_requests(ips(900_000_000, BATCH * 4)))
+            for round_no in range(rounds):
+                values = ips(round_no * values_per_round, values_per_round)
+                requests = bench.tokenize_requests(values)
+                new_rate, tokens = bench.tokenize(requests)
+                repeated_rate, again = bench.tokenize(requests)
+                if again != tokens:
+                    raise RuntimeError("repeated values got different tokens")
+                samples["new"].append(new_rate)
+                samples["repeated"].append(repeated_rate)
+                samples["detok"].append(bench.detokenize(tokens))
+                latencies = bench.single_latencies(tokens, 500)
+                samples["p50"].append(percentile(latencies, 0.50) * 1000)
+                samples["p99"].append(percentile(latencies, 0.99) * 1000)
+                samples["transit"].append(transit_encrypt(transit, values, clients))
+                console.print(
+                    f"round {round_no + 1}/{rounds}: tokenize new {new_rate:,.0f}/s, "
+                    f"repeated {repeated_rate:,.0f}/s, transit {samples['transit'][-1]:,.0f}/s"
+                )
+    finally:
+        down(state_dir)
+    median = {k: statistics.median(v) for k, v in samples.items()}
+    return {
+        "tokenize_new_per_s": (median["new"], "tokens/s"),
+        "tokenize_repeated_per_s": (median["repeated"], "tokens/s"),
+        "detokenize_batched_per_s": (median["detok"], "values/s"),
+        "detokenize_single_p50_ms": (median["p50"], "ms"),
+        "detokenize_single_p99_ms": (median["p99"], "ms"),
+        "openbao_transit_convergent_batch_per_s": (median["transit"], "items/s"),
+        "ratio_tokenize_new_vs_transit": (median["new"] / median["transit"], "x"),
+        "ratio_tokenize_repeated_vs_transit": (median["repeated"] / median["transit"], "x"),
+    }
+
+
+def main() -> None:
+    """Parse arguments, run, print the table and the figure lines."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--values", type=int, default=100_000, help="distinct values per round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    args = parser.parse_args()
+    figures = run(args.values, args.rounds, args.clients)
+    table = Table(
+        "figure",
+        "median",
+        "unit",
+        title=f"vault, {args.clients} clients, batches of {BATCH}, "
+        f"{args.values:,} values x {args.rounds} rounds, {os.cpu_count()} cores",
+    )
+    for name, (value, unit) in figures.items():
+        table.add_row(name, f"{value:,.2f}", unit)
+    console.print(table)
+    for name, (value, unit) in figures.items():
+        print(f"figure: {name} {value:.2f} {unit}")
+
+
+if __name__ == "__main__":
+    main()
