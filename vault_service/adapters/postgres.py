@@ -6,7 +6,10 @@ only the wrapping of data keys; it has no DELETE and no access to anything else.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from datetime import UTC, datetime
 
 import psycopg
@@ -174,8 +177,8 @@ class PostgresTokenStore:
             inserted = conn.execute(
                 "INSERT INTO vault.tokens"
                 " (token, token_type, fingerprint, fingerprint_key_id, dek_id, sealed, next_fingerprint)"
-                " SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::int[], %s::int[], %s::bytea[],"
-                " %s::bytea[]) ON CONFLICT DO NOTHING RETURNING fingerprint, token",
+                " SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[], %b::int[], %b::int[], %b::bytea[],"
+                " %b::bytea[]) ON CONFLICT DO NOTHING RETURNING fingerprint, token",
                 [list(c) for c in columns],
             ).fetchall()
             result = {bytes(fp): token for fp, token in inserted}
@@ -281,33 +284,77 @@ class PostgresTokenStore:
 
 
 class PostgresAuditLog:
-    """vault.audit_log, appended under a lock so each row chains to the one before."""
+    """vault.audit_log, appended under a lock so each row chains to the one before.
+
+    Appends from concurrent calls are grouped: one writer thread commits every event waiting
+    at that moment in one transaction (one disk flush for many calls), and each caller returns
+    only once its own row is committed. A failed write fails every call in its group.
+    """
+
+    MAX_GROUP = 500
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
+        self._queue: queue.SimpleQueue[tuple[AuditEvent, Future[None]]] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._start_lock = threading.Lock()
 
     def append(self, event: AuditEvent) -> None:
-        """Write one chained record and commit it."""
+        """Write one chained record durably; raise if it could not be committed."""
+        with self._start_lock:
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_forever, name="audit-writer", daemon=True)
+                self._writer.start()
+        done: Future[None] = Future()
+        self._queue.put((event, done))
+        done.result()
+
+    def _write_forever(self) -> None:
+        while True:
+            group = [self._queue.get()]
+            while len(group) < self.MAX_GROUP:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._write([event for event, _ in group])
+            except BaseException as error:
+                for _, done in group:
+                    done.set_exception(error)
+            else:
+                for _, done in group:
+                    done.set_result(None)
+
+    def _write(self, events: list[AuditEvent]) -> None:
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_CHAIN_LOCK,))
             last = conn.execute("SELECT row_hash FROM vault.audit_log ORDER BY id DESC LIMIT 1").fetchone()
             prev_hash = bytes(last[0]) if last else GENESIS_HASH
-            at = datetime.now(UTC)
-            conn.execute(
-                "INSERT INTO vault.audit_log (at, client, action, purpose, token_types, item_count, outcome,"
-                " prev_hash, row_hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    at,
-                    event.client,
-                    event.action,
-                    event.purpose,
-                    event.token_types,
-                    event.item_count,
-                    event.outcome,
-                    prev_hash,
-                    chain_hash(prev_hash, at, event),
-                ),
-            )
+            rows = []
+            for event in events:
+                at = datetime.now(UTC)
+                row_hash = chain_hash(prev_hash, at, event)
+                rows.append(
+                    (
+                        at,
+                        event.client,
+                        event.action,
+                        event.purpose,
+                        event.token_types,
+                        event.item_count,
+                        event.outcome,
+                        prev_hash,
+                        row_hash,
+                    )
+                )
+                prev_hash = row_hash
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO vault.audit_log (at, client, action, purpose, token_types, item_count, outcome,"
+                    " prev_hash, row_hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    rows,
+                )
 
     def records(self) -> list[AuditRecord]:
         """Every record in order, for verification."""

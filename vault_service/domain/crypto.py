@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 from dataclasses import dataclass
@@ -36,6 +35,13 @@ class DataKey:
     def __post_init__(self) -> None:
         if len(self.material) != KEY_BYTES:
             raise ValueError(f"data keys are {KEY_BYTES} bytes, got {len(self.material)}")
+        object.__setattr__(self, "_aead", AESGCM(self.material))  # built once: key setup is not free
+
+    @property
+    def aead(self) -> AESGCM:
+        """AES-256-GCM under this key."""
+        aead: AESGCM = self.__dict__["_aead"]
+        return aead
 
     def __repr__(self) -> str:
         return f"DataKey(key_id={self.key_id}, material=<redacted>)"
@@ -44,7 +50,7 @@ class DataKey:
 def fingerprint(key: DataKey, token_type: TokenType, normalized_value: str) -> bytes:
     """HMAC-SHA256 of the type and normalized value under the fingerprint key."""
     message = token_type.type_name.encode() + b"\x00" + normalized_value.encode()
-    return hmac.new(key.material, message, hashlib.sha256).digest()
+    return hmac.digest(key.material, message, "sha256")
 
 
 def _binding(token_type: TokenType, token: str) -> bytes:
@@ -54,13 +60,13 @@ def _binding(token_type: TokenType, token: str) -> bytes:
 def seal(key: DataKey, token_type: TokenType, token: str, value: str) -> bytes:
     """Nonce || AES-256-GCM(value) with (type, token) as associated data."""
     nonce = os.urandom(NONCE_BYTES)
-    return nonce + AESGCM(key.material).encrypt(nonce, value.encode(), _binding(token_type, token))
+    return nonce + key.aead.encrypt(nonce, value.encode(), _binding(token_type, token))
 
 
 def open_sealed(key: DataKey, token_type: TokenType, token: str, sealed: bytes) -> str:
     """The value inside `sealed`; SealBroken if it was not sealed for this token with this key."""
     nonce, ciphertext = sealed[:NONCE_BYTES], sealed[NONCE_BYTES:]
     try:
-        return AESGCM(key.material).decrypt(nonce, ciphertext, _binding(token_type, token)).decode()
+        return key.aead.decrypt(nonce, ciphertext, _binding(token_type, token)).decode()
     except InvalidTag:
         raise SealBroken(f"ciphertext of a {token_type.type_name} token failed authentication") from None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import unicodedata
 
 from vault_service.domain.errors import InvalidValue
 
@@ -40,8 +39,17 @@ class TokenType(enum.Enum):
 
 
 def _reject_control_characters(value: str, kind: str) -> None:
-    if any(unicodedata.category(ch).startswith("C") for ch in value):
+    if not value.isprintable():  # control, format, unassigned or separator characters (C*, Z* but space)
         raise InvalidValue(f"{kind} contains control or unprintable characters")
+
+
+def _canonical_dotted_quad(value: str) -> bool:
+    """Whether `value` is already an IPv4 address in canonical form (fast path, no parsing objects)."""
+    parts = value.split(".")
+    return len(parts) == 4 and all(
+        0 < len(p) <= 3 and p.isascii() and p.isdigit() and (p == "0" or p[0] != "0") and int(p) <= 255
+        for p in parts
+    )
 
 
 def normalize(token_type: TokenType, value: str) -> str:
@@ -53,6 +61,8 @@ def normalize(token_type: TokenType, value: str) -> str:
         raise InvalidValue(f"{token_type.type_name} value is longer than {MAX_VALUE_LENGTH} characters")
     _reject_control_characters(stripped, token_type.type_name)
     if token_type is TokenType.IP:
+        if _canonical_dotted_quad(stripped):
+            return stripped
         try:
             address = ipaddress.ip_address(stripped)
         except ValueError:

@@ -61,7 +61,7 @@ class TokenVault:
         self._keys = keys
         self._policy = policy
         self._audit = audit
-        self._cache = cache or TokenCache(0)
+        self._cache = cache if cache is not None else TokenCache(0)
         self._limiter = RateLimiter(policy.detokenize_limits())
 
     @property
