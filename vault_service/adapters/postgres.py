@@ -44,6 +44,12 @@ _FIND = (
 )
 
 
+def _other_keys(conn: psycopg.Connection, purpose: str, key_id: int) -> list[int]:
+    """Ids of the keys of `purpose` other than `key_id` (the job work lists use their indexes)."""
+    rows = conn.execute("SELECT id FROM vault.data_keys WHERE purpose = %s AND id <> %s", (purpose, key_id))
+    return [r[0] for r in rows.fetchall()]
+
+
 def _live_generation(conn: psycopg.Connection) -> KeyGeneration:
     row = conn.execute(_LIVE_GENERATION).fetchone()
     assert row is not None
@@ -223,8 +229,8 @@ class PostgresTokenStore:
         with self._pool.connection() as conn, conn.transaction():
             rows = conn.execute(
                 "SELECT token, token_type, dek_id, sealed FROM vault.tokens"
-                " WHERE sealed IS NOT NULL AND dek_id <> %s LIMIT %s FOR UPDATE SKIP LOCKED",
-                (active_dek_id, limit),
+                " WHERE sealed IS NOT NULL AND dek_id = ANY(%s) LIMIT %s FOR UPDATE SKIP LOCKED",
+                (_other_keys(conn, "encryption", active_dek_id), limit),
             ).fetchall()
             if not rows:
                 return 0
@@ -243,9 +249,9 @@ class PostgresTokenStore:
         with self._pool.connection() as conn, conn.transaction():
             rows = conn.execute(
                 "SELECT token, token_type, dek_id, sealed FROM vault.tokens"
-                " WHERE fingerprint IS NOT NULL AND next_fingerprint IS NULL AND fingerprint_key_id <> %s"
+                " WHERE fingerprint IS NOT NULL AND next_fingerprint IS NULL AND fingerprint_key_id = ANY(%s)"
                 " LIMIT %s FOR UPDATE SKIP LOCKED",
-                (pending_key_id, limit),
+                (_other_keys(conn, "fingerprint", pending_key_id), limit),
             ).fetchall()
             if not rows:
                 return 0
@@ -264,9 +270,13 @@ class PostgresTokenStore:
             cursor = conn.execute(
                 "UPDATE vault.tokens SET fingerprint = next_fingerprint, fingerprint_key_id = %(key)s,"
                 " next_fingerprint = NULL WHERE token IN (SELECT token FROM vault.tokens"
-                " WHERE fingerprint IS NOT NULL AND fingerprint_key_id <> %(key)s AND next_fingerprint IS NOT NULL"
+                " WHERE fingerprint IS NOT NULL AND fingerprint_key_id = ANY(%(old)s) AND next_fingerprint IS NOT NULL"
                 " LIMIT %(limit)s FOR UPDATE SKIP LOCKED)",
-                {"key": active_fingerprint_id, "limit": limit},
+                {
+                    "key": active_fingerprint_id,
+                    "limit": limit,
+                    "old": _other_keys(conn, "fingerprint", active_fingerprint_id),
+                },
             )
             return cursor.rowcount
 

@@ -47,8 +47,7 @@ def _canonical_dotted_quad(value: str) -> bool:
     """Whether `value` is already an IPv4 address in canonical form (fast path, no parsing objects)."""
     parts = value.split(".")
     return len(parts) == 4 and all(
-        0 < len(p) <= 3 and p.isascii() and p.isdigit() and (p == "0" or p[0] != "0") and int(p) <= 255
-        for p in parts
+        0 < len(p) <= 3 and p.isascii() and p.isdigit() and (p == "0" or p[0] != "0") and int(p) <= 255 for p in parts
     )
 
 
