@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_ARGS ?=
 
-.PHONY: help install protos protos-check up down status run run-sample psql test test-unit lint format clean compose-env compose-check
+.PHONY: help install protos protos-check up down status run run-sample psql admin bench-vault test test-unit lint format clean compose-env compose-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -43,6 +43,12 @@ run-sample: $(STAMP)  ## the same with the exercise's 100 events (examples/sampl
 
 psql: $(STAMP)  ## open psql on the stack as the read-only analyst role
 	@set -a; . "$${TOKENVAULT_STACK_DIR:-.stack}/stack.env"; set +a; psql "$$PG_ANALYST_DSN"
+
+admin: $(STAMP)  ## security-team commands on the running stack: ARGS="status" | "reencrypt --reason CHG-1" ...
+	$(PY) -m devstack admin $(ARGS)
+
+bench-vault: $(STAMP)  ## vault throughput/latency beside OpenBao Transit; ends with `figure:` lines
+	$(PY) -m bench.vault_bench $(BENCH_ARGS)
 
 test: $(STAMP)  ## unit, integration and end-to-end tests on real OpenBao, SQS and Postgres
 	$(PY) -m pytest

@@ -59,7 +59,7 @@ def parallel(clients: int, work: Callable[[int], None]) -> float:
         barrier.wait()
         try:
             work(index)
-        except BaseException as error:  # noqa: BLE001 - reported below
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]

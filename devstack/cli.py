@@ -1,21 +1,22 @@
-"""`python -m devstack up|down|status|env`: the embedded stack from the command line."""
+"""`python -m devstack up|down|status|env|admin`: the embedded stack from the command line."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from devstack.envfile import read_env_file
 from devstack.procs import StackError
-from devstack.stack import down, running, state_dir_from_env, up
+from devstack.stack import down, running, state_dir_from_env, up, vault_service_env
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and act."""
     parser = argparse.ArgumentParser(prog="devstack", description="tokenvault embedded stack (no Docker)")
-    parser.add_argument("command", choices=["up", "down", "status", "env"])
+    parser.add_argument("command", choices=["up", "down", "status", "env", "admin"])
     parser.add_argument("--no-services", action="store_true", help="start only OpenBao, SQS and Postgres")
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
     state_dir = state_dir_from_env()
     env_file = state_dir / "stack.env"
     if args.command == "up":
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     if not env_file.exists():
         print("the stack is not up: run `make up`", file=sys.stderr)
         return 3
+    if args.command == "admin":  # the security team's commands, in the vault service's environment
+        service_env = {**os.environ, **vault_service_env(read_env_file(env_file))}
+        os.execve(sys.executable, [sys.executable, "-m", "vault_service.admin", *rest], service_env)  # noqa: S606
     for key, value in read_env_file(env_file).items():
         print(f"{key}={value}")
     return 0

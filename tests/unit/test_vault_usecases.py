@@ -1,5 +1,7 @@
 """TokenVault use cases over fakes: stability, per-item errors, authorization, audit."""
 
+from collections.abc import Sequence
+
 import pytest
 
 from tests.unit.fakes import FakeAuditLog, FakeKeyStore, FakeKeyWrapper, FakeTokenStore
@@ -7,6 +9,7 @@ from vault_service.domain.errors import InvalidRequest, InvalidValue, Permission
 from vault_service.domain.policy import RevealLevel, parse_policy
 from vault_service.domain.token_types import TokenType
 from vault_service.service.keyring import KeyManager
+from vault_service.service.token_cache import TokenCache
 from vault_service.service.vault import Revealed, TokenVault
 
 POLICY = parse_policy(
@@ -18,6 +21,9 @@ POLICY = parse_policy(
         }
     }
 )
+
+
+POLICY_WITH_ERASE = parse_policy({"clients": {"etl": {"tokenize": ["ip"]}, "officer": {"erase": ["ip"]}}})
 
 
 def make_vault(audit: FakeAuditLog | None = None, store: FakeTokenStore | None = None) -> TokenVault:
@@ -98,3 +104,52 @@ def test_keys_are_created_once_and_reused_by_a_second_replica() -> None:
     second = KeyManager(store, wrapper).start()
     assert len(store.keys) == 2
     assert first.fingerprint_key.material == second.fingerprint_key.material
+
+
+class CountingStore(FakeTokenStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = 0
+
+    def find_by_fingerprints(self, token_type: str, fingerprints: Sequence[bytes]) -> dict[bytes, str]:
+        self.lookups += 1
+        return super().find_by_fingerprints(token_type, fingerprints)
+
+
+def test_repeated_values_are_answered_from_the_cache_and_erasure_clears_it() -> None:
+    store = CountingStore()
+    keys = KeyManager(FakeKeyStore(), FakeKeyWrapper())
+    keys.start()
+    vault = TokenVault(store, keys, POLICY_WITH_ERASE, FakeAuditLog(), TokenCache(100))
+    (first,) = vault.tokenize("etl", [(TokenType.IP, "10.9.9.9")])
+    lookups = store.lookups
+    (again,) = vault.tokenize("etl", [(TokenType.IP, "10.9.9.9")])
+    assert again == first and store.lookups == lookups and vault.cache.hits == 1
+    vault.erase("officer", [str(first)], "GDPR-1")
+    (after,) = vault.tokenize("etl", [(TokenType.IP, "10.9.9.9")])
+    assert after != first and store.lookups > lookups
+
+
+def test_rotated_keys_are_picked_up_by_a_replica_that_had_not_seen_them() -> None:
+    key_store, wrapper = FakeKeyStore(), FakeKeyWrapper()
+    tokens = FakeTokenStore(key_store)
+    stale_keys, fresh_keys = KeyManager(key_store, wrapper), KeyManager(key_store, wrapper)
+    stale_keys.start()
+    fresh_keys.start()
+    stale = TokenVault(tokens, stale_keys, POLICY, FakeAuditLog())
+    key_store.add_key("encryption", wrapper.new_data_key()[1])  # rotated by someone else
+    (token,) = stale.tokenize("etl", [(TokenType.IP, "10.8.8.8")])
+    assert tokens.rows[str(token)].dek_id == key_store.generation().encryption_id
+    fresh = TokenVault(tokens, fresh_keys, POLICY, FakeAuditLog())
+    (revealed,) = fresh.detokenize("analyst", [str(token)], "case 9")  # a DEK it never loaded
+    assert isinstance(revealed, Revealed) and revealed.value == "10.8.8.8"
+
+
+def test_outdated_wrappings_are_rewrapped_to_the_newest_kek_version() -> None:
+    key_store, wrapper = FakeKeyStore(), FakeKeyWrapper()
+    keys = KeyManager(key_store, wrapper)
+    keys.start()
+    wrapper.version = 3
+    assert keys.rewrap_outdated() == 2
+    assert {k.kek_version for k in key_store.load_keys()} == {3}
+    assert keys.rewrap_outdated() == 0

@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 2
-    configure_logging("vault_service.admin", config.log_level)
+    configure_logging("vault_service.admin", os.environ.get("TOKENVAULT_ADMIN_LOG_LEVEL", "WARNING"))
     try:
         if args.command == "audit-verify":
             return verify_audit(config)
