@@ -7,8 +7,10 @@ never read, export, rotate or delete the KEK itself.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import hvac
 import hvac.exceptions
@@ -29,68 +31,72 @@ class TransitKeyWrapper:
         self._kek_name = kek_name
         self._mount = mount
 
+    def _transit(self, what: str, call: Callable[[], Any]) -> dict[str, Any]:
+        """The `data` of a Transit response; KeysUnavailable saying what failed and why."""
+        try:
+            response = call()
+        except (hvac.exceptions.VaultError, requests.RequestException) as error:
+            raise KeysUnavailable(f"Vault refused to {what}: {_describe(error)}") from None
+        data: dict[str, Any] = response["data"]
+        return data
+
     def new_data_key(self) -> tuple[bytes, str]:
         """A fresh 256-bit data key: (plaintext, wrapped by the newest KEK version)."""
-        try:
-            response = self._client.secrets.transit.generate_data_key(
+        data = self._transit(
+            "create a data key",
+            lambda: self._client.secrets.transit.generate_data_key(
                 name=self._kek_name, key_type="plaintext", bits=256, mount_point=self._mount
-            )
-        except (hvac.exceptions.VaultError, requests.RequestException) as error:
-            raise KeysUnavailable(f"Vault refused to create a data key: {_describe(error)}") from None
-        data = response["data"]
+            ),
+        )
         return base64.b64decode(data["plaintext"]), str(data["ciphertext"])
 
     def unwrap(self, wrapped_key: str) -> bytes:
         """The plaintext of a wrapped data key."""
-        try:
-            response = self._client.secrets.transit.decrypt_data(
+        data = self._transit(
+            "unwrap a data key",
+            lambda: self._client.secrets.transit.decrypt_data(
                 name=self._kek_name, ciphertext=wrapped_key, mount_point=self._mount
-            )
-        except (hvac.exceptions.VaultError, requests.RequestException) as error:
-            raise KeysUnavailable(f"Vault refused to unwrap a data key: {_describe(error)}") from None
-        return base64.b64decode(response["data"]["plaintext"])
+            ),
+        )
+        return base64.b64decode(data["plaintext"])
 
     def rewrap(self, wrapped_key: str) -> str:
         """The same data key wrapped by the newest KEK version (Transit never shows the plaintext)."""
-        try:
-            response = self._client.secrets.transit.rewrap_data(
+        data = self._transit(
+            "rewrap a data key",
+            lambda: self._client.secrets.transit.rewrap_data(
                 name=self._kek_name, ciphertext=wrapped_key, mount_point=self._mount
-            )
-        except (hvac.exceptions.VaultError, requests.RequestException) as error:
-            raise KeysUnavailable(f"Vault refused to rewrap a data key: {_describe(error)}") from None
-        return str(response["data"]["ciphertext"])
+            ),
+        )
+        return str(data["ciphertext"])
 
     def latest_version(self) -> int:
         """The KEK's newest version."""
-        try:
-            response = self._client.secrets.transit.read_key(name=self._kek_name, mount_point=self._mount)
-        except (hvac.exceptions.VaultError, requests.RequestException) as error:
-            raise KeysUnavailable(f"Vault refused to read the KEK's metadata: {_describe(error)}") from None
-        return int(response["data"]["latest_version"])
+        data = self._transit(
+            "read the KEK's metadata",
+            lambda: self._client.secrets.transit.read_key(name=self._kek_name, mount_point=self._mount),
+        )
+        return int(data["latest_version"])
 
     def check_access(self) -> None:
         """Exercise every permission the service needs; VaultStartupError naming the missing one."""
-        checks: list[tuple[str, Callable[[], object]]] = [
-            (f"read {self._mount}/keys/{self._kek_name}", self.latest_version),
-        ]
-        plaintext_and_wrapped: list[tuple[bytes, str]] = []
-        checks.append(
-            (
-                f"update {self._mount}/datakey/plaintext/{self._kek_name}",
-                lambda: plaintext_and_wrapped.append(self.new_data_key()),
-            ),
-        )
-        checks.append(
-            (f"update {self._mount}/decrypt/{self._kek_name}", lambda: self.unwrap(plaintext_and_wrapped[0][1]))
-        )
-        checks.append(
-            (f"update {self._mount}/rewrap/{self._kek_name}", lambda: self.rewrap(plaintext_and_wrapped[0][1]))
-        )
-        for capability, check in checks:
-            try:
-                check()
-            except KeysUnavailable as error:
-                raise VaultStartupError(f"the vault service's Vault policy must allow {capability}: {error}") from None
+        path = f"{self._mount}/{{}}/{self._kek_name}"
+        with _requires(f"read {path.format('keys')}"):
+            self.latest_version()
+        with _requires(f"update {path.format('datakey/plaintext')}"):
+            _, wrapped = self.new_data_key()
+        with _requires(f"update {path.format('decrypt')}"):
+            self.unwrap(wrapped)
+        with _requires(f"update {path.format('rewrap')}"):
+            self.rewrap(wrapped)
+
+
+@contextmanager
+def _requires(capability: str) -> Iterator[None]:
+    try:
+        yield
+    except KeysUnavailable as error:
+        raise VaultStartupError(f"the vault service's Vault policy must allow {capability}: {error}") from None
 
 
 def _describe(error: Exception) -> str:
