@@ -70,6 +70,19 @@ def _other_keys(conn: psycopg.Connection, purpose: str, key_id: int) -> list[int
     return [r[0] for r in rows.fetchall()]
 
 
+_ROW_COLUMNS = "token, token_type, dek_id, sealed"
+
+
+def _stored_token(row: tuple[str, str, int, bytes | None]) -> StoredToken:
+    return StoredToken(row[0], row[1], row[2], bytes(row[3]) if row[3] is not None else None)
+
+
+def _lock_batch(conn: psycopg.Connection, condition: str, key_ids: list[int], limit: int) -> list[StoredToken]:
+    """Lock up to `limit` rows matching `condition` (one `%s`: key ids), skipping rows others hold."""
+    query = f"SELECT {_ROW_COLUMNS} FROM vault.tokens WHERE {condition} LIMIT %s FOR UPDATE SKIP LOCKED"
+    return [_stored_token(r) for r in conn.execute(query, (key_ids, limit)).fetchall()]
+
+
 def _live_generation(conn: psycopg.Connection) -> KeyGeneration:
     row = conn.execute(_LIVE_GENERATION).fetchone()
     assert row is not None
@@ -221,10 +234,9 @@ class PostgresTokenStore:
             return {}
         with self._pool.connection() as conn:
             rows = conn.execute(
-                "SELECT token, token_type, dek_id, sealed FROM vault.tokens WHERE token = ANY(%s::text[])",
-                (_text_array(tokens),),
+                f"SELECT {_ROW_COLUMNS} FROM vault.tokens WHERE token = ANY(%s::text[])", (_text_array(tokens),)
             ).fetchall()
-        return {row[0]: StoredToken(row[0], row[1], row[2], bytes(row[3]) if row[3] else None) for row in rows}
+        return {row[0]: _stored_token(row) for row in rows}
 
     def erase(self, tokens: Sequence[str]) -> set[str]:
         """Destroy ciphertext and fingerprints; the tokens that still had a value."""
@@ -247,14 +259,12 @@ class PostgresTokenStore:
     def reseal_batch(self, active_dek_id: int, limit: int, reseal: Resealer) -> int:
         """Lock up to `limit` rows under other DEKs (skipping rows others hold), re-seal, update."""
         with self._pool.connection() as conn, conn.transaction():
-            rows = conn.execute(
-                "SELECT token, token_type, dek_id, sealed FROM vault.tokens"
-                " WHERE sealed IS NOT NULL AND dek_id = ANY(%s) LIMIT %s FOR UPDATE SKIP LOCKED",
-                (_other_keys(conn, "encryption", active_dek_id), limit),
-            ).fetchall()
+            rows = _lock_batch(
+                conn, "sealed IS NOT NULL AND dek_id = ANY(%s)", _other_keys(conn, "encryption", active_dek_id), limit
+            )
             if not rows:
                 return 0
-            updates = reseal([StoredToken(r[0], r[1], r[2], bytes(r[3])) for r in rows])
+            updates = reseal(rows)
             tokens, dek_ids, sealed = (list(c) for c in zip(*updates, strict=True))
             conn.execute(
                 "UPDATE vault.tokens t SET dek_id = u.dek_id, sealed = u.sealed"
@@ -267,15 +277,15 @@ class PostgresTokenStore:
     def reindex_batch(self, pending_key_id: int, limit: int, reindex: Reindexer) -> int:
         """Lock up to `limit` live rows lacking the pending fingerprint, compute it, store it."""
         with self._pool.connection() as conn, conn.transaction():
-            rows = conn.execute(
-                "SELECT token, token_type, dek_id, sealed FROM vault.tokens"
-                " WHERE fingerprint IS NOT NULL AND next_fingerprint IS NULL AND fingerprint_key_id = ANY(%s)"
-                " LIMIT %s FOR UPDATE SKIP LOCKED",
-                (_other_keys(conn, "fingerprint", pending_key_id), limit),
-            ).fetchall()
+            rows = _lock_batch(
+                conn,
+                "fingerprint IS NOT NULL AND next_fingerprint IS NULL AND fingerprint_key_id = ANY(%s)",
+                _other_keys(conn, "fingerprint", pending_key_id),
+                limit,
+            )
             if not rows:
                 return 0
-            updates = reindex([StoredToken(r[0], r[1], r[2], bytes(r[3]) if r[3] else None) for r in rows])
+            updates = reindex(rows)
             tokens, fingerprints = (list(c) for c in zip(*updates, strict=True))
             conn.execute(
                 "UPDATE vault.tokens t SET next_fingerprint = u.fp"
