@@ -13,7 +13,6 @@ import base64
 import os
 import signal
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +26,7 @@ from rich.table import Table
 from devstack.openbao import bao_binary
 from devstack.procs import free_port, spawn, wait_until
 from devstack.services import start_vault_service
-from devstack.stack import StackState, down, start_components, vault_service_env
+from devstack.stack import temporary_components, vault_service_env
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_common.grpc_tls import secure_channel
 
@@ -202,14 +201,39 @@ def percentile(samples: Sequence[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def measure(
+    bench: VaultBench, state_dir: Path, values_per_round: int, rounds: int, clients: int
+) -> dict[str, list[float]]:
+    """Every figure once per round, the vault and Transit side by side."""
+    samples: dict[str, list[float]] = {k: [] for k in ("new", "repeated", "detok", "p50", "p99", "transit")}
+    with transit_peer(state_dir) as transit:
+        transit_encrypt(transit, ips(0, BATCH * 4), clients)  # warm up
+        bench.tokenize(bench.tokenize_requests(ips(900_000_000, BATCH * 4)))
+        for round_no in range(rounds):
+            values = ips(round_no * values_per_round, values_per_round)
+            requests = bench.tokenize_requests(values)
+            new_rate, tokens = bench.tokenize(requests)
+            repeated_rate, again = bench.tokenize(requests)
+            if again != tokens:
+                raise RuntimeError("repeated values got different tokens")
+            samples["new"].append(new_rate)
+            samples["repeated"].append(repeated_rate)
+            samples["detok"].append(bench.detokenize(tokens))
+            latencies = bench.single_latencies(tokens, 500)
+            samples["p50"].append(percentile(latencies, 0.50) * 1000)
+            samples["p99"].append(percentile(latencies, 0.99) * 1000)
+            samples["transit"].append(transit_encrypt(transit, values, clients))
+            console.print(
+                f"round {round_no + 1}/{rounds}: tokenize new {new_rate:,.0f}/s, "
+                f"repeated {repeated_rate:,.0f}/s, transit {samples['transit'][-1]:,.0f}/s"
+            )
+    return samples
+
+
 def run(values_per_round: int, rounds: int, clients: int) -> dict[str, tuple[float, str]]:
     """Start everything, measure, stop everything; figure name -> (median, unit)."""
-    state_dir = Path(tempfile.mkdtemp(prefix="tokenvault-bench-"))
-    state_dir.chmod(0o755)
-    state = StackState()
-    try:
-        env = start_components(state_dir, state)
-        state.save(state_dir / "state.json")
+    with temporary_components("tokenvault-bench-") as stack:
+        env, state_dir = stack.env, stack.state_dir
         policy = state_dir / "bench-policy.toml"
         policy.write_text(BENCH_POLICY)
         service_env = {
@@ -218,35 +242,11 @@ def run(values_per_round: int, rounds: int, clients: int) -> dict[str, tuple[flo
             "TOKENVAULT_METRICS_PORT": "0",
             "TOKENVAULT_LOG_LEVEL": "WARNING",
         }
-        certs = Path(env["STACK_DIR"]) / "certs"
+        certs = state_dir / "certs"
         probe = (certs / "ca.pem", certs / "etl-service.pem", certs / "etl-service-key.pem")
-        state.pids["vault_service"] = start_vault_service(service_env, state_dir / "logs" / "vault.log", probe)
-        state.save(state_dir / "state.json")
-        bench = VaultBench(env, clients)
-        samples: dict[str, list[float]] = {k: [] for k in ("new", "repeated", "detok", "p50", "p99", "transit")}
-        with transit_peer(state_dir) as transit:
-            transit_encrypt(transit, ips(0, BATCH * 4), clients)  # warm up
-            bench.tokenize(bench.tokenize_requests(ips(900_000_000, BATCH * 4)))
-            for round_no in range(rounds):
-                values = ips(round_no * values_per_round, values_per_round)
-                requests = bench.tokenize_requests(values)
-                new_rate, tokens = bench.tokenize(requests)
-                repeated_rate, again = bench.tokenize(requests)
-                if again != tokens:
-                    raise RuntimeError("repeated values got different tokens")
-                samples["new"].append(new_rate)
-                samples["repeated"].append(repeated_rate)
-                samples["detok"].append(bench.detokenize(tokens))
-                latencies = bench.single_latencies(tokens, 500)
-                samples["p50"].append(percentile(latencies, 0.50) * 1000)
-                samples["p99"].append(percentile(latencies, 0.99) * 1000)
-                samples["transit"].append(transit_encrypt(transit, values, clients))
-                console.print(
-                    f"round {round_no + 1}/{rounds}: tokenize new {new_rate:,.0f}/s, "
-                    f"repeated {repeated_rate:,.0f}/s, transit {samples['transit'][-1]:,.0f}/s"
-                )
-    finally:
-        down(state_dir)
+        stack.state.pids["vault_service"] = start_vault_service(service_env, state_dir / "logs" / "vault.log", probe)
+        stack.save()
+        samples = measure(VaultBench(env, clients), state_dir, values_per_round, rounds, clients)
     median = {k: statistics.median(v) for k, v in samples.items()}
     return {
         "tokenize_new_per_s": (median["new"], "tokens/s"),

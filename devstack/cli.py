@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down", "status", "env", "admin"])
     parser.add_argument("--no-services", action="store_true", help="start only OpenBao, SQS and Postgres")
     args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "admin":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     state_dir = state_dir_from_env()
     env_file = state_dir / "stack.env"
     if args.command == "up":

@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,3 +204,32 @@ def down(state_dir: Path, keep_logs: bool = False) -> list[str]:
     if not keep_logs:
         shutil.rmtree(state_dir / "logs", ignore_errors=True)
     return stopped
+
+
+@dataclass
+class TemporaryStack:
+    """Components started in a throwaway directory; record extra PIDs in `state` to have them stopped."""
+
+    env: dict[str, str]
+    state: StackState
+    state_dir: Path
+
+    def save(self) -> None:
+        """Persist the PIDs so `down` stops them."""
+        self.state.save(self.state_dir / "state.json")
+
+
+@contextmanager
+def temporary_components(prefix: str) -> Iterator[TemporaryStack]:
+    """OpenBao, SQS, Postgres and certificates in a fresh directory, all stopped and deleted on exit."""
+    state_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    state_dir.chmod(0o755)  # Postgres runs as an unprivileged user and must reach its data directory
+    stack = TemporaryStack({}, StackState(), state_dir)
+    try:
+        stack.env = start_components(state_dir, stack.state)
+        stack.save()
+        yield stack
+    finally:
+        stack.save()
+        down(state_dir)
+        shutil.rmtree(state_dir, ignore_errors=True)

@@ -7,8 +7,6 @@ restart them.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +17,7 @@ import grpc
 import pytest
 
 from devstack.sqs import create_queues
-from devstack.stack import StackState, down, etl_service_env, start_components, vault_service_env
+from devstack.stack import etl_service_env, temporary_components, vault_service_env
 from etl_service.bootstrap import Wired
 from etl_service.bootstrap import bootstrap as etl_bootstrap
 from etl_service.config import EtlConfig
@@ -35,17 +33,8 @@ from vault_service.service.maintenance import KeyMaintainer
 @pytest.fixture(scope="session")
 def stack_env() -> Iterator[dict[str, str]]:
     """OpenBao + SQS + Postgres + certificates, as the env file values of the stack."""
-    state_dir = Path(tempfile.mkdtemp(prefix="tokenvault-test-"))
-    state_dir.chmod(0o755)
-    state = StackState()
-    try:
-        env = start_components(state_dir, state)
-        state.save(state_dir / "state.json")
-        yield env
-    finally:
-        state.save(state_dir / "state.json")
-        down(state_dir)
-        shutil.rmtree(state_dir, ignore_errors=True)
+    with temporary_components("tokenvault-test-") as stack:
+        yield stack.env
 
 
 @dataclass
