@@ -13,6 +13,8 @@ from etl_service.adapters.vault_client import GrpcTokenizer
 from etl_service.config import EtlConfig
 from etl_service.service.batch import BatchProcessor
 from etl_service.service.consumer import Consumer, ConsumerSettings
+from etl_service.service.gate import DependencyGate
+from etl_service.service.outcomes import ConsumerObserver
 from tokenvault_common.grpc_tls import secure_channel
 
 
@@ -32,30 +34,43 @@ class Wired:
         self.pool.close()
 
 
-def bootstrap(config: EtlConfig, wait_seconds: int | None = None) -> Wired:
-    """Build the consumer from real SQS, vault service and Postgres adapters."""
+def bootstrap(config: EtlConfig, wait_seconds: int | None = None, observer: ConsumerObserver | None = None) -> Wired:
+    """Build the consumer from real SQS, vault service and Postgres adapters.
+
+    Raises QueueConfigurationError when a queue is missing or refused (nothing to retry).
+    """
     client = make_sqs_client(
         config.sqs_endpoint_url, config.aws_region, config.aws_access_key_id, config.aws_secret_access_key
     )
-    queue = SqsQueue(client, config.queue_url, config.dlq_url)
+    queue = SqsQueue(client, config.queue_url, config.dlq_url, config.visibility_seconds)
+    queue.check()
     channel = secure_channel(
         config.vault_address, config.tls_ca, config.tls_cert, config.tls_key, config.vault_server_name
     )
     pool = ConnectionPool(
         config.database_dsn,
         min_size=1,
-        max_size=4,
+        max_size=config.workers + 1,
         open=False,
         name="etl",
         kwargs={"application_name": "tokenvault-etl"},
     )
     pool.open(wait=False)
-    processor = BatchProcessor(
-        queue, GrpcTokenizer(channel), PostgresLoginStore(pool), config.device_types, config.max_body_bytes
-    )
+    tokenizer, store = GrpcTokenizer(channel), PostgresLoginStore(pool)
+    processor = BatchProcessor(queue, tokenizer, store, config.device_types, config.max_body_bytes)
     settings = ConsumerSettings(
         batch_size=config.batch_size,
         wait_seconds=config.wait_seconds if wait_seconds is None else wait_seconds,
         max_batch_age_seconds=config.max_batch_age_seconds,
+        receivers=config.receivers,
+        workers=config.workers,
+        max_in_flight=config.max_in_flight,
+        visibility_seconds=config.visibility_seconds,
     )
-    return Wired(Consumer(queue, processor, settings), queue, processor, pool, channel)
+
+    def probe() -> None:
+        tokenizer.ready()
+        store.ready()
+
+    gate = DependencyGate(probe, observer)
+    return Wired(Consumer(queue, processor, settings, gate, observer), queue, processor, pool, channel)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from etl_service.adapters.sqs import endpoint_for_queue
 from etl_service.domain.validation import MAX_BODY_BYTES
 from tokenvault_common.env import EnvReader
 
@@ -17,9 +18,10 @@ class EtlConfig:
     queue_url: str
     """Source queue URL (ETL_QUEUE_URL)."""
     dlq_url: str
-    """Dead-letter queue URL for malformed messages (ETL_DLQ_URL)."""
+    """Dead-letter queue URL for malformed messages (ETL_DLQ_URL, default `<queue url>-dlq`)."""
     sqs_endpoint_url: str | None
-    """SQS endpoint for local emulators; unset for AWS (ETL_SQS_ENDPOINT_URL)."""
+    """SQS endpoint (ETL_SQS_ENDPOINT_URL); unset: AWS, or the host of a non-AWS queue URL such
+    as LocalStack's `http://localhost:4566/000000000000/login-queue`."""
     aws_region: str
     """AWS region (AWS_REGION, default us-east-1)."""
     aws_access_key_id: str | None
@@ -44,12 +46,23 @@ class EtlConfig:
     """Long-poll wait in service mode (ETL_WAIT_SECONDS, 0-20, default 20)."""
     max_batch_age_seconds: float
     """Flush a partial batch after this long (ETL_MAX_BATCH_AGE_SECONDS, default 2)."""
+    receivers: int
+    """Concurrent long-polling receivers (ETL_RECEIVERS, 1-64, default 4)."""
+    workers: int
+    """Batches processed at once (ETL_WORKERS, 1-32, default 2)."""
+    max_in_flight: int
+    """Most messages held at once; receivers wait beyond it (ETL_MAX_IN_FLIGHT, default 2000)."""
+    visibility_seconds: int
+    """Lease taken on each received message, extended by the heartbeat while work runs
+    (ETL_VISIBILITY_TIMEOUT_SECONDS, 2-43200, default 60)."""
     max_body_bytes: int
     """Larger bodies are quarantined (ETL_MAX_BODY_BYTES, default 16384)."""
     device_types: frozenset[str]
     """Accepted device_type values, comma-separated (ETL_DEVICE_TYPES, default android,ios)."""
     metrics_port: int
-    """Prometheus metrics port on 127.0.0.1; 0 disables (ETL_METRICS_PORT)."""
+    """Prometheus metrics port; 0 disables (ETL_METRICS_PORT)."""
+    metrics_address: str
+    """Address the metrics port binds (ETL_METRICS_ADDRESS, default 127.0.0.1)."""
     log_level: str
     """Logging level (ETL_LOG_LEVEL)."""
 
@@ -57,10 +70,12 @@ class EtlConfig:
     def from_env(cls, env: Mapping[str, str]) -> EtlConfig:
         """Read and validate; ConfigError lists every problem at once."""
         read = EnvReader(env)
+        queue_url = read.text("ETL_QUEUE_URL")
+        batch_size = read.integer("ETL_BATCH_SIZE", 100, 1, 1000)
         config = cls(
-            queue_url=read.text("ETL_QUEUE_URL"),
-            dlq_url=read.text("ETL_DLQ_URL"),
-            sqs_endpoint_url=read.optional("ETL_SQS_ENDPOINT_URL"),
+            queue_url=queue_url,
+            dlq_url=read.text("ETL_DLQ_URL", f"{queue_url}-dlq"),
+            sqs_endpoint_url=read.optional("ETL_SQS_ENDPOINT_URL") or endpoint_for_queue(queue_url),
             aws_region=read.text("AWS_REGION", env.get("AWS_DEFAULT_REGION", "us-east-1")),
             aws_access_key_id=read.optional("AWS_ACCESS_KEY_ID"),
             aws_secret_access_key=read.optional("AWS_SECRET_ACCESS_KEY"),
@@ -70,14 +85,19 @@ class EtlConfig:
             tls_ca=read.existing_file("ETL_TLS_CA") or Path(),
             tls_cert=read.existing_file("ETL_TLS_CERT") or Path(),
             tls_key=read.existing_file("ETL_TLS_KEY") or Path(),
-            batch_size=read.integer("ETL_BATCH_SIZE", 100, 1, 1000),
+            batch_size=batch_size,
             wait_seconds=read.integer("ETL_WAIT_SECONDS", 20, 0, 20),
             max_batch_age_seconds=read.number("ETL_MAX_BATCH_AGE_SECONDS", 2.0, 0.0, 60.0),
+            receivers=read.integer("ETL_RECEIVERS", 4, 1, 64),
+            workers=read.integer("ETL_WORKERS", 2, 1, 32),
+            max_in_flight=read.integer("ETL_MAX_IN_FLIGHT", 2000, batch_size, 100_000),
+            visibility_seconds=read.integer("ETL_VISIBILITY_TIMEOUT_SECONDS", 60, 2, 43_200),
             max_body_bytes=read.integer("ETL_MAX_BODY_BYTES", MAX_BODY_BYTES, 256, 262_144),
             device_types=frozenset(
                 t.strip().lower() for t in read.text("ETL_DEVICE_TYPES", "android,ios").split(",") if t.strip()
             ),
             metrics_port=read.integer("ETL_METRICS_PORT", 0, 0, 65535),
+            metrics_address=read.text("ETL_METRICS_ADDRESS", "127.0.0.1"),
             log_level=read.text("ETL_LOG_LEVEL", "INFO"),
         )
         read.check("etl service")

@@ -114,12 +114,25 @@ class EtlHarness:
     wired: Wired
 
 
-@contextmanager
-def etl_harness(env: dict[str, str], vault_address: str, visibility_timeout: int = 30) -> Iterator[EtlHarness]:
-    """New queues (unique names) and a consumer in drain mode."""
+def etl_harness_env(env: dict[str, str], vault_address: str, visibility_timeout: int = 30) -> dict[str, str]:
+    """The ETL environment for new queues (unique names) with the given lease."""
     queue_url, dlq_url = create_queues(env["SQS_ENDPOINT_URL"], visibility_timeout, name=f"q-{uuid.uuid4().hex[:12]}")
-    etl_env = {**etl_service_env(env), "ETL_QUEUE_URL": queue_url, "ETL_DLQ_URL": dlq_url}
-    etl_env["ETL_VAULT_ADDRESS"] = vault_address
+    return {
+        **etl_service_env(env),
+        "ETL_QUEUE_URL": queue_url,
+        "ETL_DLQ_URL": dlq_url,
+        "ETL_VAULT_ADDRESS": vault_address,
+        "ETL_VISIBILITY_TIMEOUT_SECONDS": str(visibility_timeout),
+    }
+
+
+@contextmanager
+def etl_harness(
+    env: dict[str, str], vault_address: str, visibility_timeout: int = 30, **overrides: str
+) -> Iterator[EtlHarness]:
+    """New queues (unique names) and a consumer in drain mode."""
+    etl_env = {**etl_harness_env(env, vault_address, visibility_timeout), **overrides}
+    queue_url, dlq_url = etl_env["ETL_QUEUE_URL"], etl_env["ETL_DLQ_URL"]
     wired = etl_bootstrap(EtlConfig.from_env(etl_env), wait_seconds=1)
     try:
         yield EtlHarness(queue_url, dlq_url, wired)

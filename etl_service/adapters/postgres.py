@@ -59,8 +59,16 @@ class PostgresLoginStore:
                 inserted = self._load_rows(conn, rows) if rows else 0
                 new_quarantine = self._load_quarantine(conn, quarantined) if quarantined else 0
         except (psycopg.OperationalError, PoolTimeout) as error:
-            raise TransientError(f"Postgres unavailable: {type(error).__name__}") from error
+            raise TransientError(f"Postgres unavailable: {type(error).__name__}", "database") from error
         return WriteResult(inserted, new_quarantine)
+
+    def ready(self) -> None:
+        """`SELECT 1` through the pool; TransientError when the database does not answer."""
+        try:
+            with self._pool.connection(timeout=2) as conn:
+                conn.execute("SELECT 1")
+        except (psycopg.OperationalError, PoolTimeout) as error:
+            raise TransientError(f"Postgres unavailable: {type(error).__name__}", "database") from error
 
     @staticmethod
     def _load_rows(conn: psycopg.Connection, rows: Sequence[UserLoginRow]) -> int:

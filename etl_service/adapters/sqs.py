@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.config
@@ -35,6 +36,17 @@ class QueueConfigurationError(RuntimeError):
     """The queue cannot be used as configured (no credentials, no such queue, access denied)."""
 
 
+def endpoint_for_queue(queue_url: str) -> str | None:
+    """The endpoint a non-AWS queue URL implies; None for AWS queue URLs.
+
+    LocalStack's `http://localhost:4566/000000000000/login-queue` -> `http://localhost:4566`.
+    """
+    parts = urlsplit(queue_url)
+    if not parts.scheme or not parts.netloc or parts.hostname is None or parts.hostname.endswith(".amazonaws.com"):
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def _raise_for(error: Exception, action: str) -> NoReturn:
     """Re-raise a boto error as fatal (configuration) or transient (retry later)."""
     if isinstance(error, botocore.exceptions.NoCredentialsError):
@@ -43,7 +55,7 @@ def _raise_for(error: Exception, action: str) -> NoReturn:
         code = error.response.get("Error", {}).get("Code", "")
         if code in _FATAL_CODES:
             raise QueueConfigurationError(f"SQS {action} refused: {code}") from None
-    raise TransientError(f"SQS {action} failed: {type(error).__name__}") from error
+    raise TransientError(f"SQS {action} failed: {type(error).__name__}", "sqs") from error
 
 
 def make_sqs_client(
@@ -86,18 +98,31 @@ def _to_message(raw: Any) -> QueueMessage:
 class SqsQueue:
     """Implements the Queue port over one source queue and its DLQ."""
 
-    def __init__(self, client: SQSClient, queue_url: str, dlq_url: str) -> None:
+    def __init__(self, client: SQSClient, queue_url: str, dlq_url: str, visibility_seconds: int = 60) -> None:
         self._client = client
         self._queue_url = queue_url
         self._dlq_url = dlq_url
+        self._visibility_seconds = visibility_seconds
+
+    def check(self) -> None:
+        """Fail fast at start: both queues must exist and be reachable (QueueConfigurationError)."""
+        for url in (self._queue_url, self._dlq_url):
+            try:
+                self._client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+            except _ERRORS as error:
+                try:
+                    _raise_for(error, f"queue {url}")
+                except TransientError:
+                    raise QueueConfigurationError(f"SQS queue {url} is unreachable: {type(error).__name__}") from None
 
     def receive(self, max_messages: int, wait_seconds: int) -> list[QueueMessage]:
-        """Long-poll for up to `max_messages` (1-10)."""
+        """Long-poll for up to `max_messages` (1-10), leased for the configured visibility."""
         try:
             response = self._client.receive_message(
                 QueueUrl=self._queue_url,
                 MaxNumberOfMessages=max_messages,
                 WaitTimeSeconds=wait_seconds,
+                VisibilityTimeout=self._visibility_seconds,
                 MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
                 MessageAttributeNames=[EVENT_ID_ATTRIBUTE],
             )
@@ -146,20 +171,25 @@ class SqsQueue:
         except _ERRORS as error:
             _raise_for(error, "send to DLQ")
 
-    def retry_later(self, messages: Sequence[QueueMessage], delay_seconds: int) -> None:
-        """Set each message's visibility timeout to `delay_seconds` (best effort)."""
+    def change_visibility(self, messages: Sequence[QueueMessage], seconds: int) -> list[QueueMessage]:
+        """Set each message's visibility to `seconds` from now, 10 per call; return those that failed."""
+        failed: list[QueueMessage] = []
         for start in range(0, len(messages), 10):
-            chunk = messages[start : start + 10]
+            chunk = {str(i): m for i, m in enumerate(messages[start : start + 10])}
             try:
-                self._client.change_message_visibility_batch(
+                response = self._client.change_message_visibility_batch(
                     QueueUrl=self._queue_url,
                     Entries=[
-                        {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": delay_seconds}
-                        for i, m in enumerate(chunk)
+                        {"Id": k, "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": seconds}
+                        for k, m in chunk.items()
                     ],
                 )
             except _ERRORS as error:
-                log.warning("visibility change failed (queue default applies): %s", type(error).__name__)
+                log.warning("visibility change failed (the current lease applies): %s", type(error).__name__)
+                failed.extend(chunk.values())
+                continue
+            failed.extend(chunk[entry["Id"]] for entry in response.get("Failed", []))
+        return failed
 
     def depth(self) -> QueueDepth:
         """Approximate visible, in-flight and delayed counts."""

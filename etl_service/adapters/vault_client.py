@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from etl_service.service.ports import TransientError
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
@@ -13,6 +14,7 @@ from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 log = logging.getLogger(__name__)
 
 MAX_ITEMS_PER_CALL = 5_000
+
 _TRANSIENT = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -32,7 +34,18 @@ class GrpcTokenizer:
 
     def __init__(self, channel: grpc.Channel, timeout_seconds: float = 10.0) -> None:
         self._stub = vault_pb2_grpc.TokenVaultStub(channel)
+        self._health_check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]  # stubs omit it
         self._timeout = timeout_seconds
+
+    def ready(self) -> None:
+        """The vault reports SERVING (grpc.health.v1; it does so only with its database up)."""
+        try:
+            response = self._health_check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+        except grpc.RpcError as error:
+            code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+            raise TransientError(f"vault service health check: {code.name}", "vault") from None
+        if response.status != health_pb2.HealthCheckResponse.SERVING:
+            raise TransientError("vault service reports NOT_SERVING", "vault")
 
     def tokenize(self, ips: Sequence[str], device_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
         """(ip -> token, device_id -> token); refused values are left out and logged by count."""
@@ -63,6 +76,6 @@ class GrpcTokenizer:
             code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
             detail = error.details() if hasattr(error, "details") else ""
             if code in _TRANSIENT:
-                raise TransientError(f"vault service {code.name}: {detail}") from None
+                raise TransientError(f"vault service {code.name}: {detail}", "vault") from None
             raise VaultClientError(f"vault service refused Tokenize: {code.name}: {detail}") from None
         return response

@@ -7,17 +7,16 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
 
 import prometheus_client
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from etl_service.adapters.sqs import QueueConfigurationError
-from etl_service.bootstrap import Wired, bootstrap
+from etl_service.bootstrap import bootstrap
 from etl_service.config import EtlConfig
-from etl_service.entrypoints.metrics import MetricsRecorder
-from etl_service.service.consumer import RunSummary
+from etl_service.entrypoints.metrics import MetricsObserver
+from etl_service.service.outcomes import BatchOutcome, ConsumerObserver, FanOut, NoObserver, RunSummary
 from tokenvault_common.env import ConfigError
 from tokenvault_common.logging_setup import configure_logging
 
@@ -35,30 +34,35 @@ def format_summary(summary: RunSummary) -> str:
     lines += [f"  - {reason}: {count}" for reason, count in sorted(summary.reasons.items())]
     lines += [
         f"left for retry    : {summary.retried}",
+        f"released at stop  : {summary.released_at_stop}",
         f"delete failures   : {summary.delete_failures}",
         f"elapsed           : {summary.seconds:.1f} s",
     ]
     return "\n".join(lines)
 
 
-def _progress_callback(progress: Progress | None, recorder: MetricsRecorder) -> Callable[[RunSummary], None]:
-    task = progress.add_task("draining", total=None) if progress else None
+class ProgressObserver(NoObserver):
+    """Shows running totals in a terminal progress line."""
 
-    def on_batch(summary: RunSummary) -> None:
-        recorder(summary)
-        if progress is not None and task is not None:
-            progress.update(
-                task,
-                description=(
-                    f"received {summary.received} · loaded {summary.loaded} · quarantined {summary.quarantined}"
-                ),
-            )
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._task = progress.add_task("draining", total=None)
 
-    return on_batch
+    def batch_done(self, batch: BatchOutcome, totals: RunSummary) -> None:
+        """Refresh the line."""
+        self._progress.update(
+            self._task,
+            description=f"received {totals.received} · loaded {totals.loaded} · quarantined {totals.quarantined}",
+        )
+
+    def dependency_changed(self, dependency: str, up: bool) -> None:
+        """Say when receiving pauses."""
+        state = "back" if up else "down: receiving paused"
+        self._progress.console.print(f"{dependency} {state}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, start, and stop cleanly on SIGTERM/SIGINT (in-flight batch committed)."""
+    """Parse arguments, start, and stop cleanly on SIGTERM/SIGINT (in-flight work committed)."""
     parser = argparse.ArgumentParser(prog="etl_service", description="SQS login events -> user_logins")
     parser.add_argument("mode", choices=["run", "drain"], help="run: service; drain: stop when the queue is empty")
     args = parser.parse_args(argv)
@@ -68,33 +72,41 @@ def main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
     configure_logging("etl_service", config.log_level)
-    wired = bootstrap(config, wait_seconds=1 if args.mode == "drain" else None)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: wired.consumer.stop())
-    if config.metrics_port:
-        prometheus_client.start_http_server(config.metrics_port, addr="127.0.0.1")
-    recorder = MetricsRecorder()
-    log.info("started", extra={"mode": args.mode, "batch_size": config.batch_size})
-    try:
-        summary = _consume(args.mode, wired, recorder)
-    except QueueConfigurationError as error:
-        log.error("stopping: %s", error)
-        print(f"etl_service: {error}", file=sys.stderr)
-        return 1
-    finally:
-        wired.close()
-    log.info(
-        "stopped", extra={"received": summary.received, "loaded": summary.loaded, "quarantined": summary.quarantined}
-    )
-    return 0
-
-
-def _consume(mode: str, wired: Wired, recorder: MetricsRecorder) -> RunSummary:
-    if mode == "run":
-        return wired.consumer.run(on_batch=recorder)
     console = Console(stderr=True)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-        summary = wired.consumer.drain(on_batch=_progress_callback(progress, recorder))
-    print(format_summary(summary))
-    return summary
+    show_progress = args.mode == "drain" and console.is_terminal
+    with Progress(*columns, console=console, disable=not show_progress) as progress:
+        observers: list[ConsumerObserver] = [MetricsObserver()]
+        if show_progress:
+            observers.append(ProgressObserver(progress))
+        try:
+            wired = bootstrap(config, wait_seconds=1 if args.mode == "drain" else None, observer=FanOut(*observers))
+        except QueueConfigurationError as error:
+            log.error("cannot start: %s", error)
+            print(f"etl_service: {error}", file=sys.stderr)
+            return 1
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: wired.consumer.stop())
+        if config.metrics_port:
+            prometheus_client.start_http_server(config.metrics_port, addr=config.metrics_address)
+        log.info("started", extra={"mode": args.mode, "batch_size": config.batch_size, "receivers": config.receivers})
+        try:
+            summary = wired.consumer.drain() if args.mode == "drain" else wired.consumer.run()
+        except QueueConfigurationError as error:
+            log.error("stopping: %s", error)
+            print(f"etl_service: {error}", file=sys.stderr)
+            return 1
+        finally:
+            wired.close()
+    if args.mode == "drain":
+        print(format_summary(summary))
+    log.info(
+        "stopped",
+        extra={
+            "received": summary.received,
+            "loaded": summary.loaded,
+            "quarantined": summary.quarantined,
+            "released": summary.released_at_stop,
+        },
+    )
+    return 0

@@ -2,34 +2,56 @@
 
 from __future__ import annotations
 
-import dataclasses
+from prometheus_client import Counter, Gauge, Histogram
 
-from prometheus_client import Counter
-
-from etl_service.service.consumer import RunSummary
+from etl_service.service.outcomes import BatchOutcome, RunSummary
 
 RECEIVED = Counter("etl_messages_received_total", "Messages received from the source queue")
 LOADED = Counter("etl_rows_loaded_total", "Rows inserted into user_logins")
 DUPLICATES = Counter("etl_rows_duplicate_total", "Rows skipped because their event was already loaded")
 QUARANTINED = Counter("etl_messages_quarantined_total", "Messages sent to the DLQ", ["reason"])
-RETRIED = Counter("etl_messages_retried_total", "Messages left for redelivery after a dependency failure")
+RETRIED = Counter("etl_messages_retried_total", "Messages postponed for redelivery (dependency failure)")
 DELETE_FAILURES = Counter("etl_delete_failures_total", "Messages whose deletion SQS refused")
+LEASES_EXTENDED = Counter("etl_visibility_extensions_total", "Message leases extended by the heartbeat")
+BATCH_SECONDS = Histogram(
+    "etl_batch_duration_seconds",
+    "Time to validate, tokenize, load and delete one batch",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+MESSAGE_AGE = Histogram(
+    "etl_message_age_seconds",
+    "Seconds from a message's SentTimestamp until it was settled",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
+)
+HELD = Gauge("etl_messages_in_flight", "Messages received and not yet settled")
+DEPENDENCY_UP = Gauge("etl_dependency_up", "0 while a dependency outage pauses receiving", ["dependency"])
 
 
-class MetricsRecorder:
-    """Turns the running totals into counter increments."""
+class MetricsObserver:
+    """Implements ConsumerObserver by updating the Prometheus metrics above."""
 
-    def __init__(self) -> None:
-        self._last = RunSummary()
+    def batch_done(self, batch: BatchOutcome, totals: RunSummary) -> None:
+        """Count the batch, its latency and the age of its messages."""
+        RECEIVED.inc(batch.received)
+        LOADED.inc(batch.loaded)
+        DUPLICATES.inc(batch.already_loaded)
+        RETRIED.inc(batch.retried)
+        DELETE_FAILURES.inc(batch.delete_failures)
+        for reason, count in batch.reasons.items():
+            QUARANTINED.labels(reason=reason).inc(count)
+        if batch.failed_dependency is None:
+            BATCH_SECONDS.observe(batch.seconds)
+        for age in batch.ages_seconds:
+            MESSAGE_AGE.observe(age)
 
-    def __call__(self, summary: RunSummary) -> None:
-        """Record what changed since the previous call."""
-        last = self._last
-        RECEIVED.inc(summary.received - last.received)
-        LOADED.inc(summary.loaded - last.loaded)
-        DUPLICATES.inc(summary.already_loaded - last.already_loaded)
-        RETRIED.inc(summary.retried - last.retried)
-        DELETE_FAILURES.inc(summary.delete_failures - last.delete_failures)
-        for reason, count in summary.reasons.items():
-            QUARANTINED.labels(reason=reason).inc(count - last.reasons.get(reason, 0))
-        self._last = dataclasses.replace(summary, reasons=summary.reasons.copy())
+    def leases_extended(self, count: int) -> None:
+        """Count heartbeat extensions."""
+        LEASES_EXTENDED.inc(count)
+
+    def dependency_changed(self, dependency: str, up: bool) -> None:
+        """Flip the dependency's gauge."""
+        DEPENDENCY_UP.labels(dependency=dependency).set(1 if up else 0)
+
+    def held_messages(self, count: int) -> None:
+        """Track the in-flight gauge."""
+        HELD.set(count)

@@ -13,9 +13,8 @@ steps and the idempotent load adds nothing twice.
 from __future__ import annotations
 
 import logging
-from collections import Counter
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow, to_row
 from etl_service.domain.validation import (
@@ -25,24 +24,12 @@ from etl_service.domain.validation import (
     Rejection,
     parse_login_event,
 )
+from etl_service.service.outcomes import BatchOutcome
 from etl_service.service.ports import LoginStore, Queue, Tokenizer, TransientError
 
 log = logging.getLogger(__name__)
 
 MAX_RETRY_DELAY_SECONDS = 900
-
-
-@dataclass
-class BatchOutcome:
-    """What happened to one batch."""
-
-    received: int = 0
-    loaded: int = 0
-    already_loaded: int = 0
-    quarantined: int = 0
-    retried: int = 0
-    delete_failures: int = 0
-    reasons: Counter[str] = field(default_factory=Counter)
 
 
 def retry_delay(receive_count: int, base_seconds: int = 2) -> int:
@@ -68,7 +55,8 @@ class BatchProcessor:
         self._max_body_bytes = max_body_bytes
 
     def process(self, messages: Sequence[QueueMessage]) -> BatchOutcome:
-        """Process `messages`; a dependency outage schedules a retry instead of raising."""
+        """Process `messages`; a dependency outage or a bug postpones them instead of raising."""
+        started = time.monotonic()
         outcome = BatchOutcome(received=len(messages))
         if not messages:
             return outcome
@@ -80,15 +68,34 @@ class BatchProcessor:
             ]
             written = self._store.write(rows, records)
         except TransientError as error:
-            delay = retry_delay(max(m.receive_count for m in messages))
-            log.warning("batch postponed: %s", error, extra={"messages": len(messages), "retry_in_s": delay})
-            self._queue.retry_later(messages, delay)
-            outcome.retried = len(messages)
+            log.warning("batch postponed: %s", error, extra={"messages": len(messages)})
+            outcome.failed_dependency = error.dependency
+            self._postpone(messages, outcome)
+            return outcome
+        except Exception as error:  # a bug must not lose the batch: redelivery, then the DLQ via redrive
+            log.error(
+                "batch failed unexpectedly: %s",
+                type(error).__name__,
+                extra={"message_ids": [m.message_id for m in messages]},
+            )
+            self._postpone(messages, outcome)
             return outcome
         outcome.loaded = written.rows_inserted
         outcome.already_loaded = len(rows) - written.rows_inserted
         self._finish(messages, rejected, outcome)
+        finished = time.time()
+        outcome.ages_seconds = [max(finished - m.sent_timestamp_ms / 1000, 0.0) for m in messages]
+        outcome.seconds = time.monotonic() - started
         return outcome
+
+    def _postpone(self, messages: Sequence[QueueMessage], outcome: BatchOutcome) -> None:
+        """Back off through visibility, longer for each receive (no hot loop); delete nothing."""
+        delay = retry_delay(max(m.receive_count for m in messages))
+        try:
+            self._queue.change_visibility(messages, delay)
+        except TransientError as error:
+            log.warning("postponing failed (the queue's visibility timeout applies): %s", error)
+        outcome.retried = len(messages)
 
     def _validate(
         self, messages: Sequence[QueueMessage]

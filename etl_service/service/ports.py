@@ -12,6 +12,11 @@ from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLogi
 class TransientError(Exception):
     """A dependency is unavailable; the batch is retried later and nothing is deleted."""
 
+    def __init__(self, message: str, dependency: str = "unknown") -> None:
+        super().__init__(message)
+        self.dependency = dependency
+        """Which dependency failed: "sqs", "vault" or "database"."""
+
 
 @dataclass(frozen=True)
 class QueueDepth:
@@ -42,8 +47,12 @@ class Queue(Protocol):
         """Copy the message to the DLQ with its reason as message attributes."""
         ...
 
-    def retry_later(self, messages: Sequence[QueueMessage], delay_seconds: int) -> None:
-        """Make messages visible again after `delay_seconds`."""
+    def change_visibility(self, messages: Sequence[QueueMessage], seconds: int) -> list[QueueMessage]:
+        """Make messages visible again `seconds` from now (0 releases them); return those that failed.
+
+        Used to postpone a retry, to extend the lease of slow work (heartbeat) and to release
+        messages at shutdown.
+        """
         ...
 
     def depth(self) -> QueueDepth:
@@ -62,6 +71,10 @@ class Tokenizer(Protocol):
         """
         ...
 
+    def ready(self) -> None:
+        """Return if the vault service answers its health check, else raise TransientError."""
+        ...
+
 
 @dataclass(frozen=True)
 class WriteResult:
@@ -76,4 +89,8 @@ class LoginStore(Protocol):
 
     def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
         """Write both in one transaction, skipping keys already present. TransientError if down."""
+        ...
+
+    def ready(self) -> None:
+        """Return if the database answers, else raise TransientError."""
         ...

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -183,13 +185,25 @@ class FakeQueue:
         self.retry_delays: list[int] = []
         self.dlq_fails = dlq_fails
         self.pending: list[QueueMessage] = []
+        self.lock = threading.Lock()
+        self.receives = 0
+        self.in_flight = 0
+        self.extended = 0
+        self.lease_seconds = 60  # the consumer's visibility_seconds: changes to it are heartbeats
 
     def receive(self, max_messages: int, wait_seconds: int) -> list[QueueMessage]:
-        batch, self.pending = self.pending[:max_messages], self.pending[max_messages:]
+        with self.lock:
+            batch, self.pending = self.pending[:max_messages], self.pending[max_messages:]
+            self.receives += 1
+            self.in_flight += len(batch)
+        if not batch and wait_seconds:
+            time.sleep(0.01)
         return batch
 
     def delete(self, messages: Sequence[QueueMessage]) -> list[QueueMessage]:
-        self.actions += [("delete", m.message_id) for m in messages]
+        with self.lock:
+            self.actions += [("delete", m.message_id) for m in messages]
+            self.in_flight -= len(messages)
         return []
 
     def dead_letter(self, message: QueueMessage, reason: str, detail: str) -> None:
@@ -198,12 +212,22 @@ class FakeQueue:
         self.actions.append(("dead_letter", message.message_id))
         self.dead_lettered.append((message.message_id, reason))
 
-    def retry_later(self, messages: Sequence[QueueMessage], delay_seconds: int) -> None:
-        self.actions += [("retry", m.message_id) for m in messages]
-        self.retry_delays.append(delay_seconds)
+    def change_visibility(self, messages: Sequence[QueueMessage], seconds: int) -> list[QueueMessage]:
+        with self.lock:
+            kind = "release" if seconds == 0 else "extend" if seconds == self.lease_seconds else "retry"
+            self.actions += [(kind, m.message_id) for m in messages]
+            if kind == "retry":
+                self.retry_delays.append(seconds)
+            if kind in ("retry", "release"):  # visible again (at once: the fake has no clock)
+                self.pending += [replace(m, receive_count=m.receive_count + 1) for m in messages]
+                self.in_flight -= len(messages)
+            if kind == "extend":
+                self.extended += len(messages)
+        return []
 
     def depth(self) -> QueueDepth:
-        return QueueDepth(len(self.pending), 0, 0)
+        with self.lock:
+            return QueueDepth(len(self.pending), self.in_flight, 0)
 
 
 class FakeTokenizer:
@@ -213,9 +237,13 @@ class FakeTokenizer:
 
     def tokenize(self, ips: Sequence[str], device_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
         if self.down:
-            raise TransientError("vault service UNAVAILABLE")
+            raise TransientError("vault service UNAVAILABLE", "vault")
         self.calls.append((list(ips), list(device_ids)))
         return {v: f"ip_{abs(hash(v))}" for v in ips}, {v: f"dev_{abs(hash(v))}" for v in device_ids}
+
+    def ready(self) -> None:
+        if self.down:
+            raise TransientError("vault service UNAVAILABLE", "vault")
 
 
 class FakeLoginStore:
@@ -227,7 +255,7 @@ class FakeLoginStore:
 
     def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
         if self.down:
-            raise TransientError("Postgres unavailable")
+            raise TransientError("Postgres unavailable", "database")
         new_rows = [r for r in rows if r.event_id not in self.rows]
         new_q = [q for q in quarantined if q.event_id not in self.quarantine]
         self.rows.update({r.event_id: r for r in new_rows})
@@ -235,3 +263,7 @@ class FakeLoginStore:
         if self.queue is not None:
             self.queue.actions.append(("commit", str(len(rows))))
         return WriteResult(len(new_rows), len(new_q))
+
+    def ready(self) -> None:
+        if self.down:
+            raise TransientError("Postgres unavailable", "database")

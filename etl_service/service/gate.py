@@ -1,0 +1,90 @@
+"""Pause receiving while a dependency is down, instead of burning receive counts on it.
+
+After a batch fails because the vault service or Postgres is unavailable, the gate closes.
+Receivers then wait; one of them probes the dependencies (health check, `SELECT 1`) with a
+growing pause, and the first success opens the gate again. Messages are received again only
+when they can be processed, so an outage does not push good messages toward the DLQ.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from etl_service.service.outcomes import ConsumerObserver, NoObserver
+from etl_service.service.ports import TransientError
+
+log = logging.getLogger(__name__)
+
+
+class DependencyGate:
+    """Open while dependencies work; closed (receivers wait) from a failure until a probe passes."""
+
+    def __init__(
+        self,
+        probe: Callable[[], None],
+        observer: ConsumerObserver | None = None,
+        first_pause: float = 0.5,
+        max_pause: float = 10.0,
+    ) -> None:
+        self._probe = probe
+        self._observer = observer or NoObserver()
+        self._first_pause = first_pause
+        self._max_pause = max_pause
+        self._lock = threading.Lock()
+        self._down: str | None = None
+        self._down_since = 0.0
+        self._pause = first_pause
+        self._next_probe = 0.0
+        self._probing = False
+
+    @property
+    def down(self) -> str | None:
+        """The dependency that is down, or None while the gate is open."""
+        return self._down
+
+    def report_failure(self, dependency: str) -> None:
+        """Close the gate: `dependency` failed a batch."""
+        with self._lock:
+            if self._down is not None:
+                return
+            self._down = dependency
+            self._down_since = time.monotonic()
+            self._pause = self._first_pause
+            self._next_probe = self._down_since + self._pause
+        log.warning("dependency unavailable; receiving paused", extra={"dependency": dependency})
+        self._observer.dependency_changed(dependency, up=False)
+
+    def wait_open(self, stop: threading.Event) -> bool:
+        """Return True once the gate is open, or False if `stop` is set first."""
+        while not stop.is_set():
+            with self._lock:
+                if self._down is None:
+                    return True
+                probe_now = not self._probing and time.monotonic() >= self._next_probe
+                self._probing = self._probing or probe_now
+            if probe_now:
+                self._run_probe()
+            else:
+                stop.wait(0.1)
+        return False
+
+    def _run_probe(self) -> None:
+        try:
+            self._probe()
+            healthy = True
+        except TransientError:
+            healthy = False
+        with self._lock:
+            self._probing = False
+            dependency, outage = self._down, time.monotonic() - self._down_since
+            if healthy:
+                self._down = None
+            else:
+                self._pause = min(self._pause * 2, self._max_pause)
+                self._next_probe = time.monotonic() + self._pause
+        if healthy and dependency is not None:
+            log.info("dependencies answer again; receiving resumed", extra={"outage_s": round(outage, 1)})
+            self._observer.dependency_changed(dependency, up=True)

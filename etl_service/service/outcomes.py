@@ -1,0 +1,116 @@
+"""What the consumer reports: per-batch outcomes, run totals, and the observer that sees them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass
+class BatchOutcome:
+    """What happened to one batch."""
+
+    received: int = 0
+    loaded: int = 0
+    already_loaded: int = 0
+    quarantined: int = 0
+    retried: int = 0
+    delete_failures: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    failed_dependency: str | None = None
+    """Set when a dependency outage postponed the whole batch ("vault", "database", ...)."""
+    seconds: float = 0.0
+    """Wall time spent processing the batch."""
+    ages_seconds: list[float] = field(default_factory=list)
+    """For each message settled, seconds between its SentTimestamp and the end of processing."""
+
+
+@dataclass
+class RunSummary:
+    """Totals over a run."""
+
+    received: int = 0
+    loaded: int = 0
+    already_loaded: int = 0
+    quarantined: int = 0
+    retried: int = 0
+    delete_failures: int = 0
+    batches: int = 0
+    released_at_stop: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def add(self, batch: BatchOutcome) -> None:
+        """Fold one batch into the totals."""
+        self.received += batch.received
+        self.loaded += batch.loaded
+        self.already_loaded += batch.already_loaded
+        self.quarantined += batch.quarantined
+        self.retried += batch.retried
+        self.delete_failures += batch.delete_failures
+        self.batches += 1
+        self.reasons.update(batch.reasons)
+
+
+class ConsumerObserver(Protocol):
+    """Told what the consumer does; metrics and the progress display implement it."""
+
+    def batch_done(self, batch: BatchOutcome, totals: RunSummary) -> None:
+        """A batch finished (loaded, quarantined or postponed)."""
+        ...
+
+    def leases_extended(self, count: int) -> None:
+        """The heartbeat extended the visibility of `count` messages."""
+        ...
+
+    def dependency_changed(self, dependency: str, up: bool) -> None:
+        """A dependency went down (receiving paused) or came back (receiving resumed)."""
+        ...
+
+    def held_messages(self, count: int) -> None:
+        """How many messages the consumer holds right now."""
+        ...
+
+
+class NoObserver:
+    """Observes nothing."""
+
+    def batch_done(self, batch: BatchOutcome, totals: RunSummary) -> None:
+        """Ignore."""
+
+    def leases_extended(self, count: int) -> None:
+        """Ignore."""
+
+    def dependency_changed(self, dependency: str, up: bool) -> None:
+        """Ignore."""
+
+    def held_messages(self, count: int) -> None:
+        """Ignore."""
+
+
+class FanOut:
+    """Passes every observation on to several observers."""
+
+    def __init__(self, *observers: ConsumerObserver) -> None:
+        self._observers = observers
+
+    def batch_done(self, batch: BatchOutcome, totals: RunSummary) -> None:
+        """Tell each observer."""
+        for observer in self._observers:
+            observer.batch_done(batch, totals)
+
+    def leases_extended(self, count: int) -> None:
+        """Tell each observer."""
+        for observer in self._observers:
+            observer.leases_extended(count)
+
+    def dependency_changed(self, dependency: str, up: bool) -> None:
+        """Tell each observer."""
+        for observer in self._observers:
+            observer.dependency_changed(dependency, up)
+
+    def held_messages(self, count: int) -> None:
+        """Tell each observer."""
+        for observer in self._observers:
+            observer.held_messages(count)
