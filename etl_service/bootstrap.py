@@ -25,6 +25,8 @@ class Wired:
     consumer: Consumer
     queue: SqsQueue
     processor: BatchProcessor
+    tokenizer: GrpcTokenizer
+    store: PostgresLoginStore
     pool: ConnectionPool
     channel: grpc.Channel
 
@@ -53,6 +55,7 @@ def bootstrap(config: EtlConfig, wait_seconds: int | None = None, observer: Cons
         max_size=config.workers + 1,
         open=False,
         name="etl",
+        check=ConnectionPool.check_connection,  # a Postgres restart leaves dead connections behind
         kwargs={"application_name": "tokenvault-etl"},
     )
     pool.open(wait=False)
@@ -73,4 +76,5 @@ def bootstrap(config: EtlConfig, wait_seconds: int | None = None, observer: Cons
         store.ready()
 
     gate = DependencyGate(probe, observer)
-    return Wired(Consumer(queue, processor, settings, gate, observer), queue, processor, pool, channel)
+    consumer = Consumer(queue, processor, settings, gate, observer)
+    return Wired(consumer, queue, processor, tokenizer, store, pool, channel)

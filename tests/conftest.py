@@ -131,10 +131,15 @@ def etl_harness(
     env: dict[str, str], vault_address: str, visibility_timeout: int = 30, **overrides: str
 ) -> Iterator[EtlHarness]:
     """New queues (unique names) and a consumer in drain mode."""
-    etl_env = {**etl_harness_env(env, vault_address, visibility_timeout), **overrides}
-    queue_url, dlq_url = etl_env["ETL_QUEUE_URL"], etl_env["ETL_DLQ_URL"]
+    with etl_consumer({**etl_harness_env(env, vault_address, visibility_timeout), **overrides}) as harness:
+        yield harness
+
+
+@contextmanager
+def etl_consumer(etl_env: dict[str, str]) -> Iterator[EtlHarness]:
+    """A consumer in drain mode for the queues of an existing ETL environment."""
     wired = etl_bootstrap(EtlConfig.from_env(etl_env), wait_seconds=1)
     try:
-        yield EtlHarness(queue_url, dlq_url, wired)
+        yield EtlHarness(etl_env["ETL_QUEUE_URL"], etl_env["ETL_DLQ_URL"], wired)
     finally:
         wired.close()

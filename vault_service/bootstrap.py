@@ -57,6 +57,7 @@ def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
         max_size=config.db_pool_size,
         open=False,
         name="vault",
+        check=ConnectionPool.check_connection,  # a Postgres restart leaves dead connections behind
         timeout=10,
         kwargs={"application_name": "tokenvault-vault"},
     )
