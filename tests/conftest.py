@@ -21,6 +21,7 @@ from devstack.stack import etl_service_env, temporary_components, vault_service_
 from etl_service.bootstrap import Wired
 from etl_service.bootstrap import bootstrap as etl_bootstrap
 from etl_service.config import EtlConfig
+from etl_service.entrypoints.metrics import MetricsObserver
 from tokenvault_api.v1 import vault_pb2_grpc
 from tokenvault_common.grpc_tls import secure_channel
 from vault_service.bootstrap import Bootstrapped
@@ -138,8 +139,9 @@ def etl_harness(
 @contextmanager
 def etl_consumer(etl_env: dict[str, str]) -> Iterator[EtlHarness]:
     """A consumer in drain mode for the queues of an existing ETL environment."""
-    wired = etl_bootstrap(EtlConfig.from_env(etl_env), wait_seconds=1)
+    config = EtlConfig.from_env(etl_env)
+    wired = etl_bootstrap(config, wait_seconds=1, observer=MetricsObserver())
     try:
-        yield EtlHarness(etl_env["ETL_QUEUE_URL"], etl_env["ETL_DLQ_URL"], wired)
+        yield EtlHarness(config.queue_url, config.dlq_url, wired)
     finally:
         wired.close()

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from prometheus_client import REGISTRY
 
-from devstack.events import events_from_file, generate_events, send_events
+from devstack.events import OutgoingEvent, events_from_file, generate_events, send_events
 from devstack.procs import free_port
-from devstack.sqs import sqs_client
+from devstack.sqs import create_queues, sqs_client
+from devstack.stack import etl_service_env
 from etl_service.domain.messages import QueueMessage
-from tests.conftest import RunningVault, etl_harness, running_vault
+from tests.conftest import RunningVault, etl_consumer, etl_harness, running_vault
+from tests.malformed_samples import MALFORMED, body
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "sample_data.json"
@@ -102,3 +108,78 @@ def test_vault_outage_loses_nothing_and_recovers_when_it_returns(stack_env: dict
             summary = etl.wired.consumer.drain()
     assert summary.loaded == 10
     assert len(rows_for(stack_env["PG_ADMIN_DSN"], ids)) == 10
+
+
+def test_every_malformed_class_is_quarantined_while_the_good_messages_of_its_batch_load(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    good = [body(user_id=f"good-{tag}-{i}", ip=f"10.9.{i}.1") for i in range(5)]
+    # SQS bodies are Unicode text, so the invalid-UTF-8 class cannot travel through it (unit-tested).
+    malformed = [(raw, reason) for raw, reason in MALFORMED if isinstance(raw, str)]
+    bodies = [*good, *(raw for raw, _ in malformed)]
+    reasons = [reason for _, reason in malformed]
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    quarantined_before = {
+        r: REGISTRY.get_sample_value("etl_messages_quarantined_total", {"reason": r}) or 0 for r in reasons
+    }
+    ages_before = REGISTRY.get_sample_value("etl_message_age_seconds_count") or 0
+    with etl_harness(stack_env, vault.address, ETL_BATCH_SIZE="100", ETL_MAX_BATCH_AGE_SECONDS="5") as etl:
+        send_events(sqs, etl.queue_url, [OutgoingEvent(f"{tag}-{i}", b) for i, b in enumerate(bodies)])
+        summary = etl.wired.consumer.drain()
+    assert summary.batches <= 2  # good and bad shared their batch
+    assert (summary.loaded, summary.quarantined) == (len(good), len(malformed))
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        loaded = conn.execute("SELECT count(*) FROM user_logins WHERE user_id LIKE %s", (f"good-{tag}-%",)).fetchone()
+        found = dict(
+            conn.execute("SELECT event_id, reason FROM etl_quarantine WHERE event_id LIKE %s", (f"{tag}-%",)).fetchall()
+        )
+    assert loaded == (len(good),)
+    assert found == {f"{tag}-{len(good) + i}": reason for i, reason in enumerate(reasons)}
+    for reason in set(reasons):
+        now = REGISTRY.get_sample_value("etl_messages_quarantined_total", {"reason": reason}) or 0
+        assert now - quarantined_before[reason] == reasons.count(reason)
+    assert (REGISTRY.get_sample_value("etl_message_age_seconds_count") or 0) - ages_before == len(bodies)
+
+
+def test_the_heartbeat_keeps_a_slow_batch_invisible_to_other_consumers(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    sent = list(generate_events(10, seed=int(time.time()), malformed_rate=0))
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    with etl_harness(stack_env, vault.address, visibility_timeout=2, ETL_BATCH_SIZE="10") as etl:
+        slow_write = etl.wired.store.write
+
+        def write(*args: Any) -> Any:
+            time.sleep(6)  # three times the 2 s lease
+            return slow_write(*args)
+
+        etl.wired.store.write = write  # type: ignore[method-assign]
+        send_events(sqs, etl.queue_url, sent)
+        drain = threading.Thread(target=etl.wired.consumer.drain)
+        drain.start()
+        time.sleep(1)
+        stolen = []
+        while drain.is_alive():
+            stolen += sqs.receive_message(QueueUrl=etl.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+                "Messages", []
+            )
+        drain.join()
+    assert stolen == []
+    assert len(rows_for(stack_env["PG_ADMIN_DSN"], [e.event_id for e in sent])) == 10
+
+
+def test_an_exercise_style_queue_url_works_without_an_endpoint_setting(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    port = stack_env["SQS_ENDPOINT_URL"].rsplit(":", 1)[1]
+    name = f"login-queue-{uuid.uuid4().hex[:8]}"
+    create_queues(stack_env["SQS_ENDPOINT_URL"], name=name)
+    queue_url = f"http://localhost:{port}/000000000000/{name}"
+    events = list(generate_events(5, seed=int(time.time()), malformed_rate=0))
+    send_events(sqs_client(stack_env["SQS_ENDPOINT_URL"]), queue_url, events)
+    env = {**etl_service_env(stack_env), "ETL_QUEUE_URL": queue_url, "ETL_VAULT_ADDRESS": vault.address}
+    del env["ETL_SQS_ENDPOINT_URL"], env["ETL_DLQ_URL"]  # both implied by the queue URL
+    with etl_consumer(env) as etl:
+        summary = etl.wired.consumer.drain()
+    assert summary.loaded == 5 and etl.dlq_url.endswith(f"/{name}-dlq")

@@ -7,6 +7,7 @@ quarantine exactly once, and the DLQ holds exactly the quarantined ones.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -123,6 +124,9 @@ def test_sigterm_mid_drain_commits_in_flight_work_and_exits_zero(
     landed = sum(map(len, where_each_event_landed(stack_env["PG_ADMIN_DSN"], sent)))
     assert landed < len(sent), "the SIGTERM came too late to test anything"
     assert b"released at stop" in out
+    logs = err.decode()
+    raw_values = {v for e in sent if is_valid(e) for v in (json.loads(e.body)["ip"], json.loads(e.body)["device_id"])}
+    assert '"message_id"' in logs and not [v for v in raw_values if v in logs]
     # Released messages are visible again at once: a new consumer finishes the job.
     with etl_consumer(etl_env) as etl:
         etl.wired.consumer.drain()
@@ -181,3 +185,19 @@ def test_vault_down_30s_and_a_postgres_restart_mid_drain_end_with_every_event_la
     assert during_outage - before_outage <= 100  # at most the batches in hand when it went down
     assert summaries[0].retried > 0
     assert_each_event_landed_once(pg.admin_dsn, sent, stack_env["SQS_ENDPOINT_URL"], etl.dlq_url)
+
+
+def test_a_missing_queue_stops_the_start_with_a_clear_message(stack_env: dict[str, str], vault: RunningVault) -> None:
+    etl_env = etl_harness_env(stack_env, vault.address)
+    missing = etl_env["ETL_QUEUE_URL"] + "-nope"
+    result = subprocess.run(
+        [sys.executable, "-m", "etl_service", "run"],
+        env={**os.environ, **etl_env, "ETL_QUEUE_URL": missing, "ETL_DLQ_URL": etl_env["ETL_DLQ_URL"]},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert f"etl_service: SQS queue {missing} refused: " in result.stderr

@@ -10,20 +10,9 @@ from hypothesis import strategies as st
 
 from etl_service.domain.app_version import InvalidAppVersion, decode_app_version, encode_app_version
 from etl_service.domain.validation import Rejection, parse_login_event
+from tests.malformed_samples import GOOD, MALFORMED, body
 
 REPO = Path(__file__).resolve().parents[2]
-GOOD = {
-    "user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae",
-    "app_version": "2.3.0",
-    "device_type": "android",
-    "ip": "199.172.111.135",
-    "locale": "RU",
-    "device_id": "593-47-5928",
-}
-
-
-def body(**changes: object) -> str:
-    return json.dumps({**GOOD, **changes})
 
 
 def test_good_event_parses_with_its_encoded_version() -> None:
@@ -47,29 +36,7 @@ def test_exercise_sample_has_99_valid_events_and_one_missing_fields() -> None:
     assert reasons == ["missing_field"]
 
 
-@pytest.mark.parametrize(
-    ("raw", "reason"),
-    [
-        ("not json at all", "not_json"),
-        ("[1, 2]", "not_an_object"),
-        ('"a string"', "not_an_object"),
-        (json.dumps({k: v for k, v in GOOD.items() if k != "ip"}), "missing_field"),
-        (body(ip=12345), "wrong_type"),
-        (body(user_id=""), "empty_field"),
-        (body(user_id="u" * 129), "field_too_long"),
-        (body(ip="999.1.1.1"), "invalid_ip"),
-        (body(device_type="toaster"), "unknown_device_type"),
-        (body(locale="not a locale!"), "invalid_locale"),
-        (body(app_version="v2-beta"), "invalid_app_version"),
-        (body(app_version="1.2.3.4"), "invalid_app_version"),
-        (body(device_id=None), "null_field"),
-        ('{"ip": "1.1.1.1", "ip": "2.2.2.2"}', "duplicate_key"),
-        (body(user_id="x" * 20_000), "body_too_large"),
-        (b"\xff\xfe not utf-8", "invalid_utf8"),
-        (body(device_id="593-47\u0000-5928"), "control_character"),
-        (body(user_id="abc\u200bdef"), "control_character"),
-    ],
-)
+@pytest.mark.parametrize(("raw", "reason"), MALFORMED)
 def test_each_malformed_class_is_rejected_with_its_reason(raw: str | bytes, reason: str) -> None:
     with pytest.raises(Rejection) as error:
         parse_login_event(raw)
@@ -123,3 +90,33 @@ def test_app_version_round_trips(v: tuple[int, int, int]) -> None:
 def test_validation_never_raises_anything_but_rejection(raw: str) -> None:
     with contextlib.suppress(Rejection):
         parse_login_event(raw)
+
+
+valid_events = st.fixed_dictionaries(
+    {
+        "user_id": st.text(st.characters(categories=("L", "N")), min_size=1, max_size=128),
+        "app_version": versions.map(lambda v: "{}.{}.{}".format(*v)),
+        "device_type": st.sampled_from(["android", "ios", "IOS"]),
+        "ip": st.ip_addresses().map(str),
+        "locale": st.none() | st.sampled_from(["US", "en-US", "pt_BR", "zh-Hant-TW"]),
+        "device_id": st.from_regex(r"\A[0-9]{3}-[0-9]{2}-[0-9]{4}\Z"),
+    }
+)
+
+
+@given(valid_events, st.dictionaries(st.text(min_size=1, max_size=10), st.integers(), max_size=3))
+def test_every_valid_event_parses_and_extra_fields_change_nothing(
+    event: dict[str, object], extra: dict[str, int]
+) -> None:
+    parsed = parse_login_event(json.dumps(event))
+    assert (parsed.ip, parsed.device_id, parsed.app_version) == (event["ip"], event["device_id"], event["app_version"])
+    assert parsed.device_type == str(event["device_type"]).lower()
+    with_extra = {**{k: v for k, v in extra.items() if k not in event}, **event}
+    assert parse_login_event(json.dumps(with_extra)) == parsed
+
+
+@given(valid_events, st.sampled_from(sorted(set(GOOD) - {"locale"})))
+def test_a_required_field_removed_from_any_valid_event_is_missing_field(event: dict[str, object], name: str) -> None:
+    with pytest.raises(Rejection) as error:
+        parse_login_event(json.dumps({k: v for k, v in event.items() if k != name}))
+    assert error.value.reason == "missing_field" and name in error.value.detail
