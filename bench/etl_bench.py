@@ -1,0 +1,280 @@
+"""ETL throughput beside a bare SQS receive+delete loop, its core path, and its memory.
+
+`make bench-etl` (or `python -m bench.etl_bench`) starts its own OpenBao, SQS (ministack),
+PostgreSQL and vault service process, then measures in one run:
+- the bare loop: `--receivers` threads receiving 10 and batch-deleting 10, nothing else;
+- the ETL end to end against the same endpoint, same receivers, same message count;
+- the core path (validate + tokenize + load), fed from memory: no SQS at all;
+- the peak resident memory of `python -m etl_service drain` over `--rss-messages` messages.
+Each throughput figure is measured `--rounds` times and the median reported. The last lines
+are `figure: <name> <value> <unit>`, one per figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from psycopg_pool import ConnectionPool
+from rich.console import Console
+from rich.table import Table
+
+from devstack.events import OutgoingEvent, generate_events, send_events
+from devstack.services import start_vault_service
+from devstack.sqs import create_queues, sqs_client
+from devstack.stack import etl_service_env, temporary_components, vault_service_env
+from etl_service.adapters.postgres import PostgresLoginStore
+from etl_service.adapters.vault_client import GrpcTokenizer
+from etl_service.bootstrap import bootstrap
+from etl_service.config import EtlConfig
+from etl_service.domain.messages import QueueMessage
+from etl_service.service.batch import BatchProcessor
+from etl_service.service.outcomes import BatchOutcome, NoObserver, RunSummary
+from etl_service.service.ports import QueueDepth
+from tokenvault_common.grpc_tls import secure_channel
+
+REPO = Path(__file__).resolve().parents[1]
+console = Console()
+
+
+class Finish(NoObserver):
+    """Notes when the consumer has settled `expected` messages."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.done_at = 0.0
+
+    def batch_done(self, batch: BatchOutcome, totals: RunSummary) -> None:
+        """Record the moment the last message settles."""
+        if not self.done_at and totals.loaded + totals.already_loaded + totals.quarantined >= self.expected:
+            self.done_at = time.perf_counter()
+
+
+class MemoryQueue:
+    """The Queue port with nothing behind it: the core path measured without SQS."""
+
+    def receive(self, max_messages: int, wait_seconds: int) -> list[QueueMessage]:
+        """Nothing to receive."""
+        return []
+
+    def delete(self, messages: Sequence[QueueMessage]) -> list[QueueMessage]:
+        """Deleting from memory always works."""
+        return []
+
+    def dead_letter(self, message: QueueMessage, reason: str, detail: str) -> None:
+        """Dropped: the quarantine table still records it."""
+
+    def change_visibility(self, messages: Sequence[QueueMessage], seconds: int) -> list[QueueMessage]:
+        """Nothing to change."""
+        return []
+
+    def depth(self) -> QueueDepth:
+        """Always empty."""
+        return QueueDepth(0, 0, 0)
+
+
+def new_queue(env: dict[str, str], events: Sequence[OutgoingEvent]) -> tuple[str, str]:
+    """A fresh queue pair holding `events`."""
+    queue_url, dlq_url = create_queues(env["SQS_ENDPOINT_URL"], 60, name=f"bench-{time.time_ns()}")
+    sqs = sqs_client(env["SQS_ENDPOINT_URL"])
+    chunks = [events[i : i + 1000] for i in range(0, len(events), 1000)]
+    threads = [threading.Thread(target=send_events, args=(sqs, queue_url, c)) for c in chunks]
+    for index in range(0, len(threads), 8):
+        for thread in threads[index : index + 8]:
+            thread.start()
+        for thread in threads[index : index + 8]:
+            thread.join()
+    return queue_url, dlq_url
+
+
+def bare_receive_delete(env: dict[str, str], queue_url: str, count: int, receivers: int) -> float:
+    """Messages per second of `receivers` threads doing only receive(10) + delete_batch(10)."""
+    sqs = sqs_client(env["SQS_ENDPOINT_URL"])
+    deleted = [0]
+    lock = threading.Lock()
+
+    def loop() -> None:
+        while deleted[0] < count:
+            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+                "Messages", []
+            )
+            if not messages:
+                continue
+            sqs.delete_message_batch(
+                QueueUrl=queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+            )
+            with lock:
+                deleted[0] += len(messages)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=loop) for _ in range(receivers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return count / (time.perf_counter() - started)
+
+
+def etl_env(env: dict[str, str], queue_url: str, dlq_url: str, receivers: int) -> dict[str, str]:
+    """The ETL's environment for a bench queue."""
+    return {
+        **etl_service_env(env),
+        "ETL_QUEUE_URL": queue_url,
+        "ETL_DLQ_URL": dlq_url,
+        "ETL_RECEIVERS": str(receivers),
+        "ETL_LOG_LEVEL": "WARNING",
+    }
+
+
+def etl_end_to_end(env: dict[str, str], queue_url: str, dlq_url: str, count: int, receivers: int) -> float:
+    """Messages per second of the real consumer draining the queue, until the last one settles."""
+    finish = Finish(count)
+    wired = bootstrap(EtlConfig.from_env(etl_env(env, queue_url, dlq_url, receivers)), wait_seconds=1, observer=finish)
+    try:
+        started = time.perf_counter()
+        wired.consumer.drain()
+    finally:
+        wired.close()
+    return count / (finish.done_at - started)
+
+
+def core_path(env: dict[str, str], events: Sequence[OutgoingEvent], batch_size: int, workers: int) -> float:
+    """Messages per second through validate + tokenize + load, fed from memory."""
+    config = EtlConfig.from_env(etl_env(env, "http://unused/0/q", "http://unused/0/q-dlq", 1))
+    processor, close = core_processor(config)
+    sent_ms = int(time.time() * 1000)
+    messages = [QueueMessage(f"core-{time.time_ns()}-{i}", "r", e.body, sent_ms, 1) for i, e in enumerate(events)]
+    batches = [messages[i : i + batch_size] for i in range(0, len(messages), batch_size)]
+    cursor = iter(batches)
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                batch = next(cursor, None)
+            if batch is None:
+                return
+            processor.process(batch)
+
+    try:
+        started = time.perf_counter()
+        threads = [threading.Thread(target=work) for _ in range(workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return len(messages) / (time.perf_counter() - started)
+    finally:
+        close()
+
+
+def core_processor(config: EtlConfig) -> tuple[BatchProcessor, Callable[[], None]]:
+    """A BatchProcessor on the real vault service and Postgres, with the memory queue; and its closer."""
+    channel = secure_channel(
+        config.vault_address, config.tls_ca, config.tls_cert, config.tls_key, config.vault_server_name
+    )
+    pool = ConnectionPool(config.database_dsn, min_size=2, max_size=4, open=True)
+    processor = BatchProcessor(MemoryQueue(), GrpcTokenizer(channel), PostgresLoginStore(pool))
+
+    def close() -> None:
+        channel.close()
+        pool.close()
+
+    return processor, close
+
+
+def peak_rss_draining(env: dict[str, str], count: int, receivers: int) -> tuple[float, float]:
+    """(peak resident MB, seconds) of `python -m etl_service drain` over `count` messages."""
+    queue_url, dlq_url = new_queue(env, list(generate_events(count, seed=7, malformed_rate=0.02)))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "etl_service", "drain"],
+        env={**os.environ, **etl_env(env, queue_url, dlq_url, receivers)},
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    peak_kb = 0
+    started = time.perf_counter()
+    status = Path(f"/proc/{process.pid}/status")
+    while process.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    peak_kb = max(peak_kb, int(line.split()[1]))
+        except OSError:
+            break
+        time.sleep(0.1)
+    if process.returncode:
+        raise RuntimeError(f"etl_service drain exited with {process.returncode}")
+    return peak_kb / 1024, time.perf_counter() - started
+
+
+def run(messages: int, rounds: int, receivers: int, rss_messages: int) -> dict[str, tuple[float, str]]:
+    """Start everything, measure, stop everything; figure name -> (median, unit)."""
+    samples: dict[str, list[float]] = {"bare": [], "etl": [], "core": []}
+    with temporary_components("tokenvault-bench-etl-") as stack:
+        env, state_dir = stack.env, stack.state_dir
+        service_env = {**vault_service_env(env), "TOKENVAULT_METRICS_PORT": "0", "TOKENVAULT_LOG_LEVEL": "WARNING"}
+        certs = state_dir / "certs"
+        probe = (certs / "ca.pem", certs / "etl-service.pem", certs / "etl-service-key.pem")
+        stack.state.pids["vault_service"] = start_vault_service(service_env, state_dir / "logs" / "vault.log", probe)
+        stack.save()
+        for round_no in range(rounds):
+            events = list(generate_events(messages, seed=1000 + round_no, malformed_rate=0.02))
+            bare_queue, _ = new_queue(env, events)
+            samples["bare"].append(bare_receive_delete(env, bare_queue, messages, receivers))
+            etl_queue, etl_dlq = new_queue(env, events)
+            samples["etl"].append(etl_end_to_end(env, etl_queue, etl_dlq, messages, receivers))
+            core_events = list(generate_events(messages * 5, seed=5000 + round_no, malformed_rate=0.02))
+            samples["core"].append(core_path(env, core_events, batch_size=500, workers=2))
+            console.print(
+                f"round {round_no + 1}/{rounds}: bare {samples['bare'][-1]:,.0f}/s, "
+                f"etl {samples['etl'][-1]:,.0f}/s, core {samples['core'][-1]:,.0f}/s"
+            )
+        rss_mb, rss_seconds = peak_rss_draining(env, rss_messages, receivers) if rss_messages else (0.0, 0.0)
+    median = {k: statistics.median(v) for k, v in samples.items()}
+    figures = {
+        "sqs_bare_receive_delete_per_s": (median["bare"], "msg/s"),
+        "etl_end_to_end_per_s": (median["etl"], "msg/s"),
+        "ratio_etl_vs_bare_loop": (median["etl"] / median["bare"], "x"),
+        "etl_core_path_per_s": (median["core"], "msg/s"),
+    }
+    if rss_messages:
+        figures["etl_drain_peak_rss"] = (rss_mb, "MB")
+        figures["etl_drain_rss_run_per_s"] = (rss_messages / rss_seconds, "msg/s")
+    return figures
+
+
+def main() -> None:
+    """Parse arguments, run, print the table and the figure lines."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--messages", type=int, default=20_000, help="messages per round (end to end)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported")
+    parser.add_argument("--receivers", type=int, default=4, help="concurrent receivers (both loops)")
+    parser.add_argument("--rss-messages", type=int, default=200_000, help="messages drained for the memory figure")
+    args = parser.parse_args()
+    figures = run(args.messages, args.rounds, args.receivers, args.rss_messages)
+    table = Table(
+        "figure",
+        "value",
+        "unit",
+        title=f"ETL, {args.receivers} receivers, {args.messages:,} messages x {args.rounds} rounds, "
+        f"{args.rss_messages:,} for memory, {os.cpu_count()} cores",
+    )
+    for name, (value, unit) in figures.items():
+        table.add_row(name, f"{value:,.2f}", unit)
+    console.print(table)
+    for name, (value, unit) in figures.items():
+        print(f"figure: {name} {value:.2f} {unit}")
+
+
+if __name__ == "__main__":
+    main()
