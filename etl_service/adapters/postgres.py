@@ -27,6 +27,7 @@ _COLUMNS = (
     "sent_at",
 )
 _COLUMN_LIST = ", ".join(_COLUMNS)
+_TYPES = ("text", "text", "text", "text", "text", "int4", "date", "text", "text", "text", "timestamptz")
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS staging_user_logins (
     user_id varchar(128), device_type varchar(32), masked_ip varchar(256), masked_device_id varchar(256),
@@ -36,7 +37,7 @@ CREATE TEMP TABLE IF NOT EXISTS staging_user_logins (
 """
 _MERGE = f"""
 INSERT INTO public.user_logins ({_COLUMN_LIST})
-SELECT DISTINCT ON (event_id) {_COLUMN_LIST} FROM staging_user_logins ORDER BY event_id
+SELECT {_COLUMN_LIST} FROM staging_user_logins
 ON CONFLICT (event_id) DO NOTHING
 """
 _QUARANTINE = """
@@ -74,7 +75,8 @@ class PostgresLoginStore:
     def _load_rows(conn: psycopg.Connection, rows: Sequence[UserLoginRow]) -> int:
         conn.execute(_STAGING)
         with conn.cursor() as cursor:
-            with cursor.copy(f"COPY staging_user_logins ({_COLUMN_LIST}) FROM STDIN") as copy:
+            with cursor.copy(f"COPY staging_user_logins ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(_TYPES)
                 for row in rows:
                     copy.write_row(tuple(getattr(row, name) for name in _COLUMNS))
             cursor.execute(_MERGE)

@@ -19,6 +19,10 @@ from etl_service.domain.app_version import MAX_TEXT_LENGTH, InvalidAppVersion, e
 
 MAX_BODY_BYTES = 16 * 1024
 DEFAULT_DEVICE_TYPES = frozenset({"android", "ios"})
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})  # control, format, surrogate, private, unassigned
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"^{_OCTET}(?:\.{_OCTET}){{3}}$")
+"""Dotted-quad IPv4 without leading zeros: what ipaddress accepts, checked without its overhead."""
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
 
 # field -> (max length, nullable); lengths follow the exercise's DDL.
@@ -96,7 +100,9 @@ def _check_string(document: dict[str, Any], name: str) -> str | None:
         raise Rejection("empty_field", f"field {name!r} is empty")
     if len(value) > max_length:
         raise Rejection("field_too_long", f"field {name!r} is longer than {max_length} characters")
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in value):
+    # isprintable() (C speed) is true for nearly every real value; only the rest needs the
+    # per-character look (it accepts the separators isprintable refuses, such as U+00A0).
+    if not value.isprintable() and any(unicodedata.category(ch) in _REFUSED_CATEGORIES for ch in value):
         raise Rejection("control_character", f"field {name!r} contains control or invalid characters")
     return value
 
@@ -116,10 +122,11 @@ def parse_login_event(
     if device_type.lower() not in device_types:
         raise Rejection("unknown_device_type", f"device_type must be one of {', '.join(sorted(device_types))}")
     ip = str(values["ip"]).strip()
-    try:
-        ipaddress.ip_address(ip)
-    except ValueError:
-        raise Rejection("invalid_ip", "field 'ip' is not a valid IPv4 or IPv6 address") from None
+    if not _CANONICAL_IPV4.match(ip):
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise Rejection("invalid_ip", "field 'ip' is not a valid IPv4 or IPv6 address") from None
     locale = values["locale"]
     if locale is not None and not _LOCALE.match(locale):
         raise Rejection("invalid_locale", "field 'locale' is not a language/region code such as 'RU' or 'en-US'")

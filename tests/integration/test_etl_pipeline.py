@@ -183,3 +183,13 @@ def test_an_exercise_style_queue_url_works_without_an_endpoint_setting(
     with etl_consumer(env) as etl:
         summary = etl.wired.consumer.drain()
     assert summary.loaded == 5 and etl.dlq_url.endswith(f"/{name}-dlq")
+
+
+def test_the_same_event_twice_in_one_batch_loads_one_row(stack_env: dict[str, str], vault: RunningVault) -> None:
+    tag = uuid.uuid4().hex[:8]
+    twice = OutgoingEvent(f"twice-{tag}", body(user_id=f"twice-{tag}"))
+    with etl_harness(stack_env, vault.address, ETL_MAX_BATCH_AGE_SECONDS="3") as etl:
+        send_events(sqs_client(stack_env["SQS_ENDPOINT_URL"]), etl.queue_url, [twice, twice])
+        summary = etl.wired.consumer.drain()
+    assert (summary.received, summary.loaded, summary.already_loaded) == (2, 1, 1)
+    assert len(rows_for(stack_env["PG_ADMIN_DSN"], [twice.event_id])) == 1

@@ -1,11 +1,13 @@
 """Message validation: every malformed class gets its reason; app_version stays lossless."""
 
 import contextlib
+import ipaddress
 import json
+import unicodedata
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from etl_service.domain.app_version import InvalidAppVersion, decode_app_version, encode_app_version
@@ -120,3 +122,34 @@ def test_a_required_field_removed_from_any_valid_event_is_missing_field(event: d
     with pytest.raises(Rejection) as error:
         parse_login_event(json.dumps({k: v for k, v in event.items() if k != name}))
     assert error.value.reason == "missing_field" and name in error.value.detail
+
+
+@given(st.text(max_size=40) | st.ip_addresses().map(str) | st.from_regex(r"\A[0-9]{1,4}(\.[0-9]{1,4}){3}\Z"))
+def test_the_ip_fast_path_agrees_with_the_ipaddress_module(ip: str) -> None:
+    try:
+        ipaddress.ip_address(ip.strip())
+        expected = None
+    except ValueError:
+        expected = "invalid_ip"
+    try:
+        parse_login_event(body(ip=ip))
+        got = None
+    except Rejection as error:
+        got = error.reason if error.reason == "invalid_ip" else "other"
+    if got != "other":
+        assert got == expected
+
+
+@given(st.text(min_size=1, max_size=30))
+def test_the_printable_fast_path_refuses_exactly_the_refused_categories(text: str) -> None:
+    assume(text.strip())  # blank values are refused earlier, as empty
+    refused = any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in text)
+    try:
+        parse_login_event(body(user_id=text))
+        got = None
+    except Rejection as error:
+        got = error.reason
+    if refused:
+        assert got == "control_character"
+    else:
+        assert got != "control_character"
