@@ -131,7 +131,7 @@ def test_every_malformed_class_is_quarantined_while_the_good_messages_of_its_bat
     assert (summary.loaded, summary.quarantined) == (len(good), len(malformed))
     with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
         loaded = conn.execute("SELECT count(*) FROM user_logins WHERE user_id LIKE %s", (f"good-{tag}-%",)).fetchone()
-        found = dict(
+        found: dict[str, str] = dict(
             conn.execute("SELECT event_id, reason FROM etl_quarantine WHERE event_id LIKE %s", (f"{tag}-%",)).fetchall()
         )
     assert loaded == (len(good),)
@@ -154,7 +154,7 @@ def test_the_heartbeat_keeps_a_slow_batch_invisible_to_other_consumers(
             time.sleep(6)  # three times the 2 s lease
             return slow_write(*args)
 
-        etl.wired.store.write = write  # type: ignore[method-assign]
+        etl.wired.store.write = write  # type: ignore[method-assign,assignment]
         send_events(sqs, etl.queue_url, sent)
         drain = threading.Thread(target=etl.wired.consumer.drain)
         drain.start()

@@ -70,7 +70,9 @@ def dead_lettered_event_ids(endpoint: str, dlq_url: str) -> list[str]:
     while batch := sqs.receive_message(
         QueueUrl=dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=60
     ).get("Messages", []):
-        found += [m["MessageAttributes"].get("event_id", {}).get("StringValue", "redriven") for m in batch]
+        for message in batch:
+            attribute = message.get("MessageAttributes", {}).get("event_id")
+            found.append(attribute["StringValue"] if attribute else "redriven without a reason")
     return found
 
 
