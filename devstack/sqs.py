@@ -61,13 +61,15 @@ def sqs_client(endpoint_url: str) -> SQSClient:
     )
 
 
-def create_queues(endpoint_url: str, visibility_timeout: int = 30, name: str = QUEUE_NAME) -> tuple[str, str]:
+def create_queues(
+    endpoint_url: str, visibility_timeout: int = 30, name: str = QUEUE_NAME, max_receive_count: int = MAX_RECEIVE_COUNT
+) -> tuple[str, str]:
     """Create queue `name` and its DLQ `<name>-dlq` with a redrive policy; return (queue_url, dlq_url)."""
     client = sqs_client(endpoint_url)
     dlq_name = DLQ_NAME if name == QUEUE_NAME else f"{name}-dlq"
     dlq_url = client.create_queue(QueueName=dlq_name, Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
     dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)})
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)})
     queue_url = client.create_queue(
         QueueName=name,
         Attributes={"RedrivePolicy": redrive, "VisibilityTimeout": str(visibility_timeout)},

@@ -115,9 +115,12 @@ class EtlHarness:
     wired: Wired
 
 
-def etl_harness_env(env: dict[str, str], vault_address: str, visibility_timeout: int = 30) -> dict[str, str]:
-    """The ETL environment for new queues (unique names) with the given lease."""
-    queue_url, dlq_url = create_queues(env["SQS_ENDPOINT_URL"], visibility_timeout, name=f"q-{uuid.uuid4().hex[:12]}")
+def etl_harness_env(
+    env: dict[str, str], vault_address: str, visibility_timeout: int = 30, max_receive_count: int = 5
+) -> dict[str, str]:
+    """The ETL environment for new queues (unique names) with the given lease and redrive count."""
+    name = f"q-{uuid.uuid4().hex[:12]}"
+    queue_url, dlq_url = create_queues(env["SQS_ENDPOINT_URL"], visibility_timeout, name, max_receive_count)
     return {
         **etl_service_env(env),
         "ETL_QUEUE_URL": queue_url,

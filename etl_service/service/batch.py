@@ -78,6 +78,8 @@ class BatchProcessor:
                 type(error).__name__,
                 extra={"message_ids": [m.message_id for m in messages]},
             )
+            if len(messages) > 1:
+                return self._one_by_one(messages)
             self._postpone(messages, outcome)
             return outcome
         outcome.loaded = written.rows_inserted
@@ -86,6 +88,21 @@ class BatchProcessor:
         finished = time.time()
         outcome.ages_seconds = [max(finished - m.sent_timestamp_ms / 1000, 0.0) for m in messages]
         outcome.seconds = time.monotonic() - started
+        return outcome
+
+    def _one_by_one(self, messages: Sequence[QueueMessage]) -> BatchOutcome:
+        """Isolate whatever broke the batch: each message alone, so only the poison one is postponed."""
+        outcome = BatchOutcome(received=len(messages))
+        for message in messages:
+            single = self.process([message])
+            outcome.loaded += single.loaded
+            outcome.already_loaded += single.already_loaded
+            outcome.quarantined += single.quarantined
+            outcome.retried += single.retried
+            outcome.delete_failures += single.delete_failures
+            outcome.reasons.update(single.reasons)
+            outcome.ages_seconds += single.ages_seconds
+            outcome.failed_dependency = outcome.failed_dependency or single.failed_dependency
         return outcome
 
     def _postpone(self, messages: Sequence[QueueMessage], outcome: BatchOutcome) -> None:

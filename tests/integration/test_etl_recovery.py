@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -203,3 +204,26 @@ def test_a_missing_queue_stops_the_start_with_a_clear_message(stack_env: dict[st
     )
     assert result.returncode == 1
     assert f"etl_service: SQS queue {missing} refused: " in result.stderr
+
+
+def test_a_poison_message_reaches_the_dlq_by_redrive_while_its_batch_loads(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    sent = events(8, malformed_rate=0)
+    poison = sent[3]
+    poison_user = json.loads(poison.body)["user_id"]
+    etl_env = etl_harness_env(stack_env, vault.address, visibility_timeout=10, max_receive_count=2)
+    with etl_consumer(etl_env) as etl:
+        write = etl.wired.store.write
+
+        def write_unless_poisoned(rows: Any, quarantined: Any) -> Any:
+            if any(row.user_id == poison_user for row in rows):
+                raise RuntimeError("a bug this message triggers")
+            return write(rows, quarantined)
+
+        etl.wired.store.write = write_unless_poisoned  # type: ignore[method-assign]
+        send_events(sqs_client(stack_env["SQS_ENDPOINT_URL"]), etl.queue_url, sent)
+        etl.wired.consumer.drain()
+    rows, quarantined = where_each_event_landed(stack_env["PG_ADMIN_DSN"], sent)
+    assert sorted(rows) == sorted(e.event_id for e in sent if e is not poison) and quarantined == []
+    assert dead_lettered_event_ids(stack_env["SQS_ENDPOINT_URL"], etl.dlq_url) == ["redriven without a reason"]

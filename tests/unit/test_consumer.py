@@ -144,15 +144,21 @@ def test_stop_commits_what_was_received_and_releases_nothing_twice() -> None:
     assert c.held == 0
 
 
-def test_an_unexpected_error_postpones_the_batch_and_deletes_nothing() -> None:
-    class Broken(FakeTokenizer):
-        def tokenize(self, ips: Sequence[str], device_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
-            raise KeyError("bug")
+class PoisonedStore(FakeLoginStore):
+    """Fails on any write that contains the poison user, as a bug would."""
 
-    queue = FakeQueue()
-    outcome: BatchOutcome = BatchProcessor(queue, Broken(), FakeLoginStore()).process(messages(3))
-    assert outcome.retried == 3 and outcome.failed_dependency is None
-    assert {a for a, _ in queue.actions} == {"retry"}
+    def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
+        if any(r.user_id == "u1" for r in rows):
+            raise KeyError("bug")
+        return super().write(rows, quarantined)
+
+
+def test_a_poison_message_is_isolated_so_the_rest_of_its_batch_loads() -> None:
+    queue, store = FakeQueue(), PoisonedStore()
+    outcome: BatchOutcome = BatchProcessor(queue, FakeTokenizer(), store).process(messages(3))
+    assert (outcome.loaded, outcome.retried, outcome.failed_dependency) == (2, 1, None)
+    assert ("retry", "m1") in queue.actions and ("delete", "m1") not in queue.actions
+    assert {("delete", "m0"), ("delete", "m2")} <= set(queue.actions)
 
 
 def test_the_gate_probes_with_growing_pauses_until_the_dependency_answers() -> None:
