@@ -14,8 +14,9 @@ import psycopg
 from prometheus_client import REGISTRY
 
 from devstack.events import OutgoingEvent, events_from_file, generate_events, send_events
+from devstack.exercise_queue import attach_dead_letter_queue
 from devstack.procs import free_port
-from devstack.sqs import create_queues, sqs_client
+from devstack.sqs import sqs_client
 from devstack.stack import etl_service_env
 from etl_service.domain.messages import QueueMessage
 from tests.conftest import RunningVault, etl_consumer, etl_harness, running_vault
@@ -169,20 +170,26 @@ def test_the_heartbeat_keeps_a_slow_batch_invisible_to_other_consumers(
     assert len(rows_for(stack_env["PG_ADMIN_DSN"], [e.event_id for e in sent])) == 10
 
 
-def test_an_exercise_style_queue_url_works_without_an_endpoint_setting(
+def test_an_exercise_style_queue_without_a_dlq_works_with_nothing_but_its_url(
     stack_env: dict[str, str], vault: RunningVault
 ) -> None:
     port = stack_env["SQS_ENDPOINT_URL"].rsplit(":", 1)[1]
     name = f"login-queue-{uuid.uuid4().hex[:8]}"
-    create_queues(stack_env["SQS_ENDPOINT_URL"], name=name)
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    sqs.create_queue(QueueName=name)  # as the exercise's image has it: no DLQ, no redrive
     queue_url = f"http://localhost:{port}/000000000000/{name}"
+    attach_dead_letter_queue(sqs, queue_url)
     events = list(generate_events(5, seed=int(time.time()), malformed_rate=0))
-    send_events(sqs_client(stack_env["SQS_ENDPOINT_URL"]), queue_url, events)
+    events.append(OutgoingEvent(f"bad-{name}", '{"foo": "oops_wrong_msg_type", "bar": "123"}'))
+    send_events(sqs, queue_url, events)
     env = {**etl_service_env(stack_env), "ETL_QUEUE_URL": queue_url, "ETL_VAULT_ADDRESS": vault.address}
     del env["ETL_SQS_ENDPOINT_URL"], env["ETL_DLQ_URL"]  # both implied by the queue URL
     with etl_consumer(env) as etl:
         summary = etl.wired.consumer.drain()
-    assert summary.loaded == 5 and etl.dlq_url.endswith(f"/{name}-dlq")
+    assert (summary.loaded, summary.quarantined) == (5, 1)
+    assert etl.dlq_url.endswith(f"/{name}-dlq")
+    dead = sqs.receive_message(QueueUrl=etl.dlq_url, MessageAttributeNames=["All"])["Messages"]
+    assert [m["MessageAttributes"]["reason"]["StringValue"] for m in dead] == ["missing_field"]
 
 
 def test_the_same_event_twice_in_one_batch_loads_one_row(stack_env: dict[str, str], vault: RunningVault) -> None:

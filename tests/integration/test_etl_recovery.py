@@ -61,19 +61,22 @@ def assert_each_event_landed_once(dsn: str, sent: list[OutgoingEvent], endpoint:
     assert len(rows) == len(set(rows)), "an event was loaded twice"
     assert sorted(rows) == sorted(e.event_id for e in sent if is_valid(e))
     assert sorted(quarantined) == sorted(e.event_id for e in sent if not is_valid(e))
-    dead = dead_lettered_event_ids(endpoint, dlq_url)
-    assert set(dead) == set(quarantined), "a message reached the DLQ without being quarantined"
+    dead = dead_letters(endpoint, dlq_url)
+    assert all(reason for _, reason in dead), "a message was redriven to the DLQ (receive count exhausted)"
+    assert {event_id for event_id, _ in dead} == set(quarantined)
 
 
-def dead_lettered_event_ids(endpoint: str, dlq_url: str) -> list[str]:
+def dead_letters(endpoint: str, dlq_url: str) -> list[tuple[str, str | None]]:
+    """(event_id, reason) of each DLQ message; reason is None for messages SQS redrove itself."""
     sqs = sqs_client(endpoint)
-    found: list[str] = []
+    found: list[tuple[str, str | None]] = []
     while batch := sqs.receive_message(
         QueueUrl=dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=60
     ).get("Messages", []):
         for message in batch:
-            attribute = message.get("MessageAttributes", {}).get("event_id")
-            found.append(attribute["StringValue"] if attribute else "redriven without a reason")
+            attributes = message.get("MessageAttributes", {})
+            reason = attributes.get("reason")
+            found.append((attributes["event_id"]["StringValue"], reason["StringValue"] if reason else None))
     return found
 
 
@@ -226,4 +229,4 @@ def test_a_poison_message_reaches_the_dlq_by_redrive_while_its_batch_loads(
         etl.wired.consumer.drain()
     rows, quarantined = where_each_event_landed(stack_env["PG_ADMIN_DSN"], sent)
     assert sorted(rows) == sorted(e.event_id for e in sent if e is not poison) and quarantined == []
-    assert dead_lettered_event_ids(stack_env["SQS_ENDPOINT_URL"], etl.dlq_url) == ["redriven without a reason"]
+    assert dead_letters(stack_env["SQS_ENDPOINT_URL"], etl.dlq_url) == [(poison.event_id, None)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -18,7 +19,18 @@ COMPOSE = str(Path(sys.executable).parent / "docker-compose")
 
 def compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [COMPOSE, "--env-file", str(env_file), "-f", str(REPO / "docker-compose.yml"), "config", "--format", "json"],
+        [
+            COMPOSE,
+            "--env-file",
+            str(env_file),
+            "-f",
+            str(REPO / "docker-compose.yml"),
+            "--profile",
+            "exercise",
+            "config",
+            "--format",
+            "json",
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -51,7 +63,11 @@ def test_compose_without_credentials_says_what_to_do(tmp_path: Path) -> None:
 
 def test_every_variable_the_services_require_is_set_in_compose(tmp_path: Path) -> None:
     services = resolved(tmp_path)["services"]
-    for name, config in (("vault-service", VaultServiceConfig), ("etl-service", EtlConfig)):
+    for name, config in (
+        ("vault-service", VaultServiceConfig),
+        ("etl-service", EtlConfig),
+        ("exercise-etl", EtlConfig),
+    ):
         env = {k: str(v) for k, v in services[name]["environment"].items()}
         try:
             config.from_env(env)
@@ -67,3 +83,23 @@ def test_every_file_compose_mounts_or_builds_from_exists(tmp_path: Path) -> None
                 assert Path(volume["source"]).exists(), volume["source"]
         if "build" in service:
             assert (Path(service["build"]["context"]) / "Dockerfile").exists()
+
+
+def test_the_exercise_profile_runs_the_etl_on_the_exercise_images_with_only_their_queue_url(tmp_path: Path) -> None:
+    services = resolved(tmp_path)["services"]
+    assert services["exercise-localstack"]["image"] == "fetchdocker/data-takehome-localstack"
+    assert services["exercise-postgres"]["image"] == "fetchdocker/data-takehome-postgres"
+    env = services["exercise-etl"]["environment"]
+    assert env["ETL_QUEUE_URL"] == "http://exercise-localstack:4566/000000000000/login-queue"
+    assert "ETL_SQS_ENDPOINT_URL" not in env and "ETL_DLQ_URL" not in env
+    assert "@exercise-postgres:5432/" in env["ETL_DATABASE_DSN"]
+    needs = services["exercise-etl"]["depends_on"]
+    assert (
+        needs["exercise-dlq"]["condition"]
+        == needs["exercise-migrate"]["condition"]
+        == ("service_completed_successfully")
+    )
+    for job in ("exercise-dlq", "exercise-migrate"):
+        module = services[job]["command"][2]
+        assert importlib.util.find_spec(module) is not None, module
+    assert all(services[name].get("profiles") == ["exercise"] for name in services if name.startswith("exercise-"))

@@ -1,0 +1,171 @@
+"""deploy/k8s parses, its references resolve, probes point at real ports, and nothing secret is in it.
+
+Checked offline (no cluster here): the kustomization's resources are loaded as kustomize
+would, and each cross-reference is followed by hand.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from etl_service.config import EtlConfig
+from tokenvault_common.env import ConfigError
+from vault_service.config import VaultServiceConfig
+from vault_service.domain.policy import load_policy
+
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+
+
+def kustomization() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    return document
+
+
+def manifests() -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for resource in kustomization()["resources"]:
+        found += [d for d in yaml.safe_load_all((K8S / resource).read_text()) if d]
+    return found
+
+
+def by_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {m["metadata"]["name"]: m for m in manifests() if m["kind"] == kind}
+
+
+def pod_labels(deployment: dict[str, Any]) -> dict[str, str]:
+    labels: dict[str, str] = deployment["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    (only,) = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(only)
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def test_every_resource_parses_and_names_kind_and_name() -> None:
+    documents = manifests()
+    assert len(documents) >= 13
+    for document in documents:
+        assert document["apiVersion"] and document["kind"] and document["metadata"]["name"]
+
+
+def test_the_configmap_generator_files_exist_and_the_policy_is_valid() -> None:
+    (generator,) = kustomization()["configMapGenerator"]
+    for name in generator["files"]:
+        assert (K8S / name).is_file()
+    policy = load_policy(K8S / "vault-policy.toml")
+    etl = policy.permissions("etl-service")
+    assert etl.tokenize and not etl.detokenize and not etl.erase  # the ETL may tokenize only
+
+
+def test_selectors_of_services_budgets_and_policies_match_their_pods() -> None:
+    deployments = by_kind("Deployment")
+    labels = {name: pod_labels(d) for name, d in deployments.items()}
+    for service in by_kind("Service").values():
+        target = labels[service["metadata"]["name"]]
+        assert all(target.get(k) == v for k, v in service["spec"]["selector"].items())
+        port_names = {p["name"] for p in container(deployments[service["metadata"]["name"]])["ports"]}
+        assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
+    for budget in by_kind("PodDisruptionBudget").values():
+        assert selects(budget["spec"]["selector"], labels[budget["metadata"]["name"]])
+    for policy in by_kind("NetworkPolicy").values():
+        assert selects(policy["spec"]["podSelector"], labels[policy["metadata"]["name"]])
+
+
+def test_autoscalers_target_existing_deployments() -> None:
+    deployments = by_kind("Deployment")
+    (hpa,) = by_kind("HorizontalPodAutoscaler").values()
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "vault-service" in deployments
+    (scaled,) = by_kind("ScaledObject").values()
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "etl-service" in deployments
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "aws-sqs-queue"
+    assert trigger["authenticationRef"]["name"] in by_kind("TriggerAuthentication")
+    queue_env = {e["name"]: e.get("value") for e in container(deployments["etl-service"])["env"]}
+    assert trigger["metadata"]["queueURL"] == queue_env["ETL_QUEUE_URL"]
+
+
+def probes(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = container(deployment)
+    return [spec[k] for k in ("readinessProbe", "livenessProbe", "startupProbe") if k in spec]
+
+
+@pytest.mark.parametrize("name", ["vault-service", "etl-service"])
+def test_probes_point_at_declared_ports_or_real_modules(name: str) -> None:
+    deployment = by_kind("Deployment")[name]
+    ports = {p["name"]: p["containerPort"] for p in container(deployment)["ports"]}
+    assert probes(deployment), "no probe"
+    for probe in probes(deployment):
+        if "exec" in probe:
+            command = probe["exec"]["command"]
+            assert command[:2] == ["python", "-m"] and importlib.util.find_spec(command[2]) is not None
+            continue
+        action = probe.get("tcpSocket") or probe.get("httpGet") or probe.get("grpc")
+        assert action is not None
+        port = action["port"]
+        assert port in ports or port in ports.values()
+
+
+def test_the_service_ports_are_the_ones_the_processes_listen_on() -> None:
+    vault = container(by_kind("Deployment")["vault-service"])
+    env = {e["name"]: e["value"] for e in vault["env"]}
+    ports = {p["name"]: p["containerPort"] for p in vault["ports"]}
+    assert env["TOKENVAULT_GRPC_ADDRESS"].endswith(f":{ports['grpc']}")
+    assert int(env["TOKENVAULT_METRICS_PORT"]) == ports["metrics"]
+    etl = container(by_kind("Deployment")["etl-service"])
+    etl_env = {e["name"]: e["value"] for e in etl["env"]}
+    assert int(etl_env["ETL_METRICS_PORT"]) == {p["name"]: p["containerPort"] for p in etl["ports"]}["metrics"]
+    assert etl_env["ETL_VAULT_ADDRESS"].endswith(":50051")
+
+
+def pod_environment(deployment: dict[str, Any]) -> dict[str, str]:
+    """The container's env plus what the Vault agent templates export at start."""
+    spec = container(deployment)
+    env = {e["name"]: e["value"] for e in spec["env"]}
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    for key, template in annotations.items():
+        if key.startswith("vault.hashicorp.com/agent-inject-template-"):
+            env |= {m: "from-vault" for m in re.findall(r"export (\w+)=", template)}
+    env |= {m: "from-vault" for m in re.findall(r"export (\w+)=", " ".join(spec.get("args", [])))}
+    return env
+
+
+@pytest.mark.parametrize(
+    ("name", "load"), [("vault-service", VaultServiceConfig.from_env), ("etl-service", EtlConfig.from_env)]
+)
+def test_every_setting_a_service_requires_is_provided(name: str, load: Any) -> None:
+    env = pod_environment(by_kind("Deployment")[name])
+    with pytest.raises(ConfigError) as error:  # the files exist only inside the pod
+        load(env)
+    problems = str(error.value).splitlines()[1:]
+    mounted = ("/vault/secrets/", "/etc/tokenvault/")
+    assert problems and all("which is not a file" in p and any(m in p for m in mounted) for p in problems), problems
+
+
+def test_no_secret_value_is_written_in_a_manifest() -> None:
+    assert not by_kind("Secret")
+    for deployment in by_kind("Deployment").values():
+        for variable in container(deployment)["env"]:
+            assert not re.search(r"(PASSWORD|SECRET|TOKEN|SECRET_ID)$", variable["name"]) or "valueFrom" in variable
+            assert not re.search(r"://[^/@\s]+:[^/@\s]+@", str(variable.get("value", "")))
+    text = "\n".join(p.read_text() for p in K8S.rglob("*.yaml"))
+    assert "BEGIN" not in text and "aws_secret_access_key" not in text.lower()
+
+
+def test_the_vault_is_reachable_only_from_the_etl_and_labelled_clients() -> None:
+    policy = by_kind("NetworkPolicy")["vault-service"]
+    (grpc_rule, _metrics_rule) = policy["spec"]["ingress"]
+    sources = grpc_rule["from"]
+    assert {"app.kubernetes.io/name": "etl-service"} in [s["podSelector"]["matchLabels"] for s in sources]
+    assert all(s["podSelector"]["matchLabels"] for s in sources)  # nobody unlabelled
+    assert grpc_rule["ports"] == [{"port": 50051, "protocol": "TCP"}]
