@@ -70,6 +70,10 @@ def _no_duplicate_keys(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys)
+"""Built once: json.loads with a hook constructs a new decoder on every call."""
+
+
 def _decode(body: str | bytes, max_bytes: int) -> dict[str, Any]:
     raw = body.encode("utf-8", errors="surrogatepass") if isinstance(body, str) else body
     if len(raw) > max_bytes:
@@ -79,7 +83,7 @@ def _decode(body: str | bytes, max_bytes: int) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise Rejection("invalid_utf8", "body is not valid UTF-8") from None
     try:
-        document = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        document = _DECODER.decode(text)
     except json.JSONDecodeError as error:
         raise Rejection("not_json", f"body is not JSON ({error.msg} at position {error.pos})") from None
     if not isinstance(document, dict):

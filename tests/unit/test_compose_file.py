@@ -103,3 +103,10 @@ def test_the_exercise_profile_runs_the_etl_on_the_exercise_images_with_only_thei
         module = services[job]["command"][2]
         assert importlib.util.find_spec(module) is not None, module
     assert all(services[name].get("profiles") == ["exercise"] for name in services if name.startswith("exercise-"))
+
+
+def test_etl_health_checks_probe_the_metrics_port_the_etl_listens_on(tmp_path: Path) -> None:
+    services = resolved(tmp_path)["services"]
+    for name in ("etl-service", "exercise-etl"):
+        port = services[name]["environment"]["ETL_METRICS_PORT"]
+        assert f"127.0.0.1:{port}/metrics" in " ".join(services[name]["healthcheck"]["test"])
