@@ -18,7 +18,7 @@ from vault_service.bootstrap import bootstrap
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.errors import VaultError
 from vault_service.entrypoints.metrics import register_cache
-from vault_service.entrypoints.server import create_server, server_credentials
+from vault_service.entrypoints.server import create_health_server, create_server, server_credentials
 
 log = logging.getLogger("vault_service")
 
@@ -43,6 +43,10 @@ def main() -> int:
     if config.metrics_port:
         register_cache(wired.vault.cache)
         prometheus_client.start_http_server(config.metrics_port, addr=config.metrics_address)
+    health_server = None
+    if config.health_address:
+        health_server, _ = create_health_server(running.health, config.health_address)
+        health_server.start()
     running.server.start()
     maintainer.start()
     log.info("serving", extra={"port": running.port, "metrics_port": config.metrics_port})
@@ -52,6 +56,8 @@ def main() -> int:
     stopping.wait()
     log.info("stopping: finishing in-flight calls")
     running.server.stop(grace=10).wait()
+    if health_server is not None:
+        health_server.stop(grace=1).wait()
     maintainer.stop()
     wired.close()
     return 0

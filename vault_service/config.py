@@ -41,6 +41,9 @@ class VaultServiceConfig:
     """Prometheus metrics port; 0 disables (TOKENVAULT_METRICS_PORT)."""
     metrics_address: str
     """Address the metrics endpoint binds (TOKENVAULT_METRICS_ADDRESS, default 127.0.0.1)."""
+    health_address: str | None
+    """Plaintext listener serving only grpc.health.v1, for probes that cannot present a client
+    certificate, such as Kubernetes' gRPC probes (TOKENVAULT_HEALTH_ADDRESS; unset: none)."""
     workers: int
     """gRPC worker threads (TOKENVAULT_WORKERS)."""
     db_pool_size: int
@@ -71,6 +74,7 @@ class VaultServiceConfig:
             policy_file=read.existing_file("TOKENVAULT_POLICY_FILE") or Path(),
             metrics_port=read.integer("TOKENVAULT_METRICS_PORT", 0, 0, 65535),
             metrics_address=read.text("TOKENVAULT_METRICS_ADDRESS", "127.0.0.1"),
+            health_address=read.optional("TOKENVAULT_HEALTH_ADDRESS"),
             workers=read.integer("TOKENVAULT_WORKERS", 16, 1, 256),
             db_pool_size=read.integer("TOKENVAULT_DB_POOL_SIZE", 8, 1, 128),
             log_level=read.text("TOKENVAULT_LOG_LEVEL", "INFO"),

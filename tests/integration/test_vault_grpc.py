@@ -9,11 +9,14 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack import certs
 from tests.conftest import RunningVault, running_vault
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_common.grpc_tls import secure_channel
+from vault_service.entrypoints.server import LIVENESS_SERVICE, create_health_server
+from vault_service.service.maintenance import DATABASE
 
 IP, DEVICE = vault_pb2.TOKEN_TYPE_IP, vault_pb2.TOKEN_TYPE_DEVICE_ID
 StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
@@ -132,3 +135,27 @@ def test_vault_table_holds_no_plaintext(stack_env: dict[str, str], stub_for: Stu
     assert "100.64.12.34" not in dump and b"100.64.12.34".hex() not in dump
     assert "777-77-7777" not in dump
     assert all(w.startswith("vault:v") for w in keys.split("'") if w.startswith("vault:"))
+
+
+def test_the_plaintext_health_port_answers_probes_and_serves_nothing_else(vault: RunningVault) -> None:
+    server, port = create_health_server(vault.server.health, "127.0.0.1:0")
+    server.start()
+    serving = health_pb2.HealthCheckResponse.SERVING
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]  # stubs omit it
+
+            def status(service: str) -> int:
+                return int(check(health_pb2.HealthCheckRequest(service=service), timeout=5).status)
+
+            assert status("") == status(LIVENESS_SERVICE) == serving
+            vault.server.report(DATABASE, False)  # what the key maintainer reports when Postgres fails
+            try:
+                assert status("") != serving and status(LIVENESS_SERVICE) == serving
+            finally:
+                vault.server.report(DATABASE, True)
+            with pytest.raises(grpc.RpcError) as error:
+                vault_pb2_grpc.TokenVaultStub(channel).Tokenize(vault_pb2.TokenizeRequest(), timeout=5)
+            assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        server.stop(0).wait()

@@ -18,6 +18,7 @@ from etl_service.config import EtlConfig
 from tokenvault_common.env import ConfigError
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.policy import load_policy
+from vault_service.entrypoints.server import LIVENESS_SERVICE
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 
@@ -114,6 +115,10 @@ def test_probes_point_at_declared_ports_or_real_modules(name: str) -> None:
         assert action is not None
         port = action["port"]
         assert port in ports or port in ports.values()
+        if "grpc" in probe:  # the health-only listener, and a health entry the server sets
+            env = {e["name"]: e["value"] for e in container(deployment)["env"]}
+            assert env["TOKENVAULT_HEALTH_ADDRESS"].endswith(f":{port}")
+            assert probe["grpc"].get("service", "") in ("", LIVENESS_SERVICE)
 
 
 def test_the_service_ports_are_the_ones_the_processes_listen_on() -> None:
