@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,7 @@ def stack_dir() -> Iterator[Path]:
     assert started.returncode == 0, started.stderr
     yield state_dir
     run("-m", "devstack", "down", state_dir=state_dir)
+    shutil.rmtree(state_dir, ignore_errors=True)  # `down` empties the directory; remove it too
 
 
 def test_env_file_says_where_everything_listens(stack_dir: Path) -> None:
