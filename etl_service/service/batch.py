@@ -57,6 +57,11 @@ class BatchProcessor:
     def process(self, messages: Sequence[QueueMessage]) -> BatchOutcome:
         """Process `messages`; a dependency outage or a bug postpones them instead of raising."""
         started = time.monotonic()
+        outcome = self._process(messages)
+        outcome.seconds = time.monotonic() - started
+        return outcome
+
+    def _process(self, messages: Sequence[QueueMessage]) -> BatchOutcome:
         outcome = BatchOutcome(received=len(messages))
         if not messages:
             return outcome
@@ -87,20 +92,14 @@ class BatchProcessor:
         self._finish(messages, rejected, outcome)
         finished = time.time()
         outcome.ages_seconds = [max(finished - m.sent_timestamp_ms / 1000, 0.0) for m in messages]
-        outcome.seconds = time.monotonic() - started
         return outcome
 
     def _one_by_one(self, messages: Sequence[QueueMessage]) -> BatchOutcome:
         """Isolate whatever broke the batch: each message alone, so only the poison one is postponed."""
-        outcome = BatchOutcome(received=len(messages))
+        outcome = BatchOutcome()
         for message in messages:
-            single = self.process([message])
-            outcome.loaded += single.loaded
-            outcome.already_loaded += single.already_loaded
-            outcome.quarantined += single.quarantined
-            outcome.retried += single.retried
-            outcome.delete_failures += single.delete_failures
-            outcome.reasons.update(single.reasons)
+            single = self._process([message])
+            outcome.add(single)
             outcome.ages_seconds += single.ages_seconds
             outcome.failed_dependency = outcome.failed_dependency or single.failed_dependency
         return outcome

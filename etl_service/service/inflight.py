@@ -73,10 +73,5 @@ class InFlight:
         with self._changed:
             return len(self._deadlines)
 
-    def wait_until_empty(self, timeout: float) -> bool:
-        """Wait until no message is held; True if that happened within `timeout`."""
-        with self._changed:
-            return self._changed.wait_for(lambda: not self._deadlines, timeout=timeout)
-
     def _held(self) -> int:
         return len(self._deadlines) + self._reserved

@@ -8,8 +8,8 @@ from typing import Protocol
 
 
 @dataclass
-class BatchOutcome:
-    """What happened to one batch."""
+class MessageCounts:
+    """How many messages went where; batch outcomes and run totals both count these."""
 
     received: int = 0
     loaded: int = 0
@@ -18,6 +18,22 @@ class BatchOutcome:
     retried: int = 0
     delete_failures: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: MessageCounts) -> None:
+        """Add another count to this one."""
+        self.received += other.received
+        self.loaded += other.loaded
+        self.already_loaded += other.already_loaded
+        self.quarantined += other.quarantined
+        self.retried += other.retried
+        self.delete_failures += other.delete_failures
+        self.reasons.update(other.reasons)
+
+
+@dataclass
+class BatchOutcome(MessageCounts):
+    """What happened to one batch."""
+
     failed_dependency: str | None = None
     """Set when a dependency outage postponed the whole batch ("vault", "database", ...)."""
     seconds: float = 0.0
@@ -27,30 +43,17 @@ class BatchOutcome:
 
 
 @dataclass
-class RunSummary:
+class RunSummary(MessageCounts):
     """Totals over a run."""
 
-    received: int = 0
-    loaded: int = 0
-    already_loaded: int = 0
-    quarantined: int = 0
-    retried: int = 0
-    delete_failures: int = 0
     batches: int = 0
     released_at_stop: int = 0
-    reasons: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
 
-    def add(self, batch: BatchOutcome) -> None:
+    def add(self, other: MessageCounts) -> None:
         """Fold one batch into the totals."""
-        self.received += batch.received
-        self.loaded += batch.loaded
-        self.already_loaded += batch.already_loaded
-        self.quarantined += batch.quarantined
-        self.retried += batch.retried
-        self.delete_failures += batch.delete_failures
+        super().add(other)
         self.batches += 1
-        self.reasons.update(batch.reasons)
 
 
 class ConsumerObserver(Protocol):
