@@ -9,25 +9,10 @@ nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-from typing import TYPE_CHECKING
 
-from devstack.sqs import MAX_RECEIVE_COUNT
+from devstack.sqs import attach_dead_letter_queue
 from etl_service.adapters.sqs import endpoint_for_queue, make_sqs_client
-
-if TYPE_CHECKING:
-    from mypy_boto3_sqs import SQSClient
-
-
-def attach_dead_letter_queue(sqs: SQSClient, queue_url: str, max_receive_count: int = MAX_RECEIVE_COUNT) -> str:
-    """Create `<queue>-dlq` if needed and point the queue's redrive policy at it; return the DLQ URL."""
-    name = queue_url.rstrip("/").rsplit("/", 1)[1]
-    dlq_url = sqs.create_queue(QueueName=f"{name}-dlq", Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)})
-    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"RedrivePolicy": redrive})
-    return dlq_url
 
 
 def main() -> None:

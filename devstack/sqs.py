@@ -22,7 +22,6 @@ REPO = Path(__file__).resolve().parent.parent
 MINISTACK_VENV = REPO / ".venv-ministack"
 REQUIREMENTS = Path(__file__).resolve().parent / "ministack-requirements.txt"
 QUEUE_NAME = "login-queue"
-DLQ_NAME = "login-queue-dlq"
 MAX_RECEIVE_COUNT = 5  # poison messages move to the DLQ after this many receives
 DEV_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
 
@@ -66,15 +65,23 @@ def create_queues(
 ) -> tuple[str, str]:
     """Create queue `name` and its DLQ `<name>-dlq` with a redrive policy; return (queue_url, dlq_url)."""
     client = sqs_client(endpoint_url)
-    dlq_name = DLQ_NAME if name == QUEUE_NAME else f"{name}-dlq"
-    dlq_url = client.create_queue(QueueName=dlq_name, Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
-    dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_url = client.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility_timeout)})[
+        "QueueUrl"
+    ]
+    return queue_url, attach_dead_letter_queue(client, queue_url, max_receive_count)
+
+
+def attach_dead_letter_queue(sqs: SQSClient, queue_url: str, max_receive_count: int = MAX_RECEIVE_COUNT) -> str:
+    """Create `<queue>-dlq` if needed and point the queue's redrive policy at it; return the DLQ URL.
+
+    Idempotent, so it also serves queues that exist already (such as the exercise's).
+    """
+    name = queue_url.rstrip("/").rsplit("/", 1)[1]
+    dlq_url = sqs.create_queue(QueueName=f"{name}-dlq", Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)})
-    queue_url = client.create_queue(
-        QueueName=name,
-        Attributes={"RedrivePolicy": redrive, "VisibilityTimeout": str(visibility_timeout)},
-    )["QueueUrl"]
-    return queue_url, dlq_url
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"RedrivePolicy": redrive})
+    return dlq_url
 
 
 def start_sqs(log_file: Path, visibility_timeout: int = 30) -> SqsEndpoint:

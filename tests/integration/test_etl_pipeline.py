@@ -14,9 +14,8 @@ import psycopg
 from prometheus_client import REGISTRY
 
 from devstack.events import OutgoingEvent, events_from_file, generate_events, send_events
-from devstack.exercise_queue import attach_dead_letter_queue
 from devstack.procs import free_port
-from devstack.sqs import sqs_client
+from devstack.sqs import attach_dead_letter_queue, sqs_client
 from devstack.stack import etl_service_env
 from etl_service.domain.messages import QueueMessage
 from tests.conftest import RunningVault, etl_consumer, etl_harness, running_vault
