@@ -20,28 +20,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
 from rich.console import Console
-from rich.table import Table
 
+from bench.report import Figures, parallel, print_figures
 from devstack.events import OutgoingEvent, generate_events, send_events
 from devstack.services import start_vault_service
 from devstack.sqs import create_queues, sqs_client
 from devstack.stack import etl_service_env, temporary_components, vault_service_env
-from etl_service.adapters.postgres import PostgresLoginStore
-from etl_service.adapters.vault_client import GrpcTokenizer
 from etl_service.bootstrap import bootstrap
 from etl_service.config import EtlConfig
 from etl_service.domain.messages import QueueMessage
-from etl_service.service.batch import BatchProcessor
 from etl_service.service.outcomes import BatchOutcome, NoObserver, RunSummary
 from etl_service.service.ports import QueueDepth
-from tokenvault_common.grpc_tls import secure_channel
 
 REPO = Path(__file__).resolve().parents[1]
 console = Console()
@@ -103,7 +98,7 @@ def bare_receive_delete(env: dict[str, str], queue_url: str, count: int, receive
     deleted = [0]
     lock = threading.Lock()
 
-    def loop() -> None:
+    def loop(_: int) -> None:
         while deleted[0] < count:
             messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
                 "Messages", []
@@ -117,13 +112,7 @@ def bare_receive_delete(env: dict[str, str], queue_url: str, count: int, receive
             with lock:
                 deleted[0] += len(messages)
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=loop) for _ in range(receivers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return count / (time.perf_counter() - started)
+    return count / parallel(receivers, loop)
 
 
 def etl_env(env: dict[str, str], queue_url: str, dlq_url: str, receivers: int) -> dict[str, str]:
@@ -150,48 +139,26 @@ def etl_end_to_end(env: dict[str, str], queue_url: str, dlq_url: str, count: int
 
 
 def core_path(env: dict[str, str], events: Sequence[OutgoingEvent], batch_size: int, workers: int) -> float:
-    """Messages per second through validate + tokenize + load, fed from memory."""
+    """Messages per second through validate + tokenize + load, fed from memory (no SQS at all)."""
     config = EtlConfig.from_env(etl_env(env, "http://unused/0/q", "http://unused/0/q-dlq", 1))
-    processor, close = core_processor(config)
+    wired = bootstrap(config, queue=MemoryQueue())
     sent_ms = int(time.time() * 1000)
     messages = [QueueMessage(f"core-{time.time_ns()}-{i}", "r", e.body, sent_ms, 1) for i, e in enumerate(events)]
-    batches = [messages[i : i + batch_size] for i in range(0, len(messages), batch_size)]
-    cursor = iter(batches)
+    batches = iter([messages[i : i + batch_size] for i in range(0, len(messages), batch_size)])
     lock = threading.Lock()
 
-    def work() -> None:
+    def work(_: int) -> None:
         while True:
             with lock:
-                batch = next(cursor, None)
+                batch = next(batches, None)
             if batch is None:
                 return
-            processor.process(batch)
+            wired.processor.process(batch)
 
     try:
-        started = time.perf_counter()
-        threads = [threading.Thread(target=work) for _ in range(workers)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return len(messages) / (time.perf_counter() - started)
+        return len(messages) / parallel(workers, work)
     finally:
-        close()
-
-
-def core_processor(config: EtlConfig) -> tuple[BatchProcessor, Callable[[], None]]:
-    """A BatchProcessor on the real vault service and Postgres, with the memory queue; and its closer."""
-    channel = secure_channel(
-        config.vault_address, config.tls_ca, config.tls_cert, config.tls_key, config.vault_server_name
-    )
-    pool = ConnectionPool(config.database_dsn, min_size=2, max_size=4, open=True)
-    processor = BatchProcessor(MemoryQueue(), GrpcTokenizer(channel), PostgresLoginStore(pool))
-
-    def close() -> None:
-        channel.close()
-        pool.close()
-
-    return processor, close
+        wired.close()
 
 
 def peak_rss_over(env: dict[str, str], count: int, receivers: int, backlog: int = 10_000) -> tuple[float, float]:
@@ -270,7 +237,7 @@ def resident_kb(pid: int) -> int:
     return 0
 
 
-def run(messages: int, rounds: int, receivers: int, rss_messages: int) -> dict[str, tuple[float, str]]:
+def run(messages: int, rounds: int, receivers: int, rss_messages: int) -> Figures:
     """Start everything, measure, stop everything; figure name -> (median, unit)."""
     samples: dict[str, list[float]] = {"bare": [], "etl": [], "ratio": [], "core": []}
     with temporary_components("tokenvault-bench-etl-") as stack:
@@ -321,18 +288,11 @@ def main() -> None:
     parser.add_argument("--rss-messages", type=int, default=200_000, help="messages drained for the memory figure")
     args = parser.parse_args()
     figures = run(args.messages, args.rounds, args.receivers, args.rss_messages)
-    table = Table(
-        "figure",
-        "value",
-        "unit",
-        title=f"ETL, {args.receivers} receivers, {args.messages:,} messages x {args.rounds} rounds, "
-        f"{args.rss_messages:,} for memory, {os.cpu_count()} cores",
+    title = (
+        f"ETL, {args.receivers} receivers, {args.messages:,} messages x {args.rounds} rounds, "
+        f"{args.rss_messages:,} for memory, {os.cpu_count()} cores"
     )
-    for name, (value, unit) in figures.items():
-        table.add_row(name, f"{value:,.2f}", unit)
-    console.print(table)
-    for name, (value, unit) in figures.items():
-        print(f"figure: {name} {value:.2f} {unit}")
+    print_figures(console, title, figures)
 
 
 if __name__ == "__main__":

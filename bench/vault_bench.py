@@ -13,16 +13,15 @@ import base64
 import os
 import signal
 import statistics
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import hvac
 from rich.console import Console
-from rich.table import Table
 
+from bench.report import Figures, parallel, print_figures
 from devstack.openbao import bao_binary
 from devstack.procs import free_port, spawn, wait_until
 from devstack.services import start_vault_service
@@ -47,30 +46,6 @@ device_id = "plain"
 def ips(start: int, count: int) -> list[str]:
     """`count` distinct IPv4 addresses from position `start` on."""
     return [f"{10 + (n >> 24) % 200}.{(n >> 16) % 256}.{(n >> 8) % 256}.{n % 256}" for n in range(start, start + count)]
-
-
-def parallel(clients: int, work: Callable[[int], None]) -> float:
-    """Run work(i) on `clients` threads at once; the wall-clock seconds."""
-    barrier = threading.Barrier(clients + 1)
-    errors: list[BaseException] = []
-
-    def run(index: int) -> None:
-        barrier.wait()
-        try:
-            work(index)
-        except BaseException as error:
-            errors.append(error)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return time.perf_counter() - started
 
 
 class VaultBench:
@@ -230,7 +205,7 @@ def measure(
     return samples
 
 
-def run(values_per_round: int, rounds: int, clients: int) -> dict[str, tuple[float, str]]:
+def run(values_per_round: int, rounds: int, clients: int) -> Figures:
     """Start everything, measure, stop everything; figure name -> (median, unit)."""
     with temporary_components("tokenvault-bench-") as stack:
         env, state_dir = stack.env, stack.state_dir
@@ -268,18 +243,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
     args = parser.parse_args()
     figures = run(args.values, args.rounds, args.clients)
-    table = Table(
-        "figure",
-        "median",
-        "unit",
-        title=f"vault, {args.clients} clients, batches of {BATCH}, "
-        f"{args.values:,} values x {args.rounds} rounds, {os.cpu_count()} cores",
+    title = (
+        f"vault, {args.clients} clients, batches of {BATCH}, "
+        f"{args.values:,} values x {args.rounds} rounds, {os.cpu_count()} cores"
     )
-    for name, (value, unit) in figures.items():
-        table.add_row(name, f"{value:,.2f}", unit)
-    console.print(table)
-    for name, (value, unit) in figures.items():
-        print(f"figure: {name} {value:.2f} {unit}")
+    print_figures(console, title, figures, value_header="median")
 
 
 if __name__ == "__main__":

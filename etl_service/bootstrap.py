@@ -15,6 +15,7 @@ from etl_service.service.batch import BatchProcessor
 from etl_service.service.consumer import Consumer, ConsumerSettings
 from etl_service.service.gate import DependencyGate
 from etl_service.service.outcomes import ConsumerObserver
+from etl_service.service.ports import Queue
 from tokenvault_common.grpc_tls import secure_channel
 
 
@@ -23,7 +24,7 @@ class Wired:
     """The consumer and the resources to close at shutdown."""
 
     consumer: Consumer
-    queue: SqsQueue
+    queue: Queue
     processor: BatchProcessor
     tokenizer: GrpcTokenizer
     store: PostgresLoginStore
@@ -36,16 +37,24 @@ class Wired:
         self.pool.close()
 
 
-def bootstrap(config: EtlConfig, wait_seconds: int | None = None, observer: ConsumerObserver | None = None) -> Wired:
+def bootstrap(
+    config: EtlConfig,
+    wait_seconds: int | None = None,
+    observer: ConsumerObserver | None = None,
+    queue: Queue | None = None,
+) -> Wired:
     """Build the consumer from real SQS, vault service and Postgres adapters.
 
-    Raises QueueConfigurationError when a queue is missing or refused (nothing to retry).
+    `queue` replaces SQS (benchmarks feed the core path from memory). Raises
+    QueueConfigurationError when a queue is missing or refused (nothing to retry).
     """
-    client = make_sqs_client(
-        config.sqs_endpoint_url, config.aws_region, config.aws_access_key_id, config.aws_secret_access_key
-    )
-    queue = SqsQueue(client, config.queue_url, config.dlq_url, config.visibility_seconds)
-    queue.check()
+    if queue is None:
+        client = make_sqs_client(
+            config.sqs_endpoint_url, config.aws_region, config.aws_access_key_id, config.aws_secret_access_key
+        )
+        sqs = SqsQueue(client, config.queue_url, config.dlq_url, config.visibility_seconds)
+        sqs.check()
+        queue = sqs
     channel = secure_channel(
         config.vault_address, config.tls_ca, config.tls_cert, config.tls_key, config.vault_server_name
     )
