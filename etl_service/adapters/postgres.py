@@ -13,19 +13,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from etl_service.domain.messages import QuarantineRecord, UserLoginRow
 from etl_service.service.ports import TransientError, WriteResult
 
-_COLUMNS = (
-    "user_id",
-    "device_type",
-    "masked_ip",
-    "masked_device_id",
-    "locale",
-    "app_version",
-    "create_date",
-    "app_version_text",
-    "event_id",
-    "sqs_message_id",
-    "sent_at",
-)
+_COLUMNS = UserLoginRow._fields  # rows are written as they are, in this order
 _COLUMN_LIST = ", ".join(_COLUMNS)
 _TYPES = ("text", "text", "text", "text", "text", "int4", "date", "text", "text", "text", "timestamptz")
 _STAGING = """
@@ -78,7 +66,7 @@ class PostgresLoginStore:
             with cursor.copy(f"COPY staging_user_logins ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(_TYPES)
                 for row in rows:
-                    copy.write_row(tuple(getattr(row, name) for name in _COLUMNS))
+                    copy.write_row(row)
             cursor.execute(_MERGE)
             return cursor.rowcount
 

@@ -22,8 +22,8 @@ def encode_app_version(text: str) -> int:
     match = _VERSION.match(text)
     if match is None:
         raise InvalidAppVersion("app_version must look like MAJOR[.MINOR[.PATCH]], each part 0-999")
-    major, minor, patch = (int(part) if part else 0 for part in match.groups())
-    return major * 1_000_000 + minor * 1_000 + patch
+    major, minor, patch = match.groups()
+    return int(major) * 1_000_000 + (int(minor) * 1_000 if minor else 0) + (int(patch) if patch else 0)
 
 
 def decode_app_version(number: int) -> str:
