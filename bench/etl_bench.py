@@ -260,7 +260,7 @@ def run(messages: int, rounds: int, receivers: int, rss_messages: int) -> Figure
                     samples["etl"].append(etl_end_to_end(env, etl_queue, etl_dlq, messages, receivers))
             samples["ratio"].append(samples["etl"][-1] / samples["bare"][-1])
             core_events = list(generate_events(messages * 5, seed=5000 + round_no, malformed_rate=0.02))
-            samples["core"].append(core_path(env, core_events, batch_size=500, workers=2))
+            samples["core"].append(core_path(env, core_events, batch_size=1000, workers=4))
             console.print(
                 f"round {round_no + 1}/{rounds}: bare {samples['bare'][-1]:,.0f}/s, "
                 f"etl {samples['etl'][-1]:,.0f}/s ({samples['ratio'][-1]:.2f}x), core {samples['core'][-1]:,.0f}/s"

@@ -1,8 +1,11 @@
 """Token text, normalization, fingerprints, sealing and masking."""
 
+import ipaddress
 import os
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vault_service.domain.crypto import DataKey, SealBroken, fingerprint, open_sealed, seal
 from vault_service.domain.errors import InvalidValue
@@ -85,3 +88,24 @@ def test_data_key_repr_hides_material() -> None:
 )
 def test_masking(token_type: TokenType, value: str, masked: str) -> None:
     assert mask(token_type, value) == masked
+
+
+@given(st.text(max_size=40) | st.ip_addresses().map(str) | st.from_regex(r"\A[0-9]{1,4}(\.[0-9]{1,4}){3}\Z"))
+def test_ip_normalization_fast_path_agrees_with_the_ipaddress_module(raw: str) -> None:
+    """The dotted-quad regex only short-cuts: every value normalizes as ipaddress would have it."""
+    try:
+        address = ipaddress.ip_address(raw.strip())
+        expected: str | None = str(getattr(address, "ipv4_mapped", None) or address)
+    except ValueError:
+        expected = None
+    try:
+        got: str | None = normalize(TokenType.IP, raw)
+    except InvalidValue:
+        got = None
+    assert got == expected
+
+
+def test_every_token_type_is_found_by_its_prefix() -> None:
+    for token_type in TokenType:
+        assert TokenType.from_prefix(token_type.prefix) is token_type
+    assert TokenType.from_prefix("nope") is None

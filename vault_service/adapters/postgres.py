@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -84,8 +85,11 @@ def _lock_batch(conn: psycopg.Connection, condition: str, key_ids: list[int], li
 
 
 def _live_generation(conn: psycopg.Connection) -> KeyGeneration:
-    row = conn.execute(_LIVE_GENERATION).fetchone()
-    assert row is not None
+    return _generation_of(conn.execute(_LIVE_GENERATION).fetchone())
+
+
+def _generation_of(row: tuple[Any, ...] | None) -> KeyGeneration:
+    assert row is not None  # _LIVE_GENERATION is an aggregate: always one row
     return KeyGeneration(row[0], row[1], row[2])
 
 
@@ -209,18 +213,21 @@ class PostgresTokenStore:
             _bytea_array([r.sealed for r in rows]),
             _bytea_array([r.next_fingerprint for r in rows]),
         )
-        with self._pool.connection() as conn, conn.transaction():
+        # Pipelined: BEGIN, the lock, the generation check and the insert travel together; a
+        # stale generation rolls the insert back before anything is committed.
+        with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (_KEYS_LOCK,))
-            if _live_generation(conn) != generation:
-                raise StaleKeys("the key generation changed")
-            inserted = conn.execute(
+            live = conn.execute(_LIVE_GENERATION)
+            insert = conn.execute(
                 "INSERT INTO vault.tokens"
                 " (token, token_type, fingerprint, fingerprint_key_id, dek_id, sealed, next_fingerprint)"
                 " SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::int[], %s::int[], %s::bytea[],"
                 " %s::bytea[]) ON CONFLICT DO NOTHING RETURNING fingerprint, token",
                 columns,
-            ).fetchall()
-            result = {bytes(fp): token for fp, token in inserted}
+            )
+            if _generation_of(live.fetchone()) != generation:
+                raise StaleKeys("the key generation changed")
+            result = {bytes(fp): token for fp, token in insert.fetchall()}
             lost = [r for r in rows if r.fingerprint not in result]
             for token_type in {r.token_type for r in lost}:
                 fps = [r.fingerprint for r in lost if r.token_type == token_type]
@@ -367,7 +374,9 @@ class PostgresAuditLog:
                     done.set_result(None)
 
     def _write(self, events: list[AuditEvent]) -> None:
-        with self._pool.connection() as conn, conn.transaction():
+        # Pipelined: BEGIN, the chain lock and the read of the last hash cost one round trip,
+        # the inserts and COMMIT another (callers wait for this on every Detokenize).
+        with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_CHAIN_LOCK,))
             last = conn.execute("SELECT row_hash FROM vault.audit_log ORDER BY id DESC LIMIT 1").fetchone()
             prev_hash = bytes(last[0]) if last else GENESIS_HASH

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 
 from vault_service.domain.errors import InvalidValue
 
@@ -35,7 +36,13 @@ class TokenType(enum.Enum):
     @classmethod
     def from_prefix(cls, prefix: str) -> TokenType | None:
         """The type whose tokens start with `prefix`, or None."""
-        return next((m for m in cls if m.prefix == prefix), None)
+        return _BY_PREFIX.get(prefix)
+
+
+_BY_PREFIX = {member.prefix: member for member in TokenType}
+"""Looked up once per token on Detokenize: a dict, not a walk over the enum."""
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)
 
 
 def _reject_control_characters(value: str, kind: str) -> None:
@@ -45,10 +52,7 @@ def _reject_control_characters(value: str, kind: str) -> None:
 
 def _canonical_dotted_quad(value: str) -> bool:
     """Whether `value` is already an IPv4 address in canonical form (fast path, no parsing objects)."""
-    parts = value.split(".")
-    return len(parts) == 4 and all(
-        0 < len(p) <= 3 and p.isascii() and p.isdigit() and (p == "0" or p[0] != "0") and int(p) <= 255 for p in parts
-    )
+    return _CANONICAL_DOTTED_QUAD.fullmatch(value) is not None
 
 
 def normalize(token_type: TokenType, value: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from vault_service.domain.audit import AuditEvent
@@ -142,15 +142,19 @@ class TokenVault:
 
     def detokenize(self, client: str | None, tokens: Sequence[str], purpose: str) -> list[DetokenizeOutcome]:
         """The value behind each token as the caller's policy reveals it; every call is audited."""
-        token_types = _type_names(tokens)
+        types = [type_of_token(t) for t in tokens]  # parsed once per token
+        token_types = _names_of(types)
         try:
             self._check_detokenize_request(client, purpose)
             self._limiter.take(str(client), len(tokens))
         except VaultError as error:
             self._audit_refusal(client, "detokenize", error, tokens, purpose, token_types)
             raise
-        rows = self._tokens.fetch(list({t for t in tokens if type_of_token(t)}))
-        outcomes = [self._reveal(client, token, rows.get(token)) for token in tokens]
+        rows = self._tokens.fetch(list({t for t, token_type in zip(tokens, types, strict=True) if token_type}))
+        outcomes = [
+            self._reveal(client, token, token_type, rows.get(token))
+            for token, token_type in zip(tokens, types, strict=True)
+        ]
         revealed = sum(isinstance(o, Revealed) for o in outcomes)
         # Written before anything is returned: no audit row, no reveal.
         self._audit.append(
@@ -184,8 +188,9 @@ class TokenVault:
             )
         )
 
-    def _reveal(self, client: str | None, token: str, row: StoredToken | None) -> DetokenizeOutcome:
-        token_type = type_of_token(token)
+    def _reveal(
+        self, client: str | None, token: str, token_type: TokenType | None, row: StoredToken | None
+    ) -> DetokenizeOutcome:
         if token_type is None:
             return InvalidValue("not a token: expected <type prefix>_<22 characters>")
         level = self._policy.reveal_level(client, token_type)
@@ -250,7 +255,11 @@ class TokenVault:
 
 
 def _type_names(tokens: Sequence[str]) -> str:
-    return ",".join(sorted({t.type_name for t in map(type_of_token, tokens) if t}))
+    return _names_of(map(type_of_token, tokens))
+
+
+def _names_of(types: Iterable[TokenType | None]) -> str:
+    return ",".join(sorted({t.type_name for t in types if t}))
 
 
 def _check_purpose(purpose: str) -> None:
