@@ -17,6 +17,7 @@ from etl_service.service.gate import DependencyGate
 from etl_service.service.outcomes import ConsumerObserver
 from etl_service.service.ports import Queue
 from tokenvault_common.grpc_tls import secure_channel
+from tokenvault_common.pg_pool import check_connection_cheaply
 
 
 @dataclass
@@ -64,7 +65,7 @@ def bootstrap(
         max_size=config.workers + 1,
         open=False,
         name="etl",
-        check=ConnectionPool.check_connection,  # a Postgres restart leaves dead connections behind
+        check=check_connection_cheaply,  # a Postgres restart leaves dead connections behind
         kwargs={"application_name": "tokenvault-etl"},
     )
     pool.open(wait=False)

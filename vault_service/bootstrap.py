@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from psycopg_pool import ConnectionPool
 
+from tokenvault_common.pg_pool import check_connection_cheaply
 from vault_service.adapters.postgres import PostgresAuditLog, PostgresKeyStore, PostgresTokenStore
 from vault_service.adapters.transit import TransitKeyWrapper, connect_vault
 from vault_service.config import VaultServiceConfig
@@ -57,7 +58,7 @@ def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
         max_size=config.db_pool_size,
         open=False,
         name="vault",
-        check=ConnectionPool.check_connection,  # a Postgres restart leaves dead connections behind
+        check=check_connection_cheaply,  # a Postgres restart leaves dead connections behind
         timeout=10,
         kwargs={"application_name": "tokenvault-vault"},
     )

@@ -374,9 +374,9 @@ class PostgresAuditLog:
                     done.set_result(None)
 
     def _write(self, events: list[AuditEvent]) -> None:
-        # Pipelined: BEGIN, the chain lock and the read of the last hash cost one round trip,
-        # the inserts and COMMIT another (callers wait for this on every Detokenize).
-        with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
+        # The last hash is read in its own statement after the lock is held: a statement that
+        # took both would read under a snapshot from before the lock, and could fork the chain.
+        with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_CHAIN_LOCK,))
             last = conn.execute("SELECT row_hash FROM vault.audit_log ORDER BY id DESC LIMIT 1").fetchone()
             prev_hash = bytes(last[0]) if last else GENESIS_HASH
