@@ -1,6 +1,7 @@
 """user_logins and etl_quarantine in PostgreSQL, loaded in one transaction per batch.
 
-COPY into a staging table, then one INSERT ... ON CONFLICT DO NOTHING on the event key.
+Binary COPY straight into user_logins; when an event of the batch is already loaded (a
+redelivery), COPY into a staging table and one INSERT ... ON CONFLICT DO NOTHING instead.
 """
 
 from __future__ import annotations
@@ -61,12 +62,21 @@ class PostgresLoginStore:
 
     @staticmethod
     def _load_rows(conn: psycopg.Connection, rows: Sequence[UserLoginRow]) -> int:
+        """COPY straight into user_logins; if an event is already there, merge instead.
+
+        The first load of a batch (nearly always) needs no staging table. A redelivered batch,
+        or one holding the same event twice, fails the direct COPY on the event key; its
+        savepoint is rolled back and the rows go through staging and ON CONFLICT DO NOTHING.
+        """
+        try:
+            with conn.transaction():  # a savepoint inside the batch's transaction
+                _copy_rows(conn, "public.user_logins", rows)
+            return len(rows)
+        except psycopg.errors.UniqueViolation:
+            pass
         conn.execute(_STAGING)
+        _copy_rows(conn, "staging_user_logins", rows)
         with conn.cursor() as cursor:
-            with cursor.copy(f"COPY staging_user_logins ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(_TYPES)
-                for row in rows:
-                    copy.write_row(row)
             cursor.execute(_MERGE)
             return cursor.rowcount
 
@@ -82,3 +92,10 @@ class PostgresLoginStore:
         with conn.cursor() as cursor:
             cursor.execute(_QUARANTINE, columns)
             return cursor.rowcount
+
+
+def _copy_rows(conn: psycopg.Connection, table: str, rows: Sequence[UserLoginRow]) -> None:
+    with conn.cursor() as cursor, cursor.copy(f"COPY {table} ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_TYPES)
+        for row in rows:
+            copy.write_row(row)

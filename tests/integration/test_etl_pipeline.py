@@ -12,12 +12,15 @@ from typing import Any
 
 import psycopg
 from prometheus_client import REGISTRY
+from psycopg_pool import ConnectionPool
 
 from devstack.events import OutgoingEvent, events_from_file, generate_events, send_events
 from devstack.procs import free_port
 from devstack.sqs import attach_dead_letter_queue, sqs_client
 from devstack.stack import etl_service_env
-from etl_service.domain.messages import QueueMessage
+from etl_service.adapters.postgres import PostgresLoginStore
+from etl_service.domain.messages import QueueMessage, to_row
+from etl_service.domain.validation import parse_login_event
 from tests.conftest import RunningVault, etl_consumer, etl_harness, running_vault
 from tests.malformed_samples import MALFORMED, body
 
@@ -199,3 +202,20 @@ def test_the_same_event_twice_in_one_batch_loads_one_row(stack_env: dict[str, st
         summary = etl.wired.consumer.drain()
     assert (summary.received, summary.loaded, summary.already_loaded) == (2, 1, 1)
     assert len(rows_for(stack_env["PG_ADMIN_DSN"], [twice.event_id])) == 1
+
+
+def test_a_partly_loaded_batch_adds_only_the_new_rows(stack_env: dict[str, str]) -> None:
+    """The direct COPY meets the loaded events' keys: the batch is merged instead, nothing fails."""
+    tag = uuid.uuid4().hex[:8]
+    messages = [
+        QueueMessage(f"partly-{tag}-{i}", "r", body(user_id=f"u{i}"), 1_700_000_000_000, 1, f"partly-{tag}-{i}")
+        for i in range(3)
+    ]
+    rows = [to_row(m, parse_login_event(m.body), f"ip_tok{i}", f"dev_tok{i}") for i, m in enumerate(messages)]
+    with ConnectionPool(stack_env["PG_ETL_DSN"], min_size=1, max_size=1) as pool:
+        store = PostgresLoginStore(pool)
+        assert store.write(rows[:2], []).rows_inserted == 2
+        assert store.write(rows, []).rows_inserted == 1  # a redelivery holding one new event
+        assert store.write(rows, []).rows_inserted == 0
+    loaded = rows_for(stack_env["PG_ADMIN_DSN"], [m.message_id for m in messages])
+    assert [r[0] for r in loaded] == sorted(m.message_id for m in messages)
