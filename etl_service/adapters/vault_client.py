@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -48,21 +48,34 @@ class GrpcTokenizer:
             raise TransientError("vault service reports NOT_SERVING", "vault")
 
     def tokenize(self, ips: Sequence[str], device_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
-        """(ip -> token, device_id -> token); refused values are left out and logged by count."""
-        items = [(vault_pb2.TOKEN_TYPE_IP, v) for v in ips] + [(vault_pb2.TOKEN_TYPE_DEVICE_ID, v) for v in device_ids]
+        """(ip -> token, device_id -> token); refused values are left out and logged by count.
+
+        Sent as value columns (one repeated string per type): no message per value to build
+        on this side or to read on the vault's.
+        """
         ip_tokens: dict[str, str] = {}
         device_tokens: dict[str, str] = {}
         refused = 0
-        for start in range(0, len(items), MAX_ITEMS_PER_CALL):
-            chunk = items[start : start + MAX_ITEMS_PER_CALL]
-            request = vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=t, value=v) for t, v in chunk])
+        for ip_chunk, device_chunk in chunked_columns(ips, device_ids, MAX_ITEMS_PER_CALL):
+            request = vault_pb2.TokenizeRequest(
+                columns=[
+                    vault_pb2.ValueColumn(type=vault_pb2.TOKEN_TYPE_IP, values=ip_chunk),
+                    vault_pb2.ValueColumn(type=vault_pb2.TOKEN_TYPE_DEVICE_ID, values=device_chunk),
+                ]
+            )
             response = self._call(request)
-            for (token_type, value), result in zip(chunk, response.results, strict=True):
-                if result.WhichOneof("result") != "token":
-                    refused += 1
-                    continue
-                target = ip_tokens if token_type == vault_pb2.TOKEN_TYPE_IP else device_tokens
-                target[value] = result.token
+            if len(response.columns) != len(request.columns):
+                raise VaultClientError("the vault service did not answer value columns (is it older than the ETL?)")
+            ip_column, device_column = response.columns
+            for values, column, target in (
+                (ip_chunk, ip_column, ip_tokens),
+                (device_chunk, device_column, device_tokens),
+            ):
+                tokens = list(column.tokens)
+                if len(tokens) != len(values):
+                    raise VaultClientError(f"the vault answered {len(tokens)} tokens for {len(values)} values")
+                target.update((value, token) for value, token in zip(values, tokens, strict=True) if token)
+                refused += len(column.errors)
         if refused:
             log.warning("vault refused values", extra={"refused_count": refused})
         return ip_tokens, device_tokens
@@ -79,3 +92,17 @@ class GrpcTokenizer:
                 raise TransientError(f"vault service {code.name}: {detail}", "vault") from None
             raise VaultClientError(f"vault service refused Tokenize: {code.name}: {detail}") from None
         return response
+
+
+def chunked_columns(
+    ips: Sequence[str], device_ids: Sequence[str], limit: int
+) -> Iterator[tuple[Sequence[str], Sequence[str]]]:
+    """(ips, device ids) pieces of at most `limit` values together; one piece when all fit."""
+    ip_at = device_at = 0
+    while True:
+        ip_chunk = ips[ip_at : ip_at + limit]
+        device_chunk = device_ids[device_at : device_at + limit - len(ip_chunk)]
+        yield ip_chunk, device_chunk
+        ip_at, device_at = ip_at + len(ip_chunk), device_at + len(device_chunk)
+        if ip_at >= len(ips) and device_at >= len(device_ids):
+            return

@@ -159,3 +159,39 @@ def test_the_plaintext_health_port_answers_probes_and_serves_nothing_else(vault:
             assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         server.stop(0).wait()
+
+
+def test_value_columns_get_the_same_tokens_as_items_and_errors_by_position(stub_for: StubFor) -> None:
+    etl = stub_for("etl-service")
+    ips = ["198.51.100.20", "not an ip", "198.51.100.21", "198.51.100.20"]
+    devices = ["555-77-0001"]
+    request = vault_pb2.TokenizeRequest(
+        items=[vault_pb2.TokenizeItem(type=DEVICE, value="555-77-0002")],
+        columns=[vault_pb2.ValueColumn(type=IP, values=ips), vault_pb2.ValueColumn(type=DEVICE, values=devices)],
+    )
+    response = etl.Tokenize(request, timeout=10)
+    assert response.results[0].token.startswith("dev_")  # items and columns in one request
+    ip_column, device_column = response.columns
+    assert len(ip_column.tokens) == len(ips)
+    assert ip_column.tokens[0] == ip_column.tokens[3] and ip_column.tokens[0].startswith("ip_")
+    assert ip_column.tokens[1] == "" and set(ip_column.errors) == {1}
+    assert ip_column.errors[1].code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "not an ip" not in ip_column.errors[1].message
+    by_item = tokenize(etl, (IP, ips[0]), (IP, ips[2]), (DEVICE, devices[0]))
+    assert [r.token for r in by_item] == [ip_column.tokens[0], ip_column.tokens[2], device_column.tokens[0]]
+
+
+def test_a_column_of_an_unspecified_type_fails_per_value_not_the_call(stub_for: StubFor) -> None:
+    column = vault_pb2.ValueColumn(type=vault_pb2.TOKEN_TYPE_UNSPECIFIED, values=["198.51.100.30", "x"])
+    response = stub_for("etl-service").Tokenize(vault_pb2.TokenizeRequest(columns=[column]), timeout=10)
+    (answer,) = response.columns
+    assert list(answer.tokens) == ["", ""]
+    assert {i: e.code for i, e in answer.errors.items()} == {0: 3, 1: 3}
+
+
+def test_the_per_call_limit_counts_column_values(stub_for: StubFor) -> None:
+    column = vault_pb2.ValueColumn(type=IP, values=[f"10.9.{i // 256}.{i % 256}" for i in range(10_001)])
+    with pytest.raises(grpc.RpcError) as error:
+        stub_for("etl-service").Tokenize(vault_pb2.TokenizeRequest(columns=[column]), timeout=30)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 10000" in (error.value.details() or "")

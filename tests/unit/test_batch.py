@@ -2,6 +2,10 @@
 
 import json
 
+from hypothesis import given
+from hypothesis import strategies as st
+
+from etl_service.adapters.vault_client import chunked_columns
 from etl_service.domain.messages import QueueMessage
 from etl_service.service.batch import BatchProcessor, retry_delay
 from etl_service.service.consumer import Consumer, ConsumerSettings
@@ -105,3 +109,18 @@ def test_drain_stops_when_the_queue_is_empty_and_counts_everything() -> None:
     summary = consumer.drain()
     assert (summary.received, summary.loaded, summary.quarantined) == (26, 25, 1)
     assert summary.reasons == {"not_an_object": 1}
+
+
+@given(
+    st.integers(min_value=0, max_value=40),
+    st.integers(min_value=0, max_value=40),
+    st.integers(min_value=1, max_value=15),
+)
+def test_value_columns_are_cut_into_calls_within_the_limit_losing_nothing(ips: int, devices: int, limit: int) -> None:
+    ip_values = [f"ip{i}" for i in range(ips)]
+    device_values = [f"dev{i}" for i in range(devices)]
+    pieces = list(chunked_columns(ip_values, device_values, limit))
+    assert all(len(a) + len(b) <= limit for a, b in pieces)
+    assert [v for a, _ in pieces for v in a] == ip_values
+    assert [v for _, b in pieces for v in b] == device_values
+    assert len(pieces) == max(1, -(-(ips + devices) // limit))

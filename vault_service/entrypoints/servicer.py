@@ -14,7 +14,7 @@ from vault_service.domain.policy import RevealLevel
 from vault_service.domain.token_types import TokenType
 from vault_service.entrypoints.metrics import count_items
 from vault_service.entrypoints.status import status_of
-from vault_service.service.vault import Revealed, TokenVault
+from vault_service.service.vault import Revealed, TokenizeOutcome, TokenVault
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,13 @@ def _item_error(error: VaultError) -> vault_pb2.ItemError:
     return vault_pb2.ItemError(code=status_of(error).value[0], message=str(error))
 
 
+def _token_column(outcomes: list[TokenizeOutcome]) -> vault_pb2.TokenColumn:
+    """Tokens as one repeated string (built in C), errors by position."""
+    tokens = [o if isinstance(o, str) else "" for o in outcomes]
+    errors = {i: _item_error(o) for i, o in enumerate(outcomes) if isinstance(o, VaultError)}
+    return vault_pb2.TokenColumn(tokens=tokens, errors=errors)
+
+
 class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
     """gRPC face of the TokenVault use cases."""
 
@@ -49,18 +56,28 @@ class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
         self._vault = vault
 
     def Tokenize(self, request: vault_pb2.TokenizeRequest, context: grpc.ServicerContext) -> vault_pb2.TokenizeResponse:
-        """Batch tokenize; per-item errors inside the response."""
-        self._check_size(len(request.items), context)
+        """Batch tokenize, items and columns; per-item errors inside the response."""
+        columns = list(request.columns)
+        self._check_size(len(request.items) + sum(len(c.values) for c in columns), context)
         items = [(_TYPE_FROM_PROTO.get(item.type), item.value) for item in request.items]
+        for column in columns:
+            token_type = _TYPE_FROM_PROTO.get(column.type)
+            items += [(token_type, value) for value in column.values]
         outcomes = self._call(context, self._vault.tokenize, client_identity(context), items)
+        count_items("Tokenize", (_code(o) for o in outcomes))
+        start = len(request.items)
         results = [
             vault_pb2.TokenizeResult(error=_item_error(o))
             if isinstance(o, VaultError)
             else vault_pb2.TokenizeResult(token=o)
-            for o in outcomes
+            for o in outcomes[:start]
         ]
-        count_items("Tokenize", (_code(o) for o in outcomes))
-        return vault_pb2.TokenizeResponse(results=results)
+        token_columns = []
+        for column in columns:
+            end = start + len(column.values)
+            token_columns.append(_token_column(outcomes[start:end]))
+            start = end
+        return vault_pb2.TokenizeResponse(results=results, columns=token_columns)
 
     def Detokenize(
         self, request: vault_pb2.DetokenizeRequest, context: grpc.ServicerContext
