@@ -67,8 +67,9 @@ class VaultBench:
 
     @staticmethod
     def tokenize_requests(values: Sequence[str]) -> list[vault_pb2.TokenizeRequest]:
+        """Batches of BATCH values as one value column each (the compact form bulk callers use)."""
         return [
-            vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=IP, value=v) for v in values[i : i + BATCH]])
+            vault_pb2.TokenizeRequest(columns=[vault_pb2.ValueColumn(type=IP, values=values[i : i + BATCH])])
             for i in range(0, len(values), BATCH)
         ]
 
@@ -78,11 +79,11 @@ class VaultBench:
 
         def work(index: int) -> None:
             for n in range(index, len(requests), self.clients):
-                results[n] = [r.token for r in self.tokenizers[index].Tokenize(requests[n], timeout=120).results]
+                results[n] = list(self.tokenizers[index].Tokenize(requests[n], timeout=120).columns[0].tokens)
 
         seconds = parallel(self.clients, work)
         tokens = [t for n in range(len(requests)) for t in results[n]]
-        return sum(len(r.items) for r in requests) / seconds, tokens
+        return sum(len(r.columns[0].values) for r in requests) / seconds, tokens
 
     def detokenize(self, tokens: Sequence[str]) -> float:
         """Values/s revealed in batches of BATCH."""
