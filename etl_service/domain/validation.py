@@ -14,13 +14,11 @@ import unicodedata
 from typing import Any, NamedTuple
 
 from etl_service.domain.app_version import MAX_TEXT_LENGTH, InvalidAppVersion, encode_app_version
+from tokenvault_common.ipv4 import is_canonical_ipv4
 
 MAX_BODY_BYTES = 16 * 1024
 DEFAULT_DEVICE_TYPES = frozenset({"android", "ios"})
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})  # control, format, surrogate, private, unassigned
-_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_CANONICAL_IPV4 = re.compile(rf"^{_OCTET}(?:\.{_OCTET}){{3}}$")
-"""Dotted-quad IPv4 without leading zeros: what ipaddress accepts, checked without its overhead."""
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
 
 # field -> (max length, nullable); lengths follow the exercise's DDL.
@@ -133,7 +131,7 @@ def parse_login_event(
     if device_type.lower() not in device_types:
         raise Rejection("unknown_device_type", f"device_type must be one of {', '.join(sorted(device_types))}")
     ip = str(values["ip"]).strip()
-    if not _CANONICAL_IPV4.match(ip):
+    if not is_canonical_ipv4(ip):
         try:
             ipaddress.ip_address(ip)
         except ValueError:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import re
 
+from tokenvault_common.ipv4 import is_canonical_ipv4
 from vault_service.domain.errors import InvalidValue
 
 MAX_VALUE_LENGTH = 256
@@ -41,18 +41,11 @@ class TokenType(enum.Enum):
 
 _BY_PREFIX = {member.prefix: member for member in TokenType}
 """Looked up once per token on Detokenize: a dict, not a walk over the enum."""
-_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_CANONICAL_DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)
 
 
 def _reject_control_characters(value: str, kind: str) -> None:
     if not value.isprintable():  # control, format, unassigned or separator characters (C*, Z* but space)
         raise InvalidValue(f"{kind} contains control or unprintable characters")
-
-
-def _canonical_dotted_quad(value: str) -> bool:
-    """Whether `value` is already an IPv4 address in canonical form (fast path, no parsing objects)."""
-    return _CANONICAL_DOTTED_QUAD.fullmatch(value) is not None
 
 
 def normalize(token_type: TokenType, value: str) -> str:
@@ -64,7 +57,7 @@ def normalize(token_type: TokenType, value: str) -> str:
         raise InvalidValue(f"{token_type.type_name} value is longer than {MAX_VALUE_LENGTH} characters")
     _reject_control_characters(stripped, token_type.type_name)
     if token_type is TokenType.IP:
-        if _canonical_dotted_quad(stripped):
+        if is_canonical_ipv4(stripped):
             return stripped
         try:
             address = ipaddress.ip_address(stripped)
