@@ -38,11 +38,16 @@ SELECT max(id) FILTER (WHERE purpose = 'encryption' AND state = 'active'),
        max(id) FILTER (WHERE purpose = 'fingerprint' AND state = 'pending')
 FROM vault.data_keys
 """
+# One index probe per wanted fingerprint, under the current key or the pending one (during a
+# fingerprint-key rotation); `next_fingerprint IS NOT NULL` lets the second half use its
+# partial index, which is empty outside a rotation.
 _FIND = (
-    "WITH wanted AS (SELECT %(fps)s::bytea[] AS fps)"
-    " SELECT coalesce(CASE WHEN fingerprint = ANY(wanted.fps) THEN fingerprint END, next_fingerprint), token"
-    " FROM vault.tokens, wanted WHERE token_type = %(type)s"
-    " AND (fingerprint = ANY(wanted.fps) OR next_fingerprint = ANY(wanted.fps))"
+    "SELECT w.fp, t.token FROM unnest(%(fps)s::bytea[]) AS w(fp)"
+    " JOIN vault.tokens t ON t.token_type = %(type)s AND t.fingerprint = w.fp"
+    " UNION ALL"
+    " SELECT w.fp, t.token FROM unnest(%(fps)s::bytea[]) AS w(fp)"
+    " JOIN vault.tokens t ON t.token_type = %(type)s AND t.next_fingerprint = w.fp"
+    " AND t.next_fingerprint IS NOT NULL"
 )
 
 
