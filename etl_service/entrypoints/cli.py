@@ -19,6 +19,7 @@ from etl_service.entrypoints.metrics import MetricsObserver
 from etl_service.service.outcomes import BatchOutcome, ConsumerObserver, FanOut, NoObserver, RunSummary
 from tokenvault_common.env import ConfigError
 from tokenvault_common.logging_setup import configure_logging
+from tokenvault_common.runtime import tune_for_throughput
 
 log = logging.getLogger("etl_service")
 
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, lambda *_: wired.consumer.stop())
         if config.metrics_port:
             prometheus_client.start_http_server(config.metrics_port, addr=config.metrics_address)
+        tune_for_throughput()
         log.info("started", extra={"mode": args.mode, "batch_size": config.batch_size, "receivers": config.receivers})
         try:
             summary = wired.consumer.drain() if args.mode == "drain" else wired.consumer.run()
