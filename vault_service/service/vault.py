@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from vault_service.domain.audit import AuditEvent
 from vault_service.domain.crypto import SealBroken, fingerprint, open_sealed, seal
@@ -32,13 +32,15 @@ MAX_PURPOSE_LENGTH = 512
 STALE_KEY_RETRIES = 3
 
 
-@dataclass(frozen=True)
-class Revealed:
-    """A detokenized value as the caller may see it."""
+class Revealed(NamedTuple):
+    """A detokenized value as the caller may see it (a NamedTuple: one is built per value)."""
 
     token_type: TokenType
     value: str
     level: RevealLevel
+
+    def __repr__(self) -> str:
+        return f"Revealed(token_type={self.token_type.type_name}, value=<redacted>, level={self.level.name})"
 
 
 TokenizeOutcome = str | VaultError
@@ -151,8 +153,12 @@ class TokenVault:
             self._audit_refusal(client, "detokenize", error, tokens, purpose, token_types)
             raise
         rows = self._tokens.fetch(list({t for t, token_type in zip(tokens, types, strict=True) if token_type}))
+        # One policy lookup per token type in the call, not per token.
+        levels: dict[TokenType | None, RevealLevel] = {
+            t: self._policy.reveal_level(client, t) for t in set(types) if t is not None
+        }
         outcomes = [
-            self._reveal(client, token, token_type, rows.get(token))
+            self._reveal(client, token, token_type, levels.get(token_type, RevealLevel.NONE), rows.get(token))
             for token, token_type in zip(tokens, types, strict=True)
         ]
         revealed = sum(isinstance(o, Revealed) for o in outcomes)
@@ -189,11 +195,15 @@ class TokenVault:
         )
 
     def _reveal(
-        self, client: str | None, token: str, token_type: TokenType | None, row: StoredToken | None
+        self,
+        client: str | None,
+        token: str,
+        token_type: TokenType | None,
+        level: RevealLevel,
+        row: StoredToken | None,
     ) -> DetokenizeOutcome:
         if token_type is None:
             return InvalidValue("not a token: expected <type prefix>_<22 characters>")
-        level = self._policy.reveal_level(client, token_type)
         if level is RevealLevel.NONE:
             return PermissionDenied(f"client {client!r} may not detokenize {token_type.type_name} tokens")
         if row is None or row.sealed is None:
