@@ -26,7 +26,8 @@ def test_tuning_raises_gc_thresholds_freezes_startup_objects_and_shortens_the_gi
     # A fresh interpreter: the settings are process-wide and must not leak into this test run.
     result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
     probe = json.loads(result.stdout)
-    assert probe["before"]["threshold"] == [700, 10, 10]
+    # CPython's own defaults differ between versions (700/10/10 up to 3.12): compare, do not pin.
+    assert probe["before"]["threshold"] != probe["after"]["threshold"]
     assert probe["after"]["threshold"] == [50_000, 20, 100]
     assert probe["after"]["frozen"] > probe["before"]["frozen"]
     assert probe["after"]["switch"] == 0.001
