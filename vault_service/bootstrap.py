@@ -43,6 +43,23 @@ class Bootstrapped:
         self.pool.close()
 
 
+def open_vault_pool(dsn: str, max_size: int) -> ConnectionPool:
+    """An open pool of autocommit connections to the vault schema, as the adapters expect."""
+    pool = ConnectionPool(
+        dsn,
+        min_size=1,
+        max_size=max_size,
+        open=False,
+        name="vault",
+        check=check_connection_cheaply,  # a Postgres restart leaves dead connections behind
+        timeout=10,
+        # Single statements commit alone; multi-statement work uses explicit transactions.
+        kwargs={"application_name": "tokenvault-vault", "autocommit": True},
+    )
+    pool.open(wait=True, timeout=15)
+    return pool
+
+
 def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
     """Connect to Vault (checking every permission) and Postgres, load keys and policy.
 
@@ -52,17 +69,7 @@ def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
     client = connect_vault(config.vault_address, config.vault_token, config.vault_role_id, config.vault_secret_id_file)
     wrapper = TransitKeyWrapper(client, config.kek_name, config.transit_mount)
     wrapper.check_access()
-    pool = ConnectionPool(
-        config.database_dsn,
-        min_size=1,
-        max_size=config.db_pool_size,
-        open=False,
-        name="vault",
-        check=check_connection_cheaply,  # a Postgres restart leaves dead connections behind
-        timeout=10,
-        kwargs={"application_name": "tokenvault-vault"},
-    )
-    pool.open(wait=True, timeout=15)
+    pool = open_vault_pool(config.database_dsn, config.db_pool_size)
     try:
         key_store = PostgresKeyStore(pool, config.kek_name)
         token_store, audit = PostgresTokenStore(pool), PostgresAuditLog(pool)

@@ -2,20 +2,22 @@
 
 The service connects as role `tokenvault_vault`, which may read and insert here and update
 only the wrapping of data keys; it has no DELETE and no access to anything else.
+
+The pool's connections are in autocommit mode: a single statement commits on its own (one
+round trip, not BEGIN, statement, COMMIT), and work of several statements that must hold
+together runs inside an explicit `conn.transaction()`.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from vault_service.adapters.group_commit import GroupCommitter
 from vault_service.domain.audit import GENESIS_HASH, AuditEvent, AuditRecord, chain_hash
 from vault_service.service.ports import (
     KeyGeneration,
@@ -30,7 +32,6 @@ from vault_service.service.ports import (
 # Key state changes take this lock exclusively; token inserts take it shared and check the
 # live key generation under it, so no insert is ever written with keys rotated away meanwhile.
 _KEYS_LOCK = 0x6B657973
-_AUDIT_CHAIN_LOCK = 0x61756474  # serializes appends so the chain stays linear
 
 _LIVE_GENERATION = """
 SELECT max(id) FILTER (WHERE purpose = 'encryption' AND state = 'active'),
@@ -96,6 +97,43 @@ def _live_generation(conn: psycopg.Connection) -> KeyGeneration:
 def _generation_of(row: tuple[Any, ...] | None) -> KeyGeneration:
     assert row is not None  # _LIVE_GENERATION is an aggregate: always one row
     return KeyGeneration(row[0], row[1], row[2])
+
+
+_AUDIT_CHAIN_LOCK = 0x61756474
+# Every append holds the chain lock for its own statement (and a writer that re-reads the tail
+# holds it from the read to the insert); the unique index on prev_hash refuses a stale tail.
+_APPEND_AUDIT = (
+    "WITH chain AS (SELECT pg_advisory_xact_lock(%s::bigint))"
+    " INSERT INTO vault.audit_log (at, client, action, purpose, token_types, item_count, outcome, prev_hash, row_hash)"
+    " SELECT u.* FROM chain, unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[],"
+    " %s::text[], %s::bytea[], %s::bytea[]) AS u"
+)
+
+
+def _chained_columns(tail: bytes, events: Sequence[AuditEvent]) -> tuple[tuple[int | str, ...], bytes]:
+    """Array literals of `events` chained after `tail` (in order) for _APPEND_AUDIT, and the new tail."""
+    times, prev_hashes, row_hashes = [], [], []
+    prev_hash = tail
+    for event in events:
+        at = datetime.now(UTC)
+        row_hash = chain_hash(prev_hash, at, event)
+        times.append(at.isoformat())
+        prev_hashes.append(prev_hash)
+        row_hashes.append(row_hash)
+        prev_hash = row_hash
+    columns = (
+        _AUDIT_CHAIN_LOCK,
+        _text_array(times),
+        _text_array([e.client for e in events]),
+        _text_array([e.action for e in events]),
+        _text_array([e.purpose for e in events]),
+        _text_array([e.token_types for e in events]),
+        _int_array([e.item_count for e in events]),
+        _text_array([e.outcome for e in events]),
+        _bytea_array(prev_hashes),
+        _bytea_array(row_hashes),
+    )
+    return columns, prev_hash
 
 
 class PostgresKeyStore:
@@ -336,79 +374,59 @@ class PostgresTokenStore:
 
 
 class PostgresAuditLog:
-    """vault.audit_log, appended under a lock so each row chains to the one before.
+    """vault.audit_log, where each row chains to the one before by hash.
 
-    Appends from concurrent calls are grouped: one writer thread commits every event waiting
-    at that moment in one transaction (one disk flush for many calls), and each caller returns
-    only once its own row is committed. A failed write fails every call in its group.
+    Appends from concurrent calls are grouped (group commit): while one is being written,
+    those arriving wait, then go together in one statement (one disk flush for many calls).
+    Each caller returns only once its own row is committed; a failed write fails every call
+    in its group.
+
+    The log remembers the hash of the chain's tail, so an append is one statement (one round
+    trip) that holds the chain lock only while it runs. A unique index on `prev_hash` lets
+    only one row link to any row: an append under a stale tail (another replica or an admin
+    command appended meanwhile) fails as a whole, and the log then reads the tail and appends
+    under the lock, which nobody can overtake. The chain can never fork.
     """
 
     MAX_GROUP = 500
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
-        self._queue: queue.SimpleQueue[tuple[AuditEvent, Future[None]]] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        self._committer = GroupCommitter(self._write, self.MAX_GROUP)
+        self._tail: bytes | None = None  # hash of the last row seen committed; one writer at a time
 
     def append(self, event: AuditEvent) -> None:
         """Write one chained record durably; raise if it could not be committed."""
-        with self._start_lock:
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_forever, name="audit-writer", daemon=True)
-                self._writer.start()
-        done: Future[None] = Future()
-        self._queue.put((event, done))
-        done.result()
-
-    def _write_forever(self) -> None:
-        while True:
-            group = [self._queue.get()]
-            while len(group) < self.MAX_GROUP:
-                try:
-                    group.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                self._write([event for event, _ in group])
-            except BaseException as error:
-                for _, done in group:
-                    done.set_exception(error)
-            else:
-                for _, done in group:
-                    done.set_result(None)
+        self._committer.submit(event)
 
     def _write(self, events: list[AuditEvent]) -> None:
-        # The last hash is read in its own statement after the lock is held: a statement that
-        # took both would read under a snapshot from before the lock, and could fork the chain.
-        with self._pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_CHAIN_LOCK,))
-            last = conn.execute("SELECT row_hash FROM vault.audit_log ORDER BY id DESC LIMIT 1").fetchone()
-            prev_hash = bytes(last[0]) if last else GENESIS_HASH
-            rows = []
-            for event in events:
-                at = datetime.now(UTC)
-                row_hash = chain_hash(prev_hash, at, event)
-                rows.append(
-                    (
-                        at,
-                        event.client,
-                        event.action,
-                        event.purpose,
-                        event.token_types,
-                        event.item_count,
-                        event.outcome,
-                        prev_hash,
-                        row_hash,
-                    )
-                )
-                prev_hash = row_hash
-            with conn.cursor() as cursor:
-                cursor.executemany(
-                    "INSERT INTO vault.audit_log (at, client, action, purpose, token_types, item_count, outcome,"
-                    " prev_hash, row_hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    rows,
-                )
+        try:
+            self._append_chained(events)
+        except BaseException:
+            self._tail = None  # unknown after a failure: read it again next time
+            raise
+
+    def _append_chained(self, events: list[AuditEvent]) -> None:
+        with self._pool.connection() as conn:
+            if self._tail is not None:
+                columns, tail = _chained_columns(self._tail, events)
+                try:
+                    conn.execute(_APPEND_AUDIT, columns)  # one statement: all rows or none
+                except psycopg.errors.UniqueViolation as error:
+                    if error.diag.constraint_name != "audit_log_prev_hash":
+                        raise
+                else:
+                    self._tail = tail
+                    return
+            # Tail unknown or stale (someone else appended): read it under the chain lock, which
+            # every append takes, so nobody can append between the read and our insert. The read
+            # is its own statement, after the lock: a snapshot taken before it could be stale.
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_CHAIN_LOCK,))
+                last = conn.execute("SELECT row_hash FROM vault.audit_log ORDER BY id DESC LIMIT 1").fetchone()
+                columns, tail = _chained_columns(bytes(last[0]) if last else GENESIS_HASH, events)
+                conn.execute(_APPEND_AUDIT, columns)
+            self._tail = tail
 
     def records(self) -> list[AuditRecord]:
         """Every record in order, for verification."""
