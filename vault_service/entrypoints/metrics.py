@@ -5,6 +5,7 @@ Labels carry method names, status codes and dependency names only, never values 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -56,62 +57,40 @@ def register_cache(cache: TokenCache) -> None:
     REGISTRY.register(_CacheCollector(cache))
 
 
-class MetricsInterceptor(grpc.ServerInterceptor):
-    """Counts every unary call by method and final status code and times it.
+Behavior = Callable[[Any, Any, grpc.ServicerContext], Any]
 
-    The wrapped handler of each method is built once and reused, with its metric children
-    bound, so a call pays for two metric updates and nothing else.
+
+def measured(method: str) -> Callable[[Behavior], Behavior]:
+    """Count a servicer method's calls by final status code and time them.
+
+    A decorator rather than a server interceptor: gRPC runs every interceptor on every call,
+    health checks included, and that pipeline cost ~6 % of a single-token Detokenize.
     """
-
-    def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[object, grpc.RpcMethodHandler[Any, Any]]] = {}
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        """Wrap unary-unary handlers; leave the others (health watch, reflection) as they are."""
-        handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        cached = self._wrapped.get(handler_call_details.method)
-        if cached is None or cached[0] is not handler.unary_unary:
-            cached = (handler.unary_unary, _measured_handler(handler, handler_call_details.method))
-            self._wrapped[handler_call_details.method] = cached
-        return cached[1]
-
-
-def _measured_handler(handler: grpc.RpcMethodHandler[Any, Any], path: str) -> grpc.RpcMethodHandler[Any, Any]:
-    """`handler` with its calls counted by final code and timed."""
-    method = path.rsplit("/", 1)[-1]
-    behavior = handler.unary_unary
-    assert behavior is not None  # only unary-unary handlers are wrapped
     latency = LATENCY.labels(method)
     requests_by_code: dict[str, Any] = {}
 
-    def measured(request: Any, context: grpc.ServicerContext) -> Any:
-        started = time.perf_counter()
-        code = "UNKNOWN"
-        try:
-            response = behavior(request, context)
-            code = _code_name(context, default="OK")
-            return response
-        except Exception:
-            code = _code_name(context, default="UNKNOWN")
-            raise
-        finally:
-            counter = requests_by_code.get(code)
-            if counter is None:
-                counter = requests_by_code.setdefault(code, REQUESTS.labels(method, code))
-            counter.inc()
-            latency.observe(time.perf_counter() - started)
+    def decorate(behavior: Behavior) -> Behavior:
+        @functools.wraps(behavior)
+        def measured_call(servicer: Any, request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = "UNKNOWN"
+            try:
+                response = behavior(servicer, request, context)
+                code = _code_name(context, default="OK")
+                return response
+            except Exception:
+                code = _code_name(context, default="UNKNOWN")  # context.abort() set the code
+                raise
+            finally:
+                counter = requests_by_code.get(code)
+                if counter is None:
+                    counter = requests_by_code.setdefault(code, REQUESTS.labels(method, code))
+                counter.inc()
+                latency.observe(time.perf_counter() - started)
 
-    return grpc.unary_unary_rpc_method_handler(
-        measured,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+        return measured_call
+
+    return decorate
 
 
 def _code_name(context: grpc.ServicerContext, default: str) -> str:

@@ -11,7 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
-from vault_service.entrypoints.metrics import DEPENDENCY_UP, MetricsInterceptor
+from vault_service.entrypoints.metrics import DEPENDENCY_UP
 from vault_service.entrypoints.servicer import TokenVaultServicer
 from vault_service.service.maintenance import DATABASE, VAULT, HealthReport
 from vault_service.service.vault import TokenVault
@@ -69,7 +69,6 @@ def create_server(
     """A server for `vault` bound to `address` (port 0 picks one), with health and reflection."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-        interceptors=[MetricsInterceptor()],
         options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
     )
     vault_pb2_grpc.add_TokenVaultServicer_to_server(TokenVaultServicer(vault), server)

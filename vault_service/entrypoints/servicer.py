@@ -12,7 +12,7 @@ from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from vault_service.domain.errors import RateLimited, VaultError
 from vault_service.domain.policy import RevealLevel
 from vault_service.domain.token_types import TokenType
-from vault_service.entrypoints.metrics import count_items
+from vault_service.entrypoints.metrics import count_items, measured
 from vault_service.entrypoints.status import status_of
 from vault_service.service.vault import Revealed, TokenizeOutcome, TokenVault
 
@@ -55,6 +55,7 @@ class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
     def __init__(self, vault: TokenVault) -> None:
         self._vault = vault
 
+    @measured("Tokenize")
     def Tokenize(self, request: vault_pb2.TokenizeRequest, context: grpc.ServicerContext) -> vault_pb2.TokenizeResponse:
         """Batch tokenize, items and columns; per-item errors inside the response."""
         columns = list(request.columns)
@@ -79,6 +80,7 @@ class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
             start = end
         return vault_pb2.TokenizeResponse(results=results, columns=token_columns)
 
+    @measured("Detokenize")
     def Detokenize(
         self, request: vault_pb2.DetokenizeRequest, context: grpc.ServicerContext
     ) -> vault_pb2.DetokenizeResponse:
@@ -101,6 +103,7 @@ class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
         count_items("Detokenize", (_code(o) for o in outcomes))
         return vault_pb2.DetokenizeResponse(results=results)
 
+    @measured("Erase")
     def Erase(self, request: vault_pb2.EraseRequest, context: grpc.ServicerContext) -> vault_pb2.EraseResponse:
         """Batch erase (administrative); audited; per-item errors inside the response."""
         self._check_size(len(request.tokens), context)
