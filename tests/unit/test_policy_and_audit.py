@@ -1,6 +1,7 @@
 """Access policy parsing and decisions; the audit hash chain."""
 
 import dataclasses
+import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -74,3 +75,14 @@ def test_deleted_audit_row_breaks_the_chain() -> None:
     records = _chain(5)
     del records[1]
     assert first_broken_record(records) == 3
+
+
+def test_row_hash_encoding_is_stable_so_existing_logs_keep_verifying() -> None:
+    # The canonical form, written out by hand: keys sorted, no spaces, non-ASCII escaped.
+    at = datetime(2026, 11, 23, 9, 30, 15, 123456, tzinfo=UTC)
+    event = AuditEvent("analyst", "detokenize", "ok: 1 revealed, 0 refused", 1, 'case "42" \u00e9', "ip")
+    canonical = (
+        '{"action":"detokenize","at":"2026-11-23T09:30:15.123456+00:00","client":"analyst",'
+        '"item_count":1,"outcome":"ok: 1 revealed, 0 refused","purpose":"case \\"42\\" \\u00e9","token_types":"ip"}'
+    )
+    assert chain_hash(GENESIS_HASH, at, event) == hashlib.sha256(GENESIS_HASH + canonical.encode()).digest()

@@ -14,6 +14,10 @@ from datetime import UTC, datetime
 
 GENESIS_HASH = b"\x00" * 32
 
+# What json.dumps(fields, sort_keys=True, separators=(",", ":")) builds, made once: dumps
+# with options constructs a new encoder on every call.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
 
 @dataclass(frozen=True)
 class AuditEvent:
@@ -49,7 +53,7 @@ def chain_hash(prev_hash: bytes, at: datetime, event: AuditEvent) -> bytes:
         "item_count": event.item_count,
         "outcome": event.outcome,
     }
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+    canonical = _CANONICAL_JSON.encode(fields).encode()
     return hashlib.sha256(prev_hash + canonical).digest()
 
 
