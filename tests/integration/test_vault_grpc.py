@@ -195,3 +195,23 @@ def test_the_per_call_limit_counts_column_values(stub_for: StubFor) -> None:
         stub_for("etl-service").Tokenize(vault_pb2.TokenizeRequest(columns=[column]), timeout=30)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "at most 10000" in (error.value.details() or "")
+
+
+def test_nothing_is_revealed_when_the_audit_row_cannot_be_written(stack_env: dict[str, str], stub_for: StubFor) -> None:
+    (token,) = (r.token for r in tokenize(stub_for("etl-service"), (IP, "192.0.2.77")))
+    analyst = stub_for("analyst")
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
+        # The database refuses this one purpose: the audit append fails as a full disk would.
+        conn.execute("ALTER TABLE vault.audit_log ADD CONSTRAINT refuse_test CHECK (purpose <> 'AUDIT-DOWN')")
+        try:
+            with pytest.raises(grpc.RpcError) as refused:
+                analyst.Detokenize(vault_pb2.DetokenizeRequest(tokens=[token], purpose="AUDIT-DOWN"), timeout=10)
+        finally:
+            conn.execute("ALTER TABLE vault.audit_log DROP CONSTRAINT refuse_test")
+    details = refused.value.details() or ""
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "audit log cannot be written" in details
+    assert "192.0.2.77" not in details and "AUDIT-DOWN" not in details  # nor the database's row dump
+    # The chain is whole and the next call reveals again, audited.
+    again = analyst.Detokenize(vault_pb2.DetokenizeRequest(tokens=[token], purpose="AUDIT-UP"), timeout=10)
+    assert again.results[0].value.value == "192.0.2.77"

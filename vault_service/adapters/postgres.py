@@ -10,6 +10,7 @@ together runs inside an explicit `conn.transaction()`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ from psycopg_pool import ConnectionPool
 
 from vault_service.adapters.group_commit import GroupCommitter
 from vault_service.domain.audit import GENESIS_HASH, AuditEvent, AuditRecord, chain_hash
+from vault_service.domain.errors import AuditUnavailable
 from vault_service.service.ports import (
     KeyGeneration,
     NewTokenRow,
@@ -28,6 +30,8 @@ from vault_service.service.ports import (
     StoredKey,
     StoredToken,
 )
+
+log = logging.getLogger(__name__)
 
 # Key state changes take this lock exclusively; token inserts take it shared and check the
 # live key generation under it, so no insert is ever written with keys rotated away meanwhile.
@@ -396,8 +400,14 @@ class PostgresAuditLog:
         self._tail: bytes | None = None  # hash of the last row seen committed; one writer at a time
 
     def append(self, event: AuditEvent) -> None:
-        """Write one chained record durably; raise if it could not be committed."""
-        self._committer.submit(event)
+        """Write one chained record durably; raise AuditUnavailable if it could not be committed."""
+        try:
+            self._committer.submit(event)
+        except psycopg.Error as error:
+            # The database's message can quote the failing row (hashes, purpose): log its
+            # class and SQLSTATE only, and give the caller a message of our own.
+            log.error("audit append failed", extra={"error": type(error).__name__, "sqlstate": error.sqlstate})
+            raise AuditUnavailable("the audit log cannot be written, so the call was refused; retry later") from None
 
     def _write(self, events: list[AuditEvent]) -> None:
         try:

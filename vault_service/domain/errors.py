@@ -29,6 +29,10 @@ class KeysUnavailable(VaultError):
     """A key needed for this item is not loaded (Vault unreachable at start, or retired)."""
 
 
+class AuditUnavailable(VaultError):
+    """The audit record could not be written, so the action it records was refused."""
+
+
 class RateLimited(VaultError):
     """The caller exceeded its Detokenize rate; it may retry after `retry_after` seconds."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from vault_service.domain.errors import (
+    AuditUnavailable,
     InvalidRequest,
     InvalidValue,
     KeysUnavailable,
@@ -22,6 +23,7 @@ _CODES: dict[type[VaultError], grpc.StatusCode] = {
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     KeysUnavailable: grpc.StatusCode.UNAVAILABLE,
+    AuditUnavailable: grpc.StatusCode.UNAVAILABLE,
     RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 

@@ -178,5 +178,5 @@ class AuditLog(Protocol):
     """Append-only audit log."""
 
     def append(self, event: AuditEvent) -> None:
-        """Write one record durably, or raise."""
+        """Write one record durably, or raise (AuditUnavailable when storage refuses it)."""
         ...
