@@ -215,3 +215,20 @@ def test_nothing_is_revealed_when_the_audit_row_cannot_be_written(stack_env: dic
     # The chain is whole and the next call reveals again, audited.
     again = analyst.Detokenize(vault_pb2.DetokenizeRequest(tokens=[token], purpose="AUDIT-UP"), timeout=10)
     assert again.results[0].value.value == "192.0.2.77"
+
+
+def test_a_purpose_with_a_nul_byte_is_invalid_argument_and_the_refusal_is_audited(
+    stack_env: dict[str, str], stub_for: StubFor
+) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        stub_for("analyst").Detokenize(
+            vault_pb2.DetokenizeRequest(tokens=["ip_" + "Q" * 22], purpose="NUL-\x00-CASE"), timeout=10
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "printable" in (refused.value.details() or "")
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        row = conn.execute(
+            "SELECT client, outcome FROM vault.audit_log WHERE purpose = %s ORDER BY id DESC LIMIT 1",
+            ("NUL-\ufffd-CASE",),
+        ).fetchone()
+    assert row == ("analyst", "refused: InvalidRequest")

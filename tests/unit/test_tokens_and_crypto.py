@@ -109,3 +109,8 @@ def test_every_token_type_is_found_by_its_prefix() -> None:
     for token_type in TokenType:
         assert TokenType.from_prefix(token_type.prefix) is token_type
     assert TokenType.from_prefix("nope") is None
+
+
+@pytest.mark.parametrize("text", ["ip_" + "A" * 22 + "\n", " ip_" + "A" * 22, "ip_" + "A" * 21, "IP_" + "A" * 22])
+def test_text_that_is_almost_a_token_is_not_one(text: str) -> None:
+    assert type_of_token(text) is None

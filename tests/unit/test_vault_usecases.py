@@ -90,6 +90,15 @@ def test_detokenize_requires_a_purpose() -> None:
         make_vault().detokenize("analyst", ["ip_" + "A" * 22], "  ")
 
 
+def test_a_purpose_with_control_characters_is_refused_and_audited_without_them() -> None:
+    audit = FakeAuditLog()
+    with pytest.raises(InvalidRequest, match="printable"):
+        make_vault(audit).detokenize("analyst", ["ip_" + "A" * 22], "case\x00 42\nforged line")
+    (event,) = audit.events
+    assert event.outcome == "refused: InvalidRequest"
+    assert event.purpose == "case\ufffd 42\ufffdforged line"
+
+
 def test_nothing_is_revealed_when_the_audit_cannot_be_written() -> None:
     store = FakeTokenStore()
     (token,) = make_vault(store=store).tokenize("etl", [(TokenType.IP, "10.0.0.1")])

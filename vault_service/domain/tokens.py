@@ -12,7 +12,7 @@ import secrets
 from vault_service.domain.token_types import TokenType
 
 TOKEN_RANDOM_BYTES = 16
-_TOKEN_PATTERN = re.compile(r"^([a-z]+)_([A-Za-z0-9_-]{22})$")
+_TOKEN_PATTERN = re.compile(r"([a-z]+)_([A-Za-z0-9_-]{22})")
 
 
 def new_token(token_type: TokenType) -> str:
@@ -22,5 +22,5 @@ def new_token(token_type: TokenType) -> str:
 
 def type_of_token(token: str) -> TokenType | None:
     """The type a token text announces, or None when the text is not a token."""
-    match = _TOKEN_PATTERN.match(token)
+    match = _TOKEN_PATTERN.fullmatch(token)  # `$` would also accept a trailing newline
     return TokenType.from_prefix(match.group(1)) if match else None

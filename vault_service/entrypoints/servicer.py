@@ -136,3 +136,8 @@ class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
         except (psycopg.OperationalError, PoolTimeout) as error:
             log.error("database unavailable: %s", type(error).__name__)
             context.abort(grpc.StatusCode.UNAVAILABLE, "the vault database is unavailable; retry later")
+        except Exception as error:
+            # gRPC would answer UNKNOWN with the exception's text, which may quote data: log
+            # the class only and answer with a message of our own.
+            log.error("unexpected error in %s: %s", use_case.__name__, type(error).__name__)
+            context.abort(grpc.StatusCode.INTERNAL, "internal error in the vault service; it is logged, retry later")

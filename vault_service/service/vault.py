@@ -189,7 +189,7 @@ class TokenVault:
                 action,
                 f"refused: {type(error).__name__}",
                 len(tokens),
-                purpose[:MAX_PURPOSE_LENGTH],
+                _printable(purpose[:MAX_PURPOSE_LENGTH]),
                 types,
             )
         )
@@ -272,8 +272,15 @@ def _names_of(types: Iterable[TokenType | None]) -> str:
     return ",".join(sorted({t.type_name for t in types if t}))
 
 
+def _printable(text: str) -> str:
+    """`text` with every non-printable character (NUL, newline, other controls) as U+FFFD."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else "\ufffd" for c in text)
+
+
 def _check_purpose(purpose: str) -> None:
     if not purpose.strip():
         raise InvalidRequest("purpose is required: say why (ticket, case or request id)")
+    if not purpose.isprintable():
+        raise InvalidRequest("purpose must be printable text: no control characters or line breaks")
     if len(purpose) > MAX_PURPOSE_LENGTH:
         raise InvalidRequest(f"purpose is longer than {MAX_PURPOSE_LENGTH} characters")
