@@ -63,8 +63,8 @@ Behavior = Callable[[Any, Any, grpc.ServicerContext], Any]
 def measured(method: str) -> Callable[[Behavior], Behavior]:
     """Count a servicer method's calls by final status code and time them.
 
-    A decorator rather than a server interceptor: gRPC runs every interceptor on every call,
-    health checks included, and that pipeline cost ~6 % of a single-token Detokenize.
+    A decorator rather than a server interceptor: gRPC runs interceptors on every call, health
+    checks included; this binds the method's metric children once and touches nothing else.
     """
     latency = LATENCY.labels(method)
     requests_by_code: dict[str, Any] = {}
