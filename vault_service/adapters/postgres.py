@@ -107,14 +107,14 @@ _AUDIT_CHAIN_LOCK = 0x61756474
 # Every append holds the chain lock for its own statement (and a writer that re-reads the tail
 # holds it from the read to the insert); the unique index on prev_hash refuses a stale tail.
 _APPEND_AUDIT = (
-    "WITH chain AS (SELECT pg_advisory_xact_lock(%s::bigint))"
+    f"WITH chain AS (SELECT pg_advisory_xact_lock({_AUDIT_CHAIN_LOCK}))"
     " INSERT INTO vault.audit_log (at, client, action, purpose, token_types, item_count, outcome, prev_hash, row_hash)"
     " SELECT u.* FROM chain, unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[],"
     " %s::text[], %s::bytea[], %s::bytea[]) AS u"
 )
 
 
-def _chained_columns(tail: bytes, events: Sequence[AuditEvent]) -> tuple[tuple[int | str, ...], bytes]:
+def _chained_columns(tail: bytes, events: Sequence[AuditEvent]) -> tuple[tuple[str, ...], bytes]:
     """Array literals of `events` chained after `tail` (in order) for _APPEND_AUDIT, and the new tail."""
     times, prev_hashes, row_hashes = [], [], []
     prev_hash = tail
@@ -126,7 +126,6 @@ def _chained_columns(tail: bytes, events: Sequence[AuditEvent]) -> tuple[tuple[i
         row_hashes.append(row_hash)
         prev_hash = row_hash
     columns = (
-        _AUDIT_CHAIN_LOCK,
         _text_array(times),
         _text_array([e.client for e in events]),
         _text_array([e.action for e in events]),
