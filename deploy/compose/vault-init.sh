@@ -1,10 +1,15 @@
 #!/bin/sh
-# One-shot: Transit engine, the KEK, least-privilege policies, AppRole for the vault service.
+# One-shot: audit device, Transit engine, the KEK, the audit signing key, least-privilege
+# policies, AppRole for the vault service.
 # Runs in the official Vault image against the `vault` service; idempotent.
 set -eu
 export VAULT_ADDR=http://vault:8200 VAULT_TOKEN="$VAULT_ROOT_TOKEN"
+# Every request and response (secrets HMAC-ed) to a file in the vault container.
+vault audit list 2>/dev/null | grep -q '^file/' || vault audit enable file file_path=/vault/logs/audit.log
 vault secrets list | grep -q '^transit/' || vault secrets enable transit
 vault read transit/keys/tokenvault >/dev/null 2>&1 || vault write -f transit/keys/tokenvault type=aes256-gcm96
+# Signs the audit trail's checkpoints; the service may only sign, anyone may verify offline.
+vault read transit/keys/tokenvault-audit >/dev/null 2>&1 || vault write transit/keys/tokenvault-audit type=ed25519 exportable=false
 vault policy write tokenvault-service /policies/tokenvault-service.hcl
 vault policy write tokenvault-security /policies/tokenvault-security.hcl
 vault auth list | grep -q '^approle/' || vault auth enable approle

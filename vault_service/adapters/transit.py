@@ -1,13 +1,17 @@
-"""Vault/OpenBao Transit as the key-encryption key: wraps and unwraps data keys.
+"""Vault/OpenBao Transit: the key-encryption key and the audit signing key.
 
-The service's Vault policy allows only `datakey`, `decrypt` and `rewrap` on the KEK: it can
-never read, export, rotate or delete the KEK itself.
+The KEK wraps and unwraps data keys; the signing key signs audit checkpoints.
+The service's Vault policy allows only `datakey`, `decrypt` and `rewrap` on the KEK, and only
+`sign` on the signing key (plus reading both keys' metadata): it can never export, rotate,
+configure or delete either key. Signatures are verified offline with the public keys
+(`verify_signature`), so nobody needs Vault to check the audit trail.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
+import binascii
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,12 +19,27 @@ from typing import Any
 import hvac
 import hvac.exceptions
 import requests
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from vault_service.domain.errors import KeysUnavailable
+
+AUDIT_SIGNING_KEY = "tokenvault-audit"
+"""Default name of the Transit ed25519 key that signs audit checkpoints."""
 
 
 class VaultStartupError(RuntimeError):
     """Vault cannot be used: unreachable, sealed, bad credentials or missing permission."""
+
+
+def _transit_data(what: str, call: Callable[[], Any]) -> dict[str, Any]:
+    """The `data` of a Transit response; KeysUnavailable saying what failed and why."""
+    try:
+        response = call()
+    except (hvac.exceptions.VaultError, requests.RequestException) as error:
+        raise KeysUnavailable(f"Vault refused to {what}: {_describe(error)}") from None
+    data: dict[str, Any] = response["data"]
+    return data
 
 
 class TransitKeyWrapper:
@@ -31,18 +50,9 @@ class TransitKeyWrapper:
         self._kek_name = kek_name
         self._mount = mount
 
-    def _transit(self, what: str, call: Callable[[], Any]) -> dict[str, Any]:
-        """The `data` of a Transit response; KeysUnavailable saying what failed and why."""
-        try:
-            response = call()
-        except (hvac.exceptions.VaultError, requests.RequestException) as error:
-            raise KeysUnavailable(f"Vault refused to {what}: {_describe(error)}") from None
-        data: dict[str, Any] = response["data"]
-        return data
-
     def new_data_key(self) -> tuple[bytes, str]:
         """A fresh 256-bit data key: (plaintext, wrapped by the newest KEK version)."""
-        data = self._transit(
+        data = _transit_data(
             "create a data key",
             lambda: self._client.secrets.transit.generate_data_key(
                 name=self._kek_name, key_type="plaintext", bits=256, mount_point=self._mount
@@ -52,7 +62,7 @@ class TransitKeyWrapper:
 
     def unwrap(self, wrapped_key: str) -> bytes:
         """The plaintext of a wrapped data key."""
-        data = self._transit(
+        data = _transit_data(
             "unwrap a data key",
             lambda: self._client.secrets.transit.decrypt_data(
                 name=self._kek_name, ciphertext=wrapped_key, mount_point=self._mount
@@ -62,7 +72,7 @@ class TransitKeyWrapper:
 
     def rewrap(self, wrapped_key: str) -> str:
         """The same data key wrapped by the newest KEK version (Transit never shows the plaintext)."""
-        data = self._transit(
+        data = _transit_data(
             "rewrap a data key",
             lambda: self._client.secrets.transit.rewrap_data(
                 name=self._kek_name, ciphertext=wrapped_key, mount_point=self._mount
@@ -72,7 +82,7 @@ class TransitKeyWrapper:
 
     def latest_version(self) -> int:
         """The KEK's newest version."""
-        data = self._transit(
+        data = _transit_data(
             "read the KEK's metadata",
             lambda: self._client.secrets.transit.read_key(name=self._kek_name, mount_point=self._mount),
         )
@@ -89,6 +99,72 @@ class TransitKeyWrapper:
             self.unwrap(wrapped)
         with _requires(f"update {path.format('rewrap')}"):
             self.rewrap(wrapped)
+
+
+class TransitSigner:
+    """Signs with a Transit ed25519 key the service may use to sign only (audit checkpoints).
+
+    The private key never leaves Vault; `public_keys()` gives every version's public key, which
+    is all `verify_signature` needs.
+    """
+
+    def __init__(self, client: hvac.Client, key_name: str = AUDIT_SIGNING_KEY, mount: str = "transit") -> None:
+        self._client = client
+        self._key_name = key_name
+        self._mount = mount
+
+    @property
+    def key_name(self) -> str:
+        """Name of the Transit signing key."""
+        return self._key_name
+
+    def sign(self, data: bytes) -> str:
+        """Transit's signature of `data` under the newest key version, e.g. `vault:v1:<base64>`."""
+        encoded = base64.b64encode(data).decode("ascii")
+        result = _transit_data(
+            f"sign with {self._mount}/sign/{self._key_name}",
+            lambda: self._client.secrets.transit.sign_data(
+                name=self._key_name, hash_input=encoded, mount_point=self._mount
+            ),
+        )
+        return str(result["signature"])
+
+    def public_keys(self) -> dict[int, str]:
+        """Every version's public key: {version: raw ed25519 public key, base64}."""
+        result = _transit_data(
+            f"read {self._mount}/keys/{self._key_name}",
+            lambda: self._client.secrets.transit.read_key(name=self._key_name, mount_point=self._mount),
+        )
+        if result.get("type") != "ed25519":
+            raise KeysUnavailable(f"Transit key {self._key_name} is {result.get('type')}, not an ed25519 signing key")
+        return {int(version): str(key["public_key"]) for version, key in result["keys"].items()}
+
+    def check_access(self) -> None:
+        """Sign a probe and check it with the public keys; VaultStartupError naming what is missing."""
+        with _requires(f"read {self._mount}/keys/{self._key_name} (an ed25519 key)"):
+            keys = self.public_keys()
+        with _requires(f"update {self._mount}/sign/{self._key_name}"):
+            probe = b"tokenvault: signing key check"
+            if not verify_signature(keys, probe, self.sign(probe)):
+                raise KeysUnavailable(f"a signature by {self._key_name} does not verify with its public keys")
+
+
+def verify_signature(public_keys: Mapping[int, str], data: bytes, signature: str) -> bool:
+    """Whether `signature` (`vault:v<N>:<base64>`) is a valid ed25519 signature of `data`.
+
+    Checked offline (no Vault call) with version N of `public_keys` ({version: base64}).
+    False for a malformed signature or an unknown version, never an exception.
+    """
+    prefix, _, rest = signature.partition(":v")
+    version_text, _, encoded = rest.partition(":")
+    if prefix != "vault" or not version_text.isdigit() or int(version_text) not in public_keys:
+        return False
+    try:
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_keys[int(version_text)], validate=True))
+        key.verify(base64.b64decode(encoded, validate=True), data)
+    except (InvalidSignature, ValueError, binascii.Error):
+        return False
+    return True
 
 
 @contextmanager
