@@ -26,11 +26,10 @@ from devstack.openbao import bao_binary
 from devstack.procs import free_port, spawn, wait_until
 from devstack.services import start_vault_service
 from devstack.stack import temporary_components, vault_service_env
-from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
-from tokenvault_common.grpc_tls import secure_channel
+from tokenvault_client import ChunkLimits, ClientIdentity, TokenType, VaultClient
 
 BATCH = 1000
-IP = vault_pb2.TOKEN_TYPE_IP
+IP = TokenType.IP
 console = Console()
 
 # Unlimited clients, for measuring: the shipped policy rate-limits people on purpose.
@@ -49,52 +48,44 @@ def ips(start: int, count: int) -> list[str]:
 
 
 class VaultBench:
-    """Calls against the running vault service over mTLS."""
+    """Calls against the running vault service over mTLS, through the vault client."""
 
     def __init__(self, env: dict[str, str], clients: int) -> None:
         certs = Path(env["STACK_DIR"]) / "certs"
         address = env["TOKENVAULT_GRPC_ADDRESS"]
 
-        def stub(name: str) -> vault_pb2_grpc.TokenVaultStub:
-            channel = secure_channel(
-                address, certs / "ca.pem", certs / f"{name}.pem", certs / f"{name}-key.pem", "localhost"
-            )
-            return vault_pb2_grpc.TokenVaultStub(channel)
+        def client(name: str) -> VaultClient:
+            identity = ClientIdentity(certs / "ca.pem", certs / f"{name}.pem", certs / f"{name}-key.pem", "localhost")
+            return VaultClient.connect(address, identity, deadline=120, limits=ChunkLimits(max_items=BATCH))
 
         self.clients = clients
-        self.tokenizers = [stub("etl-service") for _ in range(clients)]
-        self.detokenizers = [stub("fraud-investigator") for _ in range(clients)]
+        self.tokenizers = [client("etl-service") for _ in range(clients)]
+        self.detokenizers = [client("fraud-investigator") for _ in range(clients)]
 
     @staticmethod
-    def tokenize_requests(values: Sequence[str]) -> list[vault_pb2.TokenizeRequest]:
-        """Batches of BATCH values as one value column each (the compact form bulk callers use)."""
-        return [
-            vault_pb2.TokenizeRequest(columns=[vault_pb2.ValueColumn(type=IP, values=values[i : i + BATCH])])
-            for i in range(0, len(values), BATCH)
-        ]
+    def batches(values: Sequence[str]) -> list[Sequence[str]]:
+        """Batches of BATCH values (each sent as one value column, the compact form bulk callers use)."""
+        return [values[i : i + BATCH] for i in range(0, len(values), BATCH)]
 
-    def tokenize(self, requests: list[vault_pb2.TokenizeRequest]) -> tuple[float, list[str]]:
-        """Items/s over all requests spread on the clients, and the tokens in request order."""
+    def tokenize(self, batches: list[Sequence[str]]) -> tuple[float, list[str]]:
+        """Items/s over all batches spread on the clients, and the tokens in batch order."""
         results: dict[int, list[str]] = {}
 
         def work(index: int) -> None:
-            for n in range(index, len(requests), self.clients):
-                results[n] = list(self.tokenizers[index].Tokenize(requests[n], timeout=120).columns[0].tokens)
+            for n in range(index, len(batches), self.clients):
+                results[n] = self.tokenizers[index].tokenize_columns([(IP, batches[n])])[0].tokens
 
         seconds = parallel(self.clients, work)
-        tokens = [t for n in range(len(requests)) for t in results[n]]
-        return sum(len(r.columns[0].values) for r in requests) / seconds, tokens
+        tokens = [t for n in range(len(batches)) for t in results[n]]
+        return sum(len(b) for b in batches) / seconds, tokens
 
     def detokenize(self, tokens: Sequence[str]) -> float:
         """Values/s revealed in batches of BATCH."""
-        requests = [
-            vault_pb2.DetokenizeRequest(tokens=tokens[i : i + BATCH], purpose="benchmark")
-            for i in range(0, len(tokens), BATCH)
-        ]
+        batches = self.batches(tokens)
 
         def work(index: int) -> None:
-            for n in range(index, len(requests), self.clients):
-                self.detokenizers[index].Detokenize(requests[n], timeout=120)
+            for n in range(index, len(batches), self.clients):
+                self.detokenizers[index].detokenize(batches[n], purpose="benchmark")
 
         return len(tokens) / parallel(self.clients, work)
 
@@ -103,17 +94,20 @@ class VaultBench:
         latencies: list[list[float]] = [[] for _ in range(self.clients)]
 
         def work(index: int) -> None:
-            stub = self.detokenizers[index]
+            client = self.detokenizers[index]
             for n in range(calls_per_client):
-                request = vault_pb2.DetokenizeRequest(
-                    tokens=[tokens[(index * calls_per_client + n) % len(tokens)]], purpose="benchmark"
-                )
+                token = tokens[(index * calls_per_client + n) % len(tokens)]
                 started = time.perf_counter()
-                stub.Detokenize(request, timeout=10)
+                client.detokenize([token], purpose="benchmark")
                 latencies[index].append(time.perf_counter() - started)
 
         parallel(self.clients, work)
         return [x for per_client in latencies for x in per_client]
+
+    def close(self) -> None:
+        """Close every channel."""
+        for client in (*self.tokenizers, *self.detokenizers):
+            client.close()
 
 
 @contextmanager
@@ -184,10 +178,10 @@ def measure(
     samples: dict[str, list[float]] = {k: [] for k in ("new", "repeated", "detok", "p50", "p99", "transit")}
     with transit_peer(state_dir) as transit:
         transit_encrypt(transit, ips(0, BATCH * 4), clients)  # warm up
-        bench.tokenize(bench.tokenize_requests(ips(900_000_000, BATCH * 4)))
+        bench.tokenize(bench.batches(ips(900_000_000, BATCH * 4)))
         for round_no in range(rounds):
             values = ips(round_no * values_per_round, values_per_round)
-            requests = bench.tokenize_requests(values)
+            requests = bench.batches(values)
             new_rate, tokens = bench.tokenize(requests)
             repeated_rate, again = bench.tokenize(requests)
             if again != tokens:
@@ -222,7 +216,11 @@ def run(values_per_round: int, rounds: int, clients: int) -> Figures:
         probe = (certs / "ca.pem", certs / "etl-service.pem", certs / "etl-service-key.pem")
         stack.state.pids["vault_service"] = start_vault_service(service_env, state_dir / "logs" / "vault.log", probe)
         stack.save()
-        samples = measure(VaultBench(env, clients), state_dir, values_per_round, rounds, clients)
+        bench = VaultBench(env, clients)
+        try:
+            samples = measure(bench, state_dir, values_per_round, rounds, clients)
+        finally:
+            bench.close()
     median = {k: statistics.median(v) for k, v in samples.items()}
     return {
         "tokenize_new_per_s": (median["new"], "tokens/s"),

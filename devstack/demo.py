@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
 import psycopg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -26,10 +25,12 @@ from devstack.events import OutgoingEvent, events_from_file, generate_events, se
 from devstack.procs import StackError
 from devstack.sqs import sqs_client
 from devstack.stack import state_dir_from_env, up
-from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
-from tokenvault_common.grpc_tls import secure_channel
+from tokenvault_client import ClientIdentity, ItemError, VaultClient, VaultClientError
 
 console = Console()
+
+TOKEN_WIDTH = len("dev_") + 22
+"""The longest token: the table never cuts one short."""
 
 _ACCOUNTED = """
 SELECT (SELECT count(*) FROM user_logins WHERE event_id = ANY(%(ids)s)),
@@ -77,49 +78,48 @@ def _duplicates(conn: psycopg.Connection, ids: list[str], column: str) -> list[t
     return [(str(token), int(n)) for token, n in rows]
 
 
-def _report_duplicates(conn: psycopg.Connection, ids: list[str]) -> str | None:
+def duplicates_table(duplicates: dict[str, list[tuple[str, int]]]) -> Table:
+    """Per column, how many values repeat and the top 3 tokens, each token whole."""
     table = Table(title="duplicates found through equal tokens (top 3 each)", title_justify="left")
-    for name in ("column", "distinct values seen more than once", "token", "rows"):
-        table.add_column(name)
-    sample_token = None
-    for column in ("masked_ip", "masked_device_id"):
-        dups = _duplicates(conn, ids, column)
+    table.add_column("column", no_wrap=True)
+    table.add_column("values seen more than once")
+    table.add_column("token", no_wrap=True, min_width=TOKEN_WIDTH)  # whole tokens, so they can be copied
+    table.add_column("rows", justify="right")
+    for column, dups in duplicates.items():
         for i, (token, count) in enumerate(dups[:3]):
             table.add_row(column if i == 0 else "", str(len(dups)) if i == 0 else "", token, str(count))
         if not dups:
             table.add_row(column, "0", "-", "-")
-        sample_token = sample_token or (dups[0][0] if dups else None)
-    console.print(table)
-    return sample_token
+    return table
+
+
+def _report_duplicates(conn: psycopg.Connection, ids: list[str]) -> str | None:
+    duplicates = {column: _duplicates(conn, ids, column) for column in ("masked_ip", "masked_device_id")}
+    console.print(duplicates_table(duplicates))
+    return next((dups[0][0] for dups in duplicates.values() if dups), None)
+
+
+def analyst_identity(env: dict[str, str]) -> ClientIdentity:
+    """The analyst's mTLS files in the stack's settings."""
+    return ClientIdentity(
+        Path(env["TLS_CA_CERT"]), Path(env["ANALYST_TLS_CERT"]), Path(env["ANALYST_TLS_KEY"]), "localhost"
+    )
 
 
 def _reveal_one(env: dict[str, str], token: str) -> None:
-    channel = secure_channel(
-        env["TOKENVAULT_GRPC_ADDRESS"],
-        Path(env["TLS_CA_CERT"]),
-        Path(env["ANALYST_TLS_CERT"]),
-        Path(env["ANALYST_TLS_KEY"]),
-        "localhost",
-    )
-    with channel:
-        stub = vault_pb2_grpc.TokenVaultStub(channel)
+    with VaultClient.connect(env["TOKENVAULT_GRPC_ADDRESS"], analyst_identity(env), deadline=10) as vault:
         try:
-            response = stub.Detokenize(
-                vault_pb2.DetokenizeRequest(tokens=[token], purpose="make run demo: show one reveal"),
-                timeout=10,
-            )
-        except grpc.RpcError as error:
-            console.print(f"  Detokenize refused: {error.code().name}: {error.details()}")
+            (result,) = vault.detokenize([token], purpose="make run demo: show one reveal")
+        except VaultClientError as error:
+            console.print(f"  Detokenize refused: {error}")
             return
-    result = response.results[0]
-    if result.WhichOneof("result") == "value":
-        reveal = vault_pb2.Reveal.Name(result.value.reveal).removeprefix("REVEAL_").lower()
-        console.print(
-            f"  analyst (mTLS client cert CN=analyst) Detokenize {token} -> "
-            f"[bold]{result.value.value}[/] ({reveal}); audited in vault.audit_log"
-        )
-    else:
-        console.print(f"  Detokenize item error {result.error.code}: {result.error.message}")
+    if isinstance(result, ItemError):
+        console.print(f"  Detokenize item error {result}")
+        return
+    console.print(
+        f"  analyst (mTLS client cert CN=analyst) Detokenize {token} -> "
+        f"[bold]{result.value}[/] ({result.reveal.value}); audited in vault.audit_log"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,22 +6,20 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from devstack.procs import spawn, wait_until
-from tokenvault_common.grpc_tls import secure_channel
+from tokenvault_client import ClientIdentity, Unavailable, VaultClient, VaultClientError
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def vault_healthy(address: str, ca: Path, cert: Path, key: Path) -> bool:
     """Whether the vault answers SERVING on grpc.health.v1 over mTLS."""
-    with secure_channel(address, ca, cert, key, server_name="localhost") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        check = stub.Check  # type: ignore[attr-defined]  # the stubs omit the generated method
-        response = check(health_pb2.HealthCheckRequest(service=""), timeout=2)
-        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+    with VaultClient.connect(address, ClientIdentity(ca, cert, key, server_name="localhost")) as client:
+        try:
+            client.ready()
+        except Unavailable:
+            return False
+        return True
 
 
 def start_vault_service(env: Mapping[str, str], log_file: Path, probe: tuple[Path, Path, Path]) -> int:
@@ -45,7 +43,6 @@ def start_etl_service(env: Mapping[str, str], log_file: Path) -> int:
     return pid
 
 
-def channel_error(error: grpc.RpcError) -> str:
+def channel_error(error: VaultClientError) -> str:
     """A short description of a failed call."""
-    code = error.code() if hasattr(error, "code") else None
-    return f"{code.name if code else 'UNKNOWN'}: {error.details() if hasattr(error, 'details') else error}"
+    return str(error)

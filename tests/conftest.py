@@ -8,10 +8,11 @@ restart them.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -23,7 +24,7 @@ from etl_service.bootstrap import bootstrap as etl_bootstrap
 from etl_service.config import EtlConfig
 from etl_service.entrypoints.metrics import MetricsObserver
 from tokenvault_api.v1 import vault_pb2_grpc
-from tokenvault_common.grpc_tls import secure_channel
+from tokenvault_client import ClientIdentity, VaultClient, open_channel
 from vault_service.bootstrap import Bootstrapped
 from vault_service.bootstrap import bootstrap as vault_bootstrap
 from vault_service.config import VaultServiceConfig
@@ -83,12 +84,30 @@ def vault(stack_env: dict[str, str]) -> Iterator[RunningVault]:
         yield running
 
 
-def client_channel(env: dict[str, str], address: str, client: str) -> grpc.Channel:
-    """An mTLS channel presenting the stack certificate of `client` (e.g. analyst)."""
+def stack_identity(env: dict[str, str], client: str) -> ClientIdentity:
+    """The mTLS files of the stack certificate of `client` (e.g. analyst)."""
     certs = Path(env["STACK_DIR"]) / "certs"
-    return secure_channel(
-        address, certs / "ca.pem", certs / f"{client}.pem", certs / f"{client}-key.pem", server_name="localhost"
-    )
+    return ClientIdentity(certs / "ca.pem", certs / f"{client}.pem", certs / f"{client}-key.pem", "localhost")
+
+
+def client_channel(env: dict[str, str], address: str, client: str) -> grpc.Channel:
+    """An mTLS channel presenting the stack certificate of `client`, for tests of the wire protocol itself."""
+    return open_channel(address, stack_identity(env, client), transparent_retry=True)
+
+
+@pytest.fixture
+def client_for(stack_env: dict[str, str], vault: RunningVault) -> Iterator[Callable[..., VaultClient]]:
+    """client_for("analyst") -> a VaultClient of the session's vault authenticated as that client."""
+    clients: list[VaultClient] = []
+
+    def make(client: str, address: str | None = None, **options: Any) -> VaultClient:
+        made = VaultClient.connect(address or vault.address, stack_identity(stack_env, client), **options)
+        clients.append(made)
+        return made
+
+    yield make
+    for made in clients:
+        made.close()
 
 
 @pytest.fixture

@@ -1,0 +1,69 @@
+"""The typed client of the token vault: channel (mTLS), deadlines, retries, chunking, typed errors.
+
+    from tokenvault_client import ClientIdentity, TokenType, VaultClient
+
+    identity = ClientIdentity(ca=Path("ca.pem"), cert=Path("analyst.pem"), key=Path("analyst-key.pem"),
+                              server_name="localhost")
+    with VaultClient.connect("127.0.0.1:50051", identity) as vault:
+        outcomes = vault.detokenize(["ip_..."], purpose="CASE-123")
+
+Every caller of the vault (the ETL, the `tokenvault` command, the embedded stack, the
+benchmarks, the tests) goes through `VaultClient`.
+"""
+
+from tokenvault_client.channel import ClientIdentity, open_channel, secure_channel
+from tokenvault_client.chunking import MAX_ITEMS_PER_CALL, MAX_REQUEST_BYTES, ChunkLimits
+from tokenvault_client.client import VaultClient
+from tokenvault_client.errors import (
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ProtocolError,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+    VaultClientError,
+)
+from tokenvault_client.models import (
+    DetokenizeOutcome,
+    EraseOutcome,
+    ItemError,
+    Reveal,
+    Revealed,
+    TokenColumn,
+    TokenOutcome,
+    TokenType,
+)
+from tokenvault_client.retry import NO_RETRY, RetryPolicy
+
+__all__ = [
+    "MAX_ITEMS_PER_CALL",
+    "MAX_REQUEST_BYTES",
+    "NO_RETRY",
+    "ChunkLimits",
+    "ClientIdentity",
+    "DeadlineExceeded",
+    "DetokenizeOutcome",
+    "EraseOutcome",
+    "Internal",
+    "InvalidArgument",
+    "ItemError",
+    "NotFound",
+    "PermissionDenied",
+    "ProtocolError",
+    "RateLimited",
+    "RetryPolicy",
+    "Reveal",
+    "Revealed",
+    "TokenColumn",
+    "TokenOutcome",
+    "TokenType",
+    "Unauthenticated",
+    "Unavailable",
+    "VaultClient",
+    "VaultClientError",
+    "open_channel",
+    "secure_channel",
+]

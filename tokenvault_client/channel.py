@@ -1,0 +1,78 @@
+"""The client side of the vault's mTLS: which files identify the caller, and a channel from them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+MAX_RECEIVE_BYTES = 64 * 1024 * 1024
+"""Largest answer accepted (a Detokenize of 10 000 values is far below)."""
+
+# Transparent retries of calls that never reached the server (used by callers that retry nothing themselves).
+_TRANSPARENT_RETRY = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "tokenvault.v1.TokenVault"}],
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    """The PEM files of an mTLS client: the CA that signed the vault, our certificate and key."""
+
+    ca: Path
+    """CA certificate that issued the vault's server certificate."""
+    cert: Path
+    """Our client certificate; its common name is our identity in the vault's policy."""
+    key: Path
+    """Private key of `cert`."""
+    server_name: str | None = None
+    """Name to verify the server certificate against, when the address is not that name (e.g. localhost)."""
+
+    def describe(self) -> str:
+        """Which certificate is presented, for error messages."""
+        return f"client certificate {self.cert}"
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """TLS credentials from the files; OSError names a missing or unreadable file."""
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read(self.ca, "CA certificate"),
+            private_key=_read(self.key, "client key"),
+            certificate_chain=_read(self.cert, "client certificate"),
+        )
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise OSError(f"cannot read the {what} {path}: {error.strerror or error}") from None
+
+
+def open_channel(address: str, identity: ClientIdentity, transparent_retry: bool = False) -> grpc.Channel:
+    """A channel to `address` that verifies the server and presents `identity`."""
+    options: list[tuple[str, str | int]] = [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
+    if transparent_retry:
+        options.append(("grpc.service_config", _TRANSPARENT_RETRY))
+    if identity.server_name:
+        options.append(("grpc.ssl_target_name_override", identity.server_name))
+    return grpc.secure_channel(address, identity.credentials(), options=options)
+
+
+def secure_channel(address: str, ca: Path, cert: Path, key: Path, server_name: str | None = None) -> grpc.Channel:
+    """A channel that verifies the server against `ca` and presents `cert`/`key` (gRPC retries UNAVAILABLE)."""
+    return open_channel(address, ClientIdentity(ca, cert, key, server_name), transparent_retry=True)

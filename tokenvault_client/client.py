@@ -1,0 +1,244 @@
+"""`VaultClient`: every call to the token vault goes through here.
+
+It owns the channel (mTLS), puts a deadline on every attempt, retries what a later attempt
+can fix (an unavailable vault with backoff, a rate limit after the server's `retry-after-ms`),
+splits work into calls within the per-call limits, and raises typed errors
+(`tokenvault_client.errors`) that name the certificate presented.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+from tokenvault_client.channel import ClientIdentity, open_channel
+from tokenvault_client.chunking import ChunkLimits, chunk_bounds, column_chunks
+from tokenvault_client.errors import (
+    PermissionDenied,
+    ProtocolError,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+    VaultClientError,
+    from_rpc_error,
+)
+from tokenvault_client.models import (
+    DetokenizeOutcome,
+    EraseOutcome,
+    ItemError,
+    Revealed,
+    TokenColumn,
+    TokenOutcome,
+    TokenType,
+    reveal_from_proto,
+)
+from tokenvault_client.retry import RetryPolicy, call_with_retry
+
+T = TypeVar("T")
+
+Progress = Callable[[int], None]
+"""Told how many items a finished call carried."""
+
+Waiting = Callable[[VaultClientError, float], None]
+"""Told before the client waits (error that caused it, seconds)."""
+
+
+class VaultStub(Protocol):
+    """The three unary methods of the generated TokenVault stub (a fake in unit tests)."""
+
+    def Tokenize(self, request: vault_pb2.TokenizeRequest, timeout: float) -> vault_pb2.TokenizeResponse: ...  # noqa: D102
+
+    def Detokenize(self, request: vault_pb2.DetokenizeRequest, timeout: float) -> vault_pb2.DetokenizeResponse: ...  # noqa: D102
+
+    def Erase(self, request: vault_pb2.EraseRequest, timeout: float) -> vault_pb2.EraseResponse: ...  # noqa: D102
+
+
+def _nothing(count: int) -> None:
+    return None
+
+
+class VaultClient:
+    """A typed client of the TokenVault service. Thread-safe; close it (or use `with`) when done."""
+
+    def __init__(
+        self,
+        channel: grpc.Channel | None,
+        *,
+        identity: ClientIdentity | None = None,
+        deadline: float = 30.0,
+        retry: RetryPolicy | None = None,
+        limits: ChunkLimits | None = None,
+        stub: VaultStub | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        on_wait: Waiting | None = None,
+    ) -> None:
+        """Wrap `channel` (or, in unit tests, a fake `stub`); `identity` only names the caller in errors."""
+        if stub is None:
+            if channel is None:
+                raise ValueError("VaultClient needs a channel or a stub")
+            stub = vault_pb2_grpc.TokenVaultStub(channel)
+        self._channel = channel
+        self._stub: Any = stub
+        self._identity = identity
+        self._deadline = deadline
+        self._retry = retry or RetryPolicy()
+        self._limits = limits or ChunkLimits()
+        self._detokenize_max = self._limits.max_items  # lowered when a caller's burst is smaller
+        self._sleep = sleep
+        self._on_wait = on_wait
+
+    @classmethod
+    def connect(cls, address: str, identity: ClientIdentity, **options: Any) -> VaultClient:
+        """A client with its own mTLS channel to `address` (host:port)."""
+        return cls(open_channel(address, identity), identity=identity, **options)
+
+    def close(self) -> None:
+        """Close the channel."""
+        if self._channel is not None:
+            self._channel.close()
+
+    def __enter__(self) -> VaultClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- calls ---------------------------------------------------------------------------------
+
+    def ready(self, timeout: float = 2.0) -> None:
+        """Return when the vault reports SERVING; raise Unavailable otherwise."""
+        if self._channel is None:
+            return
+        check = health_pb2_grpc.HealthStub(self._channel).Check  # type: ignore[attr-defined]  # stubs omit it
+        try:
+            response = check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError as error:
+            raise self._typed(error) from None
+        if response.status != health_pb2.HealthCheckResponse.SERVING:
+            raise Unavailable(grpc.StatusCode.UNAVAILABLE, "the vault service reports NOT_SERVING (database down?)")
+
+    def tokenize(self, items: Sequence[tuple[TokenType, str]], progress: Progress = _nothing) -> list[TokenOutcome]:
+        """The token of each (type, value), in order; an ItemError where a value got none."""
+        out: list[TokenOutcome] = []
+        values = [value for _, value in items]
+        for start, end in chunk_bounds(values, self._limits):
+            request = vault_pb2.TokenizeRequest(
+                items=[vault_pb2.TokenizeItem(type=t.proto, value=v) for t, v in items[start:end]]
+            )
+            response = self._call(self._stub.Tokenize, request)
+            if len(response.results) != end - start:
+                raise self._protocol(f"{len(response.results)} Tokenize results for {end - start} items")
+            out += [
+                ItemError.from_proto(r.error) if r.WhichOneof("result") == "error" else r.token
+                for r in response.results
+            ]
+            progress(end - start)
+        return out
+
+    def tokenize_columns(
+        self, columns: Sequence[tuple[TokenType, Sequence[str]]], progress: Progress = _nothing
+    ) -> list[TokenColumn]:
+        """Tokens of value columns (the compact form for bulk callers), one TokenColumn per column."""
+        results = [TokenColumn([], {}) for _ in columns]
+        for call in column_chunks([values for _, values in columns], self._limits):
+            request = vault_pb2.TokenizeRequest(
+                columns=[
+                    vault_pb2.ValueColumn(type=columns[index][0].proto, values=columns[index][1][start:end])
+                    for index, start, end in call
+                ]
+            )
+            response = self._call(self._stub.Tokenize, request)
+            if len(response.columns) != len(call):
+                raise self._protocol("the vault did not answer value columns (is it older than this client?)")
+            for (index, start, end), answered in zip(call, response.columns, strict=True):
+                if len(answered.tokens) != end - start:
+                    raise self._protocol(f"{len(answered.tokens)} tokens for {end - start} values")
+                target = results[index]
+                offset = len(target.tokens)
+                target.tokens.extend(answered.tokens)
+                target.errors.update({offset + i: ItemError.from_proto(e) for i, e in answered.errors.items()})
+            progress(sum(end - start for _, start, end in call))
+        return results
+
+    def detokenize(self, tokens: Sequence[str], purpose: str, progress: Progress = _nothing) -> list[DetokenizeOutcome]:
+        """The value behind each token as the caller's policy reveals it; an ItemError where none.
+
+        Waits out the caller's rate limit (as long as the retry policy allows) and splits calls
+        larger than the caller's burst.
+        """
+
+        def one(part: Sequence[str]) -> list[DetokenizeOutcome]:
+            response = self._call(self._stub.Detokenize, vault_pb2.DetokenizeRequest(tokens=part, purpose=purpose))
+            if len(response.results) != len(part):
+                raise self._protocol(f"{len(response.results)} Detokenize results for {len(part)} tokens")
+            return [_revealed(r) for r in response.results]
+
+        return self._in_parts(tokens, one, progress)
+
+    def erase(self, tokens: Sequence[str], purpose: str, progress: Progress = _nothing) -> list[EraseOutcome]:
+        """Destroy the values behind `tokens`; None where erased, else an ItemError (NOT_FOUND ...)."""
+
+        def one(part: Sequence[str]) -> list[EraseOutcome]:
+            response = self._call(self._stub.Erase, vault_pb2.EraseRequest(tokens=part, purpose=purpose))
+            if len(response.results) != len(part):
+                raise self._protocol(f"{len(response.results)} Erase results for {len(part)} tokens")
+            return [_erased(r) for r in response.results]
+
+        return self._in_parts(tokens, one, progress)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _in_parts(self, tokens: Sequence[str], call: Callable[[Sequence[str]], list[T]], progress: Progress) -> list[T]:
+        """`call` over chunks of `tokens`, halving a chunk the caller's burst cannot take."""
+        out: list[T] = []
+        start = 0
+        while start < len(tokens):
+            limits = ChunkLimits(min(self._detokenize_max, self._limits.max_items), self._limits.max_bytes)
+            _, end = next(chunk_bounds(tokens[start:], limits))
+            part = tokens[start : start + end]
+            try:
+                out += call(part)
+            except RateLimited as error:
+                if not error.call_too_big or len(part) == 1:
+                    raise
+                self._detokenize_max = max(1, len(part) // 2)
+                continue
+            progress(len(part))
+            start += len(part)
+        return out
+
+    def _call(self, method: Callable[..., T], request: object) -> T:
+        def attempt() -> T:
+            try:
+                return method(request, timeout=self._deadline)
+            except grpc.RpcError as error:
+                raise self._typed(error) from None
+
+        return call_with_retry(attempt, self._retry, self._sleep, self._on_wait)
+
+    def _typed(self, error: grpc.RpcError) -> VaultClientError:
+        typed = from_rpc_error(error)
+        if self._identity is not None and (
+            isinstance(typed, Unauthenticated | PermissionDenied) or (isinstance(typed, Unavailable) and typed.hint)
+        ):
+            typed.with_hint(f"presented {self._identity.describe()}")
+        return typed
+
+    def _protocol(self, text: str) -> ProtocolError:
+        return ProtocolError(grpc.StatusCode.INTERNAL, text)
+
+
+def _revealed(result: vault_pb2.DetokenizeResult) -> DetokenizeOutcome:
+    if result.WhichOneof("result") == "error":
+        return ItemError.from_proto(result.error)
+    value = result.value
+    return Revealed(TokenType.from_proto(value.type), value.value, reveal_from_proto(value.reveal))
+
+
+def _erased(result: vault_pb2.EraseResult) -> EraseOutcome:
+    return ItemError.from_proto(result.error) if result.WhichOneof("result") == "error" else None

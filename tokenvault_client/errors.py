@@ -1,0 +1,135 @@
+"""Typed errors of the vault client: one class per gRPC status a caller decides on.
+
+`from_rpc_error` is the one place where a `grpc.RpcError` becomes one of these. Each error
+says what went wrong in words a person can act on (which certificate, which permission,
+when to retry); none ever quotes a value.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+RETRY_AFTER_KEY = "retry-after-ms"
+"""Trailing metadata the vault sets on RESOURCE_EXHAUSTED: milliseconds until the call would fit."""
+
+
+class VaultClientError(Exception):
+    """Base of every error the client raises; `code` is the gRPC status, `details` the server's text."""
+
+    retryable = False
+    """Whether the same call may succeed later without any change by the caller."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, hint: str = "") -> None:
+        self.code = code
+        self.details = details
+        self.hint = hint
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        text = f"{self.code.name}: {self.details}" if self.details else self.code.name
+        return f"{text} ({self.hint})" if self.hint else text
+
+    def with_hint(self, hint: str) -> VaultClientError:
+        """The same error with a hint appended (e.g. which certificate was presented)."""
+        self.hint = f"{self.hint}; {hint}" if self.hint else hint
+        self.args = (self._text(),)
+        return self
+
+
+class Unauthenticated(VaultClientError):
+    """The vault does not know the presented certificate's name (not in its policy)."""
+
+
+class PermissionDenied(VaultClientError):
+    """The caller is known but its policy does not allow this action on this token type."""
+
+
+class InvalidArgument(VaultClientError):
+    """The request is malformed (missing purpose, too many items in one call ...)."""
+
+
+class NotFound(VaultClientError):
+    """Nothing is stored behind the token."""
+
+
+class RateLimited(VaultClientError):
+    """The caller exceeded its rate; retry after `retry_after` seconds (0: the call itself is too big)."""
+
+    retryable = True
+
+    def __init__(self, code: grpc.StatusCode, details: str, retry_after: float, hint: str = "") -> None:
+        self.retry_after = retry_after
+        super().__init__(code, details, hint)
+
+    @property
+    def call_too_big(self) -> bool:
+        """The call carries more items than the caller's burst allows: split it, waiting will not help."""
+        return self.retry_after <= 0
+
+
+class Unavailable(VaultClientError):
+    """The vault (or its database or Vault) cannot answer now, or the connection failed."""
+
+    retryable = True
+
+
+class DeadlineExceeded(VaultClientError):
+    """The call did not finish within its deadline."""
+
+    retryable = True
+
+
+class Internal(VaultClientError):
+    """The vault failed unexpectedly (it logs why); retrying may help."""
+
+
+class ProtocolError(VaultClientError):
+    """The vault answered something this client does not understand (versions apart?)."""
+
+
+_BY_CODE: dict[grpc.StatusCode, type[VaultClientError]] = {
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.INTERNAL: Internal,
+    grpc.StatusCode.UNKNOWN: Internal,
+}
+
+
+def retry_after_seconds(error: grpc.RpcError) -> float:
+    """The server's `retry-after-ms` trailer in seconds, or 0 when absent or unreadable."""
+    trailing = getattr(error, "trailing_metadata", None)
+    for key, value in (trailing() if callable(trailing) else None) or ():
+        if key == RETRY_AFTER_KEY:
+            try:
+                return max(0.0, int(value) / 1000)
+            except (TypeError, ValueError):
+                return 0.0
+    return 0.0
+
+
+def _hint(code: grpc.StatusCode, details: str) -> str:
+    if code == grpc.StatusCode.UNAVAILABLE and ("handshake" in details.lower() or "ssl" in details.lower()):
+        return (
+            "the TLS handshake failed: check that the client certificate and key match and are issued by the"
+            " vault's CA, and that the CA file is the one that issued the vault's server certificate"
+        )
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return "the certificate's common name is not a client in the vault's policy"
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return "the vault's policy does not allow this identity to do this; ask for the permission or use another"
+    return ""
+
+
+def from_rpc_error(error: grpc.RpcError) -> VaultClientError:
+    """The typed error for a failed call."""
+    code_of = getattr(error, "code", None)
+    details_of = getattr(error, "details", None)
+    code = code_of() if callable(code_of) else grpc.StatusCode.UNKNOWN
+    details = (details_of() if callable(details_of) else None) or ""
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return RateLimited(code, details, retry_after_seconds(error))
+    return _BY_CODE.get(code, VaultClientError)(code, details, _hint(code, details))

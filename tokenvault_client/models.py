@@ -1,0 +1,99 @@
+"""The client's view of the vault's data: token types, revealed values, per-item errors."""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+import grpc
+
+from tokenvault_api.v1 import vault_pb2
+
+
+class TokenType(enum.Enum):
+    """Kinds of PII the vault tokenizes; the value is the name used in policies and on the command line."""
+
+    IP = "ip"
+    DEVICE_ID = "device_id"
+
+    @property
+    def proto(self) -> vault_pb2.TokenType.ValueType:
+        """The protobuf enum value."""
+        return _TO_PROTO[self]
+
+    @classmethod
+    def from_proto(cls, value: vault_pb2.TokenType.ValueType) -> TokenType | None:
+        """The type of a protobuf enum value (None for UNSPECIFIED or unknown)."""
+        return _FROM_PROTO.get(value)
+
+
+_TO_PROTO: dict[TokenType, vault_pb2.TokenType.ValueType] = {
+    TokenType.IP: vault_pb2.TOKEN_TYPE_IP,
+    TokenType.DEVICE_ID: vault_pb2.TOKEN_TYPE_DEVICE_ID,
+}
+_FROM_PROTO: dict[vault_pb2.TokenType.ValueType, TokenType] = {v: k for k, v in _TO_PROTO.items()}
+
+
+class Reveal(enum.Enum):
+    """How a value was revealed to this caller."""
+
+    PLAIN = "plain"
+    MASKED = "masked"
+
+
+_REVEAL_FROM_PROTO: dict[vault_pb2.Reveal.ValueType, Reveal] = {
+    vault_pb2.REVEAL_PLAIN: Reveal.PLAIN,
+    vault_pb2.REVEAL_MASKED: Reveal.MASKED,
+}
+
+
+def reveal_from_proto(value: vault_pb2.Reveal.ValueType) -> Reveal:
+    """The reveal level of a protobuf enum value (masked when unknown: never assume plain)."""
+    return _REVEAL_FROM_PROTO.get(value, Reveal.MASKED)
+
+
+class ItemError(NamedTuple):
+    """Why one item of a batch failed; the rest of the batch is unaffected."""
+
+    code: grpc.StatusCode
+    message: str
+
+    @classmethod
+    def from_proto(cls, error: vault_pb2.ItemError) -> ItemError:
+        """From the wire form (a google.rpc.Code number)."""
+        return cls(_CODE_BY_NUMBER.get(error.code, grpc.StatusCode.UNKNOWN), error.message)
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+
+_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class Revealed(NamedTuple):
+    """A value behind a token. Its repr never shows the value, so logging it leaks nothing."""
+
+    token_type: TokenType | None
+    value: str
+    reveal: Reveal
+
+    def __repr__(self) -> str:
+        kind = self.token_type.value if self.token_type else "?"
+        return f"Revealed({kind}, <{self.reveal.value} value redacted>)"
+
+
+TokenOutcome = str | ItemError
+"""A token, or why the value got none."""
+
+DetokenizeOutcome = Revealed | ItemError
+"""The revealed value, or why the token revealed nothing."""
+
+EraseOutcome = ItemError | None
+"""None when the value was erased, else why not (NOT_FOUND: never issued or already erased)."""
+
+
+class TokenColumn(NamedTuple):
+    """The tokens of one value column: one per value in order ('' where it failed), errors by position."""
+
+    tokens: list[str]
+    errors: dict[int, ItemError]
