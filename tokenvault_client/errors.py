@@ -80,7 +80,9 @@ class DeadlineExceeded(VaultClientError):
 
 
 class Internal(VaultClientError):
-    """The vault failed unexpectedly (it logs why); retrying may help."""
+    """The vault failed unexpectedly (it logs why); a later call may succeed, the client does not retry it."""
+
+    retryable = True
 
 
 class ProtocolError(VaultClientError):
