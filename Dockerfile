@@ -9,6 +9,7 @@ COPY vault_service vault_service
 COPY etl_service etl_service
 COPY tokenvault_api tokenvault_api
 COPY tokenvault_common tokenvault_common
+COPY tokenvault_client tokenvault_client
 COPY devstack devstack
 RUN pip install --no-cache-dir -c constraints.txt .
 
