@@ -81,7 +81,11 @@ class KeyRotation:
     def status(self) -> RotationStatus:
         """KEK version, data keys and the work left."""
         ring = self._keys.refresh()
-        left = self._tokens.work_left(ring.generation.encryption_id, ring.generation.fingerprint_id)
+        generation = ring.generation
+        # Re-index work is every fingerprint not under the newest key: while a key is pending
+        # that is the pending one (the active key is the old one, which every row is under).
+        newest_fingerprint = generation.pending_fingerprint_id or generation.fingerprint_id
+        left = self._tokens.work_left(generation.encryption_id, newest_fingerprint)
         keys = [KeyStatus(k.key_id, k.purpose, k.state, k.kek_version) for k in self._key_store.load_keys()]
         return RotationStatus(self._wrapper.latest_version(), keys, left["reencrypt"], left["reindex"])
 
