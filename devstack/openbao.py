@@ -23,6 +23,16 @@ POLICY_DIR = REPO / "config" / "vault"
 KEK_NAME = "tokenvault"
 SIGNING_KEY_NAME = "tokenvault-audit"
 SERVICE_ROLE = "tokenvault-service"
+SECRET_ID_USES = 100
+"""Logins one AppRole secret id allows: the service logs in at start and once per
+token_max_ttl (24 h); 30 days of a stack (the certificates' validity) need ~30 plus restarts."""
+APPROLE_LIMITS = {
+    "token_ttl": "1h",  # renewed by the service at 2/3 of it
+    "token_max_ttl": "24h",  # then the service logs in again: one use of the secret id
+    "secret_id_ttl": "720h",  # the stack's certificates live as long
+    "secret_id_bound_cidrs": ["127.0.0.1/32"],  # a login from elsewhere is refused
+    "token_bound_cidrs": ["127.0.0.1/32"],  # and so is a stolen token used from elsewhere
+}
 
 
 @dataclass(frozen=True)
@@ -103,8 +113,11 @@ def _private_file(path: Path, content: str) -> Path:
     return path
 
 
-def configure_transit(bao: OpenBao, secrets_dir: Path) -> TransitSetup:
-    """Enable Transit, create the KEK, the two policies, the AppRole and the security token."""
+def configure_transit(bao: OpenBao, secrets_dir: Path, secret_id_uses: int = SECRET_ID_USES) -> TransitSetup:
+    """Enable Transit, create the keys, the two policies, the AppRole and the security token.
+
+    The AppRole's secret id expires (APPROLE_LIMITS) and allows `secret_id_uses` logins.
+    """
     client = hvac.Client(url=bao.address, token=bao.root_token)
     client.sys.enable_secrets_engine("transit", path="transit")
     client.secrets.transit.create_key(name=KEK_NAME, key_type="aes256-gcm96")
@@ -113,10 +126,7 @@ def configure_transit(bao: OpenBao, secrets_dir: Path) -> TransitSetup:
         client.sys.create_or_update_policy(policy, (POLICY_DIR / f"{policy}.hcl").read_text())
     client.sys.enable_auth_method("approle")
     client.auth.approle.create_or_update_approle(
-        SERVICE_ROLE,
-        token_policies=["tokenvault-service"],
-        token_ttl="24h",  # noqa: S106 (a TTL, not a password)
-        token_max_ttl="720h",  # noqa: S106 (a TTL, not a password)
+        SERVICE_ROLE, token_policies=["tokenvault-service"], secret_id_num_uses=secret_id_uses, **APPROLE_LIMITS
     )
     role_id = client.auth.approle.read_role_id(SERVICE_ROLE)["data"]["role_id"]
     secret_id = client.auth.approle.generate_secret_id(SERVICE_ROLE)["data"]["secret_id"]

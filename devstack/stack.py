@@ -19,7 +19,7 @@ from pathlib import Path
 
 from devstack import certs
 from devstack.envfile import read_env_file, write_env_file
-from devstack.openbao import KEK_NAME, configure_transit, start_openbao
+from devstack.openbao import KEK_NAME, SECRET_ID_USES, configure_transit, start_openbao
 from devstack.postgres import pg_ctl, remove_cluster, start_postgres
 from devstack.procs import StackError, alive, free_port, stop_pid
 from devstack.services import start_etl_service, start_vault_service
@@ -89,13 +89,13 @@ def etl_service_env(env: dict[str, str]) -> dict[str, str]:
     }
 
 
-def start_components(state_dir: Path, state: StackState) -> dict[str, str]:
+def start_components(state_dir: Path, state: StackState, secret_id_uses: int = SECRET_ID_USES) -> dict[str, str]:
     """OpenBao, SQS, Postgres and certificates; returns the env file values (no services yet)."""
     logs, secrets_dir, certs_dir = state_dir / "logs", state_dir / "secrets", state_dir / "certs"
     secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     bao = start_openbao(logs / "openbao.log", state_dir / "openbao")
     state.pids["openbao"] = bao.pid
-    transit = configure_transit(bao, secrets_dir)
+    transit = configure_transit(bao, secrets_dir, secret_id_uses)
     sqs = start_sqs(logs / "ministack.log")
     state.pids["ministack"] = sqs.pid
     pg = start_postgres(state_dir)
@@ -228,7 +228,8 @@ def temporary_components(prefix: str) -> Iterator[TemporaryStack]:
     state_dir.chmod(0o755)  # Postgres runs as an unprivileged user and must reach its data directory
     stack = TemporaryStack({}, StackState(), state_dir)
     try:
-        stack.env = start_components(state_dir, stack.state)
+        # A test session starts a vault (one login each) a few hundred times.
+        stack.env = start_components(state_dir, stack.state, secret_id_uses=2000)
         stack.save()
         yield stack
     finally:

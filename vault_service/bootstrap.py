@@ -8,7 +8,7 @@ from psycopg_pool import ConnectionPool
 
 from tokenvault_common.pg_pool import check_connection_cheaply
 from vault_service.adapters.postgres import PostgresAuditLog, PostgresKeyStore, PostgresTokenStore
-from vault_service.adapters.transit import TransitKeyWrapper, TransitSigner, connect_vault
+from vault_service.adapters.transit import TransitKeyWrapper, TransitSigner, open_session
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.policy import load_policy
 from vault_service.service.keyring import KeyManager
@@ -68,10 +68,11 @@ def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
     Raises VaultStartupError, KeysUnavailable or PoolTimeout with a message naming the cause.
     """
     policy = load_policy(config.policy_file)
-    client = connect_vault(config.vault_address, config.vault_token, config.vault_role_id, config.vault_secret_id_file)
-    wrapper = TransitKeyWrapper(client, config.kek_name, config.transit_mount)
+    # The session renews its token and logs in again before it expires (see vault_session.py).
+    session = open_session(config.vault_address, config.vault_token, config.vault_role_id, config.vault_secret_id_file)
+    wrapper = TransitKeyWrapper(session, config.kek_name, config.transit_mount)
     wrapper.check_access()
-    signer = TransitSigner(client, config.audit_signing_key, config.transit_mount)
+    signer = TransitSigner(session, config.audit_signing_key, config.transit_mount)
     signer.check_access()
     pool = open_vault_pool(config.database_dsn, config.db_pool_size)
     try:

@@ -13,7 +13,11 @@ vault read transit/keys/tokenvault-audit >/dev/null 2>&1 || vault write transit/
 vault policy write tokenvault-service /policies/tokenvault-service.hcl
 vault policy write tokenvault-security /policies/tokenvault-security.hcl
 vault auth list | grep -q '^approle/' || vault auth enable approle
-vault write auth/approle/role/tokenvault-service token_policies=tokenvault-service token_ttl=24h token_max_ttl=720h
+# The service renews its 1 h token and logs in again (one secret id use) once per 24 h; the
+# secret id expires after 30 days or 100 logins (docs/production.md). Not bound to a CIDR:
+# compose gives the vault service an address from a network it allocates itself.
+vault write auth/approle/role/tokenvault-service token_policies=tokenvault-service token_ttl=1h token_max_ttl=24h \
+  secret_id_ttl=720h secret_id_num_uses=100
 vault write auth/approle/role/tokenvault-service/role-id role_id="$VAULT_SERVICE_ROLE_ID"
 # The secret id is handed over through a volume, never baked into an image.
 vault write -field=secret_id -f auth/approle/role/tokenvault-service/secret-id > /vault-creds/secret-id

@@ -22,6 +22,7 @@ import requests
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from vault_service.adapters.vault_session import Login, VaultSession
 from vault_service.domain.errors import KeysUnavailable
 
 AUDIT_SIGNING_KEY = "tokenvault-audit"
@@ -45,8 +46,8 @@ def _transit_data(what: str, call: Callable[[], Any]) -> dict[str, Any]:
 class TransitKeyWrapper:
     """Implements the KeyWrapper port with Transit's datakey/decrypt endpoints."""
 
-    def __init__(self, client: hvac.Client, kek_name: str, mount: str = "transit") -> None:
-        self._client = client
+    def __init__(self, vault: hvac.Client | VaultSession, kek_name: str, mount: str = "transit") -> None:
+        self._vault = vault if isinstance(vault, VaultSession) else VaultSession.fixed(vault)
         self._kek_name = kek_name
         self._mount = mount
 
@@ -54,7 +55,7 @@ class TransitKeyWrapper:
         """A fresh 256-bit data key: (plaintext, wrapped by the newest KEK version)."""
         data = _transit_data(
             "create a data key",
-            lambda: self._client.secrets.transit.generate_data_key(
+            lambda: self._vault.client().secrets.transit.generate_data_key(
                 name=self._kek_name, key_type="plaintext", bits=256, mount_point=self._mount
             ),
         )
@@ -64,7 +65,7 @@ class TransitKeyWrapper:
         """The plaintext of a wrapped data key."""
         data = _transit_data(
             "unwrap a data key",
-            lambda: self._client.secrets.transit.decrypt_data(
+            lambda: self._vault.client().secrets.transit.decrypt_data(
                 name=self._kek_name, ciphertext=wrapped_key, mount_point=self._mount
             ),
         )
@@ -74,7 +75,7 @@ class TransitKeyWrapper:
         """The same data key wrapped by the newest KEK version (Transit never shows the plaintext)."""
         data = _transit_data(
             "rewrap a data key",
-            lambda: self._client.secrets.transit.rewrap_data(
+            lambda: self._vault.client().secrets.transit.rewrap_data(
                 name=self._kek_name, ciphertext=wrapped_key, mount_point=self._mount
             ),
         )
@@ -84,7 +85,7 @@ class TransitKeyWrapper:
         """The KEK's newest version."""
         data = _transit_data(
             "read the KEK's metadata",
-            lambda: self._client.secrets.transit.read_key(name=self._kek_name, mount_point=self._mount),
+            lambda: self._vault.client().secrets.transit.read_key(name=self._kek_name, mount_point=self._mount),
         )
         return int(data["latest_version"])
 
@@ -108,8 +109,10 @@ class TransitSigner:
     is all `verify_signature` needs.
     """
 
-    def __init__(self, client: hvac.Client, key_name: str = AUDIT_SIGNING_KEY, mount: str = "transit") -> None:
-        self._client = client
+    def __init__(
+        self, vault: hvac.Client | VaultSession, key_name: str = AUDIT_SIGNING_KEY, mount: str = "transit"
+    ) -> None:
+        self._vault = vault if isinstance(vault, VaultSession) else VaultSession.fixed(vault)
         self._key_name = key_name
         self._mount = mount
 
@@ -123,7 +126,7 @@ class TransitSigner:
         encoded = base64.b64encode(data).decode("ascii")
         result = _transit_data(
             f"sign with {self._mount}/sign/{self._key_name}",
-            lambda: self._client.secrets.transit.sign_data(
+            lambda: self._vault.client().secrets.transit.sign_data(
                 name=self._key_name, hash_input=encoded, mount_point=self._mount
             ),
         )
@@ -133,7 +136,7 @@ class TransitSigner:
         """Every version's public key: {version: raw ed25519 public key, base64}."""
         result = _transit_data(
             f"read {self._mount}/keys/{self._key_name}",
-            lambda: self._client.secrets.transit.read_key(name=self._key_name, mount_point=self._mount),
+            lambda: self._vault.client().secrets.transit.read_key(name=self._key_name, mount_point=self._mount),
         )
         if result.get("type") != "ed25519":
             raise KeysUnavailable(f"Transit key {self._key_name} is {result.get('type')}, not an ed25519 signing key")
@@ -185,23 +188,24 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
-def connect_vault(
+def open_session(
     address: str,
     token: str | None = None,
     role_id: str | None = None,
     secret_id_file: Path | None = None,
     timeout: float = 5.0,
-) -> hvac.Client:
-    """An authenticated client (token, or AppRole role_id + secret_id); VaultStartupError if not."""
+) -> VaultSession:
+    """A Vault login kept valid (AppRole role_id + secret id file, or a token); VaultStartupError if not."""
     client = hvac.Client(url=address, timeout=timeout)
     try:
         status = client.sys.read_health_status(method="GET")
         if isinstance(status, dict) and status.get("sealed"):
             raise VaultStartupError(f"Vault at {address} is sealed: unseal it, then start the vault service")
         if role_id and secret_id_file:
-            client.auth.approle.login(role_id=role_id, secret_id=secret_id_file.read_text().strip())
+            session = VaultSession.logged_in(client, approle_login(role_id, secret_id_file))
         elif token:
             client.token = token
+            session = VaultSession.for_token(client)
         else:
             raise VaultStartupError("no Vault credentials: set a token, or an AppRole role id and secret id file")
         if not client.is_authenticated():
@@ -210,4 +214,27 @@ def connect_vault(
         raise VaultStartupError(f"cannot reach Vault at {address}: {type(error).__name__}") from None
     except hvac.exceptions.VaultError as error:
         raise VaultStartupError(f"Vault at {address} refused login: {_describe(error)}") from None
-    return client
+    return session
+
+
+def approle_login(role_id: str, secret_id_file: Path) -> Login:
+    """An AppRole login that reads the secret id from its file each time (it may be replaced)."""
+
+    def login(client: hvac.Client) -> dict[str, Any]:
+        auth: dict[str, Any] = client.auth.approle.login(role_id=role_id, secret_id=secret_id_file.read_text().strip())[
+            "auth"
+        ]
+        return auth
+
+    return login
+
+
+def connect_vault(
+    address: str,
+    token: str | None = None,
+    role_id: str | None = None,
+    secret_id_file: Path | None = None,
+    timeout: float = 5.0,
+) -> hvac.Client:
+    """An authenticated client, not renewed (short-lived use); VaultStartupError if not."""
+    return open_session(address, token, role_id, secret_id_file, timeout).client()
