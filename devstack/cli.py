@@ -41,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         print("the stack is not up: run `make up`", file=sys.stderr)
         return 3
     if args.command == "admin":  # the security team's commands, in the vault service's environment
-        service_env = {**os.environ, **vault_service_env(read_env_file(env_file))}
+        stack_env = read_env_file(env_file)
+        # Audited under the identity of the operator's Vault token: $VAULT_TOKEN if set, else the
+        # stack's security-team token.
+        operator = {"VAULT_SECURITY_TOKEN_FILE": stack_env["VAULT_SECURITY_TOKEN_FILE"]}
+        service_env = {**operator, **os.environ, **vault_service_env(stack_env)}
         os.execve(sys.executable, [sys.executable, "-m", "vault_service.admin", *rest], service_env)  # noqa: S606
     for key, value in read_env_file(env_file).items():
         print(f"{key}={value}")

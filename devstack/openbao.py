@@ -130,7 +130,9 @@ def configure_transit(bao: OpenBao, secrets_dir: Path, secret_id_uses: int = SEC
     )
     role_id = client.auth.approle.read_role_id(SERVICE_ROLE)["data"]["role_id"]
     secret_id = client.auth.approle.generate_secret_id(SERVICE_ROLE)["data"]["secret_id"]
-    security = client.auth.token.create(policies=["tokenvault-security"], ttl="720h", renewable=True)
+    security = client.auth.token.create(
+        policies=["tokenvault-security"], ttl="720h", renewable=True, display_name="security-team"
+    )
     return TransitSetup(
         role_id=role_id,
         secret_id_file=_private_file(secrets_dir / "vault-secret-id", secret_id),

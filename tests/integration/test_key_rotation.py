@@ -189,8 +189,12 @@ def test_every_rotation_under_load_changes_no_token_and_fails_no_call(
 
 def _admin(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "vault_service.admin", "--actor", "admin:test-kill", *args],
-        env={**vault_service_env(env), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        [sys.executable, "-m", "vault_service.admin", *args],
+        env={
+            **vault_service_env(env),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "VAULT_SECURITY_TOKEN_FILE": env["VAULT_SECURITY_TOKEN_FILE"],
+        },
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

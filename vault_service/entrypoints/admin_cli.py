@@ -2,16 +2,22 @@
 
 Runs with the vault service's environment (same TOKENVAULT_* variables, same Vault AppRole and
 database role), e.g. `kubectl exec` into a vault pod or `make admin ARGS=...` on the embedded
-stack. Every command that changes something needs `--reason` and is written to the audit log.
+stack. Every command that changes something needs `--reason` and is written to the audit log
+under the identity of the operator's own Vault token ($VAULT_TOKEN, or the file named by
+$VAULT_SECURITY_TOKEN_FILE), as Vault reports it; a token Vault does not know, or without the
+`tokenvault-security` policy, is refused. `audit-verify` only reads and needs no token.
+
+Function API (for other front ends): `authenticate(config, env)` -> OperatorIdentity, then
+`with administration(config, operator) as rotation:` -> the KeyRotation audited as that operator.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import prometheus_client
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -21,6 +27,12 @@ from rich.table import Table
 
 from tokenvault_common.env import ConfigError
 from tokenvault_common.logging_setup import configure_logging
+from vault_service.adapters.operator_identity import (
+    OperatorIdentity,
+    OperatorRefused,
+    authenticate_operator,
+    operator_token,
+)
 from vault_service.adapters.postgres import PostgresAuditLog
 from vault_service.adapters.transit import VaultStartupError
 from vault_service.bootstrap import Bootstrapped, bootstrap
@@ -35,7 +47,7 @@ console = Console(stderr=False)
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vault_service.admin", description=__doc__.splitlines()[0])
-    parser.add_argument("--actor", default=None, help="who runs this, for the audit log (default: login name)")
+    parser.add_argument("--actor", help=argparse.SUPPRESS)  # refused: see main()
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("status", help="KEK version, data keys, work left, safe min_decryption_version")
     commands.add_parser("audit-verify", help="verify the audit log's hash chain; exit 1 at the first tampered row")
@@ -89,8 +101,22 @@ def _with_progress(phase_total: int, job: Callable[[Callable[[str, int], None]],
         return job(report)
 
 
-def _run(args: argparse.Namespace, wired: Bootstrapped) -> int:
-    rotation: KeyRotation = wired.rotation(args.actor or f"admin:{getpass.getuser()}")
+def authenticate(config: VaultServiceConfig, env: Mapping[str, str]) -> OperatorIdentity:
+    """The operator, as Vault identifies their token; OperatorRefused saying why not."""
+    return authenticate_operator(config.vault_address, operator_token(env))
+
+
+@contextmanager
+def administration(config: VaultServiceConfig, operator: OperatorIdentity) -> Iterator[KeyRotation]:
+    """The key operations on the service's Vault and database access, audited as `operator`."""
+    wired: Bootstrapped = bootstrap(config)
+    try:
+        yield wired.rotation(operator.actor)
+    finally:
+        wired.close()
+
+
+def _run(args: argparse.Namespace, rotation: KeyRotation) -> int:
     if args.command == "status":
         _print_status(rotation.status())
         return 0
@@ -131,6 +157,13 @@ def verify_audit(config: VaultServiceConfig) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, connect, run one command. Exit 2 on bad config, 1 on failure."""
     args = _parser().parse_args(argv)
+    if args.actor is not None:
+        print(
+            "vault admin: --actor is refused: the audit log records the identity of your Vault token"
+            " (set VAULT_TOKEN after `vault login`, or VAULT_SECURITY_TOKEN_FILE)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         config = VaultServiceConfig.from_env(os.environ)
     except ConfigError as error:
@@ -140,11 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "audit-verify":
             return verify_audit(config)
-        wired = bootstrap(config)
-        try:
-            return _run(args, wired)
-        finally:
-            wired.close()
+        operator = authenticate(config, os.environ)
+        with administration(config, operator) as rotation:
+            return _run(args, rotation)
+    except OperatorRefused as error:
+        print(f"vault admin: {args.command} refused: {error}", file=sys.stderr)
+        return 3
     except (VaultStartupError, VaultError, PoolTimeout, OSError) as error:
         print(f"vault admin: {args.command} failed: {error}", file=sys.stderr)
         return 1
