@@ -1,8 +1,11 @@
 """The security team's commands (key rotation, audit): the vault service's own functions, run here.
 
-They need what the vault service has: its database role and its Vault login. On the embedded
-stack `--stack .stack --as security` provides both; elsewhere run the command where the vault
-service's TOKENVAULT_* settings are (`kubectl exec`, `docker compose exec vault-service`).
+They need what the vault service has (its database role and its Vault login) and the
+operator's own Vault token, under whose identity each change is audited ($VAULT_TOKEN after
+`vault login` / `bao login`, or the file named by $VAULT_SECURITY_TOKEN_FILE). On the
+embedded stack `--stack .stack --as security` provides all three (the stack's security-team
+token unless VAULT_TOKEN is set); elsewhere run the command where the vault service's
+TOKENVAULT_* settings are (`kubectl exec`, `docker compose exec vault-service`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ BATCH = click.option(
 METRICS = click.option(
     "--metrics-port", type=click.IntRange(0, 65535), default=0, help="Serve Prometheus metrics while running."
 )
-ACTOR = click.option("--actor", default=None, help="Who runs this, for the audit log [default: admin:<login>].")
 
 
 def service_environment(ctx: Context) -> dict[str, str]:
@@ -35,16 +37,20 @@ def service_environment(ctx: Context) -> dict[str, str]:
         )
     from devstack.stack import vault_service_env
 
-    return vault_service_env(dict(settings.stack_env))
+    operator = {"VAULT_SECURITY_TOKEN_FILE": settings.stack_env.get("VAULT_SECURITY_TOKEN_FILE", "")}
+    return {**operator, **vault_service_env(dict(settings.stack_env))}
 
 
-def run_admin(ctx: Context, *argv: str, actor: str | None = None) -> None:
+def run_admin(ctx: Context, *argv: str) -> None:
     """Run one vault_service admin command in the vault service's settings; exit with its code."""
-    os.environ.update(service_environment(ctx))
+    environment = service_environment(ctx)
+    if "VAULT_TOKEN" in os.environ:  # the operator's own login wins over the stack's token file
+        environment.pop("VAULT_SECURITY_TOKEN_FILE", None)
+    os.environ.update(environment)
     os.environ.setdefault("TOKENVAULT_ADMIN_LOG_LEVEL", "WARNING")
     from vault_service.entrypoints.admin_cli import main as admin_main
 
-    code = admin_main([*(["--actor", actor] if actor else []), *argv])
+    code = admin_main(list(argv))
     if code == 2:
         click.echo(
             "tokenvault: the key and audit commands run with the vault service's settings: run them where the"
@@ -56,62 +62,56 @@ def run_admin(ctx: Context, *argv: str, actor: str | None = None) -> None:
 
 
 @click.command()
-@ACTOR
 @click.pass_obj
-def status(ctx: Context, actor: str | None) -> None:
+def status(ctx: Context) -> None:
     """Data keys, KEK version, values left to re-encrypt / re-index, the safe min_decryption_version."""
-    run_admin(ctx, "status", actor=actor)
+    run_admin(ctx, "status")
 
 
 @click.command()
 @REASON
-@ACTOR
 @click.pass_obj
-def rewrap(ctx: Context, reason: str, actor: str | None) -> None:
+def rewrap(ctx: Context, reason: str) -> None:
     """Rewrap every data key under the newest KEK version (after rotating the KEK in Vault)."""
-    run_admin(ctx, "rewrap", "--reason", reason, actor=actor)
+    run_admin(ctx, "rewrap", "--reason", reason)
 
 
 @click.command("rotate-encryption-key")
 @REASON
-@ACTOR
 @click.pass_obj
-def rotate_encryption_key(ctx: Context, reason: str, actor: str | None) -> None:
+def rotate_encryption_key(ctx: Context, reason: str) -> None:
     """Make a new data-encryption key active (the old one decrypts only); then run `reencrypt`."""
-    run_admin(ctx, "rotate-encryption-key", "--reason", reason, actor=actor)
+    run_admin(ctx, "rotate-encryption-key", "--reason", reason)
 
 
 @click.command()
 @REASON
 @BATCH
 @METRICS
-@ACTOR
 @click.pass_obj
-def reencrypt(ctx: Context, reason: str, batch_size: int, metrics_port: int, actor: str | None) -> None:
+def reencrypt(ctx: Context, reason: str, batch_size: int, metrics_port: int) -> None:
     """Move every stored value to the active data key, online and resumable; retire unused keys."""
     args = ("--batch-size", str(batch_size), "--metrics-port", str(metrics_port))
-    run_admin(ctx, "reencrypt", "--reason", reason, *args, actor=actor)
+    run_admin(ctx, "reencrypt", "--reason", reason, *args)
 
 
 @click.command("rotate-fingerprint-key")
 @REASON
-@ACTOR
 @click.pass_obj
-def rotate_fingerprint_key(ctx: Context, reason: str, actor: str | None) -> None:
+def rotate_fingerprint_key(ctx: Context, reason: str) -> None:
     """Introduce a new (pending) fingerprint key; then run `reindex`."""
-    run_admin(ctx, "rotate-fingerprint-key", "--reason", reason, actor=actor)
+    run_admin(ctx, "rotate-fingerprint-key", "--reason", reason)
 
 
 @click.command()
 @REASON
 @BATCH
 @METRICS
-@ACTOR
 @click.pass_obj
-def reindex(ctx: Context, reason: str, batch_size: int, metrics_port: int, actor: str | None) -> None:
+def reindex(ctx: Context, reason: str, batch_size: int, metrics_port: int) -> None:
     """Fingerprint every value under the pending key and make it active, online and resumable."""
     args = ("--batch-size", str(batch_size), "--metrics-port", str(metrics_port))
-    run_admin(ctx, "reindex", "--reason", reason, *args, actor=actor)
+    run_admin(ctx, "reindex", "--reason", reason, *args)
 
 
 @click.group()

@@ -81,7 +81,7 @@ def explain(error: VaultClientError, settings: Settings) -> str:
         if error.call_too_big:
             return f"{text}; send fewer tokens per call (--batch-size)"
         return f"{text}; retry in {error.retry_after:.1f} s"
-    if isinstance(error, Unavailable):
+    if isinstance(error, Unavailable) and not error.hint:
         where = settings.address or "the configured address"
         return f"{text}; is the vault service running at {where}? (embedded stack: `make status`, `make up`)"
     if isinstance(error, DeadlineExceeded):

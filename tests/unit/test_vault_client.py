@@ -257,3 +257,9 @@ def test_tokens_are_recognised_by_their_shape_and_prefix() -> None:
     assert type_of_token("xx_AbCdEfGhIjKlMnOpQrStUv") is None
     assert type_of_token("ip_7qwKnwTSu2ecvWSU-DjgMw\n") is None
     assert type_of_token("199.172.111.135") is None
+
+
+def test_a_refused_connection_and_a_refused_certificate_are_told_apart() -> None:
+    down = from_rpc_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "failed to connect: Connection refused"))
+    refused = from_rpc_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "failed to connect: Socket closed"))
+    assert down.hint == "" and "issued by the vault's CA" in refused.hint
