@@ -39,8 +39,11 @@ def main() -> int:
         print(f"vault_service: cannot start: {error}", file=sys.stderr)
         return 1
     credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
-    running = create_server(wired.vault, config.grpc_address, credentials, config.workers)
+    running = create_server(
+        wired.vault, config.grpc_address, credentials, config.tls_client_ca.read_bytes(), config.workers
+    )
     maintainer = wired.maintainer(running.reporter, config.key_check_seconds)
+    upkeep = wired.audit_upkeep(config.audit_checkpoint_seconds, config.audit_checkpoint_file)
     if config.metrics_port:
         register_cache(wired.vault.cache)
         prometheus_client.start_http_server(config.metrics_port, addr=config.metrics_address)
@@ -51,6 +54,7 @@ def main() -> int:
     tune_for_throughput()
     running.server.start()
     maintainer.start()
+    upkeep.start()
     log.info("serving", extra={"port": running.port, "metrics_port": config.metrics_port})
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -61,6 +65,7 @@ def main() -> int:
     if health_server is not None:
         health_server.stop(grace=1).wait()
     maintainer.stop()
+    upkeep.stop()  # last aggregated rows and a checkpoint of the final head
     wired.close()
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from psycopg_pool import ConnectionPool
 
@@ -11,8 +12,11 @@ from vault_service.adapters.postgres import PostgresAuditLog, PostgresKeyStore, 
 from vault_service.adapters.transit import TransitKeyWrapper, TransitSigner, open_session
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.policy import load_policy
+from vault_service.entrypoints.metrics import observe_tokenize
+from vault_service.service.audit_upkeep import AuditUpkeep, checkpoint_exporter
 from vault_service.service.keyring import KeyManager
 from vault_service.service.maintenance import HealthReport, KeyMaintainer
+from vault_service.service.metering import TokenizeMeter
 from vault_service.service.rotation import KeyRotation
 from vault_service.service.token_cache import TokenCache
 from vault_service.service.vault import TokenVault
@@ -31,6 +35,18 @@ class Bootstrapped:
     wrapper: TransitKeyWrapper
     signer: TransitSigner
     """Signs audit checkpoints with the Transit signing key (sign-only for the service)."""
+
+    def audit_upkeep(self, interval: float, checkpoint_file: Path | None) -> AuditUpkeep:
+        """The background writer of aggregated audit rows and signed checkpoints."""
+        return AuditUpkeep(
+            self.audit,
+            self.audit,
+            self.signer,
+            self.vault.meter,
+            self.vault.refusals,
+            checkpoint_exporter(checkpoint_file),
+            interval,
+        )
 
     def maintainer(self, report: HealthReport, interval: float) -> KeyMaintainer:
         """The background key/health upkeep for this vault."""
@@ -80,7 +96,8 @@ def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
         token_store, audit = PostgresTokenStore(pool), PostgresAuditLog(pool)
         keys = KeyManager(key_store, wrapper)
         keys.start()
-        vault = TokenVault(token_store, keys, policy, audit, TokenCache(config.token_cache_size))
+        meter = TokenizeMeter(observe_tokenize)
+        vault = TokenVault(token_store, keys, policy, audit, TokenCache(config.token_cache_size), meter)
     except BaseException:
         pool.close()
         raise

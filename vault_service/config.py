@@ -57,6 +57,12 @@ class VaultServiceConfig:
     """How often to follow key rotations and check Vault and the database (TOKENVAULT_KEY_CHECK_SECONDS)."""
     token_cache_size: int
     """Tokens kept in memory for repeated values; 0 disables (TOKENVAULT_TOKEN_CACHE_SIZE)."""
+    audit_checkpoint_seconds: float = 2.0
+    """How often the audit chain is checkpointed and signed while it grows
+    (TOKENVAULT_AUDIT_CHECKPOINT_SECONDS, default 2): the window of unanchored rows."""
+    audit_checkpoint_file: Path | None = None
+    """Where checkpoints are exported outside Postgres, one JSON line each, besides the log
+    (TOKENVAULT_AUDIT_CHECKPOINT_FILE; production: ship it to append-only storage)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> VaultServiceConfig:
@@ -84,6 +90,8 @@ class VaultServiceConfig:
             log_level=read.text("TOKENVAULT_LOG_LEVEL", "INFO"),
             key_check_seconds=read.integer("TOKENVAULT_KEY_CHECK_SECONDS", 15, 1, 3600),
             token_cache_size=read.integer("TOKENVAULT_TOKEN_CACHE_SIZE", 1_000_000, 0, 100_000_000),
+            audit_checkpoint_seconds=read.integer("TOKENVAULT_AUDIT_CHECKPOINT_SECONDS", 2, 1, 300),
+            audit_checkpoint_file=Path(p) if (p := read.text("TOKENVAULT_AUDIT_CHECKPOINT_FILE", "")) else None,
         )
         if not config.vault_token and not (config.vault_role_id and config.vault_secret_id_file):
             read.problems.append(

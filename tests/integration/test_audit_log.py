@@ -5,9 +5,6 @@ from __future__ import annotations
 import threading
 import uuid
 
-import psycopg
-import pytest
-
 from vault_service.adapters.postgres import PostgresAuditLog
 from vault_service.bootstrap import open_vault_pool
 from vault_service.domain.audit import AuditEvent, first_broken_record
@@ -44,21 +41,3 @@ def test_two_replicas_appending_at_once_keep_one_intact_chain(stack_env: dict[st
     finally:
         for pool in pools:
             pool.close()
-
-
-def test_the_database_refuses_a_second_row_linking_to_the_same_row(stack_env: dict[str, str]) -> None:
-    pool = open_vault_pool(stack_env["PG_VAULT_DSN"], 1)
-    try:
-        PostgresAuditLog(pool).append(AuditEvent("tester", "detokenize", "ok", 1, "fork attempt", "ip"))
-    finally:
-        pool.close()
-    with psycopg.connect(stack_env["PG_VAULT_DSN"], autocommit=True) as conn:
-        (linked,) = conn.execute(  # type: ignore[misc]
-            "SELECT prev_hash FROM vault.audit_log WHERE purpose = 'fork attempt' ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-        with pytest.raises(psycopg.errors.UniqueViolation, match="audit_log_prev_hash"):
-            conn.execute(
-                "INSERT INTO vault.audit_log (at, client, action, item_count, outcome, prev_hash, row_hash)"
-                " VALUES (now(), 'forger', 'detokenize', 1, 'ok', %s, %s)",
-                (linked, b"\x01" * 32),
-            )

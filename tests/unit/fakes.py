@@ -7,11 +7,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow
 from etl_service.service.ports import QueueDepth, TransientError, WriteResult
-from vault_service.domain.audit import AuditEvent
+from vault_service.domain.audit import AuditEvent, AuditRecord
 from vault_service.domain.errors import KeysUnavailable
+from vault_service.domain.keys import KeyPurpose, KeyState
 from vault_service.service.ports import (
     KeyGeneration,
     NewTokenRow,
@@ -62,10 +64,10 @@ class FakeKeyStore:
         return list(self.keys)
 
     def _set_state(self, key_id: int, state: str) -> None:
-        self.keys = [replace(k, state=state) if k.key_id == key_id else k for k in self.keys]
+        self.keys = [replace(k, state=KeyState(state)) if k.key_id == key_id else k for k in self.keys]
 
     def _add(self, purpose: str, wrapped: str, state: str) -> StoredKey:
-        key = StoredKey(len(self.keys) + 1, purpose, wrapped, state)
+        key = StoredKey(len(self.keys) + 1, KeyPurpose(purpose), wrapped, KeyState(state))
         self.keys.append(key)
         return key
 
@@ -107,6 +109,7 @@ class FakeTokenStore:
     def __init__(self, key_store: FakeKeyStore | None = None) -> None:
         self.rows: dict[str, NewTokenRow] = {}
         self.erased: set[str] = set()
+        self.erase_events: list[AuditEvent] = []
         self.key_store = key_store
         self.erasures = 0
 
@@ -142,8 +145,9 @@ class FakeTokenStore:
             if t in self.rows
         }
 
-    def erase(self, tokens: Sequence[str]) -> set[str]:
+    def erase(self, tokens: Sequence[str], event: AuditEvent) -> set[str]:
         done = {t for t in tokens if t in self.rows and t not in self.erased}
+        self.erase_events.append(event)
         self.erased |= done
         self.erasures += bool(done)
         return done
@@ -152,13 +156,13 @@ class FakeTokenStore:
         return self.erasures
 
     # The rotation jobs' batches run against Postgres only (tests/integration/test_key_rotation.py).
-    def reseal_batch(self, active_dek_id: int, limit: int, reseal: Resealer) -> int:
+    def reseal_batch(self, active_dek_id: int, limit: int, reseal: Resealer, actor: str = "") -> int:
         raise NotImplementedError
 
-    def reindex_batch(self, pending_key_id: int, limit: int, reindex: Reindexer) -> int:
+    def reindex_batch(self, pending_key_id: int, limit: int, reindex: Reindexer, actor: str = "") -> int:
         raise NotImplementedError
 
-    def compact_batch(self, active_fingerprint_id: int, limit: int) -> int:
+    def compact_batch(self, active_fingerprint_id: int, limit: int, actor: str = "") -> int:
         raise NotImplementedError
 
     def work_left(self, active_dek_id: int, active_fingerprint_id: int) -> dict[str, int]:
@@ -174,6 +178,14 @@ class FakeAuditLog:
         if self.fail:
             raise OSError("audit storage unavailable")
         self.events.append(event)
+
+    def revealing(self, token_hashes: Sequence[bytes]) -> list[AuditRecord]:
+        wanted = set(token_hashes)
+        return [
+            AuditRecord(i, datetime.now(UTC), e, b"", b"")
+            for i, e in enumerate(self.events, start=1)
+            if wanted & set(e.revealed)
+        ]
 
 
 class FakeQueue:

@@ -56,7 +56,7 @@ def _chain(count: int) -> list[AuditRecord]:
         event = AuditEvent("analyst", "detokenize", "ok", i + 1, "case-1", "ip")
         at = start + timedelta(seconds=i)
         row_hash = chain_hash(prev, at, event)
-        records.append(AuditRecord(i + 1, at, event, prev, row_hash))
+        records.append(AuditRecord(i + 1, at, event, prev, row_hash, hash_version=1))
         prev = row_hash
     return records
 

@@ -81,13 +81,30 @@ def test_data_key_repr_hides_material() -> None:
 @pytest.mark.parametrize(
     ("token_type", "value", "masked"),
     [
-        (TokenType.IP, "199.172.111.135", "199.172.*.*"),
-        (TokenType.IP, "2001:db8::1", "2001:0db8:*:*:*:*:*:*"),
+        (TokenType.IP, "199.172.111.135", "***.***.***.135"),
+        (TokenType.IP, "2001:db8::1", "****:**8::1"),
         (TokenType.DEVICE_ID, "593-47-5928", "***-**-5928"),
+        # Short values show nothing: their last four would be half of them or more.
+        (TokenType.DEVICE_ID, "ab12", "********"),
+        (TokenType.DEVICE_ID, "abcde", "********"),
+        (TokenType.DEVICE_ID, "abcdefg", "********"),
+        (TokenType.DEVICE_ID, "abcdefgh", "****efgh"),
+        (TokenType.IP, "1.2.3.4", "********"),
     ],
 )
 def test_masking(token_type: TokenType, value: str, masked: str) -> None:
     assert mask(token_type, value) == masked
+
+
+@pytest.mark.parametrize(
+    "value", ["x" * n for n in range(1, 40)] + ["593-47-5928-AB", "dev-\u00e9\u00e9\u00e9\u00e9xyz"]
+)
+def test_masking_never_shows_more_than_the_last_four_characters(value: str) -> None:
+    masked = mask(TokenType.DEVICE_ID, value)
+    shown = [c for c, m in zip(value, masked, strict=False) if c == m and c.isalnum()]
+    assert len(shown) <= 4
+    if len(value) < 8:
+        assert not any(c in masked for c in value if c.isalnum())
 
 
 @given(st.text(max_size=40) | st.ip_addresses().map(str) | st.from_regex(r"\A[0-9]{1,4}(\.[0-9]{1,4}){3}\Z"))

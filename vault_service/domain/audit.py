@@ -1,14 +1,17 @@
 """Hash-chained audit records.
 
 Each row's hash covers its fields and the previous row's hash, so changing, deleting or
-reordering any row breaks every hash after it.
+reordering any row breaks every hash after it. Since migration 0006 the database computes the
+chain itself (hash version 2, `vault.audit_row_hash`); rows written before keep version 1,
+computed by the service. Both are verified here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -29,6 +32,10 @@ class AuditEvent:
     item_count: int
     purpose: str = ""
     token_types: str = ""
+    client_serial: str = ""
+    client_cert_sha256: str = ""
+    revealed: Sequence[bytes] = ()
+    """Keyed hashes of the tokens revealed (see `who saw`), never the tokens themselves."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class AuditRecord:
     event: AuditEvent
     prev_hash: bytes
     row_hash: bytes
+    hash_version: int = 2
 
 
 def chain_hash(prev_hash: bytes, at: datetime, event: AuditEvent) -> bytes:
@@ -57,13 +65,51 @@ def chain_hash(prev_hash: bytes, at: datetime, event: AuditEvent) -> bytes:
     return hashlib.sha256(prev_hash + canonical).digest()
 
 
+def _field(text: str) -> bytes:
+    data = text.encode()
+    return struct.pack(">i", len(data)) + data
+
+
+def chain_hash_v2(prev_hash: bytes, record_id: int, at: datetime, event: AuditEvent) -> bytes:
+    """The database's row hash (migration 0006, `vault.audit_row_hash`), computed here to verify it."""
+    fields = (
+        str(record_id),
+        at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f"),
+        event.client,
+        event.client_serial,
+        event.client_cert_sha256,
+        event.action,
+        event.purpose,
+        event.token_types,
+        str(event.item_count),
+        event.outcome,
+    )
+    revealed_digest = hashlib.sha256(b"".join(event.revealed)).digest()
+    return hashlib.sha256(prev_hash + b"".join(_field(f) for f in fields) + revealed_digest).digest()
+
+
+def record_hash(record: AuditRecord) -> bytes:
+    """What `record.row_hash` must be, by the record's hash version."""
+    if record.hash_version == 1:
+        return chain_hash(record.prev_hash, record.at, record.event)
+    return chain_hash_v2(record.prev_hash, record.record_id, record.at, record.event)
+
+
 def first_broken_record(records: Iterable[AuditRecord]) -> int | None:
-    """The id of the first record whose chain does not hold, or None when the log is intact."""
+    """The id of the first record whose chain does not hold, or None when the log is intact.
+
+    A record breaks the chain when it does not link to the one before, when its hash does not
+    match its fields, or when its time is earlier than the record before (backdated).
+    """
     expected_prev = GENESIS_HASH
+    last_at: datetime | None = None
     for record in records:
-        if record.prev_hash != expected_prev or record.row_hash != chain_hash(
-            record.prev_hash, record.at, record.event
+        if (
+            record.prev_hash != expected_prev
+            or record.row_hash != record_hash(record)
+            or (last_at is not None and record.at < last_at)
         ):
             return record.record_id
         expected_prev = record.row_hash
+        last_at = record.at
     return None

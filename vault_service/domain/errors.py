@@ -39,3 +39,15 @@ class RateLimited(VaultError):
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class DatabaseUnavailable(VaultError):
+    """The vault's database cannot be reached or dropped the connection; retry later."""
+
+
+class StorageError(VaultError):
+    """The database refused an operation the vault expected to succeed (a bug or a broken schema)."""
+
+
+class TooManyRequests(RateLimited):
+    """A peer sent too many refused calls; it may retry after `retry_after` seconds."""

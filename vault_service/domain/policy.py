@@ -9,9 +9,15 @@ Policy file (TOML):
     ip = "plain"
     device_id = "masked"
 
-    [clients.analyst.limits]        # optional: values revealed per second, and the burst
-    detokenize_per_second = 100
-    detokenize_burst = 1000
+    [clients.analyst.limits]        # values per second and bursts; a client without its own
+    detokenize_per_second = 100     # gets [defaults.limits], or the built-in DEFAULT_LIMITS
+    detokenize_burst = 1000         # (limits fail closed)
+
+    [clients.etl-service.limits]
+    tokenize_per_second = 200000    # values sent to Tokenize
+    tokenize_burst = 1000000
+    new_tokens_per_second = 100000  # values never seen before (what a dictionary sweep makes)
+    new_tokens_burst = 500000
 
     [clients.privacy-officer]       # may erase values (GDPR) by token
     erase = ["ip", "device_id"]
@@ -42,13 +48,32 @@ class RevealLevel(enum.Enum):
 
 
 @dataclass(frozen=True)
+class Limits:
+    """A client's quotas: values tokenized, new tokens issued, values revealed (per second, burst)."""
+
+    tokenize: RateLimit
+    new_tokens: RateLimit
+    detokenize: RateLimit
+
+
+DEFAULT_LIMITS = Limits(tokenize=RateLimit(100, 1000), new_tokens=RateLimit(100, 1000), detokenize=RateLimit(10, 100))
+"""For a client the policy gives no limits and the policy has no [defaults.limits]."""
+
+_LIMIT_KEYS = {
+    "tokenize": ("tokenize_per_second", "tokenize_burst"),
+    "new_tokens": ("new_tokens_per_second", "new_tokens_burst"),
+    "detokenize": ("detokenize_per_second", "detokenize_burst"),
+}
+
+
+@dataclass(frozen=True)
 class ClientPermissions:
     """What one client may do."""
 
     tokenize: frozenset[TokenType] = frozenset()
     detokenize: Mapping[TokenType, RevealLevel] = field(default_factory=dict)
     erase: frozenset[TokenType] = frozenset()
-    detokenize_limit: RateLimit | None = None
+    limits: Limits = DEFAULT_LIMITS
 
 
 @dataclass(frozen=True)
@@ -56,6 +81,7 @@ class AccessPolicy:
     """The whole policy: client name -> permissions."""
 
     clients: Mapping[str, ClientPermissions]
+    default_limits: Limits = DEFAULT_LIMITS
 
     def permissions(self, client: str | None) -> ClientPermissions:
         """The permissions of `client`; Unauthenticated when there is no identity or it is unknown."""
@@ -66,9 +92,9 @@ class AccessPolicy:
             raise Unauthenticated(f"client {client!r} is unknown to the vault policy; ask the vault owners to add it")
         return found
 
-    def detokenize_limits(self) -> dict[str, RateLimit]:
-        """Client -> Detokenize rate limit, for the clients that have one."""
-        return {name: p.detokenize_limit for name, p in self.clients.items() if p.detokenize_limit}
+    def limits_of(self, kind: str) -> dict[str, RateLimit]:
+        """Client -> its limit of `kind` (tokenize, new_tokens, detokenize)."""
+        return {name: getattr(p.limits, kind) for name, p in self.clients.items()}
 
     def check_tokenize(self, client: str | None, token_type: TokenType) -> None:
         """Raise unless `client` may tokenize values of `token_type`."""
@@ -85,7 +111,7 @@ class AccessPolicy:
         return any(level is not RevealLevel.NONE for level in levels)
 
 
-def _parse_client(name: str, raw: Mapping[str, Any]) -> ClientPermissions:
+def _parse_client(name: str, raw: Mapping[str, Any], defaults: Limits) -> ClientPermissions:
     unknown = set(raw) - {"tokenize", "detokenize", "erase", "limits"}
     if unknown:
         raise InvalidValue(f"policy for {name!r} has unknown keys: {', '.join(sorted(unknown))}")
@@ -99,22 +125,25 @@ def _parse_client(name: str, raw: Mapping[str, Any]) -> ClientPermissions:
             raise InvalidValue(
                 f"policy for {name!r}: reveal level {level!r} is not one of plain, masked, none"
             ) from None
-    return ClientPermissions(tokenize, detokenize, erase, _parse_limit(name, raw.get("limits", {})))
+    return ClientPermissions(tokenize, detokenize, erase, _parse_limits(name, raw.get("limits", {}), defaults))
 
 
-def _parse_limit(name: str, raw: Mapping[str, Any]) -> RateLimit | None:
-    unknown = set(raw) - {"detokenize_per_second", "detokenize_burst"}
+def _parse_limits(name: str, raw: Mapping[str, Any], defaults: Limits) -> Limits:
+    known = {key for pair in _LIMIT_KEYS.values() for key in pair}
+    unknown = set(raw) - known
     if unknown:
         raise InvalidValue(f"policy limits for {name!r} have unknown keys: {', '.join(sorted(unknown))}")
-    if "detokenize_per_second" not in raw:
-        return None
-    per_second = raw["detokenize_per_second"]
-    try:
-        return RateLimit(float(per_second), int(raw.get("detokenize_burst", max(1, int(per_second)))))
-    except (TypeError, ValueError):
-        raise InvalidValue(
-            f"policy limits for {name!r}: detokenize_per_second must be > 0 and detokenize_burst >= 1"
-        ) from None
+    chosen = {}
+    for kind, (rate_key, burst_key) in _LIMIT_KEYS.items():
+        if rate_key not in raw:
+            chosen[kind] = getattr(defaults, kind)
+            continue
+        per_second = raw[rate_key]
+        try:
+            chosen[kind] = RateLimit(float(per_second), int(raw.get(burst_key, max(1, int(per_second)))))
+        except (TypeError, ValueError):
+            raise InvalidValue(f"policy limits for {name!r}: {rate_key} must be > 0 and {burst_key} >= 1") from None
+    return Limits(**chosen)
 
 
 def parse_policy(document: Mapping[str, Any]) -> AccessPolicy:
@@ -122,7 +151,11 @@ def parse_policy(document: Mapping[str, Any]) -> AccessPolicy:
     clients = document.get("clients")
     if not isinstance(clients, Mapping):
         raise InvalidValue("policy must have a [clients.<name>] table per client")
-    return AccessPolicy({name: _parse_client(name, raw) for name, raw in clients.items()})
+    unknown = set(document) - {"clients", "defaults"}
+    if unknown:
+        raise InvalidValue(f"policy has unknown tables: {', '.join(sorted(unknown))}")
+    defaults = _parse_limits("defaults", document.get("defaults", {}).get("limits", {}), DEFAULT_LIMITS)
+    return AccessPolicy({name: _parse_client(name, raw, defaults) for name, raw in clients.items()}, defaults)
 
 
 def load_policy(path: Path) -> AccessPolicy:

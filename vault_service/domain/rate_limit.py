@@ -1,4 +1,4 @@
-"""Per-client token buckets: how many values a client may have revealed per second.
+"""Per-client token buckets: how many values a client may have tokenized or revealed per second.
 
 A bucket holds up to `burst` items and refills at `per_second`; a call takes as many items as
 it carries tokens. A call that does not fit is refused whole (nothing is taken).
@@ -43,24 +43,33 @@ class _Bucket:
 
 
 class RateLimiter:
-    """Token buckets by client name; clients without a limit are not limited."""
+    """Token buckets by client name.
 
-    def __init__(self, limits: Mapping[str, RateLimit], clock: Callable[[], float] = time.monotonic) -> None:
+    A client without a limit of its own gets `default`: limits fail closed, never open.
+    """
+
+    def __init__(
+        self,
+        limits: Mapping[str, RateLimit],
+        default: RateLimit,
+        what: str = "detokenize",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._limits = dict(limits)
+        self._default = default
+        self._what = what
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
         self._lock = threading.Lock()
 
     def take(self, client: str, count: int) -> None:
         """Take `count` items from the client's bucket; RateLimited when they do not fit."""
-        limit = self._limits.get(client)
-        if limit is None:
-            return
+        limit = self._limits.get(client, self._default)
         if count > limit.burst:
             raise RateLimited(
-                f"{count} tokens in one call exceed the burst limit of {limit.burst} for client {client!r};"
-                " split the call",
-                retry_after=0.0,
+                f"{count} values in one call exceed the {self._what} burst limit of {limit.burst}"
+                f" for client {client!r}; split the call",
+                retry_after=count / limit.per_second,
             )
         with self._lock:
             now = self._clock()
@@ -68,7 +77,7 @@ class RateLimiter:
             wait = bucket.take(count, now)
         if wait:
             raise RateLimited(
-                f"client {client!r} may detokenize {limit.per_second:g} values/s (burst {limit.burst});"
+                f"client {client!r} may {self._what} {limit.per_second:g} values/s (burst {limit.burst});"
                 f" retry in {wait:.2f} s",
                 retry_after=wait,
             )

@@ -5,7 +5,7 @@ database role), e.g. `kubectl exec` into a vault pod or `make admin ARGS=...` on
 stack. Every command that changes something needs `--reason` and is written to the audit log
 under the identity of the operator's own Vault token ($VAULT_TOKEN, or the file named by
 $VAULT_SECURITY_TOKEN_FILE), as Vault reports it; a token Vault does not know, or without the
-`tokenvault-security` policy, is refused. `audit-verify` only reads and needs no token.
+`tokenvault-security` policy, is refused. `audit-verify` and `who-saw` only read and need no operator token.
 
 Function API (for other front ends): `authenticate(config, env)` -> OperatorIdentity, then
 `with administration(config, operator) as rotation:` -> the KeyRotation audited as that operator.
@@ -18,9 +18,10 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import prometheus_client
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -33,13 +34,12 @@ from vault_service.adapters.operator_identity import (
     authenticate_operator,
     operator_token,
 )
-from vault_service.adapters.postgres import PostgresAuditLog
-from vault_service.adapters.transit import VaultStartupError
+from vault_service.adapters.transit import VaultStartupError, verify_signature
 from vault_service.bootstrap import Bootstrapped, bootstrap
 from vault_service.config import VaultServiceConfig
-from vault_service.domain.audit import first_broken_record
 from vault_service.domain.errors import VaultError
 from vault_service.entrypoints.metrics import ROTATION_ROWS, ROTATION_ROWS_LEFT
+from vault_service.service.audit_verify import verify_audit, who_saw
 from vault_service.service.rotation import KeyRotation, RotationStatus
 
 console = Console(stderr=False)
@@ -50,7 +50,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--actor", help=argparse.SUPPRESS)  # refused: see main()
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("status", help="KEK version, data keys, work left, safe min_decryption_version")
-    commands.add_parser("audit-verify", help="verify the audit log's hash chain; exit 1 at the first tampered row")
+    verify = commands.add_parser(
+        "audit-verify",
+        help="verify the chain, the signed checkpoints and the exported copy; exit 1 naming the first row concerned",
+    )
+    verify.add_argument(
+        "--exported",
+        type=Path,
+        default=None,
+        help="the checkpoints exported outside Postgres (default: TOKENVAULT_AUDIT_CHECKPOINT_FILE)",
+    )
+    who = commands.add_parser("who-saw", help="which clients revealed a token, when and why (verifies the log first)")
+    who.add_argument("token", help="a token, e.g. ip_...; for a value, tokenize it first")
+    who.add_argument("--exported", type=Path, default=None, help="as for audit-verify")
     for name, text in (
         ("rewrap", "rewrap every data key under the newest KEK version (after a KEK rotation)"),
         ("rotate-encryption-key", "make a new data encryption key active (then run reencrypt)"),
@@ -140,18 +152,52 @@ def _run(args: argparse.Namespace, rotation: KeyRotation) -> int:
     return 0
 
 
-def verify_audit(config: VaultServiceConfig) -> int:
-    """Check the audit chain; 0 when intact, 1 at the first tampered record."""
-    with ConnectionPool(config.database_dsn, min_size=1, max_size=1, open=True, timeout=15) as pool:
-        records = PostgresAuditLog(pool).records()
-    broken = first_broken_record(records)
-    if broken is None:
-        console.print(f"audit log intact: {len(records)} record(s), hash chain verified")
+def _verified(wired: Bootstrapped, exported: Path | None) -> bool:
+    report = verify_audit(wired.audit, wired.signer.public_keys(), verify_signature, exported)
+    where = f"; {report.unanchored} newest row(s) not checkpointed yet" if report.unanchored else ""
+    if report.finding is None:
+        copy = "the exported copy" if exported else "no exported copy (pass --exported)"
+        console.print(
+            f"audit log intact: {report.rows} record(s), hash chain, {report.checkpoints} signed checkpoint(s)"
+            f" and {copy} verified{where}"
+        )
+        return True
+    first = f"record id {report.finding.first_row}" if report.finding.first_row else "the newest records"
+    console.print(f"audit log TAMPERED from {first}: {report.finding.reason}; records from there on cannot be trusted")
+    return False
+
+
+def audit_verify(config: VaultServiceConfig, exported: Path | None) -> int:
+    """Check the audit log; 0 when intact, 1 naming the first record concerned."""
+    wired = bootstrap(config)
+    try:
+        return 0 if _verified(wired, exported or config.audit_checkpoint_file) else 1
+    finally:
+        wired.close()
+
+
+def audit_who_saw(config: VaultServiceConfig, token: str, exported: Path | None) -> int:
+    """Print every reveal of `token` once the log verifies; 1 when it does not."""
+    wired = bootstrap(config)
+    try:
+        if not _verified(wired, exported or config.audit_checkpoint_file):
+            return 1
+        records = who_saw(wired.audit, wired.keys.ring.audit_keys, token)
+        table = Table("record", "when (UTC)", "client", "certificate serial", "purpose", "outcome")
+        for r in records:
+            table.add_row(
+                str(r.record_id),
+                r.at.isoformat(timespec="seconds"),
+                r.event.client,
+                r.event.client_serial or "-",
+                r.event.purpose,
+                r.event.outcome,
+            )
+        console.print(table)
+        console.print(f"{len(records)} reveal(s) of this token")
         return 0
-    console.print(
-        f"audit log TAMPERED: the chain breaks at record id {broken}; records from there on cannot be trusted"
-    )
-    return 1
+    finally:
+        wired.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,7 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging("vault_service.admin", os.environ.get("TOKENVAULT_ADMIN_LOG_LEVEL", "WARNING"))
     try:
         if args.command == "audit-verify":
-            return verify_audit(config)
+            return audit_verify(config, args.exported)
+        if args.command == "who-saw":
+            return audit_who_saw(config, args.token, args.exported)
         operator = authenticate(config, os.environ)
         with administration(config, operator) as rotation:
             return _run(args, rotation)

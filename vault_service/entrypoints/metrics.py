@@ -30,6 +30,21 @@ ROTATION_ROWS = Counter("tokenvault_rotation_rows_total", "Rows processed by key
 ROTATION_ROWS_LEFT = Gauge("tokenvault_rotation_rows_left", "Rows a key rotation job still has to process", ["phase"])
 
 
+TOKENIZE_VALUES = Counter("tokenvault_tokenize_values_total", "Values sent to Tokenize, by client", ["client"])
+NEW_TOKENS = Counter(
+    "tokenvault_tokenize_new_tokens_total",
+    "Tokens issued for values never seen before, by client (a dictionary sweep shows here)",
+    ["client"],
+)
+
+
+def observe_tokenize(client: str, values: int, new_tokens: int) -> None:
+    """Count one Tokenize call's values and new tokens for its client."""
+    TOKENIZE_VALUES.labels(client).inc(values)
+    if new_tokens:
+        NEW_TOKENS.labels(client).inc(new_tokens)
+
+
 def count_items(method: str, codes: Iterable[str]) -> None:
     """Count the per-item outcomes of one call."""
     tally: dict[str, int] = {}

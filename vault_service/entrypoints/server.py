@@ -11,6 +11,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+from vault_service.domain.identity import IdentityVerifier
+from vault_service.entrypoints.guard import HARD_MESSAGE_LIMIT, VaultGuard
 from vault_service.entrypoints.metrics import DEPENDENCY_UP
 from vault_service.entrypoints.servicer import TokenVaultServicer
 from vault_service.service.maintenance import DATABASE, VAULT, HealthReport
@@ -63,13 +65,29 @@ class VaultServer:
         return self.report
 
 
+MAX_CONCURRENT_CALLS = 32
+"""Calls served or queued at once; more are refused with RESOURCE_EXHAUSTED by gRPC (bounds memory)."""
+
+
 def create_server(
-    vault: TokenVault, address: str, credentials: grpc.ServerCredentials, workers: int = 16
+    vault: TokenVault,
+    address: str,
+    credentials: grpc.ServerCredentials,
+    client_ca: bytes,
+    workers: int = 16,
 ) -> VaultServer:
-    """A server for `vault` bound to `address` (port 0 picks one), with health and reflection."""
+    """A server for `vault` bound to `address` (port 0 picks one), with health and reflection.
+
+    `client_ca` (PEM) is the CA that must have issued every client certificate directly.
+    """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-        options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+        interceptors=[VaultGuard(vault, IdentityVerifier(client_ca))],
+        options=[
+            ("grpc.max_receive_message_length", HARD_MESSAGE_LIMIT),
+            ("grpc.max_send_message_length", HARD_MESSAGE_LIMIT),
+        ],
+        maximum_concurrent_rpcs=MAX_CONCURRENT_CALLS,
     )
     vault_pb2_grpc.add_TokenVaultServicer_to_server(TokenVaultServicer(vault), server)
     health_servicer = health.HealthServicer()

@@ -5,20 +5,17 @@ from __future__ import annotations
 import logging
 
 import grpc
-import psycopg
-from psycopg_pool import PoolTimeout
 
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from vault_service.domain.errors import RateLimited, VaultError
 from vault_service.domain.policy import RevealLevel
 from vault_service.domain.token_types import TokenType
+from vault_service.entrypoints.guard import current_caller
 from vault_service.entrypoints.metrics import count_items, measured
 from vault_service.entrypoints.status import status_of
 from vault_service.service.vault import Revealed, TokenizeOutcome, TokenVault
 
 log = logging.getLogger(__name__)
-
-MAX_ITEMS_PER_CALL = 10_000
 
 _TYPE_FROM_PROTO = {
     vault_pb2.TOKEN_TYPE_IP: TokenType.IP,
@@ -26,12 +23,6 @@ _TYPE_FROM_PROTO = {
 }
 _TYPE_TO_PROTO = {v: k for k, v in _TYPE_FROM_PROTO.items()}
 _REVEAL_TO_PROTO = {RevealLevel.PLAIN: vault_pb2.REVEAL_PLAIN, RevealLevel.MASKED: vault_pb2.REVEAL_MASKED}
-
-
-def client_identity(context: grpc.ServicerContext) -> str | None:
-    """The common name of the verified client certificate, or None without one."""
-    names = context.auth_context().get("x509_common_name")
-    return names[0].decode() if isinstance(names, list) and names else None
 
 
 def _code(outcome: object) -> str:
@@ -59,12 +50,11 @@ class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
     def Tokenize(self, request: vault_pb2.TokenizeRequest, context: grpc.ServicerContext) -> vault_pb2.TokenizeResponse:
         """Batch tokenize, items and columns; per-item errors inside the response."""
         columns = list(request.columns)
-        self._check_size(len(request.items) + sum(len(c.values) for c in columns), context)
         items = [(_TYPE_FROM_PROTO.get(item.type), item.value) for item in request.items]
         for column in columns:
             token_type = _TYPE_FROM_PROTO.get(column.type)
             items += [(token_type, value) for value in column.values]
-        outcomes = self._call(context, self._vault.tokenize, client_identity(context), items)
+        outcomes = self._call(context, self._vault.tokenize, current_caller(), items)
         count_items("Tokenize", (_code(o) for o in outcomes))
         start = len(request.items)
         results = [
@@ -85,10 +75,7 @@ class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
         self, request: vault_pb2.DetokenizeRequest, context: grpc.ServicerContext
     ) -> vault_pb2.DetokenizeResponse:
         """Batch detokenize; audited; per-item errors inside the response."""
-        self._check_size(len(request.tokens), context)
-        outcomes = self._call(
-            context, self._vault.detokenize, client_identity(context), list(request.tokens), request.purpose
-        )
+        outcomes = self._call(context, self._vault.detokenize, current_caller(), list(request.tokens), request.purpose)
         results = []
         for outcome in outcomes:
             if isinstance(outcome, Revealed):
@@ -106,24 +93,13 @@ class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
     @measured("Erase")
     def Erase(self, request: vault_pb2.EraseRequest, context: grpc.ServicerContext) -> vault_pb2.EraseResponse:
         """Batch erase (administrative); audited; per-item errors inside the response."""
-        self._check_size(len(request.tokens), context)
-        outcomes = self._call(
-            context, self._vault.erase, client_identity(context), list(request.tokens), request.purpose
-        )
+        outcomes = self._call(context, self._vault.erase, current_caller(), list(request.tokens), request.purpose)
         results = [
             vault_pb2.EraseResult(erased=True) if o is None else vault_pb2.EraseResult(error=_item_error(o))
             for o in outcomes
         ]
         count_items("Erase", (_code(o) for o in outcomes))
         return vault_pb2.EraseResponse(results=results)
-
-    @staticmethod
-    def _check_size(count: int, context: grpc.ServicerContext) -> None:
-        if count > MAX_ITEMS_PER_CALL:
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"{count} items in one call; send at most {MAX_ITEMS_PER_CALL} per call",
-            )
 
     @staticmethod
     def _call(context: grpc.ServicerContext, use_case, *args):  # type: ignore[no-untyped-def]
@@ -133,9 +109,6 @@ class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
             if isinstance(error, RateLimited):
                 context.set_trailing_metadata((("retry-after-ms", str(int(error.retry_after * 1000))),))
             context.abort(status_of(error), str(error))
-        except (psycopg.OperationalError, PoolTimeout) as error:
-            log.error("database unavailable: %s", type(error).__name__)
-            context.abort(grpc.StatusCode.UNAVAILABLE, "the vault database is unavailable; retry later")
         except Exception as error:
             # gRPC would answer UNKNOWN with the exception's text, which may quote data: log
             # the class only and answer with a message of our own.

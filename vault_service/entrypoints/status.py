@@ -6,6 +6,7 @@ import grpc
 
 from vault_service.domain.errors import (
     AuditUnavailable,
+    DatabaseUnavailable,
     InvalidRequest,
     InvalidValue,
     KeysUnavailable,
@@ -25,6 +26,7 @@ _CODES: dict[type[VaultError], grpc.StatusCode] = {
     KeysUnavailable: grpc.StatusCode.UNAVAILABLE,
     AuditUnavailable: grpc.StatusCode.UNAVAILABLE,
     RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DatabaseUnavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
 

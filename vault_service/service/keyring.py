@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 from vault_service.domain.crypto import DataKey
 from vault_service.domain.errors import KeysUnavailable
+from vault_service.domain.keys import KeyPurpose, KeyState, may_decrypt
 from vault_service.service.ports import KeyGeneration, KeyStore, KeyWrapper, StoredKey
 
-ENCRYPTION = "encryption"
-FINGERPRINT = "fingerprint"
+ENCRYPTION = KeyPurpose.ENCRYPTION
+FINGERPRINT = KeyPurpose.FINGERPRINT
+AUDIT = KeyPurpose.AUDIT
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,20 @@ class KeyRing:
 
     keys: Mapping[int, DataKey]
     generation: KeyGeneration
+    audit_key_ids: tuple[int, ...] = ()
+    """Keys of the audit's keyed token hashes (who saw what), newest last; never retired."""
+
+    @property
+    def audit_key(self) -> DataKey:
+        """The key reveals are hashed with in the audit log."""
+        if not self.audit_key_ids:
+            raise KeysUnavailable("no audit key in vault.data_keys")
+        return self.keys[self.audit_key_ids[-1]]
+
+    @property
+    def audit_keys(self) -> list[DataKey]:
+        """Every audit key, to find reveals hashed under any of them."""
+        return [self.keys[i] for i in self.audit_key_ids]
 
     @property
     def active_encryption_key(self) -> DataKey:
@@ -54,13 +70,13 @@ class KeyRing:
 
 
 def _generation(rows: list[StoredKey]) -> KeyGeneration:
-    def one(purpose: str, state: str) -> int | None:
+    def one(purpose: KeyPurpose, state: KeyState) -> int | None:
         return next((r.key_id for r in rows if r.purpose == purpose and r.state == state), None)
 
-    encryption, fingerprint = one(ENCRYPTION, "active"), one(FINGERPRINT, "active")
+    encryption, fingerprint = one(ENCRYPTION, KeyState.ACTIVE), one(FINGERPRINT, KeyState.ACTIVE)
     if encryption is None or fingerprint is None:
         raise KeysUnavailable("no active data keys in vault.data_keys")
-    return KeyGeneration(encryption, fingerprint, one(FINGERPRINT, "pending"))
+    return KeyGeneration(encryption, fingerprint, one(FINGERPRINT, KeyState.PENDING))
 
 
 class KeyManager:
@@ -74,7 +90,7 @@ class KeyManager:
 
     def start(self) -> KeyRing:
         """Ensure an active DEK and fingerprint key exist (first start), then load every usable key."""
-        for purpose in (ENCRYPTION, FINGERPRINT):
+        for purpose in (ENCRYPTION, FINGERPRINT, AUDIT):
             self._store.ensure_active_key(purpose, lambda: self._wrapper.new_data_key()[1])
         return self.refresh()
 
@@ -92,10 +108,11 @@ class KeyManager:
             held = self._ring.keys if self._ring else {}
             keys = {}
             for row in rows:
-                if row.state == "retired":
+                if not may_decrypt(row.state):
                     continue
                 keys[row.key_id] = held.get(row.key_id) or DataKey(row.key_id, self._wrapper.unwrap(row.wrapped_key))
-            ring = KeyRing(keys, _generation(rows))
+            audit_ids = tuple(r.key_id for r in rows if r.purpose == AUDIT and r.key_id in keys)
+            ring = KeyRing(keys, _generation(rows), audit_ids)
             if self._ring is None or ring.generation != self._ring.generation or keys.keys() != held.keys():
                 log.info("data keys loaded", extra={"key_count": len(keys), "generation": str(ring.generation)})
             self._ring = ring
@@ -113,7 +130,7 @@ class KeyManager:
         latest = self._wrapper.latest_version()
         count = 0
         for row in self._store.load_keys():
-            if row.state != "retired" and row.kek_version < latest:
+            if may_decrypt(row.state) and row.kek_version < latest:
                 self._store.update_wrapping(row.key_id, self._wrapper.rewrap(row.wrapped_key))
                 count += 1
         if count:

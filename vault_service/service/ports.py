@@ -6,7 +6,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from vault_service.domain.audit import AuditEvent
+from vault_service.domain.audit import AuditEvent, AuditRecord
+from vault_service.domain.keys import KeyPurpose, KeyState
 
 
 @dataclass(frozen=True)
@@ -14,9 +15,9 @@ class StoredKey:
     """A row of vault.data_keys: a data key wrapped by the KEK."""
 
     key_id: int
-    purpose: str  # "encryption" | "fingerprint"
+    purpose: KeyPurpose
     wrapped_key: str
-    state: str  # "pending" | "active" | "decrypt_only" | "retired"
+    state: KeyState
 
     @property
     def kek_version(self) -> int:
@@ -149,7 +150,7 @@ class TokenStore(Protocol):
         """The rows of the tokens that exist."""
         ...
 
-    def erase(self, tokens: Sequence[str]) -> set[str]:
+    def erase(self, tokens: Sequence[str], event: AuditEvent) -> set[str]:
         """Destroy the ciphertext and fingerprints of these tokens; the ones that had a value."""
         ...
 
@@ -157,15 +158,15 @@ class TokenStore(Protocol):
         """Something that changes whenever a value is erased (to invalidate caches)."""
         ...
 
-    def reseal_batch(self, active_dek_id: int, limit: int, reseal: Resealer) -> int:
+    def reseal_batch(self, active_dek_id: int, limit: int, reseal: Resealer, actor: str = "vault-service") -> int:
         """Re-encrypt up to `limit` rows not under `active_dek_id` with `reseal`; rows done."""
         ...
 
-    def reindex_batch(self, pending_key_id: int, limit: int, reindex: Reindexer) -> int:
+    def reindex_batch(self, pending_key_id: int, limit: int, reindex: Reindexer, actor: str = "vault-service") -> int:
         """Fill in the fingerprint under the pending key for up to `limit` rows; rows done."""
         ...
 
-    def compact_batch(self, active_fingerprint_id: int, limit: int) -> int:
+    def compact_batch(self, active_fingerprint_id: int, limit: int, actor: str = "vault-service") -> int:
         """Move re-indexed fingerprints into place for up to `limit` rows; rows done."""
         ...
 
@@ -179,4 +180,8 @@ class AuditLog(Protocol):
 
     def append(self, event: AuditEvent) -> None:
         """Write one record durably, or raise (AuditUnavailable when storage refuses it)."""
+        ...
+
+    def revealing(self, token_hashes: Sequence[bytes]) -> list[AuditRecord]:
+        """Records whose reveals include any of `token_hashes`, oldest first."""
         ...

@@ -108,7 +108,7 @@ class KeyRotation:
         total = 0
         while True:
             dek = self._keys.refresh().active_encryption_key
-            done = self._tokens.reseal_batch(dek.key_id, batch_size, partial(self._reseal, dek))
+            done = self._tokens.reseal_batch(dek.key_id, batch_size, partial(self._reseal, dek), self._actor)
             if not done:
                 break
             total += done
@@ -133,7 +133,9 @@ class KeyRotation:
         self._record("reindex", "started", 0, purpose)
         total = 0
         while (pending := self._keys.refresh().pending_fingerprint_key) is not None:
-            done = self._tokens.reindex_batch(pending.key_id, batch_size, partial(self._refingerprint, pending))
+            done = self._tokens.reindex_batch(
+                pending.key_id, batch_size, partial(self._refingerprint, pending), self._actor
+            )
             total += done
             if done:
                 progress("reindex", done)
@@ -142,7 +144,7 @@ class KeyRotation:
             else:
                 time.sleep(0.05)  # rows still held by writers that started before the rotation
         active = self._keys.refresh().generation.fingerprint_id
-        while done := self._tokens.compact_batch(active, batch_size):
+        while done := self._tokens.compact_batch(active, batch_size, self._actor):
             progress("compact", done)
         self._record("reindex", f"ok: {total} values re-fingerprinted, key {active} active", total, purpose)
         return total

@@ -2,34 +2,41 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import NamedTuple
 
-from vault_service.domain.audit import AuditEvent
-from vault_service.domain.crypto import SealBroken, fingerprint, open_sealed, seal
+from vault_service.domain.audit import AuditEvent, AuditRecord
+from vault_service.domain.crypto import DataKey, SealBroken, fingerprint, open_sealed, seal
 from vault_service.domain.errors import (
     InvalidRequest,
     InvalidValue,
     KeysUnavailable,
     PermissionDenied,
+    RateLimited,
     TokenNotFound,
     VaultError,
 )
+from vault_service.domain.identity import Caller
 from vault_service.domain.masking import mask
 from vault_service.domain.policy import AccessPolicy, RevealLevel
+from vault_service.domain.purpose import MAX_PURPOSE_LENGTH, check_purpose
 from vault_service.domain.rate_limit import RateLimiter
 from vault_service.domain.token_types import TokenType, normalize
 from vault_service.domain.tokens import new_token, type_of_token
 from vault_service.service.keyring import KeyManager, KeyRing
+from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 from vault_service.service.ports import AuditLog, NewTokenRow, StaleKeys, StoredToken, TokenStore
 from vault_service.service.token_cache import TokenCache
 
 log = logging.getLogger(__name__)
 
-MAX_PURPOSE_LENGTH = 512
 STALE_KEY_RETRIES = 3
+REVEAL_HASH_BYTES = 16
 
 
 class Revealed(NamedTuple):
@@ -49,7 +56,13 @@ EraseOutcome = VaultError | None  # None: erased
 
 
 class TokenVault:
-    """Issues stable random tokens, reveals values to authorized clients, erases on request."""
+    """Issues stable random tokens, reveals values to authorized clients, erases on request.
+
+    Callers are `Caller`s (a verified certificate's name, serial and fingerprint); a plain name
+    is accepted for in-process use. Every refusal is audited (throttled per peer); tokenize is
+    metered per client and audited in aggregate; every reveal is audited with a keyed hash of
+    each token revealed, so `who_saw` can answer for one token without storing tokens.
+    """
 
     def __init__(
         self,
@@ -58,26 +71,50 @@ class TokenVault:
         policy: AccessPolicy,
         audit: AuditLog,
         cache: TokenCache | None = None,
+        meter: TokenizeMeter | None = None,
     ) -> None:
         self._tokens = tokens
         self._keys = keys
         self._policy = policy
         self._audit = audit
         self._cache = cache if cache is not None else TokenCache(0)
-        self._limiter = RateLimiter(policy.detokenize_limits())
+        self.meter = meter if meter is not None else TokenizeMeter()
+        self.refusals = RefusalAuditor(audit)
+        defaults = policy.default_limits
+        self._tokenize_limiter = RateLimiter(policy.limits_of("tokenize"), defaults.tokenize, "tokenize")
+        self._new_token_limiter = RateLimiter(
+            policy.limits_of("new_tokens"), defaults.new_tokens, "create new tokens for"
+        )
+        self._detokenize_limiter = RateLimiter(policy.limits_of("detokenize"), defaults.detokenize, "detokenize")
 
     @property
     def cache(self) -> TokenCache:
         """The token cache (for metrics and invalidation)."""
         return self._cache
 
+    def refuse(self, peer: str, caller: Caller | None, action: str, error: VaultError, item_count: int) -> None:
+        """Audit a call refused before it reached a use case (throttled per peer).
+
+        Raises TooManyRequests when the peer is over its refusal rate.
+        """
+        self.refusals.refused(peer, _refusal_event(caller, action, error, item_count, "", ""))
+
     # -- Tokenize ---------------------------------------------------------------------------
 
-    def tokenize(self, client: str | None, items: Sequence[tuple[TokenType | None, str]]) -> list[TokenizeOutcome]:
+    def tokenize(
+        self, client: Caller | str | None, items: Sequence[tuple[TokenType | None, str]]
+    ) -> list[TokenizeOutcome]:
         """One token (or error) per (type, value), in order; equal values get equal tokens."""
-        allowed = self._policy.permissions(client).tokenize
-        if not allowed:
-            raise PermissionDenied(f"client {client!r} may not tokenize")
+        caller = Caller.of(client)
+        try:
+            allowed = self._policy.permissions(_name(caller)).tokenize
+            if not allowed:
+                raise PermissionDenied(f"client {_name(caller)!r} may not tokenize")
+            self._tokenize_limiter.take(str(_name(caller)), len(items))
+        except VaultError as error:
+            self._audit_refusal(caller, "tokenize", error, len(items), "", "")
+            raise
+        assert caller is not None  # permissions() refuses a missing identity
         outcomes: list[TokenizeOutcome | None] = [None] * len(items)
         cache_keys: dict[int, bytes] = {}
         wanted: dict[TokenType, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
@@ -86,7 +123,9 @@ class TokenVault:
                 outcomes[index] = InvalidValue("token type is required")
                 continue
             if token_type not in allowed:
-                outcomes[index] = PermissionDenied(f"client {client!r} may not tokenize {token_type.type_name} values")
+                outcomes[index] = PermissionDenied(
+                    f"client {caller.name!r} may not tokenize {token_type.type_name} values"
+                )
                 continue
             cache_key = self._cache.key(token_type, value)
             cached = self._cache.get(cache_key)
@@ -98,30 +137,43 @@ class TokenVault:
                 cache_keys[index] = cache_key
             except VaultError as error:
                 outcomes[index] = error
-        for token_type, positions in wanted.items():
-            for normalized, token in self._tokens_for(token_type, list(positions)).items():
-                for index in positions[normalized]:
-                    outcomes[index] = token
-                    self._cache.put(cache_keys[index], token)
+        new_tokens = 0
+        try:
+            for token_type, positions in wanted.items():
+                tokens, issued = self._tokens_for(caller, token_type, list(positions))
+                new_tokens += issued
+                for normalized, token in tokens.items():
+                    for index in positions[normalized]:
+                        outcomes[index] = token
+                        self._cache.put(cache_keys[index], token)
+        finally:
+            self.meter.record(caller, len(items), new_tokens)
         missing = [i for i, o in enumerate(outcomes) if o is None]
         if missing:  # every position is filled above; this guards the invariant
             raise RuntimeError(f"tokenize left {len(missing)} item(s) without a result")
         return [o for o in outcomes if o is not None]
 
-    def _tokens_for(self, token_type: TokenType, values: list[str]) -> dict[str, str]:
+    def _tokens_for(self, caller: Caller, token_type: TokenType, values: list[str]) -> tuple[dict[str, str], int]:
         for _ in range(STALE_KEY_RETRIES):
             try:
-                return self._lookup_or_issue(self._keys.ring, token_type, values)
+                return self._lookup_or_issue(caller, self._keys.ring, token_type, values)
             except StaleKeys:
                 self._keys.refresh()  # keys rotated since our last look: write with the live ones
         raise KeysUnavailable("data keys kept changing during this call; retry it")
 
-    def _lookup_or_issue(self, ring: KeyRing, token_type: TokenType, values: list[str]) -> dict[str, str]:
+    def _lookup_or_issue(
+        self, caller: Caller, ring: KeyRing, token_type: TokenType, values: list[str]
+    ) -> tuple[dict[str, str], int]:
         fp_key = ring.fingerprint_key
         by_fingerprint = {fingerprint(fp_key, token_type, v): v for v in values}
         found = self._tokens.find_by_fingerprints(token_type.type_name, list(by_fingerprint))
         missing = [fp for fp in by_fingerprint if fp not in found]
         if missing:
+            try:
+                self._new_token_limiter.take(caller.name, len(missing))
+            except RateLimited as error:
+                self._audit_refusal(caller, "tokenize", error, len(missing), "", token_type.type_name)
+                raise
             dek, pending = ring.active_encryption_key, ring.pending_fingerprint_key
             rows = []
             for fp in missing:
@@ -138,65 +190,68 @@ class TokenVault:
                     )
                 )
             found.update(self._tokens.insert_new(rows, ring.generation))
-        return {by_fingerprint[fp]: token for fp, token in found.items()}
+        return {by_fingerprint[fp]: token for fp, token in found.items()}, len(missing)
 
     # -- Detokenize -------------------------------------------------------------------------
 
-    def detokenize(self, client: str | None, tokens: Sequence[str], purpose: str) -> list[DetokenizeOutcome]:
+    def detokenize(self, client: Caller | str | None, tokens: Sequence[str], purpose: str) -> list[DetokenizeOutcome]:
         """The value behind each token as the caller's policy reveals it; every call is audited."""
+        caller = Caller.of(client)
         types = [type_of_token(t) for t in tokens]  # parsed once per token
         token_types = _names_of(types)
         try:
-            self._check_detokenize_request(client, purpose)
-            self._limiter.take(str(client), len(tokens))
+            if not self._policy.may_detokenize_anything(_name(caller)):
+                raise PermissionDenied(f"client {_name(caller)!r} may not detokenize")
+            check_purpose(purpose)
+            self._detokenize_limiter.take(str(_name(caller)), len(tokens))
         except VaultError as error:
-            self._audit_refusal(client, "detokenize", error, tokens, purpose, token_types)
+            self._audit_refusal(caller, "detokenize", error, len(tokens), purpose, token_types)
             raise
+        assert caller is not None
         rows = self._tokens.fetch(list({t for t, token_type in zip(tokens, types, strict=True) if token_type}))
         # One policy lookup per token type in the call, not per token.
         levels: dict[TokenType | None, RevealLevel] = {
-            t: self._policy.reveal_level(client, t) for t in set(types) if t is not None
+            t: self._policy.reveal_level(caller.name, t) for t in set(types) if t is not None
         }
         outcomes = [
-            self._reveal(client, token, token_type, levels.get(token_type, RevealLevel.NONE), rows.get(token))
+            self._reveal(caller.name, token, token_type, levels.get(token_type, RevealLevel.NONE), rows.get(token))
             for token, token_type in zip(tokens, types, strict=True)
         ]
-        revealed = sum(isinstance(o, Revealed) for o in outcomes)
+        audit_key = self._keys.ring.audit_key
+        revealed = [
+            reveal_hash(audit_key, token) for token, o in zip(tokens, outcomes, strict=True) if isinstance(o, Revealed)
+        ]
         # Written before anything is returned: no audit row, no reveal.
         self._audit.append(
             AuditEvent(
-                str(client),
+                caller.name,
                 "detokenize",
-                f"ok: {revealed} revealed, {len(tokens) - revealed} refused",
+                f"ok: {len(revealed)} revealed, {len(tokens) - len(revealed)} refused",
                 len(tokens),
                 purpose,
                 token_types,
+                caller.serial,
+                caller.cert_sha256,
+                tuple(revealed),
             )
         )
         return outcomes
 
-    def _check_detokenize_request(self, client: str | None, purpose: str) -> None:
-        if not self._policy.may_detokenize_anything(client):
-            raise PermissionDenied(f"client {client!r} may not detokenize")
-        _check_purpose(purpose)
+    def who_saw(self, token: str) -> list[AuditRecord]:
+        """The audit records of every reveal of `token`, by any client, oldest first."""
+        hashes = [reveal_hash(key, token) for key in self._keys.ring.audit_keys]
+        return self._audit.revealing(hashes)
 
     def _audit_refusal(
-        self, client: str | None, action: str, error: VaultError, tokens: Sequence[str], purpose: str, types: str
+        self, caller: Caller | None, action: str, error: VaultError, count: int, purpose: str, types: str
     ) -> None:
-        self._audit.append(
-            AuditEvent(
-                client or "<anonymous>",
-                action,
-                f"refused: {type(error).__name__}",
-                len(tokens),
-                _printable(purpose[:MAX_PURPOSE_LENGTH]),
-                types,
-            )
+        self.refusals.refused(
+            _name(caller) or "<anonymous>", _refusal_event(caller, action, error, count, purpose, types)
         )
 
     def _reveal(
         self,
-        client: str | None,
+        client: str,
         token: str,
         token_type: TokenType | None,
         level: RevealLevel,
@@ -218,17 +273,19 @@ class TokenVault:
 
     # -- Erase ------------------------------------------------------------------------------
 
-    def erase(self, client: str | None, tokens: Sequence[str], purpose: str) -> list[EraseOutcome]:
-        """Destroy the values behind `tokens` (right to erasure). Audited before and after."""
+    def erase(self, client: Caller | str | None, tokens: Sequence[str], purpose: str) -> list[EraseOutcome]:
+        """Destroy the values behind `tokens` (right to erasure), in one transaction with its audit row."""
+        caller = Caller.of(client)
         token_types = _type_names(tokens)
         try:
-            allowed_types = self._policy.permissions(client).erase
+            allowed_types = self._policy.permissions(_name(caller)).erase
             if not allowed_types:
-                raise PermissionDenied(f"client {client!r} may not erase values")
-            _check_purpose(purpose)
+                raise PermissionDenied(f"client {_name(caller)!r} may not erase values")
+            check_purpose(purpose)
         except VaultError as error:
-            self._audit_refusal(client, "erase", error, tokens, purpose, token_types)
+            self._audit_refusal(caller, "erase", error, len(tokens), purpose, token_types)
             raise
+        assert caller is not None
         outcomes: list[EraseOutcome] = []
         erasable: list[str] = []
         for token in tokens:
@@ -236,32 +293,50 @@ class TokenVault:
             if token_type is None:
                 outcomes.append(InvalidValue("not a token: expected <type prefix>_<22 characters>"))
             elif token_type not in allowed_types:
-                outcomes.append(PermissionDenied(f"client {client!r} may not erase {token_type.type_name} values"))
+                outcomes.append(PermissionDenied(f"client {caller.name!r} may not erase {token_type.type_name} values"))
             else:
                 outcomes.append(None)
                 erasable.append(token)
-        # The intent is on record before anything is destroyed.
-        self._audit.append(
-            AuditEvent(str(client), "erase", f"authorized: {len(erasable)}", len(tokens), purpose, token_types)
+        # The erasure and its audit row commit together (vault.erase_tokens).
+        event = AuditEvent(
+            caller.name, "erase", "", len(tokens), purpose, token_types, caller.serial, caller.cert_sha256
         )
-        erased = self._tokens.erase(erasable)
+        erased = self._tokens.erase(erasable, event) if erasable else set()
+        if not erasable:
+            self._audit.append(replace(event, outcome="ok: 0 erased"))
         self._cache.clear()
-        self._audit.append(
-            AuditEvent(
-                str(client),
-                "erase",
-                f"ok: {len(erased)} erased, {len(tokens) - len(erased)} not erased",
-                len(tokens),
-                purpose,
-                token_types,
-            )
-        )
         return [
             TokenNotFound("no value is stored for this token (never issued or already erased)")
             if outcome is None and token not in erased
             else outcome
             for token, outcome in zip(tokens, outcomes, strict=True)
         ]
+
+
+def reveal_hash(key: DataKey, token: str) -> bytes:
+    """The keyed hash of a revealed token kept in the audit log (never the token itself)."""
+    return hmac.new(key.material, token.encode(), hashlib.sha256).digest()[:REVEAL_HASH_BYTES]
+
+
+def _name(caller: Caller | None) -> str | None:
+    return caller.name if caller is not None else None
+
+
+def _refusal_event(
+    caller: Caller | None, action: str, error: VaultError, count: int, purpose: str, types: str
+) -> AuditEvent:
+    """A refusal as audited. A purpose refused for carrying PII is not stored at all."""
+    kept_purpose = "" if isinstance(error, InvalidRequest) else _printable(purpose[:MAX_PURPOSE_LENGTH])
+    return AuditEvent(
+        caller.name if caller else "<anonymous>",
+        action,
+        f"refused: {type(error).__name__}",
+        count,
+        kept_purpose,
+        types,
+        caller.serial if caller else "",
+        caller.cert_sha256 if caller else "",
+    )
 
 
 def _type_names(tokens: Sequence[str]) -> str:
@@ -275,12 +350,3 @@ def _names_of(types: Iterable[TokenType | None]) -> str:
 def _printable(text: str) -> str:
     """`text` with every non-printable character (NUL, newline, other controls) as U+FFFD."""
     return text if text.isprintable() else "".join(c if c.isprintable() else "\ufffd" for c in text)
-
-
-def _check_purpose(purpose: str) -> None:
-    if not purpose.strip():
-        raise InvalidRequest("purpose is required: say why (ticket, case or request id)")
-    if not purpose.isprintable():
-        raise InvalidRequest("purpose must be printable text: no control characters or line breaks")
-    if len(purpose) > MAX_PURPOSE_LENGTH:
-        raise InvalidRequest(f"purpose is longer than {MAX_PURPOSE_LENGTH} characters")

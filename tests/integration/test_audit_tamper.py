@@ -1,0 +1,258 @@
+"""The audit trail against people who know how it works (issue: keyed, anchored chain).
+
+Each test performs the attack against real Postgres and OpenBao and shows it refused or
+detected: a database owner rewriting history and recomputing every hash, deleting the newest
+rows (with and without the checkpoints), a backdated row, the serving role erasing or
+re-pointing a value behind the audit's back, and a purpose that carries PII. The tampering
+tests run on a database of their own, so the session's shared log stays intact.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+
+from tests.conftest import RunningVault, client_channel, running_vault
+from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+from tokenvault_common.migrations import migrate
+from vault_service.adapters.transit import verify_signature
+from vault_service.service.audit_verify import AuditReport, verify_audit, who_saw
+
+StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
+
+
+def _with_database(dsn: str, database: str) -> str:
+    return dsn.rsplit("/", 1)[0] + "/" + database
+
+
+@pytest.fixture
+def own_database(stack_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """The stack's settings, pointed at a freshly migrated database of this test's own."""
+    name = "audit_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    env = {
+        **stack_env,
+        "PG_ADMIN_DSN": _with_database(stack_env["PG_ADMIN_DSN"], name),
+        "PG_VAULT_DSN": _with_database(stack_env["PG_VAULT_DSN"], name),
+    }
+    migrate(env["PG_ADMIN_DSN"])
+    yield env
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def anchored(own_database: dict[str, str], tmp_path: Path) -> Iterator[tuple[RunningVault, Path]]:
+    """A vault on its own database, checkpointing every second into an exported file."""
+    exported = tmp_path / "checkpoints.jsonl"
+    with running_vault(
+        own_database, TOKENVAULT_AUDIT_CHECKPOINT_SECONDS="1", TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(exported)
+    ) as vault:
+        yield vault, exported
+
+
+def _reveal_calls(env: dict[str, str], vault: RunningVault, count: int) -> None:
+    channel = client_channel(env, vault.address, "analyst")
+    stub = vault_pb2_grpc.TokenVaultStub(channel)
+    for n in range(count):
+        stub.Detokenize(vault_pb2.DetokenizeRequest(tokens=["ip_" + "T" * 22], purpose=f"CASE-{n}"), timeout=10)
+    channel.close()
+
+
+def _checkpointed(vault: RunningVault) -> None:
+    """Wait until a checkpoint covers the newest row."""
+    deadline = time.monotonic() + 15
+    while True:
+        head = vault.wired.audit.head()
+        if head is not None and vault.wired.audit.last_checkpoint_head() >= head.head_id:
+            return
+        assert time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.2)
+
+
+def _verify(vault: RunningVault, exported: Path | None) -> AuditReport:
+    return verify_audit(vault.wired.audit, vault.wired.signer.public_keys(), verify_signature, exported)
+
+
+def _ids(env: dict[str, str]) -> list[int]:
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        return [r[0] for r in conn.execute("SELECT id FROM vault.audit_log ORDER BY id").fetchall()]
+
+
+def _as_owner(env: dict[str, str]) -> psycopg.Connection:
+    """A superuser session that bypasses every trigger, as a database owner bent on it would."""
+    conn = psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True)
+    conn.execute("SET session_replication_role = replica")
+    return conn
+
+
+def test_an_untouched_log_verifies_with_its_signed_checkpoints_and_exported_copy(
+    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+) -> None:
+    vault, exported = anchored
+    _reveal_calls(own_database, vault, 5)
+    _checkpointed(vault)
+    report = _verify(vault, exported)
+    assert report.intact, report.finding
+    assert report.checkpoints >= 1 and report.unanchored == 0
+    assert exported.read_text().count("signature") >= 1  # the copy outside Postgres
+
+
+def test_a_rewritten_row_with_every_later_hash_recomputed_is_caught_by_the_checkpoints(
+    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+) -> None:
+    vault, exported = anchored
+    _reveal_calls(own_database, vault, 6)
+    _checkpointed(vault)
+    ids = _ids(own_database)
+    target = ids[2]
+    with _as_owner(own_database) as conn:
+        conn.execute("UPDATE vault.audit_log SET purpose = 'nothing to see' WHERE id = %s", (target,))
+        # Recompute the chain from the rewritten row on, with the database's own hash function.
+        for row_id in [i for i in ids if i >= target]:
+            conn.execute(
+                "UPDATE vault.audit_log a SET"
+                " prev_hash = coalesce((SELECT b.row_hash FROM vault.audit_log b WHERE b.id < a.id"
+                "   ORDER BY b.id DESC LIMIT 1), prev_hash),"
+                " row_hash = vault.audit_row_hash(coalesce((SELECT b.row_hash FROM vault.audit_log b"
+                "   WHERE b.id < a.id ORDER BY b.id DESC LIMIT 1), prev_hash), a.id, a.at, a.client,"
+                "   a.client_serial, a.client_cert_sha256, a.action, a.purpose, a.token_types, a.item_count,"
+                "   a.outcome, a.revealed)"
+                " WHERE a.id = %s",
+                (row_id,),
+            )
+    report = _verify(vault, exported)
+    assert report.finding is not None
+    assert "no longer match the signed checkpoint" in report.finding.reason
+    assert report.finding.first_row is not None and report.finding.first_row <= target
+
+
+def test_deleting_the_newest_rows_is_caught_by_the_checkpoint_and_with_it_by_the_exported_copy(
+    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+) -> None:
+    vault, exported = anchored
+    _reveal_calls(own_database, vault, 4)
+    _checkpointed(vault)
+    newest = _ids(own_database)[-2:]
+    with _as_owner(own_database) as conn:
+        conn.execute("DELETE FROM vault.audit_log WHERE id = ANY(%s)", (newest,))
+    rows_only = _verify(vault, exported)
+    assert rows_only.finding is not None and "no longer match" in rows_only.finding.reason
+
+    with _as_owner(own_database) as conn:
+        conn.execute("DELETE FROM vault.audit_checkpoints WHERE head_id >= %s", (newest[0],))
+    in_database = _verify(vault, None)
+    assert in_database.finding is None  # what Postgres holds is consistent again ...
+    with_copy = _verify(vault, exported)
+    assert with_copy.finding is not None  # ... but the copy outside Postgres remembers
+    assert "the database no longer has" in with_copy.finding.reason
+
+
+def test_the_database_refuses_a_backdated_audit_row_even_from_the_serving_role(stack_env: dict[str, str]) -> None:
+    with psycopg.connect(stack_env["PG_VAULT_DSN"], autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.CheckViolation, match="not the database clock"):
+            conn.execute(
+                "INSERT INTO vault.audit_log (at, client, action, item_count, outcome)"
+                " VALUES ('2026-01-01', 'privacy-officer', 'erase', 500, 'ok: 500 erased, 0 not erased')"
+            )
+        # A row without a time, or with a forged link, gets the database's clock and true link.
+        conn.execute(
+            "INSERT INTO vault.audit_log (client, action, item_count, outcome, prev_hash, row_hash)"
+            " VALUES ('forger', 'erase', 1, 'ok', %s, %s)",
+            (b"\x01" * 32, b"\x02" * 32),
+        )
+        row = conn.execute(
+            "SELECT a.prev_hash = coalesce((SELECT b.row_hash FROM vault.audit_log b WHERE b.id < a.id"
+            " ORDER BY b.id DESC LIMIT 1), %s), a.row_hash <> %s, abs(extract(epoch FROM a.at - now())) < 60"
+            " FROM vault.audit_log a WHERE client = 'forger' ORDER BY id DESC LIMIT 1",
+            (b"\x00" * 32, b"\x02" * 32),
+        ).fetchone()
+    assert row == (True, True, True)
+
+
+def test_the_serving_role_cannot_erase_or_re_point_a_value_without_an_audit_row(
+    stack_env: dict[str, str], stub_for: StubFor
+) -> None:
+    ip_a, ip_b = f"198.51.{uuid.uuid4().int % 250}.7", f"198.51.{uuid.uuid4().int % 250}.8"
+    etl = stub_for("etl-service")
+    response = etl.Tokenize(
+        vault_pb2.TokenizeRequest(
+            items=[vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=v) for v in (ip_a, ip_b)]
+        ),
+        timeout=10,
+    )
+    token_a, token_b = (r.token for r in response.results)
+    with psycopg.connect(stack_env["PG_VAULT_DSN"], autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("UPDATE vault.tokens SET sealed = NULL WHERE token = %s", (token_a,))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(
+                "UPDATE vault.tokens t SET fingerprint = o.fingerprint FROM vault.tokens o"
+                " WHERE t.token = %s AND o.token = %s",
+                (token_a, token_b),
+            )
+        # The only way to erase is the audited function: its audit row lands in the same transaction.
+        before = conn.execute("SELECT max(id) FROM vault.audit_log").fetchone()
+        conn.execute("SELECT vault.erase_tokens(%s, 1, 'vault-role', '', '', 'INC-1', 'ip')", ([token_a],))
+        row = conn.execute(
+            "SELECT client, action, outcome FROM vault.audit_log WHERE id > %s AND action = 'erase'",
+            (before[0] if before else 0,),
+        ).fetchone()
+    assert row == ("vault-role", "erase", "ok: 1 erased, 0 not erased")
+
+
+@pytest.mark.parametrize(
+    "purpose",
+    ["re 203.0.113.7", "re 2001:db8::7 case", "device 567-82-1945", "see ip_" + "A" * 22, "mail jo@example.com"],
+)
+def test_a_purpose_carrying_personal_data_is_refused_and_not_stored(
+    stack_env: dict[str, str], stub_for: StubFor, purpose: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        stub_for("analyst").Detokenize(
+            vault_pb2.DetokenizeRequest(tokens=["ip_" + "P" * 22], purpose=purpose), timeout=10
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "personal data" in (refused.value.details() or "")
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        stored = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose = %s", (purpose,)).fetchone()
+    assert stored == (0,)
+
+
+def test_who_saw_a_token_lists_its_reveals_across_clients_and_nothing_else(
+    stack_env: dict[str, str], vault: RunningVault, stub_for: StubFor
+) -> None:
+    values = [f"203.0.{uuid.uuid4().int % 250}.{n}" for n in (21, 22)]
+    response = stub_for("etl-service").Tokenize(
+        vault_pb2.TokenizeRequest(
+            items=[vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=v) for v in values]
+        ),
+        timeout=10,
+    )
+    watched, other = (r.token for r in response.results)
+    case = f"WHO-{uuid.uuid4().hex[:6]}"
+    stub_for("analyst").Detokenize(vault_pb2.DetokenizeRequest(tokens=[watched], purpose=f"{case}-a"), timeout=10)
+    stub_for("fraud-investigator").Detokenize(
+        vault_pb2.DetokenizeRequest(tokens=[watched, other], purpose=f"{case}-f"), timeout=10
+    )
+    stub_for("analyst").Detokenize(vault_pb2.DetokenizeRequest(tokens=[other], purpose=f"{case}-other"), timeout=10)
+
+    seen = who_saw(vault.wired.audit, vault.wired.keys.ring.audit_keys, watched)
+    assert [(r.event.client, r.event.purpose) for r in seen] == [
+        ("analyst", f"{case}-a"),
+        ("fraud-investigator", f"{case}-f"),
+    ]
+    assert all(r.event.client_cert_sha256 and r.event.client_serial for r in seen)
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:  # no token in clear anywhere in the log
+        leaked = conn.execute(
+            "SELECT count(*) FROM vault.audit_log WHERE concat_ws(' ', client, purpose, outcome) LIKE %s",
+            (f"%{watched}%",),
+        ).fetchone()
+    assert leaked == (0,)

@@ -1,0 +1,176 @@
+"""vault.audit_log and vault.audit_checkpoints.
+
+The database chains each row itself (migration 0006): it takes the chain lock, gives the row
+the next id and its own clock, and computes prev_hash and row_hash. The service only inserts
+the event's fields, so an append is one statement and needs no cached tail.
+
+Appends from concurrent calls are grouped (group commit): while one is being written, those
+arriving wait, then go together in one statement (one disk flush for many calls). Each caller
+returns only once its own row is committed; a failed write fails every call in its group.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from vault_service.adapters.group_commit import GroupCommitter
+from vault_service.adapters.postgres.errors import translated
+from vault_service.adapters.postgres.sql_arrays import int_array, text_array
+from vault_service.domain.audit import AuditEvent, AuditRecord
+from vault_service.domain.checkpoints import ChainHead, Checkpoint
+from vault_service.domain.errors import AuditUnavailable
+
+log = logging.getLogger(__name__)
+
+_APPEND = (
+    "INSERT INTO vault.audit_log (client, client_serial, client_cert_sha256, action, purpose, token_types,"
+    " item_count, outcome, revealed)"
+    " SELECT u.c, u.s, u.f, u.a, u.p, u.t, u.n, u.o, NULL"
+    " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::text[])"
+    " AS u(c, s, f, a, p, t, n, o)"
+)
+_APPEND_ONE = (
+    "INSERT INTO vault.audit_log (client, client_serial, client_cert_sha256, action, purpose, token_types,"
+    " item_count, outcome, revealed) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_RECORD_COLUMNS = (
+    "id, at, client, action, purpose, token_types, item_count, outcome, prev_hash, row_hash,"
+    " hash_version, client_serial, client_cert_sha256, revealed"
+)
+
+
+def _record(row: tuple) -> AuditRecord:  # type: ignore[type-arg]
+    event = AuditEvent(
+        client=row[2],
+        action=row[3],
+        outcome=row[7],
+        item_count=row[6],
+        purpose=row[4],
+        token_types=row[5],
+        client_serial=row[11],
+        client_cert_sha256=row[12],
+        revealed=tuple(bytes(h) for h in row[13] or ()),
+    )
+    return AuditRecord(row[0], row[1], event, bytes(row[8]), bytes(row[9]), row[10])
+
+
+class PostgresAuditLog:
+    """The append-only audit log, its signed checkpoints, and the who-saw query."""
+
+    MAX_GROUP = 500
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+        self._committer = GroupCommitter(self._write, self.MAX_GROUP)
+
+    def append(self, event: AuditEvent) -> None:
+        """Write one chained record durably; raise AuditUnavailable if it could not be committed."""
+        try:
+            self._committer.submit(event)
+        except psycopg.Error as error:
+            # The database's message can quote the failing row (purpose): log its class and
+            # SQLSTATE only, and give the caller a message of our own.
+            log.error("audit append failed", extra={"error": type(error).__name__, "sqlstate": error.sqlstate})
+            raise AuditUnavailable("the audit log cannot be written, so the call was refused; retry later") from None
+
+    def _write(self, events: list[AuditEvent]) -> None:
+        with self._pool.connection() as conn:
+            if len(events) == 1 or any(e.revealed for e in events):
+                with conn.transaction():  # rows with reveal hashes go one by one (a bytea[] each)
+                    for e in events:
+                        conn.execute(_APPEND_ONE, (*_fields(e), list(e.revealed) or None))
+                return
+            conn.execute(
+                _APPEND,
+                (
+                    text_array([e.client for e in events]),
+                    text_array([e.client_serial for e in events]),
+                    text_array([e.client_cert_sha256 for e in events]),
+                    text_array([e.action for e in events]),
+                    text_array([e.purpose for e in events]),
+                    text_array([e.token_types for e in events]),
+                    int_array([e.item_count for e in events]),
+                    text_array([e.outcome for e in events]),
+                ),
+            )
+
+    @translated
+    def records(self, after_id: int = 0) -> list[AuditRecord]:
+        """Every record after `after_id`, in order, for verification."""
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM vault.audit_log WHERE id > %s ORDER BY id", (after_id,)
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    @translated
+    def head(self) -> ChainHead | None:
+        """The newest row's id and hash, the number of rows, and the database's clock; None when empty."""
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT a.id, a.row_hash, (SELECT count(*) FROM vault.audit_log), clock_timestamp()"
+                " FROM vault.audit_log a ORDER BY a.id DESC LIMIT 1"
+            ).fetchone()
+        return ChainHead(row[0], bytes(row[1]), row[2], row[3]) if row else None
+
+    @translated
+    def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
+        """Store a signed checkpoint; False when one for the same head exists already (another replica)."""
+        with self._pool.connection() as conn:
+            cursor = conn.execute(
+                "INSERT INTO vault.audit_checkpoints (head_id, head_hash, row_count, at, key_name, signature)"
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (head_id) DO NOTHING",
+                (
+                    checkpoint.head.head_id,
+                    checkpoint.head.head_hash,
+                    checkpoint.head.row_count,
+                    checkpoint.head.at,
+                    checkpoint.key_name,
+                    checkpoint.signature,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    @translated
+    def last_checkpoint_head(self) -> int:
+        """The head id of the newest checkpoint (0 when none)."""
+        with self._pool.connection() as conn:
+            row = conn.execute("SELECT coalesce(max(head_id), 0) FROM vault.audit_checkpoints").fetchone()
+        return int(row[0]) if row else 0
+
+    @translated
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every checkpoint, oldest first."""
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT head_id, head_hash, row_count, at, key_name, signature FROM vault.audit_checkpoints"
+                " ORDER BY head_id"
+            ).fetchall()
+        return [Checkpoint(ChainHead(r[0], bytes(r[1]), r[2], r[3]), r[4], r[5]) for r in rows]
+
+    @translated
+    def revealing(self, token_hashes: Sequence[bytes]) -> list[AuditRecord]:
+        """Records whose reveals include any of `token_hashes` (keyed hashes of one token)."""
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM vault.audit_log WHERE revealed && %s::bytea[] ORDER BY id",
+                (list(token_hashes),),
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+
+def _fields(e: AuditEvent) -> tuple[str, str, str, str, str, str, int, str]:
+    return (
+        e.client,
+        e.client_serial,
+        e.client_cert_sha256,
+        e.action,
+        e.purpose,
+        e.token_types,
+        e.item_count,
+        e.outcome,
+    )

@@ -1,0 +1,43 @@
+"""Driver errors become named port errors here, so psycopg never reaches the gRPC servicer."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from vault_service.domain.errors import DatabaseUnavailable, StorageError, VaultError
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def translated(method: Callable[P, R]) -> Callable[P, R]:
+    """Run `method`, turning driver errors into port errors.
+
+    A lost or unreachable database becomes DatabaseUnavailable, any other driver error
+    StorageError. The driver's message can quote row data: only its class and SQLSTATE are logged.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except VaultError:
+            raise
+        except (psycopg.OperationalError, PoolTimeout) as error:
+            log.error("database unavailable", extra={"error": type(error).__name__})
+            raise DatabaseUnavailable("the vault database is unavailable; retry later") from None
+        except psycopg.Error as error:
+            log.error(
+                "database error", extra={"error": type(error).__name__, "sqlstate": getattr(error, "sqlstate", None)}
+            )
+            raise StorageError(f"the vault database refused the operation ({type(error).__name__})") from None
+
+    return wrapper

@@ -1,0 +1,141 @@
+"""Wrapped data keys in vault.data_keys, and the key-generation lock token writers share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from vault_service.adapters.postgres.errors import translated
+from vault_service.domain.keys import KeyPurpose, KeyState, state_of_new_key
+from vault_service.service.ports import KeyGeneration, StoredKey
+
+# Key state changes take this lock exclusively; token inserts take it shared and check the
+# live key generation under it, so no insert is ever written with keys rotated away meanwhile.
+KEYS_LOCK = 0x6B657973
+
+LIVE_GENERATION = """
+SELECT max(id) FILTER (WHERE purpose = 'encryption' AND state = 'active'),
+       max(id) FILTER (WHERE purpose = 'fingerprint' AND state = 'active'),
+       max(id) FILTER (WHERE purpose = 'fingerprint' AND state = 'pending')
+FROM vault.data_keys
+"""
+
+
+def live_generation(conn: psycopg.Connection) -> KeyGeneration:
+    """The ids of the keys writers must use now."""
+    return generation_of(conn.execute(LIVE_GENERATION).fetchone())
+
+
+def generation_of(row: tuple[Any, ...] | None) -> KeyGeneration:
+    """A KeyGeneration from a LIVE_GENERATION row."""
+    assert row is not None  # LIVE_GENERATION is an aggregate: always one row
+    return KeyGeneration(row[0], row[1], row[2])
+
+
+def other_keys(conn: psycopg.Connection, purpose: str, key_id: int) -> list[int]:
+    """Ids of the keys of `purpose` other than `key_id` (the job work lists use their indexes)."""
+    rows = conn.execute("SELECT id FROM vault.data_keys WHERE purpose = %s AND id <> %s", (purpose, key_id))
+    return [r[0] for r in rows.fetchall()]
+
+
+def _stored_key(row: tuple[Any, ...] | None) -> StoredKey:
+    assert row is not None
+    return StoredKey(row[0], KeyPurpose(row[1]), row[2], KeyState(row[3]))
+
+
+class PostgresKeyStore:
+    """Wrapped data keys in vault.data_keys."""
+
+    def __init__(self, pool: ConnectionPool, kek_name: str) -> None:
+        self._pool = pool
+        self._kek_name = kek_name
+
+    @translated
+    def load_keys(self) -> list[StoredKey]:
+        """Every key row, oldest first."""
+        with self._pool.connection() as conn:
+            rows = conn.execute("SELECT id, purpose, wrapped_key, state FROM vault.data_keys ORDER BY id").fetchall()
+        return [_stored_key(row) for row in rows]
+
+    @translated
+    def ensure_active_key(self, purpose: str, make_wrapped_key: Callable[[], str]) -> StoredKey:
+        """The active key of `purpose`, created under a lock if none exists yet."""
+        query = "SELECT id, purpose, wrapped_key, state FROM vault.data_keys WHERE purpose = %s AND state = 'active'"
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
+            row = conn.execute(query, (purpose,)).fetchone()
+            if row is None:
+                row = conn.execute(
+                    "INSERT INTO vault.data_keys (purpose, wrapped_key, kek_name) VALUES (%s, %s, %s)"
+                    " RETURNING id, purpose, wrapped_key, state",
+                    (purpose, make_wrapped_key(), self._kek_name),
+                ).fetchone()
+        return _stored_key(row)
+
+    @translated
+    def add_key(self, purpose: str, wrapped_key: str) -> StoredKey:
+        """New DEK: active, the old one decrypt_only. New fingerprint key: pending."""
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
+            state = state_of_new_key(KeyPurpose(purpose))
+            if state is KeyState.ACTIVE:
+                conn.execute(
+                    "UPDATE vault.data_keys SET state = %s WHERE purpose = %s AND state = %s",
+                    (KeyState.DECRYPT_ONLY, purpose, KeyState.ACTIVE),
+                )
+            elif conn.execute(
+                "SELECT 1 FROM vault.data_keys WHERE purpose = %s AND state = %s", (purpose, KeyState.PENDING)
+            ).fetchone():
+                raise ValueError("a fingerprint key rotation is already under way: run the re-index to finish it")
+            row = conn.execute(
+                "INSERT INTO vault.data_keys (purpose, wrapped_key, kek_name, state) VALUES (%s, %s, %s, %s)"
+                " RETURNING id, purpose, wrapped_key, state",
+                (purpose, wrapped_key, self._kek_name, state),
+            ).fetchone()
+        return _stored_key(row)
+
+    @translated
+    def update_wrapping(self, key_id: int, wrapped_key: str) -> None:
+        """Store the rewrapped form of a key."""
+        with self._pool.connection() as conn:
+            conn.execute("UPDATE vault.data_keys SET wrapped_key = %s WHERE id = %s", (wrapped_key, key_id))
+
+    @translated
+    def promote_pending_fingerprint_key(self) -> bool:
+        """Pending -> active and active -> retired, once no live row lacks the new fingerprint."""
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
+            generation = live_generation(conn)
+            if generation.pending_fingerprint_id is None:
+                return False
+            left = conn.execute(
+                "SELECT 1 FROM vault.tokens WHERE fingerprint IS NOT NULL AND next_fingerprint IS NULL"
+                " AND fingerprint_key_id <> %s LIMIT 1",
+                (generation.pending_fingerprint_id,),
+            ).fetchone()
+            if left:
+                return False
+            conn.execute(
+                "UPDATE vault.data_keys SET state = 'retired', retired_at = now() WHERE id = %s",
+                (generation.fingerprint_id,),
+            )
+            conn.execute(
+                "UPDATE vault.data_keys SET state = 'active' WHERE id = %s", (generation.pending_fingerprint_id,)
+            )
+        return True
+
+    @translated
+    def retire_unused_encryption_keys(self) -> list[int]:
+        """decrypt_only DEKs that no stored value uses any more become retired."""
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
+            rows = conn.execute(
+                "UPDATE vault.data_keys k SET state = 'retired', retired_at = now()"
+                " WHERE purpose = 'encryption' AND state = 'decrypt_only'"
+                " AND NOT EXISTS (SELECT 1 FROM vault.tokens t WHERE t.dek_id = k.id AND t.sealed IS NOT NULL)"
+                " RETURNING id"
+            ).fetchall()
+        return [r[0] for r in rows]

@@ -1,0 +1,209 @@
+"""Tokens in vault.tokens: lookup by fingerprint, insert, fetch, and what changes a value.
+
+The paths that change a stored value (erasure, re-sealing, re-fingerprinting), which run as SECURITY DEFINER functions
+that write their own audit row (migration 0006): the serving role cannot UPDATE the table.
+
+The pool's connections are in autocommit mode: a single statement commits on its own (one
+round trip, not BEGIN, statement, COMMIT), and work of several statements that must hold
+together runs inside an explicit `conn.transaction()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from vault_service.adapters.postgres.errors import translated
+from vault_service.adapters.postgres.keys import KEYS_LOCK, LIVE_GENERATION, generation_of, other_keys
+from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
+from vault_service.domain.audit import AuditEvent
+from vault_service.service.ports import KeyGeneration, NewTokenRow, Reindexer, Resealer, StaleKeys, StoredToken
+
+# One index probe per wanted fingerprint, under the current key or the pending one (during a
+# fingerprint-key rotation); `next_fingerprint IS NOT NULL` lets the second half use its
+# partial index, which is empty outside a rotation.
+_FIND = (
+    "SELECT w.fp, t.token FROM unnest(%(fps)s::bytea[]) AS w(fp)"
+    " JOIN vault.tokens t ON t.token_type = %(type)s AND t.fingerprint = w.fp"
+    " UNION ALL"
+    " SELECT w.fp, t.token FROM unnest(%(fps)s::bytea[]) AS w(fp)"
+    " JOIN vault.tokens t ON t.token_type = %(type)s AND t.next_fingerprint = w.fp"
+    " AND t.next_fingerprint IS NOT NULL"
+)
+
+
+_ROW_COLUMNS = "token, token_type, dek_id, sealed"
+
+
+def _stored_token(row: tuple[str, str, int, bytes | None]) -> StoredToken:
+    return StoredToken(row[0], row[1], row[2], bytes(row[3]) if row[3] is not None else None)
+
+
+def _select_batch(conn: psycopg.Connection, condition: str, key_ids: list[int], limit: int) -> list[StoredToken]:
+    """Up to `limit` rows matching `condition` (one `%s`: key ids).
+
+    Not locked (the serving role holds no UPDATE privilege, which FOR UPDATE needs): the
+    function that writes the change re-checks each row's state, so a row erased or moved
+    meanwhile is left alone, and two jobs at once only repeat work.
+    """
+    query = f"SELECT {_ROW_COLUMNS} FROM vault.tokens WHERE {condition} LIMIT %s"
+    return [_stored_token(r) for r in conn.execute(query, (key_ids, limit)).fetchall()]
+
+
+class PostgresTokenStore:
+    """Tokens in vault.tokens, unique per (type, fingerprint)."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    @translated
+    def find_by_fingerprints(self, token_type: str, fingerprints: Sequence[bytes]) -> dict[bytes, str]:
+        """Fingerprint -> token for those already issued."""
+        if not fingerprints:
+            return {}
+        with self._pool.connection() as conn:
+            rows = conn.execute(_FIND, {"type": token_type, "fps": bytea_array(fingerprints)}).fetchall()
+        return {bytes(fp): token for fp, token in rows}
+
+    @translated
+    def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> dict[bytes, str]:
+        """Insert under the live key generation; read back the winner where another writer was first."""
+        if not rows:
+            return {}
+        columns = (
+            text_array([r.token for r in rows]),
+            text_array([r.token_type for r in rows]),
+            bytea_array([r.fingerprint for r in rows]),
+            int_array([r.fingerprint_key_id for r in rows]),
+            int_array([r.dek_id for r in rows]),
+            bytea_array([r.sealed for r in rows]),
+            bytea_array([r.next_fingerprint for r in rows]),
+        )
+        # Pipelined: BEGIN, the lock, the generation check and the insert travel together; a
+        # stale generation rolls the insert back before anything is committed.
+        with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (KEYS_LOCK,))
+            live = conn.execute(LIVE_GENERATION)
+            insert = conn.execute(
+                "INSERT INTO vault.tokens"
+                " (token, token_type, fingerprint, fingerprint_key_id, dek_id, sealed, next_fingerprint)"
+                " SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::int[], %s::int[], %s::bytea[],"
+                " %s::bytea[]) ON CONFLICT DO NOTHING RETURNING fingerprint, token",
+                columns,
+            )
+            if generation_of(live.fetchone()) != generation:
+                raise StaleKeys("the key generation changed")
+            result = {bytes(fp): token for fp, token in insert.fetchall()}
+            lost = [r for r in rows if r.fingerprint not in result]
+            for token_type in {r.token_type for r in lost}:
+                fps = [r.fingerprint for r in lost if r.token_type == token_type]
+                winners = conn.execute(_FIND, {"type": token_type, "fps": bytea_array(fps)}).fetchall()
+                result.update({bytes(fp): token for fp, token in winners})
+        return result
+
+    @translated
+    def fetch(self, tokens: Sequence[str]) -> dict[str, StoredToken]:
+        """Rows of the given tokens that exist."""
+        if not tokens:
+            return {}
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_ROW_COLUMNS} FROM vault.tokens WHERE token = ANY(%s::text[])", (text_array(tokens),)
+            ).fetchall()
+        return {row[0]: _stored_token(row) for row in rows}
+
+    @translated
+    def erase(self, tokens: Sequence[str], event: AuditEvent) -> set[str]:
+        """Destroy ciphertext and fingerprints; the tokens that still had a value.
+
+        `event`'s audit row is written by the same function, in the same transaction.
+        """
+        if not tokens:
+            return set()
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT vault.erase_tokens(%s::text[], %s, %s, %s, %s, %s, %s)",
+                (
+                    text_array(tokens),
+                    event.item_count,
+                    event.client,
+                    event.client_serial,
+                    event.client_cert_sha256,
+                    event.purpose,
+                    event.token_types,
+                ),
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    @translated
+    def last_erasure(self) -> object:
+        """Time of the newest erasure (None when nothing was ever erased)."""
+        with self._pool.connection() as conn:
+            row = conn.execute("SELECT max(erased_at) FROM vault.tokens WHERE erased_at IS NOT NULL").fetchone()
+        return row[0] if row else None
+
+    @translated
+    def reseal_batch(self, active_dek_id: int, limit: int, reseal: Resealer, actor: str = "vault-service") -> int:
+        """Re-seal up to `limit` values under other DEKs with the active one; the number re-sealed."""
+        with self._pool.connection() as conn:
+            rows = _select_batch(
+                conn, "sealed IS NOT NULL AND dek_id = ANY(%s)", other_keys(conn, "encryption", active_dek_id), limit
+            )
+            if not rows:
+                return 0
+            old_dek_ids = {row.token: row.dek_id for row in rows}
+            tokens, dek_ids, sealed = (list(c) for c in zip(*reseal(rows), strict=True))
+            conn.execute(
+                "SELECT vault.reseal_tokens(%s::text[], %s::int[], %s::int[], %s::bytea[], %s)",
+                (
+                    text_array(tokens),
+                    int_array([old_dek_ids[t] for t in tokens]),
+                    int_array(dek_ids),
+                    bytea_array(sealed),
+                    actor,
+                ),
+            )
+        return len(rows)
+
+    @translated
+    def reindex_batch(self, pending_key_id: int, limit: int, reindex: Reindexer, actor: str = "vault-service") -> int:
+        """Fingerprint up to `limit` live rows under the pending key; the number of rows handled."""
+        with self._pool.connection() as conn:
+            rows = _select_batch(
+                conn,
+                "fingerprint IS NOT NULL AND next_fingerprint IS NULL AND fingerprint_key_id = ANY(%s)",
+                other_keys(conn, "fingerprint", pending_key_id),
+                limit,
+            )
+            if not rows:
+                return 0
+            tokens, fingerprints = (list(c) for c in zip(*reindex(rows), strict=True))
+            conn.execute(
+                "SELECT vault.set_next_fingerprints(%s::text[], %s::bytea[], %s)",
+                (text_array(tokens), bytea_array(fingerprints), actor),
+            )
+        return len(rows)
+
+    @translated
+    def compact_batch(self, active_fingerprint_id: int, limit: int, actor: str = "vault-service") -> int:
+        """Move next_fingerprint into fingerprint for up to `limit` rows re-indexed under the active key."""
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT vault.compact_fingerprints(%s, %s, %s)", (active_fingerprint_id, limit, actor)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    @translated
+    def work_left(self, active_dek_id: int, active_fingerprint_id: int) -> dict[str, int]:
+        """Rows to re-encrypt and rows whose fingerprint is not under the active key yet."""
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT count(*) FILTER (WHERE sealed IS NOT NULL AND dek_id <> %s),"
+                " count(*) FILTER (WHERE fingerprint IS NOT NULL AND fingerprint_key_id <> %s)"
+                " FROM vault.tokens",
+                (active_dek_id, active_fingerprint_id),
+            ).fetchone()
+        assert row is not None
+        return {"reencrypt": row[0], "reindex": row[1]}

@@ -1,0 +1,135 @@
+"""Signed checkpoints of the audit chain, and the verification of a log against them.
+
+The chain alone only proves the rows agree with each other: whoever can write the table can
+rewrite a row and recompute every later hash. A checkpoint fixes the chain's head (id, hash,
+row count, time) under a signature made with a key held by Vault/OpenBao, which the vault
+service may use to sign but nobody can export; anyone can verify it with the public key. Each
+checkpoint is also exported outside Postgres, so deleting the newest rows *and* checkpoints is
+caught by the exported copy. Rows newer than the last checkpoint are not anchored yet: that
+window is the checkpoint interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from vault_service.domain.audit import AuditRecord, first_broken_record
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The newest row of the chain when a checkpoint was taken."""
+
+    head_id: int
+    head_hash: bytes
+    row_count: int
+    at: datetime
+
+    def message(self) -> bytes:
+        """The exact bytes that are signed."""
+        at = self.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return f"tokenvault-audit-checkpoint:v1:{self.head_id}:{self.row_count}:{self.head_hash.hex()}:{at}".encode()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A chain head, and the Transit signature (`vault:v<N>:<base64>`) over its message."""
+
+    head: ChainHead
+    key_name: str
+    signature: str
+
+    def exported(self) -> dict[str, object]:
+        """The form written outside Postgres (one JSON line per checkpoint)."""
+        return {
+            "head_id": self.head.head_id,
+            "head_hash": self.head.head_hash.hex(),
+            "row_count": self.head.row_count,
+            "at": self.head.at.astimezone(UTC).isoformat(timespec="microseconds"),
+            "key_name": self.key_name,
+            "signature": self.signature,
+        }
+
+    @classmethod
+    def from_exported(cls, data: dict[str, object]) -> Checkpoint:
+        """The inverse of `exported`."""
+        head = ChainHead(
+            int(str(data["head_id"])),
+            bytes.fromhex(str(data["head_hash"])),
+            int(str(data["row_count"])),
+            datetime.fromisoformat(str(data["at"])),
+        )
+        return cls(head, str(data["key_name"]), str(data["signature"]))
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Why the log cannot be trusted, and the first row concerned (None: no row to point at)."""
+
+    first_row: int | None
+    reason: str
+
+
+SignatureCheck = Callable[[bytes, str], bool]
+"""(message, signature) -> whether the signature is valid under the checkpoint key."""
+
+
+def verify_log(
+    records: Sequence[AuditRecord],
+    checkpoints: Sequence[Checkpoint],
+    exported_newest: Checkpoint | None,
+    signature_valid: SignatureCheck,
+) -> Finding | None:
+    """What is wrong with the log, or None when everything holds.
+
+    Checks the chain, every checkpoint's signature, every row against the checkpoints, and the
+    newest checkpoint against the exported copy.
+    """
+    broken = first_broken_record(records)
+    if broken is not None:
+        return Finding(broken, "the hash chain breaks here (row changed, removed, reordered or backdated)")
+    by_id = {r.record_id: (position, r) for position, r in enumerate(records, start=1)}
+    anchored_to = 0  # id of the newest row a valid checkpoint vouches for
+    for checkpoint in checkpoints:
+        head = checkpoint.head
+        if not signature_valid(head.message(), checkpoint.signature):
+            return Finding(_first_after(records, anchored_to), f"checkpoint at row {head.head_id} has a bad signature")
+        found = by_id.get(head.head_id)
+        if found is None or found[1].row_hash != head.head_hash or found[0] != head.row_count:
+            return Finding(
+                _first_after(records, anchored_to),
+                f"rows up to {head.head_id} no longer match the signed checkpoint of {_when(head)}"
+                " (rewritten, recomputed, inserted or deleted)",
+            )
+        anchored_to = head.head_id
+    if exported_newest is not None:
+        newest = checkpoints[-1] if checkpoints else None
+        if newest is None or newest.head.head_id < exported_newest.head.head_id:
+            return Finding(
+                _first_after(records, anchored_to),
+                f"the exported copy holds a checkpoint at row {exported_newest.head.head_id}"
+                f" ({_when(exported_newest.head)}) that the database no longer has: rows or checkpoints were deleted",
+            )
+        same = next((c for c in checkpoints if c.head.head_id == exported_newest.head.head_id), None)
+        if same is None or same != exported_newest:
+            return Finding(
+                _first_after(records, anchored_to),
+                f"the checkpoint at row {exported_newest.head.head_id} differs from its exported copy",
+            )
+    return None
+
+
+def unanchored_rows(records: Sequence[AuditRecord], checkpoints: Sequence[Checkpoint]) -> int:
+    """How many rows are newer than the last checkpoint (not yet anchored)."""
+    last = checkpoints[-1].head.head_id if checkpoints else 0
+    return sum(1 for r in records if r.record_id > last)
+
+
+def _first_after(records: Sequence[AuditRecord], record_id: int) -> int | None:
+    return next((r.record_id for r in records if r.record_id > record_id), None)
+
+
+def _when(head: ChainHead) -> str:
+    return head.at.astimezone(UTC).isoformat(timespec="seconds")

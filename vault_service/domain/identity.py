@@ -1,0 +1,88 @@
+"""Who is calling: a client identity taken from a verified certificate, strictly.
+
+The TLS layer has already checked that the certificate chains to the client CA. This module
+is stricter than that: the certificate must be issued *directly* by the client CA (a leaf under
+an intermediate is refused even when TLS accepted the chain), and its subject must hold exactly
+one common name of the form `[a-z0-9][a-z0-9-]*` (no control characters, no NUL, no second CN).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+
+from vault_service.domain.errors import Unauthenticated
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
+class Caller(NamedTuple):
+    """A verified client: its name (the certificate's CN), serial and SHA-256 fingerprint."""
+
+    name: str
+    serial: str = ""
+    cert_sha256: str = ""
+
+    @classmethod
+    def of(cls, client: Caller | str | None) -> Caller | None:
+        """A Caller from a name (in-process callers and tests) or a Caller; None stays None."""
+        if client is None or isinstance(client, Caller):
+            return client
+        return cls(client)
+
+
+class IdentityVerifier:
+    """Turns a peer certificate (PEM) into a Caller, or refuses it with the reason."""
+
+    def __init__(self, client_ca_pem: bytes) -> None:
+        self._cas = x509.load_pem_x509_certificates(client_ca_pem)
+        self._known: dict[bytes, Caller] = {}  # certificates seen before: one parse per client
+
+    def caller(self, cert_pem: bytes | None) -> Caller:
+        """The caller named by `cert_pem`; Unauthenticated when the certificate does not qualify."""
+        if not cert_pem:
+            raise Unauthenticated("no client certificate: connect with one issued by the vault's client CA")
+        known = self._known.get(cert_pem)
+        if known is not None:
+            return known
+        caller = self._verify(cert_pem)
+        if len(self._known) > 10_000:
+            self._known.clear()
+        self._known[cert_pem] = caller
+        return caller
+
+    def _verify(self, cert_pem: bytes) -> Caller:
+        try:
+            cert = x509.load_pem_x509_certificate(cert_pem)
+        except ValueError:
+            raise Unauthenticated("the client certificate cannot be parsed") from None
+        if not any(_issued_by(cert, ca) for ca in self._cas):
+            raise Unauthenticated(
+                "the client certificate is not issued directly by the vault's client CA"
+                " (intermediate CAs are not accepted)"
+            )
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if len(names) != 1:
+            raise Unauthenticated(
+                f"the client certificate's subject has {len(names)} common names; exactly one is required"
+            )
+        name = names[0].value
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise Unauthenticated(
+                "the client certificate's common name is not a valid client name"
+                " (lowercase letters, digits and '-', at most 63)"
+            )
+        return Caller(name, format(cert.serial_number, "x"), cert.fingerprint(hashes.SHA256()).hex())
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):  # another issuer name, key type or signature
+        return False
+    return True
