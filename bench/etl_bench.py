@@ -67,7 +67,7 @@ class MemoryQueue:
         """Deleting from memory always works."""
         return []
 
-    def dead_letter(self, message: QueueMessage, reason: str, detail: str) -> None:
+    def dead_letter(self, message: QueueMessage, reason: str, detail: str, body: str) -> None:
         """Dropped: the quarantine table still records it."""
 
     def change_visibility(self, messages: Sequence[QueueMessage], seconds: int) -> list[QueueMessage]:
@@ -77,6 +77,10 @@ class MemoryQueue:
     def depth(self) -> QueueDepth:
         """Always empty."""
         return QueueDepth(0, 0, 0)
+
+    def take_back_redriven(self) -> int:
+        """No DLQ behind it."""
+        return 0
 
 
 def new_queue(env: dict[str, str], events: Sequence[OutgoingEvent]) -> tuple[str, str]:

@@ -23,7 +23,12 @@ MINISTACK_VENV = REPO / ".venv-ministack"
 REQUIREMENTS = Path(__file__).resolve().parent / "ministack-requirements.txt"
 QUEUE_NAME = "login-queue"
 MAX_RECEIVE_COUNT = 5  # poison messages move to the DLQ after this many receives
-DEV_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
+DEV_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",  # the AWS CLI reads this one, not AWS_REGION
+}
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ def vault_service_env(env: dict[str, str]) -> dict[str, str]:
         "TOKENVAULT_TLS_KEY": str(certs_dir / "tokenvault-vault-key.pem"),
         "TOKENVAULT_TLS_CLIENT_CA": env["TLS_CA_CERT"],
         "TOKENVAULT_POLICY_FILE": str(POLICY_FILE),
-        "TOKENVAULT_METRICS_PORT": env["VAULT_METRICS_PORT"],
+        "TOKENVAULT_METRICS_PORT": env["STACK_VAULT_METRICS_PORT"],
     }
 
 
@@ -83,7 +83,7 @@ def etl_service_env(env: dict[str, str]) -> dict[str, str]:
         "ETL_TLS_CA": env["TLS_CA_CERT"],
         "ETL_TLS_CERT": env["ETL_TLS_CERT"],
         "ETL_TLS_KEY": env["ETL_TLS_KEY"],
-        "ETL_METRICS_PORT": env["ETL_METRICS_PORT"],
+        "ETL_METRICS_PORT": env["STACK_ETL_METRICS_PORT"],
         "ETL_MAX_BATCH_AGE_SECONDS": "0.5",
         **DEV_CREDENTIALS,
     }
@@ -106,6 +106,7 @@ def start_components(state_dir: Path, state: StackState, secret_id_uses: int = S
         "port": str(pg.port),
     }
     _, _, clients = certs.create_stack_certificates(certs_dir)
+    vault_metrics, etl_metrics = free_port(), free_port()
     return {
         "STACK_DIR": str(state_dir),
         **DEV_CREDENTIALS,
@@ -131,8 +132,11 @@ def start_components(state_dir: Path, state: StackState, secret_id_uses: int = S
         "ANALYST_TLS_KEY": str(clients["analyst"].key),
         "ETL_TLS_CERT": str(clients["etl-service"].cert),
         "ETL_TLS_KEY": str(clients["etl-service"].key),
-        "VAULT_METRICS_PORT": str(free_port()),
-        "ETL_METRICS_PORT": str(free_port()),
+        # Not ETL_METRICS_PORT: a second ETL started from a sourced stack.env would take it too.
+        "STACK_VAULT_METRICS_PORT": str(vault_metrics),
+        "STACK_ETL_METRICS_PORT": str(etl_metrics),
+        "VAULT_METRICS_URL": f"http://127.0.0.1:{vault_metrics}/metrics",
+        "ETL_METRICS_URL": f"http://127.0.0.1:{etl_metrics}/metrics",
         "VAULT_SERVICE_LOG": str(logs / "vault_service.log"),
         "ETL_SERVICE_LOG": str(logs / "etl_service.log"),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -11,10 +12,11 @@ from etl_service.adapters.postgres import PostgresLoginStore
 from etl_service.adapters.sqs import SqsQueue, make_sqs_client
 from etl_service.adapters.vault_client import GrpcTokenizer
 from etl_service.config import EtlConfig
+from etl_service.errors import EtlError, Misconfigured
 from etl_service.service.batch import BatchProcessor
-from etl_service.service.consumer import Consumer, ConsumerSettings
+from etl_service.service.consumer import Consumer, ConsumerSettings, ledger_for
 from etl_service.service.gate import DependencyGate
-from etl_service.service.outcomes import ConsumerObserver
+from etl_service.service.outcomes import ConsumerObserver, NoObserver
 from etl_service.service.ports import Queue
 from tokenvault_common.grpc_tls import secure_channel
 from tokenvault_common.pg_pool import check_connection_cheaply
@@ -32,10 +34,37 @@ class Wired:
     pool: ConnectionPool
     channel: grpc.Channel
 
+    database_dsn: str = ""
+
     def close(self) -> None:
-        """Release connections."""
+        """Release connections (bounded: a hung database does not hold the exit)."""
         self.channel.close()
-        self.pool.close()
+        self.pool.close(timeout=2)
+
+    def check_dependencies(self) -> None:
+        """Start-up checks, before the first receive: Misconfigured naming the first problem.
+
+        The queues were checked by bootstrap; here the database (login, privileges) and the
+        vault (handshake, identity, permission to tokenize). A dependency that does not answer
+        at start is reported the same way: the process exits 1 and its supervisor retries.
+        """
+
+        def database() -> None:
+            self.store.check_access(self.database_dsn)
+
+        checks: tuple[tuple[str, Callable[[], None]], ...] = (
+            ("Postgres", database),
+            ("vault service", self.tokenizer.check_access),
+        )
+        for name, check in checks:
+            try:
+                check()
+            except Misconfigured:
+                raise
+            except EtlError as error:
+                raise Misconfigured(
+                    f"{name} does not answer at start: {error}{_hint(error)}", error.dependency
+                ) from None
 
 
 def bootstrap(
@@ -49,12 +78,15 @@ def bootstrap(
     `queue` replaces SQS (benchmarks feed the core path from memory). Raises
     QueueConfigurationError when a queue is missing or refused (nothing to retry).
     """
+    observer = observer or NoObserver()
+    max_receive_count = None
     if queue is None:
         client = make_sqs_client(
             config.sqs_endpoint_url, config.aws_region, config.aws_access_key_id, config.aws_secret_access_key
         )
         sqs = SqsQueue(client, config.queue_url, config.dlq_url, config.visibility_seconds)
         sqs.check()
+        max_receive_count = sqs.max_receive_count
         queue = sqs
     channel = secure_channel(
         config.vault_address, config.tls_ca, config.tls_cert, config.tls_key, config.vault_server_name
@@ -70,7 +102,9 @@ def bootstrap(
     )
     pool.open(wait=False)
     tokenizer, store = GrpcTokenizer(channel), PostgresLoginStore(pool)
-    processor = BatchProcessor(queue, tokenizer, store, config.device_types, config.max_body_bytes)
+    processor = BatchProcessor(
+        queue, tokenizer, store, config.device_types, config.max_body_bytes, max_receive_count=max_receive_count
+    )
     settings = ConsumerSettings(
         batch_size=config.batch_size,
         wait_seconds=config.wait_seconds if wait_seconds is None else wait_seconds,
@@ -79,6 +113,7 @@ def bootstrap(
         workers=config.workers,
         max_in_flight=config.max_in_flight,
         visibility_seconds=config.visibility_seconds,
+        shutdown_grace_seconds=config.shutdown_grace_seconds,
     )
 
     def probe() -> None:
@@ -86,5 +121,15 @@ def bootstrap(
         store.ready()
 
     gate = DependencyGate(probe, observer)
-    consumer = Consumer(queue, processor, settings, gate, observer)
-    return Wired(consumer, queue, processor, tokenizer, store, pool, channel)
+    consumer = Consumer(queue, processor, settings, gate, ledger_for(settings), observer)
+    return Wired(consumer, queue, processor, tokenizer, store, pool, channel, config.database_dsn)
+
+
+def _hint(error: EtlError) -> str:
+    text = str(error).lower()
+    if any(word in text for word in ("handshake", "ssl", "certificate", "tls", "socket closed")):
+        return (
+            " - the TLS handshake failed (the vault closes the connection of a certificate it does not trust):"
+            " check ETL_TLS_CA, ETL_TLS_CERT, ETL_TLS_KEY (a certificate of the vault's CA) and ETL_VAULT_SERVER_NAME"
+        )
+    return ""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import itertools
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +58,10 @@ class EtlConfig:
     visibility_seconds: int
     """Lease taken on each received message, extended by the heartbeat while work runs
     (ETL_VISIBILITY_TIMEOUT_SECONDS, 2-43200, default 60)."""
+    shutdown_grace_seconds: float
+    """After SIGTERM, how long in-flight work may take before what is left is released and the
+    process exits (ETL_SHUTDOWN_GRACE_SECONDS, 1-600, default 20; keep it below the platform's
+    grace period: Kubernetes' is 60 s here, compose's stop_grace_period 30 s)."""
     max_body_bytes: int
     """Larger bodies are quarantined (ETL_MAX_BODY_BYTES, default 16384)."""
     device_types: frozenset[str]
@@ -92,6 +99,7 @@ class EtlConfig:
             workers=read.integer("ETL_WORKERS", 2, 1, 32),
             max_in_flight=read.integer("ETL_MAX_IN_FLIGHT", 2000, batch_size, 100_000),
             visibility_seconds=read.integer("ETL_VISIBILITY_TIMEOUT_SECONDS", 60, 2, 43_200),
+            shutdown_grace_seconds=read.number("ETL_SHUTDOWN_GRACE_SECONDS", 20.0, 1.0, 600.0),
             max_body_bytes=read.integer("ETL_MAX_BODY_BYTES", MAX_BODY_BYTES, 256, 262_144),
             device_types=frozenset(
                 t.strip().lower() for t in read.text("ETL_DEVICE_TYPES", "android,ios").split(",") if t.strip()
@@ -102,3 +110,16 @@ class EtlConfig:
         )
         read.check("etl service")
         return config
+
+
+def settings_help() -> str:
+    """Every setting, from the field docstrings above (one source for the code and `--help`)."""
+    tree = ast.parse(Path(__file__).read_text())
+    (config_class,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "EtlConfig"]
+    lines = []
+    body = config_class.body
+    for field, doc in itertools.pairwise(body):
+        if isinstance(field, ast.AnnAssign) and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant):
+            text = " ".join(str(doc.value.value).split())
+            lines.append(textwrap.fill(text, 100, initial_indent="  ", subsequent_indent="      "))
+    return "settings (environment variables):\n" + "\n".join(lines)

@@ -36,5 +36,14 @@ MALFORMED: list[tuple[str | bytes, str]] = [
     (b"\xff\xfe not utf-8", "invalid_utf8"),
     (body(device_id="593-47\u0000-5928"), "control_character"),
     (body(user_id="abc\u200bdef"), "control_character"),
+    (body(device_id="593\u300047-5928"), "control_character"),  # ideographic space: the vault refuses it too
+    (body(device_id="593\u00a047-5928"), "control_character"),  # no-break space
+    (body(ip="fe80::1%eth0"), "invalid_ip"),  # an IPv6 zone id
+    (body(app_version="\u0661.\u0662"), "invalid_app_version"),  # Arabic-Indic digits
+    (body(app_version="1.2 "), "invalid_app_version"),
+    (body(extra=[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]), "too_deep"),
+    (body()[:-1] + ', "extra": ' + '{"a":' * 1000 + "1" + "}" * 1000 + "}", "too_deep"),  # RecursionError before
+    ("[" * 100_000, "body_too_large"),
+    (body()[:-1] + ', "extra": ' + "9" * 4301 + "}", "number_too_large"),  # int() raised ValueError before
 ]
 """(body, reason) for each class of malformed message."""

@@ -12,7 +12,8 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from etl_service.domain.messages import QuarantineRecord, UserLoginRow
-from etl_service.service.ports import TransientError, WriteResult
+from etl_service.errors import DependencyDown, Misconfigured
+from etl_service.service.ports import WriteResult
 
 _COLUMNS = UserLoginRow._fields  # rows are written as they are, in this order
 _COLUMN_LIST = ", ".join(_COLUMNS)
@@ -48,17 +49,32 @@ class PostgresLoginStore:
             with self._pool.connection(timeout=10) as conn, conn.transaction():
                 inserted = self._load_rows(conn, rows) if rows else 0
                 new_quarantine = self._load_quarantine(conn, quarantined) if quarantined else 0
-        except (psycopg.OperationalError, PoolTimeout) as error:
-            raise TransientError(f"Postgres unavailable: {type(error).__name__}", "database") from error
+        except (psycopg.OperationalError, PoolTimeout, psycopg.errors.InsufficientPrivilege,
+                psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as error:  # fmt: skip
+            raise database_error(error) from error
         return WriteResult(inserted, new_quarantine)
 
+    def check_access(self, dsn: str) -> None:
+        """At start: log in as the configured role and check what the ETL needs (Misconfigured if not).
+
+        A direct connection, not the pool's, so a refused password is reported as such instead
+        of as a pool timeout; then INSERT on both tables, which also proves they exist.
+        """
+        try:
+            with psycopg.connect(dsn, connect_timeout=5, application_name="tokenvault-etl-check") as conn:
+                allowed = conn.execute(_PRIVILEGES).fetchone()
+        except psycopg.Error as error:
+            raise database_error(error) from None
+        if not allowed or not all(allowed):
+            raise Misconfigured(f"Postgres refused the ETL: {_REFUSED_STATES['42501']}", "database")
+
     def ready(self) -> None:
-        """`SELECT 1` through the pool; TransientError when the database does not answer."""
+        """`SELECT 1` through the pool; DependencyDown when the database does not answer."""
         try:
             with self._pool.connection(timeout=2) as conn:
                 conn.execute("SELECT 1")
         except (psycopg.OperationalError, PoolTimeout) as error:
-            raise TransientError(f"Postgres unavailable: {type(error).__name__}", "database") from error
+            raise database_error(error) from error
 
     @staticmethod
     def _load_rows(conn: psycopg.Connection, rows: Sequence[UserLoginRow]) -> int:
@@ -92,6 +108,31 @@ class PostgresLoginStore:
         with conn.cursor() as cursor:
             cursor.execute(_QUARANTINE, columns)
             return cursor.rowcount
+
+
+_PRIVILEGES = """
+SELECT has_table_privilege('public.user_logins', 'INSERT'), has_table_privilege('public.etl_quarantine', 'INSERT')
+"""
+_REFUSED_STATES = {
+    "28P01": "the password of ETL_DATABASE_DSN was refused",
+    "28000": "the role of ETL_DATABASE_DSN may not log in",
+    "3D000": "the database of ETL_DATABASE_DSN does not exist",
+    "42501": "the role of ETL_DATABASE_DSN lacks a privilege the ETL needs (INSERT on user_logins and etl_quarantine)",
+    "42P01": "a table the ETL needs is missing: run the migrations (python -m tokenvault_common.migrations)",
+    "42703": "a column the ETL needs is missing: run the migrations (python -m tokenvault_common.migrations)",
+}
+
+
+def database_error(error: Exception) -> DependencyDown | Misconfigured:
+    """Misconfigured for refusals (password, privilege, missing table), DependencyDown for the rest."""
+    state = getattr(error, "sqlstate", None)
+    text = str(error)
+    if state is None and "password authentication failed" in text:  # libpq reports it before any SQLSTATE
+        state = "28P01"
+    if state in _REFUSED_STATES:
+        return Misconfigured(f"Postgres refused the ETL: {_REFUSED_STATES[state]} (SQLSTATE {state})", "database")
+    first_line = text.strip().splitlines()[0][:200] if text.strip() else ""
+    return DependencyDown(f"Postgres unavailable: {type(error).__name__}: {first_line}", "database")
 
 
 def _copy_rows(conn: psycopg.Connection, table: str, rows: Sequence[UserLoginRow]) -> None:

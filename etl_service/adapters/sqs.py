@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -11,8 +12,9 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from etl_service.domain.messages import QueueMessage
-from etl_service.service.ports import QueueDepth, TransientError
+from etl_service.domain.messages import QueueMessage, check_event_id
+from etl_service.errors import DependencyDown, Misconfigured
+from etl_service.service.ports import QueueDepth
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -21,6 +23,8 @@ log = logging.getLogger(__name__)
 
 _ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
 EVENT_ID_ATTRIBUTE = "event_id"
+SENT_TIMESTAMP_ATTRIBUTE = "tokenvault_sent_timestamp"
+"""Set on a message the ETL takes back from the DLQ: its original SentTimestamp (ms)."""
 # Errors that retrying cannot fix: the service must stop and say so.
 _FATAL_CODES = {
     "AWS.SimpleQueueService.NonExistentQueue",
@@ -32,8 +36,11 @@ _FATAL_CODES = {
 }
 
 
-class QueueConfigurationError(RuntimeError):
+class QueueConfigurationError(Misconfigured):
     """The queue cannot be used as configured (no credentials, no such queue, access denied)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "sqs")
 
 
 def endpoint_for_queue(queue_url: str) -> str | None:
@@ -55,7 +62,7 @@ def _raise_for(error: Exception, action: str) -> NoReturn:
         code = error.response.get("Error", {}).get("Code", "")
         if code in _FATAL_CODES:
             raise QueueConfigurationError(f"SQS {action} refused: {code}") from None
-    raise TransientError(f"SQS {action} failed: {type(error).__name__}", "sqs") from error
+    raise DependencyDown(f"SQS {action} failed: {type(error).__name__}", "sqs") from error
 
 
 def make_sqs_client(
@@ -84,15 +91,30 @@ def make_sqs_client(
 
 def _to_message(raw: Any) -> QueueMessage:
     attributes = raw.get("Attributes", {})
-    event_id = raw.get("MessageAttributes", {}).get(EVENT_ID_ATTRIBUTE, {}).get("StringValue")
+    message_attributes = raw.get("MessageAttributes", {})
+    event_id, problem = check_event_id(message_attributes.get(EVENT_ID_ATTRIBUTE, {}).get("StringValue"))
+    # A message taken back from the DLQ carries the time its original was sent.
+    sent = message_attributes.get(SENT_TIMESTAMP_ATTRIBUTE, {}).get("StringValue")
     return QueueMessage(
         message_id=raw["MessageId"],
         receipt_handle=raw["ReceiptHandle"],
         body=raw.get("Body", ""),
-        sent_timestamp_ms=int(attributes.get("SentTimestamp", 0)),
+        sent_timestamp_ms=_timestamp(sent) or int(attributes.get("SentTimestamp", 0)),
         receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
-        event_id=event_id or None,
+        event_id=event_id,
+        event_id_problem=problem,
     )
+
+
+def _max_receive_count(policy: str | None) -> int | None:
+    try:
+        return int(json.loads(policy)["maxReceiveCount"]) if policy else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _timestamp(text: str | None) -> int | None:
+    return int(text) if text and text.isascii() and text.isdigit() and len(text) <= 15 else None
 
 
 class SqsQueue:
@@ -103,17 +125,26 @@ class SqsQueue:
         self._queue_url = queue_url
         self._dlq_url = dlq_url
         self._visibility_seconds = visibility_seconds
+        self.max_receive_count: int | None = None
+        """The source queue's redrive limit, read by check(); None without a redrive policy."""
 
     def check(self) -> None:
-        """Fail fast at start: both queues must exist and be reachable (QueueConfigurationError)."""
+        """Fail fast at start: both queues must exist and be reachable (QueueConfigurationError).
+
+        Also reads the source queue's redrive limit (`max_receive_count`).
+        """
         for url in (self._queue_url, self._dlq_url):
             try:
-                self._client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+                attributes = self._client.get_queue_attributes(
+                    QueueUrl=url, AttributeNames=["QueueArn", "RedrivePolicy"]
+                )
             except _ERRORS as error:
                 try:
                     _raise_for(error, f"queue {url}")
-                except TransientError:
+                except DependencyDown:
                     raise QueueConfigurationError(f"SQS queue {url} is unreachable: {type(error).__name__}") from None
+            if url == self._queue_url:
+                self.max_receive_count = _max_receive_count(attributes.get("Attributes", {}).get("RedrivePolicy"))
 
     def receive(self, max_messages: int, wait_seconds: int) -> list[QueueMessage]:
         """Long-poll for up to `max_messages` (1-10), leased for the configured visibility."""
@@ -124,7 +155,7 @@ class SqsQueue:
                 WaitTimeSeconds=wait_seconds,
                 VisibilityTimeout=self._visibility_seconds,
                 MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
-                MessageAttributeNames=[EVENT_ID_ATTRIBUTE],
+                MessageAttributeNames=[EVENT_ID_ATTRIBUTE, SENT_TIMESTAMP_ATTRIBUTE],
             )
         except _ERRORS as error:
             _raise_for(error, "receive")
@@ -152,8 +183,8 @@ class SqsQueue:
                 failed.append(chunk[entry["Id"]])
         return failed
 
-    def dead_letter(self, message: QueueMessage, reason: str, detail: str) -> None:
-        """Send the original body to the DLQ with reason, detail and origin as attributes."""
+    def dead_letter(self, message: QueueMessage, reason: str, detail: str, body: str) -> None:
+        """Send `body` (the sealed envelope) to the DLQ with reason, detail and origin as attributes."""
         attributes: dict[str, Any] = {
             "reason": {"DataType": "String", "StringValue": reason},
             "reason_detail": {"DataType": "String", "StringValue": detail[:1000]},
@@ -165,7 +196,7 @@ class SqsQueue:
         try:
             self._client.send_message(
                 QueueUrl=self._dlq_url,
-                MessageBody=message.body or "(empty body)",
+                MessageBody=body,
                 MessageAttributes=attributes,
             )
         except _ERRORS as error:
@@ -209,3 +240,64 @@ class SqsQueue:
             in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
             delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
         )
+
+    def take_back_redriven(self, limit: int = 10_000) -> int:
+        """Move DLQ messages without a reason (SQS's redrive policy moved them) back to the source queue.
+
+        Each goes back with its event id (the original's `event_id` attribute, else its SQS
+        message id, which the redrive keeps) and original SentTimestamp, so it loads exactly
+        once under the same key. Messages with a reason are looked at and left (released at
+        the end). Reads at most `limit` DLQ messages.
+        """
+        taken, seen, looked_at = 0, 0, []
+        while seen < limit:
+            try:
+                response = self._client.receive_message(
+                    QueueUrl=self._dlq_url,
+                    MaxNumberOfMessages=10,
+                    WaitTimeSeconds=0,
+                    VisibilityTimeout=60,
+                    MessageSystemAttributeNames=["SentTimestamp"],
+                    MessageAttributeNames=["All"],
+                )
+            except _ERRORS as error:
+                _raise_for(error, "receive from DLQ")
+            batch = response.get("Messages", [])
+            if not batch:
+                break
+            seen += len(batch)
+            for raw in batch:
+                if "reason" in raw.get("MessageAttributes", {}):
+                    looked_at.append(raw)
+                else:
+                    self._send_back(raw)
+                    taken += 1
+        for start in range(0, len(looked_at), 10):
+            chunk = looked_at[start : start + 10]
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0} for i, m in enumerate(chunk)
+            ]
+            try:
+                self._client.change_message_visibility_batch(QueueUrl=self._dlq_url, Entries=entries)  # type: ignore[arg-type]
+            except _ERRORS as error:
+                log.warning("releasing looked-at dead letters failed: %s", type(error).__name__)
+        return taken
+
+    def _send_back(self, raw: Any) -> None:
+        attributes = raw.get("MessageAttributes", {})
+        event_id = attributes.get(EVENT_ID_ATTRIBUTE, {}).get("StringValue")  # an invalid one still gets its reason
+        sent = attributes.get(SENT_TIMESTAMP_ATTRIBUTE, {}).get("StringValue") or raw.get("Attributes", {}).get(
+            "SentTimestamp", "0"
+        )
+        try:
+            self._client.send_message(
+                QueueUrl=self._queue_url,
+                MessageBody=raw.get("Body", ""),
+                MessageAttributes={
+                    EVENT_ID_ATTRIBUTE: {"DataType": "String", "StringValue": event_id or raw["MessageId"]},
+                    SENT_TIMESTAMP_ATTRIBUTE: {"DataType": "Number", "StringValue": str(sent)},
+                },
+            )
+            self._client.delete_message(QueueUrl=self._dlq_url, ReceiptHandle=raw["ReceiptHandle"])
+        except _ERRORS as error:
+            _raise_for(error, "send back from DLQ")

@@ -8,25 +8,18 @@ from collections.abc import Iterator, Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from etl_service.service.ports import TransientError
+from etl_service.errors import DependencyDown, Misconfigured, VaultCallFailed, vault_status_error
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 MAX_ITEMS_PER_CALL = 5_000
-
-_TRANSIENT = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.UNKNOWN,
-}
+PROBE_IP = "192.0.2.1"
+PROBE_DEVICE_ID = "tokenvault-etl-start-up-probe"
 
 
-class VaultClientError(RuntimeError):
-    """The vault refused the whole call for a reason retrying will not fix (e.g. permission)."""
+class VaultClientError(VaultCallFailed):
+    """The vault answered something this client cannot use (a bug or a version mismatch)."""
 
 
 class GrpcTokenizer:
@@ -43,9 +36,25 @@ class GrpcTokenizer:
             response = self._health_check(health_pb2.HealthCheckRequest(service=""), timeout=2)
         except grpc.RpcError as error:
             code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
-            raise TransientError(f"vault service health check: {code.name}", "vault") from None
+            raise DependencyDown(f"vault service health check: {code.name}", "vault") from None
         if response.status != health_pb2.HealthCheckResponse.SERVING:
-            raise TransientError("vault service reports NOT_SERVING", "vault")
+            raise DependencyDown("vault service reports NOT_SERVING", "vault")
+
+    def check_access(self) -> None:
+        """At start: the TLS handshake, the ETL's identity and its permission to tokenize both types.
+
+        Tokenizes two documentation values (RFC 5737's 192.0.2.1 and a fixed probe id: no
+        PII) - the only way to learn the permission without a dedicated RPC. Raises
+        Misconfigured for a refusal, DependencyDown when the vault cannot be reached
+        (a refused client certificate shows as UNAVAILABLE with a handshake error).
+        """
+        ip_tokens, device_tokens = self.tokenize([PROBE_IP], [PROBE_DEVICE_ID])
+        if PROBE_IP not in ip_tokens or PROBE_DEVICE_ID not in device_tokens:
+            raise Misconfigured(
+                "the vault refused to tokenize the start-up probe values: the ETL's identity may not tokenize"
+                " ip and device_id (config/vault-policy.toml)",
+                "vault",
+            )
 
     def tokenize(self, ips: Sequence[str], device_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
         """(ip -> token, device_id -> token); refused values are left out and logged by count.
@@ -87,10 +96,8 @@ class GrpcTokenizer:
             )
         except grpc.RpcError as error:
             code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
-            detail = error.details() if hasattr(error, "details") else ""
-            if code in _TRANSIENT:
-                raise TransientError(f"vault service {code.name}: {detail}", "vault") from None
-            raise VaultClientError(f"vault service refused Tokenize: {code.name}: {detail}") from None
+            detail = (error.details() if hasattr(error, "details") else "") or ""
+            raise vault_status_error(code.name, detail, "Tokenize") from None
         return response
 
 

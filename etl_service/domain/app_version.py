@@ -10,18 +10,20 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-_VERSION = re.compile(r"^(\d{1,3})(?:\.(\d{1,3}))?(?:\.(\d{1,3}))?$")
+_VERSION = re.compile(r"(\d{1,3})(?:\.(\d{1,3}))?(?:\.(\d{1,3}))?", re.ASCII)
+"""ASCII digits only: `int()` reads other scripts' digits (Arabic-Indic U+0661 is 1) and `$` accepts a
+trailing newline, so the pattern must match the whole text with `fullmatch`."""
 MAX_TEXT_LENGTH = 32
 
 
 class InvalidAppVersion(ValueError):
-    """Not of the form MAJOR[.MINOR[.PATCH]] with parts of 1 to 3 digits."""
+    """Not of the form MAJOR[.MINOR[.PATCH]] with parts of 1 to 3 ASCII digits."""
 
 
 @lru_cache(maxsize=4096)
 def encode_app_version(text: str) -> int:
     """The sortable integer of a version string (cached: a fleet runs few distinct versions)."""
-    match = _VERSION.match(text)
+    match = _VERSION.fullmatch(text)
     if match is None:
         raise InvalidAppVersion("app_version must look like MAJOR[.MINOR[.PATCH]], each part 0-999")
     major, minor, patch = match.groups()

@@ -20,7 +20,10 @@ class QueueMessage:
     sent_timestamp_ms: int
     receive_count: int
     event_id: str | None = None
-    """The producer's idempotency key (message attribute `event_id`), when it set one."""
+    """The producer's idempotency key (message attribute `event_id`), when it set a valid one."""
+    event_id_problem: str | None = None
+    """Why the `event_id` attribute the producer set was refused (see check_event_id); the
+    message is then quarantined under its SQS message id."""
 
     @property
     def idempotency_key(self) -> str:
@@ -34,6 +37,25 @@ class QueueMessage:
 
     def __repr__(self) -> str:
         return f"QueueMessage(message_id={self.message_id!r}, body=<{len(self.body)} chars>)"
+
+
+MAX_EVENT_ID_LENGTH = 128
+"""user_logins.event_id and etl_quarantine.event_id are varchar(128)."""
+
+
+def check_event_id(raw: str | None) -> tuple[str | None, str | None]:
+    """(the event id, None) when `raw` is usable as the idempotency key, else (None, why not).
+
+    Checked before anything reaches Postgres: a key the table cannot hold would fail the whole
+    batch's COPY, again on every redelivery.
+    """
+    if raw is None or raw == "":
+        return None, None
+    if len(raw) > MAX_EVENT_ID_LENGTH:
+        return None, f"the event_id attribute is longer than {MAX_EVENT_ID_LENGTH} characters"
+    if not raw.isprintable() or raw != raw.strip():
+        return None, "the event_id attribute contains blanks at its ends or unprintable characters"
+    return raw, None
 
 
 class UserLoginRow(NamedTuple):

@@ -2,21 +2,30 @@
 
 Reasons name the field and the rule, never the value (they end up in the DLQ, the quarantine
 table and logs). Unknown extra fields are ignored and not stored, so a producer adding a field
-does not stop the pipeline and no unexpected PII is copied anywhere.
+does not stop the pipeline and no unexpected PII is copied anywhere - whatever they hold, as
+long as the body as a whole stays within the parser's bounds.
+
+Parsing is bounded, and each bound is a reason, never an exception: the body's size
+(`body_too_large`), its nesting (`too_deep`: more than MAX_DEPTH levels of arrays and objects,
+where the json module would otherwise raise RecursionError near 1,000), and integer literals
+(`number_too_large`: more digits than MAX_INT_DIGITS, where int() would raise ValueError).
+The ip and device id rules are the vault's (tokenvault_common.values).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 import unicodedata
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from etl_service.domain.app_version import MAX_TEXT_LENGTH, InvalidAppVersion, encode_app_version
-from tokenvault_common.ipv4 import is_canonical_ipv4
+from tokenvault_common.values import InvalidPiiValue, Rule, normalize_device_id, normalize_ip
 
 MAX_BODY_BYTES = 16 * 1024
+MAX_DEPTH = 32
+MAX_INT_DIGITS = 4_300  # CPython's own limit for int(str); beyond it int() raises ValueError
 DEFAULT_DEVICE_TYPES = frozenset({"android", "ios"})
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})  # control, format, surrogate, private, unassigned
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
@@ -63,8 +72,38 @@ class Rejection(ValueError):
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result = dict(pairs)  # C speed; a repeated key shows as a shorter dict
     if len(result) != len(pairs):
-        raise Rejection("duplicate_key", f"field {_first_repeated_key(pairs)!r} appears more than once")
+        key = _first_repeated_key(pairs)
+        named = repr(key) if key in FIELDS else "an unknown field"  # an unknown key is the producer's free text
+        raise Rejection("duplicate_key", f"field {named} appears more than once")
     return result
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise Rejection("number_too_large", f"body holds an integer of more than {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _check_depth(text: str) -> None:
+    """Refuse bodies nested deeper than MAX_DEPTH, before the recursive decoder sees them.
+
+    Counting brackets is C speed; only a body with more brackets than the limit (never a real
+    event) is walked, skipping over strings.
+    """
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return
+    depth = 0
+    for match in _TOKENS.finditer(text):
+        bracket = match.group()
+        if bracket in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise Rejection("too_deep", f"body nests arrays or objects more than {MAX_DEPTH} levels deep")
+        elif bracket in "]}":
+            depth -= 1
 
 
 def _first_repeated_key(pairs: list[tuple[str, Any]]) -> str:
@@ -76,7 +115,7 @@ def _first_repeated_key(pairs: list[tuple[str, Any]]) -> str:
     return ""
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys)
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_int=_bounded_int)
 """Built once: json.loads with a hook constructs a new decoder on every call."""
 
 
@@ -88,10 +127,15 @@ def _decode(body: str | bytes, max_bytes: int) -> dict[str, Any]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise Rejection("invalid_utf8", "body is not valid UTF-8") from None
+    _check_depth(text)
     try:
         document = _DECODER.decode(text)
     except json.JSONDecodeError as error:
         raise Rejection("not_json", f"body is not JSON ({error.msg} at position {error.pos})") from None
+    except Rejection:  # raised by the hooks
+        raise
+    except (RecursionError, ValueError, MemoryError) as error:  # bounds above make these unexpected
+        raise Rejection("unparseable", f"body could not be parsed ({type(error).__name__})") from None
     if not isinstance(document, dict):
         raise Rejection("not_an_object", f"body is a JSON {type(document).__name__}, not an object")
     return document
@@ -140,16 +184,29 @@ def parse_login_event(
     device_type = device_type.lower()
     if device_type not in device_types:
         raise Rejection("unknown_device_type", f"device_type must be one of {', '.join(sorted(device_types))}")
-    ip = ip.strip()
-    if not is_canonical_ipv4(ip):
-        try:
-            ipaddress.ip_address(ip)
-        except ValueError:
-            raise Rejection("invalid_ip", "field 'ip' is not a valid IPv4 or IPv6 address") from None
+    ip = _judged("ip", normalize_ip, ip)
+    device_id = _judged("device_id", normalize_device_id, device_id)
     if locale is not None and not _LOCALE.match(locale):
         raise Rejection("invalid_locale", "field 'locale' is not a language/region code such as 'RU' or 'en-US'")
     try:
         number = encode_app_version(app_version)
     except InvalidAppVersion as error:
         raise Rejection("invalid_app_version", str(error)) from None
-    return LoginEvent(user_id, device_type, ip, device_id.strip(), locale, app_version, number)
+    return LoginEvent(user_id, device_type, ip, device_id, locale, app_version, number)
+
+
+_REASONS = {
+    Rule.EMPTY: "empty_field",
+    Rule.TOO_LONG: "field_too_long",
+    Rule.UNPRINTABLE: "control_character",
+    Rule.NOT_AN_IP: "invalid_ip",
+}
+
+
+def _judged(name: str, judge: Callable[[str], str], value: str) -> str:
+    """The value as the vault will judge it, or the Rejection for the rule it breaks."""
+    try:
+        normalized = judge(value)
+    except InvalidPiiValue as error:
+        raise Rejection(_REASONS[error.rule], f"field {name!r}: {error}") from None
+    return normalized

@@ -1,4 +1,7 @@
-"""`python -m etl_service run|drain`: the long-running service, or drain the queue and report."""
+"""`python -m etl_service run|drain`: the long-running service, or drain the queue and report.
+
+Exit codes in EXIT_CODES; every setting in `--help` (from etl_service/config.py).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +15,10 @@ import prometheus_client
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from etl_service.adapters.sqs import QueueConfigurationError
 from etl_service.bootstrap import bootstrap
-from etl_service.config import EtlConfig
-from etl_service.entrypoints.metrics import MetricsObserver
+from etl_service.config import EtlConfig, settings_help
+from etl_service.entrypoints.metrics import MetricsObserver, mark_dependencies_up
+from etl_service.errors import Misconfigured
 from etl_service.service.outcomes import BatchOutcome, ConsumerObserver, FanOut, NoObserver, RunSummary
 from tokenvault_common.env import ConfigError
 from tokenvault_common.logging_setup import configure_logging
@@ -36,6 +39,8 @@ def format_summary(summary: RunSummary) -> str:
     lines += [
         f"left for retry    : {summary.retried}",
         f"released at stop  : {summary.released_at_stop}",
+        f"taken back (DLQ)  : {summary.taken_back_from_dlq}  (moved there by the redrive policy, without a reason)",
+        f"unprocessed (err) : {len(summary.errored)}",
         f"delete failures   : {summary.delete_failures}",
         f"elapsed           : {summary.seconds:.1f} s",
     ]
@@ -62,16 +67,38 @@ class ProgressObserver(NoObserver):
         self._progress.console.print(f"{dependency} {state}")
 
 
+EXIT_OK, EXIT_MISCONFIGURED, EXIT_CONFIG, EXIT_UNPROCESSED = 0, 1, 2, 3
+EXIT_CODES = """exit status:
+  0  done (drain: the queue is empty and every message was loaded or quarantined)
+  1  cannot work as configured: a start-up check failed, or an identity, permission, table or
+     queue was refused while running (every held message was released first)
+  2  invalid settings
+  3  drain finished but messages were left unprocessed because of an error (see the log)"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="etl_service",
+        description="SQS login events -> user_logins (ip and device_id tokenized by the vault service)",
+        epilog=f"{settings_help()}\n\n{EXIT_CODES}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "mode",
+        choices=["run", "drain"],
+        help="run: the long-running service; drain: stop when the queue is empty and print a summary",
+    )
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, start, and stop cleanly on SIGTERM/SIGINT (in-flight work committed)."""
-    parser = argparse.ArgumentParser(prog="etl_service", description="SQS login events -> user_logins")
-    parser.add_argument("mode", choices=["run", "drain"], help="run: service; drain: stop when the queue is empty")
-    args = parser.parse_args(argv)
+    """Parse arguments, check every dependency, consume; SIGTERM/SIGINT stop within the grace period."""
+    args = _parser().parse_args(argv)
     try:
         config = EtlConfig.from_env(os.environ)
     except ConfigError as error:
         print(error, file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     configure_logging("etl_service", config.log_level)
     console = Console(stderr=True)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
@@ -80,24 +107,24 @@ def main(argv: list[str] | None = None) -> int:
         observers: list[ConsumerObserver] = [MetricsObserver()]
         if show_progress:
             observers.append(ProgressObserver(progress))
-        try:
-            wired = bootstrap(config, wait_seconds=1 if args.mode == "drain" else None, observer=FanOut(*observers))
-        except QueueConfigurationError as error:
-            log.error("cannot start: %s", error)
-            print(f"etl_service: {error}", file=sys.stderr)
-            return 1
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: wired.consumer.stop())
         if config.metrics_port:
             prometheus_client.start_http_server(config.metrics_port, addr=config.metrics_address)
-        tune_for_throughput()
-        log.info("started", extra={"mode": args.mode, "batch_size": config.batch_size, "receivers": config.receivers})
         try:
+            wired = bootstrap(config, wait_seconds=1 if args.mode == "drain" else None, observer=FanOut(*observers))
+        except Misconfigured as error:
+            return _cannot_start(error)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: wired.consumer.stop())
+        try:
+            wired.check_dependencies()
+            mark_dependencies_up()
+            tune_for_throughput()
+            log.info(
+                "started", extra={"mode": args.mode, "batch_size": config.batch_size, "receivers": config.receivers}
+            )
             summary = wired.consumer.drain() if args.mode == "drain" else wired.consumer.run()
-        except QueueConfigurationError as error:
-            log.error("stopping: %s", error)
-            print(f"etl_service: {error}", file=sys.stderr)
-            return 1
+        except Misconfigured as error:
+            return _cannot_start(error)
         finally:
             wired.close()
     if args.mode == "drain":
@@ -109,6 +136,16 @@ def main(argv: list[str] | None = None) -> int:
             "loaded": summary.loaded,
             "quarantined": summary.quarantined,
             "released": summary.released_at_stop,
+            "unprocessed_after_errors": len(summary.errored),
         },
     )
-    return 0
+    if args.mode == "drain" and summary.errored:
+        print(f"etl_service: {len(summary.errored)} message(s) left unprocessed because of errors", file=sys.stderr)
+        return EXIT_UNPROCESSED
+    return EXIT_OK
+
+
+def _cannot_start(error: Misconfigured) -> int:
+    log.error("stopping: %s", error, extra={"dependency": error.dependency})
+    print(f"etl_service: {error}", file=sys.stderr)
+    return EXIT_MISCONFIGURED

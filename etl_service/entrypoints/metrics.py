@@ -25,6 +25,13 @@ MESSAGE_AGE = Histogram(
 )
 HELD = Gauge("etl_messages_in_flight", "Messages received and not yet settled")
 DEPENDENCY_UP = Gauge("etl_dependency_up", "0 while a dependency outage pauses receiving", ["dependency"])
+DEPENDENCIES = ("sqs", "vault", "database")
+
+
+def mark_dependencies_up() -> None:
+    """Export etl_dependency_up for every dependency from the start (the start-up checks passed)."""
+    for dependency in DEPENDENCIES:
+        DEPENDENCY_UP.labels(dependency=dependency).set(1)
 
 
 class MetricsObserver:

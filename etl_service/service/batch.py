@@ -2,12 +2,17 @@
 
 Order matters for "lose nothing, duplicate nothing":
 1. validate each message on its own;
-2. tokenize the distinct ips and device ids of the batch in one vault call;
+2. tokenize the distinct ips and device ids of the batch in one vault call, and seal the
+   bodies of refused messages (the DLQ keeps no PII in clear);
 3. commit rows and quarantine records in one transaction (idempotent on the event key);
-4. copy rejected messages to the DLQ;
+4. copy rejected messages to the DLQ (every DLQ message has a reason and a quarantine row);
 5. only then delete from the source queue.
 A crash or outage anywhere before 5 leaves the messages in the queue; redelivery repeats the
 steps and the idempotent load adds nothing twice.
+
+Failures are handled by kind (etl_service.errors): a dependency down postpones the batch; a
+misconfiguration releases it (visibility 0) and reports `fatal`; a bug isolates each message,
+and a message still failing on its last receive is quarantined as `processing_failed`.
 """
 
 from __future__ import annotations
@@ -24,12 +29,15 @@ from etl_service.domain.validation import (
     Rejection,
     parse_login_event,
 )
+from etl_service.errors import DependencyDown, Misconfigured
 from etl_service.service.outcomes import BatchOutcome
-from etl_service.service.ports import LoginStore, Queue, Tokenizer, TransientError
+from etl_service.service.ports import BodySealer, LoginStore, Queue, Tokenizer
+from etl_service.service.sealing import NOT_KEPT_TOO_LARGE, DiscardBodies, dead_letter_body
 
 log = logging.getLogger(__name__)
 
 MAX_RETRY_DELAY_SECONDS = 900
+Rejected = list[tuple[QueueMessage, Rejection]]
 
 
 def retry_delay(receive_count: int, base_seconds: int = 2) -> int:
@@ -47,19 +55,31 @@ class BatchProcessor:
         store: LoginStore,
         device_types: frozenset[str] = DEFAULT_DEVICE_TYPES,
         max_body_bytes: int = MAX_BODY_BYTES,
+        sealer: BodySealer | None = None,
+        max_receive_count: int | None = None,
     ) -> None:
         self._queue = queue
         self._tokenizer = tokenizer
         self._store = store
         self._device_types = device_types
         self._max_body_bytes = max_body_bytes
+        self._sealer = sealer or DiscardBodies()
+        self._max_receive_count = max_receive_count
+        """The source queue's redrive limit: a message received this many times is on its last receive."""
 
     def process(self, messages: Sequence[QueueMessage]) -> BatchOutcome:
-        """Process `messages`; a dependency outage or a bug postpones them instead of raising."""
+        """Process `messages`; nothing raises: outages, refusals and bugs become the outcome."""
         started = time.monotonic()
         outcome = self._process(messages)
         outcome.seconds = time.monotonic() - started
         return outcome
+
+    def release(self, messages: Sequence[QueueMessage]) -> int:
+        """Make messages visible again at once (a stop or a misconfiguration); return how many failed."""
+        failed = self._queue.change_visibility(messages, 0)
+        if failed:
+            log.warning("release failed (their lease runs out instead)", extra={"messages": len(failed)})
+        return len(failed)
 
     def _process(self, messages: Sequence[QueueMessage]) -> BatchOutcome:
         outcome = BatchOutcome(received=len(messages))
@@ -68,16 +88,17 @@ class BatchProcessor:
         try:
             accepted, rejected = self._validate(messages)
             rows, rejected = self._tokenize(accepted, rejected)
-            records = [
-                QuarantineRecord(m.idempotency_key, m.message_id, r.reason, r.detail, m.sent_at) for m, r in rejected
-            ]
-            written = self._store.write(rows, records)
-        except TransientError as error:
+            self._load_and_settle(messages, rows, rejected, outcome)
+        except DependencyDown as error:
             log.warning("batch postponed: %s", error, extra={"messages": len(messages)})
             outcome.failed_dependency = error.dependency
             self._postpone(messages, outcome)
-            return outcome
-        except Exception as error:  # a bug must not lose the batch: redelivery, then the DLQ via redrive
+        except Misconfigured as error:
+            log.error("batch released: %s", error, extra={"messages": len(messages)})
+            outcome.fatal = error
+            self.release(messages)
+            outcome.released = len(messages)
+        except Exception as error:  # a bug must not lose the batch or block the others
             log.error(
                 "batch failed unexpectedly: %s",
                 type(error).__name__,
@@ -85,50 +106,81 @@ class BatchProcessor:
             )
             if len(messages) > 1:
                 return self._one_by_one(messages)
-            self._postpone(messages, outcome)
-            return outcome
-        outcome.loaded = written.rows_inserted
-        outcome.already_loaded = len(rows) - written.rows_inserted
-        self._finish(messages, rejected, outcome)
-        finished = time.time()
-        outcome.ages_seconds = [max(finished - m.sent_timestamp_ms / 1000, 0.0) for m in messages]
+            self._last_resort(messages[0], error, outcome)
         return outcome
 
+    def _load_and_settle(
+        self, messages: Sequence[QueueMessage], rows: list[UserLoginRow], rejected: Rejected, outcome: BatchOutcome
+    ) -> None:
+        bodies = self._kept_bodies(rejected)
+        records = [
+            QuarantineRecord(m.idempotency_key, m.message_id, r.reason, r.detail, m.sent_at) for m, r in rejected
+        ]
+        written = self._store.write(rows, records)
+        outcome.loaded = written.rows_inserted
+        outcome.already_loaded = len(rows) - written.rows_inserted
+        self._finish(messages, rejected, bodies, outcome)
+        finished = time.time()
+        outcome.ages_seconds = [max(finished - m.sent_timestamp_ms / 1000, 0.0) for m in messages]
+
     def _one_by_one(self, messages: Sequence[QueueMessage]) -> BatchOutcome:
-        """Isolate whatever broke the batch: each message alone, so only the poison one is postponed."""
+        """Isolate whatever broke the batch: each message alone, so only the poison one is held back."""
         outcome = BatchOutcome()
-        for message in messages:
+        for index, message in enumerate(messages):
             single = self._process([message])
             outcome.add(single)
             outcome.ages_seconds += single.ages_seconds
             outcome.failed_dependency = outcome.failed_dependency or single.failed_dependency
+            if single.fatal is not None:  # stop here: release the rest untouched
+                outcome.fatal = single.fatal
+                rest = messages[index + 1 :]
+                self.release(rest)
+                outcome.released += len(rest)
+                outcome.received += len(rest)
+                break
         return outcome
+
+    def _last_resort(self, message: QueueMessage, error: Exception, outcome: BatchOutcome) -> None:
+        """A message that fails alone: postponed, or on its last receive quarantined by us.
+
+        Quarantining it here (instead of letting the redrive policy move it) keeps the DLQ's
+        invariant: every message there has a reason and a quarantine row.
+        """
+        last = self._max_receive_count is not None and message.receive_count >= self._max_receive_count
+        if not last:
+            self._postpone([message], outcome)
+            outcome.errored.add(message.message_id)
+            return
+        rejection = Rejection("processing_failed", f"processing failed on every receive: {type(error).__name__}")
+        try:
+            self._load_and_settle([message], [], [(message, rejection)], outcome)
+        except Exception as second:  # even the quarantine failed: the redrive policy takes it; the sweep returns it
+            log.error("quarantine of a failing message failed: %s", type(second).__name__)
+            self._postpone([message], outcome)
+            outcome.errored.add(message.message_id)
 
     def _postpone(self, messages: Sequence[QueueMessage], outcome: BatchOutcome) -> None:
         """Back off through visibility, longer for each receive (no hot loop); delete nothing."""
         delay = retry_delay(max(m.receive_count for m in messages))
-        try:
-            self._queue.change_visibility(messages, delay)
-        except TransientError as error:
-            log.warning("postponing failed (the queue's visibility timeout applies): %s", error)
-        outcome.retried = len(messages)
+        failed = self._queue.change_visibility(messages, delay)
+        if failed:
+            log.warning("postponing failed (the queue's visibility timeout applies)", extra={"messages": len(failed)})
+        outcome.retried += len(messages)
 
-    def _validate(
-        self, messages: Sequence[QueueMessage]
-    ) -> tuple[list[tuple[QueueMessage, LoginEvent]], list[tuple[QueueMessage, Rejection]]]:
+    def _validate(self, messages: Sequence[QueueMessage]) -> tuple[list[tuple[QueueMessage, LoginEvent]], Rejected]:
         accepted, rejected = [], []
         for message in messages:
             try:
+                if message.event_id_problem is not None:
+                    raise Rejection("invalid_event_id", message.event_id_problem)
                 accepted.append((message, parse_login_event(message.body, self._device_types, self._max_body_bytes)))
             except Rejection as rejection:
                 rejected.append((message, rejection))
         return accepted, rejected
 
     def _tokenize(
-        self,
-        accepted: list[tuple[QueueMessage, LoginEvent]],
-        rejected: list[tuple[QueueMessage, Rejection]],
-    ) -> tuple[list[UserLoginRow], list[tuple[QueueMessage, Rejection]]]:
+        self, accepted: list[tuple[QueueMessage, LoginEvent]], rejected: Rejected
+    ) -> tuple[list[UserLoginRow], Rejected]:
         if not accepted:
             return [], rejected
         ips = sorted({e.ip for _, e in accepted})
@@ -144,17 +196,25 @@ class BatchProcessor:
             rows.append(to_row(message, event, ip_token, device_token))
         return rows, rejected
 
+    def _kept_bodies(self, rejected: Rejected) -> list[str]:
+        """The DLQ body of each rejected message: sealed, or a note saying why it was not kept."""
+        if not rejected:
+            return []
+        keep = [i for i, (_, r) in enumerate(rejected) if r.reason != "body_too_large"]
+        sealed = self._sealer.seal([rejected[i][0].body for i in keep]) if keep else []
+        bodies = [dead_letter_body(None, NOT_KEPT_TOO_LARGE, None)] * len(rejected)
+        for index, text in zip(keep, sealed, strict=True):
+            bodies[index] = text
+        return bodies
+
     def _finish(
-        self,
-        messages: Sequence[QueueMessage],
-        rejected: list[tuple[QueueMessage, Rejection]],
-        outcome: BatchOutcome,
+        self, messages: Sequence[QueueMessage], rejected: Rejected, bodies: list[str], outcome: BatchOutcome
     ) -> None:
         undeletable: set[str] = set()
-        for message, rejection in rejected:
+        for (message, rejection), body in zip(rejected, bodies, strict=True):
             try:
-                self._queue.dead_letter(message, rejection.reason, rejection.detail)
-            except TransientError as error:
+                self._queue.dead_letter(message, rejection.reason, rejection.detail, body)
+            except DependencyDown as error:
                 # Keep it in the source queue: its redelivery dead-letters it again.
                 log.warning("dead-lettering failed: %s", error, extra={"message_id": message.message_id})
                 undeletable.add(message.message_id)
@@ -162,11 +222,9 @@ class BatchProcessor:
             outcome.quarantined += 1
             outcome.reasons[rejection.reason] += 1
             log.info("quarantined", extra={"message_id": message.message_id, "reason": rejection.reason})
-        deletable = [m for m in messages if m.message_id not in undeletable]
-        try:
-            failed = self._queue.delete(deletable)
-        except TransientError as error:
-            log.warning("delete failed; messages will be redelivered and skipped as duplicates: %s", error)
-            failed = deletable
+        deletable = [m for m in messages if m.message_id not in undeletable] if undeletable else messages
+        failed = self._queue.delete(deletable)
+        if failed:
+            log.warning("delete failed; redelivery will skip them as duplicates", extra={"messages": len(failed)})
         outcome.delete_failures = len(failed)
         outcome.retried += len(undeletable)

@@ -1,15 +1,17 @@
-"""The consume loop: concurrent receivers, batches by size or age, a worker pool, a heartbeat.
+"""The consume loop: receivers, a batcher, workers, a lease keeper, a drain check.
 
 Threads and their jobs:
-- receivers (`receivers` of them) long-poll SQS, 10 messages per call, but only after
-  reserving room in the in-flight ledger (backpressure) and while the dependency gate is open;
-- the calling thread groups what they receive into batches (flushed by size or age) and hands
-  each batch to the worker pool;
+- receivers (service/receivers.py) long-poll SQS while the ledger has room and the gate is open;
+- the calling thread groups what they deliver into batches (service/batcher.py) and queues
+  each batch for the workers;
 - workers run the BatchProcessor (validate, tokenize, load, dead-letter, delete);
-- the heartbeat extends the visibility of messages held for long.
+- the lease keeper (service/lease_keeper.py) extends leases and sizes the ledger.
 
-`stop()` (SIGTERM): receivers stop, every message already received is processed and
-committed, messages a receiver gets after the stop are released at once, then it returns.
+`stop()` (SIGTERM): receivers stop; what was received is processed and committed for up to
+`shutdown_grace_seconds`; whatever is still held then (a hung vault or database) is released
+(visibility 0) and the run returns, so the process exits within the grace period. A
+misconfiguration reported by any batch or receive stops the run the same way, releases
+everything held and makes run()/drain() raise it.
 """
 
 from __future__ import annotations
@@ -17,28 +19,29 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from queue import Empty, SimpleQueue
 
 from etl_service.domain.messages import QueueMessage
+from etl_service.errors import Misconfigured
 from etl_service.service.batch import BatchProcessor
+from etl_service.service.batcher import Batch, Batcher
+from etl_service.service.drain_check import DrainCheck
 from etl_service.service.gate import DependencyGate
 from etl_service.service.inflight import InFlight
-from etl_service.service.outcomes import ConsumerObserver, NoObserver, RunSummary
-from etl_service.service.ports import Queue, TransientError
+from etl_service.service.lease_keeper import LeaseKeeper
+from etl_service.service.outcomes import BatchOutcome, ConsumerObserver, RunSummary
+from etl_service.service.ports import Queue
+from etl_service.service.receivers import SQS_MAX_PER_RECEIVE, Receivers
 
 log = logging.getLogger(__name__)
 
-SQS_MAX_PER_RECEIVE = 10
-DEPTH_CHECK_SECONDS = 0.5
+POLL_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
 class ConsumerSettings:
-    """How the consumer polls, batches, bounds its work and keeps its leases."""
+    """How the consumer polls, batches, bounds its work, keeps its leases and stops."""
 
     batch_size: int = 100
     wait_seconds: int = 20
@@ -47,60 +50,21 @@ class ConsumerSettings:
     workers: int = 2
     max_in_flight: int = 2_000
     visibility_seconds: int = 60
+    shutdown_grace_seconds: float = 20.0
+
+    @property
+    def ledger_floor(self) -> int:
+        """The fewest messages the ledger may hold: a batch per worker, a receive per receiver."""
+        return min(self.max_in_flight, max(self.batch_size * self.workers, self.receivers * SQS_MAX_PER_RECEIVE))
+
+
+def ledger_for(settings: ConsumerSettings) -> InFlight:
+    """The in-flight ledger the settings call for."""
+    return InFlight(max(settings.max_in_flight, SQS_MAX_PER_RECEIVE), settings.ledger_floor)
 
 
 class Consumer:
-    """Receives concurrently, batches, processes in a worker pool, until stopped or drained."""
-
-    def __init__(
-        self,
-        queue: Queue,
-        processor: BatchProcessor,
-        settings: ConsumerSettings,
-        gate: DependencyGate | None = None,
-        observer: ConsumerObserver | None = None,
-    ) -> None:
-        self._queue = queue
-        self._processor = processor
-        self._settings = settings
-        self._observer = observer or NoObserver()
-        self._gate = gate or DependencyGate(lambda: None, self._observer)
-        self._inflight = InFlight(max(settings.max_in_flight, SQS_MAX_PER_RECEIVE))
-        self.stop_requested = threading.Event()
-        self._run_stop = threading.Event()
-
-    @property
-    def held(self) -> int:
-        """Messages received and not yet deleted, postponed or released."""
-        return self._inflight.held()
-
-    def run(self) -> RunSummary:
-        """Consume until stop(); commit everything received before returning."""
-        return self._new_run(until_empty=False).execute()
-
-    def drain(self) -> RunSummary:
-        """Consume until the queue holds no message (visible, in flight or delayed), then return."""
-        return self._new_run(until_empty=True).execute()
-
-    def stop(self) -> None:
-        """Stop receiving; what was received is still processed and committed."""
-        self.stop_requested.set()
-        self._run_stop.set()
-
-    def _new_run(self, until_empty: bool) -> _Run:
-        # Each run stops on its own event (a finished drain sets it); a stop() requested
-        # before the run starts still applies to it.
-        self._run_stop = threading.Event()
-        if self.stop_requested.is_set():
-            self._run_stop.set()
-        return _Run(
-            self._queue, self._processor, self._settings, self._gate, self._inflight, self._observer,
-            self._run_stop, until_empty,
-        )  # fmt: skip
-
-
-class _Run:
-    """One run of a Consumer: owns its threads and totals."""
+    """Receives concurrently, batches, processes in worker threads, until stopped or drained."""
 
     def __init__(
         self,
@@ -108,166 +72,192 @@ class _Run:
         processor: BatchProcessor,
         settings: ConsumerSettings,
         gate: DependencyGate,
-        inflight: InFlight,
+        ledger: InFlight,
         observer: ConsumerObserver,
-        stop: threading.Event,
-        until_empty: bool,
     ) -> None:
         self._queue = queue
         self._processor = processor
         self._settings = settings
         self._gate = gate
-        self._inflight = inflight
+        self._ledger = ledger
         self._observer = observer
-        self._stop = stop
+        self.stop_requested = threading.Event()
+        self._run: _Run | None = None
+
+    @property
+    def held(self) -> int:
+        """Messages received and not yet deleted, postponed or released."""
+        return self._ledger.held()
+
+    def run(self) -> RunSummary:
+        """Consume until stop(); raises Misconfigured when the ETL cannot work as configured."""
+        return self._execute(until_empty=False)
+
+    def drain(self) -> RunSummary:
+        """Consume until the queue holds no message (visible, in flight or delayed), then return."""
+        return self._execute(until_empty=True)
+
+    def stop(self) -> None:
+        """Stop receiving; what was received is still processed, within the grace period."""
+        self.stop_requested.set()
+        if self._run is not None:
+            self._run.request_stop()
+
+    def _execute(self, until_empty: bool) -> RunSummary:
+        run = _Run(self, until_empty)
+        self._run = run
+        if self.stop_requested.is_set():  # a stop() before the run starts still applies to it
+            run.request_stop()
+        return run.execute()
+
+
+class _Run:
+    """One run of a Consumer: owns its threads and totals."""
+
+    def __init__(self, consumer: Consumer, until_empty: bool) -> None:
+        settings = consumer._settings
+        self._c = consumer
+        self._settings = settings
         self._until_empty = until_empty
-        self._wait = min(1, self._settings.wait_seconds) if until_empty else self._settings.wait_seconds
+        self._stop = threading.Event()
+        self._stop_at = 0.0
         self._received: SimpleQueue[list[QueueMessage]] = SimpleQueue()
+        self._work: SimpleQueue[Batch] = SimpleQueue()
+        self._busy = 0
+        self._lock = threading.Lock()
         self._totals = RunSummary()
-        self._totals_lock = threading.Lock()
-        self._heartbeat_stop = threading.Event()
-        self._next_depth_check = 0.0
-        self._fatal: Exception | None = None
+        self._fatal: Misconfigured | None = None
+        self._finished = threading.Event()
+        self._batcher = Batcher(settings.batch_size, settings.max_batch_age_seconds)
+        self._drain_check = DrainCheck(consumer._queue, consumer._ledger, consumer._gate)
+        wait = min(1, settings.wait_seconds) if until_empty else settings.wait_seconds
+        self._receivers = Receivers(
+            consumer._queue, consumer._ledger, consumer._gate, wait, settings.visibility_seconds,
+            self._received.put, self._release_late, self._fail,
+        )  # fmt: skip
+        self._keeper = LeaseKeeper(consumer._queue, consumer._ledger, settings.visibility_seconds, consumer._observer)
+
+    def request_stop(self) -> None:
+        """Begin the bounded shutdown."""
+        if not self._stop.is_set():
+            self._stop_at = time.monotonic()
+            self._stop.set()
 
     def execute(self) -> RunSummary:
         started = time.monotonic()
-        receivers = [
-            threading.Thread(target=self._guarded, args=(self._receive_loop,), name=f"receiver-{i}", daemon=True)
-            for i in range(self._settings.receivers)
+        self._keeper.start()
+        workers = [
+            threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
+            for i in range(self._settings.workers)
         ]
-        heartbeat = threading.Thread(target=self._guarded, args=(self._heartbeat_loop,), name="heartbeat", daemon=True)
-        heartbeat.start()
-        with ThreadPoolExecutor(self._settings.workers, thread_name_prefix="worker") as workers:
-            for thread in receivers:
-                thread.start()
-            self._batch_loop(workers, receivers)
-        self._heartbeat_stop.set()
-        heartbeat.join()
+        for thread in workers:
+            thread.start()
+        self._receivers.start(self._settings.receivers, self._stop)
+        try:
+            self._batch_loop()
+            self._shut_down()
+        finally:
+            self._finished.set()
+            self._keeper.stop()
         self._totals.seconds = time.monotonic() - started
+        self._totals.taken_back_from_dlq = self._drain_check.taken_back
         if self._fatal is not None:
             raise self._fatal
         return self._totals
 
-    def _guarded(self, job: Callable[[], None]) -> None:
-        """Run a thread's job; an error nothing can retry stops the whole run, and run() raises it."""
-        try:
-            job()
-        except Exception as error:
-            log.error("stopping: %s failed: %s", threading.current_thread().name, type(error).__name__)
-            self._fatal = self._fatal or error
-            self._stop.set()
+    # -- the calling thread: batching, then the bounded shutdown ----------------------------------
 
-    # -- receivers ---------------------------------------------------------------------------
-
-    def _receive_loop(self) -> None:
-        stop, inflight = self._stop, self._inflight
-        backoff = 0.5
-        while not stop.is_set():
-            if not inflight.reserve(SQS_MAX_PER_RECEIVE, stop):
-                continue
-            # The gate is checked after the wait for room: that wait ends when a batch settles,
-            # which may be the very batch that found a dependency down.
-            if not self._gate.wait_open(stop):
-                inflight.cancel(SQS_MAX_PER_RECEIVE)
-                continue
+    def _batch_loop(self) -> None:
+        batcher = self._batcher
+        while not self._stop.is_set():
             try:
-                messages = self._queue.receive(SQS_MAX_PER_RECEIVE, self._wait)
-            except TransientError as error:
-                inflight.cancel(SQS_MAX_PER_RECEIVE)
-                log.warning("receive failed; retrying in %.1f s: %s", backoff, error)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 20.0)
-                continue
-            backoff = 0.5
-            inflight.admit(SQS_MAX_PER_RECEIVE, messages, self._settings.visibility_seconds)
-            if messages and stop.is_set():
-                self._release(messages)
-                return
-            if messages:
-                self._received.put(messages)
-
-    def _release(self, messages: list[QueueMessage]) -> None:
-        try:
-            self._queue.change_visibility(messages, 0)
-        except TransientError as error:
-            log.warning("release at stop failed (the lease runs out instead): %s", error)
-        self._inflight.settle(messages)
-        with self._totals_lock:
-            self._totals.released_at_stop += len(messages)
-
-    # -- batching and workers ------------------------------------------------------------------
-
-    def _batch_loop(self, workers: ThreadPoolExecutor, receivers: list[threading.Thread]) -> None:
-        stop, settings = self._stop, self._settings
-        pending: list[QueueMessage] = []
-        oldest = 0.0
-        while True:
-            timeout = 0.1 if not pending else max(oldest + settings.max_batch_age_seconds - time.monotonic(), 0.0)
-            try:
-                chunk = self._received.get(timeout=min(timeout, 0.1))
-                if not pending:
-                    oldest = time.monotonic()
-                pending += chunk
+                wait = min(batcher.seconds_until_due(time.monotonic(), POLL_SECONDS), POLL_SECONDS)
+                chunk = self._received.get(timeout=wait)
+                self._submit(batcher.add(chunk, time.monotonic()))
             except Empty:
                 pass
-            stopping = stop.is_set()
-            while len(pending) >= settings.batch_size or (
-                pending and (stopping or time.monotonic() - oldest >= settings.max_batch_age_seconds)
-            ):
-                batch, pending = pending[: settings.batch_size], pending[settings.batch_size :]
-                workers.submit(self._guarded, partial(self._work, batch))
-                oldest = time.monotonic()
-            if stopping and not any(t.is_alive() for t in receivers) and self._received.empty():
-                return
-            if stopping:
-                continue
-            if self._until_empty and not pending and self._drained():
+            self._submit(batcher.due(time.monotonic()))
+            if self._until_empty and self._idle() and self._drain_check.drained():
                 log.info("queue drained")
-                stop.set()
+                self.request_stop()
 
-    def _work(self, batch: list[QueueMessage]) -> None:
-        try:
-            outcome = self._processor.process(batch)
-        finally:
-            self._inflight.settle(batch)
-        if outcome.failed_dependency:
-            self._gate.report_failure(outcome.failed_dependency)
-        with self._totals_lock:
-            self._totals.add(outcome)
-            self._observer.batch_done(outcome, self._totals)
-        self._observer.held_messages(self._inflight.held())
+    def _shut_down(self) -> None:
+        """Finish what is held within the grace period, then release whatever is left."""
+        deadline = self._stop_at + self._settings.shutdown_grace_seconds
+        while time.monotonic() < deadline:  # after a misconfiguration, workers release instead of processing
+            while not self._received.empty():
+                self._submit(self._batcher.add(self._received.get(), time.monotonic()))
+            self._submit(self._batcher.flush(time.monotonic()))
+            if self._idle() and not self._c._ledger.held():
+                return
+            time.sleep(POLL_SECONDS / 2)
+        leftover = self._c._ledger.held_messages()
+        if leftover:
+            log.warning("shutdown grace over: releasing unfinished work", extra={"messages": len(leftover)})
+            self._c._processor.release(leftover)
+            self._c._ledger.settle(leftover)
+            with self._lock:
+                self._totals.released_at_stop += len(leftover)
 
-    def _drained(self) -> bool:
-        """Nothing held or waiting for a batch, and SQS counts no message visible, in flight or delayed.
+    def _idle(self) -> bool:
+        with self._lock:
+            return self._busy == 0 and self._work.empty() and self._received.empty() and not self._batcher.pending
 
-        A receive racing this check holds messages that SQS counts as in flight, so the check
-        cannot pass while anything is unsettled; a late receive after the stop is released.
-        """
-        if self._inflight.held() or not self._received.empty():
-            return False
-        if self._gate.down or time.monotonic() < self._next_depth_check:
-            return False
-        self._next_depth_check = time.monotonic() + DEPTH_CHECK_SECONDS
-        try:
-            return self._queue.depth().empty
-        except TransientError:
-            return False
+    def _submit(self, batches: list[Batch]) -> None:
+        for batch in batches:
+            with self._lock:
+                self._busy += 1
+            self._work.put(batch)
 
-    # -- heartbeat -----------------------------------------------------------------------------
+    # -- workers ---------------------------------------------------------------------------------
 
-    def _heartbeat_loop(self) -> None:
-        lease = self._settings.visibility_seconds
-        period = max(lease / 4, 0.25)
-        while not self._heartbeat_stop.wait(period):
-            due = self._inflight.expiring(within_seconds=lease / 2)
-            if not due:
+    def _worker(self) -> None:
+        while True:
+            try:
+                batch = self._work.get(timeout=POLL_SECONDS)
+            except Empty:
+                if self._finished.is_set():
+                    return
                 continue
             try:
-                failed = {m.receipt_handle for m in self._queue.change_visibility(due, lease)}
-            except TransientError as error:
-                log.warning("visibility heartbeat failed: %s", error)
-                continue
-            extended = [m for m in due if m.receipt_handle not in failed]
-            self._inflight.extended(extended, lease)
-            self._observer.leases_extended(len(extended))
-            log.info("leases extended", extra={"messages": len(extended), "lease_s": lease})
+                if self._fatal is not None:  # stopping for a misconfiguration: do not even try
+                    self._c._processor.release(batch)
+                    outcome = BatchOutcome(received=len(batch), released=len(batch))
+                    with self._lock:
+                        self._totals.released_at_stop += len(batch)
+                else:
+                    outcome = self._c._processor.process(batch)
+            finally:
+                self._c._ledger.settle(batch)
+                with self._lock:
+                    self._busy -= 1
+            self._done(batch, outcome)
+
+    def _done(self, batch: Batch, outcome: BatchOutcome) -> None:
+        if outcome.failed_dependency:
+            self._c._gate.report_failure(outcome.failed_dependency)
+        if outcome.fatal is not None:
+            self._fail(outcome.fatal)
+        with self._lock:
+            if self._totals.errored:  # messages an error held back earlier may have settled now
+                self._totals.errored.difference_update(m.message_id for m in batch)
+            self._totals.add(outcome)
+            self._c._observer.batch_done(outcome, self._totals)
+        self._c._observer.held_messages(self._c._ledger.held())
+
+    def _fail(self, error: Misconfigured) -> None:
+        """Stop for a misconfiguration: what is held is released (by workers, then _shut_down); run raises."""
+        with self._lock:
+            first = self._fatal is None
+            self._fatal = self._fatal or error
+        if not first:
+            return
+        log.error("stopping: %s", error)
+        self.request_stop()
+
+    def _release_late(self, messages: list[QueueMessage]) -> None:
+        """Messages a long poll returned after the stop: visible again at once."""
+        self._c._processor.release(messages)
+        self._c._ledger.settle(messages)
+        with self._lock:
+            self._totals.released_at_stop += len(messages)

@@ -13,8 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from etl_service.errors import DependencyDown
 from etl_service.service.outcomes import ConsumerObserver, NoObserver
-from etl_service.service.ports import TransientError
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class DependencyGate:
         try:
             self._probe()
             healthy = True
-        except TransientError:
+        except DependencyDown:
             healthy = False
         with self._lock:
             self._probing = False

@@ -2,7 +2,12 @@
 
 A receiver reserves room before it receives, so the consumer never holds more than
 `capacity` messages. Every held message carries the time its SQS visibility runs out; the
-heartbeat asks for those close to it and extends them.
+lease keeper asks for those close to it and extends them.
+
+The capacity adapts (`adapt`): a process holds no more than it can finish within half a
+lease at the rate it has been settling messages, from a floor of a few batches up to the
+configured maximum. A process killed in a crash loop then strands few messages for a lease
+each time, instead of thousands whose receive counts all move toward the DLQ.
 """
 
 from __future__ import annotations
@@ -17,11 +22,31 @@ from etl_service.domain.messages import QueueMessage
 class InFlight:
     """Thread-safe ledger of received messages not yet deleted or released."""
 
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
+    def __init__(self, capacity: int, floor: int | None = None) -> None:
+        self._max_capacity = capacity
+        self._floor = min(floor or capacity, capacity)
+        self._capacity = self._floor
         self._reserved = 0
+        self._settled = 0
         self._deadlines: dict[str, tuple[QueueMessage, float]] = {}
         self._changed = threading.Condition()
+
+    @property
+    def capacity(self) -> int:
+        """How many messages may be held right now."""
+        return self._capacity
+
+    @property
+    def settled_total(self) -> int:
+        """Messages settled since start (for the settle rate)."""
+        return self._settled
+
+    def adapt(self, settle_rate: float, lease_seconds: float) -> None:
+        """Hold at most what `settle_rate` finishes within half a lease (between floor and maximum)."""
+        wanted = int(settle_rate * lease_seconds / 2)
+        with self._changed:
+            self._capacity = max(self._floor, min(self._max_capacity, wanted))
+            self._changed.notify_all()
 
     def reserve(self, count: int, stop: threading.Event, timeout: float = 0.5) -> bool:
         """Wait up to `timeout` for room for `count` more messages; True when reserved."""
@@ -51,7 +76,8 @@ class InFlight:
         """Forget messages that were deleted, released or postponed."""
         with self._changed:
             for message in messages:
-                self._deadlines.pop(message.receipt_handle, None)
+                if self._deadlines.pop(message.receipt_handle, None) is not None:
+                    self._settled += 1
             self._changed.notify_all()
 
     def expiring(self, within_seconds: float) -> list[QueueMessage]:
@@ -67,6 +93,11 @@ class InFlight:
             for message in messages:
                 if message.receipt_handle in self._deadlines:
                     self._deadlines[message.receipt_handle] = (message, deadline)
+
+    def held_messages(self) -> list[QueueMessage]:
+        """Every message held right now (to release them at a stop)."""
+        with self._changed:
+            return [message for message, _ in self._deadlines.values()]
 
     def held(self) -> int:
         """Messages held right now (received and not yet settled)."""

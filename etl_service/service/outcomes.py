@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from etl_service.errors import Misconfigured
 
 
 @dataclass
@@ -16,8 +19,11 @@ class MessageCounts:
     already_loaded: int = 0
     quarantined: int = 0
     retried: int = 0
+    released: int = 0
     delete_failures: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
+    errored: set[str] = field(default_factory=set)
+    """Ids of messages an unexpected error left unprocessed (retried later; removed once settled)."""
 
     def add(self, other: MessageCounts) -> None:
         """Add another count to this one."""
@@ -26,8 +32,10 @@ class MessageCounts:
         self.already_loaded += other.already_loaded
         self.quarantined += other.quarantined
         self.retried += other.retried
+        self.released += other.released
         self.delete_failures += other.delete_failures
         self.reasons.update(other.reasons)
+        self.errored |= other.errored
 
 
 @dataclass
@@ -36,6 +44,8 @@ class BatchOutcome(MessageCounts):
 
     failed_dependency: str | None = None
     """Set when a dependency outage postponed the whole batch ("vault", "database", ...)."""
+    fatal: Misconfigured | None = None
+    """Set when a misconfiguration (refused identity, missing privilege...) released the batch."""
     seconds: float = 0.0
     """Wall time spent processing the batch."""
     ages_seconds: list[float] = field(default_factory=list)
@@ -48,6 +58,7 @@ class RunSummary(MessageCounts):
 
     batches: int = 0
     released_at_stop: int = 0
+    taken_back_from_dlq: int = 0
     seconds: float = 0.0
 
     def add(self, other: MessageCounts) -> None:

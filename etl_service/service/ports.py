@@ -9,15 +9,6 @@ from typing import Protocol
 from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow
 
 
-class TransientError(Exception):
-    """A dependency is unavailable; the batch is retried later and nothing is deleted."""
-
-    def __init__(self, message: str, dependency: str = "unknown") -> None:
-        super().__init__(message)
-        self.dependency = dependency
-        """Which dependency failed: "sqs", "vault" or "database"."""
-
-
 @dataclass(frozen=True)
 class QueueDepth:
     """Approximate message counts of a queue."""
@@ -40,23 +31,30 @@ class Queue(Protocol):
         ...
 
     def delete(self, messages: Sequence[QueueMessage]) -> list[QueueMessage]:
-        """Delete; return the messages whose deletion failed."""
+        """Delete; return the messages whose deletion failed (never raises: they are redelivered)."""
         ...
 
-    def dead_letter(self, message: QueueMessage, reason: str, detail: str) -> None:
-        """Copy the message to the DLQ with its reason as message attributes."""
+    def dead_letter(self, message: QueueMessage, reason: str, detail: str, body: str) -> None:
+        """Send `body` (the sealed envelope, never the clear body) to the DLQ with the reason as attributes."""
         ...
 
     def change_visibility(self, messages: Sequence[QueueMessage], seconds: int) -> list[QueueMessage]:
         """Make messages visible again `seconds` from now (0 releases them); return those that failed.
 
         Used to postpone a retry, to extend the lease of slow work (heartbeat) and to release
-        messages at shutdown.
+        messages at shutdown. Never raises: a failure leaves the current lease in place.
         """
         ...
 
     def depth(self) -> QueueDepth:
         """Approximate counts of the source queue."""
+        ...
+
+    def take_back_redriven(self) -> int:
+        """Move reasonless DLQ messages (SQS's redrive policy moved them) back to the source queue.
+
+        They keep their event id and sent time; returns how many. DependencyDown if SQS fails.
+        """
         ...
 
 
@@ -93,4 +91,15 @@ class LoginStore(Protocol):
 
     def ready(self) -> None:
         """Return if the database answers, else raise TransientError."""
+        ...
+
+
+class BodySealer(Protocol):
+    """Seals the bodies of refused messages before they go to the DLQ (see service/sealing.py)."""
+
+    key_name: str | None
+    """The sealing key, or None when bodies are not kept."""
+
+    def seal(self, bodies: Sequence[str]) -> list[str]:
+        """The DLQ envelope for each body. DependencyDown or Misconfigured when sealing fails."""
         ...

@@ -209,7 +209,7 @@ def test_a_missing_queue_stops_the_start_with_a_clear_message(stack_env: dict[st
     assert f"etl_service: SQS queue {missing} refused: " in result.stderr
 
 
-def test_a_poison_message_reaches_the_dlq_by_redrive_while_its_batch_loads(
+def test_a_poison_message_is_quarantined_on_its_last_receive_while_its_batch_loads(
     stack_env: dict[str, str], vault: RunningVault
 ) -> None:
     sent = events(8, malformed_rate=0)
@@ -228,5 +228,6 @@ def test_a_poison_message_reaches_the_dlq_by_redrive_while_its_batch_loads(
         send_events(sqs_client(stack_env["SQS_ENDPOINT_URL"]), etl.queue_url, sent)
         etl.wired.consumer.drain()
     rows, quarantined = where_each_event_landed(stack_env["PG_ADMIN_DSN"], sent)
-    assert sorted(rows) == sorted(e.event_id for e in sent if e is not poison) and quarantined == []
-    assert dead_letters(stack_env["SQS_ENDPOINT_URL"], etl.dlq_url) == [(poison.event_id, None)]
+    assert sorted(rows) == sorted(e.event_id for e in sent if e is not poison) and quarantined == [poison.event_id]
+    # The ETL quarantined it itself on its last receive: a reason, not a silent redrive.
+    assert dead_letters(stack_env["SQS_ENDPOINT_URL"], etl.dlq_url) == [(poison.event_id, "processing_failed")]

@@ -10,7 +10,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow
-from etl_service.service.ports import QueueDepth, TransientError, WriteResult
+from etl_service.errors import DependencyDown
+from etl_service.service.ports import QueueDepth, WriteResult
 from vault_service.domain.audit import AuditEvent, AuditRecord
 from vault_service.domain.errors import KeysUnavailable
 from vault_service.domain.keys import KeyPurpose, KeyState
@@ -194,6 +195,9 @@ class FakeQueue:
     def __init__(self, dlq_fails: bool = False) -> None:
         self.actions: list[tuple[str, str]] = []
         self.dead_lettered: list[tuple[str, str]] = []
+        self.dead_letter_bodies: list[str] = []
+        self.redriven: list[QueueMessage] = []
+        """Messages SQS's redrive policy moved to the DLQ (no reason); take_back_redriven returns them."""
         self.retry_delays: list[int] = []
         self.dlq_fails = dlq_fails
         self.pending: list[QueueMessage] = []
@@ -218,11 +222,12 @@ class FakeQueue:
             self.in_flight -= len(messages)
         return []
 
-    def dead_letter(self, message: QueueMessage, reason: str, detail: str) -> None:
+    def dead_letter(self, message: QueueMessage, reason: str, detail: str, body: str) -> None:
         if self.dlq_fails:
-            raise TransientError("DLQ down")
+            raise DependencyDown("DLQ down")
         self.actions.append(("dead_letter", message.message_id))
         self.dead_lettered.append((message.message_id, reason))
+        self.dead_letter_bodies.append(body)
 
     def change_visibility(self, messages: Sequence[QueueMessage], seconds: int) -> list[QueueMessage]:
         with self.lock:
@@ -241,6 +246,12 @@ class FakeQueue:
         with self.lock:
             return QueueDepth(len(self.pending), self.in_flight, 0)
 
+    def take_back_redriven(self) -> int:
+        with self.lock:
+            taken, self.redriven = self.redriven, []
+            self.pending += [replace(m, receive_count=1) for m in taken]
+        return len(taken)
+
 
 class FakeTokenizer:
     def __init__(self, down: bool = False) -> None:
@@ -249,13 +260,13 @@ class FakeTokenizer:
 
     def tokenize(self, ips: Sequence[str], device_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
         if self.down:
-            raise TransientError("vault service UNAVAILABLE", "vault")
+            raise DependencyDown("vault service UNAVAILABLE", "vault")
         self.calls.append((list(ips), list(device_ids)))
         return {v: f"ip_{abs(hash(v))}" for v in ips}, {v: f"dev_{abs(hash(v))}" for v in device_ids}
 
     def ready(self) -> None:
         if self.down:
-            raise TransientError("vault service UNAVAILABLE", "vault")
+            raise DependencyDown("vault service UNAVAILABLE", "vault")
 
 
 class FakeLoginStore:
@@ -267,7 +278,7 @@ class FakeLoginStore:
 
     def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
         if self.down:
-            raise TransientError("Postgres unavailable", "database")
+            raise DependencyDown("Postgres unavailable", "database")
         new_rows = [r for r in rows if r.event_id not in self.rows]
         new_q = [q for q in quarantined if q.event_id not in self.quarantine]
         self.rows.update({r.event_id: r for r in new_rows})
@@ -278,4 +289,4 @@ class FakeLoginStore:
 
     def ready(self) -> None:
         if self.down:
-            raise TransientError("Postgres unavailable", "database")
+            raise DependencyDown("Postgres unavailable", "database")

@@ -1,15 +1,20 @@
 """Batch processing over fakes: order of commit/DLQ/delete, outages, duplicates."""
 
 import json
+from collections.abc import Sequence
+from dataclasses import replace
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from etl_service.adapters.vault_client import chunked_columns
-from etl_service.domain.messages import QueueMessage
+from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow, check_event_id
+from etl_service.errors import Kind, Misconfigured, kind_of, vault_status_error
 from etl_service.service.batch import BatchProcessor, retry_delay
-from etl_service.service.consumer import Consumer, ConsumerSettings
+from etl_service.service.ports import WriteResult
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
+from tests.unit.test_consumer import consumer
 
 SENT_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 
@@ -105,8 +110,7 @@ def test_drain_stops_when_the_queue_is_empty_and_counts_everything() -> None:
     queue = FakeQueue()
     queue.pending = [message(i, good(i)) for i in range(25)] + [message(99, "[]")]
     store = FakeLoginStore()
-    consumer = Consumer(queue, BatchProcessor(queue, FakeTokenizer(), store), ConsumerSettings(batch_size=10))
-    summary = consumer.drain()
+    summary = consumer(queue, FakeTokenizer(), store, batch_size=10).drain()
     assert (summary.received, summary.loaded, summary.quarantined) == (26, 25, 1)
     assert summary.reasons == {"not_an_object": 1}
 
@@ -124,3 +128,84 @@ def test_value_columns_are_cut_into_calls_within_the_limit_losing_nothing(ips: i
     assert [v for a, _ in pieces for v in a] == ip_values
     assert [v for _, b in pieces for v in b] == device_values
     assert len(pieces) == max(1, -(-(ips + devices) // limit))
+
+
+class BuggyStore(FakeLoginStore):
+    def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
+        if rows:
+            raise KeyError("a bug every row triggers")
+        return super().write(rows, quarantined)
+
+
+def test_a_message_failing_on_its_last_receive_is_quarantined_by_the_etl_with_the_error_class() -> None:
+    queue, store = FakeQueue(), BuggyStore()
+    processor = BatchProcessor(queue, FakeTokenizer(), store, max_receive_count=3)
+    early = processor.process([message(1, good(1), receive_count=2)])
+    assert (early.retried, early.quarantined, early.errored) == (1, 0, {"m1"})
+    last = processor.process([message(1, good(1), receive_count=3)])
+    assert (last.retried, last.quarantined, last.reasons) == (0, 1, {"processing_failed": 1})
+    assert queue.dead_lettered == [("m1", "processing_failed")]
+    assert store.quarantine["m1"].detail.endswith("KeyError")
+    assert ("delete", "m1") in queue.actions
+
+
+def test_a_refused_identity_releases_the_batch_and_reports_it_fatal() -> None:
+    queue = FakeQueue()
+    processor = BatchProcessor(queue, RefusingTokenizer(), FakeLoginStore())
+    outcome = processor.process([message(i, good(i)) for i in range(5)])
+    assert isinstance(outcome.fatal, Misconfigured)
+    assert [a for a, _ in queue.actions] == ["release"] * 5
+    assert (outcome.released, outcome.retried, queue.dead_lettered) == (5, 0, [])
+
+
+class RefusingTokenizer(FakeTokenizer):
+    def tokenize(self, ips: Sequence[str], device_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+        raise vault_status_error("PERMISSION_DENIED", "client 'analyst' may not tokenize", "Tokenize")
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        ("UNAVAILABLE", Kind.DEPENDENCY_DOWN),
+        ("DEADLINE_EXCEEDED", Kind.DEPENDENCY_DOWN),
+        ("RESOURCE_EXHAUSTED", Kind.DEPENDENCY_DOWN),
+        ("PERMISSION_DENIED", Kind.MISCONFIGURED),
+        ("UNAUTHENTICATED", Kind.MISCONFIGURED),
+        ("UNIMPLEMENTED", Kind.MISCONFIGURED),
+        ("INVALID_ARGUMENT", Kind.BUG),
+        ("INTERNAL", Kind.BUG),
+    ],
+)
+def test_vault_status_codes_are_told_apart_by_kind(code: str, kind: Kind) -> None:
+    assert kind_of(vault_status_error(code, "detail", "Tokenize")) is kind
+
+
+def test_the_dlq_keeps_no_body_in_clear_and_none_over_the_size_limit() -> None:
+    queue = FakeQueue()
+    missing = {k: v for k, v in good(1).items() if k != "user_id"}
+    large = {**good(2), "padding": "x" * 20_000}
+    BatchProcessor(queue, FakeTokenizer(), FakeLoginStore()).process([message(1, missing), message(2, large)])
+    assert [r for _, r in queue.dead_lettered] == ["missing_field", "body_too_large"]
+    envelopes = [json.loads(b) for b in queue.dead_letter_bodies]
+    assert all(e["sealed_body"] is None for e in envelopes)
+    assert envelopes[1]["note"] == "body not kept: over the size limit"
+    assert not [b for b in queue.dead_letter_bodies if "10.0.0.1" in b or "100-00-0001" in b]
+
+
+def test_an_invalid_event_id_attribute_is_quarantined_under_the_message_id() -> None:
+    queue, store = FakeQueue(), FakeLoginStore()
+    event_id, problem = check_event_id("e" * 129)
+    bad = replace(message(1, good(1)), event_id=event_id, event_id_problem=problem)
+    outcome = BatchProcessor(queue, FakeTokenizer(), store).process([bad, message(2, good(2))])
+    assert (outcome.loaded, outcome.reasons) == (1, {"invalid_event_id": 1})
+    assert "m1" in store.quarantine and "128" in store.quarantine["m1"].detail
+
+
+@pytest.mark.parametrize("raw", ["", None, "evt-1", "e" * 128])
+def test_usable_event_ids(raw: str | None) -> None:
+    assert check_event_id(raw)[1] is None
+
+
+@pytest.mark.parametrize("raw", ["e" * 129, " evt", "evt\n", "ev\x00t"])
+def test_refused_event_ids(raw: str) -> None:
+    assert check_event_id(raw) == (None, check_event_id(raw)[1]) and check_event_id(raw)[1]

@@ -7,13 +7,15 @@ import json
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow
+from etl_service.errors import DependencyDown
 from etl_service.service.batch import BatchProcessor
-from etl_service.service.consumer import Consumer, ConsumerSettings
+from etl_service.service.consumer import Consumer, ConsumerSettings, ledger_for
 from etl_service.service.gate import DependencyGate
-from etl_service.service.outcomes import BatchOutcome, NoObserver
-from etl_service.service.ports import TransientError, WriteResult
+from etl_service.service.outcomes import BatchOutcome, ConsumerObserver, NoObserver
+from etl_service.service.ports import WriteResult
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
 
 SENT_MS = 1_700_000_000_000
@@ -64,15 +66,25 @@ class HeldRecorder(NoObserver):
         self.dependency_events.append((dependency, up))
 
 
-def consumer(queue: FakeQueue, tokenizer: FakeTokenizer, store: FakeLoginStore, **settings: float) -> Consumer:
-    processor = BatchProcessor(queue, tokenizer, store)
+def consumer(
+    queue: FakeQueue,
+    tokenizer: FakeTokenizer,
+    store: FakeLoginStore,
+    observer: ConsumerObserver | None = None,
+    gate: DependencyGate | None = None,
+    max_receive_count: int | None = None,
+    **settings: float,
+) -> Consumer:
+    """A consumer wired as bootstrap wires it, over fakes."""
+    processor = BatchProcessor(queue, tokenizer, store, max_receive_count=max_receive_count)
 
     def probe() -> None:
         tokenizer.ready()
         store.ready()
 
-    gate = DependencyGate(probe, first_pause=0.05, max_pause=0.2)
-    return Consumer(queue, processor, ConsumerSettings(**settings), gate)  # type: ignore[arg-type]
+    gate = gate or DependencyGate(probe, first_pause=0.05, max_pause=0.2)
+    config = ConsumerSettings(**settings)  # type: ignore[arg-type]
+    return Consumer(queue, processor, config, gate, ledger_for(config), observer or NoObserver())
 
 
 def test_concurrent_receivers_settle_every_message_exactly_once() -> None:
@@ -90,8 +102,9 @@ def test_in_flight_messages_never_exceed_the_bound() -> None:
     queue.pending = messages(300)
     recorder = HeldRecorder()
     seen: list[int] = []
-    c = consumer(queue, FakeTokenizer(), SlowStore(0.02), batch_size=20, receivers=6, workers=2, max_in_flight=40)
-    c._observer = recorder  # observe held counts from the workers
+    c = consumer(
+        queue, FakeTokenizer(), SlowStore(0.02), recorder, batch_size=20, receivers=6, workers=2, max_in_flight=40
+    )
     original = queue.receive
 
     def receive(max_messages: int, wait_seconds: int) -> list[QueueMessage]:
@@ -116,10 +129,10 @@ def test_the_heartbeat_extends_leases_of_slow_batches() -> None:
 def test_a_dependency_outage_pauses_receiving_instead_of_spinning() -> None:
     queue, tokenizer = FakeQueue(), FlakyTokenizer()
     queue.pending = messages(200)
-    settings = {"batch_size": 10, "receivers": 4, "max_in_flight": 40, "max_batch_age_seconds": 0.01}
-    c = consumer(queue, tokenizer, FakeLoginStore(), **settings)
+    settings: dict[str, Any] = {"batch_size": 10, "receivers": 4, "max_in_flight": 40, "max_batch_age_seconds": 0.01}
     recorder = HeldRecorder()
-    c._gate = DependencyGate(tokenizer.ready, recorder, first_pause=0.05, max_pause=0.2)
+    gate = DependencyGate(tokenizer.ready, recorder, first_pause=0.05, max_pause=0.2)
+    c = consumer(queue, tokenizer, FakeLoginStore(), recorder, gate, **settings)
     threading.Timer(1.0, lambda: setattr(tokenizer, "down", False)).start()
     summary = c.drain()
     # Only the batches already in hand when the outage hit failed (40 messages in flight at most);
@@ -167,7 +180,7 @@ def test_the_gate_probes_with_growing_pauses_until_the_dependency_answers() -> N
     def probe() -> None:
         probes.append(time.monotonic())
         if len(probes) < 4:
-            raise TransientError("down", "database")
+            raise DependencyDown("down", "database")
 
     gate = DependencyGate(probe, first_pause=0.05, max_pause=1.0)
     gate.report_failure("database")
@@ -179,7 +192,7 @@ def test_the_gate_probes_with_growing_pauses_until_the_dependency_answers() -> N
 
 
 def test_a_stopped_gate_wait_returns_false() -> None:
-    gate = DependencyGate(lambda: (_ for _ in ()).throw(TransientError("down", "vault")), first_pause=0.01)
+    gate = DependencyGate(lambda: (_ for _ in ()).throw(DependencyDown("down", "vault")), first_pause=0.01)
     gate.report_failure("vault")
     stop = threading.Event()
     threading.Timer(0.1, stop.set).start()

@@ -7,12 +7,9 @@ differently (`::FFFF:1.2.3.4` style spellings, surrounding blanks).
 from __future__ import annotations
 
 import enum
-import ipaddress
 
-from tokenvault_common.ipv4 import is_canonical_ipv4
+from tokenvault_common.values import InvalidPiiValue, normalize_device_id, normalize_ip
 from vault_service.domain.errors import InvalidValue
-
-MAX_VALUE_LENGTH = 256
 
 
 class TokenType(enum.Enum):
@@ -43,26 +40,13 @@ _BY_PREFIX = {member.prefix: member for member in TokenType}
 """Looked up once per token on Detokenize: a dict, not a walk over the enum."""
 
 
-def _reject_control_characters(value: str, kind: str) -> None:
-    if not value.isprintable():  # control, format, unassigned or separator characters (C*, Z* but space)
-        raise InvalidValue(f"{kind} contains control or unprintable characters")
-
-
 def normalize(token_type: TokenType, value: str) -> str:
-    """The canonical spelling of `value` for `token_type`; InvalidValue if it is not one."""
-    stripped = value.strip()
-    if not stripped:
-        raise InvalidValue(f"{token_type.type_name} value is empty")
-    if len(stripped) > MAX_VALUE_LENGTH:
-        raise InvalidValue(f"{token_type.type_name} value is longer than {MAX_VALUE_LENGTH} characters")
-    _reject_control_characters(stripped, token_type.type_name)
-    if token_type is TokenType.IP:
-        if is_canonical_ipv4(stripped):
-            return stripped
-        try:
-            address = ipaddress.ip_address(stripped)
-        except ValueError:
-            raise InvalidValue("ip value is not a valid IPv4 or IPv6 address") from None
-        mapped = getattr(address, "ipv4_mapped", None)
-        return str(mapped or address)
-    return stripped
+    """The canonical spelling of `value` for `token_type`; InvalidValue if it is not one.
+
+    The rules are shared with the ETL (tokenvault_common.values), so both judge a value alike.
+    """
+    judge = normalize_ip if token_type is TokenType.IP else normalize_device_id
+    try:
+        return judge(value)
+    except InvalidPiiValue as error:
+        raise InvalidValue(str(error)) from None

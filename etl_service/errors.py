@@ -1,0 +1,89 @@
+"""Errors by kind: what the ETL does about a failure depends on its kind, never on its text.
+
+- `DependencyDown`: SQS, the vault service or Postgres cannot be reached or is overloaded.
+  The batch is postponed through visibility (nothing deleted) and receiving pauses until a
+  probe passes (the DependencyGate).
+- `Misconfigured`: retrying cannot help - an identity or permission refused by the vault,
+  Postgres or SQS, wrong credentials, a missing queue, table or privilege. The ETL stops
+  receiving, releases what it holds (visibility 0, so no receive is wasted and no good message
+  moves toward the DLQ) and exits non-zero, naming the problem.
+- A bad message (`etl_service.domain.validation.Rejection`): quarantined with its reason.
+- Anything else is a bug: the message is isolated (its batch retried one message at a time);
+  if it still fails on its last receive before the redrive limit, the ETL quarantines it itself
+  as `processing_failed` with the error's class.
+
+Adapters turn driver errors into these; the classification of the vault's gRPC status codes
+lives here (`vault_status_error`) so every caller of the vault decides alike.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Kind(enum.Enum):
+    """What to do about a failure."""
+
+    DEPENDENCY_DOWN = "dependency_down"
+    MISCONFIGURED = "misconfigured"
+    BAD_MESSAGE = "bad_message"
+    BUG = "bug"
+
+
+class EtlError(Exception):
+    """Base of the ETL's own errors; `dependency` names the component ("sqs", "vault", "database")."""
+
+    kind = Kind.BUG
+
+    def __init__(self, message: str, dependency: str = "unknown") -> None:
+        super().__init__(message)
+        self.dependency = dependency
+
+
+class DependencyDown(EtlError):
+    """A dependency is unavailable; the batch is retried later and nothing is deleted."""
+
+    kind = Kind.DEPENDENCY_DOWN
+
+
+class Misconfigured(EtlError):
+    """Retrying cannot help: stop, release what is held, exit non-zero with this message."""
+
+    kind = Kind.MISCONFIGURED
+
+
+def kind_of(error: BaseException) -> Kind:
+    """The kind of any exception: ours carry it; a Rejection is a bad message; the rest are bugs."""
+    if isinstance(error, EtlError):
+        return error.kind
+    from etl_service.domain.validation import Rejection  # the domain module imports nothing of ours
+
+    return Kind.BAD_MESSAGE if isinstance(error, Rejection) else Kind.BUG
+
+
+# The vault's gRPC status codes by kind (names, so this module needs no grpc import).
+_VAULT_DOWN = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "CANCELLED"})
+_VAULT_MISCONFIGURED = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "UNIMPLEMENTED", "FAILED_PRECONDITION"})
+_HINTS = {
+    "UNAUTHENTICATED": "the vault does not know the ETL's certificate name (ETL_TLS_CERT; config/vault-policy.toml)",
+    "PERMISSION_DENIED": "the ETL's identity may not tokenize ip and device_id (config/vault-policy.toml)",
+    "UNIMPLEMENTED": "ETL_VAULT_ADDRESS does not point at a tokenvault vault service of this version",
+}
+
+
+def vault_status_error(code_name: str, detail: str, call: str) -> EtlError:
+    """The ETL error for a failed vault call with gRPC status `code_name`.
+
+    INTERNAL and UNKNOWN count as bugs (the vault answers its own failures, such as an audit
+    or a database outage, with UNAVAILABLE), so a message that triggers one is isolated.
+    """
+    if code_name in _VAULT_DOWN:
+        return DependencyDown(f"vault service {call}: {code_name}: {detail}", "vault")
+    if code_name in _VAULT_MISCONFIGURED:
+        hint = _HINTS.get(code_name, "check the vault service's address and version")
+        return Misconfigured(f"vault service refused {call}: {code_name}: {detail} - {hint}", "vault")
+    return VaultCallFailed(f"vault service {call} failed: {code_name}: {detail}", "vault")
+
+
+class VaultCallFailed(EtlError):
+    """The vault failed a call in a way neither an outage nor a refusal explains (treated as a bug)."""
