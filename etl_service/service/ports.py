@@ -64,13 +64,13 @@ class Tokenizer(Protocol):
     def tokenize(self, ips: Sequence[str], device_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
         """(ip -> token, device_id -> token) for the distinct values given.
 
-        Values the vault refuses are absent from the maps. Raises TransientError when the
+        Values the vault refuses are absent from the maps. Raises DependencyDown when the
         vault cannot be reached.
         """
         ...
 
     def ready(self) -> None:
-        """Return if the vault service answers its health check, else raise TransientError."""
+        """Return if the vault service answers its health check, else raise DependencyDown."""
         ...
 
 
@@ -86,11 +86,11 @@ class LoginStore(Protocol):
     """user_logins and the quarantine table."""
 
     def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
-        """Write both in one transaction, skipping keys already present. TransientError if down."""
+        """Write both in one transaction, skipping keys already present. DependencyDown if down."""
         ...
 
     def ready(self) -> None:
-        """Return if the database answers, else raise TransientError."""
+        """Return if the database answers, else raise DependencyDown."""
         ...
 
 
