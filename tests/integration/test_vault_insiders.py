@@ -1,0 +1,327 @@
+"""Insiders against the real vault (issue: every identity can do only its own job).
+
+A vault of this module's own accepts clients of a CA the test controls, so it can mint the
+odd certificates an insider holding a CA key would: a CN with a NUL, two CNs, a leaf under an
+intermediate. Its policy gives the ETL small quotas, so a dictionary sweep hits them quickly.
+"""
+
+from __future__ import annotations
+
+import datetime
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from prometheus_client import REGISTRY
+
+from devstack.stack import vault_service_env
+from tests.conftest import RunningVault, running_vault
+from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+
+POLICY = """
+[defaults.limits]
+tokenize_per_second = 100
+tokenize_burst = 1000
+new_tokens_per_second = 100
+new_tokens_burst = 1000
+detokenize_per_second = 5
+detokenize_burst = 20
+
+[clients.etl-service]
+tokenize = ["ip", "device_id"]
+[clients.etl-service.limits]
+tokenize_per_second = 200000
+tokenize_burst = 500000
+new_tokens_per_second = 1000
+new_tokens_burst = 3000
+
+[clients.analyst.detokenize]
+ip = "plain"
+device_id = "masked"
+
+[clients.no-limits-given.detokenize]
+ip = "plain"
+"""
+
+
+class TestCA:
+    """A client CA whose key this test holds (as an insider who stole one would)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.cert = self._cert(_name("insider test CA"), self.key, self.key, _name("insider test CA"), ca=True)
+        self.path = directory / "client-ca.pem"
+        self.path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+
+    @staticmethod
+    def _cert(
+        subject: x509.Name,
+        key: ec.EllipticCurvePrivateKey,
+        signer: ec.EllipticCurvePrivateKey,
+        issuer: x509.Name,
+        ca: bool,
+    ) -> x509.Certificate:
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+        )
+        if ca:
+            builder = builder.add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            )
+        else:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    def client(self, subject: x509.Name, via_intermediate: bool = False) -> tuple[bytes, bytes]:
+        """(certificate chain PEM, key PEM) for `subject`."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        signer, issuer, chain = self.key, self.cert.subject, b""
+        if via_intermediate:
+            inter_key = ec.generate_private_key(ec.SECP256R1())
+            inter = self._cert(_name("insider intermediate"), inter_key, self.key, self.cert.subject, ca=True)
+            signer, issuer, chain = inter_key, inter.subject, inter.public_bytes(serialization.Encoding.PEM)
+        leaf = self._cert(subject, key, signer, issuer, ca=False)
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        return leaf.public_bytes(serialization.Encoding.PEM) + chain, key_pem
+
+
+def _name(*common_names: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn) for cn in common_names])
+
+
+@pytest.fixture(scope="module")
+def insider_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    return TestCA(tmp_path_factory.mktemp("insider-ca"))
+
+
+@pytest.fixture(scope="module")
+def guarded(stack_env: dict[str, str], insider_ca: TestCA) -> Iterator[RunningVault]:
+    policy = insider_ca.directory / "policy.toml"
+    policy.write_text(POLICY)
+    with running_vault(
+        stack_env,
+        TOKENVAULT_TLS_CLIENT_CA=str(insider_ca.path),
+        TOKENVAULT_POLICY_FILE=str(policy),
+        TOKENVAULT_AUDIT_CHECKPOINT_SECONDS="1",
+    ) as vault:
+        yield vault
+
+
+def _stub(stack_env: dict[str, str], vault: RunningVault, chain: bytes, key: bytes) -> vault_pb2_grpc.TokenVaultStub:
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=Path(stack_env["TLS_CA_CERT"]).read_bytes(), private_key=key, certificate_chain=chain
+    )
+    channel = grpc.secure_channel(vault.address, credentials, options=[("grpc.ssl_target_name_override", "localhost")])
+    return vault_pb2_grpc.TokenVaultStub(channel)
+
+
+def _as(stack_env: dict[str, str], vault: RunningVault, ca: TestCA, *cns: str) -> vault_pb2_grpc.TokenVaultStub:
+    return _stub(stack_env, vault, *ca.client(_name(*cns)))
+
+
+def _detokenize(stub: vault_pb2_grpc.TokenVaultStub, purpose: str = "INC-1") -> vault_pb2.DetokenizeResponse:
+    return stub.Detokenize(vault_pb2.DetokenizeRequest(tokens=["ip_" + "I" * 22], purpose=purpose), timeout=10)
+
+
+def _audit(stack_env: dict[str, str], where: str, *args: object) -> list[tuple[object, ...]]:
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        return conn.execute(
+            f"SELECT client, outcome, client_serial FROM vault.audit_log WHERE {where}", args
+        ).fetchall()
+
+
+@pytest.mark.parametrize(
+    "common_names",
+    [("analyst\x00evil",), ("analyst", "fraud-investigator"), ("Analyst",), ("analyst\n",), ()],
+    ids=["nul-in-cn", "two-cns", "uppercase", "newline", "no-cn"],
+)
+def test_an_odd_certificate_subject_is_unauthenticated_and_audited(
+    stack_env: dict[str, str], guarded: RunningVault, insider_ca: TestCA, common_names: tuple[str, ...]
+) -> None:
+    stub = _as(stack_env, guarded, insider_ca, *common_names)
+    started = datetime.datetime.now(datetime.UTC)
+    with pytest.raises(grpc.RpcError) as refused:
+        _detokenize(stub)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert _audit(stack_env, "at >= %s AND outcome = 'refused: Unauthenticated'", started)
+
+
+def test_a_leaf_under_an_intermediate_is_refused_although_it_chains_to_the_client_ca(
+    stack_env: dict[str, str], guarded: RunningVault, insider_ca: TestCA
+) -> None:
+    stub = _stub(stack_env, guarded, *insider_ca.client(_name("analyst"), via_intermediate=True))
+    with pytest.raises(grpc.RpcError) as refused:
+        _detokenize(stub)
+    # Refused in the handshake (the root's pathlen:0) or by the vault's own check: never served.
+    assert refused.value.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNAVAILABLE)
+
+
+def test_a_well_formed_certificate_is_served_and_its_serial_and_fingerprint_are_audited(
+    stack_env: dict[str, str], guarded: RunningVault, insider_ca: TestCA
+) -> None:
+    chain, key = insider_ca.client(_name("analyst"))
+    leaf = x509.load_pem_x509_certificate(chain)
+    _detokenize(_stub(stack_env, guarded, chain, key), purpose="INC-SERIAL")
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        row = conn.execute(
+            "SELECT client, client_serial, client_cert_sha256 FROM vault.audit_log WHERE purpose = 'INC-SERIAL'"
+        ).fetchone()
+    assert row == ("analyst", format(leaf.serial_number, "x"), leaf.fingerprint(hashes.SHA256()).hex())
+
+
+def test_a_client_without_limits_in_the_policy_gets_the_default_limit(
+    stack_env: dict[str, str], guarded: RunningVault, insider_ca: TestCA
+) -> None:
+    stub = _as(stack_env, guarded, insider_ca, "no-limits-given")
+    codes = []
+    for _ in range(40):  # default: 5 values/s, bursts of 20
+        try:
+            _detokenize(stub)
+            codes.append(grpc.StatusCode.OK)
+        except grpc.RpcError as error:
+            codes.append(error.code())
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+    assert codes.count(grpc.StatusCode.OK) <= 25
+
+
+def test_a_dictionary_sweep_hits_the_new_token_quota_is_audited_and_moves_the_alert_metric(
+    stack_env: dict[str, str], guarded: RunningVault, insider_ca: TestCA
+) -> None:
+    etl = _as(stack_env, guarded, insider_ca, "etl-service")
+    sample = 'tokenvault_tokenize_new_tokens_total{client="etl-service"}'
+    before = REGISTRY.get_sample_value("tokenvault_tokenize_new_tokens_total", {"client": "etl-service"}) or 0.0
+    started = datetime.datetime.now(datetime.UTC)
+    issued, refused = 0, None
+    for third in range(256):  # sweep 10.77.0.0/16, 256 addresses a call
+        values = [f"10.77.{third}.{n}" for n in range(256)]
+        column = vault_pb2.ValueColumn(type=vault_pb2.TOKEN_TYPE_IP, values=values)
+        try:
+            etl.Tokenize(vault_pb2.TokenizeRequest(columns=[column]), timeout=10)
+            issued += len(values)
+        except grpc.RpcError as error:
+            refused = error
+            break
+    assert refused is not None and refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, f"{sample}: no quota hit"
+    hints = [m.key for m in refused.trailing_metadata() or ()]
+    assert "retry-after-ms" in hints
+    assert issued <= 3000 + 1000 * 5  # the burst and a few seconds of refill, not 65 536
+    after = REGISTRY.get_sample_value("tokenvault_tokenize_new_tokens_total", {"client": "etl-service"}) or 0.0
+    assert after - before >= issued
+    deadline = time.monotonic() + 10  # aggregated tokenize audit row, written by the upkeep thread
+    while not _audit(stack_env, "at >= %s AND client = 'etl-service' AND action = 'tokenize'", started):
+        assert time.monotonic() < deadline, "the sweep left no audit row"
+        time.sleep(0.3)
+    assert _audit(stack_env, "at >= %s AND client = 'etl-service' AND outcome = 'refused: RateLimited'", started)
+    # And the ETL's own database role cannot read the tokens it would match the sweep against.
+    with psycopg.connect(stack_env["PG_ETL_DSN"]) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("SELECT masked_ip FROM public.user_logins LIMIT 1")
+
+
+def test_a_body_that_is_not_utf_8_is_invalid_argument_and_audited(
+    stack_env: dict[str, str], guarded: RunningVault, insider_ca: TestCA
+) -> None:
+    chain, key = insider_ca.client(_name("analyst"))
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=Path(stack_env["TLS_CA_CERT"]).read_bytes(), private_key=key, certificate_chain=chain
+    )
+    channel = grpc.secure_channel(
+        guarded.address, credentials, options=[("grpc.ssl_target_name_override", "localhost")]
+    )
+    raw: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/tokenvault.v1.TokenVault/Detokenize")
+    started = datetime.datetime.now(datetime.UTC)
+    with pytest.raises(grpc.RpcError) as refused:
+        raw(b"\x0a\x02\xff\xfe\x12\x05INC-8", timeout=10)  # tokens = [b"\xff\xfe"], purpose = "INC-8"
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _audit(stack_env, "at >= %s AND client = 'analyst' AND outcome = 'refused: InvalidRequest'", started)
+
+
+def test_refusals_from_one_peer_are_throttled_so_they_cannot_flood_the_audit_log(
+    stack_env: dict[str, str], guarded: RunningVault, insider_ca: TestCA
+) -> None:
+    stranger = _as(stack_env, guarded, insider_ca, "stranger")  # CA-signed, not in the policy
+    started = datetime.datetime.now(datetime.UTC)
+    codes = []
+    for _ in range(300):
+        try:
+            _detokenize(stranger)
+        except grpc.RpcError as error:
+            codes.append(error.code())
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+    written = _audit(stack_env, "at >= %s AND client = 'stranger' AND outcome LIKE 'refused: Unauth%%'", started)
+    assert 0 < len(written) <= 60
+    deadline = time.monotonic() + 10
+    while not _audit(stack_env, "at >= %s AND client = 'stranger' AND outcome LIKE '%%throttled'", started):
+        assert time.monotonic() < deadline, "throttled refusals were not counted in the log"
+        time.sleep(0.3)
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_twelve_concurrent_oversize_calls_leave_the_service_small(stack_env: dict[str, str]) -> None:
+    address = f"127.0.0.1:{_free_port()}"
+    env = {**vault_service_env(stack_env), "TOKENVAULT_GRPC_ADDRESS": address, "TOKENVAULT_METRICS_PORT": "0"}
+    service = subprocess.Popen([sys.executable, "-m", "vault_service"], env={**env, "PATH": "/usr/bin:/bin"})
+    try:
+        channel = grpc.secure_channel(
+            address,
+            grpc.ssl_channel_credentials(
+                Path(stack_env["TLS_CA_CERT"]).read_bytes(),
+                Path(stack_env["ANALYST_TLS_KEY"]).read_bytes(),
+                Path(stack_env["ANALYST_TLS_CERT"]).read_bytes(),
+            ),
+            options=[("grpc.ssl_target_name_override", "localhost"), ("grpc.max_send_message_length", -1)],
+        )
+        grpc.channel_ready_future(channel).result(timeout=30)
+        raw: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/tokenvault.v1.TokenVault/Detokenize")
+        body = b"\x0a\x80\x80\x80\x1e" + b"x" * (60 * 1024 * 1024)  # one 60 MB token
+        before = _rss_mb(service.pid)
+
+        def push(_: int) -> grpc.StatusCode:
+            try:
+                raw(body, timeout=60)
+            except grpc.RpcError as error:
+                return error.code()
+            return grpc.StatusCode.OK
+
+        with ThreadPoolExecutor(12) as pool:
+            codes = list(pool.map(push, range(12)))
+        assert grpc.StatusCode.OK not in codes
+        peak = _rss_mb(service.pid)
+        assert peak < 300, f"vault service RSS {before:.0f} MB -> {peak:.0f} MB"
+        channel.close()
+    finally:
+        service.terminate()
+        service.wait(30)
