@@ -10,6 +10,7 @@ COPY etl_service etl_service
 COPY tokenvault_api tokenvault_api
 COPY tokenvault_common tokenvault_common
 COPY tokenvault_client tokenvault_client
+COPY tokenvault_cli tokenvault_cli
 COPY devstack devstack
 RUN pip install --no-cache-dir -c constraints.txt .
 

@@ -2,6 +2,10 @@
 
 Server: `tokenvault-vault` (SAN localhost, 127.0.0.1, vault-service). Clients are named by
 their CN, which is the identity the vault's policy file refers to.
+
+Whoever holds the CA's private key can mint any identity, so it is kept only where asked: not
+at all by `make up` (every certificate is issued at creation), in a root-only `ca/` directory
+beside `certs/` for the tests' stack (tests mint extra clients).
 """
 
 from __future__ import annotations
@@ -50,8 +54,12 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def create_authority(directory: Path, name: str = "tokenvault dev CA") -> Authority:
-    """A self-signed CA written to `directory/ca.pem` (key kept in memory and ca-key.pem)."""
+def create_authority(directory: Path, name: str = "tokenvault dev CA", key_dir: Path | None = None) -> Authority:
+    """A self-signed CA written to `directory/ca.pem`, its key kept in memory.
+
+    The key is written to `key_dir/ca-key.pem` (file 0600; a separate directory becomes 0700)
+    only if `key_dir` is given.
+    """
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.UTC)
@@ -69,13 +77,20 @@ def create_authority(directory: Path, name: str = "tokenvault dev CA") -> Author
     )
     cert_path = directory / "ca.pem"
     _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
-    _write(directory / "ca-key.pem", _key_pem(key), private=True)
+    if key_dir is not None:
+        key_dir.mkdir(parents=True, exist_ok=True)
+        key_dir.chmod(0o700 if key_dir != directory else key_dir.stat().st_mode & 0o777)
+        _write(key_dir / "ca-key.pem", _key_pem(key), private=True)
     return Authority(cert, key, cert_path)
 
 
 def load_authority(directory: Path) -> Authority:
-    """The CA written by `create_authority` to `directory` (ca.pem, ca-key.pem)."""
-    key = serialization.load_pem_private_key((directory / "ca-key.pem").read_bytes(), password=None)
+    """The CA of `directory/ca.pem`, its key from `directory/ca-key.pem` or `directory/../ca/`."""
+    candidates = (directory / "ca-key.pem", directory.parent / "ca" / "ca-key.pem")
+    key_file = next((path for path in candidates if path.exists()), None)
+    if key_file is None:
+        raise FileNotFoundError(f"the CA key of {directory} was not kept (`make up` discards it after issuing)")
+    key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise TypeError("ca-key.pem is not an EC private key")
     cert = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
@@ -110,9 +125,14 @@ def issue(authority: Authority, directory: Path, common_name: str, server: bool 
     return pair
 
 
-def create_stack_certificates(directory: Path) -> tuple[Authority, CertPair, dict[str, CertPair]]:
-    """CA, the vault's server certificate, and one client certificate per name in CLIENTS."""
-    authority = create_authority(directory)
+def create_stack_certificates(
+    directory: Path, ca_key_dir: Path | None = None
+) -> tuple[Authority, CertPair, dict[str, CertPair]]:
+    """CA, the vault's server certificate, and one client certificate per name in CLIENTS.
+
+    The CA's key is kept in `ca_key_dir` if given, else nowhere.
+    """
+    authority = create_authority(directory, key_dir=ca_key_dir)
     server = issue(authority, directory, "tokenvault-vault", server=True)
     clients = {name: issue(authority, directory, name) for name in CLIENTS}
     return authority, server, clients
@@ -126,7 +146,7 @@ def main() -> None:
     if (directory / "ca.pem").exists():
         print(f"certificates already in {directory}; keeping them")
         return
-    create_stack_certificates(directory)
+    create_stack_certificates(directory, ca_key_dir=directory)
     for key in directory.glob("*-key.pem"):
         key.chmod(0o640)  # readable by the services' group in containers
     print(f"wrote CA, server and client certificates ({', '.join(CLIENTS)}) to {directory}")

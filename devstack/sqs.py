@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from devstack.isolation import python_command
 from devstack.procs import StackError, free_port, port_open, spawn, wait_until
 from etl_service.adapters.sqs import make_sqs_client
 
@@ -89,14 +90,18 @@ def attach_dead_letter_queue(sqs: SQSClient, queue_url: str, max_receive_count: 
     return dlq_url
 
 
-def start_sqs(log_file: Path, visibility_timeout: int = 30) -> SqsEndpoint:
-    """Start ministack (SQS only) on a free loopback port and create the queues."""
-    python = ensure_ministack()
+def start_sqs(
+    log_file: Path, visibility_timeout: int = 30, user: str | None = None, home: Path | None = None
+) -> SqsEndpoint:
+    """Start ministack (SQS only) on a free loopback port and create the queues (as `user` if given)."""
+    ensure_ministack()
     port = free_port()
     pid = spawn(
-        [str(python), "-m", "hypercorn", "ministack.app:app", "--bind", f"127.0.0.1:{port}"],
+        python_command(user, MINISTACK_VENV, "hypercorn", "ministack.app:app", "--bind", f"127.0.0.1:{port}"),
         log_file,
         env={"GATEWAY_PORT": str(port), "SERVICES": "sqs", "LOG_LEVEL": "WARNING"},
+        user=user,
+        home=home,
     )
     endpoint = f"http://127.0.0.1:{port}"
     wait_until(lambda: port_open(port), "ministack (SQS)", 60, pid, log_file)

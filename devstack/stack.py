@@ -19,6 +19,7 @@ from pathlib import Path
 
 from devstack import certs
 from devstack.envfile import read_env_file, write_env_file
+from devstack.isolation import isolation
 from devstack.openbao import KEK_NAME, SECRET_ID_USES, configure_transit, start_openbao
 from devstack.postgres import pg_ctl, remove_cluster, start_postgres
 from devstack.procs import StackError, alive, free_port, stop_pid
@@ -89,14 +90,24 @@ def etl_service_env(env: dict[str, str]) -> dict[str, str]:
     }
 
 
-def start_components(state_dir: Path, state: StackState, secret_id_uses: int = SECRET_ID_USES) -> dict[str, str]:
-    """OpenBao, SQS, Postgres and certificates; returns the env file values (no services yet)."""
+def start_components(
+    state_dir: Path, state: StackState, secret_id_uses: int = SECRET_ID_USES, isolate: bool = False
+) -> dict[str, str]:
+    """OpenBao, SQS, Postgres and certificates; returns the env file values (no services yet).
+
+    `isolate` (`make up`): the CA key is not kept, and as root each process gets its own OS
+    user and only its own key (devstack/isolation.py). Otherwise (the tests' stack) the CA key
+    stays in the root-only `ca/` directory, for tests that mint certificates.
+    """
+    iso = isolation(isolate)
     logs, secrets_dir, certs_dir = state_dir / "logs", state_dir / "secrets", state_dir / "certs"
     secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    bao = start_openbao(logs / "openbao.log", state_dir / "openbao")
+    secrets_dir.chmod(0o711 if iso.users else 0o700)  # services reach their own file, list nothing
+    bao = start_openbao(logs / "openbao.log", state_dir / "openbao", iso.user("openbao"))
     state.pids["openbao"] = bao.pid
     transit = configure_transit(bao, secrets_dir, secret_id_uses)
-    sqs = start_sqs(logs / "ministack.log")
+    iso.give(transit.secret_id_file, "vault_service", 0o400)
+    sqs = start_sqs(logs / "ministack.log", user=iso.user("ministack"), home=iso.home(state_dir, "ministack"))
     state.pids["ministack"] = sqs.pid
     pg = start_postgres(state_dir)
     state.postgres = {
@@ -105,7 +116,9 @@ def start_components(state_dir: Path, state: StackState, secret_id_uses: int = S
         "run_as": pg.run_as or "",
         "port": str(pg.port),
     }
-    _, _, clients = certs.create_stack_certificates(certs_dir)
+    _, server, clients = certs.create_stack_certificates(certs_dir, None if isolate else state_dir / "ca")
+    iso.give(server.key, "vault_service", 0o400)
+    iso.give(clients["etl-service"].key, "etl_service", 0o400)
     vault_metrics, etl_metrics = free_port(), free_port()
     return {
         "STACK_DIR": str(state_dir),
@@ -132,6 +145,10 @@ def start_components(state_dir: Path, state: StackState, secret_id_uses: int = S
         "ANALYST_TLS_KEY": str(clients["analyst"].key),
         "ETL_TLS_CERT": str(clients["etl-service"].cert),
         "ETL_TLS_KEY": str(clients["etl-service"].key),
+        "PRIVACY_OFFICER_TLS_CERT": str(clients["privacy-officer"].cert),
+        "PRIVACY_OFFICER_TLS_KEY": str(clients["privacy-officer"].key),
+        "FRAUD_INVESTIGATOR_TLS_CERT": str(clients["fraud-investigator"].cert),
+        "FRAUD_INVESTIGATOR_TLS_KEY": str(clients["fraud-investigator"].key),
         # Not ETL_METRICS_PORT: a second ETL started from a sourced stack.env would take it too.
         "STACK_VAULT_METRICS_PORT": str(vault_metrics),
         "STACK_ETL_METRICS_PORT": str(etl_metrics),
@@ -152,15 +169,25 @@ def up(state_dir: Path, with_services: bool = True) -> dict[str, str]:
     state_dir.mkdir(parents=True, exist_ok=True)
     state = StackState()
     try:
-        env = start_components(state_dir, state)
+        env = start_components(state_dir, state, isolate=True)
         state.save(state_dir / "state.json")
         if with_services:
+            iso = isolation(True)
             probe = (Path(env["TLS_CA_CERT"]), Path(env["ETL_TLS_CERT"]), Path(env["ETL_TLS_KEY"]))
             state.pids["vault_service"] = start_vault_service(
-                vault_service_env(env), Path(env["VAULT_SERVICE_LOG"]), probe
+                vault_service_env(env),
+                Path(env["VAULT_SERVICE_LOG"]),
+                probe,
+                iso.user("vault_service"),
+                iso.home(state_dir, "vault_service"),
             )
             state.save(state_dir / "state.json")
-            state.pids["etl_service"] = start_etl_service(etl_service_env(env), Path(env["ETL_SERVICE_LOG"]))
+            state.pids["etl_service"] = start_etl_service(
+                etl_service_env(env),
+                Path(env["ETL_SERVICE_LOG"]),
+                iso.user("etl_service"),
+                iso.home(state_dir, "etl_service"),
+            )
         state.save(state_dir / "state.json")
         write_env_file(env_file, env)
         return env
@@ -200,7 +227,7 @@ def down(state_dir: Path, keep_logs: bool = False) -> list[str]:
             except StackError:
                 pass
         remove_cluster(data_dir)
-    for name in ("state.json", "stack.env", "secrets", "certs"):
+    for name in ("state.json", "stack.env", "secrets", "certs", "ca", "run"):
         path = state_dir / name
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

@@ -35,6 +35,7 @@ from tokenvault_client.models import (
     TokenColumn,
     TokenOutcome,
     TokenType,
+    type_of_token,
 )
 from tokenvault_client.retry import NO_RETRY, RetryPolicy
 
@@ -66,4 +67,5 @@ __all__ = [
     "VaultClientError",
     "open_channel",
     "secure_channel",
+    "type_of_token",
 ]

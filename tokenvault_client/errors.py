@@ -113,8 +113,13 @@ def retry_after_seconds(error: grpc.RpcError) -> float:
     return 0.0
 
 
+_HANDSHAKE_MARKS = ("handshake", "ssl", "certificate", "socket closed")
+"""How grpc describes a TLS refusal: the server closes the socket on a certificate it does not trust."""
+
+
 def _hint(code: grpc.StatusCode, details: str) -> str:
-    if code == grpc.StatusCode.UNAVAILABLE and ("handshake" in details.lower() or "ssl" in details.lower()):
+    lowered = details.lower()
+    if code == grpc.StatusCode.UNAVAILABLE and any(m in lowered for m in _HANDSHAKE_MARKS):
         return (
             "the TLS handshake failed: check that the client certificate and key match and are issued by the"
             " vault's CA, and that the CA file is the one that issued the vault's server certificate"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from typing import NamedTuple
 
 import grpc
@@ -15,6 +16,11 @@ class TokenType(enum.Enum):
 
     IP = "ip"
     DEVICE_ID = "device_id"
+
+    @property
+    def prefix(self) -> str:
+        """What every token of this type starts with, before the `_`."""
+        return _PREFIXES[self]
 
     @property
     def proto(self) -> vault_pb2.TokenType.ValueType:
@@ -32,6 +38,17 @@ _TO_PROTO: dict[TokenType, vault_pb2.TokenType.ValueType] = {
     TokenType.DEVICE_ID: vault_pb2.TOKEN_TYPE_DEVICE_ID,
 }
 _FROM_PROTO: dict[vault_pb2.TokenType.ValueType, TokenType] = {v: k for k, v in _TO_PROTO.items()}
+
+
+_PREFIXES = {TokenType.IP: "ip", TokenType.DEVICE_ID: "dev"}
+_BY_PREFIX = {prefix: token_type for token_type, prefix in _PREFIXES.items()}
+_TOKEN_PATTERN = re.compile(r"([a-z]+)_[A-Za-z0-9_-]{22}")
+
+
+def type_of_token(text: str) -> TokenType | None:
+    """The type a token announces (`ip_…`, `dev_…`), or None when `text` is not a token."""
+    match = _TOKEN_PATTERN.fullmatch(text)
+    return _BY_PREFIX.get(match.group(1)) if match else None
 
 
 class Reveal(enum.Enum):

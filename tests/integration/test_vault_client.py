@@ -88,8 +88,9 @@ def test_a_certificate_from_another_ca_fails_the_handshake_with_a_hint(
     identity = ClientIdentity(stack_identity(stack_env, "analyst").ca, pair.cert, pair.key, "localhost")
     policy = RetryPolicy(max_attempts=2, initial_backoff=0.05)
     with VaultClient.connect(vault.address, identity, retry=policy, deadline=5) as client:
-        with pytest.raises(Unavailable):
+        with pytest.raises(Unavailable) as raised:
             client.detokenize(["ip_" + "Q" * 22], "CASE-4")
+        assert "issued by the vault's CA" in str(raised.value) and str(pair.cert) in str(raised.value)
         with pytest.raises(Unavailable):
             client.ready()
 

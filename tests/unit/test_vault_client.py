@@ -247,3 +247,19 @@ def test_the_make_run_summary_prints_whole_tokens_on_a_narrow_terminal() -> None
     console.print(duplicates_table({"masked_ip": [(tokens[0], 3)], "masked_device_id": [(tokens[1], 2)]}))
     text = console.export_text()
     assert all(token in text for token in tokens)
+
+
+def test_tokens_are_recognised_by_their_shape_and_prefix() -> None:
+    from tokenvault_client import type_of_token
+
+    assert type_of_token("ip_7qwKnwTSu2ecvWSU-DjgMw") is TokenType.IP
+    assert type_of_token("dev_AbCdEfGhIjKlMnOpQrStUv") is TokenType.DEVICE_ID
+    assert type_of_token("xx_AbCdEfGhIjKlMnOpQrStUv") is None
+    assert type_of_token("ip_7qwKnwTSu2ecvWSU-DjgMw\n") is None
+    assert type_of_token("199.172.111.135") is None
+
+
+def test_a_refused_connection_and_a_refused_certificate_are_told_apart() -> None:
+    down = from_rpc_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "failed to connect: Connection refused"))
+    refused = from_rpc_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "failed to connect: Socket closed"))
+    assert down.hint == "" and "issued by the vault's CA" in refused.hint

@@ -1,0 +1,78 @@
+"""VaultSession's renewal decisions with a fake clock and a fake token API (the real thing
+against OpenBao: tests/integration/test_vault_login.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import hvac.exceptions
+
+from vault_service.adapters.vault_session import VaultSession
+
+
+@dataclass
+class FakeVault:
+    """Tokens with a TTL and a max TTL, as Vault grants them; counts logins and renewals."""
+
+    ttl: float
+    max_ttl: float
+    now: float = 0.0
+    logins: int = 0
+    renewals: int = 0
+    issued_at: float = 0.0
+    refuse_renewal: bool = False
+    expires_at: float = 0.0
+    login_times: list[float] = field(default_factory=list)
+    auth: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        vault = self
+
+        class Token:
+            def renew_self(self) -> dict[str, Any]:
+                if vault.refuse_renewal:
+                    raise hvac.exceptions.Forbidden("permission denied")
+                vault.renewals += 1
+                granted = min(vault.ttl, vault.issued_at + vault.max_ttl - vault.now)
+                vault.expires_at = vault.now + granted
+                return {"auth": {"lease_duration": granted}}
+
+        class Auth:
+            token = Token()
+
+        self.auth = Auth()
+
+    def login(self, client: Any) -> dict[str, Any]:
+        self.logins += 1
+        self.issued_at = self.now
+        self.expires_at = self.now + self.ttl if self.ttl else float("inf")
+        self.login_times.append(self.now)
+        return {"lease_duration": self.ttl, "renewable": True}
+
+
+def run(vault: FakeVault, seconds: float, step: float = 1.0) -> None:
+    session = VaultSession.logged_in(vault, vault.login, clock=lambda: vault.now)
+    while vault.now < seconds:
+        session.client()
+        assert vault.now < vault.expires_at, f"used an expired token at {vault.now} s"
+        vault.now += step
+
+
+def test_a_token_is_renewed_until_its_max_ttl_then_replaced_by_one_login() -> None:
+    vault = FakeVault(ttl=60, max_ttl=600)
+    run(vault, 1200)
+    assert vault.login_times == [0, 587, 1174]  # at start, then once each max TTL (less a last short renewal)
+    assert vault.renewals == 2 * 15  # per token: 14 at 2/3 of its TTL, then one that buys too little
+
+
+def test_without_renewal_every_token_would_cost_a_login() -> None:
+    vault = FakeVault(ttl=60, max_ttl=600, refuse_renewal=True)
+    run(vault, 600)
+    assert vault.logins >= 600 // 60  # a refused renewal falls back to a login, in time
+
+
+def test_a_non_expiring_token_is_never_touched() -> None:
+    vault = FakeVault(ttl=0, max_ttl=0)
+    run(vault, 10_000, step=100)
+    assert (vault.logins, vault.renewals) == (1, 0)

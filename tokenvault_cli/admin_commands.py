@@ -1,0 +1,129 @@
+"""The security team's commands (key rotation, audit): the vault service's own functions, run here.
+
+They need what the vault service has (its database role and its Vault login) and the
+operator's own Vault token, under whose identity each change is audited ($VAULT_TOKEN after
+`vault login` / `bao login`, or the file named by $VAULT_SECURITY_TOKEN_FILE). On the
+embedded stack `--stack .stack --as security` provides all three (the stack's security-team
+token unless VAULT_TOKEN is set); elsewhere run the command where the vault service's
+TOKENVAULT_* settings are (`kubectl exec`, `docker compose exec vault-service`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from tokenvault_cli.context import Context, SettingsFailure
+from tokenvault_cli.settings import SECURITY_ROLE
+
+REASON = click.option("--reason", required=True, help="Change ticket or reason, written to the audit log.")
+BATCH = click.option(
+    "--batch-size", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Rows per transaction."
+)
+METRICS = click.option(
+    "--metrics-port", type=click.IntRange(0, 65535), default=0, help="Serve Prometheus metrics while running."
+)
+
+
+def service_environment(ctx: Context) -> dict[str, str]:
+    """The vault service's settings: from the embedded stack, else this process's environment."""
+    settings = ctx.settings
+    if not settings.stack_env:
+        return {}
+    if settings.role not in (None, SECURITY_ROLE):
+        raise SettingsFailure(
+            f"key and audit commands are the security team's: use --as {SECURITY_ROLE}, not --as {settings.role}"
+        )
+    from devstack.stack import vault_service_env
+
+    operator = {"VAULT_SECURITY_TOKEN_FILE": settings.stack_env.get("VAULT_SECURITY_TOKEN_FILE", "")}
+    return {**operator, **vault_service_env(dict(settings.stack_env))}
+
+
+def run_admin(ctx: Context, *argv: str) -> None:
+    """Run one vault_service admin command in the vault service's settings; exit with its code."""
+    environment = service_environment(ctx)
+    if "VAULT_TOKEN" in os.environ:  # the operator's own login wins over the stack's token file
+        environment.pop("VAULT_SECURITY_TOKEN_FILE", None)
+    os.environ.update(environment)
+    os.environ.setdefault("TOKENVAULT_ADMIN_LOG_LEVEL", "WARNING")
+    from vault_service.entrypoints.admin_cli import main as admin_main
+
+    code = admin_main(list(argv))
+    if code == 2:
+        click.echo(
+            "tokenvault: the key and audit commands run with the vault service's settings: run them where the"
+            " service runs (kubectl exec / docker compose exec vault-service), or on the embedded stack with"
+            " --stack .stack --as security",
+            err=True,
+        )
+    raise SystemExit(code)
+
+
+@click.command()
+@click.pass_obj
+def status(ctx: Context) -> None:
+    """Data keys, KEK version, values left to re-encrypt / re-index, the safe min_decryption_version."""
+    run_admin(ctx, "status")
+
+
+@click.command()
+@REASON
+@click.pass_obj
+def rewrap(ctx: Context, reason: str) -> None:
+    """Rewrap every data key under the newest KEK version (after rotating the KEK in Vault)."""
+    run_admin(ctx, "rewrap", "--reason", reason)
+
+
+@click.command("rotate-encryption-key")
+@REASON
+@click.pass_obj
+def rotate_encryption_key(ctx: Context, reason: str) -> None:
+    """Make a new data-encryption key active (the old one decrypts only); then run `reencrypt`."""
+    run_admin(ctx, "rotate-encryption-key", "--reason", reason)
+
+
+@click.command()
+@REASON
+@BATCH
+@METRICS
+@click.pass_obj
+def reencrypt(ctx: Context, reason: str, batch_size: int, metrics_port: int) -> None:
+    """Move every stored value to the active data key, online and resumable; retire unused keys."""
+    args = ("--batch-size", str(batch_size), "--metrics-port", str(metrics_port))
+    run_admin(ctx, "reencrypt", "--reason", reason, *args)
+
+
+@click.command("rotate-fingerprint-key")
+@REASON
+@click.pass_obj
+def rotate_fingerprint_key(ctx: Context, reason: str) -> None:
+    """Introduce a new (pending) fingerprint key; then run `reindex`."""
+    run_admin(ctx, "rotate-fingerprint-key", "--reason", reason)
+
+
+@click.command()
+@REASON
+@BATCH
+@METRICS
+@click.pass_obj
+def reindex(ctx: Context, reason: str, batch_size: int, metrics_port: int) -> None:
+    """Fingerprint every value under the pending key and make it active, online and resumable."""
+    args = ("--batch-size", str(batch_size), "--metrics-port", str(metrics_port))
+    run_admin(ctx, "reindex", "--reason", reason, *args)
+
+
+@click.group()
+def audit() -> None:
+    """The audit log: verify its hash chain; who saw a token."""
+
+
+@audit.command()
+@click.pass_obj
+def verify(ctx: Context) -> None:
+    """Verify the audit log's hash chain; exit 1 naming the first tampered record."""
+    run_admin(ctx, "audit-verify")
+
+
+COMMANDS = (status, rewrap, rotate_encryption_key, reencrypt, rotate_fingerprint_key, reindex, audit)

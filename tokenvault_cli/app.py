@@ -1,0 +1,62 @@
+"""The `tokenvault` command: global options and the subcommands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tokenvault_cli import admin_commands, vault_commands
+from tokenvault_cli.context import Context
+from tokenvault_cli.settings import ROLES
+
+EPILOG = """\b
+Settings come from flags, then TOKENVAULT_* environment variables, then a profile
+(--profile NAME in ~/.config/tokenvault/profiles.toml), then the embedded stack:
+  tokenvault --stack .stack --as analyst reveal ip_... --purpose CASE-123
+Every subcommand has --help.
+"""
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EPILOG,
+)
+@click.option(
+    "--stack",
+    "stack_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="TOKENVAULT_STACK",
+    help="Act as a client of the embedded stack in DIR (reads DIR/stack.env), e.g. .stack",
+)
+@click.option(
+    "--as", "role", type=click.Choice(ROLES), envvar="TOKENVAULT_AS", help="Who to act as on the embedded stack."
+)
+@click.option("--profile", envvar="TOKENVAULT_PROFILE", help="Profile (a [NAME] table) of the profile file.")
+@click.option(
+    "--profile-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="TOKENVAULT_PROFILE_FILE",
+    help="TOML profile file [default: ~/.config/tokenvault/profiles.toml].",
+)
+@click.option("--address", envvar="TOKENVAULT_ADDRESS", help="The vault's gRPC address, host:port.")
+@click.option("--ca", envvar="TOKENVAULT_CA", help="CA certificate (PEM) that signed the vault's certificate.")
+@click.option("--cert", envvar="TOKENVAULT_CERT", help="Your client certificate (PEM); its CN is who you are.")
+@click.option("--key", envvar="TOKENVAULT_KEY", help="Your client certificate's private key (PEM).")
+@click.option("--server-name", envvar="TOKENVAULT_SERVER_NAME", help="Name to verify the vault's certificate for.")
+@click.option("--dsn", "analyst_dsn", envvar="TOKENVAULT_ANALYST_DSN", help="Read-only database for --query.")
+@click.option("--deadline", type=float, envvar="TOKENVAULT_DEADLINE", help="Seconds per vault call [default: 30].")
+@click.pass_context
+def cli(ctx: click.Context, /, **flags: Any) -> None:
+    """Reveal, erase and tokenize values in the token vault; the security team's key commands."""
+    ctx.obj = Context(flags)
+
+
+for command in (*vault_commands.COMMANDS, *admin_commands.COMMANDS):
+    cli.add_command(command)
+
+
+def main() -> None:
+    """Console script entry point."""
+    cli(prog_name="tokenvault")

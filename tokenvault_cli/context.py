@@ -1,0 +1,105 @@
+"""What every subcommand shares: resolved settings, a vault client, errors a person can act on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+import click
+
+from tokenvault_cli.settings import Settings, SettingsError, load_profile, resolve
+from tokenvault_client import (
+    ChunkLimits,
+    DeadlineExceeded,
+    RateLimited,
+    RetryPolicy,
+    Unavailable,
+    VaultClient,
+    VaultClientError,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Failure(click.ClickException):
+    """A refusal or failure, reported without a traceback; exit code 1."""
+
+    def show(self, file: Any = None) -> None:
+        """Print as `tokenvault: <message>` on stderr."""
+        click.echo(f"tokenvault: {self.format_message()}", err=True, file=file)
+
+
+class SettingsFailure(Failure):
+    """Settings are missing or unusable; exit code 2."""
+
+    exit_code = 2
+
+
+class Context:
+    """What the group's options gathered; settings are resolved on first use (so --help needs none)."""
+
+    def __init__(self, flags: dict[str, Any]) -> None:
+        self.flags = flags
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """The resolved settings; Failure(exit 2) naming what is wrong."""
+        if self._settings is None:
+            try:
+                profile = load_profile(self.flags.pop("profile_file", None), self.flags.pop("profile", None))
+                self._settings = resolve(self.flags, profile)
+            except SettingsError as error:
+                raise SettingsFailure(str(error)) from None
+        return self._settings
+
+    def client(
+        self, on_wait: Callable[[VaultClientError, float], None] | None = None, limits: ChunkLimits | None = None
+    ) -> VaultClient:
+        """A vault client as the configured identity."""
+        settings = self.settings
+        try:
+            identity = settings.identity()
+        except SettingsError as error:
+            raise SettingsFailure(str(error)) from None
+        assert settings.address is not None
+        return VaultClient.connect(
+            settings.address,
+            identity,
+            deadline=settings.deadline or 30.0,
+            retry=RetryPolicy(max_rate_limit_wait=3600.0),
+            on_wait=on_wait,
+            limits=limits,
+        )
+
+
+def explain(error: VaultClientError, settings: Settings) -> str:
+    """The error with what a person can do about it."""
+    text = str(error)
+    if isinstance(error, RateLimited):
+        if error.call_too_big:
+            return f"{text}; send fewer tokens per call (--batch-size)"
+        return f"{text}; retry in {error.retry_after:.1f} s"
+    if isinstance(error, Unavailable) and not error.hint:
+        where = settings.address or "the configured address"
+        return f"{text}; is the vault service running at {where}? (embedded stack: `make status`, `make up`)"
+    if isinstance(error, DeadlineExceeded):
+        return f"{text}; the vault did not answer in time: retry, or raise --deadline"
+    return text
+
+
+def vault_errors(command: F) -> F:
+    """Turn the client's typed errors into messages a person can act on (exit 1)."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except VaultClientError as error:
+            context = click.get_current_context().find_object(Context)
+            raise Failure(explain(error, context.settings) if context else str(error)) from None
+        except OSError as error:
+            raise SettingsFailure(str(error)) from None
+
+    return cast(F, wrapper)

@@ -1,0 +1,190 @@
+"""Where the command finds the vault and who it is: flags, environment, a profile, or the embedded stack.
+
+Each setting is taken from the first of: its flag, its `TOKENVAULT_*` environment variable
+(click reads both), the selected profile, the embedded stack (`--stack DIR --as ROLE`).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from devstack.envfile import read_env_file
+from tokenvault_client import ClientIdentity
+
+SECURITY_ROLE = "security"
+"""The security team: key commands, run with the vault service's own settings."""
+
+CLIENT_ROLES = ("analyst", "fraud-investigator", "privacy-officer", "etl-service")
+"""Client certificates the embedded stack issues (their CN is the identity in the vault's policy)."""
+
+ROLES = (*CLIENT_ROLES, SECURITY_ROLE)
+
+DEFAULT_PROFILE_FILE = Path("~/.config/tokenvault/profiles.toml")
+
+
+class SettingsError(Exception):
+    """A setting is missing or unusable; the message says how to provide it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a subcommand may need; None where nothing provided it."""
+
+    address: str | None = None
+    """The vault's gRPC address, host:port (--address, TOKENVAULT_ADDRESS)."""
+    ca: Path | None = None
+    """CA certificate that signed the vault's server certificate (--ca, TOKENVAULT_CA)."""
+    cert: Path | None = None
+    """Our client certificate (--cert, TOKENVAULT_CERT)."""
+    key: Path | None = None
+    """Its private key (--key, TOKENVAULT_KEY)."""
+    server_name: str | None = None
+    """Name to check the server certificate against (--server-name, TOKENVAULT_SERVER_NAME)."""
+    analyst_dsn: str | None = None
+    """Read-only database role for `reveal --query` (--dsn, TOKENVAULT_ANALYST_DSN)."""
+    deadline: float | None = None
+    """Seconds per vault call (--deadline, TOKENVAULT_DEADLINE; default 30)."""
+    role: str | None = None
+    """Who we act as on the embedded stack (--as, TOKENVAULT_AS)."""
+    stack_dir: Path | None = None
+    """The embedded stack's state directory (--stack, TOKENVAULT_STACK)."""
+    stack_env: Mapping[str, str] = field(default_factory=dict)
+    """The stack's stack.env, when --stack is given."""
+
+    def identity(self) -> ClientIdentity:
+        """The mTLS files; SettingsError naming each missing one and where to set it."""
+        missing = [
+            f"{name} ({flag} or {env})"
+            for name, flag, env, value in (
+                ("the vault's address", "--address", "TOKENVAULT_ADDRESS", self.address),
+                ("the CA certificate", "--ca", "TOKENVAULT_CA", self.ca),
+                ("a client certificate", "--cert", "TOKENVAULT_CERT", self.cert),
+                ("its key", "--key", "TOKENVAULT_KEY", self.key),
+            )
+            if not value
+        ]
+        if missing and self.stack_dir is not None and self.role is None:
+            raise SettingsError("with --stack, say who you act as: --as ROLE (one of " + ", ".join(CLIENT_ROLES) + ")")
+        if missing and self.role == SECURITY_ROLE:
+            raise SettingsError(
+                "the security role holds no client certificate; act as one of " + ", ".join(CLIENT_ROLES)
+            )
+        if missing:
+            raise SettingsError(
+                "missing " + ", ".join(missing) + "; or act as a client of the embedded stack with"
+                " `--stack .stack --as analyst` (roles: " + ", ".join(CLIENT_ROLES) + "), or select a profile"
+            )
+        assert self.ca and self.cert and self.key
+        for what, path in (("CA certificate", self.ca), ("client certificate", self.cert), ("client key", self.key)):
+            if not path.is_file():
+                raise SettingsError(f"the {what} {path} does not exist or is not a file")
+        return ClientIdentity(self.ca, self.cert, self.key, self.server_name)
+
+    def dsn(self) -> str:
+        """The read-only database connection string for queries."""
+        if not self.analyst_dsn:
+            raise SettingsError(
+                "no database for the query: pass --dsn or set TOKENVAULT_ANALYST_DSN (the analysts' read-only role),"
+                " or use --stack .stack"
+            )
+        return self.analyst_dsn
+
+
+def load_profile(path: Path | None, name: str | None) -> dict[str, str]:
+    """The `[name]` table of a TOML profile file (`[default]` when no name); {} when there is none."""
+    explicit = path is not None or name is not None
+    path = (path or DEFAULT_PROFILE_FILE).expanduser()
+    if not path.is_file():
+        if path != DEFAULT_PROFILE_FILE.expanduser() or name:
+            raise SettingsError(f"profile file {path} does not exist")
+        return {}
+    try:
+        profiles = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise SettingsError(f"cannot read profile file {path}: {error}") from None
+    table = profiles.get(name or "default")
+    if table is None:
+        if explicit and name:
+            raise SettingsError(f"no profile [{name}] in {path} (it has: {', '.join(profiles) or 'none'})")
+        return {}
+    if not isinstance(table, dict):
+        raise SettingsError(f"[{name}] in {path} is not a table")
+    known = {f.name for f in fields(Settings)} - {"stack_env"} | {"as", "stack"}
+    unknown = set(table) - known
+    if unknown:
+        raise SettingsError(f"unknown setting(s) in [{name or 'default'}] of {path}: {', '.join(sorted(unknown))}")
+    base = path.parent
+    resolved = {k: str(v) for k, v in table.items()}
+    for key in ("ca", "cert", "key", "stack", "stack_dir"):
+        if key in resolved:
+            resolved[key] = str((base / Path(resolved[key]).expanduser()).resolve())
+    return resolved
+
+
+def from_stack(stack_dir: Path, role: str | None) -> dict[str, str]:
+    """Settings of the embedded stack in `stack_dir` for `role`."""
+    env_file = stack_dir / "stack.env"
+    if not env_file.is_file():
+        raise SettingsError(f"no {env_file}: is the embedded stack up? Start it with `make up` (or `make run`)")
+    env = read_env_file(env_file)
+    values = {
+        "address": env.get("TOKENVAULT_GRPC_ADDRESS", ""),
+        "ca": env.get("TLS_CA_CERT", ""),
+        "server_name": "localhost",
+        "analyst_dsn": env.get("PG_ANALYST_DSN", ""),
+    }
+    if role in CLIENT_ROLES:
+        prefix = role.upper().replace("-", "_").replace("ETL_SERVICE", "ETL")
+        certs = Path(env.get("STACK_DIR", str(stack_dir))) / "certs"
+        values["cert"] = env.get(f"{prefix}_TLS_CERT") or str(certs / f"{role}.pem")
+        values["key"] = env.get(f"{prefix}_TLS_KEY") or str(certs / f"{role}-key.pem")
+    return {k: v for k, v in values.items() if v}
+
+
+def resolve(flags: Mapping[str, object], profile: Mapping[str, str]) -> Settings:
+    """Flags (and their environment variables) first, then the profile, then the stack."""
+
+    def pick(name: str, *aliases: str) -> str | None:
+        value = flags.get(name)
+        if value not in (None, ""):
+            return str(value)
+        for key in (name, *aliases):
+            if profile.get(key):
+                return profile[key]
+        return None
+
+    role = pick("role", "as")
+    if role is not None and role not in ROLES:
+        raise SettingsError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+    stack = pick("stack_dir", "stack")
+    stack_values = from_stack(Path(stack).expanduser().resolve(), role) if stack else {}
+    stack_env = read_env_file(Path(stack).expanduser().resolve() / "stack.env") if stack else {}
+
+    def setting(name: str) -> str | None:
+        return pick(name) or stack_values.get(name)
+
+    deadline = setting("deadline")
+    try:
+        deadline_seconds = float(deadline) if deadline else None
+    except ValueError:
+        raise SettingsError(f"deadline must be a number of seconds, got {deadline!r}") from None
+
+    def path(name: str) -> Path | None:
+        value = setting(name)
+        return Path(value).expanduser() if value else None
+
+    return Settings(
+        address=setting("address"),
+        ca=path("ca"),
+        cert=path("cert"),
+        key=path("key"),
+        server_name=setting("server_name"),
+        analyst_dsn=setting("analyst_dsn"),
+        deadline=deadline_seconds,
+        role=role,
+        stack_dir=Path(stack).expanduser().resolve() if stack else None,
+        stack_env=stack_env,
+    )

@@ -1,0 +1,186 @@
+"""Subcommands that call the vault as a client: reveal, erase, tokenize."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Sequence
+
+import click
+
+from tokenvault_cli.context import Context, Failure, SettingsFailure, vault_errors
+from tokenvault_cli.output import Format, write_rows
+from tokenvault_cli.progress import stderr, tracked
+from tokenvault_cli.query import QueryError, revealed_result, run_query, token_columns
+from tokenvault_cli.settings import SettingsError
+from tokenvault_client import ChunkLimits, ItemError, Revealed, TokenType
+
+PURPOSE_HELP = "Why: a ticket or case reference (never personal data). Written to the audit log."
+FORMAT_OPTION = click.option(
+    "--format",
+    "-o",
+    "fmt",
+    type=click.Choice([f.value for f in Format]),
+    default=Format.TABLE.value,
+    show_default=True,
+    help="Output format.",
+)
+
+
+def _from_stdin(items: Sequence[str]) -> list[str]:
+    """The items, with `-` replaced by the lines of standard input."""
+    if "-" not in items:
+        return list(items)
+    lines = [line.strip() for line in sys.stdin if line.strip()]
+    return [x for item in items for x in (lines if item == "-" else [item])]
+
+
+def _summarize_errors(outcomes: Sequence[object], what: str) -> int:
+    """Print a count per error code on stderr; the number of failed items."""
+    codes = Counter(o.code.name for o in outcomes if isinstance(o, ItemError))
+    if codes:
+        stderr.print(
+            f"{sum(codes.values())} of {len(outcomes)} {what}: " + ", ".join(f"{n} {c}" for c, n in codes.items())
+        )
+    return sum(codes.values())
+
+
+@click.command()
+@click.argument("tokens", nargs=-1)
+@click.option("--purpose", "-p", required=True, help=PURPOSE_HELP)
+@click.option("--query", "-q", help="SQL run as the analysts' read-only database role; its token columns are revealed.")
+@FORMAT_OPTION
+@click.option("--with-tokens", is_flag=True, help="With --query: keep each token column beside its values.")
+@click.option("--batch-size", type=click.IntRange(1, 10_000), default=1000, show_default=True, help="Tokens per call.")
+@click.option("--max-rows", type=click.IntRange(1), default=1_000_000, show_default=True, help="Refuse larger results.")
+@click.pass_obj
+@vault_errors
+def reveal(
+    ctx: Context,
+    tokens: tuple[str, ...],
+    purpose: str,
+    query: str | None,
+    fmt: str,
+    with_tokens: bool,
+    batch_size: int,
+    max_rows: int,
+) -> None:
+    """Reveal the values behind TOKENS (`-` reads them from stdin), or behind every token a --query returns.
+
+    Values are shown as your policy allows (plain or masked); every call is audited with the
+    purpose. Rate limits are waited out (a progress bar shows it on long runs).
+
+    \b
+    tokenvault --stack .stack --as analyst reveal ip_7qwKnwTSu2ecvWSU-DjgMw --purpose CASE-123
+    tokenvault --stack .stack --as analyst reveal --purpose CASE-123 -o csv --query "SELECT * FROM user_logins"
+    """  # noqa: D301 - \b keeps click from rewrapping the examples
+    if bool(tokens) == bool(query):
+        raise click.UsageError("give either TOKENS or --query")
+    if query:
+        _reveal_query(ctx, query, purpose, Format(fmt), with_tokens, batch_size, max_rows)
+        return
+    wanted = _from_stdin(tokens)
+    limits = ChunkLimits(max_items=batch_size)
+    with tracked("revealing", len(wanted), show_from=5000) as tracker, ctx.client(tracker.waiting, limits) as vault:
+        outcomes = vault.detokenize(wanted, purpose, tracker.done)
+    rows = [
+        (t, o.token_type.value if o.token_type else "", o, o.reveal.value)
+        if isinstance(o, Revealed)
+        else (t, "", None, str(o))
+        for t, o in zip(wanted, outcomes, strict=True)
+    ]
+    write_rows(["token", "type", "value", "reveal"], rows, Format(fmt))
+    if _summarize_errors(outcomes, "tokens revealed nothing"):
+        raise SystemExit(1)
+
+
+def _reveal_query(
+    ctx: Context, query: str, purpose: str, fmt: Format, with_tokens: bool, batch_size: int, max_rows: int
+) -> None:
+    try:
+        result = run_query(ctx.settings.dsn(), query, max_rows)
+    except QueryError as error:
+        raise Failure(str(error)) from None
+    except SettingsError as error:
+        raise SettingsFailure(str(error)) from None
+    columns = token_columns(result)
+    if not columns:
+        stderr.print("no token column in the result: nothing to reveal (nothing was sent to the vault)")
+        write_rows(result.columns, result.rows, fmt)
+        return
+    outcomes: list[object] = []
+
+    def reveal_all(tokens: list[str]) -> list[object]:
+        limits = ChunkLimits(max_items=batch_size)
+        with (
+            tracked(f"revealing {len(tokens)} tokens", len(tokens), show_from=2000) as tracker,
+            ctx.client(tracker.waiting, limits) as vault,
+        ):
+            outcomes.extend(vault.detokenize(tokens, purpose, tracker.done))
+        if tracker.waits:
+            stderr.print(f"waited {tracker.waited:.1f} s in {tracker.waits} pause(s) for the vault's rate limit")
+        return outcomes
+
+    revealed = revealed_result(result, columns, reveal_all, with_tokens)  # type: ignore[arg-type]
+    write_rows(revealed.columns, revealed.rows, fmt)
+    names = ", ".join(result.columns[i] for i in columns)
+    stderr.print(f"{len(result.rows)} row(s); revealed {len(outcomes)} distinct token(s) in column(s) {names}")
+    _summarize_errors(outcomes, "tokens revealed nothing")
+
+
+@click.command()
+@click.argument("tokens", nargs=-1, required=True)
+@click.option("--purpose", "-p", required=True, help="The erasure request's reference. " + PURPOSE_HELP)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed when not interactive).")
+@FORMAT_OPTION
+@click.pass_obj
+@vault_errors
+def erase(ctx: Context, tokens: tuple[str, ...], purpose: str, yes: bool, fmt: str) -> None:
+    """Destroy the values behind TOKENS for good (right to erasure; `-` reads tokens from stdin).
+
+    Needs the erase permission (the privacy officer). Detokenize answers NOT_FOUND from then on,
+    and the same value tokenized again gets a new token. Audited before and after.
+
+    \b
+    tokenvault --stack .stack --as privacy-officer erase ip_7qwKnwTSu2ecvWSU-DjgMw --purpose GDPR-118 --yes
+    """  # noqa: D301 - \b keeps click from rewrapping the example
+    wanted = _from_stdin(tokens)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("erasure cannot be undone: add --yes to confirm when not running interactively")
+        click.confirm(f"Erase the values behind {len(wanted)} token(s)? This cannot be undone", abort=True)
+    with ctx.client() as vault:
+        outcomes = vault.erase(wanted, purpose)
+    rows = [(t, "erased" if o is None else str(o)) for t, o in zip(wanted, outcomes, strict=True)]
+    write_rows(["token", "outcome"], rows, Format(fmt))
+    if _summarize_errors(outcomes, "tokens were not erased"):
+        raise SystemExit(1)
+
+
+@click.command()
+@click.argument("values", nargs=-1, required=True)
+@click.option(
+    "--type", "-t", "token_type", type=click.Choice([t.value for t in TokenType]), required=True, help="Kind of value."
+)
+@FORMAT_OPTION
+@click.pass_obj
+@vault_errors
+def tokenize(ctx: Context, values: tuple[str, ...], token_type: str, fmt: str) -> None:
+    """Print the token of each of VALUES (`-` reads them from stdin, which keeps them out of shell history).
+
+    Needs the tokenize permission (the ETL's identity). Equal values get equal tokens.
+
+    \b
+    echo 203.0.113.7 | tokenvault --stack .stack --as etl-service tokenize --type ip -
+    """  # noqa: D301 - \b keeps click from rewrapping the example
+    wanted = _from_stdin(values)
+    kind = TokenType(token_type)
+    with ctx.client() as vault:
+        outcomes = vault.tokenize([(kind, v) for v in wanted])
+    rows = [(n + 1, o if isinstance(o, str) else str(o)) for n, o in enumerate(outcomes)]
+    write_rows(["#", "token"], rows, Format(fmt))
+    if _summarize_errors(outcomes, "values got no token"):
+        raise SystemExit(1)
+
+
+COMMANDS = (reveal, erase, tokenize)
