@@ -69,6 +69,7 @@ def vault_service_env(env: dict[str, str]) -> dict[str, str]:
         "TOKENVAULT_TLS_CLIENT_CA": env["TLS_CA_CERT"],
         "TOKENVAULT_POLICY_FILE": str(POLICY_FILE),
         "TOKENVAULT_METRICS_PORT": env["STACK_VAULT_METRICS_PORT"],
+        "TOKENVAULT_AUDIT_CHECKPOINT_FILE": str(Path(env["STACK_DIR"]) / "audit" / "checkpoints.jsonl"),
     }
 
 
@@ -103,6 +104,9 @@ def start_components(
     logs, secrets_dir, certs_dir = state_dir / "logs", state_dir / "secrets", state_dir / "certs"
     secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     secrets_dir.chmod(0o711 if iso.users else 0o700)  # services reach their own file, list nothing
+    audit_dir = state_dir / "audit"  # the vault's exported audit checkpoints (not secret; its own to write)
+    audit_dir.mkdir(parents=True, exist_ok=True)
+    iso.give(audit_dir, "vault_service", 0o755)
     bao = start_openbao(logs / "openbao.log", state_dir / "openbao", iso.user("openbao"))
     state.pids["openbao"] = bao.pid
     transit = configure_transit(bao, secrets_dir, secret_id_uses)
