@@ -1,0 +1,149 @@
+"""Pure rules behind the insider guarantees: purposes, limits that fail closed, refusal
+throttling, tokenize metering, and the verification of a log against signed checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.unit.fakes import FakeAuditLog
+from vault_service.domain.audit import GENESIS_HASH, AuditEvent, AuditRecord, chain_hash_v2
+from vault_service.domain.checkpoints import ChainHead, Checkpoint, verify_log
+from vault_service.domain.errors import InvalidRequest, RateLimited, TooManyRequests
+from vault_service.domain.identity import Caller
+from vault_service.domain.policy import DEFAULT_LIMITS, parse_policy
+from vault_service.domain.purpose import check_purpose
+from vault_service.domain.rate_limit import RateLimit, RateLimiter
+from vault_service.service.metering import RefusalAuditor, TokenizeMeter
+
+
+@pytest.mark.parametrize(
+    "purpose", ["INC-4821", "GDPR-2026-0042", "fraud case 77 / ticket SEC-1290", "CASE-2026-000123"]
+)
+def test_case_references_are_good_purposes(purpose: str) -> None:
+    check_purpose(purpose)
+
+
+@pytest.mark.parametrize(
+    ("purpose", "why"),
+    [
+        ("re 203.0.113.7", "IP address"),
+        ("re 2001:db8::7", "IP address"),
+        ("link-local fe80::1%eth0 seen", "IP address"),
+        ("see ip_" + "A" * 22, "token"),
+        ("device 567-82-1945", "identifier-like"),
+        ("phone 4155550123", "identifier-like"),
+        ("mail jo@example.com", "e-mail"),
+        ("mac 00:1a:2b:3c:4d:5e", "IP address|hardware"),
+        ("", "required"),
+        ("x" * 513, "longer"),
+    ],
+)
+def test_purposes_carrying_personal_data_are_refused_saying_why(purpose: str, why: str) -> None:
+    with pytest.raises(InvalidRequest, match=why):
+        check_purpose(purpose)
+
+
+def test_a_client_without_limits_gets_the_policy_defaults_and_without_those_the_built_in_ones() -> None:
+    policy = parse_policy(
+        {
+            "defaults": {"limits": {"detokenize_per_second": 3, "detokenize_burst": 6}},
+            "clients": {"quiet": {"detokenize": {"ip": "plain"}}, "etl": {"tokenize": ["ip"]}},
+        }
+    )
+    assert policy.permissions("quiet").limits.detokenize == RateLimit(3, 6)
+    assert policy.permissions("etl").limits.new_tokens == DEFAULT_LIMITS.new_tokens
+    limiter = RateLimiter({}, RateLimit(1, 2), clock=lambda: 0.0)
+    limiter.take("anyone", 2)
+    with pytest.raises(RateLimited):
+        limiter.take("anyone", 1)  # not limited by its own entry: by the default
+
+
+def test_refusals_are_written_up_to_the_peer_rate_then_counted_and_refused() -> None:
+    audit = FakeAuditLog()
+    auditor = RefusalAuditor(audit, RateLimit(per_second=0.001, burst=3))
+    event = AuditEvent("stranger", "detokenize", "refused: Unauthenticated", 1)
+    for _ in range(3):
+        auditor.refused("peer-1", event)
+    with pytest.raises(TooManyRequests):
+        auditor.refused("peer-1", event)
+    auditor.refused("peer-2", event)  # another peer has its own allowance
+    assert len(audit.events) == 4
+    (summary,) = auditor.flush()
+    assert (summary.client, summary.item_count) == ("stranger", 1)
+    assert "throttled" in summary.outcome
+
+
+def test_tokenize_is_audited_in_aggregate_per_client() -> None:
+    seen: list[tuple[str, int, int]] = []
+    meter = TokenizeMeter(lambda client, values, new: seen.append((client, values, new)))
+    etl = Caller("etl-service", "a1", "ff")
+    meter.record(etl, 1000, 10)
+    meter.record(etl, 500, 0)
+    (event,) = meter.flush()
+    assert (event.client, event.item_count, event.outcome, event.client_serial) == (
+        "etl-service",
+        1500,
+        "ok: 1500 values, 10 new tokens",
+        "a1",
+    )
+    assert meter.flush() == []
+    assert seen == [("etl-service", 1000, 10), ("etl-service", 500, 0)]
+
+
+def _log(count: int) -> list[AuditRecord]:
+    records, prev = [], GENESIS_HASH
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    for i in range(1, count + 1):
+        event = AuditEvent("analyst", "detokenize", "ok", 1, f"CASE-{i}", "ip", revealed=(bytes([i]) * 16,))
+        at = start + timedelta(seconds=i)
+        row_hash = chain_hash_v2(prev, i, at, event)
+        records.append(AuditRecord(i, at, event, prev, row_hash))
+        prev = row_hash
+    return records
+
+
+def _sign(message: bytes) -> str:
+    return "sig:" + message.hex()
+
+
+def _valid(message: bytes, signature: str) -> bool:
+    return signature == _sign(message)
+
+
+def _checkpoint(records: list[AuditRecord], upto: int) -> Checkpoint:
+    head = ChainHead(upto, records[upto - 1].row_hash, upto, records[upto - 1].at)
+    return Checkpoint(head, "k", _sign(head.message()))
+
+
+def test_a_log_matching_its_checkpoints_and_exported_copy_verifies() -> None:
+    records = _log(6)
+    checkpoints = [_checkpoint(records, 3), _checkpoint(records, 6)]
+    assert verify_log(records, checkpoints, checkpoints[-1], _valid) is None
+
+
+def test_a_recomputed_rewrite_is_caught_at_the_first_row_after_the_last_good_checkpoint() -> None:
+    records = _log(6)
+    checkpoints = [_checkpoint(records, 3), _checkpoint(records, 6)]
+    forged, prev = records[:4], records[3].row_hash
+    for r in records[4:]:  # row 5 rewritten, every later hash recomputed
+        event = dataclasses.replace(r.event, purpose="nothing") if r.record_id == 5 else r.event
+        row_hash = chain_hash_v2(prev, r.record_id, r.at, event)
+        forged.append(AuditRecord(r.record_id, r.at, event, prev, row_hash))
+        prev = row_hash
+    finding = verify_log(forged, checkpoints, checkpoints[-1], _valid)
+    assert finding is not None and finding.first_row == 4
+    assert "signed checkpoint" in finding.reason
+
+
+def test_a_bad_signature_a_backdated_row_and_a_lost_exported_checkpoint_are_each_caught() -> None:
+    records = _log(4)
+    good = _checkpoint(records, 4)
+    bad = dataclasses.replace(good, signature="sig:00")
+    assert verify_log(records, [bad], None, _valid) is not None
+    backdated = [*records[:3], dataclasses.replace(records[3], at=records[0].at)]
+    assert verify_log(backdated, [], None, _valid) is not None
+    finding = verify_log(records[:2], [_checkpoint(records, 2)], good, _valid)
+    assert finding is not None and "no longer has" in finding.reason
