@@ -11,6 +11,7 @@ TOKENVAULT_* settings are (`kubectl exec`, `docker compose exec vault-service`).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
@@ -119,11 +120,32 @@ def audit() -> None:
     """The audit log: verify its hash chain; who saw a token."""
 
 
+EXPORTED = click.option(
+    "--exported",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The checkpoints exported outside Postgres [default: TOKENVAULT_AUDIT_CHECKPOINT_FILE].",
+)
+
+
 @audit.command()
+@EXPORTED
 @click.pass_obj
-def verify(ctx: Context) -> None:
-    """Verify the audit log's hash chain; exit 1 naming the first tampered record."""
-    run_admin(ctx, "audit-verify")
+def verify(ctx: Context, exported: Path | None) -> None:
+    """Verify the chain, its signed checkpoints and the exported copy; exit 1 naming the first row concerned."""
+    run_admin(ctx, "audit-verify", *(["--exported", str(exported)] if exported else []))
+
+
+@audit.command("who-saw")
+@click.argument("token")
+@EXPORTED
+@click.pass_obj
+def who_saw(ctx: Context, token: str, exported: Path | None) -> None:
+    """Which clients revealed TOKEN, when and why (the log is verified first; exit 1 if it does not verify).
+
+    For a value, tokenize it first (as the ETL would) and ask about its token.
+    """
+    run_admin(ctx, "who-saw", token, *(["--exported", str(exported)] if exported else []))
 
 
 COMMANDS = (status, rewrap, rotate_encryption_key, reencrypt, rotate_fingerprint_key, reindex, audit)

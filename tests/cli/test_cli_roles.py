@@ -41,7 +41,7 @@ def test_every_subcommand_has_help() -> None:
 
     paths = walk(cli, [])
     assert {"reveal", "erase", "tokenize", "status", "rewrap", "reencrypt", "reindex"} <= {p[-1] for p in paths if p}
-    assert ["audit", "verify"] in paths
+    assert ["audit", "verify"] in paths and ["audit", "who-saw"] in paths
     for path in paths:
         result = runner.invoke(cli, [*path, "--help"])
         assert result.exit_code == 0 and result.output.startswith("Usage: "), path
@@ -159,3 +159,15 @@ def test_missing_settings_say_how_to_provide_them(cli_stack: CliStack, tmp_path:
     assert no_stack.returncode == 2 and "make up" in no_stack.stderr
     no_role = cli_stack.run("--stack", str(cli_stack.state_dir), "reveal", "ip_" + "A" * 22, "-p", "X-4")
     assert no_role.returncode == 2 and "--as" in no_role.stderr
+
+
+def test_the_security_team_sees_who_revealed_a_token(cli_stack: CliStack) -> None:
+    watched, unseen = tokenize(cli_stack, "ip", fresh_ip(), fresh_ip())
+    assert cli_stack.as_("analyst", "reveal", watched, "--purpose", "CASE-301").returncode == 0
+    assert cli_stack.as_("fraud-investigator", "reveal", watched, unseen, "-p", "CASE-302").returncode == 0
+    saw = cli_stack.as_("security", "audit", "who-saw", watched)
+    assert saw.returncode == 0, saw.stderr
+    assert "2 reveal(s) of this token" in saw.stdout
+    assert "analyst" in saw.stdout and "CASE-301" in saw.stdout and "fraud-investigator" in saw.stdout
+    nobody = cli_stack.as_("security", "audit", "who-saw", tokenize(cli_stack, "ip", fresh_ip())[0])
+    assert nobody.returncode == 0 and "0 reveal(s) of this token" in nobody.stdout
