@@ -24,7 +24,7 @@ from rich.table import Table
 from devstack.events import OutgoingEvent, events_from_file, generate_events, send_events
 from devstack.procs import StackError
 from devstack.sqs import sqs_client
-from devstack.stack import state_dir_from_env, up
+from devstack.stack import REPO, state_dir_from_env, up
 from tokenvault_client import ClientIdentity, ItemError, VaultClient, VaultClientError
 
 console = Console()
@@ -119,6 +119,12 @@ def _reveal_one(env: dict[str, str], token: str) -> None:
     console.print(
         f"  analyst (mTLS client cert CN=analyst) Detokenize {token} -> "
         f"[bold]{result.value}[/] ({result.reveal.value}); audited in vault.audit_log"
+    )
+    stack = Path(env["STACK_DIR"])
+    shown = ".stack" if stack == REPO / ".stack" else str(stack)
+    console.print(
+        f"  the same with the command line: tokenvault --stack {shown} --as analyst reveal {token} --purpose CASE-123",
+        soft_wrap=True,
     )
 
 
