@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import grpc
 import hvac
 import hvac.exceptions
 import psycopg
@@ -20,13 +19,13 @@ import pytest
 
 from devstack.stack import vault_service_env
 from tests.conftest import RunningVault, running_vault, vault_config
-from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+from tokenvault_client import NO_RETRY, Revealed, TokenType, VaultClient, VaultClientError
 from vault_service.bootstrap import Bootstrapped
 from vault_service.bootstrap import bootstrap as vault_bootstrap
 from vault_service.domain.errors import KeysUnavailable
 
-IP, DEVICE = vault_pb2.TOKEN_TYPE_IP, vault_pb2.TOKEN_TYPE_DEVICE_ID
-StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
+IP = TokenType.IP
+ClientFor = Callable[..., VaultClient]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -34,15 +33,14 @@ def ip(n: int, prefix: int = 172) -> str:
     return f"{prefix}.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}"
 
 
-def tokenize(stub: vault_pb2_grpc.TokenVaultStub, values: list[tuple[vault_pb2.TokenType.ValueType, str]]) -> list[str]:
-    tokens: list[str] = []
-    for start in range(0, len(values), 5000):
-        chunk = values[start : start + 5000]
-        request = vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=t, value=v) for t, v in chunk])
-        results = stub.Tokenize(request, timeout=30).results
-        assert all(r.WhichOneof("result") == "token" for r in results)
-        tokens += [r.token for r in results]
-    return tokens
+def tokenize(client: VaultClient, values: list[tuple[TokenType, str]]) -> list[str]:
+    tokens = client.tokenize(values)
+    assert all(isinstance(t, str) for t in tokens)
+    return [str(t) for t in tokens]
+
+
+def revealed(client: VaultClient, tokens: list[str], purpose: str) -> list[str | None]:
+    return [r.value if isinstance(r, Revealed) else None for r in client.detokenize(tokens, purpose)]
 
 
 @pytest.fixture
@@ -62,9 +60,8 @@ def security_client(env: dict[str, str]) -> hvac.Client:
 class Load:
     """Threads that tokenize known and new values and detokenize known tokens until stopped."""
 
-    def __init__(
-        self, stubs: list[vault_pb2_grpc.TokenVaultStub], analyst: vault_pb2_grpc.TokenVaultStub, known: dict[str, str]
-    ) -> None:
+    def __init__(self, stubs: list[VaultClient], analyst: VaultClient, known: dict[str, str]) -> None:
+        """Clients without retries: a call that fails must show up as a failure, not be retried away."""
         self.stubs, self.analyst, self.known = stubs, analyst, known
         self.failures: list[str] = []
         self.new_tokens: dict[str, set[str]] = {}
@@ -92,8 +89,8 @@ class Load:
             new = [ip(index * 1_000_000 + n * 50 + k, prefix=173) for k in range(50)]
             try:
                 tokens = tokenize(self.stubs[index], [(IP, v) for v, _ in batch_known] + [(IP, v) for v in new])
-            except grpc.RpcError as error:
-                self.failures.append(f"tokenize: {error.code().name} {error.details()}")
+            except VaultClientError as error:
+                self.failures.append(f"tokenize: {error}")
                 continue
             self.calls += 1
             for (_, expected), got in zip(batch_known, tokens, strict=False):
@@ -109,31 +106,32 @@ class Load:
             n += 1
             sample = known[(n * 53) % len(known) :][:40]
             try:
-                results = self.analyst.Detokenize(
-                    vault_pb2.DetokenizeRequest(tokens=[t for _, t in sample], purpose="rotation load"), timeout=30
-                ).results
-            except grpc.RpcError as error:
-                self.failures.append(f"detokenize: {error.code().name} {error.details()}")
+                results = revealed(self.analyst, [t for _, t in sample], "rotation load")
+            except VaultClientError as error:
+                self.failures.append(f"detokenize: {error}")
                 continue
             self.calls += 1
             for (value, _), result in zip(sample, results, strict=True):
-                if result.value.value != value:
-                    self.failures.append(f"detokenize gave a wrong value or error {result.error.code}")
+                if result != value:
+                    self.failures.append("detokenize gave a wrong value or an error")
             time.sleep(0.25)  # stay under the analyst's 200 values/s limit
 
 
 def test_every_rotation_under_load_changes_no_token_and_fails_no_call(
-    stack_env: dict[str, str], vault: RunningVault, stub_for: StubFor, admin: Bootstrapped
+    stack_env: dict[str, str], vault: RunningVault, client_for: ClientFor, admin: Bootstrapped
 ) -> None:
     values = [ip(n) for n in range(3000)]
-    known = dict(zip(values, tokenize(stub_for("etl-service"), [(IP, v) for v in values]), strict=True))
+    known = dict(zip(values, tokenize(client_for("etl-service"), [(IP, v) for v in values]), strict=True))
     rotation = admin.rotation("admin:test")
     security = security_client(stack_env)
     old_wrapped = {k.key_id: k.wrapped_key for k in admin.key_store.load_keys()}
 
     with running_vault(stack_env, TOKENVAULT_KEY_CHECK_SECONDS="1") as replica:
-        stubs = [stub_for("etl-service"), stub_for("etl-service", replica.address)]
-        with Load(stubs, stub_for("analyst"), known) as load:
+        stubs = [
+            client_for("etl-service", retry=NO_RETRY),
+            client_for("etl-service", replica.address, retry=NO_RETRY),
+        ]
+        with Load(stubs, client_for("analyst", retry=NO_RETRY), known) as load:
             time.sleep(0.5)
             # 1. KEK rotated in Vault by the security team, picked up by the replica without restart.
             security.secrets.transit.rotate_key(name="tokenvault")
@@ -157,9 +155,9 @@ def test_every_rotation_under_load_changes_no_token_and_fails_no_call(
     assert status.rows_to_reencrypt == 0 and status.rows_to_reindex == 0
     assert {k.key_id: k.state for k in status.keys}[new_dek] == "active"
     assert all(len(tokens) == 1 for tokens in load.new_tokens.values()), "a new value got two tokens"
-    assert tokenize(stub_for("etl-service"), [(IP, v) for v in values]) == [known[v] for v in values]
+    assert tokenize(client_for("etl-service"), [(IP, v) for v in values]) == [known[v] for v in values]
     new_values = list(load.new_tokens)
-    again = tokenize(stub_for("etl-service"), [(IP, v) for v in new_values])
+    again = tokenize(client_for("etl-service"), [(IP, v) for v in new_values])
     assert again == [next(iter(load.new_tokens[v])) for v in new_values]
 
     # 4. Every live key is wrapped by the newest KEK version: old versions can be retired.
@@ -171,15 +169,8 @@ def test_every_rotation_under_load_changes_no_token_and_fails_no_call(
     with pytest.raises(KeysUnavailable, match="Vault refused to unwrap"):
         admin.wrapper.unwrap(old)  # a key wrapped before the rotation no longer opens
     with running_vault(stack_env) as restarted:  # a fresh start unwraps everything with the new version only
-        results = (
-            stub_for("fraud-investigator", restarted.address)
-            .Detokenize(
-                vault_pb2.DetokenizeRequest(tokens=[known[v] for v in values[:50]], purpose="after rotation"),
-                timeout=10,
-            )
-            .results
-        )
-        assert [r.value.value for r in results] == values[:50]
+        investigator = client_for("fraud-investigator", restarted.address)
+        assert revealed(investigator, [known[v] for v in values[:50]], "after rotation") == values[:50]
     with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
         actions = [
             r[0] for r in conn.execute("SELECT action FROM vault.audit_log WHERE client = 'admin:test'").fetchall()
@@ -203,10 +194,10 @@ def _admin(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
 
 
 def test_a_killed_reencryption_job_resumes_where_it_stopped(
-    stack_env: dict[str, str], stub_for: StubFor, admin: Bootstrapped
+    stack_env: dict[str, str], client_for: ClientFor, admin: Bootstrapped
 ) -> None:
     values = [ip(n, prefix=174) for n in range(6000)]
-    tokens = tokenize(stub_for("etl-service"), [(IP, v) for v in values])
+    tokens = tokenize(client_for("etl-service"), [(IP, v) for v in values])
     new_dek = admin.rotation("admin:test-kill").rotate_encryption_key("CHG-3")
 
     def under_new_dek() -> int:
@@ -230,11 +221,5 @@ def test_a_killed_reencryption_job_resumes_where_it_stopped(
     assert resumed.returncode == 0, err
     assert "re-encrypted" in out
     assert admin.rotation("admin:test-kill").status().rows_to_reencrypt == 0
-    results = (
-        stub_for("fraud-investigator")
-        .Detokenize(
-            vault_pb2.DetokenizeRequest(tokens=tokens[:100] + tokens[-100:], purpose="after resume"), timeout=10
-        )
-        .results
-    )
-    assert [r.value.value for r in results] == values[:100] + values[-100:]
+    investigator = client_for("fraud-investigator")
+    assert revealed(investigator, tokens[:100] + tokens[-100:], "after resume") == values[:100] + values[-100:]

@@ -25,12 +25,11 @@ from psycopg.conninfo import make_conninfo
 
 from devstack.openbao import OpenBao, TransitSetup, configure_transit, start_openbao
 from devstack.stack import vault_service_env
-from tests.conftest import client_channel, running_vault
-from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+from tests.conftest import client_channel, running_vault, stack_identity
+from tokenvault_client import NO_RETRY, Revealed, TokenType, VaultClient
 from tokenvault_common.migrations import migrate
 
 REPO = Path(__file__).resolve().parents[2]
-IP = vault_pb2.TOKEN_TYPE_IP
 
 
 @dataclass
@@ -138,11 +137,10 @@ def test_vault_outage_after_start_keeps_tokenization_going_and_shows_in_health(
     serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
     with running_vault(stack_env, **private.overrides) as vault:
         channel = client_channel(stack_env, vault.address, "etl-service")
-        etl = vault_pb2_grpc.TokenVaultStub(channel)
+        etl = VaultClient(channel, retry=NO_RETRY, deadline=10)  # no retry: a refused call must show
 
         def tokenize(*values: str) -> list[str]:
-            request = vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=IP, value=v) for v in values])
-            return [r.token for r in etl.Tokenize(request, timeout=10).results]
+            return [str(t) for t in etl.tokenize([(TokenType.IP, v) for v in values])]
 
         before = tokenize("192.0.2.1", "192.0.2.2")
         assert _health(channel, "tokenvault.dependency.vault") == serving
@@ -156,7 +154,7 @@ def test_vault_outage_after_start_keeps_tokenization_going_and_shows_in_health(
         assert _health(channel, "") == serving  # degraded, still serving
         assert _health(channel, "tokenvault.v1.TokenVault") == serving
         assert tokenize("192.0.2.1", "192.0.2.2", "192.0.2.3")[:2] == before  # known and new values
-        analyst = vault_pb2_grpc.TokenVaultStub(client_channel(stack_env, vault.address, "analyst"))
-        revealed = analyst.Detokenize(vault_pb2.DetokenizeRequest(tokens=before, purpose="outage"), timeout=10)
-        assert [r.value.value for r in revealed.results] == ["192.0.2.1", "192.0.2.2"]
+        with VaultClient.connect(vault.address, stack_identity(stack_env, "analyst"), retry=NO_RETRY) as analyst:
+            revealed = analyst.detokenize(before, purpose="outage")
+        assert [r.value for r in revealed if isinstance(r, Revealed)] == ["192.0.2.1", "192.0.2.2"]
         channel.close()
