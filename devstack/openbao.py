@@ -156,3 +156,41 @@ def configure_transit(bao: OpenBao, secrets_dir: Path, secret_id_uses: int = SEC
         security_token_file=_private_file(secrets_dir / "vault-security-token", security["auth"]["client_token"]),
         root_token_file=_private_file(secrets_dir / "vault-root-token", bao.root_token),
     )
+
+
+DEAD_LETTER_KEY = "tokenvault-dead-letters"
+ETL_ROLE = "tokenvault-etl"
+
+
+@dataclass(frozen=True)
+class DeadLetterSetup:
+    """What configure_dead_letters made: the ETL's AppRole and the DLQ operator's token."""
+
+    role_id: str
+    secret_id_file: Path
+    operator_token_file: Path
+
+
+def configure_dead_letters(bao: OpenBao, secrets_dir: Path) -> DeadLetterSetup:
+    """The dead-letter sealing key, the ETL's AppRole (encrypt only) and an operator token (decrypt only).
+
+    Requires configure_transit first (the Transit engine and the AppRole auth method).
+    """
+    client = hvac.Client(url=bao.address, token=bao.root_token)
+    client.secrets.transit.create_key(name=DEAD_LETTER_KEY, key_type="aes256-gcm96")
+    for policy in ("tokenvault-etl", "tokenvault-dlq-operator"):
+        client.sys.create_or_update_policy(policy, (POLICY_DIR / f"{policy}.hcl").read_text())
+    # The ETL logs in at each start (a crash loop logs in often): the secret id has no use
+    # limit, but expires with the others (30 days); its token lives an hour, renewed by logging in.
+    limits = {"token_ttl": "1h", "token_max_ttl": "24h", "secret_id_ttl": "720h"}  # TTLs, not passwords
+    client.auth.approle.create_or_update_approle(ETL_ROLE, token_policies=["tokenvault-etl"], **limits)
+    role_id = client.auth.approle.read_role_id(ETL_ROLE)["data"]["role_id"]
+    secret_id = client.auth.approle.generate_secret_id(ETL_ROLE)["data"]["secret_id"]
+    operator = client.auth.token.create(
+        policies=["tokenvault-dlq-operator"], ttl="720h", renewable=True, display_name="dlq-operator"
+    )
+    return DeadLetterSetup(
+        role_id=role_id,
+        secret_id_file=_private_file(secrets_dir / "etl-vault-secret-id", secret_id),
+        operator_token_file=_private_file(secrets_dir / "vault-dlq-operator-token", operator["auth"]["client_token"]),
+    )

@@ -20,7 +20,7 @@ from pathlib import Path
 from devstack import certs
 from devstack.envfile import read_env_file, write_env_file
 from devstack.isolation import isolation
-from devstack.openbao import KEK_NAME, SECRET_ID_USES, configure_transit, start_openbao
+from devstack.openbao import KEK_NAME, SECRET_ID_USES, configure_dead_letters, configure_transit, start_openbao
 from devstack.postgres import pg_ctl, remove_cluster, start_postgres
 from devstack.procs import StackError, alive, free_port, stop_pid
 from devstack.services import start_etl_service, start_vault_service
@@ -88,6 +88,18 @@ def etl_service_env(env: dict[str, str]) -> dict[str, str]:
         "ETL_METRICS_PORT": env["STACK_ETL_METRICS_PORT"],
         "ETL_MAX_BATCH_AGE_SECONDS": "0.5",
         **DEV_CREDENTIALS,
+        **_sealing_env(env),
+    }
+
+
+def _sealing_env(env: dict[str, str]) -> dict[str, str]:
+    """The ETL's dead-letter sealing settings (absent from stacks started before sealing existed)."""
+    if "DLQ_SEAL_ROLE_ID" not in env:
+        return {}
+    return {
+        "ETL_DLQ_SEAL_VAULT_ADDR": env["VAULT_ADDR"],
+        "ETL_DLQ_SEAL_ROLE_ID": env["DLQ_SEAL_ROLE_ID"],
+        "ETL_DLQ_SEAL_SECRET_ID_FILE": env["DLQ_SEAL_SECRET_ID_FILE"],
     }
 
 
@@ -111,6 +123,8 @@ def start_components(
     state.pids["openbao"] = bao.pid
     transit = configure_transit(bao, secrets_dir, secret_id_uses)
     iso.give(transit.secret_id_file, "vault_service", 0o400)
+    dead_letters = configure_dead_letters(bao, secrets_dir)
+    iso.give(dead_letters.secret_id_file, "etl_service", 0o400)
     sqs = start_sqs(logs / "ministack.log", user=iso.user("ministack"), home=iso.home(state_dir, "ministack"))
     state.pids["ministack"] = sqs.pid
     pg = start_postgres(state_dir)
@@ -138,6 +152,9 @@ def start_components(
         "VAULT_APPROLE_ROLE_ID": transit.role_id,
         "VAULT_APPROLE_SECRET_ID_FILE": str(transit.secret_id_file),
         "VAULT_KEK_NAME": KEK_NAME,
+        "DLQ_SEAL_ROLE_ID": dead_letters.role_id,
+        "DLQ_SEAL_SECRET_ID_FILE": str(dead_letters.secret_id_file),
+        "DLQ_OPERATOR_TOKEN_FILE": str(dead_letters.operator_token_file),
         "PG_PORT": str(pg.port),
         "PG_ADMIN_DSN": pg.admin_dsn,
         "PG_VAULT_DSN": pg.vault_dsn,

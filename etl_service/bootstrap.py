@@ -10,6 +10,7 @@ from psycopg_pool import ConnectionPool
 
 from etl_service.adapters.postgres import PostgresLoginStore
 from etl_service.adapters.sqs import SqsQueue, make_sqs_client
+from etl_service.adapters.transit_sealer import TransitSealer
 from etl_service.adapters.vault_client import GrpcTokenizer
 from etl_service.config import EtlConfig
 from etl_service.errors import EtlError, Misconfigured
@@ -18,6 +19,7 @@ from etl_service.service.consumer import Consumer, ConsumerSettings, ledger_for
 from etl_service.service.gate import DependencyGate
 from etl_service.service.outcomes import ConsumerObserver, NoObserver
 from etl_service.service.ports import Queue
+from etl_service.service.sealing import DiscardBodies
 from tokenvault_common.grpc_tls import secure_channel
 from tokenvault_common.pg_pool import check_connection_cheaply
 
@@ -35,6 +37,7 @@ class Wired:
     channel: grpc.Channel
 
     database_dsn: str = ""
+    sealer: TransitSealer | DiscardBodies | None = None
 
     def close(self) -> None:
         """Release connections (bounded: a hung database does not hold the exit)."""
@@ -56,6 +59,8 @@ class Wired:
             ("Postgres", database),
             ("vault service", self.tokenizer.check_access),
         )
+        if isinstance(self.sealer, TransitSealer):
+            checks += (("OpenBao (dead-letter sealing)", self.sealer.check_access),)
         for name, check in checks:
             try:
                 check()
@@ -102,8 +107,9 @@ def bootstrap(
     )
     pool.open(wait=False)
     tokenizer, store = GrpcTokenizer(channel), PostgresLoginStore(pool)
+    sealer = _sealer(config)
     processor = BatchProcessor(
-        queue, tokenizer, store, config.device_types, config.max_body_bytes, max_receive_count=max_receive_count
+        queue, tokenizer, store, config.device_types, config.max_body_bytes, sealer, max_receive_count
     )
     settings = ConsumerSettings(
         batch_size=config.batch_size,
@@ -122,7 +128,16 @@ def bootstrap(
 
     gate = DependencyGate(probe, observer)
     consumer = Consumer(queue, processor, settings, gate, ledger_for(settings), observer)
-    return Wired(consumer, queue, processor, tokenizer, store, pool, channel, config.database_dsn)
+    return Wired(consumer, queue, processor, tokenizer, store, pool, channel, config.database_dsn, sealer)
+
+
+def _sealer(config: EtlConfig) -> TransitSealer | DiscardBodies:
+    """Transit when configured; otherwise dead letters keep no body at all (never one in clear)."""
+    if config.dlq_seal_vault_addr and config.dlq_seal_role_id and config.dlq_seal_secret_id_file:
+        return TransitSealer(
+            config.dlq_seal_vault_addr, config.dlq_seal_role_id, config.dlq_seal_secret_id_file, config.dlq_seal_key
+        )
+    return DiscardBodies()
 
 
 def _hint(error: EtlError) -> str:

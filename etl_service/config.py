@@ -66,6 +66,16 @@ class EtlConfig:
     """Larger bodies are quarantined (ETL_MAX_BODY_BYTES, default 16384)."""
     device_types: frozenset[str]
     """Accepted device_type values, comma-separated (ETL_DEVICE_TYPES, default android,ios)."""
+    dlq_seal_vault_addr: str | None
+    """OpenBao/Vault that seals dead-letter bodies with Transit (ETL_DLQ_SEAL_VAULT_ADDR); unset: the
+    DLQ keeps no body at all, only the reason and metadata."""
+    dlq_seal_role_id: str | None
+    """The ETL's own AppRole, allowed only to encrypt with the dead-letter key (ETL_DLQ_SEAL_ROLE_ID;
+    required with ETL_DLQ_SEAL_VAULT_ADDR)."""
+    dlq_seal_secret_id_file: Path | None
+    """File holding that AppRole's secret id (ETL_DLQ_SEAL_SECRET_ID_FILE; required with the address)."""
+    dlq_seal_key: str
+    """Transit key that seals dead-letter bodies (ETL_DLQ_SEAL_KEY, default tokenvault-dead-letters)."""
     metrics_port: int
     """Prometheus metrics port; 0 disables (ETL_METRICS_PORT)."""
     metrics_address: str
@@ -79,6 +89,7 @@ class EtlConfig:
         read = EnvReader(env)
         queue_url = read.text("ETL_QUEUE_URL")
         batch_size = read.integer("ETL_BATCH_SIZE", 100, 1, 1000)
+        seal_addr = read.optional("ETL_DLQ_SEAL_VAULT_ADDR")
         config = cls(
             queue_url=queue_url,
             dlq_url=read.text("ETL_DLQ_URL", f"{queue_url}-dlq"),
@@ -104,6 +115,10 @@ class EtlConfig:
             device_types=frozenset(
                 t.strip().lower() for t in read.text("ETL_DEVICE_TYPES", "android,ios").split(",") if t.strip()
             ),
+            dlq_seal_vault_addr=seal_addr,
+            dlq_seal_role_id=read.text("ETL_DLQ_SEAL_ROLE_ID") if seal_addr else None,
+            dlq_seal_secret_id_file=read.existing_file("ETL_DLQ_SEAL_SECRET_ID_FILE") if seal_addr else None,
+            dlq_seal_key=read.text("ETL_DLQ_SEAL_KEY", "tokenvault-dead-letters"),
             metrics_port=read.integer("ETL_METRICS_PORT", 0, 0, 65535),
             metrics_address=read.text("ETL_METRICS_ADDRESS", "127.0.0.1"),
             log_level=read.text("ETL_LOG_LEVEL", "INFO"),

@@ -17,6 +17,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from etl_service.bootstrap import bootstrap
 from etl_service.config import EtlConfig, settings_help
+from etl_service.entrypoints import dead_letters
 from etl_service.entrypoints.metrics import MetricsObserver, mark_dependencies_up
 from etl_service.errors import Misconfigured
 from etl_service.service.outcomes import BatchOutcome, ConsumerObserver, FanOut, NoObserver, RunSummary
@@ -76,11 +77,14 @@ EXIT_CODES = """exit status:
   3  drain finished but messages were left unprocessed because of an error (see the log)"""
 
 
+DEAD_LETTERS = """operators: python -m etl_service dead-letters list|show|resend|redrive  (--help for each)"""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="etl_service",
         description="SQS login events -> user_logins (ip and device_id tokenized by the vault service)",
-        epilog=f"{settings_help()}\n\n{EXIT_CODES}",
+        epilog=f"{settings_help()}\n\n{EXIT_CODES}\n\n{DEAD_LETTERS}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -93,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, check every dependency, consume; SIGTERM/SIGINT stop within the grace period."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["dead-letters"]:
+        return dead_letters.main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         config = EtlConfig.from_env(os.environ)

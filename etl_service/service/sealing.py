@@ -41,7 +41,7 @@ def read_dead_letter_body(text: str) -> dict[str, str | None] | None:
 class DiscardBodies:
     """A BodySealer that keeps no body at all (used when no sealing key is configured)."""
 
-    key_name = None
+    key_name: str | None = None
 
     def seal(self, bodies: Sequence[str]) -> list[str]:
         """An envelope without the body, for each."""

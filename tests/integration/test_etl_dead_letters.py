@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
+import hvac
 import psycopg
 
 from devstack.events import OutgoingEvent, generate_events, send_events
 from devstack.sqs import sqs_client
-from tests.conftest import RunningVault, etl_harness
+from tests.conftest import RunningVault, etl_consumer, etl_harness, etl_harness_env
 from tests.malformed_samples import GOOD, body
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def all_dead_letters(endpoint: str, dlq_url: str) -> list[dict[str, Any]]:
@@ -22,6 +30,8 @@ def all_dead_letters(endpoint: str, dlq_url: str) -> list[dict[str, Any]]:
         QueueUrl=dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=60
     ).get("Messages", []):
         found += [dict(m) for m in batch]
+    for message in found:  # visible again, for the next reader
+        sqs.change_message_visibility(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
     return found
 
 
@@ -78,3 +88,75 @@ def test_a_long_event_id_deep_nesting_and_a_huge_integer_are_quarantined_with_re
     dead = all_dead_letters(stack_env["SQS_ENDPOINT_URL"], etl.dlq_url)
     assert sorted(m["MessageAttributes"]["reason"]["StringValue"] for m in dead) == sorted(reasons.values())
     assert not [m for m in dead if GOOD["ip"] in m["Body"] or GOOD["device_id"] in m["Body"]]
+
+
+def operator(env: dict[str, str], *args: str, token: str = "") -> subprocess.CompletedProcess[str]:
+    """`python -m etl_service dead-letters ...` as an operator would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "etl_service", "dead-letters", *args],
+        env={**os.environ, **env, "VAULT_TOKEN": token},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_an_operator_lists_dead_letters_opens_one_audited_and_resends_it_fixed(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    broken = {k: v for k, v in {**GOOD, "user_id": f"fixme-{tag}"}.items() if k != "app_version"}
+    too_large = body(user_id=f"large-{tag}", padding="x" * 20_000)
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    env = etl_harness_env(stack_env, vault.address)
+    with etl_consumer(env) as etl:
+        assert etl.wired.sealer is not None and etl.wired.sealer.key_name == "tokenvault-dead-letters"
+        send_events(sqs, etl.queue_url, [OutgoingEvent(f"{tag}-broken", json.dumps(broken))])
+        send_events(sqs, etl.queue_url, [OutgoingEvent(f"{tag}-large", too_large)])
+        assert etl.wired.consumer.drain().quarantined == 2
+    listing = operator(env, "list")
+    assert listing.returncode == 0, listing.stderr
+    assert (
+        "missing_field" in listing.stdout
+        and "body_too_large" in listing.stdout
+        and "2 dead letter(s)" in listing.stdout
+    )
+    assert GOOD["ip"] not in listing.stdout
+    dead = {
+        d["MessageAttributes"]["reason"]["StringValue"]: d
+        for d in all_dead_letters(stack_env["SQS_ENDPOINT_URL"], etl.dlq_url)
+    }
+    broken_id, large_id = dead["missing_field"]["MessageId"], dead["body_too_large"]["MessageId"]
+    assert json.loads(dead["body_too_large"]["Body"])["sealed_body"] is None  # over the size limit: not kept
+
+    etl_token = etl_identity_token(stack_env)
+    refused = operator(env, "show", broken_id, token=etl_token)
+    assert refused.returncode == 1 and "refused to decrypt" in refused.stderr  # the ETL seals, it cannot open
+
+    operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
+    shown = operator(env, "show", broken_id, token=operator_token)
+    assert shown.returncode == 0 and json.loads(shown.stdout) == broken
+    assert "transit/decrypt/tokenvault-dead-letters" in Path(stack_env["VAULT_AUDIT_LOG"]).read_text()
+    assert "not kept" in operator(env, "show", large_id, token=operator_token).stderr
+
+    fixed = Path(tempfile.mkdtemp()) / "fixed.json"
+    fixed.write_text(json.dumps({**broken, "app_version": "2.3.0"}))
+    still_broken = operator(env, "resend", broken_id, "--body-file", os.devnull)
+    assert still_broken.returncode == 1 and "still refused" in still_broken.stderr
+    resent = operator(env, "resend", broken_id, "--body-file", str(fixed))
+    assert resent.returncode == 0, resent.stderr
+    with etl_consumer(env) as etl:
+        assert etl.wired.consumer.drain().loaded == 1
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        rows = conn.execute("SELECT event_id FROM user_logins WHERE user_id = %s", (f"fixme-{tag}",)).fetchall()
+    assert rows == [(f"{tag}-broken",)]  # loaded once, under the original event id
+    assert [d["MessageId"] for d in all_dead_letters(stack_env["SQS_ENDPOINT_URL"], etl.dlq_url)] == [large_id]
+
+
+def etl_identity_token(env: dict[str, str]) -> str:
+    """A token of the ETL's own AppRole (encrypt-only policy)."""
+    client = hvac.Client(url=env["VAULT_ADDR"])
+    secret_id = Path(env["DLQ_SEAL_SECRET_ID_FILE"]).read_text().strip()
+    return str(client.auth.approle.login(role_id=env["DLQ_SEAL_ROLE_ID"], secret_id=secret_id)["auth"]["client_token"])

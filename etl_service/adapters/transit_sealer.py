@@ -1,0 +1,128 @@
+"""Sealing dead-letter bodies with OpenBao/Vault Transit: the ETL may encrypt, only an operator may decrypt.
+
+The ETL logs in with an AppRole of its own whose policy (config/vault/tokenvault-etl.hcl) allows
+`transit/encrypt/<key>` and nothing else: it cannot decrypt what it sealed, nor touch the
+vault service's keys. An operator token (config/vault/tokenvault-dlq-operator.hcl) may decrypt;
+OpenBao's audit device records every decrypt. The key never leaves Transit.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hvac
+import hvac.exceptions
+import requests
+
+from etl_service.errors import DependencyDown, Misconfigured
+from etl_service.service.sealing import dead_letter_body
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_KEY = "tokenvault-dead-letters"
+MAX_BATCH = 250
+"""OpenBao's default listener refuses request bodies of ~500+ JSON strings; stay well below."""
+
+
+class TransitSealer:
+    """Implements BodySealer: one Transit `encrypt` call per 250 bodies."""
+
+    def __init__(
+        self,
+        address: str,
+        role_id: str,
+        secret_id_file: Path,
+        key_name: str = DEAD_LETTER_KEY,
+        mount: str = "transit",
+        timeout: float = 5.0,
+    ) -> None:
+        self.key_name: str | None = key_name
+        self._role_id = role_id
+        self._secret_id_file = secret_id_file
+        self._mount = mount
+        self._client = hvac.Client(url=address, timeout=timeout)
+        self._lock = threading.Lock()
+
+    def seal(self, bodies: Sequence[str]) -> list[str]:
+        """The DLQ envelope of each body, sealed under the dead-letter key."""
+        sealed: list[str] = []
+        for start in range(0, len(bodies), MAX_BATCH):
+            sealed += self._encrypt(bodies[start : start + MAX_BATCH])
+        return [dead_letter_body(text, None, self.key_name) for text in sealed]
+
+    def check_access(self) -> None:
+        """At start: log in and seal a probe text (Misconfigured or DependencyDown if that fails)."""
+        self.seal(["tokenvault-etl start-up probe"])
+
+    def _encrypt(self, bodies: Sequence[str]) -> list[str]:
+        batch = [{"plaintext": base64.b64encode(b.encode("utf-8", "surrogatepass")).decode()} for b in bodies]
+        for attempt in (1, 2):
+            try:
+                self._ensure_login(force=attempt == 2)
+                response = self._client.secrets.transit.encrypt_data(
+                    name=self.key_name, plaintext="", batch_input=batch, mount_point=self._mount
+                )
+                return _ciphertexts(response, len(bodies))
+            except hvac.exceptions.Forbidden:
+                if attempt == 2:  # a fresh login did not help: the policy, not the token
+                    raise Misconfigured(
+                        f"OpenBao refused to encrypt with Transit key {self.key_name!r}: the ETL's AppRole policy"
+                        " must allow update on transit/encrypt/<key> (config/vault/tokenvault-etl.hcl)",
+                        "openbao",
+                    ) from None
+            except (hvac.exceptions.InvalidRequest, hvac.exceptions.InvalidPath) as error:
+                raise Misconfigured(
+                    f"OpenBao cannot seal dead letters with key {self.key_name!r}: {error}", "openbao"
+                ) from None
+            except (hvac.exceptions.VaultError, requests.RequestException) as error:
+                raise DependencyDown(f"OpenBao unavailable for sealing: {type(error).__name__}", "openbao") from None
+        raise AssertionError("unreachable")
+
+    def _ensure_login(self, force: bool) -> None:
+        with self._lock:
+            if self._client.token and not force:
+                return
+            try:
+                secret_id = self._secret_id_file.read_text().strip()
+            except OSError as error:
+                raise Misconfigured(f"cannot read ETL_DLQ_SEAL_SECRET_ID_FILE: {error.strerror}", "openbao") from None
+            try:
+                auth = self._client.auth.approle.login(role_id=self._role_id, secret_id=secret_id, use_token=True)
+            except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden) as error:
+                raise Misconfigured(
+                    f"OpenBao refused the ETL's AppRole login (ETL_DLQ_SEAL_ROLE_ID / secret id): {error}", "openbao"
+                ) from None
+            except (hvac.exceptions.VaultError, requests.RequestException) as error:
+                raise DependencyDown(f"OpenBao unavailable for login: {type(error).__name__}", "openbao") from None
+            log.info("logged in to OpenBao for sealing dead letters", extra={"ttl_s": auth["auth"]["lease_duration"]})
+
+
+def _ciphertexts(response: Any, expected: int) -> list[str]:
+    results = response["data"]["batch_results"]
+    if len(results) != expected or any("error" in r and r["error"] for r in results):
+        raise DependencyDown("OpenBao answered an incomplete batch encryption", "openbao")
+    return [str(r["ciphertext"]) for r in results]
+
+
+def open_sealed(address: str, token: str, key_name: str, ciphertext: str, mount: str = "transit") -> str:
+    """Decrypt a sealed dead-letter body as the operator whose token is given (OpenBao audits it).
+
+    Raises Misconfigured when the token may not decrypt, DependencyDown when OpenBao is unreachable.
+    """
+    client = hvac.Client(url=address, token=token, timeout=5)
+    try:
+        response = client.secrets.transit.decrypt_data(name=key_name, ciphertext=ciphertext, mount_point=mount)
+    except hvac.exceptions.Forbidden:
+        raise Misconfigured(
+            f"OpenBao refused to decrypt with {key_name!r}: this token's policy does not allow it"
+            " (an operator needs config/vault/tokenvault-dlq-operator.hcl)",
+            "openbao",
+        ) from None
+    except (hvac.exceptions.VaultError, requests.RequestException) as error:
+        raise DependencyDown(f"OpenBao unavailable: {type(error).__name__}", "openbao") from None
+    return base64.b64decode(response["data"]["plaintext"]).decode("utf-8", "surrogatepass")

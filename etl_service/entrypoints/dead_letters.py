@@ -1,0 +1,110 @@
+"""`python -m etl_service dead-letters list|show|resend|redrive`: the DLQ for an operator.
+
+- `list`: every dead letter with its reason, detail, event id and sent time (no body: sealed).
+- `show MESSAGE_ID`: open one sealed body with the operator's Vault token (VAULT_TOKEN or
+  --token-file); OpenBao's audit device records the decrypt. The body holds PII: it is printed
+  to stdout only, never logged.
+- `resend MESSAGE_ID [--body-file FILE]`: send the fixed body (or, without a file, the original
+  one, e.g. after a bug was fixed) back to the source queue under the same event id and sent
+  time, and delete the dead letter. A fixed body that still fails validation is refused.
+- `redrive`: take back messages SQS's redrive policy moved without a reason (a crash loop); a
+  drain does this by itself before it ends.
+
+Settings: ETL_QUEUE_URL (ETL_DLQ_URL, ETL_SQS_ENDPOINT_URL, AWS_* as for the service), and for
+show/resend ETL_DLQ_SEAL_VAULT_ADDR or VAULT_ADDR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from etl_service.adapters.dead_letter_queue import DeadLetter, DeadLetterError, DeadLetterQueue
+from etl_service.adapters.sqs import SqsQueue, endpoint_for_queue, make_sqs_client
+from etl_service.adapters.transit_sealer import open_sealed
+from etl_service.domain.validation import Rejection, parse_login_event
+from etl_service.errors import EtlError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="etl_service dead-letters", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="dead letters with their reasons")
+    show = commands.add_parser("show", help="open one sealed body (audited by OpenBao)")
+    show.add_argument("message_id")
+    show.add_argument("--token-file", type=Path, help="the operator's Vault token (default: $VAULT_TOKEN)")
+    resend = commands.add_parser("resend", help="send a fixed (or the original) body back to the source queue")
+    resend.add_argument("message_id")
+    resend.add_argument("--body-file", type=Path, help="the fixed body (default: the original, opened as by show)")
+    resend.add_argument("--token-file", type=Path, help="the operator's Vault token (default: $VAULT_TOKEN)")
+    commands.add_parser("redrive", help="take back messages SQS's redrive moved without a reason")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Run one operator command; exit 1 with a message when it cannot."""
+    args = _parser().parse_args(argv)
+    queue_url = os.environ.get("ETL_QUEUE_URL", "")
+    if not queue_url:
+        print("ETL_QUEUE_URL is required", file=sys.stderr)
+        return 2
+    dlq_url = os.environ.get("ETL_DLQ_URL") or f"{queue_url}-dlq"
+    client = make_sqs_client(
+        os.environ.get("ETL_SQS_ENDPOINT_URL") or endpoint_for_queue(queue_url),
+        os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        os.environ.get("AWS_ACCESS_KEY_ID"),
+        os.environ.get("AWS_SECRET_ACCESS_KEY"),
+    )
+    try:
+        if args.command == "redrive":
+            print(f"taken back: {SqsQueue(client, queue_url, dlq_url).take_back_redriven()}")
+            return 0
+        dlq = DeadLetterQueue(client, queue_url, dlq_url)
+        try:
+            return _run(args, dlq)
+        finally:
+            dlq.release()
+    except (DeadLetterError, EtlError) as error:
+        print(f"etl_service dead-letters: {error}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
+    letters = dlq.list()
+    if args.command == "list":
+        print(f"{'message id':36}  {'reason':22}  {'event id':24}  {'sent (UTC)':25}  body    detail")
+        for d in letters:
+            kept = "sealed" if d.sealed_body else "-" if d.reason else "CLEAR"
+            reason = d.reason or "(none: redrive)"
+            print(f"{d.message_id:36}  {reason:22}  {d.event_id[:24]:24}  {d.sent_at:25}  {kept:6}  {d.detail}")
+        print(f"{len(letters)} dead letter(s)")
+        return 0
+    dead = next((d for d in letters if d.message_id == args.message_id), None)
+    if dead is None:
+        raise DeadLetterError(f"no dead letter {args.message_id} in the DLQ")
+    if args.command == "show":
+        print(_open(dead, args.token_file))
+        return 0
+    body = args.body_file.read_text() if args.body_file else _open(dead, args.token_file)
+    try:
+        parse_login_event(body)
+    except Rejection as rejection:
+        raise DeadLetterError(
+            f"the body is still refused ({rejection.reason}: {rejection.detail}); not re-sent"
+        ) from None
+    print(f"re-sent as message {dlq.resend(dead, body)} (event id {dead.event_id})")
+    return 0
+
+
+def _open(dead: DeadLetter, token_file: Path | None) -> str:
+    if dead.reason is None:
+        return dead.raw_body  # moved by SQS's redrive as it was: never sealed
+    if not dead.sealed_body or not dead.key:
+        raise DeadLetterError(f"the body of {dead.message_id} was not kept ({dead.note})")
+    address = os.environ.get("ETL_DLQ_SEAL_VAULT_ADDR") or os.environ.get("VAULT_ADDR")
+    token = token_file.read_text().strip() if token_file else os.environ.get("VAULT_TOKEN", "")
+    if not address or not token:
+        raise DeadLetterError("opening a body needs VAULT_ADDR and the operator's token (VAULT_TOKEN or --token-file)")
+    return open_sealed(address, token, dead.key, dead.sealed_body)
