@@ -37,6 +37,7 @@ from etl_service.service.receivers import SQS_MAX_PER_RECEIVE, Receivers
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1
+RECEIVER_WAIT_SECONDS = 1.5
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,12 @@ class _Run:
                 self._submit(self._batcher.add(self._received.get(), time.monotonic()))
             self._submit(self._batcher.flush(time.monotonic()))
             if self._idle() and not self._c._ledger.held():
-                return
+                break
+            time.sleep(POLL_SECONDS / 2)
+        # A long poll still running releases what it returns (receivers see the stop); wait a
+        # little for the short polls of a drain, not for a service's 20 s ones.
+        receivers_deadline = min(deadline, time.monotonic() + RECEIVER_WAIT_SECONDS)
+        while self._receivers.alive() and time.monotonic() < receivers_deadline:
             time.sleep(POLL_SECONDS / 2)
         leftover = self._c._ledger.held_messages()
         if leftover:

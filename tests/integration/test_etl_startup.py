@@ -97,4 +97,5 @@ def test_a_refused_identity_while_running_releases_every_message_and_stops(
     assert time.monotonic() - started < 15
     attributes = sqs.get_queue_attributes(QueueUrl=env["ETL_QUEUE_URL"], AttributeNames=["All"])["Attributes"]
     assert int(attributes["ApproximateNumberOfMessages"]) == len(sent), "every message visible again at once"
+    assert int(attributes["ApproximateNumberOfMessagesNotVisible"]) == 0
     assert queue_depth(stack_env["SQS_ENDPOINT_URL"], env["ETL_DLQ_URL"]) == 0
