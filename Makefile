@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_ARGS ?=
 
-.PHONY: check-alerts help install protos protos-check up down status run run-sample psql admin bench-vault bench-etl test test-unit lint format clean compose-env compose-check
+.PHONY: bench-compare check-alerts help install protos protos-check up down status run run-sample psql admin bench-vault bench-etl test test-unit lint format clean compose-env compose-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ admin: $(STAMP)  ## security-team commands on the running stack: ARGS="status" |
 
 bench-vault: $(STAMP)  ## vault throughput/latency beside OpenBao Transit; ends with `figure:` lines
 	$(PY) -m bench.vault_bench $(BENCH_ARGS)
+
+bench-compare: $(STAMP)  ## a benchmark beside an earlier revision, alternating: BASELINE=<rev> BENCH=vault|etl ROUNDS=2
+	$(PY) -m bench.compare_revisions --baseline $(BASELINE) --bench $(or $(BENCH),vault) --rounds $(or $(ROUNDS),2) -- $(BENCH_ARGS)
 
 bench-etl: $(STAMP)  ## ETL end to end beside a bare SQS receive+delete loop, core path, memory; ends with `figure:` lines
 	$(PY) -m bench.etl_bench $(BENCH_ARGS)
