@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import NamedTuple
 
-from vault_service.domain.audit import AuditEvent, AuditRecord
+from vault_service.domain.audit import REVEAL_HASH_BYTES, AuditEvent, AuditRecord
 from vault_service.domain.crypto import DataKey, SealBroken, fingerprint, open_sealed, seal
 from vault_service.domain.errors import (
     InvalidRequest,
@@ -36,7 +36,6 @@ from vault_service.service.token_cache import TokenCache
 log = logging.getLogger(__name__)
 
 STALE_KEY_RETRIES = 3
-REVEAL_HASH_BYTES = 16
 
 
 class Revealed(NamedTuple):

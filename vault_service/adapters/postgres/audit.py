@@ -19,8 +19,8 @@ from psycopg_pool import ConnectionPool
 
 from vault_service.adapters.group_commit import GroupCommitter
 from vault_service.adapters.postgres.errors import translated
-from vault_service.adapters.postgres.sql_arrays import int_array, text_array
-from vault_service.domain.audit import AuditEvent, AuditRecord
+from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
+from vault_service.domain.audit import REVEAL_HASH_BYTES, AuditEvent, AuditRecord
 from vault_service.domain.checkpoints import ChainHead, Checkpoint
 from vault_service.domain.errors import AuditUnavailable
 
@@ -29,13 +29,13 @@ log = logging.getLogger(__name__)
 _APPEND = (
     "INSERT INTO vault.audit_log (client, client_serial, client_cert_sha256, action, purpose, token_types,"
     " item_count, outcome, revealed)"
-    " SELECT u.c, u.s, u.f, u.a, u.p, u.t, u.n, u.o, NULL"
-    " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::text[])"
-    " AS u(c, s, f, a, p, t, n, o)"
-)
-_APPEND_ONE = (
-    "INSERT INTO vault.audit_log (client, client_serial, client_cert_sha256, action, purpose, token_types,"
-    " item_count, outcome, revealed) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " SELECT u.c, u.s, u.f, u.a, u.p, u.t, u.n, u.o,"
+    # Each row's reveal hashes travel as one bytea (16 bytes each), cut back into an array here:
+    # a group of events stays one statement, however many tokens each revealed.
+    f" CASE WHEN length(u.r) > 0 THEN ARRAY(SELECT substring(u.r FROM i FOR {REVEAL_HASH_BYTES})"
+    f" FROM generate_series(1, length(u.r), {REVEAL_HASH_BYTES}) AS i ORDER BY i) END"
+    " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::text[],"
+    " %s::bytea[]) AS u(c, s, f, a, p, t, n, o, r)"
 )
 _RECORD_COLUMNS = (
     "id, at, client, action, purpose, token_types, item_count, outcome, prev_hash, row_hash,"
@@ -78,12 +78,10 @@ class PostgresAuditLog:
             raise AuditUnavailable("the audit log cannot be written, so the call was refused; retry later") from None
 
     def _write(self, events: list[AuditEvent]) -> None:
+        for event in events:
+            if any(len(h) != REVEAL_HASH_BYTES for h in event.revealed):
+                raise ValueError(f"reveal hashes must be {REVEAL_HASH_BYTES} bytes")
         with self._pool.connection() as conn:
-            if len(events) == 1 or any(e.revealed for e in events):
-                with conn.transaction():  # rows with reveal hashes go one by one (a bytea[] each)
-                    for e in events:
-                        conn.execute(_APPEND_ONE, (*_fields(e), list(e.revealed) or None))
-                return
             conn.execute(
                 _APPEND,
                 (
@@ -95,6 +93,7 @@ class PostgresAuditLog:
                     text_array([e.token_types for e in events]),
                     int_array([e.item_count for e in events]),
                     text_array([e.outcome for e in events]),
+                    bytea_array([b"".join(e.revealed) for e in events]),
                 ),
             )
 
@@ -161,16 +160,3 @@ class PostgresAuditLog:
                 (list(token_hashes),),
             ).fetchall()
         return [_record(r) for r in rows]
-
-
-def _fields(e: AuditEvent) -> tuple[str, str, str, str, str, str, int, str]:
-    return (
-        e.client,
-        e.client_serial,
-        e.client_cert_sha256,
-        e.action,
-        e.purpose,
-        e.token_types,
-        e.item_count,
-        e.outcome,
-    )
