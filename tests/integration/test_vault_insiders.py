@@ -331,3 +331,19 @@ def test_twelve_concurrent_oversize_calls_leave_the_service_small(stack_env: dic
     finally:
         service.terminate()
         service.wait(30)
+
+
+def test_a_call_over_the_item_limit_is_invalid_argument_and_audited(
+    stack_env: dict[str, str], guarded: RunningVault, insider_ca: TestCA
+) -> None:
+    stub = _as(stack_env, guarded, insider_ca, "analyst")
+    started = datetime.datetime.now(datetime.UTC)
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.Detokenize(vault_pb2.DetokenizeRequest(tokens=["ip_" + "J" * 22] * 10_001, purpose="INC-9"), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 10000" in (refused.value.details() or "")
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        row = conn.execute(
+            "SELECT client, item_count, outcome FROM vault.audit_log WHERE at >= %s AND item_count = 10001", (started,)
+        ).fetchone()
+    assert row == ("analyst", 10_001, "refused: InvalidRequest")
