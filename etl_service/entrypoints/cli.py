@@ -115,7 +115,13 @@ def main(argv: list[str] | None = None) -> int:
         if show_progress:
             observers.append(ProgressObserver(progress))
         if config.metrics_port:
-            prometheus_client.start_http_server(config.metrics_port, addr=config.metrics_address)
+            try:
+                prometheus_client.start_http_server(config.metrics_port, addr=config.metrics_address)
+            except OSError as error:
+                where = f"{config.metrics_address}:{config.metrics_port}"
+                return _cannot_start(
+                    Misconfigured(f"cannot serve metrics on {where} (ETL_METRICS_PORT): {error.strerror}")
+                )
         try:
             wired = bootstrap(config, wait_seconds=1 if args.mode == "drain" else None, observer=FanOut(*observers))
         except Misconfigured as error:
