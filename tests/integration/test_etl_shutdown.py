@@ -1,0 +1,77 @@
+"""SIGTERM with the vault hung (alive, not answering): the ETL exits within its grace period, losing nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack.events import send_events
+from devstack.procs import free_port, stop_pid
+from devstack.services import start_vault_service
+from devstack.sqs import sqs_client
+from devstack.stack import vault_service_env
+from tests.conftest import etl_consumer, etl_harness_env
+from tests.integration.test_etl_recovery import assert_each_event_landed_once, events, where_each_event_landed
+
+REPO = Path(__file__).resolve().parents[2]
+GRACE_SECONDS = 3
+
+
+@pytest.fixture
+def vault_process(stack_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """A vault service in a process of its own (so it can be frozen with SIGSTOP): (address, pid)."""
+    address = f"127.0.0.1:{free_port()}"
+    env = {**vault_service_env(stack_env), "TOKENVAULT_GRPC_ADDRESS": address, "TOKENVAULT_METRICS_PORT": "0"}
+    certs = Path(stack_env["STACK_DIR"]) / "certs"
+    probe = (certs / "ca.pem", certs / "etl-service.pem", certs / "etl-service-key.pem")
+    pid = start_vault_service(env, tmp_path / "vault.log", probe)
+    try:
+        yield address, pid
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        stop_pid(pid)
+
+
+def test_sigterm_with_a_hung_vault_exits_within_the_grace_period_and_loses_nothing(
+    stack_env: dict[str, str], vault_process: tuple[str, int]
+) -> None:
+    address, vault_pid = vault_process
+    sent = events(2000, malformed_rate=0.05)
+    env = {
+        **etl_harness_env(stack_env, address, visibility_timeout=30),
+        "ETL_BATCH_SIZE": "50",
+        "ETL_SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
+        "ETL_METRICS_PORT": "0",
+    }
+    send_events(sqs_client(stack_env["SQS_ENDPOINT_URL"]), env["ETL_QUEUE_URL"], sent)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "etl_service", "drain"],
+        env={**os.environ, **env},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while sum(map(len, where_each_event_landed(stack_env["PG_ADMIN_DSN"], sent))) < 200:
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    os.kill(vault_pid, signal.SIGSTOP)  # hung: connections stay open, nothing answers
+    time.sleep(1)  # batches in hand now wait on Tokenize (10 s deadline)
+    process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    _, err = process.communicate(timeout=60)
+    took = time.monotonic() - signalled
+    assert process.returncode == 0, err.decode()[-2000:]
+    assert took < GRACE_SECONDS + 2, f"exit took {took:.1f} s"
+    assert b"shutdown grace over: releasing unfinished work" in err
+    os.kill(vault_pid, signal.SIGCONT)
+    with etl_consumer(env) as etl:  # released at stop: visible again, a new consumer finishes the job
+        etl.wired.consumer.drain()
+    assert_each_event_landed_once(stack_env["PG_ADMIN_DSN"], sent, stack_env["SQS_ENDPOINT_URL"], etl.dlq_url)
