@@ -1,0 +1,107 @@
+"""The tokenvault command's pieces without a stack: settings precedence, token columns, output."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import grpc
+import pytest
+
+from devstack.envfile import write_env_file
+from tokenvault_cli.output import Format, write_rows
+from tokenvault_cli.query import QueryResult, revealed_result, token_columns
+from tokenvault_cli.settings import SettingsError, load_profile, resolve
+from tokenvault_client import ItemError, Reveal, Revealed, TokenType
+
+IP_TOKEN, DEV_TOKEN = "ip_" + "a" * 22, "dev_" + "b" * 22
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Path:
+    write_env_file(
+        tmp_path / "stack.env",
+        {
+            "STACK_DIR": str(tmp_path),
+            "TOKENVAULT_GRPC_ADDRESS": "127.0.0.1:5555",
+            "TLS_CA_CERT": "/stack/ca.pem",
+            "ANALYST_TLS_CERT": "/stack/analyst.pem",
+            "ANALYST_TLS_KEY": "/stack/analyst-key.pem",
+            "PRIVACY_OFFICER_TLS_CERT": "/stack/po.pem",
+            "PRIVACY_OFFICER_TLS_KEY": "/stack/po-key.pem",
+            "PG_ANALYST_DSN": "postgresql://analyst@127.0.0.1/db",
+        },
+    )
+    return tmp_path
+
+
+def test_flags_win_over_the_profile_which_wins_over_the_stack(stack: Path, tmp_path: Path) -> None:
+    profile = {"address": "profile:1", "cert": "/profile/me.pem"}
+    settings = resolve({"stack_dir": str(stack), "role": "analyst", "address": "flag:1"}, profile)
+    assert settings.address == "flag:1"
+    assert settings.cert == Path("/profile/me.pem")
+    assert settings.key == Path("/stack/analyst-key.pem") and settings.server_name == "localhost"
+    assert settings.dsn() == "postgresql://analyst@127.0.0.1/db"
+
+
+def test_each_role_gets_its_own_certificate_from_the_stack(stack: Path) -> None:
+    officer = resolve({"stack_dir": str(stack), "role": "privacy-officer"}, {})
+    assert (officer.cert, officer.key) == (Path("/stack/po.pem"), Path("/stack/po-key.pem"))
+    investigator = resolve({"stack_dir": str(stack), "role": "fraud-investigator"}, {})
+    assert investigator.cert == stack / "certs" / "fraud-investigator.pem"  # not in stack.env: the certs dir
+
+
+def test_unknown_roles_and_missing_files_are_explained(stack: Path, tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="unknown role"):
+        resolve({"stack_dir": str(stack), "role": "admin"}, {})
+    with pytest.raises(SettingsError, match=r"the CA certificate /stack/ca\.pem does not exist"):
+        resolve({"stack_dir": str(stack), "role": "analyst"}, {}).identity()
+    with pytest.raises(SettingsError, match=r"profile file .* does not exist"):
+        load_profile(tmp_path / "nope.toml", None)
+
+
+def test_profiles_resolve_paths_beside_the_file_and_refuse_unknown_keys(tmp_path: Path) -> None:
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text('[work]\ncert = "me.pem"\naddress = "vault:443"\n[bad]\ncolour = "blue"\n')
+    assert load_profile(profiles, "work") == {"cert": str(tmp_path / "me.pem"), "address": "vault:443"}
+    with pytest.raises(SettingsError, match="unknown setting"):
+        load_profile(profiles, "bad")
+    with pytest.raises(SettingsError, match=r"no profile \[home\]"):
+        load_profile(profiles, "home")
+
+
+def test_token_columns_are_those_holding_only_tokens() -> None:
+    result = QueryResult(
+        ["user", "ip", "device", "mixed", "empty"],
+        [("u1", IP_TOKEN, DEV_TOKEN, IP_TOKEN, None), ("u2", None, DEV_TOKEN, "not a token", None)],
+    )
+    assert token_columns(result) == [1, 2]
+
+
+def test_each_distinct_token_is_revealed_once_and_put_back_in_every_row() -> None:
+    result = QueryResult(["ip", "n"], [(IP_TOKEN, 1), (IP_TOKEN, 2), (None, 3)])
+    asked: list[list[str]] = []
+
+    def reveal(tokens: list[str]) -> list[Revealed | ItemError]:
+        asked.append(tokens)
+        return [Revealed(TokenType.IP, "192.0.2.9", Reveal.PLAIN)]
+
+    out = revealed_result(result, [0], reveal, with_tokens=True)
+    assert asked == [[IP_TOKEN]]
+    assert out.columns == ["ip_token", "ip", "n"]
+    assert [r[1] for r in out.rows] == [Revealed(TokenType.IP, "192.0.2.9", Reveal.PLAIN)] * 2 + [None]
+
+
+def test_output_formats_show_values_and_mark_failures() -> None:
+    rows = [
+        ("t1", Revealed(TokenType.IP, "192.0.2.9", Reveal.PLAIN)),
+        ("t2", ItemError(grpc.StatusCode.NOT_FOUND, "x")),
+    ]
+    as_json, as_csv, as_table = io.StringIO(), io.StringIO(), io.StringIO()
+    write_rows(["token", "value"], rows, Format.JSON, as_json)
+    write_rows(["token", "value"], rows, Format.CSV, as_csv)
+    write_rows(["token", "value"], rows, Format.TABLE, as_table)
+    assert json.loads(as_json.getvalue()) == [{"token": "t1", "value": "192.0.2.9"}, {"token": "t2", "value": None}]
+    assert as_csv.getvalue() == "token,value\nt1,192.0.2.9\nt2,[NOT_FOUND]\n"
+    assert "192.0.2.9" in as_table.getvalue() and "[NOT_FOUND]" in as_table.getvalue()
