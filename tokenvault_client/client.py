@@ -173,7 +173,8 @@ class VaultClient:
         """
 
         def one(part: Sequence[str]) -> list[DetokenizeOutcome]:
-            response = self._call(self._stub.Detokenize, vault_pb2.DetokenizeRequest(tokens=part, purpose=purpose))
+            request = vault_pb2.DetokenizeRequest(tokens=part, purpose=purpose)
+            response = self._call(self._stub.Detokenize, request, splittable=len(part) > 1)
             if len(response.results) != len(part):
                 raise self._protocol(f"{len(response.results)} Detokenize results for {len(part)} tokens")
             return [_revealed(r) for r in response.results]
@@ -184,7 +185,8 @@ class VaultClient:
         """Destroy the values behind `tokens`; None where erased, else an ItemError (NOT_FOUND ...)."""
 
         def one(part: Sequence[str]) -> list[EraseOutcome]:
-            response = self._call(self._stub.Erase, vault_pb2.EraseRequest(tokens=part, purpose=purpose))
+            request = vault_pb2.EraseRequest(tokens=part, purpose=purpose)
+            response = self._call(self._stub.Erase, request, splittable=len(part) > 1)
             if len(response.results) != len(part):
                 raise self._protocol(f"{len(response.results)} Erase results for {len(part)} tokens")
             return [_erased(r) for r in response.results]
@@ -206,20 +208,20 @@ class VaultClient:
             except RateLimited as error:
                 if not error.call_too_big or len(part) == 1:
                     raise
-                self._detokenize_max = max(1, len(part) // 2)
+                self._detokenize_max = max(1, len(part) // 2)  # later calls start from the size that fits
                 continue
             progress(len(part))
             start += len(part)
         return out
 
-    def _call(self, method: Callable[..., T], request: object) -> T:
+    def _call(self, method: Callable[..., T], request: object, splittable: bool = False) -> T:
         def attempt() -> T:
             try:
                 return method(request, timeout=self._deadline)
             except grpc.RpcError as error:
                 raise self._typed(error) from None
 
-        return call_with_retry(attempt, self._retry, self._sleep, self._on_wait)
+        return call_with_retry(attempt, self._retry, self._sleep, self._on_wait, splittable)
 
     def _typed(self, error: grpc.RpcError) -> VaultClientError:
         typed = from_rpc_error(error)

@@ -61,10 +61,17 @@ class RateLimited(VaultClientError):
         self.retry_after = retry_after
         super().__init__(code, details, hint)
 
+    repeated = False
+    """Set when the same call was refused again after waiting as long as the vault said."""
+
     @property
     def call_too_big(self) -> bool:
-        """The call carries more items than the caller's burst allows: split it, waiting will not help."""
-        return self.retry_after <= 0
+        """The call carries more items than the caller's burst allows: split it, waiting will not help.
+
+        Vaults say so with no wait (retry-after 0) or, from issue 13 on, with a message naming the
+        burst limit; a call refused again after a full wait (`repeated`) is treated the same way.
+        """
+        return self.retry_after <= 0 or "burst limit" in self.details or self.repeated
 
 
 class Unavailable(VaultClientError):

@@ -44,24 +44,30 @@ def call_with_retry(
     policy: RetryPolicy,
     sleep: Callable[[float], None] = time.sleep,
     on_wait: Callable[[VaultClientError, float], None] | None = None,
+    splittable: bool = False,
 ) -> T:
     """`call()`, retried per `policy`; raises the last typed error when giving up.
 
-    A rate limit that says the call itself is too big (retry after 0) is raised at once: only
-    splitting the call helps. `on_wait(error, seconds)` is told before every wait.
+    A rate limit that says the call itself is too big is raised at once: only splitting the
+    call helps. When the caller can split (`splittable`), a call refused a second time in a row
+    after waiting as told is raised too, marked `repeated`. `on_wait(error, seconds)` is told
+    before every wait.
     """
-    attempt, waited_for_rate = 0, 0.0
+    attempt, waited_for_rate, refusals = 0, 0.0, 0
     while True:
         attempt += 1
         try:
             return call()
         except RateLimited as error:
+            refusals += 1
+            error.repeated = splittable and refusals > 1
             if error.call_too_big or waited_for_rate + error.retry_after > policy.max_rate_limit_wait:
                 raise
             wait: float = error.retry_after
             waited_for_rate += wait
             waiting_for: VaultClientError = error
         except (Unavailable, DeadlineExceeded) as error:
+            refusals = 0
             if attempt >= policy.max_attempts:
                 raise
             wait = policy.backoff(attempt)

@@ -48,16 +48,21 @@ BAD_IP = vault_pb2.ItemError(code=3, message="not an ip")
 class FakeStub:
     """Answers like the vault: ip tokens are 'tok:<value>', Detokenize reveals 'val:<token>'."""
 
-    def __init__(self, burst: int = 10**9) -> None:
+    def __init__(self, burst: int = 10**9, burst_wait_ms: str = "0") -> None:
         self.failures: list[grpc.RpcError] = []
         self.calls: list[int] = []
         self.burst = burst
+        self.burst_wait_ms = burst_wait_ms
 
     def _fail_or_count(self, count: int) -> None:
         if self.failures:
             raise self.failures.pop(0)
         if count > self.burst:
-            raise FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "exceed the burst", (("retry-after-ms", "0"),))
+            raise FakeRpcError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{count} values in one call exceed the detokenize burst limit of {self.burst}",
+                (("retry-after-ms", self.burst_wait_ms),),
+            )
         self.calls.append(count)
 
     def Tokenize(self, request: vault_pb2.TokenizeRequest, timeout: float) -> vault_pb2.TokenizeResponse:
@@ -202,6 +207,22 @@ def test_a_call_larger_than_the_burst_is_halved_until_it_fits() -> None:
     outcomes = vault.detokenize([f"t{i}" for i in range(1000)], "CASE-1")
     assert len(outcomes) == 1000 and slept == []
     assert stub.calls == [250, 250, 250, 250]
+
+
+def test_a_call_over_the_burst_is_halved_at_once_even_when_the_vault_names_a_wait() -> None:
+    stub = FakeStub(burst=300, burst_wait_ms="5000")
+    vault, slept = client(stub)
+    assert len(vault.detokenize([f"t{i}" for i in range(600)], "CASE-1")) == 600
+    assert slept == [] and stub.calls == [300, 300]
+
+
+def test_a_call_refused_again_after_a_full_wait_is_split() -> None:
+    stub = FakeStub()
+    later = FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "later", (("retry-after-ms", "500"),))
+    stub.failures = [later, later]
+    vault, slept = client(stub)
+    assert len(vault.detokenize([f"t{i}" for i in range(10)], "CASE-1")) == 10
+    assert slept == [0.5] and stub.calls == [5, 5]  # waited once, then split instead of waiting again
 
 
 def test_unavailable_is_retried_with_backoff_then_raised() -> None:
