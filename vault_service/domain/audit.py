@@ -72,6 +72,17 @@ def _field(text: str) -> bytes:
     return struct.pack(">i", len(data)) + data
 
 
+_BYTEA_OID = 17
+
+
+def _array_send(values: Sequence[bytes]) -> bytes:
+    """Postgres' binary form of a one-dimensional bytea[] without NULLs (`array_send`); b"" for none."""
+    if not values:
+        return b""
+    header = struct.pack(">iiiii", 1, 0, _BYTEA_OID, len(values), 1)  # ndim, has-nulls, type, length, lower bound
+    return header + b"".join(struct.pack(">i", len(v)) + v for v in values)
+
+
 def chain_hash_v2(prev_hash: bytes, record_id: int, at: datetime, event: AuditEvent) -> bytes:
     """The database's row hash (migration 0006, `vault.audit_row_hash`), computed here to verify it."""
     fields = (
@@ -86,7 +97,7 @@ def chain_hash_v2(prev_hash: bytes, record_id: int, at: datetime, event: AuditEv
         str(event.item_count),
         event.outcome,
     )
-    revealed_digest = hashlib.sha256(b"".join(event.revealed)).digest()
+    revealed_digest = hashlib.sha256(_array_send(event.revealed)).digest()
     return hashlib.sha256(prev_hash + b"".join(_field(f) for f in fields) + revealed_digest).digest()
 
 

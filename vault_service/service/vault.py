@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -216,10 +215,8 @@ class TokenVault:
             self._reveal(caller.name, token, token_type, levels.get(token_type, RevealLevel.NONE), rows.get(token))
             for token, token_type in zip(tokens, types, strict=True)
         ]
-        audit_key = self._keys.ring.audit_key
-        revealed = [
-            reveal_hash(audit_key, token) for token, o in zip(tokens, outcomes, strict=True) if isinstance(o, Revealed)
-        ]
+        hash_of = reveal_hasher(self._keys.ring.audit_key)
+        revealed = [hash_of(token) for token, o in zip(tokens, outcomes, strict=True) if isinstance(o, Revealed)]
         # Written before anything is returned: no audit row, no reveal.
         self._audit.append(
             AuditEvent(
@@ -312,9 +309,25 @@ class TokenVault:
         ]
 
 
+def reveal_hasher(key: DataKey) -> Callable[[str], bytes]:
+    """The keyed hash of revealed tokens kept in the audit log (never the tokens themselves).
+
+    BLAKE2b in its keyed (MAC) mode, 16 bytes; the keyed state is made once per call and copied
+    per token, which costs a fraction of an HMAC-SHA256 per token.
+    """
+    keyed = hashlib.blake2b(key=key.material[:64], digest_size=REVEAL_HASH_BYTES, person=b"tv-audit-reveal")
+
+    def hash_of(token: str) -> bytes:
+        state = keyed.copy()
+        state.update(token.encode())
+        return state.digest()
+
+    return hash_of
+
+
 def reveal_hash(key: DataKey, token: str) -> bytes:
-    """The keyed hash of a revealed token kept in the audit log (never the token itself)."""
-    return hmac.new(key.material, token.encode(), hashlib.sha256).digest()[:REVEAL_HASH_BYTES]
+    """The keyed hash of one revealed token (see `reveal_hasher`)."""
+    return reveal_hasher(key)(token)
 
 
 def _name(caller: Caller | None) -> str | None:
