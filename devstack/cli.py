@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from devstack.envfile import read_env_file
 from devstack.procs import StackError
-from devstack.stack import down, running, state_dir_from_env, up, vault_service_env
+from devstack.restart import components, restart_dead
+from devstack.stack import down, state_dir_from_env, up, vault_service_env
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,10 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     state_dir = state_dir_from_env()
     env_file = state_dir / "stack.env"
     if args.command == "up":
+        existing = (state_dir / "state.json").exists() and env_file.exists()
         try:
-            up(state_dir, with_services=not args.no_services)
+            if existing:
+                restarted = restart_dead(state_dir)
+                print(f"restarted: {', '.join(restarted)}" if restarted else "the stack was already up")
+            else:
+                up(state_dir, with_services=not args.no_services)
         except StackError as error:
-            print(f"stack failed to start: {error}", file=sys.stderr)
+            print(f"stack {'not restarted' if existing else 'failed to start'}: {error}", file=sys.stderr)
             return 1
         print(f"stack is up; settings in {env_file}  (set -a; . {env_file}; set +a)")
         return 0
@@ -34,9 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
         return 0
     if args.command == "status":
-        is_up = running(state_dir)
-        print("up" if is_up else "down")
-        return 0 if is_up else 3
+        return _status(state_dir)
     if not env_file.exists():
         print("the stack is not up: run `make up`", file=sys.stderr)
         return 3
@@ -50,6 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in read_env_file(env_file).items():
         print(f"{key}={value}")
     return 0
+
+
+def _status(state_dir: Path) -> int:
+    """Each component, its PID and address; exit 0 when all run, 3 otherwise."""
+    if not (state_dir / "state.json").exists():
+        print(f"down (no stack in {state_dir})")
+        return 3
+    found = components(state_dir)
+    for component in found:
+        state = "up  " if component.alive else "DEAD"
+        print(f"{state}  {component.name:14} pid {component.pid or '-':<8} {component.address}")
+    every = all(c.alive for c in found)
+    print("up" if every else "degraded: `make up` restarts what died (or says why it cannot)")
+    return 0 if every else 3
 
 
 if __name__ == "__main__":

@@ -91,11 +91,15 @@ def attach_dead_letter_queue(sqs: SQSClient, queue_url: str, max_receive_count: 
 
 
 def start_sqs(
-    log_file: Path, visibility_timeout: int = 30, user: str | None = None, home: Path | None = None
+    log_file: Path,
+    visibility_timeout: int = 30,
+    user: str | None = None,
+    home: Path | None = None,
+    port: int | None = None,
 ) -> SqsEndpoint:
-    """Start ministack (SQS only) on a free loopback port and create the queues (as `user` if given)."""
+    """Start ministack (SQS only) on a free loopback port (or `port`, for a restart) and create the queues."""
     ensure_ministack()
-    port = free_port()
+    port = port or free_port()
     pid = spawn(
         python_command(user, MINISTACK_VENV, "hypercorn", "ministack.app:app", "--bind", f"127.0.0.1:{port}"),
         log_file,

@@ -181,11 +181,18 @@ def start_components(
 
 
 def up(state_dir: Path, with_services: bool = True) -> dict[str, str]:
-    """Start everything; on failure stop what was started and raise StackError."""
+    """Start everything, or restart what died of a stack that is there; StackError on failure.
+
+    Only a fresh start that fails is stopped and cleared again; an existing stack is never
+    deleted here (devstack/restart.py).
+    """
     env_file = state_dir / "stack.env"
-    if (state_dir / "state.json").exists():
-        if running(state_dir):
-            return read_env_file(env_file)
+    if (state_dir / "state.json").exists() and env_file.exists():
+        from devstack.restart import restart_dead  # restart builds on this module
+
+        restart_dead(state_dir)  # what died is restarted in place; only `down` deletes
+        return read_env_file(env_file)
+    if (state_dir / "state.json").exists():  # an `up` that failed half-way: clear what it left
         down(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     state = StackState()

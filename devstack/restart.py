@@ -1,0 +1,111 @@
+"""`make up` on a stack that is already there: restart what died, or refuse naming it; `make status`.
+
+Only `make down` deletes the stack's data. When `up` finds a stack whose components are not all
+alive, it restarts them in place - Postgres on its data directory (user_logins and the vault's
+tables kept), ministack on its port (the queues are recreated empty: ministack keeps messages
+in memory only), the two services with their settings - except OpenBao: its dev server held
+the key-encryption key and the Transit keys in memory only, so a new one could not decrypt a
+single stored value. Then `up` refuses, says so, and leaves everything on disk.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.envfile import read_env_file
+from devstack.isolation import isolation
+from devstack.postgres import pg_ctl
+from devstack.procs import StackError, alive
+from devstack.services import start_etl_service, start_vault_service
+from devstack.sqs import start_sqs
+from devstack.stack import StackState, etl_service_env, vault_service_env
+
+ORDER = ("openbao", "postgres", "ministack", "vault_service", "etl_service")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One process of the stack as `make status` shows it."""
+
+    name: str
+    pid: int | None
+    address: str
+    alive: bool
+
+
+def postgres_pid(state: StackState) -> int | None:
+    """The postmaster's PID from its pid file, or None when it is not running."""
+    if not state.postgres:
+        return None
+    try:
+        pid = int((Path(state.postgres["data_dir"]) / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if alive(pid) else None
+
+
+def components(state_dir: Path) -> list[Component]:
+    """Every component the stack recorded, with its PID, address and whether it runs."""
+    state = StackState.load(state_dir / "state.json")
+    env = read_env_file(state_dir / "stack.env") if (state_dir / "stack.env").exists() else {}
+    addresses = {
+        "openbao": env.get("VAULT_ADDR", ""),
+        "postgres": f"127.0.0.1:{state.postgres.get('port', '?')}",
+        "ministack": env.get("SQS_ENDPOINT_URL", ""),
+        "vault_service": env.get("TOKENVAULT_GRPC_ADDRESS", ""),
+        "etl_service": env.get("ETL_METRICS_URL", "(no listener)"),
+    }
+    found = []
+    for name in ORDER:
+        pid = postgres_pid(state) if name == "postgres" else state.pids.get(name)
+        if name != "postgres" and name not in state.pids:
+            continue
+        found.append(Component(name, pid, addresses[name], pid is not None and alive(pid)))
+    return found
+
+
+def restart_dead(state_dir: Path) -> list[str]:
+    """Restart every component that died (see the module docstring); return their names.
+
+    StackError when OpenBao died (nothing can bring its keys back) or a restart fails.
+    """
+    state_file = state_dir / "state.json"
+    state = StackState.load(state_file)
+    env = read_env_file(state_dir / "stack.env")
+    dead = [c.name for c in components(state_dir) if not c.alive]
+    if "openbao" in dead:
+        raise StackError(
+            f"openbao (pid {state.pids['openbao']}) has stopped. Its dev server kept the key-encryption key and"
+            " the Transit keys in memory only, so no new OpenBao can decrypt the values the vault stored. Nothing"
+            f" was deleted ({state_dir}). `make down` deletes the stack and its data; `make up` then starts afresh."
+        )
+    iso = isolation(True)
+    for name in dead:
+        if name == "postgres":
+            data_dir, port = Path(state.postgres["data_dir"]), int(state.postgres["port"])
+            pg_ctl(data_dir, Path(state.postgres["bindir"]), state.postgres["run_as"] or None, "start", port)
+        elif name == "ministack":
+            port = int(env["SQS_ENDPOINT_URL"].rsplit(":", 1)[1])
+            sqs = start_sqs(
+                state_dir / "logs" / "ministack.log",
+                user=iso.user("ministack"),
+                home=iso.home(state_dir, "ministack"),
+                port=port,
+            )
+            state.pids["ministack"] = sqs.pid
+        elif name == "vault_service":
+            probe = (Path(env["TLS_CA_CERT"]), Path(env["ETL_TLS_CERT"]), Path(env["ETL_TLS_KEY"]))
+            state.pids[name] = start_vault_service(
+                vault_service_env(env), Path(env["VAULT_SERVICE_LOG"]), probe, iso.user(name), iso.home(state_dir, name)
+            )
+        elif name == "etl_service":
+            log_file = Path(env["ETL_SERVICE_LOG"])
+            if log_file.exists():  # the start is recognised by a fresh "started" line
+                shutil.move(log_file, log_file.with_suffix(".log.1"))
+            state.pids[name] = start_etl_service(
+                etl_service_env(env), log_file, iso.user(name), iso.home(state_dir, name)
+            )
+        state.save(state_file)
+    return dead
