@@ -105,3 +105,17 @@ def test_output_formats_show_values_and_mark_failures() -> None:
     assert json.loads(as_json.getvalue()) == [{"token": "t1", "value": "192.0.2.9"}, {"token": "t2", "value": None}]
     assert as_csv.getvalue() == "token,value\nt1,192.0.2.9\nt2,[NOT_FOUND]\n"
     assert "192.0.2.9" in as_table.getvalue() and "[NOT_FOUND]" in as_table.getvalue()
+
+
+def test_errors_say_when_to_retry_and_where_the_vault_was_expected() -> None:
+    from tokenvault_cli.context import explain
+    from tokenvault_cli.settings import Settings
+    from tokenvault_client import DeadlineExceeded, RateLimited, Unavailable
+
+    settings = Settings(address="127.0.0.1:5555")
+    limited = RateLimited(grpc.StatusCode.RESOURCE_EXHAUSTED, "client 'analyst' may detokenize 200 values/s", 1.5)
+    assert explain(limited, settings).endswith("retry in 1.5 s")
+    down = Unavailable(grpc.StatusCode.UNAVAILABLE, "failed to connect: Connection refused")
+    assert "is the vault service running at 127.0.0.1:5555?" in explain(down, settings)
+    slow = DeadlineExceeded(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+    assert "raise --deadline" in explain(slow, settings)
