@@ -101,12 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["dead-letters"]:
         return dead_letters.main(argv[1:])
     args = _parser().parse_args(argv)
+    configure_logging("etl_service", os.environ.get("ETL_LOG_LEVEL", "INFO"), native=True)
     try:
         config = EtlConfig.from_env(os.environ)
-    except ConfigError as error:
-        print(error, file=sys.stderr)
+    except (ConfigError, ValueError) as error:
+        _say(f"invalid settings: {error}")
         return EXIT_CONFIG
-    configure_logging("etl_service", config.log_level)
     console = Console(stderr=True)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     show_progress = args.mode == "drain" and console.is_terminal
@@ -153,12 +153,18 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     if args.mode == "drain" and summary.errored:
-        print(f"etl_service: {len(summary.errored)} message(s) left unprocessed because of errors", file=sys.stderr)
+        _say(f"{len(summary.errored)} message(s) left unprocessed because of errors (see the log above)")
         return EXIT_UNPROCESSED
     return EXIT_OK
 
 
 def _cannot_start(error: Misconfigured) -> int:
-    log.error("stopping: %s", error, extra={"dependency": error.dependency})
-    print(f"etl_service: {error}", file=sys.stderr)
+    _say(f"stopping: {error}", dependency=error.dependency)
     return EXIT_MISCONFIGURED
+
+
+def _say(message: str, **extra: str) -> None:
+    """An error as a JSON log line; also as plain text when a person watches stderr."""
+    log.error(message, extra=extra)
+    if sys.stderr.isatty():
+        print(f"etl_service: {message}", file=sys.stderr)

@@ -206,7 +206,7 @@ def test_a_missing_queue_stops_the_start_with_a_clear_message(stack_env: dict[st
         check=False,
     )
     assert result.returncode == 1
-    assert f"etl_service: SQS queue {missing} refused: " in result.stderr
+    assert f"stopping: SQS queue {missing} refused: " in result.stderr
 
 
 def test_a_poison_message_is_quarantined_on_its_last_receive_while_its_batch_loads(

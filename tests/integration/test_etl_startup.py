@@ -6,11 +6,13 @@ etl_service drain`, as an operator would start it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -79,6 +81,8 @@ def test_each_misconfiguration_stops_the_start_with_exit_1_and_its_message(
     result = run_etl({**env, **changes})
     assert result.returncode == 1, result.stderr[-2000:]
     assert expected in result.stderr, result.stderr[-2000:]
+    lines = [json.loads(line) for line in result.stderr.splitlines()]  # every line JSON, gRPC's own included
+    assert all(datetime.fromisoformat(line["time"]).utcoffset() == timedelta(0) for line in lines)
     assert queue_depth(stack_env["SQS_ENDPOINT_URL"], env["ETL_QUEUE_URL"]) == len(sent)  # nothing received
 
 

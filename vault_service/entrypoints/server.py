@@ -11,6 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+from tokenvault_common.health import ListingHealthServicer
 from vault_service.domain.identity import IdentityVerifier
 from vault_service.entrypoints.guard import HARD_MESSAGE_LIMIT, VaultGuard
 from vault_service.entrypoints.metrics import DEPENDENCY_UP
@@ -90,7 +91,7 @@ def create_server(
         maximum_concurrent_rpcs=MAX_CONCURRENT_CALLS,
     )
     vault_pb2_grpc.add_TokenVaultServicer_to_server(TokenVaultServicer(vault), server)
-    health_servicer = health.HealthServicer()
+    health_servicer = ListingHealthServicer()  # the stock one advertises List and answers UNIMPLEMENTED
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
