@@ -184,7 +184,8 @@ def parse_login_event(
     device_type = device_type.lower()
     if device_type not in device_types:
         raise Rejection("unknown_device_type", f"device_type must be one of {', '.join(sorted(device_types))}")
-    ip = _judged("ip", normalize_ip, ip)
+    _judged("ip", normalize_ip, ip)  # judged as the vault judges it; sent as written (the vault normalizes)
+    ip = ip.strip()
     device_id = _judged("device_id", normalize_device_id, device_id)
     if locale is not None and not _LOCALE.match(locale):
         raise Rejection("invalid_locale", "field 'locale' is not a language/region code such as 'RU' or 'en-US'")
