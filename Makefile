@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_ARGS ?=
 
-.PHONY: bench-compare check-alerts help install protos protos-check up down status run run-sample psql admin bench-vault bench-etl test test-unit lint format clean compose-env compose-check
+.PHONY: bench-compare check-alerts help install protos protos-check up down status run run-sample psql admin bench-vault bench-etl test test-unit lint format clean compose-env compose-check test-compose
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -75,13 +75,17 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-compose-env: $(STAMP)  ## write .env with fresh throwaway credentials for docker compose
-	$(PY) deploy/compose/make-env.py .env
+compose-env:  ## write .env with fresh throwaway credentials for docker compose (needs only python3)
+	$(PYTHON) deploy/compose/make-env.py .env
+
+COMPOSE_BIN = $$($(PY) -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')
 
 compose-check: $(STAMP)  ## validate docker-compose.yml with the real Compose binary (no engine needed)
-	$(PY) deploy/compose/make-env.py /tmp/tokenvault-compose-check.env >/dev/null
-	@out="$$($(VENV)/bin/docker-compose --env-file /tmp/tokenvault-compose-check.env config -q 2>&1)"; \
-	  if [ -n "$$out" ]; then echo "$$out"; exit 1; else echo "docker-compose.yml is valid"; fi
+	@rm -f /tmp/tokenvault-compose-check.env && $(PYTHON) deploy/compose/make-env.py /tmp/tokenvault-compose-check.env >/dev/null
+	@$(COMPOSE_BIN) --env-file /tmp/tokenvault-compose-check.env config -q && echo "docker-compose.yml is valid"
+
+test-compose: $(STAMP)  ## start docker-compose.yml end to end in a Docker engine of its own (root; installs docker.io, mmdebstrap)
+	$(PY) -m pytest tests/compose -m compose -v --timeout 1800
 
 clean: down  ## remove virtual environments and caches
 	rm -rf $(VENV) .venv-ministack .stack .mypy_cache .ruff_cache .pytest_cache

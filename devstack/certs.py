@@ -54,7 +54,12 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def create_authority(directory: Path, name: str = "tokenvault dev CA", key_dir: Path | None = None) -> Authority:
+def create_authority(
+    directory: Path,
+    name: str = "tokenvault dev CA",
+    key_dir: Path | None = None,
+    validity: datetime.timedelta = VALIDITY,
+) -> Authority:
     """A self-signed CA written to `directory/ca.pem`, its key kept in memory.
 
     The key is written to `key_dir/ca-key.pem` (file 0600; a separate directory becomes 0700)
@@ -70,7 +75,7 @@ def create_authority(directory: Path, name: str = "tokenvault dev CA", key_dir: 
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
+        .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .sign(key, hashes.SHA256())
@@ -97,7 +102,13 @@ def load_authority(directory: Path) -> Authority:
     return Authority(cert, key, directory / "ca.pem")
 
 
-def issue(authority: Authority, directory: Path, common_name: str, server: bool = False) -> CertPair:
+def issue(
+    authority: Authority,
+    directory: Path,
+    common_name: str,
+    server: bool = False,
+    validity: datetime.timedelta = VALIDITY,
+) -> CertPair:
     """A certificate for `common_name` signed by `authority`, as `<cn>.pem` / `<cn>-key.pem`."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
@@ -108,7 +119,7 @@ def issue(authority: Authority, directory: Path, common_name: str, server: bool 
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
+        .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
     )
     if server:

@@ -1,4 +1,8 @@
-"""Write `.env` for docker compose with fresh random throwaway credentials (never committed)."""
+"""Write `.env` for docker compose with fresh random throwaway credentials (never committed).
+
+Standard library only: `make compose-env` runs it with the system's python3, no virtualenv.
+Vault's root token is not here: the vault-init job makes it when it initialises Vault.
+"""
 
 import secrets
 import sys
@@ -13,7 +17,6 @@ values = {
     "PG_ADMIN_PASSWORD": secrets.token_urlsafe(18),
     "PG_VAULT_PASSWORD": secrets.token_urlsafe(18),
     "PG_ETL_PASSWORD": secrets.token_urlsafe(18),
-    "VAULT_ROOT_TOKEN": secrets.token_urlsafe(24),
     "VAULT_SERVICE_ROLE_ID": str(uuid.uuid4()),
 }
 target.write_text(

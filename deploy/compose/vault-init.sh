@@ -1,9 +1,43 @@
 #!/bin/sh
-# One-shot: audit device, Transit engine, the KEK, the audit signing key, least-privilege
+# One-shot, on every `docker compose up`: initialise Vault on first start (raft storage), unseal
+# it, then the audit device, Transit engine, the KEK, the audit signing key, least-privilege
 # policies, AppRole for the vault service.
-# Runs in the official Vault image against the `vault` service; idempotent.
+# Runs in the Vault image against the `vault` service; idempotent.
+#
+# DEV-GRADE UNSEAL: the single unseal key share and the initial root token are kept in the
+# `vault-unseal` volume, mounted only into this job. Anyone who can read that volume (root on the
+# Docker host) holds every key. Production uses auto-unseal (cloud KMS / HSM) and revokes the root token.
 set -eu
-export VAULT_ADDR=http://vault:8200 VAULT_TOKEN="$VAULT_ROOT_TOKEN"
+export VAULT_ADDR=http://vault:8200
+UNSEAL_DIR=/vault-unseal
+umask 077
+
+if vault status -format=json 2>/dev/null | grep -q '"initialized": false'; then
+  vault operator init -key-shares=1 -key-threshold=1 > "$UNSEAL_DIR/init.txt"
+  awk '/^Unseal Key 1:/ {print $NF}' "$UNSEAL_DIR/init.txt" > "$UNSEAL_DIR/unseal-key"
+  awk '/^Initial Root Token:/ {print $NF}' "$UNSEAL_DIR/init.txt" > "$UNSEAL_DIR/root-token"
+  rm "$UNSEAL_DIR/init.txt"
+  echo "vault initialised (raft storage); unseal material in the vault-unseal volume"
+fi
+if [ ! -s "$UNSEAL_DIR/unseal-key" ] || [ ! -s "$UNSEAL_DIR/root-token" ]; then
+  echo "vault-init: Vault is initialised but $UNSEAL_DIR holds no unseal key or root token." >&2
+  echo "  Was the vault-unseal volume removed without vault-data? Remove both (docker compose down -v) to start afresh." >&2
+  exit 1
+fi
+if vault status -format=json 2>/dev/null | grep -q '"sealed": true'; then
+  vault operator unseal "$(cat "$UNSEAL_DIR/unseal-key")" >/dev/null
+  echo "vault unsealed"
+fi
+VAULT_TOKEN="$(cat "$UNSEAL_DIR/root-token")"
+export VAULT_TOKEN
+# After unsealing, raft elects its leader; wait until requests are served.
+tries=0
+until vault token lookup >/dev/null 2>&1; do
+  tries=$((tries + 1))
+  if [ "$tries" -ge 60 ]; then echo "vault-init: Vault did not become active within 60 s" >&2; exit 1; fi
+  sleep 1
+done
+
 # Every request and response (secrets HMAC-ed) to a file in the vault container.
 vault audit list 2>/dev/null | grep -q '^file/' || vault audit enable file file_path=/vault/logs/audit.log
 vault secrets list | grep -q '^transit/' || vault secrets enable transit

