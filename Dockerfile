@@ -2,6 +2,7 @@
 # Multi-stage: dependencies are installed in a throwaway stage; the runtime has no compiler and no pip.
 # PYTHON_IMAGE: any Python >= 3.11 image on Debian bookworm (the compose test builds its own, offline).
 ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
+# checkov:skip=CKV_DOCKER_7:FROM ${PYTHON_IMAGE}: the default above is a fixed tag; checkov cannot read ARG defaults
 
 FROM ${PYTHON_IMAGE} AS build
 # Builds that must use a package mirror: --build-arg PIP_INDEX=https://mirror/simple (build stage
@@ -34,8 +35,10 @@ COPY migrations migrations
 COPY config config
 COPY examples examples
 ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/app PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-# Byte-code compiled once here, so read-only containers start without compiling.
-RUN python -m compileall -q /app
+# Byte-code compiled once here, so read-only containers start without compiling; the vault
+# service's audit checkpoint export directory (a volume in compose) belongs to its uid.
+RUN python -m compileall -q /app \
+ && install -d -o 10001 -g 10001 -m 0700 /var/lib/tokenvault-audit
 # Compose runs each service as a uid of its own; this default is the vault service's.
 USER 10001:10001
 # gRPC health check of the vault on its plaintext health-only listener (the ETL overrides it in compose).

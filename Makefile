@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_ARGS ?=
 
-.PHONY: bench-compare check-alerts help install protos protos-check up down status run run-sample psql admin bench-vault bench-etl test test-unit lint format clean compose-env compose-check test-compose
+.PHONY: bench-compare check-alerts help install protos protos-check up down status run run-sample psql admin bench-vault bench-etl test test-unit lint format clean compose-env compose-check test-compose deploy-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -84,8 +84,17 @@ compose-check: $(STAMP)  ## validate docker-compose.yml with the real Compose bi
 	@rm -f /tmp/tokenvault-compose-check.env && $(PYTHON) deploy/compose/make-env.py /tmp/tokenvault-compose-check.env >/dev/null
 	@$(COMPOSE_BIN) --env-file /tmp/tokenvault-compose-check.env config -q && echo "docker-compose.yml is valid"
 
+DEPLOY_TOOLS := .venv-deploy-tools
+
+$(DEPLOY_TOOLS)/.installed: deploy/check-requirements.txt deploy/install-check-tools.sh
+	PYTHON=$(PYTHON) sh deploy/install-check-tools.sh $(DEPLOY_TOOLS)
+	@touch $@
+
+deploy-check: $(DEPLOY_TOOLS)/.installed  ## k8s manifests, Dockerfile, compose, alert rules through kubernetes-validate, checkov, promtool
+	sh deploy/check.sh $(DEPLOY_TOOLS)
+
 test-compose: $(STAMP)  ## start docker-compose.yml end to end in a Docker engine of its own (root; installs docker.io, mmdebstrap)
-	$(PY) -m pytest tests/compose -m compose -v --timeout 1800
+	$(PY) -m pytest tests/compose -m compose -v -x --timeout 1800
 
 clean: down  ## remove virtual environments and caches
-	rm -rf $(VENV) .venv-ministack .stack .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-ministack $(DEPLOY_TOOLS) .stack .mypy_cache .ruff_cache .pytest_cache

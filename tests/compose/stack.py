@@ -22,6 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
 TEST_FILE = Path(__file__).resolve().parent / "docker-compose.test.yml"
 
 
+def _tail(text: str, lines: int) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
 class ComposeError(AssertionError):
     """A compose command failed; the message carries its output."""
 
@@ -58,7 +62,7 @@ class Compose:
                 r"container [\w-]+?-([a-z-]+)-\d+ ", result.stderr
             )
             raise ComposeError(
-                f"docker compose {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}"
+                f"docker compose {' '.join(args)} failed ({result.returncode}):\n{_tail(result.stderr, 12)}"
                 + self.diagnosis(named)
             )
         return result
