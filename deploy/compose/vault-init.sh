@@ -56,4 +56,13 @@ vault write auth/approle/role/tokenvault-service/role-id role_id="$VAULT_SERVICE
 # The secret id is handed over through a volume, never baked into an image.
 vault write -field=secret_id -f auth/approle/role/tokenvault-service/secret-id > /vault-creds/secret-id
 chown 10001 /vault-creds/secret-id && chmod 400 /vault-creds/secret-id
+# The ETL seals dead-letter bodies with a key of its own: it may encrypt, never decrypt
+# (an operator token with tokenvault-dlq-operator may, and the audit device records it).
+vault read transit/keys/tokenvault-dead-letters >/dev/null 2>&1 || vault write -f transit/keys/tokenvault-dead-letters type=aes256-gcm96
+vault policy write tokenvault-etl /policies/tokenvault-etl.hcl
+vault policy write tokenvault-dlq-operator /policies/tokenvault-dlq-operator.hcl
+vault write auth/approle/role/tokenvault-etl token_policies=tokenvault-etl token_ttl=1h token_max_ttl=24h secret_id_ttl=720h
+vault write auth/approle/role/tokenvault-etl/role-id role_id="$VAULT_ETL_ROLE_ID"
+vault write -field=secret_id -f auth/approle/role/tokenvault-etl/secret-id > /vault-creds/etl-secret-id
+chown 10002 /vault-creds/etl-secret-id && chmod 400 /vault-creds/etl-secret-id  # the ETL's uid
 echo "vault initialised"
