@@ -26,7 +26,7 @@ class EtlConfig:
     """SQS endpoint (ETL_SQS_ENDPOINT_URL); unset: AWS, or the host of a non-AWS queue URL such
     as LocalStack's `http://localhost:4566/000000000000/login-queue`."""
     aws_region: str
-    """AWS region (AWS_REGION, default us-east-1)."""
+    """AWS region (AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1)."""
     aws_access_key_id: str | None
     """Static AWS key id (AWS_ACCESS_KEY_ID); unset to use boto3's chain (profile, IAM role)."""
     aws_secret_access_key: str | None

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,3 +76,31 @@ def test_sigterm_with_a_hung_vault_exits_within_the_grace_period_and_loses_nothi
     with etl_consumer(env) as etl:  # released at stop: visible again, a new consumer finishes the job
         etl.wired.consumer.drain()
     assert_each_event_landed_once(stack_env["PG_ADMIN_DSN"], sent, stack_env["SQS_ENDPOINT_URL"], etl.dlq_url)
+
+
+def test_an_idle_service_exports_its_dependencies_up_from_the_start_and_exits_within_2_s_of_sigterm(
+    stack_env: dict[str, str], vault_process: tuple[str, int]
+) -> None:
+    port = free_port()
+    env = {**etl_harness_env(stack_env, vault_process[0]), "ETL_METRICS_PORT": str(port)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "etl_service", "run"],
+        env={**os.environ, **env},
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if '"started"' in line:
+            break
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    for dependency in ("sqs", "vault", "database"):
+        assert f'etl_dependency_up{{dependency="{dependency}"}} 1.0' in metrics
+    time.sleep(1)  # receivers are inside their 20 s long polls now
+    process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    process.wait(30)
+    assert process.returncode == 0 and time.monotonic() - signalled < 2
