@@ -119,6 +119,7 @@ def start_components(
     audit_dir = state_dir / "audit"  # the vault's exported audit checkpoints (not secret; its own to write)
     audit_dir.mkdir(parents=True, exist_ok=True)
     iso.give(audit_dir, "vault_service", 0o755)
+    (audit_dir / "checkpoints.jsonl").unlink(missing_ok=True)  # a new database starts a new chain
     bao = start_openbao(logs / "openbao.log", state_dir / "openbao", iso.user("openbao"))
     state.pids["openbao"] = bao.pid
     transit = configure_transit(bao, secrets_dir, secret_id_uses)

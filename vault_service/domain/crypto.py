@@ -68,5 +68,5 @@ def open_sealed(key: DataKey, token_type: TokenType, token: str, sealed: bytes) 
     nonce, ciphertext = sealed[:NONCE_BYTES], sealed[NONCE_BYTES:]
     try:
         return key.aead.decrypt(nonce, ciphertext, _binding(token_type, token)).decode()
-    except InvalidTag:
+    except (InvalidTag, ValueError):  # ValueError: too short to hold a nonce and a tag
         raise SealBroken(f"ciphertext of a {token_type.type_name} token failed authentication") from None

@@ -2,13 +2,15 @@
 
 The purpose is stored in the append-only audit log, where erasure cannot reach it; a value or
 token written there would outlive its erasure. So a purpose that carries an IP address, a
-token, an e-mail address, a device-id-like or other long number is refused, saying why.
+token, an e-mail address, a hardware address, a device-id-like or other long number is refused,
+saying why.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 
 from vault_service.domain.errors import InvalidRequest
 from vault_service.domain.token_types import TokenType
@@ -16,13 +18,18 @@ from vault_service.domain.token_types import TokenType
 MAX_PURPOSE_LENGTH = 512
 
 _TOKEN = re.compile(
-    r"(?<![A-Za-z0-9])(?:" + "|".join(t.prefix for t in TokenType) + r")_[A-Za-z0-9_-]{22}(?![A-Za-z0-9_-])"
-)
-_IPV4 = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
+    r"(?i)(?<![a-z0-9])(?:" + "|".join(t.prefix for t in TokenType) + r")_[A-Za-z0-9_-]{6,}"
+)  # a token, or the start of one (a token split by a space still names it)
+_SEP = r"\s*[.\-_,/\s]\s*"
+_IPV4_LIKE = re.compile(r"(?<!\d)\d{1,3}(?:" + _SEP + r"\d{1,3}){3}(?!\d)")  # 203.000.113.007, 203-0-113-7
 _IPV6_CANDIDATE = re.compile(r"[0-9A-Fa-f:.%]*:[0-9A-Fa-f:.%]*:[0-9A-Fa-f:.%]*")
+_IPV6_DASHED = re.compile(r"(?i)[0-9a-f]{1,4}(?:-{1,2}[0-9a-f]{0,4}){2,7}")  # 2001-db8--1 (ipv6-literal form)
+_HEX_INT = re.compile(r"(?i)0x[0-9a-f]{6,}")  # an address written as one hex number
 _EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[A-Za-z]{2,}")
-_ID_NUMBER = re.compile(r"(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)|\d{9,}")
-_MAC = re.compile(r"(?i)(?<![0-9a-f])[0-9a-f]{2}(?:[:-][0-9a-f]{2}){5}(?![0-9a-f])")
+_ID_NUMBER = re.compile(r"(?<!\d)\d{3}" + _SEP + r"?\d{2}" + _SEP + r"?\d{4}(?!\d)|\d{8,}")
+_MAC = re.compile(
+    r"(?i)(?<![0-9a-f])(?:[0-9a-f]{2}(?:[:-][0-9a-f]{2}){5}|[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4})(?![0-9a-f])"
+)
 
 
 def check_purpose(purpose: str) -> None:
@@ -40,18 +47,28 @@ def check_purpose(purpose: str) -> None:
         )
 
 
-def pii_in(text: str) -> str | None:
-    """What kind of personal data `text` seems to carry, or None."""
+def pii_in(purpose: str) -> str | None:
+    """What kind of personal data `purpose` seems to carry, or None.
+
+    Checked on the NFKC form (fullwidth digits and dots read as ASCII) and deliberately broad:
+    a reference like INC-4821 passes; anything shaped like an address, a token or an identifier
+    number, however it is spelled, does not.
+    """
+    text = unicodedata.normalize("NFKC", purpose)
     if _TOKEN.search(text):
         return "it holds a token"
-    if any(_is_ip(m) for m in _IPV4.findall(text)) or any(_is_ip(m) for m in _IPV6_CANDIDATE.findall(text)):
+    if _IPV4_LIKE.search(text) or _HEX_INT.search(text):
+        return "it holds an IP address"
+    if any(_is_ip(m) for m in _IPV6_CANDIDATE.findall(text)):
+        return "it holds an IP address"
+    if any(_is_ip(m.replace("-", ":")) for m in _IPV6_DASHED.findall(text)):
         return "it holds an IP address"
     if _EMAIL.search(text):
         return "it holds an e-mail address"
     if _MAC.search(text):
         return "it holds a hardware address"
     if _ID_NUMBER.search(text):
-        return "it holds an identifier-like number (9 or more digits, or ddd-dd-dddd)"
+        return "it holds an identifier-like number (8 or more digits, or ddd-dd-dddd)"
     return None
 
 

@@ -71,11 +71,25 @@ def checkpoint_exporter(path: Path | None) -> Callable[[Checkpoint], None]:
 
 
 def read_exported(path: Path) -> list[Checkpoint]:
-    """The checkpoints in an export file (one JSON object per line), in file order."""
+    """The checkpoints exported to `path`, in file order.
+
+    Takes the checkpoint file (one JSON object per line) as well as the service's JSON log,
+    whose `audit checkpoint` lines carry one each under `audit_checkpoint`; other lines are
+    skipped. A missing file is an error: verifying against nothing would prove nothing.
+    """
     if not path.exists():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [Checkpoint.from_exported(json.loads(line)) for line in lines if line.strip()]
+        raise FileNotFoundError(f"no exported checkpoints at {path}")
+    checkpoints = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("audit_checkpoint"), dict):
+            record = record["audit_checkpoint"]
+        if isinstance(record, dict) and "head_id" in record and "signature" in record:
+            checkpoints.append(Checkpoint.from_exported(record))
+    return checkpoints
 
 
 class AuditUpkeep:
