@@ -256,3 +256,65 @@ def test_who_saw_a_token_lists_its_reveals_across_clients_and_nothing_else(
             (f"%{watched}%",),
         ).fetchone()
     assert leaked == (0,)
+
+
+def test_the_serving_role_cannot_store_a_checkpoint_that_does_not_match_the_log(stack_env: dict[str, str]) -> None:
+    # A bogus checkpoint far ahead would stop the service from ever checkpointing again.
+    with psycopg.connect(stack_env["PG_VAULT_DSN"], autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.CheckViolation, match=r"does not have|not newer"):
+            conn.execute(
+                "INSERT INTO vault.audit_checkpoints (head_id, head_hash, row_count, at, key_name, signature)"
+                " VALUES (9000000000000000, '\\x00', 0, now(), 'tokenvault-audit', 'vault:v1:AAAA')"
+            )
+        head = conn.execute("SELECT id, row_hash FROM vault.audit_log ORDER BY id DESC LIMIT 1").fetchone()
+        assert head is not None
+        with pytest.raises(psycopg.errors.CheckViolation, match=r"counts|not newer"):
+            conn.execute(
+                "INSERT INTO vault.audit_checkpoints (head_id, head_hash, row_count, at, key_name, signature)"
+                " VALUES (%s, %s, 1, now(), 'tokenvault-audit', 'vault:v1:AAAA')",
+                head,
+            )
+
+
+def test_planting_a_token_row_or_changing_a_data_key_writes_an_audit_row_in_the_same_transaction(
+    stack_env: dict[str, str],
+) -> None:
+    planted = "ip_" + uuid.uuid4().hex[:22]
+    with psycopg.connect(stack_env["PG_VAULT_DSN"]) as conn:
+        key_id, fp_key = conn.execute(
+            "SELECT max(id) FILTER (WHERE purpose = 'encryption'), max(id) FILTER (WHERE purpose = 'fingerprint')"
+            " FROM vault.data_keys"
+        ).fetchone()  # type: ignore[misc]
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO vault.tokens (token, token_type, fingerprint, fingerprint_key_id, dek_id, sealed)"
+                " VALUES (%s, 'ip', %s, %s, %s, '\\x00')",
+                (planted, uuid.uuid4().bytes * 2, fp_key, key_id),
+            )
+            issued = conn.execute(
+                "SELECT client, outcome FROM vault.audit_log WHERE action = 'issue' ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            conn.execute("UPDATE vault.data_keys SET state = state WHERE id = %s", (key_id,))
+            changed = conn.execute(
+                "SELECT client, action FROM vault.audit_log WHERE action LIKE 'data-key-%' ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            raise psycopg.Rollback()  # nothing of the experiment stays, audit rows included
+    assert issued is not None and issued[0].startswith("tokenvault_vault") and issued[1] == "ok: 1 tokens issued"
+    assert changed is not None and changed == (changed[0], "data-key-update")
+    assert changed[0].startswith("tokenvault_vault")
+
+
+def test_resealing_with_what_is_not_a_sealed_value_is_refused(stack_env: dict[str, str]) -> None:
+    with (
+        psycopg.connect(stack_env["PG_VAULT_DSN"], autocommit=True) as conn,
+        pytest.raises(psycopg.errors.CheckViolation, match="not a sealed value"),
+    ):
+        conn.execute("SELECT vault.reseal_tokens(ARRAY['ip_x'], ARRAY[1], ARRAY[1], ARRAY['\\x00'::bytea], 'job')")
+
+
+def test_no_other_login_can_hold_the_audit_chain_lock(stack_env: dict[str, str]) -> None:
+    with (
+        psycopg.connect(stack_env["PG_ETL_DSN"], autocommit=True) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("SELECT pg_advisory_lock(1635083380)")

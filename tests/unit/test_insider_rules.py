@@ -4,7 +4,9 @@ throttling, tokenize metering, and the verification of a log against signed chec
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,7 @@ from vault_service.domain.identity import Caller
 from vault_service.domain.policy import DEFAULT_LIMITS, parse_policy
 from vault_service.domain.purpose import check_purpose
 from vault_service.domain.rate_limit import RateLimit, RateLimiter
+from vault_service.service.audit_upkeep import read_exported
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 
 
@@ -160,3 +163,19 @@ def test_a_bad_signature_a_backdated_row_and_a_lost_exported_checkpoint_are_each
     assert verify_log(backdated, [], None, _valid) is not None
     finding = verify_log(records[:2], [_checkpoint(records, 2)], good, _valid)
     assert finding is not None and "no longer has" in finding.reason
+
+
+def test_exported_checkpoints_are_read_from_the_checkpoint_file_or_the_service_log(tmp_path: Path) -> None:
+    checkpoint = _checkpoint(_log(2), 2)
+    log_file = tmp_path / "vault_service.log"
+    log_file.write_text(
+        json.dumps({"message": "serving", "port": 1})
+        + "\n"
+        + json.dumps({"message": "audit checkpoint", "audit_checkpoint": checkpoint.exported()})
+        + "\nnot json\n"
+    )
+    plain = tmp_path / "checkpoints.jsonl"
+    plain.write_text(json.dumps(checkpoint.exported()) + "\n")
+    assert read_exported(log_file) == [checkpoint] == read_exported(plain)
+    with pytest.raises(FileNotFoundError):
+        read_exported(tmp_path / "missing.jsonl")
