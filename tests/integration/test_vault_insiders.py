@@ -56,7 +56,7 @@ ip = "plain"
 """
 
 
-class TestCA:
+class InsiderCA:
     """A client CA whose key this test holds (as an insider who stole one would)."""
 
     def __init__(self, directory: Path) -> None:
@@ -113,12 +113,12 @@ def _name(*common_names: str) -> x509.Name:
 
 
 @pytest.fixture(scope="module")
-def insider_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
-    return TestCA(tmp_path_factory.mktemp("insider-ca"))
+def insider_ca(tmp_path_factory: pytest.TempPathFactory) -> InsiderCA:
+    return InsiderCA(tmp_path_factory.mktemp("insider-ca"))
 
 
 @pytest.fixture(scope="module")
-def guarded(stack_env: dict[str, str], insider_ca: TestCA) -> Iterator[RunningVault]:
+def guarded(stack_env: dict[str, str], insider_ca: InsiderCA) -> Iterator[RunningVault]:
     policy = insider_ca.directory / "policy.toml"
     policy.write_text(POLICY)
     with running_vault(
@@ -138,7 +138,7 @@ def _stub(stack_env: dict[str, str], vault: RunningVault, chain: bytes, key: byt
     return vault_pb2_grpc.TokenVaultStub(channel)
 
 
-def _as(stack_env: dict[str, str], vault: RunningVault, ca: TestCA, *cns: str) -> vault_pb2_grpc.TokenVaultStub:
+def _as(stack_env: dict[str, str], vault: RunningVault, ca: InsiderCA, *cns: str) -> vault_pb2_grpc.TokenVaultStub:
     return _stub(stack_env, vault, *ca.client(_name(*cns)))
 
 
@@ -159,7 +159,7 @@ def _audit(stack_env: dict[str, str], where: str, *args: object) -> list[tuple[o
     ids=["nul-in-cn", "two-cns", "uppercase", "newline", "no-cn"],
 )
 def test_an_odd_certificate_subject_is_unauthenticated_and_audited(
-    stack_env: dict[str, str], guarded: RunningVault, insider_ca: TestCA, common_names: tuple[str, ...]
+    stack_env: dict[str, str], guarded: RunningVault, insider_ca: InsiderCA, common_names: tuple[str, ...]
 ) -> None:
     stub = _as(stack_env, guarded, insider_ca, *common_names)
     started = datetime.datetime.now(datetime.UTC)
@@ -170,7 +170,7 @@ def test_an_odd_certificate_subject_is_unauthenticated_and_audited(
 
 
 def test_a_leaf_under_an_intermediate_is_refused_although_it_chains_to_the_client_ca(
-    stack_env: dict[str, str], guarded: RunningVault, insider_ca: TestCA
+    stack_env: dict[str, str], guarded: RunningVault, insider_ca: InsiderCA
 ) -> None:
     stub = _stub(stack_env, guarded, *insider_ca.client(_name("analyst"), via_intermediate=True))
     with pytest.raises(grpc.RpcError) as refused:
@@ -180,7 +180,7 @@ def test_a_leaf_under_an_intermediate_is_refused_although_it_chains_to_the_clien
 
 
 def test_a_well_formed_certificate_is_served_and_its_serial_and_fingerprint_are_audited(
-    stack_env: dict[str, str], guarded: RunningVault, insider_ca: TestCA
+    stack_env: dict[str, str], guarded: RunningVault, insider_ca: InsiderCA
 ) -> None:
     chain, key = insider_ca.client(_name("analyst"))
     leaf = x509.load_pem_x509_certificate(chain)
@@ -193,7 +193,7 @@ def test_a_well_formed_certificate_is_served_and_its_serial_and_fingerprint_are_
 
 
 def test_a_client_without_limits_in_the_policy_gets_the_default_limit(
-    stack_env: dict[str, str], guarded: RunningVault, insider_ca: TestCA
+    stack_env: dict[str, str], guarded: RunningVault, insider_ca: InsiderCA
 ) -> None:
     stub = _as(stack_env, guarded, insider_ca, "no-limits-given")
     codes = []
@@ -208,7 +208,7 @@ def test_a_client_without_limits_in_the_policy_gets_the_default_limit(
 
 
 def test_a_dictionary_sweep_hits_the_new_token_quota_is_audited_and_moves_the_alert_metric(
-    stack_env: dict[str, str], guarded: RunningVault, insider_ca: TestCA
+    stack_env: dict[str, str], guarded: RunningVault, insider_ca: InsiderCA
 ) -> None:
     etl = _as(stack_env, guarded, insider_ca, "etl-service")
     sample = 'tokenvault_tokenize_new_tokens_total{client="etl-service"}'
@@ -246,7 +246,7 @@ def test_a_dictionary_sweep_hits_the_new_token_quota_is_audited_and_moves_the_al
 
 
 def test_a_body_that_is_not_utf_8_is_invalid_argument_and_audited(
-    stack_env: dict[str, str], guarded: RunningVault, insider_ca: TestCA
+    stack_env: dict[str, str], guarded: RunningVault, insider_ca: InsiderCA
 ) -> None:
     chain, key = insider_ca.client(_name("analyst"))
     credentials = grpc.ssl_channel_credentials(
@@ -264,7 +264,7 @@ def test_a_body_that_is_not_utf_8_is_invalid_argument_and_audited(
 
 
 def test_refusals_from_one_peer_are_throttled_so_they_cannot_flood_the_audit_log(
-    stack_env: dict[str, str], guarded: RunningVault, insider_ca: TestCA
+    stack_env: dict[str, str], guarded: RunningVault, insider_ca: InsiderCA
 ) -> None:
     stranger = _as(stack_env, guarded, insider_ca, "stranger")  # CA-signed, not in the policy
     started = datetime.datetime.now(datetime.UTC)
@@ -334,7 +334,7 @@ def test_twelve_concurrent_oversize_calls_leave_the_service_small(stack_env: dic
 
 
 def test_a_call_over_the_item_limit_is_invalid_argument_and_audited(
-    stack_env: dict[str, str], guarded: RunningVault, insider_ca: TestCA
+    stack_env: dict[str, str], guarded: RunningVault, insider_ca: InsiderCA
 ) -> None:
     stub = _as(stack_env, guarded, insider_ca, "analyst")
     started = datetime.datetime.now(datetime.UTC)
