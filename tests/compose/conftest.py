@@ -45,9 +45,10 @@ class Timer:
 @pytest.fixture(scope="session")
 def compose() -> Iterator[Compose]:
     """The stack's Compose handle, on an engine of our own with images built here."""
+    timer = Timer()
     installed = install_missing_packages()
     if installed:
-        print(f"installed: {', '.join(installed)}", file=sys.stderr)
+        figure(f"apt-get install {' '.join(installed)}", f"{timer.seconds:.0f} s")
     engine = start_engine(STATE_DIR)
     env_file = STATE_DIR / "compose.env"
     env_file.unlink(missing_ok=True)
