@@ -94,6 +94,11 @@ class InFlight:
                 if message.receipt_handle in self._deadlines:
                     self._deadlines[message.receipt_handle] = (message, deadline)
 
+    def still_held(self, receipt_handles: set[str]) -> int:
+        """How many of these receipt handles are still held (not settled meanwhile)."""
+        with self._changed:
+            return sum(1 for handle in receipt_handles if handle in self._deadlines)
+
     def held_messages(self) -> list[QueueMessage]:
         """Every message held right now (to release them at a stop)."""
         with self._changed:

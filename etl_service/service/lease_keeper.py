@@ -60,8 +60,9 @@ class LeaseKeeper:
         if not due:
             return
         failed = {m.receipt_handle for m in self._queue.change_visibility(due, self._lease)}
-        if failed:
-            log.warning("lease extension failed", extra={"messages": len(failed)})
+        lost = self._ledger.still_held(failed)  # a message deleted meanwhile is no failure
+        if lost:
+            log.warning("lease extension failed; these may be redelivered", extra={"messages": lost})
         extended = [m for m in due if m.receipt_handle not in failed]
         self._ledger.extended(extended, self._lease)
         self._observer.leases_extended(len(extended))
