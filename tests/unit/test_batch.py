@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etl_service.adapters.vault_client import chunked_columns
 from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow, check_event_id
 from etl_service.errors import Kind, Misconfigured, kind_of, vault_status_error
 from etl_service.service.batch import BatchProcessor, retry_delay
 from etl_service.service.ports import WriteResult
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
 from tests.unit.test_consumer import consumer
+from tokenvault_client.chunking import ChunkLimits, column_chunks
 
 SENT_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 
@@ -121,13 +121,14 @@ def test_drain_stops_when_the_queue_is_empty_and_counts_everything() -> None:
     st.integers(min_value=1, max_value=15),
 )
 def test_value_columns_are_cut_into_calls_within_the_limit_losing_nothing(ips: int, devices: int, limit: int) -> None:
+    # The ETL sends both columns through the vault client, which cuts them like this.
     ip_values = [f"ip{i}" for i in range(ips)]
     device_values = [f"dev{i}" for i in range(devices)]
-    pieces = list(chunked_columns(ip_values, device_values, limit))
-    assert all(len(a) + len(b) <= limit for a, b in pieces)
-    assert [v for a, _ in pieces for v in a] == ip_values
-    assert [v for _, b in pieces for v in b] == device_values
-    assert len(pieces) == max(1, -(-(ips + devices) // limit))
+    calls = list(column_chunks([ip_values, device_values], ChunkLimits(max_items=limit)))
+    assert all(sum(end - start for _, start, end in call) <= limit for call in calls)
+    assert [v for call in calls for i, s, e in call if i == 0 for v in ip_values[s:e]] == ip_values
+    assert [v for call in calls for i, s, e in call if i == 1 for v in device_values[s:e]] == device_values
+    assert len(calls) == -(-(ips + devices) // limit)
 
 
 class BuggyStore(FakeLoginStore):
