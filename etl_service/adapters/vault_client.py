@@ -70,4 +70,3 @@ class GrpcTokenizer:
         if refused:
             log.warning("vault refused values", extra={"refused_count": refused})
         return ip_tokens, device_tokens
-
