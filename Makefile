@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_ARGS ?=
 
-.PHONY: bench-compare check-alerts help install protos protos-check up down status run run-sample psql admin bench-vault bench-etl test test-unit lint format clean compose-env compose-check test-compose deploy-check
+.PHONY: bench-compare help install protos protos-check up down status run run-sample psql admin bench-vault bench-etl test test-unit lint format clean compose-env compose-check test-compose deploy-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -61,9 +61,6 @@ test: $(STAMP)  ## unit, integration and end-to-end tests on real OpenBao, SQS a
 
 test-unit: $(STAMP)  ## unit tests only (seconds)
 	$(PY) -m pytest tests/unit
-
-check-alerts:  ## promtool check and unit tests of deploy/prometheus/tokenvault-alerts.yml (installs promtool as root)
-	scripts/check_alerts.sh
 
 lint: $(STAMP)  ## ruff, ruff format --check, mypy, generated code freshness
 	$(PY) -m ruff check .

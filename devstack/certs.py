@@ -147,21 +147,3 @@ def create_stack_certificates(
     server = issue(authority, directory, "tokenvault-vault", server=True)
     clients = {name: issue(authority, directory, name) for name in CLIENTS}
     return authority, server, clients
-
-
-def main() -> None:
-    """`python -m devstack.certs DIR`: write the CA, server and client certificates into DIR."""
-    import sys
-
-    directory = Path(sys.argv[1] if len(sys.argv) > 1 else "certs")
-    if (directory / "ca.pem").exists():
-        print(f"certificates already in {directory}; keeping them")
-        return
-    create_stack_certificates(directory, ca_key_dir=directory)
-    for key in directory.glob("*-key.pem"):
-        key.chmod(0o640)  # readable by the services' group in containers
-    print(f"wrote CA, server and client certificates ({', '.join(CLIENTS)}) to {directory}")
-
-
-if __name__ == "__main__":
-    main()

@@ -125,7 +125,8 @@ def _reveal_query(
     write_rows(revealed.columns, revealed.rows, fmt)
     names = ", ".join(result.columns[i] for i in columns)
     stderr.print(f"{len(result.rows)} row(s); revealed {len(outcomes)} distinct token(s) in column(s) {names}")
-    _summarize_errors(outcomes, "tokens revealed nothing")
+    if _summarize_errors(outcomes, "tokens revealed nothing"):
+        raise SystemExit(1)  # as plain `reveal`: a script can tell that something was not revealed
 
 
 @click.command()

@@ -113,6 +113,13 @@ def test_the_ca_key_is_in_no_running_container_and_each_service_has_its_own_uid(
                 "exec", "-T", name, "find", "/", "-name", "ca-key.pem", "-not", "-path", "/proc/*", check=False
             )
             assert found.stdout.strip() == "", name
+        # `find` runs as each service's user and cannot see into other users' directories, so
+        # also check what the stack mounts: the CA's volume is in the certs job and nowhere else.
+        services = json.loads(compose.run("config", "--format", "json").stdout)["services"]
+        mounting_ca = {
+            name for name, service in services.items() for v in service.get("volumes", []) if v.get("source") == "ca"
+        }
+        assert mounting_ca == {"certs"}, mounting_ca
         ids = [compose.run("exec", "-T", name, "id", "-u").stdout.strip() for name in ("vault-service", "etl-service")]
         assert len(set(ids)) == len(ids) and "0" not in ids
 

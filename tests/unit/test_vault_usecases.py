@@ -85,6 +85,18 @@ def test_refused_detokenize_is_audited_too() -> None:
     assert audit.events[0].outcome.startswith("refused") and audit.events[0].client == "etl"
 
 
+def test_a_purpose_carrying_pii_is_not_kept_when_the_call_is_refused_for_another_reason() -> None:
+    # The client may not detokenize at all, so the call fails before its purpose is checked.
+    audit = FakeAuditLog()
+    with pytest.raises(PermissionDenied):
+        make_vault(audit).detokenize("etl", ["ip_" + "A" * 22], "re 203.0.113.7")
+    (event,) = audit.events
+    assert (event.outcome, event.purpose) == ("refused: PermissionDenied", "")
+    with pytest.raises(PermissionDenied):
+        make_vault(audit).detokenize("etl", ["ip_" + "A" * 22], "INC-4821")
+    assert audit.events[-1].purpose == "INC-4821"  # a fit purpose is kept
+
+
 def test_detokenize_requires_a_purpose() -> None:
     with pytest.raises(InvalidRequest, match="purpose"):
         make_vault().detokenize("analyst", ["ip_" + "A" * 22], "  ")

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import NamedTuple
 
-from vault_service.domain.audit import REVEAL_HASH_BYTES, AuditEvent, AuditRecord
+from vault_service.domain.audit import REVEAL_HASH_BYTES, AuditEvent
 from vault_service.domain.crypto import DataKey, SealBroken, fingerprint, open_sealed, seal
 from vault_service.domain.errors import (
     InvalidRequest,
@@ -23,7 +23,7 @@ from vault_service.domain.errors import (
 from vault_service.domain.identity import Caller
 from vault_service.domain.masking import mask
 from vault_service.domain.policy import AccessPolicy, RevealLevel
-from vault_service.domain.purpose import MAX_PURPOSE_LENGTH, check_purpose
+from vault_service.domain.purpose import check_purpose
 from vault_service.domain.rate_limit import RateLimiter
 from vault_service.domain.token_types import TokenType, normalize
 from vault_service.domain.tokens import new_token, type_of_token
@@ -59,7 +59,7 @@ class TokenVault:
     Callers are `Caller`s (a verified certificate's name, serial and fingerprint); a plain name
     is accepted for in-process use. Every refusal is audited (throttled per peer); tokenize is
     metered per client and audited in aggregate; every reveal is audited with a keyed hash of
-    each token revealed, so `who_saw` can answer for one token without storing tokens.
+    each token revealed, so who saw a token can be answered without storing tokens.
     """
 
     def __init__(
@@ -233,11 +233,6 @@ class TokenVault:
         )
         return outcomes
 
-    def who_saw(self, token: str) -> list[AuditRecord]:
-        """The audit records of every reveal of `token`, by any client, oldest first."""
-        hashes = [reveal_hash(key, token) for key in self._keys.ring.audit_keys]
-        return self._audit.revealing(hashes)
-
     def _audit_refusal(
         self, caller: Caller | None, action: str, error: VaultError, count: int, purpose: str, types: str
     ) -> None:
@@ -337,8 +332,12 @@ def _name(caller: Caller | None) -> str | None:
 def _refusal_event(
     caller: Caller | None, action: str, error: VaultError, count: int, purpose: str, types: str
 ) -> AuditEvent:
-    """A refusal as audited. A purpose refused for carrying PII is not stored at all."""
-    kept_purpose = "" if isinstance(error, InvalidRequest) else _printable(purpose[:MAX_PURPOSE_LENGTH])
+    """A refusal as audited.
+
+    The purpose is kept only when it is fit to keep (a case reference): a call may be refused
+    for another reason before its purpose was checked.
+    """
+    kept_purpose = purpose if _fit_purpose(purpose) else ""
     return AuditEvent(
         caller.name if caller else "<anonymous>",
         action,
@@ -359,6 +358,9 @@ def _names_of(types: Iterable[TokenType | None]) -> str:
     return ",".join(sorted({t.type_name for t in types if t}))
 
 
-def _printable(text: str) -> str:
-    """`text` with every non-printable character (NUL, newline, other controls) as U+FFFD."""
-    return text if text.isprintable() else "".join(c if c.isprintable() else "\ufffd" for c in text)
+def _fit_purpose(purpose: str) -> bool:
+    try:
+        check_purpose(purpose)
+    except InvalidRequest:
+        return False
+    return True
