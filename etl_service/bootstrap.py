@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ from etl_service.service.ports import Queue
 from etl_service.service.sealing import DiscardBodies
 from tokenvault_common.grpc_tls import secure_channel
 from tokenvault_common.pg_pool import check_connection_cheaply
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -137,6 +140,10 @@ def _sealer(config: EtlConfig) -> TransitSealer | DiscardBodies:
         return TransitSealer(
             config.dlq_seal_vault_addr, config.dlq_seal_role_id, config.dlq_seal_secret_id_file, config.dlq_seal_key
         )
+    log.warning(
+        "dead letters keep no body: no ETL_DLQ_SEAL_* settings; a message quarantined as processing_failed"
+        " cannot be re-sent (configure sealing to keep bodies, sealed)"
+    )
     return DiscardBodies()
 
 

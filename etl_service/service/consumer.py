@@ -178,9 +178,17 @@ class _Run:
             except Empty:
                 pass
             self._submit(batcher.due(time.monotonic()))
-            if self._until_empty and self._idle() and self._drain_check.drained():
+            if self._until_empty and self._idle() and self._drained():
                 log.info("queue drained")
                 self.request_stop()
+
+    def _drained(self) -> bool:
+        """The drain check; a misconfiguration it meets (e.g. the DLQ refused) stops the run like any other."""
+        try:
+            return self._drain_check.drained()
+        except Misconfigured as error:
+            self._fail(error)
+            return False
 
     def _shut_down(self) -> None:
         """Finish what is held within the grace period, then release whatever is left."""

@@ -103,3 +103,21 @@ def test_the_ledger_holds_what_half_a_lease_finishes_between_its_floor_and_maxim
     assert ledger.capacity == 500
     ledger.adapt(settle_rate=900, lease_seconds=60)
     assert ledger.capacity == 2000
+
+
+class DlqRefusingQueue(FakeQueue):
+    def take_back_redriven(self) -> int:
+        raise Misconfigured("the DLQ refused ReceiveMessage: AccessDenied", "sqs")
+
+
+def test_a_misconfiguration_met_by_the_drain_check_stops_the_drain_loudly() -> None:
+    queue = DlqRefusingQueue()
+    queue.pending = messages(20)
+    c = consumer(queue, FakeTokenizer(), FakeLoginStore(), batch_size=10)
+    started = time.monotonic()
+    with pytest.raises(Misconfigured, match="DLQ refused"):
+        c.drain()
+    assert time.monotonic() - started < 10 and c.held == 0
+    receives = queue.receives
+    time.sleep(0.5)
+    assert queue.receives == receives, "receivers kept polling after the drain stopped"
