@@ -12,28 +12,19 @@
   if it still fails on its last receive before the redrive limit, the ETL quarantines it itself
   as `processing_failed` with the error's class.
 
-Adapters turn driver errors into these; the classification of the vault's gRPC status codes
-lives here (`vault_status_error`) so every caller of the vault decides alike.
+The class is the kind: callers catch DependencyDown, Misconfigured or Rejection and treat
+anything else as a bug. Adapters turn driver errors into these; the classification of the
+vault's gRPC status codes lives here (`vault_status_error`) so every caller decides alike.
 """
 
 from __future__ import annotations
 
-import enum
-
-
-class Kind(enum.Enum):
-    """What to do about a failure."""
-
-    DEPENDENCY_DOWN = "dependency_down"
-    MISCONFIGURED = "misconfigured"
-    BAD_MESSAGE = "bad_message"
-    BUG = "bug"
-
 
 class EtlError(Exception):
-    """Base of the ETL's own errors; `dependency` names the component ("sqs", "vault", "database")."""
+    """Base of the ETL's own errors; `dependency` names the component ("sqs", "vault", "database").
 
-    kind = Kind.BUG
+    An EtlError that is neither of the two kinds below is a bug (e.g. VaultCallFailed).
+    """
 
     def __init__(self, message: str, dependency: str = "unknown") -> None:
         super().__init__(message)
@@ -43,22 +34,9 @@ class EtlError(Exception):
 class DependencyDown(EtlError):
     """A dependency is unavailable; the batch is retried later and nothing is deleted."""
 
-    kind = Kind.DEPENDENCY_DOWN
-
 
 class Misconfigured(EtlError):
     """Retrying cannot help: stop, release what is held, exit non-zero with this message."""
-
-    kind = Kind.MISCONFIGURED
-
-
-def kind_of(error: BaseException) -> Kind:
-    """The kind of any exception: ours carry it; a Rejection is a bad message; the rest are bugs."""
-    if isinstance(error, EtlError):
-        return error.kind
-    from etl_service.domain.validation import Rejection  # the domain module imports nothing of ours
-
-    return Kind.BAD_MESSAGE if isinstance(error, Rejection) else Kind.BUG
 
 
 # The vault's gRPC status codes by kind (names, so this module needs no grpc import).

@@ -1,25 +1,32 @@
-"""The DLQ as an operator sees it: list dead letters with their reasons, open one, re-send it fixed.
+"""The DLQ: list dead letters with their reasons, re-send one, take back those without a reason.
 
-Reading the whole DLQ means receiving every message: each read takes a short lease, and the
-messages are released again when the listing ends (`release`).
+Operators use it through `python -m etl_service dead-letters`; a drain takes back what SQS's
+redrive policy moved without a reason (SqsQueue.take_back_redriven) through it too. Reading the
+whole DLQ means receiving every message: each read takes a short lease, and the messages are
+released again when the listing ends (`release`). SQS failures raise the ETL's kinds
+(DependencyDown, QueueConfigurationError).
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import botocore.exceptions
-
-from etl_service.adapters.sqs import EVENT_ID_ATTRIBUTE, SENT_TIMESTAMP_ATTRIBUTE
+from etl_service.adapters.sqs_common import (
+    EVENT_ID_ATTRIBUTE,
+    SENT_TIMESTAMP_ATTRIBUTE,
+    SQS_ERRORS,
+    raise_for,
+    timestamp_ms,
+)
 from etl_service.service.sealing import read_dead_letter_body
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
-_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+log = logging.getLogger(__name__)
 
 
 class DeadLetterError(RuntimeError):
@@ -55,14 +62,21 @@ def _attribute(raw: Any, name: str) -> str | None:
 
 def _to_dead_letter(raw: Any) -> DeadLetter:
     envelope = read_dead_letter_body(raw.get("Body", "")) or {}
-    sent = _attribute(raw, "source_sent_timestamp") or raw.get("Attributes", {}).get("SentTimestamp", "0")
+    # When the original was sent: recorded by the ETL when it dead-lettered the message, or on a
+    # message re-sent from the DLQ earlier (then moved back by the redrive), else SQS's own.
+    sent = (
+        timestamp_ms(_attribute(raw, "source_sent_timestamp"))
+        or timestamp_ms(_attribute(raw, SENT_TIMESTAMP_ATTRIBUTE))
+        or timestamp_ms(raw.get("Attributes", {}).get("SentTimestamp"))
+        or 0
+    )
     return DeadLetter(
         message_id=raw["MessageId"],
         receipt_handle=raw["ReceiptHandle"],
         reason=_attribute(raw, "reason"),
         detail=_attribute(raw, "reason_detail") or "",
         event_id=_attribute(raw, EVENT_ID_ATTRIBUTE) or _attribute(raw, "source_message_id") or raw["MessageId"],
-        sent_timestamp_ms=int(sent) if str(sent).isdigit() else 0,
+        sent_timestamp_ms=sent,
         sealed_body=envelope.get("sealed_body"),
         key=envelope.get("key"),
         note=envelope.get("note"),
@@ -92,8 +106,8 @@ class DeadLetterQueue:
                     MessageSystemAttributeNames=["SentTimestamp"],
                     MessageAttributeNames=["All"],
                 ).get("Messages", [])
-            except _ERRORS as error:
-                raise DeadLetterError(f"reading the DLQ failed: {type(error).__name__}") from None
+            except SQS_ERRORS as error:
+                raise_for(error, "receive from DLQ")
             if not batch:
                 break
             found += [_to_dead_letter(m) for m in batch]
@@ -108,8 +122,10 @@ class DeadLetterQueue:
                 {"Id": str(i), "ReceiptHandle": d.receipt_handle, "VisibilityTimeout": 0}
                 for i, d in enumerate(held[start : start + 10])
             ]
-            with contextlib.suppress(*_ERRORS):  # else their 60 s lease runs out instead
+            try:
                 self._client.change_message_visibility_batch(QueueUrl=self._dlq_url, Entries=entries)  # type: ignore[arg-type]
+            except SQS_ERRORS as error:
+                log.warning("releasing dead letters failed (their lease runs out instead): %s", type(error).__name__)
 
     def resend(self, dead: DeadLetter, body: str) -> str:
         """Send `body` to the source queue under the dead letter's event id and sent time; delete the dead letter.
@@ -127,7 +143,22 @@ class DeadLetterQueue:
                 },
             )
             self._client.delete_message(QueueUrl=self._dlq_url, ReceiptHandle=dead.receipt_handle)
-        except _ERRORS as error:
-            raise DeadLetterError(f"re-sending failed: {type(error).__name__}") from None
+        except SQS_ERRORS as error:
+            raise_for(error, "re-send from DLQ")
         self._held = [d for d in self._held if d.message_id != dead.message_id]
         return str(sent["MessageId"])
+
+    def take_back_redriven(self, limit: int = 10_000) -> int:
+        """Re-send every dead letter without a reason (moved by SQS's redrive policy) as it was.
+
+        Each goes back under its event id and original sent time (resend), so it loads exactly
+        once under the same key or gets its reason. Dead letters with a reason are left where
+        they are. Reads at most `limit` messages; returns how many were taken back.
+        """
+        try:
+            redriven = [d for d in self.list(limit) if d.reason is None]
+            for dead in redriven:
+                self.resend(dead, dead.raw_body)
+        finally:
+            self.release()
+        return len(redriven)

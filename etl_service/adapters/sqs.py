@@ -5,42 +5,29 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import boto3
 import botocore.config
-import botocore.exceptions
 
+from etl_service.adapters.dead_letter_queue import DeadLetterQueue
+from etl_service.adapters.sqs_common import (
+    EVENT_ID_ATTRIBUTE,
+    SENT_TIMESTAMP_ATTRIBUTE,
+    SQS_ERRORS,
+    QueueConfigurationError,
+    raise_for,
+    timestamp_ms,
+)
 from etl_service.domain.messages import QueueMessage, check_event_id
-from etl_service.errors import DependencyDown, Misconfigured
+from etl_service.errors import DependencyDown
 from etl_service.service.ports import QueueDepth
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 log = logging.getLogger(__name__)
-
-_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
-EVENT_ID_ATTRIBUTE = "event_id"
-SENT_TIMESTAMP_ATTRIBUTE = "tokenvault_sent_timestamp"
-"""Set on a message the ETL takes back from the DLQ: its original SentTimestamp (ms)."""
-# Errors that retrying cannot fix: the service must stop and say so.
-_FATAL_CODES = {
-    "AWS.SimpleQueueService.NonExistentQueue",
-    "QueueDoesNotExist",
-    "AccessDenied",
-    "InvalidClientTokenId",
-    "SignatureDoesNotMatch",
-    "UnrecognizedClientException",
-}
-
-
-class QueueConfigurationError(Misconfigured):
-    """The queue cannot be used as configured (no credentials, no such queue, access denied)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, "sqs")
 
 
 def endpoint_for_queue(queue_url: str) -> str | None:
@@ -52,17 +39,6 @@ def endpoint_for_queue(queue_url: str) -> str | None:
     if not parts.scheme or not parts.netloc or parts.hostname is None or parts.hostname.endswith(".amazonaws.com"):
         return None
     return f"{parts.scheme}://{parts.netloc}"
-
-
-def _raise_for(error: Exception, action: str) -> NoReturn:
-    """Re-raise a boto error as fatal (configuration) or transient (retry later)."""
-    if isinstance(error, botocore.exceptions.NoCredentialsError):
-        raise QueueConfigurationError(f"SQS {action}: no AWS credentials configured") from None
-    if isinstance(error, botocore.exceptions.ClientError):
-        code = error.response.get("Error", {}).get("Code", "")
-        if code in _FATAL_CODES:
-            raise QueueConfigurationError(f"SQS {action} refused: {code}") from None
-    raise DependencyDown(f"SQS {action} failed: {type(error).__name__}", "sqs") from error
 
 
 def make_sqs_client(
@@ -99,7 +75,7 @@ def _to_message(raw: Any) -> QueueMessage:
         message_id=raw["MessageId"],
         receipt_handle=raw["ReceiptHandle"],
         body=raw.get("Body", ""),
-        sent_timestamp_ms=_timestamp(sent) or int(attributes.get("SentTimestamp", 0)),
+        sent_timestamp_ms=timestamp_ms(sent) or int(attributes.get("SentTimestamp", 0)),
         receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
         event_id=event_id,
         event_id_problem=problem,
@@ -111,10 +87,6 @@ def _max_receive_count(policy: str | None) -> int | None:
         return int(json.loads(policy)["maxReceiveCount"]) if policy else None
     except (ValueError, KeyError, TypeError):
         return None
-
-
-def _timestamp(text: str | None) -> int | None:
-    return int(text) if text and text.isascii() and text.isdigit() and len(text) <= 15 else None
 
 
 class SqsQueue:
@@ -138,9 +110,9 @@ class SqsQueue:
                 attributes = self._client.get_queue_attributes(
                     QueueUrl=url, AttributeNames=["QueueArn", "RedrivePolicy"]
                 )
-            except _ERRORS as error:
+            except SQS_ERRORS as error:
                 try:
-                    _raise_for(error, f"queue {url}")
+                    raise_for(error, f"queue {url}")
                 except DependencyDown:
                     raise QueueConfigurationError(f"SQS queue {url} is unreachable: {type(error).__name__}") from None
             if url == self._queue_url:
@@ -157,8 +129,8 @@ class SqsQueue:
                 MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
                 MessageAttributeNames=[EVENT_ID_ATTRIBUTE, SENT_TIMESTAMP_ATTRIBUTE],
             )
-        except _ERRORS as error:
-            _raise_for(error, "receive")
+        except SQS_ERRORS as error:
+            raise_for(error, "receive")
         return [_to_message(m) for m in response.get("Messages", [])]
 
     def delete(self, messages: Sequence[QueueMessage]) -> list[QueueMessage]:
@@ -171,7 +143,7 @@ class SqsQueue:
                     QueueUrl=self._queue_url,
                     Entries=[{"Id": k, "ReceiptHandle": m.receipt_handle} for k, m in chunk.items()],
                 )
-            except _ERRORS as error:
+            except SQS_ERRORS as error:
                 log.warning("delete batch failed: %s", type(error).__name__)
                 failed.extend(chunk.values())
                 continue
@@ -199,8 +171,8 @@ class SqsQueue:
                 MessageBody=body,
                 MessageAttributes=attributes,
             )
-        except _ERRORS as error:
-            _raise_for(error, "send to DLQ")
+        except SQS_ERRORS as error:
+            raise_for(error, "send to DLQ")
 
     def change_visibility(self, messages: Sequence[QueueMessage], seconds: int) -> list[QueueMessage]:
         """Set each message's visibility to `seconds` from now, 10 per call; return those that failed."""
@@ -215,7 +187,7 @@ class SqsQueue:
                         for k, m in chunk.items()
                     ],
                 )
-            except _ERRORS as error:
+            except SQS_ERRORS as error:
                 log.warning("visibility change failed (the current lease applies): %s", type(error).__name__)
                 failed.extend(chunk.values())
                 continue
@@ -233,8 +205,8 @@ class SqsQueue:
                     "ApproximateNumberOfMessagesDelayed",
                 ],
             )["Attributes"]
-        except _ERRORS as error:
-            _raise_for(error, "get attributes")
+        except SQS_ERRORS as error:
+            raise_for(error, "get attributes")
         return QueueDepth(
             visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
             in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
@@ -244,60 +216,6 @@ class SqsQueue:
     def take_back_redriven(self, limit: int = 10_000) -> int:
         """Move DLQ messages without a reason (SQS's redrive policy moved them) back to the source queue.
 
-        Each goes back with its event id (the original's `event_id` attribute, else its SQS
-        message id, which the redrive keeps) and original SentTimestamp, so it loads exactly
-        once under the same key. Messages with a reason are looked at and left (released at
-        the end). Reads at most `limit` DLQ messages.
+        The operators' `dead-letters redrive` does the same (DeadLetterQueue.take_back_redriven).
         """
-        taken, seen, looked_at = 0, 0, []
-        while seen < limit:
-            try:
-                response = self._client.receive_message(
-                    QueueUrl=self._dlq_url,
-                    MaxNumberOfMessages=10,
-                    WaitTimeSeconds=0,
-                    VisibilityTimeout=60,
-                    MessageSystemAttributeNames=["SentTimestamp"],
-                    MessageAttributeNames=["All"],
-                )
-            except _ERRORS as error:
-                _raise_for(error, "receive from DLQ")
-            batch = response.get("Messages", [])
-            if not batch:
-                break
-            seen += len(batch)
-            for raw in batch:
-                if "reason" in raw.get("MessageAttributes", {}):
-                    looked_at.append(raw)
-                else:
-                    self._send_back(raw)
-                    taken += 1
-        for start in range(0, len(looked_at), 10):
-            chunk = looked_at[start : start + 10]
-            entries = [
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0} for i, m in enumerate(chunk)
-            ]
-            try:
-                self._client.change_message_visibility_batch(QueueUrl=self._dlq_url, Entries=entries)  # type: ignore[arg-type]
-            except _ERRORS as error:
-                log.warning("releasing looked-at dead letters failed: %s", type(error).__name__)
-        return taken
-
-    def _send_back(self, raw: Any) -> None:
-        attributes = raw.get("MessageAttributes", {})
-        event_id = attributes.get(EVENT_ID_ATTRIBUTE, {}).get("StringValue")  # an invalid one still gets its reason
-        sent = attributes.get(SENT_TIMESTAMP_ATTRIBUTE, {}).get("StringValue") or raw.get("Attributes", {}).get(
-            "SentTimestamp", "0"
-        )
-        try:
-            self._client.send_message(
-                QueueUrl=self._queue_url,
-                MessageBody=raw.get("Body", ""),
-                MessageAttributes={
-                    EVENT_ID_ATTRIBUTE: {"DataType": "String", "StringValue": event_id or raw["MessageId"]},
-                    SENT_TIMESTAMP_ATTRIBUTE: {"DataType": "Number", "StringValue": str(sent)},
-                },
-            )
-            self._client.delete_message(QueueUrl=self._dlq_url, ReceiptHandle=raw["ReceiptHandle"])
-        except _ERRORS as error:
-            _raise_for(error, "send back from DLQ")
+        return DeadLetterQueue(self._client, self._queue_url, self._dlq_url).take_back_redriven(limit)

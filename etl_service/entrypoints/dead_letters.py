@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from etl_service.adapters.dead_letter_queue import DeadLetter, DeadLetterError, DeadLetterQueue
-from etl_service.adapters.sqs import SqsQueue, endpoint_for_queue, make_sqs_client
+from etl_service.adapters.sqs import endpoint_for_queue, make_sqs_client
 from etl_service.adapters.transit_sealer import open_sealed
 from etl_service.domain.validation import Rejection, parse_login_event
 from etl_service.errors import EtlError
@@ -57,11 +57,11 @@ def main(argv: list[str]) -> int:
         os.environ.get("AWS_ACCESS_KEY_ID"),
         os.environ.get("AWS_SECRET_ACCESS_KEY"),
     )
+    dlq = DeadLetterQueue(client, queue_url, dlq_url)
     try:
         if args.command == "redrive":
-            print(f"taken back: {SqsQueue(client, queue_url, dlq_url).take_back_redriven()}")
+            print(f"taken back: {dlq.take_back_redriven()}")
             return 0
-        dlq = DeadLetterQueue(client, queue_url, dlq_url)
         try:
             return _run(args, dlq)
         finally:

@@ -160,3 +160,46 @@ def etl_identity_token(env: dict[str, str]) -> str:
     client = hvac.Client(url=env["VAULT_ADDR"])
     secret_id = Path(env["DLQ_SEAL_SECRET_ID_FILE"]).read_text().strip()
     return str(client.auth.approle.login(role_id=env["DLQ_SEAL_ROLE_ID"], secret_id=secret_id)["auth"]["client_token"])
+
+
+def test_redrive_takes_back_only_reasonless_dead_letters_under_their_original_event_id_and_sent_time(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    """The drain's take-back and the operators' `redrive` are one implementation (DeadLetterQueue)."""
+    tag = uuid.uuid4().hex[:8]
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    env = etl_harness_env(stack_env, vault.address)
+    first_sent = 1_704_164_645_000  # 2024-01-02T03:04:05Z: a message taken back once, then redriven again
+    attributes: dict[str, dict[str, Any]] = {
+        f"{tag}-again": {"tokenvault_sent_timestamp": {"DataType": "Number", "StringValue": str(first_sent)}},
+        f"{tag}-plain": {},
+        f"{tag}-reasoned": {"reason": {"DataType": "String", "StringValue": "missing_field"}},
+    }
+    for event_id, extra in attributes.items():
+        sqs.send_message(
+            QueueUrl=env["ETL_DLQ_URL"],
+            MessageBody=body(user_id=event_id),
+            MessageAttributes={"event_id": {"DataType": "String", "StringValue": event_id}, **extra},
+        )
+    plain_sent = time.time()
+    ids = {
+        m["MessageAttributes"]["event_id"]["StringValue"]: m["MessageId"]
+        for m in all_dead_letters(stack_env["SQS_ENDPOINT_URL"], env["ETL_DLQ_URL"])
+    }
+    resent = operator(env, "resend", ids[f"{tag}-again"])  # by hand, as it was
+    assert resent.returncode == 0, resent.stderr
+    redriven = operator(env, "redrive")  # the rest without a reason, as a drain does
+    assert redriven.returncode == 0 and "taken back: 1" in redriven.stdout, redriven.stderr
+    with etl_consumer(env) as etl:
+        assert etl.wired.consumer.drain().loaded == 2
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        sent: dict[str, Any] = dict(
+            conn.execute(
+                "SELECT event_id, extract(epoch FROM sent_at) FROM user_logins WHERE event_id = ANY(%s)",
+                ([f"{tag}-again", f"{tag}-plain"],),
+            ).fetchall()
+        )
+    assert float(sent[f"{tag}-again"]) == first_sent / 1000  # the original time, not the DLQ copy's
+    assert abs(float(sent[f"{tag}-plain"]) - plain_sent) < 30  # SQS's own SentTimestamp of the redriven copy
+    left = all_dead_letters(stack_env["SQS_ENDPOINT_URL"], env["ETL_DLQ_URL"])
+    assert [m["MessageAttributes"]["event_id"]["StringValue"] for m in left] == [f"{tag}-reasoned"]

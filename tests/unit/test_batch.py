@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow, check_event_id
-from etl_service.errors import Kind, Misconfigured, kind_of, vault_status_error
+from etl_service.errors import DependencyDown, Misconfigured, VaultCallFailed, vault_status_error
 from etl_service.service.batch import BatchProcessor, retry_delay
 from etl_service.service.ports import WriteResult
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
@@ -167,18 +167,18 @@ class RefusingTokenizer(FakeTokenizer):
 @pytest.mark.parametrize(
     ("code", "kind"),
     [
-        ("UNAVAILABLE", Kind.DEPENDENCY_DOWN),
-        ("DEADLINE_EXCEEDED", Kind.DEPENDENCY_DOWN),
-        ("RESOURCE_EXHAUSTED", Kind.DEPENDENCY_DOWN),
-        ("PERMISSION_DENIED", Kind.MISCONFIGURED),
-        ("UNAUTHENTICATED", Kind.MISCONFIGURED),
-        ("UNIMPLEMENTED", Kind.MISCONFIGURED),
-        ("INVALID_ARGUMENT", Kind.BUG),
-        ("INTERNAL", Kind.BUG),
+        ("UNAVAILABLE", DependencyDown),
+        ("DEADLINE_EXCEEDED", DependencyDown),
+        ("RESOURCE_EXHAUSTED", DependencyDown),
+        ("PERMISSION_DENIED", Misconfigured),
+        ("UNAUTHENTICATED", Misconfigured),
+        ("UNIMPLEMENTED", Misconfigured),
+        ("INVALID_ARGUMENT", VaultCallFailed),
+        ("INTERNAL", VaultCallFailed),
     ],
 )
-def test_vault_status_codes_are_told_apart_by_kind(code: str, kind: Kind) -> None:
-    assert kind_of(vault_status_error(code, "detail", "Tokenize")) is kind
+def test_vault_status_codes_are_told_apart_by_kind(code: str, kind: type[Exception]) -> None:
+    assert type(vault_status_error(code, "detail", "Tokenize")) is kind
 
 
 def test_the_dlq_keeps_no_body_in_clear_and_none_over_the_size_limit() -> None:
