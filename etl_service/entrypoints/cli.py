@@ -20,7 +20,14 @@ from etl_service.config import EtlConfig, settings_help
 from etl_service.entrypoints import dead_letters
 from etl_service.entrypoints.metrics import MetricsObserver, mark_dependencies_up
 from etl_service.errors import Misconfigured
-from etl_service.service.outcomes import BatchOutcome, ConsumerObserver, FanOut, NoObserver, RunSummary
+from etl_service.service.outcomes import (
+    PROCESSING_FAILED,
+    BatchOutcome,
+    ConsumerObserver,
+    FanOut,
+    NoObserver,
+    RunSummary,
+)
 from tokenvault_common.env import ConfigError
 from tokenvault_common.logging_setup import configure_logging
 from tokenvault_common.runtime import tune_for_throughput
@@ -41,7 +48,8 @@ def format_summary(summary: RunSummary) -> str:
         f"left for retry    : {summary.retried}",
         f"released at stop  : {summary.released_at_stop}",
         f"taken back (DLQ)  : {summary.taken_back_from_dlq}  (moved there by the redrive policy, without a reason)",
-        f"unprocessed (err) : {len(summary.errored)}",
+        f"unprocessed (err) : {summary.unprocessed_after_errors}  (left in the queue by an error:"
+        f" {len(summary.errored)}; quarantined as processing_failed: {summary.reasons[PROCESSING_FAILED]})",
         f"delete failures   : {summary.delete_failures}",
         f"elapsed           : {summary.seconds:.1f} s",
     ]
@@ -70,11 +78,15 @@ class ProgressObserver(NoObserver):
 
 EXIT_OK, EXIT_MISCONFIGURED, EXIT_CONFIG, EXIT_UNPROCESSED = 0, 1, 2, 3
 EXIT_CODES = """exit status:
-  0  done (drain: the queue is empty and every message was loaded or quarantined)
+  0  done (drain: the queue is empty and every message was loaded or quarantined for what it
+     holds; or stopped by SIGTERM/SIGINT before any error met a message)
   1  cannot work as configured: a start-up check failed, or an identity, permission, table or
      queue was refused while running (every held message was released first)
   2  invalid settings
-  3  drain finished but messages were left unprocessed because of an error (see the log)"""
+  3  drain only: an error kept messages from loading - a dependency down or a failure left them
+     in the queue when the drain was stopped, or processing failed on every receive and the
+     ETL quarantined them as processing_failed (their sealed bodies wait in the DLQ:
+     `dead-letters resend` after the fix); nothing was lost either way"""
 
 
 DEAD_LETTERS = """operators: python -m etl_service dead-letters list|show|resend|redrive  (--help for each)"""
@@ -149,11 +161,15 @@ def main(argv: list[str] | None = None) -> int:
             "loaded": summary.loaded,
             "quarantined": summary.quarantined,
             "released": summary.released_at_stop,
-            "unprocessed_after_errors": len(summary.errored),
+            "unprocessed_after_errors": summary.unprocessed_after_errors,
         },
     )
-    if args.mode == "drain" and summary.errored:
-        _say(f"{len(summary.errored)} message(s) left unprocessed because of errors (see the log above)")
+    if args.mode == "drain" and summary.unprocessed_after_errors:
+        _say(
+            f"{summary.unprocessed_after_errors} message(s) left unprocessed because of errors: {len(summary.errored)}"
+            f" still in the queue, {summary.reasons[PROCESSING_FAILED]} quarantined as {PROCESSING_FAILED}"
+            " (see the log above; `dead-letters list`)"
+        )
         return EXIT_UNPROCESSED
     return EXIT_OK
 

@@ -30,7 +30,7 @@ from etl_service.domain.validation import (
     parse_login_event,
 )
 from etl_service.errors import DependencyDown, Misconfigured
-from etl_service.service.outcomes import BatchOutcome
+from etl_service.service.outcomes import PROCESSING_FAILED, BatchOutcome
 from etl_service.service.ports import BodySealer, LoginStore, Queue, Tokenizer
 from etl_service.service.sealing import NOT_KEPT_TOO_LARGE, DiscardBodies, dead_letter_body
 
@@ -149,23 +149,25 @@ class BatchProcessor:
         last = self._max_receive_count is not None and message.receive_count >= self._max_receive_count
         if not last:
             self._postpone([message], outcome)
-            outcome.errored.add(message.message_id)
             return
-        rejection = Rejection("processing_failed", f"processing failed on every receive: {type(error).__name__}")
+        rejection = Rejection(PROCESSING_FAILED, f"processing failed on every receive: {type(error).__name__}")
         try:
             self._load_and_settle([message], [], [(message, rejection)], outcome)
         except Exception as second:  # even the quarantine failed: the redrive policy takes it; the sweep returns it
             log.error("quarantine of a failing message failed: %s", type(second).__name__)
             self._postpone([message], outcome)
-            outcome.errored.add(message.message_id)
 
     def _postpone(self, messages: Sequence[QueueMessage], outcome: BatchOutcome) -> None:
-        """Back off through visibility, longer for each receive (no hot loop); delete nothing."""
+        """Back off through visibility, longer for each receive (no hot loop); delete nothing.
+
+        Each is recorded as left unprocessed by an error until a later batch settles it.
+        """
         delay = retry_delay(max(m.receive_count for m in messages))
         failed = self._queue.change_visibility(messages, delay)
         if failed:
             log.warning("postponing failed (the queue's visibility timeout applies)", extra={"messages": len(failed)})
         outcome.retried += len(messages)
+        outcome.errored.update(m.message_id for m in messages)
 
     def _validate(self, messages: Sequence[QueueMessage]) -> tuple[list[tuple[QueueMessage, LoginEvent]], Rejected]:
         accepted, rejected = [], []
@@ -228,3 +230,4 @@ class BatchProcessor:
             log.warning("delete failed; redelivery will skip them as duplicates", extra={"messages": len(failed)})
         outcome.delete_failures = len(failed)
         outcome.retried += len(undeletable)
+        outcome.errored |= undeletable

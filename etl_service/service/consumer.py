@@ -16,6 +16,7 @@ everything held and makes run()/drain() raise it.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -160,11 +161,13 @@ class _Run:
         finally:
             self._finished.set()
             self._keeper.stop()
-        self._totals.seconds = time.monotonic() - started
-        self._totals.taken_back_from_dlq = self._drain_check.taken_back
         if self._fatal is not None:
             raise self._fatal
-        return self._totals
+        with self._lock:  # a copy: a worker stuck past the grace period may still report later
+            totals = copy.deepcopy(self._totals)
+        totals.seconds = time.monotonic() - started
+        totals.taken_back_from_dlq = self._drain_check.taken_back
+        return totals
 
     # -- the calling thread: batching, then the bounded shutdown ----------------------------------
 
@@ -180,6 +183,8 @@ class _Run:
             self._submit(batcher.due(time.monotonic()))
             if self._until_empty and self._idle() and self._drained():
                 log.info("queue drained")
+                with self._lock:  # nothing is left in the queue: another consumer settled what an error left
+                    self._totals.errored.clear()
                 self.request_stop()
 
     def _drained(self) -> bool:

@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from etl_service.errors import Misconfigured
 
+PROCESSING_FAILED = "processing_failed"
+"""The reason of a message the ETL quarantined itself because processing it failed on every receive."""
+
 
 @dataclass
 class MessageCounts:
@@ -23,7 +26,8 @@ class MessageCounts:
     delete_failures: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     errored: set[str] = field(default_factory=set)
-    """Ids of messages an unexpected error left unprocessed (retried later; removed once settled)."""
+    """Ids of messages an error (a dependency down, a bug) left in the queue for a later receive;
+    removed once a later batch settles them."""
 
     def add(self, other: MessageCounts) -> None:
         """Add another count to this one."""
@@ -60,6 +64,11 @@ class RunSummary(MessageCounts):
     released_at_stop: int = 0
     taken_back_from_dlq: int = 0
     seconds: float = 0.0
+
+    @property
+    def unprocessed_after_errors(self) -> int:
+        """Messages an error kept from loading: still in the queue, or quarantined as processing_failed."""
+        return len(self.errored) + self.reasons[PROCESSING_FAILED]
 
     def add(self, other: MessageCounts) -> None:
         """Fold one batch into the totals."""

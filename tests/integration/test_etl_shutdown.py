@@ -8,36 +8,16 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from devstack.events import send_events
-from devstack.procs import free_port, stop_pid
-from devstack.services import start_vault_service
+from devstack.procs import free_port
 from devstack.sqs import sqs_client
-from devstack.stack import vault_service_env
 from tests.conftest import etl_consumer, etl_harness_env
 from tests.integration.test_etl_recovery import assert_each_event_landed_once, events, where_each_event_landed
 
 REPO = Path(__file__).resolve().parents[2]
 GRACE_SECONDS = 3
-
-
-@pytest.fixture
-def vault_process(stack_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, int]]:
-    """A vault service in a process of its own (so it can be frozen with SIGSTOP): (address, pid)."""
-    address = f"127.0.0.1:{free_port()}"
-    env = {**vault_service_env(stack_env), "TOKENVAULT_GRPC_ADDRESS": address, "TOKENVAULT_METRICS_PORT": "0"}
-    certs = Path(stack_env["STACK_DIR"]) / "certs"
-    probe = (certs / "ca.pem", certs / "etl-service.pem", certs / "etl-service-key.pem")
-    pid = start_vault_service(env, tmp_path / "vault.log", probe)
-    try:
-        yield address, pid
-    finally:
-        os.kill(pid, signal.SIGCONT)
-        stop_pid(pid)
 
 
 def test_sigterm_with_a_hung_vault_exits_within_the_grace_period_and_loses_nothing(

@@ -75,6 +75,7 @@ def test_vault_outage_deletes_nothing_and_backs_off() -> None:
     assert outcome.retried == 2 and not store.rows and not store.quarantine
     assert all(action == "retry" for action, _ in queue.actions)
     assert queue.retry_delays == [8]
+    assert outcome.errored == {"m1", "m2"}  # left unprocessed by an error until a later batch settles them
 
 
 def test_database_outage_deletes_nothing() -> None:
@@ -89,7 +90,7 @@ def test_dlq_outage_keeps_the_bad_message_in_the_source_queue() -> None:
         [message(1, good(1)), message(2, "garbage")]
     )
     assert ("delete", "m2") not in queue.actions and ("delete", "m1") in queue.actions
-    assert outcome.retried == 1
+    assert outcome.retried == 1 and outcome.errored == {"m2"}
 
 
 def test_redelivered_message_adds_no_row() -> None:
@@ -112,7 +113,26 @@ def test_drain_stops_when_the_queue_is_empty_and_counts_everything() -> None:
     store = FakeLoginStore()
     summary = consumer(queue, FakeTokenizer(), store, batch_size=10).drain()
     assert (summary.received, summary.loaded, summary.quarantined) == (26, 25, 1)
-    assert summary.reasons == {"not_an_object": 1}
+    assert summary.reasons == {"not_an_object": 1} and summary.unprocessed_after_errors == 0
+
+
+def test_a_drain_counts_what_an_error_kept_from_loading() -> None:
+    queue = FakeQueue()
+    queue.pending = [message(i, good(i), receive_count=3) for i in range(5)]
+    summary = consumer(queue, FakeTokenizer(), PoisonStore("u2"), batch_size=5, max_receive_count=3).drain()
+    assert (summary.loaded, summary.reasons, summary.errored) == (4, {"processing_failed": 1}, set())
+    assert summary.unprocessed_after_errors == 1  # the CLI exits 3 for it
+
+
+class PoisonStore(FakeLoginStore):
+    def __init__(self, user_id: str) -> None:
+        super().__init__()
+        self._poison = user_id
+
+    def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
+        if any(row.user_id == self._poison for row in rows):
+            raise KeyError("a bug this message triggers")
+        return super().write(rows, quarantined)
 
 
 @given(
@@ -145,6 +165,7 @@ def test_a_message_failing_on_its_last_receive_is_quarantined_by_the_etl_with_th
     assert (early.retried, early.quarantined, early.errored) == (1, 0, {"m1"})
     last = processor.process([message(1, good(1), receive_count=3)])
     assert (last.retried, last.quarantined, last.reasons) == (0, 1, {"processing_failed": 1})
+    assert not last.errored  # settled: in the DLQ with its reason
     assert queue.dead_lettered == [("m1", "processing_failed")]
     assert store.quarantine["m1"].detail.endswith("KeyError")
     assert ("delete", "m1") in queue.actions
