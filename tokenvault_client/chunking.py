@@ -39,16 +39,27 @@ def item_size(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass")) + ITEM_OVERHEAD_BYTES
 
 
+def chunk_end(items: Sequence[str], start: int, limits: ChunkLimits) -> int:
+    """Where the chunk that begins at `start` ends; a lone item larger than max_bytes goes alone."""
+    end = min(len(items), start + limits.max_items)
+    head = items[start:end]
+    # ASCII text (every token is) has one byte per character: sized without encoding it.
+    if all(map(str.isascii, head)) and sum(map(len, head)) + ITEM_OVERHEAD_BYTES * len(head) <= limits.max_bytes:
+        return end
+    position, size = start, 0
+    while position < end:
+        size += item_size(items[position])
+        if size > limits.max_bytes and position > start:
+            break
+        position += 1
+    return position
+
+
 def chunk_bounds(items: Sequence[str], limits: ChunkLimits) -> Iterator[tuple[int, int]]:
     """(start, end) of consecutive chunks covering `items`; a lone item larger than max_bytes goes alone."""
     start = 0
     while start < len(items):
-        end, size = start, 0
-        while end < len(items) and end - start < limits.max_items:
-            size += item_size(items[end])
-            if size > limits.max_bytes and end > start:
-                break
-            end += 1
+        end = chunk_end(items, start, limits)
         yield start, end
         start = end
 

@@ -17,7 +17,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_client.channel import ClientIdentity, open_channel
-from tokenvault_client.chunking import ChunkLimits, chunk_bounds, column_chunks
+from tokenvault_client.chunking import ChunkLimits, chunk_bounds, chunk_end, column_chunks
+from tokenvault_client.decoding import MalformedAnswer, outcomes_from_column, outcomes_from_results
 from tokenvault_client.errors import (
     PermissionDenied,
     ProtocolError,
@@ -31,11 +32,9 @@ from tokenvault_client.models import (
     DetokenizeOutcome,
     EraseOutcome,
     ItemError,
-    Revealed,
     TokenColumn,
     TokenOutcome,
     TokenType,
-    reveal_from_proto,
 )
 from tokenvault_client.retry import RetryPolicy, call_with_retry
 
@@ -173,11 +172,15 @@ class VaultClient:
         """
 
         def one(part: Sequence[str]) -> list[DetokenizeOutcome]:
-            request = vault_pb2.DetokenizeRequest(tokens=part, purpose=purpose)
+            # Asks for the column form; a vault older than it answers one result per token.
+            request = vault_pb2.DetokenizeRequest(tokens=part, purpose=purpose, as_column=True)
             response = self._call(self._stub.Detokenize, request, splittable=len(part) > 1)
-            if len(response.results) != len(part):
-                raise self._protocol(f"{len(response.results)} Detokenize results for {len(part)} tokens")
-            return [_revealed(r) for r in response.results]
+            try:
+                if response.HasField("column"):
+                    return outcomes_from_column(response.column, len(part))
+                return outcomes_from_results(response.results, len(part))
+            except MalformedAnswer as error:
+                raise self._protocol(str(error)) from None
 
         return self._in_parts(tokens, one, progress)
 
@@ -200,9 +203,10 @@ class VaultClient:
         out: list[T] = []
         start = 0
         while start < len(tokens):
-            limits = ChunkLimits(min(self._detokenize_max, self._limits.max_items), self._limits.max_bytes)
-            _, end = next(chunk_bounds(tokens[start:], limits))
-            part = tokens[start : start + end]
+            limits = self._limits
+            if self._detokenize_max < limits.max_items:
+                limits = ChunkLimits(self._detokenize_max, limits.max_bytes)
+            part = tokens[start : chunk_end(tokens, start, limits)]
             try:
                 out += call(part)
             except RateLimited as error:
@@ -233,13 +237,6 @@ class VaultClient:
 
     def _protocol(self, text: str) -> ProtocolError:
         return ProtocolError(grpc.StatusCode.INTERNAL, text)
-
-
-def _revealed(result: vault_pb2.DetokenizeResult) -> DetokenizeOutcome:
-    if result.WhichOneof("result") == "error":
-        return ItemError.from_proto(result.error)
-    value = result.value
-    return Revealed(TokenType.from_proto(value.type), value.value, reveal_from_proto(value.reveal))
 
 
 def _erased(result: vault_pb2.EraseResult) -> EraseOutcome:

@@ -40,6 +40,11 @@ _TO_PROTO: dict[TokenType, vault_pb2.TokenType.ValueType] = {
 _FROM_PROTO: dict[vault_pb2.TokenType.ValueType, TokenType] = {v: k for k, v in _TO_PROTO.items()}
 
 
+def token_types_by_number() -> dict[vault_pb2.TokenType.ValueType, TokenType]:
+    """Every known TokenType by its protobuf number (a copy)."""
+    return dict(_FROM_PROTO)
+
+
 _PREFIXES = {TokenType.IP: "ip", TokenType.DEVICE_ID: "dev"}
 _BY_PREFIX = {prefix: token_type for token_type, prefix in _PREFIXES.items()}
 _TOKEN_PATTERN = re.compile(r"([a-z]+)_[A-Za-z0-9_-]{22}")
@@ -67,6 +72,11 @@ _REVEAL_FROM_PROTO: dict[vault_pb2.Reveal.ValueType, Reveal] = {
 def reveal_from_proto(value: vault_pb2.Reveal.ValueType) -> Reveal:
     """The reveal level of a protobuf enum value (masked when unknown: never assume plain)."""
     return _REVEAL_FROM_PROTO.get(value, Reveal.MASKED)
+
+
+def reveal_levels_by_number() -> dict[vault_pb2.Reveal.ValueType, Reveal]:
+    """Every known Reveal by its protobuf number (a copy); callers treat others as masked."""
+    return dict(_REVEAL_FROM_PROTO)
 
 
 class ItemError(NamedTuple):

@@ -121,6 +121,14 @@ def test_chunks_cover_every_item_in_order_within_both_limits(items: list[str], m
         assert end - start == 1 or sum(item_size(x) for x in items[start:end]) <= max_bytes
 
 
+@given(st.lists(st.one_of(st.text(max_size=40), st.text("ab_-", max_size=40)), max_size=300), st.integers(1, 50))
+def test_each_chunk_is_as_large_as_the_limits_allow(items: list[str], max_items: int) -> None:
+    limits = ChunkLimits(max_items, 200)
+    for start, end in chunk_bounds(items, limits):
+        full = end - start == max_items or end == len(items)
+        assert full or sum(item_size(x) for x in items[start : end + 1]) > limits.max_bytes
+
+
 @given(st.lists(st.lists(st.text(max_size=20), max_size=60), max_size=4), st.integers(1, 30), st.integers(64, 400))
 def test_column_calls_cover_every_value_in_order_within_both_limits(
     columns: list[list[str]], max_items: int, max_bytes: int

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtokenvault_api/v1/vault.proto\x12\rtokenvault.v1\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"E\n\x0cTokenizeItem\x12&\n\x04type\x18\x01 \x01(\x0e\x32\x18.tokenvault.v1.TokenType\x12\r\n\x05value\x18\x02 \x01(\t\"j\n\x0fTokenizeRequest\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.tokenvault.v1.TokenizeItem\x12+\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x1a.tokenvault.v1.ValueColumn\"E\n\x0bValueColumn\x12&\n\x04type\x18\x01 \x01(\x0e\x32\x18.tokenvault.v1.TokenType\x12\x0e\n\x06values\x18\x02 \x03(\t\"V\n\x0eTokenizeResult\x12\x0f\n\x05token\x18\x01 \x01(\tH\x00\x12)\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x18.tokenvault.v1.ItemErrorH\x00\x42\x08\n\x06result\"o\n\x10TokenizeResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.tokenvault.v1.TokenizeResult\x12+\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x1a.tokenvault.v1.TokenColumn\"\x9e\x01\n\x0bTokenColumn\x12\x0e\n\x06tokens\x18\x01 \x03(\t\x12\x36\n\x06\x65rrors\x18\x02 \x03(\x0b\x32&.tokenvault.v1.TokenColumn.ErrorsEntry\x1aG\n\x0b\x45rrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.tokenvault.v1.ItemError:\x02\x38\x01\"4\n\x11\x44\x65tokenizeRequest\x12\x0e\n\x06tokens\x18\x01 \x03(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\"m\n\rRevealedValue\x12&\n\x04type\x18\x01 \x01(\x0e\x32\x18.tokenvault.v1.TokenType\x12\r\n\x05value\x18\x02 \x01(\t\x12%\n\x06reveal\x18\x03 \x01(\x0e\x32\x15.tokenvault.v1.Reveal\"v\n\x10\x44\x65tokenizeResult\x12-\n\x05value\x18\x01 \x01(\x0b\x32\x1c.tokenvault.v1.RevealedValueH\x00\x12)\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x18.tokenvault.v1.ItemErrorH\x00\x42\x08\n\x06result\"F\n\x12\x44\x65tokenizeResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.tokenvault.v1.DetokenizeResult\"/\n\x0c\x45raseRequest\x12\x0e\n\x06tokens\x18\x01 \x03(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\"T\n\x0b\x45raseResult\x12\x10\n\x06\x65rased\x18\x01 \x01(\x08H\x00\x12)\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x18.tokenvault.v1.ItemErrorH\x00\x42\x08\n\x06result\"<\n\rEraseResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.tokenvault.v1.EraseResult*T\n\tTokenType\x12\x1a\n\x16TOKEN_TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rTOKEN_TYPE_IP\x10\x01\x12\x18\n\x14TOKEN_TYPE_DEVICE_ID\x10\x02*E\n\x06Reveal\x12\x16\n\x12REVEAL_UNSPECIFIED\x10\x00\x12\x10\n\x0cREVEAL_PLAIN\x10\x01\x12\x11\n\rREVEAL_MASKED\x10\x02\x32\xf0\x01\n\nTokenVault\x12K\n\x08Tokenize\x12\x1e.tokenvault.v1.TokenizeRequest\x1a\x1f.tokenvault.v1.TokenizeResponse\x12Q\n\nDetokenize\x12 .tokenvault.v1.DetokenizeRequest\x1a!.tokenvault.v1.DetokenizeResponse\x12\x42\n\x05\x45rase\x12\x1b.tokenvault.v1.EraseRequest\x1a\x1c.tokenvault.v1.EraseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtokenvault_api/v1/vault.proto\x12\rtokenvault.v1\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"E\n\x0cTokenizeItem\x12&\n\x04type\x18\x01 \x01(\x0e\x32\x18.tokenvault.v1.TokenType\x12\r\n\x05value\x18\x02 \x01(\t\"j\n\x0fTokenizeRequest\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.tokenvault.v1.TokenizeItem\x12+\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x1a.tokenvault.v1.ValueColumn\"E\n\x0bValueColumn\x12&\n\x04type\x18\x01 \x01(\x0e\x32\x18.tokenvault.v1.TokenType\x12\x0e\n\x06values\x18\x02 \x03(\t\"V\n\x0eTokenizeResult\x12\x0f\n\x05token\x18\x01 \x01(\tH\x00\x12)\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x18.tokenvault.v1.ItemErrorH\x00\x42\x08\n\x06result\"o\n\x10TokenizeResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.tokenvault.v1.TokenizeResult\x12+\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x1a.tokenvault.v1.TokenColumn\"\x9e\x01\n\x0bTokenColumn\x12\x0e\n\x06tokens\x18\x01 \x03(\t\x12\x36\n\x06\x65rrors\x18\x02 \x03(\x0b\x32&.tokenvault.v1.TokenColumn.ErrorsEntry\x1aG\n\x0b\x45rrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.tokenvault.v1.ItemError:\x02\x38\x01\"G\n\x11\x44\x65tokenizeRequest\x12\x0e\n\x06tokens\x18\x01 \x03(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\x11\n\tas_column\x18\x03 \x01(\x08\"m\n\rRevealedValue\x12&\n\x04type\x18\x01 \x01(\x0e\x32\x18.tokenvault.v1.TokenType\x12\r\n\x05value\x18\x02 \x01(\t\x12%\n\x06reveal\x18\x03 \x01(\x0e\x32\x15.tokenvault.v1.Reveal\"v\n\x10\x44\x65tokenizeResult\x12-\n\x05value\x18\x01 \x01(\x0b\x32\x1c.tokenvault.v1.RevealedValueH\x00\x12)\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x18.tokenvault.v1.ItemErrorH\x00\x42\x08\n\x06result\"u\n\x12\x44\x65tokenizeResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.tokenvault.v1.DetokenizeResult\x12-\n\x06\x63olumn\x18\x02 \x01(\x0b\x32\x1d.tokenvault.v1.RevealedColumn\"\xf5\x01\n\x0eRevealedColumn\x12\x0e\n\x06values\x18\x01 \x03(\t\x12\'\n\x05types\x18\x02 \x03(\x0e\x32\x18.tokenvault.v1.TokenType\x12&\n\x07reveals\x18\x03 \x03(\x0e\x32\x15.tokenvault.v1.Reveal\x12\x39\n\x06\x65rrors\x18\x04 \x03(\x0b\x32).tokenvault.v1.RevealedColumn.ErrorsEntry\x1aG\n\x0b\x45rrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.tokenvault.v1.ItemError:\x02\x38\x01\"/\n\x0c\x45raseRequest\x12\x0e\n\x06tokens\x18\x01 \x03(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\"T\n\x0b\x45raseResult\x12\x10\n\x06\x65rased\x18\x01 \x01(\x08H\x00\x12)\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x18.tokenvault.v1.ItemErrorH\x00\x42\x08\n\x06result\"<\n\rEraseResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.tokenvault.v1.EraseResult*T\n\tTokenType\x12\x1a\n\x16TOKEN_TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rTOKEN_TYPE_IP\x10\x01\x12\x18\n\x14TOKEN_TYPE_DEVICE_ID\x10\x02*E\n\x06Reveal\x12\x16\n\x12REVEAL_UNSPECIFIED\x10\x00\x12\x10\n\x0cREVEAL_PLAIN\x10\x01\x12\x11\n\rREVEAL_MASKED\x10\x02\x32\xf0\x01\n\nTokenVault\x12K\n\x08Tokenize\x12\x1e.tokenvault.v1.TokenizeRequest\x1a\x1f.tokenvault.v1.TokenizeResponse\x12Q\n\nDetokenize\x12 .tokenvault.v1.DetokenizeRequest\x1a!.tokenvault.v1.DetokenizeResponse\x12\x42\n\x05\x45rase\x12\x1b.tokenvault.v1.EraseRequest\x1a\x1c.tokenvault.v1.EraseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TOKENCOLUMN_ERRORSENTRY']._loaded_options = None
   _globals['_TOKENCOLUMN_ERRORSENTRY']._serialized_options = b'8\001'
-  _globals['_TOKENTYPE']._serialized_start=1258
-  _globals['_TOKENTYPE']._serialized_end=1342
-  _globals['_REVEAL']._serialized_start=1344
-  _globals['_REVEAL']._serialized_end=1413
+  _globals['_REVEALEDCOLUMN_ERRORSENTRY']._loaded_options = None
+  _globals['_REVEALEDCOLUMN_ERRORSENTRY']._serialized_options = b'8\001'
+  _globals['_TOKENTYPE']._serialized_start=1572
+  _globals['_TOKENTYPE']._serialized_end=1656
+  _globals['_REVEAL']._serialized_start=1658
+  _globals['_REVEAL']._serialized_end=1727
   _globals['_ITEMERROR']._serialized_start=48
   _globals['_ITEMERROR']._serialized_end=90
   _globals['_TOKENIZEITEM']._serialized_start=92
@@ -54,19 +56,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENCOLUMN_ERRORSENTRY']._serialized_start=631
   _globals['_TOKENCOLUMN_ERRORSENTRY']._serialized_end=702
   _globals['_DETOKENIZEREQUEST']._serialized_start=704
-  _globals['_DETOKENIZEREQUEST']._serialized_end=756
-  _globals['_REVEALEDVALUE']._serialized_start=758
-  _globals['_REVEALEDVALUE']._serialized_end=867
-  _globals['_DETOKENIZERESULT']._serialized_start=869
-  _globals['_DETOKENIZERESULT']._serialized_end=987
-  _globals['_DETOKENIZERESPONSE']._serialized_start=989
-  _globals['_DETOKENIZERESPONSE']._serialized_end=1059
-  _globals['_ERASEREQUEST']._serialized_start=1061
-  _globals['_ERASEREQUEST']._serialized_end=1108
-  _globals['_ERASERESULT']._serialized_start=1110
-  _globals['_ERASERESULT']._serialized_end=1194
-  _globals['_ERASERESPONSE']._serialized_start=1196
-  _globals['_ERASERESPONSE']._serialized_end=1256
-  _globals['_TOKENVAULT']._serialized_start=1416
-  _globals['_TOKENVAULT']._serialized_end=1656
+  _globals['_DETOKENIZEREQUEST']._serialized_end=775
+  _globals['_REVEALEDVALUE']._serialized_start=777
+  _globals['_REVEALEDVALUE']._serialized_end=886
+  _globals['_DETOKENIZERESULT']._serialized_start=888
+  _globals['_DETOKENIZERESULT']._serialized_end=1006
+  _globals['_DETOKENIZERESPONSE']._serialized_start=1008
+  _globals['_DETOKENIZERESPONSE']._serialized_end=1125
+  _globals['_REVEALEDCOLUMN']._serialized_start=1128
+  _globals['_REVEALEDCOLUMN']._serialized_end=1373
+  _globals['_REVEALEDCOLUMN_ERRORSENTRY']._serialized_start=631
+  _globals['_REVEALEDCOLUMN_ERRORSENTRY']._serialized_end=702
+  _globals['_ERASEREQUEST']._serialized_start=1375
+  _globals['_ERASEREQUEST']._serialized_end=1422
+  _globals['_ERASERESULT']._serialized_start=1424
+  _globals['_ERASERESULT']._serialized_end=1508
+  _globals['_ERASERESPONSE']._serialized_start=1510
+  _globals['_ERASERESPONSE']._serialized_end=1570
+  _globals['_TOKENVAULT']._serialized_start=1730
+  _globals['_TOKENVAULT']._serialized_end=1970
 # @@protoc_insertion_point(module_scope)

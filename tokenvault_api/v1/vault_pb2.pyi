@@ -278,8 +278,15 @@ class DetokenizeRequest(_message.Message):
 
     TOKENS_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
+    AS_COLUMN_FIELD_NUMBER: _builtins.int
     purpose: _builtins.str
     """Why the values are needed (ticket, case number ...); written to the audit log."""
+    as_column: _builtins.bool
+    """Ask for the compact form: the answer comes in DetokenizeResponse.column (one column
+    for the whole call) instead of one DetokenizeResult per token. Cheaper to build and
+    read. A vault older than this field ignores it and answers `results`: clients that
+    set it must accept either.
+    """
     @_builtins.property
     def tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -287,10 +294,11 @@ class DetokenizeRequest(_message.Message):
         *,
         tokens: _abc.Iterable[_builtins.str] | None = ...,
         purpose: _builtins.str = ...,
+        as_column: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["purpose", b"purpose", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_column", b"as_column", "purpose", b"purpose", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -352,22 +360,91 @@ class DetokenizeResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    COLUMN_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___DetokenizeResult]:
-        """One result per request token, in the same order."""
+        """One result per request token, in the same order (unless the request asked `as_column`)."""
+
+    @_builtins.property
+    def column(self) -> Global___RevealedColumn:
+        """Set instead of `results` when the request asked `as_column` (even for no tokens)."""
 
     def __init__(
         self,
         *,
         results: _abc.Iterable[Global___DetokenizeResult] | None = ...,
+        column: Global___RevealedColumn | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["column", b"column"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["column", b"column", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DetokenizeResponse: _TypeAlias = DetokenizeResponse  # noqa: Y015
+
+@_typing.final
+class RevealedColumn(_message.Message):
+    """The values behind a Detokenize call's tokens, one position per request token, in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ErrorsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.int
+        @_builtins.property
+        def value(self) -> Global___ItemError: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.int = ...,
+            value: Global___ItemError | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    TYPES_FIELD_NUMBER: _builtins.int
+    REVEALS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The value as revealed to the caller; empty where the token revealed nothing."""
+
+    @_builtins.property
+    def types(self) -> _containers.RepeatedScalarFieldContainer[Global___TokenType.ValueType]:
+        """The type of each value; TOKEN_TYPE_UNSPECIFIED where the token revealed nothing."""
+
+    @_builtins.property
+    def reveals(self) -> _containers.RepeatedScalarFieldContainer[Global___Reveal.ValueType]:
+        """How each value was revealed; REVEAL_UNSPECIFIED where the token revealed nothing."""
+
+    @_builtins.property
+    def errors(self) -> _containers.MessageMap[_builtins.int, Global___ItemError]:
+        """Why a token revealed nothing, by its position."""
+
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+        types: _abc.Iterable[Global___TokenType.ValueType] | None = ...,
+        reveals: _abc.Iterable[Global___Reveal.ValueType] | None = ...,
+        errors: _abc.Mapping[_builtins.int, Global___ItemError] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["errors", b"errors", "reveals", b"reveals", "types", b"types", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevealedColumn: _TypeAlias = RevealedColumn  # noqa: Y015
 
 @_typing.final
 class EraseRequest(_message.Message):

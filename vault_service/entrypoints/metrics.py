@@ -54,6 +54,13 @@ def count_items(method: str, codes: Iterable[str]) -> None:
         ITEMS.labels(method, code).inc(count)
 
 
+def count_outcomes(method: str, ok: int, failed_codes: Iterable[str]) -> None:
+    """Count one call's items: `ok` that succeeded and the code of each that failed (no pass over the successes)."""
+    if ok:
+        ITEMS.labels(method, "OK").inc(ok)
+    count_items(method, failed_codes)
+
+
 class _CacheCollector(Collector):
     def __init__(self, cache: TokenCache) -> None:
         self._cache = cache

@@ -8,12 +8,12 @@ import grpc
 
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from vault_service.domain.errors import RateLimited, VaultError
-from vault_service.domain.policy import RevealLevel
 from vault_service.domain.token_types import TokenType
+from vault_service.entrypoints.columns import item_error, revealed_lists, to_column, to_results
 from vault_service.entrypoints.guard import current_caller
-from vault_service.entrypoints.metrics import count_items, measured
+from vault_service.entrypoints.metrics import count_items, count_outcomes, measured
 from vault_service.entrypoints.status import status_of
-from vault_service.service.vault import Revealed, TokenizeOutcome, TokenVault
+from vault_service.service.vault import TokenizeOutcome, TokenVault
 
 log = logging.getLogger(__name__)
 
@@ -21,22 +21,16 @@ _TYPE_FROM_PROTO = {
     vault_pb2.TOKEN_TYPE_IP: TokenType.IP,
     vault_pb2.TOKEN_TYPE_DEVICE_ID: TokenType.DEVICE_ID,
 }
-_TYPE_TO_PROTO = {v: k for k, v in _TYPE_FROM_PROTO.items()}
-_REVEAL_TO_PROTO = {RevealLevel.PLAIN: vault_pb2.REVEAL_PLAIN, RevealLevel.MASKED: vault_pb2.REVEAL_MASKED}
 
 
 def _code(outcome: object) -> str:
     return status_of(outcome).name if isinstance(outcome, VaultError) else "OK"
 
 
-def _item_error(error: VaultError) -> vault_pb2.ItemError:
-    return vault_pb2.ItemError(code=status_of(error).value[0], message=str(error))
-
-
 def _token_column(outcomes: list[TokenizeOutcome]) -> vault_pb2.TokenColumn:
     """Tokens as one repeated string (built in C), errors by position."""
     tokens = [o if isinstance(o, str) else "" for o in outcomes]
-    errors = {i: _item_error(o) for i, o in enumerate(outcomes) if isinstance(o, VaultError)}
+    errors = {i: item_error(o) for i, o in enumerate(outcomes) if isinstance(o, VaultError)}
     return vault_pb2.TokenColumn(tokens=tokens, errors=errors)
 
 
@@ -58,7 +52,7 @@ class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
         count_items("Tokenize", (_code(o) for o in outcomes))
         start = len(request.items)
         results = [
-            vault_pb2.TokenizeResult(error=_item_error(o))
+            vault_pb2.TokenizeResult(error=item_error(o))
             if isinstance(o, VaultError)
             else vault_pb2.TokenizeResult(token=o)
             for o in outcomes[:start]
@@ -74,28 +68,20 @@ class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
     def Detokenize(
         self, request: vault_pb2.DetokenizeRequest, context: grpc.ServicerContext
     ) -> vault_pb2.DetokenizeResponse:
-        """Batch detokenize; audited; per-item errors inside the response."""
+        """Batch detokenize; audited; per-item errors inside the response (as a column when asked)."""
         outcomes = self._call(context, self._vault.detokenize, current_caller(), list(request.tokens), request.purpose)
-        results = []
-        for outcome in outcomes:
-            if isinstance(outcome, Revealed):
-                value = vault_pb2.RevealedValue(
-                    type=_TYPE_TO_PROTO[outcome.token_type],
-                    value=outcome.value,
-                    reveal=_REVEAL_TO_PROTO[outcome.level],
-                )
-                results.append(vault_pb2.DetokenizeResult(value=value))
-            else:
-                results.append(vault_pb2.DetokenizeResult(error=_item_error(outcome)))
-        count_items("Detokenize", (_code(o) for o in outcomes))
-        return vault_pb2.DetokenizeResponse(results=results)
+        lists = revealed_lists(outcomes)
+        count_outcomes("Detokenize", len(outcomes) - len(lists.errors), lists.error_codes())
+        if request.as_column:
+            return vault_pb2.DetokenizeResponse(column=to_column(lists))
+        return vault_pb2.DetokenizeResponse(results=to_results(lists))
 
     @measured("Erase")
     def Erase(self, request: vault_pb2.EraseRequest, context: grpc.ServicerContext) -> vault_pb2.EraseResponse:
         """Batch erase (administrative); audited; per-item errors inside the response."""
         outcomes = self._call(context, self._vault.erase, current_caller(), list(request.tokens), request.purpose)
         results = [
-            vault_pb2.EraseResult(erased=True) if o is None else vault_pb2.EraseResult(error=_item_error(o))
+            vault_pb2.EraseResult(erased=True) if o is None else vault_pb2.EraseResult(error=item_error(o))
             for o in outcomes
         ]
         count_items("Erase", (_code(o) for o in outcomes))
