@@ -135,14 +135,14 @@ def bootstrap(
 
 
 def _sealer(config: EtlConfig) -> TransitSealer | DiscardBodies:
-    """Transit when configured; otherwise dead letters keep no body at all (never one in clear)."""
+    """Transit (config requires its settings); dead letters keep no body only when the operator opted out."""
     if config.dlq_seal_vault_addr and config.dlq_seal_role_id and config.dlq_seal_secret_id_file:
         return TransitSealer(
             config.dlq_seal_vault_addr, config.dlq_seal_role_id, config.dlq_seal_secret_id_file, config.dlq_seal_key
         )
     log.warning(
-        "dead letters keep no body: no ETL_DLQ_SEAL_* settings; a message quarantined as processing_failed"
-        " cannot be re-sent (configure sealing to keep bodies, sealed)"
+        "dead letters keep no body (ETL_DLQ_BODIES=discard): a message quarantined as processing_failed"
+        " cannot be re-sent"
     )
     return DiscardBodies()
 

@@ -66,9 +66,15 @@ class EtlConfig:
     """Larger bodies are quarantined (ETL_MAX_BODY_BYTES, default 16384)."""
     device_types: frozenset[str]
     """Accepted device_type values, comma-separated (ETL_DEVICE_TYPES, default android,ios)."""
+    dlq_bodies: str
+    """What dead letters keep of a message's body (ETL_DLQ_BODIES): `sealed` (default) encrypts it
+    with OpenBao/Vault Transit and requires the ETL_DLQ_SEAL_* settings - without them the ETL
+    refuses to start, since a message quarantined as processing_failed could not be re-sent;
+    `discard` is the explicit opt-out: dead letters keep only the reason and metadata, and a
+    good event that failed on every receive cannot be replayed."""
     dlq_seal_vault_addr: str | None
-    """OpenBao/Vault that seals dead-letter bodies with Transit (ETL_DLQ_SEAL_VAULT_ADDR); unset: the
-    DLQ keeps no body at all, only the reason and metadata."""
+    """OpenBao/Vault that seals dead-letter bodies with Transit (ETL_DLQ_SEAL_VAULT_ADDR; required
+    unless ETL_DLQ_BODIES=discard)."""
     dlq_seal_role_id: str | None
     """The ETL's own AppRole, allowed only to encrypt with the dead-letter key (ETL_DLQ_SEAL_ROLE_ID;
     required with ETL_DLQ_SEAL_VAULT_ADDR)."""
@@ -89,7 +95,8 @@ class EtlConfig:
         read = EnvReader(env)
         queue_url = read.text("ETL_QUEUE_URL")
         batch_size = read.integer("ETL_BATCH_SIZE", 100, 1, 1000)
-        seal_addr = read.optional("ETL_DLQ_SEAL_VAULT_ADDR")
+        dlq_bodies = read.text("ETL_DLQ_BODIES", SEALED)
+        seal_addr = _sealing_address(read, dlq_bodies)
         config = cls(
             queue_url=queue_url,
             dlq_url=read.text("ETL_DLQ_URL", f"{queue_url}-dlq"),
@@ -115,6 +122,7 @@ class EtlConfig:
             device_types=frozenset(
                 t.strip().lower() for t in read.text("ETL_DEVICE_TYPES", "android,ios").split(",") if t.strip()
             ),
+            dlq_bodies=dlq_bodies,
             dlq_seal_vault_addr=seal_addr,
             dlq_seal_role_id=read.text("ETL_DLQ_SEAL_ROLE_ID") if seal_addr else None,
             dlq_seal_secret_id_file=read.existing_file("ETL_DLQ_SEAL_SECRET_ID_FILE") if seal_addr else None,
@@ -125,6 +133,25 @@ class EtlConfig:
         )
         read.check("etl service")
         return config
+
+
+SEALED, DISCARD = "sealed", "discard"
+
+
+def _sealing_address(read: EnvReader, dlq_bodies: str) -> str | None:
+    """ETL_DLQ_SEAL_VAULT_ADDR, which ETL_DLQ_BODIES=sealed requires and =discard excludes."""
+    address = read.optional("ETL_DLQ_SEAL_VAULT_ADDR")
+    if dlq_bodies == SEALED and not address:
+        read.problems.append(
+            "ETL_DLQ_SEAL_VAULT_ADDR is required (with ETL_DLQ_SEAL_ROLE_ID and ETL_DLQ_SEAL_SECRET_ID_FILE):"
+            " dead letters keep their bodies sealed, so a message quarantined as processing_failed can be"
+            " re-sent; to run without, losing those bodies, set ETL_DLQ_BODIES=discard"
+        )
+    elif dlq_bodies == DISCARD and address:
+        read.problems.append("ETL_DLQ_BODIES=discard contradicts ETL_DLQ_SEAL_VAULT_ADDR: unset one of them")
+    elif dlq_bodies not in (SEALED, DISCARD):
+        read.problems.append(f"ETL_DLQ_BODIES must be {SEALED} or {DISCARD}, got {dlq_bodies!r}")
+    return address
 
 
 def settings_help() -> str:

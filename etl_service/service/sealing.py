@@ -8,8 +8,8 @@ queue's retention (14 days). Each DLQ message body is a small JSON envelope:
 
 `sealed_body` is the original body encrypted by a BodySealer (OpenBao Transit: the ETL may
 only encrypt; an operator identity may decrypt, and the audit device records each decrypt),
-or null with a `note` saying why it was not kept (over the size limit, or no sealing key
-configured). Reasons and metadata travel as message attributes, readable without any key.
+or null with a `note` saying why it was not kept (over the size limit, or the operator chose
+ETL_DLQ_BODIES=discard). Reasons and metadata travel as message attributes, readable without any key.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 DEAD_LETTER_FORMAT = "tokenvault-dead-letter/1"
 NOT_KEPT_TOO_LARGE = "body not kept: over the size limit"
-NOT_KEPT_NO_KEY = "body not kept: no sealing key configured (ETL_DLQ_SEAL_KEY)"
+NOT_KEPT_NO_KEY = "body not kept: the ETL runs with ETL_DLQ_BODIES=discard"
 
 
 def dead_letter_body(sealed: str | None, note: str | None, key: str | None) -> str:
@@ -39,7 +39,7 @@ def read_dead_letter_body(text: str) -> dict[str, str | None] | None:
 
 
 class DiscardBodies:
-    """A BodySealer that keeps no body at all (used when no sealing key is configured)."""
+    """A BodySealer that keeps no body at all (ETL_DLQ_BODIES=discard, an operator's explicit choice)."""
 
     key_name: str | None = None
 

@@ -28,7 +28,7 @@ from devstack.sqs import sqs_client
 from etl_service.entrypoints.cli import EXIT_OK, EXIT_UNPROCESSED
 from tests.conftest import RunningVault, etl_harness_env
 from tests.integration.conftest import start_vault_process
-from tests.integration.test_etl_dead_letters import all_dead_letters
+from tests.integration.test_etl_dead_letters import all_dead_letters, operator
 from tests.integration.test_etl_recovery import (
     assert_each_event_landed_once,
     events,
@@ -98,16 +98,8 @@ def test_a_drain_where_processing_failed_exits_3_and_the_sealed_message_is_resen
     assert json.loads(dead["Body"])["sealed_body"].startswith("vault:v")  # kept, sealed: it can come back
 
     # After the fix (the trigger is gone), the operator re-sends the original; a drain loads it, exit 0.
-    operator = {**env, "VAULT_TOKEN": Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()}
-    resent = subprocess.run(
-        [sys.executable, "-m", "etl_service", "dead-letters", "resend", dead["MessageId"]],
-        env={**os.environ, **operator},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
+    resent = operator(env, "resend", dead["MessageId"], token=operator_token)
     assert resent.returncode == 0, resent.stderr
     status, out, err = drained(env)
     assert status == EXIT_OK, err[-2000:]

@@ -124,17 +124,6 @@ def test_a_drain_counts_what_an_error_kept_from_loading() -> None:
     assert summary.unprocessed_after_errors == 1  # the CLI exits 3 for it
 
 
-class PoisonStore(FakeLoginStore):
-    def __init__(self, user_id: str) -> None:
-        super().__init__()
-        self._poison = user_id
-
-    def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
-        if any(row.user_id == self._poison for row in rows):
-            raise KeyError("a bug this message triggers")
-        return super().write(rows, quarantined)
-
-
 @given(
     st.integers(min_value=0, max_value=40),
     st.integers(min_value=0, max_value=40),
@@ -151,15 +140,21 @@ def test_value_columns_are_cut_into_calls_within_the_limit_losing_nothing(ips: i
     assert len(calls) == -(-(ips + devices) // limit)
 
 
-class BuggyStore(FakeLoginStore):
+class PoisonStore(FakeLoginStore):
+    """Fails every write holding the row of one user: a bug that message triggers."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__()
+        self._poison = user_id
+
     def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
-        if rows:
-            raise KeyError("a bug every row triggers")
+        if any(row.user_id == self._poison for row in rows):
+            raise KeyError("a bug this message triggers")
         return super().write(rows, quarantined)
 
 
 def test_a_message_failing_on_its_last_receive_is_quarantined_by_the_etl_with_the_error_class() -> None:
-    queue, store = FakeQueue(), BuggyStore()
+    queue, store = FakeQueue(), PoisonStore("u1")
     processor = BatchProcessor(queue, FakeTokenizer(), store, max_receive_count=3)
     early = processor.process([message(1, good(1), receive_count=2)])
     assert (early.retried, early.quarantined, early.errored) == (1, 0, {"m1"})

@@ -30,6 +30,7 @@ def _minimal_etl_env(tmp_path: Path, queue_url: str) -> dict[str, str]:
         "ETL_DATABASE_DSN": "postgresql://etl@db/app",
         "ETL_VAULT_ADDRESS": "vault:50051",
         **{f"ETL_TLS_{name}": str(pem) for name in ("CA", "CERT", "KEY")},
+        "ETL_DLQ_BODIES": "discard",
     }
 
 
@@ -48,6 +49,38 @@ def test_in_flight_bound_below_the_batch_size_is_refused(tmp_path: Path) -> None
     env = {**_minimal_etl_env(tmp_path, "http://q/1/q"), "ETL_BATCH_SIZE": "500", "ETL_MAX_IN_FLIGHT": "100"}
     with pytest.raises(ConfigError, match="ETL_MAX_IN_FLIGHT"):
         EtlConfig.from_env(env)
+
+
+def test_dead_letters_keep_sealed_bodies_unless_the_operator_opts_out(tmp_path: Path) -> None:
+    env = _minimal_etl_env(tmp_path, "http://q/1/q")
+    assert EtlConfig.from_env(env).dlq_bodies == "discard"  # the explicit opt-out
+    sealed = {k: v for k, v in env.items() if k != "ETL_DLQ_BODIES"}
+    with pytest.raises(ConfigError, match=r"ETL_DLQ_SEAL_VAULT_ADDR is required .* set ETL_DLQ_BODIES=discard"):
+        EtlConfig.from_env(sealed)  # the default keeps bodies: without sealing settings, no start
+    secret = tmp_path / "secret-id"
+    secret.write_text("s")
+    settings = {"ETL_DLQ_SEAL_VAULT_ADDR": "http://bao:8200", "ETL_DLQ_SEAL_ROLE_ID": "r"}
+    config = EtlConfig.from_env({**sealed, **settings, "ETL_DLQ_SEAL_SECRET_ID_FILE": str(secret)})
+    assert (config.dlq_bodies, config.dlq_seal_vault_addr) == ("sealed", "http://bao:8200")
+    with pytest.raises(ConfigError, match="ETL_DLQ_BODIES=discard contradicts"):
+        EtlConfig.from_env({**env, **settings, "ETL_DLQ_SEAL_SECRET_ID_FILE": str(secret)})
+    with pytest.raises(ConfigError, match="ETL_DLQ_BODIES must be sealed or discard"):
+        EtlConfig.from_env({**env, "ETL_DLQ_BODIES": "clear"})
+
+
+def test_the_etl_without_sealing_settings_refuses_to_start_saying_how_to_opt_out(tmp_path: Path) -> None:
+    env = {k: v for k, v in _minimal_etl_env(tmp_path, "http://127.0.0.1:9/1/q").items() if k != "ETL_DLQ_BODIES"}
+    result = subprocess.run(
+        [sys.executable, "-m", "etl_service", "run"],
+        env={"PATH": "/usr/bin:/bin", **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2  # invalid settings: before any dependency is contacted
+    assert "ETL_DLQ_SEAL_VAULT_ADDR is required" in result.stderr and "ETL_DLQ_BODIES=discard" in result.stderr
 
 
 def test_vault_config_requires_credentials_and_existing_files(tmp_path: Path) -> None:

@@ -1,0 +1,30 @@
+# Kubernetes: the ETL pod's Vault agent (Kubernetes auth role tokenvault-etl-service) renders
+# the pod's secrets (deploy/k8s/etl-service/deployment.yaml) and nothing else:
+# - dynamic Postgres credentials of role tokenvault_etl;
+# - a client certificate whose CN can only be etl-service (no other client's identity);
+# - the CA certificate;
+# - for sealing dead letters, the ETL's own AppRole (tokenvault-etl.hcl: encrypt with the
+#   dead-letter key, nothing else): its role id, and fresh secret ids of a day each - the agent
+#   is the trusted broker that hands them to the ETL. It cannot touch any other role.
+# It cannot use Transit itself: no encrypt, decrypt or key access.
+path "database/creds/tokenvault-etl" {
+  capabilities = ["read"]
+}
+path "pki/issue/tokenvault-clients" {
+  capabilities = ["update"]
+  allowed_parameters = {
+    "common_name" = ["etl-service"]
+  }
+}
+path "pki/cert/ca" {
+  capabilities = ["read"]
+}
+path "auth/approle/role/tokenvault-etl/role-id" {
+  capabilities = ["read"]
+}
+path "auth/approle/role/tokenvault-etl/secret-id" {
+  capabilities = ["update"]
+  allowed_parameters = {
+    "ttl" = ["24h"]
+  }
+}
