@@ -41,9 +41,13 @@ def agent_calls() -> list[tuple[str, dict[str, str]]]:
 
 @pytest.fixture
 def agent(stack_env: dict[str, str]) -> hvac.Client:
-    """A client holding a token with the ETL agent's policy."""
+    """A client holding a token with the ETL agent's policy (and a PKI like production's to try it on)."""
     root = hvac.Client(url=stack_env["VAULT_ADDR"], token=Path(stack_env["VAULT_ROOT_TOKEN_FILE"]).read_text().strip())
     root.sys.create_or_update_policy("tokenvault-etl-agent", AGENT_POLICY.read_text())
+    if "pki/" not in root.sys.list_mounted_secrets_engines()["data"]:
+        root.sys.enable_secrets_engine("pki", path="pki")
+        root.write_data("pki/root/generate/internal", data={"common_name": "test clients CA", "ttl": "24h"})
+        root.write_data("pki/roles/tokenvault-clients", data={"allow_any_name": True, "max_ttl": "1h", "ttl": "1h"})
     token = root.auth.token.create(policies=["tokenvault-etl-agent"], ttl="10m")["auth"]["client_token"]
     return hvac.Client(url=stack_env["VAULT_ADDR"], token=token)
 
@@ -69,6 +73,14 @@ def test_the_agent_templates_give_the_etl_a_sealing_approle_that_works(
     operator = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
     opened = open_sealed(stack_env["VAULT_ADDR"], operator, "tokenvault-dead-letters", sealed["sealed_body"])
     assert opened == '{"ip": "192.0.2.1"}'
+
+
+def test_the_agent_gets_a_certificate_for_the_etl_and_for_no_other_client(agent: hvac.Client) -> None:
+    issued = agent.write_data("pki/issue/tokenvault-clients", data={"common_name": "etl-service"})
+    assert "BEGIN CERTIFICATE" in issued["data"]["certificate"]
+    for data in ({"common_name": "fraud-investigator"}, {"common_name": "etl-service", "alt_names": "analyst"}):
+        with pytest.raises(hvac.exceptions.Forbidden):  # the ETL pod cannot become an analyst
+            agent.write_data("pki/issue/tokenvault-clients", data=data)
 
 
 @pytest.mark.parametrize(
