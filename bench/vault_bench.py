@@ -25,7 +25,7 @@ from bench.report import Figures, parallel, print_figures
 from devstack.openbao import bao_binary
 from devstack.procs import free_port, spawn, wait_until
 from devstack.services import start_vault_service
-from devstack.stack import temporary_components, vault_service_env
+from devstack.stack import TemporaryStack, temporary_components, vault_service_env
 from tokenvault_client import ChunkLimits, ClientIdentity, TokenType, VaultClient
 
 BATCH = 1000
@@ -210,25 +210,32 @@ def measure(
     return samples
 
 
+def start_bench_vault(stack: TemporaryStack) -> int:
+    """Start the vault service on the stack's components with the benchmark's policy; its PID."""
+    env, state_dir = stack.env, stack.state_dir
+    policy = state_dir / "bench-policy.toml"
+    policy.write_text(BENCH_POLICY)
+    service_env = {
+        **vault_service_env(env),
+        "TOKENVAULT_POLICY_FILE": str(policy),
+        "TOKENVAULT_METRICS_PORT": "0",
+        "TOKENVAULT_LOG_LEVEL": "WARNING",
+    }
+    certs = state_dir / "certs"
+    probe = (certs / "ca.pem", certs / "etl-service.pem", certs / "etl-service-key.pem")
+    pid = start_vault_service(service_env, state_dir / "logs" / "vault.log", probe)
+    stack.state.pids["vault_service"] = pid
+    stack.save()
+    return pid
+
+
 def run(values_per_round: int, rounds: int, clients: int) -> Figures:
     """Start everything, measure, stop everything; figure name -> (median, unit)."""
     with temporary_components("tokenvault-bench-") as stack:
-        env, state_dir = stack.env, stack.state_dir
-        policy = state_dir / "bench-policy.toml"
-        policy.write_text(BENCH_POLICY)
-        service_env = {
-            **vault_service_env(env),
-            "TOKENVAULT_POLICY_FILE": str(policy),
-            "TOKENVAULT_METRICS_PORT": "0",
-            "TOKENVAULT_LOG_LEVEL": "WARNING",
-        }
-        certs = state_dir / "certs"
-        probe = (certs / "ca.pem", certs / "etl-service.pem", certs / "etl-service-key.pem")
-        stack.state.pids["vault_service"] = start_vault_service(service_env, state_dir / "logs" / "vault.log", probe)
-        stack.save()
-        bench = VaultBench(env, clients)
+        start_bench_vault(stack)
+        bench = VaultBench(stack.env, clients)
         try:
-            samples = measure(bench, state_dir, values_per_round, rounds, clients)
+            samples = measure(bench, stack.state_dir, values_per_round, rounds, clients)
         finally:
             bench.close()
     median = {k: statistics.median(v) for k, v in samples.items()}

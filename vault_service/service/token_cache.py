@@ -3,6 +3,13 @@
 Entries are keyed by a BLAKE2b MAC of (type, value as sent) under a random per-process key:
 the cache never holds a value, and its keys are useless outside this process. Tokens never
 change, so the only invalidation is erasure, which clears the whole cache.
+
+Eviction is by generations: new entries go to the young half; when it is full it becomes the
+old half and the previous old half is dropped; a hit in the old half moves the entry back to
+the young one. Values in use survive a turnover, and a full cache forgets its older half
+rather than everything at once (which emptied it every `capacity` new values and sent every
+repeated value to the database until it filled again). No per-hit bookkeeping, as an LRU
+list would need.
 """
 
 from __future__ import annotations
@@ -14,12 +21,14 @@ from vault_service.domain.token_types import TokenType
 
 
 class TokenCache:
-    """(type, value) -> token, at most `capacity` entries (cleared wholesale when full)."""
+    """(type, value) -> token, at most `capacity` entries, in two generations of half that."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
+        self._half = max(1, capacity // 2)
         self._secret = os.urandom(32)
-        self._entries: dict[bytes, str] = {}
+        self._young: dict[bytes, str] = {}
+        self._old: dict[bytes, str] = {}
         self.hits = 0
         self.misses = 0
 
@@ -30,24 +39,29 @@ class TokenCache:
 
     def get(self, key: bytes) -> str | None:
         """The cached token, counting the hit or miss."""
-        token = self._entries.get(key)
+        token = self._young.get(key)
         if token is None:
-            self.misses += 1
-        else:
-            self.hits += 1
+            token = self._old.pop(key, None)
+            if token is None:
+                self.misses += 1
+                return None
+            self._keep(key, token)  # in use: survives the next turnover
+        self.hits += 1
         return token
 
     def put(self, key: bytes, token: str) -> None:
-        """Remember a token; when full, start over (cheap, and tokens are found again in the DB)."""
-        if self._capacity <= 0:
-            return
-        if len(self._entries) >= self._capacity:
-            self._entries.clear()
-        self._entries[key] = token
+        """Remember a token (a capacity of 0 or less disables the cache)."""
+        if self._capacity > 0:
+            self._keep(key, token)
+
+    def _keep(self, key: bytes, token: str) -> None:
+        self._young[key] = token
+        if len(self._young) >= self._half:
+            self._old, self._young = self._young, {}
 
     def clear(self) -> None:
         """Forget everything (after an erasure)."""
-        self._entries.clear()
+        self._young, self._old = {}, {}
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._young) + len(self._old)

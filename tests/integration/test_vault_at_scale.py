@@ -1,0 +1,96 @@
+"""What keeps the vault's cost flat as it grows, checked on the real PostgreSQL of the stack.
+
+The planner's choices are checked on a table of 300,000 rows without statistics, the state in
+which a growing vault met its worst plans (a hash join over every row of a type for each batch
+of lookups). The rows are inserted inside a transaction that is rolled back, so the session's
+shared database is left as it was.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from vault_service.adapters.postgres.sql_arrays import bytea_array
+from vault_service.adapters.postgres.tokens import _FIND
+
+ROWS = 300_000
+SETTINGS = Path(__file__).resolve().parents[2] / "deploy" / "postgres" / "tokenvault.conf"
+
+
+@pytest.fixture
+def big_unanalyzed_tokens(stack_env: dict[str, str]) -> Iterator[psycopg.Connection]:
+    """An admin connection inside a transaction where vault.tokens holds ROWS more rows and no statistics.
+
+    The session acts as the vault's serving role (SET ROLE) for what the test runs next.
+    """
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        conn.execute("SET LOCAL session_replication_role = replica")  # no audit trigger for the filler rows
+        key = conn.execute("SELECT min(id) FROM vault.data_keys").fetchone()
+        key_id = key[0] if key and key[0] is not None else 1
+        conn.execute(
+            "INSERT INTO vault.tokens (token, token_type, fingerprint, fingerprint_key_id, dek_id, sealed)"
+            " SELECT 'ip_' || substr(md5('scale' || g), 1, 22), 'ip', sha256(('scale' || g)::bytea), %s, %s,"
+            " sha256(g::text::bytea) FROM generate_series(1, %s) g",
+            (key_id, key_id, ROWS),
+        )
+        conn.execute("DELETE FROM pg_statistic WHERE starelid = 'vault.tokens'::regclass")
+        conn.execute("SET LOCAL ROLE tokenvault_vault")
+        yield conn
+        conn.rollback()
+
+
+def _plan(conn: psycopg.Connection, query: str, params: Any = None) -> dict[str, Any]:
+    row = conn.execute(f"EXPLAIN (FORMAT JSON) {query}", params).fetchone()
+    assert row is not None
+    plan: dict[str, Any] = (row[0] if isinstance(row[0], list) else json.loads(row[0]))[0]["Plan"]
+    return plan
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def _scans_of_tokens(plan: dict[str, Any]) -> list[str]:
+    return [n["Node Type"] for n in _nodes(plan) if n.get("Relation Name") == "tokens"]
+
+
+def test_lookups_by_fingerprint_stay_index_probes_on_a_large_table_without_statistics(
+    big_unanalyzed_tokens: psycopg.Connection,
+) -> None:
+    fingerprints = [bytes([n % 256, n // 256]) * 16 for n in range(1000)]
+    plan = _plan(big_unanalyzed_tokens, _FIND, {"type": "ip", "fps": bytea_array(fingerprints)})
+    scans = _scans_of_tokens(plan)
+    assert scans and set(scans) == {"Index Scan"}, scans
+    assert not [n for n in _nodes(plan) if n["Node Type"] in ("Hash Join", "Gather", "Gather Merge")]
+
+
+def test_the_erasure_check_reads_an_index_not_the_table(big_unanalyzed_tokens: psycopg.Connection) -> None:
+    plan = _plan(big_unanalyzed_tokens, "SELECT max(erased_at) FROM vault.tokens WHERE erased_at IS NOT NULL")
+    scans = _scans_of_tokens(plan)
+    assert scans and not {"Seq Scan", "Parallel Seq Scan"} & set(scans), scans
+
+
+def test_the_serving_role_plans_without_parallel_workers(stack_env: dict[str, str]) -> None:
+    with psycopg.connect(stack_env["PG_VAULT_DSN"]) as conn:
+        row = conn.execute("SHOW max_parallel_workers_per_gather").fetchone()
+    assert row == ("0",)
+
+
+def test_the_embedded_database_runs_with_the_shipped_settings(stack_env: dict[str, str]) -> None:
+    wanted = {
+        line.split("=", 1)[0].strip() for line in SETTINGS.read_text().splitlines() if line.split("#", 1)[0].strip()
+    }
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        rows = conn.execute(
+            "SELECT name, sourcefile FROM pg_settings WHERE name = ANY(%s)", (sorted(wanted),)
+        ).fetchall()
+    assert {name for name, _ in rows} == wanted
+    assert all(source and source.endswith("/tokenvault.conf") for _, source in rows), rows
