@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import psycopg
+
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -42,3 +44,29 @@ def tree_cpu_seconds(root: int) -> float:
             if fields is not None and int(fields[1]) == root:
                 total += process_cpu_seconds(int(entry.name), with_reaped_children=True)
     return total
+
+
+class CostMeter:
+    """WAL written and CPU spent by PostgreSQL and by the vault service, between two readings."""
+
+    def __init__(self, admin: psycopg.Connection, vault_pid: int) -> None:
+        self._admin = admin
+        row = admin.execute("SHOW data_directory").fetchone()
+        data_dir = Path(str(row[0] if row else ""))
+        self._postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+        self.vault_pid = vault_pid
+
+    def reading(self) -> tuple[int, float, float]:
+        """WAL position (bytes), CPU seconds of PostgreSQL and of the vault service."""
+        row = self._admin.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn").fetchone()
+        wal = int(row[0]) if row else 0
+        return wal, tree_cpu_seconds(self._postmaster), process_cpu_seconds(self.vault_pid)
+
+    def per_item(self, before: tuple[int, float, float], count: int) -> dict[str, float]:
+        """WAL bytes and µs of each CPU per item since `before`."""
+        wal, database, vault = self.reading()
+        return {
+            "wal": (wal - before[0]) / count,
+            "db_us": (database - before[1]) * 1e6 / count,
+            "vault_us": (vault - before[2]) * 1e6 / count,
+        }

@@ -19,8 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import hvac
+import psycopg
 from rich.console import Console
 
+from bench.cpu_time import CostMeter
 from bench.report import Figures, parallel, print_figures
 from devstack.openbao import bao_binary
 from devstack.procs import free_port, spawn, wait_until
@@ -182,24 +184,33 @@ def percentile(samples: Sequence[float], fraction: float) -> float:
 
 
 def measure(
-    bench: VaultBench, state_dir: Path, values_per_round: int, rounds: int, clients: int
+    bench: VaultBench, state_dir: Path, values_per_round: int, rounds: int, clients: int, costs: CostMeter
 ) -> dict[str, list[float]]:
     """Every figure once per round, the vault and Transit side by side."""
-    samples: dict[str, list[float]] = {k: [] for k in ("new", "repeated", "detok", "p50", "p99", "transit")}
+    names = ("new", "repeated", "detok", "p50", "p99", "transit", "new_vault_us", "new_db_us", "single_vault_us")
+    samples: dict[str, list[float]] = {k: [] for k in (*names, "single_db_us")}
     with transit_peer(state_dir) as transit:
         transit_encrypt(transit, ips(0, BATCH * 4), clients)  # warm up
         bench.tokenize(bench.batches(ips(900_000_000, BATCH * 4)))
         for round_no in range(rounds):
             values = ips(round_no * values_per_round, values_per_round)
             requests = bench.batches(values)
+            before = costs.reading()
             new_rate, tokens = bench.tokenize(requests)
+            cost = costs.per_item(before, len(values))
+            samples["new_vault_us"].append(cost["vault_us"])
+            samples["new_db_us"].append(cost["db_us"])
             repeated_rate, again = bench.tokenize(requests)
             if again != tokens:
                 raise RuntimeError("repeated values got different tokens")
             samples["new"].append(new_rate)
             samples["repeated"].append(repeated_rate)
             samples["detok"].append(bench.detokenize(tokens))
+            before = costs.reading()
             latencies = bench.single_latencies(tokens, 500)
+            cost = costs.per_item(before, len(latencies))
+            samples["single_vault_us"].append(cost["vault_us"])
+            samples["single_db_us"].append(cost["db_us"])
             samples["p50"].append(percentile(latencies, 0.50) * 1000)
             samples["p99"].append(percentile(latencies, 0.99) * 1000)
             samples["transit"].append(transit_encrypt(transit, values, clients))
@@ -232,10 +243,12 @@ def start_bench_vault(stack: TemporaryStack) -> int:
 def run(values_per_round: int, rounds: int, clients: int) -> Figures:
     """Start everything, measure, stop everything; figure name -> (median, unit)."""
     with temporary_components("tokenvault-bench-") as stack:
-        start_bench_vault(stack)
+        pid = start_bench_vault(stack)
         bench = VaultBench(stack.env, clients)
         try:
-            samples = measure(bench, stack.state_dir, values_per_round, rounds, clients)
+            with psycopg.connect(stack.env["PG_ADMIN_DSN"], autocommit=True) as admin:
+                costs = CostMeter(admin, pid)
+                samples = measure(bench, stack.state_dir, values_per_round, rounds, clients, costs)
         finally:
             bench.close()
     median = {k: statistics.median(v) for k, v in samples.items()}
@@ -248,6 +261,10 @@ def run(values_per_round: int, rounds: int, clients: int) -> Figures:
         "openbao_transit_convergent_batch_per_s": (median["transit"], "items/s"),
         "ratio_tokenize_new_vs_transit": (median["new"] / median["transit"], "x"),
         "ratio_tokenize_repeated_vs_transit": (median["repeated"] / median["transit"], "x"),
+        "vault_cpu_us_per_new_token": (median["new_vault_us"], "us"),
+        "postgres_cpu_us_per_new_token": (median["new_db_us"], "us"),
+        "vault_cpu_us_per_single_detokenize": (median["single_vault_us"], "us"),
+        "postgres_cpu_us_per_single_detokenize": (median["single_db_us"], "us"),
     }
 
 

@@ -25,13 +25,12 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from bench.cpu_time import process_cpu_seconds, tree_cpu_seconds
+from bench.cpu_time import CostMeter
 from bench.report import Figures, print_figures
 from bench.vault_bench import VaultBench, ips, percentile, start_bench_vault
 from devstack.procs import stop_pid
@@ -89,8 +88,7 @@ class ScaleRun:
         self._pid = start_bench_vault(stack)
         self._bench = VaultBench(stack.env, clients)
         self._admin = psycopg.connect(stack.env["PG_ADMIN_DSN"], autocommit=True)
-        data_dir = self._scalar("SHOW data_directory")
-        self._postmaster = int((Path(str(data_dir)) / "postmaster.pid").read_text().split()[0])
+        self._costs = CostMeter(self._admin, self._pid)
         self.stored = 0
         self._random = random.Random(18)
 
@@ -103,19 +101,12 @@ class ScaleRun:
         row = self._admin.execute(query).fetchone()
         return row[0] if row else None
 
-    def _meters(self) -> tuple[int, float, float]:
-        """WAL position (bytes), CPU seconds of PostgreSQL and of the vault service."""
-        wal = int(str(self._scalar("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")))
-        return wal, tree_cpu_seconds(self._postmaster), process_cpu_seconds(self._pid)
-
     def costed(self, at: AtSize, name: str, count: int, work: Callable[[], float]) -> float:
         """Run `work` (which handles `count` values), recording WAL and CPU per value beside its rate."""
-        wal, database, vault = self._meters()
+        before = self._costs.reading()
         rate = work()
-        wal_after, database_after, vault_after = self._meters()
-        at.samples.setdefault(f"{name}_wal", []).append((wal_after - wal) / count)
-        at.samples.setdefault(f"{name}_db_us", []).append((database_after - database) * 1e6 / count)
-        at.samples.setdefault(f"{name}_vault_us", []).append((vault_after - vault) * 1e6 / count)
+        for key, value in self._costs.per_item(before, count).items():
+            at.samples.setdefault(f"{name}_{key}", []).append(value)
         return rate
 
     def restart_service(self) -> None:
@@ -123,6 +114,7 @@ class ScaleRun:
         self._bench.close()
         stop_pid(self._pid)
         self._pid = start_bench_vault(self._stack)
+        self._costs.vault_pid = self._pid
         self._bench = VaultBench(self._stack.env, self._clients)
         # Connect every channel before measuring: fresh values for the tokenizers, an unknown
         # token for the detokenizers.

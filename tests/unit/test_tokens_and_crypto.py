@@ -1,5 +1,6 @@
 """Token text, normalization, fingerprints, sealing and masking."""
 
+import hmac
 import ipaddress
 import os
 
@@ -11,7 +12,7 @@ from vault_service.domain.crypto import DataKey, SealBroken, fingerprint, open_s
 from vault_service.domain.errors import InvalidValue
 from vault_service.domain.masking import mask
 from vault_service.domain.token_types import TokenType, normalize
-from vault_service.domain.tokens import new_token, type_of_token
+from vault_service.domain.tokens import new_tokens, type_of_token
 
 
 def key(key_id: int = 1) -> DataKey:
@@ -19,12 +20,12 @@ def key(key_id: int = 1) -> DataKey:
 
 
 def test_tokens_are_prefixed_random_and_self_describing() -> None:
-    tokens = {new_token(TokenType.IP) for _ in range(1000)}
+    tokens = set(new_tokens(TokenType.IP, 1000))
     assert len(tokens) == 1000
     token = tokens.pop()
     assert token.startswith("ip_") and len(token) == 3 + 22
     assert type_of_token(token) is TokenType.IP
-    assert type_of_token(new_token(TokenType.DEVICE_ID)) is TokenType.DEVICE_ID
+    assert type_of_token(new_tokens(TokenType.DEVICE_ID, 1)[0]) is TokenType.DEVICE_ID
 
 
 @pytest.mark.parametrize("text", ["", "ip", "ip_short", "xx_AAAAAAAAAAAAAAAAAAAAAA", "ip_AAAAAAAAAAAAAAAAAAAAA!"])
@@ -61,7 +62,7 @@ def test_fingerprint_is_keyed_deterministic_and_type_separated() -> None:
 
 def test_sealed_values_open_only_for_their_own_token() -> None:
     dek = key()
-    token, other = new_token(TokenType.IP), new_token(TokenType.IP)
+    token, other = new_tokens(TokenType.IP, 2)
     sealed = seal(dek, TokenType.IP, token, "199.172.111.135")
     assert open_sealed(dek, TokenType.IP, token, sealed) == "199.172.111.135"
     assert seal(dek, TokenType.IP, token, "199.172.111.135") != sealed  # fresh nonce each time
@@ -131,3 +132,16 @@ def test_every_token_type_is_found_by_its_prefix() -> None:
 @pytest.mark.parametrize("text", ["ip_" + "A" * 22 + "\n", " ip_" + "A" * 22, "ip_" + "A" * 21, "IP_" + "A" * 22])
 def test_text_that_is_almost_a_token_is_not_one(text: str) -> None:
     assert type_of_token(text) is None
+
+
+@given(material=st.binary(min_size=32, max_size=32), message=st.binary(max_size=600))
+def test_the_precomputed_hmac_is_hmac_sha256(material: bytes, message: bytes) -> None:
+    assert DataKey(1, material).hmac_sha256(message) == hmac.digest(material, message, "sha256")
+
+
+def test_tokens_made_in_a_batch_are_tokens_of_their_type_and_all_different() -> None:
+    tokens = new_tokens(TokenType.DEVICE_ID, 5000)
+    assert len(set(tokens)) == 5000
+    assert {type_of_token(t) for t in tokens} == {TokenType.DEVICE_ID}
+    assert {len(t) for t in tokens} == {len("dev_") + 22}
+    assert new_tokens(TokenType.IP, 0) == []

@@ -26,7 +26,7 @@ from vault_service.domain.policy import AccessPolicy, RevealLevel
 from vault_service.domain.purpose import check_purpose
 from vault_service.domain.rate_limit import RateLimiter
 from vault_service.domain.token_types import TokenType, normalize
-from vault_service.domain.tokens import new_token, type_of_token
+from vault_service.domain.tokens import new_tokens, type_of_token
 from vault_service.service.keyring import KeyManager, KeyRing
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 from vault_service.service.ports import AuditLog, NewTokenRow, StaleKeys, StoredToken, TokenStore
@@ -174,8 +174,8 @@ class TokenVault:
                 raise
             dek, pending = ring.active_encryption_key, ring.pending_fingerprint_key
             rows = []
-            for fp in missing:
-                value, token = by_fingerprint[fp], new_token(token_type)
+            for fp, token in zip(missing, new_tokens(token_type, len(missing)), strict=True):
+                value = by_fingerprint[fp]
                 rows.append(
                     NewTokenRow(
                         token,
