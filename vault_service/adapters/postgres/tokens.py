@@ -38,6 +38,11 @@ _FIND = (
 )
 
 
+_INSERT = (
+    "INSERT INTO vault.tokens (token, token_type, fingerprint, fingerprint_key_id, dek_id, sealed, next_fingerprint)"
+    " SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::int[], %s::int[], %s::bytea[], %s::bytea[])"
+)
+
 _ROW_COLUMNS = "token, token_type, dek_id, sealed"
 
 
@@ -73,7 +78,14 @@ class PostgresTokenStore:
 
     @translated
     def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> dict[bytes, str]:
-        """Insert under the live key generation; read back the winner where another writer was first."""
+        """Insert under the live key generation; read back the winner where another writer was first.
+
+        A plain INSERT first: ON CONFLICT makes Postgres probe every unique index once more
+        per row before inserting (speculative insertion), 10-20 % of the insert's CPU and 7 %
+        of its WAL. Only when another writer issued one of these values meanwhile (a unique
+        violation, which rolls the whole statement back) is the batch inserted again with
+        ON CONFLICT DO NOTHING and the winners read back.
+        """
         if not rows:
             return {}
         columns = (
@@ -85,21 +97,23 @@ class PostgresTokenStore:
             bytea_array([r.sealed for r in rows]),
             bytea_array([r.next_fingerprint for r in rows]),
         )
+        try:
+            return self._insert(_INSERT, columns, rows, generation)
+        except psycopg.errors.UniqueViolation:
+            return self._insert(_INSERT + " ON CONFLICT DO NOTHING", columns, rows, generation)
+
+    def _insert(
+        self, insert: str, columns: tuple[str, ...], rows: Sequence[NewTokenRow], generation: KeyGeneration
+    ) -> dict[bytes, str]:
         # Pipelined: BEGIN, the lock, the generation check and the insert travel together; a
         # stale generation rolls the insert back before anything is committed.
         with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (KEYS_LOCK,))
             live = conn.execute(LIVE_GENERATION)
-            insert = conn.execute(
-                "INSERT INTO vault.tokens"
-                " (token, token_type, fingerprint, fingerprint_key_id, dek_id, sealed, next_fingerprint)"
-                " SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::int[], %s::int[], %s::bytea[],"
-                " %s::bytea[]) ON CONFLICT DO NOTHING RETURNING fingerprint, token",
-                columns,
-            )
+            inserted = conn.execute(insert + " RETURNING fingerprint, token", columns)
             if generation_of(live.fetchone()) != generation:
                 raise StaleKeys("the key generation changed")
-            result = {bytes(fp): token for fp, token in insert.fetchall()}
+            result = {bytes(fp): token for fp, token in inserted.fetchall()}
             lost = [r for r in rows if r.fingerprint not in result]
             for token_type in {r.token_type for r in lost}:
                 fps = [r.fingerprint for r in lost if r.token_type == token_type]
