@@ -12,6 +12,7 @@ import uuid
 
 from tests.conftest import RunningVault
 from vault_service.domain.crypto import fingerprint, seal
+from vault_service.domain.errors import VaultError
 from vault_service.domain.token_types import TokenType
 from vault_service.domain.tokens import new_tokens
 from vault_service.service.ports import NewTokenRow
@@ -49,7 +50,7 @@ def test_a_writer_that_lost_the_race_gets_the_winners_tokens_and_adds_nothing(va
 def test_concurrent_tokenize_of_the_same_new_values_gives_one_token_each(vault: RunningVault) -> None:
     values = _fresh_ips(300)
     start = threading.Barrier(6)
-    results: list[list[object]] = []
+    results: list[list[str | VaultError]] = []
 
     def tokenize() -> None:
         start.wait()
