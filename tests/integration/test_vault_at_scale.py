@@ -68,7 +68,7 @@ def test_lookups_by_fingerprint_stay_index_probes_on_a_large_table_without_stati
     fingerprints = [bytes([n % 256, n // 256]) * 16 for n in range(1000)]
     plan = _plan(big_unanalyzed_tokens, _FIND, {"type": "ip", "fps": bytea_array(fingerprints)})
     scans = _scans_of_tokens(plan)
-    assert scans and set(scans) == {"Index Scan"}, scans
+    assert scans and set(scans) <= {"Index Scan", "Index Only Scan"}, scans
     assert not [n for n in _nodes(plan) if n["Node Type"] in ("Hash Join", "Gather", "Gather Merge")]
 
 
