@@ -168,11 +168,11 @@ class VaultClient:
         """The value behind each token as the caller's policy reveals it; an ItemError where none.
 
         Waits out the caller's rate limit (as long as the retry policy allows) and splits calls
-        larger than the caller's burst.
+        larger than the caller's burst. Asks the vault for the column form (one RevealedColumn
+        per call) and reads the per-item form from a vault older than it.
         """
 
         def one(part: Sequence[str]) -> list[DetokenizeOutcome]:
-            # Asks for the column form; a vault older than it answers one result per token.
             request = vault_pb2.DetokenizeRequest(tokens=part, purpose=purpose, as_column=True)
             response = self._call(self._stub.Detokenize, request, splittable=len(part) > 1)
             try:
