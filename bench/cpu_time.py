@@ -35,15 +35,30 @@ def process_cpu_seconds(pid: int, with_reaped_children: bool = False) -> float:
     return ticks / _TICKS
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU of `root`, its live children and the children it has reaped (a server and its workers)."""
-    total = process_cpu_seconds(root, with_reaped_children=True)
+def server_cpu_seconds(root: int, client_marker: str) -> tuple[float, float]:
+    """CPU of a server's processes: (its sessions whose title holds `client_marker`, the rest).
+
+    For PostgreSQL the rest is its background work (checkpointer, WAL writer, autovacuum),
+    plus the postmaster and every child it has reaped.
+    """
+    sessions = 0.0
+    rest = process_cpu_seconds(root, with_reaped_children=True)
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = _stat_fields(int(entry.name))
-            if fields is not None and int(fields[1]) == root:
-                total += process_cpu_seconds(int(entry.name), with_reaped_children=True)
-    return total
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is None or int(fields[1]) != root:
+            continue
+        seconds = process_cpu_seconds(int(entry.name), with_reaped_children=True)
+        try:
+            title = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if client_marker in title:
+            sessions += seconds
+        else:
+            rest += seconds
+    return sessions, rest
 
 
 class CostMeter:
@@ -56,17 +71,19 @@ class CostMeter:
         self._postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
         self.vault_pid = vault_pid
 
-    def reading(self) -> tuple[int, float, float]:
-        """WAL position (bytes), CPU seconds of PostgreSQL and of the vault service."""
+    def reading(self) -> tuple[int, float, float, float]:
+        """WAL position (bytes), then CPU seconds: the vault's Postgres sessions, Postgres's background, the service."""
         row = self._admin.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn").fetchone()
         wal = int(row[0]) if row else 0
-        return wal, tree_cpu_seconds(self._postmaster), process_cpu_seconds(self.vault_pid)
+        sessions, background = server_cpu_seconds(self._postmaster, "tokenvault_vault")
+        return wal, sessions, background, process_cpu_seconds(self.vault_pid)
 
-    def per_item(self, before: tuple[int, float, float], count: int) -> dict[str, float]:
-        """WAL bytes and µs of each CPU per item since `before`."""
-        wal, database, vault = self.reading()
+    def per_item(self, before: tuple[int, float, float, float], count: int) -> dict[str, float]:
+        """WAL bytes and µs of each CPU per item since `before` (db_us: sessions and background work)."""
+        wal, sessions, background, vault = self.reading()
         return {
             "wal": (wal - before[0]) / count,
-            "db_us": (database - before[1]) * 1e6 / count,
-            "vault_us": (vault - before[2]) * 1e6 / count,
+            "db_us": (sessions - before[1] + background - before[2]) * 1e6 / count,
+            "db_background_us": (background - before[2]) * 1e6 / count,
+            "vault_us": (vault - before[3]) * 1e6 / count,
         }

@@ -72,7 +72,15 @@ def open_vault_pool(dsn: str, max_size: int) -> ConnectionPool:
         check=check_connection_cheaply,  # a Postgres restart leaves dead connections behind
         timeout=10,
         # Single statements commit alone; multi-statement work uses explicit transactions.
-        kwargs={"application_name": "tokenvault-vault", "autocommit": True},
+        # No parallel workers: the vault's statements are index probes of a few thousand rows,
+        # and a parallel plan only appears when the planner misjudges a growing table. Set at
+        # connection start, since database users made by Vault's secrets engine (IN ROLE
+        # tokenvault_vault) do not inherit the role's own settings.
+        kwargs={
+            "application_name": "tokenvault-vault",
+            "autocommit": True,
+            "options": "-c max_parallel_workers_per_gather=0",
+        },
     )
     pool.open(wait=True, timeout=15)
     return pool

@@ -9,15 +9,19 @@ shared database is left as it was.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from vault_service.adapters.postgres.sql_arrays import bytea_array
 from vault_service.adapters.postgres.tokens import _FIND
+from vault_service.bootstrap import open_vault_pool
 
 ROWS = 300_000
 SETTINGS = Path(__file__).resolve().parents[2] / "deploy" / "postgres" / "tokenvault.conf"
@@ -78,10 +82,30 @@ def test_the_erasure_check_reads_an_index_not_the_table(big_unanalyzed_tokens: p
     assert scans and not {"Seq Scan", "Parallel Seq Scan"} & set(scans), scans
 
 
-def test_the_serving_role_plans_without_parallel_workers(stack_env: dict[str, str]) -> None:
-    with psycopg.connect(stack_env["PG_VAULT_DSN"]) as conn:
-        row = conn.execute("SHOW max_parallel_workers_per_gather").fetchone()
-    assert row == ("0",)
+def test_the_service_plans_without_parallel_workers_under_a_user_made_by_vault(stack_env: dict[str, str]) -> None:
+    # Vault's database secrets engine makes users IN ROLE tokenvault_vault; role settings
+    # (migration 0010) are not inherited, so the service sets it on its own connections.
+    user, password = f"v-dynamic-{secrets.token_hex(4)}", secrets.token_urlsafe(18)
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE tokenvault_vault").format(
+                sql.Identifier(user), sql.Literal(password)
+            )
+        )
+        try:
+            dsn = make_conninfo(stack_env["PG_VAULT_DSN"], user=user, password=password)
+            with psycopg.connect(dsn) as plain:
+                assert plain.execute("SHOW max_parallel_workers_per_gather").fetchone() != ("0",)
+            pool = open_vault_pool(dsn, 1)
+            try:
+                with pool.connection() as conn:
+                    assert conn.execute("SHOW max_parallel_workers_per_gather").fetchone() == ("0",)
+            finally:
+                pool.close()
+        finally:
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(user)))
+    with psycopg.connect(stack_env["PG_VAULT_DSN"]) as conn:  # the role's own logins (migration 0010)
+        assert conn.execute("SHOW max_parallel_workers_per_gather").fetchone() == ("0",)
 
 
 def test_the_embedded_database_runs_with_the_shipped_settings(stack_env: dict[str, str]) -> None:
