@@ -50,7 +50,7 @@ admin: $(STAMP)  ## security-team commands on the running stack: ARGS="status" |
 bench-vault: $(STAMP)  ## vault throughput/latency beside OpenBao Transit; ends with `figure:` lines
 	$(PY) -m bench.vault_bench $(BENCH_ARGS)
 
-bench-vault-scale: $(STAMP)  ## the vault filled through its API to 10M tokens, measured at 0, 1M, 3M, 10M (about 25 min)
+bench-vault-scale: $(STAMP)  ## the vault filled through its API to 10M tokens, measured at 0, 1M, 3M, 10M (about 8 min)
 	$(PY) -m bench.vault_scale $(BENCH_ARGS)
 
 bench-compare: $(STAMP)  ## a benchmark beside an earlier revision, alternating: BASELINE=<rev> BENCH=vault|etl ROUNDS=2

@@ -157,8 +157,9 @@ class ScaleRun:
         at.samples["new"] = [
             self.costed(at, "new", self._sample, lambda: self.issue(self._sample)) for _ in range(self._repeats)
         ]
+        issued_before_restart = self.stored  # the restart's warm-up values are in the new cache
         self.restart_service()
-        positions = self._random.sample(range(self.stored), self._sample * self._repeats)
+        positions = self._random.sample(range(issued_before_restart), self._sample * self._repeats)
         for repeat in range(self._repeats):
             values = [ips(p, 1)[0] for p in positions[repeat * self._sample : (repeat + 1) * self._sample]]
             tokens: list[str] = []

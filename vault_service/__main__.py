@@ -18,7 +18,7 @@ from vault_service.adapters.transit import VaultStartupError
 from vault_service.bootstrap import bootstrap
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.errors import VaultError
-from vault_service.entrypoints.metrics import register_cache
+from vault_service.entrypoints.metrics import register_vault_metrics
 from vault_service.entrypoints.server import create_health_server, create_server, server_credentials
 
 log = logging.getLogger("vault_service")
@@ -45,7 +45,7 @@ def main() -> int:
     maintainer = wired.maintainer(running.reporter, config.key_check_seconds)
     upkeep = wired.audit_upkeep(config.audit_checkpoint_seconds, config.audit_checkpoint_file)
     if config.metrics_port:
-        register_cache(wired.vault.cache)
+        register_vault_metrics(wired.vault.cache, wired.token_store)
         prometheus_client.start_http_server(config.metrics_port, addr=config.metrics_address)
     health_server = None
     if config.health_address:

@@ -22,6 +22,7 @@ from tests.conftest import RunningVault, client_channel, running_vault
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_common.migrations import migrate
 from vault_service.adapters.transit import verify_signature
+from vault_service.domain.errors import StorageError
 from vault_service.service.audit_verify import AuditReport, verify_audit, who_saw
 
 StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
@@ -318,3 +319,36 @@ def test_no_other_login_can_hold_the_audit_chain_lock(stack_env: dict[str, str])
         pytest.raises(psycopg.errors.InsufficientPrivilege),
     ):
         conn.execute("SELECT pg_advisory_lock(1635083380)")
+
+
+def test_replicas_checkpoint_in_turn_and_a_forged_checkpoint_count_is_never_signed(
+    own_database: dict[str, str], tmp_path: Path
+) -> None:
+    with running_vault(own_database, TOKENVAULT_AUDIT_CHECKPOINT_SECONDS="300") as vault:
+        _replicas_and_a_forged_count(own_database, vault, tmp_path)
+
+
+def _replicas_and_a_forged_count(own_database: dict[str, str], vault: RunningVault, tmp_path: Path) -> None:
+    upkeeps = [vault.wired.audit_upkeep(3600, tmp_path / f"replica-{n}.jsonl") for n in (1, 2)]
+    for turn in range(4):  # each counts from the head it counted last, the other checkpointing between
+        _reveal_calls(own_database, vault, 2)
+        made = upkeeps[turn % 2].run_once()
+        assert made is not None
+        with psycopg.connect(own_database["PG_ADMIN_DSN"]) as conn:
+            total = conn.execute("SELECT count(*) FROM vault.audit_log WHERE id <= %s", (made.head.head_id,))
+            assert (made.head.row_count,) == total.fetchone()
+    # The database owner plants a checkpoint row claiming a wrong count (triggers bypassed).
+    _reveal_calls(own_database, vault, 2)
+    with _as_owner(own_database) as conn:
+        head = conn.execute("SELECT id, row_hash FROM vault.audit_log ORDER BY id DESC LIMIT 1").fetchone()
+        conn.execute(
+            "INSERT INTO vault.audit_checkpoints (head_id, head_hash, row_count, at, key_name, signature)"
+            " VALUES (%s, %s, 1, now(), 'tokenvault-audit', 'vault:v1:AAAA')",
+            head,
+        )
+    _reveal_calls(own_database, vault, 2)
+    # The replica's next checkpoint carries the count it counted itself, which the database's
+    # trigger (counting from the planted row) refuses: checkpointing stops loudly rather than
+    # signing the planted number.
+    with pytest.raises(StorageError, match=r"CheckViolation"):
+        upkeeps[0].run_once()

@@ -38,10 +38,12 @@ def _rows(vault: RunningVault, values: list[str]) -> list[NewTokenRow]:
 def test_a_writer_that_lost_the_race_gets_the_winners_tokens_and_adds_nothing(vault: RunningVault) -> None:
     store, generation = vault.wired.token_store, vault.wired.keys.ring.generation
     values = _fresh_ips(3)
+    races = store.races
     first = store.insert_new(_rows(vault, values[:2]), generation)  # the plain INSERT path
-    assert len(first) == 2
+    assert len(first) == 2 and store.races == races
     late = _rows(vault, values)  # two of three were issued meanwhile, under other tokens
     result = store.insert_new(late, generation)
+    assert store.races == races + 1  # the ON CONFLICT path, counted
     assert {fp: result[fp] for fp in first} == first
     assert result[late[2].fingerprint] == late[2].token
     assert len(store.find_by_fingerprints(IP.type_name, [r.fingerprint for r in late])) == 3

@@ -15,6 +15,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
+from vault_service.adapters.postgres.tokens import PostgresTokenStore
 from vault_service.service.token_cache import TokenCache
 
 REQUESTS = Counter("tokenvault_grpc_requests_total", "gRPC calls by method and status code", ["method", "code"])
@@ -61,9 +62,10 @@ def count_outcomes(method: str, ok: int, failed_codes: Iterable[str]) -> None:
     count_items(method, failed_codes)
 
 
-class _CacheCollector(Collector):
-    def __init__(self, cache: TokenCache) -> None:
+class _VaultCollector(Collector):
+    def __init__(self, cache: TokenCache, tokens: PostgresTokenStore) -> None:
         self._cache = cache
+        self._tokens = tokens
 
     def collect(self) -> Iterable[Metric]:
         hits = CounterMetricFamily("tokenvault_token_cache_lookups", "Token cache lookups", labels=["result"])
@@ -71,12 +73,17 @@ class _CacheCollector(Collector):
         hits.add_metric(["miss"], self._cache.misses)
         size = GaugeMetricFamily("tokenvault_token_cache_entries", "Tokens held in the cache")
         size.add_metric([], len(self._cache))
-        return [hits, size]
+        races = CounterMetricFamily(
+            "tokenvault_token_insert_races",
+            "Batches of new tokens inserted again because another writer issued one of their values first",
+        )
+        races.add_metric([], self._tokens.races)
+        return [hits, size, races]
 
 
-def register_cache(cache: TokenCache) -> None:
-    """Expose the cache's hit and miss counts (once per process)."""
-    REGISTRY.register(_CacheCollector(cache))
+def register_vault_metrics(cache: TokenCache, tokens: PostgresTokenStore) -> None:
+    """Expose the cache's hit and miss counts and the token insert races (once per process)."""
+    REGISTRY.register(_VaultCollector(cache, tokens))
 
 
 Behavior = Callable[[Any, Any, grpc.ServicerContext], Any]

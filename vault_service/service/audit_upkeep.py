@@ -44,7 +44,7 @@ class Signer(Protocol):
 class CheckpointStore(Protocol):
     """Where the chain head is read and checkpoints are kept."""
 
-    def head(self) -> ChainHead | None:
+    def head(self, since: ChainHead | None = None) -> ChainHead | None:
         """The chain's newest row (None when empty)."""
         ...
 
@@ -114,12 +114,14 @@ class AuditUpkeep:
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._counted: ChainHead | None = None  # the last head counted: the next count starts there
 
     def run_once(self) -> Checkpoint | None:
         """Write the aggregated rows, then checkpoint the chain if it grew; the checkpoint made."""
         for event in self._meter.flush() + self._refusals.flush():
             self._audit.append(event)
-        head = self._store.head()
+        head = self._store.head(self._counted)
+        self._counted = head or self._counted
         if head is None or head.head_id <= self._store.last_checkpoint_head():
             return None
         checkpoint = Checkpoint(head, self._signer.key_name, self._signer.sign(head.message()))

@@ -10,12 +10,18 @@ the young one. Values in use survive a turnover, and a full cache forgets its ol
 rather than everything at once (which emptied it every `capacity` new values and sent every
 repeated value to the database until it filled again). No per-hit bookkeeping, as an LRU
 list would need.
+
+Erasure must not be undone by a call that was under way: `clear()` starts a new epoch, and a
+token looked up in an earlier epoch is not kept (`put` takes the epoch its lookup began in).
+Moves between the generations and `clear()` hold one lock, so a clear cannot land between
+the two halves of a move and bring old entries back.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 
 from vault_service.domain.token_types import TokenType
 
@@ -30,6 +36,9 @@ class TokenCache:
         self._keyed = hashlib.blake2b(key=os.urandom(32), digest_size=16)
         self._young: dict[bytes, str] = {}
         self._old: dict[bytes, str] = {}
+        self._lock = threading.Lock()
+        self.epoch = 0
+        """Incremented by every `clear()`; pass the value read before a lookup to `put`."""
         self.hits = 0
         self.misses = 0
 
@@ -43,27 +52,35 @@ class TokenCache:
         """The cached token, counting the hit or miss."""
         token = self._young.get(key)
         if token is None:
-            token = self._old.pop(key, None)
-            if token is None:
-                self.misses += 1
-                return None
-            self._keep(key, token)  # in use: survives the next turnover
+            with self._lock:
+                token = self._old.pop(key, None)
+                if token is not None:
+                    self._keep(key, token)  # in use: survives the next turnover
+        if token is None:
+            self.misses += 1
+            return None
         self.hits += 1
         return token
 
-    def put(self, key: bytes, token: str) -> None:
-        """Remember a token (a capacity of 0 or less disables the cache)."""
-        if self._capacity > 0:
-            self._keep(key, token)
+    def put(self, key: bytes, token: str, epoch: int) -> None:
+        """Remember a token found or issued by a lookup that began in `epoch` (ignored if cleared since)."""
+        if self._capacity <= 0:
+            return
+        with self._lock:
+            if epoch == self.epoch:
+                self._keep(key, token)
 
     def _keep(self, key: bytes, token: str) -> None:
+        """Under the lock."""
         self._young[key] = token
         if len(self._young) >= self._half:
             self._old, self._young = self._young, {}
 
     def clear(self) -> None:
-        """Forget everything (after an erasure)."""
-        self._young, self._old = {}, {}
+        """Forget everything (after an erasure); tokens of lookups under way are not kept."""
+        with self._lock:
+            self.epoch += 1
+            self._young, self._old = {}, {}
 
     def __len__(self) -> int:
         return len(self._young) + len(self._old)

@@ -114,6 +114,7 @@ class TokenVault:
             raise
         assert caller is not None  # permissions() refuses a missing identity
         outcomes: list[TokenizeOutcome | None] = [None] * len(items)
+        epoch = self._cache.epoch  # an erasure during this call: what it finds is not cached
         cache_keys: dict[int, bytes] = {}
         wanted: dict[TokenType, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
         for index, (token_type, value) in enumerate(items):
@@ -143,7 +144,7 @@ class TokenVault:
                 for normalized, token in tokens.items():
                     for index in positions[normalized]:
                         outcomes[index] = token
-                        self._cache.put(cache_keys[index], token)
+                        self._cache.put(cache_keys[index], token, epoch)
         finally:
             self.meter.record(caller, len(items), new_tokens)
         missing = [i for i, o in enumerate(outcomes) if o is None]

@@ -36,12 +36,10 @@ _APPEND = (
     " %s::int[], %s::int[]) AS u(c, s, f, a, p, t, n, o, lo, hi)"
 )
 _HEAD = (
-    "SELECT a.id, a.row_hash, coalesce(c.row_count, 0)"
-    " + (SELECT count(*) FROM vault.audit_log x WHERE x.id > coalesce(c.head_id, 0) AND x.id <= a.id),"
+    "SELECT a.id, a.row_hash,"
+    " %(base)s + (SELECT count(*) FROM vault.audit_log x WHERE x.id > %(after)s AND x.id <= a.id),"
     " clock_timestamp()"
     " FROM (SELECT id, row_hash FROM vault.audit_log ORDER BY id DESC LIMIT 1) AS a"
-    " LEFT JOIN LATERAL (SELECT head_id, row_count FROM vault.audit_checkpoints"
-    " ORDER BY head_id DESC LIMIT 1) AS c ON true"
 )
 _RECORD_COLUMNS = (
     "id, at, client, action, purpose, token_types, item_count, outcome, prev_hash, row_hash,"
@@ -118,15 +116,18 @@ class PostgresAuditLog:
         return [_record(r) for r in rows]
 
     @translated
-    def head(self) -> ChainHead | None:
+    def head(self, since: ChainHead | None = None) -> ChainHead | None:
         """The newest row's id and hash, the number of rows, and the database's clock; None when empty.
 
-        The rows are counted from the last checkpoint on (its count plus the rows after it), as
-        the checkpoint trigger counts them: counting the whole log every interval would cost
-        more with every call the vault ever served.
+        Rows are counted from `since` on (a head this process counted before: the log only
+        grows, and ids follow commit order under the chain lock), else all of them. Counting
+        the whole log every interval would cost more with every call the vault ever served;
+        counting from the database's newest checkpoint row would sign whatever count that row
+        claims, and the database owner can write one.
         """
+        base, after = (since.row_count, since.head_id) if since else (0, 0)
         with self._pool.connection() as conn:
-            row = conn.execute(_HEAD).fetchone()
+            row = conn.execute(_HEAD, {"base": base, "after": after}).fetchone()
         return ChainHead(row[0], bytes(row[1]), row[2], row[3]) if row else None
 
     @translated
