@@ -78,8 +78,10 @@ class ProgressObserver(NoObserver):
 
 EXIT_OK, EXIT_MISCONFIGURED, EXIT_CONFIG, EXIT_UNPROCESSED = 0, 1, 2, 3
 EXIT_CODES = """exit status:
-  0  done (drain: the queue is empty and every message was loaded or quarantined for what it
-     holds; or stopped by SIGTERM/SIGINT before any error met a message)
+  0  done (drain: the queue is empty and every message this drain received was loaded or
+     quarantined for what it holds - a message an error left behind was settled since, by
+     this drain or by another consumer, which may have quarantined it; or stopped by
+     SIGTERM/SIGINT before any error met a message)
   1  cannot work as configured: a start-up check failed, or an identity, permission, table or
      queue was refused while running (every held message was released first)
   2  invalid settings

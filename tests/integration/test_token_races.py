@@ -1,8 +1,7 @@
 """Two writers issuing a token for the same new value at once: one token wins, everyone gets it.
 
-The store inserts new tokens with a plain INSERT and falls back to ON CONFLICT DO NOTHING
-plus a read-back only when another writer was first; these tests drive both paths against
-the real database of the test stack.
+The store inserts new tokens with ON CONFLICT DO NOTHING and reads back the tokens of values
+another writer issued first; these tests drive that against the real database of the stack.
 """
 
 from __future__ import annotations
@@ -39,11 +38,11 @@ def test_a_writer_that_lost_the_race_gets_the_winners_tokens_and_adds_nothing(va
     store, generation = vault.wired.token_store, vault.wired.keys.ring.generation
     values = _fresh_ips(3)
     races = store.races
-    first = store.insert_new(_rows(vault, values[:2]), generation)  # the plain INSERT path
+    first = store.insert_new(_rows(vault, values[:2]), generation)
     assert len(first) == 2 and store.races == races
     late = _rows(vault, values)  # two of three were issued meanwhile, under other tokens
     result = store.insert_new(late, generation)
-    assert store.races == races + 1  # the ON CONFLICT path, counted
+    assert store.races == races + 2  # the two values another writer issued first, counted
     assert {fp: result[fp] for fp in first} == first
     assert result[late[2].fingerprint] == late[2].token
     assert len(store.find_by_fingerprints(IP.type_name, [r.fingerprint for r in late])) == 3

@@ -75,7 +75,7 @@ class _VaultCollector(Collector):
         size.add_metric([], len(self._cache))
         races = CounterMetricFamily(
             "tokenvault_token_insert_races",
-            "Batches of new tokens inserted again because another writer issued one of their values first",
+            "New values whose token another writer (call or replica) issued first, read back",
         )
         races.add_metric([], self._tokens.races)
         return [hits, size, races]
