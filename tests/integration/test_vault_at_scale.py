@@ -118,3 +118,22 @@ def test_the_embedded_database_runs_with_the_shipped_settings(stack_env: dict[st
         ).fetchall()
     assert {name for name, _ in rows} == wanted
     assert all(source and source.endswith("/tokenvault.conf") for _, source in rows), rows
+
+
+def test_a_unique_violation_leaves_no_key_value_in_the_server_log(stack_env: dict[str, str]) -> None:
+    # A unique violation's DETAIL names its key (here a fingerprint); the shipped settings log
+    # errors tersely. The vault's own role provokes one; then the server log is read.
+    marker = secrets.token_bytes(32)
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as admin:
+        row = admin.execute("SHOW data_directory").fetchone()
+    assert row is not None
+    log = Path(str(row[0])) / "server.log"
+    with psycopg.connect(stack_env["PG_VAULT_DSN"]) as conn, pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute(
+            "INSERT INTO vault.tokens (token, token_type, fingerprint, fingerprint_key_id, dek_id, sealed)"
+            " VALUES (%s, 'ip', %s, 1, 1, '\\x00'), (%s, 'ip', %s, 1, 1, '\\x00')",
+            ("ip_" + secrets.token_hex(11), marker, "ip_" + secrets.token_hex(11), marker),
+        )
+    text = log.read_text(errors="replace")
+    assert 'violates unique constraint "tokens_type_fingerprint"' in text  # the error was logged ...
+    assert marker.hex() not in text.lower()  # ... without the key it collided on
