@@ -14,6 +14,7 @@ import os
 import signal
 import statistics
 import time
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -187,8 +188,7 @@ def measure(
     bench: VaultBench, state_dir: Path, values_per_round: int, rounds: int, clients: int, costs: CostMeter
 ) -> dict[str, list[float]]:
     """Every figure once per round, the vault and Transit side by side."""
-    names = ("new", "repeated", "detok", "p50", "p99", "transit", "new_vault_us", "new_db_us", "single_vault_us")
-    samples: dict[str, list[float]] = {k: [] for k in (*names, "single_db_us")}
+    samples: dict[str, list[float]] = defaultdict(list)
     with transit_peer(state_dir) as transit:
         transit_encrypt(transit, ips(0, BATCH * 4), clients)  # warm up
         bench.tokenize(bench.batches(ips(900_000_000, BATCH * 4)))
