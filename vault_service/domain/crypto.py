@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -85,3 +86,24 @@ def open_sealed(key: DataKey, token_type: TokenType, token: str, sealed: bytes) 
         return key.aead.decrypt(nonce, ciphertext, _binding(token_type, token)).decode()
     except (InvalidTag, ValueError):  # ValueError: too short to hold a nonce and a tag
         raise SealBroken(f"ciphertext of a {token_type.type_name} token failed authentication") from None
+
+
+def open_sealed_many(
+    key: DataKey, token_type: TokenType, tokens: Sequence[str], sealed: Sequence[bytes]
+) -> list[str | None]:
+    """The values inside `sealed[i]`, each sealed for `tokens[i]` of `token_type` under `key`.
+
+    What `open_sealed` does per value, for many values of one type under one key: the AEAD and
+    the binding's prefix are looked up once, so a value costs one decrypt and no Python call.
+    A value that does not open (tampered, swapped or another key) is None at its position.
+    """
+    decrypt = key.aead.decrypt
+    prefix = _binding(token_type, "")
+    opened: list[str | None] = []
+    add = opened.append
+    for token, box in zip(tokens, sealed, strict=True):
+        try:
+            add(decrypt(box[:NONCE_BYTES], box[NONCE_BYTES:], prefix + token.encode()).decode())
+        except (InvalidTag, ValueError):  # ValueError: too short to hold a nonce and a tag
+            add(None)
+    return opened

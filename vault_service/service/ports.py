@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from vault_service.domain.audit import AuditEvent, AuditRecord
 from vault_service.domain.keys import KeyPurpose, KeyState
@@ -58,9 +58,11 @@ class NewTokenRow:
     next_fingerprint: bytes | None = None
 
 
-@dataclass(frozen=True)
-class StoredToken:
-    """A token row as read for detokenization; `sealed` is None once erased."""
+class StoredToken(NamedTuple):
+    """A token row as read for detokenization; `sealed` is None once erased.
+
+    A NamedTuple: Detokenize reads one per token, and the database's row tuples become these in C.
+    """
 
     token: str
     token_type: str

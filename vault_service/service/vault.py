@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import NamedTuple
+from itertools import compress, repeat
+from typing import NamedTuple, cast
 
 from vault_service.domain.audit import REVEAL_HASH_BYTES, AuditEvent
-from vault_service.domain.crypto import DataKey, SealBroken, fingerprint, open_sealed, seal
+from vault_service.domain.crypto import DataKey, fingerprint, open_sealed_many, seal
 from vault_service.domain.errors import (
     InvalidRequest,
     InvalidValue,
@@ -26,7 +27,7 @@ from vault_service.domain.policy import AccessPolicy, RevealLevel
 from vault_service.domain.purpose import check_purpose
 from vault_service.domain.rate_limit import RateLimiter
 from vault_service.domain.token_types import TokenType, normalize
-from vault_service.domain.tokens import new_tokens, type_of_token
+from vault_service.domain.tokens import new_tokens, type_of_token, types_of_tokens
 from vault_service.service.keyring import KeyManager, KeyRing
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 from vault_service.service.ports import AuditLog, NewTokenRow, StaleKeys, StoredToken, TokenStore
@@ -47,6 +48,9 @@ class Revealed(NamedTuple):
     def __repr__(self) -> str:
         return f"Revealed(token_type={self.token_type.type_name}, value=<redacted>, level={self.level.name})"
 
+
+_new_revealed = cast(Callable[[type[Revealed], tuple[object, ...]], Revealed], tuple.__new__)
+"""Revealed(*fields) without the Python frame of a NamedTuple's __new__ (one is made per value)."""
 
 TokenizeOutcome = str | VaultError
 DetokenizeOutcome = Revealed | VaultError
@@ -196,8 +200,10 @@ class TokenVault:
     def detokenize(self, client: Caller | str | None, tokens: Sequence[str], purpose: str) -> list[DetokenizeOutcome]:
         """The value behind each token as the caller's policy reveals it; every call is audited."""
         caller = Caller.of(client)
-        types = [type_of_token(t) for t in tokens]  # parsed once per token
-        token_types = _names_of(types)
+        types = types_of_tokens(tokens)  # parsed once per token
+        # The types present, found by identity in C (an Enum member hashes in Python).
+        present = [member for member in TokenType if member in types]
+        token_types = ",".join(sorted(member.type_name for member in present))
         try:
             if not self._policy.may_detokenize_anything(_name(caller)):
                 raise PermissionDenied(f"client {_name(caller)!r} may not detokenize")
@@ -207,17 +213,15 @@ class TokenVault:
             self._audit_refusal(caller, "detokenize", error, len(tokens), purpose, token_types)
             raise
         assert caller is not None
-        rows = self._tokens.fetch(list({t for t, token_type in zip(tokens, types, strict=True) if token_type}))
+        rows = self._tokens.fetch(list(set(compress(tokens, types))))  # well-formed tokens, once each
         # One policy lookup per token type in the call, not per token.
-        levels: dict[TokenType | None, RevealLevel] = {
-            t: self._policy.reveal_level(caller.name, t) for t in set(types) if t is not None
-        }
-        outcomes = [
-            self._reveal(caller.name, token, token_type, levels.get(token_type, RevealLevel.NONE), rows.get(token))
-            for token, token_type in zip(tokens, types, strict=True)
-        ]
+        levels = {member: self._policy.reveal_level(caller.name, member) for member in present}
+        outcomes = self._reveal(caller.name, tokens, types, levels, rows)
         hash_of = reveal_hasher(self._keys.ring.audit_key)
-        revealed = [hash_of(token) for token, o in zip(tokens, outcomes, strict=True) if isinstance(o, Revealed)]
+        if list(map(type, outcomes)).count(Revealed) == len(outcomes):
+            revealed = list(map(hash_of, tokens))
+        else:
+            revealed = [hash_of(token) for token, o in zip(tokens, outcomes, strict=True) if type(o) is Revealed]
         # Written before anything is returned: no audit row, no reveal.
         self._audit.append(
             AuditEvent(
@@ -244,24 +248,67 @@ class TokenVault:
     def _reveal(
         self,
         client: str,
-        token: str,
-        token_type: TokenType | None,
-        level: RevealLevel,
-        row: StoredToken | None,
-    ) -> DetokenizeOutcome:
-        if token_type is None:
-            return InvalidValue("not a token: expected <type prefix>_<22 characters>")
-        if level is RevealLevel.NONE:
-            return PermissionDenied(f"client {client!r} may not detokenize {token_type.type_name} tokens")
-        if row is None or row.sealed is None:
-            return TokenNotFound("no value is stored for this token (never issued or erased)")
+        tokens: Sequence[str],
+        types: Sequence[TokenType | None],
+        levels: dict[TokenType, RevealLevel],
+        rows: Mapping[str, StoredToken],
+    ) -> list[DetokenizeOutcome]:
+        """Each token's outcome, in order; the values are opened in groups of one data key and type.
+
+        Per token this is one pass that sorts it into its group (or decides its error) and one
+        decrypt; the Revealed tuples of a group are made in C.
+        """
+        outcomes: list[DetokenizeOutcome | None] = [None] * len(tokens)
+        by_id = {id(token_type): (token_type, level) for token_type, level in levels.items()}
+        groups: dict[tuple[int, int], tuple[list[int], list[str], list[bytes]]] = {}
+        none = RevealLevel.NONE
+        position = -1
+        for token, token_type, row in zip(tokens, types, map(rows.get, tokens), strict=True):
+            position += 1
+            if token_type is None:
+                outcomes[position] = InvalidValue("not a token: expected <type prefix>_<22 characters>")
+            elif by_id[id(token_type)][1] is none:
+                outcomes[position] = PermissionDenied(
+                    f"client {client!r} may not detokenize {token_type.type_name} tokens"
+                )
+            elif row is None or row.sealed is None:
+                outcomes[position] = TokenNotFound("no value is stored for this token (never issued or erased)")
+            else:
+                group = groups.get((row.dek_id, id(token_type)))
+                if group is None:
+                    group = groups[(row.dek_id, id(token_type))] = ([], [], [])
+                group[0].append(position)
+                group[1].append(token)
+                group[2].append(row.sealed)
+        for (dek_id, type_id), (positions, group_tokens, sealed) in groups.items():
+            token_type, level = by_id[type_id]
+            values, failure = self._open(dek_id, token_type, group_tokens, sealed)
+            if level is not RevealLevel.PLAIN:
+                values = [mask(token_type, v) if v is not None else None for v in values]
+            made: list[DetokenizeOutcome] = list(
+                map(_new_revealed, repeat(Revealed), zip(repeat(token_type), values, repeat(level)))
+            )
+            if values.count(None):
+                log.error("cannot open a stored value", extra={"dek_id": dek_id, "error": failure})
+                for index, value in enumerate(values):
+                    if value is None:
+                        made[index] = KeysUnavailable("the value cannot be decrypted with the keys loaded; retry later")
+            if len(made) == len(outcomes):
+                return made  # one group holds every token, in order
+            for position, outcome in zip(positions, made, strict=True):
+                outcomes[position] = outcome
+        return outcomes  # type: ignore[return-value]  # every position is set above
+
+    def _open(
+        self, dek_id: int, token_type: TokenType, tokens: list[str], sealed: list[bytes]
+    ) -> tuple[list[str | None], str]:
+        """The opened values (None where one does not open), and what to log about those."""
         try:
-            value = open_sealed(self._keys.key(row.dek_id), token_type, token, row.sealed)
-        except (KeysUnavailable, SealBroken) as error:
-            log.error("cannot open a stored value", extra={"dek_id": row.dek_id, "error": str(error)})
-            return KeysUnavailable("the value cannot be decrypted with the keys loaded; retry later")
-        shown = value if level is RevealLevel.PLAIN else mask(token_type, value)
-        return Revealed(token_type, shown, level)
+            key = self._keys.key(dek_id)
+        except KeysUnavailable as error:
+            return [None] * len(tokens), str(error)
+        failure = f"ciphertext of a {token_type.type_name} token failed authentication"
+        return open_sealed_many(key, token_type, tokens, sealed), failure
 
     # -- Erase ------------------------------------------------------------------------------
 

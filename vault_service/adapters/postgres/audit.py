@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool
 
 from vault_service.adapters.group_commit import GroupCommitter
 from vault_service.adapters.postgres.errors import translated
-from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
+from vault_service.adapters.postgres.sql_arrays import int_array, text_array
 from vault_service.domain.audit import AuditEvent, AuditRecord
 from vault_service.domain.checkpoints import ChainHead, Checkpoint
 from vault_service.domain.errors import AuditUnavailable
@@ -45,6 +45,11 @@ _RECORD_COLUMNS = (
     "id, at, client, action, purpose, token_types, item_count, outcome, prev_hash, row_hash,"
     " hash_version, client_serial, client_cert_sha256, revealed"
 )
+
+
+def _hash_array(hashes: list[bytes]) -> str:
+    """A bytea[] literal of reveal hashes (never NULL), each element hexed in C: one per revealed token."""
+    return '{"\\\\x' + '","\\\\x'.join(map(bytes.hex, hashes)) + '"}'
 
 
 def _record(row: tuple) -> AuditRecord:  # type: ignore[type-arg]
@@ -92,7 +97,7 @@ class PostgresAuditLog:
             conn.execute(
                 _APPEND,
                 (
-                    bytea_array(flat) if flat else None,
+                    _hash_array(flat) if flat else None,
                     text_array([e.client for e in events]),
                     text_array([e.client_serial for e in events]),
                     text_array([e.client_cert_sha256 for e in events]),

@@ -10,7 +10,10 @@ together runs inside an explicit `conn.transaction()`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from itertools import repeat
+from operator import itemgetter
+from typing import cast
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -48,6 +51,17 @@ _INSERT = (
 )
 
 _ROW_COLUMNS = "token, token_type, dek_id, sealed"
+
+
+_new_stored_token = cast(Callable[[type[StoredToken], tuple[object, ...]], StoredToken], tuple.__new__)
+
+
+def _quoted_array(texts: Sequence[str]) -> str:
+    """`text_array(texts)`, joined in C when no text needs escaping (no token does)."""
+    listed = ",".join(texts)
+    if not texts or '"' in listed or "\\" in listed:
+        return text_array(texts)
+    return '{"' + '","'.join(texts) + '"}'
 
 
 def _stored_token(row: tuple[str, str, int, bytes | None]) -> StoredToken:
@@ -123,14 +137,20 @@ class PostgresTokenStore:
 
     @translated
     def fetch(self, tokens: Sequence[str]) -> dict[str, StoredToken]:
-        """Rows of the given tokens that exist."""
+        """Rows of the given tokens that exist.
+
+        Read in binary (bytea arrives as it is stored, no hex to decode) and made into
+        StoredTokens in C: Detokenize fetches a row per token.
+        """
         if not tokens:
             return {}
         with self._pool.connection() as conn:
             rows = conn.execute(
-                f"SELECT {_ROW_COLUMNS} FROM vault.tokens WHERE token = ANY(%s::text[])", (text_array(tokens),)
+                f"SELECT {_ROW_COLUMNS} FROM vault.tokens WHERE token = ANY(%s::text[])",
+                (_quoted_array(tokens),),
+                binary=True,
             ).fetchall()
-        return {row[0]: _stored_token(row) for row in rows}
+        return dict(zip(map(itemgetter(0), rows), map(_new_stored_token, repeat(StoredToken), rows), strict=True))
 
     @translated
     def erase(self, tokens: Sequence[str], event: AuditEvent) -> set[str]:
