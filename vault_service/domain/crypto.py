@@ -4,6 +4,8 @@
   enumerate the 2^32 IPv4 values to find a match.
 - `seal()` encrypts with a fresh 96-bit nonce and uses (type, token) as associated data, so a
   ciphertext moved to another row fails to decrypt.
+- `fingerprints()` and `seal_many()` do the same for a batch, with the per-batch work (keys'
+  states, the associated data's prefix, one CSPRNG read for every nonce) done once.
 """
 
 from __future__ import annotations
@@ -69,14 +71,51 @@ def fingerprint(key: DataKey, token_type: TokenType, normalized_value: str) -> b
     return key.hmac_sha256(token_type.type_name.encode() + b"\x00" + normalized_value.encode())
 
 
+def fingerprints(key: DataKey, token_type: TokenType, normalized_values: Sequence[str]) -> list[bytes]:
+    """`fingerprint()` of each value, in order (the keyed states and the type's prefix bound once)."""
+    inner_copy, outer_copy = key.__dict__["_inner"].copy, key.__dict__["_outer"].copy
+    prefix = token_type.type_name.encode() + b"\x00"
+    digests = []
+    for value in normalized_values:
+        inner = inner_copy()
+        inner.update(prefix + value.encode())
+        outer = outer_copy()
+        outer.update(inner.digest())
+        digests.append(outer.digest())
+    return digests
+
+
+def _binding_prefix(token_type: TokenType) -> bytes:
+    return f"tokenvault:v1:{token_type.type_name}:".encode()
+
+
 def _binding(token_type: TokenType, token: str) -> bytes:
-    return f"tokenvault:v1:{token_type.type_name}:{token}".encode()
+    return _binding_prefix(token_type) + token.encode()
 
 
 def seal(key: DataKey, token_type: TokenType, token: str, value: str) -> bytes:
     """Nonce || AES-256-GCM(value) with (type, token) as associated data."""
     nonce = os.urandom(NONCE_BYTES)
     return nonce + key.aead.encrypt(nonce, value.encode(), _binding(token_type, token))
+
+
+def seal_many(key: DataKey, token_type: TokenType, tokens: Sequence[str], values: Sequence[str]) -> list[bytes]:
+    """`seal()` of each (token, value) pair, in order: each with its own fresh 96-bit nonce.
+
+    The nonces are consecutive slices of one CSPRNG read (a read per value cost a third of
+    the sealing): as random and as independent of each other as separate reads.
+    """
+    if len(tokens) != len(values):
+        raise ValueError(f"seal_many needs one token per value, got {len(tokens)} and {len(values)}")
+    nonces = os.urandom(NONCE_BYTES * len(values))
+    encrypt, prefix = key.aead.encrypt, _binding_prefix(token_type)
+    sealed = []
+    start = 0
+    for token, value in zip(tokens, values, strict=True):
+        nonce = nonces[start : start + NONCE_BYTES]
+        sealed.append(nonce + encrypt(nonce, value.encode(), prefix + token.encode()))
+        start += NONCE_BYTES
+    return sealed
 
 
 def open_sealed(key: DataKey, token_type: TokenType, token: str, sealed: bytes) -> str:

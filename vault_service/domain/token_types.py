@@ -7,7 +7,9 @@ differently (`::FFFF:1.2.3.4` style spellings, surrounding blanks).
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 
+from tokenvault_common.ipv4 import all_canonical_ipv4
 from tokenvault_common.values import InvalidPiiValue, normalize_device_id, normalize_ip
 from vault_service.domain.errors import InvalidValue
 
@@ -50,3 +52,22 @@ def normalize(token_type: TokenType, value: str) -> str:
         return judge(value)
     except InvalidPiiValue as error:
         raise InvalidValue(str(error)) from None
+
+
+def normalize_many(token_type: TokenType, values: Sequence[str]) -> tuple[list[str | InvalidValue], bool]:
+    """`normalize()` of each value, in order (an invalid value's InvalidValue in its place), and whether all were valid.
+
+    A batch of IPv4 addresses all written canonically (nearly every real batch) is checked in
+    one pass and returned as sent; any other batch is judged value by value.
+    """
+    if token_type is TokenType.IP and all_canonical_ipv4(values):
+        return list(values), True
+    judged: list[str | InvalidValue] = []
+    valid = True
+    for value in values:
+        try:
+            judged.append(normalize(token_type, value))
+        except InvalidValue as error:
+            judged.append(error)
+            valid = False
+    return judged, valid

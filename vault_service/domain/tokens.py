@@ -20,12 +20,28 @@ _TOKEN_PATTERN = re.compile(f"([a-z]+)_({_RANDOM_PART})")
 
 def new_tokens(token_type: TokenType, count: int) -> list[str]:
     """`count` fresh random tokens of `token_type` (128 CSPRNG bits each), from one CSPRNG read."""
-    pool = secrets.token_bytes(TOKEN_RANDOM_BYTES * count)
+    return tokens_of(token_type, secrets.token_bytes(_STRIDE * count))
+
+
+_STRIDE = TOKEN_RANDOM_BYTES + 2
+"""Pool bytes a token: 18 bytes are 24 base64 characters exactly, so no token's characters straddle the next's."""
+
+
+def tokens_of(token_type: TokenType, pool: bytes) -> list[str]:
+    """The tokens made of the first 16 of each 18 bytes of `pool` (the other two are not used).
+
+    Base64 of 16 bytes and two more is 24 characters; when the first of the two is zero, the
+    first 22 are base64 of the 16 bytes alone (the 22nd character ends with four zero bits,
+    where the padding would have started). So the pool, with the 17th of every 18 bytes zeroed, is
+    encoded once and sliced, instead of encoded per token.
+    """
+    if len(pool) % _STRIDE:
+        raise ValueError(f"a token pool is {_STRIDE} bytes a token, got {len(pool)} bytes")
+    padded = bytearray(pool)
+    padded[TOKEN_RANDOM_BYTES::_STRIDE] = bytes(len(pool) // _STRIDE)  # its top bits would end the 22nd character
+    encoded = base64.urlsafe_b64encode(padded).decode()
     prefix = f"{token_type.prefix}_"
-    return [
-        prefix + base64.urlsafe_b64encode(pool[start : start + TOKEN_RANDOM_BYTES]).rstrip(b"=").decode()
-        for start in range(0, len(pool), TOKEN_RANDOM_BYTES)
-    ]
+    return [prefix + encoded[start : start + 22] for start in range(0, len(encoded), 24)]
 
 
 def type_of_token(token: str) -> TokenType | None:

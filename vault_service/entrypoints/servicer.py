@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from itertools import repeat
+from typing import cast
 
 import grpc
 
@@ -29,9 +32,22 @@ def _code(outcome: object) -> str:
 
 def _token_column(outcomes: list[TokenizeOutcome]) -> vault_pb2.TokenColumn:
     """Tokens as one repeated string (built in C), errors by position."""
+    if all(map(isinstance, outcomes, repeat(str))):  # no errors: the outcomes are the tokens
+        return vault_pb2.TokenColumn(tokens=cast(list[str], outcomes))
     tokens = [o if isinstance(o, str) else "" for o in outcomes]
     errors = {i: item_error(o) for i, o in enumerate(outcomes) if isinstance(o, VaultError)}
     return vault_pb2.TokenColumn(tokens=tokens, errors=errors)
+
+
+def _error_codes(columns: list[list[TokenizeOutcome]]) -> list[str]:
+    """The status code name of every failed item."""
+    return [
+        status_of(o).name
+        for column in columns
+        if not all(map(isinstance, column, repeat(str)))
+        for o in column
+        if isinstance(o, VaultError)
+    ]
 
 
 class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
@@ -43,26 +59,21 @@ class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
     @measured("Tokenize")
     def Tokenize(self, request: vault_pb2.TokenizeRequest, context: grpc.ServicerContext) -> vault_pb2.TokenizeResponse:
         """Batch tokenize, items and columns; per-item errors inside the response."""
-        columns = list(request.columns)
-        items = [(_TYPE_FROM_PROTO.get(item.type), item.value) for item in request.items]
-        for column in columns:
-            token_type = _TYPE_FROM_PROTO.get(column.type)
-            items += [(token_type, value) for value in column.values]
-        outcomes = self._call(context, self._vault.tokenize, current_caller(), items)
-        count_items("Tokenize", (_code(o) for o in outcomes))
+        # Each item as a column of one value: the vault looks up every value of a type together.
+        columns: list[tuple[TokenType | None, Sequence[str]]]
+        columns = [(_TYPE_FROM_PROTO.get(item.type), [item.value]) for item in request.items]
+        columns += [(_TYPE_FROM_PROTO.get(column.type), column.values) for column in request.columns]
+        outcomes = self._call(context, self._vault.tokenize_columns, current_caller(), columns)
+        failed = _error_codes(outcomes)
+        count_outcomes("Tokenize", sum(map(len, outcomes)) - len(failed), failed)
         start = len(request.items)
         results = [
             vault_pb2.TokenizeResult(error=item_error(o))
             if isinstance(o, VaultError)
             else vault_pb2.TokenizeResult(token=o)
-            for o in outcomes[:start]
+            for (o,) in outcomes[:start]
         ]
-        token_columns = []
-        for column in columns:
-            end = start + len(column.values)
-            token_columns.append(_token_column(outcomes[start:end]))
-            start = end
-        return vault_pb2.TokenizeResponse(results=results, columns=token_columns)
+        return vault_pb2.TokenizeResponse(results=results, columns=[_token_column(c) for c in outcomes[start:]])
 
     @measured("Detokenize")
     def Detokenize(

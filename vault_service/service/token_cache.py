@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Sequence
 
 from vault_service.domain.token_types import TokenType
 
@@ -48,14 +49,48 @@ class TokenCache:
         state.update(token_type.prefix.encode() + b"\x00" + value.encode("utf-8", "surrogatepass"))
         return state.digest()
 
+    def keys(self, token_type: TokenType, values: Sequence[str]) -> list[bytes]:
+        """`key()` of each value, in order (the keyed state and the type's prefix bound once)."""
+        keyed_copy = self._keyed.copy
+        prefix = token_type.prefix.encode() + b"\x00"
+        keys = []
+        for value in values:
+            state = keyed_copy()
+            state.update(prefix + value.encode("utf-8", "surrogatepass"))
+            keys.append(state.digest())
+        return keys
+
+    def get_many(self, keys: Sequence[bytes]) -> list[str | None]:
+        """`get()` of each key, in order: the young half's hits in one pass, the rest under one hold of the lock."""
+        tokens = list(map(self._young.get, keys))
+        if None in tokens and self._old:
+            with self._lock:
+                keep = self._keep
+                for index, token in enumerate(tokens):
+                    if token is None:
+                        token = self._old.pop(keys[index], None)  # not bound: a turnover replaces it
+                        if token is not None:
+                            keep(keys[index], token)  # in use: survives the next turnover
+                        else:  # moved to the young half since the pass (by an earlier key of the batch)
+                            token = self._young.get(keys[index])
+                        tokens[index] = token
+        misses = tokens.count(None)
+        self.misses += misses
+        self.hits += len(tokens) - misses
+        return tokens
+
+    def _from_old(self, key: bytes) -> str | None:
+        with self._lock:
+            token = self._old.pop(key, None)
+            if token is not None:
+                self._keep(key, token)  # in use: survives the next turnover
+        return token
+
     def get(self, key: bytes) -> str | None:
         """The cached token, counting the hit or miss."""
         token = self._young.get(key)
         if token is None:
-            with self._lock:
-                token = self._old.pop(key, None)
-                if token is not None:
-                    self._keep(key, token)  # in use: survives the next turnover
+            token = self._from_old(key)
         if token is None:
             self.misses += 1
             return None
@@ -69,6 +104,21 @@ class TokenCache:
         with self._lock:
             if epoch == self.epoch:
                 self._keep(key, token)
+
+    def put_many(self, keys: Sequence[bytes], tokens: Sequence[str], epoch: int) -> None:
+        """`put()` of each (key, token) pair, under one hold of the lock."""
+        if self._capacity <= 0:
+            return
+        with self._lock:
+            if epoch != self.epoch:
+                return
+            room = self._half - len(self._young)
+            if len(keys) < room:  # no turnover in this batch: one dict update
+                self._young.update(zip(keys, tokens, strict=True))
+                return
+            keep = self._keep
+            for key, token in zip(keys, tokens, strict=True):
+                keep(key, token)
 
     def _keep(self, key: bytes, token: str) -> None:
         """Under the lock."""

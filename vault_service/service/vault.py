@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from itertools import compress, repeat
 from typing import NamedTuple, cast
 
 from vault_service.domain.audit import REVEAL_HASH_BYTES, AuditEvent
-from vault_service.domain.crypto import DataKey, fingerprint, open_sealed_many, seal
+from vault_service.domain.crypto import DataKey, fingerprints, open_sealed_many, seal_many
 from vault_service.domain.errors import (
     InvalidRequest,
     InvalidValue,
@@ -26,7 +25,7 @@ from vault_service.domain.masking import mask
 from vault_service.domain.policy import AccessPolicy, RevealLevel
 from vault_service.domain.purpose import check_purpose
 from vault_service.domain.rate_limit import RateLimiter
-from vault_service.domain.token_types import TokenType, normalize
+from vault_service.domain.token_types import TokenType, normalize_many
 from vault_service.domain.tokens import new_tokens, type_of_token, types_of_tokens
 from vault_service.service.keyring import KeyManager, KeyRing
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
@@ -107,56 +106,108 @@ class TokenVault:
         self, client: Caller | str | None, items: Sequence[tuple[TokenType | None, str]]
     ) -> list[TokenizeOutcome]:
         """One token (or error) per (type, value), in order; equal values get equal tokens."""
+        by_type: dict[TokenType | None, tuple[list[int], list[str]]] = {}
+        for index, (token_type, value) in enumerate(items):
+            column = by_type.get(token_type)
+            if column is None:
+                column = by_type[token_type] = ([], [])
+            column[0].append(index)
+            column[1].append(value)
+        columns = self.tokenize_columns(client, [(token_type, values) for token_type, (_, values) in by_type.items()])
+        outcomes: list[TokenizeOutcome] = [""] * len(items)
+        for (positions, _), column_outcomes in zip(by_type.values(), columns, strict=True):
+            for index, outcome in zip(positions, column_outcomes, strict=True):
+                outcomes[index] = outcome
+        return outcomes
+
+    def tokenize_columns(
+        self, client: Caller | str | None, columns: Sequence[tuple[TokenType | None, Sequence[str]]]
+    ) -> list[list[TokenizeOutcome]]:
+        """`tokenize` of columns of values of one type each: one list of outcomes per column, in order.
+
+        The form values arrive in from gRPC, without a (type, value) pair to build per value.
+        Columns of the same type are looked up together, so equal values get equal tokens.
+        """
         caller = Caller.of(client)
+        count = sum(len(values) for _, values in columns)
         try:
             allowed = self._policy.permissions(_name(caller)).tokenize
             if not allowed:
                 raise PermissionDenied(f"client {_name(caller)!r} may not tokenize")
-            self._tokenize_limiter.take(str(_name(caller)), len(items))
+            self._tokenize_limiter.take(str(_name(caller)), count)
         except VaultError as error:
-            self._audit_refusal(caller, "tokenize", error, len(items), "", "")
+            self._audit_refusal(caller, "tokenize", error, count, "", "")
             raise
         assert caller is not None  # permissions() refuses a missing identity
-        outcomes: list[TokenizeOutcome | None] = [None] * len(items)
         epoch = self._cache.epoch  # an erasure during this call: what it finds is not cached
-        cache_keys: dict[int, bytes] = {}
-        wanted: dict[TokenType, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-        for index, (token_type, value) in enumerate(items):
-            if token_type is None:
-                outcomes[index] = InvalidValue("token type is required")
-                continue
-            if token_type not in allowed:
-                outcomes[index] = PermissionDenied(
-                    f"client {caller.name!r} may not tokenize {token_type.type_name} values"
-                )
-                continue
-            cache_key = self._cache.key(token_type, value)
-            cached = self._cache.get(cache_key)
-            if cached is not None:
-                outcomes[index] = cached
-                continue
-            try:
-                wanted[token_type][normalize(token_type, value)].append(index)
-                cache_keys[index] = cache_key
-            except VaultError as error:
-                outcomes[index] = error
-        new_tokens = 0
+        merged: dict[TokenType | None, list[str]] = {}
+        for token_type, values in columns:
+            merged.setdefault(token_type, []).extend(values)
+        by_type: dict[TokenType | None, list[TokenizeOutcome]] = {}
+        issued_in_all = 0
         try:
-            for token_type, positions in wanted.items():
-                tokens, issued = self._tokens_for(caller, token_type, list(positions))
-                new_tokens += issued
-                for normalized, token in tokens.items():
-                    for index in positions[normalized]:
-                        outcomes[index] = token
-                        self._cache.put(cache_keys[index], token, epoch)
+            for token_type, values in merged.items():
+                by_type[token_type], issued = self._tokenize_type(caller, allowed, token_type, values, epoch)
+                issued_in_all += issued
         finally:
-            self.meter.record(caller, len(items), new_tokens)
-        missing = [i for i, o in enumerate(outcomes) if o is None]
-        if missing:  # every position is filled above; this guards the invariant
-            raise RuntimeError(f"tokenize left {len(missing)} item(s) without a result")
-        return [o for o in outcomes if o is not None]
+            self.meter.record(caller, count, issued_in_all)
+        done = dict.fromkeys(merged, 0)
+        outcomes = []
+        for token_type, values in columns:
+            start = done[token_type]
+            done[token_type] = start + len(values)
+            outcomes.append(by_type[token_type][start : start + len(values)])
+        return outcomes
 
-    def _tokens_for(self, caller: Caller, token_type: TokenType, values: list[str]) -> tuple[dict[str, str], int]:
+    def _tokenize_type(
+        self,
+        caller: Caller,
+        allowed: Collection[TokenType],
+        token_type: TokenType | None,
+        values: list[str],
+        epoch: int,
+    ) -> tuple[list[TokenizeOutcome], int]:
+        """Outcomes of values of one type, in order, and how many tokens were new.
+
+        Batch steps throughout (cache keys, normalization, fingerprints, sealing): on a batch
+        of new values the cost per value is in the hashing and encryption, not the bookkeeping.
+        """
+        if token_type is None:
+            return [InvalidValue("token type is required") for _ in values], 0
+        if token_type not in allowed:
+            message = f"client {caller.name!r} may not tokenize {token_type.type_name} values"
+            return [PermissionDenied(message) for _ in values], 0
+        cache = self._cache
+        keys = cache.keys(token_type, values)
+        outcomes: list[TokenizeOutcome | None] = list(cache.get_many(keys))
+        if None not in outcomes:
+            return cast(list[TokenizeOutcome], outcomes), 0
+        misses = [i for i, token in enumerate(outcomes) if token is None]
+        every_one = len(misses) == len(values)
+        judged, all_valid = normalize_many(token_type, values if every_one else [values[i] for i in misses])
+        valid = cast(list[str], judged) if all_valid else [v for v in judged if isinstance(v, str)]
+        wanted = list(dict.fromkeys(valid))  # distinct, in order
+        tokens, issued = self._tokens_for(caller, token_type, wanted) if wanted else ([], 0)
+        if all_valid and len(wanted) == len(judged):
+            found: list[TokenizeOutcome | None] = list(tokens)  # one token per miss, in order
+        else:
+            token_of = dict(zip(wanted, tokens, strict=True))
+            found = [token_of.get(v) if isinstance(v, str) else v for v in judged]
+        if every_one:
+            outcomes = found
+        else:
+            for index, outcome in zip(misses, found, strict=True):
+                outcomes[index] = outcome
+        miss_keys = keys if every_one else [keys[i] for i in misses]
+        if all_valid and None not in found:
+            cache.put_many(miss_keys, cast(list[str], found), epoch)
+        else:
+            cache.put_many(*_cacheable(miss_keys, found), epoch)
+        if None in outcomes:  # every position is filled above; this guards the invariant
+            raise RuntimeError(f"tokenize left {outcomes.count(None)} item(s) without a result")
+        return cast(list[TokenizeOutcome], outcomes), issued
+
+    def _tokens_for(self, caller: Caller, token_type: TokenType, values: list[str]) -> tuple[list[str | None], int]:
         for _ in range(STALE_KEY_RETRIES):
             try:
                 return self._lookup_or_issue(caller, self._keys.ring, token_type, values)
@@ -166,34 +217,42 @@ class TokenVault:
 
     def _lookup_or_issue(
         self, caller: Caller, ring: KeyRing, token_type: TokenType, values: list[str]
-    ) -> tuple[dict[str, str], int]:
+    ) -> tuple[list[str | None], int]:
+        """The token of each distinct normalized value, in order (issued where none was), and how many were new."""
         fp_key = ring.fingerprint_key
-        by_fingerprint = {fingerprint(fp_key, token_type, v): v for v in values}
-        found = self._tokens.find_by_fingerprints(token_type.type_name, list(by_fingerprint))
-        missing = [fp for fp in by_fingerprint if fp not in found]
-        if missing:
-            try:
-                self._new_token_limiter.take(caller.name, len(missing))
-            except RateLimited as error:
-                self._audit_refusal(caller, "tokenize", error, len(missing), "", token_type.type_name)
-                raise
-            dek, pending = ring.active_encryption_key, ring.pending_fingerprint_key
-            rows = []
-            for fp, token in zip(missing, new_tokens(token_type, len(missing)), strict=True):
-                value = by_fingerprint[fp]
-                rows.append(
-                    NewTokenRow(
-                        token,
-                        token_type.type_name,
-                        fp,
-                        fp_key.key_id,
-                        dek.key_id,
-                        seal(dek, token_type, token, value),
-                        fingerprint(pending, token_type, value) if pending else None,
-                    )
-                )
-            found.update(self._tokens.insert_new(rows, ring.generation))
-        return {by_fingerprint[fp]: token for fp, token in found.items()}, len(missing)
+        fps = fingerprints(fp_key, token_type, values)
+        found = self._tokens.find_by_fingerprints(token_type.type_name, fps)
+        tokens: list[str | None] = list(map(found.get, fps))
+        if len(found) == len(fps):
+            return tokens, 0
+        missing = range(len(fps)) if not found else [j for j, token in enumerate(tokens) if token is None]
+        try:
+            self._new_token_limiter.take(caller.name, len(missing))
+        except RateLimited as error:
+            self._audit_refusal(caller, "tokenize", error, len(missing), "", token_type.type_name)
+            raise
+        new_values = values if not found else [values[j] for j in missing]
+        new_fps = fps if not found else [fps[j] for j in missing]
+        dek, pending = ring.active_encryption_key, ring.pending_fingerprint_key
+        issued = new_tokens(token_type, len(missing))
+        rows = map(
+            NewTokenRow._make,
+            zip(
+                issued,
+                repeat(token_type.type_name),
+                new_fps,
+                repeat(fp_key.key_id),
+                repeat(dek.key_id),
+                seal_many(dek, token_type, issued, new_values),
+                fingerprints(pending, token_type, new_values) if pending else repeat(None),
+            ),
+        )
+        inserted = self._tokens.insert_new(list(rows), ring.generation)
+        if not found:
+            return list(map(inserted.get, fps)), len(missing)
+        for j in missing:
+            tokens[j] = inserted.get(fps[j])
+        return tokens, len(missing)
 
     # -- Detokenize -------------------------------------------------------------------------
 
@@ -371,6 +430,12 @@ def reveal_hasher(key: DataKey) -> Callable[[str], bytes]:
 def reveal_hash(key: DataKey, token: str) -> bytes:
     """The keyed hash of one revealed token (see `reveal_hasher`)."""
     return reveal_hasher(key)(token)
+
+
+def _cacheable(keys: list[bytes], found: list[TokenizeOutcome | None]) -> tuple[list[bytes], list[str]]:
+    """The (cache key, token) pairs of the values that got a token, as two lists."""
+    pairs = [(key, outcome) for key, outcome in zip(keys, found, strict=True) if isinstance(outcome, str)]
+    return [key for key, _ in pairs], [token for _, token in pairs]
 
 
 def _name(caller: Caller | None) -> str | None:
