@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -120,7 +119,7 @@ def test_a_mixed_call_reveals_each_token_as_alone_and_audits_the_revealed_in_ord
     issued = [str(t) for t in first + second]
     assert len({store.rows[t].dek_id for t in issued}) == 2
     broken, erased = issued[2], issued[13]
-    store.rows[broken] = replace(store.rows[broken], sealed=store.rows[issued[3]].sealed)  # swapped ciphertext
+    store.rows[broken] = store.rows[broken]._replace(sealed=store.rows[issued[3]].sealed)  # swapped ciphertext
     store.erased.add(erased)
     tokens = [*issued, "ip_" + "A" * 22, "junk", "dev_" + "B" * 22, issued[0]]  # a repeat too
     random.Random(7).shuffle(tokens)
