@@ -19,6 +19,7 @@ from psycopg_pool import ConnectionPool
 
 from vault_service.adapters.group_commit import GroupCommitter
 from vault_service.adapters.postgres.errors import translated
+from vault_service.adapters.postgres.prepared import PreparedStatement
 from vault_service.adapters.postgres.sql_arrays import int_array, text_array
 from vault_service.domain.audit import AuditEvent, AuditRecord
 from vault_service.domain.checkpoints import ChainHead, Checkpoint
@@ -26,15 +27,23 @@ from vault_service.domain.errors import AuditUnavailable
 
 log = logging.getLogger(__name__)
 
-_APPEND = (
+_APPEND = PreparedStatement(
+    "audit_append",
     "INSERT INTO vault.audit_log (client, client_serial, client_cert_sha256, action, purpose, token_types,"
     " item_count, outcome, revealed)"
     # The reveal hashes of the whole group travel as one flat array; each row takes its slice
     # [lo:hi] (C-speed), so a group of events stays one statement however many tokens each revealed.
-    " SELECT u.c, u.s, u.f, u.a, u.p, u.t, u.n, u.o, CASE WHEN u.hi >= u.lo THEN (%s::bytea[])[u.lo:u.hi] END"
-    " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::text[],"
-    " %s::int[], %s::int[]) AS u(c, s, f, a, p, t, n, o, lo, hi)"
+    " SELECT u.c, u.s, u.f, u.a, u.p, u.t, u.n, u.o, CASE WHEN u.hi >= u.lo THEN ($1::bytea[])[u.lo:u.hi] END"
+    " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[],"
+    " $10::int[], $11::int[]) AS u(c, s, f, a, p, t, n, o, lo, hi)",
 )
+"""Run by libpq as a prepared statement (see prepared.py): every Detokenize call waits for it."""
+_APPEND_ONE = PreparedStatement(
+    "audit_append_one",
+    "INSERT INTO vault.audit_log (client, client_serial, client_cert_sha256, action, purpose, token_types,"
+    " item_count, outcome, revealed) VALUES ($1, $2, $3, $4, $5, $6, $7::int, $8, $9::bytea[])",
+)
+"""A group of one event (a lone caller): no arrays to build in Python or to unnest in Postgres."""
 _HEAD = (
     "SELECT a.id, a.row_hash,"
     " %(base)s + (SELECT count(*) FROM vault.audit_log x WHERE x.id > %(after)s AND x.id <= a.id),"
@@ -87,6 +96,24 @@ class PostgresAuditLog:
             raise AuditUnavailable("the audit log cannot be written, so the call was refused; retry later") from None
 
     def _write(self, events: list[AuditEvent]) -> None:
+        if len(events) == 1:
+            (event,) = events
+            with self._pool.connection() as conn:
+                _APPEND_ONE.run(
+                    conn,
+                    (
+                        event.client,
+                        event.client_serial,
+                        event.client_cert_sha256,
+                        event.action,
+                        event.purpose,
+                        event.token_types,
+                        str(event.item_count),
+                        event.outcome,
+                        _hash_array(list(event.revealed)) if event.revealed else None,
+                    ),
+                )
+            return
         flat: list[bytes] = []
         lows, highs = [], []
         for event in events:
@@ -94,8 +121,8 @@ class PostgresAuditLog:
             flat.extend(event.revealed)
             highs.append(len(flat))
         with self._pool.connection() as conn:
-            conn.execute(
-                _APPEND,
+            _APPEND.run(
+                conn,
                 (
                     _hash_array(flat) if flat else None,
                     text_array([e.client for e in events]),

@@ -20,6 +20,7 @@ from psycopg_pool import ConnectionPool
 
 from vault_service.adapters.postgres.errors import translated
 from vault_service.adapters.postgres.keys import KEYS_LOCK, LIVE_GENERATION, generation_of, other_keys
+from vault_service.adapters.postgres.prepared import PreparedStatement
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
 from vault_service.domain.audit import AuditEvent
 from vault_service.service.ports import KeyGeneration, NewTokenRow, Reindexer, Resealer, StaleKeys, StoredToken
@@ -51,6 +52,9 @@ _INSERT = (
 )
 
 _ROW_COLUMNS = "token, token_type, dek_id, sealed"
+_FETCH = PreparedStatement(
+    "fetch_tokens", f"SELECT {_ROW_COLUMNS} FROM vault.tokens WHERE token = ANY($1::text[])", binary_rows=True
+)
 
 
 _new_stored_token = cast(Callable[[type[StoredToken], tuple[object, ...]], StoredToken], tuple.__new__)
@@ -139,17 +143,13 @@ class PostgresTokenStore:
     def fetch(self, tokens: Sequence[str]) -> dict[str, StoredToken]:
         """Rows of the given tokens that exist.
 
-        Read in binary (bytea arrives as it is stored, no hex to decode) and made into
-        StoredTokens in C: Detokenize fetches a row per token.
+        A prepared statement run by libpq (see prepared.py), read in binary (bytea arrives as
+        stored, no hex to decode) and made into StoredTokens in C: Detokenize runs this per call.
         """
         if not tokens:
             return {}
         with self._pool.connection() as conn:
-            rows = conn.execute(
-                f"SELECT {_ROW_COLUMNS} FROM vault.tokens WHERE token = ANY(%s::text[])",
-                (_quoted_array(tokens),),
-                binary=True,
-            ).fetchall()
+            rows = _FETCH.rows(conn, (_quoted_array(tokens),))
         return dict(zip(map(itemgetter(0), rows), map(_new_stored_token, repeat(StoredToken), rows), strict=True))
 
     @translated

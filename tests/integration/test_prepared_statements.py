@@ -1,0 +1,72 @@
+"""The hot path's libpq prepared statements answer what `conn.execute` answers, errors included."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import errors
+
+from tests.integration.test_pg_pool_check import _terminate
+from vault_service.adapters.postgres.prepared import PreparedStatement
+
+_ROWS_SQL = (
+    "SELECT n, n::text || 'é', CASE WHEN mod(n, 2) = 0 THEN NULL ELSE decode(lpad(to_hex(n), 4, '0'), 'hex') END,"
+    " n > 1, now() FROM unnest({}::int[]) AS u(n) ORDER BY n"
+)
+
+
+@pytest.fixture
+def conn(stack_env: dict[str, str]) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as connection:
+        connection.execute("CREATE TEMPORARY TABLE prepared_probe (v text NOT NULL CHECK (v <> 'refused'))")
+        yield connection
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_rows_are_what_execute_fetches_in_either_format(conn: psycopg.Connection, binary: bool) -> None:
+    statement = PreparedStatement(f"probe_rows_{binary}", _ROWS_SQL.format("$1"), binary_rows=binary)
+    expected = conn.execute(_ROWS_SQL.format("%s"), ("{1,2,3}",), binary=binary).fetchall()
+    got = statement.rows(conn, ("{1,2,3}",))
+    assert [row[:4] for row in got] == [row[:4] for row in expected]
+    assert [type(v) for v in got[0]] == [type(v) for v in expected[0]]
+    assert got[0][2] == b"\x00\x01" and got[1][2] is None
+    assert statement.rows(conn, ("{}",)) == []
+
+
+def test_it_is_prepared_again_on_a_connection_that_lost_it(conn: psycopg.Connection) -> None:
+    statement = PreparedStatement("probe_insert", "INSERT INTO prepared_probe (v) VALUES ($1)")
+    statement.run(conn, ("one",))
+    assert conn.execute("SELECT count(*) FROM pg_prepared_statements WHERE name = 'tv_probe_insert'").fetchone() == (1,)
+    conn.execute("DEALLOCATE ALL")
+    statement.run(conn, ("two",))
+    statement.run(conn, ("three",))
+    assert conn.execute("SELECT v FROM prepared_probe ORDER BY v").fetchall() == [("one",), ("three",), ("two",)]
+
+
+def test_a_refused_statement_raises_psycopgs_own_error_and_the_connection_goes_on(conn: psycopg.Connection) -> None:
+    statement = PreparedStatement("probe_check", "INSERT INTO prepared_probe (v) VALUES ($1)")
+    with pytest.raises(errors.CheckViolation):
+        statement.run(conn, ("refused",))
+    with pytest.raises(errors.NotNullViolation):
+        statement.run(conn, (None,))
+    with pytest.raises(psycopg.DataError, match="NUL"):
+        statement.run(conn, ("a\x00b",))
+    statement.run(conn, ("kept",))
+    assert conn.execute("SELECT v FROM prepared_probe").fetchall() == [("kept",)]
+
+
+def test_it_refuses_to_run_inside_a_transaction(conn: psycopg.Connection) -> None:
+    statement = PreparedStatement("probe_tx", "INSERT INTO prepared_probe (v) VALUES ($1)")
+    with pytest.raises(psycopg.ProgrammingError, match="idle autocommit"), conn.transaction():
+        statement.run(conn, ("inside",))
+    assert conn.execute("SELECT count(*) FROM prepared_probe").fetchone() == (0,)
+
+
+def test_a_lost_connection_is_an_operational_error(conn: psycopg.Connection, stack_env: dict[str, str]) -> None:
+    statement = PreparedStatement("probe_lost", "SELECT $1::int + 1")
+    assert statement.rows(conn, ("41",)) == [(42,)]
+    _terminate(stack_env["PG_ADMIN_DSN"], conn.info.backend_pid)
+    with pytest.raises(psycopg.OperationalError):
+        statement.rows(conn, ("41",))
