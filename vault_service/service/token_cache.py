@@ -65,13 +65,14 @@ class TokenCache:
         tokens = list(map(self._young.get, keys))
         if None in tokens and self._old:
             with self._lock:
-                keep = self._keep
+                kept = False
                 for index, token in enumerate(tokens):
                     if token is None:
                         token = self._old.pop(keys[index], None)  # not bound: a turnover replaces it
                         if token is not None:
-                            keep(keys[index], token)  # in use: survives the next turnover
-                        else:  # moved to the young half since the pass (by an earlier key of the batch)
+                            self._keep(keys[index], token)  # in use: survives the next turnover
+                            kept = True
+                        elif kept:  # an earlier key of the batch, the same, may have moved it to the young half
                             token = self._young.get(keys[index])
                         tokens[index] = token
         misses = tokens.count(None)

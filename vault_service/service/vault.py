@@ -181,11 +181,12 @@ class TokenVault:
             return [PermissionDenied(message) for _ in values], 0
         cache = self._cache
         keys = cache.keys(token_type, values)
-        outcomes: list[TokenizeOutcome | None] = list(cache.get_many(keys))
-        if None not in outcomes:
+        outcomes = cast(list[TokenizeOutcome | None], cache.get_many(keys))
+        missed = outcomes.count(None)
+        if not missed:
             return cast(list[TokenizeOutcome], outcomes), 0
-        misses = [i for i, token in enumerate(outcomes) if token is None]
-        every_one = len(misses) == len(values)
+        every_one = missed == len(values)
+        misses = range(missed) if every_one else [i for i, token in enumerate(outcomes) if token is None]
         judged, all_valid = normalize_many(token_type, values if every_one else [values[i] for i in misses])
         valid = cast(list[str], judged) if all_valid else [v for v in judged if isinstance(v, str)]
         wanted = list(dict.fromkeys(valid))  # distinct, in order
@@ -238,7 +239,8 @@ class TokenVault:
         dek, pending = ring.active_encryption_key, ring.pending_fingerprint_key
         issued = new_tokens(token_type, len(missing))
         rows = map(
-            NewTokenRow._make,
+            tuple.__new__,  # NewTokenRow._make without its length check (zip makes 7-tuples): in C
+            repeat(NewTokenRow),
             zip(
                 issued,
                 repeat(token_type.type_name),
