@@ -1,15 +1,21 @@
 """Two writers issuing a token for the same new value at once: one token wins, everyone gets it.
 
-The store inserts new tokens with ON CONFLICT DO NOTHING and reads back the tokens of values
-another writer issued first; these tests drive that against the real database of the stack.
+Within one process a call leaves the values another call is inserting to it and reads their
+tokens back; across processes a plain insert that meets a unique violation is done again with
+ON CONFLICT DO NOTHING, and the tokens of values another writer issued first are read back.
+These tests drive that against the real database of the stack.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
+import psycopg
+
 from tests.conftest import RunningVault
+from vault_service.adapters.postgres.keys import KEYS_LOCK
 from vault_service.domain.crypto import fingerprint, seal
 from vault_service.domain.errors import VaultError
 from vault_service.domain.token_types import TokenType
@@ -66,3 +72,60 @@ def test_concurrent_tokenize_of_the_same_new_values_gives_one_token_each(vault: 
     assert len(results) == 6 and all(r == results[0] for r in results)
     assert all(isinstance(t, str) and t.startswith("ip_") for t in results[0])
     assert len(set(results[0])) == 300
+
+
+def test_a_call_leaves_values_another_call_is_inserting_to_it_and_reads_back_its_tokens(
+    vault: RunningVault, stack_env: dict[str, str]
+) -> None:
+    """Calls of one process do not race: the second waits for the first's insert (no unique violation)."""
+    store, generation = vault.wired.token_store, vault.wired.keys.refresh().generation
+    values = _fresh_ips(50)
+    first_rows, second_rows = _rows(vault, values), _rows(vault, values)  # same values, other tokens
+    results: dict[str, dict[bytes, str]] = {}
+    races, merged = store.races, store.merged_batches
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as admin:
+        admin.execute("SELECT pg_advisory_lock(%s)", (KEYS_LOCK,))  # inserts wait for the key lock
+        first = threading.Thread(target=lambda: results.update(first=store.insert_new(first_rows, generation)))
+        first.start()
+        _wait_for_a_lock_wait(admin)  # the first call has claimed its values and waits in the database
+        second = threading.Thread(target=lambda: results.update(second=store.insert_new(second_rows, generation)))
+        second.start()
+        second.join(1.0)
+        assert second.is_alive()
+        assert _lock_waiters(admin) == 1  # the second waits in the process for the first, not in the database
+        admin.execute("SELECT pg_advisory_unlock(%s)", (KEYS_LOCK,))
+        first.join(10)
+        second.join(10)
+    assert results["first"] == {r.fingerprint: r.token for r in first_rows}
+    assert results["second"] == results["first"]  # the first call's tokens, read back
+    assert store.races == races + 50 and store.merged_batches == merged
+
+
+def test_a_plain_insert_that_meets_a_value_issued_meanwhile_is_done_again_and_keeps_the_winner(
+    vault: RunningVault,
+) -> None:
+    store, generation = vault.wired.token_store, vault.wired.keys.refresh().generation
+    values = _fresh_ips(20)
+    early = _rows(vault, values[:5])
+    store.insert_new(early, generation)  # another writer (process) issued five of them
+    merged = store.merged_batches
+    late = _rows(vault, values)
+    result = store.insert_new(late, generation)
+    assert store.merged_batches == merged + 1
+    assert {r.fingerprint: result[r.fingerprint] for r in early} == {r.fingerprint: r.token for r in early}
+    assert all(result[r.fingerprint] == r.token for r in late[5:])
+
+
+def _lock_waiters(admin: psycopg.Connection) -> int:
+    row = admin.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _wait_for_a_lock_wait(admin: psycopg.Connection) -> None:
+    deadline = time.monotonic() + 10
+    while _lock_waiters(admin) == 0:
+        if time.monotonic() > deadline:
+            raise AssertionError("the insert never waited for the key lock")
+        time.sleep(0.02)
