@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_ARGS ?=
 
-.PHONY: bench-compare help install protos protos-check up down status run run-sample psql admin bench-vault bench-vault-scale bench-etl test test-unit lint format clean compose-env compose-check test-compose deploy-check
+.PHONY: bench-compare help install protos protos-check up down status run run-sample psql admin bench-vault bench-vault-scale bench-vault-statements bench-etl test test-unit lint format clean compose-env compose-check test-compose deploy-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ bench-vault: $(STAMP)  ## vault throughput/latency beside OpenBao Transit; ends 
 
 bench-vault-scale: $(STAMP)  ## the vault filled through its API to 10M tokens, measured at 0, 1M, 3M, 10M (about 8 min)
 	$(PY) -m bench.vault_scale $(BENCH_ARGS)
+
+bench-vault-statements: $(STAMP)  ## Postgres CPU per row of the vault's statements at 0, 1M, 3M stored tokens (filled by SQL)
+	$(PY) -m bench.vault_statements $(BENCH_ARGS)
 
 bench-compare: $(STAMP)  ## a benchmark beside an earlier revision, alternating: BASELINE=<rev> BENCH=vault|etl ROUNDS=2
 	$(PY) -m bench.compare_revisions --baseline $(BASELINE) --bench $(or $(BENCH),vault) --rounds $(or $(ROUNDS),2) -- $(BENCH_ARGS)
