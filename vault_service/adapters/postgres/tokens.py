@@ -58,9 +58,8 @@ _ROW_COLUMNS = "token, token_type, dek_id, sealed"
 IN_FLIGHT_WAIT_SECONDS = 30.0
 """How long a call waits for another call of this process inserting the same new values; after
 that it goes on with ON CONFLICT, which waits in the database if that insert is still open."""
-_FETCH = PreparedStatement(
-    "fetch_tokens", f"SELECT {_ROW_COLUMNS} FROM vault.tokens WHERE token = ANY($1::text[])", binary_rows=True
-)
+_FETCH_SQL = f"SELECT {_ROW_COLUMNS} FROM vault.tokens WHERE token = ANY($1::text[])"
+_FETCH = PreparedStatement("fetch_tokens", _FETCH_SQL, binary_rows=True)
 
 
 _new_stored_token = cast(Callable[[type[StoredToken], tuple[object, ...]], StoredToken], tuple.__new__)
