@@ -90,11 +90,17 @@ class _VaultCollector(Collector):
             "New values whose token another writer (call or replica) issued first, read back",
         )
         races.add_metric([], self._tokens.races)
-        return [hits, size, races]
+        merged = CounterMetricFamily(
+            "tokenvault_token_insert_merged_batches",
+            "Batches of new tokens whose plain insert met a value issued meanwhile (another replica),"
+            " done again with ON CONFLICT DO NOTHING",
+        )
+        merged.add_metric([], self._tokens.merged_batches)
+        return [hits, size, races, merged]
 
 
 def register_vault_metrics(cache: TokenCache, tokens: PostgresTokenStore) -> None:
-    """Expose the cache's hit and miss counts and the token insert races (once per process)."""
+    """Expose the cache's hit and miss counts, the token insert races and merged batches (once per process)."""
     REGISTRY.register(_VaultCollector(cache, tokens))
 
 
