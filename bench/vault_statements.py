@@ -4,15 +4,16 @@
 and PostgreSQL (the embedded stack's components, with the shipped settings), fills
 `vault.tokens` directly with SQL to each `--sizes` (synthetic rows of the real shape, fast:
 about 30 s per million), and then runs the statements the vault service runs, in batches of
-1000, from one connection and from 4 at once, as the service's database role:
+1000, from one connection and from 4 at once, as the service's database role with its
+session settings:
 
 - `lookup_new`: the Tokenize lookup of values never seen (`_FIND`, nothing found);
 - `lookup_stored`: the same lookup of stored values, picked at random (a repeated value that
   missed the cache);
 - `fetch_stored`: the Detokenize fetch of stored tokens, picked at random;
 - `insert_plain` and `insert_on_conflict`: the new-token insert as the service sends it, in
-  its transaction with the key lock and the generation check, without and with
-  `ON CONFLICT DO NOTHING` (the path a batch takes after a unique violation).
+  its transaction with the key lock and the generation check: plain, and with
+  `ON CONFLICT DO NOTHING RETURNING` (the path a batch takes after a unique violation).
 
 It reads the CPU time of the connection's backend from `/proc/<pid>/schedstat` (Linux), so the
 figures isolate PostgreSQL from the service and the clients; the vault service is not running.
@@ -41,7 +42,8 @@ from bench.vault_scale import parse_size, size_label
 from devstack.stack import temporary_components
 from vault_service.adapters.postgres.keys import KEYS_LOCK, LIVE_GENERATION
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
-from vault_service.adapters.postgres.tokens import _FIND, _INSERT
+from vault_service.adapters.postgres.tokens import _FETCH_SQL, _FIND, _INSERT
+from vault_service.bootstrap import VAULT_SESSION_OPTIONS
 
 console = Console()
 BATCH = 1000
@@ -54,7 +56,7 @@ SELECT 'ip_' || substr(translate(encode(sha256(int8send(i) || '\\x01'::bytea), '
        'ip', sha256(int8send(i)), 1, 2, substr(sha256(int8send(-i)) || sha256(int8send(i)), 1, 40)
 FROM generate_series(%s::bigint, %s::bigint) AS i
 """
-_FETCH = "SELECT token, token_type, dek_id, sealed FROM vault.tokens WHERE token = ANY(%s::text[])"
+_FETCH = _FETCH_SQL.replace("$1", "%s")
 
 
 def _fingerprint(n: int) -> bytes:
@@ -79,9 +81,8 @@ class Statements:
     """The vault's statements on one connection, as the service's role, with batches made up front."""
 
     def __init__(self, dsn: str, stored: int) -> None:
-        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.conn = psycopg.connect(dsn, autocommit=True, options=VAULT_SESSION_OPTIONS)  # as the service's
         self.conn.execute("SET ROLE tokenvault_vault")
-        self.conn.execute("SET max_parallel_workers_per_gather = 0")  # as the service's connections
         row = self.conn.execute("SELECT pg_backend_pid()").fetchone()
         assert row is not None
         self.pid = int(row[0])
@@ -103,7 +104,9 @@ class Statements:
                 return lambda: self._expect(_FIND, params, BATCH)
             tokens = (text_array([_token(n) for n in ids]),)
             return lambda: self._expect(_FETCH, tokens, BATCH)
-        on_conflict = {"insert_plain": "", "insert_on_conflict": " ON CONFLICT DO NOTHING"}[statement]
+        tail = {"insert_plain": "", "insert_on_conflict": " ON CONFLICT DO NOTHING RETURNING fingerprint, token"}[
+            statement
+        ]
         columns = (
             text_array([_new_token() for _ in range(BATCH)]),
             text_array(["ip"] * BATCH),
@@ -113,18 +116,20 @@ class Statements:
             bytea_array([os.urandom(40) for _ in range(BATCH)]),
             bytea_array([None] * BATCH),
         )
-        return lambda: self._insert(on_conflict, columns)
+        return lambda: self._insert(tail, columns)
 
     def _expect(self, query: str, params: Any, rows: int) -> None:
         found = self.conn.execute(query, params).fetchall()
         if len(found) != rows:
             raise RuntimeError(f"expected {rows} rows, got {len(found)}")
 
-    def _insert(self, on_conflict: str, columns: tuple[str, ...]) -> None:
+    def _insert(self, tail: str, columns: tuple[str, ...]) -> None:
         with self.conn.pipeline(), self.conn.transaction():
             self.conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (KEYS_LOCK,))
             self.conn.execute(LIVE_GENERATION)
-            self.conn.execute(_INSERT + on_conflict + " RETURNING fingerprint, token", columns).fetchall()
+            inserted = self.conn.execute(_INSERT + tail, columns)
+            if tail:
+                inserted.fetchall()
 
 
 def cpu_us_per_row(dsn: str, stored: int, statement: str, batches: int, connections: int) -> float:

@@ -129,3 +129,26 @@ def _wait_for_a_lock_wait(admin: psycopg.Connection) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("the insert never waited for the key lock")
         time.sleep(0.02)
+
+
+def test_rows_the_database_drops_without_an_error_get_no_token(vault: RunningVault, stack_env: dict[str, str]) -> None:
+    """A plain insert storing fewer rows than sent (a trigger of the database owner's) hands out nothing unstored."""
+    store, generation = vault.wired.token_store, vault.wired.keys.refresh().generation
+    rows = _rows(vault, _fresh_ips(3))
+    merged = store.merged_batches
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as admin:
+        admin.execute(
+            "CREATE FUNCTION public.tv_test_drop_rows() RETURNS trigger LANGUAGE plpgsql"
+            " AS $$ BEGIN RETURN NULL; END $$"
+        )
+        admin.execute(
+            "CREATE TRIGGER tv_test_drop_rows BEFORE INSERT ON vault.tokens"
+            " FOR EACH ROW EXECUTE FUNCTION public.tv_test_drop_rows()"
+        )
+        try:
+            result = store.insert_new(rows, generation)
+        finally:
+            admin.execute("DROP TRIGGER tv_test_drop_rows ON vault.tokens")
+            admin.execute("DROP FUNCTION public.tv_test_drop_rows()")
+    assert result == {}
+    assert store.merged_batches == merged + 1

@@ -10,11 +10,13 @@ together runs inside an explicit `conn.transaction()`.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from itertools import repeat
 from operator import itemgetter
-from typing import cast
+from typing import Any, cast
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -53,6 +55,8 @@ _INSERT = (
     " SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::int[], %s::int[], %s::bytea[], %s::bytea[])"
 )
 
+log = logging.getLogger(__name__)
+
 _ROW_COLUMNS = "token, token_type, dek_id, sealed"
 
 IN_FLIGHT_WAIT_SECONDS = 30.0
@@ -77,15 +81,31 @@ def _stored_token(row: tuple[str, str, int, bytes | None]) -> StoredToken:
     return StoredToken(row[0], row[1], row[2], bytes(row[3]) if row[3] is not None else None)
 
 
-def _select_batch(conn: psycopg.Connection, condition: str, key_ids: list[int], limit: int) -> list[StoredToken]:
-    """Up to `limit` rows matching `condition` (one `%s`: key ids).
+RESEAL_CONDITION = "sealed IS NOT NULL AND dek_id = ANY(%s)"
+"""Rows the re-encryption job works on (`tokens_dek` is its work-list index)."""
+REINDEX_CONDITION = "fingerprint IS NOT NULL AND next_fingerprint IS NULL AND fingerprint_key_id = ANY(%s)"
+"""Rows the re-fingerprinting job works on (`tokens_fingerprint_key` is its work-list index)."""
 
+
+def _select_batch(
+    conn: psycopg.Connection, condition: str, key_column: str, key_ids: list[int], limit: int
+) -> list[StoredToken]:
+    """Up to `limit` rows matching `condition` (one `%s`: key ids), read by `key_column`'s work-list index.
+
+    Ordered by that column so that the plan walks its work-list index whatever the key ids:
+    the connections plan statements once (plan_cache_mode), and without the order the generic
+    plan of `... = ANY($1) LIMIT $2` was a sequential scan that stops at the first matches
+    (61 ms against 0.3 ms a batch on 300k rows with the old key's rows at the end).
     Not locked (the serving role holds no UPDATE privilege, which FOR UPDATE needs): the
     function that writes the change re-checks each row's state, so a row erased or moved
     meanwhile is left alone, and two jobs at once only repeat work.
     """
-    query = f"SELECT {_ROW_COLUMNS} FROM vault.tokens WHERE {condition} LIMIT %s"
+    query = _select_batch_query(condition, key_column)
     return [_stored_token(r) for r in conn.execute(query, (key_ids, limit)).fetchall()]
+
+
+def _select_batch_query(condition: str, key_column: str) -> str:
+    return f"SELECT {_ROW_COLUMNS} FROM vault.tokens WHERE {condition} ORDER BY {key_column} LIMIT %s"
 
 
 class PostgresTokenStore:
@@ -94,6 +114,7 @@ class PostgresTokenStore:
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
         self._in_flight = InFlight()
+        self._counting = threading.Lock()  # the counters below are bumped from the server's threads
         self.races = 0
         """New values another writer issued first (found by the insert's ON CONFLICT, read back)."""
         self.merged_batches = 0
@@ -133,39 +154,48 @@ class PostgresTokenStore:
             self._in_flight.release(claim, done)
         theirs = [r for r in rows if r.fingerprint not in claim.mine]
         if theirs:
+            deadline = time.monotonic() + IN_FLIGHT_WAIT_SECONDS  # one wait for all, however many writers
             for writer in claim.others:
-                writer.wait(IN_FLIGHT_WAIT_SECONDS)
+                writer.wait(max(0.0, deadline - time.monotonic()))
             result.update(self._merge(theirs, generation))
         return result
 
     def _insert_or_merge(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> dict[bytes, str]:
         try:
             with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-                self._insert(conn, rows, generation, "")
-            # A plain INSERT puts in every row or fails: no RETURNING to read back (0.3 us a row).
-            return dict(zip([r.fingerprint for r in rows], [r.token for r in rows], strict=True))
+                inserted = self._insert(conn, rows, generation, "")
         except psycopg.errors.UniqueViolation:
-            self.merged_batches += 1
-            return self._merge(rows, generation)
+            return self._merge(rows, generation, merged=True)
+        if inserted.rowcount != len(rows):
+            # Not every row went in, with no error: something in the database (a trigger or a
+            # rule) dropped rows. Never hand out a token whose value is not stored: read back.
+            log.error(
+                "a token insert stored fewer rows than sent", extra={"sent": len(rows), "stored": inserted.rowcount}
+            )
+            return self._merge(rows, generation, merged=True)
+        # A plain INSERT stores every row or fails: no RETURNING to read back (0.3 µs a row).
+        return dict(zip([r.fingerprint for r in rows], [r.token for r in rows], strict=True))
 
-    def _merge(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> dict[bytes, str]:
+    def _merge(self, rows: Sequence[NewTokenRow], generation: KeyGeneration, merged: bool = False) -> dict[bytes, str]:
         """Insert what nobody issued yet (ON CONFLICT DO NOTHING); read back the others' tokens."""
         with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-            inserted = self._insert(conn, rows, generation, " ON CONFLICT DO NOTHING")
-            result = {bytes(fp): token for fp, token in inserted}
+            inserted = self._insert(conn, rows, generation, " ON CONFLICT DO NOTHING RETURNING fingerprint, token")
+            result = {bytes(fp): token for fp, token in inserted.fetchall()}
             lost = [r for r in rows if r.fingerprint not in result]
-            self.races += len(lost)
             for token_type in {r.token_type for r in lost}:
                 fps = [r.fingerprint for r in lost if r.token_type == token_type]
                 winners = conn.execute(_FIND, {"type": token_type, "fps": bytea_array(fps)}).fetchall()
                 result.update({bytes(fp): token for fp, token in winners})
+        with self._counting:
+            self.races += len(lost)
+            self.merged_batches += merged
         return result
 
     @staticmethod
     def _insert(
-        conn: psycopg.Connection, rows: Sequence[NewTokenRow], generation: KeyGeneration, on_conflict: str
-    ) -> list[tuple[bytes, str]]:
-        """The rows inserted (fingerprint, token), in the caller's transaction, under `generation` only.
+        conn: psycopg.Connection, rows: Sequence[NewTokenRow], generation: KeyGeneration, tail: str
+    ) -> psycopg.Cursor[Any]:
+        """The insert's cursor (`tail`: ON CONFLICT, RETURNING), in the caller's transaction, under `generation` only.
 
         Pipelined: the lock, the generation check and the insert travel together; a stale
         generation raises StaleKeys and the caller's transaction rolls the insert back.
@@ -181,11 +211,10 @@ class PostgresTokenStore:
         )
         conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (KEYS_LOCK,))
         live = conn.execute(LIVE_GENERATION)
-        returning = " RETURNING fingerprint, token" if on_conflict else ""
-        inserted = conn.execute(_INSERT + on_conflict + returning, columns)
+        inserted = conn.execute(_INSERT + tail, columns)
         if generation_of(live.fetchone()) != generation:
             raise StaleKeys("the key generation changed")
-        return inserted.fetchall() if returning else []
+        return inserted
 
     @translated
     def fetch(self, tokens: Sequence[str]) -> dict[str, StoredToken]:
@@ -234,9 +263,7 @@ class PostgresTokenStore:
     def reseal_batch(self, active_dek_id: int, limit: int, reseal: Resealer, actor: str = "vault-service") -> int:
         """Re-seal up to `limit` values under other DEKs with the active one; the number re-sealed."""
         with self._pool.connection() as conn:
-            rows = _select_batch(
-                conn, "sealed IS NOT NULL AND dek_id = ANY(%s)", other_keys(conn, "encryption", active_dek_id), limit
-            )
+            rows = _select_batch(conn, RESEAL_CONDITION, "dek_id", other_keys(conn, "encryption", active_dek_id), limit)
             if not rows:
                 return 0
             old_dek_ids = {row.token: row.dek_id for row in rows}
@@ -259,7 +286,8 @@ class PostgresTokenStore:
         with self._pool.connection() as conn:
             rows = _select_batch(
                 conn,
-                "fingerprint IS NOT NULL AND next_fingerprint IS NULL AND fingerprint_key_id = ANY(%s)",
+                REINDEX_CONDITION,
+                "fingerprint_key_id",
                 other_keys(conn, "fingerprint", pending_key_id),
                 limit,
             )
