@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 # 0-255 without leading zeros, factored by first digit so that the engine rarely backtracks
 # (the same strings as `25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]`, matched in half the time;
-# tests/unit/test_ipv4_batch.py checks the two alike on every string of up to four digits).
+# tests/unit/test_batch_crypto.py checks it against every string of up to four digits).
 _OCTET = r"(?:1[0-9]{0,2}|2(?:[0-4][0-9]?|5[0-5]?|[6-9])?|[3-9][0-9]?|0)"
 _IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
 _CANONICAL_IPV4 = re.compile(_IPV4, re.ASCII)

@@ -116,11 +116,13 @@ class TokenVault:
             column[0].append(index)
             column[1].append(value)
         columns = self.tokenize_columns(client, [(token_type, values) for token_type, (_, values) in by_type.items()])
-        outcomes: list[TokenizeOutcome] = [""] * len(items)
+        outcomes: list[TokenizeOutcome | None] = [None] * len(items)
         for (positions, _), column_outcomes in zip(by_type.values(), columns, strict=True):
             for index, outcome in zip(positions, column_outcomes, strict=True):
                 outcomes[index] = outcome
-        return outcomes
+        if None in outcomes:  # every position is filled above; this guards the invariant
+            raise RuntimeError(f"tokenize left {outcomes.count(None)} item(s) without a result")
+        return cast(list[TokenizeOutcome], outcomes)
 
     def tokenize_columns(
         self, client: Caller | str | None, columns: Sequence[tuple[TokenType | None, Sequence[str]]]
