@@ -11,7 +11,6 @@ Every caller of the vault (the ETL, the `tokenvault` command, the embedded stack
 benchmarks, the tests) goes through `VaultClient`.
 """
 
-from tokenvault_client import _grpc_env  # noqa: F401  # before gRPC is imported: its I/O engine (see there)
 from tokenvault_client.channel import ClientIdentity, open_channel, secure_channel
 from tokenvault_client.chunking import MAX_ITEMS_PER_CALL, MAX_REQUEST_BYTES, ChunkLimits
 from tokenvault_client.client import VaultClient
