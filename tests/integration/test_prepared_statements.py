@@ -45,6 +45,28 @@ def test_it_is_prepared_again_on_a_connection_that_lost_it(conn: psycopg.Connect
     assert conn.execute("SELECT v FROM prepared_probe ORDER BY v").fetchall() == [("one",), ("three",), ("two",)]
 
 
+def test_it_is_prepared_again_when_a_migration_changed_what_it_returns(conn: psycopg.Connection) -> None:
+    conn.execute("CREATE TEMPORARY TABLE altered_probe AS SELECT '12'::text AS v")
+    statement = PreparedStatement("probe_altered", "SELECT v FROM altered_probe")
+    assert statement.rows(conn, ()) == [("12",)]
+    conn.execute("ALTER TABLE altered_probe ALTER COLUMN v TYPE int USING v::int")  # the plan's result type changed
+    assert statement.rows(conn, ()) == [(12,)]
+
+
+def test_it_refuses_to_run_in_pipeline_mode_or_outside_autocommit(conn: psycopg.Connection) -> None:
+    statement = PreparedStatement("probe_modes", "INSERT INTO prepared_probe (v) VALUES ($1)")
+    with pytest.raises(psycopg.ProgrammingError, match="idle autocommit"), conn.pipeline():
+        statement.run(conn, ("in a pipeline",))
+    conn.autocommit = False
+    try:
+        with pytest.raises(psycopg.ProgrammingError, match="idle autocommit"):
+            statement.run(conn, ("outside autocommit",))
+    finally:
+        conn.rollback()
+        conn.autocommit = True
+    assert conn.execute("SELECT count(*) FROM prepared_probe").fetchone() == (0,)
+
+
 def test_a_refused_statement_raises_psycopgs_own_error_and_the_connection_goes_on(conn: psycopg.Connection) -> None:
     statement = PreparedStatement("probe_check", "INSERT INTO prepared_probe (v) VALUES ($1)")
     with pytest.raises(errors.CheckViolation):

@@ -17,9 +17,6 @@ from prometheus_client import REGISTRY
 
 from tests.unit.fakes import FakeAuditLog, FakeKeyStore, FakeKeyWrapper, FakeTokenStore
 from tokenvault_api.v1 import vault_pb2
-from vault_service.adapters.postgres.audit import _hash_array
-from vault_service.adapters.postgres.sql_arrays import bytea_array, text_array
-from vault_service.adapters.postgres.tokens import _quoted_array
 from vault_service.domain.crypto import DataKey, SealBroken, open_sealed, open_sealed_many, seal
 from vault_service.domain.errors import InvalidValue, KeysUnavailable, PermissionDenied, TokenNotFound, VaultError
 from vault_service.domain.masking import mask
@@ -186,16 +183,6 @@ def test_a_revealed_value_at_a_level_that_reveals_nothing_is_a_bug_not_a_column(
         revealed_lists([Revealed(TokenType.IP, "192.0.2.7", RevealLevel.NONE)])
     with pytest.raises(KeyError):
         revealed_lists([MIXED[1], Revealed(TokenType.IP, "192.0.2.7", RevealLevel.NONE)])
-
-
-@given(st.lists(st.binary(min_size=16, max_size=16), min_size=1, max_size=5))
-def test_the_reveal_hash_literal_is_the_general_bytea_literal(hashes: list[bytes]) -> None:
-    assert _hash_array(hashes) == bytea_array(hashes)
-
-
-@given(st.lists(st.text(max_size=6), max_size=5))
-def test_the_fetch_literal_is_the_general_text_literal(texts: list[str]) -> None:
-    assert _quoted_array(texts) == text_array(texts)
 
 
 def test_detokenize_items_are_counted_by_code_call_after_call() -> None:

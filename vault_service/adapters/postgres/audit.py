@@ -20,7 +20,7 @@ from psycopg_pool import ConnectionPool
 from vault_service.adapters.group_commit import GroupCommitter
 from vault_service.adapters.postgres.errors import translated
 from vault_service.adapters.postgres.prepared import PreparedStatement
-from vault_service.adapters.postgres.sql_arrays import int_array, text_array
+from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
 from vault_service.domain.audit import AuditEvent, AuditRecord
 from vault_service.domain.checkpoints import ChainHead, Checkpoint
 from vault_service.domain.errors import AuditUnavailable
@@ -54,11 +54,6 @@ _RECORD_COLUMNS = (
     "id, at, client, action, purpose, token_types, item_count, outcome, prev_hash, row_hash,"
     " hash_version, client_serial, client_cert_sha256, revealed"
 )
-
-
-def _hash_array(hashes: list[bytes]) -> str:
-    """A bytea[] literal of reveal hashes (never NULL), each element hexed in C: one per revealed token."""
-    return '{"\\\\x' + '","\\\\x'.join(map(bytes.hex, hashes)) + '"}'
 
 
 def _record(row: tuple) -> AuditRecord:  # type: ignore[type-arg]
@@ -110,7 +105,7 @@ class PostgresAuditLog:
                         event.token_types,
                         str(event.item_count),
                         event.outcome,
-                        _hash_array(list(event.revealed)) if event.revealed else None,
+                        bytea_array(event.revealed) if event.revealed else None,
                     ),
                 )
             return
@@ -124,7 +119,7 @@ class PostgresAuditLog:
             _APPEND.run(
                 conn,
                 (
-                    _hash_array(flat) if flat else None,
+                    bytea_array(flat) if flat else None,
                     text_array([e.client for e in events]),
                     text_array([e.client_serial for e in events]),
                     text_array([e.client_cert_sha256 for e in events]),

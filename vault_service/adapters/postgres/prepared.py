@@ -24,6 +24,8 @@ from psycopg.adapt import Transformer
 from psycopg.errors import error_from_result
 
 _UNKNOWN_STATEMENT = b"26000"  # invalid_sql_statement_name: not prepared on this connection (yet)
+_STALE_PLAN = b"0A000"  # "cached plan must not change result type": a migration changed a column since
+_PREPARE_AGAIN = (_UNKNOWN_STATEMENT, _STALE_PLAN)
 
 
 class PreparedStatement:
@@ -31,7 +33,8 @@ class PreparedStatement:
 
     There is no bookkeeping of which connection has it: a connection that does not answers
     SQLSTATE 26000, and the statement is prepared and run again (once per connection, and
-    again only if something discarded it).
+    again only if something discarded it). One whose plan a migration made stale (a column's
+    type changed: SQLSTATE 0A000) is deallocated and prepared again the same way.
     """
 
     def __init__(self, name: str, sql: str, binary_rows: bool = False) -> None:
@@ -56,7 +59,11 @@ class PreparedStatement:
 
     def _run(self, conn: psycopg.Connection[Any], params: Sequence[str | None]) -> pq.abc.PGresult:
         pgconn = conn.pgconn
-        if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        if (
+            not conn.autocommit
+            or pgconn.transaction_status != pq.TransactionStatus.IDLE
+            or pgconn.pipeline_status != pq.PipelineStatus.OFF
+        ):
             raise psycopg.ProgrammingError("prepared hot-path statements run only on an idle autocommit connection")
         encoding = conn.info.encoding
         encoded = [None if p is None else p.encode(encoding) for p in params]
@@ -64,9 +71,12 @@ class PreparedStatement:
             raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
         values = cast(list[bytes], encoded)  # None is NULL (psycopg itself passes it so; its stubs omit it)
         result = pgconn.exec_prepared(self._name, values, None, self._result_format)
-        if result.status == pq.ExecStatus.FATAL_ERROR and result.error_field(pq.DiagnosticField.SQLSTATE) == (
-            _UNKNOWN_STATEMENT
+        if (
+            result.status == pq.ExecStatus.FATAL_ERROR
+            and result.error_field(pq.DiagnosticField.SQLSTATE) in _PREPARE_AGAIN
         ):
+            if result.error_field(pq.DiagnosticField.SQLSTATE) == _STALE_PLAN:
+                pgconn.exec_(b"DEALLOCATE " + self._name)
             prepared = pgconn.prepare(self._name, self._sql, None)
             if prepared.status != pq.ExecStatus.COMMAND_OK:
                 raise _error(conn, prepared)

@@ -18,7 +18,7 @@ def bytea_array(values: Sequence[bytes | None]) -> str:
         return "{" + ",".join(["NULL"] * nulls) + "}"
     if nulls:
         return "{" + ",".join('"\\\\x' + v.hex() + '"' if v is not None else "NULL" for v in values) + "}"
-    return '{"\\\\x' + '","\\\\x'.join([v.hex() for v in cast(Sequence[bytes], values)]) + '"}'
+    return '{"\\\\x' + '","\\\\x'.join(map(bytes.hex, cast(Sequence[bytes], values))) + '"}'
 
 
 def text_array(values: Sequence[str]) -> str:

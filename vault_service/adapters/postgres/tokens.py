@@ -69,14 +69,6 @@ _FETCH = PreparedStatement("fetch_tokens", _FETCH_SQL, binary_rows=True)
 _new_stored_token = cast(Callable[[type[StoredToken], tuple[object, ...]], StoredToken], tuple.__new__)
 
 
-def _quoted_array(texts: Sequence[str]) -> str:
-    """`text_array(texts)`, joined in C when no text needs escaping (no token does)."""
-    listed = ",".join(texts)
-    if not texts or '"' in listed or "\\" in listed:
-        return text_array(texts)
-    return '{"' + '","'.join(texts) + '"}'
-
-
 def _stored_token(row: tuple[str, str, int, bytes | None]) -> StoredToken:
     return StoredToken(row[0], row[1], row[2], bytes(row[3]) if row[3] is not None else None)
 
@@ -226,7 +218,7 @@ class PostgresTokenStore:
         if not tokens:
             return {}
         with self._pool.connection() as conn:
-            rows = _FETCH.rows(conn, (_quoted_array(tokens),))
+            rows = _FETCH.rows(conn, (text_array(tokens),))
         return dict(zip(map(itemgetter(0), rows), map(_new_stored_token, repeat(StoredToken), rows), strict=True))
 
     @translated
