@@ -26,7 +26,8 @@ from vault_service.domain.tokens import new_tokens, type_of_token, types_of_toke
 from vault_service.entrypoints.columns import revealed_lists, to_results
 from vault_service.entrypoints.metrics import count_outcomes
 from vault_service.service.keyring import KeyManager
-from vault_service.service.vault import DetokenizeOutcome, Revealed, TokenVault, reveal_hash
+from vault_service.service.revealing import DetokenizeOutcome, Revealed, reveal_hash
+from vault_service.service.vault import TokenVault
 
 POLICY = parse_policy(
     {

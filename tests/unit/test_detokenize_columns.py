@@ -18,8 +18,8 @@ from vault_service.domain import errors as domain
 from vault_service.domain.policy import RevealLevel
 from vault_service.domain.token_types import TokenType as DomainType
 from vault_service.entrypoints.columns import revealed_lists, to_column, to_results
-from vault_service.service.vault import DetokenizeOutcome
-from vault_service.service.vault import Revealed as DomainRevealed
+from vault_service.service.revealing import DetokenizeOutcome
+from vault_service.service.revealing import Revealed as DomainRevealed
 
 IP, PLAIN = vault_pb2.TOKEN_TYPE_IP, vault_pb2.REVEAL_PLAIN
 

@@ -9,8 +9,9 @@ from vault_service.domain.errors import InvalidRequest, InvalidValue, Permission
 from vault_service.domain.policy import RevealLevel, parse_policy
 from vault_service.domain.token_types import TokenType
 from vault_service.service.keyring import KeyManager
+from vault_service.service.revealing import Revealed
 from vault_service.service.token_cache import TokenCache
-from vault_service.service.vault import Revealed, TokenVault
+from vault_service.service.vault import TokenVault
 
 POLICY = parse_policy(
     {

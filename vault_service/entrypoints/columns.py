@@ -17,7 +17,7 @@ from vault_service.domain.errors import VaultError
 from vault_service.domain.policy import RevealLevel
 from vault_service.domain.token_types import TokenType
 from vault_service.entrypoints.status import status_of
-from vault_service.service.vault import DetokenizeOutcome, Revealed
+from vault_service.service.revealing import DetokenizeOutcome, Revealed
 
 # Keyed by identity: an Enum member hashes through a Python-level __hash__, once per value
 # here; its id() does not (members are singletons that live as long as the process).

@@ -15,7 +15,7 @@ from vault_service.domain.audit import AuditRecord
 from vault_service.domain.checkpoints import Checkpoint, Finding, unanchored_rows, verify_log
 from vault_service.domain.crypto import DataKey
 from vault_service.service.audit_upkeep import read_exported
-from vault_service.service.vault import reveal_hash
+from vault_service.service.revealing import reveal_hash
 
 
 class AuditReader(Protocol):

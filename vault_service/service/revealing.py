@@ -1,0 +1,134 @@
+"""What a Detokenize call reveals: each token's value opened and shown at the caller's level.
+
+Values are opened in groups of one data key and one token type (one decrypt per value, the
+results made in C); the audit log keeps a keyed hash of each revealed token, never the token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from itertools import repeat
+from typing import NamedTuple, Protocol, cast
+
+from vault_service.domain.audit import REVEAL_HASH_BYTES
+from vault_service.domain.crypto import DataKey, open_sealed_many
+from vault_service.domain.errors import InvalidValue, KeysUnavailable, PermissionDenied, TokenNotFound, VaultError
+from vault_service.domain.masking import mask
+from vault_service.domain.policy import RevealLevel
+from vault_service.domain.token_types import TokenType
+from vault_service.service.ports import StoredToken
+
+log = logging.getLogger(__name__)
+
+
+class KeySource(Protocol):
+    """Where data keys come from by id (the key manager)."""
+
+    def key(self, key_id: int) -> DataKey:
+        """The data key with this id; KeysUnavailable when it cannot be loaded."""
+        ...
+
+
+class Revealed(NamedTuple):
+    """A detokenized value as the caller may see it (a NamedTuple: one is built per value)."""
+
+    token_type: TokenType
+    value: str
+    level: RevealLevel
+
+    def __repr__(self) -> str:
+        return f"Revealed(token_type={self.token_type.type_name}, value=<redacted>, level={self.level.name})"
+
+
+_new_revealed = cast(Callable[[type[Revealed], tuple[object, ...]], Revealed], tuple.__new__)
+"""Revealed(*fields) without the Python frame of a NamedTuple's __new__ (one is made per value)."""
+
+DetokenizeOutcome = Revealed | VaultError
+
+
+def reveal(
+    keys: KeySource,
+    client: str,
+    tokens: Sequence[str],
+    types: Sequence[TokenType | None],
+    levels: dict[TokenType, RevealLevel],
+    rows: Mapping[str, StoredToken],
+) -> list[DetokenizeOutcome]:
+    """Each token's outcome, in order; the values are opened in groups of one data key and type.
+
+    Per token this is one pass that sorts it into its group (or decides its error) and one
+    decrypt; the Revealed tuples of a group are made in C.
+    """
+    outcomes: list[DetokenizeOutcome | None] = [None] * len(tokens)
+    by_id = {id(token_type): (token_type, level) for token_type, level in levels.items()}
+    groups: dict[tuple[int, int], tuple[list[int], list[str], list[bytes]]] = {}
+    none = RevealLevel.NONE
+    position = -1
+    for token, token_type, row in zip(tokens, types, map(rows.get, tokens), strict=True):
+        position += 1
+        if token_type is None:
+            outcomes[position] = InvalidValue("not a token: expected <type prefix>_<22 characters>")
+        elif by_id[id(token_type)][1] is none:
+            outcomes[position] = PermissionDenied(f"client {client!r} may not detokenize {token_type.type_name} tokens")
+        elif row is None or row.sealed is None:
+            outcomes[position] = TokenNotFound("no value is stored for this token (never issued or erased)")
+        else:
+            group = groups.get((row.dek_id, id(token_type)))
+            if group is None:
+                group = groups[(row.dek_id, id(token_type))] = ([], [], [])
+            group[0].append(position)
+            group[1].append(token)
+            group[2].append(row.sealed)
+    for (dek_id, type_id), (positions, group_tokens, sealed) in groups.items():
+        token_type, level = by_id[type_id]
+        values, failure = _open(keys, dek_id, token_type, group_tokens, sealed)
+        if level is not RevealLevel.PLAIN:
+            values = [mask(token_type, v) if v is not None else None for v in values]
+        made: list[DetokenizeOutcome] = list(
+            map(_new_revealed, repeat(Revealed), zip(repeat(token_type), values, repeat(level)))
+        )
+        if values.count(None):
+            log.error("cannot open a stored value", extra={"dek_id": dek_id, "error": failure})
+            for index, value in enumerate(values):
+                if value is None:
+                    made[index] = KeysUnavailable("the value cannot be decrypted with the keys loaded; retry later")
+        if len(made) == len(outcomes):
+            return made  # one group holds every token, in order
+        for position, outcome in zip(positions, made, strict=True):
+            outcomes[position] = outcome
+    return outcomes  # type: ignore[return-value]  # every position is set above
+
+
+def _open(
+    keys: KeySource, dek_id: int, token_type: TokenType, tokens: list[str], sealed: list[bytes]
+) -> tuple[list[str | None], str]:
+    """The opened values (None where one does not open), and what to log about those."""
+    try:
+        key = keys.key(dek_id)
+    except KeysUnavailable as error:
+        return [None] * len(tokens), str(error)
+    failure = f"ciphertext of a {token_type.type_name} token failed authentication"
+    return open_sealed_many(key, token_type, tokens, sealed), failure
+
+
+def reveal_hasher(key: DataKey) -> Callable[[str], bytes]:
+    """The keyed hash of revealed tokens kept in the audit log (never the tokens themselves).
+
+    BLAKE2b in its keyed (MAC) mode, 16 bytes; the keyed state is made once per call and copied
+    per token, which costs a fraction of an HMAC-SHA256 per token.
+    """
+    keyed = hashlib.blake2b(key=key.material[:64], digest_size=REVEAL_HASH_BYTES, person=b"tv-audit-reveal")
+
+    def hash_of(token: str) -> bytes:
+        state = keyed.copy()
+        state.update(token.encode())
+        return state.digest()
+
+    return hash_of
+
+
+def reveal_hash(key: DataKey, token: str) -> bytes:
+    """The keyed hash of one revealed token (see `reveal_hasher`)."""
+    return reveal_hasher(key)(token)
