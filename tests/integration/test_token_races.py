@@ -135,7 +135,7 @@ def test_rows_the_database_drops_without_an_error_get_no_token(vault: RunningVau
     """A plain insert storing fewer rows than sent (a trigger of the database owner's) hands out nothing unstored."""
     store, generation = vault.wired.token_store, vault.wired.keys.refresh().generation
     rows = _rows(vault, _fresh_ips(3))
-    merged = store.merged_batches
+    races, merged = store.races, store.merged_batches
     with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as admin:
         admin.execute(
             "CREATE FUNCTION public.tv_test_drop_rows() RETURNS trigger LANGUAGE plpgsql"
@@ -152,3 +152,4 @@ def test_rows_the_database_drops_without_an_error_get_no_token(vault: RunningVau
             admin.execute("DROP FUNCTION public.tv_test_drop_rows()")
     assert result == {}
     assert store.merged_batches == merged + 1
+    assert store.races == races  # nobody else issued them: not counted as races

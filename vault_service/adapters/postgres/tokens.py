@@ -173,13 +173,14 @@ class PostgresTokenStore:
         with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             inserted = self._insert(conn, rows, generation, " ON CONFLICT DO NOTHING RETURNING fingerprint, token")
             result = {bytes(fp): token for fp, token in inserted.fetchall()}
+            ours = len(result)
             lost = [r for r in rows if r.fingerprint not in result]
             for token_type in {r.token_type for r in lost}:
                 fps = [r.fingerprint for r in lost if r.token_type == token_type]
                 winners = conn.execute(_FIND, {"type": token_type, "fps": bytea_array(fps)}).fetchall()
                 result.update({bytes(fp): token for fp, token in winners})
         with self._counting:
-            self.races += len(lost)
+            self.races += len(result) - ours  # the winners read back (a row dropped unstored has none)
             self.merged_batches += merged
         return result
 
