@@ -27,7 +27,7 @@ from vault_service.domain.policy import AccessPolicy
 from vault_service.domain.purpose import check_purpose
 from vault_service.domain.rate_limit import RateLimiter
 from vault_service.domain.token_types import TokenType, normalize_many
-from vault_service.domain.tokens import new_tokens, type_of_token, types_of_tokens
+from vault_service.domain.tokens import new_tokens, types_of_tokens
 from vault_service.service.keyring import KeyManager, KeyRing
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 from vault_service.service.ports import AuditLog, NewTokenRow, StaleKeys, TokenStore
@@ -191,10 +191,7 @@ class TokenVault:
             for index, outcome in zip(misses, found, strict=True):
                 outcomes[index] = outcome
         miss_keys = keys if every_one else [keys[i] for i in misses]
-        if all_valid and None not in found:
-            cache.put_many(miss_keys, cast(list[str], found), epoch)
-        else:
-            cache.put_many(*_cacheable(miss_keys, found), epoch)
+        cache.put_many(*_cacheable(miss_keys, found), epoch)
         if None in outcomes:  # every position is filled above; this guards the invariant
             raise RuntimeError(f"tokenize left {outcomes.count(None)} item(s) without a result")
         return cast(list[TokenizeOutcome], outcomes), issued
@@ -253,9 +250,8 @@ class TokenVault:
         """The value behind each token as the caller's policy reveals it; every call is audited."""
         caller = Caller.of(client)
         types = types_of_tokens(tokens)  # parsed once per token
-        # The types present, found by identity in C (an Enum member hashes in Python).
-        present = [member for member in _TOKEN_TYPES if member in types]
-        token_types = ",".join(sorted(member.type_name for member in present))
+        present = _present(types)
+        token_types = _names_of(present)
         try:
             if not self._policy.may_detokenize_anything(_name(caller)):
                 raise PermissionDenied(f"client {_name(caller)!r} may not detokenize")
@@ -302,7 +298,8 @@ class TokenVault:
     def erase(self, client: Caller | str | None, tokens: Sequence[str], purpose: str) -> list[EraseOutcome]:
         """Destroy the values behind `tokens` (right to erasure), in one transaction with its audit row."""
         caller = Caller.of(client)
-        token_types = _type_names(tokens)
+        types = types_of_tokens(tokens)
+        token_types = _names_of(_present(types))
         try:
             allowed_types = self._policy.permissions(_name(caller)).erase
             if not allowed_types:
@@ -314,8 +311,7 @@ class TokenVault:
         assert caller is not None
         outcomes: list[EraseOutcome] = []
         erasable: list[str] = []
-        for token in tokens:
-            token_type = type_of_token(token)
+        for token, token_type in zip(tokens, types, strict=True):
             if token_type is None:
                 outcomes.append(InvalidValue("not a token: expected <type prefix>_<22 characters>"))
             elif token_type not in allowed_types:
@@ -370,12 +366,14 @@ def _refusal_event(
     )
 
 
-def _type_names(tokens: Sequence[str]) -> str:
-    return _names_of(map(type_of_token, tokens))
+def _present(types: Sequence[TokenType | None]) -> list[TokenType]:
+    """The token types among `types`, found by identity in C (an Enum member hashes in Python)."""
+    return [member for member in _TOKEN_TYPES if member in types]
 
 
-def _names_of(types: Iterable[TokenType | None]) -> str:
-    return ",".join(sorted({t.type_name for t in types if t}))
+def _names_of(present: Iterable[TokenType]) -> str:
+    """Type names as the audit log keeps them: sorted, comma-separated."""
+    return ",".join(sorted(member.type_name for member in present))
 
 
 def _fit_purpose(purpose: str) -> bool:
