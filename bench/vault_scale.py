@@ -71,7 +71,7 @@ class AtSize:
     stored: int
     samples: dict[str, list[float]] = field(default_factory=dict)
     relation_bytes: dict[str, int] = field(default_factory=dict)
-    leaf_density: dict[str, float] = field(default_factory=dict)
+    index_fill: dict[str, float] = field(default_factory=dict)
 
     def median(self, name: str) -> float:
         """Median of one figure's repeats."""
@@ -102,14 +102,14 @@ class ScaleRun:
         row = self._admin.execute(query).fetchone()
         return row[0] if row else None
 
-    def _leaf_density(self, indexes: Sequence[str]) -> dict[str, float]:
-        """How full the leaf pages of the random-key indexes are (pgstattuple; empty where it is missing)."""
+    def _index_fill(self, indexes: Sequence[str]) -> dict[str, float]:
+        """How full the pages of the random-key hash indexes are, in % (pgstattuple; empty where it is missing)."""
         try:
             self._admin.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
         except psycopg.Error:
             return {}
         return {
-            name: float(str(self._scalar(f"SELECT avg_leaf_density FROM pgstatindex('vault.{name}')")))
+            name: 100.0 - float(str(self._scalar(f"SELECT free_percent FROM pgstathashindex('vault.{name}')")))
             for name in indexes
         }
 
@@ -175,7 +175,7 @@ class ScaleRun:
             at.samples.setdefault("p50", []).append(percentile(latencies, 0.50) * 1000)
             at.samples.setdefault("p99", []).append(percentile(latencies, 0.99) * 1000)
         at.relation_bytes = {name: int(size) for name, size in self._admin.execute(_SIZES_SQL).fetchall()}
-        at.leaf_density = self._leaf_density(("tokens_pkey", "tokens_type_fingerprint"))
+        at.index_fill = self._index_fill(("tokens_token_unique", "tokens_fingerprint_unique"))
         at.stored = int(str(self._scalar("SELECT count(*) FROM vault.tokens")))
         return at
 
@@ -207,8 +207,8 @@ def figures_of(results: Sequence[AtSize], labels: Sequence[str]) -> Figures:
         index_bytes = sum(v for k, v in at.relation_bytes.items() if k != "tokens")
         figures[f"scale_{label}_table_mb"] = (table_bytes / 2**20, "MiB")
         figures[f"scale_{label}_indexes_mb"] = (index_bytes / 2**20, "MiB")
-        for name, density in at.leaf_density.items():
-            figures[f"scale_{label}_{name}_leaf_density"] = (density, "%")
+        for name, fill in at.index_fill.items():
+            figures[f"scale_{label}_{name}_fill"] = (fill, "%")
         if at.stored:
             figures[f"scale_{label}_bytes_per_token"] = ((table_bytes + index_bytes) / at.stored, "bytes")
     first, last = results[0], results[-1]

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from itertools import repeat
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any, cast
 
 import psycopg
@@ -62,11 +62,22 @@ _ROW_COLUMNS = "token, token_type, dek_id, sealed"
 IN_FLIGHT_WAIT_SECONDS = 30.0
 """How long a call waits for another call of this process inserting the same new values; after
 that it goes on with ON CONFLICT, which waits in the database if that insert is still open."""
-_FETCH_SQL = f"SELECT {_ROW_COLUMNS} FROM vault.tokens WHERE token = ANY($1::text[])"
+# One probe of the token's hash index per token (migration 0011), as the lookup does: a plain
+# `token = ANY($1)` becomes a bitmap scan whose recheck compares each row with the whole array.
+_FETCH_SQL = (
+    f"SELECT t.* FROM unnest($1::text[]) AS w(token)"
+    f" CROSS JOIN LATERAL (SELECT {_ROW_COLUMNS} FROM vault.tokens WHERE token = w.token LIMIT 1) AS t"
+)
 _FETCH = PreparedStatement("fetch_tokens", _FETCH_SQL, binary_rows=True)
 
 
 _new_stored_token = cast(Callable[[type[StoredToken], tuple[object, ...]], StoredToken], tuple.__new__)
+
+
+_CONFLICTS = (psycopg.errors.ExclusionViolation, psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected)
+"""What sends a plain insert through the merge path: a token or fingerprint another writer
+stored first (the hash exclusion constraints of migration 0011; a unique index before it), or
+two writers of the same new values at the same instant, each waiting for the other's check."""
 
 
 def _stored_token(row: tuple[str, str, int, bytes | None]) -> StoredToken:
@@ -156,7 +167,7 @@ class PostgresTokenStore:
         try:
             with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
                 inserted = self._insert(conn, rows, generation, "")
-        except psycopg.errors.UniqueViolation:
+        except _CONFLICTS:
             return self._merge(rows, generation, merged=True)
         if inserted.rowcount != len(rows):
             # Not every row went in, with no error: something in the database (a trigger or a
@@ -169,7 +180,12 @@ class PostgresTokenStore:
         return dict(zip([r.fingerprint for r in rows], [r.token for r in rows], strict=True))
 
     def _merge(self, rows: Sequence[NewTokenRow], generation: KeyGeneration, merged: bool = False) -> dict[bytes, str]:
-        """Insert what nobody issued yet (ON CONFLICT DO NOTHING); read back the others' tokens."""
+        """Insert what nobody issued yet (ON CONFLICT DO NOTHING); read back the others' tokens.
+
+        The rows go in in fingerprint order, so two writers merging overlapping batches wait for
+        each other in one order and do not deadlock.
+        """
+        rows = sorted(rows, key=attrgetter("fingerprint"))
         with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             inserted = self._insert(conn, rows, generation, " ON CONFLICT DO NOTHING RETURNING fingerprint, token")
             result = {bytes(fp): token for fp, token in inserted.fetchall()}
