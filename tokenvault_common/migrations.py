@@ -4,8 +4,10 @@ Run as a database owner/admin (never as a service role):
 
     python -m tokenvault_common.migrations --dsn postgresql://admin@host/db
 
-Migrations only add: they create roles, schemas and tables if missing and upgrade an existing
-`user_logins` (the exercise's DDL) in place, never dropping or rewriting data.
+Migrations never drop data: they create roles, schemas and tables if missing, upgrade an
+existing `user_logins` (the exercise's DDL) in place, and change indexes and constraints
+(0011 replaces the vault's B-trees over random keys with hash indexes, rewriting
+`vault.tokens` once to number its rows).
 """
 
 from __future__ import annotations
