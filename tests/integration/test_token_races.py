@@ -1,8 +1,9 @@
 """Two writers issuing a token for the same new value at once: one token wins, everyone gets it.
 
 Within one process a call leaves the values another call is inserting to it and reads their
-tokens back; across processes a plain insert that meets a unique violation is done again with
-ON CONFLICT DO NOTHING, and the tokens of values another writer issued first are read back.
+tokens back; across processes a plain insert that meets another writer's value (an exclusion
+violation, or a deadlock when each waits for the other) is done again with ON CONFLICT DO
+NOTHING, and the tokens of values another writer issued first are read back.
 These tests drive that against the real database of the stack.
 """
 
@@ -153,3 +154,51 @@ def test_rows_the_database_drops_without_an_error_get_no_token(vault: RunningVau
     assert result == {}
     assert store.merged_batches == merged + 1
     assert store.races == races  # nobody else issued them: not counted as races
+
+
+def _wait_for_a_transaction_wait(admin: psycopg.Connection) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        row = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'transactionid'"
+        ).fetchone()
+        if row and row[0]:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("the insert never waited for the other writer")
+        time.sleep(0.02)
+
+
+def test_two_writers_each_waiting_for_the_other_end_with_one_token_per_value(
+    vault: RunningVault, stack_env: dict[str, str]
+) -> None:
+    """Another process holds X and goes on to insert Y while this one, having inserted Y, waits on X.
+
+    PostgreSQL breaks the deadlock by aborting the writer that waited first (this one); its
+    batch is then merged and reads back the other writer's tokens.
+    """
+    store, generation = vault.wired.token_store, vault.wired.keys.refresh().generation
+    values = _fresh_ips(2)
+    theirs = _rows(vault, values)
+    ours = list(reversed(_rows(vault, values)))  # Y first, then X
+    merged = store.merged_batches
+    insert = (
+        "INSERT INTO vault.tokens (token, token_type, fingerprint, fingerprint_key_id, dek_id, sealed)"
+        " VALUES (%s, %s, %s, %s, %s, %s)"
+    )
+    result: dict[bytes, str] = {}
+    with (
+        psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as admin,
+        psycopg.connect(stack_env["PG_VAULT_DSN"]) as other,  # the other writer, as the service's role
+    ):
+        x, y = theirs
+        other.execute(insert, (x.token, x.token_type, x.fingerprint, x.fingerprint_key_id, x.dek_id, x.sealed))
+        writer = threading.Thread(target=lambda: result.update(store.insert_new(ours, generation)))
+        writer.start()
+        _wait_for_a_transaction_wait(admin)  # ours inserted Y and waits for the other's X
+        other.execute(insert, (y.token, y.token_type, y.fingerprint, y.fingerprint_key_id, y.dek_id, y.sealed))
+        other.commit()  # reached once PostgreSQL aborted ours
+        writer.join(timeout=30)
+    assert not writer.is_alive()
+    assert result == {r.fingerprint: r.token for r in theirs}
+    assert store.merged_batches == merged + 1
