@@ -46,6 +46,11 @@ def test_analyst_role_reads_user_logins_but_not_the_vault(stack_env: dict[str, s
         "UPDATE vault.data_keys SET purpose = 'encryption'",
         "SELECT * FROM user_logins",
         "CREATE TABLE vault.sneaky (x int)",
+        # a chosen id (ahead of the sequence, later inserts would meet it) or erasure time
+        "INSERT INTO vault.tokens (id, token, token_type, fingerprint, fingerprint_key_id, dek_id)"
+        " OVERRIDING SYSTEM VALUE VALUES (9000000000, 'ip_x', 'ip', '\\x01', 1, 1)",
+        "INSERT INTO vault.tokens (token, token_type, fingerprint, fingerprint_key_id, dek_id, erased_at)"
+        " VALUES ('ip_y', 'ip', '\\x02', 1, 1, '9999-12-31')",
     ],
 )
 def test_vault_role_cannot_delete_rewrite_tokens_or_audit_or_reach_other_data(

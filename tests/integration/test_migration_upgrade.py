@@ -223,7 +223,7 @@ def test_a_populated_vault_upgrades_through_0011_without_losing_or_changing_a_to
         assert len(rows_before) == len(values)
 
         # The upgrade, with this service still running: it reveals and issues through it.
-        assert migrate(env["PG_ADMIN_DSN"]) == [UPGRADE]
+        assert migrate(env["PG_ADMIN_DSN"])[0] == UPGRADE  # and the migrations after it
         expected = [None if t in erased_before else v for t, v in zip(tokens, plain, strict=True)]
         _reveal_as_expected(env, old, tokens, expected, "CASE-DURING-UPGRADE")
         _assert_rows_kept_and_numbered(env, rows_before)

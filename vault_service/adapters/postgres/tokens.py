@@ -112,7 +112,7 @@ def _select_batch_query(condition: str, key_column: str) -> str:
 
 
 class PostgresTokenStore:
-    """Tokens in vault.tokens, unique per (type, fingerprint)."""
+    """Tokens in vault.tokens, each token and each fingerprint unique (migration 0011)."""
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
@@ -164,6 +164,9 @@ class PostgresTokenStore:
         return result
 
     def _insert_or_merge(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> dict[bytes, str]:
+        # In fingerprint order, as the merge: two replicas' overlapping batches then wait for
+        # each other in one order instead of deadlocking (a 1 s stall each, measured in review).
+        rows = sorted(rows, key=attrgetter("fingerprint"))
         try:
             with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
                 inserted = self._insert(conn, rows, generation, "")
