@@ -7,6 +7,7 @@ restart them.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,6 +51,16 @@ class RunningVault:
 
     def stop(self) -> None:
         self.server.server.stop(0).wait()
+
+    def wait_for_checkpoint(self, seconds: float = 15) -> None:
+        """Wait until a signed audit checkpoint covers the newest audit row."""
+        deadline = time.monotonic() + seconds
+        while True:
+            head = self.wired.audit.head()
+            if head is not None and self.wired.audit.last_checkpoint_head() >= head.head_id:
+                return
+            assert time.monotonic() < deadline, "no checkpoint was written"
+            time.sleep(0.2)
 
 
 def vault_config(env: dict[str, str], address: str = "127.0.0.1:0", **overrides: str) -> VaultServiceConfig:

@@ -9,7 +9,6 @@ tests run on a database of their own, so the session's shared log stays intact.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,17 +66,6 @@ def _reveal_calls(env: dict[str, str], vault: RunningVault, count: int) -> None:
     channel.close()
 
 
-def _checkpointed(vault: RunningVault) -> None:
-    """Wait until a checkpoint covers the newest row."""
-    deadline = time.monotonic() + 15
-    while True:
-        head = vault.wired.audit.head()
-        if head is not None and vault.wired.audit.last_checkpoint_head() >= head.head_id:
-            return
-        assert time.monotonic() < deadline, "no checkpoint was written"
-        time.sleep(0.2)
-
-
 def _verify(vault: RunningVault, exported: Path | None) -> AuditReport:
     return verify_audit(vault.wired.audit, vault.wired.signer.public_keys(), verify_signature, exported)
 
@@ -99,7 +87,7 @@ def test_an_untouched_log_verifies_with_its_signed_checkpoints_and_exported_copy
 ) -> None:
     vault, exported = anchored
     _reveal_calls(own_database, vault, 5)
-    _checkpointed(vault)
+    vault.wait_for_checkpoint()
     report = _verify(vault, exported)
     assert report.intact, report.finding
     assert report.checkpoints >= 1 and report.unanchored == 0
@@ -111,7 +99,7 @@ def test_a_rewritten_row_with_every_later_hash_recomputed_is_caught_by_the_check
 ) -> None:
     vault, exported = anchored
     _reveal_calls(own_database, vault, 6)
-    _checkpointed(vault)
+    vault.wait_for_checkpoint()
     ids = _ids(own_database)
     target = ids[2]
     with _as_owner(own_database) as conn:
@@ -140,7 +128,7 @@ def test_deleting_the_newest_rows_is_caught_by_the_checkpoint_and_with_it_by_the
 ) -> None:
     vault, exported = anchored
     _reveal_calls(own_database, vault, 4)
-    _checkpointed(vault)
+    vault.wait_for_checkpoint()
     newest = _ids(own_database)[-2:]
     with _as_owner(own_database) as conn:
         conn.execute("DELETE FROM vault.audit_log WHERE id = ANY(%s)", (newest,))

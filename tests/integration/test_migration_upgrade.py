@@ -12,7 +12,6 @@ migrator run again applies nothing, and 0011 run again by hand changes nothing.
 from __future__ import annotations
 
 import shutil
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -122,17 +121,6 @@ def _erase(env: dict[str, str], vault: RunningVault, tokens: list[str], purpose:
         assert officer.erase(tokens, purpose) == [None] * len(tokens)
 
 
-def _checkpointed(vault: RunningVault) -> None:
-    """Wait until a signed checkpoint covers the newest audit row."""
-    deadline = time.monotonic() + 15
-    while True:
-        head = vault.wired.audit.head()
-        if head is not None and vault.wired.audit.last_checkpoint_head() >= head.head_id:
-            return
-        assert time.monotonic() < deadline, "no checkpoint was written"
-        time.sleep(0.2)
-
-
 def _values() -> list[tuple[TokenType, str]]:
     n = uuid.uuid4().int
     ips = [(TokenType.IP, f"10.{n % 250}.{i // 256}.{i % 256}") for i in range(400)]
@@ -218,7 +206,7 @@ def test_a_populated_vault_upgrades_through_0011_without_losing_or_changing_a_to
         assert len(set(tokens)) == len(values)
         erased_before = {tokens[0], tokens[350], tokens[500]}
         _erase(env, old, sorted(erased_before), "ERASE-BEFORE-0011")
-        _checkpointed(old)
+        old.wait_for_checkpoint()
         rows_before = _query(env, _ROWS)
         assert len(rows_before) == len(values)
 
@@ -250,7 +238,7 @@ def test_a_populated_vault_upgrades_through_0011_without_losing_or_changing_a_to
         _reveal_as_expected(env, new, again[3:], plain[3:] + [v for _, v in later], "CASE-AFTER-ROTATION")
 
         # The audit chain, from before the upgrade to now, verifies with its signed checkpoints.
-        _checkpointed(new)
+        new.wait_for_checkpoint()
         report = verify_audit(new.wired.audit, new.wired.signer.public_keys(), verify_signature, exported)
         assert report.intact, report.finding
         assert report.checkpoints >= 2 and report.unanchored == 0
