@@ -39,8 +39,9 @@ $$;
 
 -- The functions that change stored values found their rows by token through the primary key,
 -- whose uniqueness told the planner "one row per token". An exclusion constraint does not tell
--- it that: on a table without statistics (one that grew since autovacuum last analyzed it) it
--- then joined a batch's tokens against a scan of the whole table. Each token is now one probe
+-- it that: on a table without statistics (one that grew since autovacuum last analyzed it) the
+-- generic plan of set_next_fingerprints joined a batch's tokens against a scan of the whole
+-- table, and reseal_tokens' combined the whole work-list index with the token's. Each token is now one probe
 -- of the hash index (a LATERAL subquery with LIMIT 1, as the service's own lookups), and the
 -- row is then changed by its id. Bodies otherwise as in migrations 0006 and 0007.
 CREATE OR REPLACE FUNCTION vault.erase_tokens(
