@@ -15,7 +15,7 @@ import signal
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -104,14 +104,29 @@ class VaultBench:
 
     def single_latencies(self, tokens: Sequence[str], calls_per_client: int) -> list[float]:
         """Seconds per single-token Detokenize, from every client calling at once."""
+
+        def call(client: VaultClient, index: int, n: int) -> None:
+            client.detokenize([tokens[(index * calls_per_client + n) % len(tokens)]], purpose="benchmark")
+
+        return self._latencies(call, calls_per_client)
+
+    def health_latencies(self, calls_per_client: int) -> list[float]:
+        """Seconds per gRPC health check on the same channels and concurrency: the server's floor.
+
+        A health check goes through gRPC's Python server, TLS and the client library like any
+        call, but touches no database and writes no audit row; the gap between its latency and
+        a single-token Detokenize's is what the vault's own work adds.
+        """
+        return self._latencies(lambda client, index, n: client.ready(timeout=10), calls_per_client)
+
+    def _latencies(self, call: Callable[[VaultClient, int, int], None], calls_per_client: int) -> list[float]:
         latencies: list[list[float]] = [[] for _ in range(self.clients)]
 
         def work(index: int) -> None:
             client = self.detokenizers[index]
             for n in range(calls_per_client):
-                token = tokens[(index * calls_per_client + n) % len(tokens)]
                 started = time.perf_counter()
-                client.detokenize([token], purpose="benchmark")
+                call(client, index, n)
                 latencies[index].append(time.perf_counter() - started)
 
         parallel(self.clients, work)
@@ -213,6 +228,11 @@ def measure(
             samples["single_db_us"].append(cost["db_us"])
             samples["p50"].append(percentile(latencies, 0.50) * 1000)
             samples["p99"].append(percentile(latencies, 0.99) * 1000)
+            before = costs.reading()
+            floor = bench.health_latencies(500)
+            samples["health_vault_us"].append(costs.per_item(before, len(floor))["vault_us"])
+            samples["health_p50"].append(percentile(floor, 0.50) * 1000)
+            samples["health_p99"].append(percentile(floor, 0.99) * 1000)
             samples["transit"].append(transit_encrypt(transit, values, clients))
             console.print(
                 f"round {round_no + 1}/{rounds}: tokenize new {new_rate:,.0f}/s, "
@@ -258,6 +278,8 @@ def run(values_per_round: int, rounds: int, clients: int) -> Figures:
         "detokenize_batched_per_s": (median["detok"], "values/s"),
         "detokenize_single_p50_ms": (median["p50"], "ms"),
         "detokenize_single_p99_ms": (median["p99"], "ms"),
+        "grpc_health_check_p50_ms": (median["health_p50"], "ms"),
+        "grpc_health_check_p99_ms": (median["health_p99"], "ms"),
         "openbao_transit_convergent_batch_per_s": (median["transit"], "items/s"),
         "ratio_tokenize_new_vs_transit": (median["new"] / median["transit"], "x"),
         "ratio_tokenize_repeated_vs_transit": (median["repeated"] / median["transit"], "x"),
@@ -265,6 +287,7 @@ def run(values_per_round: int, rounds: int, clients: int) -> Figures:
         "postgres_cpu_us_per_new_token": (median["new_db_us"], "us"),
         "vault_cpu_us_per_single_detokenize": (median["single_vault_us"], "us"),
         "postgres_cpu_us_per_single_detokenize": (median["single_db_us"], "us"),
+        "vault_cpu_us_per_health_check": (median["health_vault_us"], "us"),
     }
 
 
