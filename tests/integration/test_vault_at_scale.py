@@ -207,7 +207,7 @@ def test_the_functions_that_change_values_find_their_rows_without_scanning_the_t
     assert 0 < after[1] - before[1] < ROWS // 100, "an index of vault.tokens was read whole"
 
 
-def test_compaction_changes_its_batch_by_id_without_a_second_scan_of_the_table(
+def test_compaction_reads_its_batch_from_the_work_list_index_not_the_table(
     big_unanalyzed_tokens: psycopg.Connection,
 ) -> None:
     # After a fingerprint key's promotion: rows re-fingerprinted under it (their new versions
@@ -232,9 +232,17 @@ def test_compaction_changes_its_batch_by_id_without_a_second_scan_of_the_table(
     changed = conn.execute("SELECT vault.compact_fingerprints(%s, 1000, 'scale-test')", key).fetchone()
     after = _reads_of_tokens(conn)
     assert changed == (1000,)
-    # The 0010 body (token IN (...)) hash-joined the batch against a second scan of the table.
-    # The one scan left is the work list's own read: no index serves "fingerprint_key_id <> key".
-    assert after[0] - before[0] <= 1, "vault.tokens was scanned whole to find the batch's rows"
+    # The 0010 body (token IN (...)) hash-joined the batch against a second scan of the table,
+    # and the 0011 one scanned it to find its work list (no index serves "fingerprint_key_id <>
+    # key"); since 0013 the batch is read from the partial index of next fingerprints.
+    assert after[0] == before[0], "vault.tokens was scanned whole to find the batch's rows"
+    # Per changed row: its work-list entry, its id, and the two exclusion checks of its new
+    # version (5 measured), not the rows before it.
+    assert 0 < after[1] - before[1] <= 6 * 1000, "more index entries read than the batch's own"
+    # The rest of the work list, then the call that finds it empty, still read no table.
+    assert conn.execute("SELECT vault.compact_fingerprints(%s, 1000, 'scale-test')", key).fetchone() == (500,)
+    assert conn.execute("SELECT vault.compact_fingerprints(%s, 1000, 'scale-test')", key).fetchone() == (0,)
+    assert _reads_of_tokens(conn)[0] == before[0], "finding the work list empty scanned vault.tokens"
 
 
 def test_the_erasure_check_reads_an_index_not_the_table(big_unanalyzed_tokens: psycopg.Connection) -> None:
