@@ -24,6 +24,7 @@ import psycopg
 from rich.console import Console
 
 from bench.cpu_time import CostMeter
+from bench.huge_pages import add_huge_pages_option, huge_pages_figure
 from bench.report import Figures, parallel, print_figures
 from devstack.openbao import bao_binary
 from devstack.procs import free_port, spawn, wait_until
@@ -260,9 +261,10 @@ def start_bench_vault(stack: TemporaryStack) -> int:
     return pid
 
 
-def run(values_per_round: int, rounds: int, clients: int) -> Figures:
+def run(values_per_round: int, rounds: int, clients: int, huge_pages: bool = True) -> Figures:
     """Start everything, measure, stop everything; figure name -> (median, unit)."""
-    with temporary_components("tokenvault-bench-") as stack:
+    with temporary_components("tokenvault-bench-", huge_pages) as stack:
+        memory = huge_pages_figure(stack, console)
         pid = start_bench_vault(stack)
         bench = VaultBench(stack.env, clients)
         try:
@@ -273,6 +275,7 @@ def run(values_per_round: int, rounds: int, clients: int) -> Figures:
             bench.close()
     median = {k: statistics.median(v) for k, v in samples.items()}
     return {
+        **memory,
         "tokenize_new_per_s": (median["new"], "tokens/s"),
         "tokenize_repeated_per_s": (median["repeated"], "tokens/s"),
         "detokenize_batched_per_s": (median["detok"], "values/s"),
@@ -297,8 +300,9 @@ def main() -> None:
     parser.add_argument("--values", type=int, default=100_000, help="distinct values per round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    add_huge_pages_option(parser)
     args = parser.parse_args()
-    figures = run(args.values, args.rounds, args.clients)
+    figures = run(args.values, args.rounds, args.clients, args.huge_pages == "reserve")
     title = (
         f"vault, {args.clients} clients, batches of {BATCH}, "
         f"{args.values:,} values x {args.rounds} rounds, {os.cpu_count()} cores"

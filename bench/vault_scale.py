@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.cpu_time import CostMeter
+from bench.huge_pages import add_huge_pages_option, huge_pages_figure
 from bench.report import Figures, print_figures
 from bench.vault_bench import VaultBench, ips, percentile, start_bench_vault
 from devstack.procs import stop_pid
@@ -190,10 +191,12 @@ FIGURES: dict[str, tuple[str, str]] = {
     "new_db_us": ("postgres_cpu_us_per_new_token", "us"),
     "new_db_background_us": ("postgres_background_cpu_us_per_new_token", "us"),
     "new_vault_us": ("vault_cpu_us_per_new_token", "us"),
+    "new_db_faults": ("postgres_page_faults_per_new_token", "faults"),
     "cold_wal": ("wal_bytes_per_repeated_cold", "bytes"),
     "cold_db_us": ("postgres_cpu_us_per_repeated_cold", "us"),
     "cold_db_background_us": ("postgres_background_cpu_us_per_repeated_cold", "us"),
     "cold_vault_us": ("vault_cpu_us_per_repeated_cold", "us"),
+    "cold_db_faults": ("postgres_page_faults_per_repeated_cold", "faults"),
 }
 
 
@@ -251,11 +254,12 @@ def print_curve(results: Sequence[AtSize], labels: Sequence[str]) -> None:
     console.print(sizes)
 
 
-def run(sizes: Sequence[int], sample: int, repeats: int, clients: int) -> Figures:
+def run(sizes: Sequence[int], sample: int, repeats: int, clients: int, huge_pages: bool = True) -> Figures:
     """Start everything, fill and measure at each size, stop everything."""
     labels = [size_label(s) for s in sizes]
     results: list[AtSize] = []
-    with temporary_components("tokenvault-scale-") as stack:
+    with temporary_components("tokenvault-scale-", huge_pages) as stack:
+        memory = huge_pages_figure(stack, console)
         scale = ScaleRun(stack, clients, sample, repeats)
         try:
             scale.issue(4 * 1000)  # warm-up: connections, pools, first pages
@@ -272,7 +276,7 @@ def run(sizes: Sequence[int], sample: int, repeats: int, clients: int) -> Figure
         finally:
             scale.close()
     print_curve(results, labels)
-    return figures_of(results, labels)
+    return {**memory, **figures_of(results, labels)}
 
 
 def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) -> None:
@@ -282,12 +286,13 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
     parser.add_argument("--sample", type=int, default=100_000, help="values per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per figure and size; medians")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    add_huge_pages_option(parser)
     args = parser.parse_args(argv)
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     if sizes != sorted(sizes):
         parser.error("--sizes must grow")
     started = time.perf_counter()
-    figures = run(sizes, args.sample, args.repeats, args.clients)
+    figures = run(sizes, args.sample, args.repeats, args.clients, args.huge_pages == "reserve")
     title = (
         f"vault at scale, {args.clients} clients, {args.sample:,} values x {args.repeats} per figure, "
         f"{os.cpu_count()} cores, {(time.perf_counter() - started) / 60:.1f} min"

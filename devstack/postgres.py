@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 
+from devstack.hugepages import pages_needed, release, reserve
 from devstack.procs import StackError, free_port
 from tokenvault_common.migrations import migrate, set_role_passwords
 
@@ -41,6 +42,8 @@ class Postgres:
     vault_dsn: str
     etl_dsn: str
     analyst_dsn: str
+    huge_pages_reserved: int = 0
+    """Huge pages this start added to the kernel's reservation (`down` gives them back)."""
 
 
 def _has_initdb(directory: Path) -> bool:
@@ -111,8 +114,12 @@ def _data_parent(state_dir: Path, run_as: str | None) -> Path:
     return parent
 
 
-def start_postgres(state_dir: Path) -> Postgres:
-    """Initdb + start on a free port + create the database + migrate + set role passwords."""
+def start_postgres(state_dir: Path, huge_pages: bool = False) -> Postgres:
+    """Initdb + start on a free port + create the database + migrate + set role passwords.
+
+    `huge_pages`: first reserve the kernel's huge pages that the cluster's shared memory needs
+    (devstack/hugepages.py; as root only, else it runs on 4 kB pages as without).
+    """
     bindir = find_bindir()
     run_as = _unprivileged_user()
     parent = _data_parent(state_dir, run_as)
@@ -142,8 +149,13 @@ def start_postgres(state_dir: Path) -> Postgres:
     )
     pwfile.unlink()
     include_settings(data_dir, run_as)
+    reserved = reserve(pages_needed(bindir, data_dir, run_as)) if huge_pages else 0
     port = free_port()
-    pg_ctl(data_dir, bindir, run_as, "start", port)
+    try:
+        pg_ctl(data_dir, bindir, run_as, "start", port)
+    except BaseException:
+        release(reserved)
+        raise
 
     def dsn(user: str, password: str, database: str = DATABASE) -> str:
         return f"postgresql://{user}:{password}@127.0.0.1:{port}/{database}"
@@ -165,6 +177,7 @@ def start_postgres(state_dir: Path) -> Postgres:
         vault_dsn=dsn("tokenvault_vault", passwords["tokenvault_vault"]),
         etl_dsn=dsn("tokenvault_etl", passwords["tokenvault_etl"]),
         analyst_dsn=dsn(ANALYST_LOGIN, passwords[ANALYST_LOGIN]),
+        huge_pages_reserved=reserved,
     )
 
 

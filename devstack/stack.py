@@ -19,6 +19,7 @@ from pathlib import Path
 
 from devstack import certs
 from devstack.envfile import read_env_file, write_env_file
+from devstack.hugepages import release
 from devstack.isolation import isolation
 from devstack.openbao import KEK_NAME, SECRET_ID_USES, configure_dead_letters, configure_transit, start_openbao
 from devstack.postgres import pg_ctl, remove_cluster, start_postgres
@@ -29,6 +30,8 @@ from devstack.sqs import DEV_CREDENTIALS, start_sqs
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = REPO / ".stack"
 POLICY_FILE = REPO / "config" / "vault-policy.toml"
+RESERVE_HUGE_PAGES = "TOKENVAULT_RESERVE_HUGE_PAGES"
+"""`make up` with this set to 1 reserves huge pages for its Postgres (devstack/hugepages.py)."""
 
 
 def state_dir_from_env() -> Path:
@@ -104,13 +107,18 @@ def _sealing_env(env: dict[str, str]) -> dict[str, str]:
 
 
 def start_components(
-    state_dir: Path, state: StackState, secret_id_uses: int = SECRET_ID_USES, isolate: bool = False
+    state_dir: Path,
+    state: StackState,
+    secret_id_uses: int = SECRET_ID_USES,
+    isolate: bool = False,
+    huge_pages: bool = False,
 ) -> dict[str, str]:
     """OpenBao, SQS, Postgres and certificates; returns the env file values (no services yet).
 
     `isolate` (`make up`): the CA key is not kept, and as root each process gets its own OS
     user and only its own key (devstack/isolation.py). Otherwise (the tests' stack) the CA key
     stays in the root-only `ca/` directory, for tests that mint certificates.
+    `huge_pages`: Postgres's shared memory in huge pages reserved for it (devstack/hugepages.py).
     """
     iso = isolation(isolate)
     logs, secrets_dir, certs_dir = state_dir / "logs", state_dir / "secrets", state_dir / "certs"
@@ -128,12 +136,13 @@ def start_components(
     iso.give(dead_letters.secret_id_file, "etl_service", 0o400)
     sqs = start_sqs(logs / "ministack.log", user=iso.user("ministack"), home=iso.home(state_dir, "ministack"))
     state.pids["ministack"] = sqs.pid
-    pg = start_postgres(state_dir)
+    pg = start_postgres(state_dir, huge_pages)
     state.postgres = {
         "data_dir": str(pg.data_dir),
         "bindir": str(pg.bindir),
         "run_as": pg.run_as or "",
         "port": str(pg.port),
+        "huge_pages_reserved": str(pg.huge_pages_reserved),
     }
     _, server, clients = certs.create_stack_certificates(certs_dir, None if isolate else state_dir / "ca")
     iso.give(server.key, "vault_service", 0o400)
@@ -198,7 +207,7 @@ def up(state_dir: Path, with_services: bool = True) -> dict[str, str]:
     state_dir.mkdir(parents=True, exist_ok=True)
     state = StackState()
     try:
-        env = start_components(state_dir, state, isolate=True)
+        env = start_components(state_dir, state, isolate=True, huge_pages=os.environ.get(RESERVE_HUGE_PAGES) == "1")
         state.save(state_dir / "state.json")
         if with_services:
             iso = isolation(True)
@@ -255,6 +264,7 @@ def down(state_dir: Path, keep_logs: bool = False) -> list[str]:
                 stopped.append("postgres")
             except StackError:
                 pass
+        release(int(state.postgres.get("huge_pages_reserved", "0")))
         remove_cluster(data_dir)
     for name in ("state.json", "stack.env", "secrets", "certs", "ca", "run"):
         path = state_dir / name
@@ -282,14 +292,17 @@ class TemporaryStack:
 
 
 @contextmanager
-def temporary_components(prefix: str) -> Iterator[TemporaryStack]:
-    """OpenBao, SQS, Postgres and certificates in a fresh directory, all stopped and deleted on exit."""
+def temporary_components(prefix: str, huge_pages: bool = False) -> Iterator[TemporaryStack]:
+    """OpenBao, SQS, Postgres and certificates in a fresh directory, all stopped and deleted on exit.
+
+    `huge_pages`: as in `start_components` (the benchmarks measure the vault as production runs it).
+    """
     state_dir = Path(tempfile.mkdtemp(prefix=prefix))
     state_dir.chmod(0o755)  # Postgres runs as an unprivileged user and must reach its data directory
     stack = TemporaryStack({}, StackState(), state_dir)
     try:
         # A test session starts a vault (one login each) a few hundred times.
-        stack.env = start_components(state_dir, stack.state, secret_id_uses=2000)
+        stack.env = start_components(state_dir, stack.state, secret_id_uses=2000, huge_pages=huge_pages)
         stack.save()
         yield stack
     finally:
