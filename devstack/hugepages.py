@@ -1,13 +1,12 @@
 """Huge pages for the vault's PostgreSQL: reserve the kernel's 2 MB pages that its shared memory needs.
 
 PostgreSQL maps `shared_buffers` in huge pages when the kernel has enough of them reserved
-(`huge_pages = try`, deploy/postgres/tokenvault.conf), and in 4 kB pages otherwise. With 4 kB
-pages every backend faults in, and the CPU's TLB misses on, each page of the 4 GB buffer pool
-it touches: the random-key lookups of a 10-million-token vault then cost Postgres 2.7x the CPU
-they cost with huge pages (docs/scaling.md). The reservation is a host setting
-(`vm.nr_hugepages`), not a database one: production sets it once on the database host;
-the benchmarks, and `make up` with TOKENVAULT_RESERVE_HUGE_PAGES=1, reserve what their own
-cluster needs while it runs (as root) and give it back when it stops.
+(`huge_pages = try`, deploy/postgres/tokenvault.conf), and in 4 kB pages otherwise. On 4 kB
+pages the random-key lookups of a 10-million-token vault cost Postgres about twice the CPU
+they cost on huge pages, and more the larger the vault (docs/scaling.md, step 12). The
+reservation is a host setting (`vm.nr_hugepages`), not a database one: production sets it
+once on the database host; the benchmarks, and `make up` with TOKENVAULT_RESERVE_HUGE_PAGES=1,
+reserve what their own cluster needs while it runs (as root) and give it back when it stops.
 """
 
 from __future__ import annotations
