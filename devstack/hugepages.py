@@ -33,21 +33,25 @@ def pages_needed(bindir: Path, data_dir: Path, run_as: str | None) -> int:
 
 
 def reserve(count: int, control: Path = NR_HUGEPAGES) -> int:
-    """Add `count` huge pages to the kernel's reservation; how many it actually added.
+    """Add `count` huge pages to the kernel's reservation: `count`, or 0 when none were added.
 
     0 when the reservation cannot be changed (not root, a container without the right) or
-    the kernel found no free memory for them; fewer than `count` when it found only some
-    (PostgreSQL then uses none: it maps its shared memory whole or not at all).
+    the kernel found free memory for only some of them: PostgreSQL maps its shared memory in
+    huge pages whole or not at all, so a part would only take memory from everything else
+    (it is given back at once).
     """
     if count <= 0:
         return 0
     try:
         before = int(control.read_text())
         control.write_text(f"{before + count}\n")
-        after = int(control.read_text())
+        added = int(control.read_text()) - before
     except (OSError, ValueError):
         return 0
-    return max(0, after - before)
+    if added < count:
+        release(added, control)
+        return 0
+    return count
 
 
 def release(count: int, control: Path = NR_HUGEPAGES) -> None:

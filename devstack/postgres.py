@@ -6,6 +6,7 @@ unprivileged user when started as root.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import secrets
@@ -156,6 +157,19 @@ def start_postgres(state_dir: Path, huge_pages: bool = False) -> Postgres:
     except BaseException:
         release(reserved)
         raise
+    try:
+        return _prepare(data_dir, port, bindir, run_as, admin_password, reserved)
+    except BaseException:  # nobody else knows of this cluster yet: stop it (its log stays), give back its pages
+        with contextlib.suppress(StackError):
+            pg_ctl(data_dir, bindir, run_as, "stop")
+        release(reserved)
+        raise
+
+
+def _prepare(
+    data_dir: Path, port: int, bindir: Path, run_as: str | None, admin_password: str, reserved: int
+) -> Postgres:
+    """Create the database, migrate it and set the login roles' passwords on the running cluster."""
 
     def dsn(user: str, password: str, database: str = DATABASE) -> str:
         return f"postgresql://{user}:{password}@127.0.0.1:{port}/{database}"

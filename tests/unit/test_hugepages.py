@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 from devstack.hugepages import huge_page_bytes, release, reserve
 
@@ -41,3 +42,24 @@ def test_a_reservation_that_cannot_be_made_reports_none_and_release_never_goes_b
 def test_a_process_on_4_kb_pages_has_no_huge_page_bytes(tmp_path: Path) -> None:
     assert huge_page_bytes(os.getpid()) == 0
     assert huge_page_bytes(2**22 + 12345) == 0  # no such process
+
+
+class KernelWithMemoryFor:
+    """nr_hugepages of a kernel that finds memory for at most `limit` huge pages."""
+
+    def __init__(self, pages: int, limit: int) -> None:
+        self.pages, self.limit = pages, limit
+
+    def read_text(self) -> str:
+        return f"{self.pages}\n"
+
+    def write_text(self, text: str) -> None:
+        self.pages = min(int(text), self.limit)
+
+
+def test_a_reservation_the_kernel_can_only_partly_make_is_given_back_at_once() -> None:
+    kernel = KernelWithMemoryFor(pages=10, limit=1000)
+    assert reserve(2100, cast(Path, kernel)) == 0
+    assert kernel.pages == 10
+    assert reserve(900, cast(Path, kernel)) == 900
+    assert kernel.pages == 910
