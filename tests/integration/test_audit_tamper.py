@@ -21,6 +21,8 @@ from tests.conftest import RunningVault, client_channel, running_vault
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_common.migrations import migrate
 from vault_service.adapters.transit import verify_signature
+from vault_service.domain.audit import AuditRecord
+from vault_service.domain.checkpoints import Checkpoint
 from vault_service.domain.errors import StorageError
 from vault_service.service.audit_verify import AuditReport, verify_audit, who_saw
 
@@ -92,6 +94,48 @@ def test_an_untouched_log_verifies_with_its_signed_checkpoints_and_exported_copy
     assert report.intact, report.finding
     assert report.checkpoints >= 1 and report.unanchored == 0
     assert exported.read_text().count("signature") >= 1  # the copy outside Postgres
+
+
+class _ServiceRunsBetweenReads:
+    """The vault's audit store, with the service appending and checkpointing right after the first read."""
+
+    def __init__(self, env: dict[str, str], vault: RunningVault) -> None:
+        self._env, self._vault, self._ran = env, vault, False
+
+    def _after_a_read(self) -> None:
+        if not self._ran:
+            self._ran = True
+            _reveal_calls(self._env, self._vault, 3)
+            self._vault.wait_for_checkpoint()
+
+    def records(self, after_id: int = 0) -> list[AuditRecord]:
+        records = self._vault.wired.audit.records(after_id)
+        self._after_a_read()
+        return records
+
+    def checkpoints(self) -> list[Checkpoint]:
+        checkpoints = self._vault.wired.audit.checkpoints()
+        self._after_a_read()
+        return checkpoints
+
+    def revealing(self, token_hashes: list[bytes]) -> list[AuditRecord]:
+        return self._vault.wired.audit.revealing(token_hashes)
+
+
+def test_a_log_growing_and_checkpointed_while_it_is_verified_is_reported_intact(
+    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+) -> None:
+    # audit-verify runs against a live service: rows and a checkpoint of them can land between
+    # its reads. Rows read before checkpoints made that checkpoint name rows the read had not
+    # seen, a false "TAMPERED" (seen in a full test run on the session's shared log).
+    vault, exported = anchored
+    _reveal_calls(own_database, vault, 2)
+    vault.wait_for_checkpoint()
+    store = _ServiceRunsBetweenReads(own_database, vault)
+    report = verify_audit(store, vault.wired.signer.public_keys(), verify_signature, exported)
+    assert store._ran
+    assert report.intact, report.finding
+    assert report.unanchored == 3  # the rows appended after the checkpoints were read: not anchored yet
 
 
 def test_a_rewritten_row_with_every_later_hash_recomputed_is_caught_by_the_checkpoints(

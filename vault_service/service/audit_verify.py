@@ -60,13 +60,20 @@ class AuditReport:
 def verify_audit(
     store: AuditReader, public_keys: Mapping[int, str], check: SignatureCheck, exported: Path | None
 ) -> AuditReport:
-    """Verify the chain, every checkpoint and, with `exported`, the newest exported checkpoint."""
-    records = store.records()
-    checkpoints = store.checkpoints()
+    """Verify the chain, every checkpoint and, with `exported`, the newest exported checkpoint.
+
+    The service may append and checkpoint while this reads, so the reads go from the newest
+    evidence back: the exported copy, then the database's checkpoints, then the rows. A checkpoint
+    is exported only once stored, and stored only once its rows are committed, so every
+    checkpoint read vouches for rows the later read sees. Read the other way round, a checkpoint
+    made in between named rows the earlier read missed: a false "TAMPERED".
+    """
     exported_newest = None
     if exported is not None:
         copies = read_exported(exported)
         exported_newest = max(copies, key=lambda c: c.head.head_id) if copies else None
+    checkpoints = store.checkpoints()
+    records = store.records()
     finding = verify_log(
         records, checkpoints, exported_newest, lambda data, signature: check(public_keys, data, signature)
     )
