@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg
+
+from devstack.postgres import postmaster_pid
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -35,36 +38,23 @@ def process_cpu_seconds(pid: int, with_reaped_children: bool = False) -> float:
     return ticks / _TICKS
 
 
-def session_minor_faults(root: int, client_marker: str) -> int:
-    """Minor page faults of a server's live sessions whose title holds `client_marker`.
+class ServerUsage(NamedTuple):
+    """What a server's processes spent, read in one pass over /proc."""
 
-    A PostgreSQL backend faults each 4 kB page of the shared buffers it touches for the first
-    time into its own page table (one fault per 2 MB with huge pages): at millions of tokens,
-    with random keys, that is about one fault per page a lookup reads.
-    """
-    faults = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        if fields is None or int(fields[1]) != root:
-            continue
-        try:
-            title = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if client_marker in title:
-            faults += int(fields[7])  # minflt
-    return faults
+    session_seconds: float
+    """CPU of its sessions whose title holds the marker."""
+    rest_seconds: float
+    """CPU of the rest: for PostgreSQL its background work (checkpointer, WAL writer,
+    autovacuum), plus the postmaster and every child it has reaped."""
+    session_faults: int
+    """Minor page faults of its live sessions. A PostgreSQL backend faults each 4 kB page of
+    the shared buffers it touches for the first time into its own page table (one fault per
+    2 MB with huge pages)."""
 
 
-def server_cpu_seconds(root: int, client_marker: str) -> tuple[float, float]:
-    """CPU of a server's processes: (its sessions whose title holds `client_marker`, the rest).
-
-    For PostgreSQL the rest is its background work (checkpointer, WAL writer, autovacuum),
-    plus the postmaster and every child it has reaped.
-    """
-    sessions = 0.0
+def server_usage(root: int, client_marker: str) -> ServerUsage:
+    """CPU and page faults of the children of `root`, split by whether their title holds `client_marker`."""
+    sessions, faults = 0.0, 0
     rest = process_cpu_seconds(root, with_reaped_children=True)
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -79,9 +69,10 @@ def server_cpu_seconds(root: int, client_marker: str) -> tuple[float, float]:
             continue
         if client_marker in title:
             sessions += seconds
+            faults += int(fields[7])  # minflt
         else:
             rest += seconds
-    return sessions, rest
+    return ServerUsage(sessions, rest, faults)
 
 
 class CostMeter:
@@ -91,7 +82,7 @@ class CostMeter:
         self._admin = admin
         row = admin.execute("SHOW data_directory").fetchone()
         data_dir = Path(str(row[0] if row else ""))
-        self._postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+        self._postmaster = postmaster_pid(data_dir)
         self.vault_pid = vault_pid
 
     def reading(self) -> tuple[int, float, float, float, int]:
@@ -99,9 +90,9 @@ class CostMeter:
         service; the sessions' minor page faults."""
         row = self._admin.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn").fetchone()
         wal = int(row[0]) if row else 0
-        sessions, background = server_cpu_seconds(self._postmaster, "tokenvault_vault")
-        faults = session_minor_faults(self._postmaster, "tokenvault_vault")
-        return wal, sessions, background, process_cpu_seconds(self.vault_pid), faults
+        usage = server_usage(self._postmaster, "tokenvault_vault")
+        vault = process_cpu_seconds(self.vault_pid)
+        return wal, usage.session_seconds, usage.rest_seconds, vault, usage.session_faults
 
     def per_item(self, before: tuple[int, float, float, float, int], count: int) -> dict[str, float]:
         """WAL bytes, µs of each CPU (db_us: sessions and background work) and sessions' page faults per item

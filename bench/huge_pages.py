@@ -16,6 +16,7 @@ from rich.console import Console
 
 from bench.report import Figures
 from devstack.hugepages import huge_page_bytes
+from devstack.postgres import postmaster_pid
 from devstack.stack import TemporaryStack
 
 
@@ -31,9 +32,7 @@ def add_huge_pages_option(parser: argparse.ArgumentParser) -> None:
 
 def huge_pages_figure(stack: TemporaryStack, console: Console) -> Figures:
     """MiB of the stack's Postgres shared memory in huge pages; a warning when none could be reserved."""
-    data_dir = Path(stack.state.postgres["data_dir"])
-    postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
-    mib = huge_page_bytes(postmaster) / 2**20
+    mib = huge_page_bytes(postmaster_pid(Path(stack.state.postgres["data_dir"]))) / 2**20
     if mib == 0 and int(stack.state.postgres.get("huge_pages_reserved", "0")) == 0:
         console.print(
             "[yellow]Postgres runs on 4 kB pages (huge pages not reserved: --huge-pages off, not root, "

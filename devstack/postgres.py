@@ -206,6 +206,11 @@ def include_settings(data_dir: Path, run_as: str | None) -> None:
         conf.write(f"\ninclude '{SETTINGS_FILE.name}'\n")
 
 
+def postmaster_pid(data_dir: Path) -> int:
+    """PID of the cluster's running postmaster (first line of its `postmaster.pid`)."""
+    return int((data_dir / "postmaster.pid").read_text().split()[0])
+
+
 def pg_ctl(data_dir: Path, bindir: Path, run_as: str | None, action: str, port: int | None = None) -> None:
     """Run `pg_ctl start|stop|restart` on the cluster; start and restart need the `port`."""
     args = [str(bindir / "pg_ctl"), "-D", str(data_dir), "-w", "-t", "60"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from devstack.envfile import read_env_file
 from devstack.isolation import isolation
-from devstack.postgres import pg_ctl
+from devstack.postgres import pg_ctl, postmaster_pid
 from devstack.procs import StackError, alive
 from devstack.services import start_etl_service, start_vault_service
 from devstack.sqs import start_sqs
@@ -40,7 +40,7 @@ def postgres_pid(state: StackState) -> int | None:
     if not state.postgres:
         return None
     try:
-        pid = int((Path(state.postgres["data_dir"]) / "postmaster.pid").read_text().split()[0])
+        pid = postmaster_pid(Path(state.postgres["data_dir"]))
     except (OSError, ValueError, IndexError):
         return None
     return pid if alive(pid) else None

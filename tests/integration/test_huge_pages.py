@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 
 from devstack.hugepages import NR_HUGEPAGES, huge_page_bytes
+from devstack.postgres import postmaster_pid
 from devstack.stack import temporary_components
 
 SHARED_BUFFERS = 4 * 2**30  # deploy/postgres/tokenvault.conf
@@ -26,9 +27,7 @@ def test_a_stack_with_huge_pages_maps_postgres_shared_memory_in_them_and_gives_t
         # What Postgres computed for its shared memory (shared_buffers and the rest): over 4 GB of 2 MB pages.
         assert added * 2 * 2**20 > SHARED_BUFFERS
         assert reserved_pages() == before + added
-        data_dir = Path(stack.state.postgres["data_dir"])
-        postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
-        assert huge_page_bytes(postmaster) >= SHARED_BUFFERS
+        assert huge_page_bytes(postmaster_pid(Path(stack.state.postgres["data_dir"]))) >= SHARED_BUFFERS
         with psycopg.connect(stack.env["PG_VAULT_DSN"]) as conn:
             assert conn.execute("SELECT count(*) FROM vault.tokens").fetchone() == (0,)
     assert reserved_pages() == before

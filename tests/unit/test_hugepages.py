@@ -39,7 +39,7 @@ def test_a_reservation_that_cannot_be_made_reports_none_and_release_never_goes_b
     assert int(control.read_text()) == 0
 
 
-def test_a_process_on_4_kb_pages_has_no_huge_page_bytes(tmp_path: Path) -> None:
+def test_a_process_on_4_kb_pages_has_no_huge_page_bytes() -> None:
     assert huge_page_bytes(os.getpid()) == 0
     assert huge_page_bytes(2**22 + 12345) == 0  # no such process
 
