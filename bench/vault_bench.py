@@ -1,8 +1,11 @@
-"""Token vault throughput and latency beside OpenBao Transit, on the same machine, in one run.
+"""Token vault throughput and latency beside OpenBao Transit and a bare gRPC server, in one run.
 
 `make bench-vault` (or `python -m bench.vault_bench`) starts its own OpenBao, PostgreSQL and
 vault service process (embedded stack components on free ports), measures each figure
-`--rounds` times and reports the median, then stops everything it started. The last lines
+`--rounds` times and reports the median, then stops everything it started. Its peers, measured
+in the same rounds: OpenBao Transit's convergent batch encryption (the speed of the machine that
+hour), and a bare gRPC Python server's health check from the same callers (`bench.grpc_peer`:
+what gRPC alone costs under the single-token figures). The last lines
 are `figure: <name> <value> <unit>`, one per figure.
 """
 
@@ -18,12 +21,14 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import hvac
 import psycopg
 from rich.console import Console
 
-from bench.cpu_time import CostMeter
+from bench.cpu_time import CostMeter, process_cpu_seconds
+from bench.grpc_peer import bare_grpc_server
 from bench.huge_pages import add_huge_pages_option, huge_pages_figure
 from bench.report import Figures, parallel, print_figures
 from devstack.openbao import bao_binary
@@ -72,6 +77,7 @@ class VaultBench:
             identity = ClientIdentity(certs / "ca.pem", certs / f"{name}.pem", certs / f"{name}-key.pem", "localhost")
             return VaultClient.connect(address, identity, deadline=120, limits=ChunkLimits(max_items=BATCH))
 
+        self.env = env
         self.clients = clients
         self.tokenizers = [client("etl-service") for _ in range(clients)]
         self.detokenizers = [client("fraud-investigator") for _ in range(clients)]
@@ -200,46 +206,79 @@ def percentile(samples: Sequence[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+class Peers(NamedTuple):
+    """What the vault is measured beside: OpenBao Transit, and a bare gRPC server with its callers."""
+
+    transit: hvac.Client
+    grpc: VaultBench
+    grpc_pid: int
+
+
 def measure(
     bench: VaultBench, state_dir: Path, values_per_round: int, rounds: int, clients: int, costs: CostMeter
 ) -> dict[str, list[float]]:
-    """Every figure once per round, the vault and Transit side by side."""
+    """Every figure once per round, the vault and its peers side by side."""
     samples: dict[str, list[float]] = defaultdict(list)
-    with transit_peer(state_dir) as transit:
-        transit_encrypt(transit, ips(0, BATCH * 4), clients)  # warm up
-        bench.tokenize(bench.batches(ips(900_000_000, BATCH * 4)))
-        for round_no in range(rounds):
-            values = ips(round_no * values_per_round, values_per_round)
-            requests = bench.batches(values)
-            before = costs.reading()
-            new_rate, tokens = bench.tokenize(requests)
-            cost = costs.per_item(before, len(values))
-            samples["new_vault_us"].append(cost["vault_us"])
-            samples["new_db_us"].append(cost["db_us"])
-            repeated_rate, again = bench.tokenize(requests)
-            if again != tokens:
-                raise RuntimeError("repeated values got different tokens")
-            samples["new"].append(new_rate)
-            samples["repeated"].append(repeated_rate)
-            samples["detok"].append(bench.detokenize(tokens))
-            before = costs.reading()
-            latencies = bench.single_latencies(tokens, 500)
-            cost = costs.per_item(before, len(latencies))
-            samples["single_vault_us"].append(cost["vault_us"])
-            samples["single_db_us"].append(cost["db_us"])
-            samples["p50"].append(percentile(latencies, 0.50) * 1000)
-            samples["p99"].append(percentile(latencies, 0.99) * 1000)
-            before = costs.reading()
-            floor = bench.health_latencies(500)
-            samples["health_vault_us"].append(costs.per_item(before, len(floor))["vault_us"])
-            samples["health_p50"].append(percentile(floor, 0.50) * 1000)
-            samples["health_p99"].append(percentile(floor, 0.99) * 1000)
-            samples["transit"].append(transit_encrypt(transit, values, clients))
-            console.print(
-                f"round {round_no + 1}/{rounds}: tokenize new {new_rate:,.0f}/s, "
-                f"repeated {repeated_rate:,.0f}/s, transit {samples['transit'][-1]:,.0f}/s"
-            )
+    with (
+        transit_peer(state_dir) as transit,
+        bare_grpc_server(state_dir / "certs", state_dir / "logs" / "grpc-peer.log") as (address, pid),
+    ):
+        bare = VaultBench({**bench.env, "TOKENVAULT_GRPC_ADDRESS": address}, clients)
+        try:
+            peers = Peers(transit, bare, pid)
+            transit_encrypt(transit, ips(0, BATCH * 4), clients)  # warm up
+            bench.tokenize(bench.batches(ips(900_000_000, BATCH * 4)))
+            for round_no in range(rounds):
+                values = ips(round_no * values_per_round, values_per_round)
+                measure_round(bench, peers, values, clients, costs, samples)
+                console.print(
+                    f"round {round_no + 1}/{rounds}: tokenize new {samples['new'][-1]:,.0f}/s, "
+                    f"repeated {samples['repeated'][-1]:,.0f}/s, transit {samples['transit'][-1]:,.0f}/s"
+                )
+        finally:
+            bare.close()
     return samples
+
+
+def measure_round(
+    bench: VaultBench,
+    peers: Peers,
+    values: Sequence[str],
+    clients: int,
+    costs: CostMeter,
+    samples: dict[str, list[float]],
+) -> None:
+    """One round of every figure on `values` (never tokenized before), appended to `samples`."""
+    requests = bench.batches(values)
+    before = costs.reading()
+    new_rate, tokens = bench.tokenize(requests)
+    cost = costs.per_item(before, len(values))
+    samples["new_vault_us"].append(cost["vault_us"])
+    samples["new_db_us"].append(cost["db_us"])
+    repeated_rate, again = bench.tokenize(requests)
+    if again != tokens:
+        raise RuntimeError("repeated values got different tokens")
+    samples["new"].append(new_rate)
+    samples["repeated"].append(repeated_rate)
+    samples["detok"].append(bench.detokenize(tokens))
+    before = costs.reading()
+    latencies = bench.single_latencies(tokens, 500)
+    cost = costs.per_item(before, len(latencies))
+    samples["single_vault_us"].append(cost["vault_us"])
+    samples["single_db_us"].append(cost["db_us"])
+    samples["p50"].append(percentile(latencies, 0.50) * 1000)
+    samples["p99"].append(percentile(latencies, 0.99) * 1000)
+    before = costs.reading()
+    floor = bench.health_latencies(500)
+    samples["health_vault_us"].append(costs.per_item(before, len(floor))["vault_us"])
+    samples["health_p50"].append(percentile(floor, 0.50) * 1000)
+    samples["health_p99"].append(percentile(floor, 0.99) * 1000)
+    cpu_before = process_cpu_seconds(peers.grpc_pid)
+    bare = peers.grpc.health_latencies(500)
+    samples["bare_us"].append((process_cpu_seconds(peers.grpc_pid) - cpu_before) / len(bare) * 1e6)
+    samples["bare_p50"].append(percentile(bare, 0.50) * 1000)
+    samples["bare_p99"].append(percentile(bare, 0.99) * 1000)
+    samples["transit"].append(transit_encrypt(peers.transit, values, clients))
 
 
 def start_bench_vault(stack: TemporaryStack) -> int:
@@ -283,6 +322,8 @@ def run(values_per_round: int, rounds: int, clients: int, huge_pages: bool = Tru
         "detokenize_single_p99_ms": (median["p99"], "ms"),
         "grpc_health_check_p50_ms": (median["health_p50"], "ms"),
         "grpc_health_check_p99_ms": (median["health_p99"], "ms"),
+        "bare_grpc_health_check_p50_ms": (median["bare_p50"], "ms"),
+        "bare_grpc_health_check_p99_ms": (median["bare_p99"], "ms"),
         "openbao_transit_convergent_batch_per_s": (median["transit"], "items/s"),
         "ratio_tokenize_new_vs_transit": (median["new"] / median["transit"], "x"),
         "ratio_tokenize_repeated_vs_transit": (median["repeated"] / median["transit"], "x"),
@@ -291,6 +332,7 @@ def run(values_per_round: int, rounds: int, clients: int, huge_pages: bool = Tru
         "vault_cpu_us_per_single_detokenize": (median["single_vault_us"], "us"),
         "postgres_cpu_us_per_single_detokenize": (median["single_db_us"], "us"),
         "vault_cpu_us_per_health_check": (median["health_vault_us"], "us"),
+        "bare_grpc_cpu_us_per_health_check": (median["bare_us"], "us"),
     }
 
 
