@@ -384,3 +384,51 @@ def _replicas_and_a_forged_count(own_database: dict[str, str], vault: RunningVau
     # signing the planted number.
     with pytest.raises(StorageError, match=r"CheckViolation"):
         upkeeps[0].run_once()
+
+
+def test_a_reveal_whose_audit_row_the_database_dropped_is_not_revealed(
+    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+) -> None:
+    # "Written before anything is returned: no audit row, no reveal." The database owner adds a
+    # rule that turns every insert into vault.audit_log into nothing: the service's append
+    # succeeds (INSERT 0 0), the analyst gets the value, and nothing is ever written to anchor.
+    # With the rule dropped again, the chain and its checkpoints are untouched: audit-verify
+    # reports the log intact. The service must check that its rows were stored (as it does for
+    # new tokens) and refuse the reveal otherwise.
+    vault, exported = anchored
+    _reveal_calls(own_database, vault, 2)
+    vault.wait_for_checkpoint()
+    ip = f"192.0.2.{uuid.uuid4().int % 250 + 1}"
+    channel = client_channel(own_database, vault.address, "etl-service")
+    token = (
+        vault_pb2_grpc.TokenVaultStub(channel)
+        .Tokenize(
+            vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=ip)]),
+            timeout=10,
+        )
+        .results[0]
+        .token
+    )
+    channel.close()
+    vault.wait_for_checkpoint()
+    with _as_owner(own_database) as conn:
+        conn.execute("CREATE RULE audit_dropped AS ON INSERT TO vault.audit_log DO INSTEAD NOTHING")
+    analyst_channel = client_channel(own_database, vault.address, "analyst")
+    revealed = 0
+    for n in range(3):
+        try:
+            response = vault_pb2_grpc.TokenVaultStub(analyst_channel).Detokenize(
+                vault_pb2.DetokenizeRequest(tokens=[token], purpose=f"UNSEEN-{n}"), timeout=10
+            )
+        except grpc.RpcError:
+            continue
+        revealed += sum(1 for r in response.results if r.HasField("value"))
+    analyst_channel.close()
+    with _as_owner(own_database) as conn:
+        conn.execute("DROP RULE audit_dropped ON vault.audit_log")
+        recorded = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose LIKE 'UNSEEN-%'").fetchone()
+    report = _verify(vault, exported)
+    assert revealed == 0 or recorded == (revealed,) or report.finding is not None, (
+        f"{revealed} value(s) were revealed with {recorded[0] if recorded else 0} audit row(s) stored,"
+        f" and audit-verify reports the log intact ({report.rows} rows, {report.checkpoints} checkpoints)"
+    )
