@@ -432,3 +432,33 @@ def test_a_reveal_whose_audit_row_the_database_dropped_is_not_revealed(
         f"{revealed} value(s) were revealed with {recorded[0] if recorded else 0} audit row(s) stored,"
         f" and audit-verify reports the log intact ({report.rows} rows, {report.checkpoints} checkpoints)"
     )
+
+
+@pytest.mark.parametrize(
+    "purpose",
+    [
+        "re 203:0:113:7",  # colons
+        "re 203|0|113|7",
+        "ip 203;0;113;7",
+        "re 203+0+113+7",
+        "re 203\u00b70\u00b7113\u00b77",  # middle dots
+        "re 203\u30020\u3002113\u30027",  # ideographic full stops (NFKC keeps them)
+        "ip=203\\0\\113\\7",
+        "device 593:47:5928",
+        "device 593|47|5928",
+    ],
+)
+def test_a_purpose_carrying_an_address_in_other_spellings_is_refused_and_not_stored(
+    stack_env: dict[str, str], stub_for: StubFor, purpose: str
+) -> None:
+    # docs/threat-model.md: "a purpose carrying an IP in any spelling ... is refused and not
+    # stored" (the log is append-only: erasure never reaches it). Each of these reads as the
+    # address or identifier to anyone, and is stored as given.
+    with pytest.raises(grpc.RpcError) as refused:
+        stub_for("analyst").Detokenize(
+            vault_pb2.DetokenizeRequest(tokens=["ip_" + "Q" * 22], purpose=purpose), timeout=10
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        stored = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose = %s", (purpose,)).fetchone()
+    assert stored == (0,)
