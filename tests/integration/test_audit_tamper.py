@@ -386,12 +386,28 @@ def _replicas_and_a_forged_count(own_database: dict[str, str], vault: RunningVau
         upkeeps[0].run_once()
 
 
+_DROP_AUDIT_ROWS = {
+    "rule": (
+        "CREATE RULE audit_dropped AS ON INSERT TO vault.audit_log DO INSTEAD NOTHING",
+        "DROP RULE audit_dropped ON vault.audit_log",
+    ),
+    "trigger": (
+        "CREATE FUNCTION public.audit_dropped() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;"
+        " CREATE TRIGGER audit_dropped BEFORE INSERT ON vault.audit_log"
+        " FOR EACH ROW EXECUTE FUNCTION public.audit_dropped()",
+        "DROP TRIGGER audit_dropped ON vault.audit_log; DROP FUNCTION public.audit_dropped()",
+    ),
+}
+
+
+@pytest.mark.parametrize("dropped_by", sorted(_DROP_AUDIT_ROWS))
 def test_a_reveal_whose_audit_row_the_database_dropped_is_not_revealed(
-    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+    own_database: dict[str, str], anchored: tuple[RunningVault, Path], dropped_by: str
 ) -> None:
     # "Written before anything is returned: no audit row, no reveal." The database owner adds a
-    # rule that turns every insert into vault.audit_log into nothing: the service's append
-    # succeeds (INSERT 0 0), the analyst gets the value, and nothing is ever written to anchor.
+    # rule (or a BEFORE trigger returning NULL) that turns every insert into vault.audit_log into
+    # nothing: the service's append succeeds (INSERT 0 0), the analyst gets the value, and
+    # nothing is ever written to anchor.
     # With the rule dropped again, the chain and its checkpoints are untouched: audit-verify
     # reports the log intact. The service must check that its rows were stored (as it does for
     # new tokens) and refuse the reveal otherwise.
@@ -411,8 +427,9 @@ def test_a_reveal_whose_audit_row_the_database_dropped_is_not_revealed(
     )
     channel.close()
     vault.wait_for_checkpoint()
+    create, drop = _DROP_AUDIT_ROWS[dropped_by]
     with _as_owner(own_database) as conn:
-        conn.execute("CREATE RULE audit_dropped AS ON INSERT TO vault.audit_log DO INSTEAD NOTHING")
+        conn.execute(create)
     analyst_channel = client_channel(own_database, vault.address, "analyst")
     revealed = 0
     for n in range(3):
@@ -425,7 +442,7 @@ def test_a_reveal_whose_audit_row_the_database_dropped_is_not_revealed(
         revealed += sum(1 for r in response.results if r.HasField("value"))
     analyst_channel.close()
     with _as_owner(own_database) as conn:
-        conn.execute("DROP RULE audit_dropped ON vault.audit_log")
+        conn.execute(drop)
         recorded = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose LIKE 'UNSEEN-%'").fetchone()
     report = _verify(vault, exported)
     assert revealed == 0 or recorded == (revealed,) or report.finding is not None, (

@@ -7,6 +7,10 @@ the event's fields, so an append is one statement and needs no cached tail.
 Appends from concurrent calls are grouped (group commit): while one is being written, those
 arriving wait, then go together in one statement (one disk flush for many calls). Each caller
 returns only once its own row is committed; a failed write fails every call in its group.
+
+An append returns the ids of the rows it stored and is refused unless there is one per event:
+a rule or trigger the database owner adds to drop audit rows (`DO INSTEAD NOTHING`, a BEFORE
+trigger returning NULL) would otherwise let reveals through with no row to show for them.
 """
 
 from __future__ import annotations
@@ -35,13 +39,14 @@ _APPEND = PreparedStatement(
     # [lo:hi] (C-speed), so a group of events stays one statement however many tokens each revealed.
     " SELECT u.c, u.s, u.f, u.a, u.p, u.t, u.n, u.o, CASE WHEN u.hi >= u.lo THEN ($1::bytea[])[u.lo:u.hi] END"
     " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[],"
-    " $10::int[], $11::int[]) AS u(c, s, f, a, p, t, n, o, lo, hi)",
+    " $10::int[], $11::int[]) AS u(c, s, f, a, p, t, n, o, lo, hi)"
+    " RETURNING id",
 )
 """Run by libpq as a prepared statement (see prepared.py): every Detokenize call waits for it."""
 _APPEND_ONE = PreparedStatement(
     "audit_append_one",
     "INSERT INTO vault.audit_log (client, client_serial, client_cert_sha256, action, purpose, token_types,"
-    " item_count, outcome, revealed) VALUES ($1, $2, $3, $4, $5, $6, $7::int, $8, $9::bytea[])",
+    " item_count, outcome, revealed) VALUES ($1, $2, $3, $4, $5, $6, $7::int, $8, $9::bytea[]) RETURNING id",
 )
 """A group of one event (a lone caller): no arrays to build in Python or to unnest in Postgres."""
 _HEAD = (
@@ -71,6 +76,20 @@ def _record(row: tuple) -> AuditRecord:  # type: ignore[type-arg]
     return AuditRecord(row[0], row[1], event, bytes(row[8]), bytes(row[9]), row[10])
 
 
+class AuditRowsDropped(Exception):
+    """The database stored fewer audit rows than an append wrote."""
+
+    def __init__(self, written: int, stored: int) -> None:
+        super().__init__(f"{stored} of {written} audit rows stored")
+        self.written = written
+        self.stored = stored
+
+
+def _check_stored(written: int, stored: Sequence[tuple[object, ...]]) -> None:
+    if len(stored) != written:
+        raise AuditRowsDropped(written, len(stored))
+
+
 class PostgresAuditLog:
     """The append-only audit log, its signed checkpoints, and the who-saw query."""
 
@@ -84,6 +103,15 @@ class PostgresAuditLog:
         """Write one chained record durably; raise AuditUnavailable if it could not be committed."""
         try:
             self._committer.submit(event)
+        except AuditRowsDropped as dropped:
+            log.error(
+                "audit append stored fewer rows than it wrote: something in the database drops audit rows"
+                " (a rule or trigger on vault.audit_log?); the calls were refused",
+                extra={"written": dropped.written, "stored": dropped.stored},
+            )
+            raise AuditUnavailable(
+                "the audit log did not store this call's record, so the call was refused; tell the security team"
+            ) from None
         except psycopg.Error as error:
             # The database's message can quote the failing row (purpose): log its class and
             # SQLSTATE only, and give the caller a message of our own.
@@ -94,7 +122,7 @@ class PostgresAuditLog:
         if len(events) == 1:
             (event,) = events
             with self._pool.connection() as conn:
-                _APPEND_ONE.run(
+                stored = _APPEND_ONE.rows(
                     conn,
                     (
                         event.client,
@@ -108,6 +136,7 @@ class PostgresAuditLog:
                         bytea_array(event.revealed) if event.revealed else None,
                     ),
                 )
+            _check_stored(1, stored)
             return
         flat: list[bytes] = []
         lows, highs = [], []
@@ -116,7 +145,7 @@ class PostgresAuditLog:
             flat.extend(event.revealed)
             highs.append(len(flat))
         with self._pool.connection() as conn:
-            _APPEND.run(
+            stored = _APPEND.rows(
                 conn,
                 (
                     bytea_array(flat) if flat else None,
@@ -132,6 +161,7 @@ class PostgresAuditLog:
                     int_array(highs),
                 ),
             )
+        _check_stored(len(events), stored)
 
     @translated
     def records(self, after_id: int = 0) -> list[AuditRecord]:
