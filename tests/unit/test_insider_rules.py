@@ -23,7 +23,15 @@ from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 
 
 @pytest.mark.parametrize(
-    "purpose", ["INC-4821", "GDPR-2026-0042", "fraud case 77 / ticket SEC-1290", "CASE-2026-000123"]
+    "purpose",
+    [
+        "INC-4821",
+        "GDPR-2026-0042",
+        "fraud case 77 / ticket SEC-1290",
+        "CASE-2026-000123",
+        "SEC-1290: chargeback review, 2026-12-03",
+        "DSAR 2026/118 (step 2 of 3)",
+    ],
 )
 def test_case_references_are_good_purposes(purpose: str) -> None:
     check_purpose(purpose)
@@ -53,6 +61,17 @@ def test_case_references_are_good_purposes(purpose: str) -> None:
         ("see ip_DtiBLMYRsX_iBcgl FQa_Mg", "token"),
         ("see IP_" + "A" * 22, "token"),
         ("mac aabb.ccdd.eeff", "hardware"),
+        # ... and the second round: any separator that is neither a letter nor a digit.
+        ("re 203:0:113:7", "IP address"),
+        ("re 203|0|113|7", "IP address"),
+        ("re 203;0;113;7", "IP address"),
+        ("re 203+0+113+7", "IP address"),
+        ("re 203\u00b70\u00b7113\u00b77", "IP address"),
+        ("re 203\u30020\u3002113\u30027", "IP address"),
+        ("ip=203\\0\\113\\7", "IP address"),
+        ("re 203 -> 0 -> 113 -> 7", "IP address"),
+        ("device 593:47:5928", "identifier-like"),
+        ("device 593|47|5928", "identifier-like"),
         ("", "required"),
         ("x" * 513, "longer"),
     ],

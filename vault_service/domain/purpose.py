@@ -20,8 +20,11 @@ MAX_PURPOSE_LENGTH = 512
 _TOKEN = re.compile(
     r"(?i)(?<![a-z0-9])(?:" + "|".join(t.prefix for t in TokenType) + r")_[A-Za-z0-9_-]{6,}"
 )  # a token, or the start of one (a token split by a space still names it)
-_SEP = r"\s*[.\-_,/\s]\s*"
-_IPV4_LIKE = re.compile(r"(?<!\d)\d{1,3}(?:" + _SEP + r"\d{1,3}){3}(?!\d)")  # 203.000.113.007, 203-0-113-7
+_SEP = r"(?:\s*(?:[^\w\s]|_){1,3}\s*|\s+)"
+"""Between the groups of a number: blanks, or up to three of any character that is neither a
+letter nor a digit (dots, dashes, colons, bars, semicolons, middle dots, ideographic full stops,
+backslashes ...). A closed list of separators let other spellings of an address through."""
+_IPV4_LIKE = re.compile(r"(?<!\d)\d{1,3}(?:" + _SEP + r"\d{1,3}){3}(?!\d)")  # 203.000.113.007, 203|0|113|7
 _IPV6_CANDIDATE = re.compile(r"[0-9A-Fa-f:.%]*:[0-9A-Fa-f:.%]*:[0-9A-Fa-f:.%]*")
 _IPV6_DASHED = re.compile(r"(?i)[0-9a-f]{1,4}(?:-{1,2}[0-9a-f]{0,4}){2,7}")  # 2001-db8--1 (ipv6-literal form)
 _HEX_INT = re.compile(r"(?i)0x[0-9a-f]{6,}")  # an address written as one hex number
