@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 
 from devstack.hugepages import pages_needed, release, reserve
+from devstack.planted_links import write_in_foreign_dir
 from devstack.procs import StackError, free_port
 from tokenvault_common.migrations import migrate, set_role_passwords
 
@@ -127,11 +128,7 @@ def start_postgres(state_dir: Path, huge_pages: bool = False) -> Postgres:
     data_dir = parent / "data"
     admin_password = secrets.token_urlsafe(18)
     pwfile = parent / "admin-password"
-    pwfile.write_text(admin_password)
-    if run_as:
-        account = pwd.getpwnam(run_as)
-        os.chown(pwfile, account.pw_uid, account.pw_gid)
-    pwfile.chmod(0o600)
+    write_in_foreign_dir(pwfile, admin_password, new=True, owner=run_as)  # `parent` is run_as's already
     _run(
         [
             str(bindir / "initdb"),
@@ -197,13 +194,9 @@ def _prepare(
 
 def include_settings(data_dir: Path, run_as: str | None) -> None:
     """Copy the vault's measured settings (deploy/postgres/tokenvault.conf) into the cluster and include them."""
-    target = data_dir / SETTINGS_FILE.name
-    shutil.copyfile(SETTINGS_FILE, target)
-    if run_as:
-        account = pwd.getpwnam(run_as)
-        os.chown(target, account.pw_uid, account.pw_gid)
-    with (data_dir / "postgresql.conf").open("a") as conf:
-        conf.write(f"\ninclude '{SETTINGS_FILE.name}'\n")
+    # The data directory is the postgres OS user's: nothing root writes there may follow a link.
+    write_in_foreign_dir(data_dir / SETTINGS_FILE.name, SETTINGS_FILE.read_text(), owner=run_as)
+    write_in_foreign_dir(data_dir / "postgresql.conf", f"\ninclude '{SETTINGS_FILE.name}'\n", append=True)
 
 
 def postmaster_pid(data_dir: Path) -> int:

@@ -23,6 +23,7 @@ import pytest
 from psycopg import sql
 
 from devstack.postgres import SETTINGS_FILE, include_settings
+from devstack.procs import StackError
 
 
 @pytest.fixture
@@ -34,8 +35,9 @@ def host_dir() -> Iterator[Path]:
     shutil.rmtree(directory)
 
 
+@pytest.mark.parametrize("planted_at", [SETTINGS_FILE.name, "postgresql.conf"])
 def test_a_link_planted_by_the_postgres_user_does_not_make_root_overwrite_or_give_away_a_host_file(
-    stack_env: dict[str, str], host_dir: Path
+    stack_env: dict[str, str], host_dir: Path, planted_at: str
 ) -> None:
     # A file only root may change, standing for /etc/shadow or root's authorized_keys.
     victim = host_dir / "root-only.conf"
@@ -45,18 +47,20 @@ def test_a_link_planted_by_the_postgres_user_does_not_make_root_overwrite_or_giv
     postgres = pwd.getpwnam("postgres")
     data_dir = host_dir / "data"
     data_dir.mkdir(mode=0o700)
-    (data_dir / "postgresql.conf").write_text("# initdb's settings\n")
-    for path in (data_dir, data_dir / "postgresql.conf"):
-        os.chown(path, postgres.pw_uid, postgres.pw_gid)
+    if planted_at != "postgresql.conf":
+        (data_dir / "postgresql.conf").write_text("# initdb's settings\n")
+        os.chown(data_dir / "postgresql.conf", postgres.pw_uid, postgres.pw_gid)
+    os.chown(data_dir, postgres.pw_uid, postgres.pw_gid)
     # A database superuser (the database owner of the session's stack) runs a command as the
     # postgres OS user and plants the link where root is about to copy the shipped settings.
-    link = data_dir / SETTINGS_FILE.name
+    link = data_dir / planted_at
     command = f"ln -s {shlex.quote(str(victim))} {shlex.quote(str(link))}"
     with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
         conn.execute(f"COPY (SELECT 1) TO PROGRAM {sql.quote(command)}")
     assert link.is_symlink()
 
-    include_settings(data_dir, "postgres")  # what start_postgres does as root after initdb
+    with pytest.raises(StackError, match="refusing to write"):  # loudly: the stack does not start
+        include_settings(data_dir, "postgres")  # what start_postgres does as root after initdb
 
     owner = victim.stat()
     assert victim.read_text() == "root's own content\n", "root wrote the cluster's settings into the linked file"
