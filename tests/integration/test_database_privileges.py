@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 
+from devstack.postgres import ANALYST_CONNECTION_LIMIT
 from tokenvault_common.migrations import migrate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,6 +34,22 @@ def test_analyst_role_reads_user_logins_but_not_the_vault(stack_env: dict[str, s
         conn.execute("SELECT count(*) FROM user_logins")
         with pytest.raises(errors.InsufficientPrivilege):
             conn.execute("SELECT * FROM vault.tokens")
+
+
+def test_analysts_cannot_take_the_connection_slots_the_services_need(stack_env: dict[str, str]) -> None:
+    # With max_connections at 100, a person's script opening connections in a loop would
+    # otherwise leave the vault's pool none to grow into.
+    opened: list[psycopg.Connection] = []
+    try:
+        with pytest.raises(psycopg.OperationalError, match="too many connections for role"):
+            for _ in range(ANALYST_CONNECTION_LIMIT + 1):
+                opened.append(psycopg.connect(stack_env["PG_ANALYST_DSN"]))
+        assert len(opened) <= ANALYST_CONNECTION_LIMIT
+        with psycopg.connect(stack_env["PG_VAULT_DSN"]) as vault:  # the service still gets in
+            vault.execute("SELECT 1")
+    finally:
+        for conn in opened:
+            conn.close()
 
 
 @pytest.mark.parametrize(
