@@ -479,3 +479,43 @@ def test_a_purpose_carrying_an_address_in_other_spellings_is_refused_and_not_sto
     with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
         stored = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose = %s", (purpose,)).fetchone()
     assert stored == (0,)
+
+
+def test_a_rewritten_anchored_row_stays_caught_after_the_service_signs_the_rewritten_chain(
+    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+) -> None:
+    # The owner rewrites an anchored row (every later hash recomputed, as above) and deletes the
+    # checkpoints that vouch for it, then waits: the service signs its next checkpoint over the
+    # rewritten chain (its count holds: no row is missing), stores it and exports it. The
+    # exported copy still holds the checkpoints signed over the original rows, which no longer
+    # match them; audit-verify compares only the newest exported one with the database's.
+    vault, exported = anchored
+    _reveal_calls(own_database, vault, 3)
+    vault.wait_for_checkpoint()
+    first_anchor = vault.wired.audit.last_checkpoint_head()
+    _reveal_calls(own_database, vault, 3)
+    vault.wait_for_checkpoint()
+    target = next(i for i in _ids(own_database) if i > first_anchor)  # anchored by the second checkpoint
+    with _as_owner(own_database) as conn:
+        conn.execute("UPDATE vault.audit_log SET purpose = 'nothing to see' WHERE id = %s", (target,))
+        for row_id in [i for i in _ids(own_database) if i >= target]:
+            conn.execute(
+                "UPDATE vault.audit_log a SET"
+                " prev_hash = coalesce((SELECT b.row_hash FROM vault.audit_log b WHERE b.id < a.id"
+                "   ORDER BY b.id DESC LIMIT 1), prev_hash),"
+                " row_hash = vault.audit_row_hash(coalesce((SELECT b.row_hash FROM vault.audit_log b"
+                "   WHERE b.id < a.id ORDER BY b.id DESC LIMIT 1), prev_hash), a.id, a.at, a.client,"
+                "   a.client_serial, a.client_cert_sha256, a.action, a.purpose, a.token_types, a.item_count,"
+                "   a.outcome, a.revealed)"
+                " WHERE a.id = %s",
+                (row_id,),
+            )
+        conn.execute("DELETE FROM vault.audit_checkpoints WHERE head_id >= %s", (target,))
+    _reveal_calls(own_database, vault, 1)  # the service goes on; its next checkpoint covers the rewrite
+    vault.wait_for_checkpoint()
+    report = _verify(vault, exported)
+    assert report.finding is not None, (
+        f"row {target} was rewritten after it was anchored, and audit-verify with the exported copy"
+        f" reports the log intact ({report.rows} rows, {report.checkpoints} checkpoints)"
+    )
+    assert report.finding.first_row is not None and report.finding.first_row <= target
