@@ -156,7 +156,7 @@ def _checkpoint(records: list[AuditRecord], upto: int) -> Checkpoint:
 def test_a_log_matching_its_checkpoints_and_exported_copy_verifies() -> None:
     records = _log(6)
     checkpoints = [_checkpoint(records, 3), _checkpoint(records, 6)]
-    assert verify_log(records, checkpoints, checkpoints[-1], _valid) is None
+    assert verify_log(records, checkpoints, checkpoints, _valid) is None
 
 
 def test_a_recomputed_rewrite_is_caught_at_the_first_row_after_the_last_good_checkpoint() -> None:
@@ -168,7 +168,7 @@ def test_a_recomputed_rewrite_is_caught_at_the_first_row_after_the_last_good_che
         row_hash = chain_hash_v2(prev, r.record_id, r.at, event)
         forged.append(AuditRecord(r.record_id, r.at, event, prev, row_hash))
         prev = row_hash
-    finding = verify_log(forged, checkpoints, checkpoints[-1], _valid)
+    finding = verify_log(forged, checkpoints, checkpoints, _valid)
     assert finding is not None and finding.first_row == 4
     assert "signed checkpoint" in finding.reason
 
@@ -177,10 +177,10 @@ def test_a_bad_signature_a_backdated_row_and_a_lost_exported_checkpoint_are_each
     records = _log(4)
     good = _checkpoint(records, 4)
     bad = dataclasses.replace(good, signature="sig:00")
-    assert verify_log(records, [bad], None, _valid) is not None
+    assert verify_log(records, [bad], [], _valid) is not None
     backdated = [*records[:3], dataclasses.replace(records[3], at=records[0].at)]
-    assert verify_log(backdated, [], None, _valid) is not None
-    finding = verify_log(records[:2], [_checkpoint(records, 2)], good, _valid)
+    assert verify_log(backdated, [], [], _valid) is not None
+    finding = verify_log(records[:2], [_checkpoint(records, 2)], [good], _valid)
     assert finding is not None and "no longer has" in finding.reason
 
 
@@ -198,3 +198,54 @@ def test_exported_checkpoints_are_read_from_the_checkpoint_file_or_the_service_l
     assert read_exported(log_file) == [checkpoint] == read_exported(plain)
     with pytest.raises(FileNotFoundError):
         read_exported(tmp_path / "missing.jsonl")
+
+
+def _rechained(records: list[AuditRecord], purpose_of: dict[int, str] | None = None) -> list[AuditRecord]:
+    """`records` as the database owner leaves them: purposes rewritten, every hash recomputed."""
+    out, prev = [], GENESIS_HASH
+    for r in records:
+        event = dataclasses.replace(r.event, purpose=(purpose_of or {}).get(r.record_id, r.event.purpose))
+        row_hash = chain_hash_v2(prev, r.record_id, r.at, event)
+        out.append(AuditRecord(r.record_id, r.at, event, prev, row_hash))
+        prev = row_hash
+    return out
+
+
+def test_an_older_exported_checkpoint_catches_a_rewrite_after_the_service_signed_the_rewritten_chain() -> None:
+    records = _log(6)
+    exported = [_checkpoint(records, 2), _checkpoint(records, 4)]
+    forged = _rechained(records, {3: "nothing to see"})
+    # The owner deletes the database's checkpoint at 4; the service then signs the rewritten head.
+    stored = [exported[0], _checkpoint(forged, 6)]
+    exported.append(stored[-1])
+    assert verify_log(forged, stored, [], _valid) is None  # the database alone is consistent again
+    finding = verify_log(forged, stored, exported, _valid)
+    assert finding is not None and finding.first_row == 3
+    assert "no longer has" in finding.reason and "no longer match" in finding.reason
+
+
+def test_rows_deleted_in_the_middle_before_a_restart_are_caught_by_the_older_exported_checkpoints() -> None:
+    # After a restart the service counts every row afresh, so its count agrees with a log the
+    # owner shortened in the middle (and rechained); only the checkpoints signed before say otherwise.
+    records = _log(6)
+    exported = [_checkpoint(records, 2), _checkpoint(records, 4)]
+    shortened = _rechained([r for r in records if r.record_id != 3])
+    head = ChainHead(6, shortened[-1].row_hash, 5, shortened[-1].at)  # 5 rows: the count holds
+    resigned = Checkpoint(head, "k", _sign(head.message()))
+    stored = [exported[0], resigned]
+    assert verify_log(shortened, stored, [], _valid) is None
+    finding = verify_log(shortened, stored, [*exported, resigned], _valid)
+    assert finding is not None and finding.first_row == 4
+
+
+def test_an_exported_checkpoint_the_database_lacks_but_the_rows_match_proves_them() -> None:
+    # Exported while the database refused checkpoints (one planted ahead): not stored, still true.
+    records = _log(6)
+    stored = [_checkpoint(records, 2), _checkpoint(records, 6)]
+    assert verify_log(records, stored, [_checkpoint(records, 2), _checkpoint(records, 4), stored[1]], _valid) is None
+    forged_copy = dataclasses.replace(_checkpoint(records, 4), signature="sig:00")
+    finding = verify_log(records, stored, [forged_copy], _valid)
+    assert finding is not None and "bad signature" in finding.reason and finding.first_row == 3
+    replaced = dataclasses.replace(_checkpoint(records, 6), key_name="other")
+    finding = verify_log(records, stored, [replaced], _valid)
+    assert finding is not None and "differs from its exported copy" in finding.reason

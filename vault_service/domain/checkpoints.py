@@ -11,7 +11,7 @@ window is the checkpoint interval.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -79,46 +79,77 @@ SignatureCheck = Callable[[bytes, str], bool]
 def verify_log(
     records: Sequence[AuditRecord],
     checkpoints: Sequence[Checkpoint],
-    exported_newest: Checkpoint | None,
+    exported: Sequence[Checkpoint],
     signature_valid: SignatureCheck,
 ) -> Finding | None:
     """What is wrong with the log, or None when everything holds.
 
-    Checks the chain, every checkpoint's signature, every row against the checkpoints, and the
-    newest checkpoint against the exported copy.
+    Checks the chain, then every checkpoint, the database's and the exported copy's alike, in
+    the order of the rows they vouch for: its signature, the row at its head (that hash, and
+    exactly `row_count` rows up to it), and that the database still holds the newest exported
+    one as exported. Checking the older exported checkpoints too matters: the service goes on
+    signing whatever chain it finds, so after a rewrite (checkpoints deleted, hashes recomputed)
+    only the checkpoints signed before it still contradict the rows.
+
+    One pass: rows are looked up by id, and an exported checkpoint identical to the database's
+    copy is the same evidence (checked once).
     """
     broken = first_broken_record(records)
     if broken is not None:
         return Finding(broken, "the hash chain breaks here (row changed, removed, reordered or backdated)")
     by_id = {r.record_id: (position, r) for position, r in enumerate(records, start=1)}
+    stored = {c.head.head_id: c for c in checkpoints}
+    newest_stored = checkpoints[-1].head.head_id if checkpoints else 0
+    only_exported = {(c.head.head_id, c.signature): c for c in exported if stored.get(c.head.head_id) != c}
+    evidence = [(c.head.head_id, False, c) for c in checkpoints]
+    evidence += [(c.head.head_id, True, c) for c in only_exported.values()]
     anchored_to = 0  # id of the newest row a valid checkpoint vouches for
-    for checkpoint in checkpoints:
-        head = checkpoint.head
-        if not signature_valid(head.message(), checkpoint.signature):
-            return Finding(_first_after(records, anchored_to), f"checkpoint at row {head.head_id} has a bad signature")
-        found = by_id.get(head.head_id)
-        if found is None or found[1].row_hash != head.head_hash or found[0] != head.row_count:
-            return Finding(
-                _first_after(records, anchored_to),
-                f"rows up to {head.head_id} no longer match the signed checkpoint of {_when(head)}"
-                " (rewritten, recomputed, inserted or deleted)",
-            )
-        anchored_to = head.head_id
-    if exported_newest is not None:
-        newest = checkpoints[-1] if checkpoints else None
-        if newest is None or newest.head.head_id < exported_newest.head.head_id:
-            return Finding(
-                _first_after(records, anchored_to),
-                f"the exported copy holds a checkpoint at row {exported_newest.head.head_id}"
-                f" ({_when(exported_newest.head)}) that the database no longer has: rows or checkpoints were deleted",
-            )
-        same = next((c for c in checkpoints if c.head.head_id == exported_newest.head.head_id), None)
-        if same is None or same != exported_newest:
-            return Finding(
-                _first_after(records, anchored_to),
-                f"the checkpoint at row {exported_newest.head.head_id} differs from its exported copy",
-            )
+    for head_id, from_copy, checkpoint in sorted(evidence, key=lambda e: (e[0], e[1])):
+        problem = _contradiction(checkpoint, by_id, signature_valid)
+        if from_copy:
+            problem = _against_the_database(checkpoint, stored.get(head_id), newest_stored, problem)
+        if problem is not None:
+            return Finding(_first_after(records, anchored_to), problem)
+        anchored_to = max(anchored_to, head_id)
     return None
+
+
+def _contradiction(
+    checkpoint: Checkpoint, by_id: Mapping[int, tuple[int, AuditRecord]], signature_valid: SignatureCheck
+) -> str | None:
+    """Why `checkpoint` does not vouch for the rows (None: it does)."""
+    head = checkpoint.head
+    if not signature_valid(head.message(), checkpoint.signature):
+        return f"checkpoint at row {head.head_id} has a bad signature"
+    found = by_id.get(head.head_id)
+    if found is None or found[1].row_hash != head.head_hash or found[0] != head.row_count:
+        return (
+            f"rows up to {head.head_id} no longer match the signed checkpoint of {_when(head)}"
+            " (rewritten, recomputed, inserted or deleted)"
+        )
+    return None
+
+
+def _against_the_database(
+    copy: Checkpoint, stored: Checkpoint | None, newest_stored: int, problem: str | None
+) -> str | None:
+    """Why an exported checkpoint that the database does not hold as exported is a finding (None: it is not).
+
+    One the database holds differently was replaced. One it lacks is a finding when the rows
+    contradict it, or when it is newer than every stored checkpoint (the newest rows and their
+    checkpoints deleted). An older one it lacks that still matches the rows proves them: the
+    service exports without storing while the database's checkpoints are impossible (see
+    audit_upkeep).
+    """
+    head = copy.head
+    if stored is not None:
+        return f"the checkpoint at row {head.head_id} differs from its exported copy"
+    if problem is None and head.head_id <= newest_stored:
+        return None
+    return (
+        f"the exported copy holds a checkpoint at row {head.head_id} ({_when(head)}) that the database no longer"
+        f" has: rows or checkpoints were deleted{'; ' + problem if problem else ''}"
+    )
 
 
 def unanchored_rows(records: Sequence[AuditRecord], checkpoints: Sequence[Checkpoint]) -> int:

@@ -60,7 +60,7 @@ class AuditReport:
 def verify_audit(
     store: AuditReader, public_keys: Mapping[int, str], check: SignatureCheck, exported: Path | None
 ) -> AuditReport:
-    """Verify the chain, every checkpoint and, with `exported`, the newest exported checkpoint.
+    """Verify the chain, every checkpoint in the database and, with `exported`, every exported one.
 
     The service may append and checkpoint while this reads, so the reads go from the newest
     evidence back: the exported copy, then the database's checkpoints, then the rows. A checkpoint
@@ -68,15 +68,10 @@ def verify_audit(
     checkpoint read vouches for rows the later read sees. Read the other way round, a checkpoint
     made in between named rows the earlier read missed: a false "TAMPERED".
     """
-    exported_newest = None
-    if exported is not None:
-        copies = read_exported(exported)
-        exported_newest = max(copies, key=lambda c: c.head.head_id) if copies else None
+    copies = read_exported(exported) if exported is not None else []
     checkpoints = store.checkpoints()
     records = store.records()
-    finding = verify_log(
-        records, checkpoints, exported_newest, lambda data, signature: check(public_keys, data, signature)
-    )
+    finding = verify_log(records, checkpoints, copies, lambda data, signature: check(public_keys, data, signature))
     return AuditReport(len(records), len(checkpoints), unanchored_rows(records, checkpoints), finding)
 
 
