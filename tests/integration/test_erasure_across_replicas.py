@@ -40,6 +40,18 @@ def _erase(env: dict[str, str], address: str, token: str, outcome: list[bool]) -
         channel.close()
 
 
+def _wait_until_blocked(env: dict[str, str]) -> None:
+    deadline = time.monotonic() + 10
+    with psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True) as conn:
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'tokenvault_vault' AND wait_event_type = 'Lock'"
+            " AND query LIKE '%erase_tokens%'"
+        )
+        while conn.execute(waiting).fetchone() != (1,):
+            assert time.monotonic() < deadline, "the erasure of A never reached the row lock"
+            time.sleep(0.05)
+
+
 def test_an_erasure_that_commits_after_a_later_one_still_clears_the_other_replicas_caches(
     stack_env: dict[str, str],
 ) -> None:
@@ -57,7 +69,7 @@ def test_an_erasure_that_commits_after_a_later_one_still_clears_the_other_replic
             erased_a: list[bool] = []
             slow = threading.Thread(target=_erase, args=(stack_env, erasing.address, token_a, erased_a))
             slow.start()
-            time.sleep(0.5)
+            _wait_until_blocked(stack_env)  # A's erasure has begun (its erased_at is fixed) and waits
             erased_b: list[bool] = []
             _erase(stack_env, erasing.address, token_b, erased_b)
             time.sleep(2 * CHECK_SECONDS + 0.5)  # the serving replica sees B's erasure and clears its cache
