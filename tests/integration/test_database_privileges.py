@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
         "SELECT * FROM vault.tokens",
         "SELECT * FROM vault.data_keys",
         "SELECT * FROM vault.audit_log",
+        "SELECT * FROM vault.erasure_count",
         "INSERT INTO vault.audit_log (at, client, action, item_count, outcome, prev_hash, row_hash)"
         " VALUES (now(), 'x', 'x', 0, 'x', '', '')",
     ],
@@ -61,6 +62,10 @@ def test_analysts_cannot_take_the_connection_slots_the_services_need(stack_env: 
         "UPDATE vault.tokens SET token = 'x'",
         "UPDATE vault.tokens SET token_type = 'ip'",
         "UPDATE vault.data_keys SET purpose = 'encryption'",
+        # the erasure mark other replicas watch: held still, they would keep erased tokens cached
+        "UPDATE vault.erasure_count SET erasures = 0",
+        "DELETE FROM vault.erasure_count",
+        "SELECT * FROM vault.erasure_count FOR UPDATE",
         "SELECT * FROM user_logins",
         "CREATE TABLE vault.sneaky (x int)",
         # a chosen id (ahead of the sequence, later inserts would meet it) or erasure time

@@ -69,6 +69,9 @@ _FETCH_SQL = (
     f" CROSS JOIN LATERAL (SELECT {_ROW_COLUMNS} FROM vault.tokens WHERE token = w.token LIMIT 1) AS t"
 )
 _FETCH = PreparedStatement("fetch_tokens", _FETCH_SQL, binary_rows=True)
+# The erasure mark every replica reads each key-check interval: one row, bumped inside each
+# erasing transaction (migration 0014), never a read of vault.tokens.
+ERASURE_COUNT_SQL = "SELECT erasures FROM vault.erasure_count"
 
 
 _new_stored_token = cast(Callable[[type[StoredToken], tuple[object, ...]], StoredToken], tuple.__new__)
@@ -263,9 +266,14 @@ class PostgresTokenStore:
 
     @translated
     def last_erasure(self) -> object:
-        """Time of the newest erasure (None when nothing was ever erased)."""
+        """How many erasing statements have committed (vault.erasure_count, migration 0014).
+
+        A count, one row, bumped by a trigger inside each erasing transaction: it moves when
+        any erasure commits, also one that started before an erasure already seen (whose
+        erased_at, its start time, would not move a max(erased_at)).
+        """
         with self._pool.connection() as conn:
-            row = conn.execute("SELECT max(erased_at) FROM vault.tokens WHERE erased_at IS NOT NULL").fetchone()
+            row = conn.execute(ERASURE_COUNT_SQL).fetchone()
         return row[0] if row else None
 
     @translated
