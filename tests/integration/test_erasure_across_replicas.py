@@ -1,11 +1,13 @@
 """An erasure on one vault replica reaches the token caches of the others.
 
 Each replica caches value -> token; an erasure clears the cache of the replica that served it,
-and every other replica clears its own when its key maintainer sees the newest erasure time
-(`max(erased_at)`) change (README: "caches of other replicas drop within" the check interval).
-Until then it would hand out the erased token again for the same value, and the person's new
-events would be linked to the old ones (threat model #13: the value later gets a new,
-unlinkable token). Two real replicas on one database; the erasures are the privacy officer's.
+and every other replica clears its own when its key maintainer sees the erasure mark change
+(README: "caches of other replicas drop within" the check interval). Until then it would hand
+out the erased token again for the same value, and the person's new events would be linked to
+the old ones (threat model #13: the value later gets a new, unlinkable token). The mark was
+the newest erasure time, `max(erased_at)`, which an erasure committing after a later-started
+one never moves; since migration 0014 it is a count the erasing transaction increments. Two
+real replicas on one database; the erasures are the privacy officer's.
 """
 
 from __future__ import annotations
