@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,3 +148,26 @@ def create_stack_certificates(
     server = issue(authority, directory, "tokenvault-vault", server=True)
     clients = {name: issue(authority, directory, name) for name in CLIENTS}
     return authority, server, clients
+
+
+def write_revocation_list(authority: Authority, serials: Sequence[int], path: Path) -> None:
+    """A CRL signed by `authority` revoking `serials`, written to `path` in one step (rename).
+
+    What the vault reads from TOKENVAULT_TLS_CLIENT_CRL; production takes it from its CA (Vault
+    PKI publishes one at `pki/crl/pem`).
+    """
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(authority.cert.subject)
+        .last_update(now - datetime.timedelta(minutes=5))
+        .next_update(now + datetime.timedelta(days=7))
+    )
+    for serial in serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+        )
+    crl = builder.sign(authority.key, hashes.SHA256())
+    staged = path.with_name(path.name + ".new")
+    staged.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    staged.replace(path)

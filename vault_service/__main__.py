@@ -14,6 +14,7 @@ from psycopg_pool import PoolTimeout
 from tokenvault_common.env import ConfigError
 from tokenvault_common.logging_setup import configure_logging
 from tokenvault_common.runtime import tune_for_throughput
+from vault_service.adapters.client_crl import InvalidRevocationList
 from vault_service.adapters.transit import VaultStartupError
 from vault_service.bootstrap import bootstrap
 from vault_service.config import VaultServiceConfig
@@ -39,9 +40,19 @@ def main() -> int:
         print(f"vault_service: cannot start: {error}", file=sys.stderr)
         return 1
     credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
-    running = create_server(
-        wired.vault, config.grpc_address, credentials, config.tls_client_ca.read_bytes(), config.workers
-    )
+    try:
+        running = create_server(
+            wired.vault,
+            config.grpc_address,
+            credentials,
+            config.tls_client_ca.read_bytes(),
+            config.workers,
+            config.tls_client_crl,
+        )
+    except InvalidRevocationList as error:
+        wired.close()
+        print(f"vault_service: {error}", file=sys.stderr)
+        return 2
     maintainer = wired.maintainer(running.reporter, config.key_check_seconds)
     upkeep = wired.audit_upkeep(config.audit_checkpoint_seconds, config.audit_checkpoint_file)
     if config.metrics_port:

@@ -38,6 +38,9 @@ class VaultServiceConfig:
     """Server private key, PEM (TOKENVAULT_TLS_KEY)."""
     tls_client_ca: Path
     """CA that issues client certificates (TOKENVAULT_TLS_CLIENT_CA)."""
+    tls_client_crl: Path | None
+    """The client CA's revocation list, PEM (TOKENVAULT_TLS_CLIENT_CRL; unset: none). Re-read when
+    it changes; a certificate it lists is refused with UNAUTHENTICATED."""
     policy_file: Path
     """Access policy, TOML (TOKENVAULT_POLICY_FILE)."""
     metrics_port: int
@@ -81,6 +84,7 @@ class VaultServiceConfig:
             tls_cert=read.existing_file("TOKENVAULT_TLS_CERT") or Path(),
             tls_key=read.existing_file("TOKENVAULT_TLS_KEY") or Path(),
             tls_client_ca=read.existing_file("TOKENVAULT_TLS_CLIENT_CA") or Path(),
+            tls_client_crl=read.existing_file("TOKENVAULT_TLS_CLIENT_CRL", required=False),
             policy_file=read.existing_file("TOKENVAULT_POLICY_FILE") or Path(),
             metrics_port=read.integer("TOKENVAULT_METRICS_PORT", 0, 0, 65535),
             metrics_address=read.text("TOKENVAULT_METRICS_ADDRESS", "127.0.0.1"),

@@ -9,6 +9,7 @@ one common name of the form `[a-z0-9][a-z0-9-]*` (no control characters, no NUL,
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import NamedTuple
 
 from cryptography import x509
@@ -39,21 +40,27 @@ class Caller(NamedTuple):
 class IdentityVerifier:
     """Turns a peer certificate (PEM) into a Caller, or refuses it with the reason."""
 
-    def __init__(self, client_ca_pem: bytes) -> None:
+    def __init__(self, client_ca_pem: bytes, is_revoked: Callable[[str], bool] | None = None) -> None:
+        """`is_revoked(serial)`: whether the client CA revoked the certificate with this serial (hex)."""
         self._cas = x509.load_pem_x509_certificates(client_ca_pem)
+        self._is_revoked = is_revoked
         self._known: dict[bytes, Caller] = {}  # certificates seen before: one parse per client
 
     def caller(self, cert_pem: bytes | None) -> Caller:
         """The caller named by `cert_pem`; Unauthenticated when the certificate does not qualify."""
         if not cert_pem:
             raise Unauthenticated("no client certificate: connect with one issued by the vault's client CA")
-        known = self._known.get(cert_pem)
-        if known is not None:
-            return known
-        caller = self._verify(cert_pem)
-        if len(self._known) > 10_000:
-            self._known.clear()
-        self._known[cert_pem] = caller
+        caller = self._known.get(cert_pem)
+        if caller is None:
+            caller = self._verify(cert_pem)
+            if len(self._known) > 10_000:
+                self._known.clear()
+            self._known[cert_pem] = caller
+        if self._is_revoked is not None and self._is_revoked(caller.serial):
+            raise Unauthenticated(
+                f"the client certificate (serial {caller.serial}) was revoked by the client CA:"
+                " ask the security team for a new one"
+            )
         return caller
 
     def _verify(self, cert_pem: bytes) -> Caller:

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_common.health import ListingHealthServicer
+from vault_service.adapters.client_crl import RevocationList
 from vault_service.domain.identity import IdentityVerifier
 from vault_service.entrypoints.guard import HARD_MESSAGE_LIMIT, VaultGuard
 from vault_service.entrypoints.metrics import DEPENDENCY_UP
@@ -76,14 +78,19 @@ def create_server(
     credentials: grpc.ServerCredentials,
     client_ca: bytes,
     workers: int = 16,
+    client_crl: Path | None = None,
 ) -> VaultServer:
     """A server for `vault` bound to `address` (port 0 picks one), with health and reflection.
 
-    `client_ca` (PEM) is the CA that must have issued every client certificate directly.
+    `client_ca` (PEM) is the CA that must have issued every client certificate directly;
+    `client_crl`, its revocation list (PEM), read again whenever it changes. Raises
+    InvalidRevocationList when that file cannot be used.
     """
+    revocations = RevocationList(client_crl, x509.load_pem_x509_certificates(client_ca)) if client_crl else None
+    verifier = IdentityVerifier(client_ca, revocations.is_revoked if revocations else None)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-        interceptors=[VaultGuard(vault, IdentityVerifier(client_ca))],
+        interceptors=[VaultGuard(vault, verifier)],
         options=[
             ("grpc.max_receive_message_length", HARD_MESSAGE_LIMIT),
             ("grpc.max_send_message_length", HARD_MESSAGE_LIMIT),

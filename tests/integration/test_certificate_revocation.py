@@ -1,0 +1,84 @@
+"""A client certificate the CA revoked is refused, within seconds and without a restart.
+
+Without a revocation list a stolen certificate works until it expires (30 days in the stack);
+the only other way to stop it was to take its name out of the policy, which stops the person
+too. The vault reads the client CA's CRL (TOKENVAULT_TLS_CLIENT_CRL) and reads it again when
+it changes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from devstack import certs
+from tests.conftest import RunningVault, running_vault, stack_identity
+from tests.integration.test_vault_dependencies import start_service
+from tokenvault_client import ClientIdentity, TokenType, Unauthenticated, VaultClient
+
+
+@pytest.fixture
+def authority(stack_env: dict[str, str]) -> certs.Authority:
+    return certs.load_authority(Path(stack_env["STACK_DIR"]) / "certs")
+
+
+@pytest.fixture
+def crl(authority: certs.Authority, tmp_path: Path) -> Path:
+    path = tmp_path / "client-crl.pem"
+    certs.write_revocation_list(authority, [], path)
+    return path
+
+
+@pytest.fixture
+def crl_vault(stack_env: dict[str, str], crl: Path) -> Iterator[RunningVault]:
+    with running_vault(stack_env, TOKENVAULT_TLS_CLIENT_CRL=str(crl)) as running:
+        yield running
+
+
+def _reveals(vault: RunningVault, identity: ClientIdentity, token: str) -> bool:
+    with VaultClient.connect(vault.address, identity) as client:
+        return bool(client.detokenize([token], "CASE-REVOKE"))
+
+
+def test_a_revoked_certificate_is_refused_within_seconds_and_the_others_keep_working(
+    stack_env: dict[str, str], crl_vault: RunningVault, authority: certs.Authority, crl: Path, tmp_path: Path
+) -> None:
+    stolen = certs.issue(authority, tmp_path, "analyst")  # a second analyst certificate, then stolen
+    stolen_identity = ClientIdentity(authority.cert_path, stolen.cert, stolen.key, "localhost")
+    with VaultClient.connect(crl_vault.address, stack_identity(stack_env, "etl-service")) as etl:
+        (token,) = etl.tokenize([(TokenType.IP, "198.51.100.77")])
+    assert isinstance(token, str)
+    assert _reveals(crl_vault, stolen_identity, token)
+
+    serial = x509.load_pem_x509_certificate(stolen.cert.read_bytes()).serial_number
+    certs.write_revocation_list(authority, [serial], crl)  # the security team revokes it at the CA
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            _reveals(crl_vault, stolen_identity, token)
+        except Unauthenticated as refused:
+            assert "revoked" in str(refused) and format(serial, "x") in str(refused)
+            break
+        assert time.monotonic() < deadline, "the revoked certificate still reveals 10 s after the CRL changed"
+        time.sleep(0.5)
+    assert _reveals(crl_vault, stack_identity(stack_env, "analyst"), token), "the other analyst certificate stopped"
+
+    # A list the CA did not sign (planted by whoever can write the file) is not taken in: the
+    # revocation stays in force rather than being lifted by an empty forged list.
+    certs.write_revocation_list(certs.create_authority(tmp_path / "forged"), [], crl)
+    time.sleep(3)
+    with pytest.raises(Unauthenticated, match="revoked"):
+        _reveals(crl_vault, stolen_identity, token)
+
+
+def test_a_revocation_list_the_client_ca_did_not_sign_stops_the_service_at_start(
+    stack_env: dict[str, str], crl: Path, tmp_path: Path
+) -> None:
+    certs.write_revocation_list(certs.create_authority(tmp_path / "other"), [], crl)
+    result = start_service(stack_env, TOKENVAULT_TLS_CLIENT_CRL=str(crl))
+    assert result.returncode == 2
+    assert f"the client CRL {crl} is not signed by the vault's client CA" in result.stderr
