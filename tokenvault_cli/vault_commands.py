@@ -35,6 +35,14 @@ def _from_stdin(items: Sequence[str]) -> list[str]:
     return [x for item in items for x in (lines if item == "-" else [item])]
 
 
+def _nothing_given(items: Sequence[str], what: str) -> bool:
+    """True (and says so) when standard input brought no items: no call is made then."""
+    if items:
+        return False
+    stderr.print(f"no {what} on standard input: nothing was sent to the vault")
+    return True
+
+
 def _summarize_errors(outcomes: Sequence[object], what: str) -> int:
     """Print a count per error code on stderr; the number of failed items."""
     codes = Counter(o.code.name for o in outcomes if isinstance(o, ItemError))
@@ -80,6 +88,8 @@ def reveal(
         _reveal_query(ctx, query, purpose, Format(fmt), with_tokens, batch_size, max_rows)
         return
     wanted = _from_stdin(tokens)
+    if _nothing_given(wanted, "tokens"):
+        return
     limits = ChunkLimits(max_items=batch_size)
     with tracked("revealing", len(wanted), show_from=5000) as tracker, ctx.client(tracker.waiting, limits) as vault:
         outcomes = vault.detokenize(wanted, purpose, tracker.done)
@@ -146,6 +156,8 @@ def erase(ctx: Context, tokens: tuple[str, ...], purpose: str, yes: bool, fmt: s
     tokenvault --stack .stack --as privacy-officer erase ip_7qwKnwTSu2ecvWSU-DjgMw --purpose GDPR-118 --yes
     """  # noqa: D301 - \b keeps click from rewrapping the example
     wanted = _from_stdin(tokens)
+    if _nothing_given(wanted, "tokens"):
+        return
     if not yes:
         if not sys.stdin.isatty():
             raise click.UsageError("erasure cannot be undone: add --yes to confirm when not running interactively")
@@ -175,6 +187,8 @@ def tokenize(ctx: Context, values: tuple[str, ...], token_type: str, fmt: str) -
     echo 203.0.113.7 | tokenvault --stack .stack --as etl-service tokenize --type ip -
     """  # noqa: D301 - \b keeps click from rewrapping the example
     wanted = _from_stdin(values)
+    if _nothing_given(wanted, "values"):
+        return
     kind = TokenType(token_type)
     with ctx.client() as vault:
         outcomes = vault.tokenize([(kind, v) for v in wanted])

@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import click
+import psycopg
 from click.testing import CliRunner
 
 from devstack import certs
@@ -91,6 +92,29 @@ def test_erasure_asks_for_confirmation(cli_stack: CliStack) -> None:
     (token,) = tokenize(cli_stack, "ip", fresh_ip())
     done = cli_stack.as_("privacy-officer", "erase", token, "--purpose", "GDPR-2026-8")
     assert done.returncode == 2 and "--yes" in done.stderr
+
+
+def test_an_empty_standard_input_sends_nothing_and_is_no_error(cli_stack: CliStack) -> None:
+    # The vault refuses calls without items (INVALID_ARGUMENT); the command answers them itself.
+    with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as conn:
+        (before,) = conn.execute("SELECT coalesce(max(id), 0) FROM vault.audit_log").fetchone() or (0,)
+    cases = [
+        ("analyst", ["reveal", "-", "--purpose", "CASE-104"], "no tokens"),
+        ("privacy-officer", ["erase", "-", "--purpose", "GDPR-2026-9", "--yes"], "no tokens"),
+        ("etl-service", ["tokenize", "--type", "ip", "-"], "no values"),
+    ]
+    for role, args, says in cases:
+        done = cli_stack.as_(role, *args, stdin="\n")
+        assert done.returncode == 0, (role, done.stderr)
+        assert says in done.stderr and "nothing was sent to the vault" in done.stderr
+    with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as conn:
+        written = conn.execute(
+            "SELECT client, action, outcome FROM vault.audit_log WHERE id > %s"
+            " AND client IN ('analyst', 'privacy-officer', 'etl-service')"
+            " AND (action <> 'tokenize' OR outcome LIKE 'refused%%')",
+            (before,),
+        ).fetchall()
+    assert written == []
 
 
 def test_refusals_name_the_permission_and_the_certificate(cli_stack: CliStack) -> None:

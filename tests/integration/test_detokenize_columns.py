@@ -97,14 +97,3 @@ def test_the_mix_reveals_plain_masked_and_each_refusal_by_position(
         ip, device, *_ = analyst.detokenize(mixed_tokens, "CASE-COL-4")
     assert isinstance(ip, Revealed) and ip.reveal is Reveal.PLAIN and ip.value.startswith("10.")
     assert isinstance(device, Revealed) and device.reveal is Reveal.MASKED and device.value.startswith("***-**-")
-
-
-def test_an_empty_column_call_is_answered_with_an_empty_column(
-    stack_env: dict[str, str], columns_vault: RunningVault
-) -> None:
-    channel = client_channel(stack_env, columns_vault.address, "analyst")
-    with channel:
-        answer = vault_pb2_grpc.TokenVaultStub(channel).Detokenize(
-            vault_pb2.DetokenizeRequest(tokens=[], purpose="CASE-COL-5", as_column=True), timeout=10
-        )
-    assert answer.HasField("column") and not answer.column.values and not answer.column.errors

@@ -13,13 +13,15 @@ import pytest
 from tests.unit.fakes import FakeAuditLog
 from vault_service.domain.audit import GENESIS_HASH, AuditEvent, AuditRecord, chain_hash_v2
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, verify_log
-from vault_service.domain.errors import InvalidRequest, RateLimited, TooManyRequests
+from vault_service.domain.errors import InvalidRequest, InvalidValue, RateLimited, TooManyRequests
 from vault_service.domain.identity import Caller
-from vault_service.domain.policy import DEFAULT_LIMITS, parse_policy
+from vault_service.domain.policy import DEFAULT_LIMITS, load_policy, parse_policy
 from vault_service.domain.purpose import check_purpose
 from vault_service.domain.rate_limit import RateLimit, RateLimiter
 from vault_service.service.audit_upkeep import read_exported
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -90,10 +92,35 @@ def test_a_client_without_limits_gets_the_policy_defaults_and_without_those_the_
     )
     assert policy.permissions("quiet").limits.detokenize == RateLimit(3, 6)
     assert policy.permissions("etl").limits.new_tokens == DEFAULT_LIMITS.new_tokens
+    assert policy.permissions("quiet").limits.erase == DEFAULT_LIMITS.erase == policy.default_limits.erase
     limiter = RateLimiter({}, RateLimit(1, 2), clock=lambda: 0.0)
     limiter.take("anyone", 2)
     with pytest.raises(RateLimited):
         limiter.take("anyone", 1)  # not limited by its own entry: by the default
+
+
+def test_erase_limits_are_read_like_the_others_and_the_shipped_defaults_refuse_a_bulk_wipe() -> None:
+    policy = parse_policy(
+        {
+            "defaults": {"limits": {"erase_per_second": 0.01, "erase_burst": 40}},
+            "clients": {"officer": {"erase": ["ip"]}, "bulk": {"erase": ["ip"], "limits": {"erase_per_second": 50}}},
+        }
+    )
+    assert policy.permissions("officer").limits.erase == RateLimit(0.01, 40)
+    assert policy.permissions("bulk").limits.erase == RateLimit(50, 50)
+    with pytest.raises(InvalidValue, match="erase_per_second must be > 0"):
+        parse_policy({"clients": {"officer": {"erase": ["ip"], "limits": {"erase_per_second": 0}}}})
+    for shipped in (REPO / "config" / "vault-policy.toml", REPO / "deploy" / "k8s" / "vault-policy.toml"):
+        erase = load_policy(shipped).permissions("privacy-officer").limits.erase
+        # One person's values at once, a few hundred a day; never a thousand at once or in a day.
+        assert 20 <= erase.burst < 1000 and 100 <= erase.per_second * 86400 < 1000, shipped
+
+
+def test_slow_rates_are_told_per_hour() -> None:
+    limiter = RateLimiter({}, RateLimit(0.005, 1), what="erase", clock=lambda: 0.0)
+    limiter.take("officer", 1)
+    with pytest.raises(RateLimited, match=r"may erase 18 values/hour \(burst 1\); retry in 200.00 s"):
+        limiter.take("officer", 1)
 
 
 def test_refusals_are_written_up_to_the_peer_rate_then_counted_and_refused() -> None:

@@ -57,6 +57,8 @@ class FakeStub:
     def _fail_or_count(self, count: int) -> None:
         if self.failures:
             raise self.failures.pop(0)
+        if not count:  # as the vault's guard does
+            raise FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "a call without tokens: send at least one token")
         if count > self.burst:
             raise FakeRpcError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -171,6 +173,15 @@ def test_column_results_keep_positions_and_errors_across_calls() -> None:
 
 
 # -- errors and retries ----------------------------------------------------------------------
+
+
+def test_nothing_to_send_makes_no_call() -> None:
+    # The vault refuses calls without items; the client answers an empty input itself.
+    stub = FakeStub()
+    vault, _ = client(stub)
+    assert vault.detokenize([], "CASE-1") == [] and vault.erase([], "GDPR-1") == [] and vault.tokenize([]) == []
+    assert [c.tokens for c in vault.tokenize_columns([(TokenType.IP, []), (TokenType.DEVICE_ID, [])])] == [[], []]
+    assert stub.calls == []
 
 
 @pytest.mark.parametrize(

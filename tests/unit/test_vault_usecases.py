@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import pytest
 
 from tests.unit.fakes import FakeAuditLog, FakeKeyStore, FakeKeyWrapper, FakeTokenStore
-from vault_service.domain.errors import InvalidRequest, InvalidValue, PermissionDenied, TokenNotFound
+from vault_service.domain.errors import InvalidRequest, InvalidValue, PermissionDenied, RateLimited, TokenNotFound
 from vault_service.domain.policy import RevealLevel, parse_policy
 from vault_service.domain.token_types import TokenType
 from vault_service.service.keyring import KeyManager
@@ -175,3 +175,31 @@ def test_outdated_wrappings_are_rewrapped_to_the_newest_kek_version() -> None:
     assert keys.rewrap_outdated() == 3  # encryption, fingerprint and audit keys
     assert {k.kek_version for k in key_store.load_keys()} == {3}
     assert keys.rewrap_outdated() == 0
+
+
+def test_erasure_past_the_clients_erase_limit_is_refused_whole_and_audited() -> None:
+    # Erasure cannot be undone: metered like reveals, and the default applies to a client without
+    # limits of its own (limits fail closed).
+    policy = parse_policy(
+        {
+            "defaults": {"limits": {"erase_per_second": 0.001, "erase_burst": 2}},
+            "clients": {"etl": {"tokenize": ["ip"]}, "officer": {"erase": ["ip"]}},
+        }
+    )
+    audit, store = FakeAuditLog(), FakeTokenStore()
+    keys = KeyManager(FakeKeyStore(), FakeKeyWrapper())
+    keys.start()
+    vault = TokenVault(store, keys, policy, audit)
+    tokens = [str(t) for t in vault.tokenize("etl", [(TokenType.IP, f"10.7.0.{n}") for n in range(1, 5)])]
+    with pytest.raises(RateLimited, match="erase burst limit of 2"):
+        vault.erase("officer", tokens[:3], "GDPR-7")
+    assert vault.erase("officer", tokens[:2], "GDPR-7") == [None, None]
+    with pytest.raises(RateLimited, match=r"may erase 3\.6 values/hour") as later:
+        vault.erase("officer", tokens[2:3], "GDPR-7")
+    assert later.value.retry_after > 900
+    assert store.erased == set(tokens[:2])  # nothing erased by a refused call
+    refusals = [e for e in audit.events if e.outcome == "refused: RateLimited"]
+    assert [(e.client, e.action, e.item_count, e.purpose) for e in refusals] == [
+        ("officer", "erase", 3, "GDPR-7"),
+        ("officer", "erase", 1, "GDPR-7"),
+    ]

@@ -22,6 +22,10 @@ Policy file (TOML):
     [clients.privacy-officer]       # may erase values (GDPR) by token
     erase = ["ip", "device_id"]
 
+    [defaults.limits]               # erasure is irreversible: slow by default
+    erase_per_second = 0.005        # tokens erased (18 an hour)
+    erase_burst = 100
+
 A client absent from the file may do nothing. Reveal levels: `plain`, `masked`, `none`.
 """
 
@@ -49,20 +53,27 @@ class RevealLevel(enum.Enum):
 
 @dataclass(frozen=True)
 class Limits:
-    """A client's quotas: values tokenized, new tokens issued, values revealed (per second, burst)."""
+    """A client's quotas: values tokenized, new tokens issued, values revealed, tokens erased (per second, burst)."""
 
     tokenize: RateLimit
     new_tokens: RateLimit
     detokenize: RateLimit
+    erase: RateLimit
 
 
-DEFAULT_LIMITS = Limits(tokenize=RateLimit(100, 1000), new_tokens=RateLimit(100, 1000), detokenize=RateLimit(10, 100))
+DEFAULT_LIMITS = Limits(
+    tokenize=RateLimit(100, 1000),
+    new_tokens=RateLimit(100, 1000),
+    detokenize=RateLimit(10, 100),
+    erase=RateLimit(0.005, 100),  # one person's values at once, then 18 an hour (432 a day)
+)
 """For a client the policy gives no limits and the policy has no [defaults.limits]."""
 
 _LIMIT_KEYS = {
     "tokenize": ("tokenize_per_second", "tokenize_burst"),
     "new_tokens": ("new_tokens_per_second", "new_tokens_burst"),
     "detokenize": ("detokenize_per_second", "detokenize_burst"),
+    "erase": ("erase_per_second", "erase_burst"),
 }
 
 
@@ -93,7 +104,7 @@ class AccessPolicy:
         return found
 
     def limits_of(self, kind: str) -> dict[str, RateLimit]:
-        """Client -> its limit of `kind` (tokenize, new_tokens, detokenize)."""
+        """Client -> its limit of `kind` (tokenize, new_tokens, detokenize, erase)."""
         return {name: getattr(p.limits, kind) for name, p in self.clients.items()}
 
     def check_tokenize(self, client: str | None, token_type: TokenType) -> None:

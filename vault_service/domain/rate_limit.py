@@ -77,7 +77,14 @@ class RateLimiter:
             wait = bucket.take(count, now)
         if wait:
             raise RateLimited(
-                f"client {client!r} may {self._what} {limit.per_second:g} values/s (burst {limit.burst});"
+                f"client {client!r} may {self._what} {_rate(limit.per_second)} (burst {limit.burst});"
                 f" retry in {wait:.2f} s",
                 retry_after=wait,
             )
+
+
+def _rate(per_second: float) -> str:
+    """A rate as people read it: per second, or per hour when slower than one a second (erasure)."""
+    if per_second >= 1:
+        return f"{per_second:g} values/s"
+    return f"{per_second * 3600:.3g} values/hour"

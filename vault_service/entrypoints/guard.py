@@ -2,7 +2,8 @@
 
 Before any TokenVault method runs, the interceptor
 - refuses a request body over MAX_REQUEST_BYTES, or one that does not parse (invalid UTF-8 in
-  a string field included) with INVALID_ARGUMENT;
+  a string field included), or a call with no items at all (the limits count items, so an
+  empty call would otherwise be an unmetered audit row) with INVALID_ARGUMENT;
 - takes the caller from the peer certificate, strictly (`IdentityVerifier`): a certificate not
   issued directly by the client CA, or without exactly one well-formed CN, is UNAUTHENTICATED;
 - audits every such refusal with what is known of the caller, throttled per peer (a peer over
@@ -34,6 +35,13 @@ MAX_REQUEST_BYTES = 12 * 1024 * 1024
 HARD_MESSAGE_LIMIT = MAX_REQUEST_BYTES + 1024 * 1024
 """What gRPC core accepts at all (the interceptor audits what lies between the two)."""
 
+_EMPTY = {
+    "tokenize": "a Tokenize call without values: send at least one value (as an item or in a column)",
+    "detokenize": "a Detokenize call without tokens: send at least one token (with none, make no call)",
+    "erase": "an Erase call without tokens: send at least one token (with none, make no call)",
+}
+"""Calls refused when they carry no item, and why: the limits count items, so an empty call
+would be an unmetered audit row."""
 _SERVICE_PREFIX = "/" + vault_pb2.DESCRIPTOR.services_by_name["TokenVault"].full_name + "/"
 _CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)
 
@@ -103,6 +111,8 @@ class VaultGuard(grpc.ServerInterceptor):
                 count = _item_count(request)
                 if count > MAX_ITEMS_PER_CALL:
                     raise InvalidRequest(f"{count} items in one call; send at most {MAX_ITEMS_PER_CALL} per call")
+                if not count and action in _EMPTY:  # no limit counts it, yet it would be audited
+                    raise InvalidRequest(_EMPTY[action])
             except (Unauthenticated, InvalidRequest) as error:
                 count = 0 if isinstance(request, _Refused) else _item_count(request)
                 self._refuse(context, caller, action, error, count)

@@ -49,9 +49,10 @@ class TokenVault:
     """Issues stable random tokens, reveals values to authorized clients, erases on request.
 
     Callers are `Caller`s (a verified certificate's name, serial and fingerprint); a plain name
-    is accepted for in-process use. Every refusal is audited (throttled per peer); tokenize is
-    metered per client and audited in aggregate; every reveal is audited with a keyed hash of
-    each token revealed, so who saw a token can be answered without storing tokens.
+    is accepted for in-process use. Every refusal is audited (throttled per peer); tokenize,
+    reveals and erasures are rate-limited per client (limits fail closed); tokenize is audited in
+    aggregate; every reveal is audited with a keyed hash of each token revealed, so who saw a
+    token can be answered without storing tokens.
     """
 
     def __init__(
@@ -76,6 +77,7 @@ class TokenVault:
             policy.limits_of("new_tokens"), defaults.new_tokens, "create new tokens for"
         )
         self._detokenize_limiter = RateLimiter(policy.limits_of("detokenize"), defaults.detokenize, "detokenize")
+        self._erase_limiter = RateLimiter(policy.limits_of("erase"), defaults.erase, "erase")
 
     @property
     def cache(self) -> TokenCache:
@@ -305,6 +307,7 @@ class TokenVault:
             if not allowed_types:
                 raise PermissionDenied(f"client {_name(caller)!r} may not erase values")
             check_purpose(purpose)
+            self._erase_limiter.take(str(_name(caller)), len(tokens))  # irreversible: metered like reveals
         except VaultError as error:
             self._audit_refusal(caller, "erase", error, len(tokens), purpose, token_types)
             raise
