@@ -274,7 +274,10 @@ def test_metrics_count_calls_and_items_by_method_and_code(stub_for: StubFor) -> 
         timeout=10,
     )
     with pytest.raises(grpc.RpcError):
-        stub_for("analyst").Tokenize(vault_pb2.TokenizeRequest(items=[]), timeout=10)
+        # One value: a call without any is refused at the front door (INVALID_ARGUMENT) before permissions.
+        stub_for("analyst").Tokenize(
+            vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=IP, value="10.1.1.2")]), timeout=10
+        )
     assert sample("tokenvault_grpc_requests_total", method="Tokenize", code="OK") == before_ok + 1
     assert sample("tokenvault_grpc_items_total", method="Tokenize", code="INVALID_ARGUMENT") == before_bad + 1
     assert sample("tokenvault_grpc_requests_total", method="Tokenize", code="PERMISSION_DENIED") == before_denied + 1
