@@ -9,6 +9,7 @@ tests run on a database of their own, so the session's shared log stays intact.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -519,3 +520,57 @@ def test_a_rewritten_anchored_row_stays_caught_after_the_service_signs_the_rewri
         f" reports the log intact ({report.rows} rows, {report.checkpoints} checkpoints)"
     )
     assert report.finding.first_row is not None and report.finding.first_row <= target
+
+
+def test_a_planted_checkpoint_cannot_silence_anchoring_so_that_reveals_are_deleted_unnoticed(
+    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+) -> None:
+    # The database owner plants a checkpoint row far ahead of the log (triggers bypassed). The
+    # service then finds "a checkpoint newer than the head" every round and stops signing,
+    # silently; every reveal from then on stays unanchored, and once the owner deletes those
+    # rows and the planted checkpoint, nothing vouches that they ever existed. The guarantee:
+    # a reveal that happened either was refused while the log could not be anchored, or
+    # audit-verify notices that its row is gone.
+    vault, exported = anchored
+    _reveal_calls(own_database, vault, 2)
+    vault.wait_for_checkpoint()
+    anchored_head = vault.wired.audit.last_checkpoint_head()
+    with _as_owner(own_database) as conn:
+        conn.execute(
+            "INSERT INTO vault.audit_checkpoints (head_id, head_hash, row_count, at, key_name, signature)"
+            " VALUES (4000000000000000000, '\\x00', 0, now(), 'tokenvault-audit', 'vault:v1:AAAA')"
+        )
+    ip = f"192.0.2.{uuid.uuid4().int % 250 + 1}"
+    channel = client_channel(own_database, vault.address, "etl-service")
+    token = (
+        vault_pb2_grpc.TokenVaultStub(channel)
+        .Tokenize(
+            vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=ip)]),
+            timeout=10,
+        )
+        .results[0]
+        .token
+    )
+    channel.close()
+    analyst_channel = client_channel(own_database, vault.address, "analyst")
+    analyst = vault_pb2_grpc.TokenVaultStub(analyst_channel)
+    revealed = 0
+    for n in range(3):
+        try:
+            response = analyst.Detokenize(
+                vault_pb2.DetokenizeRequest(tokens=[token], purpose=f"HIDDEN-{n}"), timeout=10
+            )
+        except grpc.RpcError:
+            continue
+        revealed += sum(1 for r in response.results if r.HasField("value"))
+    analyst_channel.close()
+    time.sleep(3)  # three checkpoint intervals: the service had every chance to anchor them
+    with _as_owner(own_database) as conn:
+        conn.execute("DELETE FROM vault.audit_log WHERE id > %s", (anchored_head,))
+        conn.execute("DELETE FROM vault.audit_checkpoints WHERE head_id > %s", (anchored_head,))
+    report = _verify(vault, exported)
+    assert revealed == 0 or report.finding is not None, (
+        f"{revealed} value(s) were revealed while anchoring was silenced, and after the database owner"
+        f" deleted their audit rows audit-verify reports the log intact ({report.rows} rows,"
+        f" {report.checkpoints} checkpoints)"
+    )
