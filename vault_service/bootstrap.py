@@ -12,7 +12,7 @@ from vault_service.adapters.postgres import PostgresAuditLog, PostgresKeyStore, 
 from vault_service.adapters.transit import TransitKeyWrapper, TransitSigner, open_session
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.policy import load_policy
-from vault_service.entrypoints.metrics import observe_tokenize
+from vault_service.entrypoints.metrics import observe_checkpoint_exported, observe_planted_checkpoint, observe_tokenize
 from vault_service.service.audit_upkeep import AuditUpkeep, checkpoint_exporter
 from vault_service.service.keyring import KeyManager
 from vault_service.service.maintenance import HealthReport, KeyMaintainer
@@ -46,6 +46,8 @@ class Bootstrapped:
             self.vault.refusals,
             checkpoint_exporter(checkpoint_file),
             interval,
+            on_exported=observe_checkpoint_exported,
+            on_planted=observe_planted_checkpoint,
         )
 
     def maintainer(self, report: HealthReport, interval: float) -> KeyMaintainer:

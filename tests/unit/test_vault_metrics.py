@@ -1,12 +1,15 @@
-"""The vault's own metrics: cache lookups and size, insert races and merged batches, read at scrape time."""
+"""The vault's own metrics: cache lookups and size, insert races, merged batches, audit anchoring."""
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 from typing import Any, cast
 
+from prometheus_client import REGISTRY
+
 from vault_service.domain.token_types import TokenType
-from vault_service.entrypoints.metrics import _VaultCollector
+from vault_service.entrypoints.metrics import _VaultCollector, observe_checkpoint_exported, observe_planted_checkpoint
 from vault_service.service.token_cache import TokenCache
 
 
@@ -29,3 +32,14 @@ def test_the_collector_reports_what_the_cache_and_the_store_count_when_scraped()
     assert samples["tokenvault_token_insert_merged_batches_total"] == 1
     store.merged_batches = 2
     assert _samples(collector)["tokenvault_token_insert_merged_batches_total"] == 2
+
+
+def test_audit_anchoring_shows_as_the_time_of_the_last_exported_checkpoint_and_a_count_of_planted_ones() -> None:
+    # The names the shipped alerts (AuditAnchoringStopped, AuditCheckpointPlanted) read.
+    planted_before = REGISTRY.get_sample_value("tokenvault_audit_checkpoint_planted_total") or 0.0
+    before = time.time()
+    observe_checkpoint_exported(object())
+    observe_planted_checkpoint()
+    exported_at = REGISTRY.get_sample_value("tokenvault_audit_checkpoint_exported_timestamp_seconds")
+    assert exported_at is not None and before <= exported_at <= time.time()
+    assert REGISTRY.get_sample_value("tokenvault_audit_checkpoint_planted_total") == planted_before + 1

@@ -39,6 +39,28 @@ NEW_TOKENS = Counter(
 )
 
 
+AUDIT_CHECKPOINT_EXPORTED = Gauge(
+    "tokenvault_audit_checkpoint_exported_timestamp_seconds",
+    "Unix time of the last audit checkpoint this process signed and exported (0: none yet);"
+    " it stops moving when anchoring stops while calls are still audited",
+)
+AUDIT_CHECKPOINT_PLANTED = Counter(
+    "tokenvault_audit_checkpoint_planted",
+    "Audit upkeep rounds that found a database checkpoint beyond the audit log's head (written behind"
+    " the service's back); the head was signed and exported without being stored",
+)
+
+
+def observe_checkpoint_exported(checkpoint: object) -> None:
+    """Note that an audit checkpoint was signed and exported now."""
+    AUDIT_CHECKPOINT_EXPORTED.set_to_current_time()
+
+
+def observe_planted_checkpoint() -> None:
+    """Count one upkeep round that found a planted checkpoint."""
+    AUDIT_CHECKPOINT_PLANTED.inc()
+
+
 def observe_tokenize(client: str, values: int, new_tokens: int) -> None:
     """Count one Tokenize call's values and new tokens for its client."""
     TOKENIZE_VALUES.labels(client).inc(values)

@@ -7,6 +7,12 @@ Every `interval` seconds (and once more at shutdown) it
    outside Postgres (a JSON log line, and a line in the checkpoint file when one is configured).
 So only rows newer than the last checkpoint — at most `interval` seconds of them while the
 service runs — are not anchored yet.
+
+A database checkpoint naming a row beyond the chain's head cannot be legitimate (a checkpoint
+is stored only once its rows are committed): the database owner planted it, and the table
+refuses every later checkpoint as "not newer". The upkeep then logs an error and goes on
+signing and exporting the real head without storing it, so the exported copy keeps anchoring
+the log (audit-verify checks every exported checkpoint against the rows).
 """
 
 from __future__ import annotations
@@ -104,7 +110,10 @@ class AuditUpkeep:
         refusals: RefusalAuditor,
         export: Callable[[Checkpoint], None],
         interval: float = DEFAULT_INTERVAL,
+        on_exported: Callable[[Checkpoint], None] | None = None,
+        on_planted: Callable[[], None] | None = None,
     ) -> None:
+        """`on_exported` is told of each checkpoint exported, `on_planted` of each round that found a planted one."""
         self._audit = audit
         self._store = store
         self._signer = signer
@@ -112,23 +121,55 @@ class AuditUpkeep:
         self._refusals = refusals
         self._export = export
         self._interval = interval
+        self._on_exported = on_exported or (lambda checkpoint: None)
+        self._on_planted = on_planted or (lambda: None)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._counted: ChainHead | None = None  # the last head counted: the next count starts there
+        self._exported_head = 0  # the head of the last checkpoint this process exported
+        self._planted_seen = 0  # the planted checkpoint's head last reported (each reported once)
 
     def run_once(self) -> Checkpoint | None:
         """Write the aggregated rows, then checkpoint the chain if it grew; the checkpoint made."""
-        for event in self._meter.flush() + self._refusals.flush():
-            self._audit.append(event)
+        self._meter.flush_into(self._audit.append)
+        self._refusals.flush_into(self._audit.append)
+        # The newest checkpoint is read before the head: a checkpoint is stored only after its
+        # rows are committed, so a true one never names a row beyond a head read after it.
+        last = self._store.last_checkpoint_head()
         head = self._store.head(self._counted)
         self._counted = head or self._counted
-        if head is None or head.head_id <= self._store.last_checkpoint_head():
+        if last > (head.head_id if head else 0):
+            return self._anchor_beside_a_planted_checkpoint(head, last)
+        if head is None or head.head_id <= last:
             return None
         checkpoint = Checkpoint(head, self._signer.key_name, self._signer.sign(head.message()))
         if not self._store.add_checkpoint(checkpoint):
             return None
-        self._export(checkpoint)
+        self._export_and_note(checkpoint)
         return checkpoint
+
+    def _anchor_beside_a_planted_checkpoint(self, head: ChainHead | None, planted: int) -> Checkpoint | None:
+        """Sign and export `head` without storing it: the database's newest checkpoint (`planted`) is beyond it."""
+        self._on_planted()
+        if planted != self._planted_seen:
+            self._planted_seen = planted
+            log.error(
+                "the database's newest audit checkpoint names row %d, beyond the audit log's head (row %d):"
+                " it was written behind the service's back, and the database refuses every checkpoint after it."
+                " Checkpoints go on in the exported copy only; report it to the security team and run audit-verify",
+                planted,
+                head.head_id if head else 0,
+            )
+        if head is None or head.head_id <= self._exported_head:
+            return None
+        checkpoint = Checkpoint(head, self._signer.key_name, self._signer.sign(head.message()))
+        self._export_and_note(checkpoint)
+        return checkpoint
+
+    def _export_and_note(self, checkpoint: Checkpoint) -> None:
+        self._export(checkpoint)
+        self._exported_head = checkpoint.head.head_id
+        self._on_exported(checkpoint)
 
     def start(self) -> None:
         """Run every `interval` seconds on a daemon thread until `stop()`."""

@@ -50,17 +50,36 @@ class TokenizeMeter:
         """One audit event per client with activity since the last flush; counters reset."""
         with self._lock:
             values, new, self._values, self._new = self._values, self._new, Counter(), Counter()
-        return [
-            AuditEvent(
-                caller.name,
-                "tokenize",
-                f"ok: {count} values, {new[caller]} new tokens",
-                count,
-                client_serial=caller.serial,
-                client_cert_sha256=caller.cert_sha256,
-            )
-            for caller, count in values.items()
-        ]
+        return [_tokenize_event(caller, count, new[caller]) for caller, count in values.items()]
+
+    def flush_into(self, append: Callable[[AuditEvent], None]) -> None:
+        """Write the events `flush` would return through `append`; if one fails, it and the rest stay counted.
+
+        The counts are the only record of an interval's tokenize calls: a failed audit append
+        (the database away) must not lose them, so they go back and the next flush writes them.
+        """
+        with self._lock:
+            values, new, self._values, self._new = self._values, self._new, Counter(), Counter()
+        pending = list(values.items())
+
+        def count_again(unwritten: int) -> None:
+            with self._lock:
+                for caller, count in pending[unwritten:]:
+                    self._values[caller] += count
+                    self._new[caller] += new[caller]
+
+        _write_all([_tokenize_event(caller, count, new[caller]) for caller, count in pending], append, count_again)
+
+
+def _tokenize_event(caller: Caller, values: int, new_tokens: int) -> AuditEvent:
+    return AuditEvent(
+        caller.name,
+        "tokenize",
+        f"ok: {values} values, {new_tokens} new tokens",
+        values,
+        client_serial=caller.serial,
+        client_cert_sha256=caller.cert_sha256,
+    )
 
 
 class RefusalAuditor:
@@ -89,7 +108,31 @@ class RefusalAuditor:
         """One event per (client, action) whose refusals were counted instead of written."""
         with self._lock:
             suppressed, self._suppressed = self._suppressed, Counter()
-        return [
-            AuditEvent(client, action, f"refused: {count} more refusals, throttled", count)
-            for (client, action), count in suppressed.items()
-        ]
+        return [_throttled_event(client, action, count) for (client, action), count in suppressed.items()]
+
+    def flush_into(self, append: Callable[[AuditEvent], None]) -> None:
+        """Write the events `flush` would return through `append`; if one fails, it and the rest stay counted."""
+        with self._lock:
+            suppressed, self._suppressed = self._suppressed, Counter()
+        pending = list(suppressed.items())
+
+        def count_again(unwritten: int) -> None:
+            with self._lock:
+                for key, count in pending[unwritten:]:
+                    self._suppressed[key] += count
+
+        _write_all([_throttled_event(*key, count) for key, count in pending], append, count_again)
+
+
+def _throttled_event(client: str, action: str, count: int) -> AuditEvent:
+    return AuditEvent(client, action, f"refused: {count} more refusals, throttled", count)
+
+
+def _write_all(events: list[AuditEvent], append: Callable[[AuditEvent], None], keep: Callable[[int], None]) -> None:
+    """Append `events` in order; when one fails, `keep(its index)` puts it and the rest back, and the error goes on."""
+    for done, event in enumerate(events):
+        try:
+            append(event)
+        except BaseException:
+            keep(done)
+            raise

@@ -1,0 +1,132 @@
+"""The audit upkeep's rounds, with fakes: counts kept when the append fails, and anchoring that a
+checkpoint planted ahead of the log does not silence."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import pytest
+
+from tests.unit.fakes import FakeAuditLog
+from vault_service.domain.audit import AuditEvent
+from vault_service.domain.checkpoints import ChainHead, Checkpoint
+from vault_service.domain.errors import TooManyRequests
+from vault_service.domain.identity import Caller
+from vault_service.domain.rate_limit import RateLimit
+from vault_service.service.audit_upkeep import AuditUpkeep
+from vault_service.service.metering import RefusalAuditor, TokenizeMeter
+
+
+class _Signer:
+    key_name = "k"
+
+    def sign(self, data: bytes) -> str:
+        return "sig:" + data.hex()
+
+
+class _Store:
+    """A chain head that grows on demand, and a checkpoint table that refuses what is not newer (as 0007 does)."""
+
+    def __init__(self) -> None:
+        self.head_id = 0
+        self.stored: list[Checkpoint] = []
+        self.planted = 0
+
+    def head(self, since: ChainHead | None = None) -> ChainHead | None:
+        if not self.head_id:
+            return None
+        return ChainHead(self.head_id, bytes([self.head_id % 256]) * 32, self.head_id, datetime.now(UTC))
+
+    def last_checkpoint_head(self) -> int:
+        return max([self.planted, *(c.head.head_id for c in self.stored)])
+
+    def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
+        if checkpoint.head.head_id <= self.last_checkpoint_head():
+            raise AssertionError("the database refuses a checkpoint that is not newer than its newest")
+        self.stored.append(checkpoint)
+        return True
+
+
+def _upkeep(
+    audit: FakeAuditLog, store: _Store, meter: TokenizeMeter, exported: list[Checkpoint], planted: list[int]
+) -> AuditUpkeep:
+    return AuditUpkeep(
+        audit,
+        store,
+        _Signer(),
+        meter,
+        RefusalAuditor(audit),
+        exported.append,
+        on_planted=lambda: planted.append(1),
+    )
+
+
+def test_tokenize_counts_survive_a_failed_audit_append_and_are_written_by_the_next_round() -> None:
+    audit, meter = FakeAuditLog(fail=True), TokenizeMeter()
+    upkeep = _upkeep(audit, _Store(), meter, [], [])
+    etl, other = Caller("etl-service", "a1", "ff"), Caller("batch-job", "b2", "ee")
+    meter.record(etl, 1000, 10)
+    meter.record(other, 5, 5)
+    with pytest.raises(OSError):
+        upkeep.run_once()  # the database is away: nothing written
+    meter.record(etl, 500, 0)  # the next interval's calls add to what was kept
+    audit.fail = False
+    upkeep.run_once()
+    assert sorted((e.client, e.item_count, e.outcome) for e in audit.events) == [
+        ("batch-job", 5, "ok: 5 values, 5 new tokens"),
+        ("etl-service", 1500, "ok: 1500 values, 10 new tokens"),
+    ]
+    assert meter.flush() == []
+
+
+def test_throttled_refusal_counts_survive_a_failed_audit_append() -> None:
+    audit = FakeAuditLog()
+    refusals = RefusalAuditor(audit, RateLimit(per_second=0.001, burst=1))
+    event = AuditEvent("stranger", "detokenize", "refused: Unauthenticated", 1)
+    refusals.refused("peer", event)
+    for _ in range(3):
+        with pytest.raises(TooManyRequests):
+            refusals.refused("peer", event)
+    audit.fail = True
+    with pytest.raises(OSError):
+        refusals.flush_into(audit.append)
+    audit.fail = False
+    refusals.flush_into(audit.append)
+    assert [(e.item_count, e.outcome) for e in audit.events[1:]] == [(3, "refused: 3 more refusals, throttled")]
+
+
+def test_a_checkpoint_planted_ahead_of_the_log_is_reported_and_the_real_head_is_still_signed_and_exported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store, exported, planted = _Store(), list[Checkpoint](), list[int]()
+    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), exported, planted)
+    store.head_id = 5
+    first = upkeep.run_once()
+    assert first is not None and store.stored == [first] == exported  # the normal round: stored, then exported
+    store.planted = 4_000_000_000_000_000_000
+    store.head_id = 8
+    with caplog.at_level(logging.ERROR):
+        made = upkeep.run_once()
+    assert made is not None and made.head.head_id == 8 and made.signature == _Signer().sign(made.head.message())
+    assert exported == [first, made] and store.stored == [first]  # exported, not stored (the table refuses it)
+    assert "beyond the audit log's head" in caplog.text and planted == [1]
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert upkeep.run_once() is None  # nothing new: nothing signed, and the error is not repeated
+    assert exported == [first, made] and planted == [1, 1] and caplog.text == ""
+    store.head_id = 9
+    assert upkeep.run_once() is not None and len(exported) == 3
+    store.planted = 0  # the planted row removed: checkpoints are stored again
+    store.head_id = 10
+    again = upkeep.run_once()
+    assert again is not None and store.stored[-1] == again == exported[-1]
+
+
+def test_a_head_that_did_not_grow_is_not_checkpointed_again() -> None:
+    store, exported = _Store(), list[Checkpoint]()
+    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), exported, [])
+    assert upkeep.run_once() is None  # an empty log
+    store.head_id = 3
+    assert upkeep.run_once() is not None
+    assert upkeep.run_once() is None and len(exported) == 1
