@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from typing import NoReturn, cast
 
 import click
 
@@ -13,7 +14,7 @@ from tokenvault_cli.output import Format, write_rows
 from tokenvault_cli.progress import stderr, tracked
 from tokenvault_cli.query import QueryError, revealed_result, run_query, token_columns
 from tokenvault_cli.settings import SettingsError
-from tokenvault_client import ChunkLimits, ItemError, Revealed, TokenType
+from tokenvault_client import ChunkLimits, EraseOutcome, ItemError, RateLimited, Revealed, TokenType
 
 PURPOSE_HELP = "Why: a ticket or case reference (never personal data). Written to the audit log."
 FORMAT_OPTION = click.option(
@@ -163,11 +164,30 @@ def erase(ctx: Context, tokens: tuple[str, ...], purpose: str, yes: bool, fmt: s
             raise click.UsageError("erasure cannot be undone: add --yes to confirm when not running interactively")
         click.confirm(f"Erase the values behind {len(wanted)} token(s)? This cannot be undone", abort=True)
     with ctx.client() as vault:
-        outcomes = vault.erase(wanted, purpose)
+        try:
+            outcomes: list[EraseOutcome] = vault.erase(wanted, purpose)
+        except RateLimited as stopped:
+            if not stopped.done:
+                raise
+            _erase_stopped_partway(wanted, cast(list[EraseOutcome], stopped.done), stopped, fmt)
     rows = [(t, "erased" if o is None else str(o)) for t, o in zip(wanted, outcomes, strict=True)]
     write_rows(["token", "outcome"], rows, Format(fmt))
     if _summarize_errors(outcomes, "tokens were not erased"):
         raise SystemExit(1)
+
+
+def _erase_stopped_partway(wanted: list[str], done: list[EraseOutcome], stopped: RateLimited, fmt: str) -> NoReturn:
+    """Say which tokens the calls before the limit erased (they were), and which were not sent."""
+    rows = [(t, "erased" if o is None else str(o)) for t, o in zip(wanted, done, strict=False)]
+    rows += [(t, "not sent: erase limit reached") for t in wanted[len(done) :]]
+    write_rows(["token", "outcome"], rows, Format(fmt))
+    click.echo(
+        f"tokenvault: the erase limit stopped this after {len(done)} of {len(wanted)} tokens (those above are"
+        f" done); send the {len(wanted) - len(done)} not sent again in {stopped.retry_after:.0f} s or later,"
+        " or ask the security team for a larger erase limit",
+        err=True,
+    )
+    raise SystemExit(1)
 
 
 @click.command()

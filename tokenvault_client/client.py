@@ -211,6 +211,7 @@ class VaultClient:
                 out += call(part)
             except RateLimited as error:
                 if not error.call_too_big or len(part) == 1:
+                    error.done = list(out)  # what the earlier calls did stays known
                     raise
                 self._detokenize_max = max(1, len(part) // 2)  # later calls start from the size that fits
                 continue

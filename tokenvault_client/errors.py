@@ -64,6 +64,10 @@ class RateLimited(VaultClientError):
     repeated = False
     """Set when the same call was refused again after waiting as long as the vault said."""
 
+    done: list[object] | None = None
+    """For a list split into several calls: the outcomes of the items before the refused call, in
+    order (those calls were made: an erase among them took effect); None for a single call."""
+
     @property
     def call_too_big(self) -> bool:
         """The call carries more items than the caller's burst allows: split it, waiting will not help.

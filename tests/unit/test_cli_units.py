@@ -119,3 +119,34 @@ def test_errors_say_when_to_retry_and_where_the_vault_was_expected() -> None:
     assert "is the vault service running at 127.0.0.1:5555?" in explain(down, settings)
     slow = DeadlineExceeded(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
     assert "raise --deadline" in explain(slow, settings)
+
+
+def test_an_erase_stopped_by_the_limit_lists_what_was_erased_and_what_was_not_sent(
+    stack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from tokenvault_cli.app import cli
+    from tokenvault_cli.context import Context
+    from tokenvault_client import RateLimited
+
+    class Vault:
+        def __enter__(self) -> Vault:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def erase(self, tokens: list[str], purpose: str) -> list[object]:
+            stopped = RateLimited(grpc.StatusCode.RESOURCE_EXHAUSTED, "may erase 18 values/hour", 200.0)
+            stopped.done = [None] * 2
+            raise stopped
+
+    monkeypatch.setattr(Context, "client", lambda self, *a, **k: Vault())
+    tokens = [f"ip_{c * 22}" for c in "abc"]
+    result = CliRunner().invoke(
+        cli, ["--stack", str(stack), "--as", "privacy-officer", "erase", *tokens, "-p", "GDPR-7", "--yes", "-o", "csv"]
+    )
+    assert result.exit_code == 1
+    assert f"{tokens[0]},erased\n{tokens[1]},erased\n{tokens[2]},not sent: erase limit reached" in result.stdout
+    assert "stopped this after 2 of 3 tokens" in result.stderr and "in 200 s" in result.stderr

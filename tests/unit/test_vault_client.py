@@ -303,3 +303,21 @@ def test_a_refused_connection_and_a_refused_certificate_are_told_apart() -> None
     down = from_rpc_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "failed to connect: Connection refused"))
     refused = from_rpc_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "failed to connect: Socket closed"))
     assert down.hint == "" and "issued by the vault's CA" in refused.hint
+
+
+class StubLimitedAfterOneCall(FakeStub):
+    """Erases the first call's tokens, then refuses every call with a wait longer than the client's budget."""
+
+    def Erase(self, request: vault_pb2.EraseRequest, timeout: float) -> vault_pb2.EraseResponse:
+        if self.calls:
+            raise FakeRpcError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, "may erase 18 values/hour", (("retry-after-ms", "60000"),)
+            )
+        return super().Erase(request, timeout)
+
+
+def test_a_limit_reached_partway_through_a_split_erase_says_what_the_earlier_calls_did() -> None:
+    vault, _ = client(StubLimitedAfterOneCall(), ChunkLimits(max_items=2), max_rate_limit_wait=1.0)
+    with pytest.raises(RateLimited) as raised:
+        vault.erase(["t1", "t2", "t3", "t4", "t5"], "GDPR-1")
+    assert raised.value.done == [None, None]  # t1 and t2 are erased; t3 on were not sent
