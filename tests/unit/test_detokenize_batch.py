@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 
+import grpc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,15 +19,24 @@ from prometheus_client import REGISTRY
 from tests.unit.fakes import FakeAuditLog, FakeKeyStore, FakeKeyWrapper, FakeTokenStore
 from tokenvault_api.v1 import vault_pb2
 from vault_service.domain.crypto import DataKey, SealBroken, open_sealed, open_sealed_many, seal
-from vault_service.domain.errors import InvalidValue, KeysUnavailable, PermissionDenied, TokenNotFound, VaultError
+from vault_service.domain.errors import (
+    InvalidValue,
+    KeysUnavailable,
+    PermissionDenied,
+    StoredValueAltered,
+    TokenNotFound,
+    VaultError,
+)
 from vault_service.domain.masking import mask
 from vault_service.domain.policy import RevealLevel, parse_policy
 from vault_service.domain.token_types import TokenType
 from vault_service.domain.tokens import new_tokens, type_of_token, types_of_tokens
 from vault_service.entrypoints.columns import revealed_lists, to_results
 from vault_service.entrypoints.metrics import count_outcomes
+from vault_service.entrypoints.status import status_of
 from vault_service.service.keyring import KeyManager
-from vault_service.service.revealing import DetokenizeOutcome, Revealed, reveal_hash
+from vault_service.service.ports import StoredToken
+from vault_service.service.revealing import DetokenizeOutcome, Revealed, reveal, reveal_hash
 from vault_service.service.vault import TokenVault
 
 POLICY = parse_policy(
@@ -93,7 +103,7 @@ def _reference(vault: TokenVault, store: FakeTokenStore, client: str, token: str
     try:
         value = open_sealed(vault._keys.key(row.dek_id), token_type, token, row.sealed)
     except SealBroken:
-        return KeysUnavailable("")
+        return StoredValueAltered("")
     return Revealed(token_type, value if level is RevealLevel.PLAIN else mask(token_type, value), level)
 
 
@@ -129,7 +139,7 @@ def test_a_mixed_call_reveals_each_token_as_alone_and_audits_the_revealed_in_ord
     expected = [_reference(vault, store, client, t) for t in tokens]
     assert [type(o) for o in outcomes] == [type(e) for e in expected]
     assert all(_same(got, want) for got, want in zip(outcomes, expected, strict=True))
-    assert isinstance(outcomes[tokens.index(broken)], KeysUnavailable)
+    assert isinstance(outcomes[tokens.index(broken)], StoredValueAltered)
     (event,) = audit.events
     audit_key = keys.ring.audit_key
     assert list(event.revealed) == [
@@ -195,3 +205,32 @@ def test_detokenize_items_are_counted_by_code_call_after_call() -> None:
         count_outcomes("DetokenizeProbe", 3, ["NOT_FOUND", "PERMISSION_DENIED", "NOT_FOUND"])
     count_outcomes("DetokenizeProbe", 0, [])
     assert (sample("OK"), sample("NOT_FOUND"), sample("PERMISSION_DENIED")) == (6.0, 4.0, 2.0)
+
+
+class _Keys:
+    def __init__(self, loaded: dict[int, DataKey]) -> None:
+        self._loaded = loaded
+
+    def key(self, key_id: int) -> DataKey:
+        if key_id not in self._loaded:
+            raise KeysUnavailable(f"data key {key_id} is not loaded")
+        return self._loaded[key_id]
+
+
+def test_a_value_altered_in_the_database_is_data_loss_and_a_missing_key_is_unavailable() -> None:
+    # A swapped ciphertext does not open with its (loaded) key: retrying cannot help, so the
+    # caller is told DATA_LOSS and to report it; a key that is not loaded is UNAVAILABLE, retry later.
+    key, missing = DataKey(1, os.urandom(32)), 2
+    tokens = new_tokens(TokenType.IP, 3)
+    sealed = [seal(key, TokenType.IP, t, f"10.9.0.{i}") for i, t in enumerate(tokens)]
+    rows = {
+        tokens[0]: StoredToken(tokens[0], "ip", 1, sealed[0]),
+        tokens[1]: StoredToken(tokens[1], "ip", 1, sealed[2]),  # the database owner swapped it in
+        tokens[2]: StoredToken(tokens[2], "ip", missing, sealed[2]),
+    }
+    got = reveal(_Keys({1: key}), "analyst", tokens, [TokenType.IP] * 3, {TokenType.IP: RevealLevel.PLAIN}, rows)
+    assert got[0] == Revealed(TokenType.IP, "10.9.0.0", RevealLevel.PLAIN)
+    altered, unloaded = got[1], got[2]
+    assert isinstance(altered, StoredValueAltered) and status_of(altered) == grpc.StatusCode.DATA_LOSS
+    assert "altered in the database" in str(altered) and "security team" in str(altered)
+    assert isinstance(unloaded, KeysUnavailable) and status_of(unloaded) == grpc.StatusCode.UNAVAILABLE

@@ -29,6 +29,13 @@ class KeysUnavailable(VaultError):
     """A key needed for this item is not loaded (Vault unreachable at start, or retired)."""
 
 
+class StoredValueAltered(VaultError):
+    """A stored ciphertext does not authenticate for its token with its loaded key.
+
+    It was altered in the database (e.g. swapped with another token's): retrying cannot help.
+    """
+
+
 class AuditUnavailable(VaultError):
     """The audit record could not be written, so the action it records was refused."""
 

@@ -12,6 +12,7 @@ from vault_service.domain.errors import (
     KeysUnavailable,
     PermissionDenied,
     RateLimited,
+    StoredValueAltered,
     TokenNotFound,
     Unauthenticated,
     VaultError,
@@ -27,6 +28,7 @@ _CODES: dict[type[VaultError], grpc.StatusCode] = {
     AuditUnavailable: grpc.StatusCode.UNAVAILABLE,
     RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DatabaseUnavailable: grpc.StatusCode.UNAVAILABLE,
+    StoredValueAltered: grpc.StatusCode.DATA_LOSS,
 }
 
 

@@ -14,7 +14,14 @@ from typing import NamedTuple, Protocol, cast
 
 from vault_service.domain.audit import REVEAL_HASH_BYTES
 from vault_service.domain.crypto import DataKey, open_sealed_many
-from vault_service.domain.errors import InvalidValue, KeysUnavailable, PermissionDenied, TokenNotFound, VaultError
+from vault_service.domain.errors import (
+    InvalidValue,
+    KeysUnavailable,
+    PermissionDenied,
+    StoredValueAltered,
+    TokenNotFound,
+    VaultError,
+)
 from vault_service.domain.masking import mask
 from vault_service.domain.policy import RevealLevel
 from vault_service.domain.token_types import TokenType
@@ -90,10 +97,17 @@ def reveal(
             map(_new_revealed, repeat(Revealed), zip(repeat(token_type), values, repeat(level)))
         )
         if values.count(None):
-            log.error("cannot open a stored value", extra={"dek_id": dek_id, "error": failure})
+            unopened = values.count(None)
+            if failure is None:  # the key is loaded: the stored ciphertext itself does not authenticate
+                log.error(
+                    "stored values do not authenticate for their tokens: altered in the database?",
+                    extra={"dek_id": dek_id, "token_type": token_type.type_name, "items": unopened},
+                )
+            else:
+                log.error("cannot open a stored value", extra={"dek_id": dek_id, "error": failure, "items": unopened})
             for index, value in enumerate(values):
                 if value is None:
-                    made[index] = KeysUnavailable("the value cannot be decrypted with the keys loaded; retry later")
+                    made[index] = _unopened(failure)
         if len(made) == len(outcomes):
             return made  # one group holds every token, in order
         for position, outcome in zip(positions, made, strict=True):
@@ -103,14 +117,23 @@ def reveal(
 
 def _open(
     keys: KeySource, dek_id: int, token_type: TokenType, tokens: list[str], sealed: list[bytes]
-) -> tuple[list[str | None], str]:
-    """The opened values (None where one does not open), and what to log about those."""
+) -> tuple[list[str | None], str | None]:
+    """The opened values (None where one does not open), and why the key is missing (None: it is loaded)."""
     try:
         key = keys.key(dek_id)
     except KeysUnavailable as error:
         return [None] * len(tokens), str(error)
-    failure = f"ciphertext of a {token_type.type_name} token failed authentication"
-    return open_sealed_many(key, token_type, tokens, sealed), failure
+    return open_sealed_many(key, token_type, tokens, sealed), None
+
+
+def _unopened(key_missing: str | None) -> VaultError:
+    """The item error of a value that did not open: the key is missing (retry later), or the value was altered."""
+    if key_missing is not None:
+        return KeysUnavailable("the value cannot be decrypted with the keys loaded; retry later")
+    return StoredValueAltered(
+        "the stored value for this token does not authenticate: it may have been altered in the database;"
+        " retrying cannot help, report it to the security team"
+    )
 
 
 def reveal_hasher(key: DataKey) -> Callable[[str], bytes]:
