@@ -85,6 +85,22 @@ def _as_owner(env: dict[str, str]) -> psycopg.Connection:
     return conn
 
 
+def _rechain(conn: psycopg.Connection, row_ids: list[int]) -> None:
+    """Recompute prev_hash and row_hash of `row_ids` in order, with the database's own hash function."""
+    for row_id in row_ids:
+        conn.execute(
+            "UPDATE vault.audit_log a SET"
+            " prev_hash = coalesce((SELECT b.row_hash FROM vault.audit_log b WHERE b.id < a.id"
+            "   ORDER BY b.id DESC LIMIT 1), prev_hash),"
+            " row_hash = vault.audit_row_hash(coalesce((SELECT b.row_hash FROM vault.audit_log b"
+            "   WHERE b.id < a.id ORDER BY b.id DESC LIMIT 1), prev_hash), a.id, a.at, a.client,"
+            "   a.client_serial, a.client_cert_sha256, a.action, a.purpose, a.token_types, a.item_count,"
+            "   a.outcome, a.revealed)"
+            " WHERE a.id = %s",
+            (row_id,),
+        )
+
+
 def test_an_untouched_log_verifies_with_its_signed_checkpoints_and_exported_copy(
     own_database: dict[str, str], anchored: tuple[RunningVault, Path]
 ) -> None:
@@ -149,19 +165,7 @@ def test_a_rewritten_row_with_every_later_hash_recomputed_is_caught_by_the_check
     target = ids[2]
     with _as_owner(own_database) as conn:
         conn.execute("UPDATE vault.audit_log SET purpose = 'nothing to see' WHERE id = %s", (target,))
-        # Recompute the chain from the rewritten row on, with the database's own hash function.
-        for row_id in [i for i in ids if i >= target]:
-            conn.execute(
-                "UPDATE vault.audit_log a SET"
-                " prev_hash = coalesce((SELECT b.row_hash FROM vault.audit_log b WHERE b.id < a.id"
-                "   ORDER BY b.id DESC LIMIT 1), prev_hash),"
-                " row_hash = vault.audit_row_hash(coalesce((SELECT b.row_hash FROM vault.audit_log b"
-                "   WHERE b.id < a.id ORDER BY b.id DESC LIMIT 1), prev_hash), a.id, a.at, a.client,"
-                "   a.client_serial, a.client_cert_sha256, a.action, a.purpose, a.token_types, a.item_count,"
-                "   a.outcome, a.revealed)"
-                " WHERE a.id = %s",
-                (row_id,),
-            )
+        _rechain(conn, [i for i in ids if i >= target])
     report = _verify(vault, exported)
     assert report.finding is not None
     assert "no longer match the signed checkpoint" in report.finding.reason
@@ -499,18 +503,7 @@ def test_a_rewritten_anchored_row_stays_caught_after_the_service_signs_the_rewri
     target = next(i for i in _ids(own_database) if i > first_anchor)  # anchored by the second checkpoint
     with _as_owner(own_database) as conn:
         conn.execute("UPDATE vault.audit_log SET purpose = 'nothing to see' WHERE id = %s", (target,))
-        for row_id in [i for i in _ids(own_database) if i >= target]:
-            conn.execute(
-                "UPDATE vault.audit_log a SET"
-                " prev_hash = coalesce((SELECT b.row_hash FROM vault.audit_log b WHERE b.id < a.id"
-                "   ORDER BY b.id DESC LIMIT 1), prev_hash),"
-                " row_hash = vault.audit_row_hash(coalesce((SELECT b.row_hash FROM vault.audit_log b"
-                "   WHERE b.id < a.id ORDER BY b.id DESC LIMIT 1), prev_hash), a.id, a.at, a.client,"
-                "   a.client_serial, a.client_cert_sha256, a.action, a.purpose, a.token_types, a.item_count,"
-                "   a.outcome, a.revealed)"
-                " WHERE a.id = %s",
-                (row_id,),
-            )
+        _rechain(conn, [i for i in _ids(own_database) if i >= target])
         conn.execute("DELETE FROM vault.audit_checkpoints WHERE head_id >= %s", (target,))
     _reveal_calls(own_database, vault, 1)  # the service goes on; its next checkpoint covers the rewrite
     vault.wait_for_checkpoint()
@@ -574,3 +567,36 @@ def test_a_planted_checkpoint_cannot_silence_anchoring_so_that_reveals_are_delet
         f" deleted their audit rows audit-verify reports the log intact ({report.rows} rows,"
         f" {report.checkpoints} checkpoints)"
     )
+
+
+def test_rows_deleted_in_the_middle_while_the_service_was_down_are_caught_by_the_older_exported_checkpoints(
+    own_database: dict[str, str], tmp_path: Path
+) -> None:
+    # After a restart the service counts every row afresh, so a log the owner shortened in the
+    # middle (the later hashes recomputed, the checkpoints from the deleted row on removed) gets
+    # a count that agrees with it: the service signs, stores and exports the shortened chain.
+    # Only the checkpoints exported before the restart still say which rows there were.
+    exported = tmp_path / "checkpoints.jsonl"
+    settings = {"TOKENVAULT_AUDIT_CHECKPOINT_SECONDS": "1", "TOKENVAULT_AUDIT_CHECKPOINT_FILE": str(exported)}
+    with running_vault(own_database, **settings) as vault:
+        _reveal_calls(own_database, vault, 3)
+        vault.wait_for_checkpoint()
+        first_anchor = vault.wired.audit.last_checkpoint_head()
+        _reveal_calls(own_database, vault, 3)
+        vault.wait_for_checkpoint()
+    ids = _ids(own_database)
+    deleted = next(i for i in ids if i > first_anchor)
+    with _as_owner(own_database) as conn:
+        conn.execute("DELETE FROM vault.audit_log WHERE id = %s", (deleted,))
+        _rechain(conn, [i for i in ids if i > deleted])
+        conn.execute("DELETE FROM vault.audit_checkpoints WHERE head_id >= %s", (deleted,))
+    with running_vault(own_database, **settings) as restarted:
+        _reveal_calls(own_database, restarted, 1)
+        restarted.wait_for_checkpoint()  # signed over the shortened chain, and stored: the count holds
+        assert _verify(restarted, None).intact  # what Postgres holds agrees with itself
+        report = _verify(restarted, exported)
+    assert report.finding is not None, (
+        f"row {deleted} was deleted while the service was down, and audit-verify with the exported copy"
+        f" reports the log intact ({report.rows} rows, {report.checkpoints} checkpoints)"
+    )
+    assert report.finding.first_row == next(i for i in ids if i > deleted)  # the first row after the gap
