@@ -64,9 +64,10 @@ def verify_audit(
 
     The service may append and checkpoint while this reads, so the reads go from the newest
     evidence back: the exported copy, then the database's checkpoints, then the rows. A checkpoint
-    is exported only once stored, and stored only once its rows are committed, so every
-    checkpoint read vouches for rows the later read sees. Read the other way round, a checkpoint
-    made in between named rows the earlier read missed: a false "TAMPERED".
+    is exported only once stored (or, beside a planted checkpoint, instead of being stored), and
+    made only once its rows are committed, so every checkpoint read vouches for rows the later
+    read sees. Read the other way round, a checkpoint made in between named rows the earlier read
+    missed: a false "TAMPERED".
     """
     copies = read_exported(exported) if exported is not None else []
     checkpoints = store.checkpoints()
