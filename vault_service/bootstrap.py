@@ -9,7 +9,7 @@ from psycopg_pool import ConnectionPool
 
 from tokenvault_common.pg_pool import check_connection_cheaply
 from vault_service.adapters.postgres import PostgresAuditLog, PostgresKeyStore, PostgresTokenStore
-from vault_service.adapters.transit import TransitKeyWrapper, TransitSigner, open_session
+from vault_service.adapters.transit import SignatureVerifier, TransitKeyWrapper, TransitSigner, open_session
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.policy import load_policy
 from vault_service.entrypoints.metrics import observe_checkpoint_exported, observe_planted_checkpoint, observe_tokenize
@@ -38,6 +38,7 @@ class Bootstrapped:
 
     def audit_upkeep(self, interval: float, checkpoint_file: Path | None) -> AuditUpkeep:
         """The background writer of aggregated audit rows and signed checkpoints."""
+        verify = SignatureVerifier(self.signer)
         return AuditUpkeep(
             self.audit,
             self.audit,
@@ -48,6 +49,7 @@ class Bootstrapped:
             interval,
             on_exported=observe_checkpoint_exported,
             on_planted=observe_planted_checkpoint,
+            genuine=lambda checkpoint: verify(checkpoint.head.message(), checkpoint.signature),
         )
 
     def maintainer(self, report: HealthReport, interval: float) -> KeyMaintainer:

@@ -515,8 +515,30 @@ def test_a_rewritten_anchored_row_stays_caught_after_the_service_signs_the_rewri
     assert report.finding.first_row is not None and report.finding.first_row <= target
 
 
+_PLANTED_CHECKPOINTS = {
+    # One row far ahead of the log, triggers bypassed.
+    "ahead of the log": (
+        "INSERT INTO vault.audit_checkpoints (head_id, head_hash, row_count, at, key_name, signature)"
+        " VALUES (4000000000000000000, '\\x00', 0, now(), 'tokenvault-audit', 'vault:v1:AAAA')"
+    ),
+    # A trigger of the owner's writing a checkpoint of every new head as it is appended, with the
+    # right head, hash and count and a made-up signature: every head looks anchored already.
+    "at every new head": (
+        "CREATE FUNCTION public.plant_checkpoint() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$"
+        " BEGIN PERFORM set_config('session_replication_role', 'replica', true);"
+        " INSERT INTO vault.audit_checkpoints (head_id, head_hash, row_count, at, key_name, signature)"
+        " VALUES (NEW.id, NEW.row_hash, (SELECT count(*) FROM vault.audit_log WHERE id <= NEW.id), now(),"
+        " 'tokenvault-audit', 'vault:v1:AAAA');"
+        " PERFORM set_config('session_replication_role', 'origin', true); RETURN NULL; END $$;"
+        " CREATE TRIGGER plant_checkpoint AFTER INSERT ON vault.audit_log"
+        " FOR EACH ROW EXECUTE FUNCTION public.plant_checkpoint()"
+    ),
+}
+
+
+@pytest.mark.parametrize("planted", sorted(_PLANTED_CHECKPOINTS))
 def test_a_planted_checkpoint_cannot_silence_anchoring_so_that_reveals_are_deleted_unnoticed(
-    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+    own_database: dict[str, str], anchored: tuple[RunningVault, Path], planted: str
 ) -> None:
     # The database owner plants a checkpoint row far ahead of the log (triggers bypassed). The
     # service then finds "a checkpoint newer than the head" every round and stops signing,
@@ -529,10 +551,7 @@ def test_a_planted_checkpoint_cannot_silence_anchoring_so_that_reveals_are_delet
     vault.wait_for_checkpoint()
     anchored_head = vault.wired.audit.last_checkpoint_head()
     with _as_owner(own_database) as conn:
-        conn.execute(
-            "INSERT INTO vault.audit_checkpoints (head_id, head_hash, row_count, at, key_name, signature)"
-            " VALUES (4000000000000000000, '\\x00', 0, now(), 'tokenvault-audit', 'vault:v1:AAAA')"
-        )
+        conn.execute(_PLANTED_CHECKPOINTS[planted])
     ip = f"192.0.2.{uuid.uuid4().int % 250 + 1}"
     channel = client_channel(own_database, vault.address, "etl-service")
     token = (

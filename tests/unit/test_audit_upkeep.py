@@ -41,6 +41,12 @@ class _Store:
     def last_checkpoint_head(self) -> int:
         return max([self.planted, *(c.head.head_id for c in self.stored)])
 
+    def newest_checkpoint(self) -> Checkpoint | None:
+        if self.planted > max([0, *(c.head.head_id for c in self.stored)]):
+            head = ChainHead(self.planted, bytes([self.planted % 256]) * 32, self.planted, datetime.now(UTC))
+            return Checkpoint(head, "k", "vault:v1:planted")
+        return self.stored[-1] if self.stored else None
+
     def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
         if checkpoint.head.head_id <= self.last_checkpoint_head():
             raise AssertionError("the database refuses a checkpoint that is not newer than its newest")
@@ -59,6 +65,7 @@ def _upkeep(
         RefusalAuditor(audit),
         exported.append,
         on_planted=lambda: planted.append(1),
+        genuine=lambda checkpoint: checkpoint.signature == _Signer().sign(checkpoint.head.message()),
     )
 
 
@@ -130,3 +137,29 @@ def test_a_head_that_did_not_grow_is_not_checkpointed_again() -> None:
     store.head_id = 3
     assert upkeep.run_once() is not None
     assert upkeep.run_once() is None and len(exported) == 1
+
+
+def test_a_checkpoint_planted_at_the_head_without_a_valid_signature_does_not_pass_for_an_anchor(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The database owner writes a checkpoint for each new head as it appears (a trigger of its
+    # own): the upkeep would find every head "anchored" and sign nothing.
+    store, exported, planted = _Store(), list[Checkpoint](), list[int]()
+    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), exported, planted)
+    store.head_id = 5
+    assert upkeep.run_once() is not None
+    store.head_id = store.planted = 9
+    with caplog.at_level(logging.ERROR):
+        made = upkeep.run_once()
+    assert made is not None and made.head.head_id == 9 and exported[-1] == made
+    assert "at the head without the signing key's signature" in caplog.text and planted == [1]
+
+
+def test_another_replicas_genuine_checkpoint_of_the_head_is_left_as_the_anchor() -> None:
+    store, exported = _Store(), list[Checkpoint]()
+    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), exported, [])
+    store.head_id = 7
+    other = store.head()
+    assert other is not None
+    store.stored.append(Checkpoint(other, "k", _Signer().sign(other.message())))  # another replica's, signed
+    assert upkeep.run_once() is None and exported == []

@@ -152,6 +152,21 @@ class TransitSigner:
                 raise KeysUnavailable(f"a signature by {self._key_name} does not verify with its public keys")
 
 
+class SignatureVerifier:
+    """Checks signatures of a Transit signing key offline, its public keys read once (again for a new version)."""
+
+    def __init__(self, signer: TransitSigner) -> None:
+        self._signer = signer
+        self._keys: dict[int, str] = {}
+
+    def __call__(self, data: bytes, signature: str) -> bool:
+        """Whether `signature` is the signing key's signature of `data`."""
+        version = signature.partition(":v")[2].partition(":")[0]
+        if version.isdigit() and int(version) not in self._keys:
+            self._keys = self._signer.public_keys()  # a version made since: the key was rotated
+        return verify_signature(self._keys, data, signature)
+
+
 def verify_signature(public_keys: Mapping[int, str], data: bytes, signature: str) -> bool:
     """Whether `signature` (`vault:v<N>:<base64>`) is a valid ed25519 signature of `data`.
 

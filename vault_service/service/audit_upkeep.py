@@ -54,8 +54,8 @@ class CheckpointStore(Protocol):
         """The chain's newest row (None when empty)."""
         ...
 
-    def last_checkpoint_head(self) -> int:
-        """The head id of the newest checkpoint (0 when none)."""
+    def newest_checkpoint(self) -> Checkpoint | None:
+        """The newest stored checkpoint (None when none)."""
         ...
 
     def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
@@ -112,8 +112,13 @@ class AuditUpkeep:
         interval: float = DEFAULT_INTERVAL,
         on_exported: Callable[[Checkpoint], None] | None = None,
         on_planted: Callable[[], None] | None = None,
+        genuine: Callable[[Checkpoint], bool] | None = None,
     ) -> None:
-        """`on_exported` is told of each checkpoint exported, `on_planted` of each round that found a planted one."""
+        """`on_exported` is told of each checkpoint exported, `on_planted` of each round that found a planted one.
+
+        `genuine(checkpoint)`: whether a stored checkpoint carries a valid signature of the signing
+        key (checked offline); without it, the database's checkpoints are taken at their word.
+        """
         self._audit = audit
         self._store = store
         self._signer = signer
@@ -123,6 +128,7 @@ class AuditUpkeep:
         self._interval = interval
         self._on_exported = on_exported or (lambda checkpoint: None)
         self._on_planted = on_planted or (lambda: None)
+        self._genuine = genuine or (lambda checkpoint: True)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._counted: ChainHead | None = None  # the last head counted: the next count starts there
@@ -135,29 +141,47 @@ class AuditUpkeep:
         self._refusals.flush_into(self._audit.append)
         # The newest checkpoint is read before the head: a checkpoint is stored only after its
         # rows are committed, so a true one never names a row beyond a head read after it.
-        last = self._store.last_checkpoint_head()
+        newest = self._store.newest_checkpoint()
+        last = newest.head.head_id if newest else 0
         head = self._store.head(self._counted)
         self._counted = head or self._counted
         if last > (head.head_id if head else 0):
-            return self._anchor_beside_a_planted_checkpoint(head, last)
-        if head is None or head.head_id <= last:
+            return self._anchor_beside_a_planted_checkpoint(head, last, "beyond the audit log's head")
+        if head is None:
             return None
+        if head.head_id <= last:  # the database says the head is anchored: by a checkpoint that vouches for it?
+            assert newest is not None
+            if last <= self._exported_head or self._vouches(newest, head):
+                return None
+            return self._anchor_beside_a_planted_checkpoint(
+                head, last, "at the head without the signing key's signature"
+            )
         checkpoint = Checkpoint(head, self._signer.key_name, self._signer.sign(head.message()))
         if not self._store.add_checkpoint(checkpoint):
             return None
         self._export_and_note(checkpoint)
         return checkpoint
 
-    def _anchor_beside_a_planted_checkpoint(self, head: ChainHead | None, planted: int) -> Checkpoint | None:
-        """Sign and export `head` without storing it: the database's newest checkpoint (`planted`) is beyond it."""
+    def _vouches(self, stored: Checkpoint, head: ChainHead) -> bool:
+        """Whether another replica's `stored` checkpoint really anchors `head` (signed, and naming it)."""
+        same_head = stored.head.head_id != head.head_id or (
+            stored.head.head_hash == head.head_hash and stored.head.row_count == head.row_count
+        )
+        return same_head and self._genuine(stored)
+
+    def _anchor_beside_a_planted_checkpoint(
+        self, head: ChainHead | None, planted: int, where: str
+    ) -> Checkpoint | None:
+        """Sign and export `head` without storing it: the database's newest checkpoint (`planted`) is not genuine."""
         self._on_planted()
         if planted != self._planted_seen:
             self._planted_seen = planted
             log.error(
-                "the database's newest audit checkpoint names row %d, beyond the audit log's head (row %d):"
+                "the database's newest audit checkpoint names row %d, %s (row %d):"
                 " it was written behind the service's back, and the database refuses every checkpoint after it."
                 " Checkpoints go on in the exported copy only; report it to the security team and run audit-verify",
                 planted,
+                where,
                 head.head_id if head else 0,
             )
         if head is None or head.head_id <= self._exported_head:

@@ -206,6 +206,16 @@ class PostgresAuditLog:
             return cursor.rowcount == 1
 
     @translated
+    def newest_checkpoint(self) -> Checkpoint | None:
+        """The newest stored checkpoint (None when none)."""
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT head_id, head_hash, row_count, at, key_name, signature FROM vault.audit_checkpoints"
+                " ORDER BY head_id DESC LIMIT 1"
+            ).fetchone()
+        return Checkpoint(ChainHead(row[0], bytes(row[1]), row[2], row[3]), row[4], row[5]) if row else None
+
+    @translated
     def last_checkpoint_head(self) -> int:
         """The head id of the newest checkpoint (0 when none)."""
         with self._pool.connection() as conn:
