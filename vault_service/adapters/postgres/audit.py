@@ -8,9 +8,11 @@ Appends from concurrent calls are grouped (group commit): while one is being wri
 arriving wait, then go together in one statement (one disk flush for many calls). Each caller
 returns only once its own row is committed; a failed write fails every call in its group.
 
-An append returns the ids of the rows it stored and is refused unless there is one per event:
-a rule or trigger the database owner adds to drop audit rows (`DO INSTEAD NOTHING`, a BEFORE
-trigger returning NULL) would otherwise let reveals through with no row to show for them.
+An append returns the ids of the rows it stored and is refused unless there is one per event
+and, once committed, each of those rows is in vault.audit_log: a rule or trigger the database
+owner adds to drop audit rows (`DO INSTEAD NOTHING`, a BEFORE trigger returning NULL, an AFTER
+trigger deleting the row, a rule diverting it elsewhere and returning that row) would otherwise
+let reveals through with no row to show for them. The look-up is one more round trip per group.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ _APPEND_ONE = PreparedStatement(
     " item_count, outcome, revealed) VALUES ($1, $2, $3, $4, $5, $6, $7::int, $8, $9::bytea[]) RETURNING id",
 )
 """A group of one event (a lone caller): no arrays to build in Python or to unnest in Postgres."""
+_PRESENT = PreparedStatement(
+    "audit_present", "SELECT count(*) FROM vault.audit_log WHERE id = ANY($1::bigint[])", binary_rows=True
+)
+"""How many of the ids an append returned are rows of the log now that it is committed."""
 _HEAD = (
     "SELECT a.id, a.row_hash,"
     " %(base)s + (SELECT count(*) FROM vault.audit_log x WHERE x.id > %(after)s AND x.id <= a.id),"
@@ -85,9 +91,13 @@ class AuditRowsDropped(Exception):
         self.stored = stored
 
 
-def _check_stored(written: int, stored: Sequence[tuple[object, ...]]) -> None:
+def _check_stored(conn: psycopg.Connection, written: int, stored: Sequence[tuple[object, ...]]) -> None:
+    """Raise AuditRowsDropped unless the append returned one id per event and each is a row of the log."""
     if len(stored) != written:
         raise AuditRowsDropped(written, len(stored))
+    ((present,),) = _PRESENT.rows(conn, (int_array([int(row[0]) for row in stored]),))  # type: ignore[call-overload]
+    if present != written:
+        raise AuditRowsDropped(written, int(present))
 
 
 class PostgresAuditLog:
@@ -136,7 +146,7 @@ class PostgresAuditLog:
                         bytea_array(event.revealed) if event.revealed else None,
                     ),
                 )
-            _check_stored(1, stored)
+                _check_stored(conn, 1, stored)
             return
         flat: list[bytes] = []
         lows, highs = [], []
@@ -161,7 +171,7 @@ class PostgresAuditLog:
                     int_array(highs),
                 ),
             )
-        _check_stored(len(events), stored)
+            _check_stored(conn, len(events), stored)
 
     @translated
     def records(self, after_id: int = 0) -> list[AuditRecord]:
