@@ -19,6 +19,7 @@ from pathlib import Path
 
 import hvac
 
+from devstack.planted_links import write_in_foreign_dir
 from devstack.procs import StackError, free_port, spawn, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,16 +75,22 @@ def bao_binary() -> str:
     return found
 
 
-def _audit_config(directory: Path) -> tuple[Path, Path]:
-    """A server configuration declaring a file audit device in `directory`: (config, audit log)."""
+def _audit_config(directory: Path, user: str | None) -> tuple[Path, Path]:
+    """A server configuration declaring a file audit device in `directory`: (config, audit log).
+
+    The directory may be kept from an earlier start and be `user`'s: the file is written
+    without following a link planted there, and given to `user` through its descriptor.
+    """
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     audit_log = directory / "audit.log"
     config = directory / "audit.hcl"
-    config.write_text(
+    write_in_foreign_dir(
+        config,
         'audit "file" "file" {\n'
         '  description = "every request and response; secrets HMAC-ed"\n'
         f'  options {{\n    file_path = {json.dumps(str(audit_log))}\n    mode = "0600"\n  }}\n'
-        "}\n"
+        "}\n",
+        owner=user,
     )
     return config, audit_log
 
@@ -99,11 +106,10 @@ def start_openbao(log_file: Path, audit_dir: Path | None = None, user: str | Non
     token = secrets.token_urlsafe(24)
     address = f"http://127.0.0.1:{port}"
     directory = audit_dir or log_file.parent
-    config, audit_log = _audit_config(directory)
+    config, audit_log = _audit_config(directory, user)
     if user:
         account = pwd.getpwnam(user)
-        for path in (directory, config):
-            os.chown(path, account.pw_uid, account.pw_gid)
+        os.chown(directory, account.pw_uid, account.pw_gid)  # in the stack's own (root's) directory
     pid = spawn(
         [
             bao_binary(),
