@@ -150,18 +150,22 @@ def create_stack_certificates(
     return authority, server, clients
 
 
-def write_revocation_list(authority: Authority, serials: Sequence[int], path: Path) -> None:
+def write_revocation_list(
+    authority: Authority, serials: Sequence[int], path: Path, published: datetime.datetime | None = None
+) -> None:
     """A CRL signed by `authority` revoking `serials`, written to `path` in one step (rename).
 
     What the vault reads from TOKENVAULT_TLS_CLIENT_CRL; production takes it from its CA (Vault
-    PKI publishes one at `pki/crl/pem`).
+    PKI publishes one at `pki/crl/pem`). `published`: its last update (default: now), valid a
+    week from then.
     """
     now = datetime.datetime.now(datetime.UTC)
+    published = published or now
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(authority.cert.subject)
-        .last_update(now - datetime.timedelta(minutes=5))
-        .next_update(now + datetime.timedelta(days=7))
+        .last_update(published)
+        .next_update(published + datetime.timedelta(days=7))
     )
     for serial in serials:
         builder = builder.add_revoked_certificate(

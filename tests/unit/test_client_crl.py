@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 from pathlib import Path
 
@@ -67,3 +68,41 @@ def test_an_unusable_list_at_start_is_an_error(tmp_path: Path, content: str | No
         path.write_text(content)
     with pytest.raises(InvalidRevocationList, match="cannot read the client CRL"):
         RevocationList(path, [ca.cert])
+
+
+def test_an_older_list_put_back_is_not_taken_in(tmp_path: Path) -> None:
+    ca = certs.create_authority(tmp_path)
+    path = tmp_path / "crl.pem"
+    now = datetime.datetime.now(datetime.UTC)
+    certs.write_revocation_list(ca, [], path, published=now - datetime.timedelta(hours=1))
+    older = path.read_bytes()
+    clock = Clock()
+    revocations = RevocationList(path, [ca.cert], recheck_seconds=1, clock=clock)
+    certs.write_revocation_list(ca, [0xABC], path, published=now)
+    _bump(path, 1)
+    clock.now = 2.0
+    assert revocations.is_revoked("abc")
+    path.write_bytes(older)
+    _bump(path, 2)
+    clock.now = 4.0
+    assert revocations.is_revoked("abc")
+
+
+def test_an_expired_list_stops_the_start(tmp_path: Path) -> None:
+    ca = certs.create_authority(tmp_path)
+    path = tmp_path / "crl.pem"
+    certs.write_revocation_list(
+        ca, [], path, published=datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=8)
+    )
+    with pytest.raises(InvalidRevocationList, match="expired"):
+        RevocationList(path, [ca.cert])
+
+
+def test_one_list_per_client_ca_in_one_file_during_a_ca_rotation(tmp_path: Path) -> None:
+    old_ca, new_ca = certs.create_authority(tmp_path / "old"), certs.create_authority(tmp_path / "new")
+    certs.write_revocation_list(old_ca, [0xA1], tmp_path / "old.pem")
+    certs.write_revocation_list(new_ca, [0xB2], tmp_path / "new.pem")
+    path = tmp_path / "crl.pem"
+    path.write_bytes((tmp_path / "old.pem").read_bytes() + (tmp_path / "new.pem").read_bytes())
+    revocations = RevocationList(path, [old_ca.cert, new_ca.cert])
+    assert revocations.is_revoked("a1") and revocations.is_revoked("b2")

@@ -6,9 +6,11 @@ the CRL at `pki/crl/pem`) and the vault reads that CRL from `TOKENVAULT_TLS_CLIE
 
 The file is read again when it changes (looked at no more often than every `recheck_seconds`,
 on the calls themselves: a revocation takes effect within seconds, with no restart). A CRL is
-used only if one of the client CAs signed it. One that cannot be read or is not signed so
-stops the service at start; at run time the last good list is kept and the error logged, so a
-half-written file never lets a revoked certificate back in.
+used only if one of the client CAs signed it and it is not past its next update; a list
+published before the one in force (an older list put back) is not taken in either. One that
+cannot be used stops the service at start; at run time the last good list is kept and the
+error logged, so neither a half-written file nor an older list lets a revoked certificate back
+in. A file may hold one list per client CA (a CA bundle during a CA rotation).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from cryptography import x509
 
@@ -28,15 +32,43 @@ class InvalidRevocationList(ValueError):
     """The CRL file cannot be read, or none of the client CAs signed it."""
 
 
-def read_revoked_serials(path: Path, cas: Sequence[x509.Certificate]) -> frozenset[str]:
-    """The revoked serial numbers (lowercase hex, as `Caller.serial`) of the CRL at `path`."""
+class RevocationLists(NamedTuple):
+    """What a CRL file holds: the revoked serials, and when each issuing CA published its list."""
+
+    serials: frozenset[str]
+    published: dict[x509.Name, datetime]
+
+
+def read_revocation_lists(path: Path, cas: Sequence[x509.Certificate]) -> RevocationLists:
+    """The CRLs in `path` (one per client CA, PEM, concatenated): revoked serials as lowercase hex (as `Caller.serial`).
+
+    Each must be signed by one of `cas` and not be past its next update.
+    """
     try:
-        crl = x509.load_pem_x509_crl(path.read_bytes())
+        blocks = [_BEGIN + block for block in path.read_bytes().split(_BEGIN)[1:]]
+        crls = [x509.load_pem_x509_crl(block) for block in blocks]
     except (OSError, ValueError) as error:
         raise InvalidRevocationList(f"cannot read the client CRL {path}: {error}") from None
-    if not any(crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key()) for ca in cas):  # type: ignore[arg-type]
-        raise InvalidRevocationList(f"the client CRL {path} is not signed by the vault's client CA")
-    return frozenset(format(revoked.serial_number, "x") for revoked in crl)
+    if not crls:
+        raise InvalidRevocationList(f"cannot read the client CRL {path}: it holds no PEM CRL")
+    now = datetime.now(UTC)
+    for crl in crls:
+        if not any(crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key()) for ca in cas):  # type: ignore[arg-type]
+            raise InvalidRevocationList(f"the client CRL {path} is not signed by the vault's client CA")
+        if crl.next_update_utc is not None and crl.next_update_utc < now:
+            raise InvalidRevocationList(
+                f"the client CRL {path} expired on {crl.next_update_utc:%Y-%m-%d %H:%M} UTC: publish a fresh one"
+            )
+    serials = frozenset(format(revoked.serial_number, "x") for crl in crls for revoked in crl)
+    return RevocationLists(serials, {crl.issuer: crl.last_update_utc for crl in crls})
+
+
+def _older(new: dict[x509.Name, datetime], current: dict[x509.Name, datetime]) -> bool:
+    """Whether a CA's list in `new` was published before the one in force (a list put back)."""
+    return any(issuer in current and published < current[issuer] for issuer, published in new.items())
+
+
+_BEGIN = b"-----BEGIN X509 CRL-----"
 
 
 class RevocationList:
@@ -56,13 +88,13 @@ class RevocationList:
         self._clock = clock
         self._lock = threading.Lock()
         self._version = self._file_version()
-        self._serials = read_revoked_serials(path, self._cas)
+        self._lists = read_revocation_lists(path, self._cas)
         self._checked_at = clock()
 
     def is_revoked(self, serial: str) -> bool:
         """Whether the certificate with this serial (lowercase hex) is revoked."""
         self._refresh()
-        return serial in self._serials
+        return serial in self._lists.serials
 
     def _refresh(self) -> None:
         now = self._clock()
@@ -73,13 +105,18 @@ class RevocationList:
             version = self._file_version()
             if version == self._version:
                 return
+            self._version = version
             try:
-                serials = read_revoked_serials(self._path, self._cas)
+                lists = read_revocation_lists(self._path, self._cas)
+                if _older(lists.published, self._lists.published):
+                    raise InvalidRevocationList(
+                        f"the client CRL {self._path} was published before the one in force (an older list put back?)"
+                    )
             except InvalidRevocationList as error:
                 log.error("client CRL not taken in; the previous one stays in force", extra={"error": str(error)})
                 return
-            self._serials, self._version = serials, version
-            log.info("client CRL taken in", extra={"revoked_certificates": len(serials)})
+            self._lists = lists
+            log.info("client CRL taken in", extra={"revoked_certificates": len(lists.serials)})
         finally:
             self._lock.release()
 
