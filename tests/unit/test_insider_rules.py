@@ -33,6 +33,8 @@ REPO = Path(__file__).resolve().parents[2]
         "CASE-2026-000123",
         "SEC-1290: chargeback review, 2026-12-03",
         "DSAR 2026/118 (step 2 of 3)",
+        "INC-4821 call of 2026-12-03 10:30",
+        "GDPR-2026-0042 reviewed 2026-12-03T10:30:00Z",
     ],
 )
 def test_case_references_are_good_purposes(purpose: str) -> None:
@@ -74,6 +76,17 @@ def test_case_references_are_good_purposes(purpose: str) -> None:
         ("re 203 -> 0 -> 113 -> 7", "IP address"),
         ("device 593:47:5928", "identifier-like"),
         ("device 593|47|5928", "identifier-like"),
+        # ... and the third: invisible characters inside a group, more separators, words, letters, hex.
+        ("re 203.0.1\ufe0f\ufe0f13.7", "IP address"),
+        ("re 593-4\ufe0f7-5928", "identifier-like"),
+        ("re 203.0.1\u034f13.7", "IP address"),
+        ("re 203....0....113....7", "IP address"),
+        ("re 203 dot 0 dot 113 dot 7", "IP address"),
+        ("re 203o0o113o7", "IP address"),
+        ("re 0xcb.0x0.0x71.0x7", "IP address"),
+        ("re 0313.0.0161.07", "IP address"),
+        ("re 59347-5928", "identifier-like"),
+        ("see ip_DtiBLMYR\ufe0fsX_iBcglFQa_Mg", "token"),
         ("", "required"),
         ("x" * 513, "longer"),
     ],

@@ -20,16 +20,26 @@ MAX_PURPOSE_LENGTH = 512
 _TOKEN = re.compile(
     r"(?i)(?<![a-z0-9])(?:" + "|".join(t.prefix for t in TokenType) + r")_[A-Za-z0-9_-]{6,}"
 )  # a token, or the start of one (a token split by a space still names it)
-_SEP = r"(?:\s*(?:[^\w\s]|_){1,3}\s*|\s+)"
-"""Between the groups of a number: blanks, or up to three of any character that is neither a
-letter nor a digit (dots, dashes, colons, bars, semicolons, middle dots, ideographic full stops,
-backslashes ...). A closed list of separators let other spellings of an address through."""
-_IPV4_LIKE = re.compile(r"(?<!\d)\d{1,3}(?:" + _SEP + r"\d{1,3}){3}(?!\d)")  # 203.000.113.007, 203|0|113|7
+_SEP = r"\D{1,6}"
+"""Between the groups of a number: up to six characters that are not digits - dots, dashes,
+colons, bars, blanks, letters, words ("203 dot 0 dot 113 dot 7"). Lists of separators let other
+spellings of an address through twice; any non-digit is what a reader skips too."""
+_IPV4_LIKE = re.compile(r"(?<!\d)0*\d{1,3}(?:" + _SEP + r"0*\d{1,3}){3}(?!\d)")  # 203.000.113.007, 203|0|113|7
+_HEX_OCTETS = re.compile(r"(?i)0x[0-9a-f]{1,2}(?:\W{1,3}0x[0-9a-f]{1,2}){3}")  # 0xcb.0x0.0x71.0x7
+_INVISIBLE = frozenset({"Mn", "Me", "Cf"})
+"""Combining marks and format characters (variation selectors, joiners): they render as nothing
+between digits, so they are dropped before the patterns are matched."""
+_ISO_DATE_TIME = re.compile(
+    r"(?<!\d)(?:19|20)\d{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
+    r"(?:[ T](?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d)?(?:Z|[+-]\d{2}:?\d{2})?)?(?!\d)"
+)
+"""A date, or a date and time, in ISO form: a reference may carry one, and its groups of digits
+would otherwise read as an address."""
 _IPV6_CANDIDATE = re.compile(r"[0-9A-Fa-f:.%]*:[0-9A-Fa-f:.%]*:[0-9A-Fa-f:.%]*")
 _IPV6_DASHED = re.compile(r"(?i)[0-9a-f]{1,4}(?:-{1,2}[0-9a-f]{0,4}){2,7}")  # 2001-db8--1 (ipv6-literal form)
 _HEX_INT = re.compile(r"(?i)0x[0-9a-f]{6,}")  # an address written as one hex number
 _EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[A-Za-z]{2,}")
-_ID_NUMBER = re.compile(r"(?<!\d)\d{3}" + _SEP + r"?\d{2}" + _SEP + r"?\d{4}(?!\d)|\d{8,}")
+_ID_NUMBER = re.compile(r"(?<!\d)\d{3}(?:" + _SEP + r")?\d{2}(?:" + _SEP + r")?\d{4}(?!\d)|\d{8,}")
 _MAC = re.compile(
     r"(?i)(?<![0-9a-f])(?:[0-9a-f]{2}(?:[:-][0-9a-f]{2}){5}|[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4})(?![0-9a-f])"
 )
@@ -58,9 +68,11 @@ def pii_in(purpose: str) -> str | None:
     number, however it is spelled, does not.
     """
     text = unicodedata.normalize("NFKC", purpose)
+    text = "".join(c for c in text if unicodedata.category(c) not in _INVISIBLE)
     if _TOKEN.search(text):
         return "it holds a token"
-    if _IPV4_LIKE.search(text) or _HEX_INT.search(text):
+    numbers = _ISO_DATE_TIME.sub(" ", text)
+    if _IPV4_LIKE.search(numbers) or _HEX_INT.search(text) or _HEX_OCTETS.search(text):
         return "it holds an IP address"
     if any(_is_ip(m) for m in _IPV6_CANDIDATE.findall(text)):
         return "it holds an IP address"
@@ -70,7 +82,7 @@ def pii_in(purpose: str) -> str | None:
         return "it holds an e-mail address"
     if _MAC.search(text):
         return "it holds a hardware address"
-    if _ID_NUMBER.search(text):
+    if _ID_NUMBER.search(numbers):
         return "it holds an identifier-like number (8 or more digits, or ddd-dd-dddd)"
     return None
 
