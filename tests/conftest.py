@@ -86,8 +86,8 @@ def running_vault(env: dict[str, str], address: str = "127.0.0.1:0", **overrides
     )
     maintainer = wired.maintainer(server.reporter, config.key_check_seconds)
     upkeep = wired.audit_upkeep(config.audit_checkpoint_seconds, config.audit_checkpoint_file)
+    maintainer.start()  # as the service does: the erasure mark is read before serving
     server.server.start()
-    maintainer.start()
     upkeep.start()
     try:
         yield RunningVault(f"127.0.0.1:{server.port}", server, wired, maintainer)

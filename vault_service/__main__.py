@@ -63,8 +63,8 @@ def main() -> int:
         health_server, _ = create_health_server(running.health, config.health_address)
         health_server.start()
     tune_for_throughput()
+    maintainer.start()  # the erasure mark is read before any call can fill the token cache
     running.server.start()
-    maintainer.start()
     upkeep.start()
     log.info("serving", extra={"port": running.port, "metrics_port": config.metrics_port})
     stopping = threading.Event()
