@@ -1,0 +1,61 @@
+"""The erase limit against a stolen privacy-officer certificate and more than one vault process.
+
+docs/threat-model.md 13b: "the shipped [defaults.limits] allow 100 tokens at once, then 18 an
+hour ... so one person's values are erased at once and a bulk wipe is refused". The buckets are
+kept in each process's memory: the Kubernetes manifests run 2 to 12 replicas behind one
+Service, and a replica that starts (a deploy, a scale-up, a crash) starts with a full bucket.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+
+from tests.conftest import client_channel, running_vault
+from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+
+ERASE_BURST = 100  # config/vault-policy.toml [defaults.limits] erase_burst
+
+
+def _letters() -> str:
+    return "".join(chr(ord("a") + int(c, 16)) for c in uuid.uuid4().hex[:8])
+
+
+def _erase(env: dict[str, str], address: str, tokens: list[str], purpose: str) -> int:
+    channel = client_channel(env, address, "privacy-officer")
+    try:
+        response = vault_pb2_grpc.TokenVaultStub(channel).Erase(
+            vault_pb2.EraseRequest(tokens=tokens, purpose=purpose), timeout=30
+        )
+        return sum(r.erased for r in response.results)
+    except grpc.RpcError:
+        return 0
+    finally:
+        channel.close()
+
+
+def test_one_certificate_erases_no_more_than_one_burst_across_replicas_and_restarts(
+    stack_env: dict[str, str],
+) -> None:
+    prefix = f"10.{uuid.uuid4().int % 250}"
+    values = [f"{prefix}.{n // 250}.{n % 250 + 1}" for n in range(3 * ERASE_BURST)]
+    purpose = "GDPR-BULK-" + _letters()
+    with running_vault(stack_env) as first, running_vault(stack_env) as second:
+        channel = client_channel(stack_env, first.address, "etl-service")
+        column = vault_pb2.ValueColumn(type=vault_pb2.TOKEN_TYPE_IP, values=values)
+        tokens = list(
+            vault_pb2_grpc.TokenVaultStub(channel)
+            .Tokenize(vault_pb2.TokenizeRequest(columns=[column]), timeout=30)
+            .columns[0]
+            .tokens
+        )
+        channel.close()
+        erased = _erase(stack_env, first.address, tokens[:ERASE_BURST], purpose)
+        erased += _erase(stack_env, second.address, tokens[ERASE_BURST : 2 * ERASE_BURST], purpose)
+    with running_vault(stack_env) as restarted:  # the same replica after a deploy or a crash
+        erased += _erase(stack_env, restarted.address, tokens[2 * ERASE_BURST :], purpose)
+    assert erased <= ERASE_BURST, (
+        f"one privacy-officer certificate erased {erased} values within seconds (shipped burst {ERASE_BURST}):"
+        " two replicas and one restart each gave it a full bucket"
+    )
