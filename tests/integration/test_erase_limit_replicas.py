@@ -4,6 +4,9 @@ docs/threat-model.md 13b: "the shipped [defaults.limits] allow 100 tokens at onc
 hour ... so one person's values are erased at once and a bulk wipe is refused". The buckets are
 kept in each process's memory: the Kubernetes manifests run 2 to 12 replicas behind one
 Service, and a replica that starts (a deploy, a scale-up, a crash) starts with a full bucket.
+
+The vaults here run on a database of the test's own: the bucket lives in the database now, and
+draining the privacy officer's in the stack's shared one would refuse later tests' erasures.
 """
 
 from __future__ import annotations
@@ -11,9 +14,15 @@ from __future__ import annotations
 import uuid
 
 import grpc
+import psycopg
+import pytest
+from psycopg import errors
 
 from tests.conftest import client_channel, running_vault
+from tests.integration.test_audit_tamper import own_database
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+
+__all__ = ["own_database"]  # fixture used here, defined beside the audit tests
 
 ERASE_BURST = 100  # config/vault-policy.toml [defaults.limits] erase_burst
 
@@ -36,8 +45,9 @@ def _erase(env: dict[str, str], address: str, tokens: list[str], purpose: str) -
 
 
 def test_one_certificate_erases_no_more_than_one_burst_across_replicas_and_restarts(
-    stack_env: dict[str, str],
+    own_database: dict[str, str],
 ) -> None:
+    stack_env = own_database
     prefix = f"10.{uuid.uuid4().int % 250}"
     values = [f"{prefix}.{n // 250}.{n % 250 + 1}" for n in range(3 * ERASE_BURST)]
     purpose = "GDPR-BULK-" + _letters()
@@ -59,3 +69,30 @@ def test_one_certificate_erases_no_more_than_one_burst_across_replicas_and_resta
         f"one privacy-officer certificate erased {erased} values within seconds (shipped burst {ERASE_BURST}):"
         " two replicas and one restart each gave it a full bucket"
     )
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM vault.erase_budget",
+        "UPDATE vault.erase_budget SET tokens = 1e9",
+        "INSERT INTO vault.erase_budget VALUES ('privacy-officer', 1e9, now())",
+        "SELECT * FROM vault.erase_budget FOR UPDATE",  # would hold every erasure up
+    ],
+)
+def test_the_serving_role_cannot_refill_or_reset_the_erase_budget(own_database: dict[str, str], statement: str) -> None:
+    with psycopg.connect(own_database["PG_VAULT_DSN"]) as conn, pytest.raises(errors.InsufficientPrivilege):
+        conn.execute(statement)
+
+
+def test_the_erase_budget_function_only_takes(own_database: dict[str, str]) -> None:
+    # The serving role's one way in: a count of at least one, taken on the database's clock.
+    take = "SELECT vault.take_erase_budget('officer', %s, 0.001, 2)"
+    with psycopg.connect(own_database["PG_VAULT_DSN"], autocommit=True) as conn:
+        for count in (0, -5):
+            with pytest.raises(errors.InvalidParameterValue):
+                conn.execute(take, (count,))
+        waits = [row[0] for count in (2, 1) for row in conn.execute(take, (count,)).fetchall()]
+    assert waits[0] == 0 and waits[1] > 900  # the burst of 2 taken, then about 1000 s to the next
+    with psycopg.connect(own_database["PG_ETL_DSN"]) as conn, pytest.raises(errors.InsufficientPrivilege):
+        conn.execute(take, (1,))

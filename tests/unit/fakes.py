@@ -15,6 +15,7 @@ from etl_service.service.ports import QueueDepth, WriteResult
 from vault_service.domain.audit import AuditEvent, AuditRecord
 from vault_service.domain.errors import KeysUnavailable
 from vault_service.domain.keys import KeyPurpose, KeyState
+from vault_service.domain.rate_limit import RateLimit
 from vault_service.service.ports import (
     KeyGeneration,
     NewTokenRow,
@@ -113,6 +114,9 @@ class FakeTokenStore:
         self.erase_events: list[AuditEvent] = []
         self.key_store = key_store
         self.erasures = 0
+        self.erase_buckets: dict[str, tuple[float, float]] = {}  # client -> (level, updated)
+        self.clock: Callable[[], float] = time.monotonic
+        self.has_erase_budget = True
 
     def find_by_fingerprints(self, token_type: str, fingerprints: Sequence[bytes]) -> dict[bytes, str]:
         wanted = set(fingerprints)
@@ -155,6 +159,19 @@ class FakeTokenStore:
 
     def last_erasure(self) -> object:
         return self.erasures
+
+    def take_erase_budget(self, client: str, count: int, limit: RateLimit) -> float | None:
+        """One bucket per client, like vault.erase_budget, on this fake's clock (None: a store without them)."""
+        if not self.has_erase_budget:
+            return None
+        now = self.clock()
+        level, updated = self.erase_buckets.get(client, (float(limit.burst), now))
+        level = min(limit.burst, level + max(0.0, now - updated) * limit.per_second)
+        if count <= level:
+            self.erase_buckets[client] = (level - count, now)
+            return 0.0
+        self.erase_buckets[client] = (level, now)
+        return (count - level) / limit.per_second
 
     # The rotation jobs' batches run against Postgres only (tests/integration/test_key_rotation.py).
     def reseal_batch(self, active_dek_id: int, limit: int, reseal: Resealer, actor: str = "") -> int:

@@ -203,3 +203,40 @@ def test_erasure_past_the_clients_erase_limit_is_refused_whole_and_audited() -> 
         ("officer", "erase", 3, "GDPR-7"),
         ("officer", "erase", 1, "GDPR-7"),
     ]
+
+
+def test_the_erase_limit_is_kept_by_the_store_so_replicas_and_restarts_share_one_bucket() -> None:
+    # Erasure cannot be undone: a second process (another replica, or this one restarted) must
+    # not start with a full bucket of its own (vault.erase_budget, migration 0016).
+    policy = parse_policy(
+        {
+            "defaults": {"limits": {"erase_per_second": 0.001, "erase_burst": 2}},
+            "clients": {"etl": {"tokenize": ["ip"]}, "officer": {"erase": ["ip"]}},
+        }
+    )
+    store, keys = FakeTokenStore(), KeyManager(FakeKeyStore(), FakeKeyWrapper())
+    keys.start()
+    first, second = TokenVault(store, keys, policy, FakeAuditLog()), TokenVault(store, keys, policy, FakeAuditLog())
+    tokens = [str(t) for t in first.tokenize("etl", [(TokenType.IP, f"10.8.0.{n}") for n in range(1, 5)])]
+    assert first.erase("officer", tokens[:2], "GDPR-8") == [None, None]
+    with pytest.raises(RateLimited, match=r"may erase 3\.6 values/hour"):
+        second.erase("officer", tokens[2:3], "GDPR-8")
+    assert store.erased == set(tokens[:2])
+
+
+def test_a_store_without_shared_erase_buckets_still_meters_erasure_per_process() -> None:
+    # A service started before migration 0016 ran: the limit holds, per process, as before it.
+    policy = parse_policy(
+        {
+            "defaults": {"limits": {"erase_per_second": 0.001, "erase_burst": 2}},
+            "clients": {"etl": {"tokenize": ["ip"]}, "officer": {"erase": ["ip"]}},
+        }
+    )
+    store, keys = FakeTokenStore(), KeyManager(FakeKeyStore(), FakeKeyWrapper())
+    store.has_erase_budget = False
+    keys.start()
+    vault = TokenVault(store, keys, policy, FakeAuditLog())
+    tokens = [str(t) for t in vault.tokenize("etl", [(TokenType.IP, f"10.9.0.{n}") for n in range(1, 5)])]
+    assert vault.erase("officer", tokens[:2], "GDPR-9") == [None, None]
+    with pytest.raises(RateLimited, match=r"may erase 3\.6 values/hour"):
+        vault.erase("officer", tokens[2:3], "GDPR-9")

@@ -1,7 +1,9 @@
 """Per-client token buckets: how many values a client may have tokenized or revealed per second.
 
 A bucket holds up to `burst` items and refills at `per_second`; a call takes as many items as
-it carries tokens. A call that does not fit is refused whole (nothing is taken).
+it carries tokens. A call that does not fit is refused whole (nothing is taken). Buckets are
+kept in the process's memory, or, given a `SharedBuckets` (erasure), in one place that every
+replica shares and that outlives a restart.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from vault_service.domain.errors import RateLimited
 
@@ -42,10 +45,23 @@ class _Bucket:
         return (count - self.level) / self.limit.per_second
 
 
+class SharedBuckets(Protocol):
+    """Buckets kept outside the process (the database), shared by every replica."""
+
+    def take(self, client: str, count: int, limit: RateLimit) -> float | None:
+        """Take `count` items from the client's bucket: 0 when taken, else the seconds until they would fit.
+
+        None when there are no shared buckets (yet): the limiter then keeps one in memory.
+        """
+        ...
+
+
 class RateLimiter:
     """Token buckets by client name.
 
     A client without a limit of its own gets `default`: limits fail closed, never open.
+    With `shared`, the buckets are kept there instead of in this process (in memory only while
+    `shared` has none).
     """
 
     def __init__(
@@ -54,6 +70,7 @@ class RateLimiter:
         default: RateLimit,
         what: str = "detokenize",
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedBuckets | None = None,
     ) -> None:
         self._limits = dict(limits)
         self._default = default
@@ -61,6 +78,7 @@ class RateLimiter:
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
         self._lock = threading.Lock()
+        self._shared = shared
 
     def take(self, client: str, count: int) -> None:
         """Take `count` items from the client's bucket; RateLimited when they do not fit."""
@@ -71,10 +89,12 @@ class RateLimiter:
                 f" for client {client!r}; split the call",
                 retry_after=count / limit.per_second,
             )
-        with self._lock:
-            now = self._clock()
-            bucket = self._buckets.setdefault(client, _Bucket(limit, now))
-            wait = bucket.take(count, now)
+        wait = self._shared.take(client, count, limit) if self._shared is not None else None
+        if wait is None:
+            with self._lock:
+                now = self._clock()
+                bucket = self._buckets.setdefault(client, _Bucket(limit, now))
+                wait = bucket.take(count, now)
         if wait:
             raise RateLimited(
                 f"client {client!r} may {self._what} {_rate(limit.per_second)} (burst {limit.burst});"

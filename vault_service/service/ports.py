@@ -8,6 +8,7 @@ from typing import NamedTuple, Protocol
 
 from vault_service.domain.audit import AuditEvent, AuditRecord
 from vault_service.domain.keys import KeyPurpose, KeyState
+from vault_service.domain.rate_limit import RateLimit
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,14 @@ class TokenStore(Protocol):
 
     def last_erasure(self) -> object:
         """Something that changes whenever a value is erased (to invalidate caches)."""
+        ...
+
+    def take_erase_budget(self, client: str, count: int, limit: RateLimit) -> float | None:
+        """Take `count` from the client's erase bucket, shared by all replicas and kept across restarts.
+
+        0 when taken, else the seconds until `count` would fit (nothing is taken); None when the
+        store has no such buckets yet (a database not yet migrated).
+        """
         ...
 
     def reseal_batch(self, active_dek_id: int, limit: int, reseal: Resealer, actor: str = "vault-service") -> int:

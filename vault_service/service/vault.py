@@ -25,7 +25,7 @@ from vault_service.domain.errors import (
 from vault_service.domain.identity import Caller
 from vault_service.domain.policy import AccessPolicy
 from vault_service.domain.purpose import check_purpose
-from vault_service.domain.rate_limit import RateLimiter
+from vault_service.domain.rate_limit import RateLimit, RateLimiter
 from vault_service.domain.token_types import TokenType, normalize_many
 from vault_service.domain.tokens import new_tokens, types_of_tokens
 from vault_service.service.keyring import KeyManager, KeyRing
@@ -77,7 +77,11 @@ class TokenVault:
             policy.limits_of("new_tokens"), defaults.new_tokens, "create new tokens for"
         )
         self._detokenize_limiter = RateLimiter(policy.limits_of("detokenize"), defaults.detokenize, "detokenize")
-        self._erase_limiter = RateLimiter(policy.limits_of("erase"), defaults.erase, "erase")
+        # Erasure cannot be undone: its buckets are kept in the database, shared by every replica
+        # and kept across restarts (the limits themselves come from the policy file).
+        self._erase_limiter = RateLimiter(
+            policy.limits_of("erase"), defaults.erase, "erase", shared=_StoredBuckets(tokens)
+        )
 
     @property
     def cache(self) -> TokenCache:
@@ -336,6 +340,17 @@ class TokenVault:
             else outcome
             for token, outcome in zip(tokens, outcomes, strict=True)
         ]
+
+
+class _StoredBuckets:
+    """The erase buckets of the token store (vault.erase_budget), as the rate limiter takes them."""
+
+    def __init__(self, tokens: TokenStore) -> None:
+        self._tokens = tokens
+
+    def take(self, client: str, count: int, limit: RateLimit) -> float | None:
+        """0 when taken, else the seconds to wait; None when the database has no erase buckets yet."""
+        return self._tokens.take_erase_budget(client, count, limit)
 
 
 def _cacheable(keys: list[bytes], found: list[TokenizeOutcome | None]) -> tuple[list[bytes], list[str]]:

@@ -27,6 +27,8 @@ from vault_service.adapters.postgres.keys import KEYS_LOCK, LIVE_GENERATION, gen
 from vault_service.adapters.postgres.prepared import PreparedStatement
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
 from vault_service.domain.audit import AuditEvent
+from vault_service.domain.errors import StorageError
+from vault_service.domain.rate_limit import RateLimit
 from vault_service.service.ports import KeyGeneration, NewTokenRow, Reindexer, Resealer, StaleKeys, StoredToken
 
 # One index probe per wanted fingerprint, under the current key or the pending one (during a
@@ -263,6 +265,31 @@ class PostgresTokenStore:
                 ),
             ).fetchall()
         return {r[0] for r in rows}
+
+    @translated
+    def take_erase_budget(self, client: str, count: int, limit: RateLimit) -> float | None:
+        """Take `count` from the client's row of vault.erase_budget (migration 0016), under its lock.
+
+        One row per client on the database's clock, so every replica and every restart meters
+        the same bucket. 0 when taken, else the seconds until `count` would fit. None while
+        0016 is not applied (a service started before the migration of its release ran): the
+        limit then holds per process, as before 0016, and each erasure logs an error saying so.
+        """
+        with self._pool.connection() as conn:
+            try:
+                row = conn.execute(
+                    "SELECT vault.take_erase_budget(%s, %s, %s, %s)", (client, count, limit.per_second, limit.burst)
+                ).fetchone()
+            except psycopg.errors.UndefinedFunction:
+                conn.rollback()
+                log.error(
+                    "erase limit kept per process: vault.take_erase_budget is missing;"
+                    " apply the database migrations (0016) so replicas and restarts share one erase budget"
+                )
+                return None
+        if row is None or row[0] is None:
+            raise StorageError("vault.take_erase_budget returned nothing; is migration 0016 applied?")
+        return float(row[0])
 
     @translated
     def last_erasure(self) -> object:
