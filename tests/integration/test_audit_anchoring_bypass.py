@@ -1,0 +1,123 @@
+"""The audit fixes of 3 Dec against a database owner who knows them (second insider round).
+
+Each test performs the attack against real Postgres and OpenBao on a database of its own and
+states the guarantee it breaks (docs/threat-model.md, *Insider: the database owner*): rows older
+than the checkpoint interval are anchored, and a reveal is served only once its audit row is
+durably stored.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import psycopg
+from prometheus_client import REGISTRY
+
+from tests.conftest import RunningVault, client_channel
+from tests.integration.test_audit_tamper import _as_owner, _verify, anchored, own_database
+from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+
+__all__ = ["anchored", "own_database"]  # fixtures used here, defined beside the first round's tests
+
+_FAR_AHEAD = 1_000_000_000_000
+_CHAIN_LOCK = 1635083380
+
+
+def _tokenize_one_ip(env: dict[str, str], vault: RunningVault) -> str:
+    ip = f"192.0.2.{uuid.uuid4().int % 250 + 1}"
+    channel = client_channel(env, vault.address, "etl-service")
+    response = vault_pb2_grpc.TokenVaultStub(channel).Tokenize(
+        vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=ip)]),
+        timeout=10,
+    )
+    channel.close()
+    return response.results[0].token
+
+
+def _reveal(env: dict[str, str], vault: RunningVault, token: str, purposes: list[str]) -> int:
+    """How many values the analyst got back, one call per purpose."""
+    channel = client_channel(env, vault.address, "analyst")
+    stub = vault_pb2_grpc.TokenVaultStub(channel)
+    revealed = 0
+    for purpose in purposes:
+        try:
+            response = stub.Detokenize(vault_pb2.DetokenizeRequest(tokens=[token], purpose=purpose), timeout=10)
+        except grpc.RpcError:
+            continue
+        revealed += sum(1 for r in response.results if r.HasField("value"))
+    channel.close()
+    return revealed
+
+
+def _plant_row_far_ahead(env: dict[str, str], at_id: int) -> tuple[int, int]:
+    """Insert one ordinary-looking audit row (chained by the database's own trigger) at id `at_id` + 1.
+
+    The sequence is moved there for the one insert and back afterwards, under the chain lock, so
+    the service's rows go on taking the ids below. No trigger is bypassed; the unique index on
+    prev_hash (0005) is dropped, since every later row links to the planted one (the trigger takes
+    the row with the highest id as the tail), and made again once those rows are gone. Returns the planted
+    row's id and the sequence's value before (the newest row the planted one is chained after).
+    """
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CHAIN_LOCK,))
+        conn.execute("DROP INDEX IF EXISTS vault.audit_log_prev_hash")
+        below = conn.execute("SELECT last_value FROM vault.audit_log_id_seq").fetchone()
+        conn.execute("SELECT setval('vault.audit_log_id_seq', %s)", (at_id,))
+        row = conn.execute(
+            "INSERT INTO vault.audit_log (client, action, item_count, outcome)"
+            " VALUES ('etl-service', 'tokenize', 1, 'ok: 1 values, 0 new tokens') RETURNING id"
+        ).fetchone()
+        conn.execute("SELECT setval('vault.audit_log_id_seq', %s)", below)
+    assert row is not None and below is not None
+    return int(row[0]), int(below[0])
+
+
+def _exported_at() -> float:
+    return REGISTRY.get_sample_value("tokenvault_audit_checkpoint_exported_timestamp_seconds") or 0.0
+
+
+def test_a_row_planted_beyond_the_id_sequence_cannot_keep_reveals_unanchored_and_deletable(
+    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+) -> None:
+    # Threat model: rows newer than the last checkpoint - "at most TOKENVAULT_AUDIT_CHECKPOINT_SECONDS
+    # while the service runs" - can be deleted without a trace; "everything older is caught".
+    # The upkeep takes the head as the row with the highest id and counts rows by id range from
+    # the head it counted last. The database owner plants one ordinary-looking row far ahead of
+    # the id sequence (the trigger chains it properly) and moves the sequence back: every later
+    # row gets a lower id, so the head never moves and nothing newer is ever signed - without an
+    # error, a log line or the planted-checkpoint alert. Planting another such row now and then
+    # keeps `..._checkpoint_exported_timestamp_seconds` fresh, so AuditAnchoringStopped stays
+    # silent too. Reveals made meanwhile, seconds to hours old, are then deleted and audit-verify
+    # (with the exported copy) reports the log intact.
+    vault, exported = anchored
+    token = _tokenize_one_ip(own_database, vault)
+    vault.wait_for_checkpoint()
+    first, chained_after = _plant_row_far_ahead(own_database, _FAR_AHEAD)
+    vault.wait_for_checkpoint()  # the planted row is signed and exported like any head
+
+    revealed = _reveal(own_database, vault, token, [f"HIDDEN-{n}" for n in range(3)])
+    time.sleep(4)  # four checkpoint intervals: every chance to anchor the reveals
+    with psycopg.connect(own_database["PG_ADMIN_DSN"]) as conn:
+        hidden = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose LIKE 'HIDDEN-%'").fetchone()
+    assert hidden == (3,)  # the reveals were recorded ...
+    before = _exported_at()
+    second, _ = _plant_row_far_ahead(own_database, first)  # ... and the owner keeps the alert's metric fresh
+    vault.wait_for_checkpoint()
+    assert second > first and _exported_at() > before
+
+    with _as_owner(own_database) as conn:
+        conn.execute("DELETE FROM vault.audit_log WHERE id > %s AND id < %s", (chained_after, first))
+        conn.execute("SELECT setval('vault.audit_log_id_seq', %s)", (second,))  # later rows follow again
+        conn.execute("CREATE UNIQUE INDEX audit_log_prev_hash ON vault.audit_log (prev_hash)")
+        gone = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose LIKE 'HIDDEN-%'").fetchone()
+    assert gone == (0,)
+    report = _verify(vault, exported)
+    assert revealed == 0 or report.finding is not None, (
+        f"{revealed} value(s) were revealed, their audit rows stayed unanchored for over four checkpoint"
+        f" intervals while checkpoints went on being exported, and after the database owner deleted them"
+        f" audit-verify with the exported copy reports the log intact ({report.rows} rows,"
+        f" {report.checkpoints} checkpoints)"
+    )
