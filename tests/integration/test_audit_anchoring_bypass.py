@@ -121,3 +121,32 @@ def test_a_row_planted_beyond_the_id_sequence_cannot_keep_reveals_unanchored_and
         f" audit-verify with the exported copy reports the log intact ({report.rows} rows,"
         f" {report.checkpoints} checkpoints)"
     )
+
+
+def test_anchoring_resumes_after_the_database_owner_puts_an_unreadable_head_row_and_removes_it(
+    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+) -> None:
+    # The upkeep thread survives only VaultError ("the next round catches up"). A head row it
+    # cannot read - NULL row_hash, after the owner dropped the CHECK that forbids it - raises a
+    # TypeError in the head query's result handling; the thread ends and never checkpoints
+    # again, also once the row is gone, until the process restarts. Every later reveal stays
+    # unanchored (deletable without a trace) for as long as nobody restarts the vault.
+    vault, _ = anchored
+    token = _tokenize_one_ip(own_database, vault)
+    vault.wait_for_checkpoint()
+    with _as_owner(own_database) as conn:
+        conn.execute("ALTER TABLE vault.audit_log DROP CONSTRAINT audit_log_chained")
+        conn.execute(
+            "INSERT INTO vault.audit_log (id, at, client, action, item_count, outcome, prev_hash, row_hash)"
+            " VALUES (%s, now(), 'etl-service', 'tokenize', 1, 'ok', '\\x00', NULL)",
+            (_FAR_AHEAD,),
+        )
+    time.sleep(3)  # three checkpoint intervals: the upkeep meets the row
+    with _as_owner(own_database) as conn:
+        conn.execute("DELETE FROM vault.audit_log WHERE id = %s", (_FAR_AHEAD,))
+        conn.execute(
+            "ALTER TABLE vault.audit_log ADD CONSTRAINT audit_log_chained"
+            " CHECK (at IS NOT NULL AND prev_hash IS NOT NULL AND row_hash IS NOT NULL)"
+        )
+    assert _reveal(own_database, vault, token, ["AFTER-REPAIR"]) == 1
+    vault.wait_for_checkpoint(seconds=10)  # the reveal is anchored again within a few intervals
