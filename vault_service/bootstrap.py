@@ -12,7 +12,13 @@ from vault_service.adapters.postgres import PostgresAuditLog, PostgresKeyStore, 
 from vault_service.adapters.transit import SignatureVerifier, TransitKeyWrapper, TransitSigner, open_session
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.policy import load_policy
-from vault_service.entrypoints.metrics import observe_checkpoint_exported, observe_planted_checkpoint, observe_tokenize
+from vault_service.entrypoints.metrics import (
+    observe_checkpoint_exported,
+    observe_planted_checkpoint,
+    observe_planted_row,
+    observe_tokenize,
+    observe_upkeep_failed,
+)
 from vault_service.service.audit_upkeep import AuditUpkeep, checkpoint_exporter
 from vault_service.service.keyring import KeyManager
 from vault_service.service.maintenance import HealthReport, KeyMaintainer
@@ -50,6 +56,8 @@ class Bootstrapped:
             on_exported=observe_checkpoint_exported,
             on_planted=observe_planted_checkpoint,
             genuine=lambda checkpoint: verify(checkpoint.head.message(), checkpoint.signature),
+            on_row_planted=observe_planted_row,
+            on_failed=observe_upkeep_failed,
         )
 
     def maintainer(self, report: HealthReport, interval: float) -> KeyMaintainer:

@@ -75,8 +75,8 @@ def _plant_row_far_ahead(env: dict[str, str], at_id: int) -> tuple[int, int]:
     return int(row[0]), int(below[0])
 
 
-def _exported_at() -> float:
-    return REGISTRY.get_sample_value("tokenvault_audit_checkpoint_exported_timestamp_seconds") or 0.0
+def _rows_planted_seen() -> float:
+    return REGISTRY.get_sample_value("tokenvault_audit_row_planted_total") or 0.0
 
 
 def test_a_row_planted_beyond_the_id_sequence_cannot_keep_reveals_unanchored_and_deletable(
@@ -95,18 +95,18 @@ def test_a_row_planted_beyond_the_id_sequence_cannot_keep_reveals_unanchored_and
     vault, exported = anchored
     token = _tokenize_one_ip(own_database, vault)
     vault.wait_for_checkpoint()
+    reported = _rows_planted_seen()
     first, chained_after = _plant_row_far_ahead(own_database, _FAR_AHEAD)
-    vault.wait_for_checkpoint()  # the planted row is signed and exported like any head
+    vault.wait_for_checkpoint()  # on main the planted row was signed and exported like any head
 
     revealed = _reveal(own_database, vault, token, [f"HIDDEN-{n}" for n in range(3)])
     time.sleep(4)  # four checkpoint intervals: every chance to anchor the reveals
     with psycopg.connect(own_database["PG_ADMIN_DSN"]) as conn:
         hidden = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose LIKE 'HIDDEN-%'").fetchone()
     assert hidden == (3,)  # the reveals were recorded ...
-    before = _exported_at()
     second, _ = _plant_row_far_ahead(own_database, first)  # ... and the owner keeps the alert's metric fresh
     vault.wait_for_checkpoint()
-    assert second > first and _exported_at() > before
+    assert second > first
 
     with _as_owner(own_database) as conn:
         conn.execute("DELETE FROM vault.audit_log WHERE id > %s AND id < %s", (chained_after, first))
@@ -121,6 +121,9 @@ def test_a_row_planted_beyond_the_id_sequence_cannot_keep_reveals_unanchored_and
         f" audit-verify with the exported copy reports the log intact ({report.rows} rows,"
         f" {report.checkpoints} checkpoints)"
     )
+    # The head is the newest row within the id sequence (so the reveals were signed), and each
+    # round that met a row beyond it counted it for the AuditRowPlanted alert.
+    assert _rows_planted_seen() > reported, "the rows planted beyond the id sequence went unreported"
 
 
 def test_anchoring_resumes_after_the_database_owner_puts_an_unreadable_head_row_and_removes_it(
@@ -130,20 +133,21 @@ def test_anchoring_resumes_after_the_database_owner_puts_an_unreadable_head_row_
     # cannot read - NULL row_hash, after the owner dropped the CHECK that forbids it - raises a
     # TypeError in the head query's result handling; the thread ends and never checkpoints
     # again, also once the row is gone, until the process restarts. Every later reveal stays
-    # unanchored (deletable without a trace) for as long as nobody restarts the vault.
+    # unanchored (deletable without a trace) for as long as nobody restarts the vault. (The row
+    # takes the sequence's next id: one beyond the sequence is not taken as the head at all.)
     vault, _ = anchored
     token = _tokenize_one_ip(own_database, vault)
     vault.wait_for_checkpoint()
     with _as_owner(own_database) as conn:
         conn.execute("ALTER TABLE vault.audit_log DROP CONSTRAINT audit_log_chained")
-        conn.execute(
+        unreadable = conn.execute(
             "INSERT INTO vault.audit_log (id, at, client, action, item_count, outcome, prev_hash, row_hash)"
-            " VALUES (%s, now(), 'etl-service', 'tokenize', 1, 'ok', '\\x00', NULL)",
-            (_FAR_AHEAD,),
-        )
+            " VALUES (nextval('vault.audit_log_id_seq'), now(), 'etl-service', 'tokenize', 1, 'ok', '\\x00', NULL)"
+            " RETURNING id"
+        ).fetchone()
     time.sleep(3)  # three checkpoint intervals: the upkeep meets the row
     with _as_owner(own_database) as conn:
-        conn.execute("DELETE FROM vault.audit_log WHERE id = %s", (_FAR_AHEAD,))
+        conn.execute("DELETE FROM vault.audit_log WHERE id = %s", unreadable)
         conn.execute(
             "ALTER TABLE vault.audit_log ADD CONSTRAINT audit_log_chained"
             " CHECK (at IS NOT NULL AND prev_hash IS NOT NULL AND row_hash IS NOT NULL)"

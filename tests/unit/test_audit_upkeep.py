@@ -4,6 +4,7 @@ checkpoint planted ahead of the log does not silence."""
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -32,8 +33,15 @@ class _Store:
         self.head_id = 0
         self.stored: list[Checkpoint] = []
         self.planted = 0
+        self.beyond: tuple[int, int] | None = None  # (a row planted beyond the id sequence, the sequence)
+        self.fail_head: Exception | None = None
+
+    def rows_beyond_sequence(self) -> tuple[int, int] | None:
+        return self.beyond
 
     def head(self, since: ChainHead | None = None) -> ChainHead | None:
+        if self.fail_head is not None:
+            raise self.fail_head
         if not self.head_id:
             return None
         return ChainHead(self.head_id, bytes([self.head_id % 256]) * 32, self.head_id, datetime.now(UTC))
@@ -55,8 +63,14 @@ class _Store:
 
 
 def _upkeep(
-    audit: FakeAuditLog, store: _Store, meter: TokenizeMeter, exported: list[Checkpoint], planted: list[int]
+    audit: FakeAuditLog,
+    store: _Store,
+    meter: TokenizeMeter,
+    exported: list[Checkpoint],
+    planted: list[int],
+    rows_planted: list[int] | None = None,
 ) -> AuditUpkeep:
+    rows_planted = [] if rows_planted is None else rows_planted
     return AuditUpkeep(
         audit,
         store,
@@ -66,6 +80,7 @@ def _upkeep(
         exported.append,
         on_planted=lambda: planted.append(1),
         genuine=lambda checkpoint: checkpoint.signature == _Signer().sign(checkpoint.head.message()),
+        on_row_planted=lambda: rows_planted.append(1),
     )
 
 
@@ -163,3 +178,71 @@ def test_another_replicas_genuine_checkpoint_of_the_head_is_left_as_the_anchor()
     assert other is not None
     store.stored.append(Checkpoint(other, "k", _Signer().sign(other.message())))  # another replica's, signed
     assert upkeep.run_once() is None and exported == []
+
+
+def test_a_row_beyond_the_id_sequence_is_reported_once_counted_every_round_and_the_head_still_moves(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store, exported, rows_planted = _Store(), list[Checkpoint](), list[int]()
+    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), exported, [], rows_planted)
+    store.head_id, store.beyond = 5, (1_000_000_000_001, 5)
+    with caplog.at_level(logging.ERROR):
+        first = upkeep.run_once()
+    assert first is not None and first.head.head_id == 5  # the head within the sequence is signed
+    assert "row 1000000000001, beyond the id sequence's last value 5" in caplog.text and rows_planted == [1]
+    caplog.clear()
+    store.head_id, store.beyond = 6, (1_000_000_000_001, 6)
+    with caplog.at_level(logging.ERROR):
+        second = upkeep.run_once()
+    assert second is not None and second.head.head_id == 6 and exported == [first, second]
+    assert caplog.text == "" and rows_planted == [1, 1]  # counted every round, logged once per planted row
+    store.beyond = (1_000_000_000_002, 6)  # planted again
+    with caplog.at_level(logging.ERROR):
+        upkeep.run_once()
+    assert "row 1000000000002" in caplog.text and rows_planted == [1, 1, 1]
+
+
+@pytest.mark.parametrize("fails_in", ["head", "export"])
+def test_the_upkeep_thread_survives_any_failing_round_and_checkpoints_once_it_passes(
+    fails_in: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An unreadable head row (TypeError) or a full disk under the checkpoint file (OSError) ended
+    # the thread for good: it caught VaultError only.
+    store, exported, failed = _Store(), list[Checkpoint](), list[int]()
+    failure: Exception = TypeError("cannot convert 'NoneType' object to bytes")
+    if fails_in == "head":
+        store.fail_head = failure
+    else:
+        failure = OSError(28, "No space left on device")
+    healed = False
+
+    def export(checkpoint: Checkpoint) -> None:
+        if fails_in == "export" and not healed:
+            raise failure
+        exported.append(checkpoint)
+
+    upkeep = AuditUpkeep(
+        FakeAuditLog(),
+        store,
+        _Signer(),
+        TokenizeMeter(),
+        RefusalAuditor(FakeAuditLog()),
+        export,
+        interval=0.01,
+        on_failed=lambda: failed.append(1),
+    )
+    store.head_id = 3
+    deadline = time.monotonic() + 5
+    with caplog.at_level(logging.ERROR):
+        upkeep.start()
+        rounds = 3 if fails_in == "head" else 1  # the checkpoint stored, its export fails once
+        while len(failed) < rounds and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(failed) >= rounds, "the failing rounds were not counted"
+        store.fail_head, healed, store.head_id = None, True, 4
+        while not exported and time.monotonic() < deadline:
+            time.sleep(0.01)
+        upkeep.stop()
+    assert exported and exported[-1].head.head_id == 4  # the thread lived on and anchored the new head
+    logged = [r.getMessage() for r in caplog.records if "audit upkeep round failed" in r.getMessage()]
+    assert logged == [f"audit upkeep round failed ({type(failure).__name__}: {failure}); retrying every interval"]

@@ -50,6 +50,17 @@ AUDIT_CHECKPOINT_PLANTED = Counter(
     " the service's back); the head was signed and exported without being stored",
 )
 
+AUDIT_ROW_PLANTED = Counter(
+    "tokenvault_audit_row_planted",
+    "Audit upkeep rounds that found an audit row beyond the audit id sequence (written behind the"
+    " service's back); the rows within the sequence went on being signed",
+)
+AUDIT_UPKEEP_FAILED = Counter(
+    "tokenvault_audit_upkeep_failed",
+    "Audit upkeep rounds that failed (database or Vault away, an unreadable row, the checkpoint file"
+    " unwritable); each is retried at the next interval",
+)
+
 
 def observe_checkpoint_exported(checkpoint: object) -> None:
     """Note that an audit checkpoint was signed and exported now."""
@@ -59,6 +70,16 @@ def observe_checkpoint_exported(checkpoint: object) -> None:
 def observe_planted_checkpoint() -> None:
     """Count one upkeep round that found a planted checkpoint."""
     AUDIT_CHECKPOINT_PLANTED.inc()
+
+
+def observe_planted_row() -> None:
+    """Count one upkeep round that found a row beyond the audit id sequence."""
+    AUDIT_ROW_PLANTED.inc()
+
+
+def observe_upkeep_failed() -> None:
+    """Count one audit upkeep round that failed."""
+    AUDIT_UPKEEP_FAILED.inc()
 
 
 def observe_tokenize(client: str, values: int, new_tokens: int) -> None:

@@ -13,6 +13,15 @@ is stored only once its rows are committed): the database owner planted it, and 
 refuses every later checkpoint as "not newer". The upkeep then logs an error and goes on
 signing and exporting the real head without storing it, so the exported copy keeps anchoring
 the log (audit-verify checks every exported checkpoint against the rows).
+
+Likewise a row beyond the audit id sequence (the chain trigger numbers every row with nextval)
+was written behind it: the head is the newest row within the sequence, so the rows after such
+a plant - numbered below it - go on being signed, and the upkeep logs an error (ids only) and
+counts every round that finds one.
+
+A round that fails for any reason (the database or Vault away, a row it cannot read, the
+checkpoint file unwritable) is logged by its error's type and message, counted, and retried
+at the next interval: the thread never ends before `stop()`.
 """
 
 from __future__ import annotations
@@ -60,6 +69,10 @@ class CheckpointStore(Protocol):
 
     def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
         """Store a checkpoint; False when another replica stored one for the same head."""
+        ...
+
+    def rows_beyond_sequence(self) -> tuple[int, int] | None:
+        """(the newest row's id, the id sequence's last value) when a row lies beyond the sequence."""
         ...
 
 
@@ -113,8 +126,13 @@ class AuditUpkeep:
         on_exported: Callable[[Checkpoint], None] | None = None,
         on_planted: Callable[[], None] | None = None,
         genuine: Callable[[Checkpoint], bool] | None = None,
+        on_row_planted: Callable[[], None] | None = None,
+        on_failed: Callable[[], None] | None = None,
     ) -> None:
         """`on_exported` is told of each checkpoint exported, `on_planted` of each round that found a planted one.
+
+        `on_row_planted` is told of each round that found a row beyond the id sequence,
+        `on_failed` of each round that failed (and is retried at the next interval).
 
         `genuine(checkpoint)`: whether a stored checkpoint carries a valid signature of the signing
         key (checked offline); without it, the database's checkpoints are taken at their word.
@@ -134,6 +152,10 @@ class AuditUpkeep:
         self._counted: ChainHead | None = None  # the last head counted: the next count starts there
         self._exported_head = 0  # the head of the last checkpoint this process exported
         self._planted_seen = 0  # the planted checkpoint's head last reported (each reported once)
+        self._on_row_planted = on_row_planted or (lambda: None)
+        self._on_failed = on_failed or (lambda: None)
+        self._row_planted_seen = 0  # the planted row's id last reported (each reported once)
+        self._failure_seen = ""  # the last failure logged (a failure repeating every round is logged once)
 
     def run_once(self) -> Checkpoint | None:
         """Write the aggregated rows, then checkpoint the chain if it grew; the checkpoint made."""
@@ -143,6 +165,7 @@ class AuditUpkeep:
         # rows are committed, so a true one never names a row beyond a head read after it.
         newest = self._store.newest_checkpoint()
         last = newest.head.head_id if newest else 0
+        self._check_sequence()
         head = self._store.head(self._counted)
         self._counted = head or self._counted
         if last > (head.head_id if head else 0):
@@ -161,6 +184,23 @@ class AuditUpkeep:
             return None
         self._export_and_note(checkpoint)
         return checkpoint
+
+    def _check_sequence(self) -> None:
+        """Report a row beyond the audit id sequence (the head is taken below it: see the module's doc)."""
+        beyond = self._store.rows_beyond_sequence()
+        if beyond is None:
+            return
+        self._on_row_planted()
+        newest, handed_out = beyond
+        if newest != self._row_planted_seen:
+            self._row_planted_seen = newest
+            log.error(
+                "the audit log holds row %d, beyond the id sequence's last value %d: the database numbers every"
+                " row from that sequence, so the row was written behind the service's back. Checkpoints go on"
+                " for the rows within the sequence; report it to the security team and run audit-verify",
+                newest,
+                handed_out,
+            )
 
     def _vouches(self, stored: Checkpoint, head: ChainHead) -> bool:
         """Whether another replica's `stored` checkpoint really anchors `head` (signed, and naming it)."""
@@ -212,7 +252,19 @@ class AuditUpkeep:
             self._safely()
 
     def _safely(self) -> None:
+        """One round; whatever it raises is logged, counted and left to the next round."""
         try:
             self.run_once()
         except VaultError as error:  # Vault or the database away: the next round catches up
+            self._on_failed()
             log.warning("audit upkeep postponed: %s", error)
+        except Exception as error:  # the thread must outlive any one round, whatever fails in it
+            # Database errors reach here translated (VaultError, above) and the checkpoint
+            # file's OSError names the path only, so the message carries no audited values.
+            self._on_failed()
+            failure = f"{type(error).__name__}: {error}"
+            if failure != self._failure_seen:
+                self._failure_seen = failure
+                log.error("audit upkeep round failed (%s); retrying every interval", failure)
+            return
+        self._failure_seen = ""

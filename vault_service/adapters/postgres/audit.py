@@ -55,12 +55,17 @@ _PRESENT = PreparedStatement(
     "audit_present", "SELECT count(*) FROM vault.audit_log WHERE id = ANY($1::bigint[])", binary_rows=True
 )
 """How many of the ids an append returned are rows of the log now that it is committed."""
+_HANDED_OUT = "(SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM vault.audit_log_id_seq)"
+"""The highest id the chain trigger's nextval has handed out (read after the statement's snapshot,
+so it is at least the id of every row the statement sees that the trigger numbered)."""
 _HEAD = (
     "SELECT a.id, a.row_hash,"
     " %(base)s + (SELECT count(*) FROM vault.audit_log x WHERE x.id > %(after)s AND x.id <= a.id),"
     " clock_timestamp()"
-    " FROM (SELECT id, row_hash FROM vault.audit_log ORDER BY id DESC LIMIT 1) AS a"
+    f" FROM (SELECT id, row_hash FROM vault.audit_log WHERE id <= {_HANDED_OUT} ORDER BY id DESC LIMIT 1) AS a"
 )
+_BEYOND = f"SELECT max(id), {_HANDED_OUT} FROM vault.audit_log"
+"""The newest row's id (the primary key's last entry) and the sequence's: O(1) at any log size."""
 _RECORD_COLUMNS = (
     "id, at, client, action, purpose, token_types, item_count, outcome, prev_hash, row_hash,"
     " hash_version, client_serial, client_cert_sha256, revealed"
@@ -186,6 +191,12 @@ class PostgresAuditLog:
     def head(self, since: ChainHead | None = None) -> ChainHead | None:
         """The newest row's id and hash, the number of rows, and the database's clock; None when empty.
 
+        Only rows whose id the id sequence has handed out count: the chain trigger numbers every
+        row with nextval, so a row beyond the sequence's last value was written behind it (the
+        database owner set the sequence ahead for one insert and back). Taking such a row as the
+        head would keep every later row - numbered below it - out of the checkpoints for good
+        (see `rows_beyond_sequence`).
+
         Rows are counted from `since` on (a head this process counted before: the log only
         grows, and ids follow commit order under the chain lock), else all of them. Counting
         the whole log every interval would cost more with every call the vault ever served;
@@ -196,6 +207,15 @@ class PostgresAuditLog:
         with self._pool.connection() as conn:
             row = conn.execute(_HEAD, {"base": base, "after": after}).fetchone()
         return ChainHead(row[0], bytes(row[1]), row[2], row[3]) if row else None
+
+    @translated
+    def rows_beyond_sequence(self) -> tuple[int, int] | None:
+        """(the newest row's id, the id sequence's last value) when a row lies beyond the sequence, else None."""
+        with self._pool.connection() as conn:
+            row = conn.execute(_BEYOND).fetchone()
+        if row is None or row[0] is None or row[0] <= row[1]:
+            return None
+        return int(row[0]), int(row[1])
 
     @translated
     def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
