@@ -14,8 +14,8 @@ from vault_service.config import VaultServiceConfig
 from vault_service.domain.policy import load_policy
 from vault_service.entrypoints.metrics import (
     observe_checkpoint_exported,
+    observe_id_sequence_tampered,
     observe_planted_checkpoint,
-    observe_planted_row,
     observe_tokenize,
     observe_upkeep_failed,
 )
@@ -56,7 +56,7 @@ class Bootstrapped:
             on_exported=observe_checkpoint_exported,
             on_planted=observe_planted_checkpoint,
             genuine=lambda checkpoint: verify(checkpoint.head.message(), checkpoint.signature),
-            on_row_planted=observe_planted_row,
+            on_sequence_tampered=observe_id_sequence_tampered,
             on_failed=observe_upkeep_failed,
         )
 

@@ -75,8 +75,8 @@ def _plant_row_far_ahead(env: dict[str, str], at_id: int) -> tuple[int, int]:
     return int(row[0]), int(below[0])
 
 
-def _rows_planted_seen() -> float:
-    return REGISTRY.get_sample_value("tokenvault_audit_row_planted_total") or 0.0
+def _sequence_tampered_seen() -> float:
+    return REGISTRY.get_sample_value("tokenvault_audit_id_sequence_tampered_total") or 0.0
 
 
 def test_a_row_planted_beyond_the_id_sequence_cannot_keep_reveals_unanchored_and_deletable(
@@ -95,7 +95,7 @@ def test_a_row_planted_beyond_the_id_sequence_cannot_keep_reveals_unanchored_and
     vault, exported = anchored
     token = _tokenize_one_ip(own_database, vault)
     vault.wait_for_checkpoint()
-    reported = _rows_planted_seen()
+    reported = _sequence_tampered_seen()
     first, chained_after = _plant_row_far_ahead(own_database, _FAR_AHEAD)
     vault.wait_for_checkpoint()  # on main the planted row was signed and exported like any head
 
@@ -122,8 +122,8 @@ def test_a_row_planted_beyond_the_id_sequence_cannot_keep_reveals_unanchored_and
         f" {report.checkpoints} checkpoints)"
     )
     # The head is the newest row within the id sequence (so the reveals were signed), and each
-    # round that met a row beyond it counted it for the AuditRowPlanted alert.
-    assert _rows_planted_seen() > reported, "the rows planted beyond the id sequence went unreported"
+    # round that met a row beyond it counted it for the AuditIdSequenceTampered alert.
+    assert _sequence_tampered_seen() > reported, "the rows planted beyond the id sequence went unreported"
 
 
 def test_anchoring_resumes_after_the_database_owner_puts_an_unreadable_head_row_and_removes_it(
@@ -154,3 +154,24 @@ def test_anchoring_resumes_after_the_database_owner_puts_an_unreadable_head_row_
         )
     assert _reveal(own_database, vault, token, ["AFTER-REPAIR"]) == 1
     vault.wait_for_checkpoint(seconds=10)  # the reveal is anchored again within a few intervals
+
+
+def test_an_audit_id_sequence_given_a_cache_is_reported_as_tampered(
+    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+) -> None:
+    # A sequence with a cache hands each pooled session a block of ids: a row committed later can
+    # take an id below the head the upkeep already counted, and no checkpoint ever covers it. The
+    # owner's ALTER SEQUENCE must not go unnoticed (read from pg_sequence by the service's role).
+    vault, _ = anchored
+    vault.wait_for_checkpoint()
+    seen = _sequence_tampered_seen()
+    with _as_owner(own_database) as conn:
+        conn.execute("ALTER SEQUENCE vault.audit_log_id_seq CACHE 1000")
+    try:
+        deadline = time.monotonic() + 10
+        while _sequence_tampered_seen() <= seen and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _sequence_tampered_seen() > seen, "the audit id sequence given a cache went unreported"
+    finally:
+        with _as_owner(own_database) as conn:
+            conn.execute("ALTER SEQUENCE vault.audit_log_id_seq CACHE 1")

@@ -11,7 +11,7 @@ import pytest
 
 from tests.unit.fakes import FakeAuditLog
 from vault_service.domain.audit import AuditEvent
-from vault_service.domain.checkpoints import ChainHead, Checkpoint
+from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
 from vault_service.domain.errors import TooManyRequests
 from vault_service.domain.identity import Caller
 from vault_service.domain.rate_limit import RateLimit
@@ -33,11 +33,12 @@ class _Store:
         self.head_id = 0
         self.stored: list[Checkpoint] = []
         self.planted = 0
-        self.beyond: tuple[int, int] | None = None  # (a row planted beyond the id sequence, the sequence)
+        self.beyond = 0  # a row planted beyond the id sequence (0: none)
+        self.cache, self.increment = 1, 1
         self.fail_head: Exception | None = None
 
-    def rows_beyond_sequence(self) -> tuple[int, int] | None:
-        return self.beyond
+    def id_sequence(self) -> IdSequence:
+        return IdSequence(max(self.beyond, self.head_id), self.head_id, self.cache, self.increment)
 
     def head(self, since: ChainHead | None = None) -> ChainHead | None:
         if self.fail_head is not None:
@@ -80,7 +81,7 @@ def _upkeep(
         exported.append,
         on_planted=lambda: planted.append(1),
         genuine=lambda checkpoint: checkpoint.signature == _Signer().sign(checkpoint.head.message()),
-        on_row_planted=lambda: rows_planted.append(1),
+        on_sequence_tampered=lambda: rows_planted.append(1),
     )
 
 
@@ -183,23 +184,46 @@ def test_another_replicas_genuine_checkpoint_of_the_head_is_left_as_the_anchor()
 def test_a_row_beyond_the_id_sequence_is_reported_once_counted_every_round_and_the_head_still_moves(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    store, exported, rows_planted = _Store(), list[Checkpoint](), list[int]()
-    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), exported, [], rows_planted)
-    store.head_id, store.beyond = 5, (1_000_000_000_001, 5)
+    store, exported, tampered = _Store(), list[Checkpoint](), list[int]()
+    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), exported, [], tampered)
+    store.head_id, store.beyond = 5, 1_000_000_000_001
     with caplog.at_level(logging.ERROR):
         first = upkeep.run_once()
     assert first is not None and first.head.head_id == 5  # the head within the sequence is signed
-    assert "row 1000000000001, beyond the id sequence's last value 5" in caplog.text and rows_planted == [1]
+    assert "row 1000000000001, beyond the id sequence's last value 5" in caplog.text and tampered == [1]
     caplog.clear()
-    store.head_id, store.beyond = 6, (1_000_000_000_001, 6)
+    store.head_id = 6
     with caplog.at_level(logging.ERROR):
         second = upkeep.run_once()
     assert second is not None and second.head.head_id == 6 and exported == [first, second]
-    assert caplog.text == "" and rows_planted == [1, 1]  # counted every round, logged once per planted row
-    store.beyond = (1_000_000_000_002, 6)  # planted again
+    assert caplog.text == "" and tampered == [1, 1]  # counted every round, logged once per planted row
+    store.beyond = 1_000_000_000_002  # planted again
     with caplog.at_level(logging.ERROR):
         upkeep.run_once()
-    assert "row 1000000000002" in caplog.text and rows_planted == [1, 1, 1]
+    assert "row 1000000000002" in caplog.text and tampered == [1, 1, 1]
+    store.beyond = 0  # removed: nothing more to report
+    upkeep.run_once()
+    assert tampered == [1, 1, 1]
+
+
+@pytest.mark.parametrize(("cache", "increment"), [(1000, 1), (1, -1)])
+def test_an_id_sequence_altered_to_number_rows_out_of_commit_order_is_reported(
+    cache: int, increment: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # With a cache, each pooled session takes a block of ids: rows committed later can take ids
+    # below the head already counted, and no checkpoint would ever cover them.
+    store, exported, tampered = _Store(), list[Checkpoint](), list[int]()
+    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), exported, [], tampered)
+    store.head_id = 5
+    upkeep.run_once()
+    assert tampered == []
+    store.cache, store.increment = cache, increment
+    with caplog.at_level(logging.ERROR):
+        upkeep.run_once()
+        store.head_id = 6
+        upkeep.run_once()
+    assert f"was altered (cache {cache}, increment {increment})" in caplog.text and tampered == [1, 1]
+    assert caplog.text.count("was altered") == 1
 
 
 @pytest.mark.parametrize("fails_in", ["head", "export"])

@@ -34,6 +34,31 @@ class ChainHead:
 
 
 @dataclass(frozen=True)
+class IdSequence:
+    """The audit id sequence the chain trigger numbers every row from, and the log's newest row.
+
+    Under the chain lock, a sequence that hands out one value at a time (no per-session cache),
+    upwards, numbers rows in commit order, and no row lies beyond its last value: the head and
+    the row counts rest on both. Only the database owner can change either.
+    """
+
+    newest_row: int
+    """The highest id in the log (0: empty)."""
+    last_value: int
+    """The highest id the sequence handed out (0: none)."""
+    cache: int
+    increment: int
+
+    def rows_beyond(self) -> bool:
+        """Whether a row has an id the sequence never handed out (written behind it)."""
+        return self.newest_row > self.last_value
+
+    def numbers_in_order(self) -> bool:
+        """Whether the sequence numbers rows in commit order (no cache, counting upwards)."""
+        return self.cache == 1 and self.increment > 0
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     """A chain head, and the Transit signature (`vault:v<N>:<base64>`) over its message."""
 

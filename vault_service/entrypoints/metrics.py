@@ -50,10 +50,11 @@ AUDIT_CHECKPOINT_PLANTED = Counter(
     " the service's back); the head was signed and exported without being stored",
 )
 
-AUDIT_ROW_PLANTED = Counter(
-    "tokenvault_audit_row_planted",
+AUDIT_ID_SEQUENCE_TAMPERED = Counter(
+    "tokenvault_audit_id_sequence_tampered",
     "Audit upkeep rounds that found an audit row beyond the audit id sequence (written behind the"
-    " service's back); the rows within the sequence went on being signed",
+    " service's back; the rows within the sequence went on being signed), or the sequence altered"
+    " to number rows out of commit order (a cache, a negative increment)",
 )
 AUDIT_UPKEEP_FAILED = Counter(
     "tokenvault_audit_upkeep_failed",
@@ -72,9 +73,9 @@ def observe_planted_checkpoint() -> None:
     AUDIT_CHECKPOINT_PLANTED.inc()
 
 
-def observe_planted_row() -> None:
-    """Count one upkeep round that found a row beyond the audit id sequence."""
-    AUDIT_ROW_PLANTED.inc()
+def observe_id_sequence_tampered() -> None:
+    """Count one upkeep round that found a row beyond the audit id sequence, or the sequence altered."""
+    AUDIT_ID_SEQUENCE_TAMPERED.inc()
 
 
 def observe_upkeep_failed() -> None:

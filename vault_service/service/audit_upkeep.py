@@ -17,7 +17,8 @@ the log (audit-verify checks every exported checkpoint against the rows).
 Likewise a row beyond the audit id sequence (the chain trigger numbers every row with nextval)
 was written behind it: the head is the newest row within the sequence, so the rows after such
 a plant - numbered below it - go on being signed, and the upkeep logs an error (ids only) and
-counts every round that finds one.
+counts every round that finds one. So it does when the sequence was altered to hand out ids
+out of commit order (a per-session cache, a negative increment).
 
 A round that fails for any reason (the database or Vault away, a row it cannot read, the
 checkpoint file unwritable) is logged by its error's type and message, counted, and retried
@@ -33,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from vault_service.domain.checkpoints import ChainHead, Checkpoint
+from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
 from vault_service.domain.errors import VaultError
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 from vault_service.service.ports import AuditLog
@@ -71,8 +72,8 @@ class CheckpointStore(Protocol):
         """Store a checkpoint; False when another replica stored one for the same head."""
         ...
 
-    def rows_beyond_sequence(self) -> tuple[int, int] | None:
-        """(the newest row's id, the id sequence's last value) when a row lies beyond the sequence."""
+    def id_sequence(self) -> IdSequence:
+        """The log's newest id and the state of the id sequence its rows are numbered from."""
         ...
 
 
@@ -126,12 +127,13 @@ class AuditUpkeep:
         on_exported: Callable[[Checkpoint], None] | None = None,
         on_planted: Callable[[], None] | None = None,
         genuine: Callable[[Checkpoint], bool] | None = None,
-        on_row_planted: Callable[[], None] | None = None,
+        on_sequence_tampered: Callable[[], None] | None = None,
         on_failed: Callable[[], None] | None = None,
     ) -> None:
         """`on_exported` is told of each checkpoint exported, `on_planted` of each round that found a planted one.
 
-        `on_row_planted` is told of each round that found a row beyond the id sequence,
+        `on_sequence_tampered` is told of each round that found a row beyond the id sequence or the
+        sequence altered to number rows out of commit order (a cache, a negative increment),
         `on_failed` of each round that failed (and is retried at the next interval).
 
         `genuine(checkpoint)`: whether a stored checkpoint carries a valid signature of the signing
@@ -152,9 +154,9 @@ class AuditUpkeep:
         self._counted: ChainHead | None = None  # the last head counted: the next count starts there
         self._exported_head = 0  # the head of the last checkpoint this process exported
         self._planted_seen = 0  # the planted checkpoint's head last reported (each reported once)
-        self._on_row_planted = on_row_planted or (lambda: None)
+        self._on_sequence_tampered = on_sequence_tampered or (lambda: None)
         self._on_failed = on_failed or (lambda: None)
-        self._row_planted_seen = 0  # the planted row's id last reported (each reported once)
+        self._tamper_seen = (0, 1, 1)  # the planted row, cache and increment last reported (each reported once)
         self._failure_seen = ""  # the last failure logged (a failure repeating every round is logged once)
 
     def run_once(self) -> Checkpoint | None:
@@ -186,20 +188,35 @@ class AuditUpkeep:
         return checkpoint
 
     def _check_sequence(self) -> None:
-        """Report a row beyond the audit id sequence (the head is taken below it: see the module's doc)."""
-        beyond = self._store.rows_beyond_sequence()
-        if beyond is None:
+        """Report a row beyond the audit id sequence, or a sequence that numbers rows out of commit order.
+
+        The head is taken within the sequence (see the module's doc); a sequence with a cache
+        hands each pooled session a block of ids, so rows committed later can take lower ids
+        than the head already counted and stay out of every checkpoint.
+        """
+        sequence = self._store.id_sequence()
+        if not sequence.rows_beyond() and sequence.numbers_in_order():
             return
-        self._on_row_planted()
-        newest, handed_out = beyond
-        if newest != self._row_planted_seen:
-            self._row_planted_seen = newest
+        self._on_sequence_tampered()
+        seen = (sequence.newest_row if sequence.rows_beyond() else 0, sequence.cache, sequence.increment)
+        if seen == self._tamper_seen:
+            return
+        self._tamper_seen = seen
+        if sequence.rows_beyond():
             log.error(
                 "the audit log holds row %d, beyond the id sequence's last value %d: the database numbers every"
                 " row from that sequence, so the row was written behind the service's back. Checkpoints go on"
                 " for the rows within the sequence; report it to the security team and run audit-verify",
-                newest,
-                handed_out,
+                sequence.newest_row,
+                sequence.last_value,
+            )
+        if not sequence.numbers_in_order():
+            log.error(
+                "the audit id sequence vault.audit_log_id_seq was altered (cache %d, increment %d): rows may be"
+                " numbered out of commit order and escape the checkpoints. Report it to the security team, run"
+                " audit-verify, and restore it (ALTER SEQUENCE vault.audit_log_id_seq CACHE 1 INCREMENT 1)",
+                sequence.cache,
+                sequence.increment,
             )
 
     def _vouches(self, stored: Checkpoint, head: ChainHead) -> bool:

@@ -28,7 +28,7 @@ from vault_service.adapters.postgres.errors import translated
 from vault_service.adapters.postgres.prepared import PreparedStatement
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
 from vault_service.domain.audit import AuditEvent, AuditRecord
-from vault_service.domain.checkpoints import ChainHead, Checkpoint
+from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
 from vault_service.domain.errors import AuditUnavailable
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,12 @@ _HEAD = (
     " clock_timestamp()"
     f" FROM (SELECT id, row_hash FROM vault.audit_log WHERE id <= {_HANDED_OUT} ORDER BY id DESC LIMIT 1) AS a"
 )
-_BEYOND = f"SELECT max(id), {_HANDED_OUT} FROM vault.audit_log"
-"""The newest row's id (the primary key's last entry) and the sequence's: O(1) at any log size."""
+_ID_SEQUENCE = (
+    "SELECT coalesce((SELECT max(id) FROM vault.audit_log), 0),"
+    f" coalesce({_HANDED_OUT}, 0), s.seqcache, s.seqincrement"
+    " FROM pg_catalog.pg_sequence s WHERE s.seqrelid = 'vault.audit_log_id_seq'::regclass"
+)
+"""The newest row's id (the primary key's last entry) and the sequence's state: O(1) at any log size."""
 _RECORD_COLUMNS = (
     "id, at, client, action, purpose, token_types, item_count, outcome, prev_hash, row_hash,"
     " hash_version, client_serial, client_cert_sha256, revealed"
@@ -195,7 +199,7 @@ class PostgresAuditLog:
         row with nextval, so a row beyond the sequence's last value was written behind it (the
         database owner set the sequence ahead for one insert and back). Taking such a row as the
         head would keep every later row - numbered below it - out of the checkpoints for good
-        (see `rows_beyond_sequence`).
+        (see `id_sequence`).
 
         Rows are counted from `since` on (a head this process counted before: the log only
         grows, and ids follow commit order under the chain lock), else all of them. Counting
@@ -209,13 +213,13 @@ class PostgresAuditLog:
         return ChainHead(row[0], bytes(row[1]), row[2], row[3]) if row else None
 
     @translated
-    def rows_beyond_sequence(self) -> tuple[int, int] | None:
-        """(the newest row's id, the id sequence's last value) when a row lies beyond the sequence, else None."""
+    def id_sequence(self) -> IdSequence:
+        """The log's newest id and the audit id sequence's last value, cache and increment (one statement)."""
         with self._pool.connection() as conn:
-            row = conn.execute(_BEYOND).fetchone()
-        if row is None or row[0] is None or row[0] <= row[1]:
-            return None
-        return int(row[0]), int(row[1])
+            row = conn.execute(_ID_SEQUENCE).fetchone()
+        if row is None:
+            raise AuditUnavailable("the audit id sequence vault.audit_log_id_seq is missing; run the migrations")
+        return IdSequence(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
     @translated
     def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
