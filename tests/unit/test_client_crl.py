@@ -106,3 +106,50 @@ def test_one_list_per_client_ca_in_one_file_during_a_ca_rotation(tmp_path: Path)
     path.write_bytes((tmp_path / "old.pem").read_bytes() + (tmp_path / "new.pem").read_bytes())
     revocations = RevocationList(path, [old_ca.cert, new_ca.cert])
     assert revocations.is_revoked("a1") and revocations.is_revoked("b2")
+
+
+def test_two_lists_of_one_ca_in_a_file_are_refused(tmp_path: Path) -> None:
+    ca = certs.create_authority(tmp_path)
+    certs.write_revocation_list(ca, [0xA1], tmp_path / "now.pem")
+    certs.write_revocation_list(ca, [], tmp_path / "again.pem")
+    path = tmp_path / "crl.pem"
+    path.write_bytes((tmp_path / "now.pem").read_bytes() + (tmp_path / "again.pem").read_bytes())
+    with pytest.raises(InvalidRevocationList, match="two lists of the client CA"):
+        RevocationList(path, [ca.cert])
+
+
+def test_same_named_cas_each_keep_their_own_list_in_force(tmp_path: Path) -> None:
+    # A CA rotated in place keeps its name: each list is kept by the CA key that signed it.
+    old_ca, new_ca = certs.create_authority(tmp_path / "old"), certs.create_authority(tmp_path / "new")
+    assert old_ca.cert.subject == new_ca.cert.subject
+    certs.write_revocation_list(old_ca, [0xA1], tmp_path / "old.pem")
+    certs.write_revocation_list(new_ca, [], tmp_path / "new.pem")
+    path = tmp_path / "crl.pem"
+    path.write_bytes((tmp_path / "old.pem").read_bytes() + (tmp_path / "new.pem").read_bytes())
+    clock = Clock()
+    revocations = RevocationList(path, [old_ca.cert, new_ca.cert], recheck_seconds=1, clock=clock)
+    certs.write_revocation_list(new_ca, [0xB2], tmp_path / "new.pem")
+    path.write_bytes((tmp_path / "new.pem").read_bytes() + (tmp_path / "old.pem").read_bytes())  # any order
+    _bump(path, 1)
+    clock.now = 2.0
+    assert revocations.is_revoked("a1") and revocations.is_revoked("b2")
+
+
+def test_a_list_in_force_past_its_next_update_stays_in_force_and_is_warned_about_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ca = certs.create_authority(tmp_path)
+    path = tmp_path / "crl.pem"
+    certs.write_revocation_list(ca, [0xABC], path)  # next update: a week from now
+    today = [datetime.datetime.now(datetime.UTC)]
+    clock = Clock()
+    revocations = RevocationList(path, [ca.cert], recheck_seconds=1, clock=clock, utc_now=lambda: today[0])
+    clock.now = 2.0
+    assert revocations.is_revoked("abc")
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    today[0] += datetime.timedelta(days=8)
+    for tick in (4.0, 6.0, 8.0):
+        clock.now = tick
+        assert revocations.is_revoked("abc")
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "past its next update" in warnings[0].getMessage()

@@ -5,16 +5,22 @@ revokes it at the CA (Vault PKI: `vault write pki/revoke serial_number=...`, whi
 the CRL at `pki/crl/pem`) and the vault reads that CRL from `TOKENVAULT_TLS_CLIENT_CRL`.
 
 The file is read again when it changes (looked at no more often than every `recheck_seconds`,
-on the calls themselves: a revocation takes effect within seconds, with no restart). A CRL is
-used only if one of the client CAs signed it and it is not past its next update; a list
-published before the one in force (an older list put back) is not taken in either. One that
-cannot be used stops the service at start; at run time the last good list is kept and the
-error logged, so neither a half-written file nor an older list lets a revoked certificate back
-in. A file may hold one list per client CA (a CA bundle during a CA rotation).
+on the calls themselves: a revocation takes effect within seconds, with no restart). A file may
+hold one list per client CA (a CA bundle during a CA rotation), at most one per CA. Each list is
+used only if one of the client CAs signed it and it is not past its next update. The lists in
+force are kept per CA that signed them (the SHA-256 of its public key, not its name, which two
+CAs share when one is rotated in place), and a new file is not taken in when it leaves out the
+list of a CA whose list is in force (that would lift its revocations) or holds a list published
+before the one in force for that CA (an older list put back). A file that cannot be used stops
+the service at start; at run time the last good lists are kept and the error logged, so neither
+a half-written file, nor a list left out, nor an older list lets a revoked certificate back in.
+A list in force that passes its next update (the CA stopped publishing) stays in force - the
+revocations it holds still stand - and a warning is logged once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -24,25 +30,41 @@ from pathlib import Path
 from typing import NamedTuple
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 log = logging.getLogger(__name__)
 
 
 class InvalidRevocationList(ValueError):
-    """The CRL file cannot be read, or none of the client CAs signed it."""
+    """The CRL file cannot be read, a client CA did not sign it, or it would lift a revocation."""
+
+
+class PublishedList(NamedTuple):
+    """When the CA's list in force was published, and when the CA promised the next one."""
+
+    ca_name: str
+    last_update: datetime
+    next_update: datetime | None
 
 
 class RevocationLists(NamedTuple):
-    """What a CRL file holds: the revoked serials, and when each issuing CA published its list."""
+    """What a CRL file holds: the revoked serials, and each signing CA's list (by its key's SHA-256)."""
 
     serials: frozenset[str]
-    published: dict[x509.Name, datetime]
+    published: dict[str, PublishedList]
 
 
-def read_revocation_lists(path: Path, cas: Sequence[x509.Certificate]) -> RevocationLists:
+def ca_key_fingerprint(ca: x509.Certificate) -> str:
+    """The SHA-256 (hex) of the CA certificate's public key: the same for a CA re-issued with its key."""
+    spki = ca.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
+
+
+def read_revocation_lists(path: Path, cas: Sequence[x509.Certificate], now: datetime | None = None) -> RevocationLists:
     """The CRLs in `path` (one per client CA, PEM, concatenated): revoked serials as lowercase hex (as `Caller.serial`).
 
-    Each must be signed by one of `cas` and not be past its next update.
+    Each must be signed by one of `cas`, not be past its next update at `now`, and be the only
+    list of that CA in the file.
     """
     try:
         blocks = [_BEGIN + block for block in path.read_bytes().split(_BEGIN)[1:]]
@@ -51,21 +73,56 @@ def read_revocation_lists(path: Path, cas: Sequence[x509.Certificate]) -> Revoca
         raise InvalidRevocationList(f"cannot read the client CRL {path}: {error}") from None
     if not crls:
         raise InvalidRevocationList(f"cannot read the client CRL {path}: it holds no PEM CRL")
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
+    published: dict[str, PublishedList] = {}
     for crl in crls:
-        if not any(crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key()) for ca in cas):  # type: ignore[arg-type]
+        signer = _signer(crl, cas)
+        if signer is None:
             raise InvalidRevocationList(f"the client CRL {path} is not signed by the vault's client CA")
         if crl.next_update_utc is not None and crl.next_update_utc < now:
             raise InvalidRevocationList(
                 f"the client CRL {path} expired on {crl.next_update_utc:%Y-%m-%d %H:%M} UTC: publish a fresh one"
             )
+        key = ca_key_fingerprint(signer)
+        if key in published:
+            raise InvalidRevocationList(
+                f"the client CRL {path} holds two lists of the client CA {_describe(signer)}: keep one list per CA"
+            )
+        published[key] = PublishedList(signer.subject.rfc4514_string(), crl.last_update_utc, crl.next_update_utc)
     serials = frozenset(format(revoked.serial_number, "x") for crl in crls for revoked in crl)
-    return RevocationLists(serials, {crl.issuer: crl.last_update_utc for crl in crls})
+    return RevocationLists(serials, published)
 
 
-def _older(new: dict[x509.Name, datetime], current: dict[x509.Name, datetime]) -> bool:
-    """Whether a CA's list in `new` was published before the one in force (a list put back)."""
-    return any(issuer in current and published < current[issuer] for issuer, published in new.items())
+def _signer(crl: x509.CertificateRevocationList, cas: Sequence[x509.Certificate]) -> x509.Certificate | None:
+    """The client CA whose key signed `crl` (two CAs may share a name), or None."""
+    return next(
+        (ca for ca in cas if crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key())),  # type: ignore[arg-type]
+        None,
+    )
+
+
+def _describe(ca: x509.Certificate) -> str:
+    return f"{ca.subject.rfc4514_string()} (key sha256 {ca_key_fingerprint(ca)[:16]})"
+
+
+def check_replaces(new: RevocationLists, current: RevocationLists, path: Path) -> None:
+    """InvalidRevocationList if taking in `new` would lift a revocation of `current`.
+
+    That is when a CA whose list is in force has no list in `new`, or its list in `new` was
+    published before the one in force (an older list put back).
+    """
+    for key, in_force in current.published.items():
+        replacement = new.published.get(key)
+        if replacement is None:
+            raise InvalidRevocationList(
+                f"the client CRL {path} has no list of the client CA {in_force.ca_name} (key sha256 {key[:16]}), "
+                "whose list is in force: publish one list per client CA"
+            )
+        if replacement.last_update < in_force.last_update:
+            raise InvalidRevocationList(
+                f"the client CRL {path} holds a list of the client CA {in_force.ca_name} (key sha256 {key[:16]}) "
+                "published before the one in force (an older list put back?)"
+            )
 
 
 _BEGIN = b"-----BEGIN X509 CRL-----"
@@ -80,15 +137,18 @@ class RevocationList:
         cas: Sequence[x509.Certificate],
         recheck_seconds: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        utc_now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         """Read the CRL now; InvalidRevocationList if it cannot be used."""
         self._path = path
         self._cas = list(cas)
         self._recheck = recheck_seconds
         self._clock = clock
+        self._utc_now = utc_now
         self._lock = threading.Lock()
         self._version = self._file_version()
-        self._lists = read_revocation_lists(path, self._cas)
+        self._lists = read_revocation_lists(path, self._cas, utc_now())
+        self._stale_warned = False
         self._checked_at = clock()
 
     def is_revoked(self, serial: str) -> bool:
@@ -103,22 +163,35 @@ class RevocationList:
         try:
             self._checked_at = now
             version = self._file_version()
-            if version == self._version:
-                return
-            self._version = version
-            try:
-                lists = read_revocation_lists(self._path, self._cas)
-                if _older(lists.published, self._lists.published):
-                    raise InvalidRevocationList(
-                        f"the client CRL {self._path} was published before the one in force (an older list put back?)"
-                    )
-            except InvalidRevocationList as error:
-                log.error("client CRL not taken in; the previous one stays in force", extra={"error": str(error)})
-                return
-            self._lists = lists
-            log.info("client CRL taken in", extra={"revoked_certificates": len(lists.serials)})
+            if version != self._version:
+                self._version = version
+                self._take_in()
+            self._warn_if_stale()
         finally:
             self._lock.release()
+
+    def _take_in(self) -> None:
+        try:
+            lists = read_revocation_lists(self._path, self._cas, self._utc_now())
+            check_replaces(lists, self._lists, self._path)
+        except InvalidRevocationList as error:
+            log.error("client CRL not taken in; the previous one stays in force", extra={"error": str(error)})
+            return
+        self._lists = lists
+        self._stale_warned = False
+        log.info("client CRL taken in", extra={"revoked_certificates": len(lists.serials)})
+
+    def _warn_if_stale(self) -> None:
+        if self._stale_warned:
+            return
+        now = self._utc_now()
+        stale = sorted(p.ca_name for p in self._lists.published.values() if p.next_update and p.next_update < now)
+        if stale:
+            self._stale_warned = True
+            log.warning(
+                "client CRL in force is past its next update; it stays in force: publish a fresh one",
+                extra={"client_cas": stale, "path": str(self._path)},
+            )
 
     def _file_version(self) -> tuple[int, int, int] | None:
         try:
