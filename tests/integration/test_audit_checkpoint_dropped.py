@@ -1,0 +1,56 @@
+"""Anchoring silenced by a rule that drops checkpoint rows (third insider round, 3 Dec).
+
+docs/threat-model.md, accepted risks: the rows not anchored yet are those written since the last
+checkpoint - "at most TOKENVAULT_AUDIT_CHECKPOINT_SECONDS (default 2 s) while the service runs";
+a checkpoint the database will not keep is still signed and exported (the planted-checkpoint fix).
+The upkeep takes add_checkpoint() == False ("one for the same head exists already: another
+replica") as done and exports nothing. A `DO INSTEAD NOTHING` rule on vault.audit_checkpoints
+makes every insert report no row: no checkpoint is exported from then on, nothing is logged, and
+the database owner deletes the reveals made since without audit-verify noticing.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tests.conftest import RunningVault, stack_identity
+from tests.integration.test_audit_tamper import _as_owner, _verify, anchored, own_database
+from tests.integration.test_vault_security import fresh_value
+from tokenvault_api.v1 import vault_pb2
+from tokenvault_client import Revealed, TokenType, VaultClient
+from vault_service.service.audit_upkeep import read_exported
+
+__all__ = ["anchored", "own_database"]  # fixtures used here, defined beside the first round's tests
+
+
+def test_a_rule_dropping_checkpoint_rows_does_not_stop_the_export_of_checkpoints(
+    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+) -> None:
+    vault, exported = anchored
+    with VaultClient.connect(vault.address, stack_identity(own_database, "etl-service")) as etl:
+        (token,) = etl.tokenize([(TokenType.IP, fresh_value(vault_pb2.TOKEN_TYPE_IP))])
+    assert isinstance(token, str)
+    vault.wait_for_checkpoint()
+    with _as_owner(own_database) as conn:
+        conn.execute("CREATE RULE checkpoints_dropped AS ON INSERT TO vault.audit_checkpoints DO INSTEAD NOTHING")
+    with VaultClient.connect(vault.address, stack_identity(own_database, "analyst"), deadline=10) as analyst:
+        revealed = sum(
+            1 for n in range(3) for o in analyst.detokenize([token], f"UNANCHORED-{n}") if isinstance(o, Revealed)
+        )
+    assert revealed == 3
+    with _as_owner(own_database) as conn:
+        (newest_reveal,) = conn.execute(
+            "SELECT max(id) FROM vault.audit_log WHERE purpose LIKE 'UNANCHORED-%'"
+        ).fetchone() or (0,)
+    time.sleep(6)  # six checkpoint intervals (TOKENVAULT_AUDIT_CHECKPOINT_SECONDS=1)
+    anchored_up_to = max((c.head.head_id for c in read_exported(exported)), default=0)
+    with _as_owner(own_database) as conn:  # the owner now removes the reveals and the rule
+        conn.execute("DELETE FROM vault.audit_log WHERE purpose LIKE 'UNANCHORED-%'")
+        conn.execute("DROP RULE checkpoints_dropped ON vault.audit_checkpoints")
+    report = _verify(vault, exported)
+    assert anchored_up_to >= newest_reveal or report.finding is not None, (
+        f"6 s after {revealed} reveals (audit rows up to {newest_reveal}) the newest exported checkpoint names row"
+        f" {anchored_up_to}; the owner deleted the reveals' rows and audit-verify reports the log intact"
+        f" ({report.rows} rows, {report.checkpoints} checkpoints)"
+    )
