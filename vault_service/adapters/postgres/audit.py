@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import cast
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -53,14 +54,16 @@ _APPEND_ONE = PreparedStatement(
 """A group of one event (a lone caller): no arrays to build in Python or to unnest in Postgres."""
 _PRESENT = PreparedStatement(
     "audit_present",
-    "SELECT count(*) FROM unnest($1::bigint[]) AS i(id)"
-    " CROSS JOIN LATERAL (SELECT 1 FROM vault.audit_log a WHERE a.id = i.id LIMIT 1) AS found",
+    "SELECT count(*) FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS i(id, client, action, purpose)"
+    " CROSS JOIN LATERAL (SELECT 1 FROM vault.audit_log a WHERE a.id = i.id AND a.client = i.client"
+    " AND a.action = i.action AND coalesce(a.purpose, '') = i.purpose AND a.row_hash IS NOT NULL LIMIT 1) AS found",
     binary_rows=True,
 )
-"""How many of the ids an append returned are rows of the log now that it is committed. One
-index probe per id: the plain `id = ANY($1)` got a sequential scan as its one generic plan when
-prepared on a small log, and kept it as the log grew (measured: +300-450 µs of PostgreSQL's CPU
-per single-token call within one benchmark run)."""
+"""How many of the rows an append wrote are rows of the log now that it is committed: the id it
+returned, holding what was written (client, action, purpose) and chained. One index probe per id:
+the plain `id = ANY($1)` got a sequential scan as its one generic plan when prepared on a small
+log, and kept it as the log grew (measured: +300-450 µs of PostgreSQL's CPU per single-token
+call within one benchmark run)."""
 _HANDED_OUT = "(SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM vault.audit_log_id_seq)"
 """The highest id the chain trigger's nextval has handed out (read after the statement's snapshot,
 so it is at least the id of every row the statement sees that the trigger numbered)."""
@@ -106,13 +109,30 @@ class AuditRowsDropped(Exception):
         self.stored = stored
 
 
-def _check_stored(conn: psycopg.Connection, written: int, stored: Sequence[tuple[object, ...]]) -> None:
-    """Raise AuditRowsDropped unless the append returned one id per event and each is a row of the log."""
-    if len(stored) != written:
-        raise AuditRowsDropped(written, len(stored))
-    ((present,),) = _PRESENT.rows(conn, (int_array([int(row[0]) for row in stored]),))  # type: ignore[call-overload]
+def _check_stored(
+    conn: psycopg.Connection, events: Sequence[AuditEvent], stored: Sequence[tuple[object, ...]], after: int
+) -> int:
+    """The newest id stored; AuditRowsDropped unless each event is a new row of the log, as written.
+
+    New: the ids returned rise above `after` (the newest this process stored before; the chain
+    trigger numbers rows in commit order under its lock). As written: the row at each id holds
+    the event's client, action and purpose. A rule diverting the insert and returning the id of
+    an older row, or of no row, fails one or the other.
+    """
+    written = len(events)
+    ids = [int(cast(int, row[0])) for row in stored]
+    if len(ids) != written or len(set(ids)) != written or min(ids, default=after + 1) <= after:
+        raise AuditRowsDropped(written, len({i for i in ids if i > after}))
+    params = (
+        int_array(ids),
+        text_array([e.client for e in events]),
+        text_array([e.action for e in events]),
+        text_array([e.purpose or "" for e in events]),
+    )
+    ((present,),) = _PRESENT.rows(conn, params)
     if present != written:
         raise AuditRowsDropped(written, int(present))
+    return max(ids)
 
 
 class PostgresAuditLog:
@@ -123,6 +143,7 @@ class PostgresAuditLog:
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
         self._committer = GroupCommitter(self._write, self.MAX_GROUP)
+        self._newest_stored = 0  # written by one group's leader at a time (the committer's turn)
 
     def append(self, event: AuditEvent) -> None:
         """Write one chained record durably; raise AuditUnavailable if it could not be committed."""
@@ -143,10 +164,18 @@ class PostgresAuditLog:
             log.error("audit append failed", extra={"error": type(error).__name__, "sqlstate": error.sqlstate})
             raise AuditUnavailable("the audit log cannot be written, so the call was refused; retry later") from None
 
+    def _newest_before(self, conn: psycopg.Connection) -> int:
+        """The newest id this process stored, or at its first append the newest id of the log."""
+        if not self._newest_stored:
+            row = conn.execute("SELECT coalesce(max(id), 0) FROM vault.audit_log").fetchone()
+            self._newest_stored = int(row[0]) if row else 0
+        return self._newest_stored
+
     def _write(self, events: list[AuditEvent]) -> None:
         if len(events) == 1:
             (event,) = events
             with self._pool.connection() as conn:
+                after = self._newest_before(conn)
                 stored = _APPEND_ONE.rows(
                     conn,
                     (
@@ -161,7 +190,7 @@ class PostgresAuditLog:
                         bytea_array(event.revealed) if event.revealed else None,
                     ),
                 )
-                _check_stored(conn, 1, stored)
+                self._newest_stored = _check_stored(conn, events, stored, after)
             return
         flat: list[bytes] = []
         lows, highs = [], []
@@ -170,6 +199,7 @@ class PostgresAuditLog:
             flat.extend(event.revealed)
             highs.append(len(flat))
         with self._pool.connection() as conn:
+            after = self._newest_before(conn)
             stored = _APPEND.rows(
                 conn,
                 (
@@ -186,7 +216,7 @@ class PostgresAuditLog:
                     int_array(highs),
                 ),
             )
-            _check_stored(conn, len(events), stored)
+            self._newest_stored = _check_stored(conn, events, stored, after)
 
     @translated
     def records(self, after_id: int = 0) -> list[AuditRecord]:
