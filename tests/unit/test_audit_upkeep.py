@@ -270,3 +270,19 @@ def test_the_upkeep_thread_survives_any_failing_round_and_checkpoints_once_it_pa
     assert exported and exported[-1].head.head_id == 4  # the thread lived on and anchored the new head
     logged = [r.getMessage() for r in caplog.records if "audit upkeep round failed" in r.getMessage()]
     assert logged == [f"audit upkeep round failed ({type(failure).__name__}: {failure}); retrying every interval"]
+
+
+def test_a_checkpoint_the_database_silently_drops_is_exported_anyway_and_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class _DroppingStore(_Store):
+        def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
+            return False  # a DO INSTEAD NOTHING rule: nothing stored, nothing said
+
+    store, exported, planted = _DroppingStore(), list[Checkpoint](), list[int]()
+    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), exported, planted)
+    store.head_id = 4
+    with caplog.at_level(logging.ERROR):
+        made = upkeep.run_once()
+    assert made is not None and exported == [made] and planted == [1]
+    assert "did not store the audit checkpoint of row 4" in caplog.text
