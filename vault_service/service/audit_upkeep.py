@@ -207,7 +207,12 @@ class AuditUpkeep:
         hands each pooled session a block of ids, so rows committed later can take lower ids
         than the head already counted and stay out of every checkpoint.
         """
-        sequence = self._store.id_sequence()
+        try:
+            sequence = self._store.id_sequence()
+        except VaultError as error:  # e.g. a database before migration 0015: checkpoints go on regardless
+            self._on_sequence_tampered()
+            log.error("cannot check the audit id sequence (%s); apply the migrations (0015)", error)
+            return
         if not sequence.rows_beyond() and sequence.numbers_in_order():
             return
         self._on_sequence_tampered()
