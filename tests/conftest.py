@@ -65,8 +65,15 @@ class RunningVault:
 
 def vault_config(env: dict[str, str], address: str = "127.0.0.1:0", **overrides: str) -> VaultServiceConfig:
     """The vault service configuration of the test stack."""
+    own_export = {k: env[k] for k in ("TOKENVAULT_AUDIT_CHECKPOINT_FILE",) if k in env}  # a database of its own
     return VaultServiceConfig.from_env(
-        {**vault_service_env(env), "TOKENVAULT_GRPC_ADDRESS": address, "TOKENVAULT_METRICS_PORT": "0", **overrides}
+        {
+            **vault_service_env(env),
+            **own_export,
+            "TOKENVAULT_GRPC_ADDRESS": address,
+            "TOKENVAULT_METRICS_PORT": "0",
+            **overrides,
+        }
     )
 
 

@@ -35,8 +35,12 @@ def _with_database(dsn: str, database: str) -> str:
 
 
 @pytest.fixture
-def own_database(stack_env: dict[str, str]) -> Iterator[dict[str, str]]:
-    """The stack's settings, pointed at a freshly migrated database of this test's own."""
+def own_database(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The stack's settings, pointed at a freshly migrated database of this test's own.
+
+    Its checkpoints are exported to a file of its own too: in the session's file they would
+    contradict the session database's log (audit-verify checks every exported checkpoint).
+    """
     name = "audit_" + uuid.uuid4().hex[:10]
     with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
@@ -44,6 +48,7 @@ def own_database(stack_env: dict[str, str]) -> Iterator[dict[str, str]]:
         **stack_env,
         "PG_ADMIN_DSN": _with_database(stack_env["PG_ADMIN_DSN"], name),
         "PG_VAULT_DSN": _with_database(stack_env["PG_VAULT_DSN"], name),
+        "TOKENVAULT_AUDIT_CHECKPOINT_FILE": str(tmp_path_factory.mktemp(name) / "checkpoints.jsonl"),
     }
     migrate(env["PG_ADMIN_DSN"])
     yield env
