@@ -1,0 +1,45 @@
+"""Purposes that carry an IPv6 address in other spellings (third insider round, 3 Dec).
+
+docs/threat-model.md and vault_service/domain/purpose.py: a purpose carrying an IP address "however
+it is spelled" is refused and not stored - the audit log is append-only, so what it stores
+outlives any erasure. The filter reads IPv4 in any separator, but IPv6 only with colons or
+dashes: each purpose below shows (or reads aloud) as the documentation address 2001:db8::1 (or
+another IPv6 address) and is stored by the real vault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+import psycopg
+import pytest
+
+from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+
+StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
+
+
+@pytest.mark.parametrize(
+    "purpose",
+    [
+        "re 2001\u2236db8\u2236\u22361",  # RATIO (U+2236): displays exactly as 2001:db8::1
+        "re 2001|db8||1",  # the bar spelling round one found for IPv4
+        "re 2001 : db8 : : 1",  # colons with blanks
+        "re 2001.db8.a.b.c.d.e.f",  # dotted groups (2001:db8:a:b:c:d:e:f)
+        "re 2001_db8__1",
+        "re 2001/db8//1",
+        "re 2001 db8 abcd ef01 dead beef cafe face",  # eight groups, blank-separated
+    ],
+)
+def test_a_purpose_spelling_an_ipv6_address_around_the_filter_is_refused_and_not_stored(
+    stack_env: dict[str, str], stub_for: StubFor, purpose: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        stub_for("analyst").Detokenize(
+            vault_pb2.DetokenizeRequest(tokens=["ip_" + "Q" * 22], purpose=purpose), timeout=10
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        stored = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose = %s", (purpose,)).fetchone()
+    assert stored == (0,)
