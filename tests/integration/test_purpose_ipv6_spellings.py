@@ -43,3 +43,27 @@ def test_a_purpose_spelling_an_ipv6_address_around_the_filter_is_refused_and_not
     with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
         stored = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose = %s", (purpose,)).fetchone()
     assert stored == (0,)
+
+
+_CIRCLED = "\u24ff\u2776\u2777\u2778\u2779\u277a\u277b\u277c\u277d\u277e"
+"""Negative circled digits 0-9 (dingbats): numbers to any reader, but not decimal digits (\\d) and
+left as they are by NFKC, so the filter reads no number in them."""
+
+
+def _circled(text: str) -> str:
+    return "".join(_CIRCLED[int(c)] if c.isdigit() else c for c in text)
+
+
+@pytest.mark.parametrize("shown", ["203.0.113.7", "593-47-5928"])
+def test_a_purpose_spelling_an_address_or_id_in_circled_digits_is_refused_and_not_stored(
+    stack_env: dict[str, str], stub_for: StubFor, shown: str
+) -> None:
+    purpose = "re " + _circled(shown)
+    with pytest.raises(grpc.RpcError) as refused:
+        stub_for("analyst").Detokenize(
+            vault_pb2.DetokenizeRequest(tokens=["ip_" + "Q" * 22], purpose=purpose), timeout=10
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        stored = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose = %s", (purpose,)).fetchone()
+    assert stored == (0,)
