@@ -67,3 +67,26 @@ def test_a_purpose_spelling_an_address_or_id_in_circled_digits_is_refused_and_no
     with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
         stored = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose = %s", (purpose,)).fetchone()
     assert stored == (0,)
+
+
+@pytest.mark.parametrize(
+    "purpose",
+    [
+        "re alice@example\u3002com",  # IDEOGRAPHIC FULL STOP, the spelling round one found for addresses
+        "re alice@example[.]com",  # the usual defanged spelling
+        "re alice[at]example[dot]com",
+        "re ab|cd|ef|ab|cd|ef",  # a hardware address with bars (ab:cd:ef:ab:cd:ef)
+        "re AB_CD_EF_AB_CD_EF",
+    ],
+)
+def test_a_purpose_spelling_an_email_or_hardware_address_around_the_filter_is_refused_and_not_stored(
+    stack_env: dict[str, str], stub_for: StubFor, purpose: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        stub_for("analyst").Detokenize(
+            vault_pb2.DetokenizeRequest(tokens=["ip_" + "Q" * 22], purpose=purpose), timeout=10
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        stored = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose = %s", (purpose,)).fetchone()
+    assert stored == (0,)
