@@ -15,6 +15,7 @@ import grpc
 import psycopg
 import pytest
 
+from tests.integration.test_vault_security import fresh_value
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 
 StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
@@ -90,3 +91,52 @@ def test_a_purpose_spelling_an_email_or_hardware_address_around_the_filter_is_re
     with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
         stored = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose = %s", (purpose,)).fetchone()
     assert stored == (0,)
+
+
+@pytest.mark.parametrize(
+    "spelled",
+    [
+        "ip-{body}",  # a dash for the underscore
+        "ip {body}",
+        "{body}",  # the token's 22 characters without the prefix (two prefixes only: it names the token)
+        "\u0456p_{body}",  # CYRILLIC SMALL LETTER BYELORUSSIAN-UKRAINIAN I: displays as the token
+        "ip_{head} {tail}",  # split by a space after three characters ("a token split by a space still names it")
+    ],
+)
+def test_a_purpose_spelling_a_token_around_the_filter_is_refused_and_not_stored(
+    stack_env: dict[str, str], stub_for: StubFor, spelled: str
+) -> None:
+    token = _token_without_other_patterns(stub_for)
+    body = token.removeprefix("ip_")
+    purpose = "re " + spelled.format(body=body, head=body[:3], tail=body[3:])
+    with pytest.raises(grpc.RpcError) as refused:
+        stub_for("analyst").Detokenize(vault_pb2.DetokenizeRequest(tokens=[token], purpose=purpose), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        stored = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose = %s", (purpose,)).fetchone()
+    assert stored == (0,)
+
+
+def _token_without_other_patterns(stub_for: StubFor) -> str:
+    """A token whose body has no dash and at most three digits: no address or number pattern can match it.
+
+    Token bodies are random; one with four digit groups would be refused as an address, not as a token.
+    """
+    for _ in range(200):
+        item = vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=fresh_value(vault_pb2.TOKEN_TYPE_IP))
+        (result,) = (
+            stub_for("etl-service")
+            .Tokenize(
+                vault_pb2.TokenizeRequest(
+                    items=[
+                        vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=fresh_value(vault_pb2.TOKEN_TYPE_IP))
+                    ]
+                ),
+                timeout=10,
+            )
+            .results
+        )
+        body = result.token.removeprefix("ip_")
+        if "-" not in body and sum(c.isdigit() for c in body) <= 3:
+            return str(result.token)
+    raise AssertionError("no token without a dash and with at most three digits in 200 tries")
