@@ -124,18 +124,8 @@ def _token_without_other_patterns(stub_for: StubFor) -> str:
     """
     for _ in range(200):
         item = vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=fresh_value(vault_pb2.TOKEN_TYPE_IP))
-        (result,) = (
-            stub_for("etl-service")
-            .Tokenize(
-                vault_pb2.TokenizeRequest(
-                    items=[
-                        vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=fresh_value(vault_pb2.TOKEN_TYPE_IP))
-                    ]
-                ),
-                timeout=10,
-            )
-            .results
-        )
+        request = vault_pb2.TokenizeRequest(items=[item])
+        (result,) = stub_for("etl-service").Tokenize(request, timeout=10).results
         body = result.token.removeprefix("ip_")
         if "-" not in body and sum(c.isdigit() for c in body) <= 3:
             return str(result.token)
