@@ -26,7 +26,7 @@ def write_in_foreign_dir(
     `new`: the file must not exist yet (nothing planted at all). `owner`: give the file to this
     user afterwards (through the descriptor).
     """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # a planted FIFO must not hang root
     flags |= os.O_EXCL if new else 0
     flags |= os.O_APPEND if append else 0
     try:

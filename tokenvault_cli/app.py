@@ -45,7 +45,13 @@ Every subcommand has --help.
 @click.option("--cert", envvar="TOKENVAULT_CERT", help="Your client certificate (PEM); its CN is who you are.")
 @click.option("--key", envvar="TOKENVAULT_KEY", help="Your client certificate's private key (PEM).")
 @click.option("--server-name", envvar="TOKENVAULT_SERVER_NAME", help="Name to verify the vault's certificate for.")
-@click.option("--dsn", "analyst_dsn", envvar="TOKENVAULT_ANALYST_DSN", help="Read-only database for --query.")
+@click.option(
+    "--dsn",
+    "analyst_dsn",
+    envvar="TOKENVAULT_ANALYST_DSN",
+    help="Read-only database for --query. Keep its password out of the command line (ps and the shell's"
+    " history show it): use ~/.pgpass, PGPASSWORD or TOKENVAULT_ANALYST_DSN.",
+)
 @click.option("--deadline", type=float, envvar="TOKENVAULT_DEADLINE", help="Seconds per vault call [default: 30].")
 @click.pass_context
 def cli(ctx: click.Context, /, **flags: Any) -> None:

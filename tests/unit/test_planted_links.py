@@ -51,3 +51,9 @@ def test_a_file_that_must_be_new_is_refused_when_anything_is_there(tmp_path: Pat
     (tmp_path / "admin-password").write_text("planted\n")
     with pytest.raises(StackError, match="refusing to write"):
         write_in_foreign_dir(tmp_path / "admin-password", "secret", new=True)
+
+
+def test_a_planted_fifo_is_refused_without_waiting_for_a_reader(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "audit.hcl")
+    with pytest.raises(StackError, match="refusing to write"):
+        write_in_foreign_dir(tmp_path / "audit.hcl", "x\n")
