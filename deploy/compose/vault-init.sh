@@ -47,6 +47,14 @@ vault read transit/keys/tokenvault-audit >/dev/null 2>&1 || vault write transit/
 vault policy write tokenvault-service /policies/tokenvault-service.hcl
 vault policy write tokenvault-security /policies/tokenvault-security.hcl
 vault auth list | grep -q '^approle/' || vault auth enable approle
+# Every `up` hands out new secret ids; the ones handed out before are destroyed, so a copy taken
+# from an earlier volume stops working (the services read the file again at each login).
+forget_secret_ids() {
+  accessors=$(vault list -format=json "auth/approle/role/$1/secret-id" 2>/dev/null | tr -d '[]{}", ' | grep . || true)
+  for accessor in $accessors; do
+    vault write "auth/approle/role/$1/secret-id-accessor/destroy" secret_id_accessor="$accessor" >/dev/null
+  done
+}
 # The service renews its 1 h token and logs in again (one secret id use) once per 24 h; the
 # secret id expires after 30 days or 100 logins (docs/production.md). Not bound to a CIDR:
 # compose gives the vault service an address from a network it allocates itself.
@@ -54,6 +62,7 @@ vault write auth/approle/role/tokenvault-service token_policies=tokenvault-servi
   secret_id_ttl=720h secret_id_num_uses=100
 vault write auth/approle/role/tokenvault-service/role-id role_id="$VAULT_SERVICE_ROLE_ID"
 # The secret id is handed over through a volume, never baked into an image.
+forget_secret_ids tokenvault-service
 vault write -field=secret_id -f auth/approle/role/tokenvault-service/secret-id > /vault-creds/secret-id
 chown 10001 /vault-creds/secret-id && chmod 400 /vault-creds/secret-id
 # The ETL seals dead-letter bodies with a key of its own: it may encrypt, never decrypt
@@ -63,6 +72,7 @@ vault policy write tokenvault-etl /policies/tokenvault-etl.hcl
 vault policy write tokenvault-dlq-operator /policies/tokenvault-dlq-operator.hcl
 vault write auth/approle/role/tokenvault-etl token_policies=tokenvault-etl token_ttl=1h token_max_ttl=24h secret_id_ttl=720h
 vault write auth/approle/role/tokenvault-etl/role-id role_id="$VAULT_ETL_ROLE_ID"
+forget_secret_ids tokenvault-etl
 vault write -field=secret_id -f auth/approle/role/tokenvault-etl/secret-id > /vault-creds/etl-secret-id
 chown 10002 /vault-creds/etl-secret-id && chmod 400 /vault-creds/etl-secret-id  # the ETL's uid
 echo "vault initialised"
