@@ -7,6 +7,7 @@ restart them.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -65,16 +66,21 @@ class RunningVault:
 
 def vault_config(env: dict[str, str], address: str = "127.0.0.1:0", **overrides: str) -> VaultServiceConfig:
     """The vault service configuration of the test stack."""
-    own_export = {k: env[k] for k in ("TOKENVAULT_AUDIT_CHECKPOINT_FILE",) if k in env}  # a database of its own
-    return VaultServiceConfig.from_env(
-        {
-            **vault_service_env(env),
-            **own_export,
-            "TOKENVAULT_GRPC_ADDRESS": address,
-            "TOKENVAULT_METRICS_PORT": "0",
-            **overrides,
-        }
-    )
+    settings = {
+        **vault_service_env(env),
+        **{k: env[k] for k in ("TOKENVAULT_AUDIT_CHECKPOINT_FILE",) if k in env},  # a database of its own
+        "TOKENVAULT_GRPC_ADDRESS": address,
+        "TOKENVAULT_METRICS_PORT": "0",
+        **overrides,
+    }
+    if "TOKENVAULT_DATABASE_DSN" in overrides and "TOKENVAULT_AUDIT_CHECKPOINT_FILE" not in overrides:
+        # Another database's checkpoints in the session's exported file would contradict the
+        # session database's log (audit-verify checks every exported checkpoint).
+        other = hashlib.sha256(overrides["TOKENVAULT_DATABASE_DSN"].encode()).hexdigest()[:12]
+        settings["TOKENVAULT_AUDIT_CHECKPOINT_FILE"] = str(
+            Path(env["STACK_DIR"]) / "audit" / f"checkpoints-{other}.jsonl"
+        )
+    return VaultServiceConfig.from_env(settings)
 
 
 @contextmanager
