@@ -51,10 +51,21 @@ def drain(env: dict[str, str], stderr: IO[str] | int = subprocess.PIPE) -> subpr
     )
 
 
+@contextmanager
+def _killed_at_exit(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """`process`, killed if the test fails while it runs (a drain left behind holds the stack's ETL ports)."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
 def drained(env: dict[str, str]) -> tuple[int, str, str]:
     """Run a drain to its end: (exit status, stdout, stderr)."""
-    process = drain(env)
-    out, err = process.communicate(timeout=120)
+    with _killed_at_exit(drain(env)) as process:
+        out, err = process.communicate(timeout=120)
     return process.returncode, out, err
 
 
@@ -117,8 +128,7 @@ def test_a_drain_stopped_while_the_vault_is_down_exits_3_and_leaves_every_messag
     endpoint = stack_env["SQS_ENDPOINT_URL"]
     send_events(sqs_client(endpoint), env["ETL_QUEUE_URL"], sent)
     log = tmp_path / "etl.log"
-    with log.open("w") as stderr:
-        process = drain(env, stderr)
+    with log.open("w") as stderr, _killed_at_exit(drain(env, stderr)) as process:
         deadline = time.monotonic() + 60
         while len(where_each_event_landed(stack_env["PG_ADMIN_DSN"], sent)[0]) < 40:
             assert time.monotonic() < deadline and process.poll() is None, log.read_text()[-2000:]
