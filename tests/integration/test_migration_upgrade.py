@@ -11,7 +11,9 @@ migrator run again applies nothing, and 0011 run again by hand changes nothing.
 
 from __future__ import annotations
 
+import logging
 import shutil
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -198,7 +200,7 @@ def _assert_reapplying_changes_nothing(env: dict[str, str]) -> None:
 
 
 def test_a_populated_vault_upgrades_through_0011_without_losing_or_changing_a_token(
-    vault_at_0010: dict[str, str], tmp_path: Path
+    vault_at_0010: dict[str, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     env = vault_at_0010
     exported = tmp_path / "checkpoints.jsonl"
@@ -213,7 +215,11 @@ def test_a_populated_vault_upgrades_through_0011_without_losing_or_changing_a_to
         assert len(set(tokens)) == len(values)
         erased_before = {tokens[0], tokens[350], tokens[500]}
         _erase(env, old, sorted(erased_before), "ERASE-BEFORE-0011")
-        old.wait_for_checkpoint()
+        with caplog.at_level(logging.ERROR):
+            old.wait_for_checkpoint()
+            time.sleep(2.5)  # two more rounds before the upgrade: told to migrate once, not every round
+        assert caplog.text.count("apply the migrations (0015)") == 1
+        assert caplog.text.count("apply migration 0015") == 1
         rows_before = _query(env, _ROWS)
         assert len(rows_before) == len(values)
 

@@ -12,7 +12,7 @@ import pytest
 from tests.unit.fakes import FakeAuditLog
 from vault_service.domain.audit import AuditEvent
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
-from vault_service.domain.errors import TooManyRequests
+from vault_service.domain.errors import AuditUnavailable, TooManyRequests
 from vault_service.domain.identity import Caller
 from vault_service.domain.rate_limit import RateLimit
 from vault_service.service.audit_upkeep import AuditUpkeep
@@ -36,8 +36,11 @@ class _Store:
         self.beyond = 0  # a row planted beyond the id sequence (0: none)
         self.cache, self.increment = 1, 1
         self.fail_head: Exception | None = None
+        self.fail_sequence: Exception | None = None
 
     def id_sequence(self) -> IdSequence:
+        if self.fail_sequence is not None:
+            raise self.fail_sequence
         return IdSequence(max(self.beyond, self.head_id), self.head_id, self.cache, self.increment)
 
     def head(self, since: ChainHead | None = None) -> ChainHead | None:
@@ -224,6 +227,23 @@ def test_an_id_sequence_altered_to_number_rows_out_of_commit_order_is_reported(
         upkeep.run_once()
     assert f"was altered (cache {cache}, increment {increment})" in caplog.text and tampered == [1, 1]
     assert caplog.text.count("was altered") == 1
+
+
+def test_a_database_before_migration_0015_is_counted_every_round_logged_once_and_still_checkpointed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # During an upgrade the service runs on a database whose sequence it may not read yet: the
+    # error was logged every interval (2 s) until the migration ran.
+    store, exported, tampered = _Store(), list[Checkpoint](), list[int]()
+    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), exported, [], tampered)
+    store.fail_sequence = AuditUnavailable("permission denied for sequence audit_log_id_seq")
+    with caplog.at_level(logging.ERROR):
+        for head_id in (5, 6, 7):
+            store.head_id = head_id
+            upkeep.run_once()
+    assert [c.head.head_id for c in exported] == [5, 6, 7]  # checkpoints go on regardless
+    assert tampered == [1, 1, 1]  # the alert stays up every round
+    assert caplog.text.count("apply the migrations (0015)") == 1
 
 
 @pytest.mark.parametrize("fails_in", ["head", "export"])

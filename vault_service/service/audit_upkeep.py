@@ -158,6 +158,7 @@ class AuditUpkeep:
         self._on_failed = on_failed or (lambda: None)
         self._tamper_seen = (0, 1, 1)  # the planted row, cache and increment last reported (each reported once)
         self._failure_seen = ""  # the last failure logged (a failure repeating every round is logged once)
+        self._sequence_unreadable_told = False  # a database before migration 0015: said once per process
 
     def run_once(self) -> Checkpoint | None:
         """Write the aggregated rows, then checkpoint the chain if it grew; the checkpoint made."""
@@ -210,8 +211,14 @@ class AuditUpkeep:
         try:
             sequence = self._store.id_sequence()
         except VaultError as error:  # e.g. a database before migration 0015: checkpoints go on regardless
-            self._on_sequence_tampered()
-            log.error("cannot check the audit id sequence (%s); apply the migrations (0015)", error)
+            self._on_sequence_tampered()  # counted every round: the alert stays up until the migration runs
+            if not self._sequence_unreadable_told:
+                self._sequence_unreadable_told = True
+                log.error(
+                    "cannot check the audit id sequence (%s); apply the migrations (0015). Counted in"
+                    " tokenvault_audit_id_sequence_tampered every round until then (logged once)",
+                    error,
+                )
             return
         if not sequence.rows_beyond() and sequence.numbers_in_order():
             return

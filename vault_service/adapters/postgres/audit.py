@@ -146,6 +146,7 @@ class PostgresAuditLog:
         self._pool = pool
         self._committer = GroupCommitter(self._write, self.MAX_GROUP)
         self._newest_stored = 0  # written by one group's leader at a time (the committer's turn)
+        self._unbounded_told = False  # the head fallback before migration 0015 is logged once per process
 
     def append(self, event: AuditEvent) -> None:
         """Write one chained record durably; raise AuditUnavailable if it could not be committed."""
@@ -251,8 +252,13 @@ class PostgresAuditLog:
                 row = conn.execute(_HEAD, {"base": base, "after": after}).fetchone()
             except psycopg.errors.InsufficientPrivilege:
                 # A database not yet at migration 0015 (the service runs through an upgrade); the
-                # sequence check (`id_sequence`) fails the same way and is reported every round.
-                log.error("cannot read the audit id sequence: apply migration 0015; the head is taken unbounded")
+                # sequence check (`id_sequence`) fails the same way and is counted every round.
+                if not self._unbounded_told:
+                    self._unbounded_told = True
+                    log.error(
+                        "cannot read the audit id sequence: apply migration 0015; until then the head is taken"
+                        " unbounded (logged once)"
+                    )
                 row = conn.execute(_HEAD_UNBOUNDED, {"base": base, "after": after}).fetchone()
         return ChainHead(row[0], bytes(row[1]), row[2], row[3]) if row else None
 
