@@ -9,47 +9,17 @@ durably stored.
 from __future__ import annotations
 
 import time
-import uuid
-from pathlib import Path
 
-import grpc
 import psycopg
 from prometheus_client import REGISTRY
 
-from tests.conftest import RunningVault, client_channel
-from tests.integration.test_audit_tamper import _as_owner, _verify, anchored, own_database
-from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+from tests.integration import audit_attacks as attack
+from tests.integration.audit_attacks import Anchored, anchored, own_database
 
-__all__ = ["anchored", "own_database"]  # fixtures used here, defined beside the first round's tests
+__all__ = ["anchored", "own_database"]  # fixtures used here, shared by the audit attack tests
 
 _FAR_AHEAD = 1_000_000_000_000
 _CHAIN_LOCK = 1635083380
-
-
-def _tokenize_one_ip(env: dict[str, str], vault: RunningVault) -> str:
-    ip = f"192.0.2.{uuid.uuid4().int % 250 + 1}"
-    channel = client_channel(env, vault.address, "etl-service")
-    response = vault_pb2_grpc.TokenVaultStub(channel).Tokenize(
-        vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=ip)]),
-        timeout=10,
-    )
-    channel.close()
-    return response.results[0].token
-
-
-def _reveal(env: dict[str, str], vault: RunningVault, token: str, purposes: list[str]) -> int:
-    """How many values the analyst got back, one call per purpose."""
-    channel = client_channel(env, vault.address, "analyst")
-    stub = vault_pb2_grpc.TokenVaultStub(channel)
-    revealed = 0
-    for purpose in purposes:
-        try:
-            response = stub.Detokenize(vault_pb2.DetokenizeRequest(tokens=[token], purpose=purpose), timeout=10)
-        except grpc.RpcError:
-            continue
-        revealed += sum(1 for r in response.results if r.HasField("value"))
-    channel.close()
-    return revealed
 
 
 def _plant_row_far_ahead(env: dict[str, str], at_id: int) -> tuple[int, int]:
@@ -80,7 +50,7 @@ def _sequence_tampered_seen() -> float:
 
 
 def test_a_row_planted_beyond_the_id_sequence_cannot_keep_reveals_unanchored_and_deletable(
-    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+    own_database: dict[str, str], anchored: Anchored
 ) -> None:
     # Threat model: rows newer than the last checkpoint - "at most TOKENVAULT_AUDIT_CHECKPOINT_SECONDS
     # while the service runs" - can be deleted without a trace; "everything older is caught".
@@ -93,13 +63,13 @@ def test_a_row_planted_beyond_the_id_sequence_cannot_keep_reveals_unanchored_and
     # silent too. Reveals made meanwhile, seconds to hours old, are then deleted and audit-verify
     # (with the exported copy) reports the log intact.
     vault, exported = anchored
-    token = _tokenize_one_ip(own_database, vault)
+    token = attack.tokenize_fresh_ip(own_database, vault)
     vault.wait_for_checkpoint()
     reported = _sequence_tampered_seen()
     first, chained_after = _plant_row_far_ahead(own_database, _FAR_AHEAD)
     vault.wait_for_checkpoint()  # on main the planted row was signed and exported like any head
 
-    revealed = _reveal(own_database, vault, token, [f"HIDDEN-{n}" for n in range(3)])
+    revealed = attack.count_revealed(own_database, vault, token, [f"HIDDEN-{n}" for n in range(3)])
     time.sleep(4)  # four checkpoint intervals: every chance to anchor the reveals
     with psycopg.connect(own_database["PG_ADMIN_DSN"]) as conn:
         hidden = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose LIKE 'HIDDEN-%'").fetchone()
@@ -108,13 +78,13 @@ def test_a_row_planted_beyond_the_id_sequence_cannot_keep_reveals_unanchored_and
     vault.wait_for_checkpoint()
     assert second > first
 
-    with _as_owner(own_database) as conn:
+    with attack.as_owner(own_database) as conn:
         conn.execute("DELETE FROM vault.audit_log WHERE id > %s AND id < %s", (chained_after, first))
         conn.execute("SELECT setval('vault.audit_log_id_seq', %s)", (second,))  # later rows follow again
         conn.execute("CREATE UNIQUE INDEX audit_log_prev_hash ON vault.audit_log (prev_hash)")
         gone = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose LIKE 'HIDDEN-%'").fetchone()
     assert gone == (0,)
-    report = _verify(vault, exported)
+    report = attack.audit_verify(vault, exported)
     assert revealed == 0 or report.finding is not None, (
         f"{revealed} value(s) were revealed, their audit rows stayed unanchored for over four checkpoint"
         f" intervals while checkpoints went on being exported, and after the database owner deleted them"
@@ -127,7 +97,7 @@ def test_a_row_planted_beyond_the_id_sequence_cannot_keep_reveals_unanchored_and
 
 
 def test_anchoring_resumes_after_the_database_owner_puts_an_unreadable_head_row_and_removes_it(
-    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+    own_database: dict[str, str], anchored: Anchored
 ) -> None:
     # The upkeep thread survives only VaultError ("the next round catches up"). A head row it
     # cannot read - NULL row_hash, after the owner dropped the CHECK that forbids it - raises a
@@ -136,9 +106,9 @@ def test_anchoring_resumes_after_the_database_owner_puts_an_unreadable_head_row_
     # unanchored (deletable without a trace) for as long as nobody restarts the vault. (The row
     # takes the sequence's next id: one beyond the sequence is not taken as the head at all.)
     vault, _ = anchored
-    token = _tokenize_one_ip(own_database, vault)
+    token = attack.tokenize_fresh_ip(own_database, vault)
     vault.wait_for_checkpoint()
-    with _as_owner(own_database) as conn:
+    with attack.as_owner(own_database) as conn:
         conn.execute("ALTER TABLE vault.audit_log DROP CONSTRAINT audit_log_chained")
         unreadable = conn.execute(
             "INSERT INTO vault.audit_log (id, at, client, action, item_count, outcome, prev_hash, row_hash)"
@@ -146,18 +116,18 @@ def test_anchoring_resumes_after_the_database_owner_puts_an_unreadable_head_row_
             " RETURNING id"
         ).fetchone()
     time.sleep(3)  # three checkpoint intervals: the upkeep meets the row
-    with _as_owner(own_database) as conn:
+    with attack.as_owner(own_database) as conn:
         conn.execute("DELETE FROM vault.audit_log WHERE id = %s", unreadable)
         conn.execute(
             "ALTER TABLE vault.audit_log ADD CONSTRAINT audit_log_chained"
             " CHECK (at IS NOT NULL AND prev_hash IS NOT NULL AND row_hash IS NOT NULL)"
         )
-    assert _reveal(own_database, vault, token, ["AFTER-REPAIR"]) == 1
+    assert attack.count_revealed(own_database, vault, token, ["AFTER-REPAIR"]) == 1
     vault.wait_for_checkpoint(seconds=10)  # the reveal is anchored again within a few intervals
 
 
 def test_an_audit_id_sequence_given_a_cache_is_reported_as_tampered(
-    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+    own_database: dict[str, str], anchored: Anchored
 ) -> None:
     # A sequence with a cache hands each pooled session a block of ids: a row committed later can
     # take an id below the head the upkeep already counted, and no checkpoint ever covers it. The
@@ -165,7 +135,7 @@ def test_an_audit_id_sequence_given_a_cache_is_reported_as_tampered(
     vault, _ = anchored
     vault.wait_for_checkpoint()
     seen = _sequence_tampered_seen()
-    with _as_owner(own_database) as conn:
+    with attack.as_owner(own_database) as conn:
         conn.execute("ALTER SEQUENCE vault.audit_log_id_seq CACHE 1000")
     try:
         deadline = time.monotonic() + 10
@@ -173,5 +143,5 @@ def test_an_audit_id_sequence_given_a_cache_is_reported_as_tampered(
             time.sleep(0.2)
         assert _sequence_tampered_seen() > seen, "the audit id sequence given a cache went unreported"
     finally:
-        with _as_owner(own_database) as conn:
+        with attack.as_owner(own_database) as conn:
             conn.execute("ALTER SEQUENCE vault.audit_log_id_seq CACHE 1")

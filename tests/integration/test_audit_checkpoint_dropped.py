@@ -12,43 +12,34 @@ the database owner deletes the reveals made since without audit-verify noticing.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-from tests.conftest import RunningVault, stack_identity
-from tests.integration.test_audit_tamper import _as_owner, _verify, anchored, own_database
-from tests.integration.test_vault_security import fresh_value
-from tokenvault_api.v1 import vault_pb2
-from tokenvault_client import Revealed, TokenType, VaultClient
+from tests.integration import audit_attacks as attack
+from tests.integration.audit_attacks import Anchored, anchored, own_database
 from vault_service.service.audit_upkeep import read_exported
 
-__all__ = ["anchored", "own_database"]  # fixtures used here, defined beside the first round's tests
+__all__ = ["anchored", "own_database"]  # fixtures used here, shared by the audit attack tests
 
 
 def test_a_rule_dropping_checkpoint_rows_does_not_stop_the_export_of_checkpoints(
-    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+    own_database: dict[str, str], anchored: Anchored
 ) -> None:
     vault, exported = anchored
-    with VaultClient.connect(vault.address, stack_identity(own_database, "etl-service")) as etl:
-        (token,) = etl.tokenize([(TokenType.IP, fresh_value(vault_pb2.TOKEN_TYPE_IP))])
-    assert isinstance(token, str)
+    token = attack.tokenize_fresh_ip(own_database, vault)
     vault.wait_for_checkpoint()
-    with _as_owner(own_database) as conn:
+    with attack.as_owner(own_database) as conn:
         conn.execute("CREATE RULE checkpoints_dropped AS ON INSERT TO vault.audit_checkpoints DO INSTEAD NOTHING")
-    with VaultClient.connect(vault.address, stack_identity(own_database, "analyst"), deadline=10) as analyst:
-        revealed = sum(
-            1 for n in range(3) for o in analyst.detokenize([token], f"UNANCHORED-{n}") if isinstance(o, Revealed)
-        )
+    revealed = attack.count_revealed(own_database, vault, token, [f"UNANCHORED-{n}" for n in range(3)])
     assert revealed == 3
-    with _as_owner(own_database) as conn:
+    with attack.as_owner(own_database) as conn:
         (newest_reveal,) = conn.execute(
             "SELECT max(id) FROM vault.audit_log WHERE purpose LIKE 'UNANCHORED-%'"
         ).fetchone() or (0,)
     time.sleep(6)  # six checkpoint intervals (TOKENVAULT_AUDIT_CHECKPOINT_SECONDS=1)
     anchored_up_to = max((c.head.head_id for c in read_exported(exported)), default=0)
-    with _as_owner(own_database) as conn:  # the owner now removes the reveals and the rule
+    with attack.as_owner(own_database) as conn:  # the owner now removes the reveals and the rule
         conn.execute("DELETE FROM vault.audit_log WHERE purpose LIKE 'UNANCHORED-%'")
         conn.execute("DROP RULE checkpoints_dropped ON vault.audit_checkpoints")
-    report = _verify(vault, exported)
+    report = attack.audit_verify(vault, exported)
     assert anchored_up_to >= newest_reveal or report.finding is not None, (
         f"6 s after {revealed} reveals (audit rows up to {newest_reveal}) the newest exported checkpoint names row"
         f" {anchored_up_to}; the owner deleted the reveals' rows and audit-verify reports the log intact"

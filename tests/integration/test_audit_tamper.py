@@ -3,67 +3,44 @@
 Each test performs the attack against real Postgres and OpenBao and shows it refused or
 detected: a database owner rewriting history and recomputing every hash, deleting the newest
 rows (with and without the checkpoints), a backdated row, the serving role erasing or
-re-pointing a value behind the audit's back, and a purpose that carries PII. The tampering
-tests run on a database of their own, so the session's shared log stays intact.
+re-pointing a value behind the audit's back. The tampering tests run on a database of their
+own, so the session's shared log stays intact (tests/integration/audit_attacks.py holds that
+database, the owner's session and the attack loop shared with the later rounds' tests). A
+purpose that carries PII: tests/integration/test_purpose_spellings.py.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import grpc
 import psycopg
 import pytest
 
 from tests.conftest import RunningVault, client_channel, running_vault
+from tests.integration.audit_attacks import (
+    Anchored,
+    Sabotage,
+    anchored,
+    as_owner,
+    audit_verify,
+    count_revealed,
+    own_database,
+    reveal_with_audit_undone,
+    tokenize_fresh_ip,
+)
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
-from tokenvault_common.migrations import migrate
 from vault_service.adapters.transit import verify_signature
 from vault_service.domain.audit import AuditRecord
 from vault_service.domain.checkpoints import Checkpoint
 from vault_service.domain.errors import StorageError
-from vault_service.service.audit_verify import AuditReport, verify_audit, who_saw
+from vault_service.service.audit_verify import verify_audit, who_saw
 
 StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
 
-
-def _with_database(dsn: str, database: str) -> str:
-    return dsn.rsplit("/", 1)[0] + "/" + database
-
-
-@pytest.fixture
-def own_database(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """The stack's settings, pointed at a freshly migrated database of this test's own.
-
-    Its checkpoints are exported to a file of its own too: in the session's file they would
-    contradict the session database's log (audit-verify checks every exported checkpoint).
-    """
-    name = "audit_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    env = {
-        **stack_env,
-        "PG_ADMIN_DSN": _with_database(stack_env["PG_ADMIN_DSN"], name),
-        "PG_VAULT_DSN": _with_database(stack_env["PG_VAULT_DSN"], name),
-        "TOKENVAULT_AUDIT_CHECKPOINT_FILE": str(tmp_path_factory.mktemp(name) / "checkpoints.jsonl"),
-    }
-    migrate(env["PG_ADMIN_DSN"])
-    yield env
-    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
-@pytest.fixture
-def anchored(own_database: dict[str, str], tmp_path: Path) -> Iterator[tuple[RunningVault, Path]]:
-    """A vault on its own database, checkpointing every second into an exported file."""
-    exported = tmp_path / "checkpoints.jsonl"
-    with running_vault(
-        own_database, TOKENVAULT_AUDIT_CHECKPOINT_SECONDS="1", TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(exported)
-    ) as vault:
-        yield vault, exported
+__all__ = ["anchored", "own_database"]  # fixtures used here (and by other modules through this one)
 
 
 def _reveal_calls(env: dict[str, str], vault: RunningVault, count: int) -> None:
@@ -74,20 +51,9 @@ def _reveal_calls(env: dict[str, str], vault: RunningVault, count: int) -> None:
     channel.close()
 
 
-def _verify(vault: RunningVault, exported: Path | None) -> AuditReport:
-    return verify_audit(vault.wired.audit, vault.wired.signer.public_keys(), verify_signature, exported)
-
-
 def _ids(env: dict[str, str]) -> list[int]:
     with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
         return [r[0] for r in conn.execute("SELECT id FROM vault.audit_log ORDER BY id").fetchall()]
-
-
-def _as_owner(env: dict[str, str]) -> psycopg.Connection:
-    """A superuser session that bypasses every trigger, as a database owner bent on it would."""
-    conn = psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True)
-    conn.execute("SET session_replication_role = replica")
-    return conn
 
 
 def _rechain(conn: psycopg.Connection, row_ids: list[int]) -> None:
@@ -107,12 +73,12 @@ def _rechain(conn: psycopg.Connection, row_ids: list[int]) -> None:
 
 
 def test_an_untouched_log_verifies_with_its_signed_checkpoints_and_exported_copy(
-    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+    own_database: dict[str, str], anchored: Anchored
 ) -> None:
     vault, exported = anchored
     _reveal_calls(own_database, vault, 5)
     vault.wait_for_checkpoint()
-    report = _verify(vault, exported)
+    report = audit_verify(vault, exported)
     assert report.intact, report.finding
     assert report.checkpoints >= 1 and report.unanchored == 0
     assert exported.read_text().count("signature") >= 1  # the copy outside Postgres
@@ -145,7 +111,7 @@ class _ServiceRunsBetweenReads:
 
 
 def test_a_log_growing_and_checkpointed_while_it_is_verified_is_reported_intact(
-    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+    own_database: dict[str, str], anchored: Anchored
 ) -> None:
     # audit-verify runs against a live service: rows and a checkpoint of them can land between
     # its reads. Rows read before checkpoints made that checkpoint name rows the read had not
@@ -161,39 +127,39 @@ def test_a_log_growing_and_checkpointed_while_it_is_verified_is_reported_intact(
 
 
 def test_a_rewritten_row_with_every_later_hash_recomputed_is_caught_by_the_checkpoints(
-    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+    own_database: dict[str, str], anchored: Anchored
 ) -> None:
     vault, exported = anchored
     _reveal_calls(own_database, vault, 6)
     vault.wait_for_checkpoint()
     ids = _ids(own_database)
     target = ids[2]
-    with _as_owner(own_database) as conn:
+    with as_owner(own_database) as conn:
         conn.execute("UPDATE vault.audit_log SET purpose = 'nothing to see' WHERE id = %s", (target,))
         _rechain(conn, [i for i in ids if i >= target])
-    report = _verify(vault, exported)
+    report = audit_verify(vault, exported)
     assert report.finding is not None
     assert "no longer match the signed checkpoint" in report.finding.reason
     assert report.finding.first_row is not None and report.finding.first_row <= target
 
 
 def test_deleting_the_newest_rows_is_caught_by_the_checkpoint_and_with_it_by_the_exported_copy(
-    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+    own_database: dict[str, str], anchored: Anchored
 ) -> None:
     vault, exported = anchored
     _reveal_calls(own_database, vault, 4)
     vault.wait_for_checkpoint()
     newest = _ids(own_database)[-2:]
-    with _as_owner(own_database) as conn:
+    with as_owner(own_database) as conn:
         conn.execute("DELETE FROM vault.audit_log WHERE id = ANY(%s)", (newest,))
-    rows_only = _verify(vault, exported)
+    rows_only = audit_verify(vault, exported)
     assert rows_only.finding is not None and "no longer match" in rows_only.finding.reason
 
-    with _as_owner(own_database) as conn:
+    with as_owner(own_database) as conn:
         conn.execute("DELETE FROM vault.audit_checkpoints WHERE head_id >= %s", (newest[0],))
-    in_database = _verify(vault, None)
+    in_database = audit_verify(vault, None)
     assert in_database.finding is None  # what Postgres holds is consistent again ...
-    with_copy = _verify(vault, exported)
+    with_copy = audit_verify(vault, exported)
     assert with_copy.finding is not None  # ... but the copy outside Postgres remembers
     assert "the database no longer has" in with_copy.finding.reason
 
@@ -249,24 +215,6 @@ def test_the_serving_role_cannot_erase_or_re_point_a_value_without_an_audit_row(
             (before[0] if before else 0,),
         ).fetchone()
     assert row == ("vault-role", "erase", "ok: 1 erased, 0 not erased")
-
-
-@pytest.mark.parametrize(
-    "purpose",
-    ["re 203.0.113.7", "re 2001:db8::7 case", "device 567-82-1945", "see ip_" + "A" * 22, "mail jo@example.com"],
-)
-def test_a_purpose_carrying_personal_data_is_refused_and_not_stored(
-    stack_env: dict[str, str], stub_for: StubFor, purpose: str
-) -> None:
-    with pytest.raises(grpc.RpcError) as refused:
-        stub_for("analyst").Detokenize(
-            vault_pb2.DetokenizeRequest(tokens=["ip_" + "P" * 22], purpose=purpose), timeout=10
-        )
-    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "personal data" in (refused.value.details() or "")
-    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
-        stored = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose = %s", (purpose,)).fetchone()
-    assert stored == (0,)
 
 
 def test_who_saw_a_token_lists_its_reveals_across_clients_and_nothing_else(
@@ -381,7 +329,7 @@ def _replicas_and_a_forged_count(own_database: dict[str, str], vault: RunningVau
             assert (made.head.row_count,) == total.fetchone()
     # The database owner plants a checkpoint row claiming a wrong count (triggers bypassed).
     _reveal_calls(own_database, vault, 2)
-    with _as_owner(own_database) as conn:
+    with as_owner(own_database) as conn:
         head = conn.execute("SELECT id, row_hash FROM vault.audit_log ORDER BY id DESC LIMIT 1").fetchone()
         conn.execute(
             "INSERT INTO vault.audit_checkpoints (head_id, head_hash, row_count, at, key_name, signature)"
@@ -397,22 +345,22 @@ def _replicas_and_a_forged_count(own_database: dict[str, str], vault: RunningVau
 
 
 _DROP_AUDIT_ROWS = {
-    "rule": (
-        "CREATE RULE audit_dropped AS ON INSERT TO vault.audit_log DO INSTEAD NOTHING",
-        "DROP RULE audit_dropped ON vault.audit_log",
+    "rule": Sabotage(
+        plant="CREATE RULE audit_dropped AS ON INSERT TO vault.audit_log DO INSTEAD NOTHING",
+        remove="DROP RULE audit_dropped ON vault.audit_log",
     ),
-    "trigger": (
-        "CREATE FUNCTION public.audit_dropped() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;"
+    "trigger": Sabotage(
+        plant="CREATE FUNCTION public.audit_dropped() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;"
         " CREATE TRIGGER audit_dropped BEFORE INSERT ON vault.audit_log"
         " FOR EACH ROW EXECUTE FUNCTION public.audit_dropped()",
-        "DROP TRIGGER audit_dropped ON vault.audit_log; DROP FUNCTION public.audit_dropped()",
+        remove="DROP TRIGGER audit_dropped ON vault.audit_log; DROP FUNCTION public.audit_dropped()",
     ),
 }
 
 
 @pytest.mark.parametrize("dropped_by", sorted(_DROP_AUDIT_ROWS))
 def test_a_reveal_whose_audit_row_the_database_dropped_is_not_revealed(
-    own_database: dict[str, str], anchored: tuple[RunningVault, Path], dropped_by: str
+    own_database: dict[str, str], anchored: Anchored, dropped_by: str
 ) -> None:
     # "Written before anything is returned: no audit row, no reveal." The database owner adds a
     # rule (or a BEFORE trigger returning NULL) that turns every insert into vault.audit_log into
@@ -421,78 +369,15 @@ def test_a_reveal_whose_audit_row_the_database_dropped_is_not_revealed(
     # With the rule dropped again, the chain and its checkpoints are untouched: audit-verify
     # reports the log intact. The service must check that its rows were stored (as it does for
     # new tokens) and refuse the reveal otherwise.
-    vault, exported = anchored
+    vault, _ = anchored
     _reveal_calls(own_database, vault, 2)
     vault.wait_for_checkpoint()
-    ip = f"192.0.2.{uuid.uuid4().int % 250 + 1}"
-    channel = client_channel(own_database, vault.address, "etl-service")
-    token = (
-        vault_pb2_grpc.TokenVaultStub(channel)
-        .Tokenize(
-            vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=ip)]),
-            timeout=10,
-        )
-        .results[0]
-        .token
-    )
-    channel.close()
-    vault.wait_for_checkpoint()
-    create, drop = _DROP_AUDIT_ROWS[dropped_by]
-    with _as_owner(own_database) as conn:
-        conn.execute(create)
-    analyst_channel = client_channel(own_database, vault.address, "analyst")
-    revealed = 0
-    for n in range(3):
-        try:
-            response = vault_pb2_grpc.TokenVaultStub(analyst_channel).Detokenize(
-                vault_pb2.DetokenizeRequest(tokens=[token], purpose=f"UNSEEN-{n}"), timeout=10
-            )
-        except grpc.RpcError:
-            continue
-        revealed += sum(1 for r in response.results if r.HasField("value"))
-    analyst_channel.close()
-    with _as_owner(own_database) as conn:
-        conn.execute(drop)
-        recorded = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose LIKE 'UNSEEN-%'").fetchone()
-    report = _verify(vault, exported)
-    assert revealed == 0 or recorded == (revealed,) or report.finding is not None, (
-        f"{revealed} value(s) were revealed with {recorded[0] if recorded else 0} audit row(s) stored,"
-        f" and audit-verify reports the log intact ({report.rows} rows, {report.checkpoints} checkpoints)"
-    )
-
-
-@pytest.mark.parametrize(
-    "purpose",
-    [
-        "re 203:0:113:7",  # colons
-        "re 203|0|113|7",
-        "ip 203;0;113;7",
-        "re 203+0+113+7",
-        "re 203\u00b70\u00b7113\u00b77",  # middle dots
-        "re 203\u30020\u3002113\u30027",  # ideographic full stops (NFKC keeps them)
-        "ip=203\\0\\113\\7",
-        "device 593:47:5928",
-        "device 593|47|5928",
-    ],
-)
-def test_a_purpose_carrying_an_address_in_other_spellings_is_refused_and_not_stored(
-    stack_env: dict[str, str], stub_for: StubFor, purpose: str
-) -> None:
-    # docs/threat-model.md: "a purpose carrying an IP in any spelling ... is refused and not
-    # stored" (the log is append-only: erasure never reaches it). Each of these reads as the
-    # address or identifier to anyone, and is stored as given.
-    with pytest.raises(grpc.RpcError) as refused:
-        stub_for("analyst").Detokenize(
-            vault_pb2.DetokenizeRequest(tokens=["ip_" + "Q" * 22], purpose=purpose), timeout=10
-        )
-    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
-        stored = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose = %s", (purpose,)).fetchone()
-    assert stored == (0,)
+    seen = reveal_with_audit_undone(own_database, anchored, _DROP_AUDIT_ROWS[dropped_by])
+    assert seen.done == 0 or seen.recorded == seen.done or seen.report.finding is not None, seen.unnoticed()
 
 
 def test_a_rewritten_anchored_row_stays_caught_after_the_service_signs_the_rewritten_chain(
-    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+    own_database: dict[str, str], anchored: Anchored
 ) -> None:
     # The owner rewrites an anchored row (every later hash recomputed, as above) and deletes the
     # checkpoints that vouch for it, then waits: the service signs its next checkpoint over the
@@ -506,13 +391,13 @@ def test_a_rewritten_anchored_row_stays_caught_after_the_service_signs_the_rewri
     _reveal_calls(own_database, vault, 3)
     vault.wait_for_checkpoint()
     target = next(i for i in _ids(own_database) if i > first_anchor)  # anchored by the second checkpoint
-    with _as_owner(own_database) as conn:
+    with as_owner(own_database) as conn:
         conn.execute("UPDATE vault.audit_log SET purpose = 'nothing to see' WHERE id = %s", (target,))
         _rechain(conn, [i for i in _ids(own_database) if i >= target])
         conn.execute("DELETE FROM vault.audit_checkpoints WHERE head_id >= %s", (target,))
     _reveal_calls(own_database, vault, 1)  # the service goes on; its next checkpoint covers the rewrite
     vault.wait_for_checkpoint()
-    report = _verify(vault, exported)
+    report = audit_verify(vault, exported)
     assert report.finding is not None, (
         f"row {target} was rewritten after it was anchored, and audit-verify with the exported copy"
         f" reports the log intact ({report.rows} rows, {report.checkpoints} checkpoints)"
@@ -543,7 +428,7 @@ _PLANTED_CHECKPOINTS = {
 
 @pytest.mark.parametrize("planted", sorted(_PLANTED_CHECKPOINTS))
 def test_a_planted_checkpoint_cannot_silence_anchoring_so_that_reveals_are_deleted_unnoticed(
-    own_database: dict[str, str], anchored: tuple[RunningVault, Path], planted: str
+    own_database: dict[str, str], anchored: Anchored, planted: str
 ) -> None:
     # The database owner plants a checkpoint row far ahead of the log (triggers bypassed). The
     # service then finds "a checkpoint newer than the head" every round and stops signing,
@@ -555,37 +440,15 @@ def test_a_planted_checkpoint_cannot_silence_anchoring_so_that_reveals_are_delet
     _reveal_calls(own_database, vault, 2)
     vault.wait_for_checkpoint()
     anchored_head = vault.wired.audit.last_checkpoint_head()
-    with _as_owner(own_database) as conn:
+    with as_owner(own_database) as conn:
         conn.execute(_PLANTED_CHECKPOINTS[planted])
-    ip = f"192.0.2.{uuid.uuid4().int % 250 + 1}"
-    channel = client_channel(own_database, vault.address, "etl-service")
-    token = (
-        vault_pb2_grpc.TokenVaultStub(channel)
-        .Tokenize(
-            vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=ip)]),
-            timeout=10,
-        )
-        .results[0]
-        .token
-    )
-    channel.close()
-    analyst_channel = client_channel(own_database, vault.address, "analyst")
-    analyst = vault_pb2_grpc.TokenVaultStub(analyst_channel)
-    revealed = 0
-    for n in range(3):
-        try:
-            response = analyst.Detokenize(
-                vault_pb2.DetokenizeRequest(tokens=[token], purpose=f"HIDDEN-{n}"), timeout=10
-            )
-        except grpc.RpcError:
-            continue
-        revealed += sum(1 for r in response.results if r.HasField("value"))
-    analyst_channel.close()
+    token = tokenize_fresh_ip(own_database, vault)
+    revealed = count_revealed(own_database, vault, token, [f"HIDDEN-{n}" for n in range(3)])
     time.sleep(3)  # three checkpoint intervals: the service had every chance to anchor them
-    with _as_owner(own_database) as conn:
+    with as_owner(own_database) as conn:
         conn.execute("DELETE FROM vault.audit_log WHERE id > %s", (anchored_head,))
         conn.execute("DELETE FROM vault.audit_checkpoints WHERE head_id > %s", (anchored_head,))
-    report = _verify(vault, exported)
+    report = audit_verify(vault, exported)
     assert revealed == 0 or report.finding is not None, (
         f"{revealed} value(s) were revealed while anchoring was silenced, and after the database owner"
         f" deleted their audit rows audit-verify reports the log intact ({report.rows} rows,"
@@ -610,15 +473,15 @@ def test_rows_deleted_in_the_middle_while_the_service_was_down_are_caught_by_the
         vault.wait_for_checkpoint()
     ids = _ids(own_database)
     deleted = next(i for i in ids if i > first_anchor)
-    with _as_owner(own_database) as conn:
+    with as_owner(own_database) as conn:
         conn.execute("DELETE FROM vault.audit_log WHERE id = %s", (deleted,))
         _rechain(conn, [i for i in ids if i > deleted])
         conn.execute("DELETE FROM vault.audit_checkpoints WHERE head_id >= %s", (deleted,))
     with running_vault(own_database, **settings) as restarted:
         _reveal_calls(own_database, restarted, 1)
         restarted.wait_for_checkpoint()  # signed over the shortened chain, and stored: the count holds
-        assert _verify(restarted, None).intact  # what Postgres holds agrees with itself
-        report = _verify(restarted, exported)
+        assert audit_verify(restarted, None).intact  # what Postgres holds agrees with itself
+        report = audit_verify(restarted, exported)
     assert report.finding is not None, (
         f"row {deleted} was deleted while the service was down, and audit-verify with the exported copy"
         f" reports the log intact ({report.rows} rows, {report.checkpoints} checkpoints)"

@@ -13,22 +13,22 @@ row read back to be the one written.
 
 from __future__ import annotations
 
-from pathlib import Path
+from tests.integration.audit_attacks import (
+    Anchored,
+    Sabotage,
+    anchored,
+    count_erased,
+    erase_with_audit_undone,
+    own_database,
+    tokenize_fresh_ip,
+)
 
-import grpc
-
-from tests.conftest import RunningVault, client_channel, stack_identity
-from tests.integration.test_audit_tamper import _as_owner, _verify, anchored, own_database
-from tests.integration.test_vault_security import fresh_value
-from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
-from tokenvault_client import TokenType, VaultClient
-
-__all__ = ["anchored", "own_database"]  # fixtures used here, defined beside the first round's tests
+__all__ = ["anchored", "own_database"]  # fixtures used here, shared by the audit attack tests
 
 # The INSERT into vault.audit_log goes to public.audit_elsewhere instead, and returns the id the
 # trigger there gives it: the id of the client's newest erase row already in the log.
-_DIVERT_TO_AN_EARLIER_ERASE_ROW = (
-    "CREATE TABLE public.audit_elsewhere (LIKE vault.audit_log INCLUDING DEFAULTS);"
+_DIVERT_TO_AN_EARLIER_ERASE_ROW = Sabotage(
+    plant="CREATE TABLE public.audit_elsewhere (LIKE vault.audit_log INCLUDING DEFAULTS);"
     " GRANT INSERT, SELECT ON public.audit_elsewhere TO PUBLIC;"
     " CREATE FUNCTION public.audit_old_id() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS"
     " $$ BEGIN NEW.id := (SELECT max(id) FROM vault.audit_log WHERE action = 'erase' AND client = NEW.client);"
@@ -36,49 +36,18 @@ _DIVERT_TO_AN_EARLIER_ERASE_ROW = (
     " CREATE TRIGGER audit_old_id BEFORE INSERT ON public.audit_elsewhere"
     " FOR EACH ROW EXECUTE FUNCTION public.audit_old_id();"
     " CREATE RULE audit_diverted AS ON INSERT TO vault.audit_log"
-    " DO INSTEAD INSERT INTO public.audit_elsewhere SELECT NEW.* RETURNING audit_elsewhere.*"
+    " DO INSTEAD INSERT INTO public.audit_elsewhere SELECT NEW.* RETURNING audit_elsewhere.*",
+    remove="DROP RULE audit_diverted ON vault.audit_log; DROP TABLE public.audit_elsewhere;"
+    " DROP FUNCTION public.audit_old_id()",
 )
-_UNDO = (
-    "DROP RULE audit_diverted ON vault.audit_log; DROP TABLE public.audit_elsewhere;"
-    " DROP FUNCTION public.audit_old_id()"
-)
-
-
-def _erase(env: dict[str, str], vault: RunningVault, token: str, purpose: str) -> int:
-    channel = client_channel(env, vault.address, "privacy-officer")
-    try:
-        response = vault_pb2_grpc.TokenVaultStub(channel).Erase(
-            vault_pb2.EraseRequest(tokens=[token], purpose=purpose), timeout=10
-        )
-        return sum(r.erased for r in response.results)
-    except grpc.RpcError:
-        return 0
-    finally:
-        channel.close()
 
 
 def test_an_erasure_whose_audit_row_is_diverted_to_an_earlier_erase_rows_id_is_not_done(
-    own_database: dict[str, str], anchored: tuple[RunningVault, Path]
+    own_database: dict[str, str], anchored: Anchored
 ) -> None:
-    vault, exported = anchored
-    with VaultClient.connect(vault.address, stack_identity(own_database, "etl-service")) as etl:
-        first, second = etl.tokenize(
-            [(TokenType.IP, fresh_value(vault_pb2.TOKEN_TYPE_IP)), (TokenType.IP, fresh_value(vault_pb2.TOKEN_TYPE_IP))]
-        )
-    assert isinstance(first, str) and isinstance(second, str)
-    assert _erase(own_database, vault, first, "GDPR-SEEN") == 1
-    vault.wait_for_checkpoint()
-    with _as_owner(own_database) as conn:
-        conn.execute(_DIVERT_TO_AN_EARLIER_ERASE_ROW)
-    erased = _erase(own_database, vault, second, "GDPR-UNSEEN")
-    with _as_owner(own_database) as conn:
-        conn.execute(_UNDO)
-        recorded = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose = 'GDPR-UNSEEN'").fetchone()
-        kept = conn.execute("SELECT sealed IS NOT NULL FROM vault.tokens WHERE token = %s", (second,)).fetchone()
-    assert erased or kept == (True,), "the erasure was refused, yet the value is gone: it was not rolled back"
-    vault.wait_for_checkpoint()
-    report = _verify(vault, exported)
-    assert erased == 0 or recorded == (1,) or report.finding is not None, (
-        f"{erased} value(s) were erased with no audit row stored, and audit-verify reports the log intact"
-        f" ({report.rows} rows, {report.checkpoints} checkpoints)"
-    )
+    vault, _ = anchored
+    # The officer's earlier, genuine erase row: the id the diverted INSERT hands back.
+    assert count_erased(own_database, vault, tokenize_fresh_ip(own_database, vault), "GDPR-SEEN") == 1
+    erasure = erase_with_audit_undone(own_database, anchored, _DIVERT_TO_AN_EARLIER_ERASE_ROW)
+    assert erasure.done or erasure.kept, "the erasure was refused, yet the value is gone: it was not rolled back"
+    assert erasure.done == 0 or erasure.recorded == 1 or erasure.report.finding is not None, erasure.unnoticed()

@@ -1,0 +1,188 @@
+"""The database owner's attacks on the audit trail: the fixtures and the loop the attack tests share.
+
+An attack test plants SQL as the database owner (a rule or trigger that drops, deletes or
+diverts audit rows), makes calls through the real vault, removes the SQL again and checks what
+a user would: how many values were revealed or erased, how many audit rows were stored for
+them, and audit-verify's verdict with the exported checkpoints. `reveal_with_audit_undone` and
+`erase_with_audit_undone` are that loop; each test names its SQL and states the guarantee.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import RunningVault, running_vault, stack_identity
+from tests.integration.test_vault_security import fresh_value
+from tokenvault_api.v1 import vault_pb2
+from tokenvault_client import Revealed, TokenType, VaultClient, VaultClientError
+from tokenvault_common.migrations import migrate
+from vault_service.adapters.transit import verify_signature
+from vault_service.service.audit_verify import AuditReport, verify_audit
+
+Anchored = tuple[RunningVault, Path]
+"""A vault on a database of its own, and the file it exports its signed checkpoints to."""
+
+
+def _with_database(dsn: str, database: str) -> str:
+    return dsn.rsplit("/", 1)[0] + "/" + database
+
+
+@pytest.fixture
+def own_database(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The stack's settings, pointed at a freshly migrated database of this test's own.
+
+    Its checkpoints are exported to a file of its own too: in the session's file they would
+    contradict the session database's log (audit-verify checks every exported checkpoint).
+    """
+    name = "audit_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    env = {
+        **stack_env,
+        "PG_ADMIN_DSN": _with_database(stack_env["PG_ADMIN_DSN"], name),
+        "PG_VAULT_DSN": _with_database(stack_env["PG_VAULT_DSN"], name),
+        "TOKENVAULT_AUDIT_CHECKPOINT_FILE": str(tmp_path_factory.mktemp(name) / "checkpoints.jsonl"),
+    }
+    migrate(env["PG_ADMIN_DSN"])
+    yield env
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def anchored(own_database: dict[str, str], tmp_path: Path) -> Iterator[Anchored]:
+    """A vault on its own database, checkpointing every second into an exported file."""
+    exported = tmp_path / "checkpoints.jsonl"
+    with running_vault(
+        own_database, TOKENVAULT_AUDIT_CHECKPOINT_SECONDS="1", TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(exported)
+    ) as vault:
+        yield vault, exported
+
+
+def as_owner(env: dict[str, str]) -> psycopg.Connection:
+    """A superuser session that bypasses every trigger, as a database owner bent on it would."""
+    conn = psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True)
+    conn.execute("SET session_replication_role = replica")
+    return conn
+
+
+def audit_verify(vault: RunningVault, exported: Path | None) -> AuditReport:
+    """audit-verify's report on the vault's log, with the exported checkpoints in `exported` (if any)."""
+    return verify_audit(vault.wired.audit, vault.wired.signer.public_keys(), verify_signature, exported)
+
+
+def tokenize_fresh_ip(env: dict[str, str], vault: RunningVault) -> str:
+    """A token for a new IP address, issued to the ETL's identity."""
+    with VaultClient.connect(vault.address, stack_identity(env, "etl-service")) as etl:
+        (token,) = etl.tokenize([(TokenType.IP, fresh_value(vault_pb2.TOKEN_TYPE_IP))])
+    if not isinstance(token, str):
+        raise AssertionError(f"the vault did not tokenize a fresh IP address: {token}")
+    return token
+
+
+def count_revealed(env: dict[str, str], vault: RunningVault, token: str, purposes: list[str]) -> int:
+    """How many values the analyst got back, one Detokenize call per purpose; a refused call reveals none."""
+    revealed = 0
+    with VaultClient.connect(vault.address, stack_identity(env, "analyst"), deadline=10) as analyst:
+        for purpose in purposes:
+            try:
+                outcomes = analyst.detokenize([token], purpose)
+            except VaultClientError:
+                continue
+            revealed += sum(1 for outcome in outcomes if isinstance(outcome, Revealed))
+    return revealed
+
+
+def count_erased(env: dict[str, str], vault: RunningVault, token: str, purpose: str) -> int:
+    """How many values the privacy officer's Erase call destroyed; a refused call erases none."""
+    with VaultClient.connect(vault.address, stack_identity(env, "privacy-officer"), deadline=10) as officer:
+        try:
+            return sum(1 for outcome in officer.erase([token], purpose) if outcome is None)
+        except VaultClientError:
+            return 0
+
+
+@dataclass(frozen=True)
+class Sabotage:
+    """SQL the database owner runs against the audit tables (triggers bypassed), and the SQL that removes it."""
+
+    plant: str
+    remove: str
+
+
+@contextmanager
+def planted(env: dict[str, str], sabotage: Sabotage) -> Iterator[None]:
+    """`sabotage` in place for the duration of the block, removed again afterwards."""
+    with as_owner(env) as conn:
+        conn.execute(sabotage.plant)
+    try:
+        yield
+    finally:
+        with as_owner(env) as conn:
+            conn.execute(sabotage.remove)
+
+
+@dataclass(frozen=True)
+class UnderSabotage:
+    """What calls made while their audit rows were being undone left behind."""
+
+    verb: str
+    """What the calls do to a value: revealed, erased."""
+    done: int
+    """Values the calls revealed or erased."""
+    recorded: int
+    """Audit rows for the calls in vault.audit_log once the sabotage was removed."""
+    kept: bool
+    """The value is still sealed in vault.tokens (for an erasure: it was not done, or was rolled back)."""
+    report: AuditReport
+    """audit-verify's report afterwards, with the exported checkpoints."""
+
+    def unnoticed(self) -> str:
+        """The failure message when values went and neither the log nor audit-verify shows it."""
+        return (
+            f"{self.done} value(s) were {self.verb} with {self.recorded} audit row(s) stored, and audit-verify"
+            f" reports the log intact ({self.report.rows} rows, {self.report.checkpoints} checkpoints)"
+        )
+
+
+def reveal_with_audit_undone(env: dict[str, str], anchored: Anchored, sabotage: Sabotage) -> UnderSabotage:
+    """Tokenize a fresh IP, let it be anchored, then reveal it three times (purposes UNSEEN-n) under `sabotage`."""
+    purposes = [f"UNSEEN-{n}" for n in range(3)]
+    return _under_sabotage(
+        env, anchored, sabotage, "revealed", "UNSEEN-%", lambda token: count_revealed(env, anchored[0], token, purposes)
+    )
+
+
+def erase_with_audit_undone(env: dict[str, str], anchored: Anchored, sabotage: Sabotage) -> UnderSabotage:
+    """Tokenize a fresh IP, let it be anchored, then erase it (purpose GDPR-UNSEEN) under `sabotage`."""
+    return _under_sabotage(
+        env,
+        anchored,
+        sabotage,
+        "erased",
+        "GDPR-UNSEEN",
+        lambda token: count_erased(env, anchored[0], token, "GDPR-UNSEEN"),
+    )
+
+
+def _under_sabotage(
+    env: dict[str, str], anchored: Anchored, sabotage: Sabotage, verb: str, purposes: str, calls: Callable[[str], int]
+) -> UnderSabotage:
+    """`calls(token)` on a fresh, anchored token with `sabotage` in place; its audit rows: purpose LIKE `purposes`."""
+    vault, exported = anchored
+    token = tokenize_fresh_ip(env, vault)
+    vault.wait_for_checkpoint()
+    with planted(env, sabotage):
+        done = calls(token)
+    with as_owner(env) as conn:
+        recorded = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose LIKE %s", (purposes,)).fetchone()
+        sealed = conn.execute("SELECT sealed IS NOT NULL FROM vault.tokens WHERE token = %s", (token,)).fetchone()
+    vault.wait_for_checkpoint()
+    return UnderSabotage(verb, done, recorded[0] if recorded else 0, sealed == (True,), audit_verify(vault, exported))
