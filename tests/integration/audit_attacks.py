@@ -117,6 +117,38 @@ class Sabotage:
     remove: str
 
 
+def diverted_elsewhere(returned_id: str | None = None) -> Sabotage:
+    """A rule sending every INSERT into vault.audit_log to public.audit_elsewhere instead, RETURNING that row.
+
+    With `returned_id` (an SQL expression over NEW), a trigger on audit_elsewhere first gives the
+    diverted row that id: one the log already holds, so the INSERT hands back an existing row's id.
+    """
+    renumbered = (
+        ""
+        if returned_id is None
+        else " CREATE FUNCTION public.audit_old_id() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS"
+        f" $$ BEGIN NEW.id := {returned_id}; RETURN NEW; END $$;"
+        " CREATE TRIGGER audit_old_id BEFORE INSERT ON public.audit_elsewhere"
+        " FOR EACH ROW EXECUTE FUNCTION public.audit_old_id();"
+    )
+    return Sabotage(
+        plant="CREATE TABLE public.audit_elsewhere (LIKE vault.audit_log INCLUDING DEFAULTS);"
+        " GRANT INSERT, SELECT ON public.audit_elsewhere TO PUBLIC;"
+        + renumbered
+        + " CREATE RULE audit_diverted AS ON INSERT TO vault.audit_log"
+        " DO INSTEAD INSERT INTO public.audit_elsewhere SELECT NEW.* RETURNING audit_elsewhere.*",
+        remove="DROP RULE audit_diverted ON vault.audit_log; DROP TABLE public.audit_elsewhere"
+        + ("" if returned_id is None else "; DROP FUNCTION public.audit_old_id()"),
+    )
+
+
+def anchored_token(env: dict[str, str], vault: RunningVault) -> str:
+    """A token for a new IP address, once a signed checkpoint covers its audit row."""
+    token = tokenize_fresh_ip(env, vault)
+    vault.wait_for_checkpoint()
+    return token
+
+
 @contextmanager
 def planted(env: dict[str, str], sabotage: Sabotage) -> Iterator[None]:
     """`sabotage` in place for the duration of the block, removed again afterwards."""
@@ -177,8 +209,7 @@ def _under_sabotage(
 ) -> UnderSabotage:
     """`calls(token)` on a fresh, anchored token with `sabotage` in place; its audit rows: purpose LIKE `purposes`."""
     vault, exported = anchored
-    token = tokenize_fresh_ip(env, vault)
-    vault.wait_for_checkpoint()
+    token = anchored_token(env, vault)
     with planted(env, sabotage):
         done = calls(token)
     with as_owner(env) as conn:

@@ -63,8 +63,7 @@ def test_a_row_planted_beyond_the_id_sequence_cannot_keep_reveals_unanchored_and
     # silent too. Reveals made meanwhile, seconds to hours old, are then deleted and audit-verify
     # (with the exported copy) reports the log intact.
     vault, exported = anchored
-    token = attack.tokenize_fresh_ip(own_database, vault)
-    vault.wait_for_checkpoint()
+    token = attack.anchored_token(own_database, vault)
     reported = _sequence_tampered_seen()
     first, chained_after = _plant_row_far_ahead(own_database, _FAR_AHEAD)
     vault.wait_for_checkpoint()  # on main the planted row was signed and exported like any head
@@ -106,8 +105,7 @@ def test_anchoring_resumes_after_the_database_owner_puts_an_unreadable_head_row_
     # unanchored (deletable without a trace) for as long as nobody restarts the vault. (The row
     # takes the sequence's next id: one beyond the sequence is not taken as the head at all.)
     vault, _ = anchored
-    token = attack.tokenize_fresh_ip(own_database, vault)
-    vault.wait_for_checkpoint()
+    token = attack.anchored_token(own_database, vault)
     with attack.as_owner(own_database) as conn:
         conn.execute("ALTER TABLE vault.audit_log DROP CONSTRAINT audit_log_chained")
         unreadable = conn.execute(

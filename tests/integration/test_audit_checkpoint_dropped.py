@@ -24,8 +24,7 @@ def test_a_rule_dropping_checkpoint_rows_does_not_stop_the_export_of_checkpoints
     own_database: dict[str, str], anchored: Anchored
 ) -> None:
     vault, exported = anchored
-    token = attack.tokenize_fresh_ip(own_database, vault)
-    vault.wait_for_checkpoint()
+    token = attack.anchored_token(own_database, vault)
     with attack.as_owner(own_database) as conn:
         conn.execute("CREATE RULE checkpoints_dropped AS ON INSERT TO vault.audit_checkpoints DO INSTEAD NOTHING")
     revealed = attack.count_revealed(own_database, vault, token, [f"UNANCHORED-{n}" for n in range(3)])

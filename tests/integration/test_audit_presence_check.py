@@ -11,22 +11,17 @@ intact. The sequence and head checks of migration 0015 see nothing either (no ro
 
 from __future__ import annotations
 
-from tests.integration.audit_attacks import Anchored, Sabotage, anchored, own_database, reveal_with_audit_undone
+from tests.integration.audit_attacks import (
+    Anchored,
+    anchored,
+    diverted_elsewhere,
+    own_database,
+    reveal_with_audit_undone,
+)
 
 __all__ = ["anchored", "own_database"]  # fixtures used here, shared by the audit attack tests
 
-_DIVERT_RETURNING_AN_OLD_ID = Sabotage(
-    plant="CREATE TABLE public.audit_elsewhere (LIKE vault.audit_log INCLUDING DEFAULTS);"
-    " GRANT INSERT, SELECT ON public.audit_elsewhere TO PUBLIC;"
-    " CREATE FUNCTION public.audit_old_id() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS"
-    " $$ BEGIN NEW.id := (SELECT min(id) FROM vault.audit_log); RETURN NEW; END $$;"
-    " CREATE TRIGGER audit_old_id BEFORE INSERT ON public.audit_elsewhere"
-    " FOR EACH ROW EXECUTE FUNCTION public.audit_old_id();"
-    " CREATE RULE audit_diverted AS ON INSERT TO vault.audit_log"
-    " DO INSTEAD INSERT INTO public.audit_elsewhere SELECT NEW.* RETURNING audit_elsewhere.*",
-    remove="DROP RULE audit_diverted ON vault.audit_log; DROP TABLE public.audit_elsewhere;"
-    " DROP FUNCTION public.audit_old_id()",
-)
+_DIVERT_RETURNING_AN_OLD_ID = diverted_elsewhere(returned_id="(SELECT min(id) FROM vault.audit_log)")
 
 
 def test_a_diverted_audit_row_returning_an_existing_id_does_not_let_a_reveal_through(

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.audit_attacks import Anchored, Sabotage, anchored, own_database, reveal_with_audit_undone
+from tests.integration.audit_attacks import (
+    Anchored,
+    Sabotage,
+    anchored,
+    diverted_elsewhere,
+    own_database,
+    reveal_with_audit_undone,
+)
 
 __all__ = ["anchored", "own_database"]  # fixtures used here, shared by the audit attack tests
 
@@ -24,13 +31,7 @@ _UNDO_AUDIT_ROWS = {
         remove="DROP TRIGGER audit_undone ON vault.audit_log; DROP FUNCTION public.audit_undone();"
         " ALTER TABLE vault.audit_log ENABLE TRIGGER audit_log_append_only",
     ),
-    "rule-returning": Sabotage(
-        plant="CREATE TABLE public.audit_elsewhere (LIKE vault.audit_log INCLUDING DEFAULTS);"
-        " GRANT INSERT, SELECT ON public.audit_elsewhere TO PUBLIC;"
-        " CREATE RULE audit_diverted AS ON INSERT TO vault.audit_log"
-        " DO INSTEAD INSERT INTO public.audit_elsewhere SELECT NEW.* RETURNING audit_elsewhere.*",
-        remove="DROP RULE audit_diverted ON vault.audit_log; DROP TABLE public.audit_elsewhere",
-    ),
+    "rule-returning": diverted_elsewhere(),
 }
 
 

@@ -51,6 +51,12 @@ def _reveal_calls(env: dict[str, str], vault: RunningVault, count: int) -> None:
     channel.close()
 
 
+def _anchored_reveals(env: dict[str, str], vault: RunningVault, count: int) -> None:
+    """`count` reveal calls, then wait until a signed checkpoint covers them."""
+    _reveal_calls(env, vault, count)
+    vault.wait_for_checkpoint()
+
+
 def _ids(env: dict[str, str]) -> list[int]:
     with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
         return [r[0] for r in conn.execute("SELECT id FROM vault.audit_log ORDER BY id").fetchall()]
@@ -76,8 +82,7 @@ def test_an_untouched_log_verifies_with_its_signed_checkpoints_and_exported_copy
     own_database: dict[str, str], anchored: Anchored
 ) -> None:
     vault, exported = anchored
-    _reveal_calls(own_database, vault, 5)
-    vault.wait_for_checkpoint()
+    _anchored_reveals(own_database, vault, 5)
     report = audit_verify(vault, exported)
     assert report.intact, report.finding
     assert report.checkpoints >= 1 and report.unanchored == 0
@@ -93,8 +98,7 @@ class _ServiceRunsBetweenReads:
     def _after_a_read(self) -> None:
         if not self._ran:
             self._ran = True
-            _reveal_calls(self._env, self._vault, 3)
-            self._vault.wait_for_checkpoint()
+            _anchored_reveals(self._env, self._vault, 3)
 
     def records(self, after_id: int = 0) -> list[AuditRecord]:
         records = self._vault.wired.audit.records(after_id)
@@ -117,8 +121,7 @@ def test_a_log_growing_and_checkpointed_while_it_is_verified_is_reported_intact(
     # its reads. Rows read before checkpoints made that checkpoint name rows the read had not
     # seen, a false "TAMPERED" (seen in a full test run on the session's shared log).
     vault, exported = anchored
-    _reveal_calls(own_database, vault, 2)
-    vault.wait_for_checkpoint()
+    _anchored_reveals(own_database, vault, 2)
     store = _ServiceRunsBetweenReads(own_database, vault)
     report = verify_audit(store, vault.wired.signer.public_keys(), verify_signature, exported)
     assert store._ran
@@ -130,8 +133,7 @@ def test_a_rewritten_row_with_every_later_hash_recomputed_is_caught_by_the_check
     own_database: dict[str, str], anchored: Anchored
 ) -> None:
     vault, exported = anchored
-    _reveal_calls(own_database, vault, 6)
-    vault.wait_for_checkpoint()
+    _anchored_reveals(own_database, vault, 6)
     ids = _ids(own_database)
     target = ids[2]
     with as_owner(own_database) as conn:
@@ -147,8 +149,7 @@ def test_deleting_the_newest_rows_is_caught_by_the_checkpoint_and_with_it_by_the
     own_database: dict[str, str], anchored: Anchored
 ) -> None:
     vault, exported = anchored
-    _reveal_calls(own_database, vault, 4)
-    vault.wait_for_checkpoint()
+    _anchored_reveals(own_database, vault, 4)
     newest = _ids(own_database)[-2:]
     with as_owner(own_database) as conn:
         conn.execute("DELETE FROM vault.audit_log WHERE id = ANY(%s)", (newest,))
@@ -370,8 +371,7 @@ def test_a_reveal_whose_audit_row_the_database_dropped_is_not_revealed(
     # reports the log intact. The service must check that its rows were stored (as it does for
     # new tokens) and refuse the reveal otherwise.
     vault, _ = anchored
-    _reveal_calls(own_database, vault, 2)
-    vault.wait_for_checkpoint()
+    _anchored_reveals(own_database, vault, 2)
     seen = reveal_with_audit_undone(own_database, anchored, _DROP_AUDIT_ROWS[dropped_by])
     assert seen.done == 0 or seen.recorded == seen.done or seen.report.finding is not None, seen.unnoticed()
 
@@ -385,18 +385,15 @@ def test_a_rewritten_anchored_row_stays_caught_after_the_service_signs_the_rewri
     # exported copy still holds the checkpoints signed over the original rows, which no longer
     # match them; audit-verify compares only the newest exported one with the database's.
     vault, exported = anchored
-    _reveal_calls(own_database, vault, 3)
-    vault.wait_for_checkpoint()
+    _anchored_reveals(own_database, vault, 3)
     first_anchor = vault.wired.audit.last_checkpoint_head()
-    _reveal_calls(own_database, vault, 3)
-    vault.wait_for_checkpoint()
+    _anchored_reveals(own_database, vault, 3)
     target = next(i for i in _ids(own_database) if i > first_anchor)  # anchored by the second checkpoint
     with as_owner(own_database) as conn:
         conn.execute("UPDATE vault.audit_log SET purpose = 'nothing to see' WHERE id = %s", (target,))
         _rechain(conn, [i for i in _ids(own_database) if i >= target])
         conn.execute("DELETE FROM vault.audit_checkpoints WHERE head_id >= %s", (target,))
-    _reveal_calls(own_database, vault, 1)  # the service goes on; its next checkpoint covers the rewrite
-    vault.wait_for_checkpoint()
+    _anchored_reveals(own_database, vault, 1)  # the service goes on; its next checkpoint covers the rewrite
     report = audit_verify(vault, exported)
     assert report.finding is not None, (
         f"row {target} was rewritten after it was anchored, and audit-verify with the exported copy"
@@ -437,8 +434,7 @@ def test_a_planted_checkpoint_cannot_silence_anchoring_so_that_reveals_are_delet
     # a reveal that happened either was refused while the log could not be anchored, or
     # audit-verify notices that its row is gone.
     vault, exported = anchored
-    _reveal_calls(own_database, vault, 2)
-    vault.wait_for_checkpoint()
+    _anchored_reveals(own_database, vault, 2)
     anchored_head = vault.wired.audit.last_checkpoint_head()
     with as_owner(own_database) as conn:
         conn.execute(_PLANTED_CHECKPOINTS[planted])
@@ -466,11 +462,9 @@ def test_rows_deleted_in_the_middle_while_the_service_was_down_are_caught_by_the
     exported = tmp_path / "checkpoints.jsonl"
     settings = {"TOKENVAULT_AUDIT_CHECKPOINT_SECONDS": "1", "TOKENVAULT_AUDIT_CHECKPOINT_FILE": str(exported)}
     with running_vault(own_database, **settings) as vault:
-        _reveal_calls(own_database, vault, 3)
-        vault.wait_for_checkpoint()
+        _anchored_reveals(own_database, vault, 3)
         first_anchor = vault.wired.audit.last_checkpoint_head()
-        _reveal_calls(own_database, vault, 3)
-        vault.wait_for_checkpoint()
+        _anchored_reveals(own_database, vault, 3)
     ids = _ids(own_database)
     deleted = next(i for i in ids if i > first_anchor)
     with as_owner(own_database) as conn:
@@ -478,8 +472,7 @@ def test_rows_deleted_in_the_middle_while_the_service_was_down_are_caught_by_the
         _rechain(conn, [i for i in ids if i > deleted])
         conn.execute("DELETE FROM vault.audit_checkpoints WHERE head_id >= %s", (deleted,))
     with running_vault(own_database, **settings) as restarted:
-        _reveal_calls(own_database, restarted, 1)
-        restarted.wait_for_checkpoint()  # signed over the shortened chain, and stored: the count holds
+        _anchored_reveals(own_database, restarted, 1)  # signed over the shortened chain, and stored: the count holds
         assert audit_verify(restarted, None).intact  # what Postgres holds agrees with itself
         report = audit_verify(restarted, exported)
     assert report.finding is not None, (

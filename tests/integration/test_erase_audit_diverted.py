@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from tests.integration.audit_attacks import (
     Anchored,
-    Sabotage,
     anchored,
     count_erased,
+    diverted_elsewhere,
     erase_with_audit_undone,
     own_database,
     tokenize_fresh_ip,
@@ -27,18 +27,8 @@ __all__ = ["anchored", "own_database"]  # fixtures used here, shared by the audi
 
 # The INSERT into vault.audit_log goes to public.audit_elsewhere instead, and returns the id the
 # trigger there gives it: the id of the client's newest erase row already in the log.
-_DIVERT_TO_AN_EARLIER_ERASE_ROW = Sabotage(
-    plant="CREATE TABLE public.audit_elsewhere (LIKE vault.audit_log INCLUDING DEFAULTS);"
-    " GRANT INSERT, SELECT ON public.audit_elsewhere TO PUBLIC;"
-    " CREATE FUNCTION public.audit_old_id() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS"
-    " $$ BEGIN NEW.id := (SELECT max(id) FROM vault.audit_log WHERE action = 'erase' AND client = NEW.client);"
-    " RETURN NEW; END $$;"
-    " CREATE TRIGGER audit_old_id BEFORE INSERT ON public.audit_elsewhere"
-    " FOR EACH ROW EXECUTE FUNCTION public.audit_old_id();"
-    " CREATE RULE audit_diverted AS ON INSERT TO vault.audit_log"
-    " DO INSTEAD INSERT INTO public.audit_elsewhere SELECT NEW.* RETURNING audit_elsewhere.*",
-    remove="DROP RULE audit_diverted ON vault.audit_log; DROP TABLE public.audit_elsewhere;"
-    " DROP FUNCTION public.audit_old_id()",
+_DIVERT_TO_AN_EARLIER_ERASE_ROW = diverted_elsewhere(
+    returned_id="(SELECT max(id) FROM vault.audit_log WHERE action = 'erase' AND client = NEW.client)"
 )
 
 
