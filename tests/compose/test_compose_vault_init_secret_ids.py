@@ -5,12 +5,12 @@ deploy/compose/vault-init.sh runs on every `up`: it issues each service a new se
 neighbour container or process stops working at the next `up`, while the services read the file
 again at each login and keep working. Shown here against the stack's real OpenBao: a copy of
 each secret id logs in before the second `up` and is refused after it, the new one logs in,
-each role holds one secret id, and the services, restarted, log in with the new ids and carry
-events through the pipeline.
+each role holds one secret id, the running services still carry events through the pipeline,
+and restarted they log in with the new ids.
 
 Runs on the session's stack after test_compose_stack.py (pytest collects the files of a
-directory in name order; those steps count rows from a fresh stack); run alone, its first
-`up --wait` starts the stack. Secret ids and tokens are compared, never printed: failure
+directory in name order; those steps count rows from a fresh stack, so this file's name must
+sort after theirs); run alone, it starts the stack with a first `up --wait`. Secret ids and tokens are compared, never printed: failure
 messages carry OpenBao's error with any secret id replaced.
 """
 
@@ -103,6 +103,11 @@ def healthy(compose: Compose, service: str) -> bool:
     return row.get("State") == "running" and row.get("Health") == "healthy"
 
 
+def running_healthy(compose: Compose) -> bool:
+    """Every long-running service runs healthy and no one-shot failed."""
+    return set(LONG_RUNNING) <= compose.states().keys() and not compose.troubled()
+
+
 def assert_stack_healthy(compose: Compose) -> None:
     states = compose.states()
     for name in LONG_RUNNING:
@@ -141,7 +146,8 @@ def restart(compose: Compose, service: str, ready: str) -> None:
 def test_each_up_destroys_the_earlier_secret_ids_and_the_services_log_in_with_the_new(compose: Compose) -> None:
     timer = Timer()
     with compose.step("vault", "vault-init", "vault-service", "etl-service"):
-        up(compose)  # the stack as the steps before left it (a first `up` when run alone)
+        if not running_healthy(compose):  # as the steps before left it; run alone, a first `up`
+            up(compose)
         roles = role_ids(compose)
         old = secret_ids(compose)
         for role, secret in old.items():  # the copy works while it is current: the login below is sound
