@@ -10,8 +10,9 @@ and restarted they log in with the new ids.
 
 Runs on the session's stack after test_compose_stack.py (pytest collects the files of a
 directory in name order; those steps count rows from a fresh stack, so this file's name must
-sort after theirs); run alone, it starts the stack with a first `up --wait`. Secret ids and tokens are compared, never printed: failure
-messages carry OpenBao's error with any secret id replaced.
+sort after theirs); run alone, it starts the stack with a first `up --wait`. Secret ids and
+tokens are compared, never printed: failure messages carry OpenBao's error with any secret id
+replaced.
 """
 
 from __future__ import annotations
