@@ -1,0 +1,79 @@
+"""The shipped IAM policies grant each SQS identity exactly the calls its code makes, queue by queue.
+
+Read from the code itself: every `self._client.<call>(QueueUrl=...)` in the SQS adapters, with
+the queue it names. A call added to the code without its permission fails here before it fails
+in AWS; a permission the code never uses (PurgeQueue, SetQueueAttributes, ...) fails here too.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICIES = ROOT / "deploy" / "aws"
+SOURCE_ARN = "arn:aws:sqs:REGION:ACCOUNT_ID:login-queue"
+DLQ_ARN = "arn:aws:sqs:REGION:ACCOUNT_ID:login-queue-dlq"
+QUEUE_OF = {"self._queue_url": (SOURCE_ARN,), "self._dlq_url": (DLQ_ARN,), "url": (SOURCE_ARN, DLQ_ARN)}
+ETL_ADAPTERS = ("etl_service/adapters/sqs.py", "etl_service/adapters/dead_letter_queue.py")
+# The ETL takes back what SQS's redrive moved (DeadLetterQueue.take_back_redriven); the
+# operator's `dead-letters` commands use DeadLetterQueue alone.
+IDENTITIES = {
+    "tokenvault-etl-sqs-policy.json": ETL_ADAPTERS,
+    "tokenvault-dlq-operator-sqs-policy.json": ("etl_service/adapters/dead_letter_queue.py",),
+}
+
+
+def _iam_action(call: str) -> str:
+    """boto3's method name as its IAM action: delete_message_batch -> sqs:DeleteMessage."""
+    return "sqs:" + "".join(part.title() for part in call.removesuffix("_batch").split("_"))
+
+
+def _calls_made(sources: tuple[str, ...]) -> set[tuple[str, str]]:
+    """(IAM action, queue ARN) for every SQS client call in `sources`."""
+    made: set[tuple[str, str]] = set()
+    for source in sources:
+        for node in ast.walk(ast.parse((ROOT / source).read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if ast.unparse(node.func.value) != "self._client":
+                continue
+            (queue,) = [ast.unparse(k.value) for k in node.keywords if k.arg == "QueueUrl"]
+            made |= {(_iam_action(node.func.attr), arn) for arn in QUEUE_OF[queue]}
+    return made
+
+
+def _granted(policy_file: str) -> set[tuple[str, str]]:
+    """(action, resource) for every SQS permission the policy allows."""
+    policy = json.loads((POLICIES / policy_file).read_text())
+    granted: set[tuple[str, str]] = set()
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow" and "NotAction" not in statement and "NotResource" not in statement
+        actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+        resources = [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]
+        assert not any("*" in item for item in actions + resources), f"{policy_file}: no wildcards"
+        granted |= {(a, r) for a in actions if a.startswith("sqs:") for r in resources}
+    return granted
+
+
+@pytest.mark.parametrize("policy_file", sorted(IDENTITIES))
+def test_each_policy_grants_exactly_the_sqs_calls_its_code_makes(policy_file: str) -> None:
+    made, granted = _calls_made(IDENTITIES[policy_file]), _granted(policy_file)
+    assert made - granted == set(), f"{policy_file} lacks what the code calls"
+    assert granted - made == set(), f"{policy_file} grants what the code never calls"
+
+
+def test_no_sqs_identity_may_purge_or_reconfigure_a_queue() -> None:
+    for policy_file in IDENTITIES:
+        actions = {action for action, _ in _granted(policy_file)}
+        assert not actions & {"sqs:PurgeQueue", "sqs:SetQueueAttributes", "sqs:DeleteQueue", "sqs:CreateQueue"}
+
+
+def test_the_call_scan_sees_the_calls_it_must() -> None:
+    # The scan itself: a rename of the client attribute would make it find nothing and pass.
+    made = _calls_made(ETL_ADAPTERS)
+    assert ("sqs:ReceiveMessage", SOURCE_ARN) in made and ("sqs:SendMessage", DLQ_ARN) in made
+    assert ("sqs:DeleteMessage", SOURCE_ARN) in made  # from delete_message_batch
