@@ -21,7 +21,7 @@ import psycopg
 
 from devstack.hugepages import pages_needed, release, reserve
 from devstack.planted_links import write_in_foreign_dir
-from devstack.procs import StackError, free_port
+from devstack.procs import StackError, free_port, minimal_environment
 from tokenvault_common.migrations import migrate, set_role_passwords
 
 DATABASE = "tokenvault"
@@ -97,9 +97,19 @@ def _unprivileged_user() -> str | None:
     return "postgres"
 
 
+def server_environment(run_as: str | None) -> dict[str, str]:
+    """The environment initdb, pg_ctl and so the postmaster get: a minimal one, as every stack process.
+
+    The operator's shell may hold a Vault token, the stack's DSNs or cloud keys; the cluster's
+    superuser reads the postmaster's environment through SQL (pg_read_binary_file on
+    /proc/<pid>/environ), so none of it may reach it.
+    """
+    return minimal_environment(run_as or pwd.getpwuid(os.geteuid()).pw_name)
+
+
 def _run(args: list[str], run_as: str | None) -> None:
     command = ["runuser", "-u", run_as, "--", *args] if run_as else args
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    result = subprocess.run(command, capture_output=True, text=True, check=False, env=server_environment(run_as))
     if result.returncode != 0:
         raise StackError(f"{Path(args[0]).name} failed: {result.stderr.strip() or result.stdout.strip()}")
 

@@ -24,6 +24,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def minimal_environment(user: str, home: Path | None = None) -> dict[str, str]:
+    """PATH, LANG, HOME=`home` and USER: all a stack process gets of the operator's environment.
+
+    Not the rest of it, which may hold credentials (a Vault token, DSNs, cloud keys) that
+    whoever can read the process's /proc/<pid>/environ - its user, or PostgreSQL's superuser
+    through pg_read_binary_file - would take.
+    """
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "HOME": str(home or "/nonexistent"),
+        "USER": user,
+    }
+
+
 def spawn(
     args: Sequence[str],
     log_file: Path,
@@ -52,19 +67,13 @@ def spawn(
                 start_new_session=True,
             ).pid
     account = pwd.getpwnam(user)
-    base = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "LANG": os.environ.get("LANG", "C.UTF-8"),
-        "HOME": str(home or "/nonexistent"),
-        "USER": user,
-    }
     with log_file.open("ab") as log:
         return subprocess.Popen(
             list(args),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**base, **(env or {})},
+            env={**minimal_environment(user, home), **(env or {})},
             cwd=cwd or home,
             start_new_session=True,
             user=account.pw_uid,
