@@ -74,10 +74,11 @@ def test_one_certificate_erases_no_more_than_one_burst_across_replicas_and_resta
 @pytest.mark.parametrize(
     "statement",
     [
-        "DELETE FROM vault.erase_budget",
-        "UPDATE vault.erase_budget SET tokens = 1e9",
-        "INSERT INTO vault.erase_budget VALUES ('privacy-officer', 1e9, now())",
-        "SELECT * FROM vault.erase_budget FOR UPDATE",  # would hold every erasure up
+        # vault.call_budget (migration 0019) keeps the erase buckets, one row per (client, kind).
+        "DELETE FROM vault.call_budget",
+        "UPDATE vault.call_budget SET tokens = 1e9",
+        "INSERT INTO vault.call_budget VALUES ('privacy-officer', 'erase', 1e9, now())",
+        "SELECT * FROM vault.call_budget FOR UPDATE",  # would hold every erasure up
     ],
 )
 def test_the_serving_role_cannot_refill_or_reset_the_erase_budget(own_database: dict[str, str], statement: str) -> None:

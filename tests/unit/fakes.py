@@ -114,9 +114,10 @@ class FakeTokenStore:
         self.erase_events: list[AuditEvent] = []
         self.key_store = key_store
         self.erasures = 0
-        self.erase_buckets: dict[str, tuple[float, float]] = {}  # client -> (level, updated)
+        self.buckets: dict[tuple[str, str], tuple[float, float]] = {}  # (client, kind) -> (level, updated)
+        self.budget_takes = 0  # round trips to the shared budgets
         self.clock: Callable[[], float] = time.monotonic
-        self.has_erase_budget = True
+        self.has_budgets = True
 
     def find_by_fingerprints(self, token_type: str, fingerprints: Sequence[bytes]) -> dict[bytes, str]:
         wanted = set(fingerprints)
@@ -160,18 +161,20 @@ class FakeTokenStore:
     def last_erasure(self) -> object:
         return self.erasures
 
-    def take_erase_budget(self, client: str, count: int, limit: RateLimit) -> float | None:
-        """One bucket per client, like vault.erase_budget, on this fake's clock (None: a store without them)."""
-        if not self.has_erase_budget:
+    def take_budget(self, client: str, kind: str, need: int, want: int, limit: RateLimit) -> tuple[int, float] | None:
+        """One bucket per (client, kind), like vault.call_budget, on this fake's clock (None: a store without them)."""
+        self.budget_takes += 1
+        if not self.has_budgets:
             return None
         now = self.clock()
-        level, updated = self.erase_buckets.get(client, (float(limit.burst), now))
+        level, updated = self.buckets.get((client, kind), (float(limit.burst), now))
         level = min(limit.burst, level + max(0.0, now - updated) * limit.per_second)
-        if count <= level:
-            self.erase_buckets[client] = (level - count, now)
-            return 0.0
-        self.erase_buckets[client] = (level, now)
-        return (count - level) / limit.per_second
+        if need <= level:
+            granted = min(want, int(level))
+            self.buckets[(client, kind)] = (level - granted, now)
+            return granted, 0.0
+        self.buckets[(client, kind)] = (level, now)
+        return 0, (need - level) / limit.per_second
 
     # The rotation jobs' batches run against Postgres only (tests/integration/test_key_rotation.py).
     def reseal_batch(self, active_dek_id: int, limit: int, reseal: Resealer, actor: str = "") -> int:

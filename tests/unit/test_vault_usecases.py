@@ -233,7 +233,7 @@ def test_a_store_without_shared_erase_buckets_still_meters_erasure_per_process()
         }
     )
     store, keys = FakeTokenStore(), KeyManager(FakeKeyStore(), FakeKeyWrapper())
-    store.has_erase_budget = False
+    store.has_budgets = False
     keys.start()
     vault = TokenVault(store, keys, policy, FakeAuditLog())
     tokens = [str(t) for t in vault.tokenize("etl", [(TokenType.IP, f"10.9.0.{n}") for n in range(1, 5)])]

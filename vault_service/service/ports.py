@@ -164,11 +164,11 @@ class TokenStore(Protocol):
         """Something that changes whenever a value is erased (to invalidate caches)."""
         ...
 
-    def take_erase_budget(self, client: str, count: int, limit: RateLimit) -> float | None:
-        """Take `count` from the client's erase bucket, shared by all replicas and kept across restarts.
+    def take_budget(self, client: str, kind: str, need: int, want: int, limit: RateLimit) -> tuple[int, float] | None:
+        """Take `need` to `want` items from the client's `kind` bucket, shared by all replicas and kept across restarts.
 
-        0 when taken, else the seconds until `count` would fit (nothing is taken); None when the
-        store has no such buckets yet (a database not yet migrated).
+        (items taken, 0) when `need` fitted, else (0, seconds until it would fit) and nothing is
+        taken; None when the store has no such buckets yet (a database not yet migrated).
         """
         ...
 

@@ -25,7 +25,7 @@ from vault_service.domain.errors import (
 from vault_service.domain.identity import Caller
 from vault_service.domain.policy import AccessPolicy
 from vault_service.domain.purpose import check_purpose
-from vault_service.domain.rate_limit import RateLimit, RateLimiter
+from vault_service.domain.rate_limit import RateLimiter, exact
 from vault_service.domain.token_types import TokenType, normalize_many
 from vault_service.domain.tokens import new_tokens, types_of_tokens
 from vault_service.service.keyring import KeyManager, KeyRing
@@ -71,16 +71,26 @@ class TokenVault:
         self._cache = cache if cache is not None else TokenCache(0)
         self.meter = meter if meter is not None else TokenizeMeter()
         self.refusals = RefusalAuditor(audit)
-        defaults = policy.default_limits
-        self._tokenize_limiter = RateLimiter(policy.limits_of("tokenize"), defaults.tokenize, "tokenize")
-        self._new_token_limiter = RateLimiter(
-            policy.limits_of("new_tokens"), defaults.new_tokens, "create new tokens for"
+        # Every limit's buckets are kept in the database, shared by every replica and kept across
+        # restarts (the limits themselves come from the policy file). Reveals and tokenize spend
+        # leases taken from them, a twentieth of the burst at a time; erasure, which cannot be
+        # undone, takes exactly what each call needs.
+        defaults, shared = policy.default_limits, tokens
+        self._tokenize_limiter = RateLimiter(
+            policy.limits_of("tokenize"), defaults.tokenize, "tokenize", shared=shared, kind="tokenize"
         )
-        self._detokenize_limiter = RateLimiter(policy.limits_of("detokenize"), defaults.detokenize, "detokenize")
-        # Erasure cannot be undone: its buckets are kept in the database, shared by every replica
-        # and kept across restarts (the limits themselves come from the policy file).
+        self._new_token_limiter = RateLimiter(
+            policy.limits_of("new_tokens"),
+            defaults.new_tokens,
+            "create new tokens for",
+            shared=shared,
+            kind="new_tokens",
+        )
+        self._detokenize_limiter = RateLimiter(
+            policy.limits_of("detokenize"), defaults.detokenize, "detokenize", shared=shared, kind="detokenize"
+        )
         self._erase_limiter = RateLimiter(
-            policy.limits_of("erase"), defaults.erase, "erase", shared=_StoredBuckets(tokens)
+            policy.limits_of("erase"), defaults.erase, "erase", shared=shared, kind="erase", lease=exact
         )
 
     @property
@@ -340,17 +350,6 @@ class TokenVault:
             else outcome
             for token, outcome in zip(tokens, outcomes, strict=True)
         ]
-
-
-class _StoredBuckets:
-    """The erase buckets of the token store (vault.erase_budget), as the rate limiter takes them."""
-
-    def __init__(self, tokens: TokenStore) -> None:
-        self._tokens = tokens
-
-    def take(self, client: str, count: int, limit: RateLimit) -> float | None:
-        """0 when taken, else the seconds to wait; None when the database has no erase buckets yet."""
-        return self._tokens.take_erase_budget(client, count, limit)
 
 
 def _cacheable(keys: list[bytes], found: list[TokenizeOutcome | None]) -> tuple[list[bytes], list[str]]:

@@ -128,6 +128,7 @@ class PostgresTokenStore:
         """New values another writer issued first (found by the insert's ON CONFLICT, read back)."""
         self.merged_batches = 0
         """Plain inserts that met a unique violation and were done again with ON CONFLICT."""
+        self._told_budgets_missing = False
 
     @translated
     def find_by_fingerprints(self, token_type: str, fingerprints: Sequence[bytes]) -> dict[bytes, str]:
@@ -267,29 +268,33 @@ class PostgresTokenStore:
         return {r[0] for r in rows}
 
     @translated
-    def take_erase_budget(self, client: str, count: int, limit: RateLimit) -> float | None:
-        """Take `count` from the client's row of vault.erase_budget (migration 0016), under its lock.
+    def take_budget(self, client: str, kind: str, need: int, want: int, limit: RateLimit) -> tuple[int, float] | None:
+        """Take `need` to `want` items from the client's `kind` row of vault.call_budget (0019), under its lock.
 
-        One row per client on the database's clock, so every replica and every restart meters
-        the same bucket. 0 when taken, else the seconds until `count` would fit. None while
-        0016 is not applied (a service started before the migration of its release ran): the
-        limit then holds per process, as before 0016, and each erasure logs an error saying so.
+        One row per (client, kind) on the database's clock, so every replica and every restart
+        meters the same bucket; one statement. (items taken, 0), or (0, seconds until `need`
+        would fit) with nothing taken. None while 0019 is not applied (a service started before
+        the migration of its release ran): the limits then hold per process, as before 0019, and
+        the first such call logs an error saying so.
         """
         with self._pool.connection() as conn:
             try:
                 row = conn.execute(
-                    "SELECT vault.take_erase_budget(%s, %s, %s, %s)", (client, count, limit.per_second, limit.burst)
+                    "SELECT granted, wait_seconds FROM vault.take_call_budget(%s, %s, %s, %s, %s, %s)",
+                    (client, kind, need, want, limit.per_second, limit.burst),
                 ).fetchone()
             except psycopg.errors.UndefinedFunction:
                 conn.rollback()
-                log.error(
-                    "erase limit kept per process: vault.take_erase_budget is missing;"
-                    " apply the database migrations (0016) so replicas and restarts share one erase budget"
-                )
+                if not self._told_budgets_missing:
+                    self._told_budgets_missing = True
+                    log.error(
+                        "rate limits kept per process: vault.take_call_budget is missing; apply the database"
+                        " migrations (0019) so replicas and restarts share one budget per client"
+                    )
                 return None
-        if row is None or row[0] is None:
-            raise StorageError("vault.take_erase_budget returned nothing; is migration 0016 applied?")
-        return float(row[0])
+        if row is None or row[0] is None or row[1] is None or (row[1] == 0 and not need <= row[0] <= want):
+            raise StorageError(f"vault.take_call_budget answered {row!r} for {need} to {want} items; is 0019 applied?")
+        return int(row[0]), float(row[1])
 
     @translated
     def last_erasure(self) -> object:

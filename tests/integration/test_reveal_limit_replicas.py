@@ -1,0 +1,175 @@
+"""Reveal and new-token limits against one certificate and more than one vault process.
+
+Threat-model row 8 and the ETL insider section promise per-client limits: an analyst's reveals
+and the ETL's new tokens (a dictionary sweep) are metered. The Kubernetes manifests run 2 to 12
+replicas behind one Service, and a replica that starts (a deploy, a scale-up, a crash) must not
+start with a full bucket of its own: each test here spends one certificate's burst against two
+replicas, then against a restarted one, and counts what got through.
+
+The budgets are kept in the database (vault.call_budget); each process takes leases of
+`lease_size(burst)` items from it and spends them in memory, so what gets through in t seconds is
+at most burst + rate * t + (lease - 1) per process that held a lease (three processes here).
+The policy keeps the shipped bursts but refills slowly (1 item/s), so the bound does not
+depend on how fast this machine is. The vaults run on a database of the test's own: draining
+the analyst's and the ETL's budgets in the stack's shared one would refuse later tests' calls.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Generator
+from contextlib import ExitStack
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+from psycopg import errors
+
+from tests.conftest import RunningVault, client_channel, running_vault
+from tests.integration.audit_attacks import own_database
+from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+from vault_service.domain.rate_limit import lease_size
+
+__all__ = ["own_database"]  # fixture used here, defined beside the audit tests
+
+BURST = 2000  # config/vault-policy.toml: the analyst's detokenize_burst
+PROCESSES = 3  # two replicas, then one restarted
+POLICY = f"""
+[clients.etl-service]
+tokenize = ["ip", "device_id"]
+[clients.etl-service.limits]
+tokenize_per_second = 1000000
+tokenize_burst = 1000000
+new_tokens_per_second = 1
+new_tokens_burst = {BURST}
+[clients.analyst.detokenize]
+ip = "plain"
+[clients.analyst.limits]
+detokenize_per_second = 1
+detokenize_burst = {BURST}
+"""
+
+Spend = Callable[[RunningVault, int], int]  # (vault, items in one call) -> items that got through
+
+
+@pytest.fixture
+def policy_env(own_database: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """The test's own database, served with the slow-refill policy."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    return {**own_database, "TOKENVAULT_POLICY_FILE": str(policy)}
+
+
+def _vaults(env: dict[str, str]) -> Generator[RunningVault, None, None]:
+    """Two replicas side by side, then (after both stopped) one restarted on the same database."""
+    with ExitStack() as both:
+        first = both.enter_context(running_vault(env, TOKENVAULT_POLICY_FILE=env["TOKENVAULT_POLICY_FILE"]))
+        second = both.enter_context(running_vault(env, TOKENVAULT_POLICY_FILE=env["TOKENVAULT_POLICY_FILE"]))
+        yield first
+        yield second
+    with running_vault(env, TOKENVAULT_POLICY_FILE=env["TOKENVAULT_POLICY_FILE"]) as restarted:
+        yield restarted
+
+
+def _spend_everywhere(env: dict[str, str], spend: Spend) -> tuple[int, float]:
+    """A burst and a half in bulk calls, then single-item calls, against each process; (items through, seconds)."""
+    through = 0
+    started = time.monotonic()
+    vaults = _vaults(env)
+    try:
+        for vault in vaults:
+            for count in (BURST // 2, BURST // 2, BURST // 2):
+                through += spend(vault, count)
+            for _ in range(20):  # the single-item path, spent from leases
+                through += spend(vault, 1)
+    finally:
+        vaults.close()  # stops the vaults still running when a call failed
+    return through, time.monotonic() - started
+
+
+def _bound(seconds: float) -> float:
+    """Burst, the refill at 1 item/s, and one lease's remainder in each process."""
+    return BURST + 1 * seconds + PROCESSES * (lease_size(BURST) - 1)
+
+
+def test_one_analyst_certificate_reveals_no_more_than_one_burst_across_replicas_and_restarts(
+    policy_env: dict[str, str],
+) -> None:
+    token: list[str] = []  # one real token, issued by the first replica
+
+    def reveal(vault: RunningVault, count: int) -> int:
+        if not token:
+            with client_channel(policy_env, vault.address, "etl-service") as channel:
+                value = f"10.{uuid.uuid4().int % 250}.7.7"
+                column = vault_pb2.ValueColumn(type=vault_pb2.TOKEN_TYPE_IP, values=[value])
+                request = vault_pb2.TokenizeRequest(columns=[column])
+                token.extend(vault_pb2_grpc.TokenVaultStub(channel).Tokenize(request, timeout=30).columns[0].tokens)
+        with client_channel(policy_env, vault.address, "analyst") as channel:
+            reveals = vault_pb2.DetokenizeRequest(tokens=token * count, purpose="CASE-4711")
+            try:
+                response = vault_pb2_grpc.TokenVaultStub(channel).Detokenize(reveals, timeout=30)
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+                return 0
+        return sum(1 for r in response.results if r.WhichOneof("result") == "value")
+
+    revealed, seconds = _spend_everywhere(policy_env, reveal)
+    assert revealed <= _bound(seconds), (
+        f"one analyst certificate had {revealed} values revealed in {seconds:.1f} s (burst {BURST}, 1/s):"
+        " each replica and each restart gave it a budget of its own"
+    )
+    assert revealed >= BURST  # the burst itself was served
+
+
+def test_the_etl_certificate_mints_no_more_than_one_burst_of_new_tokens_across_replicas_and_restarts(
+    policy_env: dict[str, str],
+) -> None:
+    prefix = f"100.{64 + uuid.uuid4().int % 64}"
+    made = iter(range(1 << 16))
+
+    def mint(vault: RunningVault, count: int) -> int:
+        values = [f"{prefix}.{n // 256}.{n % 256}" for n in (next(made) for _ in range(count))]
+        with client_channel(policy_env, vault.address, "etl-service") as channel:
+            column = vault_pb2.ValueColumn(type=vault_pb2.TOKEN_TYPE_IP, values=values)
+            try:
+                vault_pb2_grpc.TokenVaultStub(channel).Tokenize(vault_pb2.TokenizeRequest(columns=[column]), timeout=30)
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+                return 0
+        return count  # every value was new: a call that got through minted one token each
+
+    minted, seconds = _spend_everywhere(policy_env, mint)
+    assert minted <= _bound(seconds), (
+        f"the ETL certificate minted {minted} new tokens in {seconds:.1f} s (burst {BURST}, 1/s):"
+        " each replica and each restart gave it a quota of its own"
+    )
+    assert minted >= BURST
+
+
+def test_the_budget_function_only_takes_and_never_more_than_asked(own_database: dict[str, str]) -> None:
+    # The serving role's one way in (it has no privilege on vault.call_budget itself, see
+    # test_erase_limit_replicas.py): at least one item, never more than it asked for or than the
+    # bucket holds, on the database's clock; a refusal takes nothing.
+    take = "SELECT granted, wait_seconds FROM vault.take_call_budget('analyst', %s, %s, %s, %s, 10)"
+    with psycopg.connect(own_database["PG_VAULT_DSN"], autocommit=True) as conn:
+        for kind, need, want, rate in [
+            ("detokenize", 0, 5, 0.001),  # nothing to take
+            ("detokenize", -5, 5, 0.001),
+            ("detokenize", 3, 2, 0.001),  # asks for less than it needs
+            ("detokenize", 1, 1, float("nan")),  # a rate that would refill anything
+            ("detokenize", 1, 1, float("inf")),
+            ("reveal_everything", 1, 1, 0.001),  # not a kind of limit
+        ]:
+            with pytest.raises(errors.InvalidParameterValue):
+                conn.execute(take, (kind, need, want, rate))
+        answers = [conn.execute(take, ("detokenize", need, want, 0.001)).fetchone() for need, want in [(4, 6), (3, 8)]]
+        answers.append(conn.execute(take, ("detokenize", 4, 4, 0.001)).fetchone())
+        answers.append(conn.execute(take, ("tokenize", 10, 10, 0.001)).fetchone())  # a bucket of its own
+    assert answers[0] == (6, 0)  # a lease: as much as asked for
+    assert answers[1] == (4, 0)  # as much as was left (at least what was needed)
+    assert answers[2] is not None and answers[2][0] == 0 and answers[2][1] > 3000  # refused: 4 more in ~4000 s
+    assert answers[3] == (10, 0)
+    with psycopg.connect(own_database["PG_ETL_DSN"]) as conn, pytest.raises(errors.InsufficientPrivilege):
+        conn.execute(take, ("new_tokens", 1, 1, 1000.0))

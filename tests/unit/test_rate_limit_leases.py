@@ -1,0 +1,136 @@
+"""Rate limits kept in a shared store, spent by each process from leases (MED-1, migration 0019).
+
+The store here is the fake of vault.call_budget (tests/unit/fakes.py); the integration test
+tests/integration/test_reveal_limit_replicas.py runs the same against PostgreSQL and real vaults.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tests.unit.fakes import FakeTokenStore
+from vault_service.domain.errors import RateLimited, StorageError
+from vault_service.domain.rate_limit import RECHECK_SHARED_SECONDS, RateLimit, RateLimiter, exact, lease_size
+
+ANALYST = RateLimit(per_second=200, burst=2000)  # config/vault-policy.toml
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _store(clock: Clock) -> FakeTokenStore:
+    store = FakeTokenStore()
+    store.clock = clock
+    return store
+
+
+def _replica(store: FakeTokenStore, clock: Clock, limit: RateLimit = ANALYST, **options: object) -> RateLimiter:
+    return RateLimiter({"analyst": limit}, RateLimit(1, 1), "detokenize", clock, store, "detokenize", **options)  # type: ignore[arg-type]
+
+
+def _allowed(limiter: RateLimiter, count: int, times: int = 1) -> int:
+    """Items let through in `times` calls of `count` items."""
+    through = 0
+    for _ in range(times):
+        try:
+            limiter.take("analyst", count)
+            through += count
+        except RateLimited:
+            pass
+    return through
+
+
+def test_single_token_calls_go_to_the_store_once_per_lease() -> None:
+    clock = Clock()
+    store = _store(clock)
+    limiter = _replica(store, clock)
+    assert lease_size(ANALYST.burst) == 100
+    assert _allowed(limiter, 1, 1000) == 1000
+    assert store.budget_takes == 10  # one round trip per 100 reveals, not one per reveal
+
+
+def test_replicas_and_restarts_share_one_burst() -> None:
+    clock = Clock()  # frozen: no refill, so the budget is exactly the burst
+    store = _store(clock)
+    first, second = _replica(store, clock), _replica(store, clock)
+    through = _allowed(first, 1000, 3) + _allowed(second, 1000, 3)
+    restarted = _replica(store, clock)  # a process that starts has no lease, and the store no refill
+    through += _allowed(restarted, 1000, 3) + _allowed(restarted, 1, 50)
+    assert through == ANALYST.burst
+
+
+def test_leases_bound_what_all_replicas_let_through_by_burst_plus_rate() -> None:
+    # Since the budget started, whatever is spent was taken from it first: at most burst + rate * t.
+    clock = Clock()
+    store = _store(clock)
+    replicas = [_replica(store, clock) for _ in range(12)]
+    started, through = clock.now, 0
+    chosen = random.Random(18)
+    for _ in range(20000):
+        clock.now += chosen.random() * 0.002
+        through += _allowed(chosen.choice(replicas), chosen.choice((1, 1, 1, 7, 150)))
+    elapsed = clock.now - started
+    assert through <= ANALYST.burst + ANALYST.per_second * elapsed
+    assert through >= ANALYST.per_second * elapsed * 0.8  # and the clients still get their rate
+
+
+def test_a_refusal_takes_nothing_keeps_the_lease_and_says_how_long_to_wait() -> None:
+    clock = Clock()
+    store = _store(clock)
+    limiter = _replica(store, clock, RateLimit(per_second=1, burst=200))  # leases of 10
+    assert _allowed(limiter, 1) == 1  # 9 left in the lease, 190 in the store
+    assert _allowed(limiter, 190) == 190  # needed 181 of the store: 9 left there
+    with pytest.raises(RateLimited, match=r"retry in 11\.00 s") as refused:
+        limiter.take("analyst", 20)  # needs 20 beyond the 0 left in the lease: 11 short
+    assert refused.value.retry_after == pytest.approx(11)
+    assert _allowed(limiter, 9) == 9  # the store kept its 9
+    assert _allowed(limiter, 1) == 0
+
+
+def test_erasure_takes_exactly_what_each_call_needs() -> None:
+    clock = Clock()
+    store = _store(clock)
+    limiter = RateLimiter({}, RateLimit(0.005, 100), "erase", clock, store, "erase", lease=exact)
+    limiter.take("officer", 3)
+    assert store.buckets[("officer", "erase")][0] == 97  # no lease held back from another replica
+
+
+def test_a_call_larger_than_the_burst_is_refused_without_asking_the_store() -> None:
+    clock = Clock()
+    store = _store(clock)
+    with pytest.raises(RateLimited, match="exceed the detokenize burst limit of 2000 for client 'analyst'; split"):
+        _replica(store, clock).take("analyst", 2001)
+    assert store.budget_takes == 0
+
+
+class _UnreachableStore(FakeTokenStore):
+    def take_budget(self, client: str, kind: str, need: int, want: int, limit: RateLimit) -> tuple[int, float] | None:
+        raise StorageError("database unreachable")
+
+
+def test_a_store_that_fails_refuses_the_call() -> None:
+    clock = Clock()
+    with pytest.raises(StorageError):
+        _replica(_UnreachableStore(), clock).take("analyst", 1)  # fails closed: no budget, no reveal
+
+
+def test_without_shared_budgets_limits_hold_per_process_and_the_store_is_asked_again_later() -> None:
+    # A service started before migration 0019 ran: limits hold in memory, as before it, and the
+    # hot path does not knock at the database on every call to find the function still missing.
+    clock = Clock()
+    store = _store(clock)
+    store.has_budgets = False
+    limiter = _replica(store, clock, RateLimit(per_second=1, burst=5))
+    assert _allowed(limiter, 1, 10) == 5
+    assert store.budget_takes == 1
+    store.has_budgets = True  # the migration ran
+    clock.now += RECHECK_SHARED_SECONDS
+    assert _allowed(limiter, 5) == 5
+    assert store.budget_takes == 2 and store.buckets[("analyst", "detokenize")][0] == 0
