@@ -109,8 +109,12 @@ def issue(
     common_name: str,
     server: bool = False,
     validity: datetime.timedelta = VALIDITY,
+    server_names: Sequence[str] = SERVER_NAMES,
 ) -> CertPair:
-    """A certificate for `common_name` signed by `authority`, as `<cn>.pem` / `<cn>-key.pem`."""
+    """A certificate for `common_name` signed by `authority`, as `<cn>.pem` / `<cn>-key.pem`.
+
+    A server certificate names `server_names` and 127.0.0.1; a client certificate only its CN.
+    """
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     builder = (
@@ -124,7 +128,7 @@ def issue(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
     )
     if server:
-        names: list[x509.GeneralName] = [x509.DNSName(n) for n in SERVER_NAMES]
+        names: list[x509.GeneralName] = [x509.DNSName(n) for n in server_names]
         names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         usage = ExtendedKeyUsageOID.SERVER_AUTH
@@ -148,6 +152,36 @@ def create_stack_certificates(
     server = issue(authority, directory, "tokenvault-vault", server=True)
     clients = {name: issue(authority, directory, name) for name in CLIENTS}
     return authority, server, clients
+
+
+METRICS_SCRAPER = "metrics-scraper"
+"""The one client certificate the metrics CA signs: Prometheus's, or the operator's."""
+
+
+@dataclass(frozen=True)
+class MetricsCertificates:
+    """The metrics endpoints' own PKI: its CA, each service's server certificate, the scraper's."""
+
+    ca: Path
+    vault: CertPair
+    etl: CertPair
+    scraper: CertPair
+
+
+def create_metrics_certificates(directory: Path) -> MetricsCertificates:
+    """A CA apart from the gRPC one, signing the two metrics endpoints and the scraper (`metrics-scraper`).
+
+    Apart, because the metrics are a membership oracle (new-token counters) that no gRPC client -
+    the ETL, an analyst - may read; the endpoints accept client certificates of this CA only.
+    Its key is never kept: nothing else is ever issued under it.
+    """
+    authority = create_authority(directory, name="tokenvault metrics CA")
+    return MetricsCertificates(
+        authority.cert_path,
+        issue(authority, directory, "vault-metrics", server=True, server_names=("localhost",)),
+        issue(authority, directory, "etl-metrics", server=True, server_names=("localhost",)),
+        issue(authority, directory, METRICS_SCRAPER),
+    )
 
 
 def write_revocation_list(

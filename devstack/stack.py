@@ -72,6 +72,7 @@ def vault_service_env(env: dict[str, str]) -> dict[str, str]:
         "TOKENVAULT_TLS_CLIENT_CA": env["TLS_CA_CERT"],
         "TOKENVAULT_POLICY_FILE": str(POLICY_FILE),
         "TOKENVAULT_METRICS_PORT": env["STACK_VAULT_METRICS_PORT"],
+        **_metrics_tls_env(env, "TOKENVAULT_METRICS", "vault-metrics"),
         "TOKENVAULT_AUDIT_CHECKPOINT_FILE": str(Path(env["STACK_DIR"]) / "audit" / "checkpoints.jsonl"),
     }
 
@@ -89,9 +90,22 @@ def etl_service_env(env: dict[str, str]) -> dict[str, str]:
         "ETL_TLS_CERT": env["ETL_TLS_CERT"],
         "ETL_TLS_KEY": env["ETL_TLS_KEY"],
         "ETL_METRICS_PORT": env["STACK_ETL_METRICS_PORT"],
+        **_metrics_tls_env(env, "ETL_METRICS", "etl-metrics"),
         "ETL_MAX_BATCH_AGE_SECONDS": "0.5",
         **DEV_CREDENTIALS,
         **_sealing_env(env),
+    }
+
+
+def _metrics_tls_env(env: dict[str, str], prefix: str, name: str) -> dict[str, str]:
+    """A service's metrics over TLS, the scraper's certificate required (absent from stacks started before)."""
+    if "METRICS_TLS_CA" not in env:
+        return {}
+    certs_dir = Path(env["STACK_DIR"]) / "certs" / "metrics"
+    return {
+        f"{prefix}_TLS_CERT": str(certs_dir / f"{name}.pem"),
+        f"{prefix}_TLS_KEY": str(certs_dir / f"{name}-key.pem"),
+        f"{prefix}_TLS_CLIENT_CA": env["METRICS_TLS_CA"],
     }
 
 
@@ -147,6 +161,9 @@ def start_components(
     _, server, clients = certs.create_stack_certificates(certs_dir, None if isolate else state_dir / "ca")
     iso.give(server.key, "vault_service", 0o400)
     iso.give(clients["etl-service"].key, "etl_service", 0o400)
+    metrics = certs.create_metrics_certificates(certs_dir / "metrics")  # the scraper's key stays the operator's
+    iso.give(metrics.vault.key, "vault_service", 0o400)
+    iso.give(metrics.etl.key, "etl_service", 0o400)
     vault_metrics, etl_metrics = free_port(), free_port()
     return {
         "STACK_DIR": str(state_dir),
@@ -183,8 +200,11 @@ def start_components(
         # Not ETL_METRICS_PORT: a second ETL started from a sourced stack.env would take it too.
         "STACK_VAULT_METRICS_PORT": str(vault_metrics),
         "STACK_ETL_METRICS_PORT": str(etl_metrics),
-        "VAULT_METRICS_URL": f"http://127.0.0.1:{vault_metrics}/metrics",
-        "ETL_METRICS_URL": f"http://127.0.0.1:{etl_metrics}/metrics",
+        "VAULT_METRICS_URL": f"https://127.0.0.1:{vault_metrics}/metrics",
+        "ETL_METRICS_URL": f"https://127.0.0.1:{etl_metrics}/metrics",
+        "METRICS_TLS_CA": str(metrics.ca),
+        "METRICS_SCRAPER_TLS_CERT": str(metrics.scraper.cert),
+        "METRICS_SCRAPER_TLS_KEY": str(metrics.scraper.key),
         "VAULT_SERVICE_LOG": str(logs / "vault_service.log"),
         "ETL_SERVICE_LOG": str(logs / "etl_service.log"),
     }

@@ -12,6 +12,7 @@ from pathlib import Path
 from etl_service.adapters.sqs import endpoint_for_queue
 from etl_service.domain.validation import MAX_BODY_BYTES
 from tokenvault_common.env import EnvReader
+from tokenvault_common.metrics_endpoint import MetricsTls, read_metrics_tls
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,14 @@ class EtlConfig:
     """Prometheus metrics port; 0 disables (ETL_METRICS_PORT)."""
     metrics_address: str
     """Address the metrics port binds (ETL_METRICS_ADDRESS, default 127.0.0.1)."""
+    metrics_tls: MetricsTls | None
+    """Metrics over TLS, a client certificate required (ETL_METRICS_TLS_CERT, ETL_METRICS_TLS_KEY,
+    ETL_METRICS_TLS_CLIENT_CA: all three or none; the client CA signs only the metrics scraper's
+    certificate, never the gRPC clients'). Unset: plain HTTP."""
+    health_address: str | None
+    """host:port of a plain HTTP endpoint answering GET /healthz with 200 while the process runs,
+    and nothing else: for probes and health checks that hold no scraper certificate
+    (ETL_HEALTH_ADDRESS; unset: none)."""
     log_level: str
     """Logging level (ETL_LOG_LEVEL)."""
 
@@ -129,6 +138,8 @@ class EtlConfig:
             dlq_seal_key=read.text("ETL_DLQ_SEAL_KEY", "tokenvault-dead-letters"),
             metrics_port=read.integer("ETL_METRICS_PORT", 0, 0, 65535),
             metrics_address=read.text("ETL_METRICS_ADDRESS", "127.0.0.1"),
+            metrics_tls=read_metrics_tls(read, "ETL_METRICS", "ETL_TLS_CA"),
+            health_address=read.optional("ETL_HEALTH_ADDRESS"),
             log_level=read.text("ETL_LOG_LEVEL", "INFO"),
         )
         read.check("etl service")

@@ -8,11 +8,11 @@ import signal
 import sys
 import threading
 
-import prometheus_client
 from psycopg_pool import PoolTimeout
 
 from tokenvault_common.env import ConfigError
 from tokenvault_common.logging_setup import configure_logging
+from tokenvault_common.metrics_endpoint import MetricsEndpointError, serve_metrics, tls_context
 from tokenvault_common.runtime import tune_for_throughput
 from vault_service.adapters.client_crl import InvalidRevocationList
 from vault_service.adapters.transit import VaultStartupError
@@ -33,6 +33,11 @@ def main() -> int:
         print(error, file=sys.stderr)
         return 2
     configure_logging("vault_service", config.log_level)
+    try:  # before anything starts: a metrics setting that cannot work stops the service now
+        metrics_context = tls_context(config.metrics_tls) if config.metrics_port and config.metrics_tls else None
+    except MetricsEndpointError as error:
+        print(f"vault_service: {error}", file=sys.stderr)
+        return 2
     try:
         wired = bootstrap(config)
     except (VaultStartupError, VaultError, PoolTimeout, OSError) as error:
@@ -57,7 +62,12 @@ def main() -> int:
     upkeep = wired.audit_upkeep(config.audit_checkpoint_seconds, config.audit_checkpoint_file)
     if config.metrics_port:
         register_vault_metrics(wired.vault.cache, wired.token_store)
-        prometheus_client.start_http_server(config.metrics_port, addr=config.metrics_address)
+        try:
+            serve_metrics(config.metrics_port, config.metrics_address, metrics_context, "TOKENVAULT_METRICS_PORT")
+        except MetricsEndpointError as error:
+            wired.close()
+            print(f"vault_service: {error}", file=sys.stderr)
+            return 2
     health_server = None
     if config.health_address:
         health_server, _ = create_health_server(running.health, config.health_address)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tokenvault_common.env import EnvReader
+from tokenvault_common.metrics_endpoint import MetricsTls, read_metrics_tls
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ class VaultServiceConfig:
     """Prometheus metrics port; 0 disables (TOKENVAULT_METRICS_PORT)."""
     metrics_address: str
     """Address the metrics endpoint binds (TOKENVAULT_METRICS_ADDRESS, default 127.0.0.1)."""
+    metrics_tls: MetricsTls | None
+    """Metrics over TLS, a client certificate required (TOKENVAULT_METRICS_TLS_CERT,
+    TOKENVAULT_METRICS_TLS_KEY, TOKENVAULT_METRICS_TLS_CLIENT_CA: all three or none; the client
+    CA signs only the metrics scraper's certificate, never the gRPC clients'). Unset: plain HTTP,
+    readable by whatever reaches the port - the counters tell whether a value is in the vault."""
     health_address: str | None
     """Plaintext listener serving only grpc.health.v1, for probes that cannot present a client
     certificate, such as Kubernetes' gRPC probes (TOKENVAULT_HEALTH_ADDRESS; unset: none)."""
@@ -88,6 +94,7 @@ class VaultServiceConfig:
             policy_file=read.existing_file("TOKENVAULT_POLICY_FILE") or Path(),
             metrics_port=read.integer("TOKENVAULT_METRICS_PORT", 0, 0, 65535),
             metrics_address=read.text("TOKENVAULT_METRICS_ADDRESS", "127.0.0.1"),
+            metrics_tls=read_metrics_tls(read, "TOKENVAULT_METRICS", "TOKENVAULT_TLS_CLIENT_CA"),
             health_address=read.optional("TOKENVAULT_HEALTH_ADDRESS"),
             workers=read.integer("TOKENVAULT_WORKERS", 16, 1, 256),
             db_pool_size=read.integer("TOKENVAULT_DB_POOL_SIZE", 8, 1, 128),

@@ -11,13 +11,13 @@ import os
 import signal
 import sys
 
-import prometheus_client
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from etl_service.bootstrap import bootstrap
 from etl_service.config import EtlConfig, settings_help
 from etl_service.entrypoints import dead_letters
+from etl_service.entrypoints.health import serve_health
 from etl_service.entrypoints.metrics import MetricsObserver, mark_dependencies_up
 from etl_service.errors import Misconfigured
 from etl_service.service.outcomes import (
@@ -30,6 +30,7 @@ from etl_service.service.outcomes import (
 )
 from tokenvault_common.env import ConfigError
 from tokenvault_common.logging_setup import configure_logging
+from tokenvault_common.metrics_endpoint import MetricsEndpointError, serve_metrics, tls_context
 from tokenvault_common.runtime import tune_for_throughput
 
 log = logging.getLogger("etl_service")
@@ -128,14 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         observers: list[ConsumerObserver] = [MetricsObserver()]
         if show_progress:
             observers.append(ProgressObserver(progress))
-        if config.metrics_port:
-            try:
-                prometheus_client.start_http_server(config.metrics_port, addr=config.metrics_address)
-            except OSError as error:
-                where = f"{config.metrics_address}:{config.metrics_port}"
-                return _cannot_start(
-                    Misconfigured(f"cannot serve metrics on {where} (ETL_METRICS_PORT): {error.strerror}")
-                )
+        try:
+            _serve_metrics_and_health(config)
+        except Misconfigured as error:
+            return _cannot_start(error)
         try:
             wired = bootstrap(config, wait_seconds=1 if args.mode == "drain" else None, observer=FanOut(*observers))
         except Misconfigured as error:
@@ -174,6 +171,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_UNPROCESSED
     return EXIT_OK
+
+
+def _serve_metrics_and_health(config: EtlConfig) -> None:
+    """Metrics (over TLS when configured) and /healthz; Misconfigured when they cannot be served."""
+    if config.metrics_port:
+        try:
+            context = tls_context(config.metrics_tls) if config.metrics_tls else None
+            serve_metrics(config.metrics_port, config.metrics_address, context, "ETL_METRICS_PORT")
+        except MetricsEndpointError as error:
+            raise Misconfigured(str(error)) from None
+    if config.health_address:
+        serve_health(config.health_address)
 
 
 def _cannot_start(error: Misconfigured) -> int:

@@ -21,6 +21,7 @@ from devstack.isolation import SERVICE_USERS
 from devstack.procs import alive
 from devstack.sqs import sqs_client
 from devstack.stack import StackState
+from tests.metrics_scrape import scrape, stack_scrape
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "sample_data.json"
@@ -160,6 +161,51 @@ def test_no_service_can_read_the_ca_key_or_another_identity_s_key(stack_dir: Pat
         for path in paths:
             attempt = read_as(user, path)
             assert attempt.returncode != 0 and "Permission denied" in attempt.stderr, (user, path)
+
+
+OTHER_USER_FETCH = """
+import ssl, sys, urllib.request
+unverified = ssl.create_default_context()
+unverified.check_hostname, unverified.verify_mode = False, ssl.CERT_NONE
+for url in sys.argv[1:]:
+    for attempt in sorted({url, url.replace("https:", "http:")}):
+        try:
+            context = unverified if "https:" in attempt else None
+            body = urllib.request.urlopen(attempt, timeout=5, context=context).read()
+        except Exception as error:
+            print("refused", attempt, type(error).__name__)
+        else:
+            print("READ", attempt, len(body))
+"""
+
+
+def test_metrics_are_read_with_the_scraper_certificate_only(stack_dir: Path) -> None:
+    """The new-token and cache-miss counters tell whether a value is in the vault: no other user reads them."""
+    env = read_env_file(stack_dir / "stack.env")
+    urls = (env["VAULT_METRICS_URL"], env["ETL_METRICS_URL"])
+    python = next(p for p in ("/usr/bin/python3", "/usr/local/bin/python3", sys.executable) if Path(p).exists())
+    as_other = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []  # not root: no certificate at least
+    attempt = subprocess.run([*as_other, python, "-c", OTHER_USER_FETCH, *urls], capture_output=True, text=True)
+    assert attempt.returncode == 0, attempt.stderr
+    assert "READ" not in attempt.stdout and attempt.stdout.count("refused") >= 3, attempt.stdout
+    ca, scraper_key = Path(env["METRICS_TLS_CA"]), Path(env["METRICS_SCRAPER_TLS_KEY"])
+    insiders = [(Path(env[f"{who}_TLS_CERT"]), Path(env[f"{who}_TLS_KEY"])) for who in ("ETL", "ANALYST")]
+    etl_metrics_cert = stack_dir / "certs" / "metrics" / "etl-metrics.pem"  # a server certificate the ETL holds
+    insiders.append((etl_metrics_cert, etl_metrics_cert.with_name("etl-metrics-key.pem")))
+    for cert, key in insiders:
+        assert cert.exists() and key.exists()
+        for url in urls:
+            with pytest.raises(OSError) as refused:
+                scrape(url, ca, cert, key)
+            assert not isinstance(refused.value, FileNotFoundError)
+    if os.geteuid() == 0:  # the scraper's key is the operator's (root's) alone
+        for user in ("nobody", *SERVICE_USERS.values()):
+            denied = read_as(user, scraper_key)
+            assert denied.returncode != 0 and "Permission denied" in denied.stderr, user
+    vault_metrics, etl_metrics = (stack_scrape(env, url) for url in urls)
+    assert "tokenvault_tokenize_new_tokens_total" in vault_metrics
+    assert "tokenvault_token_cache_lookups_total" in vault_metrics
+    assert "etl_rows_loaded_total" in etl_metrics
 
 
 def test_down_stops_every_process_it_started(stack_dir: Path) -> None:

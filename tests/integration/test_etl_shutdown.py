@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from devstack.events import send_events
@@ -15,6 +14,7 @@ from devstack.procs import free_port
 from devstack.sqs import sqs_client
 from tests.conftest import etl_consumer, etl_harness_env
 from tests.integration.test_etl_recovery import assert_each_event_landed_once, events, where_each_event_landed
+from tests.metrics_scrape import stack_scrape
 
 REPO = Path(__file__).resolve().parents[2]
 GRACE_SECONDS = 3
@@ -75,8 +75,7 @@ def test_an_idle_service_exports_its_dependencies_up_from_the_start_and_exits_wi
     for line in process.stderr:
         if '"started"' in line:
             break
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        metrics = response.read().decode()
+    metrics = stack_scrape(stack_env, f"https://127.0.0.1:{port}/metrics")  # the stack's scraper certificate
     for dependency in ("sqs", "vault", "database"):
         assert f'etl_dependency_up{{dependency="{dependency}"}} 1.0' in metrics
     time.sleep(1)  # receivers are inside their 20 s long polls now

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import prometheus_client
 from psycopg_pool import PoolTimeout
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
@@ -28,6 +28,7 @@ from rich.table import Table
 
 from tokenvault_common.env import ConfigError
 from tokenvault_common.logging_setup import configure_logging
+from tokenvault_common.metrics_endpoint import MetricsEndpointError, serve_metrics, tls_context
 from vault_service.adapters.operator_identity import (
     OperatorIdentity,
     OperatorRefused,
@@ -128,12 +129,12 @@ def administration(config: VaultServiceConfig, operator: OperatorIdentity) -> It
         wired.close()
 
 
-def _run(args: argparse.Namespace, rotation: KeyRotation) -> int:
+def _run(args: argparse.Namespace, rotation: KeyRotation, metrics_tls: ssl.SSLContext | None) -> int:
     if args.command == "status":
         _print_status(rotation.status())
         return 0
-    if getattr(args, "metrics_port", 0):
-        prometheus_client.start_http_server(args.metrics_port, addr="127.0.0.1")
+    if getattr(args, "metrics_port", 0):  # over TLS like the service's when TOKENVAULT_METRICS_TLS_* are set
+        serve_metrics(args.metrics_port, "127.0.0.1", metrics_tls, "--metrics-port")
     reason = args.reason
     if args.command == "rewrap":
         console.print(f"rewrapped {rotation.rewrap(reason)} data key(s) under the newest KEK version")
@@ -221,9 +222,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return audit_verify(config, args.exported)
         if args.command == "who-saw":
             return audit_who_saw(config, args.token, args.exported)
+        metrics_tls = tls_context(config.metrics_tls) if config.metrics_tls else None
         operator = authenticate(config, os.environ)
         with administration(config, operator) as rotation:
-            return _run(args, rotation)
+            return _run(args, rotation, metrics_tls)
+    except MetricsEndpointError as error:
+        print(f"vault admin: {args.command}: {error}", file=sys.stderr)
+        return 2
     except OperatorRefused as error:
         print(f"vault admin: {args.command} refused: {error}", file=sys.stderr)
         return 3

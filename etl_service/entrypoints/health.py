@@ -1,0 +1,44 @@
+"""The ETL's health endpoint (ETL_HEALTH_ADDRESS): plain HTTP, `GET /healthz` -> 200 while the process runs.
+
+Why apart from /metrics: the metrics are served only to the scraper's client certificate
+(their counters are a membership oracle), and a health check should need no key at all -
+compose's in-container check and Kubernetes' probes reach this instead. It says "ok" and
+nothing else.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from etl_service.errors import Misconfigured
+
+PATH = "/healthz"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        found = self.path.split("?", 1)[0] == PATH
+        body = b"ok\n" if found else b"not found\n"
+        self.send_response(200 if found else 404)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log (the ETL logs JSON)."""
+
+
+def serve_health(address: str) -> ThreadingHTTPServer:
+    """Serve /healthz on `address` (host:port) in a daemon thread; Misconfigured when it cannot."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise Misconfigured(f"ETL_HEALTH_ADDRESS must be host:port, got {address!r}")
+    try:
+        server = ThreadingHTTPServer((host.strip("[]"), int(port)), _Handler)
+    except OSError as error:
+        raise Misconfigured(f"cannot serve health checks on {address} (ETL_HEALTH_ADDRESS): {error.strerror}") from None
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    return server

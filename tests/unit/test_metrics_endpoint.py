@@ -1,0 +1,124 @@
+"""The metrics endpoint over TLS: the scraper's certificate only, no blocking handshake, settings checked."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack.certs import create_authority, create_metrics_certificates, issue
+from tests.metrics_scrape import scrape
+from tokenvault_common.env import ConfigError, EnvReader
+from tokenvault_common.metrics_endpoint import (
+    HANDSHAKE_SECONDS,
+    MetricsEndpoint,
+    MetricsEndpointError,
+    MetricsTls,
+    read_metrics_tls,
+    serve_metrics,
+    tls_context,
+)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("pki")
+    create_metrics_certificates(directory / "metrics")
+    grpc = create_authority(directory / "grpc")
+    issue(grpc, directory / "grpc", "etl-service")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def endpoint(pki: Path) -> Iterator[MetricsEndpoint]:
+    metrics = pki / "metrics"
+    tls = MetricsTls(metrics / "vault-metrics.pem", metrics / "vault-metrics-key.pem", metrics / "ca.pem", "T")
+    running = serve_metrics(0, "127.0.0.1", tls_context(tls), "T_PORT")
+    yield running
+    running.stop()
+
+
+def url(endpoint: MetricsEndpoint) -> str:
+    return f"https://127.0.0.1:{endpoint.port}/metrics"
+
+
+def as_scraper(pki: Path, endpoint: MetricsEndpoint) -> str:
+    metrics = pki / "metrics"
+    return scrape(
+        url(endpoint), metrics / "ca.pem", metrics / "metrics-scraper.pem", metrics / "metrics-scraper-key.pem"
+    )
+
+
+def test_the_scraper_reads_the_metrics(pki: Path, endpoint: MetricsEndpoint) -> None:
+    assert "python_info" in as_scraper(pki, endpoint)
+
+
+@pytest.mark.parametrize(
+    "presented",
+    [None, "grpc/etl-service", "metrics/etl-metrics"],
+    ids=["no certificate", "a gRPC client's certificate", "a metrics server certificate"],
+)
+def test_anyone_else_is_refused_in_the_handshake(pki: Path, endpoint: MetricsEndpoint, presented: str | None) -> None:
+    cert, key = (pki / f"{presented}.pem", pki / f"{presented}-key.pem") if presented else (None, None)
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)) as refused:
+        scrape(url(endpoint), pki / "metrics" / "ca.pem", cert, key)
+    assert not isinstance(refused.value, FileNotFoundError)
+    with pytest.raises(OSError):  # nor in plain HTTP on the same port
+        scrape(url(endpoint).replace("https:", "http:"))
+
+
+def test_an_idle_connection_does_not_hold_up_the_scraper(pki: Path, endpoint: MetricsEndpoint) -> None:
+    """prometheus_client's own TLS shakes hands in its accepting thread: one silent client stops every scrape."""
+    with socket.create_connection(("127.0.0.1", endpoint.port)):  # connects, never says hello
+        started = time.monotonic()
+        as_scraper(pki, endpoint)
+        assert time.monotonic() - started < HANDSHAKE_SECONDS
+
+
+def settings(pki: Path, *given: str) -> dict[str, str]:
+    metrics = pki / "metrics"
+    every = {
+        "X_METRICS_TLS_CERT": str(metrics / "vault-metrics.pem"),
+        "X_METRICS_TLS_KEY": str(metrics / "vault-metrics-key.pem"),
+        "X_METRICS_TLS_CLIENT_CA": str(metrics / "ca.pem"),
+        "X_GRPC_CA": str(pki / "grpc" / "ca.pem"),
+    }
+    return {name: every[name] for name in (*given, "X_GRPC_CA")}
+
+
+def read(env: dict[str, str]) -> MetricsTls | None:
+    reader = EnvReader(env)
+    tls = read_metrics_tls(reader, "X_METRICS", "X_GRPC_CA")
+    reader.check("test")
+    return tls
+
+
+def test_none_of_the_settings_is_plain_http_all_three_is_tls(pki: Path) -> None:
+    assert read(settings(pki)) is None
+    tls = read(settings(pki, "X_METRICS_TLS_CERT", "X_METRICS_TLS_KEY", "X_METRICS_TLS_CLIENT_CA"))
+    assert tls is not None and tls.client_ca.name == "ca.pem"
+
+
+def test_half_the_settings_is_refused_naming_what_is_missing(pki: Path) -> None:
+    with pytest.raises(ConfigError, match=r"X_METRICS_TLS_KEY, X_METRICS_TLS_CLIENT_CA not set"):
+        read(settings(pki, "X_METRICS_TLS_CERT"))
+
+
+def test_the_grpc_clients_ca_is_refused_as_the_metrics_client_ca(pki: Path) -> None:
+    env = settings(pki, "X_METRICS_TLS_CERT", "X_METRICS_TLS_KEY")
+    env["X_METRICS_TLS_CLIENT_CA"] = env["X_GRPC_CA"]
+    with pytest.raises(ConfigError, match=r"must not be the CA of the gRPC clients \(X_GRPC_CA\)"):
+        read(env)
+
+
+def test_a_key_that_does_not_load_is_refused_naming_the_settings(pki: Path, tmp_path: Path) -> None:
+    garbage = tmp_path / "key.pem"
+    garbage.write_text("not a key")
+    metrics = pki / "metrics"
+    tls = MetricsTls(metrics / "vault-metrics.pem", garbage, metrics / "ca.pem", "X_METRICS")
+    with pytest.raises(MetricsEndpointError, match=r"cannot load X_METRICS_TLS_CERT .* with X_METRICS_TLS_KEY"):
+        tls_context(tls)
