@@ -173,3 +173,35 @@ def test_the_budget_function_only_takes_and_never_more_than_asked(own_database: 
     assert answers[3] == (10, 0)
     with psycopg.connect(own_database["PG_ETL_DSN"]) as conn, pytest.raises(errors.InsufficientPrivilege):
         conn.execute(take, ("new_tokens", 1, 1, 1000.0))
+
+
+def test_single_token_reveals_reach_the_budget_once_per_lease(own_database: dict[str, str]) -> None:
+    # The hot path (single-token Detokenize, issue 18's open p99) must not pay a round trip to
+    # the budget per call: with the shipped policy (analyst burst 2000, leases of 100), 500
+    # reveals call vault.take_call_budget about 5 times. Counted by PostgreSQL itself.
+    calls = 500
+    with psycopg.connect(own_database["PG_ADMIN_DSN"], autocommit=True) as conn:
+        database = conn.info.dbname
+        conn.execute(f"ALTER DATABASE {database} SET track_functions = 'pl'")
+    with running_vault(own_database) as vault:  # the shipped policy (config/vault-policy.toml)
+        with client_channel(own_database, vault.address, "etl-service") as channel:
+            column = vault_pb2.ValueColumn(type=vault_pb2.TOKEN_TYPE_IP, values=["10.18.0.1"])
+            request = vault_pb2.TokenizeRequest(columns=[column])
+            (token,) = vault_pb2_grpc.TokenVaultStub(channel).Tokenize(request, timeout=30).columns[0].tokens
+        with client_channel(own_database, vault.address, "analyst") as channel:
+            stub = vault_pb2_grpc.TokenVaultStub(channel)
+            for _ in range(calls):
+                stub.Detokenize(vault_pb2.DetokenizeRequest(tokens=[token], purpose="CASE-18"), timeout=10)
+    # Backends report their counts when they end (the vault's pool closed above).
+    deadline, taken = time.monotonic() + 15, 0
+    while time.monotonic() < deadline:
+        with psycopg.connect(own_database["PG_ADMIN_DSN"], autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions WHERE funcname = 'take_call_budget'"
+            ).fetchone()
+        taken = int(row[0]) if row else 0
+        if taken >= calls // lease_size(BURST):
+            break
+        time.sleep(0.3)
+    # One lease per 100 reveals, plus the Tokenize call's two (values and new tokens).
+    assert calls // lease_size(BURST) <= taken <= calls // lease_size(BURST) + 3, f"{taken} budget calls"
