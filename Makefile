@@ -41,8 +41,8 @@ run: $(STAMP)  ## the main job: stack up, 1000 sample events through the ETL, su
 run-sample: $(STAMP)  ## the same with the exercise's 100 events (examples/sample_data.json)
 	$(PY) -m devstack.demo --file examples/sample_data.json
 
-psql: $(STAMP)  ## open psql on the stack as the read-only analyst role
-	@set -a; . "$${TOKENVAULT_STACK_DIR:-.stack}/stack.env"; set +a; psql "$$PG_ANALYST_DSN"
+psql: $(STAMP)  ## open psql on the stack as the read-only analyst role (through the cluster's private socket)
+	@$(PY) -m devstack.psql analyst
 
 admin: $(STAMP)  ## security-team commands on the running stack: ARGS="status" | "reencrypt --reason CHG-1" ...
 	$(PY) -m devstack admin $(ARGS)

