@@ -26,11 +26,13 @@ import grpc
 import psycopg
 import pytest
 from psycopg import errors
+from psycopg_pool import ConnectionPool
 
 from tests.conftest import RunningVault, client_channel, running_vault
 from tests.integration.audit_attacks import own_database
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
-from vault_service.domain.rate_limit import lease_size
+from vault_service.adapters.postgres.tokens import PostgresTokenStore
+from vault_service.domain.rate_limit import RateLimit, lease_size
 
 __all__ = ["own_database"]  # fixture used here, defined beside the audit tests
 
@@ -205,3 +207,15 @@ def test_single_token_reveals_reach_the_budget_once_per_lease(own_database: dict
         time.sleep(0.3)
     # One lease per 100 reveals, plus the Tokenize call's two (values and new tokens).
     assert calls // lease_size(BURST) <= taken <= calls // lease_size(BURST) + 3, f"{taken} budget calls"
+
+
+def test_a_burst_beyond_the_databases_integers_is_still_metered_in_the_database(
+    own_database: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A policy may mean "unlimited" with a huge burst (the benchmark's is 1e9); sent as a bigint
+    # it would match no function and the store would fall back to per-process buckets.
+    with ConnectionPool(own_database["PG_VAULT_DSN"], min_size=1, max_size=1) as pool:
+        store = PostgresTokenStore(pool)
+        huge = RateLimit(per_second=1e12, burst=10**12)
+        assert store.take_budget("bench", "detokenize", 1, lease_size(huge.burst), huge) == (2**31 - 1, 0.0)
+    assert "missing" not in caplog.text

@@ -59,6 +59,10 @@ _INSERT = (
 
 log = logging.getLogger(__name__)
 
+_LARGEST_BURST = 2**31 - 1
+"""vault.take_call_budget counts in integer: a larger burst (a policy meaning "unlimited") is
+sent as this, not as a bigint that would match no function."""
+
 _ROW_COLUMNS = "token, token_type, dek_id, sealed"
 
 IN_FLIGHT_WAIT_SECONDS = 30.0
@@ -277,11 +281,13 @@ class PostgresTokenStore:
         the migration of its release ran): the limits then hold per process, as before 0019, and
         the first such call logs an error saying so.
         """
+        burst = min(limit.burst, _LARGEST_BURST)
+        want = min(want, burst)
         with self._pool.connection() as conn:
             try:
                 row = conn.execute(
                     "SELECT granted, wait_seconds FROM vault.take_call_budget(%s, %s, %s, %s, %s, %s)",
-                    (client, kind, need, want, limit.per_second, limit.burst),
+                    (client, kind, need, want, limit.per_second, burst),
                 ).fetchone()
             except psycopg.errors.UndefinedFunction:
                 conn.rollback()
