@@ -3,8 +3,9 @@
 Threat-model row 8 and the ETL insider section promise per-client limits: an analyst's reveals
 and the ETL's new tokens (a dictionary sweep) are metered. The Kubernetes manifests run 2 to 12
 replicas behind one Service, and a replica that starts (a deploy, a scale-up, a crash) must not
-start with a full bucket of its own: each test here spends one certificate's burst against two
-replicas, then against a restarted one, and counts what got through.
+start with a full bucket of its own: the first two tests spend one certificate's burst against
+two replicas, then against a restarted one, and count what got through; the others check the
+database function (it only takes) and that the single-token hot path reaches it once per lease.
 
 The budgets are kept in the database (vault.call_budget); each process takes leases of
 `lease_size(burst)` items from it and spends them in memory, so what gets through in t seconds is
