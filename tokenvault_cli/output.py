@@ -1,4 +1,11 @@
-"""Printing results as a table (for people), CSV or JSON (for programs)."""
+"""Printing results as a table (for people), CSV or JSON (for programs).
+
+What is printed comes from the database and the vault, i.e. from whoever produced the events:
+it is data, never instructions. Tables show it as text (no Rich markup; control characters
+made visible, so a value cannot move the cursor or hide the rows after it); CSV cells a
+spreadsheet would run as a formula get a leading `'` (OWASP's advice on CSV injection); JSON
+is exact.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +14,12 @@ import enum
 import json
 import sys
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import TextIO
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tokenvault_client import ItemError, Revealed
 
@@ -33,6 +42,37 @@ def _text(value: object) -> str:
     return "" if value is None else str(value)
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet takes a cell to be a formula for (OWASP CSV injection)."""
+
+FORMAT_HELP = (
+    "Output format. table: for people; values are shown as text, control characters escaped."
+    " csv: a cell that starts with = + - @, a tab or a carriage return gets a leading ' so a"
+    " spreadsheet shows it instead of running it as a formula (numbers stay as they are)."
+    " json: every value exactly as stored."
+)
+
+
+def _csv_cell(value: object) -> str:
+    """The CSV text of a cell; strings a spreadsheet would run as a formula start with `'`."""
+    text = _text(value)
+    if isinstance(value, int | float | Decimal) or not text.startswith(FORMULA_STARTS):
+        return text  # a number (e.g. -3) is no formula; strings, revealed values included, are checked
+    return "'" + text
+
+
+def _visible(text: str) -> str:
+    """`text` with every non-printable character (escape, bell, newline, bidi overrides) escaped, as in repr."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _cell(value: object) -> Text:
+    """A table cell: literal text (Rich markup in it is not interpreted)."""
+    return Text(_visible(_text(value)))
+
+
 def _jsonable(value: object) -> Cell:
     if isinstance(value, Revealed):
         return value.value
@@ -50,15 +90,16 @@ def write_rows(
     out = out or sys.stdout
     if fmt is Format.CSV:
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows([[_text(v) for v in row] for row in rows])
+        quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)  # csv quotes \r only then
+        for cells in ([_csv_cell(name) for name in columns], *([_csv_cell(v) for v in row] for row in rows)):
+            (quoted if any("\r" in cell for cell in cells) else writer).writerow(cells)
     elif fmt is Format.JSON:
         json.dump([dict(zip(columns, map(_jsonable, row), strict=True)) for row in rows], out, indent=2)
         out.write("\n")
     else:
-        table = Table(*columns, show_edge=False, header_style="bold")
-        for column in table.columns:
-            column.overflow = "fold"
+        table = Table(show_edge=False, header_style="bold")
+        for name in columns:
+            table.add_column(_cell(name), overflow="fold")
         for row in rows:
-            table.add_row(*(_text(v) for v in row))
+            table.add_row(*(_cell(v) for v in row))
         Console(file=out, soft_wrap=False).print(table)

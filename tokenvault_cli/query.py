@@ -1,4 +1,4 @@
-"""`reveal --query`: run an analyst's SQL read-only, find its token columns, reveal them."""
+"""`reveal --query`: run an analyst's SQL read-only, pick the token columns to reveal, reveal them."""
 
 from __future__ import annotations
 
@@ -42,14 +42,63 @@ def run_query(dsn: str, sql: str, max_rows: int) -> QueryResult:
     return QueryResult(columns, rows)
 
 
-def token_columns(result: QueryResult) -> list[int]:
-    """Positions of the columns whose every non-null value is a token (and that hold at least one)."""
-    found = []
-    for index in range(len(result.columns)):
-        values = [row[index] for row in result.rows if row[index] is not None]
-        if values and all(isinstance(v, str) and type_of_token(v) for v in values):
-            found.append(index)
+PRODUCT_TOKEN_COLUMNS = ("masked_ip", "masked_device_id")
+"""The columns of user_logins the ETL fills with tokens: the ones `reveal --query` reveals by default."""
+
+
+def _count_tokens(result: QueryResult, index: int) -> tuple[int, int]:
+    """(tokens, other non-null values) in column `index`."""
+    tokens = others = 0
+    for row in result.rows:
+        value = row[index]
+        if value is None:
+            continue
+        if isinstance(value, str) and type_of_token(value):
+            tokens += 1
+        else:
+            others += 1
+    return tokens, others
+
+
+def token_columns(result: QueryResult, named: Sequence[str] | None = None) -> list[int]:
+    """Positions of the columns to reveal: those `named`, else the product's token columns.
+
+    By default only a column called masked_ip or masked_device_id whose every non-null value is
+    a token: a token someone put in any other column (the ETL can insert rows) is not sent to
+    the vault under the analyst's name unless the analyst names that column. A named column
+    that is not in the result, or holds a value that is not a token, is a QueryError.
+    """
+    if named is None:
+        return [
+            index
+            for index, name in enumerate(result.columns)
+            if name in PRODUCT_TOKEN_COLUMNS and _count_tokens(result, index)[1] == 0
+        ]  # one with a value that is no token is printed as it is (reveal_query says so)
+    missing = [name for name in named if name not in result.columns]
+    if missing:
+        raise QueryError(
+            f"--columns names {', '.join(missing)}, which the query does not return;"
+            f" it returns: {', '.join(result.columns)}"
+        )
+    found = [index for index, name in enumerate(result.columns) if name in named]
+    for index in found:
+        others = _count_tokens(result, index)[1]
+        if others:
+            raise QueryError(
+                f"column {result.columns[index]} holds {others} value(s) that are not tokens: leave it out of"
+                " --columns (nothing was sent to the vault)"
+            )
     return found
+
+
+def other_token_columns(result: QueryResult, revealed: Sequence[int]) -> list[str]:
+    """Names of the columns not revealed that nevertheless hold only tokens (and at least one)."""
+    others = []
+    for index, name in enumerate(result.columns):
+        tokens, non_tokens = _count_tokens(result, index)
+        if index not in revealed and tokens and not non_tokens:
+            others.append(name)
+    return others
 
 
 def distinct_tokens(result: QueryResult, columns: Sequence[int]) -> list[str]:

@@ -8,11 +8,20 @@ from collections.abc import Sequence
 from typing import NoReturn, cast
 
 import click
+from rich.markup import escape
 
 from tokenvault_cli.context import Context, Failure, SettingsFailure, vault_errors
-from tokenvault_cli.output import Format, write_rows
+from tokenvault_cli.output import FORMAT_HELP, Format, write_rows
 from tokenvault_cli.progress import stderr, tracked
-from tokenvault_cli.query import QueryError, revealed_result, run_query, token_columns
+from tokenvault_cli.query import (
+    PRODUCT_TOKEN_COLUMNS,
+    QueryError,
+    distinct_tokens,
+    other_token_columns,
+    revealed_result,
+    run_query,
+    token_columns,
+)
 from tokenvault_cli.settings import SettingsError
 from tokenvault_client import ChunkLimits, EraseOutcome, ItemError, RateLimited, Revealed, TokenType
 
@@ -24,7 +33,7 @@ FORMAT_OPTION = click.option(
     type=click.Choice([f.value for f in Format]),
     default=Format.TABLE.value,
     show_default=True,
-    help="Output format.",
+    help=FORMAT_HELP,
 )
 
 
@@ -54,12 +63,34 @@ def _summarize_errors(outcomes: Sequence[object], what: str) -> int:
     return sum(codes.values())
 
 
+def _column_names(text: str | None) -> list[str] | None:
+    """--columns a,b as names; None when not given."""
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise click.BadParameter("name at least one column, e.g. --columns masked_ip", param_hint="--columns")
+    return names
+
+
 @click.command()
 @click.argument("tokens", nargs=-1)
 @click.option("--purpose", "-p", required=True, help=PURPOSE_HELP)
-@click.option("--query", "-q", help="SQL run as the analysts' read-only database role; its token columns are revealed.")
+@click.option(
+    "--query",
+    "-q",
+    help="SQL run as the analysts' read-only database role; its columns"
+    f" {' and '.join(PRODUCT_TOKEN_COLUMNS)} are revealed, or those named with --columns.",
+)
+@click.option(
+    "--columns",
+    "columns_text",
+    metavar="NAME,...",
+    help="With --query: reveal these result columns (and only these) instead of masked_ip and"
+    " masked_device_id; each must hold only tokens. A token in any other column is never sent to the vault.",
+)
 @FORMAT_OPTION
-@click.option("--with-tokens", is_flag=True, help="With --query: keep each token column beside its values.")
+@click.option("--with-tokens", is_flag=True, help="With --query: keep each revealed column's tokens beside its values.")
 @click.option("--batch-size", type=click.IntRange(1, 10_000), default=1000, show_default=True, help="Tokens per call.")
 @click.option("--max-rows", type=click.IntRange(1), default=1_000_000, show_default=True, help="Refuse larger results.")
 @click.pass_obj
@@ -69,15 +100,19 @@ def reveal(
     tokens: tuple[str, ...],
     purpose: str,
     query: str | None,
+    columns_text: str | None,
     fmt: str,
     with_tokens: bool,
     batch_size: int,
     max_rows: int,
 ) -> None:
-    """Reveal the values behind TOKENS (`-` reads them from stdin), or behind every token a --query returns.
+    """Reveal the values behind TOKENS (`-` reads them from stdin), or the token columns of a --query.
 
     Values are shown as your policy allows (plain or masked); every call is audited with the
-    purpose. Rate limits are waited out (a progress bar shows it on long runs).
+    purpose. Rate limits are waited out (a progress bar shows it on long runs). With --query,
+    only the columns masked_ip and masked_device_id are revealed (or those named with
+    --columns): tokens found elsewhere are printed as they are, so nobody who can write rows
+    makes you reveal what you did not ask for.
 
     \b
     tokenvault --stack .stack --as analyst reveal ip_7qwKnwTSu2ecvWSU-DjgMw --purpose CASE-123
@@ -85,9 +120,12 @@ def reveal(
     """  # noqa: D301 - \b keeps click from rewrapping the examples
     if bool(tokens) == bool(query):
         raise click.UsageError("give either TOKENS or --query")
+    named = _column_names(columns_text)
     if query:
-        _reveal_query(ctx, query, purpose, Format(fmt), with_tokens, batch_size, max_rows)
+        _reveal_query(ctx, query, named, purpose, Format(fmt), with_tokens, batch_size, max_rows)
         return
+    if named is not None:
+        raise click.UsageError("--columns goes with --query")
     wanted = _from_stdin(tokens)
     if _nothing_given(wanted, "tokens"):
         return
@@ -106,17 +144,30 @@ def reveal(
 
 
 def _reveal_query(
-    ctx: Context, query: str, purpose: str, fmt: Format, with_tokens: bool, batch_size: int, max_rows: int
+    ctx: Context,
+    query: str,
+    named: list[str] | None,
+    purpose: str,
+    fmt: Format,
+    with_tokens: bool,
+    batch_size: int,
+    max_rows: int,
 ) -> None:
     try:
         result = run_query(ctx.settings.dsn(), query, max_rows)
+        columns = token_columns(result, named)
     except QueryError as error:
         raise Failure(str(error)) from None
     except SettingsError as error:
         raise SettingsFailure(str(error)) from None
-    columns = token_columns(result)
-    if not columns:
-        stderr.print("no token column in the result: nothing to reveal (nothing was sent to the vault)")
+    skipped = other_token_columns(result, columns)
+    if skipped:
+        stderr.print(
+            f"column(s) {escape(', '.join(skipped))} hold tokens but were not revealed (by default only"
+            f" {', '.join(PRODUCT_TOKEN_COLUMNS)} are): name the columns you mean with --columns"
+        )
+    if not distinct_tokens(result, columns):
+        stderr.print("no token in the columns to reveal: nothing to reveal (nothing was sent to the vault)")
         write_rows(result.columns, result.rows, fmt)
         return
     outcomes: list[object] = []
@@ -134,7 +185,7 @@ def _reveal_query(
 
     revealed = revealed_result(result, columns, reveal_all, with_tokens)  # type: ignore[arg-type]
     write_rows(revealed.columns, revealed.rows, fmt)
-    names = ", ".join(result.columns[i] for i in columns)
+    names = escape(", ".join(result.columns[i] for i in columns))
     stderr.print(f"{len(result.rows)} row(s); revealed {len(outcomes)} distinct token(s) in column(s) {names}")
     if _summarize_errors(outcomes, "tokens revealed nothing"):
         raise SystemExit(1)  # as plain `reveal`: a script can tell that something was not revealed
@@ -190,23 +241,47 @@ def _erase_stopped_partway(wanted: list[str], done: list[EraseOutcome], stopped:
     raise SystemExit(1)
 
 
+def _stdin_only(arguments: Sequence[str], token_type: str) -> None:
+    """Refuse values given as arguments (without repeating them): every local user can read those."""
+    if list(arguments) == ["-"]:
+        return
+    how = (
+        "give the values on standard input, one a line, with `-`:\n"
+        f"  printf '%s\\n' VALUE ... | tokenvault tokenize --type {token_type} -\n"
+        f"  tokenvault tokenize --type {token_type} - < values.txt"
+    )
+    given = sum(1 for argument in arguments if argument != "-")
+    if not given:
+        raise click.UsageError(how[0].upper() + how[1:])
+    raise click.UsageError(
+        f"{given} value(s) given on the command line: refused, every local user could read them there"
+        " (ps, /proc/PID/cmdline) and your shell keeps them in its history; nothing was sent to the vault."
+        f" Instead {how}"
+    )
+
+
 @click.command()
-@click.argument("values", nargs=-1, required=True)
+@click.argument("stdin", nargs=-1, metavar="-")
 @click.option(
     "--type", "-t", "token_type", type=click.Choice([t.value for t in TokenType]), required=True, help="Kind of value."
 )
 @FORMAT_OPTION
 @click.pass_obj
 @vault_errors
-def tokenize(ctx: Context, values: tuple[str, ...], token_type: str, fmt: str) -> None:
-    """Print the token of each of VALUES (`-` reads them from stdin, which keeps them out of shell history).
+def tokenize(ctx: Context, stdin: tuple[str, ...], token_type: str, fmt: str) -> None:
+    """Print the token of each value on standard input (`-`: one value a line).
 
-    Needs the tokenize permission (the ETL's identity). Equal values get equal tokens.
+    Values are personal data: they are read from standard input only, never from the command
+    line, where every local user could read them (ps, /proc/PID/cmdline). `printf` and `echo` are
+    shell builtins, so piping from them puts the value in no process's command line. Needs the
+    tokenize permission (the ETL's identity). Equal values get equal tokens.
 
     \b
-    echo 203.0.113.7 | tokenvault --stack .stack --as etl-service tokenize --type ip -
+    printf '%s\\n' 203.0.113.7 | tokenvault --stack .stack --as etl-service tokenize --type ip -
+    tokenvault --stack .stack --as etl-service tokenize --type device_id - < device-ids.txt
     """  # noqa: D301 - \b keeps click from rewrapping the example
-    wanted = _from_stdin(values)
+    _stdin_only(stdin, token_type)
+    wanted = _from_stdin(stdin)
     if _nothing_given(wanted, "values"):
         return
     kind = TokenType(token_type)

@@ -3,7 +3,11 @@
 - `list`: every dead letter with its reason, detail, event id and sent time (no body: sealed).
 - `show MESSAGE_ID`: open one sealed body with the operator's Vault token (VAULT_TOKEN or
   --token-file); OpenBao's audit device records the decrypt. The body holds PII: it is printed
-  to stdout only, never logged.
+  to stdout only, never logged. Bodies are opened only with the dead-letter key
+  (ETL_DLQ_SEAL_KEY, default tokenvault-dead-letters), never with the key an envelope names:
+  anyone who may send to the DLQ writes envelopes, and one naming another key (the vault's KEK,
+  say) would have an operator's broader token decrypt what that key protects. Such an envelope
+  is refused and reported as tampered (`list` marks it TAMPERED).
 - `resend MESSAGE_ID [--body-file FILE]`: send the fixed body (or, without a file, the original
   one, e.g. after a bug was fixed) back to the source queue under the same event id and sent
   time, and delete the dead letter. A fixed body that still fails validation is refused.
@@ -11,7 +15,7 @@
   drain does this by itself before it ends.
 
 Settings: ETL_QUEUE_URL (ETL_DLQ_URL, ETL_SQS_ENDPOINT_URL, AWS_* as for the service), and for
-show/resend ETL_DLQ_SEAL_VAULT_ADDR or VAULT_ADDR.
+show/resend ETL_DLQ_SEAL_VAULT_ADDR or VAULT_ADDR, and ETL_DLQ_SEAL_KEY as the ETL has it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 
 from etl_service.adapters.dead_letter_queue import DeadLetter, DeadLetterError, DeadLetterQueue
 from etl_service.adapters.sqs import endpoint_for_queue, make_sqs_client
-from etl_service.adapters.transit_sealer import open_sealed
+from etl_service.adapters.transit_sealer import DEAD_LETTER_KEY, open_sealed
 from etl_service.domain.validation import Rejection, parse_login_event
 from etl_service.errors import EtlError
 
@@ -71,23 +75,41 @@ def main(argv: list[str]) -> int:
         return 1
 
 
+def _dead_letter_key() -> str:
+    """The Transit key the ETL seals with (ETL_DLQ_SEAL_KEY): the only key bodies are opened with."""
+    return os.environ.get("ETL_DLQ_SEAL_KEY") or DEAD_LETTER_KEY
+
+
+def _tampered(dead: DeadLetter, key: str) -> bool:
+    """A sealed envelope naming a key other than the dead-letter key: the ETL did not write it."""
+    return dead.reason is not None and dead.sealed_body is not None and dead.key != key
+
+
 def _run(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
     letters = dlq.list()
+    key = _dead_letter_key()
     if args.command == "list":
-        print(f"{'message id':36}  {'reason':22}  {'event id':24}  {'sent (UTC)':25}  body    detail")
+        print(f"{'message id':36}  {'reason':22}  {'event id':24}  {'sent (UTC)':25}  body      detail")
         for d in letters:
-            kept = "sealed" if d.sealed_body else "-" if d.reason else "CLEAR"
+            kept = "TAMPERED" if _tampered(d, key) else "sealed" if d.sealed_body else "-" if d.reason else "CLEAR"
             reason = d.reason or "(none: redrive)"
-            print(f"{d.message_id:36}  {reason:22}  {d.event_id[:24]:24}  {d.sent_at:25}  {kept:6}  {d.detail}")
+            print(f"{d.message_id:36}  {reason:22}  {d.event_id[:24]:24}  {d.sent_at:25}  {kept:8}  {d.detail}")
         print(f"{len(letters)} dead letter(s)")
+        tampered = [d.message_id for d in letters if _tampered(d, key)]
+        if tampered:
+            print(
+                f"{len(tampered)} tampered dead letter(s): their envelope names a Transit key other than {key!r},"
+                f" so the ETL did not write them; show/resend refuse them: {', '.join(tampered)}",
+                file=sys.stderr,
+            )
         return 0
     dead = next((d for d in letters if d.message_id == args.message_id), None)
     if dead is None:
         raise DeadLetterError(f"no dead letter {args.message_id} in the DLQ")
     if args.command == "show":
-        print(_open(dead, args.token_file))
+        print(_open(dead, args.token_file, key))
         return 0
-    body = args.body_file.read_text() if args.body_file else _open(dead, args.token_file)
+    body = args.body_file.read_text() if args.body_file else _open(dead, args.token_file, key)
     try:
         parse_login_event(body)
     except Rejection as rejection:
@@ -98,13 +120,21 @@ def _run(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
     return 0
 
 
-def _open(dead: DeadLetter, token_file: Path | None) -> str:
+def _open(dead: DeadLetter, token_file: Path | None, key: str) -> str:
+    """The original body; sealed ones are decrypted with `key`, the dead-letter key, and no other."""
     if dead.reason is None:
         return dead.raw_body  # moved by SQS's redrive as it was: never sealed
     if not dead.sealed_body or not dead.key:
         raise DeadLetterError(f"the body of {dead.message_id} was not kept ({dead.note})")
+    if _tampered(dead, key):
+        raise DeadLetterError(
+            f"dead letter {dead.message_id} names Transit key {dead.key!r}, not the dead-letter key {key!r}"
+            " (ETL_DLQ_SEAL_KEY): the ETL did not write it, someone who may send to the DLQ did - treat it as"
+            " tampering (keep it as evidence; find the sender in the queue's access logs). Not opened: nothing"
+            " was sent to OpenBao"
+        )
     address = os.environ.get("ETL_DLQ_SEAL_VAULT_ADDR") or os.environ.get("VAULT_ADDR")
     token = token_file.read_text().strip() if token_file else os.environ.get("VAULT_TOKEN", "")
     if not address or not token:
         raise DeadLetterError("opening a body needs VAULT_ADDR and the operator's token (VAULT_TOKEN or --token-file)")
-    return open_sealed(address, token, dead.key, dead.sealed_body)
+    return open_sealed(address, token, key, dead.sealed_body)

@@ -121,12 +121,12 @@ def test_refusals_name_the_permission_and_the_certificate(cli_stack: CliStack) -
     (token,) = tokenize(cli_stack, "ip", fresh_ip())
     cases = [
         ("analyst", ["erase", token, "--purpose", "X-1", "--yes"], "may not erase"),
-        ("analyst", ["tokenize", "--type", "ip", "192.0.2.1"], "may not tokenize"),
+        ("analyst", ["tokenize", "--type", "ip", "-"], "may not tokenize"),
         ("etl-service", ["reveal", token, "--purpose", "X-1"], "may not detokenize"),
         ("privacy-officer", ["reveal", token, "--purpose", "X-1"], "may not detokenize"),
     ]
     for role, args, says in cases:
-        done = cli_stack.as_(role, *args)
+        done = cli_stack.as_(role, *args, stdin="192.0.2.1\n")  # the value to tokenize
         assert done.returncode == 1, (role, args, done.stdout)
         assert "PERMISSION_DENIED" in done.stderr and says in done.stderr, done.stderr
         assert f"{role}.pem" in done.stderr  # which certificate was presented

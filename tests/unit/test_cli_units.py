@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import grpc
@@ -11,7 +13,7 @@ import pytest
 
 from devstack.envfile import write_env_file
 from tokenvault_cli.output import Format, write_rows
-from tokenvault_cli.query import QueryResult, revealed_result, token_columns
+from tokenvault_cli.query import QueryError, QueryResult, other_token_columns, revealed_result, token_columns
 from tokenvault_cli.settings import SettingsError, load_profile, resolve
 from tokenvault_client import ItemError, Reveal, Revealed, TokenType
 
@@ -71,12 +73,43 @@ def test_profiles_resolve_paths_beside_the_file_and_refuse_unknown_keys(tmp_path
         load_profile(profiles, "home")
 
 
-def test_token_columns_are_those_holding_only_tokens() -> None:
+def test_by_default_only_the_product_s_token_columns_holding_only_tokens_are_revealed() -> None:
     result = QueryResult(
-        ["user", "ip", "device", "mixed", "empty"],
-        [("u1", IP_TOKEN, DEV_TOKEN, IP_TOKEN, None), ("u2", None, DEV_TOKEN, "not a token", None)],
+        ["user_id", "masked_ip", "masked_device_id", "mixed", "empty", "masked_ip"],
+        [
+            ("u1", IP_TOKEN, DEV_TOKEN, IP_TOKEN, None, IP_TOKEN),
+            (IP_TOKEN, None, DEV_TOKEN, "not a token", None, "not a token"),
+        ],
     )
-    assert token_columns(result) == [1, 2]
+    assert token_columns(result) == [1, 2]  # not user_id though it holds a token, nor the mixed masked_ip
+    assert other_token_columns(result, [1, 2]) == []  # user_id and mixed also hold other values
+    planted = QueryResult(["user_id", "device_type"], [(IP_TOKEN, "ios"), (DEV_TOKEN, "android")])
+    assert token_columns(planted) == [] and other_token_columns(planted, []) == ["user_id"]
+
+
+def test_named_columns_are_revealed_instead_and_must_be_there_holding_only_tokens() -> None:
+    result = QueryResult(["user_id", "masked_ip", "note"], [(IP_TOKEN, IP_TOKEN, "x"), (None, DEV_TOKEN, None)])
+    assert token_columns(result, ["user_id"]) == [0]
+    assert token_columns(result, ["user_id", "masked_ip"]) == [0, 1]
+    with pytest.raises(QueryError, match="names masked_ipp, which the query does not return; it returns: user_id"):
+        token_columns(result, ["masked_ipp"])
+    with pytest.raises(QueryError, match="column note holds 1 value"):
+        token_columns(result, ["note"])
+
+
+def test_csv_cells_a_spreadsheet_would_run_get_a_quote_and_tables_show_markup_as_text() -> None:
+    cells = ["=1+1", "+1", "-1", "@A1", "\tx", "\rx", "x=1", "", None]
+    rows = [(c, -3, Decimal("-1.5"), 2.5) for c in cells]
+    as_csv, as_table = io.StringIO(), io.StringIO()
+    write_rows(["=c", "n", "d", "f"], rows, Format.CSV, as_csv)
+    read = list(csv.reader(io.StringIO(as_csv.getvalue(), newline="")))
+    assert read[0] == ["'=c", "n", "d", "f"]
+    assert [r[0] for r in read[1:]] == ["'=1+1", "'+1", "'-1", "'@A1", "'\tx", "'\rx", "x=1", "", ""]
+    assert {tuple(r[1:]) for r in read[1:]} == {("-3", "-1.5", "2.5")}  # numbers are no formulas
+    write_rows(["[b]h"], [("[/]",), ("[red]x[/red]",), ("a\x1b[2Jb\u202e",)], Format.TABLE, as_table)
+    shown = as_table.getvalue()
+    assert "[b]h" in shown and "[/]" in shown and "[red]x[/red]" in shown
+    assert "\x1b" not in shown and "a\\x1b[2Jb\\u202e" in shown
 
 
 def test_each_distinct_token_is_revealed_once_and_put_back_in_every_row() -> None:

@@ -1,0 +1,93 @@
+"""`dead-letters show/resend` open bodies only with the dead-letter key, whatever a message names.
+
+Anyone who may send to the DLQ writes the envelope, key name included. A planted envelope naming
+the vault's KEK, opened with an operator's broad token (the compose instructions export the root
+token), would print what the KEK decrypts: the wrapped data keys. Real SQS (ministack) and OpenBao
+with its file audit device, on the embedded stack.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import hvac
+
+from devstack.sqs import sqs_client
+from etl_service.service.sealing import dead_letter_body
+from tests.cli.conftest import REPO, CliStack
+
+
+def dead_letters(stack: CliStack, *args: str, token: str) -> subprocess.CompletedProcess[str]:
+    """`python -m etl_service dead-letters ARGS` with the stack's settings, as the README has it."""
+    env = {**os.environ, **stack.env, "ETL_QUEUE_URL": stack.env["SQS_QUEUE_URL"], "VAULT_TOKEN": token}
+    env.pop("ETL_DLQ_URL", None)
+    env.pop("ETL_DLQ_SEAL_KEY", None)
+    return subprocess.run(
+        [sys.executable, "-m", "etl_service", "dead-letters", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def decrypts_with(audit_log: Path, key: str) -> int:
+    """Requests to transit/decrypt/KEY in OpenBao's audit log so far."""
+    count = 0
+    for line in audit_log.read_text().splitlines():
+        entry: dict[str, Any] = json.loads(line)
+        if entry.get("type") == "request" and entry.get("request", {}).get("path") == f"transit/decrypt/{key}":
+            count += 1
+    return count
+
+
+def plant_envelope(stack: CliStack, key: str, ciphertext: str) -> str:
+    """Send a dead letter (with a reason, as the ETL writes them) naming `key`; its message id."""
+    sent = sqs_client(stack.env["SQS_ENDPOINT_URL"]).send_message(
+        QueueUrl=stack.env["SQS_DLQ_URL"],
+        MessageBody=dead_letter_body(ciphertext, None, key),
+        MessageAttributes={
+            "reason": {"DataType": "String", "StringValue": "missing_field"},
+            "reason_detail": {"DataType": "String", "StringValue": "app_version"},
+            "event_id": {"DataType": "String", "StringValue": f"planted-{uuid.uuid4().hex[:8]}"},
+        },
+    )
+    return str(sent["MessageId"])
+
+
+def test_an_envelope_naming_another_key_is_refused_unopened_and_reported(cli_stack: CliStack) -> None:
+    env = cli_stack.env
+    root = Path(env["VAULT_ROOT_TOKEN_FILE"]).read_text().strip()
+    secret = f"wrapped-data-key-{uuid.uuid4().hex}"
+    kek = env["VAULT_KEK_NAME"]
+    ciphertext = hvac.Client(url=env["VAULT_ADDR"], token=root).secrets.transit.encrypt_data(
+        name=kek, plaintext=base64.b64encode(secret.encode()).decode()
+    )["data"]["ciphertext"]
+    message_id = plant_envelope(cli_stack, kek, ciphertext)
+    audit_log = Path(env["VAULT_AUDIT_LOG"])
+    before = decrypts_with(audit_log, kek)
+
+    operator = Path(env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
+    for token in (root, operator):  # a token that could decrypt with the KEK, and the operator's own
+        for args in (["show", message_id], ["resend", message_id]):
+            done = dead_letters(cli_stack, *args, token=token)
+            assert done.returncode == 1, (args, done.stdout)
+            assert secret not in done.stdout + done.stderr
+            assert f"names Transit key {kek!r}" in done.stderr and "tokenvault-dead-letters" in done.stderr
+            assert "tamper" in done.stderr and "refused to decrypt" not in done.stderr  # ours, not OpenBao's 403
+    assert decrypts_with(audit_log, kek) == before  # no decrypt was attempted with the KEK
+
+    listing = dead_letters(cli_stack, "list", token="")
+    assert listing.returncode == 0, listing.stderr
+    line = next(x for x in listing.stdout.splitlines() if x.startswith(message_id))
+    assert "TAMPERED" in line
+    assert "tampered" in listing.stderr and message_id in listing.stderr
