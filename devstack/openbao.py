@@ -30,12 +30,16 @@ SERVICE_ROLE = "tokenvault-service"
 SECRET_ID_USES = 100
 """Logins one AppRole secret id allows: the service logs in at start and once per
 token_max_ttl (24 h); 30 days of a stack (the certificates' validity) need ~30 plus restarts."""
+LOOPBACK_ONLY = {
+    "secret_id_bound_cidrs": ["127.0.0.1/32"],  # a login from elsewhere is refused
+    "token_bound_cidrs": ["127.0.0.1/32"],  # and so is a stolen token used from elsewhere
+}
+"""Every process of the embedded stack reaches OpenBao from 127.0.0.1."""
 APPROLE_LIMITS = {
     "token_ttl": "1h",  # renewed by the service at 2/3 of it
     "token_max_ttl": "24h",  # then the service logs in again: one use of the secret id
     "secret_id_ttl": "720h",  # the stack's certificates live as long
-    "secret_id_bound_cidrs": ["127.0.0.1/32"],  # a login from elsewhere is refused
-    "token_bound_cidrs": ["127.0.0.1/32"],  # and so is a stolen token used from elsewhere
+    **LOOPBACK_ONLY,
 }
 
 
@@ -187,8 +191,9 @@ def configure_dead_letters(bao: OpenBao, secrets_dir: Path) -> DeadLetterSetup:
     for policy in ("tokenvault-etl", "tokenvault-dlq-operator"):
         client.sys.create_or_update_policy(policy, (POLICY_DIR / f"{policy}.hcl").read_text())
     # The ETL logs in at each start (a crash loop logs in often): the secret id has no use
-    # limit, but expires with the others (30 days); its token lives an hour, renewed by logging in.
-    limits = {"token_ttl": "1h", "token_max_ttl": "24h", "secret_id_ttl": "720h"}  # TTLs, not passwords
+    # limit, but expires with the others (30 days) and, like its token (an hour, renewed by
+    # logging in), works from 127.0.0.1 only, as the service's.
+    limits = {"token_ttl": "1h", "token_max_ttl": "24h", "secret_id_ttl": "720h", **LOOPBACK_ONLY}  # no passwords
     client.auth.approle.create_or_update_approle(ETL_ROLE, token_policies=["tokenvault-etl"], **limits)
     role_id = client.auth.approle.read_role_id(ETL_ROLE)["data"]["role_id"]
     secret_id = client.auth.approle.generate_secret_id(ETL_ROLE)["data"]["secret_id"]
