@@ -9,7 +9,10 @@ run at any time; run it periodically and restart the services so they load renew
 
     docker compose run --rm certs && docker compose restart vault-service etl-service
 
-Identities are `CN:UID:DIR`, or `CN:UID:DIR:server` for the vault's server certificate.
+Identities are `CN:UID:DIR[:OPTION...]`. Options: `server` (a server certificate for the
+vault's names), `server=NAME,NAME` (for those DNS names and 127.0.0.1), `metrics` (issued by
+the metrics CA instead: a CA of its own in `<ca-dir>/metrics`, signing the metrics endpoints and
+the scraper only; its certificate goes beside the identity's as `metrics-ca.pem`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from devstack.certs import Authority, create_authority, issue, load_authority
+from devstack.certs import SERVER_NAMES, Authority, create_authority, issue, load_authority
 
 LEAF_DAYS = 30
 CA_DAYS = 365
@@ -40,14 +43,26 @@ class Identity:
     uid: int
     directory: Path
     server: bool = False
+    server_names: tuple[str, ...] = SERVER_NAMES
+    metrics: bool = False
+    """Issued by the metrics CA (which signs no gRPC client), not the gRPC one."""
 
     @classmethod
     def parse(cls, text: str) -> Identity:
-        """`CN:UID:DIR` or `CN:UID:DIR:server`."""
+        """`CN:UID:DIR[:server[=NAME,...]][:metrics]`."""
         parts = text.split(":")
-        if len(parts) not in (3, 4) or (len(parts) == 4 and parts[3] != "server") or not parts[1].isdigit():
-            raise argparse.ArgumentTypeError(f"{text!r}: expected CN:UID:DIR or CN:UID:DIR:server")
-        return cls(parts[0], int(parts[1]), Path(parts[2]), len(parts) == 4)
+        options = parts[3:]
+        servers = [o for o in options if o == "server" or o.startswith("server=")]
+        known = len(servers) <= 1 and all(o in ("metrics", *servers) for o in options)
+        if len(parts) < 3 or not parts[1].isdigit() or not known or len(set(options)) != len(options):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected CN:UID:DIR[:server[=NAME,...]][:metrics]")
+        names = tuple(n for n in servers[0].partition("=")[2].split(",") if n) if servers else ()
+        return cls(parts[0], int(parts[1]), Path(parts[2]), bool(servers), names or SERVER_NAMES, "metrics" in options)
+
+    @property
+    def ca_file(self) -> Path:
+        """Where the certificate of the CA that issued it goes."""
+        return self.directory / ("metrics-ca.pem" if self.metrics else "ca.pem")
 
     @property
     def cert(self) -> Path:
@@ -86,13 +101,15 @@ def _place(source: Path, target: Path, uid: int, mode: int) -> None:
     os.replace(source, target)
 
 
-def ensure_authority(ca_dir: Path, now: datetime.datetime, renew_days: float, ca_days: int) -> tuple[Authority, bool]:
+def ensure_authority(
+    ca_dir: Path, now: datetime.datetime, renew_days: float, ca_days: int, name: str
+) -> tuple[Authority, bool]:
     """The CA in `ca_dir`, made anew when missing or expiring within `renew_days`."""
     if (ca_dir / "ca-key.pem").exists() and days_left(ca_dir / "ca.pem", now) > renew_days:
         return load_authority(ca_dir), False
     ca_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(ca_dir, 0o700)
-    return create_authority(ca_dir, key_dir=ca_dir, validity=datetime.timedelta(days=ca_days)), True
+    return create_authority(ca_dir, name, key_dir=ca_dir, validity=datetime.timedelta(days=ca_days)), True
 
 
 def ensure_identity(
@@ -106,7 +123,8 @@ def ensure_identity(
         return f"{identity.common_name}: kept ({left:.0f} days left)"
     identity.directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=identity.directory, prefix=".issue-") as tmp:
-        pair = issue(authority, Path(tmp), identity.common_name, identity.server, datetime.timedelta(days=leaf_days))
+        validity = datetime.timedelta(days=leaf_days)
+        pair = issue(authority, Path(tmp), identity.common_name, identity.server, validity, identity.server_names)
         _place(pair.key, identity.key, identity.uid, 0o400)
         _place(pair.cert, identity.cert, identity.uid, 0o444)
     _place_ca(authority, identity)
@@ -115,11 +133,11 @@ def ensure_identity(
 
 
 def _place_ca(authority: Authority, identity: Identity) -> None:
-    target = identity.directory / "ca.pem"
+    target = identity.ca_file
     if target.exists() and target.read_bytes() == authority.cert_path.read_bytes():
         return
     with tempfile.TemporaryDirectory(dir=identity.directory, prefix=".ca-") as tmp:
-        copy = Path(tmp) / "ca.pem"
+        copy = Path(tmp) / target.name
         shutil.copyfile(authority.cert_path, copy)
         _place(copy, target, identity.uid, 0o444)
 
@@ -135,10 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("identities", nargs="+", type=Identity.parse, metavar="CN:UID:DIR[:server]")
     args = parser.parse_args(argv)
     now = datetime.datetime.now(datetime.UTC)
-    authority, new_ca = ensure_authority(args.ca_dir, now, args.ca_renew_days, args.ca_days)
-    print(f"CA: {'new' if new_ca else 'kept'} ({days_left(authority.cert_path, now):.0f} days left)")
+    authorities = {}
+    for metrics in sorted({identity.metrics for identity in args.identities}):
+        ca_dir = args.ca_dir / "metrics" if metrics else args.ca_dir
+        name = "tokenvault metrics CA" if metrics else "tokenvault dev CA"
+        authorities[metrics], new_ca = ensure_authority(ca_dir, now, args.ca_renew_days, args.ca_days, name)
+        left = days_left(authorities[metrics].cert_path, now)
+        print(f"{'metrics CA' if metrics else 'CA'}: {'new' if new_ca else 'kept'} ({left:.0f} days left)")
     for identity in args.identities:
-        print(ensure_identity(authority, identity, now, args.renew_days, args.leaf_days))
+        print(ensure_identity(authorities[identity.metrics], identity, now, args.renew_days, args.leaf_days))
     return 0
 
 

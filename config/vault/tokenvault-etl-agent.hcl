@@ -3,6 +3,9 @@
 # - dynamic Postgres credentials of role tokenvault_etl;
 # - a client certificate whose CN can only be etl-service (no other client's identity);
 # - the CA certificate;
+# - the metrics endpoint's server certificate (pki-metrics, whose server role issues no client
+#   certificate: the ETL cannot become the metrics scraper and read the vault's counters) and
+#   the metrics CA;
 # - for sealing dead letters, the ETL's own AppRole (tokenvault-etl.hcl: encrypt with the
 #   dead-letter key, nothing else): its role id, and fresh secret ids of a day each - the agent
 #   is the trusted broker that hands them to the ETL. It cannot touch any other role.
@@ -17,6 +20,15 @@ path "pki/issue/tokenvault-clients" {
   }
 }
 path "pki/cert/ca" {
+  capabilities = ["read"]
+}
+path "pki-metrics/issue/tokenvault-metrics-server" {
+  capabilities = ["update"]
+  allowed_parameters = {
+    "common_name" = ["etl-service.tokenvault.svc"]
+  }
+}
+path "pki-metrics/cert/ca" {
   capabilities = ["read"]
 }
 path "auth/approle/role/tokenvault-etl/role-id" {

@@ -2,7 +2,8 @@
 
 The steps run in order on one stack (`make test-compose`): up and healthy; the exercise's
 sample events loaded; a client container with the analyst's certificate detokenizes; the ETL's
-container sees no key but its own; after `down` (volumes kept) and `up`, old tokens still
+container sees no key but its own and reads no metrics (the `metrics` tool, with the scraper's
+certificate, does); after `down` (volumes kept) and `up`, old tokens still
 detokenize and a replay adds no row. Any failing step shows the failing services' compose logs.
 """
 
@@ -104,7 +105,34 @@ def test_a_client_container_with_the_analysts_certificate_detokenizes_a_token(co
 def test_the_etl_container_can_read_no_key_but_its_own(compose: Compose) -> None:
     with compose.step("etl-service"):
         readable = compose.run("exec", "-T", "etl-service", "python", "-c", FIND_READABLE_SECRETS).stdout.split()
-        assert readable == ["/certs/etl-service-key.pem"]
+        assert sorted(readable) == ["/certs/etl-metrics-key.pem", "/certs/etl-service-key.pem"]  # its metrics server's
+
+
+# From the ETL's container (an insider: its gRPC certificate, its metrics server's): each
+# endpoint, with no certificate and with each key it holds, in TLS and in plain HTTP.
+TRY_METRICS = (
+    "import ssl, urllib.request\n"
+    "for url in ('https://vault-service:9100/metrics', 'https://etl-service:9101/metrics'):\n"
+    "    for held in (None, 'etl-service', 'etl-metrics', 'plain'):\n"
+    "        context = ssl.create_default_context()\n"
+    "        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE\n"
+    "        if held not in (None, 'plain'):\n"
+    "            context.load_cert_chain(f'/certs/{held}.pem', f'/certs/{held}-key.pem')\n"
+    "        target = url.replace('https:', 'http:') if held == 'plain' else url\n"
+    "        try:\n"
+    "            urllib.request.urlopen(target, timeout=5, context=None if held == 'plain' else context).read()\n"
+    "            print('READ', target, held)\n"
+    "        except Exception as error:\n"
+    "            print('refused', target, held, type(error).__name__)\n"
+)
+
+
+def test_metrics_are_read_with_the_scraper_certificate_only(compose: Compose) -> None:
+    with compose.step("vault-service", "etl-service"):
+        tried = compose.run("exec", "-T", "etl-service", "python", "-c", TRY_METRICS).stdout
+        assert "READ" not in tried and tried.count("refused") == 8, tried
+        scraped = compose.run("run", "--rm", "--no-deps", "metrics").stdout
+        assert "tokenvault_tokenize_new_tokens_total" in scraped and "etl_rows_loaded_total" in scraped
 
 
 def test_the_ca_key_is_in_no_running_container_and_each_service_has_its_own_uid(compose: Compose) -> None:

@@ -17,6 +17,8 @@ import hvac
 import hvac.exceptions
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from etl_service.adapters.transit_sealer import TransitSealer, open_sealed
 from etl_service.service.sealing import read_dead_letter_body
@@ -100,3 +102,32 @@ def test_the_agent_policy_refuses_everything_else(
 ) -> None:
     with pytest.raises(hvac.exceptions.Forbidden):
         agent.write_data(path, data=data) if call == "write" else agent.read(path)
+
+
+def test_the_agent_gets_the_etl_s_metrics_server_certificate_and_no_scraper_certificate(
+    stack_env: dict[str, str], agent: hvac.Client
+) -> None:
+    """The metrics PKI as docs/production.md sets it up: the ETL's agent cannot mint the scraper's identity."""
+    root = hvac.Client(url=stack_env["VAULT_ADDR"], token=Path(stack_env["VAULT_ROOT_TOKEN_FILE"]).read_text().strip())
+    if "pki-metrics/" not in root.sys.list_mounted_secrets_engines()["data"]:
+        root.sys.enable_secrets_engine("pki", path="pki-metrics")
+        root.write_data("pki-metrics/root/generate/internal", data={"common_name": "test metrics CA", "ttl": "24h"})
+        server_role = {"allowed_domains": "etl-service.tokenvault.svc,vault-service.tokenvault.svc"}
+        root.write_data(
+            "pki-metrics/roles/tokenvault-metrics-server",
+            data={**server_role, "allow_bare_domains": True, "server_flag": True, "client_flag": False, "ttl": "1h"},
+        )
+        scraper = {"allowed_domains": "metrics-scraper", "allow_bare_domains": True, "server_flag": False}
+        root.write_data("pki-metrics/roles/tokenvault-metrics-scraper", data={**scraper, "ttl": "1h"})
+    issued = agent.write_data(
+        "pki-metrics/issue/tokenvault-metrics-server", data={"common_name": "etl-service.tokenvault.svc"}
+    )
+    certificate = x509.load_pem_x509_certificate(issued["data"]["certificate"].encode())
+    usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.CLIENT_AUTH not in usages  # refused as a client by the metrics endpoints
+    for path, data in (
+        ("pki-metrics/issue/tokenvault-metrics-scraper", {"common_name": "metrics-scraper"}),
+        ("pki-metrics/issue/tokenvault-metrics-server", {"common_name": "vault-service.tokenvault.svc"}),
+    ):
+        with pytest.raises(hvac.exceptions.Forbidden):
+            agent.write_data(path, data=data)

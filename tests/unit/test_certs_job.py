@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 
 from devstack.certs import load_authority
-from devstack.certs_job import issued_by, main
+from devstack.certs_job import Identity, issued_by, main
 
 
 def identities(tmp_path: Path) -> list[str]:
@@ -75,3 +77,33 @@ def test_a_certificate_from_another_ca_is_reissued(tmp_path: Path) -> None:
     (tmp_path / "etl" / "etl-service.pem").write_bytes((other / "etl" / "etl-service.pem").read_bytes())
     run(tmp_path)
     assert issued_by(tmp_path / "etl" / "etl-service.pem", load_authority(tmp_path / "ca"))
+
+
+def test_metrics_identities_come_from_a_ca_of_their_own_placed_beside_the_grpc_files(tmp_path: Path) -> None:
+    uid, etl, scraper = os.getuid(), tmp_path / "etl", tmp_path / "scraper"
+    identities = [
+        f"etl-service:{uid}:{etl}",
+        f"etl-metrics:{uid}:{etl}:server=etl-service,localhost:metrics",
+        f"metrics-scraper:{uid}:{scraper}:metrics",
+    ]
+    assert main([f"--ca-dir={tmp_path / 'ca'}", *identities]) == 0
+    grpc, metrics = load_authority(tmp_path / "ca"), load_authority(tmp_path / "ca" / "metrics")
+    assert issued_by(etl / "etl-service.pem", grpc) and not issued_by(etl / "etl-service.pem", metrics)
+    assert issued_by(etl / "etl-metrics.pem", metrics) and not issued_by(etl / "etl-metrics.pem", grpc)
+    assert issued_by(scraper / "metrics-scraper.pem", metrics)
+    assert (etl / "ca.pem").read_bytes() == grpc.cert_path.read_bytes()
+    assert (etl / "metrics-ca.pem").read_bytes() == metrics.cert_path.read_bytes()
+    assert sorted(p.name for p in scraper.iterdir()) == [
+        "metrics-ca.pem",
+        "metrics-scraper-key.pem",
+        "metrics-scraper.pem",
+    ]
+    server = x509.load_pem_x509_certificate((etl / "etl-metrics.pem").read_bytes())
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["etl-service", "localhost"]
+
+
+@pytest.mark.parametrize("text", ["a:1:/d:client", "a:1:/d:server:server=x", "a:x:/d", "a:1:/d:metrics:metrics", "a:1"])
+def test_an_identity_with_an_unknown_or_repeated_option_is_refused(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        Identity.parse(text)

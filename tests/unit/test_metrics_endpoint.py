@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from devstack.certs import create_authority, create_metrics_certificates, issue
+from devstack.scrape import main as scrape_main
 from tests.metrics_scrape import scrape
 from tokenvault_common.env import ConfigError, EnvReader
 from tokenvault_common.metrics_endpoint import (
@@ -122,3 +123,18 @@ def test_a_key_that_does_not_load_is_refused_naming_the_settings(pki: Path, tmp_
     tls = MetricsTls(metrics / "vault-metrics.pem", garbage, metrics / "ca.pem", "X_METRICS")
     with pytest.raises(MetricsEndpointError, match=r"cannot load X_METRICS_TLS_CERT .* with X_METRICS_TLS_KEY"):
         tls_context(tls)
+
+
+def test_the_scrape_command_prints_with_the_scraper_s_files_and_fails_naming_a_refusing_url(
+    pki: Path, endpoint: MetricsEndpoint, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    metrics = pki / "metrics"
+    monkeypatch.setenv("METRICS_TLS_CA", str(metrics / "ca.pem"))
+    monkeypatch.setenv("METRICS_SCRAPER_TLS_CERT", str(metrics / "metrics-scraper.pem"))
+    monkeypatch.setenv("METRICS_SCRAPER_TLS_KEY", str(metrics / "metrics-scraper-key.pem"))
+    assert scrape_main([url(endpoint)]) == 0
+    assert "python_info" in capsys.readouterr().out
+    monkeypatch.setenv("METRICS_SCRAPER_TLS_KEY", str(pki / "grpc" / "etl-service-key.pem"))
+    monkeypatch.setenv("METRICS_SCRAPER_TLS_CERT", str(pki / "grpc" / "etl-service.pem"))
+    assert scrape_main([url(endpoint)]) == 1
+    assert f"scrape: {url(endpoint)}:" in capsys.readouterr().err
