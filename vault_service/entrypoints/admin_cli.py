@@ -222,7 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return audit_verify(config, args.exported)
         if args.command == "who-saw":
             return audit_who_saw(config, args.token, args.exported)
-        metrics_tls = tls_context(config.metrics_tls) if config.metrics_tls else None
+        serving: int = getattr(args, "metrics_port", 0)  # only reencrypt and reindex serve metrics
+        metrics_tls = tls_context(config.metrics_tls) if serving and config.metrics_tls else None
         operator = authenticate(config, os.environ)
         with administration(config, operator) as rotation:
             return _run(args, rotation, metrics_tls)
