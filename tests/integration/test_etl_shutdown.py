@@ -71,15 +71,20 @@ def test_an_idle_service_exports_its_dependencies_up_from_the_start_and_exits_wi
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert process.stderr is not None
-    for line in process.stderr:
-        if '"started"' in line:
-            break
-    metrics = stack_scrape(stack_env, f"https://127.0.0.1:{port}/metrics")  # the stack's scraper certificate
-    for dependency in ("sqs", "vault", "database"):
-        assert f'etl_dependency_up{{dependency="{dependency}"}} 1.0' in metrics
-    time.sleep(1)  # receivers are inside their 20 s long polls now
-    process.send_signal(signal.SIGTERM)
-    signalled = time.monotonic()
-    process.wait(30)
-    assert process.returncode == 0 and time.monotonic() - signalled < 2
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if '"started"' in line:
+                break
+        metrics = stack_scrape(stack_env, f"https://127.0.0.1:{port}/metrics")  # the stack's scraper certificate
+        for dependency in ("sqs", "vault", "database"):
+            assert f'etl_dependency_up{{dependency="{dependency}"}} 1.0' in metrics
+        time.sleep(1)  # receivers are inside their 20 s long polls now
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        process.wait(30)
+        assert process.returncode == 0 and time.monotonic() - signalled < 2
+    finally:  # a failure above leaves no ETL consuming behind the test
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
