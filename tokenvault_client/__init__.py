@@ -15,6 +15,7 @@ from tokenvault_client.channel import ClientIdentity, open_channel, secure_chann
 from tokenvault_client.chunking import MAX_ITEMS_PER_CALL, MAX_REQUEST_BYTES, ChunkLimits
 from tokenvault_client.client import VaultClient
 from tokenvault_client.errors import (
+    GRPC_SLOTS_FULL,
     DeadlineExceeded,
     Internal,
     InvalidArgument,
@@ -22,6 +23,7 @@ from tokenvault_client.errors import (
     PermissionDenied,
     ProtocolError,
     RateLimited,
+    ServerBusy,
     Unauthenticated,
     Unavailable,
     VaultClientError,
@@ -40,6 +42,7 @@ from tokenvault_client.models import (
 from tokenvault_client.retry import NO_RETRY, RetryPolicy
 
 __all__ = [
+    "GRPC_SLOTS_FULL",
     "MAX_ITEMS_PER_CALL",
     "MAX_REQUEST_BYTES",
     "NO_RETRY",
@@ -58,6 +61,7 @@ __all__ = [
     "RetryPolicy",
     "Reveal",
     "Revealed",
+    "ServerBusy",
     "TokenColumn",
     "TokenOutcome",
     "TokenType",

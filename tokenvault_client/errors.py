@@ -11,6 +11,9 @@ import grpc
 
 RETRY_AFTER_KEY = "retry-after-ms"
 """Trailing metadata the vault sets on RESOURCE_EXHAUSTED: milliseconds until the call would fit."""
+GRPC_SLOTS_FULL = "Concurrent RPC limit exceeded!"
+"""What gRPC's Python server answers, before any application code, when its `maximum_concurrent_rpcs`
+calls are in progress (the vault's own refusals carry `retry-after-ms`)."""
 
 
 class VaultClientError(Exception):
@@ -84,6 +87,13 @@ class Unavailable(VaultClientError):
     retryable = True
 
 
+class ServerBusy(Unavailable):
+    """Every call slot of the vault process was taken when the call arrived; retried like an outage.
+
+    gRPC refused it before any of it ran (an Erase included), so retrying is always safe.
+    """
+
+
 class DeadlineExceeded(VaultClientError):
     """The call did not finish within its deadline."""
 
@@ -149,5 +159,8 @@ def from_rpc_error(error: grpc.RpcError) -> VaultClientError:
     code = code_of() if callable(code_of) else grpc.StatusCode.UNKNOWN
     details = (details_of() if callable(details_of) else None) or ""
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return RateLimited(code, details, retry_after_seconds(error))
+        retry_after = retry_after_seconds(error)
+        if details == GRPC_SLOTS_FULL and not retry_after:
+            return ServerBusy(code, details, "every call slot of the vault process was taken; retrying")
+        return RateLimited(code, details, retry_after)
     return _BY_CODE.get(code, VaultClientError)(code, details, _hint(code, details))

@@ -53,6 +53,7 @@ def main() -> int:
             config.tls_client_ca.read_bytes(),
             config.workers,
             config.tls_client_crl,
+            config.max_calls_per_client,
         )
     except InvalidRevocationList as error:
         wired.close()

@@ -72,11 +72,16 @@ class VaultServiceConfig:
     audit_checkpoint_file: Path | None = None
     """Where checkpoints are exported outside Postgres, one JSON line each, besides the log
     (TOKENVAULT_AUDIT_CHECKPOINT_FILE; production: ship it to append-only storage)."""
+    max_calls_per_client: int = 8
+    """Calls one client identity (certificate CN) may have in progress at once on this process
+    (TOKENVAULT_MAX_CALLS_PER_CLIENT, default half the workers: 8); more are refused with
+    RESOURCE_EXHAUSTED, so no client - the ETL with its large Tokenize calls - takes every worker."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> VaultServiceConfig:
         """Read and validate; ConfigError lists every problem at once."""
         read = EnvReader(env)
+        workers = read.integer("TOKENVAULT_WORKERS", 16, 1, 256)
         config = cls(
             grpc_address=read.text("TOKENVAULT_GRPC_ADDRESS", "127.0.0.1:50051"),
             database_dsn=read.text("TOKENVAULT_DATABASE_DSN"),
@@ -96,14 +101,20 @@ class VaultServiceConfig:
             metrics_address=read.text("TOKENVAULT_METRICS_ADDRESS", "127.0.0.1"),
             metrics_tls=read_metrics_tls(read, "TOKENVAULT_METRICS", "TOKENVAULT_TLS_CLIENT_CA"),
             health_address=read.optional("TOKENVAULT_HEALTH_ADDRESS"),
-            workers=read.integer("TOKENVAULT_WORKERS", 16, 1, 256),
+            workers=workers,
             db_pool_size=read.integer("TOKENVAULT_DB_POOL_SIZE", 8, 1, 128),
             log_level=read.text("TOKENVAULT_LOG_LEVEL", "INFO"),
             key_check_seconds=read.integer("TOKENVAULT_KEY_CHECK_SECONDS", 15, 1, 3600),
             token_cache_size=read.integer("TOKENVAULT_TOKEN_CACHE_SIZE", 1_000_000, 0, 100_000_000),
             audit_checkpoint_seconds=read.integer("TOKENVAULT_AUDIT_CHECKPOINT_SECONDS", 2, 1, 300),
             audit_checkpoint_file=Path(p) if (p := read.text("TOKENVAULT_AUDIT_CHECKPOINT_FILE", "")) else None,
+            max_calls_per_client=read.integer("TOKENVAULT_MAX_CALLS_PER_CLIENT", max(1, workers // 2), 1, 256),
         )
+        if config.max_calls_per_client > config.workers:
+            read.problems.append(
+                f"TOKENVAULT_MAX_CALLS_PER_CLIENT ({config.max_calls_per_client}) is above TOKENVAULT_WORKERS"
+                f" ({config.workers}): one client could take every worker; keep it at half the workers or less"
+            )
         if not config.vault_token and not (config.vault_role_id and config.vault_secret_id_file):
             read.problems.append(
                 "Vault credentials missing: set TOKENVAULT_VAULT_TOKEN, or TOKENVAULT_VAULT_ROLE_ID"

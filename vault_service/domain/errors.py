@@ -58,3 +58,7 @@ class StorageError(VaultError):
 
 class TooManyRequests(RateLimited):
     """A peer sent too many refused calls; it may retry after `retry_after` seconds."""
+
+
+class TooManyCallsAtOnce(RateLimited):
+    """The client already has its share of the server's calls in progress; it may retry when one finishes."""

@@ -6,7 +6,10 @@ Before any TokenVault method runs, the interceptor
   empty call would otherwise be an unmetered audit row) with INVALID_ARGUMENT;
 - takes the caller from the peer certificate, strictly (`IdentityVerifier`): a certificate not
   issued directly by the client CA, or without exactly one well-formed CN, is UNAUTHENTICATED;
-- audits every such refusal with what is known of the caller, throttled per peer (a peer over
+- refuses a call beyond the caller's share of calls in progress (`CallSlots`, per client
+  identity) with RESOURCE_EXHAUSTED and `retry-after-ms`, before reading its body; such
+  refusals are counted in a metric and audited as one row per client, method and interval;
+- audits every other refusal with what is known of the caller, throttled per peer (a peer over
   its refusal rate gets RESOURCE_EXHAUSTED and its refusals are counted, not written one by one).
 The caller is handed to the servicer through `current_caller()`.
 
@@ -17,15 +20,23 @@ before they are buffered; those never reach Python and are not audited.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from tokenvault_api.v1 import vault_pb2
-from vault_service.domain.errors import InvalidRequest, RateLimited, Unauthenticated, VaultError
+from vault_service.domain.errors import (
+    InvalidRequest,
+    RateLimited,
+    TooManyCallsAtOnce,
+    Unauthenticated,
+    VaultError,
+)
 from vault_service.domain.identity import Caller, IdentityVerifier
+from vault_service.entrypoints.call_slots import CallSlots
+from vault_service.entrypoints.metrics import CALLS_OVER_CLIENT_SHARE
 from vault_service.entrypoints.status import status_of
 from vault_service.service.vault import TokenVault
 
@@ -42,6 +53,8 @@ _EMPTY = {
 }
 """Calls refused when they carry no item, and why: the limits count items, so an empty call
 would be an unmetered audit row."""
+_OVER_SHARE = "calls over the client's share of calls at once (TooManyCallsAtOnce)"
+"""How refusals for being over the share are audited: counted, one row per client, method and interval."""
 _SERVICE_PREFIX = "/" + vault_pb2.DESCRIPTOR.services_by_name["TokenVault"].full_name + "/"
 _CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)
 
@@ -79,6 +92,13 @@ def _peer_of(context: grpc.ServicerContext, caller: Caller | None) -> str:
     return peer.rsplit(":", 1)[0]
 
 
+def _one(requests: Iterator[Any]) -> Any:
+    """The call's one request message (a unary client sends one and ends the stream)."""
+    for request in requests:
+        return request
+    return _Refused(InvalidRequest("the call carried no request message"))
+
+
 def _item_count(request: Any) -> int:
     if isinstance(request, vault_pb2.TokenizeRequest):
         return len(request.items) + sum(len(c.values) for c in request.columns)
@@ -86,14 +106,21 @@ def _item_count(request: Any) -> int:
 
 
 class VaultGuard(grpc.ServerInterceptor):
-    """Size limits, parse errors and strict client identity for every TokenVault call."""
+    """Size limits, parse errors, strict client identity and each client's share of calls for every TokenVault call."""
 
-    def __init__(self, vault: TokenVault, verifier: IdentityVerifier) -> None:
+    def __init__(self, vault: TokenVault, verifier: IdentityVerifier, slots: CallSlots) -> None:
         self._vault = vault
         self._verifier = verifier
+        self._slots = slots
 
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        """Wrap TokenVault's unary methods; leave health and reflection alone."""
+        """Wrap TokenVault's unary methods; leave health and reflection alone.
+
+        Each is served as a client-streaming method (the same bytes on the wire: one message,
+        then the end of the stream), so the caller's identity and share of calls are checked
+        before its request is read: a call over its client's share is refused without receiving
+        or parsing a body of up to 12 MiB, and so does not hold a worker for long.
+        """
         handler = continuation(handler_call_details)
         method: str = handler_call_details.method
         if handler is None or not method.startswith(_SERVICE_PREFIX) or handler.unary_unary is None:
@@ -101,30 +128,51 @@ class VaultGuard(grpc.ServerInterceptor):
         action = method.removeprefix(_SERVICE_PREFIX).lower()
         behavior = handler.unary_unary
 
-        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
-            caller = None
+        def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
             try:
                 pem = context.auth_context().get("x509_pem_cert")
                 caller = self._verifier.caller(bytes(pem[0]) if pem else None)
-                if isinstance(request, _Refused):
-                    raise request.error
-                count = _item_count(request)
-                if count > MAX_ITEMS_PER_CALL:
-                    raise InvalidRequest(f"{count} items in one call; send at most {MAX_ITEMS_PER_CALL} per call")
-                if not count and action in _EMPTY:  # no limit counts it, yet it would be audited
-                    raise InvalidRequest(_EMPTY[action])
-            except (Unauthenticated, InvalidRequest) as error:
-                count = 0 if isinstance(request, _Refused) else _item_count(request)
-                self._refuse(context, caller, action, error, count)
+            except Unauthenticated as error:
+                request = _one(requests)
+                self._refuse(context, None, action, error, 0 if isinstance(request, _Refused) else _item_count(request))
+                raise  # not reached: _refuse aborts
+            try:
+                self._slots.take(caller.name)
+            except TooManyCallsAtOnce as error:
+                CALLS_OVER_CLIENT_SHARE.labels(caller.name, action).inc()
+                self._vault.refusals.counted(caller.name, action, _OVER_SHARE)
+                _retry_after(context, error.retry_after)
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
             token = _CALLER.set(caller)
             try:
+                request = _one(requests)
+                self._check(context, caller, action, request)
                 return behavior(request, context)
             finally:
                 _CALLER.reset(token)
+                self._slots.release(caller.name)
 
         parse = handler.request_deserializer
         assert parse is not None  # generated handlers always carry one
-        return handler._replace(unary_unary=guarded, request_deserializer=_guarded_deserializer(parse))
+        return handler._replace(
+            request_streaming=True,
+            unary_unary=None,
+            stream_unary=guarded,
+            request_deserializer=_guarded_deserializer(parse),
+        )
+
+    def _check(self, context: grpc.ServicerContext, caller: Caller, action: str, request: Any) -> None:
+        """Refuse (audited) a request that did not parse, carries too many items, or none."""
+        try:
+            if isinstance(request, _Refused):
+                raise request.error
+            count = _item_count(request)
+            if count > MAX_ITEMS_PER_CALL:
+                raise InvalidRequest(f"{count} items in one call; send at most {MAX_ITEMS_PER_CALL} per call")
+            if not count and action in _EMPTY:  # no limit counts it, yet it would be audited
+                raise InvalidRequest(_EMPTY[action])
+        except InvalidRequest as error:
+            self._refuse(context, caller, action, error, 0 if isinstance(request, _Refused) else _item_count(request))
 
     def _refuse(
         self, context: grpc.ServicerContext, caller: Caller | None, action: str, error: VaultError, count: int
@@ -132,8 +180,12 @@ class VaultGuard(grpc.ServerInterceptor):
         try:
             self._vault.refuse(_peer_of(context, caller), caller, action, error, count)
         except RateLimited as throttled:
-            context.set_trailing_metadata((("retry-after-ms", str(int(throttled.retry_after * 1000))),))
+            _retry_after(context, throttled.retry_after)
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(throttled))
         except VaultError as failure:  # the refusal could not be audited: still refused
             context.abort(status_of(failure), str(failure))
         context.abort(status_of(error), str(error))
+
+
+def _retry_after(context: grpc.ServicerContext, seconds: float) -> None:
+    context.set_trailing_metadata((("retry-after-ms", str(int(seconds * 1000))),))

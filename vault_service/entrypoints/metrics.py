@@ -26,6 +26,12 @@ LATENCY = Histogram(
     ["method"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+CALLS_OVER_CLIENT_SHARE = Counter(
+    "tokenvault_calls_over_client_share_total",
+    "Calls refused because the client already had its share of calls in progress"
+    " (TOKENVAULT_MAX_CALLS_PER_CLIENT), by client and method",
+    ["client", "method"],
+)
 DEPENDENCY_UP = Gauge("tokenvault_dependency_up", "1 when the dependency answered the last check", ["dependency"])
 ROTATION_ROWS = Counter("tokenvault_rotation_rows_total", "Rows processed by key rotation jobs", ["phase"])
 ROTATION_ROWS_LEFT = Gauge("tokenvault_rotation_rows_left", "Rows a key rotation job still has to process", ["phase"])

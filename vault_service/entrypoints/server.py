@@ -15,6 +15,7 @@ from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_common.health import ListingHealthServicer
 from vault_service.adapters.client_crl import RevocationList
 from vault_service.domain.identity import IdentityVerifier
+from vault_service.entrypoints.call_slots import CallSlots
 from vault_service.entrypoints.guard import HARD_MESSAGE_LIMIT, VaultGuard
 from vault_service.entrypoints.metrics import DEPENDENCY_UP
 from vault_service.entrypoints.servicer import TokenVaultServicer
@@ -69,7 +70,8 @@ class VaultServer:
 
 
 MAX_CONCURRENT_CALLS = 32
-"""Calls served or queued at once; more are refused with RESOURCE_EXHAUSTED by gRPC (bounds memory)."""
+"""Calls served or queued at once; more are refused with RESOURCE_EXHAUSTED by gRPC (bounds memory),
+before the caller is known: each client's own share (`CallSlots`) keeps one client from filling it."""
 
 
 def create_server(
@@ -79,18 +81,20 @@ def create_server(
     client_ca: bytes,
     workers: int = 16,
     client_crl: Path | None = None,
+    max_calls_per_client: int | None = None,
 ) -> VaultServer:
     """A server for `vault` bound to `address` (port 0 picks one), with health and reflection.
 
     `client_ca` (PEM) is the CA that must have issued every client certificate directly;
     `client_crl`, its revocation list (PEM), read again whenever it changes. Raises
-    InvalidRevocationList when that file cannot be used.
+    InvalidRevocationList when that file cannot be used. A client identity may have at most
+    `max_calls_per_client` calls in progress (default: half the workers).
     """
     revocations = RevocationList(client_crl, x509.load_pem_x509_certificates(client_ca)) if client_crl else None
     verifier = IdentityVerifier(client_ca, revocations.is_revoked if revocations else None)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-        interceptors=[VaultGuard(vault, verifier)],
+        interceptors=[VaultGuard(vault, verifier, CallSlots(max_calls_per_client or max(1, workers // 2)))],
         options=[
             ("grpc.max_receive_message_length", HARD_MESSAGE_LIMIT),
             ("grpc.max_send_message_length", HARD_MESSAGE_LIMIT),

@@ -8,7 +8,9 @@ audit row per client and interval. A dictionary sweep shows there as a burst of 
 Every refused call is audited with the caller's identity, but a peer sending refused calls in
 a loop must not be able to fill the audit log: `RefusalAuditor` writes up to `burst` refusal
 rows per peer and then `per_second`; beyond that the peer gets TooManyRequests and its
-refusals are counted and written as one row per interval.
+refusals are counted and written as one row per interval. Calls refused for being over the
+client's share of calls in progress come in floods by nature: they are always counted that
+way (`counted`), so refusing one writes nothing while it happens.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ class RefusalAuditor:
         self._audit = audit
         self._limiter = RateLimiter({}, limit, what="have refused calls audited at")
         self._lock = threading.Lock()
-        self._suppressed: Counter[tuple[str, str]] = Counter()
+        self._suppressed: Counter[tuple[str, str, str]] = Counter()
 
     def refused(self, peer: str, event: AuditEvent) -> None:
         """Write `event` (a refusal by `peer`); TooManyRequests when the peer is over its rate."""
@@ -97,18 +99,23 @@ class RefusalAuditor:
             self._limiter.take(peer, 1)
         except RateLimited as over:
             with self._lock:
-                self._suppressed[(event.client, event.action)] += 1
+                self._suppressed[(event.client, event.action, _THROTTLED)] += 1
             raise TooManyRequests(
                 f"too many refused calls from this client; retry in {over.retry_after:.1f} s",
                 retry_after=over.retry_after,
             ) from None
         self._audit.append(event)
 
+    def counted(self, client: str, action: str, reason: str) -> None:
+        """Count a refusal of `client`'s `action` for `reason`, to be written with others like it at the next flush."""
+        with self._lock:
+            self._suppressed[(client, action, reason)] += 1
+
     def flush(self) -> list[AuditEvent]:
-        """One event per (client, action) whose refusals were counted instead of written."""
+        """One event per (client, action, reason) whose refusals were counted instead of written."""
         with self._lock:
             suppressed, self._suppressed = self._suppressed, Counter()
-        return [_throttled_event(client, action, count) for (client, action), count in suppressed.items()]
+        return [_counted_event(*key, count) for key, count in suppressed.items()]
 
     def flush_into(self, append: Callable[[AuditEvent], None]) -> None:
         """Write the events `flush` would return through `append`; if one fails, it and the rest stay counted."""
@@ -121,11 +128,14 @@ class RefusalAuditor:
                 for key, count in pending[unwritten:]:
                     self._suppressed[key] += count
 
-        _write_all([_throttled_event(*key, count) for key, count in pending], append, count_again)
+        _write_all([_counted_event(*key, count) for key, count in pending], append, count_again)
 
 
-def _throttled_event(client: str, action: str, count: int) -> AuditEvent:
-    return AuditEvent(client, action, f"refused: {count} more refusals, throttled", count)
+_THROTTLED = "more refusals, throttled"
+
+
+def _counted_event(client: str, action: str, reason: str, count: int) -> AuditEvent:
+    return AuditEvent(client, action, f"refused: {count} {reason}", count)
 
 
 def _write_all(events: list[AuditEvent], append: Callable[[AuditEvent], None], keep: Callable[[int], None]) -> None:
