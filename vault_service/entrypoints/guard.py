@@ -133,8 +133,10 @@ class VaultGuard(grpc.ServerInterceptor):
                 pem = context.auth_context().get("x509_pem_cert")
                 caller = self._verifier.caller(bytes(pem[0]) if pem else None)
             except Unauthenticated as error:
-                request = _one(requests)
-                self._refuse(context, None, action, error, 0 if isinstance(request, _Refused) else _item_count(request))
+                # Refused before its body is read: waiting for the body of a caller who is no
+                # client would let a revoked or foreign certificate hold a worker per silent
+                # call, outside every client's share (insider round 5). Its items are unknown (0).
+                self._refuse(context, None, action, error, 0)
                 raise  # not reached: _refuse aborts
             try:
                 self._slots.take(caller.name)
