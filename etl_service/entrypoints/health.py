@@ -3,7 +3,8 @@
 Why apart from /metrics: the metrics are served only to the scraper's client certificate
 (their counters are a membership oracle), and a health check should need no key at all -
 compose's in-container check and Kubernetes' probes reach this instead. It says "ok" and
-nothing else.
+nothing else. Being key-less, it is bounded (tokenvault_common.bounded_server): a silent
+connection is closed after IDLE_SECONDS and at most MAX_CONNECTIONS are served at once.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from etl_service.errors import Misconfigured
+from tokenvault_common.bounded_server import BoundedThreads
 
 PATH = "/healthz"
 
@@ -31,13 +33,17 @@ class _Handler(BaseHTTPRequestHandler):
         """No access log (the ETL logs JSON)."""
 
 
+class _Server(BoundedThreads, ThreadingHTTPServer):
+    """ThreadingHTTPServer with its connections' time and number bounded."""
+
+
 def serve_health(address: str) -> ThreadingHTTPServer:
     """Serve /healthz on `address` (host:port) in a daemon thread; Misconfigured when it cannot."""
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise Misconfigured(f"ETL_HEALTH_ADDRESS must be host:port, got {address!r}")
     try:
-        server = ThreadingHTTPServer((host.strip("[]"), int(port)), _Handler)
+        server = _Server((host.strip("[]"), int(port)), _Handler)
     except OSError as error:
         raise Misconfigured(f"cannot serve health checks on {address} (ETL_HEALTH_ADDRESS): {error.strerror}") from None
     threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
