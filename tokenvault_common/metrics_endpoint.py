@@ -127,7 +127,13 @@ class _Quiet(WSGIRequestHandler):
 
 
 class _TlsServer(ThreadingWSGIServer):
-    """Accepts plainly; each connection's thread does its TLS handshake, within HANDSHAKE_SECONDS."""
+    """Accepts plainly; each connection's thread does its TLS handshake, within HANDSHAKE_SECONDS.
+
+    No cap on connections at once (unlike the ETL's /healthz, tokenvault_common/bounded_server.py):
+    whoever lacks the scraper's certificate ends in the handshake, so each thread lives at most
+    HANDSHAKE_SECONDS; a cap would let a flood of silent connections refuse the scraper and so
+    silence the alerts, which is worse for this endpoint than the threads (insider round 5).
+    """
 
     context: ssl.SSLContext
 
