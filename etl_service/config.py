@@ -13,6 +13,7 @@ from etl_service.adapters.sqs import endpoint_for_queue
 from etl_service.domain.validation import MAX_BODY_BYTES
 from tokenvault_common.env import EnvReader
 from tokenvault_common.metrics_endpoint import MetricsTls, read_metrics_tls
+from tokenvault_common.metrics_plaintext import read_metrics_plaintext
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,12 @@ class EtlConfig:
     metrics_tls: MetricsTls | None
     """Metrics over TLS, a client certificate required (ETL_METRICS_TLS_CERT, ETL_METRICS_TLS_KEY,
     ETL_METRICS_TLS_CLIENT_CA: all three or none; the client CA signs only the metrics scraper's
-    certificate, never the gRPC clients'). Unset: plain HTTP."""
+    certificate, never the gRPC clients'). Unset: plain HTTP, so only on a loopback address unless
+    metrics_plaintext_allowed (the counters tell whether a value is in the vault)."""
+    metrics_plaintext_allowed: bool
+    """ETL_METRICS_PLAINTEXT=allow: plain-HTTP metrics on a non-loopback address, for a deployment
+    whose scraper reaches it over a private network no one else does. Without it such an address
+    without ETL_METRICS_TLS_* stops the start."""
     health_address: str | None
     """host:port of a plain HTTP endpoint answering GET /healthz with 200 while the process runs,
     and nothing else: for probes and health checks that hold no scraper certificate
@@ -106,6 +112,8 @@ class EtlConfig:
         batch_size = read.integer("ETL_BATCH_SIZE", 100, 1, 1000)
         dlq_bodies = read.text("ETL_DLQ_BODIES", SEALED)
         seal_addr = _sealing_address(read, dlq_bodies)
+        metrics_port = read.integer("ETL_METRICS_PORT", 0, 0, 65535)
+        metrics_address = read.text("ETL_METRICS_ADDRESS", "127.0.0.1")
         config = cls(
             queue_url=queue_url,
             dlq_url=read.text("ETL_DLQ_URL", f"{queue_url}-dlq"),
@@ -136,9 +144,10 @@ class EtlConfig:
             dlq_seal_role_id=read.text("ETL_DLQ_SEAL_ROLE_ID") if seal_addr else None,
             dlq_seal_secret_id_file=read.existing_file("ETL_DLQ_SEAL_SECRET_ID_FILE") if seal_addr else None,
             dlq_seal_key=read.text("ETL_DLQ_SEAL_KEY", "tokenvault-dead-letters"),
-            metrics_port=read.integer("ETL_METRICS_PORT", 0, 0, 65535),
-            metrics_address=read.text("ETL_METRICS_ADDRESS", "127.0.0.1"),
+            metrics_port=metrics_port,
+            metrics_address=metrics_address,
             metrics_tls=read_metrics_tls(read, "ETL_METRICS", "ETL_TLS_CA"),
+            metrics_plaintext_allowed=read_metrics_plaintext(read, "ETL_METRICS", metrics_port, metrics_address),
             health_address=read.optional("ETL_HEALTH_ADDRESS"),
             log_level=read.text("ETL_LOG_LEVEL", "INFO"),
         )

@@ -10,13 +10,18 @@ MAX_CONNECTIONS are in progress is closed at once, before any thread starts.
 What it does not do: the timeout bounds each read, not the whole request, and whoever keeps
 MAX_CONNECTIONS open (reconnecting every few seconds) gets the others refused - a probe then fails
 until they close. It bounds the threads and memory such a client costs, not its nuisance.
+
+RequestWithin bounds the whole request instead, for a server with no cap (the plain metrics
+endpoint): a client sending a byte every few seconds passes every read timeout, not a deadline.
 """
 
 from __future__ import annotations
 
+import io
 import socket
 import socketserver
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 IDLE_SECONDS = 5.0
@@ -27,8 +32,10 @@ MAX_CONNECTIONS = 16
 
 if TYPE_CHECKING:
     _Base = socketserver.ThreadingTCPServer
+    _Handler = socketserver.StreamRequestHandler
 else:
     _Base = object
+    _Handler = object
 
 
 class BoundedThreads(_Base):
@@ -64,3 +71,40 @@ class BoundedThreads(_Base):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+
+
+class _ReadsUntil(io.RawIOBase):
+    """A connection's bytes, each read given only what is left until `deadline` (time.monotonic)."""
+
+    def __init__(self, connection: socket.socket, deadline: float) -> None:
+        self._connection = connection
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        """Yes."""
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Bytes into `buffer`; TimeoutError once the deadline has passed or passes while waiting."""
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self._connection.settimeout(left)
+        return self._connection.recv_into(buffer)
+
+
+class RequestWithin(_Handler):
+    """Mix in before a StreamRequestHandler: the request's reads together get `request_seconds`.
+
+    The response is then written within the socket timeout the last read left, so a connection
+    holds its thread for about twice `request_seconds` at most, however it drips its bytes.
+    """
+
+    request_seconds: float = IDLE_SECONDS
+
+    def setup(self) -> None:
+        """The handler's own setup, its reader replaced by one that stops at the deadline."""
+        super().setup()
+        self.rfile.close()
+        deadline = time.monotonic() + self.request_seconds
+        self.rfile = io.BufferedReader(_ReadsUntil(self.connection, deadline))

@@ -12,6 +12,10 @@ so the TLS handshake runs in the one thread that accepts connections, without a 
 idle connection from anyone stops every scrape (measured: a scrape behind an idle connection
 timed out). Here the handshake runs in the connection's own thread, bounded by
 HANDSHAKE_SECONDS; the exposition itself is prometheus_client's (`make_wsgi_app`).
+
+Plain HTTP is served only where tokenvault_common.metrics_plaintext allows it (loopback, or a
+private network by opt-in), and bounded as the TLS endpoint is: each connection's request must
+arrive within REQUEST_SECONDS (bounded_server.RequestWithin), and no cap on connections at once.
 """
 
 from __future__ import annotations
@@ -31,12 +35,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from tokenvault_common.bounded_server import RequestWithin
 from tokenvault_common.env import ConfigError, EnvReader
 
 log = logging.getLogger(__name__)
 
 HANDSHAKE_SECONDS = 5.0
 """How long a connection may take to complete its TLS handshake and send its request."""
+
+REQUEST_SECONDS = 5.0
+"""How long a plain-HTTP connection may take to send its request (all of it, however it drips)."""
 
 
 class MetricsEndpointError(ConfigError):
@@ -126,7 +134,34 @@ class _Quiet(WSGIRequestHandler):
         """Drop it."""
 
 
-class _TlsServer(ThreadingWSGIServer):
+class _QuietWithin(RequestWithin, _Quiet):
+    """The plain endpoint's handler: no access log, the request within REQUEST_SECONDS."""
+
+    request_seconds = REQUEST_SECONDS
+
+
+class _OneLineErrors(ThreadingWSGIServer):
+    """A refused, broken or timed-out connection is logged in one line, not as a traceback on stderr."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line for an OSError (timeouts included); the traceback for anything else."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            log.info("metrics: connection refused or dropped: %s", _reason(error))
+        else:
+            log.exception("metrics: request failed")
+
+
+class _PlainServer(_OneLineErrors):
+    """Plain HTTP, each connection's request within REQUEST_SECONDS (its handler, _QuietWithin).
+
+    No cap on connections at once, for the TLS endpoint's reason (below): nothing tells the
+    scraper from anyone else before the request, so a cap would let a flood refuse it; bounding
+    each connection's life keeps a flood's threads to what it opens in a few seconds.
+    """
+
+
+class _TlsServer(_OneLineErrors):
     """Accepts plainly; each connection's thread does its TLS handshake, within HANDSHAKE_SECONDS.
 
     No cap on connections at once (unlike the ETL's /healthz, tokenvault_common/bounded_server.py):
@@ -148,14 +183,6 @@ class _TlsServer(ThreadingWSGIServer):
         request.do_handshake()
         super().finish_request(request, client_address)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A refused or broken connection is logged in one line, not as a traceback on stderr."""
-        error = sys.exc_info()[1]
-        if isinstance(error, OSError):
-            log.info("metrics: connection refused or dropped: %s", _reason(error))
-        else:
-            log.exception("metrics: request failed")
-
 
 @dataclass
 class MetricsEndpoint:
@@ -173,14 +200,19 @@ class MetricsEndpoint:
 def serve_metrics(port: int, address: str, context: ssl.SSLContext | None, port_setting: str) -> MetricsEndpoint:
     """Serve the default registry on `address:port` in a daemon thread: TLS with `context`, else plain HTTP.
 
+    Whether plain HTTP may be served on `address` is the settings' check (metrics_plaintext), at start.
     MetricsEndpointError naming `port_setting` when the port cannot be bound.
     """
-    base: type[ThreadingWSGIServer] = _TlsServer if context else ThreadingWSGIServer
+    base: type[ThreadingWSGIServer] = _TlsServer if context else _PlainServer
     try:
         family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
         server_class = type("MetricsServer", (base,), {"address_family": family, "context": context})
         server: ThreadingWSGIServer = make_server(
-            address, port, prometheus_client.make_wsgi_app(), server_class, handler_class=_Quiet
+            address,
+            port,
+            prometheus_client.make_wsgi_app(),
+            server_class,
+            handler_class=_Quiet if context else _QuietWithin,
         )
     except OSError as error:
         raise MetricsEndpointError(

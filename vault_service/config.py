@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tokenvault_common.env import EnvReader
 from tokenvault_common.metrics_endpoint import MetricsTls, read_metrics_tls
+from tokenvault_common.metrics_plaintext import read_metrics_plaintext
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,12 @@ class VaultServiceConfig:
     """Metrics over TLS, a client certificate required (TOKENVAULT_METRICS_TLS_CERT,
     TOKENVAULT_METRICS_TLS_KEY, TOKENVAULT_METRICS_TLS_CLIENT_CA: all three or none; the client
     CA signs only the metrics scraper's certificate, never the gRPC clients'). Unset: plain HTTP,
-    readable by whatever reaches the port - the counters tell whether a value is in the vault."""
+    readable by whatever reaches the port - the counters tell whether a value is in the vault -
+    so only on a loopback address, unless metrics_plaintext_allowed."""
+    metrics_plaintext_allowed: bool
+    """TOKENVAULT_METRICS_PLAINTEXT=allow: plain-HTTP metrics on a non-loopback address, for a
+    deployment whose scraper reaches it over a private network no one else does. Without it such
+    an address without TOKENVAULT_METRICS_TLS_* stops the start."""
     health_address: str | None
     """Plaintext listener serving only grpc.health.v1, for probes that cannot present a client
     certificate, such as Kubernetes' gRPC probes (TOKENVAULT_HEALTH_ADDRESS; unset: none)."""
@@ -82,6 +88,8 @@ class VaultServiceConfig:
         """Read and validate; ConfigError lists every problem at once."""
         read = EnvReader(env)
         workers = read.integer("TOKENVAULT_WORKERS", 16, 1, 256)
+        metrics_port = read.integer("TOKENVAULT_METRICS_PORT", 0, 0, 65535)
+        metrics_address = read.text("TOKENVAULT_METRICS_ADDRESS", "127.0.0.1")
         config = cls(
             grpc_address=read.text("TOKENVAULT_GRPC_ADDRESS", "127.0.0.1:50051"),
             database_dsn=read.text("TOKENVAULT_DATABASE_DSN"),
@@ -97,9 +105,10 @@ class VaultServiceConfig:
             tls_client_ca=read.existing_file("TOKENVAULT_TLS_CLIENT_CA") or Path(),
             tls_client_crl=read.existing_file("TOKENVAULT_TLS_CLIENT_CRL", required=False),
             policy_file=read.existing_file("TOKENVAULT_POLICY_FILE") or Path(),
-            metrics_port=read.integer("TOKENVAULT_METRICS_PORT", 0, 0, 65535),
-            metrics_address=read.text("TOKENVAULT_METRICS_ADDRESS", "127.0.0.1"),
+            metrics_port=metrics_port,
+            metrics_address=metrics_address,
             metrics_tls=read_metrics_tls(read, "TOKENVAULT_METRICS", "TOKENVAULT_TLS_CLIENT_CA"),
+            metrics_plaintext_allowed=read_metrics_plaintext(read, "TOKENVAULT_METRICS", metrics_port, metrics_address),
             health_address=read.optional("TOKENVAULT_HEALTH_ADDRESS"),
             workers=workers,
             db_pool_size=read.integer("TOKENVAULT_DB_POOL_SIZE", 8, 1, 128),

@@ -93,3 +93,34 @@ def test_the_etl_with_a_metrics_key_that_does_not_load_stops_before_contacting_a
     result = start(["etl_service", "run"], {**etl_env(files), **tls, "ETL_METRICS_TLS_KEY": files["garbage"]})
     assert result.returncode == 1, result.stderr  # cannot work as configured
     assert "cannot load ETL_METRICS_TLS_CERT" in result.stderr and "ETL_METRICS_TLS_KEY" in result.stderr
+
+
+PLAIN_BEYOND_LOOPBACK = ["0.0.0.0", "::", "10.0.0.7"]  # noqa: S104 - the addresses being refused
+
+
+@pytest.mark.parametrize("address", PLAIN_BEYOND_LOOPBACK)
+def test_the_vault_with_plain_metrics_beyond_loopback_stops_at_start_naming_the_settings(
+    files: dict[str, str], address: str
+) -> None:
+    result = start(["vault_service"], {**vault_env(files), "TOKENVAULT_METRICS_ADDRESS": address})
+    assert result.returncode == 2, result.stderr
+    for setting in ("TLS_CERT", "TLS_KEY", "TLS_CLIENT_CA", "PLAINTEXT=allow"):
+        assert f"TOKENVAULT_METRICS_{setting}" in result.stderr
+
+
+@pytest.mark.parametrize("address", PLAIN_BEYOND_LOOPBACK)
+def test_the_etl_with_plain_metrics_beyond_loopback_stops_at_start_naming_the_settings(
+    files: dict[str, str], address: str
+) -> None:
+    result = start(["etl_service", "run"], {**etl_env(files), "ETL_METRICS_ADDRESS": address})
+    assert result.returncode == 2, result.stderr  # invalid settings
+    for setting in ("TLS_CERT", "TLS_KEY", "TLS_CLIENT_CA", "PLAINTEXT=allow"):
+        assert f"ETL_METRICS_{setting}" in result.stderr
+
+
+def test_the_vault_with_the_private_network_opt_in_gets_past_its_settings(files: dict[str, str]) -> None:
+    """Opted in, the settings pass: the start goes on, and fails only where this test has no database."""
+    plain = {"TOKENVAULT_METRICS_ADDRESS": "0.0.0.0", "TOKENVAULT_METRICS_PLAINTEXT": "allow"}  # noqa: S104
+    result = start(["vault_service"], {**vault_env(files), **plain})
+    assert result.returncode == 1, result.stderr  # cannot start: nothing listens at the DSN / Vault address
+    assert "METRICS" not in result.stderr
