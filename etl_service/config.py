@@ -98,9 +98,9 @@ class EtlConfig:
     whose scraper reaches it over a private network no one else does. Without it such an address
     without ETL_METRICS_TLS_* stops the start."""
     health_address: str | None
-    """host:port of a plain HTTP endpoint answering GET /healthz with 200 while the process runs,
-    and nothing else: for probes and health checks that hold no scraper certificate
-    (ETL_HEALTH_ADDRESS; unset: none)."""
+    """host:port (an IPv6 address in brackets: [::1]:8086) of a plain HTTP endpoint answering GET
+    /healthz with 200 while the process runs, and nothing else: for probes and health checks that
+    hold no scraper certificate (ETL_HEALTH_ADDRESS; unset: none)."""
     log_level: str
     """Logging level (ETL_LOG_LEVEL)."""
 

@@ -9,6 +9,7 @@ connection is closed after IDLE_SECONDS and at most MAX_CONNECTIONS are served a
 
 from __future__ import annotations
 
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -38,13 +39,30 @@ class _Server(BoundedThreads, ThreadingHTTPServer):
 
 
 def serve_health(address: str) -> ThreadingHTTPServer:
-    """Serve /healthz on `address` (host:port) in a daemon thread; Misconfigured when it cannot."""
+    """Serve /healthz on `address` (host:port, [IPv6]:port) in a daemon thread; Misconfigured when it cannot.
+
+    The address family is the address's own (an IPv6 address is bound over IPv6, not refused by
+    an IPv4 socket).
+    """
+    host, port = _host_and_port(address)
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        server_class: type[_Server] = type("HealthServer", (_Server,), {"address_family": family})
+        server = server_class((host, port), _Handler)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise Misconfigured(f"cannot serve health checks on {address} (ETL_HEALTH_ADDRESS): {reason}") from None
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    return server
+
+
+def _host_and_port(address: str) -> tuple[str, int]:
+    """`host:port` or `[IPv6]:port` split; Misconfigured naming the form otherwise."""
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise Misconfigured(f"ETL_HEALTH_ADDRESS must be host:port, got {address!r}")
-    try:
-        server = _Server((host.strip("[]"), int(port)), _Handler)
-    except OSError as error:
-        raise Misconfigured(f"cannot serve health checks on {address} (ETL_HEALTH_ADDRESS): {error.strerror}") from None
-    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
-    return server
+    if host.startswith("[") and host.endswith("]"):
+        return host[1:-1], int(port)
+    if ":" in host:  # ::1:8086 could be the address ::1:8086 itself, without a port
+        raise Misconfigured(f"ETL_HEALTH_ADDRESS: write an IPv6 address in brackets, e.g. [::1]:8086, got {address!r}")
+    return host, int(port)

@@ -36,6 +36,37 @@ def test_an_address_that_is_not_host_port_stops_the_start(address: str) -> None:
         serve_health(address)
 
 
+def _ipv6_loopback() -> bool:
+    """Whether this machine can listen on ::1."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_an_ipv6_address_is_served_over_ipv6() -> None:
+    server = serve_health("[::1]:0")
+    try:
+        port = server.server_address[1]
+        with urllib.request.urlopen(f"http://[::1]:{port}/healthz", timeout=5) as response:
+            assert (response.status, response.read()) == (200, b"ok\n")
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as connection:  # really over IPv6
+            connection.connect(("::1", port))
+            assert connection.getpeername()[0] == "::1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_ipv6_address_without_brackets_stops_the_start_asking_for_them() -> None:
+    """`::1:8086` could be the address ::1:8086 without a port: brackets say which part is the port."""
+    with pytest.raises(Misconfigured, match=r"ETL_HEALTH_ADDRESS.*in brackets, e\.g\. \[::1\]:8086"):
+        serve_health("::1:8086")
+
+
 def _closed_by_server(connection: socket.socket, within: float) -> bool:
     """Whether the server closes `connection` (EOF or reset) within `within` seconds, without a word."""
     connection.settimeout(within)
