@@ -93,7 +93,10 @@ $(DEPLOY_TOOLS)/.installed: deploy/check-requirements.txt deploy/install-check-t
 	PYTHON=$(PYTHON) sh deploy/install-check-tools.sh $(DEPLOY_TOOLS)
 	@touch $@
 
-deploy-check: $(DEPLOY_TOOLS)/.installed  ## k8s manifests, Dockerfile, compose, alert rules through kubernetes-validate, checkov, promtool
+DEPLOY_TESTS := tests/unit/test_k8s_manifests.py tests/unit/test_compose_file.py tests/unit/test_sqs_iam_policies.py
+
+deploy-check: $(STAMP) $(DEPLOY_TOOLS)/.installed  ## deploy files: the project's own checks (DEPLOY_TESTS), then kubernetes-validate, checkov, promtool
+	$(PY) -m pytest -q -p no:cacheprovider $(DEPLOY_TESTS)
 	sh deploy/check.sh $(DEPLOY_TOOLS)
 
 test-compose: $(STAMP)  ## start docker-compose.yml end to end in a Docker engine of its own (root; installs docker.io, mmdebstrap)

@@ -1,5 +1,7 @@
 #!/bin/sh
-# The deployment files through the field's tools (make deploy-check; tools from install-check-tools.sh):
+# The deployment files through the field's tools (make deploy-check, after the project's own checks
+# of them, DEPLOY_TESTS in the Makefile: references, settings such as the vault's share of calls
+# per client against its workers; tools from install-check-tools.sh):
 # - kubernetes-validate: deploy/k8s, as `kubectl kustomize` renders it, against the official
 #   Kubernetes schemas, strictly (unknown fields are errors; KEDA's CRDs have no schema there:
 #   tests/unit/test_k8s_manifests.py checks their references);

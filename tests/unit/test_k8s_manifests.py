@@ -203,3 +203,17 @@ def test_the_prometheus_example_scrapes_both_services_with_the_scraper_certifica
         job = jobs[f"tokenvault-{service}"]
         assert job["scheme"] == "https" and job["tls_config"]["server_name"] == f"{service}.tokenvault.svc"
         assert {"ca_file", "cert_file", "key_file"} <= job["tls_config"].keys()
+
+
+def test_the_vault_sets_each_client_s_share_of_calls_against_its_workers_and_the_etl_s() -> None:
+    """docs/production.md, Scaling: the ETL's pods share one client identity, so one share per replica.
+
+    Set, not left to a default that moves with another setting: at most half the workers (an
+    analyst always finds one), and at least one ETL pod's calls at once (ETL_WORKERS: a single pod
+    is never refused on its own; more pods than a replica's share are, and back off).
+    """
+    vault_env = {e["name"]: e.get("value") for e in container(by_kind("Deployment")["vault-service"])["env"]}
+    etl_env = {e["name"]: e.get("value") for e in container(by_kind("Deployment")["etl-service"])["env"]}
+    assert {"TOKENVAULT_WORKERS", "TOKENVAULT_MAX_CALLS_PER_CLIENT"} <= vault_env.keys(), vault_env
+    workers, share = int(vault_env["TOKENVAULT_WORKERS"]), int(vault_env["TOKENVAULT_MAX_CALLS_PER_CLIENT"])
+    assert int(etl_env["ETL_WORKERS"]) <= share <= workers // 2
