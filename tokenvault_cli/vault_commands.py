@@ -25,6 +25,13 @@ from tokenvault_cli.query import (
 from tokenvault_cli.settings import SettingsError
 from tokenvault_client import ChunkLimits, EraseOutcome, ItemError, RateLimited, Revealed, TokenType
 
+DEAD_LETTERS_STEP = (
+    "Next step of this erasure, for the DLQ operator: dead letters (refused events, kept sealed for 14 days)"
+    " may still hold these values; delete them with `python -m etl_service dead-letters erase - --yes`, the"
+    " person's user_id=, ip= and device_id= lines on standard input (README, Privacy officer). Until then"
+    " `dead-letters show` prints them and a `dead-letters resend` stores them again under new tokens."
+)
+"""Printed after an erasure: the vault cannot reach the DLQ, whose operator can open every dead letter."""
 PURPOSE_HELP = "Why: a ticket or case reference (never personal data). Written to the audit log."
 FORMAT_OPTION = click.option(
     "--format",
@@ -204,6 +211,10 @@ def erase(ctx: Context, tokens: tuple[str, ...], purpose: str, yes: bool, fmt: s
     Needs the erase permission (the privacy officer). Detokenize answers NOT_FOUND from then on,
     and the same value tokenized again gets a new token. Audited before and after.
 
+    The vault cannot reach the dead-letter queue: refused events of the person stay there, sealed,
+    for 14 days. Next step, run by the DLQ operator: `python -m etl_service dead-letters erase -
+    --yes` with the person's user_id=, ip= and device_id= lines on standard input (README).
+
     \b
     tokenvault --stack .stack --as privacy-officer erase ip_7qwKnwTSu2ecvWSU-DjgMw --purpose GDPR-118 --yes
     """  # noqa: D301 - \b keeps click from rewrapping the example
@@ -223,6 +234,8 @@ def erase(ctx: Context, tokens: tuple[str, ...], purpose: str, yes: bool, fmt: s
             _erase_stopped_partway(wanted, cast(list[EraseOutcome], stopped.done), stopped, fmt)
     rows = [(t, "erased" if o is None else str(o)) for t, o in zip(wanted, outcomes, strict=True)]
     write_rows(["token", "outcome"], rows, Format(fmt))
+    if any(o is None for o in outcomes):
+        click.echo(DEAD_LETTERS_STEP, err=True)
     if _summarize_errors(outcomes, "tokens were not erased"):
         raise SystemExit(1)
 
@@ -232,6 +245,8 @@ def _erase_stopped_partway(wanted: list[str], done: list[EraseOutcome], stopped:
     rows = [(t, "erased" if o is None else str(o)) for t, o in zip(wanted, done, strict=False)]
     rows += [(t, "not sent: erase limit reached") for t in wanted[len(done) :]]
     write_rows(["token", "outcome"], rows, Format(fmt))
+    if any(o is None for o in done):
+        click.echo(DEAD_LETTERS_STEP, err=True)
     click.echo(
         f"tokenvault: the erase limit stopped this after {len(done)} of {len(wanted)} tokens (those above are"
         f" done); send the {len(wanted) - len(done)} not sent again in {stopped.retry_after:.0f} s or later,"

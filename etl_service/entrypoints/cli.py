@@ -92,7 +92,7 @@ EXIT_CODES = """exit status:
      `dead-letters resend` after the fix); nothing was lost either way"""
 
 
-DEAD_LETTERS = """operators: python -m etl_service dead-letters list|show|resend|redrive  (--help for each)"""
+DEAD_LETTERS = """operators: python -m etl_service dead-letters list|show|resend|redrive|erase  (--help for each)"""
 
 
 def _parser() -> argparse.ArgumentParser:

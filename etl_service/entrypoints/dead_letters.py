@@ -1,4 +1,4 @@
-"""`python -m etl_service dead-letters list|show|resend|redrive`: the DLQ for an operator.
+"""`python -m etl_service dead-letters list|show|resend|redrive|erase`: the DLQ for an operator.
 
 - `list`: every dead letter with its reason, detail, event id and sent time (no body: sealed).
 - `show MESSAGE_ID`: open one sealed body with the operator's Vault token (VAULT_TOKEN or
@@ -13,9 +13,11 @@
   time, and delete the dead letter. A fixed body that still fails validation is refused.
 - `redrive`: take back messages SQS's redrive policy moved without a reason (a crash loop); a
   drain does this by itself before it ends.
+- `erase -`: part of an erasure: delete every dead letter holding the person's values, given on
+  stdin (`user_id=…`, `ip=…`, `device_id=…`); counts only (etl_service/entrypoints/dead_letter_erasure.py).
 
 Settings: ETL_QUEUE_URL (ETL_DLQ_URL, ETL_SQS_ENDPOINT_URL, AWS_* as for the service), and for
-show/resend ETL_DLQ_SEAL_VAULT_ADDR or VAULT_ADDR, and ETL_DLQ_SEAL_KEY as the ETL has it.
+show/resend/erase ETL_DLQ_SEAL_VAULT_ADDR or VAULT_ADDR, and ETL_DLQ_SEAL_KEY as the ETL has it.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ import sys
 from pathlib import Path
 
 from etl_service.adapters.dead_letter_queue import DeadLetter, DeadLetterError, DeadLetterQueue
+from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.adapters.sqs import endpoint_for_queue, make_sqs_client
 from etl_service.adapters.transit_sealer import DEAD_LETTER_KEY, open_sealed
 from etl_service.domain.validation import Rejection, parse_login_event
+from etl_service.entrypoints.dead_letter_erasure import add_erase_command, run_erase
 from etl_service.errors import EtlError
 
 
@@ -44,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     resend.add_argument("--body-file", type=Path, help="the fixed body (default: the original, opened as by show)")
     resend.add_argument("--token-file", type=Path, help="the operator's Vault token (default: $VAULT_TOKEN)")
     commands.add_parser("redrive", help="take back messages SQS's redrive moved without a reason")
+    add_erase_command(commands)
     return parser
 
 
@@ -61,12 +66,14 @@ def main(argv: list[str]) -> int:
         os.environ.get("AWS_ACCESS_KEY_ID"),
         os.environ.get("AWS_SECRET_ACCESS_KEY"),
     )
-    dlq = DeadLetterQueue(client, queue_url, dlq_url)
+    dlq = DeadLetterSweep(client, queue_url, dlq_url)
     try:
         if args.command == "redrive":
             print(f"taken back: {dlq.take_back_redriven()}")
             return 0
         try:
+            if args.command == "erase":
+                return _erase(args, dlq)
             return _run(args, dlq)
         finally:
             dlq.release()
@@ -83,6 +90,18 @@ def _dead_letter_key() -> str:
 def _tampered(dead: DeadLetter, key: str) -> bool:
     """A sealed envelope naming a key other than the dead-letter key: the ETL did not write it."""
     return dead.reason is not None and dead.sealed_body is not None and dead.key != key
+
+
+def _erase(args: argparse.Namespace, dlq: DeadLetterSweep) -> int:
+    """`erase`: bodies opened as by `show` (the dead-letter key only; tampered ones never)."""
+    key = _dead_letter_key()
+    has_token = args.token_file is not None or os.environ.get("VAULT_TOKEN")
+    if not (os.environ.get("ETL_DLQ_SEAL_VAULT_ADDR") or os.environ.get("VAULT_ADDR")) or not has_token:
+        # refused before the DLQ is read, rather than after the first deletions
+        raise DeadLetterError(
+            "erase opens bodies: it needs VAULT_ADDR and the operator's token (VAULT_TOKEN, --token-file)"
+        )
+    return run_erase(args, dlq, lambda dead: _open(dead, args.token_file, key), lambda dead: _tampered(dead, key))
 
 
 def _run(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:

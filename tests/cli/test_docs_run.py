@@ -87,6 +87,8 @@ def test_the_readme_command_sections_run_as_written(cli_stack: CliStack, tmp_pat
     assert done.stdout.count(revealed) >= 2 and '"REVEAL_PLAIN"' in done.stdout
     assert "***-**-" + tokens["dev_ExampleDeviceToken0001"][1][-4:] in done.stdout
     assert "erased" in done.stdout and "audit log intact" in done.stdout
+    assert "Next step of this erasure, for the DLQ operator" in done.stderr  # named by `tokenvault erase`
+    assert "would be deleted (dry run" in done.stdout and "holding the person's values, deleted:" in done.stdout
     assert "1 reveal(s) of this token" in done.stdout  # the analyst's reveal above (buf curl comes after)
 
 

@@ -20,10 +20,13 @@ DLQ_ARN = "arn:aws:sqs:REGION:ACCOUNT_ID:login-queue-dlq"
 QUEUE_OF = {"self._queue_url": (SOURCE_ARN,), "self._dlq_url": (DLQ_ARN,), "url": (SOURCE_ARN, DLQ_ARN)}
 ETL_ADAPTERS = ("etl_service/adapters/sqs.py", "etl_service/adapters/dead_letter_queue.py")
 # The ETL takes back what SQS's redrive moved (DeadLetterQueue.take_back_redriven); the
-# operator's `dead-letters` commands use DeadLetterQueue alone.
+# operator's `dead-letters` commands use DeadLetterQueue and, for `erase`, DeadLetterSweep.
 IDENTITIES = {
     "tokenvault-etl-sqs-policy.json": ETL_ADAPTERS,
-    "tokenvault-dlq-operator-sqs-policy.json": ("etl_service/adapters/dead_letter_queue.py",),
+    "tokenvault-dlq-operator-sqs-policy.json": (
+        "etl_service/adapters/dead_letter_queue.py",
+        "etl_service/adapters/dead_letter_sweep.py",
+    ),
 }
 
 

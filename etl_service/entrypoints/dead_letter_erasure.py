@@ -1,0 +1,171 @@
+"""`python -m etl_service dead-letters erase -`: remove an erased person's dead letters.
+
+Part of an erasure (README, *Privacy officer*): `tokenvault erase` destroys the vault's values,
+but the DLQ keeps refused messages for 14 days, sealed, and an operator can open them: `show`
+would print the erased ip and device id, and `resend` would store them again under new tokens.
+The DLQ operator - who may open every dead letter anyway - runs this step with the person's
+user id, ips and device ids on standard input (`user_id=…`, `ip=…`, `device_id=…`, one a line,
+`#` comments): never on the command line, never logged. A dead letter matches when its user_id,
+ip (any spelling of the same address) or device_id equals a value given, or when an ip or device
+id given appears anywhere in it as a JSON string (etl_service/domain/erasure_match.py).
+
+It reads the whole DLQ, opens each sealed body with the dead-letter key (OpenBao audits each
+decrypt), also reads what is in clear (a message SQS's redrive moved as it was, a planted one),
+and deletes every dead letter that matches. Without `--yes` it deletes nothing and says what it
+would delete. It reports counts only: no value, no message or event id.
+
+Dead letters it cannot check are counted and make it exit 3: those another reader holds (an
+operator's `list` or `show` holds every dead letter for 60 s) - it waits up to `--wait` seconds
+(90) for them to come back and checks them then - and those that arrived while it ran. Run it
+again until it exits 0. An envelope naming another Transit key (tampered: the ETL did not write
+it) is not opened, as by `show`; it is counted and left for the operators' tampering review.
+What it never reaches: messages still in the source queue (the ETL loads or dead-letters them
+within seconds to minutes; run the step after it has caught up) - see docs/threat-model.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from etl_service.adapters.dead_letter_queue import DeadLetter
+from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
+from etl_service.domain.erasure_match import CriteriaError, Person, read_person
+
+INCOMPLETE = 3
+"""Exit code: some dead letters could not be checked; run again."""
+MAX_ROUNDS = 50
+
+
+def add_erase_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """The `erase` subcommand's arguments."""
+    erase = commands.add_parser(
+        "erase",
+        help="delete an erased person's dead letters (values on stdin: user_id=, ip=, device_id=)",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    erase.add_argument("stdin", nargs="*", metavar="-", help="read the person's values from standard input")
+    erase.add_argument("--yes", action="store_true", help="delete (without it: only count what would be deleted)")
+    erase.add_argument(
+        "--wait", type=float, default=90.0, help="seconds to wait for dead letters another reader holds (90)"
+    )
+    erase.add_argument("--token-file", type=Path, help="the operator's Vault token (default: $VAULT_TOKEN)")
+
+
+@dataclass
+class Sweep:
+    """Counts of one `dead-letters erase` run (never values or ids)."""
+
+    checked: int = 0
+    matched: int = 0
+    tampered: int = 0
+    no_body: int = 0
+    visible_unread: int = 0
+    held_elsewhere: int = 0
+
+    @property
+    def unchecked(self) -> int:
+        """Dead letters this run could not look at."""
+        return self.visible_unread + self.held_elsewhere
+
+
+def run_erase(
+    args: argparse.Namespace,
+    dlq: DeadLetterSweep,
+    opener: Callable[[DeadLetter], str],
+    tampered: Callable[[DeadLetter], bool],
+) -> int:
+    """Read the person's values from stdin, sweep the DLQ, print counts; the exit code."""
+    if list(args.stdin) != ["-"]:
+        given = sum(1 for a in args.stdin if a != "-")
+        refused = f"; {given} argument(s) refused unread: every local user can read a command line" if given else ""
+        print(
+            "etl_service dead-letters erase: give the person's values on standard input with `-`, one a line"
+            f" (user_id=VALUE, ip=VALUE, device_id=VALUE){refused}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        person = read_person(sys.stdin)
+    except CriteriaError as error:
+        print(f"etl_service dead-letters erase: stdin {error}; nothing was read from the DLQ", file=sys.stderr)
+        return 2
+    sweep = _sweep(dlq, person, opener, tampered, delete=args.yes, wait=max(0.0, args.wait))
+    _report(sweep, deleted=args.yes)
+    return INCOMPLETE if sweep.unchecked else 0
+
+
+def _sweep(
+    dlq: DeadLetterSweep,
+    person: Person,
+    opener: Callable[[DeadLetter], str],
+    tampered: Callable[[DeadLetter], bool],
+    delete: bool,
+    wait: float,
+) -> Sweep:
+    """Check every dead letter once; wait up to `wait` s for those other readers hold."""
+    sweep = Sweep()
+    deadline = time.monotonic() + wait
+    lease = int(wait) + 600  # what this run holds stays invisible to others until it ends (or this runs out)
+    for _ in range(MAX_ROUNDS):
+        letters = dlq.list()
+        dlq.hold(letters, lease)
+        for dead in letters:
+            _check(dead, sweep, dlq, person, opener, tampered, delete)
+        unseen = dlq.unseen()
+        sweep.visible_unread, sweep.held_elsewhere = unseen.visible, unseen.held_elsewhere
+        if not sweep.unchecked:
+            break
+        if not letters:  # nothing new readable now: wait for other readers' leases, if there is time left
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(2.0, left))
+    return sweep
+
+
+def _check(
+    dead: DeadLetter,
+    sweep: Sweep,
+    dlq: DeadLetterSweep,
+    person: Person,
+    opener: Callable[[DeadLetter], str],
+    tampered: Callable[[DeadLetter], bool],
+    delete: bool,
+) -> None:
+    sweep.checked += 1
+    texts = [dead.raw_body]  # what is in clear: a redriven original, or a planted body
+    if tampered(dead):
+        sweep.tampered += 1
+    elif dead.reason is not None and dead.sealed_body and dead.key:
+        texts.append(opener(dead))
+    elif dead.reason is not None:
+        sweep.no_body += 1
+    if not any(person.matches(text) for text in texts):
+        return
+    sweep.matched += 1
+    if delete:
+        dlq.delete(dead)
+
+
+def _report(sweep: Sweep, deleted: bool) -> None:
+    action = "deleted" if deleted else "would be deleted (dry run: add --yes to delete)"
+    print(f"dead letters checked: {sweep.checked}")
+    print(f"  holding the person's values, {action}: {sweep.matched}")
+    print(f"  left untouched: {sweep.checked - sweep.matched if deleted else sweep.checked}")
+    if sweep.no_body:
+        print(f"  of which without a kept body (nothing of it to match but its clear text): {sweep.no_body}")
+    if sweep.tampered:
+        print(f"  of which tampered (an envelope naming another Transit key, not opened, as by show): {sweep.tampered}")
+    if sweep.unchecked:
+        print(
+            f"not checked: {sweep.unchecked} (held by another reader: {sweep.held_elsewhere}, arrived meanwhile"
+            f" or beyond this run's reach: {sweep.visible_unread}, by SQS's approximate counts); run"
+            " `dead-letters erase` again with the same values until it exits 0",
+            file=sys.stderr,
+        )
