@@ -1,19 +1,23 @@
 """user_logins and etl_quarantine in PostgreSQL, loaded in one transaction per batch.
 
 Binary COPY straight into user_logins; when an event of the batch is already loaded (a
-redelivery), COPY into a staging table and one INSERT ... ON CONFLICT DO NOTHING instead.
+redelivery), COPY into a staging table and one INSERT ... ON CONFLICT DO NOTHING instead. The
+rows that skipped are then checked by public.user_logins_reused_event_ids (migration 0021): a
+row whose event_id is loaded for a different event is quarantined as `event_id_reused`, not
+counted as a replay.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from etl_service.domain.messages import QuarantineRecord, UserLoginRow
+from etl_service.domain.messages import QuarantineRecord, UserLoginRow, event_id_reused
 from etl_service.errors import DependencyDown, Misconfigured
-from etl_service.service.ports import WriteResult
+from etl_service.service.ports import ReusedEventId, WriteResult
 
 _COLUMNS = UserLoginRow._fields  # rows are written as they are, in this order
 _COLUMN_LIST = ", ".join(_COLUMNS)
@@ -29,7 +33,17 @@ _MERGE = f"""
 INSERT INTO public.user_logins ({_COLUMN_LIST})
 SELECT {_COLUMN_LIST} FROM staging_user_logins
 ON CONFLICT (event_id) DO NOTHING
+RETURNING sqs_message_id
 """
+# Which skipped rows differ from the loaded row in a column that holds no token. The ETL reads
+# no such column itself: the function runs as the table's owner and answers positions only.
+_REUSED = """
+SELECT item, loaded_message_id FROM public.user_logins_reused_event_ids(
+    %s::text[], %s::text[], %s::text[], %s::text[], %s::int4[], %s::text[], %s::date[]
+)
+"""
+Reused = tuple[UserLoginRow, str]
+"""A skipped row whose event_id is loaded for a different event, and the loaded row's message id."""
 _QUARANTINE = """
 INSERT INTO public.etl_quarantine (event_id, sqs_message_id, reason, detail, sent_at)
 SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])
@@ -47,18 +61,21 @@ class PostgresLoginStore:
         """Load rows and quarantine records atomically; count what was new."""
         try:
             with self._pool.connection(timeout=10) as conn, conn.transaction():
-                inserted = self._load_rows(conn, rows) if rows else 0
-                new_quarantine = self._load_quarantine(conn, quarantined) if quarantined else 0
+                inserted, reused = self._load_rows(conn, rows) if rows else (0, [])
+                records = [*quarantined, *(event_id_reused(row, loaded) for row, loaded in reused)]
+                new_quarantine = self._load_quarantine(conn, records) if records else 0
         except (psycopg.OperationalError, PoolTimeout, psycopg.errors.InsufficientPrivilege,
-                psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as error:  # fmt: skip
+                psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn,
+                psycopg.errors.UndefinedFunction) as error:  # fmt: skip
             raise database_error(error) from error
-        return WriteResult(inserted, new_quarantine)
+        return WriteResult(inserted, new_quarantine, tuple(ReusedEventId(r.sqs_message_id, m) for r, m in reused))
 
     def check_access(self, dsn: str) -> None:
         """At start: log in as the configured role and check what the ETL needs (Misconfigured if not).
 
         A direct connection, not the pool's, so a refused password is reported as such instead
-        of as a pool timeout; then INSERT on both tables, which also proves they exist.
+        of as a pool timeout; then INSERT on both tables and EXECUTE on the function that tells a
+        replay from a reused event_id, which also proves they exist.
         """
         try:
             with psycopg.connect(dsn, connect_timeout=5, application_name="tokenvault-etl-check") as conn:
@@ -77,24 +94,33 @@ class PostgresLoginStore:
             raise database_error(error) from error
 
     @staticmethod
-    def _load_rows(conn: psycopg.Connection, rows: Sequence[UserLoginRow]) -> int:
+    def _load_rows(conn: psycopg.Connection, rows: Sequence[UserLoginRow]) -> tuple[int, list[Reused]]:
         """COPY straight into user_logins; if an event is already there, merge instead.
 
-        The first load of a batch (nearly always) needs no staging table. A redelivered batch,
-        or one holding the same event twice, fails the direct COPY on the event key; its
-        savepoint is rolled back and the rows go through staging and ON CONFLICT DO NOTHING.
+        Returns how many rows were inserted, and each skipped row whose event_id is loaded for a
+        different event, with the loaded row's message id. The first load of a batch (nearly
+        always) needs no staging table. A redelivered batch, or one holding the same event twice,
+        fails the direct COPY on the event key; its savepoint is rolled back and the rows go
+        through staging and ON CONFLICT DO NOTHING, then the skipped ones are compared.
         """
         try:
             with conn.transaction():  # a savepoint inside the batch's transaction
                 _copy_rows(conn, "public.user_logins", rows)
-            return len(rows)
+            return len(rows), []
         except psycopg.errors.UniqueViolation:
             pass
         conn.execute(_STAGING)
         _copy_rows(conn, "staging_user_logins", rows)
         with conn.cursor() as cursor:
             cursor.execute(_MERGE)
-            return cursor.rowcount
+            inserted = Counter(str(r[0]) for r in cursor.fetchall())
+        skipped = []
+        for row in rows:
+            if inserted[row.sqs_message_id] > 0:
+                inserted[row.sqs_message_id] -= 1
+            else:
+                skipped.append(row)
+        return len(rows) - len(skipped), _reused(conn, skipped) if skipped else []
 
     @staticmethod
     def _load_quarantine(conn: psycopg.Connection, records: Sequence[QuarantineRecord]) -> int:
@@ -110,16 +136,20 @@ class PostgresLoginStore:
             return cursor.rowcount
 
 
-_PRIVILEGES = """
-SELECT has_table_privilege('public.user_logins', 'INSERT'), has_table_privilege('public.etl_quarantine', 'INSERT')
+_REUSED_FUNCTION = "public.user_logins_reused_event_ids(text[], text[], text[], text[], integer[], text[], date[])"
+_PRIVILEGES = f"""
+SELECT has_table_privilege('public.user_logins', 'INSERT'), has_table_privilege('public.etl_quarantine', 'INSERT'),
+       has_function_privilege('{_REUSED_FUNCTION}', 'EXECUTE')
 """
 _REFUSED_STATES = {
     "28P01": "the password of ETL_DATABASE_DSN was refused",
     "28000": "the role of ETL_DATABASE_DSN may not log in",
     "3D000": "the database of ETL_DATABASE_DSN does not exist",
-    "42501": "the role of ETL_DATABASE_DSN lacks a privilege the ETL needs (INSERT on user_logins and etl_quarantine)",
+    "42501": "the role of ETL_DATABASE_DSN lacks a privilege the ETL needs (INSERT on user_logins and"
+    " etl_quarantine, EXECUTE on public.user_logins_reused_event_ids)",
     "42P01": "a table the ETL needs is missing: run the migrations (python -m tokenvault_common.migrations)",
     "42703": "a column the ETL needs is missing: run the migrations (python -m tokenvault_common.migrations)",
+    "42883": "a function the ETL needs is missing: run the migrations (python -m tokenvault_common.migrations)",
 }
 
 
@@ -133,6 +163,26 @@ def database_error(error: Exception) -> DependencyDown | Misconfigured:
         return Misconfigured(f"Postgres refused the ETL: {_REFUSED_STATES[state]} (SQLSTATE {state})", "database")
     first_line = text.strip().splitlines()[0][:200] if text.strip() else ""
     return DependencyDown(f"Postgres unavailable: {type(error).__name__}: {first_line}", "database")
+
+
+def _reused(conn: psycopg.Connection, skipped: list[UserLoginRow]) -> list[Reused]:
+    """The skipped rows whose event_id is loaded for a different event, each with the loaded row's message id.
+
+    Compared in the database on the columns that hold no token (never the tokens: that would
+    tell the ETL whether a stored event has a guessed value). Called only when rows skipped.
+    """
+    columns = [
+        [r.event_id for r in skipped],
+        [r.user_id for r in skipped],
+        [r.device_type for r in skipped],
+        [r.locale for r in skipped],
+        [r.app_version for r in skipped],
+        [r.app_version_text for r in skipped],
+        [r.create_date for r in skipped],
+    ]
+    with conn.cursor() as cursor:
+        cursor.execute(_REUSED, columns)
+        return [(skipped[int(item) - 1], str(loaded)) for item, loaded in cursor.fetchall()]
 
 
 def _copy_rows(conn: psycopg.Connection, table: str, rows: Sequence[UserLoginRow]) -> None:

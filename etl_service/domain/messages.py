@@ -89,6 +89,30 @@ class QuarantineRecord:
     sent_at: datetime
 
 
+EVENT_ID_REUSED = "event_id_reused"
+"""The reason of a message whose event_id is already loaded for a different event (a collision,
+not a replay): the loaded row differs in a column that holds no token."""
+
+
+def event_id_reused(row: UserLoginRow, loaded_message_id: str) -> QuarantineRecord:
+    """The quarantine record of a row refused because its event_id is loaded for another event.
+
+    Keyed by the row's SQS message id, not its event_id: the event_id names the loaded event,
+    and each message reusing it gets its own record. The detail names the loaded row's message
+    id (both are SQS metadata), never a value.
+    """
+    detail = event_id_reused_detail(loaded_message_id)
+    return QuarantineRecord(row.sqs_message_id, row.sqs_message_id, EVENT_ID_REUSED, detail, row.sent_at)
+
+
+def event_id_reused_detail(loaded_message_id: str) -> str:
+    """The detail of an `event_id_reused` quarantine (row and DLQ alike): message ids, never a value."""
+    return (
+        f"its event_id is already loaded from message {loaded_message_id}, which differs in user_id,"
+        " device_type, locale, app_version or create_date"
+    )
+
+
 @lru_cache(maxsize=4096)
 def _utc_datetime(timestamp_ms: int) -> datetime:
     """Messages of a batch share few distinct SentTimestamps: each is converted once."""

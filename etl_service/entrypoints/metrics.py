@@ -8,7 +8,9 @@ from etl_service.service.outcomes import BatchOutcome, RunSummary
 
 RECEIVED = Counter("etl_messages_received_total", "Messages received from the source queue")
 LOADED = Counter("etl_rows_loaded_total", "Rows inserted into user_logins")
-DUPLICATES = Counter("etl_rows_duplicate_total", "Rows skipped because their event was already loaded")
+DUPLICATES = Counter(
+    "etl_rows_duplicate_total", "Rows skipped because the same event was already loaded (replays, not reused ids)"
+)
 QUARANTINED = Counter("etl_messages_quarantined_total", "Messages sent to the DLQ", ["reason"])
 RETRIED = Counter("etl_messages_retried_total", "Messages postponed for redelivery (dependency failure)")
 DELETE_FAILURES = Counter("etl_delete_failures_total", "Messages whose deletion SQS refused")

@@ -4,7 +4,9 @@ Order matters for "lose nothing, duplicate nothing":
 1. validate each message on its own;
 2. tokenize the distinct ips and device ids of the batch in one vault call, and seal the
    bodies of refused messages (the DLQ keeps no PII in clear);
-3. commit rows and quarantine records in one transaction (idempotent on the event key);
+3. commit rows and quarantine records in one transaction (idempotent on the event key: a
+   replay adds nothing, and a different event under an event_id already loaded is refused
+   and quarantined as `event_id_reused` in that transaction);
 4. copy rejected messages to the DLQ (every DLQ message has a reason and a quarantine row);
 5. only then delete from the source queue.
 A crash or outage anywhere before 5 leaves the messages in the queue; redelivery repeats the
@@ -21,7 +23,14 @@ import logging
 import time
 from collections.abc import Sequence
 
-from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow, to_row
+from etl_service.domain.messages import (
+    EVENT_ID_REUSED,
+    QuarantineRecord,
+    QueueMessage,
+    UserLoginRow,
+    event_id_reused_detail,
+    to_row,
+)
 from etl_service.domain.validation import (
     DEFAULT_DEVICE_TYPES,
     MAX_BODY_BYTES,
@@ -31,7 +40,7 @@ from etl_service.domain.validation import (
 )
 from etl_service.errors import DependencyDown, Misconfigured
 from etl_service.service.outcomes import PROCESSING_FAILED, BatchOutcome
-from etl_service.service.ports import BodySealer, LoginStore, Queue, Tokenizer
+from etl_service.service.ports import BodySealer, LoginStore, Queue, ReusedEventId, Tokenizer
 from etl_service.service.sealing import NOT_KEPT_TOO_LARGE, DiscardBodies, dead_letter_body
 
 log = logging.getLogger(__name__)
@@ -118,7 +127,11 @@ class BatchProcessor:
         ]
         written = self._store.write(rows, records)
         outcome.loaded = written.rows_inserted
-        outcome.already_loaded = len(rows) - written.rows_inserted
+        outcome.already_loaded = len(rows) - written.rows_inserted - len(written.reused)
+        if written.reused:  # committed with their quarantine rows; a failure from here redelivers them
+            reused = _reused_messages(messages, written.reused)
+            bodies += self._kept_bodies(reused)
+            rejected = [*rejected, *reused]
         self._finish(messages, rejected, bodies, outcome)
         finished = time.time()
         outcome.ages_seconds = [max(finished - m.sent_timestamp_ms / 1000, 0.0) for m in messages]
@@ -231,3 +244,17 @@ class BatchProcessor:
         outcome.delete_failures = len(failed)
         outcome.retried += len(undeletable)
         outcome.errored |= undeletable
+
+
+def _reused_messages(messages: Sequence[QueueMessage], reused: Sequence[ReusedEventId]) -> Rejected:
+    """The messages whose event_id another event holds, each with its rejection; logged by message ids only."""
+    by_id = {m.message_id: m for m in messages}
+    found: Rejected = []
+    for item in reused:
+        log.warning(
+            "event_id already loaded for a different event: quarantined, not a duplicate",
+            extra={"message_id": item.message_id, "loaded_message_id": item.loaded_message_id},
+        )
+        rejection = Rejection(EVENT_ID_REUSED, event_id_reused_detail(item.loaded_message_id))
+        found.append((by_id[item.message_id], rejection))
+    return found

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow
 
@@ -74,19 +74,36 @@ class Tokenizer(Protocol):
         ...
 
 
+class ReusedEventId(NamedTuple):
+    """A row not loaded because its event_id is loaded for a different event."""
+
+    message_id: str
+    """The SQS message id of the refused row."""
+    loaded_message_id: str
+    """The SQS message id of the row loaded under that event_id."""
+
+
 @dataclass(frozen=True)
 class WriteResult:
-    """How many rows a batch added (the rest were already there: redelivery or replay)."""
+    """How many rows a batch added; the rest were already there (replays) or reused an event_id."""
 
     rows_inserted: int
     quarantined_inserted: int
+    reused: tuple[ReusedEventId, ...] = ()
+    """Rows refused because another event, different in a column that holds no token, is loaded
+    under their event_id; their quarantine records (`event_id_reused`) were written with the batch."""
 
 
 class LoginStore(Protocol):
     """user_logins and the quarantine table."""
 
     def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
-        """Write both in one transaction, skipping keys already present. DependencyDown if down."""
+        """Write both in one transaction, skipping keys already present. DependencyDown if down.
+
+        A skipped row is a replay when the row loaded under its event_id matches it in every
+        column that holds no token; otherwise it is reported in `reused` and quarantined as
+        `event_id_reused` in the same transaction.
+        """
         ...
 
     def ready(self) -> None:

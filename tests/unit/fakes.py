@@ -9,9 +9,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow
+from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow, event_id_reused
 from etl_service.errors import DependencyDown
-from etl_service.service.ports import QueueDepth, WriteResult
+from etl_service.service.ports import QueueDepth, ReusedEventId, WriteResult
 from vault_service.domain.audit import AuditEvent, AuditRecord
 from vault_service.domain.errors import KeysUnavailable
 from vault_service.domain.keys import KeyPurpose, KeyState
@@ -300,13 +300,24 @@ class FakeLoginStore:
         if self.down:
             raise DependencyDown("Postgres unavailable", "database")
         new_rows = [r for r in rows if r.event_id not in self.rows]
-        new_q = [q for q in quarantined if q.event_id not in self.quarantine]
         self.rows.update({r.event_id: r for r in new_rows})
+        # As public.user_logins_reused_event_ids: a skipped row differing in a column without a token.
+        reused = [
+            (r, self.rows[r.event_id].sqs_message_id)
+            for r in rows
+            if r not in new_rows and _without_tokens(r) != _without_tokens(self.rows[r.event_id])
+        ]
+        records = [*quarantined, *(event_id_reused(r, loaded) for r, loaded in reused)]
+        new_q = [q for q in records if q.event_id not in self.quarantine]
         self.quarantine.update({q.event_id: q for q in new_q})
         if self.queue is not None:
             self.queue.actions.append(("commit", str(len(rows))))
-        return WriteResult(len(new_rows), len(new_q))
+        return WriteResult(len(new_rows), len(new_q), tuple(ReusedEventId(r.sqs_message_id, m) for r, m in reused))
 
     def ready(self) -> None:
         if self.down:
             raise DependencyDown("Postgres unavailable", "database")
+
+
+def _without_tokens(row: UserLoginRow) -> tuple[object, ...]:
+    return (row.user_id, row.device_type, row.locale, row.app_version, row.app_version_text, row.create_date)

@@ -102,6 +102,61 @@ def test_redelivered_message_adds_no_row() -> None:
     assert len(store.rows) == 1 and outcome.already_loaded == 1
 
 
+class RecordingSealer:
+    key_name: str | None = "test-key"
+
+    def __init__(self) -> None:
+        self.sealed: list[str] = []
+        self.down = False
+
+    def seal(self, bodies: Sequence[str]) -> list[str]:
+        if self.down:
+            raise DependencyDown("OpenBao unavailable", "openbao")
+        self.sealed += bodies
+        return [json.dumps({"format": "tokenvault-dead-letter/1", "sealed_body": "vault:v1:x"}) for _ in bodies]
+
+
+def test_a_different_event_under_a_loaded_event_id_is_quarantined_not_counted_as_a_duplicate() -> None:
+    queue, store, sealer = FakeQueue(), FakeLoginStore(), RecordingSealer()
+    processor = BatchProcessor(queue, FakeTokenizer(), store, sealer=sealer)
+    processor.process([message(1, good(1), event_id="evt-1")])
+    genuine = message(2, {**good(2), "ip": "10.0.0.2"}, event_id="evt-1")
+    outcome = processor.process([genuine, message(3, good(3), event_id="evt-3")])
+    assert (outcome.loaded, outcome.already_loaded, outcome.quarantined) == (1, 0, 1)
+    assert outcome.reasons == {"event_id_reused": 1}
+    assert queue.dead_lettered == [("m2", "event_id_reused")]
+    assert sealer.sealed == [genuine.body]  # sealed like any refused body
+    assert json.loads(queue.dead_letter_bodies[0])["sealed_body"] == "vault:v1:x"
+    record = store.quarantine["m2"]  # under its own message id: the event id names the loaded event
+    assert (record.reason, record.sqs_message_id) == ("event_id_reused", "m2") and "m1" in record.detail
+    assert store.rows["evt-1"].user_id == "u1"
+    assert ("delete", "m2") in queue.actions
+
+
+def test_a_reused_id_whose_body_cannot_be_sealed_yet_is_redelivered_then_dead_lettered() -> None:
+    queue, store, sealer = FakeQueue(), FakeLoginStore(), RecordingSealer()
+    processor = BatchProcessor(queue, FakeTokenizer(), store, sealer=sealer)
+    processor.process([message(1, good(1), event_id="evt-1")])
+    sealer.down = True
+    outcome = processor.process([message(2, good(2), event_id="evt-1")])
+    assert outcome.failed_dependency == "openbao" and outcome.errored == {"m2"}
+    assert ("delete", "m2") not in queue.actions and not queue.dead_lettered
+    assert store.quarantine["m2"].reason == "event_id_reused"  # committed with the batch
+    sealer.down = False
+    again = processor.process([message(2, good(2), receive_count=2, event_id="evt-1")])
+    assert (again.quarantined, again.already_loaded) == (1, 0)
+    assert queue.dead_lettered == [("m2", "event_id_reused")] and ("delete", "m2") in queue.actions
+
+
+def test_a_replay_differing_only_in_its_message_id_stays_a_duplicate() -> None:
+    queue, store = FakeQueue(), FakeLoginStore()
+    processor = BatchProcessor(queue, FakeTokenizer(), store)
+    processor.process([message(1, good(1), event_id="evt-1")])
+    outcome = processor.process([message(7, good(1), event_id="evt-1")])  # a dead letter taken back
+    assert (outcome.loaded, outcome.already_loaded, outcome.quarantined) == (0, 1, 0)
+    assert not queue.dead_lettered and not store.quarantine
+
+
 def test_retry_delay_grows_and_is_capped() -> None:
     assert [retry_delay(n) for n in (1, 2, 3)] == [2, 4, 8]
     assert retry_delay(50) == 900
