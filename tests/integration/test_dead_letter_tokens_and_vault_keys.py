@@ -1,0 +1,133 @@
+"""The dead-letter tokens cannot use the vault service's keys, against the session's real OpenBao.
+
+The ETL's AppRole token (config/vault/tokenvault-etl.hcl) may only encrypt with the dead-letter
+key, and the DLQ operator's token (tokenvault-dlq-operator.hcl) may only decrypt with it
+(threat model, *The DLQ and the ETL*; README's stack.env table). Each token is obtained as the
+stack provisions it (the ETL's AppRole login with DLQ_SEAL_ROLE_ID and its secret id file, from
+127.0.0.1 as the ETL; the operator's token file) and shown to work for its one allowed act; then
+every other act below is sent to OpenBao as a well-formed request (one that would succeed under
+a broader policy) and must be refused with 403.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hvac
+import hvac.exceptions
+import pytest
+
+from devstack.openbao import DEAD_LETTER_KEY, ETL_ROLE, KEK_NAME, SERVICE_ROLE, SIGNING_KEY_NAME
+from etl_service.adapters.transit_sealer import open_sealed
+
+PROBE = base64.b64encode(b"not a real login event").decode()
+KEK_CIPHERTEXT = "<a ciphertext under the KEK>"
+SEALED_BODY = "<a dead letter sealed by the ETL>"
+EXPORT_TYPE = {KEK_NAME: "encryption-key", SIGNING_KEY_NAME: "signing-key", DEAD_LETTER_KEY: "encryption-key"}
+
+
+@dataclass(frozen=True)
+class Act:
+    """One request to OpenBao: method, path under /v1, JSON body (placeholders filled in per stack)."""
+
+    method: str
+    path: str
+    body: dict[str, Any]
+
+
+def _key_management(key: str) -> dict[str, Act]:
+    """Reading, exporting, backing up, reconfiguring, rotating, trimming and deleting `key`."""
+    return {
+        f"read-{key}": Act("GET", f"transit/keys/{key}", {}),
+        f"export-{key}": Act("GET", f"transit/export/{EXPORT_TYPE[key]}/{key}", {}),
+        f"backup-{key}": Act("GET", f"transit/backup/{key}", {}),
+        f"config-{key}": Act("POST", f"transit/keys/{key}/config", {"min_decryption_version": 1}),
+        f"rotate-{key}": Act("POST", f"transit/keys/{key}/rotate", {}),
+        f"trim-{key}": Act("POST", f"transit/keys/{key}/trim", {"min_available_version": 1}),
+        f"delete-{key}": Act("DELETE", f"transit/keys/{key}", {}),
+    }
+
+
+SHARED_REFUSALS: dict[str, Act] = {
+    # the vault service's KEK: what unwraps every data key
+    "decrypt-kek": Act("POST", f"transit/decrypt/{KEK_NAME}", {"ciphertext": KEK_CIPHERTEXT}),
+    "datakey-plaintext-kek": Act("POST", f"transit/datakey/plaintext/{KEK_NAME}", {}),
+    "datakey-wrapped-kek": Act("POST", f"transit/datakey/wrapped/{KEK_NAME}", {}),
+    "rewrap-kek": Act("POST", f"transit/rewrap/{KEK_NAME}", {"ciphertext": KEK_CIPHERTEXT}),
+    "encrypt-kek": Act("POST", f"transit/encrypt/{KEK_NAME}", {"plaintext": PROBE}),
+    "hmac-kek": Act("POST", f"transit/hmac/{KEK_NAME}", {"input": PROBE}),
+    # the audit signing key: a signed checkpoint of a rewritten chain
+    "sign-audit-key": Act("POST", f"transit/sign/{SIGNING_KEY_NAME}", {"input": PROBE}),
+    **_key_management(KEK_NAME),
+    **_key_management(SIGNING_KEY_NAME),
+    **_key_management(DEAD_LETTER_KEY),
+    "list-keys": Act("LIST", "transit/keys", {}),
+    "create-key": Act("POST", "transit/keys/tokenvault-planted", {}),
+    # becoming the vault service, or widening one's own policy
+    "service-secret-id": Act("POST", f"auth/approle/role/{SERVICE_ROLE}/secret-id", {}),
+    "service-role-id": Act("GET", f"auth/approle/role/{SERVICE_ROLE}/role-id", {}),
+    "service-token": Act("POST", "auth/token/create", {"policies": ["tokenvault-service"]}),
+    "write-policy": Act("POST", "sys/policies/acl/tokenvault-planted", {"policy": 'path "transit/*" {}'}),
+}
+ETL_REFUSALS: dict[str, Act] = {
+    **SHARED_REFUSALS,
+    "decrypt-dead-letter": Act("POST", f"transit/decrypt/{DEAD_LETTER_KEY}", {"ciphertext": SEALED_BODY}),
+    "datakey-dead-letter-key": Act("POST", f"transit/datakey/plaintext/{DEAD_LETTER_KEY}", {}),
+    "etl-secret-id": Act("POST", f"auth/approle/role/{ETL_ROLE}/secret-id", {}),
+}
+OPERATOR_REFUSALS: dict[str, Act] = {
+    **SHARED_REFUSALS,
+    "encrypt-dead-letter": Act("POST", f"transit/encrypt/{DEAD_LETTER_KEY}", {"plaintext": PROBE}),
+    "rewrap-dead-letter": Act("POST", f"transit/rewrap/{DEAD_LETTER_KEY}", {"ciphertext": SEALED_BODY}),
+}
+
+
+@dataclass(frozen=True)
+class DeadLetterTokens:
+    """The two tokens, shown to work for what they may do, and real ciphertexts to aim at."""
+
+    etl: hvac.Client
+    operator: hvac.Client
+    kek_ciphertext: str
+    sealed_body: str
+
+
+@pytest.fixture(scope="module")
+def tokens(stack_env: dict[str, str]) -> Iterator[DeadLetterTokens]:
+    address = stack_env["VAULT_ADDR"]
+    etl = hvac.Client(url=address, timeout=5)  # as TransitSealer logs in, from 127.0.0.1
+    secret_id = Path(stack_env["DLQ_SEAL_SECRET_ID_FILE"]).read_text().strip()
+    etl.auth.approle.login(role_id=stack_env["DLQ_SEAL_ROLE_ID"], secret_id=secret_id, use_token=True)
+    sealed = etl.secrets.transit.encrypt_data(name=DEAD_LETTER_KEY, plaintext=PROBE)["data"]["ciphertext"]
+    operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
+    opened = open_sealed(address, operator_token, DEAD_LETTER_KEY, sealed)  # the operator's one act
+    assert opened == base64.b64decode(PROBE).decode()
+    root = hvac.Client(url=address, token=Path(stack_env["VAULT_ROOT_TOKEN_FILE"]).read_text().strip())
+    kek_ciphertext = root.secrets.transit.encrypt_data(name=KEK_NAME, plaintext=PROBE)["data"]["ciphertext"]
+    yield DeadLetterTokens(etl, hvac.Client(url=address, token=operator_token, timeout=5), kek_ciphertext, sealed)
+
+
+def _send(client: hvac.Client, act: Act, tokens: DeadLetterTokens) -> Any:
+    filled = {
+        name: {KEK_CIPHERTEXT: tokens.kek_ciphertext, SEALED_BODY: tokens.sealed_body}.get(value, value)
+        if isinstance(value, str)
+        else value
+        for name, value in act.body.items()
+    }
+    return client.adapter.request(act.method, f"/v1/{act.path}", json=filled or None)
+
+
+@pytest.mark.parametrize("act", list(ETL_REFUSALS.values()), ids=list(ETL_REFUSALS))
+def test_the_etl_s_token_cannot_use_or_manage_the_vault_s_keys(tokens: DeadLetterTokens, act: Act) -> None:
+    with pytest.raises(hvac.exceptions.Forbidden):
+        _send(tokens.etl, act, tokens)
+
+
+@pytest.mark.parametrize("act", list(OPERATOR_REFUSALS.values()), ids=list(OPERATOR_REFUSALS))
+def test_the_dlq_operator_s_token_may_only_open_dead_letters(tokens: DeadLetterTokens, act: Act) -> None:
+    with pytest.raises(hvac.exceptions.Forbidden):
+        _send(tokens.operator, act, tokens)
