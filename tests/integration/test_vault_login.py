@@ -1,5 +1,6 @@
 """The service's Vault login against real OpenBao: the AppRole secret id expires, has a use
-limit and is bound to loopback; the service renews its token and logs in again by itself."""
+limit and is bound to loopback, and so is the token it yields (both used from another address:
+refused); the service renews its token and logs in again by itself."""
 
 from __future__ import annotations
 
@@ -58,18 +59,35 @@ def test_the_stack_role_limits_the_secret_id_and_binds_it_to_loopback(bao: tuple
     assert accessor_lookup["secret_id_ttl"] == 720 * 3600 and accessor_lookup["secret_id_num_uses"] == 100
 
 
+def post_from(server: OpenBao, source: str, path: str, body: dict[str, str], token: str = "") -> tuple[int, Any]:
+    """Status and JSON answer of a POST to OpenBao sent from local address `source`."""
+    host, port = server.address.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=5, source_address=(source, 0))
+    headers = {"Content-Type": "application/json", **({"X-Vault-Token": token} if token else {})}
+    try:
+        connection.request("POST", path, json.dumps(body), headers)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        connection.close()
+
+
 def test_a_login_from_another_address_is_refused(bao: tuple[OpenBao, TransitSetup]) -> None:
     server, transit = bao
-    host, port = server.address.removeprefix("http://").split(":")
-    body = json.dumps({"role_id": transit.role_id, "secret_id": transit.secret_id_file.read_text()})
+    body = {"role_id": transit.role_id, "secret_id": transit.secret_id_file.read_text()}
+    assert post_from(server, "127.0.0.2", "/v1/auth/approle/login", body)[0] in (400, 403)  # another loopback address
+    assert post_from(server, "127.0.0.1", "/v1/auth/approle/login", body)[0] == 200
 
-    def login_from(source: str) -> int:
-        connection = http.client.HTTPConnection(host, int(port), timeout=5, source_address=(source, 0))
-        connection.request("POST", "/v1/auth/approle/login", body, {"Content-Type": "application/json"})
-        return connection.getresponse().status
 
-    assert login_from("127.0.0.2") in (400, 403)  # same machine, another loopback address
-    assert login_from("127.0.0.1") == 200
+def test_the_service_s_token_is_refused_from_another_address(bao: tuple[OpenBao, TransitSetup]) -> None:
+    server, transit = bao
+    body = {"role_id": transit.role_id, "secret_id": transit.secret_id_file.read_text()}
+    status, answer = post_from(server, "127.0.0.1", "/v1/auth/approle/login", body)  # the service's own login
+    token = answer["auth"]["client_token"]
+    data_key = "/v1/transit/datakey/plaintext/tokenvault"  # what the service does with its token
+    assert status == 200 and post_from(server, "127.0.0.1", data_key, {}, token)[0] == 200
+    status, answer = post_from(server, "127.0.0.2", data_key, {}, token)  # the token copied to another address
+    assert status == 403 and "plaintext" not in (answer.get("data") or {})
 
 
 def test_the_service_renews_and_logs_in_again_past_token_max_ttl(
