@@ -217,3 +217,28 @@ def test_the_vault_sets_each_client_s_share_of_calls_against_its_workers_and_the
     assert {"TOKENVAULT_WORKERS", "TOKENVAULT_MAX_CALLS_PER_CLIENT"} <= vault_env.keys(), vault_env
     workers, share = int(vault_env["TOKENVAULT_WORKERS"]), int(vault_env["TOKENVAULT_MAX_CALLS_PER_CLIENT"])
     assert int(etl_env["ETL_WORKERS"]) <= share <= workers // 2
+
+
+POSTGRES_HOST = "postgres.tokenvault-data.svc:5432"
+
+
+@pytest.mark.parametrize("name", ["vault-service", "etl-service"])
+def test_the_services_reach_postgres_only_in_its_namespace_and_with_verify_full(name: str) -> None:
+    """docs/threat-model.md row 14: what deploy/k8s itself sets for the path to Postgres.
+
+    Only the services' side is shipped (egress and DSN); who else reaches Postgres is the
+    platform's, and that libpq enforces verify-full is libpq's (no TLS connection is made here).
+    """
+    annotations = by_kind("Deployment")[name]["spec"]["template"]["metadata"]["annotations"]
+    dsns = re.findall(r'_DATABASE_DSN="([^"]+)"', "\n".join(str(v) for v in annotations.values()))
+    assert dsns and all(POSTGRES_HOST in dsn and dsn.endswith("?sslmode=verify-full") for dsn in dsns), dsns
+    egress = by_kind("NetworkPolicy")[name]["spec"]["egress"]
+    to_postgres = [rule for rule in egress if {"port": 5432, "protocol": "TCP"} in rule.get("ports", [])]
+    assert to_postgres == [
+        {
+            "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "tokenvault-data"}}}],
+            "ports": [{"port": 5432, "protocol": "TCP"}],
+        }
+    ]
+    anywhere = [rule for rule in egress if not rule.get("to")]  # SQS over HTTPS only
+    assert anywhere == [{"ports": [{"port": 443, "protocol": "TCP"}]}] if name == "etl-service" else not anywhere
