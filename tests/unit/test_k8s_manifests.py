@@ -242,3 +242,19 @@ def test_the_services_reach_postgres_only_in_its_namespace_and_with_verify_full(
     ]
     anywhere = [rule for rule in egress if not rule.get("to")]  # SQS over HTTPS only
     assert anywhere == [{"ports": [{"port": 443, "protocol": "TCP"}]}] if name == "etl-service" else not anywhere
+
+
+def test_the_etl_s_tokenize_quotas_are_the_ones_the_threat_model_quotes() -> None:
+    """docs/threat-model.md row 5 and the README: only the production policy paces a sweep.
+
+    Production's new-token burst is below a /16 and its rate below what one vault process mints
+    (~47 000/s, docs/performance.md); the development policy's are above it (it paces nothing).
+    Change the docs with the numbers.
+    """
+    production = load_policy(K8S / "vault-policy.toml").permissions("etl-service").limits
+    development = load_policy(K8S.parents[1] / "config" / "vault-policy.toml").permissions("etl-service").limits
+    assert (production.new_tokens.per_second, production.new_tokens.burst) == (20_000, 20_000)
+    assert production.new_tokens.burst < 65_536 and production.new_tokens.per_second < 47_000
+    assert (development.tokenize.per_second, development.tokenize.burst) == (200_000, 1_000_000)
+    assert (development.new_tokens.per_second, development.new_tokens.burst) == (100_000, 500_000)
+    assert development.new_tokens.per_second > 47_000
