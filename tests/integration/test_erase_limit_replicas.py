@@ -81,7 +81,9 @@ def test_one_certificate_erases_no_more_than_one_burst_across_replicas_and_resta
         "SELECT * FROM vault.call_budget FOR UPDATE",  # would hold every erasure up
     ],
 )
-def test_the_serving_role_cannot_refill_or_reset_the_erase_budget(own_database: dict[str, str], statement: str) -> None:
+def test_the_serving_role_cannot_write_or_lock_the_budget_table(own_database: dict[str, str], statement: str) -> None:
+    # Only direct writes to vault.call_budget: the role can still refill or drain a bucket by
+    # calling vault.take_call_budget with a rate and burst of its own (threat model 13b, accepted).
     with psycopg.connect(own_database["PG_VAULT_DSN"]) as conn, pytest.raises(errors.InsufficientPrivilege):
         conn.execute(statement)
 
