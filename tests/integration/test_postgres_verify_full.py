@@ -1,0 +1,172 @@
+"""The Kubernetes DSNs' `sslmode=verify-full` sends nothing to a server that is not the database.
+
+docs/threat-model.md row 14. No TLS Postgres runs here, so the database side stays configuration;
+what is acted is the client side: each DSN the manifests' Vault agent renders (its query string as
+written, the host name it verifies) is pointed, through `hostaddr`, at an impostor on loopback
+that asks for the password in clear once it gets a startup message. With the database's CA given
+(as the platform must), libpq refuses a certificate from another CA, one of the CA's for another
+name, a server without TLS, and any server when the CA file is missing: the impostor never sees a
+startup message, let alone a password. The control shows what the protection rests on: a server
+holding the CA's certificate for the name gets the password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import ssl
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from devstack.certs import CertPair, create_authority, issue
+from tests.unit.test_k8s_manifests import by_kind
+
+_SSL_REQUEST, _GSS_REQUEST = 80877103, 80877104
+_CLEARTEXT = 3
+DATABASE_HOST = "postgres.tokenvault-data.svc"
+
+
+@dataclass
+class Impostor:
+    """A listener on loopback: TLS with `cert` (or none), then a cleartext password request."""
+
+    cert: CertPair | None
+    port: int = 0
+    startups: int = 0
+    replies: list[bytes] = field(default_factory=list)
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+
+def _serve_one(conn: socket.socket, impostor: Impostor) -> None:
+    length, code = struct.unpack("!ii", _recv_exact(conn, 8))
+    while code in (_SSL_REQUEST, _GSS_REQUEST):
+        if code == _SSL_REQUEST and impostor.cert is not None:
+            conn.sendall(b"S")
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(impostor.cert.cert, impostor.cert.key)
+            conn = context.wrap_socket(conn, server_side=True)  # fails when the client refuses the certificate
+        else:
+            conn.sendall(b"N")
+        length, code = struct.unpack("!ii", _recv_exact(conn, 8))
+    _recv_exact(conn, length - 8)  # the startup parameters (user, database)
+    impostor.startups += 1
+    conn.sendall(b"R" + struct.pack("!ii", 8, _CLEARTEXT))
+    reply = conn.recv(1)
+    if reply:
+        impostor.replies.append(reply)
+
+
+@contextlib.contextmanager
+def serving(impostor: Impostor) -> Iterator[Impostor]:
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    impostor.port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn, contextlib.suppress(OSError, EOFError):
+                conn.settimeout(5)
+                _serve_one(conn, impostor)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield impostor
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+@dataclass(frozen=True)
+class Certificates:
+    database_ca: Path
+    genuine: CertPair
+    """The database CA's certificate for the database's name: what only the database should hold."""
+    other_name: CertPair
+    other_ca: CertPair
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    directory = tmp_path_factory.mktemp("pg-tls")
+    database_ca = create_authority(directory / "ca", "database CA")
+    other_ca = create_authority(directory / "other", "someone else's CA")
+    return Certificates(
+        database_ca.cert_path,
+        issue(database_ca, directory / "genuine", "postgres", server=True, server_names=[DATABASE_HOST]),
+        issue(database_ca, directory / "renamed", "postgres", server=True, server_names=["postgres.elsewhere.svc"]),
+        issue(other_ca, directory / "forged", "postgres", server=True, server_names=[DATABASE_HOST]),
+    )
+
+
+def manifest_dsns() -> dict[str, str]:
+    """Each Deployment's agent-rendered DSN, with a user and password in place of the template's."""
+    found = {}
+    for name, deployment in by_kind("Deployment").items():
+        templates = "\n".join(map(str, deployment["spec"]["template"]["metadata"]["annotations"].values()))
+        for dsn in re.findall(r'_DATABASE_DSN="([^"]+)"', templates):
+            found[name] = dsn.replace("{{ .Data.username }}", "v-etl-x").replace("{{ .Data.password }}", "secret")
+    assert found.keys() == {"vault-service", "etl-service"}
+    return found
+
+
+def _connect(dsn: str, impostor: Impostor, root_cert: Path) -> None:
+    """`dsn` as written (host name, sslmode), its TCP connection sent to the impostor."""
+    conninfo = make_conninfo(
+        dsn, hostaddr="127.0.0.1", port=impostor.port, sslrootcert=str(root_cert), connect_timeout=5
+    )
+    psycopg.connect(conninfo).close()
+
+
+@pytest.mark.parametrize("dsn", manifest_dsns().values(), ids=manifest_dsns().keys())
+@pytest.mark.parametrize(
+    ("server", "refusal"),
+    [
+        ("other_ca", "certificate verify failed"),
+        ("other_name", f'does not match host name "{DATABASE_HOST}"'),
+        ("no_tls", "server does not support SSL, but SSL was required"),
+        ("no_ca_file", "root certificate file .* does not exist"),  # the CA is the platform's to supply
+    ],
+)
+def test_a_manifest_dsn_sends_nothing_to_a_server_that_is_not_the_database(
+    certificates: Certificates, tmp_path: Path, dsn: str, server: str, refusal: str
+) -> None:
+    cert = {"other_ca": certificates.other_ca, "other_name": certificates.other_name, "no_tls": None}
+    root_cert = tmp_path / "missing-root.crt" if server == "no_ca_file" else certificates.database_ca
+    impostor = Impostor(cert.get(server, certificates.genuine))
+    with serving(impostor), pytest.raises(psycopg.OperationalError, match=refusal):
+        _connect(dsn, impostor, root_cert)
+    assert (impostor.startups, impostor.replies) == (0, [])
+
+
+@pytest.mark.parametrize("dsn", manifest_dsns().values(), ids=manifest_dsns().keys())
+def test_control_a_server_holding_the_ca_s_certificate_for_the_name_gets_the_password(
+    certificates: Certificates, dsn: str
+) -> None:
+    impostor = Impostor(certificates.genuine)
+    with serving(impostor), pytest.raises(psycopg.OperationalError):  # the impostor closes after the password
+        _connect(dsn, impostor, certificates.database_ca)
+    assert (impostor.startups, impostor.replies) == (1, [b"p"])
