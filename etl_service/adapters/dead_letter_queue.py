@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from etl_service.adapters.sqs_common import (
     EVENT_ID_ATTRIBUTE,
+    MAX_TIMESTAMP_MS,
     SENT_TIMESTAMP_ATTRIBUTE,
     SQS_ERRORS,
     raise_for,
@@ -51,23 +52,31 @@ class DeadLetter:
 
     @property
     def sent_at(self) -> str:
-        """When the original was sent, ISO-8601 UTC."""
+        """When the original was sent, ISO-8601 UTC ("unknown" when no time is recorded)."""
+        if not 0 < self.sent_timestamp_ms <= MAX_TIMESTAMP_MS:
+            return "unknown"
         return datetime.fromtimestamp(self.sent_timestamp_ms / 1000, UTC).isoformat(timespec="seconds")
 
 
 def _attribute(raw: Any, name: str) -> str | None:
-    value = raw.get("MessageAttributes", {}).get(name, {}).get("StringValue")
-    return str(value) if value is not None else None
+    value = (raw.get("MessageAttributes") or {}).get(name)
+    text = value.get("StringValue") if isinstance(value, dict) else None
+    return text if isinstance(text, str) else None
 
 
 def _to_dead_letter(raw: Any) -> DeadLetter:
-    envelope = read_dead_letter_body(raw.get("Body", "")) or {}
+    """One DLQ message as a DeadLetter; never raises on what a sender put in its body or attributes."""
+    body = raw.get("Body") or ""
+    envelope = read_dead_letter_body(body) or {}
     # When the original was sent: recorded by the ETL when it dead-lettered the message, or on a
     # message re-sent from the DLQ earlier (then moved back by the redrive), else SQS's own.
+    # The first two are attributes anyone who may send to the DLQ or the queue sets: a value
+    # that is no time is skipped, and the ETL believes a re-sent time only within the DLQ's
+    # retention (sqs_common.claimed_sent_ms).
     sent = (
         timestamp_ms(_attribute(raw, "source_sent_timestamp"))
         or timestamp_ms(_attribute(raw, SENT_TIMESTAMP_ATTRIBUTE))
-        or timestamp_ms(raw.get("Attributes", {}).get("SentTimestamp"))
+        or timestamp_ms((raw.get("Attributes") or {}).get("SentTimestamp"))
         or 0
     )
     return DeadLetter(
@@ -80,8 +89,16 @@ def _to_dead_letter(raw: Any) -> DeadLetter:
         sealed_body=envelope.get("sealed_body"),
         key=envelope.get("key"),
         note=envelope.get("note"),
-        raw_body=raw.get("Body", ""),
+        raw_body=body,
     )
+
+
+def _resend_attributes(dead: DeadLetter) -> dict[str, Any]:
+    """The event id, and the original sent time when one is known (the ETL judges it: claimed_sent_ms)."""
+    attributes: dict[str, Any] = {EVENT_ID_ATTRIBUTE: {"DataType": "String", "StringValue": dead.event_id}}
+    if dead.sent_at != "unknown":
+        attributes[SENT_TIMESTAMP_ATTRIBUTE] = {"DataType": "Number", "StringValue": str(dead.sent_timestamp_ms)}
+    return attributes
 
 
 class DeadLetterQueue:
@@ -137,10 +154,7 @@ class DeadLetterQueue:
             sent = self._client.send_message(
                 QueueUrl=self._queue_url,
                 MessageBody=body,
-                MessageAttributes={
-                    EVENT_ID_ATTRIBUTE: {"DataType": "String", "StringValue": dead.event_id},
-                    SENT_TIMESTAMP_ATTRIBUTE: {"DataType": "Number", "StringValue": str(dead.sent_timestamp_ms)},
-                },
+                MessageAttributes=_resend_attributes(dead),
             )
             self._client.delete_message(QueueUrl=self._dlq_url, ReceiptHandle=dead.receipt_handle)
         except SQS_ERRORS as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ from etl_service.adapters.sqs_common import (
     SENT_TIMESTAMP_ATTRIBUTE,
     SQS_ERRORS,
     QueueConfigurationError,
+    claimed_sent_ms,
     raise_for,
     timestamp_ms,
 )
@@ -66,20 +68,39 @@ def make_sqs_client(
 
 
 def _to_message(raw: Any) -> QueueMessage:
-    attributes = raw.get("Attributes", {})
-    message_attributes = raw.get("MessageAttributes", {})
-    event_id, problem = check_event_id(message_attributes.get(EVENT_ID_ATTRIBUTE, {}).get("StringValue"))
-    # A message taken back from the DLQ carries the time its original was sent.
-    sent = message_attributes.get(SENT_TIMESTAMP_ATTRIBUTE, {}).get("StringValue")
+    """The QueueMessage of one received message; never raises on attribute values (any sender sets them)."""
+    attributes = raw.get("Attributes") or {}
+    message_attributes = raw.get("MessageAttributes") or {}
+    event_id, problem = check_event_id(_string_attribute(message_attributes, EVENT_ID_ATTRIBUTE))
+    sent = timestamp_ms(attributes.get("SentTimestamp")) or int(time.time() * 1000)
+    # A message taken back from the DLQ carries the time its original was sent: believed only
+    # within the DLQ's retention before this copy's own SentTimestamp (claimed_sent_ms).
+    claimed = message_attributes.get(SENT_TIMESTAMP_ATTRIBUTE)
+    if claimed is not None:
+        original = claimed_sent_ms(_string_attribute(message_attributes, SENT_TIMESTAMP_ATTRIBUTE), sent)
+        if original is None:
+            log.warning(
+                "ignored the %s attribute: not a time within the DLQ's retention before SQS's SentTimestamp",
+                SENT_TIMESTAMP_ATTRIBUTE,
+                extra={"message_id": raw["MessageId"]},
+            )
+        sent = original or sent
+    receive_count = attributes.get("ApproximateReceiveCount")
     return QueueMessage(
         message_id=raw["MessageId"],
         receipt_handle=raw["ReceiptHandle"],
         body=raw.get("Body", ""),
-        sent_timestamp_ms=timestamp_ms(sent) or int(attributes.get("SentTimestamp", 0)),
-        receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
+        sent_timestamp_ms=sent,
+        receive_count=int(receive_count) if isinstance(receive_count, str) and receive_count.isdecimal() else 1,
         event_id=event_id,
         event_id_problem=problem,
     )
+
+
+def _string_attribute(message_attributes: Any, name: str) -> str | None:
+    value = message_attributes.get(name)
+    text = value.get("StringValue") if isinstance(value, dict) else None
+    return text if isinstance(text, str) else None
 
 
 def _max_receive_count(policy: str | None) -> int | None:

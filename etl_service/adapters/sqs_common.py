@@ -11,7 +11,14 @@ from etl_service.errors import DependencyDown, Misconfigured
 SQS_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
 EVENT_ID_ATTRIBUTE = "event_id"
 SENT_TIMESTAMP_ATTRIBUTE = "tokenvault_sent_timestamp"
-"""Set on a message re-sent from the DLQ: its original SentTimestamp (ms)."""
+"""Set on a message re-sent from the DLQ: its original SentTimestamp (ms). Anyone who may send to
+the queue can set it too, so the ETL believes it only within RESENT_MAX_AGE_MS before the
+message's own SentTimestamp (`claimed_sent_ms`)."""
+MAX_TIMESTAMP_MS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z, the last instant a Python datetime holds: later values are no time."""
+RESENT_MAX_AGE_MS = 14 * 24 * 3600 * 1000
+"""SQS's longest retention (14 days, the DLQ's): a dead letter is re-sent at most this long after
+it was sent, so a genuine re-sent message's original time is at most this much older than the copy."""
 # Errors that retrying cannot fix: the service must stop and say so.
 _FATAL_CODES = {
     "AWS.SimpleQueueService.NonExistentQueue",
@@ -41,6 +48,25 @@ def raise_for(error: Exception, action: str) -> NoReturn:
     raise DependencyDown(f"SQS {action} failed: {type(error).__name__}", "sqs") from error
 
 
-def timestamp_ms(text: str | None) -> int | None:
-    """A millisecond timestamp attribute, or None when it is absent or not one."""
-    return int(text) if text and text.isascii() and text.isdigit() and len(text) <= 15 else None
+def timestamp_ms(text: object) -> int | None:
+    """A millisecond timestamp attribute (1 to MAX_TIMESTAMP_MS), or None when it is absent or not one.
+
+    Never raises, whatever `text` holds: attributes are written by whoever may send to the queue.
+    """
+    if not isinstance(text, str) or not text.isascii() or not text.isdigit() or len(text) > 15:
+        return None
+    value = int(text)
+    return value if 0 < value <= MAX_TIMESTAMP_MS else None
+
+
+def claimed_sent_ms(text: object, sqs_sent_ms: int) -> int | None:
+    """The original sent time a re-sent message claims (SENT_TIMESTAMP_ATTRIBUTE), if believable, else None.
+
+    Believable: a timestamp no later than the copy's own SentTimestamp (`sqs_sent_ms`, set by SQS)
+    and at most RESENT_MAX_AGE_MS older. A producer can therefore backdate its own event by at
+    most the DLQ's retention, never into 1970 or past year 9999.
+    """
+    claimed = timestamp_ms(text)
+    if claimed is None or not sqs_sent_ms - RESENT_MAX_AGE_MS <= claimed <= sqs_sent_ms:
+        return None
+    return claimed

@@ -8,6 +8,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from etl_service.domain.validation import LoginEvent
+from tokenvault_common.pii_text import address_in, undefanged
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,10 @@ def check_event_id(raw: str | None) -> tuple[str | None, str | None]:
     """(the event id, None) when `raw` is usable as the idempotency key, else (None, why not).
 
     Checked before anything reaches Postgres: a key the table cannot hold would fail the whole
-    batch's COPY, again on every redelivery.
+    batch's COPY, again on every redelivery. An id that carries an address (IP, e-mail, MAC;
+    tokenvault_common.pii_text) is refused too: event ids are stored in clear in user_logins,
+    etl_quarantine and the DLQ's attributes, where erasure cannot reach them. The reason never
+    quotes the id.
     """
     if raw is None or raw == "":
         return None, None
@@ -55,6 +59,9 @@ def check_event_id(raw: str | None) -> tuple[str | None, str | None]:
         return None, f"the event_id attribute is longer than {MAX_EVENT_ID_LENGTH} characters"
     if not raw.isprintable() or raw != raw.strip():
         return None, "the event_id attribute contains blanks at its ends or unprintable characters"
+    address = address_in(undefanged(raw), broad=False)
+    if address:
+        return None, f"the event_id attribute must be an opaque id, but {address}"
     return raw, None
 
 
@@ -86,7 +93,21 @@ class QuarantineRecord:
     sqs_message_id: str
     reason: str
     detail: str
-    sent_at: datetime
+    sent_at: datetime | None
+    """When the message was sent; None only when its timestamp is no time (quarantine_record)."""
+
+
+def quarantine_record(message: QueueMessage, reason: str, detail: str) -> QuarantineRecord:
+    """The quarantine record of `message`; never raises on message data.
+
+    The last resort for a message that fails on every receive builds one: if it could fail, the
+    message would be left for SQS's redrive policy to move to the DLQ in clear.
+    """
+    try:
+        sent_at: datetime | None = message.sent_at
+    except (ValueError, OverflowError, OSError):  # out of datetime's range
+        sent_at = None
+    return QuarantineRecord(message.idempotency_key, message.message_id, reason, detail, sent_at)
 
 
 EVENT_ID_REUSED = "event_id_reused"

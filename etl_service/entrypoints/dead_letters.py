@@ -82,6 +82,15 @@ def main(argv: list[str]) -> int:
         return 1
 
 
+def _shown(text: str) -> str:
+    """`text` fit for a terminal line, unprintable characters shown as `?`.
+
+    Attributes are written by anyone who may send to the DLQ: line breaks or escape sequences
+    must not forge lines or drive the operator's terminal.
+    """
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def _dead_letter_key() -> str:
     """The Transit key the ETL seals with (ETL_DLQ_SEAL_KEY): the only key bodies are opened with."""
     return os.environ.get("ETL_DLQ_SEAL_KEY") or DEAD_LETTER_KEY
@@ -112,7 +121,10 @@ def _run(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
         for d in letters:
             kept = "TAMPERED" if _tampered(d, key) else "sealed" if d.sealed_body else "-" if d.reason else "CLEAR"
             reason = d.reason or "(none: redrive)"
-            print(f"{d.message_id:36}  {reason:22}  {d.event_id[:24]:24}  {d.sent_at:25}  {kept:8}  {d.detail}")
+            print(
+                f"{_shown(d.message_id):36}  {_shown(reason):22}  {_shown(d.event_id[:24]):24}  {d.sent_at:25}"
+                f"  {kept:8}  {_shown(d.detail)}"
+            )
         print(f"{len(letters)} dead letter(s)")
         tampered = [d.message_id for d in letters if _tampered(d, key)]
         if tampered:
@@ -124,7 +136,7 @@ def _run(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
         return 0
     dead = next((d for d in letters if d.message_id == args.message_id), None)
     if dead is None:
-        raise DeadLetterError(f"no dead letter {args.message_id} in the DLQ")
+        raise DeadLetterError(f"no dead letter {_shown(args.message_id)} in the DLQ")
     if args.command == "show":
         print(_open(dead, args.token_file, key))
         return 0
@@ -144,7 +156,7 @@ def _open(dead: DeadLetter, token_file: Path | None, key: str) -> str:
     if dead.reason is None:
         return dead.raw_body  # moved by SQS's redrive as it was: never sealed
     if not dead.sealed_body or not dead.key:
-        raise DeadLetterError(f"the body of {dead.message_id} was not kept ({dead.note})")
+        raise DeadLetterError(f"the body of {dead.message_id} was not kept ({_shown(dead.note or 'no note')})")
     if _tampered(dead, key):
         raise DeadLetterError(
             f"dead letter {dead.message_id} names Transit key {dead.key!r}, not the dead-letter key {key!r}"

@@ -25,10 +25,10 @@ from collections.abc import Sequence
 
 from etl_service.domain.messages import (
     EVENT_ID_REUSED,
-    QuarantineRecord,
     QueueMessage,
     UserLoginRow,
     event_id_reused_detail,
+    quarantine_record,
     to_row,
 )
 from etl_service.domain.validation import (
@@ -122,9 +122,7 @@ class BatchProcessor:
         self, messages: Sequence[QueueMessage], rows: list[UserLoginRow], rejected: Rejected, outcome: BatchOutcome
     ) -> None:
         bodies = self._kept_bodies(rejected)
-        records = [
-            QuarantineRecord(m.idempotency_key, m.message_id, r.reason, r.detail, m.sent_at) for m, r in rejected
-        ]
+        records = [quarantine_record(m, r.reason, r.detail) for m, r in rejected]
         written = self._store.write(rows, records)
         outcome.loaded = written.rows_inserted
         outcome.already_loaded = len(rows) - written.rows_inserted - len(written.reused)
@@ -157,7 +155,9 @@ class BatchProcessor:
         """A message that fails alone: postponed, or on its last receive quarantined by us.
 
         Quarantining it here (instead of letting the redrive policy move it) keeps the DLQ's
-        invariant: every message there has a reason and a quarantine row.
+        invariant: every message there has a reason and a quarantine row, and no body in clear.
+        If even the quarantine row cannot be written for a reason other than an outage, the
+        message is still sealed and dead-lettered with its reason (`_dead_letter_only`).
         """
         last = self._max_receive_count is not None and message.receive_count >= self._max_receive_count
         if not last:
@@ -166,8 +166,32 @@ class BatchProcessor:
         rejection = Rejection(PROCESSING_FAILED, f"processing failed on every receive: {type(error).__name__}")
         try:
             self._load_and_settle([message], [], [(message, rejection)], outcome)
-        except Exception as second:  # even the quarantine failed: the redrive policy takes it; the sweep returns it
-            log.error("quarantine of a failing message failed: %s", type(second).__name__)
+        except (DependencyDown, Misconfigured) as second:
+            # An outage, not the message: the redrive policy takes it; the sweep returns it.
+            log.error("quarantine of a failing message failed: %s", second, extra={"message_id": message.message_id})
+            self._postpone([message], outcome)
+        except Exception as second:
+            log.error(
+                "quarantine of a failing message failed: %s; dead-lettering it sealed, without a quarantine row",
+                type(second).__name__,
+                extra={"message_id": message.message_id},
+            )
+            self._dead_letter_only(message, rejection, second, outcome)
+
+    def _dead_letter_only(
+        self, message: QueueMessage, rejection: Rejection, error: Exception, outcome: BatchOutcome
+    ) -> None:
+        """Seal `message` and send it to the DLQ with its reason, writing no quarantine row."""
+        detail = f"{rejection.detail}; its quarantine row could not be written: {type(error).__name__}"
+        only = [(message, Rejection(rejection.reason, detail))]
+        try:
+            self._finish([message], only, self._kept_bodies(only), outcome)
+        except Exception as third:  # the seal or the DLQ is down: the redrive policy takes it; the sweep returns it
+            log.error(
+                "dead-lettering a failing message failed: %s",
+                type(third).__name__,
+                extra={"message_id": message.message_id},
+            )
             self._postpone([message], outcome)
 
     def _postpone(self, messages: Sequence[QueueMessage], outcome: BatchOutcome) -> None:

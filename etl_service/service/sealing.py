@@ -28,14 +28,17 @@ def dead_letter_body(sealed: str | None, note: str | None, key: str | None) -> s
 
 
 def read_dead_letter_body(text: str) -> dict[str, str | None] | None:
-    """The envelope's fields, or None when `text` is not one (a message SQS's redrive moved as it was)."""
+    """The envelope's fields, or None when `text` is not one (a message SQS's redrive moved as it was).
+
+    Never raises, whatever `text` holds; a field that is not a string reads as None.
+    """
     try:
         envelope = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # anyone who may send to the DLQ writes its bodies
         return None
     if not isinstance(envelope, dict) or envelope.get("format") != DEAD_LETTER_FORMAT:
         return None
-    return {k: envelope.get(k) for k in ("sealed_body", "key", "note")}
+    return {k: v if isinstance(v := envelope.get(k), str) else None for k in ("sealed_body", "key", "note")}
 
 
 class DiscardBodies:

@@ -1,5 +1,8 @@
 """A crash loop: 100 SIGKILLs during a drain, then every good event is loaded exactly once.
 
+An attribute-only poison rides along (a good event claiming a sent time past year 9999): it
+must load like the others, not loop between the queue and the DLQ in clear.
+
 Each kill strands what that process held for a lease and costs those messages a receive, so
 some reach SQS's redrive limit and are moved to the DLQ without a reason; the final drain takes
 them back and loads them. Short leases (2 s) and a few hundred events keep it within CI time:
@@ -16,13 +19,17 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
-from devstack.events import send_events
+import psycopg
+
+from devstack.events import OutgoingEvent, send_events
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_harness_env
 from tests.integration.test_etl_dead_letters import all_dead_letters
 from tests.integration.test_etl_recovery import events, is_valid, queue_depth, where_each_event_landed
+from tests.malformed_samples import body
 
 REPO = Path(__file__).resolve().parents[2]
 KILLS_PER_LANE = 50
@@ -68,7 +75,20 @@ def test_100_sigkills_during_a_drain_lose_nothing_duplicate_nothing_and_leave_on
         "ETL_LOG_LEVEL": "INFO",
         "ETL_METRICS_PORT": "0",
     }
-    send_events(sqs_client(stack_env["SQS_ENDPOINT_URL"]), env["ETL_QUEUE_URL"], sent)
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    send_events(sqs, env["ETL_QUEUE_URL"], sent)
+    # An attribute-only poison (attack round 6, Break 1): a good event claiming a sent time past
+    # year 9999. It must load under SQS's own time, not end in the DLQ in clear without a reason.
+    poison = OutgoingEvent(f"poison-{uuid.uuid4().hex[:12]}", body(user_id="poison-sent-time"))
+    sqs.send_message(
+        QueueUrl=env["ETL_QUEUE_URL"],
+        MessageBody=poison.body,
+        MessageAttributes={
+            "event_id": {"DataType": "String", "StringValue": poison.event_id},
+            "tokenvault_sent_timestamp": {"DataType": "Number", "StringValue": "999999999999999"},
+        },
+    )
+    sent.append(poison)
     kills: list[int] = []
     failures: list[str] = []
     lanes = [threading.Thread(target=kill_lane, args=(env, seed, kills, failures)) for seed in (1, 2)]
@@ -96,3 +116,6 @@ def test_100_sigkills_during_a_drain_lose_nothing_duplicate_nothing_and_leave_on
     assert all("reason" in m["MessageAttributes"] for m in dead), "a message in the DLQ has no reason"
     assert {m["MessageAttributes"]["event_id"]["StringValue"] for m in dead} <= set(quarantined)
     assert queue_depth(stack_env["SQS_ENDPOINT_URL"], env["ETL_QUEUE_URL"]) == 0
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        poison_sent = conn.execute("SELECT sent_at FROM user_logins WHERE event_id = %s", (poison.event_id,)).fetchone()
+    assert poison_sent is not None and abs(poison_sent[0].timestamp() - time.time()) < 3600  # SQS's own time

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import hvac
 import psycopg
+import pytest
 
 from devstack.events import OutgoingEvent, generate_events, send_events
 from devstack.sqs import sqs_client
-from tests.conftest import RunningVault, etl_consumer, etl_harness, etl_harness_env
+from etl_service.service.outcomes import RunSummary
+from tests.conftest import EtlHarness, RunningVault, etl_consumer, etl_harness, etl_harness_env
 from tests.malformed_samples import GOOD, body
 
 REPO = Path(__file__).resolve().parents[2]
@@ -169,7 +174,7 @@ def test_redrive_takes_back_only_reasonless_dead_letters_under_their_original_ev
     tag = uuid.uuid4().hex[:8]
     sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
     env = etl_harness_env(stack_env, vault.address)
-    first_sent = 1_704_164_645_000  # 2024-01-02T03:04:05Z: a message taken back once, then redriven again
+    first_sent = int(time.time() * 1000) - 3 * 24 * 3600 * 1000  # taken back once 3 days ago, then redriven again
     attributes: dict[str, dict[str, Any]] = {
         f"{tag}-again": {"tokenvault_sent_timestamp": {"DataType": "Number", "StringValue": str(first_sent)}},
         f"{tag}-plain": {},
@@ -203,3 +208,122 @@ def test_redrive_takes_back_only_reasonless_dead_letters_under_their_original_ev
     assert abs(float(sent[f"{tag}-plain"]) - plain_sent) < 30  # SQS's own SentTimestamp of the redriven copy
     left = all_dead_letters(stack_env["SQS_ENDPOINT_URL"], env["ETL_DLQ_URL"])
     assert [m["MessageAttributes"]["event_id"]["StringValue"] for m in left] == [f"{tag}-reasoned"]
+
+
+def drained_within(etl: EtlHarness, seconds: float) -> RunSummary:
+    """The drain's summary; fails the test when it does not end in time (a message that loops)."""
+    summaries: list[RunSummary] = []
+    drain = threading.Thread(target=lambda: summaries.append(etl.wired.consumer.drain()), daemon=True)
+    drain.start()
+    drain.join(seconds)
+    if drain.is_alive():
+        etl.wired.consumer.stop()
+        drain.join(60)
+        pytest.fail(f"the drain did not end within {seconds} s: a message loops between the queue and the DLQ")
+    return summaries[0]
+
+
+def test_a_producer_set_sent_time_past_year_9999_or_in_1970_loads_under_sqs_own_date(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    """Attack round 6, Break 1: the attribute put the event in clear in the DLQ, or backdated it."""
+    tag = uuid.uuid4().hex[:8]
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    env = etl_harness_env(stack_env, vault.address, visibility_timeout=5, max_receive_count=2)
+    claims = {
+        f"{tag}-far": "999999999999999",
+        f"{tag}-1970": "1000",
+        f"{tag}-next-year": str(int(time.time() + 3e7) * 1000),
+    }
+    sent_at = time.time()
+    for event_id, claimed in claims.items():
+        sqs.send_message(
+            QueueUrl=env["ETL_QUEUE_URL"],
+            MessageBody=body(user_id=event_id),
+            MessageAttributes={
+                "event_id": {"DataType": "String", "StringValue": event_id},
+                "tokenvault_sent_timestamp": {"DataType": "Number", "StringValue": claimed},
+            },
+        )
+    with etl_consumer(env) as etl:
+        summary = drained_within(etl, 60)
+    assert (summary.loaded, summary.quarantined) == (3, 0)
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        rows = conn.execute(
+            "SELECT event_id, create_date, sent_at FROM user_logins WHERE event_id = ANY(%s)", (list(claims),)
+        ).fetchall()
+    assert sorted(r[0] for r in rows) == sorted(claims)
+    for _, create_date, sent in rows:
+        assert abs(sent.timestamp() - sent_at) < 60  # SQS's own SentTimestamp
+        assert create_date == sent.astimezone(UTC).date()
+    assert all_dead_letters(stack_env["SQS_ENDPOINT_URL"], env["ETL_DLQ_URL"]) == []
+
+
+def test_dead_letters_list_survives_attributes_and_bodies_of_any_kind(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    """Attack round 6, Break 1: one dead letter with a time past year 9999 stopped every listing."""
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    env = etl_harness_env(stack_env, vault.address)
+    poison = {
+        "reason": "missing_field",
+        "reason_detail": "forged\n00000000-0000-0000-0000-000000000000  not_json",
+        "source_sent_timestamp": "999999999999999",
+        "tokenvault_sent_timestamp": "999999999999999",
+    }
+    sqs.send_message(
+        QueueUrl=env["ETL_DLQ_URL"],
+        MessageBody=json.dumps({"format": "tokenvault-dead-letter/1", "sealed_body": 7, "key": ["k"], "note": {}}),
+        MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in poison.items()},
+    )
+    sqs.send_message(QueueUrl=env["ETL_DLQ_URL"], MessageBody="[" * 50_000)  # moved by a redrive, say
+    listing = operator(env, "list")
+    assert listing.returncode == 0, listing.stderr[-2000:]
+    assert "2 dead letter(s)" in listing.stdout
+    forged = [line for line in listing.stdout.splitlines() if line.startswith("00000000-0000")]
+    assert forged == []  # the detail's line break cannot forge a line of its own
+
+
+def test_an_event_id_carrying_an_ip_is_quarantined_under_the_sqs_id_and_stored_nowhere(
+    stack_env: dict[str, str], vault: RunningVault, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Attack round 6, Break 5: the producer's event_id went in clear to user_logins, the quarantine and the DLQ."""
+    ip = "203.0.113.201"  # TEST-NET-3
+    caplog.set_level(logging.INFO)
+    tag = uuid.uuid4().hex[:8]
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    good_id, bad_id = f"login-{ip}-{tag}-1", f"login-{ip}-{tag}-2"
+    with etl_harness(stack_env, vault.address) as etl:
+        ids = {
+            event_id: sqs.send_message(
+                QueueUrl=etl.queue_url,
+                MessageBody=text,
+                MessageAttributes={"event_id": {"DataType": "String", "StringValue": event_id}},
+            )["MessageId"]
+            for event_id, text in (
+                (good_id, body(user_id=f"eid-good-{tag}")),
+                (bad_id, body(user_id=f"eid-bad-{tag}", device_type="fridge")),
+                (f"{tag}-plain", body(user_id=f"eid-plain-{tag}")),
+            )
+        }
+        summary = etl.wired.consumer.drain()
+    assert (summary.loaded, summary.quarantined) == (1, 2)
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        stored = (
+            conn.execute("SELECT count(*) FROM user_logins WHERE event_id LIKE %s", (f"%{ip}%",)).fetchone(),
+            conn.execute(
+                "SELECT count(*) FROM etl_quarantine WHERE event_id LIKE %s OR detail LIKE %s", (f"%{ip}%", f"%{ip}%")
+            ).fetchone(),
+        )
+        reasons: dict[str, str] = dict(
+            conn.execute(
+                "SELECT event_id, reason FROM etl_quarantine WHERE sqs_message_id = ANY(%s)",
+                ([ids[good_id], ids[bad_id]],),
+            ).fetchall()
+        )
+    assert stored == ((0,), (0,))
+    assert reasons == {ids[good_id]: "invalid_event_id", ids[bad_id]: "invalid_event_id"}
+    dead = all_dead_letters(stack_env["SQS_ENDPOINT_URL"], etl.dlq_url)
+    assert len(dead) == 2
+    assert not [m for m in dead if ip in m["Body"] or ip in json.dumps(m["MessageAttributes"])]
+    assert "quarantined" in caplog.text and ip not in caplog.text

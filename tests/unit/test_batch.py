@@ -1,6 +1,7 @@
 """Batch processing over fakes: order of commit/DLQ/delete, outages, duplicates."""
 
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -281,3 +282,93 @@ def test_usable_event_ids(raw: str | None) -> None:
 @pytest.mark.parametrize("raw", ["e" * 129, " evt", "evt\n", "ev\x00t"])
 def test_refused_event_ids(raw: str) -> None:
     assert check_event_id(raw) == (None, check_event_id(raw)[1]) and check_event_id(raw)[1]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        str(uuid.UUID(int=0x123E4567E89B12D3A456426614174000)),
+        "4ba2b6b0-2c37-4c35-b1a3-0a9d3d1f6e2b",
+        "4BA2B6B02C374C35B1A30A9D3D1F6E2B",
+        "01HF7YQ2ZK8X3N5V6W7T9R0ABC",  # a ULID
+        "gen-4123456789-300-0000012",
+        "order-evt-000042",
+        "evt-20261203-000042",
+        "2026-12-03T12:00:00Z-17",
+        "app-1.2.3",
+        "1701600000000-7",
+    ],
+)
+def test_opaque_event_ids_of_common_shapes_are_usable(raw: str) -> None:
+    assert check_event_id(raw) == (raw, None)
+
+
+@given(st.uuids())
+def test_no_uuid_reads_as_an_address(value: uuid.UUID) -> None:
+    for spelled in (str(value), value.hex, str(value).upper()):
+        assert check_event_id(spelled)[1] is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind"),
+    [
+        ("login-203.0.113.201-1", "IP address"),
+        ("login-203-0-113-201-1", "IP address"),
+        ("evt_198.51.100.7", "IP address"),
+        ("192.000.002.010-x", "IP address"),
+        ("\uff11\uff19\uff12\uff0e\uff10\uff0e\uff12\uff0e\uff11", "IP address"),  # fullwidth 192.0.2.1
+        ("evt-2001:db8::7", "IP address"),
+        ("evt-2001-db8--7", "IP address"),
+        ("user@example.org-1", "e-mail address"),
+        ("user [at] example [dot] org", "e-mail address"),
+        ("dev-00:00:5e:00:53:01", "hardware address"),
+        ("dev-00-00-5E-00-53-01", "hardware address"),
+        ("dev-0000.5e00.5301", "hardware address"),
+    ],
+)
+def test_event_ids_carrying_an_address_are_refused_without_quoting_it(raw: str, kind: str) -> None:
+    event_id, problem = check_event_id(raw)
+    assert event_id is None and problem is not None and kind in problem
+    assert raw not in problem and "203" not in problem
+
+
+def test_an_event_id_carrying_an_ip_is_quarantined_under_the_message_id_and_stored_nowhere() -> None:
+    queue, store = FakeQueue(), FakeLoginStore()
+    event_id, problem = check_event_id("login-203.0.113.201-1")
+    bad = replace(message(1, good(1)), event_id=event_id, event_id_problem=problem)
+    outcome = BatchProcessor(queue, FakeTokenizer(), store).process([bad])
+    assert (outcome.loaded, outcome.reasons) == (0, {"invalid_event_id": 1})
+    assert store.quarantine["m1"].event_id == "m1"
+    assert "203.0.113.201" not in repr(store.quarantine) + repr(store.rows) + repr(queue.dead_letter_bodies)
+
+
+class BrokenStore(FakeLoginStore):
+    """Fails every write: a bug (or data the table refuses) that even the quarantine row meets."""
+
+    def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
+        raise ValueError("a bug every write of this message triggers")
+
+
+class EnvelopeSealer:
+    key_name: str | None = "tokenvault-dead-letters"
+
+    def seal(self, bodies: Sequence[str]) -> list[str]:
+        return [json.dumps({"format": "tokenvault-dead-letter/1", "sealed_body": "vault:v1:x", "key": self.key_name})
+                for _ in bodies]  # fmt: skip
+
+
+def test_a_failing_message_whose_quarantine_row_cannot_be_written_is_still_sealed_and_dead_lettered() -> None:
+    queue = FakeQueue()
+    processor = BatchProcessor(queue, FakeTokenizer(), BrokenStore(), max_receive_count=3, sealer=EnvelopeSealer())
+    outcome = processor.process([message(1, good(1), receive_count=3)])
+    assert queue.dead_lettered == [("m1", "processing_failed")]
+    assert [json.loads(b)["sealed_body"] for b in queue.dead_letter_bodies] == ["vault:v1:x"]
+    assert not [b for b in queue.dead_letter_bodies if "10.0.0.1" in b]
+    assert ("delete", "m1") in queue.actions
+    assert (outcome.quarantined, outcome.retried, outcome.errored) == (1, 0, set())
+    # With the DLQ down too it stays in the source queue (deleted only once dead-lettered).
+    queue = FakeQueue(dlq_fails=True)
+    processor = BatchProcessor(queue, FakeTokenizer(), BrokenStore(), max_receive_count=3, sealer=EnvelopeSealer())
+    outcome = processor.process([message(1, good(1), receive_count=3)])
+    assert queue.dead_lettered == [] and ("delete", "m1") not in queue.actions
+    assert outcome.errored == {"m1"}

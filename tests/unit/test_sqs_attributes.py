@@ -1,0 +1,179 @@
+"""Message attributes anyone who may send to a queue sets: parsed without raising, believed only when sane.
+
+`tokenvault_sent_timestamp` (the original time of a message `dead-letters resend` re-sent) and
+the DLQ's `source_sent_timestamp`, `reason`, `reason_detail` and bodies (attack round 6, Break 1).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from etl_service.adapters.dead_letter_queue import _resend_attributes, _to_dead_letter
+from etl_service.adapters.sqs import _to_message
+from etl_service.adapters.sqs_common import (
+    MAX_TIMESTAMP_MS,
+    RESENT_MAX_AGE_MS,
+    SENT_TIMESTAMP_ATTRIBUTE,
+    claimed_sent_ms,
+    timestamp_ms,
+)
+from etl_service.domain.messages import QueueMessage, quarantine_record
+from etl_service.entrypoints.dead_letters import _shown
+from etl_service.service.sealing import dead_letter_body, read_dead_letter_body
+
+SQS_SENT_MS = 1_796_292_000_000  # 2026-12-03T10:00:00Z, SQS's own SentTimestamp of the copy
+DAY_MS = 24 * 3600 * 1000
+
+
+def raw_message(claimed: Any = None, sqs_sent: Any = str(SQS_SENT_MS), **attributes: Any) -> dict[str, Any]:
+    message_attributes = dict(attributes)
+    if claimed is not None:
+        message_attributes[SENT_TIMESTAMP_ATTRIBUTE] = {"DataType": "Number", "StringValue": claimed}
+    return {
+        "MessageId": "m-1",
+        "ReceiptHandle": "r-1",
+        "Body": "{}",
+        "Attributes": {"SentTimestamp": sqs_sent, "ApproximateReceiveCount": "2"},
+        "MessageAttributes": message_attributes,
+    }
+
+
+@pytest.mark.parametrize(
+    "claimed",
+    [
+        "999999999999999",  # year 33658: no datetime holds it (the poison of Break 1)
+        str(MAX_TIMESTAMP_MS + 1),
+        "1000",  # 1970-01-01: a producer backdating its event
+        "0",
+        str(SQS_SENT_MS + 1),  # after SQS accepted the copy: not an original time
+        str(SQS_SENT_MS - RESENT_MAX_AGE_MS - 1),  # older than the DLQ keeps anything
+        "-5",
+        "1e12",
+        "1796292000000".translate({c: c + 0xFEE0 for c in range(0x30, 0x3A)}),  # fullwidth digits
+        "",
+        "203.0.113.7",
+        "9" * 40,
+    ],
+)
+def test_a_claimed_sent_time_outside_the_dlq_retention_before_sqs_own_is_ignored(claimed: str) -> None:
+    message = _to_message(raw_message(claimed))
+    assert message.sent_timestamp_ms == SQS_SENT_MS
+    assert message.sent_at == datetime(2026, 12, 3, 10, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("age_ms", [0, 1, DAY_MS, RESENT_MAX_AGE_MS])
+def test_a_claimed_sent_time_within_the_dlq_retention_is_the_original_time(age_ms: int) -> None:
+    assert _to_message(raw_message(str(SQS_SENT_MS - age_ms))).sent_timestamp_ms == SQS_SENT_MS - age_ms
+
+
+def test_an_ignored_claim_is_logged_with_the_message_id_only(caplog: pytest.LogCaptureFixture) -> None:
+    _to_message(raw_message("203.0.113.7"))
+    assert "203.0.113.7" not in caplog.text
+    assert [r.message_id for r in caplog.records] == ["m-1"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {SENT_TIMESTAMP_ATTRIBUTE: {"DataType": "Binary", "BinaryValue": b"\x00"}},
+        {SENT_TIMESTAMP_ATTRIBUTE: {"DataType": "Number"}},
+        {SENT_TIMESTAMP_ATTRIBUTE: "not a dict"},
+        {"event_id": {"DataType": "Binary", "BinaryValue": b"e"}},
+    ],
+)
+def test_attributes_of_any_shape_never_stop_a_receive(odd: dict[str, Any]) -> None:
+    message = _to_message(raw_message(**odd))
+    assert (message.sent_timestamp_ms, message.event_id) == (SQS_SENT_MS, None)
+
+
+@pytest.mark.parametrize("sqs_sent", [None, "", "x", "999999999999999"])
+def test_without_a_usable_sqs_sent_timestamp_the_receive_time_is_used(sqs_sent: Any) -> None:
+    before = datetime.now(UTC)
+    message = _to_message(raw_message("1000", sqs_sent=sqs_sent))
+    assert before.timestamp() - 1 <= message.sent_timestamp_ms / 1000 <= datetime.now(UTC).timestamp() + 1
+
+
+def test_a_receive_count_that_is_no_number_reads_as_one() -> None:
+    raw = raw_message()
+    raw["Attributes"]["ApproximateReceiveCount"] = "many"
+    assert _to_message(raw).receive_count == 1
+
+
+@given(st.text(max_size=20), st.integers(min_value=0, max_value=MAX_TIMESTAMP_MS))
+def test_timestamp_parsing_never_raises_and_stays_within_datetime(text: str, sqs_sent: int) -> None:
+    value = timestamp_ms(text)
+    assert value is None or 0 < value <= MAX_TIMESTAMP_MS
+    claimed = claimed_sent_ms(text, sqs_sent)
+    assert claimed is None or sqs_sent - RESENT_MAX_AGE_MS <= claimed <= sqs_sent
+
+
+def test_a_quarantine_record_is_built_even_for_a_timestamp_no_datetime_holds() -> None:
+    poison = QueueMessage("m-9", "r-9", "{}", 999_999_999_999_999, 5, "evt-9")
+    with pytest.raises((ValueError, OverflowError)):
+        _ = poison.sent_at
+    record = quarantine_record(poison, "processing_failed", "detail")
+    assert (record.event_id, record.sqs_message_id, record.sent_at) == ("evt-9", "m-9", None)
+
+
+def dead_raw(body: str = "{}", **attributes: str) -> dict[str, Any]:
+    return {
+        "MessageId": "d-1",
+        "ReceiptHandle": "r-1",
+        "Body": body,
+        "Attributes": {"SentTimestamp": str(SQS_SENT_MS)},
+        "MessageAttributes": {k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()},
+    }
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"source_sent_timestamp": "999999999999999"},
+        {SENT_TIMESTAMP_ATTRIBUTE: "999999999999999"},
+        {"source_sent_timestamp": "999999999999999", SENT_TIMESTAMP_ATTRIBUTE: "999999999999999"},
+        {"source_sent_timestamp": "x", SENT_TIMESTAMP_ATTRIBUTE: ""},
+    ],
+)
+def test_a_dead_letter_with_a_sent_time_that_is_no_time_lists_sqs_own(attributes: dict[str, str]) -> None:
+    dead = _to_dead_letter(dead_raw(**attributes))
+    assert dead.sent_at == "2026-12-03T10:00:00+00:00"
+
+
+def test_a_dead_letter_without_any_time_lists_as_unknown_and_is_resent_without_one() -> None:
+    raw = dead_raw(reason="missing_field")
+    raw["Attributes"] = {}
+    dead = _to_dead_letter(raw)
+    assert dead.sent_at == "unknown"
+    assert SENT_TIMESTAMP_ATTRIBUTE not in _resend_attributes(dead)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 100_000,  # deeper than the json module's recursion limit
+        json.dumps({"format": "tokenvault-dead-letter/1", "sealed_body": 5, "key": ["k"], "note": {"a": 1}}),
+        json.dumps(["tokenvault-dead-letter/1"]),
+        "\udcff",
+    ],
+)
+def test_dead_letter_bodies_of_any_shape_never_stop_a_listing(body: str) -> None:
+    dead = _to_dead_letter(dead_raw(body, reason="missing_field"))
+    assert (dead.sealed_body, dead.key, dead.note) == (None, None, None)
+
+
+def test_a_sealed_envelope_still_reads_as_one() -> None:
+    assert read_dead_letter_body(dead_letter_body("vault:v1:abc", None, "k")) == {
+        "sealed_body": "vault:v1:abc",
+        "key": "k",
+        "note": None,
+    }
+
+
+def test_attribute_text_cannot_forge_listing_lines_or_drive_the_terminal() -> None:
+    assert _shown("reason\n00000000-fake  missing_field\x1b[2J\u202e") == "reason?00000000-fake  missing_field?[2J?"

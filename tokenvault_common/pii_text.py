@@ -1,0 +1,117 @@
+"""Does a short free text carry an address (IP, e-mail, hardware)? One detector for every service.
+
+Two places take producer or operator free text that is stored where erasure cannot reach it
+and where readers without a vault role see it:
+- the vault's audit purposes (vault_service.domain.purpose), kept in the append-only audit log;
+- the ETL's `event_id` attribute (etl_service.domain.messages), stored in user_logins,
+  etl_quarantine and the DLQ's attributes.
+
+Both ask `address_in`. It differs only in how broadly it reads separators:
+- `broad=True` (purposes, which are human references such as INC-4821): any spelling a reader
+  would still recognise as an address - 203|0|113|7, "203 dot 0 dot 113 dot 7", 203.000.113.007,
+  MAC groups with any separator;
+- `broad=False` (machine identifiers such as UUIDs, order numbers and counters, where groups of
+  hex digits and dashes are the norm): four decimal octets of 0-255 joined by punctuation, IPv6
+  as `ipaddress` reads it (also dashed or with other separators), and MACs in their standard
+  forms (aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff, aabb.ccdd.eeff). A UUID never matches.
+
+E-mail addresses, defanged spellings ("a [at] b [dot] org") and addresses written as hex
+numbers are refused by both. The text is judged in NFKC form without invisible characters
+(`visible`), so fullwidth digits or joiners between them do not hide anything.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import unicodedata
+
+IP_ADDRESS = "it holds an IP address"
+EMAIL_ADDRESS = "it holds an e-mail address"
+HARDWARE_ADDRESS = "it holds a hardware address"
+
+_IPV6_SPELLED = re.compile(r"(?i)(?<![0-9a-z])[0-9a-f]{1,4}(?:[^0-9a-z]{1,6}[0-9a-f]{1,4}){2,7}(?![0-9a-z])")
+"""Groups of hex digits with any separators: 2001|db8||1, 2001 db8 abcd ..., 2001.db8.a.b.c.d.e.f."""
+_DEFANGED_AT = re.compile(r"(?i)\s*[\[({<]\s*(?:at|@)\s*[\])}>]\s*")
+_DEFANGED_DOT = re.compile(r"(?i)\s*[\[({<]\s*(?:dot|\.)\s*[\])}>]\s*")
+SEPARATOR = r"\D{1,6}"
+"""Between the groups of a number, read broadly: up to six characters that are not digits - dots,
+dashes, colons, bars, blanks, letters, words ("203 dot 0 dot 113 dot 7"). Lists of separators
+let other spellings of an address through twice; any non-digit is what a reader skips too."""
+_IPV4_BROAD = re.compile(r"(?<!\d)0*\d{1,3}(?:" + SEPARATOR + r"0*\d{1,3}){3}(?!\d)")  # 203.000.113.007, 203|0|113|7
+_OCTET = r"(?:25[0-5]|2[0-4]\d|[01]?\d?\d)"
+_IPV4_STRICT = re.compile(r"(?<![\d.])" + _OCTET + r"(?:[^0-9A-Za-z\s]{1,3}" + _OCTET + r"){3}(?![\d])")
+"""Four octets of 0-255 (up to 3 digits each) joined by 1-3 punctuation characters: 203.0.113.7,
+203-0-113-7, 203_0_113_7, 203.000.113.007."""
+_HEX_OCTETS = re.compile(r"(?i)0x[0-9a-f]{1,2}(?:\W{1,3}0x[0-9a-f]{1,2}){3}")  # 0xcb.0x0.0x71.0x7
+_INVISIBLE = frozenset({"Mn", "Me", "Cf"})
+"""Combining marks and format characters (variation selectors, joiners): they render as nothing
+between digits, so they are dropped before the patterns are matched."""
+ISO_DATE_TIME = re.compile(
+    r"(?<!\d)(?:19|20)\d{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
+    r"(?:[ T](?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d)?(?:Z|[+-]\d{2}:?\d{2})?)?(?!\d)"
+)
+"""A date, or a date and time, in ISO form: a reference may carry one, and its groups of digits
+would otherwise read as an address."""
+_IPV6_CANDIDATE = re.compile(r"[0-9A-Fa-f:.%]*:[0-9A-Fa-f:.%]*:[0-9A-Fa-f:.%]*")
+_IPV6_DASHED = re.compile(r"(?i)[0-9a-f]{1,4}(?:-{1,2}[0-9a-f]{0,4}){2,7}")  # 2001-db8--1 (ipv6-literal form)
+_HEX_INT = re.compile(r"(?i)0x[0-9a-f]{6,}")  # an address written as one hex number
+_EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[A-Za-z]{2,}")
+_MAC_BROAD = re.compile(
+    r"(?i)(?<![0-9a-f])(?:[0-9a-f]{2}(?:[^0-9a-z][0-9a-f]{2}){5}|[0-9a-f]{4}[^0-9a-z][0-9a-f]{4}[^0-9a-z][0-9a-f]{4})(?![0-9a-f])"
+)
+_MAC_STRICT = re.compile(
+    r"(?i)(?<![0-9a-f])(?:[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}|[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4})(?![0-9a-f])"
+)
+
+
+def visible(text: str) -> str:
+    """The NFKC form without combining marks and format characters (they render as nothing)."""
+    normalized = unicodedata.normalize("NFKC", text)
+    return "".join(c for c in normalized if unicodedata.category(c) not in _INVISIBLE)
+
+
+def undefanged(text: str) -> str:
+    """`visible(text)` with "[at]"/"(dot)"-style spellings read as "@" and "."."""
+    return _DEFANGED_DOT.sub(".", _DEFANGED_AT.sub("@", visible(text)))
+
+
+def address_in(text: str, broad: bool) -> str | None:
+    """What kind of address `text` seems to carry (IP_ADDRESS, EMAIL_ADDRESS, HARDWARE_ADDRESS), or None.
+
+    `text` is expected in the form `undefanged` returns; see the module docstring for `broad`.
+    """
+    numbers = ISO_DATE_TIME.sub(" ", text)
+    ipv4 = _IPV4_BROAD if broad else _IPV4_STRICT
+    if ipv4.search(numbers) or _HEX_INT.search(text) or _HEX_OCTETS.search(text):
+        return IP_ADDRESS
+    if any(_is_ip(m) for m in _IPV6_CANDIDATE.findall(text)):
+        return IP_ADDRESS
+    if any(_is_ip(m.replace("-", ":")) for m in _IPV6_DASHED.findall(text)):
+        return IP_ADDRESS
+    if any(_is_ipv6_spelled(m) for m in _IPV6_SPELLED.findall(numbers)):
+        return IP_ADDRESS
+    if _EMAIL.search(text):
+        return EMAIL_ADDRESS
+    if (_MAC_BROAD if broad else _MAC_STRICT).search(text):
+        return HARDWARE_ADDRESS
+    return None
+
+
+def _is_ipv6_spelled(candidate: str) -> bool:
+    """Whether hex groups with other separators (|, _, /, ., blanks) read as an IPv6 address of 3+ groups."""
+    tight = re.sub(r"\s*([^0-9A-Za-z\s])\s*", r"\1", candidate)  # blanks around punctuation go
+    if re.search(r"[^0-9A-Za-z\s]", tight):
+        colons = re.sub(r"[^0-9A-Za-z]", ":", tight)
+    else:  # blanks only: one is a colon, two or more the elided groups
+        colons = re.sub(r"\s{2,}", "::", tight).replace(" ", ":")
+    groups = [g for g in colons.split(":") if g]
+    return len(groups) >= 3 and _is_ip(colons)
+
+
+def _is_ip(candidate: str) -> bool:
+    try:
+        ipaddress.ip_address(candidate.split("%", 1)[0])  # a zone id (fe80::1%eth0) is still an address
+    except ValueError:
+        return False
+    return True
