@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -9,6 +10,7 @@ import pytest
 from psycopg import errors, sql
 
 from devstack.postgres import ANALYST_CONNECTION_LIMIT
+from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_common.migrations import migrate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,14 +55,44 @@ def test_analysts_cannot_take_the_connection_slots_the_services_need(stack_env: 
             conn.close()
 
 
+ETL_CONNECTION_LIMIT = 40  # migrations/0007_insider_findings.sql: ALTER ROLE tokenvault_etl CONNECTION LIMIT
+
+
+def test_the_etl_cannot_take_the_connection_slots_the_vault_pool_grows_into(
+    stack_env: dict[str, str], stub_for: Callable[..., vault_pb2_grpc.TokenVaultStub]
+) -> None:
+    # docs/threat-model.md: "the ETL's role has a connection limit ... so neither can take the
+    # connection slots the vault's pool grows into". A compromised ETL opening connections in a
+    # loop is refused at the limit; the vault's pool keeps serving and can still grow.
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as admin:
+        held = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = 'tokenvault_etl'").fetchone()
+    already = held[0] if held else 0
+    opened: list[psycopg.Connection] = []
+    try:
+        with pytest.raises(psycopg.OperationalError, match='too many connections for role "tokenvault_etl"'):
+            for _ in range(ETL_CONNECTION_LIMIT + 1):
+                opened.append(psycopg.connect(stack_env["PG_ETL_DSN"]))
+        assert already + len(opened) == ETL_CONNECTION_LIMIT  # every slot up to the limit, not one more
+        column = vault_pb2.ValueColumn(type=vault_pb2.TOKEN_TYPE_IP, values=["192.0.2.41"])
+        tokenized = stub_for("etl-service").Tokenize(vault_pb2.TokenizeRequest(columns=[column]), timeout=10)
+        token = tokenized.columns[0].tokens[0]
+        revealed = stub_for("analyst").Detokenize(
+            vault_pb2.DetokenizeRequest(tokens=[token], purpose="CASE-SLOTS"), timeout=10
+        )
+        assert revealed.results[0].value.value == "192.0.2.41"  # the vault's pool still reads and writes
+        with psycopg.connect(stack_env["PG_VAULT_DSN"]) as vault:  # and a new slot for it is still there
+            vault.execute("SELECT 1")
+    finally:
+        for conn in opened:
+            conn.close()
+
+
 @pytest.mark.parametrize(
     "statement",
     [
         "DELETE FROM vault.audit_log",
         "UPDATE vault.audit_log SET outcome = 'ok'",
         "DELETE FROM vault.tokens",
-        "UPDATE vault.tokens SET token = 'x'",
-        "UPDATE vault.tokens SET token_type = 'ip'",
         "UPDATE vault.data_keys SET purpose = 'encryption'",
         # the erasure mark other replicas watch: held still, they would keep erased tokens cached
         "UPDATE vault.erasure_count SET erasures = 0",
@@ -80,6 +112,30 @@ def test_vault_role_cannot_delete_rewrite_tokens_or_audit_or_reach_other_data(
 ) -> None:
     with psycopg.connect(stack_env["PG_VAULT_DSN"]) as conn, pytest.raises(errors.InsufficientPrivilege):
         conn.execute(statement)
+
+
+@pytest.mark.parametrize(
+    "assignment",
+    [
+        "erased_at = now()",  # erased without an audit row (and without the erasure mark moving)
+        "erased_at = NULL",  # un-erased
+        "dek_id = dek_id",  # re-pointed at another data key
+        "sealed = sealed",  # a value swapped for another's
+        "fingerprint = fingerprint",  # a lookup re-pointed: the same value gets another token
+        "fingerprint_key_id = fingerprint_key_id",
+        "next_fingerprint = fingerprint",
+    ],
+)
+def test_vault_role_cannot_update_the_token_columns_it_once_could(stack_env: dict[str, str], assignment: str) -> None:
+    # Migration 0004 granted the serving role UPDATE on these columns; 0006 revoked it, so that
+    # only vault.erase_tokens / reseal_tokens / set_next_fingerprints (each writing its own
+    # audit row) change them. The refusal must be the column privilege on vault.tokens itself,
+    # not an incidental one (setting erased_at also fires a trigger the role cannot run).
+    with (
+        psycopg.connect(stack_env["PG_VAULT_DSN"]) as conn,
+        pytest.raises(errors.InsufficientPrivilege, match="permission denied for table tokens"),
+    ):
+        conn.execute(f"UPDATE vault.tokens SET {assignment}")
 
 
 def test_public_has_no_privilege_on_the_vault_schema(stack_env: dict[str, str]) -> None:
