@@ -17,11 +17,13 @@ import psycopg
 import pytest
 
 from devstack.envfile import read_env_file
+from devstack.events import send_events
 from devstack.isolation import SERVICE_USERS
 from devstack.procs import alive
 from devstack.sqs import sqs_client
 from devstack.stack import StackState
-from tests.metrics_scrape import scrape, stack_scrape
+from tests.leaky_events import leaked, leaky_events, raw_values
+from tests.metrics_scrape import quarantined_total, scrape, stack_scrape
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "sample_data.json"
@@ -108,15 +110,39 @@ def test_etl_runs_as_a_service_a_message_sent_is_loaded(stack_dir: Path) -> None
     assert row is not None and str(row[0]).startswith("ip_") and row[1:] == (9_008_007, "9.8.7")
 
 
-def test_service_logs_contain_no_raw_pii(stack_dir: Path) -> None:
+def test_service_logs_quarantine_and_metrics_contain_no_raw_pii(stack_dir: Path) -> None:
     env = read_env_file(stack_dir / "stack.env")
-    raw = json.loads(SAMPLE.read_text())
+    # Rejected events too: a rejection message is where an ip or device id would be quoted.
+    leaky = leaky_events()
+    send_events(sqs_client(env["SQS_ENDPOINT_URL"]), env["SQS_QUEUE_URL"], leaky.events)
+    deadline = time.monotonic() + 30
+    quarantined: dict[str, str] = {}
+    while len(quarantined) < len(leaky.events):
+        assert time.monotonic() < deadline, f"quarantined {len(quarantined)} of {len(leaky.events)} malformed events"
+        time.sleep(0.2)
+        with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+            rows = conn.execute(
+                "SELECT event_id, reason FROM etl_quarantine WHERE event_id = ANY(%s)", (list(leaky.reasons),)
+            ).fetchall()
+        quarantined = dict(rows)
+    assert quarantined == leaky.reasons  # each rejected for the reason it was made for
+    raw = leaky.raw | raw_values(json.dumps(r) for r in json.loads(SAMPLE.read_text()))
     logs = Path(env["ETL_SERVICE_LOG"]).read_text() + Path(env["VAULT_SERVICE_LOG"]).read_text()
     assert logs.strip()
-    leaked = [v for r in raw for v in (r.get("ip"), r.get("device_id")) if v and v in logs]
-    assert leaked == []
+    assert leaked(raw, logs) == [], "raw values in the services' logs"
     for line in logs.splitlines():
         json.loads(line)  # every service log line is JSON
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        details = [row[0] for row in conn.execute("SELECT detail FROM etl_quarantine")]
+    assert len(details) >= len(leaky.events) and leaked(raw, *details) == [], "raw values in etl_quarantine.detail"
+    deadline = time.monotonic() + 10  # the ETL counts a batch after it has settled it
+    while True:
+        metrics = [stack_scrape(env, env[url]) for url in ("VAULT_METRICS_URL", "ETL_METRICS_URL")]
+        assert leaked(raw, *metrics) == [], "raw values in the services' metrics"
+        if quarantined_total(metrics[1]) >= len(details):  # every rejection counted, the crafted ones too
+            break
+        assert time.monotonic() < deadline, "the ETL's metrics never counted the rejections"
+        time.sleep(0.2)
 
 
 def uid_of(pid: int) -> int:
@@ -125,42 +151,75 @@ def uid_of(pid: int) -> int:
 
 
 def read_as(user: str, path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["runuser", "-u", user, "--", "cat", str(path)], capture_output=True, text=True, check=False)
+    """`user` reads the file `path` (or lists it, a directory): what a process of that user can do."""
+    command = ["ls", "-A", str(path)] if path.is_dir() else ["cat", str(path)]
+    return subprocess.run(["runuser", "-u", user, "--", *command], capture_output=True, text=True, check=False)
+
+
+def secrets_by_owner(stack_dir: Path) -> dict[str, list[Path]]:
+    """Each owner (a component of the stack, the operator `root`, or `postgres`) -> its private files.
+
+    Keys, secret ids, tokens, state directories and the process environment (each service's
+    DSNs and settings; OpenBao's holds the dev root token), as `make up` leaves them.
+    """
+    env = read_env_file(stack_dir / "stack.env")
+    state = StackState.load(stack_dir / "state.json")
+    certs, run = stack_dir / "certs", stack_dir / "run"
+    environ = {name: Path(f"/proc/{pid}/environ") for name, pid in state.pids.items()}
+    return {
+        "openbao": [Path(env["VAULT_AUDIT_LOG"]), Path(env["VAULT_AUDIT_LOG"]).parent, environ["openbao"]],
+        "ministack": [run / "ministack", environ["ministack"]],
+        "vault_service": [
+            certs / "tokenvault-vault-key.pem",
+            certs / "metrics" / "vault-metrics-key.pem",
+            Path(env["VAULT_APPROLE_SECRET_ID_FILE"]),
+            stack_dir / "audit" / "checkpoints.jsonl",
+            run / "vault_service",
+            environ["vault_service"],
+        ],
+        "etl_service": [
+            Path(env["ETL_TLS_KEY"]),
+            certs / "metrics" / "etl-metrics-key.pem",
+            Path(env["DLQ_SEAL_SECRET_ID_FILE"]),
+            run / "etl_service",
+            environ["etl_service"],
+        ],
+        "root": [
+            Path(env["ANALYST_TLS_KEY"]),
+            Path(env["FRAUD_INVESTIGATOR_TLS_KEY"]),
+            Path(env["PRIVACY_OFFICER_TLS_KEY"]),
+            Path(env["METRICS_SCRAPER_TLS_KEY"]),
+            Path(env["VAULT_SECURITY_TOKEN_FILE"]),
+            Path(env["VAULT_ROOT_TOKEN_FILE"]),
+            Path(env["DLQ_OPERATOR_TOKEN_FILE"]),
+            stack_dir / "stack.env",
+            Path(env["VAULT_SERVICE_LOG"]),
+            Path(env["ETL_SERVICE_LOG"]),
+        ],
+        "postgres": [Path(state.postgres["data_dir"])],
+    }
 
 
 def test_no_service_can_read_the_ca_key_or_another_identity_s_key(stack_dir: Path) -> None:
-    env = read_env_file(stack_dir / "stack.env")
+    # CI runs the tests as root (.ci/run); only a stack started by root gives each service a user
+    # of its own, so anyone else could not perform the act this test is about: fail, never pass.
+    assert os.geteuid() == 0, "run as root: the embedded stack isolates its services only when started by root"
     pids = StackState.load(stack_dir / "state.json").pids
-    certs = stack_dir / "certs"
     assert not list(stack_dir.rglob("ca-key.pem"))  # every certificate is issued at start; the CA key is not kept
-    if os.geteuid() != 0:  # documented limit: one user runs everything and can read its own files
-        assert {uid_of(pid) for pid in pids.values()} == {os.geteuid()}
-        return
     uids = {name: uid_of(pid) for name, pid in pids.items()}
     assert len(set(uids.values())) == len(uids) and 0 not in uids.values(), uids
     assert uids == {name: pwd.getpwnam(user).pw_uid for name, user in SERVICE_USERS.items()}
-    etl, vault = SERVICE_USERS["etl_service"], SERVICE_USERS["vault_service"]
-    assert read_as(etl, Path(env["ETL_TLS_KEY"])).returncode == 0  # its own key: the control
-    assert read_as(vault, certs / "tokenvault-vault-key.pem").returncode == 0
-    refused = {
-        etl: [
-            Path(env["ANALYST_TLS_KEY"]),
-            certs / "fraud-investigator-key.pem",
-            certs / "privacy-officer-key.pem",
-            certs / "tokenvault-vault-key.pem",
-            Path(env["VAULT_APPROLE_SECRET_ID_FILE"]),
-            Path(env["VAULT_SECURITY_TOKEN_FILE"]),
-            Path(env["VAULT_ROOT_TOKEN_FILE"]),
-            Path(env["VAULT_AUDIT_LOG"]),
-            stack_dir / "stack.env",
-            Path(f"/proc/{pids['vault_service']}/environ"),  # the vault's DSN and settings
-        ],
-        vault: [Path(env["ETL_TLS_KEY"]), Path(env["ANALYST_TLS_KEY"]), Path(f"/proc/{pids['etl_service']}/environ")],
-    }
-    for user, paths in refused.items():
-        for path in paths:
+    owned = secrets_by_owner(stack_dir)
+    assert set(SERVICE_USERS) <= set(owned)
+    for component, user in SERVICE_USERS.items():
+        for path in owned[component]:  # the control: a refusal below is the other user's, not a missing file
             attempt = read_as(user, path)
-            assert attempt.returncode != 0 and "Permission denied" in attempt.stderr, (user, path)
+            assert attempt.returncode == 0, (user, path, attempt.stderr)
+        others = [path for owner, paths in owned.items() if owner != component for path in paths]
+        for path in others:
+            assert path.exists(), path
+            attempt = read_as(user, path)
+            assert attempt.returncode != 0 and "Permission denied" in attempt.stderr, (user, path, len(attempt.stdout))
 
 
 OTHER_USER_FETCH = """
