@@ -19,6 +19,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from tokenvault_common.migrations import migrate
 from vault_service.adapters.postgres.sql_arrays import bytea_array
 from vault_service.adapters.postgres.tokens import (
     _FETCH_SQL,
@@ -124,6 +125,83 @@ def test_the_services_prepared_lookups_and_fetch_run_one_generic_plan_of_index_p
     for plan in (fetch, find):
         assert not [n for n in _nodes(plan) if n["Node Type"] in ("Hash Join", "Gather", "Gather Merge")]
     assert "unnest($1)" in json.dumps(fetch)  # planned for any array, not for this one
+
+
+@pytest.fixture
+def big_analyzed_tokens(stack_env: dict[str, str]) -> Iterator[psycopg.Connection]:
+    """An admin connection to a database of its own, migrated, whose vault.tokens holds ROWS rows, analyzed.
+
+    A database of its own: ANALYZE writes the table's size into pg_class in place, which no
+    rollback undoes, and the session's database is left as it was.
+    """
+    name = "analyzed_" + secrets.token_hex(5)
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    dsn = stack_env["PG_ADMIN_DSN"].rsplit("/", 1)[0] + "/" + name
+    try:
+        migrate(dsn)
+        with psycopg.connect(dsn) as conn:
+            conn.execute("SET LOCAL session_replication_role = replica")  # no audit trigger for the filler rows
+            conn.execute(
+                "INSERT INTO vault.tokens (token, token_type, fingerprint, fingerprint_key_id, dek_id, sealed)"
+                " SELECT 'ip_' || substr(md5('scale' || g), 1, 22), 'ip', sha256(('scale' || g)::bytea), 1, 1,"
+                " sha256(g::text::bytea) FROM generate_series(1, %s) g",
+                (ROWS,),
+            )
+            conn.commit()
+            conn.execute("ANALYZE vault.tokens")  # what autovacuum does
+            yield conn
+            conn.rollback()
+    finally:
+        with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_after_analyze_no_secret_column_has_statistics_and_lookups_stay_hash_index_probes(
+    big_analyzed_tokens: psycopg.Connection,
+) -> None:
+    # ANALYZE (autovacuum's) once copied about 100 sealed values and fingerprints into
+    # pg_statistic, readable through pg_stats and left there by an erasure (insider round 6).
+    # Since migration no_statistics_of_values those columns have a statistics target of 0; the
+    # planner, which knows the other columns, still probes the hash indexes for each value, and
+    # checks once whether any row has a next fingerprint through its partial index (thinking
+    # most rows have one, it scanned the table for the first, which outside a key rotation
+    # meant reading all of it: a scalar subquery keeps the ORDER BY that EXISTS drops).
+    conn = big_analyzed_tokens
+    analyzed = conn.execute(
+        "SELECT a.attname FROM pg_statistic s JOIN pg_attribute a ON a.attrelid = s.starelid"
+        " AND a.attnum = s.staattnum WHERE s.starelid = 'vault.tokens'::regclass"
+    ).fetchall()
+    assert {"token", "token_type", "dek_id"} <= {name for (name,) in analyzed}
+    assert {"sealed", "fingerprint", "next_fingerprint"} & {name for (name,) in analyzed} == set()
+    _as_the_service(conn)
+    conn.execute(f"PREPARE fetch_tokens (text[]) AS {_FETCH_SQL}")
+    conn.execute("PREPARE find_tokens (text, bytea[]) AS " + _FIND.replace("%(type)s", "$1").replace("%(fps)s", "$2"))
+    fingerprints = [bytes([n % 256, n // 256]) * 16 for n in range(1000)]
+    find = _plan(
+        conn,
+        sql.SQL("EXECUTE find_tokens('ip', {}::bytea[])")
+        .format(sql.Literal(bytea_array(fingerprints)))
+        .as_string(conn),
+    )
+    tokens = "{" + ",".join(f"ip_{n:022d}" for n in range(1000)) + "}"
+    fetch = _plan(conn, sql.SQL("EXECUTE fetch_tokens({}::text[])").format(sql.Literal(tokens)).as_string(conn))
+    assert set(_scans_of_tokens(find)) <= {"Index Scan", "Index Only Scan", "Bitmap Heap Scan"}, _scans_of_tokens(find)
+    assert _indexes_of_tokens(find) == {"tokens_fingerprint_unique", "tokens_type_next_fingerprint"}
+    assert set(_scans_of_tokens(fetch)) == {"Index Scan"}, _scans_of_tokens(fetch)
+    assert _indexes_of_tokens(fetch) == {"tokens_token_unique"}
+    for plan in (find, fetch):
+        assert not [n for n in _nodes(plan) if n["Node Type"] in ("Hash Join", "Gather", "Gather Merge")]
+    # The key jobs' batches still read their work-list indexes.
+    for condition, key_column, index in (
+        (RESEAL_CONDITION, "dek_id", "tokens_dek"),
+        (REINDEX_CONDITION, "fingerprint_key_id", "tokens_fingerprint_key"),
+    ):
+        query = _select_batch_query(condition, key_column).replace("ANY(%s)", "ANY($1)").replace("LIMIT %s", "LIMIT $2")
+        conn.execute(f"PREPARE work_batch_{key_column} (int[], bigint) AS {query}")
+        batch = _plan(conn, f"EXECUTE work_batch_{key_column}('{{1,2}}', 1000)")
+        assert set(_scans_of_tokens(batch)) <= {"Index Scan", "Index Only Scan"}, _scans_of_tokens(batch)
+        assert _indexes_of_tokens(batch) == {index}
 
 
 @pytest.mark.parametrize(

@@ -37,8 +37,11 @@ from vault_service.service.ports import KeyGeneration, NewTokenRow, Reindexer, R
 # growing table it would otherwise hash-join against every row of the type, a cost that grows
 # with the vault (150 ms per 1000 values at 200k tokens, against 8 ms probing). The second
 # half probes the partial index on next_fingerprint, which is empty outside a rotation: a
-# one-time EXISTS on that index (ordered by it, so that it is read rather than the table)
-# skips the thousand empty probes then.
+# one-time check on that index skips the thousand empty probes then. The check is a scalar
+# subquery ordered by the index, so that the index is read rather than the table: an EXISTS
+# drops its ORDER BY, and since no statistics of next_fingerprint are kept (migration
+# no_statistics_of_values) the planner, taking most rows to have one, then scanned the table
+# for the first - all of it outside a rotation.
 _FIND = (
     "SELECT w.fp, t.token FROM unnest(%(fps)s::bytea[]) AS w(fp)"
     " CROSS JOIN LATERAL (SELECT token FROM vault.tokens"
@@ -47,7 +50,7 @@ _FIND = (
     " SELECT w.fp, t.token FROM unnest(%(fps)s::bytea[]) AS w(fp)"
     " CROSS JOIN LATERAL (SELECT token FROM vault.tokens"
     " WHERE token_type = %(type)s AND next_fingerprint = w.fp AND next_fingerprint IS NOT NULL LIMIT 1) AS t"
-    " WHERE EXISTS (SELECT FROM vault.tokens n WHERE n.token_type = %(type)s AND n.next_fingerprint IS NOT NULL"
+    " WHERE (SELECT true FROM vault.tokens n WHERE n.token_type = %(type)s AND n.next_fingerprint IS NOT NULL"
     " ORDER BY n.next_fingerprint LIMIT 1)"
 )
 
@@ -257,18 +260,26 @@ class PostgresTokenStore:
         if not tokens:
             return set()
         with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT vault.erase_tokens(%s::text[], %s, %s, %s, %s, %s, %s)",
-                (
-                    text_array(tokens),
-                    event.item_count,
-                    event.client,
-                    event.client_serial,
-                    event.client_cert_sha256,
-                    event.purpose,
-                    event.token_types,
-                ),
-            ).fetchall()
+            try:
+                rows = conn.execute(
+                    "SELECT vault.erase_tokens(%s::text[], %s, %s, %s, %s, %s, %s)",
+                    (
+                        text_array(tokens),
+                        event.item_count,
+                        event.client,
+                        event.client_serial,
+                        event.client_cert_sha256,
+                        event.purpose,
+                        event.token_types,
+                    ),
+                ).fetchall()
+            except psycopg.errors.ObjectNotInPrerequisiteState:
+                log.error(
+                    "erasure refused by the database: PostgreSQL statistics may keep values of the columns an"
+                    " erasure clears (a statistics target set back, or extended statistics); the database log"
+                    " names them, migration no_statistics_of_values says how to remove them"
+                )
+                raise
         return {r[0] for r in rows}
 
     @translated
