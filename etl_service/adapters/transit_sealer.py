@@ -9,6 +9,7 @@ OpenBao's audit device records every decrypt. The key never leaves Transit.
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 import threading
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ import hvac
 import hvac.exceptions
 import requests
 
-from etl_service.errors import DependencyDown, Misconfigured
+from etl_service.errors import DependencyDown, EtlError, Misconfigured
 from etl_service.service.sealing import dead_letter_body
 
 log = logging.getLogger(__name__)
@@ -109,10 +110,20 @@ def _ciphertexts(response: Any, expected: int) -> list[str]:
     return [str(r["ciphertext"]) for r in results]
 
 
+class SealedBodyUnopenable(EtlError):
+    """OpenBao is up but refuses this ciphertext, or its plaintext is no UTF-8 text: this letter, not the run.
+
+    A garbage or planted `sealed_body`, or a letter sealed under a key version retired since
+    (`min_decryption_version`). Anyone who may send to the DLQ can plant one: a sweep counts it
+    and goes on.
+    """
+
+
 def open_sealed(address: str, token: str, key_name: str, ciphertext: str, mount: str = "transit") -> str:
     """Decrypt a sealed dead-letter body as the operator whose token is given (OpenBao audits it).
 
-    Raises Misconfigured when the token may not decrypt, DependencyDown when OpenBao is unreachable.
+    Raises Misconfigured when the token may not decrypt, SealedBodyUnopenable when OpenBao refuses
+    this ciphertext (HTTP 400) or it does not decode, DependencyDown when OpenBao is unreachable.
     """
     client = hvac.Client(url=address, token=token, timeout=5)
     try:
@@ -123,6 +134,15 @@ def open_sealed(address: str, token: str, key_name: str, ciphertext: str, mount:
             " (an operator needs config/vault/tokenvault-dlq-operator.hcl)",
             "openbao",
         ) from None
+    except hvac.exceptions.InvalidRequest:
+        raise SealedBodyUnopenable(
+            f"OpenBao refused to decrypt this ciphertext with {key_name!r} (invalid, planted, or sealed under a"
+            " retired key version): the body cannot be opened",
+            "openbao",
+        ) from None
     except (hvac.exceptions.VaultError, requests.RequestException) as error:
         raise DependencyDown(f"OpenBao unavailable: {type(error).__name__}", "openbao") from None
-    return base64.b64decode(response["data"]["plaintext"]).decode("utf-8", "surrogatepass")
+    try:
+        return base64.b64decode(response["data"]["plaintext"], validate=True).decode("utf-8", "surrogatepass")
+    except (KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise SealedBodyUnopenable("the decrypted body is not UTF-8 text: it cannot be opened", "openbao") from None

@@ -7,26 +7,32 @@ local user could read them), one criterion a line:
     ip=VALUE          compared in its canonical spelling (`::ffff:198.51.100.7` is `198.51.100.7`)
     device_id=VALUE   compared stripped, as the vault stores it
 
-Blank lines and lines starting with `#` are ignored. A body matches when any criterion holds:
-- a top-level `user_id`, `ip` or `device_id` field of a JSON object body equals a value given
-  (every occurrence of a repeated key counts; ips and device ids through the one judge of a
-  value, so any spelling the ETL would have tokenized as the erased value matches);
-- anywhere in the text, whatever it is (not JSON, nested too deep, a field elsewhere): an ip or
-  device id given, as a JSON string (`"198.51.100.7"`), or `"user_id": "VALUE"`.
+Blank lines and lines starting with `#` are ignored. A body matches when any criterion holds,
+wherever in the body (etl_service/domain/body_strings.py lists the candidates: every string of a
+JSON body at any depth, keys and list items included; every quoted literal of any other body,
+escapes decoded, and its unquoted text):
+- an ip given: a string, or an address-shaped token inside one, that the ETL's judge
+  (`normalize_ip`) reads as that address: `::ffff:198.51.100.7`, `::ffff:c633:6407`,
+  `0:0:0:0:0:ffff:198.51.100.7` and ` 198.51.100.7 ` are all `198.51.100.7`;
+- a device id given: a string equal to it once normalised as the ETL does (stripped); in a
+  body that is not JSON, also an unquoted occurrence not continued by a letter, digit, `-`, `_`
+  or `.` on either side;
+- a user id given: a string under a `user_id` key (at any depth, in a list too), stripped or not.
 Bare substrings are not enough: user id `42` must not match another person's `"n": 42`, nor
-ip `198.51.100.7` the body of `198.51.100.77`.
+ip `198.51.100.7` the body of `198.51.100.77`. Matching errs towards deleting: a string equal
+to the person's ip or device id matches under any key.
 
 Errors name the line number and the rule, never a value.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from etl_service.domain.body_strings import keyed_strings
 from tokenvault_common.values import InvalidPiiValue, normalize_device_id, normalize_ip
 
 KINDS = ("user_id", "ip", "device_id")
@@ -55,22 +61,32 @@ class Person:
 
     def matches(self, body: str) -> bool:
         """True when `body` (a dead letter's original, or the SQS body as it is) holds any value given."""
-        return self._matches_fields(body) or self._matches_text(body)
-
-    def _matches_fields(self, body: str) -> bool:
-        fields = _top_level_fields(body)
-        if fields is None:
-            return False
-        return (
-            any(v in self.user_ids for v in fields.get("user_id", []) if isinstance(v, str))
-            or any(_judged(normalize_ip, v) in self.ips for v in fields.get("ip", []))
-            or any(_judged(normalize_device_id, v) in self.device_ids for v in fields.get("device_id", []))
-        )
-
-    def _matches_text(self, body: str) -> bool:
-        if any(quoted in body for v in self.ips | self.device_ids for quoted in _json_strings(v)):
+        strings, unquoted = keyed_strings(body)
+        if any(self._matches_string(key, text) for key, text in strings):
             return True
-        return any(re.search(r'"user_id"\s*:\s*' + re.escape(q), body) for v in self.user_ids for q in _json_strings(v))
+        return unquoted is not None and self._matches_unquoted(unquoted)
+
+    def _matches_string(self, key: str | None, text: str) -> bool:
+        if key == "user_id" and (text in self.user_ids or text.strip() in self.user_ids):
+            return True
+        if self.device_ids and _judged(normalize_device_id, text) in self.device_ids:
+            return True
+        return bool(self.ips) and self._holds_ip(text)
+
+    def _holds_ip(self, text: str) -> bool:
+        if _judged(normalize_ip, text) in self.ips:
+            return True
+        return any(_judged(normalize_ip, candidate) in self.ips for candidate in _address_tokens(text))
+
+    def _matches_unquoted(self, text: str) -> bool:
+        if self.ips and self._holds_ip(text):
+            return True
+        if any(_bounded(device, text) for device in self.device_ids):
+            return True
+        return any(
+            re.search(r'user_id"?\s*[:=]\s*\[?\s*(?:"' + re.escape(u) + '"|' + re.escape(u) + r"(?![^\s,;&}\]]))", text)
+            for u in self.user_ids
+        )
 
 
 def read_person(lines: Iterable[str]) -> Person:
@@ -114,22 +130,20 @@ def _judged(judge: Any, value: Any) -> str | None:
         return value.strip()
 
 
-def _json_strings(value: str) -> set[str]:
-    """`value` as a JSON string, in the spellings a producer writes (ASCII-escaped or not)."""
-    return {json.dumps(value), json.dumps(value, ensure_ascii=False)}
+_IPV4_TOKEN = re.compile(r"(?<!\d)(?<!\d\.)\d{1,3}(?:\.\d{1,3}){3}(?!\.?\d)")
+_HEX_RUN = re.compile(r"[0-9A-Fa-f:.]+")
 
 
-def _collect(pairs: list[tuple[str, Any]]) -> dict[str, list[Any]]:
-    collected: dict[str, list[Any]] = {}
-    for key, value in pairs:
-        collected.setdefault(key, []).append(value)
-    return collected
+def _address_tokens(text: str) -> set[str]:
+    """Address-shaped tokens of `text`: dotted quads, and runs of hex digits, colons and dots."""
+    tokens = set(_IPV4_TOKEN.findall(text))
+    for run in _HEX_RUN.findall(text):
+        if run.count(":") < 2:
+            continue
+        tokens.update({run, run.rstrip("."), run.rstrip(":."), run.lstrip(":") if not run.startswith("::") else run})
+    return tokens
 
 
-def _top_level_fields(body: str) -> dict[str, list[Any]] | None:
-    """Every value of each top-level key of a JSON object body; None for anything else."""
-    try:
-        document = json.loads(body, object_pairs_hook=_collect)
-    except (ValueError, RecursionError):  # not JSON, too deep, an integer beyond Python's digit limit
-        return None
-    return document if isinstance(document, dict) else None
+def _bounded(value: str, text: str) -> bool:
+    """`value` occurs in `text` with no letter, digit, `-`, `_` or `.` right before or after it."""
+    return re.search(r"(?<![\w.-])" + re.escape(value) + r"(?![\w.-])", text) is not None

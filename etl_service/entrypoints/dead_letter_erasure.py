@@ -5,20 +5,26 @@ but the DLQ keeps refused messages for 14 days, sealed, and an operator can open
 would print the erased ip and device id, and `resend` would store them again under new tokens.
 The DLQ operator - who may open every dead letter anyway - runs this step with the person's
 user id, ips and device ids on standard input (`user_id=…`, `ip=…`, `device_id=…`, one a line,
-`#` comments): never on the command line, never logged. A dead letter matches when its user_id,
-ip (any spelling of the same address) or device_id equals a value given, or when an ip or device
-id given appears anywhere in it as a JSON string (etl_service/domain/erasure_match.py).
+`#` comments): never on the command line, never logged. A dead letter matches when it holds a
+value given anywhere, in any shape and in any spelling the ETL would read as the same value
+(nested, in lists, escaped, not JSON; `::ffff:` forms of an ip, a padded device id), never on a
+bare substring (etl_service/domain/erasure_match.py).
 
 It reads the whole DLQ, opens each sealed body with the dead-letter key (OpenBao audits each
 decrypt), also reads what is in clear (a message SQS's redrive moved as it was, a planted one),
 and deletes every dead letter that matches. Without `--yes` it deletes nothing and says what it
-would delete. It reports counts only: no value, no message or event id.
+would delete. It reports counts only: no value, no message or event id of a matched letter.
 
 Dead letters it cannot check are counted and make it exit 3: those another reader holds (an
 operator's `list` or `show` holds every dead letter for 60 s) - it waits up to `--wait` seconds
 (90) for them to come back and checks them then - and those that arrived while it ran. Run it
 again until it exits 0. An envelope naming another Transit key (tampered: the ETL did not write
 it) is not opened, as by `show`; it is counted and left for the operators' tampering review.
+A sealed body OpenBao refuses to decrypt (garbage or planted ciphertext, a retired key version)
+or that is no UTF-8 text does not stop the sweep either: it is counted as could not be opened,
+its message id printed (it says nothing of the person: every run lists the same ones), and the
+run exits 3; the operator inspects it and removes a plant with `dead-letters delete ID --yes`.
+Only OpenBao being unreachable, or refusing the operator's token, aborts the run (exit 1).
 What it never reaches: messages still in the source queue (the ETL loads or dead-letters them
 within seconds to minutes; run the step after it has caught up) - see docs/threat-model.md.
 """
@@ -29,15 +35,16 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from etl_service.adapters.dead_letter_queue import DeadLetter
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
+from etl_service.adapters.transit_sealer import SealedBodyUnopenable
 from etl_service.domain.erasure_match import CriteriaError, Person, read_person
 
 INCOMPLETE = 3
-"""Exit code: some dead letters could not be checked; run again."""
+"""Exit code: some dead letters could not be checked (held, arrived meanwhile, or could not be opened)."""
 MAX_ROUNDS = 50
 
 
@@ -67,6 +74,8 @@ class Sweep:
     no_body: int = 0
     visible_unread: int = 0
     held_elsewhere: int = 0
+    unopenable: list[str] = field(default_factory=list)
+    """Message ids of sealed bodies OpenBao would not open (not values: they say nothing of the person)."""
 
     @property
     def unchecked(self) -> int:
@@ -97,7 +106,7 @@ def run_erase(
         return 2
     sweep = _sweep(dlq, person, opener, tampered, delete=args.yes, wait=max(0.0, args.wait))
     _report(sweep, deleted=args.yes)
-    return INCOMPLETE if sweep.unchecked else 0
+    return INCOMPLETE if sweep.unchecked or sweep.unopenable else 0
 
 
 def _sweep(
@@ -143,7 +152,10 @@ def _check(
     if tampered(dead):
         sweep.tampered += 1
     elif dead.reason is not None and dead.sealed_body and dead.key:
-        texts.append(opener(dead))
+        try:
+            texts.append(opener(dead))
+        except SealedBodyUnopenable:
+            sweep.unopenable.append(dead.message_id)
     elif dead.reason is not None:
         sweep.no_body += 1
     if not any(person.matches(text) for text in texts):
@@ -162,6 +174,15 @@ def _report(sweep: Sweep, deleted: bool) -> None:
         print(f"  of which without a kept body (nothing of it to match but its clear text): {sweep.no_body}")
     if sweep.tampered:
         print(f"  of which tampered (an envelope naming another Transit key, not opened, as by show): {sweep.tampered}")
+    if sweep.unopenable:
+        print(
+            f"could not be opened: {len(sweep.unopenable)} (OpenBao refused the ciphertext, or it is no text: garbage,"
+            " planted by someone who may send to the DLQ, or sealed under a retired key version); left in the DLQ,"
+            " checked only by their clear text. Inspect them (`dead-letters list`) and remove a plant with"
+            " `dead-letters delete MESSAGE_ID --yes`, then run `dead-letters erase` again:"
+            f" {', '.join(_printable(i) for i in sweep.unopenable)}",
+            file=sys.stderr,
+        )
     if sweep.unchecked:
         print(
             f"not checked: {sweep.unchecked} (held by another reader: {sweep.held_elsewhere}, arrived meanwhile"
@@ -169,3 +190,8 @@ def _report(sweep: Sweep, deleted: bool) -> None:
             " `dead-letters erase` again with the same values until it exits 0",
             file=sys.stderr,
         )
+
+
+def _printable(text: str) -> str:
+    """A message id fit for a terminal line (SQS writes them; a fake SQS endpoint could not)."""
+    return "".join(c if c.isprintable() else "?" for c in text)

@@ -1,4 +1,4 @@
-"""`python -m etl_service dead-letters list|show|resend|redrive|erase`: the DLQ for an operator.
+"""`python -m etl_service dead-letters list|show|resend|redrive|erase|delete`: the DLQ for an operator.
 
 - `list`: every dead letter with its reason, detail, event id and sent time (no body: sealed).
 - `show MESSAGE_ID`: open one sealed body with the operator's Vault token (VAULT_TOKEN or
@@ -15,6 +15,8 @@
   drain does this by itself before it ends.
 - `erase -`: part of an erasure: delete every dead letter holding the person's values, given on
   stdin (`user_id=…`, `ip=…`, `device_id=…`); counts only (etl_service/entrypoints/dead_letter_erasure.py).
+- `delete MESSAGE_ID --yes`: remove one dead letter without opening it, e.g. a planted envelope
+  `erase` could not open; refused without --yes. What it held is gone for good.
 
 Settings: ETL_QUEUE_URL (ETL_DLQ_URL, ETL_SQS_ENDPOINT_URL, AWS_* as for the service), and for
 show/resend/erase ETL_DLQ_SEAL_VAULT_ADDR or VAULT_ADDR, and ETL_DLQ_SEAL_KEY as the ETL has it.
@@ -49,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     resend.add_argument("--token-file", type=Path, help="the operator's Vault token (default: $VAULT_TOKEN)")
     commands.add_parser("redrive", help="take back messages SQS's redrive moved without a reason")
     add_erase_command(commands)
+    delete = commands.add_parser("delete", help="remove one dead letter unopened (a plant); needs --yes")
+    delete.add_argument("message_id")
+    delete.add_argument("--yes", action="store_true", help="really delete (it cannot be undone)")
     return parser
 
 
@@ -71,6 +76,13 @@ def main(argv: list[str]) -> int:
         if args.command == "redrive":
             print(f"taken back: {dlq.take_back_redriven()}")
             return 0
+        if args.command == "delete" and not args.yes:
+            print(
+                f"etl_service dead-letters delete: add --yes to delete {_shown(args.message_id)} for good;"
+                " nothing was deleted",
+                file=sys.stderr,
+            )
+            return 2
         try:
             if args.command == "erase":
                 return _erase(args, dlq)
@@ -139,6 +151,10 @@ def _run(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
         raise DeadLetterError(f"no dead letter {_shown(args.message_id)} in the DLQ")
     if args.command == "show":
         print(_open(dead, args.token_file, key))
+        return 0
+    if args.command == "delete" and isinstance(dlq, DeadLetterSweep):
+        dlq.delete(dead)
+        print(f"deleted dead letter {_shown(dead.message_id)} ({_shown(dead.reason or 'no reason')}, unopened)")
         return 0
     body = args.body_file.read_text() if args.body_file else _open(dead, args.token_file, key)
     try:

@@ -172,3 +172,73 @@ def hold_dead_letter(stack_env: dict[str, str], dlq_url: str, event_id: str) -> 
                     )
     assert held
     return held
+
+
+def test_a_planted_envelope_does_not_stop_the_erasure_of_the_persons_malformed_dead_letters(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    """Insider round 7: Break 1 (other spellings in malformed bodies) and Break 3 (a plant aborted the run)."""
+    tag = uuid.uuid4().hex[:8]
+    n = random.randrange(150, 160)
+    ip, device, user = f"203.0.113.{n}", f"erasure-dev-{tag}", f"erased-{tag}"  # the person (synthetic)
+    mapped_hex = f"::ffff:cb00:71{n:02x}"  # the same address, IPv4-mapped in hex
+    theirs = {  # each refused with its own reason; each holds the person in a spelling the vault would accept
+        f"{tag}-p-lists": json.dumps({**GOOD, "user_id": [user], "ip": [f"::ffff:{ip}"], "device_id": [f"{device} "]}),
+        f"{tag}-p-array": json.dumps([{**GOOD, "ip": mapped_hex, "device_id": f" {device}"}]),
+        f"{tag}-p-nested": json.dumps({"event": {"ip": f"0:0:0:0:0:ffff:{ip}"}}),
+        f"{tag}-p-not-json": '{"user_id": "' + user.replace("e", "\\u0065") + '", "x": 1,}',
+    }
+    others = {f"{tag}-o-lists": json.dumps({**GOOD, "ip": [f"::ffff:{ip}0"], "device_id": [f"{device}-b"]})}
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    env = etl_harness_env(stack_env, vault.address)
+    with etl_consumer(env) as etl:
+        planted = sqs.send_message(  # anyone who may send to the DLQ: garbage under the dead-letter key
+            QueueUrl=etl.dlq_url,
+            MessageBody=json.dumps(
+                {
+                    "format": "tokenvault-dead-letter/1",
+                    "sealed_body": "vault:v1:" + "A" * 32,
+                    "key": "tokenvault-dead-letters",
+                    "note": None,
+                }
+            ),
+            MessageAttributes={
+                "reason": {"DataType": "String", "StringValue": "not_json"},
+                "event_id": {"DataType": "String", "StringValue": f"{tag}-plant"},
+            },
+        )["MessageId"]
+        send_events(sqs, etl.queue_url, [OutgoingEvent(i, b) for i, b in {**theirs, **others}.items()])
+        summary = etl.wired.consumer.drain()
+    assert (summary.loaded, summary.quarantined) == (0, 5)
+
+    operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
+    criteria = f"user_id={user}\nip={ip}\ndevice_id={device}\n"
+    swept = dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
+    outputs = [swept.stdout + swept.stderr]
+    assert swept.returncode == 3, swept.stderr
+    assert "deleted: 4" in swept.stdout and "left untouched: 2" in swept.stdout
+    assert "could not be opened: 1" in swept.stderr and planted in swept.stderr
+    left = {
+        m["MessageAttributes"]["event_id"]["StringValue"]
+        for m in all_dead_letters(stack_env["SQS_ENDPOINT_URL"], etl.dlq_url)
+    }
+    assert left == {f"{tag}-plant", *others}
+
+    # The operator removes the plant: refused without --yes, deleted with it; the next run is complete.
+    refused = dead_letters(env, "delete", planted)
+    assert refused.returncode == 2 and "--yes" in refused.stderr, refused.stderr
+    deleted = dead_letters(env, "delete", planted, "--yes")
+    assert deleted.returncode == 0 and planted in deleted.stdout, deleted.stderr
+    again = dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
+    outputs += [refused.stdout + refused.stderr, deleted.stdout + deleted.stderr, again.stdout + again.stderr]
+    assert again.returncode == 0, again.stderr
+    assert "deleted: 0" in again.stdout and "left untouched: 1" in again.stdout
+    left = {
+        m["MessageAttributes"]["event_id"]["StringValue"]
+        for m in all_dead_letters(stack_env["SQS_ENDPOINT_URL"], etl.dlq_url)
+    }
+    assert left == set(others)
+
+    texts = "\n".join(outputs)
+    leaked = [kind for kind, value in (("user_id", user), ("ip", ip), ("device_id", device)) if value in texts]
+    assert leaked == [], "the person's values appear in the commands' output"

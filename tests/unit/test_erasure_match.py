@@ -45,6 +45,70 @@ def test_a_body_holding_any_value_given_matches(body: str) -> None:
     assert matched
 
 
+MAPPED_HEX = "::ffff:cb00:719a"  # 203.0.113.154, IPv4-mapped in hex
+
+
+# Insider round 7, Break 1: spellings the ETL and the vault treat as the person's values, in
+# bodies that are not a JSON object with the field at top level (each missed before).
+@pytest.mark.parametrize(
+    ("person_lines", "body"),
+    [
+        # L1, not_json: an escaped user id, a mapped ip, a padded device id, a trailing comma
+        ([f"user_id={USER}\n"], '{"user_id": "erased-\\u0075ser-0154", "ip": "192.0.2.9",}'),
+        ([f"ip={IP}\n"], '{"user_id": "u", "ip": "::ffff:' + IP + '", "x": 1,}'),
+        ([f"device_id={DEVICE}\n"], '{"user_id": "u", "device_id": "' + DEVICE + ' ",}'),
+        ([f"device_id={DEVICE}\n"], '{"device_id": "erasure-\\u0064ev-0154",}'),
+        # L2, not_an_object: an array holding the event
+        ([f"ip={IP}\n"], json.dumps([{"ip": MAPPED_HEX, "device_id": "other-dev"}])),
+        ([f"device_id={DEVICE}\n"], json.dumps([{"device_id": f" {DEVICE}"}])),
+        # L3, missing_field: the event nested, full-form IPv6 and an escaped user id
+        ([f"ip={IP}\n"], json.dumps({"event": {"ip": f"0:0:0:0:0:ffff:{IP}"}})),
+        ([f"user_id={USER}\n"], json.dumps({"event": {"user_id": USER, "ip": "192.0.2.9"}})),
+        ([f"device_id={DEVICE}\n"], json.dumps({"event": {"device_id": f" {DEVICE}"}})),
+        # L4, wrong_type: fields wrapped in lists
+        ([f"user_id={USER}\n"], json.dumps({"user_id": [USER], "ip": ["192.0.2.9"]})),
+        ([f"ip={IP}\n"], json.dumps({"user_id": ["u"], "ip": [f"::ffff:{IP}"]})),
+        ([f"device_id={DEVICE}\n"], json.dumps({"device_id": [f"{DEVICE} "]})),
+        # not JSON at all: unquoted values, \\u-escaped ones, an array that does not parse
+        ([f"ip={IP}\n"], f"ip=::ffff:{IP}&device_id=x"),
+        ([f"ip={IP}\n"], "[{'ip': '" + MAPPED_HEX + "'}"),
+        ([f"ip={IP}\n"], "ip: 203.0.113.\\u0031\\u00354"),
+        ([f"device_id={DEVICE}\n"], f"device_id={DEVICE}; user=u"),
+        ([f"user_id={USER}\n"], f"{{user_id: {USER}, ip: 192.0.2.9"),
+        ([f"user_id={USER}\n"], '{"user_id": ["erased-user-\\u00301\\u00354"], oops'),
+        # an ip inside a string, a JSON document inside a string
+        ([f"ip={IP}\n"], json.dumps({"note": f"seen from {IP}, twice"})),
+        ([f"ip={IP}\n"], json.dumps({"raw": json.dumps({"ip": f"::ffff:{IP}"})})),
+        ([f"device_id={DEVICE}\n"], '{"x": ' + "[" * 3000 + f'"  {DEVICE}"' + "]" * 3000 + "}"),
+    ],
+)
+def test_any_spelling_of_a_value_anywhere_in_any_body_matches(person_lines: list[str], body: str) -> None:
+    matched = person(*person_lines).matches(body)
+    assert matched
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        json.dumps([{"ip": f"{IP}0"}]),
+        json.dumps({"event": {"ip": "::ffff:cb00:719b", "device_id": f"{DEVICE}-b"}}),
+        json.dumps({"ip": [f"1.{IP}"], "device_id": [f"x{DEVICE}"]}),
+        f"ip={IP}7&device_id={DEVICE}0&user_id={USER}x",
+        f"ip=1{IP}; device_id=pre-{DEVICE}; user_id={USER}-2",
+        json.dumps({"note": f"{IP}.5 and {DEVICE}.old"}),
+        '{"n": 154, "other": "' + USER + '",}',  # the user id under another key
+    ],
+)
+def test_lookalikes_in_any_shape_do_not_match(body: str) -> None:
+    matched = person(*PERSON_LINES).matches(body)
+    assert not matched
+
+
+def test_a_long_body_without_separators_is_scanned_quickly() -> None:
+    body = "{" + "a" * 200_000 + ":" + "0" * 200_000
+    assert not person(*PERSON_LINES).matches(body)
+
+
 @pytest.mark.parametrize(
     "body",
     [

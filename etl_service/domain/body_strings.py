@@ -1,0 +1,90 @@
+r"""Every string a dead letter's body holds, however it is written: the candidates `dead-letters erase` judges.
+
+A refused body is whatever a producer sent: JSON with the event nested or wrapped in lists, an
+array, JSON too deep for Python's parser, or not JSON at all. The erasure must find a person's
+values in each, so this module lists what could be a value, each with the key it stands under:
+
+- a JSON body: every string at any depth (walked iteratively, so depth does not matter), keys
+  too, each with its nearest enclosing key (a list is transparent: `"ip": ["…"]` stands under
+  `ip`); a string that is itself a JSON object or array is walked as well;
+- any other body: every quoted string literal, its escapes decoded (`\u0075` is `u`), with the
+  last key literal before it; and the text itself, `\u` escapes decoded, for unquoted values.
+
+It only lists candidates; erasure_match.py judges them with the ETL's own normalisation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+_STRING_LITERAL = re.compile(r'"((?:[^"\\]|\\.)*)"(\s*:)?', re.DOTALL)
+_UNICODE_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+_SIMPLE_ESCAPE = re.compile(r'\\([/"\\])')
+MAX_NESTED_DOCUMENTS = 64
+"""How many strings holding JSON are walked in one body (a bound on work, not on depth)."""
+
+
+def keyed_strings(body: str) -> tuple[list[tuple[str | None, str]], str | None]:
+    """(key, string) pairs of `body`; and the unquoted text to scan too, for a body that is not JSON."""
+    document = _parsed(body)
+    if document is not _NOT_JSON:
+        return list(_walk(document)), None
+    return list(_literals(body)), decode_escapes(body)
+
+
+def decode_escapes(text: str) -> str:
+    r"""`text` with `\uXXXX` (surrogate pairs joined), `\/`, `\"` and `\\` escapes undone."""
+    decoded = _UNICODE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+    decoded = _SIMPLE_ESCAPE.sub(lambda m: m.group(1), decoded)
+    return decoded.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+_NOT_JSON = object()
+
+
+class _Object(list):  # type: ignore[type-arg]
+    """A JSON object as its (key, value) pairs: a repeated key keeps every occurrence."""
+
+
+def _parsed(text: str) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_Object)
+    except (ValueError, RecursionError):  # not JSON, too deep, an integer beyond Python's digit limit
+        return _NOT_JSON
+
+
+def _walk(document: Any) -> Iterator[tuple[str | None, str]]:
+    stack: list[tuple[str | None, Any]] = [(None, document)]
+    nested = 0
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, _Object):
+            for inner_key, inner in value:
+                yield None, inner_key
+                stack.append((inner_key, inner))
+        elif isinstance(value, list):
+            stack.extend((key, item) for item in value)
+        elif isinstance(value, str):
+            yield key, value
+            if nested < MAX_NESTED_DOCUMENTS and value.lstrip()[:1] in ("{", "["):
+                inner = _parsed(value)
+                if inner is not _NOT_JSON:
+                    nested += 1
+                    stack.append((key, inner))
+
+
+def _literals(body: str) -> Iterator[tuple[str | None, str]]:
+    key: str | None = None
+    for literal in _STRING_LITERAL.finditer(body):
+        try:
+            text = json.loads(f'"{literal.group(1)}"')
+        except ValueError:  # an invalid escape or a raw control character: decode what can be
+            text = decode_escapes(literal.group(1))
+        if literal.group(2):  # followed by a colon: a key
+            key = text
+            yield None, text
+        else:
+            yield key, text
