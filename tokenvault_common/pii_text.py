@@ -15,9 +15,12 @@ Both ask `address_in`. It differs only in how broadly it reads separators:
   as `ipaddress` reads it (also dashed or with other separators), and MACs in their standard
   forms (aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff, aabb.ccdd.eeff). A UUID never matches.
 
-E-mail addresses, defanged spellings ("a [at] b [dot] org") and addresses written as hex
-numbers are refused by both. The text is judged in NFKC form without invisible characters
-(`visible`), so fullwidth digits or joiners between them do not hide anything.
+E-mail addresses, defanged or percent-encoded spellings ("a [at] b [dot] org", a%40b.org) and
+addresses written as hex numbers are refused by both. The text is judged in NFKC form without
+invisible characters (`visible`), so fullwidth digits or joiners between them do not hide anything.
+
+`may_hold_an_address` is a one-regex pre-filter for the strict reading (the ETL's hot path): a
+text it does not find suspect is certainly refused by nothing here (proof in its docstring).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
+from urllib.parse import unquote
 
 IP_ADDRESS = "it holds an IP address"
 EMAIL_ADDRESS = "it holds an e-mail address"
@@ -40,9 +44,11 @@ dashes, colons, bars, blanks, letters, words ("203 dot 0 dot 113 dot 7"). Lists 
 let other spellings of an address through twice; any non-digit is what a reader skips too."""
 _IPV4_BROAD = re.compile(r"(?<!\d)0*\d{1,3}(?:" + SEPARATOR + r"0*\d{1,3}){3}(?!\d)")  # 203.000.113.007, 203|0|113|7
 _OCTET = r"(?:25[0-5]|2[0-4]\d|[01]?\d?\d)"
-_IPV4_STRICT = re.compile(r"(?<![\d.])" + _OCTET + r"(?:[^0-9A-Za-z\s]{1,3}" + _OCTET + r"){3}(?![\d])")
-"""Four octets of 0-255 (up to 3 digits each) joined by 1-3 punctuation characters: 203.0.113.7,
-203-0-113-7, 203_0_113_7, 203.000.113.007."""
+_IPV4_STRICT = re.compile(r"(?<!\d)" + _OCTET + r"(?:[^0-9A-Za-z]{1,6}" + _OCTET + r"){3}(?!\d)")
+"""Four octets of 0-255 (up to 3 digits each) joined by up to six characters that are neither
+letters nor digits (punctuation, blanks): 203.0.113.7, 203-0-113-7, 203_0_113_7, 203 0 113 7,
+203.000.113.007, and after a dot too (login.203.0.113.7). A UUID's groups (4+ characters) hold
+no middle octet."""
 _HEX_OCTETS = re.compile(r"(?i)0x[0-9a-f]{1,2}(?:\W{1,3}0x[0-9a-f]{1,2}){3}")  # 0xcb.0x0.0x71.0x7
 _INVISIBLE = frozenset({"Mn", "Me", "Cf"})
 """Combining marks and format characters (variation selectors, joiners): they render as nothing
@@ -56,23 +62,32 @@ would otherwise read as an address."""
 _IPV6_CANDIDATE = re.compile(r"[0-9A-Fa-f:.%]*:[0-9A-Fa-f:.%]*:[0-9A-Fa-f:.%]*")
 _IPV6_DASHED = re.compile(r"(?i)[0-9a-f]{1,4}(?:-{1,2}[0-9a-f]{0,4}){2,7}")  # 2001-db8--1 (ipv6-literal form)
 _HEX_INT = re.compile(r"(?i)0x[0-9a-f]{6,}")  # an address written as one hex number
-_EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[A-Za-z]{2,}")
+_EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\W\d_]{2,}")
+"""local@domain.tld, the top-level domain in any script's letters (example.org, example.рф)."""
 _MAC_BROAD = re.compile(
     r"(?i)(?<![0-9a-f])(?:[0-9a-f]{2}(?:[^0-9a-z][0-9a-f]{2}){5}|[0-9a-f]{4}[^0-9a-z][0-9a-f]{4}[^0-9a-z][0-9a-f]{4})(?![0-9a-f])"
 )
 _MAC_STRICT = re.compile(
-    r"(?i)(?<![0-9a-f])(?:[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}|[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4})(?![0-9a-f])"
+    r"(?i)(?<![0-9a-f])(?:[0-9a-f]{2}([^0-9a-z])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}"
+    r"|[0-9a-f]{4}([.: ])[0-9a-f]{4}\2[0-9a-f]{4})(?![0-9a-f])"
 )
+"""Six pairs of hex digits joined by one repeated separator (aa:bb:.., aa-bb-.., aa.bb.., aa_bb..,
+aa bb ..), or three quads joined by a repeated dot, colon or blank (aabb.ccdd.eeff). Quads joined
+by dashes or underscores are not refused: a UUID holds three, and ids of hex groups are common."""
 
 
 def visible(text: str) -> str:
     """The NFKC form without combining marks and format characters (they render as nothing)."""
+    if text.isascii():  # NFKC leaves ASCII as it is, and no ASCII character is a mark or a format character
+        return text
     normalized = unicodedata.normalize("NFKC", text)
     return "".join(c for c in normalized if unicodedata.category(c) not in _INVISIBLE)
 
 
 def undefanged(text: str) -> str:
-    """`visible(text)` with "[at]"/"(dot)"-style spellings read as "@" and "."."""
+    """`visible(text)`, percent-decoded, with "[at]"/"(dot)"-style spellings read as "@" and "."."""
+    if "%" in text:
+        text = unquote(text)
     return _DEFANGED_DOT.sub(".", _DEFANGED_AT.sub("@", visible(text)))
 
 
@@ -87,7 +102,7 @@ def address_in(text: str, broad: bool) -> str | None:
         return IP_ADDRESS
     if any(_is_ip(m) for m in _IPV6_CANDIDATE.findall(text)):
         return IP_ADDRESS
-    if any(_is_ip(m.replace("-", ":")) for m in _IPV6_DASHED.findall(text)):
+    if any(_may_be_ipv6(c) and _is_ip(c) for c in (m.replace("-", ":") for m in _IPV6_DASHED.findall(text))):
         return IP_ADDRESS
     if any(_is_ipv6_spelled(m) for m in _IPV6_SPELLED.findall(numbers)):
         return IP_ADDRESS
@@ -98,6 +113,52 @@ def address_in(text: str, broad: bool) -> str | None:
     return None
 
 
+_SUSPECT_AFTER_A_SEPARATOR = re.compile(
+    r"[-_](?:"  # every branch starts at a "-" or "_", which lets the engine skip to them
+    r"[-_]"  # (3) two separators in a row
+    r"|\d{1,3}[-_]\d{1,3}[-_]\d"  # (4) two short numbers between single separators, then a digit
+    r"|[0-9A-Fa-f]{1,4}(?:[-_][0-9A-Fa-f]{1,4}){3}[-_]"  # (5) four short hex groups between single separators
+    r"|\d\d-\d\d(?!\d)"  # (6) the month and day of an ISO date
+    r")"
+)
+
+
+def may_hold_an_address(text: str) -> bool:
+    """False only when `address_in(undefanged(text), broad=False)` is certainly None: a cheap pre-filter.
+
+    Two string scans and one regex search, no Python loop: the usual opaque ids (UUIDs, ULIDs,
+    counters, order-evt-000042, gen-42-5000-0000012) are not suspect and skip the detector, whose
+    cost is tens of microseconds.
+
+    Suspect: (1) a character other than ASCII letters, digits, "-" and "_"; (2) "0x" or "0X";
+    (3)-(6) the separator-led groups of _SUSPECT_AFTER_A_SEPARATOR.
+
+    Why it is sound (every text the strict detector refuses is suspect here). A text that is not
+    suspect under (1) is ASCII letters, digits, "-" and "_" only, so `undefanged` returns it as it
+    is (no "%" to decode, no bracket of a defanged spelling, nothing NFKC or `visible` changes), and:
+    - an e-mail address needs "@", a colon-form IPv6 address (_IPV6_CANDIDATE) ":", and a MAC
+      written as three quads "." ":" or a blank: all (1);
+    - a hex number or hex octets need "0x" or "0X": (2);
+    - four octets (_IPV4_STRICT) are o1 s o2 s o3 s o4, each s a run of "-"/"_": a run of two is (3),
+      else the separator before o2, o2 and o3 (1-3 digits each) with theirs, and the first digit of
+      o4 are (4);
+    - a dashed or spelled IPv6 (_IPV6_DASHED, _IPV6_SPELLED) passes `_may_be_ipv6` only with an
+      elided group, which is two separators in a row (3), or with eight hex groups of 1-4 digits
+      joined by single separators, whose six middle groups give (5);
+    - a MAC of six pairs joined by "-" or "_" has four middle pairs between separators: (5);
+    - the ISO dates the detector blanks out before matching numbers (the blank could join the
+      groups on both sides of a date into a match) hold "-MM-DD" and no digit after it (a date
+      with a time has ":"): (6).
+    A canonical UUID is never suspect: its groups are 8-4-4-4-12 characters (no short number, at
+    most three middle groups), so it always takes the fast path.
+    """
+    if not (text.isascii() and text.replace("-", "").replace("_", "").isalnum()):  # (1)
+        return True
+    if "0x" in text or "0X" in text:  # (2)
+        return True
+    return _SUSPECT_AFTER_A_SEPARATOR.search(text) is not None
+
+
 def _is_ipv6_spelled(candidate: str) -> bool:
     """Whether hex groups with other separators (|, _, /, ., blanks) read as an IPv6 address of 3+ groups."""
     tight = re.sub(r"\s*([^0-9A-Za-z\s])\s*", r"\1", candidate)  # blanks around punctuation go
@@ -106,7 +167,16 @@ def _is_ipv6_spelled(candidate: str) -> bool:
     else:  # blanks only: one is a colon, two or more the elided groups
         colons = re.sub(r"\s{2,}", "::", tight).replace(" ", ":")
     groups = [g for g in colons.split(":") if g]
-    return len(groups) >= 3 and _is_ip(colons)
+    return len(groups) >= 3 and _may_be_ipv6(colons) and _is_ip(colons)
+
+
+def _may_be_ipv6(colons: str) -> bool:
+    """Whether hex groups joined by colons (no dots) can be an IPv6 address at all.
+
+    Without an IPv4 tail one needs an elided group ("::") or exactly eight groups (seven colons).
+    Checked before `ipaddress`, whose refusals (exceptions) cost microseconds each.
+    """
+    return "::" in colons or colons.count(":") == 7
 
 
 def _is_ip(candidate: str) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from etl_service.domain.messages import (
     EVENT_ID_REUSED,
@@ -31,6 +32,7 @@ from etl_service.domain.messages import (
     quarantine_record,
     to_row,
 )
+from etl_service.domain.own_values import own_value_in
 from etl_service.domain.validation import (
     DEFAULT_DEVICE_TYPES,
     MAX_BODY_BYTES,
@@ -212,7 +214,14 @@ class BatchProcessor:
             try:
                 if message.event_id_problem is not None:
                     raise Rejection("invalid_event_id", message.event_id_problem)
-                accepted.append((message, parse_login_event(message.body, self._device_types, self._max_body_bytes)))
+                event = parse_login_event(message.body, self._device_types, self._max_body_bytes)
+                if message.event_id is not None and (
+                    problem := own_value_in(message.event_id, event.ip, event.device_id)
+                ):
+                    # Refused under its SQS id: neither the quarantine row nor the DLQ's attributes keep the id.
+                    rejected.append((replace(message, event_id=None), Rejection("invalid_event_id", problem)))
+                    continue
+                accepted.append((message, event))
             except Rejection as rejection:
                 rejected.append((message, rejection))
         return accepted, rejected

@@ -1,0 +1,91 @@
+"""Does an event's `event_id` carry the event's own ip or device id? Exact, in any usual spelling.
+
+A pattern (tokenvault_common.pii_text) cannot tell every spelling of an address from a counter:
+203.0.113.7 as the integer 3405803783 or as hex cb007107, a device id of any shape (an IDFV is a
+UUID, which ids are expected to be). The event's own values are in hand once its body is parsed,
+so the id is compared with them: the check that matters most (the masked columns and the id
+would say the same thing) and cheap (a few substring searches per message).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from functools import lru_cache
+
+OWN_VALUE_PROBLEM = "the event_id attribute must be an opaque id, but it holds the event's own {field}"
+"""The reason of an id that carries its own event's ip or device id; it never quotes the value."""
+
+MIN_DEVICE_ID_TO_SEARCH = 4
+"""A device id shorter than this is refused only as a whole group of the id (bounded by
+non-alphanumerics): a 1-3 character id would otherwise be found by chance in opaque ids."""
+MIN_COMPACT_DEVICE_ID = 12
+"""The device id without its separators (6D92078A82464BA4...) is searched for only from this
+length: shorter runs of digits are common in counters."""
+MIN_NUMBER_TO_SEARCH = 2**24
+"""The number forms of an ip are searched from 1.0.0.0 up (0.0.0.0/8 is "this network")."""
+_NOT_ALNUM = re.compile(r"[^0-9a-z]")
+
+
+def own_value_in(event_id: str, ip: str, device_id: str) -> str | None:
+    """The problem (naming the field, never the value) when `event_id` carries `ip` or `device_id`, else None.
+
+    Compared case-insensitively: the ip as written and in canonical form (IPv6 also exploded), as
+    a decimal integer and as hex (bounded by non-digits and non-hex-digits respectively, so an
+    opaque id's longer runs do not match by chance); the device id as written and, when long,
+    without its separators.
+    """
+    folded = event_id.casefold()
+    if _holds_ip(folded, ip):
+        return OWN_VALUE_PROBLEM.format(field="ip")
+    if _holds_device_id(folded, device_id):
+        return OWN_VALUE_PROBLEM.format(field="device_id")
+    return None
+
+
+def _holds_ip(folded: str, ip: str) -> bool:
+    spelled, numbers = _ip_forms(ip)
+    if any(form in folded for form in spelled):
+        return True
+    # A whole number only: the plain substring test first (fast), the bounded pattern if it is there.
+    return any(digits in folded and pattern.search(folded) for digits, pattern in numbers)
+
+
+@lru_cache(maxsize=4096)
+def _ip_forms(ip: str) -> tuple[tuple[str, ...], tuple[tuple[str, re.Pattern[str]], ...]]:
+    """The ip's spellings searched as substrings, and its number forms searched as whole numbers."""
+    written = ip.strip().casefold()
+    try:
+        address = ipaddress.ip_address(written.split("%", 1)[0])
+    except ValueError:
+        return (written,), ()
+    mapped = getattr(address, "ipv4_mapped", None)
+    address = mapped or address
+    spelled = {written, str(address)}
+    if address.version == 6:
+        spelled.add(address.exploded)
+    number = int(address)
+    if number < MIN_NUMBER_TO_SEARCH:  # 0.x.x.x is no client's address; its small number is any counter's
+        return tuple(spelled), ()
+    numbers = (
+        (str(number), re.compile(rf"(?<!\d)0*{number}(?!\d)")),
+        (f"{number:x}", re.compile(rf"(?<![0-9a-f])0*{number:x}(?![0-9a-f])")),
+    )
+    return tuple(spelled), numbers
+
+
+def _holds_device_id(folded: str, device_id: str) -> bool:
+    device = device_id.strip().casefold()
+    if not device:
+        return False
+    if len(device) < MIN_DEVICE_ID_TO_SEARCH:
+        return re.search(rf"(?<![0-9a-z]){re.escape(device)}(?![0-9a-z])", folded) is not None
+    if device in folded:
+        return True
+    compact = _compact(device)
+    return len(compact) >= MIN_COMPACT_DEVICE_ID and compact in _NOT_ALNUM.sub("", folded)
+
+
+@lru_cache(maxsize=4096)
+def _compact(device: str) -> str:
+    return _NOT_ALNUM.sub("", device)

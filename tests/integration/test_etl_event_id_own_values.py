@@ -1,0 +1,70 @@
+"""Attack round 7, Break 2 on real SQS, Postgres and vault: an event_id carrying its event's own ip or
+device id (in a form no pattern can tell from a counter) is quarantined under the SQS id and stored nowhere."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import uuid
+
+import psycopg
+import pytest
+
+from devstack.sqs import sqs_client
+from tests.conftest import RunningVault, etl_harness
+from tests.integration.test_etl_dead_letters import all_dead_letters
+from tests.malformed_samples import body
+
+
+def test_an_event_id_carrying_its_own_ip_as_an_integer_or_its_own_device_id_is_quarantined_and_stored_nowhere(
+    stack_env: dict[str, str], vault: RunningVault, caplog: pytest.LogCaptureFixture
+) -> None:
+    ip = "203.0.113.77"  # TEST-NET-3
+    number = str(int(ipaddress.ip_address(ip)))  # 3405803853
+    device = str(uuid.uuid4()).upper()  # an iOS IDFV: UUID-shaped, as opaque ids are
+    caplog.set_level(logging.INFO)
+    tag = uuid.uuid4().hex[:8]
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    by_ip, by_device, plain = f"ip-{number}-{tag}", f"{device}.{tag}", f"{tag}-plain"
+    with etl_harness(stack_env, vault.address) as etl:
+        ids = {
+            event_id: sqs.send_message(
+                QueueUrl=etl.queue_url,
+                MessageBody=text,
+                MessageAttributes={"event_id": {"DataType": "String", "StringValue": event_id}},
+            )["MessageId"]
+            for event_id, text in (
+                (by_ip, body(user_id=f"own-ip-{tag}", ip=ip)),
+                (by_device, body(user_id=f"own-dev-{tag}", device_id=device)),
+                (plain, body(user_id=f"own-plain-{tag}", ip=ip)),
+            )
+        }
+        summary = etl.wired.consumer.drain()
+    assert (summary.loaded, summary.quarantined) == (1, 2)
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        stored = conn.execute(
+            "SELECT (SELECT count(*) FROM user_logins WHERE event_id LIKE %(n)s OR event_id LIKE %(d)s),"
+            " (SELECT count(*) FROM etl_quarantine WHERE event_id LIKE %(n)s OR event_id LIKE %(d)s"
+            "  OR detail LIKE %(n)s OR detail LIKE %(d)s)",
+            {"n": f"%{number}%", "d": f"%{device}%"},
+        ).fetchone()
+        reasons: dict[str, tuple[str, str]] = {
+            message_id: (event_id, reason)
+            for message_id, event_id, reason in conn.execute(
+                "SELECT sqs_message_id, event_id, reason FROM etl_quarantine WHERE sqs_message_id = ANY(%s)",
+                ([ids[by_ip], ids[by_device]],),
+            ).fetchall()
+        }
+        loaded = conn.execute("SELECT count(*) FROM user_logins WHERE event_id = %s", (plain,)).fetchone()
+    assert stored == (0, 0)
+    assert reasons == {
+        ids[by_ip]: (ids[by_ip], "invalid_event_id"),
+        ids[by_device]: (ids[by_device], "invalid_event_id"),
+    }
+    assert loaded == (1,)
+    dead = all_dead_letters(stack_env["SQS_ENDPOINT_URL"], etl.dlq_url)
+    assert len(dead) == 2
+    texts = [m["Body"] + json.dumps(m["MessageAttributes"]) for m in dead]
+    assert not [t for t in texts if number in t or device in t or device.lower() in t or ip in t]
+    assert "quarantined" in caplog.text and number not in caplog.text and device not in caplog.text
