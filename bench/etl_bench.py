@@ -4,7 +4,7 @@
 PostgreSQL and vault service process, then measures in one run:
 - the bare loop: `--receivers` threads receiving 10 and batch-deleting 10, nothing else;
 - the ETL end to end against the same endpoint, same receivers, same message count;
-- the core path (validate + tokenize + load), fed from memory: no SQS at all;
+- the core path (event id check + validate + tokenize + load), fed from memory: no SQS at all;
 - the peak resident memory of `python -m etl_service run` while it loads `--rss-messages`
   messages from a queue fed as a live one.
 Each throughput figure is measured `--rounds` times and the median reported. The last lines
@@ -34,7 +34,7 @@ from devstack.sqs import create_queues, sqs_client
 from devstack.stack import etl_service_env, temporary_components, vault_service_env
 from etl_service.bootstrap import bootstrap
 from etl_service.config import EtlConfig
-from etl_service.domain.messages import QueueMessage
+from etl_service.domain.messages import QueueMessage, check_event_id
 from etl_service.service.outcomes import BatchOutcome, NoObserver, RunSummary
 from etl_service.service.ports import QueueDepth
 from tokenvault_common.runtime import tune_for_throughput
@@ -148,7 +148,12 @@ def core_path(env: dict[str, str], events: Sequence[OutgoingEvent], batch_size: 
     config = EtlConfig.from_env(etl_env(env, "http://unused/0/q", "http://unused/0/q-dlq", 1))
     wired = bootstrap(config, queue=MemoryQueue())
     sent_ms = int(time.time() * 1000)
-    messages = [QueueMessage(f"core-{time.time_ns()}-{i}", "r", e.body, sent_ms, 1) for i, e in enumerate(events)]
+    # Each message carries its producer's event_id, checked as the SQS adapter checks it on
+    # receipt (check_event_id), so the core path pays for the id check and the own-value check.
+    messages = [
+        QueueMessage(f"core-{time.time_ns()}-{i}", "r", e.body, sent_ms, 1, *check_event_id(e.event_id))
+        for i, e in enumerate(events)
+    ]
     batches = iter([messages[i : i + batch_size] for i in range(0, len(messages), batch_size)])
     lock = threading.Lock()
 
