@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -119,22 +120,45 @@ class SealedBodyUnopenable(EtlError):
     """
 
 
+class DeadLetterKeyUnusable(Misconfigured):
+    """OpenBao has no dead-letter key of that name, or will not let this token decrypt with it: the settings.
+
+    Every letter would fail alike: a command stops, naming the setting (KEY_SETTING) and the key,
+    rather than count genuine letters as could-not-be-opened (SealedBodyUnopenable).
+    """
+
+
+KEY_SETTING = "ETL_DLQ_SEAL_KEY"
+"""The setting naming the dead-letter key, the ETL's and the DLQ operator's."""
+PROBE_CIPHERTEXT = "vault:v1:" + base64.b64encode(bytes(32)).decode()
+"""A ciphertext no key sealed: OpenBao refuses it under a usable key, and says why it cannot use another."""
+
+
 def open_sealed(address: str, token: str, key_name: str, ciphertext: str, mount: str = "transit") -> str:
     """Decrypt a sealed dead-letter body as the operator whose token is given (OpenBao audits it).
 
-    Raises Misconfigured when the token may not decrypt, SealedBodyUnopenable when OpenBao refuses
-    this ciphertext (HTTP 400) or it does not decode, DependencyDown when OpenBao is unreachable.
+    Raises DeadLetterKeyUnusable when OpenBao has no key `key_name` or the token may not decrypt
+    with it, SealedBodyUnopenable when OpenBao refuses this ciphertext (HTTP 400) or it does not
+    decode, DependencyDown when OpenBao is unreachable.
     """
     client = hvac.Client(url=address, token=token, timeout=5)
     try:
         response = client.secrets.transit.decrypt_data(name=key_name, ciphertext=ciphertext, mount_point=mount)
     except hvac.exceptions.Forbidden:
-        raise Misconfigured(
-            f"OpenBao refused to decrypt with {key_name!r}: this token's policy does not allow it"
-            " (an operator needs config/vault/tokenvault-dlq-operator.hcl)",
+        raise DeadLetterKeyUnusable(
+            f"OpenBao refused to decrypt with Transit key {key_name!r} ({KEY_SETTING}): either the setting is not"
+            " the key the ETL seals with (the DLQ operator's policy allows that key only), or this token"
+            " (VAULT_TOKEN, --token-file) is not the DLQ operator's (config/vault/tokenvault-dlq-operator.hcl)",
             "openbao",
         ) from None
-    except hvac.exceptions.InvalidRequest:
+    except hvac.exceptions.InvalidRequest as error:
+        if any("key not found" in str(e) for e in error.errors or []):
+            raise DeadLetterKeyUnusable(
+                f"OpenBao at {address} has no Transit key {key_name!r} ({KEY_SETTING}): encryption key not found;"
+                " set it to the key the ETL seals with, and ETL_DLQ_SEAL_VAULT_ADDR (or VAULT_ADDR) to the"
+                " ETL's OpenBao",
+                "openbao",
+            ) from None
         raise SealedBodyUnopenable(
             f"OpenBao refused to decrypt this ciphertext with {key_name!r} (invalid, planted, or sealed under a"
             " retired key version): the body cannot be opened",
@@ -146,3 +170,13 @@ def open_sealed(address: str, token: str, key_name: str, ciphertext: str, mount:
         return base64.b64decode(response["data"]["plaintext"], validate=True).decode("utf-8", "surrogatepass")
     except (KeyError, TypeError, binascii.Error, UnicodeDecodeError):
         raise SealedBodyUnopenable("the decrypted body is not UTF-8 text: it cannot be opened", "openbao") from None
+
+
+def check_dead_letter_key(address: str, token: str, key_name: str, mount: str = "transit") -> None:
+    """Raise DeadLetterKeyUnusable unless OpenBao has `key_name` and this token may decrypt with it.
+
+    Decrypts PROBE_CIPHERTEXT, which no key sealed: nothing is opened (OpenBao audits the attempt).
+    DependencyDown when OpenBao is unreachable.
+    """
+    with contextlib.suppress(SealedBodyUnopenable):  # the key is there and usable; only the probe was refused
+        open_sealed(address, token, key_name, PROBE_CIPHERTEXT, mount)

@@ -24,7 +24,11 @@ A sealed body OpenBao refuses to decrypt (garbage or planted ciphertext, a retir
 or that is no UTF-8 text does not stop the sweep either: it is counted as could not be opened,
 its message id printed (it says nothing of the person: every run lists the same ones), and the
 run exits 3; the operator inspects it and removes a plant with `dead-letters delete ID --yes`.
-Only OpenBao being unreachable, or refusing the operator's token, aborts the run (exit 1).
+OpenBao, the token and the dead-letter key are checked before the DLQ is read: a key OpenBao
+does not have or will not let the token decrypt with (ETL_DLQ_SEAL_KEY misspelt, another
+OpenBao, not the operator's token) stops the run there (exit 2, naming the setting and the key),
+as does OpenBao answering so later; every letter would otherwise pass as tampered or unopenable.
+Only OpenBao being unreachable, or SQS failing, aborts a run otherwise (exit 1).
 What it never reaches: messages still in the source queue (the ETL loads or dead-letters them
 within seconds to minutes; run the step after it has caught up) - see docs/threat-model.md.
 """

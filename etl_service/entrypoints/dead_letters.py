@@ -20,6 +20,15 @@
 
 Settings: ETL_QUEUE_URL (ETL_DLQ_URL, ETL_SQS_ENDPOINT_URL, AWS_* as for the service), and for
 show/resend/erase ETL_DLQ_SEAL_VAULT_ADDR or VAULT_ADDR, and ETL_DLQ_SEAL_KEY as the ETL has it.
+A dead-letter key OpenBao does not have, or will not let the token decrypt with (the setting
+misspelt, another OpenBao, a token that is not the DLQ operator's), stops show/resend/erase
+before they touch the DLQ: every letter would fail alike, so none is counted as unopenable or
+reported as tampered for it.
+
+Exit status: 0 done; 1 SQS or OpenBao failed or refused (a message says which), or the command
+could not complete (no such dead letter, a body still refused); 2 usage or settings (a missing
+setting, the dead-letter key as above, values for `erase` not on stdin, `delete` without --yes);
+3 `erase` only: some dead letters could not be checked (run it again).
 """
 
 from __future__ import annotations
@@ -32,10 +41,19 @@ from pathlib import Path
 from etl_service.adapters.dead_letter_queue import DeadLetter, DeadLetterError, DeadLetterQueue
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.adapters.sqs import endpoint_for_queue, make_sqs_client
-from etl_service.adapters.transit_sealer import DEAD_LETTER_KEY, open_sealed
+from etl_service.adapters.transit_sealer import (
+    DEAD_LETTER_KEY,
+    KEY_SETTING,
+    DeadLetterKeyUnusable,
+    check_dead_letter_key,
+    open_sealed,
+)
 from etl_service.domain.validation import Rejection, parse_login_event
 from etl_service.entrypoints.dead_letter_erasure import add_erase_command, run_erase
 from etl_service.errors import EtlError
+
+SETTINGS_ERROR = 2
+"""Exit code: usage or settings (the module's docstring lists every code)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,7 +81,7 @@ def main(argv: list[str]) -> int:
     queue_url = os.environ.get("ETL_QUEUE_URL", "")
     if not queue_url:
         print("ETL_QUEUE_URL is required", file=sys.stderr)
-        return 2
+        return SETTINGS_ERROR
     dlq_url = os.environ.get("ETL_DLQ_URL") or f"{queue_url}-dlq"
     client = make_sqs_client(
         os.environ.get("ETL_SQS_ENDPOINT_URL") or endpoint_for_queue(queue_url),
@@ -82,13 +100,16 @@ def main(argv: list[str]) -> int:
                 " nothing was deleted",
                 file=sys.stderr,
             )
-            return 2
+            return SETTINGS_ERROR
         try:
             if args.command == "erase":
                 return _erase(args, dlq)
             return _run(args, dlq)
         finally:
             dlq.release()
+    except DeadLetterKeyUnusable as error:
+        print(f"etl_service dead-letters: stopped: {error}", file=sys.stderr)
+        return SETTINGS_ERROR
     except (DeadLetterError, EtlError) as error:
         print(f"etl_service dead-letters: {error}", file=sys.stderr)
         return 1
@@ -114,14 +135,18 @@ def _tampered(dead: DeadLetter, key: str) -> bool:
 
 
 def _erase(args: argparse.Namespace, dlq: DeadLetterSweep) -> int:
-    """`erase`: bodies opened as by `show` (the dead-letter key only; tampered ones never)."""
+    """`erase`: bodies opened as by `show` (the dead-letter key only; tampered ones never).
+
+    OpenBao, the token and the key are checked before the DLQ is read, rather than after the first
+    deletions: a key it cannot use would otherwise pass every letter as tampered or unopenable.
+    """
     key = _dead_letter_key()
-    has_token = args.token_file is not None or os.environ.get("VAULT_TOKEN")
-    if not (os.environ.get("ETL_DLQ_SEAL_VAULT_ADDR") or os.environ.get("VAULT_ADDR")) or not has_token:
-        # refused before the DLQ is read, rather than after the first deletions
+    access = _vault_access(args.token_file)
+    if access is None:
         raise DeadLetterError(
             "erase opens bodies: it needs VAULT_ADDR and the operator's token (VAULT_TOKEN, --token-file)"
         )
+    check_dead_letter_key(*access, key)
     return run_erase(args, dlq, lambda dead: _open(dead, args.token_file, key), lambda dead: _tampered(dead, key))
 
 
@@ -143,6 +168,12 @@ def _run(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
             print(
                 f"{len(tampered)} tampered dead letter(s): their envelope names a Transit key other than {key!r},"
                 f" so the ETL did not write them; show/resend refuse them: {', '.join(tampered)}",
+                file=sys.stderr,
+            )
+        if tampered and not any(d.sealed_body and not _tampered(d, key) for d in letters):
+            print(
+                f"no sealed dead letter names {key!r}: check {KEY_SETTING} first - it must be the key the ETL seals"
+                " with (show/resend/erase stop when OpenBao cannot use it)",
                 file=sys.stderr,
             )
         return 0
@@ -173,15 +204,26 @@ def _open(dead: DeadLetter, token_file: Path | None, key: str) -> str:
         return dead.raw_body  # moved by SQS's redrive as it was: never sealed
     if not dead.sealed_body or not dead.key:
         raise DeadLetterError(f"the body of {dead.message_id} was not kept ({_shown(dead.note or 'no note')})")
+    access = _vault_access(token_file)
     if _tampered(dead, key):
+        if access is not None:  # a wrong setting, not the letter, when OpenBao cannot use the key either
+            check_dead_letter_key(*access, key)
         raise DeadLetterError(
             f"dead letter {dead.message_id} names Transit key {dead.key!r}, not the dead-letter key {key!r}"
-            " (ETL_DLQ_SEAL_KEY): the ETL did not write it, someone who may send to the DLQ did - treat it as"
-            " tampering (keep it as evidence; find the sender in the queue's access logs). Not opened: nothing"
-            " was sent to OpenBao"
+            f" ({KEY_SETTING}): the ETL did not write it, someone who may send to the DLQ did - treat it as"
+            " tampering (keep it as evidence; find the sender in the queue's access logs). Not opened: none of"
+            " it was sent to OpenBao"
         )
-    address = os.environ.get("ETL_DLQ_SEAL_VAULT_ADDR") or os.environ.get("VAULT_ADDR")
-    token = token_file.read_text().strip() if token_file else os.environ.get("VAULT_TOKEN", "")
-    if not address or not token:
+    if access is None:
         raise DeadLetterError("opening a body needs VAULT_ADDR and the operator's token (VAULT_TOKEN or --token-file)")
-    return open_sealed(address, token, key, dead.sealed_body)
+    return open_sealed(*access, key, dead.sealed_body)
+
+
+def _vault_access(token_file: Path | None) -> tuple[str, str] | None:
+    """OpenBao's address and the operator's token (--token-file, else VAULT_TOKEN); None when either is missing."""
+    address = os.environ.get("ETL_DLQ_SEAL_VAULT_ADDR") or os.environ.get("VAULT_ADDR")
+    try:
+        token = token_file.read_text().strip() if token_file else os.environ.get("VAULT_TOKEN", "")
+    except OSError as error:
+        raise DeadLetterError(f"cannot read --token-file: {error.strerror}") from None
+    return (address, token) if address and token else None

@@ -138,7 +138,7 @@ def test_an_operator_lists_dead_letters_opens_one_audited_and_resends_it_fixed(
 
     etl_token = etl_identity_token(stack_env)
     refused = operator(env, "show", broken_id, token=etl_token)
-    assert refused.returncode == 1 and "refused to decrypt" in refused.stderr  # the ETL seals, it cannot open
+    assert refused.returncode == 2 and "refused to decrypt" in refused.stderr  # the ETL seals, it cannot open
 
     operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
     shown = operator(env, "show", broken_id, token=operator_token)
