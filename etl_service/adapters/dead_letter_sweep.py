@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from etl_service.adapters.dead_letter_queue import DeadLetter, DeadLetterQueue
-from etl_service.adapters.sqs_common import SQS_ERRORS, raise_for
+from etl_service.adapters.sqs_common import SQS_ERRORS, approximate_counts, raise_for
 
 log = logging.getLogger(__name__)
 
@@ -54,20 +54,8 @@ class DeadLetterSweep(DeadLetterQueue):
 
     def unseen(self) -> Unseen:
         """What this object holds no lease on; call it before release()."""
-        try:
-            attributes = self._client.get_queue_attributes(
-                QueueUrl=self._dlq_url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                    "ApproximateNumberOfMessagesDelayed",
-                ],
-            )["Attributes"]
-        except SQS_ERRORS as error:
-            raise_for(error, "get DLQ attributes")
-        not_visible = int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0))
-        delayed = int(attributes.get("ApproximateNumberOfMessagesDelayed", 0))
+        counts = approximate_counts(self._client, self._dlq_url, "get DLQ attributes")
         return Unseen(
-            visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
-            held_elsewhere=max(0, not_visible - len(self._held)) + delayed,
+            visible=counts.visible,
+            held_elsewhere=max(0, counts.in_flight - len(self._held)) + counts.delayed,
         )

@@ -18,6 +18,7 @@ from etl_service.adapters.sqs_common import (
     SENT_TIMESTAMP_ATTRIBUTE,
     SQS_ERRORS,
     QueueConfigurationError,
+    approximate_counts,
     claimed_sent_ms,
     raise_for,
     timestamp_ms,
@@ -216,23 +217,8 @@ class SqsQueue:
         return failed
 
     def depth(self) -> QueueDepth:
-        """Approximate visible, in-flight and delayed counts."""
-        try:
-            attributes = self._client.get_queue_attributes(
-                QueueUrl=self._queue_url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                    "ApproximateNumberOfMessagesDelayed",
-                ],
-            )["Attributes"]
-        except SQS_ERRORS as error:
-            raise_for(error, "get attributes")
-        return QueueDepth(
-            visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
-            in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
-            delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
-        )
+        """Approximate visible, in-flight and delayed counts of the source queue."""
+        return approximate_counts(self._client, self._queue_url, "get attributes")
 
     def take_back_redriven(self, limit: int = 10_000) -> int:
         """Move DLQ messages without a reason (SQS's redrive policy moved them) back to the source queue.

@@ -1,12 +1,16 @@
-"""What the SQS adapters share: how boto errors become ETL errors, and the attributes the ETL sets."""
+"""What the SQS adapters share: how boto errors become ETL errors, the attributes the ETL sets, and a queue's counts."""
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import botocore.exceptions
 
 from etl_service.errors import DependencyDown, Misconfigured
+from etl_service.service.ports import QueueDepth
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
 
 SQS_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
 EVENT_ID_ATTRIBUTE = "event_id"
@@ -70,3 +74,27 @@ def claimed_sent_ms(text: object, sqs_sent_ms: int) -> int | None:
     if claimed is None or not sqs_sent_ms - RESENT_MAX_AGE_MS <= claimed <= sqs_sent_ms:
         return None
     return claimed
+
+
+def approximate_counts(client: SQSClient, queue_url: str, action: str) -> QueueDepth:
+    """SQS's approximate visible, in-flight (not visible) and delayed counts of `queue_url`.
+
+    One GetQueueAttributes call on the queue given (tests/unit/test_sqs_iam_policies.py counts it
+    against the caller's IAM policy); failures raise as raise_for does, `action` naming the call.
+    """
+    try:
+        attributes = client.get_queue_attributes(
+            QueueUrl=queue_url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
+        )["Attributes"]
+    except SQS_ERRORS as error:
+        raise_for(error, action)
+    return QueueDepth(
+        visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
+        in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
+    )

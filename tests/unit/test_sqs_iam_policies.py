@@ -1,8 +1,11 @@
 """The shipped IAM policies grant each SQS identity exactly the calls its code makes, queue by queue.
 
 Read from the code itself: every `self._client.<call>(QueueUrl=...)` in the SQS adapters, with
-the queue it names. A call added to the code without its permission fails here before it fails
-in AWS; a permission the code never uses (PurgeQueue, SetQueueAttributes, ...) fails here too.
+the queue it names, and every call of a shared helper of sqs_common that makes SQS calls for its
+caller (`approximate_counts(self._client, self._dlq_url, ...)`): the helper's own client calls,
+read from its body, on the queue the caller passes. A call added to the code without its
+permission fails here before it fails in AWS; a permission the code never uses (PurgeQueue,
+SetQueueAttributes, ...) fails here too.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ SOURCE_ARN = "arn:aws:sqs:REGION:ACCOUNT_ID:login-queue"
 DLQ_ARN = "arn:aws:sqs:REGION:ACCOUNT_ID:login-queue-dlq"
 QUEUE_OF = {"self._queue_url": (SOURCE_ARN,), "self._dlq_url": (DLQ_ARN,), "url": (SOURCE_ARN, DLQ_ARN)}
 ETL_ADAPTERS = ("etl_service/adapters/sqs.py", "etl_service/adapters/dead_letter_queue.py")
+SHARED = "etl_service/adapters/sqs_common.py"
+"""Helpers taking (client, queue_url, ...): their calls count where they are called, not here."""
 # The ETL takes back what SQS's redrive moved (DeadLetterQueue.take_back_redriven); the
 # operator's `dead-letters` commands use DeadLetterQueue and, for `erase`, DeadLetterSweep.
 IDENTITIES = {
@@ -35,17 +40,56 @@ def _iam_action(call: str) -> str:
     return "sqs:" + "".join(part.title() for part in call.removesuffix("_batch").split("_"))
 
 
+def _client_calls(tree: ast.AST, client: str) -> list[tuple[str, str]]:
+    """(boto3 method, the QueueUrl expression) of every call on `client` in `tree`."""
+    calls = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and ast.unparse(node.func.value) == client
+        ):
+            (queue,) = [ast.unparse(k.value) for k in node.keywords if k.arg == "QueueUrl"]
+            calls.append((node.func.attr, queue))
+    return calls
+
+
+def _shared_helpers() -> dict[str, set[str]]:
+    """IAM actions of each sqs_common function that calls SQS with the `client` and `queue_url` it is given."""
+    helpers: dict[str, set[str]] = {}
+    for node in ast.parse((ROOT / SHARED).read_text()).body:
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        calls = _client_calls(node, "client")
+        if calls:
+            assert [a.arg for a in node.args.args[:2]] == ["client", "queue_url"], node.name
+            assert {queue for _, queue in calls} == {"queue_url"}, f"{node.name} calls SQS on another queue"
+            helpers[node.name] = {_iam_action(method) for method, _ in calls}
+    return helpers
+
+
+def _helper_calls(source: str) -> set[tuple[str, str]]:
+    """(IAM action, queue ARN) of the shared helpers `source` calls, on the queue it passes them."""
+    helpers = _shared_helpers()
+    made: set[tuple[str, str]] = set()
+    for node in ast.walk(ast.parse((ROOT / source).read_text())):
+        if isinstance(node, ast.ImportFrom | ast.Import):  # an alias or a module import would hide calls
+            assert not [a for a in node.names if a.name in helpers and a.asname], source
+            assert not [a for a in node.names if a.name.endswith("sqs_common")], source
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in helpers:
+            client, queue = (ast.unparse(a) for a in node.args[:2])
+            assert client == "self._client" and not node.keywords, ast.unparse(node)
+            made |= {(action, arn) for action in helpers[node.func.id] for arn in QUEUE_OF[queue]}
+    return made
+
+
 def _calls_made(sources: tuple[str, ...]) -> set[tuple[str, str]]:
-    """(IAM action, queue ARN) for every SQS client call in `sources`."""
+    """(IAM action, queue ARN) for every SQS client call in `sources`, a shared helper's counted where it is called."""
     made: set[tuple[str, str]] = set()
     for source in sources:
-        for node in ast.walk(ast.parse((ROOT / source).read_text())):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-                continue
-            if ast.unparse(node.func.value) != "self._client":
-                continue
-            (queue,) = [ast.unparse(k.value) for k in node.keywords if k.arg == "QueueUrl"]
-            made |= {(_iam_action(node.func.attr), arn) for arn in QUEUE_OF[queue]}
+        for method, queue in _client_calls(ast.parse((ROOT / source).read_text()), "self._client"):
+            made |= {(_iam_action(method), arn) for arn in QUEUE_OF[queue]}
+        made |= _helper_calls(source)
     return made
 
 
@@ -80,3 +124,14 @@ def test_the_call_scan_sees_the_calls_it_must() -> None:
     made = _calls_made(ETL_ADAPTERS)
     assert ("sqs:ReceiveMessage", SOURCE_ARN) in made and ("sqs:SendMessage", DLQ_ARN) in made
     assert ("sqs:DeleteMessage", SOURCE_ARN) in made  # from delete_message_batch
+    # A shared helper's call is the caller's, on the caller's queue: the ETL's depth() (source
+    # queue), the operator's sweep (DLQ). A helper renamed or moved would drop these.
+    assert _shared_helpers() == {"approximate_counts": {"sqs:GetQueueAttributes"}}
+    assert _helper_calls("etl_service/adapters/sqs.py") == {("sqs:GetQueueAttributes", SOURCE_ARN)}
+    assert _helper_calls("etl_service/adapters/dead_letter_sweep.py") == {("sqs:GetQueueAttributes", DLQ_ARN)}
+    sweep = _calls_made(("etl_service/adapters/dead_letter_sweep.py",))
+    assert sweep == {
+        ("sqs:ChangeMessageVisibility", DLQ_ARN),
+        ("sqs:DeleteMessage", DLQ_ARN),
+        ("sqs:GetQueueAttributes", DLQ_ARN),
+    }
