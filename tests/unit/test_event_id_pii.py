@@ -13,7 +13,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from etl_service.domain.messages import check_event_id
-from etl_service.domain.own_values import own_value_in
+from etl_service.domain.own_values import MIN_DEVICE_ID_TO_SEARCH, own_value_in
 from etl_service.service.batch import BatchProcessor
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
 from tests.unit.test_batch import good, message
@@ -151,6 +151,37 @@ def test_opaque_ids_do_not_hold_the_events_own_values(event_id: str) -> None:
 def test_a_short_device_id_is_found_only_as_a_whole_group() -> None:
     assert own_value_in("evt-a1-000042", IP, "a1") is not None
     assert own_value_in("evt-ba1c-000042", IP, "a1") is None
+
+
+def short_device_id_by_pattern(event_id: str, device_id: str) -> bool:
+    """The short device id search as it was: a pattern compiled per call (the reference)."""
+    device = device_id.strip().casefold()
+    return bool(device) and re.search(rf"(?<![0-9a-z]){re.escape(device)}(?![0-9a-z])", event_id.casefold()) is not None
+
+
+_NEAR = "aZ1z0-_. \t[]*ßİ"
+"""Characters around and inside short ids: letters at both ends of [0-9a-z], digits, separators,
+regex metacharacters, and characters whose case folding changes their length."""
+_short_ids = st.text(alphabet=_NEAR, min_size=1, max_size=3)
+_ids_around = st.one_of(
+    st.text(alphabet=_NEAR, max_size=30),
+    st.text(max_size=30),
+    st.tuples(st.text(alphabet=_NEAR, max_size=8), _short_ids, st.text(alphabet=_NEAR, max_size=8)).map("".join),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(event_id=_ids_around, device_id=_short_ids)
+@example(event_id="evt-a1-000042", device_id="a1")
+@example(event_id="evt-ba1c-000042", device_id="a1")
+@example(event_id="x-[*]-y", device_id="[*]")
+@example(event_id="xa1-a1", device_id="a1")  # the first occurrence is not bounded, the second is
+@example(event_id="aa1a1", device_id="a1")  # neither is
+def test_a_short_device_id_is_found_exactly_where_the_pattern_found_it(event_id: str, device_id: str) -> None:
+    if len(device_id.strip().casefold()) >= MIN_DEVICE_ID_TO_SEARCH:
+        return  # folding made it long (ß -> ss): not the short search
+    found = own_value_in(event_id, "not an ip", device_id) is not None
+    assert found == short_device_id_by_pattern(event_id, device_id)
 
 
 @pytest.mark.parametrize("form", ["3405803783", "cb007107", "203.0.113.7"])
