@@ -12,15 +12,10 @@ private Unix socket instead and still gets in.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
-import struct
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -29,72 +24,15 @@ from psycopg.conninfo import make_conninfo
 
 from devstack.envfile import write_env_file
 from devstack.stack import etl_service_env, vault_service_env
+from tests.integration.fake_postgres import CLEARTEXT, MD5, Impostor, serving
 from tests.unit.test_compose_file import resolved
 
-_SSL_OR_GSS_REQUEST = (80877103, 80877104)
-_CLEARTEXT, _MD5 = 3, 5  # AuthenticationCleartextPassword, AuthenticationMD5Password
 
-
-@dataclass
-class Impostor:
-    """A listener that answers every StartupMessage with a password request of `auth` and records replies."""
-
-    auth: int
-    port: int = 0
-    startups: int = 0
-    replies: list[bytes] = field(default_factory=list)
-    """The type byte of each message a client sent after the password request ('p': a password)."""
-
-
-def _recv_exact(conn: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = conn.recv(n - len(data))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return data
-
-
-def _serve_one(conn: socket.socket, impostor: Impostor) -> None:
-    length, code = struct.unpack("!ii", _recv_exact(conn, 8))
-    while code in _SSL_OR_GSS_REQUEST:  # no TLS, no GSS: as a plain listener would answer
-        conn.sendall(b"N")
-        length, code = struct.unpack("!ii", _recv_exact(conn, 8))
-    _recv_exact(conn, length - 8)  # the startup parameters (user, database)
-    impostor.startups += 1
-    salt = b"salt" if impostor.auth == _MD5 else b""
-    conn.sendall(b"R" + struct.pack("!ii", 8 + len(salt), impostor.auth) + salt)
-    reply = conn.recv(1)
-    if reply:
-        impostor.replies.append(reply)
-
-
-@pytest.fixture(params=[_CLEARTEXT, _MD5], ids=["cleartext", "md5"])
+@pytest.fixture(params=[CLEARTEXT, MD5], ids=["cleartext", "md5"])
 def impostor(request: pytest.FixtureRequest) -> Iterator[Impostor]:
     """An impostor on a free loopback port, as another local user runs it while Postgres is down."""
-    fake = Impostor(request.param)
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    fake.port = server.getsockname()[1]
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            with conn, contextlib.suppress(OSError, EOFError):
-                conn.settimeout(5)
-                _serve_one(conn, fake)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield fake
-    stop.set()
-    thread.join(5)
-    server.close()
+    with serving(Impostor(auth=request.param)) as fake:
+        yield fake
 
 
 def _stack_dsns(env: dict[str, str]) -> dict[str, str]:

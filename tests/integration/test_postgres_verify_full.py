@@ -12,14 +12,8 @@ holding the CA's certificate for the name gets the password.
 
 from __future__ import annotations
 
-import contextlib
 import re
-import socket
-import ssl
-import struct
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -27,77 +21,10 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from devstack.certs import CertPair, create_authority, issue
+from tests.integration.fake_postgres import Impostor, serving
 from tests.unit.test_k8s_manifests import by_kind
 
-_SSL_REQUEST, _GSS_REQUEST = 80877103, 80877104
-_CLEARTEXT = 3
 DATABASE_HOST = "postgres.tokenvault-data.svc"
-
-
-@dataclass
-class Impostor:
-    """A listener on loopback: TLS with `cert` (or none), then a cleartext password request."""
-
-    cert: CertPair | None
-    port: int = 0
-    startups: int = 0
-    replies: list[bytes] = field(default_factory=list)
-
-
-def _recv_exact(conn: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = conn.recv(n - len(data))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return data
-
-
-def _serve_one(conn: socket.socket, impostor: Impostor) -> None:
-    length, code = struct.unpack("!ii", _recv_exact(conn, 8))
-    while code in (_SSL_REQUEST, _GSS_REQUEST):
-        if code == _SSL_REQUEST and impostor.cert is not None:
-            conn.sendall(b"S")
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(impostor.cert.cert, impostor.cert.key)
-            conn = context.wrap_socket(conn, server_side=True)  # fails when the client refuses the certificate
-        else:
-            conn.sendall(b"N")
-        length, code = struct.unpack("!ii", _recv_exact(conn, 8))
-    _recv_exact(conn, length - 8)  # the startup parameters (user, database)
-    impostor.startups += 1
-    conn.sendall(b"R" + struct.pack("!ii", 8, _CLEARTEXT))
-    reply = conn.recv(1)
-    if reply:
-        impostor.replies.append(reply)
-
-
-@contextlib.contextmanager
-def serving(impostor: Impostor) -> Iterator[Impostor]:
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    impostor.port = server.getsockname()[1]
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            with conn, contextlib.suppress(OSError, EOFError):
-                conn.settimeout(5)
-                _serve_one(conn, impostor)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield impostor
-    finally:
-        stop.set()
-        thread.join(5)
-        server.close()
 
 
 @dataclass(frozen=True)
@@ -156,7 +83,7 @@ def test_a_manifest_dsn_sends_nothing_to_a_server_that_is_not_the_database(
 ) -> None:
     cert = {"other_ca": certificates.other_ca, "other_name": certificates.other_name, "no_tls": None}
     root_cert = tmp_path / "missing-root.crt" if server == "no_ca_file" else certificates.database_ca
-    impostor = Impostor(cert.get(server, certificates.genuine))
+    impostor = Impostor(cert=cert.get(server, certificates.genuine))
     with serving(impostor), pytest.raises(psycopg.OperationalError, match=refusal):
         _connect(dsn, impostor, root_cert)
     assert (impostor.startups, impostor.replies) == (0, [])
@@ -166,7 +93,7 @@ def test_a_manifest_dsn_sends_nothing_to_a_server_that_is_not_the_database(
 def test_control_a_server_holding_the_ca_s_certificate_for_the_name_gets_the_password(
     certificates: Certificates, dsn: str
 ) -> None:
-    impostor = Impostor(certificates.genuine)
+    impostor = Impostor(cert=certificates.genuine)
     with serving(impostor), pytest.raises(psycopg.OperationalError):  # the impostor closes after the password
         _connect(dsn, impostor, certificates.database_ca)
     assert (impostor.startups, impostor.replies) == (1, [b"p"])

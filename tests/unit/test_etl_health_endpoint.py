@@ -13,6 +13,7 @@ import pytest
 from devstack.procs import free_port
 from etl_service.entrypoints.health import serve_health
 from etl_service.errors import Misconfigured
+from tests.unit.silent_connections import closed_by_server, threads_back_to
 from tokenvault_common.bounded_server import IDLE_SECONDS, MAX_CONNECTIONS
 
 
@@ -67,17 +68,6 @@ def test_an_ipv6_address_without_brackets_stops_the_start_asking_for_them() -> N
         serve_health("::1:8086")
 
 
-def _closed_by_server(connection: socket.socket, within: float) -> bool:
-    """Whether the server closes `connection` (EOF or reset) within `within` seconds, without a word."""
-    connection.settimeout(within)
-    try:
-        return connection.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-
-
 def _healthz_within(port: int, seconds: float) -> bool:
     """Whether GET /healthz answers "ok" within `seconds` (a refused connection is tried again)."""
     deadline = time.monotonic() + seconds
@@ -90,19 +80,12 @@ def _healthz_within(port: int, seconds: float) -> bool:
     return False
 
 
-def _threads_back_to(count: int, within: float) -> bool:
-    deadline = time.monotonic() + within
-    while threading.active_count() > count and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return threading.active_count() <= count
-
-
 def test_a_silent_connection_is_closed_by_the_server() -> None:
     server = serve_health("127.0.0.1:0")
     try:
         with socket.create_connection(("127.0.0.1", server.server_address[1])) as silent:
             started = time.monotonic()
-            assert _closed_by_server(silent, within=IDLE_SECONDS + 2)
+            assert closed_by_server(silent, within=IDLE_SECONDS + 2)
             assert time.monotonic() - started < IDLE_SECONDS + 1.5
     finally:
         server.shutdown()
@@ -117,10 +100,10 @@ def test_silent_connections_cannot_pile_up_threads_and_the_probe_still_answers()
     try:
         time.sleep(0.5)
         assert threading.active_count() - before <= MAX_CONNECTIONS
-        refused = [connection for connection in silent if _closed_by_server(connection, within=0.1)]
+        refused = [connection for connection in silent if closed_by_server(connection, within=0.1)]
         assert len(refused) == 4  # those beyond the cap are closed at once, no thread started
         assert _healthz_within(port, IDLE_SECONDS + 1.5)  # once the silent ones time out
-        assert _threads_back_to(before, within=2.0)  # every silent connection's thread has ended
+        assert threads_back_to(before, within=2.0)  # every silent connection's thread has ended
     finally:
         for connection in silent:
             connection.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from devstack.scrape import scrape
+from tests.unit.silent_connections import closed_by_server, threads_back_to
 from tokenvault_common.env import ConfigError, EnvReader
 from tokenvault_common.metrics_endpoint import REQUEST_SECONDS, MetricsEndpoint, serve_metrics
 from tokenvault_common.metrics_plaintext import read_metrics_plaintext
@@ -27,24 +28,6 @@ def endpoint() -> Iterator[MetricsEndpoint]:
     running.stop()
 
 
-def _closed_by_server(connection: socket.socket, within: float) -> bool:
-    """Whether the server closes `connection` (EOF or reset) within `within` seconds, without answering."""
-    connection.settimeout(within)
-    try:
-        return connection.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-
-
-def _threads_back_to(count: int, within: float) -> bool:
-    deadline = time.monotonic() + within
-    while threading.active_count() > count and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return threading.active_count() <= count
-
-
 def test_the_plain_endpoint_serves_the_metrics(endpoint: MetricsEndpoint) -> None:
     assert "python_info" in scrape(f"http://127.0.0.1:{endpoint.port}/metrics")
 
@@ -52,7 +35,7 @@ def test_the_plain_endpoint_serves_the_metrics(endpoint: MetricsEndpoint) -> Non
 def test_a_silent_connection_is_closed_by_the_server(endpoint: MetricsEndpoint) -> None:
     with socket.create_connection(("127.0.0.1", endpoint.port)) as silent:
         started = time.monotonic()
-        assert _closed_by_server(silent, within=REQUEST_SECONDS + 2)
+        assert closed_by_server(silent, within=REQUEST_SECONDS + 2)
         assert time.monotonic() - started < REQUEST_SECONDS + 1.5
 
 
@@ -83,8 +66,8 @@ def test_silent_connections_hold_no_thread_for_long_and_never_refuse_the_scraper
         started = time.monotonic()
         assert "python_info" in scrape(f"http://127.0.0.1:{endpoint.port}/metrics")  # no cap to fill
         assert time.monotonic() - started < 2
-        assert all(_closed_by_server(connection, within=REQUEST_SECONDS + 2) for connection in silent)
-        assert _threads_back_to(before, within=2.0)
+        assert all(closed_by_server(connection, within=REQUEST_SECONDS + 2) for connection in silent)
+        assert threads_back_to(before, within=2.0)
     finally:
         for connection in silent:
             connection.close()
