@@ -19,9 +19,10 @@ Dead letters it cannot check are counted and make it exit 3: those another reade
 operator's `list` or `show` holds every dead letter for 60 s) - it waits up to `--wait` seconds
 (90) for them to come back and checks them then - and those that arrived while it ran. Run it
 again until it exits 0. An envelope naming another Transit key (tampered: the ETL did not write
-it) is not opened, as by `show`; it is counted and left for the operators' tampering review.
-A sealed body OpenBao refuses to decrypt (garbage or planted ciphertext, a retired key version)
-or that is no UTF-8 text does not stop the sweep either: it is counted as could not be opened,
+it) is not opened, as by `show`, so what it holds cannot be checked: it is counted, its message
+id printed, and the run exits 3, as for a body that cannot be opened (below). A sealed body
+OpenBao refuses to decrypt (garbage or planted ciphertext, a retired key version) or that is
+no UTF-8 text does not stop the sweep either: it is counted as could not be opened,
 its message id printed (it says nothing of the person: every run lists the same ones), and the
 run exits 3; the operator inspects it and removes a plant with `dead-letters delete ID --yes`.
 OpenBao, the token and the dead-letter key are checked before the DLQ is read: a key OpenBao
@@ -48,7 +49,7 @@ from etl_service.adapters.transit_sealer import SealedBodyUnopenable
 from etl_service.domain.erasure_match import CriteriaError, Person, read_person
 
 INCOMPLETE = 3
-"""Exit code: some dead letters could not be checked (held, arrived meanwhile, or could not be opened)."""
+"""Exit code: some dead letters could not be checked (held, arrived meanwhile, tampered, or could not be opened)."""
 MAX_ROUNDS = 50
 
 
@@ -74,12 +75,13 @@ class Sweep:
 
     checked: int = 0
     matched: int = 0
-    tampered: int = 0
     no_body: int = 0
     visible_unread: int = 0
     held_elsewhere: int = 0
     unopenable: list[str] = field(default_factory=list)
     """Message ids of sealed bodies OpenBao would not open (not values: they say nothing of the person)."""
+    tampered: list[str] = field(default_factory=list)
+    """Message ids of envelopes naming another Transit key: not opened, so not checked."""
 
     @property
     def unchecked(self) -> int:
@@ -110,7 +112,7 @@ def run_erase(
         return 2
     sweep = _sweep(dlq, person, opener, tampered, delete=args.yes, wait=max(0.0, args.wait))
     _report(sweep, deleted=args.yes)
-    return INCOMPLETE if sweep.unchecked or sweep.unopenable else 0
+    return INCOMPLETE if sweep.unchecked or sweep.unopenable or sweep.tampered else 0
 
 
 def _sweep(
@@ -154,7 +156,7 @@ def _check(
     sweep.checked += 1
     texts = [dead.raw_body]  # what is in clear: a redriven original, or a planted body
     if tampered(dead):
-        sweep.tampered += 1
+        sweep.tampered.append(dead.message_id)
     elif dead.reason is not None and dead.sealed_body and dead.key:
         try:
             texts.append(opener(dead))
@@ -176,8 +178,6 @@ def _report(sweep: Sweep, deleted: bool) -> None:
     print(f"  left untouched: {sweep.checked - sweep.matched if deleted else sweep.checked}")
     if sweep.no_body:
         print(f"  of which without a kept body (nothing of it to match but its clear text): {sweep.no_body}")
-    if sweep.tampered:
-        print(f"  of which tampered (an envelope naming another Transit key, not opened, as by show): {sweep.tampered}")
     if sweep.unopenable:
         print(
             f"could not be opened: {len(sweep.unopenable)} (OpenBao refused the ciphertext, or it is no text: garbage,"
@@ -185,6 +185,15 @@ def _report(sweep: Sweep, deleted: bool) -> None:
             " checked only by their clear text. Inspect them (`dead-letters list`) and remove a plant with"
             " `dead-letters delete MESSAGE_ID --yes`, then run `dead-letters erase` again:"
             f" {', '.join(_printable(i) for i in sweep.unopenable)}",
+            file=sys.stderr,
+        )
+    if sweep.tampered:
+        print(
+            f"tampered: {len(sweep.tampered)} (an envelope naming a Transit key other than the dead-letter key: the"
+            " ETL did not write it; not opened, as by show, so only its clear text was checked); left in"
+            " the DLQ. Review them (`dead-letters list` marks them TAMPERED) and remove them with"
+            " `dead-letters delete MESSAGE_ID --yes`, then run `dead-letters erase` again:"
+            f" {', '.join(_printable(i) for i in sweep.tampered)}",
             file=sys.stderr,
         )
     if sweep.unchecked:

@@ -15,8 +15,8 @@
   drain does this by itself before it ends.
 - `erase -`: part of an erasure: delete every dead letter holding the person's values, given on
   stdin (`user_id=…`, `ip=…`, `device_id=…`); counts only (etl_service/entrypoints/dead_letter_erasure.py).
-- `delete MESSAGE_ID --yes`: remove one dead letter without opening it, e.g. a planted envelope
-  `erase` could not open; refused without --yes. What it held is gone for good.
+- `delete MESSAGE_ID --yes`: remove one dead letter without opening it, e.g. a planted or
+  tampered envelope `erase` could not open; refused without --yes. What it held is gone for good.
 
 Settings: ETL_QUEUE_URL (ETL_DLQ_URL, ETL_SQS_ENDPOINT_URL, AWS_* as for the service), and for
 show/resend/erase ETL_DLQ_SEAL_VAULT_ADDR or VAULT_ADDR, and ETL_DLQ_SEAL_KEY as the ETL has it.
@@ -28,7 +28,8 @@ reported as tampered for it.
 Exit status: 0 done; 1 SQS or OpenBao failed or refused (a message says which), or the command
 could not complete (no such dead letter, a body still refused); 2 usage or settings (a missing
 setting, the dead-letter key as above, values for `erase` not on stdin, `delete` without --yes);
-3 `erase` only: some dead letters could not be checked (run it again).
+3 `erase` only: some dead letters could not be checked: held elsewhere, arrived meanwhile, tampered
+or could not be opened (their message ids are printed; run it again).
 """
 
 from __future__ import annotations

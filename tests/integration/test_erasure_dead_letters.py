@@ -242,3 +242,45 @@ def test_a_planted_envelope_does_not_stop_the_erasure_of_the_persons_malformed_d
     texts = "\n".join(outputs)
     leaked = [kind for kind, value in (("user_id", user), ("ip", ip), ("device_id", device)) if value in texts]
     assert leaked == [], "the person's values appear in the commands' output"
+
+
+def test_a_tampered_envelope_makes_the_erasure_incomplete_until_the_operator_removes_it(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    """An envelope naming another Transit key cannot be opened with the dead-letter key, so it is
+    not checked: the run says so with its message id and exits 3 (it exited 0: an erasure looked
+    complete while a letter nobody checked stayed, and with a key setting naming another key
+    OpenBao has, every genuine letter passed as tampered)."""
+    tag = uuid.uuid4().hex[:8]
+    ip, device, user = f"203.0.113.{random.randrange(160, 170)}", f"erasure-dev-{tag}", f"erased-{tag}"
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    env = etl_harness_env(stack_env, vault.address)
+    with etl_consumer(env) as etl:
+        tampered = sqs.send_message(  # sealed under a key the ETL never uses: what it holds is unknown
+            QueueUrl=etl.dlq_url,
+            MessageBody=json.dumps(
+                {"format": "tokenvault-dead-letter/1", "sealed_body": "vault:v1:" + "B" * 32, "key": f"other-{tag}"}
+            ),
+            MessageAttributes={
+                "reason": {"DataType": "String", "StringValue": "not_json"},
+                "event_id": {"DataType": "String", "StringValue": f"{tag}-tampered"},
+            },
+        )["MessageId"]
+        send_events(sqs, etl.queue_url, [OutgoingEvent(f"{tag}-p", event(ip=ip, device_id=device, locale=7))])
+        summary = etl.wired.consumer.drain()
+    assert (summary.loaded, summary.quarantined) == (0, 1)
+
+    operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
+    criteria = f"user_id={user}\nip={ip}\ndevice_id={device}\n"
+    swept = dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
+    assert swept.returncode == 3, swept.stderr
+    assert "deleted: 1" in swept.stdout, swept.stdout
+    assert "tampered: 1" in swept.stderr and tampered in swept.stderr, swept.stderr
+
+    deleted = dead_letters(env, "delete", tampered, "--yes")
+    assert deleted.returncode == 0, deleted.stderr
+    again = dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
+    assert again.returncode == 0 and "deleted: 0" in again.stdout, again.stderr
+    texts = swept.stdout + swept.stderr + again.stdout + again.stderr
+    leaked = [kind for kind, value in (("user_id", user), ("ip", ip), ("device_id", device)) if value in texts]
+    assert leaked == [], "the person's values appear in the commands' output"
