@@ -27,11 +27,14 @@ Policy file (TOML):
     erase_burst = 100
 
 A client absent from the file may do nothing. Reveal levels: `plain`, `masked`, `none`.
+A `*_burst` needs its `*_per_second` (a rate alone gets a burst of one second's worth) and is a
+whole number; anything the vault cannot apply as written is InvalidValue (the vault does not start).
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -140,6 +143,12 @@ def _parse_client(name: str, raw: Mapping[str, Any], defaults: Limits) -> Client
 
 
 def _parse_limits(name: str, raw: Mapping[str, Any], defaults: Limits) -> Limits:
+    """A client's (or the defaults') limits; InvalidValue naming the client and key if malformed.
+
+    A burst without its rate, or a burst that is not a whole number, is refused rather than
+    dropped or truncated: a mistyped tightening must stop the service, never fall back to the
+    (looser) default.
+    """
     known = {key for pair in _LIMIT_KEYS.values() for key in pair}
     unknown = set(raw) - known
     if unknown:
@@ -147,12 +156,22 @@ def _parse_limits(name: str, raw: Mapping[str, Any], defaults: Limits) -> Limits
     chosen = {}
     for kind, (rate_key, burst_key) in _LIMIT_KEYS.items():
         if rate_key not in raw:
+            if burst_key in raw:
+                raise InvalidValue(
+                    f"policy limits for {name!r}: {burst_key} is set without {rate_key}; set both "
+                    f"(a burst alone would be ignored and the default {kind} limit applied)"
+                )
             chosen[kind] = getattr(defaults, kind)
             continue
         per_second = raw[rate_key]
+        if isinstance(per_second, bool) or not isinstance(per_second, int | float) or not math.isfinite(per_second):
+            raise InvalidValue(f"policy limits for {name!r}: {rate_key} must be a finite number > 0")
+        burst = raw.get(burst_key, max(1, int(per_second)))
+        if isinstance(burst, bool) or not isinstance(burst, int):
+            raise InvalidValue(f"policy limits for {name!r}: {burst_key} must be a whole number >= 1")
         try:
-            chosen[kind] = RateLimit(float(per_second), int(raw.get(burst_key, max(1, int(per_second)))))
-        except (TypeError, ValueError):
+            chosen[kind] = RateLimit(float(per_second), burst)
+        except ValueError:
             raise InvalidValue(f"policy limits for {name!r}: {rate_key} must be > 0 and {burst_key} >= 1") from None
     return Limits(**chosen)
 
