@@ -23,7 +23,8 @@ class EtlConfig:
     queue_url: str
     """Source queue URL (ETL_QUEUE_URL)."""
     dlq_url: str
-    """Dead-letter queue URL for malformed messages (ETL_DLQ_URL, default `<queue url>-dlq`)."""
+    """Dead-letter queue URL for malformed messages (ETL_DLQ_URL, default `<queue url>-dlq`): the
+    source queue's redrive target when it has a redrive policy, never the source (checked at start)."""
     sqs_endpoint_url: str | None
     """SQS endpoint (ETL_SQS_ENDPOINT_URL); unset: AWS, or the host of a non-AWS queue URL such
     as LocalStack's `http://localhost:4566/000000000000/login-queue`."""

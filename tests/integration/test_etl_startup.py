@@ -14,16 +14,21 @@ import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from devstack.certs import create_authority, issue
-from devstack.events import generate_events, send_events
+from devstack.events import OutgoingEvent, generate_events, send_events
 from devstack.procs import free_port
 from devstack.sqs import sqs_client
 from etl_service.errors import Misconfigured
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
 from tests.integration.test_etl_recovery import queue_depth
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,3 +108,67 @@ def test_a_refused_identity_while_running_releases_every_message_and_stops(
     assert int(attributes["ApproximateNumberOfMessages"]) == len(sent), "every message visible again at once"
     assert int(attributes["ApproximateNumberOfMessagesNotVisible"]) == 0
     assert queue_depth(stack_env["SQS_ENDPOINT_URL"], env["ETL_DLQ_URL"]) == 0
+
+
+def _queue_arn(sqs: SQSClient, url: str) -> str:
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
+def _dlq_misconfiguration(case: str, sqs: SQSClient, stack_env: dict[str, str], env: dict[str, str]) -> dict[str, str]:
+    """The settings (and queue attributes) of one way to give the ETL a DLQ that is not its source's."""
+    if case == "the source queue":
+        return {"ETL_DLQ_URL": env["ETL_QUEUE_URL"]}
+    if case == "the source queue under another URL":  # the same queue: only the QueueArns tell
+        return {"ETL_DLQ_URL": env["ETL_QUEUE_URL"].replace("127.0.0.1", "localhost")}
+    if case == "another queue's DLQ":  # a shared DLQ, or a typo of the same shape
+        other = etl_harness_env(stack_env, "127.0.0.1:9")
+        return {"ETL_DLQ_URL": other["ETL_DLQ_URL"]}
+    assert case == "a DLQ redriving into the source"
+    redrive = {"deadLetterTargetArn": _queue_arn(sqs, env["ETL_QUEUE_URL"]), "maxReceiveCount": "5"}
+    sqs.set_queue_attributes(QueueUrl=env["ETL_DLQ_URL"], Attributes={"RedrivePolicy": json.dumps(redrive)})
+    return {}
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("the source queue", "ETL_DLQ_URL names the source queue of ETL_QUEUE_URL"),
+        ("the source queue under another URL", "ETL_DLQ_URL names the source queue of ETL_QUEUE_URL"),
+        ("another queue's DLQ", "is not the dead-letter queue of ETL_QUEUE_URL"),
+        ("a DLQ redriving into the source", "moving its messages to the source queue of ETL_QUEUE_URL"),
+    ],
+)
+def test_a_dlq_that_is_not_the_source_queues_own_stops_the_start_before_any_receive(
+    stack_env: dict[str, str], vault: RunningVault, case: str, expected: str
+) -> None:
+    """attack8 Finding 6: ETL_DLQ_URL = ETL_QUEUE_URL passed, then each refused event looped until discarded."""
+    env = etl_harness_env(stack_env, vault.address)
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    sent = list(generate_events(3, seed=time.time_ns() % 2**32, malformed_rate=0))
+    sent.append(
+        OutgoingEvent(f"refused-{time.time_ns()}", json.dumps({**json.loads(sent[0].body), "device_type": "toaster"}))
+    )
+    send_events(sqs, env["ETL_QUEUE_URL"], sent)
+    changes = _dlq_misconfiguration(case, sqs, stack_env, env)
+    result = run_etl({**env, **changes})
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert expected in result.stderr, result.stderr[-2000:]
+    for event in sent:  # names settings and queues, never an event's values
+        assert json.loads(event.body)["ip"] not in result.stderr
+    # Nothing was received: every message still in the source, each on its first receive now.
+    received: list[MessageTypeDef] = []
+    for _ in range(10):
+        received += sqs.receive_message(
+            QueueUrl=env["ETL_QUEUE_URL"],
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=1,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        ).get("Messages", [])
+        if len(received) >= len(sent):
+            break
+    assert sorted(m["Body"] for m in received) == sorted(e.body for e in sent)
+    assert {m["Attributes"]["ApproximateReceiveCount"] for m in received} == {"1"}
+    source_arn = _queue_arn(sqs, env["ETL_QUEUE_URL"])
+    for dlq_url in {env["ETL_DLQ_URL"], changes.get("ETL_DLQ_URL", env["ETL_DLQ_URL"])}:
+        if _queue_arn(sqs, dlq_url) != source_arn:  # nothing dead-lettered either
+            assert queue_depth(stack_env["SQS_ENDPOINT_URL"], dlq_url) == 0

@@ -124,6 +124,9 @@ def test_the_call_scan_sees_the_calls_it_must() -> None:
     made = _calls_made(ETL_ADAPTERS)
     assert ("sqs:ReceiveMessage", SOURCE_ARN) in made and ("sqs:SendMessage", DLQ_ARN) in made
     assert ("sqs:DeleteMessage", SOURCE_ARN) in made  # from delete_message_batch
+    # The start-up check reads both queues' QueueArn and RedrivePolicy (is the DLQ the source's
+    # redrive target, and not the source itself?): GetQueueAttributes on the DLQ too.
+    assert ("sqs:GetQueueAttributes", DLQ_ARN) in _calls_made(("etl_service/adapters/sqs.py",))
     # A shared helper's call is the caller's, on the caller's queue: the ETL's depth() (source
     # queue), the operator's sweep (DLQ). A helper renamed or moved would drop these.
     assert _shared_helpers() == {"approximate_counts": {"sqs:GetQueueAttributes"}}
