@@ -94,13 +94,28 @@ def test_the_policy_module_example_still_loads() -> None:
     parse_policy(tomllib.loads(toml))
 
 
-def test_the_vault_with_a_burst_alone_in_its_policy_does_not_start(tmp_path: Path) -> None:
+STARTS_REFUSED = {
+    "a burst alone": (
+        b"[clients.analyst.detokenize]\nip = 'masked'\n\n[clients.analyst.limits]\ndetokenize_burst = 5\n",
+        "cannot start: policy limits for 'analyst': detokenize_burst is set without",
+    ),
+    "not TOML": (
+        b"[clients.analyst.detokenize]\nip 'masked'\n",
+        "cannot start: policy file {path} is not valid TOML (Expected '=' after a key",
+    ),
+    "not UTF-8": (b"[clients.analyst]\n# caf\xe9\n", "cannot start: policy file {path} is not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("case", STARTS_REFUSED)
+def test_the_vault_with_a_bad_policy_file_does_not_start_and_says_why(tmp_path: Path, case: str) -> None:
+    """Refused with a message naming the file and the fault, never a traceback (a file that was
+    not TOML, or not UTF-8, stopped the start with one)."""
+    content, expected = STARTS_REFUSED[case]
     placeholder = tmp_path / "x.pem"
     placeholder.write_text("x")
     policy_file = tmp_path / "policy.toml"
-    policy_file.write_text(
-        "[clients.analyst.detokenize]\nip = 'masked'\n\n[clients.analyst.limits]\ndetokenize_burst = 5\n"
-    )
+    policy_file.write_bytes(content)
     env = {
         "PATH": "/usr/bin:/bin",
         "TOKENVAULT_DATABASE_DSN": "postgresql://vault@127.0.0.1:9/tokenvault",
@@ -114,4 +129,5 @@ def test_the_vault_with_a_burst_alone_in_its_policy_does_not_start(tmp_path: Pat
     )
     assert result.returncode == 1, result.stderr
     # Refused on the policy, before contacting Vault (nothing listens on port 9).
-    assert "cannot start: policy limits for 'analyst': detokenize_burst is set without" in result.stderr
+    assert expected.format(path=policy_file) in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr

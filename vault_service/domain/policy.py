@@ -189,6 +189,12 @@ def parse_policy(document: Mapping[str, Any]) -> AccessPolicy:
 
 
 def load_policy(path: Path) -> AccessPolicy:
-    """Read and validate a policy file."""
+    """Read and validate a policy file; InvalidValue naming the file and the fault if it is none."""
     with path.open("rb") as handle:
-        return parse_policy(tomllib.load(handle))
+        try:
+            document = tomllib.load(handle)
+        except UnicodeDecodeError as error:  # tomllib reads UTF-8 only; its message would quote the bytes
+            raise InvalidValue(f"policy file {path} is not UTF-8 text (byte {error.start})") from None
+        except tomllib.TOMLDecodeError as error:  # says where and what, never the file's text
+            raise InvalidValue(f"policy file {path} is not valid TOML ({error})") from None
+    return parse_policy(document)
