@@ -117,7 +117,7 @@ def reindex(ctx: Context, reason: str, batch_size: int, metrics_port: int) -> No
 
 @click.group()
 def audit() -> None:
-    """The audit log: verify its hash chain; who saw a token."""
+    """The audit log: verify its hash chain; who saw or erased a token."""
 
 
 EXPORTED = click.option(
@@ -141,7 +141,7 @@ def verify(ctx: Context, exported: Path | None) -> None:
 @EXPORTED
 @click.pass_obj
 def who_saw(ctx: Context, token: str, exported: Path | None) -> None:
-    """Which clients revealed TOKEN, when and why (the log is verified first; exit 1 if it does not verify).
+    """Which clients revealed or erased TOKEN, when and why, from the verified log (exit 1 if it does not verify).
 
     For a value, tokenize it first (as the ETL would) and ask about its token.
     """

@@ -191,7 +191,7 @@ def test_the_security_team_sees_who_revealed_a_token(cli_stack: CliStack) -> Non
     assert cli_stack.as_("fraud-investigator", "reveal", watched, unseen, "-p", "CASE-302").returncode == 0
     saw = cli_stack.as_("security", "audit", "who-saw", watched)
     assert saw.returncode == 0, saw.stderr
-    assert "2 reveal(s) of this token" in saw.stdout
+    assert "2 reveal(s) and 0 erasure(s) of this token" in saw.stdout
     assert "analyst" in saw.stdout and "CASE-301" in saw.stdout and "fraud-investigator" in saw.stdout
     nobody = cli_stack.as_("security", "audit", "who-saw", tokenize(cli_stack, "ip", fresh_ip())[0])
-    assert nobody.returncode == 0 and "0 reveal(s) of this token" in nobody.stdout
+    assert nobody.returncode == 0 and "0 reveal(s) and 0 erasure(s) of this token" in nobody.stdout

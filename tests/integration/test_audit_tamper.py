@@ -110,9 +110,6 @@ class _ServiceRunsBetweenReads:
         self._after_a_read()
         return checkpoints
 
-    def revealing(self, token_hashes: list[bytes]) -> list[AuditRecord]:
-        return self._vault.wired.audit.revealing(token_hashes)
-
 
 def test_a_log_growing_and_checkpointed_while_it_is_verified_is_reported_intact(
     own_database: dict[str, str], anchored: Anchored
@@ -210,7 +207,9 @@ def test_the_serving_role_cannot_erase_or_re_point_a_value_without_an_audit_row(
             )
         # The only way to erase is the audited function: its audit row lands in the same transaction.
         before = conn.execute("SELECT max(id) FROM vault.audit_log").fetchone()
-        conn.execute("SELECT vault.erase_tokens(%s, 1, 'vault-role', '', '', 'INC-1', 'ip')", ([token_a],))
+        conn.execute(
+            "SELECT vault.erase_tokens(%s, %s, 1, 'vault-role', '', '', 'INC-1', 'ip')", ([token_a], [b"\x01" * 16])
+        )
         row = conn.execute(
             "SELECT client, action, outcome FROM vault.audit_log WHERE id > %s AND action = 'erase'",
             (before[0] if before else 0,),
@@ -236,7 +235,9 @@ def test_who_saw_a_token_lists_its_reveals_across_clients_and_nothing_else(
     )
     stub_for("analyst").Detokenize(vault_pb2.DetokenizeRequest(tokens=[other], purpose=f"{case}-other"), timeout=10)
 
-    seen = who_saw(vault.wired.audit, vault.wired.keys.ring.audit_keys, watched)
+    report = audit_verify(vault, None)
+    assert report.intact, report.finding
+    seen = who_saw(report, vault.wired.keys.ring.audit_keys, watched)
     assert [(r.event.client, r.event.purpose) for r in seen] == [
         ("analyst", f"{case}-a"),
         ("fraud-investigator", f"{case}-f"),

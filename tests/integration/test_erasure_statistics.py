@@ -261,8 +261,8 @@ def test_erasure_is_refused_while_a_column_it_clears_may_hold_values_in_statisti
     def erase() -> list[tuple[Any, ...]]:
         with psycopg.connect(env["PG_VAULT_DSN"], autocommit=True) as service:
             return service.execute(
-                "SELECT vault.erase_tokens(%s, 1, 'privacy-officer', '1', 'sha', 'GDPR-STATS-REFUSED', 'ip')",
-                ([token],),
+                "SELECT vault.erase_tokens(%s, %s, 1, 'privacy-officer', '1', 'sha', 'GDPR-STATS-REFUSED', 'ip')",
+                ([token], [b"\x01" * 16]),
             ).fetchall()
 
     # An owner's tuning puts the fingerprint's statistics back.

@@ -276,7 +276,9 @@ def _rotate_data_key_of(conn: psycopg.Connection, tokens: list[str]) -> None:
         # index under a generic plan on PostgreSQL 15, and scanned only under a custom plan of a
         # large batch, which the service's connections never make.
         pytest.param(
-            "erase_tokens(%s::text[], 2, 'scale-test', '', '', 'scale test', 'ip')", lambda dek: (), id="erase"
+            "erase_tokens(%s::text[], %s::bytea[], 2, 'scale-test', '', '', 'scale test', 'ip')",
+            lambda dek: ([b"\x01" * 16, b"\x02" * 16],),
+            id="erase",
         ),
         # The 0010 body read the whole work-list index (tokens_dek) for each token. Since 0020 it
         # re-seals only from a decrypt_only key to the active one, as long as the value it replaces.

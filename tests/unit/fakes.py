@@ -7,12 +7,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 
 from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow, event_id_reused
 from etl_service.errors import DependencyDown
 from etl_service.service.ports import QueueDepth, ReusedEventId, WriteResult
-from vault_service.domain.audit import AuditEvent, AuditRecord
+from vault_service.domain.audit import AuditEvent
 from vault_service.domain.errors import KeysUnavailable
 from vault_service.domain.keys import KeyPurpose, KeyState
 from vault_service.domain.rate_limit import RateLimit
@@ -199,14 +198,6 @@ class FakeAuditLog:
         if self.fail:
             raise OSError("audit storage unavailable")
         self.events.append(event)
-
-    def revealing(self, token_hashes: Sequence[bytes]) -> list[AuditRecord]:
-        wanted = set(token_hashes)
-        return [
-            AuditRecord(i, datetime.now(UTC), e, b"", b"")
-            for i, e in enumerate(self.events, start=1)
-            if wanted & set(e.revealed)
-        ]
 
 
 class FakeQueue:

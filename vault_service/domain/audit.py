@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 GENESIS_HASH = b"\x00" * 32
 REVEAL_HASH_BYTES = 16
-"""Length of the keyed hash kept per revealed token (HMAC-SHA256, truncated)."""
+"""Length of the keyed hash kept per revealed or erased token (keyed BLAKE2b, see `revealing.reveal_hasher`)."""
 
 # What json.dumps(fields, sort_keys=True, separators=(",", ":")) builds, made once: dumps
 # with options constructs a new encoder on every call.

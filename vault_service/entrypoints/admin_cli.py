@@ -40,7 +40,7 @@ from vault_service.bootstrap import Bootstrapped, bootstrap
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.errors import VaultError
 from vault_service.entrypoints.metrics import ROTATION_ROWS, ROTATION_ROWS_LEFT
-from vault_service.service.audit_verify import verify_audit, who_saw
+from vault_service.service.audit_verify import AuditReport, verify_audit, who_saw
 from vault_service.service.rotation import KeyRotation, RotationStatus
 
 console = Console(stderr=False)
@@ -61,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="the checkpoints exported outside Postgres (default: TOKENVAULT_AUDIT_CHECKPOINT_FILE)",
     )
-    who = commands.add_parser("who-saw", help="which clients revealed a token, when and why (verifies the log first)")
+    who = commands.add_parser(
+        "who-saw", help="which clients revealed or erased a token, when and why (from the verified log)"
+    )
     who.add_argument("token", help="a token, e.g. ip_...; for a value, tokenize it first")
     who.add_argument("--exported", type=Path, default=None, help="as for audit-verify")
     for name, text in (
@@ -153,7 +155,8 @@ def _run(args: argparse.Namespace, rotation: KeyRotation, metrics_tls: ssl.SSLCo
     return 0
 
 
-def _verified(wired: Bootstrapped, exported: Path | None) -> bool:
+def _verified(wired: Bootstrapped, exported: Path | None) -> AuditReport:
+    """Verify the log and say so; the report holds the records read, the only ones a report may use."""
     report = verify_audit(wired.audit, wired.signer.public_keys(), verify_signature, exported)
     where = f"; {report.unanchored} newest row(s) not checkpointed yet" if report.unanchored else ""
     if report.finding is None:
@@ -162,40 +165,47 @@ def _verified(wired: Bootstrapped, exported: Path | None) -> bool:
             f"audit log intact: {report.rows} record(s), hash chain, {report.checkpoints} signed checkpoint(s)"
             f" and {copy} verified{where}"
         )
-        return True
+        return report
     first = f"record id {report.finding.first_row}" if report.finding.first_row else "the newest records"
     console.print(f"audit log TAMPERED from {first}: {report.finding.reason}; records from there on cannot be trusted")
-    return False
+    return report
 
 
 def audit_verify(config: VaultServiceConfig, exported: Path | None) -> int:
     """Check the audit log; 0 when intact, 1 naming the first record concerned."""
     wired = bootstrap(config)
     try:
-        return 0 if _verified(wired, exported or config.audit_checkpoint_file) else 1
+        return 0 if _verified(wired, exported or config.audit_checkpoint_file).intact else 1
     finally:
         wired.close()
 
 
 def audit_who_saw(config: VaultServiceConfig, token: str, exported: Path | None) -> int:
-    """Print every reveal of `token` once the log verifies; 1 when it does not."""
+    """Print every reveal and erasure of `token` once the log verifies; 1 when it does not.
+
+    The answer is filtered from the records the verification itself read and verified: one
+    read of the log, no second query the database could answer differently.
+    """
     wired = bootstrap(config)
     try:
-        if not _verified(wired, exported or config.audit_checkpoint_file):
+        report = _verified(wired, exported or config.audit_checkpoint_file)
+        if not report.intact:
             return 1
-        records = who_saw(wired.audit, wired.keys.ring.audit_keys, token)
-        table = Table("record", "when (UTC)", "client", "certificate serial", "purpose", "outcome")
+        records = who_saw(report, wired.keys.ring.audit_keys, token)
+        table = Table("record", "when (UTC)", "action", "client", "certificate serial", "purpose", "outcome")
         for r in records:
             table.add_row(
                 str(r.record_id),
                 r.at.isoformat(timespec="seconds"),
+                r.event.action,
                 r.event.client,
                 r.event.client_serial or "-",
                 r.event.purpose,
                 r.event.outcome,
             )
         console.print(table)
-        console.print(f"{len(records)} reveal(s) of this token")
+        erasures = sum(r.event.action == "erase" for r in records)
+        console.print(f"{len(records) - erasures} reveal(s) and {erasures} erasure(s) of this token")
         return 0
     finally:
         wired.close()

@@ -2,12 +2,18 @@
 
 Verification needs no Vault: checkpoint signatures are checked offline against the signing
 key's public keys, and the exported copy of the checkpoints is read from where it was shipped.
+
+Every report made from the log (who-saw) is computed in Python from the very records that
+verification read and verified, never from a second query: the database owner can make two
+queries see different rows (a row-level-security policy keyed on the query's text, a view in
+place of the table, an operator planted on the search path), so a second answer would carry
+the first one's "verified" without having been verified (insider round 8, Break 2).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -29,10 +35,6 @@ class AuditReader(Protocol):
         """Every checkpoint, oldest first."""
         ...
 
-    def revealing(self, token_hashes: list[bytes]) -> list[AuditRecord]:
-        """Records whose reveals include any of `token_hashes`."""
-        ...
-
 
 class SignatureCheck(Protocol):
     """Offline verification of a Transit signature with the key's public keys."""
@@ -42,14 +44,20 @@ class SignatureCheck(Protocol):
         ...
 
 
+class AuditNotVerified(Exception):
+    """A report was asked of a log that did not verify."""
+
+
 @dataclass(frozen=True)
 class AuditReport:
-    """The outcome of a verification."""
+    """The outcome of a verification, with the records it read (the only ones a report may use)."""
 
     rows: int
     checkpoints: int
     unanchored: int
     finding: Finding | None
+    records: tuple[AuditRecord, ...] = field(default=(), repr=False, compare=False)
+    """The records verified, in order: who-saw filters these, it never asks the database again."""
 
     @property
     def intact(self) -> bool:
@@ -73,9 +81,17 @@ def verify_audit(
     checkpoints = store.checkpoints()
     records = store.records()
     finding = verify_log(records, checkpoints, copies, lambda data, signature: check(public_keys, data, signature))
-    return AuditReport(len(records), len(checkpoints), unanchored_rows(records, checkpoints), finding)
+    return AuditReport(len(records), len(checkpoints), unanchored_rows(records, checkpoints), finding, tuple(records))
 
 
-def who_saw(store: AuditReader, audit_keys: list[DataKey], token: str) -> list[AuditRecord]:
-    """Every audited reveal of `token` (by any client), oldest first; verify the log before trusting it."""
-    return store.revealing([reveal_hash(key, token) for key in audit_keys])
+def who_saw(report: AuditReport, audit_keys: list[DataKey], token: str) -> list[AuditRecord]:
+    """Every audited reveal and erasure of `token` (by any client), oldest first, from verified records only.
+
+    The records are those `report`'s verification read and verified; a record names a token
+    when its keyed token hashes (`revealed`, covered by the row hash) hold the token's hash under
+    any audit key. AuditNotVerified when the report found the log tampered with.
+    """
+    if not report.intact:
+        raise AuditNotVerified("the audit log did not verify: no report is made from it")
+    hashes = {reveal_hash(key, token) for key in audit_keys}
+    return [record for record in report.records if not hashes.isdisjoint(record.event.revealed)]

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from vault_service.domain.audit import AuditEvent, AuditRecord
+from vault_service.domain.audit import AuditEvent
 from vault_service.domain.keys import KeyPurpose, KeyState
 from vault_service.domain.rate_limit import RateLimit
 
@@ -157,7 +157,11 @@ class TokenStore(Protocol):
         ...
 
     def erase(self, tokens: Sequence[str], event: AuditEvent) -> set[str]:
-        """Destroy the ciphertext and fingerprints of these tokens; the ones that had a value."""
+        """Destroy the ciphertext and fingerprints of these tokens; the ones that had a value.
+
+        `event.revealed` holds the keyed hash of each of `tokens`, in order; the audit row,
+        written with the erasure, keeps those of the tokens erased.
+        """
         ...
 
     def last_erasure(self) -> object:
@@ -194,8 +198,4 @@ class AuditLog(Protocol):
 
     def append(self, event: AuditEvent) -> None:
         """Write one record durably, or raise (AuditUnavailable when storage refuses it)."""
-        ...
-
-    def revealing(self, token_hashes: Sequence[bytes]) -> list[AuditRecord]:
-        """Records whose reveals include any of `token_hashes`, oldest first."""
         ...

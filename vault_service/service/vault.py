@@ -336,9 +336,11 @@ class TokenVault:
             else:
                 outcomes.append(None)
                 erasable.append(token)
-        # The erasure and its audit row commit together (vault.erase_tokens).
+        # The erasure and its audit row commit together (vault.erase_tokens); the row keeps the
+        # keyed hash of each token it erased, as a reveal's does, so who-saw names the erasure.
+        hashes = tuple(map(reveal_hasher(self._keys.ring.audit_key), erasable))
         event = AuditEvent(
-            caller.name, "erase", "", len(tokens), purpose, token_types, caller.serial, caller.cert_sha256
+            caller.name, "erase", "", len(tokens), purpose, token_types, caller.serial, caller.cert_sha256, hashes
         )
         erased = self._tokens.erase(erasable, event) if erasable else set()
         if not erasable:

@@ -138,7 +138,7 @@ def _check_stored(
 
 
 class PostgresAuditLog:
-    """The append-only audit log, its signed checkpoints, and the who-saw query."""
+    """The append-only audit log and its signed checkpoints (who-saw filters the verified `records`)."""
 
     MAX_GROUP = 500
 
@@ -315,13 +315,3 @@ class PostgresAuditLog:
                 " ORDER BY head_id"
             ).fetchall()
         return [Checkpoint(ChainHead(r[0], bytes(r[1]), r[2], r[3]), r[4], r[5]) for r in rows]
-
-    @translated
-    def revealing(self, token_hashes: Sequence[bytes]) -> list[AuditRecord]:
-        """Records whose reveals include any of `token_hashes` (keyed hashes of one token)."""
-        with self._pool.connection() as conn:
-            rows = conn.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM vault.audit_log WHERE revealed && %s::bytea[] ORDER BY id",
-                (list(token_hashes),),
-            ).fetchall()
-        return [_record(r) for r in rows]

@@ -255,24 +255,16 @@ class PostgresTokenStore:
     def erase(self, tokens: Sequence[str], event: AuditEvent) -> set[str]:
         """Destroy ciphertext and fingerprints; the tokens that still had a value.
 
-        `event`'s audit row is written by the same function, in the same transaction.
+        `event`'s audit row is written by the same function, in the same transaction, with the
+        keyed hashes (`event.revealed`, one per token, in order) of the tokens it erased.
         """
         if not tokens:
             return set()
+        if len(event.revealed) != len(tokens):
+            raise ValueError(f"an erasure needs one keyed hash per token: {len(event.revealed)} for {len(tokens)}")
         with self._pool.connection() as conn:
             try:
-                rows = conn.execute(
-                    "SELECT vault.erase_tokens(%s::text[], %s, %s, %s, %s, %s, %s)",
-                    (
-                        text_array(tokens),
-                        event.item_count,
-                        event.client,
-                        event.client_serial,
-                        event.client_cert_sha256,
-                        event.purpose,
-                        event.token_types,
-                    ),
-                ).fetchall()
+                rows = _erase_tokens(conn, tokens, event)
             except psycopg.errors.ObjectNotInPrerequisiteState:
                 log.error(
                     "erasure refused by the database: PostgreSQL statistics may keep values of the columns an"
@@ -387,3 +379,28 @@ class PostgresTokenStore:
             ).fetchone()
         assert row is not None
         return {"reencrypt": row[0], "reindex": row[1]}
+
+
+def _erase_tokens(conn: psycopg.Connection, tokens: Sequence[str], event: AuditEvent) -> list[tuple[Any, ...]]:
+    """vault.erase_tokens as of migration 0023 (the audit row names the tokens erased), else as before it.
+
+    The service is rolled out before the migrations. On a database without 0023 the erasure
+    goes through the older function, whose audit row cannot name the tokens; each such erasure
+    (they are rare) is logged as an error so that the gap is not silent. Autocommit: the failed
+    call left no transaction behind.
+    """
+    who = (event.item_count, event.client, event.client_serial, event.client_cert_sha256)
+    why = (event.purpose, event.token_types)
+    try:
+        return conn.execute(
+            "SELECT vault.erase_tokens(%s::text[], %s::bytea[], %s, %s, %s, %s, %s, %s)",
+            (text_array(tokens), bytea_array(event.revealed), *who, *why),
+        ).fetchall()
+    except psycopg.errors.UndefinedFunction:
+        log.error(
+            "vault.erase_tokens does not take token hashes yet (apply migration 0023): this erasure's audit row"
+            " does not name the tokens erased"
+        )
+    return conn.execute(
+        "SELECT vault.erase_tokens(%s::text[], %s, %s, %s, %s, %s, %s)", (text_array(tokens), *who, *why)
+    ).fetchall()
