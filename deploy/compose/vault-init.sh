@@ -63,8 +63,9 @@ vault write auth/approle/role/tokenvault-service token_policies=tokenvault-servi
 vault write auth/approle/role/tokenvault-service/role-id role_id="$VAULT_SERVICE_ROLE_ID"
 # The secret id is handed over through a volume, never baked into an image.
 forget_secret_ids tokenvault-service
-vault write -field=secret_id -f auth/approle/role/tokenvault-service/secret-id > /vault-creds/secret-id
-chown 10001 /vault-creds/secret-id && chmod 400 /vault-creds/secret-id
+# Each secret id goes into a volume that only its service mounts (and this job).
+vault write -field=secret_id -f auth/approle/role/tokenvault-service/secret-id > /vault-creds/vault-service/secret-id
+chown 10001 /vault-creds/vault-service/secret-id && chmod 400 /vault-creds/vault-service/secret-id
 # The ETL seals dead-letter bodies with a key of its own: it may encrypt, never decrypt
 # (an operator token with tokenvault-dlq-operator may, and the audit device records it).
 vault read transit/keys/tokenvault-dead-letters >/dev/null 2>&1 || vault write -f transit/keys/tokenvault-dead-letters type=aes256-gcm96
@@ -73,6 +74,6 @@ vault policy write tokenvault-dlq-operator /policies/tokenvault-dlq-operator.hcl
 vault write auth/approle/role/tokenvault-etl token_policies=tokenvault-etl token_ttl=1h token_max_ttl=24h secret_id_ttl=720h
 vault write auth/approle/role/tokenvault-etl/role-id role_id="$VAULT_ETL_ROLE_ID"
 forget_secret_ids tokenvault-etl
-vault write -field=secret_id -f auth/approle/role/tokenvault-etl/secret-id > /vault-creds/etl-secret-id
-chown 10002 /vault-creds/etl-secret-id && chmod 400 /vault-creds/etl-secret-id  # the ETL's uid
+vault write -field=secret_id -f auth/approle/role/tokenvault-etl/secret-id > /vault-creds/etl-service/etl-secret-id
+chown 10002 /vault-creds/etl-service/etl-secret-id && chmod 400 /vault-creds/etl-service/etl-secret-id  # the ETL's uid
 echo "vault initialised"

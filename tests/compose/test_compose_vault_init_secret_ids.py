@@ -1,9 +1,9 @@
 """Every `docker compose up` destroys the AppRole secret ids handed out before (vault-init).
 
-deploy/compose/vault-init.sh runs on every `up`: it issues each service a new secret id into the
-`vault-creds` volume and destroys the earlier ones, so a copy taken from the volume by a
-neighbour container or process stops working at the next `up`, while the services read the file
-again at each login and keep working. Shown here against the stack's real OpenBao: a copy of
+deploy/compose/vault-init.sh runs on every `up`: it issues each service a new secret id into
+that service's own volume (`vault-creds-vault-service`, `vault-creds-etl-service`) and destroys
+the earlier ones, so a copy taken from a volume stops working at the next `up`, while the
+services read the file again at each login and keep working. Shown here against the stack's real OpenBao: a copy of
 each secret id logs in before the second `up` and is refused after it, the new one logs in,
 each role holds one secret id, the running services still carry events through the pipeline,
 and restarted they log in with the new ids.
@@ -31,7 +31,7 @@ from tests.compose.test_compose_stack import LONG_RUNNING, ONE_SHOT, counts, up
 pytestmark = pytest.mark.compose
 
 # AppRole role -> (its role id's variable in the compose .env, the service that reads its
-# secret id, the file in the vault-creds volume as that service sees it).
+# secret id, the file in its vault-creds-* volume as that service sees it).
 ROLES = {
     "tokenvault-service": ("VAULT_SERVICE_ROLE_ID", "vault-service", "/vault-creds/secret-id"),
     "tokenvault-etl": ("VAULT_ETL_ROLE_ID", "etl-service", "/vault-creds/etl-secret-id"),
@@ -48,7 +48,7 @@ def role_ids(compose: Compose) -> dict[str, str]:
 
 
 def secret_ids(compose: Compose) -> dict[str, str]:
-    """Each role's secret id as its service reads it from the vault-creds volume now."""
+    """Each role's secret id as its service reads it from its volume now."""
     found = {}
     for role, (_, service, path) in ROLES.items():
         value = compose.run("exec", "-T", service, "cat", path).stdout.strip()

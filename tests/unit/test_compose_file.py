@@ -161,6 +161,27 @@ def test_the_ca_volume_is_mounted_by_the_certs_job_only(tmp_path: Path) -> None:
     assert "restart" not in services["certs"]  # a one-shot: it exits, and the CA key with it
 
 
+def test_each_approle_secret_id_is_in_a_volume_of_its_own_mounted_read_only_by_its_service(tmp_path: Path) -> None:
+    services = resolved(tmp_path)["services"]
+    # volume -> (the variable naming the secret id's file, the services that read it)
+    readers = {
+        "vault-creds-vault-service": ("TOKENVAULT_VAULT_SECRET_ID_FILE", ["vault-service"]),
+        "vault-creds-etl-service": ("ETL_DLQ_SEAL_SECRET_ID_FILE", ["etl-service", "exercise-etl"]),
+    }
+    init_script = (REPO / "deploy/compose/vault-init.sh").read_text()
+    for volume, (variable, names) in readers.items():
+        mounting = sorted(name for name, s in services.items() if volume in named_volumes(s))
+        assert mounting == sorted(["vault-init", *names]), volume
+        written = f"{named_volumes(services['vault-init'])[volume]}/"  # vault-init writes the file there
+        for name in names:
+            (mount,) = [v for v in services[name]["volumes"] if v["source"] == volume]
+            assert mount.get("read_only") is True, name
+            secret_file = Path(services[name]["environment"][variable])
+            assert secret_file.parent == Path(mount["target"]), name
+            assert f"> {written}{secret_file.name}" in init_script, (volume, secret_file.name)
+    assert not any(v["source"] == "vault-creds" for s in services.values() for v in s.get("volumes", []))
+
+
 def test_each_service_mounts_only_its_own_certificate_volume_issued_to_its_uid(tmp_path: Path) -> None:
     services = resolved(tmp_path)["services"]
     certs = services["certs"]
