@@ -52,10 +52,18 @@ class Compose:
             *args,
         ]
 
-    def run(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 300, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """`docker compose ARGS`; raises ComposeError (with the failing service's logs) when it fails."""
         result = subprocess.run(
-            self.command(*args), env=self.engine.env, capture_output=True, text=True, timeout=timeout, check=False
+            self.command(*args),
+            env=self.engine.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if check and result.returncode != 0:
             named = re.findall(r'service "([^"]+)"', result.stderr) + re.findall(

@@ -1,0 +1,202 @@
+"""What an insider in one container of the compose stack can reach: run INSIDE the container.
+
+`docker compose exec -T SERVICE python3 -c "$(cat insider_walk.py)"` (or `run`) with a JSON
+request on stdin; prints one JSON report on stdout. Standard library only (every image of the
+stack has a python3). As the container's default user it:
+
+- lists the Docker volumes mounted in the container, read-only or not (/proc/self/mountinfo);
+- walks the whole file system (not /proc, /sys, /dev) for files named like a secret or like a
+  service's data (a private key, a secret id, Vault's unseal key and root token, a Postgres data
+  directory, Vault's storage, an audit trail) and for sockets, and opens each: "read" or
+  "denied" (there, but cannot be opened or connected to);
+- looks for each secret VALUE of the request in the environment and command line of every
+  process it can see (/proc/*/environ, /proc/*/cmdline), in every file under every mount (volumes,
+  bind mounts, tmpfs) and in the files the request lists (the container's writable layer);
+- tries every Unix socket it finds and each loopback TCP port of the request;
+- says which process, IPC and network namespaces it is in (shared with no other container,
+  another container's processes, their /proc/PID/environ included, are not even visible).
+
+The report names secrets by their label, never by value: it is safe to print.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import socket
+import stat
+import sys
+
+# File names of secrets and of services' data; a match is reported with its path.
+SECRET_FILE_NAMES = (
+    "*-key.pem",  # every TLS private key, the CAs' included
+    "*secret-id",  # AppRole secret ids
+    "unseal-key",
+    "root-token",
+    "init.txt",  # `vault operator init` output, if it were left behind
+    ".vault-token",
+    ".env",
+    "compose.env",
+    "PG_VERSION",  # a Postgres data directory
+    "vault.db",  # Vault's raft storage
+    "raft.db",
+    "audit.log",  # Vault's audit device
+    "checkpoints.jsonl",  # the vault service's exported audit checkpoints
+    "docker.sock",
+    "containerd.sock",
+)
+SKIPPED_TREES = ("/proc", "/sys", "/dev")
+NAMESPACES = ("pid", "ipc", "net")  # another container's processes, shared memory, loopback
+MAX_SCANNED_BYTES = 64 * 1024 * 1024  # per file; the stack's data files are far smaller
+
+
+def try_open(path: str) -> str | None:
+    """'read' or 'denied' for a path that exists; None when there is nothing there."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return "denied"  # a directory on the way refuses to be searched: the path is not reachable
+    if stat.S_ISSOCK(mode):
+        return "read" if connects(path) else "denied"
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError:
+        return "denied"
+    return "read"
+
+
+def connects(path: str) -> bool:
+    """Whether a Unix socket accepts a connection from us."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(2)
+        try:
+            client.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def is_socket(entry: os.DirEntry[str]) -> bool:
+    """Whether the entry is a Unix socket (a regular file, directory or link is asked no more)."""
+    if entry.is_file(follow_symlinks=False) or entry.is_symlink():
+        return False
+    try:
+        return stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def named_like_secrets() -> dict[str, str]:
+    """Every file named like a secret or a data file, and every socket: path -> read/denied."""
+    secret_name = re.compile("|".join(fnmatch.translate(pattern) for pattern in SECRET_FILE_NAMES))
+    found: dict[str, str] = {}
+    pending = ["/"]
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:
+            continue  # a directory we may not list: what is in it is refused to us
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if entry.path not in SKIPPED_TREES:
+                    pending.append(entry.path)
+            elif secret_name.match(entry.name) or is_socket(entry):
+                found[entry.path] = try_open(entry.path) or "denied"
+    return found
+
+
+def mounts() -> list[tuple[str, str, str]]:
+    """(mount point, what is mounted, ro/rw) of everything besides the image, /proc etc. aside."""
+    found = []
+    with open("/proc/self/mountinfo") as table:
+        for line in table:
+            fields = line.split()
+            point, source = (field.replace("\\040", " ") for field in (fields[4], fields[3]))
+            if point != "/" and not point.startswith(SKIPPED_TREES):
+                found.append((point, source, fields[5].split(",")[0]))
+    return found
+
+
+def volumes() -> dict[str, list[str]]:
+    """Docker volumes mounted here: mount point -> [volume name, ro/rw] (docker's volumes/NAME/_data)."""
+    found = {}
+    for point, source, mode in mounts():
+        parts = source.rstrip("/").split("/")
+        if len(parts) >= 3 and parts[-1] == "_data" and parts[-3] == "volumes":
+            found[point] = [parts[-2], mode]
+    return found
+
+
+def files_under(paths: list[str]) -> list[str]:
+    """The regular files at or under `paths` that we can see."""
+    files = []
+    for path in paths:
+        if os.path.isfile(path):
+            files.append(path)
+        for top, _, names in os.walk(path):
+            files.extend(os.path.join(top, name) for name in names)
+    return sorted(set(files))
+
+
+def process_files() -> list[str]:
+    """Environment and command line of every process this container shows us."""
+    pids = [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    return [f"/proc/{pid}/{what}" for pid in pids for what in ("environ", "cmdline")]
+
+
+def values_found(needles: dict[str, list[str]], paths: list[str]) -> dict[str, list[str]]:
+    """label -> the readable paths holding any of its needles."""
+    encoded = {label: [n.encode() for n in values if n] for label, values in needles.items()}
+    hits: dict[str, list[str]] = {}
+    for path in paths:
+        try:
+            if os.path.getsize(path) > MAX_SCANNED_BYTES:
+                continue
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_SCANNED_BYTES)
+        except OSError:
+            continue  # not readable by us: nothing leaks from it
+        for label, values in encoded.items():
+            if any(value in data for value in values):
+                hits.setdefault(label, []).append(path)
+    return hits
+
+
+def open_ports(ports: list[int]) -> list[int]:
+    """Which of `ports` accept a TCP connection on this container's loopback."""
+    reachable = []
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as client:
+            client.settimeout(2)
+            if client.connect_ex(("127.0.0.1", port)) == 0:
+                reachable.append(port)
+    return reachable
+
+
+def namespaces() -> dict[str, str]:
+    """The process, IPC and network namespaces we are in (e.g. 'pid:[4026532385]')."""
+    return {kind: os.readlink(f"/proc/self/ns/{kind}") for kind in NAMESPACES}
+
+
+def main() -> None:
+    """Read the request from stdin, print the report."""
+    request = json.load(sys.stdin)
+    scanned = files_under([point for point, _, _ in mounts()] + request.get("scan", [])) + process_files()
+    report = {
+        "uid": os.getuid(),
+        "namespaces": namespaces(),
+        "volumes": volumes(),
+        "files": named_like_secrets(),
+        "values": values_found(request.get("values", {}), scanned),
+        "ports": open_ports(request.get("ports", [])),
+    }
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
