@@ -55,10 +55,19 @@ def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
 
 
 def set_role_passwords(dsn: str, passwords: dict[str, str]) -> None:
-    """Give login roles their passwords (taken from the deployment's secret store, never the repo)."""
+    """Give login roles their passwords (taken from the deployment's secret store, never the repo).
+
+    Each password is sent as its SCRAM-SHA-256 verifier, computed here by libpq (as psql's password
+    command does), never in clear: `ALTER ROLE ... PASSWORD` is DDL, and a server that logs
+    DDL (`log_statement = ddl`, common for change auditing) or a failing statement would write a
+    plaintext password into its log.
+    """
     with psycopg.connect(dsn, autocommit=True) as conn:
         for role, password in passwords.items():
-            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+            verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256")
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier.decode()))
+            )
 
 
 def main() -> int:
