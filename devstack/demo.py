@@ -109,7 +109,7 @@ def analyst_identity(env: dict[str, str]) -> ClientIdentity:
 def _reveal_one(env: dict[str, str], token: str) -> None:
     with VaultClient.connect(env["TOKENVAULT_GRPC_ADDRESS"], analyst_identity(env), deadline=10) as vault:
         try:
-            (result,) = vault.detokenize([token], purpose="make run demo: show one reveal")
+            (result,) = vault.detokenize([token], purpose="DEMO-MAKE-RUN")
         except VaultClientError as error:
             console.print(f"  Detokenize refused: {error}")
             return

@@ -32,7 +32,11 @@ DEAD_LETTERS_STEP = (
     " `dead-letters show` prints them and a `dead-letters resend` stores them again under new tokens."
 )
 """Printed after an erasure: the vault cannot reach the DLQ, whose operator can open every dead letter."""
-PURPOSE_HELP = "Why: a ticket or case reference (never personal data). Written to the audit log."
+PURPOSE_HELP = (
+    "Why: a case or ticket reference such as INC-4821 or GDPR-2026-0042 (letters and digits in groups"
+    " joined by - _ / . : #, starting with a letter, at most 64 characters; no blanks, never personal data"
+    " nor the value concerned). Written to the audit log for good."
+)
 FORMAT_OPTION = click.option(
     "--format",
     "-o",

@@ -9,9 +9,10 @@ would say the same thing) and cheap (a few substring searches per message).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from functools import lru_cache
+
+from tokenvault_common.ip_spellings import ip_forms
 
 OWN_VALUE_PROBLEM = "the event_id attribute must be an opaque id, but it holds the event's own {field}"
 """The reason of an id that carries its own event's ip or device id; it never quotes the value."""
@@ -22,8 +23,6 @@ non-alphanumerics): a 1-3 character id would otherwise be found by chance in opa
 MIN_COMPACT_DEVICE_ID = 12
 """The device id without its separators (6D92078A82464BA4...) is searched for only from this
 length: shorter runs of digits are common in counters."""
-MIN_NUMBER_TO_SEARCH = 2**24
-"""The number forms of an ip are searched from 1.0.0.0 up (0.0.0.0/8 is "this network")."""
 _NOT_ALNUM = re.compile(r"[^0-9a-z]")
 
 
@@ -44,7 +43,7 @@ def own_value_in(event_id: str, ip: str, device_id: str) -> str | None:
 
 
 def _holds_ip(folded: str, ip: str) -> bool:
-    spelled, numbers = _ip_forms(ip)
+    spelled, numbers = ip_forms(ip)
     if any(form in folded for form in spelled):
         return True
     # A whole number only: the plain substring test first (fast), the bounds only where it is there.
@@ -53,8 +52,6 @@ def _holds_ip(folded: str, ip: str) -> bool:
     )
 
 
-_DECIMAL = frozenset("0123456789")
-_HEX = frozenset("0123456789abcdef")
 _ALNUM = frozenset("0123456789abcdefghijklmnopqrstuvwxyz")
 
 
@@ -76,26 +73,6 @@ def _bounded_in(folded: str, text: str, alphabet: frozenset[str], leading_zeros:
             return True
         start = folded.find(text, start + 1)
     return False
-
-
-@lru_cache(maxsize=4096)
-def _ip_forms(ip: str) -> tuple[tuple[str, ...], tuple[tuple[str, frozenset[str]], ...]]:
-    """The ip's spellings searched as substrings, and its number forms searched as whole numbers."""
-    written = ip.strip().casefold()
-    try:
-        address = ipaddress.ip_address(written.split("%", 1)[0])
-    except ValueError:
-        return (written,), ()
-    mapped = getattr(address, "ipv4_mapped", None)
-    address = mapped or address
-    spelled = {written, str(address)}
-    if address.version == 6:
-        spelled.add(address.exploded)
-    number = int(address)
-    if number < MIN_NUMBER_TO_SEARCH:  # 0.x.x.x is no client's address; its small number is any counter's
-        return tuple(spelled), ()
-    numbers = ((str(number), _DECIMAL), (f"{number:x}", _HEX))
-    return tuple(spelled), numbers
 
 
 def _holds_device_id(folded: str, device_id: str) -> bool:

@@ -106,7 +106,7 @@ class Load:
             n += 1
             sample = known[(n * 53) % len(known) :][:40]
             try:
-                results = revealed(self.analyst, [t for _, t in sample], "rotation load")
+                results = revealed(self.analyst, [t for _, t in sample], "ROTATION-LOAD")
             except VaultClientError as error:
                 self.failures.append(f"detokenize: {error}")
                 continue
@@ -170,7 +170,7 @@ def test_every_rotation_under_load_changes_no_token_and_fails_no_call(
         admin.wrapper.unwrap(old)  # a key wrapped before the rotation no longer opens
     with running_vault(stack_env) as restarted:  # a fresh start unwraps everything with the new version only
         investigator = client_for("fraud-investigator", restarted.address)
-        assert revealed(investigator, [known[v] for v in values[:50]], "after rotation") == values[:50]
+        assert revealed(investigator, [known[v] for v in values[:50]], "CASE-AFTER-ROTATION") == values[:50]
     with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
         actions = [
             r[0] for r in conn.execute("SELECT action FROM vault.audit_log WHERE client = 'admin:test'").fetchall()
@@ -222,4 +222,4 @@ def test_a_killed_reencryption_job_resumes_where_it_stopped(
     assert "re-encrypted" in out
     assert admin.rotation("admin:test-kill").status().rows_to_reencrypt == 0
     investigator = client_for("fraud-investigator")
-    assert revealed(investigator, tokens[:100] + tokens[-100:], "after resume") == values[:100] + values[-100:]
+    assert revealed(investigator, tokens[:100] + tokens[-100:], "CASE-AFTER-RESUME") == values[:100] + values[-100:]

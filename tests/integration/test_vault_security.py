@@ -197,7 +197,7 @@ def test_erasure_forgets_the_value_everywhere_and_is_audited(stack_env: dict[str
         assert again.results[0].error.code == grpc.StatusCode.NOT_FOUND.value[0]
 
         detok = stub_for("fraud-investigator").Detokenize(
-            vault_pb2.DetokenizeRequest(tokens=[token], purpose="after erasure"), timeout=10
+            vault_pb2.DetokenizeRequest(tokens=[token], purpose="CASE-AFTER-ERASURE"), timeout=10
         )
         assert detok.results[0].error.code == grpc.StatusCode.NOT_FOUND.value[0]
         new_token = etl.Tokenize(item, timeout=10).results[0].token
@@ -233,21 +233,21 @@ def test_audit_chain_verifies_and_reports_the_first_tampered_row(
 ) -> None:
     analyst = stub_for("analyst")
     for n in range(3):
-        analyst.Detokenize(vault_pb2.DetokenizeRequest(tokens=["ip_" + "D" * 22], purpose=f"chain {n}"), timeout=10)
+        analyst.Detokenize(vault_pb2.DetokenizeRequest(tokens=["ip_" + "D" * 22], purpose=f"CHAIN-{n}"), timeout=10)
     vault.wait_for_checkpoint()  # run alone, the session's vault has exported none yet
     intact = _verify(stack_env)
     assert intact.returncode == 0, intact.stdout + intact.stderr
     assert "audit log intact" in intact.stdout
 
     with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
-        (target,) = conn.execute("SELECT id FROM vault.audit_log WHERE purpose = 'chain 1'").fetchone()  # type: ignore[misc]
+        (target,) = conn.execute("SELECT id FROM vault.audit_log WHERE purpose = 'CHAIN-1'").fetchone()  # type: ignore[misc]
         # A superuser bypasses the append-only trigger to rewrite history, as an attacker would.
         conn.execute("SET session_replication_role = replica")
         conn.execute("UPDATE vault.audit_log SET purpose = 'nothing to see' WHERE id = %s", (target,))
         try:
             tampered = _verify(stack_env)
         finally:
-            conn.execute("UPDATE vault.audit_log SET purpose = 'chain 1' WHERE id = %s", (target,))
+            conn.execute("UPDATE vault.audit_log SET purpose = 'CHAIN-1' WHERE id = %s", (target,))
     assert tampered.returncode == 1
     assert f"TAMPERED from record id {target}" in tampered.stdout
     assert _verify(stack_env).returncode == 0

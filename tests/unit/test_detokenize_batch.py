@@ -134,7 +134,7 @@ def test_a_mixed_call_reveals_each_token_as_alone_and_audits_the_revealed_in_ord
     tokens = [*issued, "ip_" + "A" * 22, "junk", "dev_" + "B" * 22, issued[0]]  # a repeat too
     random.Random(7).shuffle(tokens)
 
-    outcomes = vault.detokenize(client, tokens, "case 7")
+    outcomes = vault.detokenize(client, tokens, "CASE-7")
 
     expected = [_reference(vault, store, client, t) for t in tokens]
     assert [type(o) for o in outcomes] == [type(e) for e in expected]
@@ -154,13 +154,13 @@ def test_a_call_whose_tokens_all_reveal_gives_the_same_outcomes_as_one_call_per_
     keys.start()
     vault = TokenVault(store, keys, POLICY, FakeAuditLog())
     tokens = [str(t) for t in vault.tokenize("etl", [(TokenType.IP, f"10.2.0.{i}") for i in range(20)])]
-    together = vault.detokenize("analyst", tokens, "case 8")
-    alone = [vault.detokenize("analyst", [t], "case 8")[0] for t in tokens]
+    together = vault.detokenize("analyst", tokens, "CASE-8")
+    alone = [vault.detokenize("analyst", [t], "CASE-8")[0] for t in tokens]
     assert together == alone
     assert [type(o) for o in together] == [Revealed] * 20
     assert together[5] == Revealed(TokenType.IP, "10.2.0.5", RevealLevel.PLAIN)
     # One key and one type, with failures among them: the values still land at their positions.
-    some = vault.detokenize("analyst", ["junk", tokens[3], "ip_" + "C" * 22, tokens[4]], "case 8")
+    some = vault.detokenize("analyst", ["junk", tokens[3], "ip_" + "C" * 22, tokens[4]], "CASE-8")
     assert [type(o) for o in some] == [InvalidValue, Revealed, TokenNotFound, Revealed]
     assert some[1] == alone[3] and some[3] == alone[4]
 

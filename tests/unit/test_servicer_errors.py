@@ -47,7 +47,7 @@ def test_an_unexpected_error_becomes_internal_with_no_detail_of_it() -> None:
     context = FakeContext()
     with pytest.raises(Aborted):
         servicer.Detokenize(
-            vault_pb2.DetokenizeRequest(tokens=["ip_" + "A" * 22], purpose="case 1"),
+            vault_pb2.DetokenizeRequest(tokens=["ip_" + "A" * 22], purpose="CASE-1"),
             context,  # type: ignore[arg-type]
         )
     assert context.aborted is not None

@@ -69,13 +69,13 @@ def test_detokenize_reveals_per_policy_and_audits_counts_not_values() -> None:
     audit = FakeAuditLog()
     vault = make_vault(audit)
     ip_token, device_token = vault.tokenize("etl", [(TokenType.IP, "10.0.0.1"), (TokenType.DEVICE_ID, "593-47-5928")])
-    results = vault.detokenize("analyst", [str(ip_token), str(device_token), "ip_" + "A" * 22, "junk"], "case 42")
+    results = vault.detokenize("analyst", [str(ip_token), str(device_token), "ip_" + "A" * 22, "junk"], "CASE-42")
     assert results[0] == Revealed(TokenType.IP, "10.0.0.1", RevealLevel.PLAIN)
     assert results[1] == Revealed(TokenType.DEVICE_ID, "***-**-5928", RevealLevel.MASKED)
     assert isinstance(results[2], TokenNotFound)
     assert isinstance(results[3], InvalidValue)
     (event,) = audit.events
-    assert (event.client, event.purpose, event.item_count) == ("analyst", "case 42", 4)
+    assert (event.client, event.purpose, event.item_count) == ("analyst", "CASE-42", 4)
     assert "10.0.0.1" not in repr(event) and str(ip_token) not in repr(event)
 
 
@@ -117,7 +117,7 @@ def test_nothing_is_revealed_when_the_audit_cannot_be_written() -> None:
     (token,) = make_vault(store=store).tokenize("etl", [(TokenType.IP, "10.0.0.1")])
     failing = make_vault(FakeAuditLog(fail=True), store)
     with pytest.raises(OSError):
-        failing.detokenize("analyst", [str(token)], "case 1")
+        failing.detokenize("analyst", [str(token)], "CASE-1")
 
 
 def test_keys_are_created_once_and_reused_by_a_second_replica() -> None:
@@ -163,7 +163,7 @@ def test_rotated_keys_are_picked_up_by_a_replica_that_had_not_seen_them() -> Non
     (token,) = stale.tokenize("etl", [(TokenType.IP, "10.8.8.8")])
     assert tokens.rows[str(token)].dek_id == key_store.generation().encryption_id
     fresh = TokenVault(tokens, fresh_keys, POLICY, FakeAuditLog())
-    (revealed,) = fresh.detokenize("analyst", [str(token)], "case 9")  # a DEK it never loaded
+    (revealed,) = fresh.detokenize("analyst", [str(token)], "CASE-9")  # a DEK it never loaded
     assert isinstance(revealed, Revealed) and revealed.value == "10.8.8.8"
 
 

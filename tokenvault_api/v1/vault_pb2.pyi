@@ -280,7 +280,10 @@ class DetokenizeRequest(_message.Message):
     PURPOSE_FIELD_NUMBER: _builtins.int
     AS_COLUMN_FIELD_NUMBER: _builtins.int
     purpose: _builtins.str
-    """Why the values are needed (ticket, case number ...); written to the audit log."""
+    """Why the values are needed: a case or ticket reference such as INC-4821 (letters and digits
+    in groups joined by - _ / . : #, starting with a letter, at most 64 characters), never
+    personal data nor a value this call reveals; written to the audit log for good.
+    """
     as_column: _builtins.bool
     """Ask for the compact form: the answer comes in DetokenizeResponse.column (one column
     for the whole call) instead of one DetokenizeResult per token. Cheaper to build and
@@ -453,7 +456,9 @@ class EraseRequest(_message.Message):
     TOKENS_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
     purpose: _builtins.str
-    """Why the values are erased (erasure request number ...); written to the audit log."""
+    """Why the values are erased: the erasure request's reference such as GDPR-2026-0042 (the form
+    of DetokenizeRequest.purpose), never a value this call erases; written to the audit log for good.
+    """
     @_builtins.property
     def tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(

@@ -1,20 +1,57 @@
 """What a purpose may hold: a case or ticket reference (`INC-4821`, `GDPR-2026-0042`), never PII.
 
-The purpose is stored in the append-only audit log, where erasure cannot reach it; a value or
-token written there would outlive its erasure. So a purpose that carries an IP address, a
-token, an e-mail address, a hardware address, a device-id-like or other long number is refused,
-saying why.
+The purpose is stored in the append-only, hash-chained audit log, where erasure cannot reach it:
+a value or token written there outlives its erasure, and removing it later breaks the chain. So:
+
+- a purpose has the form of a reference (`REFERENCE_FORM`): ASCII letters and digits in groups
+  joined by one of `- _ / . : #`, starting with a letter, at most 64 characters. No blanks, so
+  no free text: a name, a street address or "device SM-..." does not fit;
+- a purpose that carries an IP address, a token, an e-mail address, a hardware address, a
+  device-id-like or other long number is refused, saying why (checked first, for that reason);
+- the vault refuses a Detokenize or Erase whose purpose spells one of the values that very call
+  reveals or erases (`values_spelled_by`; compared in vault_service.service.revealing).
+
+A form cannot tell a name written as a reference (`CASE-1-Smith`) from a ticket; it keeps out
+everything that needs blanks, and the checks above keep out what the vault can recognize.
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
-from tokenvault_common.pii_text import ISO_DATE_TIME, SEPARATOR, address_in, undefanged, visible
+from tokenvault_common.ip_spellings import ips_spelled_by
+from tokenvault_common.pii_text import IP_ADDRESS, ISO_DATE_TIME, SEPARATOR, address_in, undefanged, visible
 from vault_service.domain.errors import InvalidRequest
 from vault_service.domain.token_types import TokenType
 
-MAX_PURPOSE_LENGTH = 512
+MAX_PURPOSE_LENGTH = 64
+"""Room for the longest usual references (`GDPR-2026-0042/INC-4821`, `SECOPS-2026-000123:step-2`)
+with margin; little room for anything else, and a bound on the pieces `values_spelled_by` reads."""
+REFERENCE_SEPARATORS = "-_/.:#"
+REFERENCE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_/.:#][A-Za-z0-9]+)*", re.ASCII)
+"""A case or ticket reference: letters and digits in groups joined by single separators, starting with a letter."""
+NOT_A_REFERENCE = (
+    "purpose must be a case or ticket reference such as INC-4821 or GDPR-2026-0042: letters and digits,"
+    " groups joined by one of - _ / . : #, starting with a letter, no blanks; not a description"
+    " (names, addresses or the device or value concerned belong in the case, not in the purpose)"
+)
+HOLDS_OWN_VALUE = (
+    "purpose must not contain a value this call reveals or erases: give a case or ticket reference"
+    " such as INC-4821 (the purpose is kept in the audit log for good)"
+)
+_SHORT_DOTTED_NUMBER = re.compile(r"(?<![0-9A-Za-z.])(?:\d{1,3}\.){1,2}\d{3,}(?![0-9A-Za-z.])", re.ASCII)
+"""`203.0.29447`, `203.29447`: the short forms `inet_aton` (and so `ping`, browsers) read as an IPv4 address."""
+_SEGMENT_SEPARATORS = re.compile(r"([-_/.:#])")
+_IP_JOINS = frozenset(".:")
+
+
+class PurposeHoldsOwnValue(InvalidRequest):
+    """The purpose of a Detokenize or Erase spells a value that call reveals or erases."""
+
+    def __init__(self) -> None:
+        super().__init__(HOLDS_OWN_VALUE)
+
 
 _PREFIXES = "|".join(t.prefix for t in TokenType)
 _TOKEN = re.compile(
@@ -30,22 +67,68 @@ _ID_NUMBER = re.compile(r"(?<!\d)\d{3}(?:" + SEPARATOR + r")?\d{2}(?:" + SEPARAT
 
 def check_purpose(purpose: str) -> None:
     """Raise InvalidRequest with the reason unless `purpose` is a short printable reference without PII."""
-    if not purpose.strip():
-        raise InvalidRequest("purpose is required: say why (ticket, case or request id)")
-    if not purpose.isprintable():
-        raise InvalidRequest("purpose must be printable text: no control characters or line breaks")
+    reason = unfit_purpose(purpose)
+    if reason is not None:
+        raise InvalidRequest(reason)
+
+
+def unfit_purpose(purpose: str) -> str | None:
+    """Why `purpose` is refused (a message a person can act on), or None when it is fit to keep."""
     if len(purpose) > MAX_PURPOSE_LENGTH:
-        raise InvalidRequest(f"purpose is longer than {MAX_PURPOSE_LENGTH} characters")
+        return (
+            f"purpose is longer than {MAX_PURPOSE_LENGTH} characters: give a case or ticket reference such as INC-4821"
+        )
+    return _unfit_short_purpose(purpose)
+
+
+@lru_cache(maxsize=1024)
+def _unfit_short_purpose(purpose: str) -> str | None:
+    """`unfit_purpose` of a purpose within the length limit, cached.
+
+    A client's purposes repeat from call to call, and the detectors cost microseconds to tens of
+    microseconds per call; only short purposes are kept (at most 1024 of 64 characters).
+    """
+    if not purpose.strip():
+        return "purpose is required: say why (ticket, case or request id)"
+    if not purpose.isprintable():
+        return "purpose must be printable text: no control characters or line breaks"
     reason = pii_in(purpose)
     if reason:
-        raise InvalidRequest(
-            f"purpose must not contain personal data ({reason}); give a case or ticket reference such as INC-4821"
-        )
+        return f"purpose must not contain personal data ({reason}); give a case or ticket reference such as INC-4821"
     if not visible(purpose).isascii():
-        raise InvalidRequest(
+        return (
             "purpose must be plain ASCII text, a case or ticket reference such as INC-4821: other characters"
             " can make an address or a token look like something else"
         )
+    if not REFERENCE_FORM.fullmatch(purpose):
+        return NOT_A_REFERENCE
+    return None
+
+
+@lru_cache(maxsize=64)
+def values_spelled_by(purpose: str) -> frozenset[str]:
+    """The values (case-folded, as the vault normalizes them) a reference-form `purpose` could spell.
+
+    Every run of whole groups (`GDPR-2026-801-SM-G991B-ATK8Q7ZX` holds `SM-G991B-ATK8Q7ZX`), read
+    as a device id as written and, where its groups are joined by `.` or `:` only, as an ip in any
+    spelling (`tokenvault_common.ip_spellings`). A value revealed or erased is compared with this
+    set (one membership test per value); it is derived once per distinct purpose (cached: a
+    client's purposes repeat). At most 32 groups: at most 528 runs, a few kB; 64 purposes are kept.
+    """
+    pieces = _SEGMENT_SEPARATORS.split(purpose.casefold())
+    groups, joins = pieces[0::2], pieces[1::2]
+    spelled: set[str] = set()
+    for first in range(len(groups)):
+        run = groups[first]
+        ip_shaped = True
+        for last in range(first, len(groups)):
+            if last > first:
+                run = f"{run}{joins[last - 1]}{groups[last]}"
+                ip_shaped = ip_shaped and joins[last - 1] in _IP_JOINS
+            spelled.add(run)
+            if ip_shaped:
+                spelled.update(ips_spelled_by(run))
+    return frozenset(spelled)
 
 
 def pii_in(purpose: str) -> str | None:
@@ -61,6 +144,8 @@ def pii_in(purpose: str) -> str | None:
     address = address_in(text, broad=True)
     if address:
         return address
+    if any(int(m[0].rpartition(".")[2]) > 255 and ips_spelled_by(m[0]) for m in _SHORT_DOTTED_NUMBER.finditer(text)):
+        return IP_ADDRESS
     if _ID_NUMBER.search(ISO_DATE_TIME.sub(" ", text)):
         return "it holds an identifier-like number (8 or more digits, or ddd-dd-dddd)"
     return None

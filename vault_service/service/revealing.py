@@ -2,6 +2,8 @@
 
 Values are opened in groups of one data key and one token type (one decrypt per value, the
 results made in C); the audit log keeps a keyed hash of each revealed token, never the token.
+A call whose purpose spells one of the values it opens is refused (`PurposeHoldsOwnValue`) before
+anything is audited or shown: the purpose is kept in the audit log for good.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from vault_service.domain.errors import (
 )
 from vault_service.domain.masking import mask
 from vault_service.domain.policy import RevealLevel
+from vault_service.domain.purpose import PurposeHoldsOwnValue
 from vault_service.domain.token_types import TokenType
 from vault_service.service.ports import StoredToken
 
@@ -62,11 +65,14 @@ def reveal(
     types: Sequence[TokenType | None],
     levels: dict[TokenType, RevealLevel],
     rows: Mapping[str, StoredToken],
+    spelled: frozenset[str] = frozenset(),
 ) -> list[DetokenizeOutcome]:
     """Each token's outcome, in order; the values are opened in groups of one data key and type.
 
     Per token this is one pass that sorts it into its group (or decides its error) and one
-    decrypt; the Revealed tuples of a group are made in C.
+    decrypt; the Revealed tuples of a group are made in C. Raises PurposeHoldsOwnValue when an
+    opened value is among `spelled` (the values the purpose spells, `values_spelled_by`): one
+    set test per value, in C.
     """
     outcomes: list[DetokenizeOutcome | None] = [None] * len(tokens)
     by_id = {id(token_type): (token_type, level) for token_type, level in levels.items()}
@@ -91,6 +97,8 @@ def reveal(
     for (dek_id, type_id), (positions, group_tokens, sealed) in groups.items():
         token_type, level = by_id[type_id]
         values, failure = _open(keys, dek_id, token_type, group_tokens, sealed)
+        if _spells_one_of(spelled, token_type, values):
+            raise PurposeHoldsOwnValue()
         if level is not RevealLevel.PLAIN:
             values = [mask(token_type, v) if v is not None else None for v in values]
         made: list[DetokenizeOutcome] = list(
@@ -113,6 +121,37 @@ def reveal(
         for position, outcome in zip(positions, made, strict=True):
             outcomes[position] = outcome
     return outcomes  # type: ignore[return-value]  # every position is set above
+
+
+def purpose_spells_a_stored_value(
+    keys: KeySource,
+    spelled: frozenset[str],
+    tokens: Sequence[str],
+    types: Sequence[TokenType | None],
+    rows: Mapping[str, StoredToken],
+) -> bool:
+    """Whether a value stored for `tokens` (those that open) is among `spelled`: checked before an erasure."""
+    groups: dict[tuple[int, TokenType], tuple[list[str], list[bytes]]] = {}
+    for token, token_type in zip(tokens, types, strict=True):
+        row = rows.get(token)
+        if token_type is not None and row is not None and row.sealed is not None:
+            group = groups.setdefault((row.dek_id, token_type), ([], []))
+            group[0].append(token)
+            group[1].append(row.sealed)
+    return any(
+        _spells_one_of(spelled, token_type, _open(keys, dek_id, token_type, group_tokens, sealed)[0])
+        for (dek_id, token_type), (group_tokens, sealed) in groups.items()
+    )
+
+
+def _spells_one_of(spelled: frozenset[str], token_type: TokenType, values: list[str | None]) -> bool:
+    """Whether one of `values` (None: did not open) is among `spelled` (case-folded).
+
+    Stored ips are canonical, hence already lower case; device ids are compared case-folded.
+    """
+    if token_type is TokenType.IP:
+        return not spelled.isdisjoint(values)
+    return not spelled.isdisjoint(map(str.casefold, filter(None, values)))
 
 
 def _open(

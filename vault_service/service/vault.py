@@ -24,14 +24,20 @@ from vault_service.domain.errors import (
 )
 from vault_service.domain.identity import Caller
 from vault_service.domain.policy import AccessPolicy
-from vault_service.domain.purpose import check_purpose
+from vault_service.domain.purpose import PurposeHoldsOwnValue, check_purpose, values_spelled_by
 from vault_service.domain.rate_limit import RateLimiter, exact
 from vault_service.domain.token_types import TokenType, normalize_many
 from vault_service.domain.tokens import new_tokens, types_of_tokens
 from vault_service.service.keyring import KeyManager, KeyRing
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 from vault_service.service.ports import AuditLog, NewTokenRow, StaleKeys, TokenStore
-from vault_service.service.revealing import DetokenizeOutcome, Revealed, reveal, reveal_hasher
+from vault_service.service.revealing import (
+    DetokenizeOutcome,
+    Revealed,
+    purpose_spells_a_stored_value,
+    reveal,
+    reveal_hasher,
+)
 from vault_service.service.token_cache import TokenCache
 
 log = logging.getLogger(__name__)
@@ -280,7 +286,11 @@ class TokenVault:
         rows = self._tokens.fetch(list(set(compress(tokens, types))))  # well-formed tokens, once each
         # One policy lookup per token type in the call, not per token.
         levels = {member: self._policy.reveal_level(caller.name, member) for member in present}
-        outcomes = reveal(self._keys, caller.name, tokens, types, levels, rows)
+        try:  # opened, then compared with the purpose, then audited, then shown
+            outcomes = reveal(self._keys, caller.name, tokens, types, levels, rows, values_spelled_by(purpose))
+        except PurposeHoldsOwnValue as error:
+            self._audit_refusal(caller, "detokenize", error, len(tokens), "", token_types)  # without the purpose
+            raise
         hash_of = reveal_hasher(self._keys.ring.audit_key)
         if list(map(type, outcomes)).count(Revealed) == len(outcomes):
             revealed = list(map(hash_of, tokens))
@@ -336,6 +346,12 @@ class TokenVault:
             else:
                 outcomes.append(None)
                 erasable.append(token)
+        if erasable and purpose_spells_a_stored_value(
+            self._keys, values_spelled_by(purpose), erasable, types_of_tokens(erasable), self._tokens.fetch(erasable)
+        ):
+            holds_own_value = PurposeHoldsOwnValue()
+            self._audit_refusal(caller, "erase", holds_own_value, len(tokens), "", token_types)  # without the purpose
+            raise holds_own_value
         # The erasure and its audit row commit together (vault.erase_tokens); the row keeps the
         # keyed hash of each token it erased, as a reveal's does, so who-saw names the erasure.
         hashes = tuple(map(reveal_hasher(self._keys.ring.audit_key), erasable))

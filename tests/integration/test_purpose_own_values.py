@@ -1,0 +1,135 @@
+"""A Detokenize or Erase whose purpose holds the call's own value is refused, audited without it.
+
+Insider round 8, break 1 (docs/threat-model.md, *What the audit trail proves*): the purpose is kept
+for good in the hash-chained audit log, so a privacy officer naming the device in the erasure's
+purpose (`GDPR-2026-801-SM-G991B-ATK8Q7ZX`) left the erased value where erasure cannot reach it.
+The vault opens the values of the call, compares them with every value the purpose can spell
+(as written, any case; an ip also in hex or in an `inet_aton` short form) and refuses the call
+with INVALID_ARGUMENT: nothing revealed or erased, the refusal audited with an empty purpose.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import grpc
+import psycopg
+import pytest
+
+from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+
+StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
+Values = dict[str, str]  # "ip", "device" -> value; "ip_token", "device_token" -> token
+
+
+def _device_id() -> str:
+    """A made-up device id of a common shape whose random part is letters only (no number detector fires)."""
+    n = uuid.uuid4().int
+    return "SM-G991B-" + "".join(chr(ord("A") + (n >> (5 * i)) % 26) for i in range(8))
+
+
+IP = "203.0.113.7"
+"""A documentation address; its hex forms (cb007107) pass the pattern detector, as the attack showed.
+Not fresh: tokenizing it again after the last test's erasure issues a new token."""
+
+
+OWN_VALUE = "PurposeHoldsOwnValue"
+"""The refusal of a purpose holding the call's own value; the short form is refused as an address by any call."""
+_SPELLINGS: list[tuple[Callable[[Values], str], str, str]] = [
+    (lambda v: f"GDPR-2026-801-{v['device']}", OWN_VALUE, "the device id as written, after a reference"),
+    (lambda v: f"CASE-2026-801:{v['device'].lower()}", OWN_VALUE, "the device id in lower case"),
+    (lambda v: v["device"], OWN_VALUE, "the device id alone (it has the form of a reference)"),
+    (lambda v: "INC-cb007107", OWN_VALUE, "the ip as hex without 0x"),
+    (lambda v: "INC-CB007107-review", OWN_VALUE, "the ip as upper-case hex"),
+    (lambda v: "INC-203.28935", "InvalidRequest", "the ip in an inet_aton short form"),
+]
+_PARAMS = [pytest.param(spell, refusal, id=why) for spell, refusal, why in _SPELLINGS]
+
+
+@pytest.fixture
+def values(stub_for: StubFor) -> Values:
+    """The ip and a fresh device id, tokenized as the ETL."""
+    ip, device = IP, _device_id()
+    items = [
+        vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=ip),
+        vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_DEVICE_ID, value=device),
+    ]
+    ip_result, device_result = (
+        stub_for("etl-service").Tokenize(vault_pb2.TokenizeRequest(items=items), timeout=10).results
+    )
+    return {"ip": ip, "device": device, "ip_token": ip_result.token, "device_token": device_result.token}
+
+
+def _last_audit_id(env: dict[str, str]) -> int:
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        row = conn.execute("SELECT coalesce(max(id), 0) FROM vault.audit_log").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _audited_since(env: dict[str, str], after: int, client: str, values: Values, purpose: str) -> list[tuple[str, str]]:
+    """(action, outcome) of `client`'s rows after `after`; asserts that no row holds the purpose or a value."""
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        holding = conn.execute(
+            "SELECT count(*) FROM vault.audit_log WHERE purpose = %s OR lower(purpose) LIKE ANY(%s)",
+            (purpose, [f"%{values['device'].lower()}%", f"%{values['ip']}%"]),
+        ).fetchone()
+        rows = conn.execute(
+            "SELECT action, outcome, purpose FROM vault.audit_log WHERE id > %s AND client = %s ORDER BY id",
+            (after, client),
+        ).fetchall()
+    assert holding == (0,), "an audit row holds the purpose or one of the call's values"
+    assert all(kept == "" for _, _, kept in rows), rows
+    return [(action, outcome) for action, outcome, _ in rows]
+
+
+def _refused(call: Callable[[], object], values: Values) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        call()
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+    details = (refused.value.details() or "").lower()
+    assert "purpose must not contain" in details and "such as inc-4821" in details
+    assert values["device"].lower() not in details and values["ip"] not in details
+
+
+@pytest.mark.parametrize(("spell", "refusal"), _PARAMS)
+def test_a_reveal_whose_purpose_holds_its_own_value_is_refused_and_audited_without_it(
+    stack_env: dict[str, str], stub_for: StubFor, values: Values, spell: Callable[[Values], str], refusal: str
+) -> None:
+    purpose = spell(values)
+    investigator = stub_for("fraud-investigator")
+    before = _last_audit_id(stack_env)
+    request = vault_pb2.DetokenizeRequest(tokens=[values["ip_token"], values["device_token"]], purpose=purpose)
+    _refused(lambda: investigator.Detokenize(request, timeout=10), values)
+    audited = _audited_since(stack_env, before, "fraud-investigator", values, purpose)
+    assert audited == [("detokenize", f"refused: {refusal}")]
+
+
+@pytest.mark.parametrize(("spell", "refusal"), _PARAMS)
+def test_an_erasure_whose_purpose_holds_its_own_value_is_refused_and_erases_nothing(
+    stack_env: dict[str, str], stub_for: StubFor, values: Values, spell: Callable[[Values], str], refusal: str
+) -> None:
+    purpose = spell(values)
+    tokens = [values["ip_token"], values["device_token"]]
+    before = _last_audit_id(stack_env)
+    erase = vault_pb2.EraseRequest(tokens=tokens, purpose=purpose)
+    _refused(lambda: stub_for("privacy-officer").Erase(erase, timeout=10), values)
+    audited = _audited_since(stack_env, before, "privacy-officer", values, purpose)
+    assert audited == [("erase", f"refused: {refusal}")]
+    check = vault_pb2.DetokenizeRequest(tokens=tokens, purpose="CASE-2026-801-CHECK")
+    results = stub_for("fraud-investigator").Detokenize(check, timeout=10).results
+    assert [r.value.value for r in results] == [values["ip"], values["device"]], "a value was erased"
+
+
+def test_a_reference_not_holding_the_calls_values_reveals_and_erases_as_before(
+    stack_env: dict[str, str], stub_for: StubFor, values: Values
+) -> None:
+    tokens = [values["ip_token"], values["device_token"]]
+    check = vault_pb2.DetokenizeRequest(tokens=tokens, purpose="GDPR-2026-0042")
+    results = stub_for("fraud-investigator").Detokenize(check, timeout=10).results
+    assert [r.value.value for r in results] == [values["ip"], values["device"]]
+    erased = stub_for("privacy-officer").Erase(
+        vault_pb2.EraseRequest(tokens=tokens, purpose="GDPR-2026-0042"), timeout=10
+    )
+    assert [r.erased for r in erased.results] == [True, True]

@@ -1,0 +1,129 @@
+"""The reference form of a purpose, and the values a purpose can spell (insider round 8, break 1).
+
+A purpose is kept for good in the audit log. Free text is refused by its form; what a reference
+can still spell - the call's own device id or ip, in any spelling the vault normalizes to the
+same value - is derived once per purpose and compared with the values of the call.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tokenvault_common.ip_spellings import ips_spelled_by
+from vault_service.domain.errors import InvalidRequest
+from vault_service.domain.purpose import MAX_PURPOSE_LENGTH, check_purpose, values_spelled_by
+
+_ATTACK_STRINGS = [
+    "CASE-1 cb007107",  # 203.0.113.7 in hex without 0x
+    "CASE-1 MjAzLjAuMTEzLjc=",  # base64 of an ip
+    "CASE-1 ip 203.0.29447",  # an inet_aton short form
+    "CASE-1 Alice Smith, 12 Elm Street, Springfield",  # a name and a street address
+    "GDPR-2026-801 erase device SM-G991B-ATK8Q7ZX",  # the very device being erased
+    "CASE-2026-801 device SM-G991B-ATK8Q7ZX",
+]
+
+
+@pytest.mark.parametrize("purpose", _ATTACK_STRINGS)
+def test_free_text_is_refused_asking_for_a_reference(purpose: str) -> None:
+    with pytest.raises(InvalidRequest, match="such as INC-4821"):
+        check_purpose(purpose)
+
+
+@pytest.mark.parametrize(
+    "purpose",
+    [
+        "case 1",  # a blank
+        "1-CASE",  # starts with a digit
+        "-INC-4821",
+        "INC-4821-",  # a separator at the end
+        "INC--4821",  # two separators in a row
+        "INC 4821",
+        "INC,4821",
+        "INC+4821",
+        "INC=4821",
+        "INC@4821",
+        "INC-4821\u00e9",  # not ASCII
+        "I" * (MAX_PURPOSE_LENGTH + 1),
+    ],
+)
+def test_what_is_not_a_reference_is_refused(purpose: str) -> None:
+    with pytest.raises(InvalidRequest, match="INC-4821"):
+        check_purpose(purpose)
+
+
+@pytest.mark.parametrize(
+    "purpose",
+    ["INC-4821", "GDPR-2026-0042", "CASE-SWAP-1", "benchmark", "SEC-1290:step-2", "JIRA_SEC/1290#3", "R" * 64],
+)
+def test_references_are_accepted(purpose: str) -> None:
+    check_purpose(purpose)
+
+
+@pytest.mark.parametrize(
+    "purpose", ["INC-203.0.113.7", "INC-203.0.29447", "INC-203.28935", "INC-0xcb007107", "INC-0313.0.0161.07"]
+)
+def test_the_pattern_detectors_still_refuse_addresses_in_a_reference(purpose: str) -> None:
+    with pytest.raises(InvalidRequest, match="personal data"):
+        check_purpose(purpose)
+
+
+def test_references_with_dotted_versions_are_not_taken_for_short_ip_forms() -> None:
+    for purpose in ("REL-1.2.3", "REL-10.2", "INC-2026.12.03"):
+        check_purpose(purpose)
+
+
+def test_a_purpose_spells_each_run_of_its_groups_case_folded() -> None:
+    spelled = values_spelled_by("GDPR-2026-801-SM-G991B-ATK8Q7ZX")
+    assert "sm-g991b-atk8q7zx" in spelled
+    assert "2026-801" in spelled and "gdpr-2026-801-sm-g991b-atk8q7zx" in spelled
+    assert "sm-g991b" in spelled and "g991b-atk8q7zx" in spelled
+    assert "801-sm" in spelled
+    assert values_spelled_by("INC-4821") == {"inc", "4821", "inc-4821"}
+
+
+@pytest.mark.parametrize(
+    "purpose",
+    [
+        "INC-cb007107",
+        "INC-CB007107",
+        "INC-0xcb007107",
+        "INC-3405803783",
+        "INC-203.28935",
+        "INC-203.0.28935",
+        "INC-0313.0.0161.07",
+        "INC-0xcb.0.0x71.7",
+        "INC-203.0.113.07",
+        "INC-0:0:0:0:0:ffff:cb00:7107",
+        "INC-0000:0000:0000:0000:0000:ffff:cb00:7107",
+        "INC-ffffcb007107",
+        "INC-203.0.113.7-review",
+    ],
+)
+def test_a_purpose_spells_an_ip_in_every_spelling_as_the_vault_stores_it(purpose: str) -> None:
+    assert "203.0.113.7" in values_spelled_by(purpose)
+
+
+@pytest.mark.parametrize(
+    ("piece", "ip"),
+    [
+        ("2001:db8:0:0:0:0:0:1", "2001:db8::1"),
+        ("2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"),
+        ("20010db8000000000000000000000001", "2001:db8::1"),
+        ("42540766411282592856903984951653826561", "2001:db8::1"),
+    ],
+)
+def test_ipv6_spellings_read_as_the_canonical_address(piece: str, ip: str) -> None:
+    assert ip in ips_spelled_by(piece)
+
+
+def test_small_numbers_and_words_are_not_taken_for_ips() -> None:
+    for piece in ("4821", "0042", "2026", "inc", "benchmark", "cafe", "1.2.3.4.5", "203-0-113-7", "0x", ""):
+        assert ips_spelled_by(piece) == frozenset(), piece
+    assert values_spelled_by("GDPR-2026-0042") == {
+        "gdpr",
+        "2026",
+        "0042",
+        "gdpr-2026",
+        "2026-0042",
+        "gdpr-2026-0042",
+    }

@@ -1,0 +1,136 @@
+"""The spellings of an ip that a reader (or `inet_aton`) takes for it, in both directions.
+
+Text that must never carry a call's own values - the ETL's event ids, the vault's purposes - is
+compared with those values in every usual spelling of an ip: as written, canonical (IPv4-mapped
+IPv6 as its IPv4, the vault's own `normalize_ip`), IPv6 exploded, and the address as one decimal
+or hex number (with or without `0x`). A number below 1.0.0.0 is not taken for an address
+(0.0.0.0/8 is "this network", and a small number is any counter's or ticket's).
+
+- `ip_forms(ip)`: from an ip to its spellings, searched for in an opaque id (the ETL);
+- `ips_spelled_by(piece)`: from a whole piece of text to the canonical ips it spells (the vault,
+  which reads a purpose piece by piece), also in the short forms `inet_aton` accepts
+  (`203.0.29447`, `203.29447`, `0xcb.0.0x71.7`, `0313.0.0161.07`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from functools import lru_cache
+
+from tokenvault_common.values import InvalidPiiValue, normalize_ip
+
+MIN_NUMBER_TO_SEARCH = 2**24
+"""The number forms of an ip count from 1.0.0.0 up (0.0.0.0/8 is "this network")."""
+DECIMAL = frozenset("0123456789")
+HEX = frozenset("0123456789abcdef")
+_MAX_IP_NUMBER = 2**128
+_IP_SHAPED = re.compile(r"[0-9a-fx.:]+", re.ASCII)
+"""The only characters (case-folded) any spelling read by `ips_spelled_by` is made of."""
+_OCTAL = frozenset("01234567")
+
+
+def canonical_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address `text` is in `ipaddress`'s reading (IPv4-mapped IPv6 as its IPv4), or None."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return getattr(address, "ipv4_mapped", None) or address
+
+
+@lru_cache(maxsize=4096)
+def ip_forms(ip: str) -> tuple[tuple[str, ...], tuple[tuple[str, frozenset[str]], ...]]:
+    """The case-folded spellings of `ip` to search as substrings, and its number forms with their digits.
+
+    A number form is to be searched as a whole number (bounded by characters outside its digit
+    alphabet), so that a longer run of digits in an opaque id does not match by chance.
+    """
+    written = ip.strip().casefold()
+    address = canonical_address(written.split("%", 1)[0])
+    if address is None:
+        return (written,), ()
+    spelled = {written, str(address)}
+    if address.version == 6:
+        spelled.add(address.exploded)
+    number = int(address)
+    if number < MIN_NUMBER_TO_SEARCH:
+        return tuple(spelled), ()
+    return tuple(spelled), ((str(number), DECIMAL), (f"{number:x}", HEX))
+
+
+def ips_spelled_by(piece: str) -> frozenset[str]:
+    """The canonical ips (as the vault stores them) that `piece`, read whole and case-insensitively, spells.
+
+    Usually none or one; a number can read two ways (`0042` as decimal or octal, `3405803783` as
+    decimal or hex), and both readings are returned.
+    """
+    text = piece.casefold()
+    if not _IP_SHAPED.fullmatch(text):
+        return frozenset()
+    if ":" in text or text.count(".") == 3:  # the forms `ipaddress` reads; a parse that fails costs an exception
+        try:
+            return frozenset((normalize_ip(text),))
+        except InvalidPiiValue:
+            pass
+    parts = text.split(".")
+    readings = _number_readings(text) if len(parts) == 1 else {_inet_aton_dotted(parts)}
+    return frozenset(
+        _canonical(number)
+        for number in readings
+        if number is not None and MIN_NUMBER_TO_SEARCH <= number < _MAX_IP_NUMBER
+    )
+
+
+def _canonical(number: int) -> str:
+    address = ipaddress.ip_address(number)
+    return str(getattr(address, "ipv4_mapped", None) or address)
+
+
+def _number_readings(text: str) -> set[int | None]:
+    """`text` read as one number: decimal, `0x` hex, octal with a leading zero (`inet_aton`), bare hex."""
+    readings: set[int | None] = set()
+    if text.startswith("0x"):
+        digits = text[2:]
+        if digits and HEX.issuperset(digits):
+            readings.add(int(digits, 16))
+        return readings
+    if not HEX.issuperset(text):
+        return readings
+    readings.add(int(text, 16))
+    if text.isdigit():
+        readings.add(int(text))
+        if len(text) > 1 and text[0] == "0" and _OCTAL.issuperset(text):
+            readings.add(int(text, 8))
+    return readings
+
+
+def _inet_aton_part(part: str) -> int | None:
+    """One part of a dotted `inet_aton` form: decimal, `0x` hex or octal with a leading zero."""
+    if part.startswith("0x"):
+        digits = part[2:]
+        return int(digits, 16) if digits and HEX.issuperset(digits) else None
+    if not part.isdigit():
+        return None
+    if len(part) > 1 and part[0] == "0":
+        return int(part, 8) if _OCTAL.issuperset(part) else None
+    return int(part)
+
+
+def _inet_aton_dotted(parts: list[str]) -> int | None:
+    """The IPv4 number of 2-4 dotted parts as `inet_aton` reads them (the last part fills the rest), or None."""
+    if len(parts) > 4:
+        return None
+    numbers = [_inet_aton_part(part) for part in parts]
+    if None in numbers:
+        return None
+    *leading, last = numbers
+    assert last is not None
+    room = 8 * (4 - len(leading))
+    if any(n is None or n > 255 for n in leading) or last >= 2**room:
+        return None
+    value = 0
+    for n in leading:
+        assert n is not None
+        value = value << 8 | n
+    return value << room | last
