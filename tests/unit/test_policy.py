@@ -131,3 +131,79 @@ def test_the_vault_with_a_bad_policy_file_does_not_start_and_says_why(tmp_path: 
     # Refused on the policy, before contacting Vault (nothing listens on port 9).
     assert expected.format(path=policy_file) in result.stderr, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
+
+
+# attack9 Finding 3: `[defaults]` was not checked - `[defaults.limit]`, or limit keys written
+# directly under `[defaults]`, were ignored and the built-in (looser) limits applied.
+DEFAULTS_REFUSED = {
+    "[defaults.limit] (typo)": ("[defaults.limit]\ndetokenize_per_second = 0.1\ndetokenize_burst = 2\n", "limit"),
+    "limit keys directly in [defaults]": (
+        "[defaults]\ndetokenize_per_second = 0.1\ndetokenize_burst = 2\n",
+        "detokenize_burst, detokenize_per_second",
+    ),
+    "defaults.limits not a table": ("[defaults]\nlimits = 5\n", "defaults.limits"),
+}
+
+
+@pytest.mark.parametrize("case", DEFAULTS_REFUSED)
+def test_defaults_with_anything_but_a_limits_table_is_refused_naming_the_key(case: str) -> None:
+    text, named = DEFAULTS_REFUSED[case]
+    document = tomllib.loads(text + '[clients.analyst.detokenize]\nip = "plain"\n')
+    with pytest.raises(InvalidValue) as refused:
+        parse_policy(document)
+    assert named in str(refused.value) and "defaults" in str(refused.value)
+
+
+def test_defaults_that_is_not_a_table_is_refused() -> None:
+    with pytest.raises(InvalidValue, match="defaults"):
+        parse_policy({"defaults": 5, "clients": {"analyst": {}}})
+
+
+def test_client_limits_that_are_not_a_table_are_refused_naming_the_client() -> None:
+    with pytest.raises(InvalidValue, match="'analyst'"):
+        parse_policy(tomllib.loads("[clients.analyst]\nlimits = 5\n"))
+
+
+def test_defaults_limits_still_apply_to_clients_without_their_own() -> None:
+    policy = parse_policy(
+        tomllib.loads(
+            "[defaults.limits]\ndetokenize_per_second = 0.1\ndetokenize_burst = 2\n"
+            '[clients.analyst.detokenize]\nip = "plain"\n'
+        )
+    )
+    assert policy.permissions("analyst").limits.detokenize == RateLimit(0.1, 2)
+
+
+# attack9 Note 10: one client holding tokenize and a reveal level is a dictionary oracle
+# (DESIGN §1b): refused at start unless its table accepts it with `oracle = "accepted"`.
+@pytest.mark.parametrize("level", ["plain", "masked"])
+def test_a_client_that_may_tokenize_and_see_values_is_refused_naming_it(level: str) -> None:
+    text = f'[clients.etl-service]\ntokenize = ["ip", "device_id"]\n[clients.etl-service.detokenize]\nip = "{level}"\n'
+    with pytest.raises(InvalidValue) as refused:
+        parse_policy(tomllib.loads(text))
+    message = str(refused.value)
+    assert "'etl-service'" in message and "oracle" in message and "oracle = 'accepted'" in message
+
+
+def test_tokenize_with_a_reveal_of_another_type_is_refused_too() -> None:
+    text = '[clients.x]\ntokenize = ["ip"]\n[clients.x.detokenize]\ndevice_id = "masked"\n'
+    with pytest.raises(InvalidValue, match=r"'x'.*device_id"):
+        parse_policy(tomllib.loads(text))
+
+
+def test_tokenize_with_reveal_level_none_only_still_loads() -> None:
+    text = '[clients.x]\ntokenize = ["ip"]\n[clients.x.detokenize]\nip = "none"\ndevice_id = "none"\n'
+    assert parse_policy(tomllib.loads(text)).permissions("x").tokenize
+
+
+def test_an_oracle_accepted_explicitly_loads() -> None:
+    text = '[clients.lookups]\ntokenize = ["ip"]\noracle = "accepted"\n[clients.lookups.detokenize]\nip = "plain"\n'
+    permissions = parse_policy(tomllib.loads(text)).permissions("lookups")
+    assert permissions.tokenize and permissions.detokenize
+
+
+@pytest.mark.parametrize("value", ["yes", True, "Accepted", 1])
+def test_an_oracle_value_other_than_accepted_is_refused(value: object) -> None:
+    raw = {"tokenize": ["ip"], "detokenize": {"ip": "plain"}, "oracle": value}
+    with pytest.raises(InvalidValue, match=r"'lookups'.*oracle"):
+        parse_policy({"clients": {"lookups": raw}})

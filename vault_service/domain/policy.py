@@ -22,12 +22,20 @@ Policy file (TOML):
     [clients.privacy-officer]       # may erase values (GDPR) by token
     erase = ["ip", "device_id"]
 
+    [clients.security-lookups]      # tokenize AND reveal: a dictionary oracle (guess a value,
+    tokenize = ["ip"]               # tokenize it, look for the token), refused at start unless
+    oracle = "accepted"             # the client's table accepts it explicitly
+    [clients.security-lookups.detokenize]
+    ip = "masked"
+
     [defaults.limits]               # erasure is irreversible: slow by default
     erase_per_second = 0.005        # tokens erased (18 an hour)
     erase_burst = 100
 
 A client absent from the file may do nothing. Reveal levels: `plain`, `masked`, `none`.
-A `*_burst` needs its `*_per_second` (a rate alone gets a burst of one second's worth) and is a
+`[defaults]` holds only `limits`. A client that may tokenize and see any type (`plain` or `masked`)
+needs `oracle = "accepted"` in its table (DESIGN §1b: tokenize + read is a dictionary oracle for
+every ip and device id). A `*_burst` needs its `*_per_second` (a rate alone gets a burst of one second's worth) and is a
 whole number; anything the vault cannot apply as written is InvalidValue (the vault does not start).
 """
 
@@ -125,10 +133,19 @@ class AccessPolicy:
         return any(level is not RevealLevel.NONE for level in levels)
 
 
+ORACLE_ACCEPTED = "accepted"
+"""The one value of a client's `oracle` key: it may tokenize and see values, knowingly."""
+
+
 def _parse_client(name: str, raw: Mapping[str, Any], defaults: Limits) -> ClientPermissions:
-    unknown = set(raw) - {"tokenize", "detokenize", "erase", "limits"}
+    if not isinstance(raw, Mapping):
+        raise InvalidValue(f"policy for {name!r} must be a table ([clients.{name}])")
+    unknown = set(raw) - {"tokenize", "detokenize", "erase", "limits", "oracle"}
     if unknown:
         raise InvalidValue(f"policy for {name!r} has unknown keys: {', '.join(sorted(unknown))}")
+    oracle = raw.get("oracle")
+    if oracle is not None and oracle != ORACLE_ACCEPTED:
+        raise InvalidValue(f"policy for {name!r}: oracle must be {ORACLE_ACCEPTED!r} (or absent)")
     tokenize = frozenset(TokenType.from_name(t) for t in raw.get("tokenize", []))
     erase = frozenset(TokenType.from_name(t) for t in raw.get("erase", []))
     detokenize = {}
@@ -139,6 +156,13 @@ def _parse_client(name: str, raw: Mapping[str, Any], defaults: Limits) -> Client
             raise InvalidValue(
                 f"policy for {name!r}: reveal level {level!r} is not one of plain, masked, none"
             ) from None
+    revealed = sorted(t.type_name for t, level in detokenize.items() if level is not RevealLevel.NONE)
+    if tokenize and revealed and oracle != ORACLE_ACCEPTED:
+        raise InvalidValue(
+            f"policy for {name!r}: it may tokenize and see {', '.join(revealed)} values - a dictionary "
+            f"oracle (guess a value, tokenize it, find its token); give tokenize and detokenize to "
+            f"different clients, or accept it knowingly with oracle = {ORACLE_ACCEPTED!r} in [clients.{name}]"
+        )
     return ClientPermissions(tokenize, detokenize, erase, _parse_limits(name, raw.get("limits", {}), defaults))
 
 
@@ -149,6 +173,8 @@ def _parse_limits(name: str, raw: Mapping[str, Any], defaults: Limits) -> Limits
     dropped or truncated: a mistyped tightening must stop the service, never fall back to the
     (looser) default.
     """
+    if not isinstance(raw, Mapping):
+        raise InvalidValue(f"policy limits for {name!r} must be a table of *_per_second and *_burst keys")
     known = {key for pair in _LIMIT_KEYS.values() for key in pair}
     unknown = set(raw) - known
     if unknown:
@@ -176,6 +202,25 @@ def _parse_limits(name: str, raw: Mapping[str, Any], defaults: Limits) -> Limits
     return Limits(**chosen)
 
 
+def _default_limits_table(raw: object) -> Mapping[str, Any]:
+    """The `[defaults.limits]` table; InvalidValue on any other key of `[defaults]` or a non-table.
+
+    `[defaults.limit]` or limit keys written directly under `[defaults]` would otherwise be
+    ignored and the built-in (looser) limits applied: a tightening typo must stop the vault.
+    """
+    if not isinstance(raw, Mapping):
+        raise InvalidValue("policy: defaults must be a table ([defaults.limits])")
+    unknown = set(raw) - {"limits"}
+    if unknown:
+        raise InvalidValue(
+            f"policy [defaults] has unknown keys: {', '.join(sorted(unknown))} (only [defaults.limits] is read)"
+        )
+    limits = raw.get("limits", {})
+    if not isinstance(limits, Mapping):
+        raise InvalidValue("policy: defaults.limits must be a table ([defaults.limits])")
+    return limits
+
+
 def parse_policy(document: Mapping[str, Any]) -> AccessPolicy:
     """Build a policy from a parsed TOML document; InvalidValue with the reason if malformed."""
     clients = document.get("clients")
@@ -184,7 +229,7 @@ def parse_policy(document: Mapping[str, Any]) -> AccessPolicy:
     unknown = set(document) - {"clients", "defaults"}
     if unknown:
         raise InvalidValue(f"policy has unknown tables: {', '.join(sorted(unknown))}")
-    defaults = _parse_limits("defaults", document.get("defaults", {}).get("limits", {}), DEFAULT_LIMITS)
+    defaults = _parse_limits("defaults", _default_limits_table(document.get("defaults", {})), DEFAULT_LIMITS)
     return AccessPolicy({name: _parse_client(name, raw, defaults) for name, raw in clients.items()}, defaults)
 
 
