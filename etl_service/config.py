@@ -14,6 +14,7 @@ from etl_service.domain.validation import MAX_BODY_BYTES
 from tokenvault_common.env import EnvReader
 from tokenvault_common.metrics_endpoint import MetricsTls, read_metrics_tls
 from tokenvault_common.metrics_plaintext import read_metrics_plaintext
+from tokenvault_common.vault_address import read_vault_address
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,12 @@ class EtlConfig:
     good event that failed on every receive cannot be replayed."""
     dlq_seal_vault_addr: str | None
     """OpenBao/Vault that seals dead-letter bodies with Transit (ETL_DLQ_SEAL_VAULT_ADDR; required
-    unless ETL_DLQ_BODIES=discard)."""
+    unless ETL_DLQ_BODIES=discard): https://, or http:// only to a loopback address unless
+    dlq_seal_vault_plaintext_allowed (the secret id, token and refused bodies in clear travel over it)."""
+    dlq_seal_vault_plaintext_allowed: bool
+    """ETL_DLQ_SEAL_VAULT_PLAINTEXT=allow: an http:// ETL_DLQ_SEAL_VAULT_ADDR on another host, for a
+    private network no one else reaches (docker compose's bridge); also read by `dead-letters`
+    for its OpenBao address. Without it such an address stops the start (exit 2)."""
     dlq_seal_role_id: str | None
     """The ETL's own AppRole, allowed only to encrypt with the dead-letter key (ETL_DLQ_SEAL_ROLE_ID;
     required with ETL_DLQ_SEAL_VAULT_ADDR)."""
@@ -142,6 +148,7 @@ class EtlConfig:
             ),
             dlq_bodies=dlq_bodies,
             dlq_seal_vault_addr=seal_addr,
+            dlq_seal_vault_plaintext_allowed=read_vault_address(read, "ETL_DLQ_SEAL_VAULT_ADDR", seal_addr),
             dlq_seal_role_id=read.text("ETL_DLQ_SEAL_ROLE_ID") if seal_addr else None,
             dlq_seal_secret_id_file=read.existing_file("ETL_DLQ_SEAL_SECRET_ID_FILE") if seal_addr else None,
             dlq_seal_key=read.text("ETL_DLQ_SEAL_KEY", "tokenvault-dead-letters"),

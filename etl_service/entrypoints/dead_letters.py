@@ -19,7 +19,8 @@
   tampered envelope `erase` could not open; refused without --yes. What it held is gone for good.
 
 Settings: ETL_QUEUE_URL (ETL_DLQ_URL, ETL_SQS_ENDPOINT_URL, AWS_* as for the service), and for
-show/resend/erase ETL_DLQ_SEAL_VAULT_ADDR or VAULT_ADDR, and ETL_DLQ_SEAL_KEY as the ETL has it.
+show/resend/erase ETL_DLQ_SEAL_VAULT_ADDR or VAULT_ADDR (https://, or http:// to loopback unless
+ETL_DLQ_SEAL_VAULT_PLAINTEXT=allow: else exit 2), and ETL_DLQ_SEAL_KEY as the ETL has it.
 A dead-letter key OpenBao does not have, or will not let the token decrypt with (the setting
 misspelt, another OpenBao, a token that is not the DLQ operator's), stops show/resend/erase
 before they touch the DLQ: every letter would fail alike, so none is counted as unopenable or
@@ -52,6 +53,8 @@ from etl_service.adapters.transit_sealer import (
 from etl_service.domain.validation import Rejection, parse_login_event
 from etl_service.entrypoints.dead_letter_erasure import add_erase_command, run_erase
 from etl_service.errors import EtlError
+from tokenvault_common.env import ConfigError
+from tokenvault_common.vault_address import plaintext_setting, vault_address_problem
 
 SETTINGS_ERROR = 2
 """Exit code: usage or settings (the module's docstring lists every code)."""
@@ -108,7 +111,7 @@ def main(argv: list[str]) -> int:
             return _run(args, dlq)
         finally:
             dlq.release()
-    except DeadLetterKeyUnusable as error:
+    except (DeadLetterKeyUnusable, ConfigError) as error:
         print(f"etl_service dead-letters: stopped: {error}", file=sys.stderr)
         return SETTINGS_ERROR
     except (DeadLetterError, EtlError) as error:
@@ -222,7 +225,11 @@ def _open(dead: DeadLetter, token_file: Path | None, key: str) -> str:
 
 def _vault_access(token_file: Path | None) -> tuple[str, str] | None:
     """OpenBao's address and the operator's token (--token-file, else VAULT_TOKEN); None when either is missing."""
-    address = os.environ.get("ETL_DLQ_SEAL_VAULT_ADDR") or os.environ.get("VAULT_ADDR")
+    setting = "ETL_DLQ_SEAL_VAULT_ADDR" if os.environ.get("ETL_DLQ_SEAL_VAULT_ADDR") else "VAULT_ADDR"
+    address = os.environ.get(setting)
+    allow = plaintext_setting("ETL_DLQ_SEAL_VAULT_ADDR")  # one opt-in, whichever address is read
+    if address and (problem := vault_address_problem(setting, address, allow, os.environ.get(allow) or None)):
+        raise ConfigError(problem)  # the operator's token and the bodies in clear would travel over it
     try:
         token = token_file.read_text().strip() if token_file else os.environ.get("VAULT_TOKEN", "")
     except OSError as error:

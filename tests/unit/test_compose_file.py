@@ -242,3 +242,31 @@ def test_compose_runs_the_vault_database_with_the_measured_settings(tmp_path: Pa
     assert command[0] == "postgres" and set(command[1::2]) == {"-c"}
     assert flags == _settings_file()
     assert {"shared_buffers", "max_wal_size"} <= flags.keys()
+
+
+def test_compose_allows_plain_http_to_its_openbao_explicitly_and_only_on_its_own_network(tmp_path: Path) -> None:
+    """attack9 Finding 7: an http:// OpenBao address on another host stops a service unless opted in.
+
+    Compose reaches `vault` over the stack's private bridge, so it sets the opt-in beside each
+    such address (and the config then loads without an address problem); production uses https://.
+    """
+    services = resolved(tmp_path)["services"]
+    for name, address_setting, allow_setting in (
+        ("vault-service", "TOKENVAULT_VAULT_ADDR", "TOKENVAULT_VAULT_PLAINTEXT"),
+        ("etl-service", "ETL_DLQ_SEAL_VAULT_ADDR", "ETL_DLQ_SEAL_VAULT_PLAINTEXT"),
+        ("exercise-etl", "ETL_DLQ_SEAL_VAULT_ADDR", "ETL_DLQ_SEAL_VAULT_PLAINTEXT"),
+    ):
+        env = services[name]["environment"]
+        assert env[address_setting] == "http://vault:8200", name
+        assert env[allow_setting] == "allow", name
+        without = {k: str(v) for k, v in env.items() if k != allow_setting}
+        config = VaultServiceConfig if name == "vault-service" else EtlConfig
+        try:
+            config.from_env(without)
+        except ConfigError as error:
+            assert f"{address_setting} is plain http://" in str(error), name
+        else:
+            raise AssertionError(f"{name}: http://vault:8200 accepted without {allow_setting}")
+    for name, service in services.items():  # the opt-in goes nowhere else
+        plain = {k for k in service.get("environment") or {} if k.endswith("VAULT_PLAINTEXT")}
+        assert plain <= {"TOKENVAULT_VAULT_PLAINTEXT", "ETL_DLQ_SEAL_VAULT_PLAINTEXT"}, name

@@ -59,9 +59,9 @@ def test_dead_letters_keep_sealed_bodies_unless_the_operator_opts_out(tmp_path: 
         EtlConfig.from_env(sealed)  # the default keeps bodies: without sealing settings, no start
     secret = tmp_path / "secret-id"
     secret.write_text("s")
-    settings = {"ETL_DLQ_SEAL_VAULT_ADDR": "http://bao:8200", "ETL_DLQ_SEAL_ROLE_ID": "r"}
+    settings = {"ETL_DLQ_SEAL_VAULT_ADDR": "https://bao:8200", "ETL_DLQ_SEAL_ROLE_ID": "r"}
     config = EtlConfig.from_env({**sealed, **settings, "ETL_DLQ_SEAL_SECRET_ID_FILE": str(secret)})
-    assert (config.dlq_bodies, config.dlq_seal_vault_addr) == ("sealed", "http://bao:8200")
+    assert (config.dlq_bodies, config.dlq_seal_vault_addr) == ("sealed", "https://bao:8200")
     with pytest.raises(ConfigError, match="ETL_DLQ_BODIES=discard contradicts"):
         EtlConfig.from_env({**env, **settings, "ETL_DLQ_SEAL_SECRET_ID_FILE": str(secret)})
     with pytest.raises(ConfigError, match="ETL_DLQ_BODIES must be sealed or discard"):
