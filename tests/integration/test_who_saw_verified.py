@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import psycopg
 import pytest
 from rich.console import Console
 
@@ -108,3 +109,103 @@ def test_who_saw_names_who_erased_a_token_under_which_case_from_the_verified_cha
     assert who_saw(report, keys, kept) == []
     (erasure,) = [r for r in report.records if r.event.purpose == "GDPR-2026-0042"]
     assert len(erasure.event.revealed) == 2 and erasure.event.client_serial
+
+
+# Insider round 9, Break 2: vault.erase_tokens stores the keyed hashes its caller gives (the
+# database has no audit key to check them), and the serving role may call it. It erased token A
+# with a row naming token B (or a made-up hash, or a token erased before), and who-saw showed the
+# lie as verified. audit verify now reconciles the erased tokens with the verified erase rows.
+
+_SERVING_ROLE_ERASE = (  # /tmp/attack9/serving_role_erase_lie.sh, as tokenvault_vault
+    "SELECT vault.erase_tokens(%s::text[], %s::bytea[], 1, 'privacy-officer', '1000', %s, 'GDPR-2026-902', 'ip')"
+)
+
+
+def _audit_verify(env: dict[str, str], exported: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    """`audit-verify --exported ...` as the security team runs it: exit code and what it printed."""
+    printed = io.StringIO()
+    monkeypatch.setattr(admin_cli, "console", Console(file=printed, width=400))
+    code = admin_cli.audit_verify(vault_config(env, TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(exported)), exported)
+    return code, printed.getvalue()
+
+
+def _hash_in_log(env: dict[str, str], purpose: str) -> bytes:
+    """The keyed token hash of the reveal made under `purpose`, read as the serving role may."""
+    with psycopg.connect(env["PG_VAULT_DSN"], autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT revealed[1] FROM vault.audit_log WHERE action = 'detokenize' AND purpose = %s", (purpose,)
+        ).fetchone()
+    assert row is not None and row[0] is not None
+    return bytes(row[0])
+
+
+@pytest.mark.parametrize("named", ["a revealed token", "a made-up hash", "a token erased before"])
+def test_an_erase_row_naming_another_token_than_the_one_erased_fails_verify_and_who_saw(
+    own_database: dict[str, str], anchored: Anchored, monkeypatch: pytest.MonkeyPatch, named: str
+) -> None:
+    vault, exported = anchored
+    erased, other = tokenize_fresh_ip(own_database, vault), tokenize_fresh_ip(own_database, vault)
+    if named == "a revealed token":
+        _reveal(own_database, vault, "fraud-investigator", other, "CASE-2026-901")
+        lie = _hash_in_log(own_database, "CASE-2026-901")
+    elif named == "a made-up hash":
+        lie = bytes(range(16))
+    else:  # a genuine erasure of `other` names it once; the lie names it a second time
+        assert _erase(own_database, vault, [other], "GDPR-2026-0900") == [None]
+        (lie,) = _erasure_hashes(own_database, "GDPR-2026-0900")
+    vault.wait_for_checkpoint()
+    code, printed = _audit_verify(own_database, exported, monkeypatch)
+    assert code == 0 and "erasures reconciled" in printed, printed  # before the lie: all is well
+
+    with psycopg.connect(own_database["PG_VAULT_DSN"], autocommit=True) as serving_role:
+        done = serving_role.execute(_SERVING_ROLE_ERASE, ([erased], [lie], "ab" * 32)).fetchall()
+    assert done == [(erased,)]  # the database cannot tell: it erased `erased`, the row names `lie`
+    (lying_row,) = _erasure_ids(own_database, "GDPR-2026-902")
+    vault.wait_for_checkpoint()
+
+    code, printed = _audit_verify(own_database, exported, monkeypatch)
+    assert code == 1, printed
+    assert "audit log chain intact" in printed and "audit log NOT verified" in printed, printed  # what a row says
+    if named == "a token erased before":
+        (genuine_row,) = _erasure_ids(own_database, "GDPR-2026-0900")
+        assert f"erase records {genuine_row}, {lying_row} all name an erased ip token" in printed, printed
+    else:
+        assert f"erase record {lying_row} names 1 token(s) that are not erased" in printed, printed
+    assert "is named by no erase record" in printed, printed  # the token really erased
+    assert erased not in printed and other not in printed and erased[3:] not in printed, printed
+    for token in (erased, other):
+        code, printed = _who_saw(own_database, exported, token, monkeypatch)
+        assert code == 1, printed
+        assert "reveal(s) and" not in printed and "GDPR-2026-902" not in printed, printed
+
+
+def test_genuine_erasures_reconcile_with_their_erase_rows(
+    own_database: dict[str, str], anchored: Anchored, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vault, exported = anchored
+    first, second, third = (tokenize_fresh_ip(own_database, vault) for _ in range(3))
+    assert _erase(own_database, vault, [first, second], "GDPR-2026-0910") == [None, None]
+    erased_third, again_first = _erase(own_database, vault, [third, first], "GDPR-2026-0911")
+    assert erased_third is None and again_first is not None  # `first` had nothing left: not named again
+    vault.wait_for_checkpoint()
+
+    code, printed = _audit_verify(own_database, exported, monkeypatch)
+    assert code == 0, printed
+    assert "erasures reconciled: 3 erased token(s), each named by one erase record" in printed, printed
+    code, printed = _who_saw(own_database, exported, third, monkeypatch)
+    assert code == 0 and "0 reveal(s) and 1 erasure(s) of this token" in printed, printed
+
+
+def _erasure_ids(env: dict[str, str], purpose: str) -> list[int]:
+    with as_owner(env) as conn:
+        rows = conn.execute("SELECT id FROM vault.audit_log WHERE action = 'erase' AND purpose = %s", (purpose,))
+        return [int(row[0]) for row in rows.fetchall()]
+
+
+def _erasure_hashes(env: dict[str, str], purpose: str) -> list[bytes]:
+    with as_owner(env) as conn:
+        row = conn.execute(
+            "SELECT revealed FROM vault.audit_log WHERE action = 'erase' AND purpose = %s", (purpose,)
+        ).fetchone()
+    assert row is not None
+    return [bytes(h) for h in row[0]]

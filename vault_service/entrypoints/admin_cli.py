@@ -40,7 +40,8 @@ from vault_service.bootstrap import Bootstrapped, bootstrap
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.errors import VaultError
 from vault_service.entrypoints.metrics import ROTATION_ROWS, ROTATION_ROWS_LEFT
-from vault_service.service.audit_verify import AuditReport, verify_audit, who_saw
+from vault_service.service.audit_verify import AuditReport, verify_audit_and_erasures, who_saw
+from vault_service.service.erase_reconciliation import ErasureReconciliation
 from vault_service.service.rotation import KeyRotation, RotationStatus
 
 console = Console(stderr=False)
@@ -156,19 +157,49 @@ def _run(args: argparse.Namespace, rotation: KeyRotation, metrics_tls: ssl.SSLCo
 
 
 def _verified(wired: Bootstrapped, exported: Path | None) -> AuditReport:
-    """Verify the log and say so; the report holds the records read, the only ones a report may use."""
-    report = verify_audit(wired.audit, wired.signer.public_keys(), verify_signature, exported)
+    """Verify the log and the erasures against it, and say so; the report holds the records read."""
+    report = verify_audit_and_erasures(
+        wired.audit,
+        wired.token_store,
+        wired.keys.ring.audit_keys,
+        wired.signer.public_keys(),
+        verify_signature,
+        exported,
+    )
     where = f"; {report.unanchored} newest row(s) not checkpointed yet" if report.unanchored else ""
     if report.finding is None:
         copy = "the exported copy" if exported else "no exported copy (pass --exported)"
+        verdict = "audit log intact" if report.intact else "audit log chain intact"
         console.print(
-            f"audit log intact: {report.rows} record(s), hash chain, {report.checkpoints} signed checkpoint(s)"
+            f"{verdict}: {report.rows} record(s), hash chain, {report.checkpoints} signed checkpoint(s)"
             f" and {copy} verified{where}"
         )
-        return report
-    first = f"record id {report.finding.first_row}" if report.finding.first_row else "the newest records"
-    console.print(f"audit log TAMPERED from {first}: {report.finding.reason}; records from there on cannot be trusted")
+    else:
+        first = f"record id {report.finding.first_row}" if report.finding.first_row else "the newest records"
+        console.print(
+            f"audit log TAMPERED from {first}: {report.finding.reason}; records from there on cannot be trusted"
+        )
+    if report.erasures is not None:
+        _print_erasures(report.erasures)
     return report
+
+
+def _print_erasures(erasures: ErasureReconciliation) -> None:
+    """What the reconciliation of erased tokens with erase rows found (no token is printed)."""
+    for finding in erasures.findings:
+        console.print(f"ERASURES DO NOT MATCH THE AUDIT LOG: {finding.reason}")
+    if erasures.findings:
+        console.print(
+            f"audit log NOT verified: {len(erasures.findings)} erasure finding(s); its erase records cannot be"
+            " trusted to name what was erased, and no report is made from it"
+        )
+        return
+    before = (
+        f"; {erasures.before_naming} erased before erase records named tokens (migration 0023)"
+        if erasures.before_naming
+        else ""
+    )
+    console.print(f"erasures reconciled: {erasures.named} erased token(s), each named by one erase record{before}")
 
 
 def audit_verify(config: VaultServiceConfig, exported: Path | None) -> int:

@@ -8,12 +8,15 @@ verification read and verified, never from a second query: the database owner ca
 queries see different rows (a row-level-security policy keyed on the query's text, a view in
 place of the table, an operator planted on the search path), so a second answer would carry
 the first one's "verified" without having been verified (insider round 8, Break 2).
+
+What an erase row names is reconciled with the erased tokens (`verify_audit_and_erasures`, see
+erase_reconciliation): the database stores whatever keyed hashes its caller gives (round 9, Break 2).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -21,6 +24,7 @@ from vault_service.domain.audit import AuditRecord
 from vault_service.domain.checkpoints import Checkpoint, Finding, unanchored_rows, verify_log
 from vault_service.domain.crypto import DataKey
 from vault_service.service.audit_upkeep import read_exported
+from vault_service.service.erase_reconciliation import ErasedTokenReader, ErasureReconciliation, reconcile_erasures
 from vault_service.service.revealing import reveal_hash
 
 
@@ -58,11 +62,13 @@ class AuditReport:
     finding: Finding | None
     records: tuple[AuditRecord, ...] = field(default=(), repr=False, compare=False)
     """The records verified, in order: who-saw filters these, it never asks the database again."""
+    erasures: ErasureReconciliation | None = None
+    """The erased tokens set against the verified erase rows (`verify_audit_and_erasures`), if done."""
 
     @property
     def intact(self) -> bool:
-        """True when nothing was found."""
-        return self.finding is None
+        """True when nothing was found: in the chain and checkpoints, nor between erasures and erase rows."""
+        return self.finding is None and (self.erasures is None or self.erasures.consistent)
 
 
 def verify_audit(
@@ -84,12 +90,31 @@ def verify_audit(
     return AuditReport(len(records), len(checkpoints), unanchored_rows(records, checkpoints), finding, tuple(records))
 
 
+def verify_audit_and_erasures(
+    store: AuditReader,
+    erased: ErasedTokenReader,
+    audit_keys: Sequence[DataKey],
+    public_keys: Mapping[int, str],
+    check: SignatureCheck,
+    exported: Path | None,
+) -> AuditReport:
+    """`verify_audit`, and every erased token reconciled with the verified erase rows (`reconcile_erasures`).
+
+    The erased tokens are read before the log and again after it: see erase_reconciliation.
+    """
+    erased_before = erased.erased_tokens()
+    report = verify_audit(store, public_keys, check, exported)
+    erased_after = erased.erased_tokens()
+    return replace(report, erasures=reconcile_erasures(report.records, erased_before, erased_after, audit_keys))
+
+
 def who_saw(report: AuditReport, audit_keys: list[DataKey], token: str) -> list[AuditRecord]:
     """Every audited reveal and erasure of `token` (by any client), oldest first, from verified records only.
 
     The records are those `report`'s verification read and verified; a record names a token
     when its keyed token hashes (`revealed`, covered by the row hash) hold the token's hash under
-    any audit key. AuditNotVerified when the report found the log tampered with.
+    any audit key. AuditNotVerified when the report found the log tampered with, or erasures
+    that its erase rows do not name as they are (`verify_audit_and_erasures`).
     """
     if not report.intact:
         raise AuditNotVerified("the audit log did not verify: no report is made from it")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import NamedTuple, Protocol
 
 from vault_service.domain.audit import AuditEvent
@@ -72,6 +73,14 @@ class StoredToken(NamedTuple):
     token_type: str
     dek_id: int
     sealed: bytes | None
+
+
+class ErasedToken(NamedTuple):
+    """A vault.tokens row whose value was erased: what `audit verify` reconciles with the erase rows."""
+
+    token: str
+    token_type: str
+    erased_at: datetime
 
 
 class KeyWrapper(Protocol):

@@ -29,7 +29,15 @@ from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, t
 from vault_service.domain.audit import AuditEvent
 from vault_service.domain.errors import StorageError
 from vault_service.domain.rate_limit import RateLimit
-from vault_service.service.ports import KeyGeneration, NewTokenRow, Reindexer, Resealer, StaleKeys, StoredToken
+from vault_service.service.ports import (
+    ErasedToken,
+    KeyGeneration,
+    NewTokenRow,
+    Reindexer,
+    Resealer,
+    StaleKeys,
+    StoredToken,
+)
 
 # One index probe per wanted fingerprint, under the current key or the pending one (during a
 # fingerprint-key rotation). Each probe is a LATERAL subquery with LIMIT 1 (a no-op under the
@@ -273,6 +281,19 @@ class PostgresTokenStore:
                 )
                 raise
         return {r[0] for r in rows}
+
+    @translated
+    def erased_tokens(self) -> list[ErasedToken]:
+        """Every erased token, its type and erasure time (the partial index of migration 0010: erased rows only).
+
+        For `audit verify`'s reconciliation with the erase rows; erased tokens are few, and a
+        token is not personal data by itself (its value is gone).
+        """
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT token, token_type, erased_at FROM vault.tokens WHERE erased_at IS NOT NULL ORDER BY erased_at"
+            ).fetchall()
+        return [ErasedToken(*row) for row in rows]
 
     @translated
     def take_budget(self, client: str, kind: str, need: int, want: int, limit: RateLimit) -> tuple[int, float] | None:

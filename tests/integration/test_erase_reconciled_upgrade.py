@@ -1,0 +1,128 @@
+"""Erasures made before migration 0023 (erase rows naming no token) reconcile; a lie hidden among them does not.
+
+`audit verify` sets every erased token against the verified erase rows (insider round 9, Break 2).
+Rows written by `vault.erase_tokens` before migration 0023 name no token: the tokens they erased
+are counted as "erased before erase records named tokens", backed by those rows' erased counts
+and times. Here a database of the test's own is migrated to 0022, the real service erases a
+token there (through the older function), 0023 is applied, and the serving role then tries to
+hide an erasure behind the old ones: naming the old erased token instead, with or without an
+old-style erase row of its own written just before.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from rich.console import Console
+
+from tests.conftest import RunningVault, running_vault, stack_identity, vault_config
+from tests.integration.audit_attacks import tokenize_fresh_ip
+from tokenvault_client import VaultClient
+from tokenvault_common.migrations import MIGRATIONS_DIR, migrate
+from vault_service.entrypoints import admin_cli
+from vault_service.service.revealing import reveal_hash
+
+NAMING = "0023_erase_audit_row_names_its_tokens"
+_SERVING_ROLE_ERASE = (
+    "SELECT vault.erase_tokens(%s::text[], %s::bytea[], 1, 'privacy-officer', '1000', %s, 'GDPR-2026-932', 'ip')"
+)
+_OLD_STYLE_ERASE_ROW = (  # what the function wrote before 0023; the serving role may INSERT audit rows
+    "INSERT INTO vault.audit_log (client, client_serial, client_cert_sha256, action, purpose, token_types,"
+    " item_count, outcome) VALUES ('privacy-officer', '1000', %s, 'erase', 'GDPR-2026-931', 'ip', 1,"
+    " 'ok: 1 erased, 0 not erased')"
+)
+
+
+def _with_database(dsn: str, database: str) -> str:
+    return dsn.rsplit("/", 1)[0] + "/" + database
+
+
+@pytest.fixture
+def before_naming(stack_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[dict[str, str], RunningVault]]:
+    """A vault on a database of its own migrated up to 0022 only, checkpointing every second."""
+    name = "naming_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    env = {
+        **stack_env,
+        "PG_ADMIN_DSN": _with_database(stack_env["PG_ADMIN_DSN"], name),
+        "PG_VAULT_DSN": _with_database(stack_env["PG_VAULT_DSN"], name),
+        "TOKENVAULT_AUDIT_CHECKPOINT_FILE": str(tmp_path / "checkpoints.jsonl"),
+    }
+    try:
+        older = tmp_path / "migrations-before-0023"
+        older.mkdir()
+        for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+            if path.stem < NAMING:
+                shutil.copy(path, older / path.name)
+        assert migrate(env["PG_ADMIN_DSN"], older)[-1].startswith("0022_")
+        with running_vault(env, TOKENVAULT_AUDIT_CHECKPOINT_SECONDS="1") as vault:
+            yield env, vault
+    finally:
+        with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def _erase(env: dict[str, str], vault: RunningVault, token: str, purpose: str) -> None:
+    with VaultClient.connect(vault.address, stack_identity(env, "privacy-officer"), deadline=10) as officer:
+        assert list(officer.erase([token], purpose)) == [None]
+
+
+def _audit_verify(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    printed = io.StringIO()
+    monkeypatch.setattr(admin_cli, "console", Console(file=printed, width=400))
+    exported = Path(env["TOKENVAULT_AUDIT_CHECKPOINT_FILE"])
+    return admin_cli.audit_verify(vault_config(env), exported), printed.getvalue()
+
+
+def _erased_before_and_after_0023(env: dict[str, str], vault: RunningVault) -> str:
+    """One token erased before 0023 is applied, one after; the token erased before."""
+    old, new = tokenize_fresh_ip(env, vault), tokenize_fresh_ip(env, vault)
+    _erase(env, vault, old, "GDPR-2026-0920")  # the older function: its row names no token
+    migrate(env["PG_ADMIN_DSN"])
+    _erase(env, vault, new, "GDPR-2026-0921")
+    vault.wait_for_checkpoint()
+    return old
+
+
+def test_erasures_before_erase_rows_named_tokens_are_counted_not_failed(
+    before_naming: tuple[dict[str, str], RunningVault], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env, vault = before_naming
+    _erased_before_and_after_0023(env, vault)
+
+    code, printed = _audit_verify(env, monkeypatch)
+    assert code == 0, printed
+    assert (
+        "erasures reconciled: 1 erased token(s), each named by one erase record;"
+        " 1 erased before erase records named tokens (migration 0023)"
+    ) in printed, printed
+
+
+@pytest.mark.parametrize("old_style_row", [False, True], ids=["naming-the-old-token", "with-an-old-style-row"])
+def test_an_erasure_hidden_behind_the_erasures_before_0023_fails_verify(
+    before_naming: tuple[dict[str, str], RunningVault], monkeypatch: pytest.MonkeyPatch, old_style_row: bool
+) -> None:
+    env, vault = before_naming
+    old = tokenize_fresh_ip(env, vault)
+    _erase(env, vault, old, "GDPR-2026-0920")
+    migrate(env["PG_ADMIN_DSN"])
+    hidden = tokenize_fresh_ip(env, vault)
+    (audit_key,) = vault.wired.keys.ring.audit_keys
+    with psycopg.connect(env["PG_VAULT_DSN"]) as serving_role:  # one transaction
+        if old_style_row:  # so that an old-style row is newer than the hidden erasure
+            serving_role.execute(_OLD_STYLE_ERASE_ROW, ("ab" * 32,))
+        done = serving_role.execute(_SERVING_ROLE_ERASE, ([hidden], [reveal_hash(audit_key, old)], "ab" * 32))
+        assert done.fetchall() == [(hidden,)]
+    vault.wait_for_checkpoint()
+
+    code, printed = _audit_verify(env, monkeypatch)
+    assert code == 1, printed
+    assert "audit log NOT verified" in printed, printed
+    assert old not in printed and hidden not in printed, printed
