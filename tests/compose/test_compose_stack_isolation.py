@@ -89,8 +89,13 @@ ENV_LABELS = {
     "VAULT_ETL_ROLE_ID": "ETL's role id",
 }
 # Held, but the holder's own uid cannot read it: the certs job (root without DAC_OVERRIDE)
-# hands each key to its service's uid, 0400, and cannot read it back.
-HELD_UNREADABLE = {"certs": {label for label, holders in HOLDERS.items() if "certs" in holders} - {CA_KEYS}}
+# hands each key to its service's uid, 0400, and cannot read it back; in `vault` the walk runs
+# as exec's default user, root, without DAC_OVERRIDE (docker-compose.yml keeps only SETUID and
+# SETGID there), and Vault's files belong to user vault.
+HELD_UNREADABLE = {
+    "certs": {label for label, holders in HOLDERS.items() if "certs" in holders} - {CA_KEYS},
+    "vault": {"Vault storage and audit log"},
+}
 # Each volume -> the one container that writes it, and the others that may mount it (read-only).
 VOLUMES = {
     "pgdata": ("postgres", ()),

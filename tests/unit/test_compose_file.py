@@ -270,3 +270,13 @@ def test_compose_allows_plain_http_to_its_openbao_explicitly_and_only_on_its_own
     for name, service in services.items():  # the opt-in goes nowhere else
         plain = {k for k in service.get("environment") or {} if k.endswith("VAULT_PLAINTEXT")}
         assert plain <= {"TOKENVAULT_VAULT_PLAINTEXT", "ETL_DLQ_SEAL_VAULT_PLAINTEXT"}, name
+
+
+def test_the_third_party_containers_drop_docker_s_default_capabilities_net_raw_among_them(tmp_path: Path) -> None:
+    """attack9 Finding 7: with NET_RAW, a compromised localstack/postgres/vault (root) could ARP-spoof
+    the bridge and read OpenBao's plain HTTP; each keeps only what its entrypoint needs."""
+    services = resolved(tmp_path)["services"]
+    for name in ("postgres", "vault", "localstack", *PROJECT_SERVICES):
+        assert services[name].get("cap_drop") == ["ALL"], name
+        assert "NET_RAW" not in services[name].get("cap_add", []), name
+        assert set(services[name].get("cap_add", [])) <= {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"}, name
