@@ -23,7 +23,7 @@ from etl_service.adapters.sqs_common import (
     raise_for,
     timestamp_ms,
 )
-from etl_service.domain.messages import QueueMessage, check_event_id
+from etl_service.domain.messages import DEAD_LETTER_ATTRIBUTES, QueueMessage, check_event_id
 from etl_service.errors import DependencyDown
 from etl_service.service.ports import QueueDepth
 
@@ -74,6 +74,7 @@ def _to_message(raw: Any) -> QueueMessage:
     message_attributes = raw.get("MessageAttributes") or {}
     event_id, problem = check_event_id(_string_attribute(message_attributes, EVENT_ID_ATTRIBUTE))
     sent = timestamp_ms(attributes.get("SentTimestamp")) or int(time.time() * 1000)
+    sqs_sent = sent
     # A message taken back from the DLQ carries the time its original was sent: believed only
     # within the DLQ's retention before this copy's own SentTimestamp (claimed_sent_ms).
     claimed = message_attributes.get(SENT_TIMESTAMP_ATTRIBUTE)
@@ -95,7 +96,23 @@ def _to_message(raw: Any) -> QueueMessage:
         receive_count=int(receive_count) if isinstance(receive_count, str) and receive_count.isdecimal() else 1,
         event_id=event_id,
         event_id_problem=problem,
+        dead_letter_attributes=_dead_letter_attributes(message_attributes, sqs_sent),
     )
+
+
+def _dead_letter_attributes(message_attributes: Any, sent_ms: int) -> tuple[tuple[str, str], ...]:
+    """The ETL's own dead-letter attributes a message carries (a dead letter moved back as it was).
+
+    The original's sent time is kept only when believable, as a re-sent one is (claimed_sent_ms).
+    """
+    found = []
+    for name in DEAD_LETTER_ATTRIBUTES:
+        text = _string_attribute(message_attributes, name)
+        if name == "source_sent_timestamp" and text is not None:
+            text = str(ms) if (ms := claimed_sent_ms(text, sent_ms)) else None
+        if text is not None:
+            found.append((name, text))
+    return tuple(found)
 
 
 def _string_attribute(message_attributes: Any, name: str) -> str | None:
@@ -198,7 +215,7 @@ class SqsQueue:
                 WaitTimeSeconds=wait_seconds,
                 VisibilityTimeout=self._visibility_seconds,
                 MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
-                MessageAttributeNames=[EVENT_ID_ATTRIBUTE, SENT_TIMESTAMP_ATTRIBUTE],
+                MessageAttributeNames=[EVENT_ID_ATTRIBUTE, SENT_TIMESTAMP_ATTRIBUTE, *DEAD_LETTER_ATTRIBUTES],
             )
         except SQS_ERRORS as error:
             raise_for(error, "receive")

@@ -25,6 +25,9 @@ class QueueMessage:
     event_id_problem: str | None = None
     """Why the `event_id` attribute the producer set was refused (see check_event_id); the
     message is then quarantined under its SQS message id."""
+    dead_letter_attributes: tuple[tuple[str, str], ...] = ()
+    """The ETL's own dead-letter attributes (DEAD_LETTER_ATTRIBUTES) the message carries: only a
+    dead letter moved back from the DLQ as it was has any (service/returned_letters.py)."""
 
     @property
     def idempotency_key(self) -> str:
@@ -39,6 +42,9 @@ class QueueMessage:
     def __repr__(self) -> str:
         return f"QueueMessage(message_id={self.message_id!r}, body=<{len(self.body)} chars>)"
 
+
+DEAD_LETTER_ATTRIBUTES = ("reason", "reason_detail", "source_message_id", "source_sent_timestamp")
+"""The attributes the ETL gives each dead letter besides the event id (SqsQueue.dead_letter)."""
 
 MAX_EVENT_ID_LENGTH = 128
 """user_logins.event_id and etl_quarantine.event_id are varchar(128)."""

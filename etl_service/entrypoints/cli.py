@@ -46,6 +46,8 @@ def format_summary(summary: RunSummary) -> str:
     ]
     lines += [f"  - {reason}: {count}" for reason, count in sorted(summary.reasons.items())]
     lines += [
+        f"back to the DLQ   : {summary.returned_to_dlq}  (dead letters moved back to the queue as they were;"
+        " returned unchanged)",
         f"left for retry    : {summary.retried}",
         f"released at stop  : {summary.released_at_stop}",
         f"taken back (DLQ)  : {summary.taken_back_from_dlq}  (moved there by the redrive policy, without a reason)",

@@ -12,7 +12,9 @@ bare substring (etl_service/domain/erasure_match.py).
 
 It reads the whole DLQ, opens each sealed body with the dead-letter key (OpenBao audits each
 decrypt), also reads what is in clear (a message SQS's redrive moved as it was, a planted one),
-and deletes every dead letter that matches. Without `--yes` it deletes nothing and says what it
+and deletes every dead letter that matches. An envelope sealed inside another (what an older ETL
+made of a dead letter moved back to the source queue) is opened again, up to MAX_LAYERS deep, and
+an envelope without a reason attribute is opened as well. Without `--yes` it deletes nothing and says what it
 would delete. It reports counts only: no value, no message or event id of a matched letter.
 
 Dead letters it cannot check are counted and make it exit 3: those another reader holds (an
@@ -40,17 +42,20 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from etl_service.adapters.dead_letter_queue import DeadLetter
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.adapters.transit_sealer import SealedBodyUnopenable
 from etl_service.domain.erasure_match import CriteriaError, Person, read_person
+from etl_service.service.sealing import read_dead_letter_body
 
 INCOMPLETE = 3
 """Exit code: some dead letters could not be checked (held, arrived meanwhile, tampered, or could not be opened)."""
 MAX_ROUNDS = 50
+MAX_LAYERS = 4
+"""Envelopes opened inside one another at most; a letter nested deeper counts as could not be opened."""
 
 
 def add_erase_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -154,21 +159,45 @@ def _check(
     delete: bool,
 ) -> None:
     sweep.checked += 1
-    texts = [dead.raw_body]  # what is in clear: a redriven original, or a planted body
-    if tampered(dead):
-        sweep.tampered.append(dead.message_id)
-    elif dead.reason is not None and dead.sealed_body and dead.key:
-        try:
-            texts.append(opener(dead))
-        except SealedBodyUnopenable:
-            sweep.unopenable.append(dead.message_id)
-    elif dead.reason is not None:
-        sweep.no_body += 1
+    texts = [dead.raw_body, *_opened(dead, sweep, opener, tampered)]  # the clear text: a redriven original, a plant
     if not any(person.matches(text) for text in texts):
         return
     sweep.matched += 1
     if delete:
         dlq.delete(dead)
+
+
+def _opened(
+    dead: DeadLetter, sweep: Sweep, opener: Callable[[DeadLetter], str], tampered: Callable[[DeadLetter], bool]
+) -> list[str]:
+    """What the letter's envelope holds, layer by layer: an envelope sealed inside another is opened too.
+
+    An older ETL sealed a dead letter moved back to the source queue (a DLQ redrive) again
+    (insider round 9, Break 8); a letter without a reason whose body is an envelope (moved by
+    hand) is opened as well. Each layer is opened as the first (the dead-letter key only; another
+    key is tampering); an envelope still inside MAX_LAYERS is counted as could not be opened.
+    """
+    texts: list[str] = []
+    layer = dead
+    for _ in range(MAX_LAYERS):
+        if tampered(layer):
+            sweep.tampered.append(dead.message_id)
+            return texts
+        if not (layer.sealed_body and layer.key):
+            if layer is dead and dead.reason is not None:
+                sweep.no_body += 1
+            return texts
+        try:
+            texts.append(opener(layer))
+        except SealedBodyUnopenable:
+            sweep.unopenable.append(dead.message_id)
+            return texts
+        inner = read_dead_letter_body(texts[-1])
+        if inner is None:
+            return texts
+        layer = replace(dead, sealed_body=inner["sealed_body"], key=inner["key"], note=inner["note"])
+    sweep.unopenable.append(dead.message_id)  # nested deeper than MAX_LAYERS
+    return texts
 
 
 def _report(sweep: Sweep, deleted: bool) -> None:
@@ -181,7 +210,8 @@ def _report(sweep: Sweep, deleted: bool) -> None:
     if sweep.unopenable:
         print(
             f"could not be opened: {len(sweep.unopenable)} (OpenBao refused the ciphertext, or it is no text: garbage,"
-            " planted by someone who may send to the DLQ, or sealed under a retired key version); left in the DLQ,"
+            " planted by someone who may send to the DLQ, or sealed under a retired key version; or envelopes"
+            f" sealed inside one another more than {MAX_LAYERS} deep); left in the DLQ,"
             " checked only by their clear text. Inspect them (`dead-letters list`) and remove a plant with"
             " `dead-letters delete MESSAGE_ID --yes`, then run `dead-letters erase` again:"
             f" {', '.join(_printable(i) for i in sweep.unopenable)}",

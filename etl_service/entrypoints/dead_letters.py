@@ -7,7 +7,8 @@
   (ETL_DLQ_SEAL_KEY, default tokenvault-dead-letters), never with the key an envelope names:
   anyone who may send to the DLQ writes envelopes, and one naming another key (the vault's KEK,
   say) would have an operator's broader token decrypt what that key protects. Such an envelope
-  is refused and reported as tampered (`list` marks it TAMPERED).
+  is refused and reported as tampered (`list` marks it TAMPERED). When what it opened is itself an
+  envelope (sealed twice by an older ETL), it says so and opens that too.
 - `resend MESSAGE_ID [--body-file FILE]`: send the fixed body (or, without a file, the original
   one, e.g. after a bug was fixed) back to the source queue under the same event id and sent
   time, and delete the dead letter. A fixed body that still fails validation is refused.
@@ -38,6 +39,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from etl_service.adapters.dead_letter_queue import DeadLetter, DeadLetterError, DeadLetterQueue
@@ -51,8 +53,9 @@ from etl_service.adapters.transit_sealer import (
     open_sealed,
 )
 from etl_service.domain.validation import Rejection, parse_login_event
-from etl_service.entrypoints.dead_letter_erasure import add_erase_command, run_erase
+from etl_service.entrypoints.dead_letter_erasure import MAX_LAYERS, add_erase_command, run_erase
 from etl_service.errors import EtlError
+from etl_service.service.sealing import read_dead_letter_body
 from tokenvault_common.env import ConfigError
 from tokenvault_common.vault_address import plaintext_setting, vault_address_problem
 
@@ -135,7 +138,7 @@ def _dead_letter_key() -> str:
 
 def _tampered(dead: DeadLetter, key: str) -> bool:
     """A sealed envelope naming a key other than the dead-letter key: the ETL did not write it."""
-    return dead.reason is not None and dead.sealed_body is not None and dead.key != key
+    return dead.sealed_body is not None and dead.key != key
 
 
 def _erase(args: argparse.Namespace, dlq: DeadLetterSweep) -> int:
@@ -185,13 +188,21 @@ def _run(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
     if dead is None:
         raise DeadLetterError(f"no dead letter {_shown(args.message_id)} in the DLQ")
     if args.command == "show":
-        print(_open(dead, args.token_file, key))
+        layers = _open_layers(dead, args.token_file, key)
+        for depth, text in enumerate(layers):
+            if depth:
+                print(
+                    f"dead-letters show: what layer {depth} held is itself a dead-letter envelope (sealed again by"
+                    f" an older ETL after a DLQ redrive); layer {depth + 1}, opened:",
+                    file=sys.stderr,
+                )
+            print(text)
         return 0
     if args.command == "delete" and isinstance(dlq, DeadLetterSweep):
         dlq.delete(dead)
         print(f"deleted dead letter {_shown(dead.message_id)} ({_shown(dead.reason or 'no reason')}, unopened)")
         return 0
-    body = args.body_file.read_text() if args.body_file else _open(dead, args.token_file, key)
+    body = args.body_file.read_text() if args.body_file else _open_layers(dead, args.token_file, key)[-1]
     try:
         parse_login_event(body)
     except Rejection as rejection:
@@ -204,7 +215,7 @@ def _run(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
 
 def _open(dead: DeadLetter, token_file: Path | None, key: str) -> str:
     """The original body; sealed ones are decrypted with `key`, the dead-letter key, and no other."""
-    if dead.reason is None:
+    if dead.reason is None and not dead.sealed_body:
         return dead.raw_body  # moved by SQS's redrive as it was: never sealed
     if not dead.sealed_body or not dead.key:
         raise DeadLetterError(f"the body of {dead.message_id} was not kept ({_shown(dead.note or 'no note')})")
@@ -221,6 +232,15 @@ def _open(dead: DeadLetter, token_file: Path | None, key: str) -> str:
     if access is None:
         raise DeadLetterError("opening a body needs VAULT_ADDR and the operator's token (VAULT_TOKEN or --token-file)")
     return open_sealed(*access, key, dead.sealed_body)
+
+
+def _open_layers(dead: DeadLetter, token_file: Path | None, key: str) -> list[str]:
+    """The body, and while it is itself an envelope (sealed twice), what that holds: up to MAX_LAYERS texts."""
+    layers = [_open(dead, token_file, key)]
+    while len(layers) < MAX_LAYERS and (inner := read_dead_letter_body(layers[-1])) and inner["sealed_body"]:
+        inner_letter = replace(dead, sealed_body=inner["sealed_body"], key=inner["key"], note=inner["note"])
+        layers.append(_open(inner_letter, token_file, key))
+    return layers
 
 
 def _vault_access(token_file: Path | None) -> tuple[str, str] | None:

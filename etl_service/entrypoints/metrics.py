@@ -12,6 +12,10 @@ DUPLICATES = Counter(
     "etl_rows_duplicate_total", "Rows skipped because the same event was already loaded (replays, not reused ids)"
 )
 QUARANTINED = Counter("etl_messages_quarantined_total", "Messages sent to the DLQ", ["reason"])
+RETURNED = Counter(
+    "etl_dead_letters_returned_total",
+    "The ETL's own dead letters moved back to the source queue (a DLQ redrive), sent back to the DLQ unchanged",
+)
 RETRIED = Counter("etl_messages_retried_total", "Messages postponed for redelivery (dependency failure)")
 DELETE_FAILURES = Counter("etl_delete_failures_total", "Messages whose deletion SQS refused")
 LEASES_EXTENDED = Counter("etl_visibility_extensions_total", "Message leases extended by the heartbeat")
@@ -45,6 +49,7 @@ class MetricsObserver:
         LOADED.inc(batch.loaded)
         DUPLICATES.inc(batch.already_loaded)
         RETRIED.inc(batch.retried)
+        RETURNED.inc(batch.returned_to_dlq)
         DELETE_FAILURES.inc(batch.delete_failures)
         for reason, count in batch.reasons.items():
             QUARANTINED.labels(reason=reason).inc(count)

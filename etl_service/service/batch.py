@@ -3,7 +3,9 @@
 Order matters for "lose nothing, duplicate nothing":
 1. validate each message on its own;
 2. tokenize the distinct ips and device ids of the batch in one vault call, and seal the
-   bodies of refused messages (the DLQ keeps no PII in clear);
+   bodies of refused messages (the DLQ keeps no PII in clear); one of the ETL's own dead
+   letters moved back from the DLQ goes back as it is, never sealed again
+   (service/returned_letters.py);
 3. commit rows and quarantine records in one transaction (idempotent on the event key: a
    replay adds nothing, and a different event under an event_id already loaded is refused
    and quarantined as `event_id_reused` in that transaction);
@@ -43,6 +45,7 @@ from etl_service.domain.validation import (
 from etl_service.errors import DependencyDown, Misconfigured
 from etl_service.service.outcomes import PROCESSING_FAILED, BatchOutcome
 from etl_service.service.ports import BodySealer, LoginStore, Queue, ReusedEventId, Tokenizer
+from etl_service.service.returned_letters import ReturnedLetter, is_own_envelope, returned_letter
 from etl_service.service.sealing import NOT_KEPT_TOO_LARGE, DiscardBodies, dead_letter_body
 
 log = logging.getLogger(__name__)
@@ -124,7 +127,10 @@ class BatchProcessor:
         self, messages: Sequence[QueueMessage], rows: list[UserLoginRow], rejected: Rejected, outcome: BatchOutcome
     ) -> None:
         bodies = self._kept_bodies(rejected)
-        records = [quarantine_record(m, r.reason, r.detail) for m, r in rejected]
+        records = [
+            r.quarantine_record() if isinstance(r, ReturnedLetter) else quarantine_record(m, r.reason, r.detail)
+            for m, r in rejected
+        ]
         written = self._store.write(rows, records)
         outcome.loaded = written.rows_inserted
         outcome.already_loaded = len(rows) - written.rows_inserted - len(written.reused)
@@ -209,9 +215,13 @@ class BatchProcessor:
         outcome.errored.update(m.message_id for m in messages)
 
     def _validate(self, messages: Sequence[QueueMessage]) -> tuple[list[tuple[QueueMessage, LoginEvent]], Rejected]:
-        accepted, rejected = [], []
+        accepted: list[tuple[QueueMessage, LoginEvent]] = []
+        rejected: Rejected = []
         for message in messages:
             try:
+                if returned := returned_letter(message, self._sealer.key_name):
+                    rejected.append((message, returned))  # one of our dead letters, moved back as it was
+                    continue
                 if message.event_id_problem is not None:
                     raise Rejection("invalid_event_id", message.event_id_problem)
                 event = parse_login_event(message.body, self._device_types, self._max_body_bytes)
@@ -245,12 +255,20 @@ class BatchProcessor:
         return rows, rejected
 
     def _kept_bodies(self, rejected: Rejected) -> list[str]:
-        """The DLQ body of each rejected message: sealed, or a note saying why it was not kept."""
+        """The DLQ body of each rejected message: sealed, or a note saying why it was not kept.
+
+        One of the ETL's own envelopes goes as it is, whatever its rejection: never sealed again.
+        """
         if not rejected:
             return []
-        keep = [i for i, (_, r) in enumerate(rejected) if r.reason != "body_too_large"]
-        sealed = self._sealer.seal([rejected[i][0].body for i in keep]) if keep else []
         bodies = [dead_letter_body(None, NOT_KEPT_TOO_LARGE, None)] * len(rejected)
+        keep = []
+        for index, (message, rejection) in enumerate(rejected):
+            if isinstance(rejection, ReturnedLetter) or is_own_envelope(message.body, self._sealer.key_name):
+                bodies[index] = message.body
+            elif rejection.reason != "body_too_large":
+                keep.append(index)
+        sealed = self._sealer.seal([rejected[i][0].body for i in keep]) if keep else []
         for index, text in zip(keep, sealed, strict=True):
             bodies[index] = text
         return bodies
@@ -260,12 +278,20 @@ class BatchProcessor:
     ) -> None:
         undeletable: set[str] = set()
         for (message, rejection), body in zip(rejected, bodies, strict=True):
-            try:
-                self._queue.dead_letter(message, rejection.reason, rejection.detail, body)
+            returned = rejection.origin if isinstance(rejection, ReturnedLetter) else None
+            try:  # a returned dead letter goes with the attributes of its first dead-lettering
+                self._queue.dead_letter(returned or message, rejection.reason, rejection.detail, body)
             except DependencyDown as error:
                 # Keep it in the source queue: its redelivery dead-letters it again.
                 log.warning("dead-lettering failed: %s", error, extra={"message_id": message.message_id})
                 undeletable.add(message.message_id)
+                continue
+            if returned is not None:  # counted once, when first dead-lettered
+                outcome.returned_to_dlq += 1
+                log.info(
+                    "a dead letter came back to the source queue: returned to the DLQ unchanged",
+                    extra={"message_id": message.message_id, "source_message_id": returned.message_id},
+                )
                 continue
             outcome.quarantined += 1
             outcome.reasons[rejection.reason] += 1

@@ -24,6 +24,8 @@ class MessageCounts:
     retried: int = 0
     released: int = 0
     delete_failures: int = 0
+    returned_to_dlq: int = 0
+    """The ETL's own dead letters moved back to the source queue (a DLQ redrive) and sent back unchanged."""
     reasons: Counter[str] = field(default_factory=Counter)
     errored: set[str] = field(default_factory=set)
     """Ids of messages an error (a dependency down, a bug) left in the queue for a later receive;
@@ -38,6 +40,7 @@ class MessageCounts:
         self.retried += other.retried
         self.released += other.released
         self.delete_failures += other.delete_failures
+        self.returned_to_dlq += other.returned_to_dlq
         self.reasons.update(other.reasons)
         self.errored |= other.errored
 

@@ -1,0 +1,153 @@
+"""A dead letter moved back to the source queue as it is (AWS's DLQ redrive) is never sealed again.
+
+Insider round 9, Break 8: `StartMessageMoveTask` (the console's "Start DLQ redrive") moves DLQ
+messages to the source queue with their attributes; the ETL read an envelope as an event with
+missing fields and sealed it inside a second envelope, where `dead-letters erase` (one layer)
+missed the person and exited 0. ministack has no StartMessageMoveTask: the tests move messages
+as it does (receive, send body and attributes to the source, delete). Real SQS (ministack),
+OpenBao, Postgres and the vault.
+
+Synthetic TEST-NET values only; each check is reduced to a boolean before it is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from devstack.events import OutgoingEvent, send_events
+from devstack.sqs import sqs_client
+from tests.conftest import RunningVault, etl_consumer, etl_harness_env
+from tests.integration.test_erasure_dead_letters import dead_letters
+from tests.integration.test_etl_dead_letters import all_dead_letters
+from tests.malformed_samples import GOOD
+
+
+def move_to_source(sqs: Any, dlq_url: str, queue_url: str) -> int:
+    """What SQS's DLQ redrive does: every DLQ message to the source queue, body and attributes as they are."""
+    moved = 0
+    while batch := sqs.receive_message(
+        QueueUrl=dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=60
+    ).get("Messages", []):
+        for message in batch:
+            sqs.send_message(
+                QueueUrl=queue_url, MessageBody=message["Body"], MessageAttributes=message["MessageAttributes"]
+            )
+            sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
+            moved += 1
+    return moved
+
+
+def person(tag: str) -> dict[str, str]:
+    return {"user_id": f"moved-{tag}", "ip": f"203.0.113.{random.randrange(170, 180)}", "device_id": f"mv-dev-{tag}"}
+
+
+def test_a_dead_letter_moved_back_to_the_source_returns_to_the_dlq_unchanged_and_is_not_sealed_again(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    values = person(tag)
+    refused = json.dumps({**GOOD, **values, "device_type": "toaster"})
+    endpoint = stack_env["SQS_ENDPOINT_URL"]
+    sqs = sqs_client(endpoint)
+    env = etl_harness_env(stack_env, vault.address)
+    with etl_consumer(env) as etl:
+        send_events(sqs, etl.queue_url, [OutgoingEvent(f"{tag}-refused", refused)])
+        first = etl.wired.consumer.drain()
+        assert (first.loaded, first.quarantined) == (0, 1)
+        [original] = all_dead_letters(endpoint, etl.dlq_url)
+
+        assert move_to_source(sqs, etl.dlq_url, etl.queue_url) == 1  # the operator's "Start DLQ redrive"
+        # An envelope-like body that is not exactly the ETL's (an extra field): an event like any
+        # other - refused and sealed, never passed to the DLQ in clear.
+        lookalike = json.loads(original["Body"]) | {"ip": values["ip"]}
+        send_events(sqs, etl.queue_url, [OutgoingEvent(f"{tag}-lookalike", json.dumps(lookalike))])
+        second = etl.wired.consumer.drain()
+
+    letters = all_dead_letters(endpoint, etl.dlq_url)
+    by_event = {m["MessageAttributes"]["event_id"]["StringValue"]: m for m in letters}
+    assert sorted(by_event) == [f"{tag}-lookalike", f"{tag}-refused"]
+    back = by_event[f"{tag}-refused"]
+    same_body = back["Body"] == original["Body"]
+    assert same_body, "the dead letter came back sealed again (an envelope inside an envelope)"
+    assert back["MessageAttributes"] == original["MessageAttributes"]  # reason, detail, source id and time
+    assert original["MessageAttributes"]["reason"]["StringValue"] == "unknown_device_type"
+    lookalike_letter = by_event[f"{tag}-lookalike"]
+    assert lookalike_letter["MessageAttributes"]["reason"]["StringValue"] == "missing_field"
+    sealed = values["ip"] not in lookalike_letter["Body"]
+    assert sealed, "an envelope-like body went to the DLQ in clear"
+
+    # Counted apart from refusals: no second quarantine row, no second count under its reason.
+    assert (second.quarantined, second.returned_to_dlq, dict(second.reasons)) == (1, 1, {"missing_field": 1})
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        rows = conn.execute(
+            "SELECT event_id, reason FROM etl_quarantine WHERE event_id LIKE %s ORDER BY event_id", (f"{tag}-%",)
+        ).fetchall()
+    assert rows == [(f"{tag}-lookalike", "missing_field"), (f"{tag}-refused", "unknown_device_type")]
+
+    # The erasure's DLQ step finds the person in both: the returned letter and the nested lookalike.
+    operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
+    criteria = "".join(f"{kind}={value}\n" for kind, value in values.items())
+    swept = dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
+    assert swept.returncode == 0, swept.stderr
+    assert "deleted: 2" in swept.stdout, swept.stdout
+    assert all_dead_letters(endpoint, etl.dlq_url) == []
+    leaked = [kind for kind, value in values.items() if value in swept.stdout + swept.stderr]
+    assert leaked == []
+
+
+def test_erase_opens_envelopes_sealed_inside_envelopes_and_reasonless_envelopes(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    """What an older ETL left in the DLQ (a letter sealed twice), and an envelope moved there by hand."""
+    tag = uuid.uuid4().hex[:8]
+    values = person(tag)
+    endpoint = stack_env["SQS_ENDPOINT_URL"]
+    sqs = sqs_client(endpoint)
+    env = etl_harness_env(stack_env, vault.address)
+    with etl_consumer(env) as etl:
+        sealer = etl.wired.sealer
+        assert sealer is not None
+        envelope = sealer.seal([json.dumps({**GOOD, **values, "device_type": "toaster"})])[0]
+        nested = sealer.seal([envelope])[0]  # the old ETL's second envelope (reason missing_field)
+        too_deep = envelope
+        for _ in range(4):
+            too_deep = sealer.seal([too_deep])[0]
+    planted = {f"{tag}-nested": (nested, "missing_field"), f"{tag}-reasonless": (envelope, None)}
+    for event_id, (text, reason) in planted.items():  # the reasonless one: moved back by hand, attributes lost
+        attributes: dict[str, Any] = {"event_id": {"DataType": "String", "StringValue": event_id}}
+        if reason:
+            attributes["reason"] = {"DataType": "String", "StringValue": reason}
+        sqs.send_message(QueueUrl=etl.dlq_url, MessageBody=text, MessageAttributes=attributes)
+
+    operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
+    nested_id = next(m["MessageId"] for m in all_dead_letters(endpoint, etl.dlq_url) if m["Body"] == nested)
+    shown = dead_letters(env, "show", nested_id, token=operator_token)
+    assert shown.returncode == 0, shown.stderr
+    assert "itself a dead-letter envelope" in shown.stderr
+    opened = values["device_id"] in shown.stdout  # the operator sees the original, not another ciphertext
+    assert opened
+
+    criteria = "".join(f"{kind}={value}\n" for kind, value in values.items())
+    swept = dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
+    assert swept.returncode == 0, swept.stderr
+    assert "deleted: 2" in swept.stdout and "left untouched: 0" in swept.stdout, swept.stdout
+    assert all_dead_letters(endpoint, etl.dlq_url) == []
+
+    # Five envelopes deep: not opened to the end, so not checked - counted, exit 3, never a silent 0.
+    deep_id = sqs.send_message(
+        QueueUrl=etl.dlq_url,
+        MessageBody=too_deep,
+        MessageAttributes={"reason": {"DataType": "String", "StringValue": "missing_field"}},
+    )["MessageId"]
+    deep = dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
+    assert deep.returncode == 3, deep.stderr
+    assert "could not be opened: 1" in deep.stderr and deep_id in deep.stderr
+    texts = swept.stdout + swept.stderr + deep.stdout + deep.stderr
+    leaked = [kind for kind, value in values.items() if value in texts]
+    assert leaked == []

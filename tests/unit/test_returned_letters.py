@@ -1,0 +1,106 @@
+"""The ETL's own dead letters back on the source queue: recognised strictly, sent back unchanged, never sealed again."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from etl_service.domain.messages import QueueMessage
+from etl_service.service.batch import BatchProcessor
+from etl_service.service.returned_letters import (
+    KNOWN_REASONS,
+    RETURNED,
+    SUSPECT_DETAIL,
+    is_own_envelope,
+    returned_letter,
+)
+from etl_service.service.sealing import NOT_KEPT_TOO_LARGE, dead_letter_body
+from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
+from tests.unit.test_batch import SENT_MS, RecordingSealer, good, message
+
+KEY = "test-key"  # RecordingSealer's
+CIPHERTEXT = "vault:v1:" + base64.b64encode(bytes(range(40))).decode()
+SEALED = dead_letter_body(CIPHERTEXT, None, KEY)
+FIELDS = {"format": "tokenvault-dead-letter/1", "sealed_body": CIPHERTEXT, "key": KEY, "note": None}
+ORIGIN_ID = "0f1e2d3c-4b5a-4978-8a6b-5c4d3e2f1a0b"
+ATTRIBUTES = (
+    ("reason", "unknown_device_type"),
+    ("reason_detail", "device_type must be one of android, ios"),
+    ("source_message_id", ORIGIN_ID),
+    ("source_sent_timestamp", str(SENT_MS - 60_000)),
+)
+
+
+def moved_back(body: str = SEALED, attributes: tuple[tuple[str, str], ...] = ATTRIBUTES) -> QueueMessage:
+    return QueueMessage("m-copy", "r-copy", body, SENT_MS, 1, "evt-7", dead_letter_attributes=attributes)
+
+
+def test_the_etls_own_envelopes_are_recognised() -> None:
+    assert is_own_envelope(SEALED, KEY)
+    assert is_own_envelope(dead_letter_body(None, NOT_KEPT_TOO_LARGE, None), KEY)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        json.dumps({**FIELDS, "ip": 1}),
+        json.dumps({k: v for k, v in FIELDS.items() if k != "note"}),  # a field missing
+        json.dumps(FIELDS, indent=1),
+        SEALED.replace('"note": null', '"note": "203.0.113.9", "note": null'),  # a duplicate key hides text
+        SEALED.replace('"key"', '"k\\u0065y"'),  # an escape
+        dead_letter_body(CIPHERTEXT, None, "other-key"),  # another Transit key: tampered, not ours
+        dead_letter_body(CIPHERTEXT, "a note", KEY),
+        dead_letter_body("vault:v1:att9dev0098", None, KEY),  # too short for nonce and tag
+        dead_letter_body("vault:v1:" + "!" * 60, None, KEY),
+        dead_letter_body(None, "203.0.113.9", None),  # not one of the ETL's notes
+        dead_letter_body(None, NOT_KEPT_TOO_LARGE, KEY),
+        dead_letter_body(CIPHERTEXT, None, None),
+        json.dumps({**good(1), "format": "tokenvault-dead-letter/1"}),
+    ],
+)
+def test_anything_else_is_not_an_envelope_of_ours(body: str) -> None:
+    assert not is_own_envelope(body, KEY)
+
+
+def test_without_a_sealing_key_no_sealed_envelope_is_ours() -> None:
+    assert not is_own_envelope(SEALED, None)
+
+
+def test_a_returned_letter_keeps_the_attributes_of_its_first_dead_lettering() -> None:
+    returned = returned_letter(moved_back(), KEY)
+    assert returned is not None
+    assert (returned.reason, returned.detail) == (ATTRIBUTES[0][1], ATTRIBUTES[1][1])
+    assert (returned.origin.message_id, returned.origin.sent_timestamp_ms) == (ORIGIN_ID, SENT_MS - 60_000)
+    assert returned.quarantine_record().event_id == "evt-7"
+
+
+def test_attributes_that_are_not_the_etls_are_replaced() -> None:
+    odd = (("reason", "u-att9-0008"), ("source_message_id", "203.0.113.9"))
+    returned = returned_letter(moved_back(attributes=odd), KEY)
+    assert returned is not None and returned.reason == RETURNED
+    assert returned.origin.message_id == "m-copy"  # an id with an address is not believed
+    suspect = returned_letter(moved_back(attributes=(("reason", "not_json"), ("reason_detail", "ip 203.0.113.9"))), KEY)
+    assert suspect is not None and (suspect.reason, suspect.detail) == ("not_json", SUSPECT_DETAIL)
+    assert returned_letter(moved_back(body=json.dumps(good(1))), KEY) is None
+
+
+def test_the_batch_sends_it_back_unchanged_and_counts_it_apart() -> None:
+    queue, store, sealer = FakeQueue(), FakeLoginStore(), RecordingSealer()
+    outcome = BatchProcessor(queue, FakeTokenizer(), store, sealer=sealer).process([moved_back(), message(2, "oops")])
+    assert sealer.sealed == ["oops"]  # the envelope is not sealed again
+    assert queue.dead_lettered == [(ORIGIN_ID, "unknown_device_type"), ("m2", "not_json")]
+    assert queue.dead_letter_bodies[0] == SEALED
+    assert (outcome.quarantined, outcome.returned_to_dlq, dict(outcome.reasons)) == (1, 1, {"not_json": 1})
+    assert store.quarantine["evt-7"].sqs_message_id == ORIGIN_ID
+    assert ("delete", "m-copy") in queue.actions
+
+
+def test_every_reason_the_etl_dead_letters_with_is_known() -> None:
+    source = "\n".join(p.read_text() for p in Path("etl_service").rglob("*.py"))
+    literals = set(re.findall(r'Rejection\(\s*"([a-z_]+)"', source))
+    literals |= set(re.findall(r'Rule\.[A-Z_]+: "([a-z_]+)"', source))
+    assert literals and literals <= KNOWN_REASONS, sorted(literals - KNOWN_REASONS)
