@@ -145,8 +145,13 @@ def test_a_wrapped_key_the_serving_role_overwrites_is_kept(own_database: dict[st
         with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
             row = conn.execute("SELECT wrapped_key FROM vault.data_keys WHERE id = %s", (dek,)).fetchone()
         assert row is not None
-        _as_serving_role(
-            env, lambda c: c.execute("UPDATE vault.data_keys SET wrapped_key = 'vault:v1:AAAA' WHERE id = %s", (dek,))
+        with pytest.raises(psycopg.errors.CheckViolation, match="newer KEK version"):  # migration 0024
+            _as_serving_role(
+                env,
+                lambda c: c.execute("UPDATE vault.data_keys SET wrapped_key = 'vault:v1:AAAA' WHERE id = %s", (dek,)),
+            )
+        _as_serving_role(  # one it still may: as if under a newer KEK version
+            env, lambda c: c.execute("UPDATE vault.data_keys SET wrapped_key = 'vault:v999:AAAA' WHERE id = %s", (dek,))
         )
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             _as_serving_role(env, lambda c: c.execute("DELETE FROM vault.replaced_wrapped_keys"))

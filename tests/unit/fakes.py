@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow, event_id_reused
@@ -17,6 +17,7 @@ from vault_service.domain.keys import KeyPurpose, KeyState
 from vault_service.domain.rate_limit import RateLimit
 from vault_service.service.ports import (
     KeyGeneration,
+    NewKey,
     NewTokenRow,
     Reindexer,
     Resealer,
@@ -72,13 +73,13 @@ class FakeKeyStore:
         self.keys.append(key)
         return key
 
-    def ensure_active_key(self, purpose: str, make_wrapped_key: Callable[[], str]) -> StoredKey:
+    def ensure_active_key(self, purpose: str, make_key: Callable[[], NewKey]) -> StoredKey:
         for key in self.keys:
             if key.purpose == purpose and key.state == "active":
                 return key
-        return self._add(purpose, make_wrapped_key(), "active")
+        return self._add(purpose, make_key().wrapped_key, "active")
 
-    def add_key(self, purpose: str, wrapped_key: str) -> StoredKey:
+    def add_key(self, purpose: str, wrapped_key: str, check_value: bytes | None = None) -> StoredKey:
         if purpose == "encryption":
             for key in self.keys:
                 if key.purpose == purpose and key.state == "active":
@@ -88,6 +89,9 @@ class FakeKeyStore:
 
     def update_wrapping(self, key_id: int, wrapped_key: str) -> None:
         self.keys = [replace(k, wrapped_key=wrapped_key) if k.key_id == key_id else k for k in self.keys]
+
+    def record_check_values(self, check_values: Mapping[int, bytes]) -> None:
+        self.keys = [replace(k, check_value=check_values.get(k.key_id, k.check_value)) for k in self.keys]
 
     def generation(self) -> KeyGeneration:
         def one(purpose: str, state: str) -> int | None:

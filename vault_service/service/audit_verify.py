@@ -23,6 +23,7 @@ from typing import Protocol
 from vault_service.domain.audit import AuditRecord
 from vault_service.domain.checkpoints import Checkpoint, Finding, unanchored_rows, verify_log
 from vault_service.domain.crypto import DataKey
+from vault_service.service.audit_keys_check import audit_keys_problem
 from vault_service.service.audit_upkeep import read_exported
 from vault_service.service.erase_reconciliation import ErasedTokenReader, ErasureReconciliation, reconcile_erasures
 from vault_service.service.revealing import reveal_hash
@@ -114,9 +115,12 @@ def who_saw(report: AuditReport, audit_keys: list[DataKey], token: str) -> list[
     The records are those `report`'s verification read and verified; a record names a token
     when its keyed token hashes (`revealed`, covered by the row hash) hold the token's hash under
     any audit key. AuditNotVerified when the report found the log tampered with, or erasures
-    that its erase rows do not name as they are (`verify_audit_and_erasures`).
+    that its erase rows do not name as they are (`verify_audit_and_erasures`), or when an audit
+    key the chain names is not loaded or not the key the chain recorded (audit_keys_check).
     """
     if not report.intact:
         raise AuditNotVerified("the audit log did not verify: no report is made from it")
+    if problem := audit_keys_problem(report.records, audit_keys):
+        raise AuditNotVerified(problem)
     hashes = {reveal_hash(key, token) for key in audit_keys}
     return [record for record in report.records if not hashes.isdisjoint(record.event.revealed)]

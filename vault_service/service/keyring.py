@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from vault_service.domain.crypto import DataKey
 from vault_service.domain.errors import KeysUnavailable
+from vault_service.domain.key_check import check_value
 from vault_service.domain.keys import KeyPurpose, KeyState, may_decrypt
-from vault_service.service.ports import KeyGeneration, KeyStore, KeyWrapper, StoredKey
+from vault_service.service.ports import KeyGeneration, KeyStore, KeyWrapper, NewKey, StoredKey
 
 ENCRYPTION = KeyPurpose.ENCRYPTION
 FINGERPRINT = KeyPurpose.FINGERPRINT
@@ -31,7 +32,7 @@ class KeyRing:
     keys: Mapping[int, DataKey]
     generation: KeyGeneration
     audit_key_ids: tuple[int, ...] = ()
-    """Keys of the audit's keyed token hashes (who saw what), newest last; never retired."""
+    """Keys of the audit's keyed token hashes (who saw what), newest last; loaded whatever their state."""
 
     @property
     def audit_key(self) -> DataKey:
@@ -89,10 +90,30 @@ class KeyManager:
         self._ring: KeyRing | None = None
 
     def start(self) -> KeyRing:
-        """Ensure an active DEK and fingerprint key exist (first start), then load every usable key."""
+        """Ensure an active DEK and fingerprint key exist (first start), then load every usable key.
+
+        KeysUnavailable when no fingerprint key is active while values are fingerprinted under a
+        retired one: a new key would silently give each of them a second token.
+        """
         for purpose in (ENCRYPTION, FINGERPRINT, AUDIT):
-            self._store.ensure_active_key(purpose, lambda: self._wrapper.new_data_key()[1])
+            self._store.ensure_active_key(purpose, self.new_key)
         return self.refresh()
+
+    def new_key(self) -> NewKey:
+        """A fresh data key from Vault, wrapped, with its check value."""
+        plaintext, wrapped = self._wrapper.new_data_key()
+        return NewKey(wrapped, check_value(plaintext))
+
+    def _unwrapped(self, row: StoredKey) -> DataKey:
+        """The plaintext key of `row`; KeysUnavailable when it is not the key its check value names."""
+        key = DataKey(row.key_id, self._wrapper.unwrap(row.wrapped_key))
+        if row.check_value is not None and check_value(key.material) != row.check_value:
+            raise KeysUnavailable(
+                f"data key {row.key_id} ({row.purpose}) is not the key made under that id (its check value"
+                " differs): its wrapped key was replaced. The database owner restores it from"
+                " vault.replaced_wrapped_keys"
+            )
+        return key
 
     @property
     def ring(self) -> KeyRing:
@@ -102,15 +123,25 @@ class KeyManager:
         return self._ring
 
     def refresh(self) -> KeyRing:
-        """Reload key rows; unwrap (through Vault) only keys not in memory yet; drop retired ones."""
+        """Reload key rows; unwrap (through Vault) only keys not in memory yet; drop retired ones.
+
+        Audit keys are loaded whatever their state: they only hash, and the reveals hashed under
+        them are found only with them. A key without a check value gets one recorded (once).
+        """
         with self._lock:
             rows = self._store.load_keys()
             held = self._ring.keys if self._ring else {}
             keys = {}
             for row in rows:
-                if not may_decrypt(row.state):
+                if not may_decrypt(row.state) and row.purpose != AUDIT:
                     continue
-                keys[row.key_id] = held.get(row.key_id) or DataKey(row.key_id, self._wrapper.unwrap(row.wrapped_key))
+                keys[row.key_id] = held.get(row.key_id) or self._unwrapped(row)
+            unchecked = {
+                r.key_id: check_value(keys[r.key_id].material)
+                for r in rows
+                if r.check_value is None and r.key_id in keys
+            }
+            self._store.record_check_values(unchecked)
             audit_ids = tuple(r.key_id for r in rows if r.purpose == AUDIT and r.key_id in keys)
             ring = KeyRing(keys, _generation(rows), audit_ids)
             if self._ring is None or ring.generation != self._ring.generation or keys.keys() != held.keys():
@@ -126,11 +157,11 @@ class KeyManager:
         return self.refresh().key(key_id)
 
     def rewrap_outdated(self) -> int:
-        """Rewrap every live key wrapped by an older KEK version than the newest; how many."""
+        """Rewrap every loaded key (live, or an audit key) wrapped by an older KEK version; how many."""
         latest = self._wrapper.latest_version()
         count = 0
         for row in self._store.load_keys():
-            if may_decrypt(row.state) and row.kek_version < latest:
+            if (may_decrypt(row.state) or row.purpose == AUDIT) and row.kek_version < latest:
                 self._store.update_wrapping(row.key_id, self._wrapper.rewrap(row.wrapped_key))
                 count += 1
         if count:

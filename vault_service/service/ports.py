@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, Protocol
@@ -20,6 +20,8 @@ class StoredKey:
     purpose: KeyPurpose
     wrapped_key: str
     state: KeyState
+    check_value: bytes | None = None
+    """The key's check value (domain/key_check.py); None for a key made before migration 0024."""
 
     @property
     def kek_version(self) -> int:
@@ -28,6 +30,13 @@ class StoredKey:
             return int(self.wrapped_key.split(":", 2)[1].removeprefix("v"))
         except (IndexError, ValueError):
             return 0
+
+
+class NewKey(NamedTuple):
+    """A fresh data key as stored: wrapped by the KEK, with its check value."""
+
+    wrapped_key: str
+    check_value: bytes
 
 
 @dataclass(frozen=True)
@@ -110,14 +119,16 @@ class KeyStore(Protocol):
         """Every key row."""
         ...
 
-    def ensure_active_key(self, purpose: str, make_wrapped_key: Callable[[], str]) -> StoredKey:
-        """The active key of `purpose`, created with `make_wrapped_key()` if none exists.
+    def ensure_active_key(self, purpose: str, make_key: Callable[[], NewKey]) -> StoredKey:
+        """The active key of `purpose`, created with `make_key()` if none exists.
 
-        Safe against replicas starting at once: exactly one key ends up active.
+        Safe against replicas starting at once: exactly one key ends up active. KeysUnavailable,
+        making none, for a fingerprint key while stored values are fingerprinted under a key
+        that is not live (a new key would give each of them a second token).
         """
         ...
 
-    def add_key(self, purpose: str, wrapped_key: str) -> StoredKey:
+    def add_key(self, purpose: str, wrapped_key: str, check_value: bytes | None = None) -> StoredKey:
         """Store a new key.
 
         Encryption: it becomes active, the old one decrypt_only. Fingerprint: it becomes
@@ -127,6 +138,10 @@ class KeyStore(Protocol):
 
     def update_wrapping(self, key_id: int, wrapped_key: str) -> None:
         """Replace the wrapping of a key (after a KEK rewrap)."""
+        ...
+
+    def record_check_values(self, check_values: Mapping[int, bytes]) -> None:
+        """Record the check value of keys that have none yet (made before migration 0024)."""
         ...
 
     def promote_pending_fingerprint_key(self) -> bool:

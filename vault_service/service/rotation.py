@@ -51,8 +51,8 @@ class RotationStatus:
 
     @property
     def safe_min_decryption_version(self) -> int:
-        """The oldest KEK version a live (non-retired) data key is still wrapped with."""
-        versions = [k.kek_version for k in self.keys if k.state != "retired"]
+        """The oldest KEK version a loaded data key (live, or an audit key) is still wrapped with."""
+        versions = [k.kek_version for k in self.keys if k.state != "retired" or k.purpose == "audit"]
         return min(versions, default=self.kek_latest_version)
 
 
@@ -97,7 +97,7 @@ class KeyRotation:
 
     def rotate_encryption_key(self, purpose: str) -> int:
         """A new active DEK (the old one becomes decrypt_only); its id."""
-        stored = self._key_store.add_key(ENCRYPTION, self._wrapper.new_data_key()[1])
+        stored = self._key_store.add_key(ENCRYPTION, *self._keys.new_key())
         self._keys.refresh()
         self._record("rotate-encryption-key", f"ok: data key {stored.key_id} active", 1, purpose)
         return stored.key_id
@@ -121,7 +121,7 @@ class KeyRotation:
     def rotate_fingerprint_key(self, purpose: str) -> int:
         """A new pending fingerprint key; the re-index makes it active. Its id."""
         try:
-            stored = self._key_store.add_key(FINGERPRINT, self._wrapper.new_data_key()[1])
+            stored = self._key_store.add_key(FINGERPRINT, *self._keys.new_key())
         except ValueError as error:
             raise InvalidRequest(str(error)) from None
         self._keys.refresh()

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from vault_service.adapters.postgres.errors import translated
+from vault_service.domain.errors import KeysUnavailable
 from vault_service.domain.keys import KeyPurpose, KeyState, state_of_new_key
-from vault_service.service.ports import KeyGeneration, StoredKey
+from vault_service.service.ports import KeyGeneration, NewKey, StoredKey
 
 # Key state changes take this lock exclusively; token inserts take it shared and check the
 # live key generation under it, so no insert is ever written with keys rotated away meanwhile.
@@ -43,7 +44,21 @@ def other_keys(conn: psycopg.Connection, purpose: str, key_id: int) -> list[int]
 
 def _stored_key(row: tuple[Any, ...] | None) -> StoredKey:
     assert row is not None
-    return StoredKey(row[0], KeyPurpose(row[1]), row[2], KeyState(row[3]))
+    return StoredKey(row[0], KeyPurpose(row[1]), row[2], KeyState(row[3]), row[4] if len(row) > 4 else None)
+
+
+# Values fingerprinted under a key that is not live: a new fingerprint key would not find them.
+FINGERPRINTED_UNDER_A_DEAD_KEY = """
+SELECT 1 FROM vault.tokens t
+WHERE t.fingerprint IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM vault.data_keys k WHERE k.id = t.fingerprint_key_id AND k.state <> 'retired')
+LIMIT 1
+"""
+
+HAS_CHECK_VALUES = (
+    "SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = 'vault.data_keys'::regclass"
+    " AND attname = 'check_value' AND NOT attisdropped"
+)
 
 
 class PostgresKeyStore:
@@ -52,31 +67,62 @@ class PostgresKeyStore:
     def __init__(self, pool: ConnectionPool, kek_name: str) -> None:
         self._pool = pool
         self._kek_name = kek_name
+        self._check_values = False  # whether migration 0024's column is there (looked up until it is)
+
+    def _has_check_values(self, conn: psycopg.Connection) -> bool:
+        if not self._check_values:
+            self._check_values = conn.execute(HAS_CHECK_VALUES).fetchone() is not None
+        return self._check_values
+
+    def _columns(self, conn: psycopg.Connection) -> str:
+        check = "check_value" if self._has_check_values(conn) else "NULL::bytea"
+        return f"id, purpose, wrapped_key, state, {check}"
 
     @translated
     def load_keys(self) -> list[StoredKey]:
         """Every key row, oldest first."""
         with self._pool.connection() as conn:
-            rows = conn.execute("SELECT id, purpose, wrapped_key, state FROM vault.data_keys ORDER BY id").fetchall()
+            rows = conn.execute(f"SELECT {self._columns(conn)} FROM vault.data_keys ORDER BY id").fetchall()
         return [_stored_key(row) for row in rows]
 
+    def _insert(self, conn: psycopg.Connection, purpose: str, wrapped_key: str, check: bytes | None, state: str) -> Any:
+        if self._has_check_values(conn):
+            return conn.execute(
+                "INSERT INTO vault.data_keys (purpose, wrapped_key, kek_name, state, check_value)"
+                f" VALUES (%s, %s, %s, %s, %s) RETURNING {self._columns(conn)}",
+                (purpose, wrapped_key, self._kek_name, state, check),
+            ).fetchone()
+        return conn.execute(
+            "INSERT INTO vault.data_keys (purpose, wrapped_key, kek_name, state) VALUES (%s, %s, %s, %s)"
+            f" RETURNING {self._columns(conn)}",
+            (purpose, wrapped_key, self._kek_name, state),
+        ).fetchone()
+
     @translated
-    def ensure_active_key(self, purpose: str, make_wrapped_key: Callable[[], str]) -> StoredKey:
-        """The active key of `purpose`, created under a lock if none exists yet."""
-        query = "SELECT id, purpose, wrapped_key, state FROM vault.data_keys WHERE purpose = %s AND state = 'active'"
+    def ensure_active_key(self, purpose: str, make_key: Callable[[], NewKey]) -> StoredKey:
+        """The active key of `purpose`, created under a lock if none exists yet.
+
+        A fingerprint key is not made while values are fingerprinted under a key that is not live
+        (retired by someone other than the re-index): each would get a second token. KeysUnavailable.
+        """
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
+            query = f"SELECT {self._columns(conn)} FROM vault.data_keys WHERE purpose = %s AND state = 'active'"
             row = conn.execute(query, (purpose,)).fetchone()
             if row is None:
-                row = conn.execute(
-                    "INSERT INTO vault.data_keys (purpose, wrapped_key, kek_name) VALUES (%s, %s, %s)"
-                    " RETURNING id, purpose, wrapped_key, state",
-                    (purpose, make_wrapped_key(), self._kek_name),
-                ).fetchone()
+                if purpose == KeyPurpose.FINGERPRINT and conn.execute(FINGERPRINTED_UNDER_A_DEAD_KEY).fetchone():
+                    raise KeysUnavailable(
+                        "no fingerprint key is active, yet stored values are fingerprinted under a retired one:"
+                        " a new fingerprint key would give each of them a second token. Not making one; the"
+                        " database owner must set the last active fingerprint key back to 'active'"
+                        " (see the data-key-update rows of the audit log)"
+                    )
+                new = make_key()
+                row = self._insert(conn, purpose, new.wrapped_key, new.check_value, KeyState.ACTIVE)
         return _stored_key(row)
 
     @translated
-    def add_key(self, purpose: str, wrapped_key: str) -> StoredKey:
+    def add_key(self, purpose: str, wrapped_key: str, check_value: bytes | None = None) -> StoredKey:
         """New DEK: active, the old one decrypt_only. New fingerprint key: pending."""
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
@@ -90,11 +136,7 @@ class PostgresKeyStore:
                 "SELECT 1 FROM vault.data_keys WHERE purpose = %s AND state = %s", (purpose, KeyState.PENDING)
             ).fetchone():
                 raise ValueError("a fingerprint key rotation is already under way: run the re-index to finish it")
-            row = conn.execute(
-                "INSERT INTO vault.data_keys (purpose, wrapped_key, kek_name, state) VALUES (%s, %s, %s, %s)"
-                " RETURNING id, purpose, wrapped_key, state",
-                (purpose, wrapped_key, self._kek_name, state),
-            ).fetchone()
+            row = self._insert(conn, purpose, wrapped_key, check_value, state)
         return _stored_key(row)
 
     @translated
@@ -102,6 +144,19 @@ class PostgresKeyStore:
         """Store the rewrapped form of a key."""
         with self._pool.connection() as conn:
             conn.execute("UPDATE vault.data_keys SET wrapped_key = %s WHERE id = %s", (wrapped_key, key_id))
+
+    @translated
+    def record_check_values(self, check_values: Mapping[int, bytes]) -> None:
+        """Record the check value of keys that have none yet (once: the database refuses a change)."""
+        if not check_values:
+            return
+        with self._pool.connection() as conn, conn.transaction():
+            if not self._has_check_values(conn):
+                return  # migration 0024 not applied yet: nothing to record it in
+            for key_id, check in check_values.items():
+                conn.execute(
+                    "UPDATE vault.data_keys SET check_value = %s WHERE id = %s AND check_value IS NULL", (check, key_id)
+                )
 
     @translated
     def promote_pending_fingerprint_key(self) -> bool:
