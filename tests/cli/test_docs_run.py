@@ -89,7 +89,7 @@ def test_the_readme_command_sections_run_as_written(cli_stack: CliStack, tmp_pat
     assert "erased" in done.stdout and "audit log intact" in done.stdout
     assert "Next step of this erasure, for the DLQ operator" in done.stderr  # named by `tokenvault erase`
     assert "would be deleted (dry run" in done.stdout and "holding the person's values, deleted:" in done.stdout
-    assert "1 reveal(s) of this token" in done.stdout  # the analyst's reveal above (buf curl comes after)
+    assert "1 reveal(s) and 0 erasure(s) of this token" in done.stdout  # the analyst's reveal (buf curl comes after)
 
 
 def test_the_key_rotation_runbook_runs_as_written(cli_stack: CliStack, tmp_path: Path) -> None:
@@ -106,7 +106,7 @@ def test_the_key_rotation_runbook_runs_as_written(cli_stack: CliStack, tmp_path:
     assert int(fingerprints_left[-1]) > 0  # status counted the re-index work before reindex ran
     assert re.search(r"safe min_decryption_version\s*: 2", out)
     assert '"erased": true' in out and out.count("erased") >= 2  # by tokenvault and by buf curl
-    assert "0 reveal(s) of this token" in out  # nobody revealed the erased token
+    assert "0 reveal(s) and 1 erasure(s) of this token" in out  # nobody revealed the erased token; it was erased
     status = cli_stack.as_("security", "status")
     assert "values to re-encrypt          : 0" in status.stdout and "fingerprints to re-index      : 0" in status.stdout
     gone = cli_stack.as_("fraud-investigator", "reveal", tokens["ip_ExampleTokenToErase001"][0], "-p", "CHECK-1")
