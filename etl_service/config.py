@@ -25,7 +25,8 @@ class EtlConfig:
     """Source queue URL (ETL_QUEUE_URL)."""
     dlq_url: str
     """Dead-letter queue URL for malformed messages (ETL_DLQ_URL, default `<queue url>-dlq`): the
-    source queue's redrive target when it has a redrive policy, never the source (checked at start)."""
+    target of the source queue's redrive policy, never the source, with no redrive policy of its own
+    (checked at start: sqs_common.check_queue_pair)."""
     sqs_endpoint_url: str | None
     """SQS endpoint (ETL_SQS_ENDPOINT_URL); unset: AWS, or the host of a non-AWS queue URL such
     as LocalStack's `http://localhost:4566/000000000000/login-queue`."""

@@ -1,9 +1,10 @@
 """The DLQ: list dead letters with their reasons, re-send one, take back those without a reason.
 
-Operators use it through `python -m etl_service dead-letters`; a drain takes back what SQS's
-redrive policy moved without a reason (SqsQueue.take_back_redriven) through it too. Reading the
-whole DLQ means receiving every message: each read takes a short lease, and the messages are
-released again when the listing ends (`release`). SQS failures raise the ETL's kinds
+Operators use it through `python -m etl_service dead-letters` (each command runs `check` first:
+are the two queues a source and its own DLQ?); a drain takes back what SQS's redrive policy
+moved without a reason (SqsQueue.take_back_redriven) through it too. Reading the whole DLQ
+means receiving every message: each read takes a short lease, and the messages are released
+again when the listing ends (`release`). SQS failures raise the ETL's kinds
 (DependencyDown, QueueConfigurationError).
 """
 
@@ -19,6 +20,8 @@ from etl_service.adapters.sqs_common import (
     MAX_TIMESTAMP_MS,
     SENT_TIMESTAMP_ATTRIBUTE,
     SQS_ERRORS,
+    QueuePair,
+    check_queue_pair,
     raise_for,
     timestamp_ms,
 )
@@ -109,6 +112,16 @@ class DeadLetterQueue:
         self._queue_url = queue_url
         self._dlq_url = dlq_url
         self._held: list[DeadLetter] = []
+
+    def check(self) -> QueuePair:
+        """Prove the DLQ is the source queue's own dead-letter queue before anything is read or sent.
+
+        sqs_common.check_queue_pair (QueuePairRefused otherwise): with the source as the "DLQ",
+        `resend` and `redrive` would send bodies in clear into it; with a queue that is not the
+        source's redrive target, `resend` would feed the wrong queue and `erase` would check
+        nothing and report done; a DLQ redriving elsewhere would lose letters to each `list`.
+        """
+        return check_queue_pair(self._client, self._queue_url, self._dlq_url)
 
     def list(self, limit: int = 10_000) -> list[DeadLetter]:
         """Up to `limit` dead letters (each held for 60 s until release())."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -17,14 +16,13 @@ from etl_service.adapters.sqs_common import (
     EVENT_ID_ATTRIBUTE,
     SENT_TIMESTAMP_ATTRIBUTE,
     SQS_ERRORS,
-    QueueConfigurationError,
     approximate_counts,
+    check_queue_pair,
     claimed_sent_ms,
     raise_for,
     timestamp_ms,
 )
 from etl_service.domain.messages import DEAD_LETTER_ATTRIBUTES, QueueMessage, check_event_id
-from etl_service.errors import DependencyDown
 from etl_service.service.ports import QueueDepth
 
 if TYPE_CHECKING:
@@ -121,34 +119,6 @@ def _string_attribute(message_attributes: Any, name: str) -> str | None:
     return text if isinstance(text, str) else None
 
 
-def _max_receive_count(policy: str | None) -> int | None:
-    try:
-        return int(json.loads(policy)["maxReceiveCount"]) if policy else None
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _queue_arn(attributes: dict[str, str], setting: str) -> str:
-    """The queue's QueueArn; QueueConfigurationError when SQS did not report one (nothing to compare)."""
-    arn = attributes.get("QueueArn")
-    if not arn:
-        raise QueueConfigurationError(f"SQS did not report the QueueArn of the queue of {setting}")
-    return arn
-
-
-def _redrive_target(policy: str | None, setting: str) -> str | None:
-    """The deadLetterTargetArn of a RedrivePolicy; None without one, QueueConfigurationError when unreadable."""
-    if not policy:
-        return None
-    try:
-        target = json.loads(policy)["deadLetterTargetArn"]
-    except (ValueError, KeyError, TypeError):
-        target = None
-    if not isinstance(target, str) or not target:
-        raise QueueConfigurationError(f"the redrive policy of the queue of {setting} names no deadLetterTargetArn")
-    return target
-
-
 class SqsQueue:
     """Implements the Queue port over one source queue and its DLQ."""
 
@@ -163,48 +133,12 @@ class SqsQueue:
     def check(self) -> None:
         """Fail fast at start, before any receive: QueueConfigurationError naming the settings.
 
-        Both queues must exist and be reachable, and the DLQ must be the source's dead-letter
-        queue, compared by `QueueArn` (two URLs can name one queue):
-        - not the source itself: each refused event would be read back, sealed again and finally
-          discarded as too large (attack round 8, Finding 6);
-        - the target of the source's redrive policy, when it has one: what SQS's redrive moves
-          (a crash loop) would otherwise land where the ETL never takes it back from;
-        - not redriving into the source itself.
+        Both queues must exist and be reachable, and the DLQ must be the source's own
+        dead-letter queue by QueueArn (sqs_common.check_queue_pair: not the source, the target of
+        the source's redrive policy, which it must have, and without a redrive policy of its own).
         Also reads the source queue's redrive limit (`max_receive_count`).
         """
-        attributes = {url: self._attributes(url) for url in (self._queue_url, self._dlq_url)}
-        source, dlq = attributes[self._queue_url], attributes[self._dlq_url]
-        source_arn, dlq_arn = _queue_arn(source, "ETL_QUEUE_URL"), _queue_arn(dlq, "ETL_DLQ_URL")
-        if dlq_arn == source_arn:
-            raise QueueConfigurationError(
-                f"ETL_DLQ_URL names the source queue of ETL_QUEUE_URL ({source_arn}): refused events would be"
-                " read back and dead-lettered again until discarded; set ETL_DLQ_URL to the source's"
-                " dead-letter queue"
-            )
-        source_target = _redrive_target(source.get("RedrivePolicy"), "ETL_QUEUE_URL")
-        if source_target is not None and source_target != dlq_arn:
-            raise QueueConfigurationError(
-                f"ETL_DLQ_URL ({dlq_arn}) is not the dead-letter queue of ETL_QUEUE_URL, whose redrive policy"
-                f" moves messages to {source_target}: the ETL would never take those back; set ETL_DLQ_URL to"
-                " that queue, or point the redrive policy at ETL_DLQ_URL"
-            )
-        if _redrive_target(dlq.get("RedrivePolicy"), "ETL_DLQ_URL") == source_arn:
-            raise QueueConfigurationError(
-                f"ETL_DLQ_URL ({dlq_arn}) has a redrive policy moving its messages to the source queue of"
-                f" ETL_QUEUE_URL ({source_arn}): dead letters would come back as events; remove that redrive policy"
-            )
-        self.max_receive_count = _max_receive_count(source.get("RedrivePolicy"))
-
-    def _attributes(self, url: str) -> dict[str, str]:
-        """The queue's QueueArn and RedrivePolicy; QueueConfigurationError when it is missing or unreachable."""
-        try:
-            response = self._client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn", "RedrivePolicy"])
-        except SQS_ERRORS as error:
-            try:
-                raise_for(error, f"queue {url}")
-            except DependencyDown:
-                raise QueueConfigurationError(f"SQS queue {url} is unreachable: {type(error).__name__}") from None
-        return {name: value for name, value in response.get("Attributes", {}).items()}
+        self.max_receive_count = check_queue_pair(self._client, self._queue_url, self._dlq_url).max_receive_count
 
     def receive(self, max_messages: int, wait_seconds: int) -> list[QueueMessage]:
         """Long-poll for up to `max_messages` (1-10), leased for the configured visibility."""

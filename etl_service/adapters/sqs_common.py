@@ -1,7 +1,14 @@
-"""What the SQS adapters share: how boto errors become ETL errors, the attributes the ETL sets, and a queue's counts."""
+"""What the SQS adapters share: boto errors as ETL errors, attributes, counts, the queue-pair check.
+
+How boto errors become ETL errors, the attributes the ETL sets, a queue's counts, and the check
+that two queues are a source and its own dead-letter queue, which the ETL and every DLQ
+operator's command run before touching either.
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
 import botocore.exceptions
@@ -98,3 +105,120 @@ def approximate_counts(client: SQSClient, queue_url: str, action: str) -> QueueD
         in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
         delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
     )
+
+
+class QueuePairRefused(QueueConfigurationError):
+    """ETL_QUEUE_URL and ETL_DLQ_URL are not a source queue and its own dead-letter queue (check_queue_pair)."""
+
+
+@dataclass(frozen=True)
+class QueuePair:
+    """A source queue and its dead-letter queue, as check_queue_pair found them."""
+
+    source_arn: str
+    dlq_arn: str
+    max_receive_count: int | None
+    """The source's redrive limit (maxReceiveCount); None when SQS reported none readable."""
+
+
+def queue_attributes(client: SQSClient, queue_url: str, setting: str) -> dict[str, str]:
+    """The queue's QueueArn and RedrivePolicy; QueueConfigurationError when it is missing or unreachable.
+
+    One GetQueueAttributes call on the queue given; `setting` (ETL_QUEUE_URL, ETL_DLQ_URL) is named
+    after the error. Unreachable is a configuration error here: it is asked before anything else runs.
+    """
+    try:
+        response = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn", "RedrivePolicy"])
+    except SQS_ERRORS as error:
+        try:
+            raise_for(error, f"queue {queue_url}")
+        except QueueConfigurationError as refused:
+            raise QueueConfigurationError(f"{refused} ({setting})") from None
+        except DependencyDown:
+            raise QueueConfigurationError(
+                f"SQS queue {queue_url} is unreachable: {type(error).__name__} ({setting})"
+            ) from None
+    return {name: value for name, value in response.get("Attributes", {}).items()}
+
+
+def check_queue_pair(client: SQSClient, queue_url: str, dlq_url: str) -> QueuePair:
+    """Prove that `dlq_url` (ETL_DLQ_URL) is the dead-letter queue of `queue_url` (ETL_QUEUE_URL), by QueueArn.
+
+    Run by the ETL at start and by every `dead-letters` command before it touches a queue; it
+    reads both queues' attributes only (two GetQueueAttributes calls, nothing received or sent).
+    QueuePairRefused, naming both settings and the queues' ARNs, unless:
+    - the DLQ is not the source itself (two URLs can name one queue): the ETL would read each
+      refused event back and seal it again until discarded (attack round 8, Finding 6); `resend`
+      and `redrive` would send bodies in clear into the DLQ (attack round 9, Break 4);
+    - the source has a redrive policy: without one nothing ties the two queues together (an
+      `erase` against any queue would check nothing and exit 0, attack round 9, Break 5) and a
+      message failing on every receive would loop for ever;
+    - its deadLetterTargetArn is the DLQ: what SQS's redrive moves would otherwise land where
+      no command looks, and `resend` would send to a queue that is not the DLQ's source;
+    - the DLQ has no redrive policy of its own: a dead-letter queue keeps its letters; each
+      `list` or `show` is a receive, so one redriving elsewhere would move letters out of every
+      tool's reach (round 9, Break 6), one redriving into the source would turn them into events.
+    A missing, refused or unreachable queue raises QueueConfigurationError (raise_for's codes).
+    """
+    source = queue_attributes(client, queue_url, "ETL_QUEUE_URL")
+    dlq = queue_attributes(client, dlq_url, "ETL_DLQ_URL")
+    source_arn, dlq_arn = _queue_arn(source, "ETL_QUEUE_URL"), _queue_arn(dlq, "ETL_DLQ_URL")
+    if dlq_arn == source_arn:
+        raise QueuePairRefused(
+            f"ETL_DLQ_URL names the source queue of ETL_QUEUE_URL ({source_arn}): refused events would be"
+            " read back and dead-lettered again, and re-sent ones would land among the dead letters; set"
+            " ETL_DLQ_URL to the source's dead-letter queue"
+        )
+    source_policy = source.get("RedrivePolicy")
+    if not source_policy:
+        raise QueuePairRefused(
+            f"ETL_QUEUE_URL ({source_arn}) has no redrive policy, so nothing shows that ETL_DLQ_URL ({dlq_arn})"
+            " is its dead-letter queue, and a message failing on every receive would be received for ever;"
+            " give the source a redrive policy whose deadLetterTargetArn is ETL_DLQ_URL's queue"
+            " (`python -m devstack.exercise_queue --queue-url URL` does for a development queue)"
+        )
+    source_target = _redrive_target(source_policy, "ETL_QUEUE_URL")
+    if source_target != dlq_arn:
+        raise QueuePairRefused(
+            f"ETL_DLQ_URL ({dlq_arn}) is not the dead-letter queue of ETL_QUEUE_URL ({source_arn}), whose redrive"
+            f" policy moves messages to {source_target}: the ETL would never take those back, and the dead-letter"
+            " commands would work on the wrong queue; set ETL_DLQ_URL to that queue, or point the redrive policy"
+            " at ETL_DLQ_URL"
+        )
+    dlq_policy = dlq.get("RedrivePolicy")
+    if dlq_policy:
+        dlq_target = _redrive_target(dlq_policy, "ETL_DLQ_URL")
+        where = f"the source queue of ETL_QUEUE_URL ({source_arn})" if dlq_target == source_arn else dlq_target
+        raise QueuePairRefused(
+            f"ETL_DLQ_URL ({dlq_arn}), the dead-letter queue of ETL_QUEUE_URL, has a redrive policy of its own"
+            f" moving its messages to {where}: every read of a dead letter counts as a receive, so dead letters"
+            " would leave the DLQ for a queue no command reads (or come back as events); a dead-letter queue"
+            " keeps its letters - remove that redrive policy"
+        )
+    return QueuePair(source_arn, dlq_arn, _max_receive_count(source_policy))
+
+
+def _queue_arn(attributes: dict[str, str], setting: str) -> str:
+    """The queue's QueueArn; QueueConfigurationError when SQS did not report one (nothing to compare)."""
+    arn = attributes.get("QueueArn")
+    if not arn:
+        raise QueueConfigurationError(f"SQS did not report the QueueArn of the queue of {setting}")
+    return arn
+
+
+def _redrive_target(policy: str, setting: str) -> str:
+    """The deadLetterTargetArn of a RedrivePolicy; QueuePairRefused when it names none."""
+    try:
+        target = json.loads(policy)["deadLetterTargetArn"]
+    except (ValueError, KeyError, TypeError):
+        target = None
+    if not isinstance(target, str) or not target:
+        raise QueuePairRefused(f"the redrive policy of the queue of {setting} names no deadLetterTargetArn")
+    return target
+
+
+def _max_receive_count(policy: str) -> int | None:
+    try:
+        return int(json.loads(policy)["maxReceiveCount"])
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -22,6 +22,13 @@
 Settings: ETL_QUEUE_URL (ETL_DLQ_URL, ETL_SQS_ENDPOINT_URL, AWS_* as for the service), and for
 show/resend/erase ETL_DLQ_SEAL_VAULT_ADDR or VAULT_ADDR (https://, or http:// to loopback unless
 ETL_DLQ_SEAL_VAULT_PLAINTEXT=allow: else exit 2), and ETL_DLQ_SEAL_KEY as the ETL has it.
+Every command first checks the two queues as the ETL does at start (sqs_common.check_queue_pair,
+by QueueArn): ETL_DLQ_URL must be the target of ETL_QUEUE_URL's redrive policy, not the source
+itself, and have no redrive policy of its own. Otherwise it stops (exit 2, naming both settings
+and the queues' ARNs) before any message is read or sent: `resend`/`redrive` would put bodies in
+clear into the DLQ or another queue, `erase` would check a queue holding none of the letters and
+exit 0, and every `list` of a DLQ redriving elsewhere would move letters out of reach. `erase`
+prints the swept queue's QueueArn with its counts.
 A dead-letter key OpenBao does not have, or will not let the token decrypt with (the setting
 misspelt, another OpenBao, a token that is not the DLQ operator's), stops show/resend/erase
 before they touch the DLQ: every letter would fail alike, so none is counted as unopenable or
@@ -29,7 +36,8 @@ reported as tampered for it.
 
 Exit status: 0 done; 1 SQS or OpenBao failed or refused (a message says which), or the command
 could not complete (no such dead letter, a body still refused); 2 usage or settings (a missing
-setting, the dead-letter key as above, values for `erase` not on stdin, `delete` without --yes);
+setting, queues that are not a source and its own DLQ, the dead-letter key as above, values for
+`erase` not on stdin, `delete` without --yes);
 3 `erase` only: some dead letters could not be checked: held elsewhere, arrived meanwhile, tampered
 or could not be opened (their message ids are printed; run it again).
 """
@@ -45,6 +53,7 @@ from pathlib import Path
 from etl_service.adapters.dead_letter_queue import DeadLetter, DeadLetterError, DeadLetterQueue
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.adapters.sqs import endpoint_for_queue, make_sqs_client
+from etl_service.adapters.sqs_common import QueuePair, QueuePairRefused
 from etl_service.adapters.transit_sealer import (
     DEAD_LETTER_KEY,
     KEY_SETTING,
@@ -96,24 +105,28 @@ def main(argv: list[str]) -> int:
         os.environ.get("AWS_ACCESS_KEY_ID"),
         os.environ.get("AWS_SECRET_ACCESS_KEY"),
     )
+    if args.command == "delete" and not args.yes:
+        print(
+            f"etl_service dead-letters delete: add --yes to delete {_shown(args.message_id)} for good;"
+            " nothing was deleted",
+            file=sys.stderr,
+        )
+        return SETTINGS_ERROR
     dlq = DeadLetterSweep(client, queue_url, dlq_url)
     try:
+        pair = dlq.check()  # before anything is read or sent: is ETL_DLQ_URL the source's own DLQ?
         if args.command == "redrive":
             print(f"taken back: {dlq.take_back_redriven()}")
             return 0
-        if args.command == "delete" and not args.yes:
-            print(
-                f"etl_service dead-letters delete: add --yes to delete {_shown(args.message_id)} for good;"
-                " nothing was deleted",
-                file=sys.stderr,
-            )
-            return SETTINGS_ERROR
         try:
             if args.command == "erase":
-                return _erase(args, dlq)
+                return _erase(args, dlq, pair)
             return _run(args, dlq)
         finally:
             dlq.release()
+    except QueuePairRefused as error:
+        print(f"etl_service dead-letters: stopped, no message read or sent: {error}", file=sys.stderr)
+        return SETTINGS_ERROR
     except (DeadLetterKeyUnusable, ConfigError) as error:
         print(f"etl_service dead-letters: stopped: {error}", file=sys.stderr)
         return SETTINGS_ERROR
@@ -141,11 +154,12 @@ def _tampered(dead: DeadLetter, key: str) -> bool:
     return dead.sealed_body is not None and dead.key != key
 
 
-def _erase(args: argparse.Namespace, dlq: DeadLetterSweep) -> int:
+def _erase(args: argparse.Namespace, dlq: DeadLetterSweep, pair: QueuePair) -> int:
     """`erase`: bodies opened as by `show` (the dead-letter key only; tampered ones never).
 
     OpenBao, the token and the key are checked before the DLQ is read, rather than after the first
     deletions: a key it cannot use would otherwise pass every letter as tampered or unopenable.
+    The summary names the queue swept by its QueueArn, so a count of 0 can be told from a wrong queue.
     """
     key = _dead_letter_key()
     access = _vault_access(args.token_file)
@@ -154,7 +168,10 @@ def _erase(args: argparse.Namespace, dlq: DeadLetterSweep) -> int:
             "erase opens bodies: it needs VAULT_ADDR and the operator's token (VAULT_TOKEN, --token-file)"
         )
     check_dead_letter_key(*access, key)
-    return run_erase(args, dlq, lambda dead: _open(dead, args.token_file, key), lambda dead: _tampered(dead, key))
+    code = run_erase(args, dlq, lambda dead: _open(dead, args.token_file, key), lambda dead: _tampered(dead, key))
+    if code != SETTINGS_ERROR:  # the DLQ was swept
+        print(f"dead-letter queue swept: {pair.dlq_arn} (ETL_DLQ_URL; the redrive target of {pair.source_arn})")
+    return code
 
 
 def _run(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:

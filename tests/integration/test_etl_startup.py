@@ -123,8 +123,16 @@ def _dlq_misconfiguration(case: str, sqs: SQSClient, stack_env: dict[str, str], 
     if case == "another queue's DLQ":  # a shared DLQ, or a typo of the same shape
         other = etl_harness_env(stack_env, "127.0.0.1:9")
         return {"ETL_DLQ_URL": other["ETL_DLQ_URL"]}
-    assert case == "a DLQ redriving into the source"
-    redrive = {"deadLetterTargetArn": _queue_arn(sqs, env["ETL_QUEUE_URL"]), "maxReceiveCount": "5"}
+    if case == "a source without a redrive policy":  # nothing ties the DLQ to it (attack9 Break 6)
+        sqs.set_queue_attributes(QueueUrl=env["ETL_QUEUE_URL"], Attributes={"RedrivePolicy": ""})
+        return {}
+    if case == "a DLQ redriving to a third queue":  # each read of a dead letter moves it on (attack9 Break 6)
+        third = sqs.create_queue(QueueName=f"third-{time.time_ns()}")["QueueUrl"]
+        target = _queue_arn(sqs, third)
+    else:
+        assert case == "a DLQ redriving into the source"
+        target = _queue_arn(sqs, env["ETL_QUEUE_URL"])
+    redrive = {"deadLetterTargetArn": target, "maxReceiveCount": "2"}
     sqs.set_queue_attributes(QueueUrl=env["ETL_DLQ_URL"], Attributes={"RedrivePolicy": json.dumps(redrive)})
     return {}
 
@@ -136,12 +144,17 @@ def _dlq_misconfiguration(case: str, sqs: SQSClient, stack_env: dict[str, str], 
         ("the source queue under another URL", "ETL_DLQ_URL names the source queue of ETL_QUEUE_URL"),
         ("another queue's DLQ", "is not the dead-letter queue of ETL_QUEUE_URL"),
         ("a DLQ redriving into the source", "moving its messages to the source queue of ETL_QUEUE_URL"),
+        ("a DLQ redriving to a third queue", "has a redrive policy of its own moving its messages to arn:"),
+        ("a source without a redrive policy", "has no redrive policy"),
     ],
 )
 def test_a_dlq_that_is_not_the_source_queues_own_stops_the_start_before_any_receive(
     stack_env: dict[str, str], vault: RunningVault, case: str, expected: str
 ) -> None:
-    """attack8 Finding 6: ETL_DLQ_URL = ETL_QUEUE_URL passed, then each refused event looped until discarded."""
+    """attack8 Finding 6: ETL_DLQ_URL = ETL_QUEUE_URL passed, then each refused event looped until discarded.
+
+    attack9 Break 6: a DLQ redriving to a third queue, and a source without a redrive policy, passed.
+    """
     env = etl_harness_env(stack_env, vault.address)
     sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
     sent = list(generate_events(3, seed=time.time_ns() % 2**32, malformed_rate=0))
@@ -153,6 +166,7 @@ def test_a_dlq_that_is_not_the_source_queues_own_stops_the_start_before_any_rece
     result = run_etl({**env, **changes})
     assert result.returncode == 1, result.stderr[-2000:]
     assert expected in result.stderr, result.stderr[-2000:]
+    assert "ETL_QUEUE_URL" in result.stderr and "ETL_DLQ_URL" in result.stderr
     for event in sent:  # names settings and queues, never an event's values
         assert json.loads(event.body)["ip"] not in result.stderr
     # Nothing was received: every message still in the source, each on its first receive now.

@@ -2,10 +2,11 @@
 
 Read from the code itself: every `self._client.<call>(QueueUrl=...)` in the SQS adapters, with
 the queue it names, and every call of a shared helper of sqs_common that makes SQS calls for its
-caller (`approximate_counts(self._client, self._dlq_url, ...)`): the helper's own client calls,
-read from its body, on the queue the caller passes. A call added to the code without its
-permission fails here before it fails in AWS; a permission the code never uses (PurgeQueue,
-SetQueueAttributes, ...) fails here too.
+caller (`approximate_counts(self._client, self._dlq_url, ...)`,
+`check_queue_pair(self._client, self._queue_url, self._dlq_url)`): the helper's client calls,
+read from its body and those of the helpers it calls, on the queues the caller passes. A call
+added to the code without its permission fails here before it fails in AWS; a permission the
+code never uses (PurgeQueue, SetQueueAttributes, ...) fails here too.
 """
 
 from __future__ import annotations
@@ -54,22 +55,39 @@ def _client_calls(tree: ast.AST, client: str) -> list[tuple[str, str]]:
     return calls
 
 
-def _shared_helpers() -> dict[str, set[str]]:
-    """IAM actions of each sqs_common function that calls SQS with the `client` and `queue_url` it is given."""
-    helpers: dict[str, set[str]] = {}
-    for node in ast.parse((ROOT / SHARED).read_text()).body:
-        if not isinstance(node, ast.FunctionDef):
-            continue
-        calls = _client_calls(node, "client")
-        if calls:
-            assert [a.arg for a in node.args.args[:2]] == ["client", "queue_url"], node.name
-            assert {queue for _, queue in calls} == {"queue_url"}, f"{node.name} calls SQS on another queue"
-            helpers[node.name] = {_iam_action(method) for method, _ in calls}
+def _shared_helpers() -> dict[str, set[tuple[str, int]]]:
+    """(IAM action, position of the queue argument) of each sqs_common function calling SQS, directly or not.
+
+    A helper calls SQS on the `client` it is given, on a queue it is given (`queue_url`, `dlq_url`:
+    a parameter, never a queue of its own), itself or through another such helper
+    (`check_queue_pair` reads both queues through `queue_attributes`).
+    """
+    functions = [n for n in ast.parse((ROOT / SHARED).read_text()).body if isinstance(n, ast.FunctionDef)]
+    helpers: dict[str, set[tuple[str, int]]] = {}
+    changed = True
+    while changed:  # until the helpers calling helpers are all found
+        changed = False
+        for node in functions:
+            params = [a.arg for a in node.args.args]
+            found = set()
+            for method, queue in _client_calls(node, "client"):
+                assert queue in params, f"{node.name} calls SQS on {queue}, not on a queue it is given"
+                found.add((_iam_action(method), params.index(queue)))
+            for call in ast.walk(node):
+                if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in helpers:
+                    args = [ast.unparse(a) for a in call.args]
+                    assert args[0] == "client" and not call.keywords, ast.unparse(call)
+                    for action, position in helpers[call.func.id]:
+                        assert args[position] in params, f"{node.name} calls SQS on {args[position]}"
+                        found.add((action, params.index(args[position])))
+            if found and found != helpers.get(node.name):
+                assert params[0] == "client" and all(params[p].endswith("_url") for _, p in found), node.name
+                helpers[node.name], changed = found, True
     return helpers
 
 
 def _helper_calls(source: str) -> set[tuple[str, str]]:
-    """(IAM action, queue ARN) of the shared helpers `source` calls, on the queue it passes them."""
+    """(IAM action, queue ARN) of the shared helpers `source` calls, on the queues it passes them."""
     helpers = _shared_helpers()
     made: set[tuple[str, str]] = set()
     for node in ast.walk(ast.parse((ROOT / source).read_text())):
@@ -77,9 +95,9 @@ def _helper_calls(source: str) -> set[tuple[str, str]]:
             assert not [a for a in node.names if a.name in helpers and a.asname], source
             assert not [a for a in node.names if a.name.endswith("sqs_common")], source
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in helpers:
-            client, queue = (ast.unparse(a) for a in node.args[:2])
-            assert client == "self._client" and not node.keywords, ast.unparse(node)
-            made |= {(action, arn) for action in helpers[node.func.id] for arn in QUEUE_OF[queue]}
+            args = [ast.unparse(a) for a in node.args]
+            assert args[0] == "self._client" and not node.keywords, ast.unparse(node)
+            made |= {(action, arn) for action, position in helpers[node.func.id] for arn in QUEUE_OF[args[position]]}
     return made
 
 
@@ -128,10 +146,19 @@ def test_the_call_scan_sees_the_calls_it_must() -> None:
     # redrive target, and not the source itself?): GetQueueAttributes on the DLQ too.
     assert ("sqs:GetQueueAttributes", DLQ_ARN) in _calls_made(("etl_service/adapters/sqs.py",))
     # A shared helper's call is the caller's, on the caller's queue: the ETL's depth() (source
-    # queue), the operator's sweep (DLQ). A helper renamed or moved would drop these.
-    assert _shared_helpers() == {"approximate_counts": {"sqs:GetQueueAttributes"}}
-    assert _helper_calls("etl_service/adapters/sqs.py") == {("sqs:GetQueueAttributes", SOURCE_ARN)}
-    assert _helper_calls("etl_service/adapters/dead_letter_sweep.py") == {("sqs:GetQueueAttributes", DLQ_ARN)}
+    # queue), the operator's sweep (DLQ), and the queue-pair check both run (both queues, read
+    # through queue_attributes). A helper renamed or moved would drop these.
+    read = "sqs:GetQueueAttributes"
+    assert _shared_helpers() == {
+        "approximate_counts": {(read, 1)},
+        "queue_attributes": {(read, 1)},
+        "check_queue_pair": {(read, 1), (read, 2)},
+    }
+    assert _helper_calls("etl_service/adapters/sqs.py") == {(read, SOURCE_ARN), (read, DLQ_ARN)}
+    assert _helper_calls("etl_service/adapters/dead_letter_sweep.py") == {(read, DLQ_ARN)}
+    # Every operator command checks the pair first (DeadLetterQueue.check): the operator reads
+    # the source's RedrivePolicy, so its policy allows GetQueueAttributes on the source too.
+    assert _helper_calls("etl_service/adapters/dead_letter_queue.py") == {(read, SOURCE_ARN), (read, DLQ_ARN)}
     sweep = _calls_made(("etl_service/adapters/dead_letter_sweep.py",))
     assert sweep == {
         ("sqs:ChangeMessageVisibility", DLQ_ARN),

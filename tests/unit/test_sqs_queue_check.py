@@ -1,5 +1,10 @@
-"""The SQS start-up check on queue attributes real SQS does not produce (tests/integration/test_etl_startup.py
-covers the misconfigurations a real endpoint shows: a DLQ that is the source, another queue's, or redrives into it).
+"""The queue-pair check (sqs_common.check_queue_pair) of the ETL's start and of every `dead-letters` command.
+
+On queue attributes as a table: what real SQS does not produce (a policy naming no target, no
+QueueArn), and that the ETL and the operator's commands run one check, reading attributes only.
+tests/integration/test_etl_startup.py, test_etl_dead_letters.py and test_erasure_dead_letters.py
+cover the misconfigurations a real endpoint shows (a DLQ that is the source, another queue's,
+one redriving elsewhere, a source without a redrive policy).
 """
 
 from __future__ import annotations
@@ -9,11 +14,14 @@ from typing import Any
 
 import pytest
 
+from etl_service.adapters.dead_letter_queue import DeadLetterQueue
 from etl_service.adapters.sqs import SqsQueue
-from etl_service.adapters.sqs_common import QueueConfigurationError
+from etl_service.adapters.sqs_common import QueueConfigurationError, QueuePairRefused
 
 SOURCE, DLQ = "https://sqs.example/1/login-queue", "https://sqs.example/1/login-queue-dlq"
 SOURCE_ARN, DLQ_ARN = "arn:aws:sqs:r:1:login-queue", "arn:aws:sqs:r:1:login-queue-dlq"
+THIRD_ARN = "arn:aws:sqs:r:1:somewhere-else"
+TO_DLQ = json.dumps({"deadLetterTargetArn": DLQ_ARN, "maxReceiveCount": "5"})
 
 
 class AttributesOnly:
@@ -21,8 +29,10 @@ class AttributesOnly:
 
     def __init__(self, attributes: dict[str, dict[str, str]]) -> None:
         self.attributes = attributes
+        self.asked: list[str] = []
 
     def get_queue_attributes(self, QueueUrl: str, AttributeNames: list[str]) -> dict[str, Any]:
+        self.asked.append(QueueUrl)
         return {"Attributes": {k: v for k, v in self.attributes[QueueUrl].items() if k in AttributeNames}}
 
 
@@ -32,14 +42,51 @@ def check(source: dict[str, str], dlq: dict[str, str]) -> SqsQueue:
     return queue
 
 
-def test_a_source_without_a_redrive_policy_passes_with_no_receive_limit() -> None:
-    # The exercise's queue before `devstack.exercise_queue` attached its DLQ.
-    assert check({"QueueArn": SOURCE_ARN}, {"QueueArn": DLQ_ARN}).max_receive_count is None
+def test_a_source_without_a_redrive_policy_is_refused() -> None:
+    # attack9 Break 6: nothing ties the two queues together, and a crash loop would never end.
+    # The exercise's queue gets its redrive policy from `devstack.exercise_queue` first.
+    with pytest.raises(QueuePairRefused, match=r"ETL_QUEUE_URL .*has no redrive policy") as refused:
+        check({"QueueArn": SOURCE_ARN}, {"QueueArn": DLQ_ARN})
+    assert SOURCE_ARN in str(refused.value) and DLQ_ARN in str(refused.value)
+
+
+@pytest.mark.parametrize("target", [THIRD_ARN, SOURCE_ARN])
+def test_a_dlq_with_a_redrive_policy_of_its_own_is_refused(target: str) -> None:
+    # attack9 Break 6: each `list` is a receive; the letters would move on to `target`.
+    own = json.dumps({"deadLetterTargetArn": target, "maxReceiveCount": "2"})
+    with pytest.raises(QueuePairRefused, match=r"ETL_DLQ_URL .* has a redrive policy of its own") as refused:
+        check({"QueueArn": SOURCE_ARN, "RedrivePolicy": TO_DLQ}, {"QueueArn": DLQ_ARN, "RedrivePolicy": own})
+    assert target in str(refused.value) and DLQ_ARN in str(refused.value)
+
+
+def test_a_dlq_redrive_policy_naming_no_target_is_refused_too() -> None:
+    with pytest.raises(QueuePairRefused, match="redrive policy of the queue of ETL_DLQ_URL"):
+        check({"QueueArn": SOURCE_ARN, "RedrivePolicy": TO_DLQ}, {"QueueArn": DLQ_ARN, "RedrivePolicy": "{}"})
+
+
+def test_the_operator_commands_run_the_same_check_reading_attributes_only() -> None:
+    """DeadLetterQueue.check (every `dead-letters` command) refuses what the ETL does; it only reads attributes."""
+    cases = [
+        ({"QueueArn": SOURCE_ARN}, {"QueueArn": DLQ_ARN}),
+        ({"QueueArn": SOURCE_ARN, "RedrivePolicy": TO_DLQ}, {"QueueArn": SOURCE_ARN}),
+        ({"QueueArn": SOURCE_ARN, "RedrivePolicy": TO_DLQ.replace(DLQ_ARN, THIRD_ARN)}, {"QueueArn": DLQ_ARN}),
+        ({"QueueArn": SOURCE_ARN, "RedrivePolicy": TO_DLQ}, {"QueueArn": DLQ_ARN, "RedrivePolicy": TO_DLQ}),
+    ]
+    for source, dlq in cases:
+        client = AttributesOnly({SOURCE: source, DLQ: dlq})
+        with pytest.raises(QueuePairRefused) as etl:
+            SqsQueue(client, SOURCE, DLQ).check()  # type: ignore[arg-type]
+        with pytest.raises(QueuePairRefused) as operator:
+            DeadLetterQueue(client, SOURCE, DLQ).check()  # type: ignore[arg-type]
+        assert str(etl.value) == str(operator.value)
+        assert client.asked == [SOURCE, DLQ, SOURCE, DLQ]
+    fine = AttributesOnly({SOURCE: {"QueueArn": SOURCE_ARN, "RedrivePolicy": TO_DLQ}, DLQ: {"QueueArn": DLQ_ARN}})
+    pair = DeadLetterQueue(fine, SOURCE, DLQ).check()  # type: ignore[arg-type]
+    assert (pair.source_arn, pair.dlq_arn, pair.max_receive_count) == (SOURCE_ARN, DLQ_ARN, 5)
 
 
 def test_a_source_redriving_to_the_dlq_passes_with_its_receive_limit() -> None:
-    redrive = json.dumps({"deadLetterTargetArn": DLQ_ARN, "maxReceiveCount": "5"})
-    assert check({"QueueArn": SOURCE_ARN, "RedrivePolicy": redrive}, {"QueueArn": DLQ_ARN}).max_receive_count == 5
+    assert check({"QueueArn": SOURCE_ARN, "RedrivePolicy": TO_DLQ}, {"QueueArn": DLQ_ARN}).max_receive_count == 5
 
 
 @pytest.mark.parametrize("redrive", ["not json", "{}", '{"deadLetterTargetArn": 7}', "[]"])
