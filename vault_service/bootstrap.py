@@ -14,6 +14,7 @@ from vault_service.config import VaultServiceConfig
 from vault_service.domain.policy import load_policy
 from vault_service.entrypoints.metrics import (
     observe_checkpoint_exported,
+    observe_checkpoint_refused,
     observe_id_sequence_tampered,
     observe_planted_checkpoint,
     observe_tokenize,
@@ -58,6 +59,7 @@ class Bootstrapped:
             genuine=lambda checkpoint: verify(checkpoint.head.message(), checkpoint.signature),
             on_sequence_tampered=observe_id_sequence_tampered,
             on_failed=observe_upkeep_failed,
+            on_refused=observe_checkpoint_refused,
         )
 
     def maintainer(self, report: HealthReport, interval: float) -> KeyMaintainer:

@@ -35,7 +35,7 @@ from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from vault_service.adapters.transit import verify_signature
 from vault_service.domain.audit import AuditRecord
 from vault_service.domain.checkpoints import Checkpoint
-from vault_service.domain.errors import StorageError
+from vault_service.service.audit_upkeep import read_exported
 from vault_service.service.audit_verify import verify_audit, who_saw
 
 StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
@@ -340,10 +340,16 @@ def _replicas_and_a_forged_count(own_database: dict[str, str], vault: RunningVau
         )
     _reveal_calls(own_database, vault, 2)
     # The replica's next checkpoint carries the count it counted itself, which the database's
-    # trigger (counting from the planted row) refuses: checkpointing stops loudly rather than
-    # signing the planted number.
-    with pytest.raises(StorageError, match=r"CheckViolation"):
-        upkeeps[0].run_once()
+    # trigger (counting from the planted row) refuses: it is exported with that count all the
+    # same, never with the planted number, and not stored (the refusal is logged and counted).
+    made = upkeeps[0].run_once()
+    assert made is not None
+    with psycopg.connect(own_database["PG_ADMIN_DSN"]) as conn:
+        counted = conn.execute("SELECT count(*) FROM vault.audit_log WHERE id <= %s", (made.head.head_id,)).fetchone()
+        stored = conn.execute("SELECT count(*) FROM vault.audit_checkpoints WHERE head_id = %s", (made.head.head_id,))
+        assert stored.fetchone() == (0,)
+    assert (made.head.row_count,) == counted and made.head.row_count != 1
+    assert read_exported(tmp_path / "replica-1.jsonl")[-1] == made
 
 
 _DROP_AUDIT_ROWS = {

@@ -12,7 +12,7 @@ import pytest
 from tests.unit.fakes import FakeAuditLog
 from vault_service.domain.audit import AuditEvent
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
-from vault_service.domain.errors import AuditUnavailable, TooManyRequests
+from vault_service.domain.errors import AuditUnavailable, DatabaseUnavailable, StorageError, TooManyRequests
 from vault_service.domain.identity import Caller
 from vault_service.domain.rate_limit import RateLimit
 from vault_service.service.audit_upkeep import AuditUpkeep
@@ -306,3 +306,43 @@ def test_a_checkpoint_the_database_silently_drops_is_exported_anyway_and_reporte
         made = upkeep.run_once()
     assert made is not None and exported == [made] and planted == [1]
     assert "did not store the audit checkpoint of row 4" in caplog.text
+
+
+def test_a_checkpoint_the_database_refuses_is_exported_anyway_once_per_head_but_an_unreachable_one_waits(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Insider round 8, Finding 7: while storing failed, nothing was exported, so the rows of that
+    # period were anchored nowhere and could be deleted after a restart with audit-verify intact.
+    class _RefusingStore(_Store):
+        refusal: Exception | None = StorageError("the vault database refused the operation (CheckViolation)")
+
+        def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
+            if self.refusal is not None:
+                raise self.refusal
+            return super().add_checkpoint(checkpoint)
+
+    store, exported, refused = _RefusingStore(), list[Checkpoint](), list[int]()
+    upkeep = AuditUpkeep(
+        FakeAuditLog(),
+        store,
+        _Signer(),
+        TokenizeMeter(),
+        RefusalAuditor(FakeAuditLog()),
+        exported.append,
+        on_refused=lambda: refused.append(1),
+    )
+    store.head_id = 4
+    with caplog.at_level(logging.ERROR):
+        upkeep.run_once()
+        upkeep.run_once()  # the same head: counted again, not exported again
+        store.head_id = 6
+        upkeep.run_once()
+    assert [c.head.head_id for c in exported] == [4, 6] and not store.stored and refused == [1, 1, 1]
+    assert caplog.text.count("the database refused to store the audit checkpoint of row 4 (") == 1
+    assert "row 6" not in caplog.text  # the same refusal is logged once
+    store.refusal, store.head_id = DatabaseUnavailable("the vault database is unavailable; retry later"), 7
+    with pytest.raises(DatabaseUnavailable):  # a dependency down: the round is postponed, as before
+        upkeep.run_once()
+    assert [c.head.head_id for c in exported] == [4, 6] and refused == [1, 1, 1]
+    store.refusal = None
+    assert upkeep.run_once() is not None and [c.head.head_id for c in store.stored] == [7]

@@ -55,6 +55,11 @@ AUDIT_CHECKPOINT_PLANTED = Counter(
     "Audit upkeep rounds that found a database checkpoint beyond the audit log's head (written behind"
     " the service's back); the head was signed and exported without being stored",
 )
+AUDIT_CHECKPOINT_REFUSED = Counter(
+    "tokenvault_audit_checkpoint_refused",
+    "Audit upkeep rounds whose checkpoint the database refused to store (a check or trigger raising, a"
+    " privilege taken away; not the database being unreachable); the head was signed and exported anyway",
+)
 
 AUDIT_ID_SEQUENCE_TAMPERED = Counter(
     "tokenvault_audit_id_sequence_tampered",
@@ -77,6 +82,11 @@ def observe_checkpoint_exported(checkpoint: object) -> None:
 def observe_planted_checkpoint() -> None:
     """Count one upkeep round that found a planted checkpoint."""
     AUDIT_CHECKPOINT_PLANTED.inc()
+
+
+def observe_checkpoint_refused() -> None:
+    """Count one upkeep round whose checkpoint the database refused to store (exported all the same)."""
+    AUDIT_CHECKPOINT_REFUSED.inc()
 
 
 def observe_id_sequence_tampered() -> None:

@@ -14,6 +14,13 @@ refuses every later checkpoint as "not newer". The upkeep then logs an error and
 signing and exporting the real head without storing it, so the exported copy keeps anchoring
 the log (audit-verify checks every exported checkpoint against the rows).
 
+So it does when the database refuses to store a checkpoint for any reason other than being
+unreachable (a check or trigger raising, a constraint, a privilege taken away): the head is
+exported anyway, and the error logged and counted every round. Otherwise rows written while the
+database refuses would be anchored nowhere, and once it accepts checkpoints again - a restart
+counts the log afresh - they could be deleted with audit-verify reporting the log intact; the
+exported copy, naming those rows with the count this process made, contradicts such a deletion.
+
 Likewise a row beyond the audit id sequence (the chain trigger numbers every row with nextval)
 was written behind it: the head is the newest row within the sequence, so the rows after such
 a plant - numbered below it - go on being signed, and the upkeep logs an error (ids only) and
@@ -35,7 +42,7 @@ from pathlib import Path
 from typing import Protocol
 
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
-from vault_service.domain.errors import VaultError
+from vault_service.domain.errors import StorageError, VaultError
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 from vault_service.service.ports import AuditLog
 
@@ -129,12 +136,14 @@ class AuditUpkeep:
         genuine: Callable[[Checkpoint], bool] | None = None,
         on_sequence_tampered: Callable[[], None] | None = None,
         on_failed: Callable[[], None] | None = None,
+        on_refused: Callable[[], None] | None = None,
     ) -> None:
         """`on_exported` is told of each checkpoint exported, `on_planted` of each round that found a planted one.
 
         `on_sequence_tampered` is told of each round that found a row beyond the id sequence or the
         sequence altered to number rows out of commit order (a cache, a negative increment),
-        `on_failed` of each round that failed (and is retried at the next interval).
+        `on_failed` of each round that failed (and is retried at the next interval), `on_refused` of
+        each round whose checkpoint the database refused to store (it is exported all the same).
 
         `genuine(checkpoint)`: whether a stored checkpoint carries a valid signature of the signing
         key (checked offline); without it, the database's checkpoints are taken at their word.
@@ -156,6 +165,8 @@ class AuditUpkeep:
         self._planted_seen = 0  # the planted checkpoint's head last reported (each reported once)
         self._on_sequence_tampered = on_sequence_tampered or (lambda: None)
         self._on_failed = on_failed or (lambda: None)
+        self._on_refused = on_refused or (lambda: None)
+        self._refusal_seen = ""  # the last refusal logged (a refusal repeating every round is logged once)
         self._tamper_seen = (0, 1, 1)  # the planted row, cache and increment last reported (each reported once)
         self._failure_seen = ""  # the last failure logged (a failure repeating every round is logged once)
         self._sequence_unreadable_told = False  # a database before migration 0015: said once per process
@@ -183,7 +194,12 @@ class AuditUpkeep:
                 head, last, "at the head without the signing key's signature"
             )
         checkpoint = Checkpoint(head, self._signer.key_name, self._signer.sign(head.message()))
-        if not self._store.add_checkpoint(checkpoint):
+        try:
+            stored = self._store.add_checkpoint(checkpoint)
+        except StorageError as error:  # refused, not unreachable (DatabaseUnavailable: the round is postponed)
+            return self._anchor_despite_a_refusal(checkpoint, error)
+        self._refusal_seen = ""
+        if not stored:
             if self._stored_by_another(head):
                 return None
             self._on_planted()
@@ -269,6 +285,27 @@ class AuditUpkeep:
         if head is None or head.head_id <= self._exported_head:
             return None
         checkpoint = Checkpoint(head, self._signer.key_name, self._signer.sign(head.message()))
+        self._export_and_note(checkpoint)
+        return checkpoint
+
+    def _anchor_despite_a_refusal(self, checkpoint: Checkpoint, error: StorageError) -> Checkpoint | None:
+        """Export `checkpoint` though the database refused to store it (each head once), and report the refusal.
+
+        The error names the database's error class only (see the Postgres adapter), never row data.
+        """
+        self._on_refused()
+        head_id = checkpoint.head.head_id
+        if str(error) != self._refusal_seen:
+            self._refusal_seen = str(error)
+            log.error(
+                "the database refused to store the audit checkpoint of row %d (%s); it is exported anyway, and"
+                " every later one while the refusal lasts. Report it to the security team and run audit-verify"
+                " against the exported checkpoints",
+                head_id,
+                error,
+            )
+        if head_id <= self._exported_head:
+            return None
         self._export_and_note(checkpoint)
         return checkpoint
 
