@@ -16,6 +16,7 @@ from vault_service.domain.errors import KeysUnavailable
 from vault_service.domain.keys import KeyPurpose, KeyState
 from vault_service.domain.rate_limit import RateLimit
 from vault_service.service.ports import (
+    FoundToken,
     KeyGeneration,
     NewKey,
     NewTokenRow,
@@ -122,14 +123,14 @@ class FakeTokenStore:
         self.clock: Callable[[], float] = time.monotonic
         self.has_budgets = True
 
-    def find_by_fingerprints(self, token_type: str, fingerprints: Sequence[bytes]) -> dict[bytes, str]:
+    def find_by_fingerprints(self, token_type: str, fingerprints: Sequence[bytes]) -> dict[bytes, FoundToken]:
         wanted = set(fingerprints)
-        found = {}
+        found: dict[bytes, FoundToken] = {}
         for r in self.rows.values():
             if r.token_type == token_type and r.token not in self.erased:
                 for fp in (r.fingerprint, r.next_fingerprint):
                     if fp in wanted:
-                        found[fp] = r.token
+                        found[fp] = (fp, r.token, r.dek_id, r.sealed)
         return found
 
     def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> dict[bytes, str]:
@@ -139,7 +140,7 @@ class FakeTokenStore:
         for row in rows:
             existing = self.find_by_fingerprints(row.token_type, [row.fingerprint])
             if existing:
-                result.update(existing)
+                result.update({fp: stored[1] for fp, stored in existing.items()})
             else:
                 self.rows[row.token] = row
                 result[row.fingerprint] = row.token

@@ -9,6 +9,7 @@ from vault_service.domain.errors import InvalidRequest, InvalidValue, Permission
 from vault_service.domain.policy import RevealLevel, parse_policy
 from vault_service.domain.token_types import TokenType
 from vault_service.service.keyring import KeyManager
+from vault_service.service.ports import FoundToken
 from vault_service.service.revealing import Revealed
 from vault_service.service.token_cache import TokenCache
 from vault_service.service.vault import TokenVault
@@ -133,7 +134,7 @@ class CountingStore(FakeTokenStore):
         super().__init__()
         self.lookups = 0
 
-    def find_by_fingerprints(self, token_type: str, fingerprints: Sequence[bytes]) -> dict[bytes, str]:
+    def find_by_fingerprints(self, token_type: str, fingerprints: Sequence[bytes]) -> dict[bytes, FoundToken]:
         self.lookups += 1
         return super().find_by_fingerprints(token_type, fingerprints)
 

@@ -92,6 +92,14 @@ class ErasedToken(NamedTuple):
     erased_at: datetime
 
 
+FoundToken = tuple[bytes, str, int, bytes | None]
+"""A token row as found by fingerprint for Tokenize: (fingerprint, token, data key id, sealed value).
+
+A plain tuple, as the database's row arrives (no object made per row: Tokenize finds one per
+repeated value); its sealed value is opened to check that the row holds the value looked up.
+"""
+
+
 class KeyWrapper(Protocol):
     """The KEK in Vault Transit: makes and unwraps data keys; never gives out the KEK."""
 
@@ -165,8 +173,8 @@ Reindexer = Callable[[Sequence[StoredToken]], list[tuple[str, bytes]]]
 class TokenStore(Protocol):
     """Persistent tokens, found by fingerprint or by token text."""
 
-    def find_by_fingerprints(self, token_type: str, fingerprints: Sequence[bytes]) -> dict[bytes, str]:
-        """Fingerprint -> token for the fingerprints already known."""
+    def find_by_fingerprints(self, token_type: str, fingerprints: Sequence[bytes]) -> dict[bytes, FoundToken]:
+        """Fingerprint -> its row (with the sealed value, to check it holds the value) for those already known."""
         ...
 
     def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> dict[bytes, str]:

@@ -28,6 +28,7 @@ from vault_service.domain.purpose import PurposeHoldsOwnValue, check_purpose, va
 from vault_service.domain.rate_limit import RateLimiter, exact
 from vault_service.domain.token_types import TokenType, normalize_many
 from vault_service.domain.tokens import new_tokens, types_of_tokens
+from vault_service.service.found_tokens import checked_tokens, row_altered
 from vault_service.service.keyring import KeyManager, KeyRing
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 from vault_service.service.ports import AuditLog, NewTokenRow, StaleKeys, TokenStore
@@ -218,7 +219,9 @@ class TokenVault:
             raise RuntimeError(f"tokenize left {outcomes.count(None)} item(s) without a result")
         return cast(list[TokenizeOutcome], outcomes), issued
 
-    def _tokens_for(self, caller: Caller, token_type: TokenType, values: list[str]) -> tuple[list[str | None], int]:
+    def _tokens_for(
+        self, caller: Caller, token_type: TokenType, values: list[str]
+    ) -> tuple[list[TokenizeOutcome | None], int]:
         for _ in range(STALE_KEY_RETRIES):
             try:
                 return self._lookup_or_issue(caller, self._keys.ring, token_type, values)
@@ -228,12 +231,18 @@ class TokenVault:
 
     def _lookup_or_issue(
         self, caller: Caller, ring: KeyRing, token_type: TokenType, values: list[str]
-    ) -> tuple[list[str | None], int]:
-        """The token of each distinct normalized value, in order (issued where none was), and how many were new."""
+    ) -> tuple[list[TokenizeOutcome | None], int]:
+        """The token of each distinct normalized value, in order (issued where none was), and how many were new.
+
+        A token found in the database is returned only once its row is seen to hold the value
+        (found_tokens.py): a row that does not is DATA_LOSS for that value, and no new token.
+        """
         fp_key = ring.fingerprint_key
         fps = fingerprints(fp_key, token_type, values)
         found = self._tokens.find_by_fingerprints(token_type.type_name, fps)
-        tokens: list[str | None] = list(map(found.get, fps))
+        tokens: list[TokenizeOutcome | None] = (
+            checked_tokens(self._keys, token_type, values, list(map(found.get, fps))) if found else [None] * len(fps)
+        )
         if len(found) == len(fps):
             return tokens, 0
         missing = range(len(fps)) if not found else [j for j, token in enumerate(tokens) if token is None]
@@ -246,7 +255,7 @@ class TokenVault:
         new_fps = fps if not found else [fps[j] for j in missing]
         dek, pending = ring.active_encryption_key, ring.pending_fingerprint_key
         issued = new_tokens(token_type, len(missing))
-        rows = map(
+        new_rows = map(
             tuple.__new__,  # NewTokenRow._make without its length check (zip makes 7-tuples): in C
             repeat(NewTokenRow),
             zip(
@@ -259,12 +268,43 @@ class TokenVault:
                 fingerprints(pending, token_type, new_values) if pending else repeat(None),
             ),
         )
-        inserted = self._tokens.insert_new(list(rows), ring.generation)
+        inserted = self._tokens.insert_new(list(new_rows), ring.generation)
+        got: list[str | None] = list(map(inserted.get, new_fps))
+        # Each value got the token issued for it (compared in C), or some were read back: check those.
+        outcomes = (
+            cast(list[TokenizeOutcome | None], got)
+            if got == issued
+            else self._check_read_back(token_type, new_values, issued, got)
+        )
         if not found:
-            return list(map(inserted.get, fps)), len(missing)
-        for j in missing:
-            tokens[j] = inserted.get(fps[j])
+            return outcomes, len(missing)
+        for j, outcome in zip(missing, outcomes, strict=True):
+            tokens[j] = outcome
         return tokens, len(missing)
+
+    def _check_read_back(
+        self, token_type: TokenType, values: list[str], issued: list[str], got: list[str | None]
+    ) -> list[TokenizeOutcome | None]:
+        """`got` with each token another writer issued first (read back by the insert) checked against its row.
+
+        The insert found those values' fingerprints taken: by a concurrent writer of the same
+        value, or by a row the database owner pointed there. Their rows are checked as found ones are.
+        """
+        theirs = [k for k, (token, mine) in enumerate(zip(got, issued, strict=True)) if token not in (None, mine)]
+        if not theirs:
+            return list(got)
+        rows = self._tokens.fetch([cast(str, got[k]) for k in theirs])
+        found = [rows.get(cast(str, got[k])) for k in theirs]
+        checked = checked_tokens(
+            self._keys,
+            token_type,
+            [values[k] for k in theirs],
+            [(b"", row.token, row.dek_id, row.sealed) if row is not None else None for row in found],
+        )
+        outcomes: list[TokenizeOutcome | None] = list(got)
+        for k, outcome in zip(theirs, checked, strict=True):
+            outcomes[k] = outcome if outcome is not None else row_altered()  # read back, then gone: not stored
+        return outcomes
 
     # -- Detokenize -------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from vault_service.domain.errors import StorageError
 from vault_service.domain.rate_limit import RateLimit
 from vault_service.service.ports import (
     ErasedToken,
+    FoundToken,
     KeyGeneration,
     NewTokenRow,
     Reindexer,
@@ -38,6 +39,9 @@ from vault_service.service.ports import (
     StaleKeys,
     StoredToken,
 )
+
+_ROW_COLUMNS = "token, token_type, dek_id, sealed"
+
 
 # One index probe per wanted fingerprint, under the current key or the pending one (during a
 # fingerprint-key rotation). Each probe is a LATERAL subquery with LIMIT 1 (a no-op under the
@@ -50,18 +54,26 @@ from vault_service.service.ports import (
 # drops its ORDER BY, and since no statistics of next_fingerprint are kept (migration
 # no_statistics_of_values) the planner, taking most rows to have one, then scanned the table
 # for the first - all of it outside a rotation.
-_FIND = (
-    "SELECT w.fp, t.token FROM unnest(%(fps)s::bytea[]) AS w(fp)"
-    " CROSS JOIN LATERAL (SELECT token FROM vault.tokens"
-    " WHERE token_type = %(type)s AND fingerprint = w.fp LIMIT 1) AS t"
-    " UNION ALL"
-    " SELECT w.fp, t.token FROM unnest(%(fps)s::bytea[]) AS w(fp)"
-    " CROSS JOIN LATERAL (SELECT token FROM vault.tokens"
-    " WHERE token_type = %(type)s AND next_fingerprint = w.fp AND next_fingerprint IS NOT NULL LIMIT 1) AS t"
-    " WHERE (SELECT true FROM vault.tokens n WHERE n.token_type = %(type)s AND n.next_fingerprint IS NOT NULL"
-    " ORDER BY n.next_fingerprint LIMIT 1)"
-)
+def _find(columns: str) -> str:
+    """The lookup by fingerprint described above: `w.fp` and the `columns` of each row found."""
+    return (
+        "SELECT w.fp, t.* FROM unnest(%(fps)s::bytea[]) AS w(fp)"
+        f" CROSS JOIN LATERAL (SELECT {columns} FROM vault.tokens"
+        " WHERE token_type = %(type)s AND fingerprint = w.fp LIMIT 1) AS t"
+        " UNION ALL"
+        " SELECT w.fp, t.* FROM unnest(%(fps)s::bytea[]) AS w(fp)"
+        f" CROSS JOIN LATERAL (SELECT {columns} FROM vault.tokens"
+        " WHERE token_type = %(type)s AND next_fingerprint = w.fp AND next_fingerprint IS NOT NULL LIMIT 1) AS t"
+        " WHERE (SELECT true FROM vault.tokens n WHERE n.token_type = %(type)s AND n.next_fingerprint IS NOT NULL"
+        " ORDER BY n.next_fingerprint LIMIT 1)"
+    )
 
+
+# Tokenize's lookup reads each found row's sealed value too: a token is handed out only once its
+# row is seen to hold the value asked for (found_tokens.py); the bytes come in the same round trip.
+_FIND = _find("token, dek_id, sealed")
+_FIND_TOKENS = _find("token")
+"""The tokens of rows another writer inserted first (read back by the insert; checked by the caller)."""
 
 _INSERT = (
     "INSERT INTO vault.tokens (token, token_type, fingerprint, fingerprint_key_id, dek_id, sealed, next_fingerprint)"
@@ -73,8 +85,6 @@ log = logging.getLogger(__name__)
 _LARGEST_BURST = 2**31 - 1
 """vault.take_call_budget counts in integer: a larger burst (a policy meaning "unlimited") is
 sent as this, not as a bigint that would match no function."""
-
-_ROW_COLUMNS = "token, token_type, dek_id, sealed"
 
 IN_FLIGHT_WAIT_SECONDS = 30.0
 """How long a call waits for another call of this process inserting the same new values; after
@@ -146,14 +156,15 @@ class PostgresTokenStore:
         self._told_budgets_missing = False
 
     @translated
-    def find_by_fingerprints(self, token_type: str, fingerprints: Sequence[bytes]) -> dict[bytes, str]:
-        """Fingerprint -> token for those already issued."""
+    def find_by_fingerprints(self, token_type: str, fingerprints: Sequence[bytes]) -> dict[bytes, FoundToken]:
+        """Fingerprint -> its row (fingerprint, token, data key id, sealed value) for those already issued."""
         if not fingerprints:
             return {}
         with self._pool.connection() as conn:
             # Binary results: bytea arrives as bytes (no hex to decode); the rows make the dict in C.
-            found = conn.execute(_FIND, {"type": token_type, "fps": bytea_array(fingerprints)}, binary=True)
-            return dict(found.fetchall())
+            rows = conn.execute(_FIND, {"type": token_type, "fps": bytea_array(fingerprints)}, binary=True)
+            found = rows.fetchall()
+        return dict(zip(map(itemgetter(0), found), cast(list[FoundToken], found), strict=True))
 
     @translated
     def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> dict[bytes, str]:
@@ -210,7 +221,7 @@ class PostgresTokenStore:
             lost = [r for r in rows if r.fingerprint not in result]
             for token_type in {r.token_type for r in lost}:
                 fps = [r.fingerprint for r in lost if r.token_type == token_type]
-                winners = conn.execute(_FIND, {"type": token_type, "fps": bytea_array(fps)}).fetchall()
+                winners = conn.execute(_FIND_TOKENS, {"type": token_type, "fps": bytea_array(fps)}).fetchall()
                 result.update({bytes(fp): token for fp, token in winners})
         with self._counting:
             self.races += len(result) - ours  # the winners read back (a row dropped unstored has none)
