@@ -91,3 +91,10 @@ def test_an_envelope_naming_another_key_is_refused_unopened_and_reported(cli_sta
     line = next(x for x in listing.stdout.splitlines() if x.startswith(message_id))
     assert "TAMPERED" in line
     assert "tampered" in listing.stderr and message_id in listing.stderr
+
+    # The operator removes the plant unopened, as the tampering review ends (and as `dead-letters
+    # erase` asks: a tampered envelope makes every erase run incomplete until it is gone).
+    removed = dead_letters(cli_stack, "delete", message_id, "--yes", token="")
+    assert removed.returncode == 0, removed.stderr
+    listing = dead_letters(cli_stack, "list", token="")
+    assert message_id not in listing.stdout

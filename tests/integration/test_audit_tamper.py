@@ -37,6 +37,7 @@ from vault_service.domain.audit import AuditRecord
 from vault_service.domain.checkpoints import Checkpoint
 from vault_service.service.audit_upkeep import read_exported
 from vault_service.service.audit_verify import verify_audit, who_saw
+from vault_service.service.revealing import reveal_hasher
 
 StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
 
@@ -185,7 +186,7 @@ def test_the_database_refuses_a_backdated_audit_row_even_from_the_serving_role(s
 
 
 def test_the_serving_role_cannot_erase_or_re_point_a_value_without_an_audit_row(
-    stack_env: dict[str, str], stub_for: StubFor
+    stack_env: dict[str, str], vault: RunningVault, stub_for: StubFor
 ) -> None:
     ip_a, ip_b = f"198.51.{uuid.uuid4().int % 250}.7", f"198.51.{uuid.uuid4().int % 250}.8"
     etl = stub_for("etl-service")
@@ -207,8 +208,11 @@ def test_the_serving_role_cannot_erase_or_re_point_a_value_without_an_audit_row(
             )
         # The only way to erase is the audited function: its audit row lands in the same transaction.
         before = conn.execute("SELECT max(id) FROM vault.audit_log").fetchone()
+        # With the token's true keyed hash, as the service writes it: a made-up one would leave the
+        # session's shared log failing `audit verify`'s reconciliation for every later test.
+        true_hash = reveal_hasher(vault.wired.keys.ring.audit_key)(token_a)
         conn.execute(
-            "SELECT vault.erase_tokens(%s, %s, 1, 'vault-role', '', '', 'INC-1', 'ip')", ([token_a], [b"\x01" * 16])
+            "SELECT vault.erase_tokens(%s, %s, 1, 'vault-role', '', '', 'INC-1', 'ip')", ([token_a], [true_hash])
         )
         row = conn.execute(
             "SELECT client, action, outcome FROM vault.audit_log WHERE id > %s AND action = 'erase'",
