@@ -197,6 +197,8 @@ class AuditUpkeep:
         try:
             stored = self._store.add_checkpoint(checkpoint)
         except StorageError as error:  # refused, not unreachable (DatabaseUnavailable: the round is postponed)
+            if self._stored_by_another(head):  # a replica's genuine checkpoint, stored and exported, covers it
+                return None
             return self._anchor_despite_a_refusal(checkpoint, error)
         self._refusal_seen = ""
         if not stored:
