@@ -82,6 +82,10 @@ class MemoryQueue:
         """No DLQ behind it."""
         return 0
 
+    def dead_letters_held(self) -> int:
+        """No DLQ behind it."""
+        return 0
+
 
 def new_queue(env: dict[str, str], events: Sequence[OutgoingEvent]) -> tuple[str, str]:
     """A fresh queue pair holding `events`."""

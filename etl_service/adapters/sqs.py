@@ -226,3 +226,8 @@ class SqsQueue:
         The operators' `dead-letters redrive` does the same (DeadLetterQueue.take_back_redriven).
         """
         return DeadLetterQueue(self._client, self._queue_url, self._dlq_url).take_back_redriven(limit)
+
+    def dead_letters_held(self) -> int:
+        """Approximate in-flight and delayed counts of the DLQ (one GetQueueAttributes call)."""
+        counts = approximate_counts(self._client, self._dlq_url, "get DLQ attributes")
+        return counts.in_flight + counts.delayed

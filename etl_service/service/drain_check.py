@@ -3,7 +3,9 @@
 A receive racing the check holds messages that SQS counts as in flight, so the check cannot
 pass while anything is unsettled. Before it passes, messages SQS's redrive policy moved to the
 DLQ without a reason (a crash loop exhausted their receive count) are taken back into the
-source queue (Queue.take_back_redriven) and the drain goes on until they are processed.
+source queue (Queue.take_back_redriven) and the drain goes on until they are processed. While
+any dead letter is held invisible (a drain killed mid take-back leaves its listing held for that
+lease; an operator's listing too) or delayed, the drain waits: it could be one of them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class DrainCheck:
         self._next_check = 0.0
         self.taken_back = 0
         """Messages taken back from the DLQ during this drain."""
+        self._waiting_for_held = False
 
     def drained(self) -> bool:
         """Nothing held; SQS counts no message visible, in flight or delayed; no reasonless dead letter."""
@@ -38,7 +41,7 @@ class DrainCheck:
             return False
         self._next_check = time.monotonic() + DEPTH_CHECK_SECONDS
         try:
-            if not self._queue.depth().empty:
+            if not self._queue.depth().empty or self._dead_letters_held():
                 return False
             taken = self._queue.take_back_redriven()
         except DependencyDown:
@@ -48,3 +51,12 @@ class DrainCheck:
             log.warning("took back messages the redrive policy had moved to the DLQ", extra={"messages": taken})
             return False
         return True
+
+    def _dead_letters_held(self) -> bool:
+        held = self._queue.dead_letters_held()
+        if held and not self._waiting_for_held:
+            log.warning(
+                "dead letters held by another reader or delayed: the drain waits for them", extra={"messages": held}
+            )
+        self._waiting_for_held = held > 0
+        return held > 0

@@ -57,6 +57,14 @@ class Queue(Protocol):
         """
         ...
 
+    def dead_letters_held(self) -> int:
+        """DLQ messages someone holds invisible or that are delayed: unread, so perhaps reasonless.
+
+        A drain killed while taking back leaves its listing's dead letters held for that lease;
+        an operator's `dead-letters list` holds them too. DependencyDown if SQS fails.
+        """
+        ...
+
 
 class Tokenizer(Protocol):
     """The vault service, as the ETL uses it."""

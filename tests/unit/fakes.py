@@ -268,6 +268,9 @@ class FakeQueue:
             self.pending += [replace(m, receive_count=1) for m in taken]
         return len(taken)
 
+    def dead_letters_held(self) -> int:
+        return 0
+
 
 class FakeTokenizer:
     def __init__(self, down: bool = False) -> None:
