@@ -79,12 +79,10 @@ class EtlConfig:
     good event that failed on every receive cannot be replayed."""
     dlq_seal_vault_addr: str | None
     """OpenBao/Vault that seals dead-letter bodies with Transit (ETL_DLQ_SEAL_VAULT_ADDR; required
-    unless ETL_DLQ_BODIES=discard): https://, or http:// only to a loopback address unless
-    dlq_seal_vault_plaintext_allowed (the secret id, token and refused bodies in clear travel over it)."""
-    dlq_seal_vault_plaintext_allowed: bool
-    """ETL_DLQ_SEAL_VAULT_PLAINTEXT=allow: an http:// ETL_DLQ_SEAL_VAULT_ADDR on another host, for a
-    private network no one else reaches (docker compose's bridge); also read by `dead-letters`
-    for its OpenBao address. Without it such an address stops the start (exit 2)."""
+    unless ETL_DLQ_BODIES=discard): https://, or http:// only to a loopback address (the secret id,
+    token and refused bodies in clear travel over it) unless ETL_DLQ_SEAL_VAULT_PLAINTEXT=allow says
+    a private network no one else reaches carries it (docker compose's bridge; also read by
+    `dead-letters` for its OpenBao address). Otherwise such an address stops the start (exit 2)."""
     dlq_seal_role_id: str | None
     """The ETL's own AppRole, allowed only to encrypt with the dead-letter key (ETL_DLQ_SEAL_ROLE_ID;
     required with ETL_DLQ_SEAL_VAULT_ADDR)."""
@@ -120,6 +118,7 @@ class EtlConfig:
         batch_size = read.integer("ETL_BATCH_SIZE", 100, 1, 1000)
         dlq_bodies = read.text("ETL_DLQ_BODIES", SEALED)
         seal_addr = _sealing_address(read, dlq_bodies)
+        read_vault_address(read, "ETL_DLQ_SEAL_VAULT_ADDR", seal_addr)
         metrics_port = read.integer("ETL_METRICS_PORT", 0, 0, 65535)
         metrics_address = read.text("ETL_METRICS_ADDRESS", "127.0.0.1")
         config = cls(
@@ -149,7 +148,6 @@ class EtlConfig:
             ),
             dlq_bodies=dlq_bodies,
             dlq_seal_vault_addr=seal_addr,
-            dlq_seal_vault_plaintext_allowed=read_vault_address(read, "ETL_DLQ_SEAL_VAULT_ADDR", seal_addr),
             dlq_seal_role_id=read.text("ETL_DLQ_SEAL_ROLE_ID") if seal_addr else None,
             dlq_seal_secret_id_file=read.existing_file("ETL_DLQ_SEAL_SECRET_ID_FILE") if seal_addr else None,
             dlq_seal_key=read.text("ETL_DLQ_SEAL_KEY", "tokenvault-dead-letters"),

@@ -74,13 +74,13 @@ def test_https_or_a_loopback_http_address_is_accepted(tmp_path: Path, address: s
     vault = VaultServiceConfig.from_env(_vault_env(tmp_path, address))
     etl = EtlConfig.from_env(_etl_env(tmp_path, address))
     assert (vault.vault_address, vault.vault_plaintext_allowed) == (address, False)
-    assert (etl.dlq_seal_vault_addr, etl.dlq_seal_vault_plaintext_allowed) == (address, False)
+    assert etl.dlq_seal_vault_addr == address
 
 
 def test_plain_http_on_a_private_network_is_accepted_when_allowed_explicitly(tmp_path: Path) -> None:
     vault = VaultServiceConfig.from_env(_vault_env(tmp_path, "http://vault:8200", TOKENVAULT_VAULT_PLAINTEXT="allow"))
     etl = EtlConfig.from_env(_etl_env(tmp_path, "http://vault:8200", ETL_DLQ_SEAL_VAULT_PLAINTEXT="allow"))
-    assert vault.vault_plaintext_allowed and etl.dlq_seal_vault_plaintext_allowed
+    assert vault.vault_plaintext_allowed and etl.dlq_seal_vault_addr == "http://vault:8200"
 
 
 def test_a_host_name_is_no_loopback_even_when_it_resolves_to_one(tmp_path: Path) -> None:
