@@ -36,7 +36,7 @@ _RETIRE_ACTIVE = (
 )
 
 
-def _as_serving_role(env: dict[str, str], statement: str, params: tuple[Any, ...] = ()) -> int:
+def _as_serving_role(env: dict[str, str], statement: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> int:
     """Run `statement` as the vault's database role; the rows it changed."""
     with psycopg.connect(env["PG_VAULT_DSN"], autocommit=True) as conn:
         return conn.execute(statement, params).rowcount
@@ -171,3 +171,83 @@ def test_who_saw_refuses_an_audit_key_the_chain_did_not_record_even_with_its_row
         assert code == 1, printed + errors
         assert "0 reveal(s)" not in printed
         assert "not the key the audit log recorded" in printed, printed + errors
+
+
+_LIFECYCLE_REFUSALS = {
+    # statement as the serving role (`%(token)s`: a token sealed under the decrypt_only DEK), the
+    # refusal, and the words of the migration guard that gives it
+    "check-value-set-once": (
+        "UPDATE vault.data_keys SET check_value = '\\x00' WHERE purpose = 'audit'",
+        psycopg.errors.CheckViolation,
+        "check value of data key .* is set once",
+    ),
+    "rewrap-same-kek-version": (
+        "UPDATE vault.data_keys SET wrapped_key = wrapped_key || 'A' WHERE purpose = 'audit'",
+        psycopg.errors.CheckViolation,
+        "rewrapped only under a newer KEK version",
+    ),
+    "rewrap-older-kek-version": (
+        "UPDATE vault.data_keys SET wrapped_key = regexp_replace(wrapped_key, '^vault:v[0-9]+:', 'vault:v0:')"
+        " WHERE purpose = 'audit'",
+        psycopg.errors.CheckViolation,
+        "rewrapped only under a newer KEK version",
+    ),
+    "retire-a-dek-still-sealing-values": (
+        "UPDATE vault.data_keys SET state = 'retired', retired_at = now()"
+        " WHERE purpose = 'encryption' AND state = 'decrypt_only'",
+        psycopg.errors.CheckViolation,
+        "still seals stored values",
+    ),
+    "insert-a-key-neither-active-nor-pending": (
+        "INSERT INTO vault.data_keys (purpose, wrapped_key, kek_name, state)"
+        " SELECT purpose, wrapped_key, kek_name, 'decrypt_only' FROM vault.data_keys"
+        " WHERE purpose = 'encryption' AND state = 'active'",
+        psycopg.errors.CheckViolation,
+        "starts active",
+    ),
+    "retired-at-without-retiring": (
+        "UPDATE vault.data_keys SET retired_at = now() WHERE purpose = 'encryption' AND state = 'decrypt_only'",
+        psycopg.errors.CheckViolation,
+        "changes only when it is retired",
+    ),
+    "no-active-dek-left-at-commit": (
+        "UPDATE vault.data_keys SET state = 'decrypt_only' WHERE purpose = 'encryption' AND state = 'active'",
+        psycopg.errors.CheckViolation,
+        "no active encryption key left",
+    ),
+    "erase-with-a-null-token-hash": (
+        "SELECT vault.erase_tokens(ARRAY[%(token)s], ARRAY[NULL]::bytea[], 1, 'privacy-officer', '', '',"
+        " 'CASE-2026-907', 'ip')",
+        psycopg.errors.InvalidParameterValue,
+        "one keyed token hash is needed per token",
+    ),
+    "erase-with-fewer-token-hashes-than-tokens": (
+        "SELECT vault.erase_tokens(ARRAY[%(token)s], ARRAY[]::bytea[], 1, 'privacy-officer', '', '',"
+        " 'CASE-2026-907', 'ip')",
+        psycopg.errors.InvalidParameterValue,
+        "one keyed token hash is needed per token",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_LIFECYCLE_REFUSALS))
+def test_the_serving_role_is_refused_each_step_outside_the_key_lifecycle(
+    own_database: dict[str, str], anchored: Anchored, case: str
+) -> None:
+    """Each refusal of migrations 0024 (data_keys_lifecycle, keep_an_active_key) and 0023 (erase_tokens)."""
+    statement, refusal, words = _LIFECYCLE_REFUSALS[case]
+    vault, _ = anchored
+    token = tokenize_fresh_ip(own_database, vault)  # sealed under the DEK the rotation demotes
+    vault.wired.rotation("admin:test").rotate_encryption_key("CHG-2026-907")
+    before = _keys_and_values(own_database)
+    with pytest.raises(refusal, match=words):
+        _as_serving_role(own_database, statement, {"token": token})
+    assert _keys_and_values(own_database) == before
+
+
+def _keys_and_values(env: dict[str, str]) -> tuple[list[tuple[Any, ...]], int]:
+    """Every data key row, and how many stored values are still sealed."""
+    with as_owner(env) as owner:
+        keys = owner.execute("SELECT * FROM vault.data_keys ORDER BY id").fetchall()
+        (sealed,) = owner.execute("SELECT count(*) FROM vault.tokens WHERE sealed IS NOT NULL").fetchone() or (0,)
+    return keys, sealed
