@@ -9,7 +9,6 @@ them, and audit-verify's verdict with the exported checkpoints. `reveal_with_aud
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import psycopg
 import pytest
 
 from tests.conftest import RunningVault, running_vault, stack_identity
+from tests.integration.own_database import database_of_its_own
 from tests.integration.test_vault_security import fresh_value
 from tokenvault_api.v1 import vault_pb2
 from tokenvault_client import Revealed, TokenType, VaultClient, VaultClientError
@@ -30,10 +30,6 @@ Anchored = tuple[RunningVault, Path]
 """A vault on a database of its own, and the file it exports its signed checkpoints to."""
 
 
-def _with_database(dsn: str, database: str) -> str:
-    return dsn.rsplit("/", 1)[0] + "/" + database
-
-
 @pytest.fixture
 def own_database(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The stack's settings, pointed at a freshly migrated database of this test's own.
@@ -41,19 +37,10 @@ def own_database(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFac
     Its checkpoints are exported to a file of its own too: in the session's file they would
     contradict the session database's log (audit-verify checks every exported checkpoint).
     """
-    name = "audit_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    env = {
-        **stack_env,
-        "PG_ADMIN_DSN": _with_database(stack_env["PG_ADMIN_DSN"], name),
-        "PG_VAULT_DSN": _with_database(stack_env["PG_VAULT_DSN"], name),
-        "TOKENVAULT_AUDIT_CHECKPOINT_FILE": str(tmp_path_factory.mktemp(name) / "checkpoints.jsonl"),
-    }
-    migrate(env["PG_ADMIN_DSN"])
-    yield env
-    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    checkpoints = tmp_path_factory.mktemp("audit") / "checkpoints.jsonl"
+    with database_of_its_own(stack_env, "audit", checkpoint_file=checkpoints) as env:
+        migrate(env["PG_ADMIN_DSN"])
+        yield env
 
 
 @pytest.fixture

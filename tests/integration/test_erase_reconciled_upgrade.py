@@ -12,8 +12,6 @@ old-style erase row of its own written just before.
 from __future__ import annotations
 
 import io
-import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +21,9 @@ from rich.console import Console
 
 from tests.conftest import RunningVault, running_vault, stack_identity, vault_config
 from tests.integration.audit_attacks import tokenize_fresh_ip
+from tests.integration.own_database import database_of_its_own, migrate_before
 from tokenvault_client import VaultClient
-from tokenvault_common.migrations import MIGRATIONS_DIR, migrate
+from tokenvault_common.migrations import migrate
 from vault_service.entrypoints import admin_cli
 from vault_service.service.revealing import reveal_hash
 
@@ -39,34 +38,13 @@ _OLD_STYLE_ERASE_ROW = (  # what the function wrote before 0023; the serving rol
 )
 
 
-def _with_database(dsn: str, database: str) -> str:
-    return dsn.rsplit("/", 1)[0] + "/" + database
-
-
 @pytest.fixture
 def before_naming(stack_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[dict[str, str], RunningVault]]:
     """A vault on a database of its own migrated up to 0022 only, checkpointing every second."""
-    name = "naming_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    env = {
-        **stack_env,
-        "PG_ADMIN_DSN": _with_database(stack_env["PG_ADMIN_DSN"], name),
-        "PG_VAULT_DSN": _with_database(stack_env["PG_VAULT_DSN"], name),
-        "TOKENVAULT_AUDIT_CHECKPOINT_FILE": str(tmp_path / "checkpoints.jsonl"),
-    }
-    try:
-        older = tmp_path / "migrations-before-0023"
-        older.mkdir()
-        for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
-            if path.stem < NAMING:
-                shutil.copy(path, older / path.name)
-        assert migrate(env["PG_ADMIN_DSN"], older)[-1].startswith("0022_")
+    with database_of_its_own(stack_env, "naming", checkpoint_file=tmp_path / "checkpoints.jsonl") as env:
+        assert migrate_before(env, NAMING)[-1].startswith("0022_")
         with running_vault(env, TOKENVAULT_AUDIT_CHECKPOINT_SECONDS="1") as vault:
             yield env, vault
-    finally:
-        with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def _erase(env: dict[str, str], vault: RunningVault, token: str, purpose: str) -> None:

@@ -21,6 +21,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.conftest import running_vault, stack_identity
+from tests.integration.own_database import database_of_its_own
 from tokenvault_client import TokenType, VaultClient
 from tokenvault_common.migrations import MIGRATIONS_DIR, migrate
 
@@ -37,26 +38,11 @@ THE_FIX = "_no_statistics_of_values"
 """How the migration that fixes it ends its name (its number is whatever was free when it landed)."""
 
 
-def _with_database(dsn: str, database: str) -> str:
-    return dsn.rsplit("/", 1)[0] + "/" + database
-
-
 @pytest.fixture
 def own_database(stack_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
     """The stack's settings pointed at an empty database of this test's own (not migrated yet)."""
-    name = "stats_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    try:
-        yield {
-            **stack_env,
-            "PG_ADMIN_DSN": _with_database(stack_env["PG_ADMIN_DSN"], name),
-            "PG_VAULT_DSN": _with_database(stack_env["PG_VAULT_DSN"], name),
-            "TOKENVAULT_AUDIT_CHECKPOINT_FILE": str(tmp_path / "checkpoints.jsonl"),
-        }
-    finally:
-        with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    with database_of_its_own(stack_env, "stats", checkpoint_file=tmp_path / "checkpoints.jsonl") as env:
+        yield env
 
 
 def _admin(env: dict[str, str], statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -12,7 +12,6 @@ migrator run again applies nothing, and 0011 run again by hand changes nothing.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -24,6 +23,7 @@ import psycopg
 import pytest
 
 from tests.conftest import RunningVault, running_vault, stack_identity
+from tests.integration.own_database import database_of_its_own, migrate_before
 from tokenvault_client import Revealed, TokenType, VaultClient
 from tokenvault_common.migrations import MIGRATIONS_DIR, migrate
 from vault_service.adapters.transit import verify_signature
@@ -51,33 +51,13 @@ _SCHEMA = {
 }
 
 
-def _with_database(dsn: str, database: str) -> str:
-    return dsn.rsplit("/", 1)[0] + "/" + database
-
-
 @pytest.fixture
-def vault_at_0010(stack_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
+def vault_at_0010(stack_env: dict[str, str]) -> Iterator[dict[str, str]]:
     """The stack's settings, pointed at a database of this test's own migrated up to 0010."""
-    name = "upgrade_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    env = {
-        **stack_env,
-        "PG_ADMIN_DSN": _with_database(stack_env["PG_ADMIN_DSN"], name),
-        "PG_VAULT_DSN": _with_database(stack_env["PG_VAULT_DSN"], name),
-    }
-    try:
-        before = tmp_path / "migrations-before-0011"
-        before.mkdir()
-        for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
-            if path.stem < UPGRADE:
-                shutil.copy(path, before / path.name)
-        applied = migrate(env["PG_ADMIN_DSN"], before)
+    with database_of_its_own(stack_env, "upgrade") as env:
+        applied = migrate_before(env, UPGRADE)
         assert applied[-1].startswith("0010_") and UPGRADE not in applied
         yield env
-    finally:
-        with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def _query(env: dict[str, str], statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -11,7 +11,6 @@ the search_path of every trigger function; these tests do the planting on a real
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -21,6 +20,7 @@ from psycopg import errors
 
 from tests.conftest import running_vault
 from tests.integration.audit_attacks import audit_verify, count_revealed, own_database, tokenize_fresh_ip
+from tests.integration.own_database import EVERY_DSN, database_of_its_own
 from tokenvault_common.migrations import migrate
 
 __all__ = ["own_database"]  # the fixture, shared by the audit attack tests
@@ -33,27 +33,14 @@ _APPEND = (  # the service's single-event append (vault_service/adapters/postgre
 )
 
 
-def _with_database(dsn: str, database: str) -> str:
-    """`dsn` pointed at `database`, its query string (require_auth, ...) kept."""
-    base, _, query = dsn.partition("?")
-    return base.rsplit("/", 1)[0] + "/" + database + (f"?{query}" if query else "")
-
-
 @pytest.fixture
 def pg14_database(stack_env: dict[str, str]) -> Iterator[dict[str, str]]:
     """A database of its own with PostgreSQL 14's default ACL on schema public, then migrated."""
-    name = "pg14_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    env = {key: _with_database(value, name) for key, value in stack_env.items() if key.startswith("PG_")}
-    try:
+    with database_of_its_own(stack_env, "pg14", dsns=EVERY_DSN) as env:
         with psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True) as conn:
             conn.execute("GRANT CREATE ON SCHEMA public TO PUBLIC")  # PostgreSQL <= 14's default
         migrate(env["PG_ADMIN_DSN"])
-        yield {**stack_env, **env}
-    finally:
-        with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        yield env
 
 
 def test_no_role_of_the_vault_may_create_in_schema_public_on_postgres_14_defaults(
