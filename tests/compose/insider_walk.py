@@ -14,13 +14,18 @@ stack has a python3). As the container's default user it:
   bind mounts, tmpfs) and in the files the request lists (the container's writable layer);
 - tries every Unix socket it finds and each loopback TCP port of the request;
 - says which process, IPC and network namespaces it is in (shared with no other container,
-  another container's processes, their /proc/PID/environ included, are not even visible).
+  another container's processes, their /proc/PID/environ included, are not even visible);
+- tries the act NET_RAW allows: opening a raw packet socket (ARP frames on the bridge, which
+  carries OpenBao's plain HTTP: the spoofing README's "none can ARP-spoof that bridge" rules out)
+  and a raw ICMP socket, "allowed" or "denied"; and whether CAP_NET_RAW is in its effective and
+  bounding capability sets (in the bounding set, a process that became root could get it).
 
 The report names secrets by their label, never by value: it is safe to print.
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import json
 import os
@@ -50,6 +55,13 @@ SECRET_FILE_NAMES = (
 SKIPPED_TREES = ("/proc", "/sys", "/dev")
 NAMESPACES = ("pid", "ipc", "net")  # another container's processes, shared memory, loopback
 MAX_SCANNED_BYTES = 64 * 1024 * 1024  # per file; the stack's data files are far smaller
+ETH_P_ARP = 0x0806
+# The raw sockets NET_RAW opens: name -> (family, type, protocol).
+RAW_SOCKETS = {
+    "packet": (socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)),  # send/receive ARP frames
+    "icmp": (socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP),
+}
+CAP_NET_RAW = 13  # bit in /proc/self/status' Cap* masks
 
 
 def try_open(path: str) -> str | None:
@@ -183,6 +195,28 @@ def namespaces() -> dict[str, str]:
     return {kind: os.readlink(f"/proc/self/ns/{kind}") for kind in NAMESPACES}
 
 
+def raw_sockets() -> dict[str, str]:
+    """Each raw socket of RAW_SOCKETS: "allowed" (it opened), "denied" (EPERM), or the errno's name."""
+    outcome = {}
+    for name, (family, kind, protocol) in RAW_SOCKETS.items():
+        try:
+            socket.socket(family, kind, protocol).close()
+        except PermissionError:
+            outcome[name] = "denied"
+        except OSError as error:  # e.g. EAFNOSUPPORT: neither allowed nor shown denied
+            outcome[name] = errno.errorcode.get(error.errno or 0, str(error.errno))
+        else:
+            outcome[name] = "allowed"
+    return outcome
+
+
+def net_raw_capability() -> dict[str, bool]:
+    """Whether CAP_NET_RAW is in our effective ("CapEff") and bounding ("CapBnd") sets."""
+    with open("/proc/self/status") as status:
+        masks = dict(line.split(":", 1) for line in status if line.startswith("Cap"))
+    return {name: bool(int(masks[name], 16) >> CAP_NET_RAW & 1) for name in ("CapEff", "CapBnd")}
+
+
 def main() -> None:
     """Read the request from stdin, print the report."""
     request = json.load(sys.stdin)
@@ -194,6 +228,8 @@ def main() -> None:
         "files": named_like_secrets(),
         "values": values_found(request.get("values", {}), scanned),
         "ports": open_ports(request.get("ports", [])),
+        "raw_sockets": raw_sockets(),
+        "net_raw": net_raw_capability(),
     }
     print(json.dumps(report))
 

@@ -10,7 +10,11 @@ by value in every process environment, command line, mounted file and file the c
 wrote, plus Postgres' and Vault's data, the audit trail, Unix sockets, the other services'
 loopback ports, the volumes mounted (read-only unless it writes them) and the process, IPC and
 network namespaces (no two containers share one: no container sees another's processes, hence
-their /proc/PID/environ). Each container must reach exactly what the table below gives it: another
+their /proc/PID/environ), and the act NET_RAW would allow: a raw packet socket (ARP spoofing of the
+bridge that carries OpenBao's plain HTTP) and a raw ICMP socket are denied in every container,
+whose bounding set holds no CAP_NET_RAW either (cap_drop applies whatever the image: this holds
+for the official images too, though their other capabilities were tried with the stand-ins only).
+Each container must reach exactly what the table below gives it: another
 service's secret is not even there (not mounted, not in its environment), and the control -
 its own secrets read - shows the walk can read.
 
@@ -139,6 +143,8 @@ class Report(TypedDict):
     files: dict[str, str]  # path -> "read" or "denied"
     values: dict[str, list[str]]  # label -> where its value was found
     ports: list[int]  # loopback ports that accepted a connection
+    raw_sockets: dict[str, str]  # packet, icmp -> "allowed", "denied" or an errno's name
+    net_raw: dict[str, bool]  # CapEff, CapBnd -> whether CAP_NET_RAW is in that set
 
 
 def volume_names(compose: Compose) -> dict[str, str]:
@@ -209,6 +215,21 @@ def shared_namespaces(service: str, report: Report, seen: dict[str, str]) -> lis
     return shared
 
 
+def raw_network_access(report: Report) -> list[str]:
+    """Each raw socket not denied, and CAP_NET_RAW in any capability set: none may be (cap_drop ALL)."""
+    sockets = report["raw_sockets"].items()
+    wrong = [f"a raw {kind} socket: {outcome}" for kind, outcome in sockets if outcome != "denied"]
+    wrong += [f"CAP_NET_RAW in {mask}" for mask, present in report["net_raw"].items() if present]
+    return wrong
+
+
+def raw_sockets_with_net_raw(compose: Compose) -> dict[str, str]:
+    """The control: the walk's raw sockets in a container of the stack given NET_RAW back (as root)."""
+    command = ("run", "--rm", "--no-deps", "-T", "--user=0", "--cap-add=NET_RAW", "--entrypoint", "python3")
+    report: Report = json.loads(compose.run(*command, "migrate", "-c", WALK, stdin="{}").stdout)
+    return report["raw_sockets"]
+
+
 def test_every_container_reaches_its_own_secrets_and_no_other_service_s(compose: Compose) -> None:
     timer = Timer()
     with compose.step():  # the findings say what is wrong; the logs of troubled services, if any
@@ -223,6 +244,7 @@ def test_every_container_reaches_its_own_secrets_and_no_other_service_s(compose:
             uids[service] = report["uid"]
             reached, wrong = reached_and_refused(service, report, names)
             wrong += shared_namespaces(service, report, seen)
+            wrong += raw_network_access(report)
             findings += [f"{service} (uid {report['uid']}): {finding}" for finding in wrong]
             # The control: the walk does read what is the container's own, so a refusal above means something.
             own = {label for label, holders in HOLDERS.items() if service in holders}
@@ -230,6 +252,8 @@ def test_every_container_reaches_its_own_secrets_and_no_other_service_s(compose:
             assert reached >= expected, f"{service}: the walk could not read its own {sorted(expected - reached)}"
             assert set(report["ports"]) >= set(LOOPBACK_PORTS.get(service, [])), (service, report["ports"])
         assert not findings, "containers reach what is not theirs:\n" + "\n".join(findings)
+        # The control of "denied": with NET_RAW, the same probe opens both sockets on this engine.
+        assert raw_sockets_with_net_raw(compose) == {"packet": "allowed", "icmp": "allowed"}
         ours = [uids[name] for name in ("vault-service", "etl-service", "migrate", *TOOLS)]
         assert len(set(ours)) == len(ours) and 0 not in ours, uids  # the certs job alone is root (CHOWN only)
     figure("insider walk in every container (5 exec, 6 run)", f"{timer.seconds:.0f} s")
