@@ -9,6 +9,7 @@ them, and audit-verify's verdict with the exported checkpoints. `reveal_with_aud
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,14 +17,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from rich.console import Console
 
-from tests.conftest import RunningVault, running_vault, stack_identity
+from tests.conftest import RunningVault, running_vault, stack_identity, vault_config
 from tests.integration.own_database import database_of_its_own
 from tests.integration.test_vault_security import fresh_value
 from tokenvault_api.v1 import vault_pb2
 from tokenvault_client import Revealed, TokenType, VaultClient, VaultClientError
 from tokenvault_common.migrations import migrate
 from vault_service.adapters.transit import verify_signature
+from vault_service.entrypoints import admin_cli
 from vault_service.service.audit_verify import AuditReport, verify_audit
 
 Anchored = tuple[RunningVault, Path]
@@ -63,6 +66,26 @@ def as_owner(env: dict[str, str]) -> psycopg.Connection:
 def audit_verify(vault: RunningVault, exported: Path | None) -> AuditReport:
     """audit-verify's report on the vault's log, with the exported checkpoints in `exported` (if any)."""
     return verify_audit(vault.wired.audit, vault.wired.signer.public_keys(), verify_signature, exported)
+
+
+def run_audit_verify(env: dict[str, str], exported: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    """`audit-verify --exported ...` as the security team runs it: exit code and what it printed."""
+    printed = io.StringIO()
+    monkeypatch.setattr(admin_cli, "console", Console(file=printed, width=400))
+    code = admin_cli.audit_verify(vault_config(env, TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(exported)), exported)
+    return code, printed.getvalue()
+
+
+SERVING_ROLE_ERASE = (  # /tmp/attack9/serving_role_erase_lie.sh, as tokenvault_vault
+    "SELECT vault.erase_tokens(%s::text[], %s::bytea[], 1, 'privacy-officer', '1000', %s, %s, 'ip')"
+)
+"""vault.erase_tokens called by the serving role itself: (tokens, the keyed hashes its row names, cert, purpose)."""
+
+
+def erase(env: dict[str, str], vault: RunningVault, tokens: list[str], purpose: str) -> list[object]:
+    """The privacy officer's Erase call: one outcome per token (None: erased)."""
+    with VaultClient.connect(vault.address, stack_identity(env, "privacy-officer"), deadline=10) as officer:
+        return list(officer.erase(tokens, purpose))
 
 
 def tokenize_fresh_ip(env: dict[str, str], vault: RunningVault) -> str:

@@ -11,26 +11,19 @@ old-style erase row of its own written just before.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from rich.console import Console
 
-from tests.conftest import RunningVault, running_vault, stack_identity, vault_config
-from tests.integration.audit_attacks import tokenize_fresh_ip
+from tests.conftest import RunningVault, running_vault
+from tests.integration.audit_attacks import SERVING_ROLE_ERASE, erase, run_audit_verify, tokenize_fresh_ip
 from tests.integration.own_database import database_of_its_own, migrate_before
-from tokenvault_client import VaultClient
 from tokenvault_common.migrations import migrate
-from vault_service.entrypoints import admin_cli
 from vault_service.service.revealing import reveal_hash
 
 NAMING = "0023_erase_audit_row_names_its_tokens"
-_SERVING_ROLE_ERASE = (
-    "SELECT vault.erase_tokens(%s::text[], %s::bytea[], 1, 'privacy-officer', '1000', %s, 'GDPR-2026-932', 'ip')"
-)
 _OLD_STYLE_ERASE_ROW = (  # what the function wrote before 0023; the serving role may INSERT audit rows
     "INSERT INTO vault.audit_log (client, client_serial, client_cert_sha256, action, purpose, token_types,"
     " item_count, outcome) VALUES ('privacy-officer', '1000', %s, 'erase', 'GDPR-2026-931', 'ip', 1,"
@@ -47,24 +40,17 @@ def before_naming(stack_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[d
             yield env, vault
 
 
-def _erase(env: dict[str, str], vault: RunningVault, token: str, purpose: str) -> None:
-    with VaultClient.connect(vault.address, stack_identity(env, "privacy-officer"), deadline=10) as officer:
-        assert list(officer.erase([token], purpose)) == [None]
-
-
 def _audit_verify(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
-    printed = io.StringIO()
-    monkeypatch.setattr(admin_cli, "console", Console(file=printed, width=400))
-    exported = Path(env["TOKENVAULT_AUDIT_CHECKPOINT_FILE"])
-    return admin_cli.audit_verify(vault_config(env), exported), printed.getvalue()
+    """audit-verify with the checkpoints this vault exported."""
+    return run_audit_verify(env, Path(env["TOKENVAULT_AUDIT_CHECKPOINT_FILE"]), monkeypatch)
 
 
 def _erased_before_and_after_0023(env: dict[str, str], vault: RunningVault) -> str:
     """One token erased before 0023 is applied, one after; the token erased before."""
     old, new = tokenize_fresh_ip(env, vault), tokenize_fresh_ip(env, vault)
-    _erase(env, vault, old, "GDPR-2026-0920")  # the older function: its row names no token
+    assert erase(env, vault, [old], "GDPR-2026-0920") == [None]  # the older function: its row names no token
     migrate(env["PG_ADMIN_DSN"])
-    _erase(env, vault, new, "GDPR-2026-0921")
+    assert erase(env, vault, [new], "GDPR-2026-0921") == [None]
     vault.wait_for_checkpoint()
     return old
 
@@ -89,14 +75,16 @@ def test_an_erasure_hidden_behind_the_erasures_before_0023_fails_verify(
 ) -> None:
     env, vault = before_naming
     old = tokenize_fresh_ip(env, vault)
-    _erase(env, vault, old, "GDPR-2026-0920")
+    assert erase(env, vault, [old], "GDPR-2026-0920") == [None]
     migrate(env["PG_ADMIN_DSN"])
     hidden = tokenize_fresh_ip(env, vault)
     (audit_key,) = vault.wired.keys.ring.audit_keys
     with psycopg.connect(env["PG_VAULT_DSN"]) as serving_role:  # one transaction
         if old_style_row:  # so that an old-style row is newer than the hidden erasure
             serving_role.execute(_OLD_STYLE_ERASE_ROW, ("ab" * 32,))
-        done = serving_role.execute(_SERVING_ROLE_ERASE, ([hidden], [reveal_hash(audit_key, old)], "ab" * 32))
+        done = serving_role.execute(
+            SERVING_ROLE_ERASE, ([hidden], [reveal_hash(audit_key, old)], "ab" * 32, "GDPR-2026-932")
+        )
         assert done.fetchall() == [(hidden,)]
     vault.wait_for_checkpoint()
 

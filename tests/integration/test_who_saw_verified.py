@@ -21,11 +21,14 @@ from rich.console import Console
 
 from tests.conftest import RunningVault, stack_identity, vault_config
 from tests.integration.audit_attacks import (
+    SERVING_ROLE_ERASE,
     Anchored,
     anchored,
     as_owner,
     audit_verify,
+    erase,
     own_database,
+    run_audit_verify,
     tokenize_fresh_ip,
 )
 from tokenvault_client import Revealed, VaultClient
@@ -60,11 +63,6 @@ def _reveal(env: dict[str, str], vault: RunningVault, who: str, token: str, purp
     assert isinstance(outcome, Revealed), outcome
 
 
-def _erase(env: dict[str, str], vault: RunningVault, tokens: list[str], purpose: str) -> list[object]:
-    with VaultClient.connect(vault.address, stack_identity(env, "privacy-officer"), deadline=10) as officer:
-        return list(officer.erase(tokens, purpose))
-
-
 def test_who_saw_lists_the_reveals_a_policy_hides_from_any_query_but_verification(
     own_database: dict[str, str], anchored: Anchored, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -89,8 +87,8 @@ def test_who_saw_names_who_erased_a_token_under_which_case_from_the_verified_cha
     vault, exported = anchored
     token, kept, other = (tokenize_fresh_ip(own_database, vault) for _ in range(3))
     _reveal(own_database, vault, "analyst", token, "CASE-2026-820")
-    assert _erase(own_database, vault, [token, other], "GDPR-2026-0042") == [None, None]
-    again = _erase(own_database, vault, [token], "GDPR-2026-0043")  # nothing left to erase: not named
+    assert erase(own_database, vault, [token, other], "GDPR-2026-0042") == [None, None]
+    again = erase(own_database, vault, [token], "GDPR-2026-0043")  # nothing left to erase: not named
     assert again != [None]
     vault.wait_for_checkpoint()
 
@@ -116,18 +114,6 @@ def test_who_saw_names_who_erased_a_token_under_which_case_from_the_verified_cha
 # with a row naming token B (or a made-up hash, or a token erased before), and who-saw showed the
 # lie as verified. audit verify now reconciles the erased tokens with the verified erase rows.
 
-_SERVING_ROLE_ERASE = (  # /tmp/attack9/serving_role_erase_lie.sh, as tokenvault_vault
-    "SELECT vault.erase_tokens(%s::text[], %s::bytea[], 1, 'privacy-officer', '1000', %s, 'GDPR-2026-902', 'ip')"
-)
-
-
-def _audit_verify(env: dict[str, str], exported: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
-    """`audit-verify --exported ...` as the security team runs it: exit code and what it printed."""
-    printed = io.StringIO()
-    monkeypatch.setattr(admin_cli, "console", Console(file=printed, width=400))
-    code = admin_cli.audit_verify(vault_config(env, TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(exported)), exported)
-    return code, printed.getvalue()
-
 
 def _hash_in_log(env: dict[str, str], purpose: str) -> bytes:
     """The keyed token hash of the reveal made under `purpose`, read as the serving role may."""
@@ -151,19 +137,19 @@ def test_an_erase_row_naming_another_token_than_the_one_erased_fails_verify_and_
     elif named == "a made-up hash":
         lie = bytes(range(16))
     else:  # a genuine erasure of `other` names it once; the lie names it a second time
-        assert _erase(own_database, vault, [other], "GDPR-2026-0900") == [None]
+        assert erase(own_database, vault, [other], "GDPR-2026-0900") == [None]
         (lie,) = _erasure_hashes(own_database, "GDPR-2026-0900")
     vault.wait_for_checkpoint()
-    code, printed = _audit_verify(own_database, exported, monkeypatch)
+    code, printed = run_audit_verify(own_database, exported, monkeypatch)
     assert code == 0 and "erasures reconciled" in printed, printed  # before the lie: all is well
 
     with psycopg.connect(own_database["PG_VAULT_DSN"], autocommit=True) as serving_role:
-        done = serving_role.execute(_SERVING_ROLE_ERASE, ([erased], [lie], "ab" * 32)).fetchall()
+        done = serving_role.execute(SERVING_ROLE_ERASE, ([erased], [lie], "ab" * 32, "GDPR-2026-902")).fetchall()
     assert done == [(erased,)]  # the database cannot tell: it erased `erased`, the row names `lie`
     (lying_row,) = _erasure_ids(own_database, "GDPR-2026-902")
     vault.wait_for_checkpoint()
 
-    code, printed = _audit_verify(own_database, exported, monkeypatch)
+    code, printed = run_audit_verify(own_database, exported, monkeypatch)
     assert code == 1, printed
     assert "audit log chain intact" in printed and "audit log NOT verified" in printed, printed  # what a row says
     if named == "a token erased before":
@@ -184,12 +170,12 @@ def test_genuine_erasures_reconcile_with_their_erase_rows(
 ) -> None:
     vault, exported = anchored
     first, second, third = (tokenize_fresh_ip(own_database, vault) for _ in range(3))
-    assert _erase(own_database, vault, [first, second], "GDPR-2026-0910") == [None, None]
-    erased_third, again_first = _erase(own_database, vault, [third, first], "GDPR-2026-0911")
+    assert erase(own_database, vault, [first, second], "GDPR-2026-0910") == [None, None]
+    erased_third, again_first = erase(own_database, vault, [third, first], "GDPR-2026-0911")
     assert erased_third is None and again_first is not None  # `first` had nothing left: not named again
     vault.wait_for_checkpoint()
 
-    code, printed = _audit_verify(own_database, exported, monkeypatch)
+    code, printed = run_audit_verify(own_database, exported, monkeypatch)
     assert code == 0, printed
     assert "erasures reconciled: 3 erased token(s), each named by one erase record" in printed, printed
     code, printed = _who_saw(own_database, exported, third, monkeypatch)
