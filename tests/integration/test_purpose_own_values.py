@@ -1,11 +1,15 @@
-"""A Detokenize or Erase whose purpose holds the call's own value is refused, audited without it.
+"""A purpose holding the call's own value is never stored, and never tells the caller its guess was right.
 
 Insider round 8, break 1 (docs/threat-model.md, *What the audit trail proves*): the purpose is kept
 for good in the hash-chained audit log, so a privacy officer naming the device in the erasure's
 purpose (`GDPR-2026-801-SM-G991B-ATK8Q7ZX`) left the erased value where erasure cannot reach it.
-The vault opens the values of the call, compares them with every value the purpose can spell
-(as written, any case; an ip also in hex or in an `inet_aton` short form) and refuses the call
-with INVALID_ARGUMENT: nothing revealed or erased, the refusal audited with an empty purpose.
+The vault opens the values of the call and compares them with every value the purpose can spell
+(as written, any case; an ip also in hex or in an `inet_aton` short form):
+- a Detokenize that reveals the value in plain is refused with INVALID_ARGUMENT: nothing revealed,
+  the refusal audited with an empty purpose;
+- a masked reveal or an erasure goes on as with any other purpose, audited with an empty purpose:
+  refused when the guess is right and served when it is wrong, the call would confirm a guess of
+  a value the caller may not see (review A, finding 1).
 """
 
 from __future__ import annotations
@@ -84,6 +88,40 @@ def _audited_since(env: dict[str, str], after: int, client: str, values: Values,
     return [(action, outcome) for action, outcome, _ in rows]
 
 
+def _audit_rows_since(env: dict[str, str], after: int, client: str) -> list[tuple[str, str, str]]:
+    """(action, outcome, purpose) of `client`'s audit rows after `after`."""
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        rows = conn.execute(
+            "SELECT action, outcome, purpose FROM vault.audit_log WHERE id > %s AND client = %s ORDER BY id",
+            (after, client),
+        ).fetchall()
+    return [(str(action), str(outcome), str(purpose)) for action, outcome, purpose in rows]
+
+
+def _audit_holds(env: dict[str, str], value: str) -> bool:
+    """Whether any audit row's purpose holds `value` (case-insensitive)."""
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        row = conn.execute("SELECT count(*) FROM vault.audit_log WHERE lower(purpose) LIKE %s", (f"%{value.lower()}%",))
+        found = row.fetchone()
+    return found != (0,)
+
+
+def _tokenized_device(stub_for: StubFor) -> tuple[str, str]:
+    """A fresh device id and its token, tokenized as the ETL."""
+    device = _device_id()
+    item = vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_DEVICE_ID, value=device)
+    (result,) = stub_for("etl-service").Tokenize(vault_pb2.TokenizeRequest(items=[item]), timeout=10).results
+    return device, result.token
+
+
+def _outcome(call: Callable[[], object]) -> object:
+    """What the caller gets: the response, or the status code and details of the refusal."""
+    try:
+        return call()
+    except grpc.RpcError as refused:
+        return (refused.code(), refused.details())
+
+
 def _refused(call: Callable[[], object], values: Values) -> None:
     with pytest.raises(grpc.RpcError) as refused:
         call()
@@ -107,19 +145,82 @@ def test_a_reveal_whose_purpose_holds_its_own_value_is_refused_and_audited_witho
 
 
 @pytest.mark.parametrize(("spell", "refusal"), _PARAMS)
-def test_an_erasure_whose_purpose_holds_its_own_value_is_refused_and_erases_nothing(
+def test_an_erasure_whose_purpose_holds_its_own_value_erases_and_is_audited_without_it(
     stack_env: dict[str, str], stub_for: StubFor, values: Values, spell: Callable[[Values], str], refusal: str
 ) -> None:
     purpose = spell(values)
     tokens = [values["ip_token"], values["device_token"]]
     before = _last_audit_id(stack_env)
     erase = vault_pb2.EraseRequest(tokens=tokens, purpose=purpose)
-    _refused(lambda: stub_for("privacy-officer").Erase(erase, timeout=10), values)
+    if refusal != OWN_VALUE:  # refused as an address whatever the call's values: nothing to guess from
+        _refused(lambda: stub_for("privacy-officer").Erase(erase, timeout=10), values)
+        audited = _audited_since(stack_env, before, "privacy-officer", values, purpose)
+        assert audited == [("erase", f"refused: {refusal}")]
+        return
+    erased = stub_for("privacy-officer").Erase(erase, timeout=10)
+    assert [r.erased for r in erased.results] == [True, True]
     audited = _audited_since(stack_env, before, "privacy-officer", values, purpose)
-    assert audited == [("erase", f"refused: {refusal}")]
-    check = vault_pb2.DetokenizeRequest(tokens=tokens, purpose="CASE-2026-801-CHECK")
+    assert audited == [("erase", "ok: 2 erased, 0 not erased")]
+
+
+def test_a_masked_client_gets_the_same_outcome_whether_its_purpose_guesses_the_value_or_not(
+    stack_env: dict[str, str], stub_for: StubFor, values: Values
+) -> None:
+    # The analyst sees device ids masked (last four characters). Were a purpose holding the
+    # right device id refused, and a wrong one served, each call would test a guess of it.
+    analyst = stub_for("analyst")
+    right, wrong = f"GDPR-2026-801-{values['device']}", f"GDPR-2026-801-{_device_id()}"
+    before = _last_audit_id(stack_env)
+    got = [
+        _outcome(
+            lambda p=purpose: analyst.Detokenize(  # type: ignore[misc]
+                vault_pb2.DetokenizeRequest(tokens=[values["device_token"]], purpose=p), timeout=10
+            )
+        )
+        for purpose in (right, wrong)
+    ]
+    same = got[0] == got[1]
+    served = all(isinstance(outcome, vault_pb2.DetokenizeResponse) for outcome in got)
+    assert same and served, "the outcome differs with the guess, or the masked reveal was refused"
+    rows = _audit_rows_since(stack_env, before, "analyst")
+    assert [(action, purpose == "", purpose == wrong) for action, _, purpose in rows] == [
+        ("detokenize", True, False),  # the right guess: audited without its purpose
+        ("detokenize", False, True),
+    ]
+    assert not _audit_holds(stack_env, values["device"]), "an audit row holds the device id"
+
+
+def test_an_eraser_gets_the_same_outcome_whether_its_purpose_guesses_the_value_or_not(
+    stack_env: dict[str, str], stub_for: StubFor, values: Values
+) -> None:
+    # The privacy officer sees nothing. Refused when its purpose holds the right device id and
+    # erased otherwise, one erasure would test a guess of a value it may not see.
+    officer = stub_for("privacy-officer")
+    other_device, other_token = _tokenized_device(stub_for)
+    right = f"GDPR-2026-801-{values['device']}"
+    wrong = f"GDPR-2026-801-{_device_id()}"  # not other_device: a wrong guess of it
+    before = _last_audit_id(stack_env)
+    got = [
+        _outcome(
+            lambda t=token, p=purpose: officer.Erase(  # type: ignore[misc]
+                vault_pb2.EraseRequest(tokens=[t], purpose=p), timeout=10
+            )
+        )
+        for token, purpose in ((values["device_token"], right), (other_token, wrong))
+    ]
+    same = got[0] == got[1]
+    erased = all(isinstance(o, vault_pb2.EraseResponse) and [r.erased for r in o.results] == [True] for o in got)
+    assert same and erased, "the outcome differs with the guess, or the erasure was refused"
+    rows = _audit_rows_since(stack_env, before, "privacy-officer")
+    assert [(action, purpose == "", purpose == wrong) for action, _, purpose in rows] == [
+        ("erase", True, False),  # the right guess: audited without its purpose
+        ("erase", False, True),
+    ]
+    assert not _audit_holds(stack_env, values["device"]), "an audit row holds the device id"
+    check = vault_pb2.DetokenizeRequest(tokens=[values["device_token"], other_token], purpose="CASE-2026-801-CHECK")
     results = stub_for("fraud-investigator").Detokenize(check, timeout=10).results
-    assert [r.value.value for r in results] == [values["ip"], values["device"]], "a value was erased"
+    assert [r.error.code for r in results] == [grpc.StatusCode.NOT_FOUND.value[0]] * 2, "a value was not erased"
+    assert other_device  # tokenized fresh, so its erasure is this test's own
 
 
 def test_a_reference_not_holding_the_calls_values_reveals_and_erases_as_before(

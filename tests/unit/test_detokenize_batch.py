@@ -29,6 +29,7 @@ from vault_service.domain.errors import (
 )
 from vault_service.domain.masking import mask
 from vault_service.domain.policy import RevealLevel, parse_policy
+from vault_service.domain.purpose import PurposeHoldsOwnValue, values_spelled_by
 from vault_service.domain.token_types import TokenType
 from vault_service.domain.tokens import new_tokens, type_of_token, types_of_tokens
 from vault_service.entrypoints.columns import revealed_lists, to_results
@@ -36,7 +37,7 @@ from vault_service.entrypoints.metrics import count_outcomes
 from vault_service.entrypoints.status import status_of
 from vault_service.service.keyring import KeyManager
 from vault_service.service.ports import StoredToken
-from vault_service.service.revealing import DetokenizeOutcome, Revealed, reveal, reveal_hash
+from vault_service.service.revealing import DetokenizeOutcome, Revealed, RevealedCall, reveal, reveal_hash
 from vault_service.service.vault import TokenVault
 
 POLICY = parse_policy(
@@ -228,9 +229,28 @@ def test_a_value_altered_in_the_database_is_data_loss_and_a_missing_key_is_unava
         tokens[1]: StoredToken(tokens[1], "ip", 1, sealed[2]),  # the database owner swapped it in
         tokens[2]: StoredToken(tokens[2], "ip", missing, sealed[2]),
     }
-    got = reveal(_Keys({1: key}), "analyst", tokens, [TokenType.IP] * 3, {TokenType.IP: RevealLevel.PLAIN}, rows)
+    got = reveal(
+        _Keys({1: key}), "analyst", tokens, [TokenType.IP] * 3, {TokenType.IP: RevealLevel.PLAIN}, rows
+    ).outcomes
     assert got[0] == Revealed(TokenType.IP, "10.9.0.0", RevealLevel.PLAIN)
     altered, unloaded = got[1], got[2]
     assert isinstance(altered, StoredValueAltered) and status_of(altered) == grpc.StatusCode.DATA_LOSS
     assert "altered in the database" in str(altered) and "security team" in str(altered)
     assert isinstance(unloaded, KeysUnavailable) and status_of(unloaded) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_purpose_spelling_a_masked_value_is_withheld_and_changes_nothing_the_caller_gets() -> None:
+    # Review A, finding 1: were `INC-cb007107` (203.0.113.7 in hex) refused for a client that sees
+    # ips masked, and `INC-cb007106` served, each call would test a guess of the value.
+    key = DataKey(1, os.urandom(32))
+    (token,) = new_tokens(TokenType.IP, 1)
+    rows = {token: StoredToken(token, "ip", 1, seal(key, TokenType.IP, token, "203.0.113.7"))}
+
+    def call(purpose: str, level: RevealLevel) -> RevealedCall:
+        levels = {TokenType.IP: level}
+        return reveal(_Keys({1: key}), "a", [token], [TokenType.IP], levels, rows, values_spelled_by(purpose))
+
+    right, wrong = call("INC-cb007107", RevealLevel.MASKED), call("INC-cb007106", RevealLevel.MASKED)
+    assert right == (wrong.outcomes, True) and wrong.purpose_withheld is False
+    with pytest.raises(PurposeHoldsOwnValue):  # shown in plain: the caller sees the value anyway
+        call("INC-cb007107", RevealLevel.PLAIN)

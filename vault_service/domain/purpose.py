@@ -8,8 +8,9 @@ a value or token written there outlives its erasure, and removing it later break
   no free text: a name, a street address or "device SM-..." does not fit;
 - a purpose that carries an IP address, a token, an e-mail address, a hardware address, a
   device-id-like or other long number is refused, saying why (checked first, for that reason);
-- the vault refuses a Detokenize or Erase whose purpose spells one of the values that very call
-  reveals or erases (`values_spelled_by`; compared in vault_service.service.revealing).
+- a purpose that spells one of the values the very call reveals or erases (`values_spelled_by`;
+  compared in vault_service.service.revealing) is never stored: a plain reveal of it is refused,
+  a masked reveal or an erasure is audited without its purpose (a refusal would confirm a guess).
 
 A form cannot tell a name written as a reference (`CASE-1-Smith`) from a ticket; it keeps out
 everything that needs blanks, and the checks above keep out what the vault can recognize.
@@ -37,7 +38,7 @@ NOT_A_REFERENCE = (
     " (names, addresses or the device or value concerned belong in the case, not in the purpose)"
 )
 HOLDS_OWN_VALUE = (
-    "purpose must not contain a value this call reveals or erases: give a case or ticket reference"
+    "purpose must not contain a value this call reveals in plain: give a case or ticket reference"
     " such as INC-4821 (the purpose is kept in the audit log for good)"
 )
 _SHORT_DOTTED_NUMBER = re.compile(r"(?<![0-9A-Za-z.])(?:\d{1,3}\.){1,2}\d{3,}(?![0-9A-Za-z.])", re.ASCII)
@@ -47,7 +48,7 @@ _IP_JOINS = frozenset(".:")
 
 
 class PurposeHoldsOwnValue(InvalidRequest):
-    """The purpose of a Detokenize or Erase spells a value that call reveals or erases."""
+    """The purpose of a Detokenize spells a value that call reveals in plain (masked or erased: withheld instead)."""
 
     def __init__(self) -> None:
         super().__init__(HOLDS_OWN_VALUE)

@@ -2,8 +2,14 @@
 
 Values are opened in groups of one data key and one token type (one decrypt per value, the
 results made in C); the audit log keeps a keyed hash of each revealed token, never the token.
-A call whose purpose spells one of the values it opens is refused (`PurposeHoldsOwnValue`) before
-anything is audited or shown: the purpose is kept in the audit log for good.
+The purpose is kept in the audit log for good, so it must not spell a value of the call. What
+happens when it does depends on what the caller is shown, so that the outcome never confirms a
+guess the caller could not check otherwise:
+- a value revealed PLAIN: the call is refused (`PurposeHoldsOwnValue`) before anything is audited
+  or shown; the caller sees that value anyway, so the refusal tells it nothing new;
+- a value revealed masked (or erased, which shows nothing): the call goes on exactly as for any
+  other purpose, and the audit row keeps no purpose (`RevealedCall.purpose_withheld`). Refusing
+  here would tell a masked client, or an eraser, whether its guess was right (review A, finding 1).
 """
 
 from __future__ import annotations
@@ -58,6 +64,14 @@ _new_revealed = cast(Callable[[type[Revealed], tuple[object, ...]], Revealed], t
 DetokenizeOutcome = Revealed | VaultError
 
 
+class RevealedCall(NamedTuple):
+    """Each token's outcome, in order, and whether the purpose must be left out of the audit row."""
+
+    outcomes: list[DetokenizeOutcome]
+    purpose_withheld: bool
+    """The purpose spells a value this call opened but does not show PLAIN: audit it without the purpose."""
+
+
 def reveal(
     keys: KeySource,
     client: str,
@@ -66,18 +80,20 @@ def reveal(
     levels: dict[TokenType, RevealLevel],
     rows: Mapping[str, StoredToken],
     spelled: frozenset[str] = frozenset(),
-) -> list[DetokenizeOutcome]:
+) -> RevealedCall:
     """Each token's outcome, in order; the values are opened in groups of one data key and type.
 
     Per token this is one pass that sorts it into its group (or decides its error) and one
-    decrypt; the Revealed tuples of a group are made in C. Raises PurposeHoldsOwnValue when an
-    opened value is among `spelled` (the values the purpose spells, `values_spelled_by`): one
-    set test per value, in C.
+    decrypt; the Revealed tuples of a group are made in C. Each opened value is compared with
+    `spelled` (the values the purpose spells, `values_spelled_by`): one set test per value, in C.
+    A hit in a group revealed PLAIN raises PurposeHoldsOwnValue; a hit in any other group sets
+    `purpose_withheld` and changes nothing the caller is shown (see the module docstring).
     """
     outcomes: list[DetokenizeOutcome | None] = [None] * len(tokens)
     by_id = {id(token_type): (token_type, level) for token_type, level in levels.items()}
     groups: dict[tuple[int, int], tuple[list[int], list[str], list[bytes]]] = {}
-    none = RevealLevel.NONE
+    none, plain = RevealLevel.NONE, RevealLevel.PLAIN
+    withheld = False
     position = -1
     for token, token_type, row in zip(tokens, types, map(rows.get, tokens), strict=True):
         position += 1
@@ -97,9 +113,11 @@ def reveal(
     for (dek_id, type_id), (positions, group_tokens, sealed) in groups.items():
         token_type, level = by_id[type_id]
         values, failure = _open(keys, dek_id, token_type, group_tokens, sealed)
-        if _spells_one_of(spelled, token_type, values):
-            raise PurposeHoldsOwnValue()
-        if level is not RevealLevel.PLAIN:
+        if level is plain:
+            if _spells_one_of(spelled, token_type, values):
+                raise PurposeHoldsOwnValue()
+        else:  # compared all the same, and a hit changes nothing the caller sees: no guess is confirmed
+            withheld = withheld or _spells_one_of(spelled, token_type, values)
             values = [mask(token_type, v) if v is not None else None for v in values]
         made: list[DetokenizeOutcome] = list(
             map(_new_revealed, repeat(Revealed), zip(repeat(token_type), values, repeat(level)))
@@ -117,10 +135,10 @@ def reveal(
                 if value is None:
                     made[index] = _unopened(failure)
         if len(made) == len(outcomes):
-            return made  # one group holds every token, in order
+            return RevealedCall(made, withheld)  # one group holds every token, in order
         for position, outcome in zip(positions, made, strict=True):
             outcomes[position] = outcome
-    return outcomes  # type: ignore[return-value]  # every position is set above
+    return RevealedCall(outcomes, withheld)  # type: ignore[arg-type]  # every position is set above
 
 
 def purpose_spells_a_stored_value(

@@ -327,10 +327,14 @@ class TokenVault:
         # One policy lookup per token type in the call, not per token.
         levels = {member: self._policy.reveal_level(caller.name, member) for member in present}
         try:  # opened, then compared with the purpose, then audited, then shown
-            outcomes = reveal(self._keys, caller.name, tokens, types, levels, rows, values_spelled_by(purpose))
+            outcomes, withheld = reveal(
+                self._keys, caller.name, tokens, types, levels, rows, values_spelled_by(purpose)
+            )
         except PurposeHoldsOwnValue as error:
             self._audit_refusal(caller, "detokenize", error, len(tokens), "", token_types)  # without the purpose
             raise
+        if withheld:  # it spells a value revealed masked: refusing would confirm the caller's guess
+            purpose = _withheld(caller, "detokenize")
         hash_of = reveal_hasher(self._keys.ring.audit_key)
         if list(map(type, outcomes)).count(Revealed) == len(outcomes):
             revealed = list(map(hash_of, tokens))
@@ -388,10 +392,8 @@ class TokenVault:
                 erasable.append(token)
         if erasable and purpose_spells_a_stored_value(
             self._keys, values_spelled_by(purpose), erasable, types_of_tokens(erasable), self._tokens.fetch(erasable)
-        ):
-            holds_own_value = PurposeHoldsOwnValue()
-            self._audit_refusal(caller, "erase", holds_own_value, len(tokens), "", token_types)  # without the purpose
-            raise holds_own_value
+        ):  # erased all the same (an erasure shows nothing): refused when right, erased when wrong confirms a guess
+            purpose = _withheld(caller, "erase")
         # The erasure and its audit row commit together (vault.erase_tokens); the row keeps the
         # keyed hash of each token it erased, as a reveal's does, so who-saw names the erasure.
         hashes = tuple(map(reveal_hasher(self._keys.ring.audit_key), erasable))
@@ -408,6 +410,15 @@ class TokenVault:
             else outcome
             for token, outcome in zip(tokens, outcomes, strict=True)
         ]
+
+
+def _withheld(caller: Caller, action: str) -> str:
+    """The purpose audited for a call whose purpose spells a value it does not show: none (logged, no value)."""
+    log.warning(
+        "purpose left out of the audit row: it spells a value the call reveals masked or erases",
+        extra={"client": caller.name, "action": action},
+    )
+    return ""
 
 
 def _cacheable(keys: list[bytes], found: list[TokenizeOutcome | None]) -> tuple[list[bytes], list[str]]:
