@@ -13,7 +13,7 @@ the chain names is loaded and has the check value the chain recorded for it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from vault_service.domain.audit import AuditRecord
 from vault_service.domain.crypto import DataKey
@@ -39,7 +39,7 @@ def recorded_audit_keys(records: Iterable[AuditRecord]) -> dict[int, set[bytes]]
     return named
 
 
-def audit_keys_problem(records: Iterable[AuditRecord], audit_keys: list[DataKey]) -> str | None:
+def audit_keys_problem(records: Iterable[AuditRecord], audit_keys: Sequence[DataKey]) -> str | None:
     """Why no report may be made with `audit_keys` from `records` (verified ones); None when it may."""
     loaded = {key.key_id: key for key in audit_keys}
     for key_id, checks in sorted(recorded_audit_keys(records).items()):

@@ -10,7 +10,9 @@ place of the table, an operator planted on the search path), so a second answer 
 the first one's "verified" without having been verified (insider round 8, Break 2).
 
 What an erase row names is reconciled with the erased tokens (`verify_audit_and_erasures`, see
-erase_reconciliation): the database stores whatever keyed hashes its caller gives (round 9, Break 2).
+erase_reconciliation): the database stores whatever keyed hashes its caller gives (round 9, Break 2),
+and the audit keys loaded are checked to be the ones the verified chain recorded (audit_keys_check,
+round 9, Break 1). Both count in the report's `intact`: one verdict, one place.
 """
 
 from __future__ import annotations
@@ -65,11 +67,15 @@ class AuditReport:
     """The records verified, in order: who-saw filters these, it never asks the database again."""
     erasures: ErasureReconciliation | None = None
     """The erased tokens set against the verified erase rows (`verify_audit_and_erasures`), if done."""
+    keys_problem: str | None = None
+    """Why the audit keys loaded are not the ones the verified chain recorded (`verify_audit_and_erasures`)."""
 
     @property
     def intact(self) -> bool:
-        """True when nothing was found: in the chain and checkpoints, nor between erasures and erase rows."""
-        return self.finding is None and (self.erasures is None or self.erasures.consistent)
+        """True when nothing was found: in chain and checkpoints, between erasures and erase rows, in audit keys."""
+        return (
+            self.finding is None and (self.erasures is None or self.erasures.consistent) and self.keys_problem is None
+        )
 
 
 def verify_audit(
@@ -99,14 +105,20 @@ def verify_audit_and_erasures(
     check: SignatureCheck,
     exported: Path | None,
 ) -> AuditReport:
-    """`verify_audit`, and every erased token reconciled with the verified erase rows (`reconcile_erasures`).
+    """`verify_audit`, erasures reconciled and `audit_keys` checked against the verified chain.
 
-    The erased tokens are read before the log and again after it: see erase_reconciliation.
+    Every erased token is reconciled with the verified erase rows (`reconcile_erasures`), and the
+    audit keys loaded are checked to be the ones the chain recorded (`audit_keys_problem`). The
+    erased tokens are read before the log and again after it: see erase_reconciliation.
     """
     erased_before = erased.erased_tokens()
     report = verify_audit(store, public_keys, check, exported)
     erased_after = erased.erased_tokens()
-    return replace(report, erasures=reconcile_erasures(report.records, erased_before, erased_after, audit_keys))
+    return replace(
+        report,
+        erasures=reconcile_erasures(report.records, erased_before, erased_after, audit_keys),
+        keys_problem=audit_keys_problem(report.records, audit_keys) if report.finding is None else None,
+    )
 
 
 def who_saw(report: AuditReport, audit_keys: list[DataKey], token: str) -> list[AuditRecord]:
@@ -114,13 +126,11 @@ def who_saw(report: AuditReport, audit_keys: list[DataKey], token: str) -> list[
 
     The records are those `report`'s verification read and verified; a record names a token
     when its keyed token hashes (`revealed`, covered by the row hash) hold the token's hash under
-    any audit key. AuditNotVerified when the report found the log tampered with, or erasures
-    that its erase rows do not name as they are (`verify_audit_and_erasures`), or when an audit
-    key the chain names is not loaded or not the key the chain recorded (audit_keys_check).
+    any audit key. AuditNotVerified unless the report is intact: the log tampered with, erasures
+    that its erase rows do not name as they are, or an audit key the chain names not loaded or not
+    the key the chain recorded (`verify_audit_and_erasures` checks the last two, with `audit_keys`).
     """
     if not report.intact:
-        raise AuditNotVerified("the audit log did not verify: no report is made from it")
-    if problem := audit_keys_problem(report.records, audit_keys):
-        raise AuditNotVerified(problem)
+        raise AuditNotVerified(report.keys_problem or "the audit log did not verify: no report is made from it")
     hashes = {reveal_hash(key, token) for key in audit_keys}
     return [record for record in report.records if not hashes.isdisjoint(record.event.revealed)]
