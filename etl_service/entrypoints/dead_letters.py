@@ -31,8 +31,9 @@ exit 0, and every `list` of a DLQ redriving elsewhere would move letters out of 
 prints the swept queue's QueueArn with its counts.
 A dead-letter key OpenBao does not have, or will not let the token decrypt with (the setting
 misspelt, another OpenBao, a token that is not the DLQ operator's), stops show/resend/erase
-before they touch the DLQ: every letter would fail alike, so none is counted as unopenable or
-reported as tampered for it.
+before they receive any dead letter, as does a plain-http OpenBao address refused as above: every
+letter would fail alike, so none is counted as unopenable or reported as tampered for it, and
+none is received (each receive counts towards SQS's ApproximateReceiveCount) for nothing.
 
 Exit status: 0 done; 1 SQS or OpenBao failed or refused (a message says which), or the command
 could not complete (no such dead letter, a body still refused); 2 usage or settings (a missing
@@ -118,10 +119,11 @@ def main(argv: list[str]) -> int:
         if args.command == "redrive":
             print(f"taken back: {dlq.take_back_redriven()}")
             return 0
+        access = _checked_vault_access(args)  # before any dead letter is received
         try:
             if args.command == "erase":
-                return _erase(args, dlq, pair)
-            return _run(args, dlq)
+                return _erase(args, dlq, pair, access)
+            return _run(args, dlq, access)
         finally:
             dlq.release()
     except QueuePairRefused as error:
@@ -154,27 +156,44 @@ def _tampered(dead: DeadLetter, key: str) -> bool:
     return dead.sealed_body is not None and dead.key != key
 
 
-def _erase(args: argparse.Namespace, dlq: DeadLetterSweep, pair: QueuePair) -> int:
-    """`erase`: bodies opened as by `show` (the dead-letter key only; tampered ones never).
+def _checked_vault_access(args: argparse.Namespace) -> tuple[str, str] | None:
+    """OpenBao's address and the operator's token for a command that opens bodies, checked before the DLQ is read.
 
-    OpenBao, the token and the key are checked before the DLQ is read, rather than after the first
-    deletions: a key it cannot use would otherwise pass every letter as tampered or unopenable.
-    The summary names the queue swept by its QueueArn, so a count of 0 can be told from a wrong queue.
+    For show, resend without --body-file, and erase: the address must be allowed (ConfigError) and
+    OpenBao must let the token decrypt with the dead-letter key (DeadLetterKeyUnusable), once per
+    command rather than once per letter, and before any letter is received. None for the other
+    commands, and when the address or the token is missing: erase stops then (it opens every body);
+    show/resend stop only if the letter's body is sealed (one SQS's redrive moved is in clear).
     """
-    key = _dead_letter_key()
+    if args.command not in ("show", "resend", "erase") or getattr(args, "body_file", None):
+        return None
     access = _vault_access(args.token_file)
     if access is None:
-        raise DeadLetterError(
-            "erase opens bodies: it needs VAULT_ADDR and the operator's token (VAULT_TOKEN, --token-file)"
-        )
-    check_dead_letter_key(*access, key)
-    code = run_erase(args, dlq, lambda dead: _open(dead, args.token_file, key), lambda dead: _tampered(dead, key))
+        if args.command == "erase":
+            raise DeadLetterError(
+                "erase opens bodies: it needs VAULT_ADDR and the operator's token (VAULT_TOKEN, --token-file)"
+            )
+        return None
+    check_dead_letter_key(*access, _dead_letter_key())
+    return access
+
+
+def _erase(args: argparse.Namespace, dlq: DeadLetterSweep, pair: QueuePair, access: tuple[str, str] | None) -> int:
+    """`erase`: bodies opened as by `show` (the dead-letter key only; tampered ones never).
+
+    OpenBao, the token and the key were checked before the DLQ is read (_checked_vault_access),
+    rather than after the first deletions: a key it cannot use would otherwise pass every letter
+    as tampered or unopenable. The summary names the queue swept by its QueueArn, so a count of 0
+    can be told from a wrong queue.
+    """
+    key = _dead_letter_key()
+    code = run_erase(args, dlq, lambda dead: _open(dead, access, key), lambda dead: _tampered(dead, key))
     if code != SETTINGS_ERROR:  # the DLQ was swept
         print(f"dead-letter queue swept: {pair.dlq_arn} (ETL_DLQ_URL; the redrive target of {pair.source_arn})")
     return code
 
 
-def _run(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
+def _run(args: argparse.Namespace, dlq: DeadLetterQueue, access: tuple[str, str] | None) -> int:
     letters = dlq.list()
     key = _dead_letter_key()
     if args.command == "list":
@@ -205,7 +224,7 @@ def _run(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
     if dead is None:
         raise DeadLetterError(f"no dead letter {_shown(args.message_id)} in the DLQ")
     if args.command == "show":
-        layers = _open_layers(dead, args.token_file, key)
+        layers = _open_layers(dead, access, key)
         for depth, text in enumerate(layers):
             if depth:
                 print(
@@ -219,7 +238,7 @@ def _run(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
         dlq.delete(dead)
         print(f"deleted dead letter {_shown(dead.message_id)} ({_shown(dead.reason or 'no reason')}, unopened)")
         return 0
-    body = args.body_file.read_text() if args.body_file else _open_layers(dead, args.token_file, key)[-1]
+    body = args.body_file.read_text() if args.body_file else _open_layers(dead, access, key)[-1]
     try:
         parse_login_event(body)
     except Rejection as rejection:
@@ -230,16 +249,17 @@ def _run(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
     return 0
 
 
-def _open(dead: DeadLetter, token_file: Path | None, key: str) -> str:
-    """The original body; sealed ones are decrypted with `key`, the dead-letter key, and no other."""
+def _open(dead: DeadLetter, access: tuple[str, str] | None, key: str) -> str:
+    """The original body; sealed ones are decrypted with `key`, the dead-letter key, and no other.
+
+    `access` (OpenBao's address, the operator's token) was checked with the key before the DLQ was
+    read: an envelope naming another key is the letter's doing, not a wrong setting.
+    """
     if dead.reason is None and not dead.sealed_body:
         return dead.raw_body  # moved by SQS's redrive as it was: never sealed
     if not dead.sealed_body or not dead.key:
         raise DeadLetterError(f"the body of {dead.message_id} was not kept ({_shown(dead.note or 'no note')})")
-    access = _vault_access(token_file)
     if _tampered(dead, key):
-        if access is not None:  # a wrong setting, not the letter, when OpenBao cannot use the key either
-            check_dead_letter_key(*access, key)
         raise DeadLetterError(
             f"dead letter {dead.message_id} names Transit key {dead.key!r}, not the dead-letter key {key!r}"
             f" ({KEY_SETTING}): the ETL did not write it, someone who may send to the DLQ did - treat it as"
@@ -251,12 +271,12 @@ def _open(dead: DeadLetter, token_file: Path | None, key: str) -> str:
     return open_sealed(*access, key, dead.sealed_body)
 
 
-def _open_layers(dead: DeadLetter, token_file: Path | None, key: str) -> list[str]:
+def _open_layers(dead: DeadLetter, access: tuple[str, str] | None, key: str) -> list[str]:
     """The body, and while it is itself an envelope (sealed twice), what that holds: up to MAX_LAYERS texts."""
-    layers = [_open(dead, token_file, key)]
+    layers = [_open(dead, access, key)]
     while len(layers) < MAX_LAYERS and (inner := read_dead_letter_body(layers[-1])) and inner["sealed_body"]:
         inner_letter = replace(dead, sealed_body=inner["sealed_body"], key=inner["key"], note=inner["note"])
-        layers.append(_open(inner_letter, token_file, key))
+        layers.append(_open(inner_letter, access, key))
     return layers
 
 

@@ -7,7 +7,10 @@ wrong, the key never created), OpenBao answers "encryption key not found" for ev
 Either is the operator's configuration, not the letters: `erase` used to go through the whole
 DLQ counting every sealed letter as tampered or as could-not-be-opened, and show/resend called
 genuine letters tampered or planted. Now each stops before the DLQ is touched with exit 2 (the
-dead-letters commands' settings error), naming ETL_DLQ_SEAL_KEY and the key, no value.
+dead-letters commands' settings error), naming ETL_DLQ_SEAL_KEY and the key, no value. So does a
+plain-http OpenBao address on another host. show/resend used to receive every dead letter first
+(review B, finding 5): each letter's receive count went up, bringing it nearer to SQS's own limits
+for no reason; the test reads the counts before and after, which a count of letters could not.
 
 Real SQS (ministack), the session's OpenBao (sealing, the operator's token) and, for the missing
 key, a second OpenBao of its own. Synthetic TEST-NET values only; checks reduced to booleans.
@@ -30,11 +33,14 @@ from devstack.events import OutgoingEvent, send_events
 from devstack.openbao import POLICY_DIR, start_openbao
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
+from tests.integration.test_dead_letters_queue_pair import read_all
 from tests.integration.test_erasure_dead_letters import dead_letters
 from tests.integration.test_etl_dead_letters import all_dead_letters
 from tests.malformed_samples import GOOD
 
 MISSPELT = "tokenvault-dead-leters"
+REMOTE_PLAIN = "http://203.0.113.10:8200"
+"""An OpenBao address beyond this machine over plain http (TEST-NET: nothing answers there)."""
 SETTINGS_ERROR = 2
 
 
@@ -65,11 +71,17 @@ def left_in_dlq(stack_env: dict[str, str], env: dict[str, str]) -> int:
     return len(all_dead_letters(stack_env["SQS_ENDPOINT_URL"], env["ETL_DLQ_URL"]))
 
 
+def receive_counts(stack_env: dict[str, str], env: dict[str, str]) -> dict[str, int]:
+    """Each dead letter's ApproximateReceiveCount; this read itself adds one to each."""
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    return {message_id: count for message_id, count, _ in read_all(sqs, env["ETL_DLQ_URL"])}
+
+
 def names_the_setting(stderr: str, key: str) -> bool:
     return "ETL_DLQ_SEAL_KEY" in stderr and repr(key) in stderr
 
 
-def test_a_misspelt_dead_letter_key_stops_erase_show_and_resend_before_the_dlq_is_touched(
+def test_a_misspelt_dead_letter_key_or_a_plain_openbao_address_stops_erase_show_and_resend_before_any_receive(
     stack_env: dict[str, str], dlq_with_the_persons_letters: tuple[dict[str, str], str]
 ) -> None:
     env, criteria = dlq_with_the_persons_letters
@@ -77,20 +89,29 @@ def test_a_misspelt_dead_letter_key_stops_erase_show_and_resend_before_the_dlq_i
     misspelt = {**env, "ETL_DLQ_SEAL_KEY": MISSPELT}
     message_id = all_dead_letters(stack_env["SQS_ENDPOINT_URL"], env["ETL_DLQ_URL"])[0]["MessageId"]
     outputs: list[str] = []
+    counts = receive_counts(stack_env, env)
 
     erase = dead_letters(misspelt, "erase", "-", "--yes", "--wait", "0", stdin=criteria, token=operator_token)
     outputs.append(erase.stdout + erase.stderr)
     assert erase.returncode == SETTINGS_ERROR, erase.stdout + erase.stderr
     assert names_the_setting(erase.stderr, MISSPELT), erase.stderr
     assert "dead letters checked" not in erase.stdout  # stopped before reading the DLQ
-    assert left_in_dlq(stack_env, env) == 3
 
     for args in (["show", message_id], ["resend", message_id]):
         done = dead_letters(misspelt, *args, token=operator_token)
         outputs.append(done.stdout + done.stderr)
         assert done.returncode == SETTINGS_ERROR, (args, done.stderr)
         assert names_the_setting(done.stderr, MISSPELT) and "tamper" not in done.stderr, done.stderr
-    assert left_in_dlq(stack_env, env) == 3
+
+    plain = {**env, "ETL_DLQ_SEAL_VAULT_ADDR": REMOTE_PLAIN}
+    for args in (["show", message_id], ["resend", message_id]):
+        done = dead_letters(plain, *args, token=operator_token)
+        outputs.append(done.stdout + done.stderr)
+        assert done.returncode == SETTINGS_ERROR, (args, done.stderr)
+        assert "ETL_DLQ_SEAL_VAULT_PLAINTEXT=allow" in done.stderr, done.stderr
+
+    # Every letter is still there, and no refused command received one: only this second read counts.
+    assert receive_counts(stack_env, env) == {message: count + 1 for message, count in counts.items()}
 
     listing = dead_letters(misspelt, "list")  # no token, no OpenBao: it says what to check first
     outputs.append(listing.stdout + listing.stderr)
