@@ -29,8 +29,10 @@ its message id printed (it says nothing of the person: every run lists the same 
 run exits 3; the operator inspects it and removes a plant with `dead-letters delete ID --yes`.
 OpenBao, the token and the dead-letter key are checked before the DLQ is read: a key OpenBao
 does not have or will not let the token decrypt with (ETL_DLQ_SEAL_KEY misspelt, another
-OpenBao, not the operator's token) stops the run there (exit 2, naming the setting and the key),
-as does OpenBao answering so later; every letter would otherwise pass as tampered or unopenable.
+OpenBao, not the operator's token) stops the run there (exit 2, naming the setting and the key);
+every letter would otherwise pass as tampered or unopenable. OpenBao answering so later (the
+token revoked or used up during the run) stops the sweep at that letter, also with exit 2, after
+the counts of what it checked and deleted until then, and the reason.
 Only OpenBao being unreachable, or SQS failing, aborts a run otherwise (exit 1).
 What it never reaches: messages still in the source queue (the ETL loads or dead-letters them
 within seconds to minutes; run the step after it has caught up) - see docs/threat-model.md.
@@ -47,10 +49,12 @@ from pathlib import Path
 
 from etl_service.adapters.dead_letter_queue import DeadLetter
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
-from etl_service.adapters.transit_sealer import SealedBodyUnopenable
+from etl_service.adapters.transit_sealer import DeadLetterKeyUnusable, SealedBodyUnopenable
 from etl_service.domain.erasure_match import CriteriaError, Person, read_person
 from etl_service.service.sealing import read_dead_letter_body
 
+SETTINGS_ERROR = 2
+"""Exit code: usage or settings, or OpenBao no longer using the dead-letter key (the dead-letters commands' code)."""
 INCOMPLETE = 3
 """Exit code: some dead letters could not be checked (held, arrived meanwhile, tampered, or could not be opened)."""
 MAX_ROUNDS = 50
@@ -87,6 +91,8 @@ class Sweep:
     """Message ids of sealed bodies OpenBao would not open (not values: they say nothing of the person)."""
     tampered: list[str] = field(default_factory=list)
     """Message ids of envelopes naming another Transit key: not opened, so not checked."""
+    stopped: str | None = None
+    """Why the sweep stopped part-way (OpenBao no longer uses the dead-letter key with this token), or None."""
 
     @property
     def unchecked(self) -> int:
@@ -99,8 +105,13 @@ def run_erase(
     dlq: DeadLetterSweep,
     opener: Callable[[DeadLetter], str],
     tampered: Callable[[DeadLetter], bool],
+    swept: str = "",
 ) -> int:
-    """Read the person's values from stdin, sweep the DLQ, print counts; the exit code."""
+    """Read the person's values from stdin, sweep the DLQ, print counts (then `swept`, naming the queue); the exit code.
+
+    Counts are printed whenever the DLQ was read, also when the sweep stopped part-way (exit 2):
+    what it deleted by then is gone, and the operator must know it.
+    """
     if list(args.stdin) != ["-"]:
         given = sum(1 for a in args.stdin if a != "-")
         refused = f"; {given} argument(s) refused unread: every local user can read a command line" if given else ""
@@ -109,14 +120,23 @@ def run_erase(
             f" (user_id=VALUE, ip=VALUE, device_id=VALUE){refused}",
             file=sys.stderr,
         )
-        return 2
+        return SETTINGS_ERROR
     try:
         person = read_person(sys.stdin)
     except CriteriaError as error:
         print(f"etl_service dead-letters erase: stdin {error}; nothing was read from the DLQ", file=sys.stderr)
-        return 2
+        return SETTINGS_ERROR
     sweep = _sweep(dlq, person, opener, tampered, delete=args.yes, wait=max(0.0, args.wait))
     _report(sweep, deleted=args.yes)
+    if swept:
+        print(swept)
+    if sweep.stopped:
+        print(
+            f"etl_service dead-letters erase: stopped part-way, after the counts above: {sweep.stopped}."
+            " The rest of the DLQ was not checked: fix this and run `dead-letters erase` again",
+            file=sys.stderr,
+        )
+        return SETTINGS_ERROR
     return INCOMPLETE if sweep.unchecked or sweep.unopenable or sweep.tampered else 0
 
 
@@ -128,15 +148,23 @@ def _sweep(
     delete: bool,
     wait: float,
 ) -> Sweep:
-    """Check every dead letter once; wait up to `wait` s for those other readers hold."""
+    """Check every dead letter once; wait up to `wait` s for those other readers hold.
+
+    Stops at the letter OpenBao no longer opens with the dead-letter key (`stopped` says why):
+    every later one would fail alike.
+    """
     sweep = Sweep()
     deadline = time.monotonic() + wait
     lease = int(wait) + 600  # what this run holds stays invisible to others until it ends (or this runs out)
     for _ in range(MAX_ROUNDS):
         letters = dlq.list()
         dlq.hold(letters, lease)
-        for dead in letters:
-            _check(dead, sweep, dlq, person, opener, tampered, delete)
+        try:
+            for dead in letters:
+                _check(dead, sweep, dlq, person, opener, tampered, delete)
+        except DeadLetterKeyUnusable as error:
+            sweep.stopped = str(error)
+            return sweep
         unseen = dlq.unseen()
         sweep.visible_unread, sweep.held_elsewhere = unseen.visible, unseen.held_elsewhere
         if not sweep.unchecked:
@@ -158,8 +186,8 @@ def _check(
     tampered: Callable[[DeadLetter], bool],
     delete: bool,
 ) -> None:
-    sweep.checked += 1
     texts = [dead.raw_body, *_opened(dead, sweep, opener, tampered)]  # the clear text: a redriven original, a plant
+    sweep.checked += 1  # not before: a letter whose opening stopped the sweep was not checked
     if not any(person.matches(text) for text in texts):
         return
     sweep.matched += 1

@@ -63,14 +63,11 @@ from etl_service.adapters.transit_sealer import (
     open_sealed,
 )
 from etl_service.domain.validation import Rejection, parse_login_event
-from etl_service.entrypoints.dead_letter_erasure import MAX_LAYERS, add_erase_command, run_erase
+from etl_service.entrypoints.dead_letter_erasure import MAX_LAYERS, SETTINGS_ERROR, add_erase_command, run_erase
 from etl_service.errors import EtlError
 from etl_service.service.sealing import read_dead_letter_body
 from tokenvault_common.env import ConfigError
 from tokenvault_common.vault_address import plaintext_setting, vault_address_problem
-
-SETTINGS_ERROR = 2
-"""Exit code: usage or settings (the module's docstring lists every code)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -187,10 +184,8 @@ def _erase(args: argparse.Namespace, dlq: DeadLetterSweep, pair: QueuePair, acce
     can be told from a wrong queue.
     """
     key = _dead_letter_key()
-    code = run_erase(args, dlq, lambda dead: _open(dead, access, key), lambda dead: _tampered(dead, key))
-    if code != SETTINGS_ERROR:  # the DLQ was swept
-        print(f"dead-letter queue swept: {pair.dlq_arn} (ETL_DLQ_URL; the redrive target of {pair.source_arn})")
-    return code
+    swept = f"dead-letter queue swept: {pair.dlq_arn} (ETL_DLQ_URL; the redrive target of {pair.source_arn})"
+    return run_erase(args, dlq, lambda dead: _open(dead, access, key), lambda dead: _tampered(dead, key), swept)
 
 
 def _run(args: argparse.Namespace, dlq: DeadLetterQueue, access: tuple[str, str] | None) -> int:

@@ -156,3 +156,30 @@ def test_an_openbao_without_the_dead_letter_key_stops_erase_and_show_instead_of_
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(other.pid, signal.SIGKILL)
+
+
+def test_a_token_that_stops_working_part_way_through_erase_still_reports_what_was_deleted(
+    stack_env: dict[str, str], dlq_with_the_persons_letters: tuple[dict[str, str], str]
+) -> None:
+    """OpenBao refusing the key mid-sweep (here: a token good for three requests) stops the run after a report.
+
+    The probe and two letters use the token up; the third letter's decrypt is refused (403), as
+    when the token is revoked or its policy changed during `--wait`. At least one of the two
+    letters opened is the person's (two of the three are), so the run deleted something before it
+    stopped: its counts must say how much, and match what is gone (review B, finding 9).
+    """
+    env, criteria = dlq_with_the_persons_letters
+    root = hvac.Client(url=stack_env["VAULT_ADDR"], token=Path(stack_env["VAULT_ROOT_TOKEN_FILE"]).read_text().strip())
+    three_uses = root.auth.token.create(policies=["tokenvault-dlq-operator"], ttl="10m", num_uses=3)
+    token = three_uses["auth"]["client_token"]
+
+    erase = dead_letters(env, "erase", "-", "--yes", "--wait", "0", stdin=criteria, token=token)
+    assert erase.returncode == SETTINGS_ERROR, erase.stdout + erase.stderr
+    deleted = 3 - left_in_dlq(stack_env, env)
+    assert deleted >= 1
+    assert f"holding the person's values, deleted: {deleted}" in erase.stdout, erase.stdout
+    assert "dead letters checked: 2" in erase.stdout, erase.stdout
+    assert "stopped part-way" in erase.stderr and names_the_setting(erase.stderr, "tokenvault-dead-letters")
+    assert "dead-letter queue swept" in erase.stdout  # which queue the deletions were in
+    values = [line.split("=", 1)[1] for line in criteria.splitlines()]
+    assert not [v for v in values if v in erase.stdout + erase.stderr]
