@@ -15,9 +15,10 @@ Both ask `address_in`. It differs only in how broadly it reads separators:
   as `ipaddress` reads it (also dashed or with other separators), and MACs in their standard
   forms (aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff, aabb.ccdd.eeff). A UUID never matches.
 
-E-mail addresses, defanged or percent-encoded spellings ("a [at] b [dot] org", a%40b.org) and
-addresses written as hex numbers are refused by both. The text is judged in NFKC form without
-invisible characters (`visible`), so fullwidth digits or joiners between them do not hide anything.
+E-mail addresses, defanged or percent-encoded spellings ("a [at] b [dot] org", a%40b.org),
+addresses written as hex numbers and the `inet_aton` short forms (203.0.29447) are refused by
+both. The text is judged in NFKC form without invisible characters (`visible`), so fullwidth
+digits or joiners between them do not hide anything.
 
 `may_hold_an_address` is a one-regex pre-filter for the strict reading (the ETL's hot path): a
 text it does not find suspect is certainly refused by nothing here (proof in its docstring).
@@ -29,6 +30,8 @@ import ipaddress
 import re
 import unicodedata
 from urllib.parse import unquote
+
+from tokenvault_common.ip_spellings import ips_spelled_by
 
 IP_ADDRESS = "it holds an IP address"
 EMAIL_ADDRESS = "it holds an e-mail address"
@@ -49,6 +52,16 @@ _IPV4_STRICT = re.compile(r"(?<!\d)" + _OCTET + r"(?:[^0-9A-Za-z]{1,6}" + _OCTET
 letters nor digits (punctuation, blanks): 203.0.113.7, 203-0-113-7, 203_0_113_7, 203 0 113 7,
 203.000.113.007, and after a dot too (login.203.0.113.7). A UUID's groups (4+ characters) hold
 no middle octet."""
+_SHORT_DOTTED_NUMBER = re.compile(
+    r"(?<![0-9A-Za-z])(?<![0-9]\.)(?:\d{1,3}\.){1,2}\d{3,}(?![0-9A-Za-z]|\.[0-9])", re.ASCII
+)
+"""`203.0.29447`, `203.29447`: the short forms `inet_aton` (and so `ping`, browsers) read as an IPv4
+address, the last part filling the rest. Only those whose last part is above 255 are refused
+(`1.2.3` is a version far more often than 1.2.0.3), in both readings - knowingly: a version or
+decimal standing alone with such a last part (`release-1.2.345`, `evt-3.14159`) is refused too,
+for `inet_aton` reads it as an address (1.2.1.89) as surely as `203.0.29447`. A number glued to a
+letter (`v1.2.345`) or part of a longer dotted number (`1.2.345.6`) is not taken for one; a dot
+before or after one that is not (`login.203.0.29447.T7`) is."""
 _HEX_OCTETS = re.compile(r"(?i)0x[0-9a-f]{1,2}(?:\W{1,3}0x[0-9a-f]{1,2}){3}")  # 0xcb.0x0.0x71.0x7
 _INVISIBLE = frozenset({"Mn", "Me", "Cf"})
 """Combining marks and format characters (variation selectors, joiners): they render as nothing
@@ -100,6 +113,8 @@ def address_in(text: str, broad: bool) -> str | None:
     ipv4 = _IPV4_BROAD if broad else _IPV4_STRICT
     if ipv4.search(numbers) or _HEX_INT.search(text) or _HEX_OCTETS.search(text):
         return IP_ADDRESS
+    if "." in text and any(_is_short_ip_form(m[0]) for m in _SHORT_DOTTED_NUMBER.finditer(text)):
+        return IP_ADDRESS
     if any(_is_ip(m) for m in _IPV6_CANDIDATE.findall(text)):
         return IP_ADDRESS
     if any(_may_be_ipv6(c) and _is_ip(c) for c in (m.replace("-", ":") for m in _IPV6_DASHED.findall(text))):
@@ -139,6 +154,7 @@ def may_hold_an_address(text: str) -> bool:
     - an e-mail address needs "@", a colon-form IPv6 address (_IPV6_CANDIDATE) ":", and a MAC
       written as three quads "." ":" or a blank: all (1);
     - a hex number or hex octets need "0x" or "0X": (2);
+    - an `inet_aton` short form (203.0.29447) needs ".": (1);
     - four octets (_IPV4_STRICT) are o1 s o2 s o3 s o4, each s a run of "-"/"_": a run of two is (3),
       else the separator before o2, o2 and o3 (1-3 digits each) with theirs, and the first digit of
       o4 are (4);
@@ -157,6 +173,11 @@ def may_hold_an_address(text: str) -> bool:
     if "0x" in text or "0X" in text:  # (2)
         return True
     return _SUSPECT_AFTER_A_SEPARATOR.search(text) is not None
+
+
+def _is_short_ip_form(dotted: str) -> bool:
+    """Whether 2-3 dotted numbers, the last above 255, read as an address of 1.0.0.0 or more."""
+    return int(dotted.rpartition(".")[2]) > 255 and bool(ips_spelled_by(dotted))
 
 
 def _is_ipv6_spelled(candidate: str) -> bool:

@@ -34,6 +34,28 @@ BYPASSES = [  # each passed check_event_id before
 ]
 
 
+SHORT_FORMS = [  # review A, finding 2: the vault's purposes refused these, the ETL's event ids did not
+    "evt-203.0.29447",  # 203.0.113.7 to inet_aton, ping and browsers
+    "evt-203.29447",  # 203.0.115.7
+    "evt_203.0.29447.T7",
+]
+
+
+@pytest.mark.parametrize("raw", SHORT_FORMS)
+def test_event_ids_holding_an_inet_aton_short_form_are_refused_by_the_shared_detector(raw: str) -> None:
+    event_id, problem = check_event_id(raw)
+    assert event_id is None and problem is not None and "IP address" in problem and "203" not in problem
+    assert address_in(undefanged(raw), broad=True) == address_in(undefanged(raw), broad=False) is not None
+
+
+def test_dotted_numbers_are_refused_only_when_inet_aton_reads_their_last_part_above_255() -> None:
+    # Decided knowingly (tokenvault_common.pii_text, _SHORT_DOTTED_NUMBER): `release-1.2.345` is
+    # 1.2.1.89 to inet_aton as surely as evt-203.0.29447 is 203.0.113.7, so it is refused too.
+    for raw in ("release-1.2.3", "release-10.2", "evt-2026.12.03", "v1.2.345", "evt-1.2.345.6", "evt-0.12345"):
+        assert check_event_id(raw) == (raw, None), raw
+    assert check_event_id("release-1.2.345")[0] is None
+
+
 @pytest.mark.parametrize("raw", BYPASSES)
 def test_event_ids_of_the_bypass_forms_are_refused_without_quoting_them(raw: str) -> None:
     event_id, problem = check_event_id(raw)

@@ -22,7 +22,7 @@ import re
 from functools import lru_cache
 
 from tokenvault_common.ip_spellings import ips_spelled_by
-from tokenvault_common.pii_text import IP_ADDRESS, ISO_DATE_TIME, SEPARATOR, address_in, undefanged, visible
+from tokenvault_common.pii_text import ISO_DATE_TIME, SEPARATOR, address_in, undefanged, visible
 from vault_service.domain.errors import InvalidRequest
 from vault_service.domain.token_types import TokenType
 
@@ -41,8 +41,6 @@ HOLDS_OWN_VALUE = (
     "purpose must not contain a value this call reveals in plain: give a case or ticket reference"
     " such as INC-4821 (the purpose is kept in the audit log for good)"
 )
-_SHORT_DOTTED_NUMBER = re.compile(r"(?<![0-9A-Za-z.])(?:\d{1,3}\.){1,2}\d{3,}(?![0-9A-Za-z.])", re.ASCII)
-"""`203.0.29447`, `203.29447`: the short forms `inet_aton` (and so `ping`, browsers) read as an IPv4 address."""
 _SEGMENT_SEPARATORS = re.compile(r"([-_/.:#])")
 _IP_JOINS = frozenset(".:")
 
@@ -145,8 +143,6 @@ def pii_in(purpose: str) -> str | None:
     address = address_in(text, broad=True)
     if address:
         return address
-    if any(int(m[0].rpartition(".")[2]) > 255 and ips_spelled_by(m[0]) for m in _SHORT_DOTTED_NUMBER.finditer(text)):
-        return IP_ADDRESS
     if _ID_NUMBER.search(ISO_DATE_TIME.sub(" ", text)):
         return "it holds an identifier-like number (8 or more digits, or ddd-dd-dddd)"
     return None
