@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from functools import lru_cache
 
 from tokenvault_common.values import InvalidPiiValue, normalize_ip
@@ -26,8 +27,8 @@ DECIMAL = frozenset("0123456789")
 HEX = frozenset("0123456789abcdef")
 _MAX_IP_NUMBER = 2**128
 _IP_SHAPED = re.compile(r"[0-9a-fx.:]+", re.ASCII)
-"""The only characters (case-folded) any spelling read by `ips_spelled_by` is made of."""
-_OCTAL = frozenset("01234567")
+"""The only characters (case-folded) any spelling read by `ips_spelled_by` is made of. No blanks:
+glibc's `inet_aton` ignores whatever follows one (`1.2.3.4 x` reads as 1.2.3.4)."""
 
 
 def canonical_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -36,6 +37,11 @@ def canonical_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Addres
         address = ipaddress.ip_address(text)
     except ValueError:
         return None
+    return _unmapped(address)
+
+
+def _unmapped(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IPv4-mapped IPv6 address as its IPv4 address; any other as it is (as `normalize_ip` stores it)."""
     return getattr(address, "ipv4_mapped", None) or address
 
 
@@ -73,8 +79,9 @@ def ips_spelled_by(piece: str) -> frozenset[str]:
             return frozenset((normalize_ip(text),))
         except InvalidPiiValue:
             pass
-    parts = text.split(".")
-    readings = _number_readings(text) if len(parts) == 1 else {_inet_aton_dotted(parts)}
+    readings = _number_readings(text) if "." not in text else set()
+    if ":" not in text:
+        readings.add(_inet_aton(text))
     return frozenset(
         _canonical(number)
         for number in readings
@@ -83,54 +90,26 @@ def ips_spelled_by(piece: str) -> frozenset[str]:
 
 
 def _canonical(number: int) -> str:
-    address = ipaddress.ip_address(number)
-    return str(getattr(address, "ipv4_mapped", None) or address)
+    return str(_unmapped(ipaddress.ip_address(number)))
+
+
+def _inet_aton(text: str) -> int | None:
+    """The IPv4 number `inet_aton` reads in `text` (1-4 dotted parts, each decimal, `0x` hex or octal), or None."""
+    try:
+        return int.from_bytes(socket.inet_aton(text))
+    except OSError:
+        return None
 
 
 def _number_readings(text: str) -> set[int | None]:
-    """`text` read as one number: decimal, `0x` hex, octal with a leading zero (`inet_aton`), bare hex."""
+    """`text` read as one number the ways `inet_aton` does not (hex without `0x`, `0042` as decimal too).
+
+    Up to 128 bits, so that an IPv6 address written as one decimal or hex number reads too.
+    """
     readings: set[int | None] = set()
-    if text.startswith("0x"):
-        digits = text[2:]
-        if digits and HEX.issuperset(digits):
-            readings.add(int(digits, 16))
-        return readings
-    if not HEX.issuperset(text):
-        return readings
-    readings.add(int(text, 16))
+    digits = text.removeprefix("0x")
+    if digits and HEX.issuperset(digits):
+        readings.add(int(digits, 16))
     if text.isdigit():
         readings.add(int(text))
-        if len(text) > 1 and text[0] == "0" and _OCTAL.issuperset(text):
-            readings.add(int(text, 8))
     return readings
-
-
-def _inet_aton_part(part: str) -> int | None:
-    """One part of a dotted `inet_aton` form: decimal, `0x` hex or octal with a leading zero."""
-    if part.startswith("0x"):
-        digits = part[2:]
-        return int(digits, 16) if digits and HEX.issuperset(digits) else None
-    if not part.isdigit():
-        return None
-    if len(part) > 1 and part[0] == "0":
-        return int(part, 8) if _OCTAL.issuperset(part) else None
-    return int(part)
-
-
-def _inet_aton_dotted(parts: list[str]) -> int | None:
-    """The IPv4 number of 2-4 dotted parts as `inet_aton` reads them (the last part fills the rest), or None."""
-    if len(parts) > 4:
-        return None
-    numbers = [_inet_aton_part(part) for part in parts]
-    if None in numbers:
-        return None
-    *leading, last = numbers
-    assert last is not None
-    room = 8 * (4 - len(leading))
-    if any(n is None or n > 255 for n in leading) or last >= 2**room:
-        return None
-    value = 0
-    for n in leading:
-        assert n is not None
-        value = value << 8 | n
-    return value << room | last
