@@ -181,6 +181,8 @@ def _verified(wired: Bootstrapped, exported: Path | None) -> AuditReport:
         )
     if report.erasures is not None:
         _print_erasures(report.erasures)
+    for note in report.keys_notes:
+        console.print(f"audit keys: {note}")
     if report.keys_problem is not None:
         console.print(f"audit keys: {report.keys_problem}")
         console.print("audit log NOT verified: no report is made with audit keys the log did not record")

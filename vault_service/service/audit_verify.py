@@ -25,7 +25,7 @@ from typing import Protocol
 from vault_service.domain.audit import AuditRecord
 from vault_service.domain.checkpoints import Checkpoint, Finding, unanchored_rows, verify_log
 from vault_service.domain.crypto import DataKey
-from vault_service.service.audit_keys_check import audit_keys_problem
+from vault_service.service.audit_keys_check import audit_keys_problem, late_check_values
 from vault_service.service.audit_upkeep import read_exported
 from vault_service.service.erase_reconciliation import ErasedTokenReader, ErasureReconciliation, reconcile_erasures
 from vault_service.service.revealing import reveal_hash
@@ -69,6 +69,8 @@ class AuditReport:
     """The erased tokens set against the verified erase rows (`verify_audit_and_erasures`), if done."""
     keys_problem: str | None = None
     """Why the audit keys loaded are not the ones the verified chain recorded (`verify_audit_and_erasures`)."""
+    keys_notes: tuple[str, ...] = ()
+    """What to check by hand about the audit keys: check values recorded late (`late_check_values`)."""
 
     @property
     def intact(self) -> bool:
@@ -118,6 +120,7 @@ def verify_audit_and_erasures(
         report,
         erasures=reconcile_erasures(report.records, erased_before, erased_after, audit_keys),
         keys_problem=audit_keys_problem(report.records, audit_keys) if report.finding is None else None,
+        keys_notes=tuple(late_check_values(report.records)) if report.finding is None else (),
     )
 
 
