@@ -67,7 +67,11 @@ class PostgresKeyStore:
     def __init__(self, pool: ConnectionPool, kek_name: str) -> None:
         self._pool = pool
         self._kek_name = kek_name
-        self._check_values = False  # whether migration 0024's column is there (looked up until it is)
+        # Whether migration 0024's column is there. The service is rolled out before its release's
+        # migrations (docs/production.md, schema changes), so it is looked up until it is there (one
+        # catalog query per key refresh until then): the running service then records the check
+        # values of the keys made before 0024 within a key refresh of the migration.
+        self._check_values = False
 
     def _has_check_values(self, conn: psycopg.Connection) -> bool:
         if not self._check_values:
