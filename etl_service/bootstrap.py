@@ -144,7 +144,7 @@ def _sealer(config: EtlConfig) -> TransitSealer | DiscardBodies:
         "dead letters keep no body (ETL_DLQ_BODIES=discard): a message quarantined as processing_failed"
         " cannot be re-sent"
     )
-    return DiscardBodies()
+    return DiscardBodies(config.dlq_seal_key)  # letters sealed before the switch stay recognisable
 
 
 def _hint(error: EtlError) -> str:

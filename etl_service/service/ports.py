@@ -123,7 +123,9 @@ class BodySealer(Protocol):
     """Seals the bodies of refused messages before they go to the DLQ (see service/sealing.py)."""
 
     key_name: str | None
-    """The sealing key, or None when bodies are not kept."""
+    """The ETL's dead-letter key (ETL_DLQ_SEAL_KEY), which recognises its own sealed envelopes moved back
+    to the source queue: the sealing key, and kept by a sealer that keeps no body (letters sealed before
+    the switch to ETL_DLQ_BODIES=discard); None only when no key is known."""
 
     def seal(self, bodies: Sequence[str]) -> list[str]:
         """The DLQ envelope for each body. DependencyDown or Misconfigured when sealing fails."""

@@ -44,7 +44,11 @@ def read_dead_letter_body(text: str) -> dict[str, str | None] | None:
 class DiscardBodies:
     """A BodySealer that keeps no body at all (ETL_DLQ_BODIES=discard, an operator's explicit choice)."""
 
-    key_name: str | None = None
+    def __init__(self, key_name: str | None = None) -> None:
+        self.key_name = key_name
+        """The ETL's dead-letter key (ETL_DLQ_SEAL_KEY), though nothing is sealed with it here: a letter
+        sealed under it before the switch to discard, moved back to the source queue, is still one of
+        the ETL's own and goes back to the DLQ with its body (service/returned_letters.py)."""
 
     def seal(self, bodies: Sequence[str]) -> list[str]:
         """An envelope without the body, for each."""

@@ -101,6 +101,44 @@ def test_a_dead_letter_moved_back_to_the_source_returns_to_the_dlq_unchanged_and
     assert leaked == []
 
 
+def test_an_etl_switched_to_discard_returns_a_sealed_dead_letter_with_its_body(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    """Review B, finding 1: sealed by the ETL, then redriven to an ETL running with ETL_DLQ_BODIES=discard.
+
+    It used to be refused as missing_field and its sealed body - the only copy - dropped for a note.
+    """
+    tag = uuid.uuid4().hex[:8]
+    values = person(tag)
+    refused = json.dumps({**GOOD, **values, "device_type": "toaster"})
+    endpoint = stack_env["SQS_ENDPOINT_URL"]
+    sqs = sqs_client(endpoint)
+    env = etl_harness_env(stack_env, vault.address)
+    with etl_consumer(env) as etl:
+        send_events(sqs, etl.queue_url, [OutgoingEvent(f"{tag}-refused", refused)])
+        assert etl.wired.consumer.drain().quarantined == 1
+    [original] = all_dead_letters(endpoint, etl.dlq_url)
+    assert move_to_source(sqs, etl.dlq_url, etl.queue_url) == 1
+
+    discarding = {k: v for k, v in env.items() if not k.startswith("ETL_DLQ_SEAL_")} | {"ETL_DLQ_BODIES": "discard"}
+    with etl_consumer(discarding) as etl:
+        drained = etl.wired.consumer.drain()
+    assert (drained.quarantined, drained.returned_to_dlq) == (0, 1)
+    [back] = all_dead_letters(endpoint, etl.dlq_url)
+    same_body = back["Body"] == original["Body"]
+    assert same_body, "the sealed body was dropped"
+    assert back["MessageAttributes"]["reason"]["StringValue"] == "unknown_device_type"
+
+    # The body is still the person's: the erasure's DLQ step opens it and finds them.
+    operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
+    criteria = "".join(f"{kind}={value}\n" for kind, value in values.items())
+    swept = dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
+    assert swept.returncode == 0, swept.stderr
+    assert "deleted: 1" in swept.stdout, swept.stdout
+    leaked = [kind for kind, value in values.items() if value in swept.stdout + swept.stderr]
+    assert leaked == []
+
+
 def test_erase_opens_envelopes_sealed_inside_envelopes_and_reasonless_envelopes(
     stack_env: dict[str, str], vault: RunningVault
 ) -> None:

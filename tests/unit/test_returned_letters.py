@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from etl_service.bootstrap import _sealer
+from etl_service.config import EtlConfig
 from etl_service.domain.messages import QueueMessage
 from etl_service.service.batch import BatchProcessor
 from etl_service.service.returned_letters import (
@@ -21,6 +23,7 @@ from etl_service.service.returned_letters import (
 from etl_service.service.sealing import NOT_KEPT_TOO_LARGE, dead_letter_body
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
 from tests.unit.test_batch import SENT_MS, RecordingSealer, good, message
+from tests.unit.test_config_and_protos import _minimal_etl_env
 
 KEY = "test-key"  # RecordingSealer's
 CIPHERTEXT = "vault:v1:" + base64.b64encode(bytes(range(40))).decode()
@@ -96,6 +99,19 @@ def test_the_batch_sends_it_back_unchanged_and_counts_it_apart() -> None:
     assert queue.dead_letter_bodies[0] == SEALED
     assert (outcome.quarantined, outcome.returned_to_dlq, dict(outcome.reasons)) == (1, 1, {"not_json": 1})
     assert store.quarantine["evt-7"].sqs_message_id == ORIGIN_ID
+    assert ("delete", "m-copy") in queue.actions
+
+
+def test_an_etl_switched_to_discard_returns_its_sealed_letters_with_their_bodies(tmp_path: Path) -> None:
+    """Review B, finding 1: with ETL_DLQ_BODIES=discard, a letter sealed before the switch and moved back
+    was refused as missing_field and its sealed body - the only copy of the event - dropped."""
+    env = {**_minimal_etl_env(tmp_path, "http://127.0.0.1:9/1/q"), "ETL_DLQ_SEAL_KEY": KEY}
+    sealer = _sealer(EtlConfig.from_env(env))  # what the ETL wires in discard mode
+    queue, store = FakeQueue(), FakeLoginStore()
+    outcome = BatchProcessor(queue, FakeTokenizer(), store, sealer=sealer).process([moved_back()])
+    assert queue.dead_lettered == [(ORIGIN_ID, "unknown_device_type")]
+    assert queue.dead_letter_bodies == [SEALED]  # the sealed body, unchanged
+    assert (outcome.returned_to_dlq, outcome.quarantined) == (1, 0)
     assert ("delete", "m-copy") in queue.actions
 
 
