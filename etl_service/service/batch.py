@@ -288,9 +288,9 @@ class BatchProcessor:
                 continue
             if returned is not None:  # counted once, when first dead-lettered
                 outcome.returned_to_dlq += 1
-                log.info(
+                log.info(  # its source id is the sender's text: not logged (returned_letters.py)
                     "a dead letter came back to the source queue: returned to the DLQ unchanged",
-                    extra={"message_id": message.message_id, "source_message_id": returned.message_id},
+                    extra={"message_id": message.message_id, "reason": rejection.reason},
                 )
                 continue
             outcome.quarantined += 1

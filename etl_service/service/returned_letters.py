@@ -12,11 +12,17 @@ dead-letter key with a Transit ciphertext (`vault:vN:` and base64 of at least a 
 or not kept with one of the ETL's own notes. Anything else is an event like any other (refused,
 and sealed; `dead-letters erase` opens nested envelopes too).
 
-Its attributes are the ones it came with when they are the ETL's: a known reason code, a detail
-without an address (tokenvault_common.pii_text), an SQS-shaped source message id, a believable
-sent time (the adapter checks it). What does not qualify is replaced: an unknown or missing
-reason becomes RETURNED (a reasonless DLQ message would be taken back by the next drain, again
-and again), a suspect detail a fixed text.
+Anyone who may send to the source queue can write such an envelope (the key name is public, the
+ciphertext any base64), with attributes of its choosing: nothing it chose as text goes on
+(review B, finding 2). The reason is kept when it is one the ETL dead-letters with (a closed
+set), else RETURNED (a reasonless DLQ message would be taken back by the next drain, again and
+again). The detail is always RETURNED_DETAIL: the original's detail is in its quarantine row,
+under the same key. The source message id is kept only in the shape SQS issues (a lowercase
+UUID), since with the event id it keys the original's quarantine row (not doubled) and `resend`
+re-sends under it; a UUID-shaped device id passes that check, but no further than an `event_id`
+attribute, which any producer sets on any message: it is never logged, and a new quarantine row
+names the copy SQS delivered (ReturnedLetter.quarantine_record). The sent time is the
+adapter's, which believes it only within the DLQ's retention.
 """
 
 from __future__ import annotations
@@ -30,12 +36,14 @@ from etl_service.domain.messages import EVENT_ID_REUSED, QuarantineRecord, Queue
 from etl_service.domain.validation import Rejection
 from etl_service.service.outcomes import PROCESSING_FAILED
 from etl_service.service.sealing import NOT_KEPT_NO_KEY, NOT_KEPT_TOO_LARGE, dead_letter_body, read_dead_letter_body
-from tokenvault_common.pii_text import address_in, undefanged
 
 RETURNED = "dead_letter_returned"
 """The reason of an envelope that came back without a reason of the ETL's."""
-RETURNED_DETAIL = "a dead letter of this ETL came back to the source queue without its reason: returned as it was"
-SUSPECT_DETAIL = "a dead letter of this ETL came back to the source queue: returned as it was (its detail dropped)"
+RETURNED_DETAIL = (
+    "a dead letter of this ETL came back to the source queue: returned as it was (its first detail is in its"
+    " quarantine row)"
+)
+"""The detail of every returned letter: whatever detail it carries is the sender's text."""
 KNOWN_REASONS = frozenset(
     {
         "body_too_large", "control_character", "duplicate_key", "empty_field", "field_too_long",
@@ -46,25 +54,30 @@ KNOWN_REASONS = frozenset(
     }
 )  # fmt: skip
 """Every reason the ETL dead-letters with (tests/unit/test_returned_letters.py keeps the list whole)."""
-MAX_DETAIL = 1000
 MIN_SEALED_BYTES = 12 + 16
 """A Transit AES-GCM ciphertext holds at least its nonce and its tag."""
 _CIPHERTEXT = re.compile(r"vault:v[1-9][0-9]{0,9}:([A-Za-z0-9+/]+={0,2})")
-_MESSAGE_ID = re.compile(r"[A-Za-z0-9-]{1,100}")
+_SQS_MESSAGE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+"""What SQS issues as a MessageId (and ministack: str(uuid.uuid4()))."""
 
 
 class ReturnedLetter(Rejection):
     """A dead letter to send back to the DLQ unchanged, as its original (`origin`) was dead-lettered."""
 
-    def __init__(self, reason: str, detail: str, origin: QueueMessage) -> None:
+    def __init__(self, reason: str, detail: str, origin: QueueMessage, copy_id: str) -> None:
         super().__init__(reason, detail)
         self.origin = origin
         """The message as first dead-lettered: its SQS id and sent time (attributes of the DLQ copy)."""
+        self.copy_id = copy_id
+        """The SQS id of the copy moved back, as SQS issued it."""
 
     def quarantine_record(self) -> QuarantineRecord:
-        """The original's quarantine record: the same key, so a row already written is not doubled."""
+        """The original's quarantine record: the same key, so a row already written is not doubled.
+
+        A row it adds (no original's row under the key: a forged envelope) names the copy's SQS id.
+        """
         origin = replace(self.origin, event_id=None) if self.reason == EVENT_ID_REUSED else self.origin
-        return quarantine_record(origin, self.reason, self.detail)
+        return replace(quarantine_record(origin, self.reason, self.detail), sqs_message_id=self.copy_id)
 
 
 def is_own_envelope(body: str, key_name: str | None) -> bool:
@@ -87,24 +100,17 @@ def returned_letter(message: QueueMessage, key_name: str | None) -> ReturnedLett
     if not is_own_envelope(message.body, key_name):
         return None
     attributes = dict(message.dead_letter_attributes)
-    reason, detail = attributes.get("reason"), attributes.get("reason_detail", "")
+    reason = attributes.get("reason", RETURNED)
     if reason not in KNOWN_REASONS:
-        reason, detail = RETURNED, RETURNED_DETAIL
-    elif not _fit_detail(detail):
-        detail = SUSPECT_DETAIL
+        reason = RETURNED
     origin = message
     source_id = attributes.get("source_message_id")
-    if source_id is not None and _MESSAGE_ID.fullmatch(source_id) and address_in(source_id, broad=False) is None:
+    if source_id is not None and _SQS_MESSAGE_ID.fullmatch(source_id):
         origin = replace(origin, message_id=source_id)
     sent = attributes.get("source_sent_timestamp", "")  # believable: checked by the adapter
     if sent.isascii() and sent.isdigit() and len(sent) <= 15:
         origin = replace(origin, sent_timestamp_ms=int(sent))
-    assert reason is not None
-    return ReturnedLetter(reason, detail, origin)
-
-
-def _fit_detail(detail: str) -> bool:
-    return len(detail) <= MAX_DETAIL and detail.isprintable() and address_in(undefanged(detail), broad=False) is None
+    return ReturnedLetter(reason, RETURNED_DETAIL, origin, message.message_id)
 
 
 def _is_ciphertext(text: str) -> bool:

@@ -12,16 +12,22 @@ Synthetic TEST-NET values only; each check is reduced to a boolean before it is 
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
+import os
 import random
 import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from devstack.events import OutgoingEvent, send_events
 from devstack.sqs import sqs_client
+from etl_service.service.returned_letters import RETURNED_DETAIL
+from etl_service.service.sealing import dead_letter_body
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
 from tests.integration.test_erasure_dead_letters import dead_letters
 from tests.integration.test_etl_dead_letters import all_dead_letters
@@ -75,7 +81,9 @@ def test_a_dead_letter_moved_back_to_the_source_returns_to_the_dlq_unchanged_and
     back = by_event[f"{tag}-refused"]
     same_body = back["Body"] == original["Body"]
     assert same_body, "the dead letter came back sealed again (an envelope inside an envelope)"
-    assert back["MessageAttributes"] == original["MessageAttributes"]  # reason, detail, source id and time
+    first = original["MessageAttributes"]
+    fixed_detail = {"reason_detail": {**first["reason_detail"], "StringValue": RETURNED_DETAIL}}
+    assert back["MessageAttributes"] == first | fixed_detail  # reason, source id and time; the detail is in its row
     assert original["MessageAttributes"]["reason"]["StringValue"] == "unknown_device_type"
     lookalike_letter = by_event[f"{tag}-lookalike"]
     assert lookalike_letter["MessageAttributes"]["reason"]["StringValue"] == "missing_field"
@@ -86,9 +94,14 @@ def test_a_dead_letter_moved_back_to_the_source_returns_to_the_dlq_unchanged_and
     assert (second.quarantined, second.returned_to_dlq, dict(second.reasons)) == (1, 1, {"missing_field": 1})
     with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
         rows = conn.execute(
-            "SELECT event_id, reason FROM etl_quarantine WHERE event_id LIKE %s ORDER BY event_id", (f"{tag}-%",)
+            "SELECT event_id, reason, detail FROM etl_quarantine WHERE event_id LIKE %s ORDER BY event_id",
+            (f"{tag}-%",),
         ).fetchall()
-    assert rows == [(f"{tag}-lookalike", "missing_field"), (f"{tag}-refused", "unknown_device_type")]
+    assert [row[:2] for row in rows] == [
+        (f"{tag}-lookalike", "missing_field"),
+        (f"{tag}-refused", "unknown_device_type"),
+    ]
+    assert rows[1][2] == first["reason_detail"]["StringValue"]  # the first detail, kept in the original's row
 
     # The erasure's DLQ step finds the person in both: the returned letter and the nested lookalike.
     operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
@@ -137,6 +150,51 @@ def test_an_etl_switched_to_discard_returns_a_sealed_dead_letter_with_its_body(
     assert "deleted: 1" in swept.stdout, swept.stdout
     leaked = [kind for kind, value in values.items() if value in swept.stdout + swept.stderr]
     assert leaked == []
+
+
+DEVICE_UUID = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
+FORGED_DETAIL = f"Jane Doe, phone 555-0100, device {DEVICE_UUID}"
+
+
+def test_a_forged_envelope_puts_no_text_of_its_senders_in_dlq_attributes_quarantine_or_log(
+    stack_env: dict[str, str], vault: RunningVault, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review B, finding 2: an exact envelope any producer can write, with a detail and source id of its own."""
+    tag = uuid.uuid4().hex[:8]
+    ciphertext = "vault:v1:" + base64.b64encode(os.urandom(40)).decode()  # any base64 passes
+    forged = dead_letter_body(ciphertext, None, "tokenvault-dead-letters")
+    attributes = {
+        "event_id": f"{tag}-forged",
+        "reason": "unknown_device_type",
+        "reason_detail": FORGED_DETAIL,
+        "source_message_id": DEVICE_UUID,
+    }
+    endpoint = stack_env["SQS_ENDPOINT_URL"]
+    sqs = sqs_client(endpoint)
+    env = etl_harness_env(stack_env, vault.address)
+    with etl_consumer(env) as etl:
+        sqs.send_message(
+            QueueUrl=etl.queue_url,
+            MessageBody=forged,
+            MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()},
+        )
+        with caplog.at_level(logging.DEBUG, logger="etl_service"):
+            drained = etl.wired.consumer.drain()
+    assert drained.returned_to_dlq == 1  # taken for one of the ETL's own: the case in point
+    assert any("came back to the source queue" in r.getMessage() for r in caplog.records)  # the log is read
+    [letter] = all_dead_letters(endpoint, etl.dlq_url)
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        rows = conn.execute("SELECT * FROM etl_quarantine WHERE event_id = %s", (f"{tag}-forged",)).fetchall()
+    places = {
+        "DLQ attributes": json.dumps(letter["MessageAttributes"]),
+        "etl_quarantine": repr(rows),
+        "the ETL's log": "".join(str(vars(r)) for r in caplog.records if r.name.startswith("etl_service")),
+    }
+    found = {
+        place: [text for text in ("jane doe", "555-0100", DEVICE_UUID.lower()) if text in seen.lower()]
+        for place, seen in places.items()
+    }
+    assert found == {place: [] for place in places}
 
 
 def test_erase_opens_envelopes_sealed_inside_envelopes_and_reasonless_envelopes(

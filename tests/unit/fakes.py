@@ -212,6 +212,7 @@ class FakeQueue:
         self.actions: list[tuple[str, str]] = []
         self.dead_lettered: list[tuple[str, str]] = []
         self.dead_letter_bodies: list[str] = []
+        self.dead_letter_details: list[str] = []
         self.redriven: list[QueueMessage] = []
         """Messages SQS's redrive policy moved to the DLQ (no reason); take_back_redriven returns them."""
         self.retry_delays: list[int] = []
@@ -244,6 +245,7 @@ class FakeQueue:
         self.actions.append(("dead_letter", message.message_id))
         self.dead_lettered.append((message.message_id, reason))
         self.dead_letter_bodies.append(body)
+        self.dead_letter_details.append(detail)
 
     def change_visibility(self, messages: Sequence[QueueMessage], seconds: int) -> list[QueueMessage]:
         with self.lock:

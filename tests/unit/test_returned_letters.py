@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from etl_service.service.batch import BatchProcessor
 from etl_service.service.returned_letters import (
     KNOWN_REASONS,
     RETURNED,
-    SUSPECT_DETAIL,
+    RETURNED_DETAIL,
     is_own_envelope,
     returned_letter,
 )
@@ -76,7 +77,7 @@ def test_without_a_sealing_key_no_sealed_envelope_is_ours() -> None:
 def test_a_returned_letter_keeps_the_attributes_of_its_first_dead_lettering() -> None:
     returned = returned_letter(moved_back(), KEY)
     assert returned is not None
-    assert (returned.reason, returned.detail) == (ATTRIBUTES[0][1], ATTRIBUTES[1][1])
+    assert (returned.reason, returned.detail) == (ATTRIBUTES[0][1], RETURNED_DETAIL)  # the first is in its row
     assert (returned.origin.message_id, returned.origin.sent_timestamp_ms) == (ORIGIN_ID, SENT_MS - 60_000)
     assert returned.quarantine_record().event_id == "evt-7"
 
@@ -85,9 +86,7 @@ def test_attributes_that_are_not_the_etls_are_replaced() -> None:
     odd = (("reason", "u-att9-0008"), ("source_message_id", "203.0.113.9"))
     returned = returned_letter(moved_back(attributes=odd), KEY)
     assert returned is not None and returned.reason == RETURNED
-    assert returned.origin.message_id == "m-copy"  # an id with an address is not believed
-    suspect = returned_letter(moved_back(attributes=(("reason", "not_json"), ("reason_detail", "ip 203.0.113.9"))), KEY)
-    assert suspect is not None and (suspect.reason, suspect.detail) == ("not_json", SUSPECT_DETAIL)
+    assert returned.origin.message_id == "m-copy"  # an id SQS would not issue is not believed
     assert returned_letter(moved_back(body=json.dumps(good(1))), KEY) is None
 
 
@@ -98,8 +97,45 @@ def test_the_batch_sends_it_back_unchanged_and_counts_it_apart() -> None:
     assert queue.dead_lettered == [(ORIGIN_ID, "unknown_device_type"), ("m2", "not_json")]
     assert queue.dead_letter_bodies[0] == SEALED
     assert (outcome.quarantined, outcome.returned_to_dlq, dict(outcome.reasons)) == (1, 1, {"not_json": 1})
-    assert store.quarantine["evt-7"].sqs_message_id == ORIGIN_ID
+    assert store.quarantine["evt-7"].sqs_message_id == "m-copy"  # a row it adds names the copy SQS delivered
     assert ("delete", "m-copy") in queue.actions
+
+
+DEVICE_UUID = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
+FORGED_DETAIL = f"Jane Doe, phone 555-0100, device {DEVICE_UUID}"
+
+
+def _forged(claimed_id: str, caplog: pytest.LogCaptureFixture) -> tuple[str, str, str]:
+    """A forged exact envelope, processed: what reached the DLQ's attributes, the quarantine rows, the log."""
+    forged = (("reason", "unknown_device_type"), ("reason_detail", FORGED_DETAIL), ("source_message_id", claimed_id))
+    queue, store = FakeQueue(), FakeLoginStore()
+    with caplog.at_level(logging.DEBUG, logger="etl_service"):
+        outcome = BatchProcessor(queue, FakeTokenizer(), store, sealer=RecordingSealer()).process(
+            [moved_back(attributes=forged)]
+        )
+    assert outcome.returned_to_dlq == 1
+    assert queue.dead_letter_details == [RETURNED_DETAIL]
+    assert any("came back to the source queue" in r.getMessage() for r in caplog.records)  # the log is read
+    logged = "".join(str(vars(r)) for r in caplog.records if r.name.startswith("etl_service"))
+    return repr((queue.dead_lettered, queue.dead_letter_details)), repr(store.quarantine), logged
+
+
+def test_a_forged_envelope_puts_no_text_of_its_senders_in_the_dlq_the_quarantine_or_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Review B, finding 2: the detail and source id of a forged envelope went on as they were."""
+    for place in _forged(DEVICE_UUID, caplog):
+        found = [text for text in ("jane doe", "555-0100", DEVICE_UUID.lower()) if text in place.lower()]
+        assert found == []
+
+
+def test_a_uuid_shaped_source_id_is_kept_for_the_dlq_but_never_logged_nor_put_in_a_new_row(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The shape SQS issues: it keys the original's row and `resend`; no further than an event_id attribute goes."""
+    dlq, rows, logged = _forged(DEVICE_UUID.lower(), caplog)
+    assert DEVICE_UUID.lower() in dlq
+    assert DEVICE_UUID.lower() not in rows and DEVICE_UUID.lower() not in logged
 
 
 def test_an_etl_switched_to_discard_returns_its_sealed_letters_with_their_bodies(tmp_path: Path) -> None:
