@@ -27,7 +27,9 @@ class QueueMessage:
     message is then quarantined under its SQS message id."""
     dead_letter_attributes: tuple[tuple[str, str], ...] = ()
     """The ETL's own dead-letter attributes (DEAD_LETTER_ATTRIBUTES) the message carries: only a
-    dead letter moved back from the DLQ as it was has any (service/returned_letters.py)."""
+    dead letter moved back from the DLQ as it was has any (service/returned_letters.py).
+    `source_sent_timestamp` is there only as a believable time in milliseconds (the adapter
+    checks it: sqs_common.claimed_sent_ms); the others are as the sender wrote them."""
 
     @property
     def idempotency_key(self) -> str:

@@ -62,6 +62,39 @@ class LoginEvent(NamedTuple):
         return f"LoginEvent(device_type={self.device_type!r}, ip=<redacted>, device_id=<redacted>)"
 
 
+class Reason:
+    """The reason code of each refusal of a message as an event: a DLQ attribute and etl_quarantine.reason.
+
+    Raised here, and by the batch (`invalid_event_id`, `vault_rejected_value`); REASONS lists them,
+    and service/returned_letters.KNOWN_REASONS is built from it.
+    """
+
+    BODY_TOO_LARGE = "body_too_large"
+    CONTROL_CHARACTER = "control_character"
+    DUPLICATE_KEY = "duplicate_key"
+    EMPTY_FIELD = "empty_field"
+    FIELD_TOO_LONG = "field_too_long"
+    INVALID_APP_VERSION = "invalid_app_version"
+    INVALID_EVENT_ID = "invalid_event_id"
+    INVALID_IP = "invalid_ip"
+    INVALID_LOCALE = "invalid_locale"
+    INVALID_UTF8 = "invalid_utf8"
+    MISSING_FIELD = "missing_field"
+    NOT_AN_OBJECT = "not_an_object"
+    NOT_JSON = "not_json"
+    NULL_FIELD = "null_field"
+    NUMBER_TOO_LARGE = "number_too_large"
+    TOO_DEEP = "too_deep"
+    UNKNOWN_DEVICE_TYPE = "unknown_device_type"
+    UNPARSEABLE = "unparseable"
+    VAULT_REJECTED_VALUE = "vault_rejected_value"
+    WRONG_TYPE = "wrong_type"
+
+
+REASONS = frozenset(value for name, value in vars(Reason).items() if name.isupper())
+"""Every code of Reason."""
+
+
 class Rejection(ValueError):
     """Why a message is not a valid login event: `reason` is a stable code, `detail` for people."""
 
@@ -76,13 +109,13 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(result) != len(pairs):
         key = _first_repeated_key(pairs)
         named = repr(key) if key in _REQUIRED else "an unknown field"  # an unknown key is the producer's free text
-        raise Rejection("duplicate_key", f"field {named} appears more than once")
+        raise Rejection(Reason.DUPLICATE_KEY, f"field {named} appears more than once")
     return result
 
 
 def _bounded_int(text: str) -> int:
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise Rejection("number_too_large", f"body holds an integer of more than {MAX_INT_DIGITS} digits")
+        raise Rejection(Reason.NUMBER_TOO_LARGE, f"body holds an integer of more than {MAX_INT_DIGITS} digits")
     return int(text)
 
 
@@ -103,7 +136,7 @@ def _check_depth(text: str) -> None:
         if bracket in "[{":
             depth += 1
             if depth > MAX_DEPTH:
-                raise Rejection("too_deep", f"body nests arrays or objects more than {MAX_DEPTH} levels deep")
+                raise Rejection(Reason.TOO_DEEP, f"body nests arrays or objects more than {MAX_DEPTH} levels deep")
         elif bracket in "]}":
             depth -= 1
 
@@ -124,22 +157,22 @@ _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_int=_bou
 def _decode(body: str | bytes, max_bytes: int) -> dict[str, Any]:
     raw = body.encode("utf-8", errors="surrogatepass") if isinstance(body, str) else body
     if len(raw) > max_bytes:
-        raise Rejection("body_too_large", f"body is {len(raw)} bytes; the limit is {max_bytes}")
+        raise Rejection(Reason.BODY_TOO_LARGE, f"body is {len(raw)} bytes; the limit is {max_bytes}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise Rejection("invalid_utf8", "body is not valid UTF-8") from None
+        raise Rejection(Reason.INVALID_UTF8, "body is not valid UTF-8") from None
     _check_depth(text)
     try:
         document = _DECODER.decode(text)
     except json.JSONDecodeError as error:
-        raise Rejection("not_json", f"body is not JSON ({error.msg} at position {error.pos})") from None
+        raise Rejection(Reason.NOT_JSON, f"body is not JSON ({error.msg} at position {error.pos})") from None
     except Rejection:  # raised by the hooks
         raise
     except (RecursionError, ValueError, MemoryError) as error:  # bounds above make these unexpected
-        raise Rejection("unparseable", f"body could not be parsed ({type(error).__name__})") from None
+        raise Rejection(Reason.UNPARSEABLE, f"body could not be parsed ({type(error).__name__})") from None
     if not isinstance(document, dict):
-        raise Rejection("not_an_object", f"body is a JSON {type(document).__name__}, not an object")
+        raise Rejection(Reason.NOT_AN_OBJECT, f"body is a JSON {type(document).__name__}, not an object")
     return document
 
 
@@ -155,19 +188,19 @@ def _check_string(document: dict[str, Any], name: str) -> str | None:
         return None
     value = _string(name, value)
     if not value.strip():
-        raise Rejection("empty_field", f"field {name!r} is empty")
+        raise Rejection(Reason.EMPTY_FIELD, f"field {name!r} is empty")
     if len(value) > max_length:
-        raise Rejection("field_too_long", f"field {name!r} is longer than {max_length} characters")
+        raise Rejection(Reason.FIELD_TOO_LONG, f"field {name!r} is longer than {max_length} characters")
     if any(unicodedata.category(ch) in _REFUSED_CATEGORIES for ch in value):
-        raise Rejection("control_character", f"field {name!r} contains control or invalid characters")
+        raise Rejection(Reason.CONTROL_CHARACTER, f"field {name!r} contains control or invalid characters")
     return value
 
 
 def _string(name: str, value: Any) -> str:
     if value is None:
-        raise Rejection("null_field", f"field {name!r} is null")
+        raise Rejection(Reason.NULL_FIELD, f"field {name!r} is null")
     if not isinstance(value, str):
-        raise Rejection("wrong_type", f"field {name!r} must be a string, not {type(value).__name__}")
+        raise Rejection(Reason.WRONG_TYPE, f"field {name!r} must be a string, not {type(value).__name__}")
     return value
 
 
@@ -180,7 +213,7 @@ def parse_login_event(
     document = _decode(body, max_bytes)
     if not _REQUIRED.issubset(document):
         missing = [name for name in (*FIELDS, *PII_FIELDS) if name not in document]
-        raise Rejection("missing_field", f"missing required field(s): {', '.join(missing)}")
+        raise Rejection(Reason.MISSING_FIELD, f"missing required field(s): {', '.join(missing)}")
     user_id = _check_string(document, "user_id")
     device_type = _check_string(document, "device_type")
     ip, device_id = _string("ip", document["ip"]), _string("device_id", document["device_id"])
@@ -189,24 +222,24 @@ def parse_login_event(
     assert user_id and device_type and app_version  # not nullable: checked above
     device_type = device_type.lower()
     if device_type not in device_types:
-        raise Rejection("unknown_device_type", f"device_type must be one of {', '.join(sorted(device_types))}")
+        raise Rejection(Reason.UNKNOWN_DEVICE_TYPE, f"device_type must be one of {', '.join(sorted(device_types))}")
     _judged("ip", normalize_ip, ip)  # judged as the vault judges it; sent as written (the vault normalizes)
     ip = ip.strip()
     device_id = _judged("device_id", normalize_device_id, device_id)
     if locale is not None and not _LOCALE.match(locale):
-        raise Rejection("invalid_locale", "field 'locale' is not a language/region code such as 'RU' or 'en-US'")
+        raise Rejection(Reason.INVALID_LOCALE, "field 'locale' is not a language/region code such as 'RU' or 'en-US'")
     try:
         number = encode_app_version(app_version)
     except InvalidAppVersion as error:
-        raise Rejection("invalid_app_version", str(error)) from None
+        raise Rejection(Reason.INVALID_APP_VERSION, str(error)) from None
     return LoginEvent(user_id, device_type, ip, device_id, locale, app_version, number)
 
 
 _REASONS = {
-    Rule.EMPTY: "empty_field",
-    Rule.TOO_LONG: "field_too_long",
-    Rule.UNPRINTABLE: "control_character",
-    Rule.NOT_AN_IP: "invalid_ip",
+    Rule.EMPTY: Reason.EMPTY_FIELD,
+    Rule.TOO_LONG: Reason.FIELD_TOO_LONG,
+    Rule.UNPRINTABLE: Reason.CONTROL_CHARACTER,
+    Rule.NOT_AN_IP: Reason.INVALID_IP,
 }
 
 

@@ -39,6 +39,7 @@ from etl_service.domain.validation import (
     DEFAULT_DEVICE_TYPES,
     MAX_BODY_BYTES,
     LoginEvent,
+    Reason,
     Rejection,
     parse_login_event,
 )
@@ -223,13 +224,13 @@ class BatchProcessor:
                     rejected.append((message, returned))  # one of our dead letters, moved back as it was
                     continue
                 if message.event_id_problem is not None:
-                    raise Rejection("invalid_event_id", message.event_id_problem)
+                    raise Rejection(Reason.INVALID_EVENT_ID, message.event_id_problem)
                 event = parse_login_event(message.body, self._device_types, self._max_body_bytes)
                 if message.event_id is not None and (
                     problem := own_value_in(message.event_id, event.ip, event.device_id)
                 ):
                     # Refused under its SQS id: neither the quarantine row nor the DLQ's attributes keep the id.
-                    rejected.append((replace(message, event_id=None), Rejection("invalid_event_id", problem)))
+                    rejected.append((replace(message, event_id=None), Rejection(Reason.INVALID_EVENT_ID, problem)))
                     continue
                 accepted.append((message, event))
             except Rejection as rejection:
@@ -249,7 +250,9 @@ class BatchProcessor:
             ip_token, device_token = ip_tokens.get(event.ip), device_tokens.get(event.device_id)
             if ip_token is None or device_token is None:
                 field_name = "ip" if ip_token is None else "device_id"
-                rejected.append((message, Rejection("vault_rejected_value", f"the vault refused field {field_name!r}")))
+                rejected.append(
+                    (message, Rejection(Reason.VAULT_REJECTED_VALUE, f"the vault refused field {field_name!r}"))
+                )
                 continue
             rows.append(to_row(message, event, ip_token, device_token))
         return rows, rejected
@@ -266,7 +269,7 @@ class BatchProcessor:
         for index, (message, rejection) in enumerate(rejected):
             if isinstance(rejection, ReturnedLetter) or is_own_envelope(message.body, self._sealer.key_name):
                 bodies[index] = message.body
-            elif rejection.reason != "body_too_large":
+            elif rejection.reason != Reason.BODY_TOO_LARGE:
                 keep.append(index)
         sealed = self._sealer.seal([rejected[i][0].body for i in keep]) if keep else []
         for index, text in zip(keep, sealed, strict=True):

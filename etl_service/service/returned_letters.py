@@ -33,7 +33,7 @@ import re
 from dataclasses import replace
 
 from etl_service.domain.messages import EVENT_ID_REUSED, QuarantineRecord, QueueMessage, quarantine_record
-from etl_service.domain.validation import Rejection
+from etl_service.domain.validation import REASONS, Rejection
 from etl_service.service.outcomes import PROCESSING_FAILED
 from etl_service.service.sealing import NOT_KEPT_NO_KEY, NOT_KEPT_TOO_LARGE, dead_letter_body, read_dead_letter_body
 
@@ -44,16 +44,8 @@ RETURNED_DETAIL = (
     " quarantine row)"
 )
 """The detail of every returned letter: whatever detail it carries is the sender's text."""
-KNOWN_REASONS = frozenset(
-    {
-        "body_too_large", "control_character", "duplicate_key", "empty_field", "field_too_long",
-        "invalid_app_version", "invalid_event_id", "invalid_ip", "invalid_locale", "invalid_utf8",
-        "missing_field", "not_an_object", "not_json", "null_field", "number_too_large", "too_deep",
-        "unknown_device_type", "unparseable", "vault_rejected_value", "wrong_type",
-        EVENT_ID_REUSED, PROCESSING_FAILED, RETURNED,
-    }
-)  # fmt: skip
-"""Every reason the ETL dead-letters with (tests/unit/test_returned_letters.py keeps the list whole)."""
+KNOWN_REASONS = REASONS | {EVENT_ID_REUSED, PROCESSING_FAILED, RETURNED}
+"""Every reason the ETL dead-letters with: validation's, and those the batch and this module give."""
 MIN_SEALED_BYTES = 12 + 16
 """A Transit AES-GCM ciphertext holds at least its nonce and its tag."""
 _CIPHERTEXT = re.compile(r"vault:v[1-9][0-9]{0,9}:([A-Za-z0-9+/]+={0,2})")
@@ -107,8 +99,8 @@ def returned_letter(message: QueueMessage, key_name: str | None) -> ReturnedLett
     source_id = attributes.get("source_message_id")
     if source_id is not None and _SQS_MESSAGE_ID.fullmatch(source_id):
         origin = replace(origin, message_id=source_id)
-    sent = attributes.get("source_sent_timestamp", "")  # believable: checked by the adapter
-    if sent.isascii() and sent.isdigit() and len(sent) <= 15:
+    sent = attributes.get("source_sent_timestamp")  # digits, believable: sqs._dead_letter_attributes checked it
+    if sent is not None:
         origin = replace(origin, sent_timestamp_ms=int(sent))
     return ReturnedLetter(reason, RETURNED_DETAIL, origin, message.message_id)
 
