@@ -7,6 +7,7 @@ import base64
 import importlib
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,23 @@ def test_the_batch_sends_it_back_unchanged_and_counts_it_apart() -> None:
     assert (outcome.quarantined, outcome.returned_to_dlq, dict(outcome.reasons)) == (1, 1, {"not_json": 1})
     assert store.quarantine["evt-7"].sqs_message_id == "m-copy"  # a row it adds names the copy SQS delivered
     assert ("delete", "m-copy") in queue.actions
+
+
+def test_a_letter_whose_reading_fails_goes_on_its_last_receive_as_it_is_not_sealed_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Why _kept_bodies asks is_own_envelope again: returned_letter failed (a bug), processing_failed follows."""
+
+    def broken(message: QueueMessage, key_name: str | None) -> None:
+        assert is_own_envelope(message.body, key_name)
+        raise KeyError("a bug past the envelope check")
+
+    monkeypatch.setattr("etl_service.service.batch.returned_letter", broken)
+    queue, sealer = FakeQueue(), RecordingSealer()
+    copy = replace(moved_back(), receive_count=3)
+    BatchProcessor(queue, FakeTokenizer(), FakeLoginStore(), sealer=sealer, max_receive_count=3).process([copy])
+    assert queue.dead_lettered == [("m-copy", "processing_failed")]
+    assert (queue.dead_letter_bodies, sealer.sealed) == ([SEALED], [])
 
 
 DEVICE_UUID = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
