@@ -141,27 +141,6 @@ def reveal(
     return RevealedCall(outcomes, withheld)  # type: ignore[arg-type]  # every position is set above
 
 
-def purpose_spells_a_stored_value(
-    keys: KeySource,
-    spelled: frozenset[str],
-    tokens: Sequence[str],
-    types: Sequence[TokenType | None],
-    rows: Mapping[str, StoredToken],
-) -> bool:
-    """Whether a value stored for `tokens` (those that open) is among `spelled`: checked before an erasure."""
-    groups: dict[tuple[int, TokenType], tuple[list[str], list[bytes]]] = {}
-    for token, token_type in zip(tokens, types, strict=True):
-        row = rows.get(token)
-        if token_type is not None and row is not None and row.sealed is not None:
-            group = groups.setdefault((row.dek_id, token_type), ([], []))
-            group[0].append(token)
-            group[1].append(row.sealed)
-    return any(
-        _spells_one_of(spelled, token_type, _open(keys, dek_id, token_type, group_tokens, sealed)[0])
-        for (dek_id, token_type), (group_tokens, sealed) in groups.items()
-    )
-
-
 def _spells_one_of(spelled: frozenset[str], token_type: TokenType, values: list[str | None]) -> bool:
     """Whether one of `values` (None: did not open) is among `spelled` (case-folded).
 

@@ -23,7 +23,7 @@ from vault_service.domain.errors import (
     VaultError,
 )
 from vault_service.domain.identity import Caller
-from vault_service.domain.policy import AccessPolicy
+from vault_service.domain.policy import AccessPolicy, RevealLevel
 from vault_service.domain.purpose import PurposeHoldsOwnValue, check_purpose, values_spelled_by
 from vault_service.domain.rate_limit import RateLimiter, exact
 from vault_service.domain.token_types import TokenType, normalize_many
@@ -35,7 +35,6 @@ from vault_service.service.ports import AuditLog, NewTokenRow, StaleKeys, TokenS
 from vault_service.service.revealing import (
     DetokenizeOutcome,
     Revealed,
-    purpose_spells_a_stored_value,
     reveal,
     reveal_hasher,
 )
@@ -382,6 +381,7 @@ class TokenVault:
         assert caller is not None
         outcomes: list[EraseOutcome] = []
         erasable: list[str] = []
+        erasable_types: list[TokenType | None] = []
         for token, token_type in zip(tokens, types, strict=True):
             if token_type is None:
                 outcomes.append(InvalidValue("not a token: expected <type prefix>_<22 characters>"))
@@ -390,10 +390,16 @@ class TokenVault:
             else:
                 outcomes.append(None)
                 erasable.append(token)
-        if erasable and purpose_spells_a_stored_value(
-            self._keys, values_spelled_by(purpose), erasable, types_of_tokens(erasable), self._tokens.fetch(erasable)
-        ):  # erased all the same (an erasure shows nothing): refused when right, erased when wrong confirms a guess
-            purpose = _withheld(caller, "erase")
+                erasable_types.append(token_type)
+        if erasable:  # opened and compared as `reveal` does for a masked reveal (an erasure shows nothing):
+            # a hit never refuses the call - refused when right, erased when wrong confirms a guess
+            masked = dict.fromkeys(_present(erasable_types), RevealLevel.MASKED)
+            rows = self._tokens.fetch(erasable)
+            checked = reveal(
+                self._keys, caller.name, erasable, erasable_types, masked, rows, values_spelled_by(purpose)
+            )
+            if checked.purpose_withheld:
+                purpose = _withheld(caller, "erase")
         # The erasure and its audit row commit together (vault.erase_tokens); the row keeps the
         # keyed hash of each token it erased, as a reveal's does, so who-saw names the erasure.
         hashes = tuple(map(reveal_hasher(self._keys.ring.audit_key), erasable))
