@@ -33,6 +33,19 @@ def is_loopback(address: str) -> bool:
         return False  # a host name: whatever it resolves to later
 
 
+def allow_problem(setting: str, value: str | None) -> str | None:
+    """Why `value` of the opt-in `setting` (a `<PREFIX>_PLAINTEXT`) is refused, or None: it is `allow` or unset."""
+    return None if value in (None, ALLOW) else f"{setting} must be {ALLOW} or unset, got {value!r}"
+
+
+def read_allow(read: EnvReader, setting: str) -> bool:
+    """Whether the opt-in `setting` is `allow`; any other value set records a problem in `read`."""
+    value = read.optional(setting)
+    if problem := allow_problem(setting, value):
+        read.problems.append(problem)
+    return value == ALLOW
+
+
 def read_metrics_plaintext(read: EnvReader, prefix: str, port: int, address: str) -> bool:
     """`<prefix>_PLAINTEXT=allow`: whether plain-HTTP metrics may be served beyond loopback.
 
@@ -40,10 +53,7 @@ def read_metrics_plaintext(read: EnvReader, prefix: str, port: int, address: str
     `<prefix>_TLS_*` setting is given, `address` (`<prefix>_ADDRESS`) is not loopback and there is
     no opt-in; also when the opt-in is another value, or contradicts TLS settings that are given.
     """
-    value = read.optional(f"{prefix}_PLAINTEXT")
-    if value not in (None, ALLOW):
-        read.problems.append(f"{prefix}_PLAINTEXT must be {ALLOW} or unset, got {value!r}")
-    allowed = value == ALLOW
+    allowed = read_allow(read, f"{prefix}_PLAINTEXT")
     tls = [f"{prefix}_TLS_{name}" for name in ("CERT", "KEY", "CLIENT_CA")]
     if any(read.optional(name) for name in tls):
         if allowed:

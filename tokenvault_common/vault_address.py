@@ -17,7 +17,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from tokenvault_common.env import EnvReader
-from tokenvault_common.metrics_plaintext import ALLOW, is_loopback
+from tokenvault_common.metrics_plaintext import ALLOW, allow_problem, is_loopback, read_allow
 
 
 def plaintext_setting(address_setting: str) -> str:
@@ -31,8 +31,8 @@ def vault_address_problem(setting: str, address: str, allow_setting: str, plaint
     `plaintext` is the value of the opt-in `allow_setting` (normally `plaintext_setting(setting)`):
     `allow`, or None when unset.
     """
-    if plaintext not in (None, ALLOW):
-        return f"{allow_setting} must be {ALLOW} or unset, got {plaintext!r}"
+    if problem := allow_problem(allow_setting, plaintext):
+        return problem
     try:
         parts = urlsplit(address)
         host = parts.hostname
@@ -50,17 +50,15 @@ def vault_address_problem(setting: str, address: str, allow_setting: str, plaint
     )
 
 
-def read_vault_address(read: EnvReader, setting: str, address: str | None) -> bool:
-    """Check `address` (`setting`'s value, None when unset) in `read`; whether plain HTTP was allowed.
+def read_vault_address(read: EnvReader, setting: str, address: str | None) -> None:
+    """Check `address` (`setting`'s value, None when unset) and its opt-in in `read`.
 
     Records a problem in `read` (the service stops at start, exit 2) for an address that is not
-    http(s), or plain http:// to a host that is not loopback without `<setting prefix>_PLAINTEXT=allow`.
+    http(s), plain http:// to a host that is not loopback without `<setting prefix>_PLAINTEXT=allow`,
+    or an opt-in other than `allow`.
     """
-    plaintext = read.optional(plaintext_setting(setting))
-    if address:
-        problem = vault_address_problem(setting, address, plaintext_setting(setting), plaintext)
-        if problem:
-            read.problems.append(problem)
-    elif plaintext not in (None, ALLOW):
-        read.problems.append(f"{plaintext_setting(setting)} must be {ALLOW} or unset, got {plaintext!r}")
-    return plaintext == ALLOW
+    allowed = read_allow(read, plaintext_setting(setting))
+    if address and (
+        problem := vault_address_problem(setting, address, plaintext_setting(setting), ALLOW if allowed else None)
+    ):
+        read.problems.append(problem)

@@ -21,8 +21,10 @@ class VaultServiceConfig:
     database_dsn: str
     """Connection string of role tokenvault_vault (TOKENVAULT_DATABASE_DSN)."""
     vault_address: str
-    """Vault/OpenBao URL (TOKENVAULT_VAULT_ADDR): https://, or http:// only to a loopback address
-    unless vault_plaintext_allowed (the secret id, token and data keys in clear travel over it)."""
+    """Vault/OpenBao URL (TOKENVAULT_VAULT_ADDR): https://, or http:// only to a loopback address (the
+    secret id, token and data keys in clear travel over it) unless TOKENVAULT_VAULT_PLAINTEXT=allow says
+    a private network no one else reaches carries it (docker compose's bridge). Otherwise such an
+    address stops the start (exit 2)."""
     vault_token: str | None
     """A Vault token, for development (TOKENVAULT_VAULT_TOKEN)."""
     vault_role_id: str | None
@@ -80,10 +82,6 @@ class VaultServiceConfig:
     audit_checkpoint_file: Path | None = None
     """Where checkpoints are exported outside Postgres, one JSON line each, besides the log
     (TOKENVAULT_AUDIT_CHECKPOINT_FILE; production: ship it to append-only storage)."""
-    vault_plaintext_allowed: bool = False
-    """TOKENVAULT_VAULT_PLAINTEXT=allow: an http:// TOKENVAULT_VAULT_ADDR on another host, for a
-    private network no one else reaches (docker compose's bridge). Without it such an address
-    stops the start (exit 2)."""
     max_calls_per_client: int = 8
     """Calls one client identity (certificate CN) may have in progress at once on this process
     (TOKENVAULT_MAX_CALLS_PER_CLIENT, default half the workers: 8); more are refused with
@@ -97,11 +95,11 @@ class VaultServiceConfig:
         metrics_port = read.integer("TOKENVAULT_METRICS_PORT", 0, 0, 65535)
         metrics_address = read.text("TOKENVAULT_METRICS_ADDRESS", "127.0.0.1")
         vault_address = read.text("TOKENVAULT_VAULT_ADDR")
+        read_vault_address(read, "TOKENVAULT_VAULT_ADDR", vault_address)
         config = cls(
             grpc_address=read.text("TOKENVAULT_GRPC_ADDRESS", "127.0.0.1:50051"),
             database_dsn=read.text("TOKENVAULT_DATABASE_DSN"),
             vault_address=vault_address,
-            vault_plaintext_allowed=read_vault_address(read, "TOKENVAULT_VAULT_ADDR", vault_address),
             vault_token=read.optional("TOKENVAULT_VAULT_TOKEN"),
             vault_role_id=read.optional("TOKENVAULT_VAULT_ROLE_ID"),
             vault_secret_id_file=read.existing_file("TOKENVAULT_VAULT_SECRET_ID_FILE", required=False),

@@ -73,14 +73,14 @@ def test_the_etl_refuses_plain_http_to_a_remote_openbao_naming_the_setting(tmp_p
 def test_https_or_a_loopback_http_address_is_accepted(tmp_path: Path, address: str) -> None:
     vault = VaultServiceConfig.from_env(_vault_env(tmp_path, address))
     etl = EtlConfig.from_env(_etl_env(tmp_path, address))
-    assert (vault.vault_address, vault.vault_plaintext_allowed) == (address, False)
+    assert vault.vault_address == address
     assert etl.dlq_seal_vault_addr == address
 
 
 def test_plain_http_on_a_private_network_is_accepted_when_allowed_explicitly(tmp_path: Path) -> None:
     vault = VaultServiceConfig.from_env(_vault_env(tmp_path, "http://vault:8200", TOKENVAULT_VAULT_PLAINTEXT="allow"))
     etl = EtlConfig.from_env(_etl_env(tmp_path, "http://vault:8200", ETL_DLQ_SEAL_VAULT_PLAINTEXT="allow"))
-    assert vault.vault_plaintext_allowed and etl.dlq_seal_vault_addr == "http://vault:8200"
+    assert vault.vault_address == etl.dlq_seal_vault_addr == "http://vault:8200"
 
 
 def test_a_host_name_is_no_loopback_even_when_it_resolves_to_one(tmp_path: Path) -> None:
