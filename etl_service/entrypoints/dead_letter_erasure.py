@@ -44,22 +44,20 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from etl_service.adapters.dead_letter_queue import DeadLetter
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
-from etl_service.adapters.transit_sealer import DeadLetterKeyUnusable, SealedBodyUnopenable
+from etl_service.adapters.transit_sealer import DeadLetterKeyUnusable
 from etl_service.domain.erasure_match import CriteriaError, Person, read_person
-from etl_service.service.sealing import read_dead_letter_body
+from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS, Stop, envelope_layers
 
 SETTINGS_ERROR = 2
 """Exit code: usage or settings, or OpenBao no longer using the dead-letter key (the dead-letters commands' code)."""
 INCOMPLETE = 3
 """Exit code: some dead letters could not be checked (held, arrived meanwhile, tampered, or could not be opened)."""
 MAX_ROUNDS = 50
-MAX_LAYERS = 4
-"""Envelopes opened inside one another at most; a letter nested deeper counts as could not be opened."""
 
 
 def add_erase_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -103,8 +101,8 @@ class Sweep:
 def run_erase(
     args: argparse.Namespace,
     dlq: DeadLetterSweep,
-    opener: Callable[[DeadLetter], str],
-    tampered: Callable[[DeadLetter], bool],
+    key: str,
+    decrypt: Callable[[str], str],
     swept: str = "",
 ) -> int:
     """Read the person's values from stdin, sweep the DLQ, print counts (then `swept`, naming the queue); the exit code.
@@ -126,7 +124,7 @@ def run_erase(
     except CriteriaError as error:
         print(f"etl_service dead-letters erase: stdin {error}; nothing was read from the DLQ", file=sys.stderr)
         return SETTINGS_ERROR
-    sweep = _sweep(dlq, person, opener, tampered, delete=args.yes, wait=max(0.0, args.wait))
+    sweep = _sweep(dlq, person, key, decrypt, delete=args.yes, wait=max(0.0, args.wait))
     _report(sweep, deleted=args.yes)
     if swept:
         print(swept)
@@ -143,8 +141,8 @@ def run_erase(
 def _sweep(
     dlq: DeadLetterSweep,
     person: Person,
-    opener: Callable[[DeadLetter], str],
-    tampered: Callable[[DeadLetter], bool],
+    key: str,
+    decrypt: Callable[[str], str],
     delete: bool,
     wait: float,
 ) -> Sweep:
@@ -161,7 +159,7 @@ def _sweep(
         dlq.hold(letters, lease)
         try:
             for dead in letters:
-                _check(dead, sweep, dlq, person, opener, tampered, delete)
+                _check(dead, sweep, dlq, person, key, decrypt, delete)
         except DeadLetterKeyUnusable as error:
             sweep.stopped = str(error)
             return sweep
@@ -182,11 +180,11 @@ def _check(
     sweep: Sweep,
     dlq: DeadLetterSweep,
     person: Person,
-    opener: Callable[[DeadLetter], str],
-    tampered: Callable[[DeadLetter], bool],
+    key: str,
+    decrypt: Callable[[str], str],
     delete: bool,
 ) -> None:
-    texts = [dead.raw_body, *_opened(dead, sweep, opener, tampered)]  # the clear text: a redriven original, a plant
+    texts = [dead.raw_body, *_opened(dead, sweep, key, decrypt)]  # the clear text: a redriven original, a plant
     sweep.checked += 1  # not before: a letter whose opening stopped the sweep was not checked
     if not any(person.matches(text) for text in texts):
         return
@@ -195,37 +193,21 @@ def _check(
         dlq.delete(dead)
 
 
-def _opened(
-    dead: DeadLetter, sweep: Sweep, opener: Callable[[DeadLetter], str], tampered: Callable[[DeadLetter], bool]
-) -> list[str]:
-    """What the letter's envelope holds, layer by layer: an envelope sealed inside another is opened too.
+def _opened(dead: DeadLetter, sweep: Sweep, key: str, decrypt: Callable[[str], str]) -> list[str]:
+    """What the letter's envelope holds, layer by layer (dead_letter_layers, as `show` opens it); counts why not.
 
-    An older ETL sealed a dead letter moved back to the source queue (a DLQ redrive) again
-    (insider round 9, Break 8); a letter without a reason whose body is an envelope (moved by
-    hand) is opened as well. Each layer is opened as the first (the dead-letter key only; another
-    key is tampering); an envelope still inside MAX_LAYERS is counted as could not be opened.
+    A letter without a reason whose body is an envelope (moved by hand) is opened as well. A
+    tampered layer counts as tampered, one OpenBao refuses or one nested deeper than MAX_LAYERS
+    as could not be opened; an outer envelope without a body, as without a kept body.
     """
-    texts: list[str] = []
-    layer = dead
-    for _ in range(MAX_LAYERS):
-        if tampered(layer):
-            sweep.tampered.append(dead.message_id)
-            return texts
-        if not (layer.sealed_body and layer.key):
-            if layer is dead and dead.reason is not None:
-                sweep.no_body += 1
-            return texts
-        try:
-            texts.append(opener(layer))
-        except SealedBodyUnopenable:
-            sweep.unopenable.append(dead.message_id)
-            return texts
-        inner = read_dead_letter_body(texts[-1])
-        if inner is None:
-            return texts
-        layer = replace(dead, sealed_body=inner["sealed_body"], key=inner["key"], note=inner["note"])
-    sweep.unopenable.append(dead.message_id)  # nested deeper than MAX_LAYERS
-    return texts
+    layers = envelope_layers(dead, key, decrypt)
+    if layers.stop is Stop.TAMPERED:
+        sweep.tampered.append(dead.message_id)
+    elif layers.stop in (Stop.UNOPENABLE, Stop.TOO_DEEP):
+        sweep.unopenable.append(dead.message_id)
+    elif layers.stop is Stop.NOT_KEPT and not layers.texts and dead.reason is not None:
+        sweep.no_body += 1
+    return layers.texts
 
 
 def _report(sweep: Sweep, deleted: bool) -> None:

@@ -8,7 +8,8 @@
   anyone who may send to the DLQ writes envelopes, and one naming another key (the vault's KEK,
   say) would have an operator's broader token decrypt what that key protects. Such an envelope
   is refused and reported as tampered (`list` marks it TAMPERED). When what it opened is itself an
-  envelope (sealed twice by an older ETL), it says so and opens that too.
+  envelope (sealed twice by an older ETL), it says so and opens that too, as `erase` does
+  (dead_letter_layers): up to 4 deep, then it says the next is nested deeper: not opened (exit 1).
 - `resend MESSAGE_ID [--body-file FILE]`: send the fixed body (or, without a file, the original
   one, e.g. after a bug was fixed) back to the source queue under the same event id and sent
   time, and delete the dead letter. A fixed body that still fails validation is refused.
@@ -48,7 +49,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from etl_service.adapters.dead_letter_queue import DeadLetter, DeadLetterError, DeadLetterQueue
@@ -63,9 +63,9 @@ from etl_service.adapters.transit_sealer import (
     open_sealed,
 )
 from etl_service.domain.validation import Rejection, parse_login_event
-from etl_service.entrypoints.dead_letter_erasure import MAX_LAYERS, SETTINGS_ERROR, add_erase_command, run_erase
+from etl_service.entrypoints.dead_letter_erasure import SETTINGS_ERROR, add_erase_command, run_erase
+from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS, Layers, Stop, envelope_layers, is_tampered
 from etl_service.errors import EtlError
-from etl_service.service.sealing import read_dead_letter_body
 from tokenvault_common.env import ConfigError
 from tokenvault_common.vault_address import plaintext_setting, vault_address_problem
 
@@ -148,11 +148,6 @@ def _dead_letter_key() -> str:
     return os.environ.get("ETL_DLQ_SEAL_KEY") or DEAD_LETTER_KEY
 
 
-def _tampered(dead: DeadLetter, key: str) -> bool:
-    """A sealed envelope naming a key other than the dead-letter key: the ETL did not write it."""
-    return dead.sealed_body is not None and dead.key != key
-
-
 def _checked_vault_access(args: argparse.Namespace) -> tuple[str, str] | None:
     """OpenBao's address and the operator's token for a command that opens bodies, checked before the DLQ is read.
 
@@ -185,7 +180,7 @@ def _erase(args: argparse.Namespace, dlq: DeadLetterSweep, pair: QueuePair, acce
     """
     key = _dead_letter_key()
     swept = f"dead-letter queue swept: {pair.dlq_arn} (ETL_DLQ_URL; the redrive target of {pair.source_arn})"
-    return run_erase(args, dlq, lambda dead: _open(dead, access, key), lambda dead: _tampered(dead, key), swept)
+    return run_erase(args, dlq, key, lambda ciphertext: _decrypt(ciphertext, access, key), swept)
 
 
 def _run(args: argparse.Namespace, dlq: DeadLetterQueue, access: tuple[str, str] | None) -> int:
@@ -194,21 +189,21 @@ def _run(args: argparse.Namespace, dlq: DeadLetterQueue, access: tuple[str, str]
     if args.command == "list":
         print(f"{'message id':36}  {'reason':22}  {'event id':24}  {'sent (UTC)':25}  body      detail")
         for d in letters:
-            kept = "TAMPERED" if _tampered(d, key) else "sealed" if d.sealed_body else "-" if d.reason else "CLEAR"
+            kept = "TAMPERED" if is_tampered(d, key) else "sealed" if d.sealed_body else "-" if d.reason else "CLEAR"
             reason = d.reason or "(none: redrive)"
             print(
                 f"{_shown(d.message_id):36}  {_shown(reason):22}  {_shown(d.event_id[:24]):24}  {d.sent_at:25}"
                 f"  {kept:8}  {_shown(d.detail)}"
             )
         print(f"{len(letters)} dead letter(s)")
-        tampered = [d.message_id for d in letters if _tampered(d, key)]
+        tampered = [d.message_id for d in letters if is_tampered(d, key)]
         if tampered:
             print(
                 f"{len(tampered)} tampered dead letter(s): their envelope names a Transit key other than {key!r},"
                 f" so the ETL did not write them; show/resend refuse them: {', '.join(tampered)}",
                 file=sys.stderr,
             )
-        if tampered and not any(d.sealed_body and not _tampered(d, key) for d in letters):
+        if tampered and not any(d.sealed_body and not is_tampered(d, key) for d in letters):
             print(
                 f"no sealed dead letter names {key!r}: check {KEY_SETTING} first - it must be the key the ETL seals"
                 " with (show/resend/erase stop when OpenBao cannot use it)",
@@ -219,8 +214,8 @@ def _run(args: argparse.Namespace, dlq: DeadLetterQueue, access: tuple[str, str]
     if dead is None:
         raise DeadLetterError(f"no dead letter {_shown(args.message_id)} in the DLQ")
     if args.command == "show":
-        layers = _open_layers(dead, access, key)
-        for depth, text in enumerate(layers):
+        layers = _layers(dead, access, key)
+        for depth, text in enumerate(layers.texts):
             if depth:
                 print(
                     f"dead-letters show: what layer {depth} held is itself a dead-letter envelope (sealed again by"
@@ -228,12 +223,14 @@ def _run(args: argparse.Namespace, dlq: DeadLetterQueue, access: tuple[str, str]
                     file=sys.stderr,
                 )
             print(text)
+        if layers.stop is not None:
+            raise DeadLetterError(_not_opened(dead, layers, key))
         return 0
     if args.command == "delete" and isinstance(dlq, DeadLetterSweep):
         dlq.delete(dead)
         print(f"deleted dead letter {_shown(dead.message_id)} ({_shown(dead.reason or 'no reason')}, unopened)")
         return 0
-    body = args.body_file.read_text() if args.body_file else _open_layers(dead, access, key)[-1]
+    body = args.body_file.read_text() if args.body_file else _original(dead, access, key)
     try:
         parse_login_event(body)
     except Rejection as rejection:
@@ -244,35 +241,49 @@ def _run(args: argparse.Namespace, dlq: DeadLetterQueue, access: tuple[str, str]
     return 0
 
 
-def _open(dead: DeadLetter, access: tuple[str, str] | None, key: str) -> str:
-    """The original body; sealed ones are decrypted with `key`, the dead-letter key, and no other.
+def _layers(dead: DeadLetter, access: tuple[str, str] | None, key: str) -> Layers:
+    """`dead`'s body opened layer by layer as `erase` opens it (dead_letter_layers), with `key` and no other.
 
-    `access` (OpenBao's address, the operator's token) was checked with the key before the DLQ was
-    read: an envelope naming another key is the letter's doing, not a wrong setting.
+    A message SQS's redrive moved as it was (no reason, no envelope) was never sealed: its body is
+    the original. `access` was checked with the key before the DLQ was read (_checked_vault_access),
+    so an envelope naming another key is the letter's doing, not a wrong setting.
     """
     if dead.reason is None and not dead.sealed_body:
-        return dead.raw_body  # moved by SQS's redrive as it was: never sealed
-    if not dead.sealed_body or not dead.key:
-        raise DeadLetterError(f"the body of {dead.message_id} was not kept ({_shown(dead.note or 'no note')})")
-    if _tampered(dead, key):
-        raise DeadLetterError(
-            f"dead letter {dead.message_id} names Transit key {dead.key!r}, not the dead-letter key {key!r}"
-            f" ({KEY_SETTING}): the ETL did not write it, someone who may send to the DLQ did - treat it as"
-            " tampering (keep it as evidence; find the sender in the queue's access logs). Not opened: none of"
-            " it was sent to OpenBao"
-        )
+        return Layers([dead.raw_body], None, dead)
+    return envelope_layers(dead, key, lambda ciphertext: _decrypt(ciphertext, access, key))
+
+
+def _original(dead: DeadLetter, access: tuple[str, str] | None, key: str) -> str:
+    """The original body (for resend); DeadLetterError saying why when it was not reached."""
+    layers = _layers(dead, access, key)
+    if layers.stop is not None:
+        raise DeadLetterError(_not_opened(dead, layers, key))
+    return layers.texts[-1]
+
+
+def _decrypt(ciphertext: str, access: tuple[str, str] | None, key: str) -> str:
+    """One sealed layer opened with the dead-letter key as the operator (OpenBao audits it)."""
     if access is None:
         raise DeadLetterError("opening a body needs VAULT_ADDR and the operator's token (VAULT_TOKEN or --token-file)")
-    return open_sealed(*access, key, dead.sealed_body)
+    return open_sealed(*access, key, ciphertext)
 
 
-def _open_layers(dead: DeadLetter, access: tuple[str, str] | None, key: str) -> list[str]:
-    """The body, and while it is itself an envelope (sealed twice), what that holds: up to MAX_LAYERS texts."""
-    layers = [_open(dead, access, key)]
-    while len(layers) < MAX_LAYERS and (inner := read_dead_letter_body(layers[-1])) and inner["sealed_body"]:
-        inner_letter = replace(dead, sealed_body=inner["sealed_body"], key=inner["key"], note=inner["note"])
-        layers.append(_open(inner_letter, access, key))
-    return layers
+def _not_opened(dead: DeadLetter, layers: Layers, key: str) -> str:
+    """Why show/resend did not reach `dead`'s original body (erase counts the same stops)."""
+    where = f"dead letter {_shown(dead.message_id)}"
+    if layers.depth:
+        where = f"layer {layers.depth + 1} of {where} (what layer {layers.depth} held)"
+    if layers.stop is Stop.TAMPERED:
+        return (
+            f"{where} names Transit key {layers.layer.key!r}, not the dead-letter key {key!r} ({KEY_SETTING}): the"
+            " ETL did not write it, someone who may send to the DLQ did - treat it as tampering (keep it as"
+            " evidence; find the sender in the queue's access logs). Not opened: none of it was sent to OpenBao"
+        )
+    if layers.stop is Stop.TOO_DEEP:
+        return f"{where} is an envelope nested deeper than {MAX_LAYERS}: not opened"
+    if layers.stop is Stop.UNOPENABLE:
+        return f"{where}: {layers.refusal}"
+    return f"the body of {where} was not kept ({_shown(layers.layer.note or 'no note')})"
 
 
 def _vault_access(token_file: Path | None) -> tuple[str, str] | None:

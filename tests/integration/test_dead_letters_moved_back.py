@@ -26,6 +26,7 @@ import pytest
 
 from devstack.events import OutgoingEvent, send_events
 from devstack.sqs import sqs_client
+from etl_service.adapters.transit_sealer import PROBE_CIPHERTEXT
 from etl_service.service.returned_letters import RETURNED_DETAIL
 from etl_service.service.sealing import dead_letter_body
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
@@ -247,3 +248,51 @@ def test_erase_opens_envelopes_sealed_inside_envelopes_and_reasonless_envelopes(
     texts = swept.stdout + swept.stderr + deep.stdout + deep.stderr
     leaked = [kind for kind, value in values.items() if value in texts]
     assert leaked == []
+
+
+def test_show_stops_where_erase_does_at_the_depth_limit_and_at_a_tampered_inner_layer(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    """show and erase open envelopes with one routine (review B, finding 4): same layer, same reason.
+
+    Five envelopes deep, show used to print the fourth layer (still an envelope) and exit 0 without a
+    word, while erase counted the letter as could not be opened. Now show prints the layers it opened
+    and says the next is nested deeper than 4, not opened (exit 1). An inner layer naming another
+    Transit key is tampering for both: show refuses it naming that key, erase counts it tampered.
+    """
+    tag = uuid.uuid4().hex[:8]
+    values = person(tag)
+    endpoint = stack_env["SQS_ENDPOINT_URL"]
+    sqs = sqs_client(endpoint)
+    env = etl_harness_env(stack_env, vault.address)
+    with etl_consumer(env) as etl:
+        sealer = etl.wired.sealer
+        assert sealer is not None
+        too_deep = sealer.seal([json.dumps({**GOOD, **values, "device_type": "toaster"})])[0]
+        for _ in range(4):
+            too_deep = sealer.seal([too_deep])[0]
+        planted_inside = sealer.seal([dead_letter_body(PROBE_CIPHERTEXT, None, "tokenvault-kek")])[0]
+    reason: dict[str, Any] = {"reason": {"DataType": "String", "StringValue": "missing_field"}}
+    deep_id = sqs.send_message(QueueUrl=etl.dlq_url, MessageBody=too_deep, MessageAttributes=reason)["MessageId"]
+    operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
+
+    shown = dead_letters(env, "show", deep_id, token=operator_token)
+    assert shown.returncode == 1, shown.stderr
+    assert "nested deeper than 4: not opened" in shown.stderr, shown.stderr
+    assert shown.stderr.count("itself a dead-letter envelope") == 3  # layers 2, 3 and 4 opened, and printed
+    never_opened = not any(value in shown.stdout + shown.stderr for value in values.values())
+    assert never_opened
+
+    planted_id = sqs.send_message(QueueUrl=etl.dlq_url, MessageBody=planted_inside, MessageAttributes=reason)[
+        "MessageId"
+    ]
+    shown = dead_letters(env, "show", planted_id, token=operator_token)
+    assert shown.returncode == 1, shown.stderr
+    assert "layer 2 of dead letter" in shown.stderr and "names Transit key 'tokenvault-kek'" in shown.stderr
+    assert "tampering" in shown.stderr, shown.stderr
+
+    criteria = "".join(f"{kind}={value}\n" for kind, value in values.items())
+    swept = dead_letters(env, "erase", "-", "--wait", "5", stdin=criteria, token=operator_token)
+    assert swept.returncode == 3, swept.stderr
+    assert "could not be opened: 1" in swept.stderr and deep_id in swept.stderr
+    assert "tampered: 1" in swept.stderr and planted_id in swept.stderr

@@ -1,0 +1,84 @@
+"""A dead letter's envelope opened layer by layer: one routine for `dead-letters show/resend` and `erase`.
+
+An older ETL sealed a dead letter moved back to the source queue (a DLQ redrive) again
+(insider round 9, Break 8), so what an envelope holds may itself be an envelope. Each layer is
+opened as the first: with the dead-letter key only - an envelope naming another key is
+tampering, and is never sent to OpenBao - and at most MAX_LAYERS deep. `show`/`resend` and
+`erase` stop at the same layer for the same reason (`Stop`): show and resend say which and
+exit 1, erase counts it (exit 3).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from etl_service.adapters.dead_letter_queue import DeadLetter
+from etl_service.adapters.transit_sealer import SealedBodyUnopenable
+from etl_service.service.sealing import read_dead_letter_body
+
+MAX_LAYERS = 4
+"""Envelopes opened inside one another at most; a sealed layer deeper than that is not opened."""
+
+
+class Stop(enum.Enum):
+    """Why opening stopped before reaching a text that is no envelope."""
+
+    NOT_KEPT = "not kept"
+    """The layer holds no sealed body (ETL_DLQ_BODIES=discard, or a message SQS's redrive moved as it was)."""
+    TAMPERED = "tampered"
+    """The layer's envelope names a Transit key other than the dead-letter key: not opened."""
+    UNOPENABLE = "unopenable"
+    """OpenBao refused the layer's ciphertext, or what it decrypted is no text."""
+    TOO_DEEP = "too deep"
+    """MAX_LAYERS envelopes were opened and the next is sealed too: not opened."""
+
+
+@dataclass(frozen=True)
+class Layers:
+    """What opening one dead letter gave."""
+
+    texts: list[str]
+    """What each opened layer held, outermost first; the last is the original body when `stop` is None."""
+    stop: Stop | None
+    """Why opening stopped early, or None."""
+    layer: DeadLetter
+    """The layer opening stopped at (its key, its note), or the last one opened."""
+    refusal: str = ""
+    """Why OpenBao would not open it, when UNOPENABLE."""
+
+    @property
+    def depth(self) -> int:
+        """How many layers were opened (the stopping layer is layer depth + 1)."""
+        return len(self.texts)
+
+
+def is_tampered(letter: DeadLetter, key: str) -> bool:
+    """A sealed envelope naming a key other than the dead-letter key `key`: the ETL did not write it."""
+    return letter.sealed_body is not None and letter.key != key
+
+
+def envelope_layers(dead: DeadLetter, key: str, decrypt: Callable[[str], str]) -> Layers:
+    """Open `dead`'s envelope, and each envelope found inside, with `decrypt` (a ciphertext -> its text).
+
+    `decrypt` opens with the dead-letter key `key`; its SealedBodyUnopenable stops at that layer,
+    anything else it raises (OpenBao unreachable, the key unusable) goes up to the caller.
+    """
+    texts: list[str] = []
+    layer = dead
+    while True:
+        if is_tampered(layer, key):
+            return Layers(texts, Stop.TAMPERED, layer)
+        if not (layer.sealed_body and layer.key):
+            return Layers(texts, Stop.NOT_KEPT, layer)
+        if len(texts) == MAX_LAYERS:
+            return Layers(texts, Stop.TOO_DEEP, layer)
+        try:
+            texts.append(decrypt(layer.sealed_body))
+        except SealedBodyUnopenable as error:
+            return Layers(texts, Stop.UNOPENABLE, layer, str(error))
+        inner = read_dead_letter_body(texts[-1])
+        if inner is None:
+            return Layers(texts, None, layer)
+        layer = replace(dead, sealed_body=inner["sealed_body"], key=inner["key"], note=inner["note"])
