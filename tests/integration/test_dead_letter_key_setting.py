@@ -33,9 +33,9 @@ from devstack.events import OutgoingEvent, send_events
 from devstack.openbao import POLICY_DIR, start_openbao
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
+from tests.integration.dead_letters import all_dead_letters
+from tests.integration.dead_letters import run_dead_letters as dead_letters
 from tests.integration.test_dead_letters_queue_pair import read_all
-from tests.integration.test_erasure_dead_letters import dead_letters
-from tests.integration.test_etl_dead_letters import all_dead_letters
 from tests.malformed_samples import GOOD
 
 MISSPELT = "tokenvault-dead-leters"

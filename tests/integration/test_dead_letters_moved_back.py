@@ -30,8 +30,8 @@ from etl_service.adapters.transit_sealer import PROBE_CIPHERTEXT
 from etl_service.service.returned_letters import RETURNED_DETAIL
 from etl_service.service.sealing import dead_letter_body
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
-from tests.integration.test_erasure_dead_letters import dead_letters
-from tests.integration.test_etl_dead_letters import all_dead_letters
+from tests.integration.dead_letters import all_dead_letters
+from tests.integration.dead_letters import run_dead_letters as dead_letters
 from tests.malformed_samples import GOOD
 
 

@@ -25,8 +25,7 @@ import pytest
 from devstack.events import OutgoingEvent, send_events
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
-from tests.integration.test_erasure_dead_letters import dead_letters
-from tests.integration.test_etl_dead_letters import operator
+from tests.integration.dead_letters import queue_arn, run_dead_letters
 from tests.malformed_samples import GOOD
 
 if TYPE_CHECKING:
@@ -63,10 +62,6 @@ def read_all(sqs: SQSClient, url: str) -> list[tuple[str, int, str]]:
     return sorted((m["MessageId"], int(m["Attributes"]["ApproximateReceiveCount"]), m["Body"]) for m in found)
 
 
-def arn(sqs: SQSClient, url: str) -> str:
-    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-
-
 def holds_any(text: str, values: dict[str, str]) -> bool:
     return any(value in text for value in values.values())
 
@@ -94,22 +89,22 @@ def test_resend_with_the_dlq_as_source_or_another_queue_is_refused_and_the_seale
     fixed.write_text(json.dumps({**GOOD, **values}))
     token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
     other = etl_harness_env(stack_env, vault.address)["ETL_QUEUE_URL"]  # another environment's source, a typo
-    dlq_arn = arn(sqs, env["ETL_DLQ_URL"])
+    dlq_arn = queue_arn(sqs, env["ETL_DLQ_URL"])
     wrong = {
         "the DLQ as source": ({"ETL_QUEUE_URL": env["ETL_DLQ_URL"]}, "names the source queue of ETL_QUEUE_URL"),
         "another source": ({"ETL_QUEUE_URL": other}, "is not the dead-letter queue of ETL_QUEUE_URL"),
     }
     for settings, reason in wrong.values():
         for args in (["resend", letter, "--body-file", str(fixed)], ["resend", letter], ["redrive"], ["list"]):
-            done = operator({**env, **settings}, *args, token=token)
+            done = run_dead_letters({**env, **settings}, *args, token=token)
             assert_refused(done, reason, dlq_arn, values=values)
-        done = operator({**env, **settings}, "delete", letter, "--yes")
+        done = run_dead_letters({**env, **settings}, "delete", letter, "--yes")
         assert_refused(done, reason, dlq_arn, values=values)
     # Nothing read, nothing sent: the sealed letter alone, read once since (by read_all), the other queue empty.
     assert read_all(sqs, env["ETL_DLQ_URL"]) == [(letter, reads + 1, sealed)]
     assert read_all(sqs, other) == []
     # The right settings: re-sent to the source (the same command, so the refusals were the settings').
-    resent = operator(env, "resend", letter, "--body-file", str(fixed))
+    resent = run_dead_letters(env, "resend", letter, "--body-file", str(fixed))
     assert resent.returncode == 0 and "re-sent as message" in resent.stdout, resent.stderr[-2000:]
     assert read_all(sqs, env["ETL_DLQ_URL"]) == []
     assert [count for _, count, _ in read_all(sqs, env["ETL_QUEUE_URL"])] == [1]
@@ -128,20 +123,20 @@ def test_erase_against_the_source_or_a_queue_that_is_not_its_redrive_target_is_r
     before = {url: read_all(sqs, url) for url in (env["ETL_QUEUE_URL"], env["ETL_DLQ_URL"], stale)}
     token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
     criteria = "".join(f"{name}={value}\n" for name, value in values.items())
-    source_arn, dlq_arn, stale_arn = (arn(sqs, url) for url in before)
+    source_arn, dlq_arn, stale_arn = (queue_arn(sqs, url) for url in before)
     wrong = {
         env["ETL_QUEUE_URL"]: ("names the source queue of ETL_QUEUE_URL", source_arn),
         stale: ("is not the dead-letter queue of ETL_QUEUE_URL", stale_arn),
     }
     for dlq_url, expected in wrong.items():
         for args in (["erase", "-"], ["erase", "-", "--yes"]):
-            done = dead_letters({**env, "ETL_DLQ_URL": dlq_url}, *args, stdin=criteria, token=token)
+            done = run_dead_letters({**env, "ETL_DLQ_URL": dlq_url}, *args, stdin=criteria, token=token)
             assert_refused(done, *expected, values=values)
     # Nothing read: each message's receive count grew by read_all's own read only.
     after = {url: read_all(sqs, url) for url in before}
     assert after == {url: [(i, n + 1, b) for i, n, b in messages] for url, messages in before.items()}
     # The right DLQ: the letter is deleted, and the summary names the queue swept by its ARN.
-    done = dead_letters(env, "erase", "-", "--yes", stdin=criteria, token=token)
+    done = run_dead_letters(env, "erase", "-", "--yes", stdin=criteria, token=token)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "deleted: 1" in done.stdout and f"dead-letter queue swept: {dlq_arn}" in done.stdout
     assert not holds_any(done.stdout + done.stderr, values)
@@ -156,21 +151,21 @@ def test_queues_the_etl_refuses_at_start_stop_every_operator_command_too(
     values = person()
     env = with_sealed_letter(stack_env, vault, values)
     sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
-    source_arn, dlq_arn = arn(sqs, env["ETL_QUEUE_URL"]), arn(sqs, env["ETL_DLQ_URL"])
+    source_arn, dlq_arn = queue_arn(sqs, env["ETL_QUEUE_URL"]), queue_arn(sqs, env["ETL_DLQ_URL"])
     third = sqs.create_queue(QueueName=f"third-{uuid.uuid4().hex[:12]}")["QueueUrl"]
     if case == "a DLQ redriving to a third queue":
-        redrive = json.dumps({"deadLetterTargetArn": arn(sqs, third), "maxReceiveCount": "2"})
+        redrive = json.dumps({"deadLetterTargetArn": queue_arn(sqs, third), "maxReceiveCount": "2"})
         sqs.set_queue_attributes(QueueUrl=env["ETL_DLQ_URL"], Attributes={"RedrivePolicy": redrive})
-        expected = ("has a redrive policy of its own", dlq_arn, arn(sqs, third))
+        expected = ("has a redrive policy of its own", dlq_arn, queue_arn(sqs, third))
     else:
         sqs.set_queue_attributes(QueueUrl=env["ETL_QUEUE_URL"], Attributes={"RedrivePolicy": ""})
         expected = ("has no redrive policy", source_arn, dlq_arn)
     token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
     for _ in range(3):
-        assert_refused(operator(env, "list"), *expected, values=values)
-    assert_refused(operator(env, "redrive"), *expected, values=values)
+        assert_refused(run_dead_letters(env, "list"), *expected, values=values)
+    assert_refused(run_dead_letters(env, "redrive"), *expected, values=values)
     criteria = "".join(f"{name}={value}\n" for name, value in values.items())
-    assert_refused(dead_letters(env, "erase", "-", "--yes", stdin=criteria, token=token), *expected, values=values)
+    assert_refused(run_dead_letters(env, "erase", "-", "--yes", stdin=criteria, token=token), *expected, values=values)
     # The letter is still in the DLQ, sealed (on main, the third `list` moved it on); the third queue is empty.
     ((_, _, sealed),) = read_all(sqs, env["ETL_DLQ_URL"])
     assert "sealed_body" in sealed and not holds_any(sealed, values)

@@ -12,7 +12,6 @@ would print both on failure): each check is reduced to a boolean first.
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys
@@ -25,25 +24,11 @@ import psycopg
 from devstack.events import OutgoingEvent, send_events
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
-from tests.integration.test_etl_dead_letters import all_dead_letters
+from tests.integration.dead_letters import all_dead_letters, run_dead_letters
 from tests.malformed_samples import GOOD
 
 REPO = Path(__file__).resolve().parents[2]
 TOKENVAULT = Path(sys.executable).parent / "tokenvault"
-
-
-def dead_letters(env: dict[str, str], *args: str, stdin: str = "", token: str = "") -> subprocess.CompletedProcess[str]:
-    """`python -m etl_service dead-letters ARGS` as the DLQ operator runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "etl_service", "dead-letters", *args],
-        env={**os.environ, **env, "VAULT_TOKEN": token},
-        input=stdin,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def tokenvault_erase(stack_env: dict[str, str], address: str, tokens: list[str]) -> subprocess.CompletedProcess[str]:
@@ -114,7 +99,7 @@ def test_after_an_erasure_the_dlq_operator_deletes_the_persons_dead_letters_and_
     outputs: list[str] = [erased.stdout + erased.stderr]
 
     # Without --yes: counts only, nothing deleted.
-    dry = dead_letters(env, "erase", "-", stdin=criteria, token=operator_token)
+    dry = run_dead_letters(env, "erase", "-", stdin=criteria, token=operator_token)
     outputs.append(dry.stdout + dry.stderr)
     assert dry.returncode == 0, dry.stderr
     assert "would be deleted (dry run: add --yes to delete): 4" in dry.stdout
@@ -122,18 +107,18 @@ def test_after_an_erasure_the_dlq_operator_deletes_the_persons_dead_letters_and_
 
     # Another reader holds one of the person's dead letters: it is counted as not checked (exit 3).
     held = hold_dead_letter(stack_env, etl.dlq_url, f"{tag}-p-not-json")
-    first = dead_letters(env, "erase", "-", "--yes", "--wait", "0", stdin=criteria, token=operator_token)
+    first = run_dead_letters(env, "erase", "-", "--yes", "--wait", "0", stdin=criteria, token=operator_token)
     outputs.append(first.stdout + first.stderr)
     assert first.returncode == 3, first.stderr
     assert "deleted: 3" in first.stdout and "held by another reader: 1" in first.stderr
     sqs.change_message_visibility(QueueUrl=etl.dlq_url, ReceiptHandle=held, VisibilityTimeout=0)
-    second = dead_letters(env, "erase", "-", "--yes", stdin=criteria, token=operator_token)
+    second = run_dead_letters(env, "erase", "-", "--yes", stdin=criteria, token=operator_token)
     outputs.append(second.stdout + second.stderr)
     assert second.returncode == 0, second.stderr
     assert "deleted: 1" in second.stdout and "left untouched: 3" in second.stdout
 
     # The person's dead letters are gone; the others are there, intact.
-    listing = dead_letters(env, "list")
+    listing = run_dead_letters(env, "list")
     outputs.append(listing.stdout + listing.stderr)
     assert listing.returncode == 0 and "3 dead letter(s)" in listing.stdout, listing.stderr
     left = {
@@ -142,7 +127,7 @@ def test_after_an_erasure_the_dlq_operator_deletes_the_persons_dead_letters_and_
     }
     assert sorted(left) == sorted(others)
     for event_id, message_id in left.items():
-        shown = dead_letters(env, "show", message_id, token=operator_token)
+        shown = run_dead_letters(env, "show", message_id, token=operator_token)
         intact = shown.returncode == 0 and shown.stdout.rstrip("\n") == others[event_id]
         assert intact, f"dead letter {event_id} was changed"
 
@@ -213,7 +198,7 @@ def test_a_planted_envelope_does_not_stop_the_erasure_of_the_persons_malformed_d
 
     operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
     criteria = f"user_id={user}\nip={ip}\ndevice_id={device}\n"
-    swept = dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
+    swept = run_dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
     outputs = [swept.stdout + swept.stderr]
     assert swept.returncode == 3, swept.stderr
     assert "deleted: 4" in swept.stdout and "left untouched: 2" in swept.stdout
@@ -225,11 +210,11 @@ def test_a_planted_envelope_does_not_stop_the_erasure_of_the_persons_malformed_d
     assert left == {f"{tag}-plant", *others}
 
     # The operator removes the plant: refused without --yes, deleted with it; the next run is complete.
-    refused = dead_letters(env, "delete", planted)
+    refused = run_dead_letters(env, "delete", planted)
     assert refused.returncode == 2 and "--yes" in refused.stderr, refused.stderr
-    deleted = dead_letters(env, "delete", planted, "--yes")
+    deleted = run_dead_letters(env, "delete", planted, "--yes")
     assert deleted.returncode == 0 and planted in deleted.stdout, deleted.stderr
-    again = dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
+    again = run_dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
     outputs += [refused.stdout + refused.stderr, deleted.stdout + deleted.stderr, again.stdout + again.stderr]
     assert again.returncode == 0, again.stderr
     assert "deleted: 0" in again.stdout and "left untouched: 1" in again.stdout
@@ -272,14 +257,14 @@ def test_a_tampered_envelope_makes_the_erasure_incomplete_until_the_operator_rem
 
     operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
     criteria = f"user_id={user}\nip={ip}\ndevice_id={device}\n"
-    swept = dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
+    swept = run_dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
     assert swept.returncode == 3, swept.stderr
     assert "deleted: 1" in swept.stdout, swept.stdout
     assert "tampered: 1" in swept.stderr and tampered in swept.stderr, swept.stderr
 
-    deleted = dead_letters(env, "delete", tampered, "--yes")
+    deleted = run_dead_letters(env, "delete", tampered, "--yes")
     assert deleted.returncode == 0, deleted.stderr
-    again = dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
+    again = run_dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
     assert again.returncode == 0 and "deleted: 0" in again.stdout, again.stderr
     texts = swept.stdout + swept.stderr + again.stdout + again.stderr
     leaked = [kind for kind, value in (("user_id", user), ("ip", ip), ("device_id", device)) if value in texts]

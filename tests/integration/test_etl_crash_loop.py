@@ -27,7 +27,8 @@ import psycopg
 from devstack.events import OutgoingEvent, send_events
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
-from tests.integration.test_etl_dead_letters import all_dead_letters, drained_within
+from tests.integration.dead_letters import all_dead_letters
+from tests.integration.test_etl_dead_letters import drained_within
 from tests.integration.test_etl_recovery import events, is_valid, queue_depth, where_each_event_landed
 from tests.malformed_samples import body
 

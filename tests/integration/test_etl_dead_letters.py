@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -23,21 +21,8 @@ from devstack.events import OutgoingEvent, generate_events, send_events
 from devstack.sqs import sqs_client
 from etl_service.service.outcomes import RunSummary
 from tests.conftest import EtlHarness, RunningVault, etl_consumer, etl_harness, etl_harness_env
+from tests.integration.dead_letters import all_dead_letters, run_dead_letters
 from tests.malformed_samples import GOOD, body
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def all_dead_letters(endpoint: str, dlq_url: str) -> list[dict[str, Any]]:
-    sqs = sqs_client(endpoint)
-    found: list[dict[str, Any]] = []
-    while batch := sqs.receive_message(
-        QueueUrl=dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=60
-    ).get("Messages", []):
-        found += [dict(m) for m in batch]
-    for message in found:  # visible again, for the next reader
-        sqs.change_message_visibility(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
-    return found
 
 
 def test_the_dlq_holds_no_raw_ip_or_device_id_in_bodies_or_attributes(
@@ -95,19 +80,6 @@ def test_a_long_event_id_deep_nesting_and_a_huge_integer_are_quarantined_with_re
     assert not [m for m in dead if GOOD["ip"] in m["Body"] or GOOD["device_id"] in m["Body"]]
 
 
-def operator(env: dict[str, str], *args: str, token: str = "") -> subprocess.CompletedProcess[str]:
-    """`python -m etl_service dead-letters ...` as an operator would run it."""
-    return subprocess.run(
-        [sys.executable, "-m", "etl_service", "dead-letters", *args],
-        env={**os.environ, **env, "VAULT_TOKEN": token},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_an_operator_lists_dead_letters_opens_one_audited_and_resends_it_fixed(
     stack_env: dict[str, str], vault: RunningVault
 ) -> None:
@@ -121,7 +93,7 @@ def test_an_operator_lists_dead_letters_opens_one_audited_and_resends_it_fixed(
         send_events(sqs, etl.queue_url, [OutgoingEvent(f"{tag}-broken", json.dumps(broken))])
         send_events(sqs, etl.queue_url, [OutgoingEvent(f"{tag}-large", too_large)])
         assert etl.wired.consumer.drain().quarantined == 2
-    listing = operator(env, "list")
+    listing = run_dead_letters(env, "list")
     assert listing.returncode == 0, listing.stderr
     assert (
         "missing_field" in listing.stdout
@@ -137,20 +109,20 @@ def test_an_operator_lists_dead_letters_opens_one_audited_and_resends_it_fixed(
     assert json.loads(dead["body_too_large"]["Body"])["sealed_body"] is None  # over the size limit: not kept
 
     etl_token = etl_identity_token(stack_env)
-    refused = operator(env, "show", broken_id, token=etl_token)
+    refused = run_dead_letters(env, "show", broken_id, token=etl_token)
     assert refused.returncode == 2 and "refused to decrypt" in refused.stderr  # the ETL seals, it cannot open
 
     operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
-    shown = operator(env, "show", broken_id, token=operator_token)
+    shown = run_dead_letters(env, "show", broken_id, token=operator_token)
     assert shown.returncode == 0 and json.loads(shown.stdout) == broken
     assert "transit/decrypt/tokenvault-dead-letters" in Path(stack_env["VAULT_AUDIT_LOG"]).read_text()
-    assert "not kept" in operator(env, "show", large_id, token=operator_token).stderr
+    assert "not kept" in run_dead_letters(env, "show", large_id, token=operator_token).stderr
 
     fixed = Path(tempfile.mkdtemp()) / "fixed.json"
     fixed.write_text(json.dumps({**broken, "app_version": "2.3.0"}))
-    still_broken = operator(env, "resend", broken_id, "--body-file", os.devnull)
+    still_broken = run_dead_letters(env, "resend", broken_id, "--body-file", os.devnull)
     assert still_broken.returncode == 1 and "still refused" in still_broken.stderr
-    resent = operator(env, "resend", broken_id, "--body-file", str(fixed))
+    resent = run_dead_letters(env, "resend", broken_id, "--body-file", str(fixed))
     assert resent.returncode == 0, resent.stderr
     with etl_consumer(env) as etl:
         assert etl.wired.consumer.drain().loaded == 1
@@ -191,9 +163,9 @@ def test_redrive_takes_back_only_reasonless_dead_letters_under_their_original_ev
         m["MessageAttributes"]["event_id"]["StringValue"]: m["MessageId"]
         for m in all_dead_letters(stack_env["SQS_ENDPOINT_URL"], env["ETL_DLQ_URL"])
     }
-    resent = operator(env, "resend", ids[f"{tag}-again"])  # by hand, as it was
+    resent = run_dead_letters(env, "resend", ids[f"{tag}-again"])  # by hand, as it was
     assert resent.returncode == 0, resent.stderr
-    redriven = operator(env, "redrive")  # the rest without a reason, as a drain does
+    redriven = run_dead_letters(env, "redrive")  # the rest without a reason, as a drain does
     assert redriven.returncode == 0 and "taken back: 1" in redriven.stdout, redriven.stderr
     with etl_consumer(env) as etl:
         assert etl.wired.consumer.drain().loaded == 2
@@ -277,7 +249,7 @@ def test_dead_letters_list_survives_attributes_and_bodies_of_any_kind(
         MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in poison.items()},
     )
     sqs.send_message(QueueUrl=env["ETL_DLQ_URL"], MessageBody="[" * 50_000)  # moved by a redrive, say
-    listing = operator(env, "list")
+    listing = run_dead_letters(env, "list")
     assert listing.returncode == 0, listing.stderr[-2000:]
     assert "2 dead letter(s)" in listing.stdout
     forged = [line for line in listing.stdout.splitlines() if line.startswith("00000000-0000")]

@@ -28,7 +28,7 @@ from devstack.sqs import sqs_client
 from etl_service.entrypoints.cli import EXIT_OK, EXIT_UNPROCESSED
 from tests.conftest import RunningVault, etl_harness_env
 from tests.integration.conftest import start_vault_process
-from tests.integration.test_etl_dead_letters import all_dead_letters, operator
+from tests.integration.dead_letters import all_dead_letters, run_dead_letters
 from tests.integration.test_etl_recovery import (
     assert_each_event_landed_once,
     events,
@@ -110,7 +110,7 @@ def test_a_drain_where_processing_failed_exits_3_and_the_sealed_message_is_resen
 
     # After the fix (the trigger is gone), the operator re-sends the original; a drain loads it, exit 0.
     operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
-    resent = operator(env, "resend", dead["MessageId"], token=operator_token)
+    resent = run_dead_letters(env, "resend", dead["MessageId"], token=operator_token)
     assert resent.returncode == 0, resent.stderr
     status, out, err = drained(env)
     assert status == EXIT_OK, err[-2000:]

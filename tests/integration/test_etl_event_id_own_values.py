@@ -13,7 +13,7 @@ import pytest
 
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_harness
-from tests.integration.test_etl_dead_letters import all_dead_letters
+from tests.integration.dead_letters import all_dead_letters
 from tests.malformed_samples import body
 
 

@@ -24,7 +24,7 @@ from etl_service.adapters.postgres import PostgresLoginStore
 from etl_service.domain.messages import QueueMessage, UserLoginRow, to_row
 from etl_service.domain.validation import parse_login_event
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
-from tests.integration.test_etl_dead_letters import all_dead_letters, operator
+from tests.integration.dead_letters import all_dead_letters, run_dead_letters
 from tests.malformed_samples import body
 
 FUNCTION = "public.user_logins_reused_event_ids(text[], text[], text[], text[], integer[], text[], date[])"
@@ -90,7 +90,7 @@ def test_a_different_event_under_a_loaded_event_id_ends_in_the_dlq_with_its_reas
     assert str(planted_message_id) in str(record[1])
 
     operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
-    shown = operator(env, "show", dead["MessageId"], token=operator_token)
+    shown = run_dead_letters(env, "show", dead["MessageId"], token=operator_token)
     assert shown.returncode == 0 and json.loads(shown.stdout) == json.loads(genuine.body)  # recoverable
 
     logged = [r for r in caplog.records if getattr(r, "loaded_message_id", None) == planted_message_id]
@@ -114,7 +114,7 @@ def test_the_same_event_again_is_a_duplicate_loaded_once_even_through_the_dlq(
         again = etl.wired.consumer.drain()
         # As the redrive policy moves it after a crash loop: the original, no reason, into the DLQ.
         send_events(sqs, etl.dlq_url, [loaded])
-        taken_back = operator(env, "redrive")
+        taken_back = run_dead_letters(env, "redrive")
         assert taken_back.returncode == 0 and "taken back: 1" in taken_back.stdout, taken_back.stderr
         third = etl.wired.consumer.drain()
     for summary in (again, third):

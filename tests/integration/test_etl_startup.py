@@ -24,6 +24,7 @@ from devstack.procs import free_port
 from devstack.sqs import sqs_client
 from etl_service.errors import Misconfigured
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
+from tests.integration.dead_letters import queue_arn
 from tests.integration.test_etl_recovery import queue_depth
 
 if TYPE_CHECKING:
@@ -110,10 +111,6 @@ def test_a_refused_identity_while_running_releases_every_message_and_stops(
     assert queue_depth(stack_env["SQS_ENDPOINT_URL"], env["ETL_DLQ_URL"]) == 0
 
 
-def _queue_arn(sqs: SQSClient, url: str) -> str:
-    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-
-
 def _dlq_misconfiguration(case: str, sqs: SQSClient, stack_env: dict[str, str], env: dict[str, str]) -> dict[str, str]:
     """The settings (and queue attributes) of one way to give the ETL a DLQ that is not its source's."""
     if case == "the source queue":
@@ -128,10 +125,10 @@ def _dlq_misconfiguration(case: str, sqs: SQSClient, stack_env: dict[str, str], 
         return {}
     if case == "a DLQ redriving to a third queue":  # each read of a dead letter moves it on (attack9 Break 6)
         third = sqs.create_queue(QueueName=f"third-{time.time_ns()}")["QueueUrl"]
-        target = _queue_arn(sqs, third)
+        target = queue_arn(sqs, third)
     else:
         assert case == "a DLQ redriving into the source"
-        target = _queue_arn(sqs, env["ETL_QUEUE_URL"])
+        target = queue_arn(sqs, env["ETL_QUEUE_URL"])
     redrive = {"deadLetterTargetArn": target, "maxReceiveCount": "2"}
     sqs.set_queue_attributes(QueueUrl=env["ETL_DLQ_URL"], Attributes={"RedrivePolicy": json.dumps(redrive)})
     return {}
@@ -182,7 +179,7 @@ def test_a_dlq_that_is_not_the_source_queues_own_stops_the_start_before_any_rece
             break
     assert sorted(m["Body"] for m in received) == sorted(e.body for e in sent)
     assert {m["Attributes"]["ApproximateReceiveCount"] for m in received} == {"1"}
-    source_arn = _queue_arn(sqs, env["ETL_QUEUE_URL"])
+    source_arn = queue_arn(sqs, env["ETL_QUEUE_URL"])
     for dlq_url in {env["ETL_DLQ_URL"], changes.get("ETL_DLQ_URL", env["ETL_DLQ_URL"])}:
-        if _queue_arn(sqs, dlq_url) != source_arn:  # nothing dead-lettered either
+        if queue_arn(sqs, dlq_url) != source_arn:  # nothing dead-lettered either
             assert queue_depth(stack_env["SQS_ENDPOINT_URL"], dlq_url) == 0

@@ -1,0 +1,50 @@
+"""What the dead-letter tests share: the operator's `dead-letters` command, and reading the queues it works on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from devstack.sqs import sqs_client
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_dead_letters(
+    env: dict[str, str], *args: str, stdin: str = "", token: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """`python -m etl_service dead-letters ARGS` as the DLQ operator runs it, with `env` and VAULT_TOKEN=`token`."""
+    return subprocess.run(
+        [sys.executable, "-m", "etl_service", "dead-letters", *args],
+        env={**os.environ, **env, "VAULT_TOKEN": token},
+        input=stdin,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def queue_arn(sqs: SQSClient, url: str) -> str:
+    """The QueueArn of the queue at `url`."""
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
+def all_dead_letters(endpoint: str, dlq_url: str) -> list[dict[str, Any]]:
+    """Every message of the DLQ with its attributes, made visible again for the next reader."""
+    sqs = sqs_client(endpoint)
+    found: list[dict[str, Any]] = []
+    while batch := sqs.receive_message(
+        QueueUrl=dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=60
+    ).get("Messages", []):
+        found += [dict(m) for m in batch]
+    for message in found:  # visible again, for the next reader
+        sqs.change_message_visibility(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+    return found
