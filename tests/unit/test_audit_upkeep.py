@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -73,7 +74,9 @@ def _upkeep(
     exported: list[Checkpoint],
     planted: list[int],
     rows_planted: list[int] | None = None,
+    **hooks: Any,
 ) -> AuditUpkeep:
+    """An upkeep exporting into `exported`, telling `planted`, `rows_planted` and any other `hooks` (on_refused=...)."""
     rows_planted = [] if rows_planted is None else rows_planted
     return AuditUpkeep(
         audit,
@@ -85,6 +88,7 @@ def _upkeep(
         on_planted=lambda: planted.append(1),
         genuine=lambda checkpoint: checkpoint.signature == _Signer().sign(checkpoint.head.message()),
         on_sequence_tampered=lambda: rows_planted.append(1),
+        **hooks,
     )
 
 
@@ -322,15 +326,7 @@ def test_a_checkpoint_the_database_refuses_is_exported_anyway_once_per_head_but_
             return super().add_checkpoint(checkpoint)
 
     store, exported, refused = _RefusingStore(), list[Checkpoint](), list[int]()
-    upkeep = AuditUpkeep(
-        FakeAuditLog(),
-        store,
-        _Signer(),
-        TokenizeMeter(),
-        RefusalAuditor(FakeAuditLog()),
-        exported.append,
-        on_refused=lambda: refused.append(1),
-    )
+    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), exported, [], on_refused=lambda: refused.append(1))
     store.head_id = 4
     with caplog.at_level(logging.ERROR):
         upkeep.run_once()
