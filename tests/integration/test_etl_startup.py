@@ -116,7 +116,9 @@ def _dlq_misconfiguration(case: str, sqs: SQSClient, stack_env: dict[str, str], 
     if case == "the source queue":
         return {"ETL_DLQ_URL": env["ETL_QUEUE_URL"]}
     if case == "the source queue under another URL":  # the same queue: only the QueueArns tell
-        return {"ETL_DLQ_URL": env["ETL_QUEUE_URL"].replace("127.0.0.1", "localhost")}
+        changed = env["ETL_QUEUE_URL"].replace("127.0.0.1", "localhost")
+        assert changed != env["ETL_QUEUE_URL"], "the endpoint is not 127.0.0.1: this case would be the one before"
+        return {"ETL_DLQ_URL": changed}
     if case == "another queue's DLQ":  # a shared DLQ, or a typo of the same shape
         other = etl_harness_env(stack_env, "127.0.0.1:9")
         return {"ETL_DLQ_URL": other["ETL_DLQ_URL"]}

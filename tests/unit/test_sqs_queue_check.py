@@ -1,7 +1,7 @@
 """The queue-pair check (sqs_common.check_queue_pair) of the ETL's start and of every `dead-letters` command.
 
 On queue attributes as a table: what real SQS does not produce (a policy naming no target, no
-QueueArn), and that the ETL and the operator's commands run one check, reading attributes only.
+QueueArn), and that the operator's commands refuse what the ETL does, reading attributes only.
 tests/integration/test_etl_startup.py, test_etl_dead_letters.py and test_erasure_dead_letters.py
 cover the misconfigurations a real endpoint shows (a DLQ that is the source, another queue's,
 one redriving elsewhere, a source without a redrive policy).
@@ -64,21 +64,29 @@ def test_a_dlq_redrive_policy_naming_no_target_is_refused_too() -> None:
         check({"QueueArn": SOURCE_ARN, "RedrivePolicy": TO_DLQ}, {"QueueArn": DLQ_ARN, "RedrivePolicy": "{}"})
 
 
-def test_the_operator_commands_run_the_same_check_reading_attributes_only() -> None:
-    """DeadLetterQueue.check (every `dead-letters` command) refuses what the ETL does; it only reads attributes."""
-    cases = [
-        ({"QueueArn": SOURCE_ARN}, {"QueueArn": DLQ_ARN}),
-        ({"QueueArn": SOURCE_ARN, "RedrivePolicy": TO_DLQ}, {"QueueArn": SOURCE_ARN}),
-        ({"QueueArn": SOURCE_ARN, "RedrivePolicy": TO_DLQ.replace(DLQ_ARN, THIRD_ARN)}, {"QueueArn": DLQ_ARN}),
-        ({"QueueArn": SOURCE_ARN, "RedrivePolicy": TO_DLQ}, {"QueueArn": DLQ_ARN, "RedrivePolicy": TO_DLQ}),
-    ]
-    for source, dlq in cases:
+def test_the_operator_commands_refuse_what_the_etl_refuses_for_the_same_reason_reading_attributes_only() -> None:
+    """DeadLetterQueue.check (every `dead-letters` command) refuses each pair the ETL does; it only reads attributes."""
+    cases = {
+        "has no redrive policy": ({"QueueArn": SOURCE_ARN}, {"QueueArn": DLQ_ARN}),
+        "ETL_DLQ_URL names the source queue": (
+            {"QueueArn": SOURCE_ARN, "RedrivePolicy": TO_DLQ},
+            {"QueueArn": SOURCE_ARN},
+        ),
+        "is not the dead-letter queue of ETL_QUEUE_URL": (
+            {"QueueArn": SOURCE_ARN, "RedrivePolicy": TO_DLQ.replace(DLQ_ARN, THIRD_ARN)},
+            {"QueueArn": DLQ_ARN},
+        ),
+        "has a redrive policy of its own": (
+            {"QueueArn": SOURCE_ARN, "RedrivePolicy": TO_DLQ},
+            {"QueueArn": DLQ_ARN, "RedrivePolicy": TO_DLQ},
+        ),
+    }
+    for reason, (source, dlq) in cases.items():
         client = AttributesOnly({SOURCE: source, DLQ: dlq})
-        with pytest.raises(QueuePairRefused) as etl:
+        with pytest.raises(QueuePairRefused, match=reason):
             SqsQueue(client, SOURCE, DLQ).check()  # type: ignore[arg-type]
-        with pytest.raises(QueuePairRefused) as operator:
+        with pytest.raises(QueuePairRefused, match=reason):
             DeadLetterQueue(client, SOURCE, DLQ).check()  # type: ignore[arg-type]
-        assert str(etl.value) == str(operator.value)
         assert client.asked == [SOURCE, DLQ, SOURCE, DLQ]
     fine = AttributesOnly({SOURCE: {"QueueArn": SOURCE_ARN, "RedrivePolicy": TO_DLQ}, DLQ: {"QueueArn": DLQ_ARN}})
     pair = DeadLetterQueue(fine, SOURCE, DLQ).check()  # type: ignore[arg-type]
