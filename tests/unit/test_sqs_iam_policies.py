@@ -1,12 +1,13 @@
 """The shipped IAM policies grant each SQS identity exactly the calls its code makes, queue by queue.
 
 Read from the code itself: every `self._client.<call>(QueueUrl=...)` in the SQS adapters, with
-the queue it names, and every call of a shared helper of sqs_common that makes SQS calls for its
-caller (`approximate_counts(self._client, self._dlq_url, ...)`,
-`check_queue_pair(self._client, self._queue_url, self._dlq_url)`): the helper's client calls,
-read from its body and those of the helpers it calls, on the queues the caller passes. A call
-added to the code without its permission fails here before it fails in AWS; a permission the
-code never uses (PurgeQueue, SetQueueAttributes, ...) fails here too.
+the queue it names, and every call of a shared helper of sqs_common that reads queue attributes
+for its caller (`approximate_counts(self._client, self._dlq_url, ...)`,
+`check_queue_pair(self._client, self._queue_url, self._dlq_url)`), on the queues the caller
+passes. The helpers are a literal table, checked against sqs_common's code: a new client call
+there, or a helper the table lacks, fails. A call added to the code without its permission
+fails here before it fails in AWS; a permission the code never uses (PurgeQueue,
+SetQueueAttributes, ...) fails here too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ QUEUE_OF = {"self._queue_url": (SOURCE_ARN,), "self._dlq_url": (DLQ_ARN,), "url"
 ETL_ADAPTERS = ("etl_service/adapters/sqs.py", "etl_service/adapters/dead_letter_queue.py")
 SHARED = "etl_service/adapters/sqs_common.py"
 """Helpers taking (client, queue_url, ...): their calls count where they are called, not here."""
+HELPER_ACTION = "sqs:GetQueueAttributes"
+"""The only SQS call the shared helpers make (client.get_queue_attributes)."""
+HELPER_CALLS = {"approximate_counts": {1}, "queue_attributes": {1}, "check_queue_pair": {1, 2}}
+"""The positions of the queues each shared helper reads, among its arguments (check_queue_pair
+reads both through queue_attributes). test_the_helper_table_is_sqs_common_s_code holds it to the code."""
 # The ETL takes back what SQS's redrive moved (DeadLetterQueue.take_back_redriven); the
 # operator's `dead-letters` commands use DeadLetterQueue and, for `erase`, DeadLetterSweep.
 IDENTITIES = {
@@ -55,49 +61,45 @@ def _client_calls(tree: ast.AST, client: str) -> list[tuple[str, str]]:
     return calls
 
 
-def _shared_helpers() -> dict[str, set[tuple[str, int]]]:
-    """(IAM action, position of the queue argument) of each sqs_common function calling SQS, directly or not.
+def _shared_helpers() -> dict[str, set[int]]:
+    """Each sqs_common function calling SQS, with the positions of the queues it calls it on, read from its code.
 
-    A helper calls SQS on the `client` it is given, on a queue it is given (`queue_url`, `dlq_url`:
-    a parameter, never a queue of its own), itself or through another such helper
-    (`check_queue_pair` reads both queues through `queue_attributes`).
+    A call on its `client` (GetQueueAttributes only), or a call of a helper of HELPER_CALLS, on a
+    queue it is given (a parameter, never a queue of its own).
     """
-    functions = [n for n in ast.parse((ROOT / SHARED).read_text()).body if isinstance(n, ast.FunctionDef)]
-    helpers: dict[str, set[tuple[str, int]]] = {}
-    changed = True
-    while changed:  # until the helpers calling helpers are all found
-        changed = False
-        for node in functions:
-            params = [a.arg for a in node.args.args]
-            found = set()
-            for method, queue in _client_calls(node, "client"):
-                assert queue in params, f"{node.name} calls SQS on {queue}, not on a queue it is given"
-                found.add((_iam_action(method), params.index(queue)))
-            for call in ast.walk(node):
-                if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in helpers:
-                    args = [ast.unparse(a) for a in call.args]
-                    assert args[0] == "client" and not call.keywords, ast.unparse(call)
-                    for action, position in helpers[call.func.id]:
-                        assert args[position] in params, f"{node.name} calls SQS on {args[position]}"
-                        found.add((action, params.index(args[position])))
-            if found and found != helpers.get(node.name):
-                assert params[0] == "client" and all(params[p].endswith("_url") for _, p in found), node.name
-                helpers[node.name], changed = found, True
+    helpers: dict[str, set[int]] = {}
+    for node in ast.parse((ROOT / SHARED).read_text()).body:
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        params = [a.arg for a in node.args.args]
+        queues = []
+        for method, queue in _client_calls(node, "client"):
+            assert _iam_action(method) == HELPER_ACTION, f"{node.name} calls {method}, not get_queue_attributes"
+            queues.append(queue)
+        for call in ast.walk(node):
+            if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in HELPER_CALLS:
+                args = [ast.unparse(a) for a in call.args]
+                assert args[0] == "client" and not call.keywords, ast.unparse(call)
+                queues += [args[position] for position in HELPER_CALLS[call.func.id]]
+        assert all(queue in params for queue in queues), f"{node.name} calls SQS on a queue it is not given"
+        if queues:
+            helpers[node.name] = {params.index(queue) for queue in queues}
     return helpers
 
 
 def _helper_calls(source: str) -> set[tuple[str, str]]:
     """(IAM action, queue ARN) of the shared helpers `source` calls, on the queues it passes them."""
-    helpers = _shared_helpers()
     made: set[tuple[str, str]] = set()
     for node in ast.walk(ast.parse((ROOT / source).read_text())):
         if isinstance(node, ast.ImportFrom | ast.Import):  # an alias or a module import would hide calls
-            assert not [a for a in node.names if a.name in helpers and a.asname], source
+            assert not [a for a in node.names if a.name in HELPER_CALLS and a.asname], source
             assert not [a for a in node.names if a.name.endswith("sqs_common")], source
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in helpers:
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in HELPER_CALLS:
             args = [ast.unparse(a) for a in node.args]
             assert args[0] == "self._client" and not node.keywords, ast.unparse(node)
-            made |= {(action, arn) for action, position in helpers[node.func.id] for arn in QUEUE_OF[args[position]]}
+            made |= {
+                (HELPER_ACTION, arn) for position in HELPER_CALLS[node.func.id] for arn in QUEUE_OF[args[position]]
+            }
     return made
 
 
@@ -148,12 +150,7 @@ def test_the_call_scan_sees_the_calls_it_must() -> None:
     # A shared helper's call is the caller's, on the caller's queue: the ETL's depth() (source
     # queue), the operator's sweep (DLQ), and the queue-pair check both run (both queues, read
     # through queue_attributes). A helper renamed or moved would drop these.
-    read = "sqs:GetQueueAttributes"
-    assert _shared_helpers() == {
-        "approximate_counts": {(read, 1)},
-        "queue_attributes": {(read, 1)},
-        "check_queue_pair": {(read, 1), (read, 2)},
-    }
+    read = HELPER_ACTION
     assert _helper_calls("etl_service/adapters/sqs.py") == {(read, SOURCE_ARN), (read, DLQ_ARN)}
     assert _helper_calls("etl_service/adapters/dead_letter_sweep.py") == {(read, DLQ_ARN)}
     # Every operator command checks the pair first (DeadLetterQueue.check): the operator reads
@@ -165,3 +162,9 @@ def test_the_call_scan_sees_the_calls_it_must() -> None:
         ("sqs:DeleteMessage", DLQ_ARN),
         ("sqs:GetQueueAttributes", DLQ_ARN),
     }
+
+
+def test_the_helper_table_is_sqs_common_s_code() -> None:
+    # A new client call in sqs_common fails in _shared_helpers; a new helper calling SQS, or a
+    # helper reading another of its arguments, fails here: add it to HELPER_CALLS.
+    assert _shared_helpers() == HELPER_CALLS
