@@ -41,7 +41,7 @@ from vault_service.service.revealing import reveal_hasher
 
 StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
 
-__all__ = ["anchored", "own_database"]  # fixtures used here (and by other modules through this one)
+__all__ = ["anchored", "own_database"]  # fixtures used here
 
 
 def _reveal_calls(env: dict[str, str], vault: RunningVault, count: int) -> None:

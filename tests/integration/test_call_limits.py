@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from tests.conftest import running_vault
+from tests.integration.audit_attacks import own_database
 from tests.integration.erase_calls import (
     DOCUMENTED_ERASE_BURST,
     SHIPPED_ERASE_LIMIT,
@@ -26,7 +27,6 @@ from tests.integration.erase_calls import (
     new_ip_tokens,
     stub_as,
 )
-from tests.integration.test_audit_tamper import own_database
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 
 __all__ = ["own_database"]  # fixture used here, defined beside the audit tests

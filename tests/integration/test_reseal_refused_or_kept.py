@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from tests.conftest import RunningVault, running_vault, stack_identity
-from tests.integration.test_audit_tamper import own_database
+from tests.integration.audit_attacks import own_database
 from tokenvault_client import ItemError, Revealed, TokenType, VaultClient
 
 __all__ = ["own_database"]  # fixture used here, defined beside the audit tests
