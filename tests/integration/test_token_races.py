@@ -46,11 +46,14 @@ def test_a_writer_that_lost_the_race_gets_the_winners_tokens_and_adds_nothing(va
     store, generation = vault.wired.token_store, vault.wired.keys.refresh().generation
     values = _fresh_ips(3)
     races = store.races
-    first = store.insert_new(_rows(vault, values[:2]), generation)
+    first = store.insert_new(_rows(vault, values[:2]), generation).tokens()
     assert len(first) == 2 and store.races == races
     late = _rows(vault, values)  # two of three were issued meanwhile, under other tokens
-    result = store.insert_new(late, generation)
+    inserted = store.insert_new(late, generation)
+    result = inserted.tokens()
     assert store.races == races + 2  # the two values another writer issued first, counted
+    found = store.find_by_fingerprints(IP.type_name, list(first))
+    assert inserted.theirs == found  # their rows read back whole, as the lookup reads them: no second query
     assert {fp: result[fp] for fp in first} == first
     assert result[late[2].fingerprint] == late[2].token
     assert len(store.find_by_fingerprints(IP.type_name, [r.fingerprint for r in late])) == 3
@@ -86,10 +89,12 @@ def test_a_call_leaves_values_another_call_is_inserting_to_it_and_reads_back_its
     races, merged = store.races, store.merged_batches
     with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as admin:
         admin.execute("SELECT pg_advisory_lock(%s)", (KEYS_LOCK,))  # inserts wait for the key lock
-        first = threading.Thread(target=lambda: results.update(first=store.insert_new(first_rows, generation)))
+        first = threading.Thread(target=lambda: results.update(first=store.insert_new(first_rows, generation).tokens()))
         first.start()
         _wait_for_a_lock_wait(admin)  # the first call has claimed its values and waits in the database
-        second = threading.Thread(target=lambda: results.update(second=store.insert_new(second_rows, generation)))
+        second = threading.Thread(
+            target=lambda: results.update(second=store.insert_new(second_rows, generation).tokens())
+        )
         second.start()
         second.join(1.0)
         assert second.is_alive()
@@ -111,7 +116,7 @@ def test_a_plain_insert_that_meets_a_value_issued_meanwhile_is_done_again_and_ke
     store.insert_new(early, generation)  # another writer (process) issued five of them
     merged = store.merged_batches
     late = _rows(vault, values)
-    result = store.insert_new(late, generation)
+    result = store.insert_new(late, generation).tokens()
     assert store.merged_batches == merged + 1
     assert {r.fingerprint: result[r.fingerprint] for r in early} == {r.fingerprint: r.token for r in early}
     assert all(result[r.fingerprint] == r.token for r in late[5:])
@@ -147,7 +152,7 @@ def test_rows_the_database_drops_without_an_error_get_no_token(vault: RunningVau
             " FOR EACH ROW EXECUTE FUNCTION public.tv_test_drop_rows()"
         )
         try:
-            result = store.insert_new(rows, generation)
+            result = store.insert_new(rows, generation).tokens()
         finally:
             admin.execute("DROP TRIGGER tv_test_drop_rows ON vault.tokens")
             admin.execute("DROP FUNCTION public.tv_test_drop_rows()")
@@ -193,7 +198,7 @@ def test_two_writers_each_waiting_for_the_other_end_with_one_token_per_value(
     ):
         x, y = theirs
         other.execute(insert, (x.token, x.token_type, x.fingerprint, x.fingerprint_key_id, x.dek_id, x.sealed))
-        writer = threading.Thread(target=lambda: result.update(store.insert_new(ours, generation)))
+        writer = threading.Thread(target=lambda: result.update(store.insert_new(ours, generation).tokens()))
         writer.start()
         _wait_for_a_transaction_wait(admin)  # ours inserted Y and waits for the other's X
         other.execute(insert, (y.token, y.token_type, y.fingerprint, y.fingerprint_key_id, y.dek_id, y.sealed))

@@ -17,6 +17,7 @@ from vault_service.domain.keys import KeyPurpose, KeyState
 from vault_service.domain.rate_limit import RateLimit
 from vault_service.service.ports import (
     FoundToken,
+    Inserted,
     KeyGeneration,
     NewKey,
     NewTokenRow,
@@ -133,17 +134,17 @@ class FakeTokenStore:
                         found[fp] = (fp, r.token, r.dek_id, r.sealed)
         return found
 
-    def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> dict[bytes, str]:
+    def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> Inserted:
         if self.key_store is not None and self.key_store.generation() != generation:
             raise StaleKeys("fake generation changed")
-        result = {}
+        result = Inserted({}, {})
         for row in rows:
             existing = self.find_by_fingerprints(row.token_type, [row.fingerprint])
             if existing:
-                result.update({fp: stored[1] for fp, stored in existing.items()})
+                result.theirs.update(existing)
             else:
                 self.rows[row.token] = row
-                result[row.fingerprint] = row.token
+                result.ours[row.fingerprint] = row.token
         return result
 
     def fetch(self, tokens: Sequence[str]) -> dict[str, StoredToken]:

@@ -56,6 +56,10 @@ class StaleKeys(Exception):
     """The keys a writer used are no longer the live ones: refresh the key ring and retry."""
 
 
+class ValuesNotStored(Exception):
+    """New values neither stored by this writer nor found in another writer's row (erased since): look again."""
+
+
 class NewTokenRow(NamedTuple):
     """A token to insert, with its sealed value.
 
@@ -98,6 +102,19 @@ FoundToken = tuple[bytes, str, int, bytes | None]
 A plain tuple, as the database's row arrives (no object made per row: Tokenize finds one per
 repeated value); its sealed value is opened to check that the row holds the value looked up.
 """
+
+
+class Inserted(NamedTuple):
+    """What `insert_new` stored, and the rows of the values another writer had stored first."""
+
+    ours: dict[bytes, str]
+    """Fingerprint -> the token this writer issued, for the rows it stored."""
+    theirs: dict[bytes, FoundToken]
+    """Fingerprint -> the row another writer stored first, read back as the lookup reads it (checked by the caller)."""
+
+    def tokens(self) -> dict[bytes, str]:
+        """Fingerprint -> token, ours or the other writer's."""
+        return {**self.ours, **{fp: row[1] for fp, row in self.theirs.items()}}
 
 
 class KeyWrapper(Protocol):
@@ -177,8 +194,8 @@ class TokenStore(Protocol):
         """Fingerprint -> its row (with the sealed value, to check it holds the value) for those already known."""
         ...
 
-    def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> dict[bytes, str]:
-        """Insert rows; where another writer won the race, return its token instead.
+    def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> Inserted:
+        """Insert rows; where another writer won the race, read its row back instead (`Inserted`).
 
         Raises StaleKeys, inserting nothing, when `generation` is not the live one.
         """

@@ -19,6 +19,7 @@ from vault_service.domain.errors import (
     KeysUnavailable,
     PermissionDenied,
     RateLimited,
+    StorageError,
     TokenNotFound,
     VaultError,
 )
@@ -28,10 +29,10 @@ from vault_service.domain.purpose import PurposeHoldsOwnValue, check_purpose, va
 from vault_service.domain.rate_limit import RateLimiter, exact
 from vault_service.domain.token_types import TokenType, normalize_many
 from vault_service.domain.tokens import new_tokens, types_of_tokens
-from vault_service.service.found_tokens import checked_tokens, row_altered
+from vault_service.service.found_tokens import checked_tokens
 from vault_service.service.keyring import KeyManager, KeyRing
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
-from vault_service.service.ports import AuditLog, NewTokenRow, StaleKeys, TokenStore
+from vault_service.service.ports import AuditLog, FoundToken, NewTokenRow, StaleKeys, TokenStore, ValuesNotStored
 from vault_service.service.revealing import (
     DetokenizeOutcome,
     Revealed,
@@ -221,12 +222,15 @@ class TokenVault:
     def _tokens_for(
         self, caller: Caller, token_type: TokenType, values: list[str]
     ) -> tuple[list[TokenizeOutcome | None], int]:
+        gave_up: VaultError = KeysUnavailable("data keys kept changing during this call; retry it")
         for _ in range(STALE_KEY_RETRIES):
             try:
                 return self._lookup_or_issue(caller, self._keys.ring, token_type, values)
             except StaleKeys:
                 self._keys.refresh()  # keys rotated since our last look: write with the live ones
-        raise KeysUnavailable("data keys kept changing during this call; retry it")
+            except ValuesNotStored as gone:  # a winner erased since our insert met it: a fresh lookup issues anew
+                gave_up = StorageError(f"{gone}, {STALE_KEY_RETRIES} times: no token handed out")
+        raise gave_up
 
     def _lookup_or_issue(
         self, caller: Caller, ring: KeyRing, token_type: TokenType, values: list[str]
@@ -268,42 +272,39 @@ class TokenVault:
             ),
         )
         inserted = self._tokens.insert_new(list(new_rows), ring.generation)
-        got: list[str | None] = list(map(inserted.get, new_fps))
-        # Each value got the token issued for it (compared in C), or some were read back: check those.
-        outcomes = (
-            cast(list[TokenizeOutcome | None], got)
-            if got == issued
-            else self._check_read_back(token_type, new_values, issued, got)
-        )
+        got: list[TokenizeOutcome | None] = list(map(inserted.ours.get, new_fps))
+        # Each value got the token issued for it (compared in C), or some were another writer's: check those.
+        outcomes = got if got == issued else self._check_theirs(token_type, new_values, new_fps, got, inserted.theirs)
         if not found:
             return outcomes, len(missing)
         for j, outcome in zip(missing, outcomes, strict=True):
             tokens[j] = outcome
         return tokens, len(missing)
 
-    def _check_read_back(
-        self, token_type: TokenType, values: list[str], issued: list[str], got: list[str | None]
+    def _check_theirs(
+        self,
+        token_type: TokenType,
+        values: list[str],
+        fps: list[bytes],
+        got: list[TokenizeOutcome | None],
+        theirs: dict[bytes, FoundToken],
     ) -> list[TokenizeOutcome | None]:
-        """`got` with each token another writer issued first (read back by the insert) checked against its row.
+        """`got` with the token of each value another writer stored first, once its row is seen to hold the value.
 
-        The insert found those values' fingerprints taken: by a concurrent writer of the same
-        value, or by a row the database owner pointed there. Their rows are checked as found ones are.
+        The insert found those values' fingerprints taken (by a concurrent writer of the same
+        value, or by a row the database owner pointed there) and read their rows back as the
+        lookup reads them: they are checked as found ones are. A value with neither our row nor
+        another's had its winner erased between the insert and the read back (or the database
+        dropped our row): ValuesNotStored, and the call looks it up again.
         """
-        theirs = [k for k, (token, mine) in enumerate(zip(got, issued, strict=True)) if token not in (None, mine)]
-        if not theirs:
-            return list(got)
-        rows = self._tokens.fetch([cast(str, got[k]) for k in theirs])
-        found = [rows.get(cast(str, got[k])) for k in theirs]
-        checked = checked_tokens(
-            self._keys,
-            token_type,
-            [values[k] for k in theirs],
-            [(b"", row.token, row.dek_id, row.sealed) if row is not None else None for row in found],
-        )
-        outcomes: list[TokenizeOutcome | None] = list(got)
-        for k, outcome in zip(theirs, checked, strict=True):
-            outcomes[k] = outcome if outcome is not None else row_altered()  # read back, then gone: not stored
-        return outcomes
+        lost = [k for k, token in enumerate(got) if token is None]
+        rows = [theirs.get(fps[k]) for k in lost]
+        if None in rows:
+            raise ValuesNotStored(f"{rows.count(None)} new value(s) neither stored nor found in another writer's row")
+        checked = checked_tokens(self._keys, token_type, [values[k] for k in lost], rows)
+        for k, outcome in zip(lost, checked, strict=True):
+            got[k] = outcome
+        return got
 
     # -- Detokenize -------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from vault_service.domain.rate_limit import RateLimit
 from vault_service.service.ports import (
     ErasedToken,
     FoundToken,
+    Inserted,
     KeyGeneration,
     NewTokenRow,
     Reindexer,
@@ -71,9 +72,8 @@ def _find(columns: str) -> str:
 
 # Tokenize's lookup reads each found row's sealed value too: a token is handed out only once its
 # row is seen to hold the value asked for (found_tokens.py); the bytes come in the same round trip.
+# The insert reads back the rows of values another writer stored first the same way (checked by the caller).
 _FIND = _find("token, dek_id, sealed")
-_FIND_TOKENS = _find("token")
-"""The tokens of rows another writer inserted first (read back by the insert; checked by the caller)."""
 
 _INSERT = (
     "INSERT INTO vault.tokens (token, token_type, fingerprint, fingerprint_key_id, dek_id, sealed, next_fingerprint)"
@@ -167,8 +167,8 @@ class PostgresTokenStore:
         return dict(zip(map(itemgetter(0), found), cast(list[FoundToken], found), strict=True))
 
     @translated
-    def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> dict[bytes, str]:
-        """Insert under the live key generation; read back the winner where another writer was first.
+    def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> Inserted:
+        """Insert under the live key generation; read back the winner's row where another writer was first.
 
         Concurrent writers issuing the same new value are common (the ETL's workers see the
         same device or address in batches milliseconds apart). Within this process they do not
@@ -180,12 +180,12 @@ class PostgresTokenStore:
         Values another writer issued first are counted in `races`.
         """
         if not rows:
-            return {}
+            return Inserted({}, {})
         done = threading.Event()
         claim = self._in_flight.claim((r.fingerprint for r in rows), done)
         try:
             mine = [r for r in rows if r.fingerprint in claim.mine]
-            result = self._insert_or_merge(mine, generation) if mine else {}
+            result = self._insert_or_merge(mine, generation) if mine else Inserted({}, {})
         finally:
             self._in_flight.release(claim, done)
         theirs = [r for r in rows if r.fingerprint not in claim.mine]
@@ -193,10 +193,12 @@ class PostgresTokenStore:
             deadline = time.monotonic() + IN_FLIGHT_WAIT_SECONDS  # one wait for all, however many writers
             for writer in claim.others:
                 writer.wait(max(0.0, deadline - time.monotonic()))
-            result.update(self._merge(theirs, generation))
+            merged = self._merge(theirs, generation)
+            result.ours.update(merged.ours)
+            result.theirs.update(merged.theirs)
         return result
 
-    def _insert_or_merge(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> dict[bytes, str]:
+    def _insert_or_merge(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> Inserted:
         try:
             with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
                 inserted = self._insert(conn, rows, generation, "")
@@ -210,23 +212,23 @@ class PostgresTokenStore:
             )
             return self._merge(rows, generation, merged=True)
         # A plain INSERT stores every row or fails: no RETURNING to read back (0.3 µs a row).
-        return dict(zip([r.fingerprint for r in rows], [r.token for r in rows], strict=True))
+        return Inserted(dict(zip([r.fingerprint for r in rows], [r.token for r in rows], strict=True)), {})
 
-    def _merge(self, rows: Sequence[NewTokenRow], generation: KeyGeneration, merged: bool = False) -> dict[bytes, str]:
-        """Insert what nobody issued yet (ON CONFLICT DO NOTHING); read back the others' tokens."""
+    def _merge(self, rows: Sequence[NewTokenRow], generation: KeyGeneration, merged: bool = False) -> Inserted:
+        """Insert what nobody issued yet (ON CONFLICT DO NOTHING); read back the others' rows as the lookup does."""
+        theirs: dict[bytes, FoundToken] = {}
         with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             inserted = self._insert(conn, rows, generation, " ON CONFLICT DO NOTHING RETURNING fingerprint, token")
-            result = {bytes(fp): token for fp, token in inserted.fetchall()}
-            ours = len(result)
-            lost = [r for r in rows if r.fingerprint not in result]
+            ours = {bytes(fp): token for fp, token in inserted.fetchall()}
+            lost = [r for r in rows if r.fingerprint not in ours]
             for token_type in {r.token_type for r in lost}:
                 fps = [r.fingerprint for r in lost if r.token_type == token_type]
-                winners = conn.execute(_FIND_TOKENS, {"type": token_type, "fps": bytea_array(fps)}).fetchall()
-                result.update({bytes(fp): token for fp, token in winners})
+                winners = conn.execute(_FIND, {"type": token_type, "fps": bytea_array(fps)}, binary=True).fetchall()
+                theirs.update(zip(map(itemgetter(0), winners), cast(list[FoundToken], winners), strict=True))
         with self._counting:
-            self.races += len(result) - ours  # the winners read back (a row dropped unstored has none)
+            self.races += len(theirs)  # the winners read back (a row dropped unstored, or erased since, has none)
             self.merged_batches += merged
-        return result
+        return Inserted(ours, theirs)
 
     @staticmethod
     def _insert(
