@@ -48,14 +48,22 @@ class QueueConfigurationError(Misconfigured):
         super().__init__(message, "sqs")
 
 
-def raise_for(error: Exception, action: str) -> NoReturn:
-    """Re-raise a boto error as fatal (configuration) or transient (retry later)."""
+def _configuration_problem(error: Exception, action: str) -> str | None:
+    """What a boto error says is wrong with the configuration (retrying cannot fix it), or None when transient."""
     if isinstance(error, botocore.exceptions.NoCredentialsError):
-        raise QueueConfigurationError(f"SQS {action}: no AWS credentials configured") from None
+        return f"SQS {action}: no AWS credentials configured"
     if isinstance(error, botocore.exceptions.ClientError):
         code = error.response.get("Error", {}).get("Code", "")
         if code in _FATAL_CODES:
-            raise QueueConfigurationError(f"SQS {action} refused: {code}") from None
+            return f"SQS {action} refused: {code}"
+    return None
+
+
+def raise_for(error: Exception, action: str) -> NoReturn:
+    """Re-raise a boto error as fatal (configuration) or transient (retry later)."""
+    problem = _configuration_problem(error, action)
+    if problem:
+        raise QueueConfigurationError(problem) from None
     raise DependencyDown(f"SQS {action} failed: {type(error).__name__}", "sqs") from error
 
 
@@ -130,14 +138,10 @@ def queue_attributes(client: SQSClient, queue_url: str, setting: str) -> dict[st
     try:
         response = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn", "RedrivePolicy"])
     except SQS_ERRORS as error:
-        try:
-            raise_for(error, f"queue {queue_url}")
-        except QueueConfigurationError as refused:
-            raise QueueConfigurationError(f"{refused} ({setting})") from None
-        except DependencyDown:
-            raise QueueConfigurationError(
-                f"SQS queue {queue_url} is unreachable: {type(error).__name__} ({setting})"
-            ) from None
+        problem = _configuration_problem(error, f"queue {queue_url}")
+        unreachable = f"SQS queue {queue_url} is unreachable: {type(error).__name__}"
+        raise QueueConfigurationError(f"{problem or unreachable} ({setting})") from None
+    # Not dict(...): boto's stubs key the attributes by a Literal of names, and mypy holds dict keys invariant.
     return {name: value for name, value in response.get("Attributes", {}).items()}
 
 
@@ -169,14 +173,15 @@ def check_queue_pair(client: SQSClient, queue_url: str, dlq_url: str) -> QueuePa
             " read back and dead-lettered again, and re-sent ones would land among the dead letters; set"
             " ETL_DLQ_URL to the source's dead-letter queue"
         )
-    source_policy = source.get("RedrivePolicy")
-    if not source_policy:
+    source_policy_text = source.get("RedrivePolicy")
+    if not source_policy_text:
         raise QueuePairRefused(
             f"ETL_QUEUE_URL ({source_arn}) has no redrive policy, so nothing shows that ETL_DLQ_URL ({dlq_arn})"
             " is its dead-letter queue, and a message failing on every receive would be received for ever;"
             " give the source a redrive policy whose deadLetterTargetArn is ETL_DLQ_URL's queue"
             " (`python -m devstack.exercise_queue --queue-url URL` does for a development queue)"
         )
+    source_policy = _redrive_policy(source_policy_text)
     source_target = _redrive_target(source_policy, "ETL_QUEUE_URL")
     if source_target != dlq_arn:
         raise QueuePairRefused(
@@ -187,7 +192,7 @@ def check_queue_pair(client: SQSClient, queue_url: str, dlq_url: str) -> QueuePa
         )
     dlq_policy = dlq.get("RedrivePolicy")
     if dlq_policy:
-        dlq_target = _redrive_target(dlq_policy, "ETL_DLQ_URL")
+        dlq_target = _redrive_target(_redrive_policy(dlq_policy), "ETL_DLQ_URL")
         where = f"the source queue of ETL_QUEUE_URL ({source_arn})" if dlq_target == source_arn else dlq_target
         raise QueuePairRefused(
             f"ETL_DLQ_URL ({dlq_arn}), the dead-letter queue of ETL_QUEUE_URL, has a redrive policy of its own"
@@ -206,19 +211,27 @@ def _queue_arn(attributes: dict[str, str], setting: str) -> str:
     return arn
 
 
-def _redrive_target(policy: str, setting: str) -> str:
-    """The deadLetterTargetArn of a RedrivePolicy; QueuePairRefused when it names none."""
+def _redrive_policy(text: str) -> dict[str, object]:
+    """A RedrivePolicy's JSON object, parsed once; {} when it is none (its fields then read as missing)."""
     try:
-        target = json.loads(policy)["deadLetterTargetArn"]
-    except (ValueError, KeyError, TypeError):
-        target = None
+        policy = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}
+    return policy if isinstance(policy, dict) else {}
+
+
+def _redrive_target(policy: dict[str, object], setting: str) -> str:
+    """The deadLetterTargetArn of a RedrivePolicy; QueuePairRefused when it names none."""
+    target = policy.get("deadLetterTargetArn")
     if not isinstance(target, str) or not target:
         raise QueuePairRefused(f"the redrive policy of the queue of {setting} names no deadLetterTargetArn")
     return target
 
 
-def _max_receive_count(policy: str) -> int | None:
+def _max_receive_count(policy: dict[str, object]) -> int | None:
+    """The redrive limit (maxReceiveCount), or None when the policy holds no number."""
+    count = policy.get("maxReceiveCount")
     try:
-        return int(json.loads(policy)["maxReceiveCount"])
-    except (ValueError, KeyError, TypeError):
+        return int(count) if isinstance(count, str | int) else None
+    except ValueError:
         return None

@@ -106,3 +106,10 @@ def test_a_redrive_policy_naming_no_target_is_refused(redrive: str) -> None:
 def test_a_queue_without_an_arn_is_refused_rather_than_compared() -> None:
     with pytest.raises(QueueConfigurationError, match="QueueArn of the queue of ETL_DLQ_URL"):
         check({"QueueArn": SOURCE_ARN}, {})
+
+
+@pytest.mark.parametrize(("count", "expected"), [(5, 5), ("5", 5), ("five", None), (None, None), ([5], None)])
+def test_the_receive_limit_is_read_from_the_policy_parsed_once_or_none(count: object, expected: int | None) -> None:
+    policy = json.dumps({"deadLetterTargetArn": DLQ_ARN, **({"maxReceiveCount": count} if count is not None else {})})
+    pair = check({"QueueArn": SOURCE_ARN, "RedrivePolicy": policy}, {"QueueArn": DLQ_ARN})
+    assert pair.max_receive_count == expected
