@@ -48,3 +48,15 @@ def all_dead_letters(endpoint: str, dlq_url: str) -> list[dict[str, Any]]:
     for message in found:  # visible again, for the next reader
         sqs.change_message_visibility(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
     return found
+
+
+def read_all(sqs: SQSClient, url: str) -> list[tuple[str, int, str]]:
+    """(message id, receive count, body) of every message of `url`, made visible again: this read counts one."""
+    found = []
+    while batch := sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60, MessageSystemAttributeNames=["All"]
+    ).get("Messages", []):
+        found += batch
+    for message in found:
+        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+    return sorted((m["MessageId"], int(m["Attributes"]["ApproximateReceiveCount"]), m["Body"]) for m in found)

@@ -33,9 +33,7 @@ from devstack.events import OutgoingEvent, send_events
 from devstack.openbao import POLICY_DIR, start_openbao
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
-from tests.integration.dead_letters import all_dead_letters
-from tests.integration.dead_letters import run_dead_letters as dead_letters
-from tests.integration.test_dead_letters_queue_pair import read_all
+from tests.integration.dead_letters import all_dead_letters, read_all, run_dead_letters
 from tests.malformed_samples import GOOD
 
 MISSPELT = "tokenvault-dead-leters"
@@ -91,21 +89,21 @@ def test_a_misspelt_dead_letter_key_or_a_plain_openbao_address_stops_erase_show_
     outputs: list[str] = []
     counts = receive_counts(stack_env, env)
 
-    erase = dead_letters(misspelt, "erase", "-", "--yes", "--wait", "0", stdin=criteria, token=operator_token)
+    erase = run_dead_letters(misspelt, "erase", "-", "--yes", "--wait", "0", stdin=criteria, token=operator_token)
     outputs.append(erase.stdout + erase.stderr)
     assert erase.returncode == SETTINGS_ERROR, erase.stdout + erase.stderr
     assert names_the_setting(erase.stderr, MISSPELT), erase.stderr
     assert "dead letters checked" not in erase.stdout  # stopped before reading the DLQ
 
     for args in (["show", message_id], ["resend", message_id]):
-        done = dead_letters(misspelt, *args, token=operator_token)
+        done = run_dead_letters(misspelt, *args, token=operator_token)
         outputs.append(done.stdout + done.stderr)
         assert done.returncode == SETTINGS_ERROR, (args, done.stderr)
         assert names_the_setting(done.stderr, MISSPELT) and "tamper" not in done.stderr, done.stderr
 
     plain = {**env, "ETL_DLQ_SEAL_VAULT_ADDR": REMOTE_PLAIN}
     for args in (["show", message_id], ["resend", message_id]):
-        done = dead_letters(plain, *args, token=operator_token)
+        done = run_dead_letters(plain, *args, token=operator_token)
         outputs.append(done.stdout + done.stderr)
         assert done.returncode == SETTINGS_ERROR, (args, done.stderr)
         assert "ETL_DLQ_SEAL_VAULT_PLAINTEXT=allow" in done.stderr, done.stderr
@@ -113,12 +111,12 @@ def test_a_misspelt_dead_letter_key_or_a_plain_openbao_address_stops_erase_show_
     # Every letter is still there, and no refused command received one: only this second read counts.
     assert receive_counts(stack_env, env) == {message: count + 1 for message, count in counts.items()}
 
-    listing = dead_letters(misspelt, "list")  # no token, no OpenBao: it says what to check first
+    listing = run_dead_letters(misspelt, "list")  # no token, no OpenBao: it says what to check first
     outputs.append(listing.stdout + listing.stderr)
     assert listing.returncode == 0 and "ETL_DLQ_SEAL_KEY" in listing.stderr, listing.stderr
 
     # Set right, the same run deletes the person's two letters.
-    right = dead_letters(env, "erase", "-", "--yes", "--wait", "0", stdin=criteria, token=operator_token)
+    right = run_dead_letters(env, "erase", "-", "--yes", "--wait", "0", stdin=criteria, token=operator_token)
     outputs.append(right.stdout + right.stderr)
     assert right.returncode == 0, right.stderr
     assert "deleted: 2" in right.stdout and left_in_dlq(stack_env, env) == 1
@@ -142,13 +140,13 @@ def test_an_openbao_without_the_dead_letter_key_stops_erase_and_show_instead_of_
         elsewhere = {**env, "ETL_DLQ_SEAL_VAULT_ADDR": other.address}
         message_id = all_dead_letters(stack_env["SQS_ENDPOINT_URL"], env["ETL_DLQ_URL"])[0]["MessageId"]
 
-        erase = dead_letters(elsewhere, "erase", "-", "--yes", "--wait", "0", stdin=criteria, token=token)
+        erase = run_dead_letters(elsewhere, "erase", "-", "--yes", "--wait", "0", stdin=criteria, token=token)
         assert erase.returncode == SETTINGS_ERROR, erase.stdout + erase.stderr
         assert names_the_setting(erase.stderr, "tokenvault-dead-letters") and "not found" in erase.stderr
         assert "could not be opened" not in erase.stderr and "dead letters checked" not in erase.stdout
         assert left_in_dlq(stack_env, env) == 3
 
-        show = dead_letters(elsewhere, "show", message_id, token=token)
+        show = run_dead_letters(elsewhere, "show", message_id, token=token)
         assert show.returncode == SETTINGS_ERROR, show.stderr
         assert names_the_setting(show.stderr, "tokenvault-dead-letters") and "planted" not in show.stderr
         values = [line.split("=", 1)[1] for line in criteria.splitlines()]
@@ -173,7 +171,7 @@ def test_a_token_that_stops_working_part_way_through_erase_still_reports_what_wa
     three_uses = root.auth.token.create(policies=["tokenvault-dlq-operator"], ttl="10m", num_uses=3)
     token = three_uses["auth"]["client_token"]
 
-    erase = dead_letters(env, "erase", "-", "--yes", "--wait", "0", stdin=criteria, token=token)
+    erase = run_dead_letters(env, "erase", "-", "--yes", "--wait", "0", stdin=criteria, token=token)
     assert erase.returncode == SETTINGS_ERROR, erase.stdout + erase.stderr
     deleted = 3 - left_in_dlq(stack_env, env)
     assert deleted >= 1

@@ -30,8 +30,7 @@ from etl_service.adapters.transit_sealer import PROBE_CIPHERTEXT
 from etl_service.service.returned_letters import RETURNED_DETAIL
 from etl_service.service.sealing import dead_letter_body
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
-from tests.integration.dead_letters import all_dead_letters
-from tests.integration.dead_letters import run_dead_letters as dead_letters
+from tests.integration.dead_letters import all_dead_letters, run_dead_letters
 from tests.malformed_samples import GOOD
 
 
@@ -107,7 +106,7 @@ def test_a_dead_letter_moved_back_to_the_source_returns_to_the_dlq_unchanged_and
     # The erasure's DLQ step finds the person in both: the returned letter and the nested lookalike.
     operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
     criteria = "".join(f"{kind}={value}\n" for kind, value in values.items())
-    swept = dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
+    swept = run_dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
     assert swept.returncode == 0, swept.stderr
     assert "deleted: 2" in swept.stdout, swept.stdout
     assert all_dead_letters(endpoint, etl.dlq_url) == []
@@ -146,7 +145,7 @@ def test_an_etl_switched_to_discard_returns_a_sealed_dead_letter_with_its_body(
     # The body is still the person's: the erasure's DLQ step opens it and finds them.
     operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
     criteria = "".join(f"{kind}={value}\n" for kind, value in values.items())
-    swept = dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
+    swept = run_dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
     assert swept.returncode == 0, swept.stderr
     assert "deleted: 1" in swept.stdout, swept.stdout
     leaked = [kind for kind, value in values.items() if value in swept.stdout + swept.stderr]
@@ -224,14 +223,14 @@ def test_erase_opens_envelopes_sealed_inside_envelopes_and_reasonless_envelopes(
 
     operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
     nested_id = next(m["MessageId"] for m in all_dead_letters(endpoint, etl.dlq_url) if m["Body"] == nested)
-    shown = dead_letters(env, "show", nested_id, token=operator_token)
+    shown = run_dead_letters(env, "show", nested_id, token=operator_token)
     assert shown.returncode == 0, shown.stderr
     assert "itself a dead-letter envelope" in shown.stderr
     opened = values["device_id"] in shown.stdout  # the operator sees the original, not another ciphertext
     assert opened
 
     criteria = "".join(f"{kind}={value}\n" for kind, value in values.items())
-    swept = dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
+    swept = run_dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
     assert swept.returncode == 0, swept.stderr
     assert "deleted: 2" in swept.stdout and "left untouched: 0" in swept.stdout, swept.stdout
     assert all_dead_letters(endpoint, etl.dlq_url) == []
@@ -242,7 +241,7 @@ def test_erase_opens_envelopes_sealed_inside_envelopes_and_reasonless_envelopes(
         MessageBody=too_deep,
         MessageAttributes={"reason": {"DataType": "String", "StringValue": "missing_field"}},
     )["MessageId"]
-    deep = dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
+    deep = run_dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
     assert deep.returncode == 3, deep.stderr
     assert "could not be opened: 1" in deep.stderr and deep_id in deep.stderr
     texts = swept.stdout + swept.stderr + deep.stdout + deep.stderr
@@ -276,7 +275,7 @@ def test_show_stops_where_erase_does_at_the_depth_limit_and_at_a_tampered_inner_
     deep_id = sqs.send_message(QueueUrl=etl.dlq_url, MessageBody=too_deep, MessageAttributes=reason)["MessageId"]
     operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
 
-    shown = dead_letters(env, "show", deep_id, token=operator_token)
+    shown = run_dead_letters(env, "show", deep_id, token=operator_token)
     assert shown.returncode == 1, shown.stderr
     assert "nested deeper than 4: not opened" in shown.stderr, shown.stderr
     assert shown.stderr.count("itself a dead-letter envelope") == 3  # layers 2, 3 and 4 opened, and printed
@@ -286,13 +285,13 @@ def test_show_stops_where_erase_does_at_the_depth_limit_and_at_a_tampered_inner_
     planted_id = sqs.send_message(QueueUrl=etl.dlq_url, MessageBody=planted_inside, MessageAttributes=reason)[
         "MessageId"
     ]
-    shown = dead_letters(env, "show", planted_id, token=operator_token)
+    shown = run_dead_letters(env, "show", planted_id, token=operator_token)
     assert shown.returncode == 1, shown.stderr
     assert "layer 2 of dead letter" in shown.stderr and "names Transit key 'tokenvault-kek'" in shown.stderr
     assert "tampering" in shown.stderr, shown.stderr
 
     criteria = "".join(f"{kind}={value}\n" for kind, value in values.items())
-    swept = dead_letters(env, "erase", "-", "--wait", "5", stdin=criteria, token=operator_token)
+    swept = run_dead_letters(env, "erase", "-", "--wait", "5", stdin=criteria, token=operator_token)
     assert swept.returncode == 3, swept.stderr
     assert "could not be opened: 1" in swept.stderr and deep_id in swept.stderr
     assert "tampered: 1" in swept.stderr and planted_id in swept.stderr

@@ -25,11 +25,11 @@ import pytest
 from devstack.events import OutgoingEvent, send_events
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
-from tests.integration.dead_letters import queue_arn, run_dead_letters
+from tests.integration.dead_letters import queue_arn, read_all, run_dead_letters
 from tests.malformed_samples import GOOD
 
 if TYPE_CHECKING:
-    from mypy_boto3_sqs import SQSClient
+    pass
 
 REFUSED = 2
 
@@ -48,18 +48,6 @@ def with_sealed_letter(stack_env: dict[str, str], vault: RunningVault, values: d
         send_events(sqs_client(stack_env["SQS_ENDPOINT_URL"]), etl.queue_url, [refused])
         assert etl.wired.consumer.drain().quarantined == 1
     return env
-
-
-def read_all(sqs: SQSClient, url: str) -> list[tuple[str, int, str]]:
-    """(message id, receive count, body) of every message of `url`, made visible again: this read counts one."""
-    found = []
-    while batch := sqs.receive_message(
-        QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60, MessageSystemAttributeNames=["All"]
-    ).get("Messages", []):
-        found += batch
-    for message in found:
-        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
-    return sorted((m["MessageId"], int(m["Attributes"]["ApproximateReceiveCount"]), m["Body"]) for m in found)
 
 
 def holds_any(text: str, values: dict[str, str]) -> bool:
