@@ -10,6 +10,7 @@ import pytest
 from psycopg import errors, sql
 
 from devstack.postgres import ANALYST_CONNECTION_LIMIT
+from tests.integration.own_database import with_database
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_common.migrations import migrate
 
@@ -152,7 +153,7 @@ def test_migrations_upgrade_the_exercise_table_in_place(stack_env: dict[str, str
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS exercise_upgrade")
         conn.execute("CREATE DATABASE exercise_upgrade")
-    dsn = admin.rsplit("/", 1)[0] + "/exercise_upgrade"
+    dsn = with_database(admin, "exercise_upgrade")
     with psycopg.connect(dsn) as conn:
         conn.execute((REPO / "examples" / "create_table.sql").read_text().encode())
         conn.execute("INSERT INTO user_logins VALUES ('u1', 'ios', 'old-mask', 'old-mask', 'US', 230, '2020-01-02')")

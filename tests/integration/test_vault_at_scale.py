@@ -19,6 +19,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from tests.integration.own_database import database_of_its_own
 from tokenvault_common.migrations import migrate
 from vault_service.adapters.postgres.sql_arrays import bytea_array
 from vault_service.adapters.postgres.tokens import (
@@ -134,11 +135,8 @@ def big_analyzed_tokens(stack_env: dict[str, str]) -> Iterator[psycopg.Connectio
     A database of its own: ANALYZE writes the table's size into pg_class in place, which no
     rollback undoes, and the session's database is left as it was.
     """
-    name = "analyzed_" + secrets.token_hex(5)
-    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    dsn = stack_env["PG_ADMIN_DSN"].rsplit("/", 1)[0] + "/" + name
-    try:
+    with database_of_its_own(stack_env, "analyzed") as env:
+        dsn = env["PG_ADMIN_DSN"]
         migrate(dsn)
         with psycopg.connect(dsn) as conn:
             conn.execute("SET LOCAL session_replication_role = replica")  # no audit trigger for the filler rows
@@ -152,9 +150,6 @@ def big_analyzed_tokens(stack_env: dict[str, str]) -> Iterator[psycopg.Connectio
             conn.execute("ANALYZE vault.tokens")  # what autovacuum does
             yield conn
             conn.rollback()
-    finally:
-        with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def test_after_analyze_no_secret_column_has_statistics_and_lookups_stay_hash_index_probes(
