@@ -146,6 +146,23 @@ def test_a_reveal_whose_purpose_holds_its_own_value_is_refused_and_audited_witho
     assert audited == [("detokenize", f"refused: {refusal}")]
 
 
+def test_a_plain_reveal_refused_for_its_own_value_names_the_tokens_as_a_reveal_does(
+    stack_env: dict[str, str], stub_for: StubFor, values: Values
+) -> None:
+    # The refusal tells a caller who sees the value in plain that its guess was right: unless its
+    # audit row names the tokens, `audit who-saw` would not list that confirmation.
+    purpose = f"GDPR-2026-801-{values['device']}"
+    before = _last_audit_id(stack_env)
+    request = vault_pb2.DetokenizeRequest(tokens=[values["ip_token"], values["device_token"]], purpose=purpose)
+    _refused(lambda: stub_for("fraud-investigator").Detokenize(request, timeout=10), values)
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        rows = conn.execute(
+            "SELECT outcome, cardinality(revealed) FROM vault.audit_log WHERE id > %s AND client = %s",
+            (before, "fraud-investigator"),
+        ).fetchall()
+    assert rows == [(f"refused: {OWN_VALUE}", 2)]
+
+
 @pytest.mark.parametrize(("spell", "refusal"), _PARAMS)
 def test_an_erasure_whose_purpose_holds_its_own_value_erases_and_is_audited_without_it(
     stack_env: dict[str, str], stub_for: StubFor, values: Values, spell: Callable[[Values], str], refusal: str

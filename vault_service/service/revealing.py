@@ -5,8 +5,9 @@ results made in C); the audit log keeps a keyed hash of each revealed token, nev
 The purpose is kept in the audit log for good, so it must not spell a value of the call. What
 happens when it does depends on what the caller is shown, so that the outcome never confirms a
 guess the caller could not check otherwise:
-- a value revealed PLAIN: the call is refused (`PurposeHoldsOwnValue`) before anything is audited
-  or shown; the caller sees that value anyway, so the refusal tells it nothing new;
+- a value revealed PLAIN: the call is refused (`PurposeHoldsOwnValue`) before anything is
+  shown; the caller sees that value anyway, so the refusal tells it nothing new - but it does
+  confirm the guess, so the refusal's audit row names the call's tokens (`audit who-saw`);
 - a value revealed masked (or erased, which shows nothing): the call goes on exactly as for any
   other purpose, and the audit row keeps no purpose (`RevealedCall.purpose_withheld`). Refusing
   here would tell a masked client, or an eraser, whether its guess was right (review A, finding 1).

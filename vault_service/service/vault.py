@@ -331,7 +331,13 @@ class TokenVault:
                 self._keys, caller.name, tokens, types, levels, rows, values_spelled_by(purpose)
             )
         except PurposeHoldsOwnValue as error:
-            self._audit_refusal(caller, "detokenize", error, len(tokens), "", token_types)  # without the purpose
+            # Without the purpose, never throttled, and naming the call's tokens as a reveal does:
+            # the refusal told a caller who sees the value in plain that its guess was right, so
+            # `audit who-saw` must list it (else a way to confirm a value without a reveal row).
+            hash_of = reveal_hasher(self._keys.ring.audit_key)
+            named = tuple(hash_of(token) for token in dict.fromkeys(compress(tokens, types)))
+            refusal = _refusal_event(caller, "detokenize", error, len(tokens), "", token_types)
+            self._audit.append(replace(refusal, revealed=named))
             raise
         if withheld:  # it spells a value revealed masked: refusing would confirm the caller's guess
             purpose = _withheld(caller, "detokenize")
