@@ -52,6 +52,9 @@ class DeadLetter:
     note: str | None
     raw_body: str
     """The SQS body as it is (the envelope; for a message SQS's redrive moved, the original)."""
+    attribute_values: tuple[str, ...] = ()
+    """Every text message attribute as it was sent (event_id, source_message_id, reason_detail, and any
+    attribute of an original SQS's redrive moved): what `dead-letters erase` matches besides the body."""
 
     @property
     def sent_at(self) -> str:
@@ -65,6 +68,13 @@ def _attribute(raw: Any, name: str) -> str | None:
     value = (raw.get("MessageAttributes") or {}).get(name)
     text = value.get("StringValue") if isinstance(value, dict) else None
     return text if isinstance(text, str) else None
+
+
+def _attribute_values(raw: Any) -> tuple[str, ...]:
+    """The text of every String or Number attribute (binary ones are not text)."""
+    values = (raw.get("MessageAttributes") or {}).values()
+    texts = (value.get("StringValue") for value in values if isinstance(value, dict))
+    return tuple(text for text in texts if isinstance(text, str))
 
 
 def _to_dead_letter(raw: Any) -> DeadLetter:
@@ -93,6 +103,7 @@ def _to_dead_letter(raw: Any) -> DeadLetter:
         key=envelope.get("key"),
         note=envelope.get("note"),
         raw_body=body,
+        attribute_values=_attribute_values(raw),
     )
 
 

@@ -22,6 +22,14 @@ Bare substrings are not enough: user id `42` must not match another person's `"n
 ip `198.51.100.7` the body of `198.51.100.77`. Matching errs towards deleting: a string equal
 to the person's ip or device id matches under any key.
 
+A dead letter's attributes (its event id, source message id, reason detail; any attribute of an
+original SQS's redrive moved) are matched too, each as one string and as text (`matches_attribute`):
+a letter with no kept body (too large, ETL_DLQ_BODIES=discard) still names the person there when
+the producer built its event id from their device id or user id. In an attribute, a device id or
+user id matches as a whole group - not continued by a letter or digit on either side
+(`login-alice42-17` holds user id `alice42`, `evt-6d92078a-…` its device id), a device id in any
+case (an IDFV is written in either) - and an ip as an address-shaped token, as in a body's text.
+
 Errors name the line number and the rule, never a value.
 """
 
@@ -65,6 +73,14 @@ class Person:
         if any(self._matches_string(key, text) for key, text in strings):
             return True
         return unquoted is not None and self._matches_unquoted(unquoted)
+
+    def matches_attribute(self, value: str) -> bool:
+        """True when a dead letter's attribute value (event id, source message id, detail) names a value given."""
+        if self._matches_string(None, value) or (self.ips and self._holds_ip(value)):
+            return True
+        if any(_grouped(device, value, ignore_case=True) for device in self.device_ids):
+            return True
+        return any(_grouped(user_id.strip(), value, ignore_case=False) for user_id in self.user_ids)
 
     def _matches_string(self, key: str | None, text: str) -> bool:
         if key == "user_id" and (text in self.user_ids or text.strip() in self.user_ids):
@@ -142,6 +158,14 @@ def _address_tokens(text: str) -> set[str]:
             continue
         tokens.update({run, run.rstrip("."), run.rstrip(":."), run.lstrip(":") if not run.startswith("::") else run})
     return tokens
+
+
+def _grouped(value: str, text: str, ignore_case: bool) -> bool:
+    """`value` occurs in `text` as a whole group: no letter or digit right before or after it."""
+    if not value:
+        return False
+    pattern = r"(?<![^\W_])" + re.escape(value) + r"(?![^\W_])"
+    return re.search(pattern, text, re.IGNORECASE if ignore_case else 0) is not None
 
 
 def _bounded(value: str, text: str) -> bool:

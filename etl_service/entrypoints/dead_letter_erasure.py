@@ -8,7 +8,8 @@ user id, ips and device ids on standard input (`user_id=…`, `ip=…`, `device_
 `#` comments): never on the command line, never logged. A dead letter matches when it holds a
 value given anywhere, in any shape and in any spelling the ETL would read as the same value
 (nested, in lists, escaped, not JSON; `::ffff:` forms of an ip, a padded device id), never on a
-bare substring (etl_service/domain/erasure_match.py).
+bare substring (etl_service/domain/erasure_match.py). A letter's attributes are matched too (its
+event id, source message id, reason detail): a letter with no kept body can name the person there.
 
 It reads the whole DLQ, opens each sealed body with the dead-letter key (OpenBao audits each
 decrypt), also reads what is in clear (a message SQS's redrive moved as it was, a planted one),
@@ -186,7 +187,8 @@ def _check(
 ) -> None:
     texts = [dead.raw_body, *_opened(dead, sweep, key, decrypt)]  # the clear text: a redriven original, a plant
     sweep.checked += 1  # not before: a letter whose opening stopped the sweep was not checked
-    if not any(person.matches(text) for text in texts):
+    named = any(person.matches_attribute(value) for value in dead.attribute_values)  # e.g. an event id
+    if not named and not any(person.matches(text) for text in texts):
         return
     sweep.matched += 1
     if delete:
@@ -216,7 +218,10 @@ def _report(sweep: Sweep, deleted: bool) -> None:
     print(f"  holding the person's values, {action}: {sweep.matched}")
     print(f"  left untouched: {sweep.checked - sweep.matched if deleted else sweep.checked}")
     if sweep.no_body:
-        print(f"  of which without a kept body (nothing of it to match but its clear text): {sweep.no_body}")
+        print(
+            "  of which without a kept body (nothing of it to match but its clear text and attributes):"
+            f" {sweep.no_body}"
+        )
     if sweep.unopenable:
         print(
             f"could not be opened: {len(sweep.unopenable)} (OpenBao refused the ciphertext, or it is no text: garbage,"

@@ -157,3 +157,38 @@ def test_repr_counts_values_and_shows_none() -> None:
     shown = repr(person(*PERSON_LINES))
     assert not any(v in shown for v in (IP, DEVICE, USER))
     assert "1 user ids, 1 ips, 1 device ids" in shown
+
+
+IDFV = "6d92078a-8246-4ba4-ae5b-76104861e7dc"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        IDFV,  # an event id that is the device id (a body-less letter keeps only this)
+        f"evt-{IDFV.upper()}",  # an IDFV in either case, as a group of the event id
+        f"login-{USER}-17",  # the user id as a whole group
+        f"{USER}",
+        f"evt-{IP}",  # an address-shaped token
+        f"source:{DEVICE}",
+    ],
+)
+def test_an_attribute_naming_a_value_given_matches(value: str) -> None:
+    given = person(*PERSON_LINES, f"device_id={IDFV}\n")
+    assert given.matches_attribute(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"login-{USER}x-17",  # a longer user id
+        f"login-x{USER}-17",
+        f"evt-{IP}7",  # another address
+        f"{IDFV}0",
+        "evt-42-17",
+        "",
+    ],
+)
+def test_an_attribute_naming_another_value_does_not_match(value: str) -> None:
+    given = person(*PERSON_LINES, f"device_id={IDFV}\n")
+    assert not given.matches_attribute(value)
