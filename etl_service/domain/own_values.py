@@ -9,9 +9,9 @@ would say the same thing) and cheap (a few substring searches per message).
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 
+from tokenvault_common.device_spellings import compact_form
 from tokenvault_common.ip_spellings import ip_forms
 
 OWN_VALUE_PROBLEM = "the event_id attribute must be an opaque id, but it holds the event's own {field}"
@@ -23,7 +23,6 @@ non-alphanumerics): a 1-3 character id would otherwise be found by chance in opa
 MIN_COMPACT_DEVICE_ID = 12
 """The device id without its separators (6D92078A82464BA4...) is searched for only from this
 length: shorter runs of digits are common in counters."""
-_NOT_ALNUM = re.compile(r"[^0-9a-z]")
 
 
 def own_value_in(event_id: str, ip: str, device_id: str) -> str | None:
@@ -84,9 +83,9 @@ def _holds_device_id(folded: str, device_id: str) -> bool:
     if device in folded:
         return True
     compact = _compact(device)
-    return len(compact) >= MIN_COMPACT_DEVICE_ID and compact in _NOT_ALNUM.sub("", folded)
+    return len(compact) >= MIN_COMPACT_DEVICE_ID and compact in compact_form(folded)
 
 
 @lru_cache(maxsize=4096)
 def _compact(device: str) -> str:
-    return _NOT_ALNUM.sub("", device)
+    return compact_form(device)

@@ -4,7 +4,8 @@ Insider round 8, break 1 (docs/threat-model.md, *What the audit trail proves*): 
 for good in the hash-chained audit log, so a privacy officer naming the device in the erasure's
 purpose (`GDPR-2026-801-SM-G991B-ATK8Q7ZX`) left the erased value where erasure cannot reach it.
 The vault opens the values of the call and compares them with every value the purpose can spell
-(as written, any case; an ip also in hex or in an `inet_aton` short form):
+(as written, any case, with other separators or none; an ip also in hex or in an `inet_aton`
+short form):
 - a Detokenize that reveals the value in plain is refused with INVALID_ARGUMENT: nothing revealed,
   the refusal audited with an empty purpose;
 - a masked reveal or an erasure goes on as with any other purpose, audited with an empty purpose:
@@ -44,6 +45,10 @@ _SPELLINGS: list[tuple[Callable[[Values], str], str, str]] = [
     (lambda v: f"GDPR-2026-801-{v['device']}", OWN_VALUE, "the device id as written, after a reference"),
     (lambda v: f"CASE-2026-801:{v['device'].lower()}", OWN_VALUE, "the device id in lower case"),
     (lambda v: v["device"], OWN_VALUE, "the device id alone (it has the form of a reference)"),
+    # attack 10, finding 1: the device id with its separators dropped or replaced was kept in the audit log
+    (lambda v: f"INC-{v['device'].replace('-', '')}", OWN_VALUE, "the device id without its separators"),
+    (lambda v: f"INC-{v['device'].replace('-', '_')}", OWN_VALUE, "the device id with underscores"),
+    (lambda v: f"INC-{v['device'].replace('-', '.').lower()}", OWN_VALUE, "the device id with dots, lower case"),
     (lambda v: "INC-cb007107", OWN_VALUE, "the ip as hex without 0x"),
     (lambda v: "INC-CB007107-review", OWN_VALUE, "the ip as upper-case hex"),
     (lambda v: "INC-203.28935", "InvalidRequest", "the ip in an inet_aton short form"),

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import pytest
 
+from tokenvault_common.device_spellings import compact_form
 from tokenvault_common.ip_spellings import ips_spelled_by
 from vault_service.domain.errors import InvalidRequest
 from vault_service.domain.purpose import MAX_PURPOSE_LENGTH, check_purpose, values_spelled_by
+from vault_service.domain.token_types import TokenType
+from vault_service.service.revealing import _spells_one_of
 
 _ATTACK_STRINGS = [
     "CASE-1 cb007107",  # 203.0.113.7 in hex without 0x
@@ -78,7 +81,7 @@ def test_a_purpose_spells_each_run_of_its_groups_case_folded() -> None:
     assert "2026-801" in spelled and "gdpr-2026-801-sm-g991b-atk8q7zx" in spelled
     assert "sm-g991b" in spelled and "g991b-atk8q7zx" in spelled
     assert "801-sm" in spelled
-    assert values_spelled_by("INC-4821") == {"inc", "4821", "inc-4821"}
+    assert values_spelled_by("INC-4821") == {"inc", "4821", "inc-4821", "inc4821"}
 
 
 @pytest.mark.parametrize(
@@ -126,4 +129,24 @@ def test_small_numbers_and_words_are_not_taken_for_ips() -> None:
         "gdpr-2026",
         "2026-0042",
         "gdpr-2026-0042",
+        "gdpr2026",
+        "20260042",
+        "gdpr20260042",
     }
+
+
+@pytest.mark.parametrize(
+    "purpose",
+    ["INC-PIXEL7AGX7AS", "INC-PIXEL_7A_GX7AS", "INC-pixel.7a.gx7as", "CASE-1/PIXEL/7A/GX7AS#2", "INC-PIXEL7A-GX7AS"],
+)
+def test_a_purpose_spells_a_device_id_written_with_other_separators_or_none(purpose: str) -> None:
+    # attack 10, finding 1: only the spelling as written was compared, so these kept the device id in the audit log
+    spelled = values_spelled_by(purpose)
+    assert compact_form("PIXEL-7A-GX7AS") in spelled
+    assert _spells_one_of(spelled, TokenType.DEVICE_ID, ["other", "PIXEL-7A-GX7AS"])
+    assert _spells_one_of(spelled, TokenType.DEVICE_ID, ["pixel 7a gx7as"])
+
+
+def test_a_device_id_is_not_found_in_a_purpose_by_its_compact_form_across_part_of_a_group() -> None:
+    spelled = values_spelled_by("INC-XPIXEL7AGX7AS-2")
+    assert not _spells_one_of(spelled, TokenType.DEVICE_ID, ["PIXEL-7A-GX7AS", "-PIXEL-7A", "7A-GX7AS-2X", None])

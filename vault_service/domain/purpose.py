@@ -109,22 +109,27 @@ def values_spelled_by(purpose: str) -> frozenset[str]:
     """The values (case-folded, as the vault normalizes them) a reference-form `purpose` could spell.
 
     Every run of whole groups (`GDPR-2026-801-SM-G991B-ATK8Q7ZX` holds `SM-G991B-ATK8Q7ZX`), read
-    as a device id as written and, where its groups are joined by `.` or `:` only, as an ip in any
-    spelling (`tokenvault_common.ip_spellings`). A value revealed or erased is compared with this
-    set (one membership test per value); it is derived once per distinct purpose (cached: a
-    client's purposes repeat). At most 32 groups: at most 528 runs, a few kB; 64 purposes are kept.
+    as a device id as written and without its separators (`compact_form`: `INC-PIXEL7AGX7AS` and
+    `INC-PIXEL_7A_GX7AS` both hold `pixel7agx7as`, the compact form of device `PIXEL-7A-GX7AS`),
+    and, where its groups are joined by `.` or `:` only, as an ip in any spelling
+    (`tokenvault_common.ip_spellings`). A value revealed or erased is compared with this set (one
+    or two membership tests per value: `vault_service.service.revealing`); it is derived once per
+    distinct purpose (cached: a client's purposes repeat). At most 32 groups: at most 528 runs and
+    as many compact forms, a few kB; 64 purposes are kept.
     """
     pieces = _SEGMENT_SEPARATORS.split(purpose.casefold())
     groups, joins = pieces[0::2], pieces[1::2]
     spelled: set[str] = set()
     for first in range(len(groups)):
-        run = groups[first]
+        run = compact = groups[first]
         ip_shaped = True
         for last in range(first, len(groups)):
             if last > first:
                 run = f"{run}{joins[last - 1]}{groups[last]}"
+                compact = f"{compact}{groups[last]}"  # a reference's groups are letters and digits only
                 ip_shaped = ip_shaped and joins[last - 1] in _IP_JOINS
             spelled.add(run)
+            spelled.add(compact)
             if ip_shaped:
                 spelled.update(ips_spelled_by(run))
     return frozenset(spelled)
