@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+LISTING_LEASE_SECONDS = 60
+"""How long a listing holds the dead letters it read (until release(); a killed reader's for all of it)."""
+
 
 class DeadLetterError(RuntimeError):
     """An operator command could not complete; the message says why."""
@@ -135,7 +138,7 @@ class DeadLetterQueue:
         return check_queue_pair(self._client, self._queue_url, self._dlq_url)
 
     def list(self, limit: int = 10_000) -> list[DeadLetter]:
-        """Up to `limit` dead letters (each held for 60 s until release())."""
+        """Up to `limit` dead letters (each held for LISTING_LEASE_SECONDS until release())."""
         found: list[DeadLetter] = []
         while len(found) < limit:
             try:
@@ -143,7 +146,7 @@ class DeadLetterQueue:
                     QueueUrl=self._dlq_url,
                     MaxNumberOfMessages=10,
                     WaitTimeSeconds=0,
-                    VisibilityTimeout=60,
+                    VisibilityTimeout=LISTING_LEASE_SECONDS,
                     MessageSystemAttributeNames=["SentTimestamp"],
                     MessageAttributeNames=["All"],
                 ).get("Messages", [])

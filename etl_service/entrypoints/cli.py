@@ -20,6 +20,7 @@ from etl_service.entrypoints import dead_letters
 from etl_service.entrypoints.health import serve_health
 from etl_service.entrypoints.metrics import MetricsObserver, mark_dependencies_up
 from etl_service.errors import Misconfigured
+from etl_service.service.drain_check import HELD_WAIT_SECONDS
 from etl_service.service.outcomes import (
     PROCESSING_FAILED,
     BatchOutcome,
@@ -51,6 +52,8 @@ def format_summary(summary: RunSummary) -> str:
         f"left for retry    : {summary.retried}",
         f"released at stop  : {summary.released_at_stop}",
         f"taken back (DLQ)  : {summary.taken_back_from_dlq}  (moved there by the redrive policy, without a reason)",
+        f"held in DLQ       : {summary.dead_letters_held_unread}  (held by another reader or delayed when the drain"
+        " stopped waiting; unread, left in the DLQ)",
         f"unprocessed (err) : {summary.unprocessed_after_errors}  (left in the queue by an error:"
         f" {len(summary.errored)}; quarantined as processing_failed: {summary.reasons[PROCESSING_FAILED]})",
         f"delete failures   : {summary.delete_failures}",
@@ -80,7 +83,7 @@ class ProgressObserver(NoObserver):
 
 
 EXIT_OK, EXIT_MISCONFIGURED, EXIT_CONFIG, EXIT_UNPROCESSED = 0, 1, 2, 3
-EXIT_CODES = """exit status:
+EXIT_CODES = f"""exit status:
   0  done (drain: the queue is empty and every message this drain received was loaded or
      quarantined for what it holds - a message an error left behind was settled since, by
      this drain or by another consumer, which may have quarantined it; or stopped by
@@ -91,7 +94,10 @@ EXIT_CODES = """exit status:
   3  drain only: an error kept messages from loading - a dependency down or a failure left them
      in the queue when the drain was stopped, or processing failed on every receive and the
      ETL quarantined them as processing_failed (their sealed bodies wait in the DLQ:
-     `dead-letters resend` after the fix); nothing was lost either way"""
+     `dead-letters resend` after the fix); or dead letters another reader held (or delayed)
+     were still unread when the drain stopped waiting for them ({HELD_WAIT_SECONDS:.0f} s): they stay in the DLQ,
+     and the next drain or `dead-letters redrive` takes back any without a reason; nothing
+     was lost either way"""
 
 
 DEAD_LETTERS = """operators: python -m etl_service dead-letters list|show|resend|redrive|erase  (--help for each)"""
@@ -165,14 +171,28 @@ def main(argv: list[str] | None = None) -> int:
             "unprocessed_after_errors": summary.unprocessed_after_errors,
         },
     )
-    if args.mode == "drain" and summary.unprocessed_after_errors:
+    return drain_status(summary) if args.mode == "drain" else EXIT_OK
+
+
+def drain_status(summary: RunSummary) -> int:
+    """A drain's exit code (EXIT_CODES); says what it left unsettled, if anything."""
+    status = EXIT_OK
+    if summary.unprocessed_after_errors:
         _say(
             f"{summary.unprocessed_after_errors} message(s) left unprocessed because of errors: {len(summary.errored)}"
             f" still in the queue, {summary.reasons[PROCESSING_FAILED]} quarantined as {PROCESSING_FAILED}"
             " (see the log above; `dead-letters list`)"
         )
-        return EXIT_UNPROCESSED
-    return EXIT_OK
+        status = EXIT_UNPROCESSED
+    if summary.dead_letters_held_unread:
+        _say(
+            f"{summary.dead_letters_held_unread} dead letter(s) held unread: another reader held them (or they were"
+            " delayed) past the drain's wait, so one may be a message the redrive policy moved without a reason."
+            " Nothing is lost: they stay in the DLQ, and the next drain or `dead-letters redrive` takes back any"
+            " without a reason"
+        )
+        status = EXIT_UNPROCESSED
+    return status
 
 
 def _serve_metrics_and_health(config: EtlConfig) -> None:

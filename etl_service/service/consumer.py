@@ -27,7 +27,7 @@ from etl_service.domain.messages import QueueMessage
 from etl_service.errors import Misconfigured
 from etl_service.service.batch import BatchProcessor
 from etl_service.service.batcher import Batch, Batcher
-from etl_service.service.drain_check import DrainCheck
+from etl_service.service.drain_check import HELD_WAIT_SECONDS, DrainCheck
 from etl_service.service.gate import DependencyGate
 from etl_service.service.inflight import InFlight
 from etl_service.service.lease_keeper import LeaseKeeper
@@ -53,6 +53,8 @@ class ConsumerSettings:
     max_in_flight: int = 2_000
     visibility_seconds: int = 60
     shutdown_grace_seconds: float = 20.0
+    held_dead_letters_wait_seconds: float = HELD_WAIT_SECONDS
+    """How long a drain waits for DLQ letters another reader holds before it ends without them (DrainCheck)."""
 
     @property
     def ledger_floor(self) -> int:
@@ -131,7 +133,9 @@ class _Run:
         self._fatal: Misconfigured | None = None
         self._finished = threading.Event()
         self._batcher = Batcher(settings.batch_size, settings.max_batch_age_seconds)
-        self._drain_check = DrainCheck(consumer._queue, consumer._ledger, consumer._gate)
+        self._drain_check = DrainCheck(
+            consumer._queue, consumer._ledger, consumer._gate, settings.held_dead_letters_wait_seconds
+        )
         wait = min(1, settings.wait_seconds) if until_empty else settings.wait_seconds
         self._receivers = Receivers(
             consumer._queue, consumer._ledger, consumer._gate, wait, settings.visibility_seconds,
@@ -167,6 +171,7 @@ class _Run:
             totals = copy.deepcopy(self._totals)
         totals.seconds = time.monotonic() - started
         totals.taken_back_from_dlq = self._drain_check.taken_back
+        totals.dead_letters_held_unread = self._drain_check.held_unread if self._until_empty else 0
         return totals
 
     # -- the calling thread: batching, then the bounded shutdown ----------------------------------
@@ -182,7 +187,7 @@ class _Run:
                 pass
             self._submit(batcher.due(time.monotonic()))
             if self._until_empty and self._idle() and self._drained():
-                log.info("queue drained")
+                log.info("queue drained", extra={"dead_letters_held_unread": self._drain_check.held_unread})
                 with self._lock:  # nothing is left in the queue: another consumer settled what an error left
                     self._totals.errored.clear()
                 self.request_stop()

@@ -66,6 +66,9 @@ class RunSummary(MessageCounts):
     batches: int = 0
     released_at_stop: int = 0
     taken_back_from_dlq: int = 0
+    dead_letters_held_unread: int = 0
+    """Drain only: DLQ letters another reader still held (or delayed) when the drain stopped waiting for
+    them; unread, so one may be reasonless. They stay in the DLQ for the next drain or `dead-letters redrive`."""
     seconds: float = 0.0
 
     @property

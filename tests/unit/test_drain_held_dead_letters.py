@@ -1,0 +1,80 @@
+"""A drain waits for DLQ letters another reader holds, but not without bound (attack 10, finding 5).
+
+A killed take-back's listing comes back within its 60 s lease, so the drain waits for it; an
+operator's `dead-letters erase` (held for `--wait` + 600 s) or a killed erase run held every
+`--until-empty` drain for that long. Past the bound the drain ends, reports the letters held
+unread, and exits 3 (nothing lost: they stay in the DLQ). Over the unit fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+
+from etl_service.adapters import dead_letter_queue
+from etl_service.entrypoints.cli import EXIT_OK, EXIT_UNPROCESSED, drain_status
+from etl_service.service.drain_check import HELD_WAIT_SECONDS, TAKE_BACK_LEASE_SECONDS
+from etl_service.service.outcomes import RunSummary
+from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
+from tests.unit.test_consumer import consumer, messages
+
+
+class HeldDeadLetters(FakeQueue):
+    """A DLQ where `held` letters are held by another reader until `released_at` (monotonic), if ever."""
+
+    def __init__(self, held: int, released_at: float | None = None) -> None:
+        super().__init__()
+        self.held = held
+        self.released_at = released_at
+
+    def dead_letters_held(self) -> int:
+        if self.released_at is not None and time.monotonic() >= self.released_at:
+            with self.lock:  # the other reader's lease ran out: visible again, reasonless
+                self.redriven += [replace(m, message_id=f"dlq-{m.message_id}") for m in messages(self.held)]
+                self.held, self.released_at = 0, None
+        return self.held
+
+
+def drained_within(queue: FakeQueue, seconds: float, held_wait: float) -> RunSummary:
+    """Drain `queue` (waiting `held_wait` s for held dead letters); fail (and stop it) if not ended within `seconds`."""
+    c = consumer(queue, FakeTokenizer(), FakeLoginStore(), batch_size=10, held_dead_letters_wait_seconds=held_wait)
+    result: list[RunSummary] = []
+    thread = threading.Thread(target=lambda: result.append(c.drain()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        c.stop()
+        thread.join(30)
+        pytest.fail(f"the drain did not end within {seconds} s")
+    return result[0]
+
+
+def test_a_drain_ends_past_its_wait_for_held_dead_letters_and_says_how_many_it_left_unread(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    queue = HeldDeadLetters(held=3)  # held for hours: an operator's erase run, killed
+    queue.pending = messages(20)
+    started = time.monotonic()
+    summary = drained_within(queue, 10, held_wait=1.0)
+    assert time.monotonic() - started >= 1.0  # it did wait
+    assert summary.loaded == 20 and summary.dead_letters_held_unread == 3
+    with caplog.at_level(logging.ERROR, logger="etl_service"):
+        assert drain_status(summary) == EXIT_UNPROCESSED
+    assert "3 dead letter(s) held unread" in caplog.text and "Nothing is lost" in caplog.text
+
+
+def test_a_dead_letter_back_within_the_wait_is_taken_back_and_the_drain_ends_clean() -> None:
+    queue = HeldDeadLetters(held=1, released_at=time.monotonic() + 1.0)  # a killed take-back's listing
+    queue.pending = messages(5)
+    summary = drained_within(queue, 10, held_wait=5.0)
+    assert summary.taken_back_from_dlq == 1 and summary.loaded == 6 and summary.dead_letters_held_unread == 0
+    assert drain_status(summary) == EXIT_OK
+
+
+def test_the_default_wait_outlasts_the_take_back_listing_lease() -> None:
+    assert dead_letter_queue.LISTING_LEASE_SECONDS == TAKE_BACK_LEASE_SECONDS
+    assert HELD_WAIT_SECONDS >= TAKE_BACK_LEASE_SECONDS + 20
