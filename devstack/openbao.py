@@ -182,7 +182,7 @@ class DeadLetterSetup:
 
 
 def configure_dead_letters(bao: OpenBao, secrets_dir: Path) -> DeadLetterSetup:
-    """The dead-letter sealing key, the ETL's AppRole (encrypt only) and an operator token (decrypt only).
+    """The dead-letter sealing key, the ETL's AppRole (encrypt and rewrap only) and an operator token (decrypt only).
 
     Requires configure_transit first (the Transit engine and the AppRole auth method).
     """

@@ -66,7 +66,7 @@ forget_secret_ids tokenvault-service
 # Each secret id goes into a volume that only its service mounts (and this job).
 vault write -field=secret_id -f auth/approle/role/tokenvault-service/secret-id > /vault-creds/vault-service/secret-id
 chown 10001 /vault-creds/vault-service/secret-id && chmod 400 /vault-creds/vault-service/secret-id
-# The ETL seals dead-letter bodies with a key of its own: it may encrypt, never decrypt
+# The ETL seals dead-letter bodies with a key of its own: it may encrypt and rewrap, never decrypt
 # (an operator token with tokenvault-dlq-operator may, and the audit device records it).
 vault read transit/keys/tokenvault-dead-letters >/dev/null 2>&1 || vault write -f transit/keys/tokenvault-dead-letters type=aes256-gcm96
 vault policy write tokenvault-etl /policies/tokenvault-etl.hcl

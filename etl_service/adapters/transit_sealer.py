@@ -1,9 +1,12 @@
 """Sealing dead-letter bodies with OpenBao/Vault Transit: the ETL may encrypt, only an operator may decrypt.
 
 The ETL logs in with an AppRole of its own whose policy (config/vault/tokenvault-etl.hcl) allows
-`transit/encrypt/<key>` and nothing else: it cannot decrypt what it sealed, nor touch the
-vault service's keys. An operator token (config/vault/tokenvault-dlq-operator.hcl) may decrypt;
-OpenBao's audit device records every decrypt. The key never leaves Transit.
+`transit/encrypt/<key>` and `transit/rewrap/<key>` and nothing else: it cannot decrypt what it
+sealed, nor touch the vault service's keys. `rewrap` proves that an envelope moved back to the
+source queue holds a genuine ciphertext under the key (service/returned_letters.py): it fails on
+any other and returns only a new ciphertext, never the plaintext. An operator token
+(config/vault/tokenvault-dlq-operator.hcl) may decrypt; OpenBao's audit device records every
+decrypt. The key never leaves Transit.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import json
 import logging
 import threading
 from collections.abc import Sequence
@@ -32,7 +36,7 @@ MAX_BATCH = 250
 
 
 class TransitSealer:
-    """Implements BodySealer: one Transit `encrypt` call per 250 bodies."""
+    """Implements BodySealer: one Transit `encrypt` call per 250 bodies, one `rewrap` per 250 ciphertexts to prove."""
 
     def __init__(
         self,
@@ -57,9 +61,59 @@ class TransitSealer:
             sealed += self._encrypt(bodies[start : start + MAX_BATCH])
         return [dead_letter_body(text, None, self.key_name) for text in sealed]
 
+    def authentic(self, ciphertexts: Sequence[str]) -> frozenset[str]:
+        """Those of `ciphertexts` that Transit authenticates under the dead-letter key (`rewrap`: no plaintext).
+
+        A forged one, one under another key, or one under a key version below the key's
+        min_decryption_version is not. DependencyDown when OpenBao is unreachable, Misconfigured
+        when the policy or the key is wrong.
+        """
+        proven: set[str] = set()
+        for start in range(0, len(ciphertexts), MAX_BATCH):
+            chunk = ciphertexts[start : start + MAX_BATCH]
+            proven.update(text for text, ok in zip(chunk, self._rewraps(chunk), strict=True) if ok)
+        return frozenset(proven)
+
     def check_access(self) -> None:
-        """At start: log in and seal a probe text (Misconfigured or DependencyDown if that fails)."""
-        self.seal(["tokenvault-etl start-up probe"])
+        """At start: log in, seal a probe text and prove it (Misconfigured or DependencyDown if that fails)."""
+        [envelope] = self.seal(["tokenvault-etl start-up probe"])
+        probe = str(json.loads(envelope)["sealed_body"])
+        if probe not in self.authentic([probe]):
+            raise Misconfigured(
+                f"OpenBao did not authenticate a ciphertext just sealed with Transit key {self.key_name!r}", "openbao"
+            )
+
+    def _rewraps(self, ciphertexts: Sequence[str]) -> list[bool]:
+        """For each ciphertext, whether Transit rewrapped it (so authenticated it) under the dead-letter key."""
+        batch = [{"ciphertext": text} for text in ciphertexts]
+        for attempt in (1, 2):
+            try:
+                self._ensure_login(force=attempt == 2)
+                response = self._client.secrets.transit.rewrap_data(
+                    name=self.key_name, ciphertext="", batch_input=batch, mount_point=self._mount
+                )
+                return _rewrapped(response, len(ciphertexts))
+            except hvac.exceptions.Forbidden:
+                if attempt == 2:
+                    raise Misconfigured(
+                        f"OpenBao refused to rewrap with Transit key {self.key_name!r}: the ETL's AppRole policy must"
+                        " allow update on transit/rewrap/<key> (config/vault/tokenvault-etl.hcl), which proves a"
+                        " dead letter moved back to the source queue genuine",
+                        "openbao",
+                    ) from None
+            except hvac.exceptions.InvalidRequest as error:
+                if any("not found" in str(e) for e in error.errors or []):
+                    raise Misconfigured(
+                        f"OpenBao has no Transit key {self.key_name!r} to prove dead letters with", "openbao"
+                    ) from None
+                return [False] * len(ciphertexts)  # Vault answers 400 when every item of a batch failed
+            except hvac.exceptions.InvalidPath as error:
+                raise Misconfigured(f"OpenBao cannot rewrap with key {self.key_name!r}: {error}", "openbao") from None
+            except (hvac.exceptions.VaultError, requests.RequestException) as error:
+                raise DependencyDown(
+                    f"OpenBao unavailable for proving dead letters: {type(error).__name__}", "openbao"
+                ) from None
+        raise AssertionError("unreachable")
 
     def _encrypt(self, bodies: Sequence[str]) -> list[str]:
         batch = [{"plaintext": base64.b64encode(b.encode("utf-8", "surrogatepass")).decode()} for b in bodies]
@@ -102,6 +156,13 @@ class TransitSealer:
             except (hvac.exceptions.VaultError, requests.RequestException) as error:
                 raise DependencyDown(f"OpenBao unavailable for login: {type(error).__name__}", "openbao") from None
             log.info("logged in to OpenBao for sealing dead letters", extra={"ttl_s": auth["auth"]["lease_duration"]})
+
+
+def _rewrapped(response: Any, expected: int) -> list[bool]:
+    results = response["data"]["batch_results"]
+    if len(results) != expected:
+        raise DependencyDown("OpenBao answered an incomplete batch rewrap", "openbao")
+    return [not r.get("error") and str(r.get("ciphertext", "")).startswith("vault:v") for r in results]
 
 
 def _ciphertexts(response: Any, expected: int) -> list[str]:

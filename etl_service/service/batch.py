@@ -4,7 +4,8 @@ Order matters for "lose nothing, duplicate nothing":
 1. validate each message on its own;
 2. tokenize the distinct ips and device ids of the batch in one vault call, and seal the
    bodies of refused messages (the DLQ keeps no PII in clear); one of the ETL's own dead
-   letters moved back from the DLQ goes back as it is, never sealed again
+   letters moved back from the DLQ, once Transit proved its ciphertext genuine (one call for
+   the batch's envelopes, none for a batch of events), goes back as it is, never sealed again
    (service/returned_letters.py);
 3. commit rows and quarantine records in one transaction (idempotent on the event key: a
    replay adds nothing, and a different event under an event_id already loaded is refused
@@ -46,7 +47,12 @@ from etl_service.domain.validation import (
 from etl_service.errors import DependencyDown, Misconfigured
 from etl_service.service.outcomes import PROCESSING_FAILED, BatchOutcome
 from etl_service.service.ports import BodySealer, LoginStore, Queue, ReusedEventId, Tokenizer
-from etl_service.service.returned_letters import ReturnedLetter, is_own_envelope, returned_letter
+from etl_service.service.returned_letters import (
+    ReturnedLetter,
+    claimed_ciphertext,
+    is_own_envelope,
+    returned_letter,
+)
 from etl_service.service.sealing import NOT_KEPT_TOO_LARGE, DiscardBodies, dead_letter_body
 
 log = logging.getLogger(__name__)
@@ -218,9 +224,10 @@ class BatchProcessor:
     def _validate(self, messages: Sequence[QueueMessage]) -> tuple[list[tuple[QueueMessage, LoginEvent]], Rejected]:
         accepted: list[tuple[QueueMessage, LoginEvent]] = []
         rejected: Rejected = []
+        authentic = self._authentic(messages)
         for message in messages:
             try:
-                if returned := returned_letter(message, self._sealer.key_name):
+                if returned := returned_letter(message, self._sealer.key_name, authentic):
                     rejected.append((message, returned))  # one of our dead letters, moved back as it was
                     continue
                 if message.event_id_problem is not None:
@@ -236,6 +243,15 @@ class BatchProcessor:
             except Rejection as rejection:
                 rejected.append((message, rejection))
         return accepted, rejected
+
+    def _authentic(self, messages: Sequence[QueueMessage]) -> frozenset[str]:
+        """The ciphertexts of envelopes shaped as the ETL's own that Transit authenticates: one call, if any.
+
+        DependencyDown (OpenBao down) postpones the batch: nothing is decided on a claim alone.
+        """
+        key_name = self._sealer.key_name
+        claimed = {c for m in messages if (c := claimed_ciphertext(m.body, key_name)) is not None}
+        return self._sealer.authentic(sorted(claimed)) if claimed else frozenset()
 
     def _tokenize(
         self, accepted: list[tuple[QueueMessage, LoginEvent]], rejected: Rejected
@@ -268,9 +284,11 @@ class BatchProcessor:
         keep = []
         for index, (message, rejection) in enumerate(rejected):
             # The second test is for a returned letter whose reading failed past is_own_envelope (a bug in
-            # returned_letter), quarantined as processing_failed on its last receive: the envelope still
-            # goes as it is, not sealed inside a second one. It cannot fail as returned_letter did:
-            # is_own_envelope reads only the body and raises on nothing (read_dead_letter_body, _is_ciphertext).
+            # returned_letter), quarantined as processing_failed on its last receive: a not-kept envelope
+            # still goes as it is. It cannot fail as returned_letter did: is_own_envelope reads only the
+            # body and raises on nothing (read_dead_letter_body, _is_ciphertext). Nothing proves a sealed
+            # one here (no Transit call on this path): it is sealed inside a second envelope, which
+            # `dead-letters` opens, rather than passed on unproven.
             if isinstance(rejection, ReturnedLetter) or is_own_envelope(message.body, self._sealer.key_name):
                 bodies[index] = message.body
             elif rejection.reason != Reason.BODY_TOO_LARGE:

@@ -130,3 +130,12 @@ class BodySealer(Protocol):
     def seal(self, bodies: Sequence[str]) -> list[str]:
         """The DLQ envelope for each body. DependencyDown or Misconfigured when sealing fails."""
         ...
+
+    def authentic(self, ciphertexts: Sequence[str]) -> frozenset[str]:
+        """Those of `ciphertexts` that are genuine ciphertexts under the dead-letter key, proven without opening them.
+
+        Asked only for envelopes shaped as the ETL's own moved back to the source queue
+        (service/returned_letters.py): one call per batch that holds any. A sealer that cannot ask
+        proves none. DependencyDown or Misconfigured when the proof cannot be had.
+        """
+        ...

@@ -8,21 +8,30 @@ every field: it used to be dead-lettered again, sealed inside a second envelope,
 What counts as the ETL's own envelope is strict, because whatever passes goes to the DLQ
 unsealed: the body must be byte for byte what `dead_letter_body` writes (no other key, no
 duplicate key, no escape or blank that could carry text), either sealed under the ETL's own
-dead-letter key with a Transit ciphertext (`vault:vN:` and base64 of at least a nonce and a tag)
-or not kept with one of the ETL's own notes. Anything else is an event like any other (refused,
-and sealed; `dead-letters erase` opens nested envelopes too).
+dead-letter key or not kept with one of the ETL's own notes. Anything else is an event like any
+other (refused, and sealed; `dead-letters erase` opens nested envelopes too).
 
-Anyone who may send to the source queue can write such an envelope (the key name is public, the
-ciphertext any base64), with attributes of its choosing: nothing it chose as text goes on
-(review B, finding 2). The reason is kept when it is one the ETL dead-letters with (a closed
-set), else RETURNED (a reasonless DLQ message would be taken back by the next drain, again and
-again). The detail is always RETURNED_DETAIL: the original's detail is in its quarantine row,
-under the same key. The source message id is kept only in the shape SQS issues (a lowercase
-UUID), since with the event id it keys the original's quarantine row (not doubled) and `resend`
-re-sends under it; a UUID-shaped device id passes that check, but no further than an `event_id`
-attribute, which any producer sets on any message: it is never logged, and a new quarantine row
-names the copy SQS delivered (ReturnedLetter.quarantine_record). The sent time is the
-adapter's, which believes it only within the DLQ's retention.
+A sealed one must also be proven: its shape (`vault:vN:` and base64 of at least a nonce and a
+tag) is only a claim (`claimed_ciphertext`), since any base64 - a third party's PII in clear
+under one line of it - has that shape (attack 10, finding 3). The batch asks the BodySealer
+which of its claims Transit authenticates under the dead-letter key (`authentic`: one `rewrap`
+call for the batch's returned letters, which fails on a forged ciphertext and reveals no
+plaintext; ordinary events never reach it), and only those pass (`is_own_envelope`). One that
+fails - forged, or sealed under a key version since retired - is an event like any other. A
+sealer that cannot ask Transit (ETL_DLQ_BODIES=discard: no OpenBao access) proves none: a sealed
+letter moved back to such an ETL is refused like any other message and its body is not kept.
+
+Anyone who may send to the source queue can write such an envelope (the key name is public),
+with attributes of its choosing: nothing it chose as text goes on (review B, finding 2). The
+reason is kept when it is one the ETL dead-letters with (a closed set), else RETURNED (a
+reasonless DLQ message would be taken back by the next drain, again and again). The detail is
+always RETURNED_DETAIL: the original's detail is in its quarantine row, under the same key. The
+source message id is kept only in the shape SQS issues (a lowercase UUID), since with the event
+id it keys the original's quarantine row (not doubled) and `resend` re-sends under it; a
+UUID-shaped device id passes that check, but no further than an `event_id` attribute, which any
+producer sets on any message: it is never logged, and a new quarantine row names the copy SQS
+delivered (ReturnedLetter.quarantine_record). The sent time is the adapter's, which believes it
+only within the DLQ's retention.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Collection
 from dataclasses import replace
 
 from etl_service.domain.messages import EVENT_ID_REUSED, QuarantineRecord, QueueMessage, quarantine_record
@@ -72,24 +82,46 @@ class ReturnedLetter(Rejection):
         return replace(quarantine_record(origin, self.reason, self.detail), sqs_message_id=self.copy_id)
 
 
-def is_own_envelope(body: str, key_name: str | None) -> bool:
-    """True when `body` is exactly a dead-letter envelope this ETL writes (see the module's docstring)."""
+def claimed_ciphertext(body: str, key_name: str | None) -> str | None:
+    """The ciphertext of `body` when it has exactly the shape of an envelope this ETL sealed, else None.
+
+    Only a claim: `is_own_envelope` takes the envelope for the ETL's own once Transit proved it.
+    """
     if not body.startswith('{"format": '):  # the hot path: no event starts so
-        return False
+        return None
     envelope = read_dead_letter_body(body)
     if envelope is None:
-        return False
+        return None
     sealed, key, note = envelope["sealed_body"], envelope["key"], envelope["note"]
-    if body != dead_letter_body(sealed, note, key):
+    if sealed is None or key is None or key != key_name or note is not None or not _is_ciphertext(sealed):
+        return None
+    return sealed if body == dead_letter_body(sealed, None, key) else None
+
+
+def is_own_envelope(body: str, key_name: str | None, authentic: Collection[str] = frozenset()) -> bool:
+    """True when `body` is exactly a dead-letter envelope this ETL writes (see the module's docstring).
+
+    A sealed one only when its ciphertext is in `authentic` (what Transit authenticated: BodySealer.authentic).
+    """
+    if not body.startswith('{"format": '):  # the hot path: no event starts so
         return False
-    if sealed is None:
-        return key is None and note in (NOT_KEPT_TOO_LARGE, NOT_KEPT_NO_KEY)
-    return key is not None and key == key_name and note is None and _is_ciphertext(sealed)
+    if (sealed := claimed_ciphertext(body, key_name)) is not None:
+        return sealed in authentic
+    envelope = read_dead_letter_body(body)
+    if envelope is None or envelope["sealed_body"] is not None or envelope["key"] is not None:
+        return False
+    note = envelope["note"]
+    return note in (NOT_KEPT_TOO_LARGE, NOT_KEPT_NO_KEY) and body == dead_letter_body(None, note, None)
 
 
-def returned_letter(message: QueueMessage, key_name: str | None) -> ReturnedLetter | None:
-    """The ReturnedLetter when `message` is one of this ETL's dead letters moved back as it was, else None."""
-    if not is_own_envelope(message.body, key_name):
+def returned_letter(
+    message: QueueMessage, key_name: str | None, authentic: Collection[str] = frozenset()
+) -> ReturnedLetter | None:
+    """The ReturnedLetter when `message` is one of this ETL's dead letters moved back as it was, else None.
+
+    `authentic`: the ciphertexts Transit authenticated under the dead-letter key (see is_own_envelope).
+    """
+    if not is_own_envelope(message.body, key_name, authentic):
         return None
     attributes = dict(message.dead_letter_attributes)
     reason = attributes.get("reason", RETURNED)

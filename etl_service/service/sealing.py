@@ -7,9 +7,10 @@ queue's retention (14 days). Each DLQ message body is a small JSON envelope:
      "key": "tokenvault-dead-letters", "note": null}
 
 `sealed_body` is the original body encrypted by a BodySealer (OpenBao Transit: the ETL may
-only encrypt; an operator identity may decrypt, and the audit device records each decrypt),
-or null with a `note` saying why it was not kept (over the size limit, or the operator chose
-ETL_DLQ_BODIES=discard). Reasons and metadata travel as message attributes, readable without any key.
+only encrypt, and rewrap to prove a returned letter genuine; an operator identity may decrypt,
+and the audit device records each decrypt), or null with a `note` saying why it was not kept
+(over the size limit, or the operator chose ETL_DLQ_BODIES=discard). Reasons and metadata travel
+as message attributes, readable without any key.
 """
 
 from __future__ import annotations
@@ -46,10 +47,15 @@ class DiscardBodies:
 
     def __init__(self, key_name: str | None = None) -> None:
         self.key_name = key_name
-        """The ETL's dead-letter key (ETL_DLQ_SEAL_KEY), though nothing is sealed with it here: a letter
-        sealed under it before the switch to discard, moved back to the source queue, is still one of
-        the ETL's own and goes back to the DLQ with its body (service/returned_letters.py)."""
+        """The ETL's dead-letter key (ETL_DLQ_SEAL_KEY), though nothing is sealed with it here. A letter
+        sealed under it before the switch to discard, moved back to the source queue, cannot be proven
+        the ETL's own without OpenBao (`authentic`): it is refused like any other message, its body not
+        kept - a producer could write any base64 in its place (service/returned_letters.py)."""
 
     def seal(self, bodies: Sequence[str]) -> list[str]:
         """An envelope without the body, for each."""
         return [dead_letter_body(None, NOT_KEPT_NO_KEY, None)] * len(bodies)
+
+    def authentic(self, ciphertexts: Sequence[str]) -> frozenset[str]:
+        """None: in discard mode the ETL has no OpenBao access to prove a ciphertext genuine."""
+        return frozenset()

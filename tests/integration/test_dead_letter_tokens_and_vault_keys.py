@@ -1,7 +1,8 @@
 """The dead-letter tokens cannot use the vault service's keys, against the session's real OpenBao.
 
-The ETL's AppRole token (config/vault/tokenvault-etl.hcl) may only encrypt with the dead-letter
-key, and the DLQ operator's token (tokenvault-dlq-operator.hcl) may only decrypt with it
+The ETL's AppRole token (config/vault/tokenvault-etl.hcl) may only encrypt and rewrap with the
+dead-letter key (rewrap proves a dead letter moved back to the source queue genuine, and returns
+no plaintext), and the DLQ operator's token (tokenvault-dlq-operator.hcl) may only decrypt with it
 (threat model, *The DLQ and the ETL*; README's stack.env table). Each token is obtained as the
 stack provisions it (the ETL's AppRole login with DLQ_SEAL_ROLE_ID and its secret id file, from
 127.0.0.1 as the ETL; the operator's token file) and shown to work for its one allowed act; then
@@ -103,6 +104,8 @@ def tokens(stack_env: dict[str, str]) -> Iterator[DeadLetterTokens]:
     secret_id = Path(stack_env["DLQ_SEAL_SECRET_ID_FILE"]).read_text().strip()
     etl.auth.approle.login(role_id=stack_env["DLQ_SEAL_ROLE_ID"], secret_id=secret_id, use_token=True)
     sealed = etl.secrets.transit.encrypt_data(name=DEAD_LETTER_KEY, plaintext=PROBE)["data"]["ciphertext"]
+    rewrapped = etl.secrets.transit.rewrap_data(name=DEAD_LETTER_KEY, ciphertext=sealed)["data"]  # its second act
+    assert rewrapped["ciphertext"].startswith("vault:v") and "plaintext" not in rewrapped
     operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
     opened = open_sealed(address, operator_token, DEAD_LETTER_KEY, sealed)  # the operator's one act
     assert opened == base64.b64decode(PROBE).decode()
@@ -131,3 +134,16 @@ def test_the_etl_s_token_cannot_use_or_manage_the_vault_s_keys(tokens: DeadLette
 def test_the_dlq_operator_s_token_may_only_open_dead_letters(tokens: DeadLetterTokens, act: Act) -> None:
     with pytest.raises(hvac.exceptions.Forbidden):
         _send(tokens.operator, act, tokens)
+
+
+def test_the_etl_s_rewrap_proves_a_ciphertext_without_opening_it(tokens: DeadLetterTokens) -> None:
+    """Rewrap fails on a forged ciphertext and on one under another key, and never answers plaintext."""
+    forged = "vault:v1:" + base64.b64encode(b'{"ip": "203.0.113.7", "device_id": "att-dev-0001"}').decode()
+    answer = tokens.etl.secrets.transit.rewrap_data(
+        name=DEAD_LETTER_KEY,
+        ciphertext="",
+        batch_input=[{"ciphertext": c} for c in (tokens.sealed_body, forged, tokens.kek_ciphertext)],
+    )
+    results = answer["data"]["batch_results"]
+    assert [bool(r.get("error")) for r in results] == [False, True, True]
+    assert not [r for r in results if "plaintext" in r]

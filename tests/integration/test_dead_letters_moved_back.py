@@ -15,20 +15,22 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import random
+import re
 import uuid
 from pathlib import Path
 from typing import Any
 
+import hvac
 import psycopg
 import pytest
 
 from devstack.events import OutgoingEvent, send_events
 from devstack.sqs import sqs_client
-from etl_service.adapters.transit_sealer import PROBE_CIPHERTEXT
+from etl_service.adapters.transit_sealer import PROBE_CIPHERTEXT, TransitSealer
+from etl_service.errors import Misconfigured
 from etl_service.service.returned_letters import RETURNED_DETAIL
-from etl_service.service.sealing import dead_letter_body
+from etl_service.service.sealing import NOT_KEPT_NO_KEY, dead_letter_body
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
 from tests.integration.dead_letters import all_dead_letters, run_dead_letters
 from tests.malformed_samples import GOOD
@@ -51,6 +53,73 @@ def move_to_source(sqs: Any, dlq_url: str, queue_url: str) -> int:
 
 def person(tag: str) -> dict[str, str]:
     return {"user_id": f"moved-{tag}", "ip": f"203.0.113.{random.randrange(170, 180)}", "device_id": f"mv-dev-{tag}"}
+
+
+def forged_in_clear(values: dict[str, str]) -> str:
+    """Attack 10, finding 3: an exact envelope of the ETL's whose 'ciphertext' is base64 of a person's values."""
+    clear = json.dumps({**GOOD, **values}).encode()
+    return dead_letter_body("vault:v1:" + base64.b64encode(clear).decode(), None, "tokenvault-dead-letters")
+
+
+def send_forged(sqs: Any, queue_url: str, event_id: str, body: str) -> None:
+    """As a hostile producer sends it: with a reason of the ETL's, as a dead letter moved back would carry."""
+    attributes = {"event_id": event_id, "reason": "not_json"}
+    sqs.send_message(
+        QueueUrl=queue_url,
+        MessageBody=body,
+        MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()},
+    )
+
+
+def clear_in(letters: list[dict[str, Any]], values: dict[str, str]) -> list[str]:
+    """The kinds of `values` readable in the letters' bodies, as they are or under any `vault:vN:` base64 payload."""
+    readable = ""
+    for letter in letters:
+        readable += letter["Body"]
+        for payload in re.findall(r"vault:v\d+:([A-Za-z0-9+/=]+)", letter["Body"]):
+            readable += base64.b64decode(payload).decode("latin-1")
+    return [kind for kind, value in values.items() if value in readable]
+
+
+def test_a_forged_envelope_with_clear_text_for_ciphertext_is_sealed_and_a_genuine_one_still_goes_back(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    """Attack 10, finding 3: taken for the ETL's own by its shape, a forged envelope went to the DLQ as it was.
+
+    Now Transit proves a returned letter's ciphertext (rewrap, which reveals nothing) before it goes on.
+    """
+    tag = uuid.uuid4().hex[:8]
+    values, victim = person(tag), person(f"{tag}v")
+    refused = json.dumps({**GOOD, **values, "device_type": "toaster"})
+    endpoint = stack_env["SQS_ENDPOINT_URL"]
+    sqs = sqs_client(endpoint)
+    env = etl_harness_env(stack_env, vault.address)
+    with etl_consumer(env) as etl:
+        send_events(sqs, etl.queue_url, [OutgoingEvent(f"{tag}-refused", refused)])
+        assert etl.wired.consumer.drain().quarantined == 1
+        [original] = all_dead_letters(endpoint, etl.dlq_url)
+        assert move_to_source(sqs, etl.dlq_url, etl.queue_url) == 1
+        send_forged(sqs, etl.queue_url, f"{tag}-forged", forged_in_clear(victim))
+        drained = etl.wired.consumer.drain()
+
+    assert (drained.returned_to_dlq, drained.quarantined, dict(drained.reasons)) == (1, 1, {"missing_field": 1})
+    by_event = {m["MessageAttributes"]["event_id"]["StringValue"]: m for m in all_dead_letters(endpoint, etl.dlq_url)}
+    assert sorted(by_event) == [f"{tag}-forged", f"{tag}-refused"]
+    same_body = by_event[f"{tag}-refused"]["Body"] == original["Body"]
+    assert same_body, "the genuine returned letter did not go back unchanged"
+    forged_letter = by_event[f"{tag}-forged"]
+    assert forged_letter["MessageAttributes"]["reason"]["StringValue"] == "missing_field"
+    assert clear_in([forged_letter], victim) == [], "a forged envelope put a person's values in the DLQ in clear"
+
+    # Sealed: the operator opens the outer layer, whose inner 'ciphertext' OpenBao refuses. The erasure
+    # names it as could not be opened (exit 3, never a silent 0), without a word of the victim's.
+    operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
+    criteria = "".join(f"{kind}={value}\n" for kind, value in victim.items())
+    swept = run_dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
+    assert swept.returncode == 3, swept.stderr
+    assert forged_letter["MessageId"] in swept.stderr, swept.stderr
+    leaked = [kind for kind, value in victim.items() if value in swept.stdout + swept.stderr]
+    assert leaked == []
 
 
 def test_a_dead_letter_moved_back_to_the_source_returns_to_the_dlq_unchanged_and_is_not_sealed_again(
@@ -114,12 +183,14 @@ def test_a_dead_letter_moved_back_to_the_source_returns_to_the_dlq_unchanged_and
     assert leaked == []
 
 
-def test_an_etl_switched_to_discard_returns_a_sealed_dead_letter_with_its_body(
+def test_an_etl_switched_to_discard_cannot_prove_a_sealed_dead_letter_and_keeps_no_body(
     stack_env: dict[str, str], vault: RunningVault
 ) -> None:
-    """Review B, finding 1: sealed by the ETL, then redriven to an ETL running with ETL_DLQ_BODIES=discard.
+    """Sealed by the ETL, then redriven to an ETL running with ETL_DLQ_BODIES=discard (no OpenBao access).
 
-    It used to be refused as missing_field and its sealed body - the only copy - dropped for a note.
+    Review B, finding 1 had it go back with its sealed body. But nothing can prove its ciphertext
+    there, and a forged one went on unsealed too (attack 10, finding 3): both are now refused like
+    any message and, as discard mode does with every body, not kept. The person is in neither.
     """
     tag = uuid.uuid4().hex[:8]
     values = person(tag)
@@ -130,26 +201,19 @@ def test_an_etl_switched_to_discard_returns_a_sealed_dead_letter_with_its_body(
     with etl_consumer(env) as etl:
         send_events(sqs, etl.queue_url, [OutgoingEvent(f"{tag}-refused", refused)])
         assert etl.wired.consumer.drain().quarantined == 1
-    [original] = all_dead_letters(endpoint, etl.dlq_url)
+    assert len(all_dead_letters(endpoint, etl.dlq_url)) == 1
     assert move_to_source(sqs, etl.dlq_url, etl.queue_url) == 1
+
+    send_forged(sqs, etl.queue_url, f"{tag}-forged", forged_in_clear(values))
 
     discarding = {k: v for k, v in env.items() if not k.startswith("ETL_DLQ_SEAL_")} | {"ETL_DLQ_BODIES": "discard"}
     with etl_consumer(discarding) as etl:
         drained = etl.wired.consumer.drain()
-    assert (drained.quarantined, drained.returned_to_dlq) == (0, 1)
-    [back] = all_dead_letters(endpoint, etl.dlq_url)
-    same_body = back["Body"] == original["Body"]
-    assert same_body, "the sealed body was dropped"
-    assert back["MessageAttributes"]["reason"]["StringValue"] == "unknown_device_type"
-
-    # The body is still the person's: the erasure's DLQ step opens it and finds them.
-    operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
-    criteria = "".join(f"{kind}={value}\n" for kind, value in values.items())
-    swept = run_dead_letters(env, "erase", "-", "--yes", "--wait", "5", stdin=criteria, token=operator_token)
-    assert swept.returncode == 0, swept.stderr
-    assert "deleted: 1" in swept.stdout, swept.stdout
-    leaked = [kind for kind, value in values.items() if value in swept.stdout + swept.stderr]
-    assert leaked == []
+    assert (drained.quarantined, drained.returned_to_dlq) == (2, 0)
+    letters = all_dead_letters(endpoint, etl.dlq_url)
+    assert sorted(m["MessageAttributes"]["reason"]["StringValue"] for m in letters) == ["missing_field"] * 2
+    assert [m["Body"] for m in letters] == [dead_letter_body(None, NOT_KEPT_NO_KEY, None)] * 2
+    assert clear_in(letters, values) == []
 
 
 DEVICE_UUID = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
@@ -161,8 +225,6 @@ def test_a_forged_envelope_puts_no_text_of_its_senders_in_dlq_attributes_quarant
 ) -> None:
     """Review B, finding 2: an exact envelope any producer can write, with a detail and source id of its own."""
     tag = uuid.uuid4().hex[:8]
-    ciphertext = "vault:v1:" + base64.b64encode(os.urandom(40)).decode()  # any base64 passes
-    forged = dead_letter_body(ciphertext, None, "tokenvault-dead-letters")
     attributes = {
         "event_id": f"{tag}-forged",
         "reason": "unknown_device_type",
@@ -173,6 +235,9 @@ def test_a_forged_envelope_puts_no_text_of_its_senders_in_dlq_attributes_quarant
     sqs = sqs_client(endpoint)
     env = etl_harness_env(stack_env, vault.address)
     with etl_consumer(env) as etl:
+        sealer = etl.wired.sealer
+        assert sealer is not None
+        forged = sealer.seal(["any text"])[0]  # a genuine ciphertext (a letter it saw), attributes of its own
         sqs.send_message(
             QueueUrl=etl.queue_url,
             MessageBody=forged,
@@ -295,3 +360,26 @@ def test_show_stops_where_erase_does_at_the_depth_limit_and_at_a_tampered_inner_
     assert swept.returncode == 3, swept.stderr
     assert "could not be opened: 1" in swept.stderr and deep_id in swept.stderr
     assert "tampered: 1" in swept.stderr and planted_id in swept.stderr
+
+
+def test_an_etl_whose_openbao_policy_cannot_rewrap_refuses_to_start(stack_env: dict[str, str]) -> None:
+    """An ETL upgraded while its policy still allows encrypt only: stopped at start, naming transit/rewrap.
+
+    Else the first returned letter would stop it mid-run (the proof is asked only then).
+    """
+    root = hvac.Client(url=stack_env["VAULT_ADDR"], token=Path(stack_env["VAULT_ROOT_TOKEN_FILE"]).read_text().strip())
+    policy = root.sys.read_policy("tokenvault-etl")["data"]["rules"]
+    root.sys.create_or_update_policy(
+        "tokenvault-etl", 'path "transit/encrypt/tokenvault-dead-letters" { capabilities = ["update"] }'
+    )
+    try:
+        sealer = TransitSealer(
+            stack_env["VAULT_ADDR"], stack_env["DLQ_SEAL_ROLE_ID"], Path(stack_env["DLQ_SEAL_SECRET_ID_FILE"])
+        )
+        with pytest.raises(Misconfigured, match="transit/rewrap/<key>"):
+            sealer.check_access()
+    finally:
+        root.sys.create_or_update_policy("tokenvault-etl", policy)
+    TransitSealer(
+        stack_env["VAULT_ADDR"], stack_env["DLQ_SEAL_ROLE_ID"], Path(stack_env["DLQ_SEAL_SECRET_ID_FILE"])
+    ).check_access()  # the policy the stack writes (config/vault/tokenvault-etl.hcl) passes

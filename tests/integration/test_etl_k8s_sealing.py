@@ -89,6 +89,7 @@ def test_the_agent_gets_a_certificate_for_the_etl_and_for_no_other_client(agent:
     ("call", "path", "data"),
     [
         ("write", "transit/encrypt/tokenvault-dead-letters", {"plaintext": "eA=="}),  # only the AppRole seals
+        ("write", "transit/rewrap/tokenvault-dead-letters", {"ciphertext": "vault:v1:eA=="}),  # and proves
         ("write", "transit/decrypt/tokenvault-dead-letters", {"ciphertext": "vault:v1:eA=="}),
         ("write", "transit/datakey/plaintext/tokenvault", {}),  # the vault service's KEK
         ("write", "auth/approle/role/tokenvault-etl/secret-id", {"ttl": "720h"}),  # only a day's secret id

@@ -109,12 +109,21 @@ class RecordingSealer:
     def __init__(self) -> None:
         self.sealed: list[str] = []
         self.down = False
+        self.genuine: set[str] = set()
+        """The ciphertexts Transit would authenticate under the dead-letter key."""
+        self.asked: list[list[str]] = []
 
     def seal(self, bodies: Sequence[str]) -> list[str]:
         if self.down:
             raise DependencyDown("OpenBao unavailable", "openbao")
         self.sealed += bodies
         return [json.dumps({"format": "tokenvault-dead-letter/1", "sealed_body": "vault:v1:x"}) for _ in bodies]
+
+    def authentic(self, ciphertexts: Sequence[str]) -> frozenset[str]:
+        if self.down:
+            raise DependencyDown("OpenBao unavailable", "openbao")
+        self.asked.append(list(ciphertexts))
+        return frozenset(c for c in ciphertexts if c in self.genuine)
 
 
 def test_a_different_event_under_a_loaded_event_id_is_quarantined_not_counted_as_a_duplicate() -> None:
@@ -355,6 +364,9 @@ class EnvelopeSealer:
     def seal(self, bodies: Sequence[str]) -> list[str]:
         return [json.dumps({"format": "tokenvault-dead-letter/1", "sealed_body": "vault:v1:x", "key": self.key_name})
                 for _ in bodies]  # fmt: skip
+
+    def authentic(self, ciphertexts: Sequence[str]) -> frozenset[str]:
+        return frozenset()
 
 
 def test_a_failing_message_whose_quarantine_row_cannot_be_written_is_still_sealed_and_dead_lettered() -> None:

@@ -1,4 +1,4 @@
-"""The ETL's own dead letters back on the source queue: recognised strictly, sent back unchanged, never sealed again."""
+"""The ETL's own dead letters back on the source queue: recognised strictly, proven by Transit, sent back unchanged."""
 
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ from etl_service.service.returned_letters import (
     KNOWN_REASONS,
     RETURNED,
     RETURNED_DETAIL,
+    claimed_ciphertext,
     is_own_envelope,
     returned_letter,
 )
-from etl_service.service.sealing import NOT_KEPT_TOO_LARGE, dead_letter_body
+from etl_service.service.sealing import NOT_KEPT_NO_KEY, NOT_KEPT_TOO_LARGE, dead_letter_body
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
 from tests.unit.test_batch import SENT_MS, RecordingSealer, good, message
 from tests.unit.test_config_and_protos import _minimal_etl_env
@@ -48,8 +49,16 @@ def moved_back(body: str = SEALED, attributes: tuple[tuple[str, str], ...] = ATT
 
 
 def test_the_etls_own_envelopes_are_recognised() -> None:
-    assert is_own_envelope(SEALED, KEY)
+    assert is_own_envelope(SEALED, KEY, {CIPHERTEXT})
     assert is_own_envelope(dead_letter_body(None, NOT_KEPT_TOO_LARGE, None), KEY)
+    assert claimed_ciphertext(SEALED, KEY) == CIPHERTEXT
+
+
+def test_a_sealed_envelope_is_ours_only_once_transit_proved_its_ciphertext() -> None:
+    """Attack 10, finding 3: the shape is only a claim; any base64 (clear PII under one line of it) has it."""
+    assert not is_own_envelope(SEALED, KEY)
+    assert not is_own_envelope(SEALED, KEY, {"vault:v1:" + base64.b64encode(bytes(40)).decode()})
+    assert returned_letter(moved_back(), KEY) is None
 
 
 @pytest.mark.parametrize(
@@ -71,15 +80,16 @@ def test_the_etls_own_envelopes_are_recognised() -> None:
     ],
 )
 def test_anything_else_is_not_an_envelope_of_ours(body: str) -> None:
-    assert not is_own_envelope(body, KEY)
+    assert not is_own_envelope(body, KEY, {CIPHERTEXT})
+    assert claimed_ciphertext(body, KEY) is None  # not even asked about
 
 
 def test_without_a_sealing_key_no_sealed_envelope_is_ours() -> None:
-    assert not is_own_envelope(SEALED, None)
+    assert not is_own_envelope(SEALED, None, {CIPHERTEXT})
 
 
 def test_a_returned_letter_keeps_the_attributes_of_its_first_dead_lettering() -> None:
-    returned = returned_letter(moved_back(), KEY)
+    returned = returned_letter(moved_back(), KEY, {CIPHERTEXT})
     assert returned is not None
     assert (returned.reason, returned.detail) == (ATTRIBUTES[0][1], RETURNED_DETAIL)  # the first is in its row
     assert (returned.origin.message_id, returned.origin.sent_timestamp_ms) == (ORIGIN_ID, SENT_MS - 60_000)
@@ -88,7 +98,7 @@ def test_a_returned_letter_keeps_the_attributes_of_its_first_dead_lettering() ->
 
 def test_attributes_that_are_not_the_etls_are_replaced() -> None:
     odd = (("reason", "u-att9-0008"), ("source_message_id", "203.0.113.9"))
-    returned = returned_letter(moved_back(attributes=odd), KEY)
+    returned = returned_letter(moved_back(attributes=odd), KEY, {CIPHERTEXT})
     assert returned is not None and returned.reason == RETURNED
     assert returned.origin.message_id == "m-copy"  # an id SQS would not issue is not believed
     assert returned_letter(moved_back(body=json.dumps(good(1))), KEY) is None
@@ -96,7 +106,9 @@ def test_attributes_that_are_not_the_etls_are_replaced() -> None:
 
 def test_the_batch_sends_it_back_unchanged_and_counts_it_apart() -> None:
     queue, store, sealer = FakeQueue(), FakeLoginStore(), RecordingSealer()
+    sealer.genuine.add(CIPHERTEXT)
     outcome = BatchProcessor(queue, FakeTokenizer(), store, sealer=sealer).process([moved_back(), message(2, "oops")])
+    assert sealer.asked == [[CIPHERTEXT]]  # one proof for the batch
     assert sealer.sealed == ["oops"]  # the envelope is not sealed again
     assert queue.dead_lettered == [(ORIGIN_ID, "unknown_device_type"), ("m2", "not_json")]
     assert queue.dead_letter_bodies[0] == SEALED
@@ -108,18 +120,54 @@ def test_the_batch_sends_it_back_unchanged_and_counts_it_apart() -> None:
 def test_a_letter_whose_reading_fails_goes_on_its_last_receive_as_it_is_not_sealed_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Why _kept_bodies asks is_own_envelope again: returned_letter failed (a bug), processing_failed follows."""
+    """Why _kept_bodies asks is_own_envelope again: returned_letter failed (a bug), processing_failed follows.
 
-    def broken(message: QueueMessage, key_name: str | None) -> None:
-        assert is_own_envelope(message.body, key_name)
+    A not-kept envelope goes as it is; a sealed one, proven by nothing on that path, is sealed again.
+    """
+
+    def broken(message: QueueMessage, key_name: str | None, authentic: frozenset[str]) -> None:
+        assert is_own_envelope(message.body, key_name, authentic)
         raise KeyError("a bug past the envelope check")
 
     monkeypatch.setattr("etl_service.service.batch.returned_letter", broken)
+    not_kept = dead_letter_body(None, NOT_KEPT_TOO_LARGE, None)
+    for body, sealed_again in ((not_kept, []), (SEALED, [SEALED])):
+        queue, sealer = FakeQueue(), RecordingSealer()
+        sealer.genuine.add(CIPHERTEXT)
+        copy = replace(moved_back(body=body), receive_count=3)
+        BatchProcessor(queue, FakeTokenizer(), FakeLoginStore(), sealer=sealer, max_receive_count=3).process([copy])
+        assert queue.dead_lettered == [("m-copy", "processing_failed")]
+        assert sealer.sealed == sealed_again
+        assert queue.dead_letter_bodies == [body] if not sealed_again else queue.dead_letter_bodies != [body]
+
+
+def test_a_forged_envelope_is_refused_and_sealed_like_any_other_message() -> None:
+    """Attack 10, finding 3: clear text base64-encoded as its 'ciphertext' went to the DLQ as it was."""
+    forged = dead_letter_body("vault:v1:" + base64.b64encode(b'{"ip": "203.0.113.7"}' * 2).decode(), None, KEY)
+    queue, store, sealer = FakeQueue(), FakeLoginStore(), RecordingSealer()
+    sealer.genuine.add(CIPHERTEXT)
+    outcome = BatchProcessor(queue, FakeTokenizer(), store, sealer=sealer).process([moved_back(body=forged)])
+    assert sealer.sealed == [forged]  # sealed inside an envelope of its own
+    assert queue.dead_letter_bodies != [forged] and queue.dead_lettered == [("m-copy", "missing_field")]
+    assert (outcome.returned_to_dlq, outcome.quarantined) == (0, 1)
+
+
+def test_ordinary_events_ask_transit_nothing() -> None:
     queue, sealer = FakeQueue(), RecordingSealer()
-    copy = replace(moved_back(), receive_count=3)
-    BatchProcessor(queue, FakeTokenizer(), FakeLoginStore(), sealer=sealer, max_receive_count=3).process([copy])
-    assert queue.dead_lettered == [("m-copy", "processing_failed")]
-    assert (queue.dead_letter_bodies, sealer.sealed) == ([SEALED], [])
+    BatchProcessor(queue, FakeTokenizer(), FakeLoginStore(), sealer=sealer).process(
+        [message(1, good(1)), message(2, "oops")]
+    )
+    assert sealer.asked == []
+
+
+def test_with_openbao_down_a_batch_holding_an_envelope_is_postponed_and_nothing_is_lost() -> None:
+    queue, sealer = FakeQueue(), RecordingSealer()
+    sealer.down = True
+    outcome = BatchProcessor(queue, FakeTokenizer(), FakeLoginStore(), sealer=sealer).process(
+        [moved_back(), message(1, good(1))]
+    )
+    assert (outcome.retried, outcome.failed_dependency) == (2, "openbao")
+    assert queue.dead_lettered == [] and not [a for a in queue.actions if a[0] == "delete"]
 
 
 DEVICE_UUID = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
@@ -129,11 +177,10 @@ FORGED_DETAIL = f"Jane Doe, phone 555-0100, device {DEVICE_UUID}"
 def _forged(claimed_id: str, caplog: pytest.LogCaptureFixture) -> tuple[str, str, str]:
     """A forged exact envelope, processed: what reached the DLQ's attributes, the quarantine rows, the log."""
     forged = (("reason", "unknown_device_type"), ("reason_detail", FORGED_DETAIL), ("source_message_id", claimed_id))
-    queue, store = FakeQueue(), FakeLoginStore()
+    queue, store, sealer = FakeQueue(), FakeLoginStore(), RecordingSealer()
+    sealer.genuine.add(CIPHERTEXT)  # a genuine ciphertext, with attributes of a hostile sender's choosing
     with caplog.at_level(logging.DEBUG, logger="etl_service"):
-        outcome = BatchProcessor(queue, FakeTokenizer(), store, sealer=RecordingSealer()).process(
-            [moved_back(attributes=forged)]
-        )
+        outcome = BatchProcessor(queue, FakeTokenizer(), store, sealer=sealer).process([moved_back(attributes=forged)])
     assert outcome.returned_to_dlq == 1
     assert queue.dead_letter_details == [RETURNED_DETAIL]
     assert any("came back to the source queue" in r.getMessage() for r in caplog.records)  # the log is read
@@ -159,16 +206,20 @@ def test_a_uuid_shaped_source_id_is_kept_for_the_dlq_but_never_logged_nor_put_in
     assert DEVICE_UUID.lower() not in rows and DEVICE_UUID.lower() not in logged
 
 
-def test_an_etl_switched_to_discard_returns_its_sealed_letters_with_their_bodies(tmp_path: Path) -> None:
-    """Review B, finding 1: with ETL_DLQ_BODIES=discard, a letter sealed before the switch and moved back
-    was refused as missing_field and its sealed body - the only copy of the event - dropped."""
+def test_an_etl_switched_to_discard_cannot_prove_a_sealed_letter_and_keeps_no_body(tmp_path: Path) -> None:
+    """In discard mode the ETL has no OpenBao access: a sealed envelope moved back is only a claim.
+
+    Review B, finding 1 had it go back with its body; attack 10, finding 3 showed that any producer
+    can write one with clear text for its 'ciphertext'. Unproven, it is refused like any message and,
+    as discard mode does with every body, not kept (the original's quarantine row stays).
+    """
     env = {**_minimal_etl_env(tmp_path, "http://127.0.0.1:9/1/q"), "ETL_DLQ_SEAL_KEY": KEY}
     sealer = _sealer(EtlConfig.from_env(env))  # what the ETL wires in discard mode
     queue, store = FakeQueue(), FakeLoginStore()
     outcome = BatchProcessor(queue, FakeTokenizer(), store, sealer=sealer).process([moved_back()])
-    assert queue.dead_lettered == [(ORIGIN_ID, "unknown_device_type")]
-    assert queue.dead_letter_bodies == [SEALED]  # the sealed body, unchanged
-    assert (outcome.returned_to_dlq, outcome.quarantined) == (1, 0)
+    assert queue.dead_lettered == [("m-copy", "missing_field")]
+    assert queue.dead_letter_bodies == [dead_letter_body(None, NOT_KEPT_NO_KEY, None)]
+    assert (outcome.returned_to_dlq, outcome.quarantined) == (0, 1)
     assert ("delete", "m-copy") in queue.actions
 
 
