@@ -16,9 +16,11 @@ Both ask `address_in`. It differs only in how broadly it reads separators:
   forms (aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff, aabb.ccdd.eeff). A UUID never matches.
 
 E-mail addresses, defanged or percent-encoded spellings ("a [at] b [dot] org", a%40b.org),
-addresses written as hex numbers and the `inet_aton` short forms (203.0.29447) are refused by
-both. The text is judged in NFKC form without invisible characters (`visible`), so fullwidth
-digits or joiners between them do not hide anything.
+addresses written as hex numbers and every dotted form `inet_aton` reads - short (203.0.29447),
+with hex or octal parts (203.0.0x7307, 0313.0.0161.07), glued to letters (evt203.0.29447) - are
+refused by both (dotted versions such as 1.2.3 and v1.2.345 are not: _DOTTED_NUMBER). The text
+is judged in NFKC form without invisible characters (`visible`), so fullwidth digits or joiners
+between them do not hide anything.
 
 `may_hold_an_address` is a one-regex pre-filter for the strict reading (the ETL's hot path): a
 text it does not find suspect is certainly refused by nothing here (proof in its docstring).
@@ -52,16 +54,17 @@ _IPV4_STRICT = re.compile(r"(?<!\d)" + _OCTET + r"(?:[^0-9A-Za-z]{1,6}" + _OCTET
 letters nor digits (punctuation, blanks): 203.0.113.7, 203-0-113-7, 203_0_113_7, 203 0 113 7,
 203.000.113.007, and after a dot too (login.203.0.113.7). A UUID's groups (4+ characters) hold
 no middle octet."""
-_SHORT_DOTTED_NUMBER = re.compile(
-    r"(?<![0-9A-Za-z])(?<![0-9]\.)(?:\d{1,3}\.){1,2}\d{3,}(?![0-9A-Za-z]|\.[0-9])", re.ASCII
+_DOTTED_PART = r"(?:0[xX][0-9a-fA-F]++|\d++)"  # possessive: a part is never read as a shorter one
+_DOTTED_NUMBER = re.compile(
+    r"(?<![0-9])(?<![0-9]\.)(?:" + _DOTTED_PART + r"\.){1,3}" + _DOTTED_PART + r"(?![0-9]|\.[0-9])", re.ASCII
 )
-"""`203.0.29447`, `203.29447`: the short forms `inet_aton` (and so `ping`, browsers) read as an IPv4
-address, the last part filling the rest. Only those whose last part is above 255 are refused
-(`1.2.3` is a version far more often than 1.2.0.3), in both readings - knowingly: a version or
-decimal standing alone with such a last part (`release-1.2.345`, `evt-3.14159`) is refused too,
-for `inet_aton` reads it as an address (1.2.1.89) as surely as `203.0.29447`. A number glued to a
-letter (`v1.2.345`) or part of a longer dotted number (`1.2.345.6`) is not taken for one; a dot
-before or after one that is not (`login.203.0.29447.T7`) is."""
+"""2-4 dotted numbers, each decimal, `0x` hex or octal: what `inet_aton` (and so `ping`, browsers)
+reads as an IPv4 address - `203.0.29447`, `203.29447` (the last part fills the rest),
+`203.0.0x7307`, `0xcb.29447`, `0313.0.29447`, `0xcb.0.113.7`, `0313.0.0161.07` - also glued to
+letters (`evt203.0.29447`, `ip203.29447`, `203.0.29447x`) but not part of a longer dotted
+number (`1.2.345.6`); a dot before or after one that is not (`login.203.0.29447.T7`) does not
+hide it. One is refused when `inet_aton` reads it as an address of 1.0.0.0 or more
+(`ips_spelled_by`), unless it reads as a version (`_reads_as_a_version`)."""
 _HEX_OCTETS = re.compile(r"(?i)0x[0-9a-f]{1,2}(?:\W{1,3}0x[0-9a-f]{1,2}){3}")  # 0xcb.0x0.0x71.0x7
 _INVISIBLE = frozenset({"Mn", "Me", "Cf"})
 """Combining marks and format characters (variation selectors, joiners): they render as nothing
@@ -113,7 +116,7 @@ def address_in(text: str, broad: bool) -> str | None:
     ipv4 = _IPV4_BROAD if broad else _IPV4_STRICT
     if ipv4.search(numbers) or _HEX_INT.search(text) or _HEX_OCTETS.search(text):
         return IP_ADDRESS
-    if "." in text and any(_is_short_ip_form(m[0]) for m in _SHORT_DOTTED_NUMBER.finditer(text)):
+    if "." in text and any(_reads_as_an_address(text, m) for m in _DOTTED_NUMBER.finditer(text)):
         return IP_ADDRESS
     if any(_is_ip(m) for m in _IPV6_CANDIDATE.findall(text)):
         return IP_ADDRESS
@@ -175,9 +178,40 @@ def may_hold_an_address(text: str) -> bool:
     return _SUSPECT_AFTER_A_SEPARATOR.search(text) is not None
 
 
-def _is_short_ip_form(dotted: str) -> bool:
-    """Whether 2-3 dotted numbers, the last above 255, read as an address of 1.0.0.0 or more."""
-    return int(dotted.rpartition(".")[2]) > 255 and bool(ips_spelled_by(dotted))
+def dotted_numbers(text: str) -> list[str]:
+    """The 2-4 dotted numbers (decimal, `0x` hex or octal parts) in `text` that `inet_aton` may read as an address."""
+    return [m[0] for m in _DOTTED_NUMBER.finditer(text)] if "." in text else []
+
+
+def _reads_as_an_address(text: str, dotted: re.Match[str]) -> bool:
+    """Whether `dotted` (a match of _DOTTED_NUMBER in `text`) is an address to a reader and not a version."""
+    return not _reads_as_a_version(text, dotted) and bool(ips_spelled_by(dotted[0]))
+
+
+def _reads_as_a_version(text: str, dotted: re.Match[str]) -> bool:
+    """Whether decimal dotted numbers read as a version rather than as the address `inet_aton` makes of them.
+
+    A version (`1.2.3`, `release-10.2`, `2026.12.03`): 2-3 decimal parts, none whose octal reading
+    differs from the decimal one (`0313` is 203 to `inet_aton`, `05` is 5 either way), the last at
+    most 255 (`1.2.3` is 1.2.0.3 to `inet_aton`, but a version far more often). Decided knowingly: a
+    version with a last part above 255 standing alone (`release-1.2.345`, `evt-3.14159`) is refused,
+    for `inet_aton` reads it (1.2.1.89) as surely as `203.0.29447`; after a lone `v` (`v1.2.345`,
+    `release-v1.2.345`) it is a version, with any last part. A hex part is never a version's.
+    """
+    parts = dotted[0].split(".")
+    if any(part[1:2] in ("x", "X") for part in parts):
+        return False
+    start = dotted.start()
+    after_a_lone_v = start > 0 and text[start - 1] in "vV" and (start == 1 or not text[start - 2].isalpha())
+    if after_a_lone_v:
+        return True
+    last = parts[-1].lstrip("0")
+    return len(parts) < 4 and all(map(_same_in_octal, parts)) and len(last) <= 3 and int(last or "0") <= 255
+
+
+def _same_in_octal(part: str) -> bool:
+    """Whether `inet_aton` reads a decimal part as its decimal value: no leading 0, or one digit 0-7 after it."""
+    return part[0] != "0" or part.lstrip("0") in ("", "1", "2", "3", "4", "5", "6", "7")
 
 
 def _is_ipv6_spelled(candidate: str) -> bool:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 from tokenvault_common.device_spellings import compact_form
-from tokenvault_common.ip_spellings import ip_forms
+from tokenvault_common.ip_spellings import ip_forms, ips_spelled_by
+from tokenvault_common.pii_text import dotted_numbers
 
 OWN_VALUE_PROBLEM = "the event_id attribute must be an opaque id, but it holds the event's own {field}"
 """The reason of an id that carries its own event's ip or device id; it never quotes the value."""
@@ -30,7 +31,8 @@ def own_value_in(event_id: str, ip: str, device_id: str) -> str | None:
 
     Compared case-insensitively: the ip as written and in canonical form (IPv6 also exploded), as
     a decimal integer and as hex (bounded by non-digits and non-hex-digits respectively, so an
-    opaque id's longer runs do not match by chance); the device id as written and, when long,
+    opaque id's longer runs do not match by chance), in any dotted form `inet_aton` reads
+    (`203.0.0x7307`, also after a `v`); the device id as written and, when long,
     without its separators.
     """
     folded = event_id.casefold()
@@ -46,9 +48,13 @@ def _holds_ip(folded: str, ip: str) -> bool:
     if any(form in folded for form in spelled):
         return True
     # A whole number only: the plain substring test first (fast), the bounds only where it is there.
-    return any(
+    if any(
         digits in folded and _bounded_in(folded, digits, alphabet, leading_zeros=True) for digits, alphabet in numbers
-    )
+    ):
+        return True
+    # The dotted forms `inet_aton` reads (203.0.0x7307, 0313.0.29447, v203.0.29447): the shared
+    # detector refuses them all but those it takes for a version; the event's own ip is refused in any.
+    return any(not ips_spelled_by(dotted).isdisjoint(spelled) for dotted in dotted_numbers(folded))
 
 
 _ALNUM = frozenset("0123456789abcdefghijklmnopqrstuvwxyz")

@@ -68,3 +68,35 @@ def test_an_event_id_carrying_its_own_ip_as_an_integer_or_its_own_device_id_is_q
     texts = [m["Body"] + json.dumps(m["MessageAttributes"]) for m in dead]
     assert not [t for t in texts if number in t or device in t or device.lower() in t or ip in t]
     assert "quarantined" in caplog.text and number not in caplog.text and device not in caplog.text
+
+
+def test_an_event_id_carrying_an_ip_in_a_dotted_inet_aton_form_is_quarantined_and_stored_nowhere(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    # Attack 10, finding 2: hex or octal parts, or a form glued to letters, passed the ETL's checks
+    # (inet_aton reads each as 203.0.115.7, the event's own ip); after a lone `v` the shared
+    # detector takes it for a version, and only the own-value check refuses it.
+    ip, tag = "203.0.115.7", uuid.uuid4().hex[:8]
+    forms = ["203.0.0x7307", "0313.0.29447", "0xcb.29447", "203.0.29447"]
+    event_ids = [f"evt-{forms[0]}-{tag}", f"evt-{forms[1]}-{tag}", f"ip{forms[2]}-{tag}", f"v{forms[3]}-{tag}"]
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    with etl_harness(stack_env, vault.address) as etl:
+        for n, event_id in enumerate([*event_ids, f"{tag}-plain"]):
+            sqs.send_message(
+                QueueUrl=etl.queue_url,
+                MessageBody=body(user_id=f"aton-{n}-{tag}", ip=ip),
+                MessageAttributes={"event_id": {"DataType": "String", "StringValue": event_id}},
+            )
+        summary = etl.wired.consumer.drain()
+    assert (summary.loaded, summary.quarantined) == (1, len(event_ids))
+    patterns = [f"%{form}%" for form in forms]
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        stored = conn.execute(
+            "SELECT (SELECT count(*) FROM user_logins WHERE event_id LIKE ANY(%(p)s)),"
+            " (SELECT count(*) FROM etl_quarantine WHERE event_id LIKE ANY(%(p)s) OR detail LIKE ANY(%(p)s))",
+            {"p": patterns},
+        ).fetchone()
+    assert stored == (0, 0)
+    dead = all_dead_letters(stack_env["SQS_ENDPOINT_URL"], etl.dlq_url)
+    texts = [m["Body"] + json.dumps(m["MessageAttributes"]) for m in dead]
+    assert len(dead) == len(event_ids) and not [t for t in texts if any(form in t for form in forms)]

@@ -61,6 +61,10 @@ _AROUND_THE_FILTER = [
     ("re 203 dot 0 dot 113 dot 7", "IPv4 with words as separators"),
     ("re 203o0o113o7", "IPv4 with letters as separators"),
     ("re 0xcb.0x0.0x71.0x7", "IPv4 in dotted hex, which inet_aton and browsers read as the address"),
+    # inet_aton forms with hex or octal parts, or glued to letters (attack 10, finding 2)
+    ("INC-203.0.0x7307", "IPv4 short form with a hex last part (203.0.115.7 to inet_aton)"),
+    ("INC-0313.0.29447", "IPv4 short form with an octal first part"),
+    ("INC-evt203.0.29447", "IPv4 short form glued to letters"),
     ("re " + _circled("203.0.113.7"), "IPv4 in negative circled digits"),
     ("re " + _circled("593-47-5928"), "id number in negative circled digits"),
     # IPv6 addresses, which the filter read with colons or dashes only (third round)

@@ -41,7 +41,25 @@ SHORT_FORMS = [  # review A, finding 2: the vault's purposes refused these, the 
 ]
 
 
-@pytest.mark.parametrize("raw", SHORT_FORMS)
+INET_ATON_FORMS = [  # attack 10, finding 2: each passed check_event_id; all are 203.0.115.7 or 203.0.113.7 to inet_aton
+    "evt-203.0.0x7307",  # a hex last part
+    "evt-203.0X7307",
+    "evt-0xcb.0.29447",  # a hex first part
+    "evt-0XCB.29447",
+    "evt-0313.0.29447",  # an octal first part
+    "evt-0313.29447",
+    "evt-203.0000.29447",  # a zero-padded middle part
+    "evt-0203.0.29447",  # 131.0.115.7
+    "evt203.0.29447",  # glued to a letter
+    "ip203.29447",
+    "evt-203.0.29447x",
+    "evt-0xcb.0.113.7",  # four parts, hex or octal (the strict reading took only decimal octets)
+    "evt-203.0.0161.7",
+    "evt-0313.0.0161.07",
+]
+
+
+@pytest.mark.parametrize("raw", SHORT_FORMS + INET_ATON_FORMS)
 def test_event_ids_holding_an_inet_aton_short_form_are_refused_by_the_shared_detector(raw: str) -> None:
     event_id, problem = check_event_id(raw)
     assert event_id is None and problem is not None and "IP address" in problem and "203" not in problem
@@ -54,6 +72,18 @@ def test_dotted_numbers_are_refused_only_when_inet_aton_reads_their_last_part_ab
     for raw in ("release-1.2.3", "release-10.2", "evt-2026.12.03", "v1.2.345", "evt-1.2.345.6", "evt-0.12345"):
         assert check_event_id(raw) == (raw, None), raw
     assert check_event_id("release-1.2.345")[0] is None
+    for raw in ("release-v1.2.345", "build-V10.0.19045", "evt-1.02.3", "app-10.05.30", "release-1.2.3-rc1"):
+        assert check_event_id(raw) == (raw, None), raw  # versions: a lone v, or parts that read the same in octal
+
+
+@pytest.mark.parametrize("form", ["203.0.0x7307", "0xcb.29447", "0313.0.29447", "203.0.29447", "0xcb.0.113.7"])
+@pytest.mark.parametrize("event_id", ["evt-{}", "evt{}", "v{}", "id.{}.T7"])
+def test_an_event_id_holding_its_own_ip_in_a_dotted_inet_aton_form_is_refused(form: str, event_id: str) -> None:
+    # attack 10, finding 2: own_value_in returned None for evt-203.0.0x7307 and ip 203.0.115.7;
+    # after a lone `v` the shared detector takes a dotted number for a version, its own ip still counts
+    ip = "203.0.113.7" if "113" in form else "203.0.115.7"
+    problem = own_value_in(event_id.format(form), ip=ip, device_id="")
+    assert problem is not None and "own ip" in problem and "203" not in problem
 
 
 @pytest.mark.parametrize("raw", BYPASSES)

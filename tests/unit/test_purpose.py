@@ -71,7 +71,30 @@ def test_the_pattern_detectors_still_refuse_addresses_in_a_reference(purpose: st
 
 
 def test_references_with_dotted_versions_are_not_taken_for_short_ip_forms() -> None:
-    for purpose in ("REL-1.2.3", "REL-10.2", "INC-2026.12.03"):
+    for purpose in ("REL-1.2.3", "REL-10.2", "INC-2026.12.03", "REL-v1.2.345", "REL-1.02.3"):
+        check_purpose(purpose)
+
+
+@pytest.mark.parametrize(
+    "purpose",
+    [  # attack 10, finding 2: each was accepted (and stored in the audit log); inet_aton reads 203.0.115.7
+        "INC-203.0.0x7307",
+        "INC-203.0X7307",
+        "INC-0xcb.0.29447",
+        "INC-0XCB.29447",
+        "INC-0313.0.29447",
+        "INC-0313.29447",
+        "INC-203.0000.29447",
+        "INC-0203.0.29447",
+        "INC-evt203.0.29447",
+        "ip203.29447",
+        "INC-203.0.29447x",
+    ],
+)
+def test_purposes_holding_an_inet_aton_form_with_hex_or_octal_parts_or_glued_to_letters_are_refused(
+    purpose: str,
+) -> None:
+    with pytest.raises(InvalidRequest, match="IP address"):
         check_purpose(purpose)
 
 
