@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 LISTING_LEASE_SECONDS = 60
 """How long a listing holds the dead letters it read (until release(); a killed reader's for all of it)."""
+LISTING_WAIT_SECONDS = 1
+"""Each receive of a listing long-polls: SQS's short poll (0) samples a subset of its servers and can
+answer empty while letters exist, so a listing - a drain's take-back above all - would end early."""
 
 
 class DeadLetterError(RuntimeError):
@@ -138,14 +141,18 @@ class DeadLetterQueue:
         return check_queue_pair(self._client, self._queue_url, self._dlq_url)
 
     def list(self, limit: int = 10_000) -> list[DeadLetter]:
-        """Up to `limit` dead letters (each held for LISTING_LEASE_SECONDS until release())."""
+        """Up to `limit` dead letters (each held for LISTING_LEASE_SECONDS until release()).
+
+        Receives until one answers empty; long polling (LISTING_WAIT_SECONDS) makes that answer
+        cover all of SQS's servers, at the cost of waiting that long for it.
+        """
         found: list[DeadLetter] = []
         while len(found) < limit:
             try:
                 batch = self._client.receive_message(
                     QueueUrl=self._dlq_url,
                     MaxNumberOfMessages=10,
-                    WaitTimeSeconds=0,
+                    WaitTimeSeconds=LISTING_WAIT_SECONDS,
                     VisibilityTimeout=LISTING_LEASE_SECONDS,
                     MessageSystemAttributeNames=["SentTimestamp"],
                     MessageAttributeNames=["All"],
