@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,58 +86,63 @@ class TransitSealer:
     def _rewraps(self, ciphertexts: Sequence[str]) -> list[bool]:
         """For each ciphertext, whether Transit rewrapped it (so authenticated it) under the dead-letter key."""
         batch = [{"ciphertext": text} for text in ciphertexts]
-        for attempt in (1, 2):
-            try:
-                self._ensure_login(force=attempt == 2)
-                response = self._client.secrets.transit.rewrap_data(
+        try:
+            response = self._with_login(
+                lambda: self._client.secrets.transit.rewrap_data(
                     name=self.key_name, ciphertext="", batch_input=batch, mount_point=self._mount
-                )
-                return _rewrapped(response, len(ciphertexts))
-            except hvac.exceptions.Forbidden:
-                if attempt == 2:
-                    raise Misconfigured(
-                        f"OpenBao refused to rewrap with Transit key {self.key_name!r}: the ETL's AppRole policy must"
-                        " allow update on transit/rewrap/<key> (config/vault/tokenvault-etl.hcl), which proves a"
-                        " dead letter moved back to the source queue genuine",
-                        "openbao",
-                    ) from None
-            except hvac.exceptions.InvalidRequest as error:
-                if any("not found" in str(e) for e in error.errors or []):
-                    raise Misconfigured(
-                        f"OpenBao has no Transit key {self.key_name!r} to prove dead letters with", "openbao"
-                    ) from None
-                return [False] * len(ciphertexts)  # Vault answers 400 when every item of a batch failed
-            except hvac.exceptions.InvalidPath as error:
-                raise Misconfigured(f"OpenBao cannot rewrap with key {self.key_name!r}: {error}", "openbao") from None
-            except (hvac.exceptions.VaultError, requests.RequestException) as error:
-                raise DependencyDown(
-                    f"OpenBao unavailable for proving dead letters: {type(error).__name__}", "openbao"
+                ),
+                "rewrap",
+                ", which proves a dead letter moved back to the source queue genuine",
+            )
+        except hvac.exceptions.InvalidRequest as error:
+            if any("not found" in str(e) for e in error.errors or []):
+                raise Misconfigured(
+                    f"OpenBao has no Transit key {self.key_name!r} to prove dead letters with", "openbao"
                 ) from None
-        raise AssertionError("unreachable")
+            return [False] * len(ciphertexts)  # Vault answers 400 when every item of a batch failed
+        except hvac.exceptions.InvalidPath as error:
+            raise Misconfigured(f"OpenBao cannot rewrap with key {self.key_name!r}: {error}", "openbao") from None
+        except (hvac.exceptions.VaultError, requests.RequestException) as error:
+            raise DependencyDown(
+                f"OpenBao unavailable for proving dead letters: {type(error).__name__}", "openbao"
+            ) from None
+        return _rewrapped(response, len(ciphertexts))
 
     def _encrypt(self, bodies: Sequence[str]) -> list[str]:
         batch = [{"plaintext": base64.b64encode(b.encode("utf-8", "surrogatepass")).decode()} for b in bodies]
-        for attempt in (1, 2):
-            try:
-                self._ensure_login(force=attempt == 2)
-                response = self._client.secrets.transit.encrypt_data(
+        try:
+            response = self._with_login(
+                lambda: self._client.secrets.transit.encrypt_data(
                     name=self.key_name, plaintext="", batch_input=batch, mount_point=self._mount
-                )
-                return _ciphertexts(response, len(bodies))
-            except hvac.exceptions.Forbidden:
-                if attempt == 2:  # a fresh login did not help: the policy, not the token
-                    raise Misconfigured(
-                        f"OpenBao refused to encrypt with Transit key {self.key_name!r}: the ETL's AppRole policy"
-                        " must allow update on transit/encrypt/<key> (config/vault/tokenvault-etl.hcl)",
-                        "openbao",
-                    ) from None
-            except (hvac.exceptions.InvalidRequest, hvac.exceptions.InvalidPath) as error:
-                raise Misconfigured(
-                    f"OpenBao cannot seal dead letters with key {self.key_name!r}: {error}", "openbao"
-                ) from None
-            except (hvac.exceptions.VaultError, requests.RequestException) as error:
-                raise DependencyDown(f"OpenBao unavailable for sealing: {type(error).__name__}", "openbao") from None
-        raise AssertionError("unreachable")
+                ),
+                "encrypt",
+            )
+        except (hvac.exceptions.InvalidRequest, hvac.exceptions.InvalidPath) as error:
+            raise Misconfigured(
+                f"OpenBao cannot seal dead letters with key {self.key_name!r}: {error}", "openbao"
+            ) from None
+        except (hvac.exceptions.VaultError, requests.RequestException) as error:
+            raise DependencyDown(f"OpenBao unavailable for sealing: {type(error).__name__}", "openbao") from None
+        return _ciphertexts(response, len(bodies))
+
+    def _with_login(self, call: Callable[[], Any], action: str, why: str = "") -> Any:
+        """`call` under the ETL's token; refused, once more after a fresh login (a token past its TTL).
+
+        Refused again: the policy, not the token (Misconfigured naming the path it must allow).
+        """
+        self._ensure_login(force=False)
+        try:
+            return call()
+        except hvac.exceptions.Forbidden:
+            self._ensure_login(force=True)
+        try:
+            return call()
+        except hvac.exceptions.Forbidden:
+            raise Misconfigured(
+                f"OpenBao refused to {action} with Transit key {self.key_name!r}: the ETL's AppRole policy must"
+                f" allow update on transit/{action}/<key> (config/vault/tokenvault-etl.hcl){why}",
+                "openbao",
+            ) from None
 
     def _ensure_login(self, force: bool) -> None:
         with self._lock:
