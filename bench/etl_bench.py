@@ -36,7 +36,7 @@ from etl_service.bootstrap import bootstrap
 from etl_service.config import EtlConfig
 from etl_service.domain.messages import QueueMessage, check_event_id
 from etl_service.service.outcomes import BatchOutcome, NoObserver, RunSummary
-from etl_service.service.ports import QueueDepth
+from etl_service.service.ports import QueueDepth, TakeBack
 from tokenvault_common.runtime import tune_for_throughput
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,9 +78,9 @@ class MemoryQueue:
         """Always empty."""
         return QueueDepth(0, 0, 0)
 
-    def take_back_redriven(self) -> int:
+    def take_back_redriven(self) -> TakeBack:
         """No DLQ behind it."""
-        return 0
+        return TakeBack(0)
 
     def dead_letters_held(self) -> int:
         """No DLQ behind it."""

@@ -11,6 +11,8 @@ again when the listing ends (`release`). SQS failures raise the ETL's kinds
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -25,6 +27,7 @@ from etl_service.adapters.sqs_common import (
     raise_for,
     timestamp_ms,
 )
+from etl_service.service.ports import TakeBack
 from etl_service.service.sealing import read_dead_letter_body
 
 if TYPE_CHECKING:
@@ -37,6 +40,11 @@ LISTING_LEASE_SECONDS = 60
 LISTING_WAIT_SECONDS = 1
 """Each receive of a listing long-polls: SQS's short poll (0) samples a subset of its servers and can
 answer empty while letters exist, so a listing - a drain's take-back above all - would end early."""
+LISTING_LEASE_MARGIN_SECONDS = 10
+"""A listing stops receiving this long before its first letters' lease runs out: past it they could be
+visible again and be listed twice (and a take-back resend one twice)."""
+LISTING_LIMIT = 10_000
+"""The most dead letters one listing reads (a drain's take-back, `dead-letters redrive`)."""
 
 
 class DeadLetterError(RuntimeError):
@@ -124,11 +132,16 @@ def _resend_attributes(dead: DeadLetter) -> dict[str, Any]:
 class DeadLetterQueue:
     """Operator access to the DLQ of one source queue."""
 
-    def __init__(self, client: SQSClient, queue_url: str, dlq_url: str) -> None:
+    def __init__(
+        self, client: SQSClient, queue_url: str, dlq_url: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._client = client
         self._queue_url = queue_url
         self._dlq_url = dlq_url
+        self._clock = clock
         self._held: list[DeadLetter] = []
+        self.cut_short: str | None = None
+        """Why the last `list` stopped before reading the whole DLQ (None: it read it whole)."""
 
     def check(self) -> QueuePair:
         """Prove the DLQ is the source queue's own dead-letter queue before anything is read or sent.
@@ -140,14 +153,25 @@ class DeadLetterQueue:
         """
         return check_queue_pair(self._client, self._queue_url, self._dlq_url)
 
-    def list(self, limit: int = 10_000) -> list[DeadLetter]:
+    def list(self, limit: int = LISTING_LIMIT) -> list[DeadLetter]:
         """Up to `limit` dead letters (each held for LISTING_LEASE_SECONDS until release()).
 
         Receives until one answers empty; long polling (LISTING_WAIT_SECONDS) makes that answer
-        cover all of SQS's servers, at the cost of waiting that long for it.
+        cover all of SQS's servers, at the cost of waiting that long for it. Sets `cut_short`
+        when it stopped before that: `limit` letters read (perhaps all there were), its lease
+        nearly out (LISTING_LEASE_MARGIN_SECONDS) or out, or a letter listed twice (its lease
+        ran out). A letter listed twice is returned once, with its newer receipt handle.
         """
-        found: list[DeadLetter] = []
-        while len(found) < limit:
+        found: dict[str, DeadLetter] = {}
+        self.cut_short = None
+        started = self._clock()
+        while not self.cut_short:
+            if len(found) >= limit:
+                self.cut_short = f"it read its limit of {limit} letters"
+                break
+            if self._clock() - started >= LISTING_LEASE_SECONDS - LISTING_LEASE_MARGIN_SECONDS:
+                self.cut_short = f"its {LISTING_LEASE_SECONDS} s lease was running out"
+                break
             try:
                 batch = self._client.receive_message(
                     QueueUrl=self._dlq_url,
@@ -161,9 +185,16 @@ class DeadLetterQueue:
                 raise_for(error, "receive from DLQ")
             if not batch:
                 break
-            found += [_to_dead_letter(m) for m in batch]
-        self._held += found
-        return found
+            letters = [_to_dead_letter(m) for m in batch]
+            self._held += letters  # a letter listed again: released under its newer receipt handle too
+            if any(d.message_id in found for d in letters):
+                self.cut_short = "a letter came back while it listed (its lease ran out)"
+            found.update((d.message_id, d) for d in letters)
+        if not self.cut_short and self._clock() - started >= LISTING_LEASE_SECONDS:
+            self.cut_short = f"it took longer than its {LISTING_LEASE_SECONDS} s lease"
+        if self.cut_short:
+            log.warning("the DLQ listing was cut short: %s", self.cut_short, extra={"messages": len(found)})
+        return list(found.values())
 
     def release(self) -> None:
         """Make the dead letters listed visible again."""
@@ -196,12 +227,14 @@ class DeadLetterQueue:
         self._held = [d for d in self._held if d.message_id != dead.message_id]
         return str(sent["MessageId"])
 
-    def take_back_redriven(self, limit: int = 10_000) -> int:
+    def take_back_redriven(self, limit: int = LISTING_LIMIT) -> TakeBack:
         """Re-send every dead letter without a reason (moved by SQS's redrive policy) as it was.
 
         Each goes back under its event id and original sent time (resend), so it loads exactly
         once under the same key or gets its reason. Dead letters with a reason are left where
-        they are. Reads at most `limit` messages; returns how many were taken back.
+        they are. Reads at most `limit` messages; returns how many were taken back, and
+        `complete=False` when the listing was cut short (`cut_short`): a reasonless letter may
+        be left unread.
         """
         try:
             redriven = [d for d in self.list(limit) if d.reason is None]
@@ -209,4 +242,4 @@ class DeadLetterQueue:
                 self.resend(dead, dead.raw_body)
         finally:
             self.release()
-        return len(redriven)
+        return TakeBack(len(redriven), complete=self.cut_short is None)

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import boto3
 import botocore.config
 
-from etl_service.adapters.dead_letter_queue import DeadLetterQueue
+from etl_service.adapters.dead_letter_queue import LISTING_LIMIT, DeadLetterQueue
 from etl_service.adapters.sqs_common import (
     EVENT_ID_ATTRIBUTE,
     SENT_TIMESTAMP_ATTRIBUTE,
@@ -23,7 +23,7 @@ from etl_service.adapters.sqs_common import (
     timestamp_ms,
 )
 from etl_service.domain.messages import DEAD_LETTER_ATTRIBUTES, QueueMessage, check_event_id
-from etl_service.service.ports import QueueDepth
+from etl_service.service.ports import QueueDepth, TakeBack
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -220,10 +220,11 @@ class SqsQueue:
         """Approximate visible, in-flight and delayed counts of the source queue."""
         return approximate_counts(self._client, self._queue_url, "get attributes")
 
-    def take_back_redriven(self, limit: int = 10_000) -> int:
+    def take_back_redriven(self, limit: int = LISTING_LIMIT) -> TakeBack:
         """Move DLQ messages without a reason (SQS's redrive policy moved them) back to the source queue.
 
-        The operators' `dead-letters redrive` does the same (DeadLetterQueue.take_back_redriven).
+        The operators' `dead-letters redrive` does the same (DeadLetterQueue.take_back_redriven);
+        `complete` is False when the listing could not read the whole DLQ.
         """
         return DeadLetterQueue(self._client, self._queue_url, self._dlq_url).take_back_redriven(limit)
 

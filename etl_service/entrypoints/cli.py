@@ -54,6 +54,7 @@ def format_summary(summary: RunSummary) -> str:
         f"taken back (DLQ)  : {summary.taken_back_from_dlq}  (moved there by the redrive policy, without a reason)",
         f"held in DLQ       : {summary.dead_letters_held_unread}  (held by another reader or delayed when the drain"
         " stopped waiting; unread, left in the DLQ)",
+        "DLQ read whole    : " + ("no (each take-back's listing was cut short)" if summary.dlq_unread else "yes"),
         f"unprocessed (err) : {summary.unprocessed_after_errors}  (left in the queue by an error:"
         f" {len(summary.errored)}; quarantined as processing_failed: {summary.reasons[PROCESSING_FAILED]})",
         f"delete failures   : {summary.delete_failures}",
@@ -96,8 +97,10 @@ EXIT_CODES = f"""exit status:
      ETL quarantined them as processing_failed (their sealed bodies wait in the DLQ:
      `dead-letters resend` after the fix); or dead letters another reader held (or delayed)
      were still unread when the drain stopped waiting for them ({HELD_WAIT_SECONDS:.0f} s): they stay in the DLQ,
-     and the next drain or `dead-letters redrive` takes back any without a reason; nothing
-     was lost either way"""
+     and the next drain or `dead-letters redrive` takes back any without a reason; or the DLQ
+     could not be read whole (each take-back's listing was cut short - more letters than one
+     listing reads, or it outlasted its lease - for as long): a reasonless letter may be left
+     in it; nothing was lost either way"""
 
 
 DEAD_LETTERS = """operators: python -m etl_service dead-letters list|show|resend|redrive|erase  (--help for each)"""
@@ -190,6 +193,14 @@ def drain_status(summary: RunSummary) -> int:
             " delayed) past the drain's wait, so one may be a message the redrive policy moved without a reason."
             " Nothing is lost: they stay in the DLQ, and the next drain or `dead-letters redrive` takes back any"
             " without a reason"
+        )
+        status = EXIT_UNPROCESSED
+    if summary.dlq_unread:
+        _say(
+            "the DLQ could not be read whole: each take-back's listing was cut short (more dead letters than one"
+            " listing reads, or it outlasted its lease) until the drain stopped trying, so one unread may be a"
+            " message the redrive policy moved without a reason. Nothing is lost: they stay in the DLQ; `dead-letters"
+            " list` to see them, then `dead-letters redrive` until it reads the DLQ whole"
         )
         status = EXIT_UNPROCESSED
     return status

@@ -14,7 +14,8 @@
   one, e.g. after a bug was fixed) back to the source queue under the same event id and sent
   time, and delete the dead letter. A fixed body that still fails validation is refused.
 - `redrive`: take back messages SQS's redrive policy moved without a reason (a crash loop); a
-  drain does this by itself before it ends.
+  drain does this by itself before it ends. It reads at most 10,000 letters, within one listing
+  lease; when it could not read the DLQ whole it says why (exit 3): one unread may be reasonless.
 - `erase -`: part of an erasure: delete every dead letter holding the person's values, given on
   stdin (`user_id=…`, `ip=…`, `device_id=…`); counts only (etl_service/entrypoints/dead_letter_erasure.py).
 - `delete MESSAGE_ID --yes`: remove one dead letter without opening it, e.g. a planted or
@@ -40,8 +41,9 @@ Exit status: 0 done; 1 SQS or OpenBao failed or refused (a message says which), 
 could not complete (no such dead letter, a body still refused); 2 usage or settings (a missing
 setting, queues that are not a source and its own DLQ, the dead-letter key as above, values for
 `erase` not on stdin, `delete` without --yes);
-3 `erase` only: some dead letters could not be checked: held elsewhere, arrived meanwhile, tampered
-or could not be opened (their message ids are printed; run it again).
+3 `erase`: some dead letters could not be checked: held elsewhere, arrived meanwhile, tampered
+or could not be opened (their message ids are printed; run it again); `redrive`: the DLQ could not
+be read whole (the listing was cut short: nothing lost, the rest stay in the DLQ).
 """
 
 from __future__ import annotations
@@ -114,8 +116,7 @@ def main(argv: list[str]) -> int:
     try:
         pair = dlq.check()  # before anything is read or sent: is ETL_DLQ_URL the source's own DLQ?
         if args.command == "redrive":
-            print(f"taken back: {dlq.take_back_redriven()}")
-            return 0
+            return _redrive(dlq)
         access = _checked_vault_access(args)  # before any dead letter is received
         try:
             if args.command == "erase":
@@ -181,6 +182,20 @@ def _erase(args: argparse.Namespace, dlq: DeadLetterSweep, pair: QueuePair, acce
     key = _dead_letter_key()
     swept = f"dead-letter queue swept: {pair.dlq_arn} (ETL_DLQ_URL; the redrive target of {pair.source_arn})"
     return run_erase(args, dlq, key, lambda ciphertext: _decrypt(ciphertext, access, key), swept)
+
+
+def _redrive(dlq: DeadLetterSweep) -> int:
+    """Take back the reasonless dead letters; exit 3 (saying why) when the DLQ could not be read whole."""
+    taken, complete = dlq.take_back_redriven()
+    print(f"taken back: {taken}")
+    if complete:
+        return 0
+    print(
+        f"etl_service dead-letters redrive: the DLQ was not read whole ({dlq.cut_short}): a letter left unread"
+        " may be one without a reason. Nothing is lost: it stays in the DLQ; run it again",
+        file=sys.stderr,
+    )
+    return 3
 
 
 def _run(args: argparse.Namespace, dlq: DeadLetterQueue, access: tuple[str, str] | None) -> int:

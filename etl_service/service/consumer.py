@@ -172,6 +172,7 @@ class _Run:
         totals.seconds = time.monotonic() - started
         totals.taken_back_from_dlq = self._drain_check.taken_back
         totals.dead_letters_held_unread = self._drain_check.held_unread if self._until_empty else 0
+        totals.dlq_unread = self._drain_check.dlq_unread and self._until_empty
         return totals
 
     # -- the calling thread: batching, then the bounded shutdown ----------------------------------

@@ -14,6 +14,12 @@ as long - would otherwise keep every drain waiting for hours. Past the bound the
 anyway and `held_unread` says how many dead letters were still held unread: the drain reports it
 and exits non-zero. Nothing is lost: they stay in the DLQ, and the next drain or `dead-letters
 redrive` takes back any without a reason.
+
+A take-back whose listing was cut short (TakeBack.complete False: the DLQ holds more letters than
+one listing reads, or the listing outlasted its lease) may have left a reasonless letter unread,
+so it counts like held letters: the drain goes on checking for up to the same bound, then the
+check passes with `dlq_unread` set, and the drain says the DLQ could not be read whole and exits
+non-zero. Nothing is lost there either.
 """
 
 from __future__ import annotations
@@ -51,13 +57,18 @@ class DrainCheck:
         self.held_unread = 0
         """Dead letters still held by another reader or delayed when the check passed without them
         (waited for longer than `held_wait_seconds`); 0 when none were."""
+        self.dlq_unread = False
+        """True when the check passed (past `held_wait_seconds`) while take-backs still could not
+        read the whole DLQ: a reasonless letter may be in it, unread."""
         self._held_since: float | None = None
+        self._unread_since: float | None = None
 
     def drained(self) -> bool:
         """Nothing held; SQS counts no message visible, in flight or delayed; no reasonless dead letter.
 
         Dead letters held or delayed in the DLQ keep it false for up to `held_wait_seconds`, then
-        no longer (`held_unread` counts them).
+        no longer (`held_unread` counts them); so does a take-back that could not read the whole DLQ
+        (`dlq_unread`).
         """
         if self._ledger.held() or self._gate.down or time.monotonic() < self._next_check:
             return False
@@ -65,14 +76,33 @@ class DrainCheck:
         try:
             if not self._queue.depth().empty or self._waits_for_held():
                 return False
-            taken = self._queue.take_back_redriven()
+            taken, complete = self._queue.take_back_redriven()
         except DependencyDown:
             return False
         if taken:
             self.taken_back += taken
             log.warning("took back messages the redrive policy had moved to the DLQ", extra={"messages": taken})
+        if complete:
+            self._unread_since, self.dlq_unread = None, False
+        return not taken and not self._waits_for_unread(complete)
+
+    def _waits_for_unread(self, complete: bool) -> bool:
+        """True while take-backs cannot read the whole DLQ, for up to `held_wait_seconds` from the first."""
+        if complete:
             return False
-        return True
+        now = time.monotonic()
+        if self._unread_since is None:
+            self._unread_since = now
+            log.warning(
+                "the take-back could not read the whole DLQ: the drain goes on trying",
+                extra={"seconds": self._held_wait_seconds},
+            )
+        if now - self._unread_since <= self._held_wait_seconds:
+            return True
+        if not self.dlq_unread:
+            log.warning("the DLQ still could not be read whole after the drain's wait: the drain ends (nothing lost)")
+        self.dlq_unread = True
+        return False
 
     def _waits_for_held(self) -> bool:
         """True while dead letters are held or delayed, for up to `held_wait_seconds` from the first seen."""

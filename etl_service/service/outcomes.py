@@ -69,6 +69,9 @@ class RunSummary(MessageCounts):
     dead_letters_held_unread: int = 0
     """Drain only: DLQ letters another reader still held (or delayed) when the drain stopped waiting for
     them; unread, so one may be reasonless. They stay in the DLQ for the next drain or `dead-letters redrive`."""
+    dlq_unread: bool = False
+    """Drain only: take-backs still could not read the whole DLQ (more letters than one listing reads,
+    or a listing outlasted its lease) when the drain stopped trying; a reasonless letter may be left in it."""
     seconds: float = 0.0
 
     @property

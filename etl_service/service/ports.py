@@ -23,6 +23,16 @@ class QueueDepth:
         return self.visible == 0 and self.in_flight == 0 and self.delayed == 0
 
 
+class TakeBack(NamedTuple):
+    """What one take-back of reasonless dead letters did."""
+
+    taken: int
+    """Dead letters without a reason moved back to the source queue."""
+    complete: bool = True
+    """False when its DLQ listing was cut short (its limit reached, or its lease could have run
+    out): a reasonless letter may be left in the DLQ unread."""
+
+
 class Queue(Protocol):
     """The source queue and its dead-letter queue."""
 
@@ -50,10 +60,11 @@ class Queue(Protocol):
         """Approximate counts of the source queue."""
         ...
 
-    def take_back_redriven(self) -> int:
+    def take_back_redriven(self) -> TakeBack:
         """Move reasonless DLQ messages (SQS's redrive policy moved them) back to the source queue.
 
-        They keep their event id and sent time; returns how many. DependencyDown if SQS fails.
+        They keep their event id and sent time; returns how many, and whether the DLQ was read
+        whole. DependencyDown if SQS fails.
         """
         ...
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow, event_id_reused
 from etl_service.errors import DependencyDown
-from etl_service.service.ports import QueueDepth, ReusedEventId, WriteResult
+from etl_service.service.ports import QueueDepth, ReusedEventId, TakeBack, WriteResult
 from vault_service.domain.audit import AuditEvent
 from vault_service.domain.errors import KeysUnavailable
 from vault_service.domain.keys import KeyPurpose, KeyState
@@ -265,11 +265,11 @@ class FakeQueue:
         with self.lock:
             return QueueDepth(len(self.pending), self.in_flight, 0)
 
-    def take_back_redriven(self) -> int:
+    def take_back_redriven(self) -> TakeBack:
         with self.lock:
             taken, self.redriven = self.redriven, []
             self.pending += [replace(m, receive_count=1) for m in taken]
-        return len(taken)
+        return TakeBack(len(taken))
 
     def dead_letters_held(self) -> int:
         return 0

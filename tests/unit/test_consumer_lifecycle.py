@@ -12,6 +12,7 @@ import pytest
 from etl_service.errors import Misconfigured, vault_status_error
 from etl_service.service.batcher import Batcher
 from etl_service.service.inflight import InFlight
+from etl_service.service.ports import TakeBack
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
 from tests.unit.test_consumer import consumer, messages
 
@@ -106,7 +107,7 @@ def test_the_ledger_holds_what_half_a_lease_finishes_between_its_floor_and_maxim
 
 
 class DlqRefusingQueue(FakeQueue):
-    def take_back_redriven(self) -> int:
+    def take_back_redriven(self) -> TakeBack:
         raise Misconfigured("the DLQ refused ReceiveMessage: AccessDenied", "sqs")
 
 

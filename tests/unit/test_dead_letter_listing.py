@@ -4,13 +4,23 @@ Real SQS answers a short poll (WaitTimeSeconds=0) from a sample of its servers: 
 nothing while a few letters exist, and the take-back then returned 0 and the drain declared done
 with a reasonless letter (a clear body) still in the DLQ. Ministack always answers from every
 message, so the fake client below plays SQS's sampling: a short poll sees nothing.
+
+A listing also says when it was cut short (attack 11, finding 2): its limit reached (10,000 letters
+with a reason hid a reasonless one and the drain exited 0), or its 60 s lease near or past its end
+(1,000 receives outlast it: letters came back and were listed twice). LargeDlq plays a DLQ that
+large, with a small limit and a fake clock.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from etl_service.adapters import dead_letter_queue
 from etl_service.adapters.dead_letter_queue import DeadLetterQueue
+from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
+from etl_service.entrypoints import dead_letters
 
 SOURCE, DLQ = "https://sqs.example/1/login-queue", "https://sqs.example/1/login-queue-dlq"
 
@@ -51,6 +61,94 @@ class SampledServers:
 
 def test_a_take_back_long_polls_and_finds_the_letter_a_short_poll_would_miss() -> None:
     client = SampledServers()
-    taken = DeadLetterQueue(client, SOURCE, DLQ).take_back_redriven()  # type: ignore[arg-type]
+    taken, _ = DeadLetterQueue(client, SOURCE, DLQ).take_back_redriven()  # type: ignore[arg-type]
     assert taken == 1 and client.sent == ['{"user_id": "u"}']
     assert client.waits and min(client.waits) >= 1  # the last, empty answer too: it ends the listing
+
+
+class LargeDlq:
+    """An SQS client serving `reasoned` letters with a reason, then one without, 10 per receive.
+
+    Each receive advances `clock` by `seconds_per_receive`; a letter received is leased for the
+    receive's VisibilityTimeout and served again once that runs out (as SQS does).
+    """
+
+    def __init__(self, reasoned: int, seconds_per_receive: float = 0.0) -> None:
+        self.letters = [_letter(f"reasoned-{i}", reason="not_json") for i in range(reasoned)]
+        self.letters.append(_letter("redriven-last", reason=None))
+        self.visible_at = {m["MessageId"]: 0.0 for m in self.letters}
+        self.now = 0.0
+        self.seconds_per_receive = seconds_per_receive
+        self.receives = 0
+        self.sent: list[str] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def receive_message(self, QueueUrl: str, VisibilityTimeout: int, **_: Any) -> dict[str, Any]:
+        assert QueueUrl == DLQ
+        self.receives += 1
+        self.now += self.seconds_per_receive
+        batch = [m for m in self.letters if self.visible_at[m["MessageId"]] <= self.now][:10]
+        for m in batch:
+            self.visible_at[m["MessageId"]] = self.now + VisibilityTimeout
+        return {"Messages": batch} if batch else {}
+
+    def send_message(self, QueueUrl: str, MessageBody: str, **_: Any) -> dict[str, Any]:
+        self.sent.append(MessageBody)
+        return {"MessageId": f"new-{len(self.sent)}"}
+
+    def delete_message(self, **_: Any) -> None:
+        """The dead letter re-sent is deleted."""
+
+    def change_message_visibility_batch(self, Entries: list[dict[str, Any]], **_: Any) -> None:
+        """The listing is released: visible again at once."""
+        for entry in Entries:
+            self.visible_at[entry["ReceiptHandle"].removeprefix("h-")] = self.now
+
+
+def _letter(message_id: str, reason: str | None) -> dict[str, Any]:
+    attributes = {"event_id": {"DataType": "String", "StringValue": f"evt-{message_id}"}}
+    if reason:
+        attributes["reason"] = {"DataType": "String", "StringValue": reason}
+    return {"MessageId": message_id, "ReceiptHandle": f"h-{message_id}", "Body": "{}", "MessageAttributes": attributes}
+
+
+def test_a_take_back_that_reaches_its_limit_says_it_did_not_read_the_dlq_whole() -> None:
+    client = LargeDlq(reasoned=100)  # attack 11, finding 2: 10,000 with a reason, then one without
+    dlq = DeadLetterQueue(client, SOURCE, DLQ, clock=client.clock)  # type: ignore[arg-type]
+    taken, complete = dlq.take_back_redriven(limit=100)
+    assert taken == 0 and not complete and "limit of 100" in (dlq.cut_short or "")
+
+
+def test_a_take_back_below_its_limit_reads_the_dlq_whole_and_takes_the_reasonless_letter_back() -> None:
+    client = LargeDlq(reasoned=98)  # 99 letters: fewer than the limit (exactly 100 could be all or not)
+    dlq = DeadLetterQueue(client, SOURCE, DLQ, clock=client.clock)  # type: ignore[arg-type]
+    assert dlq.take_back_redriven(limit=100) == (1, True) and client.sent == ["{}"]
+
+
+def test_a_listing_stops_before_its_lease_runs_out_and_lists_no_letter_twice() -> None:
+    client = LargeDlq(reasoned=2000, seconds_per_receive=0.5)  # 200 receives: 100 s > the 60 s lease
+    dlq = DeadLetterQueue(client, SOURCE, DLQ, clock=client.clock)  # type: ignore[arg-type]
+    letters = dlq.list()
+    ids = [d.message_id for d in letters]
+    assert len(ids) == len(set(ids)) and dlq.cut_short and "lease" in dlq.cut_short
+    assert client.now < dead_letter_queue.LISTING_LEASE_SECONDS
+    dlq.release()
+    assert dlq.take_back_redriven() == (0, False)
+
+
+def test_a_listing_whose_receives_outlast_the_lease_says_so() -> None:
+    client = LargeDlq(reasoned=5, seconds_per_receive=45.0)  # a slow SQS: the empty answer ends at 90 s
+    dlq = DeadLetterQueue(client, SOURCE, DLQ, clock=client.clock)  # type: ignore[arg-type]
+    assert len(dlq.list()) == 6 and dlq.cut_short and "longer than its 60 s lease" in dlq.cut_short
+
+
+def test_the_redrive_command_says_when_its_listing_was_cut_short_and_exits_3(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client = LargeDlq(reasoned=5, seconds_per_receive=45.0)
+    sweep = DeadLetterSweep(client, SOURCE, DLQ, clock=client.clock)  # type: ignore[arg-type]
+    assert dead_letters._redrive(sweep) == 3
+    out, err = capsys.readouterr()
+    assert out == "taken back: 1\n" and "not read whole" in err and "Nothing is lost" in err

@@ -16,11 +16,14 @@ from dataclasses import replace
 import pytest
 
 from etl_service.adapters import dead_letter_queue
+from etl_service.adapters.dead_letter_queue import DeadLetterQueue
 from etl_service.entrypoints.cli import EXIT_OK, EXIT_UNPROCESSED, drain_status
 from etl_service.service.drain_check import HELD_WAIT_SECONDS, TAKE_BACK_LEASE_SECONDS
 from etl_service.service.outcomes import RunSummary
+from etl_service.service.ports import TakeBack
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
 from tests.unit.test_consumer import consumer, messages
+from tests.unit.test_dead_letter_listing import DLQ, SOURCE, LargeDlq
 
 
 class HeldDeadLetters(FakeQueue):
@@ -78,3 +81,36 @@ def test_a_dead_letter_back_within_the_wait_is_taken_back_and_the_drain_ends_cle
 def test_the_default_wait_outlasts_the_take_back_listing_lease() -> None:
     assert dead_letter_queue.LISTING_LEASE_SECONDS == TAKE_BACK_LEASE_SECONDS
     assert HELD_WAIT_SECONDS >= TAKE_BACK_LEASE_SECONDS + 20
+
+
+class LargerDlqThanOneListing(FakeQueue):
+    """A DLQ (the real adapter over a fake SQS client) holding more letters with a reason than one
+    take-back lists (`limit`), then one without: attack 11, finding 2 with a limit of 20, not 10,000."""
+
+    def __init__(self, reasoned: int, limit: int) -> None:
+        super().__init__()
+        self.client = LargeDlq(reasoned)
+        self.limit = limit
+
+    def take_back_redriven(self) -> TakeBack:
+        return DeadLetterQueue(self.client, SOURCE, DLQ).take_back_redriven(limit=self.limit)  # type: ignore[arg-type]
+
+
+def test_a_drain_that_cannot_read_the_whole_dlq_does_not_exit_0_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    queue = LargerDlqThanOneListing(reasoned=20, limit=20)  # the reasonless letter lies past the limit
+    queue.pending = messages(5)
+    started = time.monotonic()
+    summary = drained_within(queue, 10, held_wait=1.0)
+    with caplog.at_level(logging.ERROR, logger="etl_service"):
+        assert drain_status(summary) == EXIT_UNPROCESSED  # it exited 0 with the letter still in the DLQ
+    assert time.monotonic() - started >= 1.0  # it did go on trying for the wait
+    assert summary.loaded == 5 and summary.dlq_unread and summary.taken_back_from_dlq == 0
+    assert "DLQ could not be read whole" in caplog.text and "Nothing is lost" in caplog.text
+    assert queue.client.sent == []  # and nothing was taken back twice or lost: the letter is still there
+
+
+def test_a_drain_whose_take_back_reads_the_dlq_whole_takes_the_letter_back_and_exits_0() -> None:
+    queue = LargerDlqThanOneListing(reasoned=18, limit=20)
+    queue.pending = messages(5)
+    summary = drained_within(queue, 10, held_wait=1.0)
+    assert summary.taken_back_from_dlq == 1 and not summary.dlq_unread and drain_status(summary) == EXIT_OK
