@@ -22,13 +22,29 @@ Bare substrings are not enough: user id `42` must not match another person's `"n
 ip `198.51.100.7` the body of `198.51.100.77`. Matching errs towards deleting: a string equal
 to the person's ip or device id matches under any key.
 
-A dead letter's attributes (its event id, source message id, reason detail; any attribute of an
-original SQS's redrive moved) are matched too, each as one string and as text (`matches_attribute`):
-a letter with no kept body (too large, ETL_DLQ_BODIES=discard) still names the person there when
-the producer built its event id from their device id or user id. In an attribute, a device id or
-user id matches as a whole group - not continued by a letter or digit on either side
-(`login-alice42-17` holds user id `alice42`, `evt-6d92078a-…` its device id), a device id in any
-case (an IDFV is written in either) - and an ip as an address-shaped token, as in a body's text.
+A dead letter's event id (the `event_id` attribute a producer set, kept by the ETL or carried
+as sent by SQS's redrive) is matched too (`matches_event_id`): a letter with no kept body (too
+large, ETL_DLQ_BODIES=discard) still names the person there when the producer built its event id
+from their values. No other attribute is: `reason`, `reason_detail`, `source_message_id` and
+`source_sent_timestamp` are written by the ETL from a closed set of reasons, parser messages,
+SQS's message id and a time, never from a body's values (etl_service/adapters/sqs.py), and
+reading them deleted other people's letters (user id `0` is in every not_json letter's
+"at position 0"). In the event id, read NFKC and case-folded as groups of ASCII letters and
+digits split by anything else:
+- a user id (stripped; in the event id as written, case and all): the whole event id, or a
+  whole run of groups when it is at least MIN_USER_ID_IN_GROUPS characters and not digits only
+  (`login-alice42-17` holds `alice42`).
+  A shorter or all-digit user id matches only the whole event id: `0`, `17`, `2026` or `000042`
+  are any event id's counters and dates, and a deletion cannot be undone;
+- a device id: its compact form (tokenvault_common.device_spellings, as the vault's purpose
+  check reads it) equal to a whole run of groups joined (`evt-PIXEL7AGX7AS-1`, `pixel_7a_gx7as`,
+  fullwidth letters) when it is at least MIN_DEVICE_ID_IN_GROUPS characters, else to the
+  compact form of the whole event id;
+- an ip: what tokenvault_common.ip_spellings reads as the person's canonical ip, in a whole
+  group (`cb007107`, `3405803783`), a run of groups joined by `.` or `:` (`203.0.28935`,
+  `0xcb.0.113.7`, `203.000.113.007`, IPv6), a dotted number (pii_text.dotted_numbers), or four
+  decimal groups 0-255 joined by any other separator (`203_0_113_7`, `203-0-113-7`); read also
+  percent-decoded (`203%2E0%2E113%2E7`). `203.0.113.77` is not `203.0.113.7`.
 
 Errors name the line number and the rule, never a value.
 """
@@ -41,10 +57,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from etl_service.domain.body_strings import keyed_strings
+from tokenvault_common.device_spellings import compact_form
+from tokenvault_common.ip_spellings import ips_spelled_by
+from tokenvault_common.pii_text import dotted_numbers, undefanged
 from tokenvault_common.values import InvalidPiiValue, normalize_device_id, normalize_ip
 
 KINDS = ("user_id", "ip", "device_id")
 MAX_USER_ID_LENGTH = 128
+MIN_USER_ID_IN_GROUPS = 6
+"""A user id shorter than this (or of digits only) matches an event id only as the whole of it."""
+MIN_DEVICE_ID_IN_GROUPS = 6
+"""A device id whose compact form is shorter than this matches an event id only as the whole of it."""
 
 
 class CriteriaError(ValueError):
@@ -74,13 +97,17 @@ class Person:
             return True
         return unquoted is not None and self._matches_unquoted(unquoted)
 
-    def matches_attribute(self, value: str) -> bool:
-        """True when a dead letter's attribute value (event id, source message id, detail) names a value given."""
-        if self._matches_string(None, value) or (self.ips and self._holds_ip(value)):
+    def matches_event_id(self, event_id: str) -> bool:
+        """True when a dead letter's event id names a value given (the rules: the module's docstring)."""
+        if self._matches_string(None, event_id):
             return True
-        if any(_grouped(device, value, ignore_case=True) for device in self.device_ids):
+        folded = undefanged(event_id).casefold()
+        runs = _GroupRuns(folded)
+        if self.ips and (self._holds_ip(folded) or not self.ips.isdisjoint(_ips_in(folded, runs))):
             return True
-        return any(_grouped(user_id.strip(), value, ignore_case=False) for user_id in self.user_ids)
+        if any(_names_device(compact_form(device), folded, runs) for device in self.device_ids):
+            return True
+        return any(_names_user(user_id.strip(), event_id) for user_id in self.user_ids)
 
     def _matches_string(self, key: str | None, text: str) -> bool:
         if key == "user_id" and (text in self.user_ids or text.strip() in self.user_ids):
@@ -160,12 +187,77 @@ def _address_tokens(text: str) -> set[str]:
     return tokens
 
 
-def _grouped(value: str, text: str, ignore_case: bool) -> bool:
-    """`value` occurs in `text` as a whole group: no letter or digit right before or after it."""
-    if not value:
+MAX_IP_GROUPS = 10
+"""The most groups an ip is written in (`0:0:0:0:0:ffff:198.51.100.7`): longer runs are not read."""
+_NOT_A_GROUP = re.compile(r"([^0-9a-z]+)")
+_DECIMAL_OCTET = re.compile(r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
+
+
+class _GroupRuns:
+    """A case-folded text as groups of ASCII letters and digits, and what joins them."""
+
+    def __init__(self, folded: str) -> None:
+        pieces = _NOT_A_GROUP.split(folded)
+        self.groups, self.joins = pieces[0::2], pieces[1::2]
+        self.compact = "".join(self.groups)
+        self.bounds = {0}
+        end = 0
+        for group in self.groups:
+            end += len(group)
+            self.bounds.add(end)
+
+    def spells(self, compact: str) -> bool:
+        """Whether some run of whole groups, joined without their separators, is `compact`."""
+        start = self.compact.find(compact)
+        while start >= 0:
+            if start in self.bounds and start + len(compact) in self.bounds:
+                return True
+            start = self.compact.find(compact, start + 1)
         return False
-    pattern = r"(?<![^\W_])" + re.escape(value) + r"(?![^\W_])"
-    return re.search(pattern, text, re.IGNORECASE if ignore_case else 0) is not None
+
+    def ip_shaped_runs(self) -> set[str]:
+        """Whole groups, runs joined by `.` or `:` only, and 4 decimal octets joined by any one separator (as dots)."""
+        runs: set[str] = set()
+        for first, group in enumerate(self.groups):
+            run = group
+            runs.add(run)
+            for last in range(first + 1, min(len(self.groups), first + MAX_IP_GROUPS)):
+                if self.joins[last - 1] not in (".", ":", "::"):
+                    break
+                run = f"{run}{self.joins[last - 1]}{self.groups[last]}"
+                runs.add(run)
+            quad, joins = self.groups[first : first + 4], self.joins[first : first + 3]
+            if len(quad) == 4 and all(_DECIMAL_OCTET.fullmatch(o) for o in quad) and all(len(j) == 1 for j in joins):
+                runs.add(".".join(quad))
+        return runs
+
+
+def _ips_in(folded: str, runs: _GroupRuns) -> set[str]:
+    """The canonical ips the ip-shaped pieces of an event id spell (tokenvault_common.ip_spellings)."""
+    found: set[str] = set()
+    for piece in {*runs.ip_shaped_runs(), *dotted_numbers(folded)}:
+        if piece:
+            found.update(ips_spelled_by(piece))
+    return found
+
+
+def _names_device(compact: str, folded: str, runs: _GroupRuns) -> bool:
+    if not compact:
+        return False
+    if len(compact) < MIN_DEVICE_ID_IN_GROUPS:
+        return compact_form(folded) == compact
+    return runs.spells(compact)
+
+
+def _names_user(user_id: str, event_id: str) -> bool:
+    if not user_id:
+        return False
+    if event_id.strip() == user_id:
+        return True
+    if len(user_id) < MIN_USER_ID_IN_GROUPS or user_id.isdigit():
+        return False
+    pattern = r"(?<![^\W_])" + re.escape(user_id) + r"(?![^\W_])"
+    return re.search(pattern, event_id) is not None
 
 
 def _bounded(value: str, text: str) -> bool:

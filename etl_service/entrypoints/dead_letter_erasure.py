@@ -8,8 +8,10 @@ user id, ips and device ids on standard input (`user_id=…`, `ip=…`, `device_
 `#` comments): never on the command line, never logged. A dead letter matches when it holds a
 value given anywhere, in any shape and in any spelling the ETL would read as the same value
 (nested, in lists, escaped, not JSON; `::ffff:` forms of an ip, a padded device id), never on a
-bare substring (etl_service/domain/erasure_match.py). A letter's attributes are matched too (its
-event id, source message id, reason detail): a letter with no kept body can name the person there.
+bare substring (etl_service/domain/erasure_match.py). A letter's event id is matched too (the
+`event_id` attribute a producer set): a letter with no kept body can name the person there. The
+attributes the ETL writes itself (reason, reason detail, source message id, sent time) hold no
+value of a body by design and are never matched: they would name everyone.
 
 It reads the whole DLQ, opens each sealed body with the dead-letter key (OpenBao audits each
 decrypt), also reads what is in clear (a message SQS's redrive moved as it was, a planted one),
@@ -52,6 +54,7 @@ from etl_service.adapters.dead_letter_queue import DeadLetter
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.adapters.transit_sealer import DeadLetterKeyUnusable
 from etl_service.domain.erasure_match import CriteriaError, Person, read_person
+from etl_service.domain.messages import DEAD_LETTER_ATTRIBUTES
 from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS, Stop, envelope_layers
 
 SETTINGS_ERROR = 2
@@ -187,12 +190,27 @@ def _check(
 ) -> None:
     texts = [dead.raw_body, *_opened(dead, sweep, key, decrypt)]  # the clear text: a redriven original, a plant
     sweep.checked += 1  # not before: a letter whose opening stopped the sweep was not checked
-    named = any(person.matches_attribute(value) for value in dead.attribute_values)  # e.g. an event id
+    event_id = event_id_attribute(dead)
+    named = event_id is not None and person.matches_event_id(event_id)
     if not named and not any(person.matches(text) for text in texts):
         return
     sweep.matched += 1
     if delete:
         dlq.delete(dead)
+
+
+def event_id_attribute(dead: DeadLetter) -> str | None:
+    """The `event_id` a producer set on the letter (kept by the ETL, or sent with a redriven original), or None.
+
+    `DeadLetter.event_id` falls back to the ETL's `source_message_id`, then to SQS's message id,
+    when there is none: neither is a producer's value, so neither is returned. A letter the ETL
+    wrote (it has a reason) holds an event id only beyond the ETL's own attributes.
+    """
+    if dead.event_id == dead.message_id or dead.event_id not in dead.attribute_values:
+        return None
+    if dead.reason is not None and len(dead.attribute_values) <= len(DEAD_LETTER_ATTRIBUTES):
+        return None  # reason, reason_detail, source_message_id, source_sent_timestamp: no event_id
+    return dead.event_id
 
 
 def _opened(dead: DeadLetter, sweep: Sweep, key: str, decrypt: Callable[[str], str]) -> list[str]:

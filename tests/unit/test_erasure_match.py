@@ -6,10 +6,13 @@ Synthetic TEST-NET values only; no assertion message carries one.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
+from etl_service.adapters.dead_letter_queue import DeadLetter
 from etl_service.domain.erasure_match import CriteriaError, Person, read_person
+from etl_service.entrypoints.dead_letter_erasure import event_id_attribute
 
 IP = "203.0.113.154"
 DEVICE = "erasure-dev-0154"
@@ -173,9 +176,9 @@ IDFV = "6d92078a-8246-4ba4-ae5b-76104861e7dc"
         f"source:{DEVICE}",
     ],
 )
-def test_an_attribute_naming_a_value_given_matches(value: str) -> None:
+def test_an_event_id_naming_a_value_given_matches(value: str) -> None:
     given = person(*PERSON_LINES, f"device_id={IDFV}\n")
-    assert given.matches_attribute(value)
+    assert given.matches_event_id(value)
 
 
 @pytest.mark.parametrize(
@@ -189,6 +192,127 @@ def test_an_attribute_naming_a_value_given_matches(value: str) -> None:
         "",
     ],
 )
-def test_an_attribute_naming_another_value_does_not_match(value: str) -> None:
+def test_an_event_id_naming_another_value_does_not_match(value: str) -> None:
     given = person(*PERSON_LINES, f"device_id={IDFV}\n")
-    assert not given.matches_attribute(value)
+    assert not given.matches_event_id(value)
+
+
+# attack 11, finding 3: other spellings of the person's ip and device id in an event id
+SPELLED_IP = "203.0.113.7"
+SPELLED_DEVICE = "PIXEL-7A-GX7AS"
+
+
+@pytest.mark.parametrize(
+    "event_id",
+    [
+        "login_203_0_113_7",
+        "evt-203-0-113-7",
+        "evt_203 0 113 7",
+        "evt-cb007107",  # one hex number
+        "evt-3405803783",  # one decimal number
+        "evt-203.0.28935",  # inet_aton's short form
+        "evt-0xcb.0.113.7",
+        "evt-203.0.0x71.7",
+        "203.000.113.007",
+        "203%2E0%2E113%2E7",
+        "\uff12\uff10\uff13.\uff10.\uff11\uff11\uff13.\uff17",  # fullwidth digits
+        "evt-PIXEL7AGX7AS-1",
+        "evt-pixel_7a_gx7as",
+        "evt-PIXEL.7A.GX7AS",
+        "e-\uff30\uff29\uff38\uff25\uff2c-7A-GX7AS",  # fullwidth letters
+    ],
+)
+def test_an_event_id_spelling_the_ip_or_device_id_otherwise_matches(event_id: str) -> None:
+    given = person(f"ip={SPELLED_IP}\n", f"device_id={SPELLED_DEVICE}\n")
+    assert given.matches_event_id(event_id)
+
+
+@pytest.mark.parametrize(
+    "event_id",
+    [
+        "evt-203.0.113.77",  # another address
+        "evt-203-0-113-77",
+        "evt-1203-0-113-7",
+        "evt-PIXEL7AGX7ASX-1",  # another device, longer
+        "evt-XPIXEL-7A-GX7AS",
+    ],
+)
+def test_an_event_id_spelling_another_ip_or_device_id_does_not_match(event_id: str) -> None:
+    given = person(f"ip={SPELLED_IP}\n", f"device_id={SPELLED_DEVICE}\n")
+    assert not given.matches_event_id(event_id)
+
+
+# attack 11, finding 1: what the ETL writes itself, and other people's event ids, name nobody
+NOT_JSON_DETAIL = "body is not JSON (Expecting value at position 0)"
+TOO_DEEP_DETAIL = "body nests arrays or objects more than 64 levels deep"
+MISSING_DETAIL = "missing required field(s): device_type, locale, app_version, ip, device_id"
+TYPE_DETAIL = "device_type must be one of android, ios, web"
+SOURCE_ID = "6d92078a-9c1d-4b1e-8f00-2b7c5e0d1a3f"
+
+
+def etl_letter(reason: str, detail: str, event_id: str | None = None) -> DeadLetter:
+    """A dead letter as the ETL writes it (SqsQueue.dead_letter): its own four attributes, and the event id if any."""
+    values = (reason, detail, SOURCE_ID, "1764790000000", *((event_id,) if event_id else ()))
+    return DeadLetter(
+        message_id="2f0c7e4a-1111-4222-8333-444455556666",
+        receipt_handle="r",
+        reason=reason,
+        detail=detail,
+        event_id=event_id or SOURCE_ID,
+        sent_timestamp_ms=1764790000000,
+        sealed_body=None,
+        key=None,
+        note=None,
+        raw_body="{}",
+        attribute_values=values,
+    )
+
+
+def names(given: Person, dead: DeadLetter) -> bool:
+    """Whether `dead-letters erase` reads `dead`'s attributes as naming `given`."""
+    event_id = event_id_attribute(dead)
+    return event_id is not None and given.matches_event_id(event_id)
+
+
+@pytest.mark.parametrize(
+    ("line", "dead"),
+    [
+        ("user_id=0", etl_letter("not_json", NOT_JSON_DETAIL, "evt-a")),
+        ("user_id=64", etl_letter("too_deep", TOO_DEEP_DETAIL, "evt-a")),
+        ("user_id=field", etl_letter("missing_field", MISSING_DETAIL, "evt-a")),
+        ("user_id=missing", etl_letter("missing_field", MISSING_DETAIL)),
+        ("user_id=locale", etl_letter("missing_field", MISSING_DETAIL)),
+        ("ip=7.0.0.1", etl_letter("missing_field", MISSING_DETAIL)),
+        ("user_id=2026", etl_letter("bad_value", TYPE_DETAIL, "evt-2026-12-03-000042-17")),
+        ("user_id=17", etl_letter("bad_value", TYPE_DETAIL, "evt-2026-12-03-000042-17")),
+        ("user_id=000042", etl_letter("bad_value", TYPE_DETAIL, "evt-2026-12-03-000042-17")),
+        ("user_id=9c1d", etl_letter("bad_value", TYPE_DETAIL)),  # groups of the source message id
+        ("user_id=6d92078a", etl_letter("bad_value", TYPE_DETAIL)),
+        ("ip=109.146.7.138", etl_letter("bad_value", TYPE_DETAIL)),  # 0x6d92078a
+        ("user_id=2b7c5e0d1a3f", etl_letter("bad_value", TYPE_DETAIL)),
+        ("device_id=web", etl_letter("bad_value", TYPE_DETAIL, "evt-a")),
+        ("device_id=web", etl_letter("bad_value", TYPE_DETAIL, "login-web-17")),  # short: only the whole id
+        ("device_id=2b7c5e0d1a3f", etl_letter("bad_value", TYPE_DETAIL)),
+    ],
+)
+def test_the_etls_own_attributes_and_others_event_ids_name_nobody(line: str, dead: DeadLetter) -> None:
+    assert not names(person(line + "\n"), dead)
+
+
+@pytest.mark.parametrize(
+    ("line", "dead"),
+    [
+        ("user_id=alice42", etl_letter("bad_value", TYPE_DETAIL, "login-alice42-17")),
+        ("user_id=17", etl_letter("bad_value", TYPE_DETAIL, "17")),  # short: the whole event id
+        ("device_id=web", etl_letter("bad_value", TYPE_DETAIL, "WEB")),
+        (f"device_id={IDFV}", etl_letter("bad_value", TYPE_DETAIL, IDFV.upper())),
+    ],
+)
+def test_the_event_id_the_etl_kept_names_the_person(line: str, dead: DeadLetter) -> None:
+    assert names(person(line + "\n"), dead)
+
+
+def test_a_redriven_originals_event_id_names_the_person() -> None:
+    original = replace(etl_letter("x", ""), reason=None, detail="", event_id="login-alice42-17")
+    original = replace(original, attribute_values=("login-alice42-17",))
+    assert names(person("user_id=alice42\n"), original)
