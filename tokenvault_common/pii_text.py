@@ -18,7 +18,7 @@ Both ask `address_in`. It differs only in how broadly it reads separators:
 E-mail addresses, defanged or percent-encoded spellings ("a [at] b [dot] org", a%40b.org),
 addresses written as hex numbers and every dotted form `inet_aton` reads - short (203.0.29447),
 with hex or octal parts (203.0.0x7307, 0313.0.0161.07), glued to letters (evt203.0.29447) - are
-refused by both (dotted versions such as 1.2.3 and v1.2.345 are not: _DOTTED_NUMBER). The text
+refused by both (dotted versions such as 1.2.3 and v1.2.345 are not: `_reads_as_a_version`). The text
 is judged in NFKC form without invisible characters (`visible`), so fullwidth digits or joiners
 between them do not hide anything.
 
@@ -196,17 +196,23 @@ def _reads_as_a_version(text: str, dotted: re.Match[str]) -> bool:
     most 255 (`1.2.3` is 1.2.0.3 to `inet_aton`, but a version far more often). Decided knowingly: a
     version with a last part above 255 standing alone (`release-1.2.345`, `evt-3.14159`) is refused,
     for `inet_aton` reads it (1.2.1.89) as surely as `203.0.29447`; after a lone `v` (`v1.2.345`,
-    `release-v1.2.345`) it is a version, with any last part. A hex part is never a version's.
+    `release-v1.2.345`, `build-V10.0.19045`) it is a version with any last part, but only when the
+    v follows no letter or digit and the parts are 2-3 plain decimals without a leading zero
+    (attack 11: `evt-V0313.0.0161.07`, `v0313.28935`, `build9v203.0.28935` are addresses). A hex
+    part is never a version's.
     """
     parts = dotted[0].split(".")
-    if any(part[1:2] in ("x", "X") for part in parts):
+    if any(part[1:2] in ("x", "X") for part in parts) or len(parts) > 3:
         return False
-    start = dotted.start()
-    after_a_lone_v = start > 0 and text[start - 1] in "vV" and (start == 1 or not text[start - 2].isalpha())
-    if after_a_lone_v:
+    if _after_a_lone_v(text, dotted.start()) and all(part == "0" or part[0] != "0" for part in parts):
         return True
     last = parts[-1].lstrip("0")
-    return len(parts) < 4 and all(map(_same_in_octal, parts)) and len(last) <= 3 and int(last or "0") <= 255
+    return all(map(_same_in_octal, parts)) and len(last) <= 3 and int(last or "0") <= 255
+
+
+def _after_a_lone_v(text: str, start: int) -> bool:
+    """Whether `text[start]` follows a v or V after no letter or digit (`v1.2`, `release-v1.2`; not `9v1.2`)."""
+    return start > 0 and text[start - 1] in "vV" and (start == 1 or not text[start - 2].isalnum())
 
 
 def _same_in_octal(part: str) -> bool:

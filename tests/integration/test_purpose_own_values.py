@@ -52,6 +52,10 @@ _SPELLINGS: list[tuple[Callable[[Values], str], str, str]] = [
     (lambda v: "INC-cb007107", OWN_VALUE, "the ip as hex without 0x"),
     (lambda v: "INC-CB007107-review", OWN_VALUE, "the ip as upper-case hex"),
     (lambda v: "INC-203.28935", "InvalidRequest", "the ip in an inet_aton short form"),
+    # attack 11, findings 4 and 5: an inet_aton form glued to a letter was kept in the audit log
+    (lambda v: "INC-V203.0.28935", OWN_VALUE, "the ip in an inet_aton short form after a v"),
+    (lambda v: "INC-V0313.28935", "InvalidRequest", "the ip in an octal inet_aton form after a v"),
+    (lambda v: "CASE-9V203.0.28935", "InvalidRequest", "the ip in an inet_aton short form after a digit and a v"),
 ]
 _PARAMS = [pytest.param(spell, refusal, id=why) for spell, refusal, why in _SPELLINGS]
 

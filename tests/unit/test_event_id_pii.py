@@ -76,6 +76,26 @@ def test_dotted_numbers_are_refused_only_when_inet_aton_reads_their_last_part_ab
         assert check_event_id(raw) == (raw, None), raw  # versions: a lone v, or parts that read the same in octal
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [  # attack 11, finding 5: each was accepted, a "lone" v exempting any dotted form after it
+        "evt_V0313.0.0161.07",  # 203.0.113.7: four parts, octal
+        "evt-V203.0.0113.7",  # 203.0.75.7: four parts
+        "v0313.28935",  # 203.0.113.7: an octal part
+        "build9v203.0.28935",  # 203.0.113.7: the v follows a digit
+        "evt-v0203.0.28935",  # 131.0.113.7 (0203 is octal): a leading zero
+    ],
+)
+def test_a_v_before_a_dotted_number_exempts_only_two_or_three_plain_decimal_parts(raw: str) -> None:
+    event_id, problem = check_event_id(raw)
+    assert event_id is None and problem is not None and "IP address" in problem and "203" not in problem
+
+
+def test_versions_after_a_lone_v_still_pass() -> None:
+    for raw in ("v1.2.345", "release-v1.2.345", "build-V10.0.19045", "evt_v2.10.300", "v1.02.3", "app.v10.0.19045"):
+        assert check_event_id(raw) == (raw, None), raw
+
+
 @pytest.mark.parametrize("form", ["203.0.0x7307", "0xcb.29447", "0313.0.29447", "203.0.29447", "0xcb.0.113.7"])
 @pytest.mark.parametrize("event_id", ["evt-{}", "evt{}", "v{}", "id.{}.T7"])
 def test_an_event_id_holding_its_own_ip_in_a_dotted_inet_aton_form_is_refused(form: str, event_id: str) -> None:

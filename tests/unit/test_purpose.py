@@ -75,6 +75,15 @@ def test_references_with_dotted_versions_are_not_taken_for_short_ip_forms() -> N
         check_purpose(purpose)
 
 
+@pytest.mark.parametrize("purpose", ["INC-V0313.28935", "CASE-9V203.0.28935", "INC-v0203.0.28935"])
+def test_a_v_before_an_octal_dotted_number_or_after_a_digit_does_not_make_it_a_version(
+    purpose: str,
+) -> None:
+    # attack 11, finding 5: the "lone v = version" exception let each of these through
+    with pytest.raises(InvalidRequest, match="IP address"):
+        check_purpose(purpose)
+
+
 @pytest.mark.parametrize(
     "purpose",
     [  # attack 10, finding 2: each was accepted (and stored in the audit log); inet_aton reads 203.0.115.7
@@ -123,6 +132,11 @@ def test_a_purpose_spells_each_run_of_its_groups_case_folded() -> None:
         "INC-0000:0000:0000:0000:0000:ffff:cb00:7107",
         "INC-ffffcb007107",
         "INC-203.0.113.7-review",
+        # attack 11, finding 4: an inet_aton form glued to a letter was not read as an ip
+        "INC-V203.0.28935",
+        "INC-V0313.28935",
+        "CASE-9V203.0.28935",
+        "INC-v203.0.113.7",
     ],
 )
 def test_a_purpose_spells_an_ip_in_every_spelling_as_the_vault_stores_it(purpose: str) -> None:

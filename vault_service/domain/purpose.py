@@ -22,7 +22,7 @@ import re
 from functools import lru_cache
 
 from tokenvault_common.ip_spellings import ips_spelled_by
-from tokenvault_common.pii_text import ISO_DATE_TIME, SEPARATOR, address_in, undefanged, visible
+from tokenvault_common.pii_text import ISO_DATE_TIME, SEPARATOR, address_in, dotted_numbers, undefanged, visible
 from vault_service.domain.errors import InvalidRequest
 from vault_service.domain.token_types import TokenType
 
@@ -112,12 +112,15 @@ def values_spelled_by(purpose: str) -> frozenset[str]:
     as a device id as written and without its separators (`compact_form`: `INC-PIXEL7AGX7AS` and
     `INC-PIXEL_7A_GX7AS` both hold `pixel7agx7as`, the compact form of device `PIXEL-7A-GX7AS`),
     and, where its groups are joined by `.` or `:` only, as an ip in any spelling
-    (`tokenvault_common.ip_spellings`). A value revealed or erased is compared with this set (one
+    (`tokenvault_common.ip_spellings`); every dotted number `inet_aton` reads is an ip too, also
+    glued to letters (`INC-V203.0.28935`, `CASE-9V0313.28935`: `dotted_numbers`, as the ETL's
+    own-value check reads event ids). A value revealed or erased is compared with this set (one
     or two membership tests per value: `vault_service.service.revealing`); it is derived once per
     distinct purpose (cached: a client's purposes repeat). At most 32 groups: at most 528 runs and
     as many compact forms, a few kB; 64 purposes are kept.
     """
-    pieces = _SEGMENT_SEPARATORS.split(purpose.casefold())
+    folded = purpose.casefold()
+    pieces = _SEGMENT_SEPARATORS.split(folded)
     groups, joins = pieces[0::2], pieces[1::2]
     spelled: set[str] = set()
     for first in range(len(groups)):
@@ -132,6 +135,8 @@ def values_spelled_by(purpose: str) -> frozenset[str]:
             spelled.add(compact)
             if ip_shaped:
                 spelled.update(ips_spelled_by(run))
+    for dotted in dotted_numbers(folded):
+        spelled.update(ips_spelled_by(dotted))
     return frozenset(spelled)
 
 
