@@ -66,9 +66,10 @@ class DeadLetter:
     note: str | None
     raw_body: str
     """The SQS body as it is (the envelope; for a message SQS's redrive moved, the original)."""
-    attribute_values: tuple[str, ...] = ()
-    """Every text message attribute as it was sent (event_id, source_message_id, reason_detail, and any
-    attribute of an original SQS's redrive moved): what `dead-letters erase` matches besides the body."""
+    producer_event_id: str | None = None
+    """The `event_id` attribute as a producer set it (the ETL keeps it on its dead letters; a redrive
+    moves it with the original), None without one: what `dead-letters erase` matches besides the
+    body. `event_id` above falls back to ids SQS issued, which no producer chose."""
 
     @property
     def sent_at(self) -> str:
@@ -82,13 +83,6 @@ def _attribute(raw: Any, name: str) -> str | None:
     value = (raw.get("MessageAttributes") or {}).get(name)
     text = value.get("StringValue") if isinstance(value, dict) else None
     return text if isinstance(text, str) else None
-
-
-def _attribute_values(raw: Any) -> tuple[str, ...]:
-    """The text of every String or Number attribute (binary ones are not text)."""
-    values = (raw.get("MessageAttributes") or {}).values()
-    texts = (value.get("StringValue") for value in values if isinstance(value, dict))
-    return tuple(text for text in texts if isinstance(text, str))
 
 
 def _to_dead_letter(raw: Any) -> DeadLetter:
@@ -106,18 +100,19 @@ def _to_dead_letter(raw: Any) -> DeadLetter:
         or timestamp_ms((raw.get("Attributes") or {}).get("SentTimestamp"))
         or 0
     )
+    producer_event_id = _attribute(raw, EVENT_ID_ATTRIBUTE)
     return DeadLetter(
         message_id=raw["MessageId"],
         receipt_handle=raw["ReceiptHandle"],
         reason=_attribute(raw, "reason"),
         detail=_attribute(raw, "reason_detail") or "",
-        event_id=_attribute(raw, EVENT_ID_ATTRIBUTE) or _attribute(raw, "source_message_id") or raw["MessageId"],
+        event_id=producer_event_id or _attribute(raw, "source_message_id") or raw["MessageId"],
         sent_timestamp_ms=sent,
         sealed_body=envelope.get("sealed_body"),
         key=envelope.get("key"),
         note=envelope.get("note"),
         raw_body=body,
-        attribute_values=_attribute_values(raw),
+        producer_event_id=producer_event_id,
     )
 
 

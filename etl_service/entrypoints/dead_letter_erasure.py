@@ -54,7 +54,6 @@ from etl_service.adapters.dead_letter_queue import DeadLetter
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.adapters.transit_sealer import DeadLetterKeyUnusable
 from etl_service.domain.erasure_match import CriteriaError, Person, read_person
-from etl_service.domain.messages import DEAD_LETTER_ATTRIBUTES
 from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS, Stop, envelope_layers
 
 SETTINGS_ERROR = 2
@@ -190,27 +189,13 @@ def _check(
 ) -> None:
     texts = [dead.raw_body, *_opened(dead, sweep, key, decrypt)]  # the clear text: a redriven original, a plant
     sweep.checked += 1  # not before: a letter whose opening stopped the sweep was not checked
-    event_id = event_id_attribute(dead)
+    event_id = dead.producer_event_id
     named = event_id is not None and person.matches_event_id(event_id)
     if not named and not any(person.matches(text) for text in texts):
         return
     sweep.matched += 1
     if delete:
         dlq.delete(dead)
-
-
-def event_id_attribute(dead: DeadLetter) -> str | None:
-    """The `event_id` a producer set on the letter (kept by the ETL, or sent with a redriven original), or None.
-
-    `DeadLetter.event_id` falls back to the ETL's `source_message_id`, then to SQS's message id,
-    when there is none: neither is a producer's value, so neither is returned. A letter the ETL
-    wrote (it has a reason) holds an event id only beyond the ETL's own attributes.
-    """
-    if dead.event_id == dead.message_id or dead.event_id not in dead.attribute_values:
-        return None
-    if dead.reason is not None and len(dead.attribute_values) <= len(DEAD_LETTER_ATTRIBUTES):
-        return None  # reason, reason_detail, source_message_id, source_sent_timestamp: no event_id
-    return dead.event_id
 
 
 def _opened(dead: DeadLetter, sweep: Sweep, key: str, decrypt: Callable[[str], str]) -> list[str]:

@@ -12,7 +12,6 @@ import pytest
 
 from etl_service.adapters.dead_letter_queue import DeadLetter
 from etl_service.domain.erasure_match import CriteriaError, Person, read_person
-from etl_service.entrypoints.dead_letter_erasure import event_id_attribute
 
 IP = "203.0.113.154"
 DEVICE = "erasure-dev-0154"
@@ -252,7 +251,6 @@ SOURCE_ID = "6d92078a-9c1d-4b1e-8f00-2b7c5e0d1a3f"
 
 def etl_letter(reason: str, detail: str, event_id: str | None = None) -> DeadLetter:
     """A dead letter as the ETL writes it (SqsQueue.dead_letter): its own four attributes, and the event id if any."""
-    values = (reason, detail, SOURCE_ID, "1764790000000", *((event_id,) if event_id else ()))
     return DeadLetter(
         message_id="2f0c7e4a-1111-4222-8333-444455556666",
         receipt_handle="r",
@@ -264,13 +262,13 @@ def etl_letter(reason: str, detail: str, event_id: str | None = None) -> DeadLet
         key=None,
         note=None,
         raw_body="{}",
-        attribute_values=values,
+        producer_event_id=event_id,
     )
 
 
 def names(given: Person, dead: DeadLetter) -> bool:
     """Whether `dead-letters erase` reads `dead`'s attributes as naming `given`."""
-    event_id = event_id_attribute(dead)
+    event_id = dead.producer_event_id
     return event_id is not None and given.matches_event_id(event_id)
 
 
@@ -314,5 +312,5 @@ def test_the_event_id_the_etl_kept_names_the_person(line: str, dead: DeadLetter)
 
 def test_a_redriven_originals_event_id_names_the_person() -> None:
     original = replace(etl_letter("x", ""), reason=None, detail="", event_id="login-alice42-17")
-    original = replace(original, attribute_values=("login-alice42-17",))
+    original = replace(original, producer_event_id="login-alice42-17")
     assert names(person("user_id=alice42\n"), original)
