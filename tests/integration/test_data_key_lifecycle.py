@@ -21,19 +21,16 @@ import pytest
 from rich.console import Console
 
 from devstack.stack import vault_service_env
-from tests.conftest import RunningVault, running_vault, stack_identity, vault_config
+from tests.conftest import RunningVault, stack_identity, vault_config
 from tests.integration.audit_attacks import (
     Anchored,
     anchored,
     as_owner,
     own_database,
-    run_audit_verify,
     tokenize_fresh_ip,
 )
-from tests.integration.own_database import database_of_its_own, migrate_before
 from tests.integration.test_key_rotation import security_client
 from tokenvault_client import Revealed, VaultClient
-from tokenvault_common.migrations import migrate
 from vault_service.bootstrap import bootstrap
 from vault_service.domain.errors import KeysUnavailable
 from vault_service.entrypoints import admin_cli
@@ -261,22 +258,3 @@ def _keys_and_values(env: dict[str, str]) -> tuple[list[tuple[Any, ...]], int]:
         keys = owner.execute("SELECT * FROM vault.data_keys ORDER BY id").fetchall()
         (sealed,) = owner.execute("SELECT count(*) FROM vault.tokens WHERE sealed IS NOT NULL").fetchone() or (0,)
     return keys, sealed
-
-
-def test_audit_verify_names_an_audit_key_check_value_recorded_after_the_keys_insert_row(
-    stack_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A key made before 0024: its check value is trusted only if recorded at that rollout (review A, 10)."""
-    exported = tmp_path / "checkpoints.jsonl"
-    with database_of_its_own(stack_env, "late_check", checkpoint_file=exported) as env:
-        assert migrate_before(env, "0024_data_key_lifecycle_guarded")[-1].startswith("0023_")
-        with running_vault(env, TOKENVAULT_AUDIT_CHECKPOINT_SECONDS="1") as vault:
-            tokenize_fresh_ip(env, vault)  # the audit key's insert row: no check value to record yet
-            migrate(env["PG_ADMIN_DSN"])
-            vault.wired.keys.refresh()  # what the service does every TOKENVAULT_KEY_CHECK_SECONDS
-            vault.wait_for_checkpoint()
-            code, printed = run_audit_verify(env, exported, monkeypatch)
-    assert code == 0, printed
-    assert "audit log intact" in printed, printed
-    assert "check value recorded late, in record" in printed, printed
-    assert "trusted only if recorded at the migration 0024 rollout" in printed, printed

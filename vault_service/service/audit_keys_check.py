@@ -9,17 +9,24 @@ vault.data_keys, with the key's check value (migration 0024); those rows are cov
 hash chain and the signed checkpoints like any other. A report is made only when every audit key
 the chain names is loaded and has the check value the chain recorded for it.
 
-A key made before migration 0024 has no check value in its insert row: the service records it
-later, once (review A, finding 10). Until it does, the serving role could swap the key's wrapped
-key (after a KEK rotation) and have the swapped key's check value recorded instead. Such a late
-check value is trusted only if it was recorded at the 0024 rollout: `late_check_values` names the
-record that holds it, for the operator to set against the time of that rollout.
+A check value is recorded in its key's insert row, with one exception: the keys made before
+migration 0024, whose check values the service records once, at its first key refresh after the
+migration (review A, finding 10). Those keys are the ones the chain names before its first check
+value: no data-key row carried one before 0024, and no row can be added in the past (chain,
+signed checkpoints). Any other check value recorded after its key's insert row - for an audit key
+the database owner inserted without one, its check value recorded later, so that it names whatever
+key the row held then - fails verification (attack 10, finding 6). A check value is set once
+(0024's trigger refuses the serving role a change; the owner's change leaves a second value in the
+chain, which fails as well), so what no chain shows is only a swap between the migration and the
+service's first recording. That stays a note (`LateCheckValues.notes`), with the recording's time,
+for the operator to set against the rollout's (docs/production.md).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from vault_service.domain.audit import AuditRecord
 from vault_service.domain.crypto import DataKey
@@ -29,49 +36,96 @@ _KEY_ACTIONS = ("data-key-insert", "data-key-update")
 _KEY_ENTRY = re.compile(r"(?:ok: )?(\d+) (\w+) (\w+)(?: check ([0-9a-f]+))?")
 
 
-def _audit_key_entries(records: Iterable[AuditRecord]) -> Iterator[tuple[AuditRecord, int, bytes | None]]:
-    """Each audit key a data-key row names: (the row, the key id, the check value it records if any)."""
-    for record in records:
+@dataclass(frozen=True)
+class _KeyEntry:
+    """One key a data-key row names: where in the chain, which key, and the check value if it has one."""
+
+    index: int
+    record: AuditRecord
+    key_id: int
+    purpose: str
+    check: bytes | None
+
+
+def _key_entries(records: Sequence[AuditRecord]) -> Iterator[_KeyEntry]:
+    """Each key the data-key rows name (every purpose), in chain order."""
+    for index, record in enumerate(records):
         if record.event.action not in _KEY_ACTIONS:
             continue
         for entry in record.event.outcome.split(", "):
             match = _KEY_ENTRY.fullmatch(entry)
-            if match is not None and match.group(2) == "audit":
-                yield record, int(match.group(1)), bytes.fromhex(match.group(4)) if match.group(4) else None
+            if match is not None:
+                check = bytes.fromhex(match.group(4)) if match.group(4) else None
+                yield _KeyEntry(index, record, int(match.group(1)), match.group(2), check)
 
 
-def recorded_audit_keys(records: Iterable[AuditRecord]) -> dict[int, set[bytes]]:
+def recorded_audit_keys(records: Sequence[AuditRecord]) -> dict[int, set[bytes]]:
     """The audit key ids the records name, each with the check values recorded for it."""
     named: dict[int, set[bytes]] = {}
-    for _, key_id, check in _audit_key_entries(records):
-        checks = named.setdefault(key_id, set())
-        if check is not None:
-            checks.add(check)
+    for entry in _key_entries(records):
+        if entry.purpose == "audit":
+            checks = named.setdefault(entry.key_id, set())
+            if entry.check is not None:
+                checks.add(entry.check)
     return named
 
 
-def late_check_values(records: Iterable[AuditRecord]) -> list[str]:
-    """A note for each audit key whose check value the records hold only after the key's insert row."""
-    first_check: dict[int, AuditRecord] = {}
-    checked_at_insert: set[int] = set()
-    for record, key_id, check in _audit_key_entries(records):
-        if check is None or key_id in first_check:
-            continue
-        first_check[key_id] = record
-        if record.event.action == "data-key-insert":
-            checked_at_insert.add(key_id)
-    return [
-        f"audit key {key_id}: check value recorded late, in record {record.record_id}"
-        f" ({record.at.isoformat(timespec='seconds')}), after the key's insert row; trusted only if recorded"
-        " at the migration 0024 rollout (docs/production.md)"
-        for key_id, record in sorted(first_check.items())
-        if key_id not in checked_at_insert
-    ]
+@dataclass(frozen=True)
+class LateCheckValues:
+    """The audit keys whose check value the chain holds only after their insert row, by where it was recorded."""
+
+    at_rollout: dict[int, AuditRecord]
+    """Keys made before migration 0024 (recorded by its rollout), with the row recording it: notes."""
+    elsewhere: dict[int, AuditRecord]
+    """Keys made since, with the row recording it: it may name a key put in their row later. Failures."""
+
+    def notes(self) -> list[str]:
+        """What to check by hand: when the rollout's recording was made (no PII: key and record ids)."""
+        return [
+            f"audit key {key_id}: check value recorded late, in record {record.record_id}"
+            f" ({record.at.isoformat(timespec='seconds')}), for a key made before migration 0024; trusted only if"
+            " recorded at the migration 0024 rollout (docs/production.md)"
+            for key_id, record in sorted(self.at_rollout.items())
+        ]
+
+    def problem(self, key_id: int) -> str | None:
+        """Why the check value recorded for `key_id` cannot be trusted; None when it can."""
+        record = self.elsewhere.get(key_id)
+        if record is None:
+            return None
+        return (
+            f"audit key {key_id}: check value recorded late, in record {record.record_id}"
+            f" ({record.at.isoformat(timespec='seconds')}), after the key's insert row, for a key made after"
+            " migration 0024 (whose keys get theirs when made): it names whatever key was in the row then."
+            " Check the key's row in vault.data_keys and the data-key rows of the log"
+        )
 
 
-def audit_keys_problem(records: Iterable[AuditRecord], audit_keys: Sequence[DataKey]) -> str | None:
+def late_check_values(records: Sequence[AuditRecord]) -> LateCheckValues:
+    """Each audit key whose first check value the records hold in a row other than its insert row.
+
+    Keys made before migration 0024 are those the chain names before its first check value (no
+    data-key row could carry one before 0024): only theirs may be recorded late.
+    """
+    entries = list(_key_entries(records))
+    first_checked = next((e.index for e in entries if e.check is not None), len(records))
+    made_before = {e.key_id for e in entries if e.index < first_checked}
+    first_check: dict[int, _KeyEntry] = {}
+    for entry in entries:
+        if entry.check is not None:
+            first_check.setdefault(entry.key_id, entry)
+    at_rollout: dict[int, AuditRecord] = {}
+    elsewhere: dict[int, AuditRecord] = {}
+    for key_id, entry in first_check.items():
+        if entry.purpose == "audit" and entry.record.event.action != "data-key-insert":
+            (at_rollout if key_id in made_before else elsewhere)[key_id] = entry.record
+    return LateCheckValues(at_rollout, elsewhere)
+
+
+def audit_keys_problem(records: Sequence[AuditRecord], audit_keys: Sequence[DataKey]) -> str | None:
     """Why no report may be made with `audit_keys` from `records` (verified ones); None when it may."""
     loaded = {key.key_id: key for key in audit_keys}
+    late = late_check_values(records)
     for key_id, checks in sorted(recorded_audit_keys(records).items()):
         key = loaded.get(key_id)
         if key is None:
@@ -86,6 +140,8 @@ def audit_keys_problem(records: Iterable[AuditRecord], audit_keys: Sequence[Data
                 f"the audit log records no check value for audit key {key_id}: start the vault service once"
                 " (it records the check value of keys made before migration 0024), then ask again"
             )
+        if (problem := late.problem(key_id)) is not None:
+            return problem
         if check_value(key.material) not in checks:
             return (
                 f"audit key {key_id} as loaded is not the key the audit log recorded (its check value differs):"

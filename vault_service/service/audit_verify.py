@@ -70,7 +70,9 @@ class AuditReport:
     keys_problem: str | None = None
     """Why the audit keys loaded are not the ones the verified chain recorded (`verify_audit_and_erasures`)."""
     keys_notes: tuple[str, ...] = ()
-    """What to check by hand about the audit keys: check values recorded late (`late_check_values`)."""
+    """What to check by hand about the audit keys: check values the migration 0024 rollout recorded late.
+
+    Any other late check value is a `keys_problem` (audit_keys_check): notes do not change `intact`."""
 
     @property
     def intact(self) -> bool:
@@ -120,7 +122,7 @@ def verify_audit_and_erasures(
         report,
         erasures=reconcile_erasures(report.records, erased_before, erased_after, audit_keys),
         keys_problem=audit_keys_problem(report.records, audit_keys) if report.finding is None else None,
-        keys_notes=tuple(late_check_values(report.records)) if report.finding is None else (),
+        keys_notes=tuple(late_check_values(report.records).notes()) if report.finding is None else (),
     )
 
 
