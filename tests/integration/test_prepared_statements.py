@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -33,6 +34,32 @@ def test_rows_are_what_execute_fetches_in_either_format(conn: psycopg.Connection
     assert [type(v) for v in got[0]] == [type(v) for v in expected[0]]
     assert got[0][2] == b"\x00\x01" and got[1][2] is None
     assert statement.rows(conn, ("{}",)) == []
+
+
+def _server_log(conn: psycopg.Connection) -> Path:
+    row = conn.execute("SHOW data_directory").fetchone()
+    assert row is not None
+    return Path(str(row[0])) / "server.log"
+
+
+def test_a_first_run_on_each_connection_leaves_no_error_in_the_server_log(
+    conn: psycopg.Connection, stack_env: dict[str, str]
+) -> None:
+    """It used to be tried unprepared first: `ERROR: prepared statement ... does not exist` per connection."""
+    log = _server_log(conn)
+    logged_from = log.stat().st_size
+    statement = PreparedStatement("probe_first_run", "SELECT $1::int + 1")
+    assert statement.rows(conn, ("1",)) == [(2,)]
+    assert statement.rows(conn, ("2",)) == [(3,)]
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as other:
+        assert statement.rows(other, ("3",)) == [(4,)]
+    same_name = PreparedStatement("probe_first_run", "SELECT $1::int + 1")  # the same name: known prepared there
+    assert same_name.rows(conn, ("4",)) == [(5,)]
+    with pytest.raises(errors.UndefinedFunction):
+        conn.execute("SELECT tv_probe_marker_of_the_log_end()")  # an error that is logged: the log is this one
+    written = log.read_bytes()[logged_from:].decode(errors="replace")
+    assert "tv_probe_marker_of_the_log_end" in written
+    assert "tv_probe_first_run" not in written, written
 
 
 def test_it_is_prepared_again_on_a_connection_that_lost_it(conn: psycopg.Connection) -> None:

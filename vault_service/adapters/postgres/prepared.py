@@ -15,6 +15,7 @@ Only for single statements on an idle autocommit connection (the pool's connecti
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -27,14 +28,20 @@ _UNKNOWN_STATEMENT = b"26000"  # invalid_sql_statement_name: not prepared on thi
 _STALE_PLAN = b"0A000"  # "cached plan must not change result type": a migration changed a column since
 _PREPARE_AGAIN = (_UNKNOWN_STATEMENT, _STALE_PLAN)
 
+_PREPARED_ON: weakref.WeakKeyDictionary[psycopg.Connection[Any], set[bytes]] = weakref.WeakKeyDictionary()
+"""The statement names prepared on each connection (weak: a connection the pool drops takes its entry along)."""
+
 
 class PreparedStatement:
-    """One SQL statement with `$n` parameters, prepared on each connection the first time it runs there.
+    """One SQL statement with `$n` parameters, prepared on each connection before it first runs there.
 
-    There is no bookkeeping of which connection has it: a connection that does not answers
-    SQLSTATE 26000, and the statement is prepared and run again (once per connection, and
-    again only if something discarded it). One whose plan a migration made stale (a column's
-    type changed: SQLSTATE 0A000) is deallocated and prepared again the same way.
+    The names prepared on each connection are remembered (`_PREPARED_ON`), so a connection's
+    first run does not fail first: tried unprepared, it made Postgres log `ERROR: prepared
+    statement "tv_..." does not exist` for each statement on each new connection, noise in the
+    server log and in the error and rollback counts monitoring reads. A connection that lost it
+    since (`DISCARD ALL`, `DEALLOCATE`, a transaction-pooling proxy) answers SQLSTATE 26000, and
+    it is prepared and run again; one whose plan a migration made stale (a column's type
+    changed: SQLSTATE 0A000) is deallocated and prepared again the same way.
     """
 
     def __init__(self, name: str, sql: str, binary_rows: bool = False) -> None:
@@ -70,6 +77,9 @@ class PreparedStatement:
         if any(v is not None and b"\x00" in v for v in encoded):
             raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
         values = cast(list[bytes], encoded)  # None is NULL (psycopg itself passes it so; its stubs omit it)
+        prepared = _PREPARED_ON.get(conn)
+        if prepared is None or self._name not in prepared:
+            self._prepare(conn)
         result = pgconn.exec_prepared(self._name, values, None, self._result_format)
         if (
             result.status == pq.ExecStatus.FATAL_ERROR
@@ -77,13 +87,18 @@ class PreparedStatement:
         ):
             if result.error_field(pq.DiagnosticField.SQLSTATE) == _STALE_PLAN:
                 pgconn.exec_(b"DEALLOCATE " + self._name)
-            prepared = pgconn.prepare(self._name, self._sql, None)
-            if prepared.status != pq.ExecStatus.COMMAND_OK:
-                raise _error(conn, prepared)
+            self._prepare(conn)
             result = pgconn.exec_prepared(self._name, values, None, self._result_format)
         if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
             raise _error(conn, result)
         return result
+
+    def _prepare(self, conn: psycopg.Connection[Any]) -> None:
+        """Prepare the statement on `conn` and remember it there."""
+        prepared = conn.pgconn.prepare(self._name, self._sql, None)
+        if prepared.status != pq.ExecStatus.COMMAND_OK:
+            raise _error(conn, prepared)
+        _PREPARED_ON.setdefault(conn, set()).add(self._name)
 
 
 def _error(conn: psycopg.Connection[Any], result: pq.abc.PGresult) -> psycopg.Error:
