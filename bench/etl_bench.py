@@ -59,6 +59,9 @@ class Finish(NoObserver):
 class MemoryQueue:
     """The Queue port with nothing behind it: the core path measured without SQS."""
 
+    dead_letter_listing_lease_seconds = 60
+    """No DLQ listing is ever taken: any lease will do."""
+
     def receive(self, max_messages: int, wait_seconds: int) -> list[QueueMessage]:
         """Nothing to receive."""
         return []

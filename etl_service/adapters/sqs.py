@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import boto3
 import botocore.config
 
-from etl_service.adapters.dead_letter_queue import LISTING_LIMIT, DeadLetterQueue
+from etl_service.adapters.dead_letter_queue import LISTING_LEASE_SECONDS, LISTING_LIMIT, DeadLetterQueue
 from etl_service.adapters.sqs_common import (
     EVENT_ID_ATTRIBUTE,
     SENT_TIMESTAMP_ATTRIBUTE,
@@ -129,6 +129,8 @@ class SqsQueue:
         self._visibility_seconds = visibility_seconds
         self.max_receive_count: int | None = None
         """The source queue's redrive limit, read by check(); None without a redrive policy."""
+        self.dead_letter_listing_lease_seconds = LISTING_LEASE_SECONDS
+        """The lease of take_back_redriven's DLQ listing (DeadLetterQueue.list)."""
 
     def check(self) -> None:
         """Fail fast at start, before any receive: QueueConfigurationError naming the settings.

@@ -14,13 +14,14 @@ import sys
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from etl_service.adapters.dead_letter_queue import LISTING_LEASE_SECONDS
 from etl_service.bootstrap import bootstrap
 from etl_service.config import EtlConfig, settings_help
 from etl_service.entrypoints import dead_letters
 from etl_service.entrypoints.health import serve_health
 from etl_service.entrypoints.metrics import MetricsObserver, mark_dependencies_up
 from etl_service.errors import Misconfigured
-from etl_service.service.drain_check import HELD_WAIT_SECONDS
+from etl_service.service.drain_check import default_held_wait_seconds
 from etl_service.service.outcomes import (
     PROCESSING_FAILED,
     BatchOutcome,
@@ -82,6 +83,9 @@ class ProgressObserver(NoObserver):
         state = "back" if up else "down: receiving paused"
         self._progress.console.print(f"{dependency} {state}")
 
+
+HELD_WAIT_SECONDS = default_held_wait_seconds(LISTING_LEASE_SECONDS)
+"""How long a drain waits for dead letters another reader holds (the SQS adapter's DLQ listing lease, plus a margin)."""
 
 EXIT_OK, EXIT_MISCONFIGURED, EXIT_CONFIG, EXIT_UNPROCESSED = 0, 1, 2, 3
 EXIT_CODES = f"""exit status:

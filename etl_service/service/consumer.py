@@ -27,7 +27,7 @@ from etl_service.domain.messages import QueueMessage
 from etl_service.errors import Misconfigured
 from etl_service.service.batch import BatchProcessor
 from etl_service.service.batcher import Batch, Batcher
-from etl_service.service.drain_check import HELD_WAIT_SECONDS, DrainCheck
+from etl_service.service.drain_check import DrainCheck
 from etl_service.service.gate import DependencyGate
 from etl_service.service.inflight import InFlight
 from etl_service.service.lease_keeper import LeaseKeeper
@@ -53,8 +53,9 @@ class ConsumerSettings:
     max_in_flight: int = 2_000
     visibility_seconds: int = 60
     shutdown_grace_seconds: float = 20.0
-    held_dead_letters_wait_seconds: float = HELD_WAIT_SECONDS
-    """How long a drain waits for DLQ letters another reader holds before it ends without them (DrainCheck)."""
+    held_dead_letters_wait_seconds: float | None = None
+    """How long a drain waits for DLQ letters another reader holds before it ends without them (DrainCheck;
+    None: drain_check.default_held_wait_seconds of the queue's DLQ listing lease)."""
 
     @property
     def ledger_floor(self) -> int:

@@ -7,13 +7,14 @@ source queue (Queue.take_back_redriven) and the drain goes on until they are pro
 any dead letter is held invisible (a drain killed mid take-back leaves its listing held for that
 lease; an operator's listing too) or delayed, the drain waits: it could be one of them.
 
-That wait is bounded (`held_wait_seconds`, HELD_WAIT_SECONDS by default: the take-back listing's
-lease plus a margin, so a killed drain's listing always comes back within it). A reader holding
-letters longer - `dead-letters erase` holds its sweep for `--wait` + 600 s, a killed erase run for
-as long - would otherwise keep every drain waiting for hours. Past the bound the check passes
-anyway and `held_unread` says how many dead letters were still held unread: the drain reports it
-and exits non-zero. Nothing is lost: they stay in the DLQ, and the next drain or `dead-letters
-redrive` takes back any without a reason.
+That wait is bounded (`held_wait_seconds`; by default the take-back listing's lease, which the
+Queue port gives as `dead_letter_listing_lease_seconds`, plus HELD_WAIT_MARGIN_SECONDS, so a
+killed drain's listing always comes back within it). A reader holding letters longer -
+`dead-letters erase` holds its sweep for `--wait` + 600 s, a killed erase run for as long -
+would otherwise keep every drain waiting for hours. Past the bound the check passes anyway and
+`held_unread` says how many dead letters were still held unread: the drain reports it and exits
+non-zero. Nothing is lost: they stay in the DLQ, and the next drain or `dead-letters redrive`
+takes back any without a reason.
 
 A take-back whose listing was cut short (TakeBack.complete False: the DLQ holds more letters than
 one listing reads, or the listing outlasted its lease) may have left a reasonless letter unread,
@@ -35,33 +36,89 @@ from etl_service.service.ports import Queue
 log = logging.getLogger(__name__)
 
 DEPTH_CHECK_SECONDS = 0.5
-TAKE_BACK_LEASE_SECONDS = 60
-"""The lease of a take-back's DLQ listing (adapters/dead_letter_queue.py, DeadLetterQueue.list)."""
-HELD_WAIT_SECONDS = TAKE_BACK_LEASE_SECONDS + 30.0
-"""How long a drain waits for held dead letters: a killed take-back's listing is back well within it."""
+HELD_WAIT_MARGIN_SECONDS = 30.0
+"""How much longer than the take-back listing's lease a drain waits for held dead letters by default."""
+
+
+def default_held_wait_seconds(listing_lease_seconds: float) -> float:
+    """How long a drain waits for held dead letters by default: a killed take-back's listing is back well within it."""
+    return listing_lease_seconds + HELD_WAIT_MARGIN_SECONDS
+
+
+class WaitSinceFirstSeen:
+    """A bounded wait for something to pass, timed from the first time it was seen.
+
+    Call `still_waiting()` each time the thing is seen: True until `seconds` have passed since the
+    first of those calls, then False, and `over` turns true. `clear()` when it is gone: the next
+    sighting starts a new wait. The start of a wait is logged (`started`), and its end past the
+    bound once (`gave_up`), as warnings with `extra` (the seconds waited for added to the first).
+    """
+
+    def __init__(self, seconds: float, started: str, gave_up: str) -> None:
+        self.seconds = seconds
+        self._started = started
+        self._gave_up = gave_up
+        self._since: float | None = None
+        self.over = False
+        """True once a wait outlasted `seconds`, until `clear()`."""
+
+    def clear(self) -> None:
+        """What was waited for is gone: no wait, none over."""
+        self._since, self.over = None, False
+
+    def still_waiting(self, extra: dict[str, object] | None = None) -> bool:
+        """Seen again: True while within `seconds` of the first sighting since the last clear()."""
+        extra = extra or {}
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+            log.warning(self._started, extra={**extra, "seconds": self.seconds})
+        if now - self._since <= self.seconds:
+            return True
+        if not self.over:
+            log.warning(self._gave_up, extra=extra)
+        self.over = True
+        return False
 
 
 class DrainCheck:
     """Asked by the consumer whenever it is idle; true once the queue is empty and the DLQ clean."""
 
     def __init__(
-        self, queue: Queue, ledger: InFlight, gate: DependencyGate, held_wait_seconds: float = HELD_WAIT_SECONDS
+        self, queue: Queue, ledger: InFlight, gate: DependencyGate, held_wait_seconds: float | None = None
     ) -> None:
+        """`held_wait_seconds` None: default_held_wait_seconds of the queue's DLQ listing lease."""
         self._queue = queue
         self._ledger = ledger
         self._gate = gate
-        self._held_wait_seconds = held_wait_seconds
+        if held_wait_seconds is None:
+            held_wait_seconds = default_held_wait_seconds(queue.dead_letter_listing_lease_seconds)
+        self.held_wait_seconds = held_wait_seconds
+        """How long the check waits for held dead letters, or for a DLQ it cannot read whole."""
         self._next_check = 0.0
         self.taken_back = 0
         """Messages taken back from the DLQ during this drain."""
         self.held_unread = 0
         """Dead letters still held by another reader or delayed when the check passed without them
         (waited for longer than `held_wait_seconds`); 0 when none were."""
-        self.dlq_unread = False
-        """True when the check passed (past `held_wait_seconds`) while take-backs still could not
-        read the whole DLQ: a reasonless letter may be in it, unread."""
-        self._held_since: float | None = None
-        self._unread_since: float | None = None
+        self._held_wait = WaitSinceFirstSeen(
+            held_wait_seconds,
+            "dead letters held by another reader or delayed: the drain waits for them",
+            "dead letters still held after the drain's wait: it ends without reading them (they stay in the DLQ)",
+        )
+        self._unread_wait = WaitSinceFirstSeen(
+            held_wait_seconds,
+            "the take-back could not read the whole DLQ: the drain goes on trying",
+            "the DLQ still could not be read whole after the drain's wait: the drain ends (nothing lost)",
+        )
+
+    @property
+    def dlq_unread(self) -> bool:
+        """Whether the check passed while take-backs still could not read the whole DLQ.
+
+        Past `held_wait_seconds` of trying: a reasonless letter may be in it, unread.
+        """
+        return self._unread_wait.over
 
     def drained(self) -> bool:
         """Nothing held; SQS counts no message visible, in flight or delayed; no reasonless dead letter.
@@ -83,46 +140,19 @@ class DrainCheck:
             self.taken_back += taken
             log.warning("took back messages the redrive policy had moved to the DLQ", extra={"messages": taken})
         if complete:
-            self._unread_since, self.dlq_unread = None, False
-        return not taken and not self._waits_for_unread(complete)
-
-    def _waits_for_unread(self, complete: bool) -> bool:
-        """True while take-backs cannot read the whole DLQ, for up to `held_wait_seconds` from the first."""
-        if complete:
+            self._unread_wait.clear()
+        if taken:
             return False
-        now = time.monotonic()
-        if self._unread_since is None:
-            self._unread_since = now
-            log.warning(
-                "the take-back could not read the whole DLQ: the drain goes on trying",
-                extra={"seconds": self._held_wait_seconds},
-            )
-        if now - self._unread_since <= self._held_wait_seconds:
-            return True
-        if not self.dlq_unread:
-            log.warning("the DLQ still could not be read whole after the drain's wait: the drain ends (nothing lost)")
-        self.dlq_unread = True
-        return False
+        return complete or not self._unread_wait.still_waiting()
 
     def _waits_for_held(self) -> bool:
         """True while dead letters are held or delayed, for up to `held_wait_seconds` from the first seen."""
         held = self._queue.dead_letters_held()
-        now = time.monotonic()
         if not held:
-            self._held_since, self.held_unread = None, 0
+            self._held_wait.clear()
+            self.held_unread = 0
             return False
-        if self._held_since is None:
-            self._held_since = now
-            log.warning(
-                "dead letters held by another reader or delayed: the drain waits for them",
-                extra={"messages": held, "seconds": self._held_wait_seconds},
-            )
-        if now - self._held_since <= self._held_wait_seconds:
+        if self._held_wait.still_waiting({"messages": held}):
             return True
-        if not self.held_unread:
-            log.warning(
-                "dead letters still held after the drain's wait: it ends without reading them (they stay in the DLQ)",
-                extra={"messages": held},
-            )
         self.held_unread = held
         return False

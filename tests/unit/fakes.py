@@ -224,6 +224,7 @@ class FakeQueue:
         self.in_flight = 0
         self.extended = 0
         self.lease_seconds = 60  # the consumer's visibility_seconds: changes to it are heartbeats
+        self.dead_letter_listing_lease_seconds = 60
 
     def receive(self, max_messages: int, wait_seconds: int) -> list[QueueMessage]:
         with self.lock:

@@ -17,8 +17,11 @@ import pytest
 
 from etl_service.adapters import dead_letter_queue
 from etl_service.adapters.dead_letter_queue import DeadLetterQueue
+from etl_service.adapters.sqs import SqsQueue
 from etl_service.entrypoints.cli import EXIT_OK, EXIT_UNPROCESSED, drain_status
-from etl_service.service.drain_check import HELD_WAIT_SECONDS, TAKE_BACK_LEASE_SECONDS
+from etl_service.service.drain_check import DrainCheck, default_held_wait_seconds
+from etl_service.service.gate import DependencyGate
+from etl_service.service.inflight import InFlight
 from etl_service.service.outcomes import RunSummary
 from etl_service.service.ports import TakeBack
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
@@ -79,8 +82,12 @@ def test_a_dead_letter_back_within_the_wait_is_taken_back_and_the_drain_ends_cle
 
 
 def test_the_default_wait_outlasts_the_take_back_listing_lease() -> None:
-    assert dead_letter_queue.LISTING_LEASE_SECONDS == TAKE_BACK_LEASE_SECONDS
-    assert HELD_WAIT_SECONDS >= TAKE_BACK_LEASE_SECONDS + 20
+    sqs = SqsQueue(None, SOURCE, DLQ)  # type: ignore[arg-type]
+    assert sqs.dead_letter_listing_lease_seconds == dead_letter_queue.LISTING_LEASE_SECONDS  # the port says it
+    lease = dead_letter_queue.LISTING_LEASE_SECONDS
+    assert default_held_wait_seconds(lease) >= lease + 20
+    check = DrainCheck(sqs, InFlight(10, 1), DependencyGate(lambda: None))
+    assert check.held_wait_seconds == default_held_wait_seconds(lease)  # what a drain waits, by default
 
 
 class LargerDlqThanOneListing(FakeQueue):
