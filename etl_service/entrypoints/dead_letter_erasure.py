@@ -20,6 +20,9 @@ made of a dead letter moved back to the source queue) is opened again, up to MAX
 an envelope without a reason attribute is opened as well. Without `--yes` it deletes nothing and says what it
 would delete. It reports counts only: no value, no message or event id of a matched letter.
 
+A listing reads at most 10,000 letters within its lease; a sweep lists again while its listing is
+cut short, up to MAX_ROUNDS times. If its last listing was still cut short, it says some letters
+may not have been examined and exits 3, after the counts of what it checked and deleted.
 Dead letters it cannot check are counted and make it exit 3: those another reader holds (an
 operator's `list` or `show` holds every dead letter for 60 s) - it waits up to `--wait` seconds
 (90) for them to come back and checks them then - and those that arrived while it ran. Run it
@@ -94,6 +97,9 @@ class Sweep:
     """Message ids of envelopes naming another Transit key: not opened, so not checked."""
     stopped: str | None = None
     """Why the sweep stopped part-way (OpenBao no longer uses the dead-letter key with this token), or None."""
+    cut_short: str | None = None
+    """Why its last listing stopped before reading the whole DLQ (DeadLetterQueue.cut_short): letters
+    past it may not have been examined. None when the last listing read the DLQ whole."""
 
     @property
     def unchecked(self) -> int:
@@ -138,7 +144,7 @@ def run_erase(
             file=sys.stderr,
         )
         return SETTINGS_ERROR
-    return INCOMPLETE if sweep.unchecked or sweep.unopenable or sweep.tampered else 0
+    return INCOMPLETE if sweep.unchecked or sweep.unopenable or sweep.tampered or sweep.cut_short else 0
 
 
 def _sweep(
@@ -151,6 +157,8 @@ def _sweep(
 ) -> Sweep:
     """Check every dead letter once; wait up to `wait` s for those other readers hold.
 
+    A round whose listing was cut short (its limit, its lease) is followed by another whatever
+    SQS's approximate counts say (they lag): the letters it read are held, so the next lists on.
     Stops at the letter OpenBao no longer opens with the dead-letter key (`stopped` says why):
     every later one would fail alike.
     """
@@ -159,6 +167,7 @@ def _sweep(
     lease = int(wait) + 600  # what this run holds stays invisible to others until it ends (or this runs out)
     for _ in range(MAX_ROUNDS):
         letters = dlq.list()
+        sweep.cut_short = dlq.cut_short
         dlq.hold(letters, lease)
         try:
             for dead in letters:
@@ -168,7 +177,7 @@ def _sweep(
             return sweep
         unseen = dlq.unseen()
         sweep.visible_unread, sweep.held_elsewhere = unseen.visible, unseen.held_elsewhere
-        if not sweep.unchecked:
+        if not sweep.unchecked and not sweep.cut_short:
             break
         if not letters:  # nothing new readable now: wait for other readers' leases, if there is time left
             left = deadline - time.monotonic()
@@ -249,6 +258,13 @@ def _report(sweep: Sweep, deleted: bool) -> None:
             f"not checked: {sweep.unchecked} (held by another reader: {sweep.held_elsewhere}, arrived meanwhile"
             f" or beyond this run's reach: {sweep.visible_unread}, by SQS's approximate counts); run"
             " `dead-letters erase` again with the same values until it exits 0",
+            file=sys.stderr,
+        )
+    if sweep.cut_short:
+        print(
+            f"not examined, perhaps: the sweep's last DLQ listing was cut short ({sweep.cut_short}), so some dead"
+            " letters may not have been examined - one holding the person's values would still be in the DLQ."
+            " Run `dead-letters erase` again with the same values until it exits 0",
             file=sys.stderr,
         )
 

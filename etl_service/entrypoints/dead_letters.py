@@ -1,6 +1,8 @@
 """`python -m etl_service dead-letters list|show|resend|redrive|erase|delete`: the DLQ for an operator.
 
 - `list`: every dead letter with its reason, detail, event id and sent time (no body: sealed).
+  It reads at most 10,000 letters, within one listing lease, as `redrive` does; when it could
+  not list the DLQ whole it says why (exit 3).
 - `show MESSAGE_ID`: open one sealed body with the operator's Vault token (VAULT_TOKEN or
   --token-file); OpenBao's audit device records the decrypt. The body holds PII: it is printed
   to stdout only, never logged. Bodies are opened only with the dead-letter key
@@ -42,8 +44,10 @@ could not complete (no such dead letter, a body still refused); 2 usage or setti
 setting, queues that are not a source and its own DLQ, the dead-letter key as above, values for
 `erase` not on stdin, `delete` without --yes);
 3 `erase`: some dead letters could not be checked: held elsewhere, arrived meanwhile, tampered
-or could not be opened (their message ids are printed; run it again); `redrive`: the DLQ could not
-be read whole (the listing was cut short: nothing lost, the rest stay in the DLQ).
+or could not be opened (their message ids are printed; run it again), or its last listing was cut
+short (some may not have been examined); `redrive` and `list`: the DLQ could not be read whole
+(the listing was cut short - 10,000 letters read, its lease out, a letter listed twice: nothing
+lost or changed, the rest stay in the DLQ).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ import os
 import sys
 from pathlib import Path
 
-from etl_service.adapters.dead_letter_queue import DeadLetter, DeadLetterError, DeadLetterQueue
+from etl_service.adapters.dead_letter_queue import LISTING_LIMIT, DeadLetter, DeadLetterError, DeadLetterQueue
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.adapters.sqs import endpoint_for_queue, make_sqs_client
 from etl_service.adapters.sqs_common import QueuePair, QueuePairRefused
@@ -65,7 +69,7 @@ from etl_service.adapters.transit_sealer import (
     open_sealed,
 )
 from etl_service.domain.validation import Rejection, parse_login_event
-from etl_service.entrypoints.dead_letter_erasure import SETTINGS_ERROR, add_erase_command, run_erase
+from etl_service.entrypoints.dead_letter_erasure import INCOMPLETE, SETTINGS_ERROR, add_erase_command, run_erase
 from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS, Layers, Stop, envelope_layers, is_tampered
 from etl_service.errors import EtlError
 from tokenvault_common.env import ConfigError
@@ -195,7 +199,21 @@ def _redrive(dlq: DeadLetterSweep) -> int:
         " may be one without a reason. Nothing is lost: it stays in the DLQ; run it again",
         file=sys.stderr,
     )
-    return 3
+    return INCOMPLETE
+
+
+def _listed_whole(dlq: DeadLetterQueue, listed: int) -> int:
+    """`list`'s exit code: 0, or INCOMPLETE saying so when its listing was cut short (more letters may exist)."""
+    if dlq.cut_short is None:
+        return 0
+    print(
+        f"etl_service dead-letters list: the listing was cut short ({dlq.cut_short}), so the {listed} dead"
+        " letter(s) above may not be the whole DLQ. Nothing was changed: the rest stay in the DLQ. Run it again;"
+        f" a DLQ of more than {LISTING_LIMIT} letters is listed whole only once some are settled"
+        " (resend, redrive, delete)",
+        file=sys.stderr,
+    )
+    return INCOMPLETE
 
 
 def _run(args: argparse.Namespace, dlq: DeadLetterQueue, access: tuple[str, str] | None) -> int:
@@ -224,8 +242,13 @@ def _run(args: argparse.Namespace, dlq: DeadLetterQueue, access: tuple[str, str]
                 " with (show/resend/erase stop when OpenBao cannot use it)",
                 file=sys.stderr,
             )
-        return 0
+        return _listed_whole(dlq, len(letters))
     dead = next((d for d in letters if d.message_id == args.message_id), None)
+    if dead is None and dlq.cut_short:
+        raise DeadLetterError(
+            f"dead letter {_shown(args.message_id)} is not among the {len(letters)} listed, but the listing was cut"
+            f" short ({dlq.cut_short}): it may be in the DLQ past them. Nothing was changed; run it again"
+        )
     if dead is None:
         raise DeadLetterError(f"no dead letter {_shown(args.message_id)} in the DLQ")
     if args.command == "show":
