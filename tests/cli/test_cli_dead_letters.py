@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,23 +19,17 @@ import hvac
 
 from devstack.sqs import sqs_client
 from etl_service.service.sealing import dead_letter_body
-from tests.cli.conftest import REPO, CliStack
+from tests.cli.conftest import CliStack
+from tests.integration.dead_letters import run_dead_letters
 
 
 def dead_letters(stack: CliStack, *args: str, token: str) -> subprocess.CompletedProcess[str]:
-    """`python -m etl_service dead-letters ARGS` with the stack's settings, as the README has it."""
-    env = {**os.environ, **stack.env, "ETL_QUEUE_URL": stack.env["SQS_QUEUE_URL"], "VAULT_TOKEN": token}
-    env.pop("ETL_DLQ_URL", None)
-    env.pop("ETL_DLQ_SEAL_KEY", None)
-    return subprocess.run(
-        [sys.executable, "-m", "etl_service", "dead-letters", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """`python -m etl_service dead-letters ARGS` with the stack's settings, as the README has it.
+
+    ETL_QUEUE_URL only: the DLQ's URL and the dead-letter key are left to their defaults.
+    """
+    env = {**stack.env, "ETL_QUEUE_URL": stack.env["SQS_QUEUE_URL"]}
+    return run_dead_letters(env, *args, token=token, unset=("ETL_DLQ_URL", "ETL_DLQ_SEAL_KEY"))
 
 
 def decrypts_with(audit_log: Path, key: str) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,12 +18,19 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run_dead_letters(
-    env: dict[str, str], *args: str, stdin: str = "", token: str = ""
+    env: dict[str, str], *args: str, stdin: str = "", token: str = "", unset: Sequence[str] = ()
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m etl_service dead-letters ARGS` as the DLQ operator runs it, with `env` and VAULT_TOKEN=`token`."""
+    """`python -m etl_service dead-letters ARGS` as the DLQ operator runs it, with `env` and VAULT_TOKEN=`token`.
+
+    `unset`: settings removed from the environment (this process's or `env`'s), so the command
+    uses its defaults, as an operator who never set them does.
+    """
+    settings = {**os.environ, **env, "VAULT_TOKEN": token}
+    for name in unset:
+        settings.pop(name, None)
     return subprocess.run(
         [sys.executable, "-m", "etl_service", "dead-letters", *args],
-        env={**os.environ, **env, "VAULT_TOKEN": token},
+        env=settings,
         input=stdin,
         cwd=REPO,
         capture_output=True,
