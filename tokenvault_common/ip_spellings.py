@@ -10,6 +10,10 @@ or hex number (with or without `0x`). A number below 1.0.0.0 is not taken for an
 - `ips_spelled_by(piece)`: from a whole piece of text to the canonical ips it spells (the vault,
   which reads a purpose piece by piece), also in the short forms `inet_aton` accepts
   (`203.0.29447`, `203.29447`, `0xcb.0.0x71.7`, `0313.0.0161.07`).
+
+A piece longer than any spelling of an address (MAX_SPELLING_LENGTH, leading zeros aside) spells
+none, and is not read: a producer's event id on a letter SQS's redrive moved can be about 256 kB,
+and a run of more than 4,300 digits is no number to `int` (attack 12, finding 3).
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ MIN_NUMBER_TO_SEARCH = 2**24
 DECIMAL = frozenset("0123456789")
 HEX = frozenset("0123456789abcdef")
 _MAX_IP_NUMBER = 2**128
+MAX_SPELLING_LENGTH = len("0000:0000:0000:0000:0000:ffff:255.255.255.255")
+"""The longest spelling of an address, each part's leading zeros aside (45): a 128-bit number has at
+most 39 decimal digits (32 hex), and `inet_aton`'s forms are shorter."""
+_LEADING_ZEROS = re.compile(r"(?:^|(?<=[.:x]))0+(?=[0-9a-f])")
+"""The leading zeros of each part (after a `.`, a `:` or a `0x`): any number of them reads the same."""
 _IP_SHAPED = re.compile(r"[0-9a-fx.:]+", re.ASCII)
 """The only characters (case-folded) any spelling read by `ips_spelled_by` is made of. No blanks:
 glibc's `inet_aton` ignores whatever follows one (`1.2.3.4 x` reads as 1.2.3.4)."""
@@ -72,7 +81,7 @@ def ips_spelled_by(piece: str) -> frozenset[str]:
     decimal or hex), and both readings are returned.
     """
     text = piece.casefold()
-    if not _IP_SHAPED.fullmatch(text):
+    if not _IP_SHAPED.fullmatch(text) or _longer_than_any_spelling(text):
         return frozenset()
     if ":" in text or text.count(".") == 3:  # the forms `ipaddress` reads; a parse that fails costs an exception
         try:
@@ -87,6 +96,11 @@ def ips_spelled_by(piece: str) -> frozenset[str]:
         for number in readings
         if number is not None and MIN_NUMBER_TO_SEARCH <= number < _MAX_IP_NUMBER
     )
+
+
+def _longer_than_any_spelling(text: str) -> bool:
+    """Whether `text`, once each part's leading zeros are dropped, is longer than any address can be written."""
+    return len(text) > MAX_SPELLING_LENGTH and len(_LEADING_ZEROS.sub("", text)) > MAX_SPELLING_LENGTH
 
 
 def _canonical(number: int) -> str:
@@ -104,12 +118,13 @@ def _inet_aton(text: str) -> int | None:
 def _number_readings(text: str) -> set[int | None]:
     """`text` read as one number the ways `inet_aton` does not (hex without `0x`, `0042` as decimal too).
 
-    Up to 128 bits, so that an IPv6 address written as one decimal or hex number reads too.
+    Up to 128 bits, so that an IPv6 address written as one decimal or hex number reads too. Leading
+    zeros are dropped first: `int` counts them against its 4,300-digit limit.
     """
     readings: set[int | None] = set()
     digits = text.removeprefix("0x")
     if digits and HEX.issuperset(digits):
-        readings.add(int(digits, 16))
+        readings.add(int(digits.lstrip("0") or "0", 16))
     if text.isdigit():
-        readings.add(int(text))
+        readings.add(int(text.lstrip("0") or "0"))
     return readings

@@ -45,6 +45,16 @@ digits split by anything else:
   `0xcb.0.113.7`, `203.000.113.007`, IPv6), a dotted number (pii_text.dotted_numbers), or four
   decimal groups 0-255 joined by any other separator (`203_0_113_7`, `203-0-113-7`); read also
   percent-decoded (`203%2E0%2E113%2E7`). `203.0.113.77` is not `203.0.113.7`.
+  A bare whole number (one group, no `0x`: `3405803783`, `cb007107`, or a 39-digit IPv6) is
+  read as an address only on a letter whose body could not be read (`body_read` False: no kept
+  body, or one that could not be opened), where the event id is all there is. On a letter whose
+  body was read, the body decides: every group of 8 to 39 digits is some address as a number,
+  so an event id's dates, epoch seconds and order numbers (`evt-20261203-000042` is 1.53.41.83
+  in decimal, 32.38.18.3 in hex) would delete other people's letters, irreversibly, by
+  coincidence (attack 12, finding 4); and the ETL refuses an event id holding its own event's ip
+  in those forms once it has parsed the event (etl_service/domain/own_values.py), so on such a
+  letter the reading is only ever a coincidence (on one it could not parse, the ip is normally
+  in the body it kept).
 
 Errors name the line number and the rule, never a value.
 """
@@ -97,13 +107,19 @@ class Person:
             return True
         return unquoted is not None and self._matches_unquoted(unquoted)
 
-    def matches_event_id(self, event_id: str) -> bool:
-        """True when a dead letter's event id names a value given (the rules: the module's docstring)."""
+    def matches_event_id(self, event_id: str, *, body_read: bool) -> bool:
+        """True when a dead letter's event id names a value given (the rules: the module's docstring).
+
+        `body_read`: whether the letter's body was read and matched too; if not, a bare whole
+        number in the event id is read as an address as well (the event id is all there is).
+        """
         if self._matches_string(None, event_id):
             return True
         folded = undefanged(event_id).casefold()
         runs = _GroupRuns(folded)
-        if self.ips and (self._holds_ip(folded) or not self.ips.isdisjoint(_ips_in(folded, runs))):
+        if self.ips and (
+            self._holds_ip(folded) or not self.ips.isdisjoint(_ips_in(folded, runs, bare_numbers=not body_read))
+        ):
             return True
         if any(_names_device(compact_form(device), folded, runs) for device in self.device_ids):
             return True
@@ -232,13 +248,21 @@ class _GroupRuns:
         return runs
 
 
-def _ips_in(folded: str, runs: _GroupRuns) -> set[str]:
-    """The canonical ips the ip-shaped pieces of an event id spell (tokenvault_common.ip_spellings)."""
+def _ips_in(folded: str, runs: _GroupRuns, bare_numbers: bool) -> set[str]:
+    """The canonical ips the ip-shaped pieces of an event id spell (tokenvault_common.ip_spellings).
+
+    A piece that is one group not starting with `0x` (a bare whole number) is read only with `bare_numbers`.
+    """
     found: set[str] = set()
     for piece in {*runs.ip_shaped_runs(), *dotted_numbers(folded)}:
-        if piece:
+        if piece and (bare_numbers or not _is_bare_number(piece)):
             found.update(ips_spelled_by(piece))
     return found
+
+
+def _is_bare_number(piece: str) -> bool:
+    """One group of letters and digits (no `.`, no `:`) without `0x`: read as an address, only a whole number."""
+    return piece.isalnum() and not piece.startswith("0x")
 
 
 def _names_device(compact: str, folded: str, runs: _GroupRuns) -> bool:

@@ -58,6 +58,7 @@ from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.adapters.transit_sealer import DeadLetterKeyUnusable
 from etl_service.domain.erasure_match import CriteriaError, Person, read_person
 from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS, Stop, envelope_layers
+from etl_service.service.sealing import read_dead_letter_body
 
 SETTINGS_ERROR = 2
 """Exit code: usage or settings, or OpenBao no longer using the dead-letter key (the dead-letters commands' code)."""
@@ -196,11 +197,29 @@ def _check(
     decrypt: Callable[[str], str],
     delete: bool,
 ) -> None:
+    """Match one letter (its clear text, what its envelopes hold, its event id); delete it if it matches.
+
+    A letter whose matching fails (whatever a producer put in it) is counted with those that could
+    not be opened, its message id printed, and the sweep goes on (attack 12, finding 3). Whole
+    numbers in the event id are read as addresses only when no body was read (erasure_match).
+    """
     texts = [dead.raw_body, *_opened(dead, sweep, key, decrypt)]  # the clear text: a redriven original, a plant
     sweep.checked += 1  # not before: a letter whose opening stopped the sweep was not checked
     event_id = dead.producer_event_id
-    named = event_id is not None and person.matches_event_id(event_id)
-    if not named and not any(person.matches(text) for text in texts):
+    body_read = read_dead_letter_body(texts[-1]) is None  # the last text read is no envelope: an original
+    try:
+        named = any(person.matches(text) for text in texts) or (
+            event_id is not None and person.matches_event_id(event_id, body_read=body_read)
+        )
+    except Exception as error:  # no letter stops the sweep; print its type only, never its content
+        sweep.unopenable.append(dead.message_id)
+        print(
+            f"dead letter {_printable(dead.message_id)} could not be checked (matching failed: {type(error).__name__});"
+            " left in the DLQ, counted below as could not be opened",
+            file=sys.stderr,
+        )
+        return
+    if not named:
         return
     sweep.matched += 1
     if delete:
