@@ -43,6 +43,11 @@ HOLDS_OWN_VALUE = (
 )
 _SEGMENT_SEPARATORS = re.compile(r"([-_/.:#])")
 _IP_JOINS = frozenset(".:")
+MIN_HEX_RUN = 7
+"""The shortest run of hex digits inside a group read as an ip: 0x1000000 (1.0.0.0) has 7 digits,
+and no number below it is read as an address (`ip_spellings.MIN_NUMBER_TO_SEARCH`)."""
+_HEX_RUN = re.compile(rf"[0-9a-f]{{{MIN_HEX_RUN},}}", re.ASCII)
+"""A run of hex digits in a case-folded purpose; the search is greedy, so each match is a maximal run."""
 
 
 class PurposeHoldsOwnValue(InvalidRequest):
@@ -114,7 +119,10 @@ def values_spelled_by(purpose: str) -> frozenset[str]:
     and, where its groups are joined by `.` or `:` only, as an ip in any spelling
     (`tokenvault_common.ip_spellings`); every dotted number `inet_aton` reads is an ip too, also
     glued to letters (`INC-V203.0.28935`, `CASE-9V0313.28935`: `dotted_numbers`, as the ETL's
-    own-value check reads event ids). A value revealed or erased is compared with this set (one
+    own-value check reads event ids); every maximal run of at least 7 hex digits inside a group is
+    read as an ip too (`INC-ipCB007107`, `INC-VCB007107-2`, `INC-CB007107x`: 203.0.113.7 in hex
+    glued to letters, attack 12, finding 5), as the ETL's own-value check finds the hex form of
+    an ip bounded by non-hex characters. A value revealed or erased is compared with this set (one
     or two membership tests per value: `vault_service.service.revealing`); it is derived once per
     distinct purpose (cached: a client's purposes repeat). At most 32 groups: at most 528 runs and
     as many compact forms, a few kB; 64 purposes are kept.
@@ -137,6 +145,9 @@ def values_spelled_by(purpose: str) -> frozenset[str]:
                 spelled.update(ips_spelled_by(run))
     for dotted in dotted_numbers(folded):
         spelled.update(ips_spelled_by(dotted))
+    # Separators are not hex digits, so each run is inside a group; a whole group was read above.
+    for hex_run in set(_HEX_RUN.findall(folded)).difference(groups):
+        spelled.update(ips_spelled_by(hex_run))
     return frozenset(spelled)
 
 
