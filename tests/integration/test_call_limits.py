@@ -78,10 +78,15 @@ def test_the_privacy_officer_cannot_erase_the_vault_in_one_burst(own_database: d
     with psycopg.connect(own_database["PG_ADMIN_DSN"]) as conn:
         gone = conn.execute("SELECT count(*) FROM vault.tokens WHERE erased_at IS NOT NULL").fetchone()
         refused = conn.execute(
-            "SELECT count(*) FROM vault.audit_log WHERE purpose = %s AND outcome = 'refused: RateLimited'", (purpose,)
+            "SELECT count(*) FROM vault.audit_log WHERE client = 'privacy-officer' AND action = 'erase'"
+            " AND outcome = 'refused: RateLimited' AND purpose = ''"  # withheld: nothing was compared with it
+        ).fetchone()
+        kept = conn.execute(
+            "SELECT count(*) FROM vault.audit_log WHERE purpose = %s AND outcome LIKE 'refused%%'", (purpose,)
         ).fetchone()
     assert gone == (burst,)  # in the table too, not just in the answers
     assert refused and refused[0] == codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED)  # every refusal audited
+    assert kept == (0,)
 
 
 def test_calls_with_no_tokens_cannot_flood_the_audit_log(stack_env: dict[str, str], stub_for: StubFor) -> None:

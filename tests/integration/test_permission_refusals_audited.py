@@ -2,9 +2,10 @@
 
 "Every detokenize (allowed or refused) ... is audited": a certificate the policy does not allow
 to reveal or erase still leaves a row naming who tried (client, certificate serial and SHA-256),
-what (action, token types, how many) and why (the purpose as written), with the outcome
-`refused: PermissionDenied`. Without it an insider could probe with a certificate of the wrong
-role and leave no trace.
+what (action, token types, how many), with the outcome `refused: PermissionDenied`. Without it
+an insider could probe with a certificate of the wrong role and leave no trace. The purpose is
+withheld (empty): the refused call opened no value to compare it with, and a purpose naming the
+value would stay in the log for good (attack 12, finding 1; test_purpose_refused_calls.py).
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def test_a_call_the_policy_refuses_is_audited_with_who_what_and_why(
 ) -> None:
     purpose = f"CASE-{action.upper()}-{_letters()}"
     stub = stub_for(client)
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        before = conn.execute("SELECT coalesce(max(id), 0) FROM vault.audit_log").fetchone()
     with pytest.raises(grpc.RpcError) as refused:
         if action == "detokenize":
             stub.Detokenize(vault_pb2.DetokenizeRequest(tokens=tokens, purpose=purpose), timeout=10)
@@ -68,9 +71,11 @@ def test_a_call_the_policy_refuses_is_audited_with_who_what_and_why(
     with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
         rows = conn.execute(
             "SELECT client, client_serial, client_cert_sha256, action, purpose, token_types, item_count, outcome"
-            " FROM vault.audit_log WHERE purpose = %s",
-            (purpose,),
+            " FROM vault.audit_log WHERE id > %s AND client = %s AND action = %s ORDER BY id",
+            (before[0] if before else 0, client, action),
         ).fetchall()
+        kept = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose = %s", (purpose,)).fetchone()
+    assert kept == (0,), "the refused call's purpose was kept"
     certificate = _certificate(stack_env, client)
     assert rows == [
         (
@@ -78,7 +83,7 @@ def test_a_call_the_policy_refuses_is_audited_with_who_what_and_why(
             format(certificate.serial_number, "x"),
             certificate.fingerprint(hashes.SHA256()).hex(),
             action,
-            purpose,
+            "",
             "device_id,ip",
             2,
             "refused: PermissionDenied",

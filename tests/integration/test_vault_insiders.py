@@ -185,11 +185,12 @@ def test_a_well_formed_certificate_is_served_and_its_serial_and_fingerprint_are_
     chain, key = insider_ca.client(_name("analyst"))
     leaf = x509.load_pem_x509_certificate(chain)
     _detokenize(_stub(stack_env, guarded, chain, key), purpose="INC-SERIAL")
+    serial = format(leaf.serial_number, "x")
     with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
         row = conn.execute(
-            "SELECT client, client_serial, client_cert_sha256 FROM vault.audit_log WHERE purpose = 'INC-SERIAL'"
+            "SELECT client, client_serial, client_cert_sha256 FROM vault.audit_log WHERE client_serial = %s", (serial,)
         ).fetchone()
-    assert row == ("analyst", format(leaf.serial_number, "x"), leaf.fingerprint(hashes.SHA256()).hex())
+    assert row == ("analyst", serial, leaf.fingerprint(hashes.SHA256()).hex())
 
 
 def test_a_client_without_limits_in_the_policy_gets_the_default_limit(

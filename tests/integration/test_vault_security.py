@@ -52,6 +52,12 @@ def stranger_certificate(stack_env: dict[str, str], tmp_path_factory: pytest.Tem
     return certs.issue(authority, tmp_path_factory.mktemp("stranger"), "stranger")
 
 
+def _last_audit_id(env: dict[str, str]) -> int:
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        row = conn.execute("SELECT coalesce(max(id), 0) FROM vault.audit_log").fetchone()
+    return int(row[0]) if row else 0
+
+
 def fresh_value(token_type: vault_pb2.TokenType.ValueType) -> str:
     n = uuid.uuid4().int
     if token_type == IP:
@@ -151,6 +157,7 @@ def limited_vault(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Running
 def test_detokenize_rate_limit_gives_resource_exhausted_and_recovers(
     stack_env: dict[str, str], limited_vault: RunningVault
 ) -> None:
+    before = _last_audit_id(stack_env)
     with client_channel(stack_env, limited_vault.address, "analyst") as channel:
         stub = vault_pb2_grpc.TokenVaultStub(channel)
 
@@ -172,7 +179,10 @@ def test_detokenize_rate_limit_gives_resource_exhausted_and_recovers(
         outcomes = [
             r[0]
             for r in conn.execute(
-                "SELECT outcome FROM vault.audit_log WHERE purpose = 'rate' ORDER BY id DESC LIMIT 4"
+                # The purpose is withheld (the token is made up: no value was compared with it).
+                "SELECT outcome FROM vault.audit_log WHERE id > %s AND client = 'analyst' AND action = 'detokenize'"
+                " ORDER BY id DESC LIMIT 4",
+                (before,),
             ).fetchall()
         ]
     assert outcomes[::-1][0] == "refused: RateLimited" and outcomes[::-1][2] == "refused: RateLimited"
@@ -188,6 +198,7 @@ def test_erasure_forgets_the_value_everywhere_and_is_audited(stack_env: dict[str
         assert etl_replica.Tokenize(item, timeout=10).results[0].token == token  # now cached there
 
         purpose = "GDPR-" + "".join(chr(ord("a") + int(c, 16)) for c in uuid.uuid4().hex[:8])  # letters: a case ref
+        before = _last_audit_id(stack_env)
         erase = vault_pb2.EraseRequest(tokens=[token, "ip_" + "C" * 22, "not-a-token"], purpose=purpose)
         results = stub_for("privacy-officer").Erase(erase, timeout=10).results
         assert results[0].erased
@@ -208,7 +219,10 @@ def test_erasure_forgets_the_value_everywhere_and_is_audited(stack_env: dict[str
             time.sleep(0.2)
     with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
         audited = conn.execute(
-            "SELECT client, action, outcome FROM vault.audit_log WHERE purpose = %s ORDER BY id", (purpose,)
+            # The purpose is withheld: two of the tokens hold no value to compare it with.
+            "SELECT client, action, outcome FROM vault.audit_log"
+            " WHERE id > %s AND client = 'privacy-officer' AND purpose = '' ORDER BY id",
+            (before,),
         ).fetchall()
         sealed = conn.execute("SELECT sealed, fingerprint FROM vault.tokens WHERE token = %s", (token,)).fetchone()
     # One row, written in the same transaction as the erasure (vault.erase_tokens).
@@ -232,8 +246,10 @@ def test_audit_chain_verifies_and_reports_the_first_tampered_row(
     stack_env: dict[str, str], vault: RunningVault, stub_for: StubFor
 ) -> None:
     analyst = stub_for("analyst")
+    item = vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=IP, value=fresh_value(IP))])
+    token = stub_for("etl-service").Tokenize(item, timeout=10).results[0].token  # a value to compare the purpose with
     for n in range(3):
-        analyst.Detokenize(vault_pb2.DetokenizeRequest(tokens=["ip_" + "D" * 22], purpose=f"CHAIN-{n}"), timeout=10)
+        analyst.Detokenize(vault_pb2.DetokenizeRequest(tokens=[token], purpose=f"CHAIN-{n}"), timeout=10)
     vault.wait_for_checkpoint()  # run alone, the session's vault has exported none yet
     intact = _verify(stack_env)
     assert intact.returncode == 0, intact.stdout + intact.stderr

@@ -76,8 +76,11 @@ def test_detokenize_reveals_per_policy_and_audits_counts_not_values() -> None:
     assert isinstance(results[2], TokenNotFound)
     assert isinstance(results[3], InvalidValue)
     (event,) = audit.events
-    assert (event.client, event.purpose, event.item_count) == ("analyst", "CASE-42", 4)
+    # Two of the tokens were not opened, so the purpose was not compared with their values: withheld.
+    assert (event.client, event.purpose, event.item_count) == ("analyst", "", 4)
     assert "10.0.0.1" not in repr(event) and str(ip_token) not in repr(event)
+    vault.detokenize("analyst", [str(ip_token), str(device_token)], "CASE-42")
+    assert audit.events[-1].purpose == "CASE-42"  # every value opened and compared: kept
 
 
 def test_refused_detokenize_is_audited_too() -> None:
@@ -96,7 +99,7 @@ def test_a_purpose_carrying_pii_is_not_kept_when_the_call_is_refused_for_another
     assert (event.outcome, event.purpose) == ("refused: PermissionDenied", "")
     with pytest.raises(PermissionDenied):
         make_vault(audit).detokenize("etl", ["ip_" + "A" * 22], "INC-4821")
-    assert audit.events[-1].purpose == "INC-4821"  # a fit purpose is kept
+    assert audit.events[-1].purpose == ""  # nor a fit one: no value was compared with it (attack 12, finding 1)
 
 
 def test_detokenize_requires_a_purpose() -> None:
@@ -201,8 +204,8 @@ def test_erasure_past_the_clients_erase_limit_is_refused_whole_and_audited() -> 
     assert store.erased == set(tokens[:2])  # nothing erased by a refused call
     refusals = [e for e in audit.events if e.outcome == "refused: RateLimited"]
     assert [(e.client, e.action, e.item_count, e.purpose) for e in refusals] == [
-        ("officer", "erase", 3, "GDPR-7"),
-        ("officer", "erase", 1, "GDPR-7"),
+        ("officer", "erase", 3, ""),  # refused before opening (opening is what the limit meters): withheld
+        ("officer", "erase", 1, ""),
     ]
 
 

@@ -10,7 +10,10 @@ a value or token written there outlives its erasure, and removing it later break
   device-id-like or other long number is refused, saying why (checked first, for that reason);
 - a purpose that spells one of the values the very call reveals or erases (`values_spelled_by`;
   compared in vault_service.service.revealing) is never stored: a plain reveal of it is refused,
-  a masked reveal or an erasure is audited without its purpose (a refusal would confirm a guess).
+  a masked reveal or an erasure is audited without its purpose (a refusal would confirm a guess);
+- a purpose that was not compared with every value of the call (a refused call opens nothing;
+  an erased, unknown or not permitted token is not opened) is not stored either: it is withheld
+  (vault_service.service.vault, `WITHHELD_PURPOSE`), for nothing tells what it spells.
 
 A form cannot tell a name written as a reference (`CASE-1-Smith`) from a ticket; it keeps out
 everything that needs blanks, and the checks above keep out what the vault can recognize.

@@ -11,6 +11,10 @@ guess the caller could not check otherwise:
 - a value revealed masked (or erased, which shows nothing): the call goes on exactly as for any
   other purpose, and the audit row keeps no purpose (`RevealedCall.purpose_withheld`). Refusing
   here would tell a masked client, or an eraser, whether its guess was right (review A, finding 1).
+A token whose value is not opened (not a token, of a type the client may not see, unknown,
+erased, or whose value does not open) cannot be compared: the audit row keeps no purpose either
+(`RevealedCall.purpose_compared` is False; attack 12, finding 1). Once a value is erased nothing
+in the vault can recognize it any more, so a purpose that is not compared is never kept.
 """
 
 from __future__ import annotations
@@ -68,11 +72,19 @@ DetokenizeOutcome = Revealed | VaultError
 
 
 class RevealedCall(NamedTuple):
-    """Each token's outcome, in order, and whether the purpose must be left out of the audit row."""
+    """Each token's outcome, in order, and whether the purpose may be kept in the audit row."""
 
     outcomes: list[DetokenizeOutcome]
     purpose_withheld: bool
     """The purpose spells a value this call opened but does not show PLAIN: audit it without the purpose."""
+    purpose_compared: bool = True
+    """Every token's value was opened and compared with the purpose. When not, nothing tells what the
+    purpose spells of the values not opened: audit it without the purpose (`keeps_purpose`)."""
+
+    @property
+    def keeps_purpose(self) -> bool:
+        """Whether the audit row may keep the purpose in clear: compared with every value, spelling none."""
+        return self.purpose_compared and not self.purpose_withheld
 
 
 def reveal(
@@ -90,22 +102,27 @@ def reveal(
     decrypt; the Revealed tuples of a group are made in C. Each opened value is compared with
     `spelled` (the values the purpose spells, `values_spelled_by`): one set test per value, in C.
     A hit in a group revealed PLAIN raises PurposeHoldsOwnValue; a hit in any other group sets
-    `purpose_withheld` and changes nothing the caller is shown (see the module docstring).
+    `purpose_withheld` and changes nothing the caller is shown (see the module docstring). A token
+    whose value is not opened clears `purpose_compared`.
     """
     outcomes: list[DetokenizeOutcome | None] = [None] * len(tokens)
     by_id = {id(token_type): (token_type, level) for token_type, level in levels.items()}
     groups: dict[tuple[int, int], tuple[list[int], list[str], list[bytes]]] = {}
     none, plain = RevealLevel.NONE, RevealLevel.PLAIN
     withheld = False
+    compared = True  # cleared by the first token whose value is not opened
     position = -1
     for token, token_type, row in zip(tokens, types, map(rows.get, tokens), strict=True):
         position += 1
         if token_type is None:
             outcomes[position] = InvalidValue("not a token: expected <type prefix>_<22 characters>")
+            compared = False
         elif by_id[id(token_type)][1] is none:
             outcomes[position] = PermissionDenied(f"client {client!r} may not detokenize {token_type.type_name} tokens")
+            compared = False
         elif row is None or row.sealed is None:
             outcomes[position] = TokenNotFound("no value is stored for this token (never issued or erased)")
+            compared = False
         else:
             group = groups.get((row.dek_id, id(token_type)))
             if group is None:
@@ -127,6 +144,7 @@ def reveal(
         )
         if values.count(None):
             unopened = values.count(None)
+            compared = False
             if failure is None:  # the key is loaded: the stored ciphertext itself does not authenticate
                 log.error(
                     "stored values do not authenticate for their tokens: altered in the database?",
@@ -138,10 +156,10 @@ def reveal(
                 if value is None:
                     made[index] = _unopened(failure)
         if len(made) == len(outcomes):
-            return RevealedCall(made, withheld)  # one group holds every token, in order
+            return RevealedCall(made, withheld, compared)  # one group holds every token, in order
         for position, outcome in zip(positions, made, strict=True):
             outcomes[position] = outcome
-    return RevealedCall(outcomes, withheld)  # type: ignore[arg-type]  # every position is set above
+    return RevealedCall(outcomes, withheld, compared)  # type: ignore[arg-type]  # every position is set above
 
 
 def _spells_one_of(spelled: frozenset[str], token_type: TokenType, values: list[str | None]) -> bool:

@@ -14,7 +14,6 @@ from typing import cast
 from vault_service.domain.audit import AuditEvent
 from vault_service.domain.crypto import fingerprints, seal_many
 from vault_service.domain.errors import (
-    InvalidRequest,
     InvalidValue,
     KeysUnavailable,
     PermissionDenied,
@@ -36,6 +35,7 @@ from vault_service.service.ports import AuditLog, FoundToken, NewTokenRow, Stale
 from vault_service.service.revealing import (
     DetokenizeOutcome,
     Revealed,
+    RevealedCall,
     reveal,
     reveal_hasher,
 )
@@ -44,6 +44,10 @@ from vault_service.service.token_cache import TokenCache
 log = logging.getLogger(__name__)
 
 STALE_KEY_RETRIES = 3
+WITHHELD_PURPOSE = ""
+"""The purpose of an audit row that may not keep it: the call's purpose spells a value it does not
+show in plain, or was not compared with every value of the call (refused before opening any, or
+naming a token whose value was not opened). Empty, as an unfit purpose's refusal always kept it."""
 
 
 _TOKEN_TYPES = tuple(TokenType)  # iterating the Enum class itself runs a Python generator
@@ -59,7 +63,9 @@ class TokenVault:
     is accepted for in-process use. Every refusal is audited (throttled per peer); tokenize,
     reveals and erasures are rate-limited per client (limits fail closed); tokenize is audited in
     aggregate; every reveal is audited with a keyed hash of each token revealed, so who saw a
-    token can be answered without storing tokens.
+    token can be answered without storing tokens. A purpose is kept in clear only in the row of a
+    call whose every value was opened and compared with it (`revealing.RevealedCall.keeps_purpose`);
+    every other row, refusals included, keeps it withheld (empty).
     """
 
     def __init__(
@@ -110,7 +116,7 @@ class TokenVault:
 
         Raises TooManyRequests when the peer is over its refusal rate.
         """
-        self.refusals.refused(peer, _refusal_event(caller, action, error, item_count, "", ""))
+        self.refusals.refused(peer, _refusal_event(caller, action, error, item_count, ""))
 
     # -- Tokenize ---------------------------------------------------------------------------
 
@@ -150,7 +156,7 @@ class TokenVault:
                 raise PermissionDenied(f"client {_name(caller)!r} may not tokenize")
             self._tokenize_limiter.take(str(_name(caller)), count)
         except VaultError as error:
-            self._audit_refusal(caller, "tokenize", error, count, "", "")
+            self._audit_refusal(caller, "tokenize", error, count, "")
             raise
         assert caller is not None  # permissions() refuses a missing identity
         epoch = self._cache.epoch  # an erasure during this call: what it finds is not cached
@@ -252,7 +258,7 @@ class TokenVault:
         try:
             self._new_token_limiter.take(caller.name, len(missing))
         except RateLimited as error:
-            self._audit_refusal(caller, "tokenize", error, len(missing), "", token_type.type_name)
+            self._audit_refusal(caller, "tokenize", error, len(missing), token_type.type_name)
             raise
         new_values = values if not found else [values[j] for j in missing]
         new_fps = fps if not found else [fps[j] for j in missing]
@@ -319,28 +325,26 @@ class TokenVault:
                 raise PermissionDenied(f"client {_name(caller)!r} may not detokenize")
             check_purpose(purpose)
             self._detokenize_limiter.take(str(_name(caller)), len(tokens))
-        except VaultError as error:
-            self._audit_refusal(caller, "detokenize", error, len(tokens), purpose, token_types)
+        except VaultError as error:  # nothing opened, so nothing compared: the purpose is withheld
+            self._audit_refusal(caller, "detokenize", error, len(tokens), token_types)
             raise
         assert caller is not None
         rows = self._tokens.fetch(list(set(compress(tokens, types))))  # well-formed tokens, once each
         # One policy lookup per token type in the call, not per token.
         levels = {member: self._policy.reveal_level(caller.name, member) for member in present}
         try:  # opened, then compared with the purpose, then audited, then shown
-            outcomes, withheld = reveal(
-                self._keys, caller.name, tokens, types, levels, rows, values_spelled_by(purpose)
-            )
+            checked = reveal(self._keys, caller.name, tokens, types, levels, rows, values_spelled_by(purpose))
         except PurposeHoldsOwnValue as error:
             # Without the purpose, never throttled, and naming the call's tokens as a reveal does:
             # the refusal told a caller who sees the value in plain that its guess was right, so
             # `audit who-saw` must list it (else a way to confirm a value without a reveal row).
             hash_of = reveal_hasher(self._keys.ring.audit_key)
             named = tuple(hash_of(token) for token in dict.fromkeys(compress(tokens, types)))
-            refusal = _refusal_event(caller, "detokenize", error, len(tokens), "", token_types)
+            refusal = _refusal_event(caller, "detokenize", error, len(tokens), token_types)
             self._audit.append(replace(refusal, revealed=named))
             raise
-        if withheld:  # it spells a value revealed masked: refusing would confirm the caller's guess
-            purpose = _withheld(caller, "detokenize")
+        outcomes = checked.outcomes
+        purpose = _kept_purpose(caller, "detokenize", purpose, checked)
         hash_of = reveal_hasher(self._keys.ring.audit_key)
         if list(map(type, outcomes)).count(Revealed) == len(outcomes):
             revealed = list(map(hash_of, tokens))
@@ -362,12 +366,9 @@ class TokenVault:
         )
         return outcomes
 
-    def _audit_refusal(
-        self, caller: Caller | None, action: str, error: VaultError, count: int, purpose: str, types: str
-    ) -> None:
-        self.refusals.refused(
-            _name(caller) or "<anonymous>", _refusal_event(caller, action, error, count, purpose, types)
-        )
+    def _audit_refusal(self, caller: Caller | None, action: str, error: VaultError, count: int, types: str) -> None:
+        """Audit a refused call (throttled per peer), without its purpose: no value of it was compared."""
+        self.refusals.refused(_name(caller) or "<anonymous>", _refusal_event(caller, action, error, count, types))
 
     # -- Erase ------------------------------------------------------------------------------
 
@@ -382,8 +383,8 @@ class TokenVault:
                 raise PermissionDenied(f"client {_name(caller)!r} may not erase values")
             check_purpose(purpose)
             self._erase_limiter.take(str(_name(caller)), len(tokens))  # irreversible: metered like reveals
-        except VaultError as error:
-            self._audit_refusal(caller, "erase", error, len(tokens), purpose, token_types)
+        except VaultError as error:  # refused before opening (the budget limits opening): purpose withheld
+            self._audit_refusal(caller, "erase", error, len(tokens), token_types)
             raise
         assert caller is not None
         outcomes: list[EraseOutcome] = []
@@ -405,8 +406,11 @@ class TokenVault:
             checked = reveal(
                 self._keys, caller.name, erasable, erasable_types, masked, rows, values_spelled_by(purpose)
             )
-            if checked.purpose_withheld:
-                purpose = _withheld(caller, "erase")
+        else:
+            checked = RevealedCall([], purpose_withheld=False)
+        if len(erasable) < len(tokens):  # not a token, or of a type the client may not erase: not compared
+            checked = checked._replace(purpose_compared=False)
+        purpose = _kept_purpose(caller, "erase", purpose, checked)
         # The erasure and its audit row commit together (vault.erase_tokens); the row keeps the
         # keyed hash of each token it erased, as a reveal's does, so who-saw names the erasure.
         hashes = tuple(map(reveal_hasher(self._keys.ring.audit_key), erasable))
@@ -425,13 +429,20 @@ class TokenVault:
         ]
 
 
-def _withheld(caller: Caller, action: str) -> str:
-    """The purpose audited for a call whose purpose spells a value it does not show: none (logged, no value)."""
-    log.warning(
-        "purpose left out of the audit row: it spells a value the call reveals masked or erases",
-        extra={"client": caller.name, "action": action},
-    )
-    return ""
+def _kept_purpose(caller: Caller, action: str, purpose: str, checked: RevealedCall) -> str:
+    """The purpose as the call's audit row keeps it: in clear, or withheld (empty).
+
+    Kept only when every token's value was opened and compared with it and it spells none of
+    them. One spelling a value the call reveals masked or erases is logged (client and action,
+    no value); one that could not be compared (a token not opened: erased, unknown, not
+    permitted) is withheld without a log line, as its row's outcome already counts those tokens.
+    """
+    if checked.purpose_withheld:
+        log.warning(
+            "purpose left out of the audit row: it spells a value the call reveals masked or erases",
+            extra={"client": caller.name, "action": action},
+        )
+    return purpose if checked.keeps_purpose else WITHHELD_PURPOSE
 
 
 def _cacheable(keys: list[bytes], found: list[TokenizeOutcome | None]) -> tuple[list[bytes], list[str]]:
@@ -444,21 +455,20 @@ def _name(caller: Caller | None) -> str | None:
     return caller.name if caller is not None else None
 
 
-def _refusal_event(
-    caller: Caller | None, action: str, error: VaultError, count: int, purpose: str, types: str
-) -> AuditEvent:
-    """A refusal as audited.
+def _refusal_event(caller: Caller | None, action: str, error: VaultError, count: int, types: str) -> AuditEvent:
+    """A refusal as audited: its purpose withheld.
 
-    The purpose is kept only when it is fit to keep (a case reference): a call may be refused
-    for another reason before its purpose was checked.
+    A refused call opened no value (a refusal over the rate limit must not: opening is what the
+    limit meters), so nothing tells whether its purpose spells one of them: a privacy officer's
+    Erase refused over the erase burst with `GDPR-2026-801-<device id>` kept the device id for
+    good (attack 12, finding 1). A purpose refused as unfit may hold what made it unfit.
     """
-    kept_purpose = purpose if _fit_purpose(purpose) else ""
     return AuditEvent(
         caller.name if caller else "<anonymous>",
         action,
         f"refused: {type(error).__name__}",
         count,
-        kept_purpose,
+        WITHHELD_PURPOSE,
         types,
         caller.serial if caller else "",
         caller.cert_sha256 if caller else "",
@@ -473,11 +483,3 @@ def _present(types: Sequence[TokenType | None]) -> list[TokenType]:
 def _names_of(present: Iterable[TokenType]) -> str:
     """Type names as the audit log keeps them: sorted, comma-separated."""
     return ",".join(sorted(member.type_name for member in present))
-
-
-def _fit_purpose(purpose: str) -> bool:
-    try:
-        check_purpose(purpose)
-    except InvalidRequest:
-        return False
-    return True
