@@ -29,6 +29,7 @@ from devstack.events import OutgoingEvent, send_events
 from devstack.sqs import sqs_client
 from etl_service.adapters.transit_sealer import PROBE_CIPHERTEXT, TransitSealer
 from etl_service.errors import Misconfigured
+from etl_service.service.ports import BodySealer
 from etl_service.service.returned_letters import RETURNED_DETAIL
 from etl_service.service.sealing import NOT_KEPT_NO_KEY, dead_letter_body
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
@@ -53,6 +54,20 @@ def move_to_source(sqs: Any, dlq_url: str, queue_url: str) -> int:
 
 def person(tag: str) -> dict[str, str]:
     return {"user_id": f"moved-{tag}", "ip": f"203.0.113.{random.randrange(170, 180)}", "device_id": f"mv-dev-{tag}"}
+
+
+def refused_event(values: dict[str, str]) -> str:
+    """A well-formed event holding `values`, refused for its device type (so its dead letter is sealed)."""
+    return json.dumps({**GOOD, **values, "device_type": "toaster"})
+
+
+def sealed_layers(sealer: BodySealer, text: str, depth: int) -> list[str]:
+    """`text` sealed `depth` times, each envelope inside the next: the envelopes from the innermost out."""
+    layers: list[str] = []
+    for _ in range(depth):
+        text = sealer.seal([text])[0]
+        layers.append(text)
+    return layers
 
 
 def forged_in_clear(values: dict[str, str]) -> str:
@@ -90,7 +105,7 @@ def test_a_forged_envelope_with_clear_text_for_ciphertext_is_sealed_and_a_genuin
     """
     tag = uuid.uuid4().hex[:8]
     values, victim = person(tag), person(f"{tag}v")
-    refused = json.dumps({**GOOD, **values, "device_type": "toaster"})
+    refused = refused_event(values)
     endpoint = stack_env["SQS_ENDPOINT_URL"]
     sqs = sqs_client(endpoint)
     env = etl_harness_env(stack_env, vault.address)
@@ -127,7 +142,7 @@ def test_a_dead_letter_moved_back_to_the_source_returns_to_the_dlq_unchanged_and
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     values = person(tag)
-    refused = json.dumps({**GOOD, **values, "device_type": "toaster"})
+    refused = refused_event(values)
     endpoint = stack_env["SQS_ENDPOINT_URL"]
     sqs = sqs_client(endpoint)
     env = etl_harness_env(stack_env, vault.address)
@@ -194,7 +209,7 @@ def test_an_etl_switched_to_discard_cannot_prove_a_sealed_dead_letter_and_keeps_
     """
     tag = uuid.uuid4().hex[:8]
     values = person(tag)
-    refused = json.dumps({**GOOD, **values, "device_type": "toaster"})
+    refused = refused_event(values)
     endpoint = stack_env["SQS_ENDPOINT_URL"]
     sqs = sqs_client(endpoint)
     env = etl_harness_env(stack_env, vault.address)
@@ -274,11 +289,8 @@ def test_erase_opens_envelopes_sealed_inside_envelopes_and_reasonless_envelopes(
     with etl_consumer(env) as etl:
         sealer = etl.wired.sealer
         assert sealer is not None
-        envelope = sealer.seal([json.dumps({**GOOD, **values, "device_type": "toaster"})])[0]
-        nested = sealer.seal([envelope])[0]  # the old ETL's second envelope (reason missing_field)
-        too_deep = envelope
-        for _ in range(4):
-            too_deep = sealer.seal([too_deep])[0]
+        # the old ETL's second envelope (reason missing_field), and one five envelopes deep
+        envelope, nested, *_, too_deep = sealed_layers(sealer, refused_event(values), 5)
     planted = {f"{tag}-nested": (nested, "missing_field"), f"{tag}-reasonless": (envelope, None)}
     for event_id, (text, reason) in planted.items():  # the reasonless one: moved back by hand, attributes lost
         attributes: dict[str, Any] = {"event_id": {"DataType": "String", "StringValue": event_id}}
@@ -332,9 +344,7 @@ def test_show_stops_where_erase_does_at_the_depth_limit_and_at_a_tampered_inner_
     with etl_consumer(env) as etl:
         sealer = etl.wired.sealer
         assert sealer is not None
-        too_deep = sealer.seal([json.dumps({**GOOD, **values, "device_type": "toaster"})])[0]
-        for _ in range(4):
-            too_deep = sealer.seal([too_deep])[0]
+        too_deep = sealed_layers(sealer, refused_event(values), 5)[-1]
         planted_inside = sealer.seal([dead_letter_body(PROBE_CIPHERTEXT, None, "tokenvault-kek")])[0]
     reason: dict[str, Any] = {"reason": {"DataType": "String", "StringValue": "missing_field"}}
     deep_id = sqs.send_message(QueueUrl=etl.dlq_url, MessageBody=too_deep, MessageAttributes=reason)["MessageId"]
