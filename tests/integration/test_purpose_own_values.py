@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import grpc
 import psycopg
@@ -191,63 +192,75 @@ def test_an_erasure_whose_purpose_holds_its_own_value_erases_and_is_audited_with
     assert audited == [("erase", "ok: 2 erased, 0 not erased")]
 
 
-def test_a_masked_client_gets_the_same_outcome_whether_its_purpose_guesses_the_value_or_not(
-    stack_env: dict[str, str], stub_for: StubFor, values: Values
-) -> None:
-    # The analyst sees device ids masked (last four characters). Were a purpose holding the
-    # right device id refused, and a wrong one served, each call would test a guess of it.
-    analyst = stub_for("analyst")
-    right, wrong = f"GDPR-2026-801-{values['device']}", f"GDPR-2026-801-{_device_id()}"
-    before = _last_audit_id(stack_env)
-    got = [
-        _outcome(
-            lambda p=purpose: analyst.Detokenize(  # type: ignore[misc]
-                vault_pb2.DetokenizeRequest(tokens=[values["device_token"]], purpose=p), timeout=10
-            )
-        )
-        for purpose in (right, wrong)
-    ]
-    same = got[0] == got[1]
-    served = all(isinstance(outcome, vault_pb2.DetokenizeResponse) for outcome in got)
-    assert same and served, "the outcome differs with the guess, or the masked reveal was refused"
-    rows = _audit_rows_since(stack_env, before, "analyst")
-    assert [(action, purpose == "", purpose == wrong) for action, _, purpose in rows] == [
-        ("detokenize", True, False),  # the right guess: audited without its purpose
-        ("detokenize", False, True),
-    ]
-    assert not _audit_holds(stack_env, values["device"]), "an audit row holds the device id"
+@dataclass(frozen=True)
+class _Guesser:
+    """A client that may not see the device id in plain, and a call of its that must not test a guess of it."""
+
+    client: str
+    action: str  # as audited
+    call: Callable[[vault_pb2_grpc.TokenVaultStub, str, str], object]  # (stub, token, purpose) -> response
+    served: Callable[[object], bool]  # whether a response is the call served
+    erases: bool  # an erasure spends its token: the wrong guess goes to another token, checked erased after
 
 
-def test_an_eraser_gets_the_same_outcome_whether_its_purpose_guesses_the_value_or_not(
-    stack_env: dict[str, str], stub_for: StubFor, values: Values
+_GUESSERS = [
+    pytest.param(
+        _Guesser(
+            "analyst",  # sees device ids masked (last four characters)
+            "detokenize",
+            lambda stub, token, purpose: stub.Detokenize(
+                vault_pb2.DetokenizeRequest(tokens=[token], purpose=purpose), timeout=10
+            ),
+            lambda outcome: isinstance(outcome, vault_pb2.DetokenizeResponse),
+            erases=False,
+        ),
+        id="masked reveal",
+    ),
+    pytest.param(
+        _Guesser(
+            "privacy-officer",  # sees nothing
+            "erase",
+            lambda stub, token, purpose: stub.Erase(
+                vault_pb2.EraseRequest(tokens=[token], purpose=purpose), timeout=10
+            ),
+            lambda outcome: (
+                isinstance(outcome, vault_pb2.EraseResponse) and [r.erased for r in outcome.results] == [True]
+            ),
+            erases=True,
+        ),
+        id="erasure",
+    ),
+]
+
+
+@pytest.mark.parametrize("guesser", _GUESSERS)
+def test_a_client_not_seeing_the_value_gets_the_same_outcome_whether_its_purpose_guesses_it_or_not(
+    stack_env: dict[str, str], stub_for: StubFor, values: Values, guesser: _Guesser
 ) -> None:
-    # The privacy officer sees nothing. Refused when its purpose holds the right device id and
-    # erased otherwise, one erasure would test a guess of a value it may not see.
-    officer = stub_for("privacy-officer")
-    other_token = _tokenized_device(stub_for)
+    # Were a purpose holding the right device id refused, and a wrong one served, each call (a
+    # masked reveal, or an erasure) would test a guess of a value the client may not see.
+    stub = stub_for(guesser.client)
+    other_token = _tokenized_device(stub_for) if guesser.erases else values["device_token"]
     right = f"GDPR-2026-801-{values['device']}"
-    wrong = f"GDPR-2026-801-{_device_id()}"  # a wrong guess of the other token's device id
+    wrong = f"GDPR-2026-801-{_device_id()}"  # a wrong guess (of the other token's device id, for an erasure)
     before = _last_audit_id(stack_env)
     got = [
-        _outcome(
-            lambda t=token, p=purpose: officer.Erase(  # type: ignore[misc]
-                vault_pb2.EraseRequest(tokens=[t], purpose=p), timeout=10
-            )
-        )
+        _outcome(lambda t=token, p=purpose: guesser.call(stub, t, p))  # type: ignore[misc]
         for token, purpose in ((values["device_token"], right), (other_token, wrong))
     ]
     same = got[0] == got[1]
-    erased = all(isinstance(o, vault_pb2.EraseResponse) and [r.erased for r in o.results] == [True] for o in got)
-    assert same and erased, "the outcome differs with the guess, or the erasure was refused"
-    rows = _audit_rows_since(stack_env, before, "privacy-officer")
+    served = all(guesser.served(outcome) for outcome in got)
+    assert same and served, f"the outcome differs with the guess, or the {guesser.action} was refused"
+    rows = _audit_rows_since(stack_env, before, guesser.client)
     assert [(action, purpose == "", purpose == wrong) for action, _, purpose in rows] == [
-        ("erase", True, False),  # the right guess: audited without its purpose
-        ("erase", False, True),
+        (guesser.action, True, False),  # the right guess: audited without its purpose
+        (guesser.action, False, True),
     ]
     assert not _audit_holds(stack_env, values["device"]), "an audit row holds the device id"
-    check = vault_pb2.DetokenizeRequest(tokens=[values["device_token"], other_token], purpose="CASE-2026-801-CHECK")
-    results = stub_for("fraud-investigator").Detokenize(check, timeout=10).results
-    assert [r.error.code for r in results] == [grpc.StatusCode.NOT_FOUND.value[0]] * 2, "a value was not erased"
+    if guesser.erases:
+        check = vault_pb2.DetokenizeRequest(tokens=[values["device_token"], other_token], purpose="CASE-2026-801-CHECK")
+        results = stub_for("fraud-investigator").Detokenize(check, timeout=10).results
+        assert [r.error.code for r in results] == [grpc.StatusCode.NOT_FOUND.value[0]] * 2, "a value was not erased"
 
 
 def test_a_reference_not_holding_the_calls_values_reveals_and_erases_as_before(
