@@ -24,8 +24,8 @@ from psycopg.conninfo import make_conninfo
 
 from devstack.envfile import write_env_file
 from devstack.stack import etl_service_env, vault_service_env
+from tests.compose_model import resolved
 from tests.integration.fake_postgres import CLEARTEXT, MD5, Impostor, serving
-from tests.unit.test_compose_file import resolved
 
 
 @pytest.fixture(params=[CLEARTEXT, MD5], ids=["cleartext", "md5"])

@@ -22,7 +22,7 @@ from psycopg.conninfo import make_conninfo
 
 from devstack.certs import CertPair, create_authority, issue
 from tests.integration.fake_postgres import Impostor, serving
-from tests.unit.test_k8s_manifests import by_kind
+from tests.k8s_manifests import by_kind
 
 DATABASE_HOST = "postgres.tokenvault-data.svc"
 

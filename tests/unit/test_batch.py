@@ -9,31 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow, check_event_id
+from etl_service.domain.messages import QuarantineRecord, UserLoginRow, check_event_id
 from etl_service.errors import DependencyDown, Misconfigured, VaultCallFailed, vault_status_error
 from etl_service.service.batch import BatchProcessor, retry_delay
 from etl_service.service.ports import WriteResult
+from tests.unit.etl_builders import RecordingSealer, consumer, good, message
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
-from tests.unit.test_consumer import consumer
 from tokenvault_client.chunking import ChunkLimits, column_chunks
-
-SENT_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
-
-
-def message(i: int, body: object, receive_count: int = 1, event_id: str | None = None) -> QueueMessage:
-    text = body if isinstance(body, str) else json.dumps(body)
-    return QueueMessage(f"m{i}", f"r{i}", text, SENT_MS, receive_count, event_id)
-
-
-def good(i: int, ip: str = "10.0.0.1") -> dict[str, object]:
-    return {
-        "user_id": f"u{i}",
-        "app_version": "2.0",
-        "device_type": "ios",
-        "ip": ip,
-        "locale": None,
-        "device_id": f"100-00-{i:04d}",
-    }
 
 
 def test_good_and_bad_messages_of_one_batch_each_reach_their_place() -> None:
@@ -101,29 +83,6 @@ def test_redelivered_message_adds_no_row() -> None:
     processor.process([message(1, good(1), event_id="evt-1")])
     outcome = processor.process([message(9, good(1), receive_count=2, event_id="evt-1")])
     assert len(store.rows) == 1 and outcome.already_loaded == 1
-
-
-class RecordingSealer:
-    key_name: str | None = "test-key"
-
-    def __init__(self) -> None:
-        self.sealed: list[str] = []
-        self.down = False
-        self.genuine: set[str] = set()
-        """The ciphertexts Transit would authenticate under the dead-letter key."""
-        self.asked: list[list[str]] = []
-
-    def seal(self, bodies: Sequence[str]) -> list[str]:
-        if self.down:
-            raise DependencyDown("OpenBao unavailable", "openbao")
-        self.sealed += bodies
-        return [json.dumps({"format": "tokenvault-dead-letter/1", "sealed_body": "vault:v1:x"}) for _ in bodies]
-
-    def authentic(self, ciphertexts: Sequence[str]) -> frozenset[str]:
-        if self.down:
-            raise DependencyDown("OpenBao unavailable", "openbao")
-        self.asked.append(list(ciphertexts))
-        return frozenset(c for c in ciphertexts if c in self.genuine)
 
 
 def test_a_different_event_under_a_loaded_event_id_is_quarantined_not_counted_as_a_duplicate() -> None:

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from tests.unit.fakes import FakeAuditLog
-from tests.unit.test_vault_client import FakeRpcError
+from tests.unit.rpc_errors import FakeRpcError
 from tokenvault_client import GRPC_SLOTS_FULL, RateLimited, ServerBusy, Unavailable
 from tokenvault_client.errors import from_rpc_error
 from tokenvault_client.retry import RetryPolicy, call_with_retry

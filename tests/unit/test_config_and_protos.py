@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from etl_service.config import EtlConfig
+from tests.unit.etl_builders import minimal_etl_env
 from tokenvault_common.env import ConfigError
 from vault_service.config import VaultServiceConfig
 
@@ -22,37 +23,25 @@ def test_etl_config_lists_every_missing_variable_at_once() -> None:
     assert "ETL_BATCH_SIZE must be an integer" in message
 
 
-def _minimal_etl_env(tmp_path: Path, queue_url: str) -> dict[str, str]:
-    pem = tmp_path / "x.pem"
-    pem.write_text("x")
-    return {
-        "ETL_QUEUE_URL": queue_url,
-        "ETL_DATABASE_DSN": "postgresql://etl@db/app",
-        "ETL_VAULT_ADDRESS": "vault:50051",
-        **{f"ETL_TLS_{name}": str(pem) for name in ("CA", "CERT", "KEY")},
-        "ETL_DLQ_BODIES": "discard",
-    }
-
-
 def test_an_exercise_style_queue_url_implies_its_endpoint_and_dlq(tmp_path: Path) -> None:
-    config = EtlConfig.from_env(_minimal_etl_env(tmp_path, "http://localhost:4566/000000000000/login-queue"))
+    config = EtlConfig.from_env(minimal_etl_env(tmp_path, "http://localhost:4566/000000000000/login-queue"))
     assert config.sqs_endpoint_url == "http://localhost:4566"
     assert config.dlq_url == "http://localhost:4566/000000000000/login-queue-dlq"
 
 
 def test_an_aws_queue_url_keeps_the_default_endpoint(tmp_path: Path) -> None:
     url = "https://sqs.eu-west-1.amazonaws.com/123456789012/login-queue"
-    assert EtlConfig.from_env(_minimal_etl_env(tmp_path, url)).sqs_endpoint_url is None
+    assert EtlConfig.from_env(minimal_etl_env(tmp_path, url)).sqs_endpoint_url is None
 
 
 def test_in_flight_bound_below_the_batch_size_is_refused(tmp_path: Path) -> None:
-    env = {**_minimal_etl_env(tmp_path, "http://q/1/q"), "ETL_BATCH_SIZE": "500", "ETL_MAX_IN_FLIGHT": "100"}
+    env = {**minimal_etl_env(tmp_path, "http://q/1/q"), "ETL_BATCH_SIZE": "500", "ETL_MAX_IN_FLIGHT": "100"}
     with pytest.raises(ConfigError, match="ETL_MAX_IN_FLIGHT"):
         EtlConfig.from_env(env)
 
 
 def test_dead_letters_keep_sealed_bodies_unless_the_operator_opts_out(tmp_path: Path) -> None:
-    env = _minimal_etl_env(tmp_path, "http://q/1/q")
+    env = minimal_etl_env(tmp_path, "http://q/1/q")
     assert EtlConfig.from_env(env).dlq_bodies == "discard"  # the explicit opt-out
     sealed = {k: v for k, v in env.items() if k != "ETL_DLQ_BODIES"}
     with pytest.raises(ConfigError, match=r"ETL_DLQ_SEAL_VAULT_ADDR is required .* set ETL_DLQ_BODIES=discard"):
@@ -69,7 +58,7 @@ def test_dead_letters_keep_sealed_bodies_unless_the_operator_opts_out(tmp_path: 
 
 
 def test_the_etl_without_sealing_settings_refuses_to_start_saying_how_to_opt_out(tmp_path: Path) -> None:
-    env = {k: v for k, v in _minimal_etl_env(tmp_path, "http://127.0.0.1:9/1/q").items() if k != "ETL_DLQ_BODIES"}
+    env = {k: v for k, v in minimal_etl_env(tmp_path, "http://127.0.0.1:9/1/q").items() if k != "ETL_DLQ_BODIES"}
     result = subprocess.run(
         [sys.executable, "-m", "etl_service", "run"],
         env={"PATH": "/usr/bin:/bin", **env},

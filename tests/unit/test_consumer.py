@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import time
 from collections.abc import Sequence
@@ -12,23 +11,11 @@ from typing import Any
 from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow
 from etl_service.errors import DependencyDown
 from etl_service.service.batch import BatchProcessor
-from etl_service.service.consumer import Consumer, ConsumerSettings, ledger_for
 from etl_service.service.gate import DependencyGate
-from etl_service.service.outcomes import BatchOutcome, ConsumerObserver, NoObserver
+from etl_service.service.outcomes import BatchOutcome, NoObserver
 from etl_service.service.ports import WriteResult
+from tests.unit.etl_builders import consumer, messages
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
-
-SENT_MS = 1_700_000_000_000
-
-
-def messages(count: int, bad_every: int = 0) -> list[QueueMessage]:
-    result = []
-    for i in range(count):
-        body = {"user_id": f"u{i}", "app_version": "1.2", "device_type": "ios", "ip": f"10.0.{i % 250}.1"}
-        body |= {"locale": "US", "device_id": f"d-{i % 97}"}
-        text = "not json" if bad_every and i % bad_every == 0 else json.dumps(body)
-        result.append(QueueMessage(f"m{i}", f"r{i}", text, SENT_MS, 1))
-    return result
 
 
 class SlowStore(FakeLoginStore):
@@ -64,27 +51,6 @@ class HeldRecorder(NoObserver):
 
     def dependency_changed(self, dependency: str, up: bool) -> None:
         self.dependency_events.append((dependency, up))
-
-
-def consumer(
-    queue: FakeQueue,
-    tokenizer: FakeTokenizer,
-    store: FakeLoginStore,
-    observer: ConsumerObserver | None = None,
-    gate: DependencyGate | None = None,
-    max_receive_count: int | None = None,
-    **settings: float,
-) -> Consumer:
-    """A consumer wired as bootstrap wires it, over fakes."""
-    processor = BatchProcessor(queue, tokenizer, store, max_receive_count=max_receive_count)
-
-    def probe() -> None:
-        tokenizer.ready()
-        store.ready()
-
-    gate = gate or DependencyGate(probe, first_pause=0.05, max_pause=0.2)
-    config = ConsumerSettings(**settings)  # type: ignore[arg-type]
-    return Consumer(queue, processor, config, gate, ledger_for(config), observer or NoObserver())
 
 
 def test_concurrent_receivers_settle_every_message_exactly_once() -> None:

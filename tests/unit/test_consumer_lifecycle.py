@@ -13,8 +13,8 @@ from etl_service.errors import Misconfigured, vault_status_error
 from etl_service.service.batcher import Batcher
 from etl_service.service.inflight import InFlight
 from etl_service.service.ports import TakeBack
+from tests.unit.etl_builders import consumer, messages
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
-from tests.unit.test_consumer import consumer, messages
 
 
 def test_the_batcher_hands_out_full_batches_at_once_and_partial_ones_when_due() -> None:

@@ -18,7 +18,7 @@ import pytest
 from etl_service.adapters.dead_letter_queue import LISTING_LIMIT, DeadLetterError
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.entrypoints import dead_letter_erasure, dead_letters
-from tests.unit.test_dead_letter_listing import DLQ, SOURCE, LargeDlq
+from tests.unit.dlq_clients import DLQ, SOURCE, LargeDlq
 
 ERASED_USER = "u-erased-4711"
 

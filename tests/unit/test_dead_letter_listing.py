@@ -21,8 +21,7 @@ from etl_service.adapters import dead_letter_queue
 from etl_service.adapters.dead_letter_queue import DeadLetterQueue
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.entrypoints import dead_letters
-
-SOURCE, DLQ = "https://sqs.example/1/login-queue", "https://sqs.example/1/login-queue-dlq"
+from tests.unit.dlq_clients import DLQ, SOURCE, LargeDlq
 
 
 class SampledServers:
@@ -64,54 +63,6 @@ def test_a_take_back_long_polls_and_finds_the_letter_a_short_poll_would_miss() -
     taken, _ = DeadLetterQueue(client, SOURCE, DLQ).take_back_redriven()  # type: ignore[arg-type]
     assert taken == 1 and client.sent == ['{"user_id": "u"}']
     assert client.waits and min(client.waits) >= 1  # the last, empty answer too: it ends the listing
-
-
-class LargeDlq:
-    """An SQS client serving `reasoned` letters with a reason, then one without, 10 per receive.
-
-    Each receive advances `clock` by `seconds_per_receive`; a letter received is leased for the
-    receive's VisibilityTimeout and served again once that runs out (as SQS does).
-    """
-
-    def __init__(self, reasoned: int, seconds_per_receive: float = 0.0) -> None:
-        self.letters = [_letter(f"reasoned-{i}", reason="not_json") for i in range(reasoned)]
-        self.letters.append(_letter("redriven-last", reason=None))
-        self.visible_at = {m["MessageId"]: 0.0 for m in self.letters}
-        self.now = 0.0
-        self.seconds_per_receive = seconds_per_receive
-        self.receives = 0
-        self.sent: list[str] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def receive_message(self, QueueUrl: str, VisibilityTimeout: int, **_: Any) -> dict[str, Any]:
-        assert QueueUrl == DLQ
-        self.receives += 1
-        self.now += self.seconds_per_receive
-        batch = [m for m in self.letters if self.visible_at[m["MessageId"]] <= self.now][:10]
-        for m in batch:
-            self.visible_at[m["MessageId"]] = self.now + VisibilityTimeout
-        return {"Messages": batch} if batch else {}
-
-    def send_message(self, QueueUrl: str, MessageBody: str, **_: Any) -> dict[str, Any]:
-        self.sent.append(MessageBody)
-        return {"MessageId": f"new-{len(self.sent)}"}
-
-    def delete_message(self, **_: Any) -> None:
-        """The dead letter re-sent is deleted."""
-
-    def change_message_visibility_batch(self, Entries: list[dict[str, Any]], **_: Any) -> None:
-        """The listing is released: visible again at once."""
-        for entry in Entries:
-            self.visible_at[entry["ReceiptHandle"].removeprefix("h-")] = self.now
-
-
-def _letter(message_id: str, reason: str | None) -> dict[str, Any]:
-    attributes = {"event_id": {"DataType": "String", "StringValue": f"evt-{message_id}"}}
-    if reason:
-        attributes["reason"] = {"DataType": "String", "StringValue": reason}
-    return {"MessageId": message_id, "ReceiptHandle": f"h-{message_id}", "Body": "{}", "MessageAttributes": attributes}
 
 
 def test_a_take_back_that_reaches_its_limit_says_it_did_not_read_the_dlq_whole() -> None:

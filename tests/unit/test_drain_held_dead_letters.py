@@ -24,9 +24,9 @@ from etl_service.service.gate import DependencyGate
 from etl_service.service.inflight import InFlight
 from etl_service.service.outcomes import RunSummary
 from etl_service.service.ports import TakeBack
+from tests.unit.dlq_clients import DLQ, SOURCE, LargeDlq
+from tests.unit.etl_builders import consumer, messages
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
-from tests.unit.test_consumer import consumer, messages
-from tests.unit.test_dead_letter_listing import DLQ, SOURCE, LargeDlq
 
 
 class HeldDeadLetters(FakeQueue):

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from etl_service.domain.messages import check_event_id
 from etl_service.domain.own_values import MIN_DEVICE_ID_TO_SEARCH, own_value_in
 from etl_service.service.batch import BatchProcessor
+from tests.unit.etl_builders import good, message
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
-from tests.unit.test_batch import good, message
 from tokenvault_common.pii_text import address_in, may_hold_an_address, undefanged, visible
 
 BYPASSES = [  # each passed check_event_id before

@@ -17,28 +17,11 @@ import pytest
 import yaml
 
 from etl_service.config import EtlConfig
+from tests.k8s_manifests import K8S, by_kind, kustomization
 from tokenvault_common.env import ConfigError
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.policy import load_policy
 from vault_service.entrypoints.server import LIVENESS_SERVICE
-
-K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
-
-
-def kustomization() -> dict[str, Any]:
-    document: dict[str, Any] = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    return document
-
-
-def manifests() -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    for resource in kustomization()["resources"]:
-        found += [d for d in yaml.safe_load_all((K8S / resource).read_text()) if d]
-    return found
-
-
-def by_kind(kind: str) -> dict[str, dict[str, Any]]:
-    return {m["metadata"]["name"]: m for m in manifests() if m["kind"] == kind}
 
 
 def pod_labels(deployment: dict[str, Any]) -> dict[str, str]:

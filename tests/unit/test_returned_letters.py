@@ -27,9 +27,8 @@ from etl_service.service.returned_letters import (
     returned_letter,
 )
 from etl_service.service.sealing import NOT_KEPT_NO_KEY, NOT_KEPT_TOO_LARGE, dead_letter_body
+from tests.unit.etl_builders import SENT_MS, RecordingSealer, good, message, minimal_etl_env
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
-from tests.unit.test_batch import SENT_MS, RecordingSealer, good, message
-from tests.unit.test_config_and_protos import _minimal_etl_env
 
 KEY = "test-key"  # RecordingSealer's
 CIPHERTEXT = "vault:v1:" + base64.b64encode(bytes(range(40))).decode()
@@ -213,7 +212,7 @@ def test_an_etl_switched_to_discard_cannot_prove_a_sealed_letter_and_keeps_no_bo
     can write one with clear text for its 'ciphertext'. Unproven, it is refused like any message and,
     as discard mode does with every body, not kept (the original's quarantine row stays).
     """
-    env = {**_minimal_etl_env(tmp_path, "http://127.0.0.1:9/1/q"), "ETL_DLQ_SEAL_KEY": KEY}
+    env = {**minimal_etl_env(tmp_path, "http://127.0.0.1:9/1/q"), "ETL_DLQ_SEAL_KEY": KEY}
     sealer = _sealer(EtlConfig.from_env(env))  # what the ETL wires in discard mode
     queue, store = FakeQueue(), FakeLoginStore()
     outcome = BatchProcessor(queue, FakeTokenizer(), store, sealer=sealer).process([moved_back()])

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from etl_service.config import settings_help
-from tests.unit.test_compose_file import resolved
+from tests.compose_model import resolved
 
 REPO = Path(__file__).resolve().parents[2]
 MARGIN_SECONDS = 5  # releasing what is left and closing connections

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tests.unit.fakes import FakeAuditLog, FakeKeyStore, FakeKeyWrapper, FakeTokenStore
-from tests.unit.test_vault_usecases import POLICY
+from tests.unit.vault_policies import POLICY
 from vault_service.domain.crypto import seal
 from vault_service.domain.errors import StoredValueAltered
 from vault_service.domain.token_types import TokenType

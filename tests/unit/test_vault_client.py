@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.unit.rpc_errors import FakeRpcError
 from tokenvault_api.v1 import vault_pb2
 from tokenvault_client import (
     ChunkLimits,
@@ -26,21 +27,6 @@ from tokenvault_client import (
 )
 from tokenvault_client.chunking import chunk_bounds, column_chunks, item_size
 from tokenvault_client.errors import from_rpc_error
-
-
-class FakeRpcError(grpc.RpcError):
-    def __init__(self, code: grpc.StatusCode, details: str = "", trailers: tuple[tuple[str, str], ...] = ()) -> None:
-        self._code, self._details, self._trailers = code, details, trailers
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
-
-    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:  # type: ignore[override]
-        return self._trailers
-
 
 BAD_IP = vault_pb2.ItemError(code=3, message="not an ip")
 

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 import pytest
 
 from tests.unit.fakes import FakeAuditLog, FakeKeyStore, FakeKeyWrapper, FakeTokenStore
+from tests.unit.vault_policies import POLICY
 from vault_service.domain.errors import InvalidRequest, InvalidValue, PermissionDenied, RateLimited, TokenNotFound
 from vault_service.domain.policy import RevealLevel, parse_policy
 from vault_service.domain.token_types import TokenType
@@ -13,17 +14,6 @@ from vault_service.service.ports import FoundToken
 from vault_service.service.revealing import Revealed
 from vault_service.service.token_cache import TokenCache
 from vault_service.service.vault import TokenVault
-
-POLICY = parse_policy(
-    {
-        "clients": {
-            "etl": {"tokenize": ["ip", "device_id"]},
-            "analyst": {"detokenize": {"ip": "plain", "device_id": "masked"}},
-            "ip-only": {"tokenize": ["ip"]},
-        }
-    }
-)
-
 
 POLICY_WITH_ERASE = parse_policy({"clients": {"etl": {"tokenize": ["ip"]}, "officer": {"erase": ["ip"]}}})
 
