@@ -20,8 +20,8 @@ import pytest
 from rich.console import Console
 
 from tests.conftest import RunningVault, running_vault, stack_identity, vault_config
+from tests.integration.fresh_values import fresh_value
 from tests.integration.own_database import database_of_its_own
-from tests.integration.test_vault_security import fresh_value
 from tokenvault_api.v1 import vault_pb2
 from tokenvault_client import Revealed, TokenType, VaultClient, VaultClientError
 from tokenvault_common.migrations import migrate

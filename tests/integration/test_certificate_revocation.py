@@ -19,32 +19,12 @@ from cryptography import x509
 
 from devstack import certs
 from tests.conftest import RunningVault, running_vault, stack_identity
-from tests.integration.test_vault_dependencies import start_service
+from tests.integration.revocation_lists import authority, crl, crl_vault, reveals
+from tests.integration.vault_start import start_service
 from tokenvault_api.v1 import vault_pb2
 from tokenvault_client import ClientIdentity, TokenType, Unauthenticated, VaultClient, open_channel
 
-
-@pytest.fixture
-def authority(stack_env: dict[str, str]) -> certs.Authority:
-    return certs.load_authority(Path(stack_env["STACK_DIR"]) / "certs")
-
-
-@pytest.fixture
-def crl(authority: certs.Authority, tmp_path: Path) -> Path:
-    path = tmp_path / "client-crl.pem"
-    certs.write_revocation_list(authority, [], path)
-    return path
-
-
-@pytest.fixture
-def crl_vault(stack_env: dict[str, str], crl: Path) -> Iterator[RunningVault]:
-    with running_vault(stack_env, TOKENVAULT_TLS_CLIENT_CRL=str(crl)) as running:
-        yield running
-
-
-def _reveals(vault: RunningVault, identity: ClientIdentity, token: str) -> bool:
-    with VaultClient.connect(vault.address, identity) as client:
-        return bool(client.detokenize([token], "CASE-REVOKE"))
+__all__ = ["authority", "crl", "crl_vault"]  # fixtures used here, shared with the second round's tests
 
 
 def test_a_revoked_certificate_is_refused_within_seconds_and_the_others_keep_working(
@@ -55,27 +35,27 @@ def test_a_revoked_certificate_is_refused_within_seconds_and_the_others_keep_wor
     with VaultClient.connect(crl_vault.address, stack_identity(stack_env, "etl-service")) as etl:
         (token,) = etl.tokenize([(TokenType.IP, "198.51.100.77")])
     assert isinstance(token, str)
-    assert _reveals(crl_vault, stolen_identity, token)
+    assert reveals(crl_vault, stolen_identity, token)
 
     serial = x509.load_pem_x509_certificate(stolen.cert.read_bytes()).serial_number
     certs.write_revocation_list(authority, [serial], crl)  # the security team revokes it at the CA
     deadline = time.monotonic() + 10
     while True:
         try:
-            _reveals(crl_vault, stolen_identity, token)
+            reveals(crl_vault, stolen_identity, token)
         except Unauthenticated as refused:
             assert "revoked" in str(refused) and format(serial, "x") in str(refused)
             break
         assert time.monotonic() < deadline, "the revoked certificate still reveals 10 s after the CRL changed"
         time.sleep(0.5)
-    assert _reveals(crl_vault, stack_identity(stack_env, "analyst"), token), "the other analyst certificate stopped"
+    assert reveals(crl_vault, stack_identity(stack_env, "analyst"), token), "the other analyst certificate stopped"
 
     # A list the CA did not sign (planted by whoever can write the file) is not taken in: the
     # revocation stays in force rather than being lifted by an empty forged list.
     certs.write_revocation_list(certs.create_authority(tmp_path / "forged"), [], crl)
     time.sleep(3)
     with pytest.raises(Unauthenticated, match="revoked"):
-        _reveals(crl_vault, stolen_identity, token)
+        reveals(crl_vault, stolen_identity, token)
 
 
 def test_a_revocation_list_the_client_ca_did_not_sign_stops_the_service_at_start(
@@ -121,7 +101,7 @@ def test_a_revoked_certificate_cannot_hold_the_workers_with_calls_that_never_sen
                     call.result(timeout=5)
                 assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED, refused.value.details()
             started = time.monotonic()
-            assert _reveals(vault, stack_identity(stack_env, "analyst"), str(token))
+            assert reveals(vault, stack_identity(stack_env, "analyst"), str(token))
             assert time.monotonic() - started < 3, "the honest analyst waited for a worker"
         finally:
             held.set()

@@ -17,10 +17,10 @@ from cryptography import x509
 
 from devstack import certs
 from tests.conftest import RunningVault, stack_identity
-from tests.integration.test_certificate_revocation import _reveals, authority, crl, crl_vault
+from tests.integration.revocation_lists import authority, crl, crl_vault, reveals
 from tokenvault_client import ClientIdentity, TokenType, Unauthenticated, VaultClient
 
-__all__ = ["authority", "crl", "crl_vault"]  # fixtures used here, defined beside the first round's tests
+__all__ = ["authority", "crl", "crl_vault"]  # fixtures used here, shared with the first round's tests
 
 
 def test_an_older_list_signed_by_the_ca_does_not_lift_a_revocation(
@@ -38,7 +38,7 @@ def test_an_older_list_signed_by_the_ca_does_not_lift_a_revocation(
     deadline = time.monotonic() + 10
     while True:
         try:
-            _reveals(crl_vault, stolen_identity, token)
+            reveals(crl_vault, stolen_identity, token)
         except Unauthenticated:
             break
         assert time.monotonic() < deadline, "the revocation never took effect"
@@ -49,4 +49,4 @@ def test_an_older_list_signed_by_the_ca_does_not_lift_a_revocation(
     staged.replace(crl)
     time.sleep(3)
     with pytest.raises(Unauthenticated, match="revoked"):
-        _reveals(crl_vault, stolen_identity, token)
+        reveals(crl_vault, stolen_identity, token)

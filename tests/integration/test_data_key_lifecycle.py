@@ -29,7 +29,7 @@ from tests.integration.audit_attacks import (
     own_database,
     tokenize_fresh_ip,
 )
-from tests.integration.test_key_rotation import security_client
+from tests.integration.openbao_clients import security_client
 from tokenvault_client import Revealed, VaultClient
 from vault_service.bootstrap import bootstrap
 from vault_service.domain.errors import KeysUnavailable

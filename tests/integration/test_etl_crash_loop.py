@@ -28,8 +28,7 @@ from devstack.events import OutgoingEvent, send_events
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
 from tests.integration.dead_letters import all_dead_letters
-from tests.integration.test_etl_dead_letters import drained_within
-from tests.integration.test_etl_recovery import events, is_valid, queue_depth, where_each_event_landed
+from tests.integration.etl_landings import drained_within, events, is_valid, queue_depth, where_each_event_landed
 from tests.malformed_samples import body
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import tempfile
-import threading
 import time
 import uuid
 from datetime import UTC
@@ -19,9 +18,9 @@ import pytest
 
 from devstack.events import OutgoingEvent, generate_events, send_events
 from devstack.sqs import sqs_client
-from etl_service.service.outcomes import RunSummary
-from tests.conftest import EtlHarness, RunningVault, etl_consumer, etl_harness, etl_harness_env
+from tests.conftest import RunningVault, etl_consumer, etl_harness, etl_harness_env
 from tests.integration.dead_letters import all_dead_letters, run_dead_letters
+from tests.integration.etl_landings import drained_within
 from tests.malformed_samples import GOOD, body
 
 
@@ -180,19 +179,6 @@ def test_redrive_takes_back_only_reasonless_dead_letters_under_their_original_ev
     assert abs(float(sent[f"{tag}-plain"]) - plain_sent) < 30  # SQS's own SentTimestamp of the redriven copy
     left = all_dead_letters(stack_env["SQS_ENDPOINT_URL"], env["ETL_DLQ_URL"])
     assert [m["MessageAttributes"]["event_id"]["StringValue"] for m in left] == [f"{tag}-reasoned"]
-
-
-def drained_within(etl: EtlHarness, seconds: float) -> RunSummary:
-    """The drain's summary; fails the test when it does not end in time (a message that loops)."""
-    summaries: list[RunSummary] = []
-    drain = threading.Thread(target=lambda: summaries.append(etl.wired.consumer.drain()), daemon=True)
-    drain.start()
-    drain.join(seconds)
-    if drain.is_alive():
-        etl.wired.consumer.stop()
-        drain.join(60)
-        pytest.fail(f"the drain did not end within {seconds} s: a message loops between the queue and the DLQ")
-    return summaries[0]
 
 
 def test_a_producer_set_sent_time_past_year_9999_or_in_1970_loads_under_sqs_own_date(

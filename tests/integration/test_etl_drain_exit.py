@@ -29,7 +29,7 @@ from etl_service.entrypoints.cli import EXIT_OK, EXIT_UNPROCESSED
 from tests.conftest import RunningVault, etl_harness_env
 from tests.integration.conftest import start_vault_process
 from tests.integration.dead_letters import all_dead_letters, run_dead_letters
-from tests.integration.test_etl_recovery import (
+from tests.integration.etl_landings import (
     assert_each_event_landed_once,
     events,
     queue_depth,

@@ -18,72 +18,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
-from devstack.events import OutgoingEvent, generate_events, send_events
+from devstack.events import send_events
 from devstack.postgres import Postgres, pg_ctl, remove_cluster, start_postgres
 from devstack.procs import free_port
 from devstack.sqs import sqs_client
-from etl_service.domain.validation import Rejection, parse_login_event
 from etl_service.service.outcomes import RunSummary
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env, running_vault
 from tests.integration.etl_crash_driver import CRASHED, STEPS
+from tests.integration.etl_landings import (
+    assert_each_event_landed_once,
+    dead_letters,
+    events,
+    is_valid,
+    queue_depth,
+    where_each_event_landed,
+)
 from tests.leaky_events import leaked, raw_values
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def events(count: int, malformed_rate: float = 0.1) -> list[OutgoingEvent]:
-    return list(generate_events(count, seed=time.time_ns() % 2**32, malformed_rate=malformed_rate))
-
-
-def is_valid(event: OutgoingEvent) -> bool:
-    try:
-        parse_login_event(event.body)
-    except Rejection:
-        return False
-    return True
-
-
-def where_each_event_landed(dsn: str, sent: list[OutgoingEvent]) -> tuple[list[str], list[str]]:
-    """(event ids in user_logins, event ids in the quarantine), duplicates kept."""
-    ids = [e.event_id for e in sent]
-    with psycopg.connect(dsn) as conn:
-        rows = [r[0] for r in conn.execute("SELECT event_id FROM user_logins WHERE event_id = ANY(%s)", (ids,))]
-        quarantined = [
-            r[0] for r in conn.execute("SELECT event_id FROM etl_quarantine WHERE event_id = ANY(%s)", (ids,))
-        ]
-    return rows, quarantined
-
-
-def assert_each_event_landed_once(dsn: str, sent: list[OutgoingEvent], endpoint: str, dlq_url: str) -> None:
-    rows, quarantined = where_each_event_landed(dsn, sent)
-    assert len(rows) == len(set(rows)), "an event was loaded twice"
-    assert sorted(rows) == sorted(e.event_id for e in sent if is_valid(e))
-    assert sorted(quarantined) == sorted(e.event_id for e in sent if not is_valid(e))
-    dead = dead_letters(endpoint, dlq_url)
-    assert all(reason for _, reason in dead), "a message was redriven to the DLQ (receive count exhausted)"
-    assert {event_id for event_id, _ in dead} == set(quarantined)
-
-
-def dead_letters(endpoint: str, dlq_url: str) -> list[tuple[str, str | None]]:
-    """(event_id, reason) of each DLQ message; reason is None for messages SQS redrove itself."""
-    sqs = sqs_client(endpoint)
-    found: list[tuple[str, str | None]] = []
-    while batch := sqs.receive_message(
-        QueueUrl=dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=60
-    ).get("Messages", []):
-        for message in batch:
-            attributes = message.get("MessageAttributes", {})
-            reason = attributes.get("reason")
-            found.append((attributes["event_id"]["StringValue"], reason["StringValue"] if reason else None))
-    return found
-
-
-def queue_depth(endpoint: str, queue_url: str) -> int:
-    attributes = sqs_client(endpoint).get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
 @pytest.mark.parametrize("step", STEPS)

@@ -23,7 +23,7 @@ from devstack.events import send_events
 from devstack.procs import free_port
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_harness_env
-from tests.integration.test_etl_recovery import events, where_each_event_landed
+from tests.integration.etl_landings import events, where_each_event_landed
 from tests.leaky_events import leaked, leaky_events, raw_values
 from tests.metrics_scrape import quarantined_total, stack_scrape
 

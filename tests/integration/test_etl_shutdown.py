@@ -13,7 +13,7 @@ from devstack.events import send_events
 from devstack.procs import free_port
 from devstack.sqs import sqs_client
 from tests.conftest import etl_consumer, etl_harness_env
-from tests.integration.test_etl_recovery import assert_each_event_landed_once, events, where_each_event_landed
+from tests.integration.etl_landings import assert_each_event_landed_once, events, where_each_event_landed
 from tests.metrics_scrape import stack_scrape
 
 REPO = Path(__file__).resolve().parents[2]

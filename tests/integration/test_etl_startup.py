@@ -25,7 +25,7 @@ from devstack.sqs import sqs_client
 from etl_service.errors import Misconfigured
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
 from tests.integration.dead_letters import queue_arn
-from tests.integration.test_etl_recovery import queue_depth
+from tests.integration.etl_landings import queue_depth
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

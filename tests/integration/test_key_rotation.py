@@ -12,13 +12,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import hvac
-import hvac.exceptions
 import psycopg
 import pytest
 
 from devstack.stack import vault_service_env
 from tests.conftest import RunningVault, running_vault, vault_config
+from tests.integration.openbao_clients import security_client
 from tokenvault_client import NO_RETRY, Revealed, TokenType, VaultClient, VaultClientError
 from vault_service.bootstrap import Bootstrapped
 from vault_service.bootstrap import bootstrap as vault_bootstrap
@@ -51,10 +50,6 @@ def admin(stack_env: dict[str, str]) -> Iterator[Bootstrapped]:
         yield wired
     finally:
         wired.close()
-
-
-def security_client(env: dict[str, str]) -> hvac.Client:
-    return hvac.Client(url=env["VAULT_ADDR"], token=Path(env["VAULT_SECURITY_TOKEN_FILE"]).read_text())
 
 
 class Load:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
+from tests.integration.pg_backends import terminate_backend
 from tokenvault_common.pg_pool import check_connection_cheaply
 
 
@@ -18,21 +17,12 @@ def _backend_pid(pool: ConnectionPool) -> int:
         return int(row[0])
 
 
-def _terminate(admin_dsn: str, pid: int) -> None:
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        deadline = time.monotonic() + 10
-        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
-            assert time.monotonic() < deadline, "the terminated backend did not exit"
-            time.sleep(0.02)
-
-
 def test_a_terminated_connection_is_replaced_without_a_failed_checkout(stack_env: dict[str, str]) -> None:
     dsn = stack_env["PG_ADMIN_DSN"]
     with ConnectionPool(dsn, min_size=1, max_size=1, check=check_connection_cheaply, open=True) as pool:
         first = _backend_pid(pool)
         assert _backend_pid(pool) == first  # a healthy connection is kept
-        _terminate(dsn, first)
+        terminate_backend(dsn, first)
         # No OperationalError: the check found the dead connection and the pool replaced it.
         assert _backend_pid(pool) != first
 

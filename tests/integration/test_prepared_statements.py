@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from tests.integration.test_pg_pool_check import _terminate
+from tests.integration.pg_backends import terminate_backend
 from vault_service.adapters.postgres.prepared import PreparedStatement
 
 _ROWS_SQL = (
@@ -116,6 +116,6 @@ def test_it_refuses_to_run_inside_a_transaction(conn: psycopg.Connection) -> Non
 def test_a_lost_connection_is_an_operational_error(conn: psycopg.Connection, stack_env: dict[str, str]) -> None:
     statement = PreparedStatement("probe_lost", "SELECT $1::int + 1")
     assert statement.rows(conn, ("41",)) == [(42,)]
-    _terminate(stack_env["PG_ADMIN_DSN"], conn.info.backend_pid)
+    terminate_backend(stack_env["PG_ADMIN_DSN"], conn.info.backend_pid)
     with pytest.raises(psycopg.OperationalError):
         statement.rows(conn, ("41",))

@@ -16,7 +16,7 @@ import grpc
 import psycopg
 import pytest
 
-from tests.integration.test_vault_security import fresh_value
+from tests.integration.fresh_values import fresh_value
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 
 StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]

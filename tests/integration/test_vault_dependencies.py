@@ -8,8 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,12 +22,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg.conninfo import make_conninfo
 
 from devstack.openbao import OpenBao, TransitSetup, configure_transit, start_openbao
-from devstack.stack import vault_service_env
 from tests.conftest import client_channel, running_vault, stack_identity
+from tests.integration.vault_start import start_service
 from tokenvault_client import NO_RETRY, Revealed, TokenType, VaultClient
 from tokenvault_common.migrations import migrate
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -61,25 +57,6 @@ def private(stack_env: dict[str, str], tmp_path: Path) -> Iterator[PrivateVault]
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(bao.pid, signal.SIGKILL)
-
-
-def start_service(env: dict[str, str], **overrides: str) -> subprocess.CompletedProcess[str]:
-    """Run `python -m vault_service` and expect it to give up (it would otherwise serve)."""
-    return subprocess.run(
-        [sys.executable, "-m", "vault_service"],
-        env={
-            **vault_service_env(env),
-            "TOKENVAULT_GRPC_ADDRESS": "127.0.0.1:0",
-            "TOKENVAULT_METRICS_PORT": "0",
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            **overrides,
-        },
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def with_token(private: PrivateVault, token: str) -> dict[str, str]:

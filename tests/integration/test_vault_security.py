@@ -17,6 +17,7 @@ import pytest
 from devstack import certs
 from devstack.stack import vault_service_env
 from tests.conftest import RunningVault, client_channel, running_vault
+from tests.integration.fresh_values import fresh_value
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_common.grpc_tls import secure_channel
 
@@ -56,13 +57,6 @@ def _last_audit_id(env: dict[str, str]) -> int:
     with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
         row = conn.execute("SELECT coalesce(max(id), 0) FROM vault.audit_log").fetchone()
     return int(row[0]) if row else 0
-
-
-def fresh_value(token_type: vault_pb2.TokenType.ValueType) -> str:
-    n = uuid.uuid4().int
-    if token_type == IP:
-        return f"10.{n % 250}.{(n >> 8) % 250}.{(n >> 16) % 250}"
-    return f"{n % 1000:03d}-{(n >> 10) % 100:02d}-{(n >> 20) % 10000:04d}"
 
 
 def observe(
