@@ -14,27 +14,14 @@ import json
 import pytest
 
 from devstack.events import events_from_file
-from tests.compose.conftest import Timer, figure
+from tests.compose.conftest import figure
+from tests.compose.services import LONG_RUNNING, ONE_SHOT, counts, up
 from tests.compose.stack import REPO, Compose, wait_for
 
 pytestmark = pytest.mark.compose
 
 SAMPLE = REPO / "examples" / "sample_data.json"
-LONG_RUNNING = ("postgres", "vault", "localstack", "vault-service", "etl-service")
-ONE_SHOT = ("certs", "vault-init", "migrate")
 state: dict[str, str] = {}
-
-
-def up(compose: Compose) -> float:
-    timer = Timer()
-    compose.run("up", "--wait", "--no-build", timeout=300)
-    return timer.seconds
-
-
-def counts(compose: Compose) -> tuple[int, int]:
-    (rows,) = compose.sql("SELECT count(*) FROM user_logins")[0]
-    (quarantined,) = compose.sql("SELECT count(*) FROM etl_quarantine")[0]
-    return int(rows), int(quarantined)
 
 
 def reveal(compose: Compose, token: str) -> dict[str, str]:

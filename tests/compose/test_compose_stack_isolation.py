@@ -32,9 +32,8 @@ from typing import TypedDict
 import pytest
 
 from tests.compose.conftest import Timer, figure
+from tests.compose.services import LONG_RUNNING, ONE_SHOT, running_healthy, up
 from tests.compose.stack import Compose
-from tests.compose.test_compose_stack import LONG_RUNNING, ONE_SHOT, up
-from tests.compose.test_compose_vault_init_secret_ids import running_healthy
 
 pytestmark = pytest.mark.compose
 

@@ -25,8 +25,8 @@ from collections.abc import Iterable, Mapping
 import pytest
 
 from tests.compose.conftest import Timer, figure
+from tests.compose.services import LONG_RUNNING, ONE_SHOT, counts, running_healthy, up
 from tests.compose.stack import Compose, wait_for
-from tests.compose.test_compose_stack import LONG_RUNNING, ONE_SHOT, counts, up
 
 pytestmark = pytest.mark.compose
 
@@ -102,11 +102,6 @@ def secret_id_count(compose: Compose, role: str, root: str) -> int:
 def healthy(compose: Compose, service: str) -> bool:
     row = compose.states().get(service, {})
     return row.get("State") == "running" and row.get("Health") == "healthy"
-
-
-def running_healthy(compose: Compose) -> bool:
-    """Every long-running service runs healthy and no one-shot failed."""
-    return set(LONG_RUNNING) <= compose.states().keys() and not compose.troubled()
 
 
 def assert_stack_healthy(compose: Compose) -> None:
