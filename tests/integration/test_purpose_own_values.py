@@ -23,6 +23,7 @@ import grpc
 import psycopg
 import pytest
 
+from tests.integration.audit_rows import audit_rows_since, last_audit_id
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 
 StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
@@ -75,13 +76,6 @@ def values(stub_for: StubFor) -> Values:
     return {"ip": ip, "device": device, "ip_token": ip_result.token, "device_token": device_result.token}
 
 
-def _last_audit_id(env: dict[str, str]) -> int:
-    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
-        row = conn.execute("SELECT coalesce(max(id), 0) FROM vault.audit_log").fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 def _audited_since(env: dict[str, str], after: int, client: str, values: Values, purpose: str) -> list[tuple[str, str]]:
     """(action, outcome) of `client`'s rows after `after`; asserts that no row holds the purpose or a value."""
     with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
@@ -97,16 +91,6 @@ def _audited_since(env: dict[str, str], after: int, client: str, values: Values,
     kept_none = all(kept == "" for _, _, kept in rows)
     assert kept_none, "an audit row of the call keeps its purpose"
     return [(action, outcome) for action, outcome, _ in rows]
-
-
-def _audit_rows_since(env: dict[str, str], after: int, client: str) -> list[tuple[str, str, str]]:
-    """(action, outcome, purpose) of `client`'s audit rows after `after`."""
-    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
-        rows = conn.execute(
-            "SELECT action, outcome, purpose FROM vault.audit_log WHERE id > %s AND client = %s ORDER BY id",
-            (after, client),
-        ).fetchall()
-    return [(str(action), str(outcome), str(purpose)) for action, outcome, purpose in rows]
 
 
 def _audit_holds(env: dict[str, str], value: str) -> bool:
@@ -149,7 +133,7 @@ def test_a_reveal_whose_purpose_holds_its_own_value_is_refused_and_audited_witho
 ) -> None:
     purpose = spell(values)
     investigator = stub_for("fraud-investigator")
-    before = _last_audit_id(stack_env)
+    before = last_audit_id(stack_env)
     request = vault_pb2.DetokenizeRequest(tokens=[values["ip_token"], values["device_token"]], purpose=purpose)
     _refused(lambda: investigator.Detokenize(request, timeout=10), values)
     audited = _audited_since(stack_env, before, "fraud-investigator", values, purpose)
@@ -162,7 +146,7 @@ def test_a_plain_reveal_refused_for_its_own_value_names_the_tokens_as_a_reveal_d
     # The refusal tells a caller who sees the value in plain that its guess was right: unless its
     # audit row names the tokens, `audit who-saw` would not list that confirmation.
     purpose = f"GDPR-2026-801-{values['device']}"
-    before = _last_audit_id(stack_env)
+    before = last_audit_id(stack_env)
     request = vault_pb2.DetokenizeRequest(tokens=[values["ip_token"], values["device_token"]], purpose=purpose)
     _refused(lambda: stub_for("fraud-investigator").Detokenize(request, timeout=10), values)
     with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
@@ -179,7 +163,7 @@ def test_an_erasure_whose_purpose_holds_its_own_value_erases_and_is_audited_with
 ) -> None:
     purpose = spell(values)
     tokens = [values["ip_token"], values["device_token"]]
-    before = _last_audit_id(stack_env)
+    before = last_audit_id(stack_env)
     erase = vault_pb2.EraseRequest(tokens=tokens, purpose=purpose)
     if refusal != OWN_VALUE:  # refused as an address whatever the call's values: nothing to guess from
         _refused(lambda: stub_for("privacy-officer").Erase(erase, timeout=10), values)
@@ -243,7 +227,7 @@ def test_a_client_not_seeing_the_value_gets_the_same_outcome_whether_its_purpose
     other_token = _tokenized_device(stub_for) if guesser.erases else values["device_token"]
     right = f"GDPR-2026-801-{values['device']}"
     wrong = f"GDPR-2026-801-{_device_id()}"  # a wrong guess (of the other token's device id, for an erasure)
-    before = _last_audit_id(stack_env)
+    before = last_audit_id(stack_env)
     got = [
         _outcome(lambda t=token, p=purpose: guesser.call(stub, t, p))  # type: ignore[misc]
         for token, purpose in ((values["device_token"], right), (other_token, wrong))
@@ -251,7 +235,7 @@ def test_a_client_not_seeing_the_value_gets_the_same_outcome_whether_its_purpose
     same = got[0] == got[1]
     served = all(guesser.served(outcome) for outcome in got)
     assert same and served, f"the outcome differs with the guess, or the {guesser.action} was refused"
-    rows = _audit_rows_since(stack_env, before, guesser.client)
+    rows = audit_rows_since(stack_env, before, guesser.client)
     assert [(action, purpose == "", purpose == wrong) for action, _, purpose in rows] == [
         (guesser.action, True, False),  # the right guess: audited without its purpose
         (guesser.action, False, True),

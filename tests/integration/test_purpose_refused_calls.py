@@ -18,6 +18,7 @@ import grpc
 import psycopg
 import pytest
 
+from tests.integration.audit_rows import audit_rows_since, last_audit_id
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 
 StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
@@ -40,13 +41,6 @@ def _device_id() -> str:
     return "SM-G991B-" + "".join(chr(ord("A") + (n >> (5 * i)) % 26) for i in range(8))
 
 
-def _last_audit_id(env: dict[str, str]) -> int:
-    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
-        row = conn.execute("SELECT coalesce(max(id), 0) FROM vault.audit_log").fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 def _tokenized(stub_for: StubFor, items: list[TypedValue]) -> list[str]:
     """The tokens of (type, value) items, tokenized as the ETL."""
     request = vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=t, value=v) for t, v in items])
@@ -57,16 +51,6 @@ def _device_spellings(device: str) -> list[str]:
     """The device id as written, and without its separators (lower case: compared case-insensitively)."""
     folded = device.lower()
     return [folded, folded.replace("-", "")]
-
-
-def _rows_since(env: dict[str, str], after: int, client: str) -> list[tuple[str, str, str]]:
-    """(action, outcome, purpose) of `client`'s audit rows after `after`."""
-    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
-        rows = conn.execute(
-            "SELECT action, outcome, purpose FROM vault.audit_log WHERE id > %s AND client = %s ORDER BY id",
-            (after, client),
-        ).fetchall()
-    return [(str(action), str(outcome), str(purpose)) for action, outcome, purpose in rows]
 
 
 def _rows_holding(env: dict[str, str], spellings: list[str]) -> int:
@@ -95,12 +79,12 @@ def test_an_erasure_refused_over_the_burst_then_retried_leaves_the_device_id_in_
     tokens = _tokenized(stub_for, items)
     purpose = f"GDPR-2026-801-{device}"
     officer = stub_for("privacy-officer")
-    before = _last_audit_id(stack_env)
+    before = last_audit_id(stack_env)
     over = _refusal(lambda: officer.Erase(vault_pb2.EraseRequest(tokens=tokens, purpose=purpose), timeout=30))
     assert over == grpc.StatusCode.RESOURCE_EXHAUSTED  # nothing opened: opening is what the budget limits
     retried = officer.Erase(vault_pb2.EraseRequest(tokens=tokens[:1], purpose=purpose), timeout=10)
     assert [r.erased for r in retried.results] == [True]
-    assert _rows_since(stack_env, before, "privacy-officer") == [
+    assert audit_rows_since(stack_env, before, "privacy-officer") == [
         ("erase", "refused: RateLimited", ""),
         ("erase", "ok: 1 erased, 0 not erased", ""),
     ]
@@ -116,17 +100,17 @@ def test_a_retried_erasure_and_a_masked_reveal_of_the_erased_token_keep_no_purpo
     (token,) = _tokenized(stub_for, [(DEVICE, device)])
     purpose = f"INC-{device.replace('-', '')}"
     erase = vault_pb2.EraseRequest(tokens=[token], purpose=purpose)
-    before = _last_audit_id(stack_env)
+    before = last_audit_id(stack_env)
     assert [r.erased for r in stub_for("privacy-officer").Erase(erase, timeout=10).results] == [True]
     assert [r.erased for r in stub_for("privacy-officer").Erase(erase, timeout=10).results] == [False]  # a retry
     reveal = vault_pb2.DetokenizeRequest(tokens=[token], purpose=purpose)
     (result,) = stub_for("analyst").Detokenize(reveal, timeout=10).results  # device ids masked for the analyst
     assert result.error.code == grpc.StatusCode.NOT_FOUND.value[0]
-    assert _rows_since(stack_env, before, "privacy-officer") == [
+    assert audit_rows_since(stack_env, before, "privacy-officer") == [
         ("erase", "ok: 1 erased, 0 not erased", ""),
         ("erase", "ok: 0 erased, 1 not erased", ""),
     ]
-    assert _rows_since(stack_env, before, "analyst") == [("detokenize", "ok: 0 revealed, 1 refused", "")]
+    assert audit_rows_since(stack_env, before, "analyst") == [("detokenize", "ok: 0 revealed, 1 refused", "")]
     assert _rows_holding(stack_env, _device_spellings(device)) == 0, "an audit row holds the erased device id"
 
 
@@ -139,10 +123,10 @@ def test_a_rate_limited_reveal_keeps_no_purpose_it_did_not_compare(
     purpose = "INC-cb007107"
     tokens = [ip_token] * (DETOKENIZE_BURST + 1)
     analyst = stub_for("analyst")
-    before = _last_audit_id(stack_env)
+    before = last_audit_id(stack_env)
     over = _refusal(lambda: analyst.Detokenize(vault_pb2.DetokenizeRequest(tokens=tokens, purpose=purpose), timeout=30))
     assert over == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert _rows_since(stack_env, before, "analyst") == [("detokenize", "refused: RateLimited", "")]
+    assert audit_rows_since(stack_env, before, "analyst") == [("detokenize", "refused: RateLimited", "")]
 
 
 def test_a_call_refused_as_not_permitted_keeps_no_purpose(stack_env: dict[str, str], stub_for: StubFor) -> None:
@@ -150,11 +134,11 @@ def test_a_call_refused_as_not_permitted_keeps_no_purpose(stack_env: dict[str, s
     device = _device_id()
     (token,) = _tokenized(stub_for, [(DEVICE, device)])
     purpose = f"GDPR-2026-801-{device}"
-    before = _last_audit_id(stack_env)
+    before = last_audit_id(stack_env)
     request = vault_pb2.DetokenizeRequest(tokens=[token], purpose=purpose)
     refused = _refusal(lambda: stub_for("privacy-officer").Detokenize(request, timeout=10))
     assert refused == grpc.StatusCode.PERMISSION_DENIED
-    assert _rows_since(stack_env, before, "privacy-officer") == [("detokenize", "refused: PermissionDenied", "")]
+    assert audit_rows_since(stack_env, before, "privacy-officer") == [("detokenize", "refused: PermissionDenied", "")]
     assert _rows_holding(stack_env, _device_spellings(device)) == 0, "an audit row holds the device id"
 
 
@@ -164,14 +148,14 @@ def test_a_call_whose_every_token_was_opened_and_compared_keeps_its_reference(
     # The rule withholds only what was not compared: an investigator's ordinary reveal and erasure
     # keep their case reference.
     (token,) = _tokenized(stub_for, [(DEVICE, _device_id())])
-    before = _last_audit_id(stack_env)
+    before = last_audit_id(stack_env)
     reveal = vault_pb2.DetokenizeRequest(tokens=[token], purpose="CASE-2026-0815")
     assert stub_for("fraud-investigator").Detokenize(reveal, timeout=10).results[0].value.value
     erased = stub_for("privacy-officer").Erase(vault_pb2.EraseRequest(tokens=[token], purpose="GDPR-2026-0815"))
     assert [r.erased for r in erased.results] == [True]
-    assert _rows_since(stack_env, before, "fraud-investigator") == [
+    assert audit_rows_since(stack_env, before, "fraud-investigator") == [
         ("detokenize", "ok: 1 revealed, 0 refused", "CASE-2026-0815")
     ]
-    assert _rows_since(stack_env, before, "privacy-officer") == [
+    assert audit_rows_since(stack_env, before, "privacy-officer") == [
         ("erase", "ok: 1 erased, 0 not erased", "GDPR-2026-0815")
     ]

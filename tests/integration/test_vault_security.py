@@ -17,6 +17,7 @@ import pytest
 from devstack import certs
 from devstack.stack import vault_service_env
 from tests.conftest import RunningVault, client_channel, running_vault
+from tests.integration.audit_rows import last_audit_id
 from tests.integration.fresh_values import fresh_value
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_common.grpc_tls import secure_channel
@@ -51,12 +52,6 @@ EXPECTED = {
 def stranger_certificate(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> certs.CertPair:
     authority = certs.load_authority(Path(stack_env["STACK_DIR"]) / "certs")
     return certs.issue(authority, tmp_path_factory.mktemp("stranger"), "stranger")
-
-
-def _last_audit_id(env: dict[str, str]) -> int:
-    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
-        row = conn.execute("SELECT coalesce(max(id), 0) FROM vault.audit_log").fetchone()
-    return int(row[0]) if row else 0
 
 
 def observe(
@@ -151,7 +146,7 @@ def limited_vault(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Running
 def test_detokenize_rate_limit_gives_resource_exhausted_and_recovers(
     stack_env: dict[str, str], limited_vault: RunningVault
 ) -> None:
-    before = _last_audit_id(stack_env)
+    before = last_audit_id(stack_env)
     with client_channel(stack_env, limited_vault.address, "analyst") as channel:
         stub = vault_pb2_grpc.TokenVaultStub(channel)
 
@@ -192,7 +187,7 @@ def test_erasure_forgets_the_value_everywhere_and_is_audited(stack_env: dict[str
         assert etl_replica.Tokenize(item, timeout=10).results[0].token == token  # now cached there
 
         purpose = "GDPR-" + "".join(chr(ord("a") + int(c, 16)) for c in uuid.uuid4().hex[:8])  # letters: a case ref
-        before = _last_audit_id(stack_env)
+        before = last_audit_id(stack_env)
         erase = vault_pb2.EraseRequest(tokens=[token, "ip_" + "C" * 22, "not-a-token"], purpose=purpose)
         results = stub_for("privacy-officer").Erase(erase, timeout=10).results
         assert results[0].erased
