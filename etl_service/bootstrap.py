@@ -88,11 +88,14 @@ def bootstrap(
     """
     observer = observer or NoObserver()
     max_receive_count = None
+    sealer = _sealer(config)
     if queue is None:
         client = make_sqs_client(
             config.sqs_endpoint_url, config.aws_region, config.aws_access_key_id, config.aws_secret_access_key
         )
-        sqs = SqsQueue(client, config.queue_url, config.dlq_url, config.visibility_seconds)
+        # A take-back proves sealed dead letters with Transit; a discarding ETL cannot (own_dead_letters).
+        prover = sealer if isinstance(sealer, TransitSealer) else None
+        sqs = SqsQueue(client, config.queue_url, config.dlq_url, config.visibility_seconds, prover)
         sqs.check()
         max_receive_count = sqs.max_receive_count
         queue = sqs
@@ -110,7 +113,6 @@ def bootstrap(
     )
     pool.open(wait=False)
     tokenizer, store = GrpcTokenizer(channel), PostgresLoginStore(pool)
-    sealer = _sealer(config)
     processor = BatchProcessor(
         queue, tokenizer, store, config.device_types, config.max_body_bytes, sealer, max_receive_count
     )

@@ -1,8 +1,10 @@
-"""The DLQ: list dead letters with their reasons, re-send one, take back those without a reason.
+"""The DLQ: list dead letters with their reasons, re-send one, take back what the ETL did not write.
 
 Operators use it through `python -m etl_service dead-letters` (each command runs `check` first:
 are the two queues a source and its own DLQ?); a drain takes back what SQS's redrive policy
-moved without a reason (SqsQueue.take_back_redriven) through it too. Reading the whole DLQ
+moved (SqsQueue.take_back_redriven) through it too: every message without a reason, and every
+one that is not a dead letter of the ETL's by its body, whatever its attributes
+(service/own_dead_letters.py). Reading the whole DLQ
 means receiving every message: each read takes a short lease, and the messages are released
 again when the listing ends (`release`). SQS failures raise the ETL's kinds
 (DependencyDown, QueueConfigurationError).
@@ -23,10 +25,12 @@ from etl_service.adapters.sqs_common import (
     SENT_TIMESTAMP_ATTRIBUTE,
     SQS_ERRORS,
     QueuePair,
+    approximate_counts,
     check_queue_pair,
     raise_for,
     timestamp_ms,
 )
+from etl_service.service.own_dead_letters import CiphertextProver, own_dead_letters
 from etl_service.service.ports import TakeBack
 from etl_service.service.sealing import read_dead_letter_body
 
@@ -222,19 +226,42 @@ class DeadLetterQueue:
         self._held = [d for d in self._held if d.message_id != dead.message_id]
         return str(sent["MessageId"])
 
-    def take_back_redriven(self, limit: int = LISTING_LIMIT) -> TakeBack:
-        """Re-send every dead letter without a reason (moved by SQS's redrive policy) as it was.
+    def take_back_redriven(self, limit: int = LISTING_LIMIT, prover: CiphertextProver | None = None) -> TakeBack:
+        """Re-send every DLQ message that is not a dead letter of the ETL's, as it was (moved by SQS's redrive policy).
+
+        Taken back: those without a reason, and those with one whose body is not a dead letter
+        the ETL wrote (own_dead_letters): a `reason` attribute is the producer's to set. With a
+        `prover` (the drain of a sealing ETL) a sealed envelope is the ETL's only once proven -
+        one proof for the listing; without one (`dead-letters redrive`, a discarding ETL) every
+        envelope shaped as the ETL writes it stays, a forged one too.
 
         Each goes back under its event id and original sent time (resend), so it loads exactly
-        once under the same key or gets its reason. Dead letters with a reason are left where
-        they are. Reads at most `limit` messages; returns how many were taken back, and
-        `complete=False` when the listing was cut short (`cut_short`): a reasonless letter may
-        be left unread.
+        once under the same key or gets its reason. Reads at most `limit` messages; returns how
+        many were taken back, and `complete=False` when the listing was cut short (`cut_short`):
+        a letter to take back may be left unread. When it took none, `held_elsewhere` says how
+        many DLQ messages another reader held (or were delayed) while its listing held the rest:
+        unread, perhaps to take back (SQS's approximate counts).
+        DependencyDown or Misconfigured when SQS or the prover fails: nothing is taken back.
         """
         try:
-            redriven = [d for d in self.list(limit) if d.reason is None]
+            letters = self.list(limit)
+            reasoned = [d for d in letters if d.reason is not None]
+            own = own_dead_letters([d.raw_body for d in reasoned], prover)
+            kept = {d.message_id for d, is_own in zip(reasoned, own, strict=True) if is_own}
+            redriven = [d for d in letters if d.message_id not in kept]
             for dead in redriven:
                 self.resend(dead, dead.raw_body)
+            held_elsewhere = 0 if redriven else self._held_elsewhere()
         finally:
             self.release()
-        return TakeBack(len(redriven), complete=self.cut_short is None)
+        return TakeBack(len(redriven), complete=self.cut_short is None, held_elsewhere=held_elsewhere)
+
+    def _held_elsewhere(self) -> int:
+        """DLQ messages in flight but not held by this object's listing, or delayed; ask before release().
+
+        One GetQueueAttributes call. Asked while the listing still holds its letters, so they are
+        not counted, however SQS's count lags their release (a count after release could take
+        them for another reader's for up to a minute).
+        """
+        counts = approximate_counts(self._client, self._dlq_url, "get DLQ attributes")
+        return max(0, counts.in_flight - len({d.message_id for d in self._held})) + counts.delayed

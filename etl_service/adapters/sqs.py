@@ -23,6 +23,7 @@ from etl_service.adapters.sqs_common import (
     timestamp_ms,
 )
 from etl_service.domain.messages import DEAD_LETTER_ATTRIBUTES, QueueMessage, check_event_id
+from etl_service.service.own_dead_letters import CiphertextProver
 from etl_service.service.ports import QueueDepth, TakeBack
 
 if TYPE_CHECKING:
@@ -122,8 +123,17 @@ def _string_attribute(message_attributes: Any, name: str) -> str | None:
 class SqsQueue:
     """Implements the Queue port over one source queue and its DLQ."""
 
-    def __init__(self, client: SQSClient, queue_url: str, dlq_url: str, visibility_seconds: int = 60) -> None:
+    def __init__(
+        self,
+        client: SQSClient,
+        queue_url: str,
+        dlq_url: str,
+        visibility_seconds: int = 60,
+        prover: CiphertextProver | None = None,
+    ) -> None:
+        """`prover`: what proves a sealed dead letter the ETL's own in a take-back (a TransitSealer), None without."""
         self._client = client
+        self._prover = prover
         self._queue_url = queue_url
         self._dlq_url = dlq_url
         self._visibility_seconds = visibility_seconds
@@ -223,12 +233,17 @@ class SqsQueue:
         return approximate_counts(self._client, self._queue_url, "get attributes")
 
     def take_back_redriven(self, limit: int = LISTING_LIMIT) -> TakeBack:
-        """Move DLQ messages without a reason (SQS's redrive policy moved them) back to the source queue.
+        """Move DLQ messages SQS's redrive policy moved there back to the source queue.
 
-        The operators' `dead-letters redrive` does the same (DeadLetterQueue.take_back_redriven);
-        `complete` is False when the listing could not read the whole DLQ.
+        Those without a reason, and those whose body is no dead letter of the ETL's, a `reason`
+        attribute notwithstanding; a sealed envelope is the ETL's once the prover proves it (one
+        rewrap per 250 claims of the listing), without a prover by its shape alone
+        (service/own_dead_letters.py). The operators' `dead-letters redrive` does the same without
+        a prover (DeadLetterQueue.take_back_redriven); `complete` is False when the listing could
+        not read the whole DLQ.
         """
-        return DeadLetterQueue(self._client, self._queue_url, self._dlq_url).take_back_redriven(limit)
+        dlq = DeadLetterQueue(self._client, self._queue_url, self._dlq_url)
+        return dlq.take_back_redriven(limit, self._prover)
 
     def dead_letters_held(self) -> int:
         """Approximate in-flight and delayed counts of the DLQ (one GetQueueAttributes call)."""

@@ -52,7 +52,7 @@ def format_summary(summary: RunSummary) -> str:
         " returned unchanged)",
         f"left for retry    : {summary.retried}",
         f"released at stop  : {summary.released_at_stop}",
-        f"taken back (DLQ)  : {summary.taken_back_from_dlq}  (moved there by the redrive policy, without a reason)",
+        f"taken back (DLQ)  : {summary.taken_back_from_dlq}  (moved there by the redrive policy)",
         f"held in DLQ       : {summary.dead_letters_held_unread}  (held by another reader or delayed when the drain"
         " stopped waiting; unread, left in the DLQ)",
         "DLQ read whole    : " + ("no (each take-back's listing was cut short)" if summary.dlq_unread else "yes"),
@@ -101,9 +101,9 @@ EXIT_CODES = f"""exit status:
      ETL quarantined them as processing_failed (their sealed bodies wait in the DLQ:
      `dead-letters resend` after the fix); or dead letters another reader held (or delayed)
      were still unread when the drain stopped waiting for them ({HELD_WAIT_SECONDS:.0f} s): they stay in the DLQ,
-     and the next drain or `dead-letters redrive` takes back any without a reason; or the DLQ
+     and the next drain or `dead-letters redrive` takes back any the redrive policy moved; or the DLQ
      could not be read whole (each take-back's listing was cut short - more letters than one
-     listing reads, or it outlasted its lease - for as long): a reasonless letter may be left
+     listing reads, or it outlasted its lease - for as long): a letter to take back may be left
      in it; nothing was lost either way"""
 
 
@@ -194,16 +194,16 @@ def drain_status(summary: RunSummary) -> int:
     if summary.dead_letters_held_unread:
         _say(
             f"{summary.dead_letters_held_unread} dead letter(s) held unread: another reader held them (or they were"
-            " delayed) past the drain's wait, so one may be a message the redrive policy moved without a reason."
+            " delayed) past the drain's wait, so one may be a message the redrive policy moved."
             " Nothing is lost: they stay in the DLQ, and the next drain or `dead-letters redrive` takes back any"
-            " without a reason"
+            " such message"
         )
         status = EXIT_UNPROCESSED
     if summary.dlq_unread:
         _say(
             "the DLQ could not be read whole: each take-back's listing was cut short (more dead letters than one"
             " listing reads, or it outlasted its lease) until the drain stopped trying, so one unread may be a"
-            " message the redrive policy moved without a reason. Nothing is lost: they stay in the DLQ; `dead-letters"
+            " message the redrive policy moved. Nothing is lost: they stay in the DLQ; `dead-letters"
             " list` to see them, then `dead-letters redrive` until it reads the DLQ whole"
         )
         status = EXIT_UNPROCESSED

@@ -1,8 +1,11 @@
 """`python -m etl_service dead-letters list|show|resend|redrive|erase|delete`: the DLQ for an operator.
 
 - `list`: every dead letter with its reason, detail, event id and sent time (no body: sealed).
-  It reads at most 10,000 letters, within one listing lease, as `redrive` does; when it could
-  not list the DLQ whole it says why (exit 3).
+  Its body column says `sealed`, `-` (not kept), `TAMPERED` (sealed under another key), or
+  `CLEAR` for a body that is no envelope the ETL writes - an original SQS's redrive moved, its
+  values in clear, whatever reason attribute its producer gave it. It reads at most 10,000
+  letters, within one listing lease, as `redrive` does; when it could not list the DLQ whole it
+  says why (exit 3).
 - `show MESSAGE_ID`: open one sealed body with the operator's Vault token (VAULT_TOKEN or
   --token-file); OpenBao's audit device records the decrypt. The body holds PII: it is printed
   to stdout only, never logged. Bodies are opened only with the dead-letter key
@@ -15,9 +18,11 @@
 - `resend MESSAGE_ID [--body-file FILE]`: send the fixed body (or, without a file, the original
   one, e.g. after a bug was fixed) back to the source queue under the same event id and sent
   time, and delete the dead letter. A fixed body that still fails validation is refused.
-- `redrive`: take back messages SQS's redrive policy moved without a reason (a crash loop); a
-  drain does this by itself before it ends. It reads at most 10,000 letters, within one listing
-  lease; when it could not read the DLQ whole it says why (exit 3): one unread may be reasonless.
+- `redrive`: take back messages SQS's redrive policy moved (a crash loop): those without a
+  reason, and those marked CLEAR by `list`, whatever their attributes; a drain does this by
+  itself before it ends, and proves sealed envelopes too, which `redrive` cannot (the operator
+  may not rewrap). It reads at most 10,000 letters, within one listing lease; when it could not
+  read the DLQ whole it says why (exit 3): one unread may be one to take back.
 - `erase -`: part of an erasure: delete every dead letter holding the person's values, given on
   stdin (`user_id=…`, `ip=…`, `device_id=…`); counts only (etl_service/entrypoints/dead_letter_erasure.py).
 - `delete MESSAGE_ID --yes`: remove one dead letter without opening it, e.g. a planted or
@@ -72,6 +77,7 @@ from etl_service.domain.validation import Rejection, parse_login_event
 from etl_service.entrypoints.dead_letter_erasure import INCOMPLETE, SETTINGS_ERROR, add_erase_command, run_erase
 from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS, Layers, Stop, envelope_layers, is_tampered
 from etl_service.errors import EtlError
+from etl_service.service.own_dead_letters import shaped_as_written
 from tokenvault_common.env import ConfigError
 from tokenvault_common.vault_address import plaintext_setting, vault_address_problem
 
@@ -87,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     resend.add_argument("message_id")
     resend.add_argument("--body-file", type=Path, help="the fixed body (default: the original, opened as by show)")
     resend.add_argument("--token-file", type=Path, help="the operator's Vault token (default: $VAULT_TOKEN)")
-    commands.add_parser("redrive", help="take back messages SQS's redrive moved without a reason")
+    commands.add_parser("redrive", help="take back messages SQS's redrive moved (no reason, or no ETL envelope)")
     add_erase_command(commands)
     delete = commands.add_parser("delete", help="remove one dead letter unopened (a plant); needs --yes")
     delete.add_argument("message_id")
@@ -189,14 +195,21 @@ def _erase(args: argparse.Namespace, dlq: DeadLetterSweep, pair: QueuePair, acce
 
 
 def _redrive(dlq: DeadLetterSweep) -> int:
-    """Take back the reasonless dead letters; exit 3 (saying why) when the DLQ could not be read whole."""
-    taken, complete = dlq.take_back_redriven()
+    """Take back what SQS's redrive moved; exit 3 (saying why) when the DLQ could not be read whole.
+
+    Every letter without a reason, or whose body is not shaped as an envelope the ETL writes,
+    whatever its attributes. Sealed envelopes stay unproven: the DLQ operator's OpenBao policy
+    allows decrypt, not the rewrap that proves a ciphertext without opening it, so an envelope
+    forged in the ETL's exact shape stays too; a drain of the sealing ETL proves and takes it
+    back (service/own_dead_letters.py).
+    """
+    taken, complete, _ = dlq.take_back_redriven()  # no prover: the operator may not rewrap (see the docstring)
     print(f"taken back: {taken}")
     if complete:
         return 0
     print(
         f"etl_service dead-letters redrive: the DLQ was not read whole ({dlq.cut_short}): a letter left unread"
-        " may be one without a reason. Nothing is lost: it stays in the DLQ; run it again",
+        " may be one to take back. Nothing is lost: it stays in the DLQ; run it again",
         file=sys.stderr,
     )
     return INCOMPLETE
@@ -222,7 +235,15 @@ def _run(args: argparse.Namespace, dlq: DeadLetterQueue, access: tuple[str, str]
     if args.command == "list":
         print(f"{'message id':36}  {'reason':22}  {'event id':24}  {'sent (UTC)':25}  body      detail")
         for d in letters:
-            kept = "TAMPERED" if is_tampered(d, key) else "sealed" if d.sealed_body else "-" if d.reason else "CLEAR"
+            kept = (
+                "TAMPERED"
+                if is_tampered(d, key)
+                else "CLEAR"  # by its body: a `reason` attribute is any producer's to set (attack 12, finding 2)
+                if not shaped_as_written(d.raw_body)
+                else "sealed"
+                if d.sealed_body
+                else "-"
+            )
             reason = d.reason or "(none: redrive)"
             print(
                 f"{_shown(d.message_id):36}  {_shown(reason):22}  {_shown(d.event_id[:24]):24}  {d.sent_at:25}"

@@ -1,11 +1,20 @@
-"""Deciding that a drain is over: nothing held, nothing queued, nothing left in the DLQ without a reason.
+"""Deciding that a drain is over: nothing held, nothing queued, nothing left in the DLQ to take back.
 
 A receive racing the check holds messages that SQS counts as in flight, so the check cannot
 pass while anything is unsettled. Before it passes, messages SQS's redrive policy moved to the
-DLQ without a reason (a crash loop exhausted their receive count) are taken back into the
-source queue (Queue.take_back_redriven) and the drain goes on until they are processed. While
-any dead letter is held invisible (a drain killed mid take-back leaves its listing held for that
-lease; an operator's listing too) or delayed, the drain waits: it could be one of them.
+DLQ (a crash loop exhausted their receive count) are taken back into the source queue
+(Queue.take_back_redriven: every message without a reason, or whose body is no dead letter of
+the ETL's, whatever its attributes) and the drain goes on until they are processed. While any
+dead letter is held invisible (a drain killed mid take-back leaves its listing held for that
+lease; an operator's listing too) or delayed, the drain waits: it could be one of them. Held
+letters are counted before the take-back and, when it took none, once more while its listing
+held the rest: a reader that picked a letter up between the first count and the listing hid it
+from the listing (attack 12, finding 6).
+
+Exit 0 cannot be stronger than SQS's counts, which are approximate: a letter another reader
+received a moment before the second count may not be counted in flight yet, and the drain then
+passes without it. Nothing is lost: it stays in the DLQ for the next drain or
+`dead-letters redrive`.
 
 That wait is bounded (`held_wait_seconds`; by default the take-back listing's lease, which the
 Queue port gives as `dead_letter_listing_lease_seconds`, plus HELD_WAIT_MARGIN_SECONDS, so a
@@ -121,19 +130,20 @@ class DrainCheck:
         return self._unread_wait.over
 
     def drained(self) -> bool:
-        """Nothing held; SQS counts no message visible, in flight or delayed; no reasonless dead letter.
+        """Nothing held; SQS counts no message visible, in flight or delayed; nothing to take back from the DLQ.
 
-        Dead letters held or delayed in the DLQ keep it false for up to `held_wait_seconds`, then
-        no longer (`held_unread` counts them); so does a take-back that could not read the whole DLQ
-        (`dlq_unread`).
+        Dead letters held or delayed in the DLQ - counted before the take-back, and again by a
+        take-back that took none, while its listing held the rest - keep it false for up to
+        `held_wait_seconds`, then no longer (`held_unread` counts them); so does a take-back that
+        could not read the whole DLQ (`dlq_unread`).
         """
         if self._ledger.held() or self._gate.down or time.monotonic() < self._next_check:
             return False
         self._next_check = time.monotonic() + DEPTH_CHECK_SECONDS
         try:
-            if not self._queue.depth().empty or self._waits_for_held():
+            if not self._queue.depth().empty or self._waits_for_held(self._queue.dead_letters_held()):
                 return False
-            taken, complete = self._queue.take_back_redriven()
+            taken, complete, held_elsewhere = self._queue.take_back_redriven()
         except DependencyDown:
             return False
         if taken:
@@ -143,11 +153,14 @@ class DrainCheck:
             self._unread_wait.clear()
         if taken:
             return False
+        # Held letters counted once more, while the take-back's listing held the rest: a reader that
+        # picked one up after the first count hid it from the listing (attack 12, finding 6).
+        if self._waits_for_held(held_elsewhere):
+            return False
         return complete or not self._unread_wait.still_waiting()
 
-    def _waits_for_held(self) -> bool:
-        """True while dead letters are held or delayed, for up to `held_wait_seconds` from the first seen."""
-        held = self._queue.dead_letters_held()
+    def _waits_for_held(self, held: int) -> bool:
+        """True while `held` dead letters are held or delayed, for up to `held_wait_seconds` from the first seen."""
         if not held:
             self._held_wait.clear()
             self.held_unread = 0

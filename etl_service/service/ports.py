@@ -24,13 +24,16 @@ class QueueDepth:
 
 
 class TakeBack(NamedTuple):
-    """What one take-back of reasonless dead letters did."""
+    """What one take-back of DLQ messages that are no dead letters of the ETL's did."""
 
     taken: int
-    """Dead letters without a reason moved back to the source queue."""
+    """DLQ messages moved back to the source queue: without a reason, or not written by the ETL."""
     complete: bool = True
     """False when its DLQ listing was cut short (its limit reached, or its lease could have run
-    out): a reasonless letter may be left in the DLQ unread."""
+    out): a letter to take back may be left in the DLQ unread."""
+    held_elsewhere: int = 0
+    """When it took none: DLQ messages another reader held, or delayed, while its listing ran
+    (unread, so perhaps to take back; SQS's approximate counts)."""
 
 
 class Queue(Protocol):
@@ -65,10 +68,12 @@ class Queue(Protocol):
         ...
 
     def take_back_redriven(self) -> TakeBack:
-        """Move reasonless DLQ messages (SQS's redrive policy moved them) back to the source queue.
+        """Move DLQ messages SQS's redrive policy moved there back to the source queue.
 
-        They keep their event id and sent time; returns how many, and whether the DLQ was read
-        whole. DependencyDown if SQS fails.
+        Those without a reason, and those that are no dead letter of the ETL's by their body,
+        whatever their attributes (service/own_dead_letters.py). They keep their event id and sent
+        time; returns how many, whether the DLQ was read whole, and how many letters another
+        reader held meanwhile. DependencyDown if SQS or the proof of sealed letters fails.
         """
         ...
 

@@ -12,11 +12,8 @@ Synthetic TEST-NET values only; each check is reduced to a boolean before it is 
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
-import random
-import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -34,6 +31,7 @@ from etl_service.service.returned_letters import RETURNED_DETAIL
 from etl_service.service.sealing import NOT_KEPT_NO_KEY, dead_letter_body
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
 from tests.integration.dead_letters import all_dead_letters, run_dead_letters
+from tests.integration.forged_letters import clear_in, forged_in_clear, person
 from tests.malformed_samples import GOOD
 
 
@@ -52,10 +50,6 @@ def move_to_source(sqs: Any, dlq_url: str, queue_url: str) -> int:
     return moved
 
 
-def person(tag: str) -> dict[str, str]:
-    return {"user_id": f"moved-{tag}", "ip": f"203.0.113.{random.randrange(170, 180)}", "device_id": f"mv-dev-{tag}"}
-
-
 def refused_event(values: dict[str, str]) -> str:
     """A well-formed event holding `values`, refused for its device type (so its dead letter is sealed)."""
     return json.dumps({**GOOD, **values, "device_type": "toaster"})
@@ -70,12 +64,6 @@ def sealed_layers(sealer: BodySealer, text: str, depth: int) -> list[str]:
     return layers
 
 
-def forged_in_clear(values: dict[str, str]) -> str:
-    """Attack 10, finding 3: an exact envelope of the ETL's whose 'ciphertext' is base64 of a person's values."""
-    clear = json.dumps({**GOOD, **values}).encode()
-    return dead_letter_body("vault:v1:" + base64.b64encode(clear).decode(), None, "tokenvault-dead-letters")
-
-
 def send_forged(sqs: Any, queue_url: str, event_id: str, body: str) -> None:
     """As a hostile producer sends it: with a reason of the ETL's, as a dead letter moved back would carry."""
     attributes = {"event_id": event_id, "reason": "not_json"}
@@ -84,16 +72,6 @@ def send_forged(sqs: Any, queue_url: str, event_id: str, body: str) -> None:
         MessageBody=body,
         MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()},
     )
-
-
-def clear_in(letters: list[dict[str, Any]], values: dict[str, str]) -> list[str]:
-    """The kinds of `values` readable in the letters' bodies, as they are or under any `vault:vN:` base64 payload."""
-    readable = ""
-    for letter in letters:
-        readable += letter["Body"]
-        for payload in re.findall(r"vault:v\d+:([A-Za-z0-9+/=]+)", letter["Body"]):
-            readable += base64.b64decode(payload).decode("latin-1")
-    return [kind for kind, value in values.items() if value in readable]
 
 
 def test_a_forged_envelope_with_clear_text_for_ciphertext_is_sealed_and_a_genuine_one_still_goes_back(

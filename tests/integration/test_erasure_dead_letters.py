@@ -177,6 +177,9 @@ def test_a_planted_envelope_does_not_stop_the_erasure_of_the_persons_malformed_d
     sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
     env = etl_harness_env(stack_env, vault.address)
     with etl_consumer(env) as etl:
+        send_events(sqs, etl.queue_url, [OutgoingEvent(i, b) for i, b in {**theirs, **others}.items()])
+        summary = etl.wired.consumer.drain()
+        # Planted after the drain, whose take-back would seal it as a refused event (attack 12, finding 2)
         planted = sqs.send_message(  # anyone who may send to the DLQ: garbage under the dead-letter key
             QueueUrl=etl.dlq_url,
             MessageBody=json.dumps(
@@ -192,8 +195,6 @@ def test_a_planted_envelope_does_not_stop_the_erasure_of_the_persons_malformed_d
                 "event_id": {"DataType": "String", "StringValue": f"{tag}-plant"},
             },
         )["MessageId"]
-        send_events(sqs, etl.queue_url, [OutgoingEvent(i, b) for i, b in {**theirs, **others}.items()])
-        summary = etl.wired.consumer.drain()
     assert (summary.loaded, summary.quarantined) == (0, 5)
 
     operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
@@ -241,6 +242,9 @@ def test_a_tampered_envelope_makes_the_erasure_incomplete_until_the_operator_rem
     sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
     env = etl_harness_env(stack_env, vault.address)
     with etl_consumer(env) as etl:
+        send_events(sqs, etl.queue_url, [OutgoingEvent(f"{tag}-p", event(ip=ip, device_id=device, locale=7))])
+        summary = etl.wired.consumer.drain()
+        # Planted after the drain, whose take-back would seal it as a refused event (attack 12, finding 2)
         tampered = sqs.send_message(  # sealed under a key the ETL never uses: what it holds is unknown
             QueueUrl=etl.dlq_url,
             MessageBody=json.dumps(
@@ -251,8 +255,6 @@ def test_a_tampered_envelope_makes_the_erasure_incomplete_until_the_operator_rem
                 "event_id": {"DataType": "String", "StringValue": f"{tag}-tampered"},
             },
         )["MessageId"]
-        send_events(sqs, etl.queue_url, [OutgoingEvent(f"{tag}-p", event(ip=ip, device_id=device, locale=7))])
-        summary = etl.wired.consumer.drain()
     assert (summary.loaded, summary.quarantined) == (0, 1)
 
     operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()

@@ -18,6 +18,7 @@ import pytest
 
 from devstack.events import OutgoingEvent, generate_events, send_events
 from devstack.sqs import sqs_client
+from etl_service.service.sealing import NOT_KEPT_TOO_LARGE, dead_letter_body
 from tests.conftest import RunningVault, etl_consumer, etl_harness, etl_harness_env
 from tests.integration.dead_letters import all_dead_letters, run_dead_letters
 from tests.integration.etl_landings import drained_within
@@ -141,20 +142,30 @@ def etl_identity_token(env: dict[str, str]) -> str:
 def test_redrive_takes_back_only_reasonless_dead_letters_under_their_original_event_id_and_sent_time(
     stack_env: dict[str, str], vault: RunningVault
 ) -> None:
-    """The drain's take-back and the operators' `redrive` are one implementation (DeadLetterQueue)."""
+    """The drain's take-back and the operators' `redrive` are one implementation (DeadLetterQueue).
+
+    A dead letter of the ETL's (an envelope) stays; an original SQS's redrive moved is taken back,
+    a `reason` attribute of its producer's notwithstanding (attack 12, finding 2).
+    """
     tag = uuid.uuid4().hex[:8]
     sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
     env = etl_harness_env(stack_env, vault.address)
     first_sent = int(time.time() * 1000) - 3 * 24 * 3600 * 1000  # taken back once 3 days ago, then redriven again
+    missing_field = {"reason": {"DataType": "String", "StringValue": "missing_field"}}
     attributes: dict[str, dict[str, Any]] = {
         f"{tag}-again": {"tokenvault_sent_timestamp": {"DataType": "Number", "StringValue": str(first_sent)}},
         f"{tag}-plain": {},
-        f"{tag}-reasoned": {"reason": {"DataType": "String", "StringValue": "missing_field"}},
+        f"{tag}-producer-reason": {"reason": {"DataType": "String", "StringValue": "login"}},
+        f"{tag}-reasoned": missing_field,
     }
     for event_id, extra in attributes.items():
         sqs.send_message(
             QueueUrl=env["ETL_DLQ_URL"],
-            MessageBody=body(user_id=event_id),
+            MessageBody=(
+                dead_letter_body(None, NOT_KEPT_TOO_LARGE, None)
+                if event_id == f"{tag}-reasoned"
+                else body(user_id=event_id)
+            ),
             MessageAttributes={"event_id": {"DataType": "String", "StringValue": event_id}, **extra},
         )
     plain_sent = time.time()
@@ -164,17 +175,18 @@ def test_redrive_takes_back_only_reasonless_dead_letters_under_their_original_ev
     }
     resent = run_dead_letters(env, "resend", ids[f"{tag}-again"])  # by hand, as it was
     assert resent.returncode == 0, resent.stderr
-    redriven = run_dead_letters(env, "redrive")  # the rest without a reason, as a drain does
-    assert redriven.returncode == 0 and "taken back: 1" in redriven.stdout, redriven.stderr
+    redriven = run_dead_letters(env, "redrive")  # the rest the ETL did not write, as a drain does
+    assert redriven.returncode == 0 and "taken back: 2" in redriven.stdout, redriven.stderr
     with etl_consumer(env) as etl:
-        assert etl.wired.consumer.drain().loaded == 2
+        assert etl.wired.consumer.drain().loaded == 3
     with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
         sent: dict[str, Any] = dict(
             conn.execute(
                 "SELECT event_id, extract(epoch FROM sent_at) FROM user_logins WHERE event_id = ANY(%s)",
-                ([f"{tag}-again", f"{tag}-plain"],),
+                ([f"{tag}-again", f"{tag}-plain", f"{tag}-producer-reason"],),
             ).fetchall()
         )
+    assert sorted(sent) == [f"{tag}-again", f"{tag}-plain", f"{tag}-producer-reason"]
     assert float(sent[f"{tag}-again"]) == first_sent / 1000  # the original time, not the DLQ copy's
     assert abs(float(sent[f"{tag}-plain"]) - plain_sent) < 30  # SQS's own SentTimestamp of the redriven copy
     left = all_dead_letters(stack_env["SQS_ENDPOINT_URL"], env["ETL_DLQ_URL"])

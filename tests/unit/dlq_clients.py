@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from etl_service.service.sealing import NOT_KEPT_TOO_LARGE, dead_letter_body
+
 SOURCE, DLQ = "https://sqs.example/1/login-queue", "https://sqs.example/1/login-queue-dlq"
 """The source queue's URL and its DLQ's."""
 
@@ -45,17 +47,28 @@ class LargeDlq:
         self.sent.append(MessageBody)
         return {"MessageId": f"new-{len(self.sent)}"}
 
-    def delete_message(self, **_: Any) -> None:
+    def delete_message(self, **call: Any) -> None:
         """The dead letter re-sent is deleted."""
+        message_id = call["ReceiptHandle"].removeprefix("h-")
+        self.letters = [m for m in self.letters if m["MessageId"] != message_id]
+        del self.visible_at[message_id]
 
     def change_message_visibility_batch(self, Entries: list[dict[str, Any]], **_: Any) -> None:
         """The listing is released: visible again at once."""
         for entry in Entries:
-            self.visible_at[entry["ReceiptHandle"].removeprefix("h-")] = self.now
+            if (message_id := entry["ReceiptHandle"].removeprefix("h-")) in self.visible_at:
+                self.visible_at[message_id] = self.now
+
+    def get_queue_attributes(self, **_: Any) -> dict[str, Any]:
+        in_flight = sum(at > self.now for at in self.visible_at.values())
+        return {"Attributes": {"ApproximateNumberOfMessagesNotVisible": str(in_flight)}}
 
 
 def _letter(message_id: str, reason: str | None) -> dict[str, Any]:
+    """A dead letter of the ETL's (an envelope, its body not kept) with a reason; an original without one."""
     attributes = {"event_id": {"DataType": "String", "StringValue": f"evt-{message_id}"}}
+    body = "{}"
     if reason:
         attributes["reason"] = {"DataType": "String", "StringValue": reason}
-    return {"MessageId": message_id, "ReceiptHandle": f"h-{message_id}", "Body": "{}", "MessageAttributes": attributes}
+        body = dead_letter_body(None, NOT_KEPT_TOO_LARGE, None)
+    return {"MessageId": message_id, "ReceiptHandle": f"h-{message_id}", "Body": body, "MessageAttributes": attributes}

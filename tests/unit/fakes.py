@@ -270,7 +270,7 @@ class FakeQueue:
         with self.lock:
             taken, self.redriven = self.redriven, []
             self.pending += [replace(m, receive_count=1) for m in taken]
-        return TakeBack(len(taken))
+        return TakeBack(len(taken), held_elsewhere=0 if taken else self.dead_letters_held())  # as counted again
 
     def dead_letters_held(self) -> int:
         return 0

@@ -121,3 +121,90 @@ def test_a_drain_whose_take_back_reads_the_dlq_whole_takes_the_letter_back_and_e
     queue.pending = messages(5)
     summary = drained_within(queue, 10, held_wait=1.0)
     assert summary.taken_back_from_dlq == 1 and not summary.dlq_unread and drain_status(summary) == EXIT_OK
+
+
+class ReaderBetweenCountAndListing:
+    """An SQS client whose DLQ holds one reasonless letter (a valid event), leased and released as SQS does.
+
+    `reader_holds()` plays another reader (an operator's `dead-letters list`) receiving it for
+    `seconds`: the letter is invisible, SQS counts it in flight.
+    """
+
+    def __init__(self, body: str) -> None:
+        self.letter = {
+            "MessageId": "redriven-1",
+            "ReceiptHandle": "h-redriven-1",
+            "Body": body,
+            "MessageAttributes": {"event_id": {"DataType": "String", "StringValue": "evt-redriven-1"}},
+        }
+        self.visible_at: float | None = 0.0  # None: deleted
+        self.sent: list[str] = []
+
+    def reader_holds(self, seconds: float) -> None:
+        self.visible_at = time.monotonic() + seconds
+
+    def _visible(self) -> bool:
+        return self.visible_at is not None and self.visible_at <= time.monotonic()
+
+    def receive_message(self, QueueUrl: str, VisibilityTimeout: int, **_: object) -> dict[str, object]:
+        if not self._visible():
+            return {}
+        self.visible_at = time.monotonic() + VisibilityTimeout
+        return {"Messages": [self.letter]}
+
+    def change_message_visibility_batch(self, **_: object) -> None:
+        if self.visible_at is not None:
+            self.visible_at = time.monotonic()
+
+    def delete_message(self, **_: object) -> None:
+        self.visible_at = None
+
+    def send_message(self, MessageBody: str, **_: object) -> dict[str, str]:
+        self.sent.append(MessageBody)
+        return {"MessageId": "new-1"}
+
+    def get_queue_attributes(self, **_: object) -> dict[str, dict[str, str]]:
+        held = self.visible_at is not None and not self._visible()
+        return {"Attributes": {"ApproximateNumberOfMessagesNotVisible": str(int(held))}}
+
+
+class DlqReadBetweenCountAndTakeBack(FakeQueue):
+    """The source queue faked, the DLQ through the real adapters: right after the drain's first count of
+    held dead letters, a reader picks up the reasonless letter for `seconds` (attack 12, finding 6)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.client = ReaderBetweenCountAndListing(messages(1)[0].body)
+        self.sqs = SqsQueue(self.client, SOURCE, DLQ)  # type: ignore[arg-type]
+        self.seconds = seconds
+        self.counts = 0
+
+    def dead_letters_held(self) -> int:
+        held = self.sqs.dead_letters_held()
+        self.counts += 1
+        if self.counts == 1:
+            self.client.reader_holds(self.seconds)  # between this count and the take-back's listing
+        return held
+
+    def take_back_redriven(self) -> TakeBack:
+        took = self.sqs.take_back_redriven()
+        with self.lock:
+            self.pending += [replace(messages(1)[0], message_id=f"back-{i}") for i in range(len(self.client.sent))]
+            self.client.sent = []
+        return took
+
+
+def test_a_letter_a_reader_picks_up_between_the_held_count_and_the_take_back_is_waited_for() -> None:
+    queue = DlqReadBetweenCountAndTakeBack(seconds=1.0)
+    queue.pending = messages(3)
+    summary = drained_within(queue, 10, held_wait=5.0)
+    assert summary.taken_back_from_dlq == 1 and summary.dead_letters_held_unread == 0
+    assert summary.loaded == 4 and queue.client.visible_at is None and drain_status(summary) == EXIT_OK
+
+
+def test_a_letter_a_reader_holds_past_the_wait_ends_the_drain_non_zero() -> None:
+    queue = DlqReadBetweenCountAndTakeBack(seconds=60.0)
+    queue.pending = messages(3)
+    summary = drained_within(queue, 10, held_wait=1.0)
+    assert summary.taken_back_from_dlq == 0 and summary.dead_letters_held_unread == 1
+    assert drain_status(summary) == EXIT_UNPROCESSED and queue.client.visible_at is not None  # still in the DLQ

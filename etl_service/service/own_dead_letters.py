@@ -1,0 +1,74 @@
+"""Which DLQ messages are the ETL's own dead letters: told by their bodies, never by an attribute.
+
+A take-back (a drain's, or the operators' `dead-letters redrive`) moves back to the source queue
+every DLQ message that is not a dead letter of the ETL's: SQS's redrive policy moved it there as
+it was (a crash loop, an outage on its last receive), its body in clear. Attributes cannot tell
+the two apart: the redrive moves an original with every attribute its producer set, one named
+`reason` included (attack 12, finding 2: such a message stayed in the DLQ for good, in clear,
+never loaded, and the drain exited 0). What the ETL alone writes is its body, so:
+
+- a letter without a reason is taken back (whatever its body);
+- a letter whose body is not byte for byte an envelope the ETL writes (service/sealing.py
+  dead_letter_body: sealed under a key with a ciphertext-shaped body, or not kept with one of the
+  ETL's notes) is an original, whatever its attributes: taken back;
+- an envelope claiming a ciphertext is the ETL's only when Transit proves the ciphertext genuine
+  under the dead-letter key (`authentic`: rewrap, which reveals nothing; one call per 250 claims,
+  for the whole listing). Any base64 - a person's values in clear - has a ciphertext's shape
+  (attack 10, finding 3). An unproven one is taken back: the source path refuses it as no event
+  and seals it (service/returned_letters.py proves it the same way first).
+
+Without a proof (`prover` None) the last step cannot be taken: every envelope shaped as the ETL
+writes it stays, a forged one too. That is the operators' `dead-letters redrive` (the DLQ
+operator may decrypt, not rewrap: config/vault/tokenvault-dlq-operator.hcl) and an ETL running
+with ETL_DLQ_BODIES=discard (no OpenBao access). Taking back the envelopes they cannot prove
+would take back genuine sealed letters: returned to the DLQ unchanged by a sealing ETL, taken
+back again, on and on; refused with their bodies dropped by a discarding one. The drain of a
+sealing ETL proves them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from etl_service.service.returned_letters import claimed_ciphertext, is_own_envelope
+from etl_service.service.sealing import read_dead_letter_body
+
+
+class CiphertextProver(Protocol):
+    """What of a BodySealer proves a sealed envelope the ETL's own (TransitSealer)."""
+
+    key_name: str | None
+    """The dead-letter key (ETL_DLQ_SEAL_KEY) the ETL seals under."""
+
+    def authentic(self, ciphertexts: Sequence[str]) -> frozenset[str]:
+        """Those of `ciphertexts` Transit authenticates under the key. DependencyDown, Misconfigured."""
+        ...
+
+
+def shaped_as_written(body: str) -> bool:
+    """True when `body` is byte for byte an envelope the ETL writes, sealed under any key or not kept.
+
+    A sealed one is only a claim (see the module's docstring); one under another key than the
+    ETL's is still shaped as written (an older setting, or tampering: `dead-letters list` marks it).
+    """
+    envelope = read_dead_letter_body(body) if body.startswith('{"format": ') else None
+    if envelope is None:
+        return False
+    key = envelope["key"]
+    return claimed_ciphertext(body, key) is not None if key is not None else is_own_envelope(body, None)
+
+
+def own_dead_letters(bodies: Sequence[str], prover: CiphertextProver | None) -> list[bool]:
+    """For each body (of a DLQ message with a reason), whether it is a dead letter the ETL wrote.
+
+    With a `prover`: exactly an envelope of the ETL's (`is_own_envelope`), a sealed one proven by
+    one `authentic` call over the distinct claims, none when there are none. Without: shaped as
+    written (`shaped_as_written`), unproven. DependencyDown or Misconfigured from the prover.
+    """
+    if prover is None:
+        return [shaped_as_written(body) for body in bodies]
+    key = prover.key_name
+    claims = sorted({c for body in bodies if (c := claimed_ciphertext(body, key)) is not None})
+    authentic = prover.authentic(claims) if claims else frozenset()
+    return [is_own_envelope(body, key, authentic) for body in bodies]
