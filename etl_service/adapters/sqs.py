@@ -139,8 +139,11 @@ class SqsQueue:
         self._visibility_seconds = visibility_seconds
         self.max_receive_count: int | None = None
         """The source queue's redrive limit, read by check(); None without a redrive policy."""
-        self.dead_letter_listing_lease_seconds = LISTING_LEASE_SECONDS
-        """The lease of take_back_redriven's DLQ listing (DeadLetterQueue.list)."""
+
+    @property
+    def dead_letter_listing_lease_seconds(self) -> int:
+        """The lease of take_back_redriven's DLQ listing: the very constant DeadLetterQueue.list holds letters for."""
+        return LISTING_LEASE_SECONDS
 
     def check(self) -> None:
         """Fail fast at start, before any receive: QueueConfigurationError naming the settings.

@@ -39,9 +39,13 @@ class TakeBack(NamedTuple):
 class Queue(Protocol):
     """The source queue and its dead-letter queue."""
 
-    dead_letter_listing_lease_seconds: int
-    """How long a take-back's DLQ listing holds the letters it reads (a killed drain's, for all of it):
-    how long held dead letters may be one of those (service/drain_check.py)."""
+    @property
+    def dead_letter_listing_lease_seconds(self) -> int:
+        """How long a take-back's DLQ listing holds the letters it reads (a killed drain's, for all of it).
+
+        How long held dead letters may be one of those (service/drain_check.py).
+        """
+        ...
 
     def receive(self, max_messages: int, wait_seconds: int) -> list[QueueMessage]:
         """Up to `max_messages`, long-polling up to `wait_seconds`."""

@@ -65,11 +65,26 @@ def test_a_first_run_on_each_connection_leaves_no_error_in_the_server_log(
 def test_it_is_prepared_again_on_a_connection_that_lost_it(conn: psycopg.Connection) -> None:
     statement = PreparedStatement("probe_insert", "INSERT INTO prepared_probe (v) VALUES ($1)")
     statement.run(conn, ("one",))
-    assert conn.execute("SELECT count(*) FROM pg_prepared_statements WHERE name = 'tv_probe_insert'").fetchone() == (1,)
+    prepared_there = "SELECT count(*) FROM pg_prepared_statements WHERE name = %s"
+    assert conn.execute(prepared_there, (statement.name,)).fetchone() == (1,)
     conn.execute("DEALLOCATE ALL")
     statement.run(conn, ("two",))
     statement.run(conn, ("three",))
     assert conn.execute("SELECT v FROM prepared_probe ORDER BY v").fetchall() == [("one",), ("three",), ("two",)]
+
+
+def test_one_prepared_there_by_another_client_connection_is_run_as_it_is(conn: psycopg.Connection) -> None:
+    """A transaction-pooling proxy's server connection may already hold it: the prepare answers 42P05."""
+    statement = PreparedStatement("probe_pooled", "SELECT $1::int * 2")
+    conn.execute(f"PREPARE {statement.name} AS SELECT $1::int * 2")  # prepared there, not by this process
+    assert statement.rows(conn, ("21",)) == [(42,)]
+
+
+def test_two_statements_given_one_name_each_run_their_own_sql(conn: psycopg.Connection) -> None:
+    doubled = PreparedStatement("probe_one_name", "SELECT $1::int * 2")
+    tripled = PreparedStatement("probe_one_name", "SELECT $1::int * 3")
+    assert doubled.rows(conn, ("5",)) == [(10,)]
+    assert tripled.rows(conn, ("5",)) == [(15,)]
 
 
 def test_it_is_prepared_again_when_a_migration_changed_what_it_returns(conn: psycopg.Connection) -> None:

@@ -20,6 +20,12 @@ key the row held then - fails verification (attack 10, finding 6). A check value
 chain, which fails as well), so what no chain shows is only a swap between the migration and the
 service's first recording. That stays a note (`LateCheckValues.notes`), with the recording's time,
 for the operator to set against the rollout's (docs/production.md).
+
+The rule assumes a chain that names every audit key before 0024 at least once: data-key rows
+begin at migration 0007, and upgrades start at 0010 or later (docs/production.md). An audit key
+made under 0001-0006 and never changed since would be named first by its late check value and
+fail as made after 0024 - upgrades from before 0010 are neither supported nor tested, so no
+vault meets such a chain.
 """
 
 from __future__ import annotations

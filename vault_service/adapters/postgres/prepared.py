@@ -15,6 +15,7 @@ Only for single statements on an idle autocommit connection (the pool's connecti
 
 from __future__ import annotations
 
+import hashlib
 import weakref
 from collections.abc import Sequence
 from typing import Any, cast
@@ -27,6 +28,7 @@ from psycopg.errors import error_from_result
 _UNKNOWN_STATEMENT = b"26000"  # invalid_sql_statement_name: not prepared on this connection (yet)
 _STALE_PLAN = b"0A000"  # "cached plan must not change result type": a migration changed a column since
 _PREPARE_AGAIN = (_UNKNOWN_STATEMENT, _STALE_PLAN)
+_ALREADY_PREPARED = b"42P05"  # duplicate_prepared_statement: the server connection has it (a pooling proxy's)
 
 _PREPARED_ON: weakref.WeakKeyDictionary[psycopg.Connection[Any], set[bytes]] = weakref.WeakKeyDictionary()
 """The statement names prepared on each connection (weak: a connection the pool drops takes its entry along)."""
@@ -41,14 +43,24 @@ class PreparedStatement:
     server log and in the error and rollback counts monitoring reads. A connection that lost it
     since (`DISCARD ALL`, `DEALLOCATE`, a transaction-pooling proxy) answers SQLSTATE 26000, and
     it is prepared and run again; one whose plan a migration made stale (a column's type
-    changed: SQLSTATE 0A000) is deallocated and prepared again the same way.
+    changed: SQLSTATE 0A000) is deallocated and prepared again the same way. One that has it
+    though this process did not prepare it there (a transaction-pooling proxy hands out server
+    connections another client connection prepared on) answers SQLSTATE 42P05 to the prepare,
+    and it is run as it is: the name carries a digest of the SQL, so a statement of that name
+    is this very statement, never another one that was given the same name.
     """
 
     def __init__(self, name: str, sql: str, binary_rows: bool = False) -> None:
         """`name` must be unique among this process's prepared statements; `sql` uses $1, $2 ... with casts."""
-        self._name = f"tv_{name}".encode()
+        digest = hashlib.sha256(sql.encode()).hexdigest()[:12]
+        self._name = f"tv_{name}_{digest}".encode()
         self._sql = sql.encode()
         self._result_format = pq.Format.BINARY if binary_rows else pq.Format.TEXT
+
+    @property
+    def name(self) -> str:
+        """The name it is prepared under on the server (`tv_<name>_<digest of the SQL>`)."""
+        return self._name.decode()
 
     def rows(self, conn: psycopg.Connection[Any], params: Sequence[str | None]) -> list[tuple[Any, ...]]:
         """Run the statement; its rows as tuples of Python values (as `conn.execute(...).fetchall()`)."""
@@ -96,7 +108,8 @@ class PreparedStatement:
     def _prepare(self, conn: psycopg.Connection[Any]) -> None:
         """Prepare the statement on `conn` and remember it there."""
         prepared = conn.pgconn.prepare(self._name, self._sql, None)
-        if prepared.status != pq.ExecStatus.COMMAND_OK:
+        already = prepared.error_field(pq.DiagnosticField.SQLSTATE) == _ALREADY_PREPARED
+        if prepared.status != pq.ExecStatus.COMMAND_OK and not already:
             raise _error(conn, prepared)
         _PREPARED_ON.setdefault(conn, set()).add(self._name)
 
