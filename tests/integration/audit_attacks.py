@@ -27,7 +27,7 @@ from tokenvault_client import Revealed, TokenType, VaultClient, VaultClientError
 from tokenvault_common.migrations import migrate
 from vault_service.adapters.transit import verify_signature
 from vault_service.entrypoints import admin_cli
-from vault_service.service.audit_verify import AuditReport, verify_audit
+from vault_service.service.audit_verify import AuditReport, FullAuditReport, verify_audit, verify_audit_and_erasures
 
 Anchored = tuple[RunningVault, Path]
 """A vault on a database of its own, and the file it exports its signed checkpoints to."""
@@ -66,6 +66,19 @@ def as_owner(env: dict[str, str]) -> psycopg.Connection:
 def audit_verify(vault: RunningVault, exported: Path | None) -> AuditReport:
     """audit-verify's report on the vault's log, with the exported checkpoints in `exported` (if any)."""
     return verify_audit(vault.wired.audit, vault.wired.signer.public_keys(), verify_signature, exported)
+
+
+def audit_verify_fully(vault: RunningVault, exported: Path | None) -> FullAuditReport:
+    """audit-verify's full report (erasures and audit keys checked too): the only one who-saw answers from."""
+    wired = vault.wired
+    return verify_audit_and_erasures(
+        wired.audit,
+        wired.token_store,
+        wired.keys.ring.audit_keys,
+        wired.signer.public_keys(),
+        verify_signature,
+        exported,
+    )
 
 
 def run_audit_verify(env: dict[str, str], exported: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:

@@ -26,6 +26,7 @@ from tests.integration.audit_attacks import (
     anchored,
     as_owner,
     audit_verify,
+    audit_verify_fully,
     count_revealed,
     own_database,
     reveal_with_audit_undone,
@@ -239,7 +240,7 @@ def test_who_saw_a_token_lists_its_reveals_across_clients_and_nothing_else(
     )
     stub_for("analyst").Detokenize(vault_pb2.DetokenizeRequest(tokens=[other], purpose=f"{case}-other"), timeout=10)
 
-    report = audit_verify(vault, None)
+    report = audit_verify_fully(vault, None)
     assert report.intact, report.finding
     seen = who_saw(report, vault.wired.keys.ring.audit_keys, watched)
     assert [(r.event.client, r.event.purpose) for r in seen] == [

@@ -25,15 +25,18 @@ from tests.integration.audit_attacks import (
     Anchored,
     anchored,
     as_owner,
-    audit_verify,
+    audit_verify_fully,
     erase,
     own_database,
     run_audit_verify,
     tokenize_fresh_ip,
 )
 from tokenvault_client import Revealed, VaultClient
+from vault_service.adapters.transit import verify_signature
+from vault_service.bootstrap import bootstrap
+from vault_service.domain.key_check import check_value
 from vault_service.entrypoints import admin_cli
-from vault_service.service.audit_verify import who_saw
+from vault_service.service.audit_verify import AuditNotVerified, verify_audit, verify_audit_and_erasures, who_saw
 
 __all__ = ["anchored", "own_database"]  # fixtures used here
 
@@ -100,7 +103,7 @@ def test_who_saw_names_who_erased_a_token_under_which_case_from_the_verified_cha
     assert "1 reveal(s) and 1 erasure(s) of this token" in printed, printed
 
     # The erase row names exactly the tokens it erased, and its hash covers them: the chain verifies.
-    report = audit_verify(vault, exported)
+    report = audit_verify_fully(vault, exported)
     assert report.intact, report.finding
     keys = vault.wired.keys.ring.audit_keys
     assert [r.event.purpose for r in who_saw(report, keys, other)] == ["GDPR-2026-0042"]
@@ -195,3 +198,45 @@ def _erasure_hashes(env: dict[str, str], purpose: str) -> list[bytes]:
         ).fetchone()
     assert row is not None
     return [bytes(h) for h in row[0]]
+
+
+# Insider round 10, finding 6 (its second half): who_saw trusted any report's `intact`, and a report
+# from `verify_audit` alone checks the chain and checkpoints but never the audit keys loaded. With
+# the audit key swapped (its row's check value rewritten too, so only the chain knows), such a report
+# is intact and who_saw answered "no reveal" for a token revealed before. It now takes only the report
+# of the full verification (`verify_audit_and_erasures`): mypy refuses the call, and so does who_saw.
+
+
+def test_who_saw_refuses_a_report_whose_audit_keys_were_not_checked(
+    own_database: dict[str, str], anchored: Anchored
+) -> None:
+    vault, exported = anchored
+    token = tokenize_fresh_ip(own_database, vault)
+    _reveal(own_database, vault, "fraud-investigator", token, "CASE-2026-940")
+    vault.wait_for_checkpoint()
+    plaintext, swapped = vault.wired.wrapper.new_data_key()
+    with as_owner(own_database) as owner:
+        owner.execute(
+            "UPDATE vault.data_keys SET wrapped_key = %s, check_value = %s WHERE purpose = 'audit'",
+            (swapped, check_value(plaintext)),
+        )
+
+    wired = bootstrap(vault_config(own_database))  # as who-saw starts: it loads the swapped audit key
+    try:
+        chain_only = verify_audit(wired.audit, wired.signer.public_keys(), verify_signature, exported)
+        assert chain_only.intact, chain_only.finding  # chain and checkpoints hold: only the key check sees it
+        with pytest.raises(AuditNotVerified):
+            who_saw(chain_only, wired.keys.ring.audit_keys, token)  # type: ignore[arg-type]  # mypy refuses it
+        full = verify_audit_and_erasures(
+            wired.audit,
+            wired.token_store,
+            wired.keys.ring.audit_keys,
+            wired.signer.public_keys(),
+            verify_signature,
+            exported,
+        )
+        assert not full.intact and "not the key the audit log recorded" in (full.keys_problem or ""), full
+        with pytest.raises(AuditNotVerified, match="not the key the audit log recorded"):
+            who_saw(full, wired.keys.ring.audit_keys, token)
+    finally:
+        wired.close()

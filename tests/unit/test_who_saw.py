@@ -12,7 +12,8 @@ from vault_service.domain.checkpoints import Finding
 from vault_service.domain.crypto import DataKey
 from vault_service.domain.policy import parse_policy
 from vault_service.domain.token_types import TokenType
-from vault_service.service.audit_verify import AuditNotVerified, AuditReport, who_saw
+from vault_service.service.audit_verify import AuditNotVerified, AuditReport, FullAuditReport, who_saw
+from vault_service.service.erase_reconciliation import ErasureReconciliation
 from vault_service.service.keyring import KeyManager
 from vault_service.service.revealing import reveal_hash
 from vault_service.service.vault import TokenVault
@@ -26,8 +27,10 @@ def _record(record_id: int, action: str, purpose: str, revealed: tuple[bytes, ..
     return AuditRecord(record_id, datetime.now(UTC), event, b"", b"")
 
 
-def _report(records: list[AuditRecord], finding: Finding | None = None) -> AuditReport:
-    return AuditReport(len(records), 0, len(records), finding, tuple(records))
+def _report(records: list[AuditRecord], finding: Finding | None = None) -> FullAuditReport:
+    """A full verification's report on `records`: no erasure to reconcile, the audit keys as recorded."""
+    erasures = ErasureReconciliation(named=0, before_naming=0)
+    return FullAuditReport(len(records), 0, len(records), finding, tuple(records), erasures=erasures, keys_problem=None)
 
 
 def test_who_saw_finds_reveals_and_erasures_under_every_audit_key_in_the_records_verified() -> None:
@@ -45,6 +48,14 @@ def test_who_saw_makes_no_report_from_a_log_that_did_not_verify() -> None:
     records = [_record(1, "detokenize", "CASE-1", (reveal_hash(_NEW, _TOKEN),))]
     with pytest.raises(AuditNotVerified):
         who_saw(_report(records, Finding(1, "the hash chain breaks here")), [_NEW], _TOKEN)
+
+
+def test_who_saw_makes_no_report_from_a_verification_that_did_not_check_the_audit_keys() -> None:
+    records = [_record(1, "detokenize", "CASE-1", (reveal_hash(_NEW, _TOKEN),))]
+    chain_only = AuditReport(len(records), 0, len(records), None, tuple(records))  # what `verify_audit` makes
+    assert chain_only.intact
+    with pytest.raises(AuditNotVerified, match="audit keys and erasures were not checked"):
+        who_saw(chain_only, [_NEW], _TOKEN)  # type: ignore[arg-type]  # mypy refuses it at the call site too
 
 
 def test_an_erasure_hands_the_store_the_keyed_hash_of_each_token_it_may_erase_in_order() -> None:

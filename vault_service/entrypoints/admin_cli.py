@@ -40,7 +40,7 @@ from vault_service.bootstrap import Bootstrapped, bootstrap
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.errors import VaultError
 from vault_service.entrypoints.metrics import ROTATION_ROWS, ROTATION_ROWS_LEFT
-from vault_service.service.audit_verify import AuditReport, verify_audit_and_erasures, who_saw
+from vault_service.service.audit_verify import FullAuditReport, verify_audit_and_erasures, who_saw
 from vault_service.service.erase_reconciliation import ErasureReconciliation
 from vault_service.service.rotation import KeyRotation, RotationStatus
 
@@ -156,7 +156,7 @@ def _run(args: argparse.Namespace, rotation: KeyRotation, metrics_tls: ssl.SSLCo
     return 0
 
 
-def _verified(wired: Bootstrapped, exported: Path | None) -> AuditReport:
+def _verified(wired: Bootstrapped, exported: Path | None) -> FullAuditReport:
     """Verify the log and the erasures against it, and say so; the report holds the records read."""
     report = verify_audit_and_erasures(
         wired.audit,
@@ -179,8 +179,7 @@ def _verified(wired: Bootstrapped, exported: Path | None) -> AuditReport:
         console.print(
             f"audit log TAMPERED from {first}: {report.finding.reason}; records from there on cannot be trusted"
         )
-    if report.erasures is not None:
-        _print_erasures(report.erasures)
+    _print_erasures(report.erasures)
     for note in report.keys_notes:
         console.print(f"audit keys: {note}")
     if report.keys_problem is not None:

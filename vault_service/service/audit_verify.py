@@ -12,13 +12,14 @@ the first one's "verified" without having been verified (insider round 8, Break 
 What an erase row names is reconciled with the erased tokens (`verify_audit_and_erasures`, see
 erase_reconciliation): the database stores whatever keyed hashes its caller gives (round 9, Break 2),
 and the audit keys loaded are checked to be the ones the verified chain recorded (audit_keys_check,
-round 9, Break 1). Both count in the report's `intact`: one verdict, one place.
+round 9, Break 1). Both count in the report's `intact`: one verdict, one place. Only that full
+verification makes a `FullAuditReport`, the only report who-saw takes (attack 10, finding 6).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -57,7 +58,10 @@ class AuditNotVerified(Exception):
 
 @dataclass(frozen=True)
 class AuditReport:
-    """The outcome of a verification, with the records it read (the only ones a report may use)."""
+    """What `verify_audit` found in the chain and checkpoints, with the records it read (the only ones to report from).
+
+    Erasures and audit keys are not checked here: who-saw takes only a `FullAuditReport`.
+    """
 
     rows: int
     checkpoints: int
@@ -65,10 +69,26 @@ class AuditReport:
     finding: Finding | None
     records: tuple[AuditRecord, ...] = field(default=(), repr=False, compare=False)
     """The records verified, in order: who-saw filters these, it never asks the database again."""
-    erasures: ErasureReconciliation | None = None
-    """The erased tokens set against the verified erase rows (`verify_audit_and_erasures`), if done."""
-    keys_problem: str | None = None
-    """Why the audit keys loaded are not the ones the verified chain recorded (`verify_audit_and_erasures`)."""
+
+    @property
+    def intact(self) -> bool:
+        """True when nothing was found in what this report checked."""
+        return self.finding is None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FullAuditReport(AuditReport):
+    """`verify_audit_and_erasures`' report: the chain, checkpoints, erasures and audit keys all checked.
+
+    The only report who-saw answers from (attack 10, finding 6): one from `verify_audit` alone is
+    intact with audit keys that are not the ones the chain recorded.
+    """
+
+    erasures: ErasureReconciliation
+    """The erased tokens set against the verified erase rows."""
+    keys_problem: str | None
+    """Why the audit keys loaded are not the ones the verified chain recorded (None when they are, or unchecked
+    because the chain did not verify)."""
     keys_notes: tuple[str, ...] = ()
     """What to check by hand about the audit keys: check values the migration 0024 rollout recorded late.
 
@@ -77,9 +97,7 @@ class AuditReport:
     @property
     def intact(self) -> bool:
         """True when nothing was found: in chain and checkpoints, between erasures and erase rows, in audit keys."""
-        return (
-            self.finding is None and (self.erasures is None or self.erasures.consistent) and self.keys_problem is None
-        )
+        return super().intact and self.erasures.consistent and self.keys_problem is None
 
 
 def verify_audit(
@@ -108,7 +126,7 @@ def verify_audit_and_erasures(
     public_keys: Mapping[int, str],
     check: SignatureCheck,
     exported: Path | None,
-) -> AuditReport:
+) -> FullAuditReport:
     """`verify_audit`, erasures reconciled and `audit_keys` checked against the verified chain.
 
     Every erased token is reconciled with the verified erase rows (`reconcile_erasures`), and the
@@ -118,23 +136,33 @@ def verify_audit_and_erasures(
     erased_before = erased.erased_tokens()
     report = verify_audit(store, public_keys, check, exported)
     erased_after = erased.erased_tokens()
-    return replace(
-        report,
+    verified = report.finding is None
+    return FullAuditReport(
+        report.rows,
+        report.checkpoints,
+        report.unanchored,
+        report.finding,
+        report.records,
         erasures=reconcile_erasures(report.records, erased_before, erased_after, audit_keys),
-        keys_problem=audit_keys_problem(report.records, audit_keys) if report.finding is None else None,
-        keys_notes=tuple(late_check_values(report.records).notes()) if report.finding is None else (),
+        keys_problem=audit_keys_problem(report.records, audit_keys) if verified else None,
+        keys_notes=tuple(late_check_values(report.records).notes()) if verified else (),
     )
 
 
-def who_saw(report: AuditReport, audit_keys: list[DataKey], token: str) -> list[AuditRecord]:
+def who_saw(report: FullAuditReport, audit_keys: list[DataKey], token: str) -> list[AuditRecord]:
     """Every audited reveal and erasure of `token` (by any client), oldest first, from verified records only.
 
     The records are those `report`'s verification read and verified; a record names a token
     when its keyed token hashes (`revealed`, covered by the row hash) hold the token's hash under
-    any audit key. AuditNotVerified unless the report is intact: the log tampered with, erasures
-    that its erase rows do not name as they are, or an audit key the chain names not loaded or not
-    the key the chain recorded (`verify_audit_and_erasures` checks the last two, with `audit_keys`).
+    any audit key. AuditNotVerified unless the report is a `FullAuditReport` and intact: the log
+    tampered with, erasures that its erase rows do not name as they are, or an audit key the chain
+    names not loaded or not the key the chain recorded (`verify_audit_and_erasures` checks the last
+    two, with `audit_keys`). A report of `verify_audit` alone is refused: it never checked the audit keys.
     """
+    if not isinstance(report, FullAuditReport):
+        raise AuditNotVerified(
+            "the audit keys and erasures were not checked (verify_audit_and_erasures): no report is made from it"
+        )
     if not report.intact:
         raise AuditNotVerified(report.keys_problem or "the audit log did not verify: no report is made from it")
     hashes = {reveal_hash(key, token) for key in audit_keys}
