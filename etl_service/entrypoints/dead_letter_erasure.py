@@ -9,7 +9,13 @@ user id, ips and device ids on standard input (`user_id=…`, `ip=…`, `device_
 value given anywhere, in any shape and in any spelling the ETL would read as the same value
 (nested, in lists, escaped, not JSON; `::ffff:` forms of an ip, a padded device id), never on a
 bare substring (etl_service/domain/erasure_match.py). A letter's event id is matched too (the
-`event_id` attribute a producer set): a letter with no kept body can name the person there. The
+`event_id` attribute a producer set): a letter with no kept body can name the person there. A bare
+whole number in an event id (`evt-3405803783`, `evt-cb007107`: one group, no dots, colons or `0x`)
+counts as an ip only on a letter whose body could not be read (none kept - ETL_DLQ_BODIES=discard,
+too large - or an envelope not opened: tampered, refused); on a letter whose body was read (opened,
+or in clear) the body decides: every group of 8 to 39 digits is some address, so dates and order
+numbers in other people's event ids would delete their letters. Dotted, colon, `0x` and separated
+spellings of an ip (`203.0.28935`, `0xcb007107`, `203_0_113_7`) match on every letter. The
 attributes the ETL writes itself (reason, reason detail, source message id, sent time) hold no
 value of a body by design and are never matched: they would name everyone.
 
@@ -33,6 +39,9 @@ OpenBao refuses to decrypt (garbage or planted ciphertext, a retired key version
 no UTF-8 text does not stop the sweep either: it is counted as could not be opened,
 its message id printed (it says nothing of the person: every run lists the same ones), and the
 run exits 3; the operator inspects it and removes a plant with `dead-letters delete ID --yes`.
+A letter whose matching fails on what a producer put in it is counted as could not be checked,
+its message id printed; nothing of it is deleted, the sweep goes on to the next letter, and the
+run exits 3.
 OpenBao, the token and the dead-letter key are checked before the DLQ is read: a key OpenBao
 does not have or will not let the token decrypt with (ETL_DLQ_SEAL_KEY misspelt, another
 OpenBao, not the operator's token) stops the run there (exit 2, naming the setting and the key);
@@ -57,13 +66,14 @@ from etl_service.adapters.dead_letter_queue import DeadLetter
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.adapters.transit_sealer import DeadLetterKeyUnusable
 from etl_service.domain.erasure_match import CriteriaError, Person, read_person
-from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS, Stop, envelope_layers
+from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS, Stop, envelope_layers, in_clear
 from etl_service.service.sealing import read_dead_letter_body
 
 SETTINGS_ERROR = 2
 """Exit code: usage or settings, or OpenBao no longer using the dead-letter key (the dead-letters commands' code)."""
 INCOMPLETE = 3
-"""Exit code: some dead letters could not be checked (held, arrived meanwhile, tampered, or could not be opened)."""
+"""Exit code: some dead letters could not be checked (held, arrived meanwhile, tampered, could not be opened,
+or their matching failed), or the last listing was cut short."""
 MAX_ROUNDS = 50
 
 
@@ -94,6 +104,8 @@ class Sweep:
     held_elsewhere: int = 0
     unopenable: list[str] = field(default_factory=list)
     """Message ids of sealed bodies OpenBao would not open (not values: they say nothing of the person)."""
+    matching_failed: list[str] = field(default_factory=list)
+    """Message ids of letters whose matching raised (what a producer put in them): could not be checked."""
     tampered: list[str] = field(default_factory=list)
     """Message ids of envelopes naming another Transit key: not opened, so not checked."""
     stopped: str | None = None
@@ -145,7 +157,8 @@ def run_erase(
             file=sys.stderr,
         )
         return SETTINGS_ERROR
-    return INCOMPLETE if sweep.unchecked or sweep.unopenable or sweep.tampered or sweep.cut_short else 0
+    incomplete = sweep.unchecked or sweep.unopenable or sweep.matching_failed or sweep.tampered or sweep.cut_short
+    return INCOMPLETE if incomplete else 0
 
 
 def _sweep(
@@ -199,8 +212,8 @@ def _check(
 ) -> None:
     """Match one letter (its clear text, what its envelopes hold, its event id); delete it if it matches.
 
-    A letter whose matching fails (whatever a producer put in it) is counted with those that could
-    not be opened, its message id printed, and the sweep goes on (attack 12, finding 3). Whole
+    A letter whose matching fails (whatever a producer put in it) is counted as could not be
+    checked, its message id printed, and the sweep goes on (attack 12, finding 3). Whole
     numbers in the event id are read as addresses only when no body was read (erasure_match).
     """
     texts = [dead.raw_body, *_opened(dead, sweep, key, decrypt)]  # the clear text: a redriven original, a plant
@@ -212,10 +225,10 @@ def _check(
             event_id is not None and person.matches_event_id(event_id, body_read=body_read)
         )
     except Exception as error:  # no letter stops the sweep; print its type only, never its content
-        sweep.unopenable.append(dead.message_id)
+        sweep.matching_failed.append(dead.message_id)
         print(
             f"dead letter {_printable(dead.message_id)} could not be checked (matching failed: {type(error).__name__});"
-            " left in the DLQ, counted below as could not be opened",
+            " left in the DLQ, counted below",
             file=sys.stderr,
         )
         return
@@ -231,14 +244,16 @@ def _opened(dead: DeadLetter, sweep: Sweep, key: str, decrypt: Callable[[str], s
 
     A letter without a reason whose body is an envelope (moved by hand) is opened as well. A
     tampered layer counts as tampered, one OpenBao refuses or one nested deeper than MAX_LAYERS
-    as could not be opened; an outer envelope without a body, as without a kept body.
+    as could not be opened; an outer envelope without a body, as without a kept body - told by the
+    body (`in_clear`, as `list` tells CLEAR), not by a reason attribute: an original in clear with
+    its producer's `reason` had its body read.
     """
     layers = envelope_layers(dead, key, decrypt)
     if layers.stop is Stop.TAMPERED:
         sweep.tampered.append(dead.message_id)
     elif layers.stop in (Stop.UNOPENABLE, Stop.TOO_DEEP):
         sweep.unopenable.append(dead.message_id)
-    elif layers.stop is Stop.NOT_KEPT and not layers.texts and dead.reason is not None:
+    elif layers.stop is Stop.NOT_KEPT and not layers.texts and not in_clear(dead, key):
         sweep.no_body += 1
     return layers.texts
 
@@ -261,6 +276,15 @@ def _report(sweep: Sweep, deleted: bool) -> None:
             " checked only by their clear text. Inspect them (`dead-letters list`) and remove a plant with"
             " `dead-letters delete MESSAGE_ID --yes`, then run `dead-letters erase` again:"
             f" {', '.join(_printable(i) for i in sweep.unopenable)}",
+            file=sys.stderr,
+        )
+    if sweep.matching_failed:
+        print(
+            f"could not be checked: {len(sweep.matching_failed)} (matching what they hold against the values given"
+            " failed, on what a producer put in them; whether they hold the person's values is not known); left in"
+            " the DLQ, not deleted. Inspect them (`dead-letters list`, `dead-letters show MESSAGE_ID`) and remove"
+            " one holding the person's values with `dead-letters delete MESSAGE_ID --yes`, then run"
+            f" `dead-letters erase` again: {', '.join(_printable(i) for i in sweep.matching_failed)}",
             file=sys.stderr,
         )
     if sweep.tampered:

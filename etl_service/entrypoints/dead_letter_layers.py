@@ -5,7 +5,9 @@ An older ETL sealed a dead letter moved back to the source queue (a DLQ redrive)
 opened as the first: with the dead-letter key only - an envelope naming another key is
 tampering, and is never sent to OpenBao - and at most MAX_LAYERS deep. `show`/`resend` and
 `erase` stop at the same layer for the same reason (`Stop`): show and resend say which and
-exit 1, erase counts it (exit 3).
+exit 1, erase counts it (exit 3). Whether a letter's body is in clear at all (`in_clear`) is
+decided here too, for `list`, `show`, `resend` and `erase` alike: by the body, never by a
+`reason` attribute.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, replace
 
 from etl_service.adapters.dead_letter_queue import DeadLetter
 from etl_service.adapters.transit_sealer import SealedBodyUnopenable
+from etl_service.service.own_dead_letters import shaped_as_written
 from etl_service.service.sealing import read_dead_letter_body
 
 MAX_LAYERS = 4
@@ -57,6 +60,17 @@ class Layers:
 def is_tampered(letter: DeadLetter, key: str) -> bool:
     """A sealed envelope naming a key other than the dead-letter key `key`: the ETL did not write it."""
     return letter.sealed_body is not None and letter.key != key
+
+
+def in_clear(letter: DeadLetter, key: str) -> bool:
+    """True when `letter`'s body is no envelope the ETL writes: an original SQS's redrive moved as it was.
+
+    Told by the body alone (own_dead_letters.shaped_as_written, as a take-back tells it), whatever
+    the letter's attributes: SQS's redrive moves an original with every attribute its producer set,
+    one named `reason` included (attack 12, finding 2). A tampered envelope (`is_tampered`) is not
+    in clear, though its shape be loose: `list` marks it TAMPERED and show/resend refuse it.
+    """
+    return not is_tampered(letter, key) and not shaped_as_written(letter.raw_body)
 
 
 def envelope_layers(dead: DeadLetter, key: str, decrypt: Callable[[str], str]) -> Layers:

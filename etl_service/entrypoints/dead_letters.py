@@ -15,14 +15,23 @@
   is refused and reported as tampered (`list` marks it TAMPERED). When what it opened is itself an
   envelope (sealed twice by an older ETL), it says so and opens that too, as `erase` does
   (dead_letter_layers): up to 4 deep, then it says the next is nested deeper: not opened (exit 1).
+  A body `list` marks CLEAR (no envelope the ETL writes: told by the body, as `list`, `redrive`
+  and a drain tell it, whatever reason attribute its producer set) is the original: printed as it
+  is, no OpenBao needed.
 - `resend MESSAGE_ID [--body-file FILE]`: send the fixed body (or, without a file, the original
   one, e.g. after a bug was fixed) back to the source queue under the same event id and sent
-  time, and delete the dead letter. A fixed body that still fails validation is refused.
+  time, and delete the dead letter. A fixed body that still fails validation is refused. The
+  original of a letter `list` marks CLEAR is its body as it is (as for show).
 - `redrive`: take back messages SQS's redrive policy moved (a crash loop): those without a
   reason, and those marked CLEAR by `list`, whatever their attributes; a drain does this by
   itself before it ends, and proves sealed envelopes too, which `redrive` cannot (the operator
   may not rewrap). It reads at most 10,000 letters, within one listing lease; when it could not
-  read the DLQ whole it says why (exit 3): one unread may be one to take back.
+  read the DLQ whole it says why (exit 3): one unread may be one to take back. When it took none
+  back while another reader held dead letters (or some were delayed), by SQS's approximate
+  counts taken while its listing held the rest, it says how many (exit 3), as a drain waits for
+  them: one held may be one to take back; run it again later. A run that took some back does not
+  count them (its own deletions would pass for another reader's holds): run it again until it
+  takes none back and exits 0.
 - `erase -`: part of an erasure: delete every dead letter holding the person's values, given on
   stdin (`user_id=…`, `ip=…`, `device_id=…`); counts only (etl_service/entrypoints/dead_letter_erasure.py).
 - `delete MESSAGE_ID --yes`: remove one dead letter without opening it, e.g. a planted or
@@ -48,11 +57,12 @@ Exit status: 0 done; 1 SQS or OpenBao failed or refused (a message says which), 
 could not complete (no such dead letter, a body still refused); 2 usage or settings (a missing
 setting, queues that are not a source and its own DLQ, the dead-letter key as above, values for
 `erase` not on stdin, `delete` without --yes);
-3 `erase`: some dead letters could not be checked: held elsewhere, arrived meanwhile, tampered
-or could not be opened (their message ids are printed; run it again), or its last listing was cut
-short (some may not have been examined); `redrive` and `list`: the DLQ could not be read whole
-(the listing was cut short - 10,000 letters read, its lease out, a letter listed twice: nothing
-lost or changed, the rest stay in the DLQ).
+3 `erase`: some dead letters could not be checked: held elsewhere, arrived meanwhile, tampered,
+could not be opened, or their matching failed (their message ids are printed; run it again), or
+its last listing was cut short (some may not have been examined); `redrive` and `list`: the DLQ
+could not be read whole (the listing was cut short - 10,000 letters read, its lease out, a letter
+listed twice: nothing lost or changed, the rest stay in the DLQ); `redrive` also: it took none
+back while another reader held dead letters (nothing lost: run it again later).
 """
 
 from __future__ import annotations
@@ -75,9 +85,15 @@ from etl_service.adapters.transit_sealer import (
 )
 from etl_service.domain.validation import Rejection, parse_login_event
 from etl_service.entrypoints.dead_letter_erasure import INCOMPLETE, SETTINGS_ERROR, add_erase_command, run_erase
-from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS, Layers, Stop, envelope_layers, is_tampered
+from etl_service.entrypoints.dead_letter_layers import (
+    MAX_LAYERS,
+    Layers,
+    Stop,
+    envelope_layers,
+    in_clear,
+    is_tampered,
+)
 from etl_service.errors import EtlError
-from etl_service.service.own_dead_letters import shaped_as_written
 from tokenvault_common.env import ConfigError
 from tokenvault_common.vault_address import plaintext_setting, vault_address_problem
 
@@ -195,7 +211,10 @@ def _erase(args: argparse.Namespace, dlq: DeadLetterSweep, pair: QueuePair, acce
 
 
 def _redrive(dlq: DeadLetterSweep) -> int:
-    """Take back what SQS's redrive moved; exit 3 (saying why) when the DLQ could not be read whole.
+    """Take back what SQS's redrive moved; exit 3 (saying why) when the DLQ could not be read whole, or held letters.
+
+    Held letters: another reader's, or delayed, while its listing held the rest, when it took none
+    back (TakeBack.held_elsewhere, as a drain counts them); unread, so perhaps ones to take back.
 
     Every letter without a reason, or whose body is not shaped as an envelope the ETL writes,
     whatever its attributes. Sealed envelopes stay unproven: the DLQ operator's OpenBao policy
@@ -203,16 +222,23 @@ def _redrive(dlq: DeadLetterSweep) -> int:
     forged in the ETL's exact shape stays too; a drain of the sealing ETL proves and takes it
     back (service/own_dead_letters.py).
     """
-    taken, complete, _ = dlq.take_back_redriven()  # no prover: the operator may not rewrap (see the docstring)
+    taken, complete, held_elsewhere = dlq.take_back_redriven()  # no prover: the operator may not rewrap
     print(f"taken back: {taken}")
-    if complete:
-        return 0
-    print(
-        f"etl_service dead-letters redrive: the DLQ was not read whole ({dlq.cut_short}): a letter left unread"
-        " may be one to take back. Nothing is lost: it stays in the DLQ; run it again",
-        file=sys.stderr,
-    )
-    return INCOMPLETE
+    if not complete:
+        print(
+            f"etl_service dead-letters redrive: the DLQ was not read whole ({dlq.cut_short}): a letter left unread"
+            " may be one to take back. Nothing is lost: it stays in the DLQ; run it again",
+            file=sys.stderr,
+        )
+    if held_elsewhere:  # counted only by a take-back that took none (TakeBack.held_elsewhere), as a drain's
+        print(
+            f"etl_service dead-letters redrive: {held_elsewhere} dead letter(s) held by another reader or delayed,"
+            " by SQS's approximate counts, were not read: one may be one to take back. Nothing is lost: they stay"
+            " in the DLQ; run it again later (a listing holds its letters for 60 s, an `erase` sweep for its"
+            " --wait + 600 s)",
+            file=sys.stderr,
+        )
+    return 0 if complete and not held_elsewhere else INCOMPLETE
 
 
 def _listed_whole(dlq: DeadLetterQueue, listed: int) -> int:
@@ -239,7 +265,7 @@ def _run(args: argparse.Namespace, dlq: DeadLetterQueue, access: tuple[str, str]
                 "TAMPERED"
                 if is_tampered(d, key)
                 else "CLEAR"  # by its body: a `reason` attribute is any producer's to set (attack 12, finding 2)
-                if not shaped_as_written(d.raw_body)
+                if in_clear(d, key)
                 else "sealed"
                 if d.sealed_body
                 else "-"
@@ -303,11 +329,12 @@ def _run(args: argparse.Namespace, dlq: DeadLetterQueue, access: tuple[str, str]
 def _layers(dead: DeadLetter, access: tuple[str, str] | None, key: str) -> Layers:
     """`dead`'s body opened layer by layer as `erase` opens it (dead_letter_layers), with `key` and no other.
 
-    A message SQS's redrive moved as it was (no reason, no envelope) was never sealed: its body is
-    the original. `access` was checked with the key before the DLQ was read (_checked_vault_access),
-    so an envelope naming another key is the letter's doing, not a wrong setting.
+    A message SQS's redrive moved as it was was never sealed: its body is the original, told by
+    the body as `list` marks it CLEAR (`in_clear`), whatever reason attribute its producer gave it.
+    `access` was checked with the key before the DLQ was read (_checked_vault_access), so an
+    envelope naming another key is the letter's doing, not a wrong setting.
     """
-    if dead.reason is None and not dead.sealed_body:
+    if in_clear(dead, key):
         return Layers([dead.raw_body], None, dead)
     return envelope_layers(dead, key, lambda ciphertext: _decrypt(ciphertext, access, key))
 

@@ -4,7 +4,8 @@ SQS's redrive moves an original with all of its producer's attributes. The take-
 DLQ message carrying a `reason`: such an event was never loaded, its body stayed in the DLQ in
 clear, and the drain exited 0. A forged envelope (base64 of clear values for a ciphertext) with a
 reason, redriven before the ETL saw it, never met round 10's Transit proof. Now a take-back keeps
-only what the ETL wrote, a sealed envelope once Transit proves it. Real SQS (ministack, its
+only what the ETL wrote, a sealed envelope once Transit proves it. `show` and `resend` tell such
+a letter's body in clear by the body too (they said it was not kept). Real SQS (ministack, its
 redrive policy after 2 receives), OpenBao, Postgres and the vault.
 
 Synthetic TEST-NET values only; each check is reduced to a boolean before it is asserted.
@@ -88,3 +89,29 @@ def test_a_redriven_original_with_a_producer_reason_is_loaded_and_a_forged_envel
     assert attributes["event_id"] == f"{tag}-forged" and attributes["reason"] == "missing_field"
     assert clear_in([left], victim) == [], "a forged envelope kept a person's values in the DLQ in clear"
     assert clear_in([left], reasoned) == [] and clear_in([left], plain) == []
+
+
+def test_show_and_resend_take_a_redriven_original_with_a_producer_reason_as_it_is(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    """`list` marks it CLEAR by its body; `show` and `resend` said its body was not kept (exit 1)."""
+    tag = uuid.uuid4().hex[:8]
+    original = body(**person(f"{tag}s"))
+    endpoint = stack_env["SQS_ENDPOINT_URL"]
+    sqs = sqs_client(endpoint)
+    env = etl_harness_env(stack_env, vault.address, max_receive_count=2)
+    queue_url, dlq_url = env["ETL_QUEUE_URL"], env["ETL_DLQ_URL"]
+    send(sqs, queue_url, f"{tag}-reasoned", original, reason="login")
+    [moved] = redrive(sqs, queue_url, dlq_url, endpoint, expected=1)
+
+    shown = run_dead_letters(env, "show", moved["MessageId"])  # no token: a body in clear needs no OpenBao
+    assert shown.returncode == 0, shown.stderr
+    printed_as_it_is = shown.stdout == original + "\n"
+    assert printed_as_it_is
+
+    resent = run_dead_letters(env, "resend", moved["MessageId"])
+    assert resent.returncode == 0, resent.stderr
+    assert all_dead_letters(endpoint, dlq_url) == []
+    [back] = sqs.receive_message(QueueUrl=queue_url, MessageAttributeNames=["All"], WaitTimeSeconds=1)["Messages"]
+    same_body = back["Body"] == original
+    assert same_body and back["MessageAttributes"]["event_id"]["StringValue"] == f"{tag}-reasoned"

@@ -34,6 +34,16 @@ class LargeDlq:
     def clock(self) -> float:
         return self.now
 
+    def add_original(self, message_id: str, body: str, reason: str | None) -> None:
+        """An original SQS's redrive moved as it was (its body in clear), with its producer's `reason` if given."""
+        attributes = {"event_id": {"DataType": "String", "StringValue": f"evt-{message_id}"}}
+        if reason:
+            attributes["reason"] = {"DataType": "String", "StringValue": reason}
+        self.letters.append(
+            {"MessageId": message_id, "ReceiptHandle": f"h-{message_id}", "Body": body, "MessageAttributes": attributes}
+        )
+        self.visible_at[message_id] = 0.0
+
     def receive_message(self, QueueUrl: str, VisibilityTimeout: int, **_: Any) -> dict[str, Any]:
         assert QueueUrl == DLQ
         self.receives += 1

@@ -2,8 +2,10 @@
 
 A letter whose matching raised (an `event_id` of 5,000 digits made `int` refuse it) ended the
 run with a traceback: exit 1, no counts, the letters after it never checked, every rerun the
-same. A failing letter is now counted as could not be checked, its message id printed, and the
-sweep goes on (exit 3). The real run over SQS: tests/integration/test_erasure_dead_letter_attributes.py.
+same. A failing letter is now counted as could not be checked - apart from those OpenBao could
+not open, whose wording is about OpenBao and the key - its message id printed, and the sweep
+goes on (exit 3). A letter in clear with its producer's `reason` had its body read: it is not
+counted as without a kept body. The real run over SQS: tests/integration/test_erasure_dead_letter_attributes.py.
 Over a duck-typed DLQ here; synthetic TEST-NET values only.
 """
 
@@ -91,7 +93,8 @@ def test_a_letter_whose_matching_fails_is_counted_and_the_sweep_goes_on(
     assert dlq.deleted == ["theirs-id"]
     assert "dead letters checked: 2" in out and "deleted: 1" in out, out
     assert "poison-id could not be checked (matching failed: ValueError)" in err, err
-    assert "could not be opened: 1" in err and err.rstrip().endswith("poison-id"), err
+    assert "could not be checked: 1" in err and err.rstrip().endswith("poison-id"), err
+    assert "could not be opened" not in err and "OpenBao" not in err and "key" not in err, err
     assert IP not in out + err
 
 
@@ -107,3 +110,15 @@ def test_a_whole_number_in_an_event_id_deletes_only_a_letter_with_no_body_read(
     assert code == 0
     assert dlq.deleted == ["bodiless-id"], "the redriven letter's body was read and names nobody"
     assert "deleted: 1" in out and "left untouched: 1" in out, out
+
+
+def test_a_letter_in_clear_with_a_producer_reason_is_not_counted_as_without_a_kept_body(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reasoned_original = letter("clear-id", '{"user_id": "other", "ip": "192.0.2.9"}', "evt-clear", reason="login")
+    bodiless = letter("bodiless-id", dead_letter_body(None, NOT_KEPT_NO_KEY, None), "evt-bodiless")
+    code = erase(ListedOnce([reasoned_original, bodiless]), monkeypatch, f"ip={IP}\n")
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert "dead letters checked: 2" in out and "without a kept body" in out, out
+    assert out.split("without a kept body")[1].split("\n")[0].endswith(": 1"), out  # the body-less one only

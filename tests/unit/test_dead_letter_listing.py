@@ -103,3 +103,27 @@ def test_the_redrive_command_says_when_its_listing_was_cut_short_and_exits_3(
     assert dead_letters._redrive(sweep) == 3
     out, err = capsys.readouterr()
     assert out == "taken back: 1\n" and "not read whole" in err and "Nothing is lost" in err
+
+
+def test_the_redrive_command_that_took_none_while_another_reader_held_a_letter_exits_3(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """TakeBack.held_elsewhere (attack 12, finding 6): `redrive` exited 0 with the held letter unread."""
+    client = LargeDlq(reasoned=3)  # 3 of the ETL's letters, then an original without a reason...
+    client.visible_at["redriven-last"] = 600.0  # ...that another reader (an operator's `list`, say) holds
+    sweep = DeadLetterSweep(client, SOURCE, DLQ, clock=client.clock)  # type: ignore[arg-type]
+    assert dead_letters._redrive(sweep) == 3
+    out, err = capsys.readouterr()
+    assert out == "taken back: 0\n" and client.sent == []
+    assert "1 dead letter(s) held by another reader" in err and "run it again later" in err, err
+    assert "not read whole" not in err  # the listing itself read what it could see
+
+
+def test_the_redrive_command_exits_0_once_no_reader_holds_a_letter(capsys: pytest.CaptureFixture[str]) -> None:
+    client = LargeDlq(reasoned=3)
+    sweep = DeadLetterSweep(client, SOURCE, DLQ, clock=client.clock)  # type: ignore[arg-type]
+    assert dead_letters._redrive(sweep) == 0
+    assert capsys.readouterr() == ("taken back: 1\n", "")
+    sweep = DeadLetterSweep(client, SOURCE, DLQ, clock=client.clock)  # type: ignore[arg-type]
+    assert dead_letters._redrive(sweep) == 0  # took none, none held: its own listing is not another reader's
+    assert capsys.readouterr() == ("taken back: 0\n", "")
