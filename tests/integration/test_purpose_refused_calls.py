@@ -159,3 +159,24 @@ def test_a_call_whose_every_token_was_opened_and_compared_keeps_its_reference(
     assert audit_rows_since(stack_env, before, "privacy-officer") == [
         ("erase", "ok: 1 erased, 0 not erased", "GDPR-2026-0815")
     ]
+
+
+def test_a_junk_string_or_a_made_up_token_in_a_call_does_not_blank_its_reference(
+    stack_env: dict[str, str], stub_for: StubFor
+) -> None:
+    # Review 12, finding 1: neither names a value the purpose could spell, so neither withholds it;
+    # else any client could drop its case reference from its own row by adding `x` to a call.
+    ip_token, device_token = _tokenized(stub_for, [(IP_TYPE, IP), (DEVICE, _device_id())])
+    made_up = "ip_" + uuid.uuid4().hex[:22]
+    before = last_audit_id(stack_env)
+    reveal = vault_pb2.DetokenizeRequest(tokens=[ip_token, "x", made_up], purpose="CASE-2026-0816")
+    results = stub_for("analyst").Detokenize(reveal, timeout=10).results
+    assert [r.WhichOneof("result") for r in results] == ["value", "error", "error"]
+    erase = vault_pb2.EraseRequest(tokens=[device_token, "x", made_up], purpose="GDPR-2026-0816")
+    assert [r.erased for r in stub_for("privacy-officer").Erase(erase, timeout=10).results] == [True, False, False]
+    assert audit_rows_since(stack_env, before, "analyst") == [
+        ("detokenize", "ok: 1 revealed, 2 refused", "CASE-2026-0816")
+    ]
+    assert audit_rows_since(stack_env, before, "privacy-officer") == [
+        ("erase", "ok: 1 erased, 2 not erased", "GDPR-2026-0816")
+    ]

@@ -66,8 +66,8 @@ def test_detokenize_reveals_per_policy_and_audits_counts_not_values() -> None:
     assert isinstance(results[2], TokenNotFound)
     assert isinstance(results[3], InvalidValue)
     (event,) = audit.events
-    # Two of the tokens were not opened, so the purpose was not compared with their values: withheld.
-    assert (event.client, event.purpose, event.item_count) == ("analyst", "", 4)
+    # A token never issued and a string that is not a token name no value: the purpose is kept.
+    assert (event.client, event.purpose, event.item_count) == ("analyst", "CASE-42", 4)
     assert "10.0.0.1" not in repr(event) and str(ip_token) not in repr(event)
     vault.detokenize("analyst", [str(ip_token), str(device_token)], "CASE-42")
     assert audit.events[-1].purpose == "CASE-42"  # every value opened and compared: kept

@@ -12,8 +12,10 @@ a value or token written there outlives its erasure, and removing it later break
   compared in vault_service.service.revealing) is never stored: a plain reveal of it is refused,
   a masked reveal or an erasure is audited without its purpose (a refusal would confirm a guess);
 - a purpose that was not compared with every value of the call (a refused call opens nothing;
-  an erased, unknown or not permitted token is not opened) is not stored either: it is withheld
-  (vault_service.service.vault, `WITHHELD_PURPOSE`), for nothing tells what it spells.
+  an erased token's value is gone; a stored value may not open) is not stored either: it is
+  withheld (vault_service.service.vault, `WITHHELD_PURPOSE`), for nothing tells what it spells.
+  A value of a type the client may not see or erase is opened only for the comparison; a string
+  that is not a token, or a token never issued, names no value and withholds nothing.
 
 A form cannot tell a name written as a reference (`CASE-1-Smith`) from a ticket; it keeps out
 everything that needs blanks, and the checks above keep out what the vault can recognize.

@@ -11,10 +11,17 @@ guess the caller could not check otherwise:
 - a value revealed masked (or erased, which shows nothing): the call goes on exactly as for any
   other purpose, and the audit row keeps no purpose (`RevealedCall.purpose_withheld`). Refusing
   here would tell a masked client, or an eraser, whether its guess was right (review A, finding 1).
-A token whose value is not opened (not a token, of a type the client may not see, unknown,
-erased, or whose value does not open) cannot be compared: the audit row keeps no purpose either
+A value of a type the client may not see (level none) is opened too, only to be compared: the
+caller is shown the same PermissionDenied either way, and a hit is handled as for a masked value
+(withheld). The call's detokenize budget already counted that token, so opening it takes nothing
+more from any limit; it costs one decrypt.
+A value that exists but was not compared (erased, or whose stored value does not open) leaves
+nothing to tell what the purpose spells of it: the audit row keeps no purpose either
 (`RevealedCall.purpose_compared` is False; attack 12, finding 1). Once a value is erased nothing
-in the vault can recognize it any more, so a purpose that is not compared is never kept.
+in the vault can recognize it any more. A string that is not a token, or a well-formed token that
+was never issued (no row: rows are never deleted, an erasure only clears the value), has no value
+the purpose could spell, so it does not withhold the purpose: else any client could blank its
+purpose by adding `x` or a made-up token to a call (review 12, finding 1).
 """
 
 from __future__ import annotations
@@ -78,8 +85,9 @@ class RevealedCall(NamedTuple):
     purpose_withheld: bool
     """The purpose spells a value this call opened but does not show PLAIN: audit it without the purpose."""
     purpose_compared: bool = True
-    """Every token's value was opened and compared with the purpose. When not, nothing tells what the
-    purpose spells of the values not opened: audit it without the purpose (`keeps_purpose`)."""
+    """Every value the call's tokens name was opened and compared with the purpose (a string that is
+    not a token and a token never issued name none). When not (erased, does not open), nothing tells
+    what the purpose spells of it: audit it without the purpose (`keeps_purpose`)."""
 
     @property
     def keeps_purpose(self) -> bool:
@@ -102,28 +110,30 @@ def reveal(
     decrypt; the Revealed tuples of a group are made in C. Each opened value is compared with
     `spelled` (the values the purpose spells, `values_spelled_by`): one set test per value, in C.
     A hit in a group revealed PLAIN raises PurposeHoldsOwnValue; a hit in any other group sets
-    `purpose_withheld` and changes nothing the caller is shown (see the module docstring). A token
-    whose value is not opened clears `purpose_compared`.
+    `purpose_withheld` and changes nothing the caller is shown (see the module docstring). A value
+    of a type at level none is opened only for that comparison and shown as PermissionDenied. A
+    token whose value exists but is not compared (erased, or it does not open) clears
+    `purpose_compared`; one that is not a token or was never issued does not (it names no value).
     """
     outcomes: list[DetokenizeOutcome | None] = [None] * len(tokens)
     by_id = {id(token_type): (token_type, level) for token_type, level in levels.items()}
     groups: dict[tuple[int, int], tuple[list[int], list[str], list[bytes]]] = {}
     none, plain = RevealLevel.NONE, RevealLevel.PLAIN
     withheld = False
-    compared = True  # cleared by the first token whose value is not opened
+    compared = True  # cleared by the first value that exists but is not compared (erased, does not open)
     position = -1
     for token, token_type, row in zip(tokens, types, map(rows.get, tokens), strict=True):
         position += 1
-        if token_type is None:
+        if token_type is None:  # names no value: nothing the purpose could spell
             outcomes[position] = InvalidValue("not a token: expected <type prefix>_<22 characters>")
-            compared = False
-        elif by_id[id(token_type)][1] is none:
-            outcomes[position] = PermissionDenied(f"client {client!r} may not detokenize {token_type.type_name} tokens")
-            compared = False
         elif row is None or row.sealed is None:
-            outcomes[position] = TokenNotFound("no value is stored for this token (never issued or erased)")
-            compared = False
-        else:
+            if row is not None:  # erased: a value existed and can no longer be compared
+                compared = False
+            if by_id[id(token_type)][1] is none:
+                outcomes[position] = _not_permitted(client, token_type)
+            else:
+                outcomes[position] = TokenNotFound("no value is stored for this token (never issued or erased)")
+        else:  # level none too: opened only to be compared, shown as PermissionDenied
             group = groups.get((row.dek_id, id(token_type)))
             if group is None:
                 group = groups[(row.dek_id, id(token_type))] = ([], [], [])
@@ -133,28 +143,26 @@ def reveal(
     for (dek_id, type_id), (positions, group_tokens, sealed) in groups.items():
         token_type, level = by_id[type_id]
         values, failure = _open(keys, dek_id, token_type, group_tokens, sealed)
+        unopened = values.count(None)
+        if unopened:  # a value exists but cannot be compared
+            compared = False
+            _log_unopened(dek_id, token_type, unopened, failure)
         if level is plain:
             if _spells_one_of(spelled, token_type, values):
                 raise PurposeHoldsOwnValue()
         else:  # compared all the same, and a hit changes nothing the caller sees: no guess is confirmed
             withheld = withheld or _spells_one_of(spelled, token_type, values)
-            values = [mask(token_type, v) if v is not None else None for v in values]
-        made: list[DetokenizeOutcome] = list(
-            map(_new_revealed, repeat(Revealed), zip(repeat(token_type), values, repeat(level)))
-        )
-        if values.count(None):
-            unopened = values.count(None)
-            compared = False
-            if failure is None:  # the key is loaded: the stored ciphertext itself does not authenticate
-                log.error(
-                    "stored values do not authenticate for their tokens: altered in the database?",
-                    extra={"dek_id": dek_id, "token_type": token_type.type_name, "items": unopened},
-                )
-            else:
-                log.error("cannot open a stored value", extra={"dek_id": dek_id, "error": failure, "items": unopened})
-            for index, value in enumerate(values):
-                if value is None:
-                    made[index] = _unopened(failure)
+        made: list[DetokenizeOutcome]
+        if level is none:  # opened only for the comparison: the caller is shown none of it, as before
+            made = [_not_permitted(client, token_type) for _ in values]
+        else:
+            if level is not plain:
+                values = [mask(token_type, v) if v is not None else None for v in values]
+            made = list(map(_new_revealed, repeat(Revealed), zip(repeat(token_type), values, repeat(level))))
+            if unopened:
+                for index, value in enumerate(values):
+                    if value is None:
+                        made[index] = _unopened(failure)
         if len(made) == len(outcomes):
             return RevealedCall(made, withheld, compared)  # one group holds every token, in order
         for position, outcome in zip(positions, made, strict=True):
@@ -201,6 +209,22 @@ def _open(
     except KeysUnavailable as error:
         return [None] * len(tokens), str(error)
     return open_sealed_many(key, token_type, tokens, sealed), None
+
+
+def _not_permitted(client: str, token_type: TokenType) -> PermissionDenied:
+    """The item error of a token of a type the client may not see (level none)."""
+    return PermissionDenied(f"client {client!r} may not detokenize {token_type.type_name} tokens")
+
+
+def _log_unopened(dek_id: int, token_type: TokenType, unopened: int, key_missing: str | None) -> None:
+    """Log (counts, never a value) that `unopened` stored values of a group did not open, and why."""
+    if key_missing is None:  # the key is loaded: the stored ciphertext itself does not authenticate
+        log.error(
+            "stored values do not authenticate for their tokens: altered in the database?",
+            extra={"dek_id": dek_id, "token_type": token_type.type_name, "items": unopened},
+        )
+    else:
+        log.error("cannot open a stored value", extra={"dek_id": dek_id, "error": key_missing, "items": unopened})
 
 
 def _unopened(key_missing: str | None) -> VaultError:

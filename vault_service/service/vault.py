@@ -47,7 +47,8 @@ STALE_KEY_RETRIES = 3
 WITHHELD_PURPOSE = ""
 """The purpose of an audit row that may not keep it: the call's purpose spells a value it does not
 show in plain, or was not compared with every value of the call (refused before opening any, or
-naming a token whose value was not opened). Empty, as an unfit purpose's refusal always kept it."""
+naming a value that exists but was not compared: erased, or it does not open). Empty, as an unfit
+purpose's refusal always kept it."""
 
 
 _TOKEN_TYPES = tuple(TokenType)  # iterating the Enum class itself runs a Python generator
@@ -64,8 +65,9 @@ class TokenVault:
     reveals and erasures are rate-limited per client (limits fail closed); tokenize is audited in
     aggregate; every reveal is audited with a keyed hash of each token revealed, so who saw a
     token can be answered without storing tokens. A purpose is kept in clear only in the row of a
-    call whose every value was opened and compared with it (`revealing.RevealedCall.keeps_purpose`);
-    every other row, refusals included, keeps it withheld (empty).
+    call whose every value was opened and compared with it (`revealing.RevealedCall.keeps_purpose`;
+    a junk string or a token never issued names no value); every other row, refusals included,
+    keeps it withheld (empty).
     """
 
     def __init__(
@@ -399,18 +401,7 @@ class TokenVault:
                 outcomes.append(None)
                 erasable.append(token)
                 erasable_types.append(token_type)
-        if erasable:  # opened and compared as `reveal` does for a masked reveal (an erasure shows nothing):
-            # a hit never refuses the call - refused when right, erased when wrong confirms a guess
-            masked = dict.fromkeys(_present(erasable_types), RevealLevel.MASKED)
-            rows = self._tokens.fetch(erasable)
-            checked = reveal(
-                self._keys, caller.name, erasable, erasable_types, masked, rows, values_spelled_by(purpose)
-            )
-        else:
-            checked = RevealedCall([], purpose_withheld=False)
-        if len(erasable) < len(tokens):  # not a token, or of a type the client may not erase: not compared
-            checked = checked._replace(purpose_compared=False)
-        purpose = _kept_purpose(caller, "erase", purpose, checked)
+        purpose = _kept_purpose(caller, "erase", purpose, self._compared(caller, tokens, types, purpose))
         # The erasure and its audit row commit together (vault.erase_tokens); the row keeps the
         # keyed hash of each token it erased, as a reveal's does, so who-saw names the erasure.
         hashes = tuple(map(reveal_hasher(self._keys.ring.audit_key), erasable))
@@ -428,14 +419,34 @@ class TokenVault:
             for token, outcome in zip(tokens, outcomes, strict=True)
         ]
 
+    def _compared(
+        self, caller: Caller, tokens: Sequence[str], types: Sequence[TokenType | None], purpose: str
+    ) -> RevealedCall:
+        """An erasure's purpose compared with the values its tokens name, as a masked reveal compares it.
+
+        Opened as `reveal` does for a masked reveal (an erasure shows nothing): a hit never refuses
+        the call - refused when right, erased when wrong would confirm a guess. The tokens of a type
+        the client may not erase are opened too, only for this comparison (the erase budget already
+        counted them): else a made-up token of such a type would blank the purpose at will. A string
+        that is not a token names no value and is left out (review 12, finding 1).
+        """
+        named = [token for token, token_type in zip(tokens, types, strict=True) if token_type is not None]
+        if not named:
+            return RevealedCall([], purpose_withheld=False)
+        named_types = [token_type for token_type in types if token_type is not None]
+        masked = dict.fromkeys(_present(named_types), RevealLevel.MASKED)
+        rows = self._tokens.fetch(list(dict.fromkeys(named)))
+        return reveal(self._keys, caller.name, named, named_types, masked, rows, values_spelled_by(purpose))
+
 
 def _kept_purpose(caller: Caller, action: str, purpose: str, checked: RevealedCall) -> str:
     """The purpose as the call's audit row keeps it: in clear, or withheld (empty).
 
-    Kept only when every token's value was opened and compared with it and it spells none of
-    them. One spelling a value the call reveals masked or erases is logged (client and action,
-    no value); one that could not be compared (a token not opened: erased, unknown, not
-    permitted) is withheld without a log line, as its row's outcome already counts those tokens.
+    Kept only when every value the call's tokens name was opened and compared with it and it
+    spells none of them. One spelling a value the call reveals masked or erases is logged (client
+    and action, no value); one that could not be compared (a value that exists but was not: erased,
+    or it does not open) is withheld without a log line, as its row's outcome counts those tokens.
+    A string that is not a token and a token never issued name no value: they withhold nothing.
     """
     if checked.purpose_withheld:
         log.warning(
