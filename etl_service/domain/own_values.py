@@ -18,6 +18,9 @@ from tokenvault_common.pii_text import dotted_numbers
 OWN_VALUE_PROBLEM = "the event_id attribute must be an opaque id, but it holds the event's own {field}"
 """The reason of an id that carries its own event's ip or device id; it never quotes the value."""
 
+IPV4_HEX_DIGITS = 8
+"""The most hex digits an IPv4 address has as one number (ffffffff): such a number form is searched
+anywhere in the id; a longer one (IPv6) only as a whole number."""
 MIN_DEVICE_ID_TO_SEARCH = 4
 """A device id shorter than this is refused only as a whole group of the id (bounded by
 non-alphanumerics): a 1-3 character id would otherwise be found by chance in opaque ids."""
@@ -30,10 +33,15 @@ def own_value_in(event_id: str, ip: str, device_id: str) -> str | None:
     """The problem (naming the field, never the value) when `event_id` carries `ip` or `device_id`, else None.
 
     Compared case-insensitively: the ip as written and in canonical form (IPv6 also exploded), as
-    a decimal integer and as hex (bounded by non-digits and non-hex-digits respectively, so an
-    opaque id's longer runs do not match by chance), in any dotted form `inet_aton` reads
-    (`203.0.0x7307`, also after a `v`); the device id as written and, when long,
-    without its separators.
+    a decimal integer and as hex - an IPv4 address's anywhere, also inside a longer run of digits
+    (`evt-aCB007107`; the vault reads the same windows of a purpose), an IPv6 address's only
+    bounded by non-digits and non-hex-digits respectively (32-39 digits: read whole) -, in any
+    dotted form `inet_aton` reads (`203.0.0x7307`, also after a `v`); the device id as written
+    and, when long, without its separators. Only the event's own values are compared, so an
+    opaque id is refused only when it holds this event's ip: for an IPv4 address whose hex form
+    has 8 digits, about 2**-32 per window of the id (a 32-digit UUID without dashes: 25 windows,
+    about 6e-9), for one of 7 digits (1.0.0.0-15.255.255.255, 10/8 among them) 2**-28 per window
+    (about 1e-7 for such a UUID, 3e-8 for one with dashes).
     """
     folded = event_id.casefold()
     if _holds_ip(folded, ip):
@@ -47,8 +55,15 @@ def _holds_ip(folded: str, ip: str) -> bool:
     spelled, numbers = ip_forms(ip)
     if any(form in folded for form in spelled):
         return True
-    # A whole number only: the plain substring test first (fast), the bounds only where it is there.
-    if any(
+    if numbers and len(numbers[-1][0]) <= IPV4_HEX_DIGITS:
+        # An IPv4 address: its decimal (8-10 digits) and hex (7-8) forms anywhere, also inside a
+        # longer run (`aCB007107`, `CB007107F`, `A3405803783`: review 12, finding 2), as the vault
+        # reads windows of a purpose's runs. One substring test each, in C.
+        if any(digits in folded for digits, _ in numbers):
+            return True
+    # An IPv6 address as one number (up to 39 digits): a whole number only - the plain substring
+    # test first (fast), the bounds only where it is there.
+    elif any(
         digits in folded and _bounded_in(folded, digits, alphabet, leading_zeros=True) for digits, alphabet in numbers
     ):
         return True

@@ -195,6 +195,8 @@ DEVICE = "6D92078A-8246-4BA4-AE5B-76104861E7DC"  # an iOS IDFV is a UUID
         ("ip-003405803783", "ip"),
         ("ip-cb007107", "ip"),  # ... as hex
         ("IP-CB007107-x", "ip"),
+        ("ip-34058037831", "ip"),  # inside a longer run of digits: a window of it (review 12, finding 2)
+        ("ip-acb007107", "ip"),  # ... of hex digits: a neighbouring a-f letter does not hide it
         ("login.203.0.113.7.T7", "ip"),
         (f"{DEVICE}.T7", "device_id"),
         (f"{DEVICE.lower()}-1", "device_id"),
@@ -214,7 +216,7 @@ def test_the_own_ip_is_found_in_ipv6_forms_too() -> None:
         assert own_value_in(event_id, ip, "dev-1") is not None
 
 
-@pytest.mark.parametrize("event_id", [*OPAQUE, "ip-34058037831", "ip-acb007107"])
+@pytest.mark.parametrize("event_id", [*OPAQUE, "ip-34058037-831", "ip-acb00710-7"])
 def test_opaque_ids_do_not_hold_the_events_own_values(event_id: str) -> None:
     assert own_value_in(event_id, IP, "att7-dev-7f3a") is None
     assert own_value_in(event_id, "10.0.0.1", "100-00-0001") is None

@@ -1,13 +1,20 @@
-"""A purpose spells an ip written as hex glued to letters, as the ETL's own-value check reads it (attack 12, #5)."""
+"""A purpose spells an ip written as hex glued to letters, as the ETL's own-value check reads it.
+
+Attack 12, finding 5: maximal hex runs glued to letters. Review 12, finding 2: a neighbouring a-f
+letter makes the maximal run another number (`INC-aCB007107`), so windows of 7-8 hex digits (and
+8-10 decimal digits) inside a longer run are read as IPv4 addresses too, by the vault and the ETL.
+"""
 
 from __future__ import annotations
 
 import pytest
 
+import vault_service.domain.purpose as purpose_module
 from etl_service.domain.own_values import own_value_in
+from tokenvault_common.ip_spellings import ips_spelled_by
 from vault_service.domain.purpose import unfit_purpose, values_spelled_by
 
-IP = "203.0.113.7"  # cb007107 in hex
+IP = "203.0.113.7"  # cb007107 in hex, 3405803783 in decimal
 
 GLUED = [
     "INC-ipCB007107",
@@ -19,26 +26,81 @@ GLUED = [
     "INC_ip00cb007107z",  # leading zeros do not change the number
     "INC-ipCB007107-v2",
 ]
+GLUED_TO_HEX_LETTERS = [
+    "INC-aCB007107",  # a hex letter before: the maximal run acb007107 is another number
+    "INC-CB007107F",  # ... after
+    "INC-fCB007107e",  # ... on both sides
+    "INC-xcb0071070y",  # a digit after
+    "INC-facecb007107",
+]
+"""Forms the maximal-run reading missed; each holds 203.0.113.7 as a window of its hex run."""
+DECIMAL_IN_A_LONGER_RUN = ["INC-A3405803783", "INC-A34058037831"]
+"""203.0.113.7 as a decimal window: such purposes are refused anyway (8 or more digits are an
+identifier-like number), but the vault and the ETL read them alike."""
 
 
-@pytest.mark.parametrize("purpose", GLUED)
+@pytest.mark.parametrize("purpose", [*GLUED, *GLUED_TO_HEX_LETTERS])
 def test_an_ip_in_hex_glued_to_letters_is_spelled_by_the_purpose(purpose: str) -> None:
     assert unfit_purpose(purpose) is None  # a reference to the pattern detectors: only the comparison finds it
     assert IP in values_spelled_by(purpose)
 
 
-@pytest.mark.parametrize("purpose", [*GLUED, "INC-cb007107", "INC-CB00710x", "INC-xcb0071070y", "INC-cb00-7107"])
+def test_an_ip_of_seven_hex_digits_glued_to_hex_letters_is_spelled_too() -> None:
+    # 10.0.0.1 is a000001: seven digits, so the windows of seven are read as well as those of eight.
+    assert "10.0.0.1" in values_spelled_by("INC-ba000001f")
+    assert own_value_in("INC-ba000001f", "10.0.0.1", "") is not None
+
+
+def test_an_ip_as_a_decimal_window_inside_a_longer_run_is_spelled() -> None:
+    for purpose in DECIMAL_IN_A_LONGER_RUN:
+        assert unfit_purpose(purpose) is not None  # refused before any comparison: an identifier-like number
+        assert IP in values_spelled_by(purpose)
+
+
+@pytest.mark.parametrize(
+    "purpose",
+    [
+        *GLUED,
+        *GLUED_TO_HEX_LETTERS,
+        *DECIMAL_IN_A_LONGER_RUN,
+        "INC-ba000001f",
+        "INC-cb007107",
+        "INC-CB00710x",
+        "INC-cb00-7107",
+        "INC-cb00710-7",
+        "INC-34058037-83",
+    ],
+)
 def test_the_vault_and_the_etl_agree_on_which_glued_hex_forms_hold_the_ip(purpose: str) -> None:
-    vault_reads_it = IP in values_spelled_by(purpose)
-    etl_reads_it = own_value_in(purpose, IP, "") is not None
-    assert vault_reads_it == etl_reads_it
+    for ip in (IP, "10.0.0.1"):
+        vault_reads_it = ip in values_spelled_by(purpose)
+        etl_reads_it = own_value_in(purpose, ip, "") is not None
+        assert vault_reads_it == etl_reads_it, (purpose, ip)
 
 
-def test_a_hex_run_shorter_than_any_address_or_part_of_a_longer_run_is_not_read() -> None:
-    # 6 digits is below 1.0.0.0; a longer run is another number (cb0071070 is not cb007107).
-    assert values_spelled_by("INC-xabc123y") == values_spelled_by.__wrapped__("INC-xabc123y")
-    assert not any(value.count(".") == 3 for value in values_spelled_by("INC-xabc123y"))
-    assert IP not in values_spelled_by("INC-xcb0071070y")
+def test_a_hex_run_shorter_than_any_address_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 6 digits is below 1.0.0.0 (0x1000000 has 7): such a run is never handed to the ip reader, in
+    # whole or as a window. Uncached (`__wrapped__`), so the reading itself runs under the spy.
+    read: list[str] = []
+    real = ips_spelled_by
+
+    def spy(piece: str) -> frozenset[str]:
+        read.append(piece)
+        return real(piece)
+
+    monkeypatch.setattr(purpose_module, "ips_spelled_by", spy)
+    spelled = values_spelled_by.__wrapped__("INC-xabc123y")
+    assert "abc123" not in read and read  # the groups were read, the short run was not
+    assert not any(value.count(".") == 3 for value in spelled)
+    spelled = values_spelled_by.__wrapped__("INC-xabc1234y")  # 7 digits: read
+    assert "abc1234" in read and "10.188.18.52" in spelled
+
+
+def test_the_windows_of_a_long_run_are_bounded() -> None:
+    # A run longer than any purpose is not windowed: the work per distinct purpose stays bounded.
+    long_run = "INC-" + "cb007107" * 20
+    assert IP not in values_spelled_by.__wrapped__(long_run)
+    assert IP in values_spelled_by.__wrapped__(long_run[:64])
 
 
 def test_an_ipv6_address_in_hex_glued_to_letters_is_spelled_too() -> None:

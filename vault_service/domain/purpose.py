@@ -24,9 +24,10 @@ everything that needs blanks, and the checks above keep out what the vault can r
 from __future__ import annotations
 
 import re
+import socket
 from functools import lru_cache
 
-from tokenvault_common.ip_spellings import ips_spelled_by
+from tokenvault_common.ip_spellings import MIN_NUMBER_TO_SEARCH, ips_spelled_by
 from tokenvault_common.pii_text import ISO_DATE_TIME, SEPARATOR, address_in, dotted_numbers, undefanged, visible
 from vault_service.domain.errors import InvalidRequest
 from vault_service.domain.token_types import TokenType
@@ -53,6 +54,19 @@ MIN_HEX_RUN = 7
 and no number below it is read as an address (`ip_spellings.MIN_NUMBER_TO_SEARCH`)."""
 _HEX_RUN = re.compile(rf"[0-9a-f]{{{MIN_HEX_RUN},}}", re.ASCII)
 """A run of hex digits in a case-folded purpose; the search is greedy, so each match is a maximal run."""
+IPV4_HEX_WINDOWS = (7, 8)
+"""The widths of hex windows read as an IPv4 address inside a longer run: 8 digits (ffffffff), or
+7 (a000001, 10.0.0.1: the leading zero dropped). A neighbouring a-f letter makes the maximal run
+another number (`INC-aCB007107`), so every window of a run is read (review 12, finding 2)."""
+IPV4_DECIMAL_WINDOWS = (8, 9, 10)
+"""The widths of decimal windows read as an IPv4 address inside a longer run of digits: 1.0.0.0 is
+16777216 (8 digits), 255.255.255.255 is 4294967295 (10)."""
+_DIGIT_RUN = re.compile(rf"[0-9]{{{IPV4_DECIMAL_WINDOWS[0]},}}", re.ASCII)
+"""A maximal run of decimal digits long enough to hold an IPv4 address as a number."""
+_IPV4_END = 2**32
+MAX_WINDOWED_RUN = 64
+"""A run longer than this is not windowed (a purpose within MAX_PURPOSE_LENGTH never has one): the
+work per run is bounded by about 3 windows per character."""
 
 
 class PurposeHoldsOwnValue(InvalidRequest):
@@ -126,11 +140,15 @@ def values_spelled_by(purpose: str) -> frozenset[str]:
     glued to letters (`INC-V203.0.28935`, `CASE-9V0313.28935`: `dotted_numbers`, as the ETL's
     own-value check reads event ids); every maximal run of at least 7 hex digits inside a group is
     read as an ip too (`INC-ipCB007107`, `INC-VCB007107-2`, `INC-CB007107x`: 203.0.113.7 in hex
-    glued to letters, attack 12, finding 5), as the ETL's own-value check finds the hex form of
-    an ip bounded by non-hex characters. A value revealed or erased is compared with this set (one
+    glued to letters, attack 12, finding 5), and so is every window of 7 or 8 hex digits inside a
+    run and of 8-10 decimal digits inside a run of digits, read as an IPv4 address
+    (`INC-aCB007107`, `INC-CB007107F`: a neighbouring a-f letter makes the run another number;
+    review 12, finding 2), as the ETL's own-value check finds an IPv4 address's number forms
+    anywhere in an event id. A value revealed or erased is compared with this set (one
     or two membership tests per value: `vault_service.service.revealing`); it is derived once per
     distinct purpose (cached: a client's purposes repeat). At most 32 groups: at most 528 runs and
-    as many compact forms, a few kB; 64 purposes are kept.
+    as many compact forms, plus at most about 3 windows per character, a few kB; 64 purposes are
+    kept.
     """
     folded = purpose.casefold()
     pieces = _SEGMENT_SEPARATORS.split(folded)
@@ -151,9 +169,30 @@ def values_spelled_by(purpose: str) -> frozenset[str]:
     for dotted in dotted_numbers(folded):
         spelled.update(ips_spelled_by(dotted))
     # Separators are not hex digits, so each run is inside a group; a whole group was read above.
-    for hex_run in set(_HEX_RUN.findall(folded)).difference(groups):
+    hex_runs = set(_HEX_RUN.findall(folded))
+    for hex_run in hex_runs.difference(groups):
         spelled.update(ips_spelled_by(hex_run))
+    spelled.update(_ipv4_windows(hex_runs, IPV4_HEX_WINDOWS, 16))
+    spelled.update(_ipv4_windows(set(_DIGIT_RUN.findall(folded)), IPV4_DECIMAL_WINDOWS, 10))
     return frozenset(spelled)
+
+
+def _ipv4_windows(runs: set[str], widths: tuple[int, ...], base: int) -> set[str]:
+    """The IPv4 addresses (canonical) that windows of `widths` digits inside `runs` read as, in `base`.
+
+    What the ETL's own-value check finds by looking for an IPv4 address's number forms anywhere in
+    an event id (etl_service.domain.own_values): `INC-aCB007107`, `INC-CB007107F` (hex) and
+    `INC-A3405803783` (decimal) read as 203.0.113.7. Numbers below 1.0.0.0 are no address, as in
+    `ips_spelled_by`; numbers of 2**32 and above are left to the whole-run reading above. A
+    window longer than a run is none; a run longer than MAX_WINDOWED_RUN is not windowed.
+    """
+    numbers: set[int] = set()
+    for run in runs:
+        if len(run) > MAX_WINDOWED_RUN:
+            continue
+        for width in widths:
+            numbers.update(int(run[start : start + width], base) for start in range(len(run) - width + 1))
+    return {socket.inet_ntoa(n.to_bytes(4, "big")) for n in numbers if MIN_NUMBER_TO_SEARCH <= n < _IPV4_END}
 
 
 def pii_in(purpose: str) -> str | None:
