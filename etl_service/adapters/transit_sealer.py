@@ -99,7 +99,7 @@ class TransitSealer:
                 raise Misconfigured(
                     f"OpenBao has no Transit key {self.key_name!r} to prove dead letters with", "openbao"
                 ) from None
-            return [False] * len(ciphertexts)  # Vault answers 400 when every item of a batch failed
+            return [False] * len(ciphertexts)  # 400 only when every item failed (else per item: tested)
         except hvac.exceptions.InvalidPath as error:
             raise Misconfigured(f"OpenBao cannot rewrap with key {self.key_name!r}: {error}", "openbao") from None
         except (hvac.exceptions.VaultError, requests.RequestException) as error:
