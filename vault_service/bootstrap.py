@@ -9,7 +9,13 @@ from psycopg_pool import ConnectionPool
 
 from tokenvault_common.pg_pool import check_connection_cheaply
 from vault_service.adapters.postgres import PostgresAuditLog, PostgresKeyStore, PostgresTokenStore
-from vault_service.adapters.transit import SignatureVerifier, TransitKeyWrapper, TransitSigner, open_session
+from vault_service.adapters.transit import (
+    SignatureVerifier,
+    TransitKeyWrapper,
+    TransitSigner,
+    open_session,
+    verify_signature,
+)
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.policy import load_policy
 from vault_service.entrypoints.metrics import (
@@ -21,6 +27,7 @@ from vault_service.entrypoints.metrics import (
     observe_upkeep_failed,
 )
 from vault_service.service.audit_upkeep import AuditUpkeep, checkpoint_exporter
+from vault_service.service.audit_verify import FullAuditReport, verify_audit_and_erasures
 from vault_service.service.keyring import KeyManager
 from vault_service.service.maintenance import HealthReport, KeyMaintainer
 from vault_service.service.metering import TokenizeMeter
@@ -42,6 +49,17 @@ class Bootstrapped:
     wrapper: TransitKeyWrapper
     signer: TransitSigner
     """Signs audit checkpoints with the Transit signing key (sign-only for the service)."""
+
+    def verify_audit_fully(self, exported: Path | None) -> FullAuditReport:
+        """audit-verify's report: chain, checkpoints (and `exported`, when given), erasures and audit keys."""
+        return verify_audit_and_erasures(
+            self.audit,
+            self.token_store,
+            self.keys.ring.audit_keys,
+            self.signer.public_keys(),
+            verify_signature,
+            exported,
+        )
 
     def audit_upkeep(self, interval: float, checkpoint_file: Path | None) -> AuditUpkeep:
         """The background writer of aggregated audit rows and signed checkpoints."""

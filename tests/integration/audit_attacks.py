@@ -27,7 +27,7 @@ from tokenvault_client import Revealed, TokenType, VaultClient, VaultClientError
 from tokenvault_common.migrations import migrate
 from vault_service.adapters.transit import verify_signature
 from vault_service.entrypoints import admin_cli
-from vault_service.service.audit_verify import AuditReport, FullAuditReport, verify_audit, verify_audit_and_erasures
+from vault_service.service.audit_verify import AuditReport, FullAuditReport, verify_audit
 
 Anchored = tuple[RunningVault, Path]
 """A vault on a database of its own, and the file it exports its signed checkpoints to."""
@@ -70,15 +70,7 @@ def audit_verify(vault: RunningVault, exported: Path | None) -> AuditReport:
 
 def audit_verify_fully(vault: RunningVault, exported: Path | None) -> FullAuditReport:
     """audit-verify's full report (erasures and audit keys checked too): the only one who-saw answers from."""
-    wired = vault.wired
-    return verify_audit_and_erasures(
-        wired.audit,
-        wired.token_store,
-        wired.keys.ring.audit_keys,
-        wired.signer.public_keys(),
-        verify_signature,
-        exported,
-    )
+    return vault.wired.verify_audit_fully(exported)
 
 
 def run_audit_verify(env: dict[str, str], exported: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:

@@ -36,7 +36,7 @@ from vault_service.adapters.transit import verify_signature
 from vault_service.bootstrap import bootstrap
 from vault_service.domain.key_check import check_value
 from vault_service.entrypoints import admin_cli
-from vault_service.service.audit_verify import AuditNotVerified, verify_audit, verify_audit_and_erasures, who_saw
+from vault_service.service.audit_verify import AuditNotVerified, verify_audit, who_saw
 
 __all__ = ["anchored", "own_database"]  # fixtures used here
 
@@ -227,14 +227,7 @@ def test_who_saw_refuses_a_report_whose_audit_keys_were_not_checked(
         assert chain_only.intact, chain_only.finding  # chain and checkpoints hold: only the key check sees it
         with pytest.raises(AuditNotVerified):
             who_saw(chain_only, wired.keys.ring.audit_keys, token)  # type: ignore[arg-type]  # mypy refuses it
-        full = verify_audit_and_erasures(
-            wired.audit,
-            wired.token_store,
-            wired.keys.ring.audit_keys,
-            wired.signer.public_keys(),
-            verify_signature,
-            exported,
-        )
+        full = wired.verify_audit_fully(exported)
         assert not full.intact and "not the key the audit log recorded" in (full.keys_problem or ""), full
         with pytest.raises(AuditNotVerified, match="not the key the audit log recorded"):
             who_saw(full, wired.keys.ring.audit_keys, token)

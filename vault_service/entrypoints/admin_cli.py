@@ -35,12 +35,12 @@ from vault_service.adapters.operator_identity import (
     authenticate_operator,
     operator_token,
 )
-from vault_service.adapters.transit import VaultStartupError, verify_signature
+from vault_service.adapters.transit import VaultStartupError
 from vault_service.bootstrap import Bootstrapped, bootstrap
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.errors import VaultError
 from vault_service.entrypoints.metrics import ROTATION_ROWS, ROTATION_ROWS_LEFT
-from vault_service.service.audit_verify import FullAuditReport, verify_audit_and_erasures, who_saw
+from vault_service.service.audit_verify import FullAuditReport, who_saw
 from vault_service.service.erase_reconciliation import ErasureReconciliation
 from vault_service.service.rotation import KeyRotation, RotationStatus
 
@@ -158,14 +158,7 @@ def _run(args: argparse.Namespace, rotation: KeyRotation, metrics_tls: ssl.SSLCo
 
 def _verified(wired: Bootstrapped, exported: Path | None) -> FullAuditReport:
     """Verify the log and the erasures against it, and say so; the report holds the records read."""
-    report = verify_audit_and_erasures(
-        wired.audit,
-        wired.token_store,
-        wired.keys.ring.audit_keys,
-        wired.signer.public_keys(),
-        verify_signature,
-        exported,
-    )
+    report = wired.verify_audit_fully(exported)
     where = f"; {report.unanchored} newest row(s) not checkpointed yet" if report.unanchored else ""
     if report.finding is None:
         copy = "the exported copy" if exported else "no exported copy (pass --exported)"
