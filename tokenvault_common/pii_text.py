@@ -47,7 +47,12 @@ SEPARATOR = r"\D{1,6}"
 """Between the groups of a number, read broadly: up to six characters that are not digits - dots,
 dashes, colons, bars, blanks, letters, words ("203 dot 0 dot 113 dot 7"). Lists of separators
 let other spellings of an address through twice; any non-digit is what a reader skips too."""
-_IPV4_BROAD = re.compile(r"(?<!\d)0*\d{1,3}(?:" + SEPARATOR + r"0*\d{1,3}){3}(?!\d)")  # 203.000.113.007, 203|0|113|7
+IPV4_BROAD = re.compile(r"(?<!\d)0*\d{1,3}(?:" + SEPARATOR + r"0*\d{1,3}){3}(?!\d)")
+"""Four numbers of 1-3 digits (leading zeros aside) joined by SEPARATOR: the broad reading of an
+IPv4 address (203.000.113.007, 203|0|113|7, "203 dot 0 dot 113 dot 7"). It takes no account of
+the numbers' range or of letters around them, so it also finds `801-SM-G991B-ATK8Q7` (a device
+id); the vault's purposes tell the kinds apart for their refusal's reason
+(vault_service.domain.purpose)."""
 _OCTET = r"(?:25[0-5]|2[0-4]\d|[01]?\d?\d)"
 _IPV4_STRICT = re.compile(r"(?<!\d)" + _OCTET + r"(?:[^0-9A-Za-z]{1,6}" + _OCTET + r"){3}(?!\d)")
 """Four octets of 0-255 (up to 3 digits each) joined by up to six characters that are neither
@@ -113,7 +118,7 @@ def address_in(text: str, broad: bool) -> str | None:
     `text` is expected in the form `undefanged` returns; see the module docstring for `broad`.
     """
     numbers = ISO_DATE_TIME.sub(" ", text)
-    ipv4 = _IPV4_BROAD if broad else _IPV4_STRICT
+    ipv4 = IPV4_BROAD if broad else _IPV4_STRICT
     if ipv4.search(numbers) or _HEX_INT.search(text) or _HEX_OCTETS.search(text):
         return IP_ADDRESS
     if "." in text and any(_reads_as_an_address(text, m) for m in _DOTTED_NUMBER.finditer(text)):

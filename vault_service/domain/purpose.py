@@ -7,7 +7,11 @@ a value or token written there outlives its erasure, and removing it later break
   joined by one of `- _ / . : #`, starting with a letter, at most 64 characters. No blanks, so
   no free text: a name, a street address or "device SM-..." does not fit;
 - a purpose that carries an IP address, a token, an e-mail address, a hardware address, a
-  device-id-like or other long number is refused, saying why (checked first, for that reason);
+  device-id-like or other long number is refused, saying why (checked first, for that reason):
+  the reason names the kind of value it seems to hold - four numbers that only the broad reading
+  of an address takes together are an IP address, a device id or loose numbers according to their
+  range and the letters around them (`_kind_of_loose_numbers`) - never the value, and every
+  reason ends in what to write instead (`INSTEAD`: the case reference alone);
 - a purpose that spells one of the values the very call reveals or erases (`values_spelled_by`;
   compared in vault_service.service.revealing) is never stored: a plain reveal of it is refused,
   a masked reveal or an erasure is audited without its purpose (a refusal would confirm a guess);
@@ -28,7 +32,16 @@ import socket
 from functools import lru_cache
 
 from tokenvault_common.ip_spellings import MIN_NUMBER_TO_SEARCH, ips_spelled_by
-from tokenvault_common.pii_text import ISO_DATE_TIME, SEPARATOR, address_in, dotted_numbers, undefanged, visible
+from tokenvault_common.pii_text import (
+    IP_ADDRESS,
+    IPV4_BROAD,
+    ISO_DATE_TIME,
+    SEPARATOR,
+    address_in,
+    dotted_numbers,
+    undefanged,
+    visible,
+)
 from vault_service.domain.errors import InvalidRequest
 from vault_service.domain.token_types import TokenType
 
@@ -43,10 +56,30 @@ NOT_A_REFERENCE = (
     " groups joined by one of - _ / . : #, starting with a letter, no blanks; not a description"
     " (names, addresses or the device or value concerned belong in the case, not in the purpose)"
 )
-HOLDS_OWN_VALUE = (
-    "purpose must not contain a value this call reveals in plain: give a case or ticket reference"
-    " such as INC-4821 (the purpose is kept in the audit log for good)"
+INSTEAD = (
+    "give the case or ticket reference alone, such as INC-4821 or GDPR-2026-0042: the person, device or address"
+    " concerned belongs in the case, not in the purpose, which the audit log keeps for good"
 )
+"""What to write instead, ending every refusal of a purpose that holds a value (never the value itself)."""
+HOLDS_OWN_VALUE = {
+    TokenType.IP: "purpose must not contain the IP address this call reveals in plain (in any spelling)",
+    TokenType.DEVICE_ID: (
+        "purpose must not contain the device id this call reveals in plain (in any case, with any separators or none)"
+    ),
+}
+"""Why a Detokenize is refused whose purpose spells a value it reveals in plain, by the value's type."""
+DEVICE_ID = "it holds what looks like a device id or serial number: groups mixing letters and digits"
+VAULT_REFERENCE = "it holds a token"
+RANDOM_PART_OR_DEVICE_ID = (
+    "it holds what may be a token's random part or a device id: 20 or more letters, digits, - or _"
+    " mixing upper case, lower case and digits"
+)
+LOOSE_NUMBERS = "it holds four short numbers close together, which may spell an IP address"
+_SERIAL_GROUP = re.compile(r"[A-Za-z]\d+[A-Za-z]")
+"""Digits between letters in one group (G991B, ATK8Q7ZX, A125F): the shape of a model or serial number."""
+_IPV4_BROAD_RUNS = re.compile(r"(?=(" + IPV4_BROAD.pattern + r"))")
+"""Every run IPV4_BROAD reads, overlapping ones included (the broad reading finds only the first)."""
+_NUMBER = re.compile(r"\d+")
 _SEGMENT_SEPARATORS = re.compile(r"([-_/.:#])")
 _IP_JOINS = frozenset(".:")
 MIN_HEX_RUN = 7
@@ -70,10 +103,14 @@ work per run is bounded by about 3 windows per character."""
 
 
 class PurposeHoldsOwnValue(InvalidRequest):
-    """The purpose of a Detokenize spells a value that call reveals in plain (masked or erased: withheld instead)."""
+    """The purpose of a Detokenize spells a value that call reveals in plain (masked or erased: withheld instead).
 
-    def __init__(self) -> None:
-        super().__init__(HOLDS_OWN_VALUE)
+    The message names the kind of value (`token_type`), never the value: the caller is shown
+    that value in plain by the same call without the purpose, so the kind tells it nothing new.
+    """
+
+    def __init__(self, token_type: TokenType) -> None:
+        super().__init__(f"{HOLDS_OWN_VALUE[token_type]}: {INSTEAD}")
 
 
 _PREFIXES = "|".join(t.prefix for t in TokenType)
@@ -117,7 +154,7 @@ def _unfit_short_purpose(purpose: str) -> str | None:
         return "purpose must be printable text: no control characters or line breaks"
     reason = pii_in(purpose)
     if reason:
-        return f"purpose must not contain personal data ({reason}); give a case or ticket reference such as INC-4821"
+        return f"purpose must not contain personal data ({reason}); {INSTEAD}"
     if not visible(purpose).isascii():
         return (
             "purpose must be plain ASCII text, a case or ticket reference such as INC-4821: other characters"
@@ -200,14 +237,47 @@ def pii_in(purpose: str) -> str | None:
 
     Checked on the NFKC form (fullwidth digits and dots read as ASCII) and deliberately broad:
     a reference like INC-4821 passes; anything shaped like an address (tokenvault_common.pii_text,
-    read broadly), a token or an identifier number, however it is spelled, does not.
+    read broadly), a token or an identifier number, however it is spelled, does not. What the
+    broad reading alone takes for an IPv4 address is named for what it is (`_kind_of_loose_numbers`:
+    `GDPR-2026-801-SM-G991B-ATK8Q7ZX` holds a device id, not an address).
     """
     text = undefanged(purpose)
-    if _TOKEN.search(text) or _TOKEN_BODY.search(text):
-        return "it holds a token"
+    if _TOKEN.search(text):
+        return VAULT_REFERENCE
+    if _TOKEN_BODY.search(text):
+        return RANDOM_PART_OR_DEVICE_ID
     address = address_in(text, broad=True)
+    if address == IP_ADDRESS and address_in(text, broad=False) != IP_ADDRESS:
+        return _kind_of_loose_numbers(text)  # only the broad reading of four numbers took it for an ip
     if address:
         return address
     if _ID_NUMBER.search(ISO_DATE_TIME.sub(" ", text)):
         return "it holds an identifier-like number (8 or more digits, or ddd-dd-dddd)"
     return None
+
+
+def _kind_of_loose_numbers(text: str) -> str:
+    """What four numbers close together that only `IPV4_BROAD` reads as an ip are (its refusal's reason).
+
+    IP_ADDRESS when one run of them reads as an address: every number 0-255, joined by one
+    repeated separator or by separators without letters (`203x0x113x7`, `0203-0-113-7`). Else
+    DEVICE_ID when one run has digits between letters in a group (`GDPR-2026-801-SM-G991B-ATK8Q7ZX`:
+    801, 991, 8, 7 - a model and serial number, not an address). Else LOOSE_NUMBERS
+    (`INC-801-991-8-7`). The purpose is refused in every case; only the reason differs.
+    """
+    numbers = ISO_DATE_TIME.sub(" ", text)  # as address_in reads them
+    serial = False
+    for run in _IPV4_BROAD_RUNS.finditer(numbers):
+        if _reads_as_ipv4(run[1]):
+            return IP_ADDRESS
+        glued = numbers[max(run.start(1) - 1, 0) : run.end(1) + 1]  # a letter next to either end counts
+        serial = serial or _SERIAL_GROUP.search(glued) is not None
+    return DEVICE_ID if serial else LOOSE_NUMBERS
+
+
+def _reads_as_ipv4(run: str) -> bool:
+    """Whether four numbers joined by separators (a run of IPV4_BROAD) read as an IPv4 address to a person."""
+    if any(int(number) > 255 for number in _NUMBER.findall(run)):
+        return False
+    separators = _NUMBER.split(run)[1:-1]
+    return len(set(separators)) == 1 or not any(c.isalpha() for separator in separators for c in separator)

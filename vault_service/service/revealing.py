@@ -149,7 +149,7 @@ def reveal(
             _log_unopened(dek_id, token_type, unopened, failure)
         if level is plain:
             if _spells_one_of(spelled, token_type, values):
-                raise PurposeHoldsOwnValue()
+                raise PurposeHoldsOwnValue(token_type)
         else:  # compared all the same, and a hit changes nothing the caller sees: no guess is confirmed
             withheld = withheld or _spells_one_of(spelled, token_type, values)
         made: list[DetokenizeOutcome]
