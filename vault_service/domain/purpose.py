@@ -17,7 +17,7 @@ a value or token written there outlives its erasure, and removing it later break
   a masked reveal or an erasure is audited without its purpose (a refusal would confirm a guess);
 - a purpose that was not compared with every value of the call (a refused call opens nothing;
   an erased token's value is gone; a stored value may not open) is not stored either: it is
-  withheld (vault_service.service.vault, `WITHHELD_PURPOSE`), for nothing tells what it spells.
+  withheld (`WITHHELD_PURPOSE`, empty; shown as `WITHHELD_SHOWN`), for nothing tells what it spells.
   A value of a type the client may not see or erase is opened only for the comparison; a string
   that is not a token, or a token never issued, names no value and withholds nothing.
 
@@ -45,6 +45,15 @@ from tokenvault_common.pii_text import (
 from vault_service.domain.errors import InvalidRequest
 from vault_service.domain.token_types import TokenType
 
+WITHHELD_PURPOSE = ""
+"""The purpose of an audit row that may not keep it: the call's purpose spells a value it does not
+show in plain, or was not compared with every value of the call (refused before opening any, or
+naming a value that exists but was not compared: erased, or it does not open). Empty: no client
+can send an empty purpose (`check_purpose` refuses it, as the vault has since its first version),
+so in a Detokenize or Erase row empty always means withheld; the row's hash covers it as before."""
+WITHHELD_SHOWN = "(withheld: spelled or named a value of the call)"
+"""How audit reports (`audit who-saw`) show WITHHELD_PURPOSE: blanks and parentheses are not in the
+reference form, so no purpose a client sent can read the same."""
 MAX_PURPOSE_LENGTH = 64
 """Room for the longest usual references (`GDPR-2026-0042/INC-4821`, `SECOPS-2026-000123:step-2`)
 with margin; little room for anything else, and a bound on the pieces `values_spelled_by` reads."""
@@ -123,6 +132,11 @@ _TOKEN_BODY = re.compile(
 """A token's random part without its prefix: 20 or more URL-safe base64 characters mixing lower
 case, upper case and digits (a reference like GDPR-2026-0042 is one case and short)."""
 _ID_NUMBER = re.compile(r"(?<!\d)\d{3}(?:" + SEPARATOR + r")?\d{2}(?:" + SEPARATOR + r")?\d{4}(?!\d)|\d{8,}")
+
+
+def purpose_as_shown(purpose: str) -> str:
+    """A Detokenize or Erase row's stored purpose as audit reports show it: WITHHELD_SHOWN for the withheld form."""
+    return WITHHELD_SHOWN if purpose == WITHHELD_PURPOSE else purpose
 
 
 def check_purpose(purpose: str) -> None:

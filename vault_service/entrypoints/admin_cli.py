@@ -39,6 +39,7 @@ from vault_service.adapters.transit import VaultStartupError
 from vault_service.bootstrap import Bootstrapped, bootstrap
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.errors import VaultError
+from vault_service.domain.purpose import purpose_as_shown
 from vault_service.entrypoints.metrics import ROTATION_ROWS, ROTATION_ROWS_LEFT
 from vault_service.service.audit_verify import FullAuditReport, who_saw
 from vault_service.service.erase_reconciliation import ErasureReconciliation
@@ -228,7 +229,7 @@ def audit_who_saw(config: VaultServiceConfig, token: str, exported: Path | None)
                 r.event.action,
                 r.event.client,
                 r.event.client_serial or "-",
-                r.event.purpose,
+                purpose_as_shown(r.event.purpose),  # every row listed is a Detokenize's or an Erase's
                 r.event.outcome,
             )
         console.print(table)

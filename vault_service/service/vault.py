@@ -24,7 +24,7 @@ from vault_service.domain.errors import (
 )
 from vault_service.domain.identity import Caller
 from vault_service.domain.policy import AccessPolicy, RevealLevel
-from vault_service.domain.purpose import PurposeHoldsOwnValue, check_purpose, values_spelled_by
+from vault_service.domain.purpose import WITHHELD_PURPOSE, PurposeHoldsOwnValue, check_purpose, values_spelled_by
 from vault_service.domain.rate_limit import RateLimiter, exact
 from vault_service.domain.token_types import TokenType, normalize_many
 from vault_service.domain.tokens import new_tokens, types_of_tokens
@@ -44,11 +44,6 @@ from vault_service.service.token_cache import TokenCache
 log = logging.getLogger(__name__)
 
 STALE_KEY_RETRIES = 3
-WITHHELD_PURPOSE = ""
-"""The purpose of an audit row that may not keep it: the call's purpose spells a value it does not
-show in plain, or was not compared with every value of the call (refused before opening any, or
-naming a value that exists but was not compared: erased, or it does not open). Empty, as an unfit
-purpose's refusal always kept it."""
 
 
 _TOKEN_TYPES = tuple(TokenType)  # iterating the Enum class itself runs a Python generator
