@@ -14,7 +14,8 @@ guess the caller could not check otherwise:
 A value of a type the client may not see (level none) is opened too, only to be compared: the
 caller is shown the same PermissionDenied either way, and a hit is handled as for a masked value
 (withheld). The call's detokenize budget already counted that token, so opening it takes nothing
-more from any limit; it costs one decrypt.
+more from any limit; it costs one decrypt (measured at 1.2-1.5 µs a token, about a tenth of the
+refused token's cost end to end: docs/threat-model.md, *What the audit trail proves*).
 A value that exists but was not compared (erased, or whose stored value does not open) leaves
 nothing to tell what the purpose spells of it: the audit row keeps no purpose either
 (`RevealedCall.purpose_compared` is False; attack 12, finding 1). Once a value is erased nothing
