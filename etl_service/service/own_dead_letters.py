@@ -31,8 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from etl_service.service.returned_letters import claimed_ciphertext, is_own_envelope
-from etl_service.service.sealing import read_dead_letter_body
+from etl_service.service.returned_letters import WrittenEnvelope, written_envelope
 
 
 class CiphertextProver(Protocol):
@@ -52,23 +51,27 @@ def shaped_as_written(body: str) -> bool:
     A sealed one is only a claim (see the module's docstring); one under another key than the
     ETL's is still shaped as written (an older setting, or tampering: `dead-letters list` marks it).
     """
-    envelope = read_dead_letter_body(body) if body.startswith('{"format": ') else None
-    if envelope is None:
-        return False
-    key = envelope["key"]
-    return claimed_ciphertext(body, key) is not None if key is not None else is_own_envelope(body, None)
+    envelope = written_envelope(body)
+    return envelope is not None and _shaped_as_written(envelope)
 
 
 def own_dead_letters(bodies: Sequence[str], prover: CiphertextProver | None) -> list[bool]:
     """For each body (of a DLQ message with a reason), whether it is a dead letter the ETL wrote.
 
-    With a `prover`: exactly an envelope of the ETL's (`is_own_envelope`), a sealed one proven by
-    one `authentic` call over the distinct claims, none when there are none. Without: shaped as
-    written (`shaped_as_written`), unproven. DependencyDown or Misconfigured from the prover.
+    With a `prover`: exactly an envelope of the ETL's (`is_own`), a sealed one proven by one
+    `authentic` call over the distinct claims, none when there are none. Without: shaped as
+    written (`shaped_as_written`), unproven. Each body is read once (`written_envelope`).
+    DependencyDown or Misconfigured from the prover.
     """
+    envelopes = [written_envelope(body) for body in bodies]
     if prover is None:
-        return [shaped_as_written(body) for body in bodies]
+        return [e is not None and _shaped_as_written(e) for e in envelopes]
     key = prover.key_name
-    claims = sorted({c for body in bodies if (c := claimed_ciphertext(body, key)) is not None})
+    claims = sorted({c for e in envelopes if e is not None and (c := e.claimed_ciphertext(key)) is not None})
     authentic = prover.authentic(claims) if claims else frozenset()
-    return [is_own_envelope(body, key, authentic) for body in bodies]
+    return [e is not None and e.is_own(key, authentic) for e in envelopes]
+
+
+def _shaped_as_written(envelope: WrittenEnvelope) -> bool:
+    key = envelope.key
+    return envelope.claimed_ciphertext(key) is not None if key is not None else envelope.is_own(None)

@@ -40,7 +40,7 @@ import base64
 import binascii
 import re
 from collections.abc import Collection
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from etl_service.domain.messages import EVENT_ID_REUSED, QuarantineRecord, QueueMessage, quarantine_record
 from etl_service.domain.validation import REASONS, Rejection
@@ -82,20 +82,66 @@ class ReturnedLetter(Rejection):
         return replace(quarantine_record(origin, self.reason, self.detail), sqs_message_id=self.copy_id)
 
 
+ENVELOPE_START = '{"format": '
+"""How every envelope `dead_letter_body` writes begins (its dict dumped, `format` first); no event starts so."""
+
+
+@dataclass(frozen=True)
+class WrittenEnvelope:
+    """A body shaped as an ETL envelope (`written_envelope`): whose it is, its methods tell."""
+
+    body: str
+    """The body as it is: an envelope of the ETL's is byte for byte what `dead_letter_body` writes."""
+    sealed_body: str | None
+    key: str | None
+    note: str | None
+
+    def claimed_ciphertext(self, key_name: str | None) -> str | None:
+        """The ciphertext when the body has exactly the shape of an envelope this ETL sealed under `key_name`.
+
+        Only a claim: `is_own` takes the envelope for the ETL's own once Transit proved it.
+        """
+        sealed, key = self.sealed_body, self.key
+        if sealed is None or key is None or key != key_name or self.note is not None or not _is_ciphertext(sealed):
+            return None
+        return sealed if self.body == dead_letter_body(sealed, None, key) else None
+
+    def is_own(self, key_name: str | None, authentic: Collection[str] = frozenset()) -> bool:
+        """True when the body is exactly a dead-letter envelope this ETL writes (see the module's docstring).
+
+        A sealed one only when its ciphertext is in `authentic` (what Transit authenticated:
+        BodySealer.authentic).
+        """
+        if (sealed := self.claimed_ciphertext(key_name)) is not None:
+            return sealed in authentic
+        if self.sealed_body is not None or self.key is not None:
+            return False
+        note = self.note
+        return note in (NOT_KEPT_TOO_LARGE, NOT_KEPT_NO_KEY) and self.body == dead_letter_body(None, note, None)
+
+
+def written_envelope(body: str) -> WrittenEnvelope | None:
+    """`body` read as an envelope when it is shaped as one the ETL writes (begins so, parses so), else None.
+
+    The one place that tells a DLQ or source-queue body shaped as an ETL envelope, and parses it:
+    a returned letter here, the take-back's own letters (service/own_dead_letters.py), `list`'s
+    CLEAR. Never raises, whatever `body` holds; cheap for every other body (no event begins so).
+    """
+    if not body.startswith(ENVELOPE_START):  # the hot path: no event starts so
+        return None
+    fields = read_dead_letter_body(body)
+    if fields is None:
+        return None
+    return WrittenEnvelope(body, fields["sealed_body"], fields["key"], fields["note"])
+
+
 def claimed_ciphertext(body: str, key_name: str | None) -> str | None:
     """The ciphertext of `body` when it has exactly the shape of an envelope this ETL sealed, else None.
 
     Only a claim: `is_own_envelope` takes the envelope for the ETL's own once Transit proved it.
     """
-    if not body.startswith('{"format": '):  # the hot path: no event starts so
-        return None
-    envelope = read_dead_letter_body(body)
-    if envelope is None:
-        return None
-    sealed, key, note = envelope["sealed_body"], envelope["key"], envelope["note"]
-    if sealed is None or key is None or key != key_name or note is not None or not _is_ciphertext(sealed):
-        return None
-    return sealed if body == dead_letter_body(sealed, None, key) else None
+    envelope = written_envelope(body)
+    return envelope.claimed_ciphertext(key_name) if envelope is not None else None
 
 
 def is_own_envelope(body: str, key_name: str | None, authentic: Collection[str] = frozenset()) -> bool:
@@ -103,15 +149,8 @@ def is_own_envelope(body: str, key_name: str | None, authentic: Collection[str] 
 
     A sealed one only when its ciphertext is in `authentic` (what Transit authenticated: BodySealer.authentic).
     """
-    if not body.startswith('{"format": '):  # the hot path: no event starts so
-        return False
-    if (sealed := claimed_ciphertext(body, key_name)) is not None:
-        return sealed in authentic
-    envelope = read_dead_letter_body(body)
-    if envelope is None or envelope["sealed_body"] is not None or envelope["key"] is not None:
-        return False
-    note = envelope["note"]
-    return note in (NOT_KEPT_TOO_LARGE, NOT_KEPT_NO_KEY) and body == dead_letter_body(None, note, None)
+    envelope = written_envelope(body)
+    return envelope is not None and envelope.is_own(key_name, authentic)
 
 
 def returned_letter(
