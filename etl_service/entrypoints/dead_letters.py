@@ -26,12 +26,13 @@
   reason, and those marked CLEAR by `list`, whatever their attributes; a drain does this by
   itself before it ends, and proves sealed envelopes too, which `redrive` cannot (the operator
   may not rewrap). It reads at most 10,000 letters, within one listing lease; when it could not
-  read the DLQ whole it says why (exit 3): one unread may be one to take back. When it took none
-  back while another reader held dead letters (or some were delayed), by SQS's approximate
-  counts taken while its listing held the rest, it says how many (exit 3), as a drain waits for
-  them: one held may be one to take back; run it again later. A run that took some back does not
-  count them (its own deletions would pass for another reader's holds): run it again until it
-  takes none back and exits 0.
+  read the DLQ whole it says why (exit 3): one unread may be one to take back. A take-back that
+  took some back cannot count held letters (its own deletions would pass for another reader's
+  holds), so `redrive` takes back again, up to 5 times, until a take-back takes none; that one
+  counts, by SQS's approximate counts taken while its listing holds the rest, the dead letters
+  another reader holds (or delayed ones), as a drain recounts them. When there are any it says
+  how many (exit 3), as a drain waits for them: one held may be one to take back; run it again
+  later. Exit 0 only when nothing is left behind; exit 3 too when the fifth still took some back.
 - `erase -`: part of an erasure: delete every dead letter holding the person's values, given on
   stdin (`user_id=…`, `ip=…`, `device_id=…`); counts only (etl_service/entrypoints/dead_letter_erasure.py).
 - `delete MESSAGE_ID --yes`: remove one dead letter without opening it, e.g. a planted or
@@ -61,8 +62,9 @@ setting, queues that are not a source and its own DLQ, the dead-letter key as ab
 could not be opened, or their matching failed (their message ids are printed; run it again), or
 its last listing was cut short (some may not have been examined); `redrive` and `list`: the DLQ
 could not be read whole (the listing was cut short - 10,000 letters read, its lease out, a letter
-listed twice: nothing lost or changed, the rest stay in the DLQ); `redrive` also: it took none
-back while another reader held dead letters (nothing lost: run it again later).
+listed twice: nothing lost or changed, the rest stay in the DLQ); `redrive` also: another reader
+held dead letters (or some were delayed) when its last take-back counted, whether or not it took
+some back before, or its fifth take-back still took some back (nothing lost: run it again later).
 """
 
 from __future__ import annotations
@@ -96,6 +98,9 @@ from etl_service.entrypoints.dead_letter_layers import (
 from etl_service.errors import EtlError
 from tokenvault_common.env import ConfigError
 from tokenvault_common.vault_address import plaintext_setting, vault_address_problem
+
+REDRIVE_PASSES = 5
+"""Take-backs one `redrive` runs at most, one after another until one takes none back (and counts held letters)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -211,10 +216,14 @@ def _erase(args: argparse.Namespace, dlq: DeadLetterSweep, pair: QueuePair, acce
 
 
 def _redrive(dlq: DeadLetterSweep) -> int:
-    """Take back what SQS's redrive moved; exit 3 (saying why) when the DLQ could not be read whole, or held letters.
+    """Take back what SQS's redrive moved; exit 3 (saying why) when letters may be left it could not take back.
 
-    Held letters: another reader's, or delayed, while its listing held the rest, when it took none
-    back (TakeBack.held_elsewhere, as a drain counts them); unread, so perhaps ones to take back.
+    Take-backs follow one another until one takes none back (at most REDRIVE_PASSES): that one
+    counts the letters another reader holds, or delayed ones, while its listing holds the rest
+    (TakeBack.held_elsewhere, as a drain recounts them, service/drain_check.py); unread, so
+    perhaps ones to take back. A take-back that moved letters cannot count them itself: its own
+    deletions would pass for another reader's holds. Exit 0 only when the last take-back read the
+    DLQ whole, took none back and counted none held elsewhere.
 
     Every letter without a reason, or whose body is not shaped as an envelope the ETL writes,
     whatever its attributes. Sealed envelopes stay unproven: the DLQ operator's OpenBao policy
@@ -222,7 +231,12 @@ def _redrive(dlq: DeadLetterSweep) -> int:
     forged in the ETL's exact shape stays too; a drain of the sealing ETL proves and takes it
     back (service/own_dead_letters.py).
     """
-    taken, complete, held_elsewhere = dlq.take_back_redriven()  # no prover: the operator may not rewrap
+    taken = 0
+    for _ in range(REDRIVE_PASSES):
+        moved, complete, held_elsewhere = dlq.take_back_redriven()  # no prover: the operator may not rewrap
+        taken += moved
+        if not moved or not complete:
+            break
     print(f"taken back: {taken}")
     if not complete:
         print(
@@ -230,15 +244,23 @@ def _redrive(dlq: DeadLetterSweep) -> int:
             " may be one to take back. Nothing is lost: it stays in the DLQ; run it again",
             file=sys.stderr,
         )
+    elif moved:
+        print(
+            f"etl_service dead-letters redrive: its last of {REDRIVE_PASSES} take-backs still took letters back"
+            " (more keep arriving in the DLQ: a crash loop?), so what is left was not counted. Nothing is lost:"
+            " run it again once the ETL settles",
+            file=sys.stderr,
+        )
     if held_elsewhere:  # counted only by a take-back that took none (TakeBack.held_elsewhere), as a drain's
+        lag = " (they can lag the letters it just took back by a minute)" if taken else ""
         print(
             f"etl_service dead-letters redrive: {held_elsewhere} dead letter(s) held by another reader or delayed,"
-            " by SQS's approximate counts, were not read: one may be one to take back. Nothing is lost: they stay"
-            " in the DLQ; run it again later (a listing holds its letters for 60 s, an `erase` sweep for its"
+            f" by SQS's approximate counts{lag}, were not read: one may be one to take back. Nothing is lost: they"
+            " stay in the DLQ; run it again later (a listing holds its letters for 60 s, an `erase` sweep for its"
             " --wait + 600 s)",
             file=sys.stderr,
         )
-    return 0 if complete and not held_elsewhere else INCOMPLETE
+    return 0 if complete and not moved and not held_elsewhere else INCOMPLETE
 
 
 def _listed_whole(dlq: DeadLetterQueue, listed: int) -> int:
