@@ -74,6 +74,13 @@ class DeadLetter:
     """The `event_id` attribute as a producer set it (the ETL keeps it on its dead letters; a redrive
     moves it with the original), None without one: what `dead-letters erase` matches besides the
     body. `event_id` above falls back to ids SQS issued, which no producer chose."""
+    is_envelope: bool | None = None
+    """Whether `raw_body` reads as a dead-letter envelope (read_dead_letter_body), whatever its shape:
+    as the listing read it; None when not given, and then read here once."""
+
+    def __post_init__(self) -> None:
+        if self.is_envelope is None:  # a letter built by hand: read once here
+            object.__setattr__(self, "is_envelope", read_dead_letter_body(self.raw_body) is not None)
 
     @property
     def sent_at(self) -> str:
@@ -92,7 +99,8 @@ def _attribute(raw: Any, name: str) -> str | None:
 def _to_dead_letter(raw: Any) -> DeadLetter:
     """One DLQ message as a DeadLetter; never raises on what a sender put in its body or attributes."""
     body = raw.get("Body") or ""
-    envelope = read_dead_letter_body(body) or {}
+    read = read_dead_letter_body(body)
+    envelope = read or {}
     # When the original was sent: recorded by the ETL when it dead-lettered the message, or on a
     # message re-sent from the DLQ earlier (then moved back by the redrive), else SQS's own.
     # The first two are attributes anyone who may send to the DLQ or the queue sets: a value
@@ -117,6 +125,7 @@ def _to_dead_letter(raw: Any) -> DeadLetter:
         note=envelope.get("note"),
         raw_body=body,
         producer_event_id=producer_event_id,
+        is_envelope=read is not None,
     )
 
 

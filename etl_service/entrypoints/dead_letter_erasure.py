@@ -66,8 +66,7 @@ from etl_service.adapters.dead_letter_queue import DeadLetter
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.adapters.transit_sealer import DeadLetterKeyUnusable
 from etl_service.domain.erasure_match import CriteriaError, Person, read_person
-from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS, Stop, envelope_layers, in_clear
-from etl_service.service.sealing import read_dead_letter_body
+from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS, Layers, Stop, envelope_layers, in_clear
 
 SETTINGS_ERROR = 2
 """Exit code: usage or settings, or OpenBao no longer using the dead-letter key (the dead-letters commands' code)."""
@@ -216,10 +215,11 @@ def _check(
     checked, its message id printed, and the sweep goes on (attack 12, finding 3). Whole
     numbers in the event id are read as addresses only when no body was read (erasure_match).
     """
-    texts = [dead.raw_body, *_opened(dead, sweep, key, decrypt)]  # the clear text: a redriven original, a plant
+    layers = _opened(dead, sweep, key, decrypt)
+    texts = [dead.raw_body, *layers.texts]  # the clear text: a redriven original, a plant
     sweep.checked += 1  # not before: a letter whose opening stopped the sweep was not checked
     event_id = dead.producer_event_id
-    body_read = read_dead_letter_body(texts[-1]) is None  # the last text read is no envelope: an original
+    body_read = layers.body_read  # the last text read is no envelope: an original (each text read once)
     try:
         named = any(person.matches(text) for text in texts) or (
             event_id is not None and person.matches_event_id(event_id, body_read=body_read)
@@ -239,8 +239,8 @@ def _check(
         dlq.delete(dead)
 
 
-def _opened(dead: DeadLetter, sweep: Sweep, key: str, decrypt: Callable[[str], str]) -> list[str]:
-    """What the letter's envelope holds, layer by layer (dead_letter_layers, as `show` opens it); counts why not.
+def _opened(dead: DeadLetter, sweep: Sweep, key: str, decrypt: Callable[[str], str]) -> Layers:
+    """The letter's envelope opened layer by layer (dead_letter_layers, as `show` opens it); counts why it stopped.
 
     A letter without a reason whose body is an envelope (moved by hand) is opened as well. A
     tampered layer counts as tampered, one OpenBao refuses or one nested deeper than MAX_LAYERS
@@ -255,7 +255,7 @@ def _opened(dead: DeadLetter, sweep: Sweep, key: str, decrypt: Callable[[str], s
         sweep.unopenable.append(dead.message_id)
     elif layers.stop is Stop.NOT_KEPT and not layers.texts and not in_clear(dead, key):
         sweep.no_body += 1
-    return layers.texts
+    return layers
 
 
 def _report(sweep: Sweep, deleted: bool) -> None:

@@ -52,6 +52,15 @@ class Layers:
     """Why OpenBao would not open it, when UNOPENABLE."""
 
     @property
+    def body_read(self) -> bool:
+        """Whether the last text reached is a body, no envelope: every envelope opened, or the letter's body in clear.
+
+        From what opening already read (each opened text read once, the letter's body by its
+        listing): False when it stopped at an envelope (not kept, tampered, unopenable, too deep).
+        """
+        return self.stop is None or (not self.texts and not self.layer.is_envelope)
+
+    @property
     def depth(self) -> int:
         """How many layers were opened (the stopping layer is layer depth + 1)."""
         return len(self.texts)
@@ -68,9 +77,10 @@ def in_clear(letter: DeadLetter, key: str) -> bool:
     Told by the body alone (own_dead_letters.shaped_as_written, as a take-back tells it), whatever
     the letter's attributes: SQS's redrive moves an original with every attribute its producer set,
     one named `reason` included (attack 12, finding 2). A tampered envelope (`is_tampered`) is not
-    in clear, though its shape be loose: `list` marks it TAMPERED and show/resend refuse it.
+    in clear, though its shape be loose: `list` marks it TAMPERED and show/resend refuse it. A
+    body that is no envelope at all (as its listing read it) is in clear without reading it again.
     """
-    return not is_tampered(letter, key) and not shaped_as_written(letter.raw_body)
+    return not letter.is_envelope or (not is_tampered(letter, key) and not shaped_as_written(letter.raw_body))
 
 
 def envelope_layers(dead: DeadLetter, key: str, decrypt: Callable[[str], str]) -> Layers:
