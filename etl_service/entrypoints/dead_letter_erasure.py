@@ -22,13 +22,20 @@ value of a body by design and are never matched: they would name everyone.
 It reads the whole DLQ, opens each sealed body with the dead-letter key (OpenBao audits each
 decrypt), also reads what is in clear (a message SQS's redrive moved as it was, a planted one),
 and deletes every dead letter that matches. An envelope sealed inside another (what an older ETL
-made of a dead letter moved back to the source queue) is opened again, up to MAX_LAYERS deep, and
+made of a dead letter moved back to the source queue) is opened again, up to 4 deep, and
 an envelope without a reason attribute is opened as well. Without `--yes` it deletes nothing and says what it
 would delete. It reports counts only: no value, no message or event id of a matched letter.
 
-A listing reads at most 10,000 letters within its lease; a sweep lists again while its listing is
-cut short, up to MAX_ROUNDS times. If its last listing was still cut short, it says some letters
-may not have been examined and exits 3, after the counts of what it checked and deleted.
+It sweeps in pages: a listing reads at most 10,000 letters within its lease, and the sweep checks
+them - deleting those that match - and holds the rest while it lists on (a letter it released
+would only be listed again), for --wait + 600 s, renewed when half of that is spent, so no letter
+it checked comes back while it runs; a letter listed twice anyway is checked and counted once.
+It lists again while its listing is cut short, up to 50 times. It never keeps more than 100,000
+letters in flight at once (SQS allows a standard queue about 120,000; a drain's take-back and
+operators' listings need the rest): over a DLQ holding more, it stops listing at that bound.
+If its last listing was cut short or it stopped at its bound, it says some letters may not have
+been examined and exits 3, after the counts of what it checked and deleted: a DLQ of more than
+100,000 letters is swept whole only once some are settled (`resend`, `redrive`, `delete`).
 Dead letters it cannot check are counted and make it exit 3: those another reader holds (an
 operator's `list` or `show` holds every dead letter for 60 s) - it waits up to `--wait` seconds
 (90) for them to come back and checks them then - and those that arrived while it ran. Run it
@@ -62,7 +69,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from etl_service.adapters.dead_letter_queue import DeadLetter
+from etl_service.adapters.dead_letter_queue import LISTING_LIMIT, DeadLetter
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.adapters.transit_sealer import DeadLetterKeyUnusable
 from etl_service.domain.erasure_match import CriteriaError, Person, read_person
@@ -74,6 +81,15 @@ INCOMPLETE = 3
 """Exit code: some dead letters could not be checked (held, arrived meanwhile, tampered, could not be opened,
 or their matching failed), or the last listing was cut short."""
 MAX_ROUNDS = 50
+"""Listings one sweep makes at most (pages, and its waits for letters other readers hold)."""
+PAGE_LETTERS = LISTING_LIMIT
+"""The most dead letters one listing of a sweep reads; it checks and holds them before it lists on."""
+MAX_HELD_LETTERS = 100_000
+"""The most dead letters a sweep keeps in flight at once: SQS allows a standard queue about 120,000,
+and a drain's take-back (10,000) and operators' listings need room too. A DLQ holding more than a
+sweep can keep is not swept whole in one run (exit 3)."""
+HOLD_MARGIN_SECONDS = 600
+"""A sweep holds what it lists for its --wait plus this, and renews that hold when half of it is spent."""
 
 
 def add_erase_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -168,23 +184,34 @@ def _sweep(
     delete: bool,
     wait: float,
 ) -> Sweep:
-    """Check every dead letter once; wait up to `wait` s for those other readers hold.
+    """Check every dead letter once, a page at a time; wait up to `wait` s for those other readers hold.
 
-    A round whose listing was cut short (its limit, its lease) is followed by another whatever
+    A round whose listing was cut short (its page, its lease) is followed by another whatever
     SQS's approximate counts say (they lag): the letters it read are held, so the next lists on.
+    What it holds stays held (`keep_held` renews it) and never passes MAX_HELD_LETTERS in flight:
+    at that bound it stops listing, cut short. A letter listed twice is checked once.
     Stops at the letter OpenBao no longer opens with the dead-letter key (`stopped` says why):
     every later one would fail alike.
     """
     sweep = Sweep()
+    seen: set[str] = set()
     deadline = time.monotonic() + wait
-    lease = int(wait) + 600  # what this run holds stays invisible to others until it ends (or this runs out)
+    lease = int(wait) + HOLD_MARGIN_SECONDS  # what it holds stays invisible to others until it ends
     for _ in range(MAX_ROUNDS):
-        letters = dlq.list()
+        dlq.keep_held(lease)
+        room = MAX_HELD_LETTERS - dlq.holding
+        if room <= 0:  # at its bound: a letter past it cannot be read without holding one more
+            sweep.cut_short = f"it holds {MAX_HELD_LETTERS} letters in flight, as many as a sweep keeps at once"
+            break
+        letters = dlq.list(min(PAGE_LETTERS, room))
         sweep.cut_short = dlq.cut_short
         dlq.hold(letters, lease)
         try:
             for dead in letters:
-                _check(dead, sweep, dlq, person, key, decrypt, delete)
+                dlq.keep_held(lease)  # earlier pages' letters, while this one is checked
+                if dead.message_id not in seen:  # listed again (its hold ran out): checked and counted once
+                    seen.add(dead.message_id)
+                    _check(dead, sweep, dlq, person, key, decrypt, delete)
         except DeadLetterKeyUnusable as error:
             sweep.stopped = str(error)
             return sweep

@@ -53,11 +53,16 @@ class ListedOnce:
     cut_short: str | None = None
     _listed: bool = False
 
-    def list(self) -> list[DeadLetter]:
+    holding: int = 0
+
+    def list(self, limit: int) -> list[DeadLetter]:
         listed, self._listed = ([] if self._listed else list(self.letters)), True
         return listed
 
     def hold(self, letters: Sequence[DeadLetter], seconds: int) -> None:
+        pass
+
+    def keep_held(self, seconds: int) -> None:
         pass
 
     def delete(self, dead: DeadLetter) -> None:
