@@ -3,7 +3,7 @@
 The person is described by lines on standard input (never on the command line, where every
 local user could read them), one criterion a line:
 
-    user_id=VALUE     the producer's user id, compared exactly
+    user_id=VALUE     the producer's user id, compared exactly (a long one also in NFKC form)
     ip=VALUE          compared in its canonical spelling (`::ffff:198.51.100.7` is `198.51.100.7`)
     device_id=VALUE   compared stripped, as the vault stores it
 
@@ -17,7 +17,18 @@ escapes decoded, and its unquoted text):
 - a device id given: a string equal to it once normalised as the ETL does (stripped); in a
   body that is not JSON, also an unquoted occurrence not continued by a letter, digit, `-`, `_`
   or `.` on either side;
-- a user id given: a string under a `user_id` key (at any depth, in a list too), stripped or not.
+- a user id given: a string under a `user_id` key (at any depth, in a list too), stripped or not;
+  and, for a user id that is unambiguous (DISTINCT_USER_ID: at least MIN_USER_ID_IN_GROUPS
+  characters, a letter among them), a string equal to it under any key, compared in NFKC form
+  without invisible characters (tokenvault_common.pii_text.visible, as event ids are read:
+  fullwidth letters, a zero-width space) and stripped, case kept (user ids may tell case), and
+  in a body that is not JSON also an unquoted occurrence bounded as a device id's. Schema drift
+  (`userId`, `User_Id`, `uid`) is what usually makes a `missing_field` letter, and it holds the
+  person's user id under that other key (attack 14, finding 6). Not under `device_type`,
+  `locale` or `app_version`: their values are shared by many people (user id `android`). A
+  shorter or letterless user id (`42`, `2026-12-03`), or one that is a key of every event or
+  envelope (`locale`, `sealed_body`: keys are strings too), matches only under `user_id`:
+  counters, dates, versions and those keys are in every body.
 Bare substrings are not enough: user id `42` must not match another person's `"n": 42`, nor
 ip `198.51.100.7` the body of `198.51.100.77`. Matching errs towards deleting: a string equal
 to the person's ip or device id matches under any key.
@@ -45,16 +56,21 @@ digits split by anything else:
   `0xcb.0.113.7`, `203.000.113.007`, IPv6), a dotted number (pii_text.dotted_numbers), or four
   decimal groups 0-255 joined by any other separator (`203_0_113_7`, `203-0-113-7`); read also
   percent-decoded (`203%2E0%2E113%2E7`). `203.0.113.77` is not `203.0.113.7`.
-  A bare whole number (one group, no `0x`: `3405803783`, `cb007107`, or a 39-digit IPv6) is
-  read as an address only on a letter whose body could not be read (`body_read` False: no kept
-  body, or one that could not be opened), where the event id is all there is. On a letter whose
-  body was read, the body decides: every group of 8 to 39 digits is some address as a number,
-  so an event id's dates, epoch seconds and order numbers (`evt-20261203-000042` is 1.53.41.83
-  in decimal, 32.38.18.3 in hex) would delete other people's letters, irreversibly, by
-  coincidence (attack 12, finding 4); and the ETL refuses an event id holding its own event's ip
-  in those forms once it has parsed the event (etl_service/domain/own_values.py), so on such a
-  letter the reading is only ever a coincidence (on one it could not parse, the ip is normally
-  in the body it kept).
+  A short form - a bare whole number (one group, no `0x`: `3405803783`, `cb007107`, or a
+  39-digit IPv6), or 2-3 dotted numbers without a `0x` part (`203.0.28935`, `2.5` is 2.0.0.5
+  to `inet_aton`) - is read as an address only on a letter whose body could not be read
+  (`body_read` False: no kept body, or one that could not be opened), where the event id is
+  all there is. On a letter whose body was read, the body decides, and the event id names an
+  ip only in a full spelling (`full_ip_spelling`): four parts (`203.0.113.7`, `203-0-113-7`,
+  `0313.0.0161.07`), IPv6, or with a `0x` part (`0xcb007107`, `203.0.0x7307`: a reader's
+  address, never a counter, version or price). Every group of 8 to 39 digits is some address as
+  a number, and every version, decimal or price some short form, so an event id's dates,
+  epoch seconds, order numbers (`evt-20261203-000042` is 1.53.41.83 in decimal, 32.38.18.3 in
+  hex) and versions (`build-2.5`, `app-3.12.1`, `price-12.99`) would delete other people's
+  letters, irreversibly, by coincidence (attack 12, finding 4; attack 14, finding 8); and the
+  ETL refuses an event id holding its own event's ip in those forms once it has parsed the
+  event (etl_service/domain/own_values.py), so on such a letter the reading is only ever a
+  coincidence (on one it could not parse, the ip is normally in the body it kept).
 
 Errors name the line number and the rule, never a value.
 """
@@ -63,19 +79,28 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from etl_service.domain.body_strings import keyed_strings
 from tokenvault_common.device_spellings import compact_form
 from tokenvault_common.ip_spellings import ips_spelled_by
-from tokenvault_common.pii_text import dotted_numbers, undefanged
+from tokenvault_common.pii_text import dotted_numbers, undefanged, visible
 from tokenvault_common.values import InvalidPiiValue, normalize_device_id, normalize_ip
 
 KINDS = ("user_id", "ip", "device_id")
 MAX_USER_ID_LENGTH = 128
 MIN_USER_ID_IN_GROUPS = 6
 """A user id shorter than this (or of digits only) matches an event id only as the whole of it."""
+DISTINCT_USER_ID = (
+    "at least MIN_USER_ID_IN_GROUPS characters in NFKC form, stripped, a letter among them, and no key of an event"
+    " or an envelope (FIELD_NAMES)"
+)
+"""Which user ids a body's string under any key is compared with (the rest: only under `user_id`)."""
+SHARED_FIELDS = frozenset({"device_type", "locale", "app_version"})
+"""The ETL's fields whose values many people share: a string under one is never read as a user id."""
+FIELD_NAMES = frozenset({"user_id", "ip", "device_id", *SHARED_FIELDS, "format", "sealed_body", "key", "note"})
+"""Keys of every event and every dead-letter envelope (keys are strings of a body too): never a distinct user id."""
 MIN_DEVICE_ID_IN_GROUPS = 6
 """A device id whose compact form is shorter than this matches an event id only as the whole of it."""
 
@@ -91,6 +116,12 @@ class Person:
     user_ids: frozenset[str]
     ips: frozenset[str]
     device_ids: frozenset[str]
+    _distinct_user_ids: frozenset[str] = field(init=False, repr=False, compare=False)
+    """The user ids given that are unambiguous (DISTINCT_USER_ID), folded: matched under any key."""
+
+    def __post_init__(self) -> None:
+        folded = {_folded(user_id) for user_id in self.user_ids}
+        object.__setattr__(self, "_distinct_user_ids", frozenset(u for u in folded if _distinct(u)))
 
     def __repr__(self) -> str:
         return f"Person(<{len(self.user_ids)} user ids, {len(self.ips)} ips, {len(self.device_ids)} device ids>)"
@@ -110,15 +141,16 @@ class Person:
     def matches_event_id(self, event_id: str, *, body_read: bool) -> bool:
         """True when a dead letter's event id names a value given (the rules: the module's docstring).
 
-        `body_read`: whether the letter's body was read and matched too; if not, a bare whole
-        number in the event id is read as an address as well (the event id is all there is).
+        `body_read`: whether the letter's body was read and matched too; if not, short forms of
+        an ip in the event id (a bare whole number, 2-3 dotted numbers) are read as addresses as
+        well (the event id is all there is).
         """
         if self._matches_string(None, event_id):
             return True
         folded = undefanged(event_id).casefold()
         runs = _GroupRuns(folded)
         if self.ips and (
-            self._holds_ip(folded) or not self.ips.isdisjoint(_ips_in(folded, runs, bare_numbers=not body_read))
+            self._holds_ip(folded) or not self.ips.isdisjoint(_ips_in(folded, runs, short_forms=not body_read))
         ):
             return True
         if any(_names_device(compact_form(device), folded, runs) for device in self.device_ids):
@@ -127,6 +159,8 @@ class Person:
 
     def _matches_string(self, key: str | None, text: str) -> bool:
         if key == "user_id" and (text in self.user_ids or text.strip() in self.user_ids):
+            return True
+        if self._distinct_user_ids and key not in SHARED_FIELDS and _folded(text) in self._distinct_user_ids:
             return True
         if self.device_ids and _judged(normalize_device_id, text) in self.device_ids:
             return True
@@ -142,6 +176,10 @@ class Person:
             return True
         if any(_bounded(device, text) for device in self.device_ids):
             return True
+        if self._distinct_user_ids:
+            shown = visible(text)
+            if any(_bounded_outside_shared_fields(user_id, shown) for user_id in self._distinct_user_ids):
+                return True
         return any(
             re.search(r'user_id"?\s*[:=]\s*\[?\s*(?:"' + re.escape(u) + '"|' + re.escape(u) + r"(?![^\s,;&}\]]))", text)
             for u in self.user_ids
@@ -248,21 +286,28 @@ class _GroupRuns:
         return runs
 
 
-def _ips_in(folded: str, runs: _GroupRuns, bare_numbers: bool) -> set[str]:
+def _ips_in(folded: str, runs: _GroupRuns, short_forms: bool) -> set[str]:
     """The canonical ips the ip-shaped pieces of an event id spell (tokenvault_common.ip_spellings).
 
-    A piece that is one group not starting with `0x` (a bare whole number) is read only with `bare_numbers`.
+    A piece that is no full spelling of an address (`full_ip_spelling`: a bare whole number, 2-3
+    dotted numbers without `0x`) is read only with `short_forms`.
     """
     found: set[str] = set()
     for piece in {*runs.ip_shaped_runs(), *dotted_numbers(folded)}:
-        if piece and (bare_numbers or not _is_bare_number(piece)):
+        if piece and (short_forms or full_ip_spelling(piece)):
             found.update(ips_spelled_by(piece))
     return found
 
 
-def _is_bare_number(piece: str) -> bool:
-    """One group of letters and digits (no `.`, no `:`) without `0x`: read as an address, only a whole number."""
-    return piece.isalnum() and not piece.startswith("0x")
+def full_ip_spelling(piece: str) -> bool:
+    """Whether a case-folded ip-shaped piece is spelt as an address in full, not a short form.
+
+    Full: IPv6 (a `:`), four dotted parts (`203.0.113.7`, `0313.0.0161.07`), or any part written
+    with `0x` (`0xcb007107`, `203.0.0x7307`). Short: a bare whole number (`3405803783`,
+    `cb007107`) and 2-3 dotted numbers (`203.0.28935`, `2.5`): what versions, decimals, prices,
+    dates and counters are made of.
+    """
+    return ":" in piece or piece.count(".") == 3 or any(part.startswith("0x") for part in piece.split("."))
 
 
 def _names_device(compact: str, folded: str, runs: _GroupRuns) -> bool:
@@ -282,6 +327,29 @@ def _names_user(user_id: str, event_id: str) -> bool:
         return False
     pattern = r"(?<![^\W_])" + re.escape(user_id) + r"(?![^\W_])"
     return re.search(pattern, event_id) is not None
+
+
+def _folded(text: str) -> str:
+    """`text` as a user id is compared under any key: NFKC, without invisible characters, stripped; case kept."""
+    return visible(text).strip()
+
+
+def _distinct(folded_user_id: str) -> bool:
+    """Whether a folded user id is unambiguous (DISTINCT_USER_ID) enough to be looked for under any key."""
+    if len(folded_user_id) < MIN_USER_ID_IN_GROUPS or folded_user_id.casefold() in FIELD_NAMES:
+        return False
+    return any(c.isalpha() for c in folded_user_id)
+
+
+_SHARED_FIELD_BEFORE = re.compile(r"(?:device_type|locale|app_version)['\"]?\s*[:=]\s*\[?\s*['\"]?\s*$")
+
+
+def _bounded_outside_shared_fields(value: str, text: str) -> bool:
+    """`value` occurs bounded (`_bounded`) in `text`, somewhere not as the value of a SHARED_FIELDS key."""
+    for found in re.finditer(r"(?<![\w.-])" + re.escape(value) + r"(?![\w.-])", text):
+        if not _SHARED_FIELD_BEFORE.search(text, max(0, found.start() - 40), found.start()):
+            return True
+    return False
 
 
 def _bounded(value: str, text: str) -> bool:

@@ -8,14 +8,19 @@ user id, ips and device ids on standard input (`user_id=…`, `ip=…`, `device_
 `#` comments): never on the command line, never logged. A dead letter matches when it holds a
 value given anywhere, in any shape and in any spelling the ETL would read as the same value
 (nested, in lists, escaped, not JSON; `::ffff:` forms of an ip, a padded device id), never on a
-bare substring (etl_service/domain/erasure_match.py). A letter's event id is matched too (the
-`event_id` attribute a producer set): a letter with no kept body can name the person there. A bare
-whole number in an event id (`evt-3405803783`, `evt-cb007107`: one group, no dots, colons or `0x`)
-counts as an ip only on a letter whose body could not be read (none kept - ETL_DLQ_BODIES=discard,
-too large - or an envelope not opened: tampered, refused); on a letter whose body was read (opened,
-or in clear) the body decides: every group of 8 to 39 digits is some address, so dates and order
-numbers in other people's event ids would delete their letters. Dotted, colon, `0x` and separated
-spellings of an ip (`203.0.28935`, `0xcb007107`, `203_0_113_7`) match on every letter. The
+bare substring (etl_service/domain/erasure_match.py). A user id matches under a `user_id` key;
+one of 6 characters or more with a letter among them also under any other key (schema drift:
+`userId`, `uid`), in NFKC form (fullwidth, zero-width characters), case kept, but never under
+`device_type`, `locale` or `app_version`. A letter's event id is matched too (the `event_id`
+attribute a producer set): a letter with no kept body can name the person there. A short form
+of an ip in an event id - a bare whole number (`evt-3405803783`, `evt-cb007107`: one group, no
+dots, colons or `0x`) or 2-3 dotted numbers without `0x` (`evt-203.0.28935`; `build-2.5` is
+2.0.0.5) - counts as an ip only on a letter whose body could not be read (none kept -
+ETL_DLQ_BODIES=discard, too large - or an envelope not opened: tampered, refused); on a letter
+whose body was read (opened, or in clear) the body decides: every group of 8 to 39 digits is some
+address and every version or price a short form, so dates, order numbers and versions in other
+people's event ids would delete their letters. Full spellings of an ip - four parts, IPv6, or a
+`0x` part (`203.0.113.7`, `203_0_113_7`, `0xcb007107`, `203.0.0x7107`) - match on every letter. The
 attributes the ETL writes itself (reason, reason detail, source message id, sent time) hold no
 value of a body by design and are never matched: they would name everyone.
 
@@ -239,8 +244,9 @@ def _check(
     """Match one letter (its clear text, what its envelopes hold, its event id); delete it if it matches.
 
     A letter whose matching fails (whatever a producer put in it) is counted as could not be
-    checked, its message id printed, and the sweep goes on (attack 12, finding 3). Whole
-    numbers in the event id are read as addresses only when no body was read (erasure_match).
+    checked, its message id printed, and the sweep goes on (attack 12, finding 3). Short forms
+    of an ip in the event id (whole numbers, 2-3 dotted numbers) are read as addresses only when
+    no body was read (erasure_match).
     """
     layers = _opened(dead, sweep, key, decrypt)
     texts = [dead.raw_body, *layers.texts]  # the clear text: a redriven original, a plant
