@@ -10,7 +10,7 @@ import pytest
 from psycopg import errors
 
 from tests.integration.pg_backends import terminate_backend
-from vault_service.adapters.postgres.prepared import PreparedStatement
+from vault_service.adapters.postgres.prepared import PreparedStatement, UnnamedStatement, planted_statements_replaced
 
 _ROWS_SQL = (
     "SELECT n, n::text || 'é', CASE WHEN mod(n, 2) = 0 THEN NULL ELSE decode(lpad(to_hex(n), 4, '0'), 'hex') END,"
@@ -73,11 +73,31 @@ def test_it_is_prepared_again_on_a_connection_that_lost_it(conn: psycopg.Connect
     assert conn.execute("SELECT v FROM prepared_probe ORDER BY v").fetchall() == [("one",), ("three",), ("two",)]
 
 
-def test_one_prepared_there_by_another_client_connection_is_run_as_it_is(conn: psycopg.Connection) -> None:
-    """A transaction-pooling proxy's server connection may already hold it: the prepare answers 42P05."""
-    statement = PreparedStatement("probe_pooled", "SELECT $1::int * 2")
-    conn.execute(f"PREPARE {statement.name} AS SELECT $1::int * 2")  # prepared there, not by this process
+def test_one_prepared_there_by_another_is_replaced_by_its_own_sql(conn: psycopg.Connection) -> None:
+    """The name is computable from the source: a statement planted under it (42P05) is never run."""
+    statement = PreparedStatement("probe_planted", "SELECT $1::int * 2")
+    conn.execute(f"PREPARE {statement.name} (int) AS SELECT $1::int * 3")  # prepared there, not by this process
+    replaced_before = planted_statements_replaced()
     assert statement.rows(conn, ("21",)) == [(42,)]
+    assert statement.rows(conn, ("5",)) == [(10,)]
+    assert planted_statements_replaced() == replaced_before + 1
+    held = conn.execute("SELECT statement FROM pg_prepared_statements WHERE name = %s", (statement.name,)).fetchall()
+    assert held == [("SELECT $1::int * 2",)]
+
+
+def test_one_prepared_there_with_the_same_sql_is_replaced_too(conn: psycopg.Connection) -> None:
+    statement = PreparedStatement("probe_pooled", "SELECT $1::int * 2")
+    conn.execute(f"PREPARE {statement.name} AS SELECT $1::int * 2")
+    assert statement.rows(conn, ("21",)) == [(42,)]
+
+
+def test_an_unnamed_statement_runs_its_own_sql_whatever_is_prepared_in_the_session(conn: psycopg.Connection) -> None:
+    statement = UnnamedStatement(_ROWS_SQL.format("$1"), binary_rows=True)
+    expected = conn.execute(_ROWS_SQL.format("%s"), ("{1,2,3}",), binary=True).fetchall()
+    assert [row[:4] for row in statement.rows(conn, ("{1,2,3}",))] == [row[:4] for row in expected]
+    with pytest.raises(errors.CheckViolation):
+        UnnamedStatement("INSERT INTO prepared_probe (v) VALUES ($1)").run(conn, ("refused",))
+    assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
 
 
 def test_two_statements_given_one_name_each_run_their_own_sql(conn: psycopg.Connection) -> None:

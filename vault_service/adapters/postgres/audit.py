@@ -26,7 +26,7 @@ from psycopg_pool import ConnectionPool
 
 from vault_service.adapters.group_commit import GroupCommitter
 from vault_service.adapters.postgres.errors import translated
-from vault_service.adapters.postgres.prepared import PreparedStatement
+from vault_service.adapters.postgres.prepared import PreparedStatement, UnnamedStatement
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
 from vault_service.domain.audit import AuditEvent, AuditRecord
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
@@ -52,18 +52,21 @@ _APPEND_ONE = PreparedStatement(
     " item_count, outcome, revealed) VALUES ($1, $2, $3, $4, $5, $6, $7::int, $8, $9::bytea[]) RETURNING id",
 )
 """A group of one event (a lone caller): no arrays to build in Python or to unnest in Postgres."""
-_PRESENT = PreparedStatement(
-    "audit_present",
+_PRESENT_SQL = (
     "SELECT count(*) FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS i(id, client, action, purpose)"
     " CROSS JOIN LATERAL (SELECT 1 FROM vault.audit_log a WHERE a.id = i.id AND a.client = i.client"
-    " AND a.action = i.action AND coalesce(a.purpose, '') = i.purpose AND a.row_hash IS NOT NULL LIMIT 1) AS found",
-    binary_rows=True,
+    " AND a.action = i.action AND coalesce(a.purpose, '') = i.purpose AND a.row_hash IS NOT NULL LIMIT 1) AS found"
 )
+_PRESENT = UnnamedStatement(_PRESENT_SQL, binary_rows=True)
 """How many of the rows an append wrote are rows of the log now that it is committed: the id it
 returned, holding what was written (client, action, purpose) and chained. One index probe per id:
 the plain `id = ANY($1)` got a sequential scan as its one generic plan when prepared on a small
 log, and kept it as the log grew (measured: +300-450 µs of PostgreSQL's CPU per single-token
-call within one benchmark run)."""
+call within one benchmark run).
+
+Not prepared (libpq's unnamed statement, parsed on each run): a check that ran as a prepared
+statement of a known name, like the append it checks, could be replaced with the append by one
+plant in the session (insider round 14, finding 1), and pass whatever the append did."""
 _HANDED_OUT = "(SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM vault.audit_log_id_seq)"
 """The highest id the chain trigger's nextval has handed out (read after the statement's snapshot,
 so it is at least the id of every row the statement sees that the trigger numbered)."""
