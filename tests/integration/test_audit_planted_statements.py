@@ -15,18 +15,22 @@ callback runs before the vault's code does). The append must store its row, or b
 
 from __future__ import annotations
 
-import hashlib
+import json
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
+from tests.integration.own_database import database_of_its_own
+from tokenvault_common.migrations import migrate
 from vault_service.adapters.postgres import PostgresAuditLog
 from vault_service.adapters.postgres import audit as audit_module
 from vault_service.adapters.postgres.prepared import planted_statements_replaced
-from vault_service.bootstrap import VAULT_SESSION_OPTIONS
+from vault_service.adapters.postgres.sql_arrays import int_array
+from vault_service.bootstrap import VAULT_SESSION_OPTIONS, open_vault_pool
 from vault_service.domain.audit import AuditEvent
 from vault_service.domain.errors import AuditUnavailable
 
@@ -41,8 +45,8 @@ _PLANTED_APPEND = (
     " AS SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + g"
     " FROM generate_series(1, cardinality($2)) g"
 )
-_PRESENT_NAME = "tv_audit_present_" + hashlib.sha256(audit_module._PRESENT_SQL.encode()).hexdigest()[:12]
-"""The name the presence check was prepared under (it is not prepared any more: planted all the same)."""
+_PRESENT_NAME = "tv_audit_present_2f4510e0091d"
+"""The name the presence check had when it was a prepared statement (it is sent unnamed now: planted all the same)."""
 _PLANTED_PRESENT = f"PREPARE {_PRESENT_NAME} (bigint[],text[],text[],text[]) AS SELECT cardinality($1)::bigint"
 
 
@@ -143,3 +147,37 @@ def test_a_statement_replaced_after_the_vault_prepared_it_is_caught_by_the_prese
     finally:
         pool.close()
     assert _rows_with_purpose(stack_env, purpose) == 1
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def test_the_unprepared_presence_check_probes_the_primary_key_of_a_big_log(stack_env: dict[str, str]) -> None:
+    """Planned on every run on the vault's connections (generic plans forced): an index scan, not the whole log."""
+    with database_of_its_own(stack_env, "presence") as env:
+        migrate(env["PG_ADMIN_DSN"])
+        with psycopg.connect(env["PG_ADMIN_DSN"]) as admin:
+            admin.execute("SET LOCAL session_replication_role = replica")  # no chain trigger for the filler rows
+            admin.execute(
+                "INSERT INTO vault.audit_log (at, client, action, item_count, outcome, prev_hash, row_hash)"
+                " SELECT now(), 'filler', 'detokenize', 1, 'ok', sha256(('p' || g)::bytea), sha256(('r' || g)::bytea)"
+                " FROM generate_series(1, 200000) g"
+            )
+            admin.commit()
+            admin.execute("ANALYZE vault.audit_log")
+        pool = open_vault_pool(env["PG_VAULT_DSN"], 1)
+        try:
+            with pool.connection() as conn:
+                sql = audit_module._PRESENT._sql.decode().replace("$1::bigint[]", "%s::bigint[]")
+                row = conn.execute(f"EXPLAIN (FORMAT JSON) {sql}", (int_array([5, 150000]),), prepare=False).fetchone()
+                found = audit_module._PRESENT.rows(conn, (int_array([5, 150000, 10**9]),))
+        finally:
+            pool.close()
+    assert row is not None
+    plan = (row[0] if isinstance(row[0], list) else json.loads(row[0]))[0]["Plan"]
+    scans = [n["Node Type"] for n in _nodes(plan) if n.get("Relation Name") == "audit_log"]
+    assert scans and set(scans) <= {"Index Scan", "Bitmap Heap Scan"}, scans
+    assert sorted(r[0] for r in found) == [5, 150000]

@@ -6,8 +6,11 @@ import time
 from types import SimpleNamespace
 from typing import Any, cast
 
+import pytest
 from prometheus_client import REGISTRY
 
+from vault_service.adapters.postgres import prepared
+from vault_service.adapters.postgres.prepared import planted_statements_replaced
 from vault_service.domain.token_types import TokenType
 from vault_service.entrypoints.metrics import _VaultCollector, observe_checkpoint_exported, observe_planted_checkpoint
 from vault_service.service.token_cache import TokenCache
@@ -32,6 +35,15 @@ def test_the_collector_reports_what_the_cache_and_the_store_count_when_scraped()
     assert samples["tokenvault_token_insert_merged_batches_total"] == 1
     store.merged_batches = 2
     assert _samples(collector)["tokenvault_token_insert_merged_batches_total"] == 2
+    assert samples["tokenvault_prepared_statements_replaced_total"] == planted_statements_replaced()
+
+
+def test_a_replaced_prepared_statement_is_counted_when_scraped(monkeypatch: pytest.MonkeyPatch) -> None:
+    collector = _VaultCollector(TokenCache(10), cast(Any, SimpleNamespace(races=0, merged_batches=0)))
+    monkeypatch.setattr(prepared, "_replaced", 0)
+    prepared._count_replaced()
+    prepared._count_replaced()
+    assert _samples(collector)["tokenvault_prepared_statements_replaced_total"] == 2
 
 
 def test_audit_anchoring_shows_as_the_time_of_the_last_exported_checkpoint_and_a_count_of_planted_ones() -> None:

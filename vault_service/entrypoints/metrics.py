@@ -15,6 +15,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
+from vault_service.adapters.postgres.prepared import planted_statements_replaced
 from vault_service.adapters.postgres.tokens import PostgresTokenStore
 from vault_service.service.token_cache import TokenCache
 
@@ -156,11 +157,21 @@ class _VaultCollector(Collector):
             " done again with ON CONFLICT DO NOTHING",
         )
         merged.add_metric([], self._tokens.merged_batches)
-        return [hits, size, races, merged]
+        replaced = CounterMetricFamily(
+            "tokenvault_prepared_statements_replaced",
+            "Statements of the vault's prepared-statement names found prepared on its database connections"
+            " by something else, and replaced by the vault's own (never run): tampering in the database"
+            " session, or a transaction-pooling proxy in front of the database",
+        )
+        replaced.add_metric([], planted_statements_replaced())
+        return [hits, size, races, merged, replaced]
 
 
 def register_vault_metrics(cache: TokenCache, tokens: PostgresTokenStore) -> None:
-    """Expose the cache's hit and miss counts, the token insert races and merged batches (once per process)."""
+    """Expose the cache's hit and miss counts, the token insert races and merged batches, replaced statements.
+
+    Once per process.
+    """
     REGISTRY.register(_VaultCollector(cache, tokens))
 
 
