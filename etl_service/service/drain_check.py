@@ -30,6 +30,12 @@ one listing reads, or the listing outlasted its lease) may have left a reasonles
 so it counts like held letters: the drain goes on checking for up to the same bound, then the
 check passes with `dlq_unread` set, and the drain says the DLQ could not be read whole and exits
 non-zero. Nothing is lost there either.
+
+A check that fails on a dependency (DependencyDown: SQS, or OpenBao proving the DLQ's sealed
+letters) does not pass: the drain checks again DEPTH_CHECK_SECONDS later, for as long as it
+fails. It is never silent (attack 14, finding 2: a take-back failing on every check left the drain
+running for ever without a word): the first failure is logged as a warning naming the step and
+the dependency, and so is every FAILURE_LOG_SECONDS it goes on; `check_failures` counts them.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ from etl_service.service.ports import Queue
 log = logging.getLogger(__name__)
 
 DEPTH_CHECK_SECONDS = 0.5
+FAILURE_LOG_SECONDS = 30.0
+"""While the drain check keeps failing on a dependency, how often it says so again."""
 HELD_WAIT_MARGIN_SECONDS = 30.0
 """How much longer than the take-back listing's lease a drain waits for held dead letters by default."""
 
@@ -105,6 +113,10 @@ class DrainCheck:
         self.held_wait_seconds = held_wait_seconds
         """How long the check waits for held dead letters, or for a DLQ it cannot read whole."""
         self._next_check = 0.0
+        self.check_failures = 0
+        """Checks of this drain that failed on a dependency (DependencyDown), each retried."""
+        self._failing_since: float | None = None
+        self._next_failure_log = 0.0
         self.taken_back = 0
         """Messages taken back from the DLQ during this drain."""
         self.held_unread = 0
@@ -140,12 +152,17 @@ class DrainCheck:
         if self._ledger.held() or self._gate.down or time.monotonic() < self._next_check:
             return False
         self._next_check = time.monotonic() + DEPTH_CHECK_SECONDS
+        step = "counting the queue's messages and the DLQ's held letters"
         try:
             if not self._queue.depth().empty or self._waits_for_held(self._queue.dead_letters_held()):
+                self._check_succeeded()
                 return False
+            step = "taking back the DLQ's letters that are not the ETL's"
             taken, complete, held_elsewhere = self._queue.take_back_redriven()
-        except DependencyDown:
+        except DependencyDown as error:
+            self._check_failed(step, error)
             return False
+        self._check_succeeded()
         if taken:
             self.taken_back += taken
             log.warning("took back messages the redrive policy had moved to the DLQ", extra={"messages": taken})
@@ -158,6 +175,35 @@ class DrainCheck:
         if self._waits_for_held(held_elsewhere):
             return False
         return complete or not self._unread_wait.still_waiting()
+
+    def _check_failed(self, step: str, error: DependencyDown) -> None:
+        """Count a check that failed on a dependency; say so at once, then every FAILURE_LOG_SECONDS.
+
+        The error's text is the ETL's own (a dependency and an exception type), never a value.
+        """
+        self.check_failures += 1
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        if now < self._next_failure_log:
+            return
+        self._next_failure_log = now + FAILURE_LOG_SECONDS
+        log.warning(
+            "drain check failed while %s: %s; the drain does not end, and checks again",
+            step,
+            error,
+            extra={
+                "dependency": error.dependency,
+                "failures": self.check_failures,
+                "failing_seconds": round(now - self._failing_since, 1),
+            },
+        )
+
+    def _check_succeeded(self) -> None:
+        """A check reached its dependencies: a later failure is said at once again."""
+        if self._failing_since is not None:
+            log.info("drain check works again", extra={"failures": self.check_failures})
+        self._failing_since, self._next_failure_log = None, 0.0
 
     def _waits_for_held(self, held: int) -> bool:
         """True while `held` dead letters are held or delayed, for up to `held_wait_seconds` from the first seen."""
