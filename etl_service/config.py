@@ -11,6 +11,7 @@ from pathlib import Path
 
 from etl_service.adapters.sqs import endpoint_for_queue
 from etl_service.domain.validation import MAX_BODY_BYTES
+from etl_service.service.sealing import largest_sealable_body_bytes
 from tokenvault_common.env import EnvReader
 from tokenvault_common.metrics_endpoint import MetricsTls, read_metrics_tls
 from tokenvault_common.metrics_plaintext import read_metrics_plaintext
@@ -68,7 +69,9 @@ class EtlConfig:
     process exits (ETL_SHUTDOWN_GRACE_SECONDS, 1-600, default 20; keep it below the platform's
     grace period: Kubernetes' is 60 s here, compose's stop_grace_period 30 s)."""
     max_body_bytes: int
-    """Larger bodies are quarantined (ETL_MAX_BODY_BYTES, default 16384)."""
+    """Larger bodies are quarantined (ETL_MAX_BODY_BYTES, default 16384; with sealed dead letters at most
+    what a sealed envelope fits in one SQS message: 191,879 bytes under the default key, else the start
+    stops naming the bound)."""
     device_types: frozenset[str]
     """Accepted device_type values, comma-separated (ETL_DEVICE_TYPES, default android,ios)."""
     dlq_bodies: str
@@ -158,6 +161,7 @@ class EtlConfig:
             health_address=read.optional("ETL_HEALTH_ADDRESS"),
             log_level=read.text("ETL_LOG_LEVEL", "INFO"),
         )
+        _check_sealable_body_size(read, config)
         read.check("etl service")
         return config
 
@@ -179,6 +183,21 @@ def _sealing_address(read: EnvReader, dlq_bodies: str) -> str | None:
     elif dlq_bodies not in (SEALED, DISCARD):
         read.problems.append(f"ETL_DLQ_BODIES must be {SEALED} or {DISCARD}, got {dlq_bodies!r}")
     return address
+
+
+def _check_sealable_body_size(read: EnvReader, config: EtlConfig) -> None:
+    """A sealing ETL refuses an ETL_MAX_BODY_BYTES whose sealed envelope could not fit an SQS message.
+
+    SQS refuses a message over 256 KiB, attributes included: a body the ETL accepts as not too large
+    but cannot dead-letter sealed would lose its body (sealing.largest_sealable_body_bytes).
+    """
+    largest = largest_sealable_body_bytes(config.dlq_seal_key)
+    if config.dlq_bodies == SEALED and config.max_body_bytes > largest:
+        read.problems.append(
+            f"ETL_MAX_BODY_BYTES must be at most {largest} while dead letters keep their bodies sealed: a"
+            f" larger body's sealed envelope (base64, with Transit's nonce and tag, and the attributes) would"
+            f" exceed SQS's 256 KiB message limit"
+        )
 
 
 def settings_help() -> str:

@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +26,27 @@ import hvac.exceptions
 import requests
 
 from etl_service.errors import DependencyDown, EtlError, Misconfigured
-from etl_service.service.sealing import dead_letter_body
+from etl_service.service.sealing import (
+    NOT_KEPT_TOO_LARGE,
+    dead_letter_body,
+    largest_sealable_body_bytes,
+    longest_claim_chars,
+)
 
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_KEY = "tokenvault-dead-letters"
 MAX_BATCH = 250
 """OpenBao's default listener refuses request bodies of ~500+ JSON strings; stay well below."""
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+"""The most JSON one batch request carries. OpenBao refuses a request body over its listener's
+max_request_size (32 MiB by default) with HTTP 413 as a whole: 130 claims of 250 kB in one rewrap
+failed every claim of a take-back's listing or a source batch, so the drain never ended (attack 14,
+finding 2). 4 MiB keeps every request well below that limit, and below one lowered eightfold."""
 
 
 class TransitSealer:
-    """Implements BodySealer: one Transit `encrypt` call per 250 bodies, one `rewrap` per 250 ciphertexts to prove."""
+    """Implements BodySealer: Transit `encrypt` and `rewrap` calls of at most 250 items and MAX_REQUEST_BYTES each."""
 
     def __init__(
         self,
@@ -55,23 +65,44 @@ class TransitSealer:
         self._lock = threading.Lock()
 
     def seal(self, bodies: Sequence[str]) -> list[str]:
-        """The DLQ envelope of each body, sealed under the dead-letter key."""
+        """The DLQ envelope of each body, sealed under the dead-letter key.
+
+        A body too large for its envelope to fit an SQS message (sealing.largest_sealable_body_bytes)
+        is not kept: its envelope says so (NOT_KEPT_TOO_LARGE), and nothing of it is sent to Transit.
+        """
+        raw = [body.encode("utf-8", "surrogatepass") for body in bodies]
+        largest = largest_sealable_body_bytes(self.key_name)
+        keep = [index for index, body in enumerate(raw) if len(body) <= largest]
+        if len(keep) < len(raw):
+            log.warning("dead-letter bodies too large to seal: not kept", extra={"bodies": len(raw) - len(keep)})
+        batch = [{"plaintext": base64.b64encode(raw[index]).decode()} for index in keep]
         sealed: list[str] = []
-        for start in range(0, len(bodies), MAX_BATCH):
-            sealed += self._encrypt(bodies[start : start + MAX_BATCH])
-        return [dead_letter_body(text, None, self.key_name) for text in sealed]
+        for chunk in _request_chunks(batch):
+            sealed += self._encrypt(chunk)
+        envelopes = [dead_letter_body(None, NOT_KEPT_TOO_LARGE, None)] * len(bodies)
+        for index, text in zip(keep, sealed, strict=True):
+            envelopes[index] = dead_letter_body(text, None, self.key_name)
+        return envelopes
 
     def authentic(self, ciphertexts: Sequence[str]) -> frozenset[str]:
         """Those of `ciphertexts` that Transit authenticates under the dead-letter key (`rewrap`: no plaintext).
 
         A forged one, one under another key, or one under a key version below the key's
-        min_decryption_version is not. DependencyDown when OpenBao is unreachable, Misconfigured
-        when the policy or the key is wrong.
+        min_decryption_version is not; nor, without asking Transit, one longer than any envelope
+        the ETL writes holds (sealing.longest_claim_chars). DependencyDown when OpenBao is
+        unreachable, Misconfigured when the policy or the key is wrong.
         """
+        longest = longest_claim_chars(self.key_name)
+        claims = [text for text in ciphertexts if len(text) <= longest]
+        if len(claims) < len(ciphertexts):
+            log.info(
+                "claimed ciphertexts longer than any dead letter the ETL writes: not proven, not sent to OpenBao",
+                extra={"claims": len(ciphertexts) - len(claims)},
+            )
         proven: set[str] = set()
-        for start in range(0, len(ciphertexts), MAX_BATCH):
-            chunk = ciphertexts[start : start + MAX_BATCH]
-            proven.update(text for text, ok in zip(chunk, self._rewraps(chunk), strict=True) if ok)
+        for chunk in _request_chunks([{"ciphertext": text} for text in claims]):
+            rewrapped = self._rewraps(chunk)
+            proven.update(item["ciphertext"] for item, ok in zip(chunk, rewrapped, strict=True) if ok)
         return frozenset(proven)
 
     def check_access(self) -> None:
@@ -83,13 +114,12 @@ class TransitSealer:
                 f"OpenBao did not authenticate a ciphertext just sealed with Transit key {self.key_name!r}", "openbao"
             )
 
-    def _rewraps(self, ciphertexts: Sequence[str]) -> list[bool]:
-        """For each ciphertext, whether Transit rewrapped it (so authenticated it) under the dead-letter key."""
-        batch = [{"ciphertext": text} for text in ciphertexts]
+    def _rewraps(self, batch: Sequence[dict[str, str]]) -> list[bool]:
+        """For each `{"ciphertext": ...}` item, whether Transit rewrapped it (so authenticated it) under the key."""
         try:
             response = self._with_login(
                 lambda: self._client.secrets.transit.rewrap_data(
-                    name=self.key_name, ciphertext="", batch_input=batch, mount_point=self._mount
+                    name=self.key_name, ciphertext="", batch_input=list(batch), mount_point=self._mount
                 ),
                 "rewrap",
                 ", which proves a dead letter moved back to the source queue genuine",
@@ -99,21 +129,21 @@ class TransitSealer:
                 raise Misconfigured(
                     f"OpenBao has no Transit key {self.key_name!r} to prove dead letters with", "openbao"
                 ) from None
-            return [False] * len(ciphertexts)  # 400 only when every item failed (else per item: tested)
+            return [False] * len(batch)  # 400 only when every item failed (else per item: tested)
         except hvac.exceptions.InvalidPath as error:
             raise Misconfigured(f"OpenBao cannot rewrap with key {self.key_name!r}: {error}", "openbao") from None
         except (hvac.exceptions.VaultError, requests.RequestException) as error:
             raise DependencyDown(
                 f"OpenBao unavailable for proving dead letters: {type(error).__name__}", "openbao"
             ) from None
-        return _rewrapped(response, len(ciphertexts))
+        return _rewrapped(response, len(batch))
 
-    def _encrypt(self, bodies: Sequence[str]) -> list[str]:
-        batch = [{"plaintext": base64.b64encode(b.encode("utf-8", "surrogatepass")).decode()} for b in bodies]
+    def _encrypt(self, batch: Sequence[dict[str, str]]) -> list[str]:
+        """The ciphertext of each `{"plaintext": <base64>}` item, in order."""
         try:
             response = self._with_login(
                 lambda: self._client.secrets.transit.encrypt_data(
-                    name=self.key_name, plaintext="", batch_input=batch, mount_point=self._mount
+                    name=self.key_name, plaintext="", batch_input=list(batch), mount_point=self._mount
                 ),
                 "encrypt",
             )
@@ -123,7 +153,7 @@ class TransitSealer:
             ) from None
         except (hvac.exceptions.VaultError, requests.RequestException) as error:
             raise DependencyDown(f"OpenBao unavailable for sealing: {type(error).__name__}", "openbao") from None
-        return _ciphertexts(response, len(bodies))
+        return _ciphertexts(response, len(batch))
 
     def _with_login(self, call: Callable[[], Any], action: str, why: str = "") -> Any:
         """`call` under the ETL's token; refused, once more after a fresh login (a token past its TTL).
@@ -161,6 +191,19 @@ class TransitSealer:
             except (hvac.exceptions.VaultError, requests.RequestException) as error:
                 raise DependencyDown(f"OpenBao unavailable for login: {type(error).__name__}", "openbao") from None
             log.info("logged in to OpenBao for sealing dead letters", extra={"ttl_s": auth["auth"]["lease_duration"]})
+
+
+def _request_chunks(items: Sequence[dict[str, str]]) -> Iterator[Sequence[dict[str, str]]]:
+    """`items` in consecutive chunks of at most MAX_BATCH items and MAX_REQUEST_BYTES of JSON; a larger item alone."""
+    start, size = 0, 0
+    for index, item in enumerate(items):
+        item_bytes = len(json.dumps(item)) + 2  # ", " between items
+        if index > start and (index - start >= MAX_BATCH or size + item_bytes > MAX_REQUEST_BYTES):
+            yield items[start:index]
+            start, size = index, 0
+        size += item_bytes
+    if start < len(items):
+        yield items[start:]
 
 
 def _rewrapped(response: Any, expected: int) -> list[bool]:

@@ -11,6 +11,10 @@ only encrypt, and rewrap to prove a returned letter genuine; an operator identit
 and the audit device records each decrypt), or null with a `note` saying why it was not kept
 (over the size limit, or the operator chose ETL_DLQ_BODIES=discard). Reasons and metadata travel
 as message attributes, readable without any key.
+
+An envelope must fit one SQS message with its attributes (MAX_ENVELOPE_BYTES): a body too large
+to seal within it is not kept (largest_sealable_body_bytes; config.py refuses an ETL_MAX_BODY_BYTES
+above it), so no envelope the ETL writes holds a longer ciphertext than `longest_claim_chars`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,37 @@ from collections.abc import Sequence
 DEAD_LETTER_FORMAT = "tokenvault-dead-letter/1"
 NOT_KEPT_TOO_LARGE = "body not kept: over the size limit"
 NOT_KEPT_NO_KEY = "body not kept: the ETL runs with ETL_DLQ_BODIES=discard"
+
+SQS_MAX_MESSAGE_BYTES = 262_144
+"""SQS refuses a message whose body and attributes together are larger (256 KiB)."""
+DEAD_LETTER_ATTRIBUTES_RESERVE_BYTES = 6 * 1024
+"""Room left beside the envelope for a dead letter's attributes, which SQS counts with the body (names,
+types, values): a reason, a detail of at most 1,000 characters, the source message id and sent time
+and an event id of at most 128 characters (adapters/sqs.py `dead_letter`): under 4.7 KiB in UTF-8."""
+MAX_ENVELOPE_BYTES = SQS_MAX_MESSAGE_BYTES - DEAD_LETTER_ATTRIBUTES_RESERVE_BYTES
+"""The longest DLQ body the ETL writes: a longer envelope would not fit one SQS message with its attributes."""
+TRANSIT_SEALED_EXTRA_BYTES = 12 + 16
+"""What Transit's AES-GCM adds to a plaintext: its nonce and its tag."""
+_LONGEST_CIPHERTEXT_PREFIX = len("vault:v") + 10 + len(":")
+"""`vault:v<version>:`, the version of at most 10 digits (returned_letters.py reads no longer one)."""
+
+
+def longest_claim_chars(key_name: str | None) -> int:
+    """The longest `sealed_body` an envelope the ETL writes under `key_name` can hold (MAX_ENVELOPE_BYTES).
+
+    A longer claim is no dead letter of the ETL's: it is not proven, nor sent to Transit to prove
+    (attack 14, finding 2).
+    """
+    return MAX_ENVELOPE_BYTES - len(dead_letter_body("", None, key_name))
+
+
+def largest_sealable_body_bytes(key_name: str | None) -> int:
+    """The largest body (UTF-8 bytes) whose sealed envelope under `key_name` fits MAX_ENVELOPE_BYTES.
+
+    Transit's ciphertext is `vault:v<version>:` and base64 of the body, its nonce and its tag.
+    """
+    base64_chars = longest_claim_chars(key_name) - _LONGEST_CIPHERTEXT_PREFIX
+    return base64_chars // 4 * 3 - TRANSIT_SEALED_EXTRA_BYTES
 
 
 def dead_letter_body(sealed: str | None, note: str | None, key: str | None) -> str:

@@ -1,0 +1,157 @@
+"""Transit batch requests bounded by bytes as well as by count; no envelope larger than SQS holds (attack 14, #2).
+
+OpenBao refuses a request body over its max_request_size (32 MiB by default) with HTTP 413, as a
+whole: 130 claims of 250 kB in one rewrap failed every claim of a take-back or a source batch.
+Over a fake hvac client that records each request; the real OpenBao is in
+tests/integration/test_dead_letter_proof_size.py. The settings: a sealing ETL refuses an
+ETL_MAX_BODY_BYTES whose sealed envelope would not fit one SQS message.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from etl_service.adapters import transit_sealer
+from etl_service.adapters.transit_sealer import MAX_BATCH, MAX_REQUEST_BYTES, TransitSealer
+from etl_service.config import EtlConfig
+from etl_service.service.sealing import (
+    MAX_ENVELOPE_BYTES,
+    NOT_KEPT_TOO_LARGE,
+    SQS_MAX_MESSAGE_BYTES,
+    dead_letter_body,
+    largest_sealable_body_bytes,
+    longest_claim_chars,
+)
+from tests.unit.etl_builders import minimal_etl_env
+from tokenvault_common.env import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+KEY = transit_sealer.DEAD_LETTER_KEY
+
+
+class RecordingTransit:
+    """hvac's transit secrets engine as the sealer calls it: records each batch, answers each item."""
+
+    def __init__(self) -> None:
+        self.requests: list[list[dict[str, str]]] = []
+
+    def encrypt_data(self, batch_input: list[dict[str, str]], **_: Any) -> dict[str, Any]:
+        self.requests.append(batch_input)
+        return {"data": {"batch_results": [{"ciphertext": "vault:v1:" + i["plaintext"]} for i in batch_input]}}
+
+    def rewrap_data(self, batch_input: list[dict[str, str]], **_: Any) -> dict[str, Any]:
+        self.requests.append(batch_input)
+        return {"data": {"batch_results": [{"ciphertext": i["ciphertext"]} for i in batch_input]}}
+
+
+def recording_sealer(tmp_path: Path) -> tuple[TransitSealer, RecordingTransit]:
+    sealer = TransitSealer("http://127.0.0.1:9", "role", tmp_path / "unused")
+    transit = RecordingTransit()
+    sealer._client = SimpleNamespace(token="t", secrets=SimpleNamespace(transit=transit))
+    return sealer, transit
+
+
+def request_bytes(batch: list[dict[str, str]]) -> int:
+    return len(json.dumps({"batch_input": batch}))
+
+
+def claim(raw_bytes: int, index: int) -> str:
+    return "vault:v1:" + base64.b64encode(index.to_bytes(4, "big") * (raw_bytes // 4)).decode()
+
+
+def test_rewrap_requests_stay_under_the_byte_bound_and_every_claim_is_asked_once(tmp_path: Path) -> None:
+    sealer, transit = recording_sealer(tmp_path)
+    claims = [claim(190_000, i) for i in range(140)]  # ~35 MB in all: over OpenBao's 32 MiB
+    assert sealer.authentic(claims) == frozenset(claims)
+    assert len(transit.requests) > 1
+    assert all(request_bytes(r) <= MAX_REQUEST_BYTES for r in transit.requests)
+    assert [i["ciphertext"] for r in transit.requests for i in r] == claims
+
+
+def test_small_claims_are_still_bounded_by_count(tmp_path: Path) -> None:
+    sealer, transit = recording_sealer(tmp_path)
+    claims = [claim(32, i) for i in range(600)]
+    assert sealer.authentic(claims) == frozenset(claims)
+    assert [len(r) for r in transit.requests] == [MAX_BATCH, MAX_BATCH, 100]
+
+
+def test_an_item_over_the_byte_bound_goes_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transit_sealer, "MAX_REQUEST_BYTES", 1000)
+    sealer, transit = recording_sealer(tmp_path)
+    claims = [claim(40, 1), claim(2000, 2), claim(40, 3)]
+    assert sealer.authentic(claims) == frozenset(claims)
+    assert [len(r) for r in transit.requests] == [1, 1, 1]
+
+
+def test_a_claim_longer_than_any_envelope_the_etl_writes_is_not_proven_and_not_sent(tmp_path: Path) -> None:
+    sealer, transit = recording_sealer(tmp_path)
+    longest = longest_claim_chars(KEY)
+    fits = "vault:v1:" + "A" * (longest - len("vault:v1:"))
+    too_long = fits + "AAAA"
+    assert len(dead_letter_body(fits, None, KEY)) == MAX_ENVELOPE_BYTES
+    assert sealer.authentic([too_long, fits]) == frozenset({fits})
+    assert [i["ciphertext"] for r in transit.requests for i in r] == [fits]
+
+
+def test_encrypt_requests_are_bounded_and_a_body_too_large_to_fit_sqs_is_not_kept(tmp_path: Path) -> None:
+    sealer, transit = recording_sealer(tmp_path)
+    largest = largest_sealable_body_bytes(KEY)
+    bodies = ["x" * 150_000] * 60 + ["y" * (largest + 1), "z" * largest]
+    envelopes = sealer.seal(bodies)
+    assert all(request_bytes(r) <= MAX_REQUEST_BYTES for r in transit.requests)
+    assert sum(len(r) for r in transit.requests) == 61  # the body too large is not sent
+    assert envelopes[60] == dead_letter_body(None, NOT_KEPT_TOO_LARGE, None)
+    assert json.loads(envelopes[61])["sealed_body"] is not None and json.loads(envelopes[0])["sealed_body"]
+
+
+def test_the_largest_sealable_body_fits_one_sqs_message_with_its_attributes() -> None:
+    largest = largest_sealable_body_bytes(KEY)
+    ciphertext = "vault:v9999999999:" + base64.b64encode(bytes(largest + 12 + 16)).decode()
+    envelope = dead_letter_body(ciphertext, None, KEY)
+    worst_attributes = 4 * 1000 + 4 * 128 + 300  # a detail and an event id all in 4-byte characters, names, ids
+    assert len(envelope) <= MAX_ENVELOPE_BYTES and len(envelope) + worst_attributes <= SQS_MAX_MESSAGE_BYTES
+    assert 180_000 < largest < 200_000
+
+
+def sealed_env(tmp_path: Path, max_body_bytes: int) -> dict[str, str]:
+    env = {k: v for k, v in minimal_etl_env(tmp_path, "http://127.0.0.1:9/1/q").items() if k != "ETL_DLQ_BODIES"}
+    secret = tmp_path / "secret-id"
+    secret.write_text("s")
+    return {
+        **env,
+        "ETL_DLQ_SEAL_VAULT_ADDR": "https://bao:8200",
+        "ETL_DLQ_SEAL_ROLE_ID": "r",
+        "ETL_DLQ_SEAL_SECRET_ID_FILE": str(secret),
+        "ETL_MAX_BODY_BYTES": str(max_body_bytes),
+    }
+
+
+def test_a_max_body_size_whose_sealed_envelope_exceeds_sqs_is_refused(tmp_path: Path) -> None:
+    largest = largest_sealable_body_bytes(KEY)
+    assert EtlConfig.from_env(sealed_env(tmp_path, largest)).max_body_bytes == largest
+    with pytest.raises(ConfigError, match=rf"ETL_MAX_BODY_BYTES must be at most {largest} .* 256 KiB"):
+        EtlConfig.from_env(sealed_env(tmp_path, largest + 1))
+    discard = {**minimal_etl_env(tmp_path, "http://127.0.0.1:9/1/q"), "ETL_MAX_BODY_BYTES": "262144"}
+    assert EtlConfig.from_env(discard).max_body_bytes == 262_144  # nothing sealed: envelopes stay small
+
+
+def test_the_etl_refuses_to_start_with_such_a_max_body_size(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "etl_service", "run"],
+        env={"PATH": "/usr/bin:/bin", **sealed_env(tmp_path, 262_144)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2  # invalid settings: before any dependency is contacted
+    assert "ETL_MAX_BODY_BYTES must be at most" in result.stderr
