@@ -58,6 +58,10 @@ _SPELLINGS: list[tuple[Callable[[Values], str], str, str]] = [
     (lambda v: "INC-V203.0.28935", OWN_VALUE, "the ip in an inet_aton short form after a v"),
     (lambda v: "INC-V0313.28935", "InvalidRequest", "the ip in an octal inet_aton form after a v"),
     (lambda v: "CASE-9V203.0.28935", "InvalidRequest", "the ip in an inet_aton short form after a digit and a v"),
+    # attack 14, finding 5: the ip in hex octets or hex halves was kept in the audit log
+    (lambda v: "INC-cb00-7107", OWN_VALUE, "the ip as two hex halves"),
+    (lambda v: "INC-CB-00-71-07", "InvalidRequest", "the ip as hex octets joined by dashes"),
+    (lambda v: "INC-CB.00.71.07", "InvalidRequest", "the ip as hex octets joined by dots"),
 ]
 _PARAMS = [pytest.param(spell, refusal, id=why) for spell, refusal, why in _SPELLINGS]
 

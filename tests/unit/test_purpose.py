@@ -169,6 +169,7 @@ def test_small_numbers_and_words_are_not_taken_for_ips() -> None:
         "gdpr2026",
         "20260042",
         "gdpr20260042",
+        "32.38.0.66",  # 2026-0042 as two hex halves of an IPv4 address (attack 14, finding 5): compared, not refused
     }
 
 
