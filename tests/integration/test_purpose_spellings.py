@@ -142,3 +142,28 @@ def _token_without_other_patterns(stub_for: StubFor) -> str:
         if "-" not in body and sum(c.isdigit() for c in body) <= 3:
             return str(result.token)
     raise AssertionError("no token without a dash and with at most three digits in 200 tries")
+
+
+@pytest.mark.parametrize("separator", list(".:/#"))
+def test_a_purpose_holding_the_calls_token_split_by_a_separator_is_refused_and_not_stored(
+    stack_env: dict[str, str], stub_for: StubFor, separator: str
+) -> None:
+    # Attack 14, finding 7: each piece is shorter than a token's random part, so the shape check
+    # passed them, and the analyst's reveal of that very token kept the purpose.
+    token = next(t for t in iter(lambda: _token_without_other_patterns(stub_for), "") if "_" not in t[3:])
+    body = token.removeprefix("ip_")  # no "-" or "_": the pieces are groups of a reference
+    purpose = "INC-" + separator.join([body[:8], body[8:16], body[16:]])
+    assert "personal data" in _refused_and_not_stored(stub_for, stack_env, token, purpose)
+    with pytest.raises(grpc.RpcError) as refused:
+        erase = vault_pb2.EraseRequest(tokens=[token], purpose=purpose)
+        stub_for("privacy-officer").Erase(erase, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _rows_holding_piece(stack_env, body[8:16]) == 0
+
+
+def _rows_holding_piece(env: dict[str, str], piece: str) -> int:
+    """How many audit rows hold `piece` of a token in their purpose."""
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        row = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose LIKE %s", (f"%{piece}%",)).fetchone()
+    assert row is not None
+    return int(row[0])

@@ -11,7 +11,8 @@ a value or token written there outlives its erasure, and removing it later break
   the reason names the kind of value it seems to hold - four numbers that only the broad reading
   of an address takes together are an IP address, a device id or loose numbers according to their
   range and the letters around them (`_kind_of_loose_numbers`) - never the value, and every
-  reason ends in what to write instead (`INSTEAD`: the case reference alone);
+  reason ends in what to write instead (`INSTEAD`: the case reference alone); a token the call
+  names is found also when split by separators into short pieces (`check_names_no_token_of`);
 - a purpose that spells one of the values the very call reveals or erases (`values_spelled_by`;
   compared in vault_service.service.revealing) is never stored: a plain reveal of it is refused,
   a masked reveal or an erasure is audited without its purpose (a refusal would confirm a guess);
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Iterable
 from functools import lru_cache
 
 from tokenvault_common.ip_spellings import MIN_NUMBER_TO_SEARCH, ips_spelled_by
@@ -278,6 +280,41 @@ def _ipv4_windows(runs: set[str], widths: tuple[int, ...], base: int) -> set[str
         for width in widths:
             numbers.update(int(run[start : start + width], base) for start in range(len(run) - width + 1))
     return {socket.inet_ntoa(n.to_bytes(4, "big")) for n in numbers if MIN_NUMBER_TO_SEARCH <= n < _IPV4_END}
+
+
+MIN_TOKEN_PIECE = 12
+"""The shortest piece of a token's random part (separators `- _ / . : #` dropped) that a purpose
+may not hold when the call names that token: 12 random characters name one token among any
+number issued (62**12 choices), and no reference holds 12 of a random token's by chance."""
+_WITHOUT_SEPARATORS = str.maketrans("", "", REFERENCE_SEPARATORS)
+CALL_REFERENCE = "it holds a token this call names, or a piece of one (with separators or none)"
+
+
+def check_names_no_token_of(purpose: str, tokens: Iterable[str]) -> None:
+    """Raise InvalidRequest when `purpose` holds a token of the call, split by separators or not.
+
+    `_TOKEN_BODY` finds one run of 20 token characters; a token's random part split by `.`, `:`,
+    `/` or `#` (`INC-15F8NFzd.mvrRBY3B.KkrLFA`) is short runs, each passing (attack 14, finding 7).
+    So the purpose without its separators, case-folded, is searched for any MIN_TOKEN_PIECE
+    characters of each well-formed token of the call (`tokens`), also without separators (`-` and
+    `_` are in tokens too). Refused
+    as a purpose holding a token is, before anything is opened or metered: the check reads the
+    call's own text only, never the vault, so a refusal tells nothing about whether a token exists.
+    Only the tokens of the call are at hand here.
+    """
+    pieces = _token_pieces(purpose)
+    if not pieces:
+        return
+    named = "\n".join(tokens).translate(_WITHOUT_SEPARATORS).casefold()  # one C pass over the call's tokens
+    if any(piece in named for piece in pieces):
+        raise InvalidRequest(f"purpose must not contain personal data ({CALL_REFERENCE}); {INSTEAD}")
+
+
+@lru_cache(maxsize=64)
+def _token_pieces(purpose: str) -> tuple[str, ...]:
+    """Each distinct MIN_TOKEN_PIECE-character window of `purpose` without separators, case-folded (cached)."""
+    compact = purpose.translate(_WITHOUT_SEPARATORS).casefold()
+    return tuple(dict.fromkeys(compact[i : i + MIN_TOKEN_PIECE] for i in range(len(compact) - MIN_TOKEN_PIECE + 1)))
 
 
 def pii_in(purpose: str) -> str | None:

@@ -24,7 +24,13 @@ from vault_service.domain.errors import (
 )
 from vault_service.domain.identity import Caller
 from vault_service.domain.policy import AccessPolicy, RevealLevel
-from vault_service.domain.purpose import WITHHELD_PURPOSE, PurposeHoldsOwnValue, check_purpose, values_spelled_by
+from vault_service.domain.purpose import (
+    WITHHELD_PURPOSE,
+    PurposeHoldsOwnValue,
+    check_names_no_token_of,
+    check_purpose,
+    values_spelled_by,
+)
 from vault_service.domain.rate_limit import RateLimiter, exact
 from vault_service.domain.token_types import TokenType, normalize_many
 from vault_service.domain.tokens import new_tokens, types_of_tokens
@@ -321,6 +327,7 @@ class TokenVault:
             if not self._policy.may_detokenize_anything(_name(caller)):
                 raise PermissionDenied(f"client {_name(caller)!r} may not detokenize")
             check_purpose(purpose)
+            check_names_no_token_of(purpose, compress(tokens, types))
             self._detokenize_limiter.take(str(_name(caller)), len(tokens))
         except VaultError as error:  # nothing opened, so nothing compared: the purpose is withheld
             self._audit_refusal(caller, "detokenize", error, len(tokens), token_types)
@@ -379,6 +386,7 @@ class TokenVault:
             if not allowed_types:
                 raise PermissionDenied(f"client {_name(caller)!r} may not erase values")
             check_purpose(purpose)
+            check_names_no_token_of(purpose, compress(tokens, types))
             self._erase_limiter.take(str(_name(caller)), len(tokens))  # irreversible: metered like reveals
         except VaultError as error:  # refused before opening (the budget limits opening): purpose withheld
             self._audit_refusal(caller, "erase", error, len(tokens), token_types)
