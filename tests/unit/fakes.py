@@ -123,6 +123,7 @@ class FakeTokenStore:
         self.budget_takes = 0  # round trips to the shared budgets
         self.clock: Callable[[], float] = time.monotonic
         self.has_budgets = True
+        self.holds_any_calls = 0  # lookups of the values a purpose names (stored_values)
 
     def find_by_fingerprints(self, token_type: str, fingerprints: Sequence[bytes]) -> dict[bytes, FoundToken]:
         wanted = set(fingerprints)
@@ -133,6 +134,10 @@ class FakeTokenStore:
                     if fp in wanted:
                         found[fp] = (fp, r.token, r.dek_id, r.sealed)
         return found
+
+    def holds_any(self, types: Sequence[str], fingerprints: Sequence[bytes]) -> bool:
+        self.holds_any_calls += 1
+        return any(self.find_by_fingerprints(t, [fp]) for t, fp in zip(types, fingerprints, strict=True))
 
     def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> Inserted:
         if self.key_store is not None and self.key_store.generation() != generation:

@@ -241,6 +241,31 @@ def values_spelled_by(purpose: str) -> frozenset[str]:
     return frozenset(spelled)
 
 
+@lru_cache(maxsize=64)
+def candidate_values(purpose: str) -> frozenset[str]:
+    """What a reference-form `purpose` could name of any value stored in the vault (attack 14, finding 3).
+
+    `values_spelled_by` (case-folded, as compared with a call's own values) plus every run of
+    whole groups as written and in upper case, with its separators and without: a device id is
+    stored as written (`SM-G991B-ATK8Q7ZX`), so its fingerprint is found only from that spelling.
+    The vault looks these up among its stored values by fingerprint
+    (vault_service.service.stored_values); a device id written in another case than stored, or
+    with other separators, is not found there (fingerprints are exact). At most 32 groups: a few
+    thousand candidates for the longest purpose, a few dozen for a usual one.
+    """
+    pieces = _SEGMENT_SEPARATORS.split(purpose)
+    groups, joins = pieces[0::2], pieces[1::2]
+    candidates: set[str] = set(values_spelled_by(purpose))
+    for first in range(len(groups)):
+        run = compact = groups[first]
+        for last in range(first, len(groups)):
+            if last > first:
+                run = f"{run}{joins[last - 1]}{groups[last]}"
+                compact = f"{compact}{groups[last]}"
+            candidates.update((run, compact, run.upper(), compact.upper()))
+    return frozenset(candidates)
+
+
 def _hex_group_ips(groups: list[str], joins: list[str]) -> set[str]:
     """The IPv4 addresses (canonical) that consecutive groups of hex digits spell (attack 14, finding 5).
 

@@ -205,6 +205,10 @@ class TokenStore(Protocol):
         """The rows of the tokens that exist."""
         ...
 
+    def holds_any(self, types: Sequence[str], fingerprints: Sequence[bytes]) -> bool:
+        """Whether a value is stored (not erased) under one of the (type, fingerprint) pairs, current or pending key."""
+        ...
+
     def erase(self, tokens: Sequence[str], event: AuditEvent) -> set[str]:
         """Destroy the ciphertext and fingerprints of these tokens; the ones that had a value.
 

@@ -45,6 +45,7 @@ from vault_service.service.revealing import (
     reveal,
     reveal_hasher,
 )
+from vault_service.service.stored_values import StoredValueLookup
 from vault_service.service.token_cache import TokenCache
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class TokenVault:
         self._cache = cache if cache is not None else TokenCache(0)
         self.meter = meter if meter is not None else TokenizeMeter()
         self.refusals = RefusalAuditor(audit)
+        self.stored_values = StoredValueLookup(tokens, keys)
         # Every limit's buckets are kept in the database, shared by every replica and kept across
         # restarts (the limits themselves come from the policy file). Reveals and tokenize spend
         # leases taken from them, a twentieth of the burst at a time; erasure, which cannot be
@@ -348,7 +350,7 @@ class TokenVault:
             self._audit.append(replace(refusal, revealed=named))
             raise
         outcomes = checked.outcomes
-        purpose = _kept_purpose(caller, "detokenize", purpose, checked)
+        purpose = self._kept(caller, "detokenize", purpose, checked)
         hash_of = reveal_hasher(self._keys.ring.audit_key)
         if list(map(type, outcomes)).count(Revealed) == len(outcomes):
             revealed = list(map(hash_of, tokens))
@@ -404,7 +406,7 @@ class TokenVault:
                 outcomes.append(None)
                 erasable.append(token)
                 erasable_types.append(token_type)
-        purpose = _kept_purpose(caller, "erase", purpose, self._compared(caller, tokens, types, purpose))
+        purpose = self._kept(caller, "erase", purpose, self._compared(caller, tokens, types, purpose))
         # The erasure and its audit row commit together (vault.erase_tokens); the row keeps the
         # keyed hash of each token it erased, as a reveal's does, so who-saw names the erasure.
         hashes = tuple(map(reveal_hasher(self._keys.ring.audit_key), erasable))
@@ -440,6 +442,23 @@ class TokenVault:
         masked = dict.fromkeys(_present(named_types), RevealLevel.MASKED)
         rows = self._tokens.fetch(list(dict.fromkeys(named)))
         return reveal(self._keys, caller.name, named, named_types, masked, rows, values_spelled_by(purpose))
+
+    def _kept(self, caller: Caller, action: str, purpose: str, checked: RevealedCall) -> str:
+        """The purpose as the call's audit row keeps it (`_kept_purpose`), withheld too when it names a stored value.
+
+        A purpose kept in clear by the comparison with the call's own values is looked up among
+        every value stored in the vault (`stored_values`, cached per purpose): one naming a value
+        of another call (a device the erase burst left to the next call) is withheld, never
+        refused (a refusal would tell the caller the value is stored; attack 14, finding 3).
+        """
+        kept = _kept_purpose(caller, action, purpose, checked)
+        if kept == WITHHELD_PURPOSE or not self.stored_values.names_a_stored_value(purpose):
+            return kept
+        log.warning(
+            "purpose left out of the audit row: it names a value stored in the vault",
+            extra={"client": caller.name, "action": action},
+        )
+        return WITHHELD_PURPOSE
 
 
 def _kept_purpose(caller: Caller, action: str, purpose: str, checked: RevealedCall) -> str:

@@ -1,0 +1,97 @@
+"""A purpose naming a value stored in the vault, of another call, is withheld (attack 14, finding 3).
+
+The comparison with the call's own values (test_purpose_own_values.py) did not reach a value the
+call does not name: an erasure the erase burst splits into calls kept `GDPR-2026-801-<device id>`
+in the ip call's row, and the device id outlived its own erasure in the audit log; an analyst's
+masked reveal of an ip with `INC-<device id>` kept it too. The vault now looks the values a kept
+purpose could name up among its stored values (by the keyed fingerprint Tokenize uses) and
+withholds the purpose on a hit: the call is served as before, never refused (that would tell the
+caller the value is stored).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import psycopg
+
+from tests.integration.audit_rows import audit_rows_since, last_audit_id
+from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+
+StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
+DEVICE, IP_TYPE = vault_pb2.TOKEN_TYPE_DEVICE_ID, vault_pb2.TOKEN_TYPE_IP
+
+
+def _device_id() -> str:
+    """A made-up device id of a common shape whose random part is letters only (no number detector fires)."""
+    n = uuid.uuid4().int
+    return "SM-G991B-" + "".join(chr(ord("A") + (n >> (5 * i)) % 26) for i in range(8))
+
+
+def _fresh_ip() -> str:
+    n = uuid.uuid4().int
+    return f"198.18.{n % 250 + 1}.{(n >> 8) % 250 + 1}"
+
+
+def _tokenized(stub_for: StubFor, items: list[tuple[vault_pb2.TokenType.ValueType, str]]) -> list[str]:
+    request = vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=t, value=v) for t, v in items])
+    return [str(r.token) for r in stub_for("etl-service").Tokenize(request, timeout=30).results]
+
+
+def _rows_holding(env: dict[str, str], text: str) -> int:
+    """How many audit rows (of any client, ever) hold `text` in their purpose, case-insensitively."""
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM vault.audit_log WHERE lower(purpose) LIKE %s", (f"%{text.lower()}%",)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_an_erasure_split_into_two_calls_leaves_the_device_id_in_no_audit_row(
+    stack_env: dict[str, str], stub_for: StubFor
+) -> None:
+    device = _device_id()
+    ip_token, device_token = _tokenized(stub_for, [(IP_TYPE, _fresh_ip()), (DEVICE, device)])
+    purpose = f"GDPR-2026-801-{device}"
+    officer = stub_for("privacy-officer")
+    before = last_audit_id(stack_env)
+    first = officer.Erase(vault_pb2.EraseRequest(tokens=[ip_token], purpose=purpose), timeout=10)
+    second = officer.Erase(vault_pb2.EraseRequest(tokens=[device_token], purpose=purpose), timeout=10)
+    assert [r.erased for r in (*first.results, *second.results)] == [True, True]
+    assert audit_rows_since(stack_env, before, "privacy-officer") == [
+        ("erase", "ok: 1 erased, 0 not erased", ""),
+        ("erase", "ok: 1 erased, 0 not erased", ""),
+    ]
+    assert _rows_holding(stack_env, device) == 0, "an audit row holds the erased device id"
+
+
+def test_a_masked_reveal_of_an_ip_naming_a_stored_device_keeps_no_purpose(
+    stack_env: dict[str, str], stub_for: StubFor
+) -> None:
+    device = _device_id()
+    ip_token, _ = _tokenized(stub_for, [(IP_TYPE, _fresh_ip()), (DEVICE, device)])
+    before = last_audit_id(stack_env)
+    reveal = vault_pb2.DetokenizeRequest(tokens=[ip_token], purpose=f"INC-{device}")
+    (result,) = stub_for("analyst").Detokenize(reveal, timeout=10).results
+    assert result.WhichOneof("result") == "value"  # served as with any other purpose
+    assert audit_rows_since(stack_env, before, "analyst") == [("detokenize", "ok: 1 revealed, 0 refused", "")]
+    assert _rows_holding(stack_env, device) == 0, "an audit row holds the device id"
+
+
+def test_a_purpose_naming_an_ip_stored_for_another_call_is_withheld_and_a_plain_reference_kept(
+    stack_env: dict[str, str], stub_for: StubFor
+) -> None:
+    # The other ip in hex (its dotted form is refused by the shape check whatever is stored).
+    other_ip = _fresh_ip()
+    hex_ip = "".join(f"{int(octet):02x}" for octet in other_ip.split("."))
+    device_token, _ = _tokenized(stub_for, [(DEVICE, _device_id()), (IP_TYPE, other_ip)])
+    investigator = stub_for("fraud-investigator")
+    before = last_audit_id(stack_env)
+    for purpose in (f"INC-{hex_ip}", "CASE-2026-0817"):
+        investigator.Detokenize(vault_pb2.DetokenizeRequest(tokens=[device_token], purpose=purpose), timeout=10)
+    assert audit_rows_since(stack_env, before, "fraud-investigator") == [
+        ("detokenize", "ok: 1 revealed, 0 refused", ""),
+        ("detokenize", "ok: 1 revealed, 0 refused", "CASE-2026-0817"),
+    ]
