@@ -23,6 +23,10 @@ in the vault can recognize it any more. A string that is not a token, or a well-
 was never issued (no row: rows are never deleted, an erasure only clears the value), has no value
 the purpose could spell, so it does not withhold the purpose: else any client could blank its
 purpose by adding `x` or a made-up token to a call (review 12, finding 1).
+A purpose this comparison lets through is then looked up among every value stored in the vault
+(`stored_values.py`): one naming a value of another call is withheld too, never refused (attack
+14, finding 3). A token of the call in the purpose, also split by separators, is refused before
+anything is opened (`purpose.check_names_no_token_of`, attack 14, finding 7).
 """
 
 from __future__ import annotations
