@@ -98,7 +98,15 @@ VAULT_SESSION_OPTIONS = "-c max_parallel_workers_per_gather=0 -c plan_cache_mode
 
 
 def open_vault_pool(dsn: str, max_size: int) -> ConnectionPool:
-    """An open pool of autocommit connections to the vault schema, as the adapters expect."""
+    """An open pool of autocommit connections to the vault schema, as the adapters expect.
+
+    Each connection must be a PostgreSQL session of its own for its whole life: no transaction-
+    or statement-mode pooling proxy in front of the database (docs/production.md). The hot-path
+    statements are prepared under fixed names (adapters/postgres/prepared.py) and psycopg
+    prepares statements run five times as `_pg3_<n>`; in a session of the vault's own a name
+    prepared by something else is replaced (ours) or makes psycopg's prepare fail (theirs), never
+    run, so psycopg's automatic prepares are kept (`prepare_threshold` left at its default).
+    """
     pool = ConnectionPool(
         dsn,
         min_size=1,
