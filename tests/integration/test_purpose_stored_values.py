@@ -95,3 +95,20 @@ def test_a_purpose_naming_an_ip_stored_for_another_call_is_withheld_and_a_plain_
         ("detokenize", "ok: 1 revealed, 0 refused", ""),
         ("detokenize", "ok: 1 revealed, 0 refused", "CASE-2026-0817"),
     ]
+
+
+def test_a_token_of_another_call_split_by_dots_is_withheld(stack_env: dict[str, str], stub_for: StubFor) -> None:
+    # Attack 14, finding 7, other half: the call's own tokens are refused; another call's token is
+    # found by looking the purpose's 22-character windows up as token ids.
+    for _ in range(50):
+        ip_token, device_token = _tokenized(stub_for, [(IP_TYPE, _fresh_ip()), (DEVICE, _device_id())])
+        body = device_token.removeprefix("dev_")
+        if "-" not in body and "_" not in body and sum(c.isdigit() for c in body) <= 3:
+            break  # its pieces are groups of a reference, and no number detector fires
+    purpose = "INC-" + ".".join([body[:8], body[8:16], body[16:]])
+    before = last_audit_id(stack_env)
+    reveal = vault_pb2.DetokenizeRequest(tokens=[ip_token], purpose=purpose)
+    (result,) = stub_for("analyst").Detokenize(reveal, timeout=10).results
+    assert result.WhichOneof("result") == "value"
+    assert audit_rows_since(stack_env, before, "analyst") == [("detokenize", "ok: 1 revealed, 0 refused", "")]
+    assert _rows_holding(stack_env, body[8:16]) == 0, "an audit row holds a piece of the token"

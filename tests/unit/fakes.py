@@ -135,9 +135,10 @@ class FakeTokenStore:
                         found[fp] = (fp, r.token, r.dek_id, r.sealed)
         return found
 
-    def holds_any(self, types: Sequence[str], fingerprints: Sequence[bytes]) -> bool:
+    def holds_any(self, types: Sequence[str], fingerprints: Sequence[bytes], tokens: Sequence[str] = ()) -> bool:
         self.holds_any_calls += 1
-        return any(self.find_by_fingerprints(t, [fp]) for t, fp in zip(types, fingerprints, strict=True))
+        found = any(self.find_by_fingerprints(t, [fp]) for t, fp in zip(types, fingerprints, strict=True))
+        return found or any(token in self.rows for token in tokens)
 
     def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> Inserted:
         if self.key_store is not None and self.key_store.generation() != generation:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from vault_service.domain.errors import InvalidRequest
-from vault_service.domain.purpose import MIN_TOKEN_PIECE, check_names_no_token_of, unfit_purpose
+from vault_service.domain.purpose import MIN_TOKEN_PIECE, check_names_no_token_of, token_ids_in, unfit_purpose
 
 TOKEN = "ip_15F8NFzdmvrRBY3BKkrLFA"
 BODY = TOKEN.removeprefix("ip_")
@@ -41,3 +41,11 @@ def test_references_and_pieces_shorter_than_the_minimum_pass() -> None:
     for purpose in ("INC-4821", "GDPR-2026-0042", short, f"INC-{BODY[2:5]}.{BODY[9:16]}"):
         check_names_no_token_of(purpose, [TOKEN])
     check_names_no_token_of(f"INC-{BODY[:8]}.{BODY[8:16]}", [])  # a call naming no token: nothing to compare
+
+
+def test_the_token_ids_a_purpose_could_hold_split_are_read_for_every_type() -> None:
+    ids = token_ids_in(f"INC-{BODY[:8]}.{BODY[8:16]}#{BODY[16:]}")
+    assert {TOKEN, "dev_" + BODY} <= ids
+    dashed = "dev_ab-CD_ef12GH34ij56KLmn"  # a random part holding - and _: read with them kept
+    assert dashed in token_ids_in("INC-ab-CD_ef12.GH34ij56KLmn")
+    assert token_ids_in("GDPR-2026-0042") == frozenset()  # shorter than a random part: none

@@ -266,6 +266,32 @@ def candidate_values(purpose: str) -> frozenset[str]:
     return frozenset(candidates)
 
 
+TOKEN_RANDOM_LENGTH = 22
+"""The characters of a token's random part (`vault_service.domain.tokens`)."""
+_READING_SEPARATORS = str.maketrans("", "", "/.:#")
+"""The separators a token's random part never holds (`-` and `_` it may)."""
+
+
+@lru_cache(maxsize=64)
+def token_ids_in(purpose: str) -> frozenset[str]:
+    """The tokens a purpose could hold split into pieces, as `<prefix>_<22 characters>` for each token type.
+
+    Each window of 22 characters of the purpose without `/ . : #` (a random part may hold `-` and
+    `_`, so they are kept), and of the purpose without any separator (a random part without `-` or
+    `_`, about half of them, split by those), as it is written (tokens are case-sensitive):
+    `INC-15F8NFzd.mvrRBY3B.KkrLFA` holds `ip_15F8NFzdmvrRBY3BKkrLFA`. The vault looks them up
+    among issued tokens (vault_service.service.stored_values: tokens of other calls; the call's
+    own are refused by `check_names_no_token_of`). At most about 4 x 43 token ids.
+    """
+    readings = {purpose.translate(_READING_SEPARATORS), purpose.translate(_WITHOUT_SEPARATORS)}
+    windows = {
+        reading[i : i + TOKEN_RANDOM_LENGTH]
+        for reading in readings
+        for i in range(len(reading) - TOKEN_RANDOM_LENGTH + 1)
+    }
+    return frozenset(f"{token_type.prefix}_{window}" for window in windows for token_type in TokenType)
+
+
 def _hex_group_ips(groups: list[str], joins: list[str]) -> set[str]:
     """The IPv4 addresses (canonical) that consecutive groups of hex digits spell (attack 14, finding 5).
 

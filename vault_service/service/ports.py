@@ -205,8 +205,8 @@ class TokenStore(Protocol):
         """The rows of the tokens that exist."""
         ...
 
-    def holds_any(self, types: Sequence[str], fingerprints: Sequence[bytes]) -> bool:
-        """Whether a value is stored (not erased) under one of the (type, fingerprint) pairs, current or pending key."""
+    def holds_any(self, types: Sequence[str], fingerprints: Sequence[bytes], tokens: Sequence[str] = ()) -> bool:
+        """Whether a value is stored (not erased) under a (type, fingerprint) pair, or one of `tokens` was issued."""
         ...
 
     def erase(self, tokens: Sequence[str], event: AuditEvent) -> set[str]:

@@ -7,15 +7,17 @@ an ip with `INC-<device id>` (attack 14, finding 3). The vault can recognize suc
 it is stored: its fingerprint is in vault.tokens. So before a purpose is kept in clear, each value
 it could name (`purpose.candidate_values`) is fingerprinted for each token type it is valid for,
 with the same keyed fingerprint Tokenize uses to find a value's token (and the pending key's
-during a fingerprint-key rotation), and looked up in one indexed query (`TokenStore.holds_any`).
+during a fingerprint-key rotation), and looked up in one indexed query (`TokenStore.holds_any`),
+which also looks up each 22-character window of the purpose as a token id (`purpose.token_ids_in`:
+a token of another call split by separators, attack 14, finding 7).
 A hit withholds the purpose; it is never refused: a refusal would tell the caller that a value it
 guessed is stored (an existence oracle). The caller is answered the same either way; only the
 audit row (which callers do not read) differs.
 
 One lookup per distinct purpose, cached LOOKUP_TTL_SECONDS per replica (see there for why that
 long); a purpose of more than MAX_CANDIDATES values is withheld without one. Measured on the real
-stack (4 Dec, 200k stored tokens): a first lookup 0.4 ms (p50) for `CASE-…-00001`, 0.9 ms for a
-7-group purpose, 3.5 ms at the bound; answered from the cache 3-7 µs. What this cannot recognize:
+stack (4 Dec, 200k stored tokens): a first lookup 0.5 ms (p50) for `CASE-…-00001`, 2.0 ms for a
+7-group purpose, 4.6 ms at the bound; answered from the cache 3-11 µs. What this cannot recognize:
 a value not (or no longer) stored when the call runs; a device id written in another case or with
 other separators than stored (fingerprints are exact).
 """
@@ -28,7 +30,7 @@ import time
 from collections.abc import Callable
 
 from vault_service.domain.crypto import DataKey, fingerprints
-from vault_service.domain.purpose import candidate_values
+from vault_service.domain.purpose import candidate_values, token_ids_in
 from vault_service.domain.token_types import TokenType, normalize_many
 from vault_service.service.keyring import KeyManager
 from vault_service.service.ports import TokenStore
@@ -44,7 +46,7 @@ repeat over a working session of minutes, so nearly every call is answered from 
 MAX_CANDIDATES = 512
 """The most values a purpose is looked up by. A usual reference has far fewer (`GDPR-2026-0042` 15,
 `GDPR-2026-801-SM-G991B-ATK8Q7ZX` 68, a 12-group reference about 300); a purpose of many short
-groups has up to about 2,200, each a fingerprint and an index probe (3.5 ms at 479 values). Such a
+groups has up to about 2,200, each a fingerprint and an index probe (4.6 ms at 479 values). Such a
 purpose is withheld without a lookup: a client that wants its purpose left out can do so anyway
 (docs/threat-model.md, *What the audit trail proves*), and the work per distinct purpose stays
 within a few milliseconds."""
@@ -86,7 +88,7 @@ class StoredValueLookup:
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
         candidates = sorted(candidate_values(purpose))
-        stored = len(candidates) > MAX_CANDIDATES or self._lookup(candidates, ring.fingerprint_key, pending)
+        stored = len(candidates) > MAX_CANDIDATES or self._lookup(purpose, candidates, ring.fingerprint_key, pending)
         with self._lock:
             self.lookups += 1
             if len(self._answers) >= MAX_CACHED_PURPOSES:
@@ -95,8 +97,8 @@ class StoredValueLookup:
             self._answers[key] = (now, stored)
         return stored
 
-    def _lookup(self, candidates: list[str], current: DataKey, pending: DataKey | None) -> bool:
-        """Whether one of `candidates` is stored as a value of a type it is valid for: one query."""
+    def _lookup(self, purpose: str, candidates: list[str], current: DataKey, pending: DataKey | None) -> bool:
+        """Whether one of `candidates` is stored as a value of a type it is valid for, or `purpose` holds a token."""
         types: list[str] = []
         fps: list[bytes] = []
         for token_type in TokenType:
@@ -109,4 +111,4 @@ class StoredValueLookup:
                 found = fingerprints(fp_key, token_type, values)
                 fps.extend(found)
                 types.extend([token_type.type_name] * len(found))
-        return self._tokens.holds_any(types, fps)
+        return self._tokens.holds_any(types, fps, sorted(token_ids_in(purpose)))

@@ -87,7 +87,11 @@ _HOLDS_ANY = (
     " OR EXISTS (SELECT 1 FROM unnest(%(types)s::text[], %(fps)s::bytea[]) AS w(type, fp)"
     " CROSS JOIN LATERAL (SELECT 1 FROM vault.tokens WHERE token_type = w.type AND next_fingerprint = w.fp"
     " AND next_fingerprint IS NOT NULL LIMIT 1) AS t)"
+    " OR EXISTS (SELECT 1 FROM unnest(%(tokens)s::text[]) AS w(token)"
+    " CROSS JOIN LATERAL (SELECT 1 FROM vault.tokens WHERE token = w.token LIMIT 1) AS t)"
 )
+"""... or one of the token ids was issued (erased or not: a token stays in `user_logins`), one probe of
+the token's hash index each, as `fetch` does."""
 
 _INSERT = (
     "INSERT INTO vault.tokens (token, token_type, fingerprint, fingerprint_key_id, dek_id, sealed, next_fingerprint)"
@@ -181,12 +185,13 @@ class PostgresTokenStore:
         return dict(zip(map(itemgetter(0), found), cast(list[FoundToken], found), strict=True))
 
     @translated
-    def holds_any(self, types: Sequence[str], fingerprints: Sequence[bytes]) -> bool:
-        """Whether a value is stored under one of the (type, fingerprint) pairs (`_HOLDS_ANY`): one query."""
-        if not fingerprints:
+    def holds_any(self, types: Sequence[str], fingerprints: Sequence[bytes], tokens: Sequence[str] = ()) -> bool:
+        """Whether a value is stored under a (type, fingerprint) pair, or a token issued (`_HOLDS_ANY`): one query."""
+        if not fingerprints and not tokens:
             return False
+        wanted = {"types": text_array(types), "fps": bytea_array(fingerprints), "tokens": text_array(tokens)}
         with self._pool.connection() as conn:
-            row = conn.execute(_HOLDS_ANY, {"types": text_array(types), "fps": bytea_array(fingerprints)}).fetchone()
+            row = conn.execute(_HOLDS_ANY, wanted).fetchone()
         return bool(row and row[0])
 
     @translated
