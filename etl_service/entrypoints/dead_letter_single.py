@@ -1,0 +1,112 @@
+"""`dead-letters show`, `resend` and `delete`: one dead letter, found by its message id in a listing.
+
+`show` and `resend` open its body layer by layer as `erase` does (dead_letter_layers), with the
+dead-letter key and no other; a body in clear (a message SQS's redrive moved as it was) is the
+original as it is. `delete` removes it unopened.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from etl_service.adapters.dead_letter_queue import DeadLetter, DeadLetterError, DeadLetterQueue
+from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
+from etl_service.adapters.transit_sealer import KEY_SETTING
+from etl_service.domain.validation import Rejection, parse_login_event
+from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS, Layers, Stop, envelope_layers, in_clear
+from etl_service.entrypoints.dead_letter_vault_access import VaultAccess, decrypt
+from etl_service.entrypoints.terminal_text import shown
+
+
+def find_letter(dlq: DeadLetterQueue, letters: list[DeadLetter], message_id: str) -> DeadLetter:
+    """The letter of `letters` (as `dlq` listed them) with `message_id`; DeadLetterError when there is none.
+
+    When the listing was cut short, the error says the letter may be in the DLQ past it.
+    """
+    dead = next((d for d in letters if d.message_id == message_id), None)
+    if dead is None and dlq.cut_short:
+        raise DeadLetterError(
+            f"dead letter {shown(message_id)} is not among the {len(letters)} listed, but the listing was cut"
+            f" short ({dlq.cut_short}): it may be in the DLQ past them. Nothing was changed; run it again"
+        )
+    if dead is None:
+        raise DeadLetterError(f"no dead letter {shown(message_id)} in the DLQ")
+    return dead
+
+
+def show_letter(dead: DeadLetter, access: VaultAccess | None, key: str) -> int:
+    """Print what each layer of `dead` held to stdout (PII: never logged); DeadLetterError when one was not opened."""
+    layers = opened_layers(dead, access, key)
+    for depth, text in enumerate(layers.texts):
+        if depth:
+            print(
+                f"dead-letters show: what layer {depth} held is itself a dead-letter envelope (sealed again by"
+                f" an older ETL after a DLQ redrive); layer {depth + 1}, opened:",
+                file=sys.stderr,
+            )
+        print(text)
+    if layers.stop is not None:
+        raise DeadLetterError(why_not_opened(dead, layers, key))
+    return 0
+
+
+def delete_letter(dlq: DeadLetterSweep, dead: DeadLetter) -> int:
+    """Delete `dead` unopened (a plant, a tampered envelope) and say so."""
+    dlq.delete(dead)
+    print(f"deleted dead letter {shown(dead.message_id)} ({shown(dead.reason or 'no reason')}, unopened)")
+    return 0
+
+
+def resend_letter(
+    dlq: DeadLetterQueue, dead: DeadLetter, body_file: Path | None, access: VaultAccess | None, key: str
+) -> int:
+    """Send `body_file`'s body, or else `dead`'s original, back to the source queue; refused while still invalid."""
+    body = body_file.read_text() if body_file else original_body(dead, access, key)
+    try:
+        parse_login_event(body)
+    except Rejection as rejection:
+        raise DeadLetterError(
+            f"the body is still refused ({rejection.reason}: {rejection.detail}); not re-sent"
+        ) from None
+    print(f"re-sent as message {dlq.resend(dead, body)} (event id {dead.event_id})")
+    return 0
+
+
+def opened_layers(dead: DeadLetter, access: VaultAccess | None, key: str) -> Layers:
+    """`dead`'s body opened layer by layer as `erase` opens it (dead_letter_layers), with `key` and no other.
+
+    A message SQS's redrive moved as it was was never sealed: its body is the original, told by
+    the body as `list` marks it CLEAR (`in_clear`), whatever reason attribute its producer gave it.
+    `access` was checked with the key before the DLQ was read (dead_letters._checked_vault_access),
+    so an envelope naming another key is the letter's doing, not a wrong setting.
+    """
+    if in_clear(dead, key):
+        return Layers([dead.raw_body], None, dead)
+    return envelope_layers(dead, key, lambda ciphertext: decrypt(ciphertext, access, key))
+
+
+def original_body(dead: DeadLetter, access: VaultAccess | None, key: str) -> str:
+    """The original body (for resend); DeadLetterError saying why when it was not reached."""
+    layers = opened_layers(dead, access, key)
+    if layers.stop is not None:
+        raise DeadLetterError(why_not_opened(dead, layers, key))
+    return layers.texts[-1]
+
+
+def why_not_opened(dead: DeadLetter, layers: Layers, key: str) -> str:
+    """Why show/resend did not reach `dead`'s original body (erase counts the same stops)."""
+    where = f"dead letter {shown(dead.message_id)}"
+    if layers.depth:
+        where = f"layer {layers.depth + 1} of {where} (what layer {layers.depth} held)"
+    if layers.stop is Stop.TAMPERED:
+        return (
+            f"{where} names Transit key {layers.layer.key!r}, not the dead-letter key {key!r} ({KEY_SETTING}): the"
+            " ETL did not write it, someone who may send to the DLQ did - treat it as tampering (keep it as"
+            " evidence; find the sender in the queue's access logs). Not opened: none of it was sent to OpenBao"
+        )
+    if layers.stop is Stop.TOO_DEEP:
+        return f"{where} is an envelope nested deeper than {MAX_LAYERS}: not opened"
+    if layers.stop is Stop.UNOPENABLE:
+        return f"{where}: {layers.refusal}"
+    return f"the body of {where} was not kept ({shown(layers.layer.note or 'no note')})"
