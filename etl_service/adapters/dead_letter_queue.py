@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from etl_service.adapters.held_letters import HeldLetters
 from etl_service.adapters.sqs_common import (
     EVENT_ID_ATTRIBUTE,
     MAX_TIMESTAMP_MS,
@@ -147,7 +148,7 @@ class DeadLetterQueue:
         self._queue_url = queue_url
         self._dlq_url = dlq_url
         self._clock = clock
-        self._held: list[DeadLetter] = []
+        self._held = HeldLetters()
         self.cut_short: str | None = None
         """Why the last `list` stopped before reading the whole DLQ (None: it read it whole)."""
 
@@ -194,7 +195,7 @@ class DeadLetterQueue:
             if not batch:
                 break
             letters = [_to_dead_letter(m) for m in batch]
-            self._held += letters  # a letter listed again: released under its newer receipt handle too
+            self._held.add(letters)  # a letter listed again: released under its newer receipt handle too
             if any(d.message_id in found for d in letters):
                 self.cut_short = "a letter came back while it listed (its lease ran out)"
             found.update((d.message_id, d) for d in letters)
@@ -206,7 +207,7 @@ class DeadLetterQueue:
 
     def release(self) -> None:
         """Make the dead letters listed visible again."""
-        held, self._held = self._held, []
+        held = self._held.release_all()
         for start in range(0, len(held), 10):
             entries = [
                 {"Id": str(i), "ReceiptHandle": d.receipt_handle, "VisibilityTimeout": 0}
@@ -232,7 +233,7 @@ class DeadLetterQueue:
             self._client.delete_message(QueueUrl=self._dlq_url, ReceiptHandle=dead.receipt_handle)
         except SQS_ERRORS as error:
             raise_for(error, "re-send from DLQ")
-        self._held = [d for d in self._held if d.message_id != dead.message_id]
+        self._held.forget(dead.message_id)
         return str(sent["MessageId"])
 
     def take_back_redriven(self, limit: int = LISTING_LIMIT, prover: CiphertextProver | None = None) -> TakeBack:
@@ -273,4 +274,4 @@ class DeadLetterQueue:
         them for another reader's for up to a minute).
         """
         counts = approximate_counts(self._client, self._dlq_url, "get DLQ attributes")
-        return max(0, counts.in_flight - len({d.message_id for d in self._held})) + counts.delayed
+        return max(0, counts.in_flight - len(self._held)) + counts.delayed

@@ -50,7 +50,7 @@ class DeadLetterSweep(DeadLetterQueue):
     @property
     def holding(self) -> int:
         """How many dead letters this object holds in flight (listed, not deleted, not released)."""
-        return len({d.message_id for d in self._held})
+        return len(self._held)
 
     def hold(self, letters: Sequence[DeadLetter], seconds: int) -> None:
         """Extend the lease of `letters` (listed by this object) to `seconds` from now."""
@@ -74,18 +74,19 @@ class DeadLetterSweep(DeadLetterQueue):
         now = self._clock()
         while self._holds and now - self._holds[0][0] >= self._holds[0][1] / 2:
             _, _, letters = self._holds.popleft()
-            newest = {d.message_id: d for d in self._held}  # a letter listed again: its newer receipt handle
-            still = list({d.message_id: newest[d.message_id] for d in letters if d.message_id in newest}.values())
+            still = {  # not deleted since; a letter listed again: under its newer receipt handle
+                d.message_id: newer for d in letters if (newer := self._held.newest(d.message_id)) is not None
+            }
             if still:
-                self.hold(still, seconds)
+                self.hold(list(still.values()), seconds)
 
     def delete(self, dead: DeadLetter) -> None:
-        """Delete one dead letter this object holds."""
+        """Delete one dead letter this object holds (in constant time: a sweep deletes up to 100,000)."""
         try:
             self._client.delete_message(QueueUrl=self._dlq_url, ReceiptHandle=dead.receipt_handle)
         except SQS_ERRORS as error:
             raise_for(error, "delete from DLQ")
-        self._held = [d for d in self._held if d.message_id != dead.message_id]
+        self._held.forget(dead.message_id)
 
     def unseen(self) -> Unseen:
         """What this object holds no lease on; call it before release()."""
