@@ -31,7 +31,8 @@ SQS_MAX_MESSAGE_BYTES = 262_144
 DEAD_LETTER_ATTRIBUTES_RESERVE_BYTES = 6 * 1024
 """Room left beside the envelope for a dead letter's attributes, which SQS counts with the body (names,
 types, values): a reason, a detail of at most 1,000 characters, the source message id and sent time
-and an event id of at most 128 characters (adapters/sqs.py `dead_letter`): under 4.7 KiB in UTF-8."""
+and an event id of at most 128 characters (adapters/sqs.py `dead_letter`): 4,678 bytes at most as SQS
+counts them, in UTF-8 (tests/unit/test_dead_letter_attributes_reserve.py builds the largest and checks)."""
 MAX_ENVELOPE_BYTES = SQS_MAX_MESSAGE_BYTES - DEAD_LETTER_ATTRIBUTES_RESERVE_BYTES
 """The longest DLQ body the ETL writes: a longer envelope would not fit one SQS message with its attributes."""
 TRANSIT_SEALED_EXTRA_BYTES = 12 + 16
