@@ -31,7 +31,7 @@ from etl_service.adapters.sqs_common import (
     raise_for,
     timestamp_ms,
 )
-from etl_service.service.own_dead_letters import CiphertextProver, own_dead_letters
+from etl_service.service.own_dead_letters import CiphertextProver, own_dead_letters, read_shaped_as_written
 from etl_service.service.ports import TakeBack
 from etl_service.service.sealing import read_dead_letter_body
 
@@ -78,10 +78,19 @@ class DeadLetter:
     is_envelope: bool | None = None
     """Whether `raw_body` reads as a dead-letter envelope (read_dead_letter_body), whatever its shape:
     as the listing read it; None when not given, and then read here once."""
+    shaped_as_written: bool | None = None
+    """Whether `raw_body` is byte for byte an envelope the ETL writes (own_dead_letters.shaped_as_written):
+    from the same reading as `is_envelope`, so `in_clear` does not read the body again; None when
+    not given, and then read here once."""
 
     def __post_init__(self) -> None:
-        if self.is_envelope is None:  # a letter built by hand: read once here
-            object.__setattr__(self, "is_envelope", read_dead_letter_body(self.raw_body) is not None)
+        if self.is_envelope is None or self.shaped_as_written is None:  # a letter built by hand: read once here
+            fields = read_dead_letter_body(self.raw_body)
+            if self.is_envelope is None:
+                object.__setattr__(self, "is_envelope", fields is not None)
+            if self.shaped_as_written is None:
+                shaped = fields is not None and read_shaped_as_written(self.raw_body, fields)
+                object.__setattr__(self, "shaped_as_written", shaped)
 
     @property
     def sent_at(self) -> str:
@@ -127,6 +136,7 @@ def _to_dead_letter(raw: Any) -> DeadLetter:
         raw_body=body,
         producer_event_id=producer_event_id,
         is_envelope=read is not None,
+        shaped_as_written=read is not None and read_shaped_as_written(body, read),
     )
 
 

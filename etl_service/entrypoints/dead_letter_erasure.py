@@ -279,7 +279,8 @@ def _opened(dead: DeadLetter, sweep: Sweep, key: str, decrypt: Callable[[str], s
     tampered layer counts as tampered, one OpenBao refuses or one nested deeper than MAX_LAYERS
     as could not be opened; an outer envelope without a body, as without a kept body - told by the
     body (`in_clear`, as `list` tells CLEAR), not by a reason attribute: an original in clear with
-    its producer's `reason` had its body read.
+    its producer's `reason` had its body read. `in_clear` answers from what the listing read of the
+    body: each letter's body is read once.
     """
     layers = envelope_layers(dead, key, decrypt)
     if layers.stop is Stop.TAMPERED:

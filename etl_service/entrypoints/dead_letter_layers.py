@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 
 from etl_service.adapters.dead_letter_queue import DeadLetter
 from etl_service.adapters.transit_sealer import SealedBodyUnopenable
-from etl_service.service.own_dead_letters import shaped_as_written
 from etl_service.service.sealing import read_dead_letter_body
 
 MAX_LAYERS = 4
@@ -77,10 +76,11 @@ def in_clear(letter: DeadLetter, key: str) -> bool:
     Told by the body alone (own_dead_letters.shaped_as_written, as a take-back tells it), whatever
     the letter's attributes: SQS's redrive moves an original with every attribute its producer set,
     one named `reason` included (attack 12, finding 2). A tampered envelope (`is_tampered`) is not
-    in clear, though its shape be loose: `list` marks it TAMPERED and show/resend refuse it. A
-    body that is no envelope at all (as its listing read it) is in clear without reading it again.
+    in clear, though its shape be loose: `list` marks it TAMPERED and show/resend refuse it. The
+    body is not read again: its listing read it once and recorded both answers
+    (DeadLetter.is_envelope, DeadLetter.shaped_as_written).
     """
-    return not letter.is_envelope or (not is_tampered(letter, key) and not shaped_as_written(letter.raw_body))
+    return not letter.is_envelope or (not is_tampered(letter, key) and not letter.shaped_as_written)
 
 
 def envelope_layers(dead: DeadLetter, key: str, decrypt: Callable[[str], str]) -> Layers:

@@ -30,10 +30,10 @@ sealing ETL proves them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from etl_service.service.returned_letters import WrittenEnvelope, written_envelope
+from etl_service.service.returned_letters import ENVELOPE_START, WrittenEnvelope, written_envelope
 
 
 class CiphertextProver(Protocol):
@@ -55,6 +55,18 @@ def shaped_as_written(body: str) -> bool:
     """
     envelope = written_envelope(body)
     return envelope is not None and _shaped_as_written(envelope)
+
+
+def read_shaped_as_written(body: str, fields: Mapping[str, str | None]) -> bool:
+    """`shaped_as_written(body)` for a body already read as an envelope, without reading it again.
+
+    `fields`: what sealing.read_dead_letter_body read of `body` (a DLQ listing reads each body
+    once: DeadLetter.shaped_as_written). The same answer: written_envelope reads a body so only
+    when it begins as the ETL's envelopes do.
+    """
+    if not body.startswith(ENVELOPE_START):
+        return False
+    return _shaped_as_written(WrittenEnvelope(body, fields["sealed_body"], fields["key"], fields["note"]))
 
 
 def own_dead_letters(bodies: Sequence[str], prover: CiphertextProver | None) -> list[bool]:

@@ -18,6 +18,7 @@ import pytest
 from etl_service.adapters.dead_letter_queue import DeadLetterQueue
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.entrypoints import dead_letters
+from etl_service.service.own_dead_letters import shaped_as_written
 from etl_service.service.sealing import NOT_KEPT_NO_KEY, NOT_KEPT_TOO_LARGE, dead_letter_body
 
 SOURCE, DLQ = "https://sqs.example/1/login-queue", "https://sqs.example/1/login-queue-dlq"
@@ -183,3 +184,30 @@ def test_list_marks_a_body_in_clear_by_the_body_not_by_the_reason(
         "not-kept": "-",
         "redriven": "CLEAR",
     }
+
+
+SHAPES = [
+    dead_letter_body(GENUINE, None, KEY),
+    dead_letter_body(GENUINE, None, "another-key"),
+    dead_letter_body(None, NOT_KEPT_TOO_LARGE, None),
+    dead_letter_body(None, NOT_KEPT_NO_KEY, None),
+    dead_letter_body(None, "a note of someone else's", None),
+    dead_letter_body(FORGED, None, KEY),
+    dead_letter_body("not a ciphertext", None, KEY),
+    json.dumps({"format": "tokenvault-dead-letter/1", "note": NOT_KEPT_NO_KEY}),
+    json.dumps(
+        {"format": "tokenvault-dead-letter/1", "sealed_body": None, "key": None, "note": NOT_KEPT_NO_KEY}, indent=1
+    ),
+    dead_letter_body(None, NOT_KEPT_NO_KEY, None).replace('"note"', '"extra": 1, "note"'),
+    '{"format":"tokenvault-dead-letter/1","sealed_body":null,"key":null,"note":null}',
+    EVENT,
+    "",
+    "not json",
+]
+
+
+@pytest.mark.parametrize("body", SHAPES)
+def test_a_listed_letter_tells_its_shape_as_reading_its_body_again_would(body: str) -> None:
+    """DeadLetter.shaped_as_written (one reading, by the listing) answers as shaped_as_written(body) (a second one)."""
+    [letter] = DeadLetterQueue(Dlq({"m-1": (body, "wrong_type")}), SOURCE, DLQ).list()  # type: ignore[arg-type]
+    assert letter.shaped_as_written is shaped_as_written(body)
