@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from tokenvault_common.device_spellings import compact_form
-from tokenvault_common.ip_spellings import ip_forms, ips_spelled_by
+from tokenvault_common.ip_spellings import ip_forms, ips_in_hex_groups, ips_spelled_by, may_spell_hex_octets
 from tokenvault_common.pii_text import dotted_numbers
 
 OWN_VALUE_PROBLEM = "the event_id attribute must be an opaque id, but it holds the event's own {field}"
@@ -36,12 +36,15 @@ def own_value_in(event_id: str, ip: str, device_id: str) -> str | None:
     a decimal integer and as hex - an IPv4 address's anywhere, also inside a longer run of digits
     (`evt-aCB007107`; the vault reads the same windows of a purpose), an IPv6 address's only
     bounded by non-digits and non-hex-digits respectively (32-39 digits: read whole) -, in any
-    dotted form `inet_aton` reads (`203.0.0x7307`, also after a `v`); the device id as written
-    and, when long, without its separators. Only the event's own values are compared, so an
-    opaque id is refused only when it holds this event's ip: for an IPv4 address whose hex form
+    dotted form `inet_aton` reads (`203.0.0x7307`, also after a `v`), an IPv4 address also in hex
+    octets or halves (`CB-00-71-07`, `cb00-7107`: `ips_in_hex_groups`, the vault's reader of a
+    purpose, run only where the id holds the substrings such a spelling must); the device id as
+    written and, when long, without its separators. Only the event's own values are compared, so
+    an opaque id is refused only when it holds this event's ip: for an IPv4 address whose hex form
     has 8 digits, about 2**-32 per window of the id (a 32-digit UUID without dashes: 25 windows,
-    about 6e-9), for one of 7 digits (1.0.0.0-15.255.255.255, 10/8 among them) 2**-28 per window
-    (about 1e-7 for such a UUID, 3e-8 for one with dashes).
+    about 6e-9; a UUID's dashes add two pairs of hex halves, 2**-31), for one of 7 digits
+    (1.0.0.0-15.255.255.255, 10/8 among them) 2**-28 per window (about 1e-7 for such a UUID, 3e-8
+    for one with dashes).
     """
     folded = event_id.casefold()
     if _holds_ip(folded, ip):
@@ -52,9 +55,20 @@ def own_value_in(event_id: str, ip: str, device_id: str) -> str | None:
 
 
 def _holds_ip(folded: str, ip: str) -> bool:
-    spelled, numbers = ip_forms(ip)
+    spelled, numbers, hex_groups = ip_forms(ip)
     if any(form in folded for form in spelled):
         return True
+    if hex_groups is not None:
+        # Hex octets or halves (attack 14, finding 5): the shared reader, only where the id holds
+        # what such a spelling must (one substring test for an opaque id, where the lead octet
+        # has two hex digits; the group-shape test only where both octet hints are there).
+        address, lead, high_half, other_octet = hex_groups
+        if (
+            lead in folded
+            and (high_half in folded or (other_octet in folded and may_spell_hex_octets(folded)))
+            and address in ips_in_hex_groups(folded)
+        ):
+            return True
     if numbers and len(numbers[-1][0]) <= IPV4_HEX_DIGITS:
         # An IPv4 address: its decimal (8-10 digits) and hex (7-8) forms anywhere, also inside a
         # longer run (`aCB007107`, `CB007107F`, `A3405803783`: review 12, finding 2), as the vault

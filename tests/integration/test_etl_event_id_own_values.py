@@ -100,3 +100,45 @@ def test_an_event_id_carrying_an_ip_in_a_dotted_inet_aton_form_is_quarantined_an
     dead = all_dead_letters(stack_env["SQS_ENDPOINT_URL"], etl.dlq_url)
     texts = [m["Body"] + json.dumps(m["MessageAttributes"]) for m in dead]
     assert len(dead) == len(event_ids) and not [t for t in texts if any(form in t for form in forms)]
+
+
+def test_an_event_id_carrying_its_own_ip_in_hex_octets_or_halves_is_quarantined_and_stored_nowhere(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    # Attack 14, finding 5: the vault's purpose check reads an ip in hex octets or two hex halves
+    # (203.0.113.77 is cb.00.71.4d); the ETL's own-value check did not, and loaded such ids in clear.
+    ip, tag = "203.0.113.77", uuid.uuid4().hex[:8]
+    forms = ["CB-00-71-4D", "cb00-714d", "CB.00.71.4D", "cb_0_71_4d"]
+    event_ids = [f"INC-{forms[0]}-{tag}", f"INC-{forms[1]}-{tag}", f"evt-{forms[2]}-{tag}", f"evt-{forms[3]}-{tag}"]
+    other_ip = f"INC-CB-00-71-4E-{tag}"  # 203.0.113.78: an opaque id to this event
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    with etl_harness(stack_env, vault.address) as etl:
+        ids = [
+            sqs.send_message(
+                QueueUrl=etl.queue_url,
+                MessageBody=body(user_id=f"hex-{n}-{tag}", ip=ip),
+                MessageAttributes={"event_id": {"DataType": "String", "StringValue": event_id}},
+            )["MessageId"]
+            for n, event_id in enumerate([*event_ids, other_ip])
+        ]
+        summary = etl.wired.consumer.drain()
+    assert (summary.loaded, summary.quarantined) == (1, len(event_ids))
+    patterns = [f"%{form.lower()}%" for form in forms]
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        stored = conn.execute(
+            "SELECT (SELECT count(*) FROM user_logins WHERE lower(event_id) LIKE ANY(%(p)s)),"
+            " (SELECT count(*) FROM etl_quarantine WHERE lower(event_id) LIKE ANY(%(p)s)"
+            "  OR lower(detail) LIKE ANY(%(p)s))",
+            {"p": patterns},
+        ).fetchone()
+        quarantined = conn.execute(
+            "SELECT sqs_message_id, event_id, reason FROM etl_quarantine WHERE sqs_message_id = ANY(%s)",
+            (ids[: len(event_ids)],),
+        ).fetchall()
+        loaded = conn.execute("SELECT count(*) FROM user_logins WHERE event_id = %s", (other_ip,)).fetchone()
+    assert stored == (0, 0)
+    assert sorted(quarantined) == sorted((i, i, "invalid_event_id") for i in ids[: len(event_ids)])  # under the SQS id
+    assert loaded == (1,)
+    dead = all_dead_letters(stack_env["SQS_ENDPOINT_URL"], etl.dlq_url)
+    texts = [(m["Body"] + json.dumps(m["MessageAttributes"])).lower() for m in dead]
+    assert len(dead) == len(event_ids) and not [t for t in texts if any(form.lower() in t for form in forms)]

@@ -33,7 +33,7 @@ import socket
 from collections.abc import Iterable
 from functools import lru_cache
 
-from tokenvault_common.ip_spellings import MIN_NUMBER_TO_SEARCH, ips_spelled_by
+from tokenvault_common.ip_spellings import MIN_NUMBER_TO_SEARCH, ips_in_hex_groups, ips_spelled_by, spells_hex_octets
 from tokenvault_common.pii_text import (
     IP_ADDRESS,
     IPV4_BROAD,
@@ -111,14 +111,6 @@ _IPV4_END = 2**32
 MAX_WINDOWED_RUN = 64
 """A run longer than this is not windowed (a purpose within MAX_PURPOSE_LENGTH never has one): the
 work per run is bounded by about 3 windows per character."""
-_HEX_OCTET = re.compile(r"[0-9a-f]{1,2}", re.ASCII)
-_HEX_QUAD = re.compile(r"[0-9a-f]{4}", re.ASCII)
-_HEX_OCTETS_SPELLED = re.compile(
-    r"(?i)(?<![0-9a-z])[0-9a-f]{1,2}([^0-9a-z])[0-9a-f]{1,2}(?:\1[0-9a-f]{1,2}){2}(?![0-9a-z])", re.ASCII
-)
-"""Four groups of 1-2 hex digits joined by one repeated separator: an IPv4 address in hex octets
-(`CB-00-71-07`, `cb.0.71.7`: 203.0.113.7; attack 14, finding 5). Refused as an address, as the
-decimal form `203-0-113-7` is; reading a fifth group does not hide four (`AB-CD-EF-01-02`)."""
 
 
 class PurposeHoldsOwnValue(InvalidRequest):
@@ -207,8 +199,9 @@ def values_spelled_by(purpose: str) -> frozenset[str]:
     review 12, finding 2), as the ETL's own-value check finds an IPv4 address's number forms
     anywhere in an event id; four groups of 1-2 hex digits joined by one repeated separator and two
     groups of 4 hex digits are an IPv4 address in hex (`INC-CB-00-71-07`, `INC-cb00-7107`:
-    `_hex_group_ips`, attack 14, finding 5). A value revealed or erased is compared with this set (one
-    or two membership tests per value: `vault_service.service.revealing`); it is derived once per
+    `ips_in_hex_groups`, the ETL's reader of an event id too; attack 14, finding 5). A value
+    revealed or erased is compared with this set (one or two membership tests per value:
+    `vault_service.service.revealing`); it is derived once per
     distinct purpose (cached: a client's purposes repeat). At most 32 groups: at most 528 runs and
     as many compact forms, plus at most about 3 windows per character, a few kB; 64 purposes are
     kept.
@@ -236,7 +229,7 @@ def values_spelled_by(purpose: str) -> frozenset[str]:
     for hex_run in hex_runs.difference(groups):
         spelled.update(ips_spelled_by(hex_run))
     spelled.update(_ipv4_windows(hex_runs, IPV4_HEX_WINDOWS, 16))
-    spelled.update(_hex_group_ips(groups, joins))
+    spelled.update(ips_in_hex_groups(folded))
     spelled.update(_ipv4_windows(set(_DIGIT_RUN.findall(folded)), IPV4_DECIMAL_WINDOWS, 10))
     return frozenset(spelled)
 
@@ -290,29 +283,6 @@ def token_ids_in(purpose: str) -> frozenset[str]:
         for i in range(len(reading) - TOKEN_RANDOM_LENGTH + 1)
     }
     return frozenset(f"{token_type.prefix}_{window}" for window in windows for token_type in TokenType)
-
-
-def _hex_group_ips(groups: list[str], joins: list[str]) -> set[str]:
-    """The IPv4 addresses (canonical) that consecutive groups of hex digits spell (attack 14, finding 5).
-
-    Four groups of 1-2 hex digits joined by one repeated separator are its four octets
-    (`INC-CB-00-71-07`, `INC-CB.00.71.07`: 203.0.113.7), and two groups of exactly 4 hex digits
-    joined by any separator are its two halves (`INC-cb00-7107`). The decimal reading of the same
-    groups is `ips_spelled_by`'s (above). Two quads are read only here, not refused by the shape
-    check: `GDPR-2026-0042` is two quads too (32.38.0.66), so it is only compared with the call's
-    values, never taken for an address.
-    """
-    ips: set[str] = set()
-    octet, quad = _HEX_OCTET.fullmatch, _HEX_QUAD.fullmatch
-    for first in range(len(groups) - 1):
-        if quad(groups[first]) and quad(groups[first + 1]):
-            number = int(groups[first] + groups[first + 1], 16)
-            if number >= MIN_NUMBER_TO_SEARCH:
-                ips.add(socket.inet_ntoa(number.to_bytes(4, "big")))
-        four = groups[first : first + 4]
-        if len(four) == 4 and len(set(joins[first : first + 3])) == 1 and all(map(octet, four)):
-            ips.add(".".join(str(int(group, 16)) for group in four))
-    return ips
 
 
 def _ipv4_windows(runs: set[str], widths: tuple[int, ...], base: int) -> set[str]:
@@ -390,7 +360,7 @@ def pii_in(purpose: str) -> str | None:
         return _kind_of_loose_numbers(text)  # only the broad reading of four numbers took it for an ip
     if address:
         return address
-    if _HEX_OCTETS_SPELLED.search(text):
+    if spells_hex_octets(text):  # `CB-00-71-07` (attack 14, finding 5)
         return IP_ADDRESS
     if _ID_NUMBER.search(ISO_DATE_TIME.sub(" ", text)):
         return "it holds an identifier-like number (8 or more digits, or ddd-dd-dddd)"
