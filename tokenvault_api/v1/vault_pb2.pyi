@@ -280,9 +280,25 @@ class DetokenizeRequest(_message.Message):
     PURPOSE_FIELD_NUMBER: _builtins.int
     AS_COLUMN_FIELD_NUMBER: _builtins.int
     purpose: _builtins.str
-    """Why the values are needed: a case or ticket reference such as INC-4821 (letters and digits
-    in groups joined by - _ / . : #, starting with a letter, at most 64 characters), never
-    personal data nor a value this call reveals; written to the audit log for good.
+    """Why the values are needed: a case or ticket reference such as INC-4821 (ASCII letters and
+    digits in groups joined by one of - _ / . : #, starting with a letter, at most 64
+    characters). The audit log keeps it for good, where erasure cannot reach it.
+
+    Refused (the whole call fails with INVALID_ARGUMENT; the message says why, never quoting the
+    value) when it is empty, over 64 characters, not printable ASCII or not of that form; holds
+    personal data ("purpose must not contain personal data (it holds ...)": an IP address, also
+    as four hex octets, an e-mail or hardware address, a token or what may be its random part, a
+    device-id-like or 8-digit number) or 12 characters of a token this call names, separators
+    ignored; or spells a value this call reveals in plain ("purpose must not contain the IP
+    address|device id this call reveals in plain": the caller sees that value anyway, and
+    `audit who-saw` lists the refusal).
+
+    Withheld, the call going on and its audit row keeping an empty purpose, when it spells a
+    value of the call shown masked or not at all (a type the caller may not see), names a value
+    stored in the vault or an issued token split into pieces, or was not compared with every
+    value of the call (one erased, or one that does not open): refusing it would tell the caller
+    whether its guess was right or the value is stored. A refused call's row withholds it too.
+    `audit who-saw` shows a withheld purpose as "(withheld: spelled or named a value of the call)".
     """
     as_column: _builtins.bool
     """Ask for the compact form: the answer comes in DetokenizeResponse.column (one column
@@ -456,8 +472,10 @@ class EraseRequest(_message.Message):
     TOKENS_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
     purpose: _builtins.str
-    """Why the values are erased: the erasure request's reference such as GDPR-2026-0042 (the form
-    of DetokenizeRequest.purpose), never a value this call erases; written to the audit log for good.
+    """Why the values are erased: the erasure request's reference such as GDPR-2026-0042, refused
+    or withheld as DetokenizeRequest.purpose is. One spelling a value this call erases (or may
+    not erase) is withheld, never refused: refused when right, erased when wrong would confirm
+    a guess.
     """
     @_builtins.property
     def tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...

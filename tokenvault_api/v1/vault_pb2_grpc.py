@@ -64,7 +64,9 @@ class TokenVaultServicer:
 
     def Detokenize(self, request, context):
         """Returns the value behind each token, revealed as the caller's policy
-        allows (plain or masked). Every call is audited. Requires a purpose.
+        allows (plain or masked). Every call is audited, a refused one too. Requires
+        a purpose: refused with INVALID_ARGUMENT, or kept out of the audit row
+        (withheld), as DetokenizeRequest.purpose says.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -74,7 +76,9 @@ class TokenVaultServicer:
         """Forgets the values behind tokens (right to erasure): the ciphertext and the
         lookup fingerprint are destroyed, so Detokenize answers NOT_FOUND from then
         on and the same value tokenized again gets a new token. Requires the
-        `erase` permission per type and a purpose. Audited.
+        `erase` permission per type and a purpose, refused or withheld as for
+        Detokenize, except that one spelling a value the call erases is withheld,
+        never refused (EraseRequest.purpose). Audited.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -41,13 +41,17 @@ class TokenVaultStub:
     """
     Detokenize: _grpc.UnaryUnaryMultiCallable[_vault_pb2.DetokenizeRequest, _vault_pb2.DetokenizeResponse]
     """Returns the value behind each token, revealed as the caller's policy
-    allows (plain or masked). Every call is audited. Requires a purpose.
+    allows (plain or masked). Every call is audited, a refused one too. Requires
+    a purpose: refused with INVALID_ARGUMENT, or kept out of the audit row
+    (withheld), as DetokenizeRequest.purpose says.
     """
     Erase: _grpc.UnaryUnaryMultiCallable[_vault_pb2.EraseRequest, _vault_pb2.EraseResponse]
     """Forgets the values behind tokens (right to erasure): the ciphertext and the
     lookup fingerprint are destroyed, so Detokenize answers NOT_FOUND from then
     on and the same value tokenized again gets a new token. Requires the
-    `erase` permission per type and a purpose. Audited.
+    `erase` permission per type and a purpose, refused or withheld as for
+    Detokenize, except that one spelling a value the call erases is withheld,
+    never refused (EraseRequest.purpose). Audited.
     """
 
 @_typing.type_check_only
@@ -59,13 +63,17 @@ class TokenVaultAsyncStub(TokenVaultStub):
     """
     Detokenize: _aio.UnaryUnaryMultiCallable[_vault_pb2.DetokenizeRequest, _vault_pb2.DetokenizeResponse]  # type: ignore[assignment]
     """Returns the value behind each token, revealed as the caller's policy
-    allows (plain or masked). Every call is audited. Requires a purpose.
+    allows (plain or masked). Every call is audited, a refused one too. Requires
+    a purpose: refused with INVALID_ARGUMENT, or kept out of the audit row
+    (withheld), as DetokenizeRequest.purpose says.
     """
     Erase: _aio.UnaryUnaryMultiCallable[_vault_pb2.EraseRequest, _vault_pb2.EraseResponse]  # type: ignore[assignment]
     """Forgets the values behind tokens (right to erasure): the ciphertext and the
     lookup fingerprint are destroyed, so Detokenize answers NOT_FOUND from then
     on and the same value tokenized again gets a new token. Requires the
-    `erase` permission per type and a purpose. Audited.
+    `erase` permission per type and a purpose, refused or withheld as for
+    Detokenize, except that one spelling a value the call erases is withheld,
+    never refused (EraseRequest.purpose). Audited.
     """
 
 class TokenVaultServicer(metaclass=_abc_1.ABCMeta):
@@ -86,7 +94,9 @@ class TokenVaultServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_vault_pb2.DetokenizeResponse, _abc.Awaitable[_vault_pb2.DetokenizeResponse]]:
         """Returns the value behind each token, revealed as the caller's policy
-        allows (plain or masked). Every call is audited. Requires a purpose.
+        allows (plain or masked). Every call is audited, a refused one too. Requires
+        a purpose: refused with INVALID_ARGUMENT, or kept out of the audit row
+        (withheld), as DetokenizeRequest.purpose says.
         """
 
     @_abc_1.abstractmethod
@@ -98,7 +108,9 @@ class TokenVaultServicer(metaclass=_abc_1.ABCMeta):
         """Forgets the values behind tokens (right to erasure): the ciphertext and the
         lookup fingerprint are destroyed, so Detokenize answers NOT_FOUND from then
         on and the same value tokenized again gets a new token. Requires the
-        `erase` permission per type and a purpose. Audited.
+        `erase` permission per type and a purpose, refused or withheld as for
+        Detokenize, except that one spelling a value the call erases is withheld,
+        never refused (EraseRequest.purpose). Audited.
         """
 
 def add_TokenVaultServicer_to_server(servicer: TokenVaultServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
