@@ -88,15 +88,15 @@ class TransitSealer:
         """Those of `ciphertexts` that Transit authenticates under the dead-letter key (`rewrap`: no plaintext).
 
         A forged one, one under another key, or one under a key version below the key's
-        min_decryption_version is not; nor, without asking Transit, one longer than any envelope
-        the ETL writes holds (sealing.longest_claim_chars). DependencyDown when OpenBao is
+        min_decryption_version is not; nor, without asking Transit, one longer than an envelope in
+        any SQS message holds (sealing.longest_claim_chars). DependencyDown when OpenBao is
         unreachable, Misconfigured when the policy or the key is wrong.
         """
         longest = longest_claim_chars(self.key_name)
         claims = [text for text in ciphertexts if len(text) <= longest]
         if len(claims) < len(ciphertexts):
             log.info(
-                "claimed ciphertexts longer than any dead letter the ETL writes: not proven, not sent to OpenBao",
+                "claimed ciphertexts longer than any SQS message holds: not proven, not sent to OpenBao",
                 extra={"claims": len(ciphertexts) - len(claims)},
             )
         proven: set[str] = set()

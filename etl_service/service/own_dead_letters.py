@@ -13,11 +13,11 @@ never loaded, and the drain exited 0). What the ETL alone writes is its body, so
   ETL's notes) is an original, whatever its attributes: taken back;
 - an envelope claiming a ciphertext is the ETL's only when Transit proves the ciphertext genuine
   under the dead-letter key (`authentic`: rewrap, which reveals nothing; for the whole listing, in
-  calls of at most 250 claims and 4 MiB each, and a claim longer than any envelope the ETL
-  writes is not proven without asking: attack 14, finding 2). Any base64 - a person's values in
-  clear - has a ciphertext's shape (attack 10, finding 3). An unproven one is taken back: the
-  source path refuses it as no event and seals it (service/returned_letters.py proves it the
-  same way first).
+  calls of at most 250 claims and 4 MiB each, and a claim longer than an envelope in any SQS
+  message holds is not proven without asking: attack 14, finding 2; review 15, finding 6). Any
+  base64 - a person's values in clear - has a ciphertext's shape (attack 10, finding 3). An
+  unproven one is taken back: the source path refuses it as no event and seals it
+  (service/returned_letters.py proves it the same way first).
 
 Without a proof (`prover` None) the last step cannot be taken: every envelope shaped as the ETL
 writes it stays, a forged one too. That is the operators' `dead-letters redrive` (the DLQ

@@ -14,7 +14,9 @@ as message attributes, readable without any key.
 
 An envelope must fit one SQS message with its attributes (MAX_ENVELOPE_BYTES): a body too large
 to seal within it is not kept (largest_sealable_body_bytes; config.py refuses an ETL_MAX_BODY_BYTES
-above it), so no envelope the ETL writes holds a longer ciphertext than `longest_claim_chars`.
+above it). A claim is proven up to what any SQS message can carry (`longest_claim_chars`), not
+only up to what this ETL writes: an earlier ETL, or one with a larger ETL_MAX_BODY_BYTES, wrote
+longer genuine ones (review 15, finding 6).
 """
 
 from __future__ import annotations
@@ -42,11 +44,19 @@ _LONGEST_CIPHERTEXT_PREFIX = len("vault:v") + 10 + len(":")
 
 
 def longest_claim_chars(key_name: str | None) -> int:
-    """The longest `sealed_body` an envelope the ETL writes under `key_name` can hold (MAX_ENVELOPE_BYTES).
+    """The longest `sealed_body` an envelope under `key_name` can hold in any SQS message (SQS_MAX_MESSAGE_BYTES).
 
-    A longer claim is no dead letter of the ETL's: it is not proven, nor sent to Transit to prove
-    (attack 14, finding 2).
+    A longer claim came in no SQS message: it is not proven, nor sent to Transit to prove (attack
+    14, finding 2). The bound is what SQS carries, not what this ETL writes (MAX_ENVELOPE_BYTES):
+    a genuine letter an earlier ETL sealed with a larger ETL_MAX_BODY_BYTES is longer, and an
+    unproven letter is taken back to the source queue, refused there as too large, its body lost
+    (review 15, finding 6). Transit request bodies stay bounded by the sealer's 4 MiB chunks.
     """
+    return SQS_MAX_MESSAGE_BYTES - len(dead_letter_body("", None, key_name))
+
+
+def longest_written_claim_chars(key_name: str | None) -> int:
+    """The longest `sealed_body` an envelope this ETL writes under `key_name` holds (MAX_ENVELOPE_BYTES)."""
     return MAX_ENVELOPE_BYTES - len(dead_letter_body("", None, key_name))
 
 
@@ -55,7 +65,7 @@ def largest_sealable_body_bytes(key_name: str | None) -> int:
 
     Transit's ciphertext is `vault:v<version>:` and base64 of the body, its nonce and its tag.
     """
-    base64_chars = longest_claim_chars(key_name) - _LONGEST_CIPHERTEXT_PREFIX
+    base64_chars = longest_written_claim_chars(key_name) - _LONGEST_CIPHERTEXT_PREFIX
     return base64_chars // 4 * 3 - TRANSIT_SEALED_EXTRA_BYTES
 
 

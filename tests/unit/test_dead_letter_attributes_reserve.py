@@ -31,7 +31,7 @@ from etl_service.service.sealing import (
     MAX_ENVELOPE_BYTES,
     SQS_MAX_MESSAGE_BYTES,
     dead_letter_body,
-    longest_claim_chars,
+    longest_written_claim_chars,
 )
 from tests.unit.dlq_clients import DLQ, SOURCE
 
@@ -75,7 +75,9 @@ def largest_dead_letter() -> dict[str, Any]:
     )
     assert received.event_id == WIDEST * MAX_EVENT_ID_LENGTH, received.event_id_problem  # the ETL keeps it
     assert received.sent_timestamp_ms == MAX_TIMESTAMP_MS
-    largest_envelope = dead_letter_body("vault:v1:" + "A" * (longest_claim_chars(KEY) - len("vault:v1:")), None, KEY)
+    largest_envelope = dead_letter_body(
+        "vault:v1:" + "A" * (longest_written_claim_chars(KEY) - len("vault:v1:")), None, KEY
+    )
     assert len(largest_envelope.encode()) == MAX_ENVELOPE_BYTES
     client = SentToDlq()
     queue = SqsQueue(client, SOURCE, DLQ)  # type: ignore[arg-type]

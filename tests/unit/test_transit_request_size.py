@@ -91,14 +91,23 @@ def test_an_item_over_the_byte_bound_goes_alone(tmp_path: Path, monkeypatch: pyt
     assert [len(r) for r in transit.requests] == [1, 1, 1]
 
 
-def test_a_claim_longer_than_any_envelope_the_etl_writes_is_not_proven_and_not_sent(tmp_path: Path) -> None:
+def test_a_claim_longer_than_any_sqs_message_holds_is_not_proven_and_not_sent(tmp_path: Path) -> None:
     sealer, transit = recording_sealer(tmp_path)
     longest = longest_claim_chars(KEY)
     fits = "vault:v1:" + "A" * (longest - len("vault:v1:"))
     too_long = fits + "AAAA"
-    assert len(dead_letter_body(fits, None, KEY)) == MAX_ENVELOPE_BYTES
+    assert len(dead_letter_body(fits, None, KEY)) == SQS_MAX_MESSAGE_BYTES
     assert sealer.authentic([too_long, fits]) == frozenset({fits})
     assert [i["ciphertext"] for r in transit.requests for i in r] == [fits]
+
+
+def test_a_claim_longer_than_this_etl_writes_but_within_sqs_is_still_sent_to_rewrap(tmp_path: Path) -> None:
+    """Review 15, finding 6: an earlier ETL with a larger ETL_MAX_BODY_BYTES sealed longer genuine letters."""
+    sealer, transit = recording_sealer(tmp_path)
+    older = "vault:v1:" + "A" * (257_000 - len("vault:v1:"))
+    assert len(dead_letter_body(older, None, KEY)) > MAX_ENVELOPE_BYTES
+    assert sealer.authentic([older]) == frozenset({older})
+    assert [i["ciphertext"] for r in transit.requests for i in r] == [older]
 
 
 def test_encrypt_requests_are_bounded_and_a_body_too_large_to_fit_sqs_is_not_kept(tmp_path: Path) -> None:
