@@ -9,7 +9,8 @@ arriving wait, then go together in one statement (one disk flush for many calls)
 returns only once its own row is committed; a failed write fails every call in its group.
 
 An append returns the ids of the rows it stored and is refused unless there is one per event
-and, once committed, each of those rows is in vault.audit_log: a rule or trigger the database
+and, once committed, each of those rows is in vault.audit_log as written (every column the
+append wrote, read back in the same single read): a rule or trigger the database
 owner adds to drop audit rows (`DO INSTEAD NOTHING`, a BEFORE trigger returning NULL, an AFTER
 trigger deleting the row, a rule diverting it elsewhere and returning that row) would otherwise
 let reveals through with no row to show for them. The look-up is one more round trip per group.
@@ -53,11 +54,16 @@ _APPEND_ONE = PreparedStatement(
 )
 """A group of one event (a lone caller): no arrays to build in Python or to unnest in Postgres."""
 _PRESENT = UnnamedStatement(
-    "SELECT id, client, action, coalesce(purpose, ''), row_hash IS NOT NULL FROM vault.audit_log"
-    " WHERE id = ANY($1::bigint[])",
+    "SELECT id, client, action, coalesce(purpose, ''), row_hash IS NOT NULL, outcome, item_count, token_types,"
+    " client_serial, client_cert_sha256, revealed FROM vault.audit_log WHERE id = ANY($1::bigint[])",
     binary_rows=True,
 )
 """The rows at the ids an append returned, read once it is committed: what `_check_stored` compares.
+
+Every column the append writes, and whether the chain trigger hashed the row: who-saw lists a
+reveal by `revealed` and shows its client, serial, purpose and outcome, so a row written with
+any of them changed (`revealed = '{}'`) must fail the check as a missing row does (review 15,
+finding 7). One wider row per event, still one round trip.
 
 Not prepared: libpq's unnamed statement, sent with its SQL on each run. A check prepared under
 a name, like the append it checks, could be replaced together with the append by one plant in
@@ -121,19 +127,37 @@ def _check_stored(
 
     New: the ids returned rise above `after` (the newest this process stored before; the chain
     trigger numbers rows in commit order under its lock). As written: the row at each id holds
-    the event's client, action and purpose. A rule diverting the insert and returning the id of
-    an older row, or of no row, fails one or the other.
+    every field of the event the append wrote (client, action, purpose, outcome, item count,
+    token types, certificate serial and digest, revealed hashes) and was chained. A rule
+    diverting the insert and returning the id of an older row, or of no row, or an append
+    replaced in the session that writes the row with any field changed, fails one or the other.
     """
     written = len(events)
     ids = [int(cast(int, row[0])) for row in stored]
     if len(ids) != written or len(set(ids)) != written or min(ids, default=after + 1) <= after:
         raise AuditRowsDropped(written, len({i for i in ids if i > after}))
-    expected = {i: (e.client, e.action, e.purpose or "", True) for i, e in zip(ids, events, strict=True)}
+    expected = {i: _as_stored(e) for i, e in zip(ids, events, strict=True)}
     found = _PRESENT.rows(conn, (int_array(ids),))
-    present = sum(1 for row in found if expected.get(int(row[0])) == tuple(row[1:]))
+    present = sum(1 for row in found if expected.get(int(row[0])) == (*row[1:10], tuple(row[10] or ())))
     if present != written:
         raise AuditRowsDropped(written, present)
     return max(ids)
+
+
+def _as_stored(event: AuditEvent) -> tuple[object, ...]:
+    """The columns `_PRESENT` reads for `event`'s row, as it should find them (revealed: a tuple, empty for NULL)."""
+    return (
+        event.client,
+        event.action,
+        event.purpose or "",
+        True,
+        event.outcome,
+        event.item_count,
+        event.token_types,
+        event.client_serial,
+        event.client_cert_sha256,
+        tuple(event.revealed),
+    )
 
 
 class PostgresAuditLog:
