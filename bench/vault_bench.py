@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import os
 import signal
 import statistics
@@ -59,6 +60,18 @@ device_id = "plain"
 detokenize_per_second = 1e9
 detokenize_burst = 1000000000
 """
+
+
+_PURPOSE_NUMBERS = itertools.count(1)
+
+
+def distinct_purpose() -> str:
+    """A realistic reference never given before in this process (`ALERT-2026-000123`, `ALERT-2026-000124`...).
+
+    15 characters without separators, so the check for a piece of the call's token runs in full
+    (it returns at once below 12), and 3 groups, as an alert or case id has.
+    """
+    return f"ALERT-2026-{next(_PURPOSE_NUMBERS):06d}"
 
 
 def ips(start: int, count: int) -> list[str]:
@@ -109,11 +122,17 @@ class VaultBench:
 
         return len(tokens) / parallel(self.clients, work)
 
-    def single_latencies(self, tokens: Sequence[str], calls_per_client: int) -> list[float]:
-        """Seconds per single-token Detokenize, from every client calling at once."""
+    def single_latencies(self, tokens: Sequence[str], calls_per_client: int, distinct: bool = False) -> list[float]:
+        """Seconds per single-token Detokenize, from every client calling at once.
+
+        With one constant purpose (`benchmark`) every check of it is answered from a cache after
+        the first call; `distinct` gives each call a purpose of its own (`distinct_purpose`), as a
+        pipeline tagging each reveal with its alert id does: the path of a purpose first seen.
+        """
 
         def call(client: VaultClient, index: int, n: int) -> None:
-            client.detokenize([tokens[(index * calls_per_client + n) % len(tokens)]], purpose="benchmark")
+            purpose = distinct_purpose() if distinct else "benchmark"
+            client.detokenize([tokens[(index * calls_per_client + n) % len(tokens)]], purpose=purpose)
 
         return self._latencies(call, calls_per_client)
 
@@ -215,7 +234,13 @@ class Peers(NamedTuple):
 
 
 def measure(
-    bench: VaultBench, state_dir: Path, values_per_round: int, rounds: int, clients: int, costs: CostMeter
+    bench: VaultBench,
+    state_dir: Path,
+    values_per_round: int,
+    rounds: int,
+    clients: int,
+    costs: CostMeter,
+    distinct_purposes: bool = False,
 ) -> dict[str, list[float]]:
     """Every figure once per round, the vault and its peers side by side."""
     samples: dict[str, list[float]] = defaultdict(list)
@@ -230,7 +255,7 @@ def measure(
             bench.tokenize(bench.batches(ips(900_000_000, BATCH * 4)))
             for round_no in range(rounds):
                 values = ips(round_no * values_per_round, values_per_round)
-                measure_round(bench, peers, values, clients, costs, samples)
+                measure_round(bench, peers, values, clients, costs, samples, distinct_purposes)
                 console.print(
                     f"round {round_no + 1}/{rounds}: tokenize new {samples['new'][-1]:,.0f}/s, "
                     f"repeated {samples['repeated'][-1]:,.0f}/s, transit {samples['transit'][-1]:,.0f}/s"
@@ -247,6 +272,7 @@ def measure_round(
     clients: int,
     costs: CostMeter,
     samples: dict[str, list[float]],
+    distinct_purposes: bool = False,
 ) -> None:
     """One round of every figure on `values` (never tokenized before), appended to `samples`."""
     requests = bench.batches(values)
@@ -268,6 +294,14 @@ def measure_round(
     samples["single_db_us"].append(cost["db_us"])
     samples["p50"].append(percentile(latencies, 0.50) * 1000)
     samples["p99"].append(percentile(latencies, 0.99) * 1000)
+    if distinct_purposes:
+        before = costs.reading()
+        latencies = bench.single_latencies(tokens, 500, distinct=True)
+        cost = costs.per_item(before, len(latencies))
+        samples["distinct_vault_us"].append(cost["vault_us"])
+        samples["distinct_db_us"].append(cost["db_us"])
+        samples["distinct_p50"].append(percentile(latencies, 0.50) * 1000)
+        samples["distinct_p99"].append(percentile(latencies, 0.99) * 1000)
     before = costs.reading()
     floor = bench.health_latencies(500)
     samples["health_vault_us"].append(costs.per_item(before, len(floor))["vault_us"])
@@ -300,7 +334,9 @@ def start_bench_vault(stack: TemporaryStack) -> int:
     return pid
 
 
-def run(values_per_round: int, rounds: int, clients: int, huge_pages: bool = True) -> Figures:
+def run(
+    values_per_round: int, rounds: int, clients: int, huge_pages: bool = True, distinct_purposes: bool = False
+) -> Figures:
     """Start everything, measure, stop everything; figure name -> (median, unit)."""
     with temporary_components("tokenvault-bench-", huge_pages) as stack:
         memory = huge_pages_figure(stack, console)
@@ -309,11 +345,20 @@ def run(values_per_round: int, rounds: int, clients: int, huge_pages: bool = Tru
         try:
             with psycopg.connect(stack.env["PG_ADMIN_DSN"], autocommit=True) as admin:
                 costs = CostMeter(admin, pid)
-                samples = measure(bench, stack.state_dir, values_per_round, rounds, clients, costs)
+                samples = measure(bench, stack.state_dir, values_per_round, rounds, clients, costs, distinct_purposes)
         finally:
             bench.close()
     median = {k: statistics.median(v) for k, v in samples.items()}
+    distinct: Figures = {}
+    if distinct_purposes:
+        distinct = {
+            "detokenize_single_distinct_purpose_p50_ms": (median["distinct_p50"], "ms"),
+            "detokenize_single_distinct_purpose_p99_ms": (median["distinct_p99"], "ms"),
+            "vault_cpu_us_per_single_distinct_purpose": (median["distinct_vault_us"], "us"),
+            "postgres_cpu_us_per_single_distinct_purpose": (median["distinct_db_us"], "us"),
+        }
     return {
+        **distinct,
         **memory,
         "tokenize_new_per_s": (median["new"], "tokens/s"),
         "tokenize_repeated_per_s": (median["repeated"], "tokens/s"),
@@ -342,9 +387,14 @@ def main() -> None:
     parser.add_argument("--values", type=int, default=100_000, help="distinct values per round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    parser.add_argument(
+        "--distinct-purposes",
+        action="store_true",
+        help="also measure single-token Detokenize with a purpose of its own per call (no cached purpose check)",
+    )
     add_huge_pages_option(parser)
     args = parser.parse_args()
-    figures = run(args.values, args.rounds, args.clients, args.huge_pages == "reserve")
+    figures = run(args.values, args.rounds, args.clients, args.huge_pages == "reserve", args.distinct_purposes)
     title = (
         f"vault, {args.clients} clients, batches of {BATCH}, "
         f"{args.values:,} values x {args.rounds} rounds, {os.cpu_count()} cores"
