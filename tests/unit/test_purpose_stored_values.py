@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tests.unit.fakes import FakeAuditLog, FakeKeyStore, FakeKeyWrapper, FakeTokenStore
 from vault_service.domain.policy import parse_policy
-from vault_service.domain.purpose import candidate_values
+from vault_service.domain.purpose import stored_candidates
 from vault_service.domain.token_types import TokenType
 from vault_service.service.keyring import KeyManager
 from vault_service.service.revealing import Revealed
@@ -45,9 +45,34 @@ def _vault() -> tuple[TokenVault, FakeTokenStore, FakeAuditLog, str, str]:
     return vault, store, audit, str(ip_token), str(device_token)
 
 
-def test_the_candidates_hold_the_runs_as_written_and_in_upper_case() -> None:
-    candidates = candidate_values("GDPR-2026-801-sm-g991b-qwertyui")
-    assert {"sm-g991b-qwertyui", "SM-G991B-QWERTYUI", "SMG991BQWERTYUI", "GDPR-2026-801"} <= candidates
+def test_the_candidates_hold_the_device_id_shaped_runs_as_written_in_upper_and_in_lower_case() -> None:
+    candidates = stored_candidates("GDPR-2026-801-Sm-G991b-QwertyUI").device_ids
+    assert {"Sm-G991b-QwertyUI", "SM-G991B-QWERTYUI", "sm-g991b-qwertyui", "smg991bqwertyui"} <= candidates
+
+
+def test_no_group_and_no_word_with_its_number_is_a_candidate() -> None:
+    # Review 15, finding 1: every group (`GDPR`, `2026`) and `GDPR-2026` were looked up as device
+    # ids, and the hex halves 2026/0042 as the ip 32.38.0.66: a producer blanked whole classes.
+    for reference in ("GDPR-2026-0042", "INC-4821", "CASE-2026-0815", "GDPR-2026-0042/INC-4821", "INC-cb00-7107"):
+        assert stored_candidates(reference).size == 0, reference
+    assert "GDPR-2026" not in stored_candidates("GDPR-2026-801-SM-G991B-QWERTYUI").device_ids
+
+
+def test_short_device_ids_and_an_ip_a_producer_sent_blank_no_reference() -> None:
+    vault, _, audit, ip_token, _ = _vault()
+    poison = [(TokenType.DEVICE_ID, value) for value in ("INC", "2026", "GDPR", "GDPR-2026", "0042", "4821")]
+    vault.tokenize("etl", [*poison, (TokenType.IP, "32.38.0.66")])
+    for reference in ("GDPR-2026-0042", "INC-4821"):
+        vault.detokenize("analyst", [ip_token], reference)
+        assert audit.events[-1].purpose == reference
+
+
+def test_a_device_id_stored_in_lower_case_is_found_in_upper_case() -> None:
+    # Review 15, finding 4: an Android id is stored as 16 lower-case hex digits.
+    vault, _, audit, ip_token, _ = _vault()
+    vault.tokenize("etl", [(TokenType.DEVICE_ID, "dcfabeeb9acdfe7b")])
+    vault.detokenize("analyst", [ip_token], "INC-DCFABEEB9ACDFE7B")
+    assert audit.events[-1].purpose == ""
 
 
 def test_a_reveal_naming_a_device_of_another_call_is_served_and_keeps_no_purpose() -> None:
@@ -97,7 +122,7 @@ def test_an_erased_value_is_no_longer_found() -> None:
 
 def test_a_purpose_of_more_candidates_than_the_bound_is_withheld_without_a_lookup() -> None:
     vault, store, audit, ip_token, _ = _vault()
-    many_groups = "-".join("GHIJKLMNOPQRSTUVW")  # 17 one-letter groups: over 512 candidate values
-    assert len(candidate_values(many_groups)) > MAX_CANDIDATES
+    many_groups = "K2L-BC-DE-FG-HI-J3K-NO-QR-TU-WX-Z4Y-MN-PQ-RS"  # 14 groups, 3 serial-shaped: 256 values
+    assert stored_candidates(many_groups).size > MAX_CANDIDATES
     vault.detokenize("analyst", [ip_token], many_groups)
     assert (audit.events[-1].purpose, store.holds_any_calls) == ("", 0)

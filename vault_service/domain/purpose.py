@@ -32,6 +32,7 @@ import re
 import socket
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import NamedTuple
 
 from tokenvault_common.ip_spellings import MIN_NUMBER_TO_SEARCH, ips_in_hex_groups, ips_spelled_by, spells_hex_octets
 from tokenvault_common.pii_text import (
@@ -234,29 +235,76 @@ def values_spelled_by(purpose: str) -> frozenset[str]:
     return frozenset(spelled)
 
 
-@lru_cache(maxsize=64)
-def candidate_values(purpose: str) -> frozenset[str]:
-    """What a reference-form `purpose` could name of any value stored in the vault (attack 14, finding 3).
+MIN_STORED_DEVICE_ID = 8
+"""The fewest characters (separators dropped) of a run looked up as another call's device id."""
+_SERIAL_SHAPED = re.compile(r"(?=[A-Za-z0-9]*[A-Za-z])(?=[A-Za-z0-9]*[0-9])(?![A-Za-z]+[0-9]+$)[A-Za-z0-9]+", re.ASCII)
+"""A group mixing letters and digits otherwise than as a word and its number (`G991B`, `7A`,
+`a1b2c3d4e5f60718`, `ATK8Q7ZX`; not `INC2026`, `Q3`, `step2`): the group of a model or serial."""
+IP_CANDIDATE_GROUPS = 4
+"""The fewest groups, joined by `.` or `:` only, read as an ip of another call: a whole address."""
 
-    `values_spelled_by` (case-folded, as compared with a call's own values) plus every run of
-    whole groups as written and in upper case, with its separators and without: a device id is
-    stored as written (`SM-G991B-ATK8Q7ZX`), so its fingerprint is found only from that spelling.
-    The vault looks these up among its stored values by fingerprint
-    (vault_service.service.stored_values); a device id written in another case than stored, or
-    with other separators, is not found there (fingerprints are exact). At most 32 groups: a few
-    thousand candidates for the longest purpose, a few dozen for a usual one.
+
+class StoredCandidates(NamedTuple):
+    """What a purpose could name of the values stored for other calls, by the type looked up."""
+
+    device_ids: frozenset[str]
+    ips: frozenset[str]
+
+    @property
+    def size(self) -> int:
+        """How many values are looked up (each fingerprinted once per key)."""
+        return len(self.device_ids) + len(self.ips)
+
+
+@lru_cache(maxsize=64)
+def stored_candidates(purpose: str) -> StoredCandidates:
+    """What a reference-form `purpose` could name of a value stored for another call (attack 14, finding 3).
+
+    Compared with the call's own values, a purpose is read in every spelling (`values_spelled_by`):
+    a chance collision there has odds of about 2**-32 per value. Looked up among every value
+    stored in the vault, the same readings named some stored value by chance or by design
+    (review 15, finding 1): `GDPR-2026-0042` holds `GDPR`, `2026`, `GDPR-2026` (a producer that
+    sends those as device ids blanked every such reference) and the ip 32.38.0.66 (its hex
+    halves), and an ip read from any 8 hex digits or 8-10 decimal digits is stored in a large
+    vault with the odds of the share of the address space it holds. So only what has the shape
+    of the value is looked up:
+
+    - a device id: a run of whole groups whose compact form (separators dropped) has at least
+      MIN_STORED_DEVICE_ID characters and that holds a group mixing letters and digits otherwise
+      than as a word and its number (`_SERIAL_SHAPED`: `G991B`, `a1b2c3d4e5f60718`). So never a
+      group of letters only or digits only, nor a run of words and numbers alone (`GDPR-2026`,
+      the leading run every reference of a kind shares, `CASE-2026-0815`, `0042/INC`,
+      `CHG-25-03-14-A`), wherever it stands: a producer cannot blank a class of references with
+      a few short device ids, only a purpose holding the very model or serial group it sent
+      (`SM-G991B-ATK8Q7ZX`). Each such run as written, in upper case and in lower case, with
+      its separators and without (a device id is stored as the producer wrote it; fingerprints
+      are exact). A device id of words and numbers only (`ABC-1234-XYZ`) is not looked up;
+    - an ip: what IP_CANDIDATE_GROUPS or more groups joined by `.` or `:` only spell (a whole
+      address, which the shape check mostly refuses already). Number readings - a group or a
+      window of hex or decimal digits, two hex halves, short `inet_aton` forms - are left to the
+      comparison with the call's own values: any reference with such a group reads as some ip.
+
+    At most 32 groups: a few hundred values for the longest purpose, a handful for a usual one.
     """
     pieces = _SEGMENT_SEPARATORS.split(purpose)
     groups, joins = pieces[0::2], pieces[1::2]
-    candidates: set[str] = set(values_spelled_by(purpose))
+    serial = [_SERIAL_SHAPED.fullmatch(group) is not None for group in groups]
+    device_ids: set[str] = set()
+    ips: set[str] = set()
     for first in range(len(groups)):
         run = compact = groups[first]
+        ip_joined, has_serial = True, serial[first]
         for last in range(first, len(groups)):
             if last > first:
                 run = f"{run}{joins[last - 1]}{groups[last]}"
                 compact = f"{compact}{groups[last]}"
-            candidates.update((run, compact, run.upper(), compact.upper()))
-    return frozenset(candidates)
+                ip_joined = ip_joined and joins[last - 1] in _IP_JOINS
+                has_serial = has_serial or serial[last]
+            if ip_joined and last - first + 1 >= IP_CANDIDATE_GROUPS:
+                ips.update(ips_spelled_by(run.casefold()))
+            if has_serial and len(compact) >= MIN_STORED_DEVICE_ID:
+                device_ids.update((run, compact, run.upper(), compact.upper(), run.lower(), compact.lower()))
+    return StoredCandidates(frozenset(device_ids), frozenset(ips))
 
 
 TOKEN_RANDOM_LENGTH = 22

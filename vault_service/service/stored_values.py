@@ -5,7 +5,9 @@ a value of another call was kept verbatim for good: an erasure the erase burst s
 (the ip call keeps `GDPR-2026-801-<device id>`, then the device is erased), or a masked reveal of
 an ip with `INC-<device id>` (attack 14, finding 3). The vault can recognize such a value while
 it is stored: its fingerprint is in vault.tokens. So before a purpose is kept in clear, each value
-it could name (`purpose.candidate_values`) is fingerprinted for each token type it is valid for,
+of the shape of a value it could name (`purpose.stored_candidates`: serial-shaped runs as device
+ids, whole addresses as ips; never a single group or a word and its number, which a producer could
+store to blank a class of references, review 15, finding 1) is fingerprinted for its type,
 with the same keyed fingerprint Tokenize uses to find a value's token (and the pending key's
 during a fingerprint-key rotation), and looked up in one indexed query (`TokenStore.holds_any`),
 which also looks up each 22-character window of the purpose as a token id (`purpose.token_ids_in`:
@@ -15,11 +17,13 @@ guessed is stored (an existence oracle). The caller is answered the same either 
 audit row (which callers do not read) differs.
 
 One lookup per distinct purpose, cached LOOKUP_TTL_SECONDS per replica (see there for why that
-long); a purpose of more than MAX_CANDIDATES values is withheld without one. Measured on the real
-stack (4 Dec, 200k stored tokens): a first lookup 0.5 ms (p50) for `CASE-…-00001`, 2.0 ms for a
-7-group purpose, 4.6 ms at the bound; answered from the cache 3-11 µs. What this cannot recognize:
-a value not (or no longer) stored when the call runs; a device id written in another case or with
-other separators than stored (fingerprints are exact).
+long); a purpose of more than MAX_CANDIDATES values is withheld without one. A usual reference
+has no candidate at all (`GDPR-2026-0042`, `ALERT-2026-000123`): only its 22-character windows
+are looked up as token ids, and a purpose shorter than that sends no query. What this cannot
+recognize: a value not (or no longer) stored when the call runs; a device id written with other
+separators than stored, or in mixed case other than as stored (as written, upper and lower case
+are looked up), or of words and numbers only; another call's ip written as a number (hex, decimal,
+hex halves or octets), which any reference could read as by chance.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import time
 from collections.abc import Callable
 
 from vault_service.domain.crypto import DataKey, fingerprints
-from vault_service.domain.purpose import candidate_values, token_ids_in
+from vault_service.domain.purpose import StoredCandidates, stored_candidates, token_ids_in
 from vault_service.domain.token_types import TokenType, normalize_many
 from vault_service.service.keyring import KeyManager
 from vault_service.service.ports import TokenStore
@@ -43,13 +47,15 @@ first stored after the call is never recognized, so caching a miss for 30 s only
 by 30 s, for a value tokenized within 30 s after the same purpose was last looked up. A cached hit
 keeps withholding for up to 30 s after the value is erased (the safe side). A client's purposes
 repeat over a working session of minutes, so nearly every call is answered from the cache."""
-MAX_CANDIDATES = 512
-"""The most values a purpose is looked up by. A usual reference has far fewer (`GDPR-2026-0042` 15,
-`GDPR-2026-801-SM-G991B-ATK8Q7ZX` 68, a 12-group reference about 300); a purpose of many short
-groups has up to about 2,200, each a fingerprint and an index probe (4.6 ms at 479 values). Such a
+MAX_CANDIDATES = 128
+"""The most values a purpose is looked up by. With the shape floor (`purpose.stored_candidates`) a
+usual reference has none (`GDPR-2026-0042`, `REQ-2026-12-04-ABC123-DEF456-GHI789`), one naming a
+device 8-40 (`GDPR-2026-801-SM-G991B-QWERTYUI` 32); only a purpose of many short groups several
+of them serial-shaped has more (`K2L-BC-DE-FG-HI-J3K-NO-QR-TU-WX-Z4Y-MN-PQ-RS` 256), each a
+fingerprint and an index probe (about 10 µs each: 4.6 ms at 479 values before the floor). Such a
 purpose is withheld without a lookup: a client that wants its purpose left out can do so anyway
 (docs/threat-model.md, *What the audit trail proves*), and the work per distinct purpose stays
-within a few milliseconds."""
+near a millisecond."""
 MAX_CACHED_PURPOSES = 4096
 """Purposes cached per replica (at most 64 characters each: well under 1 MB); the oldest go first."""
 
@@ -87,8 +93,8 @@ class StoredValueLookup:
             cached = self._answers.get(key)
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
-        candidates = sorted(candidate_values(purpose))
-        stored = len(candidates) > MAX_CANDIDATES or self._lookup(purpose, candidates, ring.fingerprint_key, pending)
+        candidates = stored_candidates(purpose)
+        stored = candidates.size > MAX_CANDIDATES or self._lookup(purpose, candidates, ring.fingerprint_key, pending)
         with self._lock:
             self.lookups += 1
             if len(self._answers) >= MAX_CACHED_PURPOSES:
@@ -97,15 +103,13 @@ class StoredValueLookup:
             self._answers[key] = (now, stored)
         return stored
 
-    def _lookup(self, purpose: str, candidates: list[str], current: DataKey, pending: DataKey | None) -> bool:
-        """Whether one of `candidates` is stored as a value of a type it is valid for, or `purpose` holds a token."""
+    def _lookup(self, purpose: str, candidates: StoredCandidates, current: DataKey, pending: DataKey | None) -> bool:
+        """Whether one of `candidates` is stored as a value of its type, or `purpose` holds a token."""
         types: list[str] = []
         fps: list[bytes] = []
         for token_type in TokenType:
-            # Every ip spelling the purpose yields is canonical, and every ip has a dot or a colon: the
-            # others would each cost `ipaddress` an exception (10 µs).
-            wanted = [c for c in candidates if "." in c or ":" in c] if token_type is TokenType.IP else candidates
-            judged, _ = normalize_many(token_type, wanted)
+            wanted = candidates.ips if token_type is TokenType.IP else candidates.device_ids
+            judged, _ = normalize_many(token_type, sorted(wanted))
             values = sorted({v for v in judged if isinstance(v, str)})
             for fp_key in (current, pending) if pending is not None else (current,):
                 found = fingerprints(fp_key, token_type, values)
