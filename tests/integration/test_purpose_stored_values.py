@@ -18,6 +18,7 @@ import psycopg
 
 from tests.integration.audit_rows import audit_rows_since, last_audit_id
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+from vault_service.adapters.postgres import tokens as tokens_module
 
 StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
 DEVICE, IP_TYPE = vault_pb2.TOKEN_TYPE_DEVICE_ID, vault_pb2.TOKEN_TYPE_IP
@@ -131,3 +132,35 @@ def test_a_token_of_another_call_split_by_dots_is_withheld(stack_env: dict[str, 
     assert result.WhichOneof("result") == "value"
     assert audit_rows_since(stack_env, before, "analyst") == [("detokenize", "ok: 1 revealed, 0 refused", "")]
     assert _rows_holding(stack_env, body[8:16]) == 0, "an audit row holds a piece of the token"
+
+
+def _scan_loops(plan: dict[str, object]) -> list[int]:
+    """The loops of each scan of vault.tokens in an EXPLAIN (ANALYZE, FORMAT JSON) plan node and below."""
+    loops = [int(str(plan.get("Actual Loops", 0)))] if plan.get("Relation Name") == "tokens" else []
+    for child in plan.get("Plans", []):  # type: ignore[attr-defined]
+        loops.extend(_scan_loops(child))
+    return loops
+
+
+def test_the_lookup_probes_every_value_whether_or_not_the_first_is_stored(
+    stack_env: dict[str, str], stub_for: StubFor
+) -> None:
+    # Review 15, finding 2: EXISTS ... OR EXISTS stopped at the first hit, so a call's time told
+    # whether its purpose named a stored value. A count over one UNION ALL runs every probe.
+    _tokenized(stub_for, [(DEVICE, _device_id())])
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        row = conn.execute(
+            "SELECT token, token_type, fingerprint FROM vault.tokens WHERE fingerprint IS NOT NULL LIMIT 1"
+        ).fetchone()
+        assert row is not None
+        token, token_type, stored = row
+        misses = [uuid.uuid4().bytes * 2 for _ in range(4)]
+        wanted = {
+            "types": [token_type] * 5,
+            "fps": [stored, *misses],
+            "tokens": [token, *(f"dev_{uuid.uuid4().hex[:22]}" for _ in range(3))],
+        }
+        explained = conn.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {tokens_module._HOLDS_ANY}", wanted).fetchone()
+        found = conn.execute(tokens_module._HOLDS_ANY, wanted).fetchone()
+    assert explained is not None and found is not None and found[0] > 0
+    assert sorted(_scan_loops(explained[0][0]["Plan"])) == [4, 5, 5]  # every probe of each column ran

@@ -7,6 +7,10 @@ real-vault probes of the report are in tests/integration/test_purpose_stored_val
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from tests.unit.fakes import FakeAuditLog, FakeKeyStore, FakeKeyWrapper, FakeTokenStore
 from vault_service.domain.policy import parse_policy
 from vault_service.domain.purpose import stored_candidates
@@ -14,7 +18,7 @@ from vault_service.domain.token_types import TokenType
 from vault_service.service.keyring import KeyManager
 from vault_service.service.revealing import Revealed
 from vault_service.service.stored_values import LOOKUP_TTL_SECONDS, MAX_CANDIDATES, StoredValueLookup
-from vault_service.service.vault import TokenVault
+from vault_service.service.vault import TokenVault, purposes_withheld
 
 DEVICE = "SM-G991B-QWERTYUI"
 POLICY = parse_policy(
@@ -126,3 +130,17 @@ def test_a_purpose_of_more_candidates_than_the_bound_is_withheld_without_a_looku
     assert stored_candidates(many_groups).size > MAX_CANDIDATES
     vault.detokenize("analyst", [ip_token], many_groups)
     assert (audit.events[-1].purpose, store.holds_any_calls) == ("", 0)
+
+
+def test_every_withhold_is_counted_alike_and_none_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    # Review 15, finding 2: a warning of its own on a stored-value hit told whoever reads the logs
+    # whether a guess (`INC-<device id>`) is stored anywhere in the vault.
+    vault, _, audit, ip_token, device_token = _vault()
+    before = purposes_withheld()
+    with caplog.at_level(logging.DEBUG, logger="vault_service"):
+        vault.detokenize("analyst", [ip_token], f"INC-{DEVICE}")  # names a value of another call
+        vault.detokenize("analyst", [device_token], f"INC-{DEVICE}")  # spells the call's own (masked) value
+        vault.detokenize("analyst", [ip_token], "CASE-2026-0815")  # kept
+    assert [event.purpose for event in audit.events[-3:]] == ["", "", "CASE-2026-0815"]
+    assert purposes_withheld() == before + 2
+    assert [r.getMessage() for r in caplog.records if "purpose" in r.getMessage()] == []

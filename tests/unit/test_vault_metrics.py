@@ -13,6 +13,7 @@ from vault_service.adapters.postgres import prepared
 from vault_service.adapters.postgres.prepared import planted_statements_replaced
 from vault_service.domain.token_types import TokenType
 from vault_service.entrypoints.metrics import _VaultCollector, observe_checkpoint_exported, observe_planted_checkpoint
+from vault_service.service import vault as vault_module
 from vault_service.service.token_cache import TokenCache
 
 
@@ -55,3 +56,13 @@ def test_audit_anchoring_shows_as_the_time_of_the_last_exported_checkpoint_and_a
     exported_at = REGISTRY.get_sample_value("tokenvault_audit_checkpoint_exported_timestamp_seconds")
     assert exported_at is not None and before <= exported_at <= time.time()
     assert REGISTRY.get_sample_value("tokenvault_audit_checkpoint_planted_total") == planted_before + 1
+
+
+def test_withheld_purposes_are_one_count_without_a_label(monkeypatch: pytest.MonkeyPatch) -> None:
+    collector = _VaultCollector(TokenCache(10), cast(Any, SimpleNamespace(races=0, merged_batches=0)))
+    monkeypatch.setattr(vault_module, "_withheld", 0)
+    vault_module._count_withheld()
+    family = next(f for f in collector.collect() if f.name == "tokenvault_purposes_withheld")
+    assert [(sample.name, sample.labels, sample.value) for sample in family.samples] == [
+        ("tokenvault_purposes_withheld_total", {}, 1)
+    ]

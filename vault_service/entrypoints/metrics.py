@@ -18,6 +18,7 @@ from prometheus_client.registry import REGISTRY, Collector
 from vault_service.adapters.postgres.prepared import planted_statements_replaced
 from vault_service.adapters.postgres.tokens import PostgresTokenStore
 from vault_service.service.token_cache import TokenCache
+from vault_service.service.vault import purposes_withheld
 
 REQUESTS = Counter("tokenvault_grpc_requests_total", "gRPC calls by method and status code", ["method", "code"])
 ITEMS = Counter("tokenvault_grpc_items_total", "Items in gRPC calls by method and per-item code", ["method", "code"])
@@ -164,7 +165,14 @@ class _VaultCollector(Collector):
             " session, or a transaction-pooling proxy in front of the database",
         )
         replaced.add_metric([], planted_statements_replaced())
-        return [hits, size, races, merged, replaced]
+        withheld = CounterMetricFamily(
+            "tokenvault_purposes_withheld",
+            "Served Detokenize and Erase calls whose audit row keeps no purpose, whatever the cause (it spelled a"
+            " value of the call, was not compared with every value, may name a value stored in the vault, or"
+            " may hold a token); no label, so no sample tells which",
+        )
+        withheld.add_metric([], purposes_withheld())
+        return [hits, size, races, merged, replaced, withheld]
 
 
 def register_vault_metrics(cache: TokenCache, tokens: PostgresTokenStore) -> None:

@@ -6,6 +6,7 @@ What a reveal shows, and how values are opened, is in `revealing.py`.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import replace
 from itertools import compress, repeat
@@ -350,7 +351,7 @@ class TokenVault:
             self._audit.append(replace(refusal, revealed=named))
             raise
         outcomes = checked.outcomes
-        purpose = self._kept(caller, "detokenize", purpose, checked)
+        purpose = self._kept(purpose, checked)
         hash_of = reveal_hasher(self._keys.ring.audit_key)
         if list(map(type, outcomes)).count(Revealed) == len(outcomes):
             revealed = list(map(hash_of, tokens))
@@ -406,7 +407,7 @@ class TokenVault:
                 outcomes.append(None)
                 erasable.append(token)
                 erasable_types.append(token_type)
-        purpose = self._kept(caller, "erase", purpose, self._compared(caller, tokens, types, purpose))
+        purpose = self._kept(purpose, self._compared(caller, tokens, types, purpose))
         # The erasure and its audit row commit together (vault.erase_tokens); the row keeps the
         # keyed hash of each token it erased, as a reveal's does, so who-saw names the erasure.
         hashes = tuple(map(reveal_hasher(self._keys.ring.audit_key), erasable))
@@ -443,39 +444,41 @@ class TokenVault:
         rows = self._tokens.fetch(list(dict.fromkeys(named)))
         return reveal(self._keys, caller.name, named, named_types, masked, rows, values_spelled_by(purpose))
 
-    def _kept(self, caller: Caller, action: str, purpose: str, checked: RevealedCall) -> str:
-        """The purpose as the call's audit row keeps it (`_kept_purpose`), withheld too when it names a stored value.
+    def _kept(self, purpose: str, checked: RevealedCall) -> str:
+        """The purpose as a served call's audit row keeps it: in clear, or withheld (empty).
 
-        A purpose kept in clear by the comparison with the call's own values is looked up among
-        every value stored in the vault (`stored_values`, cached per purpose): one naming a value
-        of another call (a device the erase burst left to the next call) is withheld, never
-        refused (a refusal would tell the caller the value is stored; attack 14, finding 3).
+        Kept only when every value the call's tokens name was opened and compared with it and it
+        spells none of them (`RevealedCall.keeps_purpose`: one spelling a value the call reveals
+        masked or erases, or naming a value that exists but was not compared - erased, or it does
+        not open - is withheld; a string that is not a token and a token never issued name no
+        value and withhold nothing), and it names no value stored for another call
+        (`stored_values`, cached per purpose; attack 14, finding 3) - withheld, never refused: a
+        refusal would tell the caller the value is stored.
+
+        Every withhold is counted alike (`purposes_withheld`, no label) and none is logged: a log
+        line or a label per cause told whoever reads the logs or the metrics whether a guess the
+        purpose spelled is stored anywhere in the vault (review 15, finding 2). The row's outcome
+        already counts the tokens not compared.
         """
-        kept = _kept_purpose(caller, action, purpose, checked)
-        if kept == WITHHELD_PURPOSE or not self.stored_values.names_a_stored_value(purpose):
-            return kept
-        log.warning(
-            "purpose left out of the audit row: it names a value stored in the vault",
-            extra={"client": caller.name, "action": action},
-        )
+        if checked.keeps_purpose and not self.stored_values.names_a_stored_value(purpose):
+            return purpose
+        _count_withheld()
         return WITHHELD_PURPOSE
 
 
-def _kept_purpose(caller: Caller, action: str, purpose: str, checked: RevealedCall) -> str:
-    """The purpose as the call's audit row keeps it: in clear, or withheld (empty).
+_withheld = 0
+_withheld_lock = threading.Lock()
 
-    Kept only when every value the call's tokens name was opened and compared with it and it
-    spells none of them. One spelling a value the call reveals masked or erases is logged (client
-    and action, no value); one that could not be compared (a value that exists but was not: erased,
-    or it does not open) is withheld without a log line, as its row's outcome counts those tokens.
-    A string that is not a token and a token never issued name no value: they withhold nothing.
-    """
-    if checked.purpose_withheld:
-        log.warning(
-            "purpose left out of the audit row: it spells a value the call reveals masked or erases",
-            extra={"client": caller.name, "action": action},
-        )
-    return purpose if checked.keeps_purpose else WITHHELD_PURPOSE
+
+def purposes_withheld() -> int:
+    """How many served Detokenize and Erase calls of this process had their purpose withheld, whatever the cause."""
+    return _withheld
+
+
+def _count_withheld() -> None:
+    global _withheld
+    with _withheld_lock:
+        _withheld += 1
 
 
 def _cacheable(keys: list[bytes], found: list[TokenizeOutcome | None]) -> tuple[list[bytes], list[str]]:

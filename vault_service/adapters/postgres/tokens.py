@@ -75,23 +75,27 @@ def _find(columns: str) -> str:
 # The insert reads back the rows of values another writer stored first the same way (checked by the caller).
 _FIND = _find("token, dek_id, sealed")
 
-# Whether any of (type, fingerprint) pairs names a stored value: one index probe per pair on each
-# fingerprint column (the hash index on fingerprint; the (token_type, next_fingerprint) index, whose
-# entries exist only during a fingerprint-key rotation), stopping at the first row found (EXISTS).
-# An erased row has no fingerprints (both columns cleared), so an erased value is not found. No
-# guard on next_fingerprint as in the lookup above: one over several types cannot walk the index
-# in order, and scanned the table (30 ms at 200k tokens); a probe of an empty range costs less.
+# How many of (type, fingerprint) pairs name a stored value, or token ids were issued: one index
+# probe per pair on each fingerprint column (the hash index on fingerprint; the (token_type,
+# next_fingerprint) index, whose entries exist only during a fingerprint-key rotation) and one of
+# the token's hash index per token id, as `fetch` does. Constant work: every probe runs whatever
+# the others find - a count over one UNION ALL, never EXISTS ... OR EXISTS, which stopped at the
+# first hit, so the time of a call told whether a purpose named a stored value (review 15,
+# finding 2). An erased row has no fingerprints (both columns cleared), so an erased value is not
+# found; a token stays issued (erased or not: it stays in `user_logins`). No guard on
+# next_fingerprint as in the lookup above: one over several types cannot walk the index in order,
+# and scanned the table (30 ms at 200k tokens); a probe of an empty range costs less.
 _HOLDS_ANY = (
-    "SELECT EXISTS (SELECT 1 FROM unnest(%(types)s::text[], %(fps)s::bytea[]) AS w(type, fp)"
-    " CROSS JOIN LATERAL (SELECT 1 FROM vault.tokens WHERE fingerprint = w.fp AND token_type = w.type LIMIT 1) AS t)"
-    " OR EXISTS (SELECT 1 FROM unnest(%(types)s::text[], %(fps)s::bytea[]) AS w(type, fp)"
+    "SELECT count(*) FROM ("
+    "SELECT 1 FROM unnest(%(types)s::text[], %(fps)s::bytea[]) AS w(type, fp)"
+    " CROSS JOIN LATERAL (SELECT 1 FROM vault.tokens WHERE fingerprint = w.fp AND token_type = w.type LIMIT 1) AS t"
+    " UNION ALL SELECT 1 FROM unnest(%(types)s::text[], %(fps)s::bytea[]) AS w(type, fp)"
     " CROSS JOIN LATERAL (SELECT 1 FROM vault.tokens WHERE token_type = w.type AND next_fingerprint = w.fp"
-    " AND next_fingerprint IS NOT NULL LIMIT 1) AS t)"
-    " OR EXISTS (SELECT 1 FROM unnest(%(tokens)s::text[]) AS w(token)"
-    " CROSS JOIN LATERAL (SELECT 1 FROM vault.tokens WHERE token = w.token LIMIT 1) AS t)"
+    " AND next_fingerprint IS NOT NULL LIMIT 1) AS t"
+    " UNION ALL SELECT 1 FROM unnest(%(tokens)s::text[]) AS w(token)"
+    " CROSS JOIN LATERAL (SELECT 1 FROM vault.tokens WHERE token = w.token LIMIT 1) AS t"
+    ") AS found"
 )
-"""... or one of the token ids was issued (erased or not: a token stays in `user_logins`), one probe of
-the token's hash index each, as `fetch` does."""
 
 _INSERT = (
     "INSERT INTO vault.tokens (token, token_type, fingerprint, fingerprint_key_id, dek_id, sealed, next_fingerprint)"
@@ -186,13 +190,16 @@ class PostgresTokenStore:
 
     @translated
     def holds_any(self, types: Sequence[str], fingerprints: Sequence[bytes], tokens: Sequence[str] = ()) -> bool:
-        """Whether a value is stored under a (type, fingerprint) pair, or a token issued (`_HOLDS_ANY`): one query."""
+        """Whether a value is stored under a (type, fingerprint) pair, or a token issued (`_HOLDS_ANY`).
+
+        One query, of the same work whether or not anything is found.
+        """
         if not fingerprints and not tokens:
             return False
         wanted = {"types": text_array(types), "fps": bytea_array(fingerprints), "tokens": text_array(tokens)}
         with self._pool.connection() as conn:
             row = conn.execute(_HOLDS_ANY, wanted).fetchone()
-        return bool(row and row[0])
+        return bool(row and row[0] > 0)
 
     @translated
     def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> Inserted:
