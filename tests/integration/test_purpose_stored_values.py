@@ -19,6 +19,7 @@ import psycopg
 from tests.integration.audit_rows import audit_rows_since, last_audit_id
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from vault_service.adapters.postgres import tokens as tokens_module
+from vault_service.domain.purpose import may_hold_a_token, token_ids_in, unfit_purpose
 
 StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
 DEVICE, IP_TYPE = vault_pb2.TOKEN_TYPE_DEVICE_ID, vault_pb2.TOKEN_TYPE_IP
@@ -164,3 +165,32 @@ def test_the_lookup_probes_every_value_whether_or_not_the_first_is_stored(
         found = conn.execute(tokens_module._HOLDS_ANY, wanted).fetchone()
     assert explained is not None and found is not None and found[0] > 0
     assert sorted(_scan_loops(explained[0][0]["Plan"])) == [4, 5, 5]  # every probe of each column ran
+
+
+def test_a_token_of_another_call_with_a_dash_and_one_more_is_withheld(
+    stack_env: dict[str, str], stub_for: StubFor
+) -> None:
+    # Review 15, finding 5: one more `-` beside a `.` split hid a random part holding `-` or `_`
+    # from both readings of `token_ids_in`; the separator-free form is read for a random part.
+    ip_token, *devices = _tokenized(stub_for, [(IP_TYPE, _fresh_ip())] + [(DEVICE, _device_id()) for _ in range(200)])
+    purpose = next(filter(None, map(_split_past_both_readings, (d.removeprefix("dev_") for d in devices))))
+    before = last_audit_id(stack_env)
+    (result,) = (
+        stub_for("analyst")
+        .Detokenize(vault_pb2.DetokenizeRequest(tokens=[ip_token], purpose=purpose), timeout=10)
+        .results
+    )
+    assert result.WhichOneof("result") == "value"
+    assert audit_rows_since(stack_env, before, "analyst") == [("detokenize", "ok: 1 revealed, 0 refused", "")]
+
+
+def _split_past_both_readings(body: str) -> str | None:
+    """`INC-`, a random part holding one `-` or `_`, one more `-` and a `.`: past the shape check and token_ids_in."""
+    if body.count("-") + body.count("_") != 1 or not 1 <= sum(c.isdigit() for c in body) <= 3:
+        return None
+    for dash in range(4, 12):
+        for dot in range(dash + 4, 20):
+            purpose = f"INC-{body[:dash]}-{body[dash:dot]}.{body[dot:]}"
+            if unfit_purpose(purpose) is None and not any(body in t for t in token_ids_in(purpose)):
+                return purpose if may_hold_a_token(purpose) else None  # see may_hold_a_token for what it misses
+    return None

@@ -32,6 +32,7 @@ import re
 import socket
 from collections.abc import Iterable
 from functools import lru_cache
+from itertools import pairwise
 from typing import NamedTuple
 
 from tokenvault_common.ip_spellings import MIN_NUMBER_TO_SEARCH, ips_in_hex_groups, ips_spelled_by, spells_hex_octets
@@ -387,6 +388,36 @@ def _token_pieces(purpose: str) -> tuple[str, ...]:
     """Each distinct MIN_TOKEN_PIECE-character window of `purpose` without separators, case-folded (cached)."""
     compact = purpose.translate(_WITHOUT_SEPARATORS).casefold()
     return tuple(dict.fromkeys(compact[i : i + MIN_TOKEN_PIECE] for i in range(len(compact) - MIN_TOKEN_PIECE + 1)))
+
+
+MIN_CLASS_CHANGES = 5
+"""The fewest changes between upper case, lower case and digit in a purpose without separators that
+`may_hold_a_token` reads as a token's random part: a random part changes about 13 times in its 22
+characters, fewer than 5 times in about 0.13% of them; a reference of words and numbers a few
+times (`SECOPS-2026-000123:step-2`, 3)."""
+
+
+def _character_class(c: str) -> int:
+    return 0 if c.isdigit() else 1 if c.isupper() else 2
+
+
+@lru_cache(maxsize=64)
+def may_hold_a_token(purpose: str) -> bool:
+    """Whether `purpose` without its separators holds what may be a token's random part (review 15, finding 5).
+
+    `token_ids_in` reads the purpose without `/ . : #`, and without any separator: a random part
+    holding `-` or `_` (about half of them), written with one more `-` beside a `.` split
+    (`INC-AbCdEf1h-IjKl.Mn-OpQrStU`), is in neither reading, and passes the shape check (each run
+    shorter than 20). So a purpose whose separator-free form holds a `_TOKEN_BODY` run (20 or more
+    characters mixing upper case, lower case and digits) changing between them at least
+    MIN_CLASS_CHANGES times is withheld, never refused (a refusal would tell nothing here, but
+    a withhold needs no lookup): the cost is the purpose of a rare mixed-case reference.
+    """
+    compact = purpose.translate(_WITHOUT_SEPARATORS)
+    if len(compact) < 20 or not _TOKEN_BODY.search(compact):
+        return False
+    classes = [_character_class(c) for c in compact]
+    return sum(a != b for a, b in pairwise(classes)) >= MIN_CLASS_CHANGES
 
 
 def pii_in(purpose: str) -> str | None:

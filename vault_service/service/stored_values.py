@@ -17,7 +17,8 @@ guessed is stored (an existence oracle). The caller is answered the same either 
 audit row (which callers do not read) differs.
 
 One lookup per distinct purpose, cached LOOKUP_TTL_SECONDS per replica (see there for why that
-long); a purpose of more than MAX_CANDIDATES values is withheld without one. A usual reference
+long); a purpose of more than MAX_CANDIDATES values is withheld without one, and so is one that
+may hold a token's random part written with extra separators (`purpose.may_hold_a_token`). A usual reference
 has no candidate at all (`GDPR-2026-0042`, `ALERT-2026-000123`): only its 22-character windows
 are looked up as token ids, and a purpose shorter than that sends no query. What this cannot
 recognize: a value not (or no longer) stored when the call runs; a device id written with other
@@ -34,7 +35,7 @@ import time
 from collections.abc import Callable
 
 from vault_service.domain.crypto import DataKey, fingerprints
-from vault_service.domain.purpose import StoredCandidates, stored_candidates, token_ids_in
+from vault_service.domain.purpose import StoredCandidates, may_hold_a_token, stored_candidates, token_ids_in
 from vault_service.domain.token_types import TokenType, normalize_many
 from vault_service.service.keyring import KeyManager
 from vault_service.service.ports import TokenStore
@@ -94,7 +95,11 @@ class StoredValueLookup:
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
         candidates = stored_candidates(purpose)
-        stored = candidates.size > MAX_CANDIDATES or self._lookup(purpose, candidates, ring.fingerprint_key, pending)
+        stored = (
+            candidates.size > MAX_CANDIDATES
+            or may_hold_a_token(purpose)
+            or self._lookup(purpose, candidates, ring.fingerprint_key, pending)
+        )
         with self._lock:
             self.lookups += 1
             if len(self._answers) >= MAX_CACHED_PURPOSES:
