@@ -295,10 +295,12 @@ class DetokenizeRequest(_message.Message):
 
     Withheld, the call going on and its audit row keeping an empty purpose, when it spells a
     value of the call shown masked or not at all (a type the caller may not see), names a value
-    stored in the vault or an issued token split into pieces, or was not compared with every
-    value of the call (one erased, or one that does not open): refusing it would tell the caller
-    whether its guess was right or the value is stored. A refused call's row withholds it too.
-    `audit who-saw` shows a withheld purpose as "(withheld: spelled or named a value of the call)".
+    stored in the vault (a device id with a model or serial group such as G991B, or a whole
+    address; never a word or number of a reference) or an issued token split into pieces (or
+    what may be one), or was not compared with every value of the call (one erased, or one that
+    does not open): refusing it would tell the caller whether its guess was right or the value
+    is stored. A refused call's row withholds it too. `audit who-saw` shows a withheld purpose
+    as "(withheld by the vault: it spelled, or may have named, a stored value)".
     """
     as_column: _builtins.bool
     """Ask for the compact form: the answer comes in DetokenizeResponse.column (one column
