@@ -11,21 +11,35 @@ from __future__ import annotations
 
 import pytest
 
-from tokenvault_common.pii_text import IP_ADDRESS
+from vault_service.domain.purpose import HEX_OCTETS as HEX_OCTETS_REASON
 from vault_service.domain.purpose import pii_in, unfit_purpose, values_spelled_by
 
 IP = "203.0.113.7"  # cb.00.71.07 in hex octets
 
-HEX_OCTETS = ["INC-CB-00-71-07", "INC-cb-0-71-7", "INC-CB.00.71.07", "INC-CB_00_71_07", "INC-CB:00:71:07-review"]
-"""Four hex octets joined by one repeated separator: refused as an address, and spelled."""
+HEX_OCTETS = ["INC-CB-00-71-07", "INC-CB.00.71.07", "INC-CB_00_71_07", "INC-CB:00:71:07-review"]
+"""Four groups of two hex digits joined by one repeated separator: refused as hex octets of an address, and spelled."""
+SHORT_HEX_GROUPS = ["INC-cb-0-71-7", "INC-CB-0-71-7"]
+"""Hex octets with a one-digit group: compared with the call's values, not refused (review 15, finding 8)."""
 HEX_HALVES = ["INC-cb00-7107", "INC-CB00.7107", "CASE-CB00_7107-v2"]
 """Two groups of 4 hex digits: spelled, not refused (a reference has the shape)."""
 
 
 @pytest.mark.parametrize("purpose", HEX_OCTETS)
 def test_hex_octets_are_refused_as_an_address_and_spelled(purpose: str) -> None:
-    assert pii_in(purpose) == IP_ADDRESS
+    assert pii_in(purpose) == HEX_OCTETS_REASON
     assert IP in values_spelled_by(purpose)
+
+
+@pytest.mark.parametrize("purpose", SHORT_HEX_GROUPS)
+def test_hex_octets_with_a_one_digit_group_are_spelled_not_refused(purpose: str) -> None:
+    assert unfit_purpose(purpose) is None
+    assert IP in values_spelled_by(purpose)
+
+
+@pytest.mark.parametrize("purpose", ["CHG-25-03-14-A", "REQ-7-A-3-C", "TEAM-A-B-C-D", "CASE-2026-A-B-C-1"])
+def test_references_of_short_groups_are_no_address(purpose: str) -> None:
+    # Review 15, finding 8: refused "as an IP address" that a person could not see there.
+    assert unfit_purpose(purpose) is None
 
 
 @pytest.mark.parametrize("purpose", HEX_HALVES)

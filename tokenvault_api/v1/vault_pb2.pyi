@@ -287,7 +287,7 @@ class DetokenizeRequest(_message.Message):
     Refused (the whole call fails with INVALID_ARGUMENT; the message says why, never quoting the
     value) when it is empty, over 64 characters, not printable ASCII or not of that form; holds
     personal data ("purpose must not contain personal data (it holds ...)": an IP address, also
-    as four hex octets, an e-mail or hardware address, a token or what may be its random part, a
+    as four two-digit hex octets, an e-mail or hardware address, a token or what may be its random part, a
     device-id-like or 8-digit number) or 12 characters of a token this call names, separators
     ignored; or spells a value this call reveals in plain ("purpose must not contain the IP
     address|device id this call reveals in plain": the caller sees that value anyway, and

@@ -35,7 +35,7 @@ from functools import lru_cache
 from itertools import pairwise
 from typing import NamedTuple
 
-from tokenvault_common.ip_spellings import MIN_NUMBER_TO_SEARCH, ips_in_hex_groups, ips_spelled_by, spells_hex_octets
+from tokenvault_common.ip_spellings import MIN_NUMBER_TO_SEARCH, ips_in_hex_groups, ips_spelled_by
 from tokenvault_common.pii_text import (
     IP_ADDRESS,
     IPV4_BROAD,
@@ -92,6 +92,14 @@ RANDOM_PART_OR_DEVICE_ID = (
     " mixing upper case, lower case and digits"
 )
 LOOSE_NUMBERS = "it holds four short numbers close together, which may spell an IP address"
+HEX_OCTETS = "it holds hex octets of an IP address: four groups of two hex digits"
+_HEX_OCTETS_REFUSED = re.compile(
+    r"(?i)(?<![0-9a-z])[0-9a-f]{2}([^0-9a-z])[0-9a-f]{2}(?:\1[0-9a-f]{2}){2}(?![0-9a-z])", re.ASCII
+)
+"""Four groups of exactly two hex digits joined by one repeated separator (`CB-00-71-07`: 203.0.113.7),
+refused as an address is (attack 14, finding 5). Not one-digit groups (review 15, finding 8):
+`CHG-25-03-14-A`, `REQ-7-A-3-C` and `TEAM-A-B-C-D` are references in which a person sees no
+address; `cb-0-71-7` is still compared with the call's own values (`values_spelled_by`)."""
 _SERIAL_GROUP = re.compile(r"[A-Za-z]\d+[A-Za-z]")
 """Digits between letters in one group (G991B, ATK8Q7ZX, A125F): the shape of a model or serial number."""
 _IPV4_BROAD_RUNS = re.compile(r"(?=(" + IPV4_BROAD.pattern + r"))")
@@ -443,8 +451,8 @@ def pii_in(purpose: str) -> str | None:
         return _kind_of_loose_numbers(text)  # only the broad reading of four numbers took it for an ip
     if address:
         return address
-    if spells_hex_octets(text):  # `CB-00-71-07` (attack 14, finding 5)
-        return IP_ADDRESS
+    if _HEX_OCTETS_REFUSED.search(text):  # `CB-00-71-07` (attack 14, finding 5; review 15, finding 8)
+        return HEX_OCTETS
     if _ID_NUMBER.search(ISO_DATE_TIME.sub(" ", text)):
         return "it holds an identifier-like number (8 or more digits, or ddd-dd-dddd)"
     return None
