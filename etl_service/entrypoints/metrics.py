@@ -30,6 +30,11 @@ MESSAGE_AGE = Histogram(
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
 )
 HELD = Gauge("etl_messages_in_flight", "Messages received and not yet settled")
+DRAIN_CHECK_FAILURES = Counter(
+    "etl_drain_check_failures_total",
+    "Drain checks that failed on a dependency (the drain does not end, and checks again)",
+    ["dependency"],
+)
 DEPENDENCY_UP = Gauge("etl_dependency_up", "0 while a dependency outage pauses receiving", ["dependency"])
 DEPENDENCIES = ("sqs", "vault", "database")
 
@@ -69,3 +74,7 @@ class MetricsObserver:
     def held_messages(self, count: int) -> None:
         """Track the in-flight gauge."""
         HELD.set(count)
+
+    def drain_check_failed(self, dependency: str) -> None:
+        """Count the failed drain check under its dependency."""
+        DRAIN_CHECK_FAILURES.labels(dependency=dependency).inc()

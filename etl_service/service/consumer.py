@@ -135,7 +135,11 @@ class _Run:
         self._finished = threading.Event()
         self._batcher = Batcher(settings.batch_size, settings.max_batch_age_seconds)
         self._drain_check = DrainCheck(
-            consumer._queue, consumer._ledger, consumer._gate, settings.held_dead_letters_wait_seconds
+            consumer._queue,
+            consumer._ledger,
+            consumer._gate,
+            settings.held_dead_letters_wait_seconds,
+            consumer._observer,
         )
         wait = min(1, settings.wait_seconds) if until_empty else settings.wait_seconds
         self._receivers = Receivers(

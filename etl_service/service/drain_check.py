@@ -35,7 +35,10 @@ A check that fails on a dependency (DependencyDown: SQS, or OpenBao proving the 
 letters) does not pass: the drain checks again DEPTH_CHECK_SECONDS later, for as long as it
 fails. It is never silent (attack 14, finding 2: a take-back failing on every check left the drain
 running for ever without a word): the first failure is logged as a warning naming the step and
-the dependency, and so is every FAILURE_LOG_SECONDS it goes on; `check_failures` counts them.
+the dependency, and so is every FAILURE_LOG_SECONDS it goes on. `check_failures` counts them,
+and each is told to the observer (`drain_check_failed`): the metric
+`etl_drain_check_failures_total{dependency}` (entrypoints/metrics.py), which a drain scraped as it
+runs shows growing while the drain cannot end (review 15, finding 11: it was a log field only).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import time
 from etl_service.errors import DependencyDown
 from etl_service.service.gate import DependencyGate
 from etl_service.service.inflight import InFlight
+from etl_service.service.outcomes import ConsumerObserver, NoObserver
 from etl_service.service.ports import Queue
 
 log = logging.getLogger(__name__)
@@ -102,19 +106,28 @@ class DrainCheck:
     """Asked by the consumer whenever it is idle; true once the queue is empty and the DLQ clean."""
 
     def __init__(
-        self, queue: Queue, ledger: InFlight, gate: DependencyGate, held_wait_seconds: float | None = None
+        self,
+        queue: Queue,
+        ledger: InFlight,
+        gate: DependencyGate,
+        held_wait_seconds: float | None = None,
+        observer: ConsumerObserver | None = None,
     ) -> None:
-        """`held_wait_seconds` None: default_held_wait_seconds of the queue's DLQ listing lease."""
+        """`held_wait_seconds` None: default_held_wait_seconds of the queue's DLQ listing lease.
+
+        `observer` is told of each check that fails on a dependency (the metrics count them).
+        """
         self._queue = queue
         self._ledger = ledger
         self._gate = gate
+        self._observer = observer or NoObserver()
         if held_wait_seconds is None:
             held_wait_seconds = default_held_wait_seconds(queue.dead_letter_listing_lease_seconds)
         self.held_wait_seconds = held_wait_seconds
         """How long the check waits for held dead letters, or for a DLQ it cannot read whole."""
         self._next_check = 0.0
         self.check_failures = 0
-        """Checks of this drain that failed on a dependency (DependencyDown), each retried."""
+        """Checks of this drain that failed on a dependency (DependencyDown), each retried and told to the observer."""
         self._failing_since: float | None = None
         self._next_failure_log = 0.0
         self.taken_back = 0
@@ -179,9 +192,11 @@ class DrainCheck:
     def _check_failed(self, step: str, error: DependencyDown) -> None:
         """Count a check that failed on a dependency; say so at once, then every FAILURE_LOG_SECONDS.
 
-        The error's text is the ETL's own (a dependency and an exception type), never a value.
+        Counted here (`check_failures`) and told to the observer (the metric). The error's text is
+        the ETL's own (a dependency and an exception type), never a value.
         """
         self.check_failures += 1
+        self._observer.drain_check_failed(error.dependency)
         now = time.monotonic()
         if self._failing_since is None:
             self._failing_since = now

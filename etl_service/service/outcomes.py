@@ -104,6 +104,10 @@ class ConsumerObserver(Protocol):
         """How many messages the consumer holds right now."""
         ...
 
+    def drain_check_failed(self, dependency: str) -> None:
+        """A drain check failed on `dependency` (DependencyDown: sqs, openbao): the drain checks again."""
+        ...
+
 
 class NoObserver:
     """Observes nothing."""
@@ -118,6 +122,9 @@ class NoObserver:
         """Ignore."""
 
     def held_messages(self, count: int) -> None:
+        """Ignore."""
+
+    def drain_check_failed(self, dependency: str) -> None:
         """Ignore."""
 
 
@@ -146,3 +153,8 @@ class FanOut:
         """Tell each observer."""
         for observer in self._observers:
             observer.held_messages(count)
+
+    def drain_check_failed(self, dependency: str) -> None:
+        """Tell each observer."""
+        for observer in self._observers:
+            observer.drain_check_failed(dependency)

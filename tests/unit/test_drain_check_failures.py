@@ -3,7 +3,9 @@
 A take-back whose Transit proof failed on every check (HTTP 413: OpenBao refused the request's
 size) left the drain running for ever without a word: `DrainCheck.drained` swallowed the
 DependencyDown. Now the first failure is a warning naming the step and the dependency, repeated
-every FAILURE_LOG_SECONDS while it lasts, and `check_failures` counts every one. Over the unit fakes.
+every FAILURE_LOG_SECONDS while it lasts, and `check_failures` counts every one. Each is also
+exported as `etl_drain_check_failures_total{dependency}` (review 15, finding 11: the count reached
+a log field only, though the docs said "counted"). Over the unit fakes and the real metrics registry.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import threading
 from types import SimpleNamespace
 
 import pytest
+from prometheus_client import REGISTRY
 
+from etl_service.entrypoints.metrics import MetricsObserver
 from etl_service.errors import DependencyDown
 from etl_service.service import drain_check
 from etl_service.service.drain_check import DrainCheck
@@ -83,3 +87,30 @@ def test_a_drain_whose_take_back_fails_for_a_while_says_so_and_ends_once_it_work
             pytest.fail("the drain did not end within 10 s")
     assert result[0].loaded == 5 and queue.failed == 3
     assert "drain check failed while taking back" in caplog.text and "drain check works again" in caplog.text
+
+
+def drain_check_failures(dependency: str) -> float:
+    """etl_drain_check_failures_total{dependency} as Prometheus scrapes it (0 before the first)."""
+    return REGISTRY.get_sample_value("etl_drain_check_failures_total", {"dependency": dependency}) or 0.0
+
+
+def test_each_failed_check_is_exported_as_a_counter_by_dependency(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(drain_check, "DEPTH_CHECK_SECONDS", 0.0)
+    before, sqs_before = drain_check_failures("openbao"), drain_check_failures("sqs")
+    queue = TakeBackFailing(failures=7)
+    check = DrainCheck(queue, InFlight(100), DependencyGate(lambda: None), 5, MetricsObserver())
+    assert not any(check.drained() for _ in range(7))
+    assert drain_check_failures("openbao") - before == check.check_failures == 7
+    assert drain_check_failures("sqs") == sqs_before
+    assert check.drained()  # working again: no more counted
+    assert drain_check_failures("openbao") - before == 7
+
+
+def test_a_drain_exports_the_failures_of_its_checks() -> None:
+    """The consumer hands its observer to the drain check: the metric of a real drain run, not of a test's wiring."""
+    before = drain_check_failures("openbao")
+    queue = TakeBackFailing(failures=3)
+    queue.pending = messages(5)
+    summary = consumer(queue, FakeTokenizer(), FakeLoginStore(), MetricsObserver(), batch_size=10).drain()
+    assert summary.loaded == 5
+    assert drain_check_failures("openbao") - before == queue.failed == 3
