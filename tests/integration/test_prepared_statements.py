@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,10 +86,22 @@ def test_one_prepared_there_by_another_is_replaced_by_its_own_sql(conn: psycopg.
     assert held == [("SELECT $1::int * 2",)]
 
 
-def test_one_prepared_there_with_the_same_sql_is_replaced_too(conn: psycopg.Connection) -> None:
+def test_one_prepared_there_with_the_same_sql_is_replaced_too(
+    conn: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not taken for the vault's own because its SQL matches: counted, said, and prepared again by the vault."""
     statement = PreparedStatement("probe_pooled", "SELECT $1::int * 2")
     conn.execute(f"PREPARE {statement.name} AS SELECT $1::int * 2")
-    assert statement.rows(conn, ("21",)) == [(42,)]
+    replaced_before = planted_statements_replaced()
+    with caplog.at_level(logging.WARNING, logger="vault_service.adapters.postgres.prepared"):
+        assert statement.rows(conn, ("21",)) == [(42,)]
+    assert planted_statements_replaced() == replaced_before + 1
+    said = [r for r in caplog.records if "prepared on its database connection by something else" in r.getMessage()]
+    assert [r.__dict__["statement"] for r in said] == [statement.name]
+    held = conn.execute(
+        "SELECT statement, from_sql FROM pg_prepared_statements WHERE name = %s", (statement.name,)
+    ).fetchall()
+    assert held == [("SELECT $1::int * 2", False)]  # the vault's protocol-level prepare, not the SQL PREPARE
 
 
 def test_an_unnamed_statement_runs_its_own_sql_whatever_is_prepared_in_the_session(conn: psycopg.Connection) -> None:

@@ -10,7 +10,6 @@ import pytest
 from prometheus_client import REGISTRY
 
 from vault_service.adapters.postgres import prepared
-from vault_service.adapters.postgres.prepared import planted_statements_replaced
 from vault_service.domain.token_types import TokenType
 from vault_service.entrypoints.metrics import _VaultCollector, observe_checkpoint_exported, observe_planted_checkpoint
 from vault_service.service import vault as vault_module
@@ -36,15 +35,18 @@ def test_the_collector_reports_what_the_cache_and_the_store_count_when_scraped()
     assert samples["tokenvault_token_insert_merged_batches_total"] == 1
     store.merged_batches = 2
     assert _samples(collector)["tokenvault_token_insert_merged_batches_total"] == 2
-    assert samples["tokenvault_prepared_statements_replaced_total"] == planted_statements_replaced()
 
 
 def test_a_replaced_prepared_statement_is_counted_when_scraped(monkeypatch: pytest.MonkeyPatch) -> None:
-    collector = _VaultCollector(TokenCache(10), cast(Any, SimpleNamespace(races=0, merged_batches=0)))
+    """The count as it stands at each scrape, from the count the statements keep (not a copy made before)."""
     monkeypatch.setattr(prepared, "_replaced", 0)
+    collector = _VaultCollector(TokenCache(10), cast(Any, SimpleNamespace(races=0, merged_batches=0)))
+    assert _samples(collector)["tokenvault_prepared_statements_replaced_total"] == 0
     prepared._count_replaced()
     prepared._count_replaced()
     assert _samples(collector)["tokenvault_prepared_statements_replaced_total"] == 2
+    prepared._count_replaced()
+    assert _samples(collector)["tokenvault_prepared_statements_replaced_total"] == 3
 
 
 def test_audit_anchoring_shows_as_the_time_of_the_last_exported_checkpoint_and_a_count_of_planted_ones() -> None:
