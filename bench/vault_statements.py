@@ -41,9 +41,9 @@ from bench.report import Figures, print_figures
 from bench.vault_scale import parse_size, size_label
 from devstack.stack import temporary_components
 from vault_service.adapters.postgres.keys import KEYS_LOCK, LIVE_GENERATION
+from vault_service.adapters.postgres.session_settings import VAULT_SESSION_OPTIONS
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
 from vault_service.adapters.postgres.tokens import _FETCH_SQL, _FIND, _INSERT
-from vault_service.bootstrap import VAULT_SESSION_OPTIONS
 
 console = Console()
 BATCH = 1000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,10 +10,15 @@ from psycopg_pool import ConnectionPool
 
 from tokenvault_common.pg_pool import check_connection_cheaply
 from vault_service.adapters.postgres import PostgresAuditLog, PostgresKeyStore, PostgresTokenStore
+from vault_service.adapters.postgres.session_settings import (
+    VAULT_SESSION_OPTIONS as VAULT_SESSION_OPTIONS,  # re-exported
+)
+from vault_service.adapters.postgres.session_settings import defaults_set_for_session
 from vault_service.adapters.transit import (
     SignatureVerifier,
     TransitKeyWrapper,
     TransitSigner,
+    VaultStartupError,
     open_session,
     verify_signature,
 )
@@ -21,6 +27,7 @@ from vault_service.domain.policy import load_policy
 from vault_service.entrypoints.metrics import (
     observe_checkpoint_exported,
     observe_checkpoint_refused,
+    observe_database_defaults,
     observe_id_sequence_tampered,
     observe_planted_checkpoint,
     observe_tokenize,
@@ -34,6 +41,8 @@ from vault_service.service.metering import TokenizeMeter
 from vault_service.service.rotation import KeyRotation
 from vault_service.service.token_cache import TokenCache
 from vault_service.service.vault import TokenVault
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -93,10 +102,6 @@ class Bootstrapped:
         self.pool.close()
 
 
-VAULT_SESSION_OPTIONS = "-c max_parallel_workers_per_gather=0 -c plan_cache_mode=force_generic_plan"
-"""Settings every connection of the vault service starts with (see `open_vault_pool`)."""
-
-
 def open_vault_pool(dsn: str, max_size: int) -> ConnectionPool:
     """An open pool of autocommit connections to the vault schema, as the adapters expect.
 
@@ -116,6 +121,8 @@ def open_vault_pool(dsn: str, max_size: int) -> ConnectionPool:
         check=check_connection_cheaply,  # a Postgres restart leaves dead connections behind
         timeout=10,
         # Single statements commit alone; multi-statement work uses explicit transactions.
+        # The startup options pin what a role or database default could otherwise change
+        # (session_settings.py: durable audit commits, read committed, a fixed search path).
         # No parallel workers: the vault's statements are index probes of a few thousand rows,
         # and a parallel plan only appears when the planner misjudges a growing table. Set at
         # connection start, since database users made by Vault's secrets engine (IN ROLE
@@ -137,6 +144,31 @@ def open_vault_pool(dsn: str, max_size: int) -> ConnectionPool:
     return pool
 
 
+def check_session_settings(pool: ConnectionPool) -> None:
+    """Warn about role or database defaults set for the vault's sessions; refuse a session not as pinned.
+
+    The warning names the parameters only (never values) and the count is exposed
+    (`tokenvault_database_defaults_set`, alert `DatabaseDefaultsSetForVault`): the serving role
+    may set its own defaults, and one of them turned audit commits asynchronous (insider round 15,
+    finding 3). A session whose pinned settings are not in effect (a proxy that drops startup
+    options) is refused: VaultStartupError.
+    """
+    with pool.connection() as conn:
+        report = defaults_set_for_session(conn)
+    observe_database_defaults(report.defaults_set)
+    if report.defaults_set:
+        log.warning(
+            "role or database defaults are set for the vault's database sessions (ALTER ROLE/DATABASE ... SET):"
+            " the pinned ones are overridden by its startup options, the others are in effect",
+            extra={"overridden": list(report.overridden), "in_effect": list(report.in_effect)},
+        )
+    if report.not_pinned:
+        raise VaultStartupError(
+            "the vault's database sessions do not run with the settings they start with"
+            f" ({', '.join(report.not_pinned)}): a proxy in front of the database that drops startup options?"
+        )
+
+
 def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
     """Connect to Vault (checking every permission) and Postgres, load keys and policy.
 
@@ -151,6 +183,7 @@ def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
     signer.check_access()
     pool = open_vault_pool(config.database_dsn, config.db_pool_size)
     try:
+        check_session_settings(pool)
         key_store = PostgresKeyStore(pool, config.kek_name)
         token_store, audit = PostgresTokenStore(pool), PostgresAuditLog(pool)
         keys = KeyManager(key_store, wrapper)

@@ -29,8 +29,9 @@ from tokenvault_common.migrations import migrate
 from vault_service.adapters.postgres import PostgresAuditLog
 from vault_service.adapters.postgres import audit as audit_module
 from vault_service.adapters.postgres.prepared import planted_statements_replaced
+from vault_service.adapters.postgres.session_settings import VAULT_SESSION_OPTIONS
 from vault_service.adapters.postgres.sql_arrays import int_array
-from vault_service.bootstrap import VAULT_SESSION_OPTIONS, open_vault_pool
+from vault_service.bootstrap import open_vault_pool
 from vault_service.domain.audit import AuditEvent
 from vault_service.domain.errors import AuditUnavailable
 

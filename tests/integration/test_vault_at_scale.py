@@ -21,6 +21,7 @@ from psycopg.conninfo import make_conninfo
 
 from tests.integration.own_database import database_of_its_own
 from tokenvault_common.migrations import migrate
+from vault_service.adapters.postgres.session_settings import PINNED_SETTINGS
 from vault_service.adapters.postgres.sql_arrays import bytea_array
 from vault_service.adapters.postgres.tokens import (
     _FETCH_SQL,
@@ -30,7 +31,7 @@ from vault_service.adapters.postgres.tokens import (
     RESEAL_CONDITION,
     _select_batch_query,
 )
-from vault_service.bootstrap import VAULT_SESSION_OPTIONS, open_vault_pool
+from vault_service.bootstrap import open_vault_pool
 
 ROWS = 300_000
 SETTINGS = Path(__file__).resolve().parents[2] / "deploy" / "postgres" / "tokenvault.conf"
@@ -234,9 +235,8 @@ def _as_the_service(conn: psycopg.Connection) -> None:
     conn.execute("RESET ROLE")
     conn.execute("SET LOCAL session_replication_role = origin")
     conn.execute("SET LOCAL ROLE tokenvault_vault")
-    for option in VAULT_SESSION_OPTIONS.split("-c")[1:]:  # generic plans, no parallel workers
-        name, value = option.strip().split("=")
-        conn.execute(sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+    for name, value in PINNED_SETTINGS.items():  # generic plans, no parallel workers, ...
+        conn.execute("SELECT pg_catalog.set_config(%s, %s, true)", (name, value))
 
 
 _ROTATED: dict[int, int] = {}

@@ -75,6 +75,18 @@ AUDIT_UPKEEP_FAILED = Counter(
     " unwritable); each is retried at the next interval",
 )
 
+DATABASE_DEFAULTS_SET = Gauge(
+    "tokenvault_database_defaults_set",
+    "Parameters that role or database defaults (ALTER ROLE/DATABASE ... SET) set for the vault's database"
+    " sessions differently from the vault, read at start (the log names them); the vault pins those that"
+    " would change what it does",
+)
+
+
+def observe_database_defaults(count: int) -> None:
+    """Note how many parameters role or database defaults set for the vault's sessions."""
+    DATABASE_DEFAULTS_SET.set(count)
+
 
 def observe_checkpoint_exported(checkpoint: object) -> None:
     """Note that an audit checkpoint was signed and exported now."""

@@ -1,0 +1,115 @@
+"""The settings every database session of the vault starts with, and the defaults that would change them.
+
+Any PostgreSQL role may set defaults for its own sessions (`ALTER ROLE CURRENT_USER [IN DATABASE
+...] SET name = value`, kept in `pg_db_role_setting`), and the database owner for every session of
+a database. Settings given at connection start (libpq's `options`) take precedence over both, so
+the vault pins there what would otherwise change what it does without an error:
+
+- `synchronous_commit = on`: off, an audit row is acknowledged, and the value revealed, before it
+  is durable; a crash then loses the row (insider round 15, finding 3: 3 of 3 crashes). The chain
+  trigger also raises it for the commit of every transaction that appends an audit row
+  (migration 0025), whoever opened the session.
+- `default_transaction_isolation = read committed`: the chain trigger reads the log's head after
+  taking the chain's lock, and the budgets and erasure functions read rows after locking them;
+  under repeatable read or serializable those reads see the snapshot from before the wait
+  (concurrent appends then fail on the chain's unique link: measured), and the vault's
+  multi-statement transactions would read rows as of their first statement.
+- `search_path = pg_catalog, pg_temp`: which function, operator or type an unqualified name in
+  the vault's SQL means. Every relation is named by schema and the role can write no schema
+  today (migration 0018); pinned so that a schema made writable later is not one a default
+  search path plants into.
+- `max_parallel_workers_per_gather`, `plan_cache_mode`: how the vault's statements are planned
+  (`open_vault_pool`).
+
+Not pinned: settings whose change makes the vault's statements fail or slow, never do something
+else (`statement_timeout`, `lock_timeout`, the idle timeouts, `default_transaction_read_only`,
+the planner's `enable_*` and costs, `jit`, `work_mem`; `standard_conforming_strings = off` makes
+the chain trigger fail to compile, `DateStyle` other than ISO makes psycopg refuse to read
+times, psycopg reads either `bytea_output`): the role can deny service anyway, by holding the
+audit chain's lock. Nor settings the vault's SQL does not depend on: `row_security` (no table
+has a policy), `transform_null_equals` (no `= NULL` comparison), `TimeZone` (times are hashed
+and compared in UTC). Each of those a default sets is still reported (`defaults_set_for_session`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+PINNED_SETTINGS: dict[str, str] = {
+    "synchronous_commit": "on",
+    "default_transaction_isolation": "read committed",
+    "search_path": "pg_catalog, pg_temp",
+    "max_parallel_workers_per_gather": "0",
+    "plan_cache_mode": "force_generic_plan",
+}
+"""Each setting the vault's sessions start with, as `current_setting` shows it."""
+
+
+def startup_options(settings: dict[str, str]) -> str:
+    """Libpq's `options` for `settings`: `-c name=value`, spaces in a value escaped by a backslash."""
+    return " ".join(f"-c {name}={value.replace(' ', chr(92) + ' ')}" for name, value in settings.items())
+
+
+VAULT_SESSION_OPTIONS = startup_options(PINNED_SETTINGS)
+"""Settings every connection of the vault service starts with (see `open_vault_pool`)."""
+
+_DEFAULTS_FOR_THIS_SESSION = """
+SELECT pg_catalog.unnest(s.setconfig)
+FROM pg_catalog.pg_db_role_setting s
+WHERE s.setrole IN (0, (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) session_user))
+  AND s.setdatabase IN (0, (SELECT d.oid FROM pg_catalog.pg_database d
+                            WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()))
+"""
+
+
+@dataclass(frozen=True)
+class SessionSettingsReport:
+    """What the role's and the database's defaults set for the vault's sessions (parameter names only)."""
+
+    overridden: tuple[str, ...]
+    """Defaults of pinned parameters, to another value: the startup options override them."""
+    in_effect: tuple[str, ...]
+    """Defaults of parameters the vault does not pin: in effect in its sessions."""
+    not_pinned: tuple[str, ...]
+    """Pinned parameters whose value in the session is not the pinned one (startup options lost)."""
+
+    @property
+    def defaults_set(self) -> int:
+        """How many parameters a role or database default sets differently from the vault."""
+        return len(self.overridden) + len(self.in_effect)
+
+
+def _normal(value: str) -> str:
+    """A setting's value compared without spaces, quotes or case (`pg_catalog,pg_temp`, `'0'`)."""
+    return value.replace(" ", "").replace('"', "").replace("'", "").lower()
+
+
+def _name_and_value(item: str) -> tuple[str, str]:
+    name, _, value = item.partition("=")
+    return name.lower(), value
+
+
+def defaults_set_for_session(conn: psycopg.Connection[Any]) -> SessionSettingsReport:
+    """Read `pg_db_role_setting` for this session's login role and database, and the pinned values in effect.
+
+    A default equal to the pinned value (migration 0010 sets `max_parallel_workers_per_gather = 0`
+    for the role) changes nothing and is not reported.
+    """
+    overridden: set[str] = set()
+    in_effect: set[str] = set()
+    for (item,) in conn.execute(_DEFAULTS_FOR_THIS_SESSION).fetchall():
+        name, value = _name_and_value(str(item))
+        if name not in PINNED_SETTINGS:
+            in_effect.add(name)
+        elif _normal(value) != _normal(PINNED_SETTINGS[name]):
+            overridden.add(name)
+    not_pinned = [
+        name
+        for name, value in PINNED_SETTINGS.items()
+        if _normal(str((conn.execute("SELECT pg_catalog.current_setting(%s)", (name,)).fetchone() or ("",))[0]))
+        != _normal(value)
+    ]
+    return SessionSettingsReport(tuple(sorted(overridden)), tuple(sorted(in_effect)), tuple(not_pinned))
