@@ -79,7 +79,7 @@ class DeadLetter:
     """Whether `raw_body` reads as a dead-letter envelope (read_dead_letter_body), whatever its shape:
     as the listing read it; None when not given, and then read here once."""
     shaped_as_written: bool | None = None
-    """Whether `raw_body` is byte for byte an envelope the ETL writes (own_dead_letters.shaped_as_written):
+    """Whether `raw_body` is byte for byte an envelope the ETL writes (own_dead_letters.read_shaped_as_written):
     from the same reading as `is_envelope`, so `in_clear` does not read the body again; None when
     not given, and then read here once."""
 

@@ -73,7 +73,7 @@ def is_tampered(letter: DeadLetter, key: str) -> bool:
 def in_clear(letter: DeadLetter, key: str) -> bool:
     """True when `letter`'s body is no envelope the ETL writes: an original SQS's redrive moved as it was.
 
-    Told by the body alone (own_dead_letters.shaped_as_written, as a take-back tells it), whatever
+    Told by the body alone (own_dead_letters.read_shaped_as_written, as a take-back tells it), whatever
     the letter's attributes: SQS's redrive moves an original with every attribute its producer set,
     one named `reason` included (attack 12, finding 2). A tampered envelope (`is_tampered`) is not
     in clear, though its shape be loose: `list` marks it TAMPERED and show/resend refuse it. The

@@ -47,22 +47,14 @@ class CiphertextProver(Protocol):
         ...
 
 
-def shaped_as_written(body: str) -> bool:
+def read_shaped_as_written(body: str, fields: Mapping[str, str | None]) -> bool:
     """True when `body` is byte for byte an envelope the ETL writes, sealed under any key or not kept.
 
-    A sealed one is only a claim (see the module's docstring); one under another key than the
-    ETL's is still shaped as written (an older setting, or tampering: `dead-letters list` marks it).
-    """
-    envelope = written_envelope(body)
-    return envelope is not None and _shaped_as_written(envelope)
-
-
-def read_shaped_as_written(body: str, fields: Mapping[str, str | None]) -> bool:
-    """`shaped_as_written(body)` for a body already read as an envelope, without reading it again.
-
-    `fields`: what sealing.read_dead_letter_body read of `body` (a DLQ listing reads each body
-    once: DeadLetter.shaped_as_written). The same answer: written_envelope reads a body so only
-    when it begins as the ETL's envelopes do.
+    `fields`: what sealing.read_dead_letter_body read of `body`; the body is not read again (a DLQ
+    listing reads each body once: DeadLetter.shaped_as_written). It begins as the ETL's envelopes
+    do (written_envelope's test) or it is none. A sealed one is only a claim (see the module's
+    docstring); one under another key than the ETL's is still shaped as written (an older setting,
+    or tampering: `dead-letters list` marks it).
     """
     if not body.startswith(ENVELOPE_START):
         return False
@@ -74,7 +66,7 @@ def own_dead_letters(bodies: Sequence[str], prover: CiphertextProver | None) -> 
 
     With a `prover`: exactly an envelope of the ETL's (`is_own`), a sealed one proven by one
     `authentic` call over the distinct claims, none when there are none. Without: shaped as
-    written (`shaped_as_written`), unproven. Each body is read once (`written_envelope`).
+    written (`read_shaped_as_written`), unproven. Each body is read once (`written_envelope`).
     DependencyDown or Misconfigured from the prover.
     """
     envelopes = [written_envelope(body) for body in bodies]

@@ -1,8 +1,8 @@
 """`dead-letters erase` reads a letter without a kept body once too, as its listing read it.
 
 After test_erasure_reads_each_body_once.py (review 12, finding 9) an envelope holding no sealed
-body was still read twice: once by the listing, and again by `in_clear` (own_dead_letters'
-shaped_as_written parsed the raw body anew) to tell a body-less envelope of the ETL's (counted
+body was still read twice: once by the listing, and again by `in_clear` (a helper of
+own_dead_letters, since removed, parsed the raw body anew) to tell a body-less envelope of the ETL's (counted
 as without a kept body) from a body merely shaped like one (in clear: its text was read). The
 listing now records the answer with the letter (DeadLetter.shaped_as_written), and the decision
 is the same: the ETL's own body-less envelopes are counted, a loose one is an original in clear.

@@ -18,7 +18,6 @@ import pytest
 from etl_service.adapters.dead_letter_queue import DeadLetterQueue
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.entrypoints import dead_letters
-from etl_service.service.own_dead_letters import shaped_as_written
 from etl_service.service.sealing import NOT_KEPT_NO_KEY, NOT_KEPT_TOO_LARGE, dead_letter_body
 
 SOURCE, DLQ = "https://sqs.example/1/login-queue", "https://sqs.example/1/login-queue-dlq"
@@ -186,28 +185,37 @@ def test_list_marks_a_body_in_clear_by_the_body_not_by_the_reason(
     }
 
 
-SHAPES = [
-    dead_letter_body(GENUINE, None, KEY),
-    dead_letter_body(GENUINE, None, "another-key"),
-    dead_letter_body(None, NOT_KEPT_TOO_LARGE, None),
-    dead_letter_body(None, NOT_KEPT_NO_KEY, None),
-    dead_letter_body(None, "a note of someone else's", None),
-    dead_letter_body(FORGED, None, KEY),
-    dead_letter_body("not a ciphertext", None, KEY),
-    json.dumps({"format": "tokenvault-dead-letter/1", "note": NOT_KEPT_NO_KEY}),
+SHAPES = {  # body -> byte for byte an envelope the ETL writes (sealed under any key, or not kept)?
+    dead_letter_body(GENUINE, None, KEY): True,
+    dead_letter_body(GENUINE, None, "another-key"): True,
+    dead_letter_body(None, NOT_KEPT_TOO_LARGE, None): True,
+    dead_letter_body(None, NOT_KEPT_NO_KEY, None): True,
+    dead_letter_body(FORGED, None, KEY): True,  # a claim only: shaped as written, proven by a drain alone
+    dead_letter_body(None, "a note of someone else's", None): False,
+    dead_letter_body("not a ciphertext", None, KEY): False,
+    json.dumps({"format": "tokenvault-dead-letter/1", "note": NOT_KEPT_NO_KEY}): False,
     json.dumps(
         {"format": "tokenvault-dead-letter/1", "sealed_body": None, "key": None, "note": NOT_KEPT_NO_KEY}, indent=1
-    ),
-    dead_letter_body(None, NOT_KEPT_NO_KEY, None).replace('"note"', '"extra": 1, "note"'),
-    '{"format":"tokenvault-dead-letter/1","sealed_body":null,"key":null,"note":null}',
-    EVENT,
-    "",
-    "not json",
-]
+    ): False,
+    dead_letter_body(None, NOT_KEPT_NO_KEY, None).replace('"note"', '"extra": 1, "note"'): False,
+    '{"format":"tokenvault-dead-letter/1","sealed_body":null,"key":null,"note":null}': False,
+    EVENT: False,
+    "": False,
+    "not json": False,
+}
 
 
-@pytest.mark.parametrize("body", SHAPES)
-def test_a_listed_letter_tells_its_shape_as_reading_its_body_again_would(body: str) -> None:
-    """DeadLetter.shaped_as_written (one reading, by the listing) answers as shaped_as_written(body) (a second one)."""
+@pytest.mark.parametrize(("body", "shaped"), SHAPES.items())
+def test_a_listed_letter_tells_its_shape_and_a_take_back_without_a_proof_keeps_exactly_those(
+    body: str, shaped: bool
+) -> None:
+    """DeadLetter.shaped_as_written (the listing's one reading) as `list`/`erase` use it, and the take-back.
+
+    Without a proof (`dead-letters redrive`) a reasoned letter stays in the DLQ exactly when it is
+    shaped as the ETL writes it.
+    """
     [letter] = DeadLetterQueue(Dlq({"m-1": (body, "wrong_type")}), SOURCE, DLQ).list()  # type: ignore[arg-type]
-    assert letter.shaped_as_written is shaped_as_written(body)
+    assert letter.shaped_as_written is shaped
+    client = Dlq({"m-1": (body, "wrong_type")})
+    taken = DeadLetterQueue(client, SOURCE, DLQ).take_back_redriven()  # type: ignore[arg-type]
+    assert taken.taken == (0 if shaped else 1) and client.sent == ([] if shaped else [body])
