@@ -79,6 +79,7 @@ from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.adapters.transit_sealer import DeadLetterKeyUnusable
 from etl_service.domain.erasure_match import CriteriaError, Person, read_person
 from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS, Layers, Stop, envelope_layers, in_clear
+from etl_service.entrypoints.terminal_text import shown
 
 SETTINGS_ERROR = 2
 """Exit code: usage or settings, or OpenBao no longer using the dead-letter key (the dead-letters commands' code)."""
@@ -260,7 +261,7 @@ def _check(
     except Exception as error:  # no letter stops the sweep; print its type only, never its content
         sweep.matching_failed.append(dead.message_id)
         print(
-            f"dead letter {_printable(dead.message_id)} could not be checked (matching failed: {type(error).__name__});"
+            f"dead letter {shown(dead.message_id)} could not be checked (matching failed: {type(error).__name__});"
             " left in the DLQ, counted below",
             file=sys.stderr,
         )
@@ -309,7 +310,7 @@ def _report(sweep: Sweep, deleted: bool) -> None:
             f" sealed inside one another more than {MAX_LAYERS} deep); left in the DLQ,"
             " checked only by their clear text. Inspect them (`dead-letters list`) and remove a plant with"
             " `dead-letters delete MESSAGE_ID --yes`, then run `dead-letters erase` again:"
-            f" {', '.join(_printable(i) for i in sweep.unopenable)}",
+            f" {', '.join(shown(i) for i in sweep.unopenable)}",
             file=sys.stderr,
         )
     if sweep.matching_failed:
@@ -318,7 +319,7 @@ def _report(sweep: Sweep, deleted: bool) -> None:
             " failed, on what a producer put in them; whether they hold the person's values is not known); left in"
             " the DLQ, not deleted. Inspect them (`dead-letters list`, `dead-letters show MESSAGE_ID`) and remove"
             " one holding the person's values with `dead-letters delete MESSAGE_ID --yes`, then run"
-            f" `dead-letters erase` again: {', '.join(_printable(i) for i in sweep.matching_failed)}",
+            f" `dead-letters erase` again: {', '.join(shown(i) for i in sweep.matching_failed)}",
             file=sys.stderr,
         )
     if sweep.tampered:
@@ -327,7 +328,7 @@ def _report(sweep: Sweep, deleted: bool) -> None:
             " ETL did not write it; not opened, as by show, so only its clear text was checked); left in"
             " the DLQ. Review them (`dead-letters list` marks them TAMPERED) and remove them with"
             " `dead-letters delete MESSAGE_ID --yes`, then run `dead-letters erase` again:"
-            f" {', '.join(_printable(i) for i in sweep.tampered)}",
+            f" {', '.join(shown(i) for i in sweep.tampered)}",
             file=sys.stderr,
         )
     if sweep.unchecked:
@@ -344,8 +345,3 @@ def _report(sweep: Sweep, deleted: bool) -> None:
             " Run `dead-letters erase` again with the same values until it exits 0",
             file=sys.stderr,
         )
-
-
-def _printable(text: str) -> str:
-    """A message id fit for a terminal line (SQS writes them; a fake SQS endpoint could not)."""
-    return "".join(c if c.isprintable() else "?" for c in text)
