@@ -31,8 +31,14 @@ from etl_service.adapters.sqs_common import (
     raise_for,
     timestamp_ms,
 )
-from etl_service.service.own_dead_letters import CiphertextProver, own_dead_letters, read_shaped_as_written
+from etl_service.service.own_dead_letters import (
+    CiphertextProver,
+    own_dead_letters,
+    read_envelope,
+    read_shaped_as_written,
+)
 from etl_service.service.ports import TakeBack
+from etl_service.service.returned_letters import WrittenEnvelope
 from etl_service.service.sealing import read_dead_letter_body
 
 if TYPE_CHECKING:
@@ -89,8 +95,17 @@ class DeadLetter:
             if self.is_envelope is None:
                 object.__setattr__(self, "is_envelope", fields is not None)
             if self.shaped_as_written is None:
-                shaped = fields is not None and read_shaped_as_written(self.raw_body, fields)
-                object.__setattr__(self, "shaped_as_written", shaped)
+                object.__setattr__(self, "shaped_as_written", read_shaped_as_written(self.raw_body, fields))
+
+    @property
+    def written_envelope(self) -> WrittenEnvelope | None:
+        """`raw_body` as returned_letters.written_envelope reads it, from the listing's one reading (no parse).
+
+        What a take-back tells the ETL's own letters by (own_dead_letters). From `is_envelope`,
+        `sealed_body`, `key` and `note`: a letter built by hand must give them as `raw_body` reads.
+        """
+        fields = {"sealed_body": self.sealed_body, "key": self.key, "note": self.note} if self.is_envelope else None
+        return read_envelope(self.raw_body, fields)
 
     @property
     def sent_at(self) -> str:
@@ -136,7 +151,7 @@ def _to_dead_letter(raw: Any) -> DeadLetter:
         raw_body=body,
         producer_event_id=producer_event_id,
         is_envelope=read is not None,
-        shaped_as_written=read is not None and read_shaped_as_written(body, read),
+        shaped_as_written=read_shaped_as_written(body, read),
     )
 
 
@@ -266,7 +281,7 @@ class DeadLetterQueue:
         try:
             letters = self.list(limit)
             reasoned = [d for d in letters if d.reason is not None]
-            own = own_dead_letters([d.raw_body for d in reasoned], prover)
+            own = own_dead_letters([d.written_envelope for d in reasoned], prover)  # no body read again
             kept = {d.message_id for d, is_own in zip(reasoned, own, strict=True) if is_own}
             redriven = [d for d in letters if d.message_id not in kept]
             for dead in redriven:

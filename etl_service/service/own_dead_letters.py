@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from etl_service.service.returned_letters import ENVELOPE_START, WrittenEnvelope, written_envelope
+from etl_service.service.returned_letters import ENVELOPE_START, WrittenEnvelope
 
 
 class CiphertextProver(Protocol):
@@ -47,29 +47,40 @@ class CiphertextProver(Protocol):
         ...
 
 
-def read_shaped_as_written(body: str, fields: Mapping[str, str | None]) -> bool:
+def read_envelope(body: str, fields: Mapping[str, str | None] | None) -> WrittenEnvelope | None:
+    """`written_envelope(body)` for a body already read, without reading it again.
+
+    `fields`: what sealing.read_dead_letter_body read of `body` (None: no envelope). A DLQ listing
+    reads each body once and keeps what it read with the letter (DeadLetter.written_envelope). The
+    same answer: written_envelope reads a body so only when it begins as the ETL's envelopes do.
+    """
+    if fields is None or not body.startswith(ENVELOPE_START):
+        return None
+    return WrittenEnvelope(body, fields["sealed_body"], fields["key"], fields["note"])
+
+
+def read_shaped_as_written(body: str, fields: Mapping[str, str | None] | None) -> bool:
     """True when `body` is byte for byte an envelope the ETL writes, sealed under any key or not kept.
 
-    `fields`: what sealing.read_dead_letter_body read of `body`; the body is not read again (a DLQ
-    listing reads each body once: DeadLetter.shaped_as_written). It begins as the ETL's envelopes
-    do (written_envelope's test) or it is none. A sealed one is only a claim (see the module's
+    `fields`: what sealing.read_dead_letter_body read of `body`; the body is not read again
+    (`read_envelope`: DeadLetter.shaped_as_written). A sealed one is only a claim (see the module's
     docstring); one under another key than the ETL's is still shaped as written (an older setting,
     or tampering: `dead-letters list` marks it).
     """
-    if not body.startswith(ENVELOPE_START):
-        return False
-    return _shaped_as_written(WrittenEnvelope(body, fields["sealed_body"], fields["key"], fields["note"]))
+    envelope = read_envelope(body, fields)
+    return envelope is not None and _shaped_as_written(envelope)
 
 
-def own_dead_letters(bodies: Sequence[str], prover: CiphertextProver | None) -> list[bool]:
-    """For each body (of a DLQ message with a reason), whether it is a dead letter the ETL wrote.
+def own_dead_letters(envelopes: Sequence[WrittenEnvelope | None], prover: CiphertextProver | None) -> list[bool]:
+    """For each DLQ message with a reason, whether it is a dead letter the ETL wrote.
 
+    `envelopes`: each message's body as read as an ETL envelope (`read_envelope`, as its listing
+    read it: DeadLetter.written_envelope), None when it is none; no body is read again here.
     With a `prover`: exactly an envelope of the ETL's (`is_own`), a sealed one proven by one
     `authentic` call over the distinct claims, none when there are none. Without: shaped as
-    written (`read_shaped_as_written`), unproven. Each body is read once (`written_envelope`).
+    written (`read_shaped_as_written`), unproven.
     DependencyDown or Misconfigured from the prover.
     """
-    envelopes = [written_envelope(body) for body in bodies]
     if prover is None:
         return [e is not None and _shaped_as_written(e) for e in envelopes]
     key = prover.key_name

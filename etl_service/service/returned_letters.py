@@ -123,9 +123,10 @@ class WrittenEnvelope:
 def written_envelope(body: str) -> WrittenEnvelope | None:
     """`body` read as an envelope when it is shaped as one the ETL writes (begins so, parses so), else None.
 
-    The one place that tells a DLQ or source-queue body shaped as an ETL envelope, and parses it:
-    a returned letter here, the take-back's own letters (service/own_dead_letters.py), `list`'s
-    CLEAR. Never raises, whatever `body` holds; cheap for every other body (no event begins so).
+    What tells a source-queue body shaped as an ETL envelope, and parses it: a returned letter
+    here. A DLQ listing parses each body once itself (DeadLetter); own_dead_letters.read_envelope
+    gives this answer from that reading, for the take-back's own letters and `list`'s CLEAR.
+    Never raises, whatever `body` holds; cheap for every other body (no event begins so).
     """
     if not body.startswith(ENVELOPE_START):  # the hot path: no event starts so
         return None
