@@ -50,6 +50,14 @@ class AuditRecord:
     prev_hash: bytes
     row_hash: bytes
     hash_version: int = 2
+    revealed_sent: bytes | None = None
+    """The stored `revealed` column in its binary form (PostgreSQL's `array_send`), when it was read
+    from the database and is not NULL; None otherwise, and the hash is taken of `event.revealed`.
+
+    The database hashes this form, which holds more than `event.revealed` can: an empty array
+    (`'{}'`, not NULL), NULL elements, more dimensions, lower bounds other than 1. The verifier
+    hashes the same bytes, so a genuine row of any shape verifies (review 16).
+    """
 
 
 def chain_hash(prev_hash: bytes, at: datetime, event: AuditEvent) -> bytes:
@@ -76,18 +84,69 @@ _BYTEA_OID = 17
 
 
 def _array_send(values: Sequence[bytes]) -> bytes:
-    """Postgres' binary form of a one-dimensional bytea[] without NULLs (`array_send`); b"" for none."""
+    """Postgres' binary form of a one-dimensional bytea[] without NULLs (`array_send`); b"" for none.
+
+    b"" stands for a NULL column (what the service writes for no reveals), hashed as the
+    database's `coalesce(array_send(revealed), '')`; an empty array read from the database is
+    hashed from its own binary form (`AuditRecord.revealed_sent`), never from here.
+    """
     if not values:
         return b""
     header = struct.pack(">iiiii", 1, 0, _BYTEA_OID, len(values), 1)  # ndim, has-nulls, type, length, lower bound
     return header + b"".join(struct.pack(">i", len(v)) + v for v in values)
 
 
-def chain_hash_v2(prev_hash: bytes, record_id: int, at: datetime, event: AuditEvent) -> bytes:
-    """The database's row hash (migration 0006, `vault.audit_row_hash`), computed here to verify it."""
+def array_elements(sent: bytes) -> tuple[bytes, ...]:
+    """The non-NULL elements of a bytea[] in its binary form (`array_send`), in storage order.
+
+    Any shape: no dimensions (an empty array), several, any lower bounds, NULL elements
+    (skipped). Raises ValueError on bytes that are not a bytea[]'s binary form.
+    """
+    try:
+        ndim, _has_nulls, element_type = struct.unpack_from(">iii", sent, 0)
+        if element_type != _BYTEA_OID or not 0 <= ndim <= 6:  # MAXDIM
+            raise ValueError("not a bytea[] in binary form")
+        dims = struct.unpack_from(f">{2 * ndim}i", sent, 12)[0::2]
+        count = 1 if ndim else 0
+        for length in dims:
+            count *= length
+        offset, elements = 12 + 8 * ndim, []
+        for _ in range(count):
+            (length,) = struct.unpack_from(">i", sent, offset)
+            offset += 4
+            if length >= 0:
+                if offset + length > len(sent):
+                    raise ValueError("bytea[] element runs past the end")
+                elements.append(sent[offset : offset + length])
+                offset += length
+    except struct.error as error:
+        raise ValueError(f"not a bytea[] in binary form: {error}") from None
+    if offset != len(sent):
+        raise ValueError("bytea[] binary form has trailing bytes")
+    return tuple(elements)
+
+
+def _utc_microseconds(at: datetime) -> str:
+    """`at` as the database's `to_char(timezone('UTC', at), 'YYYY-MM-DD"T"HH24:MI:SS.US')`.
+
+    Spelled field by field: strftime's %Y does not pad years below 1000 to four digits on
+    every platform (glibc writes year 5 as "5"), to_char's YYYY does.
+    """
+    u = at.astimezone(UTC)
+    return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}.{u.microsecond:06d}"
+
+
+def chain_hash_v2(
+    prev_hash: bytes, record_id: int, at: datetime, event: AuditEvent, revealed_sent: bytes | None = None
+) -> bytes:
+    """The database's row hash (migration 0006, `vault.audit_row_hash`), computed here to verify it.
+
+    `revealed_sent`: the stored `revealed` column's binary form when not NULL (see
+    `AuditRecord.revealed_sent`); without it the hash covers `event.revealed` (none: NULL).
+    """
     fields = (
         str(record_id),
-        at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f"),
+        _utc_microseconds(at),
         event.client,
         event.client_serial,
         event.client_cert_sha256,
@@ -97,7 +156,10 @@ def chain_hash_v2(prev_hash: bytes, record_id: int, at: datetime, event: AuditEv
         str(event.item_count),
         event.outcome,
     )
-    revealed_digest = hashlib.sha256(_array_send(event.revealed)).digest()
+    if None in fields:  # a NULL text column: the database's hash is NULL, never equal to a stored one
+        return b""
+    sent = _array_send(event.revealed) if revealed_sent is None else revealed_sent
+    revealed_digest = hashlib.sha256(sent).digest()
     return hashlib.sha256(prev_hash + b"".join(_field(f) for f in fields) + revealed_digest).digest()
 
 
@@ -105,7 +167,7 @@ def record_hash(record: AuditRecord) -> bytes:
     """What `record.row_hash` must be, by the record's hash version."""
     if record.hash_version == 1:
         return chain_hash(record.prev_hash, record.at, record.event)
-    return chain_hash_v2(record.prev_hash, record.record_id, record.at, record.event)
+    return chain_hash_v2(record.prev_hash, record.record_id, record.at, record.event, record.revealed_sent)
 
 
 def first_broken_record(records: Iterable[AuditRecord]) -> int | None:

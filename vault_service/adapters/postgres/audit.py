@@ -23,13 +23,15 @@ from collections.abc import Sequence
 from typing import cast
 
 import psycopg
+from psycopg.adapt import Buffer, Loader
+from psycopg.pq import Format
 from psycopg_pool import ConnectionPool
 
 from vault_service.adapters.group_commit import GroupCommitter
 from vault_service.adapters.postgres.errors import translated
 from vault_service.adapters.postgres.prepared import PreparedStatement, UnnamedStatement
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
-from vault_service.domain.audit import AuditEvent, AuditRecord
+from vault_service.domain.audit import AuditEvent, AuditRecord, array_elements
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
 from vault_service.domain.errors import AuditUnavailable
 
@@ -96,7 +98,22 @@ _RECORD_COLUMNS = (
 )
 
 
+_BYTEA_ARRAY_OID = 1001
+
+
+class _ArraySent(Loader):
+    """A bytea[] column as it comes in binary: its `array_send` bytes, which the chain trigger hashes."""
+
+    format = Format.BINARY
+
+    def load(self, data: Buffer) -> bytes:
+        """The column's binary form, unparsed."""
+        return bytes(data)
+
+
 def _record(row: tuple) -> AuditRecord:  # type: ignore[type-arg]
+    """A row of `_RECORD_COLUMNS` read in binary, `revealed` as its binary form (see `_ArraySent`)."""
+    sent = None if row[13] is None else bytes(row[13])
     event = AuditEvent(
         client=row[2],
         action=row[3],
@@ -106,9 +123,9 @@ def _record(row: tuple) -> AuditRecord:  # type: ignore[type-arg]
         token_types=row[5],
         client_serial=row[11],
         client_cert_sha256=row[12],
-        revealed=tuple(bytes(h) for h in row[13] or ()),
+        revealed=() if sent is None else array_elements(sent),
     )
-    return AuditRecord(row[0], row[1], event, bytes(row[8]), bytes(row[9]), row[10])
+    return AuditRecord(row[0], row[1], event, bytes(row[8]), bytes(row[9]), row[10], sent)
 
 
 class AuditRowsDropped(Exception):
@@ -246,9 +263,15 @@ class PostgresAuditLog:
 
     @translated
     def records(self, after_id: int = 0) -> list[AuditRecord]:
-        """Every record after `after_id`, in order, for verification."""
+        """Every record after `after_id`, in order, for verification.
+
+        Read in binary, `revealed` kept as the bytes the chain trigger hashed (an empty array and
+        NULL, or arrays of other shapes, differ there and not once parsed into a list).
+        """
         with self._pool.connection() as conn:
-            rows = conn.execute(
+            cursor = conn.cursor(binary=True)
+            cursor.adapters.register_loader(_BYTEA_ARRAY_OID, _ArraySent)
+            rows = cursor.execute(
                 f"SELECT {_RECORD_COLUMNS} FROM vault.audit_log WHERE id > %s ORDER BY id", (after_id,)
             ).fetchall()
         return [_record(r) for r in rows]
