@@ -62,6 +62,11 @@ _SPELLINGS: list[tuple[Callable[[Values], str], str, str]] = [
     (lambda v: "INC-cb00-7107", OWN_VALUE, "the ip as two hex halves"),
     (lambda v: "INC-CB-00-71-07", "InvalidRequest", "the ip as hex octets joined by dashes"),
     (lambda v: "INC-CB.00.71.07", "InvalidRequest", "the ip as hex octets joined by dots"),
+    # attack 15, finding 5: the ip's hex or decimal number split at other places was kept verbatim
+    (lambda v: "INC-cb0-07107", OWN_VALUE, "the ip's hex number split 3-5"),
+    (lambda v: "INC-C-B007107", OWN_VALUE, "the ip's hex number split 1-7"),
+    (lambda v: "INC-34058-03783", OWN_VALUE, "the ip's decimal number split 5-5"),
+    (lambda v: "INC-340-580-3783", OWN_VALUE, "the ip's decimal number split 3-3-4"),
 ]
 _PARAMS = [pytest.param(spell, refusal, id=why) for spell, refusal, why in _SPELLINGS]
 

@@ -170,6 +170,10 @@ def test_small_numbers_and_words_are_not_taken_for_ips() -> None:
         "20260042",
         "gdpr20260042",
         "32.38.0.66",  # 2026-0042 as two hex halves of an IPv4 address (attack 14, finding 5): compared, not refused
+        # 2026-0042 read across its separator (attack 15, finding 5): the 7-hex window 2026004 and
+        # the decimal 20260042, compared with the call's own values only, never refused or looked up
+        "2.2.96.4",
+        "1.53.36.202",
     }
 
 

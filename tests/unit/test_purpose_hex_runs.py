@@ -66,8 +66,6 @@ def test_an_ip_as_a_decimal_window_inside_a_longer_run_is_spelled() -> None:
         "INC-ba000001f",
         "INC-cb007107",
         "INC-CB00710x",
-        "INC-cb00710-7",
-        "INC-34058037-83",
         "INC-cb00-7107",  # two hex halves, and hex octets (attack 14, finding 5): one shared reader
         "INC-CB-00-71-07",
         "INC-0a-0-0-01",
@@ -78,6 +76,34 @@ def test_the_vault_and_the_etl_agree_on_which_glued_hex_forms_hold_the_ip(purpos
         vault_reads_it = ip in values_spelled_by(purpose)
         etl_reads_it = own_value_in(purpose, ip, "") is not None
         assert vault_reads_it == etl_reads_it, (purpose, ip)
+
+
+SPLIT_AT_OTHER_PLACES = [
+    "INC-cb00710-7",
+    "INC-cb0-07107",
+    "INC-C-B007107",
+    "INC-CB-00-7107",
+    "INC-cb:00:7107",
+    "INC-34058-03783",
+    "INC-340-580-3783",
+    "INC-0x-cb-007107",
+]
+"""203.0.113.7's hex or decimal number split by separators at other places than octets or halves
+(attack 15, finding 5): each passes the shape check and was read as no address at all. The ETL
+reads an opaque event id's number windows within its runs only (joining a UUID's groups across
+its dashes would add windows to every id, each a chance refusal), so these are left out of the
+test that the two agree."""
+
+
+@pytest.mark.parametrize("purpose", SPLIT_AT_OTHER_PLACES)
+def test_an_ips_number_split_at_any_places_is_spelled_as_the_unsplit_number(purpose: str) -> None:
+    assert unfit_purpose(purpose) is None  # only the comparison with the call's own values finds it
+    assert IP in values_spelled_by(purpose)
+
+
+def test_the_finding_s_spellings_of_its_ip_are_spelled() -> None:
+    for purpose in ("REQ-c6128-e52", "REQ-c61-28e52", "REQ-3323-104850", "REQ-332-310-4850"):
+        assert "198.18.142.82" in values_spelled_by(purpose), purpose
 
 
 def test_a_hex_run_shorter_than_any_address_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,6 +28,7 @@ from vault_service.domain.token_types import TokenType
 
 _SEGMENT_SEPARATORS = re.compile(r"([-_/.:#])")
 _IP_JOINS = frozenset(".:")
+_WITHOUT_SEPARATORS = str.maketrans("", "", REFERENCE_SEPARATORS)
 MIN_HEX_RUN = 7
 """The shortest run of hex digits inside a group read as an ip: 0x1000000 (1.0.0.0) has 7 digits,
 and no number below it is read as an address (`ip_spellings.MIN_NUMBER_TO_SEARCH`)."""
@@ -66,7 +67,12 @@ def values_spelled_by(purpose: str) -> frozenset[str]:
     review 12, finding 2), as the ETL's own-value check finds an IPv4 address's number forms
     anywhere in an event id; four groups of 1-2 hex digits joined by one repeated separator and two
     groups of 4 hex digits are an IPv4 address in hex (`INC-CB-00-71-07`, `INC-cb00-7107`:
-    `ips_in_hex_groups`, the ETL's reader of an event id too; attack 14, finding 5). A value
+    `ips_in_hex_groups`, the ETL's reader of an event id too; attack 14, finding 5). The windows
+    are read in the purpose without its separators (`_WITHOUT_SEPARATORS`), so an address's hex
+    or decimal number split at any places reads as the unsplit one (`REQ-c6128-e52`,
+    `REQ-c61-28e52`, `REQ-332-310-4850`: 198.18.142.82; attack 15, finding 5): still one window
+    per width and position, about 2**-32 (2**-28 for 7 hex digits) each to match a given value
+    by chance, and compared with the call's own values only, never looked up. A value
     revealed or erased is compared with this set (one or two membership tests per value:
     `vault_service.service.revealing`); it is derived once per
     distinct purpose (cached: a client's purposes repeat). At most 32 groups: at most 528 runs and
@@ -81,9 +87,12 @@ def values_spelled_by(purpose: str) -> frozenset[str]:
     hex_runs = set(_HEX_RUN.findall(folded))
     for hex_run in hex_runs.difference(_SEGMENT_SEPARATORS.split(folded)[0::2]):
         spelled.update(ips_spelled_by(hex_run))
-    spelled.update(_ipv4_windows(hex_runs, IPV4_HEX_WINDOWS, 16))
     spelled.update(ips_in_hex_groups(folded))
-    spelled.update(_ipv4_windows(set(_DIGIT_RUN.findall(folded)), IPV4_DECIMAL_WINDOWS, 10))
+    # The number windows are read across separators (attack 15, finding 5): a run inside a group is
+    # part of a run of the separator-free purpose, so its windows are among these.
+    compact = folded.translate(_WITHOUT_SEPARATORS)
+    spelled.update(_ipv4_windows(set(_HEX_RUN.findall(compact)), IPV4_HEX_WINDOWS, 16))
+    spelled.update(_ipv4_windows(set(_DIGIT_RUN.findall(compact)), IPV4_DECIMAL_WINDOWS, 10))
     return frozenset(spelled)
 
 
@@ -233,7 +242,6 @@ MIN_TOKEN_PIECE = 12
 """The shortest piece of a token's random part (separators `- _ / . : #` dropped) that a purpose
 may not hold when the call names that token: 12 random characters name one token among any
 number issued (62**12 choices), and no reference holds 12 of a random token's by chance."""
-_WITHOUT_SEPARATORS = str.maketrans("", "", REFERENCE_SEPARATORS)
 CALL_REFERENCE = "it holds a token this call names, or a piece of one (with separators or none)"
 
 
