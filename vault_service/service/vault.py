@@ -48,6 +48,7 @@ from vault_service.service.revealing import (
 )
 from vault_service.service.stored_values import StoredValueLookup
 from vault_service.service.token_cache import TokenCache
+from vault_service.service.withheld_purposes import WithheldPurposes, remembered_for
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class TokenVault:
         self.meter = meter if meter is not None else TokenizeMeter()
         self.refusals = RefusalAuditor(audit)
         self.stored_values = StoredValueLookup(tokens, keys)
+        self.withheld_purposes = WithheldPurposes(ttl=remembered_for(policy))
         # Every limit's buckets are kept in the database, shared by every replica and kept across
         # restarts (the limits themselves come from the policy file). Reveals and tokenize spend
         # leases taken from them, a twentieth of the burst at a time; erasure, which cannot be
@@ -345,13 +347,14 @@ class TokenVault:
             # Without the purpose, never throttled, and naming the call's tokens as a reveal does:
             # the refusal told a caller who sees the value in plain that its guess was right, so
             # `audit who-saw` must list it (else a way to confirm a value without a reveal row).
+            self.withheld_purposes.remember(caller.name, purpose)  # it spelled a value: later calls too
             hash_of = reveal_hasher(self._keys.ring.audit_key)
             named = tuple(hash_of(token) for token in dict.fromkeys(compress(tokens, types)))
             refusal = _refusal_event(caller, "detokenize", error, len(tokens), token_types)
             self._audit.append(replace(refusal, revealed=named))
             raise
         outcomes = checked.outcomes
-        purpose = self._kept(purpose, checked)
+        purpose = self._kept(caller.name, purpose, checked)
         hash_of = reveal_hasher(self._keys.ring.audit_key)
         if list(map(type, outcomes)).count(Revealed) == len(outcomes):
             revealed = list(map(hash_of, tokens))
@@ -407,7 +410,7 @@ class TokenVault:
                 outcomes.append(None)
                 erasable.append(token)
                 erasable_types.append(token_type)
-        purpose = self._kept(purpose, self._compared(caller, tokens, types, purpose))
+        purpose = self._kept(caller.name, purpose, self._compared(caller, tokens, types, purpose))
         # The erasure and its audit row commit together (vault.erase_tokens); the row keeps the
         # keyed hash of each token it erased, as a reveal's does, so who-saw names the erasure.
         hashes = tuple(map(reveal_hasher(self._keys.ring.audit_key), erasable))
@@ -444,7 +447,7 @@ class TokenVault:
         rows = self._tokens.fetch(list(dict.fromkeys(named)))
         return reveal(self._keys, caller.name, named, named_types, masked, rows, values_spelled_by(purpose))
 
-    def _kept(self, purpose: str, checked: RevealedCall) -> str:
+    def _kept(self, client: str, purpose: str, checked: RevealedCall) -> str:
         """The purpose as a served call's audit row keeps it: in clear, or withheld (empty).
 
         Kept only when every value the call's tokens name was opened and compared with it and it
@@ -459,8 +462,19 @@ class TokenVault:
         line or a label per cause told whoever reads the logs or the metrics whether a guess the
         purpose spelled is stored anywhere in the vault (review 15, finding 2). The row's outcome
         already counts the tokens not compared.
+
+        A purpose withheld for spelling a value of the call or naming a stored one is remembered
+        for `client` (`withheld_purposes`, in memory per replica), and the client's later call with
+        the identical purpose is withheld too: an erasure split into calls, device first, kept
+        `GDPR-2026-801-<device id>` in the ip call's row once the device was erased (attack 15,
+        finding 4). A purpose withheld only for a value not compared is not remembered.
         """
-        if checked.keeps_purpose and not self.stored_values.names_a_stored_value(purpose):
+        if not checked.purpose_compared:
+            _count_withheld()
+            return WITHHELD_PURPOSE
+        if checked.purpose_withheld or self.stored_values.names_a_stored_value(purpose):
+            self.withheld_purposes.remember(client, purpose)
+        elif not self.withheld_purposes.withheld_before(client, purpose):
             return purpose
         _count_withheld()
         return WITHHELD_PURPOSE

@@ -1,0 +1,112 @@
+"""Purposes a client had withheld for spelling or naming a value, remembered so a later identical one is too.
+
+An erasure the erase burst splits into calls, device first (attack 15, finding 4): the device call's
+purpose `GDPR-2026-801-<device id>` spells its own value and is withheld; once the device is
+erased nothing in the vault can recognize that id any more, so the ip call, with the same purpose,
+kept it verbatim for good. The vault therefore remembers, per client, each purpose it withheld (or
+refused, on a plain reveal) because it spelled a value of the call or named a value stored for
+another call, and withholds that client's later call with the identical purpose.
+
+- In process memory only, per replica, never stored: a persistent keyed hash of purposes would let
+  whoever holds the key test guesses of values erased since (docs/threat-model.md). Entries are a
+  keyed digest of (client, purpose) under a key drawn at start and never written anywhere, so a
+  memory dump shows no purpose in clear from here (the process sees each purpose anyway).
+- Per client: remembered for any client, a withhold would blank the same reference for every
+  client; one able to make a reference spell a value of its own call (a masked reveal of an ip a
+  producer stored for it: `GDPR-2026-0042` reads as 32.38.0.66) could then blank other clients'
+  references at will, the denial attack 15, finding 2 made through the stored-value lookup. A
+  split erasure is one client's: the erase burst is metered per client.
+- Only withholds for spelling or naming a value: not one for a value not compared (an erased token
+  named), which any client could cause with any purpose.
+- Bounded: MAX_REMEMBERED entries, the least recently used dropped first; each kept
+  `remembered_for(policy)` (see there) after its last withhold, so a split erasure of many calls
+  stays covered throughout.
+
+Left: a later call on another replica, or after a restart, is not covered (it keeps the purpose
+unless it spells or names a value itself); so is the identical purpose written by another client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from vault_service.domain.policy import AccessPolicy
+
+MAX_REMEMBERED = 10_000
+"""Purposes remembered per replica (16-byte digests: about 1.5 MB with the dict's overhead at most)."""
+MIN_REMEMBERED_SECONDS = 12 * 3600.0
+"""The least time a withheld purpose is remembered: twice the default erase burst's full refill
+(100 tokens at 0.005/s: 20,000 s, 5.6 h), rounded up to half a day."""
+MAX_REMEMBERED_SECONDS = 7 * 24 * 3600.0
+"""The most: a policy with a very slow erase rate would otherwise keep entries for weeks."""
+
+
+def remembered_for(policy: AccessPolicy) -> float:
+    """How long a withheld purpose is remembered: twice the longest full refill of any erase limit, within bounds.
+
+    An erasure the erase burst splits resumes once the bucket refills: at the latest one full
+    refill (burst / rate) after it emptied, 5.6 h for the default 100 at 0.005/s. Twice that leaves
+    room for an officer who resumes later than the bucket allows; at least MIN_REMEMBERED_SECONDS,
+    at most MAX_REMEMBERED_SECONDS.
+    """
+    limits = [policy.default_limits.erase, *policy.limits_of("erase").values()]
+    refills = [limit.burst / limit.per_second for limit in limits if limit.per_second > 0]
+    longest = max(refills, default=0.0)
+    return min(max(2 * longest, MIN_REMEMBERED_SECONDS), MAX_REMEMBERED_SECONDS)
+
+
+class WithheldPurposes:
+    """The purposes withheld per client for spelling or naming a value, in process memory (thread-safe)."""
+
+    def __init__(
+        self,
+        ttl: float = MIN_REMEMBERED_SECONDS,
+        capacity: int = MAX_REMEMBERED,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl = ttl
+        self._capacity = capacity
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._key = secrets.token_bytes(32)  # never written anywhere: gone with the process
+        self._since: OrderedDict[bytes, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._since)
+
+    def _digest(self, client: str, purpose: str) -> bytes:
+        keyed = hashlib.blake2b(key=self._key, digest_size=16, person=b"tv-withheld")
+        keyed.update(client.encode("utf-8", "surrogatepass"))
+        keyed.update(b"\x00")
+        keyed.update(purpose.encode("utf-8", "surrogatepass"))
+        return keyed.digest()
+
+    def remember(self, client: str, purpose: str) -> None:
+        """Remember that `client`'s `purpose` was withheld (or refused) for spelling or naming a value."""
+        digest = self._digest(client, purpose)
+        now = self._clock()
+        with self._lock:
+            self._since[digest] = now
+            self._since.move_to_end(digest)
+            while len(self._since) > self._capacity:
+                self._since.popitem(last=False)
+
+    def withheld_before(self, client: str, purpose: str) -> bool:
+        """Whether `client`'s identical `purpose` was withheld within the TTL; a hit renews it."""
+        digest = self._digest(client, purpose)
+        now = self._clock()
+        with self._lock:
+            since = self._since.get(digest)
+            if since is None:
+                return False
+            if now - since >= self._ttl:
+                del self._since[digest]
+                return False
+            self._since[digest] = now
+            self._since.move_to_end(digest)
+            return True
