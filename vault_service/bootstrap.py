@@ -23,6 +23,7 @@ from vault_service.adapters.transit import (
     verify_signature,
 )
 from vault_service.config import VaultServiceConfig
+from vault_service.domain.anchoring import AppendedRows
 from vault_service.domain.policy import load_policy
 from vault_service.entrypoints.metrics import (
     observe_checkpoint_exported,
@@ -30,6 +31,8 @@ from vault_service.entrypoints.metrics import (
     observe_database_defaults,
     observe_id_sequence_tampered,
     observe_planted_checkpoint,
+    observe_rows_missing,
+    observe_rows_unchecked,
     observe_tokenize,
     observe_upkeep_failed,
 )
@@ -87,6 +90,8 @@ class Bootstrapped:
             on_sequence_tampered=observe_id_sequence_tampered,
             on_failed=observe_upkeep_failed,
             on_refused=observe_checkpoint_refused,
+            appended=self.audit.appended,
+            on_rows_missing=observe_rows_missing,
         )
 
     def maintainer(self, report: HealthReport, interval: float) -> KeyMaintainer:
@@ -185,7 +190,8 @@ def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
     try:
         check_session_settings(pool)
         key_store = PostgresKeyStore(pool, config.kek_name)
-        token_store, audit = PostgresTokenStore(pool), PostgresAuditLog(pool)
+        token_store = PostgresTokenStore(pool)
+        audit = PostgresAuditLog(pool, AppendedRows(on_overflow=observe_rows_unchecked))
         keys = KeyManager(key_store, wrapper)
         keys.start()
         meter = TokenizeMeter(observe_tokenize)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from tests.unit.fakes import FakeAuditLog
-from vault_service.domain.audit import AuditEvent
+from vault_service.domain.audit import AuditEvent, AuditRecord
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
 from vault_service.domain.errors import AuditUnavailable, DatabaseUnavailable, StorageError, TooManyRequests
 from vault_service.domain.identity import Caller
@@ -59,6 +60,12 @@ class _Store:
             head = ChainHead(self.planted, bytes([self.planted % 256]) * 32, self.planted, datetime.now(UTC))
             return Checkpoint(head, "k", "vault:v1:planted")
         return self.stored[-1] if self.stored else None
+
+    def links(self, after_id: int, head: ChainHead) -> list[tuple[int, bytes, bytes]]:
+        raise AssertionError("no upkeep here checks appended rows")
+
+    def records_at(self, ids: Sequence[int]) -> list[AuditRecord]:
+        raise AssertionError("no upkeep here checks appended rows")
 
     def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
         if checkpoint.head.head_id <= self.last_checkpoint_head():

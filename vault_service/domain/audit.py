@@ -93,6 +93,10 @@ def _array_send(values: Sequence[bytes]) -> bytes:
     if not values:
         return b""
     header = struct.pack(">iiiii", 1, 0, _BYTEA_OID, len(values), 1)  # ndim, has-nulls, type, length, lower bound
+    sizes = set(map(len, values))
+    if len(sizes) == 1:  # the reveal hashes: one length, one join (a few times faster for 1000)
+        prefix = struct.pack(">i", sizes.pop())
+        return header + prefix + prefix.join(values)
     return header + b"".join(struct.pack(">i", len(v)) + v for v in values)
 
 

@@ -7,6 +7,9 @@ service may use to sign but nobody can export; anyone can verify it with the pub
 checkpoint is also exported outside Postgres, so deleting the newest rows *and* checkpoints is
 caught by the exported copy. Rows newer than the last checkpoint are not anchored yet: that
 window is the checkpoint interval.
+
+An exported checkpoint may also name, under a signature of its own, rows the service appended
+that the chain up to its head does not hold (see anchoring.py): audit-verify reports them.
 """
 
 from __future__ import annotations
@@ -65,10 +68,23 @@ class Checkpoint:
     head: ChainHead
     key_name: str
     signature: str
+    missing: tuple[int, ...] = ()
+    """Ids of rows the signing service appended that the chain up to `head` does not hold (exported only)."""
+    missing_signature: str = ""
+    """The signature over `missing_message()` (empty when nothing is missing)."""
+
+    def missing_message(self) -> bytes:
+        """The exact bytes signed for `missing`: the head they were checked against, and the ids."""
+        ids = ",".join(str(i) for i in self.missing)
+        return f"tokenvault-audit-rows-missing:v1:{self.head.head_id}:{self.head.head_hash.hex()}:{ids}".encode()
+
+    def anchor(self) -> Checkpoint:
+        """The checkpoint of the head alone (what the database stores), without the missing rows."""
+        return Checkpoint(self.head, self.key_name, self.signature)
 
     def exported(self) -> dict[str, object]:
         """The form written outside Postgres (one JSON line per checkpoint)."""
-        return {
+        record: dict[str, object] = {
             "head_id": self.head.head_id,
             "head_hash": self.head.head_hash.hex(),
             "row_count": self.head.row_count,
@@ -76,6 +92,10 @@ class Checkpoint:
             "key_name": self.key_name,
             "signature": self.signature,
         }
+        if self.missing:
+            record["rows_missing"] = list(self.missing)
+            record["rows_missing_signature"] = self.missing_signature
+        return record
 
     @classmethod
     def from_exported(cls, data: dict[str, object]) -> Checkpoint:
@@ -86,7 +106,14 @@ class Checkpoint:
             int(str(data["row_count"])),
             datetime.fromisoformat(str(data["at"])),
         )
-        return cls(head, str(data["key_name"]), str(data["signature"]))
+        missing = data.get("rows_missing") or []
+        return cls(
+            head,
+            str(data["key_name"]),
+            str(data["signature"]),
+            tuple(int(str(i)) for i in missing) if isinstance(missing, list) else (),
+            str(data.get("rows_missing_signature", "")),
+        )
 
 
 @dataclass(frozen=True)
@@ -122,6 +149,10 @@ def verify_log(
     broken = first_broken_record(records)
     if broken is not None:
         return Finding(broken, "the hash chain breaks here (row changed, removed, reordered or backdated)")
+    missing = _rows_missing(exported, signature_valid)
+    if missing is not None:
+        return missing
+    exported = [c.anchor() for c in exported]
     by_id = {r.record_id: (position, r) for position, r in enumerate(records, start=1)}
     stored = {c.head.head_id: c for c in checkpoints}
     newest_stored = checkpoints[-1].head.head_id if checkpoints else 0
@@ -136,6 +167,28 @@ def verify_log(
         if problem is not None:
             return Finding(_first_after(records, anchored_to), problem)
         anchored_to = max(anchored_to, head_id)
+    return None
+
+
+def _rows_missing(exported: Sequence[Checkpoint], signature_valid: SignatureCheck) -> Finding | None:
+    """The first exported checkpoint naming rows its service appended that the chain did not hold (None: none).
+
+    A note whose signature does not hold is a finding too: only the signing key makes one.
+    """
+    for checkpoint in sorted((c for c in exported if c.missing), key=lambda c: c.head.head_id):
+        ids = ", ".join(str(i) for i in checkpoint.missing)
+        if not signature_valid(checkpoint.missing_message(), checkpoint.missing_signature):
+            return Finding(
+                checkpoint.missing[0],
+                f"the exported checkpoint at row {checkpoint.head.head_id} names missing rows ({ids})"
+                " under a bad signature",
+            )
+        return Finding(
+            checkpoint.missing[0],
+            f"audit rows {ids}, appended by the vault service, are missing from the chain up to row"
+            f" {checkpoint.head.head_id} ({_when(checkpoint.head)}): written elsewhere than vault.audit_log"
+            " (a view, rule or trigger diverting them), changed or removed; the calls were audited nowhere",
+        )
     return None
 
 

@@ -69,6 +69,16 @@ AUDIT_ID_SEQUENCE_TAMPERED = Counter(
     " service's back; the rows within the sequence went on being signed), or the sequence altered"
     " to number rows out of commit order (a cache, a negative increment)",
 )
+AUDIT_ROWS_MISSING = Counter(
+    "tokenvault_audit_rows_missing",
+    "Audit rows this process appended that the chain up to the next checkpoint's head did not hold"
+    " (diverted out of vault.audit_log or changed); their ids are logged and named in the exported checkpoint",
+)
+AUDIT_ROWS_UNCHECKED = Counter(
+    "tokenvault_audit_rows_unchecked",
+    "Audit rows this process appended but did not remember for the checkpoint round's check (the bound"
+    " of remembered rows was reached: the upkeep has not checked for a long time)",
+)
 AUDIT_UPKEEP_FAILED = Counter(
     "tokenvault_audit_upkeep_failed",
     "Audit upkeep rounds that failed (database or Vault away, an unreadable row, the checkpoint file"
@@ -106,6 +116,16 @@ def observe_checkpoint_refused() -> None:
 def observe_id_sequence_tampered() -> None:
     """Count one upkeep round that found a row beyond the audit id sequence, or the sequence altered."""
     AUDIT_ID_SEQUENCE_TAMPERED.inc()
+
+
+def observe_rows_missing(count: int) -> None:
+    """Count audit rows this process appended that a checkpoint round did not find in the chain."""
+    AUDIT_ROWS_MISSING.inc(count)
+
+
+def observe_rows_unchecked(count: int) -> None:
+    """Count audit rows appended but not remembered for the check (the bound was reached)."""
+    AUDIT_ROWS_UNCHECKED.inc(count)
 
 
 def observe_upkeep_failed() -> None:

@@ -27,6 +27,15 @@ a plant - numbered below it - go on being signed, and the upkeep logs an error (
 counts every round that finds one. So it does when the sequence was altered to hand out ids
 out of commit order (a per-session cache, a negative increment).
 
+Each round also checks, before anything is signed, that the chain up to the head holds every
+row this process appended (domain/anchoring.py): the segment from its oldest such row to the
+head, read once (links and hashes; the full rows only of those it did not append), must hash
+and link up to the head, and hold each of them with the link and hash the append returned. A
+row it does not hold was diverted out of the chain (insider round 15, finding 1): the upkeep
+logs an error (ids only), counts the rows, and names them in the next checkpoint it exports,
+under a signature of their own (a note of the head alone when another replica's checkpoint
+covers it), so audit-verify with the exported copy reports them.
+
 A round that fails for any reason (the database or Vault away, a row it cannot read, the
 checkpoint file unwritable) is logged by its error's type and message, counted, and retried
 at the next interval: the thread never ends before `stop()`.
@@ -37,10 +46,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
+from vault_service.domain.anchoring import AppendedRows, ChainLink, Link, missing_rows, rows_to_hash
+from vault_service.domain.audit import AuditRecord
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
 from vault_service.domain.errors import StorageError, VaultError
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
@@ -81,6 +93,14 @@ class CheckpointStore(Protocol):
 
     def id_sequence(self) -> IdSequence:
         """The log's newest id and the state of the id sequence its rows are numbered from."""
+        ...
+
+    def links(self, after_id: int, head: ChainHead) -> list[ChainLink]:
+        """The (id, prev_hash, row_hash) of the rows after `after_id` up to `head`, in id order."""
+        ...
+
+    def records_at(self, ids: Sequence[int]) -> list[AuditRecord]:
+        """The full rows at `ids`, in id order."""
         ...
 
 
@@ -137,6 +157,8 @@ class AuditUpkeep:
         on_sequence_tampered: Callable[[], None] | None = None,
         on_failed: Callable[[], None] | None = None,
         on_refused: Callable[[], None] | None = None,
+        appended: AppendedRows | None = None,
+        on_rows_missing: Callable[[int], None] | None = None,
     ) -> None:
         """`on_exported` is told of each checkpoint exported, `on_planted` of each round that found a planted one.
 
@@ -144,6 +166,9 @@ class AuditUpkeep:
         sequence altered to number rows out of commit order (a cache, a negative increment),
         `on_failed` of each round that failed (and is retried at the next interval), `on_refused` of
         each round whose checkpoint the database refused to store (it is exported all the same).
+
+        `appended`: the rows this process appended, checked against the chain every round (None: not
+        checked); `on_rows_missing` is told how many of them a round found missing.
 
         `genuine(checkpoint)`: whether a stored checkpoint carries a valid signature of the signing
         key (checked offline); without it, the database's checkpoints are taken at their word.
@@ -170,6 +195,9 @@ class AuditUpkeep:
         self._tamper_seen = (0, 1, 1)  # the planted row, cache and increment last reported (each reported once)
         self._failure_seen = ""  # the last failure logged (a failure repeating every round is logged once)
         self._sequence_unreadable_told = False  # a database before migration 0015: said once per process
+        self._appended = appended
+        self._on_rows_missing = on_rows_missing or (lambda count: None)
+        self._missing: tuple[int, ...] = ()  # found missing, not yet named in an exported checkpoint
 
     def run_once(self) -> Checkpoint | None:
         """Write the aggregated rows, then checkpoint the chain if it grew; the checkpoint made."""
@@ -178,10 +206,47 @@ class AuditUpkeep:
         # The newest checkpoint is read before the head: a checkpoint is stored only after its
         # rows are committed, so a true one never names a row beyond a head read after it.
         newest = self._store.newest_checkpoint()
-        last = newest.head.head_id if newest else 0
         self._check_sequence()
+        # Taken before the head is read: every row remembered by then is committed, so within the head.
+        appended = self._appended.remembered() if self._appended is not None else {}
         head = self._store.head(self._counted)
         self._counted = head or self._counted
+        self._check_appended(head, appended)
+        checkpoint = self._anchor(newest, head)
+        if self._missing and head is not None:  # no checkpoint of this round named them: a note of the head
+            checkpoint = Checkpoint(head, self._signer.key_name, self._signer.sign(head.message()))
+            self._export_and_note(checkpoint)
+        return checkpoint
+
+    def _check_appended(self, head: ChainHead | None, appended: dict[int, Link]) -> None:
+        """Check that the chain up to `head` holds every row of `appended` (see the module's doc)."""
+        if self._appended is None or not appended:
+            return
+        lowest = min(appended)
+        within = head is not None and lowest <= head.head_id
+        links = self._store.links(lowest - 1, head) if within and head is not None else []
+        others = self._store.records_at(rows_to_hash(links, appended)) if links else []
+        missing = missing_rows(links, head, appended, {r.record_id: r for r in others})
+        self._appended.forget(appended)
+        if not missing:
+            return
+        self._on_rows_missing(len(missing))
+        self._missing = tuple(sorted({*self._missing, *missing}))
+        more = f" and {len(missing) - 50} more" if len(missing) > 50 else ""
+        shown = ", ".join(str(i) for i in missing[:50]) + more
+        log.error(
+            "%d audit row(s) this service appended are not in the chain up to row %s (ids %s): the database wrote"
+            " them elsewhere than vault.audit_log (a view, rule or trigger diverting them) or changed them, and"
+            " the calls were audited nowhere. They are named in the next exported checkpoint; report it to the"
+            " security team and run audit-verify against the exported checkpoints",
+            len(missing),
+            head.head_id if head else "(none)",
+            shown,
+        )
+
+    def _anchor(self, newest: Checkpoint | None, head: ChainHead | None) -> Checkpoint | None:
+        """Sign, store and export `head` unless a checkpoint already anchors it; the checkpoint exported."""
+        last = newest.head.head_id if newest else 0
         if last > (head.head_id if head else 0):
             return self._anchor_beside_a_planted_checkpoint(head, last, "beyond the audit log's head")
         if head is None:
@@ -312,7 +377,11 @@ class AuditUpkeep:
         return checkpoint
 
     def _export_and_note(self, checkpoint: Checkpoint) -> None:
+        if self._missing:  # named under a signature of their own: the stored checkpoint stays the head's alone
+            checkpoint = replace(checkpoint, missing=self._missing)
+            checkpoint = replace(checkpoint, missing_signature=self._signer.sign(checkpoint.missing_message()))
         self._export(checkpoint)
+        self._missing = ()
         self._exported_head = checkpoint.head.head_id
         self._on_exported(checkpoint)
 

@@ -14,12 +14,20 @@ append wrote, read back in the same single read): a rule or trigger the database
 owner adds to drop audit rows (`DO INSTEAD NOTHING`, a BEFORE trigger returning NULL, an AFTER
 trigger deleting the row, a rule diverting it elsewhere and returning that row) would otherwise
 let reveals through with no row to show for them. The look-up is one more round trip per group.
+
+The append returns each row's id, time and hashes too, and is refused unless each row's hash is
+that of the event as written (chained after the hash it names). Those (id, row_hash) pairs are
+remembered (`appended`) until the audit upkeep checks, each round, that the chain up to the head
+it signs holds them (domain/anchoring.py): a row the presence check was shown but the chain does
+not hold - an insert diverted by a view that shows it to that check's query only (insider round
+15, finding 1) - is then reported and named in the signed, exported checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import cast
 
 import psycopg
@@ -31,6 +39,7 @@ from vault_service.adapters.group_commit import GroupCommitter
 from vault_service.adapters.postgres.errors import translated
 from vault_service.adapters.postgres.prepared import PreparedStatement, UnnamedStatement
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
+from vault_service.domain.anchoring import AppendedRows, ChainLink, Link, stored_as_written
 from vault_service.domain.audit import AuditEvent, AuditRecord, array_elements
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
 from vault_service.domain.errors import AuditUnavailable
@@ -46,13 +55,14 @@ _APPEND = PreparedStatement(
     " SELECT u.c, u.s, u.f, u.a, u.p, u.t, u.n, u.o, CASE WHEN u.hi >= u.lo THEN ($1::bytea[])[u.lo:u.hi] END"
     " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[],"
     " $10::int[], $11::int[]) AS u(c, s, f, a, p, t, n, o, lo, hi)"
-    " RETURNING id",
+    " RETURNING id, at, prev_hash, row_hash, hash_version",
 )
 """Run by libpq as a prepared statement (see prepared.py): every Detokenize call waits for it."""
 _APPEND_ONE = PreparedStatement(
     "audit_append_one",
     "INSERT INTO vault.audit_log (client, client_serial, client_cert_sha256, action, purpose, token_types,"
-    " item_count, outcome, revealed) VALUES ($1, $2, $3, $4, $5, $6, $7::int, $8, $9::bytea[]) RETURNING id",
+    " item_count, outcome, revealed) VALUES ($1, $2, $3, $4, $5, $6, $7::int, $8, $9::bytea[])"
+    " RETURNING id, at, prev_hash, row_hash, hash_version",
 )
 """A group of one event (a lone caller): no arrays to build in Python or to unnest in Postgres."""
 _PRESENT = UnnamedStatement(
@@ -177,13 +187,39 @@ def _as_stored(event: AuditEvent) -> tuple[object, ...]:
     )
 
 
+def _returned_rows(events: Sequence[AuditEvent], stored: Sequence[tuple[object, ...]]) -> list[tuple[int, Link]]:
+    """The id and (prev_hash, row_hash) of each row the append returned; AuditRowsDropped unless each is its event's.
+
+    Called after `_check_stored` (one row per event, in order). A row hash that is not the hash
+    of the event written, chained after the hash the row names, was not made by the chain trigger
+    from this event: the row the chain would hold is another one, or none.
+    """
+    rows: list[tuple[int, Link]] = []
+    for event, row in zip(events, stored, strict=True):
+        record = AuditRecord(
+            int(cast(int, row[0])),
+            cast(datetime, row[1]),
+            event,
+            bytes(cast(bytes, row[2] or b"")),
+            bytes(cast(bytes, row[3] or b"")),
+            int(cast(int, row[4] or 0)),
+        )
+        if not stored_as_written(record, event):
+            raise AuditRowsDropped(len(events), len(rows))
+        rows.append((record.record_id, (record.prev_hash, record.row_hash)))
+    return rows
+
+
 class PostgresAuditLog:
     """The append-only audit log and its signed checkpoints (who-saw filters the verified `records`)."""
 
     MAX_GROUP = 500
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, appended: AppendedRows | None = None) -> None:
+        """`appended`: where the rows appended are remembered for the upkeep's check (a fresh one by default)."""
         self._pool = pool
+        self.appended = appended if appended is not None else AppendedRows()
+        self._overflow_told = False
         self._committer = GroupCommitter(self._write, self.MAX_GROUP)
         self._newest_stored = 0  # written by one group's leader at a time (the committer's turn)
         self._unbounded_told = False  # the head fallback before migration 0015 is logged once per process
@@ -194,8 +230,8 @@ class PostgresAuditLog:
             self._committer.submit(event)
         except AuditRowsDropped as dropped:
             log.error(
-                "audit append stored fewer rows than it wrote: something in the database drops audit rows"
-                " (a rule or trigger on vault.audit_log?); the calls were refused",
+                "audit append stored fewer rows than it wrote, or not as written: something in the database drops"
+                " or diverts audit rows (a rule, trigger or view on vault.audit_log?); the calls were refused",
                 extra={"written": dropped.written, "stored": dropped.stored},
             )
             raise AuditUnavailable(
@@ -234,6 +270,7 @@ class PostgresAuditLog:
                     ),
                 )
                 self._newest_stored = _check_stored(conn, events, stored, after)
+            self._remember(_returned_rows(events, stored))
             return
         flat: list[bytes] = []
         lows, highs = [], []
@@ -260,6 +297,43 @@ class PostgresAuditLog:
                 ),
             )
             self._newest_stored = _check_stored(conn, events, stored, after)
+        self._remember(_returned_rows(events, stored))
+
+    def _remember(self, rows: list[tuple[int, Link]]) -> None:
+        """Remember appended rows for the upkeep's check; the bound reached is logged once per stretch, never blocks."""
+        if not self.appended.remember(rows):
+            self._overflow_told = False
+        elif not self._overflow_told:
+            self._overflow_told = True
+            log.error(
+                "audit rows appended are no longer remembered for the checkpoint round's check (%d remembered, the"
+                " bound): is the audit upkeep running? Counted in tokenvault_audit_rows_unchecked_total",
+                len(self.appended),
+            )
+
+    @translated
+    def links(self, after_id: int, head: ChainHead) -> list[ChainLink]:
+        """The (id, prev_hash, row_hash) of the rows after `after_id` up to `head`, in id order: one range read."""
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT id, prev_hash, row_hash FROM vault.audit_log WHERE id > %s AND id <= %s ORDER BY id",
+                (after_id, head.head_id),
+                binary=True,
+            ).fetchall()
+        return [(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
+
+    @translated
+    def records_at(self, ids: Sequence[int]) -> list[AuditRecord]:
+        """The full rows at `ids` (those the upkeep must hash itself), in id order."""
+        if not ids:
+            return []
+        with self._pool.connection() as conn:
+            cursor = conn.cursor(binary=True)  # as `records`: `revealed` as the bytes the chain trigger hashed
+            cursor.adapters.register_loader(_BYTEA_ARRAY_OID, _ArraySent)
+            rows = cursor.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM vault.audit_log WHERE id = ANY(%s) ORDER BY id", (list(ids),)
+            ).fetchall()
+        return [_record(r) for r in rows]
 
     @translated
     def records(self, after_id: int = 0) -> list[AuditRecord]:

@@ -1,0 +1,110 @@
+"""Each appended audit row checked against the chain segment up to the head (domain/anchoring.py), and the
+missing rows named in the exported checkpoint, which audit-verify reports."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from vault_service.domain.anchoring import AppendedRows, Link, missing_rows, rows_to_hash, stored_as_written
+from vault_service.domain.audit import GENESIS_HASH, AuditEvent, AuditRecord, chain_hash_v2
+from vault_service.domain.checkpoints import ChainHead, Checkpoint, verify_log
+
+_T0 = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+
+
+def _chain(events: list[AuditEvent], first_id: int = 1, prev: bytes = GENESIS_HASH) -> list[AuditRecord]:
+    records = []
+    for n, event in enumerate(events):
+        record_id, at = first_id + n, _T0 + timedelta(seconds=n)
+        row_hash = chain_hash_v2(prev, record_id, at, event)
+        records.append(AuditRecord(record_id, at, event, prev, row_hash))
+        prev = row_hash
+    return records
+
+
+def _events(count: int, client: str = "analyst") -> list[AuditEvent]:
+    return [AuditEvent(client, "detokenize", "ok: 1 revealed, 0 refused", 1, f"INC-{n}", "ip") for n in range(count)]
+
+
+def _head(record: AuditRecord, count: int) -> ChainHead:
+    return ChainHead(record.record_id, record.row_hash, count, record.at)
+
+
+def _link(record: AuditRecord) -> Link:
+    return record.prev_hash, record.row_hash
+
+
+def _missing(shown: list[AuditRecord], head: ChainHead | None, appended: dict[int, Link]) -> tuple[int, ...]:
+    """What the upkeep finds with `shown` as the log: links read, then the full rows it must hash itself."""
+    links = [(r.record_id, r.prev_hash, r.row_hash) for r in shown]
+    to_hash = set(rows_to_hash(links, appended))
+    return missing_rows(links, head, appended, {r.record_id: r for r in shown if r.record_id in to_hash})
+
+
+def test_rows_in_the_segment_with_their_hash_are_not_missing() -> None:
+    chain = _chain(_events(5))
+    appended = {r.record_id: _link(r) for r in chain[1:4]}
+    assert _missing(chain[1:], _head(chain[-1], 5), appended) == ()
+    assert rows_to_hash([(r.record_id, r.prev_hash, r.row_hash) for r in chain[1:]], appended) == [5]
+
+
+def test_a_row_left_out_of_the_chain_or_beyond_the_head_is_missing() -> None:
+    chain = _chain(_events(4))
+    ghost = AuditRecord(99, _T0, _events(1)[0], chain[1].row_hash, b"\x01" * 32)
+    appended = {chain[2].record_id: _link(chain[2]), 3_000: _link(ghost), 99: _link(ghost)}
+    appended[chain[1].record_id] = (chain[1].prev_hash, b"\x02" * 32)  # another hash at a row's id
+    assert _missing(chain, _head(chain[-1], 4), appended) == (2, 99, 3_000)
+    assert _missing([], None, appended) == (2, 3, 99, 3_000)
+
+
+def test_a_ghost_row_shown_in_the_segment_with_a_faked_link_makes_the_segment_vouch_for_nothing() -> None:
+    # A (ghost) is shown between rows 2 and 3, and row 3 shown linking to it: row 3's hash covers
+    # its real link, so the segment does not hold, and every appended row in it is reported.
+    first = _chain(_events(2))
+    chain = first + _chain(_events(2), first_id=4, prev=first[-1].row_hash)  # id 3: a rolled-back insert
+    (ghost,) = _chain(_events(1, "colluder"), first_id=3, prev=first[-1].row_hash)
+    shown = [chain[0], chain[1], ghost, replace(chain[2], prev_hash=ghost.row_hash), chain[3]]
+    appended = {ghost.record_id: _link(ghost), chain[3].record_id: _link(chain[3])}
+    assert _missing(shown, _head(chain[-1], 4), appended) == tuple(sorted(appended))
+    assert _missing(shown[:2], _head(chain[-1], 4), {2: _link(chain[1])}) == (2,)  # not ending at the head
+
+
+def test_an_appended_row_is_stored_as_written_only_with_its_events_hash() -> None:
+    (record,) = _chain(_events(1))
+    assert stored_as_written(record, record.event)
+    assert not stored_as_written(record, replace(record.event, purpose="INC-other"))
+    assert not stored_as_written(replace(record, row_hash=b"\x00"), record.event)
+
+
+def test_remembered_rows_are_bounded_and_the_overflow_counted() -> None:
+    overflow: list[int] = []
+    rows = AppendedRows(limit=2, on_overflow=overflow.append)
+    a, b, c = (b"p", b"a"), (b"a", b"b"), (b"b", b"c")
+    assert rows.remember([(1, a), (2, b), (3, c)]) == 1
+    assert overflow == [1] and rows.overflowed == 1 and rows.remembered() == {1: a, 2: b}
+    rows.forget([1])
+    assert rows.remembered() == {2: b}
+
+
+def _signed(data: bytes) -> str:
+    return "sig:" + data.hex()
+
+
+def _valid(data: bytes, signature: str) -> bool:
+    return signature == _signed(data)
+
+
+def test_audit_verify_names_the_missing_rows_of_an_exported_checkpoint() -> None:
+    chain = _chain(_events(3))
+    head = _head(chain[-1], 3)
+    stored = Checkpoint(head, "k", _signed(head.message()))
+    noted = replace(stored, missing=(7, 9))
+    noted = replace(noted, missing_signature=_signed(noted.missing_message()))
+    assert verify_log(chain, [stored], [stored], _valid) is None
+    assert Checkpoint.from_exported(noted.exported()) == noted
+    finding = verify_log(chain, [stored], [noted], _valid)
+    assert finding is not None and finding.first_row == 7 and "7, 9" in finding.reason
+    forged = replace(noted, missing=(7,))  # the note cut down: its signature no longer holds
+    finding = verify_log(chain, [stored], [forged], _valid)
+    assert finding is not None and "bad signature" in finding.reason

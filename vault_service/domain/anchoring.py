@@ -1,0 +1,131 @@
+"""Anchoring each audit row the service appended, not only the chain's head.
+
+A signed checkpoint vouches for the chain up to its head: for whatever rows the database shows
+the checkpoint round. A row the database never put in the chain - the insert diverted by a view
+or a rule, and shown only to the append's own checks - is anchored nowhere, and audit-verify
+reports the log intact without it (insider round 15, finding 1). So the service remembers the
+(id, row_hash) of every row it appended, each hash first checked against the event it wrote,
+and every checkpoint round checks that the chain segment up to the head it is about to sign
+holds each of them. One it does not is reported (ids only) and named in the signed, exported
+checkpoint, so audit-verify with the exported copy reports it.
+
+Why showing the missing row to the segment read too does not help the database owner: each
+row's hash covers its fields and the hash before it, so the segment, checked backwards from
+the head that is then signed, is the one chain that head descends from. A row shown in it is
+a row of the signed chain, with the fields the service wrote; audit-verify must then find it in
+the log, or the chain breaks at the checkpoint. See docs/threat-model.md.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from vault_service.domain.audit import AuditEvent, AuditRecord, chain_hash_v2, record_hash
+from vault_service.domain.checkpoints import ChainHead
+
+Link = tuple[bytes, bytes]
+"""A row's (prev_hash, row_hash)."""
+ChainLink = tuple[int, bytes, bytes]
+"""A row of the chain as the segment read gives it: (id, prev_hash, row_hash)."""
+
+DEFAULT_REMEMBERED_ROWS = 200_000
+"""Rows remembered until a checkpoint round checks them (~20 MB at most; a round drains them every few seconds)."""
+
+
+def stored_as_written(record: AuditRecord, event: AuditEvent) -> bool:
+    """Whether `record` (the row an append returned) is `event` as written, chained by the database (hash v2)."""
+    return record.hash_version == 2 and record.row_hash == chain_hash_v2(
+        record.prev_hash, record.record_id, record.at, event
+    )
+
+
+class AppendedRows:
+    """The id and (prev_hash, row_hash) of the rows this process appended that no checkpoint round has checked yet.
+
+    Bounded: past `limit` rows a row is not remembered (counted through `on_overflow`, never
+    blocking the call). Thread-safe: appends add, the upkeep thread takes.
+    """
+
+    def __init__(self, limit: int = DEFAULT_REMEMBERED_ROWS, on_overflow: Callable[[int], None] | None = None) -> None:
+        self._limit = limit
+        self._rows: dict[int, Link] = {}
+        self._lock = threading.Lock()
+        self.on_overflow = on_overflow or (lambda count: None)
+        self.overflowed = 0
+        """Rows not remembered because the bound was reached (since start)."""
+
+    def remember(self, rows: Iterable[tuple[int, Link]]) -> int:
+        """Remember appended rows until a checkpoint round checks them; how many were not (the bound reached)."""
+        dropped = 0
+        with self._lock:
+            for row_id, link in rows:
+                if len(self._rows) < self._limit:
+                    self._rows[row_id] = link
+                else:
+                    dropped += 1
+            self.overflowed += dropped
+        if dropped:
+            self.on_overflow(dropped)
+        return dropped
+
+    def remembered(self) -> dict[int, Link]:
+        """A copy of the remembered rows (still remembered until `forget`)."""
+        with self._lock:
+            return dict(self._rows)
+
+    def forget(self, ids: Iterable[int]) -> None:
+        """Forget rows a round has checked."""
+        with self._lock:
+            for row_id in ids:
+                self._rows.pop(row_id, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._rows)
+
+
+def rows_to_hash(links: Sequence[ChainLink], appended: Mapping[int, Link]) -> list[int]:
+    """The ids of the segment's rows whose hash must be recomputed from their fields: all but the appended.
+
+    An appended row shown with the link and hash the append returned needs none: the append
+    checked that hash against the event written, chained after that very link.
+    """
+    return [i for i, prev, row in links if appended.get(i) != (prev, row)]
+
+
+def missing_rows(
+    links: Sequence[ChainLink],
+    head: ChainHead | None,
+    appended: Mapping[int, Link],
+    others: Mapping[int, AuditRecord],
+) -> tuple[int, ...]:
+    """The ids of `appended` rows the chain segment ending at `head` does not hold with their link and hash.
+
+    `appended` was taken before `head` was read: each of those rows was committed by then and
+    numbered by the id sequence, so a head read afterwards is at or beyond it; one beyond the
+    head is missing. `links` is the log read from the lowest appended id up to `head`, in id
+    order, and `others` the full rows `rows_to_hash` named. The segment vouches for a row only
+    if it holds together: each row links to the row before, its hash is that of its fields (an
+    appended row's was checked at the append), and the last row is `head` itself. Otherwise it
+    vouches for none of them.
+    """
+    if not appended:
+        return ()
+    if head is None:
+        return tuple(sorted(appended))
+    holds = bool(links) and links[-1][0] == head.head_id and links[-1][2] == head.head_hash
+    previous: bytes | None = None
+    for row_id, prev, row in links:
+        if not holds:
+            break
+        record = others.get(row_id)
+        hashed = appended.get(row_id) == (prev, row) or (
+            record is not None and (record.prev_hash, record.row_hash) == (prev, row) and record_hash(record) == row
+        )
+        holds = hashed and (previous is None or prev == previous)
+        previous = row
+    if not holds:
+        return tuple(sorted(appended))
+    in_chain = {i: (prev, row) for i, prev, row in links}
+    return tuple(sorted(i for i, link in appended.items() if in_chain.get(i) != link))
