@@ -15,32 +15,14 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import uuid
-from collections import Counter
-from typing import Any
 
 import pytest
 
-from devstack.sqs import create_queues, sqs_client
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.adapters.transit_sealer import DEAD_LETTER_KEY
 from etl_service.entrypoints.dead_letter_erasure import run_erase
-from etl_service.service import sealing
 from etl_service.service.sealing import DEAD_LETTER_FORMAT, NOT_KEPT_NO_KEY, NOT_KEPT_TOO_LARGE, dead_letter_body
-
-
-class CountedJson:
-    """The `json` the envelope reader uses, counting what it parses."""
-
-    def __init__(self) -> None:
-        self.parsed: Counter[str] = Counter()
-
-    def loads(self, text: str) -> Any:
-        self.parsed[text] += 1
-        return json.loads(text)
-
-    def dumps(self, value: Any) -> str:
-        return json.dumps(value)
+from tests.integration.counted_parses import WRONG_TYPE, count_envelope_parses, fresh_queues
 
 
 def never_decrypt(ciphertext: str) -> str:
@@ -50,25 +32,21 @@ def never_decrypt(ciphertext: str) -> str:
 def test_erase_reads_each_bodiless_envelope_once_and_decides_as_before(
     stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    queue_url, dlq_url = create_queues(stack_env["SQS_ENDPOINT_URL"], name=f"q-{tag}")
-    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    tag, queue_url, dlq_url, sqs = fresh_queues(stack_env)
     too_large = dead_letter_body(None, NOT_KEPT_TOO_LARGE, None)  # the ETL's: counted as without a kept body
     discarded = dead_letter_body(None, NOT_KEPT_NO_KEY, None)  # the same, without a reason attribute
     loose = json.dumps(  # shaped like an envelope, not one the ETL writes: in clear, its text read and matched
         {"format": DEAD_LETTER_FORMAT, "sealed_body": None, "key": None, "note": "x", "user_id": f"erased-{tag}"}
     )
-    reason: dict[str, Any] = {"reason": {"DataType": "String", "StringValue": "wrong_type"}}
     sqs.send_message_batch(
         QueueUrl=dlq_url,
         Entries=[
-            {"Id": "0", "MessageBody": too_large, "MessageAttributes": reason},
+            {"Id": "0", "MessageBody": too_large, "MessageAttributes": WRONG_TYPE},
             {"Id": "1", "MessageBody": discarded},
-            {"Id": "2", "MessageBody": loose, "MessageAttributes": reason},
+            {"Id": "2", "MessageBody": loose, "MessageAttributes": WRONG_TYPE},
         ],
     )
-    counted = CountedJson()
-    monkeypatch.setattr(sealing, "json", counted)
+    parsed = count_envelope_parses(monkeypatch)
     monkeypatch.setattr("sys.stdin", io.StringIO(f"user_id=erased-{tag}\n"))
     dlq = DeadLetterSweep(sqs, queue_url, dlq_url)
     try:
@@ -80,7 +58,7 @@ def test_erase_reads_each_bodiless_envelope_once_and_decides_as_before(
     assert exit_code == 0, err
     assert "dead letters checked: 3" in out and "holding the person's values, deleted: 1" in out, out
     assert out.split("without a kept body")[1].split("\n")[0].endswith(": 2"), out  # the ETL's two, not the loose one
-    assert {body: counted.parsed[body] for body in (too_large, discarded, loose)} == {
+    assert {body: parsed[body] for body in (too_large, discarded, loose)} == {
         too_large: 1,
         discarded: 1,
         loose: 1,

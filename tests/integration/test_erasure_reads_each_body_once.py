@@ -12,57 +12,33 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import uuid
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from devstack.sqs import create_queues, sqs_client
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
-from etl_service.adapters.transit_sealer import DEAD_LETTER_KEY, TransitSealer, open_sealed
+from etl_service.adapters.transit_sealer import DEAD_LETTER_KEY, open_sealed
 from etl_service.entrypoints.dead_letter_erasure import run_erase
-from etl_service.service import sealing
 from etl_service.service.sealing import NOT_KEPT_TOO_LARGE, dead_letter_body
-
-
-class CountedJson:
-    """The `json` the envelope reader uses, counting what it parses."""
-
-    def __init__(self) -> None:
-        self.parsed: Counter[str] = Counter()
-
-    def loads(self, text: str) -> Any:
-        self.parsed[text] += 1
-        return json.loads(text)
-
-    def dumps(self, value: Any) -> str:
-        return json.dumps(value)
+from tests.integration.counted_parses import WRONG_TYPE, count_envelope_parses, dlq_sealer, fresh_queues
 
 
 def test_erase_reads_each_original_body_once(
     stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    queue_url, dlq_url = create_queues(stack_env["SQS_ENDPOINT_URL"], name=f"q-{tag}")
-    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    tag, queue_url, dlq_url, sqs = fresh_queues(stack_env)
     originals = [json.dumps({"user_id": f"{who}-{tag}", "padding": "x" * 2000}) for who in ("erased", "other")]
-    sealer = TransitSealer(
-        stack_env["VAULT_ADDR"], stack_env["DLQ_SEAL_ROLE_ID"], Path(stack_env["DLQ_SEAL_SECRET_ID_FILE"])
-    )
+    sealer = dlq_sealer(stack_env)
     in_clear = json.dumps({"user_id": f"redriven-{tag}"})  # an original SQS's redrive moved as it was
     bodies = [*sealer.seal(originals), in_clear, dead_letter_body(None, NOT_KEPT_TOO_LARGE, None)]
-    reason: dict[str, Any] = {"reason": {"DataType": "String", "StringValue": "wrong_type"}}
     sqs.send_message_batch(
         QueueUrl=dlq_url,
         Entries=[
-            {"Id": str(i), "MessageBody": b, "MessageAttributes": reason if b != in_clear else {}}
+            {"Id": str(i), "MessageBody": b, "MessageAttributes": WRONG_TYPE if b != in_clear else {}}
             for i, b in enumerate(bodies)
         ],
     )
-    counted = CountedJson()
-    monkeypatch.setattr(sealing, "json", counted)
+    parsed = count_envelope_parses(monkeypatch)
     monkeypatch.setattr("sys.stdin", io.StringIO(f"user_id=erased-{tag}\n"))
     token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
     dlq = DeadLetterSweep(sqs, queue_url, dlq_url)
@@ -79,5 +55,5 @@ def test_erase_reads_each_original_body_once(
     out, err = capsys.readouterr()
     assert exit_code == 0, err
     assert "dead letters checked: 4" in out and "holding the person's values, deleted: 1" in out
-    read_twice = [i for i, text in enumerate([*originals, in_clear]) if counted.parsed[text] != 1]
+    read_twice = [i for i, text in enumerate([*originals, in_clear]) if parsed[text] != 1]
     assert read_twice == []  # each was read twice: [0, 1, 2]

@@ -12,74 +12,48 @@ caller the value is stored).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 
 import psycopg
 
 from tests.integration.audit_rows import audit_rows_since, last_audit_id
-from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+from tests.integration.purpose_values import (
+    DEVICE,
+    IP_TYPE,
+    StubFor,
+    audit_rows_holding,
+    benchmarking_ip,
+    erase_split_in_two,
+    letters_device_id,
+    tokenized,
+)
+from tokenvault_api.v1 import vault_pb2
 from vault_service.adapters.postgres import tokens as tokens_module
 from vault_service.domain.purpose import may_hold_a_token, token_ids_in, unfit_purpose
-
-StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
-DEVICE, IP_TYPE = vault_pb2.TOKEN_TYPE_DEVICE_ID, vault_pb2.TOKEN_TYPE_IP
-
-
-def _device_id() -> str:
-    """A made-up device id of a common shape whose random part is letters only (no number detector fires)."""
-    n = uuid.uuid4().int
-    return "SM-G991B-" + "".join(chr(ord("A") + (n >> (5 * i)) % 26) for i in range(8))
-
-
-def _fresh_ip() -> str:
-    n = uuid.uuid4().int
-    return f"198.18.{n % 250 + 1}.{(n >> 8) % 250 + 1}"
-
-
-def _tokenized(stub_for: StubFor, items: list[tuple[vault_pb2.TokenType.ValueType, str]]) -> list[str]:
-    request = vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=t, value=v) for t, v in items])
-    return [str(r.token) for r in stub_for("etl-service").Tokenize(request, timeout=30).results]
-
-
-def _rows_holding(env: dict[str, str], text: str) -> int:
-    """How many audit rows (of any client, ever) hold `text` in their purpose, case-insensitively."""
-    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM vault.audit_log WHERE lower(purpose) LIKE %s", (f"%{text.lower()}%",)
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def test_an_erasure_split_into_two_calls_leaves_the_device_id_in_no_audit_row(
     stack_env: dict[str, str], stub_for: StubFor
 ) -> None:
-    device = _device_id()
-    ip_token, device_token = _tokenized(stub_for, [(IP_TYPE, _fresh_ip()), (DEVICE, device)])
-    purpose = f"GDPR-2026-801-{device}"
-    officer = stub_for("privacy-officer")
-    before = last_audit_id(stack_env)
-    first = officer.Erase(vault_pb2.EraseRequest(tokens=[ip_token], purpose=purpose), timeout=10)
-    second = officer.Erase(vault_pb2.EraseRequest(tokens=[device_token], purpose=purpose), timeout=10)
-    assert [r.erased for r in (*first.results, *second.results)] == [True, True]
-    assert audit_rows_since(stack_env, before, "privacy-officer") == [
+    erasure = erase_split_in_two(stack_env, stub_for, device_first=False)
+    assert erasure.erased == [True, True]
+    assert erasure.officer_rows == [
         ("erase", "ok: 1 erased, 0 not erased", ""),
         ("erase", "ok: 1 erased, 0 not erased", ""),
     ]
-    assert _rows_holding(stack_env, device) == 0, "an audit row holds the erased device id"
+    assert audit_rows_holding(stack_env, erasure.device) == 0, "an audit row holds the erased device id"
 
 
 def test_a_masked_reveal_of_an_ip_naming_a_stored_device_keeps_no_purpose(
     stack_env: dict[str, str], stub_for: StubFor
 ) -> None:
-    device = _device_id()
-    ip_token, _ = _tokenized(stub_for, [(IP_TYPE, _fresh_ip()), (DEVICE, device)])
+    device = letters_device_id()
+    ip_token, _ = tokenized(stub_for, [(IP_TYPE, benchmarking_ip()), (DEVICE, device)])
     before = last_audit_id(stack_env)
     reveal = vault_pb2.DetokenizeRequest(tokens=[ip_token], purpose=f"INC-{device}")
     (result,) = stub_for("analyst").Detokenize(reveal, timeout=10).results
     assert result.WhichOneof("result") == "value"  # served as with any other purpose
     assert audit_rows_since(stack_env, before, "analyst") == [("detokenize", "ok: 1 revealed, 0 refused", "")]
-    assert _rows_holding(stack_env, device) == 0, "an audit row holds the device id"
+    assert audit_rows_holding(stack_env, device) == 0, "an audit row holds the device id"
 
 
 def test_short_device_ids_and_an_ip_a_producer_sent_blank_no_reference(
@@ -89,8 +63,10 @@ def test_short_device_ids_and_an_ip_a_producer_sent_blank_no_reference(
     # as an ip, so a producer sending `INC`, `2026`, `GDPR` blanked nearly every later purpose, and
     # GDPR-2026-0042 read as 32.38.0.66. Only serial-shaped runs and whole addresses are looked up.
     poison = [(DEVICE, value) for value in ("INC", "2026", "GDPR", "GDPR-2026", "0042", "4821")]
-    other_ip = _fresh_ip()
-    ip_token, *_ = _tokenized(stub_for, [(IP_TYPE, _fresh_ip()), *poison, (IP_TYPE, "32.38.0.66"), (IP_TYPE, other_ip)])
+    other_ip = benchmarking_ip()
+    ip_token, *_ = tokenized(
+        stub_for, [(IP_TYPE, benchmarking_ip()), *poison, (IP_TYPE, "32.38.0.66"), (IP_TYPE, other_ip)]
+    )
     hex_ip = "".join(f"{int(octet):02x}" for octet in other_ip.split("."))
     references = ("GDPR-2026-0042", "INC-4821", f"INC-{hex_ip}")
     analyst = stub_for("analyst")
@@ -110,19 +86,19 @@ def test_a_device_id_stored_in_lower_case_is_found_written_in_upper_case(
     # Review 15, finding 4: an Android id is stored as 16 lower-case hex digits.
     n = uuid.uuid4().int
     android_id = "dcfabeeb9acd" + "".join("abcdef"[(n >> (3 * i)) % 6] for i in range(4))
-    ip_token, _ = _tokenized(stub_for, [(IP_TYPE, _fresh_ip()), (DEVICE, android_id)])
+    ip_token, _ = tokenized(stub_for, [(IP_TYPE, benchmarking_ip()), (DEVICE, android_id)])
     before = last_audit_id(stack_env)
     reveal = vault_pb2.DetokenizeRequest(tokens=[ip_token], purpose=f"INC-{android_id.upper()}")
     stub_for("analyst").Detokenize(reveal, timeout=10)
     assert audit_rows_since(stack_env, before, "analyst") == [("detokenize", "ok: 1 revealed, 0 refused", "")]
-    assert _rows_holding(stack_env, android_id) == 0
+    assert audit_rows_holding(stack_env, android_id) == 0
 
 
 def test_a_token_of_another_call_split_by_dots_is_withheld(stack_env: dict[str, str], stub_for: StubFor) -> None:
     # Attack 14, finding 7, other half: the call's own tokens are refused; another call's token is
     # found by looking the purpose's 22-character windows up as token ids.
     for _ in range(50):
-        ip_token, device_token = _tokenized(stub_for, [(IP_TYPE, _fresh_ip()), (DEVICE, _device_id())])
+        ip_token, device_token = tokenized(stub_for, [(IP_TYPE, benchmarking_ip()), (DEVICE, letters_device_id())])
         body = device_token.removeprefix("dev_")
         if "-" not in body and "_" not in body and sum(c.isdigit() for c in body) <= 3:
             break  # its pieces are groups of a reference, and no number detector fires
@@ -132,7 +108,7 @@ def test_a_token_of_another_call_split_by_dots_is_withheld(stack_env: dict[str, 
     (result,) = stub_for("analyst").Detokenize(reveal, timeout=10).results
     assert result.WhichOneof("result") == "value"
     assert audit_rows_since(stack_env, before, "analyst") == [("detokenize", "ok: 1 revealed, 0 refused", "")]
-    assert _rows_holding(stack_env, body[8:16]) == 0, "an audit row holds a piece of the token"
+    assert audit_rows_holding(stack_env, body[8:16]) == 0, "an audit row holds a piece of the token"
 
 
 def _scan_loops(plan: dict[str, object]) -> list[int]:
@@ -148,7 +124,7 @@ def test_the_lookup_probes_every_value_whether_or_not_the_first_is_stored(
 ) -> None:
     # Review 15, finding 2: EXISTS ... OR EXISTS stopped at the first hit, so a call's time told
     # whether its purpose named a stored value. A count over one UNION ALL runs every probe.
-    _tokenized(stub_for, [(DEVICE, _device_id())])
+    tokenized(stub_for, [(DEVICE, letters_device_id())])
     with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
         row = conn.execute(
             "SELECT token, token_type, fingerprint FROM vault.tokens WHERE fingerprint IS NOT NULL LIMIT 1"
@@ -172,7 +148,9 @@ def test_a_token_of_another_call_with_a_dash_and_one_more_is_withheld(
 ) -> None:
     # Review 15, finding 5: one more `-` beside a `.` split hid a random part holding `-` or `_`
     # from both readings of `token_ids_in`; the separator-free form is read for a random part.
-    ip_token, *devices = _tokenized(stub_for, [(IP_TYPE, _fresh_ip())] + [(DEVICE, _device_id()) for _ in range(200)])
+    ip_token, *devices = tokenized(
+        stub_for, [(IP_TYPE, benchmarking_ip())] + [(DEVICE, letters_device_id()) for _ in range(200)]
+    )
     purpose = next(filter(None, map(_split_past_both_readings, (d.removeprefix("dev_") for d in devices))))
     before = last_audit_id(stack_env)
     (result,) = (

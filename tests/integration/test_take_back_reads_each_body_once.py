@@ -14,43 +14,20 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
-from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devstack.sqs import create_queues, sqs_client
 from etl_service.adapters.sqs import SqsQueue
-from etl_service.adapters.transit_sealer import TransitSealer
-from etl_service.service import sealing
 from etl_service.service.sealing import DEAD_LETTER_FORMAT, NOT_KEPT_NO_KEY, NOT_KEPT_TOO_LARGE, dead_letter_body
-
-
-class CountedJson:
-    """The `json` the envelope reader uses, counting what it parses."""
-
-    def __init__(self) -> None:
-        self.parsed: Counter[str] = Counter()
-
-    def loads(self, text: str) -> Any:
-        self.parsed[text] += 1
-        return json.loads(text)
-
-    def dumps(self, value: Any) -> str:
-        return json.dumps(value)
+from tests.integration.counted_parses import WRONG_TYPE, count_envelope_parses, dlq_sealer, fresh_queues
 
 
 def test_the_drain_take_back_reads_each_body_once_and_decides_as_before(
     stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    queue_url, dlq_url = create_queues(stack_env["SQS_ENDPOINT_URL"], name=f"q-{tag}")
-    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
-    sealer = TransitSealer(
-        stack_env["VAULT_ADDR"], stack_env["DLQ_SEAL_ROLE_ID"], Path(stack_env["DLQ_SEAL_SECRET_ID_FILE"])
-    )
+    tag, queue_url, dlq_url, sqs = fresh_queues(stack_env)
+    sealer = dlq_sealer(stack_env)
     [sealed] = sealer.seal([json.dumps({"user_id": f"sealed-{tag}"})])  # the ETL's: proven, stays
     in_clear = base64.b64encode(json.dumps({"user_id": f"forged-{tag}"}).encode()).decode()
     forged = dead_letter_body("vault:v1:" + in_clear, None, sealer.key_name)  # a claim Transit refuses
@@ -61,18 +38,16 @@ def test_the_drain_take_back_reads_each_body_once_and_decides_as_before(
     )
     original = json.dumps({"user_id": f"original-{tag}"})  # an event SQS's redrive moved, `reason` its producer's
     bodies = {"sealed": sealed, "forged": forged, "too-large": too_large, "discarded": discarded, "loose": loose}
-    reason: dict[str, Any] = {"reason": {"DataType": "String", "StringValue": "wrong_type"}}
     sent = {**bodies, "original": original}
-    entries: list[Any] = [{"Id": n, "MessageBody": b, "MessageAttributes": reason} for n, b in sent.items()]
+    entries: list[Any] = [{"Id": n, "MessageBody": b, "MessageAttributes": WRONG_TYPE} for n, b in sent.items()]
     sqs.send_message_batch(QueueUrl=dlq_url, Entries=entries)
-    counted = CountedJson()
-    monkeypatch.setattr(sealing, "json", counted)
+    parsed = count_envelope_parses(monkeypatch)
 
     taken = SqsQueue(sqs, queue_url, dlq_url, prover=sealer).take_back_redriven()
 
     assert (taken.taken, taken.complete) == (3, True)
     assert sorted(_bodies(sqs, queue_url)) == sorted([forged, loose, original])
-    assert {name: counted.parsed[body] for name, body in bodies.items()} == {
+    assert {name: parsed[body] for name, body in bodies.items()} == {
         "sealed": 1,
         "forged": 1,
         "too-large": 1,
