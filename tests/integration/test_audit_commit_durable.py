@@ -14,7 +14,6 @@ shutdown: no WAL flushed at exit, as a crash).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -27,9 +26,10 @@ import pytest
 from prometheus_client import REGISTRY
 from psycopg import sql
 
-from devstack.postgres import Postgres, pg_ctl, postmaster_pid, remove_cluster, start_postgres
+from devstack.postgres import Postgres, pg_ctl, postmaster_pid
 from tests.conftest import running_vault
 from tests.integration.audit_attacks import count_revealed, own_database, tokenize_fresh_ip
+from tests.integration.own_cluster import cluster_of_its_own
 
 __all__ = ["own_database"]  # the fixture used here, shared by the audit attack tests
 
@@ -113,13 +113,8 @@ def test_an_audit_append_commits_synchronously_even_from_a_session_that_turned_i
 @pytest.fixture
 def private_postgres(tmp_path: Path) -> Iterator[Postgres]:
     """A PostgreSQL cluster of the test's own, so that it can be crashed."""
-    postgres = start_postgres(tmp_path)
-    try:
+    with cluster_of_its_own(tmp_path) as postgres:
         yield postgres
-    finally:
-        with contextlib.suppress(Exception):
-            pg_ctl(postgres.data_dir, postgres.bindir, postgres.run_as, "stop")
-        remove_cluster(postgres.data_dir)
 
 
 def _crash(pg: Postgres) -> None:

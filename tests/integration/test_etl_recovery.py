@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from devstack.events import send_events
-from devstack.postgres import Postgres, pg_ctl, remove_cluster, start_postgres
+from devstack.postgres import Postgres, pg_ctl
 from devstack.procs import free_port
 from devstack.sqs import sqs_client
 from etl_service.service.outcomes import RunSummary
@@ -35,6 +35,7 @@ from tests.integration.etl_landings import (
     queue_depth,
     where_each_event_landed,
 )
+from tests.integration.own_cluster import cluster_of_its_own
 from tests.leaky_events import leaked, raw_values
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,12 +100,8 @@ def test_sigterm_mid_drain_commits_in_flight_work_and_exits_zero(
 @pytest.fixture
 def private_postgres(tmp_path: Path) -> Iterator[Postgres]:
     """A PostgreSQL cluster of its own, so the test can restart it."""
-    postgres = start_postgres(tmp_path)
-    try:
+    with cluster_of_its_own(tmp_path) as postgres:
         yield postgres
-    finally:
-        pg_ctl(postgres.data_dir, postgres.bindir, postgres.run_as, "stop")
-        remove_cluster(postgres.data_dir)
 
 
 def test_vault_down_30s_and_a_postgres_restart_mid_drain_end_with_every_event_landed(

@@ -10,7 +10,6 @@ a marker in the environment, and the superuser reads the postmaster's environmen
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from devstack.postgres import Postgres, pg_ctl, postmaster_pid, remove_cluster, start_postgres
-from devstack.procs import StackError
+from devstack.postgres import Postgres, pg_ctl, postmaster_pid
+from tests.integration.own_cluster import cluster_of_its_own
 
 _SET_BY_THE_STACK_OR_POSTGRES = {
     *("PATH", "LANG", "HOME", "USER"),  # devstack.procs.minimal_environment
@@ -40,13 +39,8 @@ def marker(monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture
 def cluster(tmp_path: Path, marker: str) -> Iterator[Postgres]:
     """A cluster started by devstack's start_postgres with `marker` in the environment; stopped and deleted after."""
-    postgres = start_postgres(tmp_path)
-    try:
+    with cluster_of_its_own(tmp_path) as postgres:
         yield postgres
-    finally:
-        with contextlib.suppress(StackError):
-            pg_ctl(postgres.data_dir, postgres.bindir, postgres.run_as, "stop")
-        remove_cluster(postgres.data_dir)
 
 
 def _postmaster_environment_as_superuser(postgres: Postgres) -> str:
