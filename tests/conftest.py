@@ -98,7 +98,9 @@ def running_vault(env: dict[str, str], address: str = "127.0.0.1:0", **overrides
         client_crl=config.tls_client_crl,
     )
     maintainer = wired.maintainer(server.reporter, config.key_check_seconds)
-    upkeep = wired.audit_upkeep(config.audit_checkpoint_seconds, config.audit_checkpoint_file)
+    upkeep = wired.audit_upkeep(
+        config.audit_checkpoint_seconds, config.audit_checkpoint_file, config.audit_unchecked_seconds
+    )
     maintainer.start()  # as the service does: the erasure mark is read before serving
     server.server.start()
     upkeep.start()

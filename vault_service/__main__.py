@@ -60,7 +60,9 @@ def main() -> int:
         print(f"vault_service: {error}", file=sys.stderr)
         return 2
     maintainer = wired.maintainer(running.reporter, config.key_check_seconds)
-    upkeep = wired.audit_upkeep(config.audit_checkpoint_seconds, config.audit_checkpoint_file)
+    upkeep = wired.audit_upkeep(
+        config.audit_checkpoint_seconds, config.audit_checkpoint_file, config.audit_unchecked_seconds
+    )
     if config.metrics_port:
         register_vault_metrics(wired.vault.cache, wired.token_store)
         try:

@@ -73,8 +73,15 @@ class Bootstrapped:
             exported,
         )
 
-    def audit_upkeep(self, interval: float, checkpoint_file: Path | None) -> AuditUpkeep:
-        """The background writer of aggregated audit rows and signed checkpoints."""
+    def audit_upkeep(
+        self, interval: float, checkpoint_file: Path | None, unchecked_seconds: float | None = None
+    ) -> AuditUpkeep:
+        """The background writer of aggregated audit rows and signed checkpoints.
+
+        From now on appends are refused once a row this process appended has waited `unchecked_seconds`
+        (default 30 intervals) for its check (domain/anchoring.py `AppendedRows`).
+        """
+        self.audit.appended.max_age = unchecked_seconds if unchecked_seconds is not None else 30 * interval
         verify = SignatureVerifier(self.signer)
         return AuditUpkeep(
             self.audit,
@@ -92,6 +99,7 @@ class Bootstrapped:
             on_refused=observe_checkpoint_refused,
             appended=self.audit.appended,
             on_rows_missing=observe_rows_missing,
+            on_rows_unchecked=observe_rows_unchecked,
         )
 
     def maintainer(self, report: HealthReport, interval: float) -> KeyMaintainer:
@@ -191,7 +199,7 @@ def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
         check_session_settings(pool)
         key_store = PostgresKeyStore(pool, config.kek_name)
         token_store = PostgresTokenStore(pool)
-        audit = PostgresAuditLog(pool, AppendedRows(on_overflow=observe_rows_unchecked))
+        audit = PostgresAuditLog(pool, AppendedRows(on_refused=observe_rows_unchecked))
         keys = KeyManager(key_store, wrapper)
         keys.start()
         meter = TokenizeMeter(observe_tokenize)

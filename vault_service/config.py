@@ -79,6 +79,10 @@ class VaultServiceConfig:
     audit_checkpoint_seconds: float = 2.0
     """How often the audit chain is checkpointed and signed while it grows
     (TOKENVAULT_AUDIT_CHECKPOINT_SECONDS, default 2): the window of unanchored rows."""
+    audit_unchecked_seconds: float = 60.0
+    """How long a row this process appended may wait for an upkeep round's check before appends, so
+    reveals, are refused (TOKENVAULT_AUDIT_UNCHECKED_SECONDS, default 30 checkpoint intervals; at
+    least 5 of them, so one slow round refuses nothing)."""
     audit_checkpoint_file: Path | None = None
     """Where checkpoints are exported outside Postgres, one JSON line each, besides the log
     (TOKENVAULT_AUDIT_CHECKPOINT_FILE; production: ship it to append-only storage)."""
@@ -121,7 +125,12 @@ class VaultServiceConfig:
             log_level=read.text("TOKENVAULT_LOG_LEVEL", "INFO"),
             key_check_seconds=read.integer("TOKENVAULT_KEY_CHECK_SECONDS", 15, 1, 3600),
             token_cache_size=read.integer("TOKENVAULT_TOKEN_CACHE_SIZE", 1_000_000, 0, 100_000_000),
-            audit_checkpoint_seconds=read.integer("TOKENVAULT_AUDIT_CHECKPOINT_SECONDS", 2, 1, 300),
+            audit_checkpoint_seconds=(
+                checkpoint_seconds := read.integer("TOKENVAULT_AUDIT_CHECKPOINT_SECONDS", 2, 1, 300)
+            ),
+            audit_unchecked_seconds=read.integer(
+                "TOKENVAULT_AUDIT_UNCHECKED_SECONDS", 30 * checkpoint_seconds, 5 * checkpoint_seconds, 86_400
+            ),
             audit_checkpoint_file=Path(p) if (p := read.text("TOKENVAULT_AUDIT_CHECKPOINT_FILE", "")) else None,
             max_calls_per_client=read.integer("TOKENVAULT_MAX_CALLS_PER_CLIENT", max(1, workers // 2), 1, 256),
         )

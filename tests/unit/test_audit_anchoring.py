@@ -5,10 +5,23 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from vault_service.domain.anchoring import AppendedRows, Link, missing_rows, rows_to_hash, stored_as_written
+import pytest
+
+from tokenvault_common.env import ConfigError
+from vault_service.config import VaultServiceConfig
+from vault_service.domain.anchoring import (
+    AppendedRows,
+    AuditChecksOverdue,
+    Link,
+    missing_rows,
+    rows_to_hash,
+    stored_as_written,
+)
 from vault_service.domain.audit import GENESIS_HASH, AuditEvent, AuditRecord, chain_hash_v2
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, verify_log
+from vault_service.domain.errors import AuditUnavailable
 
 _T0 = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
 
@@ -77,14 +90,39 @@ def test_an_appended_row_is_stored_as_written_only_with_its_events_hash() -> Non
     assert not stored_as_written(replace(record, row_hash=b"\x00"), record.event)
 
 
-def test_remembered_rows_are_bounded_and_the_overflow_counted() -> None:
-    overflow: list[int] = []
-    rows = AppendedRows(limit=2, on_overflow=overflow.append)
-    a, b, c = (b"p", b"a"), (b"a", b"b"), (b"b", b"c")
-    assert rows.remember([(1, a), (2, b), (3, c)]) == 1
-    assert overflow == [1] and rows.overflowed == 1 and rows.remembered() == {1: a, 2: b}
-    rows.forget([1])
+def test_appends_are_refused_once_the_oldest_unchecked_row_is_older_than_the_bound_never_dropped() -> None:
+    # Review 16, finding 1: a replica whose rounds fail kept its rows in memory, unchecked, and
+    # past the bound dropped new ones (counted only): the calls went on. Now the appends stop.
+    now, refused = [100.0], list[int]()
+    rows = AppendedRows(limit=10, max_age=60.0, on_refused=refused.append, clock=lambda: now[0])
+    a, b = (b"p", b"a"), (b"a", b"b")
+    rows.remember([(1, a)])
+    now[0] += 30
+    rows.remember([(2, b)])
+    now[0] += 30
+    rows.check_open()  # the oldest is 60 s old: at the bound, not past it
+    now[0] += 1
+    with pytest.raises(AuditChecksOverdue, match=r"not checked this replica's audit rows for 61 s") as raised:
+        rows.check_open()
+    assert isinstance(raised.value, AuditUnavailable) and "tell the security team" in str(raised.value)
+    assert refused == [1]
+    rows.forget([1])  # a round checked the oldest: the next oldest is 31 s old
+    rows.check_open()
     assert rows.remembered() == {2: b}
+
+
+def test_appends_are_refused_at_the_bound_of_remembered_rows_and_no_row_written_is_dropped() -> None:
+    refused: list[int] = []
+    rows = AppendedRows(limit=2, on_refused=refused.append)
+    a, b, c = (b"p", b"a"), (b"a", b"b"), (b"b", b"c")
+    rows.remember([(1, a)])
+    rows.check_open()
+    rows.remember([(2, b), (3, c)])  # a group already written is remembered whole, past the bound
+    with pytest.raises(AuditChecksOverdue, match="3 of this replica's audit rows are waiting"):
+        rows.check_open()
+    assert refused == [1] and rows.remembered() == {1: a, 2: b, 3: c}
+    rows.forget([1, 2])
+    rows.check_open()
 
 
 def _signed(data: bytes) -> str:
@@ -108,3 +146,24 @@ def test_audit_verify_names_the_missing_rows_of_an_exported_checkpoint() -> None
     forged = replace(noted, missing=(7,))  # the note cut down: its signature no longer holds
     finding = verify_log(chain, [stored], [forged], _valid)
     assert finding is not None and "bad signature" in finding.reason
+
+
+def test_the_unchecked_bound_defaults_to_thirty_checkpoint_intervals_and_is_at_least_five(tmp_path: Path) -> None:
+    env = _vault_env(tmp_path)
+    assert VaultServiceConfig.from_env(env).audit_unchecked_seconds == 60
+    config = VaultServiceConfig.from_env({**env, "TOKENVAULT_AUDIT_CHECKPOINT_SECONDS": "1"})
+    assert config.audit_unchecked_seconds == 30
+    with pytest.raises(ConfigError, match="TOKENVAULT_AUDIT_UNCHECKED_SECONDS"):
+        VaultServiceConfig.from_env({**env, "TOKENVAULT_AUDIT_UNCHECKED_SECONDS": "9"})  # 5 intervals: 10 s
+
+
+def _vault_env(tmp_path: Path) -> dict[str, str]:
+    some_file = tmp_path / "file.pem"
+    some_file.write_text("x")
+    files = ("TOKENVAULT_TLS_CERT", "TOKENVAULT_TLS_KEY", "TOKENVAULT_TLS_CLIENT_CA", "TOKENVAULT_POLICY_FILE")
+    return {
+        **dict.fromkeys(files, str(some_file)),
+        "TOKENVAULT_DATABASE_DSN": "postgresql://vault@localhost/tokenvault",
+        "TOKENVAULT_VAULT_ADDR": "http://127.0.0.1:8200",
+        "TOKENVAULT_VAULT_TOKEN": "dev-only",
+    }

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from tests.unit.fakes import FakeAuditLog
-from vault_service.domain.audit import AuditEvent, AuditRecord
+from vault_service.domain.anchoring import AppendedRows
+from vault_service.domain.audit import GENESIS_HASH, AuditEvent, AuditRecord, chain_hash_v2
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
 from vault_service.domain.errors import AuditUnavailable, DatabaseUnavailable, StorageError, TooManyRequests
 from vault_service.domain.identity import Caller
@@ -349,3 +350,80 @@ def test_a_checkpoint_the_database_refuses_is_exported_anyway_once_per_head_but_
     assert [c.head.head_id for c in exported] == [4, 6] and refused == [1, 1, 1]
     store.refusal = None
     assert upkeep.run_once() is not None and [c.head.head_id for c in store.stored] == [7]
+
+
+class _ChainStore(_Store):
+    """A chain of real rows: its head, and the links the segment read gives."""
+
+    def __init__(self, records: list[AuditRecord]) -> None:
+        super().__init__()
+        self.records = records
+        self.head_id = records[-1].record_id
+
+    def head(self, since: ChainHead | None = None) -> ChainHead | None:
+        if self.fail_head is not None:
+            raise self.fail_head
+        last = self.records[-1]
+        return ChainHead(last.record_id, last.row_hash, len(self.records), datetime.now(UTC))
+
+    def links(self, after_id: int, head: ChainHead) -> list[tuple[int, bytes, bytes]]:
+        return [(r.record_id, r.prev_hash, r.row_hash) for r in self.records if after_id < r.record_id <= head.head_id]
+
+    def records_at(self, ids: Sequence[int]) -> list[AuditRecord]:
+        return [r for r in self.records if r.record_id in ids]
+
+
+def _chained(count: int) -> list[AuditRecord]:
+    prev, records = GENESIS_HASH, []
+    for n in range(1, count + 1):
+        event = AuditEvent("analyst", "detokenize", "ok: 1 revealed, 0 refused", 1, f"INC-{n}", "ip")
+        at = datetime(2026, 12, 4, 9, n, tzinfo=UTC)
+        records.append(AuditRecord(n, at, event, prev, chain_hash_v2(prev, n, at, event)))
+        prev = records[-1].row_hash
+    return records
+
+
+class _GatedAuditLog(FakeAuditLog):
+    """Refuses appends as PostgresAuditLog does while `rows` go unchecked."""
+
+    def __init__(self, rows: AppendedRows) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def append(self, event: AuditEvent) -> None:
+        self.rows.check_open()
+        super().append(event)
+
+
+def test_rows_a_failing_last_round_leaves_unchecked_are_logged_and_counted_at_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Review 16, finding 1: stop() ran one last round and, when it failed too, the remembered rows
+    # went away with the process, with no log and no count.
+    records = _chained(3)
+    rows, unchecked = AppendedRows(), list[int]()
+    rows.remember([(r.record_id, (r.prev_hash, r.row_hash)) for r in records[1:]])
+    store = _ChainStore(records)
+    store.fail_head = DatabaseUnavailable("the segment read failed")
+    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), [], [], appended=rows, on_rows_unchecked=unchecked.append)
+    with caplog.at_level(logging.ERROR):
+        upkeep.stop()
+    assert unchecked == [2]
+    assert "2 audit row(s) this service appended (ids 2 to 3) were never checked" in caplog.text
+
+
+def test_a_round_checks_the_rows_though_its_own_aggregated_rows_are_refused_for_them() -> None:
+    # The upkeep's own flush goes through the gated append: were its refusal to end the round,
+    # the rows would never be checked and the appends never reopen.
+    records = _chained(2)
+    now = [0.0]
+    rows = AppendedRows(max_age=5.0, clock=lambda: now[0])
+    rows.remember([(r.record_id, (r.prev_hash, r.row_hash)) for r in records])
+    now[0] = 10.0
+    audit, meter, exported = _GatedAuditLog(rows), TokenizeMeter(), list[Checkpoint]()
+    meter.record(Caller("etl-service", "a1", "ff"), 7, 1)
+    upkeep = _upkeep(audit, _ChainStore(records), meter, exported, [], appended=rows)
+    upkeep.run_once()
+    assert len(rows) == 0 and [c.head.head_id for c in exported] == [2] and audit.events == []
+    upkeep.run_once()  # the appends are open again: the kept counts are written
+    assert [e.item_count for e in audit.events] == [7]

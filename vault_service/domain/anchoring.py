@@ -19,10 +19,13 @@ the log, or the chain breaks at the checkpoint. See docs/threat-model.md.
 from __future__ import annotations
 
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from vault_service.domain.audit import AuditEvent, AuditRecord, chain_hash_v2, record_hash
 from vault_service.domain.checkpoints import ChainHead
+from vault_service.domain.errors import AuditUnavailable
 
 Link = tuple[bytes, bytes]
 """A row's (prev_hash, row_hash)."""
@@ -30,7 +33,8 @@ ChainLink = tuple[int, bytes, bytes]
 """A row of the chain as the segment read gives it: (id, prev_hash, row_hash)."""
 
 DEFAULT_REMEMBERED_ROWS = 200_000
-"""Rows remembered until a checkpoint round checks them (~20 MB at most; a round drains them every few seconds)."""
+"""Rows remembered until a checkpoint round checks them (~25 MB at most; a round drains them every few seconds);
+at the bound appends are refused."""
 
 
 def stored_as_written(record: AuditRecord, event: AuditEvent) -> bool:
@@ -40,39 +44,69 @@ def stored_as_written(record: AuditRecord, event: AuditEvent) -> bool:
     )
 
 
+class AuditChecksOverdue(AuditUnavailable):
+    """The audit rows this process appended have gone unchecked too long, or too many of them: appends are refused.
+
+    A round that never succeeds leaves the rows it should check in memory, unanchored (review
+    16, finding 1: the database owner can make one replica's segment read fail); the vault fails
+    closed rather than serve calls whose rows nothing checks.
+    """
+
+
 class AppendedRows:
     """The id and (prev_hash, row_hash) of the rows this process appended that no checkpoint round has checked yet.
 
-    Bounded: past `limit` rows a row is not remembered (counted through `on_overflow`, never
-    blocking the call). Thread-safe: appends add, the upkeep thread takes.
+    Fails closed: `check_open` refuses (AuditChecksOverdue) once the oldest remembered row is
+    older than `max_age` seconds (None: no age bound, for processes with no upkeep) or `limit`
+    rows are remembered; the appends then refused are counted through `on_refused`. A row
+    already written is always remembered. Thread-safe: appends add, the upkeep thread takes.
     """
 
-    def __init__(self, limit: int = DEFAULT_REMEMBERED_ROWS, on_overflow: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        limit: int = DEFAULT_REMEMBERED_ROWS,
+        max_age: float | None = None,
+        on_refused: Callable[[int], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._limit = limit
-        self._rows: dict[int, Link] = {}
+        self.max_age = max_age
+        self._rows: OrderedDict[int, tuple[Link, float]] = OrderedDict()  # in the order remembered: oldest first
         self._lock = threading.Lock()
-        self.on_overflow = on_overflow or (lambda count: None)
-        self.overflowed = 0
-        """Rows not remembered because the bound was reached (since start)."""
+        self.on_refused = on_refused or (lambda count: None)
+        self._clock = clock
 
-    def remember(self, rows: Iterable[tuple[int, Link]]) -> int:
-        """Remember appended rows until a checkpoint round checks them; how many were not (the bound reached)."""
-        dropped = 0
+    def check_open(self) -> None:
+        """Raise AuditChecksOverdue (counted) if the remembered rows are too old or too many to append more."""
         with self._lock:
+            count = len(self._rows)
+            age = self._clock() - next(iter(self._rows.values()))[1] if count else 0.0
+        if count >= self._limit:
+            reason = f"{count} of this replica's audit rows are waiting for the audit upkeep's check (the bound)"
+        elif self.max_age is not None and age > self.max_age:
+            reason = (
+                f"the audit upkeep has not checked this replica's audit rows for {age:.0f} s"
+                f" (the bound is {self.max_age:.0f} s)"
+            )
+        else:
+            return
+        self.on_refused(1)
+        raise AuditChecksOverdue(
+            f"{reason}, so the call was refused; tell the security team (alert AuditUpkeepFailing:"
+            " the vault's log says why its audit upkeep rounds fail)"
+        )
+
+    def remember(self, rows: Iterable[tuple[int, Link]]) -> None:
+        """Remember appended rows until a checkpoint round checks them."""
+        with self._lock:
+            now = self._clock()
             for row_id, link in rows:
-                if len(self._rows) < self._limit:
-                    self._rows[row_id] = link
-                else:
-                    dropped += 1
-            self.overflowed += dropped
-        if dropped:
-            self.on_overflow(dropped)
-        return dropped
+                self._rows[row_id] = (link, now)
 
     def remembered(self) -> dict[int, Link]:
         """A copy of the remembered rows (still remembered until `forget`)."""
         with self._lock:
-            return dict(self._rows)
+            return {row_id: link for row_id, (link, _) in self._rows.items()}
 
     def forget(self, ids: Iterable[int]) -> None:
         """Forget rows a round has checked."""

@@ -76,8 +76,9 @@ AUDIT_ROWS_MISSING = Counter(
 )
 AUDIT_ROWS_UNCHECKED = Counter(
     "tokenvault_audit_rows_unchecked",
-    "Audit rows this process appended but did not remember for the checkpoint round's check (the bound"
-    " of remembered rows was reached: the upkeep has not checked for a long time)",
+    "Audit appends this process refused because the rows it appended before went unchecked by the audit"
+    " upkeep too long (TOKENVAULT_AUDIT_UNCHECKED_SECONDS) or too many waited, and rows still unchecked"
+    " when it stopped (logged with their ids)",
 )
 AUDIT_UPKEEP_FAILED = Counter(
     "tokenvault_audit_upkeep_failed",
@@ -124,7 +125,7 @@ def observe_rows_missing(count: int) -> None:
 
 
 def observe_rows_unchecked(count: int) -> None:
-    """Count audit rows appended but not remembered for the check (the bound was reached)."""
+    """Count audit appends refused while rows went unchecked, or rows left unchecked at stop."""
     AUDIT_ROWS_UNCHECKED.inc(count)
 
 

@@ -38,7 +38,11 @@ covers it), so audit-verify with the exported copy reports them.
 
 A round that fails for any reason (the database or Vault away, a row it cannot read, the
 checkpoint file unwritable) is logged by its error's type and message, counted, and retried
-at the next interval: the thread never ends before `stop()`.
+at the next interval: the thread never ends before `stop()`. Rows a failing round leaves
+unchecked are not dropped: once the oldest is older than the bound (TOKENVAULT_AUDIT_UNCHECKED_SECONDS)
+the appends, so the calls, are refused until a round checks them (domain/anchoring.py); the
+upkeep's own aggregated rows wait for that round. Rows still unchecked after `stop()`'s last
+round are logged (count, lowest and highest id) and counted (review 16, finding 1).
 """
 
 from __future__ import annotations
@@ -51,7 +55,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
-from vault_service.domain.anchoring import AppendedRows, ChainLink, Link, missing_rows, rows_to_hash
+from vault_service.domain.anchoring import (
+    AppendedRows,
+    AuditChecksOverdue,
+    ChainLink,
+    Link,
+    missing_rows,
+    rows_to_hash,
+)
 from vault_service.domain.audit import AuditRecord
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
 from vault_service.domain.errors import StorageError, VaultError
@@ -159,6 +170,7 @@ class AuditUpkeep:
         on_refused: Callable[[], None] | None = None,
         appended: AppendedRows | None = None,
         on_rows_missing: Callable[[int], None] | None = None,
+        on_rows_unchecked: Callable[[int], None] | None = None,
     ) -> None:
         """`on_exported` is told of each checkpoint exported, `on_planted` of each round that found a planted one.
 
@@ -168,7 +180,8 @@ class AuditUpkeep:
         each round whose checkpoint the database refused to store (it is exported all the same).
 
         `appended`: the rows this process appended, checked against the chain every round (None: not
-        checked); `on_rows_missing` is told how many of them a round found missing.
+        checked); `on_rows_missing` is told how many of them a round found missing, `on_rows_unchecked`
+        how many were still remembered, never checked, when `stop()`'s last round was done.
 
         `genuine(checkpoint)`: whether a stored checkpoint carries a valid signature of the signing
         key (checked offline); without it, the database's checkpoints are taken at their word.
@@ -197,12 +210,16 @@ class AuditUpkeep:
         self._sequence_unreadable_told = False  # a database before migration 0015: said once per process
         self._appended = appended
         self._on_rows_missing = on_rows_missing or (lambda count: None)
+        self._on_rows_unchecked = on_rows_unchecked or (lambda count: None)
         self._missing: tuple[int, ...] = ()  # found missing, not yet named in an exported checkpoint
 
     def run_once(self) -> Checkpoint | None:
         """Write the aggregated rows, then checkpoint the chain if it grew; the checkpoint made."""
-        self._meter.flush_into(self._audit.append)
-        self._refusals.flush_into(self._audit.append)
+        try:
+            self._meter.flush_into(self._audit.append)
+            self._refusals.flush_into(self._audit.append)
+        except AuditChecksOverdue:  # the counts stay; this round's check reopens the appends for the next flush
+            pass
         # The newest checkpoint is read before the head: a checkpoint is stored only after its
         # rows are committed, so a true one never names a row beyond a head read after it.
         newest = self._store.newest_checkpoint()
@@ -391,11 +408,22 @@ class AuditUpkeep:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread, then flush and checkpoint one last time."""
+        """Stop the thread, then flush and checkpoint one last time; report the rows that round left unchecked."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._safely()
+        left = self._appended.remembered() if self._appended is not None else {}
+        if left:
+            self._on_rows_unchecked(len(left))
+            log.error(
+                "%d audit row(s) this service appended (ids %d to %d) were never checked against the chain: the last"
+                " audit upkeep round failed too (see above), and they are forgotten as the service stops. Report it"
+                " to the security team and run audit-verify; check that these ids are in vault.audit_log",
+                len(left),
+                min(left),
+                max(left),
+            )
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):

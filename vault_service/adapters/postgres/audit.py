@@ -20,7 +20,9 @@ that of the event as written (chained after the hash it names). Those (id, row_h
 remembered (`appended`) until the audit upkeep checks, each round, that the chain up to the head
 it signs holds them (domain/anchoring.py): a row the presence check was shown but the chain does
 not hold - an insert diverted by a view that shows it to that check's query only (insider round
-15, finding 1) - is then reported and named in the signed, exported checkpoint.
+15, finding 1) - is then reported and named in the signed, exported checkpoint. While those rows
+go unchecked too long (rounds failing on this replica) or too many wait, appends are refused
+before anything is written: fail closed (review 16, finding 1).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from vault_service.adapters.group_commit import GroupCommitter
 from vault_service.adapters.postgres.errors import translated
 from vault_service.adapters.postgres.prepared import PreparedStatement, UnnamedStatement
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
-from vault_service.domain.anchoring import AppendedRows, ChainLink, Link, stored_as_written
+from vault_service.domain.anchoring import AppendedRows, AuditChecksOverdue, ChainLink, Link, stored_as_written
 from vault_service.domain.audit import AuditEvent, AuditRecord, array_elements
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
 from vault_service.domain.errors import AuditUnavailable
@@ -219,13 +221,19 @@ class PostgresAuditLog:
         """`appended`: where the rows appended are remembered for the upkeep's check (a fresh one by default)."""
         self._pool = pool
         self.appended = appended if appended is not None else AppendedRows()
-        self._overflow_told = False
+        self._overdue_told = False  # appends refused for unchecked rows: logged once per stretch
         self._committer = GroupCommitter(self._write, self.MAX_GROUP)
         self._newest_stored = 0  # written by one group's leader at a time (the committer's turn)
         self._unbounded_told = False  # the head fallback before migration 0015 is logged once per process
 
     def append(self, event: AuditEvent) -> None:
-        """Write one chained record durably; raise AuditUnavailable if it could not be committed."""
+        """Write one chained record durably; raise AuditUnavailable if it could not be committed.
+
+        Refused before anything is written (AuditChecksOverdue, an AuditUnavailable) while the rows
+        this process appended before have gone unchecked by the audit upkeep too long, or too many
+        of them wait (domain/anchoring.py `AppendedRows.check_open`).
+        """
+        self._refuse_unchecked()
         try:
             self._committer.submit(event)
         except AuditRowsDropped as dropped:
@@ -300,16 +308,23 @@ class PostgresAuditLog:
         self._remember(_returned_rows(events, stored))
 
     def _remember(self, rows: list[tuple[int, Link]]) -> None:
-        """Remember appended rows for the upkeep's check; the bound reached is logged once per stretch, never blocks."""
-        if not self.appended.remember(rows):
-            self._overflow_told = False
-        elif not self._overflow_told:
-            self._overflow_told = True
-            log.error(
-                "audit rows appended are no longer remembered for the checkpoint round's check (%d remembered, the"
-                " bound): is the audit upkeep running? Counted in tokenvault_audit_rows_unchecked_total",
-                len(self.appended),
-            )
+        """Remember appended rows for the upkeep's check."""
+        self.appended.remember(rows)
+
+    def _refuse_unchecked(self) -> None:
+        """Refuse the append (AuditChecksOverdue) while this process's rows go unchecked; logged once per stretch."""
+        try:
+            self.appended.check_open()
+        except AuditChecksOverdue as overdue:
+            if not self._overdue_told:
+                self._overdue_told = True
+                log.error(
+                    "audit appends refused: %s. Counted in tokenvault_audit_rows_unchecked_total until a round"
+                    " succeeds (logged once)",
+                    str(overdue).split(", so the call", 1)[0],
+                )
+            raise
+        self._overdue_told = False
 
     @translated
     def links(self, after_id: int, head: ChainHead) -> list[ChainLink]:
