@@ -67,6 +67,10 @@ _SPELLINGS: list[tuple[Callable[[Values], str], str, str]] = [
     (lambda v: "INC-C-B007107", OWN_VALUE, "the ip's hex number split 1-7"),
     (lambda v: "INC-34058-03783", OWN_VALUE, "the ip's decimal number split 5-5"),
     (lambda v: "INC-340-580-3783", OWN_VALUE, "the ip's decimal number split 3-3-4"),
+    # attack 16, finding 3: the digits of the ip's dotted form regrouped were kept verbatim
+    (lambda v: "REQ-2030-1137", OWN_VALUE, "the ip's dotted digits regrouped 4-4"),
+    (lambda v: "REQ-203-0113-7", OWN_VALUE, "the ip's dotted digits regrouped 3-4-1"),
+    (lambda v: "REQ-20301-137", OWN_VALUE, "the ip's dotted digits regrouped 5-3"),
 ]
 _PARAMS = [pytest.param(spell, refusal, id=why) for spell, refusal, why in _SPELLINGS]
 

@@ -13,6 +13,7 @@ from tokenvault_common.device_spellings import compact_form
 from tokenvault_common.ip_spellings import ips_spelled_by
 from vault_service.domain.errors import InvalidRequest
 from vault_service.domain.purpose import MAX_PURPOSE_LENGTH, check_purpose, values_spelled_by
+from vault_service.domain.purpose_spellings import _ipv4_octet_digits
 from vault_service.domain.token_types import TokenType
 from vault_service.service.revealing import _spells_one_of
 
@@ -113,7 +114,8 @@ def test_a_purpose_spells_each_run_of_its_groups_case_folded() -> None:
     assert "2026-801" in spelled and "gdpr-2026-801-sm-g991b-atk8q7zx" in spelled
     assert "sm-g991b" in spelled and "g991b-atk8q7zx" in spelled
     assert "801-sm" in spelled
-    assert values_spelled_by("INC-4821") == {"inc", "4821", "inc-4821", "inc4821"}
+    # 4821 also as the dotted digits of 1.2.3.4's kind (attack 16, finding 3): compared only
+    assert values_spelled_by("INC-4821") == {"inc", "4821", "inc-4821", "inc4821", "4.8.2.1"}
 
 
 @pytest.mark.parametrize(
@@ -174,6 +176,8 @@ def test_small_numbers_and_words_are_not_taken_for_ips() -> None:
         # the decimal 20260042, compared with the call's own values only, never refused or looked up
         "2.2.96.4",
         "1.53.36.202",
+        # and its digits 20260042 as an address's dotted digits, split every way (attack 16, finding 3)
+        *_ipv4_octet_digits({"20260042"}),
     }
 
 

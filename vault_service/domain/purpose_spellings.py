@@ -44,6 +44,8 @@ IPV4_DECIMAL_WINDOWS = (8, 9, 10)
 _DIGIT_RUN = re.compile(rf"[0-9]{{{IPV4_DECIMAL_WINDOWS[0]},}}", re.ASCII)
 """A maximal run of decimal digits long enough to hold an IPv4 address as a number."""
 _IPV4_END = 2**32
+_OCTET_DIGITS_RUN = re.compile(r"[0-9]{4,}", re.ASCII)
+"""A maximal run of decimal digits long enough to hold an IPv4 address's four octets written one after the other."""
 MAX_WINDOWED_RUN = 64
 """A run longer than this is not windowed (a purpose within MAX_PURPOSE_LENGTH never has one): the
 work per run is bounded by about 3 windows per character."""
@@ -72,7 +74,10 @@ def values_spelled_by(purpose: str) -> frozenset[str]:
     or decimal number split at any places reads as the unsplit one (`REQ-c6128-e52`,
     `REQ-c61-28e52`, `REQ-332-310-4850`: 198.18.142.82; attack 15, finding 5): still one window
     per width and position, about 2**-32 (2**-28 for 7 hex digits) each to match a given value
-    by chance, and compared with the call's own values only, never looked up. A value
+    by chance, and compared with the call's own values only, never looked up. The digits of an
+    address's dotted form, its octets written one after the other, are read there too, however
+    regrouped (`REQ-1981-8174-30`, `REQ-19818-17430`: 198.18.174.30; attack 16, finding 3:
+    `_ipv4_octet_digits`), compared only as well. A value
     revealed or erased is compared with this set (one or two membership tests per value:
     `vault_service.service.revealing`); it is derived once per
     distinct purpose (cached: a client's purposes repeat). At most 32 groups: at most 528 runs and
@@ -93,6 +98,7 @@ def values_spelled_by(purpose: str) -> frozenset[str]:
     compact = folded.translate(_WITHOUT_SEPARATORS)
     spelled.update(_ipv4_windows(set(_HEX_RUN.findall(compact)), IPV4_HEX_WINDOWS, 16))
     spelled.update(_ipv4_windows(set(_DIGIT_RUN.findall(compact)), IPV4_DECIMAL_WINDOWS, 10))
+    spelled.update(_ipv4_octet_digits(set(_OCTET_DIGITS_RUN.findall(compact))))
     return frozenset(spelled)
 
 
@@ -236,6 +242,63 @@ def _ipv4_windows(runs: set[str], widths: tuple[int, ...], base: int) -> set[str
         for width in widths:
             numbers.update(int(run[start : start + width], base) for start in range(len(run) - width + 1))
     return {socket.inet_ntoa(n.to_bytes(4, "big")) for n in numbers if MIN_NUMBER_TO_SEARCH <= n < _IPV4_END}
+
+
+def _octets_at(digits: str) -> list[list[tuple[str, int]]]:
+    """Per position of `digits` (and one at its end), each octet starting there and where it ends.
+
+    An octet as `inet_ntoa` writes it: 0-255, no leading zero.
+    """
+    found: list[list[tuple[str, int]]] = []
+    for start, digit in enumerate(digits):
+        here = [(digit, start + 1)]
+        if digit != "0":  # no longer octet has a leading zero
+            two, three = digits[start : start + 2], digits[start : start + 3]
+            if len(two) == 2:
+                here.append((two, start + 2))
+            if len(three) == 3 and three <= "255":  # digits of one length compare as their numbers do
+                here.append((three, start + 3))
+        found.append(here)
+    found.append([])  # none starts where the digits end
+    return found
+
+
+_MAX_OCTET_DIGITS = 12
+"""The most digits of an IPv4 address's dotted form with its dots dropped (255255255255)."""
+
+
+def _ipv4_octet_digits(runs: set[str]) -> set[str]:
+    """The IPv4 addresses whose dotted form's digits, the dots dropped, stand anywhere in `runs` (attack 16, finding 3).
+
+    `1981817430` is 198.18.174.30 with its dots dropped (and 198.181.74.30, ...): a purpose that
+    writes those digits however grouped (`REQ-1981-8174-30`, `REQ-19818-17430`) names the address
+    to anyone reading the audit log, as its number or hex form does. Every split into four octets
+    of the (at most 12) digits from each position is read, the same 12 digits once (at most 81
+    addresses per position, about 20 for random digits). A short address (`1.2.3.4` in
+    `INC-1234`) matches only a call revealing that very address: compared with the call's own
+    values only, never looked up among the stored ones. A run longer than MAX_WINDOWED_RUN is not
+    read, as for the number windows.
+    """
+    spelled: set[str] = set()
+    for run in runs:
+        if len(run) > MAX_WINDOWED_RUN:
+            continue
+        octets = _octets_at(run)
+        heads: set[str] = set()
+        for start in range(len(run) - 3):
+            head = run[start : start + _MAX_OCTET_DIGITS]
+            if head in heads:
+                continue  # the same digits split the same ways
+            heads.add(head)
+            for first, second_at in octets[start]:
+                if first == "0":
+                    continue  # below 1.0.0.0: no address, as in `ips_spelled_by`
+                for second, third_at in octets[second_at]:
+                    two = f"{first}.{second}."
+                    for third, fourth_at in octets[third_at]:
+                        three = f"{two}{third}."
+                        spelled.update([three + fourth for fourth, _ in octets[fourth_at]])
+    return spelled
 
 
 MIN_TOKEN_PIECE = 12
