@@ -251,7 +251,9 @@ def test_a_client_not_seeing_the_value_gets_the_same_outcome_whether_its_purpose
     rows = audit_rows_since(stack_env, before, guesser.client)
     assert [(action, purpose == "", purpose == wrong) for action, _, purpose in rows] == [
         (guesser.action, True, False),  # the right guess: audited without its purpose
-        (guesser.action, False, True),
+        # The wrong guess: kept by a masked reveal; an Erase withholds any purpose holding a device
+        # id's shape, right or wrong (review 16, finding 2), so both rows read alike there.
+        (guesser.action, True, False) if guesser.erases else (guesser.action, False, True),
     ]
     assert not _audit_holds(stack_env, values["device"]), "an audit row holds the device id"
     if guesser.erases:

@@ -47,7 +47,7 @@ def test_an_entry_expires_after_the_ttl_and_a_hit_renews_it() -> None:
 
 
 def test_the_least_recently_used_goes_first_beyond_the_bound() -> None:
-    withheld = WithheldPurposes(capacity=3)
+    withheld = WithheldPurposes(capacity_per_client=3)
     for n in range(3):
         withheld.remember("c", f"P-{n}")
     assert withheld.withheld_before("c", "P-0")  # used: now the most recent
@@ -57,10 +57,22 @@ def test_the_least_recently_used_goes_first_beyond_the_bound() -> None:
     assert all(withheld.withheld_before("c", p) for p in ("P-0", "P-2", "P-3"))
 
 
+def test_one_clients_purposes_never_evict_another_clients_entry() -> None:
+    # Review 16, finding 7: one bound shared by all clients let a client whose own purposes are
+    # withheld push the officer's entry out with enough distinct purposes.
+    withheld = WithheldPurposes(capacity_per_client=3)
+    withheld.remember("privacy-officer", "GDPR-2026-801-X")
+    for n in range(50):
+        withheld.remember("analyst", f"INC-{n}")
+    assert withheld.withheld_before("privacy-officer", "GDPR-2026-801-X")
+    assert len(withheld) == 4  # the officer's one and the analyst's last three
+
+
 def test_no_purpose_is_kept_in_clear() -> None:
     withheld = WithheldPurposes()
     withheld.remember("privacy-officer", "GDPR-2026-801-SM-G991B-ATKQZXWV")
-    assert all(b"SM-G991B" not in key for key in withheld._since)
+    assert withheld.digests()
+    assert all(b"SM-G991B" not in key for key in withheld.digests())
 
 
 def test_the_ttl_covers_twice_the_longest_erase_refill_within_bounds() -> None:

@@ -157,6 +157,26 @@ def stored_candidates(purpose: str) -> StoredCandidates:
     return StoredCandidates(runs.device_ids, runs.ips)
 
 
+def shaped_as_a_stored_value(purpose: str) -> bool:
+    """Whether `purpose` holds a stored value's shape: an Erase withholds it without a lookup (review 16, finding 2).
+
+    True when `stored_candidates` reads any device id (a run holding a model or serial group, at
+    least MIN_STORED_DEVICE_ID characters: `GDPR-2026-801-SM-G991B-ATK8Q7ZX`) or any ip written as
+    an address (IP_CANDIDATE_GROUPS groups joined by `.` or `:`). An erasure split into calls,
+    device first, withheld `GDPR-2026-801-<device id>` in the device call (its own value); the ip
+    call, once the device was erased, kept it for good wherever the replica's memory of that
+    withhold was not at hand (another replica, a restart: attack 15, finding 4; review 16,
+    finding 2). Withheld by its shape alone, whether or not the lookup would hit, an Erase's
+    purpose tells nobody what is stored (no oracle) and is withheld alike on every replica and
+    after any restart. A usual reference has no candidate (`GDPR-2026-0042`, `INC-4821`,
+    `SECOPS-2026-000123:step-2`: words and numbers only) and keeps its purpose. Not used for
+    Detokenize, where a purpose is compared and looked up as before: an erasure's purpose should
+    be the request reference alone, and erasures are rare.
+    """
+    candidates = stored_candidates(purpose)
+    return bool(candidates.device_ids or candidates.ips)
+
+
 class _GroupRuns(NamedTuple):
     spelled: frozenset[str]
     device_ids: frozenset[str]

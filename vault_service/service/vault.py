@@ -30,6 +30,7 @@ from vault_service.domain.purpose import (
     PurposeHoldsOwnValue,
     check_names_no_token_of,
     check_purpose,
+    shaped_as_a_stored_value,
     values_spelled_by,
 )
 from vault_service.domain.rate_limit import RateLimiter, exact
@@ -410,7 +411,8 @@ class TokenVault:
                 outcomes.append(None)
                 erasable.append(token)
                 erasable_types.append(token_type)
-        purpose = self._kept(caller.name, purpose, self._compared(caller, tokens, types, purpose))
+        compared = self._compared(caller, tokens, types, purpose)
+        purpose = self._kept(caller.name, purpose, compared, by_shape=shaped_as_a_stored_value(purpose))
         # The erasure and its audit row commit together (vault.erase_tokens); the row keeps the
         # keyed hash of each token it erased, as a reveal's does, so who-saw names the erasure.
         hashes = tuple(map(reveal_hasher(self._keys.ring.audit_key), erasable))
@@ -447,7 +449,7 @@ class TokenVault:
         rows = self._tokens.fetch(list(dict.fromkeys(named)))
         return reveal(self._keys, caller.name, named, named_types, masked, rows, values_spelled_by(purpose))
 
-    def _kept(self, client: str, purpose: str, checked: RevealedCall) -> str:
+    def _kept(self, client: str, purpose: str, checked: RevealedCall, *, by_shape: bool = False) -> str:
         """The purpose as a served call's audit row keeps it: in clear, or withheld (empty).
 
         Kept only when every value the call's tokens name was opened and compared with it and it
@@ -468,13 +470,18 @@ class TokenVault:
         the identical purpose is withheld too: an erasure split into calls, device first, kept
         `GDPR-2026-801-<device id>` in the ip call's row once the device was erased (attack 15,
         finding 4). A purpose withheld only for a value not compared is not remembered.
+
+        `by_shape` (an Erase whose purpose holds what has the shape of a stored value,
+        `shaped_as_a_stored_value`) withholds it whatever the comparison and the lookup found: the
+        decision reads the text alone, so it tells nothing of what is stored, and it holds on every
+        replica and after restarts, where the memory above does not (review 16, finding 2).
         """
         if not checked.purpose_compared:
             _count_withheld()
             return WITHHELD_PURPOSE
         if checked.purpose_withheld or self.stored_values.names_a_stored_value(purpose):
             self.withheld_purposes.remember(client, purpose)
-        elif not self.withheld_purposes.withheld_before(client, purpose):
+        elif not by_shape and not self.withheld_purposes.withheld_before(client, purpose):
             return purpose
         _count_withheld()
         return WITHHELD_PURPOSE

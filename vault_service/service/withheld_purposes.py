@@ -18,12 +18,21 @@ another call, and withholds that client's later call with the identical purpose.
   split erasure is one client's: the erase burst is metered per client.
 - Only withholds for spelling or naming a value: not one for a value not compared (an erased token
   named), which any client could cause with any purpose.
-- Bounded: MAX_REMEMBERED entries, the least recently used dropped first; each kept
-  `remembered_for(policy)` (see there) after its last withhold, so a split erasure of many calls
-  stays covered throughout.
+- Bounded per client: MAX_REMEMBERED_PER_CLIENT entries for each client, the least recently used
+  of that client's dropped first, so one client's withheld purposes never evict another's (a client
+  spelling its own masked values in ten thousand purposes evicted the officer's entry from one
+  shared bound; review 16, finding 7). Only clients the policy lets reveal or erase reach here (a
+  call refused for permission is never remembered), so the whole is bounded by the policy's clients.
+  Each entry is kept `remembered_for(policy)` (see there) after its last withhold, so a split
+  erasure of many calls stays covered throughout.
 
-Left: a later call on another replica, or after a restart, is not covered (it keeps the purpose
-unless it spells or names a value itself); so is the identical purpose written by another client.
+Left: a later call on another replica, or after a restart, is not covered by this memory (it keeps
+the purpose unless it spells or names a value itself); so is the identical purpose written by
+another client. For an Erase, the case of attack 15, finding 4 (a device id of a model or serial
+shape, or an ip written as an address) no longer depends on it: such a purpose is withheld by its
+shape alone on every replica (`vault_service.domain.purpose_spellings.shaped_as_a_stored_value`;
+review 16, finding 2). What is left to this memory there is a device id of words and numbers only
+(`ABC-1234-XYZ`) and an ip written as a number.
 """
 
 from __future__ import annotations
@@ -37,8 +46,10 @@ from collections.abc import Callable
 
 from vault_service.domain.policy import AccessPolicy
 
-MAX_REMEMBERED = 10_000
-"""Purposes remembered per replica (16-byte digests: about 1.5 MB with the dict's overhead at most)."""
+MAX_REMEMBERED_PER_CLIENT = 256
+"""Purposes remembered per client and replica (16-byte digests: about 40 kB per client with the dict's
+overhead at most). A split erasure needs one entry; an officer working on many requests at once, one
+per request in flight."""
 MIN_REMEMBERED_SECONDS = 12 * 3600.0
 """The least time a withheld purpose is remembered: twice the default erase burst's full refill
 (100 tokens at 0.005/s: 20,000 s, 5.6 h), rounded up to half a day."""
@@ -61,23 +72,33 @@ def remembered_for(policy: AccessPolicy) -> float:
 
 
 class WithheldPurposes:
-    """The purposes withheld per client for spelling or naming a value, in process memory (thread-safe)."""
+    """The purposes withheld per client for spelling or naming a value, in process memory (thread-safe).
+
+    Each client has its own least-recently-used bound (`capacity_per_client`): one client's
+    entries never push out another's.
+    """
 
     def __init__(
         self,
         ttl: float = MIN_REMEMBERED_SECONDS,
-        capacity: int = MAX_REMEMBERED,
+        capacity_per_client: int = MAX_REMEMBERED_PER_CLIENT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ttl = ttl
-        self._capacity = capacity
+        self._capacity = capacity_per_client
         self._clock = clock
         self._lock = threading.Lock()
         self._key = secrets.token_bytes(32)  # never written anywhere: gone with the process
-        self._since: OrderedDict[bytes, float] = OrderedDict()
+        self._by_client: dict[str, OrderedDict[bytes, float]] = {}
 
     def __len__(self) -> int:
-        return len(self._since)
+        with self._lock:
+            return sum(map(len, self._by_client.values()))
+
+    def digests(self) -> list[bytes]:
+        """Every remembered entry as kept: keyed digests only, never a purpose (for tests and dumps)."""
+        with self._lock:
+            return [digest for since in self._by_client.values() for digest in since]
 
     def _digest(self, client: str, purpose: str) -> bytes:
         keyed = hashlib.blake2b(key=self._key, digest_size=16, person=b"tv-withheld")
@@ -91,22 +112,26 @@ class WithheldPurposes:
         digest = self._digest(client, purpose)
         now = self._clock()
         with self._lock:
-            self._since[digest] = now
-            self._since.move_to_end(digest)
-            while len(self._since) > self._capacity:
-                self._since.popitem(last=False)
+            since = self._by_client.setdefault(client, OrderedDict())
+            since[digest] = now
+            since.move_to_end(digest)
+            while len(since) > self._capacity:
+                since.popitem(last=False)
 
     def withheld_before(self, client: str, purpose: str) -> bool:
         """Whether `client`'s identical `purpose` was withheld within the TTL; a hit renews it."""
         digest = self._digest(client, purpose)
         now = self._clock()
         with self._lock:
-            since = self._since.get(digest)
-            if since is None:
+            since = self._by_client.get(client)
+            at = since.get(digest) if since is not None else None
+            if since is None or at is None:
                 return False
-            if now - since >= self._ttl:
-                del self._since[digest]
+            if now - at >= self._ttl:
+                del since[digest]
+                if not since:
+                    del self._by_client[client]
                 return False
-            self._since[digest] = now
-            self._since.move_to_end(digest)
+            since[digest] = now
+            since.move_to_end(digest)
             return True

@@ -1,0 +1,59 @@
+"""An Erase's purpose of a stored value's shape is withheld by its text alone (review 16, finding 2).
+
+The withheld-purpose memory is per replica: a split erasure (device first, then the ip, same
+purpose) resumed on another replica, or after a restart, kept the erased device id in the ip call's
+row. Over fakes, two vaults on one store stand for two replicas; the real-vault case is in
+tests/integration/test_purpose_withheld_remembered.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.unit.fakes import FakeAuditLog, FakeKeyStore, FakeKeyWrapper, FakeTokenStore
+from vault_service.domain.policy import parse_policy
+from vault_service.domain.purpose import check_purpose, shaped_as_a_stored_value
+from vault_service.domain.token_types import TokenType
+from vault_service.service.keyring import KeyManager
+from vault_service.service.vault import TokenVault
+
+DEVICE = "SM-G991B-QWERTYUI"
+POLICY = parse_policy(
+    {"clients": {"etl": {"tokenize": ["ip", "device_id"]}, "officer": {"erase": ["ip", "device_id"]}}}
+)
+USUAL_REFERENCES = ("GDPR-2026-0042", "INC-4821", "SECOPS-2026-000123:step-2", "GDPR-REQ-17", "CASE-2026-0815")
+
+
+@pytest.mark.parametrize("reference", USUAL_REFERENCES)
+def test_a_usual_reference_has_no_stored_value_shape(reference: str) -> None:
+    check_purpose(reference)
+    assert not shaped_as_a_stored_value(reference)
+
+
+@pytest.mark.parametrize("purpose", [f"GDPR-2026-801-{DEVICE}", "INC-PIXEL-7A-GXASWE", "INC-1.2.3.4.5"])
+def test_a_device_id_of_a_serial_shape_or_an_ip_written_as_an_address_has_it(purpose: str) -> None:
+    assert shaped_as_a_stored_value(purpose)
+
+
+def _replicas() -> tuple[TokenVault, TokenVault, FakeTokenStore, str, str]:
+    store = FakeTokenStore()
+    keys = KeyManager(FakeKeyStore(), FakeKeyWrapper())
+    keys.start()
+    first, second = TokenVault(store, keys, POLICY, FakeAuditLog()), TokenVault(store, keys, POLICY, FakeAuditLog())
+    ip_token, device_token = first.tokenize("etl", [(TokenType.IP, "198.18.7.9"), (TokenType.DEVICE_ID, DEVICE)])
+    return first, second, store, str(ip_token), str(device_token)
+
+
+def test_a_split_erasure_resumed_on_another_replica_keeps_the_device_id_in_neither_row() -> None:
+    first, second, store, ip_token, device_token = _replicas()
+    purpose = f"GDPR-2026-801-{DEVICE}"
+    assert first.erase("officer", [device_token], purpose) == [None]  # spells its own value
+    assert second.erase("officer", [ip_token], purpose) == [None]  # the device is gone; no memory here
+    assert [event.purpose for event in store.erase_events] == ["", ""]
+
+
+def test_an_erasure_keeps_a_usual_reference() -> None:
+    first, _, store, ip_token, device_token = _replicas()
+    first.erase("officer", [ip_token], "SECOPS-2026-000123:step-2")
+    first.erase("officer", [device_token], "GDPR-2026-0042")
+    assert [event.purpose for event in store.erase_events] == ["SECOPS-2026-000123:step-2", "GDPR-2026-0042"]
