@@ -11,9 +11,14 @@ from psycopg_pool import ConnectionPool
 from tokenvault_common.pg_pool import check_connection_cheaply
 from vault_service.adapters.postgres import PostgresAuditLog, PostgresKeyStore, PostgresTokenStore
 from vault_service.adapters.postgres.session_settings import (
+    PINNED_SETTINGS,
+    defaults_set_for_session,
+    session_settings_with,
+    startup_options,
+)
+from vault_service.adapters.postgres.session_settings import (
     VAULT_SESSION_OPTIONS as VAULT_SESSION_OPTIONS,  # re-exported
 )
-from vault_service.adapters.postgres.session_settings import defaults_set_for_session
 from vault_service.adapters.transit import (
     SignatureVerifier,
     TransitKeyWrapper,
@@ -115,8 +120,11 @@ class Bootstrapped:
         self.pool.close()
 
 
-def open_vault_pool(dsn: str, max_size: int) -> ConnectionPool:
+def open_vault_pool(dsn: str, max_size: int, settings: dict[str, str] = PINNED_SETTINGS) -> ConnectionPool:
     """An open pool of autocommit connections to the vault schema, as the adapters expect.
+
+    Each connection starts with `settings` (libpq `options`; `session_settings_with` for the
+    configured synchronous_commit).
 
     Each connection must be a PostgreSQL session of its own for its whole life: no transaction-
     or statement-mode pooling proxy in front of the database (docs/production.md). The hot-path
@@ -150,14 +158,14 @@ def open_vault_pool(dsn: str, max_size: int) -> ConnectionPool:
         kwargs={
             "application_name": "tokenvault-vault",
             "autocommit": True,
-            "options": VAULT_SESSION_OPTIONS,
+            "options": startup_options(settings),
         },
     )
     pool.open(wait=True, timeout=15)
     return pool
 
 
-def check_session_settings(pool: ConnectionPool) -> None:
+def check_session_settings(pool: ConnectionPool, pinned: dict[str, str] = PINNED_SETTINGS) -> None:
     """Warn about role or database defaults set for the vault's sessions; refuse a session not as pinned.
 
     The warning names the parameters only (never values) and the count is exposed
@@ -167,7 +175,7 @@ def check_session_settings(pool: ConnectionPool) -> None:
     options) is refused: VaultStartupError.
     """
     with pool.connection() as conn:
-        report = defaults_set_for_session(conn)
+        report = defaults_set_for_session(conn, pinned)
     observe_database_defaults(report.defaults_set)
     if report.defaults_set:
         log.warning(
@@ -178,7 +186,9 @@ def check_session_settings(pool: ConnectionPool) -> None:
     if report.not_pinned:
         raise VaultStartupError(
             "the vault's database sessions do not run with the settings they start with"
-            f" ({', '.join(report.not_pinned)}): a proxy in front of the database that drops startup options?"
+            f" ({', '.join(report.not_pinned)}): a proxy in front of the database that drops startup options"
+            " (PgBouncer's ignore_startup_parameters = options)? Connect directly or pass the options through"
+            " (docs/production.md, release order)"
         )
 
 
@@ -194,9 +204,10 @@ def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
     wrapper.check_access()
     signer = TransitSigner(session, config.audit_signing_key, config.transit_mount)
     signer.check_access()
-    pool = open_vault_pool(config.database_dsn, config.db_pool_size)
+    settings = session_settings_with(config.db_synchronous_commit)
+    pool = open_vault_pool(config.database_dsn, config.db_pool_size, settings)
     try:
-        check_session_settings(pool)
+        check_session_settings(pool, settings)
         key_store = PostgresKeyStore(pool, config.kek_name)
         token_store = PostgresTokenStore(pool)
         audit = PostgresAuditLog(pool, AppendedRows(on_refused=observe_rows_unchecked))

@@ -10,6 +10,7 @@ from tokenvault_common.env import EnvReader
 from tokenvault_common.metrics_endpoint import MetricsTls, read_metrics_tls
 from tokenvault_common.metrics_plaintext import read_metrics_plaintext
 from tokenvault_common.vault_address import read_vault_address
+from vault_service.adapters.postgres.session_settings import SYNCHRONOUS_COMMIT_LEVELS
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,10 @@ class VaultServiceConfig:
     """Calls one client identity (certificate CN) may have in progress at once on this process
     (TOKENVAULT_MAX_CALLS_PER_CLIENT, default half the workers: 8); more are refused with
     RESOURCE_EXHAUSTED, so no client - the ETL with its large Tokenize calls - takes every worker."""
+    db_synchronous_commit: str = "on"
+    """The synchronous_commit the vault's database sessions start with (TOKENVAULT_DB_SYNCHRONOUS_COMMIT:
+    `on`, the default, or `remote_apply` where the server runs with it; anything weaker stops the
+    start: an audit row must be durable before its reveal is served; session_settings.py)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> VaultServiceConfig:
@@ -133,7 +138,14 @@ class VaultServiceConfig:
             ),
             audit_checkpoint_file=Path(p) if (p := read.text("TOKENVAULT_AUDIT_CHECKPOINT_FILE", "")) else None,
             max_calls_per_client=read.integer("TOKENVAULT_MAX_CALLS_PER_CLIENT", max(1, workers // 2), 1, 256),
+            db_synchronous_commit=read.text("TOKENVAULT_DB_SYNCHRONOUS_COMMIT", "on").strip().lower(),
         )
+        if config.db_synchronous_commit not in SYNCHRONOUS_COMMIT_LEVELS:
+            read.problems.append(
+                f"TOKENVAULT_DB_SYNCHRONOUS_COMMIT must be one of {' or '.join(SYNCHRONOUS_COMMIT_LEVELS)}, got"
+                f" {config.db_synchronous_commit!r}: a weaker level acknowledges audit rows a crash can lose"
+                " (set remote_apply where the server runs with it, else on)"
+            )
         if config.max_calls_per_client > config.workers:
             read.problems.append(
                 f"TOKENVAULT_MAX_CALLS_PER_CLIENT ({config.max_calls_per_client}) is above TOKENVAULT_WORKERS"

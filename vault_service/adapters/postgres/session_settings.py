@@ -5,10 +5,14 @@ Any PostgreSQL role may set defaults for its own sessions (`ALTER ROLE CURRENT_U
 a database. Settings given at connection start (libpq's `options`) take precedence over both, so
 the vault pins there what would otherwise change what it does without an error:
 
-- `synchronous_commit = on`: off, an audit row is acknowledged, and the value revealed, before it
-  is durable; a crash then loses the row (insider round 15, finding 3: 3 of 3 crashes). The chain
-  trigger also raises it for the commit of every transaction that appends an audit row
-  (migration 0025), whoever opened the session.
+- `synchronous_commit = on` (or `remote_apply`, TOKENVAULT_DB_SYNCHRONOUS_COMMIT): off, an audit
+  row is acknowledged, and the value revealed, before it is durable; a crash then loses the row
+  (insider round 15, finding 3: 3 of 3 crashes). The chain trigger also raises it for the commit
+  of every transaction that appends an audit row (migration 0025), whoever opened the session.
+  Pinned from the setting, `on` by default: a server configured with `remote_apply` (so that read
+  replicas see audit rows at once) sets the same in TOKENVAULT_DB_SYNCHRONOUS_COMMIT, else the
+  pin would lower its sessions to `on` (review 16, finding 5). Weaker values (`off`, `local`,
+  `remote_write`) are refused at start (`SYNCHRONOUS_COMMIT_LEVELS`).
 - `default_transaction_isolation = read committed`: the chain trigger reads the log's head after
   taking the chain's lock, and the budgets and erasure functions read rows after locking them;
   under repeatable read or serializable those reads see the snapshot from before the wait
@@ -38,6 +42,12 @@ from typing import Any
 
 import psycopg
 
+SYNCHRONOUS_COMMIT_LEVELS = ("on", "remote_apply")
+"""The values TOKENVAULT_DB_SYNCHRONOUS_COMMIT may take: an audit row's commit waits at least for
+its WAL to be flushed (`on`, and with synchronous standbys their flush too), or also applied on the
+synchronous standbys (`remote_apply`). `off`, `local` and `remote_write` acknowledge a commit a
+crash (of the primary, or of the standby with `local`/`remote_write` during a failover) can lose."""
+
 PINNED_SETTINGS: dict[str, str] = {
     "synchronous_commit": "on",
     "default_transaction_isolation": "read committed",
@@ -45,7 +55,15 @@ PINNED_SETTINGS: dict[str, str] = {
     "max_parallel_workers_per_gather": "0",
     "plan_cache_mode": "force_generic_plan",
 }
-"""Each setting the vault's sessions start with, as `current_setting` shows it."""
+"""Each setting the vault's sessions start with, as `current_setting` shows it (synchronous_commit:
+its default; `session_settings_with` gives the configured one)."""
+
+
+def session_settings_with(synchronous_commit: str) -> dict[str, str]:
+    """PINNED_SETTINGS with `synchronous_commit` as configured; ValueError for a level weaker than `on`."""
+    if synchronous_commit not in SYNCHRONOUS_COMMIT_LEVELS:
+        raise ValueError(f"synchronous_commit must be one of {', '.join(SYNCHRONOUS_COMMIT_LEVELS)}")
+    return {**PINNED_SETTINGS, "synchronous_commit": synchronous_commit}
 
 
 def startup_options(settings: dict[str, str]) -> str:
@@ -92,8 +110,10 @@ def _name_and_value(item: str) -> tuple[str, str]:
     return name.lower(), value
 
 
-def defaults_set_for_session(conn: psycopg.Connection[Any]) -> SessionSettingsReport:
-    """Read `pg_db_role_setting` for this session's login role and database, and the pinned values in effect.
+def defaults_set_for_session(
+    conn: psycopg.Connection[Any], pinned: dict[str, str] = PINNED_SETTINGS
+) -> SessionSettingsReport:
+    """Read `pg_db_role_setting` for this session's login role and database, and the `pinned` values in effect.
 
     A default equal to the pinned value (migration 0010 sets `max_parallel_workers_per_gather = 0`
     for the role) changes nothing and is not reported.
@@ -102,13 +122,13 @@ def defaults_set_for_session(conn: psycopg.Connection[Any]) -> SessionSettingsRe
     in_effect: set[str] = set()
     for (item,) in conn.execute(_DEFAULTS_FOR_THIS_SESSION).fetchall():
         name, value = _name_and_value(str(item))
-        if name not in PINNED_SETTINGS:
+        if name not in pinned:
             in_effect.add(name)
-        elif _normal(value) != _normal(PINNED_SETTINGS[name]):
+        elif _normal(value) != _normal(pinned[name]):
             overridden.add(name)
     not_pinned = [
         name
-        for name, value in PINNED_SETTINGS.items()
+        for name, value in pinned.items()
         if _normal(str((conn.execute("SELECT pg_catalog.current_setting(%s)", (name,)).fetchone() or ("",))[0]))
         != _normal(value)
     ]
