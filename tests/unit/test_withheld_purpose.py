@@ -28,4 +28,4 @@ def test_the_marker_names_no_cause_and_blames_no_client() -> None:
     # Review 15, finding 10: "spelled or named a value of the call" was wrong for a purpose withheld
     # by the stored-value lookup (another call's value, often a reference that only looks like one).
     assert "of the call" not in WITHHELD_SHOWN
-    assert WITHHELD_SHOWN == "(withheld by the vault: it spelled, or may have named, a stored value)"
+    assert WITHHELD_SHOWN == "(withheld by the vault)"

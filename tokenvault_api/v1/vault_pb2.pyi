@@ -299,8 +299,10 @@ class DetokenizeRequest(_message.Message):
     address; never a word or number of a reference) or an issued token split into pieces (or
     what may be one), or was not compared with every value of the call (one erased, or one that
     does not open): refusing it would tell the caller whether its guess was right or the value
-    is stored. A refused call's row withholds it too. `audit who-saw` shows a withheld purpose
-    as "(withheld by the vault: it spelled, or may have named, a stored value)".
+    is stored. A refused call's row withholds it too, and so does a later call of the same client
+    with the identical purpose once one was withheld for spelling or naming a value (remembered
+    in memory, per vault replica, for at least 12 hours). `audit who-saw` shows a withheld
+    purpose as "(withheld by the vault)", naming no cause.
     """
     as_column: _builtins.bool
     """Ask for the compact form: the answer comes in DetokenizeResponse.column (one column
@@ -477,7 +479,10 @@ class EraseRequest(_message.Message):
     """Why the values are erased: the erasure request's reference such as GDPR-2026-0042, refused
     or withheld as DetokenizeRequest.purpose is. One spelling a value this call erases (or may
     not erase) is withheld, never refused: refused when right, erased when wrong would confirm
-    a guess.
+    a guess. One holding what has the shape of a stored value (a device id with a model or serial
+    group such as G991B, or a whole address) is withheld by that shape alone, whether or not
+    the value is stored, erased or named by this call: an erasure split into calls keeps the
+    erased value in no row, on any replica. A usual reference (GDPR-2026-0042, INC-4821) is kept.
     """
     @_builtins.property
     def tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...

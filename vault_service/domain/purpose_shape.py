@@ -29,13 +29,16 @@ show in plain, or was not compared with every value of the call (refused before 
 naming a value that exists but was not compared: erased, or it does not open). Empty: no client
 can send an empty purpose (`check_purpose` refuses it, as the vault has since its first version),
 so in a Detokenize or Erase row empty always means withheld; the row's hash covers it as before."""
-WITHHELD_SHOWN = "(withheld by the vault: it spelled, or may have named, a stored value)"
+WITHHELD_SHOWN = "(withheld by the vault)"
 """How audit reports (`audit who-saw`) show WITHHELD_PURPOSE: blanks and parentheses are not in the
-reference form, so no purpose a client sent can read the same. True of every cause and naming none
-(review 15, finding 10): it spelled a value of the call; it was not compared with every value of
-the call (refused, or naming an erased value), so it may have named one; it may name a value or
-token stored for another call (`stored_values`: often a legitimate reference that only looks like
-one), or is too long to look up. It never says the client wrote the value there."""
+reference form, so no purpose a client sent can read the same. It names no cause, so it is true of
+every one (review 15, finding 10; review 16, finding 6): it spelled a value of the call; it was not
+compared with every value of the call (a refused call, or one naming an erased token, whatever its
+purpose said: `INC-4821` too); it may name a value or token stored for another call
+(`stored_values`: often a legitimate reference that only looks like one), or is too long to look
+up; an Erase's purpose has a stored value's shape; the client's identical purpose was withheld
+before on this replica. The earlier "it spelled, or may have named, a stored value" was untrue of
+a purpose withheld only for naming an erased token. README (purpose rules) lists the causes."""
 MAX_PURPOSE_LENGTH = 64
 """Room for the longest usual references (`GDPR-2026-0042/INC-4821`, `SECOPS-2026-000123:step-2`)
 with margin; little room for anything else, and a bound on the pieces `values_spelled_by` reads."""
