@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 from etl_service.adapters.dead_letter_queue import DeadLetter
 from etl_service.adapters.transit_sealer import SealedBodyUnopenable
+from etl_service.service.own_dead_letters import read_shaped_as_written
 from etl_service.service.sealing import read_dead_letter_body
 
 MAX_LAYERS = 4
@@ -105,4 +106,24 @@ def envelope_layers(dead: DeadLetter, key: str, decrypt: Callable[[str], str]) -
         inner = read_dead_letter_body(texts[-1])
         if inner is None:
             return Layers(texts, None, layer)
-        layer = replace(dead, sealed_body=inner["sealed_body"], key=inner["key"], note=inner["note"])
+        layer = inner_layer(dead, texts[-1], inner)
+
+
+def inner_layer(dead: DeadLetter, text: str, fields: dict[str, str | None]) -> DeadLetter:
+    """The envelope `text` found inside `dead` (read as `fields`) as a letter of its own: its body, its answers.
+
+    `dead`'s SQS metadata (message id, receipt handle, reason, times) is kept; the body and what
+    was read of it are the inner text's: `raw_body`, `is_envelope`, `shaped_as_written`, so
+    `written_envelope` pairs the inner body with the inner fields. `replace(dead, sealed_body=...,
+    key=..., note=...)` alone carried the outer body and its cached answers into the inner layer
+    (review 16, finding 7).
+    """
+    return replace(
+        dead,
+        sealed_body=fields["sealed_body"],
+        key=fields["key"],
+        note=fields["note"],
+        raw_body=text,
+        is_envelope=True,
+        shaped_as_written=read_shaped_as_written(text, fields),
+    )
