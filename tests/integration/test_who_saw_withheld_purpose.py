@@ -78,3 +78,28 @@ def test_who_saw_shows_a_withheld_purpose_as_withheld_and_the_log_still_verifies
     assert stored == [("CASE-2026-950",), ("",), ("",)]
     code, printed = run_audit_verify(own_database, exported, monkeypatch)
     assert code == 0 and "audit log intact" in printed, printed
+
+
+def test_who_saw_claims_no_cause_for_a_purpose_withheld_because_the_call_named_an_erased_token(
+    own_database: dict[str, str], anchored: Anchored, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Review 16, findings 6 and 8: the label said "it spelled, or may have named, a stored value"
+    # of every withheld row, also of `INC-4821` withheld only because its call named an erased
+    # token besides the one revealed (not every value compared, so any purpose is withheld). The
+    # printed row of the revealed token must claim no cause.
+    vault, exported = anchored
+    with VaultClient.connect(vault.address, stack_identity(own_database, "etl-service")) as etl:
+        shown, gone = etl.tokenize([(TokenType.IP, fresh_value(vault_pb2.TOKEN_TYPE_IP)) for _ in range(2)])
+    assert isinstance(shown, str) and isinstance(gone, str), (shown, gone)
+    assert erase(own_database, vault, [gone], "GDPR-2026-0042") == [None]
+    with VaultClient.connect(vault.address, stack_identity(own_database, "analyst"), deadline=10) as analyst:
+        revealed, _ = analyst.detokenize([shown, gone], "INC-4821")
+    assert isinstance(revealed, Revealed), revealed
+    vault.wait_for_checkpoint()
+
+    code, printed = _who_saw(own_database, exported, shown, monkeypatch)
+    assert code == 0 and "audit log intact" in printed, printed
+    (withheld,) = [line for line in printed.splitlines() if "analyst" in line]
+    assert "(withheld by the vault)" in withheld and "INC-4821" not in withheld, printed
+    for claim in ("spelled", "named", "stored value"):  # no cause the row did not have
+        assert claim not in withheld, printed

@@ -22,10 +22,3 @@ def test_no_client_can_send_the_withheld_form_or_its_marker(sent: str) -> None:
 def test_reports_show_the_withheld_form_as_withheld_and_a_kept_purpose_as_it_is() -> None:
     assert purpose_as_shown(WITHHELD_PURPOSE) == WITHHELD_SHOWN
     assert purpose_as_shown("GDPR-2026-0042") == "GDPR-2026-0042"
-
-
-def test_the_marker_names_no_cause_and_blames_no_client() -> None:
-    # Review 15, finding 10: "spelled or named a value of the call" was wrong for a purpose withheld
-    # by the stored-value lookup (another call's value, often a reference that only looks like one).
-    assert "of the call" not in WITHHELD_SHOWN
-    assert WITHHELD_SHOWN == "(withheld by the vault)"
