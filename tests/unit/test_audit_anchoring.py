@@ -12,6 +12,7 @@ import pytest
 from tokenvault_common.env import ConfigError
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.anchoring import (
+    HASHED_PER_PAUSE,
     AppendedRows,
     AuditChecksOverdue,
     Link,
@@ -60,6 +61,18 @@ def test_rows_in_the_segment_with_their_hash_are_not_missing() -> None:
     appended = {r.record_id: _link(r) for r in chain[1:4]}
     assert _missing(chain[1:], _head(chain[-1], 5), appended) == ()
     assert rows_to_hash([(r.record_id, r.prev_hash, r.row_hash) for r in chain[1:]], appended) == [5]
+
+
+def test_a_round_pauses_after_every_64_rows_it_hashes_itself_and_finds_the_same() -> None:
+    # Review 16, finding 3: another replica's rows were hashed in one burst per round, holding the
+    # interpreter for ~16 µs a row while calls waited; the round now yields every 64 rows.
+    chain = _chain(_events(140))
+    appended = {r.record_id: _link(r) for r in chain[:4]}
+    links = [(r.record_id, r.prev_hash, r.row_hash) for r in chain]
+    others = {r.record_id: r for r in chain[4:]}
+    pauses: list[int] = []
+    assert missing_rows(links, _head(chain[-1], 140), appended, others, lambda: pauses.append(1)) == ()
+    assert len(pauses) == 136 // HASHED_PER_PAUSE == 2
 
 
 def test_a_row_left_out_of_the_chain_or_beyond_the_head_is_missing() -> None:
