@@ -60,6 +60,19 @@ class AuditRecord:
     """
 
 
+class UnreadableTime(datetime):
+    """A stored time a `datetime` cannot hold (`infinity`, `-infinity`, before the year 1 or after 9999).
+
+    The vault never writes one (the chain trigger stamps each row with the database's clock), so
+    a record read with this time is tampered (attack 16, finding 4): `first_broken_record` names
+    it. The reader loads such a time as `UNREADABLE_TIME` rather than fail the whole read.
+    """
+
+
+UNREADABLE_TIME = UnreadableTime(1, 1, 1, tzinfo=UTC)
+"""The time a record is read with when its stored time is out of a `datetime`'s range."""
+
+
 def chain_hash(prev_hash: bytes, at: datetime, event: AuditEvent) -> bytes:
     """SHA-256 over the previous hash and a canonical encoding of this row's fields."""
     fields = {
@@ -178,13 +191,15 @@ def first_broken_record(records: Iterable[AuditRecord]) -> int | None:
     """The id of the first record whose chain does not hold, or None when the log is intact.
 
     A record breaks the chain when it does not link to the one before, when its hash does not
-    match its fields, or when its time is earlier than the record before (backdated).
+    match its fields, when its time is earlier than the record before (backdated), or when its
+    time could not be read (`UnreadableTime`: out of range, written by no vault).
     """
     expected_prev = GENESIS_HASH
     last_at: datetime | None = None
     for record in records:
         if (
-            record.prev_hash != expected_prev
+            isinstance(record.at, UnreadableTime)
+            or record.prev_hash != expected_prev
             or record.row_hash != record_hash(record)
             or (last_at is not None and record.at < last_at)
         ):
