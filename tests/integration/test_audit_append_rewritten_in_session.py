@@ -37,12 +37,15 @@ _COLUMNS = ("client", "client_serial", "client_cert_sha256", "action", "purpose"
 _PARAMETERS = ("$1", "$2", "$3", "$4", "$5", "$6", "$7::int", "$8", "$9::bytea[]")
 
 
-def append_one_writing(**changed: str) -> str:
-    """A PREPARE of the single-event append's name whose INSERT writes the row, some columns as `changed` (SQL)."""
+def append_one_writing(returning: str = ", ".join(audit_module.RETURNED_COLUMNS), **changed: str) -> str:
+    """A PREPARE of the single-event append's name whose INSERT writes the row, some columns as `changed` (SQL).
+
+    It returns what the vault's append returns, unless `returning` names other columns.
+    """
     values = ", ".join(changed.get(c, p) for c, p in zip(_COLUMNS, _PARAMETERS, strict=True))
     return (
         f"PREPARE {_NAME} (text,text,text,text,text,text,int,text,bytea[]) AS /* rewritten */"
-        f" INSERT INTO vault.audit_log ({', '.join(_COLUMNS)}) VALUES ({values}) RETURNING id"
+        f" INSERT INTO vault.audit_log ({', '.join(_COLUMNS)}) VALUES ({values}) RETURNING {returning}"
     )
 
 
@@ -99,6 +102,12 @@ def test_an_append_replaced_to_write_its_row_otherwise_is_refused(
 ) -> None:
     assert not appended_after_replacing(own_database, append_one_writing(**changed)), "the rewritten append passed"
     assert rows(own_database) == 2  # the first append's row and the rewritten one: stored, the call refused
+
+
+def test_an_append_replaced_to_return_other_columns_is_refused(own_database: dict[str, str]) -> None:
+    """A planted statement returning less than the vault's append (its id only) is refused, not a crash."""
+    assert not appended_after_replacing(own_database, append_one_writing(returning="id"))
+    assert rows(own_database) == 2
 
 
 def test_an_append_replaced_by_the_same_insert_passes(own_database: dict[str, str]) -> None:

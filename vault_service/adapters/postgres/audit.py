@@ -49,6 +49,9 @@ from vault_service.domain.errors import AuditUnavailable
 
 log = logging.getLogger(__name__)
 
+RETURNED_COLUMNS = ("id", "at", "prev_hash", "row_hash", "hash_version")
+"""What each append returns of the rows it wrote: `_returned_rows` checks them (one row per event)."""
+
 _APPEND = PreparedStatement(
     "audit_append",
     "INSERT INTO vault.audit_log (client, client_serial, client_cert_sha256, action, purpose, token_types,"
@@ -58,14 +61,14 @@ _APPEND = PreparedStatement(
     " SELECT u.c, u.s, u.f, u.a, u.p, u.t, u.n, u.o, CASE WHEN u.hi >= u.lo THEN ($1::bytea[])[u.lo:u.hi] END"
     " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[],"
     " $10::int[], $11::int[]) AS u(c, s, f, a, p, t, n, o, lo, hi)"
-    " RETURNING id, at, prev_hash, row_hash, hash_version",
+    f" RETURNING {', '.join(RETURNED_COLUMNS)}",
 )
 """Run by libpq as a prepared statement (see prepared.py): every Detokenize call waits for it."""
 _APPEND_ONE = PreparedStatement(
     "audit_append_one",
     "INSERT INTO vault.audit_log (client, client_serial, client_cert_sha256, action, purpose, token_types,"
     " item_count, outcome, revealed) VALUES ($1, $2, $3, $4, $5, $6, $7::int, $8, $9::bytea[])"
-    " RETURNING id, at, prev_hash, row_hash, hash_version",
+    f" RETURNING {', '.join(RETURNED_COLUMNS)}",
 )
 """A group of one event (a lone caller): no arrays to build in Python or to unnest in Postgres."""
 _PRESENT = UnnamedStatement(
@@ -235,6 +238,8 @@ def _returned_rows(events: Sequence[AuditEvent], stored: Sequence[tuple[object, 
     """
     rows: list[tuple[int, Link]] = []
     for event, row in zip(events, stored, strict=True):
+        if len(row) != len(RETURNED_COLUMNS):  # a statement planted in the session returns something else
+            raise AuditRowsDropped(len(events), len(rows))
         record = AuditRecord(
             int(cast(int, row[0])),
             cast(datetime, row[1]),
