@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.vault_settings import vault_env
 from tokenvault_common.env import ConfigError
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.anchoring import (
@@ -162,21 +163,9 @@ def test_audit_verify_names_the_missing_rows_of_an_exported_checkpoint() -> None
 
 
 def test_the_unchecked_bound_defaults_to_thirty_checkpoint_intervals_and_is_at_least_five(tmp_path: Path) -> None:
-    env = _vault_env(tmp_path)
+    env = vault_env(tmp_path)
     assert VaultServiceConfig.from_env(env).audit_unchecked_seconds == 60
     config = VaultServiceConfig.from_env({**env, "TOKENVAULT_AUDIT_CHECKPOINT_SECONDS": "1"})
     assert config.audit_unchecked_seconds == 30
     with pytest.raises(ConfigError, match="TOKENVAULT_AUDIT_UNCHECKED_SECONDS"):
         VaultServiceConfig.from_env({**env, "TOKENVAULT_AUDIT_UNCHECKED_SECONDS": "9"})  # 5 intervals: 10 s
-
-
-def _vault_env(tmp_path: Path) -> dict[str, str]:
-    some_file = tmp_path / "file.pem"
-    some_file.write_text("x")
-    files = ("TOKENVAULT_TLS_CERT", "TOKENVAULT_TLS_KEY", "TOKENVAULT_TLS_CLIENT_CA", "TOKENVAULT_POLICY_FILE")
-    return {
-        **dict.fromkeys(files, str(some_file)),
-        "TOKENVAULT_DATABASE_DSN": "postgresql://vault@localhost/tokenvault",
-        "TOKENVAULT_VAULT_ADDR": "http://127.0.0.1:8200",
-        "TOKENVAULT_VAULT_TOKEN": "dev-only",
-    }

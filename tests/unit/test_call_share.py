@@ -9,6 +9,7 @@ import pytest
 
 from tests.unit.fakes import FakeAuditLog
 from tests.unit.rpc_errors import FakeRpcError
+from tests.unit.vault_settings import vault_env
 from tokenvault_client import GRPC_SLOTS_FULL, RateLimited, ServerBusy, Unavailable
 from tokenvault_client.errors import from_rpc_error
 from tokenvault_client.retry import RetryPolicy, call_with_retry
@@ -46,24 +47,11 @@ def test_refusals_over_the_share_are_audited_as_one_row_per_client_and_method() 
     assert row.outcome == "refused: 3 calls over the client's share of calls at once"
 
 
-def _env(tmp_path: Path, **settings: str) -> dict[str, str]:
-    some_file = tmp_path / "file.pem"
-    some_file.write_text("x")
-    files = ("TOKENVAULT_TLS_CERT", "TOKENVAULT_TLS_KEY", "TOKENVAULT_TLS_CLIENT_CA", "TOKENVAULT_POLICY_FILE")
-    return {
-        **dict.fromkeys(files, str(some_file)),
-        "TOKENVAULT_DATABASE_DSN": "postgresql://vault@localhost/tokenvault",
-        "TOKENVAULT_VAULT_ADDR": "http://127.0.0.1:8200",
-        "TOKENVAULT_VAULT_TOKEN": "dev-only",
-        **settings,
-    }
-
-
 def test_the_share_defaults_to_half_the_workers_and_may_not_exceed_them(tmp_path: Path) -> None:
-    assert VaultServiceConfig.from_env(_env(tmp_path)).max_calls_per_client == 8  # 16 workers
-    assert VaultServiceConfig.from_env(_env(tmp_path, TOKENVAULT_WORKERS="6")).max_calls_per_client == 3
+    assert VaultServiceConfig.from_env(vault_env(tmp_path)).max_calls_per_client == 8  # 16 workers
+    assert VaultServiceConfig.from_env(vault_env(tmp_path, TOKENVAULT_WORKERS="6")).max_calls_per_client == 3
     with pytest.raises(ConfigError, match=r"TOKENVAULT_MAX_CALLS_PER_CLIENT \(20\) is above TOKENVAULT_WORKERS"):
-        VaultServiceConfig.from_env(_env(tmp_path, TOKENVAULT_MAX_CALLS_PER_CLIENT="20"))
+        VaultServiceConfig.from_env(vault_env(tmp_path, TOKENVAULT_MAX_CALLS_PER_CLIENT="20"))
 
 
 def test_the_client_retries_a_call_grpc_refused_with_every_slot_taken_but_not_a_vault_limit() -> None:

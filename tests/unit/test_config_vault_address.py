@@ -13,6 +13,7 @@ import pytest
 
 from etl_service.config import EtlConfig
 from etl_service.entrypoints import dead_letters
+from tests.unit.vault_settings import vault_env
 from tokenvault_common.env import ConfigError
 from vault_service.config import VaultServiceConfig
 
@@ -24,18 +25,6 @@ ACCEPTED = [
     "https://203.0.113.10:8200",
     "https://vault.vault.svc:8200",
 ]
-
-
-def _vault_env(tmp_path: Path, address: str, **extra: str) -> dict[str, str]:
-    pem = tmp_path / "x.pem"
-    pem.write_text("x")
-    return {
-        "TOKENVAULT_DATABASE_DSN": "postgresql://vault@db/tokenvault",
-        "TOKENVAULT_VAULT_ADDR": address,
-        "TOKENVAULT_VAULT_TOKEN": "dev-only",
-        **{f"TOKENVAULT_{name}": str(pem) for name in ("TLS_CERT", "TLS_KEY", "TLS_CLIENT_CA", "POLICY_FILE")},
-        **extra,
-    }
 
 
 def _etl_env(tmp_path: Path, address: str, **extra: str) -> dict[str, str]:
@@ -55,7 +44,7 @@ def _etl_env(tmp_path: Path, address: str, **extra: str) -> dict[str, str]:
 
 def test_the_vault_service_refuses_plain_http_to_a_remote_openbao_naming_the_setting(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as refused:
-        VaultServiceConfig.from_env(_vault_env(tmp_path, REMOTE_PLAIN))
+        VaultServiceConfig.from_env(vault_env(tmp_path, TOKENVAULT_VAULT_ADDR=REMOTE_PLAIN))
     message = str(refused.value)
     assert "TOKENVAULT_VAULT_ADDR is plain http:// to 203.0.113.10" in message
     assert "https://" in message and "TOKENVAULT_VAULT_PLAINTEXT=allow" in message
@@ -71,27 +60,31 @@ def test_the_etl_refuses_plain_http_to_a_remote_openbao_naming_the_setting(tmp_p
 
 @pytest.mark.parametrize("address", ACCEPTED)
 def test_https_or_a_loopback_http_address_is_accepted(tmp_path: Path, address: str) -> None:
-    vault = VaultServiceConfig.from_env(_vault_env(tmp_path, address))
+    vault = VaultServiceConfig.from_env(vault_env(tmp_path, TOKENVAULT_VAULT_ADDR=address))
     etl = EtlConfig.from_env(_etl_env(tmp_path, address))
     assert vault.vault_address == address
     assert etl.dlq_seal_vault_addr == address
 
 
 def test_plain_http_on_a_private_network_is_accepted_when_allowed_explicitly(tmp_path: Path) -> None:
-    vault = VaultServiceConfig.from_env(_vault_env(tmp_path, "http://vault:8200", TOKENVAULT_VAULT_PLAINTEXT="allow"))
+    vault = VaultServiceConfig.from_env(
+        vault_env(tmp_path, TOKENVAULT_VAULT_ADDR="http://vault:8200", TOKENVAULT_VAULT_PLAINTEXT="allow")
+    )
     etl = EtlConfig.from_env(_etl_env(tmp_path, "http://vault:8200", ETL_DLQ_SEAL_VAULT_PLAINTEXT="allow"))
     assert vault.vault_address == etl.dlq_seal_vault_addr == "http://vault:8200"
 
 
 def test_a_host_name_is_no_loopback_even_when_it_resolves_to_one(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="TOKENVAULT_VAULT_ADDR is plain http:// to vault"):
-        VaultServiceConfig.from_env(_vault_env(tmp_path, "http://vault:8200"))
+        VaultServiceConfig.from_env(vault_env(tmp_path, TOKENVAULT_VAULT_ADDR="http://vault:8200"))
 
 
 @pytest.mark.parametrize(("value", "expected"), [("yes", "must be allow or unset, got 'yes'")])
 def test_an_opt_in_other_than_allow_is_refused(tmp_path: Path, value: str, expected: str) -> None:
     with pytest.raises(ConfigError, match=f"TOKENVAULT_VAULT_PLAINTEXT {expected}"):
-        VaultServiceConfig.from_env(_vault_env(tmp_path, REMOTE_PLAIN, TOKENVAULT_VAULT_PLAINTEXT=value))
+        VaultServiceConfig.from_env(
+            vault_env(tmp_path, TOKENVAULT_VAULT_ADDR=REMOTE_PLAIN, TOKENVAULT_VAULT_PLAINTEXT=value)
+        )
     with pytest.raises(ConfigError, match=f"ETL_DLQ_SEAL_VAULT_PLAINTEXT {expected}"):
         EtlConfig.from_env(_etl_env(tmp_path, REMOTE_PLAIN, ETL_DLQ_SEAL_VAULT_PLAINTEXT=value))
 
@@ -99,7 +92,7 @@ def test_an_opt_in_other_than_allow_is_refused(tmp_path: Path, value: str, expec
 @pytest.mark.parametrize("address", ["vault:8200", "ftp://vault:8200", "https://", "http://[::1"])
 def test_an_address_that_is_no_http_url_is_refused(tmp_path: Path, address: str) -> None:
     with pytest.raises(ConfigError, match="TOKENVAULT_VAULT_ADDR must be an https:// URL"):
-        VaultServiceConfig.from_env(_vault_env(tmp_path, address))
+        VaultServiceConfig.from_env(vault_env(tmp_path, TOKENVAULT_VAULT_ADDR=address))
 
 
 @pytest.mark.parametrize("setting", ["ETL_DLQ_SEAL_VAULT_ADDR", "VAULT_ADDR"])

@@ -11,25 +11,12 @@ import logging
 
 import pytest
 
-from tests.unit.fakes import FakeAuditLog, FakeKeyStore, FakeKeyWrapper, FakeTokenStore
-from vault_service.domain.policy import parse_policy
+from tests.unit.purpose_vaults import DEVICE, vault_with_two_tokens
 from vault_service.domain.purpose import stored_candidates
 from vault_service.domain.token_types import TokenType
-from vault_service.service.keyring import KeyManager
 from vault_service.service.revealing import Revealed
 from vault_service.service.stored_values import LOOKUP_TTL_SECONDS, MAX_CANDIDATES, StoredValueLookup
-from vault_service.service.vault import TokenVault, purposes_withheld
-
-DEVICE = "SM-G991B-QWERTYUI"
-POLICY = parse_policy(
-    {
-        "clients": {
-            "etl": {"tokenize": ["ip", "device_id"]},
-            "analyst": {"detokenize": {"ip": "masked", "device_id": "masked"}},
-            "officer": {"erase": ["ip", "device_id"]},
-        }
-    }
-)
+from vault_service.service.vault import purposes_withheld
 
 
 class _Clock:
@@ -38,15 +25,6 @@ class _Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def _vault() -> tuple[TokenVault, FakeTokenStore, FakeAuditLog, str, str]:
-    store, audit = FakeTokenStore(), FakeAuditLog()
-    keys = KeyManager(FakeKeyStore(), FakeKeyWrapper())
-    keys.start()
-    vault = TokenVault(store, keys, POLICY, audit)
-    ip_token, device_token = vault.tokenize("etl", [(TokenType.IP, "198.18.7.9"), (TokenType.DEVICE_ID, DEVICE)])
-    return vault, store, audit, str(ip_token), str(device_token)
 
 
 def test_the_candidates_hold_the_device_id_shaped_runs_as_written_in_upper_and_in_lower_case() -> None:
@@ -63,7 +41,7 @@ def test_no_group_and_no_word_with_its_number_is_a_candidate() -> None:
 
 
 def test_short_device_ids_and_an_ip_a_producer_sent_blank_no_reference() -> None:
-    vault, _, audit, ip_token, _ = _vault()
+    vault, _, audit, ip_token, _ = vault_with_two_tokens()
     poison = [(TokenType.DEVICE_ID, value) for value in ("INC", "2026", "GDPR", "GDPR-2026", "0042", "4821")]
     vault.tokenize("etl", [*poison, (TokenType.IP, "32.38.0.66")])
     for reference in ("GDPR-2026-0042", "INC-4821"):
@@ -73,21 +51,21 @@ def test_short_device_ids_and_an_ip_a_producer_sent_blank_no_reference() -> None
 
 def test_a_device_id_stored_in_lower_case_is_found_in_upper_case() -> None:
     # Review 15, finding 4: an Android id is stored as 16 lower-case hex digits.
-    vault, _, audit, ip_token, _ = _vault()
+    vault, _, audit, ip_token, _ = vault_with_two_tokens()
     vault.tokenize("etl", [(TokenType.DEVICE_ID, "dcfabeeb9acdfe7b")])
     vault.detokenize("analyst", [ip_token], "INC-DCFABEEB9ACDFE7B")
     assert audit.events[-1].purpose == ""
 
 
 def test_a_reveal_naming_a_device_of_another_call_is_served_and_keeps_no_purpose() -> None:
-    vault, _, audit, ip_token, _ = _vault()
+    vault, _, audit, ip_token, _ = vault_with_two_tokens()
     (result,) = vault.detokenize("analyst", [ip_token], f"INC-{DEVICE}")
     assert isinstance(result, Revealed)
     assert (audit.events[-1].outcome, audit.events[-1].purpose) == ("ok: 1 revealed, 0 refused", "")
 
 
 def test_an_erasure_split_in_two_calls_keeps_the_device_id_in_neither_row() -> None:
-    vault, store, _, ip_token, device_token = _vault()
+    vault, store, _, ip_token, device_token = vault_with_two_tokens()
     purpose = f"GDPR-2026-801-{DEVICE}"
     assert vault.erase("officer", [ip_token], purpose) == [None]
     assert vault.erase("officer", [device_token], purpose) == [None]
@@ -95,13 +73,13 @@ def test_an_erasure_split_in_two_calls_keeps_the_device_id_in_neither_row() -> N
 
 
 def test_a_reference_naming_no_stored_value_is_kept() -> None:
-    vault, _, audit, ip_token, _ = _vault()
+    vault, _, audit, ip_token, _ = vault_with_two_tokens()
     vault.detokenize("analyst", [ip_token], "CASE-2026-0815")
     assert audit.events[-1].purpose == "CASE-2026-0815"
 
 
 def test_one_lookup_per_distinct_purpose_until_the_answer_is_older_than_the_ttl() -> None:
-    vault, store, _, _, _ = _vault()
+    vault, store, _, _, _ = vault_with_two_tokens()
     clock = _Clock()
     lookup = StoredValueLookup(store, vault._keys, clock=clock)
     for _ in range(5):
@@ -114,7 +92,7 @@ def test_one_lookup_per_distinct_purpose_until_the_answer_is_older_than_the_ttl(
 
 
 def test_an_erased_value_is_no_longer_found() -> None:
-    vault, store, _, _, device_token = _vault()
+    vault, store, _, _, device_token = vault_with_two_tokens()
     clock = _Clock()
     lookup = StoredValueLookup(store, vault._keys, clock=clock)
     assert lookup.names_a_stored_value(f"INC-{DEVICE}") is True
@@ -125,7 +103,7 @@ def test_an_erased_value_is_no_longer_found() -> None:
 
 
 def test_a_purpose_of_more_candidates_than_the_bound_is_withheld_without_a_lookup() -> None:
-    vault, store, audit, ip_token, _ = _vault()
+    vault, store, audit, ip_token, _ = vault_with_two_tokens()
     many_groups = "K2L-BC-DE-FG-HI-J3K-NO-QR-TU-WX-Z4Y-MN-PQ-RS"  # 14 groups, 3 serial-shaped: 256 values
     assert stored_candidates(many_groups).size > MAX_CANDIDATES
     vault.detokenize("analyst", [ip_token], many_groups)
@@ -135,7 +113,7 @@ def test_a_purpose_of_more_candidates_than_the_bound_is_withheld_without_a_looku
 def test_every_withhold_is_counted_alike_and_none_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     # Review 15, finding 2: a warning of its own on a stored-value hit told whoever reads the logs
     # whether a guess (`INC-<device id>`) is stored anywhere in the vault.
-    vault, _, audit, ip_token, device_token = _vault()
+    vault, _, audit, ip_token, device_token = vault_with_two_tokens()
     before = purposes_withheld()
     with caplog.at_level(logging.DEBUG, logger="vault_service"):
         vault.detokenize("analyst", [ip_token], f"INC-{DEVICE}")  # names a value of another call

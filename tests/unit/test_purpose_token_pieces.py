@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.test_purpose_stored_values import _vault
+from tests.unit.purpose_vaults import vault_with_two_tokens
 from vault_service.domain.errors import InvalidRequest
 from vault_service.domain.purpose import (
     MIN_TOKEN_PIECE,
@@ -72,7 +72,7 @@ def _split_past_both_readings(body: str) -> str | None:
 def test_a_token_of_another_call_with_a_dash_and_one_more_is_withheld() -> None:
     # Review 15, finding 5: `token_ids_in` drops `/ . : #` (the random part keeps its `-`) or every
     # separator (it loses it); one more `-` beside the `.` split is in neither reading.
-    vault, _, audit, ip_token, _ = _vault()
+    vault, _, audit, ip_token, _ = vault_with_two_tokens()
     tokens = vault.tokenize("etl", [(TokenType.DEVICE_ID, f"PIXEL-7A-{n:05d}X") for n in range(400)])
     for token in map(str, tokens):
         body = token.removeprefix("dev_")
@@ -89,6 +89,6 @@ def test_a_token_of_another_call_with_a_dash_and_one_more_is_withheld() -> None:
 
 
 def test_a_mixed_case_reference_of_few_case_changes_is_kept() -> None:
-    vault, _, audit, ip_token, _ = _vault()
+    vault, _, audit, ip_token, _ = vault_with_two_tokens()
     vault.detokenize("analyst", [ip_token], "SECOPS-2026-000123:step-2")
     assert audit.events[-1].purpose == "SECOPS-2026-000123:step-2"

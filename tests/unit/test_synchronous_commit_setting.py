@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_config_vault_address import _vault_env
+from tests.unit.vault_settings import vault_env
 from tokenvault_common.env import ConfigError
 from vault_service.adapters.postgres.session_settings import PINNED_SETTINGS, session_settings_with
 from vault_service.config import VaultServiceConfig
@@ -22,12 +22,12 @@ ADDRESS = "https://vault.vault.svc:8200"
 
 
 def test_the_default_is_on(tmp_path: Path) -> None:
-    assert VaultServiceConfig.from_env(_vault_env(tmp_path, ADDRESS)).db_synchronous_commit == "on"
+    assert VaultServiceConfig.from_env(vault_env(tmp_path, TOKENVAULT_VAULT_ADDR=ADDRESS)).db_synchronous_commit == "on"
     assert session_settings_with("on") == PINNED_SETTINGS
 
 
 def test_remote_apply_is_pinned_as_configured(tmp_path: Path) -> None:
-    env = _vault_env(tmp_path, ADDRESS, TOKENVAULT_DB_SYNCHRONOUS_COMMIT="remote_apply")
+    env = vault_env(tmp_path, TOKENVAULT_VAULT_ADDR=ADDRESS, TOKENVAULT_DB_SYNCHRONOUS_COMMIT="remote_apply")
     config = VaultServiceConfig.from_env(env)
     assert config.db_synchronous_commit == "remote_apply"
     assert session_settings_with(config.db_synchronous_commit)["synchronous_commit"] == "remote_apply"
@@ -35,7 +35,7 @@ def test_remote_apply_is_pinned_as_configured(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("weaker", ["off", "local", "remote_write", "false", "0"])
 def test_a_level_weaker_than_on_stops_the_start_saying_why(tmp_path: Path, weaker: str) -> None:
-    env = _vault_env(tmp_path, ADDRESS, TOKENVAULT_DB_SYNCHRONOUS_COMMIT=weaker)
+    env = vault_env(tmp_path, TOKENVAULT_VAULT_ADDR=ADDRESS, TOKENVAULT_DB_SYNCHRONOUS_COMMIT=weaker)
     with pytest.raises(ConfigError, match=r"TOKENVAULT_DB_SYNCHRONOUS_COMMIT must be one of on or remote_apply.*lose"):
         VaultServiceConfig.from_env(env)
     with pytest.raises(ValueError):
