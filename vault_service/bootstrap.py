@@ -35,6 +35,7 @@ from vault_service.entrypoints.metrics import (
     observe_checkpoint_refused,
     observe_database_defaults,
     observe_id_sequence_tampered,
+    observe_oldest_unchecked,
     observe_planted_checkpoint,
     observe_rows_missing,
     observe_rows_unchecked,
@@ -87,6 +88,9 @@ class Bootstrapped:
         (default 30 intervals) for its check (domain/anchoring.py `AppendedRows`).
         """
         self.audit.appended.max_age = unchecked_seconds if unchecked_seconds is not None else 30 * interval
+        self.audit.appended.warn_age = 3 * interval  # the unchecked ids are logged before a kill can erase them
+        self.audit.upkeep_read_timeout = 5 * interval  # a hanging round fails (counted) instead of waiting
+        observe_oldest_unchecked(self.audit.appended.oldest_age)
         verify = SignatureVerifier(self.signer)
         return AuditUpkeep(
             self.audit,

@@ -3,6 +3,7 @@ missing rows named in the exported checkpoint, which audit-verify reports."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -169,3 +170,29 @@ def test_the_unchecked_bound_defaults_to_thirty_checkpoint_intervals_and_is_at_l
     assert config.audit_unchecked_seconds == 30
     with pytest.raises(ConfigError, match="TOKENVAULT_AUDIT_UNCHECKED_SECONDS"):
         VaultServiceConfig.from_env({**env, "TOKENVAULT_AUDIT_UNCHECKED_SECONDS": "9"})  # 5 intervals: 10 s
+
+
+def test_rows_unchecked_past_three_intervals_are_logged_once_by_id_before_any_refusal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Review 17, finding 1: a replica killed (OOM) before the bound left no trace of its unchecked
+    # rows. The ids are logged early, once per stretch, outside the database.
+    now = [0.0]
+    rows = AppendedRows(max_age=60.0, warn_age=6.0, clock=lambda: now[0])
+    rows.remember([(7, (b"p", b"r")), (9, (b"q", b"s"))])
+    now[0] = 5.0
+    with caplog.at_level(logging.WARNING):
+        rows.check_open()
+        assert caplog.text == "" and rows.oldest_age() == 5.0
+        now[0] = 7.0
+        rows.check_open()
+        rows.check_open()
+    assert caplog.text.count("2 audit row(s) this service appended (ids 7 to 9) have waited 7 s") == 1
+    rows.forget([7, 9])
+    rows.check_open()  # a new stretch warns again
+    rows.remember([(11, (b"r", b"t"))])
+    now[0] = 20.0
+    with caplog.at_level(logging.WARNING):
+        rows.check_open()
+    assert "1 audit row(s) this service appended (ids 11 to 11)" in caplog.text
+    assert rows.oldest_age() == 13.0

@@ -427,3 +427,30 @@ def test_a_round_checks_the_rows_though_its_own_aggregated_rows_are_refused_for_
     assert len(rows) == 0 and [c.head.head_id for c in exported] == [2] and audit.events == []
     upkeep.run_once()  # the appends are open again: the kept counts are written
     assert [e.item_count for e in audit.events] == [7]
+
+
+def test_stop_logs_the_unchecked_ids_before_the_last_round_and_skips_it_while_a_round_hangs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Review 17, finding 2: with a hung round, stop() ran a second one concurrently, which hung
+    # too, and the pod was SIGKILLed before the unchecked ids were logged.
+    records = _chained(3)
+    rows = AppendedRows()
+    rows.remember([(r.record_id, (r.prev_hash, r.row_hash)) for r in records[1:]])
+    store, rounds = _ChainStore(records), list[int]()
+    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), [], [], appended=rows)
+    upkeep.run_once = lambda: rounds.append(1)  # type: ignore[method-assign]
+
+    class _HungThread:
+        def join(self, timeout: float | None = None) -> None:
+            pass
+
+        def is_alive(self) -> bool:
+            return True
+
+    upkeep._thread = _HungThread()  # type: ignore[assignment]
+    with caplog.at_level(logging.WARNING):
+        upkeep.stop()
+    assert rounds == []
+    first = caplog.text.index("stopping with 2 audit row(s) this service appended (ids 2 to 3)")
+    assert first < caplog.text.index("were never checked")

@@ -18,6 +18,7 @@ the log, or the chain breaks at the checkpoint. See docs/threat-model.md.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -26,6 +27,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from vault_service.domain.audit import AuditEvent, AuditRecord, chain_hash_v2, record_hash
 from vault_service.domain.checkpoints import ChainHead
 from vault_service.domain.errors import AuditUnavailable
+
+log = logging.getLogger(__name__)
 
 Link = tuple[bytes, bytes]
 """A row's (prev_hash, row_hash)."""
@@ -64,6 +67,11 @@ class AppendedRows:
     older than `max_age` seconds (None: no age bound, for processes with no upkeep) or `limit`
     rows are remembered; the appends then refused are counted through `on_refused`. A row
     already written is always remembered. Thread-safe: appends add, the upkeep thread takes.
+
+    Evidence before a kill (review 17, finding 1): once the oldest row is older than `warn_age`
+    seconds, `check_open` logs a WARNING once per stretch naming the unchecked ids (count,
+    lowest, highest; ids only), so a process killed later (OOM, SIGKILL) still leaves them in
+    the log outside the database. `oldest_age` gives the age for a gauge.
     """
 
     def __init__(
@@ -72,9 +80,12 @@ class AppendedRows:
         max_age: float | None = None,
         on_refused: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        warn_age: float | None = None,
     ) -> None:
         self._limit = limit
         self.max_age = max_age
+        self.warn_age = warn_age
+        self._warned = False  # the early warning is logged once per stretch of old rows
         self._rows: OrderedDict[int, tuple[Link, float]] = OrderedDict()  # in the order remembered: oldest first
         self._lock = threading.Lock()
         self.on_refused = on_refused or (lambda count: None)
@@ -85,6 +96,17 @@ class AppendedRows:
         with self._lock:
             count = len(self._rows)
             age = self._clock() - next(iter(self._rows.values()))[1] if count else 0.0
+            ids = (min(self._rows), max(self._rows)) if self._should_warn(age) else None
+        if ids is not None:
+            log.warning(
+                "%d audit row(s) this service appended (ids %d to %d) have waited %.0f s for the audit upkeep's"
+                " check; if this replica dies now they are forgotten unchecked. Check that these ids are in"
+                " vault.audit_log (logged once per stretch)",
+                count,
+                ids[0],
+                ids[1],
+                age,
+            )
         if count >= self._limit:
             reason = f"{count} of this replica's audit rows are waiting for the audit upkeep's check (the bound)"
         elif self.max_age is not None and age > self.max_age:
@@ -96,9 +118,25 @@ class AppendedRows:
             return
         self.on_refused(1)
         raise AuditChecksOverdue(
-            f"{reason}, so the call was refused; tell the security team (alert AuditUpkeepFailing:"
-            " the vault's log says why its audit upkeep rounds fail)"
+            f"{reason}, so the call was refused until the upkeep checks them. If the database or Vault is"
+            " away, this clears by itself once the upkeep can read the database again; if it persists, tell"
+            " the security team (alert AuditUpkeepFailing: the vault's log says why its audit upkeep rounds fail)"
         )
+
+    def _should_warn(self, age: float) -> bool:
+        """Whether to log the early warning now (under the lock): the first call of a stretch past `warn_age`."""
+        if self.warn_age is None or age <= self.warn_age:
+            self._warned = False
+            return False
+        if self._warned:
+            return False
+        self._warned = True
+        return True
+
+    def oldest_age(self) -> float:
+        """Seconds the oldest remembered row has waited for its check (0 when none)."""
+        with self._lock:
+            return self._clock() - next(iter(self._rows.values()))[1] if self._rows else 0.0
 
     def remember(self, rows: Iterable[tuple[int, Link]]) -> None:
         """Remember appended rows until a checkpoint round checks them."""

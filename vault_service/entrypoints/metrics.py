@@ -85,6 +85,11 @@ AUDIT_UPKEEP_FAILED = Counter(
     "Audit upkeep rounds that failed (database or Vault away, an unreadable row, the checkpoint file"
     " unwritable); each is retried at the next interval",
 )
+AUDIT_OLDEST_UNCHECKED = Gauge(
+    "tokenvault_audit_oldest_unchecked_seconds",
+    "Seconds the oldest audit row this process appended has waited for the audit upkeep's check (0: none waits);"
+    " past 3 intervals the log names the waiting ids",
+)
 
 DATABASE_DEFAULTS_SET = Gauge(
     "tokenvault_database_defaults_set",
@@ -127,6 +132,11 @@ def observe_rows_missing(count: int) -> None:
 def observe_rows_unchecked(count: int) -> None:
     """Count audit appends refused while rows went unchecked, or rows left unchecked at stop."""
     AUDIT_ROWS_UNCHECKED.inc(count)
+
+
+def observe_oldest_unchecked(age: Callable[[], float]) -> None:
+    """Export `age()` (the oldest unchecked audit row's age, in seconds) at every scrape."""
+    AUDIT_OLDEST_UNCHECKED.set_function(age)
 
 
 def observe_upkeep_failed() -> None:

@@ -419,11 +419,28 @@ class AuditUpkeep:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread, then flush and checkpoint one last time; report the rows that round left unchecked."""
+        """Stop the thread, then flush and checkpoint one last time; report the rows left unchecked.
+
+        The unchecked ids are logged before that last round, which may hang or be cut short by a
+        SIGKILL (review 17, finding 2), and the round is skipped while the thread is still inside
+        a hung one: two rounds never run at once.
+        """
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self._safely()
+        before = self._appended.remembered() if self._appended is not None else {}
+        if before:
+            log.warning(
+                "stopping with %d audit row(s) this service appended (ids %d to %d) not yet checked against the"
+                " chain; the last audit upkeep round checks them now",
+                len(before),
+                min(before),
+                max(before),
+            )
+        if self._thread is not None and self._thread.is_alive():
+            log.error("the audit upkeep round is still running (hung?) as the service stops: no last round")
+        else:
+            self._safely()
         left = self._appended.remembered() if self._appended is not None else {}
         if left:
             self._on_rows_unchecked(len(left))
@@ -435,6 +452,8 @@ class AuditUpkeep:
                 min(left),
                 max(left),
             )
+        elif before:
+            log.info("the last audit upkeep round checked the %d row(s) left", len(before))
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):

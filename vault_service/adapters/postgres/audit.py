@@ -267,6 +267,8 @@ class PostgresAuditLog:
         self._committer = GroupCommitter(self._write, self.MAX_GROUP)
         self._newest_stored = 0  # written by one group's leader at a time (the committer's turn)
         self._unbounded_told = False  # the head fallback before migration 0015 is logged once per process
+        self.upkeep_read_timeout: float | None = None
+        """Seconds the upkeep's chain reads (`links`, `records_at`) may take before they raise (None: no bound)."""
 
     def append(self, event: AuditEvent) -> None:
         """Write one chained record durably; raise AuditUnavailable if it could not be committed.
@@ -368,10 +370,21 @@ class PostgresAuditLog:
             raise
         self._overdue_told = False
 
+    def _bound_upkeep_read(self, conn: psycopg.Connection[Any]) -> None:
+        """Pin this transaction's statement timeout to `upkeep_read_timeout`, so a read the database makes wait raises.
+
+        A hanging round would be neither counted nor alerted on (review 17, finding 2); raising, it is
+        a failed round (tokenvault_audit_upkeep_failed_total, alert AuditUpkeepFailing).
+        """
+        if self.upkeep_read_timeout is not None:
+            milliseconds = max(1, int(self.upkeep_read_timeout * 1000))
+            conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{milliseconds}ms",))
+
     @translated
     def links(self, after_id: int, head: ChainHead) -> list[ChainLink]:
         """The (id, prev_hash, row_hash) of the rows after `after_id` up to `head`, in id order: one range read."""
-        with self._pool.connection() as conn:
+        with self._pool.connection() as conn, conn.transaction():
+            self._bound_upkeep_read(conn)
             rows = conn.execute(
                 "SELECT id, prev_hash, row_hash FROM vault.audit_log WHERE id > %s AND id <= %s ORDER BY id",
                 (after_id, head.head_id),
@@ -384,7 +397,8 @@ class PostgresAuditLog:
         """The full rows at `ids` (those the upkeep must hash itself), in id order."""
         if not ids:
             return []
-        with self._pool.connection() as conn:
+        with self._pool.connection() as conn, conn.transaction():
+            self._bound_upkeep_read(conn)
             cursor = _record_cursor(conn)  # as `records`: `revealed` as the bytes the chain trigger hashed
             rows = cursor.execute(
                 f"SELECT {_RECORD_COLUMNS} FROM vault.audit_log WHERE id = ANY(%s) ORDER BY id", (list(ids),)

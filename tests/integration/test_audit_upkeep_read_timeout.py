@@ -1,0 +1,76 @@
+"""A round whose chain read the database makes wait fails within the upkeep's statement timeout (review 17, #2).
+
+The database owner can make the upkeep's segment read wait without end (a `pg_sleep` in a view's
+function, or a lock on its path): a hanging round was neither counted nor alerted on
+(AuditUpkeepFailing). The reads now run under `upkeep_read_timeout` (5 intervals in the
+service), so they raise, and the round is counted as failed.
+
+Real PostgreSQL, a database of the module's own: the owner holds an ACCESS EXCLUSIVE lock on
+vault.audit_log while the upkeep's reads run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+
+from tests.integration.own_database import database_of_its_own
+from tokenvault_common.migrations import migrate
+from vault_service.adapters.postgres import PostgresAuditLog
+from vault_service.bootstrap import open_vault_pool
+from vault_service.domain.audit import AuditEvent
+from vault_service.domain.errors import VaultError
+
+
+@pytest.fixture(scope="module")
+def audit_log(stack_env: dict[str, str]) -> Iterator[tuple[PostgresAuditLog, str]]:
+    """The service's audit log on a migrated database of the module's own (2 rows appended), and the owner's DSN."""
+    with database_of_its_own(stack_env, "read_timeout") as env:
+        migrate(env["PG_ADMIN_DSN"])
+        pool = open_vault_pool(env["PG_VAULT_DSN"], 2)
+        try:
+            log = PostgresAuditLog(pool)
+            for n in range(2):
+                log.append(
+                    AuditEvent("svc", "detokenize", "ok: 1 revealed", 1, f"INC-{n}", "ip", revealed=(b"\1" * 16,))
+                )
+            yield log, env["PG_ADMIN_DSN"]
+        finally:
+            pool.close()
+
+
+@pytest.mark.parametrize("read", ["links", "records_at"])
+def test_an_upkeep_read_the_database_makes_wait_raises_within_its_timeout(
+    audit_log: tuple[PostgresAuditLog, str], read: str
+) -> None:
+    log, owner_dsn = audit_log
+    head = log.head()
+    assert head is not None
+    reads: dict[str, Callable[[], object]] = {
+        "links": lambda: log.links(0, head),
+        "records_at": lambda: log.records_at([head.head_id]),
+    }
+    log.upkeep_read_timeout = 0.5
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(reads[read]())
+        except VaultError as error:
+            outcome.append(error)
+
+    with psycopg.connect(owner_dsn) as owner:
+        owner.execute("LOCK TABLE vault.audit_log IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        reader = threading.Thread(target=run, daemon=True)
+        reader.start()
+        reader.join(timeout=5)
+        waited = time.monotonic() - started
+        owner.rollback()  # the lock goes: a read that still waits ends now
+    reader.join(timeout=5)
+    assert waited < 5, "the read waited on the lock past its timeout"
+    assert len(outcome) == 1 and isinstance(outcome[0], VaultError), outcome
