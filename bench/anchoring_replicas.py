@@ -4,8 +4,8 @@ Two vault processes on one database (the shipped deployment runs 2 replicas). Re
 a steady load of single-token Detokenize calls, so every upkeep round of replica A reads B's
 rows in full and hashes them (~16 µs a row in Python, in one burst per round), while A's own
 callers measure single-token latency and A's CPU per call. A is started in turn as shipped
-(`hashed`: B's rows read in slices of 256 and hashed with the interpreter yielded every 64
-rows), as first landed (`one-burst`: read and hashed at once), and with the round checking the
+(`hashed`: the segment read in pages of 256 rows and B's rows hashed with the interpreter
+yielded every 64 rows), as first landed (`one-burst`: read and hashed at once), and with the round checking the
 links of B's rows only (`links-only`: NOT safe, see docs/threat-model.md; a measurement control,
 never shipped), the same load on every side.
 
@@ -37,29 +37,20 @@ REPO = Path(__file__).resolve().parents[1]
 
 _LINKS_ONLY = """
 import sys
-from vault_service.service import audit_upkeep
+from vault_service.domain import anchoring
 
-def links_only(links, head, appended, others):
-    # The measurement control: B's rows taken at their links, unhashed (not safe).
-    if not appended:
-        return ()
-    if head is None or not links or links[-1][0] != head.head_id or links[-1][2] != head.head_hash:
-        return tuple(sorted(appended))
-    in_chain = {i: (prev, row) for i, prev, row in links}
-    return tuple(sorted(i for i, link in appended.items() if in_chain.get(i) != link))
-
-audit_upkeep.rows_to_hash = lambda links, appended: []
-audit_upkeep.missing_rows = links_only
+# The measurement control: B's rows taken at their links, unhashed (not safe; they are still read).
+anchoring._hashes = lambda row: row.record is not None
 from vault_service.__main__ import main
 sys.exit(main())
 """
 _SHIPPED = "import sys\nfrom vault_service.__main__ import main\nsys.exit(main())\n"
 _ONE_BURST = (
     "from vault_service.service import audit_upkeep\n"
-    "audit_upkeep._READ_SLICE = 10**9\n"
+    "audit_upkeep._PAGE_ROWS = 10**9\n"
     "audit_upkeep._yield_interpreter = lambda: None\n" + _SHIPPED
 )
-"""The round as first landed (2f96965): B's rows read and hashed in one burst, the interpreter never yielded."""
+"""The round as first landed (2f96965): B's rows read (up to the page's byte bound) and hashed in one burst."""
 _CODES = {"hashed": _SHIPPED, "one-burst": _ONE_BURST, "links-only": _LINKS_ONLY}
 VARIANTS = tuple(_CODES)
 

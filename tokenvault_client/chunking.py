@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 MAX_ITEMS_PER_CALL = 10_000
-"""The vault's per-call limit (vault_service.entrypoints.servicer.MAX_ITEMS_PER_CALL)."""
+"""The vault's per-call limit (vault_service.domain.audit.MAX_ITEMS_PER_CALL)."""
 
 MAX_REQUEST_BYTES = 1024 * 1024
 """A request size every vault accepts: a quarter of gRPC's default 4 MiB maximum message."""

@@ -2,7 +2,7 @@
 
 The database owner can set a row's `at` to `infinity`, `-infinity`, a date BC or after the year
 9999: PostgreSQL holds them, psycopg cannot load them into a `datetime`, so the verifier's read
-(`records`) and the upkeep's (`records_at`) raised StorageError (DataError) as a whole: audit
+(`records`) and the upkeep's (`segment`) raised StorageError (DataError) as a whole: audit
 verify, who-saw and the checkpoint round failed without naming the row. The vault never writes
 such a time (the chain trigger stamps each row with the database's clock), so the row is tampered:
 it is read with a marker for its time and reported as the first broken record, by its id.
@@ -68,11 +68,13 @@ def test_a_row_whose_time_is_out_of_range_is_named_as_the_first_broken_one(
         try:
             records = log.records()  # before: StorageError (DataError), no row named
             finding = verify_log(records, [], [], lambda data, signature: True)
-            hashed_by_the_upkeep = log.records_at([row])  # the checkpoint round's read of rows to hash
+            head = log.head()
+            assert head is not None
+            hashed_by_the_upkeep = log.segment(row - 1, head, [], 1)  # the checkpoint round's read of rows to hash
         finally:
             owner.execute("UPDATE vault.audit_log SET at = %s WHERE id = %s", (genuine, row))
     assert len(records) == _ROWS
     assert finding is not None and finding.first_row == row, finding
     assert "time" in finding.reason, finding.reason
-    assert [r.record_id for r in hashed_by_the_upkeep] == [row]
+    assert [r.record_id for r in hashed_by_the_upkeep] == [row] and hashed_by_the_upkeep[0].record is not None
     assert verify_log(log.records(), [], [], lambda data, signature: True) is None  # put back: intact again

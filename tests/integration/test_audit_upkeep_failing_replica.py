@@ -30,8 +30,8 @@ from tokenvault_client import Revealed, VaultClient, VaultClientError
 
 __all__ = ["own_database"]
 
-_SEGMENT_READ = "SELECT id, prev_hash, row_hash FROM vault.audit_log WHERE id >%"
-"""The start of the upkeep's segment read (audit.py `links`)."""
+_SEGMENT_READ = "WITH page AS MATERIALIZED (SELECT id, at,%"
+"""The start of the upkeep's segment read (audit.py `segment`)."""
 _BOUND = 5
 """TOKENVAULT_AUDIT_UNCHECKED_SECONDS here: five 1-second rounds (the floor)."""
 

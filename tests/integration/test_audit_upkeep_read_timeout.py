@@ -43,23 +43,21 @@ def audit_log(stack_env: dict[str, str]) -> Iterator[tuple[PostgresAuditLog, str
             pool.close()
 
 
-@pytest.mark.parametrize("read", ["links", "records_at"])
+@pytest.mark.parametrize("own", [False, True], ids=["rows-to-hash", "own-rows"])
 def test_an_upkeep_read_the_database_makes_wait_raises_within_its_timeout(
-    audit_log: tuple[PostgresAuditLog, str], read: str
+    audit_log: tuple[PostgresAuditLog, str], own: bool
 ) -> None:
     log, owner_dsn = audit_log
     head = log.head()
     assert head is not None
-    reads: dict[str, Callable[[], object]] = {
-        "links": lambda: log.links(0, head),
-        "records_at": lambda: log.records_at([head.head_id]),
-    }
+    appended = [(row_id, link[1]) for row_id, link in log.appended.remembered().items()] if own else []
+    read: Callable[[], object] = lambda: log.segment(0, head, appended, 256)  # noqa: E731
     log.upkeep_read_timeout = 0.5
     outcome: list[object] = []
 
     def run() -> None:
         try:
-            outcome.append(reads[read]())
+            outcome.append(read())
         except VaultError as error:
             outcome.append(error)
 

@@ -18,8 +18,8 @@ from vault_service.domain.anchoring import (
     AppendedRows,
     AuditChecksOverdue,
     Link,
-    missing_rows,
-    rows_to_hash,
+    SegmentCheck,
+    SegmentRow,
     stored_as_written,
 )
 from vault_service.domain.audit import GENESIS_HASH, AuditEvent, AuditRecord, chain_hash_v2
@@ -51,18 +51,28 @@ def _link(record: AuditRecord) -> Link:
     return record.prev_hash, record.row_hash
 
 
+def _rows(shown: list[AuditRecord], appended: dict[int, Link]) -> list[SegmentRow]:
+    """`shown` as the segment read gives it: the fields of the rows the upkeep must hash itself."""
+    own = {(i, row) for i, (_, row) in appended.items()}
+    return [
+        SegmentRow(r.record_id, r.prev_hash, r.row_hash, None if (r.record_id, r.row_hash) in own else r) for r in shown
+    ]
+
+
 def _missing(shown: list[AuditRecord], head: ChainHead | None, appended: dict[int, Link]) -> tuple[int, ...]:
-    """What the upkeep finds with `shown` as the log: links read, then the full rows it must hash itself."""
-    links = [(r.record_id, r.prev_hash, r.row_hash) for r in shown]
-    to_hash = set(rows_to_hash(links, appended))
-    return missing_rows(links, head, appended, {r.record_id: r for r in shown if r.record_id in to_hash})
+    """What the upkeep finds with `shown` as the log, read in pages of 2 rows."""
+    check, rows = SegmentCheck(head, appended), _rows(shown, appended)
+    for start in range(0, len(rows), 2):
+        if not check.add(rows[start : start + 2]):
+            break
+    return check.missing()
 
 
 def test_rows_in_the_segment_with_their_hash_are_not_missing() -> None:
     chain = _chain(_events(5))
     appended = {r.record_id: _link(r) for r in chain[1:4]}
     assert _missing(chain[1:], _head(chain[-1], 5), appended) == ()
-    assert rows_to_hash([(r.record_id, r.prev_hash, r.row_hash) for r in chain[1:]], appended) == [5]
+    assert [r.record_id for r in _rows(chain[1:], appended) if r.record is not None] == [5]
 
 
 def test_a_round_pauses_after_every_64_rows_it_hashes_itself_and_finds_the_same() -> None:
@@ -70,10 +80,9 @@ def test_a_round_pauses_after_every_64_rows_it_hashes_itself_and_finds_the_same(
     # interpreter for ~16 µs a row while calls waited; the round now yields every 64 rows.
     chain = _chain(_events(140))
     appended = {r.record_id: _link(r) for r in chain[:4]}
-    links = [(r.record_id, r.prev_hash, r.row_hash) for r in chain]
-    others = {r.record_id: r for r in chain[4:]}
     pauses: list[int] = []
-    assert missing_rows(links, _head(chain[-1], 140), appended, others, lambda: pauses.append(1)) == ()
+    check = SegmentCheck(_head(chain[-1], 140), appended, lambda: pauses.append(1))
+    assert check.add(_rows(chain, appended)) and check.missing() == ()
     assert len(pauses) == 136 // HASHED_PER_PAUSE == 2
 
 
@@ -96,6 +105,25 @@ def test_a_ghost_row_shown_in_the_segment_with_a_faked_link_makes_the_segment_vo
     appended = {ghost.record_id: _link(ghost), chain[3].record_id: _link(chain[3])}
     assert _missing(shown, _head(chain[-1], 4), appended) == tuple(sorted(appended))
     assert _missing(shown[:2], _head(chain[-1], 4), {2: _link(chain[1])}) == (2,)  # not ending at the head
+
+
+def test_a_row_too_large_to_fetch_or_with_a_hash_of_another_length_breaks_the_segment_at_its_id() -> None:
+    # Review 17 #1: the segment read fetches no field larger than a genuine row can hold; such a
+    # row cannot be hashed, so the segment holds for nothing, and the round names where it broke.
+    chain = _chain(_events(4))
+    appended = {1: _link(chain[0]), 4: _link(chain[3])}
+    rows = _rows(chain, appended)
+    oversize = replace(rows[1], record=None, oversize=True)
+    check = SegmentCheck(_head(chain[-1], 4), appended)
+    assert not check.add([rows[0], oversize, *rows[2:]])
+    assert check.broken_at == 2 and check.missing() == (1, 4)
+    unread_hash = replace(rows[2], row_hash=b"")  # a hash of another length, shown as b""
+    check = SegmentCheck(_head(chain[-1], 4), appended)
+    assert check.add(rows[:2]) and not check.add([unread_hash, rows[3]])
+    assert check.broken_at == 3 and check.missing() == (1, 4)
+    check = SegmentCheck(_head(chain[-1], 4), appended)
+    assert check.add(rows[:2]) and check.add(rows[2:]) and check.broken_at is None and check.missing() == ()
+    assert check.appended_after(1, 5) == [(4, chain[3].row_hash)]
 
 
 def test_an_appended_row_is_stored_as_written_only_with_its_events_hash() -> None:

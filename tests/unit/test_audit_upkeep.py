@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.unit.fakes import FakeAuditLog
-from vault_service.domain.anchoring import AppendedRows
+from vault_service.domain.anchoring import AppendedRows, SegmentRow
 from vault_service.domain.audit import GENESIS_HASH, AuditEvent, AuditRecord, chain_hash_v2
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
 from vault_service.domain.errors import AuditUnavailable, DatabaseUnavailable, StorageError, TooManyRequests
@@ -62,10 +62,7 @@ class _Store:
             return Checkpoint(head, "k", "vault:v1:planted")
         return self.stored[-1] if self.stored else None
 
-    def links(self, after_id: int, head: ChainHead) -> list[tuple[int, bytes, bytes]]:
-        raise AssertionError("no upkeep here checks appended rows")
-
-    def records_at(self, ids: Sequence[int]) -> list[AuditRecord]:
+    def segment(self, after_id: int, head: ChainHead, own: Sequence[tuple[int, bytes]], rows: int) -> list[SegmentRow]:
         raise AssertionError("no upkeep here checks appended rows")
 
     def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
@@ -366,11 +363,12 @@ class _ChainStore(_Store):
         last = self.records[-1]
         return ChainHead(last.record_id, last.row_hash, len(self.records), datetime.now(UTC))
 
-    def links(self, after_id: int, head: ChainHead) -> list[tuple[int, bytes, bytes]]:
-        return [(r.record_id, r.prev_hash, r.row_hash) for r in self.records if after_id < r.record_id <= head.head_id]
-
-    def records_at(self, ids: Sequence[int]) -> list[AuditRecord]:
-        return [r for r in self.records if r.record_id in ids]
+    def segment(self, after_id: int, head: ChainHead, own: Sequence[tuple[int, bytes]], rows: int) -> list[SegmentRow]:
+        shown = [r for r in self.records if after_id < r.record_id <= head.head_id][:rows]
+        return [
+            SegmentRow(r.record_id, r.prev_hash, r.row_hash, None if (r.record_id, r.row_hash) in own else r)
+            for r in shown
+        ]
 
 
 def _chained(count: int) -> list[AuditRecord]:

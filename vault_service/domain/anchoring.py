@@ -18,13 +18,15 @@ the log, or the chain breaks at the checkpoint. See docs/threat-model.md.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
-from vault_service.domain.audit import AuditEvent, AuditRecord, chain_hash_v2, record_hash
+from vault_service.domain.audit import CHAIN_HASH_BYTES, AuditEvent, AuditRecord, chain_hash_v2, record_hash
 from vault_service.domain.checkpoints import ChainHead
 from vault_service.domain.errors import AuditUnavailable
 
@@ -32,8 +34,6 @@ log = logging.getLogger(__name__)
 
 Link = tuple[bytes, bytes]
 """A row's (prev_hash, row_hash)."""
-ChainLink = tuple[int, bytes, bytes]
-"""A row of the chain as the segment read gives it: (id, prev_hash, row_hash)."""
 
 DEFAULT_REMEMBERED_ROWS = 200_000
 """Rows remembered until a checkpoint round checks them (~25 MB at most; a round drains them every few seconds);
@@ -42,6 +42,12 @@ at the bound appends are refused."""
 
 HASHED_PER_PAUSE = 64
 """Rows of other replicas hashed between two pauses of a round (~1 ms of the interpreter at ~16 µs a row)."""
+
+SEGMENT_PAGE_ROWS = 256
+"""Rows per page of the upkeep's segment read (keyset on id): each read's parse is a short hold of the interpreter."""
+SEGMENT_PAGE_BYTES = 1024 * 1024
+"""Bytes of row fields one page fetches at most, besides its first row (at most MAX_ROW_BYTES): a page is cut before
+the row that would pass it, and the next page starts there (review 17 #1: the reads are bounded in memory)."""
 
 
 def stored_as_written(record: AuditRecord, event: AuditEvent) -> bool:
@@ -161,57 +167,97 @@ class AppendedRows:
             return len(self._rows)
 
 
-def rows_to_hash(links: Sequence[ChainLink], appended: Mapping[int, Link]) -> list[int]:
-    """The ids of the segment's rows whose hash must be recomputed from their fields: all but the appended.
+@dataclass(frozen=True)
+class SegmentRow:
+    """A row of the chain segment as one page of the upkeep's segment read gives it.
 
-    An appended row shown with the link and hash the append returned needs none: the append
-    checked that hash against the event written, chained after that very link.
+    `prev_hash`/`row_hash` are b"" when the database holds something other than a 32-byte hash
+    there (not fetched: no chain trigger wrote it). `record` holds the row's fields when they were
+    fetched to be hashed (rows this process did not append, or shown with another link); None for
+    an appended row shown with the link the append returned, and for a row whose fields exceed
+    what a genuine audit row can hold (`oversize`: not fetched, so the row cannot be hashed).
     """
-    return [i for i, prev, row in links if appended.get(i) != (prev, row)]
+
+    record_id: int
+    prev_hash: bytes
+    row_hash: bytes
+    record: AuditRecord | None = None
+    oversize: bool = False
 
 
-def missing_rows(
-    links: Sequence[ChainLink],
-    head: ChainHead | None,
-    appended: Mapping[int, Link],
-    others: Mapping[int, AuditRecord],
-    pause: Callable[[], None] | None = None,
-) -> tuple[int, ...]:
-    """The ids of `appended` rows the chain segment ending at `head` does not hold with their link and hash.
+class SegmentCheck:
+    """Checks, page by page in id order, that the chain segment ending at `head` holds every appended row.
 
     `appended` was taken before `head` was read: each of those rows was committed by then and
     numbered by the id sequence, so a head read afterwards is at or beyond it; one beyond the
-    head is missing. `links` is the log read from the lowest appended id up to `head`, in id
-    order, and `others` the full rows `rows_to_hash` named. The segment vouches for a row only
-    if it holds together: each row links to the row before, its hash is that of its fields (an
-    appended row's was checked at the append), and the last row is `head` itself. Otherwise it
-    vouches for none of them.
+    head is missing. The segment vouches for a row only if it holds together: each row links to
+    the row before, its hash is that of its fields (an appended row shown with the link and hash
+    the append returned needs none: the append checked that hash against the event written,
+    chained after that very link), and the last row is `head` itself. Otherwise it vouches for
+    none of them, and `broken_at` names the first row that does not hold.
+
+    Only what the next page needs is kept (the last hash, the appended rows seen held), so a
+    segment of any length is checked in the memory of one page (review 17 #1).
 
     `pause` is called after every `HASHED_PER_PAUSE` rows hashed here: the upkeep yields the
     interpreter there, so the calls being served do not wait behind one long burst of hashing.
     """
-    if not appended:
-        return ()
-    if head is None:
-        return tuple(sorted(appended))
-    holds = bool(links) and links[-1][0] == head.head_id and links[-1][2] == head.head_hash
-    previous: bytes | None = None
-    count = 0
-    for row_id, prev, row in links:
-        if not holds:
-            break
-        record = others.get(row_id)
-        own = appended.get(row_id) == (prev, row)
-        hashed = own or (
-            record is not None and (record.prev_hash, record.row_hash) == (prev, row) and record_hash(record) == row
-        )
-        if not own and pause is not None:
-            count += 1
-            if count % HASHED_PER_PAUSE == 0:
-                pause()
-        holds = hashed and (previous is None or prev == previous)
-        previous = row
-    if not holds:
-        return tuple(sorted(appended))
-    in_chain = {i: (prev, row) for i, prev, row in links}
-    return tuple(sorted(i for i, link in appended.items() if in_chain.get(i) != link))
+
+    def __init__(
+        self, head: ChainHead | None, appended: Mapping[int, Link], pause: Callable[[], None] | None = None
+    ) -> None:
+        self._head = head
+        self._appended = appended
+        self._pause = pause
+        self._previous: bytes | None = None
+        self._last: tuple[int, bytes] | None = None
+        self._held: set[int] = set()
+        self._hashed = 0
+        self._ids = sorted(appended)
+        self.broken_at: int | None = None
+        """The id of the first row at which the segment does not hold (None: none so far)."""
+
+    def appended_after(self, after_id: int, count: int) -> list[tuple[int, bytes]]:
+        """The (id, row_hash) of the first `count` appended rows after `after_id`: those a page need not fetch."""
+        start = bisect.bisect_right(self._ids, after_id)
+        return [(i, self._appended[i][1]) for i in self._ids[start : start + count]]
+
+    def add(self, rows: Sequence[SegmentRow]) -> bool:
+        """Check the next page of the segment; False once it does not hold (reading on cannot change the finding)."""
+        for row in rows:
+            if self.broken_at is not None:
+                return False
+            own = self._appended.get(row.record_id) == (row.prev_hash, row.row_hash)
+            if not own and self._pause is not None:
+                self._hashed += 1
+                if self._hashed % HASHED_PER_PAUSE == 0:
+                    self._pause()
+            if not (own or _hashes(row)) or (self._previous is not None and row.prev_hash != self._previous):
+                self.broken_at = row.record_id
+                return False
+            self._previous = row.row_hash
+            self._last = (row.record_id, row.row_hash)
+            if own:
+                self._held.add(row.record_id)
+        return self.broken_at is None
+
+    def missing(self) -> tuple[int, ...]:
+        """The ids of the appended rows the segment read so far does not hold with their link and hash."""
+        if not self._appended:
+            return ()
+        head = self._head
+        if head is None or self.broken_at is not None or self._last != (head.head_id, head.head_hash):
+            return tuple(sorted(self._appended))
+        return tuple(sorted(i for i in self._appended if i not in self._held))
+
+
+def _hashes(row: SegmentRow) -> bool:
+    """Whether `row`'s fields were read and hash to its row hash, with the link it is shown with."""
+    record = row.record
+    return (
+        record is not None
+        and not row.oversize
+        and len(row.row_hash) == CHAIN_HASH_BYTES
+        and (record.prev_hash, record.row_hash) == (row.prev_hash, row.row_hash)
+        and record_hash(record) == row.row_hash
+    )

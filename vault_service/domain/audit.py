@@ -18,6 +18,16 @@ from datetime import UTC, datetime
 GENESIS_HASH = b"\x00" * 32
 REVEAL_HASH_BYTES = 16
 """Length of the keyed hash kept per revealed or erased token (keyed BLAKE2b, see `revealing.reveal_hasher`)."""
+CHAIN_HASH_BYTES = 32
+"""Length of a row's prev_hash and row_hash (SHA-256): any other length was not written by the chain trigger."""
+MAX_ITEMS_PER_CALL = 10_000
+"""Items one call may carry (checked at the gRPC edge, entrypoints/guard.py): an audit row names no more tokens."""
+MAX_ROW_TEXT_BYTES = 64 * 1024
+"""What a row's text columns (client, serial, certificate digest, action, purpose, token types, outcome) hold at most
+together: the service writes names, a purpose of at most 64 characters and short outcomes (well under 1 kB)."""
+MAX_ROW_BYTES = 20 + MAX_ITEMS_PER_CALL * (4 + REVEAL_HASH_BYTES) + MAX_ROW_TEXT_BYTES
+"""The most a genuine audit row's variable columns take as read (`revealed` in its binary form: a 20-byte header and
+4 + 16 bytes per token, plus the text): a row beyond it was written by no vault, and the upkeep does not fetch it."""
 
 # What json.dumps(fields, sort_keys=True, separators=(",", ":")) builds, made once: dumps
 # with options constructs a new encoder on every call.

@@ -27,6 +27,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from tokenvault_api.v1 import vault_pb2
+from vault_service.domain.audit import MAX_ITEMS_PER_CALL
 from vault_service.domain.errors import (
     InvalidRequest,
     RateLimited,
@@ -40,7 +41,6 @@ from vault_service.entrypoints.metrics import CALLS_OVER_CLIENT_SHARE
 from vault_service.entrypoints.status import status_of
 from vault_service.service.vault import TokenVault
 
-MAX_ITEMS_PER_CALL = 10_000
 MAX_REQUEST_BYTES = 12 * 1024 * 1024
 """10,000 values of the longest allowed value (256 characters, up to 4 bytes each) fit."""
 HARD_MESSAGE_LIMIT = MAX_REQUEST_BYTES + 1024 * 1024

@@ -57,14 +57,13 @@ from pathlib import Path
 from typing import Protocol
 
 from vault_service.domain.anchoring import (
+    SEGMENT_PAGE_ROWS,
     AppendedRows,
     AuditChecksOverdue,
-    ChainLink,
     Link,
-    missing_rows,
-    rows_to_hash,
+    SegmentCheck,
+    SegmentRow,
 )
-from vault_service.domain.audit import AuditRecord
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
 from vault_service.domain.errors import StorageError, VaultError
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
@@ -73,13 +72,23 @@ from vault_service.service.ports import AuditLog
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 2.0
-_READ_SLICE = 256
-"""Other replicas' full rows read per statement of a round: each read's parse is a short hold of the interpreter."""
+_PAGE_ROWS = SEGMENT_PAGE_ROWS
+"""Rows per page of a round's segment read (the serving threads run during each read)."""
 
 
 def _yield_interpreter() -> None:
     """Let the threads serving calls take the interpreter (the GIL) before a round goes on hashing."""
     time.sleep(0)
+
+
+def _broken(row_id: int | None) -> str:
+    """Where the segment stopped holding, for the log: every appended row in it is then reported."""
+    if row_id is None:
+        return ""
+    return (
+        f". The chain segment breaks at row {row_id} (a row not linked to the one before, not hashing to its"
+        " fields, or larger than any audit row the vault writes, so not read): it vouches for none of them"
+    )
 
 
 class Signer(Protocol):
@@ -114,12 +123,12 @@ class CheckpointStore(Protocol):
         """The log's newest id and the state of the id sequence its rows are numbered from."""
         ...
 
-    def links(self, after_id: int, head: ChainHead) -> list[ChainLink]:
-        """The (id, prev_hash, row_hash) of the rows after `after_id` up to `head`, in id order."""
-        ...
+    def segment(self, after_id: int, head: ChainHead, own: Sequence[tuple[int, bytes]], rows: int) -> list[SegmentRow]:
+        """The next page (at most `rows` rows, bounded in bytes) of the chain after `after_id` up to `head`, by id.
 
-    def records_at(self, ids: Sequence[int]) -> list[AuditRecord]:
-        """The full rows at `ids`, in id order."""
+        The fields of the rows of `own` ((id, row_hash) this process appended) are not fetched
+        when shown with that hash; an empty page ends the segment.
+        """
         ...
 
 
@@ -247,14 +256,14 @@ class AuditUpkeep:
         """Check that the chain up to `head` holds every row of `appended` (see the module's doc)."""
         if self._appended is None or not appended:
             return
-        lowest = min(appended)
-        within = head is not None and lowest <= head.head_id
-        links = self._store.links(lowest - 1, head) if within and head is not None else []
-        to_hash = rows_to_hash(links, appended) if links else []
-        others: list[AuditRecord] = []
-        for start in range(0, len(to_hash), _READ_SLICE):  # the serving threads run during each read
-            others.extend(self._store.records_at(to_hash[start : start + _READ_SLICE]))
-        missing = missing_rows(links, head, appended, {r.record_id: r for r in others}, _yield_interpreter)
+        check = SegmentCheck(head, appended, _yield_interpreter)
+        after = min(appended) - 1
+        while head is not None and after < head.head_id:  # page by page: bounded in memory (review 17 #1)
+            page = self._store.segment(after, head, check.appended_after(after, _PAGE_ROWS), _PAGE_ROWS)
+            if not page or not check.add(page):
+                break
+            after = page[-1].record_id
+        missing = check.missing()
         self._appended.forget(appended)
         if not missing:
             return
@@ -266,10 +275,11 @@ class AuditUpkeep:
             "%d audit row(s) this service appended are not in the chain up to row %s (ids %s): the database wrote"
             " them elsewhere than vault.audit_log (a view, rule or trigger diverting them) or changed them, and"
             " the calls were audited nowhere. They are named in the next exported checkpoint; report it to the"
-            " security team and run audit-verify against the exported checkpoints",
+            " security team and run audit-verify against the exported checkpoints%s",
             len(missing),
             head.head_id if head else "(none)",
             shown,
+            _broken(check.broken_at),
         )
 
     def _anchor(self, newest: Checkpoint | None, head: ChainHead | None) -> Checkpoint | None:

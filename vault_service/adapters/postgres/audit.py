@@ -42,8 +42,15 @@ from vault_service.adapters.group_commit import GroupCommitter
 from vault_service.adapters.postgres.errors import translated
 from vault_service.adapters.postgres.prepared import PreparedStatement, UnnamedStatement
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
-from vault_service.domain.anchoring import AppendedRows, AuditChecksOverdue, ChainLink, Link, stored_as_written
-from vault_service.domain.audit import UNREADABLE_TIME, AuditEvent, AuditRecord, array_elements
+from vault_service.domain.anchoring import (
+    SEGMENT_PAGE_BYTES,
+    AppendedRows,
+    AuditChecksOverdue,
+    Link,
+    SegmentRow,
+    stored_as_written,
+)
+from vault_service.domain.audit import MAX_ROW_BYTES, UNREADABLE_TIME, AuditEvent, AuditRecord, array_elements
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
 from vault_service.domain.errors import AuditUnavailable
 
@@ -112,6 +119,38 @@ _RECORD_COLUMNS = (
     "id, at, client, action, purpose, token_types, item_count, outcome, prev_hash, row_hash,"
     " hash_version, client_serial, client_cert_sha256, revealed"
 )
+_HASH_OF = {c: f"CASE WHEN pg_catalog.octet_length({c}) = 32 THEN {c} END" for c in ("prev_hash", "row_hash")}
+"""A row's hash as the segment read returns it: only when 32 bytes long (a SHA-256), else NULL (read as b"")."""
+_SIZE = " + ".join(
+    f"coalesce(pg_catalog.octet_length({column}), 0)::bigint"
+    for column in (
+        "p.client",
+        "p.action",
+        "p.purpose",
+        "p.token_types",
+        "p.outcome",
+        "p.client_serial",
+        "p.client_cert_sha256",
+        "pg_catalog.array_send(p.revealed)",
+    )
+)
+"""The bytes a row's variable fields take as read (`revealed` in its binary form); its hashes are checked apart."""
+_SEGMENT_PAGE = (
+    # MATERIALIZED: each row is read once, so its lengths and the fields returned are of the same
+    # values, even through a view whose columns are volatile functions.
+    f"WITH page AS MATERIALIZED (SELECT {_RECORD_COLUMNS} FROM vault.audit_log"
+    " WHERE id > %(after)s AND id <= %(head)s ORDER BY id LIMIT %(rows)s),"
+    f" sized AS (SELECT p.*, {_SIZE} AS size,"
+    " coalesce((%(own_hashes)s::bytea[])[pg_catalog.array_position(%(own_ids)s::bigint[], p.id)] = p.row_hash, false)"
+    " AS own FROM page p),"
+    " cut AS (SELECT s.*, NOT s.own AND s.size > %(cap)s AS oversize,"
+    " NOT s.own AND s.size <= %(cap)s AND pg_catalog.sum(CASE WHEN s.own OR s.size > %(cap)s THEN 0 ELSE s.size END)"
+    " OVER (ORDER BY s.id ROWS UNBOUNDED PRECEDING) - s.size < %(budget)s AS fetched FROM sized s)"
+    f" SELECT id, {_HASH_OF['prev_hash']}, {_HASH_OF['row_hash']}, own, oversize, fetched, "
+    + ", ".join(f"CASE WHEN fetched THEN {_HASH_OF.get(c, c)} END" for c in _RECORD_COLUMNS.replace(" ", "").split(","))
+    + " FROM cut ORDER BY id"
+)
+"""One page of the upkeep's segment read (`PostgresAuditLog.segment`): links, and the fields of the rows to hash."""
 
 
 _BYTEA_ARRAY_OID = 1001
@@ -177,7 +216,19 @@ def _record(row: tuple) -> AuditRecord:  # type: ignore[type-arg]
         client_cert_sha256=row[12],
         revealed=() if sent is None else array_elements(sent),
     )
-    return AuditRecord(row[0], row[1], event, bytes(row[8]), bytes(row[9]), row[10], sent)
+    return AuditRecord(row[0], row[1], event, bytes(row[8] or b""), bytes(row[9] or b""), row[10], sent)
+
+
+def _page(found: Sequence[tuple]) -> list[SegmentRow]:  # type: ignore[type-arg]
+    """The rows of a `_SEGMENT_PAGE` result up to the first one left for the next page (fields past the budget)."""
+    rows = []
+    for row in found:
+        own, oversize, fetched = row[3], row[4], row[5]
+        if not (own or oversize or fetched):
+            break
+        link = bytes(row[1] or b""), bytes(row[2] or b"")
+        rows.append(SegmentRow(int(row[0]), *link, _record(row[6:]) if fetched else None, bool(oversize)))
+    return rows
 
 
 class AuditRowsDropped(Exception):
@@ -268,7 +319,7 @@ class PostgresAuditLog:
         self._newest_stored = 0  # written by one group's leader at a time (the committer's turn)
         self._unbounded_told = False  # the head fallback before migration 0015 is logged once per process
         self.upkeep_read_timeout: float | None = None
-        """Seconds the upkeep's chain reads (`links`, `records_at`) may take before they raise (None: no bound)."""
+        """Seconds each of the upkeep's segment reads (`segment`) may take before it raises (None: no bound)."""
 
     def append(self, event: AuditEvent) -> None:
         """Write one chained record durably; raise AuditUnavailable if it could not be committed.
@@ -381,29 +432,36 @@ class PostgresAuditLog:
             conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{milliseconds}ms",))
 
     @translated
-    def links(self, after_id: int, head: ChainHead) -> list[ChainLink]:
-        """The (id, prev_hash, row_hash) of the rows after `after_id` up to `head`, in id order: one range read."""
-        with self._pool.connection() as conn, conn.transaction():
-            self._bound_upkeep_read(conn)
-            rows = conn.execute(
-                "SELECT id, prev_hash, row_hash FROM vault.audit_log WHERE id > %s AND id <= %s ORDER BY id",
-                (after_id, head.head_id),
-                binary=True,
-            ).fetchall()
-        return [(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
+    def segment(self, after_id: int, head: ChainHead, own: Sequence[tuple[int, bytes]], rows: int) -> list[SegmentRow]:
+        """The next page of the chain segment after `after_id` up to `head`, in id order: one bounded read.
 
-    @translated
-    def records_at(self, ids: Sequence[int]) -> list[AuditRecord]:
-        """The full rows at `ids` (those the upkeep must hash itself), in id order."""
-        if not ids:
-            return []
+        At most `rows` rows (keyset on id). Each row's hashes come only when 32 bytes long (b""
+        otherwise), and its fields only when it must be hashed (not one of `own`, the (id,
+        row_hash) of rows this process appended), when they fit in MAX_ROW_BYTES (else the row
+        is `oversize`, its fields never fetched) and while the page's fields stay within
+        SEGMENT_PAGE_BYTES: the page ends before the first row past that, and the next one
+        starts there. The lengths are computed in the statement that returns the fields, so
+        whatever the database owner puts in the log or shows through a view, one read receives
+        at most SEGMENT_PAGE_BYTES + MAX_ROW_BYTES of fields (review 17 #1: a huge result
+        could OOM-kill the replica, erasing its unchecked rows).
+        """
+        ids, hashes = [i for i, _ in own], [h for _, h in own]
         with self._pool.connection() as conn, conn.transaction():
             self._bound_upkeep_read(conn)
             cursor = _record_cursor(conn)  # as `records`: `revealed` as the bytes the chain trigger hashed
-            rows = cursor.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM vault.audit_log WHERE id = ANY(%s) ORDER BY id", (list(ids),)
+            found = cursor.execute(
+                _SEGMENT_PAGE,
+                {
+                    "after": after_id,
+                    "head": head.head_id,
+                    "rows": rows,
+                    "own_ids": ids,
+                    "own_hashes": hashes,
+                    "cap": MAX_ROW_BYTES,
+                    "budget": SEGMENT_PAGE_BYTES,
+                },
             ).fetchall()
-        return [_record(r) for r in rows]
+        return _page(found)
 
     @translated
     def records(self, after_id: int = 0) -> list[AuditRecord]:

@@ -1,0 +1,86 @@
+"""What one audit upkeep round costs a replica on a normal segment (review 17 #1: the round's reads in pages).
+
+Two replicas' worth of reveal rows on one real PostgreSQL: replica A (the one measured) appends
+`--rows` rows through the service's append and another log appends as many between them, as two
+replicas serving the same load over one checkpoint interval do. Then A's round (`run_once`: the
+head, the id sequence, the segment from A's oldest row to the head, a checkpoint) runs and its
+wall time and this process's CPU time are taken. Repeated `--repeat` times on a growing log.
+
+Only the public API of the round is used (`PostgresAuditLog`, `AuditUpkeep.run_once`), so the
+same script measures any revision: `PYTHONPATH=<checkout> python -m bench.anchoring_round`.
+It starts its own components and stops them. The last lines are `figure: <name> <value> <unit>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from rich.console import Console
+
+from bench.report import Figures, print_figures
+from devstack.stack import temporary_components
+from tokenvault_common.migrations import migrate
+from vault_service.adapters.postgres import PostgresAuditLog
+from vault_service.bootstrap import open_vault_pool
+from vault_service.domain.audit import AuditEvent
+from vault_service.service.audit_upkeep import AuditUpkeep
+from vault_service.service.metering import RefusalAuditor, TokenizeMeter
+
+console = Console()
+
+
+class _Signer:
+    """A stand-in for the Transit signer: the round's database work is what is measured."""
+
+    key_name = "bench"
+
+    def sign(self, data: bytes) -> str:
+        """Not a signature: the bench does not measure Transit."""
+        return "bench:" + data.hex()[:16]
+
+
+def _event(client: str, n: int) -> AuditEvent:
+    return AuditEvent(client, "detokenize", "ok: 1 revealed, 0 refused", 1, f"INC-{n}", "ip", revealed=(b"\1" * 16,))
+
+
+def main() -> None:
+    """Append, run A's round, repeat; print the median round's wall and CPU time."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1000, help="rows each replica appends before a round")
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    walls, cpus = [], []
+    with temporary_components("tokenvault-round-") as stack:
+        migrate(stack.env["PG_ADMIN_DSN"])
+        pool = open_vault_pool(stack.env["PG_VAULT_DSN"], 2)
+        try:
+            a, b = PostgresAuditLog(pool), PostgresAuditLog(pool)
+            upkeep = AuditUpkeep(
+                a, a, _Signer(), TokenizeMeter(), RefusalAuditor(a), lambda c: None, appended=a.appended
+            )
+            upkeep.run_once()
+            for n in range(args.repeat):
+                for i in range(args.rows):
+                    a.append(_event("replica-a", i))
+                    b.append(_event("replica-b", i))
+                b.appended.forget(b.appended.remembered())
+                wall, cpu = time.perf_counter(), time.process_time()
+                upkeep.run_once()
+                walls.append((time.perf_counter() - wall) * 1000)
+                cpus.append((time.process_time() - cpu) * 1000)
+                assert len(a.appended) == 0, "the round left rows unchecked"
+                console.print(f"round {n + 1}: {walls[-1]:.1f} ms wall, {cpus[-1]:.1f} ms CPU")
+        finally:
+            pool.close()
+    figures: Figures = {
+        "round_wall_ms": (statistics.median(walls), "ms"),
+        "round_cpu_ms": (statistics.median(cpus), "ms"),
+        "segment_rows": (2 * args.rows, "rows"),
+    }
+    print_figures(console, "audit upkeep round", figures)
+
+
+if __name__ == "__main__":
+    main()
