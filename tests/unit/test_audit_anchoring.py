@@ -7,11 +7,14 @@ import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
+from psycopg_pool import ConnectionPool
 
 from tests.unit.vault_settings import vault_env
 from tokenvault_common.env import ConfigError
+from vault_service.adapters.postgres import PostgresAuditLog
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.anchoring import (
     HASHED_PER_PAUSE,
@@ -152,6 +155,24 @@ def test_appends_are_refused_once_the_oldest_unchecked_row_is_older_than_the_bou
     rows.forget([1])  # a round checked the oldest: the next oldest is 31 s old
     rows.check_open()
     assert rows.remembered() == {2: b}
+
+
+def test_a_refused_append_is_logged_from_the_refusals_reason_not_from_its_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Review 17 #2: the log line was cut out of the message at ", so the call"; a reworded
+    # message would have logged the caller's advice, or the whole text, as the reason.
+    rows = AppendedRows(limit=1)
+    rows.remember([(5, (b"p", b"r"))])
+    log = PostgresAuditLog(cast(ConnectionPool, None), rows)  # refused before any connection is taken
+    with caplog.at_level(logging.ERROR), pytest.raises(AuditChecksOverdue) as raised:
+        log.append(_events(1)[0])
+    assert raised.value.reason == "1 of this replica's audit rows are waiting for the audit upkeep's check (the bound)"
+    assert str(raised.value).startswith(raised.value.reason + ", so the call was refused")
+    assert caplog.messages == [
+        f"audit appends refused: {raised.value.reason}. Counted in tokenvault_audit_rows_unchecked_total until a"
+        " round succeeds (logged once)"
+    ]
 
 
 def test_appends_are_refused_at_the_bound_of_remembered_rows_and_no_row_written_is_dropped() -> None:

@@ -63,7 +63,17 @@ class AuditChecksOverdue(AuditUnavailable):
     A round that never succeeds leaves the rows it should check in memory, unanchored (review
     16, finding 1: the database owner can make one replica's segment read fail); the vault fails
     closed rather than serve calls whose rows nothing checks.
+
+    `reason` says why, on its own (what is logged); the message adds what the caller can do.
     """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"{reason}, so the call was refused until the upkeep checks them. If the database or Vault is"
+            " away, this clears by itself once the upkeep can read the database again; if it persists, tell"
+            " the security team (alert AuditUpkeepFailing: the vault's log says why its audit upkeep rounds fail)"
+        )
+        self.reason = reason
 
 
 class AppendedRows:
@@ -123,11 +133,7 @@ class AppendedRows:
         else:
             return
         self.on_refused(1)
-        raise AuditChecksOverdue(
-            f"{reason}, so the call was refused until the upkeep checks them. If the database or Vault is"
-            " away, this clears by itself once the upkeep can read the database again; if it persists, tell"
-            " the security team (alert AuditUpkeepFailing: the vault's log says why its audit upkeep rounds fail)"
-        )
+        raise AuditChecksOverdue(reason)
 
     def _should_warn(self, age: float) -> bool:
         """Whether to log the early warning now (under the lock): the first call of a stretch past `warn_age`."""

@@ -416,7 +416,7 @@ class PostgresAuditLog:
                 log.error(
                     "audit appends refused: %s. Counted in tokenvault_audit_rows_unchecked_total until a round"
                     " succeeds (logged once)",
-                    str(overdue).split(", so the call", 1)[0],
+                    overdue.reason,
                 )
             raise
         self._overdue_told = False
