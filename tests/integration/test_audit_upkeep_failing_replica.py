@@ -31,7 +31,7 @@ from tokenvault_client import Revealed, VaultClient, VaultClientError
 __all__ = ["own_database"]
 
 _SEGMENT_READ = "WITH page AS MATERIALIZED (SELECT id, at,%"
-"""The start of the upkeep's segment read (audit.py `segment`)."""
+"""The start of the upkeep's segment read (audit_chain.py `segment`)."""
 _BOUND = 5
 """TOKENVAULT_AUDIT_UNCHECKED_SECONDS here: five 1-second rounds (the floor)."""
 

@@ -1,4 +1,4 @@
-"""vault.audit_log and vault.audit_checkpoints.
+"""Appending to vault.audit_log (the chain and checkpoint reads are in audit_chain.py).
 
 The database chains each row itself (migration 0006): it takes the chain lock, gives the row
 the next id and its own clock, and computes prev_hash and row_hash. The service only inserts
@@ -30,28 +30,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
 import psycopg
-from psycopg.abc import AdaptContext
-from psycopg.adapt import Buffer, Loader
-from psycopg.pq import Format
 from psycopg_pool import ConnectionPool
 
 from vault_service.adapters.group_commit import GroupCommitter
-from vault_service.adapters.postgres.errors import translated
+from vault_service.adapters.postgres.audit_chain import PostgresAuditChain
 from vault_service.adapters.postgres.prepared import PreparedStatement, UnnamedStatement
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
-from vault_service.domain.anchoring import (
-    SEGMENT_PAGE_BYTES,
-    AppendedRows,
-    AuditChecksOverdue,
-    Link,
-    SegmentRow,
-    stored_as_written,
-)
-from vault_service.domain.audit import MAX_ROW_BYTES, UNREADABLE_TIME, AuditEvent, AuditRecord, array_elements
-from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
+from vault_service.domain.anchoring import AppendedRows, AuditChecksOverdue, Link, stored_as_written
+from vault_service.domain.audit import AuditEvent, AuditRecord
 from vault_service.domain.errors import AuditUnavailable
 
 log = logging.getLogger(__name__)
@@ -98,137 +87,6 @@ index scan of the primary key on a log of any size; prepared once on a small log
 plan of `id = ANY($1)` kept the sequential scan it chose then). Kept this simple because it is
 planned on every run: the unnest and LATERAL form that compared in SQL cost ~150 µs more of
 PostgreSQL's CPU per append, unnamed (measured); the comparison is done here instead."""
-_HANDED_OUT = "(SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM vault.audit_log_id_seq)"
-"""The highest id the chain trigger's nextval has handed out (read after the statement's snapshot,
-so it is at least the id of every row the statement sees that the trigger numbered)."""
-_HEAD = (
-    "SELECT a.id, a.row_hash,"
-    " %(base)s + (SELECT count(*) FROM vault.audit_log x WHERE x.id > %(after)s AND x.id <= a.id),"
-    " clock_timestamp()"
-    f" FROM (SELECT id, row_hash FROM vault.audit_log WHERE id <= {_HANDED_OUT} ORDER BY id DESC LIMIT 1) AS a"
-)
-_HEAD_UNBOUNDED = _HEAD.replace(f" WHERE id <= {_HANDED_OUT}", "")
-"""The head as before migration 0015, where the service may not read the id sequence."""
-_ID_SEQUENCE = (
-    "SELECT coalesce((SELECT max(id) FROM vault.audit_log), 0),"
-    f" coalesce({_HANDED_OUT}, 0), s.seqcache, s.seqincrement"
-    " FROM pg_catalog.pg_sequence s WHERE s.seqrelid = 'vault.audit_log_id_seq'::regclass"
-)
-"""The newest row's id (the primary key's last entry) and the sequence's state: O(1) at any log size."""
-_RECORD_COLUMNS = (
-    "id, at, client, action, purpose, token_types, item_count, outcome, prev_hash, row_hash,"
-    " hash_version, client_serial, client_cert_sha256, revealed"
-)
-_HASH_OF = {c: f"CASE WHEN pg_catalog.octet_length({c}) = 32 THEN {c} END" for c in ("prev_hash", "row_hash")}
-"""A row's hash as the segment read returns it: only when 32 bytes long (a SHA-256), else NULL (read as b"")."""
-_SIZE = " + ".join(
-    f"coalesce(pg_catalog.octet_length({column}), 0)::bigint"
-    for column in (
-        "p.client",
-        "p.action",
-        "p.purpose",
-        "p.token_types",
-        "p.outcome",
-        "p.client_serial",
-        "p.client_cert_sha256",
-        "pg_catalog.array_send(p.revealed)",
-    )
-)
-"""The bytes a row's variable fields take as read (`revealed` in its binary form); its hashes are checked apart."""
-_SEGMENT_PAGE = (
-    # MATERIALIZED: each row is read once, so its lengths and the fields returned are of the same
-    # values, even through a view whose columns are volatile functions.
-    f"WITH page AS MATERIALIZED (SELECT {_RECORD_COLUMNS} FROM vault.audit_log"
-    " WHERE id > %(after)s AND id <= %(head)s ORDER BY id LIMIT %(rows)s),"
-    f" sized AS (SELECT p.*, {_SIZE} AS size,"
-    " coalesce((%(own_hashes)s::bytea[])[pg_catalog.array_position(%(own_ids)s::bigint[], p.id)] = p.row_hash, false)"
-    " AS own FROM page p),"
-    " cut AS (SELECT s.*, NOT s.own AND s.size > %(cap)s AS oversize,"
-    " NOT s.own AND s.size <= %(cap)s AND pg_catalog.sum(CASE WHEN s.own OR s.size > %(cap)s THEN 0 ELSE s.size END)"
-    " OVER (ORDER BY s.id ROWS UNBOUNDED PRECEDING) - s.size < %(budget)s AS fetched FROM sized s)"
-    f" SELECT id, {_HASH_OF['prev_hash']}, {_HASH_OF['row_hash']}, own, oversize, fetched, "
-    + ", ".join(f"CASE WHEN fetched THEN {_HASH_OF.get(c, c)} END" for c in _RECORD_COLUMNS.replace(" ", "").split(","))
-    + " FROM cut ORDER BY id"
-)
-"""One page of the upkeep's segment read (`PostgresAuditLog.segment`): links, and the fields of the rows to hash."""
-
-
-_BYTEA_ARRAY_OID = 1001
-
-
-class _ArraySent(Loader):
-    """A bytea[] column as it comes in binary: its `array_send` bytes, which the chain trigger hashes."""
-
-    format = Format.BINARY
-
-    def load(self, data: Buffer) -> bytes:
-        """The column's binary form, unparsed."""
-        return bytes(data)
-
-
-_TIMESTAMPTZ_OID = 1184
-_TimestamptzBinary = psycopg.adapters.get_loader(_TIMESTAMPTZ_OID, Format.BINARY)
-"""psycopg's own loader of a timestamptz in binary (its C one where installed)."""
-
-
-class _TimeOrUnreadable(Loader):
-    """A timestamptz in binary as psycopg loads it, or UNREADABLE_TIME when a `datetime` cannot hold it.
-
-    `infinity`, `-infinity`, a date BC or after 9999 made psycopg raise DataError for the whole
-    read, so audit verify, who-saw and the upkeep's round failed without naming the row (attack
-    16, finding 4); the verifier now reports that row as tampered (`first_broken_record`).
-    """
-
-    format = Format.BINARY
-
-    def __init__(self, oid: int, context: AdaptContext | None = None) -> None:
-        super().__init__(oid, context)
-        assert _TimestamptzBinary is not None  # psycopg registers one for every connection
-        self._psycopg = _TimestamptzBinary(oid, context)
-
-    def load(self, data: Buffer) -> datetime:
-        """The time, or UNREADABLE_TIME."""
-        try:
-            return cast(datetime, self._psycopg.load(data))
-        except psycopg.DataError:
-            return UNREADABLE_TIME
-
-
-def _record_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
-    """A binary cursor reading `_RECORD_COLUMNS` as the verifier hashes them (`_ArraySent`, `_TimeOrUnreadable`)."""
-    cursor = conn.cursor(binary=True)
-    cursor.adapters.register_loader(_BYTEA_ARRAY_OID, _ArraySent)
-    cursor.adapters.register_loader(_TIMESTAMPTZ_OID, _TimeOrUnreadable)
-    return cursor
-
-
-def _record(row: tuple) -> AuditRecord:  # type: ignore[type-arg]
-    """A row of `_RECORD_COLUMNS` read in binary, `revealed` as its binary form (see `_ArraySent`)."""
-    sent = None if row[13] is None else bytes(row[13])
-    event = AuditEvent(
-        client=row[2],
-        action=row[3],
-        outcome=row[7],
-        item_count=row[6],
-        purpose=row[4],
-        token_types=row[5],
-        client_serial=row[11],
-        client_cert_sha256=row[12],
-        revealed=() if sent is None else array_elements(sent),
-    )
-    return AuditRecord(row[0], row[1], event, bytes(row[8] or b""), bytes(row[9] or b""), row[10], sent)
-
-
-def _page(found: Sequence[tuple]) -> list[SegmentRow]:  # type: ignore[type-arg]
-    """The rows of a `_SEGMENT_PAGE` result up to the first one left for the next page (fields past the budget)."""
-    rows = []
-    for row in found:
-        own, oversize, fetched = row[3], row[4], row[5]
-        if not (own or oversize or fetched):
-            break
-        link = bytes(row[1] or b""), bytes(row[2] or b"")
-        rows.append(SegmentRow(int(row[0]), *link, _record(row[6:]) if fetched else None, bool(oversize)))
-    return rows
 
 
 class AuditRowsDropped(Exception):
@@ -305,21 +163,21 @@ def _returned_rows(events: Sequence[AuditEvent], stored: Sequence[tuple[object, 
     return rows
 
 
-class PostgresAuditLog:
-    """The append-only audit log and its signed checkpoints (who-saw filters the verified `records`)."""
+class PostgresAuditLog(PostgresAuditChain):
+    """The append-only audit log and its signed checkpoints (who-saw filters the verified `records`).
+
+    Appends here; the chain and checkpoint reads are `PostgresAuditChain`'s (audit_chain.py).
+    """
 
     MAX_GROUP = 500
 
     def __init__(self, pool: ConnectionPool, appended: AppendedRows | None = None) -> None:
         """`appended`: where the rows appended are remembered for the upkeep's check (a fresh one by default)."""
-        self._pool = pool
+        super().__init__(pool)
         self.appended = appended if appended is not None else AppendedRows()
         self._overdue_told = False  # appends refused for unchecked rows: logged once per stretch
         self._committer = GroupCommitter(self._write, self.MAX_GROUP)
         self._newest_stored = 0  # written by one group's leader at a time (the committer's turn)
-        self._unbounded_told = False  # the head fallback before migration 0015 is logged once per process
-        self.upkeep_read_timeout: float | None = None
-        """Seconds each of the upkeep's segment reads (`segment`) may take before it raises (None: no bound)."""
 
     def append(self, event: AuditEvent) -> None:
         """Write one chained record durably; raise AuditUnavailable if it could not be committed.
@@ -420,146 +278,3 @@ class PostgresAuditLog:
                 )
             raise
         self._overdue_told = False
-
-    def _bound_upkeep_read(self, conn: psycopg.Connection[Any]) -> None:
-        """Pin this transaction's statement timeout to `upkeep_read_timeout`, so a read the database makes wait raises.
-
-        A hanging round would be neither counted nor alerted on (review 17, finding 2); raising, it is
-        a failed round (tokenvault_audit_upkeep_failed_total, alert AuditUpkeepFailing).
-        """
-        if self.upkeep_read_timeout is not None:
-            milliseconds = max(1, int(self.upkeep_read_timeout * 1000))
-            conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{milliseconds}ms",))
-
-    @translated
-    def segment(self, after_id: int, head: ChainHead, own: Sequence[tuple[int, bytes]], rows: int) -> list[SegmentRow]:
-        """The next page of the chain segment after `after_id` up to `head`, in id order: one bounded read.
-
-        At most `rows` rows (keyset on id). Each row's hashes come only when 32 bytes long (b""
-        otherwise), and its fields only when it must be hashed (not one of `own`, the (id,
-        row_hash) of rows this process appended), when they fit in MAX_ROW_BYTES (else the row
-        is `oversize`, its fields never fetched) and while the page's fields stay within
-        SEGMENT_PAGE_BYTES: the page ends before the first row past that, and the next one
-        starts there. The lengths are computed in the statement that returns the fields, so
-        whatever the database owner puts in the log or shows through a view, one read receives
-        at most SEGMENT_PAGE_BYTES + MAX_ROW_BYTES of fields (review 17 #1: a huge result
-        could OOM-kill the replica, erasing its unchecked rows).
-        """
-        ids, hashes = [i for i, _ in own], [h for _, h in own]
-        with self._pool.connection() as conn, conn.transaction():
-            self._bound_upkeep_read(conn)
-            cursor = _record_cursor(conn)  # as `records`: `revealed` as the bytes the chain trigger hashed
-            found = cursor.execute(
-                _SEGMENT_PAGE,
-                {
-                    "after": after_id,
-                    "head": head.head_id,
-                    "rows": rows,
-                    "own_ids": ids,
-                    "own_hashes": hashes,
-                    "cap": MAX_ROW_BYTES,
-                    "budget": SEGMENT_PAGE_BYTES,
-                },
-            ).fetchall()
-        return _page(found)
-
-    @translated
-    def records(self, after_id: int = 0) -> list[AuditRecord]:
-        """Every record after `after_id`, in order, for verification.
-
-        Read in binary, `revealed` kept as the bytes the chain trigger hashed (an empty array and
-        NULL, or arrays of other shapes, differ there and not once parsed into a list); a time
-        out of a `datetime`'s range read as UNREADABLE_TIME, reported as tampered.
-        """
-        with self._pool.connection() as conn:
-            cursor = _record_cursor(conn)
-            rows = cursor.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM vault.audit_log WHERE id > %s ORDER BY id", (after_id,)
-            ).fetchall()
-        return [_record(r) for r in rows]
-
-    @translated
-    def head(self, since: ChainHead | None = None) -> ChainHead | None:
-        """The newest row's id and hash, the number of rows, and the database's clock; None when empty.
-
-        Only rows whose id the id sequence has handed out count: the chain trigger numbers every
-        row with nextval, so a row beyond the sequence's last value was written behind it (the
-        database owner set the sequence ahead for one insert and back). Taking such a row as the
-        head would keep every later row - numbered below it - out of the checkpoints for good
-        (see `id_sequence`).
-
-        Rows are counted from `since` on (a head this process counted before: the log only
-        grows, and ids follow commit order under the chain lock), else all of them. Counting
-        the whole log every interval would cost more with every call the vault ever served;
-        counting from the database's newest checkpoint row would sign whatever count that row
-        claims, and the database owner can write one.
-        """
-        base, after = (since.row_count, since.head_id) if since else (0, 0)
-        with self._pool.connection() as conn:
-            try:
-                row = conn.execute(_HEAD, {"base": base, "after": after}).fetchone()
-            except psycopg.errors.InsufficientPrivilege:
-                # A database not yet at migration 0015 (the service runs through an upgrade); the
-                # sequence check (`id_sequence`) fails the same way and is counted every round.
-                if not self._unbounded_told:
-                    self._unbounded_told = True
-                    log.error(
-                        "cannot read the audit id sequence: apply migration 0015; until then the head is taken"
-                        " unbounded (logged once)"
-                    )
-                row = conn.execute(_HEAD_UNBOUNDED, {"base": base, "after": after}).fetchone()
-        return ChainHead(row[0], bytes(row[1]), row[2], row[3]) if row else None
-
-    @translated
-    def id_sequence(self) -> IdSequence:
-        """The log's newest id and the audit id sequence's last value, cache and increment (one statement)."""
-        with self._pool.connection() as conn:
-            row = conn.execute(_ID_SEQUENCE).fetchone()
-        if row is None:
-            raise AuditUnavailable("the audit id sequence vault.audit_log_id_seq is missing; run the migrations")
-        return IdSequence(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
-
-    @translated
-    def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
-        """Store a signed checkpoint; False when one for the same head exists already (another replica)."""
-        with self._pool.connection() as conn:
-            cursor = conn.execute(
-                "INSERT INTO vault.audit_checkpoints (head_id, head_hash, row_count, at, key_name, signature)"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (head_id) DO NOTHING",
-                (
-                    checkpoint.head.head_id,
-                    checkpoint.head.head_hash,
-                    checkpoint.head.row_count,
-                    checkpoint.head.at,
-                    checkpoint.key_name,
-                    checkpoint.signature,
-                ),
-            )
-            return cursor.rowcount == 1
-
-    @translated
-    def newest_checkpoint(self) -> Checkpoint | None:
-        """The newest stored checkpoint (None when none)."""
-        with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT head_id, head_hash, row_count, at, key_name, signature FROM vault.audit_checkpoints"
-                " ORDER BY head_id DESC LIMIT 1"
-            ).fetchone()
-        return Checkpoint(ChainHead(row[0], bytes(row[1]), row[2], row[3]), row[4], row[5]) if row else None
-
-    @translated
-    def last_checkpoint_head(self) -> int:
-        """The head id of the newest checkpoint (0 when none)."""
-        with self._pool.connection() as conn:
-            row = conn.execute("SELECT coalesce(max(head_id), 0) FROM vault.audit_checkpoints").fetchone()
-        return int(row[0]) if row else 0
-
-    @translated
-    def checkpoints(self) -> list[Checkpoint]:
-        """Every checkpoint, oldest first."""
-        with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT head_id, head_hash, row_count, at, key_name, signature FROM vault.audit_checkpoints"
-                " ORDER BY head_id"
-            ).fetchall()
-        return [Checkpoint(ChainHead(r[0], bytes(r[1]), r[2], r[3]), r[4], r[5]) for r in rows]
