@@ -41,7 +41,7 @@ from vault_service.config import VaultServiceConfig
 from vault_service.domain.errors import VaultError
 from vault_service.domain.purpose import purpose_as_shown
 from vault_service.entrypoints.metrics import ROTATION_ROWS, ROTATION_ROWS_LEFT
-from vault_service.service.audit_verify import FullAuditReport, who_saw
+from vault_service.service.audit_verify import FullAuditReport, NoExportedCheckpoints, who_saw
 from vault_service.service.erase_reconciliation import ErasureReconciliation
 from vault_service.service.rotation import KeyRotation, RotationStatus
 
@@ -272,6 +272,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OperatorRefused as error:
         print(f"vault admin: {args.command} refused: {error}", file=sys.stderr)
         return 3
-    except (VaultStartupError, VaultError, PoolTimeout, OSError) as error:
+    except (VaultStartupError, VaultError, PoolTimeout, OSError, NoExportedCheckpoints) as error:
         print(f"vault admin: {args.command} failed: {error}", file=sys.stderr)
         return 1

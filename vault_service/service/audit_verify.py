@@ -32,6 +32,21 @@ from vault_service.service.erase_reconciliation import ErasedTokenReader, Erasur
 from vault_service.service.revealing import reveal_hash
 
 
+class NoExportedCheckpoints(ValueError):
+    """The exported copy given holds no checkpoint while the database holds some: nothing to verify against.
+
+    A wrong file, a log of another process or an emptied copy would otherwise pass as "the
+    exported copy verified", proving nothing against the deletion it is there to catch.
+    """
+
+    def __init__(self, exported: Path, stored: int) -> None:
+        super().__init__(
+            f"{exported} holds no exported checkpoint, while the database holds {stored}: it is not the copy"
+            " of the checkpoints the vault exports (TOKENVAULT_AUDIT_CHECKPOINT_FILE, or the vault's log with"
+            " its `audit checkpoint` lines), or it was emptied; nothing was verified against it"
+        )
+
+
 class AuditReader(Protocol):
     """What verification reads from the audit store."""
 
@@ -110,10 +125,13 @@ def verify_audit(
     is exported only once stored (or, beside a planted checkpoint, instead of being stored), and
     made only once its rows are committed, so every checkpoint read vouches for rows the later
     read sees. Read the other way round, a checkpoint made in between named rows the earlier read
-    missed: a false "TAMPERED".
+    missed: a false "TAMPERED". An exported copy without any checkpoint, beside a database that
+    holds some, raises NoExportedCheckpoints: it proves nothing.
     """
     copies = read_exported(exported) if exported is not None else []
     checkpoints = store.checkpoints()
+    if exported is not None and not copies and checkpoints:
+        raise NoExportedCheckpoints(exported, len(checkpoints))
     records = store.records()
     finding = verify_log(records, checkpoints, copies, lambda data, signature: check(public_keys, data, signature))
     return AuditReport(len(records), len(checkpoints), unanchored_rows(records, checkpoints), finding, tuple(records))

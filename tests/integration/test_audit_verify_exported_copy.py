@@ -1,0 +1,58 @@
+"""`audit verify --exported FILE` with a FILE that holds no checkpoint verifies nothing, and says so.
+
+The exported copy is what catches a database owner who deletes the newest rows together with
+their checkpoints. Run against a file holding none (the wrong file, a log of another process, an
+emptied copy), audit-verify printed "audit log intact ... and the exported copy verified" and
+exited 0 (documentation walk, 4 December). It now stops with exit 1 naming the file, as it does
+for a missing one. Against real Postgres and OpenBao, run as the security team runs it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devstack.stack import REPO, vault_service_env
+from tests.conftest import RunningVault
+
+_NOT_A_COPY = {
+    "empty": "",
+    "another process's log": '{"time": "2026-12-04T13:37:12+00:00", "level": "INFO", "message": "stack up"}\n',
+    "not json": "checkpoints are shipped to the SIEM\n",
+}
+
+
+def _admin(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vault_service.admin", *args],
+        env={**vault_service_env(env), "PATH": "/usr/bin:/bin", "COLUMNS": "400"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("content", _NOT_A_COPY.values(), ids=_NOT_A_COPY.keys())
+@pytest.mark.parametrize("command", [["audit-verify"], ["who-saw", "ip_" + "T" * 22]], ids=["verify", "who-saw"])
+def test_a_file_without_any_checkpoint_is_no_exported_copy(
+    stack_env: dict[str, str], vault: RunningVault, tmp_path: Path, content: str, command: list[str]
+) -> None:
+    vault.wait_for_checkpoint()  # the database holds signed checkpoints the copy should hold too
+    copy = tmp_path / "checkpoints-copy.jsonl"
+    copy.write_text(content)
+    done = _admin(stack_env, *command, "--exported", str(copy))
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "intact" not in done.stdout and "verified" not in done.stdout, done.stdout
+    assert f"{copy} holds no exported checkpoint" in done.stderr, done.stderr
+
+
+def test_the_vaults_own_exported_copy_verifies(stack_env: dict[str, str], vault: RunningVault) -> None:
+    vault.wait_for_checkpoint()
+    done = _admin(stack_env, "audit-verify")  # TOKENVAULT_AUDIT_CHECKPOINT_FILE, where the vault exports
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "audit log intact" in done.stdout and "the exported copy verified" in done.stdout, done.stdout
