@@ -6,6 +6,7 @@ import sys
 
 from etl_service.adapters.dead_letter_queue import LISTING_LIMIT, DeadLetter, DeadLetterQueue
 from etl_service.adapters.transit_sealer import KEY_SETTING
+from etl_service.domain.messages import MAX_EVENT_ID_LENGTH
 from etl_service.entrypoints.dead_letter_erasure import INCOMPLETE
 from etl_service.entrypoints.dead_letter_layers import in_clear, is_tampered
 from etl_service.entrypoints.terminal_text import shown
@@ -18,8 +19,10 @@ def print_listing(dlq: DeadLetterQueue, letters: list[DeadLetter], key: str) -> 
     ETL writes, told by the body), `sealed`, or `-` (not kept). Exit INCOMPLETE when the listing
     was cut short (`listed_whole`), else 0.
     """
-    print(f"{'message id':36}  {'reason':22}  {'event id':24}  {'sent (UTC)':25}  body      detail")
-    for d in letters:
+    event_ids = [_event_id_shown(d.event_id) for d in letters]
+    width = max([24, *map(len, event_ids)])
+    print(f"{'message id':36}  {'reason':22}  {'event id':{width}}  {'sent (UTC)':25}  body      detail")
+    for d, event_id in zip(letters, event_ids, strict=True):
         kept = (
             "TAMPERED"
             if is_tampered(d, key)
@@ -31,7 +34,7 @@ def print_listing(dlq: DeadLetterQueue, letters: list[DeadLetter], key: str) -> 
         )
         reason = d.reason or "(none: redrive)"
         print(
-            f"{shown(d.message_id):36}  {shown(reason):22}  {shown(d.event_id[:24]):24}  {d.sent_at:25}"
+            f"{shown(d.message_id):36}  {shown(reason):22}  {event_id:{width}}  {d.sent_at:25}"
             f"  {kept:8}  {shown(d.detail)}"
         )
     print(f"{len(letters)} dead letter(s)")
@@ -49,6 +52,16 @@ def print_listing(dlq: DeadLetterQueue, letters: list[DeadLetter], key: str) -> 
             file=sys.stderr,
         )
     return listed_whole(dlq, len(letters))
+
+
+def _event_id_shown(event_id: str) -> str:
+    """The event id whole (ids of one source often share a long prefix), up to the ETL's own bound.
+
+    Any id the ETL accepts fits (MAX_EVENT_ID_LENGTH); a longer one, which only a DLQ writer
+    could set, is cut with a marker rather than widen every line.
+    """
+    text = shown(event_id)
+    return text if len(text) <= MAX_EVENT_ID_LENGTH else text[: MAX_EVENT_ID_LENGTH - 1] + "…"
 
 
 def listed_whole(dlq: DeadLetterQueue, listed: int) -> int:
