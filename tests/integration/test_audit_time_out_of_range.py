@@ -19,11 +19,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tests.integration.own_database import database_of_its_own
-from tokenvault_common.migrations import migrate
+from tests.integration.own_audit_log import audit_log_of_its_own
 from vault_service.adapters.postgres import PostgresAuditLog
-from vault_service.bootstrap import open_vault_pool
-from vault_service.domain.audit import AuditEvent
 from vault_service.domain.checkpoints import verify_log
 
 _ROWS = 5
@@ -32,17 +29,8 @@ _ROWS = 5
 @pytest.fixture(scope="module")
 def audit_log(stack_env: dict[str, str]) -> Iterator[tuple[PostgresAuditLog, str]]:
     """The service's audit log on a migrated database of the module's own (_ROWS rows appended), and the owner's DSN."""
-    with database_of_its_own(stack_env, "time_range") as env:
-        migrate(env["PG_ADMIN_DSN"])
-        pool = open_vault_pool(env["PG_VAULT_DSN"], 2)
-        try:
-            log = PostgresAuditLog(pool)
-            for n in range(_ROWS):
-                event = AuditEvent("svc", "detokenize", "ok: 1 revealed", 1, f"INC-{n}", "ip", revealed=(b"\1" * 16,))
-                log.append(event)
-            yield log, env["PG_ADMIN_DSN"]
-        finally:
-            pool.close()
+    with audit_log_of_its_own(stack_env, "time_range", _ROWS) as own:
+        yield own
 
 
 @pytest.mark.parametrize(

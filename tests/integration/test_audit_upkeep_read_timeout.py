@@ -18,29 +18,16 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from tests.integration.own_database import database_of_its_own
-from tokenvault_common.migrations import migrate
+from tests.integration.own_audit_log import audit_log_of_its_own
 from vault_service.adapters.postgres import PostgresAuditLog
-from vault_service.bootstrap import open_vault_pool
-from vault_service.domain.audit import AuditEvent
 from vault_service.domain.errors import VaultError
 
 
 @pytest.fixture(scope="module")
 def audit_log(stack_env: dict[str, str]) -> Iterator[tuple[PostgresAuditLog, str]]:
     """The service's audit log on a migrated database of the module's own (2 rows appended), and the owner's DSN."""
-    with database_of_its_own(stack_env, "read_timeout") as env:
-        migrate(env["PG_ADMIN_DSN"])
-        pool = open_vault_pool(env["PG_VAULT_DSN"], 2)
-        try:
-            log = PostgresAuditLog(pool)
-            for n in range(2):
-                log.append(
-                    AuditEvent("svc", "detokenize", "ok: 1 revealed", 1, f"INC-{n}", "ip", revealed=(b"\1" * 16,))
-                )
-            yield log, env["PG_ADMIN_DSN"]
-        finally:
-            pool.close()
+    with audit_log_of_its_own(stack_env, "read_timeout", 2) as own:
+        yield own
 
 
 @pytest.mark.parametrize("own", [False, True], ids=["rows-to-hash", "own-rows"])

@@ -21,14 +21,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.integration.own_database import database_of_its_own
+from tests.integration.own_audit_log import reveal_event, vault_pool_of_its_own
 from tests.integration.result_bytes import MeasuredPool
 from tests.unit.fakes import FakeAuditLog
-from tokenvault_common.migrations import migrate
 from vault_service.adapters.postgres import PostgresAuditLog
-from vault_service.bootstrap import open_vault_pool
 from vault_service.domain.anchoring import SEGMENT_PAGE_BYTES, SEGMENT_PAGE_ROWS
-from vault_service.domain.audit import MAX_ROW_BYTES, AuditEvent
+from vault_service.domain.audit import MAX_ROW_BYTES
 from vault_service.service.audit_upkeep import AuditUpkeep
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 
@@ -67,7 +65,7 @@ class _Replica:
 
     def append(self, n: int) -> int:
         """Append a reveal's row as the service does; its id."""
-        self.log.append(AuditEvent("svc", "detokenize", "ok: 1 revealed", 1, f"INC-{n}", "ip", revealed=(b"\1" * 16,)))
+        self.log.append(reveal_event(n))
         return max(self.log.appended.remembered())
 
     def round(self) -> list[tuple[str, int]]:
@@ -80,13 +78,8 @@ class _Replica:
 @pytest.fixture(scope="module")
 def replica(stack_env: dict[str, str]) -> Iterator[tuple[_Replica, str]]:
     """A replica's audit log and upkeep on a migrated database of the module's own, and the owner's DSN."""
-    with database_of_its_own(stack_env, "reads_bounded") as env:
-        migrate(env["PG_ADMIN_DSN"])
-        pool = open_vault_pool(env["PG_VAULT_DSN"], 2)
-        try:
-            yield _Replica(pool), env["PG_ADMIN_DSN"]
-        finally:
-            pool.close()
+    with vault_pool_of_its_own(stack_env, "reads_bounded") as (pool, owner_dsn):
+        yield _Replica(pool), owner_dsn
 
 
 def _other_replicas_rows(owner_dsn: str, count: int) -> None:
