@@ -87,7 +87,8 @@ class EtlConfig:
     a private network no one else reaches carries it (docker compose's bridge; also read by
     `dead-letters` for its OpenBao address). Otherwise such an address stops the start (exit 2)."""
     dlq_seal_role_id: str | None
-    """The ETL's own AppRole, allowed only to encrypt with the dead-letter key (ETL_DLQ_SEAL_ROLE_ID;
+    """The ETL's own AppRole, allowed only to encrypt and rewrap with the dead-letter key (rewrap proves
+    a dead letter moved back to the source queue genuine, revealing no plaintext) (ETL_DLQ_SEAL_ROLE_ID;
     required with ETL_DLQ_SEAL_VAULT_ADDR)."""
     dlq_seal_secret_id_file: Path | None
     """File holding that AppRole's secret id (ETL_DLQ_SEAL_SECRET_ID_FILE; required with the address)."""
@@ -101,7 +102,7 @@ class EtlConfig:
     """Metrics over TLS, a client certificate required (ETL_METRICS_TLS_CERT, ETL_METRICS_TLS_KEY,
     ETL_METRICS_TLS_CLIENT_CA: all three or none; the client CA signs only the metrics scraper's
     certificate, never the gRPC clients'). Unset: plain HTTP, so only on a loopback address unless
-    metrics_plaintext_allowed (the counters tell whether a value is in the vault)."""
+    ETL_METRICS_PLAINTEXT=allow (the counters tell whether a value is in the vault)."""
     metrics_plaintext_allowed: bool
     """ETL_METRICS_PLAINTEXT=allow: plain-HTTP metrics on a non-loopback address, for a deployment
     whose scraper reaches it over a private network no one else does. Without it such an address

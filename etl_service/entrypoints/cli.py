@@ -107,7 +107,7 @@ EXIT_CODES = f"""exit status:
      in it; nothing was lost either way"""
 
 
-DEAD_LETTERS = """operators: python -m etl_service dead-letters list|show|resend|redrive|erase  (--help for each)"""
+DEAD_LETTERS = "operators: python -m etl_service dead-letters list|show|resend|redrive|erase|delete  (--help for each)"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import re
 import subprocess
 import sys
@@ -20,3 +22,30 @@ def test_help_names_every_environment_variable_the_config_reads_and_the_exit_cod
     missing = sorted(name for name in read if name not in result.stdout)
     assert missing == []
     assert "exit status:" in result.stdout and "dead-letters" in result.stdout
+
+
+def _help() -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "etl_service", "--help"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_help_names_settings_by_their_variables_never_by_the_config_fields() -> None:
+    """An operator sets environment variables; a field name such as metrics_plaintext_allowed is nothing to set."""
+    from etl_service.config import EtlConfig
+
+    shown = _help()
+    fields = [f.name for f in dataclasses.fields(EtlConfig) if "_" in f.name]
+    assert [name for name in fields if re.search(rf"\b{name}\b", shown)] == []
+
+
+def test_help_lists_every_dead_letters_command() -> None:
+    from etl_service.entrypoints import dead_letters
+
+    commands = next(
+        action.choices
+        for action in dead_letters._parser()._actions
+        if isinstance(action, argparse._SubParsersAction)  # argparse keeps the subcommands there
+    )
+    operators = next(line for line in _help().splitlines() if line.startswith("operators:"))
+    assert [name for name in commands if name not in operators] == []
