@@ -297,7 +297,7 @@ def _report(sweep: Sweep, deleted: bool) -> None:
     action = "deleted" if deleted else "would be deleted (dry run: add --yes to delete)"
     print(f"dead letters checked: {sweep.checked}")
     print(f"  holding the person's values, {action}: {sweep.matched}")
-    print(f"  left untouched: {sweep.checked - sweep.matched if deleted else sweep.checked}")
+    print(f"  {'' if deleted else 'would be '}left untouched: {sweep.checked - sweep.matched}")
     if sweep.no_body:
         print(
             "  of which without a kept body (nothing of it to match but its clear text and attributes):"

@@ -103,6 +103,7 @@ def test_after_an_erasure_the_dlq_operator_deletes_the_persons_dead_letters_and_
     outputs.append(dry.stdout + dry.stderr)
     assert dry.returncode == 0, dry.stderr
     assert "would be deleted (dry run: add --yes to delete): 4" in dry.stdout
+    assert "would be left untouched: 3" in dry.stdout  # it said "left untouched: 7": 4 + 7 of 7 checked
     assert len(all_dead_letters(stack_env["SQS_ENDPOINT_URL"], etl.dlq_url)) == 7
 
     # Another reader holds one of the person's dead letters: it is counted as not checked (exit 3).
