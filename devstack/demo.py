@@ -138,6 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the ETL")
     args = parser.parse_args(argv)
 
+    try:  # before the stack starts: a file it cannot use stops here, named
+        events: list[OutgoingEvent] = (
+            events_from_file(args.file)
+            if args.file
+            else list(generate_events(args.events, args.seed, args.malformed_rate))
+        )
+    except (OSError, ValueError) as error:
+        console.print(f"[red]cannot read the events of {args.file}:[/] {error}", soft_wrap=True)
+        return 2
     state_dir = state_dir_from_env()
     console.print(f"[bold]tokenvault[/]: starting the embedded stack in {state_dir} ...")
     try:
@@ -145,9 +154,6 @@ def main(argv: list[str] | None = None) -> int:
     except StackError as error:
         console.print(f"[red]stack failed to start:[/] {error}")
         return 1
-    events: list[OutgoingEvent] = (
-        events_from_file(args.file) if args.file else list(generate_events(args.events, args.seed, args.malformed_rate))
-    )
     ids = [e.event_id for e in events]
     rows_before, quarantined_before = _counts(env["PG_ADMIN_DSN"], ids)
     started = time.monotonic()
