@@ -96,21 +96,41 @@ _shown = shown
 """`redrive`, `vault_access` and `shown` under the names they had here before the split (tests call them so)."""
 
 
+def _add_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str
+) -> argparse.ArgumentParser:
+    """Subcommand `name`; its --help shows its item of this module's docstring and the exit status."""
+    doc = __doc__ or ""
+    item = doc[doc.index(f"- `{name}") :]
+    item = item[: min(i for i in (item.find("\n- `", 1), item.find("\n\n")) if i > 0)]
+    return commands.add_parser(
+        name,
+        help=summary,
+        description="\n".join(line.removeprefix("  ") for line in item.removeprefix("- ").splitlines()),
+        epilog=doc[doc.index("Exit status:") :].strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
-    """The commands and their arguments (--help shows this module docstring's first paragraph)."""
+    """The commands and their arguments.
+
+    --help shows this module docstring's first paragraph; each command's --help its item of it
+    and the exit status.
+    """
     parser = argparse.ArgumentParser(prog="etl_service dead-letters", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="dead letters with their reasons")
-    show = commands.add_parser("show", help="open one sealed body (audited by OpenBao)")
+    _add_command(commands, "list", "dead letters with their reasons")
+    show = _add_command(commands, "show", "open one sealed body (audited by OpenBao)")
     show.add_argument("message_id")
     show.add_argument("--token-file", type=Path, help="the operator's Vault token (default: $VAULT_TOKEN)")
-    resend = commands.add_parser("resend", help="send a fixed (or the original) body back to the source queue")
+    resend = _add_command(commands, "resend", "send a fixed (or the original) body back to the source queue")
     resend.add_argument("message_id")
     resend.add_argument("--body-file", type=Path, help="the fixed body (default: the original, opened as by show)")
     resend.add_argument("--token-file", type=Path, help="the operator's Vault token (default: $VAULT_TOKEN)")
-    commands.add_parser("redrive", help="take back messages SQS's redrive moved (no reason, or no ETL envelope)")
+    _add_command(commands, "redrive", "take back messages SQS's redrive moved (no reason, or no ETL envelope)")
     add_erase_command(commands)
-    delete = commands.add_parser("delete", help="remove one dead letter unopened (a plant); needs --yes")
+    delete = _add_command(commands, "delete", "remove one dead letter unopened (a plant); needs --yes")
     delete.add_argument("message_id")
     delete.add_argument("--yes", action="store_true", help="really delete (it cannot be undone)")
     return parser

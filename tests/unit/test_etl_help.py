@@ -49,3 +49,26 @@ def test_help_lists_every_dead_letters_command() -> None:
     )
     operators = next(line for line in _help().splitlines() if line.startswith("operators:"))
     assert [name for name in commands if name not in operators] == []
+
+
+def test_each_dead_letters_command_has_help_of_its_own_with_the_exit_status() -> None:
+    """`dead-letters list --help` and the rest said nothing of what the command does or how it exits."""
+    from etl_service.entrypoints import dead_letters
+
+    commands = next(
+        action.choices
+        for action in dead_letters._parser()._actions
+        if isinstance(action, argparse._SubParsersAction)  # argparse keeps the subcommands there
+    )
+    first_words = {
+        "list": "every dead letter with its reason",
+        "show": "open one sealed body",
+        "resend": "send the fixed body",
+        "redrive": "take back messages SQS's redrive policy moved",
+        "delete": "remove one dead letter without opening it",
+        "erase": "Part of an erasure",
+    }
+    for name, parser in commands.items():
+        shown = " ".join(parser.format_help().split())
+        assert first_words[name] in shown, (name, shown)
+        assert "Exit status: 0 done" in shown or name == "erase", (name, shown)
