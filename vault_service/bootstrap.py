@@ -34,6 +34,7 @@ from vault_service.entrypoints.metrics import (
     observe_checkpoint_exported,
     observe_checkpoint_refused,
     observe_database_defaults,
+    observe_database_unreachable,
     observe_id_sequence_tampered,
     observe_oldest_unchecked,
     observe_planted_checkpoint,
@@ -91,6 +92,8 @@ class Bootstrapped:
         self.audit.appended.warn_age = 3 * interval  # the unchecked ids are logged before a kill can erase them
         self.audit.upkeep_read_timeout = 5 * interval  # a hanging round fails (counted) instead of waiting
         observe_oldest_unchecked(self.audit.appended.oldest_age)
+        appended = self.audit.appended
+        observe_database_unreachable(lambda: appended.database_unreachable)
         verify = SignatureVerifier(self.signer)
         return AuditUpkeep(
             self.audit,

@@ -9,13 +9,23 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg_pool import PoolTimeout
 
 from tests.unit.fakes import FakeAuditLog
-from vault_service.domain.anchoring import AppendedRows, SegmentRow
+from vault_service.adapters.postgres.errors import translated
+from vault_service.domain.anchoring import AppendedRows, AuditChecksOverdue, SegmentRow
 from vault_service.domain.audit import GENESIS_HASH, AuditEvent, AuditRecord, chain_hash_v2
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
-from vault_service.domain.errors import AuditUnavailable, DatabaseUnavailable, StorageError, TooManyRequests
+from vault_service.domain.errors import (
+    AuditDatabaseUnreachable,
+    AuditUnavailable,
+    DatabaseUnavailable,
+    DatabaseUnreachable,
+    StorageError,
+    TooManyRequests,
+)
 from vault_service.domain.identity import Caller
 from vault_service.domain.rate_limit import RateLimit
 from vault_service.service.audit_upkeep import AuditUpkeep
@@ -452,3 +462,64 @@ def test_stop_logs_the_unchecked_ids_before_the_last_round_and_skips_it_while_a_
     assert rounds == []
     first = caplog.text.index("stopping with 2 audit row(s) this service appended (ids 2 to 3)")
     assert first < caplog.text.index("were never checked")
+
+
+def test_a_round_failing_for_want_of_a_database_connection_is_refused_as_an_outage_not_as_tampering() -> None:
+    # Review 17 #4: a database down past the bound made the refusal send callers to the security
+    # team. A round that gets no connection is noted; a dropped connection or a query error (which
+    # the database owner can cause for one statement) is not, and a passing round clears it.
+    records = _chained(2)
+    now = [0.0]
+    rows = AppendedRows(max_age=5.0, clock=lambda: now[0])
+    rows.remember([(r.record_id, (r.prev_hash, r.row_hash)) for r in records])
+    store = _ChainStore(records)
+    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), [], [], appended=rows)
+    now[0] = 10.0
+    store.fail_head = DatabaseUnreachable("the vault database cannot be reached; retry later")
+    upkeep._safely()
+    with pytest.raises(AuditChecksOverdue) as outage:
+        rows.check_open()
+    assert outage.value.database_unreachable and outage.value.reason.endswith(
+        "while the vault's database cannot be reached"
+    )
+    assert "cannot reach the vault's database" in str(outage.value) and "security team" not in str(outage.value)
+    for cause in (DatabaseUnavailable("connection lost"), StorageError("refused (InternalError_)")):
+        store.fail_head = cause
+        upkeep._safely()
+        with pytest.raises(AuditChecksOverdue) as refused:
+            rows.check_open()
+        assert not refused.value.database_unreachable and "tell the security team" in str(refused.value)
+    store.fail_head = DatabaseUnreachable("again")
+    upkeep._safely()
+    assert rows.database_unreachable
+    store.fail_head = None
+    upkeep._safely()
+    assert not rows.database_unreachable and len(rows) == 0
+
+
+def test_an_aggregated_row_that_cannot_be_appended_for_want_of_a_connection_counts_as_an_outage() -> None:
+    class _Unreachable(FakeAuditLog):
+        def append(self, event: AuditEvent) -> None:
+            raise AuditDatabaseUnreachable("the vault's database cannot be reached")
+
+    rows, meter = AppendedRows(), TokenizeMeter()
+    meter.record(Caller("etl-service", "a1", "ff"), 7, 1)
+    upkeep = _upkeep(_Unreachable(), _ChainStore(_chained(1)), meter, [], [], appended=rows)
+    upkeep._safely()
+    assert rows.database_unreachable
+
+
+def test_only_a_pool_that_gets_no_connection_is_translated_as_the_database_unreachable() -> None:
+    @translated
+    def failing(error: Exception) -> None:
+        raise error
+
+    with pytest.raises(DatabaseUnreachable):
+        failing(PoolTimeout("couldn't get a connection after 10.00 sec"))
+    for error in (
+        psycopg.OperationalError("server closed the connection unexpectedly"),
+        psycopg.errors.QueryCanceled(),
+    ):
+        with pytest.raises(DatabaseUnavailable) as raised:
+            failing(error)
+        assert not isinstance(raised.value, DatabaseUnreachable)

@@ -65,15 +65,26 @@ class AuditChecksOverdue(AuditUnavailable):
     closed rather than serve calls whose rows nothing checks.
 
     `reason` says why, on its own (what is logged); the message adds what the caller can do.
+    `database_unreachable`: the upkeep's latest round failed because no connection to the vault's
+    database could be had (an outage: review 17 #4), so the message says that and does not send
+    the caller to the security team.
     """
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(
-            f"{reason}, so the call was refused until the upkeep checks them. If the database or Vault is"
-            " away, this clears by itself once the upkeep can read the database again; if it persists, tell"
-            " the security team (alert AuditUpkeepFailing: the vault's log says why its audit upkeep rounds fail)"
-        )
+    def __init__(self, reason: str, database_unreachable: bool = False) -> None:
+        if database_unreachable:
+            advice = (
+                "The audit upkeep cannot reach the vault's database (no connection could be had): this clears by"
+                " itself once the database is back (alert AuditDatabaseUnreachable)"
+            )
+        else:
+            advice = (
+                "If the database or Vault is away, this clears by itself once the upkeep can read the database"
+                " again; if it persists, tell the security team (alert AuditUpkeepFailing: the vault's log says"
+                " why its audit upkeep rounds fail)"
+            )
+        super().__init__(f"{reason}, so the call was refused until the upkeep checks them. {advice}")
         self.reason = reason
+        self.database_unreachable = database_unreachable
 
 
 class AppendedRows:
@@ -106,6 +117,8 @@ class AppendedRows:
         self._lock = threading.Lock()
         self.on_refused = on_refused or (lambda count: None)
         self._clock = clock
+        self.database_unreachable = False
+        """Whether the upkeep's latest round failed for want of any database connection (set by the upkeep)."""
 
     def check_open(self) -> None:
         """Raise AuditChecksOverdue (counted) if the remembered rows are too old or too many to append more."""
@@ -133,7 +146,10 @@ class AppendedRows:
         else:
             return
         self.on_refused(1)
-        raise AuditChecksOverdue(reason)
+        unreachable = self.database_unreachable
+        if unreachable:
+            reason += " while the vault's database cannot be reached"
+        raise AuditChecksOverdue(reason, unreachable)
 
     def _should_warn(self, age: float) -> bool:
         """Whether to log the early warning now (under the lock): the first call of a stretch past `warn_age`."""

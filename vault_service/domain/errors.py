@@ -52,6 +52,14 @@ class DatabaseUnavailable(VaultError):
     """The vault's database cannot be reached or dropped the connection; retry later."""
 
 
+class DatabaseUnreachable(DatabaseUnavailable):
+    """No connection to the vault's database could be had (refused, or none within the pool's timeout).
+
+    An outage, told apart from a query the database answered with an error or a connection it
+    dropped mid-statement (which the database owner can cause for one statement of one session).
+    """
+
+
 class StorageError(VaultError):
     """The database refused an operation the vault expected to succeed (a bug or a broken schema)."""
 
@@ -62,3 +70,7 @@ class TooManyRequests(RateLimited):
 
 class TooManyCallsAtOnce(RateLimited):
     """The client already has its share of the server's calls in progress; it may retry when one finishes."""
+
+
+class AuditDatabaseUnreachable(AuditUnavailable, DatabaseUnreachable):
+    """An audit append refused because no connection to the vault's database could be had (an outage)."""

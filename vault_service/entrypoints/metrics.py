@@ -91,6 +91,13 @@ AUDIT_OLDEST_UNCHECKED = Gauge(
     " past 3 intervals the log names the waiting ids",
 )
 
+AUDIT_DATABASE_UNREACHABLE = Gauge(
+    "tokenvault_audit_database_unreachable",
+    "1 while this process's audit upkeep fails for want of any connection to the vault's database (an outage:"
+    " refused, or none within the pool's timeout), 0 otherwise; alert AuditDatabaseUnreachable, and the"
+    " tampering alerts AuditRowsUnchecked and AuditRowsWaiting are held meanwhile",
+)
+
 DATABASE_DEFAULTS_SET = Gauge(
     "tokenvault_database_defaults_set",
     "Parameters that role or database defaults (ALTER ROLE/DATABASE ... SET) set for the vault's database"
@@ -137,6 +144,11 @@ def observe_rows_unchecked(count: int) -> None:
 def observe_oldest_unchecked(age: Callable[[], float]) -> None:
     """Export `age()` (the oldest unchecked audit row's age, in seconds) at every scrape."""
     AUDIT_OLDEST_UNCHECKED.set_function(age)
+
+
+def observe_database_unreachable(unreachable: Callable[[], bool]) -> None:
+    """Export `unreachable()` (the upkeep's latest round failed for want of a database connection) per scrape."""
+    AUDIT_DATABASE_UNREACHABLE.set_function(lambda: float(unreachable()))
 
 
 def observe_upkeep_failed() -> None:

@@ -65,7 +65,7 @@ from vault_service.domain.anchoring import (
     SegmentRow,
 )
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
-from vault_service.domain.errors import StorageError, VaultError
+from vault_service.domain.errors import DatabaseUnreachable, StorageError, VaultError
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 from vault_service.service.ports import AuditLog
 
@@ -470,10 +470,17 @@ class AuditUpkeep:
             self._safely()
 
     def _safely(self) -> None:
-        """One round; whatever it raises is logged, counted and left to the next round."""
+        """One round; whatever it raises is logged, counted and left to the next round.
+
+        Whether it failed for want of any database connection (DatabaseUnreachable: an outage, not
+        a query error) is noted on the appended rows, so the refusals and the metrics say so
+        (review 17 #4); any other outcome clears it.
+        """
+        unreachable = False
         try:
             self.run_once()
         except VaultError as error:  # Vault or the database away: the next round catches up
+            unreachable = isinstance(error, DatabaseUnreachable)
             self._on_failed()
             log.warning("audit upkeep postponed: %s", error)
         except Exception as error:  # the thread must outlive any one round, whatever fails in it
@@ -485,4 +492,7 @@ class AuditUpkeep:
                 self._failure_seen = failure
                 log.error("audit upkeep round failed (%s); retrying every interval", failure)
             return
+        finally:
+            if self._appended is not None:
+                self._appended.database_unreachable = unreachable
         self._failure_seen = ""

@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import cast
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from vault_service.adapters.group_commit import GroupCommitter
 from vault_service.adapters.postgres.audit_chain import PostgresAuditChain
@@ -41,7 +41,7 @@ from vault_service.adapters.postgres.prepared import PreparedStatement, UnnamedS
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
 from vault_service.domain.anchoring import AppendedRows, AuditChecksOverdue, Link, stored_as_written
 from vault_service.domain.audit import AuditEvent, AuditRecord
-from vault_service.domain.errors import AuditUnavailable
+from vault_service.domain.errors import AuditDatabaseUnreachable, AuditUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,12 @@ class PostgresAuditLog(PostgresAuditChain):
             )
             raise AuditUnavailable(
                 "the audit log did not store this call's record, so the call was refused; tell the security team"
+            ) from None
+        except PoolTimeout:
+            log.error("audit append failed: no connection to the database", extra={"error": "PoolTimeout"})
+            raise AuditDatabaseUnreachable(
+                "the audit log cannot be written: the vault's database cannot be reached, so the call was refused;"
+                " retry later"
             ) from None
         except psycopg.Error as error:
             # The database's message can quote the failing row (purpose): log its class and

@@ -10,7 +10,7 @@ from typing import ParamSpec, TypeVar
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from vault_service.domain.errors import DatabaseUnavailable, StorageError, VaultError
+from vault_service.domain.errors import DatabaseUnavailable, DatabaseUnreachable, StorageError, VaultError
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +21,10 @@ R = TypeVar("R")
 def translated(method: Callable[P, R]) -> Callable[P, R]:
     """Run `method`, turning driver errors into port errors.
 
-    A lost or unreachable database becomes DatabaseUnavailable, any other driver error
-    StorageError. The driver's message can quote row data: only its class and SQLSTATE are logged.
+    No connection to be had within the pool's timeout (the server refuses or does not answer)
+    becomes DatabaseUnreachable, a lost connection or an operational error DatabaseUnavailable,
+    any other driver error StorageError. The driver's message can quote row data: only its class
+    and SQLSTATE are logged.
     """
 
     @functools.wraps(method)
@@ -31,7 +33,10 @@ def translated(method: Callable[P, R]) -> Callable[P, R]:
             return method(*args, **kwargs)
         except VaultError:
             raise
-        except (psycopg.OperationalError, PoolTimeout) as error:
+        except PoolTimeout:
+            log.error("database unreachable", extra={"error": "PoolTimeout"})
+            raise DatabaseUnreachable("the vault database cannot be reached; retry later") from None
+        except psycopg.OperationalError as error:
             log.error("database unavailable", extra={"error": type(error).__name__})
             raise DatabaseUnavailable("the vault database is unavailable; retry later") from None
         except psycopg.Error as error:
