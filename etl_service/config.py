@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-import itertools
-import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +12,7 @@ from etl_service.service.sealing import largest_sealable_body_bytes
 from tokenvault_common.env import EnvReader
 from tokenvault_common.metrics_endpoint import MetricsTls, read_metrics_tls
 from tokenvault_common.metrics_plaintext import read_metrics_plaintext
+from tokenvault_common.settings_help import settings_help as common_settings_help
 from tokenvault_common.vault_address import read_vault_address
 
 
@@ -203,12 +201,4 @@ def _check_sealable_body_size(read: EnvReader, config: EtlConfig) -> None:
 
 def settings_help() -> str:
     """Every setting, from the field docstrings above (one source for the code and `--help`)."""
-    tree = ast.parse(Path(__file__).read_text())
-    (config_class,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "EtlConfig"]
-    lines = []
-    body = config_class.body
-    for field, doc in itertools.pairwise(body):
-        if isinstance(field, ast.AnnAssign) and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant):
-            text = " ".join(str(doc.value.value).split())
-            lines.append(textwrap.fill(text, 100, initial_indent="  ", subsequent_indent="      "))
-    return "settings (environment variables):\n" + "\n".join(lines)
+    return common_settings_help(Path(__file__), "EtlConfig")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from psycopg_pool import PoolTimeout
 
@@ -14,6 +16,8 @@ from tokenvault_common.env import ConfigError
 from tokenvault_common.logging_setup import configure_logging
 from tokenvault_common.metrics_endpoint import MetricsEndpointError, serve_metrics, tls_context
 from tokenvault_common.runtime import tune_for_throughput
+from tokenvault_common.settings_help import settings_help
+from vault_service import config as config_module
 from vault_service.adapters.client_crl import InvalidRevocationList
 from vault_service.adapters.transit import VaultStartupError
 from vault_service.bootstrap import bootstrap
@@ -25,8 +29,27 @@ from vault_service.entrypoints.server import create_health_server, create_server
 log = logging.getLogger("vault_service")
 
 
-def main() -> int:
+EXIT_CODES = """exit status:
+  0  stopped by SIGTERM/SIGINT, in-flight calls finished
+  1  cannot start: Vault, the database or the access policy refused or failed (the message says which)
+  2  invalid settings (every problem named at once), or a metrics endpoint or revocation list that
+     cannot work as set"""
+
+
+def _parse_arguments(argv: list[str] | None) -> None:
+    """`--help` prints every setting and exits; the service takes no other argument."""
+    parser = argparse.ArgumentParser(
+        prog="python -m vault_service",
+        description="The token vault's gRPC server (mTLS), configured by environment variables alone.",
+        epilog=f"{settings_help(Path(config_module.__file__), 'VaultServiceConfig')}\n\n{EXIT_CODES}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
     """Start, serve until SIGTERM/SIGINT, stop gracefully. Exit 2 on bad config, 1 on failed start."""
+    _parse_arguments(argv)
     try:
         config = VaultServiceConfig.from_env(os.environ)
     except ConfigError as error:

@@ -18,7 +18,8 @@ class VaultServiceConfig:
     """Every setting of the vault service."""
 
     grpc_address: str
-    """host:port the gRPC server listens on (TOKENVAULT_GRPC_ADDRESS; port 0 picks a free one)."""
+    """host:port the gRPC server listens on (TOKENVAULT_GRPC_ADDRESS, default 127.0.0.1:50051; port 0 picks
+    a free one)."""
     database_dsn: str
     """Connection string of role tokenvault_vault (TOKENVAULT_DATABASE_DSN)."""
     vault_address: str
@@ -51,7 +52,7 @@ class VaultServiceConfig:
     policy_file: Path
     """Access policy, TOML (TOKENVAULT_POLICY_FILE)."""
     metrics_port: int
-    """Prometheus metrics port; 0 disables (TOKENVAULT_METRICS_PORT)."""
+    """Prometheus metrics port; 0 (the default) disables (TOKENVAULT_METRICS_PORT)."""
     metrics_address: str
     """Address the metrics endpoint binds (TOKENVAULT_METRICS_ADDRESS, default 127.0.0.1)."""
     metrics_tls: MetricsTls | None
@@ -59,7 +60,7 @@ class VaultServiceConfig:
     TOKENVAULT_METRICS_TLS_KEY, TOKENVAULT_METRICS_TLS_CLIENT_CA: all three or none; the client
     CA signs only the metrics scraper's certificate, never the gRPC clients'). Unset: plain HTTP,
     readable by whatever reaches the port - the counters tell whether a value is in the vault -
-    so only on a loopback address, unless metrics_plaintext_allowed."""
+    so only on a loopback address, unless TOKENVAULT_METRICS_PLAINTEXT=allow."""
     metrics_plaintext_allowed: bool
     """TOKENVAULT_METRICS_PLAINTEXT=allow: plain-HTTP metrics on a non-loopback address, for a
     deployment whose scraper reaches it over a private network no one else does. Without it such
@@ -68,15 +69,16 @@ class VaultServiceConfig:
     """Plaintext listener serving only grpc.health.v1, for probes that cannot present a client
     certificate, such as Kubernetes' gRPC probes (TOKENVAULT_HEALTH_ADDRESS; unset: none)."""
     workers: int
-    """gRPC worker threads (TOKENVAULT_WORKERS)."""
+    """gRPC worker threads (TOKENVAULT_WORKERS, default 16)."""
     db_pool_size: int
-    """Database connections (TOKENVAULT_DB_POOL_SIZE)."""
+    """Database connections (TOKENVAULT_DB_POOL_SIZE, default 8)."""
     log_level: str
-    """Logging level (TOKENVAULT_LOG_LEVEL)."""
+    """Logging level (TOKENVAULT_LOG_LEVEL, default INFO)."""
     key_check_seconds: float
-    """How often to follow key rotations and check Vault and the database (TOKENVAULT_KEY_CHECK_SECONDS)."""
+    """How often to follow key rotations and check Vault and the database (TOKENVAULT_KEY_CHECK_SECONDS,
+    default 15)."""
     token_cache_size: int
-    """Tokens kept in memory for repeated values; 0 disables (TOKENVAULT_TOKEN_CACHE_SIZE)."""
+    """Tokens kept in memory for repeated values; 0 disables (TOKENVAULT_TOKEN_CACHE_SIZE, default 1000000)."""
     audit_checkpoint_seconds: float = 2.0
     """How often the audit chain is checkpointed and signed while it grows
     (TOKENVAULT_AUDIT_CHECKPOINT_SECONDS, default 2): the window of unanchored rows."""
