@@ -16,7 +16,8 @@ from vault_service.entrypoints.columns import item_error, revealed_lists, to_col
 from vault_service.entrypoints.guard import current_caller
 from vault_service.entrypoints.metrics import count_items, count_outcomes, measured
 from vault_service.entrypoints.status import status_of
-from vault_service.service.vault import TokenizeOutcome, TokenVault
+from vault_service.service.tokenizing import TokenizeOutcome
+from vault_service.service.vault import TokenVault
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,120 @@
+"""What the vault's use cases share: their wiring (stores, keys, policy, limits, audit) and the audited refusal.
+
+The use cases are built on it: Tokenize in tokenizing.py, Detokenize and Erase in vault.py
+(`TokenVault`, the class callers use). Split out of vault.py as they were (review 17, #7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from vault_service.domain.audit import AuditEvent
+from vault_service.domain.errors import VaultError
+from vault_service.domain.identity import Caller
+from vault_service.domain.policy import AccessPolicy
+from vault_service.domain.purpose import WITHHELD_PURPOSE
+from vault_service.domain.rate_limit import RateLimiter, exact
+from vault_service.domain.token_types import TokenType
+from vault_service.service.keyring import KeyManager
+from vault_service.service.metering import RefusalAuditor, TokenizeMeter
+from vault_service.service.ports import AuditLog, TokenStore
+from vault_service.service.stored_values import StoredValueLookup
+from vault_service.service.token_cache import TokenCache
+from vault_service.service.withheld_purposes import WithheldPurposes, remembered_for
+
+_TOKEN_TYPES = tuple(TokenType)  # iterating the Enum class itself runs a Python generator
+
+
+class TokenVaultBase:
+    """The vault's stores, keys, policy, cache, meters and rate limits, and the audited refusal (see `TokenVault`)."""
+
+    def __init__(
+        self,
+        tokens: TokenStore,
+        keys: KeyManager,
+        policy: AccessPolicy,
+        audit: AuditLog,
+        cache: TokenCache | None = None,
+        meter: TokenizeMeter | None = None,
+    ) -> None:
+        self._tokens = tokens
+        self._keys = keys
+        self._policy = policy
+        self._audit = audit
+        self._cache = cache if cache is not None else TokenCache(0)
+        self.meter = meter if meter is not None else TokenizeMeter()
+        self.refusals = RefusalAuditor(audit)
+        self.stored_values = StoredValueLookup(tokens, keys)
+        self.withheld_purposes = WithheldPurposes(ttl=remembered_for(policy))
+        # Every limit's buckets are kept in the database, shared by every replica and kept across
+        # restarts (the limits themselves come from the policy file). Reveals and tokenize spend
+        # leases taken from them, a twentieth of the burst at a time; erasure, which cannot be
+        # undone, takes exactly what each call needs.
+        defaults, shared = policy.default_limits, tokens
+        self._tokenize_limiter = RateLimiter(
+            policy.limits_of("tokenize"), defaults.tokenize, "tokenize", shared=shared, kind="tokenize"
+        )
+        self._new_token_limiter = RateLimiter(
+            policy.limits_of("new_tokens"),
+            defaults.new_tokens,
+            "create new tokens for",
+            shared=shared,
+            kind="new_tokens",
+        )
+        self._detokenize_limiter = RateLimiter(
+            policy.limits_of("detokenize"), defaults.detokenize, "detokenize", shared=shared, kind="detokenize"
+        )
+        self._erase_limiter = RateLimiter(
+            policy.limits_of("erase"), defaults.erase, "erase", shared=shared, kind="erase", lease=exact
+        )
+
+    @property
+    def cache(self) -> TokenCache:
+        """The token cache (for metrics and invalidation)."""
+        return self._cache
+
+    def refuse(self, peer: str, caller: Caller | None, action: str, error: VaultError, item_count: int) -> None:
+        """Audit a call refused before it reached a use case (throttled per peer).
+
+        Raises TooManyRequests when the peer is over its refusal rate.
+        """
+        self.refusals.refused(peer, refusal_event(caller, action, error, item_count, ""))
+
+    def _audit_refusal(self, caller: Caller | None, action: str, error: VaultError, count: int, types: str) -> None:
+        """Audit a refused call (throttled per peer), without its purpose: no value of it was compared."""
+        self.refusals.refused(caller_name(caller) or "<anonymous>", refusal_event(caller, action, error, count, types))
+
+
+def caller_name(caller: Caller | None) -> str | None:
+    """The caller's name (None without a caller)."""
+    return caller.name if caller is not None else None
+
+
+def refusal_event(caller: Caller | None, action: str, error: VaultError, count: int, types: str) -> AuditEvent:
+    """A refusal as audited: its purpose withheld.
+
+    A refused call opened no value (a refusal over the rate limit must not: opening is what the
+    limit meters), so nothing tells whether its purpose spells one of them: a privacy officer's
+    Erase refused over the erase burst with `GDPR-2026-801-<device id>` kept the device id for
+    good (attack 12, finding 1). A purpose refused as unfit may hold what made it unfit.
+    """
+    return AuditEvent(
+        caller.name if caller else "<anonymous>",
+        action,
+        f"refused: {type(error).__name__}",
+        count,
+        WITHHELD_PURPOSE,
+        types,
+        caller.serial if caller else "",
+        caller.cert_sha256 if caller else "",
+    )
+
+
+def present_types(types: Sequence[TokenType | None]) -> list[TokenType]:
+    """The token types among `types`, found by identity in C (an Enum member hashes in Python)."""
+    return [member for member in _TOKEN_TYPES if member in types]
+
+
+def type_names(present: Iterable[TokenType]) -> str:
+    """Type names as the audit log keeps them: sorted, comma-separated."""
+    return ",".join(sorted(member.type_name for member in present))
