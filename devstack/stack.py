@@ -295,6 +295,7 @@ def down(state_dir: Path, keep_logs: bool = False) -> list[str]:
     if not keep_logs:
         shutil.rmtree(state_dir / "logs", ignore_errors=True)
         shutil.rmtree(state_dir / "openbao", ignore_errors=True)  # its audit log
+        shutil.rmtree(state_dir / "audit", ignore_errors=True)  # checkpoints of the chain just deleted
     return stopped
 
 

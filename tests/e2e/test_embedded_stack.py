@@ -274,3 +274,5 @@ def test_down_stops_every_process_it_started(stack_dir: Path) -> None:
     assert stopped.returncode == 0
     assert not any(alive(pid) for pid in pids.values())
     assert not (stack_dir / "stack.env").exists()
+    left = sorted(p.name for p in stack_dir.iterdir()) if stack_dir.exists() else []
+    assert left == [], left  # it left `audit/` (the deleted chain's exported checkpoints) behind
