@@ -26,7 +26,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from vault_service.domain.audit import CHAIN_HASH_BYTES, AuditEvent, AuditRecord, chain_hash_v2, record_hash
+from vault_service.domain.audit import (
+    CHAIN_HASH_BYTES,
+    AuditEvent,
+    AuditRecord,
+    HashVersions,
+    chain_hash_v2,
+    record_hash,
+)
 from vault_service.domain.checkpoints import ChainHead
 from vault_service.domain.errors import AuditUnavailable
 
@@ -236,6 +243,9 @@ class SegmentCheck:
         self._held: set[int] = set()
         self._hashed = 0
         self._ids = sorted(appended)
+        # The segment starts at the oldest appended row, version 2 (`stored_as_written`): every row
+        # in it comes after a version-2 row, so none may be version 1 (attack 17, finding 1).
+        self._versions = HashVersions(after_version_2=True)
         self.broken_at: int | None = None
         """The id of the first row at which the segment does not hold (None: none so far)."""
 
@@ -254,7 +264,8 @@ class SegmentCheck:
                 self._hashed += 1
                 if self._hashed % HASHED_PER_PAUSE == 0:
                     self._pause()
-            if not (own or _hashes(row)) or (self._previous is not None and row.prev_hash != self._previous):
+            linked = self._previous is None or row.prev_hash == self._previous
+            if not (own or _hashes(row, self._versions)) or not linked:
                 self.broken_at = row.record_id
                 return False
             self._previous = row.row_hash
@@ -273,12 +284,16 @@ class SegmentCheck:
         return tuple(sorted(i for i in self._appended if i not in self._held))
 
 
-def _hashes(row: SegmentRow) -> bool:
-    """Whether `row`'s fields were read and hash to its row hash, with the link it is shown with."""
+def _hashes(row: SegmentRow, versions: HashVersions) -> bool:
+    """Whether `row`'s fields were read and hash to its row hash, with the link it is shown with.
+
+    And whether its hash version may stand there (`versions`, shared with audit-verify).
+    """
     record = row.record
     return (
         record is not None
         and not row.oversize
+        and versions.problem(record) is None
         and len(row.row_hash) == CHAIN_HASH_BYTES
         and (record.prev_hash, record.row_hash) == (row.prev_hash, row.row_hash)
         and record_hash(record) == row.row_hash

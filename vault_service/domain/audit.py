@@ -3,7 +3,8 @@
 Each row's hash covers its fields and the previous row's hash, so changing, deleting or
 reordering any row breaks every hash after it. Since migration 0006 the database computes the
 chain itself (hash version 2, `vault.audit_row_hash`); rows written before keep version 1,
-computed by the service. Both are verified here.
+computed by the service. Both are verified here, under the rules of `HashVersions`: version 1
+hashes fewer fields, so a row may be version 1 only where the log's history allows it.
 """
 
 from __future__ import annotations
@@ -191,29 +192,106 @@ def chain_hash_v2(
 
 
 def record_hash(record: AuditRecord) -> bytes:
-    """What `record.row_hash` must be, by the record's hash version."""
+    """What `record.row_hash` must be, by the record's hash version (b"" for a version no vault wrote)."""
     if record.hash_version == 1:
         return chain_hash(record.prev_hash, record.at, record.event)
-    return chain_hash_v2(record.prev_hash, record.record_id, record.at, record.event, record.revealed_sent)
+    if record.hash_version == 2:
+        return chain_hash_v2(record.prev_hash, record.record_id, record.at, record.event, record.revealed_sent)
+    return b""
 
 
-def first_broken_record(records: Iterable[AuditRecord]) -> int | None:
-    """The id of the first record whose chain does not hold, or None when the log is intact.
+KNOWN_HASH_VERSIONS = (1, 2)
+"""The row hash versions a vault ever wrote: 1 (the service, before migration 0006), 2 (the database since)."""
+
+
+def _as_before_version_2(record: AuditRecord) -> bool:
+    """Whether the fields a version-1 hash does not cover hold what every row written before migration 0006 holds.
+
+    Migration 0006 added `client_serial` and `client_cert_sha256` (default '') and `revealed`
+    (NULL) together with version 2; a version-1 row was written before them, so it holds just
+    that. Pinned here, those fields cannot be changed under a version-1 hash that ignores them.
+    """
+    event = record.event
+    return (
+        event.client_serial == ""
+        and event.client_cert_sha256 == ""
+        and record.revealed_sent is None
+        and (not event.revealed)
+    )
+
+
+class HashVersions:
+    """The hash-version rule along the chain, row by row in id order (attack 17, finding 1).
+
+    A version-1 hash covers neither the row's id nor its certificate serial and digest nor
+    `revealed` (the keyed hashes of the tokens a reveal showed or an erasure destroyed: what
+    who-saw and erase reconciliation read). So a row the database owner has the chain trigger
+    write as version 1 could have those rewritten at any time after, under signed and exported
+    checkpoints. A row's version therefore stands only if it is a known one, and version 1 only
+    (a) before the first version-2 row: versions never go back, since every row written since
+    migration 0006 is version 2; and (b) with the fields version 1 does not hash at the values
+    every row written before migration 0006 holds ('' and NULL). (b) pins the version-1 rows that
+    (a) lets stand, whatever their place: they can be changed in no field but the id, which the
+    links (and the checkpoints' row counts) keep in order.
+
+    Shared by audit-verify and who-saw (`first_broken_record`) and the upkeep's segment check
+    (domain/anchoring.py), so all three read the same log the same way.
+    """
+
+    def __init__(self, after_version_2: bool = False) -> None:
+        """`after_version_2`: a version-2 row comes before the first row given (a segment starting at one)."""
+        self._after_version_2 = after_version_2
+
+    def problem(self, record: AuditRecord) -> str | None:
+        """Why `record`'s hash version cannot stand at this place in the chain (None: it can); then the next row."""
+        version = record.hash_version
+        if version not in KNOWN_HASH_VERSIONS:
+            return f"this row claims hash version {version}, which no vault writes (only 1 and 2): tampered"
+        if version == 2:
+            self._after_version_2 = True
+            return None
+        if self._after_version_2:
+            return (
+                "this row is hash version 1 after version-2 rows: every row since migration 0006 is version 2,"
+                " and version 1 does not hash the row's id, certificate or revealed tokens: tampered"
+            )
+        if not _as_before_version_2(record):
+            return (
+                "this row is hash version 1 but carries a certificate serial, digest or revealed tokens, which no"
+                " row before migration 0006 had and version 1 does not hash: tampered"
+            )
+        return None
+
+
+def first_break(records: Iterable[AuditRecord]) -> tuple[int, str] | None:
+    """The id of the first record whose chain does not hold and why, or None when the log is intact.
 
     A record breaks the chain when it does not link to the one before, when its hash does not
-    match its fields, when its time is earlier than the record before (backdated), or when its
-    time could not be read (`UnreadableTime`: out of range, written by no vault).
+    match its fields, when its time is earlier than the record before (backdated), when its
+    time could not be read (`UnreadableTime`: out of range, written by no vault), or when its
+    hash version cannot stand where it is (`HashVersions`).
     """
     expected_prev = GENESIS_HASH
     last_at: datetime | None = None
+    versions = HashVersions()
     for record in records:
+        if isinstance(record.at, UnreadableTime):
+            return record.record_id, "this row's time is out of range (infinity, before year 1 or after 9999): tampered"
+        version_problem = versions.problem(record)
+        if version_problem is not None:
+            return record.record_id, version_problem
         if (
-            isinstance(record.at, UnreadableTime)
-            or record.prev_hash != expected_prev
+            record.prev_hash != expected_prev
             or record.row_hash != record_hash(record)
             or (last_at is not None and record.at < last_at)
         ):
-            return record.record_id
+            return record.record_id, "the hash chain breaks here (row changed, removed, reordered or backdated)"
         expected_prev = record.row_hash
         last_at = record.at
     return None
+
+
+def first_broken_record(records: Iterable[AuditRecord]) -> int | None:
+    """The id of the first record whose chain does not hold (see `first_break`), or None when the log is intact."""
+    broken = first_break(records)
+    return None if broken is None else broken[0]

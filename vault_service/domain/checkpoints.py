@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from vault_service.domain.audit import AuditRecord, UnreadableTime, first_broken_record
+from vault_service.domain.audit import AuditRecord, first_break
 
 
 @dataclass(frozen=True)
@@ -146,11 +146,9 @@ def verify_log(
     One pass: rows are looked up by id, and an exported checkpoint identical to the database's
     copy is the same evidence (checked once).
     """
-    broken = first_broken_record(records)
+    broken = first_break(records)
     if broken is not None:
-        if any(r.record_id == broken and isinstance(r.at, UnreadableTime) for r in records):
-            return Finding(broken, "this row's time is out of range (infinity, before year 1 or after 9999): tampered")
-        return Finding(broken, "the hash chain breaks here (row changed, removed, reordered or backdated)")
+        return Finding(*broken)
     missing = _rows_missing(exported, signature_valid)
     if missing is not None:
         return missing
