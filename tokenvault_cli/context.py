@@ -55,9 +55,12 @@ class Context:
         return self._settings
 
     def client(
-        self, on_wait: Callable[[VaultClientError, float], None] | None = None, limits: ChunkLimits | None = None
+        self,
+        on_wait: Callable[[VaultClientError, float], None] | None = None,
+        limits: ChunkLimits | None = None,
+        rate_limit_wait: float = 3600.0,
     ) -> VaultClient:
-        """A vault client as the configured identity."""
+        """A vault client as the configured identity, waiting out rate limits up to `rate_limit_wait` s in all."""
         settings = self.settings
         try:
             identity = settings.identity()
@@ -68,7 +71,7 @@ class Context:
             settings.address,
             identity,
             deadline=settings.deadline or 30.0,
-            retry=RetryPolicy(max_rate_limit_wait=3600.0),
+            retry=RetryPolicy(max_rate_limit_wait=rate_limit_wait),
             on_wait=on_wait,
             limits=limits,
         )
