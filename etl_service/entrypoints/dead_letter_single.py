@@ -7,6 +7,7 @@ original as it is. `delete` removes it unopened.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from etl_service.adapters.transit_sealer import KEY_SETTING
 from etl_service.domain.validation import Rejection, parse_login_event
 from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS, Layers, Stop, envelope_layers, in_clear
 from etl_service.entrypoints.dead_letter_vault_access import VaultAccess, decrypt
-from etl_service.entrypoints.terminal_text import shown
+from etl_service.entrypoints.terminal_text import escaped, shown
 
 
 def find_letter(dlq: DeadLetterQueue, letters: list[DeadLetter], message_id: str) -> DeadLetter:
@@ -35,9 +36,21 @@ def find_letter(dlq: DeadLetterQueue, letters: list[DeadLetter], message_id: str
     return dead
 
 
-def show_letter(dead: DeadLetter, access: VaultAccess | None, key: str) -> int:
-    """Print what each layer of `dead` held to stdout (PII: never logged); DeadLetterError when one was not opened."""
+def show_letter(dead: DeadLetter, access: VaultAccess | None, key: str, output: Path | None = None) -> int:
+    """Print what each layer of `dead` held to stdout (PII: never logged); DeadLetterError when one was not opened.
+
+    Unprintable characters (a producer's 8-bit controls, bidi overrides) are printed as escapes,
+    lines kept (terminal_text.escaped), and counted on stderr. With `output`, the original body is
+    written to that new file exactly as it was (mode 0600: it holds PII), for an operator to fix
+    and send back with `resend --body-file`; nothing of it is printed.
+    """
     layers = opened_layers(dead, access, key)
+    if output is not None:
+        if layers.stop is not None:
+            raise DeadLetterError(why_not_opened(dead, layers, key))
+        _write_new_private_file(output, layers.texts[-1])
+        print(f"wrote the original body of dead letter {shown(dead.message_id)} to {output} (mode 0600)")
+        return 0
     for depth, text in enumerate(layers.texts):
         if depth:
             print(
@@ -45,10 +58,29 @@ def show_letter(dead: DeadLetter, access: VaultAccess | None, key: str) -> int:
                 f" an older ETL after a DLQ redrive); layer {depth + 1}, opened:",
                 file=sys.stderr,
             )
-        print(text)
+        printable, count = escaped(text)
+        print(printable)
+        if count:
+            print(
+                f"dead-letters show: {count} unprintable character(s) printed as escapes (\\x9b, \\u202e);"
+                " --output FILE writes the body exactly",
+                file=sys.stderr,
+            )
     if layers.stop is not None:
         raise DeadLetterError(why_not_opened(dead, layers, key))
     return 0
+
+
+def _write_new_private_file(path: Path, text: str) -> None:
+    """Write `text` to `path`, a file that must not exist yet (no symlink followed, none clobbered), mode 0600."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise DeadLetterError(f"{path} exists: --output writes a new file only; nothing was written") from None
+    except OSError as error:
+        raise DeadLetterError(f"cannot create {path}: {error.strerror}; nothing was written") from None
+    with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as file:
+        file.write(text)
 
 
 def delete_letter(dlq: DeadLetterSweep, dead: DeadLetter) -> int:
@@ -69,7 +101,7 @@ def resend_letter(
         raise DeadLetterError(
             f"the body is still refused ({rejection.reason}: {rejection.detail}); not re-sent"
         ) from None
-    print(f"re-sent as message {dlq.resend(dead, body)} (event id {dead.event_id})")
+    print(f"re-sent as message {dlq.resend(dead, body)} (event id {shown(dead.event_id)})")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`python -m etl_service dead-letters list|show|resend|redrive|erase|delete`: the DLQ for an operator.
+r"""`python -m etl_service dead-letters list|show|resend|redrive|erase|delete`: the DLQ for an operator.
 
 - `list`: every dead letter with its reason, detail, event id and sent time (no body: sealed).
   Its body column says `sealed`, `-` (not kept), `TAMPERED` (sealed under another key), or
@@ -17,7 +17,10 @@
   (dead_letter_layers): up to 4 deep, then it says the next is nested deeper: not opened (exit 1).
   A body `list` marks CLEAR (no envelope the ETL writes: told by the body, as `list`, `redrive`
   and a drain tell it, whatever reason attribute its producer set) is the original: printed as it
-  is, no OpenBao needed.
+  is, no OpenBao needed. Anyone who may send to the source queue writes bodies: unprintable
+  characters (8-bit controls, bidi overrides) are printed as escapes (`\x9b`, `\u202e`) and
+  counted on stderr; `--output FILE` writes the original body exactly to a new file (mode 0600),
+  e.g. to fix it for `resend --body-file`.
 - `resend MESSAGE_ID [--body-file FILE]`: send the fixed body (or, without a file, the original
   one, e.g. after a bug was fixed) back to the source queue under the same event id and sent
   time, and delete the dead letter. A fixed body that still fails validation is refused. The
@@ -124,6 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     show = _add_command(commands, "show", "open one sealed body (audited by OpenBao)")
     show.add_argument("message_id")
     show.add_argument("--token-file", type=Path, help="the operator's Vault token (default: $VAULT_TOKEN)")
+    show.add_argument(
+        "--output", type=Path, help="write the original body exactly to this new file (mode 0600), print nothing of it"
+    )
     resend = _add_command(commands, "resend", "send a fixed (or the original) body back to the source queue")
     resend.add_argument("message_id")
     resend.add_argument("--body-file", type=Path, help="the fixed body (default: the original, opened as by show)")
@@ -223,7 +229,7 @@ def _run(args: argparse.Namespace, dlq: DeadLetterQueue, access: VaultAccess | N
         return print_listing(dlq, letters, key)
     dead = find_letter(dlq, letters, args.message_id)
     if args.command == "show":
-        return show_letter(dead, access, key)
+        return show_letter(dead, access, key, getattr(args, "output", None))
     if args.command == "delete" and isinstance(dlq, DeadLetterSweep):
         return delete_letter(dlq, dead)
     return resend_letter(dlq, dead, args.body_file, access, key)

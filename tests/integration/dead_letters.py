@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,3 +69,22 @@ def read_all(sqs: SQSClient, url: str) -> list[tuple[str, int, str]]:
     for message in found:
         sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
     return sorted((m["MessageId"], int(m["Attributes"]["ApproximateReceiveCount"]), m["Body"]) for m in found)
+
+
+def send(sqs: Any, queue_url: str, event_id: str, text: str, reason: str | None = None) -> None:
+    """As a producer sends it: an event id, and a `reason` of its own when given."""
+    attributes = {"event_id": event_id} | ({"reason": reason} if reason else {})
+    sqs.send_message(
+        QueueUrl=queue_url,
+        MessageBody=text,
+        MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()},
+    )
+
+
+def redrive(sqs: Any, queue_url: str, dlq_url: str, endpoint: str, expected: int) -> list[dict[str, Any]]:
+    """Receive without settling until SQS's redrive policy (2 receives) moved `expected` messages to the DLQ."""
+    deadline = time.monotonic() + 30
+    while len(moved := all_dead_letters(endpoint, dlq_url)) < expected:
+        assert time.monotonic() < deadline, f"the redrive moved {len(moved)} of {expected}"
+        sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0, WaitTimeSeconds=1)
+    return moved

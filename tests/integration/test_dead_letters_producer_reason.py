@@ -13,38 +13,17 @@ Synthetic TEST-NET values only; each check is reduced to a boolean before it is 
 
 from __future__ import annotations
 
-import time
 import uuid
-from typing import Any
 
 import psycopg
 
 from devstack.sqs import sqs_client
 from etl_service.entrypoints.cli import EXIT_OK, drain_status
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
-from tests.integration.dead_letters import all_dead_letters, run_dead_letters
+from tests.integration.dead_letters import all_dead_letters, redrive, run_dead_letters, send
 from tests.integration.etl_landings import drained_within
 from tests.integration.forged_letters import clear_in, forged_in_clear, person
 from tests.malformed_samples import body
-
-
-def send(sqs: Any, queue_url: str, event_id: str, text: str, reason: str | None = None) -> None:
-    """As a producer sends it: an event id, and a `reason` of its own when given."""
-    attributes = {"event_id": event_id} | ({"reason": reason} if reason else {})
-    sqs.send_message(
-        QueueUrl=queue_url,
-        MessageBody=text,
-        MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()},
-    )
-
-
-def redrive(sqs: Any, queue_url: str, dlq_url: str, endpoint: str, expected: int) -> list[dict[str, Any]]:
-    """Receive without settling until SQS's redrive policy (2 receives) moved `expected` messages to the DLQ."""
-    deadline = time.monotonic() + 30
-    while len(moved := all_dead_letters(endpoint, dlq_url)) < expected:
-        assert time.monotonic() < deadline, f"the redrive moved {len(moved)} of {expected}"
-        sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0, WaitTimeSeconds=1)
-    return moved
 
 
 def test_a_redriven_original_with_a_producer_reason_is_loaded_and_a_forged_envelope_ends_sealed(
