@@ -40,6 +40,6 @@ def vault_access(token_file: Path | None) -> VaultAccess | None:
 
 def decrypt(ciphertext: str, access: VaultAccess | None, key: str) -> str:
     """One sealed layer opened with the dead-letter key as the operator (OpenBao audits it)."""
-    if access is None:
-        raise DeadLetterError("opening a body needs VAULT_ADDR and the operator's token (VAULT_TOKEN or --token-file)")
+    if access is None:  # a missing setting (exit 2), not OpenBao refusing
+        raise ConfigError("opening a body needs VAULT_ADDR and the operator's token (VAULT_TOKEN or --token-file)")
     return open_sealed(*access, key, ciphertext)

@@ -200,7 +200,7 @@ def _checked_vault_access(args: argparse.Namespace) -> VaultAccess | None:
     access = vault_access(args.token_file)
     if access is None:
         if args.command == "erase":
-            raise DeadLetterError(
+            raise ConfigError(  # a missing setting: exit 2
                 "erase opens bodies: it needs VAULT_ADDR and the operator's token (VAULT_TOKEN, --token-file)"
             )
         return None

@@ -18,6 +18,7 @@ from typing import Any
 import hvac
 
 from devstack.sqs import sqs_client
+from etl_service.adapters.transit_sealer import DEAD_LETTER_KEY
 from etl_service.service.sealing import dead_letter_body
 from tests.cli.conftest import CliStack
 from tests.integration.dead_letters import run_dead_letters
@@ -90,3 +91,16 @@ def test_an_envelope_naming_another_key_is_refused_unopened_and_reported(cli_sta
     assert removed.returncode == 0, removed.stderr
     listing = dead_letters(cli_stack, "list", token="")
     assert message_id not in listing.stdout
+
+
+def test_erase_and_show_without_the_operators_token_stop_as_a_missing_setting(cli_stack: CliStack) -> None:
+    # The exit status reads "2 usage or settings (a missing setting, ...)"; a missing VAULT_TOKEN
+    # exited 1, the code for SQS or OpenBao failing or refusing (documentation walk, 4 December).
+    env = {**cli_stack.env, "ETL_QUEUE_URL": cli_stack.env["SQS_QUEUE_URL"]}
+    erase = run_dead_letters(env, "erase", "-", stdin="ip=203.0.113.9\n", token="")
+    assert erase.returncode == 2 and "VAULT_TOKEN" in erase.stderr, erase.stderr
+    assert "dead letters checked" not in erase.stdout
+    sealed = plant_envelope(cli_stack, DEAD_LETTER_KEY, "vault:v1:" + "A" * 40)  # under the dead-letter key
+    show = dead_letters(cli_stack, "show", sealed, token="")
+    dead_letters(cli_stack, "delete", sealed, "--yes", token="")  # the plant leaves the stack's DLQ
+    assert show.returncode == 2 and "VAULT_TOKEN" in show.stderr, show.stderr
