@@ -128,24 +128,47 @@ EXPORTED = click.option(
 )
 
 
+MAX_COPY_LAG = click.option(
+    "--max-copy-lag",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="How much older the exported copy's newest checkpoint may be than the database's before the log is not"
+    " verified (exit 1) [default: 5 checkpoint intervals]; raise it only for a known shipping delay.",
+)
+
+
+def _copy_options(exported: Path | None, max_copy_lag: float | None) -> list[str]:
+    return [
+        *(["--exported", str(exported)] if exported else []),
+        *(["--max-copy-lag", str(max_copy_lag)] if max_copy_lag is not None else []),
+    ]
+
+
 @audit.command()
 @EXPORTED
+@MAX_COPY_LAG
 @click.pass_obj
-def verify(ctx: Context, exported: Path | None) -> None:
-    """Verify the chain, its signed checkpoints and the exported copy; exit 1 naming the first row concerned."""
-    run_admin(ctx, "audit-verify", *(["--exported", str(exported)] if exported else []))
+def verify(ctx: Context, exported: Path | None, max_copy_lag: float | None) -> None:
+    """Verify the chain, its signed checkpoints and the exported copy; exit 1 naming the first row concerned.
+
+    Exit 1 too when the exported copy is refused (no checkpoint, lines that look like checkpoints but cannot be
+    read) or is older than the database's newest checkpoint by more than --max-copy-lag.
+    """
+    run_admin(ctx, "audit-verify", *_copy_options(exported, max_copy_lag))
 
 
 @audit.command("who-saw")
 @click.argument("token")
 @EXPORTED
+@MAX_COPY_LAG
 @click.pass_obj
-def who_saw(ctx: Context, token: str, exported: Path | None) -> None:
+def who_saw(ctx: Context, token: str, exported: Path | None, max_copy_lag: float | None) -> None:
     """Which clients revealed or erased TOKEN, when and why, from the verified log (exit 1 if it does not verify).
 
     For a value, tokenize it first (as the ETL would) and ask about its token.
     """
-    run_admin(ctx, "who-saw", token, *(["--exported", str(exported)] if exported else []))
+    run_admin(ctx, "who-saw", token, *_copy_options(exported, max_copy_lag))
 
 
 COMMANDS = (status, rewrap, rotate_encryption_key, reencrypt, rotate_fingerprint_key, reindex, audit)

@@ -44,7 +44,7 @@ from vault_service.entrypoints.metrics import (
     observe_upkeep_failed,
 )
 from vault_service.service.audit_upkeep import AuditUpkeep, checkpoint_exporter
-from vault_service.service.audit_verify import FullAuditReport, verify_audit_and_erasures
+from vault_service.service.audit_verify import DEFAULT_COPY_LAG, FullAuditReport, verify_audit_and_erasures
 from vault_service.service.keyring import KeyManager
 from vault_service.service.maintenance import HealthReport, KeyMaintainer
 from vault_service.service.metering import TokenizeMeter
@@ -69,8 +69,11 @@ class Bootstrapped:
     signer: TransitSigner
     """Signs audit checkpoints with the Transit signing key (sign-only for the service)."""
 
-    def verify_audit_fully(self, exported: Path | None) -> FullAuditReport:
-        """audit-verify's report: chain, checkpoints (and `exported`, when given), erasures and audit keys."""
+    def verify_audit_fully(self, exported: Path | None, max_copy_lag: float = DEFAULT_COPY_LAG) -> FullAuditReport:
+        """audit-verify's report: chain, checkpoints (and `exported`, when given), erasures and audit keys.
+
+        `max_copy_lag`: seconds the exported copy's newest checkpoint may be older than the database's.
+        """
         return verify_audit_and_erasures(
             self.audit,
             self.token_store,
@@ -78,6 +81,7 @@ class Bootstrapped:
             self.signer.public_keys(),
             verify_signature,
             exported,
+            max_copy_lag,
         )
 
     def audit_upkeep(

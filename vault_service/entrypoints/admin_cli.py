@@ -41,8 +41,9 @@ from vault_service.config import VaultServiceConfig
 from vault_service.domain.errors import VaultError
 from vault_service.domain.purpose import purpose_as_shown
 from vault_service.entrypoints.metrics import ROTATION_ROWS, ROTATION_ROWS_LEFT
-from vault_service.service.audit_verify import FullAuditReport, NoExportedCheckpoints, who_saw
+from vault_service.service.audit_verify import COPY_LAG_INTERVALS, FullAuditReport, who_saw
 from vault_service.service.erase_reconciliation import ErasureReconciliation
+from vault_service.service.exported_copy import ExportedCopyRefused
 from vault_service.service.rotation import KeyRotation, RotationStatus
 
 console = Console(stderr=False)
@@ -68,6 +69,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     who.add_argument("token", help="a token, e.g. ip_...; for a value, tokenize it first")
     who.add_argument("--exported", type=Path, default=None, help="as for audit-verify")
+    for command in (verify, who):
+        command.add_argument(
+            "--max-copy-lag",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help=f"how much older the exported copy's newest checkpoint may be than the database's before the"
+            f" log is not verified (default: {COPY_LAG_INTERVALS} checkpoint intervals); raise it only for a"
+            " known shipping delay",
+        )
     for name, text in (
         ("rewrap", "rewrap every data key under the newest KEK version (after a KEK rotation)"),
         ("rotate-encryption-key", "make a new data encryption key active (then run reencrypt)"),
@@ -157,22 +168,38 @@ def _run(args: argparse.Namespace, rotation: KeyRotation, metrics_tls: ssl.SSLCo
     return 0
 
 
-def _verified(wired: Bootstrapped, exported: Path | None) -> FullAuditReport:
+def _verified(wired: Bootstrapped, exported: Path | None, max_copy_lag: float) -> FullAuditReport:
     """Verify the log and the erasures against it, and say so; the report holds the records read."""
-    report = wired.verify_audit_fully(exported)
+    report = wired.verify_audit_fully(exported, max_copy_lag)
+    copy = report.copy
+    if copy is not None:
+        console.print(copy.read)
     where = f"; {report.unanchored} newest row(s) not checkpointed yet" if report.unanchored else ""
-    if report.finding is None:
-        copy = "the exported copy" if exported else "no exported copy (pass --exported)"
-        verdict = "audit log intact" if report.intact else "audit log chain intact"
-        console.print(
-            f"{verdict}: {report.rows} record(s), hash chain, {report.checkpoints} signed checkpoint(s)"
-            f" and {copy} verified{where}"
-        )
-    else:
+    if report.finding is not None:
         first = f"record id {report.finding.first_row}" if report.finding.first_row else "the newest records"
         console.print(
             f"audit log TAMPERED from {first}: {report.finding.reason}; records from there on cannot be trusted"
         )
+    elif copy is not None and copy.too_old:
+        console.print(
+            f"hash chain and {report.checkpoints} signed checkpoint(s) hold for {report.rows} record(s), but the"
+            f" exported copy is too old to verify the newest: {copy.gap()}, {copy.behind:.0f} s more than the"
+            f" {copy.allowed:.0f} s allowed (--max-copy-lag). The database's owner can delete its newest rows"
+            " with their checkpoints, which only the copy exposes"
+        )
+        console.print(
+            "audit log NOT verified: verify against a fresher copy holding every replica's checkpoint lines (is"
+            " the log shipper running?), or pass --max-copy-lag for a known shipping delay"
+        )
+    else:
+        copied = "the exported copy" if exported else "no exported copy (pass --exported)"
+        verdict = "audit log intact" if report.intact else "audit log chain intact"
+        console.print(
+            f"{verdict}: {report.rows} record(s), hash chain, {report.checkpoints} signed checkpoint(s)"
+            f" and {copied} verified{where}"
+        )
+        if copy is not None and (gap := copy.gap()) is not None:
+            console.print(f"note: {gap} (the copy is within the {copy.allowed:.0f} s allowed)")
     _print_erasures(report.erasures)
     for note in report.keys_notes:
         console.print(f"audit keys: {note}")
@@ -200,16 +227,24 @@ def _print_erasures(erasures: ErasureReconciliation) -> None:
     console.print(f"erasures reconciled: {erasures.named} erased token(s), each named by one erase record{before}")
 
 
-def audit_verify(config: VaultServiceConfig, exported: Path | None) -> int:
-    """Check the audit log; 0 when intact, 1 naming the first record concerned."""
+def _copy_lag(config: VaultServiceConfig, max_copy_lag: float | None) -> float:
+    """Seconds the exported copy may be behind the database's checkpoints: given, or COPY_LAG_INTERVALS intervals."""
+    return max_copy_lag if max_copy_lag is not None else COPY_LAG_INTERVALS * config.audit_checkpoint_seconds
+
+
+def audit_verify(config: VaultServiceConfig, exported: Path | None, max_copy_lag: float | None = None) -> int:
+    """Check the audit log; 0 when intact, 1 naming the first record concerned (or the exported copy too old)."""
     wired = bootstrap(config)
     try:
-        return 0 if _verified(wired, exported or config.audit_checkpoint_file).intact else 1
+        report = _verified(wired, exported or config.audit_checkpoint_file, _copy_lag(config, max_copy_lag))
+        return 0 if report.intact else 1
     finally:
         wired.close()
 
 
-def audit_who_saw(config: VaultServiceConfig, token: str, exported: Path | None) -> int:
+def audit_who_saw(
+    config: VaultServiceConfig, token: str, exported: Path | None, max_copy_lag: float | None = None
+) -> int:
     """Print every reveal and erasure of `token` once the log verifies; 1 when it does not.
 
     The answer is filtered from the records the verification itself read and verified: one
@@ -217,7 +252,7 @@ def audit_who_saw(config: VaultServiceConfig, token: str, exported: Path | None)
     """
     wired = bootstrap(config)
     try:
-        report = _verified(wired, exported or config.audit_checkpoint_file)
+        report = _verified(wired, exported or config.audit_checkpoint_file, _copy_lag(config, max_copy_lag))
         if not report.intact:
             return 1
         records = who_saw(report, wired.keys.ring.audit_keys, token)
@@ -258,9 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging("vault_service.admin", os.environ.get("TOKENVAULT_ADMIN_LOG_LEVEL", "WARNING"))
     try:
         if args.command == "audit-verify":
-            return audit_verify(config, args.exported)
+            return audit_verify(config, args.exported, args.max_copy_lag)
         if args.command == "who-saw":
-            return audit_who_saw(config, args.token, args.exported)
+            return audit_who_saw(config, args.token, args.exported, args.max_copy_lag)
         serving: int = getattr(args, "metrics_port", 0)  # only reencrypt and reindex serve metrics
         metrics_tls = tls_context(config.metrics_tls) if serving and config.metrics_tls else None
         operator = authenticate(config, os.environ)
@@ -272,6 +307,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OperatorRefused as error:
         print(f"vault admin: {args.command} refused: {error}", file=sys.stderr)
         return 3
-    except (VaultStartupError, VaultError, PoolTimeout, OSError, NoExportedCheckpoints) as error:
+    except (VaultStartupError, VaultError, PoolTimeout, OSError, ExportedCopyRefused) as error:
         print(f"vault admin: {args.command} failed: {error}", file=sys.stderr)
         return 1

@@ -20,31 +20,80 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Protocol
 
 from vault_service.domain.audit import AuditRecord
-from vault_service.domain.checkpoints import Checkpoint, Finding, unanchored_rows, verify_log
+from vault_service.domain.checkpoints import ChainHead, Checkpoint, Finding, unanchored_rows, verify_log
 from vault_service.domain.crypto import DataKey
 from vault_service.service.audit_keys_check import audit_keys_problem, late_check_values
-from vault_service.service.audit_upkeep import read_exported
 from vault_service.service.erase_reconciliation import ErasedTokenReader, ErasureReconciliation, reconcile_erasures
+from vault_service.service.exported_copy import ExportedCopy, NoExportedCheckpoints, read_exported_copy
 from vault_service.service.revealing import reveal_hash
 
+DEFAULT_COPY_LAG = 10.0
+"""Seconds the exported copy's newest checkpoint may be older than the database's by default: 5 intervals of 2 s."""
+COPY_LAG_INTERVALS = 5
+"""The default allowed lag of the exported copy, in checkpoint intervals (a log shipper flushes within a few)."""
 
-class NoExportedCheckpoints(ValueError):
-    """The exported copy given holds no checkpoint while the database holds some: nothing to verify against.
 
-    A wrong file, a log of another process or an emptied copy would otherwise pass as "the
-    exported copy verified", proving nothing against the deletion it is there to catch.
+@dataclass(frozen=True)
+class CopyCoverage:
+    """What the exported copy held, set against the database's newest checkpoint (attack 17, finding 5).
+
+    Rows checkpointed in the database after the copy's newest checkpoint are vouched for by the
+    database alone: its owner can delete the newest rows together with their checkpoints, which
+    only a copy holding those checkpoints exposes. A copy older than the database's newest by
+    more than `allowed` seconds (a shipper that stopped, a stale snapshot, one replica's lines
+    only) therefore fails the verification instead of passing it as "the exported copy verified".
     """
 
-    def __init__(self, exported: Path, stored: int) -> None:
-        super().__init__(
-            f"{exported} holds no exported checkpoint, while the database holds {stored}: it is not the copy"
-            " of the checkpoints the vault exports (TOKENVAULT_AUDIT_CHECKPOINT_FILE, or the vault's log with"
-            " its `audit checkpoint` lines), or it was emptied; nothing was verified against it"
+    read: str
+    """What was read from the copy ('N exported checkpoint(s) read from PATH, newest at row X (time)')."""
+    newest_exported: ChainHead | None
+    newest_stored: ChainHead | None
+    allowed: float
+    """Seconds the copy may be behind the database's newest checkpoint."""
+
+    @property
+    def behind(self) -> float:
+        """Seconds between the copy's newest checkpoint and the database's newer one (0: not behind)."""
+        copy, stored = self.newest_exported, self.newest_stored
+        if stored is None or (copy is not None and copy.head_id >= stored.head_id):
+            return 0.0
+        if copy is None:
+            return float("inf")
+        return max(0.0, (stored.at - copy.at).total_seconds())
+
+    @property
+    def too_old(self) -> bool:
+        """Whether the copy is further behind the database's newest checkpoint than allowed."""
+        return self.behind > self.allowed
+
+    def gap(self) -> str | None:
+        """What the database alone vouches for (None: the copy reaches the database's newest checkpoint)."""
+        copy, stored = self.newest_exported, self.newest_stored
+        if stored is None or (copy is not None and copy.head_id >= stored.head_id):
+            return None
+        since = f"after row {copy.head_id}" if copy is not None else "of the log"
+        lag = f"{self.behind:.0f} s" if self.behind != float("inf") else "all"
+        return (
+            f"the database's checkpoints go on to row {stored.head_id} ({_when(stored)}), {lag} beyond the exported"
+            f" copy's newest: the rows {since} are vouched for by the database alone"
         )
+
+
+def _when(head: ChainHead) -> str:
+    return head.at.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _coverage(copy: ExportedCopy, checkpoints: Sequence[Checkpoint], allowed: float) -> CopyCoverage:
+    newest = copy.newest
+    stored = max(checkpoints, key=lambda c: c.head.head_id, default=None)
+    return CopyCoverage(
+        copy.summary(), newest.head if newest else None, stored.head if stored else None, max(0.0, allowed)
+    )
 
 
 class AuditReader(Protocol):
@@ -84,11 +133,13 @@ class AuditReport:
     finding: Finding | None
     records: tuple[AuditRecord, ...] = field(default=(), repr=False, compare=False)
     """The records verified, in order: who-saw filters these, it never asks the database again."""
+    copy: CopyCoverage | None = None
+    """What the exported copy held and how far it reaches (None: no copy given)."""
 
     @property
     def intact(self) -> bool:
-        """True when nothing was found in what this report checked."""
-        return self.finding is None
+        """True when nothing was found in what this report checked, and the exported copy given is not too old."""
+        return self.finding is None and not (self.copy is not None and self.copy.too_old)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,7 +167,11 @@ class FullAuditReport(AuditReport):
 
 
 def verify_audit(
-    store: AuditReader, public_keys: Mapping[int, str], check: SignatureCheck, exported: Path | None
+    store: AuditReader,
+    public_keys: Mapping[int, str],
+    check: SignatureCheck,
+    exported: Path | None,
+    max_copy_lag: float = DEFAULT_COPY_LAG,
 ) -> AuditReport:
     """Verify the chain, every checkpoint in the database and, with `exported`, every exported one.
 
@@ -126,15 +181,21 @@ def verify_audit(
     made only once its rows are committed, so every checkpoint read vouches for rows the later
     read sees. Read the other way round, a checkpoint made in between named rows the earlier read
     missed: a false "TAMPERED". An exported copy without any checkpoint, beside a database that
-    holds some, raises NoExportedCheckpoints: it proves nothing.
+    holds some, raises NoExportedCheckpoints: it proves nothing; one with lines that look like
+    checkpoints but cannot be read raises UnreadableExportedCopy (exported_copy.py). The report
+    says what the copy held, and is not intact when the copy's newest checkpoint is older than
+    the database's by more than `max_copy_lag` seconds (`CopyCoverage`).
     """
-    copies = read_exported(exported) if exported is not None else []
+    copy = read_exported_copy(exported) if exported is not None else None
+    copies = list(copy.checkpoints) if copy is not None else []
     checkpoints = store.checkpoints()
     if exported is not None and not copies and checkpoints:
         raise NoExportedCheckpoints(exported, len(checkpoints))
     records = store.records()
     finding = verify_log(records, checkpoints, copies, lambda data, signature: check(public_keys, data, signature))
-    return AuditReport(len(records), len(checkpoints), unanchored_rows(records, checkpoints), finding, tuple(records))
+    coverage = _coverage(copy, checkpoints, max_copy_lag) if copy is not None else None
+    unanchored = unanchored_rows(records, checkpoints)
+    return AuditReport(len(records), len(checkpoints), unanchored, finding, tuple(records), coverage)
 
 
 def verify_audit_and_erasures(
@@ -144,6 +205,7 @@ def verify_audit_and_erasures(
     public_keys: Mapping[int, str],
     check: SignatureCheck,
     exported: Path | None,
+    max_copy_lag: float = DEFAULT_COPY_LAG,
 ) -> FullAuditReport:
     """`verify_audit`, erasures reconciled and `audit_keys` checked against the verified chain.
 
@@ -152,7 +214,7 @@ def verify_audit_and_erasures(
     erased tokens are read before the log and again after it: see erase_reconciliation.
     """
     erased_before = erased.erased_tokens()
-    report = verify_audit(store, public_keys, check, exported)
+    report = verify_audit(store, public_keys, check, exported, max_copy_lag)
     erased_after = erased.erased_tokens()
     verified = report.finding is None
     return FullAuditReport(
@@ -161,6 +223,7 @@ def verify_audit_and_erasures(
         report.unanchored,
         report.finding,
         report.records,
+        report.copy,
         erasures=reconcile_erasures(report.records, erased_before, erased_after, audit_keys),
         keys_problem=audit_keys_problem(report.records, audit_keys) if verified else None,
         keys_notes=tuple(late_check_values(report.records).notes()) if verified else (),

@@ -1,0 +1,113 @@
+"""`audit verify --exported COPY` says what it read from COPY, and verifies nothing it could not read (attack 17 #5).
+
+The database owner deleted the newest reveal rows and the database's checkpoints above them.
+Against the vault's own checkpoint file audit-verify said TAMPERED; against the same lines as a
+log pipeline stores them (each wrapped in the shipper's JSON: Docker json-file and Fluent Bit in
+`log`, Vector in `message`) it read no checkpoint and said "audit log intact ... and the exported
+copy verified", and who-saw answered without the deleted reveals. Now wrapped lines are read; a
+line that looks like a checkpoint but cannot be read refuses the copy; a copy whose newest
+checkpoint is older than the database's by more than the allowed lag is not "verified"; and the
+report says how many checkpoints it read, the newest at which row. Real Postgres and OpenBao,
+the command as the security team runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from devstack.stack import REPO, vault_service_env
+from tests.integration.audit_attacks import (
+    Anchored,
+    anchored,
+    as_owner,
+    count_revealed,
+    own_database,
+    tokenize_fresh_ip,
+)
+
+__all__ = ["anchored", "own_database"]  # fixtures used here
+
+_WRAPPERS: dict[str, Callable[[str], str]] = {
+    "docker json-file": lambda line: json.dumps({"log": line + "\n", "stream": "stdout", "time": "2026-12-04T13:55Z"}),
+    "vector": lambda line: json.dumps({"message": line, "host": "vault-0", "source_type": "kubernetes_logs"}),
+    "fluent bit parsed": lambda line: json.dumps({"log": json.loads(line), "stream": "stdout"}),
+}
+
+
+def _verify(env: dict[str, str], copy: Path, max_copy_lag: float | None = None) -> tuple[int, str]:
+    """`python -m vault_service.admin audit-verify --exported COPY [--max-copy-lag S]`: exit code, what it printed."""
+    lag = ["--max-copy-lag", str(max_copy_lag)] if max_copy_lag is not None else []
+    done = subprocess.run(
+        [sys.executable, "-m", "vault_service.admin", "audit-verify", "--exported", str(copy), *lag],
+        env={**vault_service_env(env), "PATH": "/usr/bin:/bin", "COLUMNS": "400"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def _copy(tmp_path: Path, name: str, lines: list[str]) -> Path:
+    path = tmp_path / name
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def test_deleted_reveals_are_caught_through_a_log_shippers_wrapped_copy_and_an_unreadable_copy_is_refused(
+    own_database: dict[str, str], anchored: Anchored, tmp_path: Path
+) -> None:
+    vault, exported = anchored
+    token = tokenize_fresh_ip(own_database, vault)
+    vault.wait_for_checkpoint()
+    with as_owner(own_database) as conn:
+        keep = conn.execute("SELECT max(id) FROM vault.audit_log").fetchone()
+    assert keep is not None
+    assert count_revealed(own_database, vault, token, [f"CASE-1708{n}" for n in range(3)]) == 3
+    vault.wait_for_checkpoint()
+    lines = exported.read_text().splitlines()
+    newest = json.loads(lines[-1])["head_id"]
+    copies = {
+        name: _copy(tmp_path, f"{n}.jsonl", [wrap(line) for line in lines])
+        for n, (name, wrap) in enumerate(_WRAPPERS.items())
+    }
+    cut_short = _copy(tmp_path, "cut.jsonl", [*lines[:-1], lines[-1][: len(lines[-1]) // 2]])
+    with as_owner(own_database) as conn, conn.transaction():
+        conn.execute("DELETE FROM vault.audit_log WHERE id > %s", keep)
+        conn.execute("DELETE FROM vault.audit_checkpoints WHERE head_id > %s", keep)
+
+    for name, copy in copies.items():
+        code, printed = _verify(own_database, copy)
+        assert code == 1, (name, printed)
+        assert f"{len(lines)} exported checkpoint(s) read from {copy}, newest at row {newest}" in printed, printed
+        assert f"the exported copy holds a checkpoint at row {newest}" in printed, (name, printed)
+        assert "intact" not in printed, (name, printed)
+    code, printed = _verify(own_database, cut_short)
+    assert code == 1 and "intact" not in printed, printed
+    assert f"1 line(s) look like exported checkpoints but cannot be read as one (line {len(lines)})" in printed
+
+
+def test_a_copy_older_than_the_databases_newest_checkpoint_by_more_than_the_allowed_lag_is_not_verified(
+    own_database: dict[str, str], anchored: Anchored, tmp_path: Path
+) -> None:
+    vault, exported = anchored
+    tokenize_fresh_ip(own_database, vault)
+    vault.wait_for_checkpoint()
+    stale = _copy(tmp_path, "stale.jsonl", exported.read_text().splitlines())  # the shipper stops here
+    time.sleep(2.5)
+    tokenize_fresh_ip(own_database, vault)
+    vault.wait_for_checkpoint()
+
+    code, printed = _verify(own_database, stale, max_copy_lag=1)
+    assert code == 1, printed
+    assert "exported copy is too old to verify the newest" in printed and "audit log NOT verified" in printed
+    assert "intact" not in printed, printed
+    code, printed = _verify(own_database, stale, max_copy_lag=60)
+    assert code == 0, printed
+    assert "audit log intact" in printed and "are vouched for by the database alone" in printed, printed

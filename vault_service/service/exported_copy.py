@@ -1,0 +1,150 @@
+"""The exported copy of the audit checkpoints, as audit-verify reads it, and what it covers (attack 17, finding 5).
+
+The copy is what catches a database owner who deletes the newest rows together with their
+checkpoints, so verification must know what it read from it, and refuse what proves nothing:
+`audit verify --exported COPY` said "the exported copy verified" having read no checkpoint from
+an empty copy or from one whose lines a log shipper had wrapped, and deleted rows passed.
+
+Accepted, line by line (one JSON object a line; the copy may mix them):
+- the checkpoint file's lines (`TOKENVAULT_AUDIT_CHECKPOINT_FILE`): the checkpoint itself;
+- the vault's JSON log: its `audit checkpoint` lines carry one under `audit_checkpoint`, other
+  lines are skipped;
+- either of those wrapped by a log shipper: a field `log` or `message` holding the line, as a
+  string (Docker's json-file driver, Fluent Bit and Fluentd, Vector) or already parsed.
+A line that names a checkpoint's fields (`head_id`, `audit_checkpoint`) but yields none in these
+forms (cut short, another wrapper, a field changed) refuses the whole copy
+(`UnreadableExportedCopy`): skipped, it would leave checkpoints unread and the copy would
+vouch for less than it seems to.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
+from typing import cast
+
+from vault_service.domain.checkpoints import Checkpoint
+
+WRAPPER_FIELDS = ("log", "message")
+"""Where a log shipper puts the original line (Docker json-file, Fluent Bit/Fluentd: `log`; Vector: `message`)."""
+_MAX_WRAPPING = 3
+"""Wrappers unwrapped at most (a shipper forwarding another's output adds one each)."""
+_CHECKPOINT_MARKS = ("head_id", "audit_checkpoint")
+"""Text that only a line carrying a checkpoint holds."""
+
+ACCEPTED_FORMAT = (
+    "the checkpoint file's lines (one JSON object a line), the vault's JSON log lines (`audit_checkpoint`),"
+    " or either wrapped by a log shipper in a field `log` or `message` (Docker json-file, Fluent Bit, Vector)"
+)
+
+
+class ExportedCopyRefused(ValueError):
+    """The exported copy given cannot be verified against: nothing is reported as verified."""
+
+
+class NoExportedCheckpoints(ExportedCopyRefused):
+    """The exported copy given holds no checkpoint while the database holds some: nothing to verify against.
+
+    A wrong file, a log of another process or an emptied copy would otherwise pass as "the
+    exported copy verified", proving nothing against the deletion it is there to catch.
+    """
+
+    def __init__(self, exported: Path, stored: int) -> None:
+        super().__init__(
+            f"{exported} holds no exported checkpoint, while the database holds {stored}: it is not the copy"
+            " of the checkpoints the vault exports (TOKENVAULT_AUDIT_CHECKPOINT_FILE, or the vault's log with"
+            f" its `audit checkpoint` lines), or it was emptied; nothing was verified against it. Accepted:"
+            f" {ACCEPTED_FORMAT}"
+        )
+
+
+class UnreadableExportedCopy(ExportedCopyRefused):
+    """The exported copy holds lines that look like checkpoints but cannot be read as one."""
+
+    def __init__(self, exported: Path, lines: Sequence[int]) -> None:
+        shown = ", ".join(str(n) for n in lines[:10]) + (f" and {len(lines) - 10} more" if len(lines) > 10 else "")
+        super().__init__(
+            f"{exported}: {len(lines)} line(s) look like exported checkpoints but cannot be read as one (line"
+            f" {shown}): cut short, changed, or in a format not accepted; nothing was verified against the copy."
+            f" Accepted: {ACCEPTED_FORMAT}"
+        )
+
+
+@dataclass(frozen=True)
+class ExportedCopy:
+    """What was read from an exported copy: its checkpoints, in file order."""
+
+    path: Path
+    checkpoints: tuple[Checkpoint, ...]
+    wrapped: int
+    """How many of them came from lines a log shipper had wrapped."""
+
+    @property
+    def newest(self) -> Checkpoint | None:
+        """The checkpoint of the highest head in the copy (None when it holds none)."""
+        return max(self.checkpoints, key=lambda c: c.head.head_id, default=None)
+
+    def summary(self) -> str:
+        """What was read, for the report: 'N exported checkpoint(s) read from PATH, newest at row X (time)'."""
+        newest = self.newest
+        read = f"{len(self.checkpoints)} exported checkpoint(s) read from {self.path}"
+        if newest is None:
+            return read
+        at = newest.head.at.astimezone(UTC).isoformat(timespec="seconds")
+        wrapped = f"; {self.wrapped} from log-shipper wrapped lines" if self.wrapped else ""
+        return f"{read}, newest at row {newest.head.head_id} ({at}){wrapped}"
+
+
+def read_exported_copy(path: Path) -> ExportedCopy:
+    """The checkpoints exported to `path` (see the module's doc for the accepted lines).
+
+    FileNotFoundError for a missing file (verifying against nothing would prove nothing);
+    UnreadableExportedCopy naming the lines that look like checkpoints but cannot be read.
+    """
+    if not path.exists():
+        raise FileNotFoundError(f"no exported checkpoints at {path}")
+    checkpoints: list[Checkpoint] = []
+    unreadable: list[int] = []
+    wrapped = 0
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for number, line in enumerate(lines, start=1):
+            found = _checkpoint_of(line)
+            if found is None:
+                if any(mark in line for mark in _CHECKPOINT_MARKS):
+                    unreadable.append(number)
+                continue
+            checkpoint, was_wrapped = found
+            checkpoints.append(checkpoint)
+            wrapped += was_wrapped
+    if unreadable:
+        raise UnreadableExportedCopy(path, unreadable)
+    return ExportedCopy(path, tuple(checkpoints), wrapped)
+
+
+def _checkpoint_of(line: str) -> tuple[Checkpoint, bool] | None:
+    """The checkpoint one line carries and whether a shipper had wrapped it; None when it carries none readable."""
+    record: object = line
+    for depth in range(_MAX_WRAPPING + 1):
+        if isinstance(record, str):
+            try:
+                record = json.loads(record)
+            except ValueError:
+                return None
+        if not isinstance(record, dict):
+            return None
+        fields = cast(dict[str, object], record)
+        inner_checkpoint = fields.get("audit_checkpoint")
+        if isinstance(inner_checkpoint, dict):
+            fields = cast(dict[str, object], inner_checkpoint)
+        if "head_id" in fields:
+            try:
+                return Checkpoint.from_exported(fields), depth > 0
+            except (KeyError, TypeError, ValueError):
+                return None
+        record = next((fields[f] for f in WRAPPER_FIELDS if isinstance(fields.get(f), str | dict)), None)
+        if record is None:
+            return None
+    return None
