@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +32,7 @@ from vault_service.adapters.transit import (
 )
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.anchoring import AppendedRows
+from vault_service.domain.checkpoints import Checkpoint
 from vault_service.domain.policy import load_policy
 from vault_service.entrypoints.metrics import (
     observe_checkpoint_exported,
@@ -43,11 +47,12 @@ from vault_service.entrypoints.metrics import (
     observe_tokenize,
     observe_upkeep_failed,
 )
-from vault_service.service.audit_upkeep import AuditUpkeep, checkpoint_exporter
+from vault_service.service.audit_upkeep import DEFAULT_INTERVAL, AuditUpkeep, checkpoint_exporter
 from vault_service.service.audit_verify import DEFAULT_COPY_LAG, FullAuditReport, verify_audit_and_erasures
 from vault_service.service.keyring import KeyManager
 from vault_service.service.maintenance import HealthReport, KeyMaintainer
 from vault_service.service.metering import TokenizeMeter
+from vault_service.service.own_rows_round import OwnRowsRound, anchor_own_rows
 from vault_service.service.rotation import KeyRotation
 from vault_service.service.token_cache import TokenCache
 from vault_service.service.vault import TokenVault
@@ -98,6 +103,32 @@ class Bootstrapped:
         observe_oldest_unchecked(self.audit.appended.oldest_age)
         appended = self.audit.appended
         observe_database_unreachable(lambda: appended.database_unreachable)
+        return self._upkeep(interval, checkpoint_exporter(checkpoint_file))
+
+    def anchor_own_rows(self, checkpoint_file: Path | None) -> OwnRowsRound:
+        """One upkeep round over the audit rows this process appended, before it exits (the admin commands').
+
+        Each checkpoint it exports goes to `checkpoint_file` (when set) and, as a JSON line
+        `{"audit_checkpoint": ...}`, to standard error: an admin process's log lines reach no
+        log pipeline, so the operator's terminal keeps that copy (attack 17, finding 4).
+        """
+        to_file = checkpoint_exporter(checkpoint_file)
+
+        def export(checkpoint: Checkpoint) -> None:
+            to_file(checkpoint)
+            print(json.dumps({"audit_checkpoint": checkpoint.exported()}, sort_keys=True), file=sys.stderr)
+
+        def upkeep_exporting_to(also: Callable[[Checkpoint], None]) -> AuditUpkeep:
+            def export_and_tell(checkpoint: Checkpoint) -> None:
+                export(checkpoint)
+                also(checkpoint)
+
+            return self._upkeep(DEFAULT_INTERVAL, export_and_tell)
+
+        return anchor_own_rows(self.audit.appended, upkeep_exporting_to)
+
+    def _upkeep(self, interval: float, export: Callable[[Checkpoint], None]) -> AuditUpkeep:
+        """The audit upkeep of this process's rows, exporting each checkpoint through `export`."""
         verify = SignatureVerifier(self.signer)
         return AuditUpkeep(
             self.audit,
@@ -105,7 +136,7 @@ class Bootstrapped:
             self.signer,
             self.vault.meter,
             self.vault.refusals,
-            checkpoint_exporter(checkpoint_file),
+            export,
             interval,
             on_exported=observe_checkpoint_exported,
             on_planted=observe_planted_checkpoint,

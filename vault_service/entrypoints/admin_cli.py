@@ -44,6 +44,7 @@ from vault_service.entrypoints.metrics import ROTATION_ROWS, ROTATION_ROWS_LEFT
 from vault_service.service.audit_verify import COPY_LAG_INTERVALS, FullAuditReport, who_saw
 from vault_service.service.erase_reconciliation import ErasureReconciliation
 from vault_service.service.exported_copy import ExportedCopyRefused
+from vault_service.service.own_rows_round import OwnRowsNotAnchored, OwnRowsRound
 from vault_service.service.rotation import KeyRotation, RotationStatus
 
 console = Console(stderr=False)
@@ -136,12 +137,36 @@ def authenticate(config: VaultServiceConfig, env: Mapping[str, str]) -> Operator
 
 @contextmanager
 def administration(config: VaultServiceConfig, operator: OperatorIdentity) -> Iterator[KeyRotation]:
-    """The key operations on the service's Vault and database access, audited as `operator`."""
+    """The key operations on the service's Vault and database access, audited as `operator`.
+
+    On leaving, one audit upkeep round checks the rows the operations appended against the chain,
+    and signs and exports its head (attack 17, finding 4: this process runs no upkeep otherwise);
+    OwnRowsNotAnchored when a row is missing or the round fails. When the operations raised, the
+    round runs too and their error is what leaves.
+    """
     wired: Bootstrapped = bootstrap(config)
     try:
-        yield wired.rotation(operator.actor)
+        try:
+            yield wired.rotation(operator.actor)
+        except BaseException:
+            _anchor_own_rows(wired, config)
+            raise
+        outcome = _anchor_own_rows(wired, config)
+        if not outcome.anchored:
+            raise OwnRowsNotAnchored(outcome)
     finally:
         wired.close()
+
+
+def _anchor_own_rows(wired: Bootstrapped, config: VaultServiceConfig) -> OwnRowsRound:
+    """Run the round over this command's audit rows; say what it found when they are anchored."""
+    outcome = wired.anchor_own_rows(config.audit_checkpoint_file)
+    if outcome.anchored and outcome.rows:
+        ids = f"{outcome.rows[0]} to {outcome.rows[-1]}" if len(outcome.rows) > 1 else str(outcome.rows[0])
+        heads = ", ".join(f"row {c.head.head_id}" for c in outcome.exported)
+        signed = f"checkpoint of {heads} signed and exported" if heads else "covered by the vault's signed checkpoint"
+        console.print(f"audit: this command's {len(outcome.rows)} audit row(s) (ids {ids}) are in the chain; {signed}")
+    return outcome
 
 
 def _run(args: argparse.Namespace, rotation: KeyRotation, metrics_tls: ssl.SSLContext | None) -> int:

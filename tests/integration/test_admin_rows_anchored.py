@@ -1,0 +1,126 @@
+"""The security team's commands anchor their own audit rows before they exit (attack 17, finding 4).
+
+The admin commands (`python -m vault_service.admin reencrypt|rewrap|rotate-*|reindex`) append
+their audit rows through the same append as the service, but their process ran no audit
+upkeep: the rows were never checked against the chain. Round 15's ghost view, diverting the
+rows of operator identities (`vault:...`) out of the chain, kept "who ran reencrypt, under which
+ticket" out of the log: the command exited 0 and `audit verify --exported` said intact. Now the
+command runs one upkeep round over its rows before it exits: it exits 1 naming the missing ids,
+and the exported checkpoint names them, so audit-verify does too. Real Postgres and OpenBao, the
+command run as the security team runs it, beside a running vault.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devstack.stack import REPO, vault_service_env
+from tests.integration.audit_attacks import (
+    Anchored,
+    Sabotage,
+    anchored,
+    as_owner,
+    own_database,
+    planted,
+    run_audit_verify,
+    tokenize_fresh_ip,
+)
+from vault_service.service.exported_copy import read_exported_copy
+
+__all__ = ["anchored", "own_database"]  # fixtures used here
+
+_PRESENCE_CHECK = "SELECT id, client, action, coalesce(purpose%"
+"""The start of the append's presence check (audit.py `_PRESENT`): the only query shown the ghosts."""
+_OPERATOR_ROWS_GHOSTED = Sabotage(  # attack17/a6_admin_rows_ghosted.py
+    plant="ALTER TABLE vault.audit_log RENAME TO audit_log_real;"
+    " CREATE TABLE vault.audit_ghosts (LIKE vault.audit_log_real);"
+    " CREATE VIEW vault.audit_log AS SELECT * FROM vault.audit_log_real UNION ALL"
+    f" SELECT * FROM vault.audit_ghosts WHERE current_query() LIKE '{_PRESENCE_CHECK}';"
+    " CREATE FUNCTION vault.ghost_insert() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER"
+    " SET search_path = pg_catalog AS $$ BEGIN"
+    "  IF NEW.client LIKE 'vault:%' THEN"
+    "   NEW.id := nextval('vault.audit_log_id_seq'::regclass); NEW.at := clock_timestamp(); NEW.hash_version := 2;"
+    "   NEW.prev_hash := coalesce((SELECT r.row_hash FROM vault.audit_log_real r ORDER BY r.id DESC LIMIT 1),"
+    "    '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea);"
+    "   NEW.row_hash := vault.audit_row_hash(NEW.prev_hash, NEW.id, NEW.at, NEW.client, NEW.client_serial,"
+    "    NEW.client_cert_sha256, NEW.action, NEW.purpose, NEW.token_types, NEW.item_count, NEW.outcome,"
+    "    NEW.revealed);"
+    "   INSERT INTO vault.audit_ghosts SELECT NEW.*; RETURN NEW;"
+    "  END IF;"
+    "  INSERT INTO vault.audit_log_real (client, client_serial, client_cert_sha256, action, purpose,"
+    "   token_types, item_count, outcome, revealed) VALUES (NEW.client, NEW.client_serial,"
+    "   NEW.client_cert_sha256, NEW.action, NEW.purpose, NEW.token_types, NEW.item_count, NEW.outcome,"
+    "   NEW.revealed) RETURNING * INTO NEW;"
+    "  RETURN NEW;"
+    " END $$;"
+    " CREATE TRIGGER ghost_insert INSTEAD OF INSERT ON vault.audit_log"
+    " FOR EACH ROW EXECUTE FUNCTION vault.ghost_insert();"
+    " GRANT SELECT, INSERT ON vault.audit_log TO tokenvault_vault;",
+    remove="DROP VIEW vault.audit_log; DROP FUNCTION vault.ghost_insert();"
+    " ALTER TABLE vault.audit_log_real RENAME TO audit_log; DROP TABLE vault.audit_ghosts;",
+)
+
+
+def _admin(env: dict[str, str], exported: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m vault_service.admin ARGS` with the security team's token, exporting to the vault's file."""
+    return subprocess.run(
+        [sys.executable, "-m", "vault_service.admin", *args],
+        env={
+            **vault_service_env(env),
+            "TOKENVAULT_AUDIT_CHECKPOINT_FILE": str(exported),
+            "VAULT_SECURITY_TOKEN_FILE": env["VAULT_SECURITY_TOKEN_FILE"],
+            "PATH": "/usr/bin:/bin",
+            "COLUMNS": "400",
+        },
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_an_admin_commands_rows_kept_out_of_the_chain_fail_the_command_and_audit_verify_names_them(
+    own_database: dict[str, str], anchored: Anchored, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vault, exported = anchored
+    tokenize_fresh_ip(own_database, vault)  # a value to re-encrypt
+    vault.wait_for_checkpoint()
+    with planted(own_database, _OPERATOR_ROWS_GHOSTED):
+        done = _admin(own_database, exported, "reencrypt", "--reason", "CHG-17006")
+        with as_owner(own_database) as conn:
+            ghosts = [int(row[0]) for row in conn.execute("SELECT id FROM vault.audit_ghosts ORDER BY id")]
+    assert len(ghosts) == 2, "the plant did not take the reencrypt's rows"
+    ids = ", ".join(map(str, ghosts))
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert f"its audit rows {ids} are not in the audit chain" in done.stderr, done.stderr
+    tokenize_fresh_ip(own_database, vault)  # the vault goes on; its checkpoints are signed past the ghosts' ids
+    vault.wait_for_checkpoint()
+
+    code, printed = run_audit_verify(own_database, exported, monkeypatch)
+    assert code == 1, printed
+    assert f"audit log TAMPERED from record id {ghosts[0]}: audit rows {ids}, appended by the vault service" in printed
+
+
+def test_an_admin_commands_rows_in_the_chain_are_checked_signed_and_exported_before_it_exits(
+    own_database: dict[str, str], anchored: Anchored
+) -> None:
+    vault, exported = anchored
+    vault.wait_for_checkpoint()
+    done = _admin(own_database, exported, "rewrap", "--reason", "CHG-17007")
+    assert done.returncode == 0, done.stderr
+    with as_owner(own_database) as conn:
+        row = conn.execute("SELECT id FROM vault.audit_log WHERE purpose = 'CHG-17007'").fetchone()
+    assert row is not None
+    assert f"audit: this command's 1 audit row(s) (ids {row[0]}) are in the chain;" in done.stdout, done.stdout
+    if "signed and exported" in done.stdout:  # else the vault's own round signed that head first
+        printed = [
+            json.loads(line)["audit_checkpoint"] for line in done.stderr.splitlines() if "audit_checkpoint" in line
+        ]
+        assert printed and printed[-1]["head_id"] >= row[0], done.stderr
+    assert any(c.head.head_id >= row[0] for c in read_exported_copy(exported).checkpoints)

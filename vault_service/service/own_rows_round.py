@@ -1,0 +1,84 @@
+"""One checkpoint round over the audit rows a short-lived process appended, before it exits (attack 17, finding 4).
+
+The security team's commands (`python -m vault_service.admin` rewrap, rotate-*, reencrypt, reindex)
+append their audit rows through the same `PostgresAuditLog.append` as the service, which remembers
+each one, but their process ran no audit upkeep: the rows were never checked against the chain,
+and round 15's ghost view kept them out of it (who ran `reencrypt` under which ticket) with
+audit-verify saying intact. So before such a process exits it runs the upkeep's own round once
+(`AuditUpkeep.run_once`, not a second implementation): the chain up to the head must hold each
+of its rows, the head is signed, stored and exported, and rows it does not hold are named in the
+exported checkpoint under a signature of their own, as the service does. The outcome says which
+rows were checked, which are missing, and why the round failed if it did: the command then
+exits non-zero naming the ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vault_service.domain.anchoring import AppendedRows
+from vault_service.domain.checkpoints import Checkpoint
+from vault_service.domain.errors import AuditUnavailable
+from vault_service.service.audit_upkeep import AuditUpkeep
+
+
+@dataclass(frozen=True)
+class OwnRowsRound:
+    """What the last round found for the rows this process appended."""
+
+    rows: tuple[int, ...]
+    """The ids of the rows this process appended that the round was to check (ascending)."""
+    missing: tuple[int, ...] = ()
+    """Those the chain up to the head does not hold (named in the exported checkpoint)."""
+    exported: tuple[Checkpoint, ...] = ()
+    """The checkpoints the round exported (none when a checkpoint already stored covers the head)."""
+    failure: str | None = None
+    """Why the round did not run to its end (its rows then unchecked), None when it did."""
+
+    @property
+    def anchored(self) -> bool:
+        """Whether every row was found in the chain by a round that ran to its end."""
+        return self.failure is None and not self.missing
+
+
+class OwnRowsNotAnchored(AuditUnavailable):
+    """The audit rows of this command are missing from the chain, or could not be checked: the command fails."""
+
+    def __init__(self, outcome: OwnRowsRound) -> None:
+        if outcome.missing:
+            ids = ", ".join(str(i) for i in outcome.missing)
+            why = (
+                f"its audit rows {ids} are not in the audit chain (written elsewhere than vault.audit_log, changed or"
+                " removed): they are named in the exported checkpoint; report it to the security team and run"
+                " `tokenvault audit verify --exported <copy>`"
+            )
+        else:
+            ids = ", ".join(str(i) for i in outcome.rows)
+            why = (
+                f"its audit rows {ids} could not be checked against the audit chain ({outcome.failure}); check that"
+                " these ids are in vault.audit_log and run `tokenvault audit verify`"
+            )
+        super().__init__(f"the command's work is done, but {why}")
+        self.outcome = outcome
+
+
+def anchor_own_rows(
+    appended: AppendedRows, upkeep_exporting_to: Callable[[Callable[[Checkpoint], None]], AuditUpkeep]
+) -> OwnRowsRound:
+    """Run one upkeep round over the rows in `appended`; what it found (nothing to do when none were appended).
+
+    `upkeep_exporting_to(export)`: the process's upkeep, exporting each checkpoint through `export`
+    (which records it here and passes it on to the configured exporter).
+    """
+    rows = tuple(sorted(appended.remembered()))
+    if not rows:
+        return OwnRowsRound(())
+    exported: list[Checkpoint] = []
+    upkeep = upkeep_exporting_to(exported.append)
+    try:
+        upkeep.run_once()
+    except Exception as error:  # any failure leaves the rows unchecked: the command must say so, not exit 0
+        return OwnRowsRound(rows, exported=tuple(exported), failure=f"{type(error).__name__}: {error}")
+    missing = sorted({i for checkpoint in exported for i in checkpoint.missing}.intersection(rows))
+    return OwnRowsRound(rows, tuple(missing), tuple(exported))
