@@ -24,6 +24,7 @@ from vault_service.service.ports import (
     Reindexer,
     Resealer,
     StaleKeys,
+    StoredHits,
     StoredKey,
     StoredToken,
 )
@@ -123,7 +124,7 @@ class FakeTokenStore:
         self.budget_takes = 0  # round trips to the shared budgets
         self.clock: Callable[[], float] = time.monotonic
         self.has_budgets = True
-        self.holds_any_calls = 0  # lookups of the values a purpose names (stored_values)
+        self.stored_among_calls = 0  # lookups of the values a purpose names (stored_values)
 
     def find_by_fingerprints(self, token_type: str, fingerprints: Sequence[bytes]) -> dict[bytes, FoundToken]:
         wanted = set(fingerprints)
@@ -135,10 +136,12 @@ class FakeTokenStore:
                         found[fp] = (fp, r.token, r.dek_id, r.sealed)
         return found
 
-    def holds_any(self, types: Sequence[str], fingerprints: Sequence[bytes], tokens: Sequence[str] = ()) -> bool:
-        self.holds_any_calls += 1
-        found = any(self.find_by_fingerprints(t, [fp]) for t, fp in zip(types, fingerprints, strict=True))
-        return found or any(token in self.rows for token in tokens)
+    def stored_among(
+        self, types: Sequence[str], fingerprints: Sequence[bytes], tokens: Sequence[str] = ()
+    ) -> StoredHits:
+        self.stored_among_calls += 1
+        found = frozenset(fp for t, fp in zip(types, fingerprints, strict=True) if self.find_by_fingerprints(t, [fp]))
+        return StoredHits(found, any(token in self.rows for token in tokens))
 
     def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> Inserted:
         if self.key_store is not None and self.key_store.generation() != generation:

@@ -35,6 +35,39 @@ def test_a_device_id_of_a_serial_shape_or_an_ip_written_as_an_address_has_it(pur
     assert shaped_as_a_stored_value(purpose)
 
 
+RELEASE_AND_DATE_REFERENCES = (
+    "REL-2026.12.04.1",
+    "REL-2026.12.04.1b",
+    "CHG-2026-12-04-2a",
+    "BUILD-2026.4.17b",
+    "REL-2026.12.04-2a",
+    "INC-2026Q3-0001",
+    "OPS-2026W49-17",
+)
+
+
+@pytest.mark.parametrize("reference", RELEASE_AND_DATE_REFERENCES)
+def test_a_release_or_date_reference_with_a_revision_or_period_has_no_stored_value_shape(reference: str) -> None:
+    # Review 17, finding 5: `1b` after a number, `2026Q3`, were read as a model's group.
+    check_purpose(reference)
+    assert not shaped_as_a_stored_value(reference)
+
+
+@pytest.mark.parametrize(
+    "purpose", ["INC-2026-PIXEL-7A-GXASWE", "REL-2026.12.04-ABCD-X7Y8", "INC-2026Q3-SM-G991B", "GDPR-12-4A5B-QWERTY"]
+)
+def test_a_model_or_serial_group_beside_a_date_or_number_still_has_it(purpose: str) -> None:
+    assert shaped_as_a_stored_value(purpose)
+
+
+def test_an_erasure_keeps_a_release_reference_and_withholds_only_a_stored_group_of_a_reference() -> None:
+    first, _, store, ip_token, device_token = _replicas()
+    first.erase("officer", [ip_token], "REL-2026.12.04.1b")
+    first.tokenize("etl", [(TokenType.DEVICE_ID, "INC2026Q3")])  # a producer's poison (insider round 16, #2)
+    first.erase("officer", [device_token], "INC-2026Q3-0001")
+    assert [event.purpose for event in store.erase_events] == ["REL-2026.12.04.1b", "(withheld)-0001"]
+
+
 def _replicas() -> tuple[TokenVault, TokenVault, FakeTokenStore, str, str]:
     store = FakeTokenStore()
     keys = KeyManager(FakeKeyStore(), FakeKeyWrapper())

@@ -54,14 +54,14 @@ def test_a_device_id_stored_in_lower_case_is_found_in_upper_case() -> None:
     vault, _, audit, ip_token, _ = vault_with_two_tokens()
     vault.tokenize("etl", [(TokenType.DEVICE_ID, "dcfabeeb9acdfe7b")])
     vault.detokenize("analyst", [ip_token], "INC-DCFABEEB9ACDFE7B")
-    assert audit.events[-1].purpose == ""
+    assert audit.events[-1].purpose == "INC-(withheld)"  # the device's run withheld, the reference kept
 
 
-def test_a_reveal_naming_a_device_of_another_call_is_served_and_keeps_no_purpose() -> None:
+def test_a_reveal_naming_a_device_of_another_call_is_served_and_keeps_none_of_the_device() -> None:
     vault, _, audit, ip_token, _ = vault_with_two_tokens()
     (result,) = vault.detokenize("analyst", [ip_token], f"INC-{DEVICE}")
     assert isinstance(result, Revealed)
-    assert (audit.events[-1].outcome, audit.events[-1].purpose) == ("ok: 1 revealed, 0 refused", "")
+    assert (audit.events[-1].outcome, audit.events[-1].purpose) == ("ok: 1 revealed, 0 refused", "INC-(withheld)")
 
 
 def test_an_erasure_split_in_two_calls_keeps_the_device_id_in_neither_row() -> None:
@@ -85,10 +85,10 @@ def test_one_lookup_per_distinct_purpose_until_the_answer_is_older_than_the_ttl(
     for _ in range(5):
         assert lookup.names_a_stored_value("CASE-2026-0815") is False
         assert lookup.names_a_stored_value(f"INC-{DEVICE}") is True
-    assert store.holds_any_calls == 2
+    assert store.stored_among_calls == 2
     clock.now += LOOKUP_TTL_SECONDS
     lookup.names_a_stored_value("CASE-2026-0815")
-    assert store.holds_any_calls == 3
+    assert store.stored_among_calls == 3
 
 
 def test_an_erased_value_is_no_longer_found() -> None:
@@ -107,7 +107,7 @@ def test_a_purpose_of_more_candidates_than_the_bound_is_withheld_without_a_looku
     many_groups = "K2L-BC-DE-FG-HI-J3K-NO-QR-TU-WX-Z4Y-MN-PQ-RS"  # 14 groups, 3 serial-shaped: 256 values
     assert stored_candidates(many_groups).size > MAX_CANDIDATES
     vault.detokenize("analyst", [ip_token], many_groups)
-    assert (audit.events[-1].purpose, store.holds_any_calls) == ("", 0)
+    assert (audit.events[-1].purpose, store.stored_among_calls) == ("", 0)
 
 
 def test_every_withhold_is_counted_alike_and_none_is_logged(caplog: pytest.LogCaptureFixture) -> None:
@@ -119,6 +119,6 @@ def test_every_withhold_is_counted_alike_and_none_is_logged(caplog: pytest.LogCa
         vault.detokenize("analyst", [ip_token], f"INC-{DEVICE}")  # names a value of another call
         vault.detokenize("analyst", [device_token], f"INC-{DEVICE}")  # spells the call's own (masked) value
         vault.detokenize("analyst", [ip_token], "CASE-2026-0815")  # kept
-    assert [event.purpose for event in audit.events[-3:]] == ["", "", "CASE-2026-0815"]
+    assert [event.purpose for event in audit.events[-3:]] == ["INC-(withheld)", "", "CASE-2026-0815"]
     assert purposes_withheld() == before + 2
     assert [r.getMessage() for r in caplog.records if "purpose" in r.getMessage()] == []

@@ -20,7 +20,11 @@ a value or token written there outlives its erasure, and removing it later break
   an erased token's value is gone; a stored value may not open) is not stored either: it is
   withheld (`WITHHELD_PURPOSE`, empty; shown as `WITHHELD_SHOWN`), for nothing tells what it spells.
   A value of a type the client may not see or erase is opened only for the comparison; a string
-  that is not a token, or a token never issued, names no value and withholds nothing.
+  that is not a token, or a token never issued, names no value and withholds nothing;
+- a run of groups that names a value stored for another call (`stored_candidates`, looked up in
+  vault_service.service.stored_values) is withheld, replaced by `(withheld)`, and the rest of the
+  reference kept (`purpose_spans`: `(withheld)-0001`; insider round 16, #2); an Erase's purpose of
+  a stored value's shape (`shaped_as_a_stored_value`) is withheld whole.
 
 A form cannot tell a name written as a reference (`CASE-1-Smith`) from a ticket; it keeps out
 everything that needs blanks, and the checks above keep out what the vault can recognize.
@@ -62,6 +66,7 @@ from vault_service.domain.purpose_spellings import (
     TOKEN_RANDOM_LENGTH,
     StoredCandidates,
     check_names_no_token_of,
+    groups_reading_as,
     may_hold_a_token,
     shaped_as_a_stored_value,
     stored_candidates,
@@ -96,6 +101,7 @@ __all__ = [
     "StoredCandidates",
     "check_names_no_token_of",
     "check_purpose",
+    "groups_reading_as",
     "may_hold_a_token",
     "pii_in",
     "purpose_as_shown",

@@ -38,7 +38,9 @@ purpose said: `INC-4821` too); it may name a value or token stored for another c
 (`stored_values`: often a legitimate reference that only looks like one), or is too long to look
 up; an Erase's purpose has a stored value's shape; the client's identical purpose was withheld
 before on this replica. The earlier "it spelled, or may have named, a stored value" was untrue of
-a purpose withheld only for naming an erased token. README (purpose rules) lists the causes."""
+a purpose withheld only for naming an erased token. README (purpose rules) lists the causes. A
+purpose that names a stored value keeps its other groups, each run withheld shown as `(withheld)`
+(`purpose_spans.WITHHELD_SPAN`; insider round 16, #2); it is shown as stored."""
 MAX_PURPOSE_LENGTH = 64
 """Room for the longest usual references (`GDPR-2026-0042/INC-4821`, `SECOPS-2026-000123:step-2`)
 with margin; little room for anything else, and a bound on the pieces `values_spelled_by` reads."""

@@ -107,6 +107,11 @@ MIN_STORED_DEVICE_ID = 8
 _SERIAL_SHAPED = re.compile(r"(?=[A-Za-z0-9]*[A-Za-z])(?=[A-Za-z0-9]*[0-9])(?![A-Za-z]+[0-9]+$)[A-Za-z0-9]+", re.ASCII)
 """A group mixing letters and digits otherwise than as a word and its number (`G991B`, `7A`,
 `a1b2c3d4e5f60718`, `ATK8Q7ZX`; not `INC2026`, `Q3`, `step2`): the group of a model or serial."""
+_DATE_OR_REVISION = re.compile(r"[0-9]+[A-Za-z][0-9]*", re.ASCII)
+"""A group of digits with one letter after them, and maybe digits after it (`1b`, `2a`, `17b`,
+`2026Q3`, `04T1200`): a revision suffix, a period or a time when it continues a date or a number."""
+_YEAR_AND_PERIOD = re.compile(r"(?:19|20)[0-9]{2}[A-Za-z][0-9]{1,2}", re.ASCII)
+"""A year, a letter and its number: a quarter, half, month or week (`2026Q3`, `2026H2`, `2026W49`)."""
 IP_CANDIDATE_GROUPS = 4
 """The fewest groups, joined by `.` or `:` only, read as an ip of another call: a whole address."""
 
@@ -151,10 +156,43 @@ def stored_candidates(purpose: str) -> StoredCandidates:
       window of hex or decimal digits, two hex halves, short `inet_aton` forms - are left to the
       comparison with the call's own values: any reference with such a group reads as some ip.
 
+    A hit withholds the runs read as it only (`groups_reading_as`, `vault_service.domain.purpose_spans`;
+    insider round 16, #2).
     At most 32 groups: a few hundred values for the longest purpose, a handful for a usual one.
     """
     runs = _group_runs(purpose)
     return StoredCandidates(runs.device_ids, runs.ips)
+
+
+def groups_reading_as(purpose: str, device_ids: Iterable[str], ips: Iterable[str]) -> frozenset[int]:
+    """The indices of the groups of each run of `purpose` read as one of `device_ids` or `ips` (of `stored_candidates`).
+
+    What a stored-value hit withholds (insider round 16, #2). The runs are walked again on a hit
+    only (rare), so that a purpose looked up and not found costs what it did.
+    """
+    wanted_devices, wanted_ips = frozenset(device_ids), frozenset(ips)
+    pieces = _SEGMENT_SEPARATORS.split(purpose)
+    groups, joins = pieces[0::2], pieces[1::2]
+    found: set[int] = set()
+    for first in range(len(groups)):
+        run = compact = groups[first]
+        ip_joined = True
+        for last in range(first, len(groups)):
+            if last > first:
+                run = f"{run}{joins[last - 1]}{groups[last]}"
+                compact = f"{compact}{groups[last]}"
+                ip_joined = ip_joined and joins[last - 1] in _IP_JOINS
+            named = not wanted_devices.isdisjoint(_device_readings(run, compact))
+            if not named and wanted_ips and ip_joined and last - first + 1 >= IP_CANDIDATE_GROUPS:
+                named = not wanted_ips.isdisjoint(ips_spelled_by(run.casefold()))
+            if named:
+                found.update(range(first, last + 1))
+    return frozenset(found)
+
+
+def _device_readings(run: str, compact: str) -> tuple[str, ...]:
+    """A run of groups as a device id is looked up: as written, upper and lower case, with separators and without."""
+    return (run, compact, run.upper(), compact.upper(), run.casefold(), compact.casefold())
 
 
 def shaped_as_a_stored_value(purpose: str) -> bool:
@@ -162,7 +200,11 @@ def shaped_as_a_stored_value(purpose: str) -> bool:
 
     True when `stored_candidates` reads any device id (a run holding a model or serial group, at
     least MIN_STORED_DEVICE_ID characters: `GDPR-2026-801-SM-G991B-ATK8Q7ZX`) or any ip written as
-    an address (IP_CANDIDATE_GROUPS groups joined by `.` or `:`). An erasure split into calls,
+    an address (IP_CANDIDATE_GROUPS groups joined by `.` or `:`), except that a group continuing a
+    date or a release number (`_continues_a_date_or_version`: `REL-2026.12.04.1b`,
+    `CHG-2026-12-04-2a`, `INC-2026Q3-0001`) is no model or serial group here: withheld whole by
+    its shape, such a reference lost its audit context on every erasure (review 17, finding 5).
+    The lookup still reads those runs (a hit withholds only them). An erasure split into calls,
     device first, withheld `GDPR-2026-801-<device id>` in the device call (its own value); the ip
     call, once the device was erased, kept it for good wherever the replica's memory of that
     withhold was not at hand (another replica, a restart: attack 15, finding 4; review 16,
@@ -173,14 +215,28 @@ def shaped_as_a_stored_value(purpose: str) -> bool:
     Detokenize, where a purpose is compared and looked up as before: an erasure's purpose should
     be the request reference alone, and erasures are rare.
     """
-    candidates = stored_candidates(purpose)
-    return bool(candidates.device_ids or candidates.ips)
+    return _group_runs(purpose).shaped
 
 
 class _GroupRuns(NamedTuple):
     spelled: frozenset[str]
     device_ids: frozenset[str]
     ips: frozenset[str]
+    shaped: bool
+
+
+def _continues_a_date_or_version(groups: list[str], index: int) -> bool:
+    """Whether group `index` is a date's or a release number's part rather than a model or serial (review 17, #5).
+
+    A group of digits with one letter (`_DATE_OR_REVISION`) right after a group of digits
+    (`REL-2026.12.04.1b`, `CHG-2026-12-04-2a`, `BUILD-2026.4.17b`: a revision suffix), or a year
+    with a period (`2026Q3`). A model's group with a digit first follows its make's word
+    (`PIXEL-7A`), and a serial holds more than one letter or starts with one (`G991B`, `ATK8Q7ZX`).
+    """
+    group = groups[index]
+    if _YEAR_AND_PERIOD.fullmatch(group):
+        return True
+    return index > 0 and groups[index - 1].isdigit() and _DATE_OR_REVISION.fullmatch(group) is not None
 
 
 @lru_cache(maxsize=64)
@@ -195,18 +251,21 @@ def _group_runs(purpose: str) -> _GroupRuns:
     pieces = _SEGMENT_SEPARATORS.split(purpose)
     groups, joins = pieces[0::2], pieces[1::2]
     serial = [_SERIAL_SHAPED.fullmatch(group) is not None for group in groups]
+    serial_by_shape = [serial[i] and not _continues_a_date_or_version(groups, i) for i in range(len(groups))]
     spelled: set[str] = set()
     device_ids: set[str] = set()
     stored_ips: set[str] = set()
+    shaped = False
     for first in range(len(groups)):
         run = compact = groups[first]
-        ip_joined, has_serial = True, serial[first]
+        ip_joined, has_serial, has_serial_by_shape = True, serial[first], serial_by_shape[first]
         for last in range(first, len(groups)):
             if last > first:
                 run = f"{run}{joins[last - 1]}{groups[last]}"
                 compact = f"{compact}{groups[last]}"  # a reference's groups are letters and digits only
                 ip_joined = ip_joined and joins[last - 1] in _IP_JOINS
                 has_serial = has_serial or serial[last]
+                has_serial_by_shape = has_serial_by_shape or serial_by_shape[last]
             folded_run, folded_compact = run.casefold(), compact.casefold()
             spelled.add(folded_run)
             spelled.add(folded_compact)
@@ -215,9 +274,11 @@ def _group_runs(purpose: str) -> _GroupRuns:
                 spelled.update(ips)
                 if last - first + 1 >= IP_CANDIDATE_GROUPS:
                     stored_ips.update(ips)
+                    shaped = shaped or bool(ips)
             if has_serial and len(compact) >= MIN_STORED_DEVICE_ID:
                 device_ids.update((run, compact, run.upper(), compact.upper(), folded_run, folded_compact))
-    return _GroupRuns(frozenset(spelled), frozenset(device_ids), frozenset(stored_ips))
+                shaped = shaped or has_serial_by_shape
+    return _GroupRuns(frozenset(spelled), frozenset(device_ids), frozenset(stored_ips), shaped)
 
 
 TOKEN_RANDOM_LENGTH = 22

@@ -222,9 +222,9 @@ class _VaultCollector(Collector):
         replaced.add_metric([], planted_statements_replaced())
         withheld = CounterMetricFamily(
             "tokenvault_purposes_withheld",
-            "Served Detokenize and Erase calls whose audit row keeps no purpose, whatever the cause (it spelled a"
-            " value of the call, was not compared with every value, may name a value stored in the vault, or"
-            " may hold a token); no label, so no sample tells which",
+            "Served Detokenize and Erase calls whose audit row keeps no purpose, or only part of it, whatever the"
+            " cause (it spelled a value of the call, was not compared with every value, may name a value stored in"
+            " the vault - then only that part is withheld -, or may hold a token); no label, so no sample tells which",
         )
         withheld.add_metric([], purposes_withheld())
         return [hits, size, races, merged, replaced, withheld]

@@ -117,6 +117,13 @@ class Inserted(NamedTuple):
         return {**self.ours, **{fp: row[1] for fp, row in self.theirs.items()}}
 
 
+class StoredHits(NamedTuple):
+    """What `TokenStore.stored_among` found: the fingerprints with a value stored, and whether a token was issued."""
+
+    fingerprints: frozenset[bytes]
+    token: bool
+
+
 class KeyWrapper(Protocol):
     """The KEK in Vault Transit: makes and unwraps data keys; never gives out the KEK."""
 
@@ -205,8 +212,13 @@ class TokenStore(Protocol):
         """The rows of the tokens that exist."""
         ...
 
-    def holds_any(self, types: Sequence[str], fingerprints: Sequence[bytes], tokens: Sequence[str] = ()) -> bool:
-        """Whether a value is stored (not erased) under a (type, fingerprint) pair, or one of `tokens` was issued."""
+    def stored_among(
+        self, types: Sequence[str], fingerprints: Sequence[bytes], tokens: Sequence[str] = ()
+    ) -> StoredHits:
+        """Which (type, fingerprint) pairs have a value stored (not erased), and whether one of `tokens` was issued.
+
+        Of the same work whether or not anything is found (every pair and token is probed).
+        """
         ...
 
     def erase(self, tokens: Sequence[str], event: AuditEvent) -> set[str]:

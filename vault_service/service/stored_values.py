@@ -9,12 +9,15 @@ of the shape of a value it could name (`purpose.stored_candidates`: serial-shape
 ids, whole addresses as ips; never a single group or a word and its number, which a producer could
 store to blank a class of references, review 15, finding 1) is fingerprinted for its type,
 with the same keyed fingerprint Tokenize uses to find a value's token (and the pending key's
-during a fingerprint-key rotation), and looked up in one indexed query (`TokenStore.holds_any`),
+during a fingerprint-key rotation), and looked up in one indexed query (`TokenStore.stored_among`),
 which also looks up each 22-character window of the purpose as a token id (`purpose.token_ids_in`:
 a token of another call split by separators, attack 14, finding 7).
-A hit withholds the purpose; it is never refused: a refusal would tell the caller that a value it
-guessed is stored (an existence oracle). The caller is answered the same either way; only the
-audit row (which callers do not read) differs.
+A hit withholds the runs of groups that read as the stored value, each replaced by `(withheld)`,
+and keeps the rest of the reference (`vault_service.domain.purpose_spans`; insider round 16, #2: a
+producer storing `INC2026Q3` blanked every `INC-2026Q3-...` reference whole); a token id found
+withholds the whole purpose (its pieces need not be whole groups). It is never refused: a refusal
+would tell the caller that a value it guessed is stored (an existence oracle). The caller is
+answered the same either way; only the audit row (which callers do not read) differs.
 
 One lookup per distinct purpose, cached LOOKUP_TTL_SECONDS per replica (see there for why that
 long); a purpose of more than MAX_CANDIDATES values is withheld without one, and so is one that
@@ -35,7 +38,14 @@ import time
 from collections.abc import Callable
 
 from vault_service.domain.crypto import DataKey, fingerprints
-from vault_service.domain.purpose import StoredCandidates, may_hold_a_token, stored_candidates, token_ids_in
+from vault_service.domain.purpose import (
+    StoredCandidates,
+    groups_reading_as,
+    may_hold_a_token,
+    stored_candidates,
+    token_ids_in,
+)
+from vault_service.domain.purpose_spans import every_group
 from vault_service.domain.token_types import TokenType, normalize_many
 from vault_service.service.keyring import KeyManager
 from vault_service.service.ports import TokenStore
@@ -62,7 +72,7 @@ MAX_CACHED_PURPOSES = 4096
 
 
 class StoredValueLookup:
-    """Whether a purpose names a value stored in the vault, cached per distinct purpose (thread-safe)."""
+    """Which groups of a purpose name a value stored in the vault, cached per distinct purpose (thread-safe)."""
 
     def __init__(
         self,
@@ -76,13 +86,19 @@ class StoredValueLookup:
         self._ttl = ttl
         self._clock = clock
         self._lock = threading.Lock()
-        self._answers: dict[tuple[str, int, int | None], tuple[float, bool]] = {}
+        self._answers: dict[tuple[str, int, int | None], tuple[float, frozenset[int]]] = {}
         self.lookups = 0
         """Queries sent (cache misses), for tests and metrics."""
 
     def names_a_stored_value(self, purpose: str) -> bool:
-        """Whether one of the values `purpose` could name is stored (not erased) in the vault.
+        """Whether one of the values `purpose` could name is stored (not erased) in the vault."""
+        return bool(self.groups_naming_stored_values(purpose))
 
+    def groups_naming_stored_values(self, purpose: str) -> frozenset[int]:
+        """The groups (indices) of `purpose` to withhold: those of each run that reads as a stored value.
+
+        Every group when the purpose holds a token's id or may hold its random part, or has more than
+        MAX_CANDIDATES candidates (withheld whole without a lookup); none when nothing is stored.
         Raises StorageError when the lookup cannot be made: the call then fails rather than keep
         a purpose unchecked.
         """
@@ -95,29 +111,43 @@ class StoredValueLookup:
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
         candidates = stored_candidates(purpose)
-        stored = (
-            candidates.size > MAX_CANDIDATES
-            or may_hold_a_token(purpose)
-            or self._lookup(purpose, candidates, ring.fingerprint_key, pending)
-        )
+        if candidates.size > MAX_CANDIDATES or may_hold_a_token(purpose):
+            withheld = every_group(purpose)
+        else:
+            withheld = self._lookup(purpose, candidates, ring.fingerprint_key, pending)
         with self._lock:
             self.lookups += 1
             if len(self._answers) >= MAX_CACHED_PURPOSES:
                 del self._answers[next(iter(self._answers))]  # the oldest entry (dicts keep insertion order)
             self._answers.pop(key, None)
-            self._answers[key] = (now, stored)
-        return stored
+            self._answers[key] = (now, withheld)
+        return withheld
 
-    def _lookup(self, purpose: str, candidates: StoredCandidates, current: DataKey, pending: DataKey | None) -> bool:
-        """Whether one of `candidates` is stored as a value of its type, or `purpose` holds a token."""
+    def _lookup(
+        self, purpose: str, candidates: StoredCandidates, current: DataKey, pending: DataKey | None
+    ) -> frozenset[int]:
+        """The groups of each run of `purpose` whose candidate is stored as a value of its type; all on a token."""
         types: list[str] = []
         fps: list[bytes] = []
+        read_as: dict[tuple[str, bytes], str] = {}  # (type, fingerprint) -> the candidate it fingerprints
         for token_type in TokenType:
-            wanted = candidates.ips if token_type is TokenType.IP else candidates.device_ids
-            judged, _ = normalize_many(token_type, sorted(wanted))
-            values = sorted({v for v in judged if isinstance(v, str)})
+            wanted = sorted(candidates.ips if token_type is TokenType.IP else candidates.device_ids)
+            judged, _ = normalize_many(token_type, wanted)
+            values = {v: written for v, written in zip(judged, wanted, strict=True) if isinstance(v, str)}
+            ordered = sorted(values)
             for fp_key in (current, pending) if pending is not None else (current,):
-                found = fingerprints(fp_key, token_type, values)
+                found = fingerprints(fp_key, token_type, ordered)
+                read_as.update(((token_type.type_name, fp), values[v]) for fp, v in zip(found, ordered, strict=True))
                 fps.extend(found)
                 types.extend([token_type.type_name] * len(found))
-        return self._tokens.holds_any(types, fps, sorted(token_ids_in(purpose)))
+        hits = self._tokens.stored_among(types, fps, sorted(token_ids_in(purpose)))
+        if hits.token:
+            return every_group(purpose)  # a token of another call, maybe split: no run of groups says which
+        named = [(t, read_as[(t, fp)]) for t, fp in zip(types, fps, strict=True) if fp in hits.fingerprints]
+        if not named:
+            return frozenset()
+        return groups_reading_as(
+            purpose,
+            [value for t, value in named if t == TokenType.DEVICE_ID.type_name],
+            [value for t, value in named if t == TokenType.IP.type_name],
+        )

@@ -25,6 +25,7 @@ from vault_service.domain.purpose import (
     shaped_as_a_stored_value,
     values_spelled_by,
 )
+from vault_service.domain.purpose_spans import every_group, with_groups_withheld
 from vault_service.domain.token_types import TokenType
 from vault_service.domain.tokens import types_of_tokens
 from vault_service.service.revealing import DetokenizeOutcome, Revealed, RevealedCall, reveal, reveal_hasher
@@ -174,41 +175,52 @@ class TokenVault(Tokenizing):
         return reveal(self._keys, caller.name, named, named_types, masked, rows, values_spelled_by(purpose))
 
     def _kept(self, client: str, purpose: str, checked: RevealedCall, *, by_shape: bool = False) -> str:
-        """The purpose as a served call's audit row keeps it: in clear, or withheld (empty).
+        """The purpose as a served call's audit row keeps it: in clear, in part, or withheld (empty).
 
         Kept only when every value the call's tokens name was opened and compared with it and it
         spells none of them (`RevealedCall.keeps_purpose`: one spelling a value the call reveals
         masked or erases, or naming a value that exists but was not compared - erased, or it does
-        not open - is withheld; a string that is not a token and a token never issued name no
-        value and withhold nothing), and it names no value stored for another call
-        (`stored_values`, cached per purpose; attack 14, finding 3) - withheld, never refused: a
-        refusal would tell the caller the value is stored.
+        not open - is withheld whole; a string that is not a token and a token never issued name
+        no value and withhold nothing). Of a purpose so kept, the runs of groups that name a value
+        stored for another call (`stored_values`, cached per purpose; attack 14, finding 3) are
+        withheld, each replaced by WITHHELD_SPAN, and the rest kept (`purpose_spans`: a producer
+        storing `INC2026Q3` blanked every `INC-2026Q3-...` reference whole; insider round 16, #2) -
+        withheld, never refused: a refusal would tell the caller the value is stored.
 
-        Every withhold is counted alike (`purposes_withheld`, no label) and none is logged: a log
-        line or a label per cause told whoever reads the logs or the metrics whether a guess the
-        purpose spelled is stored anywhere in the vault (review 15, finding 2). The row's outcome
-        already counts the tokens not compared.
+        Every withhold, whole or in part, is counted alike (`purposes_withheld`, no label) and none
+        is logged: a log line or a label per cause told whoever reads the logs or the metrics
+        whether a guess the purpose spelled is stored anywhere in the vault (review 15, finding 2).
+        The row's outcome already counts the tokens not compared.
 
-        A purpose withheld for spelling a value of the call or naming a stored one is remembered
-        for `client` (`withheld_purposes`, in memory per replica), and the client's later call with
-        the identical purpose is withheld too: an erasure split into calls, device first, kept
-        `GDPR-2026-801-<device id>` in the ip call's row once the device was erased (attack 15,
-        finding 4). A purpose withheld only for a value not compared is not remembered.
+        What is withheld for spelling a value of the call or naming a stored one is remembered for
+        `client` (`withheld_purposes`, in memory per replica: the whole purpose, or the groups
+        withheld), and the client's later call with the identical purpose withholds it again: an
+        erasure split into calls, device first, kept `GDPR-2026-801-<device id>` in the ip call's row
+        once the device was erased (attack 15, finding 4). A purpose withheld only for a value not
+        compared is not remembered.
 
         `by_shape` (an Erase whose purpose holds what has the shape of a stored value,
-        `shaped_as_a_stored_value`) withholds it whatever the comparison and the lookup found: the
-        decision reads the text alone, so it tells nothing of what is stored, and it holds on every
-        replica and after restarts, where the memory above does not (review 16, finding 2).
+        `shaped_as_a_stored_value`) withholds it whole whatever the comparison and the lookup found:
+        the decision reads the text alone, so it tells nothing of what is stored, and it holds on
+        every replica and after restarts, where the memory above does not (review 16, finding 2).
         """
         if not checked.purpose_compared:
             _count_withheld()
             return WITHHELD_PURPOSE
-        if checked.purpose_withheld or self.stored_values.names_a_stored_value(purpose):
+        if checked.purpose_withheld:
             self.withheld_purposes.remember(client, purpose)
-        elif not by_shape and not self.withheld_purposes.withheld_before(client, purpose):
+            _count_withheld()
+            return WITHHELD_PURPOSE
+        named = self.stored_values.groups_naming_stored_values(purpose)
+        if named:
+            self.withheld_purposes.remember(client, purpose, named)
+        withheld = named | self.withheld_purposes.withheld_before(client, purpose)
+        if by_shape:
+            withheld = every_group(purpose)
+        if not withheld:
             return purpose
         _count_withheld()
-        return WITHHELD_PURPOSE
+        return with_groups_withheld(purpose, withheld)
 
 
 _withheld = 0

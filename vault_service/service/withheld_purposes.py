@@ -10,7 +10,9 @@ another call, and withholds that client's later call with the identical purpose.
 - In process memory only, per replica, never stored: a persistent keyed hash of purposes would let
   whoever holds the key test guesses of values erased since (docs/threat-model.md). Entries are a
   keyed digest of (client, purpose) under a key drawn at start and never written anywhere, so a
-  memory dump shows no purpose in clear from here (the process sees each purpose anyway).
+  memory dump shows no purpose in clear from here (the process sees each purpose anyway), with
+  what was withheld: the whole purpose, or the indices of the groups of the runs that named a
+  stored value (`vault_service.domain.purpose_spans`; insider round 16, #2), withheld again alike.
 - Per client: remembered for any client, a withhold would blank the same reference for every
   client; one able to make a reference spell a value of its own call (a masked reveal of an ip a
   producer stored for it: `GDPR-2026-0042` reads as 32.38.0.66) could then blank other clients'
@@ -45,6 +47,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from vault_service.domain.policy import AccessPolicy
+from vault_service.domain.purpose_spans import every_group
 
 MAX_REMEMBERED_PER_CLIENT = 256
 """Purposes remembered per client and replica (16-byte digests: about 40 kB per client with the dict's
@@ -89,7 +92,7 @@ class WithheldPurposes:
         self._clock = clock
         self._lock = threading.Lock()
         self._key = secrets.token_bytes(32)  # never written anywhere: gone with the process
-        self._by_client: dict[str, OrderedDict[bytes, float]] = {}
+        self._by_client: dict[str, OrderedDict[bytes, tuple[float, frozenset[int] | None]]] = {}
 
     def __len__(self) -> int:
         with self._lock:
@@ -107,31 +110,41 @@ class WithheldPurposes:
         keyed.update(purpose.encode("utf-8", "surrogatepass"))
         return keyed.digest()
 
-    def remember(self, client: str, purpose: str) -> None:
-        """Remember that `client`'s `purpose` was withheld (or refused) for spelling or naming a value."""
+    def remember(self, client: str, purpose: str, groups: frozenset[int] | None = None) -> None:
+        """Remember that `client`'s `purpose` was withheld (or refused) for spelling or naming a value.
+
+        `groups`: the indices of the groups withheld (a purpose naming a stored value keeps the
+        rest, `vault_service.domain.purpose_spans`); None, the whole purpose. Remembered again, the
+        groups are added to those remembered.
+        """
         digest = self._digest(client, purpose)
         now = self._clock()
         with self._lock:
             since = self._by_client.setdefault(client, OrderedDict())
-            since[digest] = now
+            before = since.get(digest)
+            withheld = None if groups is None or (before is not None and before[1] is None) else groups
+            if withheld is not None and before is not None and before[1] is not None:
+                withheld = withheld | before[1]
+            since[digest] = (now, withheld)
             since.move_to_end(digest)
             while len(since) > self._capacity:
                 since.popitem(last=False)
 
-    def withheld_before(self, client: str, purpose: str) -> bool:
-        """Whether `client`'s identical `purpose` was withheld within the TTL; a hit renews it."""
+    def withheld_before(self, client: str, purpose: str) -> frozenset[int]:
+        """The groups of `client`'s identical `purpose` withheld within the TTL (all when whole), renewed; else none."""
         digest = self._digest(client, purpose)
         now = self._clock()
         with self._lock:
             since = self._by_client.get(client)
-            at = since.get(digest) if since is not None else None
-            if since is None or at is None:
-                return False
+            entry = since.get(digest) if since is not None else None
+            if since is None or entry is None:
+                return frozenset()
+            at, groups = entry
             if now - at >= self._ttl:
                 del since[digest]
                 if not since:
                     del self._by_client[client]
-                return False
-            since[digest] = now
+                return frozenset()
+            since[digest] = (now, groups)
             since.move_to_end(digest)
-            return True
+        return every_group(purpose) if groups is None else groups

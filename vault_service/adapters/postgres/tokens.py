@@ -38,6 +38,7 @@ from vault_service.service.ports import (
     Reindexer,
     Resealer,
     StaleKeys,
+    StoredHits,
     StoredToken,
 )
 
@@ -85,17 +86,18 @@ _FIND = _find("token, dek_id, sealed")
 # found; a token stays issued (erased or not: it stays in `user_logins`). No guard on
 # next_fingerprint as in the lookup above: one over several types cannot walk the index in order,
 # and scanned the table (30 ms at 200k tokens); a probe of an empty range costs less.
-_HOLDS_ANY = (
-    "SELECT count(*) FROM ("
-    "SELECT 1 FROM unnest(%(types)s::text[], %(fps)s::bytea[]) AS w(type, fp)"
+_STORED_AMONG = (
+    "SELECT w.fp FROM unnest(%(types)s::text[], %(fps)s::bytea[]) AS w(type, fp)"
     " CROSS JOIN LATERAL (SELECT 1 FROM vault.tokens WHERE fingerprint = w.fp AND token_type = w.type LIMIT 1) AS t"
-    " UNION ALL SELECT 1 FROM unnest(%(types)s::text[], %(fps)s::bytea[]) AS w(type, fp)"
+    " UNION ALL SELECT w.fp FROM unnest(%(types)s::text[], %(fps)s::bytea[]) AS w(type, fp)"
     " CROSS JOIN LATERAL (SELECT 1 FROM vault.tokens WHERE token_type = w.type AND next_fingerprint = w.fp"
     " AND next_fingerprint IS NOT NULL LIMIT 1) AS t"
-    " UNION ALL SELECT 1 FROM unnest(%(tokens)s::text[]) AS w(token)"
+    " UNION ALL SELECT NULL::bytea FROM unnest(%(tokens)s::text[]) AS w(token)"
     " CROSS JOIN LATERAL (SELECT 1 FROM vault.tokens WHERE token = w.token LIMIT 1) AS t"
-    ") AS found"
 )
+"""Each (type, fingerprint) pair with a value stored under it (current or pending fingerprint), and a
+NULL per token issued: one UNION ALL of every probe, so the work is the same hit or miss (review 15,
+finding 2: `EXISTS ... OR EXISTS` stopped at the first hit)."""
 
 _INSERT = (
     "INSERT INTO vault.tokens (token, token_type, fingerprint, fingerprint_key_id, dek_id, sealed, next_fingerprint)"
@@ -189,17 +191,19 @@ class PostgresTokenStore:
         return dict(zip(map(itemgetter(0), found), cast(list[FoundToken], found), strict=True))
 
     @translated
-    def holds_any(self, types: Sequence[str], fingerprints: Sequence[bytes], tokens: Sequence[str] = ()) -> bool:
-        """Whether a value is stored under a (type, fingerprint) pair, or a token issued (`_HOLDS_ANY`).
+    def stored_among(
+        self, types: Sequence[str], fingerprints: Sequence[bytes], tokens: Sequence[str] = ()
+    ) -> StoredHits:
+        """Which (type, fingerprint) pairs have a value stored, and whether a token was issued (`_STORED_AMONG`).
 
         One query, of the same work whether or not anything is found.
         """
         if not fingerprints and not tokens:
-            return False
+            return StoredHits(frozenset(), False)
         wanted = {"types": text_array(types), "fps": bytea_array(fingerprints), "tokens": text_array(tokens)}
         with self._pool.connection() as conn:
-            row = conn.execute(_HOLDS_ANY, wanted).fetchone()
-        return bool(row and row[0] > 0)
+            found = [fp for (fp,) in conn.execute(_STORED_AMONG, wanted).fetchall()]
+        return StoredHits(frozenset(bytes(fp) for fp in found if fp is not None), None in found)
 
     @translated
     def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> Inserted:
