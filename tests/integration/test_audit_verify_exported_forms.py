@@ -3,7 +3,8 @@
 The database owner deleted the newest reveal rows and the database's checkpoints above them.
 Against the vault's own checkpoint file audit-verify said TAMPERED; against the same lines as a
 log pipeline stores them (each wrapped in the shipper's JSON: Docker json-file and Fluent Bit in
-`log`, Vector in `message`) it read no checkpoint and said "audit log intact ... and the exported
+`log`, Vector in `message`; the kubelet's CRI log file, where the shipped Kubernetes deployment's
+checkpoints are) it read no checkpoint and said "audit log intact ... and the exported
 copy verified", and who-saw answered without the deleted reveals. Now wrapped lines are read; a
 line that looks like a checkpoint but cannot be read refuses the copy; a copy whose newest
 checkpoint is older than the database's by more than the allowed lag is not "verified"; and the
@@ -36,6 +37,7 @@ _WRAPPERS: dict[str, Callable[[str], str]] = {
     "docker json-file": lambda line: json.dumps({"log": line + "\n", "stream": "stdout", "time": "2026-12-04T13:55Z"}),
     "vector": lambda line: json.dumps({"message": line, "host": "vault-0", "source_type": "kubernetes_logs"}),
     "fluent bit parsed": lambda line: json.dumps({"log": json.loads(line), "stream": "stdout"}),
+    "kubelet (CRI)": lambda line: f"2026-12-04T13:55:00.123456789Z stdout F {line}",
 }
 
 

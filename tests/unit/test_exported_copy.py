@@ -54,3 +54,30 @@ def test_a_line_that_looks_like_a_checkpoint_but_cannot_be_read_refuses_the_copy
     copy.write_text(f"{_LINE}\n{line}\n")
     with pytest.raises(UnreadableExportedCopy, match=r"1 line\(s\) look like exported checkpoints .*\(line 2\)"):
         read_exported_copy(copy)
+
+
+def _cri(stream: str, tag: str, text: str) -> str:
+    """One line as the kubelet stores a container's output (CRI log format)."""
+    return f"2026-12-04T13:55:00.123456789Z {stream} {tag} {text}\n"
+
+
+def test_the_kubelets_cri_log_lines_yield_the_checkpoint_with_split_lines_joined(tmp_path: Path) -> None:
+    """The shipped Kubernetes deployment exports checkpoints only as the vault's log lines; on the node they are CRI."""
+    copy = tmp_path / "0.log"
+    half = len(_LOG_LINE) // 2
+    copy.write_text(
+        _cri("stdout", "F", '{"message": "stack up"}')
+        + _cri("stdout", "P", _LOG_LINE[:half])  # a line longer than the runtime's buffer, split
+        + _cri("stderr", "F", "a warning between the parts")
+        + _cri("stdout", "F", _LOG_LINE[half:])
+        + _cri("stdout", "F", _LOG_LINE)
+    )
+    read = read_exported_copy(copy)
+    assert read.checkpoints == (_CHECKPOINT, _CHECKPOINT) and read.wrapped == 2
+
+
+def test_a_cri_line_split_and_never_ended_refuses_the_copy(tmp_path: Path) -> None:
+    copy = tmp_path / "0.log"
+    copy.write_text(_cri("stdout", "F", _LOG_LINE) + _cri("stdout", "P", _LOG_LINE[: len(_LOG_LINE) // 2]))
+    with pytest.raises(UnreadableExportedCopy, match=r"\(line 2\)"):
+        read_exported_copy(copy)

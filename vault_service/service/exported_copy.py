@@ -10,7 +10,11 @@ Accepted, line by line (one JSON object a line; the copy may mix them):
 - the vault's JSON log: its `audit checkpoint` lines carry one under `audit_checkpoint`, other
   lines are skipped;
 - either of those wrapped by a log shipper: a field `log` or `message` holding the line, as a
-  string (Docker's json-file driver, Fluent Bit and Fluentd, Vector) or already parsed.
+  string (Docker's json-file driver, Fluent Bit and Fluentd, Vector) or already parsed;
+- either of those as the kubelet stores a container's output (the CRI log format of containerd
+  and CRI-O, /var/log/pods/...: `<time> stdout F <line>`, a line longer than the runtime's
+  buffer split into `P` parts joined here): the shipped Kubernetes deployment exports its
+  checkpoints only as the vault's log lines, so a copy taken from the node is in this form.
 A line that names a checkpoint's fields (`head_id`, `audit_checkpoint`) but yields none in these
 forms (cut short, another wrapper, a field changed) refuses the whole copy
 (`UnreadableExportedCopy`): skipped, it would leave checkpoints unread and the copy would
@@ -20,7 +24,8 @@ vouch for less than it seems to.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -35,9 +40,15 @@ _MAX_WRAPPING = 3
 _CHECKPOINT_MARKS = ("head_id", "audit_checkpoint")
 """Text that only a line carrying a checkpoint holds."""
 
+_CRI_LINE = re.compile(
+    r"(?P<time>\d{4}-\d\d-\d\dT\S+) (?P<stream>stdout|stderr) (?P<tag>[PF])(?::\S*)? (?P<text>.*)", re.S
+)
+"""A line of the CRI log format (kubelet, containerd, CRI-O): time, stream, P(artial)/F(ull) tag, the text."""
+
 ACCEPTED_FORMAT = (
     "the checkpoint file's lines (one JSON object a line), the vault's JSON log lines (`audit_checkpoint`),"
-    " or either wrapped by a log shipper in a field `log` or `message` (Docker json-file, Fluent Bit, Vector)"
+    " either wrapped by a log shipper in a field `log` or `message` (Docker json-file, Fluent Bit, Vector),"
+    " or as the kubelet stores them (CRI log format: `<time> stdout F <line>`)"
 )
 
 
@@ -110,7 +121,7 @@ def read_exported_copy(path: Path) -> ExportedCopy:
     unreadable: list[int] = []
     wrapped = 0
     with path.open(encoding="utf-8", errors="replace") as lines:
-        for number, line in enumerate(lines, start=1):
+        for number, line, from_cri in _cri_joined(lines):
             found = _checkpoint_of(line)
             if found is None:
                 if any(mark in line for mark in _CHECKPOINT_MARKS):
@@ -118,10 +129,34 @@ def read_exported_copy(path: Path) -> ExportedCopy:
                 continue
             checkpoint, was_wrapped = found
             checkpoints.append(checkpoint)
-            wrapped += was_wrapped
+            wrapped += was_wrapped or from_cri
     if unreadable:
         raise UnreadableExportedCopy(path, unreadable)
     return ExportedCopy(path, tuple(checkpoints), wrapped)
+
+
+def _cri_joined(lines: Iterable[str]) -> Iterator[tuple[int, str, bool]]:
+    """Each line of `lines` with its number and whether it came in the CRI log format, its `P` parts joined.
+
+    A CRI line gives its text (after time, stream and tag); the parts of one stream's split line
+    are joined up to its `F` part and numbered by that part's line. Other lines are given as they
+    are. Parts never ended (the copy cut short) are given as they were joined, so that a cut
+    checkpoint refuses the copy rather than being skipped.
+    """
+    parts: dict[str, tuple[int, list[str]]] = {}
+    for number, line in enumerate(lines, start=1):
+        cri = _CRI_LINE.fullmatch(line.rstrip("\n"))
+        if cri is None:
+            yield number, line, False
+            continue
+        first, texts = parts.pop(cri["stream"], (number, []))
+        texts.append(cri["text"])
+        if cri["tag"] == "P":
+            parts[cri["stream"]] = (first, texts)
+        else:
+            yield number, "".join(texts), True
+    for first, texts in parts.values():
+        yield first, "".join(texts), True
 
 
 def _checkpoint_of(line: str) -> tuple[Checkpoint, bool] | None:
