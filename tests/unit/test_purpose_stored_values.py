@@ -85,10 +85,11 @@ def test_one_lookup_per_distinct_purpose_until_the_answer_is_older_than_the_ttl(
     for _ in range(5):
         assert lookup.names_a_stored_value("CASE-2026-0815") is False
         assert lookup.names_a_stored_value(f"INC-{DEVICE}") is True
-    assert store.stored_among_calls == 2
+    assert (lookup.lookups, store.stored_among_calls) == (2, 1)  # CASE-2026-0815 has nothing to look up
     clock.now += LOOKUP_TTL_SECONDS
     lookup.names_a_stored_value("CASE-2026-0815")
-    assert store.stored_among_calls == 3
+    lookup.names_a_stored_value(f"INC-{DEVICE}")
+    assert (lookup.lookups, store.stored_among_calls) == (4, 2)
 
 
 def test_an_erased_value_is_no_longer_found() -> None:

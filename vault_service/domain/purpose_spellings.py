@@ -251,7 +251,11 @@ def _group_runs(purpose: str) -> _GroupRuns:
     pieces = _SEGMENT_SEPARATORS.split(purpose)
     groups, joins = pieces[0::2], pieces[1::2]
     serial = [_SERIAL_SHAPED.fullmatch(group) is not None for group in groups]
-    serial_by_shape = [serial[i] and not _continues_a_date_or_version(groups, i) for i in range(len(groups))]
+    serial_by_shape = (
+        [is_serial and not _continues_a_date_or_version(groups, i) for i, is_serial in enumerate(serial)]
+        if any(serial)
+        else serial
+    )
     spelled: set[str] = set()
     device_ids: set[str] = set()
     stored_ips: set[str] = set()

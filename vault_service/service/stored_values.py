@@ -127,6 +127,9 @@ class StoredValueLookup:
         self, purpose: str, candidates: StoredCandidates, current: DataKey, pending: DataKey | None
     ) -> frozenset[int]:
         """The groups of each run of `purpose` whose candidate is stored as a value of its type; all on a token."""
+        token_ids = sorted(token_ids_in(purpose))
+        if not candidates.size and not token_ids:
+            return frozenset()  # a usual reference shorter than a token: nothing to look up
         types: list[str] = []
         fps: list[bytes] = []
         read_as: dict[tuple[str, bytes], str] = {}  # (type, fingerprint) -> the candidate it fingerprints
@@ -140,7 +143,7 @@ class StoredValueLookup:
                 read_as.update(((token_type.type_name, fp), values[v]) for fp, v in zip(found, ordered, strict=True))
                 fps.extend(found)
                 types.extend([token_type.type_name] * len(found))
-        hits = self._tokens.stored_among(types, fps, sorted(token_ids_in(purpose)))
+        hits = self._tokens.stored_among(types, fps, token_ids)
         if hits.token:
             return every_group(purpose)  # a token of another call, maybe split: no run of groups says which
         named = [(t, read_as[(t, fp)]) for t, fp in zip(types, fps, strict=True) if fp in hits.fingerprints]
