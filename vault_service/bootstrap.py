@@ -99,7 +99,7 @@ class Bootstrapped:
         """
         self.audit.appended.max_age = unchecked_seconds if unchecked_seconds is not None else 30 * interval
         self.audit.appended.warn_age = 3 * interval  # the unchecked ids are logged before a kill can erase them
-        self.audit.upkeep_read_timeout = 5 * interval  # a hanging round fails (counted) instead of waiting
+        self.audit.upkeep_statement_timeout = 5 * interval  # a statement made to wait fails the round (counted)
         observe_oldest_unchecked(self.audit.appended.oldest_age)
         appended = self.audit.appended
         observe_database_unreachable(lambda: appended.database_unreachable)

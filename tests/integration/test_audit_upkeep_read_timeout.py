@@ -2,7 +2,7 @@
 
 The database owner can make the upkeep's segment read wait without end (a `pg_sleep` in a view's
 function, or a lock on its path): a hanging round was neither counted nor alerted on
-(AuditUpkeepFailing). The reads now run under `upkeep_read_timeout` (5 intervals in the
+(AuditUpkeepFailing). The reads now run under `upkeep_statement_timeout` (5 intervals in the
 service), so they raise, and the round is counted as failed.
 
 Real PostgreSQL, a database of the module's own: the owner holds an ACCESS EXCLUSIVE lock on
@@ -39,7 +39,7 @@ def test_an_upkeep_read_the_database_makes_wait_raises_within_its_timeout(
     assert head is not None
     appended = [(row_id, link[1]) for row_id, link in log.appended.remembered().items()] if own else []
     read: Callable[[], object] = lambda: log.segment(0, head, appended, 256)  # noqa: E731
-    log.upkeep_read_timeout = 0.5
+    log.upkeep_statement_timeout = 0.5
     outcome: list[object] = []
 
     def run() -> None:

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
 
 import psycopg
 import pytest
 from psycopg_pool import PoolTimeout
 
 from tests.unit.fakes import FakeAuditLog
+from tests.unit.upkeep_fakes import FakeChainStore, FakeCheckpointStore, FakeSigner, chained_records, upkeep_with
 from vault_service.adapters.postgres.errors import translated
-from vault_service.domain.anchoring import AppendedRows, AuditChecksOverdue, SegmentRow
-from vault_service.domain.audit import GENESIS_HASH, AuditEvent, AuditRecord, chain_hash_v2
-from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
+from vault_service.domain.anchoring import AppendedRows, AuditChecksOverdue
+from vault_service.domain.audit import AuditEvent
+from vault_service.domain.checkpoints import Checkpoint
 from vault_service.domain.errors import (
     AuditDatabaseUnreachable,
     AuditUnavailable,
@@ -32,84 +30,9 @@ from vault_service.service.audit_upkeep import AuditUpkeep
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 
 
-class _Signer:
-    key_name = "k"
-
-    def sign(self, data: bytes) -> str:
-        return "sig:" + data.hex()
-
-
-class _Store:
-    """A chain head that grows on demand, and a checkpoint table that refuses what is not newer (as 0007 does)."""
-
-    def __init__(self) -> None:
-        self.head_id = 0
-        self.stored: list[Checkpoint] = []
-        self.planted = 0
-        self.beyond = 0  # a row planted beyond the id sequence (0: none)
-        self.cache, self.increment = 1, 1
-        self.fail_head: Exception | None = None
-        self.fail_sequence: Exception | None = None
-
-    def id_sequence(self) -> IdSequence:
-        if self.fail_sequence is not None:
-            raise self.fail_sequence
-        return IdSequence(max(self.beyond, self.head_id), self.head_id, self.cache, self.increment)
-
-    def head(self, since: ChainHead | None = None) -> ChainHead | None:
-        if self.fail_head is not None:
-            raise self.fail_head
-        if not self.head_id:
-            return None
-        return ChainHead(self.head_id, bytes([self.head_id % 256]) * 32, self.head_id, datetime.now(UTC))
-
-    def last_checkpoint_head(self) -> int:
-        return max([self.planted, *(c.head.head_id for c in self.stored)])
-
-    def newest_checkpoint(self) -> Checkpoint | None:
-        if self.planted > max([0, *(c.head.head_id for c in self.stored)]):
-            head = ChainHead(self.planted, bytes([self.planted % 256]) * 32, self.planted, datetime.now(UTC))
-            return Checkpoint(head, "k", "vault:v1:planted")
-        return self.stored[-1] if self.stored else None
-
-    def segment(self, after_id: int, head: ChainHead, own: Sequence[tuple[int, bytes]], rows: int) -> list[SegmentRow]:
-        raise AssertionError("no upkeep here checks appended rows")
-
-    def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
-        if checkpoint.head.head_id <= self.last_checkpoint_head():
-            raise AssertionError("the database refuses a checkpoint that is not newer than its newest")
-        self.stored.append(checkpoint)
-        return True
-
-
-def _upkeep(
-    audit: FakeAuditLog,
-    store: _Store,
-    meter: TokenizeMeter,
-    exported: list[Checkpoint],
-    planted: list[int],
-    rows_planted: list[int] | None = None,
-    **hooks: Any,
-) -> AuditUpkeep:
-    """An upkeep exporting into `exported`, telling `planted`, `rows_planted` and any other `hooks` (on_refused=...)."""
-    rows_planted = [] if rows_planted is None else rows_planted
-    return AuditUpkeep(
-        audit,
-        store,
-        _Signer(),
-        meter,
-        RefusalAuditor(audit),
-        exported.append,
-        on_planted=lambda: planted.append(1),
-        genuine=lambda checkpoint: checkpoint.signature == _Signer().sign(checkpoint.head.message()),
-        on_sequence_tampered=lambda: rows_planted.append(1),
-        **hooks,
-    )
-
-
 def test_tokenize_counts_survive_a_failed_audit_append_and_are_written_by_the_next_round() -> None:
     audit, meter = FakeAuditLog(fail=True), TokenizeMeter()
-    upkeep = _upkeep(audit, _Store(), meter, [], [])
+    upkeep = upkeep_with(audit, FakeCheckpointStore(), meter, [], [])
     etl, other = Caller("etl-service", "a1", "ff"), Caller("batch-job", "b2", "ee")
     meter.record(etl, 1000, 10)
     meter.record(other, 5, 5)
@@ -144,8 +67,8 @@ def test_throttled_refusal_counts_survive_a_failed_audit_append() -> None:
 def test_a_checkpoint_planted_ahead_of_the_log_is_reported_and_the_real_head_is_still_signed_and_exported(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    store, exported, planted = _Store(), list[Checkpoint](), list[int]()
-    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), exported, planted)
+    store, exported, planted = FakeCheckpointStore(), list[Checkpoint](), list[int]()
+    upkeep = upkeep_with(FakeAuditLog(), store, TokenizeMeter(), exported, planted)
     store.head_id = 5
     first = upkeep.run_once()
     assert first is not None and store.stored == [first] == exported  # the normal round: stored, then exported
@@ -153,7 +76,7 @@ def test_a_checkpoint_planted_ahead_of_the_log_is_reported_and_the_real_head_is_
     store.head_id = 8
     with caplog.at_level(logging.ERROR):
         made = upkeep.run_once()
-    assert made is not None and made.head.head_id == 8 and made.signature == _Signer().sign(made.head.message())
+    assert made is not None and made.head.head_id == 8 and made.signature == FakeSigner().sign(made.head.message())
     assert exported == [first, made] and store.stored == [first]  # exported, not stored (the table refuses it)
     assert "beyond the audit log's head" in caplog.text and planted == [1]
     caplog.clear()
@@ -169,8 +92,8 @@ def test_a_checkpoint_planted_ahead_of_the_log_is_reported_and_the_real_head_is_
 
 
 def test_a_head_that_did_not_grow_is_not_checkpointed_again() -> None:
-    store, exported = _Store(), list[Checkpoint]()
-    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), exported, [])
+    store, exported = FakeCheckpointStore(), list[Checkpoint]()
+    upkeep = upkeep_with(FakeAuditLog(), store, TokenizeMeter(), exported, [])
     assert upkeep.run_once() is None  # an empty log
     store.head_id = 3
     assert upkeep.run_once() is not None
@@ -182,8 +105,8 @@ def test_a_checkpoint_planted_at_the_head_without_a_valid_signature_does_not_pas
 ) -> None:
     # The database owner writes a checkpoint for each new head as it appears (a trigger of its
     # own): the upkeep would find every head "anchored" and sign nothing.
-    store, exported, planted = _Store(), list[Checkpoint](), list[int]()
-    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), exported, planted)
+    store, exported, planted = FakeCheckpointStore(), list[Checkpoint](), list[int]()
+    upkeep = upkeep_with(FakeAuditLog(), store, TokenizeMeter(), exported, planted)
     store.head_id = 5
     assert upkeep.run_once() is not None
     store.head_id = store.planted = 9
@@ -194,20 +117,20 @@ def test_a_checkpoint_planted_at_the_head_without_a_valid_signature_does_not_pas
 
 
 def test_another_replicas_genuine_checkpoint_of_the_head_is_left_as_the_anchor() -> None:
-    store, exported = _Store(), list[Checkpoint]()
-    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), exported, [])
+    store, exported = FakeCheckpointStore(), list[Checkpoint]()
+    upkeep = upkeep_with(FakeAuditLog(), store, TokenizeMeter(), exported, [])
     store.head_id = 7
     other = store.head()
     assert other is not None
-    store.stored.append(Checkpoint(other, "k", _Signer().sign(other.message())))  # another replica's, signed
+    store.stored.append(Checkpoint(other, "k", FakeSigner().sign(other.message())))  # another replica's, signed
     assert upkeep.run_once() is None and exported == []
 
 
 def test_a_row_beyond_the_id_sequence_is_reported_once_counted_every_round_and_the_head_still_moves(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    store, exported, tampered = _Store(), list[Checkpoint](), list[int]()
-    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), exported, [], tampered)
+    store, exported, tampered = FakeCheckpointStore(), list[Checkpoint](), list[int]()
+    upkeep = upkeep_with(FakeAuditLog(), store, TokenizeMeter(), exported, [], tampered)
     store.head_id, store.beyond = 5, 1_000_000_000_001
     with caplog.at_level(logging.ERROR):
         first = upkeep.run_once()
@@ -234,8 +157,8 @@ def test_an_id_sequence_altered_to_number_rows_out_of_commit_order_is_reported(
 ) -> None:
     # With a cache, each pooled session takes a block of ids: rows committed later can take ids
     # below the head already counted, and no checkpoint would ever cover them.
-    store, exported, tampered = _Store(), list[Checkpoint](), list[int]()
-    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), exported, [], tampered)
+    store, exported, tampered = FakeCheckpointStore(), list[Checkpoint](), list[int]()
+    upkeep = upkeep_with(FakeAuditLog(), store, TokenizeMeter(), exported, [], tampered)
     store.head_id = 5
     upkeep.run_once()
     assert tampered == []
@@ -253,8 +176,8 @@ def test_a_database_before_migration_0015_is_counted_every_round_logged_once_and
 ) -> None:
     # During an upgrade the service runs on a database whose sequence it may not read yet: the
     # error was logged every interval (2 s) until the migration ran.
-    store, exported, tampered = _Store(), list[Checkpoint](), list[int]()
-    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), exported, [], tampered)
+    store, exported, tampered = FakeCheckpointStore(), list[Checkpoint](), list[int]()
+    upkeep = upkeep_with(FakeAuditLog(), store, TokenizeMeter(), exported, [], tampered)
     store.fail_sequence = AuditUnavailable("permission denied for sequence audit_log_id_seq")
     with caplog.at_level(logging.ERROR):
         for head_id in (5, 6, 7):
@@ -271,7 +194,7 @@ def test_the_upkeep_thread_survives_any_failing_round_and_checkpoints_once_it_pa
 ) -> None:
     # An unreadable head row (TypeError) or a full disk under the checkpoint file (OSError) ended
     # the thread for good: it caught VaultError only.
-    store, exported, failed = _Store(), list[Checkpoint](), list[int]()
+    store, exported, failed = FakeCheckpointStore(), list[Checkpoint](), list[int]()
     failure: Exception = TypeError("cannot convert 'NoneType' object to bytes")
     if fails_in == "head":
         store.fail_head = failure
@@ -287,7 +210,7 @@ def test_the_upkeep_thread_survives_any_failing_round_and_checkpoints_once_it_pa
     upkeep = AuditUpkeep(
         FakeAuditLog(),
         store,
-        _Signer(),
+        FakeSigner(),
         TokenizeMeter(),
         RefusalAuditor(FakeAuditLog()),
         export,
@@ -314,12 +237,12 @@ def test_the_upkeep_thread_survives_any_failing_round_and_checkpoints_once_it_pa
 def test_a_checkpoint_the_database_silently_drops_is_exported_anyway_and_reported(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    class _DroppingStore(_Store):
+    class _DroppingStore(FakeCheckpointStore):
         def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
             return False  # a DO INSTEAD NOTHING rule: nothing stored, nothing said
 
     store, exported, planted = _DroppingStore(), list[Checkpoint](), list[int]()
-    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), exported, planted)
+    upkeep = upkeep_with(FakeAuditLog(), store, TokenizeMeter(), exported, planted)
     store.head_id = 4
     with caplog.at_level(logging.ERROR):
         made = upkeep.run_once()
@@ -332,7 +255,7 @@ def test_a_checkpoint_the_database_refuses_is_exported_anyway_once_per_head_but_
 ) -> None:
     # Insider round 8, Finding 7: while storing failed, nothing was exported, so the rows of that
     # period were anchored nowhere and could be deleted after a restart with audit-verify intact.
-    class _RefusingStore(_Store):
+    class _RefusingStore(FakeCheckpointStore):
         refusal: Exception | None = StorageError("the vault database refused the operation (CheckViolation)")
 
         def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
@@ -341,7 +264,7 @@ def test_a_checkpoint_the_database_refuses_is_exported_anyway_once_per_head_but_
             return super().add_checkpoint(checkpoint)
 
     store, exported, refused = _RefusingStore(), list[Checkpoint](), list[int]()
-    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), exported, [], on_refused=lambda: refused.append(1))
+    upkeep = upkeep_with(FakeAuditLog(), store, TokenizeMeter(), exported, [], on_refused=lambda: refused.append(1))
     store.head_id = 4
     with caplog.at_level(logging.ERROR):
         upkeep.run_once()
@@ -357,38 +280,6 @@ def test_a_checkpoint_the_database_refuses_is_exported_anyway_once_per_head_but_
     assert [c.head.head_id for c in exported] == [4, 6] and refused == [1, 1, 1]
     store.refusal = None
     assert upkeep.run_once() is not None and [c.head.head_id for c in store.stored] == [7]
-
-
-class _ChainStore(_Store):
-    """A chain of real rows: its head, and the links the segment read gives."""
-
-    def __init__(self, records: list[AuditRecord]) -> None:
-        super().__init__()
-        self.records = records
-        self.head_id = records[-1].record_id
-
-    def head(self, since: ChainHead | None = None) -> ChainHead | None:
-        if self.fail_head is not None:
-            raise self.fail_head
-        last = self.records[-1]
-        return ChainHead(last.record_id, last.row_hash, len(self.records), datetime.now(UTC))
-
-    def segment(self, after_id: int, head: ChainHead, own: Sequence[tuple[int, bytes]], rows: int) -> list[SegmentRow]:
-        shown = [r for r in self.records if after_id < r.record_id <= head.head_id][:rows]
-        return [
-            SegmentRow(r.record_id, r.prev_hash, r.row_hash, None if (r.record_id, r.row_hash) in own else r)
-            for r in shown
-        ]
-
-
-def _chained(count: int) -> list[AuditRecord]:
-    prev, records = GENESIS_HASH, []
-    for n in range(1, count + 1):
-        event = AuditEvent("analyst", "detokenize", "ok: 1 revealed, 0 refused", 1, f"INC-{n}", "ip")
-        at = datetime(2026, 12, 4, 9, n, tzinfo=UTC)
-        records.append(AuditRecord(n, at, event, prev, chain_hash_v2(prev, n, at, event)))
-        prev = records[-1].row_hash
-    return records
 
 
 class _GatedAuditLog(FakeAuditLog):
@@ -408,12 +299,14 @@ def test_rows_a_failing_last_round_leaves_unchecked_are_logged_and_counted_at_st
 ) -> None:
     # Review 16, finding 1: stop() ran one last round and, when it failed too, the remembered rows
     # went away with the process, with no log and no count.
-    records = _chained(3)
+    records = chained_records(3)
     rows, unchecked = AppendedRows(), list[int]()
     rows.remember([(r.record_id, (r.prev_hash, r.row_hash)) for r in records[1:]])
-    store = _ChainStore(records)
+    store = FakeChainStore(records)
     store.fail_head = DatabaseUnavailable("the segment read failed")
-    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), [], [], appended=rows, on_rows_unchecked=unchecked.append)
+    upkeep = upkeep_with(
+        FakeAuditLog(), store, TokenizeMeter(), [], [], appended=rows, on_rows_unchecked=unchecked.append
+    )
     with caplog.at_level(logging.ERROR):
         upkeep.stop()
     assert unchecked == [2]
@@ -423,14 +316,14 @@ def test_rows_a_failing_last_round_leaves_unchecked_are_logged_and_counted_at_st
 def test_a_round_checks_the_rows_though_its_own_aggregated_rows_are_refused_for_them() -> None:
     # The upkeep's own flush goes through the gated append: were its refusal to end the round,
     # the rows would never be checked and the appends never reopen.
-    records = _chained(2)
+    records = chained_records(2)
     now = [0.0]
     rows = AppendedRows(max_age=5.0, clock=lambda: now[0])
     rows.remember([(r.record_id, (r.prev_hash, r.row_hash)) for r in records])
     now[0] = 10.0
     audit, meter, exported = _GatedAuditLog(rows), TokenizeMeter(), list[Checkpoint]()
     meter.record(Caller("etl-service", "a1", "ff"), 7, 1)
-    upkeep = _upkeep(audit, _ChainStore(records), meter, exported, [], appended=rows)
+    upkeep = upkeep_with(audit, FakeChainStore(records), meter, exported, [], appended=rows)
     upkeep.run_once()
     assert len(rows) == 0 and [c.head.head_id for c in exported] == [2] and audit.events == []
     upkeep.run_once()  # the appends are open again: the kept counts are written
@@ -442,11 +335,11 @@ def test_stop_logs_the_unchecked_ids_before_the_last_round_and_skips_it_while_a_
 ) -> None:
     # Review 17, finding 2: with a hung round, stop() ran a second one concurrently, which hung
     # too, and the pod was SIGKILLed before the unchecked ids were logged.
-    records = _chained(3)
+    records = chained_records(3)
     rows = AppendedRows()
     rows.remember([(r.record_id, (r.prev_hash, r.row_hash)) for r in records[1:]])
-    store, rounds = _ChainStore(records), list[int]()
-    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), [], [], appended=rows)
+    store, rounds = FakeChainStore(records), list[int]()
+    upkeep = upkeep_with(FakeAuditLog(), store, TokenizeMeter(), [], [], appended=rows)
     upkeep.run_once = lambda: rounds.append(1)  # type: ignore[method-assign]
 
     class _HungThread:
@@ -468,12 +361,12 @@ def test_a_round_failing_for_want_of_a_database_connection_is_refused_as_an_outa
     # Review 17 #4: a database down past the bound made the refusal send callers to the security
     # team. A round that gets no connection is noted; a dropped connection or a query error (which
     # the database owner can cause for one statement) is not, and a passing round clears it.
-    records = _chained(2)
+    records = chained_records(2)
     now = [0.0]
     rows = AppendedRows(max_age=5.0, clock=lambda: now[0])
     rows.remember([(r.record_id, (r.prev_hash, r.row_hash)) for r in records])
-    store = _ChainStore(records)
-    upkeep = _upkeep(FakeAuditLog(), store, TokenizeMeter(), [], [], appended=rows)
+    store = FakeChainStore(records)
+    upkeep = upkeep_with(FakeAuditLog(), store, TokenizeMeter(), [], [], appended=rows)
     now[0] = 10.0
     store.fail_head = DatabaseUnreachable("the vault database cannot be reached; retry later")
     upkeep._safely()
@@ -504,7 +397,7 @@ def test_an_aggregated_row_that_cannot_be_appended_for_want_of_a_connection_coun
 
     rows, meter = AppendedRows(), TokenizeMeter()
     meter.record(Caller("etl-service", "a1", "ff"), 7, 1)
-    upkeep = _upkeep(_Unreachable(), _ChainStore(_chained(1)), meter, [], [], appended=rows)
+    upkeep = upkeep_with(_Unreachable(), FakeChainStore(chained_records(1)), meter, [], [], appended=rows)
     upkeep._safely()
     assert rows.database_unreachable
 

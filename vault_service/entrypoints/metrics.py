@@ -83,7 +83,8 @@ AUDIT_ROWS_UNCHECKED = Counter(
 AUDIT_UPKEEP_FAILED = Counter(
     "tokenvault_audit_upkeep_failed",
     "Audit upkeep rounds that failed (database or Vault away, an unreadable row, the checkpoint file"
-    " unwritable); each is retried at the next interval",
+    " unwritable, or held past 6 intervals: then once more every interval it is held); each is retried at the"
+    " next interval",
 )
 AUDIT_OLDEST_UNCHECKED = Gauge(
     "tokenvault_audit_oldest_unchecked_seconds",

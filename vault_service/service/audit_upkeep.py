@@ -36,6 +36,20 @@ logs an error (ids only), counts the rows, and names them in the next checkpoint
 under a signature of their own (a note of the head alone when another replica's checkpoint
 covers it), so audit-verify with the exported copy reports them.
 
+The rows checked are forgotten only once this process has exported a checkpoint of the very head
+they were checked against (the one the round signed, or another replica's genuine checkpoint of
+it, exported again): a row the chain merely holds is not anchored yet, and the database owner
+who keeps the round from exporting (a lock on vault.audit_checkpoints holding the INSERT) could
+rewrite it unseen (attack 17, finding 2). Until then it stays remembered, so the next round
+checks it again, and the fail-closed bound, the early warning, the gauge and `stop()` name it.
+What is exported is always the head this round read and checked, never read again.
+
+Every statement of a round runs under a server-side statement timeout (5 intervals), and the
+round as a whole under a watchdog timed in this process (service/round_watchdog.py): past
+ROUND_LIMIT_INTERVALS intervals the round is counted as failed, the unchecked ids are logged,
+and its database connections are closed at the socket - a timeout or a cancel the database
+owner can trap (attack 17, finding 3), a closed socket he cannot.
+
 A round that fails for any reason (the database or Vault away, a row it cannot read, the
 checkpoint file unwritable) is logged by its error's type and message, counted, and retried
 at the next interval: the thread never ends before `stop()`. Rows a failing round leaves
@@ -68,10 +82,13 @@ from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
 from vault_service.domain.errors import DatabaseUnreachable, StorageError, VaultError
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 from vault_service.service.ports import AuditLog
+from vault_service.service.round_watchdog import RoundWatchdog
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 2.0
+ROUND_LIMIT_INTERVALS = 6
+"""Intervals a round may run before its watchdog fails it (its statements' server-side timeout is 5 intervals)."""
 _PAGE_ROWS = SEGMENT_PAGE_ROWS
 """Rows per page of a round's segment read (the serving threads run during each read)."""
 
@@ -89,6 +106,11 @@ def _broken(row_id: int | None) -> str:
         f". The chain segment breaks at row {row_id} (a row not linked to the one before, not hashing to its"
         " fields, or larger than any audit row the vault writes, so not read): it vouches for none of them"
     )
+
+
+def _same_head(one: ChainHead, other: ChainHead) -> bool:
+    """Whether two heads are the same row of the same chain (id, hash and row count; the time they were read aside)."""
+    return (one.head_id, one.head_hash, one.row_count) == (other.head_id, other.head_hash, other.row_count)
 
 
 class Signer(Protocol):
@@ -128,6 +150,13 @@ class CheckpointStore(Protocol):
 
         The fields of the rows of `own` ((id, row_hash) this process appended) are not fetched
         when shown with that hash; an empty page ends the segment.
+        """
+        ...
+
+    def sever(self) -> int:
+        """Close, at the socket, the connections the statements above hold now (from another thread); how many.
+
+        The statement waiting on one raises at once; nothing in the database can catch that.
         """
         ...
 
@@ -188,6 +217,7 @@ class AuditUpkeep:
         appended: AppendedRows | None = None,
         on_rows_missing: Callable[[int], None] | None = None,
         on_rows_unchecked: Callable[[int], None] | None = None,
+        round_limit: float | None = None,
     ) -> None:
         """`on_exported` is told of each checkpoint exported, `on_planted` of each round that found a planted one.
 
@@ -202,6 +232,9 @@ class AuditUpkeep:
 
         `genuine(checkpoint)`: whether a stored checkpoint carries a valid signature of the signing
         key (checked offline); without it, the database's checkpoints are taken at their word.
+
+        `round_limit`: seconds a round may run before its watchdog counts it as failed, logs the
+        unchecked ids and severs its database connections (default ROUND_LIMIT_INTERVALS intervals).
         """
         self._audit = audit
         self._store = store
@@ -229,6 +262,9 @@ class AuditUpkeep:
         self._on_rows_missing = on_rows_missing or (lambda count: None)
         self._on_rows_unchecked = on_rows_unchecked or (lambda count: None)
         self._missing: tuple[int, ...] = ()  # found missing, not yet named in an exported checkpoint
+        self._exported: ChainHead | None = None  # the head of the last checkpoint this process exported
+        self._round_limit = round_limit if round_limit is not None else ROUND_LIMIT_INTERVALS * interval
+        self._watchdog = RoundWatchdog(self._round_limit, self._round_overran, repeat=interval)
 
     def run_once(self) -> Checkpoint | None:
         """Write the aggregated rows, then checkpoint the chain if it grew; the checkpoint made."""
@@ -247,13 +283,52 @@ class AuditUpkeep:
         self._counted = head or self._counted
         self._check_appended(head, appended)
         checkpoint = self._anchor(newest, head)
-        if self._missing and head is not None:  # no checkpoint of this round named them: a note of the head
+        if head is None:
+            return checkpoint
+        if self._missing or (appended and not self._exported_as(head)):
+            checkpoint = self._export_checked_head(newest, head)
+        if appended and self._appended is not None and self._exported_as(head):
+            # Forgotten only now: until a checkpoint of the head they were checked against is
+            # exported, the database owner can still rewrite them unseen (attack 17, finding 2).
+            self._appended.forget(appended)
+        return checkpoint
+
+    def _exported_as(self, head: ChainHead) -> bool:
+        """Whether this process exported a checkpoint of `head` itself (id, hash and row count)."""
+        return self._exported is not None and _same_head(self._exported, head)
+
+    def _export_checked_head(self, newest: Checkpoint | None, head: ChainHead) -> Checkpoint:
+        """Export a checkpoint of `head`, the head this round checked its rows against, naming any rows missing.
+
+        Reached when this round's anchoring exported no checkpoint of that very head: another
+        replica's checkpoint anchors it (exported by that replica, or by no one: one this
+        process signed, whose round was severed while the INSERT waited, and which the database
+        then stored), or the head is not the one this process exported before at its id. The
+        stored checkpoint is exported again when it is genuine and of exactly this head, else
+        the head is signed now; either way the exported copy vouches for the chain this round
+        checked, and the rows can be forgotten.
+        """
+        if head.head_id <= self._exported_head and not self._exported_as(head):
+            log.error(
+                "the audit log's head, row %d, is not the head this process exported a checkpoint of at row %d"
+                " (the row was changed or later rows removed since): it is exported again as it is now. Report it"
+                " to the security team and run audit-verify against the exported checkpoints",
+                head.head_id,
+                self._exported_head,
+            )
+        if newest is not None and _same_head(newest.head, head) and self._genuine(newest):
+            checkpoint = newest.anchor()
+        else:
             checkpoint = Checkpoint(head, self._signer.key_name, self._signer.sign(head.message()))
-            self._export_and_note(checkpoint)
+        self._export_and_note(checkpoint)
         return checkpoint
 
     def _check_appended(self, head: ChainHead | None, appended: dict[int, Link]) -> None:
-        """Check that the chain up to `head` holds every row of `appended` (see the module's doc)."""
+        """Check that the chain up to `head` holds every row of `appended` (see the module's doc).
+
+        The rows stay remembered (`run_once` forgets them once that head is exported); rows found
+        missing again before the checkpoint naming them was exported are counted and logged once.
+        """
         if self._appended is None or not appended:
             return
         check = SegmentCheck(head, appended, _yield_interpreter)
@@ -263,8 +338,7 @@ class AuditUpkeep:
             if not page or not check.add(page):
                 break
             after = page[-1].record_id
-        missing = check.missing()
-        self._appended.forget(appended)
+        missing = tuple(i for i in check.missing() if i not in self._missing)
         if not missing:
             return
         self._on_rows_missing(len(missing))
@@ -421,10 +495,12 @@ class AuditUpkeep:
         self._export(checkpoint)
         self._missing = ()
         self._exported_head = checkpoint.head.head_id
+        self._exported = checkpoint.head
         self._on_exported(checkpoint)
 
     def start(self) -> None:
-        """Run every `interval` seconds on a daemon thread until `stop()`."""
+        """Run every `interval` seconds on a daemon thread until `stop()`, each round under the watchdog."""
+        self._watchdog.start(tick=self._interval / 2)
         self._thread = threading.Thread(target=self._loop, name="audit-upkeep", daemon=True)
         self._thread.start()
 
@@ -450,7 +526,8 @@ class AuditUpkeep:
         if self._thread is not None and self._thread.is_alive():
             log.error("the audit upkeep round is still running (hung?) as the service stops: no last round")
         else:
-            self._safely()
+            self._safely()  # watched too: a last round the database holds is severed, not waited for
+        self._watchdog.stop()
         left = self._appended.remembered() if self._appended is not None else {}
         if left:
             self._on_rows_unchecked(len(left))
@@ -470,29 +547,60 @@ class AuditUpkeep:
             self._safely()
 
     def _safely(self) -> None:
-        """One round; whatever it raises is logged, counted and left to the next round.
+        """One round, timed by the watchdog; whatever it raises is logged, counted and left to the next round.
 
         Whether it failed for want of any database connection (DatabaseUnreachable: an outage, not
         a query error) is noted on the appended rows, so the refusals and the metrics say so
-        (review 17 #4); any other outcome clears it.
+        (review 17 #4); any other outcome clears it. A round the watchdog reported as overrunning
+        was counted then, not again when it ends.
         """
-        unreachable = False
+        unreachable, failed = False, True
+        self._watchdog.begin()
         try:
             self.run_once()
+            failed = False
         except VaultError as error:  # Vault or the database away: the next round catches up
             unreachable = isinstance(error, DatabaseUnreachable)
-            self._on_failed()
             log.warning("audit upkeep postponed: %s", error)
         except Exception as error:  # the thread must outlive any one round, whatever fails in it
             # Database errors reach here translated (VaultError, above) and the checkpoint
             # file's OSError names the path only, so the message carries no audited values.
-            self._on_failed()
             failure = f"{type(error).__name__}: {error}"
             if failure != self._failure_seen:
                 self._failure_seen = failure
                 log.error("audit upkeep round failed (%s); retrying every interval", failure)
             return
         finally:
+            if not self._watchdog.end() and failed:
+                self._on_failed()
             if self._appended is not None:
                 self._appended.database_unreachable = unreachable
         self._failure_seen = ""
+
+    def _round_overran(self, seconds: float, first: bool) -> None:
+        """The watchdog's report of a round running `seconds`: count it failed, sever its connections, log the ids.
+
+        Called again every interval while the round still runs (each counted, so the alert on
+        failing rounds stays up); logged once per round.
+        """
+        self._on_failed()
+        severed = self._store.sever()
+        if not first:
+            return
+        waiting = self._appended.remembered() if self._appended is not None else {}
+        unchecked = (
+            f"; {len(waiting)} audit row(s) this service appended (ids {min(waiting)} to {max(waiting)}) wait"
+            " unchecked - check that these ids are in vault.audit_log"
+            if waiting
+            else ""
+        )
+        log.error(
+            "audit upkeep round failed: held for %.0f s (the bound is %.0f s); the %d database connection(s) its"
+            " statements held are closed, so the next round starts on a fresh one. Something in the database holds"
+            " the round (a lock on an audit table, or a function catching the statement timeout): report it to the"
+            " security team%s",
+            seconds,
+            self._round_limit,
+            severed,
+            unchecked,
+        )

@@ -32,7 +32,7 @@ class OwnRowsRound:
     missing: tuple[int, ...] = ()
     """Those the chain up to the head does not hold (named in the exported checkpoint)."""
     exported: tuple[Checkpoint, ...] = ()
-    """The checkpoints the round exported (none when a checkpoint already stored covers the head)."""
+    """The checkpoints the round exported (a genuine stored checkpoint of the head it checked is exported again)."""
     failure: str | None = None
     """Why the round did not run to its end (its rows then unchecked), None when it did."""
 

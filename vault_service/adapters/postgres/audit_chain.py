@@ -1,11 +1,13 @@
 """Reads of the audit chain and its checkpoints: the audit upkeep's, audit-verify's and who-saw's.
 
 Moved out of audit.py (which appends) as they are (review 17, #3): the chain's head within the id
-sequence (`head`, `id_sequence`), the upkeep's byte-bounded segment pages (`segment`, under the
-upkeep's statement timeout `upkeep_read_timeout`), the whole log for verification (`records`),
-and vault.audit_checkpoints (`add_checkpoint`, `newest_checkpoint`, `last_checkpoint_head`,
-`checkpoints`). Rows are read in binary as the verifier hashes them: `revealed` as the bytes the
-chain trigger hashed, a time out of a `datetime`'s range as UNREADABLE_TIME.
+sequence (`head`, `id_sequence`), the upkeep's byte-bounded segment pages (`segment`), the whole
+log for verification (`records`), and vault.audit_checkpoints (`add_checkpoint`,
+`newest_checkpoint`, `last_checkpoint_head`, `checkpoints`). Every statement of the upkeep's round
+runs under its statement timeout `upkeep_statement_timeout`, on a connection its watchdog can
+sever (`sever`, upkeep_connections.py: attack 17, findings 2 and 3). Rows are read in binary as
+the verifier hashes them: `revealed` as the bytes the chain trigger hashed, a time out of a
+`datetime`'s range as UNREADABLE_TIME.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from psycopg.pq import Format
 from psycopg_pool import ConnectionPool
 
 from vault_service.adapters.postgres.errors import translated
+from vault_service.adapters.postgres.upkeep_connections import UpkeepConnections
 from vault_service.domain.anchoring import SEGMENT_PAGE_BYTES, SegmentRow
 from vault_service.domain.audit import MAX_ROW_BYTES, UNREADABLE_TIME, AuditEvent, AuditRecord, array_elements
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
@@ -169,18 +172,29 @@ class PostgresAuditChain:
         """Reads through `pool` (the vault's connections)."""
         self._pool = pool
         self._unbounded_told = False  # the head fallback before migration 0015 is logged once per process
-        self.upkeep_read_timeout: float | None = None
-        """Seconds each of the upkeep's segment reads (`segment`) may take before it raises (None: no bound)."""
+        self._upkeep = UpkeepConnections(pool)
 
-    def _bound_upkeep_read(self, conn: psycopg.Connection[Any]) -> None:
-        """Pin this transaction's statement timeout to `upkeep_read_timeout`, so a read the database makes wait raises.
+    @property
+    def upkeep_statement_timeout(self) -> float | None:
+        """Seconds each statement of the upkeep's round may take before the server cancels it (None: no bound).
 
-        A hanging round would be neither counted nor alerted on (review 17, finding 2); raising, it is
-        a failed round (tokenvault_audit_upkeep_failed_total, alert AuditUpkeepFailing).
+        A hanging round would be neither counted nor alerted on (review 17, finding 2; attack 17,
+        finding 2: the checkpoint INSERT held by a lock); cancelled, it is a failed round
+        (tokenvault_audit_upkeep_failed_total, alert AuditUpkeepFailing). The owner can trap the
+        cancel: the upkeep's watchdog then severs the connection (`sever`).
         """
-        if self.upkeep_read_timeout is not None:
-            milliseconds = max(1, int(self.upkeep_read_timeout * 1000))
-            conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{milliseconds}ms",))
+        return self._upkeep.timeout
+
+    @upkeep_statement_timeout.setter
+    def upkeep_statement_timeout(self, seconds: float | None) -> None:
+        self._upkeep.timeout = seconds
+
+    def sever(self) -> int:
+        """Shut down, at the socket, the connections the upkeep's statements hold now; how many.
+
+        See upkeep_connections.py: called by the upkeep's watchdog from its own thread.
+        """
+        return self._upkeep.sever()
 
     @translated
     def segment(self, after_id: int, head: ChainHead, own: Sequence[tuple[int, bytes]], rows: int) -> list[SegmentRow]:
@@ -197,8 +211,7 @@ class PostgresAuditChain:
         could OOM-kill the replica, erasing its unchecked rows).
         """
         ids, hashes = [i for i, _ in own], [h for _, h in own]
-        with self._pool.connection() as conn, conn.transaction():
-            self._bound_upkeep_read(conn)
+        with self._upkeep.statement() as conn:
             cursor = _record_cursor(conn)  # as `records`: `revealed` as the bytes the chain trigger hashed
             found = cursor.execute(
                 _SEGMENT_PAGE,
@@ -246,9 +259,10 @@ class PostgresAuditChain:
         claims, and the database owner can write one.
         """
         base, after = (since.row_count, since.head_id) if since else (0, 0)
-        with self._pool.connection() as conn:
+        with self._upkeep.statement() as conn:
             try:
-                row = conn.execute(_HEAD, {"base": base, "after": after}).fetchone()
+                with conn.transaction():  # a savepoint: the fallback runs in the same transaction
+                    row = conn.execute(_HEAD, {"base": base, "after": after}).fetchone()
             except psycopg.errors.InsufficientPrivilege:
                 # A database not yet at migration 0015 (the service runs through an upgrade); the
                 # sequence check (`id_sequence`) fails the same way and is counted every round.
@@ -264,7 +278,7 @@ class PostgresAuditChain:
     @translated
     def id_sequence(self) -> IdSequence:
         """The log's newest id and the audit id sequence's last value, cache and increment (one statement)."""
-        with self._pool.connection() as conn:
+        with self._upkeep.statement() as conn:
             row = conn.execute(_ID_SEQUENCE).fetchone()
         if row is None:
             raise AuditUnavailable("the audit id sequence vault.audit_log_id_seq is missing; run the migrations")
@@ -273,7 +287,7 @@ class PostgresAuditChain:
     @translated
     def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
         """Store a signed checkpoint; False when one for the same head exists already (another replica)."""
-        with self._pool.connection() as conn:
+        with self._upkeep.statement() as conn:
             cursor = conn.execute(
                 "INSERT INTO vault.audit_checkpoints (head_id, head_hash, row_count, at, key_name, signature)"
                 " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (head_id) DO NOTHING",
@@ -291,7 +305,7 @@ class PostgresAuditChain:
     @translated
     def newest_checkpoint(self) -> Checkpoint | None:
         """The newest stored checkpoint (None when none)."""
-        with self._pool.connection() as conn:
+        with self._upkeep.statement() as conn:
             row = conn.execute(
                 "SELECT head_id, head_hash, row_count, at, key_name, signature FROM vault.audit_checkpoints"
                 " ORDER BY head_id DESC LIMIT 1"

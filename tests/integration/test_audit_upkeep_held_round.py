@@ -1,0 +1,198 @@
+"""A round the database owner holds is counted as failed and cut off, and the rows it checked stay remembered.
+
+Attack 17, finding 2 (HIGH): the owner held the checkpoint INSERT with a table lock
+(`LOCK TABLE vault.audit_checkpoints IN SHARE MODE`); the round had already checked the new
+reveal's row and forgotten it, signed its head and waited forever, counted nowhere. The owner
+rewrote the row into a refused call naming no token, re-hashed by the database's own function,
+terminated the waiting backend and released the lock: audit-verify with the exported copy said
+intact, and no log line named the row. Guarantee: a row is forgotten only once a checkpoint of the
+head it was checked against is exported, so the rewrite is reported (the row named missing in the
+exported checkpoint, audit-verify fails), and the held round is counted as failed.
+
+Finding 3 (LOW): the server-side statement timeout is trapped by a function of the owner's
+(a row-level-security policy catching `query_canceled`, looping): the round is timed in the
+vault's process too, and past its limit counted as failed, logged with the unchecked ids, and
+its connection closed at the socket, so the next round runs.
+
+Real PostgreSQL (and, for finding 2, the vault serving over gRPC with OpenBao).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from prometheus_client import REGISTRY
+
+from tests.conftest import RunningVault, running_vault, stack_identity
+from tests.integration import audit_attacks as attack
+from tests.integration.audit_attacks import own_database
+from tests.integration.own_audit_log import audit_log_of_its_own
+from tests.unit.fakes import FakeAuditLog
+from tokenvault_client import Revealed, VaultClient, VaultClientError
+from vault_service.domain.checkpoints import Checkpoint
+from vault_service.service.audit_upkeep import AuditUpkeep, read_exported
+from vault_service.service.metering import RefusalAuditor, TokenizeMeter
+
+__all__ = ["own_database"]
+
+_FAILED = "tokenvault_audit_upkeep_failed_total"
+_REWRITE = (
+    "UPDATE vault.audit_log SET outcome = 'refused: RateLimited', purpose = '', revealed = NULL WHERE id = %(id)s",
+    "UPDATE vault.audit_log SET row_hash = vault.audit_row_hash(prev_hash, id, at, client, client_serial,"
+    " client_cert_sha256, action, purpose, token_types, item_count, outcome, revealed) WHERE id = %(id)s",
+)
+"""The reveal's row turned into a refused call of the same client naming no token, re-hashed (same id, same count)."""
+
+
+def _counted(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+def _until(what: str, seconds: float, probe: Callable[[], Any]) -> Any:
+    deadline = time.monotonic() + seconds
+    while not (found := probe()):
+        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
+        time.sleep(0.2)
+    return found
+
+
+def _reveal(env: dict[str, str], vault: RunningVault, token: str, purpose: str) -> grpc.StatusCode:
+    with VaultClient.connect(vault.address, stack_identity(env, "analyst"), deadline=10) as analyst:
+        try:
+            (outcome,) = analyst.detokenize([token], purpose)
+        except VaultClientError as error:
+            return error.code
+    assert isinstance(outcome, Revealed), outcome
+    return grpc.StatusCode.OK
+
+
+def test_a_reveal_row_rewritten_while_the_checkpoint_insert_is_held_is_reported_and_the_hold_counted(
+    own_database: dict[str, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    exported = tmp_path / "checkpoints.jsonl"
+    env = own_database
+    with running_vault(
+        env, TOKENVAULT_AUDIT_CHECKPOINT_SECONDS="1", TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(exported)
+    ) as vault:
+        token = attack.anchored_token(env, vault)
+        failed = _counted(_FAILED)
+        with (
+            psycopg.connect(env["PG_ADMIN_DSN"]) as locker,
+            attack.as_owner(env) as owner,
+            caplog.at_level(logging.ERROR),
+        ):
+            locker.execute("LOCK TABLE vault.audit_checkpoints IN SHARE MODE")  # SELECTs pass, INSERTs wait
+            assert _reveal(env, vault, token, "CASE-17002") == grpc.StatusCode.OK
+            found = owner.execute("SELECT max(id) FROM vault.audit_log WHERE purpose = 'CASE-17002'").fetchone()
+            assert found is not None
+            row_id = int(found[0])
+            held = (
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE 'INSERT INTO vault.audit_checkpoints%'"
+            )
+            _until("the vault's checkpoint INSERT waiting on the lock", 15, lambda: owner.execute(held).fetchall())
+            _until("the held round counted as failed", 15, lambda: _counted(_FAILED) > failed)
+            for statement in _REWRITE:
+                owner.execute(statement, {"id": row_id})
+            for (pid,) in owner.execute(held).fetchall():
+                owner.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            locker.rollback()  # the lock goes
+            assert _reveal(env, vault, token, "CASE-17010") == grpc.StatusCode.OK  # later traffic, anchored on top
+            vault.wait_for_checkpoint()
+            _until("the rewritten row named in an exported checkpoint", 15, lambda: _names_missing(exported, row_id))
+        assert "are not in the chain up to row" in caplog.text and f"(ids {row_id})" in caplog.text
+        report = attack.audit_verify(vault, exported)
+        assert report.finding is not None and report.finding.first_row == row_id, report.finding
+
+
+def _names_missing(exported: Path, row_id: int) -> bool:
+    return any(row_id in c.missing for c in read_exported(exported)) if exported.exists() else False
+
+
+_TRAP = """
+CREATE TABLE public.held_round (on_ boolean);
+INSERT INTO public.held_round VALUES (true);
+GRANT SELECT ON public.held_round TO PUBLIC;
+CREATE FUNCTION public.hold_the_round() RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN
+  IF current_query() LIKE 'WITH page AS MATERIALIZED%' THEN
+    WHILE EXISTS (SELECT 1 FROM public.held_round) LOOP
+      BEGIN
+        PERFORM pg_sleep(0.1);
+      EXCEPTION WHEN query_canceled THEN NULL;  -- the statement timeout, or a cancel request: trapped
+      END;
+    END LOOP;
+  END IF;
+  RETURN true;
+END $f$;
+GRANT EXECUTE ON FUNCTION public.hold_the_round() TO PUBLIC;
+CREATE POLICY held_round ON vault.audit_log USING (public.hold_the_round());
+ALTER TABLE vault.audit_log ENABLE ROW LEVEL SECURITY;
+"""
+_RELEASE = "DELETE FROM public.held_round"
+_REMOVE = (
+    "ALTER TABLE vault.audit_log DISABLE ROW LEVEL SECURITY; DROP POLICY held_round ON vault.audit_log;"
+    " DROP FUNCTION public.hold_the_round(); DROP TABLE public.held_round"
+)
+
+
+class _Signer:
+    key_name = "k"
+
+    def sign(self, data: bytes) -> str:
+        return "sig:" + data.hex()
+
+
+def test_a_round_held_by_a_function_trapping_the_statement_timeout_is_counted_failed_and_cut_off_in_bounds(
+    stack_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    interval = 0.5
+    with audit_log_of_its_own(stack_env, "held_round", 2) as (log, owner_dsn):
+        log.upkeep_statement_timeout = 5 * interval  # as the service sets it: trapped here
+        failed, exported = list[float](), list[Checkpoint]()
+        audit = FakeAuditLog()
+        upkeep = AuditUpkeep(
+            audit,
+            log,
+            _Signer(),
+            TokenizeMeter(),
+            RefusalAuditor(audit),
+            exported.append,
+            interval,
+            on_failed=lambda: failed.append(time.monotonic()),
+            appended=log.appended,
+        )
+        ids = sorted(log.appended.remembered())
+        with psycopg.connect(owner_dsn, autocommit=True) as owner, caplog.at_level(logging.ERROR):
+            owner.execute(_TRAP)
+            started = time.monotonic()
+            upkeep.start()
+            try:
+                _until("a failed round counted", 6 * interval + 5, lambda: failed)
+                assert failed[0] - started < 6 * interval + 3, "the held round was not counted within its bound"
+                assert "audit upkeep round failed: held for" in caplog.text
+                named = f"2 audit row(s) this service appended (ids {ids[0]} to {ids[-1]}) wait unchecked"
+                assert named in caplog.text
+                assert sorted(log.appended.remembered()) == ids  # still remembered: the bound and stop() name them
+            finally:
+                owner.execute(_RELEASE)
+                _until("the held statements gone", 10, lambda: not _held(owner))
+                owner.execute(_REMOVE)
+            _until("the rows checked once the hold is gone", 10, lambda: len(log.appended) == 0)
+            upkeep.stop()
+        assert exported and exported[-1].head.head_id >= ids[-1]
+
+
+def _held(owner: psycopg.Connection[Any]) -> bool:
+    return bool(
+        owner.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'WITH page AS MATERIALIZED%' AND state = 'active'"
+        ).fetchall()
+    )
