@@ -3,21 +3,25 @@
 Only `make down` deletes the stack's data. When `up` finds a stack whose components are not all
 alive, it restarts them in place - Postgres on its data directory (user_logins and the vault's
 tables kept), ministack on its port (the queues are recreated empty: ministack keeps messages
-in memory only), the two services with their settings - except OpenBao: its dev server held
-the key-encryption key and the Transit keys in memory only, so a new one could not decrypt a
-single stored value. Then `up` refuses, says so, and leaves everything on disk.
+in memory only; the ETL is restarted with it), the two services with their settings - except
+OpenBao: its dev server held the key-encryption key and the Transit keys in memory only, so a new
+one could not decrypt a single stored value. Then `up` refuses, says so, and leaves everything on disk.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from devstack.envfile import read_env_file
 from devstack.isolation import isolation
 from devstack.postgres import pg_ctl, postmaster_pid
-from devstack.procs import StackError, alive
+from devstack.procs import StackError, alive, port_open, stop_pid, wait_until
 from devstack.services import start_etl_service, start_vault_service
 from devstack.sqs import start_sqs
 from devstack.stack import StackState, etl_service_env, vault_service_env
@@ -66,6 +70,23 @@ def components(state_dir: Path) -> list[Component]:
     return found
 
 
+def clear_group(pid: int) -> None:
+    """Kill what is left of the process group of a component whose process `pid` died.
+
+    Each component runs in a session of its own (procs.spawn), so its group id is its PID.
+    ministack's server runs in a multiprocessing worker: when the process recorded here is
+    killed, the worker lives on holding the port, so a new ministack could not bind it while the
+    orphan answered in its place (and no `down` would stop it).
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def port_closed(port: int) -> bool:
+    """Whether nothing accepts connections on 127.0.0.1:`port` any more."""
+    return not port_open(port)
+
+
 def restart_dead(state_dir: Path) -> list[str]:
     """Restart every component that died (see the module docstring); return their names.
 
@@ -81,13 +102,21 @@ def restart_dead(state_dir: Path) -> list[str]:
             " the Transit keys in memory only, so no new OpenBao can decrypt the values the vault stored. Nothing"
             f" was deleted ({state_dir}). `make down` deletes the stack and its data; `make up` then starts afresh."
         )
+    if "ministack" in dead and "etl_service" not in dead:
+        # ministack listens again before its queues are made: an ETL polling in between is told
+        # the queue does not exist and stops (a misconfiguration to it). Restart it with ministack.
+        stop_pid(state.pids["etl_service"])
+        dead.append("etl_service")
     iso = isolation(True)
     for name in dead:
+        if name != "postgres":
+            clear_group(state.pids[name])
         if name == "postgres":
             data_dir, port = Path(state.postgres["data_dir"]), int(state.postgres["port"])
             pg_ctl(data_dir, Path(state.postgres["bindir"]), state.postgres["run_as"] or None, "start", port)
         elif name == "ministack":
             port = int(env["SQS_ENDPOINT_URL"].rsplit(":", 1)[1])
+            wait_until(partial(port_closed, port), f"port {port} of the ministack that died to close", 10)
             sqs = start_sqs(
                 state_dir / "logs" / "ministack.log",
                 user=iso.user("ministack"),

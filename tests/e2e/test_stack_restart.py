@@ -16,6 +16,7 @@ import pytest
 
 from devstack.envfile import read_env_file
 from devstack.events import events_from_file, send_events
+from devstack.procs import alive
 from devstack.restart import components
 from devstack.sqs import sqs_client
 
@@ -94,5 +95,33 @@ def test_up_restarts_what_died_keeping_the_data_and_refuses_when_openbao_died() 
     finally:
         if os.environ.get("KEEP_STACK"):
             print((state_dir / "logs" / "etl_service.log").read_text()[-3000:])
+        devstack(state_dir, "down")
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_up_restarts_the_etl_with_a_ministack_that_died_and_events_load_again() -> None:
+    # ministack comes back on its port before its queues are made again: an ETL polling in that
+    # window was told the queue does not exist and stopped (exit 1, a misconfiguration), right
+    # after `make up` said the stack was up; `make run` then waited its 600 s for it in silence
+    # (documentation walk, 4 December). The ETL is now restarted with ministack.
+    state_dir = Path(tempfile.mkdtemp(prefix="tokenvault-restart-sqs-"))
+    state_dir.chmod(0o755)
+    try:
+        assert devstack(state_dir, "up").returncode == 0
+        env = read_env_file(state_dir / "stack.env")
+        before = pids(state_dir)
+        os.kill(before["ministack"], signal.SIGKILL)
+        time.sleep(0.5)
+        again = devstack(state_dir, "up")
+        assert again.returncode == 0, again.stderr
+        assert "restarted: ministack, etl_service" in again.stdout, again.stdout
+        after = pids(state_dir)
+        assert after["etl_service"] != before["etl_service"] and not alive(before["etl_service"])
+        send_events(sqs_client(env["SQS_ENDPOINT_URL"]), env["SQS_QUEUE_URL"], events_from_file(SAMPLE)[:20])
+        wait_for_rows(env, 20)
+        time.sleep(3)  # an ETL that met the missing queue would have stopped by now
+        status = devstack(state_dir, "status")
+        assert status.returncode == 0, status.stdout
+    finally:
         devstack(state_dir, "down")
         shutil.rmtree(state_dir, ignore_errors=True)
