@@ -15,7 +15,7 @@ import time
 
 from tests.integration import audit_attacks as attack
 from tests.integration.audit_attacks import Anchored, anchored, own_database
-from vault_service.service.audit_upkeep import read_exported
+from vault_service.service.exported_copy import read_exported_copy
 
 __all__ = ["anchored", "own_database"]  # fixtures used here, shared by the audit attack tests
 
@@ -34,7 +34,7 @@ def test_a_rule_dropping_checkpoint_rows_does_not_stop_the_export_of_checkpoints
             "SELECT max(id) FROM vault.audit_log WHERE purpose LIKE 'UNANCHORED-%'"
         ).fetchone() or (0,)
     time.sleep(6)  # six checkpoint intervals (TOKENVAULT_AUDIT_CHECKPOINT_SECONDS=1)
-    anchored_up_to = max((c.head.head_id for c in read_exported(exported)), default=0)
+    anchored_up_to = max((c.head.head_id for c in read_exported_copy(exported).checkpoints), default=0)
     with attack.as_owner(own_database) as conn:  # the owner now removes the reveals and the rule
         conn.execute("DELETE FROM vault.audit_log WHERE purpose LIKE 'UNANCHORED-%'")
         conn.execute("DROP RULE checkpoints_dropped ON vault.audit_checkpoints")

@@ -36,8 +36,8 @@ from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from vault_service.adapters.transit import verify_signature
 from vault_service.domain.audit import AuditRecord
 from vault_service.domain.checkpoints import Checkpoint
-from vault_service.service.audit_upkeep import read_exported
 from vault_service.service.audit_verify import verify_audit, who_saw
+from vault_service.service.exported_copy import read_exported_copy
 from vault_service.service.revealing import reveal_hasher
 
 StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
@@ -354,7 +354,7 @@ def _replicas_and_a_forged_count(own_database: dict[str, str], vault: RunningVau
         stored = conn.execute("SELECT count(*) FROM vault.audit_checkpoints WHERE head_id = %s", (made.head.head_id,))
         assert stored.fetchone() == (0,)
     assert (made.head.row_count,) == counted and made.head.row_count != 1
-    assert read_exported(tmp_path / "replica-1.jsonl")[-1] == made
+    assert list(read_exported_copy(tmp_path / "replica-1.jsonl").checkpoints)[-1] == made
 
 
 _DROP_AUDIT_ROWS = {

@@ -37,7 +37,8 @@ from tests.integration.own_audit_log import audit_log_of_its_own
 from tests.unit.fakes import FakeAuditLog
 from tokenvault_client import Revealed, VaultClient, VaultClientError
 from vault_service.domain.checkpoints import Checkpoint
-from vault_service.service.audit_upkeep import AuditUpkeep, read_exported
+from vault_service.service.audit_upkeep import AuditUpkeep
+from vault_service.service.exported_copy import read_exported_copy
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 
 __all__ = ["own_database"]
@@ -113,7 +114,7 @@ def test_a_reveal_row_rewritten_while_the_checkpoint_insert_is_held_is_reported_
 
 
 def _names_missing(exported: Path, row_id: int) -> bool:
-    return any(row_id in c.missing for c in read_exported(exported)) if exported.exists() else False
+    return any(row_id in c.missing for c in read_exported_copy(exported).checkpoints) if exported.exists() else False
 
 
 _TRAP = """

@@ -18,7 +18,7 @@ from vault_service.domain.identity import Caller
 from vault_service.domain.policy import DEFAULT_LIMITS, load_policy, parse_policy
 from vault_service.domain.purpose import check_purpose
 from vault_service.domain.rate_limit import RateLimit, RateLimiter
-from vault_service.service.audit_upkeep import read_exported
+from vault_service.service.exported_copy import read_exported_copy
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 
 REPO = Path(__file__).resolve().parents[2]
@@ -238,9 +238,9 @@ def test_exported_checkpoints_are_read_from_the_checkpoint_file_or_the_service_l
     )
     plain = tmp_path / "checkpoints.jsonl"
     plain.write_text(json.dumps(checkpoint.exported()) + "\n")
-    assert read_exported(log_file) == [checkpoint] == read_exported(plain)
+    assert list(read_exported_copy(log_file).checkpoints) == [checkpoint] == list(read_exported_copy(plain).checkpoints)
     with pytest.raises(FileNotFoundError):
-        read_exported(tmp_path / "missing.jsonl")
+        read_exported_copy(tmp_path / "missing.jsonl")
 
 
 def _rechained(records: list[AuditRecord], purpose_of: dict[int, str] | None = None) -> list[AuditRecord]:

@@ -4,28 +4,11 @@ Every `interval` seconds (and once more at shutdown) it
 1. writes the tokenize meter's per-client rows and the throttled refusals' counts;
 2. if the chain has grown since the last checkpoint, signs its head with the Transit signing key
    (sign-only for the service), stores the checkpoint in vault.audit_checkpoints and exports it
-   outside Postgres (a JSON log line, and a line in the checkpoint file when one is configured).
+   outside Postgres (a JSON log line, and a line in the checkpoint file when one is configured):
+   service/checkpoint_anchor.py, which also tells planted checkpoints, refusals to store one and
+   a tampered id sequence.
 So only rows newer than the last checkpoint — at most `interval` seconds of them while the
 service runs — are not anchored yet.
-
-A database checkpoint naming a row beyond the chain's head cannot be legitimate (a checkpoint
-is stored only once its rows are committed): the database owner planted it, and the table
-refuses every later checkpoint as "not newer". The upkeep then logs an error and goes on
-signing and exporting the real head without storing it, so the exported copy keeps anchoring
-the log (audit-verify checks every exported checkpoint against the rows).
-
-So it does when the database refuses to store a checkpoint for any reason other than being
-unreachable (a check or trigger raising, a constraint, a privilege taken away): the head is
-exported anyway, and the error logged and counted every round. Otherwise rows written while the
-database refuses would be anchored nowhere, and once it accepts checkpoints again - a restart
-counts the log afresh - they could be deleted with audit-verify reporting the log intact; the
-exported copy, naming those rows with the count this process made, contradicts such a deletion.
-
-Likewise a row beyond the audit id sequence (the chain trigger numbers every row with nextval)
-was written behind it: the head is the newest row within the sequence, so the rows after such
-a plant - numbered below it - go on being signed, and the upkeep logs an error (ids only) and
-counts every round that finds one. So it does when the sequence was altered to hand out ids
-out of commit order (a per-session cache, a negative increment).
 
 Each round also checks, before anything is signed, that the chain up to the head holds every
 row this process appended (domain/anchoring.py): the segment from its oldest such row to the
@@ -61,25 +44,15 @@ round are logged (count, lowest and highest id) and counted (review 16, finding 
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import replace
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Callable
 
-from vault_service.domain.anchoring import (
-    SEGMENT_PAGE_ROWS,
-    AppendedRows,
-    AuditChecksOverdue,
-    Link,
-    SegmentCheck,
-    SegmentRow,
-)
-from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
-from vault_service.domain.errors import DatabaseUnreachable, StorageError, VaultError
+from vault_service.domain.anchoring import SEGMENT_PAGE_ROWS, AppendedRows, AuditChecksOverdue, Link, SegmentCheck
+from vault_service.domain.checkpoints import ChainHead, Checkpoint
+from vault_service.domain.errors import DatabaseUnreachable, VaultError
+from vault_service.service.checkpoint_anchor import CheckpointAnchor, CheckpointStore, Signer
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 from vault_service.service.ports import AuditLog
 from vault_service.service.round_watchdog import RoundWatchdog
@@ -106,94 +79,6 @@ def _broken(row_id: int | None) -> str:
         f". The chain segment breaks at row {row_id} (a row not linked to the one before, not hashing to its"
         " fields, or larger than any audit row the vault writes, so not read): it vouches for none of them"
     )
-
-
-def _same_head(one: ChainHead, other: ChainHead) -> bool:
-    """Whether two heads are the same row of the same chain (id, hash and row count; the time they were read aside)."""
-    return (one.head_id, one.head_hash, one.row_count) == (other.head_id, other.head_hash, other.row_count)
-
-
-class Signer(Protocol):
-    """Signs with a key held by Vault/OpenBao."""
-
-    @property
-    def key_name(self) -> str:
-        """The signing key's name."""
-        ...
-
-    def sign(self, data: bytes) -> str:
-        """A signature of `data` (`vault:v<N>:<base64>`)."""
-        ...
-
-
-class CheckpointStore(Protocol):
-    """Where the chain head is read and checkpoints are kept."""
-
-    def head(self, since: ChainHead | None = None) -> ChainHead | None:
-        """The chain's newest row (None when empty)."""
-        ...
-
-    def newest_checkpoint(self) -> Checkpoint | None:
-        """The newest stored checkpoint (None when none)."""
-        ...
-
-    def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
-        """Store a checkpoint; False when another replica stored one for the same head."""
-        ...
-
-    def id_sequence(self) -> IdSequence:
-        """The log's newest id and the state of the id sequence its rows are numbered from."""
-        ...
-
-    def segment(self, after_id: int, head: ChainHead, own: Sequence[tuple[int, bytes]], rows: int) -> list[SegmentRow]:
-        """The next page (at most `rows` rows, bounded in bytes) of the chain after `after_id` up to `head`, by id.
-
-        The fields of the rows of `own` ((id, row_hash) this process appended) are not fetched
-        when shown with that hash; an empty page ends the segment.
-        """
-        ...
-
-    def sever(self) -> int:
-        """Close, at the socket, the connections the statements above hold now (from another thread); how many.
-
-        The statement waiting on one raises at once; nothing in the database can catch that.
-        """
-        ...
-
-
-def checkpoint_exporter(path: Path | None) -> Callable[[Checkpoint], None]:
-    """Exports each checkpoint as a JSON log line and, with `path`, appends it to that file."""
-
-    def export(checkpoint: Checkpoint) -> None:
-        record = checkpoint.exported()
-        log.info("audit checkpoint", extra={"audit_checkpoint": record})
-        if path is not None:
-            with path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record, sort_keys=True) + "\n")
-
-    return export
-
-
-def read_exported(path: Path) -> list[Checkpoint]:
-    """The checkpoints exported to `path`, in file order.
-
-    Takes the checkpoint file (one JSON object per line) as well as the service's JSON log,
-    whose `audit checkpoint` lines carry one each under `audit_checkpoint`; other lines are
-    skipped. A missing file is an error: verifying against nothing would prove nothing.
-    """
-    if not path.exists():
-        raise FileNotFoundError(f"no exported checkpoints at {path}")
-    checkpoints = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("audit_checkpoint"), dict):
-            record = record["audit_checkpoint"]
-        if isinstance(record, dict) and "head_id" in record and "signature" in record:
-            checkpoints.append(Checkpoint.from_exported(record))
-    return checkpoints
 
 
 class AuditUpkeep:
@@ -238,31 +123,27 @@ class AuditUpkeep:
         """
         self._audit = audit
         self._store = store
-        self._signer = signer
         self._meter = meter
         self._refusals = refusals
-        self._export = export
         self._interval = interval
-        self._on_exported = on_exported or (lambda checkpoint: None)
-        self._on_planted = on_planted or (lambda: None)
-        self._genuine = genuine or (lambda checkpoint: True)
+        self._anchor = CheckpointAnchor(
+            store,
+            signer,
+            export,
+            genuine or (lambda checkpoint: True),
+            on_exported or (lambda checkpoint: None),
+            on_planted or (lambda: None),
+            on_sequence_tampered or (lambda: None),
+            on_refused or (lambda: None),
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._counted: ChainHead | None = None  # the last head counted: the next count starts there
-        self._exported_head = 0  # the head of the last checkpoint this process exported
-        self._planted_seen = 0  # the planted checkpoint's head last reported (each reported once)
-        self._on_sequence_tampered = on_sequence_tampered or (lambda: None)
         self._on_failed = on_failed or (lambda: None)
-        self._on_refused = on_refused or (lambda: None)
-        self._refusal_seen = ""  # the last refusal logged (a refusal repeating every round is logged once)
-        self._tamper_seen = (0, 1, 1)  # the planted row, cache and increment last reported (each reported once)
         self._failure_seen = ""  # the last failure logged (a failure repeating every round is logged once)
-        self._sequence_unreadable_told = False  # a database before migration 0015: said once per process
         self._appended = appended
         self._on_rows_missing = on_rows_missing or (lambda count: None)
         self._on_rows_unchecked = on_rows_unchecked or (lambda count: None)
-        self._missing: tuple[int, ...] = ()  # found missing, not yet named in an exported checkpoint
-        self._exported: ChainHead | None = None  # the head of the last checkpoint this process exported
         self._round_limit = round_limit if round_limit is not None else ROUND_LIMIT_INTERVALS * interval
         self._watchdog = RoundWatchdog(self._round_limit, self._round_overran, repeat=interval)
 
@@ -276,51 +157,21 @@ class AuditUpkeep:
         # The newest checkpoint is read before the head: a checkpoint is stored only after its
         # rows are committed, so a true one never names a row beyond a head read after it.
         newest = self._store.newest_checkpoint()
-        self._check_sequence()
+        self._anchor.check_sequence()
         # Taken before the head is read: every row remembered by then is committed, so within the head.
         appended = self._appended.remembered() if self._appended is not None else {}
         head = self._store.head(self._counted)
         self._counted = head or self._counted
         self._check_appended(head, appended)
-        checkpoint = self._anchor(newest, head)
+        checkpoint = self._anchor.anchor(newest, head)
         if head is None:
             return checkpoint
-        if self._missing or (appended and not self._exported_as(head)):
-            checkpoint = self._export_checked_head(newest, head)
-        if appended and self._appended is not None and self._exported_as(head):
+        if self._anchor.missing or (appended and not self._anchor.exported_as(head)):
+            checkpoint = self._anchor.export_checked_head(newest, head)
+        if appended and self._appended is not None and self._anchor.exported_as(head):
             # Forgotten only now: until a checkpoint of the head they were checked against is
             # exported, the database owner can still rewrite them unseen (attack 17, finding 2).
             self._appended.forget(appended)
-        return checkpoint
-
-    def _exported_as(self, head: ChainHead) -> bool:
-        """Whether this process exported a checkpoint of `head` itself (id, hash and row count)."""
-        return self._exported is not None and _same_head(self._exported, head)
-
-    def _export_checked_head(self, newest: Checkpoint | None, head: ChainHead) -> Checkpoint:
-        """Export a checkpoint of `head`, the head this round checked its rows against, naming any rows missing.
-
-        Reached when this round's anchoring exported no checkpoint of that very head: another
-        replica's checkpoint anchors it (exported by that replica, or by no one: one this
-        process signed, whose round was severed while the INSERT waited, and which the database
-        then stored), or the head is not the one this process exported before at its id. The
-        stored checkpoint is exported again when it is genuine and of exactly this head, else
-        the head is signed now; either way the exported copy vouches for the chain this round
-        checked, and the rows can be forgotten.
-        """
-        if head.head_id <= self._exported_head and not self._exported_as(head):
-            log.error(
-                "the audit log's head, row %d, is not the head this process exported a checkpoint of at row %d"
-                " (the row was changed or later rows removed since): it is exported again as it is now. Report it"
-                " to the security team and run audit-verify against the exported checkpoints",
-                head.head_id,
-                self._exported_head,
-            )
-        if newest is not None and _same_head(newest.head, head) and self._genuine(newest):
-            checkpoint = newest.anchor()
-        else:
-            checkpoint = Checkpoint(head, self._signer.key_name, self._signer.sign(head.message()))
-        self._export_and_note(checkpoint)
         return checkpoint
 
     def _check_appended(self, head: ChainHead | None, appended: dict[int, Link]) -> None:
@@ -338,11 +189,11 @@ class AuditUpkeep:
             if not page or not check.add(page):
                 break
             after = page[-1].record_id
-        missing = tuple(i for i in check.missing() if i not in self._missing)
+        missing = tuple(i for i in check.missing() if i not in self._anchor.missing)
         if not missing:
             return
         self._on_rows_missing(len(missing))
-        self._missing = tuple(sorted({*self._missing, *missing}))
+        self._anchor.missing = tuple(sorted({*self._anchor.missing, *missing}))
         more = f" and {len(missing) - 50} more" if len(missing) > 50 else ""
         shown = ", ".join(str(i) for i in missing[:50]) + more
         log.error(
@@ -355,148 +206,6 @@ class AuditUpkeep:
             shown,
             _broken(check.broken_at),
         )
-
-    def _anchor(self, newest: Checkpoint | None, head: ChainHead | None) -> Checkpoint | None:
-        """Sign, store and export `head` unless a checkpoint already anchors it; the checkpoint exported."""
-        last = newest.head.head_id if newest else 0
-        if last > (head.head_id if head else 0):
-            return self._anchor_beside_a_planted_checkpoint(head, last, "beyond the audit log's head")
-        if head is None:
-            return None
-        if head.head_id <= last:  # the database says the head is anchored: by a checkpoint that vouches for it?
-            assert newest is not None
-            if last <= self._exported_head or self._vouches(newest, head):
-                return None
-            return self._anchor_beside_a_planted_checkpoint(
-                head, last, "at the head without the signing key's signature"
-            )
-        checkpoint = Checkpoint(head, self._signer.key_name, self._signer.sign(head.message()))
-        try:
-            stored = self._store.add_checkpoint(checkpoint)
-        except StorageError as error:  # refused, not unreachable (DatabaseUnavailable: the round is postponed)
-            if self._stored_by_another(head):  # a replica's genuine checkpoint, stored and exported, covers it
-                return None
-            return self._anchor_despite_a_refusal(checkpoint, error)
-        self._refusal_seen = ""
-        if not stored:
-            if self._stored_by_another(head):
-                return None
-            self._on_planted()
-            log.error(
-                "the database did not store the audit checkpoint of row %d and holds none that vouches for it"
-                " (a rule or trigger on vault.audit_checkpoints?); it is exported anyway. Report it to the"
-                " security team and run audit-verify",
-                head.head_id,
-            )
-        self._export_and_note(checkpoint)
-        return checkpoint
-
-    def _stored_by_another(self, head: ChainHead) -> bool:
-        """Whether a refused checkpoint of `head` was refused because another replica's genuine one covers it."""
-        newest = self._store.newest_checkpoint()
-        return newest is not None and newest.head.head_id >= head.head_id and self._vouches(newest, head)
-
-    def _check_sequence(self) -> None:
-        """Report a row beyond the audit id sequence, or a sequence that numbers rows out of commit order.
-
-        The head is taken within the sequence (see the module's doc); a sequence with a cache
-        hands each pooled session a block of ids, so rows committed later can take lower ids
-        than the head already counted and stay out of every checkpoint.
-        """
-        try:
-            sequence = self._store.id_sequence()
-        except VaultError as error:  # e.g. a database before migration 0015: checkpoints go on regardless
-            self._on_sequence_tampered()  # counted every round: the alert stays up until the migration runs
-            if not self._sequence_unreadable_told:
-                self._sequence_unreadable_told = True
-                log.error(
-                    "cannot check the audit id sequence (%s); apply the migrations (0015). Counted in"
-                    " tokenvault_audit_id_sequence_tampered every round until then (logged once)",
-                    error,
-                )
-            return
-        if not sequence.rows_beyond() and sequence.numbers_in_order():
-            return
-        self._on_sequence_tampered()
-        seen = (sequence.newest_row if sequence.rows_beyond() else 0, sequence.cache, sequence.increment)
-        if seen == self._tamper_seen:
-            return
-        self._tamper_seen = seen
-        if sequence.rows_beyond():
-            log.error(
-                "the audit log holds row %d, beyond the id sequence's last value %d: the database numbers every"
-                " row from that sequence, so the row was written behind the service's back. Checkpoints go on"
-                " for the rows within the sequence; report it to the security team and run audit-verify",
-                sequence.newest_row,
-                sequence.last_value,
-            )
-        if not sequence.numbers_in_order():
-            log.error(
-                "the audit id sequence vault.audit_log_id_seq was altered (cache %d, increment %d): rows may be"
-                " numbered out of commit order and escape the checkpoints. Report it to the security team, run"
-                " audit-verify, and restore it (ALTER SEQUENCE vault.audit_log_id_seq CACHE 1 INCREMENT 1)",
-                sequence.cache,
-                sequence.increment,
-            )
-
-    def _vouches(self, stored: Checkpoint, head: ChainHead) -> bool:
-        """Whether another replica's `stored` checkpoint really anchors `head` (signed, and naming it)."""
-        same_head = stored.head.head_id != head.head_id or (
-            stored.head.head_hash == head.head_hash and stored.head.row_count == head.row_count
-        )
-        return same_head and self._genuine(stored)
-
-    def _anchor_beside_a_planted_checkpoint(
-        self, head: ChainHead | None, planted: int, where: str
-    ) -> Checkpoint | None:
-        """Sign and export `head` without storing it: the database's newest checkpoint (`planted`) is not genuine."""
-        self._on_planted()
-        if planted != self._planted_seen:
-            self._planted_seen = planted
-            log.error(
-                "the database's newest audit checkpoint names row %d, %s (row %d):"
-                " it was written behind the service's back, and the database refuses every checkpoint after it."
-                " Checkpoints go on in the exported copy only; report it to the security team and run audit-verify",
-                planted,
-                where,
-                head.head_id if head else 0,
-            )
-        if head is None or head.head_id <= self._exported_head:
-            return None
-        checkpoint = Checkpoint(head, self._signer.key_name, self._signer.sign(head.message()))
-        self._export_and_note(checkpoint)
-        return checkpoint
-
-    def _anchor_despite_a_refusal(self, checkpoint: Checkpoint, error: StorageError) -> Checkpoint | None:
-        """Export `checkpoint` though the database refused to store it (each head once), and report the refusal.
-
-        The error names the database's error class only (see the Postgres adapter), never row data.
-        """
-        self._on_refused()
-        head_id = checkpoint.head.head_id
-        if str(error) != self._refusal_seen:
-            self._refusal_seen = str(error)
-            log.error(
-                "the database refused to store the audit checkpoint of row %d (%s); it is exported anyway, and"
-                " every later one while the refusal lasts. Report it to the security team and run audit-verify"
-                " against the exported checkpoints",
-                head_id,
-                error,
-            )
-        if head_id <= self._exported_head:
-            return None
-        self._export_and_note(checkpoint)
-        return checkpoint
-
-    def _export_and_note(self, checkpoint: Checkpoint) -> None:
-        if self._missing:  # named under a signature of their own: the stored checkpoint stays the head's alone
-            checkpoint = replace(checkpoint, missing=self._missing)
-            checkpoint = replace(checkpoint, missing_signature=self._signer.sign(checkpoint.missing_message()))
-        self._export(checkpoint)
-        self._missing = ()
-        self._exported_head = checkpoint.head.head_id
-        self._exported = checkpoint.head
-        self._on_exported(checkpoint)
 
     def start(self) -> None:
         """Run every `interval` seconds on a daemon thread until `stop()`, each round under the watchdog."""
