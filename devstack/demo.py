@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -22,9 +23,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from devstack.events import OutgoingEvent, events_from_file, generate_events, send_events
-from devstack.procs import StackError
+from devstack.procs import StackError, alive
 from devstack.sqs import sqs_client
-from devstack.stack import REPO, state_dir_from_env, up
+from devstack.stack import REPO, StackState, state_dir_from_env, up
 from tokenvault_client import ClientIdentity, ItemError, VaultClient, VaultClientError
 
 console = Console()
@@ -45,8 +46,19 @@ def _counts(dsn: str, ids: list[str]) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def wait_for_landing(dsn: str, ids: list[str], timeout: float) -> tuple[int, int]:
-    """Poll until every event is in user_logins or the quarantine; return (rows, quarantined)."""
+def etl_watch(state_dir: Path) -> Callable[[], bool]:
+    """Whether the stack's ETL service process still runs (it may stop while events wait)."""
+    pid = StackState.load(state_dir / "state.json").pids.get("etl_service")
+    return (lambda: alive(pid)) if pid else (lambda: True)
+
+
+def wait_for_landing(
+    dsn: str, ids: list[str], timeout: float, etl_running: Callable[[], bool] = lambda: True
+) -> tuple[int, int]:
+    """Poll until every event is in user_logins or the quarantine, the ETL stopped or `timeout` passed.
+
+    Return (rows, quarantined).
+    """
     columns = (TextColumn("ETL draining"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     deadline = time.monotonic() + timeout
     with Progress(*columns, console=console, transient=True) as progress:
@@ -54,7 +66,7 @@ def wait_for_landing(dsn: str, ids: list[str], timeout: float) -> tuple[int, int
         while True:
             rows, quarantined = _counts(dsn, ids)
             progress.update(task, completed=rows + quarantined)
-            if rows + quarantined >= len(ids) or time.monotonic() > deadline:
+            if rows + quarantined >= len(ids) or time.monotonic() > deadline or not etl_running():
                 return rows, quarantined
             time.sleep(0.3)
 
@@ -160,13 +172,21 @@ def main(argv: list[str] | None = None) -> int:
     send_events(sqs_client(env["SQS_ENDPOINT_URL"]), env["SQS_QUEUE_URL"], events)
     source = str(args.file) if args.file else f"generator (seed {args.seed})"
     console.print(f"sent {len(events)} messages from {source} to login-queue")
-    rows, quarantined = wait_for_landing(env["PG_ADMIN_DSN"], ids, args.timeout)
+    etl_running = etl_watch(state_dir)
+    rows, quarantined = wait_for_landing(env["PG_ADMIN_DSN"], ids, args.timeout, etl_running)
     elapsed = time.monotonic() - started
 
     console.print("\n[bold]summary[/]")
     console.print(f"  messages read        : {rows + quarantined} of {len(events)} sent  ({elapsed:.1f} s)")
     console.print(f"  rows in user_logins  : {rows}  (new this run: {rows - rows_before})")
     console.print(f"  quarantined (DLQ)    : {quarantined}  (new this run: {quarantined - quarantined_before})")
+    if rows + quarantined < len(events) and not etl_running():
+        console.print(
+            f"[red]the ETL service stopped before loading the {len(events) - rows - quarantined} other(s)[/]"
+            f" (its log: {state_dir}/logs/etl_service.log); `make up` restarts it and it loads them",
+            soft_wrap=True,
+        )
+        return 1
     with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
         _report_quarantine(conn, ids)
         sample = _report_duplicates(conn, ids)

@@ -1,4 +1,4 @@
-"""`make run RUN_ARGS="--file F"`: a file it cannot use is named, exit 2, before the stack starts.
+"""`make run`: a file it cannot use is named before the stack starts; an ETL that stopped ends the wait.
 
 A missing file, one that is not JSON or not a JSON array ended `make run` with a Python
 traceback, after the whole stack had been started for nothing (documentation walk, 4 December).
@@ -7,6 +7,7 @@ The stack is replaced by a stand-in that fails the test if started.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,27 @@ def test_an_unusable_event_file_is_named_and_nothing_starts(
     printed = " ".join(capsys.readouterr().out.split())
     assert f"cannot read the events of {events}" in printed, printed
     assert "Traceback" not in printed
+
+
+def test_the_wait_for_the_etl_ends_at_once_when_the_etl_has_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `make run` waited its whole --timeout (600 s), printing nothing outside a terminal, for an ETL
+    # that had stopped (documentation walk, 4 December).
+    monkeypatch.setattr(demo, "_counts", lambda dsn, ids: (0, 0))
+    started = time.monotonic()
+    landed = demo.wait_for_landing("postgresql://unused", ["evt-1", "evt-2"], 600, etl_running=lambda: False)
+    assert landed == (0, 0) and time.monotonic() - started < 5
+
+
+def test_make_run_says_the_etl_stopped_and_how_to_bring_it_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(demo, "_counts", lambda dsn, ids: (0, 0))
+    monkeypatch.setattr(
+        demo, "up", lambda state_dir: {"PG_ADMIN_DSN": "x", "SQS_ENDPOINT_URL": "x", "SQS_QUEUE_URL": "x"}
+    )
+    monkeypatch.setattr(demo, "sqs_client", lambda endpoint: None)
+    monkeypatch.setattr(demo, "send_events", lambda sqs, url, events: len(events))
+    monkeypatch.setattr(demo, "etl_watch", lambda state_dir: lambda: False)
+    assert demo.main(["--events", "3", "--timeout", "600"]) == 1
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "the ETL service stopped" in printed and "make up" in printed and "etl_service.log" in printed, printed
