@@ -40,6 +40,7 @@ from vault_service.bootstrap import Bootstrapped, bootstrap
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.errors import VaultError
 from vault_service.domain.purpose import purpose_as_shown
+from vault_service.domain.tokens import type_of_token
 from vault_service.entrypoints.metrics import ROTATION_ROWS, ROTATION_ROWS_LEFT
 from vault_service.service.audit_verify import COPY_LAG_INTERVALS, FullAuditReport, who_saw
 from vault_service.service.erase_reconciliation import ErasureReconciliation
@@ -307,6 +308,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             "vault admin: --actor is refused: the audit log records the identity of your Vault token"
             " (set VAULT_TOKEN after `vault login`, or VAULT_SECURITY_TOKEN_FILE)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.command == "who-saw" and type_of_token(args.token) is None:  # not repeated: it may be a value
+        print(
+            "vault admin: who-saw: the argument is not a token (a type prefix such as ip_ or dev_ and 22"
+            " characters): nothing looked for; copy the token whole from user_logins, and for a value,"
+            " tokenize it first (as the ETL would)",
             file=sys.stderr,
         )
         return 2
