@@ -49,10 +49,17 @@ def run_admin(ctx: Context, *argv: str) -> None:
         environment.pop("VAULT_SECURITY_TOKEN_FILE", None)
     os.environ.update(environment)
     os.environ.setdefault("TOKENVAULT_ADMIN_LOG_LEVEL", "WARNING")
+    from tokenvault_common.env import ConfigError
+    from vault_service.config import VaultServiceConfig
     from vault_service.entrypoints.admin_cli import main as admin_main
 
+    try:  # the hint below is for missing settings only, not every exit 2 (a busy --metrics-port ...)
+        VaultServiceConfig.from_env(os.environ)
+        settings_missing = False
+    except ConfigError:
+        settings_missing = True
     code = admin_main(list(argv))
-    if code == 2:
+    if code == 2 and settings_missing:
         click.echo(
             "tokenvault: the key and audit commands run with the vault service's settings: run them where the"
             " service runs (kubectl exec / docker compose exec vault-service), or on the embedded stack with"

@@ -195,3 +195,19 @@ def test_the_security_team_sees_who_revealed_a_token(cli_stack: CliStack) -> Non
     assert "analyst" in saw.stdout and "CASE-301" in saw.stdout and "fraud-investigator" in saw.stdout
     nobody = cli_stack.as_("security", "audit", "who-saw", tokenize(cli_stack, "ip", fresh_ip())[0])
     assert nobody.returncode == 0 and "0 reveal(s) and 0 erasure(s) of this token" in nobody.stdout
+
+
+def test_the_security_commands_hint_at_the_service_settings_only_when_those_are_missing(cli_stack: CliStack) -> None:
+    # Every exit 2 of an admin command was followed by "run them where the service runs ...": a
+    # who-saw argument that is no token, or a --metrics-port already taken, sent the security team
+    # looking for settings that were there (documentation walk, 4 December).
+    hint = "run them where the service runs"
+    not_a_token = cli_stack.as_("security", "audit", "who-saw", "notatoken")
+    assert not_a_token.returncode == 2 and "is not a token" in not_a_token.stderr, not_a_token.stderr
+    assert hint not in not_a_token.stderr and "reveal(s)" not in not_a_token.stdout
+    taken = cli_stack.env["STACK_VAULT_METRICS_PORT"]  # the running vault's metrics
+    busy = cli_stack.as_("security", "reencrypt", "--reason", "CHG-2026-9", "--metrics-port", taken)
+    assert busy.returncode == 2 and "cannot serve metrics" in busy.stderr, busy.stderr
+    assert hint not in busy.stderr
+    outside = cli_stack.run("status")  # neither --stack nor the service's environment
+    assert outside.returncode == 2 and hint in outside.stderr, outside.stderr
