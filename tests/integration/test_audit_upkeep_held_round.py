@@ -176,12 +176,15 @@ def test_a_round_held_by_a_function_trapping_the_statement_timeout_is_counted_fa
             started = time.monotonic()
             upkeep.start()
             try:
+                held = _until("the segment read held", 10, lambda: _held(owner))
                 _until("a failed round counted", 6 * interval + 5, lambda: failed)
                 assert failed[0] - started < 6 * interval + 3, "the held round was not counted within its bound"
                 assert "audit upkeep round failed: held for" in caplog.text
                 named = f"2 audit row(s) this service appended (ids {ids[0]} to {ids[-1]}) wait unchecked"
                 assert named in caplog.text
                 assert sorted(log.appended.remembered()) == ids  # still remembered: the bound and stop() name them
+                # The server's own check for a client gone ends the severed statement (it would not commit late).
+                _until("the severed statement ended on the server", 5, lambda: not held & _held(owner))
             finally:
                 owner.execute(_RELEASE)
                 _until("the held statements gone", 10, lambda: not _held(owner))
@@ -191,9 +194,9 @@ def test_a_round_held_by_a_function_trapping_the_statement_timeout_is_counted_fa
         assert exported and exported[-1].head.head_id >= ids[-1]
 
 
-def _held(owner: psycopg.Connection[Any]) -> bool:
-    return bool(
-        owner.execute(
-            "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'WITH page AS MATERIALIZED%' AND state = 'active'"
-        ).fetchall()
-    )
+def _held(owner: psycopg.Connection[Any]) -> set[int]:
+    """The server processes running the upkeep's segment read now."""
+    found = owner.execute(
+        "SELECT pid FROM pg_stat_activity WHERE query LIKE 'WITH page AS MATERIALIZED%' AND state = 'active'"
+    ).fetchall()
+    return {int(pid) for (pid,) in found}

@@ -29,6 +29,16 @@ from psycopg_pool import ConnectionPool
 
 log = logging.getLogger(__name__)
 
+CLIENT_CHECK_MILLISECONDS = 1000
+"""How often the server checks, while an upkeep statement runs, that the vault is still connected (PostgreSQL 14+)."""
+_BOUNDED = "SELECT set_config('statement_timeout', %s, true), set_config('client_connection_check_interval', %s, true)"
+"""The transaction's bounds, in one round trip: the statement timeout, and the server's check for a client gone.
+
+The second only spares the server: a statement whose connection `sever` shut down then ends within a
+second (a FATAL "connection to client lost", which no PL/pgSQL handler catches) instead of waiting on
+- and, a lock released, committing - for a client that left. The database owner's function can
+unset both in the session; the watchdog does not depend on either."""
+
 
 class UpkeepConnections:
     """Connections lent from the vault's pool to the upkeep's statements, tracked while lent."""
@@ -52,7 +62,7 @@ class UpkeepConnections:
                 with conn.transaction():
                     if self.timeout is not None:
                         milliseconds = max(1, int(self.timeout * 1000))
-                        conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{milliseconds}ms",))
+                        conn.execute(_BOUNDED, (f"{milliseconds}ms", f"{CLIENT_CHECK_MILLISECONDS}ms"))
                     yield conn
             finally:
                 with self._lock:
