@@ -113,6 +113,7 @@ class Bootstrapped:
         `{"audit_checkpoint": ...}`, to standard error: an admin process's log lines reach no
         log pipeline, so the operator's terminal keeps that copy (attack 17, finding 4).
         """
+        self.audit.upkeep_statement_timeout = 5 * DEFAULT_INTERVAL  # as the service's rounds: bounded
         to_file = checkpoint_exporter(checkpoint_file)
 
         def export(checkpoint: Checkpoint) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -232,3 +233,40 @@ def _under_sabotage(
         sealed = conn.execute("SELECT sealed IS NOT NULL FROM vault.tokens WHERE token = %s", (token,)).fetchone()
     vault.wait_for_checkpoint()
     return UnderSabotage(verb, done, recorded[0] if recorded else 0, sealed == (True,), audit_verify(vault, exported))
+
+
+HOLD_THE_SEGMENT_READ = """
+CREATE TABLE public.held_round (on_ boolean);
+INSERT INTO public.held_round VALUES (true);
+GRANT SELECT ON public.held_round TO PUBLIC;
+CREATE FUNCTION public.hold_the_round() RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN
+  IF current_query() LIKE 'WITH page AS MATERIALIZED%' THEN
+    WHILE EXISTS (SELECT 1 FROM public.held_round) LOOP
+      BEGIN
+        PERFORM pg_sleep(0.1);
+      EXCEPTION WHEN query_canceled THEN NULL;  -- the statement timeout, or a cancel request: trapped
+      END;
+    END LOOP;
+  END IF;
+  RETURN true;
+END $f$;
+GRANT EXECUTE ON FUNCTION public.hold_the_round() TO PUBLIC;
+CREATE POLICY held_round ON vault.audit_log USING (public.hold_the_round());
+ALTER TABLE vault.audit_log ENABLE ROW LEVEL SECURITY;
+"""
+"""The database owner's hold on the audit upkeep's segment read (attack 17, finding 3): a row-level-security
+policy whose function sleeps and catches `query_canceled`, so a statement timeout or a cancel is trapped."""
+RELEASE_THE_HOLD = "DELETE FROM public.held_round"
+REMOVE_THE_HOLD = (
+    "ALTER TABLE vault.audit_log DISABLE ROW LEVEL SECURITY; DROP POLICY held_round ON vault.audit_log;"
+    " DROP FUNCTION public.hold_the_round(); DROP TABLE public.held_round"
+)
+
+
+def held_segment_reads(owner: psycopg.Connection[Any]) -> set[int]:
+    """The server processes running the upkeep's segment read now."""
+    found = owner.execute(
+        "SELECT pid FROM pg_stat_activity WHERE query LIKE 'WITH page AS MATERIALIZED%' AND state = 'active'"
+    ).fetchall()
+    return {int(pid) for (pid,) in found}

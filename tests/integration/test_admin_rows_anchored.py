@@ -15,12 +15,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from devstack.stack import REPO, vault_service_env
 from tests.integration.audit_attacks import (
+    HOLD_THE_SEGMENT_READ,
+    RELEASE_THE_HOLD,
+    REMOVE_THE_HOLD,
     Anchored,
     Sabotage,
     anchored,
@@ -124,3 +128,28 @@ def test_an_admin_commands_rows_in_the_chain_are_checked_signed_and_exported_bef
         ]
         assert printed and printed[-1]["head_id"] >= row[0], done.stderr
     assert any(c.head.head_id >= row[0] for c in read_exported_copy(exported).checkpoints)
+
+
+def test_an_admin_commands_round_held_by_the_database_owner_fails_the_command_in_bounds_naming_its_rows(
+    own_database: dict[str, str], anchored: Anchored
+) -> None:
+    """The owner's hold on the segment read (a policy function trapping its timeout) held the command for ever."""
+    vault, exported = anchored
+    vault.wait_for_checkpoint()
+    with as_owner(own_database) as owner:
+        owner.execute(HOLD_THE_SEGMENT_READ)
+    started = time.monotonic()
+    try:
+        done = _admin(own_database, exported, "rewrap", "--reason", "CHG-17008")
+    finally:
+        with as_owner(own_database) as owner:
+            owner.execute(RELEASE_THE_HOLD)
+        with as_owner(own_database) as owner:
+            owner.execute(REMOVE_THE_HOLD)
+    took = time.monotonic() - started
+    with as_owner(own_database) as conn:
+        row = conn.execute("SELECT id FROM vault.audit_log WHERE purpose = 'CHG-17008'").fetchone()
+    assert row is not None
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert f"its audit rows {row[0]} could not be checked against the audit chain" in done.stderr, done.stderr
+    assert took < 6 * 2.0 + 15, f"the held round kept the command {took:.0f} s"

@@ -32,7 +32,13 @@ from prometheus_client import REGISTRY
 
 from tests.conftest import RunningVault, running_vault, stack_identity
 from tests.integration import audit_attacks as attack
-from tests.integration.audit_attacks import own_database
+from tests.integration.audit_attacks import (
+    HOLD_THE_SEGMENT_READ,
+    RELEASE_THE_HOLD,
+    REMOVE_THE_HOLD,
+    held_segment_reads,
+    own_database,
+)
 from tests.integration.own_audit_log import audit_log_of_its_own
 from tests.unit.fakes import FakeAuditLog
 from tokenvault_client import Revealed, VaultClient, VaultClientError
@@ -117,33 +123,6 @@ def _names_missing(exported: Path, row_id: int) -> bool:
     return any(row_id in c.missing for c in read_exported_copy(exported).checkpoints) if exported.exists() else False
 
 
-_TRAP = """
-CREATE TABLE public.held_round (on_ boolean);
-INSERT INTO public.held_round VALUES (true);
-GRANT SELECT ON public.held_round TO PUBLIC;
-CREATE FUNCTION public.hold_the_round() RETURNS boolean LANGUAGE plpgsql AS $f$
-BEGIN
-  IF current_query() LIKE 'WITH page AS MATERIALIZED%' THEN
-    WHILE EXISTS (SELECT 1 FROM public.held_round) LOOP
-      BEGIN
-        PERFORM pg_sleep(0.1);
-      EXCEPTION WHEN query_canceled THEN NULL;  -- the statement timeout, or a cancel request: trapped
-      END;
-    END LOOP;
-  END IF;
-  RETURN true;
-END $f$;
-GRANT EXECUTE ON FUNCTION public.hold_the_round() TO PUBLIC;
-CREATE POLICY held_round ON vault.audit_log USING (public.hold_the_round());
-ALTER TABLE vault.audit_log ENABLE ROW LEVEL SECURITY;
-"""
-_RELEASE = "DELETE FROM public.held_round"
-_REMOVE = (
-    "ALTER TABLE vault.audit_log DISABLE ROW LEVEL SECURITY; DROP POLICY held_round ON vault.audit_log;"
-    " DROP FUNCTION public.hold_the_round(); DROP TABLE public.held_round"
-)
-
-
 class _Signer:
     key_name = "k"
 
@@ -172,11 +151,11 @@ def test_a_round_held_by_a_function_trapping_the_statement_timeout_is_counted_fa
         )
         ids = sorted(log.appended.remembered())
         with psycopg.connect(owner_dsn, autocommit=True) as owner, caplog.at_level(logging.ERROR):
-            owner.execute(_TRAP)
+            owner.execute(HOLD_THE_SEGMENT_READ)
             started = time.monotonic()
             upkeep.start()
             try:
-                held = _until("the segment read held", 10, lambda: _held(owner))
+                held = _until("the segment read held", 10, lambda: held_segment_reads(owner))
                 _until("a failed round counted", 6 * interval + 5, lambda: failed)
                 assert failed[0] - started < 6 * interval + 3, "the held round was not counted within its bound"
                 assert "audit upkeep round failed: held for" in caplog.text
@@ -184,19 +163,11 @@ def test_a_round_held_by_a_function_trapping_the_statement_timeout_is_counted_fa
                 assert named in caplog.text
                 assert sorted(log.appended.remembered()) == ids  # still remembered: the bound and stop() name them
                 # The server's own check for a client gone ends the severed statement (it would not commit late).
-                _until("the severed statement ended on the server", 5, lambda: not held & _held(owner))
+                _until("the severed statement ended on the server", 5, lambda: not held & held_segment_reads(owner))
             finally:
-                owner.execute(_RELEASE)
-                _until("the held statements gone", 10, lambda: not _held(owner))
-                owner.execute(_REMOVE)
+                owner.execute(RELEASE_THE_HOLD)
+                _until("the held statements gone", 10, lambda: not held_segment_reads(owner))
+                owner.execute(REMOVE_THE_HOLD)
             _until("the rows checked once the hold is gone", 10, lambda: len(log.appended) == 0)
             upkeep.stop()
         assert exported and exported[-1].head.head_id >= ids[-1]
-
-
-def _held(owner: psycopg.Connection[Any]) -> set[int]:
-    """The server processes running the upkeep's segment read now."""
-    found = owner.execute(
-        "SELECT pid FROM pg_stat_activity WHERE query LIKE 'WITH page AS MATERIALIZED%' AND state = 'active'"
-    ).fetchall()
-    return {int(pid) for (pid,) in found}

@@ -22,7 +22,7 @@ class _Round:
     def __init__(self, export: Callable[[Checkpoint], None], exported: list[Checkpoint], error: Exception | None):
         self._export, self._exported, self._error = export, exported, error
 
-    def run_once(self) -> None:
+    def run_once_watched(self) -> None:
         for checkpoint in self._exported:
             self._export(checkpoint)
         if self._error is not None:

@@ -207,6 +207,21 @@ class AuditUpkeep:
             _broken(check.broken_at),
         )
 
+    def run_once_watched(self) -> Checkpoint | None:
+        """One round as `run_once`, for a process that runs no upkeep thread (the admin commands'), under the watchdog.
+
+        A round the database holds past the limit - a lock no statement timeout ends, or a function
+        trapping it - is counted failed, its unchecked ids logged and its connections closed at the
+        socket, so it raises here instead of holding the command for ever (attack 17, finding 3).
+        """
+        self._watchdog.start(tick=self._interval / 2)
+        self._watchdog.begin()
+        try:
+            return self.run_once()
+        finally:
+            self._watchdog.end()
+            self._watchdog.stop()
+
     def start(self) -> None:
         """Run every `interval` seconds on a daemon thread until `stop()`, each round under the watchdog."""
         self._watchdog.start(tick=self._interval / 2)

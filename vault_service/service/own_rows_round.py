@@ -5,7 +5,9 @@ append their audit rows through the same `PostgresAuditLog.append` as the servic
 each one, but their process ran no audit upkeep: the rows were never checked against the chain,
 and round 15's ghost view kept them out of it (who ran `reencrypt` under which ticket) with
 audit-verify saying intact. So before such a process exits it runs the upkeep's own round once
-(`AuditUpkeep.run_once`, not a second implementation): the chain up to the head must hold each
+(`AuditUpkeep.run_once_watched`, not a second implementation; its statements under the
+service's statement timeout and the round under its watchdog, so a round the database owner
+holds fails the command instead of holding it for ever): the chain up to the head must hold each
 of its rows, the head is signed, stored and exported, and rows it does not hold are named in the
 exported checkpoint under a signature of their own, as the service does. The outcome says which
 rows were checked, which are missing, and why the round failed if it did: the command then
@@ -77,7 +79,7 @@ def anchor_own_rows(
     exported: list[Checkpoint] = []
     upkeep = upkeep_exporting_to(exported.append)
     try:
-        upkeep.run_once()
+        upkeep.run_once_watched()
     except Exception as error:  # any failure leaves the rows unchecked: the command must say so, not exit 0
         return OwnRowsRound(rows, exported=tuple(exported), failure=f"{type(error).__name__}: {error}")
     missing = sorted({i for checkpoint in exported for i in checkpoint.missing}.intersection(rows))
