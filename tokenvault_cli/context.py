@@ -8,6 +8,7 @@ from typing import Any, TypeVar, cast
 
 import click
 
+from tokenvault_cli.output import visible
 from tokenvault_cli.settings import Settings, SettingsError, load_profile, resolve
 from tokenvault_client import (
     ChunkLimits,
@@ -26,8 +27,12 @@ class Failure(click.ClickException):
     """A refusal or failure, reported without a traceback; exit code 1."""
 
     def show(self, file: Any = None) -> None:
-        """Print as `tokenvault: <message>` on stderr."""
-        click.echo(f"tokenvault: {self.format_message()}", err=True, file=file)
+        """Print as `tokenvault: <message>` on stderr, its control characters escaped but its line breaks.
+
+        A message may quote the database (a failed query's error quotes the stored value it could
+        not read): data, never instructions for the terminal (attack 18).
+        """
+        click.echo(f"tokenvault: {visible(self.format_message(), keep=chr(10))}", err=True, file=file)
 
 
 class SettingsFailure(Failure):

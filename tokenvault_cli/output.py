@@ -3,8 +3,10 @@
 What is printed comes from the database and the vault, i.e. from whoever produced the events:
 it is data, never instructions. Tables show it as text (no Rich markup; control characters
 made visible, so a value cannot move the cursor or hide the rows after it); CSV cells a
-spreadsheet would run as a formula get a leading `'` (OWASP's advice on CSV injection); JSON
-is exact.
+spreadsheet would run as a formula get a leading `'` (OWASP's advice on CSV injection), and on
+a terminal their control characters are made visible too (attack 18: a row the ETL's role
+inserted erased the CSV row above it and wrote to the clipboard), while CSV to a file or a pipe
+is exact; JSON is exact (its escapes are ASCII).
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 FORMAT_HELP = (
     "Output format. table: for people; values are shown as text, control characters escaped."
     " csv: a cell that starts with = + - @, a tab or a carriage return gets a leading ' so a"
-    " spreadsheet shows it instead of running it as a formula (numbers stay as they are)."
+    " spreadsheet shows it instead of running it as a formula (numbers stay as they are); on a"
+    " terminal control characters are escaped too, to a file or a pipe the text is exact."
     " json: every value exactly as stored."
 )
 
@@ -61,16 +64,19 @@ def _csv_cell(value: object) -> str:
     return "'" + text
 
 
-def _visible(text: str) -> str:
-    """`text` with every non-printable character (escape, bell, newline, bidi overrides) escaped, as in repr."""
+def visible(text: str, keep: str = "") -> str:
+    """`text` with every non-printable character (escape, bell, newline, bidi overrides) escaped, as in repr.
+
+    `keep`: unprintable characters left as they are (a message's own line breaks).
+    """
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return "".join(c if c.isprintable() or c in keep else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _cell(value: object) -> Text:
     """A table cell: literal text (Rich markup in it is not interpreted)."""
-    return Text(_visible(_text(value)))
+    return Text(visible(_text(value)))
 
 
 def _jsonable(value: object) -> Cell:
@@ -91,7 +97,9 @@ def write_rows(
     if fmt is Format.CSV:
         writer = csv.writer(out, lineterminator="\n")
         quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)  # csv quotes \r only then
+        shown = visible if out.isatty() else str  # a terminal runs controls; a file or a program takes the data
         for cells in ([_csv_cell(name) for name in columns], *([_csv_cell(v) for v in row] for row in rows)):
+            cells = [shown(cell) for cell in cells]
             (quoted if any("\r" in cell for cell in cells) else writer).writerow(cells)
     elif fmt is Format.JSON:
         json.dump([dict(zip(columns, map(_jsonable, row), strict=True)) for row in rows], out, indent=2)

@@ -10,12 +10,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import pty
+import subprocess
 import uuid
 from collections.abc import Sequence
 
 import psycopg
 
-from tests.cli.conftest import CliStack
+from tests.cli.conftest import REPO, TOKENVAULT, CliStack
 
 
 def fresh_ip() -> str:
@@ -123,3 +126,53 @@ def test_tokenize_refuses_values_on_the_command_line_and_says_how(cli_stack: Cli
         assert "printf '%s\\n'" in says and "| tokenvault" in says and "tokenize --type ip -" in says
         assert ip not in done.stdout + done.stderr
     assert tokenize_ip(cli_stack, ip).startswith("ip_")  # standard input works
+
+
+CONTROLS = "u\x1b[1A\x1b[2K\x1b]0;all clear\x07\x1b]52;c;cm0gLXJmIH4K\x07\u202egnp.exe\x9b31m"
+"""A planted row's text (attack 18): erase the line above, set the window title, write the clipboard, bidi, C1 CSI."""
+RAW = ("\x1b", "\x07", "\u202e", "\x9b")
+
+
+def _on_a_terminal(stack: CliStack, *args: str) -> tuple[int, str]:
+    """`tokenvault --stack DIR ARGS` printing to a pseudo-terminal, as an analyst runs it: its exit and output."""
+    leader, follower = pty.openpty()
+    with subprocess.Popen(
+        [str(TOKENVAULT), "--stack", str(stack.state_dir), *args],
+        stdout=follower,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env={**os.environ, "COLUMNS": "200"},
+    ) as done:
+        os.close(follower)
+        printed = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            printed += chunk
+        code = done.wait(timeout=300)
+    os.close(leader)
+    return code, printed.decode("utf-8", errors="replace")
+
+
+def test_csv_on_a_terminal_and_query_errors_show_a_planted_rows_controls_escaped(cli_stack: CliStack) -> None:
+    tag = f"controls-{uuid.uuid4().hex[:8]}"
+    plant(cli_stack, tag, [(CONTROLS, None)])
+    sql = f"SELECT event_id, user_id FROM user_logins WHERE event_id LIKE '{tag}-%'"
+    code, printed = _on_a_terminal(
+        cli_stack, "--as", "analyst", "reveal", "-p", "CASE-604", "-o", "csv", "--query", sql
+    )
+    assert code == 0, printed
+    assert [c for c in RAW if c in printed] == []
+    assert "u\\x1b[1A\\x1b[2K\\x1b]0;all clear\\x07" in printed and "\\u202egnp.exe\\x9b31m" in printed
+
+    piped = cli_stack.as_("analyst", "reveal", "-p", "CASE-604", "-o", "csv", "--query", sql)
+    assert piped.returncode == 0 and CONTROLS in piped.stdout  # to a file or a program: the data exactly
+
+    cast = f"SELECT user_id::int FROM user_logins WHERE event_id LIKE '{tag}-%'"  # Postgres quotes the value
+    failed = cli_stack.as_("analyst", "reveal", "-p", "CASE-605", "--query", cast)
+    assert failed.returncode == 1 and "the query failed: invalid input syntax for type integer" in failed.stderr
+    assert [c for c in RAW if c in failed.stderr] == [] and "\\x1b]52;c;" in failed.stderr
