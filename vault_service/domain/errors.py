@@ -18,7 +18,16 @@ class TokenNotFound(VaultError):
 
 
 class Unauthenticated(VaultError):
-    """The caller presented no usable client identity."""
+    """The caller presented no usable client identity.
+
+    `serial` (hex) and `cert_sha256` name the certificate refused, as far as it could be read
+    (empty without one), so the refusal is audited with what is known of it.
+    """
+
+    def __init__(self, message: str, serial: str = "", cert_sha256: str = "") -> None:
+        super().__init__(message)
+        self.serial = serial
+        self.cert_sha256 = cert_sha256
 
 
 class PermissionDenied(VaultError):

@@ -47,7 +47,10 @@ class IdentityVerifier:
         self._known: dict[bytes, Caller] = {}  # certificates seen before: one parse per client
 
     def caller(self, cert_pem: bytes | None) -> Caller:
-        """The caller named by `cert_pem`; Unauthenticated when the certificate does not qualify."""
+        """The caller named by `cert_pem`; Unauthenticated when the certificate does not qualify.
+
+        A refusal carries the certificate's serial and SHA-256 when it could be read, for the audit.
+        """
         if not cert_pem:
             raise Unauthenticated("no client certificate: connect with one issued by the vault's client CA")
         caller = self._known.get(cert_pem)
@@ -59,7 +62,9 @@ class IdentityVerifier:
         if self._is_revoked is not None and self._is_revoked(caller.serial):
             raise Unauthenticated(
                 f"the client certificate (serial {caller.serial}) was revoked by the client CA:"
-                " ask the security team for a new one"
+                " ask the security team for a new one",
+                caller.serial,
+                caller.cert_sha256,
             )
         return caller
 
@@ -68,23 +73,31 @@ class IdentityVerifier:
             cert = x509.load_pem_x509_certificate(cert_pem)
         except ValueError:
             raise Unauthenticated("the client certificate cannot be parsed") from None
-        if not any(_issued_by(cert, ca) for ca in self._cas):
-            raise Unauthenticated(
-                "the client certificate is not issued directly by the vault's client CA"
-                " (intermediate CAs are not accepted)"
-            )
-        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        if len(names) != 1:
-            raise Unauthenticated(
-                f"the client certificate's subject has {len(names)} common names; exactly one is required"
-            )
-        name = names[0].value
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise Unauthenticated(
-                "the client certificate's common name is not a valid client name"
-                " (lowercase letters, digits and '-', at most 63)"
-            )
-        return Caller(name, format(cert.serial_number, "x"), cert.fingerprint(hashes.SHA256()).hex())
+        serial, digest = format(cert.serial_number, "x"), cert.fingerprint(hashes.SHA256()).hex()
+        try:
+            return Caller(_client_name(cert, self._cas), serial, digest)
+        except Unauthenticated as refused:
+            raise Unauthenticated(str(refused), serial, digest) from None
+
+
+def _client_name(cert: x509.Certificate, cas: list[x509.Certificate]) -> str:
+    """The client name `cert` carries, if a CA of `cas` issued it directly; else Unauthenticated."""
+    if not any(_issued_by(cert, ca) for ca in cas):
+        raise Unauthenticated(
+            "the client certificate is not issued directly by the vault's client CA (intermediate CAs are not accepted)"
+        )
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(names) != 1:
+        raise Unauthenticated(
+            f"the client certificate's subject has {len(names)} common names; exactly one is required"
+        )
+    name = names[0].value
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise Unauthenticated(
+            "the client certificate's common name is not a valid client name"
+            " (lowercase letters, digits and '-', at most 63)"
+        )
+    return name
 
 
 def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:

@@ -10,7 +10,8 @@ Before any TokenVault method runs, the interceptor
   identity) with RESOURCE_EXHAUSTED and `retry-after-ms`, before reading its body; such
   refusals are counted in a metric and audited as one row per client, method and interval;
 - audits every other refusal with what is known of the caller, throttled per peer (a peer over
-  its refusal rate gets RESOURCE_EXHAUSTED and its refusals are counted, not written one by one).
+  its refusal rate gets RESOURCE_EXHAUSTED and its refusals are counted, not written one by one);
+  a refused certificate is audited and logged with its serial and SHA-256 (never its subject).
 The caller is handed to the servicer through `current_caller()`.
 
 gRPC core itself refuses bodies over the server's hard limit (a little above MAX_REQUEST_BYTES)

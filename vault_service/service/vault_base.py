@@ -6,10 +6,11 @@ The use cases are built on it: Tokenize in tokenizing.py, Detokenize and Erase i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 
 from vault_service.domain.audit import AuditEvent
-from vault_service.domain.errors import VaultError
+from vault_service.domain.errors import Unauthenticated, VaultError
 from vault_service.domain.identity import Caller
 from vault_service.domain.policy import AccessPolicy
 from vault_service.domain.purpose import WITHHELD_PURPOSE
@@ -21,6 +22,8 @@ from vault_service.service.ports import AuditLog, TokenStore
 from vault_service.service.stored_values import StoredValueLookup
 from vault_service.service.token_cache import TokenCache
 from vault_service.service.withheld_purposes import WithheldPurposes, remembered_for
+
+log = logging.getLogger(__name__)
 
 _TOKEN_TYPES = tuple(TokenType)  # iterating the Enum class itself runs a Python generator
 
@@ -78,11 +81,28 @@ class TokenVaultBase:
 
         Raises TooManyRequests when the peer is over its refusal rate.
         """
-        self.refusals.refused(peer, refusal_event(caller, action, error, item_count, ""))
+        self._refused(peer, refusal_event(caller, action, error, item_count, ""), error)
 
     def _audit_refusal(self, caller: Caller | None, action: str, error: VaultError, count: int, types: str) -> None:
         """Audit a refused call (throttled per peer), without its purpose: no value of it was compared."""
-        self.refusals.refused(caller_name(caller) or "<anonymous>", refusal_event(caller, action, error, count, types))
+        event = refusal_event(caller, action, error, count, types)
+        self._refused(caller_name(caller) or "<anonymous>", event, error)
+
+    def _refused(self, peer: str, event: AuditEvent, error: VaultError) -> None:
+        """Audit `event` (throttled per peer); an identity refused is also logged, as often as audited.
+
+        The log names the certificate by serial and SHA-256 only (what the audit row holds), so the
+        security team sees a revoked or expired certificate being tried without reading the audit.
+        """
+        self.refusals.refused(peer, event)
+        if isinstance(error, Unauthenticated):
+            log.warning(
+                "refused the client certificate with serial %s, sha256 %s (%s): %s",
+                event.client_serial or "unknown",
+                event.client_cert_sha256 or "unknown",
+                event.action,
+                error,
+            )
 
 
 def caller_name(caller: Caller | None) -> str | None:
@@ -97,17 +117,28 @@ def refusal_event(caller: Caller | None, action: str, error: VaultError, count: 
     limit meters), so nothing tells whether its purpose spells one of them: a privacy officer's
     Erase refused over the erase burst with `GDPR-2026-801-<device id>` kept the device id for
     good (attack 12, finding 1). A purpose refused as unfit may hold what made it unfit.
+
+    A certificate refused as no client's (revoked, expired, odd) is `<anonymous>`, with the serial
+    and SHA-256 of the certificate as far as it could be read (attack 18, finding 5).
     """
+    presented = caller or Caller("<anonymous>", *_presented_certificate(error))
     return AuditEvent(
-        caller.name if caller else "<anonymous>",
+        presented.name,
         action,
         f"refused: {type(error).__name__}",
         count,
         WITHHELD_PURPOSE,
         types,
-        caller.serial if caller else "",
-        caller.cert_sha256 if caller else "",
+        presented.serial,
+        presented.cert_sha256,
     )
+
+
+def _presented_certificate(error: VaultError) -> tuple[str, str]:
+    """The serial and SHA-256 of the certificate an Unauthenticated refusal names (empty otherwise)."""
+    if isinstance(error, Unauthenticated):
+        return error.serial, error.cert_sha256
+    return "", ""
 
 
 def present_types(types: Sequence[TokenType | None]) -> list[TokenType]:
