@@ -16,6 +16,21 @@ the service at start; at run time the last good lists are kept and the error log
 a half-written file, nor a list left out, nor an older list lets a revoked certificate back in.
 A list in force that passes its next update (the CA stopped publishing) stays in force - the
 revocations it holds still stand - and a warning is logged once.
+
+Which of two lists of a CA is the newer is told by their CRL Number extension (RFC 5280 5.2.3:
+monotonically increasing per CA; Vault/OpenBao PKI set it), not by their publish time alone: a
+CA publishes two lists in the same second when two certificates are revoked in a row. A list
+with the same number as the one in force is taken in only if it is that very list. A CA whose
+list in force is numbered must number the next one; for a CA that numbers none (not conforming
+to RFC 5280, e.g. `openssl ca` without a crlnumber file) lists are ordered by publish time, and
+a list published in the same second as the one in force is taken in only if it keeps all of its
+revocations (which of the two is newer cannot be told; one that only adds lifts nothing).
+
+A delta CRL (Delta CRL Indicator: only the revocations since a base list), a list scoped to some
+certificates or reasons (Issuing Distribution Point), or one with any other critical extension
+the vault does not process is refused (RFC 5280 5.2: taken as the full list it would lift every
+other revocation), and so is a list published in the future beyond `MAX_CLOCK_SKEW` (taken in,
+it would make the CA's real next lists look older). The file is read only if it is a regular file (`crl_file`).
 """
 
 from __future__ import annotations
@@ -25,12 +40,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
+from vault_service.adapters.crl_file import read_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +56,19 @@ class InvalidRevocationList(ValueError):
     """The CRL file cannot be read, a client CA did not sign it, or it would lift a revocation."""
 
 
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+"""How far ahead of the vault's clock a list's publish time (thisUpdate) may be: the CA's clock may run ahead."""
+
+
 class PublishedList(NamedTuple):
-    """When the CA's list in force was published, and when the CA promised the next one."""
+    """A CA's list in force: when published, its CRL number, when the CA promised the next one, its digest."""
 
     ca_name: str
     last_update: datetime
     next_update: datetime | None
+    number: int | None = None
+    digest: str = ""
+    serials: frozenset[str] = frozenset()
 
 
 class RevocationLists(NamedTuple):
@@ -63,11 +87,12 @@ def ca_key_fingerprint(ca: x509.Certificate) -> str:
 def read_revocation_lists(path: Path, cas: Sequence[x509.Certificate], now: datetime | None = None) -> RevocationLists:
     """The CRLs in `path` (one per client CA, PEM, concatenated): revoked serials as lowercase hex (as `Caller.serial`).
 
-    Each must be signed by one of `cas`, not be past its next update at `now`, and be the only
-    list of that CA in the file.
+    Each must be signed by one of `cas`, be a full list (no delta, no critical extension the
+    vault does not process), be published no later than `now` plus `MAX_CLOCK_SKEW`, not be
+    past its next update at `now`, and be the only list of that CA in the file.
     """
     try:
-        blocks = [_BEGIN + block for block in path.read_bytes().split(_BEGIN)[1:]]
+        blocks = [_BEGIN + block for block in read_regular_file(path).split(_BEGIN)[1:]]
         crls = [x509.load_pem_x509_crl(block) for block in blocks]
     except (OSError, ValueError) as error:
         raise InvalidRevocationList(f"cannot read the client CRL {path}: {error}") from None
@@ -79,6 +104,12 @@ def read_revocation_lists(path: Path, cas: Sequence[x509.Certificate], now: date
         signer = _signer(crl, cas)
         if signer is None:
             raise InvalidRevocationList(f"the client CRL {path} is not signed by the vault's client CA")
+        _check_full_list(crl, path)
+        if crl.last_update_utc > now + MAX_CLOCK_SKEW:
+            raise InvalidRevocationList(
+                f"the client CRL {path} was published in the future ({crl.last_update_utc:%Y-%m-%d %H:%M:%S} UTC, "
+                f"over {MAX_CLOCK_SKEW} ahead of this host's clock): check the CA's and this host's clocks"
+            )
         if crl.next_update_utc is not None and crl.next_update_utc < now:
             raise InvalidRevocationList(
                 f"the client CRL {path} expired on {crl.next_update_utc:%Y-%m-%d %H:%M} UTC: publish a fresh one"
@@ -88,9 +119,48 @@ def read_revocation_lists(path: Path, cas: Sequence[x509.Certificate], now: date
             raise InvalidRevocationList(
                 f"the client CRL {path} holds two lists of the client CA {_describe(signer)}: keep one list per CA"
             )
-        published[key] = PublishedList(signer.subject.rfc4514_string(), crl.last_update_utc, crl.next_update_utc)
-    serials = frozenset(format(revoked.serial_number, "x") for crl in crls for revoked in crl)
+        published[key] = PublishedList(
+            signer.subject.rfc4514_string(),
+            crl.last_update_utc,
+            crl.next_update_utc,
+            _crl_number(crl),
+            hashlib.sha256(crl.public_bytes(serialization.Encoding.DER)).hexdigest(),
+            frozenset(format(revoked.serial_number, "x") for revoked in crl),
+        )
+    serials = frozenset().union(*(listed.serials for listed in published.values()))
     return RevocationLists(serials, published)
+
+
+def _crl_number(crl: x509.CertificateRevocationList) -> int | None:
+    try:
+        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _check_full_list(crl: x509.CertificateRevocationList, path: Path) -> None:
+    """InvalidRevocationList unless `crl` is a full list of every certificate its CA issued, for every reason."""
+    for extension in crl.extensions:
+        value = extension.value
+        if isinstance(value, x509.DeltaCRLIndicator):
+            raise InvalidRevocationList(
+                f"the client CRL {path} is a delta CRL (only the revocations since list {value.crl_number}), "
+                "not the CA's full list: render the CA's full CRL (Vault PKI: pki/cert/crl, not pki/cert/delta-crl)"
+            )
+        if isinstance(value, x509.IssuingDistributionPoint):
+            if value.indirect_crl or value.only_some_reasons or value.only_contains_ca_certs:
+                raise InvalidRevocationList(
+                    f"the client CRL {path} covers only some certificates or reasons (issuing distribution point): "
+                    "render the CA's full CRL"
+                )
+            if value.only_contains_attribute_certs:
+                raise InvalidRevocationList(f"the client CRL {path} lists attribute certificates only")
+            continue
+        if extension.critical:
+            raise InvalidRevocationList(
+                f"the client CRL {path} has a critical extension the vault does not process "
+                f"({extension.oid.dotted_string})"
+            )
 
 
 def _signer(crl: x509.CertificateRevocationList, cas: Sequence[x509.Certificate]) -> x509.Certificate | None:
@@ -108,8 +178,8 @@ def _describe(ca: x509.Certificate) -> str:
 def check_replaces(new: RevocationLists, current: RevocationLists, path: Path) -> None:
     """InvalidRevocationList if taking in `new` would lift a revocation of `current`.
 
-    That is when a CA whose list is in force has no list in `new`, or its list in `new` was
-    published before the one in force (an older list put back).
+    That is when a CA whose list is in force has no list in `new`, or its list in `new` is not
+    the one in force and not a newer one (`_is_older_or_ambiguous`).
     """
     for key, in_force in current.published.items():
         replacement = new.published.get(key)
@@ -118,11 +188,34 @@ def check_replaces(new: RevocationLists, current: RevocationLists, path: Path) -
                 f"the client CRL {path} has no list of the client CA {in_force.ca_name} (key sha256 {key[:16]}), "
                 "whose list is in force: publish one list per client CA"
             )
-        if replacement.last_update < in_force.last_update:
+        if replacement.digest == in_force.digest:
+            continue  # the same list, written again
+        problem = _is_older_or_ambiguous(replacement, in_force)
+        if problem:
             raise InvalidRevocationList(
                 f"the client CRL {path} holds a list of the client CA {in_force.ca_name} (key sha256 {key[:16]}) "
-                "published before the one in force (an older list put back?)"
+                f"{problem}"
             )
+
+
+def _is_older_or_ambiguous(new: PublishedList, in_force: PublishedList) -> str:
+    """Why `new` (another list of the same CA) cannot replace `in_force`, or '' when it is newer."""
+    if in_force.number is not None:
+        if new.number is None:
+            return f"without a CRL number, while the one in force has number {in_force.number}"
+        if new.number < in_force.number:
+            return f"numbered {new.number}, before the one in force ({in_force.number}): an older list put back?"
+        if new.number == in_force.number:
+            return f"numbered {new.number} like the one in force, with other contents"
+        return ""  # the number orders a CA's lists, whatever their publish times
+    if new.last_update < in_force.last_update:
+        return "published before the one in force (an older list put back?)"
+    if new.last_update == in_force.last_update and new.number is None and not new.serials >= in_force.serials:
+        return (
+            "published in the same second as the one in force, without some of its revocations "
+            "and without a CRL number to tell which is newer"
+        )
+    return ""
 
 
 _BEGIN = b"-----BEGIN X509 CRL-----"
