@@ -73,7 +73,7 @@ class VaultServiceConfig:
     db_pool_size: int
     """Database connections (TOKENVAULT_DB_POOL_SIZE, default 8)."""
     log_level: str
-    """Logging level (TOKENVAULT_LOG_LEVEL, default INFO)."""
+    """Logging level (TOKENVAULT_LOG_LEVEL, default INFO); the exported audit checkpoints are logged at any."""
     key_check_seconds: float
     """How often to follow key rotations and check Vault and the database (TOKENVAULT_KEY_CHECK_SECONDS,
     default 15)."""

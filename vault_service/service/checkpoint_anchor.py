@@ -40,6 +40,16 @@ from vault_service.domain.errors import StorageError, VaultError
 
 log = logging.getLogger(__name__)
 
+export_log = logging.getLogger("vault_service.audit_checkpoints")
+"""The exported checkpoints' log lines: evidence, not chatter, so at INFO whatever level the service logs at.
+
+Under TOKENVAULT_LOG_LEVEL=WARNING the checkpoints' INFO lines were dropped while the upkeep
+counted them exported and forgot the rows they anchor; the Kubernetes deployment sets no
+checkpoint file, so nothing left the database (review 18, R18-3). The level set here holds
+whatever the root logger's is: logging checks only the emitting logger's effective level.
+"""
+export_log.setLevel(logging.INFO)
+
 
 def same_head(one: ChainHead, other: ChainHead) -> bool:
     """Whether two heads are the same row of the same chain (id, hash and row count; the time they were read aside)."""
@@ -99,7 +109,7 @@ def checkpoint_exporter(path: Path | None) -> Callable[[Checkpoint], None]:
 
     def export(checkpoint: Checkpoint) -> None:
         record = checkpoint.exported()
-        log.info("audit checkpoint", extra={"audit_checkpoint": record})
+        export_log.info("audit checkpoint", extra={"audit_checkpoint": record})
         if path is not None:
             with path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record, sort_keys=True) + "\n")
