@@ -13,6 +13,7 @@ import pytest
 
 from tests.unit.purpose_vaults import DEVICE, vault_with_two_tokens
 from vault_service.domain.purpose import groups_reading_as, stored_candidates
+from vault_service.domain.purpose_shape import REFERENCE_SEPARATORS
 from vault_service.domain.purpose_spans import every_group, with_groups_withheld
 from vault_service.domain.token_types import TokenType
 from vault_service.service.stored_values import StoredValueLookup
@@ -100,3 +101,14 @@ def test_the_memory_adds_the_groups_withheld_and_a_whole_withhold_stays_whole() 
     memory.remember("c", "INC-A1B2C3D4-X-E5F6G7H8")
     memory.remember("c", "INC-A1B2C3D4-X-E5F6G7H8", frozenset({1}))
     assert memory.withheld_before("c", "INC-A1B2C3D4-X-E5F6G7H8") == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("separator", list(REFERENCE_SEPARATORS))
+def test_a_stored_values_run_is_withheld_whatever_separator_the_reference_uses(separator: str) -> None:
+    """The lookup names groups by index and the span rendering withholds those indices (review 18, R18-7)."""
+    device, ip = "SM-G991B-QWERTYUI", "203.0.113.7"
+    purpose = separator.join(["INC", "2026", *device.split("-"), "x", *ip.split("."), "7"])
+    purpose = purpose.replace(f"{separator}203{separator}0{separator}113{separator}7{separator}", "-203.0.113.7-")
+    kept = with_groups_withheld(purpose, groups_reading_as(purpose, [device.replace("-", separator)], [ip]))
+    assert device.replace("-", separator) not in kept and "G991B" not in kept and "203.0.113" not in kept
+    assert kept.startswith(f"INC{separator}2026{separator}(withheld)") and kept.endswith("(withheld)-7")

@@ -45,7 +45,13 @@ MAX_PURPOSE_LENGTH = 64
 """Room for the longest usual references (`GDPR-2026-0042/INC-4821`, `SECOPS-2026-000123:step-2`)
 with margin; little room for anything else, and a bound on the pieces `values_spelled_by` reads."""
 REFERENCE_SEPARATORS = "-_/.:#"
-REFERENCE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_/.:#][A-Za-z0-9]+)*", re.ASCII)
+REFERENCE_FORM = re.compile(rf"[A-Za-z][A-Za-z0-9]*(?:[{re.escape(REFERENCE_SEPARATORS)}][A-Za-z0-9]+)*", re.ASCII)
+SEGMENT_SEPARATORS = re.compile(rf"([{re.escape(REFERENCE_SEPARATORS)}])")
+"""Splits a reference into its groups and the separators between them (`split` keeps them, at odd places).
+
+The one definition of a group: the stored-value lookup (purpose_spellings) names groups by their
+index in this split and purpose_spans withholds those indices in its own; two lists of separators
+would shift the indices apart and keep a stored value's run in clear (review 18, R18-7)."""
 """A case or ticket reference: letters and digits in groups joined by single separators, starting with a letter."""
 NOT_A_REFERENCE = (
     "purpose must be a case or ticket reference such as INC-4821 or GDPR-2026-0042: letters and digits,"

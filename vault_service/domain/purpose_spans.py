@@ -17,19 +17,16 @@ withheld whole, as before (`vault_service.service.vault.TokenVault._kept`).
 
 from __future__ import annotations
 
-import re
-
-from vault_service.domain.purpose_shape import WITHHELD_PURPOSE
+from vault_service.domain.purpose_shape import SEGMENT_SEPARATORS, WITHHELD_PURPOSE
 
 WITHHELD_SPAN = "(withheld)"
 """What stands in a kept purpose for a run of groups withheld: parentheses are not in the reference
 form, so no purpose a client sent holds it, and an auditor reads it as the vault's."""
-_SEGMENT_SEPARATORS = re.compile(r"([-_/.:#])")
 
 
 def every_group(purpose: str) -> frozenset[int]:
     """The index of each group of a reference-form `purpose` (withholding them all keeps nothing)."""
-    return frozenset(range(len(_SEGMENT_SEPARATORS.split(purpose)[0::2])))
+    return frozenset(range(len(SEGMENT_SEPARATORS.split(purpose)[0::2])))
 
 
 def with_groups_withheld(purpose: str, withheld: frozenset[int]) -> str:
@@ -40,7 +37,7 @@ def with_groups_withheld(purpose: str, withheld: frozenset[int]) -> str:
     """
     if not withheld:
         return purpose
-    pieces = _SEGMENT_SEPARATORS.split(purpose)
+    pieces = SEGMENT_SEPARATORS.split(purpose)
     groups, joins = pieces[0::2], pieces[1::2]
     if withheld.issuperset(range(len(groups))):
         return WITHHELD_PURPOSE

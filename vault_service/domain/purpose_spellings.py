@@ -23,10 +23,9 @@ from typing import NamedTuple
 from tokenvault_common.ip_spellings import MIN_NUMBER_TO_SEARCH, ips_in_hex_groups, ips_spelled_by
 from tokenvault_common.pii_text import dotted_numbers
 from vault_service.domain.errors import InvalidRequest
-from vault_service.domain.purpose_shape import INSTEAD, REFERENCE_SEPARATORS, TOKEN_BODY
+from vault_service.domain.purpose_shape import INSTEAD, REFERENCE_SEPARATORS, SEGMENT_SEPARATORS, TOKEN_BODY
 from vault_service.domain.token_types import TokenType
 
-_SEGMENT_SEPARATORS = re.compile(r"([-_/.:#])")
 _IP_JOINS = frozenset(".:")
 _WITHOUT_SEPARATORS = str.maketrans("", "", REFERENCE_SEPARATORS)
 MIN_HEX_RUN = 7
@@ -90,7 +89,7 @@ def values_spelled_by(purpose: str) -> frozenset[str]:
         spelled.update(ips_spelled_by(dotted))
     # Separators are not hex digits, so each run is inside a group; a whole group was read above.
     hex_runs = set(_HEX_RUN.findall(folded))
-    for hex_run in hex_runs.difference(_SEGMENT_SEPARATORS.split(folded)[0::2]):
+    for hex_run in hex_runs.difference(SEGMENT_SEPARATORS.split(folded)[0::2]):
         spelled.update(ips_spelled_by(hex_run))
     spelled.update(ips_in_hex_groups(folded))
     # The number windows are read across separators (attack 15, finding 5): a run inside a group is
@@ -171,7 +170,7 @@ def groups_reading_as(purpose: str, device_ids: Iterable[str], ips: Iterable[str
     only (rare), so that a purpose looked up and not found costs what it did.
     """
     wanted_devices, wanted_ips = frozenset(device_ids), frozenset(ips)
-    pieces = _SEGMENT_SEPARATORS.split(purpose)
+    pieces = SEGMENT_SEPARATORS.split(purpose)
     groups, joins = pieces[0::2], pieces[1::2]
     found: set[int] = set()
     for first in range(len(groups)):
@@ -248,7 +247,7 @@ def _group_runs(purpose: str) -> _GroupRuns:
     `stored_candidates`), as written, upper and lower case, and the ips of IP_CANDIDATE_GROUPS
     groups or more (a subset of those spelled).
     """
-    pieces = _SEGMENT_SEPARATORS.split(purpose)
+    pieces = SEGMENT_SEPARATORS.split(purpose)
     groups, joins = pieces[0::2], pieces[1::2]
     serial = [_SERIAL_SHAPED.fullmatch(group) is not None for group in groups]
     serial_by_shape = (
