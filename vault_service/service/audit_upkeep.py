@@ -28,10 +28,13 @@ checks it again, and the fail-closed bound, the early warning, the gauge and `st
 What is exported is always the head this round read and checked, never read again.
 
 Every statement of a round runs under a server-side statement timeout (5 intervals), and the
-round as a whole under a watchdog timed in this process (service/round_watchdog.py): past
-ROUND_LIMIT_INTERVALS intervals the round is counted as failed, the unchecked ids are logged,
-and its database connections are closed at the socket - a timeout or a cancel the database
-owner can trap (attack 17, finding 3), a closed socket he cannot.
+round under a watchdog timed in this process (service/round_watchdog.py): ROUND_LIMIT_INTERVALS
+intervals without progress (each page of the segment read re-arms it), or ROUND_CEILING_LIMITS
+such limits in all, and the round is counted as failed, the unchecked ids are logged, and its
+database connections are closed at the socket - a timeout or a cancel the database owner can
+trap (attack 17, finding 3), a closed socket he cannot. A round cut off (or failing after its
+check) leaves its segment check to the next round, which goes on from its last page instead of
+starting over on a segment the other replicas keep extending (review 18, R18-4).
 
 A round that fails for any reason (the database or Vault away, a row it cannot read, the
 checkpoint file unwritable) is logged by its error's type and message, counted, and retried
@@ -61,7 +64,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 2.0
 ROUND_LIMIT_INTERVALS = 6
-"""Intervals a round may run before its watchdog fails it (its statements' server-side timeout is 5 intervals)."""
+"""Intervals a round may go without progress (a page of its segment read) before its watchdog fails it.
+
+Its statements' server-side timeout is 5 intervals."""
+ROUND_CEILING_LIMITS = 20
+"""Round limits a whole round may run, however steadily it progresses, before its watchdog fails it (R18-4).
+
+Generous: a round cut there is resumed by the next from its last page, so a long segment still gets checked."""
 _PAGE_ROWS = SEGMENT_PAGE_ROWS
 """Rows per page of a round's segment read (the serving threads run during each read)."""
 
@@ -118,8 +127,10 @@ class AuditUpkeep:
         `genuine(checkpoint)`: whether a stored checkpoint carries a valid signature of the signing
         key (checked offline); without it, the database's checkpoints are taken at their word.
 
-        `round_limit`: seconds a round may run before its watchdog counts it as failed, logs the
-        unchecked ids and severs its database connections (default ROUND_LIMIT_INTERVALS intervals).
+        `round_limit`: seconds a round may go without progress (its start, or a page of its segment
+        read) before its watchdog counts it as failed, logs the unchecked ids and severs its database
+        connections (default ROUND_LIMIT_INTERVALS intervals); a whole round may run
+        ROUND_CEILING_LIMITS limits.
         """
         self._audit = audit
         self._store = store
@@ -145,7 +156,11 @@ class AuditUpkeep:
         self._on_rows_missing = on_rows_missing or (lambda count: None)
         self._on_rows_unchecked = on_rows_unchecked or (lambda count: None)
         self._round_limit = round_limit if round_limit is not None else ROUND_LIMIT_INTERVALS * interval
-        self._watchdog = RoundWatchdog(self._round_limit, self._round_overran, repeat=interval)
+        self._round_ceiling = ROUND_CEILING_LIMITS * self._round_limit
+        self._watchdog = RoundWatchdog(
+            self._round_limit, self._round_overran, repeat=interval, ceiling=self._round_ceiling
+        )
+        self._partial: SegmentCheck | None = None  # the last round's segment check, until its rows are exported
 
     def run_once(self) -> Checkpoint | None:
         """Write the aggregated rows, then checkpoint the chain if it grew; the checkpoint made."""
@@ -172,6 +187,7 @@ class AuditUpkeep:
             # Forgotten only now: until a checkpoint of the head they were checked against is
             # exported, the database owner can still rewrite them unseen (attack 17, finding 2).
             self._appended.forget(appended)
+            self._partial = None
         return checkpoint
 
     def _check_appended(self, head: ChainHead | None, appended: dict[int, Link]) -> None:
@@ -182,13 +198,15 @@ class AuditUpkeep:
         """
         if self._appended is None or not appended:
             return
-        check = SegmentCheck(head, appended, _yield_interpreter)
-        after = min(appended) - 1
+        resumed = self._partial.resumed(head, appended, _yield_interpreter) if self._partial and head else None
+        check, after = resumed or (SegmentCheck(head, appended, _yield_interpreter), min(appended) - 1)
+        self._partial = check  # kept until exported: a round cut off is resumed from its last page (R18-4)
         while head is not None and after < head.head_id:  # page by page: bounded in memory (review 17 #1)
             page = self._store.segment(after, head, check.appended_after(after, _PAGE_ROWS), _PAGE_ROWS)
             if not page or not check.add(page):
                 break
             after = page[-1].record_id
+            self._watchdog.progress()  # a page read: the watchdog bounds a held statement, not the segment
         missing = tuple(i for i in check.missing() if i not in self._anchor.missing)
         if not missing:
             return
@@ -319,12 +337,13 @@ class AuditUpkeep:
             else ""
         )
         log.error(
-            "audit upkeep round failed: held for %.0f s (the bound is %.0f s); the %d database connection(s) its"
-            " statements held are closed, so the next round starts on a fresh one. Something in the database holds"
-            " the round (a lock on an audit table, or a function catching the statement timeout): report it to the"
-            " security team%s",
+            "audit upkeep round failed: held for %.0f s (the bounds are %.0f s without progress, %.0f s in all); the"
+            " %d database connection(s) its statements held are closed, so the next round starts on a fresh one."
+            " Something in the database holds the round (a lock on an audit table, or a function catching the"
+            " statement timeout): report it to the security team%s",
             seconds,
             self._round_limit,
+            self._round_ceiling,
             severed,
             unchecked,
         )
