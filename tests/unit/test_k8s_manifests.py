@@ -241,3 +241,22 @@ def test_the_etl_s_tokenize_quotas_are_the_ones_the_threat_model_quotes() -> Non
     assert (development.tokenize.per_second, development.tokenize.burst) == (200_000, 1_000_000)
     assert (development.new_tokens.per_second, development.new_tokens.burst) == (100_000, 500_000)
     assert development.new_tokens.per_second > 47_000
+
+
+def test_the_vault_renders_the_client_cas_full_crl_and_re_reads_it_within_a_minute() -> None:
+    # Attack 18, finding 2: the agent re-reads a static secret every 5 minutes by default, and a
+    # delta CRL (pki/cert/delta-crl) is refused by the vault, which would then keep a stale list.
+    annotations = by_kind("Deployment")["vault-service"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["vault.hashicorp.com/agent-inject-secret-client-crl.pem"] == "pki/cert/crl"
+    assert '"pki/cert/crl"' in annotations["vault.hashicorp.com/agent-inject-template-client-crl.pem"]
+    interval = annotations["vault.hashicorp.com/template-static-secret-render-interval"]
+    amount, unit = re.fullmatch(r"(\d+)([sm])", interval).groups()  # type: ignore[union-attr]
+    assert int(amount) * {"s": 1, "m": 60}[unit] <= 60
+
+
+def test_production_guide_has_the_pki_rebuild_its_crl_before_it_expires() -> None:
+    # Vault/OpenBao PKI's CRL expires 72 h after it was built and is rebuilt only on a revocation
+    # unless auto_rebuild is on: after three quiet days every vault pod that starts exits 2.
+    guide = (Path(__file__).parents[2] / "docs" / "production.md").read_text()
+    (command,) = re.findall(r"vault write pki/config/crl [^\n]*", guide)
+    assert "auto_rebuild=true" in command and "auto_rebuild_grace_period=" in command

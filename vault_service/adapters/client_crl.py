@@ -249,6 +249,15 @@ class RevocationList:
         self._refresh()
         return serial in self._lists.serials
 
+    def next_update_timestamp(self) -> float:
+        """Unix time of the earliest next update promised by the lists in force (+inf: none promised).
+
+        The file is looked at first (as by a call), so a quiet vault reports the list it would use.
+        """
+        self._refresh()
+        promised = [p.next_update.timestamp() for p in self._lists.published.values() if p.next_update]
+        return min(promised, default=float("inf"))
+
     def _refresh(self) -> None:
         now = self._clock()
         if now - self._checked_at < self._recheck or not self._lock.acquire(blocking=False):

@@ -99,6 +99,20 @@ AUDIT_DATABASE_UNREACHABLE = Gauge(
     " tampering alerts AuditRowsUnchecked and AuditRowsWaiting are held meanwhile",
 )
 
+CLIENT_CRL_NEXT_UPDATE = Gauge(
+    "tokenvault_client_crl_next_update_timestamp_seconds",
+    "Unix time of the next update the client CA promised in the client CRL in force (TOKENVAULT_TLS_CLIENT_CRL;"
+    " the earliest of its lists; +Inf when none promises one, or without a CRL); past it a (re)starting"
+    " vault refuses the list and exits 2: alert ClientCrlNearExpiry",
+)
+CLIENT_CRL_NEXT_UPDATE.set(float("inf"))
+
+
+def watch_client_crl_next_update(next_update: Callable[[], float]) -> None:
+    """Export `next_update` (Unix time, read at each scrape) as the client CRL's next update."""
+    CLIENT_CRL_NEXT_UPDATE.set_function(next_update)
+
+
 DATABASE_DEFAULTS_SET = Gauge(
     "tokenvault_database_defaults_set",
     "Parameters that role or database defaults (ALTER ROLE/DATABASE ... SET) set for the vault's database"

@@ -17,7 +17,7 @@ from vault_service.adapters.client_crl import RevocationList
 from vault_service.domain.identity import IdentityVerifier
 from vault_service.entrypoints.call_slots import CallSlots
 from vault_service.entrypoints.guard import HARD_MESSAGE_LIMIT, VaultGuard
-from vault_service.entrypoints.metrics import DEPENDENCY_UP
+from vault_service.entrypoints.metrics import DEPENDENCY_UP, watch_client_crl_next_update
 from vault_service.entrypoints.servicer import TokenVaultServicer
 from vault_service.service.maintenance import DATABASE, VAULT, HealthReport
 from vault_service.service.vault import TokenVault
@@ -91,6 +91,8 @@ def create_server(
     `max_calls_per_client` calls in progress (default: half the workers).
     """
     revocations = RevocationList(client_crl, x509.load_pem_x509_certificates(client_ca)) if client_crl else None
+    if revocations:
+        watch_client_crl_next_update(revocations.next_update_timestamp)
     verifier = IdentityVerifier(client_ca, revocations.is_revoked if revocations else None)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
