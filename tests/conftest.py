@@ -96,6 +96,7 @@ def running_vault(env: dict[str, str], address: str = "127.0.0.1:0", **overrides
         config.tls_client_ca.read_bytes(),
         workers=8,
         client_crl=config.tls_client_crl,
+        max_connection_age=config.max_connection_age_seconds,
     )
     maintainer = wired.maintainer(server.reporter, config.key_check_seconds)
     upkeep = wired.audit_upkeep(

@@ -69,6 +69,14 @@ class VaultServer:
         return self.report
 
 
+MAX_CONNECTION_AGE_SECONDS = 900
+"""How long a client connection may live before the server asks the client to reconnect
+(TOKENVAULT_MAX_CONNECTION_AGE_SECONDS): each reconnection is a new TLS handshake, so a
+connection does not outlive a change of the client CA, of the server's certificate or of TLS
+policy by more than this (each call's certificate is checked anyway: validity, revocation)."""
+CONNECTION_AGE_GRACE_SECONDS = 30
+"""Calls in progress on a connection past its age may finish within this, then it is closed."""
+
 MAX_CONCURRENT_CALLS = 32
 """Calls served or queued at once; more are refused with RESOURCE_EXHAUSTED by gRPC (bounds memory),
 before the caller is known: each client's own share (`CallSlots`) keeps one client from filling it."""
@@ -82,13 +90,16 @@ def create_server(
     workers: int = 16,
     client_crl: Path | None = None,
     max_calls_per_client: int | None = None,
+    max_connection_age: float = MAX_CONNECTION_AGE_SECONDS,
 ) -> VaultServer:
     """A server for `vault` bound to `address` (port 0 picks one), with health and reflection.
 
     `client_ca` (PEM) is the CA that must have issued every client certificate directly;
     `client_crl`, its revocation list (PEM), read again whenever it changes. Raises
     InvalidRevocationList when that file cannot be used. A client identity may have at most
-    `max_calls_per_client` calls in progress (default: half the workers).
+    `max_calls_per_client` calls in progress (default: half the workers). A client connection
+    is closed after `max_connection_age` seconds (gRPC adds +-10 % jitter; calls in progress get
+    CONNECTION_AGE_GRACE_SECONDS more); the client reconnects with a full handshake.
     """
     revocations = RevocationList(client_crl, x509.load_pem_x509_certificates(client_ca)) if client_crl else None
     if revocations:
@@ -100,6 +111,8 @@ def create_server(
         options=[
             ("grpc.max_receive_message_length", HARD_MESSAGE_LIMIT),
             ("grpc.max_send_message_length", HARD_MESSAGE_LIMIT),
+            ("grpc.max_connection_age_ms", int(max_connection_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", CONNECTION_AGE_GRACE_SECONDS * 1000),
         ],
         maximum_concurrent_rpcs=MAX_CONCURRENT_CALLS,
     )
