@@ -19,11 +19,12 @@ the log, or the chain breaks at the checkpoint. See docs/threat-model.md.
 from __future__ import annotations
 
 import bisect
+import enum
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from vault_service.domain.audit import (
@@ -64,6 +65,20 @@ def stored_as_written(record: AuditRecord, event: AuditEvent) -> bool:
     )
 
 
+class WaitingFor(enum.Enum):
+    """What the oldest row this process appended still waits for, as the upkeep's rounds left it (review 18, R18-11).
+
+    A row is forgotten only once a checkpoint of a head it was checked against is exported
+    (attack 17, finding 2), so a row can wait with its check done: the export keeps failing (the
+    checkpoint file's volume full or read-only, the checkpoint INSERT held).
+    """
+
+    CHECK = "the audit upkeep's check"
+    """No round has checked it against the chain yet (the rounds fail before, or have not run)."""
+    EXPORT = "the audit upkeep's export of a checkpoint anchoring them (they were checked against the chain)"
+    """A round checked it against the chain, but no checkpoint of that head could be exported yet."""
+
+
 class AuditChecksOverdue(AuditUnavailable):
     """The audit rows this process appended have gone unchecked too long, or too many of them: appends are refused.
 
@@ -74,14 +89,23 @@ class AuditChecksOverdue(AuditUnavailable):
     `reason` says why, on its own (what is logged); the message adds what the caller can do.
     `database_unreachable`: the upkeep's latest round failed because no connection to the vault's
     database could be had (an outage: review 17 #4), so the message says that and does not send
-    the caller to the security team.
+    the caller to the security team. `waiting_for`: whether the rows still wait for their check,
+    or were checked and wait for their checkpoint's export (review 18, R18-11).
     """
 
-    def __init__(self, reason: str, database_unreachable: bool = False) -> None:
+    def __init__(
+        self, reason: str, database_unreachable: bool = False, waiting_for: WaitingFor = WaitingFor.CHECK
+    ) -> None:
         if database_unreachable:
             advice = (
                 "The audit upkeep cannot reach the vault's database (no connection could be had): this clears by"
                 " itself once the database is back (alert AuditDatabaseUnreachable)"
+            )
+        elif waiting_for is WaitingFor.EXPORT:
+            advice = (
+                "The audit upkeep checked them against the chain but cannot export a checkpoint anchoring them: the"
+                " vault's log says why (\"audit upkeep round failed\"; the checkpoint file's volume full or read-only,"
+                " or the checkpoint table held); this clears once a checkpoint is exported (alert AuditUpkeepFailing)"
             )
         else:
             advice = (
@@ -89,9 +113,10 @@ class AuditChecksOverdue(AuditUnavailable):
                 " again; if it persists, tell the security team (alert AuditUpkeepFailing: the vault's log says"
                 " why its audit upkeep rounds fail)"
             )
-        super().__init__(f"{reason}, so the call was refused until the upkeep checks them. {advice}")
+        super().__init__(f"{reason}, so the call was refused until the upkeep checks and anchors them. {advice}")
         self.reason = reason
         self.database_unreachable = database_unreachable
+        self.waiting_for = waiting_for
 
 
 class AppendedRows:
@@ -126,25 +151,33 @@ class AppendedRows:
         self._clock = clock
         self.database_unreachable = False
         """Whether the upkeep's latest round failed for want of any database connection (set by the upkeep)."""
+        self.waiting_for = WaitingFor.CHECK
+        """What the oldest remembered row waits for (set by the upkeep: `checked`, and back at `forget`)."""
 
     def check_open(self) -> None:
         """Raise AuditChecksOverdue (counted) if the remembered rows are too old or too many to append more."""
         with self._lock:
-            count = len(self._rows)
+            count, waiting_for = len(self._rows), self.waiting_for
             age = self._clock() - next(iter(self._rows.values()))[1] if count else 0.0
             ids = (min(self._rows), max(self._rows)) if self._should_warn(age) else None
         if ids is not None:
             log.warning(
-                "%d audit row(s) this service appended (ids %d to %d) have waited %.0f s for the audit upkeep's"
-                " check; if this replica dies now they are forgotten unchecked. Check that these ids are in"
-                " vault.audit_log (logged once per stretch)",
+                "%d audit row(s) this service appended (ids %d to %d) have waited %.0f s for %s; if this replica"
+                " dies now they are forgotten unanchored. Check that these ids are in vault.audit_log (logged once"
+                " per stretch)",
                 count,
                 ids[0],
                 ids[1],
                 age,
+                waiting_for.value,
             )
         if count >= self._limit:
-            reason = f"{count} of this replica's audit rows are waiting for the audit upkeep's check (the bound)"
+            reason = f"{count} of this replica's audit rows are waiting for {waiting_for.value} (the bound)"
+        elif self.max_age is not None and age > self.max_age and waiting_for is WaitingFor.EXPORT:
+            reason = (
+                f"the audit upkeep checked this replica's audit rows against the chain but has not anchored them in"
+                f" an exported checkpoint for {age:.0f} s (the bound is {self.max_age:.0f} s)"
+            )
         elif self.max_age is not None and age > self.max_age:
             reason = (
                 f"the audit upkeep has not checked this replica's audit rows for {age:.0f} s"
@@ -156,7 +189,7 @@ class AppendedRows:
         unreachable = self.database_unreachable
         if unreachable:
             reason += " while the vault's database cannot be reached"
-        raise AuditChecksOverdue(reason, unreachable)
+        raise AuditChecksOverdue(reason, unreachable, waiting_for)
 
     def _should_warn(self, age: float) -> bool:
         """Whether to log the early warning now (under the lock): the first call of a stretch past `warn_age`."""
@@ -169,7 +202,7 @@ class AppendedRows:
         return True
 
     def oldest_age(self) -> float:
-        """Seconds the oldest remembered row has waited for its check (0 when none)."""
+        """Seconds the oldest remembered row has waited for its check and its checkpoint's export (0 when none)."""
         with self._lock:
             return self._clock() - next(iter(self._rows.values()))[1] if self._rows else 0.0
 
@@ -185,11 +218,18 @@ class AppendedRows:
         with self._lock:
             return {row_id: link for row_id, (link, _) in self._rows.items()}
 
+    def checked(self, ids: Container[int]) -> None:
+        """A round checked these rows against the chain: if the oldest is among them, it waits for the export now."""
+        with self._lock:
+            if self._rows and next(iter(self._rows)) in ids:
+                self.waiting_for = WaitingFor.EXPORT
+
     def forget(self, ids: Iterable[int]) -> None:
-        """Forget rows a round has checked."""
+        """Forget rows a round has checked and exported; the rows left wait for their check."""
         with self._lock:
             for row_id in ids:
                 self._rows.pop(row_id, None)
+            self.waiting_for = WaitingFor.CHECK
 
     def __len__(self) -> int:
         with self._lock:

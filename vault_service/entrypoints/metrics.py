@@ -88,8 +88,9 @@ AUDIT_UPKEEP_FAILED = Counter(
 )
 AUDIT_OLDEST_UNCHECKED = Gauge(
     "tokenvault_audit_oldest_unchecked_seconds",
-    "Seconds the oldest audit row this process appended has waited for the audit upkeep's check (0: none waits);"
-    " past 3 intervals the log names the waiting ids",
+    "Seconds the oldest audit row this process appended has waited to be checked against the chain and anchored"
+    " in an exported checkpoint by the audit upkeep (0: none waits); past 3 intervals the log names the waiting"
+    " ids, and says whether they were checked and wait for the export",
 )
 
 AUDIT_DATABASE_UNREACHABLE = Gauge(

@@ -52,7 +52,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from vault_service.domain.anchoring import SEGMENT_PAGE_ROWS, AppendedRows, AuditChecksOverdue, Link, SegmentCheck
+from vault_service.domain.anchoring import (
+    SEGMENT_PAGE_ROWS,
+    AppendedRows,
+    AuditChecksOverdue,
+    Link,
+    SegmentCheck,
+    WaitingFor,
+)
 from vault_service.domain.checkpoints import ChainHead, Checkpoint
 from vault_service.domain.errors import DatabaseUnreachable, VaultError
 from vault_service.service.checkpoint_anchor import CheckpointAnchor, CheckpointStore, Signer
@@ -178,6 +185,8 @@ class AuditUpkeep:
         head = self._store.head(self._counted)
         self._counted = head or self._counted
         self._check_appended(head, appended)
+        if appended and head is not None and self._appended is not None:
+            self._appended.checked(appended)  # what the refusals say until the export (R18-11)
         checkpoint = self._anchor.anchor(newest, head)
         if head is None:
             return checkpoint
@@ -260,7 +269,7 @@ class AuditUpkeep:
         if before:
             log.warning(
                 "stopping with %d audit row(s) this service appended (ids %d to %d) not yet checked against the"
-                " chain; the last audit upkeep round checks them now",
+                " chain and anchored in an exported checkpoint; the last audit upkeep round checks them now",
                 len(before),
                 min(before),
                 max(before),
@@ -271,15 +280,21 @@ class AuditUpkeep:
             self._safely()  # watched too: a last round the database holds is severed, not waited for
         self._watchdog.stop()
         left = self._appended.remembered() if self._appended is not None else {}
-        if left:
+        if left and self._appended is not None:
             self._on_rows_unchecked(len(left))
+            what = (
+                "were checked against the chain but never anchored: no checkpoint of it could be exported"
+                if self._appended.waiting_for is WaitingFor.EXPORT
+                else "were never checked against the chain"
+            )
             log.error(
-                "%d audit row(s) this service appended (ids %d to %d) were never checked against the chain: the last"
-                " audit upkeep round failed too (see above), and they are forgotten as the service stops. Report it"
-                " to the security team and run audit-verify; check that these ids are in vault.audit_log",
+                "%d audit row(s) this service appended (ids %d to %d) %s; the last audit upkeep round failed too (see"
+                " above), and they are forgotten as the service stops. Report it to the security team and run"
+                " audit-verify; check that these ids are in vault.audit_log",
                 len(left),
                 min(left),
                 max(left),
+                what,
             )
         elif before:
             log.info("the last audit upkeep round checked the %d row(s) left", len(before))
