@@ -254,9 +254,11 @@ def test_the_vault_renders_the_client_cas_full_crl_and_re_reads_it_within_a_minu
     assert int(amount) * {"s": 1, "m": 60}[unit] <= 60
 
 
-def test_production_guide_has_the_pki_rebuild_its_crl_before_it_expires() -> None:
-    # Vault/OpenBao PKI's CRL expires 72 h after it was built and is rebuilt only on a revocation
-    # unless auto_rebuild is on: after three quiet days every vault pod that starts exits 2.
+def test_production_guide_has_the_pki_rebuild_its_crl_daily_and_on_each_revocation() -> None:
+    # Vault/OpenBao PKI's CRL expires 72 h after it was built and is rebuilt only on a revocation:
+    # after three quiet days every vault pod that starts exits 2. auto_rebuild=true would stop the
+    # rebuild on revocation (tests/integration/test_certificate_revocation_openbao.py).
     guide = (Path(__file__).parents[2] / "docs" / "production.md").read_text()
     (command,) = re.findall(r"vault write pki/config/crl [^\n]*", guide)
-    assert "auto_rebuild=true" in command and "auto_rebuild_grace_period=" in command
+    assert "auto_rebuild=false" in command and "enable_delta=false" in command
+    assert re.search(r"vault read pki/crl/rotate +# daily", guide)
