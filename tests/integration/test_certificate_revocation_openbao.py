@@ -59,7 +59,7 @@ def _issue(pki: hvac.Client, server_ca: Path, directory: Path, name: str) -> tup
 
 def _render(pki: hvac.Client, path: str, crl: Path) -> bytes:
     """What a Vault agent template of `path` writes to the CRL file (in one step)."""
-    pem = pki.read(f"{MOUNT}/{path}")["data"]["certificate"].encode()
+    pem: bytes = pki.read(f"{MOUNT}/{path}")["data"]["certificate"].encode()
     staged = crl.with_name(crl.name + ".new")
     staged.write_bytes(pem)
     staged.replace(crl)
