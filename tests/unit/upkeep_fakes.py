@@ -37,6 +37,7 @@ class FakeCheckpointStore:
         self.fail_sequence: Exception | None = None
         self.severed = 0  # times the watchdog severed the upkeep's connections
         self.released = threading.Event()  # set by `sever`: a statement held until then raises
+        self.answers = False  # whether the database answers a probe (a DatabaseUnreachable raised is then no outage)
 
     def id_sequence(self) -> IdSequence:
         if self.fail_sequence is not None:
@@ -72,6 +73,9 @@ class FakeCheckpointStore:
         self.severed += 1
         self.released.set()
         return 1
+
+    def database_answers(self) -> bool:
+        return self.answers
 
 
 def upkeep_with(

@@ -96,7 +96,8 @@ AUDIT_OLDEST_UNCHECKED = Gauge(
 AUDIT_DATABASE_UNREACHABLE = Gauge(
     "tokenvault_audit_database_unreachable",
     "1 while this process's audit upkeep fails for want of any connection to the vault's database (an outage:"
-    " refused, or none within the pool's timeout), 0 otherwise; alert AuditDatabaseUnreachable, and the"
+    " refused, or none within the pool's timeout while the database answers no connection outside the pool either),"
+    " 0 otherwise; alert AuditDatabaseUnreachable, and the"
     " tampering alerts AuditRowsUnchecked and AuditRowsWaiting are held meanwhile",
 )
 

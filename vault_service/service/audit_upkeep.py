@@ -82,6 +82,15 @@ _PAGE_ROWS = SEGMENT_PAGE_ROWS
 """Rows per page of a round's segment read (the serving threads run during each read)."""
 
 
+_POOL_EXHAUSTED = (
+    "no connection of the vault's pool came free within its timeout, while the database answers a connection of"
+    " its own: every pooled connection is busy - statements held by a lock (on vault.tokens, say, by the database"
+    " owner) or the load - not a database outage. Look for the lock (pg_locks, pg_stat_activity) and report it to"
+    " the security team"
+)
+"""A round's failure for want of a pooled connection while the database answers a probe (review 18, R18-12)."""
+
+
 def _yield_interpreter() -> None:
     """Let the threads serving calls take the interpreter (the GIL) before a round goes on hashing."""
     time.sleep(0)
@@ -306,9 +315,12 @@ class AuditUpkeep:
     def _safely(self) -> None:
         """One round, timed by the watchdog; whatever it raises is logged, counted and left to the next round.
 
-        Whether it failed for want of any database connection (DatabaseUnreachable: an outage, not
-        a query error) is noted on the appended rows, so the refusals and the metrics say so
-        (review 17 #4); any other outcome clears it. A round the watchdog reported as overrunning
+        Whether it failed for want of any database connection (DatabaseUnreachable, and the
+        database answering no probe outside the pool either: an outage, not a query error) is noted
+        on the appended rows, so the refusals and the metrics say so (review 17 #4); any other
+        outcome clears it. A pool exhausted while the database answers (every pooled connection
+        held, a lock on vault.tokens say) is a failed round like any other, so the tampering alerts
+        are not held (review 18, R18-12). A round the watchdog reported as overrunning
         was counted then, not again when it ends.
         """
         unreachable, failed = False, True
@@ -316,16 +328,18 @@ class AuditUpkeep:
         try:
             self.run_once()
             failed = False
+        except DatabaseUnreachable as error:  # no pooled connection: an outage, or the pool exhausted
+            unreachable = not self._database_answers()
+            if not unreachable:
+                self._log_failure(_POOL_EXHAUSTED)
+                return
+            log.warning("audit upkeep postponed: %s", error)
         except VaultError as error:  # Vault or the database away: the next round catches up
-            unreachable = isinstance(error, DatabaseUnreachable)
             log.warning("audit upkeep postponed: %s", error)
         except Exception as error:  # the thread must outlive any one round, whatever fails in it
             # Database errors reach here translated (VaultError, above) and the checkpoint
             # file's OSError names the path only, so the message carries no audited values.
-            failure = f"{type(error).__name__}: {error}"
-            if failure != self._failure_seen:
-                self._failure_seen = failure
-                log.error("audit upkeep round failed (%s); retrying every interval", failure)
+            self._log_failure(f"{type(error).__name__}: {error}")
             return
         finally:
             if not self._watchdog.end() and failed:
@@ -333,6 +347,20 @@ class AuditUpkeep:
             if self._appended is not None:
                 self._appended.database_unreachable = unreachable
         self._failure_seen = ""
+
+    def _log_failure(self, failure: str) -> None:
+        """Log a failed round's cause, once while the same cause repeats round after round."""
+        if failure != self._failure_seen:
+            self._failure_seen = failure
+            log.error("audit upkeep round failed (%s); retrying every interval", failure)
+
+    def _database_answers(self) -> bool:
+        """Whether the database answers the store's probe (a connection outside the pool); False if the probe fails."""
+        try:
+            return self._store.database_answers()
+        except Exception as error:  # a probe that cannot tell: taken as no answer, the outage wording
+            log.info("the audit upkeep's database probe failed (%s)", type(error).__name__)
+            return False
 
     def _round_overran(self, seconds: float, first: bool) -> None:
         """The watchdog's report of a round running `seconds`: count it failed, sever its connections, log the ids.

@@ -103,6 +103,13 @@ class CheckpointStore(Protocol):
         """
         ...
 
+    def database_answers(self) -> bool:
+        """Whether the database answers a connection of its own (a probe, outside the vault's pool).
+
+        Asked after a round found no pooled connection within the pool's timeout: an outage only if not.
+        """
+        ...
+
 
 def checkpoint_exporter(path: Path | None) -> Callable[[Checkpoint], None]:
     """Exports each checkpoint as a JSON log line and, with `path`, appends it to that file."""

@@ -32,6 +32,8 @@ from vault_service.domain.errors import AuditUnavailable
 
 log = logging.getLogger(__name__)
 
+PROBE_CONNECT_SECONDS = 5
+"""Seconds the probe of `database_answers` waits for a connection (libpq's `connect_timeout`)."""
 _HANDED_OUT = "(SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM vault.audit_log_id_seq)"
 """The highest id the chain trigger's nextval has handed out (read after the statement's snapshot,
 so it is at least the id of every row the statement sees that the trigger numbered)."""
@@ -195,6 +197,23 @@ class PostgresAuditChain:
         See upkeep_connections.py: called by the upkeep's watchdog from its own thread.
         """
         return self._upkeep.sever()
+
+    def database_answers(self) -> bool:
+        """Whether the vault's database answers a connection of its own, opened outside the pool (a probe).
+
+        The upkeep asks after a pool timeout (review 18, R18-12): every pooled connection busy -
+        statements held by a lock the database owner took on vault.tokens, say - is not an outage
+        when the database answers this one.
+        """
+        conninfo, kwargs = self._pool.conninfo, self._pool.kwargs  # as the pool connects (either may be a callable)
+        settings = {**((kwargs() if callable(kwargs) else kwargs) or {}), "connect_timeout": PROBE_CONNECT_SECONDS}
+        try:
+            with psycopg.connect(conninfo() if callable(conninfo) else conninfo, **settings) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as error:
+            log.info("the vault's database does not answer a probe either (%s)", type(error).__name__)
+            return False
+        return True
 
     @translated
     def segment(self, after_id: int, head: ChainHead, own: Sequence[tuple[int, bytes]], rows: int) -> list[SegmentRow]:
