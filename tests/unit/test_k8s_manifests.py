@@ -55,6 +55,10 @@ def test_the_configmap_generator_files_exist_and_the_policy_is_valid() -> None:
 def test_selectors_of_services_budgets_and_policies_match_their_pods() -> None:
     deployments = by_kind("Deployment")
     labels = {name: pod_labels(d) for name, d in deployments.items()}
+    labels |= {
+        name: job["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+        for name, job in by_kind("CronJob").items()
+    }
     for service in by_kind("Service").values():
         target = labels[service["metadata"]["name"]]
         assert all(target.get(k) == v for k, v in service["spec"]["selector"].items())
