@@ -81,3 +81,27 @@ def test_a_cri_line_split_and_never_ended_refuses_the_copy(tmp_path: Path) -> No
     copy.write_text(_cri("stdout", "F", _LOG_LINE) + _cri("stdout", "P", _LOG_LINE[: len(_LOG_LINE) // 2]))
     with pytest.raises(UnreadableExportedCopy, match=r"\(line 2\)"):
         read_exported_copy(copy)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        json.dumps({"message": "session settings", "in_effect": ["x.head_id", "audit_checkpoint.y"]}),
+        json.dumps({"message": "a role default named x.head_id was found", "level": "WARNING"}),
+        json.dumps({"log": json.dumps({"message": "settings", "in_effect": ["x.head_id"]}), "stream": "stderr"}),
+        "plain text naming head_id and audit_checkpoint, not JSON",
+    ],
+    ids=["setting names", "message text", "wrapped", "not json"],
+)
+def test_text_the_database_owner_controls_naming_a_checkpoints_keys_is_no_checkpoint(tmp_path: Path, line: str) -> None:
+    """A role default's name is logged at start (retest 17, finding C): it must not make every copy unreadable."""
+    copy = tmp_path / "vault.log"
+    copy.write_text(f"{line}\n{_LOG_LINE}\n")
+    assert read_exported_copy(copy).checkpoints == (_CHECKPOINT,)
+
+
+def test_a_checkpoints_keys_in_a_wrapper_not_accepted_still_refuse_the_copy(tmp_path: Path) -> None:
+    copy = tmp_path / "copy.jsonl"
+    copy.write_text(f"{_LINE}\n" + json.dumps({"event": {"original": _LOG_LINE}}) + "\n")
+    with pytest.raises(UnreadableExportedCopy, match=r"\(line 2\)"):
+        read_exported_copy(copy)

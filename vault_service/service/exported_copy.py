@@ -15,8 +15,9 @@ Accepted, line by line (one JSON object a line; the copy may mix them):
   and CRI-O, /var/log/pods/...: `<time> stdout F <line>`, a line longer than the runtime's
   buffer split into `P` parts joined here): the shipped Kubernetes deployment exports its
   checkpoints only as the vault's log lines, so a copy taken from the node is in this form.
-A line that names a checkpoint's fields (`head_id`, `audit_checkpoint`) but yields none in these
-forms (cut short, another wrapper, a field changed) refuses the whole copy
+A line whose structure claims a checkpoint - a key `head_id` or `audit_checkpoint`, or such a
+key as JSON text in one of its strings - but that yields none in these forms (cut short, another
+wrapper, a field changed) refuses the whole copy
 (`UnreadableExportedCopy`): skipped, it would leave checkpoints unread and the copy would
 vouch for less than it seems to.
 """
@@ -37,8 +38,14 @@ WRAPPER_FIELDS = ("log", "message")
 """Where a log shipper puts the original line (Docker json-file, Fluent Bit/Fluentd: `log`; Vector: `message`)."""
 _MAX_WRAPPING = 3
 """Wrappers unwrapped at most (a shipper forwarding another's output adds one each)."""
-_CHECKPOINT_MARKS = ("head_id", "audit_checkpoint")
-"""Text that only a line carrying a checkpoint holds."""
+_CHECKPOINT_KEYS = frozenset({"head_id", "audit_checkpoint"})
+"""The keys only a record carrying a checkpoint has."""
+_CLAIMS_A_CHECKPOINT = re.compile(r'(?<!\\)"(?:head_id|audit_checkpoint)"\s*:')
+"""A checkpoint's key as JSON text writes it (not inside a JSON string, where its quotes are escaped).
+
+Lines are told by their structure, not by a word in them: the database owner controls text the
+vault logs (a role default's name, `x.head_id`, is logged at start), and a line merely holding
+`head_id` refused every copy of the vault's log (retest 17, finding C)."""
 
 _CRI_LINE = re.compile(
     r"(?P<time>\d{4}-\d\d-\d\dT\S+) (?P<stream>stdout|stderr) (?P<tag>[PF])(?::\S*)? (?P<text>.*)", re.S
@@ -123,9 +130,9 @@ def read_exported_copy(path: Path) -> ExportedCopy:
     with path.open(encoding="utf-8", errors="replace") as lines:
         for number, line, from_cri in _cri_joined(lines):
             found = _checkpoint_of(line)
-            if found is None:
-                if any(mark in line for mark in _CHECKPOINT_MARKS):
-                    unreadable.append(number)
+            if found is _UNREADABLE:
+                unreadable.append(number)
+            if not isinstance(found, tuple):
                 continue
             checkpoint, was_wrapped = found
             checkpoints.append(checkpoint)
@@ -159,27 +166,60 @@ def _cri_joined(lines: Iterable[str]) -> Iterator[tuple[int, str, bool]]:
         yield first, "".join(texts), True
 
 
-def _checkpoint_of(line: str) -> tuple[Checkpoint, bool] | None:
-    """The checkpoint one line carries and whether a shipper had wrapped it; None when it carries none readable."""
+class _Unreadable:
+    """A line that claims a checkpoint (its keys, see `_claims_a_checkpoint`) that cannot be read as one."""
+
+
+_UNREADABLE = _Unreadable()
+_MAX_DEPTH = 6
+"""How deep a record's values are searched for a checkpoint's keys (wrappers and their fields)."""
+
+
+def _checkpoint_of(line: str) -> tuple[Checkpoint, bool] | _Unreadable | None:
+    """The checkpoint one line carries and whether a shipper had wrapped it.
+
+    _UNREADABLE when the line claims one it does not yield in an accepted form (cut short, a
+    wrapper not accepted, a field changed); None when it claims none.
+    """
     record: object = line
     for depth in range(_MAX_WRAPPING + 1):
         if isinstance(record, str):
+            text = record
             try:
-                record = json.loads(record)
+                record = json.loads(text)
             except ValueError:
-                return None
+                return _UNREADABLE if _CLAIMS_A_CHECKPOINT.search(text) else None
         if not isinstance(record, dict):
-            return None
+            return _UNREADABLE if _claims_a_checkpoint(record) else None
         fields = cast(dict[str, object], record)
-        inner_checkpoint = fields.get("audit_checkpoint")
-        if isinstance(inner_checkpoint, dict):
+        if "audit_checkpoint" in fields:
+            inner_checkpoint = fields["audit_checkpoint"]
+            if not isinstance(inner_checkpoint, dict):
+                return _UNREADABLE
             fields = cast(dict[str, object], inner_checkpoint)
         if "head_id" in fields:
             try:
                 return Checkpoint.from_exported(fields), depth > 0
             except (KeyError, TypeError, ValueError):
-                return None
-        record = next((fields[f] for f in WRAPPER_FIELDS if isinstance(fields.get(f), str | dict)), None)
-        if record is None:
-            return None
-    return None
+                return _UNREADABLE
+        wrapped = next((fields[f] for f in WRAPPER_FIELDS if isinstance(fields.get(f), str | dict)), None)
+        if wrapped is None:
+            return _UNREADABLE if _claims_a_checkpoint(fields) else None
+        record = wrapped
+    return _UNREADABLE if _claims_a_checkpoint(record) else None
+
+
+def _claims_a_checkpoint(value: object, depth: int = 0) -> bool:
+    """Whether a parsed record holds a checkpoint's key, or a string holding one as JSON text, anywhere within."""
+    if depth > _MAX_DEPTH:
+        return False
+    if isinstance(value, str):
+        return bool(_CLAIMS_A_CHECKPOINT.search(value))
+    if isinstance(value, dict):
+        return any(
+            key in _CHECKPOINT_KEYS or _claims_a_checkpoint(item, depth + 1)
+            for key, item in cast(dict[str, object], value).items()
+        )
+    if isinstance(value, list):
+        return any(_claims_a_checkpoint(item, depth + 1) for item in cast(list[object], value))
+    return False
