@@ -155,9 +155,11 @@ class Bootstrapped:
         """The background key/health upkeep for this vault."""
         return KeyMaintainer(self.keys, self.token_store, self.vault.cache, report, interval)
 
-    def rotation(self, actor: str) -> KeyRotation:
-        """The administrative key operations, audited as `actor`."""
-        return KeyRotation(self.keys, self.key_store, self.wrapper, self.token_store, self.audit, actor)
+    def rotation(self, actor: str, before_work: Callable[[], None] | None = None) -> KeyRotation:
+        """The administrative key operations, audited as `actor`; `before_work` gates each after its intent row."""
+        if before_work is None:
+            return KeyRotation(self.keys, self.key_store, self.wrapper, self.token_store, self.audit, actor)
+        return KeyRotation(self.keys, self.key_store, self.wrapper, self.token_store, self.audit, actor, before_work)
 
     def close(self) -> None:
         """Release the database connections."""

@@ -8,11 +8,16 @@ ticket" out of the log: the command exited 0 and `audit verify --exported` said 
 command runs one upkeep round over its rows before it exits: it exits 1 naming the missing ids,
 and the exported checkpoint names them, so audit-verify does too. Real Postgres and OpenBao, the
 command run as the security team runs it, beside a running vault.
+
+A round at the exit alone was the operator's to skip (review 18, R18-2: killed once its work was
+done, its rows never checked): each command now anchors its intent row ("started", the ticket)
+before its work and refuses to start when it cannot, and SIGTERM/SIGHUP run the round as Ctrl-C does.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -70,17 +75,29 @@ _OPERATOR_ROWS_GHOSTED = Sabotage(  # attack17/a6_admin_rows_ghosted.py
 )
 
 
+_OK_ROWS_GHOSTED = Sabotage(  # the owner lets the intent rows through, so the command starts, and keeps the rest
+    plant=_OPERATOR_ROWS_GHOSTED.plant.replace(
+        "IF NEW.client LIKE 'vault:%' THEN", "IF NEW.client LIKE 'vault:%' AND NEW.outcome <> 'started' THEN"
+    ),
+    remove=_OPERATOR_ROWS_GHOSTED.remove,
+)
+
+
+def _admin_env(env: dict[str, str], exported: Path) -> dict[str, str]:
+    return {
+        **vault_service_env(env),
+        "TOKENVAULT_AUDIT_CHECKPOINT_FILE": str(exported),
+        "VAULT_SECURITY_TOKEN_FILE": env["VAULT_SECURITY_TOKEN_FILE"],
+        "PATH": "/usr/bin:/bin",
+        "COLUMNS": "400",
+    }
+
+
 def _admin(env: dict[str, str], exported: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`python -m vault_service.admin ARGS` with the security team's token, exporting to the vault's file."""
     return subprocess.run(
         [sys.executable, "-m", "vault_service.admin", *args],
-        env={
-            **vault_service_env(env),
-            "TOKENVAULT_AUDIT_CHECKPOINT_FILE": str(exported),
-            "VAULT_SECURITY_TOKEN_FILE": env["VAULT_SECURITY_TOKEN_FILE"],
-            "PATH": "/usr/bin:/bin",
-            "COLUMNS": "400",
-        },
+        env=_admin_env(env, exported),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -89,17 +106,47 @@ def _admin(env: dict[str, str], exported: Path, *args: str) -> subprocess.Comple
     )
 
 
+def _started_admin(env: dict[str, str], exported: Path, *args: str) -> subprocess.Popen[str]:
+    """As `_admin`, running: to be signalled."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "vault_service.admin", *args],
+        env=_admin_env(env, exported),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _ticket_rows(env: dict[str, str], ticket: str, table: str = "vault.audit_log") -> list[tuple[int, str, str]]:
+    """(id, action, outcome) of the rows written under `ticket`, as the owner reads `table`."""
+    with as_owner(env) as conn:
+        rows = conn.execute(f"SELECT id, action, outcome FROM {table} WHERE purpose = %s ORDER BY id", (ticket,))
+        return [(int(i), str(action), str(outcome)) for i, action, outcome in rows]
+
+
+def _values_to_reencrypt(env: dict[str, str]) -> int:
+    """Stored values not under the newest data encryption key (what a reencrypt moves)."""
+    with as_owner(env) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM vault.tokens WHERE sealed IS NOT NULL AND dek_id <>"
+            " (SELECT id FROM vault.data_keys WHERE purpose = 'encryption' AND state = 'active')"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def test_an_admin_commands_rows_kept_out_of_the_chain_fail_the_command_and_audit_verify_names_them(
     own_database: dict[str, str], anchored: Anchored, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     vault, exported = anchored
     tokenize_fresh_ip(own_database, vault)  # a value to re-encrypt
     vault.wait_for_checkpoint()
-    with planted(own_database, _OPERATOR_ROWS_GHOSTED):
+    with planted(own_database, _OK_ROWS_GHOSTED):
         done = _admin(own_database, exported, "reencrypt", "--reason", "CHG-17006")
         with as_owner(own_database) as conn:
             ghosts = [int(row[0]) for row in conn.execute("SELECT id FROM vault.audit_ghosts ORDER BY id")]
-    assert len(ghosts) == 2, "the plant did not take the reencrypt's rows"
+    assert len(ghosts) == 1, "the plant did not take the reencrypt's outcome row"
     ids = ", ".join(map(str, ghosts))
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert f"its audit rows {ids} are not in the audit chain" in done.stderr, done.stderr
@@ -119,8 +166,10 @@ def test_an_admin_commands_rows_in_the_chain_are_checked_signed_and_exported_bef
     done = _admin(own_database, exported, "rewrap", "--reason", "CHG-17007")
     assert done.returncode == 0, done.stderr
     with as_owner(own_database) as conn:
-        row = conn.execute("SELECT id FROM vault.audit_log WHERE purpose = 'CHG-17007'").fetchone()
-    assert row is not None
+        rows = conn.execute("SELECT id FROM vault.audit_log WHERE purpose = 'CHG-17007' ORDER BY id").fetchall()
+    assert len(rows) == 2, rows  # its intent row, then its outcome row
+    intent, row = rows
+    assert f"audit: this command's 1 intent row(s) (ids {intent[0]}) are in the chain;" in done.stdout, done.stdout
     assert f"audit: this command's 1 audit row(s) (ids {row[0]}) are in the chain;" in done.stdout, done.stdout
     if "signed and exported" in done.stdout:  # else the vault's own round signed that head first
         printed = [
@@ -147,9 +196,83 @@ def test_an_admin_commands_round_held_by_the_database_owner_fails_the_command_in
         with as_owner(own_database) as owner:
             owner.execute(REMOVE_THE_HOLD)
     took = time.monotonic() - started
-    with as_owner(own_database) as conn:
-        row = conn.execute("SELECT id FROM vault.audit_log WHERE purpose = 'CHG-17008'").fetchone()
-    assert row is not None
+    rows = _ticket_rows(own_database, "CHG-17008")
+    assert [outcome for _, _, outcome in rows] == ["started"], "the rewrap was done with its intent row unchecked"
     assert done.returncode == 1, (done.stdout, done.stderr)
-    assert f"its audit rows {row[0]} could not be checked against the audit chain" in done.stderr, done.stderr
+    assert (
+        f"refused before doing anything (no key or value was changed): its audit rows {rows[0][0]} could not be"
+        " checked against the audit chain" in done.stderr
+    ), done.stderr
     assert took < 6 * 2.0 + 15, f"the held round kept the command {took:.0f} s"
+
+
+def test_a_command_whose_intent_row_is_kept_out_of_the_chain_is_refused_before_its_work(
+    own_database: dict[str, str], anchored: Anchored
+) -> None:
+    """R18-2: the key job ran first and its rows were checked only at its exit, which the operator can skip."""
+    vault, exported = anchored
+    tokenize_fresh_ip(own_database, vault)  # a value sealed under the data key about to be replaced
+    assert _admin(own_database, exported, "rotate-encryption-key", "--reason", "CHG-18200").returncode == 0
+    vault.wait_for_checkpoint()
+    left = _values_to_reencrypt(own_database)
+    assert left >= 1
+    with planted(own_database, _OPERATOR_ROWS_GHOSTED):
+        done = _admin(own_database, exported, "reencrypt", "--reason", "CHG-18201")
+        ghosts = _ticket_rows(own_database, "CHG-18201", "vault.audit_ghosts")
+    assert _values_to_reencrypt(own_database) == left, (
+        "values were re-encrypted with the job's intent row off the record"
+    )
+    assert [outcome for _, _, outcome in ghosts] == ["started"], ghosts
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert (
+        f"refused before doing anything (no key or value was changed): its audit rows {ghosts[0][0]} are not in"
+        " the audit chain" in done.stderr
+    ), done.stderr
+
+
+def test_a_command_killed_after_its_work_leaves_its_intent_row_anchored_and_exported(
+    own_database: dict[str, str], anchored: Anchored
+) -> None:
+    """R18-2: SIGKILLed once its work was done, the command's rows were never checked: no record of the job."""
+    vault, exported = anchored
+    vault.wait_for_checkpoint()
+    with planted(own_database, _OK_ROWS_GHOSTED):
+        running = _started_admin(own_database, exported, "rotate-encryption-key", "--reason", "CHG-18202")
+        deadline = time.monotonic() + 60
+        while not _ticket_rows(own_database, "CHG-18202", "vault.audit_ghosts") and running.poll() is None:
+            assert time.monotonic() < deadline, "the command never wrote its outcome row"
+            time.sleep(0.02)
+        running.kill()  # its work is done (the outcome row is written), its exit round not
+        running.communicate(timeout=30)
+    on_record = _ticket_rows(own_database, "CHG-18202")
+    assert [(action, outcome) for _, action, outcome in on_record] == [("rotate-encryption-key", "started")]
+    heads = [c.head.head_id for c in read_exported_copy(exported).checkpoints]
+    assert max(heads) >= on_record[0][0], "no exported checkpoint holds the intent row"
+
+
+def test_a_command_sent_sigterm_runs_its_round_and_names_the_rows_it_could_not_anchor(
+    own_database: dict[str, str], anchored: Anchored
+) -> None:
+    """R18-1/R18-2: SIGTERM (a Job deadline, `kill`) ended the command where it stood, no id named."""
+    vault, exported = anchored
+    vault.wait_for_checkpoint()
+    with as_owner(own_database) as owner:
+        owner.execute(HOLD_THE_SEGMENT_READ)
+    try:
+        running = _started_admin(own_database, exported, "rewrap", "--reason", "CHG-18203")
+        deadline = time.monotonic() + 60
+        while not _ticket_rows(own_database, "CHG-18203") and running.poll() is None:
+            assert time.monotonic() < deadline, "the command wrote no audit row"
+            time.sleep(0.05)
+        time.sleep(2.0)  # in its held round
+        running.send_signal(signal.SIGTERM)
+        _, stderr = running.communicate(timeout=30)
+    finally:
+        with as_owner(own_database) as owner:
+            owner.execute(RELEASE_THE_HOLD)
+        with as_owner(own_database) as owner:
+            owner.execute(REMOVE_THE_HOLD)
+    rows = _ticket_rows(own_database, "CHG-18203")
+    assert running.returncode == 1, (running.returncode, stderr)
+    assert f"its audit rows {rows[0][0]} could not be checked against the audit chain (interrupted: SIGTERM)" in stderr
+    assert [outcome for _, _, outcome in rows] == ["started"], "the rewrap ran with its intent row unchecked"

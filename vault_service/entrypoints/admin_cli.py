@@ -8,7 +8,8 @@ $VAULT_SECURITY_TOKEN_FILE), as Vault reports it; a token Vault does not know, o
 `tokenvault-security` policy, is refused. `audit-verify` and `who-saw` only read and need no operator token.
 
 Function API (for other front ends): `authenticate(config, env)` -> OperatorIdentity, then
-`with administration(config, operator) as rotation:` -> the KeyRotation audited as that operator.
+`with administration(config, operator) as rotation:` -> the KeyRotation audited as that operator,
+each operation's intent row anchored before its work (entrypoints/admin_session.py).
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ import argparse
 import os
 import ssl
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from psycopg_pool import PoolTimeout
@@ -41,11 +41,11 @@ from vault_service.config import VaultServiceConfig
 from vault_service.domain.errors import VaultError
 from vault_service.domain.purpose import purpose_as_shown
 from vault_service.domain.tokens import type_of_token
+from vault_service.entrypoints.admin_session import administration, exit_status, stop_on_signals
 from vault_service.entrypoints.metrics import ROTATION_ROWS, ROTATION_ROWS_LEFT
 from vault_service.service.audit_verify import COPY_LAG_INTERVALS, FullAuditReport, who_saw
 from vault_service.service.erase_reconciliation import ErasureReconciliation
 from vault_service.service.exported_copy import ExportedCopyRefused
-from vault_service.service.own_rows_round import OwnRowsNotAnchored, OwnRowsRound
 from vault_service.service.rotation import KeyRotation, RotationStatus
 
 console = Console(stderr=False)
@@ -134,40 +134,6 @@ def _with_progress(phase_total: int, job: Callable[[Callable[[str, int], None]],
 def authenticate(config: VaultServiceConfig, env: Mapping[str, str]) -> OperatorIdentity:
     """The operator, as Vault identifies their token; OperatorRefused saying why not."""
     return authenticate_operator(config.vault_address, operator_token(env))
-
-
-@contextmanager
-def administration(config: VaultServiceConfig, operator: OperatorIdentity) -> Iterator[KeyRotation]:
-    """The key operations on the service's Vault and database access, audited as `operator`.
-
-    On leaving, one audit upkeep round checks the rows the operations appended against the chain,
-    and signs and exports its head (attack 17, finding 4: this process runs no upkeep otherwise);
-    OwnRowsNotAnchored when a row is missing or the round fails. When the operations raised, the
-    round runs too and their error is what leaves.
-    """
-    wired: Bootstrapped = bootstrap(config)
-    try:
-        try:
-            yield wired.rotation(operator.actor)
-        except BaseException:
-            _anchor_own_rows(wired, config)
-            raise
-        outcome = _anchor_own_rows(wired, config)
-        if not outcome.anchored:
-            raise OwnRowsNotAnchored(outcome)
-    finally:
-        wired.close()
-
-
-def _anchor_own_rows(wired: Bootstrapped, config: VaultServiceConfig) -> OwnRowsRound:
-    """Run the round over this command's audit rows; say what it found when they are anchored."""
-    outcome = wired.anchor_own_rows(config.audit_checkpoint_file)
-    if outcome.anchored and outcome.rows:
-        ids = f"{outcome.rows[0]} to {outcome.rows[-1]}" if len(outcome.rows) > 1 else str(outcome.rows[0])
-        heads = ", ".join(f"row {c.head.head_id}" for c in outcome.exported)
-        signed = f"checkpoint of {heads} signed and exported" if heads else "covered by the vault's signed checkpoint"
-        console.print(f"audit: this command's {len(outcome.rows)} audit row(s) (ids {ids}) are in the chain; {signed}")
-    return outcome
 
 
 def _run(args: argparse.Namespace, rotation: KeyRotation, metrics_tls: ssl.SSLContext | None) -> int:
@@ -333,8 +299,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         serving: int = getattr(args, "metrics_port", 0)  # only reencrypt and reindex serve metrics
         metrics_tls = tls_context(config.metrics_tls) if serving and config.metrics_tls else None
         operator = authenticate(config, os.environ)
-        with administration(config, operator) as rotation:
+        with stop_on_signals(), administration(config, operator) as rotation:  # the round runs on SIGTERM too
             return _run(args, rotation, metrics_tls)
+    except KeyboardInterrupt as stop:  # the round has run and said what it could not anchor
+        print(
+            f"vault admin: {args.command} stopped ({str(stop) or 'Ctrl-C'}) before its end; a reencrypt or reindex"
+            " resumes where it stopped when run again",
+            file=sys.stderr,
+        )
+        return exit_status(stop)
     except MetricsEndpointError as error:
         print(f"vault admin: {args.command}: {error}", file=sys.stderr)
         return 2

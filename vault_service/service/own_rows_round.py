@@ -12,6 +12,14 @@ of its rows, the head is signed, stored and exported, and rows it does not hold 
 exported checkpoint under a signature of their own, as the service does. The outcome says which
 rows were checked, which are missing, and why the round failed if it did: the command then
 exits non-zero naming the ids.
+
+A round at the exit alone is in the hands of whoever can end the process (review 18, R18-2): an
+operator colluding with the database owner kills it (SIGKILL, a closed session) once its work is
+done, and no round ever sees its rows. So the commands also run the round right after their intent
+row ("started", with the ticket), BEFORE their work (`require_anchored`): the work starts only
+once a round has checked that row in the chain and a checkpoint of a head holding it is exported;
+otherwise the command is refused with nothing changed. A kill after the work then still leaves an
+anchored record of who started which job under which ticket; only its outcome row can be lost.
 """
 
 from __future__ import annotations
@@ -37,32 +45,69 @@ class OwnRowsRound:
     """The checkpoints the round exported (a genuine stored checkpoint of the head it checked is exported again)."""
     failure: str | None = None
     """Why the round did not run to its end (its rows then unchecked), None when it did."""
+    unexported: tuple[int, ...] = ()
+    """Those the round checked but left remembered: no checkpoint of a head holding them was exported."""
 
     @property
     def anchored(self) -> bool:
         """Whether every row was found in the chain by a round that ran to its end."""
-        return self.failure is None and not self.missing
+        return self.failure is None and not self.missing and not self.unexported
 
 
 class OwnRowsNotAnchored(AuditUnavailable):
     """The audit rows of this command are missing from the chain, or could not be checked: the command fails."""
 
-    def __init__(self, outcome: OwnRowsRound) -> None:
-        if outcome.missing:
-            ids = ", ".join(str(i) for i in outcome.missing)
-            why = (
-                f"its audit rows {ids} are not in the audit chain (written elsewhere than vault.audit_log, changed or"
-                " removed): they are named in the exported checkpoint; report it to the security team and run"
-                " `tokenvault audit verify --exported <copy>`"
-            )
-        else:
-            ids = ", ".join(str(i) for i in outcome.rows)
-            why = (
-                f"its audit rows {ids} could not be checked against the audit chain ({outcome.failure}); check that"
-                " these ids are in vault.audit_log and run `tokenvault audit verify`"
-            )
-        super().__init__(f"the command's work is done, but {why}")
+    def __init__(self, outcome: OwnRowsRound, done: str = "the command's work is done") -> None:
+        super().__init__(self._said(done, _why(outcome)))
         self.outcome = outcome
+
+    @staticmethod
+    def _said(done: str, why: str) -> str:
+        return f"{done}, but {why}"
+
+
+class WorkRefused(OwnRowsNotAnchored):
+    """The command's intent row is not anchored: its work was not started (review 18, R18-2)."""
+
+    def __init__(self, outcome: OwnRowsRound) -> None:
+        super().__init__(outcome, "refused before doing anything (no key or value was changed)")
+
+    @staticmethod
+    def _said(done: str, why: str) -> str:
+        return f"{done}: {why}"
+
+
+def _why(outcome: OwnRowsRound) -> str:
+    """Which of the rows are not anchored, and why."""
+    if outcome.missing:
+        ids = ", ".join(str(i) for i in outcome.missing)
+        return (
+            f"its audit rows {ids} are not in the audit chain (written elsewhere than vault.audit_log, changed or"
+            " removed): they are named in the exported checkpoint; report it to the security team and run"
+            " `tokenvault audit verify --exported <copy>`"
+        )
+    if outcome.failure is None:
+        ids = ", ".join(str(i) for i in outcome.unexported)
+        return (
+            f"its audit rows {ids} are in the audit chain, but no checkpoint holding them could be exported"
+            " (see the log); check the checkpoint file's disk and run `tokenvault audit verify --exported <copy>`"
+        )
+    ids = ", ".join(str(i) for i in outcome.rows)
+    return (
+        f"its audit rows {ids} could not be checked against the audit chain ({outcome.failure}); check that"
+        " these ids are in vault.audit_log and run `tokenvault audit verify`"
+    )
+
+
+def require_anchored(anchor: Callable[[], OwnRowsRound]) -> OwnRowsRound:
+    """Run `anchor` (the round over this process's rows, its intent row among them); WorkRefused unless anchored.
+
+    Called between a command's intent row and its work: the work runs only on the record.
+    """
+    outcome = anchor()
+    if not outcome.anchored:
+        raise WorkRefused(outcome)
+    return outcome
 
 
 def anchor_own_rows(
@@ -80,7 +125,10 @@ def anchor_own_rows(
     upkeep = upkeep_exporting_to(exported.append)
     try:
         upkeep.run_once_watched()
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM/SIGHUP as the admin CLI raises them: name the ids
+        return OwnRowsRound(rows, exported=tuple(exported), failure=f"interrupted: {str(stop) or 'Ctrl-C'}")
     except Exception as error:  # any failure leaves the rows unchecked: the command must say so, not exit 0
         return OwnRowsRound(rows, exported=tuple(exported), failure=f"{type(error).__name__}: {error}")
     missing = sorted({i for checkpoint in exported for i in checkpoint.missing}.intersection(rows))
-    return OwnRowsRound(rows, tuple(missing), tuple(exported))
+    unexported = sorted(set(appended.remembered()).intersection(rows).difference(missing))
+    return OwnRowsRound(rows, tuple(missing), tuple(exported), unexported=tuple(unexported))

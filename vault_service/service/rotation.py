@@ -2,7 +2,10 @@
 
 Every step is online (the service keeps serving; writers check the live key generation) and
 resumable (the work list is "rows not under the active key yet", so a killed job simply
-continues where the database says it stands). Every step is audited.
+continues where the database says it stands). Every step is audited: an intent row ("started",
+with the ticket) before its work and an outcome row ("ok: ...") after it. Between the two runs
+`before_work`: the admin commands pass a round that anchors the intent row in the audit chain and
+raises when it cannot, so no key job runs off the record (review 18, R18-2; service/own_rows_round.py).
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ Progress = Callable[[str, int], None]
 
 
 def _no_progress(phase: str, done: int) -> None:
+    return None
+
+
+def _no_check() -> None:
     return None
 
 
@@ -67,16 +74,24 @@ class KeyRotation:
         tokens: TokenStore,
         audit: AuditLog,
         actor: str,
+        before_work: Callable[[], None] = _no_check,
     ) -> None:
+        """`before_work()` runs after each step's intent row, before its work; what it raises stops the step."""
         self._keys = keys
         self._key_store = key_store
         self._wrapper = wrapper
         self._tokens = tokens
         self._audit = audit
         self._actor = actor
+        self._before_work = before_work
 
     def _record(self, action: str, outcome: str, count: int, purpose: str) -> None:
         self._audit.append(AuditEvent(self._actor, action, outcome, count, purpose))
+
+    def _start(self, action: str, purpose: str) -> None:
+        """The intent row of `action` under the ticket `purpose`, then the check that lets the work start."""
+        self._record(action, "started", 0, purpose)
+        self._before_work()
 
     def status(self) -> RotationStatus:
         """KEK version, data keys and the work left."""
@@ -91,12 +106,14 @@ class KeyRotation:
 
     def rewrap(self, purpose: str) -> int:
         """Rewrap every live data key under the newest KEK version."""
+        self._start("rewrap", purpose)
         count = self._keys.rewrap_outdated()
         self._record("rewrap", f"ok: {count} data keys rewrapped", count, purpose)
         return count
 
     def rotate_encryption_key(self, purpose: str) -> int:
         """A new active DEK (the old one becomes decrypt_only); its id."""
+        self._start("rotate-encryption-key", purpose)
         stored = self._key_store.add_key(ENCRYPTION, *self._keys.new_key())
         self._keys.refresh()
         self._record("rotate-encryption-key", f"ok: data key {stored.key_id} active", 1, purpose)
@@ -104,7 +121,7 @@ class KeyRotation:
 
     def reencrypt(self, purpose: str, batch_size: int = 1000, progress: Progress = _no_progress) -> int:
         """Move every stored value to the active DEK, then retire unused DEKs; rows moved."""
-        self._record("reencrypt", "started", 0, purpose)
+        self._start("reencrypt", purpose)
         total = 0
         while True:
             dek = self._keys.refresh().active_encryption_key
@@ -120,6 +137,7 @@ class KeyRotation:
 
     def rotate_fingerprint_key(self, purpose: str) -> int:
         """A new pending fingerprint key; the re-index makes it active. Its id."""
+        self._start("rotate-fingerprint-key", purpose)
         try:
             stored = self._key_store.add_key(FINGERPRINT, *self._keys.new_key())
         except ValueError as error:
@@ -130,7 +148,7 @@ class KeyRotation:
 
     def reindex(self, purpose: str, batch_size: int = 1000, progress: Progress = _no_progress) -> int:
         """Fingerprint every live value under the pending key, make it active, compact; rows done."""
-        self._record("reindex", "started", 0, purpose)
+        self._start("reindex", purpose)
         total = 0
         while (pending := self._keys.refresh().pending_fingerprint_key) is not None:
             done = self._tokens.reindex_batch(
