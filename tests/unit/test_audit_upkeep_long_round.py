@@ -27,7 +27,10 @@ from vault_service.service.round_watchdog import RoundWatchdog
 
 
 class _OneRowPages(FakeChainStore):
-    """A segment read one row a page, each page taking `page_seconds`; `fail_after` makes that page's read fail once."""
+    """A segment read one row a page, each page taking `page_seconds`; `fail_after` makes that page's read fail once.
+
+    A page read while the watchdog severs the connections raises, as the real read does.
+    """
 
     def __init__(self, count: int, page_seconds: float = 0.0, fail_after: int | None = None) -> None:
         super().__init__(chained_records(count))
@@ -38,6 +41,9 @@ class _OneRowPages(FakeChainStore):
     def segment(self, after_id: int, head: ChainHead, own: Sequence[tuple[int, bytes]], rows: int) -> list[SegmentRow]:
         self.reads.append(after_id)
         time.sleep(self.page_seconds)
+        if self.released.is_set():  # severed meanwhile: the read raises, as on a connection shut at its socket
+            self.released.clear()
+            raise DatabaseUnavailable("the vault database is unavailable; retry later")
         if after_id == self.fail_after:
             self.fail_after = None
             raise DatabaseUnavailable("the vault database is unavailable; retry later")
