@@ -113,7 +113,11 @@ def test_a_resumed_round_still_finds_a_row_remembered_since_that_its_pages_did_n
     assert made is not None and made.missing == () and missing == [] and len(rows) == 0
 
 
-def test_a_resumed_round_reports_the_rows_when_the_chain_after_its_last_page_no_longer_links_to_it() -> None:
+def test_a_resumed_round_whose_chain_no_longer_links_to_its_last_page_reads_it_all_again() -> None:
+    # Rewritten from row 5 on after the first round read it: the row after the mark does not link.
+    # The round then reads the segment from the start, so it finds what a fresh round finds: the
+    # appended row 1 held by an unbroken chain (the rewrite of rows no checkpoint anchors yet is
+    # not this replica's row). Were it cut off on the break, row 1 would be reported missing.
     store = _OneRowPages(10, fail_after=5)
     rows, exported, missing = _first_row_remembered(store), list[Checkpoint](), list[int]()
     upkeep = upkeep_with(
@@ -121,12 +125,26 @@ def test_a_resumed_round_reports_the_rows_when_the_chain_after_its_last_page_no_
     )
     with pytest.raises(DatabaseUnavailable):
         upkeep.run_once()
-    # The owner rewrites the chain from row 5 on (re-hashed and re-linked): row 6 no longer links to the row 5 read.
-    rewritten = chained_records(10)
-    forged = [rewritten[0], *store.records[1:4], *_relinked(store.records[3], rewritten[4:])]
-    store.records = forged
+    store.records = [*store.records[:4], *_relinked(store.records[3], chained_records(10)[4:])]
+    store.reads.clear()
     made = upkeep.run_once()
-    assert missing == [1] and made is not None and exported[-1].missing == (1,), exported
+    assert store.reads == [5, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9], store.reads
+    assert missing == [] and made is not None and exported[-1].missing == () and len(rows) == 0
+
+
+def test_a_resumed_round_reports_an_appended_row_rewritten_since_as_a_fresh_round_does() -> None:
+    store = _OneRowPages(10, fail_after=5)
+    rows, exported, missing = AppendedRows(), list[Checkpoint](), list[int]()
+    rows.remember([(r.record_id, (r.prev_hash, r.row_hash)) for r in store.records[:3]])
+    upkeep = upkeep_with(
+        FakeAuditLog(), store, TokenizeMeter(), exported, [], appended=rows, on_rows_missing=missing.append
+    )
+    with pytest.raises(DatabaseUnavailable):
+        upkeep.run_once()
+    # The owner rewrites row 3 (one of this replica's) and re-chains every row after it.
+    store.records = [*store.records[:2], *_relinked(store.records[1], store.records[2:])]
+    made = upkeep.run_once()
+    assert missing == [1] and made is not None and exported[-1].missing == (3,), exported
 
 
 def _relinked(before: AuditRecord, records: list[AuditRecord]) -> list[AuditRecord]:

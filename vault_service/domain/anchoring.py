@@ -347,12 +347,17 @@ class SegmentCheck:
             self.marks.append(self._last)
         return self.broken_at is None
 
+    @property
+    def complete(self) -> bool:
+        """Whether the segment read so far holds together and ends at the head."""
+        head = self._head
+        return head is not None and self.broken_at is None and self._last == (head.head_id, head.head_hash)
+
     def missing(self) -> tuple[int, ...]:
         """The ids of the appended rows the segment read so far does not hold with their link and hash."""
         if not self._appended:
             return ()
-        head = self._head
-        if head is None or self.broken_at is not None or self._last != (head.head_id, head.head_hash):
+        if not self.complete:
             return tuple(sorted(self._appended))
         return tuple(sorted(i for i in self._appended if i not in self._held))
 

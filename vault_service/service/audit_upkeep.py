@@ -217,14 +217,12 @@ class AuditUpkeep:
         if self._appended is None or not appended:
             return
         resumed = self._partial.resumed(head, appended, _yield_interpreter) if self._partial and head else None
-        check, after = resumed or (SegmentCheck(head, appended, _yield_interpreter), min(appended) - 1)
-        self._partial = check  # kept until exported: a round cut off is resumed from its last page (R18-4)
-        while head is not None and after < head.head_id:  # page by page: bounded in memory (review 17 #1)
-            page = self._store.segment(after, head, check.appended_after(after, _PAGE_ROWS), _PAGE_ROWS)
-            if not page or not check.add(page):
-                break
-            after = page[-1].record_id
-            self._watchdog.progress()  # a page read: the watchdog bounds a held statement, not the segment
+        start = min(appended) - 1
+        check = self._read_segment(head, *(resumed or (SegmentCheck(head, appended, _yield_interpreter), start)))
+        if resumed is not None and not check.complete:
+            # The chain read on no longer holds from the last page checked before (rows rewritten
+            # since, or the head gone): read it all again, so the finding is what a fresh round's is.
+            check = self._read_segment(head, SegmentCheck(head, appended, _yield_interpreter), start)
         missing = tuple(i for i in check.missing() if i not in self._anchor.missing)
         if not missing:
             return
@@ -242,6 +240,21 @@ class AuditUpkeep:
             shown,
             _broken(check.broken_at),
         )
+
+    def _read_segment(self, head: ChainHead | None, check: SegmentCheck, after: int) -> SegmentCheck:
+        """Read the segment after `after` up to `head` into `check`, page by page; `check`.
+
+        Each page re-arms the watchdog (a held statement is bounded, not the segment's length), and
+        `check` is kept until the rows are exported, so a round cut off is resumed by the next (R18-4).
+        """
+        self._partial = check
+        while head is not None and after < head.head_id:  # page by page: bounded in memory (review 17 #1)
+            page = self._store.segment(after, head, check.appended_after(after, _PAGE_ROWS), _PAGE_ROWS)
+            if not page or not check.add(page):
+                break
+            after = page[-1].record_id
+            self._watchdog.progress()  # a page read: the watchdog bounds a held statement, not the segment
+        return check
 
     def run_once_watched(self) -> Checkpoint | None:
         """One round as `run_once`, for a process that runs no upkeep thread (the admin commands'), under the watchdog.
