@@ -24,6 +24,14 @@ the vault pins there what would otherwise change what it does without an error:
   search path plants into.
 - `max_parallel_workers_per_gather`, `plan_cache_mode`: how the vault's statements are planned
   (`open_vault_pool`).
+- `client_min_messages = error`: no NOTICE or WARNING is sent to the vault. libpq reads a message
+  whole, whatever its size (up to 1 GB), and copies it into a result: a row-level-security policy
+  or trigger function of the database owner's that raised a notice of a few hundred MB on an
+  audit upkeep statement took the replica past its memory limit, OOM-killed between a reveal and
+  its checkpoint's export (retest 17, finding A). Errors still come (a message of any size too:
+  nothing in libpq bounds it; docs/threat-model.md). The upkeep sets it again in each of its
+  transactions (upkeep_connections.py), since a function can change it for the session; one that
+  sets it again just before it raises is not stopped by this (the threat model says what holds then).
 
 Not pinned: settings whose change makes the vault's statements fail or slow, never do something
 else (`statement_timeout`, `lock_timeout`, the idle timeouts, `default_transaction_read_only`,
@@ -57,6 +65,7 @@ PINNED_SETTINGS: dict[str, str] = {
     "search_path": "pg_catalog, pg_temp",
     "max_parallel_workers_per_gather": "0",
     "plan_cache_mode": "force_generic_plan",
+    "client_min_messages": "error",
 }
 """Each setting the vault's sessions start with, as `current_setting` shows it (synchronous_commit:
 its default; `session_settings_with` gives the configured one)."""
