@@ -27,7 +27,7 @@ from tokenvault_api.v1 import vault_pb2
 from tokenvault_client import Revealed, TokenType, VaultClient, VaultClientError
 from tokenvault_common.migrations import migrate
 from vault_service.adapters.transit import verify_signature
-from vault_service.entrypoints import admin_cli
+from vault_service.entrypoints import audit_report_cli
 from vault_service.service.audit_verify import AuditReport, FullAuditReport, verify_audit
 
 Anchored = tuple[RunningVault, Path]
@@ -77,8 +77,8 @@ def audit_verify_fully(vault: RunningVault, exported: Path | None) -> FullAuditR
 def run_audit_verify(env: dict[str, str], exported: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
     """`audit-verify --exported ...` as the security team runs it: exit code and what it printed."""
     printed = io.StringIO()
-    monkeypatch.setattr(admin_cli, "console", Console(file=printed, width=400))
-    code = admin_cli.audit_verify(vault_config(env, TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(exported)), exported)
+    monkeypatch.setattr(audit_report_cli, "console", Console(file=printed, width=400))
+    code = audit_report_cli.audit_verify(vault_config(env, TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(exported)), exported)
     return code, printed.getvalue()
 
 

@@ -31,7 +31,7 @@ from tests.integration.audit_attacks import (
     run_audit_verify,
     tokenize_fresh_ip,
 )
-from vault_service.entrypoints import admin_cli
+from vault_service.entrypoints import audit_report_cli
 
 __all__ = ["anchored", "own_database"]  # fixtures used here
 
@@ -54,8 +54,10 @@ END"""
 
 def _who_saw(env: dict[str, str], exported: Path, token: str, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
     printed = io.StringIO()
-    monkeypatch.setattr(admin_cli, "console", Console(file=printed, width=400))
-    code = admin_cli.audit_who_saw(vault_config(env, TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(exported)), token, exported)
+    monkeypatch.setattr(audit_report_cli, "console", Console(file=printed, width=400))
+    code = audit_report_cli.audit_who_saw(
+        vault_config(env, TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(exported)), token, exported
+    )
     return code, printed.getvalue()
 
 

@@ -8,7 +8,7 @@ inserts an audit key without a check value, its wrapped key of their choosing, a
 records the check value of that key. audit-verify used to print a note and exit 0 for it.
 
 Against real Postgres and OpenBao, on a database of the test's own; audit-verify and who-saw run
-as the security team runs them (`admin_cli`, their own wiring).
+as the security team runs them (`audit_report_cli`, their own wiring).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tests.integration.audit_attacks import (
 from tests.integration.own_database import database_of_its_own, migrate_before
 from tokenvault_client import Revealed, VaultClient
 from tokenvault_common.migrations import migrate
-from vault_service.entrypoints import admin_cli
+from vault_service.entrypoints import audit_report_cli
 
 __all__ = ["anchored", "own_database"]  # fixtures used here
 
@@ -45,8 +45,10 @@ _AUDIT_KEY_WITHOUT_CHECK_VALUE = (
 def _who_saw(env: dict[str, str], exported: Path, token: str, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
     """`who-saw TOKEN --exported ...` as the security team runs it: exit code and what it printed."""
     printed = io.StringIO()
-    monkeypatch.setattr(admin_cli, "console", Console(file=printed, width=400))
-    code = admin_cli.audit_who_saw(vault_config(env, TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(exported)), token, exported)
+    monkeypatch.setattr(audit_report_cli, "console", Console(file=printed, width=400))
+    code = audit_report_cli.audit_who_saw(
+        vault_config(env, TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(exported)), token, exported
+    )
     return code, printed.getvalue()
 
 

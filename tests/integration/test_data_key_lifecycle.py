@@ -33,7 +33,7 @@ from tests.integration.openbao_clients import security_client
 from tokenvault_client import Revealed, VaultClient
 from vault_service.bootstrap import bootstrap
 from vault_service.domain.errors import KeysUnavailable
-from vault_service.entrypoints import admin_cli
+from vault_service.entrypoints import admin_cli, audit_report_cli
 
 __all__ = ["anchored", "own_database"]  # fixtures used here
 
@@ -57,7 +57,7 @@ def _reveal(env: dict[str, str], vault: RunningVault, token: str, purpose: str) 
 def _admin(env: dict[str, str], exported: Path, monkeypatch: pytest.MonkeyPatch, *argv: str) -> tuple[int, str, str]:
     """`tokenvault who-saw|audit-verify ...` as the security team runs it: exit code, stdout, stderr."""
     printed, errors = io.StringIO(), io.StringIO()
-    monkeypatch.setattr(admin_cli, "console", Console(file=printed, width=400))
+    monkeypatch.setattr(audit_report_cli, "console", Console(file=printed, width=400))
     monkeypatch.setattr(admin_cli, "configure_logging", lambda *args: None)  # pytest's logging stays
     monkeypatch.setattr("sys.stderr", errors)
     settings = {

@@ -6,7 +6,7 @@ policy keyed on the query's text) and hid an analyst's reveals from who-saw whil
 said "intact". Finding 3: an erasure's audit row did not say which tokens it erased, so "who
 erased this token, under which case?" had no answer in the chain.
 
-The command itself runs here (`admin_cli.audit_who_saw`, with its own wiring as on a vault pod),
+The command itself runs here (`audit_report_cli.audit_who_saw`, with its own wiring as on a vault pod),
 against real Postgres and OpenBao, on a database of the test's own.
 """
 
@@ -35,7 +35,7 @@ from tokenvault_client import Revealed, VaultClient
 from vault_service.adapters.transit import verify_signature
 from vault_service.bootstrap import bootstrap
 from vault_service.domain.key_check import check_value
-from vault_service.entrypoints import admin_cli
+from vault_service.entrypoints import audit_report_cli
 from vault_service.service.audit_verify import AuditNotVerified, verify_audit, who_saw
 
 __all__ = ["anchored", "own_database"]  # fixtures used here
@@ -51,8 +51,10 @@ _HIDE_FROM_WHO_SAW = (  # /tmp/attack8/who_saw_hidden.sql, as the database owner
 def _who_saw(env: dict[str, str], exported: Path, token: str, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
     """`who-saw TOKEN --exported ...` as the security team runs it: exit code and what it printed."""
     printed = io.StringIO()
-    monkeypatch.setattr(admin_cli, "console", Console(file=printed, width=400))  # one table row per line
-    code = admin_cli.audit_who_saw(vault_config(env, TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(exported)), token, exported)
+    monkeypatch.setattr(audit_report_cli, "console", Console(file=printed, width=400))  # one table row per line
+    code = audit_report_cli.audit_who_saw(
+        vault_config(env, TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(exported)), token, exported
+    )
     return code, printed.getvalue()
 
 

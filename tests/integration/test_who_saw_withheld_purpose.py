@@ -23,7 +23,7 @@ from tests.integration.fresh_values import fresh_value
 from tokenvault_api.v1 import vault_pb2
 from tokenvault_client import Revealed, TokenType, VaultClient, VaultClientError
 from vault_service.domain.purpose import WITHHELD_SHOWN, unfit_purpose
-from vault_service.entrypoints import admin_cli
+from vault_service.entrypoints import audit_report_cli
 
 __all__ = ["anchored", "own_database"]  # fixtures used here
 
@@ -31,8 +31,10 @@ __all__ = ["anchored", "own_database"]  # fixtures used here
 def _who_saw(env: dict[str, str], exported: Path, token: str, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
     """`who-saw TOKEN --exported ...` as the security team runs it: exit code and what it printed."""
     printed = io.StringIO()
-    monkeypatch.setattr(admin_cli, "console", Console(file=printed, width=400))  # one table row per line
-    code = admin_cli.audit_who_saw(vault_config(env, TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(exported)), token, exported)
+    monkeypatch.setattr(audit_report_cli, "console", Console(file=printed, width=400))  # one table row per line
+    code = audit_report_cli.audit_who_saw(
+        vault_config(env, TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(exported)), token, exported
+    )
     return code, printed.getvalue()
 
 
