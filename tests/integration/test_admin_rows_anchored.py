@@ -276,3 +276,18 @@ def test_a_command_sent_sigterm_runs_its_round_and_names_the_rows_it_could_not_a
     assert running.returncode == 1, (running.returncode, stderr)
     assert f"its audit rows {rows[0][0]} could not be checked against the audit chain (interrupted: SIGTERM)" in stderr
     assert [outcome for _, _, outcome in rows] == ["started"], "the rewrap ran with its intent row unchecked"
+
+
+def test_an_admin_command_never_creates_the_checkpoint_file_the_vault_appends_to(
+    own_database: dict[str, str], anchored: Anchored, tmp_path: Path
+) -> None:
+    """Created by the operator's OS user, the file locked the vault out of it: every reveal refused (retest 17 #B)."""
+    vault, _ = anchored
+    vault.wait_for_checkpoint()
+    absent = tmp_path / "rotated-away.jsonl"  # a fresh deployment's, or one logrotate moved away
+    done = _admin(own_database, absent, "rewrap", "--reason", "CHG-17015")
+    assert done.returncode == 0, done.stderr
+    assert not absent.exists()
+    printed = [json.loads(line)["audit_checkpoint"] for line in done.stderr.splitlines() if "audit_checkpoint" in line]
+    assert printed, done.stderr  # the operator's terminal keeps the checkpoint
+    assert f"the audit checkpoint file {absent} does not exist: this command does not create it" in done.stderr
