@@ -9,32 +9,18 @@ for a missing one. Against real Postgres and OpenBao, run as the security team r
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from devstack.stack import REPO, vault_service_env
 from tests.conftest import RunningVault
+from tests.integration.vault_start import run_admin
 
 _NOT_A_COPY = {
     "empty": "",
     "another process's log": '{"time": "2026-12-04T13:37:12+00:00", "level": "INFO", "message": "stack up"}\n',
     "not json": "checkpoints are shipped to the SIEM\n",
 }
-
-
-def _admin(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vault_service.admin", *args],
-        env={**vault_service_env(env), "PATH": "/usr/bin:/bin", "COLUMNS": "400"},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize("content", _NOT_A_COPY.values(), ids=_NOT_A_COPY.keys())
@@ -45,7 +31,7 @@ def test_a_file_without_any_checkpoint_is_no_exported_copy(
     vault.wait_for_checkpoint()  # the database holds signed checkpoints the copy should hold too
     copy = tmp_path / "checkpoints-copy.jsonl"
     copy.write_text(content)
-    done = _admin(stack_env, *command, "--exported", str(copy))
+    done = run_admin(stack_env, *command, "--exported", str(copy))
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert "intact" not in done.stdout and "verified" not in done.stdout, done.stdout
     assert f"{copy} holds no exported checkpoint" in done.stderr, done.stderr
@@ -53,6 +39,6 @@ def test_a_file_without_any_checkpoint_is_no_exported_copy(
 
 def test_the_vaults_own_exported_copy_verifies(stack_env: dict[str, str], vault: RunningVault) -> None:
     vault.wait_for_checkpoint()
-    done = _admin(stack_env, "audit-verify")  # TOKENVAULT_AUDIT_CHECKPOINT_FILE, where the vault exports
+    done = run_admin(stack_env, "audit-verify")  # TOKENVAULT_AUDIT_CHECKPOINT_FILE, where the vault exports
     assert done.returncode == 0, (done.stdout, done.stderr)
     assert "audit log intact" in done.stdout and "the exported copy verified" in done.stdout, done.stdout

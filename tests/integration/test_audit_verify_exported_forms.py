@@ -15,13 +15,10 @@ the command as the security team runs it.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from devstack.stack import REPO, vault_service_env
 from tests.integration.audit_attacks import (
     Anchored,
     anchored,
@@ -30,6 +27,7 @@ from tests.integration.audit_attacks import (
     own_database,
     tokenize_fresh_ip,
 )
+from tests.integration.vault_start import run_admin
 
 __all__ = ["anchored", "own_database"]  # fixtures used here
 
@@ -44,15 +42,7 @@ _WRAPPERS: dict[str, Callable[[str], str]] = {
 def _verify(env: dict[str, str], copy: Path, max_copy_lag: float | None = None) -> tuple[int, str]:
     """`python -m vault_service.admin audit-verify --exported COPY [--max-copy-lag S]`: exit code, what it printed."""
     lag = ["--max-copy-lag", str(max_copy_lag)] if max_copy_lag is not None else []
-    done = subprocess.run(
-        [sys.executable, "-m", "vault_service.admin", "audit-verify", "--exported", str(copy), *lag],
-        env={**vault_service_env(env), "PATH": "/usr/bin:/bin", "COLUMNS": "400"},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_admin(env, "audit-verify", "--exported", str(copy), *lag)
     return done.returncode, done.stdout + done.stderr
 
 

@@ -9,32 +9,17 @@ Against real Postgres and OpenBao, run as the security team runs it.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from devstack.stack import REPO, vault_service_env
 from tests.conftest import RunningVault
-
-
-def _who_saw(env: dict[str, str], argument: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vault_service.admin", "who-saw", argument],
-        env={**vault_service_env(env), "PATH": "/usr/bin:/bin", "COLUMNS": "400"},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from tests.integration.vault_start import run_admin
 
 
 @pytest.mark.parametrize("argument", ["ip_U95GZm6eg1saZraaswvG9", "notatoken", "203.0.113.7", "dev_" + "x" * 30])
 def test_who_saw_of_what_is_not_a_token_is_refused(
     stack_env: dict[str, str], vault: RunningVault, argument: str
 ) -> None:
-    done = _who_saw(stack_env, argument)
+    done = run_admin(stack_env, "who-saw", argument)
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "reveal(s)" not in done.stdout and "intact" not in done.stdout, done.stdout
     assert "is not a token" in done.stderr and argument not in done.stderr, done.stderr
@@ -42,6 +27,6 @@ def test_who_saw_of_what_is_not_a_token_is_refused(
 
 def test_who_saw_of_a_token_never_revealed_answers_none(stack_env: dict[str, str], vault: RunningVault) -> None:
     vault.wait_for_checkpoint()
-    done = _who_saw(stack_env, "ip_" + "Q" * 22)
+    done = run_admin(stack_env, "who-saw", "ip_" + "Q" * 22)
     assert done.returncode == 0, done.stderr
     assert "0 reveal(s) and 0 erasure(s) of this token" in done.stdout, done.stdout
