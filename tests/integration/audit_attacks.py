@@ -270,3 +270,48 @@ def held_segment_reads(owner: psycopg.Connection[Any]) -> set[int]:
         "SELECT pid FROM pg_stat_activity WHERE query LIKE 'WITH page AS MATERIALIZED%' AND state = 'active'"
     ).fetchall()
     return {int(pid) for (pid,) in found}
+
+
+PRESENCE_CHECK = "SELECT id, client, action, coalesce(purpose%"
+"""The start of the append's presence check (audit.py `_PRESENT`): the only query shown the ghosts."""
+CHAINED_GHOST_HASH = (
+    "NEW.prev_hash := coalesce((SELECT r.row_hash FROM vault.audit_log_real r ORDER BY r.id DESC LIMIT 1),"
+    " '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea);"
+    " NEW.row_hash := vault.audit_row_hash(NEW.prev_hash, NEW.id, NEW.at, NEW.client, NEW.client_serial,"
+    " NEW.client_cert_sha256, NEW.action, NEW.purpose, NEW.token_types, NEW.item_count, NEW.outcome,"
+    " NEW.revealed);"
+)
+"""Each ghost row with the hash the chain trigger would have given it, after the real head."""
+
+
+def ghost_view(diverted: str, row_hash: str = CHAINED_GHOST_HASH) -> Sabotage:
+    """Round 15's ghost view (report 15, finding 1): rows matching `diverted` (SQL over NEW) go to a side table.
+
+    vault.audit_log becomes a view showing the side table's rows to the append's presence check
+    only, and an INSTEAD OF trigger numbers each diverted row from the log's sequence and sets
+    `row_hash` (SQL over NEW) before keeping it aside; other rows go to the real log.
+    """
+    return Sabotage(
+        plant="ALTER TABLE vault.audit_log RENAME TO audit_log_real;"
+        " CREATE TABLE vault.audit_ghosts (LIKE vault.audit_log_real);"
+        " CREATE VIEW vault.audit_log AS SELECT * FROM vault.audit_log_real UNION ALL"
+        f" SELECT * FROM vault.audit_ghosts WHERE current_query() LIKE '{PRESENCE_CHECK}';"
+        " CREATE FUNCTION vault.ghost_insert() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER"
+        " SET search_path = pg_catalog AS $$ BEGIN"
+        f"  IF {diverted} THEN"
+        "   NEW.id := nextval('vault.audit_log_id_seq'::regclass); NEW.at := clock_timestamp();"
+        f"   NEW.hash_version := 2; {row_hash}"
+        "   INSERT INTO vault.audit_ghosts SELECT NEW.*; RETURN NEW;"
+        "  END IF;"
+        "  INSERT INTO vault.audit_log_real (client, client_serial, client_cert_sha256, action, purpose,"
+        "   token_types, item_count, outcome, revealed) VALUES (NEW.client, NEW.client_serial,"
+        "   NEW.client_cert_sha256, NEW.action, NEW.purpose, NEW.token_types, NEW.item_count, NEW.outcome,"
+        "   NEW.revealed) RETURNING * INTO NEW;"
+        "  RETURN NEW;"
+        " END $$;"
+        " CREATE TRIGGER ghost_insert INSTEAD OF INSERT ON vault.audit_log"
+        " FOR EACH ROW EXECUTE FUNCTION vault.ghost_insert();"
+        " GRANT SELECT, INSERT ON vault.audit_log TO tokenvault_vault;",
+        remove="DROP VIEW vault.audit_log; DROP FUNCTION vault.ghost_insert();"
+        " ALTER TABLE vault.audit_log_real RENAME TO audit_log; DROP TABLE vault.audit_ghosts;",
+    )

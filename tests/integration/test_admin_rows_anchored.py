@@ -31,9 +31,9 @@ from tests.integration.audit_attacks import (
     RELEASE_THE_HOLD,
     REMOVE_THE_HOLD,
     Anchored,
-    Sabotage,
     anchored,
     as_owner,
+    ghost_view,
     own_database,
     planted,
     run_audit_verify,
@@ -43,43 +43,9 @@ from vault_service.service.exported_copy import read_exported_copy
 
 __all__ = ["anchored", "own_database"]  # fixtures used here
 
-_PRESENCE_CHECK = "SELECT id, client, action, coalesce(purpose%"
-"""The start of the append's presence check (audit.py `_PRESENT`): the only query shown the ghosts."""
-_OPERATOR_ROWS_GHOSTED = Sabotage(  # attack17/a6_admin_rows_ghosted.py
-    plant="ALTER TABLE vault.audit_log RENAME TO audit_log_real;"
-    " CREATE TABLE vault.audit_ghosts (LIKE vault.audit_log_real);"
-    " CREATE VIEW vault.audit_log AS SELECT * FROM vault.audit_log_real UNION ALL"
-    f" SELECT * FROM vault.audit_ghosts WHERE current_query() LIKE '{_PRESENCE_CHECK}';"
-    " CREATE FUNCTION vault.ghost_insert() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER"
-    " SET search_path = pg_catalog AS $$ BEGIN"
-    "  IF NEW.client LIKE 'vault:%' THEN"
-    "   NEW.id := nextval('vault.audit_log_id_seq'::regclass); NEW.at := clock_timestamp(); NEW.hash_version := 2;"
-    "   NEW.prev_hash := coalesce((SELECT r.row_hash FROM vault.audit_log_real r ORDER BY r.id DESC LIMIT 1),"
-    "    '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea);"
-    "   NEW.row_hash := vault.audit_row_hash(NEW.prev_hash, NEW.id, NEW.at, NEW.client, NEW.client_serial,"
-    "    NEW.client_cert_sha256, NEW.action, NEW.purpose, NEW.token_types, NEW.item_count, NEW.outcome,"
-    "    NEW.revealed);"
-    "   INSERT INTO vault.audit_ghosts SELECT NEW.*; RETURN NEW;"
-    "  END IF;"
-    "  INSERT INTO vault.audit_log_real (client, client_serial, client_cert_sha256, action, purpose,"
-    "   token_types, item_count, outcome, revealed) VALUES (NEW.client, NEW.client_serial,"
-    "   NEW.client_cert_sha256, NEW.action, NEW.purpose, NEW.token_types, NEW.item_count, NEW.outcome,"
-    "   NEW.revealed) RETURNING * INTO NEW;"
-    "  RETURN NEW;"
-    " END $$;"
-    " CREATE TRIGGER ghost_insert INSTEAD OF INSERT ON vault.audit_log"
-    " FOR EACH ROW EXECUTE FUNCTION vault.ghost_insert();"
-    " GRANT SELECT, INSERT ON vault.audit_log TO tokenvault_vault;",
-    remove="DROP VIEW vault.audit_log; DROP FUNCTION vault.ghost_insert();"
-    " ALTER TABLE vault.audit_log_real RENAME TO audit_log; DROP TABLE vault.audit_ghosts;",
-)
-
-
-_OK_ROWS_GHOSTED = Sabotage(  # the owner lets the intent rows through, so the command starts, and keeps the rest
-    plant=_OPERATOR_ROWS_GHOSTED.plant.replace(
-        "IF NEW.client LIKE 'vault:%' THEN", "IF NEW.client LIKE 'vault:%' AND NEW.outcome <> 'started' THEN"
-    ),
-    remove=_OPERATOR_ROWS_GHOSTED.remove,
+_OPERATOR_ROWS_GHOSTED = ghost_view("NEW.client LIKE 'vault:%'")  # attack17/a6_admin_rows_ghosted.py
+_OK_ROWS_GHOSTED = ghost_view(  # the owner lets the intent rows through, so the command starts, and keeps the rest
+    "NEW.client LIKE 'vault:%' AND NEW.outcome <> 'started'"
 )
 
 

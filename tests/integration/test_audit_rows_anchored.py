@@ -22,51 +22,17 @@ from prometheus_client import REGISTRY
 
 from tests.conftest import running_vault, stack_identity
 from tests.integration import audit_attacks as attack
-from tests.integration.audit_attacks import Anchored, Sabotage, anchored, own_database
+from tests.integration.audit_attacks import CHAINED_GHOST_HASH, Anchored, Sabotage, anchored, ghost_view, own_database
 from tokenvault_client import VaultClient, VaultClientError
 
 __all__ = ["anchored", "own_database"]  # fixtures used here, shared by the audit attack tests
 
-_PRESENCE_CHECK = "SELECT id, client, action, coalesce(purpose%"
-"""The start of the append's presence check (audit.py `_PRESENT`): the only query shown the ghosts."""
-
 
 def _ghost_view(chained_hash: bool) -> Sabotage:
-    """The attack's plant (report 15, finding 1); with `chained_hash`, each ghost row carries the hash the
-    chain trigger would have given it, after the real head (so the append's returned row looks chained)."""
-    row_hash = (
-        "NEW.prev_hash := coalesce((SELECT r.row_hash FROM vault.audit_log_real r ORDER BY r.id DESC LIMIT 1),"
-        " '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea);"
-        " NEW.row_hash := vault.audit_row_hash(NEW.prev_hash, NEW.id, NEW.at, NEW.client, NEW.client_serial,"
-        " NEW.client_cert_sha256, NEW.action, NEW.purpose, NEW.token_types, NEW.item_count, NEW.outcome,"
-        " NEW.revealed);"
-        if chained_hash
-        else "NEW.prev_hash := '\\x00'; NEW.row_hash := '\\x00';"
-    )
-    return Sabotage(
-        plant="ALTER TABLE vault.audit_log RENAME TO audit_log_real;"
-        " CREATE TABLE vault.audit_ghosts (LIKE vault.audit_log_real);"
-        " CREATE VIEW vault.audit_log AS SELECT * FROM vault.audit_log_real UNION ALL"
-        f" SELECT * FROM vault.audit_ghosts WHERE current_query() LIKE '{_PRESENCE_CHECK}';"
-        " CREATE FUNCTION vault.ghost_insert() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER"
-        " SET search_path = pg_catalog AS $$ BEGIN"
-        "  IF NEW.client = 'analyst' AND NEW.action = 'detokenize' THEN"
-        "   NEW.id := nextval('vault.audit_log_id_seq'::regclass); NEW.at := clock_timestamp();"
-        f"   NEW.hash_version := 2; {row_hash}"
-        "   INSERT INTO vault.audit_ghosts SELECT NEW.*; RETURN NEW;"
-        "  END IF;"
-        "  INSERT INTO vault.audit_log_real (client, client_serial, client_cert_sha256, action, purpose,"
-        "   token_types, item_count, outcome, revealed) VALUES (NEW.client, NEW.client_serial,"
-        "   NEW.client_cert_sha256, NEW.action, NEW.purpose, NEW.token_types, NEW.item_count, NEW.outcome,"
-        "   NEW.revealed) RETURNING * INTO NEW;"
-        "  RETURN NEW;"
-        " END $$;"
-        " CREATE TRIGGER ghost_insert INSTEAD OF INSERT ON vault.audit_log"
-        " FOR EACH ROW EXECUTE FUNCTION vault.ghost_insert();"
-        " GRANT SELECT, INSERT ON vault.audit_log TO tokenvault_vault",
-        remove="DROP VIEW vault.audit_log; DROP FUNCTION vault.ghost_insert();"
-        " ALTER TABLE vault.audit_log_real RENAME TO audit_log; DROP TABLE vault.audit_ghosts",
-    )
+    """The attack's plant (report 15, finding 1) for the analyst's reveals; with `chained_hash`, each ghost row
+    carries the hash the chain trigger would have given it (so the append's returned row looks chained)."""
+    row_hash = CHAINED_GHOST_HASH if chained_hash else "NEW.prev_hash := '\\x00'; NEW.row_hash := '\\x00';"
+    return ghost_view("NEW.client = 'analyst' AND NEW.action = 'detokenize'", row_hash)
 
 
 def _rows_missing_counted() -> float:
