@@ -257,3 +257,20 @@ def test_an_admin_command_never_creates_the_checkpoint_file_the_vault_appends_to
     printed = [json.loads(line)["audit_checkpoint"] for line in done.stderr.splitlines() if "audit_checkpoint" in line]
     assert printed, done.stderr  # the operator's terminal keeps the checkpoint
     assert f"the audit checkpoint file {absent} does not exist: this command does not create it" in done.stderr
+
+
+def test_a_quiet_vault_exports_the_admin_commands_checkpoint_in_its_own_log(
+    own_database: dict[str, str], anchored: Anchored, tmp_path: Path
+) -> None:
+    """The admin's checkpoint reached only the operator's terminal: the vault, quiet, never exported it (R19-2)."""
+    vault, exported = anchored
+    vault.wait_for_checkpoint()
+    done = _admin(own_database, tmp_path / "none.jsonl", "rewrap", "--reason", "CHG-19002")
+    assert done.returncode == 0, done.stderr
+    with as_owner(own_database) as conn:
+        row = conn.execute("SELECT max(id) FROM vault.audit_log WHERE purpose = 'CHG-19002'").fetchone()
+    assert row is not None and row[0] is not None
+    deadline = time.monotonic() + 10
+    while max((c.head.head_id for c in read_exported_copy(exported).checkpoints), default=0) < row[0]:
+        assert time.monotonic() < deadline, "the vault never exported a checkpoint covering the admin's rows"
+        time.sleep(0.2)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -15,7 +17,7 @@ from tests.unit.upkeep_fakes import FakeChainStore, FakeCheckpointStore, FakeSig
 from vault_service.adapters.postgres.errors import translated
 from vault_service.domain.anchoring import AppendedRows, AuditChecksOverdue
 from vault_service.domain.audit import AuditEvent
-from vault_service.domain.checkpoints import Checkpoint
+from vault_service.domain.checkpoints import ChainHead, Checkpoint
 from vault_service.domain.errors import (
     AuditDatabaseUnreachable,
     AuditUnavailable,
@@ -27,6 +29,7 @@ from vault_service.domain.errors import (
 from vault_service.domain.identity import Caller
 from vault_service.domain.rate_limit import RateLimit
 from vault_service.service.audit_upkeep import AuditUpkeep
+from vault_service.service.checkpoint_anchor import checkpoint_exporter
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 
 
@@ -116,14 +119,19 @@ def test_a_checkpoint_planted_at_the_head_without_a_valid_signature_does_not_pas
     assert "at the head without the signing key's signature" in caplog.text and planted == [1]
 
 
-def test_another_replicas_genuine_checkpoint_of_the_head_is_left_as_the_anchor() -> None:
+def test_another_processs_genuine_checkpoint_of_the_head_is_left_as_the_anchor_and_exported_here_too() -> None:
+    """Not signed or stored again; exported once, so this log carries an admin command's checkpoint (R19-2)."""
     store, exported = FakeCheckpointStore(), list[Checkpoint]()
     upkeep = upkeep_with(FakeAuditLog(), store, TokenizeMeter(), exported, [])
     store.head_id = 7
     other = store.head()
     assert other is not None
-    store.stored.append(Checkpoint(other, "k", FakeSigner().sign(other.message())))  # another replica's, signed
-    assert upkeep.run_once() is None and exported == []
+    theirs = Checkpoint(other, "k", FakeSigner().sign(other.message()))  # another replica's, or an admin's
+    store.stored.append(theirs)
+    made = upkeep.run_once()
+    assert made is not None and exported == [made] and made.head == other and made.signature == theirs.signature
+    assert store.stored == [theirs]  # nothing stored again
+    assert upkeep.run_once() is None and len(exported) == 1  # once
 
 
 def test_a_row_beyond_the_id_sequence_is_reported_once_counted_every_round_and_the_head_still_moves(
@@ -416,3 +424,22 @@ def test_only_a_pool_that_gets_no_connection_is_translated_as_the_database_unrea
         with pytest.raises(DatabaseUnavailable) as raised:
             failing(error)
         assert not isinstance(raised.value, DatabaseUnreachable)
+
+
+def test_an_admin_command_skips_a_checkpoint_file_it_may_not_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The vault's file (its own user's, 0600) refused the operator's append, and the command its work (R19-9)."""
+    head = ChainHead(3, b"\x03" * 32, 3, datetime(2026, 12, 4, 15, 0, tzinfo=UTC))
+    theirs = tmp_path / "checkpoints.jsonl"
+    theirs.write_text("")
+
+    def not_yours(*_: object) -> int:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("vault_service.service.checkpoint_anchor.os.open", not_yours)
+    with caplog.at_level(logging.WARNING):
+        checkpoint_exporter(theirs, create=False)(Checkpoint(head, "k", "vault:v1:c2ln"))
+    assert "is not writable by this user: this command does not create it or take it over" in caplog.text
+    with pytest.raises(PermissionError):
+        checkpoint_exporter(theirs)(Checkpoint(head, "k", "vault:v1:c2ln"))  # the vault's own export still fails loudly

@@ -118,7 +118,10 @@ def checkpoint_exporter(path: Path | None, create: bool = True) -> Callable[[Che
     `create` False: a file that does not exist is not created, only logged. The admin commands
     run as the operator's OS user; a file they created belonged to that user, the vault could no
     longer append to it and, its rounds failing, refused every reveal a minute later (retest 17,
-    finding B). Their checkpoint is in the database and their log all the same.
+    finding B). A file this user may not write (the vault's own, mode 0600) is skipped the same
+    way (review 19, R19-9): the command would otherwise refuse its work for want of an export the
+    vault's log gives (it exports every genuine checkpoint it finds, R19-2). Their checkpoint is
+    in the database and their log all the same.
     """
 
     def export(checkpoint: Checkpoint) -> None:
@@ -129,13 +132,14 @@ def checkpoint_exporter(path: Path | None, create: bool = True) -> Callable[[Che
         flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT if create else 0)
         try:
             descriptor = os.open(path, flags, 0o666)  # the umask applies, as for open(path, "a")
-        except FileNotFoundError:
+        except (FileNotFoundError, PermissionError) as error:
             if create:
                 raise
             log.warning(
-                "the audit checkpoint file %s does not exist: this command does not create it (the vault"
-                " service does, as its own user); its checkpoint is in the database and the line above",
+                "the audit checkpoint file %s %s: this command does not create it or take it over (the vault"
+                " service writes it, as its own user); its checkpoint is in the database and the line above",
                 path,
+                "does not exist" if isinstance(error, FileNotFoundError) else "is not writable by this user",
             )
             return
         with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
@@ -215,8 +219,15 @@ class CheckpointAnchor:
             return None
         if head.head_id <= last:  # the database says the head is anchored: by a checkpoint that vouches for it?
             assert newest is not None
-            if last <= self._exported_head or self._vouches(newest, head):
+            if last <= self._exported_head:
                 return None
+            if self._vouches(newest, head):
+                # Another process's genuine checkpoint - a replica's, or an admin command's, whose only
+                # other copies may be the operator's terminal - is exported here too, so this
+                # service's log carries every checkpoint of the chain (review 19, R19-2).
+                checkpoint = newest.anchor()
+                self._export_and_note(checkpoint)
+                return checkpoint
             return self._anchor_beside_a_planted_checkpoint(
                 head, last, "at the head without the signing key's signature"
             )
