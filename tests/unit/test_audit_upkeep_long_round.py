@@ -1,11 +1,14 @@
-"""A long round that keeps progressing is not cut off, and a round cut off is resumed, not started over (R18-4).
+"""A long round that keeps progressing is not cut off (R18-4); a round cut off is started over, not resumed (R19-1).
 
 Review 18, R18-4: the watchdog bounded the whole round at 6 intervals. A segment longer than a
 round could read in that time (the rows of every replica since this one's oldest remembered row,
 which the others keep extending) was cut every round, each round started over, and the replica
 refused reveals until restarted. Now each page read re-arms the watchdog (a held statement is
-still cut within the limit: test_audit_upkeep_anchored_rows.py), and a round cut off leaves its
-check to the next one. With fakes of the store.
+still cut within the limit: test_audit_upkeep_anchored_rows.py). A round cut off is not resumed
+from its last page (84ffdf5 did that): the database owner held a page past the limit, then deleted
+or rewrote a row of this replica's below the page, re-linking at most up to it, and the resumed
+round exported the head with nothing missing (review 19, R19-1). The next round reads the segment
+from the oldest remembered row again. With fakes of the store.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from vault_service.domain.anchoring import AppendedRows, SegmentRow
 from vault_service.domain.audit import AuditRecord, chain_hash_v2
 from vault_service.domain.checkpoints import ChainHead, Checkpoint
 from vault_service.domain.errors import DatabaseUnavailable
+from vault_service.service.audit_upkeep import AuditUpkeep
 from vault_service.service.metering import TokenizeMeter
 from vault_service.service.round_watchdog import RoundWatchdog
 
@@ -81,7 +85,8 @@ def test_a_round_progressing_steadily_for_longer_than_the_limit_is_not_cut_and_e
     assert len(rows) == 0
 
 
-def test_a_round_cut_off_part_way_is_resumed_from_its_last_page_by_the_next_round() -> None:
+def test_a_round_cut_off_part_way_is_started_over_by_the_next_round() -> None:
+    # Not resumed from its last page (review 19, R19-1): the next round reads from the oldest remembered row.
     store = _OneRowPages(10, fail_after=5)
     rows, exported = _first_row_remembered(store), list[Checkpoint]()
     upkeep = upkeep_with(FakeAuditLog(), store, TokenizeMeter(), exported, [], appended=rows)
@@ -90,57 +95,49 @@ def test_a_round_cut_off_part_way_is_resumed_from_its_last_page_by_the_next_roun
     assert store.reads == [0, 1, 2, 3, 4, 5] and len(rows) == 1
     store.reads.clear()
     made = upkeep.run_once()
-    assert store.reads == [5, 6, 7, 8, 9], "the next round started over instead of going on from row 5"
+    assert store.reads == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], store.reads
     assert made is not None and exported == [made] and made.missing == ()
     assert len(rows) == 0
 
 
-def test_a_resumed_round_still_finds_a_row_remembered_since_that_its_pages_did_not_look_for() -> None:
-    # Row 3 is remembered after the first round read past it (committed before the head it read):
-    # the next round may not go on from beyond it, or it would be reported missing though held.
-    store = _OneRowPages(10, fail_after=5)
-    rows, exported, missing = _first_row_remembered(store), list[Checkpoint](), list[int]()
-    upkeep = upkeep_with(
-        FakeAuditLog(), store, TokenizeMeter(), exported, [], appended=rows, on_rows_missing=missing.append
-    )
-    with pytest.raises(DatabaseUnavailable):
-        upkeep.run_once()
-    late = store.records[2]
-    rows.remember([(late.record_id, (late.prev_hash, late.row_hash))])
-    store.reads.clear()
-    made = upkeep.run_once()
-    assert store.reads[0] == 2, store.reads  # from the last page before row 3
-    assert made is not None and made.missing == () and missing == [] and len(rows) == 0
-
-
-def test_a_resumed_round_whose_chain_no_longer_links_to_its_last_page_reads_it_all_again() -> None:
-    # Rewritten from row 5 on after the first round read it: the row after the mark does not link.
-    # The round then reads the segment from the start, so it finds what a fresh round finds: the
-    # appended row 1 held by an unbroken chain (the rewrite of rows no checkpoint anchors yet is
-    # not this replica's row). Were it cut off on the break, row 1 would be reported missing.
-    store = _OneRowPages(10, fail_after=5)
-    rows, exported, missing = _first_row_remembered(store), list[Checkpoint](), list[int]()
-    upkeep = upkeep_with(
-        FakeAuditLog(), store, TokenizeMeter(), exported, [], appended=rows, on_rows_missing=missing.append
-    )
-    with pytest.raises(DatabaseUnavailable):
-        upkeep.run_once()
-    store.records = [*store.records[:4], *_relinked(store.records[3], chained_records(10)[4:])]
-    store.reads.clear()
-    made = upkeep.run_once()
-    assert store.reads == [5, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9], store.reads
-    assert missing == [] and made is not None and exported[-1].missing == () and len(rows) == 0
-
-
-def test_a_resumed_round_reports_an_appended_row_rewritten_since_as_a_fresh_round_does() -> None:
-    store = _OneRowPages(10, fail_after=5)
-    rows, exported, missing = AppendedRows(), list[Checkpoint](), list[int]()
+def _cut_after_row_5(rows: AppendedRows, missing: list[int]) -> tuple[_OneRowPages, AuditUpkeep, list[Checkpoint]]:
+    """An upkeep remembering rows 1-3 of a 10-row chain, whose first round was cut after reading rows 1-5."""
+    store, exported = _OneRowPages(10, fail_after=5), list[Checkpoint]()
     rows.remember([(r.record_id, (r.prev_hash, r.row_hash)) for r in store.records[:3]])
     upkeep = upkeep_with(
         FakeAuditLog(), store, TokenizeMeter(), exported, [], appended=rows, on_rows_missing=missing.append
     )
     with pytest.raises(DatabaseUnavailable):
         upkeep.run_once()
+    assert store.reads == [0, 1, 2, 3, 4, 5]
+    return store, upkeep, exported
+
+
+def test_an_own_row_rewritten_below_where_a_cut_round_got_and_relinked_only_up_to_there_is_named() -> None:
+    # Review 19, R19-1: the owner holds a page so the round is cut after row 5, then rewrites row 3
+    # (this replica's) and re-links rows 3-5 only: row 6 still links to the old row 5. A round
+    # resumed from row 5 saw nothing and forgot row 3; one read from row 1 breaks at row 6.
+    rows, missing = AppendedRows(), list[int]()
+    store, upkeep, exported = _cut_after_row_5(rows, missing)
+    store.records = [*store.records[:2], *_relinked(store.records[1], store.records[2:5]), *store.records[5:]]
+    made = upkeep.run_once()
+    # The chain breaks below the head, so every remembered row is named (3 counted), as before 84ffdf5.
+    assert missing == [3] and made is not None and exported[-1].missing == (1, 2, 3), exported
+
+
+def test_an_own_row_deleted_below_where_a_cut_round_got_is_named() -> None:
+    # Review 19, R19-1: row 3 (this replica's) deleted after the cut, nothing re-linked.
+    rows, missing = AppendedRows(), list[int]()
+    store, upkeep, exported = _cut_after_row_5(rows, missing)
+    store.records = [r for r in store.records if r.record_id != 3]
+    made = upkeep.run_once()
+    # The chain breaks below the head, so every remembered row is named (3 counted), as before 84ffdf5.
+    assert missing == [3] and made is not None and exported[-1].missing == (1, 2, 3), exported
+
+
+def test_an_own_row_rewritten_after_a_cut_and_relinked_to_the_head_is_named() -> None:
+    rows, missing = AppendedRows(), list[int]()
+    store, upkeep, exported = _cut_after_row_5(rows, missing)
     # The owner rewrites row 3 (one of this replica's) and re-chains every row after it.
     store.records = [*store.records[:2], *_relinked(store.records[1], store.records[2:])]
     made = upkeep.run_once()

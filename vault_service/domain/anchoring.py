@@ -266,10 +266,10 @@ class SegmentCheck:
     none of them, and `broken_at` names the first row that does not hold.
 
     Only what the next page needs is kept (the last hash, the appended rows seen held), so a
-    segment of any length is checked in the memory of one page (review 17 #1); and the (id,
-    row_hash) at the end of each page that held (`marks`), so a round cut off part way (the
-    watchdog) is resumed by the next one from there (`resumed`) instead of starting over on a
-    segment other replicas keep extending (review 18, R18-4).
+    segment of any length is checked in the memory of one page (review 17 #1). A check cut off
+    part way is not resumed: the next round checks the segment from its oldest appended row again
+    (review 19, R19-1: a row of this replica's deleted or rewritten below a saved mark, the chain
+    re-linked only up to the mark, went unseen by a round resumed from it).
 
     `pause` is called after every `HASHED_PER_PAUSE` rows hashed here: the upkeep yields the
     interpreter there, so the calls being served do not wait behind one long burst of hashing.
@@ -291,34 +291,6 @@ class SegmentCheck:
         self._versions = HashVersions(after_version_2=True)
         self.broken_at: int | None = None
         """The id of the first row at which the segment does not hold (None: none so far)."""
-        self.marks: list[tuple[int, bytes]] = []
-        """The (id, row_hash) of the last row of each page that held, in id order."""
-
-    def resumed(
-        self, head: ChainHead, appended: Mapping[int, Link], pause: Callable[[], None] | None = None
-    ) -> tuple[SegmentCheck, int] | None:
-        """A check of `appended` up to `head` that goes on from this one's last fitting mark, and that mark's id.
-
-        None when there is none to go on from: this check broke, a row it was checked for is no
-        longer in `appended`, or no mark lies before both `head` and every row of `appended` this
-        check was not given (a row remembered since, which its pages did not look for).
-
-        Sound because each row's hash covers the hash before it: a segment read on from the mark
-        that links to the mark's hash descends from the rows checked up to it, as they were read;
-        had the database owner changed one of them since, the row after the mark would not link.
-        """
-        if self.broken_at is not None or any(i not in appended for i in self._appended):
-            return None
-        bound = min((i for i in appended if i not in self._appended), default=head.head_id)
-        for index in range(len(self.marks) - 1, -1, -1):
-            mark_id, mark_hash = self.marks[index]
-            if mark_id < bound and mark_id < head.head_id:
-                check = SegmentCheck(head, appended, pause)
-                check._previous, check._last = mark_hash, (mark_id, mark_hash)
-                check._held = {i for i in self._held if i <= mark_id}
-                check.marks = self.marks[: index + 1]
-                return check, mark_id
-        return None
 
     def appended_after(self, after_id: int, count: int) -> list[tuple[int, bytes]]:
         """The (id, row_hash) of the first `count` appended rows after `after_id`: those a page need not fetch."""
@@ -343,8 +315,6 @@ class SegmentCheck:
             self._last = (row.record_id, row.row_hash)
             if own:
                 self._held.add(row.record_id)
-        if self._last is not None and rows:
-            self.marks.append(self._last)
         return self.broken_at is None
 
     @property

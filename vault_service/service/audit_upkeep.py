@@ -32,9 +32,11 @@ round under a watchdog timed in this process (service/round_watchdog.py): ROUND_
 intervals without progress (each page of the segment read re-arms it), or ROUND_CEILING_LIMITS
 such limits in all, and the round is counted as failed, the unchecked ids are logged, and its
 database connections are closed at the socket - a timeout or a cancel the database owner can
-trap (attack 17, finding 3), a closed socket he cannot. A round cut off (or failing after its
-check) leaves its segment check to the next round, which goes on from its last page instead of
-starting over on a segment the other replicas keep extending (review 18, R18-4).
+trap (attack 17, finding 3), a closed socket he cannot. Bounding the lack of progress, not the
+round's length, lets a round over a long segment the other replicas keep extending run to its end
+(review 18, R18-4). A round cut off is not resumed: the next one checks the segment from this
+replica's oldest remembered row again, so a row of its own the database owner deleted or rewrote
+meanwhile is found whatever he re-linked (review 19, R19-1).
 
 A round that fails for any reason (the database or Vault away, a row it cannot read, the
 checkpoint file unwritable) is logged by its error's type and message, counted, and retried
@@ -77,7 +79,7 @@ Its statements' server-side timeout is 5 intervals."""
 ROUND_CEILING_LIMITS = 20
 """Round limits a whole round may run, however steadily it progresses, before its watchdog fails it (R18-4).
 
-Generous: a round cut there is resumed by the next from its last page, so a long segment still gets checked."""
+Generous: a round cut there is started over by the next (R19-1), so it must leave a long segment time to end."""
 _PAGE_ROWS = SEGMENT_PAGE_ROWS
 """Rows per page of a round's segment read (the serving threads run during each read)."""
 
@@ -176,7 +178,6 @@ class AuditUpkeep:
         self._watchdog = RoundWatchdog(
             self._round_limit, self._round_overran, repeat=interval, ceiling=self._round_ceiling
         )
-        self._partial: SegmentCheck | None = None  # the last round's segment check, until its rows are exported
 
     def run_once(self) -> Checkpoint | None:
         """Write the aggregated rows, then checkpoint the chain if it grew; the checkpoint made."""
@@ -205,7 +206,6 @@ class AuditUpkeep:
             # Forgotten only now: until a checkpoint of the head they were checked against is
             # exported, the database owner can still rewrite them unseen (attack 17, finding 2).
             self._appended.forget(appended)
-            self._partial = None
         return checkpoint
 
     def _check_appended(self, head: ChainHead | None, appended: dict[int, Link]) -> None:
@@ -216,13 +216,9 @@ class AuditUpkeep:
         """
         if self._appended is None or not appended:
             return
-        resumed = self._partial.resumed(head, appended, _yield_interpreter) if self._partial and head else None
-        start = min(appended) - 1
-        check = self._read_segment(head, *(resumed or (SegmentCheck(head, appended, _yield_interpreter), start)))
-        if resumed is not None and not check.complete:
-            # The chain read on no longer holds from the last page checked before (rows rewritten
-            # since, or the head gone): read it all again, so the finding is what a fresh round's is.
-            check = self._read_segment(head, SegmentCheck(head, appended, _yield_interpreter), start)
+        # Always from the oldest remembered row, never from where a round cut off got to: a mark
+        # saved then vouches for nothing the owner changed below it since (review 19, R19-1).
+        check = self._read_segment(head, SegmentCheck(head, appended, _yield_interpreter), min(appended) - 1)
         missing = tuple(i for i in check.missing() if i not in self._anchor.missing)
         if not missing:
             return
@@ -244,10 +240,8 @@ class AuditUpkeep:
     def _read_segment(self, head: ChainHead | None, check: SegmentCheck, after: int) -> SegmentCheck:
         """Read the segment after `after` up to `head` into `check`, page by page; `check`.
 
-        Each page re-arms the watchdog (a held statement is bounded, not the segment's length), and
-        `check` is kept until the rows are exported, so a round cut off is resumed by the next (R18-4).
+        Each page re-arms the watchdog: a held statement is bounded, not the segment's length (R18-4).
         """
-        self._partial = check
         while head is not None and after < head.head_id:  # page by page: bounded in memory (review 17 #1)
             page = self._store.segment(after, head, check.appended_after(after, _PAGE_ROWS), _PAGE_ROWS)
             if not page or not check.add(page):
