@@ -71,9 +71,10 @@ class VaultServer:
 
 MAX_CONNECTION_AGE_SECONDS = 900
 """How long a client connection may live before the server asks the client to reconnect
-(TOKENVAULT_MAX_CONNECTION_AGE_SECONDS): each reconnection is a new TLS handshake, so a
-connection does not outlive a change of the client CA, of the server's certificate or of TLS
-policy by more than this (each call's certificate is checked anyway: validity, revocation)."""
+(TOKENVAULT_MAX_CONNECTION_AGE_SECONDS). The reconnection is a new connection, though not always a
+full TLS handshake (gRPC's OpenSSL server resumes sessions): what bounds a certificate is the
+per-call check of its validity and revocation, not this. The client CA bundle is read at start:
+removing a CA from it takes a restart (review 19, R19-6)."""
 CONNECTION_AGE_GRACE_SECONDS = 30
 """Calls in progress on a connection past its age may finish within this, then it is closed."""
 
@@ -99,7 +100,7 @@ def create_server(
     InvalidRevocationList when that file cannot be used. A client identity may have at most
     `max_calls_per_client` calls in progress (default: half the workers). A client connection
     is closed after `max_connection_age` seconds (gRPC adds +-10 % jitter; calls in progress get
-    CONNECTION_AGE_GRACE_SECONDS more); the client reconnects with a full handshake.
+    CONNECTION_AGE_GRACE_SECONDS more); the client reconnects (a new connection, possibly a resumed TLS session).
     """
     revocations = RevocationList(client_crl, x509.load_pem_x509_certificates(client_ca)) if client_crl else None
     if revocations:
