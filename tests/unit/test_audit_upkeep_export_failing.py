@@ -15,9 +15,9 @@ import pytest
 
 from tests.unit.fakes import FakeAuditLog
 from tests.unit.upkeep_fakes import FakeChainStore, chained_records, upkeep_with
-from vault_service.domain.anchoring import AppendedRows, AuditChecksOverdue, WaitingFor
+from vault_service.domain.anchoring import AppendedRows, AuditChecksOverdue, SegmentRow, WaitingFor
 from vault_service.domain.checkpoints import Checkpoint
-from vault_service.domain.errors import DatabaseUnavailable
+from vault_service.domain.errors import DatabaseUnavailable, StorageError
 from vault_service.service.metering import TokenizeMeter
 
 
@@ -75,3 +75,20 @@ def test_rows_appended_after_an_export_wait_for_their_own_check() -> None:
     rows.waiting_for = WaitingFor.EXPORT  # as a round whose export failed left it
     upkeep.run_once()
     assert len(rows) == 0 and rows.waiting_for is WaitingFor.CHECK
+
+
+def test_a_later_round_failing_at_the_check_says_the_rows_wait_for_their_check_again() -> None:
+    """After an export failed, a round whose segment read fails left the refusals saying 'checked' (R19-8)."""
+    store, now = FakeChainStore(chained_records(3)), [0.0]
+    rows = _rows_of(store, now)
+    upkeep = upkeep_with(FakeAuditLog(), store, TokenizeMeter(), _FullDisk(), [], appended=rows)
+    upkeep._safely()
+    after_the_export_failed = rows.waiting_for
+    assert after_the_export_failed is WaitingFor.EXPORT
+
+    def refused(*_: object, **__: object) -> list[SegmentRow]:
+        raise StorageError("the vault database refused the operation")
+
+    store.segment = refused  # type: ignore[method-assign]  # the owner's policy now fails the segment read
+    upkeep._safely()
+    assert rows.waiting_for is WaitingFor.CHECK

@@ -218,6 +218,15 @@ class AppendedRows:
         with self._lock:
             return {row_id: link for row_id, (link, _) in self._rows.items()}
 
+    def checking(self) -> None:
+        """A round is about to check the rows: until it says otherwise they wait for their check.
+
+        A round that fails at the check after an earlier one failed at the export must not leave
+        the refusals saying the rows were checked (review 19, R19-8).
+        """
+        with self._lock:
+            self.waiting_for = WaitingFor.CHECK
+
     def checked(self, ids: Container[int]) -> None:
         """A round checked these rows against the chain: if the oldest is among them, it waits for the export now."""
         with self._lock:

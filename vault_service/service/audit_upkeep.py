@@ -194,6 +194,8 @@ class AuditUpkeep:
         appended = self._appended.remembered() if self._appended is not None else {}
         head = self._store.head(self._counted)
         self._counted = head or self._counted
+        if appended and self._appended is not None:
+            self._appended.checking()
         self._check_appended(head, appended)
         if appended and head is not None and self._appended is not None:
             self._appended.checked(appended)  # what the refusals say until the export (R18-11)
