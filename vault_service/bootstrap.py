@@ -31,6 +31,7 @@ from vault_service.adapters.transit import (
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.anchoring import AppendedRows
 from vault_service.domain.checkpoints import Checkpoint
+from vault_service.domain.pending_rows import PendingNote
 from vault_service.domain.policy import load_policy
 from vault_service.entrypoints.metrics import (
     observe_checkpoint_exported,
@@ -47,7 +48,7 @@ from vault_service.entrypoints.metrics import (
 )
 from vault_service.service.audit_upkeep import DEFAULT_INTERVAL, AuditUpkeep
 from vault_service.service.audit_verify import DEFAULT_COPY_LAG, FullAuditReport, verify_audit_and_erasures
-from vault_service.service.checkpoint_anchor import checkpoint_exporter
+from vault_service.service.checkpoint_anchor import checkpoint_exporter, pending_exporter
 from vault_service.service.keyring import KeyManager
 from vault_service.service.maintenance import HealthReport, KeyMaintainer
 from vault_service.service.metering import TokenizeMeter
@@ -102,7 +103,7 @@ class Bootstrapped:
         observe_oldest_unchecked(self.audit.appended.oldest_age)
         appended = self.audit.appended
         observe_database_unreachable(lambda: appended.database_unreachable)
-        return self._upkeep(interval, checkpoint_exporter(checkpoint_file))
+        return self._upkeep(interval, checkpoint_exporter(checkpoint_file), pending_exporter(checkpoint_file))
 
     def anchor_own_rows(self, checkpoint_file: Path | None) -> OwnRowsRound:
         """One upkeep round over the audit rows this process appended, before it exits (the admin commands').
@@ -115,17 +116,25 @@ class Bootstrapped:
         self.audit.upkeep_statement_timeout = 5 * DEFAULT_INTERVAL  # as the service's rounds: bounded
         export = checkpoint_exporter(checkpoint_file, create=False)
 
+        note = pending_exporter(checkpoint_file, create=False)  # its log line reaches standard error too
+
         def upkeep_exporting_to(also: Callable[[Checkpoint], None]) -> AuditUpkeep:
             def export_and_tell(checkpoint: Checkpoint) -> None:
                 export(checkpoint)
                 also(checkpoint)
 
-            return self._upkeep(DEFAULT_INTERVAL, export_and_tell)
+            return self._upkeep(DEFAULT_INTERVAL, export_and_tell, note)
 
         return anchor_own_rows(self.audit.appended, upkeep_exporting_to)
 
-    def _upkeep(self, interval: float, export: Callable[[Checkpoint], None]) -> AuditUpkeep:
-        """The audit upkeep of this process's rows, exporting each checkpoint through `export`."""
+    def _upkeep(
+        self, interval: float, export: Callable[[Checkpoint], None], note: Callable[[PendingNote], None]
+    ) -> AuditUpkeep:
+        """The audit upkeep of this process's rows, exporting each checkpoint through `export`.
+
+        Each round first exports, through `note`, a note of the rows appended and not yet anchored
+        (retest 17, finding A).
+        """
         verify = SignatureVerifier(self.signer)
         return AuditUpkeep(
             self.audit,
@@ -144,6 +153,7 @@ class Bootstrapped:
             appended=self.audit.appended,
             on_rows_missing=observe_rows_missing,
             on_rows_unchecked=observe_rows_unchecked,
+            note_pending=note,
         )
 
     def maintainer(self, report: HealthReport, interval: float) -> KeyMaintainer:

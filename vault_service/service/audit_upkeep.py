@@ -45,6 +45,13 @@ unchecked are not dropped: once the oldest is older than the bound (TOKENVAULT_A
 the appends, so the calls, are refused until a round checks them (domain/anchoring.py); the
 upkeep's own aggregated rows wait for that round. Rows still unchecked after `stop()`'s last
 round are logged (count, lowest and highest id) and counted (review 16, finding 1).
+
+Before its first statement, each round exports a note of the rows appended since the last note
+(id ranges, count, a digest over each id and row hash; domain/pending_rows.py) to where the
+checkpoints go, so a process the database owner kills during the round (a huge message on one
+of its statements taking it past its memory limit: retest 17, finding A) has named them outside
+the database, and `audit verify --exported` requires them in the log as appended. One line per
+round at most, none when nothing new was appended.
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ from vault_service.domain.anchoring import (
 )
 from vault_service.domain.checkpoints import ChainHead, Checkpoint
 from vault_service.domain.errors import DatabaseUnreachable, VaultError
+from vault_service.domain.pending_rows import PendingNote
 from vault_service.service.checkpoint_anchor import CheckpointAnchor, CheckpointStore, Signer
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 from vault_service.service.ports import AuditLog
@@ -130,6 +138,7 @@ class AuditUpkeep:
         on_rows_missing: Callable[[int], None] | None = None,
         on_rows_unchecked: Callable[[int], None] | None = None,
         round_limit: float | None = None,
+        note_pending: Callable[[PendingNote], None] | None = None,
     ) -> None:
         """`on_exported` is told of each checkpoint exported, `on_planted` of each round that found a planted one.
 
@@ -149,6 +158,9 @@ class AuditUpkeep:
         read) before its watchdog counts it as failed, logs the unchecked ids and severs its database
         connections (default ROUND_LIMIT_INTERVALS intervals); a whole round may run
         ROUND_CEILING_LIMITS limits.
+
+        `note_pending`: exports the note of the rows of `appended` not noted before, at the start
+        of each round (None: no notes).
         """
         self._audit = audit
         self._store = store
@@ -178,9 +190,13 @@ class AuditUpkeep:
         self._watchdog = RoundWatchdog(
             self._round_limit, self._round_overran, repeat=interval, ceiling=self._round_ceiling
         )
+        self._note_pending = note_pending
+        self._noted: set[int] = set()  # remembered rows already named in an exported note
+        self._note_failing = False  # the last note could not be written (logged once while it fails)
 
     def run_once(self) -> Checkpoint | None:
         """Write the aggregated rows, then checkpoint the chain if it grew; the checkpoint made."""
+        self._note_appended()  # before any statement: the database owner may kill the process during one
         try:
             self._meter.flush_into(self._audit.append)
             self._refusals.flush_into(self._audit.append)
@@ -209,6 +225,30 @@ class AuditUpkeep:
             # exported, the database owner can still rewrite them unseen (attack 17, finding 2).
             self._appended.forget(appended)
         return checkpoint
+
+    def _note_appended(self) -> None:
+        """Export a note of the remembered rows no note named yet (retest 17, finding A); nothing when none.
+
+        A note the checkpoint file refuses (OSError; its log line is out already) is logged and tried
+        again next round, and the round goes on: its checkpoint's export then fails on the same file,
+        and the refusals say the rows were checked but not anchored (R18-11).
+        """
+        if self._appended is None or self._note_pending is None:
+            return
+        remembered = self._appended.remembered()
+        self._noted.intersection_update(remembered)  # forgotten rows need no memory of their note
+        new = {row_id: link[1] for row_id, link in remembered.items() if row_id not in self._noted}
+        if not new:
+            return
+        try:
+            self._note_pending(PendingNote.of(new))
+        except OSError as error:  # the file's error names its path only
+            if not self._note_failing:
+                log.error("audit rows pending could not be noted in the checkpoint file (%s); retried", error)
+            self._note_failing = True
+            return
+        self._note_failing = False
+        self._noted.update(new)
 
     def _check_appended(self, head: ChainHead | None, appended: dict[int, Link]) -> None:
         """Check that the chain up to `head` holds every row of `appended` (see the module's doc).

@@ -27,6 +27,7 @@ from typing import Protocol
 from vault_service.domain.audit import AuditRecord
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, Finding, unanchored_rows, verify_log
 from vault_service.domain.crypto import DataKey
+from vault_service.domain.pending_rows import check_notes
 from vault_service.service.audit_keys_check import audit_keys_problem, late_check_values
 from vault_service.service.erase_reconciliation import ErasedTokenReader, ErasureReconciliation, reconcile_erasures
 from vault_service.service.exported_copy import ExportedCopy, NoExportedCheckpoints, read_exported_copy
@@ -185,6 +186,10 @@ def verify_audit(
     checkpoints but cannot be read raises UnreadableExportedCopy (exported_copy.py). The report
     says what the copy held, and is not intact when the copy's newest checkpoint is older than
     the database's by more than `max_copy_lag` seconds (`CopyCoverage`).
+
+    Every note in the copy of rows a replica appended and had not anchored yet must hold: its
+    rows in the log with the hashes noted (domain/pending_rows.py; retest 17, finding A), else
+    the report is TAMPERED at the note's first row (after any finding of the chain itself).
     """
     copy = read_exported_copy(exported) if exported is not None else None
     copies = list(copy.checkpoints) if copy is not None else []
@@ -193,6 +198,8 @@ def verify_audit(
         raise NoExportedCheckpoints(exported, len(checkpoints))
     records = store.records()
     finding = verify_log(records, checkpoints, copies, lambda data, signature: check(public_keys, data, signature))
+    if finding is None and copy is not None:
+        finding = check_notes(records, copy.pending)
     coverage = _coverage(copy, checkpoints, max_copy_lag) if copy is not None else None
     unanchored = unanchored_rows(records, checkpoints)
     return AuditReport(len(records), len(checkpoints), unanchored, finding, tuple(records), coverage)

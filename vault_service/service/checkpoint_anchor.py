@@ -38,6 +38,7 @@ from typing import Protocol
 from vault_service.domain.anchoring import SegmentRow
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
 from vault_service.domain.errors import StorageError, VaultError
+from vault_service.domain.pending_rows import PendingNote
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ checkpoint file, so nothing left the database (review 18, R18-3). The level set 
 whatever the root logger's is: logging checks only the emitting logger's effective level.
 """
 export_log.setLevel(logging.INFO)
+pending_log = logging.getLogger("vault_service.audit_pending")
+"""The notes of rows appended and not yet anchored (retest 17, finding A): evidence too, so at INFO as `export_log`."""
+pending_log.setLevel(logging.INFO)
 
 
 def same_head(one: ChainHead, other: ChainHead) -> bool:
@@ -144,6 +148,32 @@ def checkpoint_exporter(path: Path | None, create: bool = True) -> Callable[[Che
             return
         with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
+
+    return export
+
+
+def pending_exporter(path: Path | None, create: bool = True) -> Callable[[PendingNote], None]:
+    """Exports each note of rows not yet anchored as a JSON log line `audit_pending` and, with `path`, a file line.
+
+    The line `{"audit_pending": ...}` is appended to the checkpoint file (domain/pending_rows.py).
+    `create` False (the admin commands'): a file missing or not writable is left alone, as by
+    `checkpoint_exporter`, and the log line is the copy.
+    """
+
+    def export(note: PendingNote) -> None:
+        record = note.exported()
+        pending_log.info("audit rows pending", extra={"audit_pending": record})
+        if path is None:
+            return
+        flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT if create else 0)
+        try:
+            descriptor = os.open(path, flags, 0o666)  # the umask applies, as for open(path, "a")
+        except (FileNotFoundError, PermissionError):
+            if create:
+                raise
+            return
+        with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"audit_pending": record}, sort_keys=True) + "\n")
 
     return export
 

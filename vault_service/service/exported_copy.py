@@ -20,6 +20,10 @@ key as JSON text in one of its strings - but that yields none in these forms (cu
 wrapper, a field changed) refuses the whole copy
 (`UnreadableExportedCopy`): skipped, it would leave checkpoints unread and the copy would
 vouch for less than it seems to.
+
+Beside the checkpoints, the notes of the rows a replica appended and had not anchored yet
+(`{"audit_pending": {...}}`, domain/pending_rows.py; retest 17, finding A) are read from the same
+lines, in the same forms; one that claims to be a note and cannot be read refuses the copy too.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import cast
 
 from vault_service.domain.checkpoints import Checkpoint
+from vault_service.domain.pending_rows import PendingNote
 
 WRAPPER_FIELDS = ("log", "message")
 """Where a log shipper puts the original line (Docker json-file, Fluent Bit/Fluentd: `log`; Vector: `message`)."""
@@ -46,6 +51,9 @@ _CLAIMS_A_CHECKPOINT = re.compile(r'(?<!\\)"(?:head_id|audit_checkpoint)"\s*:')
 Lines are told by their structure, not by a word in them: the database owner controls text the
 vault logs (a role default's name, `x.head_id`, is logged at start), and a line merely holding
 `head_id` refused every copy of the vault's log (retest 17, finding C)."""
+_PENDING_KEY = "audit_pending"
+_CLAIMS_A_NOTE = re.compile(r'(?<!\\)"audit_pending"\s*:')
+"""A pending-rows note's key as JSON text writes it (as `_CLAIMS_A_CHECKPOINT`)."""
 
 _CRI_LINE = re.compile(
     r"(?P<time>\d{4}-\d\d-\d\dT\S+) (?P<stream>stdout|stderr) (?P<tag>[PF])(?::\S*)? (?P<text>.*)", re.S
@@ -99,6 +107,8 @@ class ExportedCopy:
     checkpoints: tuple[Checkpoint, ...]
     wrapped: int
     """How many of them came from lines a log shipper had wrapped."""
+    pending: tuple[PendingNote, ...] = ()
+    """The notes of rows a replica appended and had not anchored yet (domain/pending_rows.py), in file order."""
 
     @property
     def newest(self) -> Checkpoint | None:
@@ -125,10 +135,18 @@ def read_exported_copy(path: Path) -> ExportedCopy:
     if not path.exists():
         raise FileNotFoundError(f"no exported checkpoints at {path}")
     checkpoints: list[Checkpoint] = []
+    pending: list[PendingNote] = []
     unreadable: list[int] = []
     wrapped = 0
     with path.open(encoding="utf-8", errors="replace") as lines:
         for number, line, from_cri in _cri_joined(lines):
+            note = _note_of(line) if _PENDING_KEY in line else None
+            if isinstance(note, PendingNote):
+                pending.append(note)
+                continue
+            if note is _UNREADABLE:
+                unreadable.append(number)
+                continue
             found = _checkpoint_of(line)
             if found is _UNREADABLE:
                 unreadable.append(number)
@@ -139,7 +157,7 @@ def read_exported_copy(path: Path) -> ExportedCopy:
             wrapped += was_wrapped or from_cri
     if unreadable:
         raise UnreadableExportedCopy(path, unreadable)
-    return ExportedCopy(path, tuple(checkpoints), wrapped)
+    return ExportedCopy(path, tuple(checkpoints), wrapped, tuple(pending))
 
 
 def _cri_joined(lines: Iterable[str]) -> Iterator[tuple[int, str, bool]]:
@@ -207,6 +225,33 @@ def _checkpoint_of(line: str) -> tuple[Checkpoint, bool] | _Unreadable | None:
             return _UNREADABLE if _claims_a_checkpoint(fields) else None
         record = wrapped
     return _UNREADABLE if _claims_a_checkpoint(record) else None
+
+
+def _note_of(line: str) -> PendingNote | _Unreadable | None:
+    """The pending-rows note one line carries, as `_checkpoint_of` reads a checkpoint (the same wrappers).
+
+    _UNREADABLE when the line claims one (its key as JSON text) it does not yield; None otherwise.
+    """
+    record: object = line
+    for _ in range(_MAX_WRAPPING + 1):
+        if isinstance(record, str):
+            text = record
+            try:
+                record = json.loads(text)
+            except ValueError:
+                return _UNREADABLE if _CLAIMS_A_NOTE.search(text) else None
+        if not isinstance(record, dict):
+            return None
+        fields = cast(dict[str, object], record)
+        if _PENDING_KEY in fields:
+            try:
+                return PendingNote.from_exported(fields[_PENDING_KEY])
+            except (KeyError, TypeError, ValueError):
+                return _UNREADABLE
+        record = next((fields[f] for f in WRAPPER_FIELDS if isinstance(fields.get(f), str | dict)), None)
+        if record is None:
+            return None
+    return None
 
 
 def _claims_a_checkpoint(value: object, depth: int = 0) -> bool:
