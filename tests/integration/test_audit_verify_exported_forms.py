@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 from tests.integration.audit_attacks import (
@@ -28,6 +30,7 @@ from tests.integration.audit_attacks import (
     tokenize_fresh_ip,
 )
 from tests.integration.vault_start import run_admin
+from vault_service.domain.checkpoints import Checkpoint
 
 __all__ = ["anchored", "own_database"]  # fixtures used here
 
@@ -104,3 +107,24 @@ def test_a_copy_older_than_the_databases_newest_checkpoint_by_more_than_the_allo
     code, printed = _verify(own_database, stale, max_copy_lag=60)
     assert code == 0, printed
     assert "audit log intact" in printed and "are vouched for by the database alone" in printed, printed
+
+
+def test_a_second_genuine_checkpoint_of_a_stored_head_is_evidence_not_tampering(
+    own_database: dict[str, str], anchored: Anchored
+) -> None:
+    """Two replicas that checked the same head each sign and export it when one stores its checkpoint between
+    the other's reads; the database keeps one. audit-verify called the other 'differs from its exported
+    copy' (CI, 4 December: TAMPERED on an untouched log)."""
+    vault, exported = anchored
+    tokenize_fresh_ip(own_database, vault)
+    vault.wait_for_checkpoint()
+    stored = vault.wired.audit.newest_checkpoint()
+    assert stored is not None
+    head = replace(stored.head, at=stored.head.at + timedelta(milliseconds=1))  # the other replica's read of it
+    racing = Checkpoint(head, vault.wired.signer.key_name, vault.wired.signer.sign(head.message()))
+    with exported.open("a") as copy:
+        copy.write(json.dumps(racing.exported(), sort_keys=True) + "\n")
+
+    code, printed = _verify(own_database, exported)
+    assert code == 0, printed
+    assert "audit log intact" in printed

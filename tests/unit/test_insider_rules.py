@@ -289,6 +289,9 @@ def test_an_exported_checkpoint_the_database_lacks_but_the_rows_match_proves_the
     forged_copy = dataclasses.replace(_checkpoint(records, 4), signature="sig:00")
     finding = verify_log(records, stored, [forged_copy], _valid)
     assert finding is not None and "bad signature" in finding.reason and finding.first_row == 3
-    replaced = dataclasses.replace(_checkpoint(records, 6), key_name="other")
-    finding = verify_log(records, stored, [replaced], _valid)
-    assert finding is not None and "differs from its exported copy" in finding.reason
+    # Another replica's genuine checkpoint of a head the database stored one of: evidence too.
+    second = dataclasses.replace(_checkpoint(records, 6), key_name="k2")
+    assert verify_log(records, stored, [second], _valid) is None
+    rewritten = _rechained(records, {6: "CASE-rewritten"})  # the last row rewritten, its hash recomputed
+    finding = verify_log(rewritten, [stored[0]], [second], _valid)  # its stored checkpoint deleted too
+    assert finding is not None and finding.first_row == 3 and "no longer match" in finding.reason

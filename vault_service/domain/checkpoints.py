@@ -213,15 +213,18 @@ def _against_the_database(
 ) -> str | None:
     """Why an exported checkpoint that the database does not hold as exported is a finding (None: it is not).
 
-    One the database holds differently was replaced. One it lacks is a finding when the rows
-    contradict it, or when it is newer than every stored checkpoint (the newest rows and their
-    checkpoints deleted). An older one it lacks that still matches the rows proves them: the
-    service exports without storing while the database's checkpoints are impossible (see
+    One the database holds a different checkpoint of is evidence like any other: genuine and
+    matching the rows (`problem` None), it proves them; two replicas that checked the same head
+    each sign and export it when one stores its checkpoint between the other's reads (98d6e6d),
+    and the database keeps one (a false "differs" in CI, 4 December). One it lacks is a finding
+    when the rows contradict it, or when it is newer than every stored checkpoint (the newest rows
+    and their checkpoints deleted). An older one it lacks that still matches the rows proves them:
+    the service exports without storing while the database's checkpoints are impossible (see
     audit_upkeep).
     """
     head = copy.head
     if stored is not None:
-        return f"the checkpoint at row {head.head_id} differs from its exported copy"
+        return problem
     if problem is None and head.head_id <= newest_stored:
         return None
     return (
