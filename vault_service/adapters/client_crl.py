@@ -12,7 +12,8 @@ force are kept per CA that signed them (the SHA-256 of its public key, not its n
 CAs share when one is rotated in place), and a new file is not taken in when it leaves out the
 list of a CA whose list is in force (that would lift its revocations) or holds a list published
 before the one in force for that CA (an older list put back). A file that cannot be used stops
-the service at start; at run time the last good lists are kept and the error logged, so neither
+the service at start; at run time the last good lists are kept, the error logged and its reason
+counted (`on_refused`; `file_in_force` is False until a good newer file comes), so neither
 a half-written file, nor a list left out, nor an older list lets a revoked certificate back in.
 A list in force that passes its next update (the CA stopped publishing) stays in force - the
 revocations it holds still stand - and a warning is logged once.
@@ -52,8 +53,29 @@ from vault_service.adapters.crl_file import read_regular_file
 log = logging.getLogger(__name__)
 
 
+REFUSAL_REASONS = (
+    "unreadable",
+    "unknown_ca",
+    "not_full_list",
+    "future",
+    "expired",
+    "two_lists_of_a_ca",
+    "ca_left_out",
+    "not_newer",
+)
+"""Why a CRL file is refused: a fixed set, fit for a metric's label (the error's text says more)."""
+
+
 class InvalidRevocationList(ValueError):
-    """The CRL file cannot be read, a client CA did not sign it, or it would lift a revocation."""
+    """The CRL file cannot be read, a client CA did not sign it, or it would lift a revocation.
+
+    `reason` is one of `REFUSAL_REASONS`.
+    """
+
+    def __init__(self, message: str, reason: str = "unreadable") -> None:
+        """An error saying `message`, refused for `reason` (one of `REFUSAL_REASONS`)."""
+        super().__init__(message)
+        self.reason = reason
 
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)
@@ -103,21 +125,24 @@ def read_revocation_lists(path: Path, cas: Sequence[x509.Certificate], now: date
     for crl in crls:
         signer = _signer(crl, cas)
         if signer is None:
-            raise InvalidRevocationList(f"the client CRL {path} is not signed by the vault's client CA")
+            raise InvalidRevocationList(f"the client CRL {path} is not signed by the vault's client CA", "unknown_ca")
         _check_full_list(crl, path)
         if crl.last_update_utc > now + MAX_CLOCK_SKEW:
             raise InvalidRevocationList(
                 f"the client CRL {path} was published in the future ({crl.last_update_utc:%Y-%m-%d %H:%M:%S} UTC, "
-                f"over {MAX_CLOCK_SKEW} ahead of this host's clock): check the CA's and this host's clocks"
+                f"over {MAX_CLOCK_SKEW} ahead of this host's clock): check the CA's and this host's clocks",
+                "future",
             )
         if crl.next_update_utc is not None and crl.next_update_utc < now:
             raise InvalidRevocationList(
-                f"the client CRL {path} expired on {crl.next_update_utc:%Y-%m-%d %H:%M} UTC: publish a fresh one"
+                f"the client CRL {path} expired on {crl.next_update_utc:%Y-%m-%d %H:%M} UTC: publish a fresh one",
+                "expired",
             )
         key = ca_key_fingerprint(signer)
         if key in published:
             raise InvalidRevocationList(
-                f"the client CRL {path} holds two lists of the client CA {_describe(signer)}: keep one list per CA"
+                f"the client CRL {path} holds two lists of the client CA {_describe(signer)}: keep one list per CA",
+                "two_lists_of_a_ca",
             )
         published[key] = PublishedList(
             signer.subject.rfc4514_string(),
@@ -145,21 +170,24 @@ def _check_full_list(crl: x509.CertificateRevocationList, path: Path) -> None:
         if isinstance(value, x509.DeltaCRLIndicator):
             raise InvalidRevocationList(
                 f"the client CRL {path} is a delta CRL (only the revocations since list {value.crl_number}), "
-                "not the CA's full list: render the CA's full CRL (Vault PKI: pki/cert/crl, not pki/cert/delta-crl)"
+                "not the CA's full list: render the CA's full CRL (Vault PKI: pki/cert/crl, not pki/cert/delta-crl)",
+                "not_full_list",
             )
         if isinstance(value, x509.IssuingDistributionPoint):
             if value.indirect_crl or value.only_some_reasons or value.only_contains_ca_certs:
                 raise InvalidRevocationList(
                     f"the client CRL {path} covers only some certificates or reasons (issuing distribution point): "
-                    "render the CA's full CRL"
+                    "render the CA's full CRL",
+                    "not_full_list",
                 )
             if value.only_contains_attribute_certs:
-                raise InvalidRevocationList(f"the client CRL {path} lists attribute certificates only")
+                raise InvalidRevocationList(f"the client CRL {path} lists attribute certificates only", "not_full_list")
             continue
         if extension.critical:
             raise InvalidRevocationList(
                 f"the client CRL {path} has a critical extension the vault does not process "
-                f"({extension.oid.dotted_string})"
+                f"({extension.oid.dotted_string})",
+                "not_full_list",
             )
 
 
@@ -186,7 +214,8 @@ def check_replaces(new: RevocationLists, current: RevocationLists, path: Path) -
         if replacement is None:
             raise InvalidRevocationList(
                 f"the client CRL {path} has no list of the client CA {in_force.ca_name} (key sha256 {key[:16]}), "
-                "whose list is in force: publish one list per client CA"
+                "whose list is in force: publish one list per client CA",
+                "ca_left_out",
             )
         if replacement.digest == in_force.digest:
             continue  # the same list, written again
@@ -194,7 +223,8 @@ def check_replaces(new: RevocationLists, current: RevocationLists, path: Path) -
         if problem:
             raise InvalidRevocationList(
                 f"the client CRL {path} holds a list of the client CA {in_force.ca_name} (key sha256 {key[:16]}) "
-                f"{problem}"
+                f"{problem}",
+                "not_newer",
             )
 
 
@@ -231,17 +261,24 @@ class RevocationList:
         recheck_seconds: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         utc_now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_refused: Callable[[str], None] = lambda reason: None,
     ) -> None:
-        """Read the CRL now; InvalidRevocationList if it cannot be used."""
+        """Read the CRL now; InvalidRevocationList if it cannot be used.
+
+        At run time `on_refused` is told the reason (one of `REFUSAL_REASONS`) of each file
+        version not taken in.
+        """
         self._path = path
         self._cas = list(cas)
         self._recheck = recheck_seconds
         self._clock = clock
         self._utc_now = utc_now
+        self._on_refused = on_refused
         self._lock = threading.Lock()
         self._version = self._file_version()
         self._lists = read_revocation_lists(path, self._cas, utc_now())
         self._stale_warned = False
+        self._file_in_force = True
         self._checked_at = clock()
 
     def is_revoked(self, serial: str) -> bool:
@@ -257,6 +294,15 @@ class RevocationList:
         self._refresh()
         promised = [p.next_update.timestamp() for p in self._lists.published.values() if p.next_update]
         return min(promised, default=float("inf"))
+
+    def file_in_force(self) -> bool:
+        """Whether the file at the path is the one in force (False: its last version was refused).
+
+        The file is looked at first (as by a call). A refused file leaves the older lists in
+        force: revocations published since are not enforced until a good newer file comes.
+        """
+        self._refresh()
+        return self._file_in_force
 
     def _refresh(self) -> None:
         now = self._clock()
@@ -277,9 +323,15 @@ class RevocationList:
             lists = read_revocation_lists(self._path, self._cas, self._utc_now())
             check_replaces(lists, self._lists, self._path)
         except InvalidRevocationList as error:
-            log.error("client CRL not taken in; the previous one stays in force", extra={"error": str(error)})
+            log.error(
+                "client CRL not taken in; the previous one stays in force",
+                extra={"error": str(error), "reason": error.reason},
+            )
+            self._file_in_force = False
+            self._on_refused(error.reason)
             return
         self._lists = lists
+        self._file_in_force = True
         self._stale_warned = False
         log.info("client CRL taken in", extra={"revoked_certificates": len(lists.serials)})
 

@@ -15,6 +15,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
+from vault_service.adapters.client_crl import REFUSAL_REASONS
 from vault_service.adapters.postgres.prepared import planted_statements_replaced
 from vault_service.adapters.postgres.tokens import PostgresTokenStore
 from vault_service.service.token_cache import TokenCache
@@ -113,6 +114,32 @@ CLIENT_CRL_NEXT_UPDATE.set(float("inf"))
 def watch_client_crl_next_update(next_update: Callable[[], float]) -> None:
     """Export `next_update` (Unix time, read at each scrape) as the client CRL's next update."""
     CLIENT_CRL_NEXT_UPDATE.set_function(next_update)
+
+
+CLIENT_CRL_REFUSED = Counter(
+    "tokenvault_client_crl_refused_total",
+    "Client CRL files (TOKENVAULT_TLS_CLIENT_CRL) a running vault refused, by reason (the log says more);"
+    " the lists in force before stay in force, so revocations published since are not enforced",
+    ["reason"],
+)
+for _reason in REFUSAL_REASONS:
+    CLIENT_CRL_REFUSED.labels(reason=_reason)
+CLIENT_CRL_FILE_IN_FORCE = Gauge(
+    "tokenvault_client_crl_file_in_force",
+    "1 when the client CRL file on disk is the list in force (or no CRL is configured), 0 while its last"
+    " version was refused and older lists stay in force: alert ClientCrlRefused",
+)
+CLIENT_CRL_FILE_IN_FORCE.set(1)
+
+
+def observe_client_crl_refused(reason: str) -> None:
+    """Count one client CRL file version refused for `reason` (one of REFUSAL_REASONS)."""
+    CLIENT_CRL_REFUSED.labels(reason=reason).inc()
+
+
+def watch_client_crl_file_in_force(file_in_force: Callable[[], bool]) -> None:
+    """Export `file_in_force` (read at each scrape) as 1/0: whether the CRL file on disk is the list in force."""
+    CLIENT_CRL_FILE_IN_FORCE.set_function(lambda: 1.0 if file_in_force() else 0.0)
 
 
 DATABASE_DEFAULTS_SET = Gauge(

@@ -17,7 +17,12 @@ from vault_service.adapters.client_crl import RevocationList
 from vault_service.domain.identity import IdentityVerifier
 from vault_service.entrypoints.call_slots import CallSlots
 from vault_service.entrypoints.guard import HARD_MESSAGE_LIMIT, VaultGuard
-from vault_service.entrypoints.metrics import DEPENDENCY_UP, watch_client_crl_next_update
+from vault_service.entrypoints.metrics import (
+    DEPENDENCY_UP,
+    observe_client_crl_refused,
+    watch_client_crl_file_in_force,
+    watch_client_crl_next_update,
+)
 from vault_service.entrypoints.servicer import TokenVaultServicer
 from vault_service.service.maintenance import DATABASE, VAULT, HealthReport
 from vault_service.service.vault import TokenVault
@@ -102,9 +107,14 @@ def create_server(
     is closed after `max_connection_age` seconds (gRPC adds +-10 % jitter; calls in progress get
     CONNECTION_AGE_GRACE_SECONDS more); the client reconnects (a new connection, possibly a resumed TLS session).
     """
-    revocations = RevocationList(client_crl, x509.load_pem_x509_certificates(client_ca)) if client_crl else None
+    revocations = (
+        RevocationList(client_crl, x509.load_pem_x509_certificates(client_ca), on_refused=observe_client_crl_refused)
+        if client_crl
+        else None
+    )
     if revocations:
         watch_client_crl_next_update(revocations.next_update_timestamp)
+        watch_client_crl_file_in_force(revocations.file_in_force)
     verifier = IdentityVerifier(client_ca, revocations.is_revoked if revocations else None)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
