@@ -133,23 +133,33 @@ def checkpoint_exporter(path: Path | None, create: bool = True) -> Callable[[Che
         export_log.info("audit checkpoint", extra={"audit_checkpoint": record})
         if path is None:
             return
-        flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT if create else 0)
-        try:
-            descriptor = os.open(path, flags, 0o666)  # the umask applies, as for open(path, "a")
-        except (FileNotFoundError, PermissionError) as error:
-            if create:
-                raise
+        left_alone = _appended_line(path, json.dumps(record, sort_keys=True), create)
+        if left_alone is not None:
             log.warning(
                 "the audit checkpoint file %s %s: this command does not create it or take it over (the vault"
                 " service writes it, as its own user); its checkpoint is in the database and the line above",
                 path,
-                "does not exist" if isinstance(error, FileNotFoundError) else "is not writable by this user",
+                left_alone,
             )
-            return
-        with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
 
     return export
+
+
+def _appended_line(path: Path, line: str, create: bool) -> str | None:
+    """Append `line` to the file at `path`; why it was left alone (`create` False: missing, not writable), or None.
+
+    With `create`, a file that cannot be opened raises: the vault's own export must fail loudly.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT if create else 0)
+    try:
+        descriptor = os.open(path, flags, 0o666)  # the umask applies, as for open(path, "a")
+    except (FileNotFoundError, PermissionError) as error:
+        if create:
+            raise
+        return "does not exist" if isinstance(error, FileNotFoundError) else "is not writable by this user"
+    with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+    return None
 
 
 def pending_exporter(path: Path | None, create: bool = True) -> Callable[[PendingNote], None]:
@@ -165,15 +175,7 @@ def pending_exporter(path: Path | None, create: bool = True) -> Callable[[Pendin
         pending_log.info("audit rows pending", extra={"audit_pending": record})
         if path is None:
             return
-        flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT if create else 0)
-        try:
-            descriptor = os.open(path, flags, 0o666)  # the umask applies, as for open(path, "a")
-        except (FileNotFoundError, PermissionError):
-            if create:
-                raise
-            return
-        with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"audit_pending": record}, sort_keys=True) + "\n")
+        _appended_line(path, json.dumps({"audit_pending": record}, sort_keys=True), create)
 
     return export
 
