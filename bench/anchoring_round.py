@@ -2,7 +2,8 @@
 
 Two replicas' worth of reveal rows on one real PostgreSQL: replica A (the one measured) appends
 `--rows` rows through the service's append and another log appends as many between them, as two
-replicas serving the same load over one checkpoint interval do. Then A's round (`run_once`: the
+replicas serving the same load over one checkpoint interval do (`--alone`: A only, as one
+replica serving alone, every row of the segment its own, so only links are read). Then A's round (`run_once`: the
 head, the id sequence, the segment from A's oldest row to the head, a checkpoint) runs and its
 wall time and this process's CPU time are taken. Repeated `--repeat` times on a growing log.
 
@@ -62,6 +63,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1000, help="rows each replica appends before a round")
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument(
+        "--alone", action="store_true", help="replica A serves alone: the segment holds only its own rows (links read)"
+    )
     parser.add_argument("--no-notes", action="store_true", help="no note of the pending rows before each round")
     args = parser.parse_args()
     walls, cpus = [], []
@@ -79,7 +83,8 @@ def main() -> None:
             for n in range(args.repeat):
                 for i in range(args.rows):
                     a.append(_event("replica-a", i))
-                    b.append(_event("replica-b", i))
+                    if not args.alone:
+                        b.append(_event("replica-b", i))
                 b.appended.forget(b.appended.remembered())
                 wall, cpu = time.perf_counter(), time.process_time()
                 upkeep.run_once()
@@ -93,7 +98,7 @@ def main() -> None:
     figures: Figures = {
         "round_wall_ms": (statistics.median(walls), "ms"),
         "round_cpu_ms": (statistics.median(cpus), "ms"),
-        "segment_rows": (2 * args.rows, "rows"),
+        "segment_rows": ((1 if args.alone else 2) * args.rows, "rows"),
         "note_bytes_per_round": (note_bytes, "bytes"),
     }
     print_figures(console, "audit upkeep round", figures)
