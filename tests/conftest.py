@@ -89,15 +89,19 @@ def running_vault(env: dict[str, str], address: str = "127.0.0.1:0", **overrides
     config = vault_config(env, address, **overrides)
     wired = vault_bootstrap(config)
     credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
-    server = create_server(
-        wired.vault,
-        config.grpc_address,
-        credentials,
-        config.tls_client_ca.read_bytes(),
-        workers=8,
-        client_crl=config.tls_client_crl,
-        max_connection_age=config.max_connection_age_seconds,
-    )
+    try:
+        server = create_server(
+            wired.vault,
+            config.grpc_address,
+            credentials,
+            config.tls_client_ca.read_bytes(),
+            workers=8,
+            client_crl=config.tls_client_crl,
+            max_connection_age=config.max_connection_age_seconds,
+        )
+    except BaseException:  # refused at start (a CRL it cannot use): as the service, it closes its pool
+        wired.close()
+        raise
     maintainer = wired.maintainer(server.reporter, config.key_check_seconds)
     upkeep = wired.audit_upkeep(
         config.audit_checkpoint_seconds, config.audit_checkpoint_file, config.audit_unchecked_seconds

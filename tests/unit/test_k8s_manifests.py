@@ -247,12 +247,17 @@ def test_the_etl_s_tokenize_quotas_are_the_ones_the_threat_model_quotes() -> Non
     assert development.new_tokens.per_second > 47_000
 
 
-def test_the_vault_renders_the_client_cas_full_crl_and_re_reads_it_within_a_minute() -> None:
+def test_the_vault_renders_each_client_cas_full_crl_and_re_reads_it_within_a_minute() -> None:
     # Attack 18, finding 2: the agent re-reads a static secret every 5 minutes by default, and a
-    # delta CRL (pki/cert/delta-crl) is refused by the vault, which would then keep a stale list.
+    # delta CRL (crl/delta) is refused by the vault, which would then keep a stale list. Review 19,
+    # R19-5: OpenBao/Vault PKI keeps one list per issuer, and the vault refuses a file without the
+    # list of a CA of its bundle - the two templates name the same issuers, each CA with its list.
     annotations = by_kind("Deployment")["vault-service"]["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["vault.hashicorp.com/agent-inject-secret-client-crl.pem"] == "pki/cert/crl"
-    assert '"pki/cert/crl"' in annotations["vault.hashicorp.com/agent-inject-template-client-crl.pem"]
+    cas = re.findall(r'secret "([^"]+)"', annotations["vault.hashicorp.com/agent-inject-template-ca.pem"])
+    lists = re.findall(r'secret "([^"]+)"', annotations["vault.hashicorp.com/agent-inject-template-client-crl.pem"])
+    issuers = [re.fullmatch(r"pki/issuer/([\w-]+)/json", path).group(1) for path in cas]  # type: ignore[union-attr]
+    assert issuers and lists == [f"pki/issuer/{issuer}/crl" for issuer in issuers]
+    assert annotations["vault.hashicorp.com/agent-inject-secret-client-crl.pem"] == lists[0]
     interval = annotations["vault.hashicorp.com/template-static-secret-render-interval"]
     amount, unit = re.fullmatch(r"(\d+)([sm])", interval).groups()  # type: ignore[union-attr]
     assert int(amount) * {"s": 1, "m": 60}[unit] <= 60

@@ -5,9 +5,14 @@ revokes it at the CA (Vault PKI: `vault write pki/revoke serial_number=...`, whi
 the CRL at `pki/crl/pem`) and the vault reads that CRL from `TOKENVAULT_TLS_CLIENT_CRL`.
 
 The file is read again when it changes (looked at no more often than every `recheck_seconds`,
-on the calls themselves: a revocation takes effect within seconds, with no restart). A file may
-hold one list per client CA (a CA bundle during a CA rotation), at most one per CA. Each list is
-used only if one of the client CAs signed it and it is not past its next update. The lists in
+on the calls themselves: a revocation takes effect within seconds, with no restart). The file
+holds one list per client CA (PEM, concatenated): a CA bundle (TOKENVAULT_TLS_CLIENT_CA) of two
+CAs during a CA rotation needs both CAs' lists - Vault/OpenBao PKI keeps one list per issuer
+key, so one list per issuer is rendered (docs/production.md, step 4) - and a file without the
+list of a CA of the bundle is refused, at start as at run time: that CA's certificates would be
+checked against no list at all (nothing of it revocable). The same list twice (two issuers
+sharing a key share one list) counts once; two different lists of one CA are refused. Each list
+is used only if one of the client CAs signed it and it is not past its next update. The lists in
 force are kept per CA that signed them (the SHA-256 of its public key, not its name, which two
 CAs share when one is rotated in place), and a new file is not taken in when it leaves out the
 list of a CA whose list is in force (that would lift its revocations) or holds a list published
@@ -111,7 +116,8 @@ def read_revocation_lists(path: Path, cas: Sequence[x509.Certificate], now: date
 
     Each must be signed by one of `cas`, be a full list (no delta, no critical extension the
     vault does not process), be published no later than `now` plus `MAX_CLOCK_SKEW`, not be
-    past its next update at `now`, and be the only list of that CA in the file.
+    past its next update at `now`, and be the only list of that CA in the file (or the very
+    same list again); and each of `cas` (by its key) must have its list in the file.
     """
     try:
         blocks = [_BEGIN + block for block in read_regular_file(path).split(_BEGIN)[1:]]
@@ -139,6 +145,9 @@ def read_revocation_lists(path: Path, cas: Sequence[x509.Certificate], now: date
                 "expired",
             )
         key = ca_key_fingerprint(signer)
+        digest = hashlib.sha256(crl.public_bytes(serialization.Encoding.DER)).hexdigest()
+        if key in published and published[key].digest == digest:
+            continue  # the same list again: issuers sharing a key share one list
         if key in published:
             raise InvalidRevocationList(
                 f"the client CRL {path} holds two lists of the client CA {_describe(signer)}: keep one list per CA",
@@ -149,11 +158,29 @@ def read_revocation_lists(path: Path, cas: Sequence[x509.Certificate], now: date
             crl.last_update_utc,
             crl.next_update_utc,
             _crl_number(crl),
-            hashlib.sha256(crl.public_bytes(serialization.Encoding.DER)).hexdigest(),
+            digest,
             frozenset(format(revoked.serial_number, "x") for revoked in crl),
         )
+    _check_every_ca_listed(published, cas, path)
     serials = frozenset().union(*(listed.serials for listed in published.values()))
     return RevocationLists(serials, published)
+
+
+def _check_every_ca_listed(published: dict[str, PublishedList], cas: Sequence[x509.Certificate], path: Path) -> None:
+    """InvalidRevocationList naming each client CA (by key) of `cas` that has no list in `published`.
+
+    `is_revoked` looks a serial up in the lists of all CAs together: a CA without a list would
+    have nothing of it revocable, with no sign of it (review 19, R19-5).
+    """
+    unlisted = {ca_key_fingerprint(ca): ca for ca in cas if ca_key_fingerprint(ca) not in published}
+    if unlisted:
+        named = "; ".join(_describe(ca) for ca in unlisted.values())
+        raise InvalidRevocationList(
+            f"the client CRL {path} has no list of the client CA {named}, which TOKENVAULT_TLS_CLIENT_CA trusts: "
+            "its certificates could not be revoked. Publish one list per client CA in the file (Vault/OpenBao "
+            "PKI: each issuer's pki/issuer/<name>/crl, docs/production.md step 4), or take the CA out of the bundle",
+            "ca_left_out",
+        )
 
 
 def _crl_number(crl: x509.CertificateRevocationList) -> int | None:
@@ -170,7 +197,7 @@ def _check_full_list(crl: x509.CertificateRevocationList, path: Path) -> None:
         if isinstance(value, x509.DeltaCRLIndicator):
             raise InvalidRevocationList(
                 f"the client CRL {path} is a delta CRL (only the revocations since list {value.crl_number}), "
-                "not the CA's full list: render the CA's full CRL (Vault PKI: pki/cert/crl, not pki/cert/delta-crl)",
+                "not the CA's full list: render the CA's full CRL (Vault PKI: pki/issuer/<name>/crl, not crl/delta)",
                 "not_full_list",
             )
         if isinstance(value, x509.IssuingDistributionPoint):
