@@ -34,13 +34,24 @@ def tokenize_ip(stack: CliStack, value: str) -> str:
 
 
 def plant(stack: CliStack, tag: str, rows: Sequence[tuple[str, str | None]]) -> None:
-    """Insert (user_id, masked_ip) rows as the admin, with event ids `<tag>-<n>`."""
+    """Insert (user_id, masked_ip) rows as the admin, with event ids `<tag>-<n>`.
+
+    As the database owner can: user_logins' CHECK (migration 0026) refuses control characters
+    in new rows, so it is dropped for the insert and put back NOT VALID in the same transaction,
+    as it stands over rows loaded before it - which the CLI must still print safely.
+    """
     with psycopg.connect(stack.env["PG_ADMIN_DSN"]) as conn:
+        found = conn.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'user_logins_printable'"
+        ).fetchone()
+        assert found, "migration 0026's constraint is missing"
+        conn.execute("ALTER TABLE user_logins DROP CONSTRAINT user_logins_printable")
         for n, (user_id, masked_ip) in enumerate(rows):
             conn.execute(
                 "INSERT INTO user_logins (user_id, device_type, masked_ip, event_id) VALUES (%s, 'android', %s, %s)",
                 (user_id, masked_ip, f"{tag}-{n:02d}"),
             )
+        conn.execute(f"ALTER TABLE user_logins ADD CONSTRAINT user_logins_printable {found[0]}")  # NOT VALID
 
 
 def detokenize_audit(stack: CliStack, purpose: str) -> list[tuple[str, int]]:

@@ -157,10 +157,15 @@ def test_migrations_upgrade_the_exercise_table_in_place(stack_env: dict[str, str
     with psycopg.connect(dsn) as conn:
         conn.execute((REPO / "examples" / "create_table.sql").read_text().encode())
         conn.execute("INSERT INTO user_logins VALUES ('u1', 'ios', 'old-mask', 'old-mask', 'US', 230, '2020-01-02')")
+        # A row 0026's CHECK refuses, loaded before it: kept (NOT VALID), as every row of the table.
+        conn.execute("INSERT INTO user_logins VALUES (E'u2\\x1b[2J', 'ios', 'm', 'm', 'US', 230, '2020-01-03')")
     assert migrate(dsn)  # applies everything
     assert migrate(dsn) == []  # and only once
     with psycopg.connect(dsn) as conn:
-        rows = conn.execute("SELECT user_id, masked_ip, app_version, create_date::text FROM user_logins").fetchall()
+        rows = conn.execute(
+            "SELECT user_id, masked_ip, app_version, create_date::text FROM user_logins WHERE user_id = 'u1'"
+        ).fetchall()
+        assert conn.execute("SELECT count(*) FROM user_logins WHERE user_id LIKE 'u2%'").fetchone() == (1,)
         columns = {
             r[0]
             for r in conn.execute(
@@ -169,3 +174,43 @@ def test_migrations_upgrade_the_exercise_table_in_place(stack_env: dict[str, str
         }
     assert rows == [("u1", "old-mask", 230, "2020-01-02")]
     assert {"event_id", "app_version_text", "sent_at"} <= columns
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("user_id", "u\x1b]0;owned\x07"),  # an escape sequence retitling the analyst's terminal
+        ("user_id", "evil\u202egnp.exe"),  # a right-to-left override
+        ("device_type", "ios\x9b2J"),  # a C1 control (CSI)
+        ("masked_ip", "tok_\u200b1"),  # a zero-width space inside a token
+        ("locale", "en\ufeff"),
+        ("app_version_text", "1.0\n"),
+        ("event_id", "evt-\u2067-1"),
+    ],
+)
+def test_user_logins_refuses_control_and_spoofing_characters_from_the_etl_role(
+    stack_env: dict[str, str], column: str, value: str
+) -> None:
+    # Migration 0026: the ETL's validation sends such events to the dead-letter queue; an insider
+    # with the ETL's database identity writing directly is refused by the table itself.
+    row = {
+        "user_id": "u",
+        "device_type": "ios",
+        "masked_ip": "t1",
+        "masked_device_id": "t2",
+        "locale": "RU",
+        "app_version_text": "1.0",
+        "event_id": None,
+        column: value,
+    }
+    names = sql.SQL(", ").join(map(sql.Identifier, row))
+    insert = sql.SQL("INSERT INTO user_logins ({}) VALUES ({})").format(
+        names, sql.SQL(", ").join(sql.Placeholder() * len(row))
+    )
+    with psycopg.connect(stack_env["PG_ETL_DSN"]) as conn:
+        with pytest.raises(errors.CheckViolation, match="user_logins_printable"):
+            conn.execute(insert, list(row.values()))
+        conn.rollback()
+        printable = {**row, column: "Zo\u00eb \u65e5\u672c-1" if column != "locale" else "pt-BR"}
+        conn.execute(insert, list(printable.values()))  # non-ASCII printable text is kept
+        conn.rollback()  # the ETL role may not delete: nothing is left behind
