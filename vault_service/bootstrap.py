@@ -37,6 +37,7 @@ from vault_service.entrypoints.metrics import (
     observe_checkpoint_exported,
     observe_checkpoint_refused,
     observe_database_defaults,
+    observe_database_login_refused,
     observe_database_unreachable,
     observe_id_sequence_tampered,
     observe_oldest_unchecked,
@@ -154,6 +155,7 @@ class Bootstrapped:
             on_rows_missing=observe_rows_missing,
             on_rows_unchecked=observe_rows_unchecked,
             note_pending=note,
+            on_probe_refused=observe_database_login_refused,
         )
 
     def maintainer(self, report: HealthReport, interval: float) -> KeyMaintainer:

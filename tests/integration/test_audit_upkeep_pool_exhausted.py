@@ -8,20 +8,27 @@ within the pool's timeout, and the replica reported "cannot reach the vault's da
 with the database up. Now the upkeep asks the database through a connection of its own, outside
 the pool: it answers, so the round is a failed round like any other, the tampering alerts stand.
 
-Real PostgreSQL: a cluster of the test's own (the outage itself: test_audit_upkeep_database_down.py).
+Nor when the owner, no superuser, also keeps that connection out (review 19, R19-7): a connection
+limit of the pool's size on the database, or CONNECT revoked. The server refuses the probe, so the
+database answers; the round fails as "every pooled connection is busy", and the refusal is told.
+
+Real PostgreSQL: a cluster of the module's own, owned by a role that is no superuser (the outage
+itself: test_audit_upkeep_database_down.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from pathlib import Path
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
+from devstack.postgres import Postgres
 from tests.integration.own_audit_log import reveal_event
 from tests.integration.own_cluster import cluster_of_its_own
 from tests.unit.fakes import FakeAuditLog
@@ -31,6 +38,22 @@ from vault_service.domain.anchoring import AuditChecksOverdue
 from vault_service.service.audit_upkeep import AuditUpkeep
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 
+POOL_SIZE = 2
+OWNER = "tokenvault_db_owner"
+"""The database's owner in this cluster: a role without superuser, as a database team's would be."""
+KEEP_OUT = {
+    "lock only": ([], []),
+    "connection limit": (
+        [f"ALTER DATABASE tokenvault CONNECTION LIMIT {POOL_SIZE}"],
+        ["ALTER DATABASE tokenvault CONNECTION LIMIT -1"],
+    ),
+    "connect revoked": (
+        ["REVOKE CONNECT ON DATABASE tokenvault FROM PUBLIC"],
+        ["GRANT CONNECT ON DATABASE tokenvault TO PUBLIC"],
+    ),
+}
+"""What the owner runs, once the pool is held, so the server refuses any new connection of the vault's; its undoing."""
+
 
 class _Signer:
     key_name = "k"
@@ -39,49 +62,84 @@ class _Signer:
         return "sig:" + data.hex()
 
 
+@pytest.fixture(scope="module")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    """A cluster whose database `OWNER` owns (no superuser): what it may do, the owner of a managed database may."""
+    with cluster_of_its_own(tmp_path_factory.mktemp("pool-exhausted")) as pg:
+        with psycopg.connect(pg.admin_dsn, autocommit=True) as admin:
+            admin.execute(f"CREATE ROLE {OWNER} NOLOGIN NOSUPERUSER")
+            admin.execute(f"ALTER DATABASE tokenvault OWNER TO {OWNER}")
+        yield pg
+
+
+@pytest.mark.parametrize("keep_out", KEEP_OUT, ids=list(KEEP_OUT))
 def test_a_pool_the_owners_lock_exhausts_is_a_failed_round_not_an_outage(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    pg: Postgres, keep_out: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with cluster_of_its_own(tmp_path) as pg:
-        pool = open_vault_pool(pg.vault_dsn, 2)
-        pool.timeout = 1.0  # the pool's wait for a connection (10 s in the service)
+    pool = open_vault_pool(pg.vault_dsn, POOL_SIZE)
+    pool.timeout = 1.0  # the pool's wait for a connection (10 s in the service)
+    try:
+        log = PostgresAuditLog(pool)
+        log.appended.max_age = 0.5
+        audit, failed, refused_probes = FakeAuditLog(), list[int](), list[int]()
+        upkeep = AuditUpkeep(
+            audit,
+            log,
+            _Signer(),
+            TokenizeMeter(),
+            RefusalAuditor(audit),
+            lambda c: None,
+            appended=log.appended,
+            on_failed=lambda: failed.append(1),
+            on_probe_refused=lambda: refused_probes.append(1),
+        )
+        log.append(reveal_event(1))
+        with _pool_held_by_the_owners_lock(pg, pool), _as_owner(pg, *KEEP_OUT[keep_out]):
+            with caplog.at_level(logging.ERROR):
+                upkeep._safely()  # no pooled connection within the pool's timeout
+            assert failed == [1]
+            assert not log.appended.database_unreachable, "an exhausted pool was reported as a database outage"
+            assert "every pooled connection is busy" in caplog.text
+            assert refused_probes == ([] if keep_out == "lock only" else [1])
+            with pytest.raises(AuditChecksOverdue) as refused:
+                log.appended.check_open()  # still fails closed past the bound
+            assert not refused.value.database_unreachable
+            assert "cannot reach the vault's database" not in str(refused.value)
+        upkeep._safely()
+        assert len(log.appended) == 0 and not log.appended.database_unreachable
+    finally:
+        pool.close()
+
+
+@contextlib.contextmanager
+def _pool_held_by_the_owners_lock(pg: Postgres, pool: ConnectionPool) -> Iterator[None]:
+    """Every connection of `pool` lent to a reveal waiting on the owner's lock on vault.tokens; all back after."""
+    with psycopg.connect(pg.admin_dsn) as owner:
+        owner.execute("LOCK TABLE vault.tokens IN ACCESS EXCLUSIVE MODE")
+        reveals = [threading.Thread(target=_read_tokens, args=(pool,), daemon=True) for _ in range(pool.max_size)]
+        for reveal in reveals:  # every pooled connection waits on the owner's lock
+            reveal.start()
+        _until_waiting(owner, pool.max_size)
         try:
-            log = PostgresAuditLog(pool)
-            log.appended.max_age = 0.5
-            audit, failed = FakeAuditLog(), list[int]()
-            upkeep = AuditUpkeep(
-                audit,
-                log,
-                _Signer(),
-                TokenizeMeter(),
-                RefusalAuditor(audit),
-                lambda c: None,
-                appended=log.appended,
-                on_failed=lambda: failed.append(1),
-            )
-            log.append(reveal_event(1))
-            with psycopg.connect(pg.admin_dsn) as owner:
-                owner.execute("LOCK TABLE vault.tokens IN ACCESS EXCLUSIVE MODE")
-                reveals = [threading.Thread(target=_read_tokens, args=(pool,), daemon=True) for _ in range(2)]
-                for reveal in reveals:  # both pooled connections wait on the owner's lock
-                    reveal.start()
-                _until_busy(pool, 2)
-                with caplog.at_level(logging.ERROR):
-                    upkeep._safely()  # no pooled connection within the pool's timeout
-                assert failed == [1]
-                assert not log.appended.database_unreachable, "an exhausted pool was reported as a database outage"
-                assert "every pooled connection is busy" in caplog.text
-                with pytest.raises(AuditChecksOverdue) as refused:
-                    log.appended.check_open()  # still fails closed past the bound
-                assert not refused.value.database_unreachable
-                assert "cannot reach the vault's database" not in str(refused.value)
-                owner.rollback()  # the lock goes: the reveals end, their connections come back
+            yield
+        finally:
+            owner.rollback()  # the lock goes: the reveals end, their connections come back
             for reveal in reveals:
                 reveal.join(timeout=10)
-            upkeep._safely()
-            assert len(log.appended) == 0 and not log.appended.database_unreachable
+
+
+@contextlib.contextmanager
+def _as_owner(pg: Postgres, statements: list[str], undo: list[str]) -> Iterator[None]:
+    """`statements` run (and committed) as the database's owner, `undo` after."""
+    with psycopg.connect(pg.admin_dsn, autocommit=True) as conn:
+        conn.execute(f"SET ROLE {OWNER}")
+        for statement in statements:
+            conn.execute(statement)
+        try:
+            yield
         finally:
-            pool.close()
+            for statement in undo:
+                conn.execute(statement)
 
 
 def _read_tokens(pool: ConnectionPool) -> None:
@@ -90,12 +148,17 @@ def _read_tokens(pool: ConnectionPool) -> None:
         conn.execute("SELECT count(*) FROM vault.tokens")
 
 
-def _until_busy(pool: ConnectionPool, count: int) -> None:
-    """Wait until `count` connections of `pool` are lent out."""
+def _until_waiting(owner: psycopg.Connection, count: int) -> None:
+    """Wait until `count` statements wait on the owner's lock on vault.tokens (each on a pooled connection it holds).
+
+    Not the pool's statistics: they count a connection lent out while the pool is still opening it.
+    """
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        stats = pool.get_stats()
-        if stats.get("pool_size", 0) - stats.get("pool_available", 0) >= count:
+        row = owner.execute(
+            "SELECT count(*) FROM pg_catalog.pg_locks WHERE relation = 'vault.tokens'::regclass AND NOT granted"
+        ).fetchone()
+        if row is not None and row[0] >= count:
             return
         time.sleep(0.05)
     raise AssertionError("the reveals never took the pool's connections")

@@ -11,6 +11,7 @@ from tests.unit.fakes import FakeAuditLog
 from vault_service.domain.anchoring import SegmentRow
 from vault_service.domain.audit import GENESIS_HASH, AuditEvent, AuditRecord, chain_hash_v2
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
+from vault_service.domain.database_probe import ProbeAnswer
 from vault_service.service.audit_upkeep import AuditUpkeep
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 
@@ -37,7 +38,7 @@ class FakeCheckpointStore:
         self.fail_sequence: Exception | None = None
         self.severed = 0  # times the watchdog severed the upkeep's connections
         self.released = threading.Event()  # set by `sever`: a statement held until then raises
-        self.answers = False  # whether the database answers a probe (a DatabaseUnreachable raised is then no outage)
+        self.probe_answer = ProbeAnswer.SILENT  # how the database meets a probe (SILENT: an outage)
 
     def id_sequence(self) -> IdSequence:
         if self.fail_sequence is not None:
@@ -74,8 +75,8 @@ class FakeCheckpointStore:
         self.released.set()
         return 1
 
-    def database_answers(self) -> bool:
-        return self.answers
+    def probe_database(self) -> ProbeAnswer:
+        return self.probe_answer
 
 
 def upkeep_with(

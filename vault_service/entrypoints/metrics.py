@@ -97,9 +97,17 @@ AUDIT_OLDEST_UNCHECKED = Gauge(
 AUDIT_DATABASE_UNREACHABLE = Gauge(
     "tokenvault_audit_database_unreachable",
     "1 while this process's audit upkeep fails for want of any connection to the vault's database (an outage:"
-    " refused, or none within the pool's timeout while the database answers no connection outside the pool either),"
-    " 0 otherwise; alert AuditDatabaseUnreachable, and the"
+    " none within the pool's timeout, and no server answering a connection outside the pool either - refused at"
+    " the socket, timed out, a name or TLS failing, or starting up or shutting down; a server refusing it answers:"
+    " tokenvault_audit_database_login_refused_total), 0 otherwise; alert AuditDatabaseUnreachable, and the"
     " tampering alerts AuditRowsUnchecked and AuditRowsWaiting are held meanwhile",
+)
+AUDIT_DATABASE_LOGIN_REFUSED = Counter(
+    "tokenvault_audit_database_login_refused_total",
+    "Audit upkeep rounds that got no pooled connection and whose connection of their own, outside the pool, the"
+    " database's server refused (a connection limit of the database or role, the CONNECT privilege or LOGIN taken"
+    " away, pg_hba): the database answers, so not an outage, and someone keeps the vault from connecting while its"
+    " pooled connections are held; alert AuditDatabaseLoginRefused",
 )
 
 CLIENT_CRL_NEXT_UPDATE = Gauge(
@@ -193,6 +201,11 @@ def observe_oldest_unchecked(age: Callable[[], float]) -> None:
 def observe_database_unreachable(unreachable: Callable[[], bool]) -> None:
     """Export `unreachable()` (the upkeep's latest round failed for want of a database connection) per scrape."""
     AUDIT_DATABASE_UNREACHABLE.set_function(lambda: float(unreachable()))
+
+
+def observe_database_login_refused() -> None:
+    """Count one audit upkeep round whose database probe (outside the exhausted pool) the server refused."""
+    AUDIT_DATABASE_LOGIN_REFUSED.inc()
 
 
 def observe_upkeep_failed() -> None:

@@ -70,6 +70,7 @@ from vault_service.domain.anchoring import (
     WaitingFor,
 )
 from vault_service.domain.checkpoints import ChainHead, Checkpoint
+from vault_service.domain.database_probe import ProbeAnswer
 from vault_service.domain.errors import DatabaseUnreachable, VaultError
 from vault_service.domain.pending_rows import PendingNote
 from vault_service.service.checkpoint_anchor import CheckpointAnchor, CheckpointStore, Signer
@@ -99,6 +100,15 @@ _POOL_EXHAUSTED = (
     " the security team"
 )
 """A round's failure for want of a pooled connection while the database answers a probe (review 18, R18-12)."""
+_POOL_EXHAUSTED_PROBE_REFUSED = (
+    "no connection of the vault's pool came free within its timeout, and the database's server refused a connection"
+    " of the vault's own outside the pool (a connection limit of the database or the role, the CONNECT privilege or"
+    " the role's LOGIN taken away, pg_hba): it answers, so not an outage, but every pooled connection is busy while"
+    " the vault may open no other - how the database owner makes his own lock on vault.tokens look like one. Check"
+    " pg_database.datconnlimit, pg_roles.rolconnlimit and rolcanlogin, the CONNECT grants on the database and the"
+    " locks (pg_locks, pg_stat_activity), and report it to the security team"
+)
+"""A round's failure for want of a pooled connection while the server refuses the probe (review 19, R19-7)."""
 
 
 def _yield_interpreter() -> None:
@@ -139,6 +149,7 @@ class AuditUpkeep:
         on_rows_unchecked: Callable[[int], None] | None = None,
         round_limit: float | None = None,
         note_pending: Callable[[PendingNote], None] | None = None,
+        on_probe_refused: Callable[[], None] | None = None,
     ) -> None:
         """`on_exported` is told of each checkpoint exported, `on_planted` of each round that found a planted one.
 
@@ -161,6 +172,10 @@ class AuditUpkeep:
 
         `note_pending`: exports the note of the rows of `appended` not noted before, at the start
         of each round (None: no notes).
+
+        `on_probe_refused` is told of each round that got no pooled connection and whose probe (a
+        connection of its own, outside the pool) the database's server refused: not an outage, and
+        with the pool exhausted a sign that someone keeps the vault out (review 19, R19-7).
         """
         self._audit = audit
         self._store = store
@@ -193,6 +208,7 @@ class AuditUpkeep:
         self._note_pending = note_pending
         self._noted: set[int] = set()  # remembered rows already named in an exported note
         self._note_failing = False  # the last note could not be written (logged once while it fails)
+        self._on_probe_refused = on_probe_refused or (lambda: None)
 
     def run_once(self) -> Checkpoint | None:
         """Write the aggregated rows, then checkpoint the chain if it grew; the checkpoint made."""
@@ -369,8 +385,10 @@ class AuditUpkeep:
         on the appended rows, so the refusals and the metrics say so (review 17 #4); any other
         outcome clears it. A pool exhausted while the database answers (every pooled connection
         held, a lock on vault.tokens say) is a failed round like any other, so the tampering alerts
-        are not held (review 18, R18-12). A round the watchdog reported as overrunning
-        was counted then, not again when it ends.
+        are not held (review 18, R18-12); so is one while its server refuses the probe (a
+        connection limit the database owner set: review 19, R19-7), told apart in the log and to
+        `on_probe_refused`. A round the watchdog reported as overrunning was counted then, not
+        again when it ends.
         """
         unreachable, failed = False, True
         self._watchdog.begin()
@@ -378,7 +396,12 @@ class AuditUpkeep:
             self.run_once()
             failed = False
         except DatabaseUnreachable as error:  # no pooled connection: an outage, or the pool exhausted
-            unreachable = not self._database_answers()
+            answer = self._probe_database()
+            unreachable = not answer.answers
+            if answer is ProbeAnswer.REFUSED:
+                self._on_probe_refused()
+                self._log_failure(_POOL_EXHAUSTED_PROBE_REFUSED)
+                return
             if not unreachable:
                 self._log_failure(_POOL_EXHAUSTED)
                 return
@@ -403,13 +426,13 @@ class AuditUpkeep:
             self._failure_seen = failure
             log.error("audit upkeep round failed (%s); retrying every interval", failure)
 
-    def _database_answers(self) -> bool:
-        """Whether the database answers the store's probe (a connection outside the pool); False if the probe fails."""
+    def _probe_database(self) -> ProbeAnswer:
+        """How the database meets the store's probe (a connection outside the pool); SILENT if the probe fails."""
         try:
-            return self._store.database_answers()
+            return self._store.probe_database()
         except Exception as error:  # a probe that cannot tell: taken as no answer, the outage wording
             log.info("the audit upkeep's database probe failed (%s)", type(error).__name__)
-            return False
+            return ProbeAnswer.SILENT
 
     def _round_overran(self, seconds: float, first: bool) -> None:
         """The watchdog's report of a round running `seconds`: count it failed, sever its connections, log the ids.

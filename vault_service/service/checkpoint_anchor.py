@@ -37,6 +37,7 @@ from typing import Protocol
 
 from vault_service.domain.anchoring import SegmentRow
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
+from vault_service.domain.database_probe import ProbeAnswer
 from vault_service.domain.errors import StorageError, VaultError
 from vault_service.domain.pending_rows import PendingNote
 
@@ -108,10 +109,11 @@ class CheckpointStore(Protocol):
         """
         ...
 
-    def database_answers(self) -> bool:
-        """Whether the database answers a connection of its own (a probe, outside the vault's pool).
+    def probe_database(self) -> ProbeAnswer:
+        """How the database meets a connection of its own (a probe, outside the vault's pool).
 
-        Asked after a round found no pooled connection within the pool's timeout: an outage only if not.
+        Asked after a round found no pooled connection within the pool's timeout: an outage only
+        when SILENT; a server that refuses the probe answers (domain/database_probe.py).
         """
         ...
 

@@ -24,16 +24,16 @@ from psycopg.pq import Format
 from psycopg_pool import ConnectionPool
 
 from vault_service.adapters.postgres.errors import translated
+from vault_service.adapters.postgres.probe import probe
 from vault_service.adapters.postgres.upkeep_connections import UpkeepConnections
 from vault_service.domain.anchoring import SEGMENT_PAGE_BYTES, SegmentRow
 from vault_service.domain.audit import MAX_ROW_BYTES, UNREADABLE_TIME, AuditEvent, AuditRecord, array_elements
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
+from vault_service.domain.database_probe import ProbeAnswer
 from vault_service.domain.errors import AuditUnavailable
 
 log = logging.getLogger(__name__)
 
-PROBE_CONNECT_SECONDS = 5
-"""Seconds the probe of `database_answers` waits for a connection (libpq's `connect_timeout`)."""
 _HANDED_OUT = "(SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM vault.audit_log_id_seq)"
 """The highest id the chain trigger's nextval has handed out (read after the statement's snapshot,
 so it is at least the id of every row the statement sees that the trigger numbered)."""
@@ -199,22 +199,17 @@ class PostgresAuditChain:
         """
         return self._upkeep.sever()
 
-    def database_answers(self) -> bool:
-        """Whether the vault's database answers a connection of its own, opened outside the pool (a probe).
+    def probe_database(self) -> ProbeAnswer:
+        """How the vault's database meets a connection of its own, opened outside the pool (a probe).
 
         The upkeep asks after a pool timeout (review 18, R18-12): every pooled connection busy -
         statements held by a lock the database owner took on vault.tokens, say - is not an outage
-        when the database answers this one.
+        when the database answers this one, nor when its server refuses it (review 19, R19-7:
+        adapters/postgres/probe.py).
         """
         conninfo, kwargs = self._pool.conninfo, self._pool.kwargs  # as the pool connects (either may be a callable)
-        settings = {**((kwargs() if callable(kwargs) else kwargs) or {}), "connect_timeout": PROBE_CONNECT_SECONDS}
-        try:
-            with psycopg.connect(conninfo() if callable(conninfo) else conninfo, **settings) as conn:
-                conn.execute("SELECT 1")
-        except psycopg.Error as error:
-            log.info("the vault's database does not answer a probe either (%s)", type(error).__name__)
-            return False
-        return True
+        settings = (kwargs() if callable(kwargs) else kwargs) or {}
+        return probe(conninfo() if callable(conninfo) else conninfo, settings)
 
     @translated
     def segment(self, after_id: int, head: ChainHead, own: Sequence[tuple[int, bytes]], rows: int) -> list[SegmentRow]:
