@@ -23,14 +23,8 @@ from tests.integration.own_database import database_of_its_own
 from tokenvault_common.migrations import migrate
 from vault_service.adapters.postgres.session_settings import PINNED_SETTINGS
 from vault_service.adapters.postgres.sql_arrays import bytea_array
-from vault_service.adapters.postgres.tokens import (
-    _FETCH_SQL,
-    _FIND,
-    ERASURE_COUNT_SQL,
-    REINDEX_CONDITION,
-    RESEAL_CONDITION,
-    _select_batch_query,
-)
+from vault_service.adapters.postgres.token_rekeying import REINDEX_CONDITION, RESEAL_CONDITION, _select_batch_query
+from vault_service.adapters.postgres.tokens import _FETCH_SQL, _FIND, ERASURE_COUNT_SQL
 from vault_service.bootstrap import open_vault_pool
 
 ROWS = 300_000

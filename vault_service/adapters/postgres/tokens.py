@@ -1,7 +1,8 @@
 """Tokens in vault.tokens: lookup by fingerprint, insert, fetch, and what changes a value.
 
-The paths that change a stored value (erasure, re-sealing, re-fingerprinting), which run as SECURITY DEFINER functions
-that write their own audit row (migration 0006): the serving role cannot UPDATE the table.
+The paths that change a stored value (erasure here; re-sealing and re-fingerprinting in
+token_rekeying.py) run as SECURITY DEFINER functions that write their own audit row (migration
+0006): the serving role cannot UPDATE the table.
 
 The pool's connections are in autocommit mode: a single statement commits on its own (one
 round trip, not BEGIN, statement, COMMIT), and work of several statements that must hold
@@ -23,9 +24,10 @@ from psycopg_pool import ConnectionPool
 
 from vault_service.adapters.in_flight import InFlight
 from vault_service.adapters.postgres.errors import translated
-from vault_service.adapters.postgres.keys import KEYS_LOCK, LIVE_GENERATION, generation_of, other_keys
+from vault_service.adapters.postgres.keys import KEYS_LOCK, LIVE_GENERATION, generation_of
 from vault_service.adapters.postgres.prepared import PreparedStatement
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
+from vault_service.adapters.postgres.token_rekeying import ROW_COLUMNS, TokenRekeying
 from vault_service.domain.audit import AuditEvent
 from vault_service.domain.errors import StorageError
 from vault_service.domain.rate_limit import RateLimit
@@ -35,14 +37,10 @@ from vault_service.service.ports import (
     Inserted,
     KeyGeneration,
     NewTokenRow,
-    Reindexer,
-    Resealer,
     StaleKeys,
     StoredHits,
     StoredToken,
 )
-
-_ROW_COLUMNS = "token, token_type, dek_id, sealed"
 
 
 # One index probe per wanted fingerprint, under the current key or the pending one (during a
@@ -117,7 +115,7 @@ that it goes on with ON CONFLICT, which waits in the database if that insert is 
 # `token = ANY($1)` becomes a bitmap scan whose recheck compares each row with the whole array.
 _FETCH_SQL = (
     f"SELECT t.* FROM unnest($1::text[]) AS w(token)"
-    f" CROSS JOIN LATERAL (SELECT {_ROW_COLUMNS} FROM vault.tokens WHERE token = w.token LIMIT 1) AS t"
+    f" CROSS JOIN LATERAL (SELECT {ROW_COLUMNS} FROM vault.tokens WHERE token = w.token LIMIT 1) AS t"
 )
 _FETCH = PreparedStatement("fetch_tokens", _FETCH_SQL, binary_rows=True)
 # The erasure mark every replica reads each key-check interval: one row, bumped inside each
@@ -135,38 +133,7 @@ two writers of the same new value at the same instant, each waiting for the othe
 check (which runs after its index entry is made, so ordering the rows cannot prevent it)."""
 
 
-def _stored_token(row: tuple[str, str, int, bytes | None]) -> StoredToken:
-    return StoredToken(row[0], row[1], row[2], bytes(row[3]) if row[3] is not None else None)
-
-
-RESEAL_CONDITION = "sealed IS NOT NULL AND dek_id = ANY(%s)"
-"""Rows the re-encryption job works on (`tokens_dek` is its work-list index)."""
-REINDEX_CONDITION = "fingerprint IS NOT NULL AND next_fingerprint IS NULL AND fingerprint_key_id = ANY(%s)"
-"""Rows the re-fingerprinting job works on (`tokens_fingerprint_key` is its work-list index)."""
-
-
-def _select_batch(
-    conn: psycopg.Connection, condition: str, key_column: str, key_ids: list[int], limit: int
-) -> list[StoredToken]:
-    """Up to `limit` rows matching `condition` (one `%s`: key ids), read by `key_column`'s work-list index.
-
-    Ordered by that column so that the plan walks its work-list index whatever the key ids:
-    the connections plan statements once (plan_cache_mode), and without the order the generic
-    plan of `... = ANY($1) LIMIT $2` was a sequential scan that stops at the first matches
-    (61 ms against 0.3 ms a batch on 300k rows with the old key's rows at the end).
-    Not locked (the serving role holds no UPDATE privilege, which FOR UPDATE needs): the
-    function that writes the change re-checks each row's state, so a row erased or moved
-    meanwhile is left alone, and two jobs at once only repeat work.
-    """
-    query = _select_batch_query(condition, key_column)
-    return [_stored_token(r) for r in conn.execute(query, (key_ids, limit)).fetchall()]
-
-
-def _select_batch_query(condition: str, key_column: str) -> str:
-    return f"SELECT {_ROW_COLUMNS} FROM vault.tokens WHERE {condition} ORDER BY {key_column} LIMIT %s"
-
-
-class PostgresTokenStore:
+class PostgresTokenStore(TokenRekeying):
     """Tokens in vault.tokens, each token and each fingerprint unique (migration 0011)."""
 
     def __init__(self, pool: ConnectionPool) -> None:
@@ -389,69 +356,6 @@ class PostgresTokenStore:
         with self._pool.connection() as conn:
             row = conn.execute(ERASURE_COUNT_SQL).fetchone()
         return row[0] if row else None
-
-    @translated
-    def reseal_batch(self, active_dek_id: int, limit: int, reseal: Resealer, actor: str = "vault-service") -> int:
-        """Re-seal up to `limit` values under other DEKs with the active one; the number re-sealed."""
-        with self._pool.connection() as conn:
-            rows = _select_batch(conn, RESEAL_CONDITION, "dek_id", other_keys(conn, "encryption", active_dek_id), limit)
-            if not rows:
-                return 0
-            old_dek_ids = {row.token: row.dek_id for row in rows}
-            tokens, dek_ids, sealed = (list(c) for c in zip(*reseal(rows), strict=True))
-            conn.execute(
-                "SELECT vault.reseal_tokens(%s::text[], %s::int[], %s::int[], %s::bytea[], %s)",
-                (
-                    text_array(tokens),
-                    int_array([old_dek_ids[t] for t in tokens]),
-                    int_array(dek_ids),
-                    bytea_array(sealed),
-                    actor,
-                ),
-            )
-        return len(rows)
-
-    @translated
-    def reindex_batch(self, pending_key_id: int, limit: int, reindex: Reindexer, actor: str = "vault-service") -> int:
-        """Fingerprint up to `limit` live rows under the pending key; the number of rows handled."""
-        with self._pool.connection() as conn:
-            rows = _select_batch(
-                conn,
-                REINDEX_CONDITION,
-                "fingerprint_key_id",
-                other_keys(conn, "fingerprint", pending_key_id),
-                limit,
-            )
-            if not rows:
-                return 0
-            tokens, fingerprints = (list(c) for c in zip(*reindex(rows), strict=True))
-            conn.execute(
-                "SELECT vault.set_next_fingerprints(%s::text[], %s::bytea[], %s)",
-                (text_array(tokens), bytea_array(fingerprints), actor),
-            )
-        return len(rows)
-
-    @translated
-    def compact_batch(self, active_fingerprint_id: int, limit: int, actor: str = "vault-service") -> int:
-        """Move next_fingerprint into fingerprint for up to `limit` rows re-indexed under the active key."""
-        with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT vault.compact_fingerprints(%s, %s, %s)", (active_fingerprint_id, limit, actor)
-            ).fetchone()
-        return int(row[0]) if row else 0
-
-    @translated
-    def work_left(self, active_dek_id: int, active_fingerprint_id: int) -> dict[str, int]:
-        """Rows to re-encrypt and rows whose fingerprint is not under the active key yet."""
-        with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT count(*) FILTER (WHERE sealed IS NOT NULL AND dek_id <> %s),"
-                " count(*) FILTER (WHERE fingerprint IS NOT NULL AND fingerprint_key_id <> %s)"
-                " FROM vault.tokens",
-                (active_dek_id, active_fingerprint_id),
-            ).fetchone()
-        assert row is not None
-        return {"reencrypt": row[0], "reindex": row[1]}
 
 
 def _erase_tokens(conn: psycopg.Connection, tokens: Sequence[str], event: AuditEvent) -> list[tuple[Any, ...]]:
