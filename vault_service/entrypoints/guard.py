@@ -14,6 +14,11 @@ Before any TokenVault method runs, the interceptor
   a refused certificate is audited and logged with its serial and SHA-256 (never its subject).
 The caller is handed to the servicer through `current_caller()`.
 
+Health and reflection on the same (mTLS) port are checked too (side_calls.py, attack 19,
+finding 1): a caller whose certificate the vault would refuse - revoked, expired, foreign - is
+refused there as well, each call counts in its client's share, and reflection streams, which
+hold a worker while open, are at most SIDE_STREAMS_AT_ONCE at once for all clients together.
+
 gRPC core itself refuses bodies over the server's hard limit (a little above MAX_REQUEST_BYTES)
 before they are buffered; those never reach Python and are not audited.
 """
@@ -39,6 +44,7 @@ from vault_service.domain.errors import (
 from vault_service.domain.identity import Caller, IdentityVerifier
 from vault_service.entrypoints.call_slots import CallSlots
 from vault_service.entrypoints.metrics import CALLS_OVER_CLIENT_SHARE
+from vault_service.entrypoints.side_calls import SideCalls
 from vault_service.entrypoints.status import status_of
 from vault_service.service.vault import TokenVault
 
@@ -107,15 +113,16 @@ def _item_count(request: Any) -> int:
 
 
 class VaultGuard(grpc.ServerInterceptor):
-    """Size limits, parse errors, strict client identity and each client's share of calls for every TokenVault call."""
+    """Size limits, parse errors, strict client identity and each client's share of calls for every call."""
 
     def __init__(self, vault: TokenVault, verifier: IdentityVerifier, slots: CallSlots) -> None:
         self._vault = vault
         self._verifier = verifier
         self._slots = slots
+        self._side_calls = SideCalls(self._admit, slots.release)
 
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        """Wrap TokenVault's unary methods; leave health and reflection alone.
+        """Wrap TokenVault's unary methods; health and reflection as `SideCalls` guards them.
 
         Each is served as a client-streaming method (the same bytes on the wire: one message,
         then the end of the stream), so the caller's identity and share of calls are checked
@@ -124,28 +131,15 @@ class VaultGuard(grpc.ServerInterceptor):
         """
         handler = continuation(handler_call_details)
         method: str = handler_call_details.method
-        if handler is None or not method.startswith(_SERVICE_PREFIX) or handler.unary_unary is None:
-            return handler
+        if handler is None:
+            return None
+        if not method.startswith(_SERVICE_PREFIX) or handler.unary_unary is None:
+            return self._side_calls.guarded(handler, method)
         action = method.removeprefix(_SERVICE_PREFIX).lower()
         behavior = handler.unary_unary
 
         def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
-            try:
-                pem = context.auth_context().get("x509_pem_cert")
-                caller = self._verifier.caller(bytes(pem[0]) if pem else None)
-            except Unauthenticated as error:
-                # Refused before its body is read: waiting for the body of a caller who is no
-                # client would let a revoked or foreign certificate hold a worker per silent
-                # call, outside every client's share (insider round 5). Its items are unknown (0).
-                self._refuse(context, None, action, error, 0)
-                raise  # not reached: _refuse aborts
-            try:
-                self._slots.take(caller.name)
-            except TooManyCallsAtOnce as error:
-                CALLS_OVER_CLIENT_SHARE.labels(caller.name, action).inc()
-                self._vault.refusals.counted(caller.name, action, _OVER_SHARE)
-                _retry_after(context, error.retry_after)
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+            caller = self._admit(context, action)
             token = _CALLER.set(caller)
             try:
                 request = _one(requests)
@@ -163,6 +157,28 @@ class VaultGuard(grpc.ServerInterceptor):
             stream_unary=guarded,
             request_deserializer=_guarded_deserializer(parse),
         )
+
+    def _admit(self, context: grpc.ServicerContext, action: str) -> Caller:
+        """The verified caller, holding one of its client's call slots (give it back with `_slots.release`).
+
+        Refused before any request is read: waiting for the body of a caller who is no client
+        would let a revoked or foreign certificate hold a worker per silent call, outside every
+        client's share (insider round 5). Its items are unknown (0).
+        """
+        try:
+            pem = context.auth_context().get("x509_pem_cert")
+            caller = self._verifier.caller(bytes(pem[0]) if pem else None)
+        except Unauthenticated as error:
+            self._refuse(context, None, action, error, 0)
+            raise  # not reached: _refuse aborts
+        try:
+            self._slots.take(caller.name)
+        except TooManyCallsAtOnce as error:
+            CALLS_OVER_CLIENT_SHARE.labels(caller.name, action).inc()
+            self._vault.refusals.counted(caller.name, action, _OVER_SHARE)
+            _retry_after(context, error.retry_after)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+        return caller
 
     def _check(self, context: grpc.ServicerContext, caller: Caller, action: str, request: Any) -> None:
         """Refuse (audited) a request that did not parse, carries too many items, or none."""
