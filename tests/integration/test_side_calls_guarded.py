@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psycopg
@@ -35,6 +36,11 @@ WORKERS = 16  # TOKENVAULT_WORKERS' default, which running_vault keeps
 def _never_sends(held: threading.Event) -> Iterator[reflection_pb2.ServerReflectionRequest]:
     held.wait(10)  # bounded: on the code before the fix these streams held the workers until here
     yield from ()
+
+
+def _reflection(channel: grpc.Channel) -> Any:
+    """The reflection stub (its generated module has no type stubs)."""
+    return reflection_pb2_grpc.ServerReflectionStub(channel)
 
 
 def _refusals_of(stack_env: dict[str, str], serial: str, action: str) -> list[tuple[object, ...]]:
@@ -60,7 +66,7 @@ def test_a_revoked_certificate_gets_no_health_or_reflection_and_idle_streams_hol
         with open_channel(
             vault.address, ClientIdentity(authority.cert_path, revoked.cert, revoked.key, "localhost")
         ) as ch:
-            stream = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(_never_sends(held))
+            stream = _reflection(ch).ServerReflectionInfo(_never_sends(held))
             try:
                 next(stream, None)
             except grpc.RpcError as refused:
@@ -83,16 +89,16 @@ def test_a_revoked_certificate_gets_no_health_or_reflection_and_idle_streams_hol
             open_channel(vault.address, stack_identity(stack_env, name)) for name in ("analyst", "fraud-investigator")
         ]
         streams = [
-            reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(_never_sends(held))
+            _reflection(channel).ServerReflectionInfo(_never_sends(held))
             for channel in channels
             for _ in range(WORKERS // 2)
         ]
         try:
             time.sleep(1)
             open_streams = [s for s in streams if not s.done()]
-            refused = [s.code() for s in streams if s.done()]
+            codes = [s.code() for s in streams if s.done()]
             assert len(open_streams) <= SIDE_STREAMS_AT_ONCE, f"{len(open_streams)} idle reflection streams open"
-            assert set(refused) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+            assert set(codes) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
             started = time.monotonic()
             assert reveals(vault, stack_identity(stack_env, "analyst"), str(token))
             assert time.monotonic() - started < 3, "an honest reveal waited for a worker"
@@ -106,5 +112,5 @@ def test_a_revoked_certificate_gets_no_health_or_reflection_and_idle_streams_hol
         # Reflection still works for a client that asks and closes (grpcurl describe).
         with open_channel(vault.address, stack_identity(stack_env, "analyst")) as ch:
             request = reflection_pb2.ServerReflectionRequest(list_services="")
-            (answer,) = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(iter([request]))
+            (answer,) = _reflection(ch).ServerReflectionInfo(iter([request]))
             assert "tokenvault.v1.TokenVault" in {s.name for s in answer.list_services_response.service}
