@@ -13,7 +13,7 @@ from tokenvault_common.device_spellings import compact_form
 from tokenvault_common.ip_spellings import ips_spelled_by
 from vault_service.domain.errors import InvalidRequest
 from vault_service.domain.purpose import MAX_PURPOSE_LENGTH, check_purpose, values_spelled_by
-from vault_service.domain.purpose_spellings import _ipv4_octet_digits
+from vault_service.domain.purpose_numbers import _ipv4_octet_digits
 from vault_service.domain.token_types import TokenType
 from vault_service.service.revealing import _spells_one_of
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+import vault_service.domain.purpose_runs as runs_module
 import vault_service.domain.purpose_spellings as purpose_module
 from etl_service.domain.own_values import own_value_in
 from tokenvault_common.ip_spellings import ips_spelled_by
@@ -117,7 +118,8 @@ def test_a_hex_run_shorter_than_any_address_is_not_read(monkeypatch: pytest.Monk
         return real(piece)
 
     monkeypatch.setattr(purpose_module, "ips_spelled_by", spy)
-    purpose_module._group_runs.cache_clear()  # the walk over the groups is cached apart
+    monkeypatch.setattr(runs_module, "ips_spelled_by", spy)  # the walk over the groups reads them
+    runs_module.group_runs.cache_clear()  # and is cached apart
     spelled = values_spelled_by.__wrapped__("INC-xabc123y")
     assert "abc123" not in read and read  # the groups were read, the short run was not
     assert not any(value.count(".") == 3 for value in spelled)

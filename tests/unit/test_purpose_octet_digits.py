@@ -14,7 +14,7 @@ import random
 import pytest
 
 from vault_service.domain.purpose import unfit_purpose, values_spelled_by
-from vault_service.domain.purpose_spellings import _ipv4_octet_digits
+from vault_service.domain.purpose_numbers import _ipv4_octet_digits
 
 REGROUPED = {
     "198.18.174.30": ["REQ-1981-8174-30", "REQ-19818-17430", "REQ-1-9818174-30", "INC-X1981817430y"],

@@ -29,11 +29,23 @@ a value or token written there outlives its erasure, and removing it later break
 A form cannot tell a name written as a reference (`CASE-1-Smith`) from a ticket; it keeps out
 everything that needs blanks, and the checks above keep out what the vault can recognize.
 
-The checks live in two modules, re-exported here: `purpose_shape` (the form and the refusal
-reasons) and `purpose_spellings` (what a purpose spells or could name, for the comparison with
-the call's values and the lookup among stored ones; review 15, finding 9).
+The checks live in modules re-exported here: `purpose_shape` (the form and the refusal reasons),
+`purpose_spellings` (what a purpose spells, for the comparison with the call's values), read from
+`purpose_runs` (the runs of whole groups, walked once per distinct purpose, which also give the
+candidates looked up among stored values and the groups each is read from; review 15, finding 9;
+review 18, R18-8), `purpose_serials` (which groups are a model's or serial's, not a date's or
+version's) and `purpose_numbers` (addresses read from runs of digits), and `purpose_tokens` (the
+tokens a purpose could hold in pieces). The span withholding is `purpose_spans`.
 """
 
+from vault_service.domain.purpose_numbers import IPV4_DECIMAL_WINDOWS, IPV4_HEX_WINDOWS, MAX_WINDOWED_RUN, MIN_HEX_RUN
+from vault_service.domain.purpose_runs import (
+    MIN_STORED_DEVICE_ID,
+    StoredCandidates,
+    groups_reading_as,
+    shaped_as_a_stored_value,
+    stored_candidates,
+)
 from vault_service.domain.purpose_shape import (
     DEVICE_ID,
     HEX_OCTETS,
@@ -54,24 +66,15 @@ from vault_service.domain.purpose_shape import (
     purpose_as_shown,
     unfit_purpose,
 )
-from vault_service.domain.purpose_spellings import (
+from vault_service.domain.purpose_spellings import values_spelled_by
+from vault_service.domain.purpose_tokens import (
     CALL_REFERENCE,
-    IPV4_DECIMAL_WINDOWS,
-    IPV4_HEX_WINDOWS,
-    MAX_WINDOWED_RUN,
     MIN_CLASS_CHANGES,
-    MIN_HEX_RUN,
-    MIN_STORED_DEVICE_ID,
     MIN_TOKEN_PIECE,
     TOKEN_RANDOM_LENGTH,
-    StoredCandidates,
     check_names_no_token_of,
-    groups_reading_as,
     may_hold_a_token,
-    shaped_as_a_stored_value,
-    stored_candidates,
     token_ids_in,
-    values_spelled_by,
 )
 
 __all__ = [

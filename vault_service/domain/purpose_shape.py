@@ -2,8 +2,8 @@
 
 `check_purpose` refuses, saying why, a purpose that is not of the reference form or that
 carries an IP address, a token, an e-mail or hardware address, a device-id-like or other long
-number; what the purpose spells of a value is read in `purpose_spellings`. Both are described,
-with what they keep out, in `vault_service.domain.purpose`.
+number; what the purpose spells of a value or could name is read in the other `purpose_*`
+modules. All are described, with what they keep out, in `vault_service.domain.purpose`.
 """
 
 from __future__ import annotations
@@ -46,13 +46,15 @@ MAX_PURPOSE_LENGTH = 64
 with margin; little room for anything else, and a bound on the pieces `values_spelled_by` reads."""
 REFERENCE_SEPARATORS = "-_/.:#"
 REFERENCE_FORM = re.compile(rf"[A-Za-z][A-Za-z0-9]*(?:[{re.escape(REFERENCE_SEPARATORS)}][A-Za-z0-9]+)*", re.ASCII)
+"""A case or ticket reference: letters and digits in groups joined by single separators, starting with a letter."""
+WITHOUT_SEPARATORS = str.maketrans("", "", REFERENCE_SEPARATORS)
+"""`str.translate` table dropping a reference's separators (its compact form)."""
 SEGMENT_SEPARATORS = re.compile(rf"([{re.escape(REFERENCE_SEPARATORS)}])")
 """Splits a reference into its groups and the separators between them (`split` keeps them, at odd places).
 
-The one definition of a group: the stored-value lookup (purpose_spellings) names groups by their
+The one definition of a group: the stored-value lookup (purpose_runs) names groups by their
 index in this split and purpose_spans withholds those indices in its own; two lists of separators
 would shift the indices apart and keep a stored value's run in clear (review 18, R18-7)."""
-"""A case or ticket reference: letters and digits in groups joined by single separators, starting with a letter."""
 NOT_A_REFERENCE = (
     "purpose must be a case or ticket reference such as INC-4821 or GDPR-2026-0042: letters and digits,"
     " groups joined by one of - _ / . : #, starting with a letter, no blanks; not a description"

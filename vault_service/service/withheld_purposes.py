@@ -32,7 +32,7 @@ Left: a later call on another replica, or after a restart, is not covered by thi
 the purpose unless it spells or names a value itself); so is the identical purpose written by
 another client. For an Erase, the case of attack 15, finding 4 (a device id of a model or serial
 shape, or an ip written as an address) no longer depends on it: such a purpose is withheld by its
-shape alone on every replica (`vault_service.domain.purpose_spellings.shaped_as_a_stored_value`;
+shape alone on every replica (`vault_service.domain.purpose_runs.shaped_as_a_stored_value`;
 review 16, finding 2). What is left to this memory there is a device id of words and numbers only
 (`ABC-1234-XYZ`) and an ip written as a number.
 """
