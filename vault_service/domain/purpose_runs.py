@@ -3,13 +3,15 @@
 One walk per distinct purpose (`group_runs`, cached) serves the spellings compared with the call's
 own values (`purpose_spellings.values_spelled_by`, case-folded), the candidates looked up among
 the stored values (`stored_candidates`, as written) and the shape rule of an Erase
-(`shaped_as_a_stored_value`) alike (review 15, finding 9). A stored-value hit walks the runs again
-to find the groups it withholds (`groups_reading_as`).
+(`shaped_as_a_stored_value`) alike (review 15, finding 9). It also records, for each candidate,
+the groups of every run read as it, so a stored-value hit finds the groups to withhold by a dict
+lookup (`StoredCandidates.groups_reading_as`), at the cost of a miss: a second walk on a hit only
+was a timing difference on the existence oracle the lookup is built to close (review 18, R18-8).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -25,15 +27,36 @@ IP_CANDIDATE_GROUPS = 4
 
 
 class StoredCandidates(NamedTuple):
-    """What a purpose could name of the values stored for other calls, by the type looked up."""
+    """What a purpose could name of the values stored for other calls, by type, and the groups each is read from."""
 
     device_ids: frozenset[str]
     ips: frozenset[str]
+    device_spans: Mapping[str, int]
+    """Each device id candidate -> the groups of every run read as it (bit i: group i)."""
+    ip_spans: Mapping[str, int]
+    """Each ip candidate -> the groups of every run of IP_CANDIDATE_GROUPS or more that spells it."""
+    groups: int
+    """How many groups the purpose has."""
 
     @property
     def size(self) -> int:
         """How many values are looked up (each fingerprinted once per key)."""
         return len(self.device_ids) + len(self.ips)
+
+    def groups_reading_as(self, device_ids: Iterable[str], ips: Iterable[str]) -> frozenset[int]:
+        """The indices of the groups of each run read as one of `device_ids` or `ips` (candidates of this purpose).
+
+        What a stored-value hit withholds (insider round 16, #2): a few dict lookups in what the
+        walk recorded, and one pass over the groups whatever was found, so a purpose looked up and
+        found costs what one not found does (review 18, R18-8). A value that is no candidate
+        names no group (the lookup only ever finds candidates).
+        """
+        mask = 0
+        for value in device_ids:
+            mask |= self.device_spans.get(value, 0)
+        for value in ips:
+            mask |= self.ip_spans.get(value, 0)
+        return frozenset(index for index in range(self.groups) if mask >> index & 1)
 
 
 class GroupRuns(NamedTuple):
@@ -41,13 +64,11 @@ class GroupRuns(NamedTuple):
 
     spelled: frozenset[str]
     """Each run and its compact form case-folded, and the ips a run joined by `.` or `:` only spells."""
-    device_ids: frozenset[str]
-    ips: frozenset[str]
+    candidates: StoredCandidates
     shaped: bool
     """Whether a candidate has a stored value's shape (`shaped_as_a_stored_value`)."""
 
 
-@lru_cache(maxsize=64)
 def stored_candidates(purpose: str) -> StoredCandidates:
     """What a reference-form `purpose` could name of a value stored for another call (attack 14, finding 3).
 
@@ -75,43 +96,16 @@ def stored_candidates(purpose: str) -> StoredCandidates:
       window of hex or decimal digits, two hex halves, short `inet_aton` forms - are left to the
       comparison with the call's own values: any reference with such a group reads as some ip.
 
-    A hit withholds the runs read as it only (`groups_reading_as`, `vault_service.domain.purpose_spans`;
-    insider round 16, #2).
+    A hit withholds the runs read as it only (`StoredCandidates.groups_reading_as`,
+    `vault_service.domain.purpose_spans`; insider round 16, #2).
     At most 32 groups: a few hundred values for the longest purpose, a handful for a usual one.
     """
-    runs = group_runs(purpose)
-    return StoredCandidates(runs.device_ids, runs.ips)
+    return group_runs(purpose).candidates
 
 
 def groups_reading_as(purpose: str, device_ids: Iterable[str], ips: Iterable[str]) -> frozenset[int]:
-    """The indices of the groups of each run of `purpose` read as one of `device_ids` or `ips` (of `stored_candidates`).
-
-    What a stored-value hit withholds (insider round 16, #2). The runs are walked again on a hit
-    only (rare), so that a purpose looked up and not found costs what it did.
-    """
-    wanted_devices, wanted_ips = frozenset(device_ids), frozenset(ips)
-    pieces = SEGMENT_SEPARATORS.split(purpose)
-    groups, joins = pieces[0::2], pieces[1::2]
-    found: set[int] = set()
-    for first in range(len(groups)):
-        run = compact = groups[first]
-        ip_joined = True
-        for last in range(first, len(groups)):
-            if last > first:
-                run = f"{run}{joins[last - 1]}{groups[last]}"
-                compact = f"{compact}{groups[last]}"
-                ip_joined = ip_joined and joins[last - 1] in _IP_JOINS
-            named = not wanted_devices.isdisjoint(_device_readings(run, compact))
-            if not named and wanted_ips and ip_joined and last - first + 1 >= IP_CANDIDATE_GROUPS:
-                named = not wanted_ips.isdisjoint(ips_spelled_by(run.casefold()))
-            if named:
-                found.update(range(first, last + 1))
-    return frozenset(found)
-
-
-def _device_readings(run: str, compact: str) -> tuple[str, ...]:
-    """A run of groups as a device id is looked up: as written, upper and lower case, with separators and without."""
-    return (run, compact, run.upper(), compact.upper(), run.casefold(), compact.casefold())
+    """`StoredCandidates.groups_reading_as` of `purpose`'s candidates."""
+    return stored_candidates(purpose).groups_reading_as(device_ids, ips)
 
 
 def shaped_as_a_stored_value(purpose: str) -> bool:
@@ -139,23 +133,32 @@ def shaped_as_a_stored_value(purpose: str) -> bool:
 
 @lru_cache(maxsize=64)
 def group_runs(purpose: str) -> GroupRuns:
-    """One walk over every run of whole groups of `purpose`, for `values_spelled_by` and `stored_candidates`.
+    """One walk over every run of whole groups of `purpose`, for the spellings, the candidates and the shape.
 
     `spelled`: each run and its compact form case-folded, and the ips that a run of groups
-    joined by `.` or `:` only spells; `device_ids` and `ips`: the stored candidates (see
-    `stored_candidates`), as written, upper and lower case, and the ips of IP_CANDIDATE_GROUPS
-    groups or more (a subset of those spelled).
+    joined by `.` or `:` only spells; the candidates (see `stored_candidates`): each serial run as
+    written, upper and lower case, with and without separators, and the ips of IP_CANDIDATE_GROUPS
+    groups or more (a subset of those spelled), each with the groups of every run read as it. A
+    run without a serial group reads as a candidate only by its compact form (a candidate with
+    separators is read from the same groups, so from a serial run), so those runs are kept aside
+    and added where they do (`INC2026-Q3` reads as `INC2026Q3`, a serial group elsewhere). The
+    groups so recorded are those a second walk over the runs found on a hit before R18-8
+    (tests/unit/test_purpose_spans_recorded.py); the walk costs a few µs more (one map entry per
+    candidate where a set entry was), on every first call alike.
     """
     pieces = SEGMENT_SEPARATORS.split(purpose)
     groups, joins = pieces[0::2], pieces[1::2]
     serial, serial_by_shape = serial_groups(groups)
+    any_serial = any(serial)
     spelled: set[str] = set()
-    device_ids: set[str] = set()
-    stored_ips: set[str] = set()
+    device_spans: dict[str, int] = {}
+    ip_spans: dict[str, int] = {}
+    unserial: list[tuple[str, str, int]] = []  # the long runs without a serial group: compact forms, span
     shaped = False
     for first in range(len(groups)):
         run = compact = groups[first]
         ip_joined, has_serial, has_serial_by_shape = True, serial[first], serial_by_shape[first]
+        below_first = (1 << first) - 1
         for last in range(first, len(groups)):
             if last > first:
                 run = f"{run}{joins[last - 1]}{groups[last]}"
@@ -169,10 +172,23 @@ def group_runs(purpose: str) -> GroupRuns:
             if ip_joined:
                 ips = ips_spelled_by(folded_run)
                 spelled.update(ips)
-                if last - first + 1 >= IP_CANDIDATE_GROUPS:
-                    stored_ips.update(ips)
-                    shaped = shaped or bool(ips)
-            if has_serial and len(compact) >= MIN_STORED_DEVICE_ID:
-                device_ids.update((run, compact, run.upper(), compact.upper(), folded_run, folded_compact))
-                shaped = shaped or has_serial_by_shape
-    return GroupRuns(frozenset(spelled), frozenset(device_ids), frozenset(stored_ips), shaped)
+                if last - first + 1 >= IP_CANDIDATE_GROUPS and ips:
+                    span = ((2 << last) - 1) ^ below_first  # bits first..last
+                    for ip in ips:
+                        ip_spans[ip] = ip_spans.get(ip, 0) | span
+                    shaped = True
+            if has_serial:
+                if len(compact) >= MIN_STORED_DEVICE_ID:
+                    span = ((2 << last) - 1) ^ below_first
+                    for reading in (run, compact, run.upper(), compact.upper(), folded_run, folded_compact):
+                        device_spans[reading] = device_spans.get(reading, 0) | span
+                    shaped = shaped or has_serial_by_shape
+            elif any_serial and len(compact) >= MIN_STORED_DEVICE_ID:
+                unserial.append((compact, folded_compact, ((2 << last) - 1) ^ below_first))
+    for compact, folded_compact, span in unserial:
+        if folded_compact in device_spans:  # a candidate it reads as has this folded form, a candidate too
+            for reading in (compact, compact.upper(), folded_compact):
+                if reading in device_spans:
+                    device_spans[reading] |= span
+    candidates = StoredCandidates(frozenset(device_spans), frozenset(ip_spans), device_spans, ip_spans, len(groups))
+    return GroupRuns(frozenset(spelled), candidates, shaped)
