@@ -13,6 +13,8 @@ stack has a python3). As the container's default user it:
   process it can see (/proc/*/environ, /proc/*/cmdline), in every file under every mount (volumes,
   bind mounts, tmpfs) and in the files the request lists (the container's writable layer);
 - tries every Unix socket it finds and each loopback TCP port of the request;
+- tries a TCP connection to each network endpoint of the request (another service's port, by
+  its name and by each of its addresses), all at once and while the rest runs, 0.5 s each;
 - says which process, IPC and network namespaces it is in (shared with no other container,
   another container's processes, their /proc/PID/environ included, are not even visible);
 - tries the act NET_RAW allows: opening a raw packet socket (ARP frames on the bridge, which
@@ -33,6 +35,7 @@ import re
 import socket
 import stat
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 
 # File names of secrets and of services' data; a match is reported with its path.
 SECRET_FILE_NAMES = (
@@ -62,6 +65,7 @@ RAW_SOCKETS = {
     "icmp": (socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP),
 }
 CAP_NET_RAW = 13  # bit in /proc/self/status' Cap* masks
+CONNECT_TIMEOUT = 0.5  # seconds: a peer on a shared bridge answers within a millisecond; a dropped SYN waits it out
 
 
 def try_open(path: str) -> str | None:
@@ -190,6 +194,37 @@ def open_ports(ports: list[int]) -> list[int]:
     return reachable
 
 
+def connects_to(host: str, port: int) -> bool:
+    """Whether `host:port` accepts a TCP connection from here (a name that does not resolve: no)."""
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT).close()
+    except OSError:
+        return False
+    return True
+
+
+Attempt = tuple[str, str, "Future[bool]"]  # label, host, whether it connected
+
+
+def start_connecting(endpoints: list[list[str | int]]) -> list[Attempt]:
+    """Start a connection to every [label, host, port] at once, each in a thread of its own."""
+    pool = ThreadPoolExecutor(max_workers=max(1, len(endpoints)))
+    attempts = [
+        (str(label), str(host), pool.submit(connects_to, str(host), int(port))) for label, host, port in endpoints
+    ]
+    pool.shutdown(wait=False)
+    return attempts
+
+
+def reached(attempts: list[Attempt]) -> dict[str, list[str]]:
+    """label -> the hosts (a name, addresses) on which the port accepted the connection."""
+    found: dict[str, list[str]] = {}
+    for label, host, attempt in attempts:
+        if attempt.result():
+            found.setdefault(label, []).append(host)
+    return found
+
+
 def namespaces() -> dict[str, str]:
     """The process, IPC and network namespaces we are in (e.g. 'pid:[4026532385]')."""
     return {kind: os.readlink(f"/proc/self/ns/{kind}") for kind in NAMESPACES}
@@ -220,6 +255,7 @@ def net_raw_capability() -> dict[str, bool]:
 def main() -> None:
     """Read the request from stdin, print the report."""
     request = json.load(sys.stdin)
+    attempts = start_connecting(request.get("endpoints", []))  # they run while the walk does
     scanned = files_under([point for point, _, _ in mounts()] + request.get("scan", [])) + process_files()
     report = {
         "uid": os.getuid(),
@@ -230,6 +266,7 @@ def main() -> None:
         "ports": open_ports(request.get("ports", [])),
         "raw_sockets": raw_sockets(),
         "net_raw": net_raw_capability(),
+        "reached": reached(attempts),
     }
     print(json.dumps(report))
 

@@ -14,7 +14,11 @@ their /proc/PID/environ), and the act NET_RAW would allow: a raw packet socket (
 bridge that carries OpenBao's plain HTTP) and a raw ICMP socket are denied in every container,
 whose bounding set holds no CAP_NET_RAW either (cap_drop applies whatever the image: this holds
 for the official images too, though their other capabilities were tried with the stand-ins only).
-Each container must reach exactly what the table below gives it: another
+Over the network, each container tries every port of the other services, by name and by address,
+and connects to exactly those tests/compose/network_reach.py gives it: the SQS emulator (no
+authentication: whoever connects reads and deletes raw events) only from the ETL and the
+producer of sample events, OpenBao and Postgres only from the containers that use them.
+Each container must reach exactly what the tables below give it: another
 service's secret is not even there (not mounted, not in its environment), and the control -
 its own secrets read - shows the walk can read.
 
@@ -32,6 +36,7 @@ from typing import TypedDict
 import pytest
 
 from tests.compose.conftest import Timer, figure
+from tests.compose.network_reach import addresses, endpoints, wrong_reach
 from tests.compose.services import LONG_RUNNING, ONE_SHOT, running_healthy, up
 from tests.compose.stack import Compose
 
@@ -144,6 +149,7 @@ class Report(TypedDict):
     ports: list[int]  # loopback ports that accepted a connection
     raw_sockets: dict[str, str]  # packet, icmp -> "allowed", "denied" or an errno's name
     net_raw: dict[str, bool]  # CapEff, CapBnd -> whether CAP_NET_RAW is in that set
+    reached: dict[str, list[str]]  # "service:port" -> the names/addresses it accepted a connection on
 
 
 def volume_names(compose: Compose) -> dict[str, str]:
@@ -169,10 +175,9 @@ def secret_values(compose: Compose) -> dict[str, list[str]]:
     return values
 
 
-def walk(compose: Compose, service: str, values: dict[str, list[str]], container: str | None) -> Report:
+def walk(compose: Compose, service: str, request: dict[str, object], container: str | None) -> Report:
     """The insider walk's report from `service`'s container (exec into `container`, or run a new one)."""
-    every_port = sorted(port for ports in LOOPBACK_PORTS.values() for port in ports)
-    request: dict[str, object] = {"values": values, "ports": every_port}
+    request = dict(request)
     if container:
         changed = compose.engine.docker("diff", container).stdout.splitlines()  # its writable layer
         request["scan"] = [line[2:] for line in changed if line[:1] in ("A", "C")]
@@ -235,13 +240,17 @@ def test_every_container_reaches_its_own_secrets_and_no_other_service_s(compose:
         if not running_healthy(compose):  # as the steps before left it; run alone, a first `up`
             up(compose)
         values, names = secret_values(compose), volume_names(compose)
+        every_port = sorted(port for ports in LOOPBACK_PORTS.values() for port in ports)
+        request: dict[str, object] = {"values": values, "ports": every_port}
+        request["endpoints"] = endpoints(addresses(compose))
         findings, uids = [], {}
         seen = {os.readlink(f"/proc/self/ns/{kind}"): "the host" for kind in ("pid", "ipc", "net")}
         running = {name: str(row["ID"]) for name, row in compose.states().items() if name in LONG_RUNNING}
         for service in (*LONG_RUNNING, *ONE_SHOT, *TOOLS):
-            report = walk(compose, service, values, running.get(service))
+            report = walk(compose, service, request, running.get(service))
             uids[service] = report["uid"]
             reached, wrong = reached_and_refused(service, report, names)
+            wrong += wrong_reach(service, report["reached"])
             wrong += shared_namespaces(service, report, seen)
             wrong += raw_network_access(report)
             findings += [f"{service} (uid {report['uid']}): {finding}" for finding in wrong]

@@ -247,3 +247,23 @@ def test_the_third_party_containers_drop_docker_s_default_capabilities_net_raw_a
         assert services[name].get("cap_drop") == ["ALL"], name
         assert "NET_RAW" not in services[name].get("cap_add", []), name
         assert set(services[name].get("cap_add", [])) <= {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"}, name
+
+
+def test_each_server_shares_a_network_only_with_the_containers_that_use_it(tmp_path: Path) -> None:
+    """attack19 Finding 3: the SQS emulator (no authentication) was on the network every container
+    shares, so the analyst's tool container read and deleted raw events; OpenBao and Postgres too
+    were reachable from every container. tests/compose/network_reach.py tries it in a real engine."""
+    services = resolved(tmp_path)["services"]
+
+    def sharing(server: str) -> set[str]:
+        networks = set(services[server].get("networks") or {})
+        return {name for name, s in services.items() if name != server and networks & set(s.get("networks") or {})}
+
+    assert sharing("localstack") == {"etl-service", "load-sample"}
+    assert sharing("vault") == {"vault-init", "vault-service", "etl-service", "exercise-etl"}
+    assert sharing("postgres") == {"migrate", "vault-service", "etl-service"}
+    assert sharing("exercise-localstack") == {"exercise-dlq", "exercise-etl"}
+    assert sharing("exercise-postgres") == {"exercise-migrate", "exercise-etl"}
+    assert sharing("analyst") == {"vault-service"} and sharing("metrics") == {"vault-service", "etl-service"}
+    assert services["certs"].get("network_mode") == "none"  # it writes files only
+    assert "ports" not in services["localstack"]  # no local user of the host reaches it either
