@@ -14,10 +14,11 @@ Before any TokenVault method runs, the interceptor
   a refused certificate is audited and logged with its serial and SHA-256 (never its subject).
 The caller is handed to the servicer through `current_caller()`.
 
-Health and reflection on the same (mTLS) port are checked too (side_calls.py, attack 19,
-finding 1): a caller whose certificate the vault would refuse - revoked, expired, foreign - is
-refused there as well, each call counts in its client's share, and reflection streams, which
-hold a worker while open, are at most SIDE_STREAMS_AT_ONCE at once for all clients together.
+Health and reflection on the same (mTLS) port are checked too, before their request is read
+(side_calls.py, attack 19, finding 1; review 20, R20-1): a caller whose certificate the vault
+would refuse - revoked, expired, foreign - is refused there as well, each call counts in its
+client's share, and streams, which hold a worker while open, are at most SIDE_STREAMS_AT_ONCE
+at once for all clients together, each ended after SIDE_STREAM_SECONDS.
 
 gRPC core itself refuses bodies over the server's hard limit (a little above MAX_REQUEST_BYTES)
 before they are buffered; those never reach Python and are not audited.
@@ -119,7 +120,7 @@ class VaultGuard(grpc.ServerInterceptor):
         self._vault = vault
         self._verifier = verifier
         self._slots = slots
-        self._side_calls = SideCalls(self._admit, slots.release)
+        self._side_calls = SideCalls(self._admit, slots.release, vault.refusals.counted)
 
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
         """Wrap TokenVault's unary methods; health and reflection as `SideCalls` guards them.

@@ -6,13 +6,17 @@ never sent a request - from any certificate of the client CA, a revoked one incl
 every worker, and every Tokenize and reveal waited, with no audit row, no log line and the
 Kubernetes probes (on the plaintext health listener) still saying SERVING.
 
-Now each such call is admitted as a TokenVault call is (`admit`: the certificate verified -
-issued by the client CA, within its validity, not revoked - else UNAUTHENTICATED and audited;
-one of the client's call slots taken, else RESOURCE_EXHAUSTED) and its slot given back when it
-ends. Calls that hold a worker while they stream (reflection) are also bounded for all clients
-together, SIDE_STREAMS_AT_ONCE: a tool's `grpcurl describe` needs one for a moment, and no set
-of certificates can take more than that many workers through them. Health's Watch is served
-without a worker (grpcio's non-blocking form): it is admitted and keeps no slot.
+Now each such call is admitted as a TokenVault call is, before any request is read (`admit`:
+the certificate verified - issued by the client CA, within its validity, not revoked - else
+UNAUTHENTICATED and audited; one of the client's call slots taken, else RESOURCE_EXHAUSTED),
+and its slot given back when it ends. Methods whose request is one message (health's Check,
+List and Watch) are served as request-streaming for that, as the guard serves TokenVault's: gRPC
+would otherwise hold a worker waiting for the message before any check ran (review 20, R20-1).
+Calls that stream their answers (reflection, health's Watch) hold a worker while open: they are
+at most SIDE_STREAMS_AT_ONCE at once for all clients together, each ended by the server after
+SIDE_STREAM_SECONDS (a describe takes milliseconds; a Watch client reconnects), so no set of
+certificates keeps workers, or the streams, for long (review 20, R20-3); refusals are counted
+in the audit log, one row per client, method and interval.
 """
 
 from __future__ import annotations
@@ -26,7 +30,11 @@ import grpc
 from vault_service.domain.identity import Caller
 
 SIDE_STREAMS_AT_ONCE = 2
-"""Reflection streams open at once on one vault process, all clients together (each holds a worker)."""
+"""Reflection and Watch streams open at once on one vault process, all clients together (each holds a worker)."""
+SIDE_STREAM_SECONDS = 10.0
+"""How long the server keeps one such stream open before ending it (cancelled: the client reconnects)."""
+STREAMS_AT_ONCE_REASON = "side streams at once (SIDE_STREAMS_AT_ONCE)"
+"""How a stream refused for the bound above is counted in the audit log."""
 
 Admit = Callable[[grpc.ServicerContext, str], Caller]
 
@@ -37,64 +45,69 @@ def _action_of(method: str) -> str:
     return service.rsplit(".", 1)[-1].lower()
 
 
-class SideCalls:
-    """Wraps the handlers of health and reflection: admitted, counted in the client's share, streams bounded."""
+def _one(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+    """The call's one request message (a unary client sends one and ends the stream)."""
+    for request in requests:
+        return request
+    context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call carried no request message")
 
-    def __init__(self, admit: Admit, release: Callable[[str], None]) -> None:
-        """`admit` verifies the caller and takes a slot (aborting the call otherwise); `release` gives it back."""
+
+class SideCalls:
+    """Wraps the handlers of health and reflection: admitted before reading, counted in the client's share, bounded."""
+
+    def __init__(self, admit: Admit, release: Callable[[str], None], counted: Callable[[str, str, str], None]) -> None:
+        """Admitting through `admit` (verifies the caller, takes a slot, aborts otherwise).
+
+        `release` gives the slot back; `counted(client, action, reason)` counts a refusal for the audit log.
+        """
         self._admit = admit
         self._release = release
+        self._counted = counted
         self._streams = threading.BoundedSemaphore(SIDE_STREAMS_AT_ONCE)
 
     def guarded(self, handler: Any, method: str) -> Any:
-        """`handler` with each of its calls admitted first (whatever its arity)."""
+        """`handler`, request-streaming, with each of its calls admitted before its request is read."""
         action = _action_of(method)
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=self._single(handler.unary_unary, action))
+            single = self._single(handler.unary_unary, action, one_request=True)
+            return handler._replace(request_streaming=True, unary_unary=None, stream_unary=single)
         if handler.stream_unary is not None:
-            return handler._replace(stream_unary=self._single(handler.stream_unary, action))
-        if handler.unary_stream is not None:
-            behavior = handler.unary_stream
-            if getattr(behavior, "experimental_non_blocking", False):
-                return handler._replace(unary_stream=self._non_blocking(behavior, action))
-            return handler._replace(unary_stream=self._streaming(behavior, action))
-        return handler._replace(stream_stream=self._streaming(handler.stream_stream, action))
+            return handler._replace(stream_unary=self._single(handler.stream_unary, action, one_request=False))
+        if handler.unary_stream is not None:  # health's Watch: its blocking form, as it now holds the worker anyway
+            streaming = self._streaming(handler.unary_stream, action, one_request=True)
+            return handler._replace(request_streaming=True, unary_stream=None, stream_stream=streaming)
+        return handler._replace(stream_stream=self._streaming(handler.stream_stream, action, one_request=False))
 
-    def _single(self, behavior: Callable[..., Any], action: str) -> Callable[..., Any]:
-        def admitted(request: Any, context: grpc.ServicerContext) -> Any:
+    def _single(self, behavior: Callable[..., Any], action: str, one_request: bool) -> Callable[..., Any]:
+        def admitted(requests: Any, context: grpc.ServicerContext) -> Any:
             caller = self._admit(context, action)
             try:
-                return behavior(request, context)
+                return behavior(_one(requests, context) if one_request else requests, context)
             finally:
                 self._release(caller.name)
 
         return admitted
 
-    def _streaming(self, behavior: Callable[..., Any], action: str) -> Callable[..., Any]:
-        def admitted(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+    def _streaming(self, behavior: Callable[..., Any], action: str, one_request: bool) -> Callable[..., Any]:
+        def admitted(requests: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             caller = self._admit(context, action)  # gRPC asks for the first response at once, on the call's worker
             try:
                 if not self._streams.acquire(blocking=False):
+                    self._counted(caller.name, action, STREAMS_AT_ONCE_REASON)
                     context.abort(
                         grpc.StatusCode.RESOURCE_EXHAUSTED,
                         f"{SIDE_STREAMS_AT_ONCE} {action} streams are open on this vault process, the most it"
-                        " serves at once for all clients: close yours when done and retry",
+                        f" serves at once for all clients (each is ended after {SIDE_STREAM_SECONDS:g} s): retry later",
                     )
+                ended = threading.Timer(SIDE_STREAM_SECONDS, context.cancel)
+                ended.daemon = True
+                ended.start()
                 try:
-                    yield from behavior(request, context)
+                    yield from behavior(_one(requests, context) if one_request else requests, context)
                 finally:
+                    ended.cancel()
                     self._streams.release()
             finally:
                 self._release(caller.name)
 
-        return admitted
-
-    def _non_blocking(self, behavior: Callable[..., Any], action: str) -> Callable[..., Any]:
-        def admitted(request: Any, context: grpc.ServicerContext, send_response_callback: Any = None) -> Any:
-            caller = self._admit(context, action)
-            self._release(caller.name)  # served by callbacks, not on a worker: it keeps no slot
-            return behavior(request, context, send_response_callback)
-
-        admitted.experimental_non_blocking = True  # type: ignore[attr-defined]
-        admitted.experimental_thread_pool = getattr(behavior, "experimental_thread_pool", None)  # type: ignore[attr-defined]
         return admitted
