@@ -31,6 +31,13 @@ from etl_service.adapters.sqs_common import (
     raise_for,
     timestamp_ms,
 )
+from etl_service.domain.resent_times import (
+    RESENT_FROM_ATTRIBUTE,
+    SENT_TIME_TAG_ATTRIBUTE,
+    ResentTime,
+    tag_input,
+    well_formed,
+)
 from etl_service.service.own_dead_letters import (
     CiphertextProver,
     own_dead_letters,
@@ -45,6 +52,9 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 log = logging.getLogger(__name__)
+
+Tagger = Callable[[bytes], str]
+"""The operator's Transit HMAC of a re-sent letter's tag input (resent_time_tags.tag_resent_time)."""
 
 LISTING_LEASE_SECONDS = 60
 """How long a listing holds the dead letters it read (until release(); a killed reader's for all of it)."""
@@ -84,6 +94,10 @@ class DeadLetter:
     is_envelope: bool | None = None
     """Whether `raw_body` reads as a dead-letter envelope (read_dead_letter_body), whatever its shape:
     as the listing read it; None when not given, and then read here once."""
+    carried_time: ResentTime | None = None
+    """The original sent time and its tag as a message `resend` re-sent carries them (then moved here by
+    SQS's redrive, as it was), None without all three attributes well formed: re-sent as they are
+    with the same body, for the ETL to check (a take-back, a CLEAR letter's resend)."""
     shaped_as_written: bool | None = None
     """Whether `raw_body` is byte for byte an envelope the ETL writes (own_dead_letters.read_shaped_as_written):
     from the same reading as `is_envelope`, so `in_clear` does not read the body again; None when
@@ -138,6 +152,11 @@ def _to_dead_letter(raw: Any) -> DeadLetter:
         or 0
     )
     producer_event_id = _attribute(raw, EVENT_ID_ATTRIBUTE)
+    carried_ms = timestamp_ms(_attribute(raw, SENT_TIMESTAMP_ATTRIBUTE))
+    tag, resent_from = _attribute(raw, SENT_TIME_TAG_ATTRIBUTE), _attribute(raw, RESENT_FROM_ATTRIBUTE)
+    carried = None
+    if carried_ms and well_formed(tag, resent_from):
+        carried = ResentTime(carried_ms, str(resent_from), str(tag))
     return DeadLetter(
         message_id=raw["MessageId"],
         receipt_handle=raw["ReceiptHandle"],
@@ -150,16 +169,30 @@ def _to_dead_letter(raw: Any) -> DeadLetter:
         note=envelope.get("note"),
         raw_body=body,
         producer_event_id=producer_event_id,
+        carried_time=carried,
         is_envelope=read is not None,
         shaped_as_written=read_shaped_as_written(body, read),
     )
 
 
-def _resend_attributes(dead: DeadLetter) -> dict[str, Any]:
-    """The event id, and the original sent time when one is known (the ETL judges it: claimed_sent_ms)."""
+def _resend_attributes(dead: DeadLetter, body: str, tag: Tagger | None = None) -> dict[str, Any]:
+    """The event id, and the original sent time with a tag vouching for it when there is one.
+
+    With `tag` (the operator's Transit HMAC: `resend` of a letter the ETL sealed) a new tag over
+    this dead letter, its event id, its original time and `body` (domain/resent_times.py); without,
+    the time and tag the letter carries when `body` is its own (a take-back, a CLEAR letter
+    re-sent as it was), else no time: the copy is then dated by SQS (the ETL believes no
+    untagged time).
+    """
     attributes: dict[str, Any] = {EVENT_ID_ATTRIBUTE: {"DataType": "String", "StringValue": dead.event_id}}
-    if dead.sent_at != "unknown":
-        attributes[SENT_TIMESTAMP_ATTRIBUTE] = {"DataType": "Number", "StringValue": str(dead.sent_timestamp_ms)}
+    vouched = dead.carried_time if body == dead.raw_body else None
+    if tag is not None and dead.sent_at != "unknown":
+        data = tag_input(dead.message_id, dead.event_id, dead.sent_timestamp_ms, body)
+        vouched = ResentTime(dead.sent_timestamp_ms, dead.message_id, tag(data))
+    if vouched is not None:
+        attributes[SENT_TIMESTAMP_ATTRIBUTE] = {"DataType": "Number", "StringValue": str(vouched.sent_ms)}
+        attributes[SENT_TIME_TAG_ATTRIBUTE] = {"DataType": "String", "StringValue": vouched.tag}
+        attributes[RESENT_FROM_ATTRIBUTE] = {"DataType": "String", "StringValue": vouched.resent_from}
     return attributes
 
 
@@ -243,18 +276,16 @@ class DeadLetterQueue:
             except SQS_ERRORS as error:
                 log.warning("releasing dead letters failed (their lease runs out instead): %s", type(error).__name__)
 
-    def resend(self, dead: DeadLetter, body: str) -> str:
+    def resend(self, dead: DeadLetter, body: str, tag: Tagger | None = None) -> str:
         """Send `body` to the source queue under the dead letter's event id and sent time; delete the dead letter.
 
         Returns the new message id. The event id keeps the load idempotent: re-sending twice
-        loads one row.
+        loads one row. The sent time counts only with a tag (`_resend_attributes`): `tag` makes
+        one (the operator's Transit HMAC), else the one the letter carries with this body goes along.
         """
+        attributes = _resend_attributes(dead, body, tag)  # before anything is sent: OpenBao may refuse
         try:
-            sent = self._client.send_message(
-                QueueUrl=self._queue_url,
-                MessageBody=body,
-                MessageAttributes=_resend_attributes(dead),
-            )
+            sent = self._client.send_message(QueueUrl=self._queue_url, MessageBody=body, MessageAttributes=attributes)
             self._client.delete_message(QueueUrl=self._dlq_url, ReceiptHandle=dead.receipt_handle)
         except SQS_ERRORS as error:
             raise_for(error, "re-send from DLQ")

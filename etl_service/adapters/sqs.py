@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -22,7 +22,10 @@ from etl_service.adapters.sqs_common import (
     raise_for,
     timestamp_ms,
 )
+from etl_service.adapters.sqs_resent_times import believed_sent_times, string_attribute
 from etl_service.domain.messages import DEAD_LETTER_ATTRIBUTES, QueueMessage, check_event_id
+from etl_service.domain.resent_times import RESENT_FROM_ATTRIBUTE, SENT_TIME_TAG_ATTRIBUTE, ResentTimeVerifier
+from etl_service.errors import DependencyDown
 from etl_service.service.own_dead_letters import CiphertextProver
 from etl_service.service.ports import QueueDepth, TakeBack
 
@@ -67,25 +70,17 @@ def make_sqs_client(
     return client
 
 
-def _to_message(raw: Any) -> QueueMessage:
-    """The QueueMessage of one received message; never raises on attribute values (any sender sets them)."""
+def _to_message(raw: Any, believed: Mapping[str, int] | None = None) -> QueueMessage:
+    """The QueueMessage of one received message; never raises on attribute values (any sender sets them).
+
+    `believed`: message id -> original sent time, for the re-sent messages whose claimed time was
+    authenticated (sqs_resent_times.believed_sent_times); every other message is dated by SQS.
+    """
     attributes = raw.get("Attributes") or {}
     message_attributes = raw.get("MessageAttributes") or {}
-    event_id, problem = check_event_id(_string_attribute(message_attributes, EVENT_ID_ATTRIBUTE))
-    sent = timestamp_ms(attributes.get("SentTimestamp")) or int(time.time() * 1000)
-    sqs_sent = sent
-    # A message taken back from the DLQ carries the time its original was sent: believed only
-    # within the DLQ's retention before this copy's own SentTimestamp (claimed_sent_ms).
-    claimed = message_attributes.get(SENT_TIMESTAMP_ATTRIBUTE)
-    if claimed is not None:
-        original = claimed_sent_ms(_string_attribute(message_attributes, SENT_TIMESTAMP_ATTRIBUTE), sent)
-        if original is None:
-            log.warning(
-                "ignored the %s attribute: not a time within the DLQ's retention before SQS's SentTimestamp",
-                SENT_TIMESTAMP_ATTRIBUTE,
-                extra={"message_id": raw["MessageId"]},
-            )
-        sent = original or sent
+    event_id, problem = check_event_id(string_attribute(message_attributes, EVENT_ID_ATTRIBUTE))
+    sqs_sent = timestamp_ms(attributes.get("SentTimestamp")) or int(time.time() * 1000)
+    sent = (believed or {}).get(raw["MessageId"]) or sqs_sent
     receive_count = attributes.get("ApproximateReceiveCount")
     return QueueMessage(
         message_id=raw["MessageId"],
@@ -106,18 +101,12 @@ def _dead_letter_attributes(message_attributes: Any, sent_ms: int) -> tuple[tupl
     """
     found = []
     for name in DEAD_LETTER_ATTRIBUTES:
-        text = _string_attribute(message_attributes, name)
+        text = string_attribute(message_attributes, name)
         if name == "source_sent_timestamp" and text is not None:
             text = str(ms) if (ms := claimed_sent_ms(text, sent_ms)) else None
         if text is not None:
             found.append((name, text))
     return tuple(found)
-
-
-def _string_attribute(message_attributes: Any, name: str) -> str | None:
-    value = message_attributes.get(name)
-    text = value.get("StringValue") if isinstance(value, dict) else None
-    return text if isinstance(text, str) else None
 
 
 class SqsQueue:
@@ -130,10 +119,16 @@ class SqsQueue:
         dlq_url: str,
         visibility_seconds: int = 60,
         prover: CiphertextProver | None = None,
+        verifier: ResentTimeVerifier | None = None,
     ) -> None:
-        """`prover`: what proves a sealed dead letter the ETL's own in a take-back (a TransitSealer), None without."""
+        """`prover`: what proves a sealed dead letter the ETL's own in a take-back (a TransitSealer), None without.
+
+        `verifier`: what checks the tag of a re-sent message's original sent time (a TransitSealer);
+        without one, every message is dated by SQS's own SentTimestamp.
+        """
         self._client = client
         self._prover = prover
+        self._verifier = verifier
         self._queue_url = queue_url
         self._dlq_url = dlq_url
         self._visibility_seconds = visibility_seconds
@@ -164,11 +159,26 @@ class SqsQueue:
                 WaitTimeSeconds=wait_seconds,
                 VisibilityTimeout=self._visibility_seconds,
                 MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
-                MessageAttributeNames=[EVENT_ID_ATTRIBUTE, SENT_TIMESTAMP_ATTRIBUTE, *DEAD_LETTER_ATTRIBUTES],
+                MessageAttributeNames=[
+                    EVENT_ID_ATTRIBUTE,
+                    SENT_TIMESTAMP_ATTRIBUTE,
+                    SENT_TIME_TAG_ATTRIBUTE,
+                    RESENT_FROM_ATTRIBUTE,
+                    *DEAD_LETTER_ATTRIBUTES,
+                ],
             )
         except SQS_ERRORS as error:
             raise_for(error, "receive")
-        return [_to_message(m) for m in response.get("Messages", [])]
+        raws = response.get("Messages", [])
+        try:
+            believed = believed_sent_times(raws, self._verifier)
+        except DependencyDown as error:
+            # OpenBao down: messages claiming a re-sent time wait for their lease to run out (their
+            # date is not decided without it); the others go on.
+            waiting = [m for m in raws if SENT_TIMESTAMP_ATTRIBUTE in (m.get("MessageAttributes") or {})]
+            log.warning("re-sent messages wait for OpenBao: %s", error, extra={"messages": len(waiting)})
+            raws, believed = [m for m in raws if m not in waiting], {}
+        return [_to_message(m, believed) for m in raws]
 
     def delete(self, messages: Sequence[QueueMessage]) -> list[QueueMessage]:
         """Batch delete in groups of 10; return those SQS reported as failed."""

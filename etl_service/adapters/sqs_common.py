@@ -23,8 +23,9 @@ SQS_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError
 EVENT_ID_ATTRIBUTE = "event_id"
 SENT_TIMESTAMP_ATTRIBUTE = "tokenvault_sent_timestamp"
 """Set on a message re-sent from the DLQ: its original SentTimestamp (ms). Anyone who may send to
-the queue can set it too, so the ETL believes it only within RESENT_MAX_AGE_MS before the
-message's own SentTimestamp (`claimed_sent_ms`)."""
+the queue can set it too, so the ETL believes it only with the tag `resend` adds
+(sqs_resent_times.py) and within RESENT_MAX_AGE_MS before the message's own SentTimestamp
+(`claimed_sent_ms`)."""
 MAX_TIMESTAMP_MS = 253_402_300_799_999
 """9999-12-31T23:59:59.999Z, the last instant a Python datetime holds: later values are no time."""
 RESENT_MAX_AGE_MS = 14 * 24 * 3600 * 1000
@@ -82,8 +83,8 @@ def claimed_sent_ms(text: object, sqs_sent_ms: int) -> int | None:
     """The original sent time a re-sent message claims (SENT_TIMESTAMP_ATTRIBUTE), if believable, else None.
 
     Believable: a timestamp no later than the copy's own SentTimestamp (`sqs_sent_ms`, set by SQS)
-    and at most RESENT_MAX_AGE_MS older. A producer can therefore backdate its own event by at
-    most the DLQ's retention, never into 1970 or past year 9999.
+    and at most RESENT_MAX_AGE_MS older, never 1970 or past year 9999. For a re-sent message's
+    time the tag must verify as well (sqs_resent_times.believed_sent_times).
     """
     claimed = timestamp_ms(text)
     if claimed is None or not sqs_sent_ms - RESENT_MAX_AGE_MS <= claimed <= sqs_sent_ms:

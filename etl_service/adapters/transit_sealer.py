@@ -25,6 +25,7 @@ import hvac
 import hvac.exceptions
 import requests
 
+from etl_service.adapters.resent_time_tags import PROBE_TAG, verify_in_batches
 from etl_service.errors import DependencyDown, EtlError, Misconfigured
 from etl_service.service.sealing import (
     NOT_KEPT_TOO_LARGE,
@@ -105,14 +106,35 @@ class TransitSealer:
             proven.update(item["ciphertext"] for item, ok in zip(chunk, rewrapped, strict=True) if ok)
         return frozenset(proven)
 
+    def verify_tags(self, claims: Sequence[tuple[bytes, str]]) -> list[bool]:
+        """ResentTimeVerifier: whether each tag is the key's HMAC of its input (Transit `verify`, which makes none)."""
+        return verify_in_batches(self._verify, claims)
+
     def check_access(self) -> None:
-        """At start: log in, seal a probe text and prove it (Misconfigured or DependencyDown if that fails)."""
+        """At start: log in, seal a probe text and prove it, verify a probe tag (Misconfigured or DependencyDown)."""
         [envelope] = self.seal(["tokenvault-etl start-up probe"])
         probe = str(json.loads(envelope)["sealed_body"])
         if probe not in self.authentic([probe]):
             raise Misconfigured(
                 f"OpenBao did not authenticate a ciphertext just sealed with Transit key {self.key_name!r}", "openbao"
             )
+        self.verify_tags([(b"tokenvault-etl start-up probe", PROBE_TAG)])  # the policy allows verify
+
+    def _verify(self, batch: list[dict[str, str]]) -> Any:
+        """One Transit `verify` of `batch` under the ETL's login; InvalidRequest passes (every item bad)."""
+        path = f"/v1/{self._mount}/verify/{self.key_name}"
+        try:
+            return self._with_login(
+                lambda: self._client.adapter.post(path, json={"batch_input": batch}),
+                "verify",
+                ", which checks the original sent time a re-sent dead letter carries",
+            )
+        except hvac.exceptions.InvalidRequest:
+            raise
+        except (hvac.exceptions.VaultError, requests.RequestException) as error:
+            raise DependencyDown(
+                f"OpenBao unavailable for checking re-sent times: {type(error).__name__}", "openbao"
+            ) from None
 
     def _rewraps(self, batch: Sequence[dict[str, str]]) -> list[bool]:
         """For each `{"ciphertext": ...}` item, whether Transit rewrapped it (so authenticated it) under the key."""

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 from etl_service.adapters.dead_letter_queue import DeadLetter, DeadLetterError, DeadLetterQueue
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
+from etl_service.adapters.resent_time_tags import tag_resent_time
 from etl_service.adapters.transit_sealer import KEY_SETTING
 from etl_service.domain.validation import Rejection, parse_login_event
 from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS, Layers, Stop, envelope_layers, in_clear
@@ -93,7 +95,14 @@ def delete_letter(dlq: DeadLetterSweep, dead: DeadLetter) -> int:
 def resend_letter(
     dlq: DeadLetterQueue, dead: DeadLetter, body_file: Path | None, access: VaultAccess | None, key: str
 ) -> int:
-    """Send `body_file`'s body, or else `dead`'s original, back to the source queue; refused while still invalid."""
+    """Send `body_file`'s body, or else `dead`'s original, back to the source queue; refused while still invalid.
+
+    The original sent time of a letter the ETL sealed goes along with the operator's Transit HMAC
+    over it, the event id and the body, so the ETL believes it (domain/resent_times.py); without
+    the operator's token it is not vouched for and the copy loads under today's date (said on
+    stderr). A CLEAR letter's time comes from its producer's attributes: only a tag it already
+    carries, with its body unchanged, goes along.
+    """
     body = body_file.read_text() if body_file else original_body(dead, access, key)
     try:
         parse_login_event(body)
@@ -101,7 +110,16 @@ def resend_letter(
         raise DeadLetterError(
             f"the body is still refused ({rejection.reason}: {rejection.detail}); not re-sent"
         ) from None
-    print(f"re-sent as message {dlq.resend(dead, body)} (event id {shown(dead.event_id)})")
+    tag = None
+    if not in_clear(dead, key) and access is not None:
+        tag = partial(tag_resent_time, *access, key)
+    elif not in_clear(dead, key):
+        print(
+            "dead-letters resend: without the operator's token (VAULT_TOKEN, --token-file) the original sent time"
+            " is not vouched for: the event loads under the date it is re-sent",
+            file=sys.stderr,
+        )
+    print(f"re-sent as message {dlq.resend(dead, body, tag)} (event id {shown(dead.event_id)})")
     return 0
 
 

@@ -24,7 +24,12 @@ r"""`python -m etl_service dead-letters list|show|resend|redrive|erase|delete`: 
 - `resend MESSAGE_ID [--body-file FILE]`: send the fixed body (or, without a file, the original
   one, e.g. after a bug was fixed) back to the source queue under the same event id and sent
   time, and delete the dead letter. A fixed body that still fails validation is refused. The
-  original of a letter `list` marks CLEAR is its body as it is (as for show).
+  sent time goes with the operator's Transit HMAC (`transit/hmac` with the dead-letter key) over
+  the dead letter's id, the event id, the time and the body, without which the ETL ignores it
+  (anyone who may send to the queue could set it); without the operator's token the copy loads
+  under the date it is re-sent. The original of a letter `list` marks CLEAR is its body as it is
+  (as for show); only a time and tag it already carries go along with it (its other times are
+  its producer's).
 - `redrive`: take back messages SQS's redrive policy moved (a crash loop): those without a
   reason, and those marked CLEAR by `list`, whatever their attributes; a drain does this by
   itself before it ends, and proves sealed envelopes too, which `redrive` cannot (the operator
@@ -189,13 +194,15 @@ def main(argv: list[str]) -> int:
 def _checked_vault_access(args: argparse.Namespace) -> VaultAccess | None:
     """OpenBao's address and the operator's token for a command that opens bodies, checked before the DLQ is read.
 
-    For show, resend without --body-file, and erase: the address must be allowed (ConfigError) and
+    For show, resend (with --body-file too: it vouches for the original sent time with the
+    operator's Transit HMAC) and erase: the address must be allowed (ConfigError) and
     OpenBao must let the token decrypt with the dead-letter key (DeadLetterKeyUnusable), once per
     command rather than once per letter, and before any letter is received. None for the other
     commands, and when the address or the token is missing: erase stops then (it opens every body);
-    show/resend stop only if the letter's body is sealed (one SQS's redrive moved is in clear).
+    show/resend stop only if the letter's body is sealed (one SQS's redrive moved is in clear);
+    resend --body-file sends the fixed body without vouching for its time.
     """
-    if args.command not in ("show", "resend", "erase") or getattr(args, "body_file", None):
+    if args.command not in ("show", "resend", "erase"):
         return None
     access = vault_access(args.token_file)
     if access is None:

@@ -1,8 +1,9 @@
 """The dead-letter tokens cannot use the vault service's keys, against the session's real OpenBao.
 
-The ETL's AppRole token (config/vault/tokenvault-etl.hcl) may only encrypt and rewrap with the
-dead-letter key (rewrap proves a dead letter moved back to the source queue genuine, and returns
-no plaintext), and the DLQ operator's token (tokenvault-dlq-operator.hcl) may only decrypt with it
+The ETL's AppRole token (config/vault/tokenvault-etl.hcl) may only encrypt, rewrap and verify
+with the dead-letter key (rewrap proves a dead letter moved back to the source queue genuine, and
+returns no plaintext; verify checks a re-sent letter's time tag and makes none), and the DLQ
+operator's token (tokenvault-dlq-operator.hcl) may only decrypt and HMAC with it (the tag)
 (threat model, *The DLQ and the ETL*; README's stack.env table). Each token is obtained as the
 stack provisions it (the ETL's AppRole login with DLQ_SEAL_ROLE_ID and its secret id file, from
 127.0.0.1 as the ETL; the operator's token file) and shown to work for its one allowed act; then
@@ -78,6 +79,8 @@ ETL_REFUSALS: dict[str, Act] = {
     **SHARED_REFUSALS,
     "decrypt-dead-letter": Act("POST", f"transit/decrypt/{DEAD_LETTER_KEY}", {"ciphertext": SEALED_BODY}),
     "datakey-dead-letter-key": Act("POST", f"transit/datakey/plaintext/{DEAD_LETTER_KEY}", {}),
+    # vouching for a re-sent letter's sent time is the operator's: the ETL may only verify a tag
+    "hmac-dead-letter-key": Act("POST", f"transit/hmac/{DEAD_LETTER_KEY}", {"input": PROBE}),
     "etl-secret-id": Act("POST", f"auth/approle/role/{ETL_ROLE}/secret-id", {}),
 }
 OPERATOR_REFUSALS: dict[str, Act] = {
@@ -147,3 +150,15 @@ def test_the_etl_s_rewrap_proves_a_ciphertext_without_opening_it(tokens: DeadLet
     results = answer["data"]["batch_results"]
     assert [bool(r.get("error")) for r in results] == [False, True, True]
     assert not [r for r in results if "plaintext" in r]
+
+
+def test_the_operator_tags_a_re_sent_time_and_the_etl_can_only_verify_it(tokens: DeadLetterTokens) -> None:
+    """`resend`'s tag (transit/hmac) is the operator's to make; the ETL's verify says valid or not, never a tag."""
+    tag = tokens.operator.secrets.transit.generate_hmac(name=DEAD_LETTER_KEY, hash_input=PROBE)["data"]["hmac"]
+    other = base64.b64encode(b"another body").decode()
+    answer = tokens.etl.adapter.post(
+        f"/v1/transit/verify/{DEAD_LETTER_KEY}",
+        json={"batch_input": [{"input": PROBE, "hmac": tag}, {"input": other, "hmac": tag}]},
+    )
+    assert [r.get("valid") is True for r in answer["data"]["batch_results"]] == [True, False]
+    assert not [r for r in answer["data"]["batch_results"] if "hmac" in r]

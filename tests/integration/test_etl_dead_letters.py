@@ -18,6 +18,8 @@ import pytest
 
 from devstack.events import OutgoingEvent, generate_events, send_events
 from devstack.sqs import sqs_client
+from etl_service.adapters.resent_time_tags import tag_resent_time
+from etl_service.domain.resent_times import tag_input
 from etl_service.service.sealing import NOT_KEPT_TOO_LARGE, dead_letter_body
 from tests.conftest import RunningVault, etl_consumer, etl_harness, etl_harness_env
 from tests.integration.dead_letters import all_dead_letters, run_dead_letters
@@ -150,10 +152,17 @@ def test_redrive_takes_back_only_reasonless_dead_letters_under_their_original_ev
     tag = uuid.uuid4().hex[:8]
     sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
     env = etl_harness_env(stack_env, vault.address)
-    first_sent = int(time.time() * 1000) - 3 * 24 * 3600 * 1000  # taken back once 3 days ago, then redriven again
+    first_sent = int(time.time() * 1000) - 3 * 24 * 3600 * 1000  # re-sent once 3 days ago, then redriven again
     missing_field = {"reason": {"DataType": "String", "StringValue": "missing_field"}}
+    operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
+    earlier = tag_input("d-earlier", f"{tag}-again", first_sent, body(user_id=f"{tag}-again"))
+    vouched = tag_resent_time(stack_env["VAULT_ADDR"], operator_token, "tokenvault-dead-letters", earlier)
     attributes: dict[str, dict[str, Any]] = {
-        f"{tag}-again": {"tokenvault_sent_timestamp": {"DataType": "Number", "StringValue": str(first_sent)}},
+        f"{tag}-again": {  # as that `resend` tagged it: the tag goes along with the same body
+            "tokenvault_sent_timestamp": {"DataType": "Number", "StringValue": str(first_sent)},
+            "tokenvault_sent_timestamp_tag": {"DataType": "String", "StringValue": vouched},
+            "tokenvault_resent_from": {"DataType": "String", "StringValue": "d-earlier"},
+        },
         f"{tag}-plain": {},
         f"{tag}-producer-reason": {"reason": {"DataType": "String", "StringValue": "login"}},
         f"{tag}-reasoned": missing_field,

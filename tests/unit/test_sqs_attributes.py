@@ -7,6 +7,7 @@ the DLQ's `source_sent_timestamp`, `reason`, `reason_detail` and bodies (attack 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etl_service.adapters.dead_letter_queue import _resend_attributes, _to_dead_letter
-from etl_service.adapters.sqs import _to_message
+from etl_service.adapters.sqs import SqsQueue, _to_message
 from etl_service.adapters.sqs_common import (
     MAX_TIMESTAMP_MS,
     RESENT_MAX_AGE_MS,
@@ -23,18 +24,38 @@ from etl_service.adapters.sqs_common import (
     claimed_sent_ms,
     timestamp_ms,
 )
+from etl_service.adapters.sqs_resent_times import believed_sent_times
 from etl_service.domain.messages import QueueMessage, quarantine_record
+from etl_service.domain.resent_times import RESENT_FROM_ATTRIBUTE, SENT_TIME_TAG_ATTRIBUTE, tag_input
 from etl_service.entrypoints.dead_letters import _shown
+from etl_service.errors import DependencyDown
 from etl_service.service.sealing import dead_letter_body, read_dead_letter_body
 
 SQS_SENT_MS = 1_796_292_000_000  # 2026-12-03T10:00:00Z, SQS's own SentTimestamp of the copy
 DAY_MS = 24 * 3600 * 1000
 
 
+WELL_FORMED_TAG = "vault:v1:" + "A" * 43 + "="
+
+
+class Verifier:
+    """A fake Transit `verify`: answers `valid` for every claim, and records what it was asked."""
+
+    def __init__(self, valid: bool) -> None:
+        self.valid = valid
+        self.asked: list[tuple[bytes, str]] = []
+
+    def verify_tags(self, claims: Sequence[tuple[bytes, str]]) -> list[bool]:
+        self.asked += claims
+        return [self.valid] * len(claims)
+
+
 def raw_message(claimed: Any = None, sqs_sent: Any = str(SQS_SENT_MS), **attributes: Any) -> dict[str, Any]:
     message_attributes = dict(attributes)
     if claimed is not None:
         message_attributes[SENT_TIMESTAMP_ATTRIBUTE] = {"DataType": "Number", "StringValue": claimed}
+        message_attributes[SENT_TIME_TAG_ATTRIBUTE] = {"DataType": "String", "StringValue": WELL_FORMED_TAG}
+        message_attributes[RESENT_FROM_ATTRIBUTE] = {"DataType": "String", "StringValue": "d-1"}
     return {
         "MessageId": "m-1",
         "ReceiptHandle": "r-1",
@@ -62,18 +83,49 @@ def raw_message(claimed: Any = None, sqs_sent: Any = str(SQS_SENT_MS), **attribu
     ],
 )
 def test_a_claimed_sent_time_outside_the_dlq_retention_before_sqs_own_is_ignored(claimed: str) -> None:
-    message = _to_message(raw_message(claimed))
+    raw, verifier = raw_message(claimed), Verifier(valid=True)
+    message = _to_message(raw, believed_sent_times([raw], verifier))
     assert message.sent_timestamp_ms == SQS_SENT_MS
     assert message.sent_at == datetime(2026, 12, 3, 10, tzinfo=UTC)
+    assert verifier.asked == []  # no time, no question to Transit
 
 
 @pytest.mark.parametrize("age_ms", [0, 1, DAY_MS, RESENT_MAX_AGE_MS])
-def test_a_claimed_sent_time_within_the_dlq_retention_is_the_original_time(age_ms: int) -> None:
-    assert _to_message(raw_message(str(SQS_SENT_MS - age_ms))).sent_timestamp_ms == SQS_SENT_MS - age_ms
+def test_a_claimed_sent_time_within_the_dlq_retention_is_the_original_time_once_its_tag_verifies(age_ms: int) -> None:
+    raw = raw_message(str(SQS_SENT_MS - age_ms))
+    assert _to_message(raw, believed_sent_times([raw], Verifier(valid=True))).sent_timestamp_ms == SQS_SENT_MS - age_ms
+    assert _to_message(raw, believed_sent_times([raw], Verifier(valid=False))).sent_timestamp_ms == SQS_SENT_MS
+    assert _to_message(raw, believed_sent_times([raw], None)).sent_timestamp_ms == SQS_SENT_MS  # no Transit
+
+
+def test_the_tag_is_asked_about_this_message_s_event_id_time_and_body() -> None:
+    raw = raw_message(str(SQS_SENT_MS - DAY_MS), event_id={"DataType": "String", "StringValue": "e-1"})
+    verifier = Verifier(valid=True)
+    believed_sent_times([raw], verifier)
+    assert verifier.asked == [(tag_input("d-1", "e-1", SQS_SENT_MS - DAY_MS, "{}"), WELL_FORMED_TAG)]
+    assert tag_input("d-1", "e-1", 1, "{}") not in {
+        tag_input("d-2", "e-1", 1, "{}"),
+        tag_input("d-1", "e-2", 1, "{}"),
+        tag_input("d-1", "e-1", 2, "{}"),
+        tag_input("d-1", "e-1", 1, "{ }"),
+    }
+
+
+@pytest.mark.parametrize("tag", [None, "", "vault:v1:short=", "vault:v0:" + "A" * 43 + "=", "x" * 60])
+def test_a_claimed_time_without_a_well_formed_tag_is_ignored_unasked(tag: str | None) -> None:
+    raw = raw_message(str(SQS_SENT_MS - DAY_MS))
+    if tag is None:
+        del raw["MessageAttributes"][SENT_TIME_TAG_ATTRIBUTE]
+    else:
+        raw["MessageAttributes"][SENT_TIME_TAG_ATTRIBUTE]["StringValue"] = tag
+    verifier = Verifier(valid=True)
+    assert believed_sent_times([raw], verifier) == {}
+    assert verifier.asked == []
 
 
 def test_an_ignored_claim_is_logged_with_the_message_id_only(caplog: pytest.LogCaptureFixture) -> None:
-    _to_message(raw_message("203.0.113.7"))
+    raw = raw_message("203.0.113.7")
+    _to_message(raw, believed_sent_times([raw], Verifier(valid=True)))
     assert "203.0.113.7" not in caplog.text
     assert [r.message_id for r in caplog.records] == ["m-1"]  # type: ignore[attr-defined]
 
@@ -150,7 +202,7 @@ def test_a_dead_letter_without_any_time_lists_as_unknown_and_is_resent_without_o
     raw["Attributes"] = {}
     dead = _to_dead_letter(raw)
     assert dead.sent_at == "unknown"
-    assert SENT_TIMESTAMP_ATTRIBUTE not in _resend_attributes(dead)
+    assert SENT_TIMESTAMP_ATTRIBUTE not in _resend_attributes(dead, "{}", lambda data: WELL_FORMED_TAG)
 
 
 @pytest.mark.parametrize(
@@ -177,3 +229,43 @@ def test_a_sealed_envelope_still_reads_as_one() -> None:
 
 def test_attribute_text_cannot_forge_listing_lines_or_drive_the_terminal() -> None:
     assert _shown("reason\n00000000-fake  missing_field\x1b[2J\u202e") == "reason?00000000-fake  missing_field?[2J?"
+
+
+def test_a_resend_vouches_for_the_time_with_a_new_tag_or_carries_its_own_with_its_own_body_only() -> None:
+    """`resend` of a sealed letter tags its time; a take-back carries a tag only with the body it was made for."""
+    sealed = _to_dead_letter(dead_raw(reason="processing_failed", source_sent_timestamp=str(SQS_SENT_MS - DAY_MS)))
+    tagged = _resend_attributes(sealed, "{}", lambda data: WELL_FORMED_TAG)
+    assert {name: value["StringValue"] for name, value in tagged.items() if name != "event_id"} == {
+        SENT_TIMESTAMP_ATTRIBUTE: str(SQS_SENT_MS - DAY_MS),
+        SENT_TIME_TAG_ATTRIBUTE: WELL_FORMED_TAG,
+        RESENT_FROM_ATTRIBUTE: "d-1",
+    }
+    assert list(_resend_attributes(sealed, "{}")) == ["event_id"]  # no tag, no time: SQS's date applies
+    carried = {SENT_TIMESTAMP_ATTRIBUTE: str(SQS_SENT_MS - DAY_MS), SENT_TIME_TAG_ATTRIBUTE: WELL_FORMED_TAG}
+    redriven = _to_dead_letter(dead_raw("{}", **carried, **{RESENT_FROM_ATTRIBUTE: "d-0"}))
+    assert _resend_attributes(redriven, "{}")[SENT_TIME_TAG_ATTRIBUTE]["StringValue"] == WELL_FORMED_TAG
+    assert list(_resend_attributes(redriven, '{"fixed": 1}')) == ["event_id"]
+
+
+class DownVerifier:
+    """A Transit `verify` that cannot be reached."""
+
+    def verify_tags(self, claims: Sequence[tuple[bytes, str]]) -> list[bool]:
+        raise DependencyDown("OpenBao unavailable", "openbao")
+
+
+class Receives:
+    """An SQS client answering one receive with the messages given."""
+
+    def __init__(self, messages: list[dict[str, Any]]) -> None:
+        self.messages = messages
+
+    def receive_message(self, **call: Any) -> dict[str, Any]:
+        return {"Messages": self.messages}
+
+
+def test_with_openbao_down_only_messages_claiming_a_re_sent_time_wait() -> None:
+    """Their date cannot be decided: they stay leased and come back; the rest of the receive goes on."""
+    claiming, plain = raw_message(str(SQS_SENT_MS - DAY_MS)), {**raw_message(), "MessageId": "m-2"}
+    queue = SqsQueue(Receives([claiming, plain]), "source", "dlq", verifier=DownVerifier())  # type: ignore[arg-type]
+    assert [m.message_id for m in queue.receive(10, 0)] == ["m-2"]
