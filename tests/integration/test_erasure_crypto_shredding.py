@@ -5,7 +5,8 @@ data file (until vacuumed, and its bytes in free space until overwritten), in th
 backups. Whoever holds such a copy and the vault's Vault identity opened the erased value. The
 threat model's answer is crypto-shredding with the key-rotation commands, in this order: retire
 the data key (`reencrypt`) and the fingerprint key (`reindex`), then rotate the KEK (`rewrap`
-rewraps live keys only) and raise `min_decryption_version`. This test keeps the residue as a
+rewraps live keys only) and raise `min_decryption_version`, which Vault's operators then make
+final with `trim` (until then the security team may lower it again). This test keeps the residue as a
 file-level copy would hold it, shows it opens after the erasure, runs the sequence, and shows
 that neither its ciphertext nor its fingerprint can be used any more, by anyone with the
 vault's identity, while every live value still reveals.
@@ -30,6 +31,18 @@ from vault_service.domain.errors import KeysUnavailable
 from vault_service.domain.token_types import TokenType as StoredType
 
 ERASED, KEPT = "203.0.113.77", "198.51.100.78"
+
+
+def _security_team(root: hvac.Client, kek: str) -> hvac.Client:
+    """A token with the shipped security team's policy, pointed at `kek` instead of the session's KEK."""
+    shipped = (Path(__file__).resolve().parents[2] / "config" / "vault" / "tokenvault-security.hcl").read_text()
+    policy = shipped.replace("transit/keys/tokenvault/", f"transit/keys/{kek}/").replace(
+        'transit/keys/tokenvault"', f'transit/keys/{kek}"'
+    )
+    assert policy.count(kek) == 3, "the shipped policy's KEK paths moved: update this test"
+    root.sys.create_or_update_policy(name=f"security-{kek}", policy=policy)
+    token = root.auth.token.create(policies=[f"security-{kek}"], ttl="10m")["auth"]["client_token"]
+    return hvac.Client(url=root.url, token=token)
 
 
 def test_retiring_the_keys_leaves_an_erased_values_residue_unreadable(stack_env: dict[str, str]) -> None:
@@ -90,6 +103,20 @@ def test_retiring_the_keys_leaves_an_erased_values_residue_unreadable(stack_env:
                     opened()
                 with pytest.raises(KeysUnavailable, match="Vault refused to unwrap"):
                     admin.wrapper.unwrap(wrapped[fingerprint_key_id])
+
+                # Raised is not destroyed: the security team may lower it again, and the residue opens
+                # (review 20, R20-2). Only Vault's operators' trim removes the old versions for good.
+                security = _security_team(bao, kek)
+                security.secrets.transit.update_key_configuration(name=kek, min_decryption_version=1)
+                assert opened() == (ERASED, True)
+                latest = status.kek_latest_version
+                security.secrets.transit.update_key_configuration(name=kek, min_decryption_version=latest)
+                security.secrets.transit.update_key_configuration(name=kek, min_encryption_version=latest)
+                bao.secrets.transit.trim_key(name=kek, min_version=latest)  # root: the operators' step
+                with pytest.raises(hvac.exceptions.InvalidRequest):
+                    security.secrets.transit.update_key_configuration(name=kek, min_decryption_version=1)
+                with pytest.raises(KeysUnavailable, match="Vault refused to unwrap"):
+                    opened()
             finally:
                 admin.close()
         with (
