@@ -186,6 +186,8 @@ def test_migrations_upgrade_the_exercise_table_in_place(stack_env: dict[str, str
         ("locale", "en\ufeff"),
         ("app_version_text", "1.0\n"),
         ("event_id", "evt-\u2067-1"),
+        ("user_id", "admin\U000e0041\U000e0042"),  # tag characters: invisible text ("ASCII smuggling")
+        ("device_type", "ios\u180e"),
     ],
 )
 def test_user_logins_refuses_control_and_spoofing_characters_from_the_etl_role(

@@ -220,7 +220,9 @@ class PostgresAuditChain:
         row_hash) of rows this process appended), when they fit in MAX_ROW_BYTES (else the row
         is `oversize`, its fields never fetched) and while the page's fields stay within
         SEGMENT_PAGE_BYTES: the page ends before the first row past that, and the next one
-        starts there. The lengths are computed in the statement that returns the fields, so
+        starts there. The ids of `own` are distinct (a page row would come back once per match
+        of the join otherwise: a repeated row, read as a broken link, fails closed). The lengths
+        are computed in the statement that returns the fields, so
         whatever the database owner puts in the log or shows through a view, one read receives
         at most SEGMENT_PAGE_BYTES + MAX_ROW_BYTES of fields (review 17 #1: a huge result
         could OOM-kill the replica, erasing its unchecked rows).
