@@ -2,7 +2,12 @@
 
 - `DependencyDown`: SQS, the vault service or Postgres cannot be reached or is overloaded.
   The batch is postponed through visibility (nothing deleted) and receiving pauses until a
-  probe passes (the DependencyGate).
+  probe passes (the DependencyGate). On a message's last receive before the redrive limit the
+  ETL dead-letters it itself, sealed, as `dependency_unavailable` (never left for SQS's redrive
+  to move in clear).
+- `Throttled` (a DependencyDown): the vault metered the ETL's identity (RESOURCE_EXHAUSTED) and
+  said when to come back (`retry-after-ms`). The vault is up - its health check passes - so the
+  gate stays closed until that time has passed, and the batch's new visibility is at least as long.
 - `Misconfigured`: retrying cannot help - an identity or permission refused by the vault,
   Postgres or SQS, wrong credentials, a missing queue, table or privilege. The ETL stops
   receiving, releases what it holds (visibility 0, so no receive is wasted and no good message
@@ -35,12 +40,29 @@ class DependencyDown(EtlError):
     """A dependency is unavailable; the batch is retried later and nothing is deleted."""
 
 
+class Throttled(DependencyDown):
+    """The vault refused a call over the ETL's quota; `retry_after` seconds is when it may be tried again.
+
+    The vault answers its health check meanwhile, so a probe cannot tell when this is over: the wait is
+    the vault's own figure (at least MIN_THROTTLED_SECONDS when it gave none).
+    """
+
+    def __init__(self, message: str, retry_after: float, dependency: str = "vault") -> None:
+        super().__init__(message, dependency)
+        self.retry_after = max(retry_after, MIN_THROTTLED_SECONDS)
+
+
+MIN_THROTTLED_SECONDS = 1.0
+"""How long a metered refusal without a `retry-after-ms` keeps receiving paused."""
+
+
 class Misconfigured(EtlError):
     """Retrying cannot help: stop, release what is held, exit non-zero with this message."""
 
 
 # The vault's gRPC status codes by kind (names, so this module needs no grpc import).
-_VAULT_DOWN = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "CANCELLED"})
+_VAULT_DOWN = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED", "CANCELLED"})
+_VAULT_THROTTLED = "RESOURCE_EXHAUSTED"
 _VAULT_MISCONFIGURED = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "UNIMPLEMENTED", "FAILED_PRECONDITION"})
 _HINTS = {
     "UNAUTHENTICATED": "the vault does not know the ETL's certificate name (ETL_TLS_CERT; config/vault-policy.toml)",
@@ -49,12 +71,14 @@ _HINTS = {
 }
 
 
-def vault_status_error(code_name: str, detail: str, call: str) -> EtlError:
-    """The ETL error for a failed vault call with gRPC status `code_name`.
+def vault_status_error(code_name: str, detail: str, call: str, retry_after: float = 0.0) -> EtlError:
+    """The ETL error for a failed vault call with gRPC status `code_name` (`retry_after`: its `retry-after-ms`).
 
     INTERNAL and UNKNOWN count as bugs (the vault answers its own failures, such as an audit
     or a database outage, with UNAVAILABLE), so a message that triggers one is isolated.
     """
+    if code_name == _VAULT_THROTTLED:
+        return Throttled(f"vault service {call}: {code_name}: {detail}", retry_after)
     if code_name in _VAULT_DOWN:
         return DependencyDown(f"vault service {call}: {code_name}: {detail}", "vault")
     if code_name in _VAULT_MISCONFIGURED:

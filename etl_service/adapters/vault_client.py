@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import grpc
 
 from etl_service.errors import DependencyDown, Misconfigured, vault_status_error
-from tokenvault_client import NO_RETRY, ChunkLimits, TokenType, VaultClient, VaultClientError
+from tokenvault_client import NO_RETRY, ChunkLimits, RateLimited, TokenType, VaultClient, VaultClientError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,8 @@ class GrpcTokenizer:
                 [(TokenType.IP, ips), (TokenType.DEVICE_ID, device_ids)]
             )
         except VaultClientError as error:
-            raise vault_status_error(error.code.name, error.details, "Tokenize") from None
+            retry_after = error.retry_after if isinstance(error, RateLimited) else 0.0  # its retry-after-ms
+            raise vault_status_error(error.code.name, error.details, "Tokenize", retry_after) from None
         ip_tokens = {value: token for value, token in zip(ips, ip_column.tokens, strict=True) if token}
         device_tokens = {value: token for value, token in zip(device_ids, device_column.tokens, strict=True) if token}
         refused = len(ip_column.errors) + len(device_column.errors)

@@ -15,14 +15,18 @@ Order matters for "lose nothing, duplicate nothing":
 A crash or outage anywhere before 5 leaves the messages in the queue; redelivery repeats the
 steps and the idempotent load adds nothing twice.
 
-Failures are handled by kind (etl_service.errors): a dependency down postpones the batch; a
-misconfiguration releases it (visibility 0) and reports `fatal`; a bug isolates each message,
-and a message still failing on its last receive is quarantined as `processing_failed`.
+Failures are handled by kind (etl_service.errors): a dependency down postpones the batch (a
+metered refusal for at least the vault's retry-after), and a message of it on its last receive
+before the redrive limit is sealed and dead-lettered as `dependency_unavailable` (attack 19,
+finding 2: SQS's redrive moved good events to the DLQ in clear); a misconfiguration releases it
+(visibility 0) and reports `fatal`; a bug isolates each message, and a message still failing on
+its last receive is quarantined as `processing_failed`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -44,8 +48,8 @@ from etl_service.domain.validation import (
     Rejection,
     parse_login_event,
 )
-from etl_service.errors import DependencyDown, Misconfigured
-from etl_service.service.outcomes import PROCESSING_FAILED, BatchOutcome
+from etl_service.errors import DependencyDown, Misconfigured, Throttled
+from etl_service.service.outcomes import DEPENDENCY_UNAVAILABLE, PROCESSING_FAILED, BatchOutcome
 from etl_service.service.ports import BodySealer, LoginStore, Queue, ReusedEventId, Tokenizer
 from etl_service.service.returned_letters import (
     ReturnedLetter,
@@ -113,7 +117,13 @@ class BatchProcessor:
         except DependencyDown as error:
             log.warning("batch postponed: %s", error, extra={"messages": len(messages)})
             outcome.failed_dependency = error.dependency
-            self._postpone(messages, outcome)
+            outcome.retry_after = error.retry_after if isinstance(error, Throttled) else 0.0
+            last = [m for m in messages if self._on_last_receive(m)]
+            rest = [m for m in messages if not self._on_last_receive(m)] if last else messages
+            if rest:
+                self._postpone(rest, outcome, outcome.retry_after)
+            if last:
+                self._dead_letter_unavailable(last, error, outcome)
         except Misconfigured as error:
             log.error("batch released: %s", error, extra={"messages": len(messages)})
             outcome.fatal = error
@@ -157,6 +167,7 @@ class BatchProcessor:
             outcome.add(single)
             outcome.ages_seconds += single.ages_seconds
             outcome.failed_dependency = outcome.failed_dependency or single.failed_dependency
+            outcome.retry_after = max(outcome.retry_after, single.retry_after)
             if single.fatal is not None:  # stop here: release the rest untouched
                 outcome.fatal = single.fatal
                 rest = messages[index + 1 :]
@@ -174,8 +185,7 @@ class BatchProcessor:
         If even the quarantine row cannot be written for a reason other than an outage, the
         message is still sealed and dead-lettered with its reason (`_dead_letter_only`).
         """
-        last = self._max_receive_count is not None and message.receive_count >= self._max_receive_count
-        if not last:
+        if not self._on_last_receive(message):
             self._postpone([message], outcome)
             return
         rejection = Rejection(PROCESSING_FAILED, f"processing failed on every receive: {type(error).__name__}")
@@ -193,6 +203,32 @@ class BatchProcessor:
             )
             self._dead_letter_only(message, rejection, second, outcome)
 
+    def _on_last_receive(self, message: QueueMessage) -> bool:
+        """Whether SQS's redrive policy moves `message` (in clear) if it is left in the queue once more."""
+        return self._max_receive_count is not None and message.receive_count >= self._max_receive_count
+
+    def _dead_letter_unavailable(
+        self, messages: Sequence[QueueMessage], error: DependencyDown, outcome: BatchOutcome
+    ) -> None:
+        """Messages whose batch failed for a dependency on their last receive: sealed and dead-lettered by us.
+
+        Left in the queue, SQS's redrive would move them to the DLQ with their bodies in clear and no
+        reason. With a quarantine row if Postgres answers; without one if it does not (`_dead_letter_only`).
+        Only if OpenBao or the DLQ fails too are they postponed, and the redrive takes them.
+        """
+        detail = f"its batch failed for a dependency on every receive: {error.dependency} ({type(error).__name__})"
+        rejected: Rejected = [(m, Rejection(DEPENDENCY_UNAVAILABLE, detail)) for m in messages]
+        log.error(
+            "last receive of messages a dependency kept from loading: dead-lettering them sealed",
+            extra={"message_ids": [m.message_id for m in messages], "dependency": error.dependency},
+        )
+        try:
+            self._load_and_settle(messages, [], rejected, outcome)
+        except Exception as second:
+            log.error("quarantine of messages a dependency kept from loading failed: %s", type(second).__name__)
+            for message, rejection in rejected:
+                self._dead_letter_only(message, rejection, second, outcome)
+
     def _dead_letter_only(
         self, message: QueueMessage, rejection: Rejection, error: Exception, outcome: BatchOutcome
     ) -> None:
@@ -209,12 +245,15 @@ class BatchProcessor:
             )
             self._postpone([message], outcome)
 
-    def _postpone(self, messages: Sequence[QueueMessage], outcome: BatchOutcome) -> None:
+    def _postpone(self, messages: Sequence[QueueMessage], outcome: BatchOutcome, at_least: float = 0.0) -> None:
         """Back off through visibility, longer for each receive (no hot loop); delete nothing.
 
-        Each is recorded as left unprocessed by an error until a later batch settles it.
+        Never shorter than `at_least` seconds (the vault's retry-after). Each is recorded as left
+        unprocessed by an error until a later batch settles it.
         """
-        delay = retry_delay(max(m.receive_count for m in messages))
+        delay = min(
+            max(retry_delay(max(m.receive_count for m in messages)), math.ceil(at_least)), MAX_RETRY_DELAY_SECONDS
+        )
         failed = self._queue.change_visibility(messages, delay)
         if failed:
             log.warning("postponing failed (the queue's visibility timeout applies)", extra={"messages": len(failed)})

@@ -265,7 +265,7 @@ class _Run:
 
     def _done(self, batch: Batch, outcome: BatchOutcome) -> None:
         if outcome.failed_dependency:
-            self._c._gate.report_failure(outcome.failed_dependency)
+            self._c._gate.report_failure(outcome.failed_dependency, outcome.retry_after)
         if outcome.fatal is not None:
             self._fail(outcome.fatal)
         with self._lock:

@@ -4,6 +4,14 @@ After a batch fails because the vault service or Postgres is unavailable, the ga
 Receivers then wait; one of them probes the dependencies (health check, `SELECT 1`) with a
 growing pause, and the first success opens the gate again. Messages are received again only
 when they can be processed, so an outage does not push good messages toward the DLQ.
+
+Two failures a probe cannot see (attack 19, finding 2):
+- a metered refusal (the vault's quota, `Throttled`): the vault is healthy, so the gate stays
+  closed until the vault's `retry-after-ms` has passed before it even probes;
+- a failure that comes back as soon as the gate opens (a database trigger refusing every insert
+  while `SELECT 1` passes): a failure reported within RELAPSE_SECONDS of reopening starts from
+  twice the last pause, not the first, so receives are spent ever more slowly (up to `max_pause`).
+On a message's last receive the batch dead-letters it sealed, with a reason (service/batch.py).
 """
 
 from __future__ import annotations
@@ -17,6 +25,9 @@ from etl_service.errors import DependencyDown
 from etl_service.service.outcomes import ConsumerObserver, NoObserver
 
 log = logging.getLogger(__name__)
+
+RELAPSE_SECONDS = 30.0
+"""A failure reported this soon after the gate reopened continues the last outage's growing pause."""
 
 
 class DependencyGate:
@@ -39,22 +50,29 @@ class DependencyGate:
         self._pause = first_pause
         self._next_probe = 0.0
         self._probing = False
+        self._reopened_at: float | None = None
 
     @property
     def down(self) -> str | None:
         """The dependency that is down, or None while the gate is open."""
         return self._down
 
-    def report_failure(self, dependency: str) -> None:
-        """Close the gate: `dependency` failed a batch."""
+    def report_failure(self, dependency: str, retry_after: float = 0.0) -> None:
+        """Close the gate: `dependency` failed a batch; no probe before `retry_after` seconds (the vault's quota)."""
         with self._lock:
+            now = time.monotonic()
             if self._down is not None:
+                self._next_probe = max(self._next_probe, now + retry_after)
                 return
+            relapse = self._reopened_at is not None and now - self._reopened_at < RELAPSE_SECONDS
+            self._pause = min(self._pause * 2, self._max_pause) if relapse else self._first_pause
             self._down = dependency
-            self._down_since = time.monotonic()
-            self._pause = self._first_pause
-            self._next_probe = self._down_since + self._pause
-        log.warning("dependency unavailable; receiving paused", extra={"dependency": dependency})
+            self._down_since = now
+            self._next_probe = now + max(self._pause, retry_after)
+        log.warning(
+            "dependency unavailable; receiving paused",
+            extra={"dependency": dependency, "pause_s": round(max(self._pause, retry_after), 1)},
+        )
         self._observer.dependency_changed(dependency, up=False)
 
     def wait_open(self, stop: threading.Event) -> bool:
@@ -82,6 +100,7 @@ class DependencyGate:
             dependency, outage = self._down, time.monotonic() - self._down_since
             if healthy:
                 self._down = None
+                self._reopened_at = time.monotonic()
             else:
                 self._pause = min(self._pause * 2, self._max_pause)
                 self._next_probe = time.monotonic() + self._pause

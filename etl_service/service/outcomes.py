@@ -11,6 +11,10 @@ if TYPE_CHECKING:
 
 PROCESSING_FAILED = "processing_failed"
 """The reason of a message the ETL quarantined itself because processing it failed on every receive."""
+DEPENDENCY_UNAVAILABLE = "dependency_unavailable"
+"""The reason of a message the ETL dead-lettered itself because its batch failed for a dependency (an
+outage, the vault's quota) on its last receive before the redrive limit: sealed, never left to SQS's
+redrive in clear; `dead-letters resend` sends it again once the dependency answers."""
 
 
 @dataclass
@@ -51,6 +55,8 @@ class BatchOutcome(MessageCounts):
 
     failed_dependency: str | None = None
     """Set when a dependency outage postponed the whole batch ("vault", "database", ...)."""
+    retry_after: float = 0.0
+    """Seconds the vault asked the ETL to wait (a metered refusal, `Throttled`); 0 for other failures."""
     fatal: Misconfigured | None = None
     """Set when a misconfiguration (refused identity, missing privilege...) released the batch."""
     seconds: float = 0.0
@@ -76,8 +82,11 @@ class RunSummary(MessageCounts):
 
     @property
     def unprocessed_after_errors(self) -> int:
-        """Messages an error kept from loading: still in the queue, or quarantined as processing_failed."""
-        return len(self.errored) + self.reasons[PROCESSING_FAILED]
+        """Messages an error kept from loading: still in the queue, or dead-lettered by the ETL itself.
+
+        Those dead-lettered were refused as processing_failed or dependency_unavailable.
+        """
+        return len(self.errored) + self.reasons[PROCESSING_FAILED] + self.reasons[DEPENDENCY_UNAVAILABLE]
 
     def add(self, other: MessageCounts) -> None:
         """Fold one batch into the totals."""

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etl_service.domain.messages import QuarantineRecord, UserLoginRow, check_event_id
-from etl_service.errors import DependencyDown, Misconfigured, VaultCallFailed, vault_status_error
+from etl_service.errors import DependencyDown, Misconfigured, Throttled, VaultCallFailed, vault_status_error
 from etl_service.service.batch import BatchProcessor, retry_delay
 from etl_service.service.ports import WriteResult
 from tests.unit.etl_builders import RecordingSealer, consumer, good, message
@@ -209,7 +209,7 @@ class RefusingTokenizer(FakeTokenizer):
     [
         ("UNAVAILABLE", DependencyDown),
         ("DEADLINE_EXCEEDED", DependencyDown),
-        ("RESOURCE_EXHAUSTED", DependencyDown),
+        ("RESOURCE_EXHAUSTED", Throttled),
         ("PERMISSION_DENIED", Misconfigured),
         ("UNAUTHENTICATED", Misconfigured),
         ("UNIMPLEMENTED", Misconfigured),

@@ -1,0 +1,84 @@
+"""A dependency failing a batch: the vault's quota paces the ETL, and no last receive is left to SQS's redrive.
+
+Attack 19, finding 2: a metered refusal (RESOURCE_EXHAUSTED with `retry-after-ms`) was an outage
+whose probe (health, `SELECT 1`) passed at once, and a message whose batch failed for a dependency
+on its last receive was postponed, so SQS's redrive moved it to the DLQ with its body in clear.
+"""
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Sequence
+
+from etl_service.errors import Throttled, vault_status_error
+from etl_service.service.batch import BatchProcessor
+from etl_service.service.gate import DependencyGate
+from tests.unit.etl_builders import good, message
+from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
+from tests.unit.test_batch import EnvelopeSealer
+
+
+class MeteredTokenizer(FakeTokenizer):
+    """The vault over the ETL's new-token quota: it says when to come back."""
+
+    def tokenize(self, ips: Sequence[str], device_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+        raise vault_status_error("RESOURCE_EXHAUSTED", "new-token quota exceeded", "Tokenize", retry_after=40.0)
+
+
+def test_a_metered_refusal_is_its_own_kind_carrying_the_vaults_retry_after() -> None:
+    error = vault_status_error("RESOURCE_EXHAUSTED", "quota", "Tokenize", retry_after=2.5)
+    assert isinstance(error, Throttled) and error.retry_after == 2.5
+    assert vault_status_error("RESOURCE_EXHAUSTED", "quota", "Tokenize").retry_after >= 1.0  # none given: a floor
+
+
+def test_a_metered_batch_is_postponed_no_shorter_than_the_retry_after_and_tells_the_gate() -> None:
+    queue = FakeQueue()
+    outcome = BatchProcessor(queue, MeteredTokenizer(), FakeLoginStore(), max_receive_count=5).process(
+        [message(1, good(1), receive_count=1)]
+    )
+    assert queue.retry_delays == [40] and outcome.retry_after == 40.0
+    assert outcome.failed_dependency == "vault" and not queue.dead_lettered
+
+
+def test_on_its_last_receive_a_message_a_dependency_kept_from_loading_is_sealed_and_dead_lettered() -> None:
+    for tokenizer in (MeteredTokenizer(), FakeTokenizer(down=True)):
+        queue, store = FakeQueue(), FakeLoginStore()
+        processor = BatchProcessor(queue, tokenizer, store, max_receive_count=3, sealer=EnvelopeSealer())
+        outcome = processor.process([message(1, good(1), receive_count=3), message(2, good(2), receive_count=1)])
+        assert queue.dead_lettered == [("m1", "dependency_unavailable")]
+        assert [json.loads(b)["sealed_body"] for b in queue.dead_letter_bodies] == ["vault:v1:x"]
+        assert store.quarantine["m1"].reason == "dependency_unavailable"
+        assert ("delete", "m1") in queue.actions and ("retry", "m2") in queue.actions
+        assert ("delete", "m2") not in queue.actions and outcome.errored == {"m2"}
+        assert outcome.failed_dependency == "vault" and outcome.reasons == {"dependency_unavailable": 1}
+
+
+def test_with_postgres_down_too_the_last_receive_is_still_sealed_and_dead_lettered_without_a_row() -> None:
+    queue, store = FakeQueue(), FakeLoginStore(down=True)
+    processor = BatchProcessor(queue, FakeTokenizer(), store, max_receive_count=3, sealer=EnvelopeSealer())
+    outcome = processor.process([message(1, good(1), receive_count=3)])
+    assert queue.dead_lettered == [("m1", "dependency_unavailable")] and not store.quarantine
+    assert not [b for b in queue.dead_letter_bodies if "10.0.0.1" in b]
+    assert ("delete", "m1") in queue.actions and outcome.reasons == {"dependency_unavailable": 1}
+
+
+def test_the_gate_waits_out_the_vaults_retry_after_before_it_probes() -> None:
+    probes: list[float] = []
+    gate = DependencyGate(lambda: probes.append(time.monotonic()), first_pause=0.01)
+    started = time.monotonic()
+    gate.report_failure("vault", retry_after=0.3)
+    assert gate.wait_open(threading.Event())
+    assert probes and probes[0] - started >= 0.3
+
+
+def test_a_failure_soon_after_the_gate_reopened_continues_the_growing_pause() -> None:
+    probes: list[float] = []
+    gate = DependencyGate(lambda: probes.append(time.monotonic()), first_pause=0.1, max_pause=1.0)
+    opened = []
+    for _ in range(3):  # the probe passes each time, the batch fails again at once (a trigger behind SELECT 1)
+        gate.report_failure("database")
+        before = time.monotonic()
+        assert gate.wait_open(threading.Event())
+        opened.append(time.monotonic() - before)
+    assert all(b > a + 0.05 for a, b in itertools.pairwise(opened)), opened  # 0.1, 0.2, 0.4 s: not 0.1 each time
