@@ -55,6 +55,8 @@ def own_value_in(event_id: str, ip: str, device_id: str) -> str | None:
 
 
 def _holds_ip(folded: str, ip: str) -> bool:
+    if not ip.strip():  # a refused event may have none: "" would be found in every id
+        return False
     spelled, numbers, hex_groups = ip_forms(ip)
     if any(form in folded for form in spelled):
         return True

@@ -105,6 +105,35 @@ def test_an_event_id_carrying_its_own_ip_in_hex_octets_or_halves_is_quarantined_
     assert _dead_letters_holding_any(stack_env, dlq_url, forms) == (len(event_ids), 0)
 
 
+def test_an_event_refused_for_another_field_keeps_no_event_id_carrying_its_own_device_id_or_ip(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    # Attack 19, finding 5: the id was compared with the event's own values only when the whole event
+    # validated; refused for its device_type, locale or a missing field, it kept its id in clear in
+    # etl_quarantine.event_id and the DLQ's event_id attribute. The reason stays the field's.
+    ip, device, tag = "203.0.113.78", str(uuid.uuid4()).upper(), uuid.uuid4().hex[:8]
+    number = str(int(ipaddress.ip_address(ip)))
+    without_locale = json.loads(body(user_id=f"refused-3-{tag}", ip=ip, device_id=device))
+    del without_locale["locale"]
+    sent = [
+        (f"{device}:1-{tag}", body(user_id=f"refused-0-{tag}", ip=ip, device_id=device, device_type="ipados")),
+        (f"evt-{number}-{tag}", body(user_id=f"refused-1-{tag}", ip=ip, device_id=device, locale="en_US.UTF-8")),
+        (f"{device}.{tag}", body(user_id=f"refused-2-{tag}", ip=ip, device_id=device, app_version="2.0-beta")),
+        (f"{device}-{tag}", json.dumps(without_locale)),
+    ]
+    ids, summary, dlq_url = _sent_and_drained(stack_env, vault, sent)
+    assert (summary.loaded, summary.quarantined) == (0, len(sent))
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        quarantined = conn.execute(
+            "SELECT sqs_message_id, event_id, reason FROM etl_quarantine WHERE sqs_message_id = ANY(%s)", (ids,)
+        ).fetchall()
+    assert sorted((i, e) for i, e, _ in quarantined) == sorted((i, i) for i in ids)  # under the SQS id
+    reasons = {reason for _, _, reason in quarantined}
+    assert reasons == {"unknown_device_type", "invalid_locale", "invalid_app_version", "missing_field"}
+    assert _rows_holding_any(stack_env, [device, number]) == (0, 0)
+    assert _dead_letters_holding_any(stack_env, dlq_url, [device, number]) == (len(sent), 0)
+
+
 def _sent_and_drained(
     stack_env: dict[str, str], vault: RunningVault, sent: list[tuple[str, str]]
 ) -> tuple[list[str], RunSummary, str]:

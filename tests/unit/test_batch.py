@@ -310,6 +310,26 @@ def test_an_event_id_carrying_an_ip_is_quarantined_under_the_message_id_and_stor
     assert "203.0.113.201" not in repr(store.quarantine) + repr(store.rows) + repr(queue.dead_letter_bodies)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [("device_type", "ipados", "unknown_device_type"), ("locale", "en_US.UTF-8", "invalid_locale"),
+     ("app_version", "2.0-beta", "invalid_app_version"), ("locale", None, "missing_field")],
+)  # fmt: skip
+def test_an_event_refused_for_another_field_drops_an_event_id_carrying_its_own_device_id(
+    field: str, value: str | None, reason: str
+) -> None:
+    # Attack 19, finding 5: compared only when the whole event validated, such an id was kept in clear.
+    queue, store = FakeQueue(), FakeLoginStore()
+    event = {**good(1), "device_id": "6D92078A-8246-4BA4-AE5B-76104861E7DC", field: value}
+    if value is None:
+        del event[field]
+    refused = message(1, event, event_id="6D92078A-8246-4BA4-AE5B-76104861E7DC:1")
+    outcome = BatchProcessor(queue, FakeTokenizer(), store).process([refused, message(2, event, event_id="evt-2")])
+    assert outcome.reasons == {reason: 2}
+    assert (store.quarantine["m1"].event_id, store.quarantine["evt-2"].event_id) == ("m1", "evt-2")
+    assert "6d92078a" not in repr(store.quarantine).lower()
+
+
 class BrokenStore(FakeLoginStore):
     """Fails every write: a bug (or data the table refuses) that even the quarantine row meets."""
 
