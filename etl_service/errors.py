@@ -44,12 +44,12 @@ class Throttled(DependencyDown):
     """The vault refused a call over the ETL's quota; `retry_after` seconds is when it may be tried again.
 
     The vault answers its health check meanwhile, so a probe cannot tell when this is over: the wait is
-    the vault's own figure (at least MIN_THROTTLED_SECONDS when it gave none).
+    the vault's own figure (MIN_THROTTLED_SECONDS when it gave none).
     """
 
     def __init__(self, message: str, retry_after: float, dependency: str = "vault") -> None:
         super().__init__(message, dependency)
-        self.retry_after = max(retry_after, MIN_THROTTLED_SECONDS)
+        self.retry_after = retry_after if retry_after > 0 else MIN_THROTTLED_SECONDS
 
 
 MIN_THROTTLED_SECONDS = 1.0

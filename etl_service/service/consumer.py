@@ -105,6 +105,7 @@ class Consumer:
     def stop(self) -> None:
         """Stop receiving; what was received is still processed, within the grace period."""
         self.stop_requested.set()
+        self._processor.stopping.set()  # a batch waiting out the vault's quota stops waiting
         if self._run is not None:
             self._run.request_stop()
 

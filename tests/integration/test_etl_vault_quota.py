@@ -1,16 +1,23 @@
-"""The ETL over its new-token quota: good events load or are dead-lettered sealed, never redriven in clear.
+"""The vault refusing the ETL while its health check passes: no good event is redriven to the DLQ in clear.
 
 Attack 19, finding 2: the vault's metered refusal (RESOURCE_EXHAUSTED, `retry-after-ms`) was handled
 as an outage whose probe (health, `SELECT 1`) passed at once; the same messages were received until
 SQS's redrive moved them to the DLQ with their raw bodies, no reason, no quarantine row - 75 of 100
-valid events in 70 s. Here a vault of this module's own gives the ETL 2 new tokens a second (bursts
-of 10), and `run` mode (what Kubernetes runs) consumes 30 valid events with 60 new values from a
-queue pair that redrives after 3 receives: more than the quota serves before their last receive.
+valid events in 70 s. So did a database owner's trigger making every new value's Tokenize UNAVAILABLE.
+
+`run` mode (what Kubernetes runs) consumes from a queue pair that redrives after 3 receives:
+- over its quota (a vault of this module's own gives the ETL 2 new tokens a second, bursts of 10),
+  16 valid events with 32 new values, several receives' worth: each batch waits out the vault's
+  retry-after within its receive, and every event loads, none in the DLQ;
+- behind a trigger refusing every new token (the shared vault), 10 valid events: on their last
+  receive the ETL dead-letters them itself, sealed, as `dependency_unavailable`, each with its
+  quarantine row.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -34,7 +41,6 @@ tokenize_burst = 500000
 new_tokens_per_second = 2
 new_tokens_burst = 10
 """
-EVENTS = 30
 SETTLE_SECONDS = 25.0
 
 
@@ -46,31 +52,28 @@ def metered_vault(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFa
         yield vault
 
 
-def _events(run: str) -> list[OutgoingEvent]:
+def _events(run: str, count: int) -> list[OutgoingEvent]:
     """Valid events, each with an ip and a device id no test tokenized before (private and made-up values)."""
     n = uuid.uuid4().int
     bodies = [
         {"user_id": f"u-{run}-{i}", "device_type": "android", "ip": f"10.{n % 250}.{(n >> 8) % 250}.{i + 1}",
          "device_id": f"quota-{run}-{i:03d}", "locale": "en-US", "app_version": "2.3.1"}
-        for i in range(EVENTS)
+        for i in range(count)
     ]  # fmt: skip
     return [OutgoingEvent(f"quota-{run}-{i}", json.dumps(body)) for i, body in enumerate(bodies)]
 
 
-def test_over_its_quota_the_etl_loads_or_seals_every_good_event_and_sqs_redrives_none_in_clear(
-    stack_env: dict[str, str], metered_vault: RunningVault
-) -> None:
-    run = uuid.uuid4().hex[:8]
-    sent = _events(run)
+def _run_until_settled(stack_env: dict[str, str], vault: RunningVault, sent: list[OutgoingEvent]) -> dict[str, str]:
+    """Send `sent`, run the ETL in `run` mode until the source queue is empty (or SETTLE_SECONDS), stop it."""
     env = {
-        **etl_harness_env(stack_env, metered_vault.address, visibility_timeout=10, max_receive_count=3),
+        **etl_harness_env(stack_env, vault.address, visibility_timeout=10, max_receive_count=3),
         "ETL_BATCH_SIZE": "5",
         "ETL_MAX_BATCH_AGE_SECONDS": "0.2",
         "ETL_SHUTDOWN_GRACE_SECONDS": "5",
     }
     endpoint = stack_env["SQS_ENDPOINT_URL"]
-    send_events(sqs_client(endpoint), env["ETL_QUEUE_URL"], sent)
     with etl_consumer(env) as etl:
+        send_events(sqs_client(endpoint), env["ETL_QUEUE_URL"], sent)
         consumer = threading.Thread(target=etl.wired.consumer.run, daemon=True)
         consumer.start()
         deadline = time.monotonic() + SETTLE_SECONDS
@@ -78,18 +81,60 @@ def test_over_its_quota_the_etl_loads_or_seals_every_good_event_and_sqs_redrives
             time.sleep(0.5)
         etl.wired.consumer.stop()
         consumer.join(30)
-    letters = all_dead_letters(endpoint, env["ETL_DLQ_URL"])
-    in_clear = [m for m in letters if '"ip"' in m["Body"] or f"quota-{run}" in m["Body"]]
-    assert not len(in_clear), f"{len(in_clear)} of {len(letters)} dead letters hold an event in clear"
+    return env
+
+
+def _landed(stack_env: dict[str, str], env: dict[str, str], sent: list[OutgoingEvent]) -> tuple[set[str], set[str]]:
+    """(event ids loaded, event ids dead-lettered), after checking that no dead letter holds an event in clear.
+
+    Every dead letter must carry a reason and a sealed body, and be quarantined under that reason.
+    """
+    letters = all_dead_letters(stack_env["SQS_ENDPOINT_URL"], env["ETL_DLQ_URL"])
+    in_clear = sum('"ip"' in m["Body"] or '"device_id"' in m["Body"] for m in letters)  # a count: no body shown
+    assert in_clear == 0, f"{in_clear} of {len(letters)} dead letters hold an event in clear"
     reasons = {m["MessageAttributes"].get("reason", {}).get("StringValue") for m in letters}
     assert reasons <= {"dependency_unavailable"}, reasons
+    assert all(json.loads(m["Body"])["sealed_body"].startswith("vault:v") for m in letters)
     dead = {m["MessageAttributes"]["event_id"]["StringValue"] for m in letters}
+    ids = [e.event_id for e in sent]
     with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
-        ids = [e.event_id for e in sent]
         loaded = {r[0] for r in conn.execute("SELECT event_id FROM user_logins WHERE event_id = ANY(%s)", (ids,))}
-        quarantined = dict(
+        quarantined: dict[str, str] = dict(
             conn.execute("SELECT event_id, reason FROM etl_quarantine WHERE event_id = ANY(%s)", (ids,)).fetchall()
         )
-    assert len(loaded) < EVENTS, "the quota never bit: the test proves nothing"
     assert loaded | dead == set(ids) and not loaded & dead  # each event in exactly one place
     assert quarantined == dict.fromkeys(dead, "dependency_unavailable")
+    return loaded, dead
+
+
+def test_over_its_quota_the_etl_waits_for_the_vault_and_loads_every_good_event_none_redriven(
+    stack_env: dict[str, str], metered_vault: RunningVault, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="etl_service")
+    sent = _events(uuid.uuid4().hex[:8], 16)
+    env = _run_until_settled(stack_env, metered_vault, sent)
+    loaded, dead = _landed(stack_env, env, sent)
+    assert "vault quota reached" in caplog.text, "the quota never bit: the test proves nothing"
+    assert (len(loaded), dead) == (len(sent), set())
+
+
+def test_behind_a_trigger_refusing_new_tokens_the_etl_dead_letters_each_event_sealed_on_its_last_receive(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    sent = _events(uuid.uuid4().hex[:8], 10)
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as admin:
+        admin.execute(
+            "CREATE FUNCTION public.test_refuse_tokens() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'could not obtain lock' USING ERRCODE = '55P03'; END $$"
+        )
+        admin.execute(
+            "CREATE TRIGGER test_refuse_tokens BEFORE INSERT ON vault.tokens"
+            " FOR EACH ROW EXECUTE FUNCTION public.test_refuse_tokens()"
+        )
+        try:
+            env = _run_until_settled(stack_env, vault, sent)
+        finally:
+            admin.execute("DROP TRIGGER test_refuse_tokens ON vault.tokens")
+            admin.execute("DROP FUNCTION public.test_refuse_tokens()")
+    loaded, dead = _landed(stack_env, env, sent)
+    assert (loaded, len(dead)) == (set(), len(sent))
