@@ -23,6 +23,7 @@ from etl_service.entrypoints.metrics import MetricsObserver, mark_dependencies_u
 from etl_service.errors import Misconfigured
 from etl_service.service.drain_check import default_held_wait_seconds
 from etl_service.service.outcomes import (
+    DEPENDENCY_UNAVAILABLE,
     PROCESSING_FAILED,
     BatchOutcome,
     ConsumerObserver,
@@ -57,7 +58,8 @@ def format_summary(summary: RunSummary) -> str:
         " stopped waiting; unread, left in the DLQ)",
         "DLQ read whole    : " + ("no (each take-back's listing was cut short)" if summary.dlq_unread else "yes"),
         f"unprocessed (err) : {summary.unprocessed_after_errors}  (left in the queue by an error:"
-        f" {len(summary.errored)}; quarantined as processing_failed: {summary.reasons[PROCESSING_FAILED]})",
+        f" {len(summary.errored)}; quarantined as processing_failed: {summary.reasons[PROCESSING_FAILED]},"
+        f" as dependency_unavailable: {summary.reasons[DEPENDENCY_UNAVAILABLE]})",
         f"delete failures   : {summary.delete_failures}",
         f"elapsed           : {summary.seconds:.1f} s",
     ]
@@ -187,7 +189,8 @@ def drain_status(summary: RunSummary) -> int:
     if summary.unprocessed_after_errors:
         _say(
             f"{summary.unprocessed_after_errors} message(s) left unprocessed because of errors: {len(summary.errored)}"
-            f" still in the queue, {summary.reasons[PROCESSING_FAILED]} quarantined as {PROCESSING_FAILED}"
+            f" still in the queue, {summary.reasons[PROCESSING_FAILED]} quarantined as {PROCESSING_FAILED},"
+            f" {summary.reasons[DEPENDENCY_UNAVAILABLE]} as {DEPENDENCY_UNAVAILABLE}"
             " (see the log above; `dead-letters list`)"
         )
         status = EXIT_UNPROCESSED
