@@ -25,7 +25,6 @@ from tests.integration.fresh_values import fresh_value
 from tests.integration.own_database import database_of_its_own
 from tokenvault_api.v1 import vault_pb2
 from tokenvault_client import Revealed, TokenType, VaultClient, VaultClientError
-from tokenvault_common.migrations import migrate
 from vault_service.adapters.transit import verify_signature
 from vault_service.entrypoints import audit_report_cli
 from vault_service.service.audit_verify import AuditReport, FullAuditReport, verify_audit
@@ -42,8 +41,7 @@ def own_database(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFac
     contradict the session database's log (audit-verify checks every exported checkpoint).
     """
     checkpoints = tmp_path_factory.mktemp("audit") / "checkpoints.jsonl"
-    with database_of_its_own(stack_env, "audit", checkpoint_file=checkpoints) as env:
-        migrate(env["PG_ADMIN_DSN"])
+    with database_of_its_own(stack_env, "audit", checkpoint_file=checkpoints, migrated=True) as env:
         yield env
 
 

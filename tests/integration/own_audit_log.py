@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from psycopg_pool import ConnectionPool
 
 from tests.integration.own_database import database_of_its_own
-from tokenvault_common.migrations import migrate
 from vault_service.adapters.postgres import PostgresAuditLog
 from vault_service.bootstrap import open_vault_pool
 from vault_service.domain.audit import AuditEvent
@@ -28,8 +27,7 @@ def reveal_event(n: int) -> AuditEvent:
 @contextmanager
 def vault_pool_of_its_own(stack_env: dict[str, str], prefix: str) -> Iterator[tuple[ConnectionPool, str]]:
     """The vault's pool (2 connections) on a new, migrated database named `prefix_<random>`, and the owner's DSN."""
-    with database_of_its_own(stack_env, prefix) as env:
-        migrate(env["PG_ADMIN_DSN"])
+    with database_of_its_own(stack_env, prefix, migrated=True) as env:
         pool = open_vault_pool(env["PG_VAULT_DSN"], 2)
         try:
             yield pool, env["PG_ADMIN_DSN"]

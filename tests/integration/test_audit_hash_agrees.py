@@ -24,7 +24,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.integration.own_database import database_of_its_own
-from tokenvault_common.migrations import migrate
 from vault_service.adapters.postgres import PostgresAuditLog
 from vault_service.adapters.postgres.audit_chain import _BYTEA_ARRAY_OID, _ArraySent
 from vault_service.bootstrap import open_vault_pool
@@ -50,8 +49,7 @@ _REVEALED_SHAPES = (
 @pytest.fixture(scope="module")
 def audit_database(stack_env: dict[str, str]) -> Iterator[dict[str, str]]:
     """A migrated database of the module's own: its log holds the odd rows these tests write."""
-    with database_of_its_own(stack_env, "hash_agrees") as env:
-        migrate(env["PG_ADMIN_DSN"])
+    with database_of_its_own(stack_env, "hash_agrees", migrated=True) as env:
         yield env
 
 

@@ -25,7 +25,6 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from tests.integration.own_database import database_of_its_own
-from tokenvault_common.migrations import migrate
 from vault_service.adapters.postgres import PostgresAuditLog
 from vault_service.adapters.postgres import audit as audit_module
 from vault_service.adapters.postgres.prepared import planted_statements_replaced
@@ -158,8 +157,7 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def test_the_unprepared_presence_check_probes_the_primary_key_of_a_big_log(stack_env: dict[str, str]) -> None:
     """Planned on every run on the vault's connections (generic plans forced): an index scan, not the whole log."""
-    with database_of_its_own(stack_env, "presence") as env:
-        migrate(env["PG_ADMIN_DSN"])
+    with database_of_its_own(stack_env, "presence", migrated=True) as env:
         with psycopg.connect(env["PG_ADMIN_DSN"]) as admin:
             admin.execute("SET LOCAL session_replication_role = replica")  # no chain trigger for the filler rows
             admin.execute(

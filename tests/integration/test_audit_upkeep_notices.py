@@ -20,7 +20,6 @@ from pathlib import Path
 import psycopg
 
 from tests.integration.own_database import database_of_its_own
-from tokenvault_common.migrations import migrate
 
 NOTICE_MB = 48
 """The notice's size: before the fix the reading process grew by about 3.5 times this."""
@@ -73,8 +72,7 @@ pool.close()
 
 
 def test_a_huge_notice_on_the_upkeeps_segment_read_never_reaches_the_vault(stack_env: dict[str, str]) -> None:
-    with database_of_its_own(stack_env, "notice") as env:
-        migrate(env["PG_ADMIN_DSN"])
+    with database_of_its_own(stack_env, "notice", migrated=True) as env:
         reader = subprocess.Popen(
             [sys.executable, "-c", _ROUND_READ, env["PG_VAULT_DSN"]],
             cwd=Path(__file__).resolve().parents[2],

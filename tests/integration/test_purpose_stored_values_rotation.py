@@ -23,7 +23,6 @@ import pytest
 
 from tests.conftest import vault_config
 from tests.integration.own_database import database_of_its_own
-from tokenvault_common.migrations import migrate
 from vault_service.bootstrap import Bootstrapped
 from vault_service.bootstrap import bootstrap as vault_bootstrap
 from vault_service.domain.token_types import TokenType
@@ -40,8 +39,7 @@ def device_id() -> str:
 @pytest.fixture
 def wired(stack_env: dict[str, str]) -> Iterator[Bootstrapped]:
     """The vault's wiring on a freshly migrated database of its own."""
-    with database_of_its_own(stack_env, "rotation_lookup") as env:
-        migrate(env["PG_ADMIN_DSN"])
+    with database_of_its_own(stack_env, "rotation_lookup", migrated=True) as env:
         wiring = vault_bootstrap(vault_config(env))
         try:
             yield wiring

@@ -20,7 +20,6 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from tests.integration.own_database import database_of_its_own
-from tokenvault_common.migrations import migrate
 from vault_service.adapters.postgres.session_settings import PINNED_SETTINGS
 from vault_service.adapters.postgres.sql_arrays import bytea_array
 from vault_service.adapters.postgres.token_rekeying import REINDEX_CONDITION, RESEAL_CONDITION, _select_batch_query
@@ -130,9 +129,8 @@ def big_analyzed_tokens(stack_env: dict[str, str]) -> Iterator[psycopg.Connectio
     A database of its own: ANALYZE writes the table's size into pg_class in place, which no
     rollback undoes, and the session's database is left as it was.
     """
-    with database_of_its_own(stack_env, "analyzed") as env:
+    with database_of_its_own(stack_env, "analyzed", migrated=True) as env:
         dsn = env["PG_ADMIN_DSN"]
-        migrate(dsn)
         with psycopg.connect(dsn) as conn:
             conn.execute("SET LOCAL session_replication_role = replica")  # no audit trigger for the filler rows
             conn.execute(
