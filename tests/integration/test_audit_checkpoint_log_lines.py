@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -46,12 +47,30 @@ def _vault_log(env: dict[str, str], **overrides: str) -> str:
     service = subprocess.Popen(
         [sys.executable, "-m", "vault_service"], env=settings, cwd=REPO, stderr=subprocess.PIPE, text=True
     )
+    stderr = service.stderr
+    assert stderr is not None
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in stderr:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
-        time.sleep(8)  # started, its keys made (audited), a few rounds run
+        # Started, its keys made (audited) and anchored: the first checkpoint line (none at all for
+        # 15 s is for the test to judge). Then one more round (1 s), with nothing new to anchor.
+        deadline = time.monotonic() + 15
+        while service.poll() is None and time.monotonic() < deadline:
+            if any('"audit_checkpoint"' in line for line in list(lines)):
+                time.sleep(1.5)
+                break
+            time.sleep(0.1)
     finally:
         service.terminate()
-        _, logged = service.communicate(timeout=60)
-    return logged
+        service.wait(timeout=60)
+        reader.join(timeout=60)
+    return "".join(lines)
 
 
 def test_checkpoints_are_exported_as_log_lines_at_log_level_warning(own_database: dict[str, str]) -> None:
