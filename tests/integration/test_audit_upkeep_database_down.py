@@ -38,6 +38,7 @@ def test_rows_unchecked_through_a_database_outage_are_refused_as_an_outage_and_c
 ) -> None:
     with cluster_of_its_own(tmp_path) as pg:
         pool = open_vault_pool(pg.vault_dsn, 2)
+        pool.timeout = 1.0  # the pool's wait for a connection (10 s in the service): the same outage, sooner
         try:
             log = PostgresAuditLog(pool)
             log.appended.max_age = 1.0
@@ -55,6 +56,7 @@ def test_rows_unchecked_through_a_database_outage_are_refused_as_an_outage_and_c
             assert "cannot reach the vault's database" in str(refused.value), refused.value
             assert "security team" not in str(refused.value)
             pg_ctl(pg.data_dir, pg.bindir, pg.run_as, "start", pg.port)
+            pool.timeout = 10.0  # as the service's: the pool's reconnection, backing off through the outage, has time
             upkeep._safely()
             assert not log.appended.database_unreachable and len(log.appended) == 0
             log.append(reveal_event(3))  # checked: the appends are open again
