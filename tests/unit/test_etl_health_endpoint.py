@@ -14,7 +14,7 @@ from devstack.procs import free_port
 from etl_service.entrypoints.health import serve_health
 from etl_service.errors import Misconfigured
 from tests.unit.silent_connections import closed_by_server, threads_back_to
-from tokenvault_common.bounded_server import IDLE_SECONDS, MAX_CONNECTIONS
+from tokenvault_common.bounded_server import IDLE_SECONDS, MAX_CONNECTIONS, BoundedThreads
 
 
 def test_healthz_answers_ok_and_serves_no_metrics() -> None:
@@ -80,13 +80,15 @@ def _healthz_within(port: int, seconds: float) -> bool:
     return False
 
 
-def test_a_silent_connection_is_closed_by_the_server() -> None:
+def test_a_silent_connection_is_closed_by_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    idle_seconds = 1.0  # the server's bound here (IDLE_SECONDS, 5 s, in the service): the same code, sooner
+    monkeypatch.setattr(BoundedThreads, "idle_seconds", idle_seconds)
     server = serve_health("127.0.0.1:0")
     try:
         with socket.create_connection(("127.0.0.1", server.server_address[1])) as silent:
             started = time.monotonic()
-            assert closed_by_server(silent, within=IDLE_SECONDS + 2)
-            assert time.monotonic() - started < IDLE_SECONDS + 1.5
+            assert closed_by_server(silent, within=idle_seconds + 2)
+            assert time.monotonic() - started < idle_seconds + 1.5
     finally:
         server.shutdown()
         server.server_close()
