@@ -126,6 +126,7 @@ def bootstrap(
         max_in_flight=config.max_in_flight,
         visibility_seconds=config.visibility_seconds,
         shutdown_grace_seconds=config.shutdown_grace_seconds,
+        take_back_seconds=config.take_back_seconds,
     )
 
     def probe() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from etl_service.adapters.sqs import endpoint_for_queue
 from etl_service.domain.validation import MAX_BODY_BYTES
+from etl_service.service.periodic_take_back import DEFAULT_TAKE_BACK_SECONDS
 from etl_service.service.sealing import largest_sealable_body_bytes
 from tokenvault_common.env import EnvReader
 from tokenvault_common.metrics_endpoint import MetricsTls, read_metrics_tls
@@ -111,6 +112,9 @@ class EtlConfig:
     hold no scraper certificate (ETL_HEALTH_ADDRESS; unset: none)."""
     log_level: str
     """Logging level (ETL_LOG_LEVEL)."""
+    take_back_seconds: float = DEFAULT_TAKE_BACK_SECONDS
+    """Run mode: how often messages SQS's redrive policy moved to the DLQ (in clear, no reason) are taken
+    back to the source queue (ETL_TAKE_BACK_SECONDS, 0-86400, default 300; 0: never, as before 4 Dec)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EtlConfig:
@@ -144,6 +148,7 @@ class EtlConfig:
             max_in_flight=read.integer("ETL_MAX_IN_FLIGHT", 2000, batch_size, 100_000),
             visibility_seconds=read.integer("ETL_VISIBILITY_TIMEOUT_SECONDS", 60, 2, 43_200),
             shutdown_grace_seconds=read.number("ETL_SHUTDOWN_GRACE_SECONDS", 20.0, 1.0, 600.0),
+            take_back_seconds=read.number("ETL_TAKE_BACK_SECONDS", DEFAULT_TAKE_BACK_SECONDS, 0.0, 86_400.0),
             max_body_bytes=read.integer("ETL_MAX_BODY_BYTES", MAX_BODY_BYTES, 256, 262_144),
             device_types=frozenset(
                 t.strip().lower() for t in read.text("ETL_DEVICE_TYPES", "android,ios").split(",") if t.strip()

@@ -30,6 +30,10 @@ MESSAGE_AGE = Histogram(
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
 )
 HELD = Gauge("etl_messages_in_flight", "Messages received and not yet settled")
+TAKEN_BACK = Counter(
+    "etl_dead_letters_taken_back_total",
+    "Messages SQS's redrive moved to the DLQ (in clear, no reason) that run mode's periodic take-back moved back",
+)
 DRAIN_CHECK_FAILURES = Counter(
     "etl_drain_check_failures_total",
     "Drain checks that failed on a dependency (the drain does not end, and checks again)",
@@ -78,3 +82,7 @@ class MetricsObserver:
     def drain_check_failed(self, dependency: str) -> None:
         """Count the failed drain check under its dependency."""
         DRAIN_CHECK_FAILURES.labels(dependency=dependency).inc()
+
+    def taken_back(self, count: int) -> None:
+        """Count redriven messages run mode took back from the DLQ."""
+        TAKEN_BACK.inc(count)

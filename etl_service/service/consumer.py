@@ -32,6 +32,7 @@ from etl_service.service.gate import DependencyGate
 from etl_service.service.inflight import InFlight
 from etl_service.service.lease_keeper import LeaseKeeper
 from etl_service.service.outcomes import BatchOutcome, ConsumerObserver, RunSummary
+from etl_service.service.periodic_take_back import DEFAULT_TAKE_BACK_SECONDS, PeriodicTakeBack
 from etl_service.service.ports import Queue
 from etl_service.service.receivers import SQS_MAX_PER_RECEIVE, Receivers
 
@@ -53,6 +54,8 @@ class ConsumerSettings:
     max_in_flight: int = 2_000
     visibility_seconds: int = 60
     shutdown_grace_seconds: float = 20.0
+    take_back_seconds: float = DEFAULT_TAKE_BACK_SECONDS
+    """Run mode: how often messages SQS's redrive moved to the DLQ are taken back (0: never; PeriodicTakeBack)."""
     held_dead_letters_wait_seconds: float | None = None
     """How long a drain waits for DLQ letters another reader holds before it ends without them (DrainCheck;
     None: drain_check.default_held_wait_seconds of the queue's DLQ listing lease)."""
@@ -148,6 +151,9 @@ class _Run:
             self._received.put, self._release_late, self._fail,
         )  # fmt: skip
         self._keeper = LeaseKeeper(consumer._queue, consumer._ledger, settings.visibility_seconds, consumer._observer)
+        self._take_back = PeriodicTakeBack(
+            consumer._queue, consumer._gate, settings.take_back_seconds, consumer._observer, self._fail
+        )
 
     def request_stop(self) -> None:
         """Begin the bounded shutdown."""
@@ -165,6 +171,8 @@ class _Run:
         for thread in workers:
             thread.start()
         self._receivers.start(self._settings.receivers, self._stop)
+        if not self._until_empty and self._settings.take_back_seconds > 0:
+            self._take_back.start(self._stop)
         try:
             self._batch_loop()
             self._shut_down()
@@ -176,7 +184,7 @@ class _Run:
         with self._lock:  # a copy: a worker stuck past the grace period may still report later
             totals = copy.deepcopy(self._totals)
         totals.seconds = time.monotonic() - started
-        totals.taken_back_from_dlq = self._drain_check.taken_back
+        totals.taken_back_from_dlq = self._drain_check.taken_back + self._take_back.taken_back
         totals.dead_letters_held_unread = self._drain_check.held_unread if self._until_empty else 0
         totals.dlq_unread = self._drain_check.dlq_unread and self._until_empty
         return totals

@@ -117,6 +117,10 @@ class ConsumerObserver(Protocol):
         """A drain check failed on `dependency` (DependencyDown: sqs, openbao): the drain checks again."""
         ...
 
+    def taken_back(self, count: int) -> None:
+        """Run mode's periodic take-back moved `count` redriven messages from the DLQ back to the source."""
+        ...
+
 
 class NoObserver:
     """Observes nothing."""
@@ -134,6 +138,9 @@ class NoObserver:
         """Ignore."""
 
     def drain_check_failed(self, dependency: str) -> None:
+        """Ignore."""
+
+    def taken_back(self, count: int) -> None:
         """Ignore."""
 
 
@@ -167,3 +174,8 @@ class FanOut:
         """Tell each observer."""
         for observer in self._observers:
             observer.drain_check_failed(dependency)
+
+    def taken_back(self, count: int) -> None:
+        """Tell each observer."""
+        for observer in self._observers:
+            observer.taken_back(count)

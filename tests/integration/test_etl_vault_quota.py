@@ -63,21 +63,27 @@ def _events(run: str, count: int) -> list[OutgoingEvent]:
     return [OutgoingEvent(f"quota-{run}-{i}", json.dumps(body)) for i, body in enumerate(bodies)]
 
 
-def _run_until_settled(stack_env: dict[str, str], vault: RunningVault, sent: list[OutgoingEvent]) -> dict[str, str]:
-    """Send `sent`, run the ETL in `run` mode until the source queue is empty (or SETTLE_SECONDS), stop it."""
+def _run_until_settled(
+    stack_env: dict[str, str], vault: RunningVault, sent: list[OutgoingEvent], to_dlq: bool = False
+) -> dict[str, str]:
+    """Send `sent` (to the DLQ as SQS's redrive would: `to_dlq`), run the ETL in `run` mode until both
+    queues are empty (or SETTLE_SECONDS), stop it."""
     env = {
         **etl_harness_env(stack_env, vault.address, visibility_timeout=10, max_receive_count=3),
         "ETL_BATCH_SIZE": "5",
         "ETL_MAX_BATCH_AGE_SECONDS": "0.2",
         "ETL_SHUTDOWN_GRACE_SECONDS": "5",
+        "ETL_TAKE_BACK_SECONDS": "1",
     }
     endpoint = stack_env["SQS_ENDPOINT_URL"]
     with etl_consumer(env) as etl:
-        send_events(sqs_client(endpoint), env["ETL_QUEUE_URL"], sent)
+        send_events(sqs_client(endpoint), env["ETL_DLQ_URL" if to_dlq else "ETL_QUEUE_URL"], sent)
         consumer = threading.Thread(target=etl.wired.consumer.run, daemon=True)
         consumer.start()
         deadline = time.monotonic() + SETTLE_SECONDS
-        while queue_depth(endpoint, env["ETL_QUEUE_URL"]) and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (
+            queue_depth(endpoint, env["ETL_QUEUE_URL"]) or (to_dlq and queue_depth(endpoint, env["ETL_DLQ_URL"]))
+        ):
             time.sleep(0.5)
         etl.wired.consumer.stop()
         consumer.join(30)
@@ -138,3 +144,14 @@ def test_behind_a_trigger_refusing_new_tokens_the_etl_dead_letters_each_event_se
             admin.execute("DROP FUNCTION public.test_refuse_tokens()")
     loaded, dead = _landed(stack_env, env, sent)
     assert (loaded, len(dead)) == (set(), len(sent))
+
+
+def test_run_mode_takes_back_what_the_redrive_moved_to_the_dlq_and_loads_it(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    # Before, only a drain or `dead-letters redrive` took such messages back: `run`, what Kubernetes
+    # runs, left them in the DLQ in clear for as long as the DLQ keeps them (14 days).
+    sent = _events(uuid.uuid4().hex[:8], 3)
+    env = _run_until_settled(stack_env, vault, sent, to_dlq=True)
+    loaded, dead = _landed(stack_env, env, sent)
+    assert (len(loaded), dead) == (len(sent), set())
