@@ -10,6 +10,7 @@ them, and audit-verify's verdict with the exported checkpoints. `reveal_with_aud
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -268,6 +269,36 @@ def held_segment_reads(owner: psycopg.Connection[Any]) -> set[int]:
         "SELECT pid FROM pg_stat_activity WHERE query LIKE 'WITH page AS MATERIALIZED%' AND state = 'active'"
     ).fetchall()
     return {int(pid) for (pid,) in found}
+
+
+@contextmanager
+def segment_read_held(owner: psycopg.Connection[Any]) -> Iterator[None]:
+    """The owner's hold (HOLD_THE_SEGMENT_READ) in place for the block; then released, waited out and removed."""
+    owner.execute(HOLD_THE_SEGMENT_READ)
+    try:
+        yield
+    finally:
+        owner.execute(RELEASE_THE_HOLD)
+        until("the held statements gone", 10, lambda: not held_segment_reads(owner))
+        owner.execute(REMOVE_THE_HOLD)
+
+
+def until(what: str, seconds: float, probe: Callable[[], Any]) -> Any:
+    """`probe()`'s first true answer, asked every 0.1 s; fails naming `what` if none comes within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not (found := probe()):
+        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
+        time.sleep(0.1)
+    return found
+
+
+REWRITE_AS_REFUSED = (
+    "UPDATE vault.audit_log SET outcome = 'refused: RateLimited', purpose = '', revealed = NULL WHERE id = %(id)s",
+    "UPDATE vault.audit_log SET row_hash = vault.audit_row_hash(prev_hash, id, at, client, client_serial,"
+    " client_cert_sha256, action, purpose, token_types, item_count, outcome, revealed) WHERE id = %(id)s",
+)
+"""The owner's rewrite of a reveal's row (`id`) into a refused call of the same client naming no token,
+re-hashed by the database's own function (same id, same count): attack 17, finding 2, and retest 17, finding A."""
 
 
 PRESENCE_CHECK = "SELECT id, client, action, coalesce(purpose%"

@@ -27,9 +27,6 @@ import pytest
 
 from devstack.stack import REPO, vault_service_env
 from tests.integration.audit_attacks import (
-    HOLD_THE_SEGMENT_READ,
-    RELEASE_THE_HOLD,
-    REMOVE_THE_HOLD,
     Anchored,
     anchored,
     as_owner,
@@ -37,6 +34,7 @@ from tests.integration.audit_attacks import (
     own_database,
     planted,
     run_audit_verify,
+    segment_read_held,
     tokenize_fresh_ip,
 )
 from vault_service.service.exported_copy import read_exported_copy
@@ -151,17 +149,10 @@ def test_an_admin_commands_round_held_by_the_database_owner_fails_the_command_in
     """The owner's hold on the segment read (a policy function trapping its timeout) held the command for ever."""
     vault, exported = anchored
     vault.wait_for_checkpoint()
-    with as_owner(own_database) as owner:
-        owner.execute(HOLD_THE_SEGMENT_READ)
-    started = time.monotonic()
-    try:
+    with as_owner(own_database) as owner, segment_read_held(owner):
+        started = time.monotonic()
         done = _admin(own_database, exported, "rewrap", "--reason", "CHG-17008")
-    finally:
-        with as_owner(own_database) as owner:
-            owner.execute(RELEASE_THE_HOLD)
-        with as_owner(own_database) as owner:
-            owner.execute(REMOVE_THE_HOLD)
-    took = time.monotonic() - started
+        took = time.monotonic() - started
     rows = _ticket_rows(own_database, "CHG-17008")
     assert [outcome for _, _, outcome in rows] == ["started"], "the rewrap was done with its intent row unchecked"
     assert done.returncode == 1, (done.stdout, done.stderr)
@@ -222,9 +213,7 @@ def test_a_command_sent_sigterm_runs_its_round_and_names_the_rows_it_could_not_a
     """R18-1/R18-2: SIGTERM (a Job deadline, `kill`) ended the command where it stood, no id named."""
     vault, exported = anchored
     vault.wait_for_checkpoint()
-    with as_owner(own_database) as owner:
-        owner.execute(HOLD_THE_SEGMENT_READ)
-    try:
+    with as_owner(own_database) as owner, segment_read_held(owner):
         running = _started_admin(own_database, exported, "rewrap", "--reason", "CHG-18203")
         deadline = time.monotonic() + 60
         while not _ticket_rows(own_database, "CHG-18203") and running.poll() is None:
@@ -233,11 +222,6 @@ def test_a_command_sent_sigterm_runs_its_round_and_names_the_rows_it_could_not_a
         time.sleep(2.0)  # in its held round
         running.send_signal(signal.SIGTERM)
         _, stderr = running.communicate(timeout=30)
-    finally:
-        with as_owner(own_database) as owner:
-            owner.execute(RELEASE_THE_HOLD)
-        with as_owner(own_database) as owner:
-            owner.execute(REMOVE_THE_HOLD)
     rows = _ticket_rows(own_database, "CHG-18203")
     assert running.returncode == 1, (running.returncode, stderr)
     assert f"its audit rows {rows[0][0]} could not be checked against the audit chain (interrupted: SIGTERM)" in stderr

@@ -17,10 +17,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -28,11 +25,11 @@ import pytest
 from tests.conftest import stack_identity
 from tests.integration import audit_attacks as attack
 from tests.integration.audit_attacks import (
-    HOLD_THE_SEGMENT_READ,
-    RELEASE_THE_HOLD,
-    REMOVE_THE_HOLD,
+    REWRITE_AS_REFUSED,
     held_segment_reads,
     own_database,
+    segment_read_held,
+    until,
 )
 from tokenvault_client import Revealed, VaultClient
 
@@ -53,21 +50,6 @@ with running_vault(env, TOKENVAULT_AUDIT_CHECKPOINT_SECONDS="1") as vault:
 """The vault serving (checkpoints every second, exported to the test's file) until killed; prints its address and a
 token whose tokenize row is anchored."""
 
-_REWRITE = (
-    "UPDATE vault.audit_log SET outcome = 'refused: RateLimited', purpose = '', revealed = NULL WHERE id = %(id)s",
-    "UPDATE vault.audit_log SET row_hash = vault.audit_row_hash(prev_hash, id, at, client, client_serial,"
-    " client_cert_sha256, action, purpose, token_types, item_count, outcome, revealed) WHERE id = %(id)s",
-)
-"""The reveal's row turned into a refused call of the same client naming no token, re-hashed (same id, same count)."""
-
-
-def _until(what: str, seconds: float, probe: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + seconds
-    while not (found := probe()):
-        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
-        time.sleep(0.1)
-    return found
-
 
 def test_a_reveal_row_rewritten_after_the_replica_died_in_its_round_is_reported_by_verify(
     own_database: dict[str, str], monkeypatch: pytest.MonkeyPatch
@@ -83,24 +65,18 @@ def test_a_reveal_row_rewritten_after_the_replica_died_in_its_round_is_reported_
     try:
         assert replica.stdout is not None
         serving = json.loads(replica.stdout.readline())
-        with psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True) as owner:
-            owner.execute(HOLD_THE_SEGMENT_READ)
-            try:
-                with VaultClient.connect(serving["address"], stack_identity(env, "analyst"), deadline=10) as analyst:
-                    (outcome,) = analyst.detokenize([serving["token"]], "CASE-17140")
-                assert isinstance(outcome, Revealed)  # the value was served
-                found = owner.execute("SELECT max(id) FROM vault.audit_log WHERE purpose = 'CASE-17140'").fetchone()
-                assert found is not None and found[0] is not None
-                row_id = int(found[0])
-                _until("the round's segment read held", 15, lambda: held_segment_reads(owner))
-                replica.kill()  # what the OOM killer does once a huge message lands on that read
-                replica.wait(timeout=10)
-            finally:
-                owner.execute(RELEASE_THE_HOLD)
-                _until("the held statements gone", 10, lambda: not held_segment_reads(owner))
-                owner.execute(REMOVE_THE_HOLD)
+        with psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True) as owner, segment_read_held(owner):
+            with VaultClient.connect(serving["address"], stack_identity(env, "analyst"), deadline=10) as analyst:
+                (outcome,) = analyst.detokenize([serving["token"]], "CASE-17140")
+            assert isinstance(outcome, Revealed)  # the value was served
+            found = owner.execute("SELECT max(id) FROM vault.audit_log WHERE purpose = 'CASE-17140'").fetchone()
+            assert found is not None and found[0] is not None
+            row_id = int(found[0])
+            until("the round's segment read held", 15, lambda: held_segment_reads(owner))
+            replica.kill()  # what the OOM killer does once a huge message lands on that read
+            replica.wait(timeout=10)
         with attack.as_owner(env) as owner:
-            for statement in _REWRITE:
+            for statement in REWRITE_AS_REFUSED:
                 owner.execute(statement, {"id": row_id})
         code, printed = attack.run_audit_verify(env, exported, monkeypatch)
     finally:

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import grpc
 import psycopg
@@ -33,11 +31,11 @@ from prometheus_client import REGISTRY
 from tests.conftest import RunningVault, running_vault, stack_identity
 from tests.integration import audit_attacks as attack
 from tests.integration.audit_attacks import (
-    HOLD_THE_SEGMENT_READ,
-    RELEASE_THE_HOLD,
-    REMOVE_THE_HOLD,
+    REWRITE_AS_REFUSED,
     held_segment_reads,
     own_database,
+    segment_read_held,
+    until,
 )
 from tests.integration.own_audit_log import audit_log_of_its_own
 from tests.unit.fakes import FakeAuditLog
@@ -50,24 +48,10 @@ from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 __all__ = ["own_database"]
 
 _FAILED = "tokenvault_audit_upkeep_failed_total"
-_REWRITE = (
-    "UPDATE vault.audit_log SET outcome = 'refused: RateLimited', purpose = '', revealed = NULL WHERE id = %(id)s",
-    "UPDATE vault.audit_log SET row_hash = vault.audit_row_hash(prev_hash, id, at, client, client_serial,"
-    " client_cert_sha256, action, purpose, token_types, item_count, outcome, revealed) WHERE id = %(id)s",
-)
-"""The reveal's row turned into a refused call of the same client naming no token, re-hashed (same id, same count)."""
 
 
 def _counted(name: str) -> float:
     return REGISTRY.get_sample_value(name) or 0.0
-
-
-def _until(what: str, seconds: float, probe: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + seconds
-    while not (found := probe()):
-        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
-        time.sleep(0.2)
-    return found
 
 
 def _reveal(env: dict[str, str], vault: RunningVault, token: str, purpose: str) -> grpc.StatusCode:
@@ -104,16 +88,16 @@ def test_a_reveal_row_rewritten_while_the_checkpoint_insert_is_held_is_reported_
                 "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                 " AND query LIKE 'INSERT INTO vault.audit_checkpoints%'"
             )
-            _until("the vault's checkpoint INSERT waiting on the lock", 15, lambda: owner.execute(held).fetchall())
-            _until("the held round counted as failed", 15, lambda: _counted(_FAILED) > failed)
-            for statement in _REWRITE:
+            until("the vault's checkpoint INSERT waiting on the lock", 15, lambda: owner.execute(held).fetchall())
+            until("the held round counted as failed", 15, lambda: _counted(_FAILED) > failed)
+            for statement in REWRITE_AS_REFUSED:
                 owner.execute(statement, {"id": row_id})
             for (pid,) in owner.execute(held).fetchall():
                 owner.execute("SELECT pg_terminate_backend(%s)", (pid,))
             locker.rollback()  # the lock goes
             assert _reveal(env, vault, token, "CASE-17010") == grpc.StatusCode.OK  # later traffic, anchored on top
             vault.wait_for_checkpoint()
-            _until("the rewritten row named in an exported checkpoint", 15, lambda: _names_missing(exported, row_id))
+            until("the rewritten row named in an exported checkpoint", 15, lambda: _names_missing(exported, row_id))
         assert "are not in the chain up to row" in caplog.text and f"(ids {row_id})" in caplog.text
         report = attack.audit_verify(vault, exported)
         assert report.finding is not None and report.finding.first_row == row_id, report.finding
@@ -151,23 +135,18 @@ def test_a_round_held_by_a_function_trapping_the_statement_timeout_is_counted_fa
         )
         ids = sorted(log.appended.remembered())
         with psycopg.connect(owner_dsn, autocommit=True) as owner, caplog.at_level(logging.ERROR):
-            owner.execute(HOLD_THE_SEGMENT_READ)
-            started = time.monotonic()
-            upkeep.start()
-            try:
-                held = _until("the segment read held", 10, lambda: held_segment_reads(owner))
-                _until("a failed round counted", 6 * interval + 5, lambda: failed)
+            with segment_read_held(owner):
+                started = time.monotonic()
+                upkeep.start()
+                held = until("the segment read held", 10, lambda: held_segment_reads(owner))
+                until("a failed round counted", 6 * interval + 5, lambda: failed)
                 assert failed[0] - started < 6 * interval + 3, "the held round was not counted within its bound"
                 assert "audit upkeep round failed: held for" in caplog.text
                 named = f"2 audit row(s) this service appended (ids {ids[0]} to {ids[-1]}) wait unchecked"
                 assert named in caplog.text
                 assert sorted(log.appended.remembered()) == ids  # still remembered: the bound and stop() name them
                 # The server's own check for a client gone ends the severed statement (it would not commit late).
-                _until("the severed statement ended on the server", 5, lambda: not held & held_segment_reads(owner))
-            finally:
-                owner.execute(RELEASE_THE_HOLD)
-                _until("the held statements gone", 10, lambda: not held_segment_reads(owner))
-                owner.execute(REMOVE_THE_HOLD)
-            _until("the rows checked once the hold is gone", 10, lambda: len(log.appended) == 0)
+                until("the severed statement ended on the server", 5, lambda: not held & held_segment_reads(owner))
+            until("the rows checked once the hold is gone", 10, lambda: len(log.appended) == 0)
             upkeep.stop()
         assert exported and exported[-1].head.head_id >= ids[-1]
