@@ -189,8 +189,9 @@ class BatchProcessor:
 
         Quarantining it here (instead of letting the redrive policy move it) keeps the DLQ's
         invariant: every message there has a reason and a quarantine row, and no body in clear.
-        If even the quarantine row cannot be written for a reason other than an outage, the
-        message is still sealed and dead-lettered with its reason (`_dead_letter_only`).
+        If even the quarantine row cannot be written, whatever the cause - Postgres down included
+        (until attack 19 that postponed it, and SQS's redrive moved it in clear) - the message is
+        still sealed and dead-lettered with its reason (`_dead_letter_only`).
         """
         if not self._on_last_receive(message):
             self._postpone([message], outcome)
@@ -198,11 +199,7 @@ class BatchProcessor:
         rejection = Rejection(PROCESSING_FAILED, f"processing failed on every receive: {type(error).__name__}")
         try:
             self._load_and_settle([message], [], [(message, rejection)], outcome)
-        except (DependencyDown, Misconfigured) as second:
-            # An outage, not the message: the redrive policy takes it; the sweep returns it.
-            log.error("quarantine of a failing message failed: %s", second, extra={"message_id": message.message_id})
-            self._postpone([message], outcome)
-        except Exception as second:
+        except Exception as second:  # Postgres down or refusing it: postponing it would leave it to the redrive
             log.error(
                 "quarantine of a failing message failed: %s; dead-lettering it sealed, without a quarantine row",
                 type(second).__name__,

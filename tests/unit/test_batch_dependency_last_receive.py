@@ -118,3 +118,18 @@ def test_past_its_wait_or_at_a_stop_a_metered_batch_is_postponed() -> None:
     started = time.monotonic()
     outcome = processor.process([message(1, good(1))])
     assert time.monotonic() - started < 5 and queue.retry_delays == [20]
+
+
+class FailingTokenizer(FakeTokenizer):
+    def tokenize(self, ips: Sequence[str], device_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+        raise vault_status_error("INTERNAL", "a bug", "Tokenize")
+
+
+def test_a_failing_message_on_its_last_receive_with_postgres_down_is_still_sealed_and_dead_lettered() -> None:
+    # Before, Postgres down at its quarantine row postponed it, and SQS's redrive moved it in clear.
+    queue, store = FakeQueue(), FakeLoginStore(down=True)
+    processor = BatchProcessor(queue, FailingTokenizer(), store, max_receive_count=3, sealer=EnvelopeSealer())
+    outcome = processor.process([message(1, good(1), receive_count=3)])
+    assert queue.dead_lettered == [("m1", "processing_failed")] and not store.quarantine
+    assert [json.loads(b)["sealed_body"] for b in queue.dead_letter_bodies] == ["vault:v1:x"]
+    assert ("delete", "m1") in queue.actions and outcome.errored == set()
