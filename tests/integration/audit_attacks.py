@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 from rich.console import Console
 
 from tests.conftest import RunningVault, running_vault, stack_identity, vault_config
@@ -100,6 +102,22 @@ def tokenize_fresh_ip(env: dict[str, str], vault: RunningVault) -> str:
     if not isinstance(token, str):
         raise AssertionError(f"the vault did not tokenize a fresh IP address: {token}")
     return token
+
+
+def analyst_reveal(env: dict[str, str], vault: RunningVault, token: str, purpose: str) -> grpc.StatusCode:
+    """One Detokenize of `token` by the analyst: OK when the value was revealed, else the refusal's status."""
+    with VaultClient.connect(vault.address, stack_identity(env, "analyst"), deadline=10) as analyst:
+        try:
+            (outcome,) = analyst.detokenize([token], purpose)
+        except VaultClientError as error:
+            return error.code
+    assert isinstance(outcome, Revealed), outcome
+    return grpc.StatusCode.OK
+
+
+def counted(metric: str) -> float:
+    """The value of the process's Prometheus sample `metric` (0 before its first count)."""
+    return REGISTRY.get_sample_value(metric) or 0.0
 
 
 def count_revealed(env: dict[str, str], vault: RunningVault, token: str, purposes: list[str]) -> int:

@@ -21,12 +21,11 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import grpc
 import psycopg
-from prometheus_client import REGISTRY
 
-from tests.conftest import RunningVault, running_vault, stack_identity
+from tests.conftest import running_vault, stack_identity
 from tests.integration import audit_attacks as attack
 from tests.integration.audit_attacks import Sabotage, own_database
-from tokenvault_client import Revealed, VaultClient, VaultClientError
+from tokenvault_client import VaultClient, VaultClientError
 
 __all__ = ["own_database"]
 
@@ -67,29 +66,14 @@ def _segment_read_fails_for(login: str) -> Sabotage:
     )
 
 
-def _counted(name: str) -> float:
-    return REGISTRY.get_sample_value(name) or 0.0
-
-
-def _reveal(env: dict[str, str], vault: RunningVault, token: str, purpose: str) -> grpc.StatusCode:
-    """One Detokenize by the analyst: OK when the value was revealed, else the refusal's status."""
-    with VaultClient.connect(vault.address, stack_identity(env, "analyst"), deadline=10) as analyst:
-        try:
-            (outcome,) = analyst.detokenize([token], purpose)
-        except VaultClientError as error:
-            return error.code
-    assert isinstance(outcome, Revealed), outcome
-    return grpc.StatusCode.OK
-
-
 def test_a_replica_whose_upkeep_rounds_fail_refuses_reveals_within_the_bound_while_the_other_serves(
     own_database: dict[str, str], tmp_path: Path
 ) -> None:
     login = f"replica_a_{uuid.uuid4().hex[:8]}"
     settings = {"TOKENVAULT_AUDIT_CHECKPOINT_SECONDS": "1", "TOKENVAULT_AUDIT_UNCHECKED_SECONDS": str(_BOUND)}
-    failed = _counted("tokenvault_audit_upkeep_failed_total")
-    unchecked = _counted("tokenvault_audit_rows_unchecked_total")
-    missing = _counted("tokenvault_audit_rows_missing_total")
+    failed = attack.counted("tokenvault_audit_upkeep_failed_total")
+    unchecked = attack.counted("tokenvault_audit_rows_unchecked_total")
+    missing = attack.counted("tokenvault_audit_rows_missing_total")
     with ExitStack() as stack:
         dsn_a = stack.enter_context(_login_of_its_own(own_database, login))
         a = stack.enter_context(
@@ -104,18 +88,18 @@ def test_a_replica_whose_upkeep_rounds_fail_refuses_reveals_within_the_bound_whi
             running_vault(own_database, TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(tmp_path / "b.jsonl"), **settings)
         )
         token = attack.tokenize_fresh_ip(own_database, b)
-        assert _reveal(own_database, a, token, "INC-1") == grpc.StatusCode.OK
+        assert attack.analyst_reveal(own_database, a, token, "INC-1") == grpc.StatusCode.OK
         with attack.planted(own_database, _segment_read_fails_for(login)):
             planted = time.monotonic()
             refused_after, n = None, 0
             while refused_after is None and time.monotonic() - planted < _BOUND + 6:
                 n += 1
-                code = _reveal(own_database, a, token, f"INC-a{n}")
+                code = attack.analyst_reveal(own_database, a, token, f"INC-a{n}")
                 if code == grpc.StatusCode.UNAVAILABLE:
                     refused_after = time.monotonic() - planted
                 else:
                     assert code == grpc.StatusCode.OK, code
-                    assert _reveal(own_database, b, token, f"INC-b{n}") == grpc.StatusCode.OK
+                    assert attack.analyst_reveal(own_database, b, token, f"INC-b{n}") == grpc.StatusCode.OK
                     time.sleep(0.3)
             assert refused_after is not None, (
                 f"replica A's upkeep rounds failed for {_BOUND + 6} s (bound {_BOUND} s) and its reveals went on"
@@ -128,12 +112,12 @@ def test_a_replica_whose_upkeep_rounds_fail_refuses_reveals_within_the_bound_whi
                 except VaultClientError as error:
                     assert "not checked this replica's audit rows" in error.details, error.details
                     assert "tell the security team" in error.details, error.details
-            assert _reveal(own_database, b, token, "INC-b-after") == grpc.StatusCode.OK  # B goes on
-            assert _counted("tokenvault_audit_upkeep_failed_total") - failed >= _BOUND
-            assert _counted("tokenvault_audit_rows_unchecked_total") - unchecked >= 1
+            assert attack.analyst_reveal(own_database, b, token, "INC-b-after") == grpc.StatusCode.OK  # B goes on
+            assert attack.counted("tokenvault_audit_upkeep_failed_total") - failed >= _BOUND
+            assert attack.counted("tokenvault_audit_rows_unchecked_total") - unchecked >= 1
         deadline = time.monotonic() + 5  # the plant removed: A's next round checks its rows, reveals resume
-        while _reveal(own_database, a, token, "INC-a-again") != grpc.StatusCode.OK:
+        while attack.analyst_reveal(own_database, a, token, "INC-a-again") != grpc.StatusCode.OK:
             assert time.monotonic() < deadline, "replica A kept refusing after its upkeep rounds passed again"
             time.sleep(0.5)
         # A's rows were in the chain all along (the plant diverted none): checked once it read them, none missing.
-        assert _counted("tokenvault_audit_rows_missing_total") == missing
+        assert attack.counted("tokenvault_audit_rows_missing_total") == missing

@@ -26,9 +26,8 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
-from prometheus_client import REGISTRY
 
-from tests.conftest import RunningVault, running_vault, stack_identity
+from tests.conftest import running_vault
 from tests.integration import audit_attacks as attack
 from tests.integration.audit_attacks import (
     REWRITE_AS_REFUSED,
@@ -39,7 +38,6 @@ from tests.integration.audit_attacks import (
 )
 from tests.integration.own_audit_log import audit_log_of_its_own
 from tests.unit.fakes import FakeAuditLog
-from tokenvault_client import Revealed, VaultClient, VaultClientError
 from vault_service.domain.checkpoints import Checkpoint
 from vault_service.service.audit_upkeep import AuditUpkeep
 from vault_service.service.exported_copy import read_exported_copy
@@ -48,20 +46,6 @@ from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 __all__ = ["own_database"]
 
 _FAILED = "tokenvault_audit_upkeep_failed_total"
-
-
-def _counted(name: str) -> float:
-    return REGISTRY.get_sample_value(name) or 0.0
-
-
-def _reveal(env: dict[str, str], vault: RunningVault, token: str, purpose: str) -> grpc.StatusCode:
-    with VaultClient.connect(vault.address, stack_identity(env, "analyst"), deadline=10) as analyst:
-        try:
-            (outcome,) = analyst.detokenize([token], purpose)
-        except VaultClientError as error:
-            return error.code
-    assert isinstance(outcome, Revealed), outcome
-    return grpc.StatusCode.OK
 
 
 def test_a_reveal_row_rewritten_while_the_checkpoint_insert_is_held_is_reported_and_the_hold_counted(
@@ -73,14 +57,14 @@ def test_a_reveal_row_rewritten_while_the_checkpoint_insert_is_held_is_reported_
         env, TOKENVAULT_AUDIT_CHECKPOINT_SECONDS="1", TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(exported)
     ) as vault:
         token = attack.anchored_token(env, vault)
-        failed = _counted(_FAILED)
+        failed = attack.counted(_FAILED)
         with (
             psycopg.connect(env["PG_ADMIN_DSN"]) as locker,
             attack.as_owner(env) as owner,
             caplog.at_level(logging.ERROR),
         ):
             locker.execute("LOCK TABLE vault.audit_checkpoints IN SHARE MODE")  # SELECTs pass, INSERTs wait
-            assert _reveal(env, vault, token, "CASE-17002") == grpc.StatusCode.OK
+            assert attack.analyst_reveal(env, vault, token, "CASE-17002") == grpc.StatusCode.OK
             found = owner.execute("SELECT max(id) FROM vault.audit_log WHERE purpose = 'CASE-17002'").fetchone()
             assert found is not None
             row_id = int(found[0])
@@ -89,13 +73,14 @@ def test_a_reveal_row_rewritten_while_the_checkpoint_insert_is_held_is_reported_
                 " AND query LIKE 'INSERT INTO vault.audit_checkpoints%'"
             )
             until("the vault's checkpoint INSERT waiting on the lock", 15, lambda: owner.execute(held).fetchall())
-            until("the held round counted as failed", 15, lambda: _counted(_FAILED) > failed)
+            until("the held round counted as failed", 15, lambda: attack.counted(_FAILED) > failed)
             for statement in REWRITE_AS_REFUSED:
                 owner.execute(statement, {"id": row_id})
             for (pid,) in owner.execute(held).fetchall():
                 owner.execute("SELECT pg_terminate_backend(%s)", (pid,))
             locker.rollback()  # the lock goes
-            assert _reveal(env, vault, token, "CASE-17010") == grpc.StatusCode.OK  # later traffic, anchored on top
+            # Later traffic, anchored on top.
+            assert attack.analyst_reveal(env, vault, token, "CASE-17010") == grpc.StatusCode.OK
             vault.wait_for_checkpoint()
             until("the rewritten row named in an exported checkpoint", 15, lambda: _names_missing(exported, row_id))
         assert "are not in the chain up to row" in caplog.text and f"(ids {row_id})" in caplog.text
