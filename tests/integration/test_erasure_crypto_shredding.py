@@ -24,7 +24,6 @@ import pytest
 from tests.conftest import running_vault, stack_identity, vault_config
 from tests.integration.own_database import database_of_its_own
 from tokenvault_client import Revealed, TokenType, VaultClient
-from tokenvault_common.migrations import migrate
 from vault_service.bootstrap import bootstrap
 from vault_service.domain import crypto
 from vault_service.domain.errors import KeysUnavailable
@@ -50,8 +49,7 @@ def test_retiring_the_keys_leaves_an_erased_values_residue_unreadable(stack_env:
     bao = hvac.Client(url=stack_env["VAULT_ADDR"], token=root)
     kek = f"tokenvault-shred-{uuid.uuid4().hex[:8]}"  # a KEK of its own: the session's stays as it is
     bao.secrets.transit.create_key(name=kek)
-    with database_of_its_own(stack_env, "shred") as env:
-        migrate(env["PG_ADMIN_DSN"])
+    with database_of_its_own(stack_env, "shred", migrated=True) as env:
         own = {
             "TOKENVAULT_DATABASE_DSN": env["PG_VAULT_DSN"],
             "TOKENVAULT_KEK_NAME": kek,
