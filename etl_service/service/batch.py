@@ -31,7 +31,6 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 
 from etl_service.domain.messages import (
     EVENT_ID_REUSED,
@@ -41,15 +40,11 @@ from etl_service.domain.messages import (
     quarantine_record,
     to_row,
 )
-from etl_service.domain.own_values import own_value_in
 from etl_service.domain.validation import (
     DEFAULT_DEVICE_TYPES,
     MAX_BODY_BYTES,
-    LoginEvent,
     Reason,
     Rejection,
-    parse_login_event,
-    raw_own_values,
 )
 from etl_service.errors import DependencyDown, Misconfigured, Throttled
 from etl_service.service.outcomes import DEPENDENCY_UNAVAILABLE, PROCESSING_FAILED, BatchOutcome
@@ -57,16 +52,14 @@ from etl_service.service.paced_tokenizer import MAX_THROTTLED_WAIT_SECONDS, Pace
 from etl_service.service.ports import BodySealer, LoginStore, Queue, ReusedEventId, Tokenizer
 from etl_service.service.returned_letters import (
     ReturnedLetter,
-    claimed_ciphertext,
     is_own_envelope,
-    returned_letter,
 )
 from etl_service.service.sealing import NOT_KEPT_TOO_LARGE, DiscardBodies, dead_letter_body
+from etl_service.service.validate_step import Accepted, Rejected, validate_messages
 
 log = logging.getLogger(__name__)
 
 MAX_RETRY_DELAY_SECONDS = 900
-Rejected = list[tuple[QueueMessage, Rejection]]
 
 
 def retry_delay(receive_count: int, base_seconds: int = 2) -> int:
@@ -118,7 +111,7 @@ class BatchProcessor:
         if not messages:
             return outcome
         try:
-            accepted, rejected = self._validate(messages)
+            accepted, rejected = validate_messages(messages, self._sealer, self._device_types, self._max_body_bytes)
             rows, rejected = self._tokenize(accepted, rejected)
             self._load_and_settle(messages, rows, rejected, outcome)
         except DependencyDown as error:
@@ -264,54 +257,7 @@ class BatchProcessor:
         outcome.retried += len(messages)
         outcome.errored.update(m.message_id for m in messages)
 
-    def _validate(self, messages: Sequence[QueueMessage]) -> tuple[list[tuple[QueueMessage, LoginEvent]], Rejected]:
-        accepted: list[tuple[QueueMessage, LoginEvent]] = []
-        rejected: Rejected = []
-        authentic = self._authentic(messages)
-        for message in messages:
-            try:
-                if returned := returned_letter(message, self._sealer.key_name, authentic):
-                    rejected.append((message, returned))  # one of our dead letters, moved back as it was
-                    continue
-                if message.event_id_problem is not None:
-                    raise Rejection(Reason.INVALID_EVENT_ID, message.event_id_problem)
-                event = parse_login_event(message.body, self._device_types, self._max_body_bytes)
-                if message.event_id is not None and (
-                    problem := own_value_in(message.event_id, event.ip, event.device_id)
-                ):
-                    # Refused under its SQS id: neither the quarantine row nor the DLQ's attributes keep the id.
-                    rejected.append((replace(message, event_id=None), Rejection(Reason.INVALID_EVENT_ID, problem)))
-                    continue
-                accepted.append((message, event))
-            except Rejection as rejection:
-                rejected.append((self._without_own_event_id(message), rejection))
-        return accepted, rejected
-
-    def _without_own_event_id(self, message: QueueMessage) -> QueueMessage:
-        """A refused message, without its event_id when that id carries the body's own ip or device id.
-
-        Compared whatever the refusal (attack 19, finding 5): an event refused for its device_type or
-        locale kept such an id in etl_quarantine.event_id and the DLQ's attribute. The reason stays.
-        """
-        if message.event_id is None:
-            return message
-        ip, device_id = raw_own_values(message.body, self._max_body_bytes)
-        if (ip or device_id) and own_value_in(message.event_id, ip, device_id):
-            return replace(message, event_id=None)
-        return message
-
-    def _authentic(self, messages: Sequence[QueueMessage]) -> frozenset[str]:
-        """The ciphertexts of envelopes shaped as the ETL's own that Transit authenticates: one call, if any.
-
-        DependencyDown (OpenBao down) postpones the batch: nothing is decided on a claim alone.
-        """
-        key_name = self._sealer.key_name
-        claimed = {c for m in messages if (c := claimed_ciphertext(m.body, key_name)) is not None}
-        return self._sealer.authentic(sorted(claimed)) if claimed else frozenset()
-
-    def _tokenize(
-        self, accepted: list[tuple[QueueMessage, LoginEvent]], rejected: Rejected
-    ) -> tuple[list[UserLoginRow], Rejected]:
+    def _tokenize(self, accepted: Accepted, rejected: Rejected) -> tuple[list[UserLoginRow], Rejected]:
         if not accepted:
             return [], rejected
         ips = sorted({e.ip for _, e in accepted})

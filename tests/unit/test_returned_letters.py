@@ -128,7 +128,7 @@ def test_a_letter_whose_reading_fails_goes_on_its_last_receive_as_it_is_not_seal
         assert is_own_envelope(message.body, key_name, authentic)
         raise KeyError("a bug past the envelope check")
 
-    monkeypatch.setattr("etl_service.service.batch.returned_letter", broken)
+    monkeypatch.setattr("etl_service.service.validate_step.returned_letter", broken)
     not_kept = dead_letter_body(None, NOT_KEPT_TOO_LARGE, None)
     for body, sealed_again in ((not_kept, []), (SEALED, [SEALED])):
         queue, sealer = FakeQueue(), RecordingSealer()

@@ -1,0 +1,73 @@
+"""Step 1 of a batch (service/batch.py): each message judged on its own, as an event or a returned dead letter.
+
+A message is accepted with its LoginEvent, or rejected with its Rejection. One of the ETL's own
+dead letters moved back from the DLQ is recognised once Transit proves its ciphertext genuine (one
+call for the batch's envelopes, none for a batch of events) and goes back as it is
+(service/returned_letters.py). An event_id that carries the event's own ip or device id is never
+kept: a valid event with one is refused as `invalid_event_id`, and a message refused for anything
+else loses the id and keeps its reason (attack 19, finding 5); both are then keyed by their SQS
+message id, in the quarantine row and the DLQ's attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from etl_service.domain.messages import QueueMessage
+from etl_service.domain.own_values import own_value_in
+from etl_service.domain.validation import LoginEvent, Reason, Rejection, parse_login_event, raw_own_values
+from etl_service.service.ports import BodySealer
+from etl_service.service.returned_letters import claimed_ciphertext, returned_letter
+
+Accepted = list[tuple[QueueMessage, LoginEvent]]
+Rejected = list[tuple[QueueMessage, Rejection]]
+
+
+def validate_messages(
+    messages: Sequence[QueueMessage], sealer: BodySealer, device_types: frozenset[str], max_body_bytes: int
+) -> tuple[Accepted, Rejected]:
+    """(accepted, rejected) for `messages`; DependencyDown when Transit cannot prove claimed envelopes."""
+    accepted: Accepted = []
+    rejected: Rejected = []
+    authentic = _authentic(messages, sealer)
+    for message in messages:
+        try:
+            if returned := returned_letter(message, sealer.key_name, authentic):
+                rejected.append((message, returned))  # one of our dead letters, moved back as it was
+                continue
+            if message.event_id_problem is not None:
+                raise Rejection(Reason.INVALID_EVENT_ID, message.event_id_problem)
+            event = parse_login_event(message.body, device_types, max_body_bytes)
+            if message.event_id is not None and (problem := own_value_in(message.event_id, event.ip, event.device_id)):
+                # Refused under its SQS id: neither the quarantine row nor the DLQ's attributes keep the id.
+                rejected.append((replace(message, event_id=None), Rejection(Reason.INVALID_EVENT_ID, problem)))
+                continue
+            accepted.append((message, event))
+        except Rejection as rejection:
+            rejected.append((_without_own_event_id(message, max_body_bytes), rejection))
+    return accepted, rejected
+
+
+def _without_own_event_id(message: QueueMessage, max_body_bytes: int) -> QueueMessage:
+    """A refused message, without its event_id when that id carries the body's own ip or device id.
+
+    Compared whatever the refusal (attack 19, finding 5): an event refused for its device_type or
+    locale kept such an id in etl_quarantine.event_id and the DLQ's attribute. The reason stays.
+    """
+    if message.event_id is None:
+        return message
+    ip, device_id = raw_own_values(message.body, max_body_bytes)
+    if (ip or device_id) and own_value_in(message.event_id, ip, device_id):
+        return replace(message, event_id=None)
+    return message
+
+
+def _authentic(messages: Sequence[QueueMessage], sealer: BodySealer) -> frozenset[str]:
+    """The ciphertexts of envelopes shaped as the ETL's own that Transit authenticates: one call, if any.
+
+    DependencyDown (OpenBao down) postpones the batch: nothing is decided on a claim alone.
+    """
+    key_name = sealer.key_name
+    claimed = {c for m in messages if (c := claimed_ciphertext(m.body, key_name)) is not None}
+    return sealer.authentic(sorted(claimed)) if claimed else frozenset()
