@@ -65,7 +65,8 @@ _VAULT_DOWN = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED", "CANCELL
 _VAULT_THROTTLED = "RESOURCE_EXHAUSTED"
 _VAULT_MISCONFIGURED = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "UNIMPLEMENTED", "FAILED_PRECONDITION"})
 _HINTS = {
-    "UNAUTHENTICATED": "the vault does not know the ETL's certificate name (ETL_TLS_CERT; config/vault-policy.toml)",
+    "UNAUTHENTICATED": "the vault does not accept the ETL's certificate: expired, revoked, or a name it does not"
+    " know (ETL_TLS_CERT; config/vault-policy.toml)",
     "PERMISSION_DENIED": "the ETL's identity may not tokenize ip and device_id (config/vault-policy.toml)",
     "UNIMPLEMENTED": "ETL_VAULT_ADDRESS does not point at a tokenvault vault service of this version",
 }

@@ -30,10 +30,19 @@ class GrpcTokenizer:
         )
 
     def ready(self) -> None:
-        """The vault reports SERVING (grpc.health.v1; it does so only with its database up)."""
+        """The vault reports SERVING (grpc.health.v1; it does so only with its database up).
+
+        Misconfigured when the vault refuses the ETL's identity on health too (since its guard checks
+        every call: a certificate expired or revoked while the gate was closed), classified as
+        Tokenize's refusals are; any other failure is DependencyDown (review 20, R20-7: a refused
+        identity read as "vault down" kept the ETL paused for ever instead of exiting).
+        """
         try:
             self._client.ready(timeout=2)
         except VaultClientError as error:
+            kind = vault_status_error(error.code.name, error.details, "health check")
+            if isinstance(kind, Misconfigured):
+                raise kind from None
             raise DependencyDown(f"vault service health check: {error.code.name}", "vault") from None
 
     def check_access(self) -> None:

@@ -12,6 +12,8 @@ Two failures a probe cannot see (attack 19, finding 2):
   while `SELECT 1` passes): a failure reported within RELAPSE_SECONDS of reopening starts from
   twice the last pause, not the first, so receives are spent ever more slowly (up to `max_pause`).
 On a message's last receive the batch dead-letters it sealed, with a reason (service/batch.py).
+A probe that meets a misconfiguration (the vault refusing the ETL's certificate on health, expired
+or revoked while the gate was closed) raises it from `wait_open`: the run stops, as for any other.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from etl_service.errors import DependencyDown
+from etl_service.errors import DependencyDown, Misconfigured
 from etl_service.service.outcomes import ConsumerObserver, NoObserver
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,11 @@ class DependencyGate:
         self._observer.dependency_changed(dependency, up=False)
 
     def wait_open(self, stop: threading.Event) -> bool:
-        """Return True once the gate is open, or False if `stop` is set first."""
+        """Return True once the gate is open, or False if `stop` is set first.
+
+        Raises Misconfigured when the probe does (a refused identity or permission: retrying cannot
+        help), for the caller to stop the run as any misconfiguration does (review 20, R20-7).
+        """
         while not stop.is_set():
             with self._lock:
                 if self._down is None:
@@ -95,6 +101,11 @@ class DependencyGate:
             healthy = True
         except DependencyDown:
             healthy = False
+        except Misconfigured:  # the gate stays closed; the caller stops the run
+            with self._lock:
+                self._probing = False
+                self._next_probe = time.monotonic() + self._pause
+            raise
         with self._lock:
             self._probing = False
             dependency, outage = self._down, time.monotonic() - self._down_since

@@ -65,9 +65,14 @@ class Receivers:
                 continue
             # The gate is checked after the wait for room: that wait ends when a batch settles,
             # which may be the very batch that found a dependency down.
-            if not self._gate.wait_open(stop):
+            try:
+                if not self._gate.wait_open(stop):
+                    ledger.cancel(SQS_MAX_PER_RECEIVE)
+                    continue
+            except Misconfigured as error:  # the gate's probe met a refused identity (review 20, R20-7)
                 ledger.cancel(SQS_MAX_PER_RECEIVE)
-                continue
+                self._fail(error)
+                return
             try:
                 messages = self._queue.receive(SQS_MAX_PER_RECEIVE, self._wait)
             except DependencyDown as error:
