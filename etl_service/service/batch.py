@@ -20,7 +20,8 @@ within the receive, the leases kept, for up to `max_throttled_wait` seconds (a q
 and spends no receive); a dependency down postpones the batch (a metered refusal past that wait
 for at least the vault's retry-after), and a message of it on its last receive
 before the redrive limit is sealed and dead-lettered as `dependency_unavailable` (attack 19,
-finding 2: SQS's redrive moved good events to the DLQ in clear); a misconfiguration releases it
+finding 2: SQS's redrive moved good events to the DLQ in clear) - one validation refused with its
+own reason, each under the id validation left it (review 20, R20-9); a misconfiguration releases it
 (visibility 0) and reports `fatal`; a bug isolates each message, and a message still failing on
 its last receive is quarantined as `processing_failed`.
 """
@@ -55,7 +56,7 @@ from etl_service.service.returned_letters import (
     is_own_envelope,
 )
 from etl_service.service.sealing import NOT_KEPT_TOO_LARGE, DiscardBodies, dead_letter_body
-from etl_service.service.validate_step import Accepted, Rejected, validate_messages
+from etl_service.service.validate_step import Accepted, Rejected, validate_messages, without_own_event_id
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +111,12 @@ class BatchProcessor:
         outcome = BatchOutcome(received=len(messages))
         if not messages:
             return outcome
+        validated: tuple[Accepted, Rejected] | None = None
         try:
             accepted, rejected = validate_messages(messages, self._sealer, self._device_types, self._max_body_bytes)
-            rows, rejected = self._tokenize(accepted, rejected)
+            validated = accepted, rejected
+            rows, rejected = self._tokenize(accepted, list(rejected))
+            validated = accepted, rejected  # with the values the vault refused
             self._load_and_settle(messages, rows, rejected, outcome)
         except DependencyDown as error:
             log.warning("batch postponed: %s", error, extra={"messages": len(messages)})
@@ -123,7 +127,7 @@ class BatchProcessor:
             if rest:
                 self._postpone(rest, outcome, outcome.retry_after)
             if last:
-                self._dead_letter_unavailable(last, error, outcome)
+                self._dead_letter_unavailable(last, validated, error, outcome)
         except Misconfigured as error:
             log.error("batch released: %s", error, extra={"messages": len(messages)})
             outcome.fatal = error
@@ -190,31 +194,49 @@ class BatchProcessor:
             self._postpone([message], outcome)
             return
         rejection = Rejection(PROCESSING_FAILED, f"processing failed on every receive: {type(error).__name__}")
+        kept = without_own_event_id(message, self._max_body_bytes)  # no id carrying its own values (R20-9)
         try:
-            self._load_and_settle([message], [], [(message, rejection)], outcome)
+            self._load_and_settle([message], [], [(kept, rejection)], outcome)
         except Exception as second:  # Postgres down or refusing it: postponing it would leave it to the redrive
             log.error(
                 "quarantine of a failing message failed: %s; dead-lettering it sealed, without a quarantine row",
                 type(second).__name__,
                 extra={"message_id": message.message_id},
             )
-            self._dead_letter_only(message, rejection, second, outcome)
+            self._dead_letter_only(kept, rejection, second, outcome)
 
     def _on_last_receive(self, message: QueueMessage) -> bool:
         """Whether SQS's redrive policy moves `message` (in clear) if it is left in the queue once more."""
         return self._max_receive_count is not None and message.receive_count >= self._max_receive_count
 
     def _dead_letter_unavailable(
-        self, messages: Sequence[QueueMessage], error: DependencyDown, outcome: BatchOutcome
+        self,
+        messages: Sequence[QueueMessage],
+        validated: tuple[Accepted, Rejected] | None,
+        error: DependencyDown,
+        outcome: BatchOutcome,
     ) -> None:
         """Messages whose batch failed for a dependency on their last receive: sealed and dead-lettered by us.
 
         Left in the queue, SQS's redrive would move them to the DLQ with their bodies in clear and no
         reason. With a quarantine row if Postgres answers; without one if it does not (`_dead_letter_only`).
         Only if OpenBao or the DLQ fails too are they postponed, and the redrive takes them.
+
+        What validation decided stands (review 20, R20-9): a refused message keeps its own reason, and
+        each goes under the id validation left it (an event_id carrying the event's own ip or device id
+        dropped). Only accepted messages are `dependency_unavailable`; if validation itself failed
+        (`validated` None: Transit down), each is, its id checked against its own values here.
         """
         detail = f"its batch failed for a dependency on every receive: {error.dependency} ({type(error).__name__})"
-        rejected: Rejected = [(m, Rejection(DEPENDENCY_UNAVAILABLE, detail)) for m in messages]
+        unavailable = Rejection(DEPENDENCY_UNAVAILABLE, detail)
+        last = {m.message_id for m in messages}
+        if validated is None:
+            rejected: Rejected = [(without_own_event_id(m, self._max_body_bytes), unavailable) for m in messages]
+        else:
+            accepted, refused = validated
+            rejected = [(m, r) for m, r in refused if m.message_id in last]
+            decided = {m.message_id for m, _ in rejected}
+            rejected += [(m, unavailable) for m, _ in accepted if m.message_id in last - decided]
         log.error(
             "last receive of messages a dependency kept from loading: dead-lettering them sealed",
             extra={"message_ids": [m.message_id for m in messages], "dependency": error.dependency},

@@ -45,11 +45,11 @@ def validate_messages(
                 continue
             accepted.append((message, event))
         except Rejection as rejection:
-            rejected.append((_without_own_event_id(message, max_body_bytes), rejection))
+            rejected.append((without_own_event_id(message, max_body_bytes), rejection))
     return accepted, rejected
 
 
-def _without_own_event_id(message: QueueMessage, max_body_bytes: int) -> QueueMessage:
+def without_own_event_id(message: QueueMessage, max_body_bytes: int) -> QueueMessage:
     """A refused message, without its event_id when that id carries the body's own ip or device id.
 
     Compared whatever the refusal (attack 19, finding 5): an event refused for its device_type or

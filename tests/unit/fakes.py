@@ -223,6 +223,8 @@ class FakeQueue:
         self.dead_lettered: list[tuple[str, str]] = []
         self.dead_letter_bodies: list[str] = []
         self.dead_letter_details: list[str] = []
+        self.dead_letter_event_ids: list[str | None] = []
+        """The event_id attribute each dead letter went with (SqsQueue.dead_letter copies the message's)."""
         self.redriven: list[QueueMessage] = []
         """Messages SQS's redrive policy moved to the DLQ (no reason); take_back_redriven returns them."""
         self.retry_delays: list[int] = []
@@ -257,6 +259,7 @@ class FakeQueue:
         self.dead_lettered.append((message.message_id, reason))
         self.dead_letter_bodies.append(body)
         self.dead_letter_details.append(detail)
+        self.dead_letter_event_ids.append(message.event_id)
 
     def change_visibility(self, messages: Sequence[QueueMessage], seconds: int) -> list[QueueMessage]:
         with self.lock:

@@ -11,9 +11,11 @@ import threading
 import time
 from collections.abc import Sequence
 
+from etl_service.domain.messages import QuarantineRecord, UserLoginRow
 from etl_service.errors import Throttled, vault_status_error
 from etl_service.service.batch import BatchProcessor
 from etl_service.service.gate import DependencyGate
+from etl_service.service.ports import WriteResult
 from tests.unit.etl_builders import good, message
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
 from tests.unit.test_batch import EnvelopeSealer
@@ -133,3 +135,36 @@ def test_a_failing_message_on_its_last_receive_with_postgres_down_is_still_seale
     assert queue.dead_lettered == [("m1", "processing_failed")] and not store.quarantine
     assert [json.loads(b)["sealed_body"] for b in queue.dead_letter_bodies] == ["vault:v1:x"]
     assert ("delete", "m1") in queue.actions and outcome.errored == set()
+
+
+def test_a_last_receive_a_dependency_failed_keeps_validations_reasons_and_no_id_carrying_its_own_values() -> None:
+    # Review 20, R20-9: the raw messages were dead-lettered - an event_id holding the event's own device id
+    # in the quarantine row's key and the DLQ's attribute, and a refused event relabelled dependency_unavailable.
+    queue, store = FakeQueue(), FakeLoginStore()
+    processor = BatchProcessor(queue, FakeTokenizer(down=True), store, max_receive_count=3, sealer=EnvelopeSealer())
+    own = message(1, good(1), receive_count=3, event_id="100-00-0001:1733300000")  # its device id and a time
+    bad_locale = message(2, {**good(2), "locale": "en_US.UTF-8"}, receive_count=3, event_id="100-00-0002")
+    kept = message(3, good(3), receive_count=3, event_id="e3")
+    processor.process([own, bad_locale, kept, message(4, good(4), receive_count=1)])
+    reasons = {key: record.reason for key, record in store.quarantine.items()}
+    assert reasons == {"m1": "invalid_event_id", "m2": "invalid_locale", "e3": "dependency_unavailable"}
+    assert sorted(queue.dead_lettered) == [
+        ("m1", "invalid_event_id"),
+        ("m2", "invalid_locale"),
+        ("m3", "dependency_unavailable"),
+    ]
+    assert sorted(queue.dead_letter_event_ids, key=str) == [None, None, "e3"]
+    assert ("retry", "m4") in queue.actions and ("delete", "m4") not in queue.actions
+
+
+class BuggyStore(FakeLoginStore):
+    def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
+        raise KeyError("a bug")
+
+
+def test_a_message_failing_on_its_last_receive_keeps_no_id_carrying_its_own_values() -> None:
+    queue = FakeQueue()
+    processor = BatchProcessor(queue, FakeTokenizer(), BuggyStore(), max_receive_count=3, sealer=EnvelopeSealer())
+    refused = message(1, {**good(1), "locale": "en_US.UTF-8"}, receive_count=3, event_id="100-00-0001")
+    processor.process([refused])
+    assert queue.dead_lettered == [("m1", "processing_failed")] and queue.dead_letter_event_ids == [None]
