@@ -11,7 +11,8 @@
 - `Misconfigured`: retrying cannot help - an identity or permission refused by the vault,
   Postgres or SQS, wrong credentials, a missing queue, table or privilege. The ETL stops
   receiving, releases what it holds (visibility 0, so no receive is wasted and no good message
-  moves toward the DLQ) and exits non-zero, naming the problem.
+  moves toward the DLQ; one on its last receive is dead-lettered sealed as `released_on_last_receive`
+  instead) and exits non-zero, naming the problem.
 - A bad message (`etl_service.domain.validation.Rejection`): quarantined with its reason.
 - Anything else is a bug: the message is isolated (its batch retried one message at a time);
   if it still fails on its last receive before the redrive limit, the ETL quarantines it itself

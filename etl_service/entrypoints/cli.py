@@ -25,6 +25,7 @@ from etl_service.service.drain_check import default_held_wait_seconds
 from etl_service.service.outcomes import (
     DEPENDENCY_UNAVAILABLE,
     PROCESSING_FAILED,
+    RELEASED_ON_LAST_RECEIVE,
     BatchOutcome,
     ConsumerObserver,
     FanOut,
@@ -59,7 +60,8 @@ def format_summary(summary: RunSummary) -> str:
         "DLQ read whole    : " + ("no (each take-back's listing was cut short)" if summary.dlq_unread else "yes"),
         f"unprocessed (err) : {summary.unprocessed_after_errors}  (left in the queue by an error:"
         f" {len(summary.errored)}; quarantined as processing_failed: {summary.reasons[PROCESSING_FAILED]},"
-        f" as dependency_unavailable: {summary.reasons[DEPENDENCY_UNAVAILABLE]})",
+        f" as dependency_unavailable: {summary.reasons[DEPENDENCY_UNAVAILABLE]},"
+        f" as released_on_last_receive: {summary.reasons[RELEASED_ON_LAST_RECEIVE]})",
         f"delete failures   : {summary.delete_failures}",
         f"elapsed           : {summary.seconds:.1f} s",
     ]
@@ -190,7 +192,8 @@ def drain_status(summary: RunSummary) -> int:
         _say(
             f"{summary.unprocessed_after_errors} message(s) left unprocessed because of errors: {len(summary.errored)}"
             f" still in the queue, {summary.reasons[PROCESSING_FAILED]} quarantined as {PROCESSING_FAILED},"
-            f" {summary.reasons[DEPENDENCY_UNAVAILABLE]} as {DEPENDENCY_UNAVAILABLE}"
+            f" {summary.reasons[DEPENDENCY_UNAVAILABLE]} as {DEPENDENCY_UNAVAILABLE},"
+            f" {summary.reasons[RELEASED_ON_LAST_RECEIVE]} as {RELEASED_ON_LAST_RECEIVE}"
             " (see the log above; `dead-letters list`)"
         )
         status = EXIT_UNPROCESSED

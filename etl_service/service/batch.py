@@ -22,7 +22,8 @@ for at least the vault's retry-after), and a message of it on its last receive
 before the redrive limit is sealed and dead-lettered as `dependency_unavailable` (attack 19,
 finding 2: SQS's redrive moved good events to the DLQ in clear) - one validation refused with its
 own reason, each under the id validation left it (review 20, R20-9); a misconfiguration releases it
-(visibility 0) and reports `fatal`; a bug isolates each message, and a message still failing on
+(visibility 0; one on its last receive is dead-lettered sealed instead, `release`) and reports
+`fatal`; a bug isolates each message, and a message still failing on
 its last receive is quarantined as `processing_failed`.
 """
 
@@ -48,14 +49,16 @@ from etl_service.domain.validation import (
     Rejection,
 )
 from etl_service.errors import DependencyDown, Misconfigured, Throttled
-from etl_service.service.outcomes import DEPENDENCY_UNAVAILABLE, PROCESSING_FAILED, BatchOutcome
+from etl_service.service.dead_lettering import dead_letter_released, kept_bodies
+from etl_service.service.outcomes import (
+    DEPENDENCY_UNAVAILABLE,
+    PROCESSING_FAILED,
+    BatchOutcome,
+)
 from etl_service.service.paced_tokenizer import MAX_THROTTLED_WAIT_SECONDS, PacedTokenizer
 from etl_service.service.ports import BodySealer, LoginStore, Queue, ReusedEventId, Tokenizer
-from etl_service.service.returned_letters import (
-    ReturnedLetter,
-    is_own_envelope,
-)
-from etl_service.service.sealing import NOT_KEPT_TOO_LARGE, DiscardBodies, dead_letter_body
+from etl_service.service.returned_letters import ReturnedLetter
+from etl_service.service.sealing import DiscardBodies
 from etl_service.service.validate_step import Accepted, Rejected, validate_messages, without_own_event_id
 
 log = logging.getLogger(__name__)
@@ -100,12 +103,25 @@ class BatchProcessor:
         outcome.seconds = time.monotonic() - started
         return outcome
 
-    def release(self, messages: Sequence[QueueMessage]) -> int:
-        """Make messages visible again at once (a stop or a misconfiguration); return how many failed."""
-        failed = self._queue.change_visibility(messages, 0)
+    def release(self, messages: Sequence[QueueMessage], why: str) -> BatchOutcome:
+        """Make messages visible again at once (a stop or a misconfiguration, `why`); what became of them.
+
+        One on its last receive is sealed and dead-lettered instead, as `released_on_last_receive`
+        (review 20, R20-10): released, SQS's next receive would move it to the DLQ in clear. No
+        quarantine row is written (Postgres may be what stopped the ETL, or hang); only if OpenBao or
+        the DLQ fails too is it released, and the redrive takes it.
+        """
+        outcome = BatchOutcome()
+        last = [m for m in messages if self._on_last_receive(m)]
+        kept_back = (
+            dead_letter_released(self._queue, self._sealer, last, why, self._max_body_bytes, outcome) if last else []
+        )
+        rest = [m for m in messages if not self._on_last_receive(m)] + kept_back if last else messages
+        failed = self._queue.change_visibility(rest, 0) if rest else []
         if failed:
             log.warning("release failed (their lease runs out instead)", extra={"messages": len(failed)})
-        return len(failed)
+        outcome.released = len(rest)
+        return outcome
 
     def _process(self, messages: Sequence[QueueMessage]) -> BatchOutcome:
         outcome = BatchOutcome(received=len(messages))
@@ -131,8 +147,7 @@ class BatchProcessor:
         except Misconfigured as error:
             log.error("batch released: %s", error, extra={"messages": len(messages)})
             outcome.fatal = error
-            self.release(messages)
-            outcome.released = len(messages)
+            outcome.add(self.release(messages, f"a misconfiguration of {error.dependency} stopped the ETL"))
         except Exception as error:  # a bug must not lose the batch or block the others
             log.error(
                 "batch failed unexpectedly: %s",
@@ -147,7 +162,7 @@ class BatchProcessor:
     def _load_and_settle(
         self, messages: Sequence[QueueMessage], rows: list[UserLoginRow], rejected: Rejected, outcome: BatchOutcome
     ) -> None:
-        bodies = self._kept_bodies(rejected)
+        bodies = kept_bodies(rejected, self._sealer)
         records = [
             r.quarantine_record() if isinstance(r, ReturnedLetter) else quarantine_record(m, r.reason, r.detail)
             for m, r in rejected
@@ -157,7 +172,7 @@ class BatchProcessor:
         outcome.already_loaded = len(rows) - written.rows_inserted - len(written.reused)
         if written.reused:  # committed with their quarantine rows; a failure from here redelivers them
             reused = _reused_messages(messages, written.reused)
-            bodies += self._kept_bodies(reused)
+            bodies += kept_bodies(reused, self._sealer)
             rejected = [*rejected, *reused]
         self._finish(messages, rejected, bodies, outcome)
         finished = time.time()
@@ -175,8 +190,7 @@ class BatchProcessor:
             if single.fatal is not None:  # stop here: release the rest untouched
                 outcome.fatal = single.fatal
                 rest = messages[index + 1 :]
-                self.release(rest)
-                outcome.released += len(rest)
+                outcome.add(self.release(rest, f"a misconfiguration of {single.fatal.dependency} stopped the ETL"))
                 outcome.received += len(rest)
                 break
         return outcome
@@ -255,7 +269,7 @@ class BatchProcessor:
         detail = f"{rejection.detail}; its quarantine row could not be written: {type(error).__name__}"
         only = [(message, Rejection(rejection.reason, detail))]
         try:
-            self._finish([message], only, self._kept_bodies(only), outcome)
+            self._finish([message], only, kept_bodies(only, self._sealer), outcome)
         except Exception as third:  # the seal or the DLQ is down: the redrive policy takes it; the sweep returns it
             log.error(
                 "dead-lettering a failing message failed: %s",
@@ -296,31 +310,6 @@ class BatchProcessor:
                 continue
             rows.append(to_row(message, event, ip_token, device_token))
         return rows, rejected
-
-    def _kept_bodies(self, rejected: Rejected) -> list[str]:
-        """The DLQ body of each rejected message: sealed, or a note saying why it was not kept.
-
-        One of the ETL's own envelopes goes as it is, whatever its rejection: never sealed again.
-        """
-        if not rejected:
-            return []
-        bodies = [dead_letter_body(None, NOT_KEPT_TOO_LARGE, None)] * len(rejected)
-        keep = []
-        for index, (message, rejection) in enumerate(rejected):
-            # The second test is for a returned letter whose reading failed past is_own_envelope (a bug in
-            # returned_letter), quarantined as processing_failed on its last receive: a not-kept envelope
-            # still goes as it is. It cannot fail as returned_letter did: is_own_envelope reads only the
-            # body and raises on nothing (read_dead_letter_body, _is_ciphertext). Nothing proves a sealed
-            # one here (no Transit call on this path): it is sealed inside a second envelope, which
-            # `dead-letters` opens, rather than passed on unproven.
-            if isinstance(rejection, ReturnedLetter) or is_own_envelope(message.body, self._sealer.key_name):
-                bodies[index] = message.body
-            elif rejection.reason != Reason.BODY_TOO_LARGE:
-                keep.append(index)
-        sealed = self._sealer.seal([rejected[i][0].body for i in keep]) if keep else []
-        for index, text in zip(keep, sealed, strict=True):
-            bodies[index] = text
-        return bodies
 
     def _finish(
         self, messages: Sequence[QueueMessage], rejected: Rejected, bodies: list[str], outcome: BatchOutcome

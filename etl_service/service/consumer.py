@@ -9,7 +9,8 @@ Threads and their jobs:
 
 `stop()` (SIGTERM): receivers stop; what was received is processed and committed for up to
 `shutdown_grace_seconds`; whatever is still held then (a hung vault or database) is released
-(visibility 0) and the run returns, so the process exits within the grace period. A
+(visibility 0; one on its last receive is dead-lettered sealed instead, BatchProcessor.release) and
+the run returns, so the process exits within the grace period. A
 misconfiguration reported by any batch or receive stops the run the same way, releases
 everything held and makes run()/drain() raise it.
 """
@@ -233,10 +234,7 @@ class _Run:
         leftover = self._c._ledger.held_messages()
         if leftover:
             log.warning("shutdown grace over: releasing unfinished work", extra={"messages": len(leftover)})
-            self._c._processor.release(leftover)
-            self._c._ledger.settle(leftover)
-            with self._lock:
-                self._totals.released_at_stop += len(leftover)
+            self._release(leftover, "the ETL stopped and its shutdown grace period ran out")
 
     def _idle(self) -> bool:
         with self._lock:
@@ -260,10 +258,10 @@ class _Run:
                 continue
             try:
                 if self._fatal is not None:  # stopping for a misconfiguration: do not even try
-                    self._c._processor.release(batch)
-                    outcome = BatchOutcome(received=len(batch), released=len(batch))
+                    outcome = self._c._processor.release(batch, "a misconfiguration stopped the ETL")
+                    outcome.received = len(batch)
                     with self._lock:
-                        self._totals.released_at_stop += len(batch)
+                        self._totals.released_at_stop += outcome.released
                 else:
                     outcome = self._c._processor.process(batch)
             finally:
@@ -296,7 +294,17 @@ class _Run:
 
     def _release_late(self, messages: list[QueueMessage]) -> None:
         """Messages a long poll returned after the stop: visible again at once."""
-        self._c._processor.release(messages)
+        self._release(messages, "received as the ETL stopped")
+
+    def _release(self, messages: list[QueueMessage], why: str) -> None:
+        """Release held messages at a stop; one on its last receive is dead-lettered sealed instead (R20-10).
+
+        Counted in the totals (released_at_stop; a dead-lettered one under its reason, as unprocessed).
+        """
+        outcome = self._c._processor.release(messages, why)
         self._c._ledger.settle(messages)
         with self._lock:
-            self._totals.released_at_stop += len(messages)
+            self._totals.released_at_stop += outcome.released
+            self._totals.quarantined += outcome.quarantined
+            self._totals.reasons.update(outcome.reasons)
+            self._totals.delete_failures += outcome.delete_failures

@@ -16,6 +16,13 @@ DEPENDENCY_UNAVAILABLE = "dependency_unavailable"
 outage, the vault's quota) on its last receive before the redrive limit: sealed, never left to SQS's
 redrive in clear; `dead-letters resend` sends it again once the dependency answers."""
 
+RELEASED_ON_LAST_RECEIVE = "released_on_last_receive"
+"""The reason of a message the ETL dead-lettered itself, sealed, instead of releasing it on its last receive
+(a stop, a misconfiguration): released, SQS's next receive would move it to the DLQ in clear (review 20,
+R20-10). No quarantine row (the database may be what stopped the ETL); `dead-letters resend` sends it again."""
+UNLOADED_REASONS = (PROCESSING_FAILED, DEPENDENCY_UNAVAILABLE, RELEASED_ON_LAST_RECEIVE)
+"""The reasons of good events the ETL dead-lettered itself without loading them."""
+
 
 @dataclass
 class MessageCounts:
@@ -84,9 +91,9 @@ class RunSummary(MessageCounts):
     def unprocessed_after_errors(self) -> int:
         """Messages an error kept from loading: still in the queue, or dead-lettered by the ETL itself.
 
-        Those dead-lettered were refused as processing_failed or dependency_unavailable.
+        Those dead-lettered were refused for one of UNLOADED_REASONS.
         """
-        return len(self.errored) + self.reasons[PROCESSING_FAILED] + self.reasons[DEPENDENCY_UNAVAILABLE]
+        return len(self.errored) + sum(self.reasons[reason] for reason in UNLOADED_REASONS)
 
     def add(self, other: MessageCounts) -> None:
         """Fold one batch into the totals."""

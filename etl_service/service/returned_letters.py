@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 
 from etl_service.domain.messages import EVENT_ID_REUSED, QuarantineRecord, QueueMessage, quarantine_record
 from etl_service.domain.validation import REASONS, Rejection
-from etl_service.service.outcomes import DEPENDENCY_UNAVAILABLE, PROCESSING_FAILED
+from etl_service.service.outcomes import UNLOADED_REASONS
 from etl_service.service.sealing import NOT_KEPT_NO_KEY, NOT_KEPT_TOO_LARGE, dead_letter_body, read_dead_letter_body
 
 RETURNED = "dead_letter_returned"
@@ -54,7 +54,7 @@ RETURNED_DETAIL = (
     " quarantine row)"
 )
 """The detail of every returned letter: whatever detail it carries is the sender's text."""
-KNOWN_REASONS = REASONS | {EVENT_ID_REUSED, PROCESSING_FAILED, DEPENDENCY_UNAVAILABLE, RETURNED}
+KNOWN_REASONS = REASONS | {EVENT_ID_REUSED, *UNLOADED_REASONS, RETURNED}
 """Every reason the ETL dead-letters with: validation's, and those the batch and this module give."""
 MIN_SEALED_BYTES = 12 + 16
 """A Transit AES-GCM ciphertext holds at least its nonce and its tag."""

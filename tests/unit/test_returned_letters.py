@@ -119,7 +119,7 @@ def test_the_batch_sends_it_back_unchanged_and_counts_it_apart() -> None:
 def test_a_letter_whose_reading_fails_goes_on_its_last_receive_as_it_is_not_sealed_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Why _kept_bodies asks is_own_envelope again: returned_letter failed (a bug), processing_failed follows.
+    """Why kept_bodies asks is_own_envelope again: returned_letter failed (a bug), processing_failed follows.
 
     A not-kept envelope goes as it is; a sealed one, proven by nothing on that path, is sealed again.
     """
