@@ -96,7 +96,7 @@ def bootstrap(
         # A take-back proves sealed dead letters with Transit, and a re-sent letter's time is checked
         # there; a discarding ETL can do neither (own_dead_letters, sqs_resent_times).
         prover = sealer if isinstance(sealer, TransitSealer) else None
-        sqs = SqsQueue(client, config.queue_url, config.dlq_url, config.visibility_seconds, prover, prover)
+        sqs = SqsQueue(client, config.queue_url, config.dlq_url, config.visibility_seconds, prover, prover, sealer)
         sqs.check()
         max_receive_count = sqs.max_receive_count
         queue = sqs

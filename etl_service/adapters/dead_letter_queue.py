@@ -19,6 +19,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from etl_service.adapters.crash_loop_letters import (
+    MAX_TAKE_BACKS,
+    TAKEN_BACK_ATTRIBUTE,
+    crash_loop_attributes,
+    log_crash_loop,
+    taken_back_attribute,
+    taken_back_count,
+)
 from etl_service.adapters.held_letters import HeldLetters
 from etl_service.adapters.sqs_common import (
     EVENT_ID_ATTRIBUTE,
@@ -44,7 +52,7 @@ from etl_service.service.own_dead_letters import (
     read_envelope,
     read_shaped_as_written,
 )
-from etl_service.service.ports import TakeBack
+from etl_service.service.ports import BodySealer, TakeBack
 from etl_service.service.returned_letters import WrittenEnvelope
 from etl_service.service.sealing import read_dead_letter_body
 
@@ -102,6 +110,8 @@ class DeadLetter:
     """Whether `raw_body` is byte for byte an envelope the ETL writes (own_dead_letters.read_shaped_as_written):
     from the same reading as `is_envelope`, so `in_clear` does not read the body again; None when
     not given, and then read here once."""
+    taken_back: int = 0
+    """How many take-backs sent this message back from the DLQ before (crash_loop_letters)."""
 
     def __post_init__(self) -> None:
         if self.is_envelope is None or self.shaped_as_written is None:  # a letter built by hand: read once here
@@ -172,19 +182,24 @@ def _to_dead_letter(raw: Any) -> DeadLetter:
         carried_time=carried,
         is_envelope=read is not None,
         shaped_as_written=read_shaped_as_written(body, read),
+        taken_back=taken_back_count(_attribute(raw, TAKEN_BACK_ATTRIBUTE)),
     )
 
 
-def _resend_attributes(dead: DeadLetter, body: str, tag: Tagger | None = None) -> dict[str, Any]:
+def _resend_attributes(
+    dead: DeadLetter, body: str, tag: Tagger | None = None, taken_back: bool = False
+) -> dict[str, Any]:
     """The event id, and the original sent time with a tag vouching for it when there is one.
 
     With `tag` (the operator's Transit HMAC: `resend` of a letter the ETL sealed) a new tag over
     this dead letter, its event id, its original time and `body` (domain/resent_times.py); without,
     the time and tag the letter carries when `body` is its own (a take-back, a CLEAR letter
     re-sent as it was), else no time: the copy is then dated by SQS (the ETL believes no
-    untagged time).
+    untagged time). A take-back (`taken_back`) counts itself on the copy (crash_loop_letters).
     """
     attributes: dict[str, Any] = {EVENT_ID_ATTRIBUTE: {"DataType": "String", "StringValue": dead.event_id}}
+    if taken_back:
+        attributes[TAKEN_BACK_ATTRIBUTE] = taken_back_attribute(dead.taken_back + 1)
     vouched = dead.carried_time if body == dead.raw_body else None
     if tag is not None and dead.sent_at != "unknown":
         data = tag_input(dead.message_id, dead.event_id, dead.sent_timestamp_ms, body)
@@ -209,6 +224,8 @@ class DeadLetterQueue:
         self._held = HeldLetters()
         self.cut_short: str | None = None
         """Why the last `list` stopped before reading the whole DLQ (None: it read it whole)."""
+        self.crash_looped = 0
+        """Messages the last take_back_redriven dead-lettered as `crash_loop` instead of sending back."""
 
     def check(self) -> QueuePair:
         """Prove the DLQ is the source queue's own dead-letter queue before anything is read or sent.
@@ -276,14 +293,15 @@ class DeadLetterQueue:
             except SQS_ERRORS as error:
                 log.warning("releasing dead letters failed (their lease runs out instead): %s", type(error).__name__)
 
-    def resend(self, dead: DeadLetter, body: str, tag: Tagger | None = None) -> str:
+    def resend(self, dead: DeadLetter, body: str, tag: Tagger | None = None, taken_back: bool = False) -> str:
         """Send `body` to the source queue under the dead letter's event id and sent time; delete the dead letter.
 
         Returns the new message id. The event id keeps the load idempotent: re-sending twice
         loads one row. The sent time counts only with a tag (`_resend_attributes`): `tag` makes
         one (the operator's Transit HMAC), else the one the letter carries with this body goes along.
+        `taken_back`: sent by a take-back, which counts itself on the copy (crash_loop_letters).
         """
-        attributes = _resend_attributes(dead, body, tag)  # before anything is sent: OpenBao may refuse
+        attributes = _resend_attributes(dead, body, tag, taken_back)  # before anything is sent: OpenBao may refuse
         try:
             sent = self._client.send_message(QueueUrl=self._queue_url, MessageBody=body, MessageAttributes=attributes)
             self._client.delete_message(QueueUrl=self._dlq_url, ReceiptHandle=dead.receipt_handle)
@@ -292,7 +310,9 @@ class DeadLetterQueue:
         self._held.forget(dead.message_id)
         return str(sent["MessageId"])
 
-    def take_back_redriven(self, limit: int = LISTING_LIMIT, prover: CiphertextProver | None = None) -> TakeBack:
+    def take_back_redriven(
+        self, limit: int = LISTING_LIMIT, prover: CiphertextProver | None = None, sealer: BodySealer | None = None
+    ) -> TakeBack:
         """Re-send every DLQ message that is not a dead letter of the ETL's, as it was (moved by SQS's redrive policy).
 
         Taken back: those without a reason, and those with one whose body is not a dead letter
@@ -307,7 +327,11 @@ class DeadLetterQueue:
         a letter to take back may be left unread. When it took none, `held_elsewhere` says how
         many DLQ messages another reader held (or were delayed) while its listing held the rest:
         unread, perhaps to take back (SQS's approximate counts).
-        DependencyDown or Misconfigured when SQS or the prover fails: nothing is taken back.
+        With a `sealer` (run mode, a drain), a message the redrive moved again after MAX_TAKE_BACKS
+        take-backs is not sent back but sealed and dead-lettered in place as `crash_loop`
+        (crash_loop_letters): not counted in `taken`; `crash_looped` counts them.
+        DependencyDown or Misconfigured when SQS, the prover or the sealer fails: what was not yet
+        sent stays in the DLQ.
         """
         try:
             letters = self.list(limit)
@@ -315,12 +339,32 @@ class DeadLetterQueue:
             own = own_dead_letters([d.written_envelope for d in reasoned], prover)  # no body read again
             kept = {d.message_id for d, is_own in zip(reasoned, own, strict=True) if is_own}
             redriven = [d for d in letters if d.message_id not in kept]
+            looping = 0
             for dead in redriven:
-                self.resend(dead, dead.raw_body)
+                if sealer is not None and dead.taken_back >= MAX_TAKE_BACKS:
+                    self._seal_in_place(dead, sealer)
+                    looping += 1
+                else:
+                    self.resend(dead, dead.raw_body, taken_back=True)
             held_elsewhere = 0 if redriven else self._held_elsewhere()
         finally:
             self.release()
-        return TakeBack(len(redriven), complete=self.cut_short is None, held_elsewhere=held_elsewhere)
+        self.crash_looped = looping
+        return TakeBack(len(redriven) - looping, complete=self.cut_short is None, held_elsewhere=held_elsewhere)
+
+    def _seal_in_place(self, dead: DeadLetter, sealer: BodySealer) -> None:
+        """Replace `dead` in the DLQ by its sealed dead letter, reason `crash_loop`; log it by message id."""
+        envelope = sealer.seal([dead.raw_body])[0]  # DependencyDown: it stays as it is, tried next time
+        attributes = crash_loop_attributes(
+            dead.message_id, dead.sent_timestamp_ms, dead.taken_back, dead.producer_event_id, dead.raw_body
+        )
+        try:
+            self._client.send_message(QueueUrl=self._dlq_url, MessageBody=envelope, MessageAttributes=attributes)
+            self._client.delete_message(QueueUrl=self._dlq_url, ReceiptHandle=dead.receipt_handle)
+        except SQS_ERRORS as error:
+            raise_for(error, "dead-letter a crash loop")
+        self._held.forget(dead.message_id)
+        log_crash_loop(dead.message_id, dead.taken_back)
 
     def _held_elsewhere(self) -> int:
         """DLQ messages in flight but not held by this object's listing, or delayed; ask before release().

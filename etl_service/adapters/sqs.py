@@ -27,7 +27,7 @@ from etl_service.domain.messages import DEAD_LETTER_ATTRIBUTES, QueueMessage, ch
 from etl_service.domain.resent_times import RESENT_FROM_ATTRIBUTE, SENT_TIME_TAG_ATTRIBUTE, ResentTimeVerifier
 from etl_service.errors import DependencyDown
 from etl_service.service.own_dead_letters import CiphertextProver
-from etl_service.service.ports import QueueDepth, TakeBack
+from etl_service.service.ports import BodySealer, QueueDepth, TakeBack
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -120,12 +120,16 @@ class SqsQueue:
         visibility_seconds: int = 60,
         prover: CiphertextProver | None = None,
         verifier: ResentTimeVerifier | None = None,
+        sealer: BodySealer | None = None,
     ) -> None:
         """`prover`: what proves a sealed dead letter the ETL's own in a take-back (a TransitSealer), None without.
 
         `verifier`: what checks the tag of a re-sent message's original sent time (a TransitSealer);
         without one, every message is dated by SQS's own SentTimestamp.
+        `sealer`: the ETL's dead-letter sealer; a take-back seals with it a message the redrive moved
+        again after a take-back (a crash loop: crash_loop_letters), None to send every one back.
         """
+        self._sealer = sealer
         self._client = client
         self._prover = prover
         self._verifier = verifier
@@ -251,12 +255,13 @@ class SqsQueue:
         Those without a reason, and those whose body is no dead letter of the ETL's, a `reason`
         attribute notwithstanding; a sealed envelope is the ETL's once the prover proves it (one
         rewrap per 250 claims of the listing), without a prover by its shape alone
-        (service/own_dead_letters.py). The operators' `dead-letters redrive` does the same without
-        a prover (DeadLetterQueue.take_back_redriven); `complete` is False when the listing could
-        not read the whole DLQ.
+        (service/own_dead_letters.py). One the redrive moved again after a take-back is sealed and
+        kept in the DLQ as `crash_loop` instead (crash_loop_letters). The operators' `dead-letters
+        redrive` does the same without a prover and without a sealer (DeadLetterQueue.take_back_redriven);
+        `complete` is False when the listing could not read the whole DLQ.
         """
         dlq = DeadLetterQueue(self._client, self._queue_url, self._dlq_url)
-        return dlq.take_back_redriven(limit, self._prover)
+        return dlq.take_back_redriven(limit, self._prover, self._sealer)
 
     def dead_letters_held(self) -> int:
         """Approximate in-flight and delayed counts of the DLQ (one GetQueueAttributes call)."""

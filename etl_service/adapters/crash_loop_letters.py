@@ -1,0 +1,79 @@
+"""A take-back's loop guard: a message SQS's redrive moves to the DLQ again after a take-back stays there, sealed.
+
+Run mode takes back every reasonless DLQ message every few minutes (service/periodic_take_back.py).
+The one case left for SQS's redrive is a crash loop: a message that kills the ETL (OOM, a native
+crash) before it can dead-letter it. Taken back again and again, it would kill up to maxReceiveCount
+processes each period, and every message in flight with them would spend a receive (review 20,
+R20-12). So each take-back counts itself on the copy it sends (TAKEN_BACK_ATTRIBUTE, moved along
+by the redrive); a message the redrive moved again after MAX_TAKE_BACKS take-backs is not sent
+back: it is sealed and dead-lettered in place as `crash_loop` (its body never read here), logged
+by message id, and the operator decides (`dead-letters show`/`resend`). The attribute is anyone's
+to set: a producer setting it only gets its message sealed in the DLQ, should the redrive move it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from etl_service.adapters.sqs_common import EVENT_ID_ATTRIBUTE
+from etl_service.domain.own_values import own_value_in
+from etl_service.domain.validation import raw_own_values
+from etl_service.service.sealing import SQS_MAX_MESSAGE_BYTES
+
+log = logging.getLogger(__name__)
+
+TAKEN_BACK_ATTRIBUTE = "tokenvault_taken_back"
+"""How many take-backs sent this message back from the DLQ (set on each copy a take-back sends)."""
+MAX_TAKE_BACKS = 1
+"""A message the redrive moves again after this many take-backs is dead-lettered as CRASH_LOOP."""
+CRASH_LOOP = "crash_loop"
+"""The reason of a message the redrive moved to the DLQ again after a take-back."""
+_MAX_COUNT_DIGITS = 6
+
+
+def taken_back_count(text: str | None) -> int:
+    """The take-backs an attribute value records; 0 when absent or no small count (anyone sets it)."""
+    if text is None or not text.isdecimal() or not text.isascii() or len(text) > _MAX_COUNT_DIGITS:
+        return 0
+    return int(text)
+
+
+def taken_back_attribute(count: int) -> dict[str, Any]:
+    """The attribute value recording `count` take-backs."""
+    return {"DataType": "Number", "StringValue": str(count)}
+
+
+def crash_loop_attributes(
+    message_id: str, sent_ms: int, taken_back: int, event_id: str | None, body: str
+) -> dict[str, Any]:
+    """A crash-loop dead letter's attributes: reason, detail, origin.
+
+    The event id too, unless it carries the body's own ip or device id (the body is read for that only).
+    """
+    attributes: dict[str, Any] = {
+        "reason": {"DataType": "String", "StringValue": CRASH_LOOP},
+        "reason_detail": {
+            "DataType": "String",
+            "StringValue": f"moved to the DLQ by SQS's redrive again after {taken_back} take-back(s): "
+            "it may crash the ETL; not taken back again",
+        },
+        "source_message_id": {"DataType": "String", "StringValue": message_id},
+    }
+    if sent_ms > 0:
+        attributes["source_sent_timestamp"] = {"DataType": "Number", "StringValue": str(sent_ms)}
+    if event_id:
+        ip, device_id = raw_own_values(body, SQS_MAX_MESSAGE_BYTES)
+        if not ((ip or device_id) and own_value_in(event_id, ip, device_id)):
+            attributes[EVENT_ID_ATTRIBUTE] = {"DataType": "String", "StringValue": event_id}
+    return attributes
+
+
+def log_crash_loop(message_id: str, taken_back: int) -> None:
+    """One warning per crash-loop letter, by message id (never the body)."""
+    log.warning(
+        "a message the redrive moved to the DLQ again after a take-back is kept there sealed as %s;"
+        " the operator decides (dead-letters show / resend)",
+        CRASH_LOOP,
+        extra={"message_id": message_id, "taken_back": taken_back},
+    )
