@@ -22,10 +22,11 @@ from etl_service.adapters.sqs_common import (
     raise_for,
     timestamp_ms,
 )
-from etl_service.adapters.sqs_resent_times import believed_sent_times, string_attribute
+from etl_service.adapters.sqs_resent_times import believed_sent_times, claims_a_checkable_time, string_attribute
 from etl_service.domain.messages import DEAD_LETTER_ATTRIBUTES, QueueMessage, check_event_id
 from etl_service.domain.resent_times import RESENT_FROM_ATTRIBUTE, SENT_TIME_TAG_ATTRIBUTE, ResentTimeVerifier
 from etl_service.errors import DependencyDown
+from etl_service.service.batch import retry_delay
 from etl_service.service.own_dead_letters import CiphertextProver
 from etl_service.service.ports import BodySealer, QueueDepth, TakeBack
 
@@ -177,12 +178,40 @@ class SqsQueue:
         try:
             believed = believed_sent_times(raws, self._verifier)
         except DependencyDown as error:
-            # OpenBao down: messages claiming a re-sent time wait for their lease to run out (their
-            # date is not decided without it); the others go on.
-            waiting = [m for m in raws if SENT_TIMESTAMP_ATTRIBUTE in (m.get("MessageAttributes") or {})]
-            log.warning("re-sent messages wait for OpenBao: %s", error, extra={"messages": len(waiting)})
-            raws, believed = [m for m in raws if m not in waiting], {}
+            raws, believed = self._without_openbao(raws, error), {}
         return [_to_message(m, believed) for m in raws]
+
+    def _without_openbao(self, raws: list[Any], error: DependencyDown) -> list[Any]:
+        """The messages of a receive to go on with while OpenBao cannot check claimed re-sent times.
+
+        A message whose claim Transit would have to check waits: postponed with a visibility growing
+        with its receive count (from the configured one, doubling, up to 15 minutes), so an outage
+        spends its receives slowly; on its last receive (`max_receive_count`) it goes on dated by
+        SQS's own SentTimestamp, with a warning naming it - a wrong date beats SQS's redrive moving
+        it to the DLQ in clear (review 20, R20-11). Every other message goes on; a claim that is
+        not well formed needs no Transit and is ignored as always.
+        """
+        waiting = [m for m in raws if claims_a_checkable_time(m)]
+        if not waiting:
+            return raws
+        messages = {m["MessageId"]: _to_message(m) for m in waiting}
+        last = [
+            m
+            for m in waiting
+            if self.max_receive_count and messages[m["MessageId"]].receive_count >= self.max_receive_count
+        ]
+        for raw in last:
+            log.warning(
+                "OpenBao cannot check a re-sent time on the message's last receive; SQS's SentTimestamp applies",
+                extra={"message_id": raw["MessageId"]},
+            )
+        postponed = [messages[m["MessageId"]] for m in waiting if m not in last]
+        for count in sorted({m.receive_count for m in postponed}):
+            seconds = max(self._visibility_seconds, retry_delay(count, base_seconds=self._visibility_seconds))
+            self.change_visibility([m for m in postponed if m.receive_count == count], seconds)
+        if postponed:
+            log.warning("re-sent messages wait for OpenBao: %s", error, extra={"messages": len(postponed)})
+        return [m for m in raws if m not in waiting or m in last]
 
     def delete(self, messages: Sequence[QueueMessage]) -> list[QueueMessage]:
         """Batch delete in groups of 10; return those SQS reported as failed."""

@@ -34,6 +34,20 @@ def string_attribute(message_attributes: Any, name: str) -> str | None:
     return text if isinstance(text, str) else None
 
 
+def claims_a_checkable_time(raw: Any) -> bool:
+    """Whether a received message claims a re-sent time Transit would have to check (well formed, within bounds).
+
+    What waits for OpenBao when it is down (SqsQueue.receive); any other claim is ignored without it.
+    """
+    attributes = raw.get("MessageAttributes") or {}
+    if SENT_TIMESTAMP_ATTRIBUTE not in attributes:
+        return False
+    sqs_sent = timestamp_ms((raw.get("Attributes") or {}).get("SentTimestamp"))
+    sent = claimed_sent_ms(string_attribute(attributes, SENT_TIMESTAMP_ATTRIBUTE), sqs_sent or 0)
+    tag, resent_from = (string_attribute(attributes, n) for n in (SENT_TIME_TAG_ATTRIBUTE, RESENT_FROM_ATTRIBUTE))
+    return sent is not None and well_formed(tag, resent_from)
+
+
 def believed_sent_times(raws: Sequence[Any], verifier: ResentTimeVerifier | None) -> dict[str, int]:
     """Message id -> original sent time (ms), for each received message whose claimed time is believed.
 

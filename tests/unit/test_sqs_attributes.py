@@ -255,17 +255,59 @@ class DownVerifier:
 
 
 class Receives:
-    """An SQS client answering one receive with the messages given."""
+    """An SQS client answering one receive with the messages given; records visibility changes."""
 
     def __init__(self, messages: list[dict[str, Any]]) -> None:
         self.messages = messages
+        self.visibility: dict[str, int] = {}
 
     def receive_message(self, **call: Any) -> dict[str, Any]:
         return {"Messages": self.messages}
 
+    def change_message_visibility_batch(self, Entries: list[dict[str, Any]], **_: Any) -> dict[str, Any]:
+        self.visibility.update((e["ReceiptHandle"], e["VisibilityTimeout"]) for e in Entries)
+        return {}
+
+
+def _received(count: int, message_id: str = "m-1", **claim: Any) -> dict[str, Any]:
+    raw = raw_message(str(SQS_SENT_MS - DAY_MS), **claim)
+    return {
+        **raw,
+        "MessageId": message_id,
+        "ReceiptHandle": f"r-{message_id}",
+        "Attributes": {**raw["Attributes"], "ApproximateReceiveCount": str(count)},
+    }
+
 
 def test_with_openbao_down_only_messages_claiming_a_re_sent_time_wait() -> None:
-    """Their date cannot be decided: they stay leased and come back; the rest of the receive goes on."""
-    claiming, plain = raw_message(str(SQS_SENT_MS - DAY_MS)), {**raw_message(), "MessageId": "m-2"}
-    queue = SqsQueue(Receives([claiming, plain]), "source", "dlq", verifier=DownVerifier())  # type: ignore[arg-type]
-    assert [m.message_id for m in queue.receive(10, 0)] == ["m-2"]
+    """Their date cannot be decided: postponed, the longer the more receives they spent; the rest goes on."""
+    plain = {**raw_message(), "MessageId": "m-9", "ReceiptHandle": "r-m-9"}
+    client = Receives([_received(1, "m-1"), _received(3, "m-3"), plain])
+    queue = SqsQueue(client, "source", "dlq", visibility_seconds=60, verifier=DownVerifier())  # type: ignore[arg-type]
+    queue.max_receive_count = 5
+    assert [m.message_id for m in queue.receive(10, 0)] == ["m-9"]
+    assert client.visibility == {"r-m-1": 60, "r-m-3": 240}  # not the lease again: receives climb slowly
+
+
+def test_with_openbao_down_a_claiming_message_on_its_last_receive_goes_on_dated_by_sqs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Review 20, R20-11: dropped from every receive, it was redriven to the DLQ in clear after 5 of them."""
+    client = Receives([_received(5, "m-5")])
+    queue = SqsQueue(client, "source", "dlq", verifier=DownVerifier())  # type: ignore[arg-type]
+    queue.max_receive_count = 5
+    [message] = queue.receive(10, 0)
+    assert message.message_id == "m-5" and message.sent_timestamp_ms == SQS_SENT_MS and not client.visibility
+    assert [getattr(r, "message_id", None) for r in caplog.records if "last receive" in r.getMessage()] == ["m-5"]
+
+
+def test_with_openbao_down_a_claim_no_tag_could_vouch_for_does_not_wait() -> None:
+    """No Transit call would be made for it: it is dated by SQS as always, beside a claim that waits."""
+    untagged = {
+        **_received(1, "m-2"),
+        "MessageAttributes": {SENT_TIMESTAMP_ATTRIBUTE: {"StringValue": str(SQS_SENT_MS - DAY_MS)}},
+    }
+    client = Receives([_received(1), untagged])
+    queue = SqsQueue(client, "source", "dlq", verifier=DownVerifier())  # type: ignore[arg-type]
+    assert [(m.message_id, m.sent_timestamp_ms) for m in queue.receive(10, 0)] == [("m-2", SQS_SENT_MS)]
+    assert list(client.visibility) == ["r-m-1"]
