@@ -321,12 +321,13 @@ class DeadLetterQueue:
         one proof for the listing; without one (`dead-letters redrive`, a discarding ETL) every
         envelope shaped as the ETL writes it stays, a forged one too.
 
-        Each goes back under its event id and original sent time (resend), so it loads exactly
-        once under the same key or gets its reason. Reads at most `limit` messages; returns how
-        many were taken back, and `complete=False` when the listing was cut short (`cut_short`):
-        a letter to take back may be left unread. When it took none, `held_elsewhere` says how
-        many DLQ messages another reader held (or were delayed) while its listing held the rest:
-        unread, perhaps to take back (SQS's approximate counts).
+        Each goes back under its event id (resend), so it loads exactly once under the same key or gets
+        its reason; its original sent time only with a tag the letter carries (an original the redrive
+        moved has none: it loads under the take-back's date, review 20, R20-13). Reads at most `limit`
+        messages; returns how many were taken back, and `complete=False` when the listing was cut short
+        (`cut_short`): a letter to take back may be left unread. When it took none, `held_elsewhere`
+        says how many DLQ messages another reader held (or were delayed) while its listing held the
+        rest: unread, perhaps to take back (SQS's approximate counts).
         With a `sealer` (run mode, a drain), a message the redrive moved again after MAX_TAKE_BACKS
         take-backs is not sent back but sealed and dead-lettered in place as `crash_loop`
         (crash_loop_letters): not counted in `taken`; `crash_looped` counts them.
