@@ -9,17 +9,25 @@ by the redrive); a message the redrive moved again after MAX_TAKE_BACKS take-bac
 back: it is sealed and dead-lettered in place as `crash_loop` (its body never read here), logged
 by message id, and the operator decides (`dead-letters show`/`resend`). The attribute is anyone's
 to set: a producer setting it only gets its message sealed in the DLQ, should the redrive move it.
+
+Sealing in place is the ETL's alone (`CrashLoopLetters`, given to the take-back by SqsQueue when it
+has a sealer): the operators' `dead-letters redrive` has none, and their IAM policy no SendMessage
+on the DLQ (tests/unit/test_sqs_iam_policies.py reads each identity's calls from its files).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from etl_service.adapters.sqs_common import EVENT_ID_ATTRIBUTE
+from etl_service.adapters.sqs_common import EVENT_ID_ATTRIBUTE, SQS_ERRORS, raise_for
 from etl_service.domain.own_values import own_value_in
 from etl_service.domain.validation import raw_own_values
 from etl_service.service.sealing import SQS_MAX_MESSAGE_BYTES
+
+if TYPE_CHECKING:
+    from etl_service.adapters.dead_letter_queue import DeadLetter
+    from etl_service.service.ports import BodySealer
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +85,26 @@ def log_crash_loop(message_id: str, taken_back: int) -> None:
         CRASH_LOOP,
         extra={"message_id": message_id, "taken_back": taken_back},
     )
+
+
+class CrashLoopLetters:
+    """The ETL's side of the guard: a crash-looping message sealed and put in the DLQ in place of the original."""
+
+    def __init__(self, client: Any, dlq_url: str, sealer: BodySealer) -> None:
+        """On `client` (boto3 SQS), the DLQ at `dlq_url`, sealing with the ETL's dead-letter `sealer`."""
+        self._client = client
+        self._dlq_url = dlq_url
+        self._sealer = sealer
+
+    def seal_in_place(self, dead: DeadLetter) -> None:
+        """Replace `dead` in the DLQ by its sealed dead letter, reason `crash_loop`; log it by message id."""
+        envelope = self._sealer.seal([dead.raw_body])[0]  # DependencyDown: it stays as it is, tried next time
+        attributes = crash_loop_attributes(
+            dead.message_id, dead.sent_timestamp_ms, dead.taken_back, dead.producer_event_id, dead.raw_body
+        )
+        try:
+            self._client.send_message(QueueUrl=self._dlq_url, MessageBody=envelope, MessageAttributes=attributes)
+            self._client.delete_message(QueueUrl=self._dlq_url, ReceiptHandle=dead.receipt_handle)
+        except SQS_ERRORS as error:
+            raise_for(error, "dead-letter a crash loop")
+        log_crash_loop(dead.message_id, dead.taken_back)

@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 from etl_service.adapters.crash_loop_letters import (
     MAX_TAKE_BACKS,
     TAKEN_BACK_ATTRIBUTE,
-    crash_loop_attributes,
-    log_crash_loop,
+    CrashLoopLetters,
     taken_back_attribute,
     taken_back_count,
 )
@@ -52,7 +51,7 @@ from etl_service.service.own_dead_letters import (
     read_envelope,
     read_shaped_as_written,
 )
-from etl_service.service.ports import BodySealer, TakeBack
+from etl_service.service.ports import TakeBack
 from etl_service.service.returned_letters import WrittenEnvelope
 from etl_service.service.sealing import read_dead_letter_body
 
@@ -311,7 +310,10 @@ class DeadLetterQueue:
         return str(sent["MessageId"])
 
     def take_back_redriven(
-        self, limit: int = LISTING_LIMIT, prover: CiphertextProver | None = None, sealer: BodySealer | None = None
+        self,
+        limit: int = LISTING_LIMIT,
+        prover: CiphertextProver | None = None,
+        crash_loops: CrashLoopLetters | None = None,
     ) -> TakeBack:
         """Re-send every DLQ message that is not a dead letter of the ETL's, as it was (moved by SQS's redrive policy).
 
@@ -328,9 +330,9 @@ class DeadLetterQueue:
         (`cut_short`): a letter to take back may be left unread. When it took none, `held_elsewhere`
         says how many DLQ messages another reader held (or were delayed) while its listing held the
         rest: unread, perhaps to take back (SQS's approximate counts).
-        With a `sealer` (run mode, a drain), a message the redrive moved again after MAX_TAKE_BACKS
-        take-backs is not sent back but sealed and dead-lettered in place as `crash_loop`
-        (crash_loop_letters): not counted in `taken`; `crash_looped` counts them.
+        With `crash_loops` (the ETL's: run mode, a drain), a message the redrive moved again after
+        MAX_TAKE_BACKS take-backs is not sent back but sealed and dead-lettered in place as
+        `crash_loop` (crash_loop_letters): not counted in `taken`; `crash_looped` counts them.
         DependencyDown or Misconfigured when SQS, the prover or the sealer fails: what was not yet
         sent stays in the DLQ.
         """
@@ -342,8 +344,9 @@ class DeadLetterQueue:
             redriven = [d for d in letters if d.message_id not in kept]
             looping = 0
             for dead in redriven:
-                if sealer is not None and dead.taken_back >= MAX_TAKE_BACKS:
-                    self._seal_in_place(dead, sealer)
+                if crash_loops is not None and dead.taken_back >= MAX_TAKE_BACKS:
+                    crash_loops.seal_in_place(dead)
+                    self._held.forget(dead.message_id)
                     looping += 1
                 else:
                     self.resend(dead, dead.raw_body, taken_back=True)
@@ -352,20 +355,6 @@ class DeadLetterQueue:
             self.release()
         self.crash_looped = looping
         return TakeBack(len(redriven) - looping, complete=self.cut_short is None, held_elsewhere=held_elsewhere)
-
-    def _seal_in_place(self, dead: DeadLetter, sealer: BodySealer) -> None:
-        """Replace `dead` in the DLQ by its sealed dead letter, reason `crash_loop`; log it by message id."""
-        envelope = sealer.seal([dead.raw_body])[0]  # DependencyDown: it stays as it is, tried next time
-        attributes = crash_loop_attributes(
-            dead.message_id, dead.sent_timestamp_ms, dead.taken_back, dead.producer_event_id, dead.raw_body
-        )
-        try:
-            self._client.send_message(QueueUrl=self._dlq_url, MessageBody=envelope, MessageAttributes=attributes)
-            self._client.delete_message(QueueUrl=self._dlq_url, ReceiptHandle=dead.receipt_handle)
-        except SQS_ERRORS as error:
-            raise_for(error, "dead-letter a crash loop")
-        self._held.forget(dead.message_id)
-        log_crash_loop(dead.message_id, dead.taken_back)
 
     def _held_elsewhere(self) -> int:
         """DLQ messages in flight but not held by this object's listing, or delayed; ask before release().

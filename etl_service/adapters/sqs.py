@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import boto3
 import botocore.config
 
+from etl_service.adapters.crash_loop_letters import CrashLoopLetters
 from etl_service.adapters.dead_letter_queue import LISTING_LEASE_SECONDS, LISTING_LIMIT, DeadLetterQueue
 from etl_service.adapters.sqs_common import (
     EVENT_ID_ATTRIBUTE,
@@ -290,7 +291,8 @@ class SqsQueue:
         `complete` is False when the listing could not read the whole DLQ.
         """
         dlq = DeadLetterQueue(self._client, self._queue_url, self._dlq_url)
-        return dlq.take_back_redriven(limit, self._prover, self._sealer)
+        crash_loops = CrashLoopLetters(self._client, self._dlq_url, self._sealer) if self._sealer else None
+        return dlq.take_back_redriven(limit, self._prover, crash_loops)
 
     def dead_letters_held(self) -> int:
         """Approximate in-flight and delayed counts of the DLQ (one GetQueueAttributes call)."""

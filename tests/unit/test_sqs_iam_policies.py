@@ -23,7 +23,11 @@ POLICIES = ROOT / "deploy" / "aws"
 SOURCE_ARN = "arn:aws:sqs:REGION:ACCOUNT_ID:login-queue"
 DLQ_ARN = "arn:aws:sqs:REGION:ACCOUNT_ID:login-queue-dlq"
 QUEUE_OF = {"self._queue_url": (SOURCE_ARN,), "self._dlq_url": (DLQ_ARN,), "url": (SOURCE_ARN, DLQ_ARN)}
-ETL_ADAPTERS = ("etl_service/adapters/sqs.py", "etl_service/adapters/dead_letter_queue.py")
+ETL_ADAPTERS = (
+    "etl_service/adapters/sqs.py",
+    "etl_service/adapters/dead_letter_queue.py",
+    "etl_service/adapters/crash_loop_letters.py",
+)
 SHARED = "etl_service/adapters/sqs_common.py"
 """Helpers taking (client, queue_url, ...): their calls count where they are called, not here."""
 HELPER_ACTION = "sqs:GetQueueAttributes"
