@@ -25,9 +25,9 @@ from etl_service.adapters.sqs_common import (
 )
 from etl_service.adapters.sqs_resent_times import believed_sent_times, claims_a_checkable_time, string_attribute
 from etl_service.domain.messages import DEAD_LETTER_ATTRIBUTES, QueueMessage, check_event_id
+from etl_service.domain.redelivery import retry_delay
 from etl_service.domain.resent_times import RESENT_FROM_ATTRIBUTE, SENT_TIME_TAG_ATTRIBUTE, ResentTimeVerifier
 from etl_service.errors import DependencyDown
-from etl_service.service.batch import retry_delay
 from etl_service.service.own_dead_letters import CiphertextProver
 from etl_service.service.ports import BodySealer, QueueDepth, TakeBack
 

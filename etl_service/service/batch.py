@@ -42,6 +42,7 @@ from etl_service.domain.messages import (
     quarantine_record,
     to_row,
 )
+from etl_service.domain.redelivery import MAX_RETRY_DELAY_SECONDS, retry_delay
 from etl_service.domain.validation import (
     DEFAULT_DEVICE_TYPES,
     MAX_BODY_BYTES,
@@ -62,13 +63,6 @@ from etl_service.service.sealing import DiscardBodies
 from etl_service.service.validate_step import Accepted, Rejected, validate_messages, without_own_event_id
 
 log = logging.getLogger(__name__)
-
-MAX_RETRY_DELAY_SECONDS = 900
-
-
-def retry_delay(receive_count: int, base_seconds: int = 2) -> int:
-    """Exponential backoff from the SQS receive count: 2, 4, 8 ... capped at 15 minutes."""
-    return int(min(base_seconds * 2 ** max(receive_count - 1, 0), MAX_RETRY_DELAY_SECONDS))
 
 
 class BatchProcessor:

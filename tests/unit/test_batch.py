@@ -10,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etl_service.domain.messages import QuarantineRecord, UserLoginRow, check_event_id
+from etl_service.domain.redelivery import retry_delay
 from etl_service.errors import DependencyDown, Misconfigured, Throttled, VaultCallFailed, vault_status_error
-from etl_service.service.batch import BatchProcessor, retry_delay
+from etl_service.service.batch import BatchProcessor
 from etl_service.service.ports import WriteResult
 from tests.unit.etl_builders import RecordingSealer, consumer, good, message
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
