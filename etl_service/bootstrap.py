@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -113,7 +114,8 @@ def bootstrap(
         kwargs={"application_name": "tokenvault-etl"},
     )
     pool.open(wait=False)
-    tokenizer, store = GrpcTokenizer(channel), PostgresLoginStore(pool)
+    stopping = threading.Event()  # Consumer.stop sets it: a Tokenize waiting out the vault's quota stops waiting
+    tokenizer, store = GrpcTokenizer(channel, stopping=stopping), PostgresLoginStore(pool)
     processor = BatchProcessor(
         queue, tokenizer, store, config.device_types, config.max_body_bytes, sealer, max_receive_count
     )
@@ -134,7 +136,7 @@ def bootstrap(
         store.ready()
 
     gate = DependencyGate(probe, observer)
-    consumer = Consumer(queue, processor, settings, gate, ledger_for(settings), observer)
+    consumer = Consumer(queue, processor, settings, gate, ledger_for(settings), observer, stopping)
     return Wired(consumer, queue, processor, tokenizer, store, pool, channel, config.database_dsn, sealer)
 
 

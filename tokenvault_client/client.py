@@ -36,7 +36,7 @@ from tokenvault_client.models import (
     TokenOutcome,
     TokenType,
 )
-from tokenvault_client.retry import RetryPolicy, call_with_retry
+from tokenvault_client.retry import RetryPolicy, Sleep, call_with_retry
 
 T = TypeVar("T")
 
@@ -73,10 +73,14 @@ class VaultClient:
         retry: RetryPolicy | None = None,
         limits: ChunkLimits | None = None,
         stub: VaultStub | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Sleep = time.sleep,
         on_wait: Waiting | None = None,
     ) -> None:
-        """Wrap `channel` (or, in unit tests, a fake `stub`); `identity` only names the caller in errors."""
+        """Wrap `channel` (or, in unit tests, a fake `stub`); `identity` only names the caller in errors.
+
+        `sleep` waits between attempts; one that returns True (a stop event's `wait`) ends the wait and
+        the call with the error waited for (tokenvault_client.retry.Sleep). `on_wait` is told before each wait.
+        """
         if stub is None:
             if channel is None:
                 raise ValueError("VaultClient needs a channel or a stub")

@@ -39,10 +39,16 @@ NO_RETRY = RetryPolicy(max_attempts=1, max_rate_limit_wait=0.0)
 """Fail on the first error."""
 
 
+Sleep = Callable[[float], object]
+"""Waits the given seconds. A true result means the wait was cut short - the caller is stopping - and
+the client raises the error it was waiting out instead of trying again: `threading.Event.wait` of a
+stop event is such a sleep (True once the event is set); `time.sleep` (None) is never cut short."""
+
+
 def call_with_retry(
     call: Callable[[], T],
     policy: RetryPolicy,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Sleep = time.sleep,
     on_wait: Callable[[VaultClientError, float], None] | None = None,
     splittable: bool = False,
 ) -> T:
@@ -51,7 +57,7 @@ def call_with_retry(
     A rate limit that says the call itself is too big is raised at once: only splitting the
     call helps. When the caller can split (`splittable`), a call refused a second time in a row
     after waiting as told is raised too, marked `repeated`. `on_wait(error, seconds)` is told
-    before every wait.
+    before every wait; a wait `sleep` cuts short (see Sleep) raises the error waited for.
     """
     attempt, waited_for_rate, refusals = 0, 0.0, 0
     while True:
@@ -75,4 +81,5 @@ def call_with_retry(
             log.info("vault call failed (%s); retrying in %.2f s", error.code.name, wait)
         if on_wait:
             on_wait(waiting_for, wait)
-        sleep(wait)
+        if sleep(wait):  # cut short: the caller is stopping
+            raise waiting_for

@@ -1,32 +1,59 @@
-"""The vault service over gRPC (mTLS as identity `etl-service`), implementing Tokenizer."""
+"""The vault service over gRPC (mTLS as identity `etl-service`), implementing Tokenizer.
+
+The vault's quota paces the ETL within a receive: a metered Tokenize (RESOURCE_EXHAUSTED with
+`retry-after-ms`) is tried again after the vault's retry-after, by the vault client itself
+(`RetryPolicy.max_rate_limit_wait`), for up to MAX_THROTTLED_WAIT_SECONDS in all. A quota is not an
+outage (attack 19, finding 2): postponing the batch would make SQS count one more receive toward the
+redrive limit each time the vault says "later", although the vault is up; the batch waits instead,
+its messages held and their leases kept by the lease keeper. Past that wait, or once the consumer
+stops (`stopping`, which ends a wait at once), the refusal goes up as `Throttled` and the batch is
+postponed for at least the vault's retry-after (service/batch.py), the gate closed as long.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 
 import grpc
 
 from etl_service.errors import DependencyDown, Misconfigured, vault_status_error
-from tokenvault_client import NO_RETRY, ChunkLimits, RateLimited, TokenType, VaultClient, VaultClientError
+from tokenvault_client import ChunkLimits, RateLimited, RetryPolicy, TokenType, VaultClient, VaultClientError
 
 log = logging.getLogger(__name__)
 
 MAX_ITEMS_PER_CALL = 5_000
 PROBE_IP = "192.0.2.1"
 PROBE_DEVICE_ID = "tokenvault-etl-start-up-probe"
+MAX_THROTTLED_WAIT_SECONDS = 30.0
+"""How long a Tokenize the vault meters waits within its receive, in all, before its batch is postponed instead."""
 
 
 class GrpcTokenizer:
     """Tokenizes ips and device ids in batched Tokenize calls, through the project's vault client.
 
-    The client knows the channel, deadlines and chunking; it does not retry here (NO_RETRY):
-    the ETL decides by the kind of error itself (postpone, stop, isolate; etl_service/errors.py).
+    The client knows the channel, deadlines and chunking, and waits out the vault's quota (the
+    module's docstring); it retries nothing else (`max_attempts=1`): for an outage, a refusal or
+    a bug the ETL decides by the kind of error itself (postpone, stop, isolate; etl_service/errors.py).
     """
 
-    def __init__(self, channel: grpc.Channel, timeout_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        timeout_seconds: float = 10.0,
+        stopping: threading.Event | None = None,
+        max_throttled_wait: float = MAX_THROTTLED_WAIT_SECONDS,
+    ) -> None:
+        """`stopping`: the consumer's stop event (bootstrap shares it); once set, a quota wait ends at once."""
+        self.stopping = stopping if stopping is not None else threading.Event()
         self._client = VaultClient(
-            channel, deadline=timeout_seconds, retry=NO_RETRY, limits=ChunkLimits(max_items=MAX_ITEMS_PER_CALL)
+            channel,
+            deadline=timeout_seconds,
+            retry=RetryPolicy(max_attempts=1, max_rate_limit_wait=max_throttled_wait),
+            limits=ChunkLimits(max_items=MAX_ITEMS_PER_CALL),
+            sleep=self.stopping.wait,  # True once set: the client raises the refusal it waited out
+            on_wait=_quota_reached,
         )
 
     def ready(self) -> None:
@@ -80,3 +107,8 @@ class GrpcTokenizer:
         if refused:
             log.warning("vault refused values", extra={"refused_count": refused})
         return ip_tokens, device_tokens
+
+
+def _quota_reached(error: VaultClientError, seconds: float) -> None:
+    """The client's on_wait: under this policy only a metered refusal is waited out."""
+    log.info("vault quota reached: waiting its retry-after", extra={"retry_after_s": seconds})

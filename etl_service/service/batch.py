@@ -15,10 +15,10 @@ Order matters for "lose nothing, duplicate nothing":
 A crash or outage anywhere before 5 leaves the messages in the queue; redelivery repeats the
 steps and the idempotent load adds nothing twice.
 
-Failures are handled by kind (etl_service.errors): a metered refusal (`Throttled`) is waited out
-within the receive, the leases kept, for up to `max_throttled_wait` seconds (a quota paces the ETL
-and spends no receive); a dependency down postpones the batch (a metered refusal past that wait
-for at least the vault's retry-after), and a message of it on its last receive
+Failures are handled by kind (etl_service.errors): a metered refusal is waited out within the
+receive by the vault client, the leases kept, for up to 30 s (adapters/vault_client.py: a quota
+paces the ETL and spends no receive); a dependency down postpones the batch (a metered refusal past
+that wait, `Throttled`, for at least the vault's retry-after), and a message of it on its last receive
 before the redrive limit is sealed and dead-lettered as `dependency_unavailable` (attack 19,
 finding 2: SQS's redrive moved good events to the DLQ in clear) - one validation refused with its
 own reason, each under the id validation left it (review 20, R20-9); a misconfiguration releases it
@@ -56,7 +56,6 @@ from etl_service.service.outcomes import (
     PROCESSING_FAILED,
     BatchOutcome,
 )
-from etl_service.service.paced_tokenizer import MAX_THROTTLED_WAIT_SECONDS, PacedTokenizer
 from etl_service.service.ports import BodySealer, LoginStore, Queue, ReusedEventId, Tokenizer
 from etl_service.service.returned_letters import ReturnedLetter
 from etl_service.service.sealing import DiscardBodies
@@ -77,18 +76,15 @@ class BatchProcessor:
         max_body_bytes: int = MAX_BODY_BYTES,
         sealer: BodySealer | None = None,
         max_receive_count: int | None = None,
-        max_throttled_wait: float = MAX_THROTTLED_WAIT_SECONDS,
     ) -> None:
         self._queue = queue
-        self._tokenizer = PacedTokenizer(tokenizer, max_throttled_wait)
+        self._tokenizer = tokenizer
         self._store = store
         self._device_types = device_types
         self._max_body_bytes = max_body_bytes
         self._sealer = sealer or DiscardBodies()
         self._max_receive_count = max_receive_count
         """The source queue's redrive limit: a message received this many times is on its last receive."""
-        self.stopping = self._tokenizer.stopping
-        """Set when the consumer stops: a batch waiting out the vault's quota stops waiting (and is postponed)."""
 
     def process(self, messages: Sequence[QueueMessage]) -> BatchOutcome:
         """Process `messages`; nothing raises: outages, refusals and bugs become the outcome."""

@@ -83,14 +83,20 @@ class Consumer:
         gate: DependencyGate,
         ledger: InFlight,
         observer: ConsumerObserver,
+        stop_requested: threading.Event | None = None,
     ) -> None:
+        """`stop_requested`: the event stop() sets (its own when None).
+
+        Bootstrap shares it with the vault adapter, whose waits for the vault's quota end once it is set
+        (adapters/vault_client.py).
+        """
         self._queue = queue
         self._processor = processor
         self._settings = settings
         self._gate = gate
         self._ledger = ledger
         self._observer = observer
-        self.stop_requested = threading.Event()
+        self.stop_requested = stop_requested if stop_requested is not None else threading.Event()
         self._run: _Run | None = None
 
     @property
@@ -109,7 +115,6 @@ class Consumer:
     def stop(self) -> None:
         """Stop receiving; what was received is still processed, within the grace period."""
         self.stop_requested.set()
-        self._processor.stopping.set()  # a batch waiting out the vault's quota stops waiting
         if self._run is not None:
             self._run.request_stop()
 

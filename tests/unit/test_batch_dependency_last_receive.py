@@ -3,6 +3,7 @@
 Attack 19, finding 2: a metered refusal (RESOURCE_EXHAUSTED with `retry-after-ms`) was an outage
 whose probe (health, `SELECT 1`) passed at once, and a message whose batch failed for a dependency
 on its last receive was postponed, so SQS's redrive moved it to the DLQ with its body in clear.
+The waits within a receive are the vault client's: tests/unit/test_etl_quota_waits.py.
 """
 
 import itertools
@@ -85,41 +86,6 @@ def test_a_failure_soon_after_the_gate_reopened_continues_the_growing_pause() ->
         assert gate.wait_open(threading.Event())
         opened.append(time.monotonic() - before)
     assert all(b > a + 0.05 for a, b in itertools.pairwise(opened)), opened  # 0.1, 0.2, 0.4 s: not 0.1 each time
-
-
-class BriefQuotaTokenizer(FakeTokenizer):
-    """Refuses the first `refusals` calls over the quota with a short retry-after, then serves."""
-
-    def __init__(self, refusals: int, retry_after: float = 0.05) -> None:
-        super().__init__()
-        self.refusals, self.retry_after, self.attempts = refusals, retry_after, 0
-
-    def tokenize(self, ips: Sequence[str], device_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
-        self.attempts += 1
-        if self.attempts <= self.refusals:
-            raise vault_status_error("RESOURCE_EXHAUSTED", "quota", "Tokenize", retry_after=self.retry_after)
-        return super().tokenize(ips, device_ids)
-
-
-def test_a_metered_batch_waits_out_the_retry_after_within_its_receive_and_spends_no_receive() -> None:
-    queue, store, tokenizer = FakeQueue(), FakeLoginStore(), BriefQuotaTokenizer(refusals=3)
-    processor = BatchProcessor(queue, tokenizer, store, max_receive_count=1)  # its only receive
-    outcome = processor.process([message(1, good(1))])
-    assert (outcome.loaded, outcome.retried, outcome.failed_dependency) == (1, 0, None)
-    assert tokenizer.attempts == 4 and not queue.dead_lettered and not queue.retry_delays
-
-
-def test_past_its_wait_or_at_a_stop_a_metered_batch_is_postponed() -> None:
-    queue = FakeQueue()
-    tokenizer = BriefQuotaTokenizer(refusals=100, retry_after=0.05)
-    outcome = BatchProcessor(queue, tokenizer, FakeLoginStore(), max_throttled_wait=0.2).process([message(1, good(1))])
-    assert outcome.failed_dependency == "vault" and queue.retry_delays == [2] and tokenizer.attempts == 5
-    queue, tokenizer = FakeQueue(), BriefQuotaTokenizer(refusals=100, retry_after=20.0)
-    processor = BatchProcessor(queue, tokenizer, FakeLoginStore())
-    threading.Timer(0.1, processor.stopping.set).start()
-    started = time.monotonic()
-    outcome = processor.process([message(1, good(1))])
-    assert time.monotonic() - started < 5 and queue.retry_delays == [20]
 
 
 class FailingTokenizer(FakeTokenizer):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -204,6 +206,24 @@ def test_rate_limit_waits_stop_at_the_policys_budget() -> None:
     with pytest.raises(RateLimited) as raised:
         vault.detokenize(["t1"], "CASE-1")
     assert slept == [4.0, 4.0] and raised.value.retry_after == 4.0
+
+
+def test_a_wait_the_sleep_cuts_short_raises_the_refusal_waited_for_without_trying_again() -> None:
+    stub = FakeStub()
+    stub.failures = [FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "later", (("retry-after-ms", "20000"),))] * 2
+    stopping, waited = threading.Event(), []
+    stopping.set()  # the caller is stopping: Event.wait returns True at once
+
+    def sleep(seconds: float) -> bool:
+        waited.append(seconds)
+        return stopping.wait(seconds)
+
+    vault = VaultClient(None, stub=stub, retry=RetryPolicy(max_attempts=1, max_rate_limit_wait=30.0), sleep=sleep)
+    started = time.monotonic()
+    with pytest.raises(RateLimited) as raised:
+        vault.tokenize([(TokenType.IP, "10.0.0.1")])
+    assert time.monotonic() - started < 1 and waited == [20.0] and raised.value.retry_after == 20.0
+    assert len(stub.failures) == 1  # one attempt: the second refusal was never asked for
 
 
 def test_a_call_larger_than_the_burst_is_halved_until_it_fits() -> None:
