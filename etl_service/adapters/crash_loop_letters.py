@@ -7,7 +7,8 @@ processes each period, and every message in flight with them would spend a recei
 R20-12). So each take-back counts itself on the copy it sends (TAKEN_BACK_ATTRIBUTE, moved along
 by the redrive); a message the redrive moved again after MAX_TAKE_BACKS take-backs is not sent
 back: it is sealed and dead-lettered in place as `crash_loop` (its body never read here), logged
-by message id, and the operator decides (`dead-letters show`/`resend`). The attribute is anyone's
+by message id, counted (TakeBack.crash_looped: `etl_messages_quarantined_total{reason="crash_loop"}`,
+which pages), and the operator decides (`dead-letters show`/`resend`). The attribute is anyone's
 to set: a producer setting it only gets its message sealed in the DLQ, should the redrive move it.
 
 Sealing in place is the ETL's alone (`CrashLoopLetters`, given to the take-back by SqsQueue when it
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from etl_service.adapters.sqs_common import EVENT_ID_ATTRIBUTE, SQS_ERRORS, raise_for
 from etl_service.domain.own_values import own_value_in
 from etl_service.domain.validation import raw_own_values
+from etl_service.service.outcomes import CRASH_LOOP
 from etl_service.service.sealing import SQS_MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
@@ -35,8 +37,6 @@ TAKEN_BACK_ATTRIBUTE = "tokenvault_taken_back"
 """How many take-backs sent this message back from the DLQ (set on each copy a take-back sends)."""
 MAX_TAKE_BACKS = 1
 """A message the redrive moves again after this many take-backs is dead-lettered as CRASH_LOOP."""
-CRASH_LOOP = "crash_loop"
-"""The reason of a message the redrive moved to the DLQ again after a take-back."""
 _MAX_COUNT_DIGITS = 6
 
 

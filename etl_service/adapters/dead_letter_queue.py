@@ -223,8 +223,6 @@ class DeadLetterQueue:
         self._held = HeldLetters()
         self.cut_short: str | None = None
         """Why the last `list` stopped before reading the whole DLQ (None: it read it whole)."""
-        self.crash_looped = 0
-        """Messages the last take_back_redriven dead-lettered as `crash_loop` instead of sending back."""
 
     def check(self) -> QueuePair:
         """Prove the DLQ is the source queue's own dead-letter queue before anything is read or sent.
@@ -332,7 +330,7 @@ class DeadLetterQueue:
         rest: unread, perhaps to take back (SQS's approximate counts).
         With `crash_loops` (the ETL's: run mode, a drain), a message the redrive moved again after
         MAX_TAKE_BACKS take-backs is not sent back but sealed and dead-lettered in place as
-        `crash_loop` (crash_loop_letters): not counted in `taken`; `crash_looped` counts them.
+        `crash_loop` (crash_loop_letters): not counted in `taken`; TakeBack.crash_looped counts them.
         DependencyDown or Misconfigured when SQS, the prover or the sealer fails: what was not yet
         sent stays in the DLQ.
         """
@@ -353,8 +351,7 @@ class DeadLetterQueue:
             held_elsewhere = 0 if redriven else self._held_elsewhere()
         finally:
             self.release()
-        self.crash_looped = looping
-        return TakeBack(len(redriven) - looping, complete=self.cut_short is None, held_elsewhere=held_elsewhere)
+        return TakeBack(len(redriven) - looping, self.cut_short is None, held_elsewhere, crash_looped=looping)
 
     def _held_elsewhere(self) -> int:
         """DLQ messages in flight but not held by this object's listing, or delayed; ask before release().

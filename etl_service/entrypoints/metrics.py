@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from etl_service.service.outcomes import BatchOutcome, RunSummary
+from etl_service.service.outcomes import CRASH_LOOP, BatchOutcome, RunSummary
 
 RECEIVED = Counter("etl_messages_received_total", "Messages received from the source queue")
 LOADED = Counter("etl_rows_loaded_total", "Rows inserted into user_logins")
@@ -86,3 +86,7 @@ class MetricsObserver:
     def taken_back(self, count: int) -> None:
         """Count redriven messages run mode took back from the DLQ."""
         TAKEN_BACK.inc(count)
+
+    def crash_looped(self, count: int) -> None:
+        """Count crash loops a take-back sealed in the DLQ, as dead letters of their reason."""
+        QUARANTINED.labels(reason=CRASH_LOOP).inc(count)

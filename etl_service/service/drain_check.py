@@ -171,11 +171,14 @@ class DrainCheck:
                 self._check_succeeded()
                 return False
             step = "taking back the DLQ's letters that are not the ETL's"
-            taken, complete, held_elsewhere = self._queue.take_back_redriven()
+            took = self._queue.take_back_redriven()
         except DependencyDown as error:
             self._check_failed(step, error)
             return False
         self._check_succeeded()
+        taken, complete, held_elsewhere = took.taken, took.complete, took.held_elsewhere
+        if took.crash_looped:
+            self._observer.crash_looped(took.crash_looped)
         if taken:
             self.taken_back += taken
             log.warning("took back messages the redrive policy had moved to the DLQ", extra={"messages": taken})

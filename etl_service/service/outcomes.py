@@ -20,7 +20,11 @@ RELEASED_ON_LAST_RECEIVE = "released_on_last_receive"
 """The reason of a message the ETL dead-lettered itself, sealed, instead of releasing it on its last receive
 (a stop, a misconfiguration): released, SQS's next receive would move it to the DLQ in clear (review 20,
 R20-10). No quarantine row (the database may be what stopped the ETL); `dead-letters resend` sends it again."""
-UNLOADED_REASONS = (PROCESSING_FAILED, DEPENDENCY_UNAVAILABLE, RELEASED_ON_LAST_RECEIVE)
+CRASH_LOOP = "crash_loop"
+"""The reason of a message SQS's redrive moved to the DLQ again after a take-back sent it back: it may crash
+the ETL, so the take-back seals it and dead-letters it in place instead (adapters/crash_loop_letters.py;
+review 20, R20-12). No quarantine row; the operator decides (`dead-letters show`, `resend`)."""
+UNLOADED_REASONS = (PROCESSING_FAILED, DEPENDENCY_UNAVAILABLE, RELEASED_ON_LAST_RECEIVE, CRASH_LOOP)
 """The reasons of good events the ETL dead-lettered itself without loading them."""
 
 
@@ -128,6 +132,10 @@ class ConsumerObserver(Protocol):
         """Run mode's periodic take-back moved `count` redriven messages from the DLQ back to the source."""
         ...
 
+    def crash_looped(self, count: int) -> None:
+        """A take-back (run mode's or a drain's) dead-lettered `count` messages in place as CRASH_LOOP."""
+        ...
+
 
 class NoObserver:
     """Observes nothing."""
@@ -148,6 +156,9 @@ class NoObserver:
         """Ignore."""
 
     def taken_back(self, count: int) -> None:
+        """Ignore."""
+
+    def crash_looped(self, count: int) -> None:
         """Ignore."""
 
 
@@ -186,3 +197,8 @@ class FanOut:
         """Tell each observer."""
         for observer in self._observers:
             observer.taken_back(count)
+
+    def crash_looped(self, count: int) -> None:
+        """Tell each observer."""
+        for observer in self._observers:
+            observer.crash_looped(count)

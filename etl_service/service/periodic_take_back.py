@@ -60,15 +60,18 @@ class PeriodicTakeBack:
                 self.take_back_once()
 
     def take_back_once(self) -> int:
-        """One take-back; how many it moved (0 when it failed)."""
+        """One take-back; how many it moved (0 when it failed). Crash loops it dead-lettered are told too."""
         try:
-            taken = self._queue.take_back_redriven().taken
+            took = self._queue.take_back_redriven()
         except DependencyDown as error:
             log.warning("take-back of redriven dead letters failed; trying again later: %s", error)
             return 0
         except Misconfigured as error:
             self._fail(error)
             return 0
+        if took.crash_looped:
+            self._observer.crash_looped(took.crash_looped)
+        taken = took.taken
         if taken:
             log.warning("dead letters the redrive policy moved were taken back", extra={"messages": taken})
             self.taken_back += taken

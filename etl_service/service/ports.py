@@ -34,6 +34,9 @@ class TakeBack(NamedTuple):
     held_elsewhere: int = 0
     """When it took none: DLQ messages another reader held, or delayed, while its listing ran
     (unread, so perhaps to take back; SQS's approximate counts)."""
+    crash_looped: int = 0
+    """DLQ messages the redrive moved again after a take-back: sealed and dead-lettered in place as
+    `crash_loop` instead of taken back (the ETL's take-back only; not counted in `taken`)."""
 
 
 class Queue(Protocol):

@@ -68,14 +68,14 @@ def test_a_take_back_long_polls_and_finds_the_letter_a_short_poll_would_miss() -
 def test_a_take_back_that_reaches_its_limit_says_it_did_not_read_the_dlq_whole() -> None:
     client = LargeDlq(reasoned=100)  # attack 11, finding 2: 10,000 with a reason, then one without
     dlq = DeadLetterQueue(client, SOURCE, DLQ, clock=client.clock)  # type: ignore[arg-type]
-    taken, complete, _ = dlq.take_back_redriven(limit=100)
+    taken, complete, *_ = dlq.take_back_redriven(limit=100)
     assert taken == 0 and not complete and "limit of 100" in (dlq.cut_short or "")
 
 
 def test_a_take_back_below_its_limit_reads_the_dlq_whole_and_takes_the_reasonless_letter_back() -> None:
     client = LargeDlq(reasoned=98)  # 99 letters: fewer than the limit (exactly 100 could be all or not)
     dlq = DeadLetterQueue(client, SOURCE, DLQ, clock=client.clock)  # type: ignore[arg-type]
-    assert dlq.take_back_redriven(limit=100) == (1, True, 0) and client.sent == ["{}"]
+    assert dlq.take_back_redriven(limit=100) == (1, True, 0, 0) and client.sent == ["{}"]
 
 
 def test_a_listing_stops_before_its_lease_runs_out_and_lists_no_letter_twice() -> None:

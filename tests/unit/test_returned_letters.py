@@ -18,6 +18,7 @@ from etl_service.bootstrap import _sealer
 from etl_service.config import EtlConfig
 from etl_service.domain.messages import QueueMessage
 from etl_service.service.batch import BatchProcessor
+from etl_service.service.outcomes import CRASH_LOOP
 from etl_service.service.returned_letters import (
     KNOWN_REASONS,
     RETURNED,
@@ -101,6 +102,12 @@ def test_attributes_that_are_not_the_etls_are_replaced() -> None:
     assert returned is not None and returned.reason == RETURNED
     assert returned.origin.message_id == "m-copy"  # an id SQS would not issue is not believed
     assert returned_letter(moved_back(body=json.dumps(good(1))), KEY) is None
+
+
+def test_a_crash_loop_letter_moved_back_keeps_its_reason() -> None:
+    # crash_loop was missing from KNOWN_REASONS: a DLQ redrive of such a letter came back as dead_letter_returned.
+    returned = returned_letter(moved_back(attributes=(("reason", CRASH_LOOP),)), KEY, {CIPHERTEXT})
+    assert returned is not None and returned.reason == CRASH_LOOP
 
 
 def test_the_batch_sends_it_back_unchanged_and_counts_it_apart() -> None:

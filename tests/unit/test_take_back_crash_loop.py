@@ -15,9 +15,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
-from etl_service.adapters.crash_loop_letters import CRASH_LOOP, TAKEN_BACK_ATTRIBUTE
+from etl_service.adapters.crash_loop_letters import TAKEN_BACK_ATTRIBUTE
 from etl_service.adapters.sqs import SqsQueue
+from etl_service.entrypoints.metrics import MetricsObserver
+from etl_service.errors import Misconfigured
+from etl_service.service.drain_check import DrainCheck
+from etl_service.service.gate import DependencyGate
+from etl_service.service.inflight import InFlight
+from etl_service.service.outcomes import CRASH_LOOP
+from etl_service.service.periodic_take_back import PeriodicTakeBack
 from etl_service.service.sealing import dead_letter_body, read_dead_letter_body
 
 SOURCE, DLQ = "https://sqs.example/1/login-queue", "https://sqs.example/1/login-queue-dlq"
@@ -139,3 +147,25 @@ def test_without_a_sealer_the_operators_redrive_sends_it_back_counted() -> None:
     client.put(DLQ, EVENT, {TAKEN_BACK_ATTRIBUTE: {"DataType": "Number", "StringValue": "1"}})
     assert SqsQueue(client, SOURCE, DLQ).take_back_redriven().taken == 1  # type: ignore[arg-type]
     assert _attribute(client.queues[SOURCE][0], TAKEN_BACK_ATTRIBUTE) == "2"
+
+
+@pytest.mark.parametrize("mode", ["run", "drain"])
+def test_a_crash_loop_letter_counts_in_the_dead_letter_metric_under_its_reason(mode: str) -> None:
+    # Before, it was only logged (and counted on the DeadLetterQueue object): etl_messages_quarantined_total
+    # never showed it, so neither alert on dead letters (EtlEventsDeadLetteredUnloaded pages) could fire.
+    client, sealer = Queues(), Sealer()
+    queue = SqsQueue(client, SOURCE, DLQ, prover=sealer, sealer=sealer)  # type: ignore[arg-type]
+    client.put(DLQ, EVENT, {TAKEN_BACK_ATTRIBUTE: {"DataType": "Number", "StringValue": "1"}})
+    before = _crash_loops_counted()
+    gate, failed = DependencyGate(lambda: None), list[Misconfigured]()
+    if mode == "run":
+        assert PeriodicTakeBack(queue, gate, 300.0, MetricsObserver(), failed.append).take_back_once() == 0
+    else:
+        DrainCheck(queue, InFlight(10, 1), gate, 5, MetricsObserver()).drained()
+    [letter] = client.queues[DLQ]
+    assert _attribute(letter, "reason") == CRASH_LOOP and not failed
+    assert _crash_loops_counted() == before + 1
+
+
+def _crash_loops_counted() -> float:
+    return REGISTRY.get_sample_value("etl_messages_quarantined_total", {"reason": CRASH_LOOP}) or 0.0
