@@ -12,8 +12,9 @@ Nor when the owner, no superuser, also keeps that connection out (review 19, R19
 limit of the pool's size on the database, or CONNECT revoked. The server refuses the probe, so the
 database answers; the round fails as "every pooled connection is busy", and the refusal is told.
 
-Real PostgreSQL: a cluster of the module's own, owned by a role that is no superuser (the outage
-itself: test_audit_upkeep_database_down.py).
+Real PostgreSQL: a database of the module's own on the session's cluster, owned by a role that is no
+superuser - a connection limit and CONNECT are the database's, so the owner's statements reach no other
+test (the outage itself: test_audit_upkeep_database_down.py).
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ import contextlib
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from devstack.postgres import Postgres
 from tests.integration.own_audit_log import reveal_event
-from tests.integration.own_cluster import cluster_of_its_own
+from tests.integration.own_database import database_of_its_own
 from tests.unit.fakes import FakeAuditLog
 from vault_service.adapters.postgres import PostgresAuditLog
 from vault_service.bootstrap import open_vault_pool
@@ -39,20 +41,19 @@ from vault_service.service.audit_upkeep import AuditUpkeep
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 
 POOL_SIZE = 2
-OWNER = "tokenvault_db_owner"
-"""The database's owner in this cluster: a role without superuser, as a database team's would be."""
 KEEP_OUT = {
     "lock only": ([], []),
     "connection limit": (
-        [f"ALTER DATABASE tokenvault CONNECTION LIMIT {POOL_SIZE}"],
-        ["ALTER DATABASE tokenvault CONNECTION LIMIT -1"],
+        [f"ALTER DATABASE {{database}} CONNECTION LIMIT {POOL_SIZE}"],
+        ["ALTER DATABASE {database} CONNECTION LIMIT -1"],
     ),
     "connect revoked": (
-        ["REVOKE CONNECT ON DATABASE tokenvault FROM PUBLIC"],
-        ["GRANT CONNECT ON DATABASE tokenvault TO PUBLIC"],
+        ["REVOKE CONNECT ON DATABASE {database} FROM PUBLIC"],
+        ["GRANT CONNECT ON DATABASE {database} TO PUBLIC"],
     ),
 }
-"""What the owner runs, once the pool is held, so the server refuses any new connection of the vault's; its undoing."""
+"""What the owner runs on its database, once the pool is held, so the server refuses any new connection of the
+vault's; its undoing."""
 
 
 class _Signer:
@@ -62,19 +63,37 @@ class _Signer:
         return "sig:" + data.hex()
 
 
+@dataclass(frozen=True)
+class OwnedDatabase:
+    """A migrated database, its superuser's and vault service's DSNs, and `owner`, the role owning it."""
+
+    database: str
+    owner: str
+    admin_dsn: str
+    vault_dsn: str
+
+
 @pytest.fixture(scope="module")
-def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
-    """A cluster whose database `OWNER` owns (no superuser): what it may do, the owner of a managed database may."""
-    with cluster_of_its_own(tmp_path_factory.mktemp("pool-exhausted")) as pg:
-        with psycopg.connect(pg.admin_dsn, autocommit=True) as admin:
-            admin.execute(f"CREATE ROLE {OWNER} NOLOGIN NOSUPERUSER")
-            admin.execute(f"ALTER DATABASE tokenvault OWNER TO {OWNER}")
-        yield pg
+def pg(stack_env: dict[str, str]) -> Iterator[OwnedDatabase]:
+    """A database that a role with no superuser owns: what it may do, the owner of a managed database may."""
+    owner = f"pool_exhausted_owner_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {owner} NOLOGIN NOSUPERUSER")
+    try:
+        with database_of_its_own(stack_env, "pool_exhausted", migrated=True) as env:
+            with psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True) as admin:
+                row = admin.execute("SELECT current_database()").fetchone()
+                assert row is not None
+                admin.execute(f"ALTER DATABASE {row[0]} OWNER TO {owner}")
+            yield OwnedDatabase(row[0], owner, env["PG_ADMIN_DSN"], env["PG_VAULT_DSN"])
+    finally:
+        with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as admin:
+            admin.execute(f"DROP ROLE {owner}")
 
 
 @pytest.mark.parametrize("keep_out", KEEP_OUT, ids=list(KEEP_OUT))
 def test_a_pool_the_owners_lock_exhausts_is_a_failed_round_not_an_outage(
-    pg: Postgres, keep_out: str, caplog: pytest.LogCaptureFixture
+    pg: OwnedDatabase, keep_out: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     pool = open_vault_pool(pg.vault_dsn, POOL_SIZE)
     pool.timeout = 1.0  # the pool's wait for a connection (10 s in the service)
@@ -112,7 +131,7 @@ def test_a_pool_the_owners_lock_exhausts_is_a_failed_round_not_an_outage(
 
 
 @contextlib.contextmanager
-def _pool_held_by_the_owners_lock(pg: Postgres, pool: ConnectionPool) -> Iterator[None]:
+def _pool_held_by_the_owners_lock(pg: OwnedDatabase, pool: ConnectionPool) -> Iterator[None]:
     """Every connection of `pool` lent to a reveal waiting on the owner's lock on vault.tokens; all back after."""
     with psycopg.connect(pg.admin_dsn) as owner:
         owner.execute("LOCK TABLE vault.tokens IN ACCESS EXCLUSIVE MODE")
@@ -129,17 +148,17 @@ def _pool_held_by_the_owners_lock(pg: Postgres, pool: ConnectionPool) -> Iterato
 
 
 @contextlib.contextmanager
-def _as_owner(pg: Postgres, statements: list[str], undo: list[str]) -> Iterator[None]:
-    """`statements` run (and committed) as the database's owner, `undo` after."""
+def _as_owner(pg: OwnedDatabase, statements: list[str], undo: list[str]) -> Iterator[None]:
+    """`statements` (`{database}`: its name) run (and committed) as the database's owner, `undo` after."""
     with psycopg.connect(pg.admin_dsn, autocommit=True) as conn:
-        conn.execute(f"SET ROLE {OWNER}")
+        conn.execute(f"SET ROLE {pg.owner}")
         for statement in statements:
-            conn.execute(statement)
+            conn.execute(statement.format(database=pg.database))
         try:
             yield
         finally:
             for statement in undo:
-                conn.execute(statement)
+                conn.execute(statement.format(database=pg.database))
 
 
 def _read_tokens(pool: ConnectionPool) -> None:
