@@ -24,7 +24,7 @@ from rich.table import Table
 
 from devstack.events import OutgoingEvent, events_from_file, generate_events, send_events
 from devstack.procs import StackError, alive
-from devstack.sqs import sqs_client
+from devstack.sqs import identity_key, sqs_client
 from devstack.stack import REPO, StackState, state_dir_from_env, up
 from tokenvault_client import ClientIdentity, ItemError, VaultClient, VaultClientError
 
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ids = [e.event_id for e in events]
     rows_before, quarantined_before = _counts(env["PG_ADMIN_DSN"], ids)
     started = time.monotonic()
-    send_events(sqs_client(env["SQS_ENDPOINT_URL"]), env["SQS_QUEUE_URL"], events)
+    send_events(sqs_client(env["SQS_ENDPOINT_URL"], identity_key(env, "producer")), env["SQS_QUEUE_URL"], events)
     source = str(args.file) if args.file else f"generator (seed {args.seed})"
     console.print(f"sent {len(events)} messages from {source} to login-queue")
     etl_running = etl_watch(state_dir)

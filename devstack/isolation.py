@@ -92,24 +92,27 @@ def can_run(user: str, executable: Path | str) -> bool:
     return subprocess.run(probe, capture_output=True, check=False).returncode == 0
 
 
-def python_command(user: str | None, venv: Path, module: str, *args: str) -> list[str]:
-    """`python -m module args` with the packages of `venv`, as a command `user` can run.
+def python_command(user: str | None, venv: Path, module: str | Path, *args: str) -> list[str]:
+    """`python -m module args` (or `python script args`, for a Path) with the packages of `venv`, as `user` can run it.
 
     The venv's own interpreter when `user` can run it. Otherwise (a pyenv Python under
     /root, say) the system's Python of the same version, started with `-S` (no system
-    site-packages that could shadow the venv's) and given the venv's site-packages.
+    site-packages that could shadow the venv's) and given the venv's site-packages. A
+    script's directory is not put on the import path (`-P`): the modules beside it stay out.
     """
     own = venv / "bin" / "python"
     if user is None or can_run(user, own):
-        return [str(own), "-m", module, *args]
+        return [str(own), *(["-P", str(module)] if isinstance(module, Path) else ["-m", module]), *args]
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     for candidate in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
         if Path(candidate).exists() and can_run(user, candidate):
             site_dir = venv / "lib" / f"python{version}" / "site-packages"
-            boot = (
-                f"import runpy, site; site.addsitedir({str(site_dir)!r}); "
-                f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+            run = (
+                f"runpy.run_path({str(module)!r}, run_name='__main__')"
+                if isinstance(module, Path)
+                else f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
             )
+            boot = f"import runpy, site; site.addsitedir({str(site_dir)!r}); {run}"
             return [candidate, "-S", "-c", boot, *args]
     raise StackError(
         f"user {user} cannot run {own.resolve()} (is it under a private home?) and there is no system"

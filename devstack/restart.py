@@ -3,7 +3,8 @@
 Only `make down` deletes the stack's data. When `up` finds a stack whose components are not all
 alive, it restarts them in place - Postgres on its data directory (user_logins and the vault's
 tables kept), ministack on its port (the queues are recreated empty: ministack keeps messages
-in memory only; the ETL is restarted with it), the two services with their settings - except
+in memory only; its IAM users too, with new keys written to stack.env; the ETL is restarted
+with it), the two services with their settings - except
 OpenBao: its dev server held the key-encryption key and the Transit keys in memory only, so a new
 one could not decrypt a single stored value. Then `up` refuses, says so, and leaves everything on disk.
 """
@@ -18,13 +19,13 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from devstack.envfile import read_env_file
+from devstack.envfile import read_env_file, write_env_file
 from devstack.isolation import isolation
 from devstack.postgres import pg_ctl, postmaster_pid
 from devstack.procs import StackError, alive, port_open, stop_pid, wait_until
 from devstack.services import start_etl_service, start_vault_service
 from devstack.sqs import start_sqs
-from devstack.stack import StackState, etl_service_env, vault_service_env
+from devstack.stack import StackState, etl_service_env, sqs_env, vault_service_env
 
 ORDER = ("openbao", "postgres", "ministack", "vault_service", "etl_service")
 
@@ -122,8 +123,11 @@ def restart_dead(state_dir: Path) -> list[str]:
                 user=iso.user("ministack"),
                 home=iso.home(state_dir, "ministack"),
                 port=port,
+                authenticated=True,
             )
             state.pids["ministack"] = sqs.pid
+            env |= sqs_env(sqs)  # new keys: the ETL restarts below with its own
+            write_env_file(state_dir / "stack.env", env)
         elif name == "vault_service":
             probe = (Path(env["TLS_CA_CERT"]), Path(env["ETL_TLS_CERT"]), Path(env["ETL_TLS_KEY"]))
             state.pids[name] = start_vault_service(

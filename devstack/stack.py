@@ -25,7 +25,7 @@ from devstack.openbao import KEK_NAME, SECRET_ID_USES, configure_dead_letters, c
 from devstack.postgres import pg_ctl, remove_cluster, start_postgres
 from devstack.procs import StackError, alive, free_port, stop_pid
 from devstack.services import start_etl_service, start_vault_service
-from devstack.sqs import DEV_CREDENTIALS, start_sqs
+from devstack.sqs import DEV_CREDENTIALS, SqsEndpoint, identity_env, identity_key, start_sqs
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = REPO / ".stack"
@@ -92,8 +92,29 @@ def etl_service_env(env: dict[str, str]) -> dict[str, str]:
         "ETL_METRICS_PORT": env["STACK_ETL_METRICS_PORT"],
         **_metrics_tls_env(env, "ETL_METRICS", "etl-metrics"),
         "ETL_MAX_BATCH_AGE_SECONDS": "0.5",
-        **DEV_CREDENTIALS,
+        **_region_env(),
+        **identity_key(env, "etl").env(),  # its own SQS key only
         **_sealing_env(env),
+    }
+
+
+def _region_env() -> dict[str, str]:
+    return {name: DEV_CREDENTIALS[name] for name in ("AWS_REGION", "AWS_DEFAULT_REGION")}
+
+
+def sqs_env(sqs: SqsEndpoint) -> dict[str, str]:
+    """The env file values of the SQS endpoint: where it listens and each identity's key.
+
+    AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are the DLQ operators' (a sourced stack.env runs
+    `dead-letters`); the producer's and the ETL's are under SQS_PRODUCER_* and SQS_ETL_*.
+    """
+    return {
+        **_region_env(),
+        **sqs.keys["dlq-operator"].env(),
+        **identity_env(sqs.keys),
+        "SQS_ENDPOINT_URL": sqs.endpoint_url,
+        "SQS_QUEUE_URL": sqs.queue_url,
+        "SQS_DLQ_URL": sqs.dlq_url,
     }
 
 
@@ -126,6 +147,7 @@ def start_components(
     secret_id_uses: int = SECRET_ID_USES,
     isolate: bool = False,
     huge_pages: bool = False,
+    authenticate_sqs: bool = False,
 ) -> dict[str, str]:
     """OpenBao, SQS, Postgres and certificates; returns the env file values (no services yet).
 
@@ -133,6 +155,8 @@ def start_components(
     user and only its own key (devstack/isolation.py). Otherwise (the tests' stack) the CA key
     stays in the root-only `ca/` directory, for tests that mint certificates.
     `huge_pages`: Postgres's shared memory in huge pages reserved for it (devstack/hugepages.py).
+    `authenticate_sqs` (`make up`): ministack checks every key and each identity's policy
+    (devstack/sqs.py); otherwise (the tests' stack, which makes queues of its own) it takes any key.
     """
     iso = isolation(isolate)
     logs, secrets_dir, certs_dir = state_dir / "logs", state_dir / "secrets", state_dir / "certs"
@@ -148,7 +172,12 @@ def start_components(
     iso.give(transit.secret_id_file, "vault_service", 0o400)
     dead_letters = configure_dead_letters(bao, secrets_dir)
     iso.give(dead_letters.secret_id_file, "etl_service", 0o400)
-    sqs = start_sqs(logs / "ministack.log", user=iso.user("ministack"), home=iso.home(state_dir, "ministack"))
+    sqs = start_sqs(
+        logs / "ministack.log",
+        user=iso.user("ministack"),
+        home=iso.home(state_dir, "ministack"),
+        authenticated=authenticate_sqs,
+    )
     state.pids["ministack"] = sqs.pid
     pg = start_postgres(state_dir, huge_pages)
     state.postgres = {
@@ -167,10 +196,7 @@ def start_components(
     vault_metrics, etl_metrics = free_port(), free_port()
     return {
         "STACK_DIR": str(state_dir),
-        **DEV_CREDENTIALS,
-        "SQS_ENDPOINT_URL": sqs.endpoint_url,
-        "SQS_QUEUE_URL": sqs.queue_url,
-        "SQS_DLQ_URL": sqs.dlq_url,
+        **sqs_env(sqs),
         "VAULT_ADDR": bao.address,
         "BAO_ADDR": bao.address,
         "VAULT_ROOT_TOKEN_FILE": str(transit.root_token_file),
@@ -227,7 +253,13 @@ def up(state_dir: Path, with_services: bool = True) -> dict[str, str]:
     state_dir.mkdir(parents=True, exist_ok=True)
     state = StackState()
     try:
-        env = start_components(state_dir, state, isolate=True, huge_pages=os.environ.get(RESERVE_HUGE_PAGES) == "1")
+        env = start_components(
+            state_dir,
+            state,
+            isolate=True,
+            huge_pages=os.environ.get(RESERVE_HUGE_PAGES) == "1",
+            authenticate_sqs=True,
+        )
         state.save(state_dir / "state.json")
         if with_services:
             iso = isolation(True)
@@ -313,17 +345,22 @@ class TemporaryStack:
 
 
 @contextmanager
-def temporary_components(prefix: str, huge_pages: bool = False) -> Iterator[TemporaryStack]:
+def temporary_components(
+    prefix: str, huge_pages: bool = False, authenticate_sqs: bool = False
+) -> Iterator[TemporaryStack]:
     """OpenBao, SQS, Postgres and certificates in a fresh directory, all stopped and deleted on exit.
 
-    `huge_pages`: as in `start_components` (the benchmarks measure the vault as production runs it).
+    `huge_pages`, `authenticate_sqs`: as in `start_components` (the benchmarks measure the vault
+    as production runs it; the ETL's benchmark can run on an authenticated endpoint).
     """
     state_dir = Path(tempfile.mkdtemp(prefix=prefix))
     state_dir.chmod(0o755)  # Postgres runs as an unprivileged user and must reach its data directory
     stack = TemporaryStack({}, StackState(), state_dir)
     try:
         # A test session starts a vault (one login each) a few hundred times.
-        stack.env = start_components(state_dir, stack.state, secret_id_uses=2000, huge_pages=huge_pages)
+        stack.env = start_components(
+            state_dir, stack.state, secret_id_uses=2000, huge_pages=huge_pages, authenticate_sqs=authenticate_sqs
+        )
         stack.save()
         yield stack
     finally:

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from botocore.exceptions import ClientError
 
 from devstack.envfile import read_env_file
 from devstack.events import send_events
 from devstack.isolation import SERVICE_USERS
 from devstack.procs import alive
-from devstack.sqs import sqs_client
+from devstack.sqs import identity_key, sqs_client
 from devstack.stack import StackState
 from tests.leaky_events import leaked, leaky_events, raw_values
 from tests.metrics_scrape import quarantined_total, scrape, stack_scrape
@@ -70,6 +71,25 @@ def test_env_file_says_where_everything_listens(stack_dir: Path) -> None:
     assert Path(env["ANALYST_TLS_CERT"]).exists() and Path(env["ANALYST_TLS_KEY"]).exists()
 
 
+def test_sqs_refuses_the_dev_key_and_each_service_holds_its_own_key_only(stack_dir: Path) -> None:
+    env = read_env_file(stack_dir / "stack.env")
+    with pytest.raises(ClientError) as refused:
+        sqs_client(env["SQS_ENDPOINT_URL"]).get_queue_attributes(QueueUrl=env["SQS_QUEUE_URL"])
+    assert refused.value.response["Error"]["Code"] == "InvalidClientTokenId"
+    environs = {name: process_env(pid) for name, pid in StackState.load(stack_dir / "state.json").pids.items()}
+    root = environs["ministack"]["AWS_ACCESS_KEY_ID"]  # the set-up's root key: ministack's alone
+    assert root not in (stack_dir / "stack.env").read_text()
+    assert environs["etl_service"]["AWS_ACCESS_KEY_ID"] == identity_key(env, "etl").access_key_id
+    others = {root, *(identity_key(env, who).access_key_id for who in ("producer", "dlq-operator"))}
+    for name in ("etl_service", "vault_service", "openbao"):
+        assert not others & set(environs[name].values()), name
+
+
+def process_env(pid: int) -> dict[str, str]:
+    entries = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+    return dict(entry.split("=", 1) for entry in entries if "=" in entry)
+
+
 def test_demo_with_the_exercise_sample_reports_99_loaded_1_quarantined(stack_dir: Path) -> None:
     first = run("-m", "devstack.demo", "--file", str(SAMPLE), state_dir=stack_dir)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -98,7 +118,9 @@ def test_etl_runs_as_a_service_a_message_sent_is_loaded(stack_dir: Path) -> None
         "locale": "en-US",
         "device_id": "999-99-0001",
     }
-    sqs_client(env["SQS_ENDPOINT_URL"]).send_message(QueueUrl=env["SQS_QUEUE_URL"], MessageBody=json.dumps(body))
+    sqs_client(env["SQS_ENDPOINT_URL"], identity_key(env, "producer")).send_message(
+        QueueUrl=env["SQS_QUEUE_URL"], MessageBody=json.dumps(body)
+    )
     deadline = time.monotonic() + 30
     row = None
     while row is None and time.monotonic() < deadline:
@@ -114,7 +136,7 @@ def test_service_logs_quarantine_and_metrics_contain_no_raw_pii(stack_dir: Path)
     env = read_env_file(stack_dir / "stack.env")
     # Rejected events too: a rejection message is where an ip or device id would be quoted.
     leaky = leaky_events()
-    send_events(sqs_client(env["SQS_ENDPOINT_URL"]), env["SQS_QUEUE_URL"], leaky.events)
+    send_events(sqs_client(env["SQS_ENDPOINT_URL"], identity_key(env, "producer")), env["SQS_QUEUE_URL"], leaky.events)
     deadline = time.monotonic() + 30
     quarantined: dict[str, str] = {}
     while len(quarantined) < len(leaky.events):

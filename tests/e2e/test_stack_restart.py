@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
@@ -18,7 +19,10 @@ from devstack.envfile import read_env_file
 from devstack.events import events_from_file, send_events
 from devstack.procs import alive
 from devstack.restart import components
-from devstack.sqs import sqs_client
+from devstack.sqs import identity_key, sqs_client
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "sample_data.json"
@@ -49,6 +53,10 @@ def wait_for_rows(env: dict[str, str], count: int, limit: float = 60) -> None:
         time.sleep(0.2)
 
 
+def producer(env: dict[str, str]) -> SQSClient:
+    return sqs_client(env["SQS_ENDPOINT_URL"], identity_key(env, "producer"))
+
+
 def pids(state_dir: Path) -> dict[str, int]:
     return {c.name: c.pid for c in components(state_dir) if c.pid is not None}
 
@@ -60,7 +68,7 @@ def test_up_restarts_what_died_keeping_the_data_and_refuses_when_openbao_died() 
         assert devstack(state_dir, "up").returncode == 0
         env = read_env_file(state_dir / "stack.env")
         events = events_from_file(SAMPLE)
-        send_events(sqs_client(env["SQS_ENDPOINT_URL"]), env["SQS_QUEUE_URL"], events[:40])
+        send_events(producer(env), env["SQS_QUEUE_URL"], events[:40])
         wait_for_rows(env, 40)
         status = devstack(state_dir, "status")
         assert status.returncode == 0 and status.stdout.count("up  ") == 5, status.stdout
@@ -83,7 +91,7 @@ def test_up_restarts_what_died_keeping_the_data_and_refuses_when_openbao_died() 
         # The killed ETL's long polls (20 s) stay open in ministack and would swallow new messages
         # for a 60 s lease; send once they have expired.
         time.sleep(max(0.0, killed + 21 - time.monotonic()))
-        send_events(sqs_client(env["SQS_ENDPOINT_URL"]), env["SQS_QUEUE_URL"], events[40:60])
+        send_events(producer(env), env["SQS_QUEUE_URL"], events[40:60])
         wait_for_rows(env, 60)  # and the restarted services work
         assert devstack(state_dir, "status").returncode == 0
 
@@ -117,7 +125,8 @@ def test_up_restarts_the_etl_with_a_ministack_that_died_and_events_load_again() 
         assert "restarted: ministack, etl_service" in again.stdout, again.stdout
         after = pids(state_dir)
         assert after["etl_service"] != before["etl_service"] and not alive(before["etl_service"])
-        send_events(sqs_client(env["SQS_ENDPOINT_URL"]), env["SQS_QUEUE_URL"], events_from_file(SAMPLE)[:20])
+        env = read_env_file(state_dir / "stack.env")  # the new ministack's identities have new keys
+        send_events(producer(env), env["SQS_QUEUE_URL"], events_from_file(SAMPLE)[:20])
         wait_for_rows(env, 20)
         time.sleep(3)  # an ETL that met the missing queue would have stopped by now
         status = devstack(state_dir, "status")

@@ -50,7 +50,7 @@ def test_make_run_says_the_etl_stopped_and_how_to_bring_it_back(
     monkeypatch.setattr(
         demo, "up", lambda state_dir: {"PG_ADMIN_DSN": "x", "SQS_ENDPOINT_URL": "x", "SQS_QUEUE_URL": "x"}
     )
-    monkeypatch.setattr(demo, "sqs_client", lambda endpoint: None)
+    monkeypatch.setattr(demo, "sqs_client", lambda endpoint, key: None)
     monkeypatch.setattr(demo, "send_events", lambda sqs, url, events: len(events))
     monkeypatch.setattr(demo, "etl_watch", lambda state_dir: lambda: False)
     assert demo.main(["--events", "3", "--timeout", "600"]) == 1

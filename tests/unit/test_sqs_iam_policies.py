@@ -46,6 +46,11 @@ IDENTITIES = {
 }
 
 
+PRODUCER_POLICY = "tokenvault-producer-sqs-policy.json"
+PRODUCER = "devstack/events.py"
+"""What sends login events (`make run`, compose's load-sample): send_events on the queue it is given."""
+
+
 def _iam_action(call: str) -> str:
     """boto3's method name as its IAM action: delete_message_batch -> sqs:DeleteMessage."""
     return "sqs:" + "".join(part.title() for part in call.removesuffix("_batch").split("_"))
@@ -137,8 +142,19 @@ def test_each_policy_grants_exactly_the_sqs_calls_its_code_makes(policy_file: st
     assert granted - made == set(), f"{policy_file} grants what the code never calls"
 
 
+def test_the_producer_policy_grants_exactly_the_sends_of_the_event_sender() -> None:
+    calls = _client_calls(ast.parse((ROOT / PRODUCER).read_text()), "sqs")
+    assert calls and {queue for _, queue in calls} == {"queue_url"}  # the source queue it is given
+    made = {(_iam_action(method), SOURCE_ARN) for method, _ in calls}
+    assert made == _granted(PRODUCER_POLICY) == {("sqs:SendMessage", SOURCE_ARN)}
+
+
+def test_every_shipped_policy_is_checked_here() -> None:
+    assert {p.name for p in POLICIES.glob("*.json")} == {*IDENTITIES, PRODUCER_POLICY}
+
+
 def test_no_sqs_identity_may_purge_or_reconfigure_a_queue() -> None:
-    for policy_file in IDENTITIES:
+    for policy_file in (*IDENTITIES, PRODUCER_POLICY):
         actions = {action for action, _ in _granted(policy_file)}
         assert not actions & {"sqs:PurgeQueue", "sqs:SetQueueAttributes", "sqs:DeleteQueue", "sqs:CreateQueue"}
 

@@ -1,0 +1,188 @@
+"""ministack with authentication that has no way around it: runs in ministack's own venv.
+
+With `AUTH=true` ministack verifies the SigV4 signature of IAM users' keys and enforces their
+policies, but it treats as root, unchecked and allowed everything, the key "test", an empty key,
+any 12-digit account id and the configured key (`ministack/core/iam_evaluator.py`:
+`is_root_access_key`; `caller_verified` and `pin_signed_request` skip root keys through
+`_is_root_key`). And its `/_ministack/*` endpoints answer without credentials: `GET
+/_ministack/sqs/messages` lists every message of every queue, `POST /_ministack/reset` deletes
+all state (the IAM users with it).
+
+This launcher, started by the stack's set-up (devstack/sqs.py, compose's `sqs` service):
+- makes the random root key of the stack's set-up (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+  in this process's environment) the only root key, and has its signature verified like any
+  other key's (its secret is that environment's);
+- authorizes SQS's batch calls as AWS does, by the action of the single call (SendMessageBatch
+  needs sqs:SendMessage; ministack asks for an sqs:SendMessageBatch no IAM policy can grant);
+- refuses every path under `/_` except the health checks, before ministack sees it;
+- checks at start that ministack is the version these patches were written for and that the
+  patched functions behave as they must, else exits 2 saying so (a new ministack may have moved
+  the bypass elsewhere: read its iam_evaluator.py again before changing the pin);
+- serves in this process (hypercorn's asyncio server), so no worker re-imports an unpatched app.
+
+Usage: python sqs_auth_launcher.py --bind 127.0.0.1:PORT
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import inspect
+import os
+import re
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REQUIREMENTS = Path(__file__).resolve().with_name("ministack-requirements.txt")
+HEALTH_PATHS = frozenset({"/_ministack/health", "/_localstack/health", "/health"})
+ACCOUNT_ID = re.compile(r"\d{12}")
+WEAK_ROOT_KEYS = ("test", "000000000000")
+"""Keys upstream treats as root without a signature check: each must be refused here."""
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class LauncherError(Exception):
+    """The launcher cannot vouch for authentication: it exits 2 with the reason."""
+
+
+def pinned_version() -> str:
+    """The version of ministack pinned in ministack-requirements.txt."""
+    for line in REQUIREMENTS.read_text().splitlines():
+        if line.lower().startswith("ministack=="):
+            return line.split("==", 1)[1].strip()
+    raise LauncherError(f"no ministack pin in {REQUIREMENTS}")
+
+
+def root_credentials(env: MutableMapping[str, str]) -> tuple[str, str]:
+    """The stack's root key and secret, refused when upstream would also take them as a bypass."""
+    key, secret = env.get("AWS_ACCESS_KEY_ID", ""), env.get("AWS_SECRET_ACCESS_KEY", "")
+    if len(key) < 16 or len(secret) < 32 or key in WEAK_ROOT_KEYS or ACCOUNT_ID.fullmatch(key):
+        raise LauncherError("AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY must be the stack's random root key")
+    return key, secret
+
+
+def close_root_bypass(iam: Any, sts: Any, root_key: str) -> None:
+    """Only `root_key` is root, and its signature is checked like an IAM user's."""
+    expected = ("is_root_access_key", "_is_root_key", "caller_verified", "pin_signed_request", "resolve_credential")
+    missing = [name for name in expected if not callable(getattr(iam, name, None))]
+    if missing or not callable(getattr(sts, "is_root_access_key", None)):
+        raise LauncherError(f"ministack's iam_evaluator changed: {missing or 'sts.is_root_access_key'} missing")
+    for name in ("caller_verified", "pin_signed_request"):  # where root skipped the signature check
+        if "_is_root_key(" not in inspect.getsource(getattr(iam, name)):
+            raise LauncherError(f"ministack's {name} no longer asks _is_root_key: re-read it before pinning")
+    if not iam.is_root_access_key("test"):
+        raise LauncherError("ministack no longer treats 'test' as root: re-read iam_evaluator before pinning")
+
+    def is_root_access_key(access_key_id: str) -> bool:
+        return bool(access_key_id) and hmac.compare_digest(access_key_id.encode(), root_key.encode())
+
+    def is_unchecked_root_key(access_key_id: str) -> bool:
+        return False  # no key skips the signature check, root's included
+
+    iam.is_root_access_key = is_root_access_key
+    sts.is_root_access_key = is_root_access_key  # imported by name there
+    iam._is_root_key = is_unchecked_root_key
+
+
+BATCH_ACTIONS = {
+    "sqs:SendMessageBatch": "sqs:SendMessage",
+    "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
+}
+"""Batch call -> the IAM action AWS authorizes it by (there is no IAM action of the batch's own name)."""
+
+
+def authorize_batches_as_aws(iam_actions: Any) -> None:
+    """SQS batch calls need the permission of their single call, as in AWS."""
+    upstream = getattr(iam_actions, "extract_iam_action", None)
+    if not callable(upstream):
+        raise LauncherError("ministack's iam_actions.extract_iam_action is missing")
+    target = {"x-amz-target": "AmazonSQS.SendMessageBatch", "content-type": "application/x-amz-json-1.0"}
+    if upstream("sqs", "POST", "/", target, b"{}", {}) != "sqs:SendMessageBatch":
+        raise LauncherError("ministack names SQS batch actions differently now: re-read iam_actions before pinning")
+
+    def extract_iam_action(*args: Any, **kwargs: Any) -> str | None:
+        action: str | None = upstream(*args, **kwargs)
+        return BATCH_ACTIONS.get(action, action) if action else action
+
+    iam_actions.extract_iam_action = extract_iam_action
+    if iam_actions.extract_iam_action("sqs", "POST", "/", target, b"{}", {}) != "sqs:SendMessage":
+        raise LauncherError("the batch action mapping did not take")
+
+
+def check_patched(iam: Any, root_key: str) -> None:
+    """The patched functions answer as they must, or the launcher exits."""
+    for key in (*WEAK_ROOT_KEYS, "", "123456789012"):
+        if iam.is_root_access_key(key) or iam._is_root_key(key):
+            raise LauncherError(f"key {key!r} is still root after the patch")
+    if not iam.is_root_access_key(root_key) or iam._is_root_key(root_key):
+        raise LauncherError("the stack's root key is not root, or is root unchecked, after the patch")
+    credential = iam.resolve_credential(root_key, "000000000000")
+    if getattr(credential, "secret_access_key", None) != os.environ["AWS_SECRET_ACCESS_KEY"]:
+        raise LauncherError("ministack does not check the root key against AWS_SECRET_ACCESS_KEY")
+
+
+def refuse_admin_paths(app: App) -> App:
+    """`app` with every `/_…` path but the health checks answered 403 (they need no credentials upstream)."""
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] in ("http", "websocket") and path.startswith("/_") and path not in HEALTH_PATHS:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await send({"type": "http.response.start", "status": 403, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"refused: admin endpoints are off\n"})
+            return
+        await app(scope, receive, send)
+
+    return guarded
+
+
+def main() -> None:
+    """Check, patch and serve; exits 2 when authentication cannot be vouched for."""
+    parser = argparse.ArgumentParser(description="ministack (SQS, IAM) with authentication and no root bypass")
+    parser.add_argument("--bind", required=True, help="HOST:PORT")
+    args = parser.parse_args()
+    root_key, _ = root_credentials(os.environ)
+    installed, pinned = metadata.version("ministack"), pinned_version()
+    if installed != pinned:
+        raise LauncherError(f"ministack {installed} is installed, the patches are for {pinned}")
+    os.environ["AUTH"] = "true"  # read by ministack.app at import
+    os.environ["SERVICES"] = "sqs,iam"
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+    from ministack import app as ministack_app
+    from ministack.core import iam_actions, iam_evaluator
+    from ministack.services import sts
+
+    if ministack_app.AUTH is not True:
+        raise LauncherError("ministack did not turn AUTH on")
+    close_root_bypass(iam_evaluator, sts, root_key)
+    check_patched(iam_evaluator, root_key)
+    authorize_batches_as_aws(iam_actions)
+    config = Config()
+    config.bind = [args.bind]
+    config.keep_alive_timeout = 75
+    config.loglevel = os.environ.get("LOG_LEVEL", "WARNING").upper()
+    print(
+        f"sqs_auth_launcher: ministack {installed}, AUTH on, root bypass closed, batches as AWS, on {args.bind}",
+        flush=True,
+    )
+    asyncio.run(serve(refuse_admin_paths(ministack_app.app), config))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except LauncherError as error:
+        print(f"sqs_auth_launcher: REFUSING TO START: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,179 @@
+"""The embedded stack's SQS emulator checks every key and holds each identity to its shipped policy.
+
+ministack with AUTH=true still takes the key "test", an empty key and any 12-digit account id for
+root, unchecked; and its `/_ministack/*` endpoints list every message or delete all state for
+anyone. Through devstack/sqs_auth_launcher.py only the set-up's random root key is root, its
+signature checked. Real ministack, started as `make up` starts it (devstack.sqs.start_sqs).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.config
+import pytest
+from botocore import UNSIGNED
+from botocore.exceptions import ClientError
+
+from devstack.procs import stop_pid
+from devstack.sqs import LAUNCHER, MINISTACK_VENV, SqsEndpoint, sqs_client, start_sqs
+from devstack.sqs_identities import IDENTITIES, SqsKey, policy_document, root_key
+
+pytestmark = pytest.mark.integration
+REFUSED = {
+    "AccessDenied",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "SignatureDoesNotMatch",
+    "MissingAuthenticationToken",
+}
+NEVER_GRANTED = ("sqs:PurgeQueue", "sqs:SetQueueAttributes", "sqs:DeleteQueue", "sqs:CreateQueue")
+
+
+@dataclass
+class Emulator:
+    """The authenticated endpoint, and the root key its set-up made (captured for the refusals below)."""
+
+    sqs: SqsEndpoint
+    root: SqsKey
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    made: list[SqsKey] = []
+
+    def captured() -> SqsKey:
+        made.append(root_key())
+        return made[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("devstack.sqs.root_key", captured)
+        sqs = start_sqs(Path(tmp_path_factory.mktemp("sqs-auth")) / "ministack.log", authenticated=True)
+    try:
+        yield Emulator(sqs, made[0])
+    finally:
+        stop_pid(sqs.pid)
+
+
+def error_code(call: Callable[[], Any]) -> str:
+    """The error code of `call`, or "" when it succeeds."""
+    try:
+        call()
+    except ClientError as error:
+        return str(error.response["Error"]["Code"])
+    return ""
+
+
+def unsigned_client(endpoint_url: str) -> Any:
+    config = botocore.config.Config(signature_version=UNSIGNED, retries={"max_attempts": 1})
+    return boto3.client("sqs", endpoint_url=endpoint_url, region_name="us-east-1", config=config)
+
+
+def test_keys_taken_for_root_upstream_unsigned_requests_and_wrong_secrets_are_refused(emulator: Emulator) -> None:
+    sqs = emulator.sqs
+    endpoint, queue = sqs.endpoint_url, sqs.queue_url
+
+    def receive(key: SqsKey) -> str:
+        return error_code(lambda: sqs_client(endpoint, key).receive_message(QueueUrl=queue, WaitTimeSeconds=0))
+
+    assert receive(emulator.root) == ""  # the control
+    etl = sqs.keys["etl"]
+    attempts = {
+        "test": SqsKey("test", "test"),
+        "account id": SqsKey("000000000000", "anything"),
+        "another account id": SqsKey("123456789012", "anything"),
+        "root key, wrong secret": SqsKey(emulator.root.access_key_id, "wrong-secret"),
+        "ETL key, wrong secret": SqsKey(etl.access_key_id, "wrong-secret"),
+    }
+    for what, key in attempts.items():
+        assert receive(key) in REFUSED, (what, receive(key))
+    assert error_code(lambda: unsigned_client(endpoint).receive_message(QueueUrl=queue)) in REFUSED
+    # ministack's own endpoints ask for no key at all: closed, but for the health check.
+    host, port = endpoint.removeprefix("http://").split(":")
+    for method, path, status in (
+        ("GET", "/_ministack/sqs/messages", 403),
+        ("POST", "/_ministack/reset", 403),
+        ("GET", "/_ministack/health", 200),
+    ):
+        connection = http.client.HTTPConnection(host, int(port), timeout=5)
+        connection.request(method, path)
+        assert connection.getresponse().status == status, path
+        connection.close()
+
+
+def granted(identity: str) -> set[tuple[str, str]]:
+    """(action, queue ARN) of every SQS permission the identity's shipped policy gives it."""
+    found = set()
+    for statement in json.loads(policy_document(IDENTITIES[identity]))["Statement"]:
+        actions, resources = statement["Action"], statement["Resource"]
+        for action in [actions] if isinstance(actions, str) else actions:
+            if action.startswith("sqs:"):
+                found |= {(action, r) for r in ([resources] if isinstance(resources, str) else resources)}
+    return found
+
+
+def sqs_calls(client: Any, url: str) -> list[tuple[str, Callable[[], Any]]]:
+    """(IAM action, a harmless call needing it) on queue `url`; a batch needs its single call's action, as in AWS."""
+    handle = {"Id": "0", "ReceiptHandle": "not-a-handle"}
+    return [
+        ("sqs:GetQueueAttributes", lambda: client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])),
+        ("sqs:ReceiveMessage", lambda: client.receive_message(QueueUrl=url, WaitTimeSeconds=0)),
+        ("sqs:SendMessage", lambda: client.send_message(QueueUrl=url, MessageBody='{"probe": true}')),
+        (
+            "sqs:SendMessage",
+            lambda: client.send_message_batch(QueueUrl=url, Entries=[{"Id": "0", "MessageBody": "{}"}]),
+        ),
+        ("sqs:DeleteMessage", lambda: client.delete_message(QueueUrl=url, ReceiptHandle="not-a-handle")),
+        ("sqs:DeleteMessage", lambda: client.delete_message_batch(QueueUrl=url, Entries=[handle])),
+        (
+            "sqs:ChangeMessageVisibility",
+            lambda: client.change_message_visibility(QueueUrl=url, ReceiptHandle="not-a-handle", VisibilityTimeout=0),
+        ),
+        (
+            "sqs:ChangeMessageVisibility",
+            lambda: client.change_message_visibility_batch(QueueUrl=url, Entries=[{**handle, "VisibilityTimeout": 0}]),
+        ),
+        (
+            "sqs:SetQueueAttributes",
+            lambda: client.set_queue_attributes(QueueUrl=url, Attributes={"MaximumMessageSize": "262144"}),
+        ),
+        ("sqs:PurgeQueue", lambda: client.purge_queue(QueueUrl=url)),
+        ("sqs:DeleteQueue", lambda: client.delete_queue(QueueUrl=url)),  # last: it would end the test
+    ]
+
+
+def test_each_identity_makes_exactly_the_calls_its_shipped_policy_grants(emulator: Emulator) -> None:
+    sqs = emulator.sqs
+    arns = {url: f"arn:aws:sqs:us-east-1:000000000000:{url.rsplit('/', 1)[1]}" for url in (sqs.queue_url, sqs.dlq_url)}
+    assert set(sqs.keys) == set(IDENTITIES)
+    for identity, key in sqs.keys.items():
+        allowed = granted(identity)
+        assert allowed and not {action for action, _ in allowed} & set(NEVER_GRANTED)
+        client = sqs_client(sqs.endpoint_url, key)
+        for url, arn in arns.items():
+            for action, call in sqs_calls(client, url):
+                passed = error_code(call) != "AccessDenied"
+                assert passed == ((action, arn) in allowed), (identity, action, arn, passed)
+    create = sqs_client(sqs.endpoint_url, sqs.keys["etl"]).create_queue
+    assert error_code(lambda: create(QueueName="login-queue-2")) == "AccessDenied"
+
+
+def test_the_launcher_refuses_to_start_with_a_key_upstream_takes_for_root() -> None:
+    for key in ("test", "000000000000", ""):
+        env = {"PATH": "/usr/bin:/bin", "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": "x" * 40}
+        started = subprocess.run(
+            [str(MINISTACK_VENV / "bin" / "python"), str(LAUNCHER), "--bind", "127.0.0.1:1"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert started.returncode == 2 and "REFUSING TO START" in started.stderr, (key, started.stderr[-300:])
