@@ -15,6 +15,7 @@ It starts its own components and stops them. The last lines are `figure: <name> 
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
 import tempfile
 import time
@@ -51,11 +52,14 @@ def _event(client: str, n: int) -> AuditEvent:
 
 def _notes_to(path: Path) -> dict[str, Any]:
     """The upkeep's argument exporting its pending-rows notes to `path` (retest 17, finding A); none before them."""
-    try:
-        from vault_service.service.checkpoint_anchor import pending_exporter  # older revisions have none
-    except ImportError:
-        return {}
-    return {"note_pending": pending_exporter(path)}
+    # checkpoint_anchor held the exporters before they had a module of their own; older revisions have none.
+    for module in ("vault_service.service.checkpoint_export", "vault_service.service.checkpoint_anchor"):
+        try:
+            exporter = importlib.import_module(module).pending_exporter
+        except (ImportError, AttributeError):
+            continue
+        return {"note_pending": exporter(path)}
+    return {}
 
 
 def main() -> None:

@@ -49,7 +49,7 @@ from vault_service.entrypoints.metrics import (
 )
 from vault_service.service.audit_upkeep import DEFAULT_INTERVAL, AuditUpkeep
 from vault_service.service.audit_verify import DEFAULT_COPY_LAG, FullAuditReport, verify_audit_and_erasures
-from vault_service.service.checkpoint_anchor import checkpoint_exporter, pending_exporter
+from vault_service.service.checkpoint_export import checkpoint_exporter, pending_exporter
 from vault_service.service.keyring import KeyManager
 from vault_service.service.maintenance import HealthReport, KeyMaintainer
 from vault_service.service.metering import TokenizeMeter

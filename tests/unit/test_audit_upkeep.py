@@ -29,7 +29,7 @@ from vault_service.domain.errors import (
 from vault_service.domain.identity import Caller
 from vault_service.domain.rate_limit import RateLimit
 from vault_service.service.audit_upkeep import AuditUpkeep
-from vault_service.service.checkpoint_anchor import checkpoint_exporter
+from vault_service.service.checkpoint_export import checkpoint_exporter
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 
 
@@ -437,7 +437,7 @@ def test_an_admin_command_skips_a_checkpoint_file_it_may_not_write(
     def not_yours(*_: object) -> int:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("vault_service.service.checkpoint_anchor.os.open", not_yours)
+    monkeypatch.setattr("vault_service.service.checkpoint_export.os.open", not_yours)
     with caplog.at_level(logging.WARNING):
         checkpoint_exporter(theirs, create=False)(Checkpoint(head, "k", "vault:v1:c2ln"))
     assert "is not writable by this user: this command does not create it or take it over" in caplog.text

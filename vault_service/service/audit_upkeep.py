@@ -73,7 +73,8 @@ from vault_service.domain.checkpoints import ChainHead, Checkpoint
 from vault_service.domain.database_probe import ProbeAnswer
 from vault_service.domain.errors import DatabaseUnreachable, VaultError
 from vault_service.domain.pending_rows import PendingNote
-from vault_service.service.checkpoint_anchor import CheckpointAnchor, CheckpointStore, Signer
+from vault_service.service.checkpoint_anchor import CheckpointAnchor
+from vault_service.service.checkpoint_ports import CheckpointStore, Signer
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 from vault_service.service.ports import AuditLog
 from vault_service.service.round_watchdog import RoundWatchdog

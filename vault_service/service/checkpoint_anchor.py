@@ -3,7 +3,8 @@
 The audit upkeep (service/audit_upkeep.py) hands each round's head to `CheckpointAnchor`, which
 signs it with the Transit signing key (sign-only for the service), stores the checkpoint in
 vault.audit_checkpoints and exports it outside Postgres (a JSON log line, and a line in the
-checkpoint file when one is configured), unless a genuine checkpoint already anchors it.
+checkpoint file when one is configured), unless a genuine checkpoint already anchors it. The exporters are
+in checkpoint_export.py, the store and signer it works through in checkpoint_ports.py.
 
 A database checkpoint naming a row beyond the chain's head cannot be legitimate (a checkpoint
 is stored only once its rows are committed): the database owner planted it, and the table
@@ -27,159 +28,20 @@ out of commit order (a per-session cache, a negative increment).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
-from typing import Protocol
 
-from vault_service.domain.anchoring import SegmentRow
-from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
-from vault_service.domain.database_probe import ProbeAnswer
+from vault_service.domain.checkpoints import ChainHead, Checkpoint
 from vault_service.domain.errors import StorageError, VaultError
-from vault_service.domain.pending_rows import PendingNote
+from vault_service.service.checkpoint_ports import CheckpointStore, Signer
 
 log = logging.getLogger(__name__)
-
-export_log = logging.getLogger("vault_service.audit_checkpoints")
-"""The exported checkpoints' log lines: evidence, not chatter, so at INFO whatever level the service logs at.
-
-Under TOKENVAULT_LOG_LEVEL=WARNING the checkpoints' INFO lines were dropped while the upkeep
-counted them exported and forgot the rows they anchor; the Kubernetes deployment sets no
-checkpoint file, so nothing left the database (review 18, R18-3). The level set here holds
-whatever the root logger's is: logging checks only the emitting logger's effective level.
-"""
-export_log.setLevel(logging.INFO)
-pending_log = logging.getLogger("vault_service.audit_pending")
-"""The notes of rows appended and not yet anchored (retest 17, finding A): evidence too, so at INFO as `export_log`."""
-pending_log.setLevel(logging.INFO)
 
 
 def same_head(one: ChainHead, other: ChainHead) -> bool:
     """Whether two heads are the same row of the same chain (id, hash and row count; the time they were read aside)."""
     return (one.head_id, one.head_hash, one.row_count) == (other.head_id, other.head_hash, other.row_count)
-
-
-class Signer(Protocol):
-    """Signs with a key held by Vault/OpenBao."""
-
-    @property
-    def key_name(self) -> str:
-        """The signing key's name."""
-        ...
-
-    def sign(self, data: bytes) -> str:
-        """A signature of `data` (`vault:v<N>:<base64>`)."""
-        ...
-
-
-class CheckpointStore(Protocol):
-    """Where the chain head is read and checkpoints are kept."""
-
-    def head(self, since: ChainHead | None = None) -> ChainHead | None:
-        """The chain's newest row (None when empty)."""
-        ...
-
-    def newest_checkpoint(self) -> Checkpoint | None:
-        """The newest stored checkpoint (None when none)."""
-        ...
-
-    def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
-        """Store a checkpoint; False when another replica stored one for the same head."""
-        ...
-
-    def id_sequence(self) -> IdSequence:
-        """The log's newest id and the state of the id sequence its rows are numbered from."""
-        ...
-
-    def segment(self, after_id: int, head: ChainHead, own: Sequence[tuple[int, bytes]], rows: int) -> list[SegmentRow]:
-        """The next page (at most `rows` rows, bounded in bytes) of the chain after `after_id` up to `head`, by id.
-
-        The fields of the rows of `own` ((id, row_hash) this process appended) are not fetched
-        when shown with that hash; an empty page ends the segment.
-        """
-        ...
-
-    def sever(self) -> int:
-        """Close, at the socket, the connections the statements above hold now (from another thread); how many.
-
-        The statement waiting on one raises at once; nothing in the database can catch that.
-        """
-        ...
-
-    def probe_database(self) -> ProbeAnswer:
-        """How the database meets a connection of its own (a probe, outside the vault's pool).
-
-        Asked after a round found no pooled connection within the pool's timeout: an outage only
-        when SILENT; a server that refuses the probe answers (domain/database_probe.py).
-        """
-        ...
-
-
-def checkpoint_exporter(path: Path | None, create: bool = True) -> Callable[[Checkpoint], None]:
-    """Exports each checkpoint as a JSON log line and, with `path`, appends it to that file.
-
-    `create` False: a file that does not exist is not created, only logged. The admin commands
-    run as the operator's OS user; a file they created belonged to that user, the vault could no
-    longer append to it and, its rounds failing, refused every reveal a minute later (retest 17,
-    finding B). A file this user may not write (the vault's own, mode 0600) is skipped the same
-    way (review 19, R19-9): the command would otherwise refuse its work for want of an export the
-    vault's log gives (it exports every genuine checkpoint it finds, R19-2). Their checkpoint is
-    in the database and their log all the same.
-    """
-
-    def export(checkpoint: Checkpoint) -> None:
-        record = checkpoint.exported()
-        export_log.info("audit checkpoint", extra={"audit_checkpoint": record})
-        if path is None:
-            return
-        left_alone = _appended_line(path, json.dumps(record, sort_keys=True), create)
-        if left_alone is not None:
-            log.warning(
-                "the audit checkpoint file %s %s: this command does not create it or take it over (the vault"
-                " service writes it, as its own user); its checkpoint is in the database and the line above",
-                path,
-                left_alone,
-            )
-
-    return export
-
-
-def _appended_line(path: Path, line: str, create: bool) -> str | None:
-    """Append `line` to the file at `path`; why it was left alone (`create` False: missing, not writable), or None.
-
-    With `create`, a file that cannot be opened raises: the vault's own export must fail loudly.
-    """
-    flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT if create else 0)
-    try:
-        descriptor = os.open(path, flags, 0o666)  # the umask applies, as for open(path, "a")
-    except (FileNotFoundError, PermissionError) as error:
-        if create:
-            raise
-        return "does not exist" if isinstance(error, FileNotFoundError) else "is not writable by this user"
-    with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
-        handle.write(line + "\n")
-    return None
-
-
-def pending_exporter(path: Path | None, create: bool = True) -> Callable[[PendingNote], None]:
-    """Exports each note of rows not yet anchored as a JSON log line `audit_pending` and, with `path`, a file line.
-
-    The line `{"audit_pending": ...}` is appended to the checkpoint file (domain/pending_rows.py).
-    `create` False (the admin commands'): a file missing or not writable is left alone, as by
-    `checkpoint_exporter`, and the log line is the copy.
-    """
-
-    def export(note: PendingNote) -> None:
-        record = note.exported()
-        pending_log.info("audit rows pending", extra={"audit_pending": record})
-        if path is None:
-            return
-        _appended_line(path, json.dumps({"audit_pending": record}, sort_keys=True), create)
-
-    return export
 
 
 class CheckpointAnchor:

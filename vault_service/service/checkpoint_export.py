@@ -1,0 +1,97 @@
+"""Checkpoints and notes of pending rows, exported outside the database: log lines, and lines of the checkpoint file.
+
+`CheckpointAnchor` (checkpoint_anchor.py) exports each checkpoint it signs or finds genuine
+through `checkpoint_exporter`; the audit upkeep notes the rows appended and not yet anchored
+through `pending_exporter` before each round (retest 17, finding A). Both loggers log at INFO
+whatever level the service logs at: the lines are evidence.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from vault_service.domain.checkpoints import Checkpoint
+from vault_service.domain.pending_rows import PendingNote
+
+log = logging.getLogger(__name__)
+
+export_log = logging.getLogger("vault_service.audit_checkpoints")
+"""The exported checkpoints' log lines: evidence, not chatter, so at INFO whatever level the service logs at.
+
+Under TOKENVAULT_LOG_LEVEL=WARNING the checkpoints' INFO lines were dropped while the upkeep
+counted them exported and forgot the rows they anchor; the Kubernetes deployment sets no
+checkpoint file, so nothing left the database (review 18, R18-3). The level set here holds
+whatever the root logger's is: logging checks only the emitting logger's effective level.
+"""
+export_log.setLevel(logging.INFO)
+pending_log = logging.getLogger("vault_service.audit_pending")
+"""The notes of rows appended and not yet anchored (retest 17, finding A): evidence too, so at INFO as `export_log`."""
+pending_log.setLevel(logging.INFO)
+
+
+def checkpoint_exporter(path: Path | None, create: bool = True) -> Callable[[Checkpoint], None]:
+    """Exports each checkpoint as a JSON log line and, with `path`, appends it to that file.
+
+    `create` False: a file that does not exist is not created, only logged. The admin commands
+    run as the operator's OS user; a file they created belonged to that user, the vault could no
+    longer append to it and, its rounds failing, refused every reveal a minute later (retest 17,
+    finding B). A file this user may not write (the vault's own, mode 0600) is skipped the same
+    way (review 19, R19-9): the command would otherwise refuse its work for want of an export the
+    vault's log gives (it exports every genuine checkpoint it finds, R19-2). Their checkpoint is
+    in the database and their log all the same.
+    """
+
+    def export(checkpoint: Checkpoint) -> None:
+        record = checkpoint.exported()
+        export_log.info("audit checkpoint", extra={"audit_checkpoint": record})
+        if path is None:
+            return
+        left_alone = _appended_line(path, json.dumps(record, sort_keys=True), create)
+        if left_alone is not None:
+            log.warning(
+                "the audit checkpoint file %s %s: this command does not create it or take it over (the vault"
+                " service writes it, as its own user); its checkpoint is in the database and the line above",
+                path,
+                left_alone,
+            )
+
+    return export
+
+
+def _appended_line(path: Path, line: str, create: bool) -> str | None:
+    """Append `line` to the file at `path`; why it was left alone (`create` False: missing, not writable), or None.
+
+    With `create`, a file that cannot be opened raises: the vault's own export must fail loudly.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT if create else 0)
+    try:
+        descriptor = os.open(path, flags, 0o666)  # the umask applies, as for open(path, "a")
+    except (FileNotFoundError, PermissionError) as error:
+        if create:
+            raise
+        return "does not exist" if isinstance(error, FileNotFoundError) else "is not writable by this user"
+    with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+    return None
+
+
+def pending_exporter(path: Path | None, create: bool = True) -> Callable[[PendingNote], None]:
+    """Exports each note of rows not yet anchored as a JSON log line `audit_pending` and, with `path`, a file line.
+
+    The line `{"audit_pending": ...}` is appended to the checkpoint file (domain/pending_rows.py).
+    `create` False (the admin commands'): a file missing or not writable is left alone, as by
+    `checkpoint_exporter`, and the log line is the copy.
+    """
+
+    def export(note: PendingNote) -> None:
+        record = note.exported()
+        pending_log.info("audit rows pending", extra={"audit_pending": record})
+        if path is None:
+            return
+        _appended_line(path, json.dumps({"audit_pending": record}, sort_keys=True), create)
+
+    return export
