@@ -46,9 +46,9 @@ sys.exit(main())
 """
 _SHIPPED = "import sys\nfrom vault_service.__main__ import main\nsys.exit(main())\n"
 _ONE_BURST = (
-    "from vault_service.service import audit_upkeep\n"
-    "audit_upkeep._PAGE_ROWS = 10**9\n"
-    "audit_upkeep._yield_interpreter = lambda: None\n" + _SHIPPED
+    "from vault_service.service import upkeep_round\n"
+    "upkeep_round._PAGE_ROWS = 10**9\n"
+    "upkeep_round._yield_interpreter = lambda: None\n" + _SHIPPED
 )
 """The round as first landed (2f96965): B's rows read (up to the page's byte bound) and hashed in one burst."""
 _CODES = {"hashed": _SHIPPED, "one-burst": _ONE_BURST, "links-only": _LINKS_ONLY}

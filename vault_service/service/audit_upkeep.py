@@ -6,26 +6,9 @@ Every `interval` seconds (and once more at shutdown) it
    (sign-only for the service), stores the checkpoint in vault.audit_checkpoints and exports it
    outside Postgres (a JSON log line, and a line in the checkpoint file when one is configured):
    service/checkpoint_anchor.py, which also tells planted checkpoints, refusals to store one and
-   a tampered id sequence.
+   a tampered id sequence. What one round does is service/upkeep_round.py.
 So only rows newer than the last checkpoint — at most `interval` seconds of them while the
 service runs — are not anchored yet.
-
-Each round also checks, before anything is signed, that the chain up to the head holds every
-row this process appended (domain/anchoring.py): the segment from its oldest such row to the
-head, read once (links and hashes; the full rows only of those it did not append), must hash
-and link up to the head, and hold each of them with the link and hash the append returned. A
-row it does not hold was diverted out of the chain (insider round 15, finding 1): the upkeep
-logs an error (ids only), counts the rows, and names them in the next checkpoint it exports,
-under a signature of their own (a note of the head alone when another replica's checkpoint
-covers it), so audit-verify with the exported copy reports them.
-
-The rows checked are forgotten only once this process has exported a checkpoint of the very head
-they were checked against (the one the round signed, or another replica's genuine checkpoint of
-it, exported again): a row the chain merely holds is not anchored yet, and the database owner
-who keeps the round from exporting (a lock on vault.audit_checkpoints holding the INSERT) could
-rewrite it unseen (attack 17, finding 2). Until then it stays remembered, so the next round
-checks it again, and the fail-closed bound, the early warning, the gauge and `stop()` name it.
-What is exported is always the head this round read and checked, never read again.
 
 Every statement of a round runs under a server-side statement timeout (5 intervals), and the
 round under a watchdog timed in this process (service/round_watchdog.py): ROUND_LIMIT_INTERVALS
@@ -45,31 +28,16 @@ unchecked are not dropped: once the oldest is older than the bound (TOKENVAULT_A
 the appends, so the calls, are refused until a round checks them (domain/anchoring.py); the
 upkeep's own aggregated rows wait for that round. Rows still unchecked after `stop()`'s last
 round are logged (count, lowest and highest id) and counted (review 16, finding 1).
-
-Before its first statement, each round exports a note of the rows appended since the last note
-(id ranges, count, a digest over each id and row hash; domain/pending_rows.py) to where the
-checkpoints go, so a process the database owner kills during the round (a huge message on one
-of its statements taking it past its memory limit: retest 17, finding A) has named them outside
-the database, and `audit verify --exported` requires them in the log as appended. One line per
-round at most, none when nothing new was appended.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
-from vault_service.domain.anchoring import (
-    SEGMENT_PAGE_ROWS,
-    AppendedRows,
-    AuditChecksOverdue,
-    Link,
-    SegmentCheck,
-    WaitingFor,
-)
-from vault_service.domain.checkpoints import ChainHead, Checkpoint
+from vault_service.domain.anchoring import AppendedRows, WaitingFor
+from vault_service.domain.checkpoints import Checkpoint
 from vault_service.domain.database_probe import ProbeAnswer
 from vault_service.domain.errors import DatabaseUnreachable, VaultError
 from vault_service.domain.pending_rows import PendingNote
@@ -78,6 +46,7 @@ from vault_service.service.checkpoint_ports import CheckpointStore, Signer
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 from vault_service.service.ports import AuditLog
 from vault_service.service.round_watchdog import RoundWatchdog
+from vault_service.service.upkeep_round import UpkeepRound
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +59,6 @@ ROUND_CEILING_LIMITS = 20
 """Round limits a whole round may run, however steadily it progresses, before its watchdog fails it (R18-4).
 
 Generous: a round cut there is started over by the next (R19-1), so it must leave a long segment time to end."""
-_PAGE_ROWS = SEGMENT_PAGE_ROWS
-"""Rows per page of a round's segment read (the serving threads run during each read)."""
 
 
 _POOL_EXHAUSTED = (
@@ -110,21 +77,6 @@ _POOL_EXHAUSTED_PROBE_REFUSED = (
     " locks (pg_locks, pg_stat_activity), and report it to the security team"
 )
 """A round's failure for want of a pooled connection while the server refuses the probe (review 19, R19-7)."""
-
-
-def _yield_interpreter() -> None:
-    """Let the threads serving calls take the interpreter (the GIL) before a round goes on hashing."""
-    time.sleep(0)
-
-
-def _broken(row_id: int | None) -> str:
-    """Where the segment stopped holding, for the log: every appended row in it is then reported."""
-    if row_id is None:
-        return ""
-    return (
-        f". The chain segment breaks at row {row_id} (a row not linked to the one before, not hashing to its"
-        " fields, or larger than any audit row the vault writes, so not read): it vouches for none of them"
-    )
 
 
 class AuditUpkeep:
@@ -178,12 +130,9 @@ class AuditUpkeep:
         connection of its own, outside the pool) the database's server refused: not an outage, and
         with the pool exhausted a sign that someone keeps the vault out (review 19, R19-7).
         """
-        self._audit = audit
         self._store = store
-        self._meter = meter
-        self._refusals = refusals
         self._interval = interval
-        self._anchor = CheckpointAnchor(
+        anchor = CheckpointAnchor(
             store,
             signer,
             export,
@@ -195,119 +144,31 @@ class AuditUpkeep:
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._counted: ChainHead | None = None  # the last head counted: the next count starts there
         self._on_failed = on_failed or (lambda: None)
         self._failure_seen = ""  # the last failure logged (a failure repeating every round is logged once)
         self._appended = appended
-        self._on_rows_missing = on_rows_missing or (lambda count: None)
         self._on_rows_unchecked = on_rows_unchecked or (lambda count: None)
         self._round_limit = round_limit if round_limit is not None else ROUND_LIMIT_INTERVALS * interval
         self._round_ceiling = ROUND_CEILING_LIMITS * self._round_limit
         self._watchdog = RoundWatchdog(
             self._round_limit, self._round_overran, repeat=interval, ceiling=self._round_ceiling
         )
-        self._note_pending = note_pending
-        self._noted: set[int] = set()  # remembered rows already named in an exported note
-        self._note_failing = False  # the last note could not be written (logged once while it fails)
+        self._round = UpkeepRound(
+            audit,
+            store,
+            meter,
+            refusals,
+            anchor,
+            appended,
+            on_rows_missing or (lambda count: None),
+            note_pending,
+            self._watchdog.progress,
+        )
         self._on_probe_refused = on_probe_refused or (lambda: None)
 
     def run_once(self) -> Checkpoint | None:
         """Write the aggregated rows, then checkpoint the chain if it grew; the checkpoint made."""
-        self._note_appended()  # before any statement: the database owner may kill the process during one
-        try:
-            self._meter.flush_into(self._audit.append)
-            self._refusals.flush_into(self._audit.append)
-        except AuditChecksOverdue:  # the counts stay; this round's check reopens the appends for the next flush
-            pass
-        # The newest checkpoint is read before the head: a checkpoint is stored only after its
-        # rows are committed, so a true one never names a row beyond a head read after it.
-        newest = self._store.newest_checkpoint()
-        self._anchor.check_sequence()
-        # Taken before the head is read: every row remembered by then is committed, so within the head.
-        appended = self._appended.remembered() if self._appended is not None else {}
-        head = self._store.head(self._counted)
-        self._counted = head or self._counted
-        if appended and self._appended is not None:
-            self._appended.checking()
-        self._check_appended(head, appended)
-        if appended and head is not None and self._appended is not None:
-            self._appended.checked(appended)  # what the refusals say until the export (R18-11)
-        checkpoint = self._anchor.anchor(newest, head)
-        if head is None:
-            return checkpoint
-        if self._anchor.missing or (appended and not self._anchor.exported_as(head)):
-            checkpoint = self._anchor.export_checked_head(newest, head)
-        if appended and self._appended is not None and self._anchor.exported_as(head):
-            # Forgotten only now: until a checkpoint of the head they were checked against is
-            # exported, the database owner can still rewrite them unseen (attack 17, finding 2).
-            self._appended.forget(appended)
-        return checkpoint
-
-    def _note_appended(self) -> None:
-        """Export a note of the remembered rows no note named yet (retest 17, finding A); nothing when none.
-
-        A note the checkpoint file refuses (OSError; its log line is out already) is logged and tried
-        again next round, and the round goes on: its checkpoint's export then fails on the same file,
-        and the refusals say the rows were checked but not anchored (R18-11).
-        """
-        if self._appended is None or self._note_pending is None:
-            return
-        remembered = self._appended.remembered()
-        self._noted.intersection_update(remembered)  # forgotten rows need no memory of their note
-        new = {row_id: link[1] for row_id, link in remembered.items() if row_id not in self._noted}
-        if not new:
-            return
-        try:
-            self._note_pending(PendingNote.of(new))
-        except OSError as error:  # the file's error names its path only
-            if not self._note_failing:
-                log.error("audit rows pending could not be noted in the checkpoint file (%s); retried", error)
-            self._note_failing = True
-            return
-        self._note_failing = False
-        self._noted.update(new)
-
-    def _check_appended(self, head: ChainHead | None, appended: dict[int, Link]) -> None:
-        """Check that the chain up to `head` holds every row of `appended` (see the module's doc).
-
-        The rows stay remembered (`run_once` forgets them once that head is exported); rows found
-        missing again before the checkpoint naming them was exported are counted and logged once.
-        """
-        if self._appended is None or not appended:
-            return
-        # Always from the oldest remembered row, never from where a round cut off got to: a mark
-        # saved then vouches for nothing the owner changed below it since (review 19, R19-1).
-        check = self._read_segment(head, SegmentCheck(head, appended, _yield_interpreter), min(appended) - 1)
-        missing = tuple(i for i in check.missing() if i not in self._anchor.missing)
-        if not missing:
-            return
-        self._on_rows_missing(len(missing))
-        self._anchor.missing = tuple(sorted({*self._anchor.missing, *missing}))
-        more = f" and {len(missing) - 50} more" if len(missing) > 50 else ""
-        shown = ", ".join(str(i) for i in missing[:50]) + more
-        log.error(
-            "%d audit row(s) this service appended are not in the chain up to row %s (ids %s): the database wrote"
-            " them elsewhere than vault.audit_log (a view, rule or trigger diverting them) or changed them, and"
-            " the calls were audited nowhere. They are named in the next exported checkpoint; report it to the"
-            " security team and run audit-verify against the exported checkpoints%s",
-            len(missing),
-            head.head_id if head else "(none)",
-            shown,
-            _broken(check.broken_at),
-        )
-
-    def _read_segment(self, head: ChainHead | None, check: SegmentCheck, after: int) -> SegmentCheck:
-        """Read the segment after `after` up to `head` into `check`, page by page; `check`.
-
-        Each page re-arms the watchdog: a held statement is bounded, not the segment's length (R18-4).
-        """
-        while head is not None and after < head.head_id:  # page by page: bounded in memory (review 17 #1)
-            page = self._store.segment(after, head, check.appended_after(after, _PAGE_ROWS), _PAGE_ROWS)
-            if not page or not check.add(page):
-                break
-            after = page[-1].record_id
-            self._watchdog.progress()  # a page read: the watchdog bounds a held statement, not the segment
-        return check
+        return self._round.run()
 
     def run_once_watched(self) -> Checkpoint | None:
         """One round as `run_once`, for a process that runs no upkeep thread (the admin commands'), under the watchdog.
