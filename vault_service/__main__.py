@@ -18,7 +18,7 @@ from tokenvault_common.metrics_endpoint import MetricsEndpointError, serve_metri
 from tokenvault_common.runtime import tune_for_throughput
 from tokenvault_common.settings_help import settings_help
 from vault_service import config as config_module
-from vault_service.adapters.client_crl import InvalidRevocationList
+from vault_service.adapters.client_crl_lists import InvalidRevocationList
 from vault_service.adapters.transit import VaultStartupError
 from vault_service.bootstrap import bootstrap
 from vault_service.config import VaultServiceConfig

@@ -26,7 +26,7 @@ from devstack import certs
 from devstack.openbao import bao_binary
 from tests.conftest import RunningVault, running_vault
 from tokenvault_client import ClientIdentity, TokenType, Unauthenticated, VaultClient
-from vault_service.adapters.client_crl import InvalidRevocationList
+from vault_service.adapters.client_crl_lists import InvalidRevocationList
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENT = REPO / "deploy" / "k8s" / "vault-service" / "deployment.yaml"

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from devstack import certs
-from vault_service.adapters.client_crl import InvalidRevocationList, RevocationList
+from vault_service.adapters.client_crl import RevocationList
+from vault_service.adapters.client_crl_lists import InvalidRevocationList
 
 
 class Clock:

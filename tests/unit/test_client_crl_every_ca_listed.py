@@ -15,7 +15,8 @@ from prometheus_client import REGISTRY
 
 from devstack import certs
 from tests.unit.test_client_crl_ordering import Clock, write_crl
-from vault_service.adapters.client_crl import InvalidRevocationList, RevocationList, ca_key_fingerprint
+from vault_service.adapters.client_crl import RevocationList
+from vault_service.adapters.client_crl_lists import InvalidRevocationList, ca_key_fingerprint
 from vault_service.entrypoints.metrics import observe_client_crl_refused
 
 

@@ -16,7 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from devstack import certs
-from vault_service.adapters.client_crl import InvalidRevocationList, RevocationList
+from vault_service.adapters.client_crl import RevocationList
+from vault_service.adapters.client_crl_lists import InvalidRevocationList
 
 NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 

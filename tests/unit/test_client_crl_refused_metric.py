@@ -13,7 +13,8 @@ from prometheus_client import REGISTRY
 
 from devstack import certs
 from tests.unit.test_client_crl_ordering import NOW, Clock, write_crl
-from vault_service.adapters.client_crl import REFUSAL_REASONS, RevocationList
+from vault_service.adapters.client_crl import RevocationList
+from vault_service.adapters.client_crl_lists import REFUSAL_REASONS
 from vault_service.entrypoints.metrics import observe_client_crl_refused, watch_client_crl_file_in_force
 
 REFUSED = "tokenvault_client_crl_refused_total"
