@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from tests.integration.own_database import database_of_its_own
 from vault_service.adapters.postgres import PostgresAuditLog
-from vault_service.adapters.postgres.audit_chain import _BYTEA_ARRAY_OID, _ArraySent
+from vault_service.adapters.postgres.audit_records import _BYTEA_ARRAY_OID, _ArraySent
 from vault_service.bootstrap import open_vault_pool
 from vault_service.domain.audit import AuditEvent, array_elements, chain_hash_v2, first_broken_record
 

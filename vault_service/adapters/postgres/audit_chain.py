@@ -6,28 +6,30 @@ log for verification (`records`), and vault.audit_checkpoints (`add_checkpoint`,
 `newest_checkpoint`, `last_checkpoint_head`, `checkpoints`). Every statement of the upkeep's round
 runs under its statement timeout `upkeep_statement_timeout`, on a connection its watchdog can
 sever (`sever`, upkeep_connections.py: attack 17, findings 2 and 3). Rows are read in binary as
-the verifier hashes them: `revealed` as the bytes the chain trigger hashed, a time out of a
-`datetime`'s range as UNREADABLE_TIME.
+the verifier hashes them (audit_records.py): `revealed` as the bytes the chain trigger hashed, a
+time out of a `datetime`'s range as UNREADABLE_TIME.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any, cast
 
 import psycopg
-from psycopg.abc import AdaptContext
-from psycopg.adapt import Buffer, Loader
-from psycopg.pq import Format
 from psycopg_pool import ConnectionPool
 
+from vault_service.adapters.postgres.audit_records import (
+    RECORD_COLUMNS,
+    SEGMENT_PAGE,
+    audit_record,
+    record_cursor,
+    segment_rows,
+)
 from vault_service.adapters.postgres.errors import translated
 from vault_service.adapters.postgres.probe import probe
 from vault_service.adapters.postgres.upkeep_connections import UpkeepConnections
 from vault_service.domain.anchoring import SEGMENT_PAGE_BYTES, SegmentRow
-from vault_service.domain.audit import MAX_ROW_BYTES, UNREADABLE_TIME, AuditEvent, AuditRecord, array_elements
+from vault_service.domain.audit import MAX_ROW_BYTES, AuditRecord
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
 from vault_service.domain.database_probe import ProbeAnswer
 from vault_service.domain.errors import AuditUnavailable
@@ -51,121 +53,6 @@ _ID_SEQUENCE = (
     " FROM pg_catalog.pg_sequence s WHERE s.seqrelid = 'vault.audit_log_id_seq'::regclass"
 )
 """The newest row's id (the primary key's last entry) and the sequence's state: O(1) at any log size."""
-_RECORD_COLUMNS = (
-    "id, at, client, action, purpose, token_types, item_count, outcome, prev_hash, row_hash,"
-    " hash_version, client_serial, client_cert_sha256, revealed"
-)
-_HASH_OF = {c: f"CASE WHEN pg_catalog.octet_length({c}) = 32 THEN {c} END" for c in ("prev_hash", "row_hash")}
-"""A row's hash as the segment read returns it: only when 32 bytes long (a SHA-256), else NULL (read as b"")."""
-_SIZE = " + ".join(
-    f"coalesce(pg_catalog.octet_length({column}), 0)::bigint"
-    for column in (
-        "p.client",
-        "p.action",
-        "p.purpose",
-        "p.token_types",
-        "p.outcome",
-        "p.client_serial",
-        "p.client_cert_sha256",
-        "pg_catalog.array_send(p.revealed)",
-    )
-)
-"""The bytes a row's variable fields take as read (`revealed` in its binary form); its hashes are checked apart."""
-_SEGMENT_PAGE = (
-    # MATERIALIZED: each row is read once, so its lengths and the fields returned are of the same
-    # values, even through a view whose columns are volatile functions.
-    f"WITH page AS MATERIALIZED (SELECT {_RECORD_COLUMNS} FROM vault.audit_log"
-    " WHERE id > %(after)s AND id <= %(head)s ORDER BY id LIMIT %(rows)s),"
-    f" sized AS (SELECT p.*, {_SIZE} AS size,"
-    " coalesce(o.row_hash = p.row_hash, false) AS own FROM page p LEFT JOIN ROWS FROM"
-    " (pg_catalog.unnest(%(own_ids)b::bigint[]), pg_catalog.unnest(%(own_hashes)b::bytea[])) AS o (id, row_hash)"
-    " ON o.id = p.id),"
-    " cut AS (SELECT s.*, NOT s.own AND s.size > %(cap)s AS oversize,"
-    " NOT s.own AND s.size <= %(cap)s AND pg_catalog.sum(CASE WHEN s.own OR s.size > %(cap)s THEN 0 ELSE s.size END)"
-    " OVER (ORDER BY s.id ROWS UNBOUNDED PRECEDING) - s.size < %(budget)s AS fetched FROM sized s)"
-    f" SELECT id, {_HASH_OF['prev_hash']}, {_HASH_OF['row_hash']}, own, oversize, fetched, "
-    + ", ".join(f"CASE WHEN fetched THEN {_HASH_OF.get(c, c)} END" for c in _RECORD_COLUMNS.replace(" ", "").split(","))
-    + " FROM cut ORDER BY id"
-)
-"""One page of the upkeep's segment read (`PostgresAuditLog.segment`): links, and the fields of the rows to hash."""
-
-
-_BYTEA_ARRAY_OID = 1001
-
-
-class _ArraySent(Loader):
-    """A bytea[] column as it comes in binary: its `array_send` bytes, which the chain trigger hashes."""
-
-    format = Format.BINARY
-
-    def load(self, data: Buffer) -> bytes:
-        """The column's binary form, unparsed."""
-        return bytes(data)
-
-
-_TIMESTAMPTZ_OID = 1184
-_TimestamptzBinary = psycopg.adapters.get_loader(_TIMESTAMPTZ_OID, Format.BINARY)
-"""psycopg's own loader of a timestamptz in binary (its C one where installed)."""
-
-
-class _TimeOrUnreadable(Loader):
-    """A timestamptz in binary as psycopg loads it, or UNREADABLE_TIME when a `datetime` cannot hold it.
-
-    `infinity`, `-infinity`, a date BC or after 9999 made psycopg raise DataError for the whole
-    read, so audit verify, who-saw and the upkeep's round failed without naming the row (attack
-    16, finding 4); the verifier now reports that row as tampered (`first_broken_record`).
-    """
-
-    format = Format.BINARY
-
-    def __init__(self, oid: int, context: AdaptContext | None = None) -> None:
-        super().__init__(oid, context)
-        assert _TimestamptzBinary is not None  # psycopg registers one for every connection
-        self._psycopg = _TimestamptzBinary(oid, context)
-
-    def load(self, data: Buffer) -> datetime:
-        """The time, or UNREADABLE_TIME."""
-        try:
-            return cast(datetime, self._psycopg.load(data))
-        except psycopg.DataError:
-            return UNREADABLE_TIME
-
-
-def _record_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
-    """A binary cursor reading `_RECORD_COLUMNS` as the verifier hashes them (`_ArraySent`, `_TimeOrUnreadable`)."""
-    cursor = conn.cursor(binary=True)
-    cursor.adapters.register_loader(_BYTEA_ARRAY_OID, _ArraySent)
-    cursor.adapters.register_loader(_TIMESTAMPTZ_OID, _TimeOrUnreadable)
-    return cursor
-
-
-def _record(row: tuple) -> AuditRecord:  # type: ignore[type-arg]
-    """A row of `_RECORD_COLUMNS` read in binary, `revealed` as its binary form (see `_ArraySent`)."""
-    sent = None if row[13] is None else bytes(row[13])
-    event = AuditEvent(
-        client=row[2],
-        action=row[3],
-        outcome=row[7],
-        item_count=row[6],
-        purpose=row[4],
-        token_types=row[5],
-        client_serial=row[11],
-        client_cert_sha256=row[12],
-        revealed=() if sent is None else array_elements(sent),
-    )
-    return AuditRecord(row[0], row[1], event, bytes(row[8] or b""), bytes(row[9] or b""), row[10], sent)
-
-
-def _page(found: Sequence[tuple]) -> list[SegmentRow]:  # type: ignore[type-arg]
-    """The rows of a `_SEGMENT_PAGE` result up to the first one left for the next page (fields past the budget)."""
-    rows = []
-    for row in found:
-        own, oversize, fetched = row[3], row[4], row[5]
-        if not (own or oversize or fetched):
-            break
-        link = bytes(row[1] or b""), bytes(row[2] or b"")
-        rows.append(SegmentRow(int(row[0]), *link, _record(row[6:]) if fetched else None, bool(oversize)))
-    return rows
 
 
 class PostgresAuditChain:
@@ -229,9 +116,9 @@ class PostgresAuditChain:
         """
         ids, hashes = [i for i, _ in own], [h for _, h in own]
         with self._upkeep.statement() as conn:
-            cursor = _record_cursor(conn)  # as `records`: `revealed` as the bytes the chain trigger hashed
+            cursor = record_cursor(conn)  # as `records`: `revealed` as the bytes the chain trigger hashed
             found = cursor.execute(
-                _SEGMENT_PAGE,
+                SEGMENT_PAGE,
                 {
                     "after": after_id,
                     "head": head.head_id,
@@ -242,7 +129,7 @@ class PostgresAuditChain:
                     "budget": SEGMENT_PAGE_BYTES,
                 },
             ).fetchall()
-        return _page(found)
+        return segment_rows(found)
 
     @translated
     def records(self, after_id: int = 0) -> list[AuditRecord]:
@@ -253,11 +140,11 @@ class PostgresAuditChain:
         out of a `datetime`'s range read as UNREADABLE_TIME, reported as tampered.
         """
         with self._pool.connection() as conn:
-            cursor = _record_cursor(conn)
+            cursor = record_cursor(conn)
             rows = cursor.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM vault.audit_log WHERE id > %s ORDER BY id", (after_id,)
+                f"SELECT {RECORD_COLUMNS} FROM vault.audit_log WHERE id > %s ORDER BY id", (after_id,)
             ).fetchall()
-        return [_record(r) for r in rows]
+        return [audit_record(r) for r in rows]
 
     @translated
     def head(self, since: ChainHead | None = None) -> ChainHead | None:
