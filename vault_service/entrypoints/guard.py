@@ -45,7 +45,7 @@ from vault_service.domain.errors import (
 from vault_service.domain.identity import Caller, IdentityVerifier
 from vault_service.entrypoints.call_slots import CallSlots
 from vault_service.entrypoints.metrics import CALLS_OVER_CLIENT_SHARE
-from vault_service.entrypoints.side_calls import SideCalls
+from vault_service.entrypoints.side_calls import NO_REQUEST, SideCalls, first_request
 from vault_service.entrypoints.status import status_of
 from vault_service.service.vault import TokenVault
 
@@ -101,10 +101,9 @@ def _peer_of(context: grpc.ServicerContext, caller: Caller | None) -> str:
 
 
 def _one(requests: Iterator[Any]) -> Any:
-    """The call's one request message (a unary client sends one and ends the stream)."""
-    for request in requests:
-        return request
-    return _Refused(InvalidRequest("the call carried no request message"))
+    """The call's one request message (`first_request`), or its refusal, audited by `_check`, when it sent none."""
+    request = first_request(requests)
+    return _Refused(InvalidRequest(NO_REQUEST)) if request is None else request
 
 
 def _item_count(request: Any) -> int:

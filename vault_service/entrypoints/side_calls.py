@@ -35,6 +35,8 @@ SIDE_STREAM_SECONDS = 10.0
 """How long the server keeps one such stream open before ending it (cancelled: the client reconnects)."""
 STREAMS_AT_ONCE_REASON = "side streams at once (SIDE_STREAMS_AT_ONCE)"
 """How a stream refused for the bound above is counted in the audit log."""
+NO_REQUEST = "the call carried no request message"
+"""Why a call that ended its stream without a request message is refused (INVALID_ARGUMENT)."""
 
 Admit = Callable[[grpc.ServicerContext, str], Caller]
 
@@ -45,11 +47,23 @@ def _action_of(method: str) -> str:
     return service.rsplit(".", 1)[-1].lower()
 
 
-def _one(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
-    """The call's one request message (a unary client sends one and ends the stream)."""
+def first_request(requests: Iterator[Any]) -> Any | None:
+    """The call's one request message (a unary client sends one and ends the stream); None when it sent none.
+
+    Read here for the side calls and by the guard for TokenVault's: a call without one is refused
+    as `NO_REQUEST`, aborted here, audited there.
+    """
     for request in requests:
         return request
-    context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call carried no request message")
+    return None
+
+
+def _one(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+    """The call's one request message; INVALID_ARGUMENT when it sent none."""
+    request = first_request(requests)
+    if request is None:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, NO_REQUEST)
+    return request
 
 
 class SideCalls:
