@@ -68,10 +68,11 @@ test: $(STAMP)  ## unit, integration and end-to-end tests on real OpenBao, SQS a
 test-unit: $(STAMP)  ## unit tests only (seconds)
 	$(PY) -m pytest tests/unit
 
-lint: $(STAMP)  ## ruff, ruff format --check, mypy, generated code freshness
+lint: $(STAMP)  ## ruff, ruff format --check, mypy, layering (import-linter), generated code freshness
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) scripts/gen_protos.py --check
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
