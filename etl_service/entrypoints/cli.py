@@ -23,6 +23,7 @@ from etl_service.entrypoints.metrics import MetricsObserver, mark_dependencies_u
 from etl_service.errors import Misconfigured
 from etl_service.service.drain_check import default_held_wait_seconds
 from etl_service.service.outcomes import (
+    CRASH_LOOP,
     DEPENDENCY_UNAVAILABLE,
     PROCESSING_FAILED,
     RELEASED_ON_LAST_RECEIVE,
@@ -55,6 +56,8 @@ def format_summary(summary: RunSummary) -> str:
         f"left for retry    : {summary.retried}",
         f"released at stop  : {summary.released_at_stop}",
         f"taken back (DLQ)  : {summary.taken_back_from_dlq}  (moved there by the redrive policy)",
+        f"crash loops       : {summary.crash_looped}  (moved there again after a take-back: sealed in the DLQ as"
+        f" {CRASH_LOOP}, not loaded)",
         f"held in DLQ       : {summary.dead_letters_held_unread}  (held by another reader or delayed when the drain"
         " stopped waiting; unread, left in the DLQ)",
         "DLQ read whole    : " + ("no (each take-back's listing was cut short)" if summary.dlq_unread else "yes"),
@@ -195,6 +198,13 @@ def drain_status(summary: RunSummary) -> int:
             f" {summary.reasons[DEPENDENCY_UNAVAILABLE]} as {DEPENDENCY_UNAVAILABLE},"
             f" {summary.reasons[RELEASED_ON_LAST_RECEIVE]} as {RELEASED_ON_LAST_RECEIVE}"
             " (see the log above; `dead-letters list`)"
+        )
+        status = EXIT_UNPROCESSED
+    if summary.crash_looped:
+        _say(
+            f"{summary.crash_looped} message(s) sealed in the DLQ as {CRASH_LOOP}: the redrive policy moved them again"
+            " after a take-back, so each may crash the ETL. Not loaded: `dead-letters show <message id>` each, then"
+            " `dead-letters resend` it once the cause is fixed"
         )
         status = EXIT_UNPROCESSED
     if summary.dead_letters_held_unread:

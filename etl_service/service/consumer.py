@@ -191,6 +191,7 @@ class _Run:
             totals = copy.deepcopy(self._totals)
         totals.seconds = time.monotonic() - started
         totals.taken_back_from_dlq = self._drain_check.taken_back + self._take_back.taken_back
+        totals.crash_looped = self._drain_check.crash_looped + self._take_back.crash_looped
         totals.dead_letters_held_unread = self._drain_check.held_unread if self._until_empty else 0
         totals.dlq_unread = self._drain_check.dlq_unread and self._until_empty
         return totals

@@ -131,6 +131,8 @@ class DrainCheck:
         self._failing_since: float | None = None
         self._next_failure_log = 0.0
         self.taken_back = 0
+        self.crash_looped = 0
+        """Messages the take-back sealed in place as `crash_loop` (the redrive moved them again after a take-back)."""
         """Messages taken back from the DLQ during this drain."""
         self.held_unread = 0
         """Dead letters still held by another reader or delayed when the check passed without them
@@ -178,6 +180,7 @@ class DrainCheck:
         self._check_succeeded()
         taken, complete, held_elsewhere = took.taken, took.complete, took.held_elsewhere
         if took.crash_looped:
+            self.crash_looped += took.crash_looped
             self._observer.crash_looped(took.crash_looped)
         if taken:
             self.taken_back += taken

@@ -83,6 +83,8 @@ class RunSummary(MessageCounts):
     batches: int = 0
     released_at_stop: int = 0
     taken_back_from_dlq: int = 0
+    crash_looped: int = 0
+    """Messages the redrive moved again after a take-back, sealed in the DLQ as `crash_loop` instead of fed back."""
     dead_letters_held_unread: int = 0
     """Drain only: DLQ letters another reader still held (or delayed) when the drain stopped waiting for
     them; unread, so one may be reasonless. They stay in the DLQ for the next drain or `dead-letters redrive`."""

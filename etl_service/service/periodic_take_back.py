@@ -46,6 +46,8 @@ class PeriodicTakeBack:
         self._observer = observer
         self._fail = fail
         self.taken_back = 0
+        self.crash_looped = 0
+        """Messages the take-back sealed in place as `crash_loop` (the redrive moved them again after a take-back)."""
         self._thread = threading.Thread(target=self._loop, name="take-back", daemon=True)
         self._stop = threading.Event()
 
@@ -70,6 +72,7 @@ class PeriodicTakeBack:
             self._fail(error)
             return 0
         if took.crash_looped:
+            self.crash_looped += took.crash_looped
             self._observer.crash_looped(took.crash_looped)
         taken = took.taken
         if taken:

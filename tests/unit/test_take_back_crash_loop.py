@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 
 from etl_service.adapters.crash_loop_letters import TAKEN_BACK_ATTRIBUTE
 from etl_service.adapters.sqs import SqsQueue
+from etl_service.entrypoints.cli import EXIT_UNPROCESSED, drain_status, format_summary
 from etl_service.entrypoints.metrics import MetricsObserver
 from etl_service.errors import Misconfigured
 from etl_service.service.drain_check import DrainCheck
@@ -26,7 +27,10 @@ from etl_service.service.gate import DependencyGate
 from etl_service.service.inflight import InFlight
 from etl_service.service.outcomes import CRASH_LOOP
 from etl_service.service.periodic_take_back import PeriodicTakeBack
+from etl_service.service.ports import TakeBack
 from etl_service.service.sealing import dead_letter_body, read_dead_letter_body
+from tests.unit.etl_builders import consumer
+from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
 
 SOURCE, DLQ = "https://sqs.example/1/login-queue", "https://sqs.example/1/login-queue-dlq"
 DEVICE = "dev-4242-4242"
@@ -169,3 +173,28 @@ def test_a_crash_loop_letter_counts_in_the_dead_letter_metric_under_its_reason(m
 
 def _crash_loops_counted() -> float:
     return REGISTRY.get_sample_value("etl_messages_quarantined_total", {"reason": CRASH_LOOP}) or 0.0
+
+
+
+class CrashLoopInTheDlq(FakeQueue):
+    """An empty source queue whose DLQ holds one message the redrive moved again after a take-back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sealed_in_place = 1
+
+    def take_back_redriven(self) -> TakeBack:
+        looped, self.sealed_in_place = self.sealed_in_place, 0
+        return TakeBack(0, crash_looped=looped)
+
+
+def test_a_drain_that_sealed_a_crash_loop_says_so_and_does_not_exit_0(caplog: pytest.LogCaptureFixture) -> None:
+    # Before, the drain counted the crash loop in the metric only: its summary had no line for it and it
+    # exited 0, although a good event was left sealed in the DLQ, unloaded, for the operator to resend.
+    summary = consumer(CrashLoopInTheDlq(), FakeTokenizer(), FakeLoginStore(), batch_size=10).drain()
+
+    assert summary.crash_looped == 1 and summary.loaded == 0
+    assert "crash loops       : 1" in format_summary(summary)
+    with caplog.at_level(logging.ERROR):
+        assert drain_status(summary) == EXIT_UNPROCESSED
+    assert f"1 message(s) sealed in the DLQ as {CRASH_LOOP}" in caplog.text
