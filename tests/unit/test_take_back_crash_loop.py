@@ -175,7 +175,6 @@ def _crash_loops_counted() -> float:
     return REGISTRY.get_sample_value("etl_messages_quarantined_total", {"reason": CRASH_LOOP}) or 0.0
 
 
-
 class CrashLoopInTheDlq(FakeQueue):
     """An empty source queue whose DLQ holds one message the redrive moved again after a take-back."""
 
