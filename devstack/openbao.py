@@ -169,6 +169,8 @@ def configure_transit(bao: OpenBao, secrets_dir: Path, secret_id_uses: int = SEC
 
 
 DEAD_LETTER_KEY = "tokenvault-dead-letters"
+TAKE_BACK_TIME_KEY = "tokenvault-take-back-times"
+"""The ETL's own HMAC-only key: it tags the SentTimestamp of what its take-back sends back (tokenvault-etl.hcl)."""
 ETL_ROLE = "tokenvault-etl"
 
 
@@ -182,12 +184,16 @@ class DeadLetterSetup:
 
 
 def configure_dead_letters(bao: OpenBao, secrets_dir: Path) -> DeadLetterSetup:
-    """The dead-letter sealing key, the ETL's AppRole (encrypt and rewrap only) and an operator token (decrypt only).
+    """The dead-letter sealing key, the ETL's take-back time key, the ETL's AppRole and an operator token.
+
+    The ETL's policy: encrypt, rewrap and verify with the dead-letter key, hmac and verify with the
+    take-back key; the operator's: decrypt and hmac with the dead-letter key (config/vault/).
 
     Requires configure_transit first (the Transit engine and the AppRole auth method).
     """
     client = hvac.Client(url=bao.address, token=bao.root_token)
     client.secrets.transit.create_key(name=DEAD_LETTER_KEY, key_type="aes256-gcm96")
+    client.adapter.post(f"/v1/transit/keys/{TAKE_BACK_TIME_KEY}", json={"type": "hmac", "key_size": 32})
     for policy in ("tokenvault-etl", "tokenvault-dlq-operator"):
         client.sys.create_or_update_policy(policy, (POLICY_DIR / f"{policy}.hcl").read_text())
     # The ETL logs in at each start (a crash loop logs in often): the secret id has no use

@@ -94,10 +94,14 @@ def bootstrap(
         client = make_sqs_client(
             config.sqs_endpoint_url, config.aws_region, config.aws_access_key_id, config.aws_secret_access_key
         )
-        # A take-back proves sealed dead letters with Transit, and a re-sent letter's time is checked
-        # there; a discarding ETL can do neither (own_dead_letters, sqs_resent_times).
+        # A take-back proves sealed dead letters with Transit and tags the times it sends back, and a
+        # re-sent letter's time is checked there; a discarding ETL can do none of it (own_dead_letters,
+        # take_back_times, sqs_resent_times).
         prover = sealer if isinstance(sealer, TransitSealer) else None
-        sqs = SqsQueue(client, config.queue_url, config.dlq_url, config.visibility_seconds, prover, prover, sealer)
+        tagger = prover.tag_take_back_times if prover else None
+        sqs = SqsQueue(
+            client, config.queue_url, config.dlq_url, config.visibility_seconds, prover, prover, sealer, tagger
+        )
         sqs.check()
         max_receive_count = sqs.max_receive_count
         queue = sqs

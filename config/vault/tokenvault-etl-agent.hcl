@@ -6,9 +6,10 @@
 # - the metrics endpoint's server certificate (pki-metrics, whose server role issues no client
 #   certificate: the ETL cannot become the metrics scraper and read the vault's counters) and
 #   the metrics CA;
-# - for sealing dead letters, the ETL's own AppRole (tokenvault-etl.hcl: encrypt and rewrap with
-#   the dead-letter key, nothing else): its role id, and fresh secret ids of a day each - the agent
-#   is the trusted broker that hands them to the ETL. It cannot touch any other role.
+# - for sealing dead letters, the ETL's own AppRole (tokenvault-etl.hcl: encrypt, rewrap and verify
+#   with the dead-letter key, hmac and verify with its take-back key, nothing else): its role id,
+#   and fresh secret ids of a day each - the agent is the trusted broker that hands them to the
+#   ETL. It cannot touch any other role.
 # It cannot use Transit itself: no encrypt, decrypt or key access.
 path "database/creds/tokenvault-etl" {
   capabilities = ["read"]

@@ -69,6 +69,9 @@ chown 10001 /vault-creds/vault-service/secret-id && chmod 400 /vault-creds/vault
 # The ETL seals dead-letter bodies with a key of its own: it may encrypt and rewrap, never decrypt
 # (an operator token with tokenvault-dlq-operator may, and the audit device records it).
 vault read transit/keys/tokenvault-dead-letters >/dev/null 2>&1 || vault write -f transit/keys/tokenvault-dead-letters type=aes256-gcm96
+# The ETL's own HMAC-only key: it tags the SentTimestamp SQS kept on a message its take-back sends
+# back from the DLQ, so the event loads under its own date; only the ETL may hmac with it.
+vault read transit/keys/tokenvault-take-back-times >/dev/null 2>&1 || vault write -f transit/keys/tokenvault-take-back-times type=hmac key_size=32
 vault policy write tokenvault-etl /policies/tokenvault-etl.hcl
 vault policy write tokenvault-dlq-operator /policies/tokenvault-dlq-operator.hcl
 vault write auth/approle/role/tokenvault-etl token_policies=tokenvault-etl token_ttl=1h token_max_ttl=24h secret_id_ttl=720h

@@ -38,6 +38,7 @@ from etl_service.adapters.sqs_common import (
     raise_for,
     timestamp_ms,
 )
+from etl_service.adapters.take_back_times import TakeBackTagger, take_back_times
 from etl_service.domain.resent_times import (
     RESENT_FROM_ATTRIBUTE,
     SENT_TIME_TAG_ATTRIBUTE,
@@ -111,6 +112,9 @@ class DeadLetter:
     not given, and then read here once."""
     taken_back: int = 0
     """How many take-backs sent this message back from the DLQ before (crash_loop_letters)."""
+    sqs_sent_timestamp_ms: int = 0
+    """The SentTimestamp SQS gives this DLQ message (its system attribute; the redrive keeps the
+    original's), 0 without one: what a take-back vouches for (take_back_times), never an attribute."""
 
     def __post_init__(self) -> None:
         if self.is_envelope is None or self.shaped_as_written is None:  # a letter built by hand: read once here
@@ -182,24 +186,30 @@ def _to_dead_letter(raw: Any) -> DeadLetter:
         is_envelope=read is not None,
         shaped_as_written=read_shaped_as_written(body, read),
         taken_back=taken_back_count(_attribute(raw, TAKEN_BACK_ATTRIBUTE)),
+        sqs_sent_timestamp_ms=timestamp_ms((raw.get("Attributes") or {}).get("SentTimestamp")) or 0,
     )
 
 
 def _resend_attributes(
-    dead: DeadLetter, body: str, tag: Tagger | None = None, taken_back: bool = False
+    dead: DeadLetter,
+    body: str,
+    tag: Tagger | None = None,
+    taken_back: bool = False,
+    take_back_time: ResentTime | None = None,
 ) -> dict[str, Any]:
     """The event id, and the original sent time with a tag vouching for it when there is one.
 
     With `tag` (the operator's Transit HMAC: `resend` of a letter the ETL sealed) a new tag over
     this dead letter, its event id, its original time and `body` (domain/resent_times.py); without,
     the time and tag the letter carries when `body` is its own (a take-back, a CLEAR letter
-    re-sent as it was), else no time: the copy is then dated by SQS (the ETL believes no
+    re-sent as it was), else `take_back_time` (the ETL's tag of SQS's SentTimestamp of the DLQ
+    copy: take_back_times), else no time: the copy is then dated by SQS (the ETL believes no
     untagged time). A take-back (`taken_back`) counts itself on the copy (crash_loop_letters).
     """
     attributes: dict[str, Any] = {EVENT_ID_ATTRIBUTE: {"DataType": "String", "StringValue": dead.event_id}}
     if taken_back:
         attributes[TAKEN_BACK_ATTRIBUTE] = taken_back_attribute(dead.taken_back + 1)
-    vouched = dead.carried_time if body == dead.raw_body else None
+    vouched = (dead.carried_time if body == dead.raw_body else None) or take_back_time
     if tag is not None and dead.sent_at != "unknown":
         data = tag_input(dead.message_id, dead.event_id, dead.sent_timestamp_ms, body)
         vouched = ResentTime(dead.sent_timestamp_ms, dead.message_id, tag(data))
@@ -290,15 +300,24 @@ class DeadLetterQueue:
             except SQS_ERRORS as error:
                 log.warning("releasing dead letters failed (their lease runs out instead): %s", type(error).__name__)
 
-    def resend(self, dead: DeadLetter, body: str, tag: Tagger | None = None, taken_back: bool = False) -> str:
+    def resend(
+        self,
+        dead: DeadLetter,
+        body: str,
+        tag: Tagger | None = None,
+        taken_back: bool = False,
+        take_back_time: ResentTime | None = None,
+    ) -> str:
         """Send `body` to the source queue under the dead letter's event id and sent time; delete the dead letter.
 
         Returns the new message id. The event id keeps the load idempotent: re-sending twice
         loads one row. The sent time counts only with a tag (`_resend_attributes`): `tag` makes
         one (the operator's Transit HMAC), else the one the letter carries with this body goes along.
-        `taken_back`: sent by a take-back, which counts itself on the copy (crash_loop_letters).
+        `taken_back`: sent by a take-back, which counts itself on the copy (crash_loop_letters), and
+        `take_back_time` the time and tag it vouches for (take_back_times).
         """
-        attributes = _resend_attributes(dead, body, tag, taken_back)  # before anything is sent: OpenBao may refuse
+        # Before anything is sent: OpenBao may refuse the operator's tag.
+        attributes = _resend_attributes(dead, body, tag, taken_back, take_back_time)
         try:
             sent = self._client.send_message(QueueUrl=self._queue_url, MessageBody=body, MessageAttributes=attributes)
             self._client.delete_message(QueueUrl=self._dlq_url, ReceiptHandle=dead.receipt_handle)
@@ -312,6 +331,7 @@ class DeadLetterQueue:
         limit: int = LISTING_LIMIT,
         prover: CiphertextProver | None = None,
         crash_loops: CrashLoopLetters | None = None,
+        tagger: TakeBackTagger | None = None,
     ) -> TakeBack:
         """Re-send every DLQ message that is not a dead letter of the ETL's, as it was (moved by SQS's redrive policy).
 
@@ -322,8 +342,10 @@ class DeadLetterQueue:
         envelope shaped as the ETL writes it stays, a forged one too.
 
         Each goes back under its event id (resend), so it loads exactly once under the same key or gets
-        its reason; its original sent time only with a tag the letter carries (an original the redrive
-        moved has none: it loads under the take-back's date, review 20, R20-13). Reads at most `limit`
+        its reason; with its original sent time: the tag the letter carries, else, with a `tagger`
+        (the ETL's take-back key: run mode, a drain), SQS's SentTimestamp of the DLQ copy - the
+        original's, kept by the redrive - tagged by the ETL (take_back_times; review 20, R20-13).
+        Without either it loads under the take-back's date. Reads at most `limit`
         messages; returns how many were taken back, and `complete=False` when the listing was cut short
         (`cut_short`): a letter to take back may be left unread. When it took none, `held_elsewhere`
         says how many DLQ messages another reader held (or were delayed) while its listing held the
@@ -331,8 +353,8 @@ class DeadLetterQueue:
         With `crash_loops` (the ETL's: run mode, a drain), a message the redrive moved again after
         MAX_TAKE_BACKS take-backs is not sent back but sealed and dead-lettered in place as
         `crash_loop` (crash_loop_letters): not counted in `taken`; TakeBack.crash_looped counts them.
-        DependencyDown or Misconfigured when SQS, the prover or the sealer fails: what was not yet
-        sent stays in the DLQ.
+        DependencyDown or Misconfigured when SQS, the prover, the tagger or the sealer fails: what was
+        not yet sent stays in the DLQ (the tagger is asked once, before anything is sent).
         """
         try:
             letters = self.list(limit)
@@ -341,13 +363,15 @@ class DeadLetterQueue:
             kept = {d.message_id for d, is_own in zip(reasoned, own, strict=True) if is_own}
             redriven = [d for d in letters if d.message_id not in kept]
             looping = 0
-            for dead in redriven:
-                if crash_loops is not None and dead.taken_back >= MAX_TAKE_BACKS:
+            is_looping = [crash_loops is not None and dead.taken_back >= MAX_TAKE_BACKS for dead in redriven]
+            times = take_back_times([d for d, loops in zip(redriven, is_looping, strict=True) if not loops], tagger)
+            for dead, loops in zip(redriven, is_looping, strict=True):
+                if crash_loops is not None and loops:
                     crash_loops.seal_in_place(dead)
                     self._held.forget(dead.message_id)
                     looping += 1
                 else:
-                    self.resend(dead, dead.raw_body, taken_back=True)
+                    self.resend(dead, dead.raw_body, taken_back=True, take_back_time=times.get(dead.message_id))
             held_elsewhere = 0 if redriven else self._held_elsewhere()
         finally:
             self.release()

@@ -24,6 +24,7 @@ from etl_service.adapters.sqs_common import (
     timestamp_ms,
 )
 from etl_service.adapters.sqs_resent_times import believed_sent_times, claims_a_checkable_time, string_attribute
+from etl_service.adapters.take_back_times import TakeBackTagger
 from etl_service.domain.messages import DEAD_LETTER_ATTRIBUTES, QueueMessage, check_event_id
 from etl_service.domain.redelivery import retry_delay
 from etl_service.domain.resent_times import RESENT_FROM_ATTRIBUTE, SENT_TIME_TAG_ATTRIBUTE, ResentTimeVerifier
@@ -123,6 +124,7 @@ class SqsQueue:
         prover: CiphertextProver | None = None,
         verifier: ResentTimeVerifier | None = None,
         sealer: BodySealer | None = None,
+        take_back_tagger: TakeBackTagger | None = None,
     ) -> None:
         """`prover`: what proves a sealed dead letter the ETL's own in a take-back (a TransitSealer), None without.
 
@@ -130,7 +132,10 @@ class SqsQueue:
         without one, every message is dated by SQS's own SentTimestamp.
         `sealer`: the ETL's dead-letter sealer; a take-back seals with it a message the redrive moved
         again after a take-back (a crash loop: crash_loop_letters), None to send every one back.
+        `take_back_tagger`: the ETL's tag of a taken-back message's SentTimestamp (TransitSealer.tag_take_back_times),
+        None to send originals back untagged (they then load under the take-back's date).
         """
+        self._take_back_tagger = take_back_tagger
         self._sealer = sealer
         self._client = client
         self._prover = prover
@@ -286,13 +291,15 @@ class SqsQueue:
         attribute notwithstanding; a sealed envelope is the ETL's once the prover proves it (one
         rewrap per 250 claims of the listing), without a prover by its shape alone
         (service/own_dead_letters.py). One the redrive moved again after a take-back is sealed and
-        kept in the DLQ as `crash_loop` instead (crash_loop_letters). The operators' `dead-letters
+        kept in the DLQ as `crash_loop` instead (crash_loop_letters). Each goes back with the time
+        and tag it carries, else SQS's SentTimestamp of the DLQ copy tagged with the ETL's take-back
+        key (take_back_times), so it loads under its own date. The operators' `dead-letters
         redrive` does the same without a prover and without a sealer (DeadLetterQueue.take_back_redriven);
         `complete` is False when the listing could not read the whole DLQ.
         """
         dlq = DeadLetterQueue(self._client, self._queue_url, self._dlq_url)
         crash_loops = CrashLoopLetters(self._client, self._dlq_url, self._sealer) if self._sealer else None
-        return dlq.take_back_redriven(limit, self._prover, crash_loops)
+        return dlq.take_back_redriven(limit, self._prover, crash_loops, self._take_back_tagger)
 
     def dead_letters_held(self) -> int:
         """Approximate in-flight and delayed counts of the DLQ (one GetQueueAttributes call)."""

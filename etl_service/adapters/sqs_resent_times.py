@@ -1,7 +1,9 @@
-"""Which received messages' claimed original sent times the ETL believes: tagged by `resend`, and sane.
+"""Which received messages' claimed original sent times the ETL believes: tagged by `resend` or a take-back, and sane.
 
 A message `dead-letters resend` re-sent carries its original SentTimestamp in
-`tokenvault_sent_timestamp` with a Transit HMAC the DLQ operator computed (domain/resent_times.py).
+`tokenvault_sent_timestamp` with a Transit HMAC the DLQ operator computed (domain/resent_times.py);
+one a take-back sent back, with the ETL's own HMAC of the SentTimestamp SQS kept on the DLQ copy
+(take_back_times.py).
 Believed only when the time lies within the DLQ's retention before the copy's own SentTimestamp
 (sqs_common.claimed_sent_ms) and Transit verifies the tag over this message's event id and body;
 otherwise ignored, with a warning naming the message id (never the body): the message loads
@@ -66,7 +68,7 @@ def believed_sent_times(raws: Sequence[Any], verifier: ResentTimeVerifier | None
         if sent is None:
             _ignored(message_id, "not a time within the DLQ's retention before SQS's SentTimestamp")
         elif verifier is None or not well_formed(tag, resent_from):
-            _ignored(message_id, "no tag of `dead-letters resend` vouches for it")
+            _ignored(message_id, "no tag of `dead-letters resend` or of a take-back vouches for it")
         else:
             event_id = string_attribute(attributes, EVENT_ID_ATTRIBUTE) or ""
             data = tag_input(str(resent_from), event_id, sent, raw.get("Body", ""))

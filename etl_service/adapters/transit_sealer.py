@@ -6,7 +6,9 @@ sealed, nor touch the vault service's keys. `rewrap` proves that an envelope mov
 source queue holds a genuine ciphertext under the key (service/returned_letters.py): it fails on
 any other and returns only a new ciphertext, never the plaintext. An operator token
 (config/vault/tokenvault-dlq-operator.hcl) may decrypt; OpenBao's audit device records every
-decrypt. The key never leaves Transit.
+decrypt. The key never leaves Transit. The same login checks re-sent times' tags (`verify`, both
+keys) and tags the times its take-backs send back (`hmac`, its take-back key only:
+resent_time_tags.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import hvac
 import hvac.exceptions
 import requests
 
-from etl_service.adapters.resent_time_tags import PROBE_TAG, verify_in_batches
+from etl_service.adapters.resent_time_tags import RESENT_TIME_USES, TAKE_BACK_TIME_KEY, TransitTimeTags
 from etl_service.errors import DependencyDown, EtlError, Misconfigured
 from etl_service.service.sealing import (
     NOT_KEPT_TOO_LARGE,
@@ -57,13 +59,16 @@ class TransitSealer:
         key_name: str = DEAD_LETTER_KEY,
         mount: str = "transit",
         timeout: float = 5.0,
+        take_back_key: str = TAKE_BACK_TIME_KEY,
     ) -> None:
         self.key_name: str | None = key_name
+        self.take_back_key = take_back_key
         self._role_id = role_id
         self._secret_id_file = secret_id_file
         self._mount = mount
         self._client = hvac.Client(url=address, timeout=timeout)
         self._lock = threading.Lock()
+        self._time_tags = TransitTimeTags(self._transit_post, key_name, take_back_key)
 
     def seal(self, bodies: Sequence[str]) -> list[str]:
         """The DLQ envelope of each body, sealed under the dead-letter key.
@@ -107,33 +112,36 @@ class TransitSealer:
         return frozenset(proven)
 
     def verify_tags(self, claims: Sequence[tuple[bytes, str]]) -> list[bool]:
-        """ResentTimeVerifier: whether each tag is the key's HMAC of its input (Transit `verify`, which makes none)."""
-        return verify_in_batches(self._verify, claims)
+        """ResentTimeVerifier: whether each tag is the take-back key's or the dead-letter key's HMAC of its input."""
+        return self._time_tags.verify_tags(claims)
+
+    def tag_take_back_times(self, inputs: Sequence[bytes]) -> list[str]:
+        """The take-back key's Transit HMAC of each tag input, in order (TransitTimeTags.tag_take_back_times)."""
+        return self._time_tags.tag_take_back_times(inputs)
 
     def check_access(self) -> None:
-        """At start: log in, seal a probe text and prove it, verify a probe tag (Misconfigured or DependencyDown)."""
+        """At start: log in, seal a probe and prove it, then TransitTimeTags.check (Misconfigured, DependencyDown)."""
         [envelope] = self.seal(["tokenvault-etl start-up probe"])
         probe = str(json.loads(envelope)["sealed_body"])
         if probe not in self.authentic([probe]):
             raise Misconfigured(
                 f"OpenBao did not authenticate a ciphertext just sealed with Transit key {self.key_name!r}", "openbao"
             )
-        self.verify_tags([(b"tokenvault-etl start-up probe", PROBE_TAG)])  # the policy allows verify
+        self._time_tags.check()
 
-    def _verify(self, batch: list[dict[str, str]]) -> Any:
-        """One Transit `verify` of `batch` under the ETL's login; InvalidRequest passes (every item bad)."""
-        path = f"/v1/{self._mount}/verify/{self.key_name}"
+    def _transit_post(self, action: str, key: str, batch: list[dict[str, str]]) -> Any:
+        """One Transit `action` (verify, hmac) of `batch` with `key` under the ETL's login; InvalidRequest passes."""
+        path = f"/v1/{self._mount}/{action}/{key}"
+        why = f", which {RESENT_TIME_USES[action]}"
         try:
             return self._with_login(
-                lambda: self._client.adapter.post(path, json={"batch_input": batch}),
-                "verify",
-                ", which checks the original sent time a re-sent dead letter carries",
+                lambda: self._client.adapter.post(path, json={"batch_input": batch}), action, why, key
             )
         except hvac.exceptions.InvalidRequest:
             raise
         except (hvac.exceptions.VaultError, requests.RequestException) as error:
             raise DependencyDown(
-                f"OpenBao unavailable for checking re-sent times: {type(error).__name__}", "openbao"
+                f"OpenBao unavailable for re-sent times ({action}): {type(error).__name__}", "openbao"
             ) from None
 
     def _rewraps(self, batch: Sequence[dict[str, str]]) -> list[bool]:
@@ -177,10 +185,10 @@ class TransitSealer:
             raise DependencyDown(f"OpenBao unavailable for sealing: {type(error).__name__}", "openbao") from None
         return _ciphertexts(response, len(batch))
 
-    def _with_login(self, call: Callable[[], Any], action: str, why: str = "") -> Any:
+    def _with_login(self, call: Callable[[], Any], action: str, why: str = "", key: str | None = None) -> Any:
         """`call` under the ETL's token; refused, once more after a fresh login (a token past its TTL).
 
-        Refused again: the policy, not the token (Misconfigured naming the path it must allow).
+        Refused again: the policy, not the token (Misconfigured naming the key, default the dead-letter key).
         """
         self._ensure_login(force=False)
         try:
@@ -191,8 +199,8 @@ class TransitSealer:
             return call()
         except hvac.exceptions.Forbidden:
             raise Misconfigured(
-                f"OpenBao refused to {action} with Transit key {self.key_name!r}: the ETL's AppRole policy must"
-                f" allow update on transit/{action}/<key> (config/vault/tokenvault-etl.hcl){why}",
+                f"OpenBao refused to {action} with Transit key {key or self.key_name!r}: the ETL's AppRole policy"
+                f" must allow update on transit/{action}/<key> (config/vault/tokenvault-etl.hcl){why}",
                 "openbao",
             ) from None
 

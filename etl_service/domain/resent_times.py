@@ -7,7 +7,9 @@ Transit HMAC (dead-letter key) of `tag_input` - the dead letter re-sent, the eve
 and the SHA-256 of the body - which only the operator's token may compute (`transit/hmac`) and
 the ETL's may only check (`transit/verify`). A tag copied onto another body or another event id
 does not verify; copied with the same body and event id it is a replay of that event, which
-loads once (its event id).
+loads once (its event id). A take-back of a message SQS's redrive moved sends the same three
+attributes for the SentTimestamp SQS kept on the DLQ copy, tagged with a key of the ETL's own
+(the take-back key: `transit/hmac` for the ETL only, adapters/take_back_times.py).
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ def well_formed(tag: str | None, resent_from: str | None) -> bool:
 
 
 class ResentTimeVerifier(Protocol):
-    """Checks tags against what they claim to authenticate (Transit `verify`: it cannot make one)."""
+    """Checks tags against what they claim to authenticate (Transit `verify`)."""
 
     def verify_tags(self, claims: Sequence[tuple[bytes, str]]) -> list[bool]:
-        """For each (tag_input, tag), whether the tag is the dead-letter key's HMAC of it."""
+        """For each (tag_input, tag), whether the tag is the dead-letter key's or the take-back key's HMAC of it."""
         ...

@@ -4,11 +4,13 @@ The ETL's AppRole token (config/vault/tokenvault-etl.hcl) may only encrypt, rewr
 with the dead-letter key (rewrap proves a dead letter moved back to the source queue genuine, and
 returns no plaintext; verify checks a re-sent letter's time tag and makes none), and the DLQ
 operator's token (tokenvault-dlq-operator.hcl) may only decrypt and HMAC with it (the tag)
-(threat model, *The DLQ and the ETL*; README's stack.env table). Each token is obtained as the
-stack provisions it (the ETL's AppRole login with DLQ_SEAL_ROLE_ID and its secret id file, from
-127.0.0.1 as the ETL; the operator's token file) and shown to work for its one allowed act; then
-every other act below is sent to OpenBao as a well-formed request (one that would succeed under
-a broader policy) and must be refused with 403.
+(threat model, *The DLQ and the ETL*; README's stack.env table). The ETL's take-back key is its
+alone: it may hmac and verify with it, and no other identity - a producer without any token, the
+operator, the vault service, the security team - may make a tag with it (review 20, R20-13).
+Each token is obtained as the stack provisions it (the ETL's AppRole login with DLQ_SEAL_ROLE_ID
+and its secret id file, from 127.0.0.1 as the ETL; the operator's token file) and shown to work
+for its one allowed act; then every other act below is sent to OpenBao as a well-formed request
+(one that would succeed under a broader policy) and must be refused with 403.
 """
 
 from __future__ import annotations
@@ -23,13 +25,18 @@ import hvac
 import hvac.exceptions
 import pytest
 
-from devstack.openbao import DEAD_LETTER_KEY, ETL_ROLE, KEK_NAME, SERVICE_ROLE, SIGNING_KEY_NAME
+from devstack.openbao import DEAD_LETTER_KEY, ETL_ROLE, KEK_NAME, SERVICE_ROLE, SIGNING_KEY_NAME, TAKE_BACK_TIME_KEY
 from etl_service.adapters.transit_sealer import open_sealed
 
 PROBE = base64.b64encode(b"not a real login event").decode()
 KEK_CIPHERTEXT = "<a ciphertext under the KEK>"
 SEALED_BODY = "<a dead letter sealed by the ETL>"
-EXPORT_TYPE = {KEK_NAME: "encryption-key", SIGNING_KEY_NAME: "signing-key", DEAD_LETTER_KEY: "encryption-key"}
+EXPORT_TYPE = {
+    KEK_NAME: "encryption-key",
+    SIGNING_KEY_NAME: "signing-key",
+    DEAD_LETTER_KEY: "encryption-key",
+    TAKE_BACK_TIME_KEY: "hmac-key",
+}
 
 
 @dataclass(frozen=True)
@@ -162,3 +169,40 @@ def test_the_operator_tags_a_re_sent_time_and_the_etl_can_only_verify_it(tokens:
     )
     assert [r.get("valid") is True for r in answer["data"]["batch_results"]] == [True, False]
     assert not [r for r in answer["data"]["batch_results"] if "hmac" in r]
+
+
+def test_only_the_etl_tags_a_taken_back_time_and_its_tag_verifies(
+    stack_env: dict[str, str], tokens: DeadLetterTokens
+) -> None:
+    """Review 20, R20-13: the ETL vouches for a taken-back message's SentTimestamp with a key no one else may use.
+
+    Its tag verifies (so the ETL believes the time); every other identity is refused `hmac` with the
+    key, so none can make a tag the ETL accepts, and the ETL cannot manage the key.
+    """
+    address, path = stack_env["VAULT_ADDR"], f"/v1/transit/hmac/{TAKE_BACK_TIME_KEY}"
+    tag = tokens.etl.adapter.post(path, json={"input": PROBE})["data"]["hmac"]
+    verify = tokens.etl.adapter.post(f"/v1/transit/verify/{TAKE_BACK_TIME_KEY}", json={"input": PROBE, "hmac": tag})
+    assert verify["data"]["valid"] is True
+    root = hvac.Client(url=address, token=Path(stack_env["VAULT_ROOT_TOKEN_FILE"]).read_text().strip())
+    service = root.auth.token.create(policies=["tokenvault-service"], ttl="5m")["auth"]["client_token"]
+    others = {
+        "producer (no token)": hvac.Client(url=address, timeout=5),
+        "dlq operator": tokens.operator,
+        "vault service": hvac.Client(url=address, token=service, timeout=5),
+        "security team": hvac.Client(
+            url=address, token=Path(stack_env["VAULT_SECURITY_TOKEN_FILE"]).read_text().strip(), timeout=5
+        ),
+    }
+    hmac = Act("POST", path.removeprefix("/v1/"), {"input": PROBE})
+    assert [name for name, client in others.items() if not _refused(client, hmac, tokens)] == []
+    management = _key_management(TAKE_BACK_TIME_KEY)
+    assert [name for name, act in management.items() if not _refused(tokens.etl, act, tokens)] == []
+
+
+def _refused(client: hvac.Client, act: Act, tokens: DeadLetterTokens) -> bool:
+    """Whether OpenBao refuses `act` to `client` (403)."""
+    try:
+        _send(client, act, tokens)
+    except hvac.exceptions.Forbidden:
+        return True
+    return False

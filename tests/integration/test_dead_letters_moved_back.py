@@ -371,3 +371,24 @@ def test_an_etl_whose_openbao_policy_cannot_rewrap_refuses_to_start(stack_env: d
     TransitSealer(
         stack_env["VAULT_ADDR"], stack_env["DLQ_SEAL_ROLE_ID"], Path(stack_env["DLQ_SEAL_SECRET_ID_FILE"])
     ).check_access()  # the policy the stack writes (config/vault/tokenvault-etl.hcl) passes
+
+
+def test_an_etl_whose_openbao_policy_predates_the_take_back_key_refuses_to_start(stack_env: dict[str, str]) -> None:
+    """Review 20, R20-13: upgraded without the policy's take-back key lines, the ETL stops at start, naming the key.
+
+    Else its first take-back would stop it mid-run (run mode's every 5 minutes), or it would find
+    no take-back's tag valid and load each taken-back event under the take-back's date.
+    """
+    root = hvac.Client(url=stack_env["VAULT_ADDR"], token=Path(stack_env["VAULT_ROOT_TOKEN_FILE"]).read_text().strip())
+    policy = root.sys.read_policy("tokenvault-etl")["data"]["rules"]
+    before = policy.split('path "transit/hmac/tokenvault-take-back-times"')[0]
+    assert 'tokenvault-take-back-times" {' not in before and "transit/rewrap/tokenvault-dead-letters" in before
+    root.sys.create_or_update_policy("tokenvault-etl", before)
+    try:
+        sealer = TransitSealer(
+            stack_env["VAULT_ADDR"], stack_env["DLQ_SEAL_ROLE_ID"], Path(stack_env["DLQ_SEAL_SECRET_ID_FILE"])
+        )
+        with pytest.raises(Misconfigured, match=r"tokenvault-take-back-times.*tokenvault-etl\.hcl"):
+            sealer.check_access()
+    finally:
+        root.sys.create_or_update_policy("tokenvault-etl", policy)

@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -45,6 +46,7 @@ new_tokens_burst = 10
 # backs off before the third (last) receive, so an ETL that postpones rather than waits dead-letters some
 # events here and the test fails. At 5 a second (4.4 s) such an ETL got every event through: no higher.
 SETTLE_SECONDS = 25.0
+MAX_RECEIVE_COUNT = 3
 
 
 @pytest.fixture(scope="module")
@@ -66,18 +68,27 @@ def _events(run: str, count: int) -> list[OutgoingEvent]:
     return [OutgoingEvent(f"quota-{run}-{i}", json.dumps(body)) for i, body in enumerate(bodies)]
 
 
-def _run_until_settled(
-    stack_env: dict[str, str], vault: RunningVault, sent: list[OutgoingEvent], to_dlq: bool = False
-) -> dict[str, str]:
-    """Send `sent` (to the DLQ as SQS's redrive would: `to_dlq`), run the ETL in `run` mode until both
-    queues are empty (or SETTLE_SECONDS), stop it."""
-    env = {
-        **etl_harness_env(stack_env, vault.address, visibility_timeout=10, max_receive_count=3),
+def _run_env(stack_env: dict[str, str], vault: RunningVault) -> dict[str, str]:
+    """`run` mode's settings for new queues redriving after 3 receives, taking back every second."""
+    return {
+        **etl_harness_env(stack_env, vault.address, visibility_timeout=10, max_receive_count=MAX_RECEIVE_COUNT),
         "ETL_BATCH_SIZE": "5",
         "ETL_MAX_BATCH_AGE_SECONDS": "0.2",
         "ETL_SHUTDOWN_GRACE_SECONDS": "5",
         "ETL_TAKE_BACK_SECONDS": "1",
     }
+
+
+def _run_until_settled(
+    stack_env: dict[str, str],
+    vault: RunningVault,
+    sent: list[OutgoingEvent],
+    to_dlq: bool = False,
+    env: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Send `sent` (to the DLQ as SQS's redrive would: `to_dlq`), run the ETL in `run` mode until both
+    queues are empty (or SETTLE_SECONDS), stop it. `env`: the queues of _run_env, by default new ones."""
+    env = env or _run_env(stack_env, vault)
     endpoint = stack_env["SQS_ENDPOINT_URL"]
     with etl_consumer(env) as etl:
         send_events(sqs_client(endpoint), env["ETL_DLQ_URL" if to_dlq else "ETL_QUEUE_URL"], sent)
@@ -158,3 +169,32 @@ def test_run_mode_takes_back_what_the_redrive_moved_to_the_dlq_and_loads_it(
     env = _run_until_settled(stack_env, vault, sent, to_dlq=True)
     loaded, dead = _landed(stack_env, env, sent)
     assert (len(loaded), dead) == (len(sent), set())
+
+
+def test_run_mode_loads_what_it_takes_back_under_the_event_s_own_sent_time(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    """Review 20, R20-13: the take-back's copy carried no time, so the event loaded under the take-back's date.
+
+    SQS's redrive (a real one: `MAX_RECEIVE_COUNT` receives, nothing deleted) keeps the original's
+    SentTimestamp on the DLQ copy; the take-back, at least a second later, now tags it with the
+    ETL's own Transit key, and the row's `sent_at` is that time to the millisecond.
+    """
+    [event] = _events(uuid.uuid4().hex[:8], 1)
+    env = _run_env(stack_env, vault)
+    sqs, source = sqs_client(stack_env["SQS_ENDPOINT_URL"]), env["ETL_QUEUE_URL"]
+    send_events(sqs, source, [event])
+    for _ in range(MAX_RECEIVE_COUNT):
+        [received] = sqs.receive_message(
+            QueueUrl=source, VisibilityTimeout=0, MessageSystemAttributeNames=["SentTimestamp"]
+        )["Messages"]
+    assert "Messages" not in sqs.receive_message(QueueUrl=source, WaitTimeSeconds=0)  # moved to the DLQ
+    [moved] = all_dead_letters(stack_env["SQS_ENDPOINT_URL"], env["ETL_DLQ_URL"])
+    assert "reason" not in moved["MessageAttributes"]  # in clear, as the redrive moves it: one to take back
+    _run_until_settled(stack_env, vault, [], to_dlq=True, env=env)
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        [(create_date, sent_at)] = conn.execute(
+            "SELECT create_date, sent_at FROM user_logins WHERE event_id = %s", (event.event_id,)
+        ).fetchall()
+    original = datetime.fromtimestamp(int(received["Attributes"]["SentTimestamp"]) / 1000, UTC)
+    assert (create_date, sent_at) == (original.date(), original)

@@ -21,6 +21,8 @@ import psycopg
 import pytest
 
 from devstack.sqs import sqs_client
+from etl_service.adapters.transit_sealer import TransitSealer
+from etl_service.domain.resent_times import tag_input
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
 from tests.integration.dead_letters import all_dead_letters, run_dead_letters
 from tests.malformed_samples import body
@@ -125,3 +127,50 @@ def test_a_genuine_resend_keeps_its_date_and_its_tag_on_another_body_or_event_id
     assert loaded[f"{tag}-genuine"] == (original.date(), original)
     today = datetime.now(UTC).date()
     assert {event_id: loaded[event_id][0] for event_id in copies} == dict.fromkeys(copies, today)
+
+
+def test_a_take_back_s_tag_keeps_its_event_s_date_and_copied_onto_another_body_or_event_id_does_not(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    """Review 20, R20-13: the ETL's take-back key vouches for the time it tagged, for that body and event id only.
+
+    Tagged as a take-back tags the SentTimestamp SQS kept on a DLQ copy (here ten days back, within
+    the DLQ's retention), through the ETL's own Transit login; a producer copying the three
+    attributes onto another body, or onto the same body under another event id, gets SQS's date.
+    """
+    tag = uuid.uuid4().hex[:8]
+    env = etl_harness_env(stack_env, vault.address)
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    original_ms = int(time.time() * 1000) - TEN_DAYS_MS
+    taken_back, letter_id = body(user_id=f"{tag}-taken-back"), str(uuid.uuid4())
+    with etl_consumer(env) as etl:
+        assert isinstance(etl.wired.sealer, TransitSealer)
+        [made] = etl.wired.sealer.tag_take_back_times(
+            [tag_input(letter_id, f"{tag}-taken-back", original_ms, taken_back)]
+        )
+        time_attributes = {
+            "tokenvault_sent_timestamp": _string(str(original_ms), "Number"),
+            "tokenvault_sent_timestamp_tag": _string(made),
+            "tokenvault_resent_from": _string(letter_id),
+        }
+        copies = {
+            f"{tag}-taken-back": taken_back,
+            f"{tag}-other-body": body(user_id=f"{tag}-other-body"),
+            f"{tag}-other-event-id": taken_back,
+        }
+        for event_id, text in copies.items():
+            sqs.send_message(
+                QueueUrl=env["ETL_QUEUE_URL"],
+                MessageBody=text,
+                MessageAttributes={"event_id": _string(event_id), **time_attributes},
+            )
+        assert etl.wired.consumer.drain().loaded == 3
+    loaded = _loaded_dates(stack_env, list(copies))
+    original = datetime.fromtimestamp(original_ms / 1000, UTC)
+    today = datetime.now(UTC).date()
+    assert {event_id: dates[0] for event_id, dates in loaded.items()} == {
+        f"{tag}-taken-back": original.date(),
+        f"{tag}-other-body": today,
+        f"{tag}-other-event-id": today,
+    }
+    assert loaded[f"{tag}-taken-back"][1] == original
