@@ -36,6 +36,8 @@ COPY devstack devstack
 COPY migrations migrations
 COPY config config
 COPY examples examples
+# The SQS identities' IAM policies, for compose's sqs-init job (devstack/sqs_identities.py).
+COPY deploy/aws deploy/aws
 ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/app PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 # Byte-code compiled once here, so read-only containers start without compiling; the vault
 # service's audit checkpoint export directory (a volume in compose) belongs to its uid.

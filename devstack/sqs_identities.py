@@ -8,11 +8,13 @@ root key is used for that and for the queues only; each service gets its identit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import string
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 
@@ -55,24 +57,41 @@ def policy_document(policy_file: str, region: str = REGION, account_id: str = AC
     return json.dumps(json.loads(text.replace("QUEUE_KMS_KEY_ID", NO_QUEUE_KMS_KEY)))
 
 
-def create_identities(endpoint_url: str, root: SqsKey, region: str = REGION) -> dict[str, SqsKey]:
-    """On a fresh emulator, create an IAM user per identity with its policy; return each identity's new key."""
-    iam = boto3.client(
+def iam_client(endpoint_url: str, root: SqsKey, region: str = REGION) -> Any:
+    """The emulator's IAM API with the root key."""
+    return boto3.client(
         "iam",
         endpoint_url=endpoint_url,
         region_name=region,
         aws_access_key_id=root.access_key_id,
         aws_secret_access_key=root.secret_access_key,
     )
-    keys = {}
-    for identity, policy_file in IDENTITIES.items():
-        user = USER_PREFIX + identity
+
+
+def create_identity(iam: Any, identity: str, region: str = REGION) -> SqsKey:
+    """The IAM user of `identity` (created if missing) under its policy, with a new key: its only one."""
+    user, policy_file = USER_PREFIX + identity, IDENTITIES[identity]
+    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
         iam.create_user(UserName=user)
-        iam.put_user_policy(
-            UserName=user,
-            PolicyName=policy_file.removesuffix(".json"),
-            PolicyDocument=policy_document(policy_file, region),
-        )
-        created = iam.create_access_key(UserName=user)["AccessKey"]
-        keys[identity] = SqsKey(created["AccessKeyId"], created["SecretAccessKey"])
-    return keys
+    iam.put_user_policy(
+        UserName=user, PolicyName=policy_file.removesuffix(".json"), PolicyDocument=policy_document(policy_file, region)
+    )
+    for old in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]:
+        iam.delete_access_key(UserName=user, AccessKeyId=old["AccessKeyId"])
+    created = iam.create_access_key(UserName=user)["AccessKey"]
+    return SqsKey(created["AccessKeyId"], created["SecretAccessKey"])
+
+
+def user_exists(iam: Any, identity: str) -> bool:
+    """Whether the emulator has `identity`'s IAM user (it keeps them in memory: not after a restart)."""
+    try:
+        iam.get_user(UserName=USER_PREFIX + identity)
+    except iam.exceptions.NoSuchEntityException:
+        return False
+    return True
+
+
+def create_identities(endpoint_url: str, root: SqsKey, region: str = REGION) -> dict[str, SqsKey]:
+    """An IAM user per identity under its policy; return each identity's new key."""
+    iam = iam_client(endpoint_url, root, region)
+    return {identity: create_identity(iam, identity, region) for identity in IDENTITIES}

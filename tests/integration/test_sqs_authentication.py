@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,9 +23,11 @@ import pytest
 from botocore import UNSIGNED
 from botocore.exceptions import ClientError
 
+from devstack import sqs_init
 from devstack.procs import stop_pid
 from devstack.sqs import LAUNCHER, MINISTACK_VENV, SqsEndpoint, sqs_client, start_sqs
 from devstack.sqs_identities import IDENTITIES, SqsKey, policy_document, root_key
+from etl_service.adapters.sqs import make_sqs_client
 
 pytestmark = pytest.mark.integration
 REFUSED = {
@@ -177,3 +180,23 @@ def test_the_launcher_refuses_to_start_with_a_key_upstream_takes_for_root() -> N
             check=False,
         )
         assert started.returncode == 2 and "REFUSING TO START" in started.stderr, (key, started.stderr[-300:])
+
+
+def test_compose_s_set_up_job_hands_each_identity_its_key_once(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", emulator.root.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", emulator.root.secret_access_key)
+    endpoint, uid = emulator.sqs.endpoint_url, os.getuid()
+    args = ["--endpoint-url", endpoint, f"producer:{uid}:{tmp_path}"]
+    assert sqs_init.main(args) == 0
+    written = sqs_init.credentials_file(tmp_path, "producer")
+    assert written.stat().st_mode & 0o777 == 0o400
+    first = written.read_text()
+    assert sqs_init.main(args) == 0 and written.read_text() == first  # a key handed out is kept
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(written))
+    producer = make_sqs_client(endpoint, "us-east-1")  # the key from the file, as compose's load-sample
+    producer.send_message(QueueUrl=emulator.sqs.queue_url, MessageBody="{}")
+    assert error_code(lambda: producer.receive_message(QueueUrl=emulator.sqs.queue_url)) == "AccessDenied"

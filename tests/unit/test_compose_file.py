@@ -15,7 +15,16 @@ from tokenvault_common.env import ConfigError
 from vault_service.config import VaultServiceConfig
 
 REPO = Path(__file__).resolve().parents[2]
-PROJECT_SERVICES = ("certs", "migrate", "vault-service", "etl-service", "load-sample", "analyst", "metrics")
+PROJECT_SERVICES = (
+    "certs",
+    "migrate",
+    "sqs-init",
+    "vault-service",
+    "etl-service",
+    "load-sample",
+    "analyst",
+    "metrics",
+)
 
 
 def test_compose_file_is_valid_with_generated_credentials(tmp_path: Path) -> None:
@@ -51,7 +60,7 @@ def test_every_file_compose_mounts_or_builds_from_exists(tmp_path: Path) -> None
             if volume["type"] == "bind":
                 assert Path(volume["source"]).exists(), volume["source"]
         if "build" in service:
-            assert (Path(service["build"]["context"]) / "Dockerfile").exists()
+            assert (Path(service["build"]["context"]) / service["build"].get("dockerfile", "Dockerfile")).exists()
 
 
 def test_the_exercise_profile_runs_the_etl_on_the_exercise_images_with_only_their_queue_url(tmp_path: Path) -> None:
@@ -168,11 +177,12 @@ def test_each_service_mounts_only_its_own_certificate_volume_issued_to_its_uid(t
             assert f"/certs/{identity.common_name}-key.pem" in paths, name
 
 
-def test_one_uid_per_project_service_and_none_is_root_but_the_certs_job(tmp_path: Path) -> None:
+def test_one_uid_per_project_service_and_none_is_root_but_the_jobs_handing_out_keys(tmp_path: Path) -> None:
     services = resolved(tmp_path)["services"]
     users = {name: services[name]["user"] for name in PROJECT_SERVICES}
-    assert users.pop("certs") == "0:0"
-    assert services["certs"]["cap_add"] == ["CHOWN"]
+    for job in ("certs", "sqs-init"):  # root to hand each key to its service's uid, CHOWN its only capability
+        assert users.pop(job) == "0:0"
+        assert services[job]["cap_add"] == ["CHOWN"]
     assert len(set(users.values())) == len(users), users
     assert all(not u.startswith("0") for u in users.values())
     for name in PROJECT_SERVICES:
@@ -250,16 +260,17 @@ def test_the_third_party_containers_drop_docker_s_default_capabilities_net_raw_a
 
 
 def test_each_server_shares_a_network_only_with_the_containers_that_use_it(tmp_path: Path) -> None:
-    """attack19 Finding 3: the SQS emulator (no authentication) was on the network every container
-    shares, so the analyst's tool container read and deleted raw events; OpenBao and Postgres too
-    were reachable from every container. tests/compose/network_reach.py tries it in a real engine."""
+    """attack19 Finding 3: the SQS emulator (then without authentication) was on the network every
+    container shares, so the analyst's tool container read and deleted raw events; OpenBao and
+    Postgres too were reachable from every container. tests/compose/network_reach.py tries it in a
+    real engine."""
     services = resolved(tmp_path)["services"]
 
     def sharing(server: str) -> set[str]:
         networks = set(services[server].get("networks") or {})
         return {name for name, s in services.items() if name != server and networks & set(s.get("networks") or {})}
 
-    assert sharing("localstack") == {"etl-service", "load-sample"}
+    assert sharing("localstack") == {"etl-service", "load-sample", "sqs-init"}
     assert sharing("vault") == {"vault-init", "vault-service", "etl-service", "exercise-etl"}
     assert sharing("postgres") == {"migrate", "vault-service", "etl-service"}
     assert sharing("exercise-localstack") == {"exercise-dlq", "exercise-etl"}
@@ -267,3 +278,25 @@ def test_each_server_shares_a_network_only_with_the_containers_that_use_it(tmp_p
     assert sharing("analyst") == {"vault-service"} and sharing("metrics") == {"vault-service", "etl-service"}
     assert services["certs"].get("network_mode") == "none"  # it writes files only
     assert "ports" not in services["localstack"]  # no local user of the host reaches it either
+
+
+def test_the_sqs_root_key_is_the_emulator_s_and_sqs_init_s_and_each_client_mounts_its_own_key(tmp_path: Path) -> None:
+    """The emulator checks keys (devstack/sqs_auth_launcher.py): its root key (.env) reaches the
+    emulator and the job that makes the queues and users only; the ETL and the sample loader get
+    their own identity's key from sqs-init's volume, never a fixed key such as "test"."""
+    services = resolved(tmp_path)["services"]
+    env = dict(line.split("=", 1) for line in (tmp_path / ".env").read_text().splitlines() if "=" in line)
+    root = env["SQS_ROOT_ACCESS_KEY_ID"]
+    holders = {name for name, s in services.items() if root in (s.get("environment") or {}).values()}
+    assert holders == {"localstack", "sqs-init"}
+    assert services["localstack"]["build"]["dockerfile"] == "deploy/compose/sqs.Dockerfile"
+    for name, volume in (("etl-service", "sqs-creds-etl-service"), ("load-sample", "sqs-creds-load-sample")):
+        service = services[name]
+        assert "AWS_ACCESS_KEY_ID" not in service["environment"], name
+        assert service["environment"]["AWS_SHARED_CREDENTIALS_FILE"].startswith("/sqs-creds/"), name
+        mounted = {v["source"]: v.get("read_only", False) for v in service["volumes"] if v["type"] == "volume"}
+        assert mounted.get(volume) is True, name
+        assert service["depends_on"]["sqs-init"]["condition"] == "service_completed_successfully", name
+    for volume, reader in (("sqs-creds-etl-service", "etl-service"), ("sqs-creds-load-sample", "load-sample")):
+        mounting = {n for n, s in services.items() if any(v.get("source") == volume for v in s.get("volumes", []))}
+        assert mounting == {"sqs-init", reader}, volume

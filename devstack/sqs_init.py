@@ -1,0 +1,75 @@
+"""`python -m devstack.sqs_init`: the compose stack's SQS set-up job, run on every `up`.
+
+With the emulator's root key (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from .env: this job and
+the emulator hold it, no service) it creates `login-queue` and its DLQ under a redrive policy,
+and an IAM user per identity under its shipped policy (devstack/sqs_identities.py). Each
+identity named on the command line gets its key as an AWS shared credentials file,
+`<DIR>/<identity>-sqs-credentials`, mode 0400, owned by the uid of the one service that mounts
+DIR (AWS_SHARED_CREDENTIALS_FILE points there). A key already handed out is kept while the
+emulator still knows its user (an `up` on a running stack); an emulator that restarted (it keeps
+users in memory) gets new users and every file a new key.
+
+Identities are `IDENTITY:UID:DIR`, e.g. `etl:10002:/sqs-creds/etl-service`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from devstack.sqs import create_queues
+from devstack.sqs_identities import IDENTITIES, REGION, SqsKey, create_identity, iam_client, user_exists
+
+
+def credentials_file(directory: Path, identity: str) -> Path:
+    """Where `identity`'s key goes in its service's volume."""
+    return directory / f"{identity}-sqs-credentials"
+
+
+def write_credentials(path: Path, key: SqsKey, uid: int) -> None:
+    """`key` as the default profile of a shared credentials file, 0400, owned by `uid` (replaced atomically)."""
+    staged = path.with_name(f".{path.name}.new")
+    staged.unlink(missing_ok=True)
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+    with os.fdopen(fd, "w") as out:
+        out.write(
+            f"[default]\naws_access_key_id = {key.access_key_id}\naws_secret_access_key = {key.secret_access_key}\n"
+        )
+    os.chown(staged, uid, uid)
+    staged.replace(path)
+
+
+def parse_identity(text: str) -> tuple[str, int, Path]:
+    """`IDENTITY:UID:DIR`."""
+    identity, _, rest = text.partition(":")
+    uid, _, directory = rest.partition(":")
+    if identity not in IDENTITIES or not uid.isdigit() or not directory:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected IDENTITY:UID:DIR, IDENTITY one of {sorted(IDENTITIES)}")
+    return identity, int(uid), Path(directory)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Queues, users, keys; exit 0, or 1 saying what failed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--endpoint-url", required=True)
+    parser.add_argument("identities", nargs="+", type=parse_identity, help="IDENTITY:UID:DIR")
+    args = parser.parse_args(argv)
+    root = SqsKey(os.environ.get("AWS_ACCESS_KEY_ID", ""), os.environ.get("AWS_SECRET_ACCESS_KEY", ""))
+    region = os.environ.get("AWS_REGION", REGION)
+    queue_url, dlq_url = create_queues(args.endpoint_url, 30, key=root)
+    print(f"queues: {queue_url} (redrive to {dlq_url} after 5 receives)")
+    iam = iam_client(args.endpoint_url, root, region)
+    for identity, uid, directory in args.identities:
+        path = credentials_file(directory, identity)
+        if path.exists() and user_exists(iam, identity):
+            print(f"{identity}: key kept ({path})")
+            continue
+        write_credentials(path, create_identity(iam, identity, region), uid)
+        print(f"{identity}: new key in {path} (uid {uid})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
