@@ -9,6 +9,11 @@ PostgreSQL and vault service process, then measures in one run:
   messages from a queue fed as a live one.
 Each throughput figure is measured `--rounds` times and the median reported. The last lines
 are `figure: <name> <value> <unit>`, one per figure.
+
+`--sqs-auth`: ministack authenticated, as `make up` runs it (devstack/sqs.py): every loop uses
+its identity's key (the producer sends, the ETL and the bare loop receive and delete) on the
+stack's `login-queue`, the one queue the shipped policies name. `--stack-queue`: the same queue
+use without authentication, the figures to set beside it.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from rich.console import Console
 from bench.report import Figures, parallel, print_figures
 from devstack.events import OutgoingEvent, generate_events, send_events
 from devstack.services import start_vault_service
-from devstack.sqs import create_queues, sqs_client
+from devstack.sqs import create_queues, identity_key, sqs_client
 from devstack.stack import etl_service_env, temporary_components, vault_service_env
 from etl_service.bootstrap import bootstrap
 from etl_service.config import EtlConfig
@@ -90,10 +95,13 @@ class MemoryQueue:
         return 0
 
 
-def new_queue(env: dict[str, str], events: Sequence[OutgoingEvent]) -> tuple[str, str]:
-    """A fresh queue pair holding `events`."""
-    queue_url, dlq_url = create_queues(env["SQS_ENDPOINT_URL"], 60, name=f"bench-{time.time_ns()}")
-    sqs = sqs_client(env["SQS_ENDPOINT_URL"])
+def new_queue(env: dict[str, str], events: Sequence[OutgoingEvent], stack_queue: bool = False) -> tuple[str, str]:
+    """A fresh queue pair holding `events` (the stack's `login-queue` pair, drained, for `stack_queue`)."""
+    if stack_queue:
+        queue_url, dlq_url = env["SQS_QUEUE_URL"], env["SQS_DLQ_URL"]
+    else:
+        queue_url, dlq_url = create_queues(env["SQS_ENDPOINT_URL"], 60, name=f"bench-{time.time_ns()}")
+    sqs = sqs_client(env["SQS_ENDPOINT_URL"], identity_key(env, "producer"))
     chunks = [events[i : i + 1000] for i in range(0, len(events), 1000)]
     threads = [threading.Thread(target=send_events, args=(sqs, queue_url, c)) for c in chunks]
     for index in range(0, len(threads), 8):
@@ -105,8 +113,8 @@ def new_queue(env: dict[str, str], events: Sequence[OutgoingEvent]) -> tuple[str
 
 
 def bare_receive_delete(env: dict[str, str], queue_url: str, count: int, receivers: int) -> float:
-    """Messages per second of `receivers` threads doing only receive(10) + delete_batch(10)."""
-    sqs = sqs_client(env["SQS_ENDPOINT_URL"])
+    """Messages per second of `receivers` threads doing only receive(10) + delete_batch(10), as the ETL's identity."""
+    sqs = sqs_client(env["SQS_ENDPOINT_URL"], identity_key(env, "etl"))
     deleted = [0]
     lock = threading.Lock()
 
@@ -178,7 +186,9 @@ def core_path(env: dict[str, str], events: Sequence[OutgoingEvent], batch_size: 
         wired.close()
 
 
-def peak_rss_over(env: dict[str, str], count: int, receivers: int, backlog: int = 10_000) -> tuple[float, float]:
+def peak_rss_over(
+    env: dict[str, str], count: int, receivers: int, backlog: int = 10_000, stack_queue: bool = False
+) -> tuple[float, float]:
     """(peak resident MB, messages/s) of `python -m etl_service run` while it loads `count` messages.
 
     The queue is fed as a live queue is: a producer keeps about `backlog` messages waiting
@@ -186,8 +196,9 @@ def peak_rss_over(env: dict[str, str], count: int, receivers: int, backlog: int 
     once). The service is stopped with SIGTERM once every message is in user_logins or the
     quarantine.
     """
-    queue_url, dlq_url = create_queues(env["SQS_ENDPOINT_URL"], 60, name=f"bench-rss-{time.time_ns()}")
-    sqs = sqs_client(env["SQS_ENDPOINT_URL"])
+    queue_url, dlq_url = new_queue(env, [], stack_queue)
+    sqs = sqs_client(env["SQS_ENDPOINT_URL"], identity_key(env, "producer"))
+    depth = sqs_client(env["SQS_ENDPOINT_URL"], identity_key(env, "etl"))  # the producer may only send
     tag = time.time_ns() % 2**31
     events = generate_events(count, seed=tag, malformed_rate=0.02)
     process = subprocess.Popen(
@@ -205,7 +216,7 @@ def peak_rss_over(env: dict[str, str], count: int, receivers: int, backlog: int 
             if not chunk:
                 return
             send_events(sqs, queue_url, chunk)
-            while not stop_feeding.is_set() and visible_messages(sqs, queue_url) > backlog:
+            while not stop_feeding.is_set() and visible_messages(depth, queue_url) > backlog:
                 time.sleep(0.2)
 
     feeder = threading.Thread(target=feed, daemon=True)
@@ -254,10 +265,13 @@ def resident_kb(pid: int) -> int:
     return 0
 
 
-def run(messages: int, rounds: int, receivers: int, rss_messages: int) -> Figures:
+def run(
+    messages: int, rounds: int, receivers: int, rss_messages: int, sqs_auth: bool = False, stack_queue: bool = False
+) -> Figures:
     """Start everything, measure, stop everything; figure name -> (median, unit)."""
     samples: dict[str, list[float]] = {"bare": [], "etl": [], "ratio": [], "core": []}
-    with temporary_components("tokenvault-bench-etl-") as stack:
+    stack_queue = stack_queue or sqs_auth  # the shipped policies name login-queue only
+    with temporary_components("tokenvault-bench-etl-", authenticate_sqs=sqs_auth) as stack:
         env, state_dir = stack.env, stack.state_dir
         service_env = {**vault_service_env(env), "TOKENVAULT_METRICS_PORT": "0", "TOKENVAULT_LOG_LEVEL": "WARNING"}
         certs = state_dir / "certs"
@@ -266,11 +280,13 @@ def run(messages: int, rounds: int, receivers: int, rss_messages: int) -> Figure
         stack.save()
         for round_no in range(rounds):
             events = list(generate_events(messages, seed=1000 + round_no, malformed_rate=0.02))
-            bare_queue, _ = new_queue(env, events)
-            etl_queue, etl_dlq = new_queue(env, events)
+            pairs = [new_queue(env, events, stack_queue) for _ in range(1 if stack_queue else 2)]
+            (bare_queue, _), (etl_queue, etl_dlq) = pairs[0], pairs[-1]
             # The endpoint slows as it accumulates state, so the order alternates between rounds
             # and the ratio is taken per round, from runs side by side.
             for which in ("bare", "etl") if round_no % 2 == 0 else ("etl", "bare"):
+                if stack_queue and which != ("bare", "etl")[round_no % 2]:  # one queue: refill it for the second
+                    new_queue(env, events, stack_queue)
                 if which == "bare":
                     samples["bare"].append(bare_receive_delete(env, bare_queue, messages, receivers))
                 else:
@@ -282,7 +298,9 @@ def run(messages: int, rounds: int, receivers: int, rss_messages: int) -> Figure
                 f"round {round_no + 1}/{rounds}: bare {samples['bare'][-1]:,.0f}/s, "
                 f"etl {samples['etl'][-1]:,.0f}/s ({samples['ratio'][-1]:.2f}x), core {samples['core'][-1]:,.0f}/s"
             )
-        rss_mb, rss_rate = peak_rss_over(env, rss_messages, receivers) if rss_messages else (0.0, 0.0)
+        rss_mb, rss_rate = (
+            peak_rss_over(env, rss_messages, receivers, stack_queue=stack_queue) if rss_messages else (0.0, 0.0)
+        )
     median = {k: statistics.median(v) for k, v in samples.items()}
     figures = {
         "sqs_bare_receive_delete_per_s": (median["bare"], "msg/s"),
@@ -303,14 +321,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported")
     parser.add_argument("--receivers", type=int, default=4, help="concurrent receivers (both loops)")
     parser.add_argument("--rss-messages", type=int, default=200_000, help="messages drained for the memory figure")
+    parser.add_argument("--sqs-auth", action="store_true", help="ministack authenticated, as `make up` runs it")
+    parser.add_argument("--stack-queue", action="store_true", help="login-queue for every loop (as --sqs-auth)")
     args = parser.parse_args()
     # The end-to-end and core-path ETLs run in this process: it gets the interpreter settings
     # `python -m etl_service` applies (the bare loop beside them runs under the same ones).
     tune_for_throughput()
-    figures = run(args.messages, args.rounds, args.receivers, args.rss_messages)
+    figures = run(args.messages, args.rounds, args.receivers, args.rss_messages, args.sqs_auth, args.stack_queue)
     title = (
         f"ETL, {args.receivers} receivers, {args.messages:,} messages x {args.rounds} rounds, "
         f"{args.rss_messages:,} for memory, {os.cpu_count()} cores"
+        + (", SQS authenticated" if args.sqs_auth else ", login-queue" if args.stack_queue else "")
     )
     print_figures(console, title, figures)
 
