@@ -45,16 +45,21 @@ class Throttled(DependencyDown):
     """The vault refused a call over the ETL's quota; `retry_after` seconds is when it may be tried again.
 
     The vault answers its health check meanwhile, so a probe cannot tell when this is over: the wait is
-    the vault's own figure (MIN_THROTTLED_SECONDS when it gave none).
+    the vault's own figure (MIN_THROTTLED_SECONDS when it gave none), but never more than
+    MAX_THROTTLED_SECONDS: the figure comes from a function the database owner can replace, and an
+    unbounded one paused receiving for as long as it said, long after the vault was serving again
+    (attack 20, finding 4). Past the cap the ETL simply tries again and is told again.
     """
 
     def __init__(self, message: str, retry_after: float, dependency: str = "vault") -> None:
         super().__init__(message, dependency)
-        self.retry_after = retry_after if retry_after > 0 else MIN_THROTTLED_SECONDS
+        self.retry_after = min(retry_after, MAX_THROTTLED_SECONDS) if retry_after > 0 else MIN_THROTTLED_SECONDS
 
 
 MIN_THROTTLED_SECONDS = 1.0
 """How long a metered refusal without a `retry-after-ms` keeps receiving paused."""
+MAX_THROTTLED_SECONDS = 60.0
+"""The longest a metered refusal keeps receiving paused, whatever `retry-after-ms` the vault sent."""
 
 
 class Misconfigured(EtlError):
@@ -80,7 +85,9 @@ def vault_status_error(code_name: str, detail: str, call: str, retry_after: floa
     or a database outage, with UNAVAILABLE), so a message that triggers one is isolated.
     """
     if code_name == _VAULT_THROTTLED:
-        return Throttled(f"vault service {call}: {code_name}: {detail}", retry_after)
+        over = retry_after > MAX_THROTTLED_SECONDS
+        capped = f" (the ETL tries again after {MAX_THROTTLED_SECONDS:.0f} s)" if over else ""
+        return Throttled(f"vault service {call}: {code_name}: {detail}{capped}", retry_after)
     if code_name in _VAULT_DOWN:
         return DependencyDown(f"vault service {call}: {code_name}: {detail}", "vault")
     if code_name in _VAULT_MISCONFIGURED:

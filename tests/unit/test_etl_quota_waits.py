@@ -19,11 +19,12 @@ from typing import Any
 import grpc
 import pytest
 
-from etl_service.adapters.vault_client import MAX_THROTTLED_WAIT_SECONDS, GrpcTokenizer
+from etl_service.adapters.vault_client import MAX_THROTTLED_WAIT_SECONDS, GrpcTokenizer, QuotaWaitLog
 from etl_service.bootstrap import bootstrap
 from etl_service.config import EtlConfig
-from etl_service.errors import Throttled
+from etl_service.errors import MAX_THROTTLED_SECONDS, Throttled, vault_status_error
 from etl_service.service.batch import BatchProcessor
+from etl_service.service.gate import DependencyGate
 from tests.unit.etl_builders import good, message, minimal_etl_env
 from tests.unit.fakes import FakeLoginStore, FakeQueue
 from tests.unit.rpc_errors import FakeRpcError
@@ -57,7 +58,7 @@ def test_a_metered_tokenize_waits_out_the_retry_after_and_says_so(caplog: pytest
         ips, devices = GrpcTokenizer(channel).tokenize(["10.0.0.1"], ["dev-1"])  # type: ignore[arg-type]
     assert (ips, devices) == ({"10.0.0.1": "tok_10.0.0.1"}, {"dev-1": "tok_dev-1"}) and channel.attempts == 4
     waits = [r for r in caplog.records if r.getMessage() == "vault quota reached: waiting its retry-after"]
-    assert [getattr(r, "retry_after_s", None) for r in waits] == [0.05] * 3
+    assert [(getattr(r, "retry_after_s", None), getattr(r, "waits", None)) for r in waits] == [(0.05, 1)]
     assert "10.0.0.1" not in caplog.text and "dev-1" not in caplog.text
 
 
@@ -99,3 +100,28 @@ def test_the_consumers_stop_is_the_event_the_vault_adapters_waits_end_on(tmp_pat
         assert wired.tokenizer.stopping.is_set()
     finally:
         wired.close()
+
+
+def test_quota_waits_are_logged_once_per_period_with_how_many_there_were(caplog: pytest.LogCaptureFixture) -> None:
+    # Before, each 0.1 s wait was a line: 600 lines in 4 minutes of quota (attack 20's notes).
+    now = [0.0]
+    on_wait = QuotaWaitLog(every=10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="etl_service"):
+        for _ in range(100):  # 10 s of 0.1 s waits: the first is logged, the next 99 fold into the next line
+            on_wait(None, 0.1)  # type: ignore[arg-type]
+            now[0] += 0.1
+        now[0] = 10.0
+        on_wait(None, 0.1)  # type: ignore[arg-type]
+    assert [getattr(r, "waits", None) for r in caplog.records] == [1, 100]
+
+
+def test_a_retry_after_longer_than_the_cap_pauses_receiving_no_longer_than_the_cap() -> None:
+    # Attack 20, finding 4: the database owner's replaced vault.take_call_budget answered a wait of 10^7 s,
+    # the vault passed it on, and the ETL's gate did not probe again for 115 days.
+    throttled = vault_status_error("RESOURCE_EXHAUSTED", "retry in 10000000.00 s", "Tokenize", 1.0e7)
+    assert isinstance(throttled, Throttled) and throttled.retry_after == MAX_THROTTLED_SECONDS == 60.0
+    assert "the ETL tries again after 60 s" in str(throttled)
+    probes: list[float] = []
+    gate = DependencyGate(lambda: probes.append(time.monotonic()))
+    gate.report_failure("vault", retry_after=throttled.retry_after)
+    assert gate._next_probe - time.monotonic() <= MAX_THROTTLED_SECONDS

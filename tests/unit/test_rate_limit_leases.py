@@ -134,3 +134,33 @@ def test_without_shared_budgets_limits_hold_per_process_and_the_store_is_asked_a
     clock.now += RECHECK_SHARED_SECONDS
     assert _allowed(limiter, 5) == 5
     assert store.budget_takes == 2 and store.buckets[("analyst", "detokenize")][0] == 0
+
+
+class _OwnersBudget(FakeTokenStore):
+    """vault.take_call_budget as its owner swapped it (attack 20, finding 4): no grant, a wait of 10^7 s, or
+    a grant far over what was asked."""
+
+    def __init__(self, answer: tuple[int, float]) -> None:
+        super().__init__()
+        self.answer = answer
+        self.asked = 0
+
+    def take_budget(self, client: str, kind: str, need: int, want: int, limit: RateLimit) -> tuple[int, float] | None:
+        self.asked += 1
+        return self.answer
+
+
+def test_a_wait_longer_than_the_limit_can_mean_is_cut_to_refilling_the_need() -> None:
+    # Before, the 10^7 s went out as the client's retry-after-ms, and the ETL paused receiving that long.
+    with pytest.raises(RateLimited) as refused:
+        _replica(_OwnersBudget((0, 1.0e7)), Clock()).take("analyst", 50)
+    assert refused.value.retry_after == pytest.approx(50 / ANALYST.per_second)
+
+
+def test_a_grant_larger_than_asked_is_spent_as_the_lease_asked_for() -> None:
+    # The process goes back to the store after one lease, as with an honest grant (the owner's function
+    # decides every grant anyway; a grant of 10^9 kept it away from the store, and its limits, for good).
+    store = _OwnersBudget((10**9, 0.0))
+    limiter = _replica(store, Clock())
+    _allowed(limiter, 1, 10 * lease_size(ANALYST.burst))
+    assert store.asked == 10

@@ -159,14 +159,18 @@ class RateLimiter:
         if self._shared is None or self._clock() < self._in_memory_until:
             return None
         need = count - lease.left
-        got = self._shared.take_budget(client, self._kind, need, max(need, self._lease(limit.burst)), limit)
+        want = max(need, self._lease(limit.burst))
+        got = self._shared.take_budget(client, self._kind, need, want, limit)
         if got is None:
             self._in_memory_until = self._clock() + RECHECK_SHARED_SECONDS
             return None
         granted, wait = got
         if wait:
-            return wait
-        lease.left += granted - count
+            # No bucket of this limit makes `need` wait longer than refilling it from empty: a longer
+            # figure is the database's (its owner can replace the function) and was passed on as the
+            # client's retry-after unbounded - the ETL paused for it (attack 20, finding 4).
+            return min(wait, need / limit.per_second)
+        lease.left += min(granted, want) - count
         return 0.0
 
 
