@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import botocore.exceptions
 
 from devstack.isolation import python_command
-from devstack.procs import StackError, free_port, port_open, spawn, wait_until
+from devstack.procs import StackError, free_port, port_open, spawn, stop_pid, wait_until
 from devstack.sqs_identities import IDENTITIES, SqsKey, create_identities, root_key
 from etl_service.adapters.sqs import make_sqs_client
 
@@ -144,13 +144,17 @@ def start_sqs(
         command = python_command(user, MINISTACK_VENV, "hypercorn", "ministack.app:app", "--bind", bind)
         env = {"GATEWAY_PORT": str(port), "SERVICES": "sqs", "LOG_LEVEL": "WARNING"}
     pid = spawn(command, log_file, env=env, user=user, home=home)
-    endpoint = f"http://127.0.0.1:{port}"
-    wait_until(lambda: port_open(port), "ministack (SQS)", 60, pid, log_file)
-    queue_url, dlq_url = create_queues(endpoint, visibility_timeout, key=root)
-    if not authenticated:
-        return SqsEndpoint(endpoint, pid, queue_url, dlq_url, dict.fromkeys(IDENTITIES, DEV_KEY))
-    refuse_unless_authenticated(endpoint, queue_url)
-    return SqsEndpoint(endpoint, pid, queue_url, dlq_url, create_identities(endpoint, root), authenticated=True)
+    try:  # the caller records the PID only on success: a set-up that fails stops what it started
+        endpoint = f"http://127.0.0.1:{port}"
+        wait_until(lambda: port_open(port), "ministack (SQS)", 60, pid, log_file)
+        queue_url, dlq_url = create_queues(endpoint, visibility_timeout, key=root)
+        if not authenticated:
+            return SqsEndpoint(endpoint, pid, queue_url, dlq_url, dict.fromkeys(IDENTITIES, DEV_KEY))
+        refuse_unless_authenticated(endpoint, queue_url)
+        return SqsEndpoint(endpoint, pid, queue_url, dlq_url, create_identities(endpoint, root), authenticated=True)
+    except BaseException:
+        stop_pid(pid)
+        raise
 
 
 def refuse_unless_authenticated(endpoint_url: str, queue_url: str) -> None:

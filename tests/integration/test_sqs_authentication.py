@@ -23,8 +23,9 @@ import pytest
 from botocore import UNSIGNED
 from botocore.exceptions import ClientError
 
+from devstack import sqs as devstack_sqs
 from devstack import sqs_init
-from devstack.procs import stop_pid
+from devstack.procs import StackError, alive, spawn, stop_pid
 from devstack.sqs import LAUNCHER, MINISTACK_VENV, SqsEndpoint, sqs_client, start_sqs
 from devstack.sqs_identities import IDENTITIES, SqsKey, policy_document, root_key
 from etl_service.adapters.sqs import make_sqs_client
@@ -200,3 +201,25 @@ def test_compose_s_set_up_job_hands_each_identity_its_key_once(
     producer = make_sqs_client(endpoint, "us-east-1")  # the key from the file, as compose's load-sample
     producer.send_message(QueueUrl=emulator.sqs.queue_url, MessageBody="{}")
     assert error_code(lambda: producer.receive_message(QueueUrl=emulator.sqs.queue_url)) == "AccessDenied"
+
+
+def test_an_endpoint_that_takes_the_key_test_is_refused_and_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A ministack whose root bypass came back (here: the launcher's patches skipped) fails the
+    # set-up, and the set-up stops the process it started: no caller ever had its PID.
+    spawned: list[int] = []
+
+    def spawn_recorded(*args: Any, **kwargs: Any) -> int:
+        spawned.append(spawn(*args, **kwargs))
+        return spawned[-1]
+
+    unpatched = tmp_path / "sqs_auth_launcher.py"
+    source = LAUNCHER.read_text().replace("    close_root_bypass(iam_evaluator, sts, root_key)\n", "")
+    unpatched.write_text(source.replace("    check_patched(iam_evaluator, root_key)\n", ""))
+    (tmp_path / "ministack-requirements.txt").write_text(LAUNCHER.with_name("ministack-requirements.txt").read_text())
+    monkeypatch.setattr(devstack_sqs, "LAUNCHER", unpatched)
+    monkeypatch.setattr(devstack_sqs, "spawn", spawn_recorded)
+    with pytest.raises(StackError, match="accepted the key 'test'"):
+        start_sqs(tmp_path / "ministack.log", authenticated=True)
+    assert spawned and not alive(spawned[0])
