@@ -343,8 +343,9 @@ class DeadLetterQueue:
 
         Each goes back under its event id (resend), so it loads exactly once under the same key or gets
         its reason; with its original sent time: the tag the letter carries, else, with a `tagger`
-        (the ETL's take-back key: run mode, a drain), SQS's SentTimestamp of the DLQ copy - the
-        original's, kept by the redrive - tagged by the ETL (take_back_times; review 20, R20-13).
+        (the ETL's take-back key: run mode, a drain; the operator's dead-letter key: `dead-letters
+        redrive`), SQS's SentTimestamp of the DLQ copy - the original's, kept by the redrive -
+        tagged (take_back_times; review 20, R20-13).
         Without either it loads under the take-back's date. Reads at most `limit`
         messages; returns how many were taken back, and `complete=False` when the listing was cut short
         (`cut_short`): a letter to take back may be left unread. When it took none, `held_elsewhere`

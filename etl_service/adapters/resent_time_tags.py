@@ -1,8 +1,9 @@
 """Transit HMAC tags of re-sent dead letters' sent times: who may make them, and checking them.
 
 Two keys vouch for a re-sent time. The dead-letter key: the DLQ operator's token may `update`
-`transit/hmac/<dead-letter key>` (tokenvault-dlq-operator.hcl, `dead-letters resend`), the ETL's
-only `transit/verify/<dead-letter key>`. The take-back key (TAKE_BACK_TIME_KEY, an HMAC-only key):
+`transit/hmac/<dead-letter key>` (tokenvault-dlq-operator.hcl: `dead-letters resend`, and
+`redrive` for the SentTimestamp SQS kept on each DLQ copy it takes back), the ETL's only
+`transit/verify/<dead-letter key>`. The take-back key (TAKE_BACK_TIME_KEY, an HMAC-only key):
 the ETL's may `hmac` and `verify` with it (tokenvault-etl.hcl), to vouch for the SentTimestamp SQS
 itself kept on a DLQ copy its take-back sends back; no one else may use it. A producer holds no
 Vault token at all: it can make neither tag.
@@ -11,7 +12,8 @@ Vault token at all: it can make neither tag.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import hvac
@@ -134,17 +136,37 @@ def tag_resent_time(address: str, token: str, key_name: str, data: bytes, mount:
     transit/hmac/<key>), DependencyDown when it is unreachable.
     """
     client = hvac.Client(url=address, token=token, timeout=5)
-    try:
+    with _as_operator(key_name, mount, "re-sent"):
         response = client.secrets.transit.generate_hmac(
             name=key_name, hash_input=base64.b64encode(data).decode(), algorithm="sha2-256", mount_point=mount
         )
+    return str(response["data"]["hmac"])
+
+
+def tag_resent_times(
+    address: str, token: str, key_name: str, inputs: Sequence[bytes], mount: str = "transit"
+) -> list[str]:
+    """tag_resent_time of each input, in order, in batches (VERIFY_BATCH per call): `dead-letters redrive`'s tagger.
+
+    The same HMAC (SHA-256, the key's newest version) the ETL verifies; errors as tag_resent_time's.
+    """
+    client = hvac.Client(url=address, token=token, timeout=5)
+    path = f"/v1/{mount}/hmac/{key_name}"
+    with _as_operator(key_name, mount, "taken back"):
+        return hmac_in_batches(lambda batch: client.adapter.post(path, json={"batch_input": batch}), inputs)
+
+
+@contextlib.contextmanager
+def _as_operator(key_name: str, mount: str, done: str) -> Iterator[None]:
+    """OpenBao's errors for the DLQ operator's HMAC as the ETL's kinds; `done` says what was not done."""
+    try:
+        yield
     except hvac.exceptions.Forbidden:
         raise Misconfigured(
             f"OpenBao refused to vouch for the original sent time with Transit key {key_name!r}: the DLQ operator's"
             f" policy must allow update on {mount}/hmac/{key_name} (config/vault/tokenvault-dlq-operator.hcl);"
-            " nothing was re-sent",
+            f" nothing was {done}",
             "openbao",
         ) from None
     except (hvac.exceptions.VaultError, requests.RequestException) as error:
-        raise DependencyDown(f"OpenBao unavailable: {type(error).__name__}; nothing was re-sent", "openbao") from None
-    return str(response["data"]["hmac"])
+        raise DependencyDown(f"OpenBao unavailable: {type(error).__name__}; nothing was {done}", "openbao") from None

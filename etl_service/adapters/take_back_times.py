@@ -5,8 +5,10 @@ take-back sends a new copy, which SQS dates anew. So that the copy loads under i
 `create_date` (DESIGN §2: the UTC date of the event's SentTimestamp), the ETL tags the DLQ copy's
 SentTimestamp - SQS's system attribute, never an attribute a sender set - with its take-back key
 (resent_time_tags.TransitTimeTags), over the letter's message id, the event id and the body, as
-`dead-letters resend` tags an operator's (domain/resent_times.py). The ETL believes it on receipt
-like any re-sent time: the tag verified, the time within the DLQ's retention before the copy's.
+`dead-letters resend` tags an operator's (domain/resent_times.py). The operators' `dead-letters
+redrive` tags the same time the same way with their dead-letter key (resent_time_tags.tag_resent_times).
+The ETL believes it on receipt like any re-sent time: the tag verified (under either key), the
+time within the DLQ's retention before the copy's.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ if TYPE_CHECKING:
     from etl_service.adapters.dead_letter_queue import DeadLetter
 
 TakeBackTagger = Callable[[Sequence[bytes]], list[str]]
-"""The ETL's Transit HMAC, take-back key, of each tag input in one batch (TransitSealer.tag_take_back_times)."""
+"""A Transit HMAC of each tag input in one batch: the ETL's take-back key (TransitSealer.tag_take_back_times),
+or the DLQ operator's dead-letter key (`dead-letters redrive`: resent_time_tags.tag_resent_times)."""
 
 
 def take_back_times(letters: Sequence[DeadLetter], tagger: TakeBackTagger | None) -> dict[str, ResentTime]:
@@ -28,8 +31,8 @@ def take_back_times(letters: Sequence[DeadLetter], tagger: TakeBackTagger | None
 
     A letter carrying a time and tag (a resend's or an earlier take-back's, moved by the redrive
     again) keeps them: its SentTimestamp in the DLQ is that re-send's, not the event's. One that
-    SQS gives no SentTimestamp for, or every letter without a `tagger` (`dead-letters redrive`: the
-    operator has no take-back key; an ETL that discards bodies has no Transit), gets none and loads
+    SQS gives no SentTimestamp for, or every letter without a `tagger` (`dead-letters redrive`
+    without the operator's token; an ETL that discards bodies has no Transit), gets none and loads
     under the date it is taken back. One `tagger` call for all; its errors pass (nothing sent yet).
     """
     untagged = [d for d in letters if d.carried_time is None and d.sqs_sent_timestamp_ms > 0]

@@ -5,14 +5,20 @@ from __future__ import annotations
 import sys
 
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
+from etl_service.adapters.take_back_times import TakeBackTagger
 from etl_service.entrypoints.dead_letter_erasure import INCOMPLETE
 
 REDRIVE_PASSES = 5
 """Take-backs one `redrive` runs at most, one after another until one takes none back (and counts held letters)."""
 
 
-def redrive(dlq: DeadLetterSweep) -> int:
+def redrive(dlq: DeadLetterSweep, tagger: TakeBackTagger | None = None) -> int:
     """Take back what SQS's redrive moved; exit 3 (saying why) when letters may be left it could not take back.
+
+    With `tagger` (the operator's Transit HMAC, dead-letter key: resent_time_tags.tag_resent_times)
+    each goes back with the SentTimestamp SQS kept on its DLQ copy - the original's: the redrive
+    keeps it - tagged as `resend` tags a time (take_back_times), so it loads under its own date;
+    without, under the date it is taken back (said on stderr). A letter carrying a tag keeps it.
 
     Take-backs follow one another until one takes none back (at most REDRIVE_PASSES): that one
     counts the letters another reader holds, or delayed ones, while its listing holds the rest
@@ -29,11 +35,19 @@ def redrive(dlq: DeadLetterSweep) -> int:
     """
     taken = 0
     for _ in range(REDRIVE_PASSES):
-        moved, complete, held_elsewhere, _ = dlq.take_back_redriven()  # no prover, no sealer: no crash loop
+        # No prover, no sealer: no crash loop.
+        moved, complete, held_elsewhere, _ = dlq.take_back_redriven(tagger=tagger)
         taken += moved
         if not moved or not complete:
             break
     print(f"taken back: {taken}")
+    if taken and tagger is None:
+        print(
+            "etl_service dead-letters redrive: without the operator's token (VAULT_TOKEN, --token-file) the"
+            " original sent times were not vouched for: an event taken back without a tag of its own loads under"
+            " today's date",
+            file=sys.stderr,
+        )
     if not complete:
         print(
             f"etl_service dead-letters redrive: the DLQ was not read whole ({dlq.cut_short}): a letter left unread"

@@ -33,21 +33,25 @@ r"""`python -m etl_service dead-letters list|show|resend|redrive|erase|delete`: 
 - `redrive`: take back messages SQS's redrive policy moved (a crash loop): those without a
   reason, and those marked CLEAR by `list`, whatever their attributes; a drain does this by
   itself before it ends, and proves sealed envelopes too, which `redrive` cannot (the operator
-  may not rewrap). It reads at most 10,000 letters, within one listing lease; when it could not
-  read the DLQ whole it says why (exit 3): one unread may be one to take back. A take-back that
-  took some back cannot count held letters (its own deletions would pass for another reader's
-  holds), so `redrive` takes back again, up to 5 times, until a take-back takes none; that one
-  counts, by SQS's approximate counts taken while its listing holds the rest, the dead letters
-  another reader holds (or delayed ones), as a drain recounts them. When there are any it says
-  how many (exit 3), as a drain waits for them: one held may be one to take back; run it again
-  later. Exit 0 only when nothing is left behind; exit 3 too when the fifth still took some back.
+  may not rewrap). Each goes back with the SentTimestamp SQS kept on its DLQ copy (the
+  original's; never a time an attribute claims) and the operator's Transit HMAC over it, as
+  `resend` tags a time, so the event loads under its own date; without the operator's token
+  (VAULT_TOKEN, --token-file) under the date it is taken back. It reads at most 10,000
+  letters, within one listing lease; when it could not read the DLQ whole it says why (exit 3):
+  one unread may be one to take back. A take-back that took some back cannot count held letters
+  (its own deletions would pass for another reader's holds), so `redrive` takes back again, up
+  to 5 times, until a take-back takes none; that one counts, by SQS's approximate counts taken
+  while its listing holds the rest, the dead letters another reader holds (or delayed ones), as
+  a drain recounts them. When there are any it says how many (exit 3), as a drain waits for
+  them: one held may be one to take back; run it again later. Exit 0 only when nothing is left
+  behind; exit 3 too when the fifth still took some back.
 - `erase -`: part of an erasure: delete every dead letter holding the person's values, given on
   stdin (`user_id=…`, `ip=…`, `device_id=…`); counts only (etl_service/entrypoints/dead_letter_erasure.py).
 - `delete MESSAGE_ID --yes`: remove one dead letter without opening it, e.g. a planted or
   tampered envelope `erase` could not open; refused without --yes. What it held is gone for good.
 
 Settings: ETL_QUEUE_URL (ETL_DLQ_URL, ETL_SQS_ENDPOINT_URL, AWS_* as for the service), and for
-show/resend/erase ETL_DLQ_SEAL_VAULT_ADDR or VAULT_ADDR (https://, or http:// to loopback unless
+show/resend/redrive/erase ETL_DLQ_SEAL_VAULT_ADDR or VAULT_ADDR (https://, or http:// to loopback unless
 ETL_DLQ_SEAL_VAULT_PLAINTEXT=allow: else exit 2), and ETL_DLQ_SEAL_KEY as the ETL has it.
 Every command first checks the two queues as the ETL does at start (sqs_common.check_queue_pair,
 by QueueArn): ETL_DLQ_URL must be the target of ETL_QUEUE_URL's redrive policy, not the source
@@ -57,7 +61,7 @@ clear into the DLQ or another queue, `erase` would check a queue holding none of
 exit 0, and every `list` of a DLQ redriving elsewhere would move letters out of reach. `erase`
 prints the swept queue's QueueArn with its counts.
 A dead-letter key OpenBao does not have, or will not let the token decrypt with (the setting
-misspelt, another OpenBao, a token that is not the DLQ operator's), stops show/resend/erase
+misspelt, another OpenBao, a token that is not the DLQ operator's), stops show/resend/redrive/erase
 before they receive any dead letter, as does a plain-http OpenBao address refused as above: every
 letter would fail alike, so none is counted as unopenable or reported as tampered for it, and
 none is received (each receive counts towards SQS's ApproximateReceiveCount) for nothing.
@@ -80,10 +84,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 from etl_service.adapters.dead_letter_queue import DeadLetterError, DeadLetterQueue
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
+from etl_service.adapters.resent_time_tags import tag_resent_times
 from etl_service.adapters.sqs import endpoint_for_queue, make_sqs_client
 from etl_service.adapters.sqs_common import QueuePair, QueuePairRefused
 from etl_service.adapters.transit_sealer import DeadLetterKeyUnusable, check_dead_letter_key
@@ -139,7 +145,10 @@ def _parser() -> argparse.ArgumentParser:
     resend.add_argument("message_id")
     resend.add_argument("--body-file", type=Path, help="the fixed body (default: the original, opened as by show)")
     resend.add_argument("--token-file", type=Path, help="the operator's Vault token (default: $VAULT_TOKEN)")
-    _add_command(commands, "redrive", "take back messages SQS's redrive moved (no reason, or no ETL envelope)")
+    redrive_command = _add_command(
+        commands, "redrive", "take back messages SQS's redrive moved (no reason, or no ETL envelope)"
+    )
+    redrive_command.add_argument("--token-file", type=Path, help="the operator's Vault token (default: $VAULT_TOKEN)")
     add_erase_command(commands)
     delete = _add_command(commands, "delete", "remove one dead letter unopened (a plant); needs --yes")
     delete.add_argument("message_id")
@@ -171,9 +180,9 @@ def main(argv: list[str]) -> int:
     dlq = DeadLetterSweep(client, queue_url, dlq_url)
     try:
         pair = dlq.check()  # before anything is read or sent: is ETL_DLQ_URL the source's own DLQ?
-        if args.command == "redrive":
-            return redrive(dlq)
         access = _checked_vault_access(args)  # before any dead letter is received
+        if args.command == "redrive":
+            return redrive(dlq, partial(tag_resent_times, *access, dead_letter_key()) if access else None)
         try:
             if args.command == "erase":
                 return _erase(args, dlq, pair, access)
@@ -195,14 +204,15 @@ def _checked_vault_access(args: argparse.Namespace) -> VaultAccess | None:
     """OpenBao's address and the operator's token for a command that opens bodies, checked before the DLQ is read.
 
     For show, resend (with --body-file too: it vouches for the original sent time with the
-    operator's Transit HMAC) and erase: the address must be allowed (ConfigError) and
-    OpenBao must let the token decrypt with the dead-letter key (DeadLetterKeyUnusable), once per
-    command rather than once per letter, and before any letter is received. None for the other
-    commands, and when the address or the token is missing: erase stops then (it opens every body);
-    show/resend stop only if the letter's body is sealed (one SQS's redrive moved is in clear);
-    resend --body-file sends the fixed body without vouching for its time.
+    operator's Transit HMAC), redrive (it vouches so for the time SQS kept on each letter it takes
+    back) and erase: the address must be allowed (ConfigError) and OpenBao must let the token
+    decrypt with the dead-letter key (DeadLetterKeyUnusable), once per command rather than once per
+    letter, and before any letter is received. None for the other commands, and when the address
+    or the token is missing: erase stops then (it opens every body); show/resend stop only if the
+    letter's body is sealed (one SQS's redrive moved is in clear); resend --body-file sends the
+    fixed body, and redrive what it takes back, without vouching for its time.
     """
-    if args.command not in ("show", "resend", "erase"):
+    if args.command not in ("show", "resend", "redrive", "erase"):
         return None
     access = vault_access(args.token_file)
     if access is None:

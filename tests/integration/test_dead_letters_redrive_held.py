@@ -9,6 +9,7 @@ the DLQ, unread, in clear. Real SQS (ministack); synthetic values only.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devstack.sqs import sqs_client
@@ -76,14 +77,17 @@ def test_redrive_that_took_some_back_while_another_reader_held_one_recounts_and_
         )
     held = hold_one(sqs, dlq_url, f"{tag}-held")  # another reader holds one; the other is free to take back
 
-    redriven = run_dead_letters(env, "redrive")
+    redriven = run_dead_letters(env, "redrive")  # without the operator's token: it says so too
     assert redriven.returncode == 3, (redriven.stdout, redriven.stderr)  # it exited 0 with the held one unread
     assert redriven.stdout == "taken back: 1\n"
     assert "1 dead letter(s) held by another reader" in redriven.stderr and "run it again later" in redriven.stderr
+    assert "not vouched for" in redriven.stderr
     assert tag not in redriven.stdout + redriven.stderr
 
     sqs.change_message_visibility(QueueUrl=dlq_url, ReceiptHandle=held, VisibilityTimeout=0)
-    redriven = run_dead_letters(env, "redrive")  # nothing held any more: it takes the last one back, exit 0
+    operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
+    # Nothing held any more: it takes the last one back (its time vouched for with the token), exit 0.
+    redriven = run_dead_letters(env, "redrive", token=operator_token)
     assert (redriven.returncode, redriven.stdout, redriven.stderr) == (0, "taken back: 1\n", "")
     assert all_dead_letters(endpoint, dlq_url) == []
 

@@ -26,6 +26,9 @@ from tests.integration.dead_letters import all_dead_letters, run_dead_letters
 from tests.integration.etl_landings import drained_within
 from tests.malformed_samples import GOOD, body
 
+MAX_RECEIVE_COUNT = 2
+"""The `redrive` test's source queue: SQS's redrive moves a message to the DLQ on the receive after this many."""
+
 
 def test_the_dlq_holds_no_raw_ip_or_device_id_in_bodies_or_attributes(
     stack_env: dict[str, str], vault: RunningVault
@@ -147,11 +150,14 @@ def test_redrive_takes_back_only_reasonless_dead_letters_under_their_original_ev
     """The drain's take-back and the operators' `redrive` are one implementation (DeadLetterQueue).
 
     A dead letter of the ETL's (an envelope) stays; an original SQS's redrive moved is taken back,
-    a `reason` attribute of its producer's notwithstanding (attack 12, finding 2).
+    a `reason` attribute of its producer's notwithstanding (attack 12, finding 2). One SQS's real
+    redrive moved (its receives spent, never deleted) loads with `sent_at` its original
+    SentTimestamp to the ms: `redrive` tags the time SQS kept on the DLQ copy with the operator's
+    dead-letter key, as `resend` tags (before, it loaded under the redrive's time; R20-13).
     """
     tag = uuid.uuid4().hex[:8]
     sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
-    env = etl_harness_env(stack_env, vault.address)
+    env = etl_harness_env(stack_env, vault.address, max_receive_count=MAX_RECEIVE_COUNT)
     first_sent = int(time.time() * 1000) - 3 * 24 * 3600 * 1000  # re-sent once 3 days ago, then redriven again
     missing_field = {"reason": {"DataType": "String", "StringValue": "missing_field"}}
     operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
@@ -167,6 +173,12 @@ def test_redrive_takes_back_only_reasonless_dead_letters_under_their_original_ev
         f"{tag}-producer-reason": {"reason": {"DataType": "String", "StringValue": "login"}},
         f"{tag}-reasoned": missing_field,
     }
+    send_events(sqs, env["ETL_QUEUE_URL"], [OutgoingEvent(f"{tag}-moved", body(user_id=f"{tag}-moved"))])
+    for _ in range(MAX_RECEIVE_COUNT):  # SQS's redrive moves it on the next receive, SentTimestamp and all
+        [moved] = sqs.receive_message(
+            QueueUrl=env["ETL_QUEUE_URL"], VisibilityTimeout=0, MessageSystemAttributeNames=["SentTimestamp"]
+        )["Messages"]
+    assert "Messages" not in sqs.receive_message(QueueUrl=env["ETL_QUEUE_URL"])
     for event_id, extra in attributes.items():
         sqs.send_message(
             QueueUrl=env["ETL_DLQ_URL"],
@@ -184,18 +196,19 @@ def test_redrive_takes_back_only_reasonless_dead_letters_under_their_original_ev
     }
     resent = run_dead_letters(env, "resend", ids[f"{tag}-again"])  # by hand, as it was
     assert resent.returncode == 0, resent.stderr
-    redriven = run_dead_letters(env, "redrive")  # the rest the ETL did not write, as a drain does
-    assert redriven.returncode == 0 and "taken back: 2" in redriven.stdout, redriven.stderr
+    redriven = run_dead_letters(env, "redrive", token=operator_token)  # the rest the ETL did not write
+    assert redriven.returncode == 0 and "taken back: 3" in redriven.stdout, redriven.stderr
     with etl_consumer(env) as etl:
-        assert etl.wired.consumer.drain().loaded == 3
+        assert etl.wired.consumer.drain().loaded == 4
     with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
         sent: dict[str, Any] = dict(
             conn.execute(
                 "SELECT event_id, extract(epoch FROM sent_at) FROM user_logins WHERE event_id = ANY(%s)",
-                ([f"{tag}-again", f"{tag}-plain", f"{tag}-producer-reason"],),
+                ([f"{tag}-again", f"{tag}-moved", f"{tag}-plain", f"{tag}-producer-reason"],),
             ).fetchall()
         )
-    assert sorted(sent) == [f"{tag}-again", f"{tag}-plain", f"{tag}-producer-reason"]
+    assert sorted(sent) == [f"{tag}-again", f"{tag}-moved", f"{tag}-plain", f"{tag}-producer-reason"]
+    assert float(sent[f"{tag}-moved"]) == int(moved["Attributes"]["SentTimestamp"]) / 1000  # the original's
     assert float(sent[f"{tag}-again"]) == first_sent / 1000  # the original time, not the DLQ copy's
     assert abs(float(sent[f"{tag}-plain"]) - plain_sent) < 30  # SQS's own SentTimestamp of the redriven copy
     left = all_dead_letters(stack_env["SQS_ENDPOINT_URL"], env["ETL_DLQ_URL"])

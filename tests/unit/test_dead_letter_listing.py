@@ -122,8 +122,18 @@ def test_the_redrive_command_that_took_none_while_another_reader_held_a_letter_e
 def test_the_redrive_command_exits_0_once_no_reader_holds_a_letter(capsys: pytest.CaptureFixture[str]) -> None:
     client = LargeDlq(reasoned=3)
     sweep = DeadLetterSweep(client, SOURCE, DLQ, clock=client.clock)  # type: ignore[arg-type]
-    assert dead_letters._redrive(sweep) == 0
+    assert dead_letters._redrive(sweep, lambda inputs: ["vault:v1:tag"] * len(inputs)) == 0  # the operator's
     assert capsys.readouterr() == ("taken back: 1\n", "")
     sweep = DeadLetterSweep(client, SOURCE, DLQ, clock=client.clock)  # type: ignore[arg-type]
     assert dead_letters._redrive(sweep) == 0  # took none, none held: its own listing is not another reader's
     assert capsys.readouterr() == ("taken back: 0\n", "")
+
+
+def test_the_redrive_command_without_the_operator_s_token_says_what_it_took_back_loads_under_today_s_date(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client = LargeDlq(reasoned=3)
+    sweep = DeadLetterSweep(client, SOURCE, DLQ, clock=client.clock)  # type: ignore[arg-type]
+    assert dead_letters._redrive(sweep) == 0  # no tagger: no token to vouch for the time SQS kept with
+    out, err = capsys.readouterr()
+    assert out == "taken back: 1\n" and "not vouched for" in err and "today's date" in err, err
