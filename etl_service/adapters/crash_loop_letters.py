@@ -28,7 +28,7 @@ from etl_service.service.outcomes import CRASH_LOOP
 from etl_service.service.sealing import SQS_MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
-    from etl_service.adapters.dead_letter_queue import DeadLetter
+    from etl_service.adapters.dead_letter import DeadLetter
     from etl_service.service.ports import BodySealer
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from etl_service.adapters.dead_letter_queue import DeadLetter, DeadLetterQueue
+from etl_service.adapters.dead_letter import DeadLetter
+from etl_service.adapters.dead_letter_queue import DeadLetterQueue
 from etl_service.adapters.sqs_common import SQS_ERRORS, approximate_counts, raise_for
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from etl_service.adapters.dead_letter_queue import DeadLetter
+    from etl_service.adapters.dead_letter import DeadLetter
 
 
 class HeldLetters:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from etl_service.domain.resent_times import ResentTime, tag_input
 
 if TYPE_CHECKING:
-    from etl_service.adapters.dead_letter_queue import DeadLetter
+    from etl_service.adapters.dead_letter import DeadLetter
 
 TakeBackTagger = Callable[[Sequence[bytes]], list[str]]
 """A Transit HMAC of each tag input in one batch: the ETL's take-back key (TransitSealer.tag_take_back_times),

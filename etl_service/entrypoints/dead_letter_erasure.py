@@ -74,7 +74,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from etl_service.adapters.dead_letter_queue import LISTING_LIMIT, DeadLetter
+from etl_service.adapters.dead_letter import DeadLetter
+from etl_service.adapters.dead_letter_queue import LISTING_LIMIT
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.adapters.transit_sealer import DeadLetterKeyUnusable
 from etl_service.domain.erasure_match import CriteriaError, Person, read_person

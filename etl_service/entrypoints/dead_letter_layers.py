@@ -16,7 +16,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from etl_service.adapters.dead_letter_queue import DeadLetter
+from etl_service.adapters.dead_letter import DeadLetter
 from etl_service.adapters.transit_sealer import SealedBodyUnopenable
 from etl_service.service.own_dead_letters import read_shaped_as_written
 from etl_service.service.sealing import read_dead_letter_body

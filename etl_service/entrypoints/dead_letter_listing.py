@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from etl_service.adapters.dead_letter_queue import LISTING_LIMIT, DeadLetter, DeadLetterQueue
+from etl_service.adapters.dead_letter import DeadLetter
+from etl_service.adapters.dead_letter_queue import LISTING_LIMIT, DeadLetterQueue
 from etl_service.adapters.transit_sealer import KEY_SETTING
 from etl_service.domain.messages import MAX_EVENT_ID_LENGTH
 from etl_service.entrypoints.dead_letter_erasure import INCOMPLETE

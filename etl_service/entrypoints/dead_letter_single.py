@@ -12,7 +12,8 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from etl_service.adapters.dead_letter_queue import DeadLetter, DeadLetterError, DeadLetterQueue
+from etl_service.adapters.dead_letter import DeadLetter
+from etl_service.adapters.dead_letter_queue import DeadLetterError, DeadLetterQueue
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.adapters.resent_time_tags import tag_resent_time
 from etl_service.adapters.transit_sealer import KEY_SETTING

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from etl_service.adapters.dead_letter_queue import DeadLetter
+from etl_service.adapters.dead_letter import DeadLetter
 from etl_service.adapters.dead_letter_sweep import Unseen
 from etl_service.domain.erasure_match import Person
 from etl_service.entrypoints.dead_letter_erasure import INCOMPLETE, run_erase

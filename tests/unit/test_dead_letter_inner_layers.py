@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from etl_service.adapters.dead_letter_queue import DeadLetter
+from etl_service.adapters.dead_letter import DeadLetter
 from etl_service.entrypoints.dead_letter_layers import envelope_layers
 from etl_service.service.sealing import DEAD_LETTER_FORMAT, dead_letter_body
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from etl_service.adapters.dead_letter_queue import DeadLetter
+from etl_service.adapters.dead_letter import DeadLetter
 from etl_service.domain.erasure_match import CriteriaError, Person, full_ip_spelling, read_person
 
 IP = "203.0.113.154"

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etl_service.adapters.dead_letter_queue import _resend_attributes, _to_dead_letter
+from etl_service.adapters.dead_letter import to_dead_letter
+from etl_service.adapters.dead_letter_queue import _resend_attributes
 from etl_service.adapters.sqs import SqsQueue, _to_message
 from etl_service.adapters.sqs_common import (
     MAX_TIMESTAMP_MS,
@@ -193,14 +194,14 @@ def dead_raw(body: str = "{}", **attributes: str) -> dict[str, Any]:
     ],
 )
 def test_a_dead_letter_with_a_sent_time_that_is_no_time_lists_sqs_own(attributes: dict[str, str]) -> None:
-    dead = _to_dead_letter(dead_raw(**attributes))
+    dead = to_dead_letter(dead_raw(**attributes))
     assert dead.sent_at == "2026-12-03T10:00:00+00:00"
 
 
 def test_a_dead_letter_without_any_time_lists_as_unknown_and_is_resent_without_one() -> None:
     raw = dead_raw(reason="missing_field")
     raw["Attributes"] = {}
-    dead = _to_dead_letter(raw)
+    dead = to_dead_letter(raw)
     assert dead.sent_at == "unknown"
     assert SENT_TIMESTAMP_ATTRIBUTE not in _resend_attributes(dead, "{}", lambda data: WELL_FORMED_TAG)
 
@@ -215,7 +216,7 @@ def test_a_dead_letter_without_any_time_lists_as_unknown_and_is_resent_without_o
     ],
 )
 def test_dead_letter_bodies_of_any_shape_never_stop_a_listing(body: str) -> None:
-    dead = _to_dead_letter(dead_raw(body, reason="missing_field"))
+    dead = to_dead_letter(dead_raw(body, reason="missing_field"))
     assert (dead.sealed_body, dead.key, dead.note) == (None, None, None)
 
 
@@ -233,7 +234,7 @@ def test_attribute_text_cannot_forge_listing_lines_or_drive_the_terminal() -> No
 
 def test_a_resend_vouches_for_the_time_with_a_new_tag_or_carries_its_own_with_its_own_body_only() -> None:
     """`resend` of a sealed letter tags its time; a take-back carries a tag only with the body it was made for."""
-    sealed = _to_dead_letter(dead_raw(reason="processing_failed", source_sent_timestamp=str(SQS_SENT_MS - DAY_MS)))
+    sealed = to_dead_letter(dead_raw(reason="processing_failed", source_sent_timestamp=str(SQS_SENT_MS - DAY_MS)))
     tagged = _resend_attributes(sealed, "{}", lambda data: WELL_FORMED_TAG)
     assert {name: value["StringValue"] for name, value in tagged.items() if name != "event_id"} == {
         SENT_TIMESTAMP_ATTRIBUTE: str(SQS_SENT_MS - DAY_MS),
@@ -242,7 +243,7 @@ def test_a_resend_vouches_for_the_time_with_a_new_tag_or_carries_its_own_with_it
     }
     assert list(_resend_attributes(sealed, "{}")) == ["event_id"]  # no tag, no time: SQS's date applies
     carried = {SENT_TIMESTAMP_ATTRIBUTE: str(SQS_SENT_MS - DAY_MS), SENT_TIME_TAG_ATTRIBUTE: WELL_FORMED_TAG}
-    redriven = _to_dead_letter(dead_raw("{}", **carried, **{RESENT_FROM_ATTRIBUTE: "d-0"}))
+    redriven = to_dead_letter(dead_raw("{}", **carried, **{RESENT_FROM_ATTRIBUTE: "d-0"}))
     assert _resend_attributes(redriven, "{}")[SENT_TIME_TAG_ATTRIBUTE]["StringValue"] == WELL_FORMED_TAG
     assert list(_resend_attributes(redriven, '{"fixed": 1}')) == ["event_id"]
 
