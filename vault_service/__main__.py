@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             config.tls_client_crl,
             config.max_calls_per_client,
             config.max_connection_age_seconds,
+            config.request_read_seconds,
         )
     except InvalidRevocationList as error:
         wired.close()

@@ -96,6 +96,9 @@ class VaultServiceConfig:
     max_connection_age_seconds: int = 900
     """How long a client connection may live before the client must reconnect with a new TLS
     handshake (TOKENVAULT_MAX_CONNECTION_AGE_SECONDS, 1 to 86400, default 900); see server.py."""
+    request_read_seconds: float = 2.0
+    """How long a call may take to deliver its request after it is admitted before the server ends it
+    (TOKENVAULT_REQUEST_READ_SECONDS, 0.1 to 60, default 2): a call that sends nothing holds a worker."""
     db_synchronous_commit: str = "on"
     """The synchronous_commit the vault's database sessions start with (TOKENVAULT_DB_SYNCHRONOUS_COMMIT:
     `on`, the default, or `remote_apply` where the server runs with it; anything weaker stops the
@@ -144,6 +147,7 @@ class VaultServiceConfig:
             audit_checkpoint_file=Path(p) if (p := read.text("TOKENVAULT_AUDIT_CHECKPOINT_FILE", "")) else None,
             max_calls_per_client=read.integer("TOKENVAULT_MAX_CALLS_PER_CLIENT", max(1, workers // 2), 1, 256),
             max_connection_age_seconds=read.integer("TOKENVAULT_MAX_CONNECTION_AGE_SECONDS", 900, 1, 86_400),
+            request_read_seconds=read.number("TOKENVAULT_REQUEST_READ_SECONDS", 2.0, 0.1, 60.0),
             db_synchronous_commit=read.text("TOKENVAULT_DB_SYNCHRONOUS_COMMIT", "on").strip().lower(),
         )
         if config.db_synchronous_commit not in SYNCHRONOUS_COMMIT_LEVELS:

@@ -13,6 +13,10 @@ class InvalidRequest(VaultError):
     """The request as a whole is malformed (e.g. a missing purpose)."""
 
 
+class RequestNotSent(InvalidRequest):
+    """The call did not deliver its request message within the server's read bound; it was ended."""
+
+
 class TokenNotFound(VaultError):
     """No value is stored behind this token (never issued, malformed, or erased)."""
 

@@ -5,10 +5,15 @@ Before any TokenVault method runs, the interceptor
   a string field included), or a call with no items at all (the limits count items, so an
   empty call would otherwise be an unmetered audit row) with INVALID_ARGUMENT;
 - takes the caller from the peer certificate, strictly (`IdentityVerifier`): a certificate not
-  issued directly by the client CA, or without exactly one well-formed CN, is UNAUTHENTICATED;
+  issued directly by the client CA, or without exactly one well-formed CN, is UNAUTHENTICATED; so
+  is one whose name the access policy does not know, before its body is read and without a share
+  of its own (attack 20, finding 2);
 - refuses a call beyond the caller's share of calls in progress (`CallSlots`, per client
   identity) with RESOURCE_EXHAUSTED and `retry-after-ms`, before reading its body; such
   refusals are counted in a metric and audited as one row per client, method and interval;
+- ends a call that does not deliver its request within the read bound (`RequestReads`,
+  TOKENVAULT_REQUEST_READ_SECONDS): a silent call holds a worker for seconds, not until its
+  connection's maximum age, and is audited with its certificate's serial (attack 20, finding 1);
 - audits every other refusal with what is known of the caller, throttled per peer (a peer over
   its refusal rate gets RESOURCE_EXHAUSTED and its refusals are counted, not written one by one);
   a refused certificate is audited and logged with its serial and SHA-256 (never its subject).
@@ -38,14 +43,16 @@ from vault_service.domain.audit import MAX_ITEMS_PER_CALL
 from vault_service.domain.errors import (
     InvalidRequest,
     RateLimited,
+    RequestNotSent,
     TooManyCallsAtOnce,
     Unauthenticated,
     VaultError,
 )
 from vault_service.domain.identity import Caller, IdentityVerifier
 from vault_service.entrypoints.call_slots import CallSlots
-from vault_service.entrypoints.metrics import CALLS_OVER_CLIENT_SHARE
-from vault_service.entrypoints.side_calls import NO_REQUEST, SideCalls, first_request
+from vault_service.entrypoints.metrics import CALLS_OVER_CLIENT_SHARE, CALLS_WITHOUT_REQUEST
+from vault_service.entrypoints.request_reads import RequestReads
+from vault_service.entrypoints.side_calls import NO_REQUEST, SideCalls
 from vault_service.entrypoints.status import status_of
 from vault_service.service.vault import TokenVault
 
@@ -100,9 +107,12 @@ def _peer_of(context: grpc.ServicerContext, caller: Caller | None) -> str:
     return peer.rsplit(":", 1)[0]
 
 
-def _one(requests: Iterator[Any]) -> Any:
-    """The call's one request message (`first_request`), or its refusal, audited by `_check`, when it sent none."""
-    request = first_request(requests)
+def _one(reads: RequestReads, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+    """The call's one request message, or its refusal, audited by `_check`, when it sent none in time."""
+    try:
+        request = reads.first(requests, context)
+    except RequestNotSent as error:
+        return _Refused(error)
     return _Refused(InvalidRequest(NO_REQUEST)) if request is None else request
 
 
@@ -115,11 +125,14 @@ def _item_count(request: Any) -> int:
 class VaultGuard(grpc.ServerInterceptor):
     """Size limits, parse errors, strict client identity and each client's share of calls for every call."""
 
-    def __init__(self, vault: TokenVault, verifier: IdentityVerifier, slots: CallSlots) -> None:
+    def __init__(
+        self, vault: TokenVault, verifier: IdentityVerifier, slots: CallSlots, reads: RequestReads | None = None
+    ) -> None:
         self._vault = vault
         self._verifier = verifier
         self._slots = slots
-        self._side_calls = SideCalls(self._admit, slots.release, vault.refusals.counted)
+        self._reads = reads or RequestReads()
+        self._side_calls = SideCalls(self._admit, slots.release, vault.refusals.counted, self._reads, self._unread)
 
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
         """Wrap TokenVault's unary methods; health and reflection as `SideCalls` guards them.
@@ -142,7 +155,7 @@ class VaultGuard(grpc.ServerInterceptor):
             caller = self._admit(context, action)
             token = _CALLER.set(caller)
             try:
-                request = _one(requests)
+                request = _one(self._reads, requests, context)
                 self._check(context, caller, action, request)
                 return behavior(request, context)
             finally:
@@ -163,7 +176,9 @@ class VaultGuard(grpc.ServerInterceptor):
 
         Refused before any request is read: waiting for the body of a caller who is no client
         would let a revoked or foreign certificate hold a worker per silent call, outside every
-        client's share (insider round 5). Its items are unknown (0).
+        client's share (insider round 5), and so would a certificate of the client CA for a name
+        the policy does not know, with a share of its own (attack 20, finding 2). Its items are
+        unknown (0).
         """
         try:
             pem = context.auth_context().get("x509_pem_cert")
@@ -171,6 +186,10 @@ class VaultGuard(grpc.ServerInterceptor):
         except Unauthenticated as error:
             self._refuse(context, None, action, error, 0)
             raise  # not reached: _refuse aborts
+        try:
+            self._vault.check_client(caller.name)
+        except Unauthenticated as error:
+            self._refuse(context, caller, action, error, 0)
         try:
             self._slots.take(caller.name)
         except TooManyCallsAtOnce as error:
@@ -184,6 +203,8 @@ class VaultGuard(grpc.ServerInterceptor):
         """Refuse (audited) a request that did not parse, carries too many items, or none."""
         try:
             if isinstance(request, _Refused):
+                if isinstance(request.error, RequestNotSent):
+                    CALLS_WITHOUT_REQUEST.labels(caller.name, action).inc()
                 raise request.error
             count = _item_count(request)
             if count > MAX_ITEMS_PER_CALL:
@@ -192,6 +213,11 @@ class VaultGuard(grpc.ServerInterceptor):
                 raise InvalidRequest(_EMPTY[action])
         except InvalidRequest as error:
             self._refuse(context, caller, action, error, 0 if isinstance(request, _Refused) else _item_count(request))
+
+    def _unread(self, context: grpc.ServicerContext, caller: Caller, action: str, error: RequestNotSent) -> None:
+        """Count and audit (throttled per peer) a side call ended for not sending its request in time."""
+        CALLS_WITHOUT_REQUEST.labels(caller.name, action).inc()
+        self._refuse(context, caller, action, error, 0)
 
     def _refuse(
         self, context: grpc.ServicerContext, caller: Caller | None, action: str, error: VaultError, count: int

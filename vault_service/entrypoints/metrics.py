@@ -35,6 +35,12 @@ CALLS_OVER_CLIENT_SHARE = Counter(
     " (TOKENVAULT_MAX_CALLS_PER_CLIENT), by client and method",
     ["client", "method"],
 )
+CALLS_WITHOUT_REQUEST = Counter(
+    "tokenvault_calls_without_request_total",
+    "Calls ended because they did not deliver their request within TOKENVAULT_REQUEST_READ_SECONDS,"
+    " by client (health-listener for the plaintext health listener) and method",
+    ["client", "method"],
+)
 DEPENDENCY_UP = Gauge("tokenvault_dependency_up", "1 when the dependency answered the last check", ["dependency"])
 ROTATION_ROWS = Counter("tokenvault_rotation_rows_total", "Rows processed by key rotation jobs", ["phase"])
 ROTATION_ROWS_LEFT = Gauge("tokenvault_rotation_rows_left", "Rows a key rotation job still has to process", ["phase"])

@@ -23,6 +23,7 @@ from vault_service.entrypoints.metrics import (
     watch_client_crl_file_in_force,
     watch_client_crl_next_update,
 )
+from vault_service.entrypoints.request_reads import REQUEST_READ_SECONDS, RequestReads
 from vault_service.entrypoints.servicer import TokenVaultServicer
 from vault_service.service.maintenance import DATABASE, VAULT, HealthReport
 from vault_service.service.vault import TokenVault
@@ -97,6 +98,7 @@ def create_server(
     client_crl: Path | None = None,
     max_calls_per_client: int | None = None,
     max_connection_age: float = MAX_CONNECTION_AGE_SECONDS,
+    request_read_seconds: float = REQUEST_READ_SECONDS,
 ) -> VaultServer:
     """A server for `vault` bound to `address` (port 0 picks one), with health and reflection.
 
@@ -106,6 +108,7 @@ def create_server(
     `max_calls_per_client` calls in progress (default: half the workers). A client connection
     is closed after `max_connection_age` seconds (gRPC adds +-10 % jitter; calls in progress get
     CONNECTION_AGE_GRACE_SECONDS more); the client reconnects (a new connection, possibly a resumed TLS session).
+    A call that does not deliver its request within `request_read_seconds` of its admission is ended.
     """
     revocations = (
         RevocationList(client_crl, x509.load_pem_x509_certificates(client_ca), on_refused=observe_client_crl_refused)
@@ -116,9 +119,10 @@ def create_server(
         watch_client_crl_next_update(revocations.next_update_timestamp)
         watch_client_crl_file_in_force(revocations.file_in_force)
     verifier = IdentityVerifier(client_ca, revocations.is_revoked if revocations else None)
+    slots = CallSlots(max_calls_per_client or max(1, workers // 2))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-        interceptors=[VaultGuard(vault, verifier, CallSlots(max_calls_per_client or max(1, workers // 2)))],
+        interceptors=[VaultGuard(vault, verifier, slots, RequestReads(request_read_seconds))],
         options=[
             ("grpc.max_receive_message_length", HARD_MESSAGE_LIMIT),
             ("grpc.max_send_message_length", HARD_MESSAGE_LIMIT),

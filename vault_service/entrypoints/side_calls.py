@@ -16,7 +16,10 @@ Calls that stream their answers (reflection, health's Watch) hold a worker while
 at most SIDE_STREAMS_AT_ONCE at once for all clients together, each ended by the server after
 SIDE_STREAM_SECONDS (a describe takes milliseconds; a Watch client reconnects), so no set of
 certificates keeps workers, or the streams, for long (review 20, R20-3); refusals are counted
-in the audit log, one row per client, method and interval.
+in the audit log, one row per client, method and interval. Every side call, streams included,
+must deliver its first request within the read bound (`RequestReads`), else it is ended and
+audited with its certificate's serial: a silent Check of a valid certificate no longer holds a
+worker until its connection's maximum age (attack 20, finding 1).
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from typing import Any
 
 import grpc
 
+from vault_service.domain.errors import RequestNotSent
 from vault_service.domain.identity import Caller
+from vault_service.entrypoints.request_reads import RequestReads
 
 SIDE_STREAMS_AT_ONCE = 2
 """Reflection and Watch streams open at once on one vault process, all clients together (each holds a worker)."""
@@ -39,6 +44,8 @@ NO_REQUEST = "the call carried no request message"
 """Why a call that ended its stream without a request message is refused (INVALID_ARGUMENT)."""
 
 Admit = Callable[[grpc.ServicerContext, str], Caller]
+Unread = Callable[[grpc.ServicerContext, Caller, str, RequestNotSent], None]
+"""(context, caller, action, error) -> aborts: counts and audits a call ended for not sending its request in time."""
 
 
 def _action_of(method: str) -> str:
@@ -47,36 +54,27 @@ def _action_of(method: str) -> str:
     return service.rsplit(".", 1)[-1].lower()
 
 
-def first_request(requests: Iterator[Any]) -> Any | None:
-    """The call's one request message (a unary client sends one and ends the stream); None when it sent none.
-
-    Read here for the side calls and by the guard for TokenVault's: a call without one is refused
-    as `NO_REQUEST`, aborted here, audited there.
-    """
-    for request in requests:
-        return request
-    return None
-
-
-def _one(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
-    """The call's one request message; INVALID_ARGUMENT when it sent none."""
-    request = first_request(requests)
-    if request is None:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, NO_REQUEST)
-    return request
-
-
 class SideCalls:
     """Wraps the handlers of health and reflection: admitted before reading, counted in the client's share, bounded."""
 
-    def __init__(self, admit: Admit, release: Callable[[str], None], counted: Callable[[str, str, str], None]) -> None:
+    def __init__(
+        self,
+        admit: Admit,
+        release: Callable[[str], None],
+        counted: Callable[[str, str, str], None],
+        reads: RequestReads,
+        unread: Unread,
+    ) -> None:
         """Admitting through `admit` (verifies the caller, takes a slot, aborts otherwise).
 
-        `release` gives the slot back; `counted(client, action, reason)` counts a refusal for the audit log.
+        `release` gives the slot back; `counted(client, action, reason)` counts a refusal for the audit log;
+        `reads` bounds the wait for a call's first request, and `unread` refuses a call that sent none in time.
         """
         self._admit = admit
         self._release = release
         self._counted = counted
+        self._reads = reads
+        self._unread = unread
         self._streams = threading.BoundedSemaphore(SIDE_STREAMS_AT_ONCE)
 
     def guarded(self, handler: Any, method: str) -> Any:
@@ -96,7 +94,10 @@ class SideCalls:
         def admitted(requests: Any, context: grpc.ServicerContext) -> Any:
             caller = self._admit(context, action)
             try:
-                return behavior(_one(requests, context) if one_request else requests, context)
+                return behavior(self._requests(requests, context, one_request), context)
+            except RequestNotSent as error:
+                self._unread(context, caller, action, error)
+                raise  # not reached: unread aborts
             finally:
                 self._release(caller.name)
 
@@ -117,7 +118,9 @@ class SideCalls:
                 ended.daemon = True
                 ended.start()
                 try:
-                    yield from behavior(_one(requests, context) if one_request else requests, context)
+                    yield from behavior(self._requests(requests, context, one_request), context)
+                except RequestNotSent as error:
+                    self._unread(context, caller, action, error)
                 finally:
                     ended.cancel()
                     self._streams.release()
@@ -125,3 +128,15 @@ class SideCalls:
                 self._release(caller.name)
 
         return admitted
+
+    def _requests(self, requests: Iterator[Any], context: grpc.ServicerContext, one_request: bool) -> Any:
+        """What the behavior takes: the one request (INVALID_ARGUMENT when none came), or the stream.
+
+        Either way the first request must arrive within the read bound (RequestNotSent otherwise).
+        """
+        if not one_request:
+            return self._reads.bounded(requests, context)
+        request = self._reads.first(requests, context)
+        if request is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, NO_REQUEST)
+        return request

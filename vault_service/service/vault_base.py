@@ -76,6 +76,10 @@ class TokenVaultBase:
         """The token cache (for metrics and invalidation)."""
         return self._cache
 
+    def check_client(self, client: str) -> None:
+        """Raise Unauthenticated unless the access policy knows `client` (the guard asks before reading a call)."""
+        self._policy.permissions(client)
+
     def refuse(self, peer: str, caller: Caller | None, action: str, error: VaultError, item_count: int) -> None:
         """Audit a call refused before it reached a use case (throttled per peer).
 

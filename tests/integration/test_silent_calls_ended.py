@@ -1,0 +1,117 @@
+"""A call must deliver its request within the read bound, and a name outside the policy is refused at the door.
+
+Attack 20: two valid certificates' silent calls (health Check, a TokenVault method) held every
+worker until their connections' maximum age, with no audit row (finding 1); a client-CA
+certificate for a name the policy does not know was admitted with a share of its own and waited
+for (finding 2). Now a call that sends nothing is ended after TOKENVAULT_REQUEST_READ_SECONDS and
+audited with its certificate's serial, and an unknown name gets UNAUTHENTICATED before its
+request is read.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from cryptography import x509
+
+from devstack import certs
+from tests.conftest import RunningVault, running_vault, stack_identity
+from tests.integration.revocation_lists import authority
+from tokenvault_client import ClientIdentity, TokenType, VaultClient, open_channel
+
+__all__ = ["authority"]
+
+READ_SECONDS = 1.0
+SHARE = 4  # running_vault's: half of its 8 workers
+CHECK = "/grpc.health.v1.Health/Check"
+DETOKENIZE = "/tokenvault.v1.TokenVault/Detokenize"
+TOKENIZE = "/tokenvault.v1.TokenVault/Tokenize"
+
+
+@pytest.fixture(scope="module")
+def bounded_vault(stack_env: dict[str, str]) -> Iterator[RunningVault]:
+    """A vault that ends calls which send no request within READ_SECONDS."""
+    with running_vault(stack_env, TOKENVAULT_REQUEST_READ_SECONDS=str(READ_SECONDS)) as vault:
+        yield vault
+
+
+@pytest.fixture
+def held() -> Iterator[threading.Event]:
+    """Set when the test lets its silent calls go (on the code before the fix they held workers until then)."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def _silent_calls(channel: grpc.Channel, method: str, count: int, held: threading.Event) -> list[Any]:
+    """`count` calls of `method` that never send their request."""
+
+    def never_sends() -> Iterator[bytes]:
+        held.wait(15)
+        yield from ()
+
+    call = channel.stream_stream(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    return [call(never_sends()) for _ in range(count)]
+
+
+def _all_done(calls: list[Any], within: float) -> bool:
+    deadline = time.monotonic() + within
+    while not all(c.done() for c in calls) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return all(c.done() for c in calls)
+
+
+def _person(authority: certs.Authority, tmp_path: Path, name: str) -> tuple[ClientIdentity, str]:
+    """A certificate of the client CA for `name`, and its serial as the audit log keeps it."""
+    issued = certs.issue(authority, tmp_path / name, name)
+    serial = x509.load_pem_x509_certificate(issued.cert.read_bytes()).serial_number
+    return ClientIdentity(authority.cert_path, issued.cert, issued.key, "localhost"), format(serial, "x")
+
+
+def _outcomes(stack_env: dict[str, str], serial: str) -> set[tuple[str, str]]:
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        rows = conn.execute("SELECT action, outcome FROM vault.audit_log WHERE client_serial = %s", (serial,))
+        return {(action, outcome) for action, outcome in rows.fetchall()}
+
+
+def test_silent_calls_of_valid_certificates_are_ended_and_audited_by_serial(
+    stack_env: dict[str, str], bounded_vault: RunningVault, authority: certs.Authority, tmp_path: Path, held: Any
+) -> None:
+    (analyst, analyst_serial), (investigator, investigator_serial) = (
+        _person(authority, tmp_path, name) for name in ("analyst", "fraud-investigator")
+    )
+    with open_channel(bounded_vault.address, analyst) as a, open_channel(bounded_vault.address, investigator) as b:
+        calls = _silent_calls(a, CHECK, SHARE, held) + _silent_calls(b, DETOKENIZE, SHARE, held)  # every worker
+        time.sleep(0.3)
+        with VaultClient.connect(bounded_vault.address, stack_identity(stack_env, "etl-service")) as etl:
+            started = time.monotonic()
+            etl.tokenize([(TokenType.IP, "198.51.100.92")])
+            assert time.monotonic() - started < READ_SECONDS * 1.25 + 1, "an honest call waited past the read bound"
+        assert _all_done(calls, READ_SECONDS * 1.25 + 1), "a silent call outlived the read bound"
+    assert {c.code() for c in calls} == {grpc.StatusCode.CANCELLED}
+    assert ("health", "refused: RequestNotSent") in _outcomes(stack_env, analyst_serial)
+    assert ("detokenize", "refused: RequestNotSent") in _outcomes(stack_env, investigator_serial)
+
+
+def test_a_name_outside_the_policy_is_refused_before_its_request_is_read(
+    stack_env: dict[str, str], bounded_vault: RunningVault, authority: certs.Authority, tmp_path: Path, held: Any
+) -> None:
+    strangers = [_person(authority, tmp_path, name) for name in ("stranger-one", "stranger-two")]
+    channels = [open_channel(bounded_vault.address, identity) for identity, _ in strangers]
+    try:
+        calls = [call for ch in channels for call in _silent_calls(ch, TOKENIZE, SHARE, held)]
+        assert _all_done(calls, READ_SECONDS / 2), "a name outside the policy was admitted and waited for"
+    finally:
+        for channel in channels:
+            channel.close()
+    assert {c.code() for c in calls} == {grpc.StatusCode.UNAUTHENTICATED}
+    assert "unknown to the vault policy" in calls[0].details()
+    for _, serial in strangers:
+        assert _outcomes(stack_env, serial) == {("tokenize", "refused: Unauthenticated")}
