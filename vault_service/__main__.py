@@ -23,8 +23,9 @@ from vault_service.adapters.transit import VaultStartupError
 from vault_service.bootstrap import bootstrap
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.errors import VaultError
+from vault_service.entrypoints.health_listener import create_health_server
 from vault_service.entrypoints.metrics import register_vault_metrics
-from vault_service.entrypoints.server import create_health_server, create_server, server_credentials
+from vault_service.entrypoints.server import create_server, server_credentials
 
 log = logging.getLogger("vault_service")
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     health_server = None
     if config.health_address:
-        health_server, _ = create_health_server(running.health, config.health_address)
+        health_server, _ = create_health_server(running.health, config.health_address, config.request_read_seconds)
         health_server.start()
     tune_for_throughput()
     maintainer.start()  # the erasure mark is read before any call can fill the token cache

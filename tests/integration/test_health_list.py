@@ -6,7 +6,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import RunningVault
-from vault_service.entrypoints.server import LIVENESS_SERVICE, create_health_server
+from vault_service.entrypoints.health_listener import create_health_server
+from vault_service.entrypoints.server import LIVENESS_SERVICE
 
 
 def test_health_list_answers_every_service_and_its_status(vault: RunningVault) -> None:

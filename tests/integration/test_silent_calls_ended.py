@@ -3,9 +3,10 @@
 Attack 20: two valid certificates' silent calls (health Check, a TokenVault method) held every
 worker until their connections' maximum age, with no audit row (finding 1); a client-CA
 certificate for a name the policy does not know was admitted with a share of its own and waited
-for (finding 2). Now a call that sends nothing is ended after TOKENVAULT_REQUEST_READ_SECONDS and
-audited with its certificate's serial, and an unknown name gets UNAUTHENTICATED before its
-request is read.
+for (finding 2); two silent Check calls froze the plaintext health listener Kubernetes probes
+(finding 3). Now a call that sends nothing is ended after TOKENVAULT_REQUEST_READ_SECONDS and
+audited with its certificate's serial, an unknown name gets UNAUTHENTICATED before its request is
+read, and the health listener ends silent calls the same way, so probes still answer.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ import grpc
 import psycopg
 import pytest
 from cryptography import x509
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack import certs
 from tests.conftest import RunningVault, running_vault, stack_identity
 from tests.integration.revocation_lists import authority
 from tokenvault_client import ClientIdentity, TokenType, VaultClient, open_channel
+from vault_service.entrypoints.health_listener import HEALTH_WORKERS, create_health_server
+from vault_service.entrypoints.server import LIVENESS_SERVICE
 
 __all__ = ["authority"]
 
@@ -115,3 +119,26 @@ def test_a_name_outside_the_policy_is_refused_before_its_request_is_read(
     assert "unknown to the vault policy" in calls[0].details()
     for _, serial in strangers:
         assert _outcomes(stack_env, serial) == {("tokenize", "refused: Unauthenticated")}
+
+
+def test_silent_calls_do_not_freeze_the_health_listener(bounded_vault: RunningVault, held: Any) -> None:
+    server, port = create_health_server(bounded_vault.server.health, "127.0.0.1:0", READ_SECONDS)
+    server.start()
+    try:
+        with (
+            grpc.insecure_channel(f"127.0.0.1:{port}") as attacker,
+            grpc.insecure_channel(f"127.0.0.1:{port}") as kubelet,
+        ):
+            calls = _silent_calls(attacker, CHECK, HEALTH_WORKERS, held)  # every worker of the listener
+            time.sleep(0.3)
+            check = health_pb2_grpc.HealthStub(kubelet).Check  # type: ignore[attr-defined]  # stubs omit it
+            for service in ("", LIVENESS_SERVICE):  # readiness, liveness: as the kubelet asks (timeout 3 s)
+                answer = check(health_pb2.HealthCheckRequest(service=service), timeout=3)
+                assert answer.status == health_pb2.HealthCheckResponse.SERVING
+            assert _all_done(calls, READ_SECONDS * 1.25 + 1), "a silent call outlived the read bound"
+            watch = health_pb2_grpc.HealthStub(kubelet).Watch  # type: ignore[attr-defined]
+            with pytest.raises(grpc.RpcError) as refused:
+                next(watch(health_pb2.HealthCheckRequest(service=""), timeout=3))
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED  # a stream would hold a worker
+    finally:
+        server.stop(0).wait()

@@ -15,7 +15,8 @@ from devstack import certs
 from tests.conftest import RunningVault, running_vault
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_common.grpc_tls import secure_channel
-from vault_service.entrypoints.server import LIVENESS_SERVICE, create_health_server
+from vault_service.entrypoints.health_listener import create_health_server
+from vault_service.entrypoints.server import LIVENESS_SERVICE
 from vault_service.service.maintenance import DATABASE
 
 IP, DEVICE = vault_pb2.TOKEN_TYPE_IP, vault_pb2.TOKEN_TYPE_DEVICE_ID

@@ -146,17 +146,3 @@ def create_server(
         running.report(dependency, True)
     health_servicer.set(LIVENESS_SERVICE, _SERVING)
     return running
-
-
-def create_health_server(health_servicer: health.HealthServicer, address: str) -> tuple[grpc.Server, int]:
-    """A plaintext server on `address` with only the health service of the main server.
-
-    It answers what the main server's health answers (readiness follows the database) and
-    nothing else: no token operation is reachable without mTLS.
-    """
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise RuntimeError(f"cannot listen on {address}")
-    return server, port
