@@ -13,7 +13,8 @@ Order matters for "lose nothing, duplicate nothing":
 4. copy rejected messages to the DLQ (every DLQ message has a reason and a quarantine row);
 5. only then delete from the source queue.
 A crash or outage anywhere before 5 leaves the messages in the queue; redelivery repeats the
-steps and the idempotent load adds nothing twice.
+steps and the idempotent load adds nothing twice. Step 1 is validate_step.py, 2 tokenize_step.py,
+4 and 5 settle_step.py; this module orders them and handles failures.
 
 Failures are handled by kind (etl_service.errors): a metered refusal is waited out within the
 receive by the vault client, the leases kept, for up to 30 s (adapters/vault_client.py: a quota
@@ -34,21 +35,9 @@ import math
 import time
 from collections.abc import Sequence
 
-from etl_service.domain.messages import (
-    EVENT_ID_REUSED,
-    QueueMessage,
-    UserLoginRow,
-    event_id_reused_detail,
-    quarantine_record,
-    to_row,
-)
+from etl_service.domain.messages import QueueMessage, UserLoginRow, quarantine_record
 from etl_service.domain.redelivery import MAX_RETRY_DELAY_SECONDS, retry_delay
-from etl_service.domain.validation import (
-    DEFAULT_DEVICE_TYPES,
-    MAX_BODY_BYTES,
-    Reason,
-    Rejection,
-)
+from etl_service.domain.validation import DEFAULT_DEVICE_TYPES, MAX_BODY_BYTES, Rejection
 from etl_service.errors import DependencyDown, Misconfigured, Throttled
 from etl_service.service.dead_lettering import dead_letter_released, kept_bodies
 from etl_service.service.outcomes import (
@@ -56,9 +45,11 @@ from etl_service.service.outcomes import (
     PROCESSING_FAILED,
     BatchOutcome,
 )
-from etl_service.service.ports import BodySealer, LoginStore, Queue, ReusedEventId, Tokenizer
+from etl_service.service.ports import BodySealer, LoginStore, Queue, Tokenizer
 from etl_service.service.returned_letters import ReturnedLetter
 from etl_service.service.sealing import DiscardBodies
+from etl_service.service.settle_step import dead_letter_and_delete, reused_messages
+from etl_service.service.tokenize_step import tokenize_accepted
 from etl_service.service.validate_step import Accepted, Rejected, validate_messages, without_own_event_id
 
 log = logging.getLogger(__name__)
@@ -121,7 +112,7 @@ class BatchProcessor:
         try:
             accepted, rejected = validate_messages(messages, self._sealer, self._device_types, self._max_body_bytes)
             validated = accepted, rejected
-            rows, rejected = self._tokenize(accepted, list(rejected))
+            rows, rejected = tokenize_accepted(self._tokenizer, accepted, list(rejected))
             validated = accepted, rejected  # with the values the vault refused
             self._load_and_settle(messages, rows, rejected, outcome)
         except DependencyDown as error:
@@ -161,10 +152,10 @@ class BatchProcessor:
         outcome.loaded = written.rows_inserted
         outcome.already_loaded = len(rows) - written.rows_inserted - len(written.reused)
         if written.reused:  # committed with their quarantine rows; a failure from here redelivers them
-            reused = _reused_messages(messages, written.reused)
+            reused = reused_messages(messages, written.reused)
             bodies += kept_bodies(reused, self._sealer)
             rejected = [*rejected, *reused]
-        self._finish(messages, rejected, bodies, outcome)
+        dead_letter_and_delete(self._queue, messages, rejected, bodies, outcome)
         finished = time.time()
         outcome.ages_seconds = [max(finished - m.sent_timestamp_ms / 1000, 0.0) for m in messages]
 
@@ -259,7 +250,7 @@ class BatchProcessor:
         detail = f"{rejection.detail}; its quarantine row could not be written: {type(error).__name__}"
         only = [(message, Rejection(rejection.reason, detail))]
         try:
-            self._finish([message], only, kept_bodies(only, self._sealer), outcome)
+            dead_letter_and_delete(self._queue, [message], only, kept_bodies(only, self._sealer), outcome)
         except Exception as third:  # the seal or the DLQ is down: the redrive policy takes it; the sweep returns it
             log.error(
                 "dead-lettering a failing message failed: %s",
@@ -282,66 +273,3 @@ class BatchProcessor:
             log.warning("postponing failed (the queue's visibility timeout applies)", extra={"messages": len(failed)})
         outcome.retried += len(messages)
         outcome.errored.update(m.message_id for m in messages)
-
-    def _tokenize(self, accepted: Accepted, rejected: Rejected) -> tuple[list[UserLoginRow], Rejected]:
-        if not accepted:
-            return [], rejected
-        ips = sorted({e.ip for _, e in accepted})
-        device_ids = sorted({e.device_id for _, e in accepted})
-        ip_tokens, device_tokens = self._tokenizer.tokenize(ips, device_ids)
-        rows = []
-        for message, event in accepted:
-            ip_token, device_token = ip_tokens.get(event.ip), device_tokens.get(event.device_id)
-            if ip_token is None or device_token is None:
-                field_name = "ip" if ip_token is None else "device_id"
-                rejected.append(
-                    (message, Rejection(Reason.VAULT_REJECTED_VALUE, f"the vault refused field {field_name!r}"))
-                )
-                continue
-            rows.append(to_row(message, event, ip_token, device_token))
-        return rows, rejected
-
-    def _finish(
-        self, messages: Sequence[QueueMessage], rejected: Rejected, bodies: list[str], outcome: BatchOutcome
-    ) -> None:
-        undeletable: set[str] = set()
-        for (message, rejection), body in zip(rejected, bodies, strict=True):
-            returned = rejection.origin if isinstance(rejection, ReturnedLetter) else None
-            try:  # a returned dead letter goes with the attributes of its first dead-lettering
-                self._queue.dead_letter(returned or message, rejection.reason, rejection.detail, body)
-            except DependencyDown as error:
-                # Keep it in the source queue: its redelivery dead-letters it again.
-                log.warning("dead-lettering failed: %s", error, extra={"message_id": message.message_id})
-                undeletable.add(message.message_id)
-                continue
-            if returned is not None:  # counted once, when first dead-lettered
-                outcome.returned_to_dlq += 1
-                log.info(  # its source id is the sender's text: not logged (returned_letters.py)
-                    "a dead letter came back to the source queue: returned to the DLQ unchanged",
-                    extra={"message_id": message.message_id, "reason": rejection.reason},
-                )
-                continue
-            outcome.quarantined += 1
-            outcome.reasons[rejection.reason] += 1
-            log.info("quarantined", extra={"message_id": message.message_id, "reason": rejection.reason})
-        deletable = [m for m in messages if m.message_id not in undeletable] if undeletable else messages
-        failed = self._queue.delete(deletable)
-        if failed:
-            log.warning("delete failed; redelivery will skip them as duplicates", extra={"messages": len(failed)})
-        outcome.delete_failures = len(failed)
-        outcome.retried += len(undeletable)
-        outcome.errored |= undeletable
-
-
-def _reused_messages(messages: Sequence[QueueMessage], reused: Sequence[ReusedEventId]) -> Rejected:
-    """The messages whose event_id another event holds, each with its rejection; logged by message ids only."""
-    by_id = {m.message_id: m for m in messages}
-    found: Rejected = []
-    for item in reused:
-        log.warning(
-            "event_id already loaded for a different event: quarantined, not a duplicate",
-            extra={"message_id": item.message_id, "loaded_message_id": item.loaded_message_id},
-        )
-        rejection = Rejection(EVENT_ID_REUSED, event_id_reused_detail(item.loaded_message_id))
-        found.append((by_id[item.message_id], rejection))
-    return found
