@@ -28,6 +28,11 @@ class ListingHealthServicer(health.HealthServicer):
         with self._listed_lock:
             self._listed[service] = status
 
+    def status_of(self, service: str) -> int | None:
+        """The status set for `service` (None when it was never set), as Check answers it."""
+        with self._listed_lock:
+            return self._listed.get(service)
+
     def List(self, request: Any, context: grpc.ServicerContext) -> Any:
         """Every known service and its status (the type stubs predate HealthListResponse)."""
         with self._listed_lock:

@@ -13,7 +13,7 @@ Before any TokenVault method runs, the interceptor
   refusals are counted in a metric and audited as one row per client, method and interval;
 - ends a call that does not deliver its request within the read bound (`RequestReads`,
   TOKENVAULT_REQUEST_READ_SECONDS): a silent call holds a worker for seconds, not until its
-  connection's maximum age, and is audited with its certificate's serial (attack 20, finding 1);
+  connection's maximum age, and is audited with its certificate's serial (attack 20, finding 3);
 - audits every other refusal with what is known of the caller, throttled per peer (a peer over
   its refusal rate gets RESOURCE_EXHAUSTED and its refusals are counted, not written one by one);
   a refused certificate is audited and logged with its serial and SHA-256 (never its subject).

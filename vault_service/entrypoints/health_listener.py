@@ -1,83 +1,141 @@
 """The plaintext health listener (TOKENVAULT_HEALTH_ADDRESS): Kubernetes' gRPC probes, no certificate.
 
 Anyone who reaches the port - a process on the node, a container in the pod - needs no
-certificate, so nothing there may hold a worker for long. Two Check calls that never sent their
-request froze its two workers, and readiness and liveness probes timed out while they stayed
-open (attack 20, finding 3). Now it serves only what probes ask - Check, and List for operators -
-not Watch (a stream holds a worker for as long as it is open); each call must deliver its request
-within the read bound (`RequestReads`) or is ended and counted; it has workers of its own, more
-than a probe round needs, and a bound on calls at once beyond which gRPC refuses at once.
+certificate, so no call there may hold anything for long. On gRPC's thread-pool server two Check
+calls that never sent their request froze its two workers, and readiness and liveness probes
+timed out while they stayed open (attack 20, finding 1). So the listener is
+an asyncio gRPC server on a thread of its own: a call waiting for its request is a coroutine,
+not a worker, so silent calls do not keep a probe waiting; each must still deliver its request
+within the read bound (TOKENVAULT_REQUEST_READ_SECONDS) or is ended (CANCELLED) and counted in
+tokenvault_calls_without_request_total{client="health-listener"}. It serves only what probes
+ask - Check, and List for operators - not Watch (a stream open for as long as its client likes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from concurrent import futures
-from typing import Any
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import grpc
-from grpc_health.v1 import health, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
-from vault_service.domain.errors import RequestNotSent
+from tokenvault_common.health import ListingHealthServicer
 from vault_service.entrypoints.metrics import CALLS_WITHOUT_REQUEST
-from vault_service.entrypoints.request_reads import REQUEST_READ_SECONDS, RequestReads
+from vault_service.entrypoints.request_reads import REQUEST_READ_SECONDS
 
-HEALTH_WORKERS = 4
-"""Worker threads of the health listener (a probe's Check takes microseconds)."""
-HEALTH_CALLS_AT_ONCE = 16
-"""Calls served or queued at once on the health listener; more are refused by gRPC (RESOURCE_EXHAUSTED)."""
-PROBED_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/List"})
-"""What the listener serves: every other method, Watch included, is UNIMPLEMENTED there."""
+HEALTH_CALLS_AT_ONCE = 1024
+"""Calls open at once on the listener (each a coroutine of a few KiB, ended within the read bound);
+gRPC refuses more with RESOURCE_EXHAUSTED."""
 LISTENER = "health-listener"
 """How the listener's callers (who have no identity) are named in CALLS_WITHOUT_REQUEST."""
+_HEALTH = "grpc.health.v1.Health"
+T = TypeVar("T")
 
 
-class _BoundedReads(grpc.ServerInterceptor):
-    """Serves only PROBED_METHODS, each request-streaming with its request read within the bound."""
+class HealthListener:
+    """A started-or-startable plaintext health server, run by an event loop on a thread of its own.
 
-    def __init__(self, reads: RequestReads) -> None:
-        self._reads = reads
+    `start()` and `stop(grace)` (which returns an event set once it has stopped) as grpc.Server's.
+    """
 
-    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        """Check and List with a bounded read of their request; None (UNIMPLEMENTED) for the rest."""
-        method: str = handler_call_details.method
-        handler = continuation(handler_call_details) if method in PROBED_METHODS else None
-        if handler is None or handler.unary_unary is None:
-            return None
-        action = method.rsplit("/", 1)[-1].lower()
-        return handler._replace(
-            request_streaming=True, unary_unary=None, stream_unary=self._bounded(handler.unary_unary, action)
+    def __init__(self, statuses: ListingHealthServicer, address: str, request_read_seconds: float) -> None:
+        self._statuses = statuses
+        self._read_seconds = request_read_seconds
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="health-listener", daemon=True)
+        self._thread.start()
+        try:
+            self._server, self.port = self._run(self._bind(address))
+        except BaseException:
+            self._close()
+            raise
+
+    def start(self) -> None:
+        """Start answering calls."""
+        self._run(self._server.start())
+
+    def stop(self, grace: float | None) -> threading.Event:
+        """Stop (calls in progress get `grace` seconds); the event is set once stopped and the loop closed."""
+        stopped = threading.Event()
+        try:
+            self._run(self._server.stop(grace))
+        finally:
+            self._close()
+            stopped.set()
+        return stopped
+
+    def _close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    def _run(self, work: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
+
+    async def _bind(self, address: str) -> tuple[grpc.aio.Server, int]:
+        server = grpc.aio.server(maximum_concurrent_rpcs=HEALTH_CALLS_AT_ONCE)
+        server.add_generic_rpc_handlers((self._handlers(),))
+        port = server.add_insecure_port(address)
+        if port == 0:
+            raise RuntimeError(f"cannot listen on {address}")
+        return server, port
+
+    def _handlers(self) -> grpc.GenericRpcHandler:
+        """Check and List, each request-streaming so that the wait for its request is bounded."""
+        return grpc.method_handlers_generic_handler(
+            _HEALTH,
+            {
+                "Check": grpc.stream_unary_rpc_method_handler(
+                    self._bounded(self._check, "check"),
+                    request_deserializer=health_pb2.HealthCheckRequest.FromString,
+                    response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
+                ),
+                "List": grpc.stream_unary_rpc_method_handler(
+                    self._bounded(self._list, "list"),
+                    request_deserializer=health_pb2.HealthListRequest.FromString,  # type: ignore[attr-defined]
+                    response_serializer=health_pb2.HealthListResponse.SerializeToString,  # type: ignore[attr-defined]
+                ),
+            },
         )
 
-    def _bounded(self, behavior: Callable[[Any, grpc.ServicerContext], Any], action: str) -> Callable[..., Any]:
-        def read_first(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+    def _bounded(
+        self, answer: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]], action: str
+    ) -> Callable[[AsyncIterator[Any], grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+        async def read_first(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
-                request = self._reads.first(requests, context)
-            except RequestNotSent as error:
+                async with asyncio.timeout(self._read_seconds):
+                    request = await anext(requests, None)
+            except TimeoutError:
                 CALLS_WITHOUT_REQUEST.labels(LISTENER, action).inc()
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+                await context.abort(
+                    grpc.StatusCode.CANCELLED,
+                    f"the call sent no request within {self._read_seconds:g} s (TOKENVAULT_REQUEST_READ_SECONDS)",
+                )
             if request is None:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call carried no request message")
-            return behavior(request, context)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call carried no request message")
+            return await answer(request, context)
 
         return read_first
 
+    async def _check(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        status = self._statuses.status_of(request.service)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def _list(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        return self._statuses.List(request, context)  # type: ignore[arg-type]  # List reads no context
+
 
 def create_health_server(
-    health_servicer: health.HealthServicer, address: str, request_read_seconds: float = REQUEST_READ_SECONDS
-) -> tuple[grpc.Server, int]:
-    """A plaintext server on `address` with only the health service of the main server (Check and List).
+    statuses: ListingHealthServicer, address: str, request_read_seconds: float = REQUEST_READ_SECONDS
+) -> tuple[HealthListener, int]:
+    """A plaintext health listener on `address` answering the main server's health (Check and List).
 
     It answers what the main server's health answers (readiness follows the database) and
     nothing else: no token operation is reachable without mTLS.
     """
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=HEALTH_WORKERS, thread_name_prefix="health"),
-        interceptors=[_BoundedReads(RequestReads(request_read_seconds))],
-        maximum_concurrent_rpcs=HEALTH_CALLS_AT_ONCE,
-    )
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise RuntimeError(f"cannot listen on {address}")
-    return server, port
+    listener = HealthListener(statuses, address, request_read_seconds)
+    return listener, listener.port

@@ -4,8 +4,8 @@ gRPC's Python server gives a call a worker thread before its request has arrived
 waits for it without limit. The guard serves every method as request-streaming so that it can
 admit the caller first (identity, policy, share), but an admitted caller could still open calls
 that never send their request: two valid certificates' silent Check calls held every worker, a
-revocation freed none until the connection's maximum age (attack 20, finding 1), and two silent
-calls froze the plaintext health listener (finding 3).
+revocation freed none until the connection's maximum age (attack 20, finding 3), and two silent
+calls froze the plaintext health listener (finding 1).
 
 `RequestReads` bounds that wait: a call's first request message must arrive within
 `seconds` (TOKENVAULT_REQUEST_READ_SECONDS, default REQUEST_READ_SECONDS) of its admission, else

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 from cryptography import x509
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
@@ -54,7 +54,7 @@ class VaultServer:
 
     server: grpc.Server
     port: int
-    health: health.HealthServicer
+    health: ListingHealthServicer
 
     def report(self, dependency: str, healthy: bool) -> None:
         """Record a dependency check in health and metrics.

@@ -19,7 +19,7 @@ certificates keeps workers, or the streams, for long (review 20, R20-3); refusal
 in the audit log, one row per client, method and interval. Every side call, streams included,
 must deliver its first request within the read bound (`RequestReads`), else it is ended and
 audited with its certificate's serial: a silent Check of a valid certificate no longer holds a
-worker until its connection's maximum age (attack 20, finding 1).
+worker until its connection's maximum age (attack 20, finding 3).
 """
 
 from __future__ import annotations
