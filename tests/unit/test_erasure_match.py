@@ -11,7 +11,8 @@ from dataclasses import replace
 import pytest
 
 from etl_service.adapters.dead_letter import DeadLetter
-from etl_service.domain.erasure_match import CriteriaError, Person, full_ip_spelling, read_person
+from etl_service.domain.erasure_match import CriteriaError, Person, read_person
+from etl_service.domain.event_id_match import full_ip_spelling
 
 IP = "203.0.113.154"
 DEVICE = "erasure-dev-0154"
