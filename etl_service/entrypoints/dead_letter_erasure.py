@@ -69,17 +69,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from etl_service.adapters.dead_letter import DeadLetter
-from etl_service.adapters.dead_letter_queue import LISTING_LIMIT
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
-from etl_service.adapters.transit_sealer import DeadLetterKeyUnusable
-from etl_service.domain.erasure_match import CriteriaError, Person, read_person
-from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS, Layers, Stop, envelope_layers, in_clear
+from etl_service.domain.erasure_match import CriteriaError, read_person
+from etl_service.entrypoints.dead_letter_erasure_sweep import Sweep, sweep_dead_letters
+from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS
 from etl_service.entrypoints.terminal_text import shown
 
 SETTINGS_ERROR = 2
@@ -87,16 +83,6 @@ SETTINGS_ERROR = 2
 INCOMPLETE = 3
 """Exit code: some dead letters could not be checked (held, arrived meanwhile, tampered, could not be opened,
 or their matching failed), or the last listing was cut short."""
-MAX_ROUNDS = 50
-"""Listings one sweep makes at most (pages, and its waits for letters other readers hold)."""
-PAGE_LETTERS = LISTING_LIMIT
-"""The most dead letters one listing of a sweep reads; it checks and holds them before it lists on."""
-MAX_HELD_LETTERS = 100_000
-"""The most dead letters a sweep keeps in flight at once: SQS allows a standard queue about 120,000,
-and a drain's take-back (10,000) and operators' listings need room too. A DLQ holding more than a
-sweep can keep is not swept whole in one run (exit 3)."""
-HOLD_MARGIN_SECONDS = 600
-"""A sweep holds what it lists for its --wait plus this, and renews that hold when half of it is spent."""
 
 
 def add_erase_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -113,33 +99,6 @@ def add_erase_command(commands: argparse._SubParsersAction) -> None:  # type: ig
         "--wait", type=float, default=90.0, help="seconds to wait for dead letters another reader holds (90)"
     )
     erase.add_argument("--token-file", type=Path, help="the operator's Vault token (default: $VAULT_TOKEN)")
-
-
-@dataclass
-class Sweep:
-    """Counts of one `dead-letters erase` run (never values or ids)."""
-
-    checked: int = 0
-    matched: int = 0
-    no_body: int = 0
-    visible_unread: int = 0
-    held_elsewhere: int = 0
-    unopenable: list[str] = field(default_factory=list)
-    """Message ids of sealed bodies OpenBao would not open (not values: they say nothing of the person)."""
-    matching_failed: list[str] = field(default_factory=list)
-    """Message ids of letters whose matching raised (what a producer put in them): could not be checked."""
-    tampered: list[str] = field(default_factory=list)
-    """Message ids of envelopes naming another Transit key: not opened, so not checked."""
-    stopped: str | None = None
-    """Why the sweep stopped part-way (OpenBao no longer uses the dead-letter key with this token), or None."""
-    cut_short: str | None = None
-    """Why its last listing stopped before reading the whole DLQ (DeadLetterQueue.cut_short): letters
-    past it may not have been examined. None when the last listing read the DLQ whole."""
-
-    @property
-    def unchecked(self) -> int:
-        """Dead letters this run could not look at."""
-        return self.visible_unread + self.held_elsewhere
 
 
 def run_erase(
@@ -168,7 +127,7 @@ def run_erase(
     except CriteriaError as error:
         print(f"etl_service dead-letters erase: stdin {error}; nothing was read from the DLQ", file=sys.stderr)
         return SETTINGS_ERROR
-    sweep = _sweep(dlq, person, key, decrypt, delete=args.yes, wait=max(0.0, args.wait))
+    sweep = sweep_dead_letters(dlq, person, key, decrypt, delete=args.yes, wait=max(0.0, args.wait))
     _report(sweep, deleted=args.yes)
     if swept:
         print(swept)
@@ -181,117 +140,6 @@ def run_erase(
         return SETTINGS_ERROR
     incomplete = sweep.unchecked or sweep.unopenable or sweep.matching_failed or sweep.tampered or sweep.cut_short
     return INCOMPLETE if incomplete else 0
-
-
-def _sweep(
-    dlq: DeadLetterSweep,
-    person: Person,
-    key: str,
-    decrypt: Callable[[str], str],
-    delete: bool,
-    wait: float,
-) -> Sweep:
-    """Check every dead letter once, a page at a time; wait up to `wait` s for those other readers hold.
-
-    A round whose listing was cut short (its page, its lease) is followed by another whatever
-    SQS's approximate counts say (they lag): the letters it read are held, so the next lists on.
-    What it holds stays held (`keep_held` renews it) and never passes MAX_HELD_LETTERS in flight:
-    at that bound it stops listing, cut short. A letter listed twice is checked once.
-    Stops at the letter OpenBao no longer opens with the dead-letter key (`stopped` says why):
-    every later one would fail alike.
-    """
-    sweep = Sweep()
-    seen: set[str] = set()
-    deadline = time.monotonic() + wait
-    lease = int(wait) + HOLD_MARGIN_SECONDS  # what it holds stays invisible to others until it ends
-    for _ in range(MAX_ROUNDS):
-        dlq.keep_held(lease)
-        room = MAX_HELD_LETTERS - dlq.holding
-        if room <= 0:  # at its bound: a letter past it cannot be read without holding one more
-            sweep.cut_short = f"it holds {MAX_HELD_LETTERS} letters in flight, as many as a sweep keeps at once"
-            break
-        letters = dlq.list(min(PAGE_LETTERS, room))
-        sweep.cut_short = dlq.cut_short
-        dlq.hold(letters, lease)
-        try:
-            for dead in letters:
-                dlq.keep_held(lease)  # earlier pages' letters, while this one is checked
-                if dead.message_id not in seen:  # listed again (its hold ran out): checked and counted once
-                    seen.add(dead.message_id)
-                    _check(dead, sweep, dlq, person, key, decrypt, delete)
-        except DeadLetterKeyUnusable as error:
-            sweep.stopped = str(error)
-            return sweep
-        unseen = dlq.unseen()
-        sweep.visible_unread, sweep.held_elsewhere = unseen.visible, unseen.held_elsewhere
-        if not sweep.unchecked and not sweep.cut_short:
-            break
-        if not letters:  # nothing new readable now: wait for other readers' leases, if there is time left
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            time.sleep(min(2.0, left))
-    return sweep
-
-
-def _check(
-    dead: DeadLetter,
-    sweep: Sweep,
-    dlq: DeadLetterSweep,
-    person: Person,
-    key: str,
-    decrypt: Callable[[str], str],
-    delete: bool,
-) -> None:
-    """Match one letter (its clear text, what its envelopes hold, its event id); delete it if it matches.
-
-    A letter whose matching fails (whatever a producer put in it) is counted as could not be
-    checked, its message id printed, and the sweep goes on (attack 12, finding 3). Short forms
-    of an ip in the event id (whole numbers, 2-3 dotted numbers) are read as addresses only when
-    no body was read (erasure_match).
-    """
-    layers = _opened(dead, sweep, key, decrypt)
-    texts = [dead.raw_body, *layers.texts]  # the clear text: a redriven original, a plant
-    sweep.checked += 1  # not before: a letter whose opening stopped the sweep was not checked
-    event_id = dead.producer_event_id
-    body_read = layers.body_read  # the last text read is no envelope: an original (each text read once)
-    try:
-        named = any(person.matches(text) for text in texts) or (
-            event_id is not None and person.matches_event_id(event_id, body_read=body_read)
-        )
-    except Exception as error:  # no letter stops the sweep; print its type only, never its content
-        sweep.matching_failed.append(dead.message_id)
-        print(
-            f"dead letter {shown(dead.message_id)} could not be checked (matching failed: {type(error).__name__});"
-            " left in the DLQ, counted below",
-            file=sys.stderr,
-        )
-        return
-    if not named:
-        return
-    sweep.matched += 1
-    if delete:
-        dlq.delete(dead)
-
-
-def _opened(dead: DeadLetter, sweep: Sweep, key: str, decrypt: Callable[[str], str]) -> Layers:
-    """The letter's envelope opened layer by layer (dead_letter_layers, as `show` opens it); counts why it stopped.
-
-    A letter without a reason whose body is an envelope (moved by hand) is opened as well. A
-    tampered layer counts as tampered, one OpenBao refuses or one nested deeper than MAX_LAYERS
-    as could not be opened; an outer envelope without a body, as without a kept body - told by the
-    body (`in_clear`, as `list` tells CLEAR), not by a reason attribute: an original in clear with
-    its producer's `reason` had its body read. `in_clear` answers from what the listing read of the
-    body: each letter's body is read once.
-    """
-    layers = envelope_layers(dead, key, decrypt)
-    if layers.stop is Stop.TAMPERED:
-        sweep.tampered.append(dead.message_id)
-    elif layers.stop in (Stop.UNOPENABLE, Stop.TOO_DEEP):
-        sweep.unopenable.append(dead.message_id)
-    elif layers.stop is Stop.NOT_KEPT and not layers.texts and not in_clear(dead, key):
-        sweep.no_body += 1
-    return layers
 
 
 def _report(sweep: Sweep, deleted: bool) -> None:

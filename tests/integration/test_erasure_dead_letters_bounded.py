@@ -26,7 +26,7 @@ import pytest
 from devstack.sqs import create_queues, sqs_client
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.adapters.transit_sealer import DEAD_LETTER_KEY, TransitSealer, open_sealed
-from etl_service.entrypoints import dead_letter_erasure
+from etl_service.entrypoints import dead_letter_erasure_sweep
 from etl_service.entrypoints.dead_letter_erasure import run_erase
 
 
@@ -106,8 +106,8 @@ def operator_decrypt(stack_env: dict[str, str], seconds: float = 0.0) -> Callabl
 def test_a_sweep_never_holds_more_than_its_bound_and_says_the_dlq_was_not_swept_whole(
     stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(dead_letter_erasure, "PAGE_LETTERS", 10)
-    monkeypatch.setattr(dead_letter_erasure, "MAX_HELD_LETTERS", 20)
+    monkeypatch.setattr(dead_letter_erasure_sweep, "PAGE_LETTERS", 10)
+    monkeypatch.setattr(dead_letter_erasure_sweep, "MAX_HELD_LETTERS", 20)
     tag = uuid.uuid4().hex[:8]
     clear = [json.dumps({"user_id": f"other-{tag}-clear-{i}"}) for i in range(20)]
     urls = dlq_of(stack_env, [*sealed(stack_env, 5, tag), *clear])  # 25 letters: more than the bound
@@ -126,8 +126,8 @@ def test_a_sweep_never_holds_more_than_its_bound_and_says_the_dlq_was_not_swept_
 def test_a_sweep_renews_its_hold_so_no_letter_it_checked_comes_back_while_it_lists_on(
     stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(dead_letter_erasure, "PAGE_LETTERS", 5)
-    monkeypatch.setattr(dead_letter_erasure, "HOLD_MARGIN_SECONDS", 4)  # --wait 0: each letter held 4 s
+    monkeypatch.setattr(dead_letter_erasure_sweep, "PAGE_LETTERS", 5)
+    monkeypatch.setattr(dead_letter_erasure_sweep, "HOLD_MARGIN_SECONDS", 4)  # --wait 0: each letter held 4 s
     tag = uuid.uuid4().hex[:8]
     person = json.dumps({"user_id": f"erased-{tag}"})
     urls = dlq_of(stack_env, [*sealed(stack_env, 11, tag), person])

@@ -17,7 +17,7 @@ import pytest
 
 from etl_service.adapters.dead_letter_queue import LISTING_LIMIT, DeadLetterError
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
-from etl_service.entrypoints import dead_letter_erasure, dead_letters
+from etl_service.entrypoints import dead_letter_erasure, dead_letter_erasure_sweep, dead_letters
 from tests.unit.dlq_clients import DLQ, SOURCE, LargeDlq
 
 ERASED_USER = "u-erased-4711"
@@ -113,7 +113,7 @@ def test_erase_lists_on_past_a_cut_short_listing_though_the_counts_say_nothing_i
 def test_erase_whose_last_listing_was_cut_short_says_some_letters_were_not_examined_and_exits_3(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(dead_letter_erasure, "MAX_ROUNDS", 2)
+    monkeypatch.setattr(dead_letter_erasure_sweep, "MAX_ROUNDS", 2)
     client = SweptDlq(reasoned=300, seconds_per_receive=6.0)  # 90 letters a listing before its lease runs low
     client.add_person_letter("person-first", first=True)
     client.add_person_letter("person-last", first=False)

@@ -1,6 +1,6 @@
 """A sweep deletes what it holds in time linear in the letters it holds, not quadratic.
 
-`dead-letters erase` holds up to 100,000 dead letters (dead_letter_erasure.MAX_HELD_LETTERS) and
+`dead-letters erase` holds up to 100,000 dead letters (dead_letter_erasure_sweep.MAX_HELD_LETTERS) and
 deletes each one that holds the person's values. DeadLetterSweep.delete used to rebuild the list
 of held letters on every deletion: deleting all 100,000 compared message ids 5,000,000,000 times.
 Counted here, not timed: the fake SQS client below issues message ids that count how often they
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
-from etl_service.entrypoints.dead_letter_erasure import MAX_HELD_LETTERS, PAGE_LETTERS
+from etl_service.entrypoints.dead_letter_erasure_sweep import MAX_HELD_LETTERS, PAGE_LETTERS
 from tests.unit.dlq_clients import DLQ, SOURCE
 
 UNITS_PER_DELETION = 5
