@@ -8,7 +8,9 @@ queue lost its letters there after a few `list`s, and a source without a redrive
 tied to no DLQ at all (Break 6). Real SQS (ministack), OpenBao (sealing, the operator's token),
 Postgres and the vault for the ETL that dead-letters.
 
-Synthetic TEST-NET values only; outputs are checked for them by booleans, never printed.
+Synthetic TEST-NET values only; outputs are checked for them by booleans, never printed. The refused
+commands run in-process (`run_dead_letters_here`: the same main, exit code and output, ~24 Python starts
+saved); each test's one command that goes through runs as the operator's process.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pytest
 from devstack.events import OutgoingEvent, send_events
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
-from tests.integration.dead_letters import queue_arn, read_all, run_dead_letters
+from tests.integration.dead_letters import queue_arn, read_all, run_dead_letters, run_dead_letters_here
 from tests.malformed_samples import GOOD
 
 if TYPE_CHECKING:
@@ -65,7 +67,11 @@ def assert_refused(done: subprocess.CompletedProcess[str], *expected: str, value
 
 
 def test_resend_with_the_dlq_as_source_or_another_queue_is_refused_and_the_sealed_letter_stays(
-    stack_env: dict[str, str], vault: RunningVault, tmp_path: Path
+    stack_env: dict[str, str],
+    vault: RunningVault,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Break 4: ETL_QUEUE_URL = ETL_DLQ_URL = the DLQ put the fixed body in clear into the DLQ, rc 0."""
     values = person()
@@ -84,9 +90,9 @@ def test_resend_with_the_dlq_as_source_or_another_queue_is_refused_and_the_seale
     }
     for settings, reason in wrong.values():
         for args in (["resend", letter, "--body-file", str(fixed)], ["resend", letter], ["redrive"], ["list"]):
-            done = run_dead_letters({**env, **settings}, *args, token=token)
+            done = run_dead_letters_here(monkeypatch, capsys, {**env, **settings}, *args, token=token)
             assert_refused(done, reason, dlq_arn, values=values)
-        done = run_dead_letters({**env, **settings}, "delete", letter, "--yes")
+        done = run_dead_letters_here(monkeypatch, capsys, {**env, **settings}, "delete", letter, "--yes")
         assert_refused(done, reason, dlq_arn, values=values)
     # Nothing read, nothing sent: the sealed letter alone, read once since (by read_all), the other queue empty.
     assert read_all(sqs, env["ETL_DLQ_URL"]) == [(letter, reads + 1, sealed)]
@@ -99,7 +105,7 @@ def test_resend_with_the_dlq_as_source_or_another_queue_is_refused_and_the_seale
 
 
 def test_erase_against_the_source_or_a_queue_that_is_not_its_redrive_target_is_refused_unread(
-    stack_env: dict[str, str], vault: RunningVault
+    stack_env: dict[str, str], vault: RunningVault, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Break 5: `erase` with ETL_DLQ_URL = the source or a stale DLQ checked 0 letters and exited 0."""
     values = person()
@@ -118,7 +124,8 @@ def test_erase_against_the_source_or_a_queue_that_is_not_its_redrive_target_is_r
     }
     for dlq_url, expected in wrong.items():
         for args in (["erase", "-"], ["erase", "-", "--yes"]):
-            done = run_dead_letters({**env, "ETL_DLQ_URL": dlq_url}, *args, stdin=criteria, token=token)
+            refused_env = {**env, "ETL_DLQ_URL": dlq_url}
+            done = run_dead_letters_here(monkeypatch, capsys, refused_env, *args, stdin=criteria, token=token)
             assert_refused(done, *expected, values=values)
     # Nothing read: each message's receive count grew by read_all's own read only.
     after = {url: read_all(sqs, url) for url in before}
@@ -133,7 +140,11 @@ def test_erase_against_the_source_or_a_queue_that_is_not_its_redrive_target_is_r
 
 @pytest.mark.parametrize("case", ["a DLQ redriving to a third queue", "a source without a redrive policy"])
 def test_queues_the_etl_refuses_at_start_stop_every_operator_command_too(
-    stack_env: dict[str, str], vault: RunningVault, case: str
+    stack_env: dict[str, str],
+    vault: RunningVault,
+    case: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Break 6: each `list` is a receive; with a DLQ redriving elsewhere the letters moved there (3 lists)."""
     values = person()
@@ -150,10 +161,11 @@ def test_queues_the_etl_refuses_at_start_stop_every_operator_command_too(
         expected = ("has no redrive policy", source_arn, dlq_arn)
     token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
     for _ in range(3):
-        assert_refused(run_dead_letters(env, "list"), *expected, values=values)
-    assert_refused(run_dead_letters(env, "redrive"), *expected, values=values)
+        assert_refused(run_dead_letters_here(monkeypatch, capsys, env, "list"), *expected, values=values)
+    assert_refused(run_dead_letters_here(monkeypatch, capsys, env, "redrive"), *expected, values=values)
     criteria = "".join(f"{name}={value}\n" for name, value in values.items())
-    assert_refused(run_dead_letters(env, "erase", "-", "--yes", stdin=criteria, token=token), *expected, values=values)
+    erased = run_dead_letters_here(monkeypatch, capsys, env, "erase", "-", "--yes", stdin=criteria, token=token)
+    assert_refused(erased, *expected, values=values)
     # The letter is still in the DLQ, sealed (on main, the third `list` moved it on); the third queue is empty.
     ((_, _, sealed),) = read_all(sqs, env["ETL_DLQ_URL"])
     assert "sealed_body" in sealed and not holds_any(sealed, values)
