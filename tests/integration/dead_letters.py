@@ -61,18 +61,19 @@ def run_dead_letters_here(
     log records of WARNING and above join its standard error, as logging's last-resort handler
     writes them there in the command's own process (which configures no logging).
     """
-    for name, value in {**env, "VAULT_TOKEN": token}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
     logged = io.StringIO()
     handler = logging.StreamHandler(logged)
     handler.setLevel(logging.WARNING)
-    logging.getLogger().addHandler(handler)
     capsys.readouterr()  # what came before is not this command's
-    try:
-        code = cli.main(["dead-letters", *args])
-    finally:
-        logging.getLogger().removeHandler(handler)
+    with monkeypatch.context() as patched:  # undone after the command: later ones see the test's own environment
+        for name, value in {**env, "VAULT_TOKEN": token}.items():
+            patched.setenv(name, value)
+        patched.setattr("sys.stdin", io.StringIO(stdin))
+        logging.getLogger().addHandler(handler)
+        try:
+            code = cli.main(["dead-letters", *args])
+        finally:
+            logging.getLogger().removeHandler(handler)
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(["dead-letters", *args], code, out, err + logged.getvalue())
 

@@ -13,7 +13,9 @@ plain-http OpenBao address on another host. show/resend used to receive every de
 for no reason; the test reads the counts before and after, which a count of letters could not.
 
 Real SQS (ministack), the session's OpenBao (sealing, the operator's token) and, for the missing
-key, a second OpenBao of its own. Synthetic TEST-NET values only; checks reduced to booleans.
+key, a second OpenBao of its own. Synthetic TEST-NET values only; checks reduced to booleans. The
+commands expected to stop run in-process (`run_dead_letters_here`: the same main, exit code and output,
+without a Python start each); those that go through run as the operator's process.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from devstack.events import OutgoingEvent, send_events
 from devstack.openbao import POLICY_DIR, start_openbao
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
-from tests.integration.dead_letters import all_dead_letters, read_all, run_dead_letters
+from tests.integration.dead_letters import all_dead_letters, read_all, run_dead_letters, run_dead_letters_here
 from tests.malformed_samples import GOOD
 
 MISSPELT = "tokenvault-dead-leters"
@@ -80,7 +82,10 @@ def names_the_setting(stderr: str, key: str) -> bool:
 
 
 def test_a_misspelt_dead_letter_key_or_a_plain_openbao_address_stops_erase_show_and_resend_before_any_receive(
-    stack_env: dict[str, str], dlq_with_the_persons_letters: tuple[dict[str, str], str]
+    stack_env: dict[str, str],
+    dlq_with_the_persons_letters: tuple[dict[str, str], str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     env, criteria = dlq_with_the_persons_letters
     operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
@@ -89,21 +94,23 @@ def test_a_misspelt_dead_letter_key_or_a_plain_openbao_address_stops_erase_show_
     outputs: list[str] = []
     counts = receive_counts(stack_env, env)
 
-    erase = run_dead_letters(misspelt, "erase", "-", "--yes", "--wait", "0", stdin=criteria, token=operator_token)
+    erase = run_dead_letters_here(
+        monkeypatch, capsys, misspelt, "erase", "-", "--yes", "--wait", "0", stdin=criteria, token=operator_token
+    )
     outputs.append(erase.stdout + erase.stderr)
     assert erase.returncode == SETTINGS_ERROR, erase.stdout + erase.stderr
     assert names_the_setting(erase.stderr, MISSPELT), erase.stderr
     assert "dead letters checked" not in erase.stdout  # stopped before reading the DLQ
 
     for args in (["show", message_id], ["resend", message_id]):
-        done = run_dead_letters(misspelt, *args, token=operator_token)
+        done = run_dead_letters_here(monkeypatch, capsys, misspelt, *args, token=operator_token)
         outputs.append(done.stdout + done.stderr)
         assert done.returncode == SETTINGS_ERROR, (args, done.stderr)
         assert names_the_setting(done.stderr, MISSPELT) and "tamper" not in done.stderr, done.stderr
 
     plain = {**env, "ETL_DLQ_SEAL_VAULT_ADDR": REMOTE_PLAIN}
     for args in (["show", message_id], ["resend", message_id]):
-        done = run_dead_letters(plain, *args, token=operator_token)
+        done = run_dead_letters_here(monkeypatch, capsys, plain, *args, token=operator_token)
         outputs.append(done.stdout + done.stderr)
         assert done.returncode == SETTINGS_ERROR, (args, done.stderr)
         assert "ETL_DLQ_SEAL_VAULT_PLAINTEXT=allow" in done.stderr, done.stderr
@@ -127,7 +134,11 @@ def test_a_misspelt_dead_letter_key_or_a_plain_openbao_address_stops_erase_show_
 
 
 def test_an_openbao_without_the_dead_letter_key_stops_erase_and_show_instead_of_counting_letters_unopenable(
-    stack_env: dict[str, str], dlq_with_the_persons_letters: tuple[dict[str, str], str], tmp_path: Path
+    stack_env: dict[str, str],
+    dlq_with_the_persons_letters: tuple[dict[str, str], str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     env, criteria = dlq_with_the_persons_letters
     other = start_openbao(tmp_path / "openbao.log")  # the operator's settings point here: no dead-letter key
@@ -140,13 +151,15 @@ def test_an_openbao_without_the_dead_letter_key_stops_erase_and_show_instead_of_
         elsewhere = {**env, "ETL_DLQ_SEAL_VAULT_ADDR": other.address}
         message_id = all_dead_letters(stack_env["SQS_ENDPOINT_URL"], env["ETL_DLQ_URL"])[0]["MessageId"]
 
-        erase = run_dead_letters(elsewhere, "erase", "-", "--yes", "--wait", "0", stdin=criteria, token=token)
+        erase = run_dead_letters_here(
+            monkeypatch, capsys, elsewhere, "erase", "-", "--yes", "--wait", "0", stdin=criteria, token=token
+        )
         assert erase.returncode == SETTINGS_ERROR, erase.stdout + erase.stderr
         assert names_the_setting(erase.stderr, "tokenvault-dead-letters") and "not found" in erase.stderr
         assert "could not be opened" not in erase.stderr and "dead letters checked" not in erase.stdout
         assert left_in_dlq(stack_env, env) == 3
 
-        show = run_dead_letters(elsewhere, "show", message_id, token=token)
+        show = run_dead_letters_here(monkeypatch, capsys, elsewhere, "show", message_id, token=token)
         assert show.returncode == SETTINGS_ERROR, show.stderr
         assert names_the_setting(show.stderr, "tokenvault-dead-letters") and "planted" not in show.stderr
         values = [line.split("=", 1)[1] for line in criteria.splitlines()]
