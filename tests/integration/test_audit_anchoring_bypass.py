@@ -9,12 +9,14 @@ durably stored.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import psycopg
 from prometheus_client import REGISTRY
 
 from tests.integration import audit_attacks as attack
 from tests.integration.audit_attacks import Anchored, anchored, own_database
+from vault_service.service.exported_copy import read_exported_copy
 
 __all__ = ["anchored", "own_database"]  # fixtures used here, shared by the audit attack tests
 
@@ -45,6 +47,15 @@ def _plant_row_far_ahead(env: dict[str, str], at_id: int) -> tuple[int, int]:
     return int(row[0]), int(below[0])
 
 
+def _anchored_within_the_sequence(env: dict[str, str], exported: Path, planted: int) -> bool:
+    """Whether an exported checkpoint of a head below the `planted` row covers every HIDDEN reveal's row."""
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        row = conn.execute("SELECT max(id) FROM vault.audit_log WHERE purpose LIKE 'HIDDEN-%'").fetchone()
+    newest = row[0] if row is not None else None
+    heads = [c.head.head_id for c in read_exported_copy(exported).checkpoints]
+    return newest is not None and any(newest <= head < planted for head in heads)
+
+
 def _sequence_tampered_seen() -> float:
     return REGISTRY.get_sample_value("tokenvault_audit_id_sequence_tampered_total") or 0.0
 
@@ -69,7 +80,9 @@ def test_a_row_planted_beyond_the_id_sequence_cannot_keep_reveals_unanchored_and
     vault.wait_for_checkpoint()  # on main the planted row was signed and exported like any head
 
     revealed = attack.count_revealed(own_database, vault, token, [f"HIDDEN-{n}" for n in range(3)])
-    time.sleep(4)  # four checkpoint intervals: every chance to anchor the reveals
+    deadline = time.monotonic() + 4  # four checkpoint intervals: every chance to anchor the reveals
+    while not _anchored_within_the_sequence(own_database, exported, first) and time.monotonic() < deadline:
+        time.sleep(0.2)  # once a checkpoint below the planted row covers them, waiting on gives no more chance
     with psycopg.connect(own_database["PG_ADMIN_DSN"]) as conn:
         hidden = conn.execute("SELECT count(*) FROM vault.audit_log WHERE purpose LIKE 'HIDDEN-%'").fetchone()
     assert hidden == (3,)  # the reveals were recorded ...
