@@ -80,9 +80,14 @@ def test_sqs_refuses_the_dev_key_and_each_service_holds_its_own_key_only(stack_d
     root = environs["ministack"]["AWS_ACCESS_KEY_ID"]  # the set-up's root key: ministack's alone
     assert root not in (stack_dir / "stack.env").read_text()
     assert environs["etl_service"]["AWS_ACCESS_KEY_ID"] == identity_key(env, "etl").access_key_id
-    others = {root, *(identity_key(env, who).access_key_id for who in ("producer", "dlq-operator"))}
-    for name in ("etl_service", "vault_service", "openbao"):
-        assert not others & set(environs[name].values()), name
+    root_secret = environs["ministack"]["AWS_SECRET_ACCESS_KEY"]
+    keys = {who: identity_key(env, who) for who in ("etl", "producer", "dlq-operator")}
+    secrets_of = {who: {key.access_key_id, key.secret_access_key} for who, key in keys.items()}
+    every_sqs_secret = {root, root_secret}.union(*secrets_of.values())
+    not_the_etls = every_sqs_secret - secrets_of["etl"]
+    assert not not_the_etls & set(environs["etl_service"].values())
+    for name in ("vault_service", "openbao"):  # no SQS key at all, the ETL's included (review 21, R21-8)
+        assert not every_sqs_secret & set(environs[name].values()), name
 
 
 def process_env(pid: int) -> dict[str, str]:

@@ -30,9 +30,10 @@ from psycopg import errors
 from psycopg_pool import ConnectionPool
 
 from tests.conftest import RunningVault, client_channel, running_vault
-from tests.integration.audit_attacks import own_database
+from tests.integration.audit_attacks import as_owner, own_database
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from vault_service.adapters.postgres.tokens import PostgresTokenStore
+from vault_service.domain.errors import StorageError
 from vault_service.domain.rate_limit import RateLimit, lease_size
 
 __all__ = ["own_database"]  # fixture used here, defined beside the audit tests
@@ -220,3 +221,23 @@ def test_a_burst_beyond_the_databases_integers_is_still_metered_in_the_database(
         huge = RateLimit(per_second=1e12, burst=10**12)
         assert store.take_budget("bench", "detokenize", 1, lease_size(huge.burst), huge) == (2**31 - 1, 0.0)
     assert "missing" not in caplog.text
+
+
+@pytest.mark.parametrize("wait", ["'NaN'", "-5", "'Infinity'"])
+def test_a_replaced_budget_function_answering_no_real_wait_is_refused_as_a_storage_fault(
+    own_database: dict[str, str], wait: str
+) -> None:
+    # Review 21, R21-5: the owner's function answering NaN or a negative wait passed the adapter; NaN broke
+    # the servicer's retry-after-ms inside the call (INTERNAL: the ETL isolated its batch as a bug) and a
+    # negative one read as "call too big" in the client.
+    with as_owner(own_database) as conn:
+        conn.execute(
+            "CREATE OR REPLACE FUNCTION vault.take_call_budget(p_client text, p_kind text, p_need integer,"
+            " p_want integer, p_per_second double precision, p_burst integer, OUT granted integer,"
+            f" OUT wait_seconds double precision) LANGUAGE sql AS $$ SELECT 0, {wait}::double precision $$"
+        )
+    with (
+        ConnectionPool(own_database["PG_VAULT_DSN"], min_size=1, max_size=1) as pool,
+        pytest.raises(StorageError, match="take_call_budget answered"),
+    ):
+        PostgresTokenStore(pool).take_budget("analyst", "detokenize", 1, 100, RateLimit(1, BURST))

@@ -12,6 +12,7 @@ together runs inside an explicit `conn.transaction()`.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -341,9 +342,13 @@ class PostgresTokenStore(TokenRekeying):
                         " migrations (0019) so replicas and restarts share one budget per client"
                     )
                 return None
-        if row is None or row[0] is None or row[1] is None or (row[1] == 0 and not need <= row[0] <= want):
+        granted, wait = (None, None) if row is None else row
+        # A wait that is not a finite number >= 0 (NaN, negative, infinite: only a replaced function answers
+        # one) would become a retry-after-ms the servicer cannot write or the client misreads (review 21, R21-5).
+        real_wait = wait is not None and math.isfinite(wait) and wait >= 0
+        if not real_wait or granted is None or (wait == 0 and not need <= granted <= want):
             raise StorageError(f"vault.take_call_budget answered {row!r} for {need} to {want} items; is 0019 applied?")
-        return int(row[0]), float(row[1])
+        return int(granted), float(wait)
 
     @translated
     def last_erasure(self) -> object:
