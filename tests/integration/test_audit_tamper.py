@@ -435,6 +435,14 @@ _PLANTED_CHECKPOINTS = {
 }
 
 
+def _hidden_rows_exported(env: dict[str, str], exported: Path) -> bool:
+    """Whether a checkpoint the vault exported covers every HIDDEN reveal's audit row."""
+    with as_owner(env) as conn:
+        row = conn.execute("SELECT max(id) FROM vault.audit_log WHERE purpose LIKE 'HIDDEN-%'").fetchone()
+    newest = row[0] if row is not None else None
+    return newest is not None and any(c.head.head_id >= newest for c in read_exported_copy(exported).checkpoints)
+
+
 @pytest.mark.parametrize("planted", sorted(_PLANTED_CHECKPOINTS))
 def test_a_planted_checkpoint_cannot_silence_anchoring_so_that_reveals_are_deleted_unnoticed(
     own_database: dict[str, str], anchored: Anchored, planted: str
@@ -452,7 +460,9 @@ def test_a_planted_checkpoint_cannot_silence_anchoring_so_that_reveals_are_delet
         conn.execute(_PLANTED_CHECKPOINTS[planted])
     token = tokenize_fresh_ip(own_database, vault)
     revealed = count_revealed(own_database, vault, token, [f"HIDDEN-{n}" for n in range(3)])
-    time.sleep(3)  # three checkpoint intervals: the service had every chance to anchor them
+    deadline = time.monotonic() + 3  # three checkpoint intervals: the service had every chance to anchor them
+    while not _hidden_rows_exported(own_database, exported) and time.monotonic() < deadline:
+        time.sleep(0.2)  # once an exported checkpoint covers them, waiting on gives no more chance
     with as_owner(own_database) as conn:
         conn.execute("DELETE FROM vault.audit_log WHERE id > %s", (anchored_head,))
         conn.execute("DELETE FROM vault.audit_checkpoints WHERE head_id > %s", (anchored_head,))
