@@ -15,6 +15,9 @@ This launcher, started by the stack's set-up (devstack/sqs.py, compose's `sqs` s
 - authorizes SQS's batch calls as AWS does, by the action of the single call (SendMessageBatch
   needs sqs:SendMessage; ministack asks for an sqs:SendMessageBatch no IAM policy can grant);
 - refuses every path under `/_` except the health checks, before ministack sees it;
+- serves only requests that ministack's IAM check and its SQS handler read alike
+  (sqs_request_check.py, beside this file: review 21, R21-1): boto3's SQS calls, and the
+  set-up's IAM calls with the root key; the rest is refused before ministack sees it;
 - checks at start that ministack is the version these patches were written for and that the
   patched functions behave as they must, else exits 2 saying so (a new ministack may have moved
   the bypass elsewhere: read its iam_evaluator.py again before changing the pin);
@@ -28,7 +31,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hmac
+import importlib.util
 import inspect
+import json
 import os
 import re
 import sys
@@ -147,6 +152,37 @@ def refuse_admin_paths(app: App) -> App:
     return guarded
 
 
+def load_request_check() -> Any:
+    """sqs_request_check.py beside this file: by its path, the launcher's directory is not on the import path (-P)."""
+    path = Path(__file__).resolve().with_name("sqs_request_check.py")
+    spec = importlib.util.spec_from_file_location("sqs_request_check", path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise LauncherError(f"{path} is missing: it decides which requests are served")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_request_check(check: Any, router: Any, iam_actions: Any, root_key: str) -> None:
+    """The check serves what boto3 sends only, and ministack reads a served SQS call as its handler runs it."""
+    if misjudged := check.misjudged(root_key):
+        raise LauncherError(f"the request check misjudges {misjudged}")
+    sqs_call = {name.decode(): value.decode() for name, value in check.signed_headers("AKIA0", "sqs")}
+    sqs_call |= {"x-amz-target": "AmazonSQS.ReceiveMessage", "content-type": check.JSON_TYPE}
+    body = json.dumps({"QueueUrl": "http://localstack:4566/000000000000/login-queue"}).encode()
+    read = (
+        router.detect_service("POST", "/", sqs_call, {}),
+        iam_actions.extract_iam_action("sqs", "POST", "/", sqs_call, body, {}),
+        iam_actions.extract_resource_arn("sqs", "POST", "/", sqs_call, body, {}, "us-east-1", "000000000000"),
+    )
+    if read != ("sqs", "sqs:ReceiveMessage", "arn:aws:sqs:us-east-1:000000000000:login-queue"):
+        raise LauncherError(f"ministack reads a served SQS call as {read}: re-read iam_actions before pinning")
+    iam_call = {name.decode(): value.decode() for name, value in check.signed_headers("AKIA0", "iam")}
+    if router.detect_service("POST", "/", iam_call | {"content-type": check.FORM_TYPES[0]}, {}) != "iam":
+        raise LauncherError("ministack no longer routes a form call signed for iam to IAM")
+
+
 def main() -> None:
     """Check, patch and serve; exits 2 when authentication cannot be vouched for."""
     parser = argparse.ArgumentParser(description="ministack (SQS, IAM) with authentication and no root bypass")
@@ -161,7 +197,7 @@ def main() -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
     from ministack import app as ministack_app
-    from ministack.core import iam_actions, iam_evaluator
+    from ministack.core import iam_actions, iam_evaluator, router
     from ministack.services import sts
 
     if ministack_app.AUTH is not True:
@@ -169,15 +205,19 @@ def main() -> None:
     close_root_bypass(iam_evaluator, sts, root_key)
     check_patched(iam_evaluator, root_key)
     authorize_batches_as_aws(iam_actions)
+    request_check = load_request_check()
+    check_request_check(request_check, router, iam_actions, root_key)
+    served = request_check.refuse_unclear_requests(ministack_app.app, root_key, HEALTH_PATHS)
     config = Config()
     config.bind = [args.bind]
     config.keep_alive_timeout = 75
     config.loglevel = os.environ.get("LOG_LEVEL", "WARNING").upper()
     print(
-        f"sqs_auth_launcher: ministack {installed}, AUTH on, root bypass closed, batches as AWS, on {args.bind}",
+        f"sqs_auth_launcher: ministack {installed}, AUTH on, root bypass closed, batches as AWS,"
+        f" unclear requests refused, on {args.bind}",
         flush=True,
     )
-    asyncio.run(serve(refuse_admin_paths(ministack_app.app), config))
+    asyncio.run(serve(refuse_admin_paths(served), config))
 
 
 if __name__ == "__main__":

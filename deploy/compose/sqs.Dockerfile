@@ -1,7 +1,8 @@
 # The compose stack's SQS emulator: ministack (pinned in devstack/ministack-requirements.txt, in a
 # venv of its own: it pins botocore) run through devstack/sqs_auth_launcher.py, which turns its
 # IAM authentication on and closes what ministack leaves open (root keys such as "test" taken
-# unchecked, key-less /_ministack/ endpoints). The root key comes from .env (make compose-env).
+# unchecked, key-less /_ministack/ endpoints, requests its IAM check and SQS handler read differently:
+# devstack/sqs_request_check.py). The root key comes from .env (make compose-env).
 # Built from the repository root: docker compose build localstack (the service keeps the name the
 # exercise's queue URLs use).
 ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
@@ -17,7 +18,7 @@ RUN --mount=type=secret,id=pip-ca \
       ${PIP_INDEX:+--index-url "$PIP_INDEX"} -r /opt/sqs/ministack-requirements.txt; \
     /opt/ministack/bin/pip uninstall -y -q pip setuptools; \
     /opt/ministack/bin/python -m compileall -q /opt/ministack
-COPY devstack/sqs_auth_launcher.py /opt/sqs/
+COPY devstack/sqs_auth_launcher.py devstack/sqs_request_check.py /opt/sqs/
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 LOG_LEVEL=WARNING
 USER 10007:10007
 EXPOSE 4566

@@ -8,19 +8,26 @@ signature checked. Real ministack, started as `make up` starts it (devstack.sqs.
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import os
+import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import boto3
 import botocore.config
 import pytest
 from botocore import UNSIGNED
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from devstack import sqs as devstack_sqs
@@ -39,6 +46,9 @@ REFUSED = {
     "MissingAuthenticationToken",
 }
 NEVER_GRANTED = ("sqs:PurgeQueue", "sqs:SetQueueAttributes", "sqs:DeleteQueue", "sqs:CreateQueue")
+LAUNCHER_REFUSAL = "refused by the emulator's launcher"
+JSON_CALL = {"Content-Type": "application/x-amz-json-1.0"}
+FORM_CALL = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
 
 
 @dataclass
@@ -169,6 +179,80 @@ def test_each_identity_makes_exactly_the_calls_its_shipped_policy_grants(emulato
     assert error_code(lambda: create(QueueName="login-queue-2")) == "AccessDenied"
 
 
+def signed_request(
+    endpoint: str, key: SqsKey, method: str, target: str, headers: dict[str, str], body: bytes, service: str = "sqs"
+) -> tuple[int, str]:
+    """(status, body) of a hand-made request to `target` (path and query) signed with `key`'s SigV4 signature."""
+    request = AWSRequest(method=method, url=endpoint + target, data=body, headers=headers)
+    SigV4Auth(Credentials(key.access_key_id, key.secret_access_key), service, "us-east-1").add_auth(request)
+    host, port = endpoint.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        connection.request(method, target, body=body, headers=dict(request.headers.items()))
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def confused_requests(queue_url: str, dlq_url: str) -> dict[str, tuple[str, str, dict[str, str], bytes, str]]:
+    """Review 21 (R21-1) and attack 21 (F1): what ministack's IAM check read as one call or queue and ran as another."""
+    receive = json.dumps({"QueueUrl": queue_url, "MaxNumberOfMessages": 10, "VisibilityTimeout": 0}).encode()
+    form_receive = urlencode({"Action": "ReceiveMessage", "QueueUrl": queue_url, "VisibilityTimeout": 0}).encode()
+    harmless_set = json.dumps({"QueueUrl": queue_url, "Attributes": {"MaximumMessageSize": "262144"}}).encode()
+    return {
+        "Action in the query, another in X-Amz-Target": (
+            "POST", "/?Action=SendMessage", {"X-Amz-Target": "AmazonSQS.ReceiveMessage", **JSON_CALL}, receive, "sqs"
+        ),
+        "an allowed Action in the query, SetQueueAttributes in X-Amz-Target": (
+            "POST", "/?Action=ReceiveMessage", {"X-Amz-Target": "AmazonSQS.SetQueueAttributes", **JSON_CALL},
+            harmless_set, "sqs",
+        ),
+        "QueueUrl in the query and in the form body": (
+            "POST", "/?" + urlencode({"QueueUrl": dlq_url}), FORM_CALL, form_receive, "sqs"
+        ),
+        "a queue in the path, another in the form body": (
+            "POST", "/" + dlq_url.split("/", 3)[3], FORM_CALL, form_receive, "sqs"
+        ),
+        "a target of no service with a form body": (
+            "POST", "/", {"X-Amz-Target": "Foo.SendMessage", **JSON_CALL}, form_receive, "sqs"
+        ),
+        "a gzip body (inflated after the check)": (
+            "POST", "/", {"X-Amz-Target": "AmazonSQS.ReceiveMessage", "Content-Encoding": "gzip", **JSON_CALL},
+            gzip.compress(receive), "sqs",
+        ),
+        "a service host": (
+            "POST", "/", {"Host": "a.execute-api.localhost", "X-Amz-Target": "AmazonSQS.ReceiveMessage", **JSON_CALL},
+            receive, "sqs",
+        ),
+        "an IAM call by an identity": (
+            "POST", "/", FORM_CALL, b"Action=CreateAccessKey&UserName=tokenvault-etl&Version=2010-05-08", "iam"
+        ),
+        "an S3 call": ("PUT", "/r21-bucket", {}, b"", "s3"),
+    }  # fmt: skip
+
+
+def test_requests_iam_and_the_sqs_handler_could_read_differently_are_refused_for_every_key(
+    emulator: Emulator,
+) -> None:
+    sqs = emulator.sqs
+    for identity, key in sqs.keys.items():
+        for what, (method, target, headers, body, service) in confused_requests(sqs.queue_url, sqs.dlq_url).items():
+            status, answer = signed_request(sqs.endpoint_url, key, method, target, headers, body, service)
+            assert status in (400, 403) and LAUNCHER_REFUSAL in answer, (identity, what, status)
+        client = sqs_client(sqs.endpoint_url, key)
+        for url in (f"{sqs.queue_url}?x=/login-queue-dlq", f"{sqs.queue_url}#/login-queue-dlq", f"{sqs.dlq_url}?x=/q"):
+            receive = partial(client.receive_message, QueueUrl=url, VisibilityTimeout=0, WaitTimeSeconds=0)
+            assert error_code(receive) == "AmbiguousRequest", (identity, url)
+
+
+def test_a_body_over_the_bound_is_refused_before_it_is_read(emulator: Emulator) -> None:
+    host, port = emulator.sqs.endpoint_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(f"POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: {5 * 1024 * 1024}\r\n\r\n".encode())
+        assert connection.recv(4096).startswith(b"HTTP/1.1 413")  # no body sent: refused on the length alone
+
+
 def test_the_launcher_refuses_to_start_with_a_key_upstream_takes_for_root() -> None:
     for key in ("test", "000000000000", ""):
         env = {"PATH": "/usr/bin:/bin", "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": "x" * 40}
@@ -217,7 +301,8 @@ def test_an_endpoint_that_takes_the_key_test_is_refused_and_stopped(
     unpatched = tmp_path / "sqs_auth_launcher.py"
     source = LAUNCHER.read_text().replace("    close_root_bypass(iam_evaluator, sts, root_key)\n", "")
     unpatched.write_text(source.replace("    check_patched(iam_evaluator, root_key)\n", ""))
-    (tmp_path / "ministack-requirements.txt").write_text(LAUNCHER.with_name("ministack-requirements.txt").read_text())
+    for beside in ("ministack-requirements.txt", "sqs_request_check.py"):
+        (tmp_path / beside).write_text(LAUNCHER.with_name(beside).read_text())
     monkeypatch.setattr(devstack_sqs, "LAUNCHER", unpatched)
     monkeypatch.setattr(devstack_sqs, "spawn", spawn_recorded)
     with pytest.raises(StackError, match="accepted the key 'test'"):
