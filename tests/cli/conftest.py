@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from devstack.events import OutgoingEvent, generate_events, send_events
-from devstack.sqs import sqs_client
+from devstack.sqs import identity_key, sqs_client
 from devstack.stack import down, up
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,7 +81,7 @@ def cli_stack() -> Iterator[CliStack]:
     try:
         env = up(state_dir)
         events = list(generate_events(EVENTS, seed=17, malformed_rate=0.0))
-        send_events(sqs_client(env["SQS_ENDPOINT_URL"]), env["SQS_QUEUE_URL"], events)
+        send_events(sqs_client(env["SQS_ENDPOINT_URL"], identity_key(env, "producer")), env["SQS_QUEUE_URL"], events)
         _wait_until_loaded(env["PG_ADMIN_DSN"], [e.event_id for e in events], 180)
         yield CliStack(state_dir, env, events)
     finally:

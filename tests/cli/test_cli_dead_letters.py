@@ -17,7 +17,7 @@ from typing import Any
 
 import hvac
 
-from devstack.sqs import sqs_client
+from devstack.sqs import identity_key, sqs_client
 from etl_service.adapters.transit_sealer import DEAD_LETTER_KEY
 from etl_service.service.sealing import dead_letter_body
 from tests.cli.conftest import CliStack
@@ -44,8 +44,8 @@ def decrypts_with(audit_log: Path, key: str) -> int:
 
 
 def plant_envelope(stack: CliStack, key: str, ciphertext: str) -> str:
-    """Send a dead letter (with a reason, as the ETL writes them) naming `key`; its message id."""
-    sent = sqs_client(stack.env["SQS_ENDPOINT_URL"]).send_message(
+    """Send a dead letter naming `key` with a reason, as the ETL writes them (with its SQS key); its message id."""
+    sent = sqs_client(stack.env["SQS_ENDPOINT_URL"], identity_key(stack.env, "etl")).send_message(
         QueueUrl=stack.env["SQS_DLQ_URL"],
         MessageBody=dead_letter_body(ciphertext, None, key),
         MessageAttributes={
