@@ -82,13 +82,13 @@ def create_identity(iam: Any, identity: str, region: str = REGION) -> SqsKey:
     return SqsKey(created["AccessKeyId"], created["SecretAccessKey"])
 
 
-def user_exists(iam: Any, identity: str) -> bool:
-    """Whether the emulator has `identity`'s IAM user (it keeps them in memory: not after a restart)."""
+def key_listed(iam: Any, identity: str, access_key_id: str) -> bool:
+    """Whether the emulator has `identity`'s IAM user with the key `access_key_id` (not after a restart)."""
     try:
-        iam.get_user(UserName=USER_PREFIX + identity)
+        listed = iam.list_access_keys(UserName=USER_PREFIX + identity)["AccessKeyMetadata"]
     except iam.exceptions.NoSuchEntityException:
         return False
-    return True
+    return any(key["AccessKeyId"] == access_key_id for key in listed)
 
 
 def create_identities(endpoint_url: str, root: SqsKey, region: str = REGION) -> dict[str, SqsKey]:

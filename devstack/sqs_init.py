@@ -6,8 +6,9 @@ and an IAM user per identity under its shipped policy (devstack/sqs_identities.p
 identity named on the command line gets its key as an AWS shared credentials file,
 `<DIR>/<identity>-sqs-credentials`, mode 0400, owned by the uid of the one service that mounts
 DIR (AWS_SHARED_CREDENTIALS_FILE points there). A key already handed out is kept while the
-emulator still knows its user (an `up` on a running stack); an emulator that restarted (it keeps
-users in memory) gets new users and every file a new key.
+emulator still lists it among its user's keys (an `up` on a running stack); an emulator that
+restarted (it keeps users in memory), or a file whose key the user no longer has (a job killed
+between deleting the old keys and writing the new one, a volume from elsewhere), gets a new key.
 
 Identities are `IDENTITY:UID:DIR`, e.g. `etl:10002:/sqs-creds/etl-service`.
 """
@@ -15,12 +16,13 @@ Identities are `IDENTITY:UID:DIR`, e.g. `etl:10002:/sqs-creds/etl-service`.
 from __future__ import annotations
 
 import argparse
+import configparser
 import os
 import sys
 from pathlib import Path
 
 from devstack.sqs import create_queues
-from devstack.sqs_identities import IDENTITIES, REGION, SqsKey, create_identity, iam_client, user_exists
+from devstack.sqs_identities import IDENTITIES, REGION, SqsKey, create_identity, iam_client, key_listed
 
 
 def credentials_file(directory: Path, identity: str) -> Path:
@@ -39,6 +41,16 @@ def write_credentials(path: Path, key: SqsKey, uid: int) -> None:
         )
     os.chown(staged, uid, uid)
     staged.replace(path)
+
+
+def handed_out_key_id(path: Path) -> str:
+    """The access key id in the credentials file at `path`, or "" when there is none (or no readable file)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(path.read_text())
+    except (OSError, UnicodeDecodeError, configparser.Error):
+        return ""
+    return parser.get("default", "aws_access_key_id", fallback="").strip()
 
 
 def parse_identity(text: str) -> tuple[str, int, Path]:
@@ -63,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     iam = iam_client(args.endpoint_url, root, region)
     for identity, uid, directory in args.identities:
         path = credentials_file(directory, identity)
-        if path.exists() and user_exists(iam, identity):
+        handed_out = handed_out_key_id(path)
+        if handed_out and key_listed(iam, identity, handed_out):
             print(f"{identity}: key kept ({path})")
             continue
         write_credentials(path, create_identity(iam, identity, region), uid)

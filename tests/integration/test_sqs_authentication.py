@@ -267,7 +267,7 @@ def test_the_launcher_refuses_to_start_with_a_key_upstream_takes_for_root() -> N
         assert started.returncode == 2 and "REFUSING TO START" in started.stderr, (key, started.stderr[-300:])
 
 
-def test_compose_s_set_up_job_hands_each_identity_its_key_once(
+def test_compose_s_set_up_job_hands_each_identity_its_key_once_and_replaces_a_stale_one(
     emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", emulator.root.access_key_id)
@@ -279,6 +279,9 @@ def test_compose_s_set_up_job_hands_each_identity_its_key_once(
     assert written.stat().st_mode & 0o777 == 0o400
     first = written.read_text()
     assert sqs_init.main(args) == 0 and written.read_text() == first  # a key handed out is kept
+    written.unlink()  # a key the user no longer has (review 21, R21-6): replaced, not kept
+    written.write_text("[default]\naws_access_key_id = AKIAMADEUP0000000000\naws_secret_access_key = x\n")
+    assert sqs_init.main(args) == 0 and "AKIAMADEUP" not in written.read_text()
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(written))
