@@ -21,7 +21,12 @@ This launcher, started by the stack's set-up (devstack/sqs.py, compose's `sqs` s
 - checks at start that ministack is the version these patches were written for and that the
   patched functions behave as they must, else exits 2 saying so (a new ministack may have moved
   the bypass elsewhere: read its iam_evaluator.py again before changing the pin);
-- serves in this process (hypercorn's asyncio server), so no worker re-imports an unpatched app.
+- serves in this process (hypercorn's asyncio server), so no worker re-imports an unpatched app;
+- bounds how long a connection is held (attack 21, F3: anonymous connections that sent headers and
+  trickled a body were never closed, ~20,000 of them exhausted the fds): a read waits at most
+  READ_SECONDS, a body must arrive within BODY_SECONDS (SQS_BODY_SECONDS in the environment may
+  only shorten it), at most `connection_cap()` connections are open at once (more are closed at
+  once), and running out of fds is logged once a minute, not with a traceback per accept.
 
 Usage: python sqs_auth_launcher.py --bind 127.0.0.1:PORT
 """
@@ -30,13 +35,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import hmac
 import importlib.util
 import inspect
 import json
+import logging
+import math
 import os
 import re
+import resource
 import sys
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from importlib import metadata
 from pathlib import Path
@@ -47,6 +57,10 @@ HEALTH_PATHS = frozenset({"/_ministack/health", "/_localstack/health", "/health"
 ACCOUNT_ID = re.compile(r"\d{12}")
 WEAK_ROOT_KEYS = ("test", "000000000000")
 """Keys upstream treats as root without a signature check: each must be refused here."""
+READ_SECONDS = 10
+"""hypercorn closes a connection that sends nothing for this long (its default waits forever)."""
+MAX_CONNECTIONS = 1000
+"""Connections open at once, at most: far more than the stack's clients open, far fewer than the fds."""
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -135,6 +149,68 @@ def check_patched(iam: Any, root_key: str) -> None:
         raise LauncherError("ministack does not check the root key against AWS_SECRET_ACCESS_KEY")
 
 
+def body_seconds(env: MutableMapping[str, str], bound: float) -> float:
+    """SQS_BODY_SECONDS when it is a number in (0, bound] (the tests wait less), else `bound`."""
+    try:
+        seconds = float(env.get("SQS_BODY_SECONDS", bound))
+    except ValueError:
+        raise LauncherError("SQS_BODY_SECONDS must be a number of seconds") from None
+    if not 0 < seconds <= bound:
+        raise LauncherError(f"SQS_BODY_SECONDS must be over 0 and at most {bound:g}")
+    return seconds
+
+
+def connection_cap() -> int:
+    """MAX_CONNECTIONS, or half the open-file limit when that is lower (the rest for ministack's own files)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else max(16, min(MAX_CONNECTIONS, soft // 2))
+
+
+def cap_connections(hypercorn_run: Any, limit: int) -> None:
+    """Make hypercorn's asyncio server close a new connection at once while `limit` others are open."""
+    upstream: Any = getattr(hypercorn_run, "TCPServer", None)
+    worker_serve = getattr(hypercorn_run, "worker_serve", None)
+    if not isinstance(upstream, type) or not callable(worker_serve):
+        raise LauncherError("hypercorn.asyncio.run changed: re-read it before pinning")
+    if "await TCPServer(" not in inspect.getsource(worker_serve):
+        raise LauncherError("hypercorn's worker_serve no longer serves through TCPServer: re-read it before pinning")
+    open_now = 0
+
+    class CappedTCPServer(upstream):  # type: ignore[misc]
+        """hypercorn's connection, closed unserved when `limit` are open."""
+
+        async def run(self) -> None:
+            nonlocal open_now
+            if open_now >= limit:
+                self.writer.close()
+                return
+            open_now += 1
+            try:
+                await super().run()
+            finally:
+                open_now -= 1
+
+    hypercorn_run.TCPServer = CappedTCPServer
+
+
+class OutOfFilesOncePerMinute(logging.Filter):
+    """Lets one record of running out of file descriptors through a minute (asyncio logs one an accept)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = -math.inf
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a record of EMFILE/ENFILE within a minute of the last one let through."""
+        error = record.exc_info[1] if record.exc_info else None
+        if not (isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE)):
+            return True
+        if time.monotonic() - self.last < 60:
+            return False
+        self.last = time.monotonic()
+        return True
+
+
 def refuse_admin_paths(app: App) -> App:
     """`app` with every `/_…` path but the health checks answered 403 (they need no credentials upstream)."""
 
@@ -189,11 +265,13 @@ def main() -> None:
     parser.add_argument("--bind", required=True, help="HOST:PORT")
     args = parser.parse_args()
     root_key, _ = root_credentials(os.environ)
+    body_deadline = body_seconds(os.environ, READ_SECONDS)
     installed, pinned = metadata.version("ministack"), pinned_version()
     if installed != pinned:
         raise LauncherError(f"ministack {installed} is installed, the patches are for {pinned}")
     os.environ["AUTH"] = "true"  # read by ministack.app at import
     os.environ["SERVICES"] = "sqs,iam"
+    from hypercorn.asyncio import run as hypercorn_run
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
     from ministack import app as ministack_app
@@ -207,14 +285,18 @@ def main() -> None:
     authorize_batches_as_aws(iam_actions)
     request_check = load_request_check()
     check_request_check(request_check, router, iam_actions, root_key)
-    served = request_check.refuse_unclear_requests(ministack_app.app, root_key, HEALTH_PATHS)
+    served = request_check.refuse_unclear_requests(ministack_app.app, root_key, HEALTH_PATHS, body_deadline)
+    cap = connection_cap()
+    cap_connections(hypercorn_run, cap)
+    logging.getLogger("asyncio").addFilter(OutOfFilesOncePerMinute())
     config = Config()
     config.bind = [args.bind]
     config.keep_alive_timeout = 75
+    config.read_timeout = READ_SECONDS
     config.loglevel = os.environ.get("LOG_LEVEL", "WARNING").upper()
     print(
         f"sqs_auth_launcher: ministack {installed}, AUTH on, root bypass closed, batches as AWS,"
-        f" unclear requests refused, on {args.bind}",
+        f" unclear requests refused, bodies within {body_deadline:g} s, at most {cap} connections, on {args.bind}",
         flush=True,
     )
     asyncio.run(serve(refuse_admin_paths(served), config))

@@ -17,11 +17,13 @@ loads this file by its path, ministack's venv holding no devstack package) and s
 - with the set-up's root key only, a call of the form protocol signed for IAM: exactly one Action,
   each parameter once (the set-up's users, policies and keys).
 The rest is refused before ministack sees it: 400 AmbiguousRequest, 403 with no signature or for a
-non-SQS call by another key, 413 over the size bound. Websockets are closed. Stdlib only.
+non-SQS call by another key, 413 over the size bound, 408 when the body takes over BODY_SECONDS.
+Websockets are closed. Stdlib only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import html
 import json
@@ -53,6 +55,9 @@ ENCODING_HEADERS = ("content-encoding", "x-amz-decoded-content-length")
 """ministack inflates (gzip) or de-chunks (aws-chunked) such a body after this check read it: refused."""
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """SQS's largest request (a batch of 1 MiB) JSON-escaped, with room to spare."""
+BODY_SECONDS = 10.0
+"""How long a request's body may take to arrive, once its headers are in: a client that trickles it
+is answered 408 and its connection closed (attack 21, F3: such connections were held forever)."""
 
 
 @dataclass(frozen=True)
@@ -160,28 +165,37 @@ async def _send_refusal(send: Send, refusal: Refusal, json_protocol: bool) -> No
     await send({"type": "http.response.body", "body": body})
 
 
-async def _bounded_body(scope: Scope, receive: Receive) -> bytes | Refusal | None:
-    """The whole request body; a Refusal past MAX_BODY_BYTES; None when the client went away."""
+async def _bounded_body(scope: Scope, receive: Receive, seconds: float) -> bytes | Refusal | None:
+    """The whole request body; a Refusal past MAX_BODY_BYTES or `seconds`; None when the client went away."""
     too_large = Refusal(413, "RequestEntityTooLarge", f"a body over {MAX_BODY_BYTES} bytes")
     declared = dict(scope.get("headers", [])).get(b"content-length", b"0")
     if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
         return too_large
     chunks: list[bytes] = []
     size, more = 0, True
-    while more:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunks.append(message.get("body", b""))
-        size += len(chunks[-1])
-        if size > MAX_BODY_BYTES:
-            return too_large
-        more = message.get("more_body", False)
+    try:
+        async with asyncio.timeout(seconds):
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return None
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                if size > MAX_BODY_BYTES:
+                    return too_large
+                more = message.get("more_body", False)
+    except TimeoutError:
+        return Refusal(408, "RequestTimeout", f"a body that took over {seconds:g} s to arrive")
     return b"".join(chunks)
 
 
-def refuse_unclear_requests(app: App, root_key: str, unchecked_paths: frozenset[str]) -> App:
-    """`app` serving only requests its IAM check and its handler read alike, and GETs of `unchecked_paths` (health)."""
+def refuse_unclear_requests(
+    app: App, root_key: str, unchecked_paths: frozenset[str], body_seconds: float = BODY_SECONDS
+) -> App:
+    """`app` serving only requests its IAM check and its handler read alike, and GETs of `unchecked_paths` (health).
+
+    A body must arrive whole within `body_seconds` of the headers (else 408, and the connection is closed).
+    """
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -193,7 +207,7 @@ def refuse_unclear_requests(app: App, root_key: str, unchecked_paths: frozenset[
             return
         headers = list(scope.get("headers", []))
         json_protocol = any(name.lower() == b"x-amz-target" for name, _ in headers)
-        body = await _bounded_body(scope, receive)
+        body = await _bounded_body(scope, receive, body_seconds)
         if body is None:
             return
         if isinstance(body, Refusal):

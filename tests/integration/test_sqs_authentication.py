@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -47,6 +48,7 @@ REFUSED = {
 }
 NEVER_GRANTED = ("sqs:PurgeQueue", "sqs:SetQueueAttributes", "sqs:DeleteQueue", "sqs:CreateQueue")
 LAUNCHER_REFUSAL = "refused by the emulator's launcher"
+BODY_SECONDS = 1.5
 JSON_CALL = {"Content-Type": "application/x-amz-json-1.0"}
 FORM_CALL = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
 
@@ -69,6 +71,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("devstack.sqs.root_key", captured)
+        patch.setenv("SQS_BODY_SECONDS", str(BODY_SECONDS))  # the launcher's 10 s, shortened for the test
         sqs = start_sqs(Path(tmp_path_factory.mktemp("sqs-auth")) / "ministack.log", authenticated=True)
     try:
         yield Emulator(sqs, made[0])
@@ -251,6 +254,28 @@ def test_a_body_over_the_bound_is_refused_before_it_is_read(emulator: Emulator) 
     with socket.create_connection((host, int(port)), timeout=5) as connection:
         connection.sendall(f"POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: {5 * 1024 * 1024}\r\n\r\n".encode())
         assert connection.recv(4096).startswith(b"HTTP/1.1 413")  # no body sent: refused on the length alone
+
+
+def test_a_trickled_body_is_answered_408_and_its_connection_closed_while_others_are_served(
+    emulator: Emulator,
+) -> None:
+    # Attack 21, F3: headers, then a byte now and then (never idle long enough for a read timeout).
+    sqs = emulator.sqs
+    host, port = sqs.endpoint_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=0.25) as slow:
+        slow.sendall(f"POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000\r\n\r\n{{".encode())
+        deadline = time.monotonic() + BODY_SECONDS + 2
+        client = sqs_client(sqs.endpoint_url, sqs.keys["etl"])
+        assert client.receive_message(QueueUrl=sqs.queue_url, WaitTimeSeconds=0)["ResponseMetadata"]
+        answer, closed = b"", False
+        while not closed and time.monotonic() < deadline:
+            try:
+                chunk = slow.recv(4096)
+            except TimeoutError:
+                slow.sendall(b" ")
+                continue
+            answer, closed = answer + chunk, not chunk
+    assert closed and answer.startswith(b"HTTP/1.1 408"), answer[:80]
 
 
 def test_the_launcher_refuses_to_start_with_a_key_upstream_takes_for_root() -> None:
