@@ -280,6 +280,15 @@ def test_each_server_shares_a_network_only_with_the_containers_that_use_it(tmp_p
     assert "ports" not in services["localstack"]  # no local user of the host reaches it either
 
 
+def test_the_sqs_emulator_s_memory_processes_and_files_are_bounded(tmp_path: Path) -> None:
+    """Attack 21, F2/F3: a flood stops at the emulator's limits, not at the host's."""
+    emulator = resolved(tmp_path)["services"]["localstack"]
+    assert 0 < int(emulator["mem_limit"]) <= 2 * 1024**3
+    assert 0 < int(emulator["pids_limit"]) <= 256
+    nofile = emulator["ulimits"]["nofile"]
+    assert 0 < int(nofile if isinstance(nofile, int) else nofile["soft"]) <= 65536
+
+
 def test_the_sqs_root_key_is_the_emulator_s_and_sqs_init_s_and_each_client_mounts_its_own_key(tmp_path: Path) -> None:
     """The emulator checks keys (devstack/sqs_auth_launcher.py): its root key (.env) reaches the
     emulator and the job that makes the queues and users only; the ETL and the sample loader get
