@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from devstack import certs
 from tests.conftest import RunningVault, running_vault, stack_identity
 from tests.integration.revocation_lists import authority
-from tokenvault_client import ClientIdentity, TokenType, VaultClient, open_channel
-from vault_service.entrypoints.health_listener import create_health_server
-from vault_service.entrypoints.server import LIVENESS_SERVICE
+from tokenvault_client import NO_RETRY, ClientIdentity, TokenType, VaultClient, open_channel
+from vault_service.entrypoints.health_listener import HEALTH_STREAMS_PER_CONNECTION, create_health_server
+from vault_service.entrypoints.server import LIVENESS_SERVICE, RESERVED_WORKERS
 
 __all__ = ["authority"]
 
@@ -38,6 +39,9 @@ CHECK = "/grpc.health.v1.Health/Check"
 DETOKENIZE = "/tokenvault.v1.TokenVault/Detokenize"
 TOKENIZE = "/tokenvault.v1.TokenVault/Tokenize"
 SILENT_ON_THE_LISTENER = 20  # the 2 that froze it, and more than a thread pool of its size would hold
+OWN_CONNECTION = ("grpc.use_local_subchannel_pool", 1)
+"""gRPC shares one connection between channels to a target; the kubelet, another process, has its own."""
+REOPENED_PER_CERTIFICATE = 16  # review 21, R21-4: two of them filled gRPC's 32 call slots with held and queued calls
 
 
 @pytest.fixture(scope="module")
@@ -93,16 +97,74 @@ def test_silent_calls_of_valid_certificates_are_ended_and_audited_by_serial(
         _person(authority, tmp_path, name) for name in ("analyst", "fraud-investigator")
     )
     with open_channel(bounded_vault.address, analyst) as a, open_channel(bounded_vault.address, investigator) as b:
-        calls = _silent_calls(a, CHECK, SHARE, held) + _silent_calls(b, DETOKENIZE, SHARE, held)  # every worker
+        calls = _silent_calls(a, CHECK, SHARE, held) + _silent_calls(b, DETOKENIZE, SHARE, held)  # one per worker
         time.sleep(0.3)
         with VaultClient.connect(bounded_vault.address, stack_identity(stack_env, "etl-service")) as etl:
             started = time.monotonic()
             etl.tokenize([(TokenType.IP, "198.51.100.92")])
             assert time.monotonic() - started < READ_SECONDS * 1.25 + 1, "an honest call waited past the read bound"
         assert _all_done(calls, READ_SECONDS * 1.25 + 1), "a silent call outlived the read bound"
-    assert {c.code() for c in calls} == {grpc.StatusCode.CANCELLED}
+    codes = Counter(c.code() for c in calls)  # all workers but RESERVED_WORKERS may wait: the rest are refused
+    assert set(codes) <= {grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+    assert codes[grpc.StatusCode.CANCELLED] >= 2 * SHARE - RESERVED_WORKERS, codes
     assert ("health", "refused: RequestNotSent") in _outcomes(stack_env, analyst_serial)
     assert ("detokenize", "refused: RequestNotSent") in _outcomes(stack_env, investigator_serial)
+
+
+def _reopening(channel: grpc.Channel, method: str, stop: threading.Event) -> None:
+    """Keep one silent call of `method` open until `stop`, opening a new one as soon as one is ended or refused."""
+
+    def never_sends() -> Iterator[bytes]:
+        stop.wait(15)
+        yield from ()
+
+    call = channel.stream_stream(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    while not stop.is_set():
+        try:
+            for _ in call(never_sends(), timeout=15):
+                pass
+        except grpc.RpcError:
+            pass
+
+
+def test_reopened_silent_calls_of_two_certificates_leave_honest_calls_served(
+    stack_env: dict[str, str], bounded_vault: RunningVault, authority: certs.Authority, tmp_path: Path
+) -> None:
+    """Silent calls re-opened as they end hold at most all workers but two; queued ones are refused, not honest calls.
+
+    Review 21, R21-4: gRPC counted the queued silent calls in its 32 call slots, so every ETL call was
+    refused "Concurrent RPC limit exceeded!" before any Python ran, for as long as the certificates were valid.
+    """
+    (analyst, _), (investigator, _) = (_person(authority, tmp_path, name) for name in ("analyst", "fraud-investigator"))
+    stop = threading.Event()
+    with open_channel(bounded_vault.address, analyst) as a, open_channel(bounded_vault.address, investigator) as b:
+        attackers = [
+            threading.Thread(target=_reopening, args=(channel, method, stop), daemon=True)
+            for channel, method in ((a, CHECK), (b, DETOKENIZE))
+            for _ in range(REOPENED_PER_CERTIFICATE)
+        ]
+        try:
+            for attacker in attackers:
+                attacker.start()
+            time.sleep(0.5)
+            seconds: list[float | str] = []  # per try: how long it took to answer, or why it failed
+            with VaultClient.connect(
+                bounded_vault.address, stack_identity(stack_env, "etl-service"), retry=NO_RETRY
+            ) as etl:
+                for attempt in range(10):
+                    started = time.monotonic()
+                    try:
+                        etl.tokenize([(TokenType.IP, f"198.51.100.{110 + attempt}")])
+                        seconds.append(round(time.monotonic() - started, 2))
+                    except Exception as failed:  # refused or failed: not answered
+                        seconds.append(f"{type(failed).__name__}: {str(failed)[:120]}")
+                    time.sleep(0.1)
+        finally:
+            stop.set()
+            for attacker in attackers:
+                attacker.join(timeout=5)
+    in_time = [s for s in seconds if isinstance(s, float) and s < READ_SECONDS + 1]
+    assert len(in_time) >= 9, f"the ETL's Tokenize, 10 tries: {seconds}"
 
 
 def test_a_name_outside_the_policy_is_refused_before_its_request_is_read(
@@ -125,12 +187,14 @@ def test_a_name_outside_the_policy_is_refused_before_its_request_is_read(
 def test_silent_calls_do_not_freeze_the_health_listener(bounded_vault: RunningVault, held: Any) -> None:
     server, port = create_health_server(bounded_vault.server.health, "127.0.0.1:0", READ_SECONDS)
     server.start()
+    per_connection = HEALTH_STREAMS_PER_CONNECTION  # the listener takes no more at once on one connection
+    attackers = [
+        grpc.insecure_channel(f"127.0.0.1:{port}", options=[OWN_CONNECTION])
+        for _ in range(SILENT_ON_THE_LISTENER // per_connection)
+    ]
     try:
-        with (
-            grpc.insecure_channel(f"127.0.0.1:{port}") as attacker,
-            grpc.insecure_channel(f"127.0.0.1:{port}") as kubelet,
-        ):
-            calls = _silent_calls(attacker, CHECK, SILENT_ON_THE_LISTENER, held)
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=[OWN_CONNECTION]) as kubelet:  # as a probe's
+            calls = [call for attacker in attackers for call in _silent_calls(attacker, CHECK, per_connection, held)]
             time.sleep(0.3)
             check = health_pb2_grpc.HealthStub(kubelet).Check  # type: ignore[attr-defined]  # stubs omit it
             for service in ("", LIVENESS_SERVICE):  # readiness, liveness: answered at once, not after the bound
@@ -142,4 +206,6 @@ def test_silent_calls_do_not_freeze_the_health_listener(bounded_vault: RunningVa
                 next(watch(health_pb2.HealthCheckRequest(service=""), timeout=3))
             assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED  # a stream would hold a worker
     finally:
+        for attacker in attackers:
+            attacker.close()
         server.stop(0).wait()

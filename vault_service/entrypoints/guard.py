@@ -14,6 +14,8 @@ Before any TokenVault method runs, the interceptor
 - ends a call that does not deliver its request within the read bound (`RequestReads`,
   TOKENVAULT_REQUEST_READ_SECONDS): a silent call holds a worker for seconds, not until its
   connection's maximum age, and is audited with its certificate's serial (attack 20, finding 3);
+  at most all workers but two wait for their request at once, room made fairly between clients
+  (`RequestReads`; review 21, R21-4);
 - audits every other refusal with what is known of the caller, throttled per peer (a peer over
   its refusal rate gets RESOURCE_EXHAUSTED and its refusals are counted, not written one by one);
   a refused certificate is audited and logged with its serial and SHA-256 (never its subject).
@@ -70,6 +72,8 @@ _EMPTY = {
 would be an unmetered audit row."""
 _OVER_SHARE = "calls over the client's share of calls at once (TooManyCallsAtOnce)"
 """How refusals for being over the share are audited: counted, one row per client, method and interval."""
+_NO_ROOM_TO_WAIT = "calls refused for want of room to wait for their request (TooManyCallsAtOnce)"
+"""How refusals for too many calls waiting for their request (`RequestReads`) are audited: counted, as above."""
 _SERVICE_PREFIX = "/" + vault_pb2.DESCRIPTOR.services_by_name["TokenVault"].full_name + "/"
 _CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)
 
@@ -107,11 +111,11 @@ def _peer_of(context: grpc.ServicerContext, caller: Caller | None) -> str:
     return peer.rsplit(":", 1)[0]
 
 
-def _one(reads: RequestReads, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
-    """The call's one request message, or its refusal, audited by `_check`, when it sent none in time."""
+def _one(reads: RequestReads, requests: Iterator[Any], context: grpc.ServicerContext, client: str) -> Any:
+    """The call's one request message, or its refusal (audited by `_check`): none sent in time, or no room to wait."""
     try:
-        request = reads.first(requests, context)
-    except RequestNotSent as error:
+        request = reads.first(requests, context, client)
+    except (RequestNotSent, TooManyCallsAtOnce) as error:
         return _Refused(error)
     return _Refused(InvalidRequest(NO_REQUEST)) if request is None else request
 
@@ -155,7 +159,7 @@ class VaultGuard(grpc.ServerInterceptor):
             caller = self._admit(context, action)
             token = _CALLER.set(caller)
             try:
-                request = _one(self._reads, requests, context)
+                request = _one(self._reads, requests, context, caller.name)
                 self._check(context, caller, action, request)
                 return behavior(request, context)
             finally:
@@ -194,15 +198,23 @@ class VaultGuard(grpc.ServerInterceptor):
             self._slots.take(caller.name)
         except TooManyCallsAtOnce as error:
             CALLS_OVER_CLIENT_SHARE.labels(caller.name, action).inc()
-            self._vault.refusals.counted(caller.name, action, _OVER_SHARE)
-            _retry_after(context, error.retry_after)
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+            self._crowded(context, caller, action, error, _OVER_SHARE)
         return caller
+
+    def _crowded(
+        self, context: grpc.ServicerContext, caller: Caller, action: str, error: TooManyCallsAtOnce, reason: str
+    ) -> None:
+        """Refuse a call there is no room for with RESOURCE_EXHAUSTED and retry-after, counted in the audit log."""
+        self._vault.refusals.counted(caller.name, action, reason)
+        _retry_after(context, error.retry_after)
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
 
     def _check(self, context: grpc.ServicerContext, caller: Caller, action: str, request: Any) -> None:
         """Refuse (audited) a request that did not parse, carries too many items, or none."""
         try:
             if isinstance(request, _Refused):
+                if isinstance(request.error, TooManyCallsAtOnce):
+                    self._crowded(context, caller, action, request.error, _NO_ROOM_TO_WAIT)
                 if isinstance(request.error, RequestNotSent):
                     CALLS_WITHOUT_REQUEST.labels(caller.name, action).inc()
                 raise request.error
@@ -214,8 +226,15 @@ class VaultGuard(grpc.ServerInterceptor):
         except InvalidRequest as error:
             self._refuse(context, caller, action, error, 0 if isinstance(request, _Refused) else _item_count(request))
 
-    def _unread(self, context: grpc.ServicerContext, caller: Caller, action: str, error: RequestNotSent) -> None:
-        """Count and audit (throttled per peer) a side call ended for not sending its request in time."""
+    def _unread(
+        self, context: grpc.ServicerContext, caller: Caller, action: str, error: RequestNotSent | TooManyCallsAtOnce
+    ) -> None:
+        """Count and audit a side call ended for not sending its request in time (throttled per peer).
+
+        One refused for want of room to wait for it is counted as one over its client's share is.
+        """
+        if isinstance(error, TooManyCallsAtOnce):
+            self._crowded(context, caller, action, error, _NO_ROOM_TO_WAIT)
         CALLS_WITHOUT_REQUEST.labels(caller.name, action).inc()
         self._refuse(context, caller, action, error, 0)
 

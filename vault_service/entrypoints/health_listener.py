@@ -28,6 +28,11 @@ from vault_service.entrypoints.request_reads import REQUEST_READ_SECONDS
 HEALTH_CALLS_AT_ONCE = 1024
 """Calls open at once on the listener (each a coroutine of a few KiB, ended within the read bound);
 gRPC refuses more with RESOURCE_EXHAUSTED."""
+HEALTH_STREAMS_PER_CONNECTION = 4
+"""Calls open at once on one connection (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS: a client queues
+the rest itself). A probe is one call per connection; without it ~1100 idle streams on a dozen
+connections from one process filled HEALTH_CALLS_AT_ONCE and probes were refused (review 21, R21-3):
+filling it now takes HEALTH_CALLS_AT_ONCE / 4 connections."""
 LISTENER = "health-listener"
 """How the listener's callers (who have no identity) are named in CALLS_WITHOUT_REQUEST."""
 _HEALTH = "grpc.health.v1.Health"
@@ -75,7 +80,10 @@ class HealthListener:
         return asyncio.run_coroutine_threadsafe(work, self._loop).result()
 
     async def _bind(self, address: str) -> tuple[grpc.aio.Server, int]:
-        server = grpc.aio.server(maximum_concurrent_rpcs=HEALTH_CALLS_AT_ONCE)
+        server = grpc.aio.server(
+            options=[("grpc.max_concurrent_streams", HEALTH_STREAMS_PER_CONNECTION)],
+            maximum_concurrent_rpcs=HEALTH_CALLS_AT_ONCE,
+        )
         server.add_generic_rpc_handlers((self._handlers(),))
         port = server.add_insecure_port(address)
         if port == 0:

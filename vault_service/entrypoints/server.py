@@ -84,9 +84,15 @@ removing a CA from it takes a restart (review 19, R19-6)."""
 CONNECTION_AGE_GRACE_SECONDS = 30
 """Calls in progress on a connection past its age may finish within this, then it is closed."""
 
-MAX_CONCURRENT_CALLS = 32
+MAX_CONCURRENT_CALLS = 512
 """Calls served or queued at once; more are refused with RESOURCE_EXHAUSTED by gRPC (bounds memory),
-before the caller is known: each client's own share (`CallSlots`) keeps one client from filling it."""
+before the caller is known. Far above the workers: gRPC counts queued calls too, so with 32 two
+certificates' silent calls, held and queued, left no room and every honest call was refused at the
+door (review 21, R21-4); now junk is queued, then refused by the guard (over its client's share) in
+a moment, and an honest call queued among it is served. A queued call is gRPC core's state for one
+stream and what the stream's flow-control window lets in, not a thread."""
+RESERVED_WORKERS = 2
+"""Workers that calls waiting for their request never hold: they serve the queue (`RequestReads`'s most_waiting)."""
 
 
 def create_server(
@@ -108,7 +114,9 @@ def create_server(
     `max_calls_per_client` calls in progress (default: half the workers). A client connection
     is closed after `max_connection_age` seconds (gRPC adds +-10 % jitter; calls in progress get
     CONNECTION_AGE_GRACE_SECONDS more); the client reconnects (a new connection, possibly a resumed TLS session).
-    A call that does not deliver its request within `request_read_seconds` of its admission is ended.
+    A call that does not deliver its request within `request_read_seconds` of its admission is ended;
+    at most all workers but RESERVED_WORKERS wait for theirs at once (`RequestReads`: room is made
+    from the client with the most calls waiting, else the newcomer is refused).
     """
     revocations = (
         RevocationList(client_crl, x509.load_pem_x509_certificates(client_ca), on_refused=observe_client_crl_refused)
@@ -120,9 +128,10 @@ def create_server(
         watch_client_crl_file_in_force(revocations.file_in_force)
     verifier = IdentityVerifier(client_ca, revocations.is_revoked if revocations else None)
     slots = CallSlots(max_calls_per_client or max(1, workers // 2))
+    reads = RequestReads(request_read_seconds, most_waiting=max(1, workers - RESERVED_WORKERS))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-        interceptors=[VaultGuard(vault, verifier, slots, RequestReads(request_read_seconds))],
+        interceptors=[VaultGuard(vault, verifier, slots, reads)],
         options=[
             ("grpc.max_receive_message_length", HARD_MESSAGE_LIMIT),
             ("grpc.max_send_message_length", HARD_MESSAGE_LIMIT),

@@ -30,7 +30,7 @@ from typing import Any
 
 import grpc
 
-from vault_service.domain.errors import RequestNotSent
+from vault_service.domain.errors import RequestNotSent, TooManyCallsAtOnce
 from vault_service.domain.identity import Caller
 from vault_service.entrypoints.request_reads import RequestReads
 
@@ -44,8 +44,9 @@ NO_REQUEST = "the call carried no request message"
 """Why a call that ended its stream without a request message is refused (INVALID_ARGUMENT)."""
 
 Admit = Callable[[grpc.ServicerContext, str], Caller]
-Unread = Callable[[grpc.ServicerContext, Caller, str, RequestNotSent], None]
-"""(context, caller, action, error) -> aborts: counts and audits a call ended for not sending its request in time."""
+Unread = Callable[[grpc.ServicerContext, Caller, str, RequestNotSent | TooManyCallsAtOnce], None]
+"""(context, caller, action, error) -> aborts: counts and audits a call ended for not sending its request in time,
+or refused for want of room to wait for it."""
 
 
 def _action_of(method: str) -> str:
@@ -94,8 +95,8 @@ class SideCalls:
         def admitted(requests: Any, context: grpc.ServicerContext) -> Any:
             caller = self._admit(context, action)
             try:
-                return behavior(self._requests(requests, context, one_request), context)
-            except RequestNotSent as error:
+                return behavior(self._requests(requests, context, caller.name, one_request), context)
+            except (RequestNotSent, TooManyCallsAtOnce) as error:
                 self._unread(context, caller, action, error)
                 raise  # not reached: unread aborts
             finally:
@@ -118,8 +119,8 @@ class SideCalls:
                 ended.daemon = True
                 ended.start()
                 try:
-                    yield from behavior(self._requests(requests, context, one_request), context)
-                except RequestNotSent as error:
+                    yield from behavior(self._requests(requests, context, caller.name, one_request), context)
+                except (RequestNotSent, TooManyCallsAtOnce) as error:
                     self._unread(context, caller, action, error)
                 finally:
                     ended.cancel()
@@ -129,14 +130,14 @@ class SideCalls:
 
         return admitted
 
-    def _requests(self, requests: Iterator[Any], context: grpc.ServicerContext, one_request: bool) -> Any:
+    def _requests(self, requests: Iterator[Any], context: grpc.ServicerContext, client: str, one_request: bool) -> Any:
         """What the behavior takes: the one request (INVALID_ARGUMENT when none came), or the stream.
 
         Either way the first request must arrive within the read bound (RequestNotSent otherwise).
         """
         if not one_request:
-            return self._reads.bounded(requests, context)
-        request = self._reads.first(requests, context)
+            return self._reads.bounded(requests, context, client)
+        request = self._reads.first(requests, context, client)
         if request is None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, NO_REQUEST)
         return request
