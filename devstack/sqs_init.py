@@ -5,10 +5,12 @@ the emulator hold it, no service) it creates `login-queue` and its DLQ under a r
 and an IAM user per identity under its shipped policy (devstack/sqs_identities.py). Each
 identity named on the command line gets its key as an AWS shared credentials file,
 `<DIR>/<identity>-sqs-credentials`, mode 0400, owned by the uid of the one service that mounts
-DIR (AWS_SHARED_CREDENTIALS_FILE points there). A key already handed out is kept while the
-emulator still lists it among its user's keys (an `up` on a running stack); an emulator that
-restarted (it keeps users in memory), or a file whose key the user no longer has (a job killed
-between deleting the old keys and writing the new one, a volume from elsewhere), gets a new key.
+DIR (AWS_SHARED_CREDENTIALS_FILE points there), and its key id (no secret) beside it in
+`...-sqs-credentials.key-id`, which this job reads back (it may not read the 0400 file). A key
+already handed out is kept while the emulator still lists it among its user's keys (an `up` on a
+running stack); an emulator that restarted (it keeps users in memory), or a file whose key the
+user no longer has (a job killed between deleting the old keys and writing the new one, a volume
+from elsewhere), gets a new key.
 
 Identities are `IDENTITY:UID:DIR`, e.g. `etl:10002:/sqs-creds/etl-service`.
 """
@@ -16,7 +18,6 @@ Identities are `IDENTITY:UID:DIR`, e.g. `etl:10002:/sqs-creds/etl-service`.
 from __future__ import annotations
 
 import argparse
-import configparser
 import os
 import sys
 from pathlib import Path
@@ -30,8 +31,21 @@ def credentials_file(directory: Path, identity: str) -> Path:
     return directory / f"{identity}-sqs-credentials"
 
 
+def key_id_file(path: Path) -> Path:
+    """Beside the credentials file at `path`: its access key id alone (not a secret), readable by this job.
+
+    The job runs as root with no capability but CHOWN, so it cannot read the 0400 credentials file it
+    handed to the service's uid; it reads the key id from here to decide whether the key is kept.
+    """
+    return path.with_name(f"{path.name}.key-id")
+
+
 def write_credentials(path: Path, key: SqsKey, uid: int) -> None:
-    """`key` as the default profile of a shared credentials file, 0400, owned by `uid` (replaced atomically)."""
+    """`key` as the default profile of a shared credentials file, 0400, owned by `uid` (replaced atomically).
+
+    Its key id goes to `key_id_file(path)` afterwards: a job killed in between leaves the earlier id
+    there, which the emulator no longer lists, so the next run hands out a new key.
+    """
     staged = path.with_name(f".{path.name}.new")
     staged.unlink(missing_ok=True)
     fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
@@ -41,16 +55,19 @@ def write_credentials(path: Path, key: SqsKey, uid: int) -> None:
         )
     os.chown(staged, uid, uid)
     staged.replace(path)
+    staged_id = key_id_file(path).with_name(f".{key_id_file(path).name}.new")
+    staged_id.unlink(missing_ok=True)
+    staged_id.write_text(key.access_key_id + "\n")
+    staged_id.chmod(0o444)
+    staged_id.replace(key_id_file(path))
 
 
 def handed_out_key_id(path: Path) -> str:
-    """The access key id in the credentials file at `path`, or "" when there is none (or no readable file)."""
-    parser = configparser.ConfigParser(interpolation=None)
+    """The access key id handed out in the credentials file at `path` (from its key-id file), or "" if none."""
     try:
-        parser.read_string(path.read_text())
-    except (OSError, UnicodeDecodeError, configparser.Error):
+        return key_id_file(path).read_text().strip() if path.exists() else ""
+    except (OSError, UnicodeDecodeError):
         return ""
-    return parser.get("default", "aws_access_key_id", fallback="").strip()
 
 
 def parse_identity(text: str) -> tuple[str, int, Path]:

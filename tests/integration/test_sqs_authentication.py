@@ -303,9 +303,23 @@ def test_compose_s_set_up_job_hands_each_identity_its_key_once_and_replaces_a_st
     written = sqs_init.credentials_file(tmp_path, "producer")
     assert written.stat().st_mode & 0o777 == 0o400
     first = written.read_text()
-    assert sqs_init.main(args) == 0 and written.read_text() == first  # a key handed out is kept
+    # A key handed out is kept - read back without reading the 0400 file, as compose's job (root with no
+    # capability but CHOWN) cannot: it re-keyed the running ETL at every second `up` until its key-id file.
+    real_read_text = Path.read_text
+
+    def unreadable_credentials(path: Path, *args: object, **kwargs: object) -> str:
+        if path == written:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_read_text(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as job:
+        job.setattr(Path, "read_text", unreadable_credentials)
+        assert sqs_init.main(args) == 0
+    assert written.read_text() == first
     written.unlink()  # a key the user no longer has (review 21, R21-6): replaced, not kept
     written.write_text("[default]\naws_access_key_id = AKIAMADEUP0000000000\naws_secret_access_key = x\n")
+    sqs_init.key_id_file(written).chmod(0o644)
+    sqs_init.key_id_file(written).write_text("AKIAMADEUP0000000000\n")
     assert sqs_init.main(args) == 0 and "AKIAMADEUP" not in written.read_text()
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
