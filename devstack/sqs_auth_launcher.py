@@ -24,9 +24,10 @@ This launcher, started by the stack's set-up (devstack/sqs.py, compose's `sqs` s
 - serves in this process (hypercorn's asyncio server), so no worker re-imports an unpatched app;
 - bounds how long a connection is held (attack 21, F3: anonymous connections that sent headers and
   trickled a body were never closed, ~20,000 of them exhausted the fds): a read waits at most
-  READ_SECONDS, a body must arrive within BODY_SECONDS (SQS_BODY_SECONDS in the environment may
-  only shorten it), at most `connection_cap()` connections are open at once (more are closed at
-  once), and running out of fds is logged once a minute, not with a traceback per accept.
+  READ_SECONDS (above SQS's longest long poll), a body must arrive within BODY_SECONDS
+  (SQS_BODY_SECONDS in the environment may only shorten it), at most `connection_cap()`
+  connections are open at once (more are closed at once), and running out of fds is logged once
+  a minute, not with a traceback per accept.
 
 Usage: python sqs_auth_launcher.py --bind 127.0.0.1:PORT
 """
@@ -57,8 +58,14 @@ HEALTH_PATHS = frozenset({"/_ministack/health", "/_localstack/health", "/health"
 ACCOUNT_ID = re.compile(r"\d{12}")
 WEAK_ROOT_KEYS = ("test", "000000000000")
 """Keys upstream treats as root without a signature check: each must be refused here."""
-READ_SECONDS = 10
-"""hypercorn closes a connection that sends nothing for this long (its default waits forever)."""
+LONGEST_LONG_POLL_SECONDS = 20
+"""SQS's largest WaitTimeSeconds (the ETL's ETL_WAIT_SECONDS at most): a request the emulator may hold that long."""
+READ_SECONDS = LONGEST_LONG_POLL_SECONDS + 25
+"""hypercorn closes a connection that sends nothing for this long (its default waits forever). Above the
+longest long poll: at 10 s, the call after an idle 20 s receive on the same connection hung until the
+client's 30 s timeout (review 21, R21-9); anonymous slow bodies are bounded by BODY_SECONDS instead."""
+BODY_SECONDS = 10
+"""A request's body must arrive within this long after its headers (attack 21, F3)."""
 MAX_CONNECTIONS = 1000
 """Connections open at once, at most: far more than the stack's clients open, far fewer than the fds."""
 
@@ -265,7 +272,7 @@ def main() -> None:
     parser.add_argument("--bind", required=True, help="HOST:PORT")
     args = parser.parse_args()
     root_key, _ = root_credentials(os.environ)
-    body_deadline = body_seconds(os.environ, READ_SECONDS)
+    body_deadline = body_seconds(os.environ, BODY_SECONDS)
     installed, pinned = metadata.version("ministack"), pinned_version()
     if installed != pinned:
         raise LauncherError(f"ministack {installed} is installed, the patches are for {pinned}")

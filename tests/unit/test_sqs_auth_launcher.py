@@ -7,12 +7,24 @@ import asyncio
 import errno
 import logging
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from devstack.sqs_auth_launcher import LauncherError, OutOfFilesOncePerMinute, body_seconds, cap_connections
+from devstack.sqs_auth_launcher import (
+    BODY_SECONDS,
+    LONGEST_LONG_POLL_SECONDS,
+    READ_SECONDS,
+    LauncherError,
+    OutOfFilesOncePerMinute,
+    body_seconds,
+    cap_connections,
+)
+from etl_service.config import EtlConfig
+from tests.unit.etl_builders import minimal_etl_env
+from tokenvault_common.env import ConfigError
 
 
 class Writer:
@@ -80,3 +92,13 @@ def test_the_body_deadline_may_be_shortened_only() -> None:
     for value in ("0", "-1", "11", "inf", "nan", "x"):
         with pytest.raises(LauncherError):
             body_seconds({"SQS_BODY_SECONDS": value}, 10)
+
+
+def test_a_connection_is_read_longer_than_the_longest_long_poll_the_etl_may_make(tmp_path: Path) -> None:
+    # Review 21, R21-9: hypercorn's read timeout of 10 s under the ETL's 20 s long polls made the next call
+    # on the connection hang until botocore's 30 s read timeout after every idle receive.
+    env = minimal_etl_env(tmp_path, "http://127.0.0.1:9/000000000000/q")
+    assert EtlConfig.from_env({**env, "ETL_WAIT_SECONDS": str(LONGEST_LONG_POLL_SECONDS)}).wait_seconds == 20
+    with pytest.raises(ConfigError):
+        EtlConfig.from_env({**env, "ETL_WAIT_SECONDS": str(LONGEST_LONG_POLL_SECONDS + 1)})
+    assert READ_SECONDS >= LONGEST_LONG_POLL_SECONDS + 10 and BODY_SECONDS <= 10
