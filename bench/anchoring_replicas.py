@@ -37,10 +37,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 _LINKS_ONLY = """
 import sys
-from vault_service.domain import anchoring
+from vault_service.domain import segment_check
 
 # The measurement control: B's rows taken at their links, unhashed (not safe; they are still read).
-anchoring._hashes = lambda row: row.record is not None
+segment_check._hashes = lambda row, versions: row.record is not None
 from vault_service.__main__ import main
 sys.exit(main())
 """

@@ -25,8 +25,8 @@ from tests.integration.own_audit_log import reveal_event, vault_pool_of_its_own
 from tests.integration.result_bytes import MeasuredPool
 from tests.unit.fakes import FakeAuditLog
 from vault_service.adapters.postgres import PostgresAuditLog
-from vault_service.domain.anchoring import SEGMENT_PAGE_BYTES, SEGMENT_PAGE_ROWS
 from vault_service.domain.audit import MAX_ROW_BYTES
+from vault_service.domain.segment_check import SEGMENT_PAGE_BYTES, SEGMENT_PAGE_ROWS
 from vault_service.service.audit_upkeep import AuditUpkeep
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 

@@ -16,18 +16,11 @@ from tests.unit.vault_settings import vault_env
 from tokenvault_common.env import ConfigError
 from vault_service.adapters.postgres import PostgresAuditLog
 from vault_service.config import VaultServiceConfig
-from vault_service.domain.anchoring import (
-    HASHED_PER_PAUSE,
-    AppendedRows,
-    AuditChecksOverdue,
-    Link,
-    SegmentCheck,
-    SegmentRow,
-    stored_as_written,
-)
+from vault_service.domain.anchoring import AppendedRows, AuditChecksOverdue, Link, stored_as_written
 from vault_service.domain.audit import GENESIS_HASH, AuditEvent, AuditRecord, chain_hash_v2
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, verify_log
 from vault_service.domain.errors import AuditUnavailable
+from vault_service.domain.segment_check import HASHED_PER_PAUSE, SegmentCheck, SegmentRow
 
 _T0 = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
 

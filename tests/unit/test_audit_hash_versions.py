@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from vault_service.domain.anchoring import SegmentCheck, SegmentRow
 from vault_service.domain.audit import (
     GENESIS_HASH,
     AuditEvent,
@@ -20,6 +19,7 @@ from vault_service.domain.audit import (
     first_broken_record,
 )
 from vault_service.domain.checkpoints import ChainHead
+from vault_service.domain.segment_check import SegmentCheck, SegmentRow
 
 _T0 = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
 _ERASE = AuditEvent("privacy-officer", "erase", "ok", 1, "GDPR-2026-1111", "ip", "1000", "ab" * 32, (b"k" * 16,))

@@ -15,9 +15,10 @@ import pytest
 
 from tests.unit.fakes import FakeAuditLog
 from tests.unit.upkeep_fakes import FakeChainStore, chained_records, upkeep_with
-from vault_service.domain.anchoring import AppendedRows, AuditChecksOverdue, SegmentRow, WaitingFor
+from vault_service.domain.anchoring import AppendedRows, AuditChecksOverdue, WaitingFor
 from vault_service.domain.checkpoints import Checkpoint
 from vault_service.domain.errors import DatabaseUnavailable, StorageError
+from vault_service.domain.segment_check import SegmentRow
 from vault_service.service.metering import TokenizeMeter
 
 

@@ -21,10 +21,11 @@ import pytest
 
 from tests.unit.fakes import FakeAuditLog
 from tests.unit.upkeep_fakes import FakeChainStore, chained_records, upkeep_with
-from vault_service.domain.anchoring import AppendedRows, SegmentRow
+from vault_service.domain.anchoring import AppendedRows
 from vault_service.domain.audit import AuditRecord, chain_hash_v2
 from vault_service.domain.checkpoints import ChainHead, Checkpoint
 from vault_service.domain.errors import DatabaseUnavailable
+from vault_service.domain.segment_check import SegmentRow
 from vault_service.service.audit_upkeep import AuditUpkeep
 from vault_service.service.metering import TokenizeMeter
 from vault_service.service.round_watchdog import RoundWatchdog

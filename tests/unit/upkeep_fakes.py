@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tests.unit.fakes import FakeAuditLog
-from vault_service.domain.anchoring import SegmentRow
 from vault_service.domain.audit import GENESIS_HASH, AuditEvent, AuditRecord, chain_hash_v2
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
 from vault_service.domain.database_probe import ProbeAnswer
+from vault_service.domain.segment_check import SegmentRow
 from vault_service.service.audit_upkeep import AuditUpkeep
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 

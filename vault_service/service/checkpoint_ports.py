@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from vault_service.domain.anchoring import SegmentRow
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
 from vault_service.domain.database_probe import ProbeAnswer
+from vault_service.domain.segment_check import SegmentRow
 
 
 class Signer(Protocol):

@@ -35,9 +35,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from vault_service.domain.anchoring import SEGMENT_PAGE_ROWS, AppendedRows, AuditChecksOverdue, Link, SegmentCheck
+from vault_service.domain.anchoring import AppendedRows, AuditChecksOverdue, Link
 from vault_service.domain.checkpoints import ChainHead, Checkpoint
 from vault_service.domain.pending_rows import PendingNote
+from vault_service.domain.segment_check import SEGMENT_PAGE_ROWS, SegmentCheck
 from vault_service.service.checkpoint_anchor import CheckpointAnchor
 from vault_service.service.checkpoint_ports import CheckpointStore
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter

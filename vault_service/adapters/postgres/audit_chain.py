@@ -28,11 +28,11 @@ from vault_service.adapters.postgres.audit_records import (
 from vault_service.adapters.postgres.errors import translated
 from vault_service.adapters.postgres.probe import probe
 from vault_service.adapters.postgres.upkeep_connections import UpkeepConnections
-from vault_service.domain.anchoring import SEGMENT_PAGE_BYTES, SegmentRow
 from vault_service.domain.audit import MAX_ROW_BYTES, AuditRecord
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
 from vault_service.domain.database_probe import ProbeAnswer
 from vault_service.domain.errors import AuditUnavailable
+from vault_service.domain.segment_check import SEGMENT_PAGE_BYTES, SegmentRow
 
 log = logging.getLogger(__name__)
 

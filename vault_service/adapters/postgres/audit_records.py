@@ -18,8 +18,8 @@ from psycopg.abc import AdaptContext
 from psycopg.adapt import Buffer, Loader
 from psycopg.pq import Format
 
-from vault_service.domain.anchoring import SegmentRow
 from vault_service.domain.audit import UNREADABLE_TIME, AuditEvent, AuditRecord, array_elements
+from vault_service.domain.segment_check import SegmentRow
 
 RECORD_COLUMNS = (
     "id, at, client, action, purpose, token_types, item_count, outcome, prev_hash, row_hash,"
