@@ -23,6 +23,7 @@ import psycopg
 import pytest
 from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 
 from devstack import certs
 from tests.conftest import RunningVault, running_vault, stack_identity
@@ -209,3 +210,32 @@ def test_silent_calls_do_not_freeze_the_health_listener(bounded_vault: RunningVa
         for attacker in attackers:
             attacker.close()
         server.stop(0).wait()
+
+
+def _refused_for_room(client: str, method: str) -> float:
+    """tokenvault_calls_without_room_to_wait_total{client,method} of this process (the vault runs in it)."""
+    value = REGISTRY.get_sample_value(
+        "tokenvault_calls_without_room_to_wait_total", {"client": client, "method": method}
+    )
+    return value or 0.0
+
+
+def test_calls_refused_for_want_of_room_to_wait_are_counted_by_client(
+    bounded_vault: RunningVault, authority: certs.Authority, tmp_path: Path, held: Any
+) -> None:
+    """Two clients with as many silent calls waiting each fill the room; the next call of either is refused, counted.
+
+    Such refusals were audited but had no metric of their own (closing note, admission).
+    """
+    (analyst, _), (investigator, _) = (_person(authority, tmp_path, name) for name in ("analyst", "fraud-investigator"))
+    waiting = (SHARE * 2 - RESERVED_WORKERS) // 2  # each client's half of the room (running_vault's 8 workers)
+    before = _refused_for_room("analyst", "health"), _refused_for_room("fraud-investigator", "detokenize")
+    with open_channel(bounded_vault.address, analyst) as a, open_channel(bounded_vault.address, investigator) as b:
+        calls = _silent_calls(a, CHECK, waiting, held) + _silent_calls(b, DETOKENIZE, waiting, held)
+        time.sleep(0.3)  # all waiting for their request (they are ended after READ_SECONDS)
+        refused = _silent_calls(a, CHECK, 1, held) + _silent_calls(b, DETOKENIZE, 1, held)
+        assert _all_done(refused, READ_SECONDS / 2), "a call found room to wait"
+        assert _all_done(calls, READ_SECONDS * 1.25 + 1)
+    assert [c.code() for c in refused] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2, [c.details() for c in refused]
+    after = _refused_for_room("analyst", "health"), _refused_for_room("fraud-investigator", "detokenize")
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 1)

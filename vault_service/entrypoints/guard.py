@@ -52,7 +52,11 @@ from vault_service.domain.errors import (
 )
 from vault_service.domain.identity import Caller, IdentityVerifier
 from vault_service.entrypoints.call_slots import CallSlots
-from vault_service.entrypoints.metrics import CALLS_OVER_CLIENT_SHARE, CALLS_WITHOUT_REQUEST
+from vault_service.entrypoints.metrics import (
+    CALLS_OVER_CLIENT_SHARE,
+    CALLS_WITHOUT_REQUEST,
+    CALLS_WITHOUT_ROOM_TO_WAIT,
+)
 from vault_service.entrypoints.request_reads import RequestReads
 from vault_service.entrypoints.side_calls import NO_REQUEST, SideCalls
 from vault_service.entrypoints.status import status_of
@@ -209,12 +213,19 @@ class VaultGuard(grpc.ServerInterceptor):
         _retry_after(context, error.retry_after)
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
 
+    def _no_room_to_wait(
+        self, context: grpc.ServicerContext, caller: Caller, action: str, error: TooManyCallsAtOnce
+    ) -> None:
+        """Refuse a call there is no room to wait for its request for (`RequestReads`): counted, audited as crowded."""
+        CALLS_WITHOUT_ROOM_TO_WAIT.labels(caller.name, action).inc()
+        self._crowded(context, caller, action, error, _NO_ROOM_TO_WAIT)
+
     def _check(self, context: grpc.ServicerContext, caller: Caller, action: str, request: Any) -> None:
         """Refuse (audited) a request that did not parse, carries too many items, or none."""
         try:
             if isinstance(request, _Refused):
                 if isinstance(request.error, TooManyCallsAtOnce):
-                    self._crowded(context, caller, action, request.error, _NO_ROOM_TO_WAIT)
+                    self._no_room_to_wait(context, caller, action, request.error)
                 if isinstance(request.error, RequestNotSent):
                     CALLS_WITHOUT_REQUEST.labels(caller.name, action).inc()
                 raise request.error
@@ -234,7 +245,7 @@ class VaultGuard(grpc.ServerInterceptor):
         One refused for want of room to wait for it is counted as one over its client's share is.
         """
         if isinstance(error, TooManyCallsAtOnce):
-            self._crowded(context, caller, action, error, _NO_ROOM_TO_WAIT)
+            self._no_room_to_wait(context, caller, action, error)
         CALLS_WITHOUT_REQUEST.labels(caller.name, action).inc()
         self._refuse(context, caller, action, error, 0)
 

@@ -41,6 +41,12 @@ CALLS_WITHOUT_REQUEST = Counter(
     " by client (health-listener for the plaintext health listener) and method",
     ["client", "method"],
 )
+CALLS_WITHOUT_ROOM_TO_WAIT = Counter(
+    "tokenvault_calls_without_room_to_wait_total",
+    "Calls refused (RESOURCE_EXHAUSTED, retry-after) because as many calls as the server lets wait for their"
+    " request were waiting and no other client had two more waiting than this one, by client and method",
+    ["client", "method"],
+)
 DEPENDENCY_UP = Gauge("tokenvault_dependency_up", "1 when the dependency answered the last check", ["dependency"])
 ROTATION_ROWS = Counter("tokenvault_rotation_rows_total", "Rows processed by key rotation jobs", ["phase"])
 ROTATION_ROWS_LEFT = Gauge("tokenvault_rotation_rows_left", "Rows a key rotation job still has to process", ["phase"])
