@@ -99,6 +99,7 @@ def running_vault(env: dict[str, str], address: str = "127.0.0.1:0", **overrides
             client_crl=config.tls_client_crl,
             max_connection_age=config.max_connection_age_seconds,
             request_read_seconds=config.request_read_seconds,
+            handshake_seconds=config.handshake_seconds,
         )
     except BaseException:  # refused at start (a CRL it cannot use): as the service, it closes its pool
         wired.close()

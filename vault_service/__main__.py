@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             config.max_calls_per_client,
             config.max_connection_age_seconds,
             config.request_read_seconds,
+            config.handshake_seconds,
         )
     except InvalidRevocationList as error:
         wired.close()

@@ -99,6 +99,10 @@ class VaultServiceConfig:
     request_read_seconds: float = 2.0
     """How long a call may take to deliver its request after it is admitted before the server ends it
     (TOKENVAULT_REQUEST_READ_SECONDS, 0.1 to 60, default 2): a call that sends nothing holds a worker."""
+    handshake_seconds: float = 5.0
+    """How long a new connection may take to finish its TLS handshake before the server closes it
+    (TOKENVAULT_HANDSHAKE_SECONDS, 0.5 to 120, default 5): connections that never finish one hold a file
+    descriptor each until then (server.py, HANDSHAKE_SECONDS)."""
     db_synchronous_commit: str = "on"
     """The synchronous_commit the vault's database sessions start with (TOKENVAULT_DB_SYNCHRONOUS_COMMIT:
     `on`, the default, or `remote_apply` where the server runs with it; anything weaker stops the
@@ -148,6 +152,7 @@ class VaultServiceConfig:
             max_calls_per_client=read.integer("TOKENVAULT_MAX_CALLS_PER_CLIENT", max(1, workers // 2), 1, 256),
             max_connection_age_seconds=read.integer("TOKENVAULT_MAX_CONNECTION_AGE_SECONDS", 900, 1, 86_400),
             request_read_seconds=read.number("TOKENVAULT_REQUEST_READ_SECONDS", 2.0, 0.1, 60.0),
+            handshake_seconds=read.number("TOKENVAULT_HANDSHAKE_SECONDS", 5.0, 0.5, 120.0),
             db_synchronous_commit=read.text("TOKENVAULT_DB_SYNCHRONOUS_COMMIT", "on").strip().lower(),
         )
         if config.db_synchronous_commit not in SYNCHRONOUS_COMMIT_LEVELS:

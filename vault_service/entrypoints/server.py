@@ -93,6 +93,20 @@ a moment, and an honest call queued among it is served. A queued call is gRPC co
 stream and what the stream's flow-control window lets in, not a thread."""
 RESERVED_WORKERS = 2
 """Workers that calls waiting for their request never hold: they serve the queue (`RequestReads`'s most_waiting)."""
+HANDSHAKE_SECONDS = 5.0
+"""How long a new connection may take to finish its TLS handshake and send HTTP/2's opening SETTINGS
+(TOKENVAULT_HANDSHAKE_SECONDS); gRPC core closes it after that. Core's default, 120 s, let 20,000
+connections that never sent a ClientHello hold the vault's file descriptors, and no new client -
+a reconnecting ETL, an analyst, a probe - could connect (attack 21, F5). A handshake on a data-centre
+link takes milliseconds."""
+STREAMS_PER_CONNECTION = 64
+"""Calls open at once on one connection (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS: gRPC clients queue
+the rest themselves; gRPC core closes the connection of a client that opens more). Twice the most one
+honest client runs on its one channel: the ETL's workers (ETL_WORKERS, at most 32) each make one call
+at a time, the bench one per client thread. Without it one connection could open as many streams as
+MAX_CONCURRENT_CALLS (512). It does not bound rapid reset (streams opened and reset at once are no
+longer open); for that the port relies on gRPC core's own measures (docs/threat-model.md) and on every
+caller holding a client certificate."""
 
 
 def create_server(
@@ -105,6 +119,7 @@ def create_server(
     max_calls_per_client: int | None = None,
     max_connection_age: float = MAX_CONNECTION_AGE_SECONDS,
     request_read_seconds: float = REQUEST_READ_SECONDS,
+    handshake_seconds: float = HANDSHAKE_SECONDS,
 ) -> VaultServer:
     """A server for `vault` bound to `address` (port 0 picks one), with health and reflection.
 
@@ -116,7 +131,8 @@ def create_server(
     CONNECTION_AGE_GRACE_SECONDS more); the client reconnects (a new connection, possibly a resumed TLS session).
     A call that does not deliver its request within `request_read_seconds` of its admission is ended;
     at most all workers but RESERVED_WORKERS wait for theirs at once (`RequestReads`: room is made
-    from the client with the most calls waiting, else the newcomer is refused).
+    from the client with the most calls waiting, else the newcomer is refused). A connection must finish
+    its TLS handshake within `handshake_seconds`, and may have at most STREAMS_PER_CONNECTION calls open.
     """
     revocations = (
         RevocationList(client_crl, x509.load_pem_x509_certificates(client_ca), on_refused=observe_client_crl_refused)
@@ -137,6 +153,8 @@ def create_server(
             ("grpc.max_send_message_length", HARD_MESSAGE_LIMIT),
             ("grpc.max_connection_age_ms", int(max_connection_age * 1000)),
             ("grpc.max_connection_age_grace_ms", CONNECTION_AGE_GRACE_SECONDS * 1000),
+            ("grpc.server_handshake_timeout_ms", int(handshake_seconds * 1000)),
+            ("grpc.max_concurrent_streams", STREAMS_PER_CONNECTION),
         ],
         maximum_concurrent_rpcs=MAX_CONCURRENT_CALLS,
     )
