@@ -8,7 +8,13 @@ PostgreSQL and vault service process, then measures in one run:
 - the peak resident memory of `python -m etl_service run` while it loads `--rss-messages`
   messages from a queue fed as a live one.
 Each throughput figure is measured `--rounds` times and the median reported. The last lines
-are `figure: <name> <value> <unit>`, one per figure.
+are `figure: <name> <value> <unit>`, one per figure. The core path also reports the CPU each
+message costs in each of the three processes that share the machine's cores (read from /proc:
+this process's 4 workers, the vault service, PostgreSQL's sessions and background work), which
+moves far less with the machine's load than the rate does.
+
+`--core-only`: the core path alone (`--messages` x 5 messages a round, as in the full run), no
+SQS loops and no memory run: a quick A/B of a change to validation, the vault or the load.
 
 `--sqs-auth`: ministack authenticated, as `make up` runs it (devstack/sqs.py): every loop uses
 its identity's key (the producer sends, the ETL and the bare loop receive and delete) on the
@@ -25,15 +31,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from rich.console import Console
 
+from bench.cpu_time import process_cpu_seconds, server_usage
 from bench.report import Figures, parallel, print_figures
 from devstack.events import OutgoingEvent, generate_events, send_events
+from devstack.postgres import postmaster_pid
 from devstack.services import start_vault_service
 from devstack.sqs import create_queues, identity_key, sqs_client
 from devstack.stack import etl_service_env, temporary_components, vault_service_env
@@ -158,8 +166,41 @@ def etl_end_to_end(env: dict[str, str], queue_url: str, dlq_url: str, count: int
     return count / (finish.done_at - started)
 
 
-def core_path(env: dict[str, str], events: Sequence[OutgoingEvent], batch_size: int, workers: int) -> float:
-    """Messages per second through validate + tokenize + load, fed from memory (no SQS at all)."""
+class CoreCpu:
+    """CPU seconds of the core path's three processes, read before and after a run: µs per message of each."""
+
+    def __init__(self, vault_pid: int, postmaster: int) -> None:
+        self._vault_pid = vault_pid
+        self._postmaster = postmaster
+        self._start = self._reading()
+
+    def _reading(self) -> tuple[float, float, float]:
+        usage = server_usage(self._postmaster, "tokenvault_")  # the vault's and the ETL's sessions
+        return (
+            process_cpu_seconds(os.getpid()),
+            process_cpu_seconds(self._vault_pid),
+            usage.session_seconds + usage.rest_seconds,
+        )
+
+    def per_message(self, count: int) -> dict[str, float]:
+        """µs of CPU per message since this meter was made: `etl` (this process), `vault`, `postgres`."""
+        now = self._reading()
+        return {name: (now[i] - self._start[i]) * 1e6 / count for i, name in enumerate(("etl", "vault", "postgres"))}
+
+
+def core_path(
+    env: dict[str, str],
+    events: Sequence[OutgoingEvent],
+    batch_size: int,
+    workers: int,
+    cpu: Callable[[], CoreCpu] | None = None,
+    cpu_out: dict[str, float] | None = None,
+) -> float:
+    """Messages per second through validate + tokenize + load, fed from memory (no SQS at all).
+
+    With `cpu` (a meter started just before the workers) the CPU each message cost each process
+    goes into `cpu_out`.
+    """
     config = EtlConfig.from_env(etl_env(env, "http://unused/0/q", "http://unused/0/q-dlq", 1))
     wired = bootstrap(config, queue=MemoryQueue())
     sent_ms = int(time.time() * 1000)
@@ -181,7 +222,11 @@ def core_path(env: dict[str, str], events: Sequence[OutgoingEvent], batch_size: 
             wired.processor.process(batch)
 
     try:
-        return len(messages) / parallel(workers, work)
+        meter = cpu() if cpu else None
+        rate = len(messages) / parallel(workers, work)
+        if meter is not None and cpu_out is not None:
+            cpu_out.update(meter.per_message(len(messages)))
+        return rate
     finally:
         wired.close()
 
@@ -266,10 +311,17 @@ def resident_kb(pid: int) -> int:
 
 
 def run(
-    messages: int, rounds: int, receivers: int, rss_messages: int, sqs_auth: bool = False, stack_queue: bool = False
+    messages: int,
+    rounds: int,
+    receivers: int,
+    rss_messages: int,
+    sqs_auth: bool = False,
+    stack_queue: bool = False,
+    core_only: bool = False,
 ) -> Figures:
     """Start everything, measure, stop everything; figure name -> (median, unit)."""
     samples: dict[str, list[float]] = {"bare": [], "etl": [], "ratio": [], "core": []}
+    cpu_samples: dict[str, list[float]] = {"etl": [], "vault": [], "postgres": []}
     stack_queue = stack_queue or sqs_auth  # the shipped policies name login-queue only
     with temporary_components("tokenvault-bench-etl-", authenticate_sqs=sqs_auth) as stack:
         env, state_dir = stack.env, stack.state_dir
@@ -278,7 +330,14 @@ def run(
         probe = (certs / "ca.pem", certs / "etl-service.pem", certs / "etl-service-key.pem")
         stack.state.pids["vault_service"] = start_vault_service(service_env, state_dir / "logs" / "vault.log", probe)
         stack.save()
+        vault_pid, postmaster = (
+            stack.state.pids["vault_service"],
+            postmaster_pid(Path(stack.state.postgres["data_dir"])),
+        )
         for round_no in range(rounds):
+            if core_only:
+                core_round(env, messages, round_no, samples, cpu_samples, lambda: CoreCpu(vault_pid, postmaster))
+                continue
             events = list(generate_events(messages, seed=1000 + round_no, malformed_rate=0.02))
             pairs = [new_queue(env, events, stack_queue) for _ in range(1 if stack_queue else 2)]
             (bare_queue, _), (etl_queue, etl_dlq) = pairs[0], pairs[-1]
@@ -292,26 +351,57 @@ def run(
                 else:
                     samples["etl"].append(etl_end_to_end(env, etl_queue, etl_dlq, messages, receivers))
             samples["ratio"].append(samples["etl"][-1] / samples["bare"][-1])
-            core_events = list(generate_events(messages * 5, seed=5000 + round_no, malformed_rate=0.02))
-            samples["core"].append(core_path(env, core_events, batch_size=1000, workers=4))
             console.print(
                 f"round {round_no + 1}/{rounds}: bare {samples['bare'][-1]:,.0f}/s, "
-                f"etl {samples['etl'][-1]:,.0f}/s ({samples['ratio'][-1]:.2f}x), core {samples['core'][-1]:,.0f}/s"
+                f"etl {samples['etl'][-1]:,.0f}/s ({samples['ratio'][-1]:.2f}x)"
             )
+            core_round(env, messages, round_no, samples, cpu_samples, lambda: CoreCpu(vault_pid, postmaster))
         rss_mb, rss_rate = (
-            peak_rss_over(env, rss_messages, receivers, stack_queue=stack_queue) if rss_messages else (0.0, 0.0)
+            peak_rss_over(env, rss_messages, receivers, stack_queue=stack_queue)
+            if rss_messages and not core_only
+            else (0.0, 0.0)
         )
-    median = {k: statistics.median(v) for k, v in samples.items()}
-    figures = {
-        "sqs_bare_receive_delete_per_s": (median["bare"], "msg/s"),
-        "etl_end_to_end_per_s": (median["etl"], "msg/s"),
-        "ratio_etl_vs_bare_loop": (median["ratio"], "x"),
-        "etl_core_path_per_s": (median["core"], "msg/s"),
-    }
-    if rss_messages:
+    median = {k: statistics.median(v) for k, v in samples.items() if v}
+    figures = (
+        {}
+        if core_only
+        else {
+            "sqs_bare_receive_delete_per_s": (median["bare"], "msg/s"),
+            "etl_end_to_end_per_s": (median["etl"], "msg/s"),
+            "ratio_etl_vs_bare_loop": (median["ratio"], "x"),
+        }
+    )
+    figures["etl_core_path_per_s"] = (median["core"], "msg/s")
+    for process, values in cpu_samples.items():
+        figures[f"etl_core_cpu_{process}_per_message"] = (statistics.median(values), "us")
+    figures["etl_core_cpu_all_per_message"] = (
+        statistics.median([sum(cpus) for cpus in zip(*cpu_samples.values(), strict=True)]),
+        "us",
+    )
+    if rss_messages and not core_only:
         figures["etl_peak_rss"] = (rss_mb, "MB")
         figures["etl_live_queue_per_s"] = (rss_rate, "msg/s")
     return figures
+
+
+def core_round(
+    env: dict[str, str],
+    messages: int,
+    round_no: int,
+    samples: dict[str, list[float]],
+    cpu_samples: dict[str, list[float]],
+    meter: Callable[[], CoreCpu],
+) -> None:
+    """One round of the core path (`messages` x 5 new events, 4 workers, batches of 1000), into the samples."""
+    core_events = list(generate_events(messages * 5, seed=5000 + round_no, malformed_rate=0.02))
+    cpu: dict[str, float] = {}
+    samples["core"].append(core_path(env, core_events, batch_size=1000, workers=4, cpu=meter, cpu_out=cpu))
+    for process, value in cpu.items():
+        cpu_samples[process].append(value)
+    console.print(
+        f"core round {round_no + 1}: {samples['core'][-1]:,.0f}/s; CPU per message "
+        + ", ".join(f"{process} {value:.1f} µs" for process, value in cpu.items())
+    )
 
 
 def main() -> None:
@@ -323,13 +413,18 @@ def main() -> None:
     parser.add_argument("--rss-messages", type=int, default=200_000, help="messages drained for the memory figure")
     parser.add_argument("--sqs-auth", action="store_true", help="ministack authenticated, as `make up` runs it")
     parser.add_argument("--stack-queue", action="store_true", help="login-queue for every loop (as --sqs-auth)")
+    parser.add_argument("--core-only", action="store_true", help="the core path alone (--messages x 5 a round)")
     args = parser.parse_args()
     # The end-to-end and core-path ETLs run in this process: it gets the interpreter settings
     # `python -m etl_service` applies (the bare loop beside them runs under the same ones).
     tune_for_throughput()
-    figures = run(args.messages, args.rounds, args.receivers, args.rss_messages, args.sqs_auth, args.stack_queue)
+    figures = run(
+        args.messages, args.rounds, args.receivers, args.rss_messages, args.sqs_auth, args.stack_queue, args.core_only
+    )
     title = (
-        f"ETL, {args.receivers} receivers, {args.messages:,} messages x {args.rounds} rounds, "
+        f"ETL core path, {args.messages * 5:,} messages x {args.rounds} rounds, {os.cpu_count()} cores"
+        if args.core_only
+        else f"ETL, {args.receivers} receivers, {args.messages:,} messages x {args.rounds} rounds, "
         f"{args.rss_messages:,} for memory, {os.cpu_count()} cores"
         + (", SQS authenticated" if args.sqs_auth else ", login-queue" if args.stack_queue else "")
     )
