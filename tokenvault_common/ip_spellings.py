@@ -27,6 +27,7 @@ import re
 import socket
 from functools import lru_cache
 
+from tokenvault_common.ipv4 import is_canonical_ipv4
 from tokenvault_common.values import InvalidPiiValue, normalize_ip
 
 MIN_NUMBER_TO_SEARCH = 2**24
@@ -78,6 +79,11 @@ def ip_forms(ip: str) -> IpForms:
     (`HexGroupHints`) tell whether `ips_in_hex_groups` can find the address in a text at all.
     """
     written = ip.strip().casefold()
+    return _canonical_ipv4_forms(written) if is_canonical_ipv4(written) else _forms_read_by_ipaddress(written)
+
+
+def _forms_read_by_ipaddress(written: str) -> IpForms:
+    """`ip_forms` of a stripped, case-folded ip, read by `ipaddress` (any form it reads)."""
     address = canonical_address(written.split("%", 1)[0])
     if address is None:
         return (written,), (), None
@@ -89,6 +95,27 @@ def ip_forms(ip: str) -> IpForms:
     if number < MIN_NUMBER_TO_SEARCH:
         return tuple(spelled), (), hints
     return tuple(spelled), ((str(number), DECIMAL), (f"{number:x}", HEX)), hints
+
+
+def _canonical_ipv4_forms(address: str) -> IpForms:
+    """`ip_forms` of a canonical dotted-quad IPv4 address (nearly every ip), without `ipaddress`'s objects.
+
+    The forms `_forms_read_by_ipaddress` gives (tests/unit/test_ip_spellings.py compares them): such an
+    address is its own canonical spelling, and `inet_aton` reads it as `ipaddress` does. The ETL
+    sees more distinct ips than `ip_forms`' cache holds: building them through `ipaddress` cost
+    about a third of the ETL's own-value check (6 of 12.7 µs a message, measured).
+    """
+    packed = socket.inet_aton(address)
+    number = int.from_bytes(packed, "big")
+    digits = [f"{octet:x}" for octet in packed]
+    lead = 1 if len(digits[1]) > len(digits[0]) else 0
+    others = digits[1:] if lead == 0 else [digits[0], digits[2], digits[3]]
+    # The longest of the others, the first of equals, a `0` last: `_hex_group_hints`' choice without its key calls.
+    other = next((d for d in others if len(d) == 2), None) or next((d for d in others if d != "0"), "0")
+    hints = address, digits[lead], f"{number:08x}"[:4], other
+    if number < MIN_NUMBER_TO_SEARCH:
+        return (address,), (), hints
+    return (address,), ((str(number), DECIMAL), (f"{number:x}", HEX)), hints
 
 
 def _hex_group_hints(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> HexGroupHints:

@@ -119,6 +119,8 @@ def _holds_device_id(folded: str, device_id: str) -> bool:
         return _bounded_in(folded, device, _ALNUM)
     if device in folded:
         return True
+    if len(device) < MIN_COMPACT_DEVICE_ID:  # its compact form is no longer (case folding is idempotent)
+        return False
     compact = _compact(device)
     return len(compact) >= MIN_COMPACT_DEVICE_ID and compact in compact_form(folded)
 

@@ -7,6 +7,9 @@ pieces of text a client or a producer wrote: a redriven original's event id can 
 
 from __future__ import annotations
 
+import random
+import socket
+
 import pytest
 
 from tokenvault_common import ip_spellings
@@ -52,3 +55,11 @@ def test_an_over_long_piece_is_never_parsed(piece: str, monkeypatch: pytest.Monk
     for reader in ("normalize_ip", "_number_readings", "_inet_aton"):
         monkeypatch.setattr(ip_spellings, reader, parsed)
     assert ips_spelled_by(piece) == frozenset()
+
+
+def test_canonical_ipv4_forms_are_those_ipaddress_gives() -> None:
+    """The fast path of `ip_forms` (no `ipaddress` objects) gives what the general path gives."""
+    rng = random.Random(7)
+    edges = [f"{a}.{b}.{c}.{d}" for a in (0, 1, 15, 16, 255) for b in (0, 9, 16, 255) for c in (0, 7) for d in (0, 16)]
+    for address in edges + [socket.inet_ntoa(rng.getrandbits(32).to_bytes(4, "big")) for _ in range(20_000)]:
+        assert ip_spellings._canonical_ipv4_forms(address) == ip_spellings._forms_read_by_ipaddress(address), address
