@@ -3,8 +3,10 @@
 Why apart from /metrics: the metrics are served only to the scraper's client certificate
 (their counters are a membership oracle), and a health check should need no key at all -
 compose's in-container check and Kubernetes' probes reach this instead. It says "ok" and
-nothing else. Being key-less, it is bounded (tokenvault_common.bounded_server): a silent
-connection is closed after IDLE_SECONDS and at most MAX_CONNECTIONS are served at once.
+nothing else. Being key-less, it is bounded (tokenvault_common.bounded_server): a request
+must arrive within REQUEST_SECONDS, however it drips, and at most MAX_CONNECTIONS are served at
+once, a new one ending the connection served longest: 16 connections sending a header byte every
+4 s no longer keep every probe refused (attack 22, F3).
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from etl_service.errors import Misconfigured
-from tokenvault_common.bounded_server import BoundedThreads
+from tokenvault_common.bounded_server import BoundedThreads, RequestWithin
 
 PATH = "/healthz"
+REQUEST_SECONDS = 2.0
+"""How long a connection may take to send its request line and headers: a probe sends its ~100 bytes at once."""
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(RequestWithin, BaseHTTPRequestHandler):
+    request_seconds = REQUEST_SECONDS
+
     def do_GET(self) -> None:
         found = self.path.split("?", 1)[0] == PATH
         body = b"ok\n" if found else b"not found\n"

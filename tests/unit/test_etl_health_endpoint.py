@@ -11,10 +11,11 @@ import urllib.request
 import pytest
 
 from devstack.procs import free_port
-from etl_service.entrypoints.health import serve_health
+from etl_service.entrypoints import health
+from etl_service.entrypoints.health import REQUEST_SECONDS, serve_health
 from etl_service.errors import Misconfigured
 from tests.unit.silent_connections import closed_by_server, threads_back_to
-from tokenvault_common.bounded_server import IDLE_SECONDS, MAX_CONNECTIONS, BoundedThreads
+from tokenvault_common.bounded_server import MAX_CONNECTIONS
 
 
 def test_healthz_answers_ok_and_serves_no_metrics() -> None:
@@ -81,14 +82,14 @@ def _healthz_within(port: int, seconds: float) -> bool:
 
 
 def test_a_silent_connection_is_closed_by_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    idle_seconds = 1.0  # the server's bound here (IDLE_SECONDS, 5 s, in the service): the same code, sooner
-    monkeypatch.setattr(BoundedThreads, "idle_seconds", idle_seconds)
+    request_seconds = 1.0  # the handler's bound here (REQUEST_SECONDS, 2 s, in the service): the same code, sooner
+    monkeypatch.setattr(health._Handler, "request_seconds", request_seconds)
     server = serve_health("127.0.0.1:0")
     try:
         with socket.create_connection(("127.0.0.1", server.server_address[1])) as silent:
             started = time.monotonic()
-            assert closed_by_server(silent, within=idle_seconds + 2)
-            assert time.monotonic() - started < idle_seconds + 1.5
+            assert closed_by_server(silent, within=request_seconds + 2)
+            assert time.monotonic() - started < request_seconds + 1.5
     finally:
         server.shutdown()
         server.server_close()
@@ -98,16 +99,80 @@ def test_silent_connections_cannot_pile_up_threads_and_the_probe_still_answers()
     server = serve_health("127.0.0.1:0")
     port = server.server_address[1]
     before = threading.active_count()
-    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(MAX_CONNECTIONS + 4)]
+    silent = []
+    for _ in range(MAX_CONNECTIONS + 4):
+        silent.append(socket.create_connection(("127.0.0.1", port)))
+        time.sleep(0.01)  # accepted in this order
     try:
         time.sleep(0.5)
         assert threading.active_count() - before <= MAX_CONNECTIONS
-        refused = [connection for connection in silent if closed_by_server(connection, within=0.1)]
-        assert len(refused) == 4  # those beyond the cap are closed at once, no thread started
-        assert _healthz_within(port, IDLE_SECONDS + 1.5)  # once the silent ones time out
-        assert threads_back_to(before, within=2.0)  # every silent connection's thread has ended
+        # those beyond the cap took the slots of the oldest, which were closed at once
+        assert [closed_by_server(connection, within=0.1) for connection in silent[:5]] == [True] * 4 + [False]
+        assert _healthz_within(port, 1.0)  # at once: the probe, too, takes the oldest one's slot
+        assert threads_back_to(before, within=REQUEST_SECONDS + 0.5)  # every silent connection's thread has ended
     finally:
         for connection in silent:
             connection.close()
+        server.shutdown()
+        server.server_close()
+
+
+DRIP_SECONDS = 1.5
+"""How often a dripping connection sends its next header byte: each read well within IDLE_SECONDS."""
+
+
+def _drip(port: int, until: float) -> None:
+    """Connection after connection (a new one as soon as the server closes one), each sending one header byte
+    every DRIP_SECONDS and never ending its request line, until `until` (time.monotonic)."""
+    while time.monotonic() < until:
+        with socket.create_connection(("127.0.0.1", port)) as connection:
+            connection.settimeout(DRIP_SECONDS)
+            try:
+                while time.monotonic() < until:
+                    connection.sendall(b"G")
+                    if connection.recv(1) == b"":
+                        break  # closed by the server: open the next
+            except TimeoutError:
+                continue
+            except OSError:
+                pass
+
+
+def test_connections_dripping_their_headers_leave_every_probe_answered() -> None:
+    """Attack 22, F3: 16 connections sending a header byte every 4 s kept every slot, and every probe was refused."""
+    server = serve_health("127.0.0.1:0")  # as the ETL starts it (ETL_HEALTH_ADDRESS)
+    port = server.server_address[1]
+    until = time.monotonic() + 2 * DRIP_SECONDS  # across the request bound: connections ended, opened anew
+    drips = [threading.Thread(target=_drip, args=(port, until), daemon=True) for _ in range(MAX_CONNECTIONS)]
+    try:
+        for drip in drips:
+            drip.start()
+        time.sleep(0.3)  # every slot taken
+        answered = []
+        while time.monotonic() < until - 0.3:
+            started = time.monotonic()
+            answered.append(_healthz_within(port, 1.0) and time.monotonic() - started < 1.0)
+            time.sleep(0.2)
+        assert all(answered) and len(answered) >= 8, answered
+    finally:
+        for drip in drips:
+            drip.join(timeout=DRIP_SECONDS + 1)
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_request_dripped_byte_by_byte_is_ended_at_the_request_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    request_seconds = 0.5  # the handler's bound here (REQUEST_SECONDS, 2 s, in the service): the same code, sooner
+    monkeypatch.setattr(health._Handler, "request_seconds", request_seconds)
+    server = serve_health("127.0.0.1:0")
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_address[1])) as dripping:
+            started = time.monotonic()
+            closed = False
+            while not closed and time.monotonic() - started < request_seconds + 2:
+                dripping.sendall(b"G")  # a byte every 0.2 s: each read far within IDLE_SECONDS
+                closed = closed_by_server(dripping, within=0.2)
+            assert closed and time.monotonic() - started < request_seconds + 1
+    finally:
         server.shutdown()
         server.server_close()
