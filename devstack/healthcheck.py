@@ -1,9 +1,10 @@
 """`python -m devstack.healthcheck`: exit 0 when the vault answers SERVING (container health checks).
 
-When the vault has a plaintext health-only listener (TOKENVAULT_HEALTH_ADDRESS), the probe asks
-it and needs no certificate, so a container holds no key but its own. Otherwise it asks the
-mTLS port (TOKENVAULT_GRPC_ADDRESS, TOKENVAULT_TLS_CLIENT_CA) with the probe client certificate
-in HEALTHCHECK_TLS_CERT / HEALTHCHECK_TLS_KEY.
+When the vault has a plaintext health-only listener (TOKENVAULT_HEALTH_ADDRESS: compose's is a Unix
+socket only the service's uid reaches, so no port is open for it), the probe asks it
+(vault_service.entrypoints.health_probe) and needs no certificate, so a container holds no key but
+its own. Otherwise it asks the mTLS port (TOKENVAULT_GRPC_ADDRESS, TOKENVAULT_TLS_CLIENT_CA) with
+the probe client certificate in HEALTHCHECK_TLS_CERT / HEALTHCHECK_TLS_KEY.
 """
 
 from __future__ import annotations
@@ -12,18 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from devstack.services import vault_healthy
-
-
-def plaintext_healthy(address: str) -> bool:
-    """Whether the health-only listener at `address` answers SERVING."""
-    with grpc.insecure_channel(address) as channel:
-        check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]  # stubs omit it
-        response = check(health_pb2.HealthCheckRequest(service=""), timeout=2)
-        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+from vault_service.entrypoints.health_probe import serving
 
 
 def main() -> int:
@@ -31,7 +22,7 @@ def main() -> int:
     health_address = os.environ.get("TOKENVAULT_HEALTH_ADDRESS")
     try:
         if health_address:
-            ok = plaintext_healthy(f"127.0.0.1:{health_address.rsplit(':', 1)[1]}")
+            ok = serving(health_address)
         else:
             port = os.environ.get("TOKENVAULT_GRPC_ADDRESS", "127.0.0.1:50051").rsplit(":", 1)[1]
             ok = vault_healthy(

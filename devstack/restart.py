@@ -25,7 +25,7 @@ from devstack.postgres import pg_ctl, postmaster_pid
 from devstack.procs import StackError, alive, port_open, stop_pid, wait_until
 from devstack.services import start_etl_service, start_vault_service
 from devstack.sqs import start_sqs
-from devstack.stack import StackState, etl_service_env, sqs_env, vault_service_env
+from devstack.stack import StackState, embedded_vault_env, etl_service_env, sqs_env
 
 ORDER = ("openbao", "postgres", "ministack", "vault_service", "etl_service")
 
@@ -131,7 +131,11 @@ def restart_dead(state_dir: Path) -> list[str]:
         elif name == "vault_service":
             probe = (Path(env["TLS_CA_CERT"]), Path(env["ETL_TLS_CERT"]), Path(env["ETL_TLS_KEY"]))
             state.pids[name] = start_vault_service(
-                vault_service_env(env), Path(env["VAULT_SERVICE_LOG"]), probe, iso.user(name), iso.home(state_dir, name)
+                embedded_vault_env(env, iso),
+                Path(env["VAULT_SERVICE_LOG"]),
+                probe,
+                iso.user(name),
+                iso.home(state_dir, name),
             )
         elif name == "etl_service":
             log_file = Path(env["ETL_SERVICE_LOG"])

@@ -6,9 +6,12 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+import grpc
+
 from devstack.isolation import python_command
 from devstack.procs import spawn, wait_until
 from tokenvault_client import ClientIdentity, Unavailable, VaultClient, VaultClientError
+from vault_service.entrypoints.health_probe import serving
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,12 +33,24 @@ def start_vault_service(
     user: str | None = None,
     home: Path | None = None,
 ) -> int:
-    """Start `python -m vault_service` (as `user` if given); wait until its health check says SERVING."""
+    """Start `python -m vault_service` (as `user` if given); wait until its health check says SERVING.
+
+    With a health listener (TOKENVAULT_HEALTH_ADDRESS) it must answer SERVING there too.
+    """
     command = python_command(user, Path(sys.prefix), "vault_service")
     pid = spawn(command, log_file, env=env, cwd=REPO, user=user, home=home)
     address = env["TOKENVAULT_GRPC_ADDRESS"]
     wait_until(lambda: vault_healthy(address, *probe), "vault_service", 60, pid, log_file)
+    if health := env.get("TOKENVAULT_HEALTH_ADDRESS"):
+        wait_until(lambda: _answers(health), "vault_service's health listener", 10, pid, log_file)
     return pid
+
+
+def _answers(health_address: str) -> bool:
+    try:
+        return serving(health_address)
+    except grpc.RpcError:
+        return False
 
 
 def start_etl_service(env: Mapping[str, str], log_file: Path, user: str | None = None, home: Path | None = None) -> int:

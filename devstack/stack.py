@@ -20,7 +20,7 @@ from pathlib import Path
 from devstack import certs
 from devstack.envfile import read_env_file, write_env_file
 from devstack.hugepages import release
-from devstack.isolation import isolation
+from devstack.isolation import Isolation, isolation
 from devstack.openbao import KEK_NAME, SECRET_ID_USES, configure_dead_letters, configure_transit, start_openbao
 from devstack.postgres import pg_ctl, remove_cluster, start_postgres
 from devstack.procs import StackError, alive, free_port, stop_pid
@@ -75,6 +75,21 @@ def vault_service_env(env: dict[str, str]) -> dict[str, str]:
         **_metrics_tls_env(env, "TOKENVAULT_METRICS", "vault-metrics"),
         "TOKENVAULT_AUDIT_CHECKPOINT_FILE": str(Path(env["STACK_DIR"]) / "audit" / "checkpoints.jsonl"),
     }
+
+
+def embedded_vault_env(env: dict[str, str], iso: Isolation) -> dict[str, str]:
+    """The embedded stack's own vault service: `vault_service_env` and its health listener on a Unix socket.
+
+    The socket's directory is the service's alone (0700, its user's): only it and root reach the
+    listener, as in compose and Kubernetes. Only this service serves one: the tests' and benches'
+    vault processes, which share `vault_service_env`, may not serve one socket together.
+    """
+    run = Path(env["STACK_DIR"]) / "run"
+    directory = run / "vault-health"
+    directory.mkdir(parents=True, exist_ok=True)
+    run.chmod(0o755)
+    iso.give(directory, "vault_service", 0o700)
+    return {**vault_service_env(env), "TOKENVAULT_HEALTH_ADDRESS": f"unix:{directory / 'health.sock'}"}
 
 
 def etl_service_env(env: dict[str, str]) -> dict[str, str]:
@@ -265,7 +280,7 @@ def up(state_dir: Path, with_services: bool = True) -> dict[str, str]:
             iso = isolation(True)
             probe = (Path(env["TLS_CA_CERT"]), Path(env["ETL_TLS_CERT"]), Path(env["ETL_TLS_KEY"]))
             state.pids["vault_service"] = start_vault_service(
-                vault_service_env(env),
+                embedded_vault_env(env, iso),
                 Path(env["VAULT_SERVICE_LOG"]),
                 probe,
                 iso.user("vault_service"),

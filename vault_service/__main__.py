@@ -24,6 +24,8 @@ from vault_service.bootstrap import bootstrap
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.errors import VaultError
 from vault_service.entrypoints.health_listener import create_health_server
+from vault_service.entrypoints.health_socket import UnsafeHealthSocket, unix_socket_path
+from vault_service.entrypoints.health_socket import prepare as prepare_health_socket
 from vault_service.entrypoints.metrics import register_vault_metrics
 from vault_service.entrypoints.server import create_server, server_credentials
 
@@ -33,8 +35,8 @@ log = logging.getLogger("vault_service")
 EXIT_CODES = """exit status:
   0  stopped by SIGTERM/SIGINT, in-flight calls finished
   1  cannot start: Vault, the database or the access policy refused or failed (the message says which)
-  2  invalid settings (every problem named at once), or a metrics endpoint or revocation list that
-     cannot work as set"""
+  2  invalid settings (every problem named at once), or a metrics endpoint, revocation list or
+     health socket (a directory or path another uid could reach or replace) that cannot work as set"""
 
 
 def _parse_arguments(argv: list[str] | None) -> None:
@@ -57,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
     configure_logging("vault_service", config.log_level)
+    if config.health_address and (socket_path := unix_socket_path(config.health_address)):
+        try:  # before anything starts: a socket another uid could reach or replace stops the service now
+            prepare_health_socket(socket_path)
+        except UnsafeHealthSocket as error:
+            print(f"vault_service: {error} (TOKENVAULT_HEALTH_ADDRESS)", file=sys.stderr)
+            return 2
     try:  # before anything starts: a metrics setting that cannot work stops the service now
         metrics_context = tls_context(config.metrics_tls) if config.metrics_port and config.metrics_tls else None
     except MetricsEndpointError as error:
@@ -100,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     health_server = None
     if config.health_address:
-        health_server, _ = create_health_server(running.health, config.health_address, config.request_read_seconds)
+        try:
+            health_server, _ = create_health_server(running.health, config.health_address, config.request_read_seconds)
+        except UnsafeHealthSocket as error:
+            wired.close()
+            print(f"vault_service: {error} (TOKENVAULT_HEALTH_ADDRESS)", file=sys.stderr)
+            return 2
         health_server.start()
     tune_for_throughput()
     maintainer.start()  # the erasure mark is read before any call can fill the token cache

@@ -8,9 +8,33 @@ from pathlib import Path
 
 from tokenvault_common.env import EnvReader
 from tokenvault_common.metrics_endpoint import MetricsTls, read_metrics_tls
-from tokenvault_common.metrics_plaintext import read_metrics_plaintext
+from tokenvault_common.metrics_plaintext import read_allow, read_metrics_plaintext
 from tokenvault_common.vault_address import read_vault_address
 from vault_service.adapters.postgres.session_settings import SYNCHRONOUS_COMMIT_LEVELS
+from vault_service.entrypoints.health_socket import address_problem, unix_socket_path
+
+
+def read_health_address(read: EnvReader) -> str | None:
+    """TOKENVAULT_HEALTH_ADDRESS: a Unix socket, or a TCP address only with TOKENVAULT_HEALTH_TCP=allow.
+
+    On TCP, any network neighbour - a process on the node, a container in the pod, which a
+    NetworkPolicy does not hold back - reaches a listener that asks no certificate, and a flood of
+    it fails the probes (attack 21, F4): serving it there must be a choice made in writing.
+    """
+    address = read.optional("TOKENVAULT_HEALTH_ADDRESS")
+    tcp_allowed = read_allow(read, "TOKENVAULT_HEALTH_TCP")
+    if address is None:
+        return None
+    if problem := address_problem(address):
+        read.problems.append(f"TOKENVAULT_HEALTH_ADDRESS: {problem}")
+    elif unix_socket_path(address) is None and not tcp_allowed:
+        read.problems.append(
+            f"TOKENVAULT_HEALTH_ADDRESS={address} serves health checks without a certificate to whatever reaches"
+            " the port, and a flood from a neighbour fails the probes: use unix:/path (a directory only this"
+            " service's uid may enter; probe with python -m vault_service.entrypoints.health_probe), or set"
+            " TOKENVAULT_HEALTH_TCP=allow to accept that risk"
+        )
+    return address
 
 
 @dataclass(frozen=True)
@@ -66,8 +90,10 @@ class VaultServiceConfig:
     deployment whose scraper reaches it over a private network no one else does. Without it such
     an address without TOKENVAULT_METRICS_TLS_* stops the start."""
     health_address: str | None
-    """Plaintext listener serving only grpc.health.v1, for probes that cannot present a client
-    certificate, such as Kubernetes' gRPC probes (TOKENVAULT_HEALTH_ADDRESS; unset: none)."""
+    """Plaintext listener serving only grpc.health.v1, for probes that present no client certificate
+    (TOKENVAULT_HEALTH_ADDRESS; unset: none): `unix:/absolute/path`, a socket in a directory only the
+    service's uid may enter (health_socket.py), probed by `python -m vault_service.entrypoints.health_probe`;
+    or host:port only with TOKENVAULT_HEALTH_TCP=allow (whoever reaches a TCP port can fail the probes)."""
     workers: int
     """gRPC worker threads (TOKENVAULT_WORKERS, default 16)."""
     db_pool_size: int
@@ -136,7 +162,7 @@ class VaultServiceConfig:
             metrics_address=metrics_address,
             metrics_tls=read_metrics_tls(read, "TOKENVAULT_METRICS", "TOKENVAULT_TLS_CLIENT_CA"),
             metrics_plaintext_allowed=read_metrics_plaintext(read, "TOKENVAULT_METRICS", metrics_port, metrics_address),
-            health_address=read.optional("TOKENVAULT_HEALTH_ADDRESS"),
+            health_address=read_health_address(read),
             workers=workers,
             db_pool_size=read.integer("TOKENVAULT_DB_POOL_SIZE", 8, 1, 128),
             log_level=read.text("TOKENVAULT_LOG_LEVEL", "INFO"),

@@ -69,8 +69,14 @@ HOLDERS: dict[str, frozenset[str]] = {
     "Postgres data and socket": frozenset({"postgres"}),
     "Vault storage and audit log": frozenset({"vault"}),
     "audit checkpoints": frozenset({"vault-service"}),
+    "vault's health socket": frozenset({"vault-service"}),  # no certificate: its own uid alone connects
 }
-DATA_LABELS = {"Postgres data and socket", "Vault storage and audit log", "audit checkpoints"}  # found by name only
+DATA_LABELS = {
+    "Postgres data and socket",
+    "Vault storage and audit log",
+    "audit checkpoints",
+    "vault's health socket",
+}  # found by name only
 # What each file the walk finds by name is. A name not here (another key, a .env, an engine's
 # socket, any other socket) is held by no one.
 FILE_LABELS = {
@@ -93,6 +99,7 @@ FILE_LABELS = {
     "raft.db": "Vault storage and audit log",
     "audit.log": "Vault storage and audit log",
     "checkpoints.jsonl": "audit checkpoints",
+    "health.sock": "vault's health socket",
 }
 # Variables of the compose .env -> the secret they hold.
 ENV_LABELS = {
@@ -132,9 +139,12 @@ LOOPBACK_PORTS = {
     "postgres": [5432],
     "vault": [8200, 8201],
     "localstack": [4566],
-    "vault-service": [50051, 50052, 9100],
+    "vault-service": [50051, 9100],
     "etl-service": [9101, 9102],
 }
+RETIRED_HEALTH_PORT = 50052
+"""The vault's plaintext health port until attack 21, F4: probed too, so a container listening on it is a finding
+(the listener is on a Unix socket in the vault's own /tmp now)."""
 # Reads every file named like a secret in the volumes mounted under /volumes: the test's own view,
 # as the operator (root on the engine's host) has it.
 COLLECT = (
@@ -253,7 +263,7 @@ def test_every_container_reaches_its_own_secrets_and_no_other_service_s(compose:
         if not running_healthy(compose):  # as the steps before left it; run alone, a first `up`
             up(compose)
         values, names = secret_values(compose), volume_names(compose)
-        every_port = sorted(port for ports in LOOPBACK_PORTS.values() for port in ports)
+        every_port = sorted({port for ports in LOOPBACK_PORTS.values() for port in ports} | {RETIRED_HEALTH_PORT})
         request: dict[str, object] = {"values": values, "ports": every_port}
         request["endpoints"] = endpoints(addresses(compose))
         findings, uids = [], {}

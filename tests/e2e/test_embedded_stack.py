@@ -202,6 +202,7 @@ def secrets_by_owner(stack_dir: Path) -> dict[str, list[Path]]:
             Path(env["VAULT_APPROLE_SECRET_ID_FILE"]),
             stack_dir / "audit" / "checkpoints.jsonl",
             run / "vault_service",
+            run / "vault-health",  # its health listener's socket: no other user connects
             environ["vault_service"],
         ],
         "etl_service": [
@@ -292,6 +293,23 @@ def test_metrics_are_read_with_the_scraper_certificate_only(stack_dir: Path) -> 
     assert "tokenvault_tokenize_new_tokens_total" in vault_metrics
     assert "tokenvault_token_cache_lookups_total" in vault_metrics
     assert "etl_rows_loaded_total" in etl_metrics
+
+
+def test_the_vault_answers_probes_on_its_health_socket_only(stack_dir: Path) -> None:
+    """The stack's vault serves its certificate-less health listener on a socket in its own 0700 directory."""
+    socket_path = stack_dir / "run" / "vault-health" / "health.sock"
+    for service in ("", "tokenvault.liveness"):
+        probed = run(
+            "-m",
+            "vault_service.entrypoints.health_probe",
+            "--address",
+            f"unix:{socket_path}",
+            "--service",
+            service,
+            state_dir=stack_dir,
+        )
+        assert probed.returncode == 0, probed.stderr
+    assert socket_path.parent.stat().st_mode & 0o777 == 0o700 and socket_path.stat().st_mode & 0o777 == 0o600
 
 
 def test_down_stops_every_process_it_started(stack_dir: Path) -> None:

@@ -19,10 +19,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-def start_vault_process(stack_env: dict[str, str], log_file: Path) -> tuple[str, int]:
-    """A vault service in a process of its own on a free port: (address, pid)."""
+def start_vault_process(stack_env: dict[str, str], log_file: Path, **overrides: str) -> tuple[str, int]:
+    """A vault service in a process of its own on a free port (settings `overrides`): (address, pid)."""
     address = f"127.0.0.1:{free_port()}"
-    env = {**vault_service_env(stack_env), "TOKENVAULT_GRPC_ADDRESS": address, "TOKENVAULT_METRICS_PORT": "0"}
+    env = {
+        **vault_service_env(stack_env),
+        "TOKENVAULT_GRPC_ADDRESS": address,
+        "TOKENVAULT_METRICS_PORT": "0",
+        **overrides,
+    }
     certs = Path(stack_env["STACK_DIR"]) / "certs"
     probe = (certs / "ca.pem", certs / "etl-service.pem", certs / "etl-service-key.pem")
     return address, start_vault_service(env, log_file, probe)

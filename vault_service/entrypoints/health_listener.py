@@ -1,10 +1,13 @@
-"""The plaintext health listener (TOKENVAULT_HEALTH_ADDRESS): Kubernetes' gRPC probes, no certificate.
+"""The plaintext health listener (TOKENVAULT_HEALTH_ADDRESS): probes that hold no certificate.
 
-Anyone who reaches the port - a process on the node, a container in the pod - needs no
-certificate, so no call there may hold anything for long. On gRPC's thread-pool server two Check
-calls that never sent their request froze its two workers, and readiness and liveness probes
-timed out while they stayed open (attack 20, finding 1). So the listener is
-an asyncio gRPC server on a thread of its own: a call waiting for its request is a coroutine,
+The shipped deployments serve it on a Unix socket only the service's uid can reach
+(`unix:/path`, health_socket.py), probed by `python -m vault_service.entrypoints.health_probe`
+run in the container: on a TCP port any network neighbour could flood it (attack 21, F4). On
+TCP (an explicit choice: TOKENVAULT_HEALTH_TCP=allow) anyone who reaches the port - a process on
+the node, a container in the pod - needs no certificate, so no call there may hold anything for
+long. On gRPC's thread-pool server two Check calls that never sent their request froze its two
+workers, and readiness and liveness probes timed out while they stayed open (attack 20, finding 1).
+So the listener is an asyncio gRPC server on a thread of its own: a call waiting for its request is a coroutine,
 not a worker, so silent calls do not keep a probe waiting; each must still deliver its request
 within the read bound (TOKENVAULT_REQUEST_READ_SECONDS) or is ended (CANCELLED) and counted in
 tokenvault_calls_without_request_total{client="health-listener"}. It serves only what probes
@@ -22,8 +25,10 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from tokenvault_common.health import ListingHealthServicer
+from vault_service.entrypoints.health_socket import prepare, restrict, unix_socket_path
 from vault_service.entrypoints.metrics import CALLS_WITHOUT_REQUEST
 from vault_service.entrypoints.request_reads import REQUEST_READ_SECONDS
+from vault_service.entrypoints.server import HANDSHAKE_SECONDS
 
 HEALTH_CALLS_AT_ONCE = 1024
 """Calls open at once on the listener (each a coroutine of a few KiB, ended within the read bound);
@@ -80,14 +85,22 @@ class HealthListener:
         return asyncio.run_coroutine_threadsafe(work, self._loop).result()
 
     async def _bind(self, address: str) -> tuple[grpc.aio.Server, int]:
+        socket_path = unix_socket_path(address)
+        if socket_path is not None:
+            prepare(socket_path)  # UnsafeHealthSocket unless only this uid can reach it
         server = grpc.aio.server(
-            options=[("grpc.max_concurrent_streams", HEALTH_STREAMS_PER_CONNECTION)],
+            options=[
+                ("grpc.max_concurrent_streams", HEALTH_STREAMS_PER_CONNECTION),
+                ("grpc.server_handshake_timeout_ms", int(HANDSHAKE_SECONDS * 1000)),
+            ],
             maximum_concurrent_rpcs=HEALTH_CALLS_AT_ONCE,
         )
         server.add_generic_rpc_handlers((self._handlers(),))
         port = server.add_insecure_port(address)
         if port == 0:
             raise RuntimeError(f"cannot listen on {address}")
+        if socket_path is not None:
+            restrict(socket_path)
         return server, port
 
     def _handlers(self) -> grpc.GenericRpcHandler:
@@ -140,7 +153,9 @@ class HealthListener:
 def create_health_server(
     statuses: ListingHealthServicer, address: str, request_read_seconds: float = REQUEST_READ_SECONDS
 ) -> tuple[HealthListener, int]:
-    """A plaintext health listener on `address` answering the main server's health (Check and List).
+    """A plaintext health listener on `address` (host:port, or unix:/path) answering the main server's health.
+
+    Raises UnsafeHealthSocket when a Unix socket's directory or path could let another uid reach it.
 
     It answers what the main server's health answers (readiness follows the database) and
     nothing else: no token operation is reachable without mTLS.
