@@ -129,6 +129,89 @@ def test_streams_are_few_at_once_and_ended_by_the_server(
             for channel in channels:
                 channel.close()
     deadline = time.monotonic() + 10  # counted refusals are written at the next upkeep round
-    while not _audited(stack_env, "outcome LIKE %s", f"%{side_calls.STREAMS_AT_ONCE_REASON}%"):
+    while not _audited(stack_env, "outcome LIKE %s", f"%{side_calls.STREAMS_PER_CLIENT_REASON}%"):  # 1 each
         assert time.monotonic() < deadline, "refused side streams were not counted in the audit log"
+        time.sleep(0.5)
+
+
+def _list_services() -> Iterator[Any]:
+    yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+
+def _keeps_reflection_open(channel: grpc.Channel, until: float) -> None:
+    """Reflection streams that ask ListServices and stay open, one re-opened as soon as the last ends, until `until`."""
+
+    def asks_then_waits() -> Iterator[Any]:
+        yield from _list_services()
+        while time.monotonic() < until:
+            time.sleep(0.1)
+
+    while time.monotonic() < until:
+        try:
+            for _ in _reflection(channel).ServerReflectionInfo(asks_then_waits(), timeout=10):
+                pass
+        except grpc.RpcError:
+            time.sleep(0.05)  # refused: at once again, as the attack did
+
+
+def _services(channel: grpc.Channel) -> set[str] | str:
+    """The services reflection lists to `channel`'s client (buf curl's first step), or the refusal's status."""
+    try:
+        (answer,) = _reflection(channel).ServerReflectionInfo(_list_services(), timeout=2)
+    except grpc.RpcError as refused:
+        return f"{refused.code().name}: {refused.details()}"
+    return {service.name for service in answer.list_services_response.service}
+
+
+def test_one_certificate_keeps_no_other_clients_reflection_out(stack_env: dict[str, str], vault: Any) -> None:
+    """Attack 22, F5: one certificate re-opening 2 reflection streams held both slots; all others were refused."""
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        (before,) = conn.execute("SELECT coalesce(max(id), 0) FROM vault.audit_log").fetchone() or (0,)
+    channels = {
+        name: open_channel(vault.address, stack_identity(stack_env, name))
+        for name in ("etl-service", "fraud-investigator", "analyst")
+    }
+    until = time.monotonic() + 3
+    hogs = [
+        threading.Thread(target=_keeps_reflection_open, args=(channels["etl-service"], until), daemon=True)
+        for _ in range(side_calls.SIDE_STREAMS_AT_ONCE)
+    ]
+    try:
+        for hog in hogs:
+            hog.start()
+        time.sleep(0.3)
+        answers = []
+        while time.monotonic() < until - 0.3:
+            answers.append(_services(channels["analyst"]))
+            time.sleep(0.2)
+        assert all(isinstance(a, set) and "tokenvault.v1.TokenVault" in a for a in answers), answers
+        for hog in hogs:
+            hog.join(timeout=5)
+        # two other clients holding the slots: the refused one is told they are held, not by whom
+        second_until = time.monotonic() + 1.0
+        holders = [
+            threading.Thread(target=_keeps_reflection_open, args=(channels[name], second_until), daemon=True)
+            for name in ("etl-service", "fraud-investigator")
+        ]
+        for holder in holders:
+            holder.start()
+        time.sleep(0.4)
+        refused = _services(channels["analyst"])
+        assert isinstance(refused, str) and refused.startswith("RESOURCE_EXHAUSTED")
+        assert "held by 2 other client(s)" in refused and "etl-service" not in refused, refused
+        for holder in holders:
+            holder.join(timeout=5)
+    finally:
+        for channel in channels.values():
+            channel.close()
+    per_client = ("etl-service", "serverreflection", side_calls.STREAMS_PER_CLIENT_REASON)
+    holder_names = "etl-service, fraud-investigator"
+    held = ("analyst", "serverreflection", f"{side_calls.STREAMS_AT_ONCE_REASON}, held by {holder_names}")
+    deadline = time.monotonic() + 10  # counted refusals are written at the next upkeep round
+    while True:
+        rows = _audited(stack_env, "id > %s", before)
+        reasons = {(client, action, str(outcome).split(" ", 2)[-1]) for client, action, outcome in rows}
+        if {per_client, held} <= reasons:
+            break
+        assert time.monotonic() < deadline, f"the refusals were not counted in the audit log: {reasons}"
         time.sleep(0.5)

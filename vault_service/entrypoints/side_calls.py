@@ -15,8 +15,13 @@ would otherwise hold a worker waiting for the message before any check ran (revi
 Calls that stream their answers (reflection, health's Watch) hold a worker while open: they are
 at most SIDE_STREAMS_AT_ONCE at once for all clients together, each ended by the server after
 SIDE_STREAM_SECONDS (a describe takes milliseconds; a Watch client reconnects), so no set of
-certificates keeps workers, or the streams, for long (review 20, R20-3); refusals are counted
-in the audit log, one row per client, method and interval. Every side call, streams included,
+certificates keeps workers for long (review 20, R20-3). That alone let one certificate re-open
+two streams as they ended and keep both slots: every other client's reflection (buf curl,
+grpcurl) was refused 24 times in 24, and only the refused were audited (attack 22, F5). So each
+client identity may have at most SIDE_STREAMS_PER_CLIENT (1) open at once: one client leaves the
+other slot to the rest. Refusals are counted in the audit log, one row per client, method, reason
+and interval; a client refused because other clients hold the slots is told so (how many hold
+them, not who), and its row names the holders. Every side call, streams included,
 must deliver its first request within the read bound (`RequestReads`), else it is ended and
 audited with its certificate's serial: a silent Check of a valid certificate no longer holds a
 worker until its connection's maximum age (attack 20, finding 3).
@@ -25,6 +30,7 @@ worker until its connection's maximum age (attack 20, finding 3).
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -36,10 +42,14 @@ from vault_service.entrypoints.request_reads import RequestReads
 
 SIDE_STREAMS_AT_ONCE = 2
 """Reflection and Watch streams open at once on one vault process, all clients together (each holds a worker)."""
+SIDE_STREAMS_PER_CLIENT = 1
+"""Such streams one client identity may have open at once on one vault process (attack 22, F5)."""
 SIDE_STREAM_SECONDS = 10.0
 """How long the server keeps one such stream open before ending it (cancelled: the client reconnects)."""
 STREAMS_AT_ONCE_REASON = "side streams at once (SIDE_STREAMS_AT_ONCE)"
-"""How a stream refused for the bound above is counted in the audit log."""
+"""How a stream refused for the bound above is counted in the audit log (followed by the holders' names)."""
+STREAMS_PER_CLIENT_REASON = "side streams of one client at once (SIDE_STREAMS_PER_CLIENT)"
+"""How a stream refused for the client's own bound is counted in the audit log."""
 NO_REQUEST = "the call carried no request message"
 """Why a call that ended its stream without a request message is refused (INVALID_ARGUMENT)."""
 
@@ -47,6 +57,49 @@ Admit = Callable[[grpc.ServicerContext, str], Caller]
 Unread = Callable[[grpc.ServicerContext, Caller, str, RequestNotSent | TooManyCallsAtOnce], None]
 """(context, caller, action, error) -> aborts: counts and audits a call ended for not sending its request in time,
 or refused for want of room to wait for it."""
+
+
+class StreamRefused(Exception):
+    """No slot for a client's stream: `reason` is how the audit log counts it, the message what the client is told."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class StreamSlots:
+    """Side streams open per client: at most SIDE_STREAMS_PER_CLIENT each, SIDE_STREAMS_AT_ONCE in all."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: Counter[str] = Counter()
+
+    def take(self, client: str) -> None:
+        """One slot for `client`'s stream (give it back with `release`); StreamRefused when there is none."""
+        with self._lock:
+            if self._open[client] >= SIDE_STREAMS_PER_CLIENT:
+                raise StreamRefused(
+                    f"client {client!r} already has {self._open[client]} side stream (reflection, health Watch) open on"
+                    f" this vault process, the most one client may (SIDE_STREAMS_PER_CLIENT): end it first, or retry"
+                    f" once it ends (the server ends each after {SIDE_STREAM_SECONDS:g} s)",
+                    STREAMS_PER_CLIENT_REASON,
+                )
+            if sum(self._open.values()) >= SIDE_STREAMS_AT_ONCE:
+                holders = sorted(self._open)
+                raise StreamRefused(
+                    f"{SIDE_STREAMS_AT_ONCE} side streams (reflection, health Watch) are open on this vault process,"
+                    f" the most it serves at once, held by {len(holders)} other client(s) (at most"
+                    f" {SIDE_STREAMS_PER_CLIENT} each; each ended after {SIDE_STREAM_SECONDS:g} s): retry later",
+                    f"{STREAMS_AT_ONCE_REASON}, held by {', '.join(holders)}",
+                )
+            self._open[client] += 1
+
+    def release(self, client: str) -> None:
+        """Give back a slot `take` gave `client`."""
+        with self._lock:
+            self._open[client] -= 1
+            if self._open[client] <= 0:
+                del self._open[client]
 
 
 def _action_of(method: str) -> str:
@@ -76,7 +129,7 @@ class SideCalls:
         self._counted = counted
         self._reads = reads
         self._unread = unread
-        self._streams = threading.BoundedSemaphore(SIDE_STREAMS_AT_ONCE)
+        self._streams = StreamSlots()
 
     def guarded(self, handler: Any, method: str) -> Any:
         """`handler`, request-streaming, with each of its calls admitted before its request is read."""
@@ -108,13 +161,11 @@ class SideCalls:
         def admitted(requests: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             caller = self._admit(context, action)  # gRPC asks for the first response at once, on the call's worker
             try:
-                if not self._streams.acquire(blocking=False):
-                    self._counted(caller.name, action, STREAMS_AT_ONCE_REASON)
-                    context.abort(
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        f"{SIDE_STREAMS_AT_ONCE} {action} streams are open on this vault process, the most it"
-                        f" serves at once for all clients (each is ended after {SIDE_STREAM_SECONDS:g} s): retry later",
-                    )
+                try:
+                    self._streams.take(caller.name)
+                except StreamRefused as refused:
+                    self._counted(caller.name, action, refused.reason)
+                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(refused))
                 ended = threading.Timer(SIDE_STREAM_SECONDS, context.cancel)
                 ended.daemon = True
                 ended.start()
@@ -124,7 +175,7 @@ class SideCalls:
                     self._unread(context, caller, action, error)
                 finally:
                     ended.cancel()
-                    self._streams.release()
+                    self._streams.release(caller.name)
             finally:
                 self._release(caller.name)
 
