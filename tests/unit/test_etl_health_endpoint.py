@@ -7,6 +7,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -15,7 +16,7 @@ from etl_service.entrypoints import health
 from etl_service.entrypoints.health import REQUEST_SECONDS, serve_health
 from etl_service.errors import Misconfigured
 from tests.unit.silent_connections import closed_by_server, threads_back_to
-from tokenvault_common.bounded_server import MAX_CONNECTIONS
+from tokenvault_common.bounded_server import MAX_CONNECTIONS, BoundedThreads
 
 
 def test_healthz_answers_ok_and_serves_no_metrics() -> None:
@@ -176,3 +177,10 @@ def test_a_request_dripped_byte_by_byte_is_ended_at_the_request_bound(monkeypatc
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_bounded_server_refuses_a_handler_that_does_not_bound_the_whole_request() -> None:
+    """Each read's timeout alone let dripping connections keep every slot (attack 22, F3): no server is built so."""
+    unbounded = type("Unbounded", (BoundedThreads, ThreadingHTTPServer), {})
+    with pytest.raises(TypeError, match="must bound the whole request"):
+        unbounded(("127.0.0.1", 0), BaseHTTPRequestHandler)
