@@ -27,7 +27,12 @@ This launcher, started by the stack's set-up (devstack/sqs.py, compose's `sqs` s
   READ_SECONDS (above SQS's longest long poll), a body must arrive within BODY_SECONDS
   (SQS_BODY_SECONDS in the environment may only shorten it), at most `connection_cap()`
   connections are open at once (more are closed at once), and running out of fds is logged once
-  a minute, not with a traceback per accept.
+  a minute, not with a traceback per accept;
+- bounds the memory request bodies take (attack 22, F1: 300 keyless connections holding 4 MiB
+  bodies OOM-killed the emulator, and every queued event, dead letter and key with it): a key the
+  emulator does not have is refused on its headers, before its body is read; the bodies held at
+  once are bounded in all and per client address (sqs_request_check.BodyBudget); HTTP/2 (h2c, which
+  hypercorn serves on the same port, 100 streams a connection) is closed unserved.
 
 Usage: python sqs_auth_launcher.py --bind 127.0.0.1:PORT
 """
@@ -144,6 +149,24 @@ def authorize_batches_as_aws(iam_actions: Any) -> None:
         raise LauncherError("the batch action mapping did not take")
 
 
+def known_key(iam: Any) -> Callable[[str], bool]:
+    """Whether ministack has an access key (the root key, an IAM user's active key): asked before a body is read."""
+    resolved = getattr(iam, "ResolvedCredential", None)
+    if not isinstance(resolved, type):
+        raise LauncherError("ministack's iam_evaluator.ResolvedCredential is missing: re-read it before pinning")
+
+    def known(access_key_id: str) -> bool:
+        return isinstance(iam.resolve_credential(access_key_id), resolved)
+
+    return known
+
+
+def check_known_keys(known: Callable[[str], bool], root_key: str) -> None:
+    """The known-key check knows the root key and none of the keys upstream took for root, or the launcher exits."""
+    if not known(root_key) or any(known(key) for key in (*WEAK_ROOT_KEYS, "")):
+        raise LauncherError("the known-key check does not know the root key, or knows a key upstream took for root")
+
+
 def check_patched(iam: Any, root_key: str) -> None:
     """The patched functions answer as they must, or the launcher exits."""
     for key in (*WEAK_ROOT_KEYS, "", "123456789012"):
@@ -218,6 +241,33 @@ class OutOfFilesOncePerMinute(logging.Filter):
         return True
 
 
+def refuse_http2(protocol_module: Any, closed_event: type) -> None:
+    """Make hypercorn close, unserved, a connection that starts HTTP/2 (h2c prior knowledge or an Upgrade).
+
+    One HTTP/2 connection carries 100 streams, so a connection cap counts a hundredth of the requests (attack 22,
+    F1); no SQS client the stack ships speaks h2c.
+    """
+    wrapper = getattr(protocol_module, "ProtocolWrapper", None)
+    if not isinstance(getattr(protocol_module, "H2Protocol", None), type) or not isinstance(wrapper, type):
+        raise LauncherError("hypercorn.protocol changed: re-read it before pinning")
+    if inspect.getsource(wrapper).count("H2Protocol(") != 3:
+        raise LauncherError("hypercorn's ProtocolWrapper starts HTTP/2 elsewhere now: re-read it before pinning")
+
+    class RefusedHttp2:
+        """In HTTP/2's place: closes the connection at once and reads nothing more."""
+
+        def __init__(self, *args: Any) -> None:
+            self._send = args[8]  # (app, config, context, task_group, state, ssl, client, server, send)
+
+        async def initiate(self, *_: Any) -> None:
+            await self._send(closed_event())
+
+        async def handle(self, _event: Any) -> None:
+            return None
+
+    protocol_module.H2Protocol = RefusedHttp2
+
+
 def refuse_admin_paths(app: App) -> App:
     """`app` with every `/_…` path but the health checks answered 403 (they need no credentials upstream)."""
 
@@ -278,9 +328,11 @@ def main() -> None:
         raise LauncherError(f"ministack {installed} is installed, the patches are for {pinned}")
     os.environ["AUTH"] = "true"  # read by ministack.app at import
     os.environ["SERVICES"] = "sqs,iam"
+    import hypercorn.protocol as hypercorn_protocol
     from hypercorn.asyncio import run as hypercorn_run
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
+    from hypercorn.events import Closed
     from ministack import app as ministack_app
     from ministack.core import iam_actions, iam_evaluator, router
     from ministack.services import sts
@@ -292,7 +344,10 @@ def main() -> None:
     authorize_batches_as_aws(iam_actions)
     request_check = load_request_check()
     check_request_check(request_check, router, iam_actions, root_key)
-    served = request_check.refuse_unclear_requests(ministack_app.app, root_key, HEALTH_PATHS, body_deadline)
+    known = known_key(iam_evaluator)
+    check_known_keys(known, root_key)
+    served = request_check.refuse_unclear_requests(ministack_app.app, root_key, HEALTH_PATHS, body_deadline, known)
+    refuse_http2(hypercorn_protocol, Closed)
     cap = connection_cap()
     cap_connections(hypercorn_run, cap)
     logging.getLogger("asyncio").addFilter(OutOfFilesOncePerMinute())
@@ -303,7 +358,9 @@ def main() -> None:
     config.loglevel = os.environ.get("LOG_LEVEL", "WARNING").upper()
     print(
         f"sqs_auth_launcher: ministack {installed}, AUTH on, root bypass closed, batches as AWS,"
-        f" unclear requests refused, bodies within {body_deadline:g} s, at most {cap} connections, on {args.bind}",
+        f" unclear requests refused, bodies within {body_deadline:g} s and"
+        f" {request_check.MAX_BUFFERED_BYTES // 2**20} MiB in all, HTTP/1.1 only, at most {cap} connections,"
+        f" on {args.bind}",
         flush=True,
     )
     asyncio.run(serve(refuse_admin_paths(served), config))

@@ -16,9 +16,13 @@ loads this file by its path, ministack's venv holding no devstack package) and s
   digits>/<queue>`;
 - with the set-up's root key only, a call of the form protocol signed for IAM: exactly one Action,
   each parameter once (the set-up's users, policies and keys).
-The rest is refused before ministack sees it: 400 AmbiguousRequest, 403 with no signature or for a
-non-SQS call by another key, 413 over the size bound, 408 when the body takes over BODY_SECONDS.
-Websockets are closed. Stdlib only.
+The rest is refused before ministack sees it: 400 AmbiguousRequest, 403 with no signature, for a
+key the emulator does not have or for a non-SQS call by another key, 411 without a Content-Length,
+413 over the size bound, 408 when the body takes over BODY_SECONDS, 505 for HTTP/2. Everything that
+can be judged from the headers is judged before a byte of the body is read, and the bodies held at
+once, all connections together, are bounded by a BodyBudget (attack 22, F1: 300 keyless
+connections each holding a 4 MiB body OOM-killed the emulator under compose's 1 GiB limit, and
+every queued event, dead letter and key went with it). Websockets are closed. Stdlib only.
 """
 
 from __future__ import annotations
@@ -58,6 +62,12 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 BODY_SECONDS = 10.0
 """How long a request's body may take to arrive, once its headers are in: a client that trickles it
 is answered 408 and its connection closed (attack 21, F3: such connections were held forever)."""
+MAX_BUFFERED_BYTES = 32 * 1024 * 1024
+"""Request bytes held at once, all connections together (a body from its first byte until ministack has answered
+it): eight of SQS's largest requests, far more than the stack's clients send at once. ministack's own parse of a
+body costs a few times its size, so this bounds the emulator's memory well inside compose's 1 GiB."""
+PEER_BUFFERED_BYTES = 8 * 1024 * 1024
+"""Of MAX_BUFFERED_BYTES, what the connections of one client address may hold (compose: one container)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,38 @@ class Refusal:
     status: int
     code: str
     reason: str
+
+
+BUDGET_FULL = Refusal(
+    503, "ServiceUnavailable", "the emulator holds as many request bodies as it may at once: retry shortly"
+)
+
+
+class BodyBudget:
+    """The request bytes held at once, in all and per client address (one event loop: no lock needed)."""
+
+    def __init__(self, total: int = MAX_BUFFERED_BYTES, per_peer: int = PEER_BUFFERED_BYTES) -> None:
+        self.total, self.per_peer = total, per_peer
+        self.held = 0
+        self._by_peer: dict[str, int] = {}
+
+    def take(self, peer: str, size: int) -> bool:
+        """Hold `size` more bytes for `peer`; False (nothing held) when that would pass either bound."""
+        peer_held = self._by_peer.get(peer, 0)
+        if self.held + size > self.total or peer_held + size > self.per_peer:
+            return False
+        self.held += size
+        self._by_peer[peer] = peer_held + size
+        return True
+
+    def give_back(self, peer: str, size: int) -> None:
+        """Release `size` bytes `peer` held."""
+        self.held -= size
+        left = self._by_peer.get(peer, 0) - size
+        if left > 0:
+            self._by_peer[peer] = left
+        else:
+            self._by_peer.pop(peer, None)
 
 
 def ambiguous(reason: str) -> Refusal:
@@ -123,10 +165,18 @@ def unclear_form_call(fields: dict[str, str], body: bytes) -> Refusal | None:
     return ambiguous("a form body that is also JSON")  # IAM reads a queue from a JSON body first
 
 
-def unclear_request(
-    method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]], body: bytes, root_key: str
+def unclear_headers(
+    method: str,
+    path: str,
+    query: bytes,
+    headers: list[tuple[bytes, bytes]],
+    root_key: str,
+    known_key: Callable[[str], bool] | None = None,
 ) -> Refusal | None:
-    """Why ministack's IAM check and its handler could read this request differently, or None when they cannot."""
+    """What the headers alone show to be refused (before the body is read), or None.
+
+    `known_key`, when given, says whether the emulator has an access key (an unknown one's body is never read).
+    """
     fields = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in headers}
     if len(fields) != len(headers):
         return ambiguous("a header given more than once (ministack joins them)")
@@ -140,15 +190,36 @@ def unclear_request(
     signed = SIGV4.fullmatch(fields.get("authorization", ""))
     if signed is None:
         return Refusal(403, "MissingAuthenticationToken", "no SigV4 Authorization header")
+    if known_key is not None and not known_key(signed["key"]):
+        return Refusal(403, "UnrecognizedClientException", "an access key the emulator does not have")
     if "x-amz-target" in fields:
         if signed["service"] != "sqs":
             return ambiguous("X-Amz-Target signed for a service other than sqs")
-        return unclear_json_call(fields, body)
+        if not SQS_TARGET.fullmatch(fields["x-amz-target"]) or fields.get("content-type") != JSON_TYPE:
+            return ambiguous(f"X-Amz-Target not AmazonSQS.<action> with Content-Type {JSON_TYPE}")
+        return None
     if signed["service"] != "iam" or not hmac.compare_digest(signed["key"].encode(), root_key.encode()):
         return Refusal(
             403, "AccessDenied", "served: SQS calls of the JSON protocol, IAM calls of the set-up's root key"
         )
+    if fields.get("content-type") not in FORM_TYPES:
+        return ambiguous("no X-Amz-Target and not a form body")
+    return None
+
+
+def unclear_body(headers: list[tuple[bytes, bytes]], body: bytes) -> Refusal | None:
+    """What the body of a request whose headers passed `unclear_headers` shows to be refused, or None."""
+    fields = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in headers}
+    if "x-amz-target" in fields:
+        return unclear_json_call(fields, body)
     return unclear_form_call(fields, body)
+
+
+def unclear_request(
+    method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]], body: bytes, root_key: str
+) -> Refusal | None:
+    """Why ministack's IAM check and its handler could read this request differently, or None when they cannot."""
+    return unclear_headers(method, path, query, headers, root_key) or unclear_body(headers, body)
 
 
 async def _send_refusal(send: Send, refusal: Refusal, json_protocol: bool) -> None:
@@ -165,37 +236,61 @@ async def _send_refusal(send: Send, refusal: Refusal, json_protocol: bool) -> No
     await send({"type": "http.response.body", "body": body})
 
 
-async def _bounded_body(scope: Scope, receive: Receive, seconds: float) -> bytes | Refusal | None:
-    """The whole request body; a Refusal past MAX_BODY_BYTES or `seconds`; None when the client went away."""
-    too_large = Refusal(413, "RequestEntityTooLarge", f"a body over {MAX_BODY_BYTES} bytes")
-    declared = dict(scope.get("headers", [])).get(b"content-length", b"0")
+async def _bounded_body(
+    scope: Scope, receive: Receive, seconds: float, budget: BodyBudget, peer: str
+) -> bytes | Refusal | None:
+    """The whole request body, its bytes held in `budget` for `peer` (the caller gives them back); else nothing held.
+
+    A Refusal without a Content-Length, past it or MAX_BODY_BYTES, past `seconds`, or when the budget is
+    full; None when the client went away.
+    """
+    fields = dict(scope.get("headers", []))
+    declared = fields.get(b"content-length")
+    if declared is None or b"transfer-encoding" in fields:
+        return Refusal(411, "MissingContentLength", "a body without a Content-Length (SQS clients send one)")
     if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
-        return too_large
+        return Refusal(413, "RequestEntityTooLarge", f"a body over {MAX_BODY_BYTES} bytes")
     chunks: list[bytes] = []
-    size, more = 0, True
+    size, more, kept = 0, True, False
     try:
         async with asyncio.timeout(seconds):
             while more:
                 message = await receive()
                 if message["type"] != "http.request":
                     return None
-                chunks.append(message.get("body", b""))
-                size += len(chunks[-1])
-                if size > MAX_BODY_BYTES:
-                    return too_large
+                chunk = message.get("body", b"")
+                if size + len(chunk) > int(declared):
+                    return ambiguous("a body longer than its Content-Length")
+                if not budget.take(peer, len(chunk)):
+                    return BUDGET_FULL
+                chunks.append(chunk)
+                size += len(chunk)
                 more = message.get("more_body", False)
     except TimeoutError:
         return Refusal(408, "RequestTimeout", f"a body that took over {seconds:g} s to arrive")
-    return b"".join(chunks)
+    else:
+        kept = True
+        return b"".join(chunks)
+    finally:
+        if not kept:
+            budget.give_back(peer, size)
 
 
 def refuse_unclear_requests(
-    app: App, root_key: str, unchecked_paths: frozenset[str], body_seconds: float = BODY_SECONDS
+    app: App,
+    root_key: str,
+    unchecked_paths: frozenset[str],
+    body_seconds: float = BODY_SECONDS,
+    known_key: Callable[[str], bool] | None = None,
+    budget: BodyBudget | None = None,
 ) -> App:
     """`app` serving only requests its IAM check and its handler read alike, and GETs of `unchecked_paths` (health).
 
-    A body must arrive whole within `body_seconds` of the headers (else 408, and the connection is closed).
+    The headers are judged first (`unclear_headers`, with `known_key`), then the body is read: it must arrive
+    whole within `body_seconds` of the headers (else 408, and the connection is closed), its bytes held in
+    `budget` (a fresh BodyBudget when None) until `app` has answered.
     """
+    held = budget if budget is not None else BodyBudget()
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -207,28 +302,44 @@ def refuse_unclear_requests(
             return
         headers = list(scope.get("headers", []))
         json_protocol = any(name.lower() == b"x-amz-target" for name, _ in headers)
-        body = await _bounded_body(scope, receive, body_seconds)
-        if body is None:
-            return
-        if isinstance(body, Refusal):
-            await _send_refusal(send, body, json_protocol)
-            return
         path, query = scope.get("path", ""), scope.get("query_string", b"")
-        if refusal := unclear_request(scope["method"], path, query, headers, body, root_key):
+        if scope.get("http_version") not in ("1.0", "1.1"):
+            refusal: Refusal | None = Refusal(505, "HttpVersionNotSupported", "HTTP/2 (SQS clients speak HTTP/1.1)")
+        else:
+            refusal = unclear_headers(scope["method"], path, query, headers, root_key, known_key)
+        if refusal:
             await _send_refusal(send, refusal, json_protocol)
             return
-        replayed = False
-
-        async def replay() -> MutableMapping[str, Any]:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await app(scope, replay, send)
+        peer = str((scope.get("client") or ("", 0))[0])
+        body = await _bounded_body(scope, receive, body_seconds, held, peer)
+        if body is None:
+            return
+        try:
+            if isinstance(body, Refusal):
+                await _send_refusal(send, body, json_protocol)
+            elif refusal := unclear_body(headers, body):
+                await _send_refusal(send, refusal, json_protocol)
+            else:
+                await app(scope, _replaying(body, receive), send)
+        finally:
+            if not isinstance(body, Refusal):
+                held.give_back(peer, len(body))
 
     return guarded
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives `body` whole first, then what the connection sends (its disconnect)."""
+    replayed = False
+
+    async def replay() -> MutableMapping[str, Any]:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 def signed_headers(key: str, service: str, **fields: str) -> list[tuple[bytes, bytes]]:

@@ -8,6 +8,7 @@ signature checked. Real ministack, started as `make up` starts it (devstack.sqs.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client
 import json
@@ -249,10 +250,25 @@ def test_requests_iam_and_the_sqs_handler_could_read_differently_are_refused_for
             assert error_code(receive) == "AmbiguousRequest", (identity, url)
 
 
+def _raw_headers(host: str, key_id: str, length: int) -> bytes:
+    """A JSON ReceiveMessage's headers, in the form SigV4 signs, under `key_id` (the signature made up)."""
+    credential = f"{key_id}/20260101/us-east-1/sqs/aws4_request"
+    return (
+        f"POST / HTTP/1.1\r\nHost: {host}\r\nX-Amz-Target: AmazonSQS.ReceiveMessage\r\n"
+        f"Content-Type: application/x-amz-json-1.0\r\nContent-Length: {length}\r\n"
+        f"Authorization: AWS4-HMAC-SHA256 Credential={credential}, SignedHeaders=host, Signature={'0' * 64}\r\n\r\n"
+    ).encode()
+
+
+def _rss_bytes(pid: int) -> int:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) * 1024
+
+
 def test_a_body_over_the_bound_is_refused_before_it_is_read(emulator: Emulator) -> None:
     host, port = emulator.sqs.endpoint_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=5) as connection:
-        connection.sendall(f"POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: {5 * 1024 * 1024}\r\n\r\n".encode())
+        connection.sendall(_raw_headers(host, emulator.sqs.keys["etl"].access_key_id, 5 * 1024 * 1024))
         assert connection.recv(4096).startswith(b"HTTP/1.1 413")  # no body sent: refused on the length alone
 
 
@@ -263,7 +279,7 @@ def test_a_trickled_body_is_answered_408_and_its_connection_closed_while_others_
     sqs = emulator.sqs
     host, port = sqs.endpoint_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=0.25) as slow:
-        slow.sendall(f"POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000\r\n\r\n{{".encode())
+        slow.sendall(_raw_headers(host, sqs.keys["etl"].access_key_id, 1000) + b"{")
         deadline = time.monotonic() + BODY_SECONDS + 2
         client = sqs_client(sqs.endpoint_url, sqs.keys["etl"])
         assert client.receive_message(QueueUrl=sqs.queue_url, WaitTimeSeconds=0)["ResponseMetadata"]
@@ -276,6 +292,51 @@ def test_a_trickled_body_is_answered_408_and_its_connection_closed_while_others_
                 continue
             answer, closed = answer + chunk, not chunk
     assert closed and answer.startswith(b"HTTP/1.1 408"), answer[:80]
+
+
+def test_a_body_under_a_key_the_emulator_does_not_have_is_refused_before_it_is_read(emulator: Emulator) -> None:
+    # Attack 22, F1: without a key, a body was read whole (4 MiB a connection) before its headers were judged.
+    host, port = emulator.sqs.endpoint_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=BODY_SECONDS - 0.5) as connection:
+        connection.sendall(_raw_headers(host, "AKIA" + "Z" * 16, 1024 * 1024))  # headers only, no body
+        answer = connection.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 403") and b"UnrecognizedClientException" in answer, answer[:80]
+
+
+def test_bodies_held_at_once_are_bounded_and_http2_is_closed_unserved(emulator: Emulator) -> None:
+    # Attack 22, F1: 300 connections holding 4 MiB bodies OOM-killed the emulator under compose's 1 GiB; one
+    # h2c connection carried 100 such streams. A key id is no secret: the holders here use the ETL's, unsigned.
+    sqs = emulator.sqs
+    host, port = sqs.endpoint_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=2) as http2:
+        http2.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        assert http2.recv(4096) == b""  # closed, no SETTINGS frame: HTTP/2 is not spoken
+    rss_before, chunk, holders = _rss_bytes(sqs.pid), b" " * (1024 * 1024), []
+    try:
+        for _ in range(80):
+            holder = socket.create_connection((host, int(port)), timeout=0.5)
+            holders.append(holder)
+            holder.sendall(_raw_headers(host, sqs.keys["etl"].access_key_id, 2 * len(chunk)))
+            with contextlib.suppress(OSError):  # refused and closed while sending
+                holder.sendall(chunk)  # half the body; the rest never comes
+        time.sleep(0.3)
+        grown = _rss_bytes(sqs.pid) - rss_before
+        answers = []
+        for holder in holders:
+            try:
+                answers.append(holder.recv(64))
+            except OSError:
+                answers.append(b"")
+    finally:
+        for holder in holders:
+            holder.close()
+    refused = sum(answer.startswith(b"HTTP/1.1 503") for answer in answers)
+    assert refused >= 60, refused  # at most 8 MiB held per client address: the rest refused at once
+    assert grown < 80 * 1024 * 1024, grown  # 80 MiB sent (105 MB grown before; 800 connections: ~130 MB, flat)
+    client = sqs_client(sqs.endpoint_url, sqs.keys["etl"])
+    assert (
+        client.receive_message(QueueUrl=sqs.queue_url, WaitTimeSeconds=0)["ResponseMetadata"]["HTTPStatusCode"] == 200
+    )
 
 
 def test_the_launcher_refuses_to_start_with_a_key_upstream_takes_for_root() -> None:
@@ -342,7 +403,9 @@ def test_an_endpoint_that_takes_the_key_test_is_refused_and_stopped(
 
     unpatched = tmp_path / "sqs_auth_launcher.py"
     source = LAUNCHER.read_text().replace("    close_root_bypass(iam_evaluator, sts, root_key)\n", "")
-    unpatched.write_text(source.replace("    check_patched(iam_evaluator, root_key)\n", ""))
+    for check in ("    check_patched(iam_evaluator, root_key)\n", "    check_known_keys(known, root_key)\n"):
+        source = source.replace(check, "")
+    unpatched.write_text(source)
     for beside in ("ministack-requirements.txt", "sqs_request_check.py"):
         (tmp_path / beside).write_text(LAUNCHER.with_name(beside).read_text())
     monkeypatch.setattr(devstack_sqs, "LAUNCHER", unpatched)
