@@ -191,7 +191,7 @@ def unclear_headers(
     if signed is None:
         return Refusal(403, "MissingAuthenticationToken", "no SigV4 Authorization header")
     if known_key is not None and not known_key(signed["key"]):
-        return Refusal(403, "UnrecognizedClientException", "an access key the emulator does not have")
+        return Refusal(403, "InvalidClientTokenId", "an access key the emulator does not have")
     if "x-amz-target" in fields:
         if signed["service"] != "sqs":
             return ambiguous("X-Amz-Target signed for a service other than sqs")

@@ -300,7 +300,7 @@ def test_a_body_under_a_key_the_emulator_does_not_have_is_refused_before_it_is_r
     with socket.create_connection((host, int(port)), timeout=BODY_SECONDS - 0.5) as connection:
         connection.sendall(_raw_headers(host, "AKIA" + "Z" * 16, 1024 * 1024))  # headers only, no body
         answer = connection.recv(4096)
-    assert answer.startswith(b"HTTP/1.1 403") and b"UnrecognizedClientException" in answer, answer[:80]
+    assert answer.startswith(b"HTTP/1.1 403") and b"InvalidClientTokenId" in answer, answer[:80]
 
 
 def test_bodies_held_at_once_are_bounded_and_http2_is_closed_unserved(emulator: Emulator) -> None:
