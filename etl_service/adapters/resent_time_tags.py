@@ -20,12 +20,11 @@ import hvac
 import hvac.exceptions
 import requests
 
+from etl_service.adapters.transit_batches import request_chunks
 from etl_service.errors import DependencyDown, Misconfigured
 
 TAKE_BACK_TIME_KEY = "tokenvault-take-back-times"
 """The ETL's Transit key (type hmac) vouching for a taken-back message's SentTimestamp (review 20, R20-13)."""
-VERIFY_BATCH = 250
-"""Claims per `transit/verify` or `transit/hmac` call (OpenBao's default listener refuses ~500+ JSON strings)."""
 PROBE_TAG = "vault:v1:" + base64.b64encode(bytes(32)).decode()
 """A well-formed tag no key made: verifying it proves the policy allows `verify` (answer: not valid)."""
 
@@ -37,11 +36,10 @@ def verify_in_batches(post: Callable[[list[dict[str, str]]], Any], claims: Seque
     valid; a whole batch refused as a bad request (every item bad) is none valid.
     """
     valid: list[bool] = []
-    for start in range(0, len(claims), VERIFY_BATCH):
-        chunk = claims[start : start + VERIFY_BATCH]
-        batch = [{"input": base64.b64encode(data).decode(), "hmac": tag} for data, tag in chunk]
+    batch = [{"input": base64.b64encode(data).decode(), "hmac": tag} for data, tag in claims]
+    for chunk in request_chunks(batch):
         try:
-            results = post(batch)["data"]["batch_results"]
+            results = post(list(chunk))["data"]["batch_results"]
         except hvac.exceptions.InvalidRequest:
             results = [{}] * len(chunk)
         if len(results) != len(chunk):
@@ -57,9 +55,8 @@ def hmac_in_batches(post: Callable[[list[dict[str, str]]], Any], inputs: Sequenc
     input is valid base64: an error is OpenBao's, not the input's).
     """
     tags: list[str] = []
-    for start in range(0, len(inputs), VERIFY_BATCH):
-        chunk = inputs[start : start + VERIFY_BATCH]
-        results = post([{"input": base64.b64encode(data).decode()} for data in chunk])["data"]["batch_results"]
+    for chunk in request_chunks([{"input": base64.b64encode(data).decode()} for data in inputs]):
+        results = post(list(chunk))["data"]["batch_results"]
         made = [str(result.get("hmac", "")) for result in results if not result.get("error")]
         if len(made) != len(chunk) or not all(tag.startswith("vault:v") for tag in made):
             raise DependencyDown("OpenBao answered an incomplete batch hmac", "openbao")
@@ -146,7 +143,7 @@ def tag_resent_time(address: str, token: str, key_name: str, data: bytes, mount:
 def tag_resent_times(
     address: str, token: str, key_name: str, inputs: Sequence[bytes], mount: str = "transit"
 ) -> list[str]:
-    """tag_resent_time of each input, in order, in batches (VERIFY_BATCH per call): `dead-letters redrive`'s tagger.
+    """tag_resent_time of each input, in order, in bounded batches (request_chunks): `dead-letters redrive`'s tagger.
 
     The same HMAC (SHA-256, the key's newest version) the ETL verifies; errors as tag_resent_time's.
     """

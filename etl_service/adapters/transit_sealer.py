@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import hvac.exceptions
 import requests
 
 from etl_service.adapters.resent_time_tags import RESENT_TIME_USES, TAKE_BACK_TIME_KEY, TransitTimeTags
+from etl_service.adapters.transit_batches import request_chunks
 from etl_service.errors import DependencyDown, EtlError, Misconfigured
 from etl_service.service.sealing import (
     NOT_KEPT_TOO_LARGE,
@@ -39,17 +40,10 @@ from etl_service.service.sealing import (
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_KEY = "tokenvault-dead-letters"
-MAX_BATCH = 250
-"""OpenBao's default listener refuses request bodies of ~500+ JSON strings; stay well below."""
-MAX_REQUEST_BYTES = 4 * 1024 * 1024
-"""The most JSON one batch request carries. OpenBao refuses a request body over its listener's
-max_request_size (32 MiB by default) with HTTP 413 as a whole: 130 claims of 250 kB in one rewrap
-failed every claim of a take-back's listing or a source batch, so the drain never ended (attack 14,
-finding 2). 4 MiB keeps every request well below that limit, and below one lowered eightfold."""
 
 
 class TransitSealer:
-    """Implements BodySealer: Transit `encrypt` and `rewrap` calls of at most 250 items and MAX_REQUEST_BYTES each."""
+    """Implements BodySealer: Transit `encrypt` and `rewrap` calls bounded by transit_batches.request_chunks."""
 
     def __init__(
         self,
@@ -83,7 +77,7 @@ class TransitSealer:
             log.warning("dead-letter bodies too large to seal: not kept", extra={"bodies": len(raw) - len(keep)})
         batch = [{"plaintext": base64.b64encode(raw[index]).decode()} for index in keep]
         sealed: list[str] = []
-        for chunk in _request_chunks(batch):
+        for chunk in request_chunks(batch):
             sealed += self._encrypt(chunk)
         envelopes = [dead_letter_body(None, NOT_KEPT_TOO_LARGE, None)] * len(bodies)
         for index, text in zip(keep, sealed, strict=True):
@@ -99,14 +93,16 @@ class TransitSealer:
         unreachable, Misconfigured when the policy or the key is wrong.
         """
         longest = longest_claim_chars(self.key_name)
-        claims = [text for text in ciphertexts if len(text) <= longest]
+        # Measured as sent (JSON): a claim of characters JSON escapes could reach six times its
+        # length; a genuine ciphertext (`vault:v<n>:` and base64) has none to escape.
+        claims = [text for text in ciphertexts if len(json.dumps(text)) <= longest + 2]
         if len(claims) < len(ciphertexts):
             log.info(
                 "claimed ciphertexts longer than any SQS message holds: not proven, not sent to OpenBao",
                 extra={"claims": len(ciphertexts) - len(claims)},
             )
         proven: set[str] = set()
-        for chunk in _request_chunks([{"ciphertext": text} for text in claims]):
+        for chunk in request_chunks([{"ciphertext": text} for text in claims]):
             rewrapped = self._rewraps(chunk)
             proven.update(item["ciphertext"] for item, ok in zip(chunk, rewrapped, strict=True) if ok)
         return frozenset(proven)
@@ -221,19 +217,6 @@ class TransitSealer:
             except (hvac.exceptions.VaultError, requests.RequestException) as error:
                 raise DependencyDown(f"OpenBao unavailable for login: {type(error).__name__}", "openbao") from None
             log.info("logged in to OpenBao for sealing dead letters", extra={"ttl_s": auth["auth"]["lease_duration"]})
-
-
-def _request_chunks(items: Sequence[dict[str, str]]) -> Iterator[Sequence[dict[str, str]]]:
-    """`items` in consecutive chunks of at most MAX_BATCH items and MAX_REQUEST_BYTES of JSON; a larger item alone."""
-    start, size = 0, 0
-    for index, item in enumerate(items):
-        item_bytes = len(json.dumps(item)) + 2  # ", " between items
-        if index > start and (index - start >= MAX_BATCH or size + item_bytes > MAX_REQUEST_BYTES):
-            yield items[start:index]
-            start, size = index, 0
-        size += item_bytes
-    if start < len(items):
-        yield items[start:]
 
 
 def _rewrapped(response: Any, expected: int) -> list[bool]:

@@ -3,7 +3,7 @@
 `make up` as root runs OpenBao as `tokenvault-openbao` and gives it `<state>/openbao` (0700),
 where its audit device writes. An `up` that fails after OpenBao started stops everything with
 `down(keep_logs=True)`, which keeps that directory, still the openbao user's. The next `up`
-writes the server's configuration `audit.hcl` there as root with `Path.write_text` and then
+writes the server's configuration `openbao.hcl` there as root with `Path.write_text` and then
 `os.chown`s it by path: both follow a symbolic link the openbao user put there, so root
 overwrites any file of the host and gives it to that user (devstack/planted_links.py exists to
 prevent exactly this for the postgres user's directory).
@@ -52,7 +52,7 @@ def test_a_link_left_in_openbao_s_directory_does_not_make_root_overwrite_or_give
     bao_dir.mkdir(mode=0o700)
     os.chown(bao_dir, account.pw_uid, account.pw_gid)
     # The openbao user (a compromised OpenBao, or anything running as it) plants the link.
-    subprocess.run(["runuser", "-u", user, "--", "ln", "-s", str(victim), str(bao_dir / "audit.hcl")], check=True)
+    subprocess.run(["runuser", "-u", user, "--", "ln", "-s", str(victim), str(bao_dir / "openbao.hcl")], check=True)
 
     pid = None
     try:  # the next `make up` starts OpenBao again in that directory

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from devstack.certs_job import Identity
+from devstack.openbao import MAX_REQUEST_BYTES
 from etl_service.config import EtlConfig
 from tests.compose_model import compose_config, resolved
 from tokenvault_common.env import ConfigError
@@ -126,6 +128,16 @@ def test_vault_keeps_its_data_in_a_volume_and_is_not_in_dev_mode(tmp_path: Path)
     assert 'storage "raft"' in config and 'path    = "/vault/file"' in config
     users_of_unseal = [name for name, s in services.items() if "vault-unseal" in named_volumes(s)]
     assert users_of_unseal == ["vault-init"]
+
+
+def test_vault_s_request_bodies_and_memory_are_bounded_and_it_restarts(tmp_path: Path) -> None:
+    """Attack 22, F2: Vault decodes a body before it checks the token; the embedded stack's bound, a memory limit."""
+    config = (REPO / "deploy/compose/vault-server.hcl").read_text()
+    assert re.findall(r"^\s*max_request_size\s*=\s*(\d+)\s*$", config, re.MULTILINE) == [str(MAX_REQUEST_BYTES)]
+    assert config.count('listener "tcp"') == 1
+    vault = resolved(tmp_path)["services"]["vault"]
+    assert 0 < int(vault["mem_limit"]) <= 2 * 1024**3
+    assert vault["restart"] == "unless-stopped"  # sealed when back: vault-init unseals it on `up`
 
 
 def test_the_ca_volume_is_mounted_by_the_certs_job_only(tmp_path: Path) -> None:
