@@ -9,10 +9,19 @@ would say the same thing) and cheap (a few substring searches per message).
 
 from __future__ import annotations
 
+import socket
 from functools import lru_cache
 
 from tokenvault_common.device_spellings import compact_form
-from tokenvault_common.ip_spellings import ip_forms, ips_in_hex_groups, ips_spelled_by, may_spell_hex_octets
+from tokenvault_common.ip_spellings import (
+    MIN_NUMBER_TO_SEARCH,
+    HexGroupHints,
+    ip_forms,
+    ips_in_hex_groups,
+    ips_spelled_by,
+    may_spell_hex_octets,
+)
+from tokenvault_common.ipv4 import is_canonical_ipv4
 from tokenvault_common.pii_text import dotted_numbers
 
 OWN_VALUE_PROBLEM = "the event_id attribute must be an opaque id, but it holds the event's own {field}"
@@ -55,22 +64,58 @@ def own_value_in(event_id: str, ip: str, device_id: str) -> str | None:
 
 
 def _holds_ip(folded: str, ip: str) -> bool:
-    if not ip.strip():  # a refused event may have none: "" would be found in every id
+    written = ip.strip()
+    if not written:  # a refused event may have none: "" would be found in every id
         return False
+    if is_canonical_ipv4(written):
+        return _holds_canonical_ipv4(folded, written)
+    return _holds_any_ip(folded, ip)
+
+
+def _holds_canonical_ipv4(folded: str, address: str) -> bool:
+    """`_holds_any_ip` of a canonical dotted-quad IPv4 address (nearly every ip), each spelling made only as needed.
+
+    The same tests of the same spellings (`ip_forms`; tests/unit/test_event_id_pii.py compares the two),
+    without building them all first: an opaque id holds none, and building every spelling of each
+    message's ip (its cache cannot hold as many distinct ips as the ETL sees) cost more than testing them.
+    The hex-group spellings are looked at only where the id holds the octet every one of them holds.
+    """
+    if address in folded:
+        return True
+    packed = socket.inet_aton(address)
+    number = int.from_bytes(packed, "big")
+    if number >= MIN_NUMBER_TO_SEARCH and (str(number) in folded or f"{number:x}" in folded):
+        return True
+    first, second = f"{packed[0]:x}", f"{packed[1]:x}"
+    if (second if len(second) > len(first) else first) in folded:  # the hints' lead (`ip_forms`)
+        hex_groups = ip_forms(address)[2]
+        if hex_groups is not None and _in_hex_groups(folded, hex_groups):
+            return True
+    return any(address in ips_spelled_by(dotted) for dotted in dotted_numbers(folded))
+
+
+def _in_hex_groups(folded: str, hints: HexGroupHints) -> bool:
+    """Whether `folded` spells the address of `hints` in hex octets or halves (attack 14, finding 5).
+
+    The shared reader, only where the id holds what such a spelling must (one substring test for an
+    opaque id, where the lead octet has two hex digits; the group-shape test only where both octet
+    hints are there).
+    """
+    address, lead, high_half, other_octet = hints
+    return (
+        lead in folded
+        and (high_half in folded or (other_octet in folded and may_spell_hex_octets(folded)))
+        and address in ips_in_hex_groups(folded)
+    )
+
+
+def _holds_any_ip(folded: str, ip: str) -> bool:
+    """Whether `folded` holds `ip` (any form `ipaddress` reads) in any spelling `ip_forms` gives."""
     spelled, numbers, hex_groups = ip_forms(ip)
     if any(form in folded for form in spelled):
         return True
-    if hex_groups is not None:
-        # Hex octets or halves (attack 14, finding 5): the shared reader, only where the id holds
-        # what such a spelling must (one substring test for an opaque id, where the lead octet
-        # has two hex digits; the group-shape test only where both octet hints are there).
-        address, lead, high_half, other_octet = hex_groups
-        if (
-            lead in folded
-            and (high_half in folded or (other_octet in folded and may_spell_hex_octets(folded)))
-            and address in ips_in_hex_groups(folded)
-        ):
-            return True
+    if hex_groups is not None and _in_hex_groups(folded, hex_groups):  # hex octets or halves
+        return True
     if numbers and len(numbers[-1][0]) <= IPV4_HEX_DIGITS:
         # An IPv4 address: its decimal (8-10 digits) and hex (7-8) forms anywhere, also inside a
         # longer run (`aCB007107`, `CB007107F`, `A3405803783`: review 12, finding 2), as the vault

@@ -280,3 +280,49 @@ def test_the_own_device_id_is_quarantined_too() -> None:
     assert (outcome.loaded, outcome.reasons) == (0, {"invalid_event_id": 1})
     assert store.quarantine["m1"].event_id == "m1" and "device_id" in store.quarantine["m1"].detail
     assert DEVICE not in repr(store.quarantine) + repr(queue.dead_lettered)
+
+
+def _spellings_of(address: str) -> list[str]:
+    """Spellings of an IPv4 address a reader takes for it, in the shapes `ip_forms` looks for."""
+    packed = ipaddress.IPv4Address(address).packed
+    number = int.from_bytes(packed, "big")
+    octets = [f"{o:x}" for o in packed]
+    return [
+        address,
+        str(number),
+        f"{number:x}",
+        f"{number:X}",
+        "-".join(octets),
+        ".".join(f"{o:02x}" for o in packed),
+        f"{number:08x}"[:4] + "_" + f"{number:08x}"[4:],
+        f"{packed[0]}.{int.from_bytes(packed[1:], 'big')}",
+        f"0x{packed[0]:x}.{packed[1]}.{packed[2]}.{packed[3]}",
+    ]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    ip=st.ip_addresses(v=4).map(str),
+    other=st.ip_addresses(v=4).map(str),
+    pick=st.integers(0, 8),
+    own=st.booleans(),
+    around=st.sampled_from(["evt-{}", "{}", "x{}y", "INC-{}-7", "{}.1", "v{}", "{}-" + "0" * 8]),
+    noise=st.text("0123456789abcdef-._xv", max_size=24),
+)
+@example(ip="203.0.113.7", other="10.0.0.1", pick=4, own=True, around="INC-{}-7", noise="")
+@example(ip="1.2.3.4", other="10.0.0.1", pick=0, own=False, around="{}", noise="01-02-03-04")
+def test_a_canonical_ipv4_is_looked_for_as_the_general_path_looks_for_it(
+    ip: str, other: str, pick: int, own: bool, around: str, noise: str
+) -> None:
+    """The canonical-IPv4 path (spellings made as needed) decides as the general one (`ip_forms`) on every id."""
+    from etl_service.domain import own_values
+
+    spelled = _spellings_of(ip if own else other)[pick]
+    for event_id in (
+        around.format(spelled),
+        noise,
+        noise + around.format(spelled),
+        str(uuid.UUID(int=hash(noise) % 2**128)),
+    ):
+        folded = event_id.casefold()
+        assert own_values._holds_canonical_ipv4(folded, ip) == own_values._holds_any_ip(folded, ip), event_id
