@@ -10,12 +10,16 @@ the CA of the vault's gRPC clients, or the ETL and every analyst could read the 
 Why not prometheus_client's own `start_http_server(certfile=...)`: it wraps the listening socket,
 so the TLS handshake runs in the one thread that accepts connections, without a time limit: one
 idle connection from anyone stops every scrape (measured: a scrape behind an idle connection
-timed out). Here the handshake runs in the connection's own thread, bounded by
-HANDSHAKE_SECONDS; the exposition itself is prometheus_client's (`make_wsgi_app`).
+timed out). Here the handshake runs in the connection's own thread and must finish, as a whole,
+within HANDSHAKE_SECONDS; then the request must arrive within REQUEST_SECONDS
+(bounded_server.RequestWithin), however it is dripped: a bound on each read alone let a scraper's
+connection sending a byte every few seconds hold its thread for ever, and with no cap such
+connections add up (noticed while fixing attack 22, F3). The exposition itself is prometheus_client's
+(`make_wsgi_app`).
 
 Plain HTTP is served only where tokenvault_common.metrics_plaintext allows it (loopback, or a
 private network by opt-in), and bounded as the TLS endpoint is: each connection's request must
-arrive within REQUEST_SECONDS (bounded_server.RequestWithin), and no cap on connections at once.
+arrive within REQUEST_SECONDS, and no cap on connections at once.
 """
 
 from __future__ import annotations
@@ -41,10 +45,10 @@ from tokenvault_common.env import ConfigError, EnvReader
 log = logging.getLogger(__name__)
 
 HANDSHAKE_SECONDS = 5.0
-"""How long a connection may take to complete its TLS handshake and send its request."""
+"""How long a connection may take to complete its TLS handshake (all of it, however it drips)."""
 
 REQUEST_SECONDS = 5.0
-"""How long a plain-HTTP connection may take to send its request (all of it, however it drips)."""
+"""How long a connection may take to send its request once connected (TLS: once the handshake is done)."""
 
 
 class MetricsEndpointError(ConfigError):
@@ -135,7 +139,7 @@ class _Quiet(WSGIRequestHandler):
 
 
 class _QuietWithin(RequestWithin, _Quiet):
-    """The plain endpoint's handler: no access log, the request within REQUEST_SECONDS."""
+    """Both endpoints' handler: no access log, the request within REQUEST_SECONDS."""
 
     request_seconds = REQUEST_SECONDS
 
@@ -179,7 +183,11 @@ class _TlsServer(_OneLineErrors):
         return self.context.wrap_socket(connection, server_side=True, do_handshake_on_connect=False), address
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        """Handshake (a refused certificate ends here), then serve the request."""
+        """Handshake (a refused certificate ends here), then serve the request.
+
+        The socket's timeout (HANDSHAKE_SECONDS, from get_request) bounds the handshake as a whole: CPython's
+        do_handshake waits against one deadline, not a fresh timeout per read.
+        """
         request.do_handshake()
         super().finish_request(request, client_address)
 
@@ -212,7 +220,7 @@ def serve_metrics(port: int, address: str, context: ssl.SSLContext | None, port_
             port,
             prometheus_client.make_wsgi_app(),
             server_class,
-            handler_class=_Quiet if context else _QuietWithin,
+            handler_class=_QuietWithin,
         )
     except OSError as error:
         raise MetricsEndpointError(

@@ -13,6 +13,7 @@ import pytest
 from devstack.certs import create_authority, create_metrics_certificates, issue
 from devstack.scrape import main as scrape_main
 from tests.metrics_scrape import scrape
+from tokenvault_common import metrics_endpoint
 from tokenvault_common.env import ConfigError, EnvReader
 from tokenvault_common.metrics_endpoint import (
     HANDSHAKE_SECONDS,
@@ -138,3 +139,55 @@ def test_the_scrape_command_prints_with_the_scraper_s_files_and_fails_naming_a_r
     monkeypatch.setenv("METRICS_SCRAPER_TLS_CERT", str(pki / "grpc" / "etl-service.pem"))
     assert scrape_main([url(endpoint)]) == 1
     assert f"scrape: {url(endpoint)}:" in capsys.readouterr().err
+
+
+def _client_hello() -> bytes:
+    """The first flight of a TLS client (its ClientHello), as bytes to drip."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        client.do_handshake()
+    return outgoing.read()
+
+
+def _dripped_until_closed(connection: socket.socket, data: bytes, every: float, give_up: float) -> float | None:
+    """Send `data` a byte every `every` s until the server closes; the seconds that took, or None at `give_up`."""
+    connection.settimeout(every)
+    started = time.monotonic()
+    for byte in data:
+        try:
+            connection.sendall(bytes([byte]))
+            if connection.recv(1) == b"":
+                return time.monotonic() - started
+        except TimeoutError:
+            pass  # still open
+        except (ConnectionResetError, BrokenPipeError):
+            return time.monotonic() - started
+        if time.monotonic() - started > give_up:
+            return None
+    return None
+
+
+def test_a_handshake_dripped_a_byte_at_a_time_is_cut_off_when_its_time_is_up(
+    endpoint: MetricsEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each byte came within the read timeout, so the thread was held for ever (no cap: such threads added up).
+    monkeypatch.setattr(metrics_endpoint, "HANDSHAKE_SECONDS", 1.0)
+    with socket.create_connection(("127.0.0.1", endpoint.port)) as dripping:
+        took = _dripped_until_closed(dripping, _client_hello(), every=0.25, give_up=4.0)
+    assert took is not None and took < 2.5, took
+
+
+def test_a_request_dripped_after_the_handshake_is_cut_off_when_its_time_is_up(
+    pki: Path, endpoint: MetricsEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics_endpoint._QuietWithin, "request_seconds", 1.0)
+    metrics = pki / "metrics"
+    context = ssl.create_default_context(cafile=str(metrics / "ca.pem"))
+    context.load_cert_chain(str(metrics / "metrics-scraper.pem"), str(metrics / "metrics-scraper-key.pem"))
+    with (
+        socket.create_connection(("127.0.0.1", endpoint.port)) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as scraper,
+    ):
+        took = _dripped_until_closed(scraper, b"GET /metrics HTTP/1.1\r\nX-Padding: " + b"a" * 100, 0.25, 4.0)
+    assert took is not None and took < 2.5, took
