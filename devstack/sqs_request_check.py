@@ -19,7 +19,8 @@ loads this file by its path, ministack's venv holding no devstack package) and s
 The rest is refused before ministack sees it: 400 AmbiguousRequest, 403 with no signature, for a
 key the emulator does not have or for a non-SQS call by another key, 411 without a Content-Length,
 413 over the size bound, 408 when the body takes over BODY_SECONDS, 505 for HTTP/2. Everything that
-can be judged from the headers is judged before a byte of the body is read, and the bodies held at
+can be judged from the headers is judged before this check reads a byte of the body (the event
+loop may have read up to ~0.2 MiB of it: sqs_auth_launcher.read_in_small_pieces), and the bodies held at
 once, all connections together, are bounded by a BodyBudget (attack 22, F1: 300 keyless
 connections each holding a 4 MiB body OOM-killed the emulator under compose's 1 GiB limit, and
 every queued event, dead letter and key went with it). Websockets are closed. Stdlib only.

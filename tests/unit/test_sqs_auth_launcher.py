@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import socket
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,10 +18,12 @@ from devstack.sqs_auth_launcher import (
     BODY_SECONDS,
     LONGEST_LONG_POLL_SECONDS,
     READ_SECONDS,
+    TRANSPORT_READ_BYTES,
     LauncherError,
     OutOfFilesOncePerMinute,
     body_seconds,
     cap_connections,
+    read_in_small_pieces,
 )
 from etl_service.config import EtlConfig
 from tests.unit.etl_builders import minimal_etl_env
@@ -102,3 +105,37 @@ def test_a_connection_is_read_longer_than_the_longest_long_poll_the_etl_may_make
     with pytest.raises(ConfigError):
         EtlConfig.from_env({**env, "ETL_WAIT_SECONDS": str(LONGEST_LONG_POLL_SECONDS + 1)})
     assert READ_SECONDS >= LONGEST_LONG_POLL_SECONDS + 10 and BODY_SECONDS <= 10
+
+
+def _largest_read(payload: bytes) -> int:
+    """The largest piece a real asyncio server's protocol is handed while `payload` arrives on one socket."""
+    sizes: list[int] = []
+
+    class Recorder(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            sizes.append(len(data))
+
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_server(Recorder, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as sender:
+            sender.sendall(payload)  # the kernel holds it: the loop has not run yet
+            while sum(sizes) < len(payload):
+                await asyncio.sleep(0.01)
+        server.close()
+
+    asyncio.run(serve())
+    return max(sizes)
+
+
+def test_the_event_loop_reads_a_socket_16_kib_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Review 22, R22-1: at asyncio's 256 KiB a read, ~0.5 MiB of each keyless connection's body was in memory
+    # before its headers were judged (900 connections: +415-530 MB; +181-189 MB with reads of 16 KiB).
+    transport = asyncio.selector_events._SelectorSocketTransport  # type: ignore[attr-defined]
+    monkeypatch.setattr(transport, "max_size", transport.max_size)  # restored after the test
+    payload = b" " * (1024 * 1024)
+    assert _largest_read(payload) > TRANSPORT_READ_BYTES  # asyncio's own reads
+    read_in_small_pieces(asyncio.selector_events)
+    assert _largest_read(payload) <= TRANSPORT_READ_BYTES
+    with pytest.raises(LauncherError, match="max_size"):
+        read_in_small_pieces(SimpleNamespace())
