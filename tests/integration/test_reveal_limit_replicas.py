@@ -5,7 +5,8 @@ and the ETL's new tokens (a dictionary sweep) are metered. The Kubernetes manife
 replicas behind one Service, and a replica that starts (a deploy, a scale-up, a crash) must not
 start with a full bucket of its own: the first two tests spend one certificate's burst against
 two replicas, then against a restarted one, and count what got through; the others check the
-database function (it only takes) and that the single-token hot path reaches it once per lease.
+database function (it only takes), that the single-token hot path reaches it once per lease, and
+that a function the owner made grant everything lifts no limit (each process bounds the grants).
 
 The budgets are kept in the database (vault.call_budget); each process takes leases of
 `lease_size(burst)` items from it and spends them in memory, so what gets through in t seconds is
@@ -34,7 +35,9 @@ from tests.integration.audit_attacks import as_owner, own_database
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from vault_service.adapters.postgres.tokens import PostgresTokenStore
 from vault_service.domain.errors import StorageError
+from vault_service.domain.grant_bound import SLACK_SECONDS
 from vault_service.domain.rate_limit import RateLimit, lease_size
+from vault_service.entrypoints.metrics import _VaultCollector
 
 __all__ = ["own_database"]  # fixture used here, defined beside the audit tests
 
@@ -241,3 +244,55 @@ def test_a_replaced_budget_function_answering_no_real_wait_is_refused_as_a_stora
         pytest.raises(StorageError, match="take_call_budget answered"),
     ):
         PostgresTokenStore(pool).take_budget("analyst", "detokenize", 1, 100, RateLimit(1, BURST))
+
+
+GRANTS_WHAT_IS_ASKED = """
+CREATE OR REPLACE FUNCTION vault.take_call_budget(p_client text, p_kind text, p_need integer, p_want integer,
+    p_per_second double precision, p_burst integer, OUT granted integer, OUT wait_seconds double precision)
+RETURNS record LANGUAGE plpgsql SECURITY DEFINER SET search_path TO 'pg_catalog', 'pg_temp'
+AS $$ BEGIN granted := p_want; wait_seconds := 0; END $$
+"""
+"""Attack 22, F6 (/tmp/attack22/lift.sql): the owner's function grants every lease asked for, at once."""
+
+
+def test_a_budget_function_the_owner_made_grant_everything_lifts_no_limit_and_is_counted(
+    policy_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before, the vault served whatever the function granted: 144,000 reveals in 4 s against 2,000 (attack 22,
+    # F6). Now each process bounds the grants by a bucket of its own at the policy's rate (here 1/s, burst
+    # 2000): what it serves stays within burst + rate * (t + SLACK_SECONDS), the rest is refused as over the
+    # limit, and the over-grants are counted and logged. The database is the test's own (dropped after it).
+    with as_owner(policy_env) as conn:
+        conn.execute(GRANTS_WHAT_IS_ASKED)
+    with running_vault(policy_env, TOKENVAULT_POLICY_FILE=policy_env["TOKENVAULT_POLICY_FILE"]) as vault:
+        with client_channel(policy_env, vault.address, "etl-service") as channel:
+            column = vault_pb2.ValueColumn(type=vault_pb2.TOKEN_TYPE_IP, values=[f"10.{uuid.uuid4().int % 250}.8.8"])
+            request = vault_pb2.TokenizeRequest(columns=[column])
+            (token,) = vault_pb2_grpc.TokenVaultStub(channel).Tokenize(request, timeout=30).columns[0].tokens
+        revealed, refusals = 0, list[tuple[grpc.StatusCode, dict[str, str]]]()
+        with client_channel(policy_env, vault.address, "analyst") as channel:
+            stub = vault_pb2_grpc.TokenVaultStub(channel)
+            started = time.monotonic()
+            reveals = vault_pb2.DetokenizeRequest(tokens=[token] * (BURST // 2), purpose="CASE-4711")
+            while time.monotonic() - started < 2.0 and revealed < 4 * BURST:
+                try:
+                    response = stub.Detokenize(reveals, timeout=30)
+                except grpc.RpcError as error:
+                    trailers = {m.key: str(m.value) for m in error.trailing_metadata() or ()}
+                    refusals.append((error.code(), trailers))
+                    time.sleep(0.05)
+                    continue
+                revealed += sum(1 for r in response.results if r.WhichOneof("result") == "value")
+            seconds = time.monotonic() - started
+        collected = _VaultCollector(vault.wired.vault.cache, vault.wired.token_store).collect()
+    assert revealed <= BURST + 1 * (seconds + SLACK_SECONDS), (
+        f"{revealed} values revealed in {seconds:.1f} s to an analyst limited to 1/s, burst {BURST}: the vault"
+        " served whatever the owner's vault.take_call_budget granted"
+    )
+    assert revealed == BURST  # the burst itself was served
+    assert refusals and all(code == grpc.StatusCode.RESOURCE_EXHAUSTED for code, _ in refusals)
+    assert all(int(trailers["retry-after-ms"]) > 0 for _, trailers in refusals)
+    over = next(family for family in collected if family.name == "tokenvault_budget_over_grants")
+    counted = {tuple(sample.labels.values()): sample.value for sample in over.samples}
+    assert counted[("analyst", "detokenize")] >= len(refusals)
+    assert "may have been tampered with" in caplog.text

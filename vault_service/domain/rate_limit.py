@@ -4,7 +4,9 @@ A bucket holds up to `burst` items and refills at `per_second`; a call takes as 
 it carries tokens. A call that does not fit is refused whole (nothing is taken). Given a
 `SharedBudgets` (the database), buckets are kept in one place that every replica shares and
 that outlives a restart, and each process spends leases taken from them; without one, buckets
-are kept in the process's memory.
+are kept in the process's memory. Every grant of the shared buckets is also bounded by one of the
+process's own at the policy's rate (grant_bound.py): the database's owner can make it grant
+anything (attack 22, F6).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from vault_service.domain.errors import RateLimited
+from vault_service.domain.grant_bound import GrantBound, expect_client
 
 
 @dataclass(frozen=True)
@@ -85,11 +88,12 @@ class SharedBudgets(Protocol):
 class _Lease:
     """Items this process took from a client's shared budget and has not spent yet."""
 
-    __slots__ = ("left", "lock")
+    __slots__ = ("bound", "left", "lock")
 
     def __init__(self) -> None:
         self.left = 0
         self.lock = threading.Lock()  # per client: a refill's round trip holds up no other client
+        self.bound: GrantBound | None = None  # this process's own bound on the shared budget's grants
 
 
 class RateLimiter:
@@ -99,7 +103,9 @@ class RateLimiter:
     With `shared`, the buckets are kept there (under `kind`) instead of in this process, and this
     process spends leases of `lease(burst)` items taken from them: a call the lease covers costs
     no round trip. While `shared` has no buckets, they are kept in memory (asked again after
-    RECHECK_SHARED_SECONDS).
+    RECHECK_SHARED_SECONDS). Whatever `shared` grants is bounded by a bucket of this process's
+    own at the client's limit (`GrantBound`): beyond it, only what fits is kept, and a call whose
+    need does not fit is refused as over the limit.
     """
 
     def __init__(
@@ -123,6 +129,9 @@ class RateLimiter:
         self._lease = lease
         self._leases: dict[str, _Lease] = {}
         self._in_memory_until = 0.0 if shared is not None else float("inf")
+        if shared is not None:
+            for client in self._limits:
+                expect_client(client, self._kind)
 
     def take(self, client: str, count: int) -> None:
         """Take `count` items from the client's bucket; RateLimited when they do not fit."""
@@ -170,7 +179,13 @@ class RateLimiter:
             # figure is the database's (its owner can replace the function) and was passed on as the
             # client's retry-after unbounded - the ETL paused for it (attack 20, finding 4).
             return min(wait, need / limit.per_second)
-        lease.left += min(granted, want) - count
+        now = self._clock()
+        if lease.bound is None:
+            lease.bound = GrantBound(client, self._kind, limit, now)
+        kept, wait = lease.bound.admit(min(granted, want), need, now)
+        if wait:
+            return wait  # the database granted what the policy does not allow (counted and logged)
+        lease.left += kept - count
         return 0.0
 
 

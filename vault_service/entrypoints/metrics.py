@@ -18,6 +18,7 @@ from prometheus_client.registry import REGISTRY, Collector
 from vault_service.adapters.client_crl_lists import REFUSAL_REASONS
 from vault_service.adapters.postgres.prepared import planted_statements_replaced
 from vault_service.adapters.postgres.tokens import PostgresTokenStore
+from vault_service.domain.grant_bound import over_grants
 from vault_service.service.token_cache import TokenCache
 from vault_service.service.vault import purposes_withheld
 
@@ -296,11 +297,25 @@ class _VaultCollector(Collector):
             " the vault - then only that part is withheld -, or may hold a token); no label, so no sample tells which",
         )
         withheld.add_metric([], purposes_withheld())
-        return [hits, size, races, merged, replaced, withheld]
+        return [hits, size, races, merged, replaced, withheld, _over_grants()]
+
+
+def _over_grants() -> Metric:
+    family = CounterMetricFamily(
+        "tokenvault_budget_over_grants",
+        "Grants of a client's shared budget (vault.take_call_budget) beyond what the policy's rate and burst allow"
+        " this process, by client and kind (tokenize, new_tokens, detokenize, erase); only what the policy allows was"
+        " served. The database answered more than the policy allows: its budget function or table tampered with, or"
+        " replicas running different policies; alert BudgetOverGranted",
+        labels=["client", "kind"],
+    )
+    for (client, kind), count in sorted(over_grants().items()):
+        family.add_metric([client, kind], count)
+    return family
 
 
 def register_vault_metrics(cache: TokenCache, tokens: PostgresTokenStore) -> None:
-    """Expose the cache's hit and miss counts, the token insert races and merged batches, replaced statements.
+    """Expose the cache's hit and miss counts, insert races and merged batches, replaced statements, over-grants.
 
     Once per process.
     """
