@@ -138,18 +138,20 @@ def _list_services() -> Iterator[Any]:
     yield reflection_pb2.ServerReflectionRequest(list_services="")
 
 
-def _keeps_reflection_open(channel: grpc.Channel, until: float) -> None:
-    """Reflection streams that ask ListServices and stay open, one re-opened as soon as the last ends, until `until`."""
+def _keeps_reflection_open(channel: grpc.Channel, stop: threading.Event, answered: threading.Event) -> None:
+    """Reflection streams that ask ListServices and stay open, one re-opened as soon as the last ends, until `stop`.
+
+    `answered` is set once a stream of these has had its answer (it is open and holds a slot).
+    """
 
     def asks_then_waits() -> Iterator[Any]:
         yield from _list_services()
-        while time.monotonic() < until:
-            time.sleep(0.1)
+        stop.wait()
 
-    while time.monotonic() < until:
+    while not stop.is_set():
         try:
             for _ in _reflection(channel).ServerReflectionInfo(asks_then_waits(), timeout=10):
-                pass
+                answered.set()
         except grpc.RpcError:
             time.sleep(0.05)  # refused: at once again, as the attack did
 
@@ -171,37 +173,45 @@ def test_one_certificate_keeps_no_other_clients_reflection_out(stack_env: dict[s
         name: open_channel(vault.address, stack_identity(stack_env, name))
         for name in ("etl-service", "fraud-investigator", "analyst")
     }
-    until = time.monotonic() + 3
+    hogs_stop, hog_answered, holders_stop = threading.Event(), threading.Event(), threading.Event()
     hogs = [
-        threading.Thread(target=_keeps_reflection_open, args=(channels["etl-service"], until), daemon=True)
+        threading.Thread(
+            target=_keeps_reflection_open, args=(channels["etl-service"], hogs_stop, hog_answered), daemon=True
+        )
         for _ in range(side_calls.SIDE_STREAMS_AT_ONCE)
     ]
     try:
         for hog in hogs:
             hog.start()
-        time.sleep(0.3)
+        assert hog_answered.wait(timeout=5), "the certificate's reflection stream was never answered"
+        time.sleep(0.1)  # its second stream asked too (refused, or - a fix broken - holding the other slot)
         answers = []
-        while time.monotonic() < until - 0.3:
+        until = time.monotonic() + 2.4
+        while time.monotonic() < until:
             answers.append(_services(channels["analyst"]))
             time.sleep(0.2)
         assert all(isinstance(a, set) and "tokenvault.v1.TokenVault" in a for a in answers), answers
+        hogs_stop.set()
         for hog in hogs:
             hog.join(timeout=5)
         # two other clients holding the slots: the refused one is told they are held, not by whom
-        second_until = time.monotonic() + 1.0
+        holding = {name: threading.Event() for name in ("etl-service", "fraud-investigator")}
         holders = [
-            threading.Thread(target=_keeps_reflection_open, args=(channels[name], second_until), daemon=True)
-            for name in ("etl-service", "fraud-investigator")
+            threading.Thread(target=_keeps_reflection_open, args=(channels[name], holders_stop, held), daemon=True)
+            for name, held in holding.items()
         ]
         for holder in holders:
             holder.start()
-        time.sleep(0.4)
+        assert all(held.wait(timeout=5) for held in holding.values()), "a holder's stream was never answered"
         refused = _services(channels["analyst"])
         assert isinstance(refused, str) and refused.startswith("RESOURCE_EXHAUSTED")
         assert "held by 2 other client(s)" in refused and "etl-service" not in refused, refused
+        holders_stop.set()
         for holder in holders:
             holder.join(timeout=5)
     finally:
+        hogs_stop.set()
+        holders_stop.set()
         for channel in channels.values():
             channel.close()
     per_client = ("etl-service", "serverreflection", side_calls.STREAMS_PER_CLIENT_REASON)

@@ -101,11 +101,12 @@ a reconnecting ETL, an analyst, a probe - could connect (attack 21, F5). A hands
 link takes milliseconds."""
 STREAMS_PER_CONNECTION = 64
 """Calls open at once on one connection (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS: gRPC clients queue
-the rest themselves; gRPC core closes the connection of a client that opens more). Twice the most one
-honest client runs on its one channel: the ETL's workers (ETL_WORKERS, at most 32) each make one call
-at a time, the bench one per client thread. Without it one connection could open as many streams as
-MAX_CONCURRENT_CALLS (512). It does not bound rapid reset (streams opened and reset at once are no
-longer open); for that the port relies on gRPC core's own measures (docs/threat-model.md) and on every
+the rest themselves; gRPC core refuses a stream over it - RST_STREAM REFUSED_STREAM - and keeps the
+connection: review 22, R22-8). Twice the most one honest client runs on its one channel: the ETL's
+workers (ETL_WORKERS, at most 32) each make one call at a time, the bench one per client thread.
+Without it one connection could open as many streams as MAX_CONCURRENT_CALLS (512). It does not bound
+rapid reset (streams opened and reset at once are no longer open); for that the port relies on gRPC
+core's own measures (docs/threat-model.md) and on every
 caller holding a client certificate."""
 
 
