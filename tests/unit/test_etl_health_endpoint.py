@@ -131,12 +131,13 @@ def _drip(port: int, until: float) -> None:
             try:
                 while time.monotonic() < until:
                     connection.sendall(b"G")
-                    if connection.recv(1) == b"":
-                        break  # closed by the server: open the next
-            except TimeoutError:
-                continue
+                    try:
+                        if connection.recv(1) == b"":
+                            break  # closed by the server: open the next
+                    except TimeoutError:
+                        continue  # still open: the next byte (review 22, R22-4: it was closed here)
             except OSError:
-                pass
+                pass  # reset by the server: open the next
 
 
 def test_connections_dripping_their_headers_leave_every_probe_answered() -> None:
