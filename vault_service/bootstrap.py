@@ -40,6 +40,7 @@ from vault_service.entrypoints.metrics import (
     observe_database_login_refused,
     observe_database_unreachable,
     observe_id_sequence_tampered,
+    observe_new_tokens_refused,
     observe_oldest_unchecked,
     observe_planted_checkpoint,
     observe_rows_missing,
@@ -266,7 +267,7 @@ def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
         audit = PostgresAuditLog(pool, AppendedRows(on_refused=observe_rows_unchecked))
         keys = KeyManager(key_store, wrapper)
         keys.start()
-        meter = TokenizeMeter(observe_tokenize)
+        meter = TokenizeMeter(observe_tokenize, observe_new_tokens_refused)
         vault = TokenVault(token_store, keys, policy, audit, TokenCache(config.token_cache_size), meter)
     except BaseException:
         pool.close()

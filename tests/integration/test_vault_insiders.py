@@ -246,6 +246,38 @@ def test_a_dictionary_sweep_hits_the_new_token_quota_is_audited_and_moves_the_al
         conn.execute("SELECT masked_ip FROM public.user_logins LIMIT 1")
 
 
+def test_probes_refused_new_tokens_move_the_sweep_alert_s_counter_and_are_not_told_how_many_values_are_new(
+    stack_env: dict[str, str], guarded: RunningVault, insider_ca: InsiderCA
+) -> None:
+    """Attack 23, F2: junk over the new-token burst plus guesses, refused, minted nothing and told the count."""
+    etl = _as(stack_env, guarded, insider_ca, "etl-service")
+    prefix = f"2001:db8:{uuid.uuid4().int % 65536:x}"  # documentation addresses no other test or run uses
+    known = [f"{prefix}:1::{n:x}" for n in range(200)]
+    deadline = time.monotonic() + 10
+    while True:  # stored first (the sweep test may have left the bucket empty: it refills at 1000/s)
+        try:
+            etl.Tokenize(vault_pb2.TokenizeRequest(columns=[_ip_column(known)]), timeout=10)
+            break
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline, error
+            time.sleep(0.2)
+    counter = ("tokenvault_tokenize_new_tokens_refused_total", {"client": "etl-service"})
+    before = REGISTRY.get_sample_value(*counter) or 0.0
+    guesses = [f"{prefix}:2::{n:x}" for n in range(3001)]  # over the burst of 3000 new tokens: refused whatever is left
+    with pytest.raises(grpc.RpcError) as refused:
+        etl.Tokenize(vault_pb2.TokenizeRequest(columns=[_ip_column(known + guesses)]), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (REGISTRY.get_sample_value(*counter) or 0.0) - before == 3001  # where TokenizeSweepSuspected looks
+    details = refused.value.details() or ""
+    assert "this call of 3201 values" in details and "3001" not in details, details  # its size, not how many are new
+    hints = {m.key: str(m.value) for m in refused.value.trailing_metadata() or ()}
+    assert hints.get("retry-after-ms") == "3000"  # the burst's refill from empty, not the new values' 3001 ms
+
+
+def _ip_column(values: list[str]) -> vault_pb2.ValueColumn:
+    return vault_pb2.ValueColumn(type=vault_pb2.TOKEN_TYPE_IP, values=values)
+
+
 def test_a_body_that_is_not_utf_8_is_invalid_argument_and_audited(
     stack_env: dict[str, str], guarded: RunningVault, insider_ca: InsiderCA
 ) -> None:

@@ -160,6 +160,26 @@ class RateLimiter:
                 retry_after=wait,
             )
 
+    def refusal_telling_only(self, client: str, call_size: int) -> RateLimited:
+        """A refusal of a call of `call_size` values that tells nothing but that size and the client's limit.
+
+        For a limit whose need the caller cannot see - new tokens: how many of its values the vault
+        does not hold yet - the refusal must not tell the need, nor the bucket's level it was
+        compared with: `take`'s text and retry-after counted the values not stored, an exact
+        membership oracle that mints nothing (attack 23, F2). Its retry-after is the time the
+        bucket takes to refill that many values (at most the burst) from empty, enough for any
+        call of that size that can fit at all; it names the burst, which no call's new values may
+        exceed, to a call larger than it.
+        """
+        limit = self._limits.get(client, self._default)
+        retry_after = min(call_size, limit.burst) / limit.per_second
+        larger = f", or split it: no call gets more than {limit.burst} new tokens" if call_size > limit.burst else ""
+        return RateLimited(
+            f"client {client!r} may {self._what} {_rate(limit.per_second)} (burst {limit.burst});"
+            f" this call of {call_size} values needs more than that allows now: retry in {retry_after:.2f} s{larger}",
+            retry_after=retry_after,
+        )
+
     def _take_shared(self, client: str, lease: _Lease, count: int, limit: RateLimit) -> float | None:
         """Renew the client's lease from the shared budget and spend `count` of it: 0, the seconds to wait, or None.
 

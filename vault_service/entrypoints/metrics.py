@@ -59,6 +59,12 @@ NEW_TOKENS = Counter(
     "Tokens issued for values never seen before, by client (a dictionary sweep shows here)",
     ["client"],
 )
+NEW_TOKENS_REFUSED = Counter(
+    "tokenvault_tokenize_new_tokens_refused_total",
+    "Values not stored that Tokenize refused new tokens for, over the client's new-token limit, by client"
+    " (a sweep probing by refusals shows here: the sweep alert adds it to the new tokens)",
+    ["client"],
+)
 
 
 AUDIT_CHECKPOINT_EXPORTED = Gauge(
@@ -231,6 +237,11 @@ def observe_tokenize(client: str, values: int, new_tokens: int) -> None:
     TOKENIZE_VALUES.labels(client).inc(values)
     if new_tokens:
         NEW_TOKENS.labels(client).inc(new_tokens)
+
+
+def observe_new_tokens_refused(client: str, values: int) -> None:
+    """Count values refused new tokens for want of the client's new-token budget."""
+    NEW_TOKENS_REFUSED.labels(client).inc(values)
 
 
 _ITEM_COUNTERS: dict[tuple[str, str], Any] = {}

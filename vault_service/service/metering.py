@@ -3,7 +3,8 @@
 Tokenize is the ETL's hot path (tens of thousands of values a second), so it is not audited
 per call: `TokenizeMeter` counts values and *new* tokens per client and `flush()` writes one
 audit row per client and interval. A dictionary sweep shows there as a burst of new tokens
-(and in the metric behind the shipped alerting rule).
+(and in the metric behind the shipped alerting rule); values refused new tokens for want of
+new-token budget are counted in a metric beside it, which the rule adds (attack 23, F2).
 
 Every refused call is audited with the caller's identity, but a peer sending refused calls in
 a loop must not be able to fill the audit log: `RefusalAuditor` writes up to `burst` refusal
@@ -30,15 +31,21 @@ REFUSALS_AUDITED_PER_PEER = RateLimit(per_second=5, burst=50)
 NewTokensObserver = Callable[[str, int, int], None]
 """(client, values, new tokens) -> None: told of every tokenize call (for metrics)."""
 
+RefusedNewTokensObserver = Callable[[str, int], None]
+"""(client, values) -> None: told of values refused new tokens for want of new-token budget (for metrics)."""
+
 
 class TokenizeMeter:
     """Values and new tokens per client since the last flush."""
 
-    def __init__(self, observer: NewTokensObserver | None = None) -> None:
+    def __init__(
+        self, observer: NewTokensObserver | None = None, on_refused_new: RefusedNewTokensObserver | None = None
+    ) -> None:
         self._lock = threading.Lock()
         self._values: Counter[Caller] = Counter()
         self._new: Counter[Caller] = Counter()
         self._observer = observer
+        self._on_refused_new = on_refused_new
 
     def record(self, caller: Caller, values: int, new_tokens: int) -> None:
         """Count one tokenize call."""
@@ -47,6 +54,16 @@ class TokenizeMeter:
             self._new[caller] += new_tokens
         if self._observer is not None:
             self._observer(caller.name, values, new_tokens)
+
+    def refused_new_tokens(self, caller: Caller, values: int) -> None:
+        """Count `values` not stored that a call wanted new tokens for and the new-token limit refused.
+
+        A sweep that keeps the client's new-token bucket empty learns "stored or not" from the
+        refusals without minting (attack 23, F2): they are counted beside the new tokens, where
+        the sweep alert looks. The audit row of each refusal already says how many.
+        """
+        if self._on_refused_new is not None:
+            self._on_refused_new(caller.name, values)
 
     def flush(self) -> list[AuditEvent]:
         """One audit event per client with activity since the last flush; counters reset."""

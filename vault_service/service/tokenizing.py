@@ -83,6 +83,8 @@ class Tokenizing(TokenVaultBase):
             for token_type, values in merged.items():
                 by_type[token_type], issued = self._tokenize_type(caller, allowed, token_type, values, epoch)
                 issued_in_all += issued
+        except _NewTokensRefused:  # told by nothing the caller does not know: the call's size and its limit
+            raise self._new_token_limiter.refusal_telling_only(caller.name, count) from None
         finally:
             self.meter.record(caller, count, issued_in_all)
         done = dict.fromkeys(merged, 0)
@@ -171,9 +173,10 @@ class Tokenizing(TokenVaultBase):
         missing = range(len(fps)) if not found else [j for j, token in enumerate(tokens) if token is None]
         try:
             self._new_token_limiter.take(caller.name, len(missing))
-        except RateLimited as error:
+        except RateLimited as error:  # the audit row and the sweep metric count them; the caller is not told how many
             self._audit_refusal(caller, "tokenize", error, len(missing), token_type.type_name)
-            raise
+            self.meter.refused_new_tokens(caller, len(missing))
+            raise _NewTokensRefused from error
         new_values = values if not found else [values[j] for j in missing]
         new_fps = fps if not found else [fps[j] for j in missing]
         dek, pending = ring.active_encryption_key, ring.pending_fingerprint_key
@@ -225,6 +228,13 @@ class Tokenizing(TokenVaultBase):
         for k, outcome in zip(lost, checked, strict=True):
             got[k] = outcome
         return got
+
+
+class _NewTokensRefused(Exception):
+    """The new-token limit refused the values of a call that are not stored (audited and counted already).
+
+    `tokenize_columns` turns it into a refusal that does not tell how many they were (attack 23, F2).
+    """
 
 
 def _cacheable(keys: list[bytes], found: list[TokenizeOutcome | None]) -> tuple[list[bytes], list[str]]:
