@@ -35,6 +35,7 @@ from etl_service.adapters.sqs_common import (
     raise_for,
 )
 from etl_service.adapters.take_back_times import TakeBackTagger, take_back_times
+from etl_service.domain.messages import MAX_EVENT_ID_LENGTH
 from etl_service.domain.resent_times import (
     RESENT_FROM_ATTRIBUTE,
     SENT_TIME_TAG_ATTRIBUTE,
@@ -88,7 +89,7 @@ def _resend_attributes(
     if taken_back:
         attributes[TAKEN_BACK_ATTRIBUTE] = taken_back_attribute(dead.taken_back + 1)
     vouched = (dead.carried_time if body == dead.raw_body else None) or take_back_time
-    if tag is not None and dead.sent_at != "unknown":
+    if tag is not None and dead.sent_at != "unknown" and len(dead.event_id) <= MAX_EVENT_ID_LENGTH:  # R22-9
         data = tag_input(dead.message_id, dead.event_id, dead.sent_timestamp_ms, body)
         vouched = ResentTime(dead.sent_timestamp_ms, dead.message_id, tag(data))
     if vouched is not None:

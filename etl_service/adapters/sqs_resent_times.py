@@ -7,8 +7,11 @@ one a take-back sent back, with the ETL's own HMAC of the SentTimestamp SQS kept
 Believed only when the time lies within the DLQ's retention before the copy's own SentTimestamp
 (sqs_common.claimed_sent_ms) and Transit verifies the tag over this message's event id and body;
 otherwise ignored, with a warning naming the message id (never the body): the message loads
-under SQS's own SentTimestamp. Without a verifier (an ETL that discards dead-letter bodies has
-no Transit) no claimed time is believed.
+under SQS's own SentTimestamp. A claim over an event id longer than MAX_EVENT_ID_LENGTH is never
+sent to Transit (review 22, R22-9): no tag vouches for an id the ETL refuses (`invalid_event_id`),
+and a producer's 600 KB id made a `verify` item over OpenBao's 2 MiB request bound, so that every
+receive holding it failed as "OpenBao unavailable" and its genuine claims waited. Without a
+verifier (an ETL that discards dead-letter bodies has no Transit) no claimed time is believed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from etl_service.adapters.sqs_common import EVENT_ID_ATTRIBUTE, SENT_TIMESTAMP_ATTRIBUTE, claimed_sent_ms, timestamp_ms
+from etl_service.domain.messages import MAX_EVENT_ID_LENGTH
 from etl_service.domain.resent_times import (
     RESENT_FROM_ATTRIBUTE,
     SENT_TIME_TAG_ATTRIBUTE,
@@ -47,7 +51,12 @@ def claims_a_checkable_time(raw: Any) -> bool:
     sqs_sent = timestamp_ms((raw.get("Attributes") or {}).get("SentTimestamp"))
     sent = claimed_sent_ms(string_attribute(attributes, SENT_TIMESTAMP_ATTRIBUTE), sqs_sent or 0)
     tag, resent_from = (string_attribute(attributes, n) for n in (SENT_TIME_TAG_ATTRIBUTE, RESENT_FROM_ATTRIBUTE))
-    return sent is not None and well_formed(tag, resent_from)
+    return sent is not None and well_formed(tag, resent_from) and _verifiable_event_id(attributes)
+
+
+def _verifiable_event_id(attributes: Any) -> bool:
+    """Whether the claim's event id (none counts as "") is one the ETL may accept, so worth a tag check."""
+    return len(string_attribute(attributes, EVENT_ID_ATTRIBUTE) or "") <= MAX_EVENT_ID_LENGTH
 
 
 def believed_sent_times(raws: Sequence[Any], verifier: ResentTimeVerifier | None) -> dict[str, int]:
@@ -69,6 +78,10 @@ def believed_sent_times(raws: Sequence[Any], verifier: ResentTimeVerifier | None
             _ignored(message_id, "not a time within the DLQ's retention before SQS's SentTimestamp")
         elif verifier is None or not well_formed(tag, resent_from):
             _ignored(message_id, "no tag of `dead-letters resend` or of a take-back vouches for it")
+        elif not _verifiable_event_id(attributes):
+            _ignored(
+                message_id, f"its event id is longer than {MAX_EVENT_ID_LENGTH} characters, which no tag vouches for"
+            )
         else:
             event_id = string_attribute(attributes, EVENT_ID_ATTRIBUTE) or ""
             data = tag_input(str(resent_from), event_id, sent, raw.get("Body", ""))

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from etl_service.domain.messages import MAX_EVENT_ID_LENGTH
 from etl_service.domain.resent_times import ResentTime, tag_input
 
 if TYPE_CHECKING:
@@ -33,9 +34,15 @@ def take_back_times(letters: Sequence[DeadLetter], tagger: TakeBackTagger | None
     again) keeps them: its SentTimestamp in the DLQ is that re-send's, not the event's. One that
     SQS gives no SentTimestamp for, or every letter without a `tagger` (`dead-letters redrive`
     without the operator's token; an ETL that discards bodies has no Transit), gets none and loads
-    under the date it is taken back. One `tagger` call for all; its errors pass (nothing sent yet).
+    under the date it is taken back, as does one whose event id is longer than any the ETL accepts
+    (refused as `invalid_event_id` on its return: its tag input could exceed OpenBao's request
+    bound, review 22, R22-9). One `tagger` call for all; its errors pass (nothing sent yet).
     """
-    untagged = [d for d in letters if d.carried_time is None and d.sqs_sent_timestamp_ms > 0]
+    untagged = [
+        d
+        for d in letters
+        if d.carried_time is None and d.sqs_sent_timestamp_ms > 0 and len(d.event_id) <= MAX_EVENT_ID_LENGTH
+    ]
     if tagger is None or not untagged:
         return {}
     inputs = [tag_input(d.message_id, d.event_id, d.sqs_sent_timestamp_ms, d.raw_body) for d in untagged]

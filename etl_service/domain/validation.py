@@ -20,9 +20,13 @@ import json
 import re
 import unicodedata
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from etl_service.domain.app_version import MAX_TEXT_LENGTH, InvalidAppVersion, encode_app_version
+from etl_service.domain.own_values import own_field_in
+from tokenvault_common.ip_spellings import ips_spelled_by
+from tokenvault_common.pii_text import dotted_numbers
 from tokenvault_common.values import InvalidPiiValue, Rule, normalize_device_id, normalize_ip
 
 MAX_BODY_BYTES = 16 * 1024
@@ -39,6 +43,10 @@ FIELDS: dict[str, tuple[int, bool]] = {
     "locale": (32, True),
     "app_version": (MAX_TEXT_LENGTH, False),
 }
+CLEAR_TEXT_FIELDS = ("user_id", "locale", "app_version")
+"""The producer's text stored in clear in user_logins, which must never hold the event's own ip or
+device id (attack 23, F1: `_no_own_value_in_clear`). device_type is not among them: it is stored
+only when it is one of the operator's device types (lowercased), so it carries nothing of the producer's."""
 PII_FIELDS = ("ip", "device_id")
 """Tokenized, never stored: judged only by tokenvault_common.values, as the vault judges them."""
 _REQUIRED = frozenset(FIELDS) | frozenset(PII_FIELDS)
@@ -79,6 +87,7 @@ class Reason:
     INVALID_IP = "invalid_ip"
     INVALID_LOCALE = "invalid_locale"
     INVALID_UTF8 = "invalid_utf8"
+    OWN_VALUE_IN_FIELD = "own_value_in_field"
     MISSING_FIELD = "missing_field"
     NOT_AN_OBJECT = "not_an_object"
     NOT_JSON = "not_json"
@@ -232,7 +241,52 @@ def parse_login_event(
         number = encode_app_version(app_version)
     except InvalidAppVersion as error:
         raise Rejection(Reason.INVALID_APP_VERSION, str(error)) from None
+    _no_own_value_in_clear(ip, device_id, user_id, locale, app_version)
     return LoginEvent(user_id, device_type, ip, device_id, locale, app_version, number)
+
+
+def _no_own_value_in_clear(ip: str, device_id: str, user_id: str, locale: str | None, app_version: str) -> None:
+    """Refuse (`own_value_in_field`) an event whose user_id, locale or app_version holds its own ip or device id.
+
+    The event_id's own-value check (domain/own_values.py), the same spellings, on the fields stored
+    in clear (attack 23, F1): one call for user_id and locale, joined by a newline (which no field
+    holds: a control character is refused). An app_version (MAJOR[.MINOR[.PATCH]], 1-3 digits a
+    part) can spell an ip only as a short dotted form `inet_aton` reads (`192.0.201` is 192.0.0.201):
+    those of each version are read once (a fleet runs few versions), as the full check of every
+    message's version cost more than the rest of the check. Only a refused event is looked at field
+    by field, to name the field (never the value); user_id and locale are both named when only
+    their joined text holds it (a value split across them is in clear all the same).
+    """
+    held = own_field_in(f"{user_id}\n{locale or ''}", ip, device_id)
+    if held is not None:
+        fields = {"user_id": user_id, "locale": locale or ""}
+        named = [name for name, value in fields.items() if own_field_in(value, ip, device_id)] or list(fields)
+    elif _version_spells(app_version, ip) or own_field_in(app_version, "", device_id):
+        held = "device_id" if own_field_in(app_version, "", device_id) else "ip"
+        named = ["app_version"]
+    else:
+        return
+    raise Rejection(
+        Reason.OWN_VALUE_IN_FIELD,
+        f"field(s) {', '.join(map(repr, named))} must not hold the event's own {held}; they are stored in clear",
+    )
+
+
+def _version_spells(app_version: str, ip: str) -> bool:
+    """Whether `app_version` spells `ip` (canonical IPv4 as written, else as the vault normalizes it)."""
+    spelled = _ips_in_version(app_version)
+    if not spelled:
+        return False
+    try:
+        return normalize_ip(ip) in spelled
+    except InvalidPiiValue:
+        return False
+
+
+@lru_cache(maxsize=4096)
+def _ips_in_version(app_version: str) -> frozenset[str]:
+    """The ips the dotted numbers of an app_version spell to `inet_aton` (as the own-value check reads them)."""
+    return frozenset(address for dotted in dotted_numbers(app_version) for address in ips_spelled_by(dotted))
 
 
 def raw_own_values(body: str | bytes, max_bytes: int = MAX_BODY_BYTES) -> tuple[str, str]:

@@ -134,6 +134,37 @@ def test_an_event_refused_for_another_field_keeps_no_event_id_carrying_its_own_d
     assert _dead_letters_holding_any(stack_env, dlq_url, [device, number]) == (len(sent), 0)
 
 
+def test_an_event_whose_clear_fields_hold_its_own_ip_or_device_id_is_quarantined_and_loads_nothing(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    # Attack 23, F1: user_id and locale were loaded as written, in clear for every analyst, beyond erasure.
+    ip, device, tag = (
+        "192.0.2.201",
+        f"SYNTH-555-{uuid.uuid4().int % 100}-{uuid.uuid4().int % 10_000}",
+        uuid.uuid4().hex[:8],
+    )
+    sent = [
+        (f"uid-ip-{tag}", body(user_id=f"user-{ip}", ip=ip, device_id=device)),
+        (f"uid-dev-{tag}", body(user_id=device, ip=ip, device_id=device)),
+        (f"locale-dev-{tag}", body(user_id=f"locale-{tag}", locale=f"en-{device}", ip=ip, device_id=device)),
+        (f"plain-{tag}", body(user_id=f"plain-{tag}", ip=ip, device_id=device)),
+    ]
+    ids, summary, dlq_url = _sent_and_drained(stack_env, vault, sent)
+    assert (summary.loaded, summary.quarantined) == (1, 3)
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        quarantined = conn.execute(
+            "SELECT sqs_message_id, reason, detail FROM etl_quarantine WHERE sqs_message_id = ANY(%s)", (ids,)
+        ).fetchall()
+        loaded = conn.execute(
+            "SELECT event_id FROM user_logins WHERE event_id = ANY(%s) OR user_id IN (%s, %s) OR locale = %s",
+            ([event_id for event_id, _ in sent], f"user-{ip}", device, f"en-{device}"),
+        ).fetchall()
+    assert loaded == [(f"plain-{tag}",)]
+    assert sorted((i, r) for i, r, _ in quarantined) == sorted((i, "own_value_in_field") for i in ids[:3])
+    assert sorted(d.split()[1] for _, _, d in quarantined) == ["'locale'", "'user_id'", "'user_id'"]
+    assert _dead_letters_holding_any(stack_env, dlq_url, [ip, device]) == (3, 0)
+
+
 def _sent_and_drained(
     stack_env: dict[str, str], vault: RunningVault, sent: list[tuple[str, str]]
 ) -> tuple[list[str], RunSummary, str]:

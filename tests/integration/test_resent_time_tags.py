@@ -120,8 +120,20 @@ def test_a_genuine_resend_keeps_its_date_and_its_tag_on_another_body_or_event_id
         sqs.send_message(
             QueueUrl=env["ETL_QUEUE_URL"], MessageBody=text, MessageAttributes={"event_id": _string(event_id), **copied}
         )
+    # Review 22, R22-9: a producer's claim over a 600 KB event id (a `verify` item over OpenBao's 2 MiB
+    # bound) is not sent to Transit; it neither stalls the genuine claims received with it nor loads.
+    poison = sqs.send_message(
+        QueueUrl=env["ETL_QUEUE_URL"],
+        MessageBody=body(user_id=f"{tag}-poison"),
+        MessageAttributes={"event_id": _string("é" * 300_000), **copied},
+    )["MessageId"]
     with etl_consumer(env) as etl:
-        assert etl.wired.consumer.drain().loaded == 3
+        summary = etl.wired.consumer.drain()
+    assert (summary.loaded, summary.quarantined) == (3, 1)
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        assert conn.execute("SELECT reason FROM etl_quarantine WHERE sqs_message_id = %s", (poison,)).fetchall() == [
+            ("invalid_event_id",)
+        ]
     loaded = _loaded_dates(stack_env, [f"{tag}-genuine", *copies])
     original = datetime.fromtimestamp(original_ms / 1000, UTC)
     assert loaded[f"{tag}-genuine"] == (original.date(), original)

@@ -26,7 +26,7 @@ from etl_service.adapters.sqs_common import (
     timestamp_ms,
 )
 from etl_service.adapters.sqs_resent_times import believed_sent_times
-from etl_service.domain.messages import QueueMessage, quarantine_record
+from etl_service.domain.messages import MAX_EVENT_ID_LENGTH, QueueMessage, quarantine_record
 from etl_service.domain.resent_times import RESENT_FROM_ATTRIBUTE, SENT_TIME_TAG_ATTRIBUTE, tag_input
 from etl_service.entrypoints.dead_letters import _shown
 from etl_service.errors import DependencyDown
@@ -312,3 +312,16 @@ def test_with_openbao_down_a_claim_no_tag_could_vouch_for_does_not_wait() -> Non
     queue = SqsQueue(client, "source", "dlq", verifier=DownVerifier())  # type: ignore[arg-type]
     assert [(m.message_id, m.sent_timestamp_ms) for m in queue.receive(10, 0)] == [("m-2", SQS_SENT_MS)]
     assert list(client.visibility) == ["r-m-1"]
+
+
+def test_a_claim_over_an_event_id_longer_than_any_accepted_is_not_sent_to_transit_nor_waits() -> None:
+    """Review 22, R22-9: a 600 KB event id made a `verify` item over OpenBao's 2 MiB bound (413: "unavailable")."""
+    poison = _received(1, "m-big", event_id={"DataType": "String", "StringValue": "é" * 300_000})
+    genuine = _received(1, "m-ok", event_id={"DataType": "String", "StringValue": "e" * MAX_EVENT_ID_LENGTH})
+    verifier = Verifier(valid=True)
+    assert believed_sent_times([poison, genuine], verifier) == {"m-ok": SQS_SENT_MS - DAY_MS}
+    assert [len(data) for data, _ in verifier.asked] == [len(tag_input("d-1", "e" * 128, SQS_SENT_MS - DAY_MS, "{}"))]
+    client = Receives([poison])
+    queue = SqsQueue(client, "source", "dlq", verifier=DownVerifier())  # type: ignore[arg-type]
+    assert [(m.message_id, m.sent_timestamp_ms) for m in queue.receive(10, 0)] == [("m-big", SQS_SENT_MS)]
+    assert not client.visibility

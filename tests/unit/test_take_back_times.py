@@ -92,3 +92,13 @@ def test_a_letter_carrying_a_tagged_time_keeps_it_and_a_failing_tagger_sends_not
     with pytest.raises(DependencyDown):
         SqsQueue(client, SOURCE, DLQ, take_back_tagger=down).take_back_redriven()  # type: ignore[arg-type]
     assert client.queues[SOURCE] == [] and len(client.queues[DLQ]) == 1  # nothing sent: it stays for the next
+
+
+def test_a_letter_whose_event_id_is_longer_than_any_accepted_goes_back_untagged() -> None:
+    """Review 22, R22-9: its tag input could exceed OpenBao's request bound; it is refused on return anyway."""
+    client, key = Queues(), TakeBackKey()
+    client.put(DLQ, EVENT, {"event_id": _string("é" * 300_000)})
+    client.put(DLQ, EVENT, {"event_id": _string("evt-4")})
+    assert SqsQueue(client, SOURCE, DLQ, take_back_tagger=key.tag).take_back_redriven().taken == 2  # type: ignore[arg-type]
+    assert [len(data) < 1024 for data in key.tagged] == [True]
+    assert sorted(_attribute(copy, RESENT_FROM_ATTRIBUTE) is None for copy in client.queues[SOURCE]) == [False, True]
