@@ -70,3 +70,16 @@ def test_values_refused_new_tokens_are_counted_for_the_sweep_alert_and_audited_w
     assert counted == [("etl", 2), ("etl", BURST + 1)]
     refusals = [(e.outcome, e.item_count) for e in audit.events if e.outcome.startswith("refused")]
     assert refusals == [("refused: RateLimited", 2), ("refused: RateLimited", BURST + 1)]  # the audit reader's count
+
+
+def test_a_refused_call_s_values_are_not_metered_as_tokenized() -> None:
+    # Attack 23, F3: three refused calls of 201 values left "ok: 603 values, 0 new tokens" in the interval's row.
+    meter = TokenizeMeter()
+    vault, _ = _drained_vault(meter)
+    meter.flush()  # the drained burst's own call
+    for _ in range(3):
+        _refusal(vault, [f"198.51.100.{n}" for n in range(10, 10 + BURST + 1)])
+    assert meter.flush() == []  # the refusals are audited each in its own row
+    vault.tokenize_columns("etl", [(TokenType.IP, KNOWN[:3])])
+    (event,) = meter.flush()
+    assert "3 values" in event.outcome, event.outcome

@@ -78,15 +78,19 @@ class Tokenizing(TokenVaultBase):
         for token_type, values in columns:
             merged.setdefault(token_type, []).extend(values)
         by_type: dict[TokenType | None, list[TokenizeOutcome]] = {}
-        issued_in_all = 0
+        issued_in_all = handled = 0
         try:
             for token_type, values in merged.items():
                 by_type[token_type], issued = self._tokenize_type(caller, allowed, token_type, values, epoch)
                 issued_in_all += issued
+                handled += len(values)
         except _NewTokensRefused:  # told by nothing the caller does not know: the call's size and its limit
             raise self._new_token_limiter.refusal_telling_only(caller.name, count) from None
         finally:
-            self.meter.record(caller, count, issued_in_all)
+            # only the values answered (a refused call's are in its refusal's row, not the interval's "ok"
+            # total: attack 23, F3), and every token issued, even by a call that then failed
+            if handled or issued_in_all:
+                self.meter.record(caller, handled, issued_in_all)
         done = dict.fromkeys(merged, 0)
         outcomes = []
         for token_type, values in columns:
