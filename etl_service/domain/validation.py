@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from etl_service.domain.app_version import MAX_TEXT_LENGTH, InvalidAppVersion, encode_app_version
-from etl_service.domain.own_values import own_field_in
+from etl_service.domain.own_values import MIN_DEVICE_ID_TO_SEARCH, own_field_in, own_value_in
 from tokenvault_common.ip_spellings import ips_spelled_by
 from tokenvault_common.pii_text import dotted_numbers
 from tokenvault_common.values import InvalidPiiValue, Rule, normalize_device_id, normalize_ip
@@ -217,8 +217,13 @@ def parse_login_event(
     body: str | bytes,
     device_types: frozenset[str] = DEFAULT_DEVICE_TYPES,
     max_bytes: int = MAX_BODY_BYTES,
+    event_id: str | None = None,
 ) -> LoginEvent:
-    """The LoginEvent in `body`, or Rejection."""
+    """The LoginEvent in `body`, or Rejection.
+
+    `event_id` (the message's attribute, checked by messages.check_event_id) is compared with the
+    event's own ip and device id with the fields stored in clear: `invalid_event_id` when it holds one.
+    """
     document = _decode(body, max_bytes)
     if not _REQUIRED.issubset(document):
         missing = [name for name in (*FIELDS, *PII_FIELDS) if name not in document]
@@ -241,28 +246,37 @@ def parse_login_event(
         number = encode_app_version(app_version)
     except InvalidAppVersion as error:
         raise Rejection(Reason.INVALID_APP_VERSION, str(error)) from None
-    _no_own_value_in_clear(ip, device_id, user_id, locale, app_version)
+    _no_own_value_in_clear(ip, device_id, event_id, user_id, locale, app_version)
     return LoginEvent(user_id, device_type, ip, device_id, locale, app_version, number)
 
 
-def _no_own_value_in_clear(ip: str, device_id: str, user_id: str, locale: str | None, app_version: str) -> None:
-    """Refuse (`own_value_in_field`) an event whose user_id, locale or app_version holds its own ip or device id.
+def _no_own_value_in_clear(
+    ip: str, device_id: str, event_id: str | None, user_id: str, locale: str | None, app_version: str
+) -> None:
+    """Refuse an event whose event_id, user_id, locale or app_version holds its own ip or device id.
 
-    The event_id's own-value check (domain/own_values.py), the same spellings, on the fields stored
-    in clear (attack 23, F1): one call for user_id and locale, joined by a newline (which no field
-    holds: a control character is refused). An app_version (MAJOR[.MINOR[.PATCH]], 1-3 digits a
-    part) can spell an ip only as a short dotted form `inet_aton` reads (`192.0.201` is 192.0.0.201):
-    those of each version are read once (a fleet runs few versions), as the full check of every
-    message's version cost more than the rest of the check. Only a refused event is looked at field
-    by field, to name the field (never the value); user_id and locale are both named when only
-    their joined text holds it (a value split across them is in clear all the same).
+    The event_id's own-value check (domain/own_values.py), the same spellings, on every text stored
+    in clear (attack 23, F1: the fields, `own_value_in_field`; the id, `invalid_event_id`, as before).
+    One call for the id, user_id and locale, joined by a newline (which none holds: the id and the
+    fields refuse unprintable characters): each call pays for its ip's spellings, so one call costs
+    little more than the id's alone. An app_version (MAJOR[.MINOR[.PATCH]], 1-3 digits a part) can
+    spell an ip only as a short dotted form `inet_aton` reads (`192.0.201` is 192.0.0.201): those of
+    each version are read once (a fleet runs few versions). Only a refused event is looked at piece
+    by piece, to name the field (never the value); user_id and locale are both named when only their
+    joined text holds it (a value split across them is in clear all the same).
     """
-    held = own_field_in(f"{user_id}\n{locale or ''}", ip, device_id)
-    if held is not None:
-        fields = {"user_id": user_id, "locale": locale or ""}
-        named = [name for name, value in fields.items() if own_field_in(value, ip, device_id)] or list(fields)
-    elif _version_spells(app_version, ip) or own_field_in(app_version, "", device_id):
-        held = "device_id" if own_field_in(app_version, "", device_id) else "ip"
+    # A device id of 1-3 characters (found in the id only as a whole group) is no one's in a field.
+    field_device = device_id if len(device_id.strip()) >= MIN_DEVICE_ID_TO_SEARCH else ""
+    fields = {"user_id": user_id, "locale": locale or ""}
+    if own_field_in(f"{event_id or ''}\n{user_id}\n{locale or ''}", ip, device_id) is not None:
+        if event_id and (problem := own_value_in(event_id, ip, device_id)):
+            raise Rejection(Reason.INVALID_EVENT_ID, problem)
+        held = own_field_in(f"{user_id}\n{locale or ''}", ip, field_device)
+        if held is None:
+            return  # a short device id, or a value split between the id and a field (as the id alone allows)
+        named = [name for name, value in fields.items() if own_field_in(value, ip, field_device)] or list(fields)
+    elif _version_spells(app_version, ip) or own_field_in(app_version, "", field_device):
+        held = "device_id" if own_field_in(app_version, "", field_device) else "ip"
         named = ["app_version"]
     else:
         return

@@ -6,7 +6,9 @@ call for the batch's envelopes, none for a batch of events) and goes back as it 
 (service/returned_letters.py). An event_id that carries the event's own ip or device id is never
 kept: a valid event with one is refused as `invalid_event_id`, and a message refused for anything
 else loses the id and keeps its reason (attack 19, finding 5); both are then keyed by their SQS
-message id, in the quarantine row and the DLQ's attributes.
+message id, in the quarantine row and the DLQ's attributes. The fields stored in clear (user_id,
+locale, app_version) holding the event's own ip or device id are refused as `own_value_in_field`
+(attack 23, F1): parse_login_event compares them and the id in one pass.
 """
 
 from __future__ import annotations
@@ -38,14 +40,13 @@ def validate_messages(
                 continue
             if message.event_id_problem is not None:
                 raise Rejection(Reason.INVALID_EVENT_ID, message.event_id_problem)
-            event = parse_login_event(message.body, device_types, max_body_bytes)
-            if message.event_id is not None and (problem := own_value_in(message.event_id, event.ip, event.device_id)):
-                # Refused under its SQS id: neither the quarantine row nor the DLQ's attributes keep the id.
-                rejected.append((replace(message, event_id=None), Rejection(Reason.INVALID_EVENT_ID, problem)))
-                continue
-            accepted.append((message, event))
+            # The id is compared with the event's own ip and device id with the fields stored in clear.
+            accepted.append((message, parse_login_event(message.body, device_types, max_body_bytes, message.event_id)))
         except Rejection as rejection:
-            rejected.append((without_own_event_id(message, max_body_bytes), _unraised(rejection)))
+            if rejection.reason == Reason.INVALID_EVENT_ID:  # refused under its SQS id: no row or attribute keeps it
+                rejected.append((replace(message, event_id=None), _unraised(rejection)))
+            else:
+                rejected.append((without_own_event_id(message, max_body_bytes), _unraised(rejection)))
     return accepted, rejected
 
 

@@ -17,9 +17,9 @@ DEVICE = "SYNTH-555-12-9877"
 UUID_DEVICE = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
 
 
-def _refused(**fields: object) -> Rejection:
+def _refused(event_id: str | None = None, **fields: object) -> Rejection:
     with pytest.raises(Rejection) as error:
-        parse_login_event(body(**{"ip": IP, "device_id": DEVICE, **fields}))
+        parse_login_event(body(**{"ip": IP, "device_id": DEVICE, **fields}), event_id=event_id)
     return error.value
 
 
@@ -78,3 +78,11 @@ def test_fields_holding_other_values_are_loaded(fields: dict[str, object]) -> No
 
 def test_the_reason_is_a_known_one() -> None:
     assert Reason.OWN_VALUE_IN_FIELD in REASONS
+
+
+def test_an_event_id_holding_its_own_value_is_refused_as_before_and_a_short_device_id_refuses_no_field() -> None:
+    rejection = _refused(event_id=f"evt-{IP}", user_id=f"user-{IP}")  # the id's reason first, as before
+    assert rejection.reason == Reason.INVALID_EVENT_ID and "event_id attribute" in rejection.detail
+    # A 1-3 character device id is found in an id only as a whole group; in a field, it is no one's.
+    assert parse_login_event(body(device_id="ru", locale="ru", user_id="u-ru"), event_id="evt-1").locale == "ru"
+    assert _refused(device_id="ru", event_id="evt-ru").reason == Reason.INVALID_EVENT_ID
