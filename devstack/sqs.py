@@ -22,6 +22,7 @@ from devstack.isolation import python_command
 from devstack.procs import StackError, free_port, port_open, spawn, stop_pid, wait_until
 from devstack.sqs_identities import IDENTITIES, SqsKey, create_identities, root_key
 from etl_service.adapters.sqs import make_sqs_client
+from etl_service.service.sealing import SQS_MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -32,6 +33,9 @@ REQUIREMENTS = Path(__file__).resolve().parent / "ministack-requirements.txt"
 LAUNCHER = Path(__file__).resolve().parent / "sqs_auth_launcher.py"
 QUEUE_NAME = "login-queue"
 MAX_RECEIVE_COUNT = 5  # poison messages move to the DLQ after this many receives
+MAX_MESSAGE_BYTES = str(SQS_MAX_MESSAGE_BYTES)
+"""Both queues refuse a larger message (SQS's default is now 1 MiB): the ETL's sealed dead letters, its
+claim bounds and the emulator's body budget are sized for 256 KiB, and a producer gets SQS's own error."""
 DEV_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "test",
     "AWS_SECRET_ACCESS_KEY": "test",
@@ -114,9 +118,12 @@ def attach_dead_letter_queue(sqs: SQSClient, queue_url: str, max_receive_count: 
     """
     name = queue_url.rstrip("/").rsplit("/", 1)[1]
     dlq_url = sqs.create_queue(QueueName=f"{name}-dlq", Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+    sqs.set_queue_attributes(QueueUrl=dlq_url, Attributes={"MaximumMessageSize": MAX_MESSAGE_BYTES})  # also an old one
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)})
-    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"RedrivePolicy": redrive})
+    sqs.set_queue_attributes(
+        QueueUrl=queue_url, Attributes={"RedrivePolicy": redrive, "MaximumMessageSize": MAX_MESSAGE_BYTES}
+    )
     return dlq_url
 
 

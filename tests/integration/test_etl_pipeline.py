@@ -10,17 +10,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 import psycopg
+import pytest
 from prometheus_client import REGISTRY
 from psycopg_pool import ConnectionPool
 
 from devstack.events import OutgoingEvent, events_from_file, generate_events, send_events
 from devstack.procs import free_port
-from devstack.sqs import attach_dead_letter_queue, sqs_client
+from devstack.sqs import attach_dead_letter_queue, create_queues, sqs_client
 from devstack.stack import etl_service_env
 from etl_service.adapters.postgres import PostgresLoginStore
 from etl_service.domain.messages import QueueMessage, to_row
 from etl_service.domain.validation import parse_login_event
+from etl_service.service.sealing import SQS_MAX_MESSAGE_BYTES
 from tests.conftest import RunningVault, etl_consumer, etl_harness, running_vault
 from tests.malformed_samples import MALFORMED, body
 
@@ -220,3 +223,15 @@ def test_a_partly_loaded_batch_adds_only_the_new_rows(stack_env: dict[str, str])
         assert store.write(rows, []).rows_inserted == 0
     loaded = rows_for(stack_env["PG_ADMIN_DSN"], [m.message_id for m in messages])
     assert [r[0] for r in loaded] == sorted(m.message_id for m in messages)
+
+
+def test_the_stack_queues_refuse_a_message_over_the_256_kib_the_etl_is_sized_for(stack_env: dict[str, str]) -> None:
+    """SQS's default is now 1 MiB; the sealed dead letters, claim bounds and the emulator's budget assume 256 KiB."""
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    queue_url, dlq_url = create_queues(stack_env["SQS_ENDPOINT_URL"], name=f"size-{uuid.uuid4().hex[:8]}")
+    for url in (queue_url, dlq_url):
+        sqs.send_message(QueueUrl=url, MessageBody="x" * SQS_MAX_MESSAGE_BYTES)  # the largest SQS ever took
+        with pytest.raises(botocore.exceptions.ClientError) as refused:
+            sqs.send_message(QueueUrl=url, MessageBody="x" * (SQS_MAX_MESSAGE_BYTES + 1))
+        assert refused.value.response["Error"]["Code"] == "InvalidParameterValue"
+        assert str(SQS_MAX_MESSAGE_BYTES) in refused.value.response["Error"]["Message"]
