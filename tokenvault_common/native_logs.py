@@ -9,6 +9,7 @@ arriving on the pipe into a record of logger `grpc.core` (level from the glog le
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import re
@@ -31,6 +32,8 @@ def route_native_stderr(logger_name: str = "grpc.core") -> None:
     os.dup2(write_end, 2)
     os.close(write_end)
     sys.stderr = open(real_stderr, "w", buffering=1, encoding="utf-8", errors="replace", closefd=True)  # noqa: SIM115
+    if faulthandler.is_enabled():  # PYTHONFAULTHANDLER: a fatal signal's stacks to the real stderr, not the pipe
+        faulthandler.enable(sys.stderr)
     logger = logging.getLogger(logger_name)
     threading.Thread(target=_relay, args=(read_end, logger), name="native-stderr", daemon=True).start()
 

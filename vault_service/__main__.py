@@ -13,6 +13,7 @@ from pathlib import Path
 from psycopg_pool import PoolTimeout
 
 from tokenvault_common.env import ConfigError
+from tokenvault_common.exit_watchdog import exit_within
 from tokenvault_common.logging_setup import configure_logging
 from tokenvault_common.metrics_endpoint import MetricsEndpointError, serve_metrics, tls_context
 from tokenvault_common.runtime import tune_for_throughput
@@ -31,10 +32,16 @@ from vault_service.entrypoints.server import create_server, server_credentials
 
 log = logging.getLogger("vault_service")
 
+STOP_GRACE_SECONDS = 10.0
+"""After SIGTERM, how long calls in flight may take to finish."""
+EXIT_MARGIN_SECONDS = 15.0
+"""Then the health listener, maintenance and audit upkeep stop and the pools close; a process still
+running this long after the grace period is ended (exit_watchdog, status 1): 25 s, inside Kubernetes' 30 s."""
 
 EXIT_CODES = """exit status:
   0  stopped by SIGTERM/SIGINT, in-flight calls finished
-  1  cannot start: Vault, the database or the access policy refused or failed (the message says which)
+  1  cannot start: Vault, the database or the access policy refused or failed (the message says which);
+     or still running 25 s after SIGTERM/SIGINT (each thread's stack is on stderr)
   2  invalid settings (every problem named at once), or a metrics endpoint, revocation list or
      health socket (a directory or path another uid could reach or replace) that cannot work as set"""
 
@@ -124,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     stopping.wait()
+    exit_within(STOP_GRACE_SECONDS + EXIT_MARGIN_SECONDS)
     log.info("stopping: finishing in-flight calls")
-    running.server.stop(grace=10).wait()
+    running.server.stop(grace=STOP_GRACE_SECONDS).wait()
     if health_server is not None:
         health_server.stop(grace=1).wait()
     maintainer.stop()

@@ -34,6 +34,7 @@ from etl_service.service.outcomes import (
     RunSummary,
 )
 from tokenvault_common.env import ConfigError
+from tokenvault_common.exit_watchdog import exit_within
 from tokenvault_common.logging_setup import configure_logging
 from tokenvault_common.metrics_endpoint import MetricsEndpointError, serve_metrics, tls_context
 from tokenvault_common.runtime import tune_for_throughput
@@ -95,13 +96,18 @@ HELD_WAIT_SECONDS = default_held_wait_seconds(LISTING_LEASE_SECONDS)
 """How long a drain waits for dead letters another reader holds (the SQS adapter's DLQ listing lease, plus a margin)."""
 
 EXIT_OK, EXIT_MISCONFIGURED, EXIT_CONFIG, EXIT_UNPROCESSED = 0, 1, 2, 3
+EXIT_MARGIN_SECONDS = 8.0
+"""After SIGTERM the process exits within ETL_SHUTDOWN_GRACE_SECONDS plus this (its pools and channels
+closed), or is ended there (exit_watchdog); 20 + 8 s stays inside compose's 30 s and Kubernetes' 60 s."""
 EXIT_CODES = f"""exit status:
   0  done (drain: the queue is empty and every message this drain received was loaded or
      quarantined for what it holds - a message an error left behind was settled since, by
      this drain or by another consumer, which may have quarantined it; or stopped by
      SIGTERM/SIGINT before any error met a message)
   1  cannot work as configured: a start-up check failed, or an identity, permission, table or
-     queue was refused while running (every held message was released first)
+     queue was refused while running (every held message was released first); or the process
+     was still running {EXIT_MARGIN_SECONDS:.0f} s past its shutdown grace period after SIGTERM/SIGINT
+     (each thread's stack is on stderr; unsettled messages return to the queue at their lease's end)
   2  invalid settings
   3  drain only: an error kept messages from loading - a dependency down or a failure left them
      in the queue when the drain was stopped, or processing failed on every receive and the
@@ -159,8 +165,13 @@ def main(argv: list[str] | None = None) -> int:
             wired = bootstrap(config, wait_seconds=1 if args.mode == "drain" else None, observer=FanOut(*observers))
         except Misconfigured as error:
             return _cannot_start(error)
+
+        def stop(*_: object) -> None:
+            exit_within(config.shutdown_grace_seconds + EXIT_MARGIN_SECONDS)
+            wired.consumer.stop()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: wired.consumer.stop())
+            signal.signal(sig, stop)
         try:
             wired.check_dependencies()
             mark_dependencies_up()

@@ -65,7 +65,7 @@ def test_an_idle_service_exports_its_dependencies_up_from_the_start_and_exits_wi
     env = {**etl_harness_env(stack_env, vault_process[0]), "ETL_METRICS_PORT": str(port)}
     process = subprocess.Popen(
         [sys.executable, "-m", "etl_service", "run"],
-        env={**os.environ, **env},
+        env={**os.environ, **env, "PYTHONFAULTHANDLER": "1"},  # SIGABRT prints every thread's stack
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -82,7 +82,11 @@ def test_an_idle_service_exports_its_dependencies_up_from_the_start_and_exits_wi
         time.sleep(1)  # receivers are inside their 20 s long polls now
         process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        process.wait(30)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:  # show where it hangs: each thread's stack, then the log's tail
+            process.send_signal(signal.SIGABRT)
+            raise AssertionError(f"no exit 10 s after SIGTERM:\n{process.communicate(timeout=10)[1][-6000:]}") from None
         assert process.returncode == 0 and time.monotonic() - signalled < 2
     finally:  # a failure above leaves no ETL consuming behind the test
         if process.poll() is None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -33,3 +35,23 @@ def test_native_stderr_lines_become_json_records_with_utc_times() -> None:
         "ssl_transport_security.cc:2563",
     )
     assert by_message["some other native line"]["level"] == "WARNING"
+
+
+HANGS = """
+import os, signal, threading
+from tokenvault_common.logging_setup import configure_logging
+configure_logging("etl_service", "INFO", native=True)
+def stuck_in_shutdown():
+    threading.Event().wait()
+threading.Thread(target=stuck_in_shutdown, name="stuck", daemon=True).start()
+os.kill(os.getpid(), signal.SIGABRT)
+"""
+
+
+def test_with_pythonfaulthandler_a_fatal_signal_shows_each_threads_stack_on_the_real_stderr() -> None:
+    """How a hung service is diagnosed (`kill -ABRT`): the stacks must not vanish into the native-log pipe."""
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    result = subprocess.run([sys.executable, "-c", HANGS], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == -signal.SIGABRT
+    assert "Fatal Python error: Aborted" in result.stderr
+    assert "in stuck_in_shutdown" in result.stderr
