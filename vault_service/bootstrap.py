@@ -34,6 +34,7 @@ from vault_service.domain.checkpoints import Checkpoint
 from vault_service.domain.pending_rows import PendingNote
 from vault_service.domain.policy import load_policy
 from vault_service.entrypoints.metrics import (
+    export_reveal_budgets,
     observe_checkpoint_exported,
     observe_checkpoint_refused,
     observe_database_defaults,
@@ -252,6 +253,7 @@ def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
     Raises VaultStartupError, KeysUnavailable or PoolTimeout with a message naming the cause.
     """
     policy = load_policy(config.policy_file)
+    export_reveal_budgets(policy)  # what RevealVolumeHigh compares each client's reveals with
     # The session renews its token and logs in again before it expires (see vault_session.py).
     session = open_session(config.vault_address, config.vault_token, config.vault_role_id, config.vault_secret_id_file)
     wrapper = TransitKeyWrapper(session, config.kek_name, config.transit_mount)

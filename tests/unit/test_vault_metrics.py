@@ -1,4 +1,4 @@
-"""The vault's own metrics: cache lookups and size, insert races, merged batches, audit anchoring."""
+"""The vault's own metrics: cache lookups and size, insert races, merged batches, audit anchoring, reveal budgets."""
 
 from __future__ import annotations
 
@@ -10,8 +10,15 @@ import pytest
 from prometheus_client import REGISTRY
 
 from vault_service.adapters.postgres import prepared
+from vault_service.domain.policy import parse_policy
 from vault_service.domain.token_types import TokenType
-from vault_service.entrypoints.metrics import _VaultCollector, observe_checkpoint_exported, observe_planted_checkpoint
+from vault_service.entrypoints.metrics import (
+    _VaultCollector,
+    count_revealed,
+    export_reveal_budgets,
+    observe_checkpoint_exported,
+    observe_planted_checkpoint,
+)
 from vault_service.service import vault as vault_module
 from vault_service.service.token_cache import TokenCache
 
@@ -68,3 +75,39 @@ def test_withheld_purposes_are_one_count_without_a_label(monkeypatch: pytest.Mon
     assert [(sample.name, sample.labels, sample.value) for sample in family.samples] == [
         ("tokenvault_purposes_withheld_total", {}, 1)
     ]
+
+
+def _budgets() -> dict[str, float]:
+    family = next(f for f in REGISTRY.collect() if f.name == "tokenvault_client_reveal_budget_per_hour")
+    return {sample.labels["client"]: sample.value for sample in family.samples}
+
+
+def test_each_revealing_client_s_hourly_budget_is_exported_from_the_policy() -> None:
+    """What RevealVolumeHigh compares a client's reveals with: its own rate, or the defaults', per hour."""
+    policy = parse_policy(
+        {
+            "defaults": {"limits": {"detokenize_per_second": 2, "detokenize_burst": 50}},
+            "clients": {
+                "analyst": {"detokenize": {"ip": "plain"}, "limits": {"detokenize_per_second": 200}},
+                "contractor": {"detokenize": {"device_id": "masked"}},
+                "etl-service": {"tokenize": ["ip"]},
+                "blind": {"detokenize": {"ip": "none"}},
+            },
+        }
+    )
+    export_reveal_budgets(policy)
+    assert _budgets() == {"analyst": 720_000, "contractor": 7_200}  # who may see nothing has no budget to watch
+    export_reveal_budgets(parse_policy({"clients": {"contractor": {"detokenize": {"ip": "masked"}}}}))
+    assert _budgets() == {"contractor": 36_000}  # the built-in default (10/s); the analyst is gone with its policy
+
+
+def test_a_call_s_revealed_values_are_counted_for_its_client_and_none_is_nothing() -> None:
+    def revealed(client: str) -> float:
+        return REGISTRY.get_sample_value("tokenvault_detokenize_values_revealed_total", {"client": client}) or 0.0
+
+    before = revealed("unit-analyst")
+    count_revealed("unit-analyst", 998)
+    count_revealed("unit-analyst", 2)
+    count_revealed("unit-nobody", 0)
+    assert revealed("unit-analyst") == before + 1000
+    assert REGISTRY.get_sample_value("tokenvault_detokenize_values_revealed_total", {"client": "unit-nobody"}) is None

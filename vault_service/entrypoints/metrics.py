@@ -1,6 +1,7 @@
-"""Prometheus metrics of the vault: calls and items by method and code, latency, cache, health.
+"""Prometheus metrics of the vault: calls and items by method and code, latency, cache, health, per-client volumes.
 
-Labels carry method names, status codes and dependency names only, never values or tokens.
+Labels carry method names, status codes, client names (certificate CNs the policy knows) and dependency
+names only, never values or tokens.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from vault_service.adapters.client_crl_lists import REFUSAL_REASONS
 from vault_service.adapters.postgres.prepared import planted_statements_replaced
 from vault_service.adapters.postgres.tokens import PostgresTokenStore
 from vault_service.domain.grant_bound import over_grants
+from vault_service.domain.policy import AccessPolicy
 from vault_service.service.token_cache import TokenCache
 from vault_service.service.vault import purposes_withheld
 
@@ -63,6 +65,18 @@ NEW_TOKENS_REFUSED = Counter(
     "tokenvault_tokenize_new_tokens_refused_total",
     "Values not stored that Tokenize refused new tokens for, over the client's new-token limit, by client"
     " (a sweep probing by refusals shows here: the sweep alert adds it to the new tokens)",
+    ["client"],
+)
+VALUES_REVEALED = Counter(
+    "tokenvault_detokenize_values_revealed_total",
+    "Values Detokenize showed, plain or masked, by client (a token refused, unknown or erased is not counted,"
+    " nor any token of a refused call); alert RevealVolumeHigh compares a client's hour with its budget",
+    ["client"],
+)
+REVEAL_BUDGET_PER_HOUR = Gauge(
+    "tokenvault_client_reveal_budget_per_hour",
+    "Values the access policy lets a client have revealed per hour (detokenize_per_second x 3600; its burst"
+    " comes on top), for each client the policy lets see any type; alert RevealVolumeHigh",
     ["client"],
 )
 
@@ -242,6 +256,28 @@ def observe_tokenize(client: str, values: int, new_tokens: int) -> None:
 def observe_new_tokens_refused(client: str, values: int) -> None:
     """Count values refused new tokens for want of the client's new-token budget."""
     NEW_TOKENS_REFUSED.labels(client).inc(values)
+
+
+_REVEALED_COUNTERS: dict[str, Any] = {}
+"""VALUES_REVEALED's children by client (clients of the policy only: the guard refuses any other)."""
+
+
+def count_revealed(client: str, values: int) -> None:
+    """Count the values one served Detokenize call showed `client` (one increment per call)."""
+    if not values:
+        return
+    counter = _REVEALED_COUNTERS.get(client)
+    if counter is None:
+        counter = _REVEALED_COUNTERS.setdefault(client, VALUES_REVEALED.labels(client))
+    counter.inc(values)
+
+
+def export_reveal_budgets(policy: AccessPolicy) -> None:
+    """Export each revealing client's hourly reveal budget under `policy` (replacing any exported before)."""
+    REVEAL_BUDGET_PER_HOUR.clear()
+    for client, limit in sorted(policy.limits_of("detokenize").items()):
+        if policy.may_detokenize_anything(client):
+            REVEAL_BUDGET_PER_HOUR.labels(client).set(limit.per_second * 3600)
 
 
 _ITEM_COUNTERS: dict[tuple[str, str], Any] = {}

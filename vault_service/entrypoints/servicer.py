@@ -14,7 +14,7 @@ from vault_service.domain.errors import RateLimited, VaultError
 from vault_service.domain.token_types import TokenType
 from vault_service.entrypoints.columns import item_error, revealed_lists, to_column, to_results
 from vault_service.entrypoints.guard import current_caller
-from vault_service.entrypoints.metrics import count_items, count_outcomes, measured
+from vault_service.entrypoints.metrics import count_items, count_outcomes, count_revealed, measured
 from vault_service.entrypoints.status import status_of
 from vault_service.service.tokenizing import TokenizeOutcome
 from vault_service.service.vault import TokenVault
@@ -81,9 +81,13 @@ class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
         self, request: vault_pb2.DetokenizeRequest, context: grpc.ServicerContext
     ) -> vault_pb2.DetokenizeResponse:
         """Batch detokenize; audited; per-item errors inside the response (as a column when asked)."""
-        outcomes = self._call(context, self._vault.detokenize, current_caller(), list(request.tokens), request.purpose)
+        caller = current_caller()
+        outcomes = self._call(context, self._vault.detokenize, caller, list(request.tokens), request.purpose)
         lists = revealed_lists(outcomes)
-        count_outcomes("Detokenize", len(outcomes) - len(lists.errors), lists.error_codes())
+        revealed = len(outcomes) - len(lists.errors)
+        count_outcomes("Detokenize", revealed, lists.error_codes())
+        if caller is not None:  # a served call always has one: the guard refuses a call without
+            count_revealed(caller.name, revealed)
         if request.as_column:
             return vault_pb2.DetokenizeResponse(column=to_column(lists))
         return vault_pb2.DetokenizeResponse(results=to_results(lists))
