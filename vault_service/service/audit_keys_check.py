@@ -128,8 +128,31 @@ def late_check_values(records: Sequence[AuditRecord]) -> LateCheckValues:
     return LateCheckValues(at_rollout, elsewhere)
 
 
+def one_key_under_two_ids(records: Sequence[AuditRecord]) -> str | None:
+    """Two key ids (any purpose) the data-key rows name with one check value; None when there are none.
+
+    One key under two ids is a key's material come back (attack 24, F1: a retired DEK inserted
+    again as the active one opened what crypto-shredding had shredded). Migration 0027 refuses it
+    to the serving role; this finds what the owner did.
+    """
+    first: dict[bytes, _KeyEntry] = {}
+    for entry in _key_entries(records):
+        if entry.check is None:
+            continue
+        seen = first.setdefault(entry.check, entry)
+        if seen.key_id != entry.key_id:
+            return (
+                f"data keys {seen.key_id} and {entry.key_id} are one key: the audit log records one check value"
+                f" for both (records {seen.record.record_id} and {entry.record.record_id}). A key's material came"
+                " back under a new id; what was shredded with the old one opens again"
+            )
+    return None
+
+
 def audit_keys_problem(records: Sequence[AuditRecord], audit_keys: Sequence[DataKey]) -> str | None:
     """Why no report may be made with `audit_keys` from `records` (verified ones); None when it may."""
+    if (twice := one_key_under_two_ids(records)) is not None:
+        return twice
     loaded = {key.key_id: key for key in audit_keys}
     late = late_check_values(records)
     for key_id, checks in sorted(recorded_audit_keys(records).items()):

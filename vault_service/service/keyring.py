@@ -70,6 +70,29 @@ class KeyRing:
             raise KeysUnavailable(f"data key {key_id} is not loaded (retired or not yet rewrapped)") from None
 
 
+def _one_key_under_two_ids(rows: list[StoredKey], keys: Mapping[int, DataKey]) -> str | None:
+    """Why `keys` may not be used: two key ids that hold one key; None when each id is a key of its own.
+
+    A key's material never comes back under a new id (migration 0027; attack 24, F1: a retired DEK
+    inserted again as the active one made crypto-shredding shred nothing). Compared by check value:
+    each loaded key's own, and the one each row records (a retired key's row is not loaded).
+    """
+    ids_of: dict[bytes, set[int]] = {}
+    for row in rows:
+        if row.check_value is not None:
+            ids_of.setdefault(bytes(row.check_value), set()).add(row.key_id)
+    for key_id, key in keys.items():
+        ids_of.setdefault(check_value(key.material), set()).add(key_id)
+    twice = sorted(sorted(ids) for ids in ids_of.values() if len(ids) > 1)
+    if not twice:
+        return None
+    return (
+        f"data keys {' and '.join(map(str, twice[0]))} are one key (one check value): a key's material came back"
+        " under a new id, and what was shredded with the old one opens again. Not loading them; the database"
+        " owner retires the newer id (see the data-key rows of the audit log and vault.data_key_check_values)"
+    )
+
+
 def _generation(rows: list[StoredKey]) -> KeyGeneration:
     def one(purpose: KeyPurpose, state: KeyState) -> int | None:
         return next((r.key_id for r in rows if r.purpose == purpose and r.state == state), None)
@@ -127,6 +150,7 @@ class KeyManager:
 
         Audit keys are loaded whatever their state: they only hash, and the reveals hashed under
         them are found only with them. A key without a check value gets one recorded (once).
+        KeysUnavailable when two key ids hold one key (a key's material back under a new id).
         """
         with self._lock:
             rows = self._store.load_keys()
@@ -141,6 +165,8 @@ class KeyManager:
                 for r in rows
                 if r.check_value is None and r.key_id in keys
             }
+            if (twice := _one_key_under_two_ids(rows, keys)) is not None:
+                raise KeysUnavailable(twice)
             self._store.record_check_values(unchecked)
             audit_ids = tuple(r.key_id for r in rows if r.purpose == AUDIT and r.key_id in keys)
             ring = KeyRing(keys, _generation(rows), audit_ids)
