@@ -202,9 +202,14 @@ def test_after_analyze_no_secret_column_has_statistics_and_lookups_stay_hash_ind
         (RESEAL_CONDITION, "dek_id", "tokens_dek"),
         (REINDEX_CONDITION, "fingerprint_key_id", "tokens_fingerprint_key"),
     ):
-        query = _select_batch_query(condition, key_column).replace("ANY(%s)", "ANY($1)").replace("LIMIT %s", "LIMIT $2")
-        conn.execute(f"PREPARE work_batch_{key_column} (int[], bigint) AS {query}")
-        batch = _plan(conn, f"EXECUTE work_batch_{key_column}('{{1,2}}', 1000)")
+        query = (
+            _select_batch_query(condition, key_column)
+            .replace("ANY(%s)", "ANY($1)")
+            .replace("LIMIT %s", "LIMIT $2")
+            .replace("FROM %s)", "FROM $3)")
+        )
+        conn.execute(f"PREPARE work_batch_{key_column} (int[], bigint, int) AS {query}")  # $3: the pending key
+        batch = _plan(conn, f"EXECUTE work_batch_{key_column}('{{1,2}}', 1000, 3)")
         assert set(_scans_of_tokens(batch)) <= {"Index Scan", "Index Only Scan"}, _scans_of_tokens(batch)
         assert _indexes_of_tokens(batch) == {index}
 
@@ -220,9 +225,14 @@ def test_the_key_jobs_batches_read_their_work_list_index_under_a_generic_plan(
     # the first matches: 61 ms a batch on 300k rows when the old key's rows sit at the end.
     conn = big_unanalyzed_tokens
     conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-    query = _select_batch_query(condition, key_column).replace("ANY(%s)", "ANY($1)").replace("LIMIT %s", "LIMIT $2")
-    conn.execute(f"PREPARE work_batch (int[], bigint) AS {query}")
-    plan = _plan(conn, "EXECUTE work_batch('{1,2}', 1000)")
+    query = (
+        _select_batch_query(condition, key_column)
+        .replace("ANY(%s)", "ANY($1)")
+        .replace("LIMIT %s", "LIMIT $2")
+        .replace("FROM %s)", "FROM $3)")
+    )
+    conn.execute(f"PREPARE work_batch (int[], bigint, int) AS {query}")  # $3: the reindex's pending key
+    plan = _plan(conn, "EXECUTE work_batch('{1,2}', 1000, 3)")
     tokens_nodes = [n for n in _nodes(plan) if n.get("Relation Name") == "tokens"]
     assert {n["Node Type"] for n in tokens_nodes} <= {"Index Scan", "Index Only Scan"}, tokens_nodes
     assert {n.get("Index Name") for n in tokens_nodes} == {index}
@@ -309,6 +319,12 @@ def test_the_functions_that_change_values_find_their_rows_without_scanning_the_t
     tokens = [token for (token,) in rows]  # two of the fixture's rows
     if function.startswith("reseal_tokens"):
         _rotate_data_key_of(conn, tokens)
+    if function.startswith("set_next_fingerprints"):  # refused unless a fingerprint key is pending (0028)
+        conn.execute("RESET ROLE")
+        conn.execute(
+            "INSERT INTO vault.data_keys (purpose, wrapped_key, kek_name, state)"
+            " VALUES ('fingerprint', 'unused', 'unused', 'pending')"
+        )
     _as_the_service(conn)
     dek = conn.execute("SELECT dek_id FROM vault.tokens WHERE token = %s LIMIT 1", (tokens[0],)).fetchone()
     assert dek is not None  # the old DEK as the re-encryption job read it
@@ -364,9 +380,10 @@ def test_compaction_reads_its_batch_from_the_work_list_index_not_the_table(
     assert key is not None
     conn.execute(
         "INSERT INTO vault.tokens (token, token_type, fingerprint, fingerprint_key_id, dek_id, sealed,"
-        " next_fingerprint) SELECT 'ip_' || substr(md5('compact' || g), 1, 22), 'ip', sha256(('compact' || g)::bytea),"
-        " %s, %s, sha256(g::text::bytea), sha256(('next' || g)::bytea) FROM generate_series(1, 1500) g",
-        (key[0] - 1, key[0] - 1),  # under an older key
+        " next_fingerprint, next_fingerprint_key_id) SELECT 'ip_' || substr(md5('compact' || g), 1, 22), 'ip',"
+        " sha256(('compact' || g)::bytea), %s, %s, sha256(g::text::bytea), sha256(('next' || g)::bytea), %s"
+        " FROM generate_series(1, 1500) g",
+        (key[0] - 1, key[0] - 1, key[0]),  # under an older key, re-indexed under the new one
     )
     _skip_dead_work_list_entries(conn)
     _as_the_service(conn)

@@ -55,6 +55,11 @@ WHERE t.fingerprint IS NOT NULL
 LIMIT 1
 """
 
+HAS_NEXT_FINGERPRINT_KEY_IDS = (
+    "SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = 'vault.tokens'::regclass"
+    " AND attname = 'next_fingerprint_key_id' AND NOT attisdropped"
+)
+
 HAS_CHECK_VALUES = (
     "SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = 'vault.data_keys'::regclass"
     " AND attname = 'check_value' AND NOT attisdropped"
@@ -72,6 +77,7 @@ class PostgresKeyStore:
         # catalog query per key refresh until then): the running service then records the check
         # values of the keys made before 0024 within a key refresh of the migration.
         self._check_values = False
+        self._next_fingerprint_key_ids = False  # migration 0028's column, looked up the same way
 
     def _has_check_values(self, conn: psycopg.Connection) -> bool:
         if not self._check_values:
@@ -170,12 +176,8 @@ class PostgresKeyStore:
             generation = live_generation(conn)
             if generation.pending_fingerprint_id is None:
                 return False
-            left = conn.execute(
-                "SELECT 1 FROM vault.tokens WHERE fingerprint IS NOT NULL AND next_fingerprint IS NULL"
-                " AND fingerprint_key_id <> %s LIMIT 1",
-                (generation.pending_fingerprint_id,),
-            ).fetchone()
-            if left:
+            left = conn.execute(self._rows_left_to_reindex(conn), {"pending": generation.pending_fingerprint_id})
+            if left.fetchone():
                 return False
             conn.execute(
                 "UPDATE vault.data_keys SET state = 'retired', retired_at = now() WHERE id = %s",
@@ -185,6 +187,20 @@ class PostgresKeyStore:
                 "UPDATE vault.data_keys SET state = 'active' WHERE id = %s", (generation.pending_fingerprint_id,)
             )
         return True
+
+    def _rows_left_to_reindex(self, conn: psycopg.Connection) -> str:
+        """A live row without a next fingerprint under the pending key (`%(pending)s`), as migration 0028 counts."""
+        if not self._next_fingerprint_key_ids:
+            self._next_fingerprint_key_ids = conn.execute(HAS_NEXT_FINGERPRINT_KEY_IDS).fetchone() is not None
+        if not self._next_fingerprint_key_ids:
+            return (
+                "SELECT 1 FROM vault.tokens WHERE fingerprint IS NOT NULL AND next_fingerprint IS NULL"
+                " AND fingerprint_key_id <> %(pending)s LIMIT 1"
+            )
+        return (
+            "SELECT 1 FROM vault.tokens WHERE fingerprint IS NOT NULL AND fingerprint_key_id <> %(pending)s"
+            " AND (next_fingerprint IS NULL OR next_fingerprint_key_id IS DISTINCT FROM %(pending)s) LIMIT 1"
+        )
 
     @translated
     def retire_unused_encryption_keys(self) -> list[int]:

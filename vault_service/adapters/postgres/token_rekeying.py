@@ -12,7 +12,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from vault_service.adapters.postgres.errors import translated
-from vault_service.adapters.postgres.keys import other_keys
+from vault_service.adapters.postgres.keys import HAS_NEXT_FINGERPRINT_KEY_IDS, other_keys
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
 from vault_service.service.ports import Reindexer, Resealer, StoredToken
 
@@ -26,14 +26,27 @@ def _stored_token(row: tuple[str, str, int, bytes | None]) -> StoredToken:
 
 RESEAL_CONDITION = "sealed IS NOT NULL AND dek_id = ANY(%s)"
 """Rows the re-encryption job works on (`tokens_dek` is its work-list index)."""
-REINDEX_CONDITION = "fingerprint IS NOT NULL AND next_fingerprint IS NULL AND fingerprint_key_id = ANY(%s)"
-"""Rows the re-fingerprinting job works on (`tokens_fingerprint_key` is its work-list index)."""
+REINDEX_CONDITION = (
+    "fingerprint IS NOT NULL AND fingerprint_key_id = ANY(%s)"
+    " AND (next_fingerprint IS NULL OR next_fingerprint_key_id IS DISTINCT FROM %s)"
+)
+"""Rows the re-fingerprinting job works on (`tokens_fingerprint_key` is its work-list index): key ids, pending key.
+
+Every row whose next fingerprint is not one written under the pending key (migration 0028): a next
+fingerprint planted while no key was pending, or written under another, is re-done (attack 24, F2)."""
+REINDEX_CONDITION_BEFORE_0028 = "fingerprint IS NOT NULL AND next_fingerprint IS NULL AND fingerprint_key_id = ANY(%s)"
+"""The work list while the database has no next_fingerprint_key_id yet (the service is rolled out first)."""
+
+
+def has_next_fingerprint_key_ids(conn: psycopg.Connection) -> bool:
+    """Whether migration 0028's vault.tokens.next_fingerprint_key_id is there."""
+    return conn.execute(HAS_NEXT_FINGERPRINT_KEY_IDS).fetchone() is not None
 
 
 def _select_batch(
-    conn: psycopg.Connection, condition: str, key_column: str, key_ids: list[int], limit: int
+    conn: psycopg.Connection, condition: str, key_column: str, key_ids: list[int], limit: int, *more: object
 ) -> list[StoredToken]:
-    """Up to `limit` rows matching `condition` (one `%s`: key ids), read by `key_column`'s work-list index.
+    """Up to `limit` rows matching `condition` (`%s`: key ids, then `more`), read by `key_column`'s work-list index.
 
     Ordered by that column so that the plan walks its work-list index whatever the key ids:
     the connections plan statements once (plan_cache_mode), and without the order the generic
@@ -44,7 +57,7 @@ def _select_batch(
     meanwhile is left alone, and two jobs at once only repeat work.
     """
     query = _select_batch_query(condition, key_column)
-    return [_stored_token(r) for r in conn.execute(query, (key_ids, limit)).fetchall()]
+    return [_stored_token(r) for r in conn.execute(query, (key_ids, *more, limit)).fetchall()]
 
 
 def _select_batch_query(condition: str, key_column: str) -> str:
@@ -55,6 +68,8 @@ class TokenRekeying:
     """The re-encryption and re-fingerprinting batches of PostgresTokenStore (through its pool)."""
 
     _pool: ConnectionPool
+    _next_fingerprint_key_ids = False
+    """Whether migration 0028 is applied (looked up until it is: the service is rolled out before it)."""
 
     @translated
     def reseal_batch(self, active_dek_id: int, limit: int, reseal: Resealer, actor: str = "vault-service") -> int:
@@ -81,13 +96,13 @@ class TokenRekeying:
     def reindex_batch(self, pending_key_id: int, limit: int, reindex: Reindexer, actor: str = "vault-service") -> int:
         """Fingerprint up to `limit` live rows under the pending key; the number of rows handled."""
         with self._pool.connection() as conn:
-            rows = _select_batch(
-                conn,
-                REINDEX_CONDITION,
-                "fingerprint_key_id",
-                other_keys(conn, "fingerprint", pending_key_id),
-                limit,
-            )
+            if not self._next_fingerprint_key_ids:
+                self._next_fingerprint_key_ids = has_next_fingerprint_key_ids(conn)
+            old_keys = other_keys(conn, "fingerprint", pending_key_id)
+            if self._next_fingerprint_key_ids:
+                rows = _select_batch(conn, REINDEX_CONDITION, "fingerprint_key_id", old_keys, limit, pending_key_id)
+            else:
+                rows = _select_batch(conn, REINDEX_CONDITION_BEFORE_0028, "fingerprint_key_id", old_keys, limit)
             if not rows:
                 return 0
             tokens, fingerprints = (list(c) for c in zip(*reindex(rows), strict=True))

@@ -1,0 +1,90 @@
+"""A next fingerprint counts only under the pending key it was written for (attack 24, F2; migration 0028).
+
+The serving role (`tokenvault_vault`, SQL only, no key) planted garbage next fingerprints with
+`vault.set_next_fingerprints` while no fingerprint rotation was under way; the next routine
+rotate-fingerprint-key + reindex skipped those rows, compaction moved the garbage into place, and
+after a restart every such value got a second token. Here, against real PostgreSQL and OpenBao:
+the plant is refused, and a next fingerprint left from before (stale or planted, under no pending
+key) is re-done by the re-index, so a fresh vault process still finds every value's one token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import psycopg
+import pytest
+
+from tests.conftest import RunningVault, running_vault, stack_identity
+from tests.integration.audit_attacks import as_owner
+from tests.integration.own_database import database_of_its_own
+from tokenvault_client import TokenType, VaultClient
+
+_VALUES = [(TokenType.IP, f"198.51.100.{i}") for i in range(1, 13)]
+
+
+class Vault(NamedTuple):
+    """A vault on a database of its own, and the tokens of `_VALUES` it issued."""
+
+    env: dict[str, str]
+    vault: RunningVault
+    tokens: list[str]
+
+
+def _tokenize(env: dict[str, str], vault: RunningVault, values: list[tuple[TokenType, str]]) -> list[str]:
+    with VaultClient.connect(vault.address, stack_identity(env, "etl-service")) as etl:
+        tokens = etl.tokenize(values)
+    assert all(isinstance(t, str) for t in tokens), tokens
+    return [str(t) for t in tokens]
+
+
+@pytest.fixture(scope="module")
+def issued(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vault]:
+    checkpoints = tmp_path_factory.mktemp("next_fp") / "checkpoints.jsonl"
+    with (
+        database_of_its_own(stack_env, "next_fp", checkpoint_file=checkpoints, migrated=True) as env,
+        running_vault(env) as vault,
+    ):
+        yield Vault(env, vault, _tokenize(env, vault, _VALUES))
+
+
+def _next_fingerprints(env: dict[str, str]) -> int:
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as admin:
+        row = admin.execute("SELECT count(*) FROM vault.tokens WHERE next_fingerprint IS NOT NULL").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_the_serving_role_cannot_plant_next_fingerprints_outside_a_rotation(issued: Vault) -> None:
+    garbage = [bytes([i]) * 32 for i in range(len(issued.tokens))]
+    with (
+        psycopg.connect(issued.env["PG_VAULT_DSN"], autocommit=True) as conn,
+        pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="no fingerprint key is pending"),
+    ):
+        conn.execute(
+            "SELECT vault.set_next_fingerprints(%s::text[], %s::bytea[], 'vault-service')", (issued.tokens, garbage)
+        )
+    assert _next_fingerprints(issued.env) == 0
+
+
+def test_a_next_fingerprint_under_no_pending_key_is_re_done_by_the_reindex(issued: Vault) -> None:
+    env, vault = issued.env, issued.vault
+    with as_owner(env) as owner:  # as the serving role could before 0028: garbage, under no pending key
+        owner.execute(
+            "UPDATE vault.tokens SET next_fingerprint = sha256(token::bytea) WHERE token = ANY(%s)", (issued.tokens,)
+        )
+    rotation = vault.wired.rotation("admin:test")
+    rotation.rotate_fingerprint_key("CHG-2026-2402")
+    (during,) = _tokenize(env, vault, [(TokenType.IP, "198.51.100.200")])  # a new value during the rotation
+    assert rotation.reindex("CHG-2026-2402") == len(issued.tokens)  # the planted ones re-done (the new one was not)
+    assert _next_fingerprints(env) == 0  # compacted
+    with running_vault(env) as fresh:  # a new process: no token cache hides a lost fingerprint
+        assert _tokenize(env, fresh, [*_VALUES, (TokenType.IP, "198.51.100.200")]) == [*issued.tokens, during]
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as admin:
+        clients = admin.execute(
+            "SELECT DISTINCT client FROM vault.audit_log WHERE action = 'reindex'"
+            " AND outcome LIKE 'ok: % fingerprinted under pending key %'"
+        ).fetchall()
+    assert (
+        clients and [c for (c,) in clients if not c.startswith("tokenvault_vault")] == []
+    )  # the session, not a claimed name
