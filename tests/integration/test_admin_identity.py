@@ -37,7 +37,7 @@ def audited(env: dict[str, str], reason: str) -> list[tuple[str, str]]:
 
 def test_an_admin_command_is_audited_under_the_identity_of_the_vault_token(stack_env: dict[str, str]) -> None:
     token_file = stack_env["VAULT_SECURITY_TOKEN_FILE"]
-    reason = f"CHG-{uuid.uuid4().hex[:8]}"
+    reason = f"CHG-{uuid.uuid4().int % 10**7}"  # a reference: 8 digits read as an identifier
     done = admin(stack_env, "rewrap", "--reason", reason, VAULT_SECURITY_TOKEN_FILE=token_file)
     assert done.returncode == 0, done.stderr
     token = hvac.Client(url=stack_env["VAULT_ADDR"], token=Path(token_file).read_text())
@@ -49,7 +49,7 @@ def test_an_admin_command_is_audited_under_the_identity_of_the_vault_token(stack
 def test_a_bogus_or_unauthorized_token_is_refused_and_nothing_is_done(stack_env: dict[str, str]) -> None:
     root = hvac.Client(url=stack_env["VAULT_ADDR"], token=Path(stack_env["VAULT_ROOT_TOKEN_FILE"]).read_text())
     analyst_token = root.auth.token.create(policies=["default"], ttl="5m", display_name="analyst")["auth"]
-    reason = f"CHG-{uuid.uuid4().hex[:8]}"
+    reason = f"CHG-{uuid.uuid4().int % 10**7}"  # a reference: 8 digits read as an identifier
     bogus = admin(stack_env, "rewrap", "--reason", reason, VAULT_TOKEN="hvs.not-a-real-token")
     assert bogus.returncode == 3 and "does not accept this token" in bogus.stderr
     weak = admin(stack_env, "rewrap", "--reason", reason, VAULT_TOKEN=analyst_token["client_token"])
@@ -60,7 +60,7 @@ def test_a_bogus_or_unauthorized_token_is_refused_and_nothing_is_done(stack_env:
 
 
 def test_a_free_text_actor_is_refused(stack_env: dict[str, str]) -> None:
-    reason = f"CHG-{uuid.uuid4().hex[:8]}"
+    reason = f"CHG-{uuid.uuid4().int % 10**7}"  # a reference: 8 digits read as an identifier
     forged = admin(
         stack_env,
         "--actor",

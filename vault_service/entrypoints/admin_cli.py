@@ -38,6 +38,8 @@ from vault_service.adapters.operator_identity import (
 from vault_service.adapters.transit import VaultStartupError
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.errors import VaultError
+from vault_service.domain.purpose_runs import shaped_as_a_stored_value
+from vault_service.domain.purpose_shape import INSTEAD, unfit_purpose
 from vault_service.domain.tokens import type_of_token
 from vault_service.entrypoints.admin_session import administration, exit_status, stop_on_signals
 from vault_service.entrypoints.audit_report_cli import audit_verify, audit_who_saw
@@ -87,11 +89,33 @@ def _parser() -> argparse.ArgumentParser:
         ("reindex", "fingerprint every value under the new key and make it active; resumable"),
     ):
         command = commands.add_parser(name, help=text)
-        command.add_argument("--reason", required=True, help="change ticket or reason, for the audit log")
+        command.add_argument(
+            "--reason",
+            required=True,
+            type=audit_reason,
+            help="the change ticket (a reference such as CHG-1234, as a purpose), kept for good in the audit log",
+        )
         if name in ("reencrypt", "reindex"):
             command.add_argument("--batch-size", type=int, default=1000, help="rows per transaction")
             command.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics while running")
     return parser
+
+
+def audit_reason(text: str) -> str:
+    """`--reason` as the audit log keeps it, for good: a reference of a reveal's purpose form, without personal data.
+
+    The command's intent and outcome rows are hash-chained and never erased: an ip address or a
+    device id written there outlives the person's erasure (attack 24, F5). The same check as a
+    Detokenize or Erase purpose (`purpose_shape.unfit_purpose`), and, as an Erase's purpose is
+    withheld for it, no run shaped as a stored device id or address (`shaped_as_a_stored_value`:
+    read from the text alone, it tells nothing of what is stored). Refused before anything is done.
+    """
+    unfit = unfit_purpose(text)
+    if unfit is None and shaped_as_a_stored_value(text):
+        unfit = f"it holds what has the shape of a device id or an ip address; {INSTEAD}"
+    if unfit is not None:
+        raise argparse.ArgumentTypeError(f"the audit log keeps it for good, as a reveal's purpose: {unfit}")
+    return text
 
 
 def _print_status(status: RotationStatus) -> None:
