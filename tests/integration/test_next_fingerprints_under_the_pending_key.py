@@ -6,10 +6,13 @@ rotate-fingerprint-key + reindex skipped those rows, compaction moved the garbag
 after a restart every such value got a second token. Here, against real PostgreSQL and OpenBao:
 the plant is refused, and a next fingerprint left from before (stale or planted, under no pending
 key) is re-done by the re-index, so a fresh vault process still finds every value's one token.
+And `reindex` compacts a row held locked before it says ok (F3: it ended at the first empty
+batch, leaving that row's fingerprint under the retired key).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -88,3 +91,22 @@ def test_a_next_fingerprint_under_no_pending_key_is_re_done_by_the_reindex(issue
     assert (
         clients and [c for (c,) in clients if not c.startswith("tokenvault_vault")] == []
     )  # the session, not a claimed name
+
+
+def test_the_reindex_compacts_a_row_held_locked_before_it_says_ok(issued: Vault) -> None:
+    """Attack 24, F3: compaction skipped a locked row; `reindex` said ok with its fingerprint under a retired key."""
+    env, vault = issued.env, issued.vault
+    rotation = vault.wired.rotation("admin:test")
+    rotation.rotate_fingerprint_key("CHG-2026-2403")
+    done: list[int] = []
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as holder:
+        # FOR KEY SHARE lets the re-fingerprinting's UPDATE through, not compaction's FOR UPDATE (SKIP LOCKED).
+        holder.execute("SELECT 1 FROM vault.tokens WHERE token = %s FOR KEY SHARE", (issued.tokens[0],))
+        job = threading.Thread(target=lambda: done.append(rotation.reindex("CHG-2026-2403")))
+        job.start()
+        job.join(timeout=1.0)
+        assert job.is_alive(), "reindex ended while a row was left to compact"
+    job.join(timeout=10)
+    assert done and _next_fingerprints(env) == 0
+    status = rotation.status()
+    assert status.rows_to_reindex == 0

@@ -25,7 +25,9 @@ from tests.conftest import vault_config
 from tests.integration.own_database import database_of_its_own
 from vault_service.bootstrap import Bootstrapped
 from vault_service.bootstrap import bootstrap as vault_bootstrap
+from vault_service.domain.errors import StorageError
 from vault_service.domain.token_types import TokenType
+from vault_service.service import rotation as rotation_module
 from vault_service.service.keyring import KeyManager, KeyRing
 from vault_service.service.stored_values import StoredValueLookup
 
@@ -81,7 +83,9 @@ def test_a_value_whose_next_fingerprint_alone_is_under_the_active_key_is_found(
     rotation = wired.rotation("admin:test-rotation-lookup")
     rotation.rotate_fingerprint_key("CHG-R15-1")
     monkeypatch.setattr(wired.token_store, "compact_batch", lambda *_args, **_kw: 0)  # stopped before compaction
-    rotation.reindex("CHG-R15-1")
+    monkeypatch.setattr(rotation_module, "COMPACTION_WAIT_SECONDS", 0.0)
+    with pytest.raises(StorageError, match="run reindex again"):  # it says so, rather than "ok" (attack 24, F3)
+        rotation.reindex("CHG-R15-1")
     assert wired.keys.refresh().pending_fingerprint_key is None  # the new key is active
     assert fingerprint_columns(wired) == {(False, True)}  # fingerprint under the retired key, next under the active
 
