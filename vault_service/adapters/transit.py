@@ -200,7 +200,17 @@ def _describe(error: Exception) -> str:
         return "Vault is sealed or down"
     if isinstance(error, requests.RequestException):
         return f"cannot reach Vault ({type(error).__name__})"
-    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    text = str(error).splitlines()[0] if str(error) else ""
+    if "disallowed by policy" in text:  # Transit's "ciphertext or signature version is disallowed by policy (too old)"
+        return f"{type(error).__name__}: {text} - {TOO_OLD_HINT}"
+    return f"{type(error).__name__}: {text}"
+
+
+TOO_OLD_HINT = (
+    "Vault is up and refuses that KEK version as too old (min_decryption_version): for a live data key, it was"
+    " raised before the key was rewrapped; lower it again and run `tokenvault rewrap` (docs/key-rotation.md, step 3)"
+)
+"""What to do when Transit refuses a wrapped data key as too old (it is not an outage)."""
 
 
 def open_session(

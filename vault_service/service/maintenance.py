@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from vault_service.domain.errors import VaultError
 from vault_service.service.keyring import KeyManager
 from vault_service.service.ports import TokenStore
 from vault_service.service.token_cache import TokenCache
@@ -39,6 +40,8 @@ class KeyMaintainer:
         self._thread = threading.Thread(target=self._loop, name="key-maintainer", daemon=True)
         self._last_erasure: object = None
         self.healthy: dict[str, bool] = {VAULT: True, DATABASE: True}
+        self._causes: dict[str, str] = {}
+        """What the last failed check of each dependency met (its log line says it)."""
 
     def start(self) -> None:
         """Remember the current erasure mark and start the thread."""
@@ -65,7 +68,12 @@ class KeyMaintainer:
         for dependency, ok in ((DATABASE, database_ok), (VAULT, vault_ok)):
             if ok != self.healthy[dependency]:
                 level = logging.INFO if ok else logging.WARNING
-                log.log(level, "dependency %s", "recovered" if ok else "unavailable", extra={"dependency": dependency})
+                fields = (
+                    {"dependency": dependency}
+                    if ok
+                    else {"dependency": dependency, "cause": self._causes.get(dependency, "")}
+                )
+                log.log(level, "dependency %s", "recovered" if ok else "unavailable", extra=fields)
             self.healthy[dependency] = ok
             self._report(dependency, ok)
 
@@ -85,6 +93,10 @@ class KeyMaintainer:
             self._keys.rewrap_outdated()
             self._keys.refresh()
         except Exception as error:
+            # Vault down and Vault refusing (a KEK version made too old before the rewrap, a policy)
+            # both stop the upkeep; the cause tells them apart (attack 24): a VaultError's message
+            # names no value, anything else is named by its type only.
+            self._causes[VAULT] = str(error) if isinstance(error, VaultError) else type(error).__name__
             log.debug("vault check failed: %s", error)
             return False
         return True
