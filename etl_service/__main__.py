@@ -13,6 +13,5 @@ if sys.argv[1:2] == ["dead-letters"]:
     sys.exit(dead_letters_main(sys.argv[2:]))
 
 from etl_service.entrypoints.cli import main
-from tokenvault_common.process_exit import exit_now
 
-exit_now(main())  # the work is settled and the pools closed: the interpreter's teardown is skipped
+sys.exit(main())

@@ -13,9 +13,9 @@ from pathlib import Path
 from psycopg_pool import PoolTimeout
 
 from tokenvault_common.env import ConfigError
+from tokenvault_common.exit_watchdog import exit_within
 from tokenvault_common.logging_setup import configure_logging
 from tokenvault_common.metrics_endpoint import MetricsEndpointError, serve_metrics, tls_context
-from tokenvault_common.process_exit import exit_now, exit_within
 from tokenvault_common.runtime import tune_for_throughput
 from tokenvault_common.settings_help import settings_help
 from vault_service import config as config_module
@@ -36,7 +36,7 @@ STOP_GRACE_SECONDS = 10.0
 """After SIGTERM, how long calls in flight may take to finish."""
 EXIT_MARGIN_SECONDS = 15.0
 """Then the health listener, maintenance and audit upkeep stop and the pools close; a process still
-running this long after the grace period is ended (process_exit, status 1): 25 s, inside Kubernetes' 30 s."""
+running this long after the grace period is ended (exit_watchdog, status 1): 25 s, inside Kubernetes' 30 s."""
 
 EXIT_CODES = """exit status:
   0  stopped by SIGTERM/SIGINT, in-flight calls finished
@@ -143,4 +143,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_now(main())  # calls finished, upkeep stopped, pools closed: the interpreter's teardown is skipped
+    sys.exit(main())

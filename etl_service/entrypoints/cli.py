@@ -34,9 +34,9 @@ from etl_service.service.outcomes import (
     RunSummary,
 )
 from tokenvault_common.env import ConfigError
+from tokenvault_common.exit_watchdog import exit_within
 from tokenvault_common.logging_setup import configure_logging
 from tokenvault_common.metrics_endpoint import MetricsEndpointError, serve_metrics, tls_context
-from tokenvault_common.process_exit import exit_within
 from tokenvault_common.runtime import tune_for_throughput
 
 log = logging.getLogger("etl_service")
@@ -98,7 +98,7 @@ HELD_WAIT_SECONDS = default_held_wait_seconds(LISTING_LEASE_SECONDS)
 EXIT_OK, EXIT_MISCONFIGURED, EXIT_CONFIG, EXIT_UNPROCESSED = 0, 1, 2, 3
 EXIT_MARGIN_SECONDS = 8.0
 """After SIGTERM the process exits within ETL_SHUTDOWN_GRACE_SECONDS plus this (its pools and channels
-closed), or is ended there (process_exit); 20 + 8 s stays inside compose's 30 s and Kubernetes' 60 s."""
+closed), or is ended there (exit_watchdog); 20 + 8 s stays inside compose's 30 s and Kubernetes' 60 s."""
 EXIT_CODES = f"""exit status:
   0  done (drain: the queue is empty and every message this drain received was loaded or
      quarantined for what it holds - a message an error left behind was settled since, by

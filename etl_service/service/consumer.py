@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import copy
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass
-from queue import Empty, SimpleQueue
+from queue import Empty
 
 from etl_service.domain.messages import QueueMessage
 from etl_service.errors import Misconfigured
@@ -136,8 +137,11 @@ class _Run:
         self._until_empty = until_empty
         self._stop = threading.Event()
         self._stop_at = 0.0
-        self._received: SimpleQueue[list[QueueMessage]] = SimpleQueue()
-        self._work: SimpleQueue[Batch] = SimpleQueue()
+        # queue.Queue, not SimpleQueue: CPython 3.11's SimpleQueue.get(timeout=...) interrupted by a signal
+        # near its deadline waits for ever (it takes the interruption for the item's arrival and then
+        # waits with a negative timeout): an idle ETL's main thread never saw its SIGTERM's stop (CI).
+        self._received: queue.Queue[list[QueueMessage]] = queue.Queue()
+        self._work: queue.Queue[Batch] = queue.Queue()
         self._busy = 0
         self._lock = threading.Lock()
         self._totals = RunSummary()

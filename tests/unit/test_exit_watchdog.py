@@ -8,7 +8,7 @@ import time
 
 HANGS_AT_EXIT = """
 import threading
-from tokenvault_common.process_exit import exit_within
+from tokenvault_common.exit_watchdog import exit_within
 from tokenvault_common.logging_setup import configure_logging
 configure_logging("etl_service", "INFO", native=True)
 def closing_a_pool():
@@ -19,7 +19,7 @@ threading.Thread(target=closing_a_pool, name="closer").start()  # not a daemon: 
 """
 
 EXITS = """
-from tokenvault_common.process_exit import exit_within
+from tokenvault_common.exit_watchdog import exit_within
 exit_within(30)
 """
 
@@ -38,26 +38,3 @@ def test_a_process_that_exits_on_its_own_is_not_held_by_the_bound() -> None:
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-c", EXITS], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and time.monotonic() - started < 10
-
-
-SETTLED_WITH_A_THREAD_LEFT = """
-import logging, threading
-from tokenvault_common.logging_setup import configure_logging
-from tokenvault_common.process_exit import exit_now
-configure_logging("etl_service", "INFO", native=True)
-threading.Thread(target=threading.Event().wait, name="library-thread").start()  # sys.exit would wait for ever
-logging.getLogger("etl_service").info("stopped")
-print("drain summary", end="")
-exit_now(3)
-"""
-
-
-def test_a_settled_process_ends_at_once_with_its_status_and_everything_it_wrote() -> None:
-    started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-c", SETTLED_WITH_A_THREAD_LEFT], capture_output=True, text=True, timeout=60
-    )
-    assert time.monotonic() - started < 10
-    assert result.returncode == 3
-    assert result.stdout == "drain summary"
-    assert '"message": "stopped"' in result.stderr
