@@ -12,6 +12,7 @@ batch, leaving that row's fingerprint under the retired key).
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -23,6 +24,8 @@ from tests.conftest import RunningVault, running_vault, stack_identity
 from tests.integration.audit_attacks import as_owner
 from tests.integration.own_database import database_of_its_own
 from tokenvault_client import TokenType, VaultClient
+from vault_service.domain.errors import StorageError
+from vault_service.service import rotation as rotation_module
 
 _VALUES = [(TokenType.IP, f"198.51.100.{i}") for i in range(1, 13)]
 
@@ -93,7 +96,9 @@ def test_a_next_fingerprint_under_no_pending_key_is_re_done_by_the_reindex(issue
     )  # the session, not a claimed name
 
 
-def test_the_reindex_compacts_a_row_held_locked_before_it_says_ok(issued: Vault) -> None:
+def test_the_reindex_compacts_a_row_held_locked_before_it_says_ok(
+    issued: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Attack 24, F3: compaction skipped a locked row; `reindex` said ok with its fingerprint under a retired key."""
     env, vault = issued.env, issued.vault
     rotation = vault.wired.rotation("admin:test")
@@ -102,6 +107,16 @@ def test_the_reindex_compacts_a_row_held_locked_before_it_says_ok(issued: Vault)
     with psycopg.connect(env["PG_ADMIN_DSN"]) as holder:
         # FOR KEY SHARE lets the re-fingerprinting's UPDATE through, not compaction's FOR UPDATE (SKIP LOCKED).
         holder.execute("SELECT 1 FROM vault.tokens WHERE token = %s FOR KEY SHARE", (issued.tokens[0],))
+        with monkeypatch.context() as short:  # held past the wait: it fails, and its outcome row says so
+            short.setattr(rotation_module, "COMPACTION_WAIT_SECONDS", 0.3)
+            with pytest.raises(StorageError, match=re.escape("1 value(s) still have their fingerprint under a")):
+                rotation.reindex("CHG-2026-2403")
+        with psycopg.connect(env["PG_ADMIN_DSN"]) as admin:
+            outcome = admin.execute(
+                "SELECT outcome FROM vault.audit_log WHERE client = 'admin:test' AND action = 'reindex'"
+                " ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        assert outcome and outcome[0].startswith("unfinished: 1 value(s) still have their fingerprint")
         job = threading.Thread(target=lambda: done.append(rotation.reindex("CHG-2026-2403")))
         job.start()
         job.join(timeout=1.0)

@@ -203,6 +203,9 @@ class FakeTokenStore:
     def work_left(self, active_dek_id: int, active_fingerprint_id: int) -> dict[str, int]:
         raise NotImplementedError
 
+    def fingerprints_left(self, active_fingerprint_id: int, up_to: int) -> int:
+        raise NotImplementedError
+
 
 class FakeAuditLog:
     def __init__(self, fail: bool = False) -> None:

@@ -26,8 +26,8 @@ class _RowsLeftLocked:
     def compact_batch(self, active_fingerprint_id: int, limit: int, actor: str = "") -> int:
         return self.batches.pop() if self.batches else 0
 
-    def work_left(self, active_dek_id: int, active_fingerprint_id: int) -> dict[str, int]:
-        return {"reencrypt": 0, "reindex": 1}
+    def fingerprints_left(self, active_fingerprint_id: int, up_to: int) -> int:
+        return 1
 
 
 def test_reindex_fails_naming_the_rows_left_when_they_stay_locked(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,5 +37,5 @@ def test_reindex_fails_naming_the_rows_left_when_they_stay_locked(monkeypatch: p
     job = KeyRotation(none, none, none, cast(Any, _RowsLeftLocked()), none, "admin:test")
     moved: list[int] = []
     with pytest.raises(StorageError, match=re.escape("1 value(s) still have their fingerprint under a retired key")):
-        job._compact(1, 2, 100, lambda phase, done: moved.append(done))
+        job._compact(2, 100, lambda phase, done: moved.append(done))
     assert moved == [3]

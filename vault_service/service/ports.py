@@ -257,6 +257,10 @@ class TokenStore(Protocol):
         """Rows still to re-encrypt and to re-index (for progress displays)."""
         ...
 
+    def fingerprints_left(self, active_fingerprint_id: int, up_to: int) -> int:
+        """Live rows whose fingerprint is not under `active_fingerprint_id`, counted up to `up_to`."""
+        ...
+
 
 class AuditLog(Protocol):
     """Append-only audit log."""

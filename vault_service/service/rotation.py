@@ -10,6 +10,7 @@ raises when it cannot, so no key job runs off the record (review 18, R18-2; serv
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ from functools import partial
 
 from vault_service.domain.audit import AuditEvent
 from vault_service.domain.crypto import DataKey, fingerprint, open_sealed, seal
-from vault_service.domain.errors import InvalidRequest, StorageError
+from vault_service.domain.errors import InvalidRequest, StorageError, VaultError
 from vault_service.domain.token_types import TokenType
 from vault_service.service.keyring import ENCRYPTION, FINGERPRINT, KeyManager
 from vault_service.service.ports import AuditLog, KeyStore, KeyWrapper, StoredToken, TokenStore
@@ -28,7 +29,9 @@ log = logging.getLogger(__name__)
 COMPACTION_WAIT_SECONDS = 30.0
 """How long `reindex` waits for rows other transactions hold locked before it fails, naming how many are left."""
 COMPACTION_RETRY_SECONDS = 0.2
-"""Between two compaction passes over rows left (each pass counts what is left: one read of vault.tokens)."""
+"""Between two compaction passes over rows left (each pass counts what is left, by an index)."""
+ROWS_LEFT_COUNTED = 10_000
+"""Rows left after compaction are counted up to this many ("10000 or more")."""
 
 Progress = Callable[[str, int], None]
 """Called with (phase, rows done in this batch) after every batch."""
@@ -166,31 +169,37 @@ class KeyRotation:
                 log.info("fingerprint key promoted", extra={"key_id": pending.key_id})
             else:
                 time.sleep(0.05)  # rows still held by writers that started before the rotation
-        generation = self._keys.refresh().generation
-        self._compact(generation.encryption_id, generation.fingerprint_id, batch_size, progress)
-        active = generation.fingerprint_id
+        active = self._keys.refresh().generation.fingerprint_id
+        try:
+            self._compact(active, batch_size, progress)
+        except StorageError as unfinished:  # the job's outcome is on record, not only its intent
+            with contextlib.suppress(VaultError):  # what stopped the job is what the operator sees
+                self._record("reindex", f"unfinished: {unfinished}", total, purpose)
+            raise
         self._record("reindex", f"ok: {total} values re-fingerprinted, key {active} active", total, purpose)
         return total
 
-    def _compact(self, active_dek: int, active: int, batch_size: int, progress: Progress) -> None:
+    def _compact(self, active: int, batch_size: int, progress: Progress) -> None:
         """Move every re-indexed fingerprint into place; StorageError if rows stay behind (locked) past the wait.
 
         Compaction skips rows another transaction holds locked (SKIP LOCKED): ending at its first
         empty batch left such a row with its fingerprint under the retired key, and `reindex` said
         "ok"; the next rotation could then give its value a second token (attack 24, F3). It goes
         on until no row is left, for up to COMPACTION_WAIT_SECONDS; then fails, naming how many
-        (`reindex` again compacts them: it resumes).
+        (`reindex` again compacts them: it resumes). Each pass counts what is left by the
+        fingerprint-key index, up to ROWS_LEFT_COUNTED rows, not by a scan of vault.tokens.
         """
         deadline = time.monotonic() + COMPACTION_WAIT_SECONDS
         while True:
             while done := self._tokens.compact_batch(active, batch_size, self._actor):
                 progress("compact", done)
-            left = self._tokens.work_left(active_dek, active)["reindex"]
+            left = self._tokens.fingerprints_left(active, ROWS_LEFT_COUNTED)
             if not left:
                 return
             if time.monotonic() >= deadline:
+                count = f"{left} or more" if left >= ROWS_LEFT_COUNTED else str(left)
                 raise StorageError(
-                    f"{left} value(s) still have their fingerprint under a retired key after"
+                    f"{count} value(s) still have their fingerprint under a retired key after"
                     f" {COMPACTION_WAIT_SECONDS:.0f} s (rows held locked by another transaction): run reindex again"
                 )
             time.sleep(COMPACTION_RETRY_SECONDS)
