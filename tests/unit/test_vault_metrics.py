@@ -101,6 +101,16 @@ def test_each_revealing_client_s_hourly_budget_is_exported_from_the_policy() -> 
     assert _budgets() == {"contractor": 36_000}  # the built-in default (10/s); the analyst is gone with its policy
 
 
+def test_each_revealing_client_s_reveal_series_exists_at_0_before_its_first_call() -> None:
+    """Prometheus' increase() takes a new series' first sample as its start: a series born with a client's
+    first call would never count that call (a burst of up to its detokenize_burst) after each start (R23-6)."""
+    revealed = "tokenvault_detokenize_values_revealed_total"
+    clients = {"unit-newcomer": {"detokenize": {"ip": "plain"}}, "unit-blind": {"detokenize": {"ip": "none"}}}
+    export_reveal_budgets(parse_policy({"clients": clients}))
+    assert REGISTRY.get_sample_value(revealed, {"client": "unit-newcomer"}) == 0.0
+    assert REGISTRY.get_sample_value(revealed, {"client": "unit-blind"}) is None
+
+
 def test_a_call_s_revealed_values_are_counted_for_its_client_and_none_is_nothing() -> None:
     def revealed(client: str) -> float:
         return REGISTRY.get_sample_value("tokenvault_detokenize_values_revealed_total", {"client": client}) or 0.0

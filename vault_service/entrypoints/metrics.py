@@ -264,12 +264,15 @@ _REVEALED_COUNTERS: dict[str, Any] = {}
 
 def count_revealed(client: str, values: int) -> None:
     """Count the values one served Detokenize call showed `client` (one increment per call)."""
-    if not values:
-        return
+    if values:
+        _revealed_counter(client).inc(values)
+
+
+def _revealed_counter(client: str) -> Any:
     counter = _REVEALED_COUNTERS.get(client)
     if counter is None:
         counter = _REVEALED_COUNTERS.setdefault(client, VALUES_REVEALED.labels(client))
-    counter.inc(values)
+    return counter
 
 
 def export_reveal_budgets(policy: AccessPolicy) -> None:
@@ -278,6 +281,7 @@ def export_reveal_budgets(policy: AccessPolicy) -> None:
     for client, limit in sorted(policy.limits_of("detokenize").items()):
         if policy.may_detokenize_anything(client):
             REVEAL_BUDGET_PER_HOUR.labels(client).set(limit.per_second * 3600)
+            _revealed_counter(client)  # its series at 0 from the start: increase() counts the first call too (R23-6)
 
 
 _ITEM_COUNTERS: dict[tuple[str, str], Any] = {}
