@@ -8,6 +8,7 @@ operator's command run before touching either.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
@@ -15,9 +16,12 @@ import botocore.exceptions
 
 from etl_service.errors import DependencyDown, Misconfigured
 from etl_service.service.ports import QueueDepth
+from etl_service.service.sealing import SQS_MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
+
+log = logging.getLogger(__name__)
 
 SQS_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
 EVENT_ID_ATTRIBUTE = "event_id"
@@ -131,13 +135,15 @@ class QueuePair:
 
 
 def queue_attributes(client: SQSClient, queue_url: str, setting: str) -> dict[str, str]:
-    """The queue's QueueArn and RedrivePolicy; QueueConfigurationError when it is missing or unreachable.
+    """The queue's QueueArn, RedrivePolicy and MaximumMessageSize; QueueConfigurationError when missing or unreachable.
 
     One GetQueueAttributes call on the queue given; `setting` (ETL_QUEUE_URL, ETL_DLQ_URL) is named
     after the error. Unreachable is a configuration error here: it is asked before anything else runs.
     """
     try:
-        response = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn", "RedrivePolicy"])
+        response = client.get_queue_attributes(
+            QueueUrl=queue_url, AttributeNames=["QueueArn", "RedrivePolicy", "MaximumMessageSize"]
+        )
     except SQS_ERRORS as error:
         problem = _configuration_problem(error, f"queue {queue_url}")
         unreachable = f"SQS queue {queue_url} is unreachable: {type(error).__name__}"
@@ -201,7 +207,25 @@ def check_queue_pair(client: SQSClient, queue_url: str, dlq_url: str) -> QueuePa
             " would leave the DLQ for a queue no command reads (or come back as events); a dead-letter queue"
             " keeps its letters - remove that redrive policy"
         )
+    for attributes, setting in ((source, "ETL_QUEUE_URL"), (dlq, "ETL_DLQ_URL")):
+        _warn_if_larger_than_sized_for(attributes, setting)
     return QueuePair(source_arn, dlq_arn, _max_receive_count(source_policy))
+
+
+def _warn_if_larger_than_sized_for(attributes: dict[str, str], setting: str) -> None:
+    """A warning when the queue takes messages over the 256 KiB the ETL is sized for (SQS's default is now 1 MiB).
+
+    Nothing is lost either way (a body over ETL_MAX_BODY_BYTES is quarantined, its body not kept),
+    so the start goes on; but the sealed dead letters, the claim bounds and each receive's memory
+    assume 256 KiB, and the embedded stack and compose set it (review 23, R23-9).
+    """
+    size = attributes.get("MaximumMessageSize", "")
+    if size.isdigit() and int(size) > SQS_MAX_MESSAGE_BYTES:
+        log.warning(
+            "queue takes messages larger than the ETL is sized for: set its MaximumMessageSize to %d",
+            SQS_MAX_MESSAGE_BYTES,
+            extra={"setting": setting, "maximum_message_size": int(size)},
+        )
 
 
 def _queue_arn(attributes: dict[str, str], setting: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -21,6 +22,7 @@ from devstack.procs import free_port
 from devstack.sqs import attach_dead_letter_queue, create_queues, sqs_client
 from devstack.stack import etl_service_env
 from etl_service.adapters.postgres import PostgresLoginStore
+from etl_service.adapters.sqs_common import check_queue_pair
 from etl_service.domain.messages import QueueMessage, to_row
 from etl_service.domain.validation import parse_login_event
 from etl_service.service.sealing import SQS_MAX_MESSAGE_BYTES
@@ -235,3 +237,19 @@ def test_the_stack_queues_refuse_a_message_over_the_256_kib_the_etl_is_sized_for
             sqs.send_message(QueueUrl=url, MessageBody="x" * (SQS_MAX_MESSAGE_BYTES + 1))
         assert refused.value.response["Error"]["Code"] == "InvalidParameterValue"
         assert str(SQS_MAX_MESSAGE_BYTES) in refused.value.response["Error"]["Message"]
+
+
+def test_a_queue_left_at_sqs_s_1_mib_default_is_named_at_start(
+    stack_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A production queue made by Terraform keeps SQS's new 1 MiB default unless told: the start says so."""
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    queue_url, dlq_url = create_queues(stack_env["SQS_ENDPOINT_URL"], name=f"sized-{uuid.uuid4().hex[:8]}")
+    with caplog.at_level(logging.WARNING, logger="etl_service.adapters.sqs_common"):
+        check_queue_pair(sqs, queue_url, dlq_url)
+        assert not caplog.records  # the stack's queues are sized as the ETL is
+        sqs.set_queue_attributes(QueueUrl=dlq_url, Attributes={"MaximumMessageSize": "1048576"})
+        check_queue_pair(sqs, queue_url, dlq_url)
+    assert [
+        (r.levelname, getattr(r, "setting", None), getattr(r, "maximum_message_size", None)) for r in caplog.records
+    ] == [("WARNING", "ETL_DLQ_URL", 1048576)]
