@@ -24,7 +24,7 @@ from tests.conftest import RunningVault, running_vault, stack_identity
 from tests.integration.audit_attacks import as_owner
 from tests.integration.own_database import database_of_its_own
 from tokenvault_client import TokenType, VaultClient
-from vault_service.domain.errors import StorageError
+from vault_service.domain.errors import NextFingerprintsAltered, StorageError
 from vault_service.service import rotation as rotation_module
 
 _VALUES = [(TokenType.IP, f"198.51.100.{i}") for i in range(1, 13)]
@@ -125,3 +125,38 @@ def test_the_reindex_compacts_a_row_held_locked_before_it_says_ok(
     assert done and _next_fingerprints(env) == 0
     status = rotation.status()
     assert status.rows_to_reindex == 0
+
+
+def test_next_fingerprints_planted_during_a_rotation_stop_the_promotion(issued: Vault) -> None:
+    """Review 23, R23-1: during a rotation the serving role planted garbage next fingerprints on rows the
+    re-index had not reached; the re-index skipped them and compaction installed the garbage."""
+    env, vault = issued.env, issued.vault
+    rotation = vault.wired.rotation("admin:test")
+    rotation.rotate_fingerprint_key("CHG-2026-2404")
+    (during,) = _tokenize(env, vault, [(TokenType.IP, "198.51.100.201")])  # its next fingerprint: the service's
+    garbage = [bytes([i + 1]) * 32 for i in range(len(issued.tokens))]
+    with psycopg.connect(env["PG_VAULT_DSN"], autocommit=True) as serving:
+        serving.execute(
+            "SELECT vault.set_next_fingerprints(%s::text[], %s::bytea[], 'vault-service')", (issued.tokens, garbage)
+        )
+    with pytest.raises(NextFingerprintsAltered, match=f"^{len(issued.tokens)} next fingerprint\\(s\\) under pending"):
+        rotation.reindex("CHG-2026-2404")
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as admin:
+        kept = admin.execute(
+            "SELECT token FROM vault.tokens WHERE next_fingerprint IS NOT NULL AND token <> ALL(%s)", (issued.tokens,)
+        ).fetchall()
+    assert _next_fingerprints(env) == len(kept) and (during,) in kept  # the planted ones cleared, the others kept
+    assert [k.state for k in rotation.status().keys if k.purpose == "fingerprint"][-1] == "pending"  # not promoted
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as admin:
+        (outcome,) = admin.execute(
+            "SELECT outcome FROM vault.audit_log WHERE client = 'admin:test' AND action = 'reindex'"
+            " ORDER BY id DESC LIMIT 1"
+        ).fetchone() or ("",)
+    assert outcome.startswith(f"refused: {len(issued.tokens)} next fingerprint(s) under pending key")
+    everything = [*_VALUES, (TokenType.IP, "198.51.100.201")]
+    with running_vault(env) as fresh:  # a new process: no token cache hides a lost fingerprint
+        assert _tokenize(env, fresh, everything) == [*issued.tokens, during]
+    assert rotation.reindex("CHG-2026-2404") == len(issued.tokens)  # the remedy: run it again
+    assert _next_fingerprints(env) == 0 and rotation.status().rows_to_reindex == 0
+    with running_vault(env) as fresh:
+        assert _tokenize(env, fresh, everything) == [*issued.tokens, during]

@@ -307,6 +307,11 @@ def _rotate_data_key_of(conn: psycopg.Connection, tokens: list[str]) -> None:
             lambda dek: ([b"\x02" * 32, b"\x03" * 32],),
             id="set_next_fingerprints",
         ),
+        pytest.param(  # the re-index clears next fingerprints it finds wrong (migration 0029)
+            "clear_next_fingerprints(%s::text[], %s::bytea[], 'scale-test')",
+            lambda dek: ([b"\x02" * 32, b"\x03" * 32],),
+            id="clear_next_fingerprints",
+        ),
     ],
 )
 def test_the_functions_that_change_values_find_their_rows_without_scanning_the_table(
@@ -319,7 +324,7 @@ def test_the_functions_that_change_values_find_their_rows_without_scanning_the_t
     tokens = [token for (token,) in rows]  # two of the fixture's rows
     if function.startswith("reseal_tokens"):
         _rotate_data_key_of(conn, tokens)
-    if function.startswith("set_next_fingerprints"):  # refused unless a fingerprint key is pending (0028)
+    if function.startswith(("set_next_fingerprints", "clear_next_fingerprints")):  # refused unless a key is pending
         conn.execute("RESET ROLE")
         conn.execute(
             "INSERT INTO vault.data_keys (purpose, wrapped_key, kek_name, state)"

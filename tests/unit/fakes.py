@@ -197,6 +197,14 @@ class FakeTokenStore:
     def reindex_batch(self, pending_key_id: int, limit: int, reindex: Reindexer, actor: str = "") -> int:
         raise NotImplementedError
 
+    def pending_fingerprints_batch(
+        self, pending_key_id: int, after_id: int, limit: int
+    ) -> tuple[int, list[tuple[StoredToken, bytes]]]:
+        raise NotImplementedError
+
+    def clear_next_fingerprints(self, found: Sequence[tuple[str, bytes]], actor: str = "") -> int:
+        raise NotImplementedError
+
     def compact_batch(self, active_fingerprint_id: int, limit: int, actor: str = "") -> int:
         raise NotImplementedError
 

@@ -49,6 +49,13 @@ class StoredValueAltered(VaultError):
     """
 
 
+class NextFingerprintsAltered(VaultError):
+    """Next fingerprints under the pending key that the re-index did not write (review 23, R23-1).
+
+    The re-index cleared them and did not promote the key: run it again, it recomputes them.
+    """
+
+
 class AuditUnavailable(VaultError):
     """The audit record could not be written, so the action it records was refused."""
 

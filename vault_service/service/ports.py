@@ -249,6 +249,16 @@ class TokenStore(Protocol):
         """Fill in the fingerprint under the pending key for up to `limit` rows; rows done."""
         ...
 
+    def pending_fingerprints_batch(
+        self, pending_key_id: int, after_id: int, limit: int
+    ) -> tuple[int, list[tuple[StoredToken, bytes]]]:
+        """Live rows past row id `after_id` with their next fingerprint under the pending key; the last id read."""
+        ...
+
+    def clear_next_fingerprints(self, found: Sequence[tuple[str, bytes]], actor: str = "vault-service") -> int:
+        """Clear these (token, next fingerprint) pairs under the pending key where still stored; rows cleared."""
+        ...
+
     def compact_batch(self, active_fingerprint_id: int, limit: int, actor: str = "vault-service") -> int:
         """Move re-indexed fingerprints into place for up to `limit` rows; rows done."""
         ...

@@ -19,7 +19,7 @@ from functools import partial
 
 from vault_service.domain.audit import AuditEvent
 from vault_service.domain.crypto import DataKey, fingerprint, open_sealed, seal
-from vault_service.domain.errors import InvalidRequest, StorageError, VaultError
+from vault_service.domain.errors import InvalidRequest, NextFingerprintsAltered, StorageError, VaultError
 from vault_service.domain.token_types import TokenType
 from vault_service.service.keyring import ENCRYPTION, FINGERPRINT, KeyManager
 from vault_service.service.ports import AuditLog, KeyStore, KeyWrapper, StoredToken, TokenStore
@@ -165,7 +165,9 @@ class KeyRotation:
             total += done
             if done:
                 progress("reindex", done)
-            elif self._key_store.promote_pending_fingerprint_key():
+                continue
+            self._verify_next_fingerprints(pending, batch_size, progress, total, purpose)
+            if self._key_store.promote_pending_fingerprint_key():
                 log.info("fingerprint key promoted", extra={"key_id": pending.key_id})
             else:
                 time.sleep(0.05)  # rows still held by writers that started before the rotation
@@ -178,6 +180,41 @@ class KeyRotation:
             raise
         self._record("reindex", f"ok: {total} values re-fingerprinted, key {active} active", total, purpose)
         return total
+
+    def _verify_next_fingerprints(
+        self, pending: DataKey, batch_size: int, progress: Progress, total: int, purpose: str
+    ) -> None:
+        """Recompute every next fingerprint under the pending key before it is promoted; refuse if one differs.
+
+        During a rotation the serving role can still write next fingerprints with
+        set_next_fingerprints for rows the re-index has not reached, and the re-index skips a row
+        whose next fingerprint is under the pending key: compaction would install garbage, and
+        every such value would get a second token (review 23, R23-1). The database cannot check
+        a keyed hash; the re-index holds the key. A row whose next fingerprint differs from its
+        value's is cleared (only if it still holds those bytes), the key is not promoted, the
+        outcome row counts the rows (never values), and NextFingerprintsAltered stops the job:
+        its next run recomputes the cleared rows (a re-plant is caught again here).
+        """
+        after_id, wrong = 0, 0
+        while True:
+            after_id, rows = self._tokens.pending_fingerprints_batch(pending.key_id, after_id, batch_size)
+            if not rows:
+                break
+            computed = dict(self._refingerprint(pending, [row for row, _ in rows]))
+            found = [(row.token, stored) for row, stored in rows if computed[row.token] != stored]
+            if found:
+                wrong += len(found)
+                self._tokens.clear_next_fingerprints(found, self._actor)
+            progress("verify", len(rows))
+        if wrong:
+            message = (
+                f"{wrong} next fingerprint(s) under pending key {pending.key_id} were not written by the"
+                " re-index (tampering suspected: see the audit log's set_next_fingerprints rows by session);"
+                " the key was not promoted and those rows were cleared: run reindex again to recompute them"
+            )
+            with contextlib.suppress(VaultError):  # the refusal is what the operator must see
+                self._record("reindex", f"refused: {message}", total, purpose)
+            raise NextFingerprintsAltered(message)
 
     def _compact(self, active: int, batch_size: int, progress: Progress) -> None:
         """Move every re-indexed fingerprint into place; StorageError if rows stay behind (locked) past the wait.

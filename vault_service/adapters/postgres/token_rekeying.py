@@ -8,6 +8,8 @@ role cannot UPDATE the table.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import psycopg
 from psycopg_pool import ConnectionPool
 
@@ -111,6 +113,38 @@ class TokenRekeying:
                 (text_array(tokens), bytea_array(fingerprints), actor),
             )
         return len(rows)
+
+    @translated
+    def pending_fingerprints_batch(
+        self, pending_key_id: int, after_id: int, limit: int
+    ) -> tuple[int, list[tuple[StoredToken, bytes]]]:
+        """Up to `limit` live rows past row id `after_id` with a next fingerprint under the pending key, with it.
+
+        Also the last row id read (`after_id` when none is left): the re-index's check of the next
+        fingerprints it did not write walks the table by its primary key, a batch at a time.
+        """
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT id, {ROW_COLUMNS}, next_fingerprint FROM vault.tokens WHERE id > %s"
+                " AND next_fingerprint_key_id = %s AND fingerprint IS NOT NULL ORDER BY id LIMIT %s",
+                (after_id, pending_key_id, limit),
+            ).fetchall()
+        if not rows:
+            return after_id, []
+        return int(rows[-1][0]), [(_stored_token(r[1:5]), bytes(r[5])) for r in rows]
+
+    @translated
+    def clear_next_fingerprints(self, found: Sequence[tuple[str, bytes]], actor: str = "vault-service") -> int:
+        """Clear the (token, bytes found) next fingerprints the re-index found wrong, if still stored; rows cleared."""
+        if not found:
+            return 0
+        tokens, fingerprints = (list(c) for c in zip(*found, strict=True))
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT vault.clear_next_fingerprints(%s::text[], %s::bytea[], %s)",
+                (text_array(tokens), bytea_array(fingerprints), actor),
+            ).fetchone()
+        return int(row[0]) if row else 0
 
     @translated
     def compact_batch(self, active_fingerprint_id: int, limit: int, actor: str = "vault-service") -> int:
