@@ -18,7 +18,9 @@ import click
 from tokenvault_cli.context import Context, SettingsFailure
 from tokenvault_cli.settings import SECURITY_ROLE
 
-REASON = click.option("--reason", required=True, help="Change ticket or reason, written to the audit log.")
+REASON = click.option(
+    "--reason", required=True, help="Change ticket (a reference such as CHG-1234), kept for good in the audit log."
+)
 BATCH = click.option(
     "--batch-size", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Rows per transaction."
 )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 
+from vault_service.domain.errors import InvalidRequest
 from vault_service.entrypoints.admin_cli import main
+from vault_service.service.rotation import KeyRotation
 
 
 @pytest.mark.parametrize(
@@ -37,3 +41,22 @@ def test_a_change_ticket_is_a_reason() -> None:
 
     assert audit_reason("CHG-1234") == "CHG-1234"
     assert audit_reason("SEC-2026-0042") == "SEC-2026-0042"
+
+
+class _Audit:
+    def __init__(self) -> None:
+        self.rows: list[object] = []
+
+    def append(self, event: object) -> None:
+        self.rows.append(event)
+
+
+def test_the_key_jobs_themselves_refuse_such_a_reason_before_any_row_or_work() -> None:
+    """Not only the command line: any caller of the key jobs is held to it (review 23, R23-8)."""
+    audit = _Audit()
+    nothing = cast(Any, None)
+    job = KeyRotation(nothing, nothing, nothing, nothing, cast(Any, audit), "admin:test")
+    for start in (job.rewrap, job.rotate_encryption_key, job.rotate_fingerprint_key):
+        with pytest.raises(InvalidRequest, match="reason refused: the audit log keeps it for good"):
+            start("user 198.51.100.7 asked")
+    assert audit.rows == []

@@ -37,9 +37,8 @@ from vault_service.adapters.operator_identity import (
 )
 from vault_service.adapters.transit import VaultStartupError
 from vault_service.config import VaultServiceConfig
+from vault_service.domain.admin_reason import unfit_reason
 from vault_service.domain.errors import VaultError
-from vault_service.domain.purpose_runs import shaped_as_a_stored_value
-from vault_service.domain.purpose_shape import INSTEAD, unfit_purpose
 from vault_service.domain.tokens import type_of_token
 from vault_service.entrypoints.admin_session import administration, exit_status, stop_on_signals
 from vault_service.entrypoints.audit_report_cli import audit_verify, audit_who_saw
@@ -102,19 +101,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def audit_reason(text: str) -> str:
-    """`--reason` as the audit log keeps it, for good: a reference of a reveal's purpose form, without personal data.
-
-    The command's intent and outcome rows are hash-chained and never erased: an ip address or a
-    device id written there outlives the person's erasure (attack 24, F5). The same check as a
-    Detokenize or Erase purpose (`purpose_shape.unfit_purpose`), and, as an Erase's purpose is
-    withheld for it, no run shaped as a stored device id or address (`shaped_as_a_stored_value`:
-    read from the text alone, it tells nothing of what is stored). Refused before anything is done.
-    """
-    unfit = unfit_purpose(text)
-    if unfit is None and shaped_as_a_stored_value(text):
-        unfit = f"it holds what has the shape of a device id or an ip address; {INSTEAD}"
+    """`--reason`, refused before anything is done unless the audit log may keep it (domain.admin_reason)."""
+    unfit = unfit_reason(text)
     if unfit is not None:
-        raise argparse.ArgumentTypeError(f"the audit log keeps it for good, as a reveal's purpose: {unfit}")
+        raise argparse.ArgumentTypeError(unfit)
     return text
 
 

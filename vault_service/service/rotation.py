@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
+from vault_service.domain.admin_reason import check_reason
 from vault_service.domain.audit import AuditEvent
 from vault_service.domain.crypto import DataKey, fingerprint, open_sealed, seal
 from vault_service.domain.errors import InvalidRequest, NextFingerprintsAltered, StorageError, VaultError
@@ -97,7 +98,12 @@ class KeyRotation:
         self._audit.append(AuditEvent(self._actor, action, outcome, count, purpose))
 
     def _start(self, action: str, purpose: str) -> None:
-        """The intent row of `action` under the ticket `purpose`, then the check that lets the work start."""
+        """The intent row of `action` under the ticket `purpose`, then the check that lets the work start.
+
+        InvalidRequest, before any row or work, when the audit log may not keep `purpose` (admin_reason):
+        every caller is held to it, not only the command line (review 23, R23-8).
+        """
+        check_reason(purpose)
         self._record(action, "started", 0, purpose)
         self._before_work()
 
