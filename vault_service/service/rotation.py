@@ -243,7 +243,10 @@ class KeyRotation:
                 count = f"{left} or more" if left >= ROWS_LEFT_COUNTED else str(left)
                 raise StorageError(
                     f"{count} value(s) still have their fingerprint under a retired key after"
-                    f" {COMPACTION_WAIT_SECONDS:.0f} s (rows held locked by another transaction): run reindex again"
+                    f" {COMPACTION_WAIT_SECONDS:.0f} s: rows held locked by another transaction (run reindex again),"
+                    " or rows with no re-indexed fingerprint to move (a row restored or edited by the database"
+                    " owner: if a re-run ends the same, run rotate-fingerprint-key and reindex, and read the"
+                    " audit log's rows for those tokens)"
                 )
             time.sleep(COMPACTION_RETRY_SECONDS)
 
