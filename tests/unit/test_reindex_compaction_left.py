@@ -36,6 +36,10 @@ def test_reindex_fails_naming_the_rows_left_when_they_stay_locked(monkeypatch: p
     none = cast(Any, None)
     job = KeyRotation(none, none, none, cast(Any, _RowsLeftLocked()), none, "admin:test")
     moved: list[int] = []
-    with pytest.raises(StorageError, match=re.escape("1 value(s) still have their fingerprint under a retired key")):
+    with pytest.raises(
+        StorageError, match=re.escape("1 value(s) still have their fingerprint under a retired key")
+    ) as left:
         job._compact(2, 100, lambda phase, done: moved.append(done))
+    assert "rows with no re-indexed fingerprint to move" in str(left.value)  # not only locks (review 23, R23-7)
+    assert "run rotate-fingerprint-key and reindex" in str(left.value)
     assert moved == [3]
