@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import RunningVault, running_vault, vault_config
 from tests.integration.audit_attacks import as_owner, tokenize_fresh_ip
+from tests.integration.openbao_clients import security_client
 from tests.integration.own_database import database_of_its_own
 from vault_service.bootstrap import bootstrap
 from vault_service.domain.errors import KeysUnavailable
@@ -78,6 +79,11 @@ def _as_serving_role(env: dict[str, str], statement: str, params: dict[str, Any]
 def _keys(env: dict[str, str]) -> list[tuple[Any, ...]]:
     with psycopg.connect(env["PG_ADMIN_DSN"]) as admin:
         return admin.execute("SELECT id, purpose, state, wrapped_key FROM vault.data_keys ORDER BY id").fetchall()
+
+
+def kek_version(wrapped: str) -> int:
+    """The KEK version of a Transit ciphertext (`vault:v<N>:...`)."""
+    return int(wrapped.split(":")[1][1:])
 
 
 def _rewrapped(retired: Retired) -> str:
@@ -141,6 +147,20 @@ def test_the_service_refuses_to_load_one_key_under_two_ids(retired: Retired) -> 
         finally:  # the module's vault goes on with its own keys
             owner.execute("DELETE FROM vault.data_keys WHERE id = %s", (planted,))
             owner.execute("UPDATE vault.data_keys SET state = 'active' WHERE id = %s", (active,))
+
+
+def test_the_serving_role_cannot_rewrap_a_retired_key_in_its_own_row(retired: Retired) -> None:
+    """Review 23, R23-4: after a KEK rotation a retired key rewrapped in place survived the operators' trim."""
+    security_client(retired.env).secrets.transit.rotate_key(name="tokenvault")
+    newer = _rewrapped(retired)
+    assert kek_version(newer) > kek_version(retired.key.wrapped_key)
+    with pytest.raises(psycopg.errors.CheckViolation, match="a retired key is never rewrapped"):
+        _as_serving_role(
+            retired.env,
+            "UPDATE vault.data_keys SET wrapped_key = %(wrapped)s WHERE id = %(id)s",
+            {"wrapped": newer, "id": retired.key.key_id},
+        )
+    assert [row[3] for row in _keys(retired.env) if row[0] == retired.key.key_id] == [retired.key.wrapped_key]
 
 
 def test_a_key_row_the_owner_deleted_still_never_comes_back(retired: Retired) -> None:
