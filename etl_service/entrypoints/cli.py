@@ -107,7 +107,8 @@ EXIT_CODES = f"""exit status:
   1  cannot work as configured: a start-up check failed, or an identity, permission, table or
      queue was refused while running (every held message was released first); or the process
      was still running {EXIT_MARGIN_SECONDS:.0f} s past its shutdown grace period after SIGTERM/SIGINT
-     (each thread's stack is on stderr; unsettled messages return to the queue at their lease's end)
+     (a hang: stderr shows "Timeout (...)!" and each thread's stack; unsettled messages return to the
+     queue at their lease's end)
   2  invalid settings
   3  drain only: an error kept messages from loading - a dependency down or a failure left them
      in the queue when the drain was stopped, or processing failed on every receive and the
