@@ -77,7 +77,9 @@ def test_values_revealed_count_by_client_only_what_was_shown_and_the_budget_is_t
 
     samples = scrape(stack_env, port)
     revealed = {c: v for (name, c), v in samples.items() if name == "tokenvault_detokenize_values_revealed_total"}
-    assert revealed == {"analyst": 3}  # two ips plain, a device id masked; not the two refused tokens
+    # two ips plain, a device id masked; not the two refused tokens. Each revealing client's series
+    # exists from the start, at 0 until it reveals (R23-6: increase() counts a first call then).
+    assert revealed == {"analyst": 3, "fraud-investigator": 0}
     budgets = {c: v for (name, c), v in samples.items() if name == "tokenvault_client_reveal_budget_per_hour"}
     assert budgets == {"analyst": 200 * 3600, "fraud-investigator": 200 * 3600}  # config/vault-policy.toml
     assert calls_and_tokens_the_alert_s_query_finds(stack_env, "analyst") == (1, 5)
