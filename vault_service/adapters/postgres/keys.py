@@ -60,6 +60,12 @@ HAS_NEXT_FINGERPRINT_KEY_IDS = (
     " AND attname = 'next_fingerprint_key_id' AND NOT attisdropped"
 )
 
+
+def has_next_fingerprint_key_ids(conn: psycopg.Connection) -> bool:
+    """Whether migration 0028's vault.tokens.next_fingerprint_key_id is there (the service is rolled out first)."""
+    return conn.execute(HAS_NEXT_FINGERPRINT_KEY_IDS).fetchone() is not None
+
+
 HAS_CHECK_VALUES = (
     "SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = 'vault.data_keys'::regclass"
     " AND attname = 'check_value' AND NOT attisdropped"
@@ -191,7 +197,7 @@ class PostgresKeyStore:
     def _rows_left_to_reindex(self, conn: psycopg.Connection) -> str:
         """A live row without a next fingerprint under the pending key (`%(pending)s`), as migration 0028 counts."""
         if not self._next_fingerprint_key_ids:
-            self._next_fingerprint_key_ids = conn.execute(HAS_NEXT_FINGERPRINT_KEY_IDS).fetchone() is not None
+            self._next_fingerprint_key_ids = has_next_fingerprint_key_ids(conn)
         if not self._next_fingerprint_key_ids:
             return (
                 "SELECT 1 FROM vault.tokens WHERE fingerprint IS NOT NULL AND next_fingerprint IS NULL"

@@ -14,7 +14,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from vault_service.adapters.postgres.errors import translated
-from vault_service.adapters.postgres.keys import HAS_NEXT_FINGERPRINT_KEY_IDS, other_keys
+from vault_service.adapters.postgres.keys import has_next_fingerprint_key_ids, other_keys
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
 from vault_service.service.ports import Reindexer, Resealer, StoredToken
 
@@ -38,11 +38,6 @@ Every row whose next fingerprint is not one written under the pending key (migra
 fingerprint planted while no key was pending, or written under another, is re-done (attack 24, F2)."""
 REINDEX_CONDITION_BEFORE_0028 = "fingerprint IS NOT NULL AND next_fingerprint IS NULL AND fingerprint_key_id = ANY(%s)"
 """The work list while the database has no next_fingerprint_key_id yet (the service is rolled out first)."""
-
-
-def has_next_fingerprint_key_ids(conn: psycopg.Connection) -> bool:
-    """Whether migration 0028's vault.tokens.next_fingerprint_key_id is there."""
-    return conn.execute(HAS_NEXT_FINGERPRINT_KEY_IDS).fetchone() is not None
 
 
 def _select_batch(
