@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import secrets
 import signal
 import socket
 import subprocess
@@ -17,11 +18,45 @@ class StackError(RuntimeError):
     """A component could not be started or configured; the message says which and why."""
 
 
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PORT = 10000
+"""Below it sit the ports other software on a developer's machine is configured to listen on."""
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing uses now and no outgoing connection will take.
+
+    Picked at random outside the kernel's ephemeral range (`ip_local_port_range`), never
+    twice in one process. A port from there (what binding port 0 gives) is free only until
+    the process it is handed to binds it: in between, any outgoing connection on the machine
+    may take it as its source port, and the listener then fails with "Address already in use"
+    (a CI run lost the CLI tests' stack to it).
+    """
+    candidates = _ports_outside_ephemeral_range()
+    for _ in range(200):
+        port = secrets.choice(candidates)
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            return port
+    raise StackError(f"no free TCP port on 127.0.0.1 outside the ephemeral range ({EPHEMERAL_RANGE_FILE})")
+
+
+def _ports_outside_ephemeral_range() -> range:
+    low, high = 32768, 60999  # Linux's default
+    with contextlib.suppress(OSError, ValueError):
+        low, high = (int(bound) for bound in EPHEMERAL_RANGE_FILE.read_text().split())
+    below, above = range(LOWEST_PORT, low), range(high + 1, 65536)
+    return below if len(below) >= len(above) else above
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def minimal_environment(user: str, home: Path | None = None) -> dict[str, str]:

@@ -8,7 +8,6 @@ intermediate. Its policy gives the ETL small quotas, so a dictionary sweep hits 
 from __future__ import annotations
 
 import datetime
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from prometheus_client import REGISTRY
 
+from devstack.procs import free_port
 from devstack.stack import vault_service_env
 from tests.conftest import RunningVault, running_vault
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
@@ -323,14 +323,8 @@ def _rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_twelve_concurrent_oversize_calls_leave_the_service_small(stack_env: dict[str, str]) -> None:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     env = {**vault_service_env(stack_env), "TOKENVAULT_GRPC_ADDRESS": address, "TOKENVAULT_METRICS_PORT": "0"}
     service = subprocess.Popen([sys.executable, "-m", "vault_service"], env={**env, "PATH": "/usr/bin:/bin"})
     try:
