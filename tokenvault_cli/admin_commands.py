@@ -86,6 +86,27 @@ def rewrap(ctx: Context, reason: str) -> None:
     run_admin(ctx, "rewrap", "--reason", reason)
 
 
+@click.command("retire-kek-versions")
+@click.option(
+    "--below",
+    required=True,
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="The oldest KEK version to keep: Transit's min_decryption_version and min_encryption_version become N.",
+)
+@REASON
+@click.pass_obj
+def retire_kek_versions(ctx: Context, below: int, reason: str) -> None:
+    """Retire the KEK versions below N in Transit, with your own Vault token (after `rewrap`).
+
+    Refused, Transit unchanged, while a data key the service may still load is wrapped under a version below N
+    (it would no longer unwrap): the message names the keys; run `rewrap` first. Refused too for N past the KEK's
+    latest version or under its present min_decryption_version. The raw equivalent, without these checks, is
+    `bao write transit/keys/tokenvault/config min_decryption_version=N min_encryption_version=N`.
+    """
+    run_admin(ctx, "retire-kek-versions", "--below", str(below), "--reason", reason)
+
+
 @click.command("rotate-encryption-key")
 @REASON
 @click.pass_obj
@@ -180,4 +201,13 @@ def who_saw(ctx: Context, token: str, exported: Path | None, max_copy_lag: float
     run_admin(ctx, "who-saw", token, *_copy_options(exported, max_copy_lag))
 
 
-COMMANDS = (status, rewrap, rotate_encryption_key, reencrypt, rotate_fingerprint_key, reindex, audit)
+COMMANDS = (
+    status,
+    rewrap,
+    retire_kek_versions,
+    rotate_encryption_key,
+    reencrypt,
+    rotate_fingerprint_key,
+    reindex,
+    audit,
+)

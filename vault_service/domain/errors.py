@@ -42,6 +42,13 @@ class KeysUnavailable(VaultError):
     """A key needed for this item is not loaded (Vault unreachable at start, or retired)."""
 
 
+class KekVersionsInUse(InvalidRequest):
+    """Old KEK versions may not be retired now: a data key still needs one, or the version asked for is wrong.
+
+    Nothing was changed in Transit; the message names the keys and the remedy (`rewrap`).
+    """
+
+
 class StoredValueAltered(VaultError):
     """A stored ciphertext does not authenticate for its token with its loaded key.
 

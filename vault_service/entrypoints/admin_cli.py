@@ -36,16 +36,18 @@ from vault_service.adapters.operator_identity import (
     operator_token,
 )
 from vault_service.adapters.transit import VaultStartupError
+from vault_service.adapters.transit_kek_config import TransitKekConfig
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.admin_reason import unfit_reason
-from vault_service.domain.errors import VaultError
+from vault_service.domain.errors import KekVersionsInUse, PermissionDenied, VaultError
 from vault_service.domain.tokens import type_of_token
 from vault_service.entrypoints.admin_session import administration, exit_status, stop_on_signals
 from vault_service.entrypoints.audit_report_cli import audit_verify, audit_who_saw
 from vault_service.entrypoints.metrics import ROTATION_ROWS, ROTATION_ROWS_LEFT
 from vault_service.service.audit_verify import COPY_LAG_INTERVALS
 from vault_service.service.exported_copy import ExportedCopyRefused
-from vault_service.service.rotation import KeyRotation, RotationStatus
+from vault_service.service.rotation import KeyRotation
+from vault_service.service.rotation_status import RotationStatus
 
 console = Console(stderr=False)
 
@@ -82,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
         )
     for name, text in (
         ("rewrap", "rewrap every data key under the newest KEK version (after a KEK rotation)"),
+        (
+            "retire-kek-versions",
+            "retire the KEK versions below N (after rewrap): Transit's min_decryption_version and"
+            " min_encryption_version, with your own token; refused while a data key is wrapped under one",
+        ),
         ("rotate-encryption-key", "make a new data encryption key active (then run reencrypt)"),
         ("reencrypt", "move every stored value to the active data key; resumable; retires unused keys"),
         ("rotate-fingerprint-key", "introduce a new fingerprint key (then run reindex)"),
@@ -94,6 +101,14 @@ def _parser() -> argparse.ArgumentParser:
             type=audit_reason,
             help="the change ticket (a reference such as CHG-1234, as a purpose), kept for good in the audit log",
         )
+        if name == "retire-kek-versions":
+            command.add_argument(
+                "--below",
+                required=True,
+                type=kek_version,
+                metavar="N",
+                help="the oldest KEK version to keep: min_decryption_version and min_encryption_version become N",
+            )
         if name in ("reencrypt", "reindex"):
             command.add_argument("--batch-size", type=int, default=1000, help="rows per transaction")
             command.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics while running")
@@ -106,6 +121,13 @@ def audit_reason(text: str) -> str:
     if unfit is not None:
         raise argparse.ArgumentTypeError(unfit)
     return text
+
+
+def kek_version(text: str) -> int:
+    """`--below`: a KEK version, 1 or more."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a KEK version is a whole number from 1 up, not {text!r}")
+    return int(text)
 
 
 def _print_status(status: RotationStatus) -> None:
@@ -148,14 +170,23 @@ def authenticate(config: VaultServiceConfig, env: Mapping[str, str]) -> Operator
     return authenticate_operator(config.vault_address, operator_token(env))
 
 
-def _run(args: argparse.Namespace, rotation: KeyRotation, metrics_tls: ssl.SSLContext | None) -> int:
+def _run(
+    args: argparse.Namespace, config: VaultServiceConfig, rotation: KeyRotation, metrics_tls: ssl.SSLContext | None
+) -> int:
     if args.command == "status":
         _print_status(rotation.status())
         return 0
     if getattr(args, "metrics_port", 0):  # over TLS like the service's when TOKENVAULT_METRICS_TLS_* are set
         serve_metrics(args.metrics_port, "127.0.0.1", metrics_tls, "--metrics-port")
     reason = args.reason
-    if args.command == "rewrap":
+    if args.command == "retire-kek-versions":
+        kek = TransitKekConfig(config.vault_address, operator_token(os.environ), config.kek_name, config.transit_mount)
+        below = rotation.retire_kek_versions(args.below, reason, kek)
+        console.print(
+            f"KEK {config.kek_name}: min_decryption_version and min_encryption_version raised to {below}; the versions"
+            " below it no longer decrypt (lowering it again brings them back until Vault's operators trim them)"
+        )
+    elif args.command == "rewrap":
         console.print(f"rewrapped {rotation.rewrap(reason)} data key(s) under the newest KEK version")
     elif args.command == "rotate-encryption-key":
         console.print(f"data key {rotation.rotate_encryption_key(reason)} is now active; run `reencrypt` next")
@@ -205,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics_tls = tls_context(config.metrics_tls) if serving and config.metrics_tls else None
         operator = authenticate(config, os.environ)
         with stop_on_signals(), administration(config, operator) as rotation:  # the round runs on SIGTERM too
-            return _run(args, rotation, metrics_tls)
+            return _run(args, config, rotation, metrics_tls)
     except KeyboardInterrupt as stop:  # the round has run and said what it could not anchor
         print(
             f"vault admin: {args.command} stopped ({str(stop) or 'Ctrl-C'}) before its end; a reencrypt or reindex"
@@ -216,9 +247,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MetricsEndpointError as error:
         print(f"vault admin: {args.command}: {error}", file=sys.stderr)
         return 2
-    except OperatorRefused as error:
+    except (OperatorRefused, PermissionDenied) as error:  # PermissionDenied: Vault refused the operator's token
         print(f"vault admin: {args.command} refused: {error}", file=sys.stderr)
         return 3
+    except KekVersionsInUse as error:
+        print(f"vault admin: {args.command} refused: {error}", file=sys.stderr)
+        return 1
     except (VaultStartupError, VaultError, PoolTimeout, OSError, ExportedCopyRefused) as error:
         print(f"vault admin: {args.command} failed: {error}", file=sys.stderr)
         return 1

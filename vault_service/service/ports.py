@@ -144,6 +144,33 @@ class KeyWrapper(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class KekVersions:
+    """The KEK's version settings in Transit."""
+
+    latest: int
+    min_decryption: int
+    min_encryption: int
+    """0 while never set (Transit then encrypts with the latest version, as it does anyway)."""
+
+
+class KekConfig(Protocol):
+    """The KEK's version settings, read and written with the operator's own Vault token (not the service's)."""
+
+    @property
+    def name(self) -> str:
+        """The KEK's name in Transit."""
+        ...
+
+    def versions(self) -> KekVersions:
+        """Its latest version and its min_decryption_version / min_encryption_version."""
+        ...
+
+    def set_minimums(self, min_decryption: int, min_encryption: int) -> None:
+        """Both settings in one config write (Transit checks the pair only after applying both)."""
+        ...
+
+
 class KeyStore(Protocol):
     """Persistent wrapped data keys."""
 

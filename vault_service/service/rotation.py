@@ -14,16 +14,22 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 
 from vault_service.domain.admin_reason import check_reason
 from vault_service.domain.audit import AuditEvent
 from vault_service.domain.crypto import DataKey, fingerprint, open_sealed, seal
-from vault_service.domain.errors import InvalidRequest, NextFingerprintsAltered, StorageError, VaultError
+from vault_service.domain.errors import (
+    InvalidRequest,
+    KekVersionsInUse,
+    NextFingerprintsAltered,
+    StorageError,
+    VaultError,
+)
 from vault_service.domain.token_types import TokenType
 from vault_service.service.keyring import ENCRYPTION, FINGERPRINT, KeyManager
-from vault_service.service.ports import AuditLog, KeyStore, KeyWrapper, StoredToken, TokenStore
+from vault_service.service.ports import AuditLog, KekConfig, KeyStore, KeyWrapper, StoredToken, TokenStore
+from vault_service.service.rotation_status import KeyStatus, RotationStatus, why_not_retire
 
 log = logging.getLogger(__name__)
 
@@ -44,32 +50,6 @@ def _no_progress(phase: str, done: int) -> None:
 
 def _no_check() -> None:
     return None
-
-
-@dataclass(frozen=True)
-class KeyStatus:
-    """One data key as the runbook shows it."""
-
-    key_id: int
-    purpose: str
-    state: str
-    kek_version: int
-
-
-@dataclass(frozen=True)
-class RotationStatus:
-    """Where rotation stands, and which `min_decryption_version` is safe to set on the KEK."""
-
-    kek_latest_version: int
-    keys: list[KeyStatus]
-    rows_to_reencrypt: int
-    rows_to_reindex: int
-
-    @property
-    def safe_min_decryption_version(self) -> int:
-        """The oldest KEK version a loaded data key (live, or an audit key) is still wrapped with."""
-        versions = [k.kek_version for k in self.keys if k.state != "retired" or k.purpose == "audit"]
-        return min(versions, default=self.kek_latest_version)
 
 
 class KeyRotation:
@@ -124,6 +104,33 @@ class KeyRotation:
         count = self._keys.rewrap_outdated()
         self._record("rewrap", f"ok: {count} data keys rewrapped", count, purpose)
         return count
+
+    def retire_kek_versions(self, below: int, purpose: str, kek: KekConfig) -> int:
+        """Raise the KEK's min_decryption_version (and min_encryption_version) to `below`; the version set.
+
+        Refused (KekVersionsInUse, Transit untouched, a `refused:` outcome row) while a data key
+        that may still be loaded is wrapped under an older version - it would no longer unwrap:
+        replicas could not rewrap it and a restarted one could not start - or when `below` is past
+        the latest version or under the present min_decryption_version. Both settings go in one
+        write with the operator's own token (`kek`); min_encryption_version never goes down.
+        """
+        action = "retire-kek-versions"
+        self._start(action, purpose)
+        versions = kek.versions()
+        refusal = why_not_retire(below, self.status(), versions, kek.name)
+        if refusal is None:
+            try:
+                kek.set_minimums(below, max(below, versions.min_encryption))
+            except VaultError as error:
+                with contextlib.suppress(VaultError):  # what stopped the job is what the operator sees
+                    self._record(action, f"failed: {error}", 0, purpose)
+                raise
+            outcome = f"ok: KEK {kek.name} versions below v{below} retired (latest v{versions.latest})"
+            self._record(action, outcome, 0, purpose)
+            return below
+        with contextlib.suppress(VaultError):
+            self._record(action, f"refused: {refusal}", 0, purpose)
+        raise KekVersionsInUse(f"{refusal}; nothing was changed in Transit")
 
     def rotate_encryption_key(self, purpose: str) -> int:
         """A new active DEK (the old one becomes decrypt_only); its id."""

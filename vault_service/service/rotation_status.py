@@ -1,0 +1,77 @@
+"""Where key rotation stands, and which old KEK versions may be retired without losing a data key.
+
+A data key counts while it may still be loaded: any key not retired, and the audit keys (never
+retired: they key the hashes `who-saw` looks for). A retired key's row is never rewrapped
+(migration 0030): retiring the KEK version under it is what makes it unreadable, on purpose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vault_service.domain.keys import KeyPurpose, KeyState
+from vault_service.service.ports import KekVersions
+
+REWRAP_FIRST = "run `tokenvault rewrap --reason <ticket>` first (it rewraps them under the latest version)"
+"""What moves every counted data key onto the KEK's latest version."""
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    """One data key as the runbook shows it."""
+
+    key_id: int
+    purpose: str
+    state: str
+    kek_version: int
+
+    @property
+    def counts(self) -> bool:
+        """Whether the service may still load this key, so the KEK version wrapping it must stay."""
+        return self.state != KeyState.RETIRED or self.purpose == KeyPurpose.AUDIT
+
+    def describe(self) -> str:
+        """`key 7 (encryption, active, v1)`."""
+        return f"key {self.key_id} ({self.purpose}, {self.state}, v{self.kek_version})"
+
+
+@dataclass(frozen=True)
+class RotationStatus:
+    """Where rotation stands, and which `min_decryption_version` is safe to set on the KEK."""
+
+    kek_latest_version: int
+    keys: list[KeyStatus]
+    rows_to_reencrypt: int
+    rows_to_reindex: int
+
+    @property
+    def safe_min_decryption_version(self) -> int:
+        """The oldest KEK version a loaded data key (live, or an audit key) is still wrapped with."""
+        return min((k.kek_version for k in self.keys if k.counts), default=self.kek_latest_version)
+
+    def keys_wrapped_below(self, version: int) -> list[KeyStatus]:
+        """The data keys that count and are wrapped by a KEK version older than `version`."""
+        return [k for k in self.keys if k.counts and k.kek_version < version]
+
+
+def why_not_retire(below: int, status: RotationStatus, kek: KekVersions, kek_name: str) -> str | None:
+    """Why the KEK versions below `below` may not be retired now (a message naming the remedy), or None."""
+    if below > kek.latest:
+        return (
+            f"KEK {kek_name} has no version {below}: its latest is v{kek.latest} (to retire v{kek.latest} too, rotate"
+            f" the KEK first: bao write -f transit/keys/{kek_name}/rotate, then rewrap)"
+        )
+    if below < kek.min_decryption:
+        return (
+            f"KEK {kek_name}'s min_decryption_version is already {kek.min_decryption}: setting {below} would bring"
+            " retired versions back (this command only raises it; lowering is the raw"
+            f" `bao write transit/keys/{kek_name}/config min_decryption_version=...`)"
+        )
+    old = status.keys_wrapped_below(below)
+    if old:
+        named = ", ".join(k.describe() for k in old)
+        return (
+            f"{len(old)} data key(s) still wrapped under KEK versions below v{below}, which would no longer"
+            f" unwrap: {named}; {REWRAP_FIRST}, then run this command again"
+        )
+    return None
