@@ -82,13 +82,14 @@ def test_values_revealed_count_by_client_only_what_was_shown_and_the_budget_is_t
     assert revealed == {"analyst": 3, "fraud-investigator": 0}
     budgets = {c: v for (name, c), v in samples.items() if name == "tokenvault_client_reveal_budget_per_hour"}
     assert budgets == {"analyst": 200 * 3600, "fraud-investigator": 200 * 3600}  # config/vault-policy.toml
-    assert calls_and_tokens_the_alert_s_query_finds(stack_env, "analyst") == (1, 5)
+    for alert in ("RevealVolumeHigh", "RevealVolumeHighDaily"):
+        assert calls_and_tokens_the_alert_s_query_finds(stack_env, "analyst", alert) == (1, 5), alert
 
 
-def calls_and_tokens_the_alert_s_query_finds(stack_env: dict[str, str], client: str) -> tuple[int, int]:
-    """RevealVolumeHigh's audit query for `client`, as its description gives it: this test's purpose's row."""
+def calls_and_tokens_the_alert_s_query_finds(stack_env: dict[str, str], client: str, name: str) -> tuple[int, int]:
+    """The audit query of alert `name` for `client`, as its description gives it: this test's purpose's row."""
     rules = yaml.safe_load(ALERTS.read_text())["groups"]
-    alert = next(rule for group in rules for rule in group["rules"] if rule.get("alert") == "RevealVolumeHigh")
+    alert = next(rule for group in rules for rule in group["rules"] if rule.get("alert") == name)
     found = re.search(r"SELECT .*? DESC", alert["annotations"]["description"])
     assert found is not None, "the description gives no audit query"
     query = found.group(0).replace("{{ $labels.client }}", client)

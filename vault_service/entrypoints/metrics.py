@@ -70,13 +70,14 @@ NEW_TOKENS_REFUSED = Counter(
 VALUES_REVEALED = Counter(
     "tokenvault_detokenize_values_revealed_total",
     "Values Detokenize showed, plain or masked, by client (a token refused, unknown or erased is not counted,"
-    " nor any token of a refused call); alert RevealVolumeHigh compares a client's hour with its budget",
+    " nor any token of a refused call); alerts RevealVolumeHigh and RevealVolumeHighDaily compare a client's hour"
+    " and day with its budget",
     ["client"],
 )
 REVEAL_BUDGET_PER_HOUR = Gauge(
     "tokenvault_client_reveal_budget_per_hour",
     "Values the access policy lets a client have revealed per hour (detokenize_per_second x 3600; its burst"
-    " comes on top), for each client the policy lets see any type; alert RevealVolumeHigh",
+    " comes on top), for each client the policy lets see any type; alerts RevealVolumeHigh, RevealVolumeHighDaily",
     ["client"],
 )
 
