@@ -169,7 +169,7 @@ def test_the_database_refuses_a_backdated_audit_row_even_from_the_serving_role(s
         with pytest.raises(psycopg.errors.CheckViolation, match="not the database clock"):
             conn.execute(
                 "INSERT INTO vault.audit_log (at, client, action, item_count, outcome)"
-                " VALUES ('2026-01-01', 'privacy-officer', 'erase', 500, 'ok: 500 erased, 0 not erased')"
+                " VALUES ('2026-01-01', 'analyst', 'detokenize', 500, 'ok: 500 revealed, 0 refused')"
             )
         # A row without a time, or with a forged link, gets the database's clock and true link.
         conn.execute(

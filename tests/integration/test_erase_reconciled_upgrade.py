@@ -24,7 +24,7 @@ from tokenvault_common.migrations import migrate
 from vault_service.service.revealing import reveal_hash
 
 NAMING = "0023_erase_audit_row_names_its_tokens"
-_OLD_STYLE_ERASE_ROW = (  # what the function wrote before 0023; the serving role may INSERT audit rows
+_OLD_STYLE_ERASE_ROW = (  # what the function wrote before 0023; since 0031 only the owner may INSERT it
     "INSERT INTO vault.audit_log (client, client_serial, client_cert_sha256, action, purpose, token_types,"
     " item_count, outcome) VALUES ('privacy-officer', '1000', %s, 'erase', 'GDPR-2026-931', 'ip', 1,"
     " 'ok: 1 erased, 0 not erased')"
@@ -79,13 +79,20 @@ def test_an_erasure_hidden_behind_the_erasures_before_0023_fails_verify(
     migrate(env["PG_ADMIN_DSN"])
     hidden = tokenize_fresh_ip(env, vault)
     (audit_key,) = vault.wired.keys.ring.audit_keys
-    with psycopg.connect(env["PG_VAULT_DSN"]) as serving_role:  # one transaction
-        if old_style_row:  # so that an old-style row is newer than the hidden erasure
+    if old_style_row:  # the serving role may no longer write one (migration 0031) ...
+        with (
+            psycopg.connect(env["PG_VAULT_DSN"]) as serving_role,
+            pytest.raises(psycopg.errors.InsufficientPrivilege, match="only the database itself writes it"),
+        ):
             serving_role.execute(_OLD_STYLE_ERASE_ROW, ("ab" * 32,))
+    with psycopg.connect(env["PG_VAULT_DSN"]) as serving_role:
         done = serving_role.execute(
             SERVING_ROLE_ERASE, ([hidden], [reveal_hash(audit_key, old)], "ab" * 32, "GDPR-2026-932")
         )
         assert done.fetchall() == [(hidden,)]
+    if old_style_row:  # ... the owner still may: newer than the hidden erasure, it is still found
+        with psycopg.connect(env["PG_ADMIN_DSN"]) as owner:
+            owner.execute(_OLD_STYLE_ERASE_ROW, ("ab" * 32,))
     vault.wait_for_checkpoint()
 
     code, printed = _audit_verify(env, monkeypatch)
