@@ -150,30 +150,37 @@ def one_key_under_two_ids(records: Sequence[AuditRecord]) -> str | None:
 
 
 def audit_keys_problem(records: Sequence[AuditRecord], audit_keys: Sequence[DataKey]) -> str | None:
-    """Why no report may be made with `audit_keys` from `records` (verified ones); None when it may."""
-    if (twice := one_key_under_two_ids(records)) is not None:
-        return twice
+    """Why no report may be made with `audit_keys` from `records` (verified ones); None when it may.
+
+    Every problem found is named, one after the other: one key under two ids no longer hides an
+    audit key that is not the one recorded (review 23, R23-2).
+    """
+    problems = [one_key_under_two_ids(records), *_audit_key_problems(records, audit_keys)]
+    return "; ".join(problem for problem in problems if problem is not None) or None
+
+
+def _audit_key_problems(records: Sequence[AuditRecord], audit_keys: Sequence[DataKey]) -> Iterator[str]:
+    """Why each audit key the records name cannot be used as loaded (nothing for one that can)."""
     loaded = {key.key_id: key for key in audit_keys}
     late = late_check_values(records)
     for key_id, checks in sorted(recorded_audit_keys(records).items()):
         key = loaded.get(key_id)
         if key is None:
-            return (
+            yield (
                 f"audit key {key_id}, named by the audit log, is not loaded: reveals and erasures hashed under it"
                 " cannot be found. Check its row in vault.data_keys (its state, the data-key-update rows of the log)"
             )
-        if len(checks) > 1:
-            return f"the audit log records {len(checks)} different check values for audit key {key_id}: which is it?"
-        if not checks:
-            return (
+        elif len(checks) > 1:
+            yield f"the audit log records {len(checks)} different check values for audit key {key_id}: which is it?"
+        elif not checks:
+            yield (
                 f"the audit log records no check value for audit key {key_id}: start the vault service once"
                 " (it records the check value of keys made before migration 0024), then ask again"
             )
-        if (problem := late.problem(key_id)) is not None:
-            return problem
-        if check_value(key.material) not in checks:
-            return (
+        elif (problem := late.problem(key_id)) is not None:
+            yield problem
+        elif check_value(key.material) not in checks:
+            yield (
                 f"audit key {key_id} as loaded is not the key the audit log recorded (its check value differs):"
                 " its wrapped key was replaced. The database owner restores it from vault.replaced_wrapped_keys"
             )
-    return None
