@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pwd
 import secrets
@@ -21,7 +22,10 @@ class StackError(RuntimeError):
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 LOWEST_PORT = 10000
 """Below it sit the ports other software on a developer's machine is configured to listen on."""
+FEWEST_PORTS_OUTSIDE = 1000
+"""With fewer ports outside the ephemeral range (a range tuned to `1024 65535`), ports come from inside it."""
 _handed_out: set[int] = set()
+log = logging.getLogger(__name__)
 
 
 def free_port() -> int:
@@ -31,9 +35,12 @@ def free_port() -> int:
     twice in one process. A port from there (what binding port 0 gives) is free only until
     the process it is handed to binds it: in between, any outgoing connection on the machine
     may take it as its source port, and the listener then fails with "Address already in use"
-    (a CI run lost the CLI tests' stack to it).
+    (a CI run lost the CLI tests' stack to it). Where the range leaves too few ports outside it,
+    the kernel's choice it is, with that race, and a warning naming the range.
     """
     candidates = _ports_outside_ephemeral_range()
+    if len(candidates) < FEWEST_PORTS_OUTSIDE:
+        return _port_from_the_kernel(candidates)
     for _ in range(200):
         port = secrets.choice(candidates)
         if port not in _handed_out and _bindable(port):
@@ -48,6 +55,22 @@ def _ports_outside_ephemeral_range() -> range:
         low, high = (int(bound) for bound in EPHEMERAL_RANGE_FILE.read_text().split())
     below, above = range(LOWEST_PORT, low), range(high + 1, 65536)
     return below if len(below) >= len(above) else above
+
+
+def _port_from_the_kernel(outside: range) -> int:
+    log.warning(
+        "only %d TCP ports outside the ephemeral range (%s): the stack's ports come from inside it, where an"
+        " outgoing connection may take one before its service listens (widen the range's gap to avoid it)",
+        len(outside),
+        EPHEMERAL_RANGE_FILE,
+    )
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def _bindable(port: int) -> bool:

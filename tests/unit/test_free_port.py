@@ -5,7 +5,11 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
+import pytest
+
+from devstack import procs
 from devstack.procs import EPHEMERAL_RANGE_FILE, free_port
 
 
@@ -41,3 +45,17 @@ def test_a_free_port_can_be_listened_on() -> None:
     port = free_port()
     with socket.create_server(("127.0.0.1", port)) as listener:
         assert listener.getsockname()[1] == port
+
+
+@pytest.mark.parametrize("ephemeral_range", ["1024 65535", "10000 65535", "2000 65000"])
+def test_a_range_leaving_too_few_ports_outside_it_still_gives_distinct_ports(
+    ephemeral_range: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    tuned = tmp_path / "ip_local_port_range"
+    tuned.write_text(ephemeral_range)
+    monkeypatch.setattr(procs, "EPHEMERAL_RANGE_FILE", tuned)
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == len(ports)
+    with socket.create_server(("127.0.0.1", ports[-1])):
+        pass
+    assert "ports outside the ephemeral range" in caplog.text
