@@ -6,7 +6,7 @@ from typing import Any, cast
 
 import pytest
 
-from vault_service.domain.errors import KekVersionsInUse
+from vault_service.domain.errors import KekVersionsInUse, KeysUnavailable
 from vault_service.service.ports import KekVersions
 from vault_service.service.rotation import KeyRotation
 from vault_service.service.rotation_status import KeyStatus, RotationStatus, why_not_retire
@@ -84,3 +84,14 @@ def test_a_refusal_writes_nothing_to_transit_and_is_on_record(monkeypatch: pytes
     with pytest.raises(KekVersionsInUse, match=r"key 8 \(audit, active, v2\).*nothing was changed in Transit"):
         job.retire_kek_versions(3, "CHG-1", kek)
     assert kek.writes == [] and audit.outcomes[0] == "started" and audit.outcomes[1].startswith("refused: ")
+
+
+def test_a_kek_that_cannot_be_read_leaves_a_failed_outcome_not_an_open_intent(monkeypatch: pytest.MonkeyPatch) -> None:
+    class _Unreadable(_Kek):
+        def versions(self) -> KekVersions:
+            raise KeysUnavailable("Vault at https://vault:8200 is unreachable")
+
+    audit, kek = _Audit(), _Unreadable(KekVersions(3, 1, 0))
+    with pytest.raises(KeysUnavailable):
+        _job(audit, monkeypatch, KEYS).retire_kek_versions(3, "CHG-1", kek)
+    assert kek.writes == [] and audit.outcomes == ["started", "failed: Vault at https://vault:8200 is unreachable"]

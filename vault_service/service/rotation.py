@@ -116,15 +116,16 @@ class KeyRotation:
         """
         action = "retire-kek-versions"
         self._start(action, purpose)
-        versions = kek.versions()
-        refusal = why_not_retire(below, self.status(), versions, kek.name)
-        if refusal is None:
-            try:
+        try:
+            versions = kek.versions()
+            refusal = why_not_retire(below, self.status(), versions, kek.name)
+            if refusal is None:
                 kek.set_minimums(below, max(below, versions.min_encryption))
-            except VaultError as error:
-                with contextlib.suppress(VaultError):  # what stopped the job is what the operator sees
-                    self._record(action, f"failed: {error}", 0, purpose)
-                raise
+        except VaultError as error:
+            with contextlib.suppress(VaultError):  # what stopped the job is what the operator sees
+                self._record(action, f"failed: {error}", 0, purpose)
+            raise
+        if refusal is None:
             outcome = f"ok: KEK {kek.name} versions below v{below} retired (latest v{versions.latest})"
             self._record(action, outcome, 0, purpose)
             return below
