@@ -42,12 +42,12 @@ def _stack_dsns(env: dict[str, str]) -> dict[str, str]:
 
 
 def _compose_dsns(tmp_path: Path) -> dict[str, str]:
-    """The DSNs of compose's main stack (the exercise profile's own Postgres is that image's, see README)."""
+    """Every DSN of compose with a password of the stack's: all but the exercise image's public superuser login."""
     found = {}
     for name, service in resolved(tmp_path)["services"].items():
-        if "exercise" in service.get("profiles", []):
-            continue
         for key, value in (service.get("environment") or {}).items():
+            if name == "exercise-migrate" and key == "MIGRATIONS_DSN":
+                continue  # postgres/postgres: that image's public defaults, nothing of ours to give away
             if str(value).startswith("postgresql://"):
                 found[f"{name}:{key}"] = str(value)
     return found
@@ -74,9 +74,12 @@ def test_no_dsn_of_the_embedded_stack_gives_its_password_to_an_impostor(
 
 def test_no_dsn_of_the_compose_stack_gives_its_password_to_an_impostor(tmp_path: Path, impostor: Impostor) -> None:
     dsns = _compose_dsns(tmp_path)
-    assert {"migrate:MIGRATIONS_DSN", "vault-service:TOKENVAULT_DATABASE_DSN", "etl-service:ETL_DATABASE_DSN"} <= (
-        dsns.keys()
-    )
+    assert {
+        "migrate:MIGRATIONS_DSN",
+        "vault-service:TOKENVAULT_DATABASE_DSN",
+        "etl-service:ETL_DATABASE_DSN",
+        "exercise-etl:ETL_DATABASE_DSN",  # attack 25, F1: it gave the ETL's password to the exercise image's server
+    } <= dsns.keys()
     _refused_without_password(dsns, impostor)
 
 

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from psycopg.conninfo import conninfo_to_dict
+
 from devstack.certs_job import Identity
 from devstack.openbao import MAX_REQUEST_BYTES
 from etl_service.config import EtlConfig
@@ -79,6 +81,12 @@ def test_the_exercise_profile_runs_the_etl_on_the_exercise_images_with_only_thei
         == needs["exercise-migrate"]["condition"]
         == ("service_completed_successfully")
     )
+    # The exercise image's server is anyone's (public superuser login): it gets an ETL password of its own,
+    # the one exercise-migrate sets there (attack 25, F1: it was the main stack's ETL password).
+    password = conninfo_to_dict(env["ETL_DATABASE_DSN"])["password"]
+    assert password == services["exercise-migrate"]["environment"]["PG_EXERCISE_ETL_PASSWORD"]
+    assert password != conninfo_to_dict(services["etl-service"]["environment"]["ETL_DATABASE_DSN"])["password"]
+    assert services["exercise-migrate"]["command"][-1] == "tokenvault_etl=PG_EXERCISE_ETL_PASSWORD"
     for job in ("exercise-dlq", "exercise-migrate"):
         module = services[job]["command"][2]
         assert importlib.util.find_spec(module) is not None, module
