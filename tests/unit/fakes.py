@@ -18,6 +18,7 @@ from vault_service.domain.rate_limit import RateLimit
 from vault_service.service.ports import (
     FoundToken,
     Inserted,
+    KeptCopy,
     KeyGeneration,
     NewKey,
     NewTokenRow,
@@ -107,7 +108,7 @@ class FakeKeyStore:
     def promote_pending_fingerprint_key(self) -> bool:
         raise NotImplementedError  # re-index is tested against Postgres
 
-    def retire_unused_encryption_keys(self) -> list[int]:
+    def retire_unused_encryption_keys(self, key_ids: Sequence[int]) -> list[int]:
         raise NotImplementedError  # re-encryption is tested against Postgres
 
 
@@ -200,6 +201,9 @@ class FakeTokenStore:
     def pending_fingerprints_batch(
         self, pending_key_id: int, after_id: int, limit: int
     ) -> tuple[int, list[tuple[StoredToken, bytes]]]:
+        raise NotImplementedError
+
+    def kept_copies_batch(self, dek_id: int, after_id: int, limit: int) -> tuple[int, list[KeptCopy]]:
         raise NotImplementedError
 
     def clear_next_fingerprints(self, found: Sequence[tuple[str, bytes]], actor: str = "") -> int:

@@ -63,6 +63,13 @@ class NextFingerprintsAltered(VaultError):
     """
 
 
+class KeptCopiesDiffer(VaultError):
+    """Values re-sealed away from a data key no longer hold the copy kept under it (review 25, R25-1).
+
+    The key was not retired, so the kept copies still open: the database owner puts them back.
+    """
+
+
 class AuditUnavailable(VaultError):
     """The audit record could not be written, so the action it records was refused."""
 

@@ -39,7 +39,7 @@ from vault_service.adapters.transit import VaultStartupError
 from vault_service.adapters.transit_kek_config import TransitKekConfig
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.admin_reason import unfit_reason
-from vault_service.domain.errors import KekVersionsInUse, PermissionDenied, VaultError
+from vault_service.domain.errors import KekVersionsInUse, KeptCopiesDiffer, PermissionDenied, VaultError
 from vault_service.domain.tokens import type_of_token
 from vault_service.entrypoints.admin_session import administration, exit_status, stop_on_signals
 from vault_service.entrypoints.audit_report_cli import audit_verify, audit_who_saw
@@ -250,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OperatorRefused, PermissionDenied) as error:  # PermissionDenied: Vault refused the operator's token
         print(f"vault admin: {args.command} refused: {error}", file=sys.stderr)
         return 3
-    except KekVersionsInUse as error:
+    except (KekVersionsInUse, KeptCopiesDiffer) as error:
         print(f"vault admin: {args.command} refused: {error}", file=sys.stderr)
         return 1
     except (VaultStartupError, VaultError, PoolTimeout, OSError, ExportedCopyRefused) as error:

@@ -175,6 +175,16 @@ class KeyManager:
             self._ring = ring
             return ring
 
+    def retired_key(self, key_id: int) -> DataKey:
+        """Data key `key_id` unwrapped whatever its state (a retired key is not in the ring); KeysUnavailable.
+
+        For the check of a retired key's kept copies before the KEK version wrapping it is retired.
+        """
+        row = next((r for r in self._store.load_keys() if r.key_id == key_id), None)
+        if row is None:
+            raise KeysUnavailable(f"no data key {key_id} in vault.data_keys")
+        return self._unwrapped(row)
+
     def key(self, key_id: int) -> DataKey:
         """A key by id, refreshing once if it was added since the last refresh."""
         ring = self.ring

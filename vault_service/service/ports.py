@@ -88,6 +88,19 @@ class StoredToken(NamedTuple):
     sealed: bytes | None
 
 
+class KeptCopy(NamedTuple):
+    """A value a re-seal replaced, kept under its old key (migration 0020), with what its token holds now."""
+
+    token: str
+    token_type: str
+    kept: bytes
+    """The sealed value as it was before the re-seal, under the key the copies were read for."""
+    dek_id: int
+    """The key the token's value is sealed under now."""
+    sealed: bytes
+    """The token's value now."""
+
+
 class ErasedToken(NamedTuple):
     """A vault.tokens row whose value was erased: what `audit verify` reconciles with the erase rows."""
 
@@ -210,8 +223,8 @@ class KeyStore(Protocol):
         """
         ...
 
-    def retire_unused_encryption_keys(self) -> list[int]:
-        """Retire decrypt_only DEKs no row uses any more; their ids."""
+    def retire_unused_encryption_keys(self, key_ids: Sequence[int]) -> list[int]:
+        """Retire those of `key_ids` that are decrypt_only DEKs no row uses any more; their ids."""
         ...
 
 
@@ -280,6 +293,10 @@ class TokenStore(Protocol):
         self, pending_key_id: int, after_id: int, limit: int
     ) -> tuple[int, list[tuple[StoredToken, bytes]]]:
         """Live rows past row id `after_id` with their next fingerprint under the pending key; the last id read."""
+        ...
+
+    def kept_copies_batch(self, dek_id: int, after_id: int, limit: int) -> tuple[int, list[KeptCopy]]:
+        """Kept copies under `dek_id` past kept id `after_id` whose token still holds a value; the last id read."""
         ...
 
     def clear_next_fingerprints(self, found: Sequence[tuple[str, bytes]], actor: str = "vault-service") -> int:

@@ -22,11 +22,13 @@ from vault_service.domain.crypto import DataKey, fingerprint, open_sealed, seal
 from vault_service.domain.errors import (
     InvalidRequest,
     KekVersionsInUse,
+    KeptCopiesDiffer,
     NextFingerprintsAltered,
     StorageError,
     VaultError,
 )
 from vault_service.domain.token_types import TokenType
+from vault_service.service.kept_copies import not_retired_message, retired_keys_refusal, unused_keys_checked
 from vault_service.service.keyring import ENCRYPTION, FINGERPRINT, KeyManager
 from vault_service.service.ports import AuditLog, KekConfig, KeyStore, KeyWrapper, StoredToken, TokenStore
 from vault_service.service.rotation_status import KeyStatus, RotationStatus, why_not_retire
@@ -113,12 +115,16 @@ class KeyRotation:
         replicas could not rewrap it and a restarted one could not start - or when `below` is past
         the latest version or under the present min_decryption_version. Both settings go in one
         write with the operator's own token (`kek`); min_encryption_version never goes down.
+        Refused too while a retired DEK those versions wrap keeps copies of re-sealed values that
+        differ from the values stored now, or cannot be checked (service/kept_copies.py; R25-1).
         """
         action = "retire-kek-versions"
         self._start(action, purpose)
         try:
             versions = kek.versions()
-            refusal = why_not_retire(below, self.status(), versions, kek.name)
+            refusal = why_not_retire(below, self.status(), versions, kek.name) or retired_keys_refusal(
+                below, versions.min_decryption, self._key_store, self._keys, self._tokens
+            )
             if refusal is None:
                 kek.set_minimums(below, max(below, versions.min_encryption))
         except VaultError as error:
@@ -142,7 +148,12 @@ class KeyRotation:
         return stored.key_id
 
     def reencrypt(self, purpose: str, batch_size: int = 1000, progress: Progress = _no_progress) -> int:
-        """Move every stored value to the active DEK, then retire unused DEKs; rows moved."""
+        """Move every stored value to the active DEK, then retire unused DEKs; rows moved.
+
+        Before a DEK is retired, every value re-sealed away from it is checked against the copy kept
+        under it (service/kept_copies.py): on a difference no key is retired, the outcome row says
+        `refused:` with the count, and KeptCopiesDiffer stops the job (review 25, R25-1).
+        """
         self._start("reencrypt", purpose)
         total = 0
         while True:
@@ -152,7 +163,15 @@ class KeyRotation:
                 break
             total += done
             progress("reencrypt", done)
-        retired = self._key_store.retire_unused_encryption_keys()
+        checked, differing = unused_keys_checked(
+            self._key_store, self._keys, self._tokens, batch_size, partial(progress, "check")
+        )
+        if differing:  # retiring the key would make the kept copies, the only good ones, unreadable
+            message = not_retired_message(differing)
+            with contextlib.suppress(VaultError):  # the refusal is what the operator must see
+                self._record("reencrypt", f"refused: {message}", total, purpose)
+            raise KeptCopiesDiffer(message)
+        retired = self._key_store.retire_unused_encryption_keys(checked)
         self._keys.refresh()
         self._record("reencrypt", f"ok: {total} values moved, data keys retired: {retired or 'none'}", total, purpose)
         return total

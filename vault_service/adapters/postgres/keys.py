@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -209,14 +209,15 @@ class PostgresKeyStore:
         )
 
     @translated
-    def retire_unused_encryption_keys(self) -> list[int]:
-        """decrypt_only DEKs that no stored value uses any more become retired."""
+    def retire_unused_encryption_keys(self, key_ids: Sequence[int]) -> list[int]:
+        """Those of `key_ids` that are decrypt_only DEKs no stored value uses any more become retired."""
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
             rows = conn.execute(
                 "UPDATE vault.data_keys k SET state = 'retired', retired_at = now()"
-                " WHERE purpose = 'encryption' AND state = 'decrypt_only'"
+                " WHERE purpose = 'encryption' AND state = 'decrypt_only' AND id = ANY(%s)"
                 " AND NOT EXISTS (SELECT 1 FROM vault.tokens t WHERE t.dek_id = k.id AND t.sealed IS NOT NULL)"
-                " RETURNING id"
+                " RETURNING id",
+                (list(key_ids),),
             ).fetchall()
         return [r[0] for r in rows]

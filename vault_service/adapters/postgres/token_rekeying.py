@@ -16,7 +16,7 @@ from psycopg_pool import ConnectionPool
 from vault_service.adapters.postgres.errors import translated
 from vault_service.adapters.postgres.keys import has_next_fingerprint_key_ids, other_keys
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
-from vault_service.service.ports import Reindexer, Resealer, StoredToken
+from vault_service.service.ports import KeptCopy, Reindexer, Resealer, StoredToken
 
 ROW_COLUMNS = "token, token_type, dek_id, sealed"
 """The columns of vault.tokens a StoredToken is made of, in its order."""
@@ -127,6 +127,20 @@ class TokenRekeying:
         if not rows:
             return after_id, []
         return int(rows[-1][0]), [(_stored_token(r[1:5]), bytes(r[5])) for r in rows]
+
+    @translated
+    def kept_copies_batch(self, dek_id: int, after_id: int, limit: int) -> tuple[int, list[KeptCopy]]:
+        """Up to `limit` kept copies under `dek_id` past kept id `after_id` of tokens still holding a value.
+
+        With the value each token holds now and its key, and the last kept id read (`after_id` when
+        none is left). Through vault.kept_copies (migration 0032): the serving role holds no
+        privilege on vault.resealed_values.
+        """
+        with self._pool.connection() as conn:
+            rows = conn.execute("SELECT * FROM vault.kept_copies(%s, %s, %s)", (dek_id, after_id, limit)).fetchall()
+        if not rows:
+            return after_id, []
+        return int(rows[-1][0]), [KeptCopy(r[1], r[2], bytes(r[3]), r[4], bytes(r[5])) for r in rows]
 
     @translated
     def clear_next_fingerprints(self, found: Sequence[tuple[str, bytes]], actor: str = "vault-service") -> int:
