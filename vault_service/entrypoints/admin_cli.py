@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
                 help="the oldest KEK version to keep: min_decryption_version and min_encryption_version become N",
             )
         if name in ("reencrypt", "reindex"):
-            command.add_argument("--batch-size", type=int, default=1000, help="rows per transaction")
+            command.add_argument("--batch-size", type=batch_size, default=1000, help="rows per transaction (1-100000)")
             command.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics while running")
     return parser
 
@@ -121,6 +121,13 @@ def audit_reason(text: str) -> str:
     if unfit is not None:
         raise argparse.ArgumentTypeError(unfit)
     return text
+
+
+def batch_size(text: str) -> int:
+    """`--batch-size`: rows per transaction, 1 to 100,000 (as the tokenvault command allows)."""
+    if not text.isdigit() or not 1 <= int(text) <= 100_000:
+        raise argparse.ArgumentTypeError(f"a batch size is a number of rows from 1 to 100000, not {text!r}")
+    return int(text)
 
 
 def kek_version(text: str) -> int:

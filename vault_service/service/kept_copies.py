@@ -15,14 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from vault_service.domain.crypto import DataKey, SealBroken, open_sealed
-from vault_service.domain.errors import KeysUnavailable
+from vault_service.domain.errors import InvalidValue, KeysUnavailable
 from vault_service.domain.keys import KeyPurpose, KeyState
 from vault_service.domain.token_types import TokenType
 from vault_service.service.keyring import KeyManager
 from vault_service.service.ports import KeptCopy, KeyStore, TokenStore
 
 BATCH = 1000
-"""Kept copies read at a time by `retire-kek-versions`' check."""
+"""Kept copies read at a time by the checks, whatever batch size the job was given (review 26, R26-2)."""
 
 RESTORE_STEP = (
     "docs/key-rotation.md, 'A re-sealed value differs from its kept copy': the database owner puts the kept"
@@ -32,11 +32,12 @@ RESTORE_STEP = (
 
 
 def _opened(key: DataKey | None, copy: KeptCopy, sealed: bytes) -> str | None:
+    """The value `sealed` holds under `key`, or None when it does not open (a row of no known type neither)."""
     if key is None:
         return None
     try:
         return open_sealed(key, TokenType.from_name(copy.token_type), copy.token, sealed)
-    except SealBroken:
+    except (SealBroken, InvalidValue):  # InvalidValue: a token type the vault never made (review 26, R26-3)
         return None
 
 
@@ -44,17 +45,16 @@ def differing_kept_copies(
     tokens: TokenStore,
     key: DataKey,
     keys: Mapping[int, DataKey],
-    batch_size: int,
     progress: Callable[[int], None] = lambda done: None,
 ) -> int:
     """How many kept copies under `key` hold a value their token's present value (under `keys`) does not.
 
-    Read a batch at a time (vault.kept_copies, migration 0032); `progress` gets each batch's size.
+    Read `BATCH` at a time (vault.kept_copies, migration 0032); `progress` gets each batch's size.
     A present value that does not open, or is under a key not in `keys`, differs.
     """
     after_id, differing = 0, 0
     while True:
-        after_id, copies = tokens.kept_copies_batch(key.key_id, after_id, batch_size)
+        after_id, copies = tokens.kept_copies_batch(key.key_id, after_id, BATCH)
         if not copies:
             return differing
         for copy in copies:
@@ -92,7 +92,7 @@ def unchecked_refusal(key_id: int, kek_version: int, error: Exception) -> str:
 
 
 def unused_keys_checked(
-    key_store: KeyStore, keys: KeyManager, tokens: TokenStore, batch_size: int, progress: Callable[[int], None]
+    key_store: KeyStore, keys: KeyManager, tokens: TokenStore, progress: Callable[[int], None]
 ) -> tuple[list[int], dict[int, int]]:
     """The decrypt_only data keys checked before `reencrypt` retires them; per key, the kept copies that differ."""
     ring = keys.refresh()
@@ -101,9 +101,7 @@ def unused_keys_checked(
         for k in key_store.load_keys()
         if k.purpose == KeyPurpose.ENCRYPTION and k.state == KeyState.DECRYPT_ONLY
     ]
-    differing = {
-        key_id: differing_kept_copies(tokens, ring.key(key_id), ring.keys, batch_size, progress) for key_id in checked
-    }
+    differing = {key_id: differing_kept_copies(tokens, ring.key(key_id), ring.keys, progress) for key_id in checked}
     return checked, {key_id: count for key_id, count in differing.items() if count}
 
 
@@ -124,7 +122,7 @@ def retired_keys_refusal(
         if not min_decryption <= row.kek_version < below or not tokens.kept_copies_batch(row.key_id, 0, 1)[1]:
             continue
         try:
-            differing = differing_kept_copies(tokens, keys.retired_key(row.key_id), ring.keys, BATCH)
+            differing = differing_kept_copies(tokens, keys.retired_key(row.key_id), ring.keys)
         except KeysUnavailable as error:  # Vault refused it, or it is not the key made under that id
             return unchecked_refusal(row.key_id, row.kek_version, error)
         if differing:

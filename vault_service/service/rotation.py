@@ -154,6 +154,7 @@ class KeyRotation:
         under it (service/kept_copies.py): on a difference no key is retired, the outcome row says
         `refused:` with the count, and KeptCopiesDiffer stops the job (review 25, R25-1).
         """
+        _check_batch_size(batch_size)
         self._start("reencrypt", purpose)
         total = 0
         while True:
@@ -163,9 +164,14 @@ class KeyRotation:
                 break
             total += done
             progress("reencrypt", done)
-        checked, differing = unused_keys_checked(
-            self._key_store, self._keys, self._tokens, batch_size, partial(progress, "check")
-        )
+        try:
+            checked, differing = unused_keys_checked(
+                self._key_store, self._keys, self._tokens, partial(progress, "check")
+            )
+        except VaultError as error:  # the intent row gets its outcome (review 26, R26-3)
+            with contextlib.suppress(VaultError):
+                self._record("reencrypt", f"failed: {error}", total, purpose)
+            raise
         if differing:  # retiring the key would make the kept copies, the only good ones, unreadable
             message = not_retired_message(differing)
             with contextlib.suppress(VaultError):  # the refusal is what the operator must see
@@ -189,6 +195,7 @@ class KeyRotation:
 
     def reindex(self, purpose: str, batch_size: int = 1000, progress: Progress = _no_progress) -> int:
         """Fingerprint every live value under the pending key, make it active, compact; rows done."""
+        _check_batch_size(batch_size)
         self._start("reindex", purpose)
         total = 0
         while (pending := self._keys.refresh().pending_fingerprint_key) is not None:
@@ -296,3 +303,9 @@ class KeyRotation:
             token_type, value = self._open(row)
             out.append((row.token, fingerprint(key, token_type, value)))
         return out
+
+
+def _check_batch_size(batch_size: int) -> None:
+    """InvalidRequest, before anything is done, for a batch size under 1 (review 26, R26-2: 0 moved nothing)."""
+    if batch_size < 1:
+        raise InvalidRequest(f"the batch size is a number of rows from 1 up, not {batch_size}")
