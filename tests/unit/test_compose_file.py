@@ -298,6 +298,9 @@ def test_each_server_shares_a_network_only_with_the_containers_that_use_it(tmp_p
     assert sharing("analyst") == {"vault-service"} and sharing("metrics") == {"vault-service", "etl-service"}
     assert services["certs"].get("network_mode") == "none"  # it writes files only
     assert "ports" not in services["localstack"]  # no local user of the host reaches it either
+    # Nor the exercise's queue (anyone may write it) or database (anyone may read it: public superuser),
+    # whose ETL tokenizes on the main vault: together a dictionary oracle (review 26, R26-1).
+    assert not [name for name in ("exercise-localstack", "exercise-postgres") if services[name].get("ports")]
 
 
 def test_the_sqs_emulator_s_memory_processes_and_files_are_bounded(tmp_path: Path) -> None:
