@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
 from vault_service.domain.crypto import DataKey, seal
-from vault_service.domain.errors import InvalidRequest
+from vault_service.domain.errors import InvalidRequest, InvalidValue
 from vault_service.domain.token_types import TokenType
 from vault_service.entrypoints.admin_cli import batch_size
 from vault_service.service import kept_copies
@@ -51,12 +52,44 @@ def test_the_check_reads_every_kept_copy_in_pages_of_its_own_whatever_the_job_s_
     assert set(limits) == {kept_copies.BATCH} and len(limits) == 4
 
 
-def test_a_row_of_a_type_the_vault_never_made_counts_as_differing_instead_of_stopping_the_check() -> None:
-    # The serving role may insert a vault.tokens row of type 'bogus' and re-seal it: a kept copy that
-    # cannot be opened held nothing to lose, and the check must go on to the rows after it.
+def test_a_row_of_a_type_the_vault_never_made_does_not_stop_the_check() -> None:
+    # The serving role may insert a vault.tokens row of type 'bogus' and re-seal it: its kept copy
+    # cannot be opened, so it held nothing to lose; the check must go on to the rows after it.
     bogus = KeptCopy("t-bogus", "bogus", os.urandom(40), NEW.key_id, os.urandom(40))
-    count, _ = _differing([bogus, _copy("t1", "v", "v"), _copy("t2", "v", "other")])
-    assert count == 1
+    assert _differing([bogus])[0] == 0
+    assert _differing([bogus, _copy("t1", "v", "v"), _copy("t2", "v", "other")])[0] == 1
+
+
+class _Audit:
+    def __init__(self) -> None:
+        self.outcomes: list[str] = []
+
+    def append(self, event: Any) -> None:
+        self.outcomes.append(event.outcome)
+
+
+class _Keys:
+    def refresh(self) -> Any:
+        return SimpleNamespace(active_encryption_key=NEW, pending_fingerprint_key=NEW)
+
+
+class _RowThatDoesNotOpen:
+    def reseal_batch(self, *args: Any) -> int:
+        raise InvalidValue("unknown token type 'bogus'; known: ip, device_id")
+
+    reindex_batch = reseal_batch
+
+
+@pytest.mark.parametrize("job", ["reencrypt", "reindex"])
+def test_a_job_stopped_by_a_row_records_failed_not_an_open_intent_row(job: str) -> None:
+    audit = _Audit()
+    nothing = cast(Any, None)
+    rotation = KeyRotation(
+        cast(Any, _Keys()), nothing, nothing, cast(Any, _RowThatDoesNotOpen()), cast(Any, audit), "a"
+    )
+    with pytest.raises(InvalidValue):
+        getattr(rotation, job)("CHG-1")
+    assert audit.outcomes == ["started", "failed: unknown token type 'bogus'; known: ip, device_id"]
 
 
 @pytest.mark.parametrize("batch_size", [0, -5])

@@ -32,7 +32,7 @@ RESTORE_STEP = (
 
 
 def _opened(key: DataKey | None, copy: KeptCopy, sealed: bytes) -> str | None:
-    """The value `sealed` holds under `key`, or None when it does not open (a row of no known type neither)."""
+    """The value `sealed` holds under `key`, or None when it does not open (a row of no known type: never)."""
     if key is None:
         return None
     try:
@@ -50,7 +50,8 @@ def differing_kept_copies(
     """How many kept copies under `key` hold a value their token's present value (under `keys`) does not.
 
     Read `BATCH` at a time (vault.kept_copies, migration 0032); `progress` gets each batch's size.
-    A present value that does not open, or is under a key not in `keys`, differs.
+    A present value that does not open, or is under a key not in `keys`, differs; a kept copy that does
+    not open (a row of a type the vault never makes included) held nothing to lose and is not counted.
     """
     after_id, differing = 0, 0
     while True:

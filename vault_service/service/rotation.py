@@ -157,20 +157,19 @@ class KeyRotation:
         _check_batch_size(batch_size)
         self._start("reencrypt", purpose)
         total = 0
-        while True:
-            dek = self._keys.refresh().active_encryption_key
-            done = self._tokens.reseal_batch(dek.key_id, batch_size, partial(self._reseal, dek), self._actor)
-            if not done:
-                break
-            total += done
-            progress("reencrypt", done)
         try:
+            while True:
+                dek = self._keys.refresh().active_encryption_key
+                done = self._tokens.reseal_batch(dek.key_id, batch_size, partial(self._reseal, dek), self._actor)
+                if not done:
+                    break
+                total += done
+                progress("reencrypt", done)
             checked, differing = unused_keys_checked(
                 self._key_store, self._keys, self._tokens, partial(progress, "check")
             )
-        except VaultError as error:  # the intent row gets its outcome (review 26, R26-3)
-            with contextlib.suppress(VaultError):
-                self._record("reencrypt", f"failed: {error}", total, purpose)
+        except VaultError as error:  # the intent row gets its outcome (review 26, R26-3; review 27, R27-2)
+            self._record_failure("reencrypt", error, total, purpose)
             raise
         if differing:  # retiring the key would make the kept copies, the only good ones, unreadable
             message = not_retired_message(differing)
@@ -198,19 +197,25 @@ class KeyRotation:
         _check_batch_size(batch_size)
         self._start("reindex", purpose)
         total = 0
-        while (pending := self._keys.refresh().pending_fingerprint_key) is not None:
-            done = self._tokens.reindex_batch(
-                pending.key_id, batch_size, partial(self._refingerprint, pending), self._actor
-            )
-            total += done
-            if done:
-                progress("reindex", done)
-                continue
-            self._verify_next_fingerprints(pending, batch_size, progress, total, purpose)
-            if self._key_store.promote_pending_fingerprint_key():
-                log.info("fingerprint key promoted", extra={"key_id": pending.key_id})
-            else:
-                time.sleep(0.05)  # rows still held by writers that started before the rotation
+        try:
+            while (pending := self._keys.refresh().pending_fingerprint_key) is not None:
+                done = self._tokens.reindex_batch(
+                    pending.key_id, batch_size, partial(self._refingerprint, pending), self._actor
+                )
+                total += done
+                if done:
+                    progress("reindex", done)
+                    continue
+                self._verify_next_fingerprints(pending, batch_size, progress, total, purpose)
+                if self._key_store.promote_pending_fingerprint_key():
+                    log.info("fingerprint key promoted", extra={"key_id": pending.key_id})
+                else:
+                    time.sleep(0.05)  # rows still held by writers that started before the rotation
+        except NextFingerprintsAltered:  # its refusal is on record already
+            raise
+        except VaultError as error:  # e.g. a row that does not open: the intent row gets its outcome (R27-2)
+            self._record_failure("reindex", error, total, purpose)
+            raise
         active = self._keys.refresh().generation.fingerprint_id
         try:
             self._compact(active, batch_size, progress)
@@ -220,6 +225,11 @@ class KeyRotation:
             raise
         self._record("reindex", f"ok: {total} values re-fingerprinted, key {active} active", total, purpose)
         return total
+
+    def _record_failure(self, action: str, error: VaultError, count: int, purpose: str) -> None:
+        """The outcome row of a job `error` stopped; what stopped it is what the operator sees, even if this fails."""
+        with contextlib.suppress(VaultError):
+            self._record(action, f"failed: {error}", count, purpose)
 
     def _verify_next_fingerprints(
         self, pending: DataKey, batch_size: int, progress: Progress, total: int, purpose: str
