@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -10,7 +11,7 @@ from vault_service.domain.errors import KekVersionsInUse, KeysUnavailable
 from vault_service.service import rotation
 from vault_service.service.ports import KekVersions
 from vault_service.service.rotation import KeyRotation
-from vault_service.service.rotation_status import KeyStatus, RotationStatus, why_not_retire
+from vault_service.service.rotation_status import KeyStatus, why_not_retire
 
 KEYS = [
     KeyStatus(1, "encryption", "retired", 1),  # retired on purpose: its version going away shreds it
@@ -22,22 +23,18 @@ KEYS = [
 ]
 
 
-def status(keys: list[KeyStatus] = KEYS, latest: int = 3) -> RotationStatus:
-    return RotationStatus(latest, keys, 0, 0)
-
-
 def test_retired_keys_do_not_hold_old_versions_back_and_live_or_audit_keys_do() -> None:
-    assert why_not_retire(3, status(), KekVersions(3, 1, 0), "tokenvault") is None
+    assert why_not_retire(3, KEYS, KekVersions(3, 1, 0), "tokenvault") is None
     for held in (KeyStatus(7, "audit", "retired", 2), KeyStatus(7, "encryption", "decrypt_only", 2)):
-        refusal = why_not_retire(3, status([*KEYS, held]), KekVersions(3, 1, 0), "tokenvault")
+        refusal = why_not_retire(3, [*KEYS, held], KekVersions(3, 1, 0), "tokenvault")
         assert refusal is not None and f"key 7 ({held.purpose}, {held.state}, v2)" in refusal and "rewrap" in refusal
         assert "key 1 " not in refusal
 
 
 def test_a_version_past_the_latest_or_below_the_present_minimum_is_refused() -> None:
-    assert "has no version 4: its latest is v3" in str(why_not_retire(4, status(), KekVersions(3, 1, 0), "k"))
-    assert "would bring retired versions back" in str(why_not_retire(2, status(), KekVersions(3, 3, 3), "k"))
-    assert why_not_retire(3, status(), KekVersions(3, 3, 3), "k") is None  # again: nothing lowered
+    assert "has no version 4: its latest is v3" in str(why_not_retire(4, KEYS, KekVersions(3, 1, 0), "k"))
+    assert "would bring retired versions back" in str(why_not_retire(2, KEYS, KekVersions(3, 3, 3), "k"))
+    assert why_not_retire(3, KEYS, KekVersions(3, 3, 3), "k") is None  # again: nothing lowered
 
 
 class _Kek:
@@ -64,8 +61,8 @@ class _Audit:
 
 def _job(audit: _Audit, monkeypatch: pytest.MonkeyPatch, keys: list[KeyStatus]) -> KeyRotation:
     nothing = cast(Any, None)
-    job = KeyRotation(nothing, nothing, nothing, nothing, cast(Any, audit), "vault:alice")
-    monkeypatch.setattr(job, "status", lambda: status(keys))
+    key_store = SimpleNamespace(load_keys=lambda: keys)  # KeyStatus has a stored key's fields
+    job = KeyRotation(nothing, cast(Any, key_store), nothing, nothing, cast(Any, audit), "vault:alice")
     # The check of retired keys' kept copies needs the database and Vault: test_kept_copies_checked.py
     monkeypatch.setattr(rotation, "retired_keys_refusal", lambda *args: None)
     return job

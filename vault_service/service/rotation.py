@@ -97,8 +97,12 @@ class KeyRotation:
         # that is the pending one (the active key is the old one, which every row is under).
         newest_fingerprint = generation.pending_fingerprint_id or generation.fingerprint_id
         left = self._tokens.work_left(generation.encryption_id, newest_fingerprint)
-        keys = [KeyStatus(k.key_id, k.purpose, k.state, k.kek_version) for k in self._key_store.load_keys()]
+        keys = self._key_statuses()
         return RotationStatus(self._wrapper.latest_version(), keys, left["reencrypt"], left["reindex"])
+
+    def _key_statuses(self) -> list[KeyStatus]:
+        """Every data key as stored: its purpose, state and the KEK version wrapping it."""
+        return [KeyStatus(k.key_id, k.purpose, k.state, k.kek_version) for k in self._key_store.load_keys()]
 
     def rewrap(self, purpose: str) -> int:
         """Rewrap every live data key under the newest KEK version."""
@@ -122,14 +126,13 @@ class KeyRotation:
         self._start(action, purpose)
         try:
             versions = kek.versions()
-            refusal = why_not_retire(below, self.status(), versions, kek.name) or retired_keys_refusal(
+            refusal = why_not_retire(below, self._key_statuses(), versions, kek.name) or retired_keys_refusal(
                 below, versions.min_decryption, self._key_store, self._keys, self._tokens
             )
             if refusal is None:
                 kek.set_minimums(below, max(below, versions.min_encryption))
         except VaultError as error:
-            with contextlib.suppress(VaultError):  # what stopped the job is what the operator sees
-                self._record(action, f"failed: {error}", 0, purpose)
+            self._record_failure(action, error, 0, purpose)
             raise
         if refusal is None:
             outcome = f"ok: KEK {kek.name} versions below v{below} retired (latest v{versions.latest})"

@@ -7,6 +7,7 @@ retired: they key the hashes `who-saw` looks for). A retired key's row is never 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vault_service.domain.keys import KeyPurpose, KeyState
@@ -49,13 +50,12 @@ class RotationStatus:
         """The oldest KEK version a loaded data key (live, or an audit key) is still wrapped with."""
         return min((k.kek_version for k in self.keys if k.counts), default=self.kek_latest_version)
 
-    def keys_wrapped_below(self, version: int) -> list[KeyStatus]:
-        """The data keys that count and are wrapped by a KEK version older than `version`."""
-        return [k for k in self.keys if k.counts and k.kek_version < version]
 
+def why_not_retire(below: int, keys: Sequence[KeyStatus], kek: KekVersions, kek_name: str) -> str | None:
+    """Why the KEK versions below `below` may not be retired now (a message naming the remedy), or None.
 
-def why_not_retire(below: int, status: RotationStatus, kek: KekVersions, kek_name: str) -> str | None:
-    """Why the KEK versions below `below` may not be retired now (a message naming the remedy), or None."""
+    `keys`: every data key as stored; those that count must all be wrapped by version `below` or later.
+    """
     if below > kek.latest:
         return (
             f"KEK {kek_name} has no version {below}: its latest is v{kek.latest} (to retire v{kek.latest} too, rotate"
@@ -67,7 +67,7 @@ def why_not_retire(below: int, status: RotationStatus, kek: KekVersions, kek_nam
             " retired versions back (this command only raises it; lowering is the raw"
             f" `bao write transit/keys/{kek_name}/config min_decryption_version=...`)"
         )
-    old = status.keys_wrapped_below(below)
+    old = [k for k in keys if k.counts and k.kek_version < below]
     if old:
         named = ", ".join(k.describe() for k in old)
         return (
