@@ -38,7 +38,7 @@ def _transit_data(what: str, call: Callable[[], Any]) -> dict[str, Any]:
     try:
         response = call()
     except (hvac.exceptions.VaultError, requests.RequestException) as error:
-        raise KeysUnavailable(f"Vault refused to {what}: {_describe(error)}") from None
+        raise KeysUnavailable(f"Vault refused to {what}: {describe_vault_error(error)}") from None
     data: dict[str, Any] = response["data"]
     return data
 
@@ -193,7 +193,8 @@ def _requires(capability: str) -> Iterator[None]:
         raise VaultStartupError(f"the vault service's Vault policy must allow {capability}: {error}") from None
 
 
-def _describe(error: Exception) -> str:
+def describe_vault_error(error: Exception) -> str:
+    """What a Vault call's failure was, for a person: permission, sealed or down, unreachable, or Transit's refusal."""
     if isinstance(error, hvac.exceptions.Forbidden):
         return "permission denied (check the service's Vault policy)"
     if isinstance(error, hvac.exceptions.VaultDown):
@@ -238,7 +239,7 @@ def open_session(
     except requests.RequestException as error:
         raise VaultStartupError(f"cannot reach Vault at {address}: {type(error).__name__}") from None
     except hvac.exceptions.VaultError as error:
-        raise VaultStartupError(f"Vault at {address} refused login: {_describe(error)}") from None
+        raise VaultStartupError(f"Vault at {address} refused login: {describe_vault_error(error)}") from None
     return session
 
 

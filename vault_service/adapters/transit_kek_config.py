@@ -12,6 +12,7 @@ import hvac
 import hvac.exceptions
 import requests
 
+from vault_service.adapters.transit import describe_vault_error
 from vault_service.domain.errors import InvalidRequest, KeysUnavailable, PermissionDenied
 from vault_service.service.ports import KekVersions
 
@@ -67,6 +68,4 @@ def _translated(error: Exception, what: str) -> Exception:
     if isinstance(error, hvac.exceptions.InvalidRequest):
         text = str(error).splitlines()[0] if str(error) else ""
         return InvalidRequest(f"Transit refused to {what}: {text}")
-    if isinstance(error, requests.RequestException):
-        return KeysUnavailable(f"cannot reach Vault to {what} ({type(error).__name__})")
-    return KeysUnavailable(f"Vault refused to {what}: {type(error).__name__}")
+    return KeysUnavailable(f"Vault refused to {what}: {describe_vault_error(error)}")
