@@ -18,6 +18,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import hvac
@@ -110,18 +111,23 @@ def test_reencrypt_retires_no_key_whose_kept_copies_differ_until_the_owner_resto
         assert _outcomes(env, "reencrypt")[-1] == f"ok: 5 values moved, data keys retired: [{old_dek}]"
 
 
+@contextlib.contextmanager
+def _vault_on_a_kek_of_its_own(env: dict[str, str]) -> Iterator[tuple[RunningVault, hvac.Client, TransitKekConfig]]:
+    """A running vault on a KEK of its own (the session's stays as it is), the security team, the KEK's config."""
+    root = Path(env["VAULT_ROOT_TOKEN_FILE"]).read_text().strip()
+    name = f"tokenvault-kept-{uuid.uuid4().hex[:8]}"
+    hvac.Client(url=env["VAULT_ADDR"], token=root).secrets.transit.create_key(name=name)
+    security = _security_team(hvac.Client(url=env["VAULT_ADDR"], token=root), name)
+    own = {"TOKENVAULT_KEK_NAME": name, "TOKENVAULT_VAULT_ROLE_ID": "", "TOKENVAULT_VAULT_TOKEN": root}
+    with running_vault(env, **own) as vault:
+        yield vault, security, TransitKekConfig(env["VAULT_ADDR"], security.token, name)
+
+
 def test_retire_kek_versions_refuses_while_a_retired_key_holds_the_only_good_copies(
     own_database: dict[str, str],
 ) -> None:
     env = own_database
-    root = Path(env["VAULT_ROOT_TOKEN_FILE"]).read_text().strip()
-    bao = hvac.Client(url=env["VAULT_ADDR"], token=root)
-    name = f"tokenvault-kept-{uuid.uuid4().hex[:8]}"  # a KEK of its own: the session's stays as it is
-    bao.secrets.transit.create_key(name=name)
-    security = _security_team(bao, name)
-    kek = TransitKekConfig(env["VAULT_ADDR"], security.token, name)
-    own = {"TOKENVAULT_KEK_NAME": name, "TOKENVAULT_VAULT_ROLE_ID": "", "TOKENVAULT_VAULT_TOKEN": root}
-    with running_vault(env, **own) as vault:
+    with _vault_on_a_kek_of_its_own(env) as (vault, security, kek):
         tokens = _tokenize(env, vault, ["198.51.100.220", "198.51.100.221"])
         rotation = vault.wired.rotation("admin:test")
         old_dek = _stored(env, tokens[0])[0]
@@ -132,7 +138,7 @@ def test_retire_kek_versions_refuses_while_a_retired_key_holds_the_only_good_cop
                 "UPDATE vault.data_keys SET state = 'retired', retired_at = now() WHERE id = %s", (old_dek,)
             )
 
-        security.secrets.transit.rotate_key(name=name)
+        security.secrets.transit.rotate_key(name=kek.name)
         _rewrap_every_live_key(vault)  # the retired key is not rewrapped: the retirement would make it unreadable
         before = kek.versions()
         with pytest.raises(KekVersionsInUse) as refused:
@@ -149,3 +155,38 @@ def test_retire_kek_versions_refuses_while_a_retired_key_holds_the_only_good_cop
         assert _key_state(env, old_dek) == "retired"
         assert [_reveal(env, vault, t) for t in tokens] == ["revealed"] * 2
         assert rotation.retire_kek_versions(before.latest, "CHG-KEPT-2", kek) == before.latest
+
+
+def test_retire_kek_versions_refuses_when_a_retired_key_with_kept_copies_cannot_be_checked(
+    own_database: dict[str, str],
+) -> None:
+    # The retired key's wrapped key is swapped for another key's (the owner can; the check value
+    # then says it is not the key made under that id): its kept copies cannot be opened, so the
+    # KEK version wrapping it must not go - it may wrap the only good copies (R26-4, R27-4).
+    env = own_database
+    with _vault_on_a_kek_of_its_own(env) as (vault, security, kek):
+        tokens = _tokenize(env, vault, ["198.51.100.222"])
+        rotation = vault.wired.rotation("admin:test")
+        old_dek = _stored(env, tokens[0])[0]
+        new_dek = rotation.rotate_encryption_key("CHG-KEPT-3")
+        _garbage_reseal(env, tokens, new_dek)
+        with psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True) as owner:
+            owner.execute(
+                "UPDATE vault.data_keys SET wrapped_key = (SELECT wrapped_key FROM vault.data_keys WHERE id = %s),"
+                " state = 'retired', retired_at = now() WHERE id = %s",
+                (new_dek, old_dek),
+            )
+
+        security.secrets.transit.rotate_key(name=kek.name)
+        _rewrap_every_live_key(vault)
+        before = kek.versions()
+        with pytest.raises(KekVersionsInUse) as refused:
+            rotation.retire_kek_versions(before.latest, "CHG-KEPT-3", kek)
+        message = str(refused.value)
+        assert f"the kept copies under retired data key {old_dek}" in message and "could not be checked" in message
+        assert "is not the key made under that id" in message
+        assert not any(t in message for t in tokens)
+        assert kek.versions() == before
+        assert _outcomes(env, "retire-kek-versions")[-1].startswith(
+            f"refused: the kept copies under retired data key {old_dek}"
+        )
