@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import pwd
@@ -58,12 +59,7 @@ def _ports_outside_ephemeral_range() -> range:
 
 
 def _port_from_the_kernel(outside: range) -> int:
-    log.warning(
-        "only %d TCP ports outside the ephemeral range (%s): the stack's ports come from inside it, where an"
-        " outgoing connection may take one before its service listens (widen the range's gap to avoid it)",
-        len(outside),
-        EPHEMERAL_RANGE_FILE,
-    )
+    _warn_ports_from_inside(len(outside), str(EPHEMERAL_RANGE_FILE))
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))
@@ -71,6 +67,17 @@ def _port_from_the_kernel(outside: range) -> int:
         if port not in _handed_out:
             _handed_out.add(port)
             return port
+
+
+@functools.cache
+def _warn_ports_from_inside(outside: int, range_file: str) -> None:
+    """Said once per process and range, not at every port a stack asks for."""
+    log.warning(
+        "only %d TCP ports outside the ephemeral range (%s): the stack's ports come from inside it, where an"
+        " outgoing connection may take one before its service listens (widen the range's gap to avoid it)",
+        outside,
+        range_file,
+    )
 
 
 def _bindable(port: int) -> bool:
