@@ -10,6 +10,7 @@ from etl_service.adapters.sqs import endpoint_for_queue
 from etl_service.domain.validation import MAX_BODY_BYTES
 from etl_service.service.periodic_take_back import DEFAULT_TAKE_BACK_SECONDS
 from etl_service.service.sealing import largest_sealable_body_bytes
+from tokenvault_common.database_dsn import read_database_dsn
 from tokenvault_common.env import EnvReader
 from tokenvault_common.metrics_endpoint import MetricsTls, read_metrics_tls
 from tokenvault_common.metrics_plaintext import read_metrics_plaintext
@@ -37,7 +38,8 @@ class EtlConfig:
     aws_secret_access_key: str | None
     """Static AWS secret (AWS_SECRET_ACCESS_KEY), with the key id."""
     database_dsn: str
-    """Connection string of role tokenvault_etl (ETL_DATABASE_DSN)."""
+    """Connection string of role tokenvault_etl (ETL_DATABASE_DSN); one holding a password needs
+    require_auth=scram-sha-256 or sslmode=verify-full, else the start stops."""
     vault_address: str
     """host:port of the vault service (ETL_VAULT_ADDRESS)."""
     vault_server_name: str | None
@@ -134,7 +136,7 @@ class EtlConfig:
             aws_region=read.text("AWS_REGION", env.get("AWS_DEFAULT_REGION", "us-east-1")),
             aws_access_key_id=read.optional("AWS_ACCESS_KEY_ID"),
             aws_secret_access_key=read.optional("AWS_SECRET_ACCESS_KEY"),
-            database_dsn=read.text("ETL_DATABASE_DSN"),
+            database_dsn=read_database_dsn(read, env, "ETL_DATABASE_DSN"),
             vault_address=read.text("ETL_VAULT_ADDRESS"),
             vault_server_name=read.optional("ETL_VAULT_SERVER_NAME"),
             tls_ca=read.existing_file("ETL_TLS_CA") or Path(),

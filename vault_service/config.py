@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tokenvault_common.database_dsn import read_database_dsn
 from tokenvault_common.env import EnvReader
 from tokenvault_common.metrics_endpoint import MetricsTls, read_metrics_tls
 from tokenvault_common.metrics_plaintext import read_allow, read_metrics_plaintext
@@ -45,7 +46,8 @@ class VaultServiceConfig:
     """host:port the gRPC server listens on (TOKENVAULT_GRPC_ADDRESS, default 127.0.0.1:50051; port 0 picks
     a free one)."""
     database_dsn: str
-    """Connection string of role tokenvault_vault (TOKENVAULT_DATABASE_DSN)."""
+    """Connection string of role tokenvault_vault (TOKENVAULT_DATABASE_DSN); one holding a password needs
+    require_auth=scram-sha-256 or sslmode=verify-full, else the start stops."""
     vault_address: str
     """Vault/OpenBao URL (TOKENVAULT_VAULT_ADDR): https://, or http:// only to a loopback address (the
     secret id, token and data keys in clear travel over it) unless TOKENVAULT_VAULT_PLAINTEXT=allow says
@@ -145,7 +147,7 @@ class VaultServiceConfig:
         read_vault_address(read, "TOKENVAULT_VAULT_ADDR", vault_address)
         config = cls(
             grpc_address=read.text("TOKENVAULT_GRPC_ADDRESS", "127.0.0.1:50051"),
-            database_dsn=read.text("TOKENVAULT_DATABASE_DSN"),
+            database_dsn=read_database_dsn(read, env, "TOKENVAULT_DATABASE_DSN"),
             vault_address=vault_address,
             vault_token=read.optional("TOKENVAULT_VAULT_TOKEN"),
             vault_role_id=read.optional("TOKENVAULT_VAULT_ROLE_ID"),

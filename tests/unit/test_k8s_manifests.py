@@ -128,6 +128,10 @@ def pod_environment(deployment: dict[str, Any]) -> dict[str, str]:
     for key, template in annotations.items():
         if key.startswith("vault.hashicorp.com/agent-inject-template-"):
             env |= {m: "from-vault" for m in re.findall(r"export (\w+)=", template)}
+            # a quoted value as the agent renders it, each {{ ... }} a value from Vault (the DSNs' checks see them)
+            env |= {
+                m: re.sub(r"\{\{[^}]*\}\}", "from-vault", v) for m, v in re.findall(r'export (\w+)="([^"]*)"', template)
+            }
     env |= {m: "from-vault" for m in re.findall(r"export (\w+)=", " ".join(spec.get("args", [])))}
     return env
 
