@@ -74,7 +74,7 @@ def run_admin(ctx: Context, *argv: str) -> None:
 @click.command()
 @click.pass_obj
 def status(ctx: Context) -> None:
-    """Data keys, KEK version, values left to re-encrypt / re-index, the safe min_decryption_version."""
+    """Data keys, the KEK's latest and present min_decryption_version, work left, the safe min_decryption_version."""
     run_admin(ctx, "status")
 
 

@@ -102,6 +102,15 @@ def test_retiring_is_refused_while_a_data_key_needs_an_older_version_and_done_on
     assert _settings(root) == (latest, latest)
     status = cli_stack.as_("security", "status")
     assert status.returncode == 0 and f"safe min_decryption_version   : {latest}" in status.stdout
+    # What retire-kek-versions did, as Transit holds it now, beside the keys' versions (review 27 closing note).
+    assert f"KEK min_decryption_version    : v{latest} (versions below it retired in Transit)" in status.stdout
+    retired_below = [line for line in status.stdout.splitlines() if "(below the minimum)" in line]
+    with psycopg.connect(dsn) as conn:
+        unreadable = conn.execute(
+            "SELECT count(*) FROM vault.data_keys WHERE vault.kek_version(wrapped_key) < %s", (latest,)
+        ).fetchone()
+    assert unreadable is not None and len(retired_below) == unreadable[0]
+    assert all(" retired " in line for line in retired_below)  # only retired keys may be past it
 
     with psycopg.connect(dsn) as conn:
         outcomes = [

@@ -18,6 +18,7 @@ from vault_service.domain.rate_limit import RateLimit
 from vault_service.service.ports import (
     FoundToken,
     Inserted,
+    KekVersions,
     KeptCopy,
     KeyGeneration,
     NewKey,
@@ -37,6 +38,7 @@ class FakeKeyWrapper:
     def __init__(self) -> None:
         self.unwrapped: list[str] = []
         self.version = 1
+        self.min_decryption = 1
         self.down = False
 
     def _check(self) -> None:
@@ -60,6 +62,10 @@ class FakeKeyWrapper:
     def latest_version(self) -> int:
         self._check()
         return self.version
+
+    def kek_versions(self) -> KekVersions:
+        self._check()
+        return KekVersions(self.version, self.min_decryption, 0)
 
 
 class FakeKeyStore:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from rich.console import Console
 
 from vault_service.domain.errors import KekVersionsInUse, KeysUnavailable
+from vault_service.entrypoints import admin_cli
 from vault_service.service import rotation
 from vault_service.service.ports import KekVersions
 from vault_service.service.rotation import KeyRotation
-from vault_service.service.rotation_status import KeyStatus, why_not_retire
+from vault_service.service.rotation_status import KeyStatus, RotationStatus, why_not_retire
 
 KEYS = [
     KeyStatus(1, "encryption", "retired", 1),  # retired on purpose: its version going away shreds it
@@ -95,3 +98,14 @@ def test_a_kek_that_cannot_be_read_leaves_a_failed_outcome_not_an_open_intent(mo
     with pytest.raises(KeysUnavailable):
         _job(audit, monkeypatch, KEYS).retire_kek_versions(3, "CHG-1", kek)
     assert kek.writes == [] and audit.outcomes == ["started", "failed: Vault at https://vault:8200 is unreachable"]
+
+
+def test_status_shows_the_present_minimum_and_the_keys_past_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `retire-kek-versions` did is on `tokenvault status`: Transit's minimum, and which keys no longer unwrap."""
+    printed = io.StringIO()
+    monkeypatch.setattr(admin_cli, "console", Console(file=printed, width=200))
+    admin_cli._print_status(RotationStatus(3, KEYS, 0, 0, 3, 3))
+    lines = printed.getvalue().splitlines()
+    assert "KEK min_decryption_version    : v3 (versions below it retired in Transit)" in lines
+    past = [line.split()[1] for line in lines if "(below the minimum)" in line]
+    assert past == ["1", "2"]  # the two retired keys wrapped under v1; no live key

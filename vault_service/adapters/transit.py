@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from vault_service.adapters.vault_session import Login, VaultSession
 from vault_service.domain.errors import KeysUnavailable
+from vault_service.service.ports import KekVersions
 
 AUDIT_SIGNING_KEY = "tokenvault-audit"
 """Default name of the Transit ed25519 key that signs audit checkpoints."""
@@ -83,11 +84,19 @@ class TransitKeyWrapper:
 
     def latest_version(self) -> int:
         """The KEK's newest version."""
+        return self.kek_versions().latest
+
+    def kek_versions(self) -> KekVersions:
+        """The KEK's version settings, from the key's metadata (the service's policy reads it; it writes none)."""
         data = _transit_data(
             "read the KEK's metadata",
             lambda: self._vault.client().secrets.transit.read_key(name=self._kek_name, mount_point=self._mount),
         )
-        return int(data["latest_version"])
+        return KekVersions(
+            int(data["latest_version"]),
+            int(data.get("min_decryption_version") or 0),
+            int(data.get("min_encryption_version") or 0),
+        )
 
     def check_access(self) -> None:
         """Exercise every permission the service needs; VaultStartupError naming the missing one."""

@@ -139,10 +139,15 @@ def kek_version(text: str) -> int:
 
 def _print_status(status: RotationStatus) -> None:
     table = Table("key", "purpose", "state", "wrapped with KEK version")
+    retired_below = status.kek_min_decryption_version
     for key in status.keys:
-        table.add_row(str(key.key_id), key.purpose, key.state, f"v{key.kek_version}")
+        gone = "" if key.unwraps_under(retired_below) else " (below the minimum)"
+        table.add_row(str(key.key_id), key.purpose, key.state, f"v{key.kek_version}{gone}")
     console.print(table)
     console.print(f"KEK latest version            : v{status.kek_latest_version}")
+    console.print(f"KEK min_decryption_version    : v{retired_below} (versions below it retired in Transit)")
+    if any(not key.unwraps_under(retired_below) for key in status.keys):
+        console.print("  a key 'below the minimum' no longer unwraps (retire-kek-versions retired its version)")
     console.print(f"values to re-encrypt          : {status.rows_to_reencrypt}")
     console.print(f"fingerprints to re-index      : {status.rows_to_reindex}")
     safe = status.safe_min_decryption_version

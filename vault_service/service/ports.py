@@ -156,6 +156,10 @@ class KeyWrapper(Protocol):
         """The newest version of the KEK."""
         ...
 
+    def kek_versions(self) -> KekVersions:
+        """The KEK's latest version and its min_decryption_version / min_encryption_version (one read)."""
+        ...
+
 
 @dataclass(frozen=True)
 class KekVersions:

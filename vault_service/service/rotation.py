@@ -98,7 +98,10 @@ class KeyRotation:
         newest_fingerprint = generation.pending_fingerprint_id or generation.fingerprint_id
         left = self._tokens.work_left(generation.encryption_id, newest_fingerprint)
         keys = self._key_statuses()
-        return RotationStatus(self._wrapper.latest_version(), keys, left["reencrypt"], left["reindex"])
+        kek = self._wrapper.kek_versions()
+        return RotationStatus(
+            kek.latest, keys, left["reencrypt"], left["reindex"], kek.min_decryption, kek.min_encryption
+        )
 
     def _key_statuses(self) -> list[KeyStatus]:
         """Every data key as stored: its purpose, state and the KEK version wrapping it."""

@@ -31,6 +31,10 @@ class KeyStatus:
         """Whether the service may still load this key, so the KEK version wrapping it must stay."""
         return self.state != KeyState.RETIRED or self.purpose == KeyPurpose.AUDIT
 
+    def unwraps_under(self, min_decryption_version: int) -> bool:
+        """Whether Transit still decrypts the KEK version wrapping this key."""
+        return self.kek_version >= min_decryption_version
+
     def describe(self) -> str:
         """`key 7 (encryption, active, v1)`."""
         return f"key {self.key_id} ({self.purpose}, {self.state}, v{self.kek_version})"
@@ -44,6 +48,10 @@ class RotationStatus:
     keys: list[KeyStatus]
     rows_to_reencrypt: int
     rows_to_reindex: int
+    kek_min_decryption_version: int = 0
+    """The KEK's present min_decryption_version in Transit: what `retire-kek-versions` last raised it to."""
+    kek_min_encryption_version: int = 0
+    """The KEK's present min_encryption_version (0 while never set)."""
 
     @property
     def safe_min_decryption_version(self) -> int:
