@@ -238,6 +238,8 @@ def start_components(
         "PRIVACY_OFFICER_TLS_KEY": str(clients["privacy-officer"].key),
         "FRAUD_INVESTIGATOR_TLS_CERT": str(clients["fraud-investigator"].cert),
         "FRAUD_INVESTIGATOR_TLS_KEY": str(clients["fraud-investigator"].key),
+        "SECURITY_TEAM_TLS_CERT": str(clients["security-team"].cert),
+        "SECURITY_TEAM_TLS_KEY": str(clients["security-team"].key),
         # Not ETL_METRICS_PORT: a second ETL started from a sourced stack.env would take it too.
         "STACK_VAULT_METRICS_PORT": str(vault_metrics),
         "STACK_ETL_METRICS_PORT": str(etl_metrics),

@@ -30,6 +30,7 @@ from tokenvault_client import ClientIdentity, VaultClient, open_channel
 from vault_service.bootstrap import Bootstrapped
 from vault_service.bootstrap import bootstrap as vault_bootstrap
 from vault_service.config import VaultServiceConfig
+from vault_service.entrypoints.key_job_session import key_jobs_of
 from vault_service.entrypoints.server import VaultServer, create_server, server_credentials
 from vault_service.service.maintenance import KeyMaintainer
 
@@ -89,6 +90,7 @@ def running_vault(env: dict[str, str], address: str = "127.0.0.1:0", **overrides
     config = vault_config(env, address, **overrides)
     wired = vault_bootstrap(config)
     credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+    key_jobs = key_jobs_of(wired, config)  # as the service: KeyJobs for the security team's certificate
     try:
         server = create_server(
             wired.vault,
@@ -100,6 +102,7 @@ def running_vault(env: dict[str, str], address: str = "127.0.0.1:0", **overrides
             max_connection_age=config.max_connection_age_seconds,
             request_read_seconds=config.request_read_seconds,
             handshake_seconds=config.handshake_seconds,
+            key_jobs=key_jobs,
         )
     except BaseException:  # refused at start (a CRL it cannot use): as the service, it closes its pool
         wired.close()
@@ -114,6 +117,7 @@ def running_vault(env: dict[str, str], address: str = "127.0.0.1:0", **overrides
     try:
         yield RunningVault(f"127.0.0.1:{server.port}", server, wired, maintainer)
     finally:
+        key_jobs.stop("the test's vault is stopping", 30)
         server.server.stop(0).wait()
         maintainer.stop()
         upkeep.stop()

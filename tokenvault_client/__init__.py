@@ -28,6 +28,7 @@ from tokenvault_client.errors import (
     Unavailable,
     VaultClientError,
 )
+from tokenvault_client.key_jobs import KeyJobProgress
 from tokenvault_client.models import (
     DetokenizeOutcome,
     EraseOutcome,
@@ -54,6 +55,7 @@ __all__ = [
     "Internal",
     "InvalidArgument",
     "ItemError",
+    "KeyJobProgress",
     "NotFound",
     "PermissionDenied",
     "ProtocolError",

@@ -9,7 +9,7 @@ splits work into calls within the per-call limits, and raises typed errors
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -28,6 +28,7 @@ from tokenvault_client.errors import (
     VaultClientError,
     from_rpc_error,
 )
+from tokenvault_client.key_jobs import KeyJobProgress, key_job_updates
 from tokenvault_client.models import (
     DetokenizeOutcome,
     EraseOutcome,
@@ -222,6 +223,16 @@ class VaultClient:
             progress(len(part))
             start += len(part)
         return out
+
+    def key_job(self, job: str, reason: str, batch_size: int = 0) -> Generator[KeyJobProgress]:
+        """Have the vault run key job `job` (reencrypt, reindex) under the change ticket `reason`: its progress.
+
+        Runs in the vault with the vault's own credentials; the caller's certificate must be given the
+        job by the vault's policy (PermissionDenied otherwise). `batch_size` 0: the vault's default.
+        """
+        if self._channel is None:
+            raise ValueError("key jobs need a channel")
+        return key_job_updates(self._channel, job, reason, batch_size, self._typed)
 
     def _call(self, method: Callable[..., T], request: object, splittable: bool = False) -> T:
         def attempt() -> T:

@@ -27,6 +27,7 @@ from vault_service.domain.errors import VaultError
 from vault_service.entrypoints.health_listener import create_health_server
 from vault_service.entrypoints.health_socket import UnsafeHealthSocket, unix_socket_path
 from vault_service.entrypoints.health_socket import prepare as prepare_health_socket
+from vault_service.entrypoints.key_job_session import key_jobs_of
 from vault_service.entrypoints.metrics import register_vault_metrics
 from vault_service.entrypoints.server import create_server, server_credentials
 
@@ -35,6 +36,8 @@ log = logging.getLogger("vault_service")
 STOP_GRACE_SECONDS = 10.0
 """After SIGTERM, how long calls in flight may take to finish."""
 EXIT_AFTER_UPKEEP_SECONDS = 5.0
+KEY_JOB_STOP_SECONDS = 10.0
+"""After SIGTERM, how long a running key job (KeyJobs) may take to end its batch and record its outcome."""
 """Once the last audit upkeep round has run (its rows and checkpoint are never cut short here: review 23,
 R23-3), the pools close and the process exits within this, or is ended (exit_watchdog, status 1)."""
 
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vault_service: cannot start: {error}", file=sys.stderr)
         return 1
     credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+    key_jobs = key_jobs_of(wired, config)
     try:
         running = create_server(
             wired.vault,
@@ -96,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             config.max_connection_age_seconds,
             config.request_read_seconds,
             config.handshake_seconds,
+            key_jobs=key_jobs,
         )
     except InvalidRevocationList as error:
         wired.close()
@@ -132,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stopping.set())
     stopping.wait()
     log.info("stopping: finishing in-flight calls")
+    if not key_jobs.stop("the vault service is stopping (SIGTERM)", KEY_JOB_STOP_SECONDS):
+        log.warning(
+            "a key job did not stop within %.0f s; it ends with the process (a re-run resumes it)", KEY_JOB_STOP_SECONDS
+        )
     running.server.stop(grace=STOP_GRACE_SECONDS).wait()
     if health_server is not None:
         health_server.stop(grace=1).wait()

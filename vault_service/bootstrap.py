@@ -31,6 +31,7 @@ from vault_service.adapters.transit import (
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.anchoring import AppendedRows
 from vault_service.domain.checkpoints import Checkpoint
+from vault_service.domain.identity import Caller
 from vault_service.domain.pending_rows import PendingNote
 from vault_service.domain.policy import load_policy
 from vault_service.entrypoints.metrics import (
@@ -108,18 +109,19 @@ class Bootstrapped:
         observe_database_unreachable(lambda: appended.database_unreachable)
         return self._upkeep(interval, checkpoint_exporter(checkpoint_file), pending_exporter(checkpoint_file))
 
-    def anchor_own_rows(self, checkpoint_file: Path | None) -> OwnRowsRound:
+    def anchor_own_rows(self, checkpoint_file: Path | None, create: bool = False) -> OwnRowsRound:
         """One upkeep round over the audit rows this process appended, before it exits (the admin commands').
 
         Each checkpoint it exports goes to `checkpoint_file` when that exists (never created here:
         retest 17, finding B) and, as its `audit checkpoint` JSON log line (logged at any level),
         to standard error: an admin process's log lines reach no log pipeline, so the operator's
-        terminal keeps that copy (attack 17, finding 4).
+        terminal keeps that copy (attack 17, finding 4). `create`: the service's own key jobs (KeyJobs) create
+        the file as the service's upkeep does; an admin process never does.
         """
         self.audit.upkeep_statement_timeout = 5 * DEFAULT_INTERVAL  # as the service's rounds: bounded
-        export = checkpoint_exporter(checkpoint_file, create=False)
+        export = checkpoint_exporter(checkpoint_file, create=create)
 
-        note = pending_exporter(checkpoint_file, create=False)  # its log line reaches standard error too
+        note = pending_exporter(checkpoint_file, create=create)  # its log line reaches standard error too
 
         def upkeep_exporting_to(also: Callable[[Checkpoint], None]) -> AuditUpkeep:
             def export_and_tell(checkpoint: Checkpoint) -> None:
@@ -164,7 +166,7 @@ class Bootstrapped:
         """The background key/health upkeep for this vault."""
         return KeyMaintainer(self.keys, self.token_store, self.vault.cache, report, interval)
 
-    def rotation(self, actor: str, before_work: Callable[[], None] | None = None) -> KeyRotation:
+    def rotation(self, actor: str | Caller, before_work: Callable[[], None] | None = None) -> KeyRotation:
         """The administrative key operations, audited as `actor`; `before_work` gates each after its intent row."""
         if before_work is None:
             return KeyRotation(self.keys, self.key_store, self.wrapper, self.token_store, self.audit, actor)
@@ -245,6 +247,34 @@ def check_session_settings(pool: ConnectionPool, pinned: dict[str, str] = PINNED
             " (PgBouncer's ignore_startup_parameters = options)? Connect directly or pass the options through"
             " (docs/production.md, release order)"
         )
+
+
+KEY_JOB_CONNECTIONS = 2
+"""Database connections of a key job's own pool (KeyJobs): its batches never take the serving pool's."""
+
+
+def key_job_wiring(wired: Bootstrapped, config: VaultServiceConfig) -> Bootstrapped:
+    """The stores, keys and audit log of one key job run by the service (KeyJobs), on a pool of its own.
+
+    The job opens and re-seals every value with the service's own Vault session (`wired`'s wrapper
+    and signer: no second login), but on KEY_JOB_CONNECTIONS connections of its own, with a key ring
+    and an audit log of its own: the serving calls keep the service's pool, and the job's audit rows
+    are remembered apart, so its rounds (`anchor_own_rows`) check exactly its rows, as the admin
+    command's did. Close it with `close()`.
+    """
+    settings = session_settings_with(config.db_synchronous_commit)
+    pool = open_vault_pool(config.database_dsn, KEY_JOB_CONNECTIONS, settings)
+    try:
+        key_store = PostgresKeyStore(pool, config.kek_name)
+        token_store = PostgresTokenStore(pool)
+        audit = PostgresAuditLog(pool, AppendedRows(on_refused=observe_rows_unchecked))
+        keys = KeyManager(key_store, wired.wrapper)
+        keys.start()
+        vault = TokenVault(token_store, keys, load_policy(config.policy_file), audit, TokenCache(0), TokenizeMeter())
+    except BaseException:
+        pool.close()
+        raise
+    return Bootstrapped(vault, keys, pool, key_store, token_store, audit, wired.wrapper, wired.signer)
 
 
 def bootstrap(config: VaultServiceConfig) -> Bootstrapped:

@@ -108,3 +108,11 @@ class TooManyCallsAtOnce(RateLimited):
 
 class AuditDatabaseUnreachable(AuditUnavailable, DatabaseUnreachable):
     """An audit append refused because no connection to the vault's database could be had (an outage)."""
+
+
+class KeyJobRunning(VaultError):
+    """A key job is running on this vault process already: one at a time (the message names it)."""
+
+
+class KeyJobStopped(VaultError):
+    """A key job stopped before its end (its caller went away, or the service is stopping); run it again to resume."""

@@ -22,6 +22,9 @@ Policy file (TOML):
     [clients.privacy-officer]       # may erase values (GDPR) by token
     erase = ["ip", "device_id"]
 
+    [clients.security-team]         # may have the service run its key jobs (KeyJobs), which
+    key_jobs = ["reencrypt", "reindex"]  # open every value in-process and return none
+
     [clients.security-lookups]      # tokenize AND reveal: a dictionary oracle (guess a value,
     tokenize = ["ip"]               # tokenize it, look for the token), refused at start unless
     oracle = "accepted"             # the client's table accepts it explicitly
@@ -49,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vault_service.domain.errors import InvalidValue, PermissionDenied, Unauthenticated
+from vault_service.domain.errors import InvalidRequest, InvalidValue, PermissionDenied, Unauthenticated
 from vault_service.domain.rate_limit import RateLimit
 from vault_service.domain.token_types import TokenType
 
@@ -96,6 +99,8 @@ class ClientPermissions:
     detokenize: Mapping[TokenType, RevealLevel] = field(default_factory=dict)
     erase: frozenset[TokenType] = frozenset()
     limits: Limits = DEFAULT_LIMITS
+    key_jobs: frozenset[str] = frozenset()
+    """The key jobs (KEY_JOBS) the service runs for this client (KeyJobs), with its own credentials."""
 
 
 @dataclass(frozen=True)
@@ -127,10 +132,30 @@ class AccessPolicy:
         """How `client` may see values of `token_type` (NONE when not at all)."""
         return self.permissions(client).detokenize.get(token_type, RevealLevel.NONE)
 
+    def check_key_job(self, client: str | None, job: str) -> None:
+        """Raise PermissionDenied unless the service may run key job `job` for `client`; InvalidRequest: no such job."""
+        if job not in KEY_JOBS:
+            raise InvalidRequest(f"no key job {job!r}; the key jobs are {', '.join(KEY_JOBS)}")
+        if job not in self.permissions(client).key_jobs:
+            raise key_job_refusal(str(client), job)
+
     def may_detokenize_anything(self, client: str | None) -> bool:
         """Whether any type is revealed to `client` at all."""
         levels = self.permissions(client).detokenize.values()
         return any(level is not RevealLevel.NONE for level in levels)
+
+
+KEY_JOBS = ("reencrypt", "reindex")
+"""The key jobs the vault runs in-process for an authorized client (the KeyJobs gRPC service)."""
+
+
+def key_job_refusal(client: str, job: str) -> PermissionDenied:
+    """Why `client` may not have the service run `job`, in words a person can act on."""
+    return PermissionDenied(
+        f"client {client!r} may not run the key job {job}: key jobs are the security team's; connect with the"
+        f' security team\'s client certificate (a client with key_jobs = ["{job}"] in its [clients.<name>] table'
+        " of the vault policy)"
+    )
 
 
 ORACLE_ACCEPTED = "accepted"
@@ -140,7 +165,7 @@ ORACLE_ACCEPTED = "accepted"
 def _parse_client(name: str, raw: Mapping[str, Any], defaults: Limits) -> ClientPermissions:
     if not isinstance(raw, Mapping):
         raise InvalidValue(f"policy for {name!r} must be a table ([clients.{name}])")
-    unknown = set(raw) - {"tokenize", "detokenize", "erase", "limits", "oracle"}
+    unknown = set(raw) - {"tokenize", "detokenize", "erase", "limits", "oracle", "key_jobs"}
     if unknown:
         raise InvalidValue(f"policy for {name!r} has unknown keys: {', '.join(sorted(unknown))}")
     oracle = raw.get("oracle")
@@ -163,7 +188,20 @@ def _parse_client(name: str, raw: Mapping[str, Any], defaults: Limits) -> Client
             f"oracle (guess a value, tokenize it, find its token); give tokenize and detokenize to "
             f"different clients, or accept it knowingly with oracle = {ORACLE_ACCEPTED!r} in [clients.{name}]"
         )
-    return ClientPermissions(tokenize, detokenize, erase, _parse_limits(name, raw.get("limits", {}), defaults))
+    limits = _parse_limits(name, raw.get("limits", {}), defaults)
+    return ClientPermissions(tokenize, detokenize, erase, limits, _parse_key_jobs(name, raw.get("key_jobs", [])))
+
+
+def _parse_key_jobs(name: str, raw: object) -> frozenset[str]:
+    """A client's `key_jobs`: names from KEY_JOBS; InvalidValue naming any other (the vault does not start)."""
+    if not isinstance(raw, list) or not all(isinstance(job, str) for job in raw):
+        raise InvalidValue(f"policy for {name!r}: key_jobs must be a list of job names ({', '.join(KEY_JOBS)})")
+    unknown = sorted(set(raw) - set(KEY_JOBS))
+    if unknown:
+        raise InvalidValue(
+            f"policy for {name!r}: key_jobs names unknown job(s) {', '.join(unknown)}; known: {', '.join(KEY_JOBS)}"
+        )
+    return frozenset(raw)
 
 
 def _parse_limits(name: str, raw: Mapping[str, Any], defaults: Limits) -> Limits:

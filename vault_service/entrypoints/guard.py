@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 import grpc
 from google.protobuf.message import DecodeError
 
-from tokenvault_api.v1 import vault_pb2
+from tokenvault_api.v1 import key_jobs_pb2, vault_pb2
 from vault_service.domain.audit import MAX_ITEMS_PER_CALL
 from vault_service.domain.errors import (
     InvalidRequest,
@@ -79,6 +79,7 @@ _OVER_SHARE = "calls over the client's share of calls at once (TooManyCallsAtOnc
 _NO_ROOM_TO_WAIT = "calls refused for want of room to wait for their request (TooManyCallsAtOnce)"
 """How refusals for too many calls waiting for their request (`RequestReads`) are audited: counted, as above."""
 _SERVICE_PREFIX = "/" + vault_pb2.DESCRIPTOR.services_by_name["TokenVault"].full_name + "/"
+_KEY_JOBS_PREFIX = "/" + key_jobs_pb2.DESCRIPTOR.services_by_name["KeyJobs"].full_name + "/"
 _CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)
 
 
@@ -154,6 +155,8 @@ class VaultGuard(grpc.ServerInterceptor):
         method: str = handler_call_details.method
         if handler is None:
             return None
+        if method.startswith(_KEY_JOBS_PREFIX) and handler.unary_stream is not None:
+            return self._key_job(handler, method)
         if not method.startswith(_SERVICE_PREFIX) or handler.unary_unary is None:
             return self._side_calls.guarded(handler, method)
         action = method.removeprefix(_SERVICE_PREFIX).lower()
@@ -176,6 +179,36 @@ class VaultGuard(grpc.ServerInterceptor):
             request_streaming=True,
             unary_unary=None,
             stream_unary=guarded,
+            request_deserializer=_guarded_deserializer(parse),
+        )
+
+    def _key_job(self, handler: Any, method: str) -> Any:
+        """A KeyJobs method, admitted as TokenVault's are (identity, the client's share) before its request is read.
+
+        Served request-streaming like them; its answer streams for as long as the job runs (one job at a
+        time per process, so at most one worker is held by it), not bounded as a side stream is.
+        """
+        action = method.removeprefix(_KEY_JOBS_PREFIX).lower()
+        behavior = handler.unary_stream
+
+        def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+            caller = self._admit(context, action)
+            token = _CALLER.set(caller)
+            try:
+                request = _one(self._reads, requests, context, caller.name)
+                if isinstance(request, _Refused):
+                    self._check(context, caller, action, request)  # audits and aborts
+                yield from behavior(request, context)
+            finally:
+                _CALLER.reset(token)
+                self._slots.release(caller.name)
+
+        parse = handler.request_deserializer
+        assert parse is not None  # generated handlers always carry one
+        return handler._replace(
+            request_streaming=True,
+            unary_stream=None,
+            stream_stream=guarded,
             request_deserializer=_guarded_deserializer(parse),
         )
 

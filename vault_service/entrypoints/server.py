@@ -11,12 +11,13 @@ from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+from tokenvault_api.v1 import key_jobs_pb2, key_jobs_pb2_grpc, vault_pb2, vault_pb2_grpc
 from tokenvault_common.health import ListingHealthServicer
 from vault_service.adapters.client_crl import RevocationList
 from vault_service.domain.identity import IdentityVerifier
 from vault_service.entrypoints.call_slots import CallSlots
 from vault_service.entrypoints.guard import HARD_MESSAGE_LIMIT, VaultGuard
+from vault_service.entrypoints.key_jobs_servicer import KeyJobsServicer
 from vault_service.entrypoints.metrics import (
     DEPENDENCY_UP,
     observe_client_crl_refused,
@@ -25,10 +26,12 @@ from vault_service.entrypoints.metrics import (
 )
 from vault_service.entrypoints.request_reads import REQUEST_READ_SECONDS, RequestReads
 from vault_service.entrypoints.servicer import TokenVaultServicer
+from vault_service.service.key_jobs import KeyJobs
 from vault_service.service.maintenance import DATABASE, VAULT, HealthReport
 from vault_service.service.vault import TokenVault
 
 SERVICE_NAME = vault_pb2.DESCRIPTOR.services_by_name["TokenVault"].full_name
+KEY_JOBS_SERVICE_NAME = key_jobs_pb2.DESCRIPTOR.services_by_name["KeyJobs"].full_name
 DEPENDENCY_HEALTH_PREFIX = "tokenvault.dependency."
 """Health service names per dependency: tokenvault.dependency.vault, tokenvault.dependency.database."""
 
@@ -121,6 +124,7 @@ def create_server(
     max_connection_age: float = MAX_CONNECTION_AGE_SECONDS,
     request_read_seconds: float = REQUEST_READ_SECONDS,
     handshake_seconds: float = HANDSHAKE_SECONDS,
+    key_jobs: KeyJobs | None = None,
 ) -> VaultServer:
     """A server for `vault` bound to `address` (port 0 picks one), with health and reflection.
 
@@ -134,6 +138,8 @@ def create_server(
     at most all workers but RESERVED_WORKERS wait for theirs at once (`RequestReads`: room is made
     from the client with the most calls waiting, else the newcomer is refused). A connection must finish
     its TLS handshake within `handshake_seconds`, and may have at most STREAMS_PER_CONNECTION calls open.
+    `key_jobs`: the key jobs the service runs for the security team's certificate (KeyJobs; without it,
+    that service is not served: UNIMPLEMENTED).
     """
     revocations = (
         RevocationList(client_crl, x509.load_pem_x509_certificates(client_ca), on_refused=observe_client_crl_refused)
@@ -160,10 +166,17 @@ def create_server(
         maximum_concurrent_rpcs=MAX_CONCURRENT_CALLS,
     )
     vault_pb2_grpc.add_TokenVaultServicer_to_server(TokenVaultServicer(vault), server)
+    if key_jobs is not None:
+        key_jobs_pb2_grpc.add_KeyJobsServicer_to_server(KeyJobsServicer(key_jobs), server)
     health_servicer = ListingHealthServicer()  # the stock one advertises List and answers UNIMPLEMENTED
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (
+            SERVICE_NAME,
+            *([KEY_JOBS_SERVICE_NAME] if key_jobs else []),
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     port = server.add_secure_port(address, credentials)

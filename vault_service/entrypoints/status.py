@@ -9,7 +9,11 @@ from vault_service.domain.errors import (
     DatabaseUnavailable,
     InvalidRequest,
     InvalidValue,
+    KeptCopiesDiffer,
+    KeyJobRunning,
+    KeyJobStopped,
     KeysUnavailable,
+    NextFingerprintsAltered,
     PermissionDenied,
     RateLimited,
     StoredValueAltered,
@@ -29,6 +33,10 @@ _CODES: dict[type[VaultError], grpc.StatusCode] = {
     RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DatabaseUnavailable: grpc.StatusCode.UNAVAILABLE,
     StoredValueAltered: grpc.StatusCode.DATA_LOSS,
+    KeyJobRunning: grpc.StatusCode.FAILED_PRECONDITION,
+    KeyJobStopped: grpc.StatusCode.ABORTED,
+    KeptCopiesDiffer: grpc.StatusCode.FAILED_PRECONDITION,
+    NextFingerprintsAltered: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

@@ -27,6 +27,7 @@ from vault_service.domain.errors import (
     StorageError,
     VaultError,
 )
+from vault_service.domain.identity import Caller
 from vault_service.domain.token_types import TokenType
 from vault_service.service.kept_copies import not_retired_message, retired_keys_refusal, unused_keys_checked
 from vault_service.service.keyring import ENCRYPTION, FINGERPRINT, KeyManager
@@ -64,10 +65,16 @@ class KeyRotation:
         wrapper: KeyWrapper,
         tokens: TokenStore,
         audit: AuditLog,
-        actor: str,
+        actor: str | Caller,
         before_work: Callable[[], None] = _no_check,
     ) -> None:
-        """`before_work()` runs after each step's intent row, before its work; what it raises stops the step."""
+        """`before_work()` runs after each step's intent row, before its work; what it raises stops the step.
+
+        `actor`: the operator's name (a Vault identity, for the admin commands), or the verified client
+        certificate that asked the service to run the job (KeyJobs): its rows then carry its serial and SHA-256.
+        """
+        self._caller = Caller.of(actor) or Caller("")
+        actor = self._caller.name
         self._keys = keys
         self._key_store = key_store
         self._wrapper = wrapper
@@ -77,7 +84,10 @@ class KeyRotation:
         self._before_work = before_work
 
     def _record(self, action: str, outcome: str, count: int, purpose: str) -> None:
-        self._audit.append(AuditEvent(self._actor, action, outcome, count, purpose))
+        caller = self._caller
+        self._audit.append(
+            AuditEvent(caller.name, action, outcome, count, purpose, "", caller.serial, caller.cert_sha256)
+        )
 
     def _start(self, action: str, purpose: str) -> None:
         """The intent row of `action` under the ticket `purpose`, then the check that lets the work start.

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from vault_service.domain.audit import AuditEvent
-from vault_service.domain.errors import Unauthenticated, VaultError
+from vault_service.domain.errors import InvalidRequest, PermissionDenied, Unauthenticated, VaultError
 from vault_service.domain.identity import Caller
 from vault_service.domain.policy import AccessPolicy
 from vault_service.domain.purpose import WITHHELD_PURPOSE
@@ -79,6 +79,14 @@ class TokenVaultBase:
     def check_client(self, client: str) -> None:
         """Raise Unauthenticated unless the access policy knows `client` (the guard asks before reading a call)."""
         self._policy.permissions(client)
+
+    def authorize_key_job(self, caller: Caller, job: str) -> None:
+        """Raise PermissionDenied (audited, as every refusal) unless the policy gives `caller` key job `job`."""
+        try:
+            self._policy.check_key_job(caller.name, job)
+        except (PermissionDenied, InvalidRequest) as error:
+            self._audit_refusal(caller, job, error, 0, "")
+            raise
 
     def refuse(self, peer: str, caller: Caller | None, action: str, error: VaultError, item_count: int) -> None:
         """Audit a call refused before it reached a use case (throttled per peer).

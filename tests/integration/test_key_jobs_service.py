@@ -1,0 +1,213 @@
+"""The key jobs run by the vault service for the security team's certificate (tokenvault.v1.KeyJobs).
+
+Real OpenBao and Postgres: the security team's certificate has the running vault re-encrypt
+and re-index with the vault's own credentials (it holds no Vault login or database role), every
+value still reveals, and the job's intent and outcome rows name that certificate (CN, serial,
+SHA-256); the analyst's and the ETL's certificates are refused PERMISSION_DENIED with nothing
+moved; a second job while one runs is refused naming the running one; ending the call stops the
+job (its outcome row says so) and a re-run resumes. One database and vault for the module: each
+test rotates a key of its own first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from tests.conftest import RunningVault, running_vault, stack_identity
+from tests.integration.own_database import database_of_its_own
+from tokenvault_client import KeyJobProgress, PermissionDenied, Revealed, TokenType, VaultClient, VaultClientError
+
+SECURITY_TEAM = "security-team"
+IP = TokenType.IP
+
+
+@pytest.fixture(scope="module")
+def own_env(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    checkpoints = tmp_path_factory.mktemp("key-jobs") / "checkpoints.jsonl"
+    with database_of_its_own(stack_env, "keyjobs", migrated=True, checkpoint_file=checkpoints) as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def own_vault(own_env: dict[str, str]) -> Iterator[RunningVault]:
+    with running_vault(own_env) as running:
+        yield running
+
+
+@pytest.fixture
+def client_as(own_env: dict[str, str], own_vault: RunningVault) -> Iterator[Callable[[str], VaultClient]]:
+    clients: list[VaultClient] = []
+
+    def make(name: str) -> VaultClient:
+        clients.append(VaultClient.connect(own_vault.address, stack_identity(own_env, name)))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def _values(first: int, count: int) -> list[str]:
+    return [f"10.77.{n // 256 % 256}.{n % 256}" for n in range(first, first + count)]
+
+
+def _tokenized(client: VaultClient, values: list[str]) -> list[str]:
+    tokens = client.tokenize([(IP, v) for v in values])
+    assert all(isinstance(t, str) for t in tokens)
+    return [str(t) for t in tokens]
+
+
+def _rows_under(env: dict[str, str], dek_id: int) -> int:
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        row = conn.execute("SELECT count(*) FROM vault.tokens WHERE dek_id = %s", (dek_id,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _job_rows(env: dict[str, str], action: str, reason: str) -> list[tuple[str, str, str, str]]:
+    """(client, serial, cert sha256, outcome) of the job rows `action` wrote under the ticket `reason`."""
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        rows = conn.execute(
+            "SELECT client, client_serial, client_cert_sha256, outcome FROM vault.audit_log"
+            " WHERE action = %s AND purpose = %s ORDER BY id",
+            (action, reason),
+        ).fetchall()
+    return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
+
+
+def _certificate(env: dict[str, str], name: str) -> tuple[str, str]:
+    cert = x509.load_pem_x509_certificate((Path(env["STACK_DIR"]) / "certs" / f"{name}.pem").read_bytes())
+    return format(cert.serial_number, "x"), cert.fingerprint(hashes.SHA256()).hex()
+
+
+def test_the_security_team_certificate_has_the_vault_reencrypt_and_every_value_still_reveals(
+    own_env: dict[str, str], own_vault: RunningVault, client_as: Callable[[str], VaultClient]
+) -> None:
+    values = _values(0, 300)
+    tokens = _tokenized(client_as("etl-service"), values)
+    new_dek = own_vault.wired.rotation("vault:test-operator").rotate_encryption_key("CHG-7100")
+
+    updates = list(client_as(SECURITY_TEAM).key_job("reencrypt", "CHG-7101", batch_size=50))
+
+    moving = [u for u in updates if u.phase == "reencrypt" and not u.finished]
+    assert [u.rows_done for u in moving] == [50, 100, 150, 200, 250, 300]  # progress reached the client
+    assert {u.rows_total for u in moving} == {300}
+    assert updates[-1].finished and updates[-1].rows_moved == 300 and "re-encrypted 300" in updates[-1].outcome
+    assert _rows_under(own_env, new_dek) == 300
+    reveals = client_as("fraud-investigator").detokenize(tokens, "CASE-7102")
+    assert [r.value if isinstance(r, Revealed) else None for r in reveals] == values
+    serial, digest = _certificate(own_env, SECURITY_TEAM)
+    rows = _job_rows(own_env, "reencrypt", "CHG-7101")
+    assert [(c, s, d) for c, s, d, _ in rows] == [(SECURITY_TEAM, serial, digest)] * 2
+    assert rows[0][3] == "started" and rows[1][3].startswith("ok: 300 values moved")
+
+
+@pytest.mark.parametrize("client", ["analyst", "etl-service"])
+def test_other_certificates_are_refused_and_nothing_moves(
+    own_env: dict[str, str], own_vault: RunningVault, client_as: Callable[[str], VaultClient], client: str
+) -> None:
+    _tokenized(client_as("etl-service"), _values(1000, 20))
+    new_dek = own_vault.wired.rotation("vault:test-operator").rotate_encryption_key(f"CHG-72{len(client)}")
+
+    for job in ("reencrypt", "reindex"):
+        with pytest.raises(PermissionDenied) as refused:
+            list(client_as(client).key_job(job, "CHG-7201"))
+        assert f"client {client!r} may not run the key job {job}" in refused.value.details
+        assert "security team's client certificate" in refused.value.details
+    assert _rows_under(own_env, new_dek) == 0
+    assert _job_rows(own_env, "reencrypt", "CHG-7201") == []
+    with psycopg.connect(own_env["PG_ADMIN_DSN"]) as conn:
+        refusals = conn.execute(
+            "SELECT count(*) FROM vault.audit_log WHERE client = %s AND action IN ('reencrypt', 'reindex')"
+            " AND outcome = 'refused: PermissionDenied'",
+            (client,),
+        ).fetchone()
+    assert refusals is not None and refusals[0] >= 1  # audited as every refusal (throttled per peer)
+
+
+def test_a_bad_reason_or_batch_size_is_refused_before_anything(
+    own_vault: RunningVault, client_as: Callable[[str], VaultClient]
+) -> None:
+    team = client_as(SECURITY_TEAM)
+    for reason, size in (("CHG-7301", 100_001), ("user 10.0.0.1 asked", 10)):
+        with pytest.raises(VaultClientError) as refused:
+            list(team.key_job("reencrypt", reason, batch_size=size))
+        assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_one_job_at_a_time_and_a_job_whose_call_ends_stops_then_resumes(
+    own_env: dict[str, str], own_vault: RunningVault, client_as: Callable[[str], VaultClient]
+) -> None:
+    values = _values(2000, 400)
+    tokens = _tokenized(client_as("etl-service"), values)
+    new_dek = own_vault.wired.rotation("vault:test-operator").rotate_encryption_key("CHG-7400")
+    first = client_as(SECURITY_TEAM).key_job("reencrypt", "CHG-7401", batch_size=1)
+    assert next(first).rows_done == 1  # running
+
+    with pytest.raises(VaultClientError) as second:
+        list(client_as(SECURITY_TEAM).key_job("reindex", "CHG-7402"))
+    assert second.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "reencrypt started by 'security-team'" in second.value.details
+
+    first.close()  # the operator's Ctrl-C: the call ends, the vault stops the job after its batch
+    stopped = _wait_for_outcome(own_env, "CHG-7401")
+    assert stopped.startswith("failed: the reencrypt job stopped after") and "the call that started it ended" in stopped
+    moved_before = _rows_under(own_env, new_dek)
+    assert 0 < moved_before < 400
+    left = own_vault.wired.rotation("vault:test-operator").status().rows_to_reencrypt
+    assert left >= 400 - moved_before  # with what earlier tests' rotations left under older keys
+
+    resumed = _once_the_stopped_job_ended(lambda: list(client_as(SECURITY_TEAM).key_job("reencrypt", "CHG-7403", 500)))
+    assert resumed[-1].finished and resumed[-1].rows_moved == left
+    assert own_vault.wired.rotation("vault:test-operator").status().rows_to_reencrypt == 0
+    reveals = client_as("fraud-investigator").detokenize(tokens, "CASE-7404")
+    assert [r.value if isinstance(r, Revealed) else None for r in reveals] == values
+
+
+def test_the_security_team_certificate_has_the_vault_reindex(
+    own_env: dict[str, str], own_vault: RunningVault, client_as: Callable[[str], VaultClient]
+) -> None:
+    values = _values(3000, 120)
+    etl = client_as("etl-service")
+    tokens = _tokenized(etl, values)
+    pending = own_vault.wired.rotation("vault:test-operator").rotate_fingerprint_key("CHG-7500")
+
+    updates = list(client_as(SECURITY_TEAM).key_job("reindex", "CHG-7501", batch_size=100))
+
+    assert updates[-1].finished and "the new fingerprint key is active" in updates[-1].outcome
+    assert any(u.phase == "reindex" and not u.finished for u in updates)
+    assert own_vault.wired.keys.refresh().generation.fingerprint_id == pending
+    assert _tokenized(etl, values) == tokens  # the same values find their tokens under the new key
+    serial, _ = _certificate(own_env, SECURITY_TEAM)
+    assert [(c, s) for c, s, _, _ in _job_rows(own_env, "reindex", "CHG-7501")] == [(SECURITY_TEAM, serial)] * 2
+
+
+def _wait_for_outcome(env: dict[str, str], reason: str, seconds: float = 30) -> str:
+    """The outcome row of the job started under `reason`, once written."""
+
+    deadline = time.monotonic() + seconds
+    while True:
+        rows = _job_rows(env, "reencrypt", reason)
+        if len(rows) > 1:
+            return rows[-1][3]
+        assert time.monotonic() < deadline, f"no outcome row for {reason}: {rows}"
+        time.sleep(0.05)
+
+
+def _once_the_stopped_job_ended(run: Callable[[], list[KeyJobProgress]], seconds: float = 30) -> list[KeyJobProgress]:
+    """`run()` once the vault no longer refuses it for the stopped job (its exit round follows its outcome row)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return run()
+        except VaultClientError as error:
+            assert error.code == grpc.StatusCode.FAILED_PRECONDITION and "stopping" in error.details, error
+            assert time.monotonic() < deadline, error
+            time.sleep(0.05)

@@ -1,0 +1,68 @@
+"""One key job run by the service for a client certificate (KeyJobs): on the record from its intent row to its end.
+
+The same order as an admin command's session (entrypoints/admin_session.py), in the service's
+process: the job's intent row is anchored in the audit chain (a round over the job's own rows,
+a checkpoint of a head past it signed and exported) BEFORE its work, else the job is refused
+with nothing changed (`WorkRefused`); after the work, succeeded, failed or stopped, a round over
+its rows again. The job runs on a wiring of its own (`key_job_wiring`: its own connections, key
+ring and audit log), with the service's Vault session; the caller holds none of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+
+from vault_service.bootstrap import Bootstrapped, key_job_wiring
+from vault_service.config import VaultServiceConfig
+from vault_service.domain.identity import Caller
+from vault_service.service.key_jobs import JobSession, KeyJobs
+from vault_service.service.own_rows_round import OwnRowsNotAnchored, OwnRowsRound, WorkRefused, require_anchored
+from vault_service.service.rotation import KeyRotation
+
+log = logging.getLogger(__name__)
+
+
+def key_job_sessions(wired: Bootstrapped, config: VaultServiceConfig) -> JobSession:
+    """`session(caller)`: the context manager `KeyJobs` runs each job in (see `key_job_session`)."""
+    return partial(key_job_session, wired, config)
+
+
+@contextmanager
+def key_job_session(wired: Bootstrapped, config: VaultServiceConfig, caller: Caller) -> Iterator[KeyRotation]:
+    """The key operations audited as `caller`, each intent row anchored before its work.
+
+    On leaving, one round over the job's rows; OwnRowsNotAnchored when one is missing or the round
+    fails. When the job raised (or was stopped), the round runs too, a failure to anchor is logged
+    (ids only), and the job's error leaves.
+    """
+    job = key_job_wiring(wired, config)
+
+    def anchor() -> OwnRowsRound:
+        return job.anchor_own_rows(config.audit_checkpoint_file, create=True)  # the service's file, as its upkeep
+
+    def intent_on_record() -> None:
+        require_anchored(anchor)
+
+    try:
+        try:
+            yield job.rotation(caller, intent_on_record)
+        except WorkRefused:
+            raise  # its round has just named the rows; no work was done
+        except BaseException:
+            outcome = anchor()
+            if not outcome.anchored:
+                log.error("key job: %s", OwnRowsNotAnchored(outcome, "the key job did not run to its end"))
+            raise
+        outcome = anchor()
+        if not outcome.anchored:
+            raise OwnRowsNotAnchored(outcome, "the key job's work is done")
+    finally:
+        job.close()
+
+
+def key_jobs_of(wired: Bootstrapped, config: VaultServiceConfig) -> KeyJobs:
+    """The service's key jobs: authorized by the policy (refusals audited), each in a session of its own."""
+    return KeyJobs(wired.vault.authorize_key_job, key_job_sessions(wired, config))
