@@ -1,5 +1,8 @@
 """The security team's commands (key rotation, audit): the vault service's own functions, run here.
 
+`reencrypt` and `reindex`, which open every value, are not among them: the vault service runs them
+for the security team's client certificate (tokenvault_cli/key_job_commands.py).
+
 They need what the vault service has (its database role and its Vault login) and the
 operator's own Vault token, under whose identity each change is audited ($VAULT_TOKEN after
 `vault login` / `bao login`, or the file named by $VAULT_SECURITY_TOKEN_FILE). On the
@@ -20,12 +23,6 @@ from tokenvault_cli.settings import SECURITY_ROLE
 
 REASON = click.option(
     "--reason", required=True, help="Change ticket (a reference such as CHG-1234), kept for good in the audit log."
-)
-BATCH = click.option(
-    "--batch-size", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Rows per transaction."
-)
-METRICS = click.option(
-    "--metrics-port", type=click.IntRange(0, 65535), default=0, help="Serve Prometheus metrics while running."
 )
 
 
@@ -115,34 +112,12 @@ def rotate_encryption_key(ctx: Context, reason: str) -> None:
     run_admin(ctx, "rotate-encryption-key", "--reason", reason)
 
 
-@click.command()
-@REASON
-@BATCH
-@METRICS
-@click.pass_obj
-def reencrypt(ctx: Context, reason: str, batch_size: int, metrics_port: int) -> None:
-    """Move every stored value to the active data key, online and resumable; retire unused keys."""
-    args = ("--batch-size", str(batch_size), "--metrics-port", str(metrics_port))
-    run_admin(ctx, "reencrypt", "--reason", reason, *args)
-
-
 @click.command("rotate-fingerprint-key")
 @REASON
 @click.pass_obj
 def rotate_fingerprint_key(ctx: Context, reason: str) -> None:
     """Introduce a new (pending) fingerprint key; then run `reindex`."""
     run_admin(ctx, "rotate-fingerprint-key", "--reason", reason)
-
-
-@click.command()
-@REASON
-@BATCH
-@METRICS
-@click.pass_obj
-def reindex(ctx: Context, reason: str, batch_size: int, metrics_port: int) -> None:
-    """Fingerprint every value under the pending key and make it active, online and resumable."""
-    args = ("--batch-size", str(batch_size), "--metrics-port", str(metrics_port))
-    run_admin(ctx, "reindex", "--reason", reason, *args)
 
 
 @click.group()
@@ -206,8 +181,6 @@ COMMANDS = (
     rewrap,
     retire_kek_versions,
     rotate_encryption_key,
-    reencrypt,
     rotate_fingerprint_key,
-    reindex,
     audit,
 )

@@ -15,7 +15,10 @@ from devstack.envfile import read_env_file
 from tokenvault_client import ClientIdentity
 
 SECURITY_ROLE = "security"
-"""The security team: key commands, run with the vault service's own settings."""
+"""The security team: its client certificate (CN security-team) for the key jobs the vault runs (reencrypt,
+reindex); the other key commands run with the vault service's own settings and the team's Vault token."""
+SECURITY_TEAM_CERTIFICATE = "security-team"
+"""The CN of the security team's client certificate on the embedded stack."""
 
 CLIENT_ROLES = ("analyst", "fraud-investigator", "privacy-officer", "etl-service")
 """Client certificates the embedded stack issues (their CN is the identity in the vault's policy)."""
@@ -70,7 +73,8 @@ class Settings:
             raise SettingsError("with --stack, say who you act as: --as ROLE (one of " + ", ".join(CLIENT_ROLES) + ")")
         if missing and self.role == SECURITY_ROLE:
             raise SettingsError(
-                "the security role holds no client certificate; act as one of " + ", ".join(CLIENT_ROLES)
+                "missing " + ", ".join(missing) + ": the key jobs need the security team's client certificate"
+                " (CN security-team, in the vault policy with key_jobs)"
             )
         if missing:
             raise SettingsError(
@@ -136,11 +140,12 @@ def from_stack(stack_dir: Path, role: str | None) -> dict[str, str]:
         "server_name": "localhost",
         "analyst_dsn": env.get("PG_ANALYST_DSN", ""),
     }
-    if role in CLIENT_ROLES:
-        prefix = role.upper().replace("-", "_").replace("ETL_SERVICE", "ETL")
+    if role in ROLES:
+        name = SECURITY_TEAM_CERTIFICATE if role == SECURITY_ROLE else role
+        prefix = name.upper().replace("-", "_").replace("ETL_SERVICE", "ETL")
         certs = Path(env.get("STACK_DIR", str(stack_dir))) / "certs"
-        values["cert"] = env.get(f"{prefix}_TLS_CERT") or str(certs / f"{role}.pem")
-        values["key"] = env.get(f"{prefix}_TLS_KEY") or str(certs / f"{role}-key.pem")
+        values["cert"] = env.get(f"{prefix}_TLS_CERT") or str(certs / f"{name}.pem")
+        values["key"] = env.get(f"{prefix}_TLS_KEY") or str(certs / f"{name}-key.pem")
     return {k: v for k, v in values.items() if v}
 
 

@@ -155,8 +155,17 @@ def test_the_security_team_runs_key_and_audit_commands_and_nobody_else(cli_stack
     assert verified.returncode == 0 and "intact" in verified.stdout
     refused = cli_stack.as_("analyst", "status")
     assert refused.returncode == 2 and "--as security" in refused.stderr
-    no_certificate = cli_stack.as_("security", "reveal", "ip_" + "A" * 22, "--purpose", "X-3")
-    assert no_certificate.returncode == 2 and "no client certificate" in no_certificate.stderr
+    reveals_nothing = cli_stack.as_("security", "reveal", "ip_" + "A" * 22, "--purpose", "X-3")
+    assert reveals_nothing.returncode == 1 and "PERMISSION_DENIED" in reveals_nothing.stderr, reveals_nothing.stderr
+
+
+def test_the_key_jobs_run_in_the_vault_for_the_security_team_certificate_only(cli_stack: CliStack) -> None:
+    done = cli_stack.as_("security", "reencrypt", "--reason", "CHG-2026-11")
+    assert done.returncode == 0 and "re-encrypted" in done.stdout, done.stderr
+    for role in ("analyst", "etl-service"):
+        refused = cli_stack.as_(role, "reencrypt", "--reason", "CHG-2026-12")
+        assert refused.returncode == 1 and "PERMISSION_DENIED" in refused.stderr, refused.stderr
+        assert f"client '{role}' may not run the key job reencrypt" in refused.stderr
 
 
 def test_settings_from_the_environment_and_from_a_profile(cli_stack: CliStack, tmp_path: Path) -> None:
@@ -199,15 +208,11 @@ def test_the_security_team_sees_who_revealed_a_token(cli_stack: CliStack) -> Non
 
 def test_the_security_commands_hint_at_the_service_settings_only_when_those_are_missing(cli_stack: CliStack) -> None:
     # Every exit 2 of an admin command was followed by "run them where the service runs ...": a
-    # who-saw argument that is no token, or a --metrics-port already taken, sent the security team
+    # who-saw argument that is no token (or a --metrics-port already taken, before reencrypt moved into the vault) sent
     # looking for settings that were there (documentation walk, 4 December).
     hint = "run them where the service runs"
     not_a_token = cli_stack.as_("security", "audit", "who-saw", "notatoken")
     assert not_a_token.returncode == 2 and "is not a token" in not_a_token.stderr, not_a_token.stderr
     assert hint not in not_a_token.stderr and "reveal(s)" not in not_a_token.stdout
-    taken = cli_stack.env["STACK_VAULT_METRICS_PORT"]  # the running vault's metrics
-    busy = cli_stack.as_("security", "reencrypt", "--reason", "CHG-2026-9", "--metrics-port", taken)
-    assert busy.returncode == 2 and "cannot serve metrics" in busy.stderr, busy.stderr
-    assert hint not in busy.stderr
     outside = cli_stack.run("status")  # neither --stack nor the service's environment
     assert outside.returncode == 2 and hint in outside.stderr, outside.stderr
