@@ -11,6 +11,8 @@ test rotates a key of its own first.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +23,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from devstack.procs import stop_pid
 from tests.conftest import RunningVault, running_vault, stack_identity
+from tests.integration.conftest import start_vault_process
 from tests.integration.own_database import database_of_its_own
 from tokenvault_client import KeyJobProgress, PermissionDenied, Revealed, TokenType, VaultClient, VaultClientError
 
@@ -187,6 +191,29 @@ def test_the_security_team_certificate_has_the_vault_reindex(
     assert _tokenized(etl, values) == tokens  # the same values find their tokens under the new key
     serial, _ = _certificate(own_env, SECURITY_TEAM)
     assert [(c, s) for c, s, _, _ in _job_rows(own_env, "reindex", "CHG-7501")] == [(SECURITY_TEAM, serial)] * 2
+
+
+def test_a_vault_stopped_by_sigterm_stops_its_job_after_a_batch_and_tells_the_caller(
+    own_env: dict[str, str], own_vault: RunningVault, client_as: Callable[[str], VaultClient], tmp_path: Path
+) -> None:
+    _tokenized(client_as("etl-service"), _values(4000, 200))
+    own_vault.wired.rotation("vault:test-operator").rotate_encryption_key("CHG-7600")
+    address, pid = start_vault_process(own_env, tmp_path / "vault.log")  # the service as run: python -m vault_service
+    try:
+        with VaultClient.connect(address, stack_identity(own_env, SECURITY_TEAM)) as team:
+            updates = team.key_job("reencrypt", "CHG-7601", batch_size=1)
+            assert next(updates).rows_done == 1
+            os.kill(pid, signal.SIGTERM)  # a rollout
+            with pytest.raises(VaultClientError) as stopped:
+                list(updates)
+        assert stopped.value.code == grpc.StatusCode.ABORTED
+        assert "the vault service is stopping (SIGTERM)" in stopped.value.details
+        assert "run it again: it resumes" in stopped.value.details
+        outcome = _wait_for_outcome(own_env, "CHG-7601")
+        assert outcome.startswith("failed: the reencrypt job stopped after") and "(SIGTERM)" in outcome
+    finally:
+        stop_pid(pid)
+    assert own_vault.wired.rotation("vault:test-operator").status().rows_to_reencrypt > 0  # left for a re-run
 
 
 def _wait_for_outcome(env: dict[str, str], reason: str, seconds: float = 30) -> str:
