@@ -25,7 +25,9 @@ NETWORK_PORTS = {
 # The TLS ports of the two services: a network is shared both ways, so whoever shares one with a
 # service (the servers it uses among them) reaches its listeners, which ask for a certificate of
 # their CA (test_compose_stack.py tries the ETL's keys on the metrics and is refused).
-VAULT_SERVICE_PEERS = frozenset({"etl-service", "analyst", "metrics", "postgres", "migrate", "vault", "vault-init"})
+VAULT_SERVICE_PEERS = frozenset(
+    {"etl-service", "analyst", "security", "metrics", "postgres", "migrate", "vault", "vault-init"}
+)
 ETL_PEERS = frozenset(
     {"vault-service", "metrics", "postgres", "migrate", "vault", "vault-init", "localstack", "load-sample", "sqs-init"}
 )

@@ -2,15 +2,18 @@
 
 The steps run in order on one stack (`make test-compose`): up and healthy; the exercise's
 sample events loaded; the queue refuses a container without a key, with the key `test`, or with
-the producer's key for a receive; a client container with the analyst's certificate detokenizes; the ETL's
-container reads no metrics (the `metrics` tool, with the scraper's certificate, does); after
-`down` (volumes kept) and `up`, old tokens still detokenize and a replay adds no row. Any
-failing step shows the failing services' compose logs.
+the producer's key for a receive; a client container with the analyst's certificate detokenizes;
+the key rotation runbook's compose variant (the KEK, a new data key, the re-encryption run by the
+vault on the security team's certificate, refused on the analyst's); the ETL's container reads no
+metrics (the `metrics` tool, with the scraper's certificate, does); after `down` (volumes kept)
+and `up`, old tokens still detokenize and a replay adds no row. Any failing step shows the
+failing services' compose logs.
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -148,10 +151,18 @@ def test_the_key_rotation_runbook_works_in_compose_and_old_tokens_still_detokeni
         security = compose.run(*vault, "token", "create", "-policy=tokenvault-security", "-ttl=1h", "-field=token")
         assert security.stdout.strip()
         compose.run(*vault, "write", "-f", "transit/keys/tokenvault/rotate")
-        assert compose.run("exec", "-T", "vault-service", "tokenvault", "--help").returncode == 0
+        as_security = ("exec", "-T", "-e", f"VAULT_TOKEN={security.stdout.strip()}", "vault-service", "tokenvault")
+        compose.run(*as_security, "rotate-encryption-key", "--reason", "CHG-COMPOSE-1")
+        # The re-encryption opens every value: the vault runs it, asked with the security team's
+        # certificate (the `security` tool); the analyst's certificate is refused.
+        job = ("run", "--rm", "--no-deps")
+        refused = compose.run(*job, "analyst", "reencrypt", "--reason", "CHG-COMPOSE-1", check=False)
+        assert refused.returncode != 0 and "may not run the key job reencrypt" in refused.stderr, refused.stderr
+        moved = compose.run(*job, "security", "reencrypt", "--reason", "CHG-COMPOSE-1").stdout
+        assert re.match(r"re-encrypted [1-9]\d* value\(s\)", moved), moved
         result = reveal(compose, state["token"])
         same = result.get("value") == state["value"]
-        assert same, f"token no longer reveals its value after KEK rotation: {result['reveal']}"
+        assert same, f"token no longer reveals its value after KEK and data-key rotation: {result['reveal']}"
 
 
 def test_after_down_and_up_old_tokens_detokenize_and_a_replay_adds_no_row(compose: Compose) -> None:

@@ -65,6 +65,7 @@ HOLDERS: dict[str, frozenset[str]] = {
     "vault service's TLS keys": frozenset({"vault-service", "certs"}),
     "ETL's TLS keys": frozenset({"etl-service", "certs"}),
     "analyst's TLS key": frozenset({"analyst", "certs"}),
+    "security team's TLS key": frozenset({"security", "certs"}),
     "metrics scraper's TLS key": frozenset({"metrics", "certs"}),
     "Postgres data and socket": frozenset({"postgres"}),
     "Vault storage and audit log": frozenset({"vault"}),
@@ -86,6 +87,7 @@ FILE_LABELS = {
     "etl-service-key.pem": "ETL's TLS keys",
     "etl-metrics-key.pem": "ETL's TLS keys",
     "analyst-key.pem": "analyst's TLS key",
+    "security-team-key.pem": "security team's TLS key",
     "metrics-scraper-key.pem": "metrics scraper's TLS key",
     "secret-id": "vault service's secret id",
     "etl-secret-id": "ETL's secret id (seals the DLQ)",
@@ -132,6 +134,7 @@ VOLUMES = {
     "certs-vault-service": ("certs", ("vault-service",)),
     "certs-etl-service": ("certs", ("etl-service",)),
     "certs-analyst": ("certs", ("analyst",)),
+    "certs-security-team": ("certs", ("security",)),
     "certs-metrics-scraper": ("certs", ("metrics",)),
     "audit-checkpoints": ("vault-service", ()),
 }

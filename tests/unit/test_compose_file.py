@@ -27,6 +27,7 @@ PROJECT_SERVICES = (
     "etl-service",
     "load-sample",
     "analyst",
+    "security",
     "metrics",
 )
 
@@ -296,6 +297,7 @@ def test_each_server_shares_a_network_only_with_the_containers_that_use_it(tmp_p
     assert sharing("exercise-localstack") == {"exercise-dlq", "exercise-etl"}
     assert sharing("exercise-postgres") == {"exercise-migrate", "exercise-etl"}
     assert sharing("analyst") == {"vault-service"} and sharing("metrics") == {"vault-service", "etl-service"}
+    assert sharing("security") == {"vault-service"}  # the key jobs' certificate: no other client beside it
     assert services["certs"].get("network_mode") == "none"  # it writes files only
     assert "ports" not in services["localstack"]  # no local user of the host reaches it either
     # Nor the exercise's queue (anyone may write it) or database (anyone may read it: public superuser),
