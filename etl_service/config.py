@@ -38,8 +38,8 @@ class EtlConfig:
     aws_secret_access_key: str | None
     """Static AWS secret (AWS_SECRET_ACCESS_KEY), with the key id."""
     database_dsn: str
-    """Connection string of role tokenvault_etl (ETL_DATABASE_DSN); one holding a password needs
-    require_auth=scram-sha-256 or sslmode=verify-full, else the start stops."""
+    """Connection string of role tokenvault_etl (ETL_DATABASE_DSN); one that may reach the server over TCP (or
+    names a service) needs sslmode=verify-full or require_auth=scram-sha-256, else the start stops."""
     vault_address: str
     """host:port of the vault service (ETL_VAULT_ADDRESS)."""
     vault_server_name: str | None

@@ -1,42 +1,53 @@
-"""A service's database DSN may not hand its password to whatever answers on the database's port.
+"""A service's database DSN may not hand a password to whatever answers on the database's port.
 
-libpq sends a DSN's password to any server that asks for it, in clear if it asks so. A local user
+libpq sends a password to any server that asks for it, in clear if it asks so. A local user
 listening on Postgres's port while it is down (or a server that is not ours) then has it (attack
-25: the exercise profile's ETL DSN had neither setting below). A DSN that holds a password must
-therefore make libpq authenticate the server or refuse to send the password: `sslmode=verify-full`
-(the server proves it is ours with the CA's certificate for its name), or `require_auth` allowing
-no method that sends the password or an MD5 of it (`scram-sha-256`: the server proves it holds the
-SCRAM verifier; the password never leaves), or `channel_binding=require` (SCRAM bound to TLS).
-A DSN without a password (peer, certificate or trust authentication), or one that reaches the
-server only over unix sockets (a path only local accounts with the socket directory's permission
-reach), is not concerned. The same settings given as libpq's environment variables count, and a
-`passfile` (or PGPASSFILE) counts as a password; a default ~/.pgpass is not looked for.
+25: the exercise profile's ETL DSN had neither setting below). libpq finds that password in more
+places than the DSN: `PGPASSWORD`, a `passfile` (`PGPASSFILE`, by default `~/.pgpass`) and the entry
+of a named service (`service=` or `PGSERVICE`, read from `PGSERVICEFILE`, `~/.pg_service.conf` or
+`PGSYSCONFDIR/pg_service.conf`), which can also add a host or a `hostaddr` (review 28, F1). This
+check cannot see all of them, so every DSN that may reach the server over TCP must make libpq
+authenticate the server or refuse to send the password, whether or not a password is visible:
+`sslmode=verify-full` (the server proves it is ours with the CA's certificate for its name; also
+`sslrootcert=system`, with which libpq 16+ allows no weaker sslmode), or a `require_auth` allowing
+no method that sends the password or an MD5 of it (`scram-sha-256`), or `channel_binding=require`
+(SCRAM bound to TLS). SCRAM keeps the password off the wire but not safe: an impostor that asks
+for it gets a proof computed with a salt and iteration count of its choosing, which it can
+brute-force offline (review 28, F3). That is harmless for a generated random password (the stack's
+and compose's), not for one a person chose: for those, only `sslmode=verify-full` protects.
+A DSN that reaches the server only over unix sockets (a path only local accounts with the socket
+directory's permission reach) and names no service is not concerned. libpq's environment variables
+count for the settings above, except when a service is named: its entry then takes precedence over
+them, so only the DSN's own values count.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from psycopg import ProgrammingError
+from psycopg import ProgrammingError, pq
 from psycopg.conninfo import conninfo_to_dict
 
 from tokenvault_common.env import EnvReader
 
 _ENV = {
-    "password": "PGPASSWORD",
-    "passfile": "PGPASSFILE",
+    "service": "PGSERVICE",
     "host": "PGHOST",
     "hostaddr": "PGHOSTADDR",
     "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
     "require_auth": "PGREQUIREAUTH",
     "channel_binding": "PGCHANNELBINDING",
 }
 """The libpq environment variable behind each setting that decides (used when the DSN leaves it out)."""
 _SENDS_THE_PASSWORD = frozenset({"password", "md5"})
 """Authentication methods in which the client sends the password, or a hash a listener can replay or crack."""
+_SYSTEM_ROOT_CERT_LIBPQ = 160000
+"""From libpq 16, `sslrootcert=system` forces `verify-full`; before, it names a file and checks nothing."""
 FIX = (
-    "add require_auth=scram-sha-256 to it (?require_auth=scram-sha-256 on a postgresql:// URL; libpq 16+),"
-    " or sslmode=verify-full with the database's CA, or connect over the unix socket or without a password"
+    "add sslmode=verify-full with the database's CA to it, or require_auth=scram-sha-256"
+    " (?require_auth=scram-sha-256 on a postgresql:// URL; libpq 16+) when the password is generated and random"
+    " (an impostor gets a SCRAM proof it can brute-force offline), or connect over the unix socket"
 )
 """What to do about a DSN refused here."""
 
@@ -65,8 +76,19 @@ def _require_auth_keeps_the_password(methods: str) -> bool:
     return not _SENDS_THE_PASSWORD & set(listed)
 
 
+def _keeps_the_password(params: Mapping[str, object], env: Mapping[str, str]) -> bool:
+    """Whether the settings (the DSN's, then `env`'s) make libpq authenticate the server or withhold the password."""
+    if _setting(params, env, "sslmode").lower() == "verify-full":
+        return True
+    if _setting(params, env, "sslrootcert") == "system" and pq.version() >= _SYSTEM_ROOT_CERT_LIBPQ:
+        return True  # libpq refuses to connect with any other sslmode
+    if _setting(params, env, "channel_binding").lower() == "require":
+        return True
+    return _require_auth_keeps_the_password(_setting(params, env, "require_auth"))
+
+
 def password_exposed(variable: str, dsn: str, env: Mapping[str, str]) -> str | None:
-    """Why `variable`'s `dsn` could send its password to an impostor (with the fix); None when it cannot.
+    """Why `variable`'s `dsn` could send a password to an impostor (with the fix); None when it cannot.
 
     `env` is the process's environment (libpq's PG* variables). The message never quotes the DSN.
     """
@@ -74,24 +96,23 @@ def password_exposed(variable: str, dsn: str, env: Mapping[str, str]) -> str | N
         params = conninfo_to_dict(dsn)
     except ProgrammingError:
         return f"{variable} is not a connection string libpq can read (a postgresql:// URL or key=value pairs)"
-    has_password = _setting(params, env, "password") or _setting(params, env, "passfile")
-    if not has_password or _only_unix_sockets(params, env):
+    names_a_service = bool(_setting(params, env, "service"))
+    if not names_a_service and _only_unix_sockets(params, env):
         return None
-    if _setting(params, env, "sslmode").lower() == "verify-full":
-        return None
-    if _setting(params, env, "channel_binding").lower() == "require":
-        return None
-    if _require_auth_keeps_the_password(_setting(params, env, "require_auth")):
+    # A service's entry fills what the DSN leaves out before libpq looks at PG* variables.
+    if _keeps_the_password(params, {} if names_a_service else env):
         return None
     return (
-        f"{variable} holds a database password but neither sslmode=verify-full nor a require_auth that"
-        " refuses password and md5: libpq would send the password to whatever answers on the database's"
-        f" address, in clear if it asks (a local listener on the port while PostgreSQL is down); {FIX}"
+        f"{variable} may reach the database over TCP (a host, a hostaddr or a named service) with neither"
+        " sslmode=verify-full, a require_auth that refuses password and md5, nor channel_binding=require:"
+        " libpq would send a password (from the DSN, PGPASSWORD, ~/.pgpass or a service file) to whatever"
+        f" answers on the database's address, in clear if it asks (a local listener on the port while"
+        f" PostgreSQL is down); {FIX}"
     )
 
 
 def read_database_dsn(read: EnvReader, env: Mapping[str, str], variable: str) -> str:
-    """`variable`'s DSN (required); a DSN that could send its password to an impostor is one of `read`'s problems."""
+    """`variable`'s DSN (required); a DSN that could send a password to an impostor is one of `read`'s problems."""
     dsn = read.text(variable)
     if dsn and (problem := password_exposed(variable, dsn, env)):
         read.problems.append(problem)

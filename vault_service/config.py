@@ -46,8 +46,8 @@ class VaultServiceConfig:
     """host:port the gRPC server listens on (TOKENVAULT_GRPC_ADDRESS, default 127.0.0.1:50051; port 0 picks
     a free one)."""
     database_dsn: str
-    """Connection string of role tokenvault_vault (TOKENVAULT_DATABASE_DSN); one holding a password needs
-    require_auth=scram-sha-256 or sslmode=verify-full, else the start stops."""
+    """Connection string of role tokenvault_vault (TOKENVAULT_DATABASE_DSN); one that may reach the server over TCP (or
+    names a service) needs sslmode=verify-full or require_auth=scram-sha-256, else the start stops."""
     vault_address: str
     """Vault/OpenBao URL (TOKENVAULT_VAULT_ADDR): https://, or http:// only to a loopback address (the
     secret id, token and data keys in clear travel over it) unless TOKENVAULT_VAULT_PLAINTEXT=allow says

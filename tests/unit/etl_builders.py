@@ -105,7 +105,7 @@ def minimal_etl_env(tmp_path: Path, queue_url: str) -> dict[str, str]:
     pem.write_text("x")
     return {
         "ETL_QUEUE_URL": queue_url,
-        "ETL_DATABASE_DSN": "postgresql://etl@db/app",
+        "ETL_DATABASE_DSN": "postgresql://etl@db/app?require_auth=scram-sha-256",
         "ETL_VAULT_ADDRESS": "vault:50051",
         **{f"ETL_TLS_{name}": str(pem) for name in ("CA", "CERT", "KEY")},
         "ETL_DLQ_BODIES": "discard",

@@ -32,7 +32,7 @@ def _etl_env(tmp_path: Path, address: str, **extra: str) -> dict[str, str]:
     pem.write_text("x")
     return {
         "ETL_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/login-queue",
-        "ETL_DATABASE_DSN": "postgresql://etl@db/app",
+        "ETL_DATABASE_DSN": "postgresql://etl@db/app?require_auth=scram-sha-256",
         "ETL_VAULT_ADDRESS": "vault-service:50051",
         **{f"ETL_TLS_{name}": str(pem) for name in ("CA", "CERT", "KEY")},
         "ETL_DLQ_SEAL_VAULT_ADDR": address,

@@ -46,7 +46,7 @@ def files(tmp_path: Path) -> dict[str, str]:
 
 def vault_env(files: dict[str, str]) -> dict[str, str]:
     return {
-        "TOKENVAULT_DATABASE_DSN": "postgresql://vault@127.0.0.1:9/tokenvault",
+        "TOKENVAULT_DATABASE_DSN": "postgresql://vault@127.0.0.1:9/tokenvault?require_auth=scram-sha-256",
         "TOKENVAULT_VAULT_ADDR": "http://127.0.0.1:9",
         "TOKENVAULT_VAULT_TOKEN": "dev-only",
         **{f"TOKENVAULT_{name}": files["placeholder"] for name in ("TLS_CERT", "TLS_KEY", "TLS_CLIENT_CA")},
@@ -58,7 +58,7 @@ def vault_env(files: dict[str, str]) -> dict[str, str]:
 def etl_env(files: dict[str, str]) -> dict[str, str]:
     return {
         "ETL_QUEUE_URL": "http://127.0.0.1:9/000000000000/login-queue",
-        "ETL_DATABASE_DSN": "postgresql://etl@127.0.0.1:9/tokenvault",
+        "ETL_DATABASE_DSN": "postgresql://etl@127.0.0.1:9/tokenvault?require_auth=scram-sha-256",
         "ETL_VAULT_ADDRESS": "127.0.0.1:9",
         **{f"ETL_TLS_{name}": files["placeholder"] for name in ("CA", "CERT", "KEY")},
         "ETL_DLQ_BODIES": "discard",

@@ -118,7 +118,7 @@ def test_the_vault_with_a_bad_policy_file_does_not_start_and_says_why(tmp_path: 
     policy_file.write_bytes(content)
     env = {
         "PATH": "/usr/bin:/bin",
-        "TOKENVAULT_DATABASE_DSN": "postgresql://vault@127.0.0.1:9/tokenvault",
+        "TOKENVAULT_DATABASE_DSN": "postgresql://vault@127.0.0.1:9/tokenvault?require_auth=scram-sha-256",
         "TOKENVAULT_VAULT_ADDR": "http://127.0.0.1:9",
         "TOKENVAULT_VAULT_TOKEN": "dev-only",
         **{f"TOKENVAULT_{name}": str(placeholder) for name in ("TLS_CERT", "TLS_KEY", "TLS_CLIENT_CA")},

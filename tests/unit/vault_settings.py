@@ -12,7 +12,7 @@ def vault_env(tmp_path: Path, **settings: str) -> dict[str, str]:
     files = ("TOKENVAULT_TLS_CERT", "TOKENVAULT_TLS_KEY", "TOKENVAULT_TLS_CLIENT_CA", "TOKENVAULT_POLICY_FILE")
     return {
         **dict.fromkeys(files, str(placeholder)),
-        "TOKENVAULT_DATABASE_DSN": "postgresql://vault@localhost/tokenvault",
+        "TOKENVAULT_DATABASE_DSN": "postgresql://vault@localhost/tokenvault?require_auth=scram-sha-256",
         "TOKENVAULT_VAULT_ADDR": "http://127.0.0.1:8200",
         "TOKENVAULT_VAULT_TOKEN": "dev-only",
         **settings,
