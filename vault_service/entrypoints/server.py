@@ -112,6 +112,26 @@ rapid reset (streams opened and reset at once are no longer open); for that the 
 core's own measures (docs/threat-model.md) and on every
 caller holding a client certificate."""
 
+STREAM_WINDOW_BYTES = 64 * 1024
+"""What a client may send on a call before the service reads its request (HTTP/2's stream window,
+gRPC's `grpc.http2.lookahead_bytes`; 64 KiB is HTTP/2's default). A request the service reads is let
+in whole, up to HARD_MESSAGE_LIMIT: gRPC core widens the window to the size the message announces,
+and refuses one over the limit from its 5-byte header, before its body. So an insider's calls
+waiting in the queue hold at most STREAMS_PER_CONNECTION x 64 KiB per connection (MAX_CONCURRENT_CALLS
+x 64 KiB in all), and an oversize call costs the service nothing (docs/threat-model.md)."""
+RECEIVE_WINDOW_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.http2.bdp_probe", 0),
+    ("grpc.http2.lookahead_bytes", STREAM_WINDOW_BYTES),
+]
+"""gRPC core's bandwidth-delay probing off, so the stream window stays STREAM_WINDOW_BYTES.
+
+With probing on (gRPC's default) core raised every stream's window of a busy connection to at least
+4 MiB, then to twice its estimate of the link's bandwidth-delay product (27 MB on loopback within a
+second): the window applies to calls no worker has begun to read, so twelve 60 MB calls queued
+behind busy workers took the service from 85 to 400 MB (a CI run; up to +618 MB with its one worker
+held). Probing only widens what a link carries in flight: the vault's 1,000-item requests (~30 KiB)
+fit one window, and larger ones are let in whole once read (docs/performance.md, 5 December)."""
+
 
 def create_server(
     vault: TokenVault,
@@ -162,6 +182,7 @@ def create_server(
             ("grpc.max_connection_age_grace_ms", CONNECTION_AGE_GRACE_SECONDS * 1000),
             ("grpc.server_handshake_timeout_ms", int(handshake_seconds * 1000)),
             ("grpc.max_concurrent_streams", STREAMS_PER_CONNECTION),
+            *RECEIVE_WINDOW_OPTIONS,
         ],
         maximum_concurrent_rpcs=MAX_CONCURRENT_CALLS,
     )
