@@ -28,7 +28,7 @@ from tokenvault_common.health import ListingHealthServicer
 from vault_service.entrypoints.health_socket import prepare, restrict, unix_socket_path
 from vault_service.entrypoints.metrics import CALLS_WITHOUT_REQUEST
 from vault_service.entrypoints.request_reads import REQUEST_READ_SECONDS
-from vault_service.entrypoints.server import HANDSHAKE_SECONDS
+from vault_service.entrypoints.server import HANDSHAKE_SECONDS, RECEIVE_WINDOW_OPTIONS
 
 HEALTH_CALLS_AT_ONCE = 1024
 """Calls open at once on the listener (each a coroutine of a few KiB, ended within the read bound);
@@ -38,6 +38,10 @@ HEALTH_STREAMS_PER_CONNECTION = 4
 the rest itself). A probe is one call per connection; without it ~1100 idle streams on a dozen
 connections from one process filled HEALTH_CALLS_AT_ONCE and probes were refused (review 21, R21-3):
 filling it now takes HEALTH_CALLS_AT_ONCE / 4 connections."""
+HEALTH_REQUEST_BYTES = 4096
+"""The largest request the listener takes (a Check names a service in a few dozen bytes; List has no
+field). gRPC's default, 4 MiB, let a caller without a certificate have 1024 calls read 4 MiB each at
+once; gRPC core refuses a larger one (RESOURCE_EXHAUSTED) from its 5-byte header, before its body."""
 LISTENER = "health-listener"
 """How the listener's callers (who have no identity) are named in CALLS_WITHOUT_REQUEST."""
 _HEALTH = "grpc.health.v1.Health"
@@ -92,6 +96,8 @@ class HealthListener:
             options=[
                 ("grpc.max_concurrent_streams", HEALTH_STREAMS_PER_CONNECTION),
                 ("grpc.server_handshake_timeout_ms", int(HANDSHAKE_SECONDS * 1000)),
+                ("grpc.max_receive_message_length", HEALTH_REQUEST_BYTES),
+                *RECEIVE_WINDOW_OPTIONS,  # a call not yet read holds 64 KiB, not gRPC's 4 MiB or more
             ],
             maximum_concurrent_rpcs=HEALTH_CALLS_AT_ONCE,
         )
