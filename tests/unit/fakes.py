@@ -198,7 +198,9 @@ class FakeTokenStore:
         return 0, (need - level) / limit.per_second
 
     # The rotation jobs' batches run against Postgres only (tests/integration/test_key_rotation.py).
-    def reseal_batch(self, active_dek_id: int, limit: int, reseal: Resealer, actor: str = "") -> int:
+    def reseal_batch(
+        self, active_dek_id: int, limit: int, reseal: Resealer, actor: str = "", skip: Sequence[str] = ()
+    ) -> int:
         raise NotImplementedError
 
     def reindex_batch(self, pending_key_id: int, limit: int, reindex: Reindexer, actor: str = "") -> int:

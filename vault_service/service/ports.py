@@ -285,8 +285,10 @@ class TokenStore(Protocol):
         """
         ...
 
-    def reseal_batch(self, active_dek_id: int, limit: int, reseal: Resealer, actor: str = "vault-service") -> int:
-        """Re-encrypt up to `limit` rows not under `active_dek_id` with `reseal`; rows done."""
+    def reseal_batch(
+        self, active_dek_id: int, limit: int, reseal: Resealer, actor: str = "vault-service", skip: Sequence[str] = ()
+    ) -> int:
+        """Re-encrypt up to `limit` rows not under `active_dek_id` and not in `skip` with `reseal`; rows read."""
         ...
 
     def reindex_batch(self, pending_key_id: int, limit: int, reindex: Reindexer, actor: str = "vault-service") -> int:

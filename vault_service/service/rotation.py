@@ -13,18 +13,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
 
 from vault_service.domain.admin_reason import check_reason
 from vault_service.domain.audit import AuditEvent
-from vault_service.domain.crypto import DataKey, fingerprint, open_sealed, seal
+from vault_service.domain.crypto import DataKey, SealBroken, fingerprint, open_sealed, seal
 from vault_service.domain.errors import (
     InvalidRequest,
     KekVersionsInUse,
     KeptCopiesDiffer,
     NextFingerprintsAltered,
     StorageError,
+    StoredValueAltered,
     VaultError,
 )
 from vault_service.domain.identity import Caller
@@ -42,6 +44,13 @@ COMPACTION_RETRY_SECONDS = 0.2
 """Between two compaction passes over rows left (each pass counts what is left, by an index)."""
 ROWS_LEFT_COUNTED = 10_000
 """Rows left after compaction are counted up to this many ("10000 or more")."""
+SET_ASIDE_LIMIT = 1000
+"""`reencrypt` sets aside up to this many rows that do not open under their key; one more stops it (`failed:`)."""
+NOT_OPENING_REMEDY = (
+    "investigate who wrote them (their issue audit rows name the session), then, as the database owner,"
+    ' delete them (docs/key-rotation.md, "does not open under its data key") and run the job again'
+)
+"""What the operator does about stored values that do not open (review 28, F2); no token or value in it."""
 
 Progress = Callable[[str, int], None]
 """Called with (phase, rows done in this batch) after every batch."""
@@ -169,33 +178,53 @@ class KeyRotation:
         Before a DEK is retired, every value re-sealed away from it is checked against the copy kept
         under it (service/kept_copies.py): on a difference no key is retired, the outcome row says
         `refused:` with the count, and KeptCopiesDiffer stops the job (review 25, R25-1).
+
+        A row whose value does not open under its own data key (garbage the vault never sealed: the
+        serving role can insert such a row; review 28, F2) is set aside, not re-sealed: every other
+        value is moved and every key left unused is retired, but that row's key stays `decrypt_only`
+        (nothing that opens is lost); the outcome row says `refused:` with the count per key and the
+        remedy, and StoredValueAltered stops the job. Past SET_ASIDE_LIMIT such rows it stops at once.
+        Whatever stops the job, its intent row gets a `failed:` outcome (review 27, R27-2).
         """
         _check_batch_size(batch_size)
         self._start("reencrypt", purpose)
         total = 0
+        set_aside: dict[str, int] = {}  # token -> its data key: kept in memory only, never written or said
+        refusal: VaultError | None = None  # a refusal whose outcome row is written already
         try:
             while True:
                 dek = self._keys.refresh().active_encryption_key
-                done = self._tokens.reseal_batch(dek.key_id, batch_size, partial(self._reseal, dek), self._actor)
+                reseal = partial(self._reseal, dek, set_aside)
+                done = self._tokens.reseal_batch(dek.key_id, batch_size, reseal, self._actor, tuple(set_aside))
                 if not done:
                     break
                 total += done
                 progress("reencrypt", done)
+            total -= len(set_aside)
             checked, differing = unused_keys_checked(
                 self._key_store, self._keys, self._tokens, partial(progress, "check")
             )
-        except VaultError as error:  # the intent row gets its outcome (review 26, R26-3; review 27, R27-2)
-            self._record_failure("reencrypt", error, total, purpose)
+            if differing:  # retiring the key would make the kept copies, the only good ones, unreadable
+                refusal = self._refused("reencrypt", KeptCopiesDiffer(not_retired_message(differing)), total, purpose)
+                raise refusal
+            retired = self._key_store.retire_unused_encryption_keys(checked)
+            self._keys.refresh()
+            if set_aside:  # every other value moved; the keys of the rows set aside stay decrypt_only
+                message = _set_aside_message(set_aside, total, retired)
+                refusal = self._refused("reencrypt", StoredValueAltered(message), total, purpose)
+                raise refusal
+        except Exception as error:  # the intent row gets its outcome (review 26, R26-3; review 27, R27-2; F2)
+            if error is not refusal:
+                self._record_failure("reencrypt", error, total, purpose)
             raise
-        if differing:  # retiring the key would make the kept copies, the only good ones, unreadable
-            message = not_retired_message(differing)
-            with contextlib.suppress(VaultError):  # the refusal is what the operator must see
-                self._record("reencrypt", f"refused: {message}", total, purpose)
-            raise KeptCopiesDiffer(message)
-        retired = self._key_store.retire_unused_encryption_keys(checked)
-        self._keys.refresh()
         self._record("reencrypt", f"ok: {total} values moved, data keys retired: {retired or 'none'}", total, purpose)
         return total
+
+    def _refused(self, action: str, refusal: VaultError, count: int, purpose: str) -> VaultError:
+        """`refusal`, once its `refused:` outcome row is written (or could not be: the refusal is what matters)."""
+        with contextlib.suppress(VaultError):
+            self._record(action, f"refused: {refusal}", count, purpose)
+        return refusal
 
     def rotate_fingerprint_key(self, purpose: str) -> int:
         """A new pending fingerprint key; the re-index makes it active. Its id."""
@@ -229,23 +258,32 @@ class KeyRotation:
                     time.sleep(0.05)  # rows still held by writers that started before the rotation
         except NextFingerprintsAltered:  # its refusal is on record already
             raise
-        except VaultError as error:  # e.g. a row that does not open: the intent row gets its outcome (R27-2)
+        except Exception as error:  # e.g. a row that does not open: the intent row gets its outcome (R27-2, F2)
             self._record_failure("reindex", error, total, purpose)
             raise
-        active = self._keys.refresh().generation.fingerprint_id
         try:
+            active = self._keys.refresh().generation.fingerprint_id
             self._compact(active, batch_size, progress)
         except StorageError as unfinished:  # the job's outcome is on record, not only its intent
             with contextlib.suppress(VaultError):  # what stopped the job is what the operator sees
                 self._record("reindex", f"unfinished: {unfinished}", total, purpose)
             raise
+        except Exception as error:  # anything else that stops it: a `failed:` outcome (review 28, F2)
+            self._record_failure("reindex", error, total, purpose)
+            raise
         self._record("reindex", f"ok: {total} values re-fingerprinted, key {active} active", total, purpose)
         return total
 
-    def _record_failure(self, action: str, error: VaultError, count: int, purpose: str) -> None:
-        """The outcome row of a job `error` stopped; what stopped it is what the operator sees, even if this fails."""
+    def _record_failure(self, action: str, error: Exception, count: int, purpose: str) -> None:
+        """The outcome row of a job `error` stopped; what stopped it is what the operator sees, even if this fails.
+
+        A VaultError's message is written (they name counts, types and keys, never a value or token);
+        anything else only by its class: a bug, or a driver error not translated, whose text could
+        quote a row (review 28, F2).
+        """
+        cause = str(error) if isinstance(error, VaultError) else _unexpected(error)
         with contextlib.suppress(VaultError):
-            self._record(action, f"failed: {error}", count, purpose)
+            self._record(action, f"failed: {cause}", count, purpose)
 
     def _verify_next_fingerprints(
         self, pending: DataKey, batch_size: int, progress: Progress, total: int, purpose: str
@@ -311,15 +349,35 @@ class KeyRotation:
             time.sleep(COMPACTION_RETRY_SECONDS)
 
     def _open(self, row: StoredToken) -> tuple[TokenType, str]:
+        """The row's type and value; StoredValueAltered (naming its type and key, not its token) if it does not open."""
         token_type = TokenType.from_name(row.token_type)
         if row.sealed is None:
             raise InvalidRequest(f"token row {row.token[:3]}… has no stored value")
-        return token_type, open_sealed(self._keys.key(row.dek_id), token_type, row.token, row.sealed)
+        try:
+            return token_type, open_sealed(self._keys.key(row.dek_id), token_type, row.token, row.sealed)
+        except SealBroken:
+            raise StoredValueAltered(
+                f"a stored {token_type.type_name} value does not open under its data key {row.dek_id}: a row the"
+                f" vault did not write (inserted with the serving role's credentials, or altered); {NOT_OPENING_REMEDY}"
+            ) from None
 
-    def _reseal(self, dek: DataKey, rows: Sequence[StoredToken]) -> list[tuple[str, int, bytes]]:
+    def _reseal(
+        self, dek: DataKey, set_aside: dict[str, int], rows: Sequence[StoredToken]
+    ) -> list[tuple[str, int, bytes]]:
+        """Each row sealed under `dek`; a row that does not open goes into `set_aside` (up to SET_ASIDE_LIMIT)."""
         out = []
         for row in rows:
-            token_type, value = self._open(row)
+            try:
+                token_type, value = self._open(row)
+            except StoredValueAltered:
+                if len(set_aside) >= SET_ASIDE_LIMIT:
+                    raise StoredValueAltered(
+                        f"more than {SET_ASIDE_LIMIT} stored values do not open under their data key: rows the"
+                        f" vault did not write (inserted with the serving role's credentials, or altered);"
+                        f" {NOT_OPENING_REMEDY}"
+                    ) from None
+                set_aside[row.token] = row.dek_id
+                continue
             out.append((row.token, dek.key_id, seal(dek, token_type, row.token, value)))
         return out
 
@@ -329,6 +387,29 @@ class KeyRotation:
             token_type, value = self._open(row)
             out.append((row.token, fingerprint(key, token_type, value)))
         return out
+
+
+def _set_aside_message(set_aside: dict[str, int], moved: int, retired: list[int]) -> str:
+    """What `reencrypt` says of the rows it set aside: counts per data key and the remedy, never a token."""
+    per_key = Counter(set_aside.values())
+    counts = ", ".join(f"{count} under data key {key}" for key, count in sorted(per_key.items()))
+    keys = ", ".join(str(key) for key in sorted(per_key))
+    return (
+        f"{len(set_aside)} stored value(s) do not open under their data key ({counts}) and were set aside:"
+        f" rows the vault did not write (inserted with the serving role's credentials, or altered)."
+        f" Every other value was moved ({moved}); data keys retired: {retired or 'none'}; data key(s) {keys}"
+        f" stay decrypt_only while those rows are there (the rows still under them are exactly those:"
+        f" SELECT id, token_type FROM vault.tokens WHERE dek_id IN ({keys}) AND sealed IS NOT NULL);"
+        f" {NOT_OPENING_REMEDY}"
+    )
+
+
+def _unexpected(error: Exception) -> str:
+    """A job's outcome for an error that is not a VaultError: its class, where to look, and what to do."""
+    return (
+        f"{type(error).__name__} (not a refusal the job knows: a bug, or an error the adapters do not translate;"
+        " its text is not recorded, it may quote a row); run the job again once the cause is fixed: it resumes"
+    )
 
 
 def _check_batch_size(batch_size: int) -> None:

@@ -28,6 +28,8 @@ def _stored_token(row: tuple[str, str, int, bytes | None]) -> StoredToken:
 
 RESEAL_CONDITION = "sealed IS NOT NULL AND dek_id = ANY(%s)"
 """Rows the re-encryption job works on (`tokens_dek` is its work-list index)."""
+RESEAL_CONDITION_SKIPPING = RESEAL_CONDITION + " AND token <> ALL(%s::text[])"
+"""The same, without the rows the job set aside (values that do not open under their key; review 28, F2)."""
 REINDEX_CONDITION = (
     "fingerprint IS NOT NULL AND fingerprint_key_id = ANY(%s)"
     " AND (next_fingerprint IS NULL OR next_fingerprint_key_id IS DISTINCT FROM %s)"
@@ -69,14 +71,27 @@ class TokenRekeying:
     """Whether migration 0028 is applied (looked up until it is: the service is rolled out before it)."""
 
     @translated
-    def reseal_batch(self, active_dek_id: int, limit: int, reseal: Resealer, actor: str = "vault-service") -> int:
-        """Re-seal up to `limit` values under other DEKs with the active one; the number re-sealed."""
+    def reseal_batch(
+        self, active_dek_id: int, limit: int, reseal: Resealer, actor: str = "vault-service", skip: Sequence[str] = ()
+    ) -> int:
+        """Re-seal up to `limit` values under other DEKs with the active one, except `skip`; rows handled.
+
+        `reseal` may leave rows out (a value that does not open: the job sets it aside and passes
+        it in `skip` from then on); the count is of the rows read, so the job goes on.
+        """
         with self._pool.connection() as conn:
-            rows = _select_batch(conn, RESEAL_CONDITION, "dek_id", other_keys(conn, "encryption", active_dek_id), limit)
+            keys = other_keys(conn, "encryption", active_dek_id)
+            if skip:
+                rows = _select_batch(conn, RESEAL_CONDITION_SKIPPING, "dek_id", keys, limit, text_array(list(skip)))
+            else:
+                rows = _select_batch(conn, RESEAL_CONDITION, "dek_id", keys, limit)
             if not rows:
                 return 0
             old_dek_ids = {row.token: row.dek_id for row in rows}
-            tokens, dek_ids, sealed = (list(c) for c in zip(*reseal(rows), strict=True))
+            resealed = reseal(rows)
+            if not resealed:
+                return len(rows)
+            tokens, dek_ids, sealed = (list(c) for c in zip(*resealed, strict=True))
             conn.execute(
                 "SELECT vault.reseal_tokens(%s::text[], %s::int[], %s::int[], %s::bytea[], %s)",
                 (

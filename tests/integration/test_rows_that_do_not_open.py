@@ -1,0 +1,99 @@
+"""A planted row of a known type whose value does not open stops no key job for good (review 28, F2).
+
+The serving role may INSERT into vault.tokens but holds no data key, so a row it plants carries a
+sealed value that opens under no key. 0033's CHECK refuses an unknown type, not such a row of type
+`ip`; it stopped `reencrypt` every run with SealBroken, which left the intent row without an outcome.
+Against the real stack: `reencrypt` sets the row aside, moves every other value, keeps the row's key
+`decrypt_only` and records `refused:` (count, key, remedy; no token), run by the vault's KeyJobs for
+the security team's certificate or as the admin command; `reindex` stops on it with a `failed:`
+outcome; once the owner deletes it as the runbook says, both finish.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import grpc
+import psycopg
+import pytest
+
+from tests.conftest import running_vault, stack_identity
+from tests.integration.audit_attacks import own_database
+from tests.integration.test_reseal_refused_or_kept import _stored, _tokenize
+from tokenvault_client import VaultClient, VaultClientError
+from vault_service.domain.errors import StoredValueAltered
+
+__all__ = ["own_database"]
+
+PLANTED = "ip_r28planted00000000000"
+
+
+def _last_outcome(env: dict[str, str], action: str) -> str:
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as owner:
+        row = owner.execute(
+            "SELECT outcome FROM vault.audit_log WHERE action = %s ORDER BY id DESC LIMIT 1", (action,)
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _one(conn: psycopg.Connection, query: str, argument: object) -> tuple[object, ...]:
+    row = conn.execute(query, (argument,)).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_a_row_that_does_not_open_is_set_aside_and_every_other_value_moves(own_database: dict[str, str]) -> None:
+    env = own_database
+    with running_vault(env) as vault:
+        tokens = _tokenize(env, vault, [f"198.51.100.{n}" for n in range(230, 233)])
+        rotation = vault.wired.rotation("admin:test")
+        old_dek, sealed = _stored(env, tokens[0])
+        with psycopg.connect(env["PG_ADMIN_DSN"]) as owner:
+            (fk,) = _one(owner, "SELECT fingerprint_key_id FROM vault.tokens WHERE token = %s", tokens[0])
+        new_dek = rotation.rotate_encryption_key("CHG-R28-1")
+        with psycopg.connect(env["PG_VAULT_DSN"], autocommit=True) as serving:  # what the CHECKs let in
+            serving.execute(
+                "INSERT INTO vault.tokens (token, token_type, fingerprint, fingerprint_key_id, dek_id, sealed)"
+                " VALUES (%s, 'ip', %s, %s, %s, %s)",
+                (PLANTED, os.urandom(32), fk, old_dek, os.urandom(len(sealed))),
+            )
+        with VaultClient.connect(vault.address, stack_identity(env, "security-team")) as team:
+            with pytest.raises(VaultClientError) as through_key_jobs:  # the vault's KeyJobs service
+                list(team.key_job("reencrypt", "CHG-R28-1", batch_size=2))
+            assert through_key_jobs.value.code == grpc.StatusCode.DATA_LOSS
+            message = through_key_jobs.value.details
+            assert f"1 stored value(s) do not open under their data key (1 under data key {old_dek})" in message
+            assert "docs/key-rotation.md" in message and PLANTED not in message and "r28" not in message
+            assert _last_outcome(env, "reencrypt") == f"refused: {message}"
+            assert all(_stored(env, token)[0] == new_dek for token in tokens)  # the good values moved
+            with pytest.raises(StoredValueAltered) as again:  # every run says so (here the admin command)
+                rotation.reencrypt("CHG-R28-1", batch_size=2)
+            assert f"1 stored value(s) do not open under their data key (1 under data key {old_dek})" in str(
+                again.value
+            )
+            assert _last_outcome(env, "reencrypt") == f"refused: {again.value}"
+            with psycopg.connect(env["PG_ADMIN_DSN"]) as owner:
+                state = _one(owner, "SELECT state FROM vault.data_keys WHERE id = %s", old_dek)
+                assert state == ("decrypt_only",)  # the planted row's key: nothing that opens is lost
+                listed = re.search(
+                    r"SELECT id, token_type FROM vault.tokens WHERE [^)]*\) AND sealed IS NOT NULL", message
+                )
+                assert listed is not None  # the message's query lists exactly the planted row
+                (only,) = owner.execute(listed.group(0)).fetchall()
+                (planted_id,) = _one(owner, "SELECT id FROM vault.tokens WHERE token = %s", PLANTED)
+                assert tuple(only) == (planted_id, "ip")
+
+            rotation.rotate_fingerprint_key("CHG-R28-2")
+            with pytest.raises(VaultClientError) as stopped:
+                list(team.key_job("reindex", "CHG-R28-2", batch_size=100))
+            assert f"a stored ip value does not open under its data key {old_dek}" in stopped.value.details
+            assert _last_outcome(env, "reindex") == f"failed: {stopped.value.details}"
+            assert PLANTED not in stopped.value.details
+
+        with psycopg.connect(env["PG_ADMIN_DSN"]) as owner:  # the runbook's remedy
+            owner.execute("DELETE FROM vault.tokens WHERE id = %s", (planted_id,))
+        assert rotation.reencrypt("CHG-R28-1", batch_size=2) == 0
+        assert _last_outcome(env, "reencrypt") == f"ok: 0 values moved, data keys retired: [{old_dek}]"
+        assert rotation.reindex("CHG-R28-2", batch_size=100) == 3
