@@ -1,6 +1,6 @@
-"""What migration 0033's CHECK on `vault.tokens.token_type` costs: the migration itself, and each insert.
+"""What migration 0033's CHECK on `vault.tokens.token_type` (or 0034's on its prefix) costs: the migration, each insert.
 
-`python -m bench.known_type_check --sizes 1M,10M` starts its own OpenBao and PostgreSQL (the
+`python -m bench.known_type_check --sizes 1M,10M [--migration 0034]` starts its own OpenBao and PostgreSQL (the
 embedded stack's components, all migrations applied), fills `vault.tokens` with SQL to each size
 (bench.vault_statements' synthetic rows) and measures there:
 
@@ -32,36 +32,57 @@ from bench.vault_statements import cpu_us_per_row, fill
 from devstack.stack import temporary_components
 
 console = Console()
-_ADD = "ALTER TABLE vault.tokens ADD CONSTRAINT tokens_known_type CHECK (token_type IN ('ip', 'device_id')) NOT VALID"
-_VALIDATE = "ALTER TABLE vault.tokens VALIDATE CONSTRAINT tokens_known_type"
-_DROP = "ALTER TABLE vault.tokens DROP CONSTRAINT IF EXISTS tokens_known_type"
+CONSTRAINTS = {
+    "0033": ("tokens_known_type", "CHECK (token_type IN ('ip', 'device_id'))"),
+    "0034": (
+        "tokens_type_of_prefix",
+        "CHECK ((token_type = 'ip' AND starts_with(token, 'ip_'))"
+        " OR (token_type = 'device_id' AND starts_with(token, 'dev_')))",
+    ),
+}
+"""Each migration's constraint on vault.tokens (`--migration`): its name and definition."""
 
 
-def migration_seconds(admin: psycopg.Connection) -> float:
-    """0033's statements in one transaction, from a table without the constraint; the seconds it took."""
-    admin.execute(_DROP)
+def statements(migration: str) -> tuple[str, str, str]:
+    """`migration`'s ADD ... NOT VALID, its VALIDATE, and the DROP that undoes them."""
+    name, check = CONSTRAINTS[migration]
+    return (
+        f"ALTER TABLE vault.tokens ADD CONSTRAINT {name} {check} NOT VALID",
+        f"ALTER TABLE vault.tokens VALIDATE CONSTRAINT {name}",
+        f"ALTER TABLE vault.tokens DROP CONSTRAINT IF EXISTS {name}",
+    )
+
+
+def migration_seconds(admin: psycopg.Connection, migration: str = "0033") -> float:
+    """The migration's statements in one transaction, from a table without the constraint; the seconds it took."""
+    add, validate, drop = statements(migration)
+    admin.execute(drop)
     started = time.perf_counter()
     with admin.transaction():
-        admin.execute(_ADD)
-        admin.execute(_VALIDATE)
+        admin.execute(add)
+        admin.execute(validate)
     return time.perf_counter() - started
 
 
-def insert_a_b(admin: psycopg.Connection, dsn: str, stored: int, rounds: int, batches: int) -> tuple[float, float]:
+def insert_a_b(
+    admin: psycopg.Connection, dsn: str, stored: int, rounds: int, batches: int, migration: str = "0033"
+) -> tuple[float, float]:
     """Median backend CPU µs per inserted row with the constraint and without, in alternating rounds."""
+    add, _, drop = statements(migration)
     checked: list[float] = []
     unchecked: list[float] = []
     for round_number in range(rounds):
         for with_check in (True, False) if round_number % 2 == 0 else (False, True):
-            admin.execute(_DROP)
+            admin.execute(drop)
             if with_check:
-                admin.execute(_ADD)
+                admin.execute(add)
             (checked if with_check else unchecked).append(cpu_us_per_row(dsn, stored, "insert_plain", batches, 1))
     return statistics.median(checked), statistics.median(unchecked)
 
 
-def run(sizes: list[int], repeats: int, rounds: int, batches: int) -> Figures:
+def run(sizes: list[int], repeats: int, rounds: int, batches: int, migration: str = "0033") -> Figures:
     """Fill to each size in turn and measure the migration and the insert there."""
+    add, validate, drop = statements(migration)
     figures: Figures = {}
     with temporary_components("tokenvault-known-type-") as stack:
         dsn = stack.env["PG_ADMIN_DSN"]
@@ -72,16 +93,16 @@ def run(sizes: list[int], repeats: int, rounds: int, batches: int) -> Figures:
                 stored = size
                 admin.execute("VACUUM (ANALYZE) vault.tokens")
                 label = size_label(size)
-                seconds = [migration_seconds(admin) for _ in range(repeats)]
-                figures[f"migration_0033_{label}_lock_held"] = (statistics.median(seconds), "s")
+                seconds = [migration_seconds(admin, migration) for _ in range(repeats)]
+                figures[f"migration_{migration}_{label}_lock_held"] = (statistics.median(seconds), "s")
                 console.print(f"migration at {label}: {', '.join(f'{s:.3f}' for s in seconds)} s")
-                checked, unchecked = insert_a_b(admin, dsn, stored, rounds, batches)
+                checked, unchecked = insert_a_b(admin, dsn, stored, rounds, batches, migration)
                 figures[f"insert_{label}_checked_pg_cpu_per_row"] = (checked, "us")
                 figures[f"insert_{label}_unchecked_pg_cpu_per_row"] = (unchecked, "us")
                 console.print(f"insert at {label}: checked {checked:.2f} us, unchecked {unchecked:.2f} us")
-                admin.execute(_DROP)
-                admin.execute(_ADD)
-                admin.execute(_VALIDATE)
+                admin.execute(drop)
+                admin.execute(add)
+                admin.execute(validate)
     return figures
 
 
@@ -92,9 +113,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="migration runs per size; the median is reported")
     parser.add_argument("--rounds", type=int, default=6, help="A/B insert rounds per size (alternating sides)")
     parser.add_argument("--batches", type=int, default=10, help="batches of 1000 per insert measurement")
+    parser.add_argument("--migration", choices=sorted(CONSTRAINTS), default="0033", help="whose constraint")
     args = parser.parse_args()
-    figures = run([parse_size(s) for s in args.sizes.split(",")], args.repeats, args.rounds, args.batches)
-    title = f"Migration 0033 (CHECK on vault.tokens.token_type), {os.cpu_count()} cores"
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
+    figures = run(sizes, args.repeats, args.rounds, args.batches, args.migration)
+    title = f"Migration {args.migration} (its CHECK on vault.tokens), {os.cpu_count()} cores"
     print_figures(console, title, figures, value_header="median")
 
 

@@ -21,6 +21,7 @@ from tokenvault_common.migrations import migrate
 from vault_service.domain.token_types import TokenType
 
 MIGRATION = "0033_tokens_of_known_types_and_erase_rows_that_add_up"
+LATER = "0034_token_prefix_is_its_type_and_erase_checks_row_types"
 _KEYS = (
     "INSERT INTO vault.data_keys (purpose, kek_name, wrapped_key, state) VALUES"
     " ('fingerprint', 'kek', 'vault:v1:f', 'active'), ('encryption', 'kek', 'vault:v1:e', 'active') RETURNING id"
@@ -67,7 +68,8 @@ def test_the_migration_stops_on_a_row_of_an_unknown_type_and_says_what_to_do(
     with psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True) as admin:
         # The database as 0032 left it, with a row the serving role planted before 0033.
         admin.execute("ALTER TABLE vault.tokens DROP CONSTRAINT IF EXISTS tokens_known_type")
-        admin.execute("DELETE FROM public.schema_migrations WHERE version = %s", (MIGRATION,))
+        admin.execute("ALTER TABLE vault.tokens DROP CONSTRAINT IF EXISTS tokens_type_of_prefix")  # 0034's
+        admin.execute("DELETE FROM public.schema_migrations WHERE version IN (%s, %s)", (MIGRATION, LATER))
         admin.execute(_INSERT, _row("ip_r26planted0000000000b", "bogus", keys))
     with pytest.raises(errors.CheckViolation) as stopped:
         migrate(env["PG_ADMIN_DSN"])
@@ -80,7 +82,7 @@ def test_the_migration_stops_on_a_row_of_an_unknown_type_and_says_what_to_do(
         assert admin.execute("SELECT 1 FROM public.schema_migrations WHERE version = %s", (MIGRATION,)).fetchall() == []
         assert _constraint(admin) == []
         admin.execute("DELETE FROM vault.tokens WHERE token_type NOT IN ('ip', 'device_id')")
-    assert migrate(env["PG_ADMIN_DSN"]) == [MIGRATION]
+    assert migrate(env["PG_ADMIN_DSN"]) == [MIGRATION, LATER]
     with psycopg.connect(env["PG_ADMIN_DSN"]) as admin:
         assert _constraint(admin) == [(True,)]
 
