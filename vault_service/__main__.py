@@ -36,10 +36,10 @@ log = logging.getLogger("vault_service")
 STOP_GRACE_SECONDS = 10.0
 """After SIGTERM, how long calls in flight may take to finish."""
 EXIT_AFTER_UPKEEP_SECONDS = 5.0
-KEY_JOB_STOP_SECONDS = 10.0
-"""After SIGTERM, how long a running key job (KeyJobs) may take to end its batch and record its outcome."""
 """Once the last audit upkeep round has run (its rows and checkpoint are never cut short here: review 23,
 R23-3), the pools close and the process exits within this, or is ended (exit_watchdog, status 1)."""
+KEY_JOB_STOP_SECONDS = 10.0
+"""After SIGTERM, how long a running key job (KeyJobs) may take to end its batch and record its outcome."""
 
 EXIT_CODES = """exit status:
   0  stopped by SIGTERM/SIGINT, in-flight calls finished
