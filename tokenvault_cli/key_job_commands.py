@@ -5,7 +5,7 @@ database role (tokenvault.v1.KeyJobs); you present only the security team's clie
 (`--stack .stack --as security` on the embedded stack, else --cert/--key or a profile), which the
 vault's policy must give the job (`key_jobs`). The job's audit rows name that certificate (CN,
 serial, SHA-256) and keep `--reason`. Progress is shown as the vault reports it; Ctrl-C ends the
-call and the vault stops the job after its current batch (run it again: it resumes).
+call and the vault starts no further batch of the job (run it again: it resumes).
 """
 
 from __future__ import annotations
@@ -24,7 +24,11 @@ REASON = click.option(
     "--reason", required=True, help="Change ticket (a reference such as CHG-1234), kept for good in the audit log."
 )
 BATCH = click.option(
-    "--batch-size", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Rows per transaction."
+    "--batch-size",
+    type=click.IntRange(100, 100_000),  # the vault's KeyJobs range (attack 26, F4: not one transaction per value)
+    default=1000,
+    show_default=True,
+    help="Rows per transaction (100-100000).",
 )
 LINE_EVERY_SECONDS = 5.0
 """Outside a terminal, a progress line at most this often per phase (and one at each phase's end)."""
@@ -83,7 +87,7 @@ def reencrypt(ctx: Context, reason: str, batch_size: int) -> None:
     """Have the vault move every stored value to the active data key (online, resumable); retire unused keys.
 
     Runs in the vault service with its own credentials; you present the security team's client certificate
-    (`--as security` on the embedded stack). Ctrl-C stops the job after its current batch; run it again to resume.
+    (`--as security` on the embedded stack). Ctrl-C: the job starts no further batch; run it again to resume.
     """
     run_key_job(ctx, "reencrypt", reason, batch_size)
 
@@ -97,7 +101,7 @@ def reindex(ctx: Context, reason: str, batch_size: int) -> None:
     """Have the vault fingerprint every value under the pending key and make it active (online, resumable).
 
     Runs in the vault service with its own credentials; you present the security team's client certificate
-    (`--as security` on the embedded stack). Ctrl-C stops the job after its current batch; run it again to resume.
+    (`--as security` on the embedded stack). Ctrl-C: the job starts no further batch; run it again to resume.
     """
     run_key_job(ctx, "reindex", reason, batch_size)
 

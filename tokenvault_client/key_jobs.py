@@ -1,7 +1,7 @@
 """The key jobs the vault runs for the security team's certificate (tokenvault.v1.KeyJobs): progress as it comes.
 
 The call has no deadline (a job over millions of values takes minutes); ending it - Ctrl-C,
-closing the channel - makes the vault stop the job after its current batch (a re-run resumes it).
+closing the channel - makes the vault start no further batch of the job (a re-run resumes it).
 """
 
 from __future__ import annotations

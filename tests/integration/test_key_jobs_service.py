@@ -4,9 +4,11 @@ Real OpenBao and Postgres: the security team's certificate has the running vault
 and re-index with the vault's own credentials (it holds no Vault login or database role), every
 value still reveals, and the job's intent and outcome rows name that certificate (CN, serial,
 SHA-256); the analyst's and the ETL's certificates are refused PERMISSION_DENIED with nothing
-moved; a second job while one runs is refused naming the running one; ending the call stops the
-job (its outcome row says so) and a re-run resumes. One database and vault for the module: each
-test rotates a key of its own first.
+moved; a malformed call and a second job while one runs are refused on the record too (naming the
+running one); ending the call or SIGTERM stops the job before its next batch - the first too - (its
+outcome row says so) and a re-run resumes. One database and vault for the module: each test
+rotates a key of its own first. A job is held before its first batch by locking vault.data_keys
+(its key ring waits for it), so a test knows where the job is without racing it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -98,10 +102,10 @@ def test_the_security_team_certificate_has_the_vault_reencrypt_and_every_value_s
     tokens = _tokenized(client_as("etl-service"), values)
     new_dek = own_vault.wired.rotation("vault:test-operator").rotate_encryption_key("CHG-7100")
 
-    updates = list(client_as(SECURITY_TEAM).key_job("reencrypt", "CHG-7101", batch_size=50))
+    updates = list(client_as(SECURITY_TEAM).key_job("reencrypt", "CHG-7101", batch_size=100))
 
     moving = [u for u in updates if u.phase == "reencrypt" and not u.finished]
-    assert [u.rows_done for u in moving] == [50, 100, 150, 200, 250, 300]  # progress reached the client
+    assert [u.rows_done for u in moving] == [100, 200, 300]  # progress reached the client
     assert {u.rows_total for u in moving} == {300}
     assert updates[-1].finished and updates[-1].rows_moved == 300 and "re-encrypted 300" in updates[-1].outcome
     assert _rows_under(own_env, new_dek) == 300
@@ -136,37 +140,44 @@ def test_other_certificates_are_refused_and_nothing_moves(
     assert refusals is not None and refusals[0] >= 1  # audited as every refusal (throttled per peer)
 
 
-def test_a_bad_reason_or_batch_size_is_refused_before_anything(
-    own_vault: RunningVault, client_as: Callable[[str], VaultClient]
+def test_a_bad_reason_or_batch_size_is_refused_before_anything_and_on_the_record(
+    own_env: dict[str, str], own_vault: RunningVault, client_as: Callable[[str], VaultClient]
 ) -> None:
     team = client_as(SECURITY_TEAM)
-    for reason, size in (("CHG-7301", 100_001), ("user 10.0.0.1 asked", 10)):
+    serial, _ = _certificate(own_env, SECURITY_TEAM)
+    before = _refusals(own_env, serial, "refused: InvalidRequest")
+    for reason, size in (("CHG-7301", 100_001), ("CHG-7302", 1), ("user 10.0.0.1 asked", 1000)):
         with pytest.raises(VaultClientError) as refused:
             list(team.key_job("reencrypt", reason, batch_size=size))
         assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert size == 1000 or "from 100 to 100000" in refused.value.details  # not a transaction per value (F4)
+    assert _refusals(own_env, serial, "refused: InvalidRequest") == before + 3  # as every refusal (attack 26, F1)
 
 
-def test_one_job_at_a_time_and_a_job_whose_call_ends_stops_then_resumes(
+def test_one_job_at_a_time_and_a_job_whose_call_ends_moves_no_further_batch_then_resumes(
     own_env: dict[str, str], own_vault: RunningVault, client_as: Callable[[str], VaultClient]
 ) -> None:
     values = _values(2000, 400)
     tokens = _tokenized(client_as("etl-service"), values)
     new_dek = own_vault.wired.rotation("vault:test-operator").rotate_encryption_key("CHG-7400")
-    first = client_as(SECURITY_TEAM).key_job("reencrypt", "CHG-7401", batch_size=1)
-    assert next(first).rows_done == 1  # running
+    serial, _ = _certificate(own_env, SECURITY_TEAM)
+    refused_before = _refusals(own_env, serial, "refused: KeyJobRunning")
+    operator = client_as(SECURITY_TEAM)
+    with ThreadPoolExecutor(1) as pool, _keys_locked(own_env):  # the lock ends first
+        first = _started_and_held(own_env, pool, lambda: list(operator.key_job("reencrypt", "CHG-7401", 100)))
+        second = _refused_while_running(client_as(SECURITY_TEAM), "reencrypt started by 'security-team'")
+        operator.close()  # the operator's Ctrl-C: the call ends while the job waits before its first batch
+        _refused_while_running(client_as(SECURITY_TEAM), "stopping: the call that started it ended")
+    assert first.exception(timeout=30) is not None  # the call was ended
+    assert "reencrypt started by 'security-team'" in second
 
-    with pytest.raises(VaultClientError) as second:
-        list(client_as(SECURITY_TEAM).key_job("reindex", "CHG-7402"))
-    assert second.value.code == grpc.StatusCode.FAILED_PRECONDITION
-    assert "reencrypt started by 'security-team'" in second.value.details
-
-    first.close()  # the operator's Ctrl-C: the call ends, the vault stops the job after its batch
     stopped = _wait_for_outcome(own_env, "CHG-7401")
-    assert stopped.startswith("failed: the reencrypt job stopped after") and "the call that started it ended" in stopped
-    moved_before = _rows_under(own_env, new_dek)
-    assert 0 < moved_before < 400
+    assert stopped.startswith("failed: the reencrypt job stopped after 0 row(s)"), stopped  # no batch (attack 26, F3)
+    assert "the call that started it ended" in stopped
+    assert _rows_under(own_env, new_dek) == 0
+    assert _refusals(own_env, serial, "refused: KeyJobRunning") >= refused_before + 2  # on the record (F1)
     left = own_vault.wired.rotation("vault:test-operator").status().rows_to_reencrypt
-    assert left >= 400 - moved_before  # with what earlier tests' rotations left under older keys
+    assert left >= 400  # with what earlier tests' rotations left under older keys
 
     resumed = _once_the_stopped_job_ended(lambda: list(client_as(SECURITY_TEAM).key_job("reencrypt", "CHG-7403", 500)))
     assert resumed[-1].finished and resumed[-1].rows_moved == left
@@ -197,23 +208,73 @@ def test_a_vault_stopped_by_sigterm_stops_its_job_after_a_batch_and_tells_the_ca
     own_env: dict[str, str], own_vault: RunningVault, client_as: Callable[[str], VaultClient], tmp_path: Path
 ) -> None:
     _tokenized(client_as("etl-service"), _values(4000, 200))
-    own_vault.wired.rotation("vault:test-operator").rotate_encryption_key("CHG-7600")
+    new_dek = own_vault.wired.rotation("vault:test-operator").rotate_encryption_key("CHG-7600")
     address, pid = start_vault_process(own_env, tmp_path / "vault.log")  # the service as run: python -m vault_service
     try:
-        with VaultClient.connect(address, stack_identity(own_env, SECURITY_TEAM)) as team:
-            updates = team.key_job("reencrypt", "CHG-7601", batch_size=1)
-            assert next(updates).rows_done == 1
-            os.kill(pid, signal.SIGTERM)  # a rollout
-            with pytest.raises(VaultClientError) as stopped:
-                list(updates)
-        assert stopped.value.code == grpc.StatusCode.ABORTED
-        assert "the vault service is stopping (SIGTERM)" in stopped.value.details
-        assert "run it again: it resumes" in stopped.value.details
+        with (
+            VaultClient.connect(address, stack_identity(own_env, SECURITY_TEAM)) as team,
+            VaultClient.connect(address, stack_identity(own_env, SECURITY_TEAM)) as other,
+        ):
+            with ThreadPoolExecutor(1) as pool, _keys_locked(own_env):  # the lock ends first
+                job = _started_and_held(own_env, pool, lambda: list(team.key_job("reencrypt", "CHG-7601", 100)))
+                os.kill(pid, signal.SIGTERM)  # a rollout
+                _refused_while_running(other, "stopping: the vault service is stopping (SIGTERM)")
+            stopped = job.exception(timeout=30)
+        assert isinstance(stopped, VaultClientError) and stopped.code == grpc.StatusCode.ABORTED
+        assert "the vault service is stopping (SIGTERM)" in stopped.details
+        assert "run it again: it resumes" in stopped.details
         outcome = _wait_for_outcome(own_env, "CHG-7601")
-        assert outcome.startswith("failed: the reencrypt job stopped after") and "(SIGTERM)" in outcome
+        assert outcome.startswith("failed: the reencrypt job stopped after 0 row(s)") and "(SIGTERM)" in outcome
+        assert _rows_under(own_env, new_dek) == 0  # no batch after the stop (attack 26, F3)
     finally:
         stop_pid(pid)
     assert own_vault.wired.rotation("vault:test-operator").status().rows_to_reencrypt > 0  # left for a re-run
+
+
+def _refusals(env: dict[str, str], serial: str, outcome: str) -> int:
+    """How many key-job refusal rows `outcome` name the security team's certificate `serial`."""
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM vault.audit_log WHERE client = %s AND client_serial = %s"
+            " AND action IN ('reencrypt', 'reindex') AND outcome = %s",
+            (SECURITY_TEAM, serial, outcome),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@contextmanager
+def _keys_locked(env: dict[str, str]) -> Iterator[None]:
+    """vault.data_keys locked: a key job starting now waits (its key ring) before its intent row and any batch."""
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn, conn.transaction():
+        conn.execute("LOCK TABLE vault.data_keys IN ACCESS EXCLUSIVE MODE")
+        yield
+
+
+def _started_and_held(env: dict[str, str], pool: ThreadPoolExecutor, call: Callable[[], object]) -> Future[object]:
+    """`call` (a key job's) running in `pool`, once its job waits for the locked vault.data_keys."""
+    started = pool.submit(call)
+    deadline = time.monotonic() + 30
+    with psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True) as conn:
+        while not conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE relation = 'vault.data_keys'::regclass AND NOT granted"
+        ).fetchone()[0]:  # type: ignore[index]
+            assert not started.done(), started.exception()
+            assert time.monotonic() < deadline, "the key job never reached vault.data_keys"
+            time.sleep(0.02)
+    return started
+
+
+def _refused_while_running(client: VaultClient, expected: str, seconds: float = 15) -> str:
+    """A second job's FAILED_PRECONDITION details, once they say `expected` (what the vault knows of the first)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with pytest.raises(VaultClientError) as refused:
+            list(client.key_job("reindex", "CHG-7402"))
+        assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION, refused.value.details
+        if expected in refused.value.details:
+            return refused.value.details
+        assert time.monotonic() < deadline, refused.value.details
+        time.sleep(0.05)
 
 
 def _wait_for_outcome(env: dict[str, str], reason: str, seconds: float = 30) -> str:

@@ -237,7 +237,7 @@ def test_a_killed_reencryption_job_resumes_where_it_stopped(
             row = conn.execute("SELECT count(*) FROM vault.tokens WHERE dek_id = %s", (new_dek,)).fetchone()
         return int(row[0]) if row else 0
 
-    job = _admin(own_env, "reencrypt", "--reason", "CHG-3", "--batch-size", "20")
+    job = _admin(own_env, "reencrypt", "--reason", "CHG-3", "--batch-size", "100")
     deadline = time.monotonic() + 60
     while under_new_dek() < 200:
         assert job.poll() is None, job.communicate()

@@ -183,3 +183,17 @@ def test_an_erase_stopped_by_the_limit_lists_what_was_erased_and_what_was_not_se
     assert result.exit_code == 1
     assert f"{tokens[0]},erased\n{tokens[1]},erased\n{tokens[2]},not sent: erase limit reached" in result.stdout
     assert "stopped this after 2 of 3 tokens" in result.stderr and "in 200 s" in result.stderr
+
+
+@pytest.mark.parametrize("job", ["reencrypt", "reindex"])
+def test_a_key_job_batch_under_100_rows_is_a_usage_error_naming_the_range(stack: Path, job: str) -> None:
+    """Attack 26, F4: `--batch-size 1` made one transaction and one audit row per value (19 h for 10M values)."""
+    from click.testing import CliRunner
+
+    from tokenvault_cli.app import cli
+
+    result = CliRunner().invoke(
+        cli, ["--stack", str(stack), "--as", "security", job, "--reason", "CHG-1", "--batch-size", "1"]
+    )
+    assert result.exit_code == 2  # refused before it connects
+    assert "100<=x<=100000" in result.stderr

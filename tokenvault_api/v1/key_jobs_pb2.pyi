@@ -39,7 +39,7 @@ class KeyJobRequest(_message.Message):
     may not keep it, before anything is done.
     """
     batch_size: _builtins.int
-    """Rows per transaction, 1 to 100000; 0 (unset) means 1000."""
+    """Rows per transaction, 100 to 100000 (one audit row each); 0 (unset) means 1000."""
     def __init__(
         self,
         *,

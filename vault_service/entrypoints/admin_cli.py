@@ -46,6 +46,7 @@ from vault_service.entrypoints.audit_report_cli import audit_verify, audit_who_s
 from vault_service.entrypoints.metrics import ROTATION_ROWS, ROTATION_ROWS_LEFT
 from vault_service.service.audit_verify import COPY_LAG_INTERVALS
 from vault_service.service.exported_copy import ExportedCopyRefused
+from vault_service.service.key_jobs import BATCH_SIZES, MAX_BATCH_SIZE, MIN_BATCH_SIZE
 from vault_service.service.rotation import KeyRotation
 from vault_service.service.rotation_status import RotationStatus
 
@@ -110,7 +111,12 @@ def _parser() -> argparse.ArgumentParser:
                 help="the oldest KEK version to keep: min_decryption_version and min_encryption_version become N",
             )
         if name in ("reencrypt", "reindex"):
-            command.add_argument("--batch-size", type=batch_size, default=1000, help="rows per transaction (1-100000)")
+            command.add_argument(
+                "--batch-size",
+                type=batch_size,
+                default=1000,
+                help=f"rows per transaction ({MIN_BATCH_SIZE}-{MAX_BATCH_SIZE})",
+            )
             command.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics while running")
     return parser
 
@@ -124,9 +130,9 @@ def audit_reason(text: str) -> str:
 
 
 def batch_size(text: str) -> int:
-    """`--batch-size`: rows per transaction, 1 to 100,000 (as the tokenvault command allows)."""
-    if not text.isdigit() or not 1 <= int(text) <= 100_000:
-        raise argparse.ArgumentTypeError(f"a batch size is a number of rows from 1 to 100000, not {text!r}")
+    """`--batch-size`: rows per transaction, as KeyJobs and the tokenvault command allow (attack 26, F4)."""
+    if not text.isdigit() or not MIN_BATCH_SIZE <= int(text) <= MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(f"a batch size is {BATCH_SIZES}, not {text!r}")
     return int(text)
 
 

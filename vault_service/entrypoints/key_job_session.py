@@ -65,4 +65,4 @@ def key_job_session(wired: Bootstrapped, config: VaultServiceConfig, caller: Cal
 
 def key_jobs_of(wired: Bootstrapped, config: VaultServiceConfig) -> KeyJobs:
     """The service's key jobs: authorized by the policy (refusals audited), each in a session of its own."""
-    return KeyJobs(wired.vault.authorize_key_job, key_job_sessions(wired, config))
+    return KeyJobs(wired.vault.authorize_key_job, key_job_sessions(wired, config), wired.vault.refuse_key_job)

@@ -10,9 +10,16 @@ and outcome rows name that certificate. No value leaves the service: the caller 
 
 One job at a time per vault process (`KeyJobRunning`, naming the running one, for a second): a
 job's batches lock rows (`FOR UPDATE SKIP LOCKED`) and keep a connection busy, and two would only
-race each other. A job stops after its current batch when `stop()` is called - its caller went
-away, or the service is stopping (SIGTERM) - and records `failed: ... stopped ...` as its outcome;
-the jobs are resumable, so calling again continues where it stopped.
+race each other. When `stop()` is called - its caller went away, or the service is stopping
+(SIGTERM) - a job starts no further batch: the stop is checked before each batch (the first too)
+and after each, so a job stopped while it waited (say for its connections) moves nothing
+(attack 26, F3); it records `failed: ... stopped ...` as its outcome. The jobs are resumable, so
+calling again continues where it stopped.
+
+Every refusal is on the record (attack 26, F1): PermissionDenied by `authorize`, and a malformed
+call or a second job (InvalidRequest, KeyJobRunning) by `refused`, throttled per peer as every
+refusal. A batch is MIN_BATCH_SIZE rows or more (attack 26, F4): one transaction and one audit
+row per value made a 10M-value job of 19 hours and 10M rows.
 """
 
 from __future__ import annotations
@@ -37,9 +44,19 @@ JobSession = Callable[[Caller], AbstractContextManager[KeyRotation]]
 """`session(caller)`: the key operations audited as `caller`, on the job's own connections, anchored."""
 Authorize = Callable[[Caller, str], None]
 """`authorize(caller, job)`: raises (audited) PermissionDenied unless the policy gives `caller` the job."""
+Refused = Callable[[Caller, str, VaultError], None]
+"""`refused(caller, job, error)`: audits (throttled per peer) a key-job call refused after its authorization."""
+
+
+def _not_audited(caller: Caller, job: str, error: VaultError) -> None:
+    """The default `Refused` of unit tests: nothing recorded."""
+
 
 DEFAULT_BATCH_SIZE = 1000
+MIN_BATCH_SIZE = 100
+"""Rows per batch at least: each batch is a transaction and an audit row (attack 26, F4)."""
 MAX_BATCH_SIZE = 100_000
+BATCH_SIZES = f"a number of rows from {MIN_BATCH_SIZE} to {MAX_BATCH_SIZE}"
 _MAIN_PHASE = {"reencrypt": "reencrypt", "reindex": "reindex"}
 _UNSTOPPABLE = frozenset({"compact"})
 """Phases a stop does not cut: compaction moves fingerprints into place and is short; a stop there waits for it."""
@@ -58,11 +75,11 @@ class JobUpdate:
 
 
 def batch_size_of(asked: int) -> int:
-    """The batch size to use: `asked`, or DEFAULT_BATCH_SIZE for 0; InvalidRequest beyond MAX_BATCH_SIZE."""
+    """The batch size to use: `asked`, or DEFAULT_BATCH_SIZE for 0; InvalidRequest outside MIN..MAX_BATCH_SIZE."""
     if asked == 0:
         return DEFAULT_BATCH_SIZE
-    if not 1 <= asked <= MAX_BATCH_SIZE:
-        raise InvalidRequest(f"a batch size is a number of rows from 1 to {MAX_BATCH_SIZE}, not {asked}")
+    if not MIN_BATCH_SIZE <= asked <= MAX_BATCH_SIZE:
+        raise InvalidRequest(f"a batch size is {BATCH_SIZES}, not {asked}")
     return asked
 
 
@@ -88,7 +105,7 @@ class RunningJob:
         self._thread.start()
 
     def stop(self, why: str) -> None:
-        """Stop the job after its current batch (a no-op once it has ended); `why` goes into its outcome row."""
+        """Start no further batch of the job (a no-op once it has ended); `why` goes into its outcome row."""
         if self._stopped is None:
             self._stopped = why
 
@@ -123,6 +140,10 @@ class RunningJob:
         self._done[phase] += done
         total = self._total if phase == _MAIN_PHASE[self.job] else 0
         self._updates.put(JobUpdate(phase, self._done[phase], total))
+        self._before_batch(phase)
+
+    def _before_batch(self, phase: str) -> None:
+        """KeyRotation's check before each batch (and `_progress`'s after it): KeyJobStopped once stopped."""
         if self._stopped is not None and phase not in _UNSTOPPABLE:
             raise KeyJobStopped(
                 f"the {self.job} job stopped after {self._done[_MAIN_PHASE[self.job]]} row(s): {self._stopped};"
@@ -135,11 +156,11 @@ class RunningJob:
                 status = rotation.status()
                 if self.job == "reencrypt":
                     self._total = status.rows_to_reencrypt
-                    moved = rotation.reencrypt(self._reason, self._batch_size, self._progress)
+                    moved = rotation.reencrypt(self._reason, self._batch_size, self._progress, self._before_batch)
                     outcome = f"re-encrypted {moved} value(s); unused data keys retired"
                 else:
                     self._total = status.rows_to_reindex
-                    moved = rotation.reindex(self._reason, self._batch_size, self._progress)
+                    moved = rotation.reindex(self._reason, self._batch_size, self._progress, self._before_batch)
                     outcome = f"re-indexed {moved} value(s); the new fingerprint key is active"
             main = _MAIN_PHASE[self.job]
             self._updates.put(JobUpdate(main, self._done[main], self._total, outcome, moved, finished=True))
@@ -156,8 +177,9 @@ class RunningJob:
 class KeyJobs:
     """Starts the key jobs a client's policy allows, one at a time; stops them at shutdown."""
 
-    def __init__(self, authorize: Authorize, session: JobSession) -> None:
+    def __init__(self, authorize: Authorize, session: JobSession, refused: Refused = _not_audited) -> None:
         self._authorize = authorize
+        self._refused = refused
         self._session = session
         self._lock = threading.Lock()
         self._running: RunningJob | None = None
@@ -169,6 +191,13 @@ class KeyJobs:
         reason the audit log may not keep or a batch size out of range; KeyJobRunning while a job runs.
         """
         self._authorize(caller, job)
+        try:
+            return self._start(caller, job, reason, batch_size)
+        except (InvalidRequest, KeyJobRunning) as error:  # on the record as every refusal (attack 26, F1)
+            self._refused(caller, job, error)
+            raise
+
+    def _start(self, caller: Caller, job: str, reason: str, batch_size: int) -> RunningJob:
         size = batch_size_of(batch_size)
         check_reason(reason)
         with self._lock:
@@ -182,7 +211,7 @@ class KeyJobs:
             return self._running
 
     def stop(self, why: str, timeout: float) -> bool:
-        """Stop the running job, if any, after its current batch; whether it ended within `timeout` seconds."""
+        """Stop the running job, if any (no further batch); whether it ended within `timeout` seconds."""
         with self._lock:
             running = self._running
         if running is None:

@@ -56,7 +56,16 @@ Progress = Callable[[str, int], None]
 """Called with (phase, rows done in this batch) after every batch."""
 
 
+BeforeBatch = Callable[[str], None]
+"""Called with the phase before every batch (the first too) but compaction's; what it raises stops the job
+(recorded as its outcome): a key job called off moves no further batch (attack 26, F3)."""
+
+
 def _no_progress(phase: str, done: int) -> None:
+    return None
+
+
+def _go_on(phase: str) -> None:
     return None
 
 
@@ -172,7 +181,13 @@ class KeyRotation:
         self._record("rotate-encryption-key", f"ok: data key {stored.key_id} active", 1, purpose)
         return stored.key_id
 
-    def reencrypt(self, purpose: str, batch_size: int = 1000, progress: Progress = _no_progress) -> int:
+    def reencrypt(
+        self,
+        purpose: str,
+        batch_size: int = 1000,
+        progress: Progress = _no_progress,
+        before_batch: BeforeBatch = _go_on,
+    ) -> int:
         """Move every stored value to the active DEK, then retire unused DEKs; rows moved.
 
         Before a DEK is retired, every value re-sealed away from it is checked against the copy kept
@@ -193,6 +208,7 @@ class KeyRotation:
         refusal: VaultError | None = None  # a refusal whose outcome row is written already
         try:
             while True:
+                before_batch("reencrypt")
                 dek = self._keys.refresh().active_encryption_key
                 reseal = partial(self._reseal, dek, set_aside)
                 done = self._tokens.reseal_batch(dek.key_id, batch_size, reseal, self._actor, tuple(set_aside))
@@ -237,13 +253,20 @@ class KeyRotation:
         self._record("rotate-fingerprint-key", f"ok: fingerprint key {stored.key_id} pending", 1, purpose)
         return stored.key_id
 
-    def reindex(self, purpose: str, batch_size: int = 1000, progress: Progress = _no_progress) -> int:
+    def reindex(
+        self,
+        purpose: str,
+        batch_size: int = 1000,
+        progress: Progress = _no_progress,
+        before_batch: BeforeBatch = _go_on,
+    ) -> int:
         """Fingerprint every live value under the pending key, make it active, compact; rows done."""
         _check_batch_size(batch_size)
         self._start("reindex", purpose)
         total = 0
         try:
             while (pending := self._keys.refresh().pending_fingerprint_key) is not None:
+                before_batch("reindex")
                 done = self._tokens.reindex_batch(
                     pending.key_id, batch_size, partial(self._refingerprint, pending), self._actor
                 )
@@ -251,7 +274,7 @@ class KeyRotation:
                 if done:
                     progress("reindex", done)
                     continue
-                self._verify_next_fingerprints(pending, batch_size, progress, total, purpose)
+                self._verify_next_fingerprints(pending, batch_size, (progress, before_batch), total, purpose)
                 if self._key_store.promote_pending_fingerprint_key():
                     log.info("fingerprint key promoted", extra={"key_id": pending.key_id})
                 else:
@@ -286,7 +309,7 @@ class KeyRotation:
             self._record(action, f"failed: {cause}", count, purpose)
 
     def _verify_next_fingerprints(
-        self, pending: DataKey, batch_size: int, progress: Progress, total: int, purpose: str
+        self, pending: DataKey, batch_size: int, reporting: tuple[Progress, BeforeBatch], total: int, purpose: str
     ) -> None:
         """Recompute every next fingerprint under the pending key before it is promoted; refuse if one differs.
 
@@ -299,8 +322,10 @@ class KeyRotation:
         outcome row counts the rows (never values), and NextFingerprintsAltered stops the job:
         its next run recomputes the cleared rows (a re-plant is caught again here).
         """
+        progress, before_batch = reporting
         after_id, wrong = 0, 0
         while True:
+            before_batch("verify")
             after_id, rows = self._tokens.pending_fingerprints_batch(pending.key_id, after_id, batch_size)
             if not rows:
                 break

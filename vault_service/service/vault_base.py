@@ -88,6 +88,10 @@ class TokenVaultBase:
             self._audit_refusal(caller, job, error, 0, "")
             raise
 
+    def refuse_key_job(self, caller: Caller, job: str, error: VaultError) -> None:
+        """Audit (throttled per peer) a key-job call refused after its authorization: malformed, or one runs."""
+        self._audit_refusal(caller, job, error, 0, "")
+
     def refuse(self, peer: str, caller: Caller | None, action: str, error: VaultError, item_count: int) -> None:
         """Audit a call refused before it reached a use case (throttled per peer).
 
