@@ -11,6 +11,7 @@ from psycopg_pool import ConnectionPool
 
 from tokenvault_common.pg_pool import check_connection_cheaply
 from vault_service.adapters.postgres import PostgresAuditLog, PostgresKeyStore, PostgresTokenStore
+from vault_service.adapters.postgres.chain_lock import ChainLockWatch
 from vault_service.adapters.postgres.session_settings import (
     PINNED_SETTINGS,
     defaults_set_for_session,
@@ -36,6 +37,7 @@ from vault_service.domain.pending_rows import PendingNote
 from vault_service.domain.policy import load_policy
 from vault_service.entrypoints.metrics import (
     export_reveal_budgets,
+    observe_audit_lock_holder,
     observe_checkpoint_exported,
     observe_checkpoint_refused,
     observe_database_defaults,
@@ -107,7 +109,17 @@ class Bootstrapped:
         observe_oldest_unchecked(self.audit.appended.oldest_age)
         appended = self.audit.appended
         observe_database_unreachable(lambda: appended.database_unreachable)
-        return self._upkeep(interval, checkpoint_exporter(checkpoint_file), pending_exporter(checkpoint_file))
+        return self._upkeep(
+            interval,
+            checkpoint_exporter(checkpoint_file),
+            pending_exporter(checkpoint_file),
+            self.end_chain_lock_holders,
+        )
+
+    def end_chain_lock_holders(self) -> None:
+        """End the sessions holding the audit chain's lock idle in a transaction (counted; attack 26, F2)."""
+        for holder in ChainLockWatch(self.pool).end_idle_holders():
+            observe_audit_lock_holder(holder.ended)
 
     def anchor_own_rows(self, checkpoint_file: Path | None, create: bool = False) -> OwnRowsRound:
         """One upkeep round over the audit rows this process appended, before it exits (the admin commands').
@@ -133,7 +145,11 @@ class Bootstrapped:
         return anchor_own_rows(self.audit.appended, upkeep_exporting_to)
 
     def _upkeep(
-        self, interval: float, export: Callable[[Checkpoint], None], note: Callable[[PendingNote], None]
+        self,
+        interval: float,
+        export: Callable[[Checkpoint], None],
+        note: Callable[[PendingNote], None],
+        before_round: Callable[[], None] | None = None,
     ) -> AuditUpkeep:
         """The audit upkeep of this process's rows, exporting each checkpoint through `export`.
 
@@ -160,6 +176,7 @@ class Bootstrapped:
             on_rows_unchecked=observe_rows_unchecked,
             note_pending=note,
             on_probe_refused=observe_database_login_refused,
+            before_round=before_round,
         )
 
     def maintainer(self, report: HealthReport, interval: float) -> KeyMaintainer:

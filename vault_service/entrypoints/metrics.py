@@ -184,6 +184,14 @@ def watch_client_crl_file_in_force(file_in_force: Callable[[], bool]) -> None:
     CLIENT_CRL_FILE_IN_FORCE.set_function(lambda: 1.0 if file_in_force() else 0.0)
 
 
+AUDIT_LOCK_HOLDERS = Counter(
+    "tokenvault_audit_lock_holders",
+    "Database sessions found holding the audit chain's lock for over 5 s, by whether the audit upkeep ended"
+    " them (idle in a transaction: ended; active, or of a role it may not signal: left). Appends, so audited"
+    " calls, fail while one holds it: someone with the serving role's credentials (attack 26, F2)",
+    ["ended"],
+)
+
 DATABASE_DEFAULTS_SET = Gauge(
     "tokenvault_database_defaults_set",
     "Parameters that role or database defaults (ALTER ROLE/DATABASE ... SET) set for the vault's database"
@@ -240,6 +248,11 @@ def observe_database_unreachable(unreachable: Callable[[], bool]) -> None:
 def observe_database_login_refused() -> None:
     """Count one audit upkeep round whose database probe (outside the exhausted pool) the server refused."""
     AUDIT_DATABASE_LOGIN_REFUSED.inc()
+
+
+def observe_audit_lock_holder(ended: bool) -> None:
+    """Count one session found holding the audit chain's lock too long, ended or left."""
+    AUDIT_LOCK_HOLDERS.labels(ended=str(ended).lower()).inc()
 
 
 def observe_upkeep_failed() -> None:

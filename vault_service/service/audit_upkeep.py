@@ -103,6 +103,7 @@ class AuditUpkeep:
         round_limit: float | None = None,
         note_pending: Callable[[PendingNote], None] | None = None,
         on_probe_refused: Callable[[], None] | None = None,
+        before_round: Callable[[], None] | None = None,
     ) -> None:
         """`on_exported` is told of each checkpoint exported, `on_planted` of each round that found a planted one.
 
@@ -129,6 +130,9 @@ class AuditUpkeep:
         `on_probe_refused` is told of each round that got no pooled connection and whose probe (a
         connection of its own, outside the pool) the database's server refused: not an outage, and
         with the pool exhausted a sign that someone keeps the vault out (review 19, R19-7).
+
+        `before_round` runs before each round of the thread (the service's: end the sessions holding
+        the audit chain's lock idle, attack 26 F2); whatever it raises is logged and the round runs.
         """
         self._store = store
         self._interval = interval
@@ -165,6 +169,7 @@ class AuditUpkeep:
             self._watchdog.progress,
         )
         self._on_probe_refused = on_probe_refused or (lambda: None)
+        self._before_round = before_round
 
     def run_once(self) -> Checkpoint | None:
         """Write the aggregated rows, then checkpoint the chain if it grew; the checkpoint made."""
@@ -237,7 +242,19 @@ class AuditUpkeep:
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
+            self._clear_the_way()
             self._safely()
+
+    def _clear_the_way(self) -> None:
+        """Run `before_round`; an error is logged (its type only) and left to the next round."""
+        if self._before_round is None:
+            return
+        try:
+            self._before_round()
+        except Exception as error:
+            log.warning(
+                "the check for sessions holding the audit chain's lock failed", extra={"error": type(error).__name__}
+            )
 
     def _safely(self) -> None:
         """One round, timed by the watchdog; whatever it raises is logged, counted and left to the next round.

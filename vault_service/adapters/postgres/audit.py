@@ -37,6 +37,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from vault_service.adapters.group_commit import GroupCommitter
 from vault_service.adapters.postgres.audit_chain import PostgresAuditChain
+from vault_service.adapters.postgres.errors import LOCK_NOT_FREE
 from vault_service.adapters.postgres.prepared import PreparedStatement, UnnamedStatement
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
 from vault_service.domain.anchoring import AppendedRows, AuditChecksOverdue, Link, stored_as_written
@@ -204,6 +205,9 @@ class PostgresAuditLog(PostgresAuditChain):
                 "the audit log cannot be written: the vault's database cannot be reached, so the call was refused;"
                 " retry later"
             ) from None
+        except psycopg.errors.LockNotAvailable:
+            log.error("audit append failed: the chain's lock was not free", extra={"error": "LockNotAvailable"})
+            raise AuditUnavailable(f"the audit log cannot be written: {LOCK_NOT_FREE}") from None
         except psycopg.Error as error:
             # The database's message can quote the failing row (purpose): log its class and
             # SQLSTATE only, and give the caller a message of our own.

@@ -14,6 +14,13 @@ from vault_service.domain.errors import DatabaseUnavailable, DatabaseUnreachable
 
 log = logging.getLogger(__name__)
 
+LOCK_NOT_FREE = (
+    "a database lock the call needs (the audit chain's) is held by another session beyond its 2 s wait, so"
+    " nothing was done; retry later. The vault ends a session of its own role left idle holding it"
+    " (docs/threat-model.md, serving role); if this lasts, look for the holder in pg_locks and pg_stat_activity"
+)
+"""DatabaseUnavailable's message for lock_not_available (55P03): actionable, and no row data (attack 26, F2)."""
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -23,8 +30,9 @@ def translated(method: Callable[P, R]) -> Callable[P, R]:
 
     No connection to be had within the pool's timeout (the server refuses or does not answer)
     becomes DatabaseUnreachable, a lost connection or an operational error DatabaseUnavailable,
-    any other driver error StorageError. The driver's message can quote row data: only its class
-    and SQLSTATE are logged.
+    any other driver error StorageError; a lock not free within its timeout (the audit chain's,
+    migration 0035) DatabaseUnavailable saying so (LOCK_NOT_FREE). The driver's message can
+    quote row data: only its class and SQLSTATE are logged.
     """
 
     @functools.wraps(method)
@@ -36,6 +44,9 @@ def translated(method: Callable[P, R]) -> Callable[P, R]:
         except PoolTimeout:
             log.error("database unreachable", extra={"error": "PoolTimeout"})
             raise DatabaseUnreachable("the vault database cannot be reached; retry later") from None
+        except psycopg.errors.LockNotAvailable:
+            log.error("database lock not free", extra={"error": "LockNotAvailable", "sqlstate": "55P03"})
+            raise DatabaseUnavailable(LOCK_NOT_FREE) from None
         except psycopg.OperationalError as error:
             log.error("database unavailable", extra={"error": type(error).__name__})
             raise DatabaseUnavailable("the vault database is unavailable; retry later") from None

@@ -38,7 +38,8 @@ else (`statement_timeout`, `lock_timeout`, the idle timeouts, `default_transacti
 the planner's `enable_*` and costs, `jit`, `work_mem`; `standard_conforming_strings = off` makes
 the chain trigger fail to compile, `DateStyle` other than ISO makes psycopg refuse to read
 times, psycopg reads either `bytea_output`): the role can deny service anyway, by holding the
-audit chain's lock. (Every statement of the audit upkeep's round sets its own `statement_timeout`
+audit chain's lock (whose wait the chain trigger bounds itself, migration 0035; the upkeep ends a
+session holding it idle, chain_lock.py). (Every statement of the audit upkeep's round sets its own `statement_timeout`
 per transaction, so one made to wait fails and is counted: `PostgresAuditLog.upkeep_statement_timeout`;
 a timeout the owner traps is caught by the round's watchdog on the client side.)
 Nor settings the vault's SQL does not depend on: `row_security` (no table

@@ -1,0 +1,81 @@
+"""A session of the serving role holding the audit chain's lock idle cannot freeze the vault (attack 26, F2).
+
+With the serving role's password, one session inserts an audit row and leaves its transaction
+open: the chain trigger's advisory lock stays held. Before migration 0035 every reveal then waited
+for ever (a one-token Detokenize still waiting after 90 s). Now the append gives up after 2 s, the
+call is answered UNAVAILABLE with a message naming the lock, and the vault's audit upkeep ends
+the session once it has idled 5 s holding it: reveals succeed again, and the open transaction,
+with its row, is gone.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+import grpc
+import psycopg
+import pytest
+
+from tests.conftest import RunningVault, stack_identity
+from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+from tokenvault_client import open_channel
+from vault_service.adapters.postgres.chain_lock import AUDIT_CHAIN_LOCK
+
+StubFor = Callable[[str], object]
+
+
+def test_a_session_holding_the_audit_chain_lock_makes_calls_fail_fast_and_is_ended(
+    stack_env: dict[str, str], vault: RunningVault, stub_for: StubFor
+) -> None:
+    value = f"198.18.{uuid.uuid4().int % 250}.7"
+    token = (
+        stub_for("etl-service")  # type: ignore[attr-defined]
+        .Tokenize(
+            vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=value)]),
+            timeout=10,
+        )
+        .results[0]
+        .token
+    )
+    # No transparent retry (client_channel's): each UNAVAILABLE is seen here, not retried by gRPC.
+    channel = open_channel(vault.address, stack_identity(stack_env, "fraud-investigator"))
+    detokenize = vault_pb2_grpc.TokenVaultStub(channel).Detokenize
+    request = vault_pb2.DetokenizeRequest(tokens=[token], purpose="CASE-F2")
+
+    with psycopg.connect(stack_env["PG_VAULT_DSN"]) as rogue:  # the serving role; a transaction left open
+        rogue.execute(
+            "INSERT INTO vault.audit_log (client, action, item_count, outcome) VALUES ('x', 'detokenize', 0, 'ok')"
+        )
+        holder = rogue.execute("SELECT pg_backend_pid()").fetchone()
+        assert holder is not None
+        with psycopg.connect(stack_env["PG_VAULT_DSN"], autocommit=True) as look:
+            held = look.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND pid = %s AND granted",
+                (AUDIT_CHAIN_LOCK, holder[0]),
+            ).fetchone()
+        assert held == (1,)  # the chain's lock, held by the idle transaction
+
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as refused:
+            detokenize(request, timeout=20)
+        failed_after = time.monotonic() - started
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "audit chain's" in str(refused.value.details())
+        assert failed_after < 6  # one or two appends of 2 s each (the reveal's, a refusal's), never a hang
+
+        answer = None
+        while answer is None:
+            try:
+                answer = detokenize(request, timeout=20)
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.UNAVAILABLE
+                assert time.monotonic() - started < 20, "the session holding the lock was never ended"
+                time.sleep(0.5)
+        served_after = time.monotonic() - started
+        assert answer.results[0].value.value == value
+        with pytest.raises(psycopg.OperationalError):  # the vault ended it: its transaction and row are gone
+            rogue.execute("SELECT 1")
+    channel.close()
+    print(f"\nfirst call failed after {failed_after:.1f} s; served again after {served_after:.1f} s")
