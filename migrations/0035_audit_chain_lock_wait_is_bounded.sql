@@ -12,7 +12,7 @@
 -- so the rest of the caller's transaction keeps its own setting. An append kept waiting fails with
 -- lock_not_available (55P03: "canceling statement due to lock timeout"; no exception block, which
 -- would be a subtransaction per append); the vault answers UNAVAILABLE naming the lock, and its
--- audit upkeep ends a session of its role that holds the lock idle in a transaction
+-- audit upkeep ends a session of its role that holds the lock for 5 s in one transaction
 -- (adapters/postgres/chain_lock.py). The vault's own transactions hold the lock for milliseconds
 -- (an append and its commit, one batch of a key job): a queue of appends 2 s long is an outage anyway.
 -- A session setting its own lock_timeout changes nothing here (set_config inside the trigger).

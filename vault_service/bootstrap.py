@@ -113,13 +113,8 @@ class Bootstrapped:
             interval,
             checkpoint_exporter(checkpoint_file),
             pending_exporter(checkpoint_file),
-            self.end_chain_lock_holders,
+            chain_lock_watch(self.pool),
         )
-
-    def end_chain_lock_holders(self) -> None:
-        """End the sessions holding the audit chain's lock idle in a transaction (counted; attack 26, F2)."""
-        for holder in ChainLockWatch(self.pool).end_idle_holders():
-            observe_audit_lock_holder(holder.ended)
 
     def anchor_own_rows(self, checkpoint_file: Path | None, create: bool = False) -> OwnRowsRound:
         """One upkeep round over the audit rows this process appended, before it exits (the admin commands').
@@ -192,6 +187,17 @@ class Bootstrapped:
     def close(self) -> None:
         """Release the database connections."""
         self.pool.close()
+
+
+def chain_lock_watch(pool: ConnectionPool) -> Callable[[], None]:
+    """One audit upkeep's step ending sessions that hold the audit chain's lock for seconds (attack 26, F2), counted."""
+    watch = ChainLockWatch(pool)
+
+    def end_stale_holders() -> None:
+        for holder in watch.end_stale_holders():
+            observe_audit_lock_holder(holder.ended)
+
+    return end_stale_holders
 
 
 def open_vault_pool(dsn: str, max_size: int, settings: dict[str, str] = PINNED_SETTINGS) -> ConnectionPool:

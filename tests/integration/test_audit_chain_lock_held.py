@@ -10,6 +10,7 @@ with its row, is gone.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -26,8 +27,9 @@ from vault_service.adapters.postgres.chain_lock import AUDIT_CHAIN_LOCK
 StubFor = Callable[[str], object]
 
 
+@pytest.mark.parametrize("holding", ["idle", "active"])
 def test_a_session_holding_the_audit_chain_lock_makes_calls_fail_fast_and_is_ended(
-    stack_env: dict[str, str], vault: RunningVault, stub_for: StubFor
+    stack_env: dict[str, str], vault: RunningVault, stub_for: StubFor, holding: str
 ) -> None:
     value = f"198.18.{uuid.uuid4().int % 250}.7"
     token = (
@@ -55,7 +57,18 @@ def test_a_session_holding_the_audit_chain_lock_makes_calls_fail_fast_and_is_end
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND pid = %s AND granted",
                 (AUDIT_CHAIN_LOCK, holder[0]),
             ).fetchone()
-        assert held == (1,)  # the chain's lock, held by the idle transaction
+        assert held == (1,)  # the chain's lock, held by the open transaction
+        sleeping: list[BaseException] = []
+        if holding == "active":  # a statement running inside the transaction, not idle: ended all the same
+
+            def sleep_in_the_transaction() -> None:
+                try:
+                    rogue.execute("SELECT pg_sleep(60)")
+                except psycopg.OperationalError as error:
+                    sleeping.append(error)
+
+            sleeper = threading.Thread(target=sleep_in_the_transaction, daemon=True)
+            sleeper.start()
 
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as refused:
@@ -75,7 +88,11 @@ def test_a_session_holding_the_audit_chain_lock_makes_calls_fail_fast_and_is_end
                 time.sleep(0.5)
         served_after = time.monotonic() - started
         assert answer.results[0].value.value == value
-        with pytest.raises(psycopg.OperationalError):  # the vault ended it: its transaction and row are gone
-            rogue.execute("SELECT 1")
+        if holding == "active":
+            sleeper.join(timeout=10)
+            assert sleeping, "the sleeping session was not ended"
+        else:
+            with pytest.raises(psycopg.OperationalError):  # the vault ended it: its transaction and row are gone
+                rogue.execute("SELECT 1")
     channel.close()
-    print(f"\nfirst call failed after {failed_after:.1f} s; served again after {served_after:.1f} s")
+    print(f"\n{holding}: first call failed after {failed_after:.1f} s; served again after {served_after:.1f} s")

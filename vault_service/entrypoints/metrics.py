@@ -186,9 +186,10 @@ def watch_client_crl_file_in_force(file_in_force: Callable[[], bool]) -> None:
 
 AUDIT_LOCK_HOLDERS = Counter(
     "tokenvault_audit_lock_holders",
-    "Database sessions found holding the audit chain's lock for over 5 s, by whether the audit upkeep ended"
-    " them (idle in a transaction: ended; active, or of a role it may not signal: left). Appends, so audited"
-    " calls, fail while one holds it: someone with the serving role's credentials (attack 26, F2)",
+    "Database sessions found holding the audit chain's lock for 5 s or more in one transaction (each round"
+    " that finds one), by whether the audit upkeep ended them (left: of a role it may not signal, or waiting"
+    " for a synchronous standby). Appends, so audited calls, fail while one holds it: someone with the"
+    " serving role's credentials (attack 26, F2)",
     ["ended"],
 )
 

@@ -132,7 +132,7 @@ class AuditUpkeep:
         with the pool exhausted a sign that someone keeps the vault out (review 19, R19-7).
 
         `before_round` runs before each round of the thread (the service's: end the sessions holding
-        the audit chain's lock idle, attack 26 F2); whatever it raises is logged and the round runs.
+        the audit chain's lock for seconds, attack 26 F2); whatever it raises is logged and the round runs.
         """
         self._store = store
         self._interval = interval

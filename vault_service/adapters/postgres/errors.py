@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 LOCK_NOT_FREE = (
     "a database lock the call needs (the audit chain's) is held by another session beyond its 2 s wait, so"
-    " nothing was done; retry later. The vault ends a session of its own role left idle holding it"
+    " nothing was done; retry later. The vault ends a session of its own role holding it for seconds"
     " (docs/threat-model.md, serving role); if this lasts, look for the holder in pg_locks and pg_stat_activity"
 )
 """DatabaseUnavailable's message for lock_not_available (55P03): actionable, and no row data (attack 26, F2)."""

@@ -39,9 +39,10 @@ the planner's `enable_*` and costs, `jit`, `work_mem`; `standard_conforming_stri
 the chain trigger fail to compile, `DateStyle` other than ISO makes psycopg refuse to read
 times, psycopg reads either `bytea_output`): the role can deny service anyway, by holding the
 audit chain's lock (whose wait the chain trigger bounds itself, migration 0035; the upkeep ends a
-session holding it idle, chain_lock.py). (Every statement of the audit upkeep's round sets its own `statement_timeout`
-per transaction, so one made to wait fails and is counted: `PostgresAuditLog.upkeep_statement_timeout`;
-a timeout the owner traps is caught by the round's watchdog on the client side.)
+session holding it for seconds, chain_lock.py). (Every statement of the audit upkeep's round sets
+its own `statement_timeout` per transaction, so one made to wait fails and is counted:
+`PostgresAuditLog.upkeep_statement_timeout`; a timeout the owner traps is caught by the round's
+watchdog on the client side.)
 Nor settings the vault's SQL does not depend on: `row_security` (no table
 has a policy), `transform_null_equals` (no `= NULL` comparison), `TimeZone` (times are hashed
 and compared in UTC). Each of those a default sets is still reported (`defaults_set_for_session`).
