@@ -24,6 +24,8 @@ def start_vault_process(stack_env: dict[str, str], log_file: Path, **overrides: 
     address = f"127.0.0.1:{free_port()}"
     env = {
         **vault_service_env(stack_env),
+        # a database of its own exports to a file of its own (own_database.py), never the session's
+        **{k: stack_env[k] for k in ("TOKENVAULT_AUDIT_CHECKPOINT_FILE",) if k in stack_env},
         "TOKENVAULT_GRPC_ADDRESS": address,
         "TOKENVAULT_METRICS_PORT": "0",
         **overrides,

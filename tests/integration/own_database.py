@@ -63,8 +63,8 @@ def database_of_its_own(
 ) -> Iterator[dict[str, str]]:
     """The stack's settings with `dsns` pointed at a new, empty database named `prefix_<random>`.
 
-    With `checkpoint_file`, the vault exports its signed checkpoints there rather than to the
-    session's file (where they would contradict the session database's log). With `migrated`,
+    A vault on it exports its signed checkpoints to `checkpoint_file`, by default a file of this
+    database's own beside the session's (where they would contradict the session database's log). With `migrated`,
     the database has every migration applied (a copy of the session's migrated template). The
     database is dropped on the way out, sessions still connected to it or not.
     """
@@ -73,8 +73,10 @@ def database_of_its_own(
     with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}{template}")
     env = {**stack_env, **{key: with_database(stack_env[key], name) for key in dsns}}
-    if checkpoint_file is not None:
-        env["TOKENVAULT_AUDIT_CHECKPOINT_FILE"] = str(checkpoint_file)
+    # Never the session's file: another database's checkpoints there contradict the session
+    # database's log, and every later audit-verify of the session reads TAMPERED (a CI run, 5 Dec).
+    own_file = Path(stack_env["STACK_DIR"]) / "audit" / f"checkpoints-{name}.jsonl"
+    env["TOKENVAULT_AUDIT_CHECKPOINT_FILE"] = str(checkpoint_file or own_file)
     try:
         yield env
     finally:

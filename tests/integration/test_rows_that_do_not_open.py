@@ -61,7 +61,7 @@ def test_a_row_that_does_not_open_is_set_aside_and_every_other_value_moves(own_d
             )
         with VaultClient.connect(vault.address, stack_identity(env, "security-team")) as team:
             with pytest.raises(VaultClientError) as through_key_jobs:  # the vault's KeyJobs service
-                list(team.key_job("reencrypt", "CHG-R28-1", batch_size=2))
+                list(team.key_job("reencrypt", "CHG-R28-1", batch_size=100))
             assert through_key_jobs.value.code == grpc.StatusCode.DATA_LOSS
             message = through_key_jobs.value.details
             assert f"1 stored value(s) do not open under their data key (1 under data key {old_dek})" in message
