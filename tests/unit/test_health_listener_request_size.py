@@ -7,12 +7,15 @@ in a few dozen bytes; gRPC core now refuses anything over HEALTH_REQUEST_BYTES f
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
 from tokenvault_common.health import ListingHealthServicer
 from vault_service.entrypoints.health_listener import HEALTH_REQUEST_BYTES, create_health_server
+from vault_service.entrypoints.server import RECEIVE_WINDOW_OPTIONS
 
 
 def test_a_check_over_the_request_bound_is_refused_and_a_probe_is_answered() -> None:
@@ -33,5 +36,25 @@ def test_a_check_over_the_request_bound_is_refused_and_a_probe_is_answered() -> 
             assert HEALTH_REQUEST_BYTES < 1024 * 1024
             probe = check(health_pb2.HealthCheckRequest(service=""), timeout=5)
             assert probe.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        listener.stop(0).wait()
+
+
+def test_the_listener_keeps_the_vault_ports_stream_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call the listener has not read holds 64 KiB, not the 4 MiB+ bandwidth-delay probing grants (review 29, F6)."""
+    options_seen: list[list[tuple[str, object]]] = []
+    real_server = grpc.aio.server
+
+    def recording_server(*args: Any, **kwargs: Any) -> grpc.aio.Server:
+        options_seen.append(list(kwargs.get("options", ())))
+        return real_server(*args, **kwargs)
+
+    monkeypatch.setattr(grpc.aio, "server", recording_server)
+    listener, _ = create_health_server(ListingHealthServicer(), "127.0.0.1:0", 2.0)
+    try:
+        assert len(options_seen) == 1
+        for option in RECEIVE_WINDOW_OPTIONS:
+            assert option in options_seen[0]
+        assert ("grpc.http2.bdp_probe", 0) in RECEIVE_WINDOW_OPTIONS
     finally:
         listener.stop(0).wait()
