@@ -80,3 +80,75 @@ def test_reencrypt_sets_aside_rows_that_do_not_open_and_stops_past_the_limit(mon
     with pytest.raises(StoredValueAltered, match="more than 2 stored values do not open") as stopped:
         rotation._reseal(new, set_aside, [planted[2]])
     assert "ip_planted" not in str(stopped.value)
+
+
+class _CountingAudit:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, int]] = []
+
+    def append(self, event: AuditEvent) -> None:
+        self.rows.append((event.outcome, event.item_count))
+
+
+class _Batches:
+    """Rows under key 1 handed out in order as the adapter does: a resealed row leaves, a skipped one stays out."""
+
+    def __init__(self, rows: list[StoredToken]) -> None:
+        self.rows = rows
+        self.moved: list[str] = []
+
+    def reseal_batch(self, active: int, limit: int, reseal: Any, actor: str, skip: tuple[str, ...]) -> int:
+        left = [r for r in self.rows if r.token not in self.moved and r.token not in skip][:limit]
+        if left:
+            self.moved += [token for token, _, _ in reseal(left)]
+        return len(left)
+
+
+class _RingOfOld:
+    """Key 1 (`old`) to open the rows, a real active key 2 to seal them."""
+
+    def __init__(self, old: DataKey) -> None:
+        self._old = old
+        self.active_encryption_key = DataKey(2, os.urandom(KEY_BYTES))
+
+    def refresh(self) -> _RingOfOld:
+        return self
+
+    def key(self, key_id: int) -> DataKey:
+        return self._old
+
+
+def test_a_stop_past_the_limit_counts_only_the_values_moved_and_lists_the_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 good rows then 1,001 planted recorded 1200 moved (review 29, F3): the rows set aside are read, not moved."""
+    monkeypatch.setattr(rotation_module, "SET_ASIDE_LIMIT", 10)
+    old = DataKey(1, os.urandom(KEY_BYTES))
+    good = [StoredToken(f"ip_good{n}", "ip", 1, seal(old, TokenType.IP, f"ip_good{n}", "192.0.2.1")) for n in range(20)]
+    planted = [StoredToken(f"ip_planted{n}", "ip", 1, os.urandom(40)) for n in range(11)]
+    store, audit = _Batches(good + planted), _CountingAudit()
+    rotation = KeyRotation(cast(Any, _RingOfOld(old)), cast(Any, None), cast(Any, None), cast(Any, store), audit, "a")
+    with pytest.raises(StoredValueAltered) as stopped:
+        rotation.reencrypt("CHG-1", 3)
+    outcome, count = audit.rows[-1]
+    assert len(store.moved) == 20 and count == 20
+    assert outcome.startswith("failed: more than 10 stored values do not open under their data key")
+    assert "10 under data key 1" in outcome
+    assert "SELECT id, token_type FROM vault.tokens WHERE dek_id IN (1) AND sealed IS NOT NULL" in outcome
+    assert "ip_planted" not in outcome and "ip_good" not in outcome and str(stopped.value) in outcome
+
+
+def test_a_stop_after_rows_were_set_aside_counts_only_the_values_moved() -> None:
+    """Any failure after a row was set aside (here the job's stop before a batch) records the values moved."""
+    old = DataKey(1, os.urandom(KEY_BYTES))
+    good = [StoredToken(f"ip_good{n}", "ip", 1, seal(old, TokenType.IP, f"ip_good{n}", "192.0.2.1")) for n in range(4)]
+    planted = [StoredToken(f"ip_planted{n}", "ip", 1, os.urandom(40)) for n in range(2)]
+    store, audit = _Batches([planted[0], good[0], planted[1], *good[1:]]), _CountingAudit()
+    batches = iter(range(3))
+
+    def stop_at_the_third_batch(phase: str) -> None:
+        if next(batches) == 2:
+            raise StoredValueAltered("stopped")
+
+    rotation = KeyRotation(cast(Any, _RingOfOld(old)), cast(Any, None), cast(Any, None), cast(Any, store), audit, "a")
+    with pytest.raises(StoredValueAltered):
+        rotation.reencrypt("CHG-1", 2, before_batch=stop_at_the_third_batch)
+    assert store.moved == ["ip_good0", "ip_good1"] and audit.rows[-1] == ("failed: stopped", 2)

@@ -211,12 +211,12 @@ class KeyRotation:
                 before_batch("reencrypt")
                 dek = self._keys.refresh().active_encryption_key
                 reseal = partial(self._reseal, dek, set_aside)
+                aside_before = len(set_aside)
                 done = self._tokens.reseal_batch(dek.key_id, batch_size, reseal, self._actor, tuple(set_aside))
                 if not done:
                     break
-                total += done
+                total += done - (len(set_aside) - aside_before)  # rows moved: a row set aside is read, not moved
                 progress("reencrypt", done)
-            total -= len(set_aside)
             checked, differing = unused_keys_checked(
                 self._key_store, self._keys, self._tokens, partial(progress, "check")
             )
@@ -396,11 +396,7 @@ class KeyRotation:
                 token_type, value = self._open(row)
             except StoredValueAltered:
                 if len(set_aside) >= SET_ASIDE_LIMIT:
-                    raise StoredValueAltered(
-                        f"more than {SET_ASIDE_LIMIT} stored values do not open under their data key: rows the"
-                        f" vault did not write (inserted with the serving role's credentials, or altered);"
-                        f" {NOT_OPENING_REMEDY}"
-                    ) from None
+                    raise StoredValueAltered(_too_many_set_aside_message(set_aside)) from None
                 set_aside[row.token] = row.dek_id
                 continue
             out.append((row.token, dek.key_id, seal(dek, token_type, row.token, value)))
@@ -426,6 +422,21 @@ def _set_aside_message(set_aside: dict[str, int], moved: int, retired: list[int]
         f" stay decrypt_only while those rows are there (the rows still under them are exactly those:"
         f" SELECT id, token_type FROM vault.tokens WHERE dek_id IN ({keys}) AND sealed IS NOT NULL);"
         f" {NOT_OPENING_REMEDY}"
+    )
+
+
+def _too_many_set_aside_message(set_aside: dict[str, int]) -> str:
+    """Why `reencrypt` stopped past SET_ASIDE_LIMIT: counts per data key, the listing query, the remedy; no token."""
+    per_key = Counter(set_aside.values())
+    counts = ", ".join(f"{count} under data key {key}" for key, count in sorted(per_key.items()))
+    keys = ", ".join(str(key) for key in sorted(per_key))
+    return (
+        f"more than {SET_ASIDE_LIMIT} stored values do not open under their data key (the first {len(set_aside)}:"
+        f" {counts}): rows the vault did not write (inserted with the serving role's credentials, or altered)."
+        f" The job stopped at once: the values it moved stay moved, data key(s) {keys} stay decrypt_only. The rows"
+        f" still under them are those and any good value the job had not reached yet, so delete only the rows the"
+        f" investigation finds planted: SELECT id, token_type FROM vault.tokens WHERE dek_id IN ({keys}) AND sealed"
+        f" IS NOT NULL; {NOT_OPENING_REMEDY}"
     )
 
 
