@@ -15,15 +15,24 @@ no method that sends the password or an MD5 of it (`scram-sha-256`), or `channel
 for it gets a proof computed with a salt and iteration count of its choosing, which it can
 brute-force offline (review 28, F3). That is harmless for a generated random password (the stack's
 and compose's), not for one a person chose: for those, only `sslmode=verify-full` protects.
-A DSN that reaches the server only over unix sockets (a path only local accounts with the socket
-directory's permission reach) and names no service is not concerned. libpq's environment variables
-count for the settings above, except when a service is named: its entry then takes precedence over
-them, so only the DSN's own values count.
+A DSN that reaches the server only over unix sockets and names no service is not concerned, if
+no other local user can put a socket where libpq looks: a socket directory (the host's path, or
+libpq's built-in one for an empty host) that others can write to (`/tmp`, upstream PostgreSQL's
+default, sticky or not; or, when it does not exist, whose nearest existing parent they can write
+to), or an abstract socket (`@name`, which any local user can bind first), lets one catch the
+password in clear while PostgreSQL is down (review 29, F4). Such a DSN needs a `require_auth` that
+refuses password and md5 (TLS settings do nothing over a unix socket). libpq's environment
+variables count for the settings above, except when a service is named: its entry then takes
+precedence over them, so only the DSN's own values count.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import stat
 from collections.abc import Mapping
+from pathlib import Path
 
 from psycopg import ProgrammingError, pq
 from psycopg.conninfo import conninfo_to_dict
@@ -50,6 +59,12 @@ FIX = (
     " (an impostor gets a SCRAM proof it can brute-force offline), or connect over the unix socket"
 )
 """What to do about a DSN refused here."""
+SOCKET_FIX = (
+    "point host at a socket directory only PostgreSQL's account can write to (its unix_socket_directories,"
+    " such as /var/run/postgresql), or add require_auth=scram-sha-256 (libpq 16+; TLS settings do nothing"
+    " over a unix socket) when the password is generated and random"
+)
+"""What to do about a unix-socket DSN refused here (review 29, F4)."""
 
 
 def _setting(params: Mapping[str, object], env: Mapping[str, str], name: str) -> str:
@@ -64,6 +79,60 @@ def _only_unix_sockets(params: Mapping[str, object], env: Mapping[str, str]) -> 
         return False  # a numeric address: TCP whatever `host` says
     hosts = [h.strip() for h in _setting(params, env, "host").split(",")]
     return all(host == "" or host.startswith(("/", "@")) for host in hosts)  # libpq's default is the socket
+
+
+_NEUTRAL_CONNINFO = b"port=1 dbname=x user=x passfile=/nonexistent/pgpass connect_timeout=1"
+"""A connection start that names no host (libpq's built-in socket directory) and sends nothing secret."""
+_LIBPQ_HOST_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGSERVICE")
+
+
+@functools.cache
+def _default_socket_directory() -> str | None:
+    """The built-in socket directory of libpq (psycopg-binary's /var/run/postgresql, upstream's /tmp); None if unknown.
+
+    libpq exposes it only as the host of a connection started without one: that start connects to the
+    socket (absent on port 1) and sends at most a startup message naming user x, never a password.
+    """
+    if any(os.environ.get(name) for name in _LIBPQ_HOST_VARIABLES):
+        return None  # libpq would take the host from them, not from its default
+    conn = pq.PGconn.connect_start(_NEUTRAL_CONNINFO)
+    try:
+        host = (conn.host or b"").decode()
+    finally:
+        conn.finish()
+    return host if host.startswith("/") else None
+
+
+def _others_can_write(directory: str) -> bool:
+    """Whether a user other than the owner and group could put a socket in `directory` (or create it)."""
+    path = Path(directory)
+    while True:
+        try:
+            return bool(path.stat().st_mode & stat.S_IWOTH)
+        except FileNotFoundError:
+            if path.parent == path:
+                return True
+            path = path.parent  # whoever can write the nearest existing parent can create it
+        except OSError:
+            return True  # cannot tell: unsafe
+
+
+def _plantable_socket(params: Mapping[str, object], env: Mapping[str, str], names_a_service: bool) -> str | None:
+    """The first socket of the DSN another local user could put in place of PostgreSQL's (described); None if none."""
+    if _setting(params, env, "hostaddr"):
+        return None  # TCP whatever `host` says
+    host_setting = str(params.get("host") or "") if names_a_service else _setting(params, env, "host")
+    for host in (h.strip() for h in host_setting.split(",")):
+        if host.startswith("@"):
+            return "an abstract unix socket (any local user can bind its name first)"
+        if host == "" and not names_a_service:  # a service's entry may give the host
+            directory = _default_socket_directory()
+            if directory is None or _others_can_write(directory):
+                shown = directory or "unknown"
+                return f"libpq's default socket directory ({shown}), which other local users can write to"
+        elif host.startswith("/") and _others_can_write(host):
+            return f"a unix socket in {host}, a directory other local users can write to (or create)"
+    return None
 
 
 def _require_auth_keeps_the_password(methods: str) -> bool:
@@ -97,18 +166,24 @@ def password_exposed(variable: str, dsn: str, env: Mapping[str, str]) -> str | N
     except ProgrammingError:
         return f"{variable} is not a connection string libpq can read (a postgresql:// URL or key=value pairs)"
     names_a_service = bool(_setting(params, env, "service"))
-    if not names_a_service and _only_unix_sockets(params, env):
-        return None
     # A service's entry fills what the DSN leaves out before libpq looks at PG* variables.
-    if _keeps_the_password(params, {} if names_a_service else env):
-        return None
-    return (
-        f"{variable} may reach the database over TCP (a host, a hostaddr or a named service) with neither"
-        " sslmode=verify-full, a require_auth that refuses password and md5, nor channel_binding=require:"
-        " libpq would send a password (from the DSN, PGPASSWORD, ~/.pgpass or a service file) to whatever"
-        f" answers on the database's address, in clear if it asks (a local listener on the port while"
-        f" PostgreSQL is down); {FIX}"
-    )
+    settings = {} if names_a_service else env
+    if (names_a_service or not _only_unix_sockets(params, env)) and not _keeps_the_password(params, settings):
+        return (
+            f"{variable} may reach the database over TCP (a host, a hostaddr or a named service) with neither"
+            " sslmode=verify-full, a require_auth that refuses password and md5, nor channel_binding=require:"
+            " libpq would send a password (from the DSN, PGPASSWORD, ~/.pgpass or a service file) to whatever"
+            f" answers on the database's address, in clear if it asks (a local listener on the port while"
+            f" PostgreSQL is down); {FIX}"
+        )
+    plantable = _plantable_socket(params, env, names_a_service)
+    if plantable and not _require_auth_keeps_the_password(_setting(params, settings, "require_auth")):
+        return (
+            f"{variable} may reach the database over {plantable}: another local user could put its own socket"
+            " there while PostgreSQL is down, and libpq would send it a password (from the DSN, PGPASSWORD or"
+            f" ~/.pgpass), in clear if it asks; {SOCKET_FIX}"
+        )
+    return None
 
 
 def read_database_dsn(read: EnvReader, env: Mapping[str, str], variable: str) -> str:

@@ -4,7 +4,8 @@ tokenvault_common.database_dsn (attack 25, review 28): a DSN that may reach the 
 names a service, whose entry can add a host, a hostaddr and a password) needs `sslmode=verify-full`
 (or `sslrootcert=system`), a `require_auth` that refuses password and md5, or `channel_binding=require`,
 whether or not a password is visible (libpq also reads ~/.pgpass and service files); only a DSN over
-unix sockets alone, naming no service, is not concerned. Every DSN shipped (compose, the Kubernetes
+unix sockets alone, naming no service, whose socket directory no other local user can write to (review 29,
+F4; else require_auth), is not concerned. Every DSN shipped (compose, the Kubernetes
 manifests' Vault-agent templates, the embedded stack's) passes; the refusal names the variable and the
 fix, never the password. What real libpq resolves is in tests/integration/test_database_dsn_resolved.py.
 """
@@ -130,3 +131,48 @@ def test_both_services_stop_at_start_naming_their_variable(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="ETL_DATABASE_DSN may reach the database over TCP") as etl:
         EtlConfig.from_env({**minimal_etl_env(tmp_path, "http://127.0.0.1:9/1/q"), "ETL_DATABASE_DSN": bad})
     assert "hunter2" not in str(vault.value) + str(etl.value)
+
+
+@pytest.mark.parametrize("mode", [0o1777, 0o777, 0o757])
+def test_a_socket_directory_others_can_write_to_needs_require_auth_review29(tmp_path: Path, mode: int) -> None:
+    """Another local user can put a socket in /tmp (sticky or not) while PostgreSQL is down and catch the password."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    for dsn, env in [
+        (f"host={shared} user=vault password=pw dbname=tokenvault", {}),
+        (f"host={shared}/not-yet user=vault dbname=tokenvault", {}),  # others can create it
+        ("user=vault dbname=tokenvault", {"PGHOST": str(shared)}),
+        (f"host={shared} user=vault sslmode=verify-full", {}),  # TLS does nothing over a socket
+        (f"host={shared} user=vault require_auth=password", {}),
+        (f"host={tmp_path},{shared} user=vault", {}),
+    ]:
+        problem = password_exposed(V, dsn, env)
+        assert problem is not None and problem.startswith(f"{V} may reach the database over a unix socket in {shared}")
+        assert "require_auth=scram-sha-256" in problem and "only PostgreSQL's account can write to" in problem
+        assert "password=pw" not in problem
+    assert password_exposed(V, f"host={shared} user=vault password=pw require_auth=scram-sha-256", {}) is None
+    assert password_exposed(V, f"host={shared} user=vault", {"PGREQUIREAUTH": "scram-sha-256"}) is None
+    assert password_exposed(V, f"host={shared} hostaddr=127.0.0.1 user=vault require_auth=scram-sha-256", {}) is None
+
+
+def test_a_private_socket_directory_and_an_abstract_socket_review29(tmp_path: Path) -> None:
+    """A directory only its owner and group write is exempt as before; an abstract socket's name anyone binds first."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o2775)
+    private.chmod(0o2775)
+    assert password_exposed(V, f"host={private} user=vault password=pw dbname=tokenvault", {}) is None
+    assert password_exposed(V, f"host={private}/sub user=vault password=pw dbname=tokenvault", {}) is None
+    problem = password_exposed(V, "host=@tokenvault user=vault password=pw", {})
+    assert problem is not None and "abstract unix socket" in problem
+    assert password_exposed(V, "host=@tokenvault user=vault require_auth=scram-sha-256", {}) is None
+
+
+def test_the_vault_stops_at_start_on_a_socket_in_a_shared_directory(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    dsn = f"host={shared} user=vault password=hunter2 dbname=tokenvault"
+    with pytest.raises(ConfigError, match="TOKENVAULT_DATABASE_DSN may reach the database over a unix socket") as vault:
+        VaultServiceConfig.from_env({**vault_env(tmp_path), "TOKENVAULT_DATABASE_DSN": dsn})
+    assert "hunter2" not in str(vault.value)
