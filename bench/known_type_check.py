@@ -1,4 +1,4 @@
-"""What migration 0033's CHECK on `vault.tokens.token_type` (or 0034's on its prefix) costs: the migration, each insert.
+"""What migration 0033's CHECK on `vault.tokens.token_type` (0034's on its prefix, 0036's trigger) costs.
 
 `python -m bench.known_type_check --sizes 1M,10M [--migration 0034]` starts its own OpenBao and PostgreSQL (the
 embedded stack's components, all migrations applied), fills `vault.tokens` with SQL to each size
@@ -43,8 +43,21 @@ CONSTRAINTS = {
 """Each migration's constraint on vault.tokens (`--migration`): its name and definition."""
 
 
+TRIGGERS = {
+    "0036": (
+        "CREATE TRIGGER tokens_under_live_keys AFTER INSERT ON vault.tokens REFERENCING NEW TABLE AS added"
+        " FOR EACH STATEMENT EXECUTE FUNCTION vault.tokens_under_live_keys()",
+        "SELECT 1",
+        "DROP TRIGGER IF EXISTS tokens_under_live_keys ON vault.tokens",
+    ),
+}
+"""Migration 0036's statement trigger (no row under a retired key): CREATE (no scan), nothing to validate, DROP."""
+
+
 def statements(migration: str) -> tuple[str, str, str]:
-    """`migration`'s ADD ... NOT VALID, its VALIDATE, and the DROP that undoes them."""
+    """`migration`'s ADD ... NOT VALID, its VALIDATE, and the DROP that undoes them (0036: its trigger)."""
+    if migration in TRIGGERS:
+        return TRIGGERS[migration]
     name, check = CONSTRAINTS[migration]
     return (
         f"ALTER TABLE vault.tokens ADD CONSTRAINT {name} {check} NOT VALID",
@@ -113,11 +126,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="migration runs per size; the median is reported")
     parser.add_argument("--rounds", type=int, default=6, help="A/B insert rounds per size (alternating sides)")
     parser.add_argument("--batches", type=int, default=10, help="batches of 1000 per insert measurement")
-    parser.add_argument("--migration", choices=sorted(CONSTRAINTS), default="0033", help="whose constraint")
+    parser.add_argument("--migration", choices=sorted([*CONSTRAINTS, *TRIGGERS]), default="0033", help="whose check")
     args = parser.parse_args()
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     figures = run(sizes, args.repeats, args.rounds, args.batches, args.migration)
-    title = f"Migration {args.migration} (its CHECK on vault.tokens), {os.cpu_count()} cores"
+    title = f"Migration {args.migration} (its check on vault.tokens), {os.cpu_count()} cores"
     print_figures(console, title, figures, value_header="median")
 
 

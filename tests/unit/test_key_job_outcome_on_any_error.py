@@ -13,10 +13,11 @@ import pytest
 
 from vault_service.domain.audit import AuditEvent
 from vault_service.domain.crypto import KEY_BYTES, DataKey, seal
-from vault_service.domain.errors import StoredValueAltered
+from vault_service.domain.errors import KeysUnavailable, StoredValueAltered
+from vault_service.domain.keys import KeyPurpose, KeyState
 from vault_service.domain.token_types import TokenType
 from vault_service.service import rotation as rotation_module
-from vault_service.service.ports import StoredToken
+from vault_service.service.ports import StoredKey, StoredToken
 from vault_service.service.rotation import KeyRotation
 
 
@@ -152,3 +153,43 @@ def test_a_stop_after_rows_were_set_aside_counts_only_the_values_moved() -> None
     with pytest.raises(StoredValueAltered):
         rotation.reencrypt("CHG-1", 2, before_batch=stop_at_the_third_batch)
     assert store.moved == ["ip_good0", "ip_good1"] and audit.rows[-1] == ("failed: stopped", 2)
+
+
+class _KeysLoaded:
+    """Key 1 loaded; every other id is not (KeysUnavailable), as a retired or not yet rewrapped key is."""
+
+    def __init__(self, key: DataKey) -> None:
+        self._key = key
+
+    def key(self, key_id: int) -> DataKey:
+        if key_id != self._key.key_id:
+            raise KeysUnavailable(f"data key {key_id} is not loaded (retired or not yet rewrapped)")
+        return self._key
+
+
+class _KeyRows:
+    """vault.data_keys: key 1 active, key 5 retired, key 6 decrypt_only (not loaded: Vault would not unwrap it)."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def load_keys(self) -> list[StoredKey]:
+        self.reads += 1
+        states = {1: KeyState.ACTIVE, 5: KeyState.RETIRED, 6: KeyState.DECRYPT_ONLY}
+        return [StoredKey(i, KeyPurpose.ENCRYPTION, "vault:v1:x", state) for i, state in states.items()]
+
+
+def test_reencrypt_sets_aside_a_row_under_a_retired_key_but_fails_on_a_live_key_not_loaded() -> None:
+    key, new = DataKey(1, os.urandom(KEY_BYTES)), DataKey(2, os.urandom(KEY_BYTES))
+    rows = _KeyRows()
+    rotation = KeyRotation(
+        cast(Any, _KeysLoaded(key)), cast(Any, rows), cast(Any, None), cast(Any, None), _Audit(), "a"
+    )
+    good = StoredToken("ip_good", "ip", 1, seal(key, TokenType.IP, "ip_good", "192.0.2.1"))
+    under_retired = [StoredToken(f"ip_retired{n}", "ip", 5, os.urandom(40)) for n in range(2)]
+    set_aside: dict[str, int] = {}
+    resealed = rotation._reseal(new, set_aside, [under_retired[0], good, under_retired[1]])
+    assert [token for token, _, _ in resealed] == ["ip_good"]
+    assert set_aside == {"ip_retired0": 5, "ip_retired1": 5} and rows.reads == 1  # the key rows read once
+    with pytest.raises(KeysUnavailable, match="data key 6 is not loaded"):  # a live key: the job fails, is rerun
+        rotation._reseal(new, set_aside, [StoredToken("ip_live", "ip", 6, os.urandom(40))])

@@ -24,12 +24,14 @@ from vault_service.domain.errors import (
     InvalidRequest,
     KekVersionsInUse,
     KeptCopiesDiffer,
+    KeysUnavailable,
     NextFingerprintsAltered,
     StorageError,
     StoredValueAltered,
     VaultError,
 )
 from vault_service.domain.identity import Caller
+from vault_service.domain.keys import KeyState
 from vault_service.domain.token_types import TokenType
 from vault_service.service.kept_copies import not_retired_message, retired_keys_refusal, unused_keys_checked
 from vault_service.service.keyring import ENCRYPTION, FINGERPRINT, KeyManager
@@ -100,6 +102,7 @@ class KeyRotation:
         self._audit = audit
         self._actor = actor
         self._before_work = before_work
+        self._live_keys: frozenset[int] | None = None  # ids of keys not retired, read once per job when needed
 
     def _record(self, action: str, outcome: str, count: int, purpose: str) -> None:
         caller = self._caller
@@ -199,12 +202,15 @@ class KeyRotation:
         value is moved and every key left unused is retired, but that row's key stays `decrypt_only`
         (nothing that opens is lost); the outcome row says `refused:` with the count per key and the
         remedy, and StoredValueAltered stops the job. Past SET_ASIDE_LIMIT such rows it stops at once.
+        A row under a RETIRED (or unknown) data key is set aside the same way (review 29, F2: planted
+        before migration 0036, which refuses it now); it no longer stops the whole job with KeysUnavailable.
         Whatever stops the job, its intent row gets a `failed:` outcome (review 27, R27-2).
         """
         _check_batch_size(batch_size)
         self._start("reencrypt", purpose)
         total = 0
         set_aside: dict[str, int] = {}  # token -> its data key: kept in memory only, never written or said
+        self._live_keys = None
         refusal: VaultError | None = None  # a refusal whose outcome row is written already
         try:
             while True:
@@ -394,13 +400,21 @@ class KeyRotation:
         for row in rows:
             try:
                 token_type, value = self._open(row)
-            except StoredValueAltered:
+            except (StoredValueAltered, KeysUnavailable) as error:
+                if isinstance(error, KeysUnavailable) and row.dek_id in self._not_retired():
+                    raise  # a live key not loaded (Vault, a rewrap): the job fails and is run again
                 if len(set_aside) >= SET_ASIDE_LIMIT:
                     raise StoredValueAltered(_too_many_set_aside_message(set_aside)) from None
                 set_aside[row.token] = row.dek_id
                 continue
             out.append((row.token, dek.key_id, seal(dek, token_type, row.token, value)))
         return out
+
+    def _not_retired(self) -> frozenset[int]:
+        """The ids of data keys that exist and are not retired (read once per job, at the first key not loaded)."""
+        if self._live_keys is None:
+            self._live_keys = frozenset(k.key_id for k in self._key_store.load_keys() if k.state != KeyState.RETIRED)
+        return self._live_keys
 
     def _refingerprint(self, key: DataKey, rows: Sequence[StoredToken]) -> list[tuple[str, bytes]]:
         out = []
@@ -419,7 +433,8 @@ def _set_aside_message(set_aside: dict[str, int], moved: int, retired: list[int]
         f"{len(set_aside)} stored value(s) do not open under their data key ({counts}) and were set aside:"
         f" rows the vault did not write (inserted with the serving role's credentials, or altered)."
         f" Every other value was moved ({moved}); data keys retired: {retired or 'none'}; data key(s) {keys}"
-        f" stay decrypt_only while those rows are there (the rows still under them are exactly those:"
+        f" stay as they are (a decrypt_only key is not retired; a row under a retired key is one no vault"
+        f" wrote: migration 0036 refuses it) while those rows are there (the rows still under them are exactly those:"
         f" SELECT id, token_type FROM vault.tokens WHERE dek_id IN ({keys}) AND sealed IS NOT NULL);"
         f" {NOT_OPENING_REMEDY}"
     )

@@ -11,11 +11,12 @@ together runs inside an explicit `conn.transaction()`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import repeat
 from operator import attrgetter, itemgetter
 from typing import Any, cast
@@ -127,6 +128,25 @@ ERASURE_COUNT_SQL = "SELECT erasures FROM vault.erasure_count"
 _new_stored_token = cast(Callable[[type[StoredToken], tuple[object, ...]], StoredToken], tuple.__new__)
 
 
+RETIRED_KEY_REFUSAL = "tokens_under_live_keys"
+"""The constraint name migration 0036's trigger gives its refusal of a row under a retired data key."""
+
+
+@contextlib.contextmanager
+def _retired_key_is_stale() -> Iterator[None]:
+    """Migration 0036's refusal of a row under a retired key as StaleKeys: our key ring is older than the database's.
+
+    The vault writes only under its generation's keys; one of them retired means the generation is stale (the
+    insert's own generation check, pipelined after it, never got to say so). The caller reloads its keys and retries.
+    """
+    try:
+        yield
+    except psycopg.errors.CheckViolation as error:
+        if error.diag.constraint_name != RETIRED_KEY_REFUSAL:
+            raise
+        raise StaleKeys("a key of this generation is retired (migration 0036 refused the insert)") from None
+
+
 _CONFLICTS = (psycopg.errors.ExclusionViolation, psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected)
 """What sends a plain insert through the merge path: a token or fingerprint another writer
 stored first (the hash exclusion constraints of migration 0011; a unique index before it), or
@@ -191,8 +211,9 @@ class PostgresTokenStore(TokenRekeying):
         done = threading.Event()
         claim = self._in_flight.claim((r.fingerprint for r in rows), done)
         try:
-            mine = [r for r in rows if r.fingerprint in claim.mine]
-            result = self._insert_or_merge(mine, generation) if mine else Inserted({}, {})
+            with _retired_key_is_stale():
+                mine = [r for r in rows if r.fingerprint in claim.mine]
+                result = self._insert_or_merge(mine, generation) if mine else Inserted({}, {})
         finally:
             self._in_flight.release(claim, done)
         theirs = [r for r in rows if r.fingerprint not in claim.mine]
@@ -200,7 +221,8 @@ class PostgresTokenStore(TokenRekeying):
             deadline = time.monotonic() + IN_FLIGHT_WAIT_SECONDS  # one wait for all, however many writers
             for writer in claim.others:
                 writer.wait(max(0.0, deadline - time.monotonic()))
-            merged = self._merge(theirs, generation)
+            with _retired_key_is_stale():
+                merged = self._merge(theirs, generation)
             result.ours.update(merged.ours)
             result.theirs.update(merged.theirs)
         return result
