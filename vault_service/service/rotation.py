@@ -424,11 +424,16 @@ class KeyRotation:
         return out
 
 
-def _set_aside_message(set_aside: dict[str, int], moved: int, retired: list[int]) -> str:
-    """What `reencrypt` says of the rows it set aside: counts per data key and the remedy, never a token."""
+def _counts_per_key(set_aside: dict[str, int]) -> tuple[str, str]:
+    """The rows set aside as 'N under data key K, ...' and the keys as 'K, ...' (never a token)."""
     per_key = Counter(set_aside.values())
     counts = ", ".join(f"{count} under data key {key}" for key, count in sorted(per_key.items()))
-    keys = ", ".join(str(key) for key in sorted(per_key))
+    return counts, ", ".join(str(key) for key in sorted(per_key))
+
+
+def _set_aside_message(set_aside: dict[str, int], moved: int, retired: list[int]) -> str:
+    """What `reencrypt` says of the rows it set aside: counts per data key and the remedy, never a token."""
+    counts, keys = _counts_per_key(set_aside)
     return (
         f"{len(set_aside)} stored value(s) do not open under their data key ({counts}) and were set aside:"
         f" rows the vault did not write (inserted with the serving role's credentials, or altered)."
@@ -442,9 +447,7 @@ def _set_aside_message(set_aside: dict[str, int], moved: int, retired: list[int]
 
 def _too_many_set_aside_message(set_aside: dict[str, int]) -> str:
     """Why `reencrypt` stopped past SET_ASIDE_LIMIT: counts per data key, the listing query, the remedy; no token."""
-    per_key = Counter(set_aside.values())
-    counts = ", ".join(f"{count} under data key {key}" for key, count in sorted(per_key.items()))
-    keys = ", ".join(str(key) for key in sorted(per_key))
+    counts, keys = _counts_per_key(set_aside)
     return (
         f"more than {SET_ASIDE_LIMIT} stored values do not open under their data key (the first {len(set_aside)}:"
         f" {counts}): rows the vault did not write (inserted with the serving role's credentials, or altered)."
