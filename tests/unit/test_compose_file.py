@@ -305,6 +305,16 @@ def test_each_server_shares_a_network_only_with_the_containers_that_use_it(tmp_p
     assert not [name for name in ("exercise-localstack", "exercise-postgres") if services[name].get("ports")]
 
 
+def test_the_exercise_networks_give_the_host_no_route_to_their_public_logins(tmp_path: Path) -> None:
+    """Review 27, R27-1: on a Linux host a plain bridge holds a host address, so local users reached the
+    exercise's containers (any SQS key, postgres/postgres) by address without a published port.
+    tests/compose/test_compose_exercise_networks.py tries it from the host in a real engine."""
+    networks = resolved(tmp_path)["networks"]
+    for name in ("exercise-queue", "exercise-database"):
+        assert networks[name].get("internal") is True, name
+        assert networks[name].get("driver_opts", {}).get("com.docker.network.bridge.inhibit_ipv4") == "true", name
+
+
 def test_the_sqs_emulator_s_memory_processes_and_files_are_bounded(tmp_path: Path) -> None:
     """Attack 21, F2/F3: a flood stops at the emulator's limits, not at the host's."""
     emulator = resolved(tmp_path)["services"]["localstack"]
