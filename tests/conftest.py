@@ -30,6 +30,7 @@ from tokenvault_client import ClientIdentity, VaultClient, open_channel
 from vault_service.bootstrap import Bootstrapped
 from vault_service.bootstrap import bootstrap as vault_bootstrap
 from vault_service.config import VaultServiceConfig
+from vault_service.entrypoints.audit_report_session import audit_reports_of
 from vault_service.entrypoints.key_job_session import key_jobs_of
 from vault_service.entrypoints.server import VaultServer, create_server, server_credentials
 from vault_service.service.maintenance import KeyMaintainer
@@ -103,6 +104,8 @@ def running_vault(env: dict[str, str], address: str = "127.0.0.1:0", **overrides
             request_read_seconds=config.request_read_seconds,
             handshake_seconds=config.handshake_seconds,
             key_jobs=key_jobs,
+            audit_reports=audit_reports_of(wired, config),
+            exported_copy=config.audit_checkpoint_file is not None,
         )
     except BaseException:  # refused at start (a CRL it cannot use): as the service, it closes its pool
         wired.close()

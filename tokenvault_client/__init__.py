@@ -11,6 +11,7 @@ Every caller of the vault (the ETL, the `tokenvault` command, the embedded stack
 benchmarks, the tests) goes through `VaultClient`.
 """
 
+from tokenvault_client.audit_reports import AuditVerdict, WhoSawRow
 from tokenvault_client.channel import ClientIdentity, open_channel, secure_channel
 from tokenvault_client.chunking import MAX_ITEMS_PER_CALL, MAX_REQUEST_BYTES, ChunkLimits
 from tokenvault_client.client import VaultClient
@@ -47,6 +48,7 @@ __all__ = [
     "MAX_ITEMS_PER_CALL",
     "MAX_REQUEST_BYTES",
     "NO_RETRY",
+    "AuditVerdict",
     "ChunkLimits",
     "ClientIdentity",
     "DeadlineExceeded",
@@ -71,6 +73,7 @@ __all__ = [
     "Unavailable",
     "VaultClient",
     "VaultClientError",
+    "WhoSawRow",
     "open_channel",
     "secure_channel",
     "type_of_token",

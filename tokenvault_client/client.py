@@ -16,6 +16,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+from tokenvault_client.audit_reports import (
+    REPORT_DEADLINE_SECONDS,
+    AuditVerdict,
+    WhoSawRow,
+    audit_verify,
+    audit_who_saw,
+)
 from tokenvault_client.channel import ClientIdentity, open_channel
 from tokenvault_client.chunking import ChunkLimits, chunk_bounds, chunk_end, column_chunks
 from tokenvault_client.decoding import MalformedAnswer, outcomes_from_column, outcomes_from_results
@@ -233,6 +240,28 @@ class VaultClient:
         if self._channel is None:
             raise ValueError("key jobs need a channel")
         return key_job_updates(self._channel, job, reason, batch_size, self._typed)
+
+    def audit_verify(self, max_copy_lag: float | None = None, deadline: float | None = None) -> AuditVerdict:
+        """Have the vault verify its audit log against its own exported copy: the verdict (no value in it).
+
+        The caller's certificate must be given `verify` by the vault's policy (PermissionDenied otherwise).
+        `max_copy_lag`: seconds the copy may lag (None: the vault's default). `deadline`: seconds for the
+        report (None: REPORT_DEADLINE_SECONDS; the vault takes at most that).
+        """
+        if self._channel is None:
+            raise ValueError("audit reports need a channel")
+        return audit_verify(self._channel, max_copy_lag, deadline or REPORT_DEADLINE_SECONDS, self._typed)
+
+    def audit_who_saw(
+        self, token: str, max_copy_lag: float | None = None, deadline: float | None = None
+    ) -> tuple[AuditVerdict, list[WhoSawRow]]:
+        """Have the vault say who revealed or erased `token`, from its verified log: the verdict and the rows.
+
+        No row unless the verdict is intact. As `audit_verify` for the rest.
+        """
+        if self._channel is None:
+            raise ValueError("audit reports need a channel")
+        return audit_who_saw(self._channel, token, max_copy_lag, deadline or REPORT_DEADLINE_SECONDS, self._typed)
 
     def _call(self, method: Callable[..., T], request: object, splittable: bool = False) -> T:
         def attempt() -> T:

@@ -24,6 +24,7 @@ from vault_service.adapters.transit import VaultStartupError
 from vault_service.bootstrap import bootstrap
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.errors import VaultError
+from vault_service.entrypoints.audit_report_session import audit_reports_of
 from vault_service.entrypoints.health_listener import create_health_server
 from vault_service.entrypoints.health_socket import UnsafeHealthSocket, unix_socket_path
 from vault_service.entrypoints.health_socket import prepare as prepare_health_socket
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             config.request_read_seconds,
             config.handshake_seconds,
             key_jobs=key_jobs,
+            audit_reports=audit_reports_of(wired, config),
+            exported_copy=config.audit_checkpoint_file is not None,
         )
     except InvalidRevocationList as error:
         wired.close()

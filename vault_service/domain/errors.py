@@ -116,3 +116,15 @@ class KeyJobRunning(VaultError):
 
 class KeyJobStopped(VaultError):
     """A key job stopped before its end (its caller went away, or the service is stopping); run it again to resume."""
+
+
+class AuditReportRunning(VaultError):
+    """An audit report is being made on this vault process already: one at a time (the message names it)."""
+
+
+class AuditReportTooLong(VaultError):
+    """An audit report did not end within its call's deadline (at most the vault's own bound); nothing was answered."""
+
+
+class AuditCopyRefused(VaultError):
+    """The vault's exported checkpoint copy cannot be verified against (no checkpoint, unreadable lines)."""

@@ -23,7 +23,8 @@ Policy file (TOML):
     erase = ["ip", "device_id"]
 
     [clients.security-team]         # may have the service run its key jobs (KeyJobs), which
-    key_jobs = ["reencrypt", "reindex"]  # open every value in-process and return none
+    key_jobs = ["reencrypt", "reindex"]  # open every value in-process and return none, and make its
+    audit_reports = ["verify", "who-saw"]  # audit reports (AuditReports): a verdict, rows, no value
 
     [clients.security-lookups]      # tokenize AND reveal: a dictionary oracle (guess a value,
     tokenize = ["ip"]               # tokenize it, look for the token), refused at start unless
@@ -101,6 +102,8 @@ class ClientPermissions:
     limits: Limits = DEFAULT_LIMITS
     key_jobs: frozenset[str] = frozenset()
     """The key jobs (KEY_JOBS) the service runs for this client (KeyJobs), with its own credentials."""
+    audit_reports: frozenset[str] = frozenset()
+    """The audit reports (AUDIT_REPORTS) the service makes for this client (AuditReports), with its own credentials."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,13 @@ class AccessPolicy:
         if job not in self.permissions(client).key_jobs:
             raise key_job_refusal(str(client), job)
 
+    def check_audit_report(self, client: str | None, report: str) -> None:
+        """Raise PermissionDenied unless the service may make audit report `report` for `client`."""
+        if report not in AUDIT_REPORTS:
+            raise InvalidRequest(f"no audit report {report!r}; the audit reports are {', '.join(AUDIT_REPORTS)}")
+        if report not in self.permissions(client).audit_reports:
+            raise audit_report_refusal(str(client), report)
+
     def may_detokenize_anything(self, client: str | None) -> bool:
         """Whether any type is revealed to `client` at all."""
         levels = self.permissions(client).detokenize.values()
@@ -158,6 +168,21 @@ def key_job_refusal(client: str, job: str) -> PermissionDenied:
     )
 
 
+AUDIT_REPORTS = ("verify", "who-saw")
+"""The audit reports the vault makes for an authorized client (the AuditReports gRPC service)."""
+AUDIT_REPORT_ACTIONS = {"verify": "audit-verify", "who-saw": "who-saw"}
+"""Each audit report's action in the audit log (its rows, and its refusals')."""
+
+
+def audit_report_refusal(client: str, report: str) -> PermissionDenied:
+    """Why `client` may not have the service make audit report `report`, in words a person can act on."""
+    return PermissionDenied(
+        f"client {client!r} may not ask for the audit report {report}: audit reports are the security team's;"
+        f' connect with the security team\'s client certificate (a client with audit_reports = ["{report}"] in its'
+        " [clients.<name>] table of the vault policy)"
+    )
+
+
 ORACLE_ACCEPTED = "accepted"
 """The one value of a client's `oracle` key: it may tokenize and see values, knowingly."""
 
@@ -165,7 +190,7 @@ ORACLE_ACCEPTED = "accepted"
 def _parse_client(name: str, raw: Mapping[str, Any], defaults: Limits) -> ClientPermissions:
     if not isinstance(raw, Mapping):
         raise InvalidValue(f"policy for {name!r} must be a table ([clients.{name}])")
-    unknown = set(raw) - {"tokenize", "detokenize", "erase", "limits", "oracle", "key_jobs"}
+    unknown = set(raw) - {"tokenize", "detokenize", "erase", "limits", "oracle", "key_jobs", "audit_reports"}
     if unknown:
         raise InvalidValue(f"policy for {name!r} has unknown keys: {', '.join(sorted(unknown))}")
     oracle = raw.get("oracle")
@@ -189,7 +214,14 @@ def _parse_client(name: str, raw: Mapping[str, Any], defaults: Limits) -> Client
             f"different clients, or accept it knowingly with oracle = {ORACLE_ACCEPTED!r} in [clients.{name}]"
         )
     limits = _parse_limits(name, raw.get("limits", {}), defaults)
-    return ClientPermissions(tokenize, detokenize, erase, limits, _parse_key_jobs(name, raw.get("key_jobs", [])))
+    return ClientPermissions(
+        tokenize,
+        detokenize,
+        erase,
+        limits,
+        _parse_key_jobs(name, raw.get("key_jobs", [])),
+        audit_reports=_parse_audit_reports(name, raw.get("audit_reports", [])),
+    )
 
 
 def _parse_key_jobs(name: str, raw: object) -> frozenset[str]:
@@ -200,6 +232,19 @@ def _parse_key_jobs(name: str, raw: object) -> frozenset[str]:
     if unknown:
         raise InvalidValue(
             f"policy for {name!r}: key_jobs names unknown job(s) {', '.join(unknown)}; known: {', '.join(KEY_JOBS)}"
+        )
+    return frozenset(raw)
+
+
+def _parse_audit_reports(name: str, raw: object) -> frozenset[str]:
+    """A client's `audit_reports`: names from AUDIT_REPORTS; InvalidValue naming any other (no start)."""
+    known = ", ".join(AUDIT_REPORTS)
+    if not isinstance(raw, list) or not all(isinstance(report, str) for report in raw):
+        raise InvalidValue(f"policy for {name!r}: audit_reports must be a list of report names ({known})")
+    unknown = sorted(set(raw) - set(AUDIT_REPORTS))
+    if unknown:
+        raise InvalidValue(
+            f"policy for {name!r}: audit_reports names unknown report(s) {', '.join(unknown)}; known: {known}"
         )
     return frozenset(raw)
 

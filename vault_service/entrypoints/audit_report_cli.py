@@ -14,9 +14,8 @@ from rich.table import Table
 
 from vault_service.bootstrap import Bootstrapped, bootstrap
 from vault_service.config import VaultServiceConfig
-from vault_service.domain.purpose import purpose_as_shown
+from vault_service.entrypoints.audit_report_lines import WHO_SAW_COLUMNS, verdict_lines, who_saw_cells, who_saw_summary
 from vault_service.service.audit_verify import COPY_LAG_INTERVALS, FullAuditReport, who_saw
-from vault_service.service.erase_reconciliation import ErasureReconciliation
 
 console = Console(stderr=False)
 
@@ -24,60 +23,9 @@ console = Console(stderr=False)
 def _verified(wired: Bootstrapped, exported: Path | None, max_copy_lag: float) -> FullAuditReport:
     """Verify the log and the erasures against it, and say so; the report holds the records read."""
     report = wired.verify_audit_fully(exported, max_copy_lag)
-    copy = report.copy
-    if copy is not None:
-        console.print(copy.read)
-    where = f"; {report.unanchored} newest row(s) not checkpointed yet" if report.unanchored else ""
-    if report.finding is not None:
-        first = f"record id {report.finding.first_row}" if report.finding.first_row else "the newest records"
-        console.print(
-            f"audit log TAMPERED from {first}: {report.finding.reason}; records from there on cannot be trusted"
-        )
-    elif copy is not None and copy.too_old:
-        console.print(
-            f"hash chain and {report.checkpoints} signed checkpoint(s) hold for {report.rows} record(s), but the"
-            f" exported copy is too old to verify the newest: {copy.gap()}, {copy.behind:.0f} s more than the"
-            f" {copy.allowed:.0f} s allowed (--max-copy-lag). The database's owner can delete its newest rows"
-            " with their checkpoints, which only the copy exposes"
-        )
-        console.print(
-            "audit log NOT verified: verify against a fresher copy holding every replica's checkpoint lines (is"
-            " the log shipper running?), or pass --max-copy-lag for a known shipping delay"
-        )
-    else:
-        copied = "the exported copy" if exported else "no exported copy (pass --exported)"
-        verdict = "audit log intact" if report.intact else "audit log chain intact"
-        console.print(
-            f"{verdict}: {report.rows} record(s), hash chain, {report.checkpoints} signed checkpoint(s)"
-            f" and {copied} verified{where}"
-        )
-        if copy is not None and (gap := copy.gap()) is not None:
-            console.print(f"note: {gap} (the copy is within the {copy.allowed:.0f} s allowed)")
-    _print_erasures(report.erasures)
-    for note in report.keys_notes:
-        console.print(f"audit keys: {note}")
-    if report.keys_problem is not None:
-        console.print(f"audit keys: {report.keys_problem}")
-        console.print("audit log NOT verified: no report is made with audit keys the log did not record")
+    for line in verdict_lines(report, copy_given=exported is not None):
+        console.print(line)
     return report
-
-
-def _print_erasures(erasures: ErasureReconciliation) -> None:
-    """What the reconciliation of erased tokens with erase rows found (no token is printed)."""
-    for finding in erasures.findings:
-        console.print(f"ERASURES DO NOT MATCH THE AUDIT LOG: {finding.reason}")
-    if erasures.findings:
-        console.print(
-            f"audit log NOT verified: {len(erasures.findings)} erasure finding(s); its erase records cannot be"
-            " trusted to name what was erased, and no report is made from it"
-        )
-        return
-    before = (
-        f"; {erasures.before_naming} erased before erase records named tokens (migration 0023)"
-        if erasures.before_naming
-        else ""
-    )
-    console.print(f"erasures reconciled: {erasures.named} erased token(s), each named by one erase record{before}")
 
 
 def _copy_lag(config: VaultServiceConfig, max_copy_lag: float | None) -> float:
@@ -109,20 +57,11 @@ def audit_who_saw(
         if not report.intact:
             return 1
         records = who_saw(report, wired.keys.ring.audit_keys, token)
-        table = Table("record", "when (UTC)", "action", "client", "certificate serial", "purpose", "outcome")
-        for r in records:
-            table.add_row(
-                str(r.record_id),
-                r.at.isoformat(timespec="seconds"),
-                r.event.action,
-                r.event.client,
-                r.event.client_serial or "-",
-                purpose_as_shown(r.event.purpose),  # every row listed is a Detokenize's or an Erase's
-                r.event.outcome,
-            )
+        table = Table(*WHO_SAW_COLUMNS)
+        for record in records:
+            table.add_row(*who_saw_cells(record))  # every row listed is a Detokenize's, an Erase's or a WhoSaw's
         console.print(table)
-        erasures = sum(r.event.action == "erase" for r in records)
-        console.print(f"{len(records) - erasures} reveal(s) and {erasures} erasure(s) of this token")
+        console.print(who_saw_summary([r.event.action for r in records]))
         return 0
     finally:
         wired.close()

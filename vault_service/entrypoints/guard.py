@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 import grpc
 from google.protobuf.message import DecodeError
 
-from tokenvault_api.v1 import key_jobs_pb2, vault_pb2
+from tokenvault_api.v1 import audit_reports_pb2, key_jobs_pb2, vault_pb2
 from vault_service.domain.audit import MAX_ITEMS_PER_CALL
 from vault_service.domain.errors import (
     InvalidRequest,
@@ -51,6 +51,7 @@ from vault_service.domain.errors import (
     VaultError,
 )
 from vault_service.domain.identity import Caller, IdentityVerifier
+from vault_service.domain.policy import AUDIT_REPORT_ACTIONS
 from vault_service.entrypoints.call_slots import CallSlots
 from vault_service.entrypoints.metrics import (
     CALLS_OVER_CLIENT_SHARE,
@@ -80,6 +81,9 @@ _NO_ROOM_TO_WAIT = "calls refused for want of room to wait for their request (To
 """How refusals for too many calls waiting for their request (`RequestReads`) are audited: counted, as above."""
 _SERVICE_PREFIX = "/" + vault_pb2.DESCRIPTOR.services_by_name["TokenVault"].full_name + "/"
 _KEY_JOBS_PREFIX = "/" + key_jobs_pb2.DESCRIPTOR.services_by_name["KeyJobs"].full_name + "/"
+_AUDIT_REPORTS_PREFIX = "/" + audit_reports_pb2.DESCRIPTOR.services_by_name["AuditReports"].full_name + "/"
+_AUDIT_REPORT_ACTIONS = {"Verify": AUDIT_REPORT_ACTIONS["verify"], "WhoSaw": AUDIT_REPORT_ACTIONS["who-saw"]}
+"""AuditReports' methods as their calls are audited (their rows and refusals alike)."""
 _CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)
 
 
@@ -156,10 +160,18 @@ class VaultGuard(grpc.ServerInterceptor):
         if handler is None:
             return None
         if method.startswith(_KEY_JOBS_PREFIX) and handler.unary_stream is not None:
-            return self._key_job(handler, method)
+            return self._key_job(handler, method.removeprefix(_KEY_JOBS_PREFIX).lower())
+        report = _AUDIT_REPORT_ACTIONS.get(method.removeprefix(_AUDIT_REPORTS_PREFIX), "")
+        if method.startswith(_AUDIT_REPORTS_PREFIX) and report and handler.unary_stream is not None:
+            return self._key_job(handler, report)  # a stream, admitted as a key job's is
+        if method.startswith(_AUDIT_REPORTS_PREFIX) and report and handler.unary_unary is not None:
+            return self._unary(handler, report)
         if not method.startswith(_SERVICE_PREFIX) or handler.unary_unary is None:
             return self._side_calls.guarded(handler, method)
-        action = method.removeprefix(_SERVICE_PREFIX).lower()
+        return self._unary(handler, method.removeprefix(_SERVICE_PREFIX).lower())
+
+    def _unary(self, handler: Any, action: str) -> Any:
+        """A unary method (TokenVault's, AuditReports' Verify), served request-streaming: see `intercept_service`."""
         behavior = handler.unary_unary
 
         def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
@@ -182,13 +194,13 @@ class VaultGuard(grpc.ServerInterceptor):
             request_deserializer=_guarded_deserializer(parse),
         )
 
-    def _key_job(self, handler: Any, method: str) -> Any:
-        """A KeyJobs method, admitted as TokenVault's are (identity, the client's share) before its request is read.
+    def _key_job(self, handler: Any, action: str) -> Any:
+        """A KeyJobs method (or AuditReports' WhoSaw), admitted as TokenVault's are before its request is read.
 
         Served request-streaming like them; its answer streams for as long as the job runs (one job at a
-        time per process, so at most one worker is held by it), not bounded as a side stream is.
+        time per process, so at most one worker is held by it), not bounded as a side stream is. WhoSaw's
+        pages stream once its report is made (one report at a time per process, bounded by its deadline).
         """
-        action = method.removeprefix(_KEY_JOBS_PREFIX).lower()
         behavior = handler.unary_stream
 
         def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:

@@ -11,10 +11,18 @@ from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from tokenvault_api.v1 import key_jobs_pb2, key_jobs_pb2_grpc, vault_pb2, vault_pb2_grpc
+from tokenvault_api.v1 import (
+    audit_reports_pb2,
+    audit_reports_pb2_grpc,
+    key_jobs_pb2,
+    key_jobs_pb2_grpc,
+    vault_pb2,
+    vault_pb2_grpc,
+)
 from tokenvault_common.health import ListingHealthServicer
 from vault_service.adapters.client_crl import RevocationList
 from vault_service.domain.identity import IdentityVerifier
+from vault_service.entrypoints.audit_reports_servicer import AuditReportsServicer
 from vault_service.entrypoints.call_slots import CallSlots
 from vault_service.entrypoints.guard import HARD_MESSAGE_LIMIT, VaultGuard
 from vault_service.entrypoints.key_jobs_servicer import KeyJobsServicer
@@ -26,12 +34,14 @@ from vault_service.entrypoints.metrics import (
 )
 from vault_service.entrypoints.request_reads import REQUEST_READ_SECONDS, RequestReads
 from vault_service.entrypoints.servicer import TokenVaultServicer
+from vault_service.service.audit_reports import AuditReports
 from vault_service.service.key_jobs import KeyJobs
 from vault_service.service.maintenance import DATABASE, VAULT, HealthReport
 from vault_service.service.vault import TokenVault
 
 SERVICE_NAME = vault_pb2.DESCRIPTOR.services_by_name["TokenVault"].full_name
 KEY_JOBS_SERVICE_NAME = key_jobs_pb2.DESCRIPTOR.services_by_name["KeyJobs"].full_name
+AUDIT_REPORTS_SERVICE_NAME = audit_reports_pb2.DESCRIPTOR.services_by_name["AuditReports"].full_name
 DEPENDENCY_HEALTH_PREFIX = "tokenvault.dependency."
 """Health service names per dependency: tokenvault.dependency.vault, tokenvault.dependency.database."""
 
@@ -58,6 +68,8 @@ class VaultServer:
     server: grpc.Server
     port: int
     health: ListingHealthServicer
+    database_services: tuple[str, ...] = ("", SERVICE_NAME)
+    """Health names that follow the database: the server's, TokenVault's and AuditReports' when served."""
 
     def report(self, dependency: str, healthy: bool) -> None:
         """Record a dependency check in health and metrics.
@@ -69,7 +81,7 @@ class VaultServer:
         self.health.set(DEPENDENCY_HEALTH_PREFIX + dependency, status)
         DEPENDENCY_UP.labels(dependency).set(1 if healthy else 0)
         if dependency == DATABASE:
-            for name in ("", SERVICE_NAME):
+            for name in self.database_services:
                 self.health.set(name, status)
 
     @property
@@ -145,6 +157,8 @@ def create_server(
     request_read_seconds: float = REQUEST_READ_SECONDS,
     handshake_seconds: float = HANDSHAKE_SECONDS,
     key_jobs: KeyJobs | None = None,
+    audit_reports: AuditReports | None = None,
+    exported_copy: bool = False,
 ) -> VaultServer:
     """A server for `vault` bound to `address` (port 0 picks one), with health and reflection.
 
@@ -159,7 +173,9 @@ def create_server(
     from the client with the most calls waiting, else the newcomer is refused). A connection must finish
     its TLS handshake within `handshake_seconds`, and may have at most STREAMS_PER_CONNECTION calls open.
     `key_jobs`: the key jobs the service runs for the security team's certificate (KeyJobs; without it,
-    that service is not served: UNIMPLEMENTED).
+    that service is not served: UNIMPLEMENTED). `audit_reports`: the audit reports it makes for the security
+    team's certificate (AuditReports, likewise), `exported_copy` telling whether they verify against the
+    service's exported checkpoint copy.
     """
     revocations = (
         RevocationList(client_crl, x509.load_pem_x509_certificates(client_ca), on_refused=observe_client_crl_refused)
@@ -189,12 +205,16 @@ def create_server(
     vault_pb2_grpc.add_TokenVaultServicer_to_server(TokenVaultServicer(vault), server)
     if key_jobs is not None:
         key_jobs_pb2_grpc.add_KeyJobsServicer_to_server(KeyJobsServicer(key_jobs), server)
+    if audit_reports is not None:
+        servicer = AuditReportsServicer(audit_reports, exported_copy)
+        audit_reports_pb2_grpc.add_AuditReportsServicer_to_server(servicer, server)
     health_servicer = ListingHealthServicer()  # the stock one advertises List and answers UNIMPLEMENTED
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
             SERVICE_NAME,
             *([KEY_JOBS_SERVICE_NAME] if key_jobs else []),
+            *([AUDIT_REPORTS_SERVICE_NAME] if audit_reports else []),
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
@@ -203,7 +223,8 @@ def create_server(
     port = server.add_secure_port(address, credentials)
     if port == 0:
         raise RuntimeError(f"cannot listen on {address}")
-    running = VaultServer(server, port, health_servicer)
+    served_with_database = ("", SERVICE_NAME, *([AUDIT_REPORTS_SERVICE_NAME] if audit_reports else []))
+    running = VaultServer(server, port, health_servicer, served_with_database)
     for dependency in (VAULT, DATABASE):
         running.report(dependency, True)
     health_servicer.set(LIVENESS_SERVICE, _SERVING)

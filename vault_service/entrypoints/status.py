@@ -5,6 +5,9 @@ from __future__ import annotations
 import grpc
 
 from vault_service.domain.errors import (
+    AuditCopyRefused,
+    AuditReportRunning,
+    AuditReportTooLong,
     AuditUnavailable,
     DatabaseUnavailable,
     InvalidRequest,
@@ -35,6 +38,9 @@ _CODES: dict[type[VaultError], grpc.StatusCode] = {
     StoredValueAltered: grpc.StatusCode.DATA_LOSS,
     KeyJobRunning: grpc.StatusCode.FAILED_PRECONDITION,
     KeyJobStopped: grpc.StatusCode.ABORTED,
+    AuditReportRunning: grpc.StatusCode.FAILED_PRECONDITION,
+    AuditCopyRefused: grpc.StatusCode.FAILED_PRECONDITION,
+    AuditReportTooLong: grpc.StatusCode.DEADLINE_EXCEEDED,
     KeptCopiesDiffer: grpc.StatusCode.FAILED_PRECONDITION,
     NextFingerprintsAltered: grpc.StatusCode.FAILED_PRECONDITION,
 }

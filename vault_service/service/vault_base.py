@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from vault_service.domain.audit import AuditEvent
 from vault_service.domain.errors import InvalidRequest, PermissionDenied, Unauthenticated, VaultError
 from vault_service.domain.identity import Caller
-from vault_service.domain.policy import AccessPolicy
+from vault_service.domain.policy import AUDIT_REPORT_ACTIONS, AccessPolicy
 from vault_service.domain.purpose import WITHHELD_PURPOSE
 from vault_service.domain.rate_limit import RateLimiter, exact
 from vault_service.domain.token_types import TokenType
@@ -91,6 +91,18 @@ class TokenVaultBase:
     def refuse_key_job(self, caller: Caller, job: str, error: VaultError) -> None:
         """Audit (throttled per peer) a key-job call refused after its authorization: malformed, or one runs."""
         self._audit_refusal(caller, job, error, 0, "")
+
+    def authorize_audit_report(self, caller: Caller, report: str) -> None:
+        """Raise PermissionDenied (audited, as every refusal) unless the policy gives `caller` audit report `report`."""
+        try:
+            self._policy.check_audit_report(caller.name, report)
+        except (PermissionDenied, InvalidRequest) as error:
+            self._audit_refusal(caller, AUDIT_REPORT_ACTIONS.get(report, report), error, 0, "")
+            raise
+
+    def refuse_audit_report(self, caller: Caller, action: str, error: VaultError) -> None:
+        """Audit (throttled per peer) an audit report refused or failed after its authorization."""
+        self._audit_refusal(caller, action, error, 0, "")
 
     def refuse(self, peer: str, caller: Caller | None, action: str, error: VaultError, item_count: int) -> None:
         """Audit a call refused before it reached a use case (throttled per peer).

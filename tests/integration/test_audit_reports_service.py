@@ -1,0 +1,252 @@
+"""The audit reports made by the vault service for the security team's certificate (tokenvault.v1.AuditReports).
+
+Real OpenBao and Postgres: the security team's certificate has the running vault verify its audit
+log against the vault's own exported copy and say who saw a token, with the vault's own credentials
+(the caller holds no database role or Vault login); each report is an audit row naming the
+certificate (a who-saw row keeps the token's keyed hash, never the token); the analyst's and the
+ETL's certificates are refused PERMISSION_DENIED on the record; the privacy officer may ask who saw
+a token but not verify; a second report while one runs is refused naming it, and a report held
+past its deadline ends in the vault too; a tampered row makes Verify name it. No value is in any
+answer, error or log line. One database and vault for the module (the tampering test has its own).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tests.conftest import RunningVault, client_channel, running_vault, stack_identity
+from tests.integration.audit_attacks import Anchored, anchored, as_owner, own_database
+from tests.integration.own_database import database_of_its_own
+from tokenvault_client import InvalidArgument, PermissionDenied, TokenType, VaultClient, VaultClientError
+
+__all__ = ["anchored", "own_database"]  # fixtures used here
+
+SECURITY_TEAM = "security-team"
+IP = TokenType.IP
+
+
+@pytest.fixture(scope="module")
+def own_env(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    checkpoints = tmp_path_factory.mktemp("audit-reports") / "checkpoints.jsonl"
+    with database_of_its_own(stack_env, "reports", migrated=True, checkpoint_file=checkpoints) as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def own_vault(own_env: dict[str, str]) -> Iterator[RunningVault]:
+    with running_vault(own_env, TOKENVAULT_AUDIT_CHECKPOINT_SECONDS="1") as running:
+        yield running
+
+
+@pytest.fixture
+def client_as(own_env: dict[str, str], own_vault: RunningVault) -> Iterator[Callable[[str], VaultClient]]:
+    clients: list[VaultClient] = []
+
+    def make(name: str) -> VaultClient:
+        clients.append(VaultClient.connect(own_vault.address, stack_identity(own_env, name)))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def _rows(env: dict[str, str], action: str, after: int = 0) -> list[tuple[str, str, str, str, str, int]]:
+    """(client, serial, cert sha256, outcome, token_types, token hashes) of the `action` rows after `after`."""
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        rows = conn.execute(
+            "SELECT client, client_serial, client_cert_sha256, outcome, token_types, cardinality(revealed)"
+            " FROM vault.audit_log WHERE action = %s AND id > %s ORDER BY id",
+            (action, after),
+        ).fetchall()
+    return [(str(a), str(b), str(c), str(d), str(e), int(f or 0)) for a, b, c, d, e, f in rows]
+
+
+def _newest_id(env: dict[str, str]) -> int:
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        row = conn.execute("SELECT coalesce(max(id), 0) FROM vault.audit_log").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _log_text(env: dict[str, str], after: int) -> str:
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        rows = conn.execute("SELECT * FROM vault.audit_log WHERE id > %s", (after,)).fetchall()
+    return repr(rows)
+
+
+def _certificate(env: dict[str, str], name: str) -> tuple[str, str]:
+    cert = x509.load_pem_x509_certificate((Path(env["STACK_DIR"]) / "certs" / f"{name}.pem").read_bytes())
+    return format(cert.serial_number, "x"), cert.fingerprint(hashes.SHA256()).hex()
+
+
+def test_the_security_team_has_the_vault_verify_its_log_and_the_call_is_on_the_record(
+    own_env: dict[str, str], own_vault: RunningVault, client_as: Callable[[str], VaultClient]
+) -> None:
+    client_as("etl-service").tokenize([(IP, "10.91.0.1")])
+    own_vault.wait_for_checkpoint()
+    before = _newest_id(own_env)
+
+    verdict = client_as(SECURITY_TEAM).audit_verify()
+
+    assert verdict.intact and verdict.first_row == 0 and verdict.finding == "" and verdict.rows > 0
+    assert any(line.startswith("audit log intact") and "the exported copy verified" in line for line in verdict.lines)
+    assert any(line.startswith("erasures reconciled") for line in verdict.lines)
+    serial, digest = _certificate(own_env, SECURITY_TEAM)
+    ((client, row_serial, row_digest, outcome, _, _),) = _rows(own_env, "audit-verify", before)
+    assert (client, row_serial, row_digest) == (SECURITY_TEAM, serial, digest)
+    assert outcome.startswith("ok: intact")
+
+
+def test_the_service_is_in_health_and_reflection(own_env: dict[str, str], own_vault: RunningVault) -> None:
+    channel = client_channel(own_env, own_vault.address, SECURITY_TEAM)
+    try:
+        health = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]
+            health_pb2.HealthCheckRequest(service="tokenvault.v1.AuditReports"), timeout=5
+        )
+        reflection: Any = reflection_pb2_grpc.ServerReflectionStub(channel)  # its module has no type stubs
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        listing = next(reflection.ServerReflectionInfo(iter([request]), timeout=5))
+    finally:
+        channel.close()
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    assert "tokenvault.v1.AuditReports" in {s.name for s in listing.list_services_response.service}
+
+
+def test_who_saw_lists_the_reveals_by_client_purpose_and_outcome_and_never_a_value(
+    own_env: dict[str, str],
+    own_vault: RunningVault,
+    client_as: Callable[[str], VaultClient],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    values = ["10.91.1.7", "10.91.1.8"]
+    watched, unseen = (str(t) for t in client_as("etl-service").tokenize([(IP, v) for v in values]))
+    client_as("analyst").detokenize([watched], "CASE-9301")
+    client_as("fraud-investigator").detokenize([watched, unseen], "CASE-9302")
+    own_vault.wait_for_checkpoint()
+    before = _newest_id(own_env)
+
+    verdict, rows = client_as(SECURITY_TEAM).audit_who_saw(watched)
+
+    assert verdict.intact
+    assert [(r.action, r.client, r.purpose) for r in rows] == [
+        ("detokenize", "analyst", "CASE-9301"),
+        ("detokenize", "fraud-investigator", "CASE-9302"),
+    ]
+    assert all(r.outcome.startswith("ok: ") and r.client_serial and r.at for r in rows)
+    answer = repr((verdict, rows))
+    assert not any(value in answer or value in caplog.text for value in values)
+    ((client, _, _, outcome, types, hashes),) = _rows(own_env, "who-saw", before)
+    assert (client, outcome, types, hashes) == (SECURITY_TEAM, "ok: 2 record(s) listed", "ip", 1)
+    assert watched not in _log_text(own_env, before)  # its keyed hash only
+
+    own_vault.wait_for_checkpoint()
+    _, again = client_as("privacy-officer").audit_who_saw(watched)  # its question is on the record too
+    assert [(r.action, r.client) for r in again][-1] == ("who-saw", SECURITY_TEAM)
+
+
+@pytest.mark.parametrize("client", ["analyst", "etl-service"])
+def test_other_certificates_are_refused_on_the_record(
+    own_env: dict[str, str], client_as: Callable[[str], VaultClient], client: str
+) -> None:
+    token = str(client_as("etl-service").tokenize([(IP, "10.91.2.1")])[0])
+    before = _newest_id(own_env)
+
+    with pytest.raises(PermissionDenied) as verify:
+        client_as(client).audit_verify()
+    with pytest.raises(PermissionDenied) as who:
+        client_as(client).audit_who_saw(token)
+
+    assert f"client {client!r} may not ask for the audit report verify" in verify.value.details
+    assert f"client {client!r} may not ask for the audit report who-saw" in who.value.details
+    for action in ("audit-verify", "who-saw"):
+        assert [(c, o) for c, _, _, o, _, _ in _rows(own_env, action, before)] == [
+            (client, "refused: PermissionDenied")
+        ]
+    assert token not in _log_text(own_env, before)
+
+
+def test_the_privacy_officer_asks_who_saw_but_may_not_verify(client_as: Callable[[str], VaultClient]) -> None:
+    with pytest.raises(PermissionDenied, match="audit report verify"):
+        client_as("privacy-officer").audit_verify()
+
+
+def test_an_argument_that_is_no_token_is_refused_and_kept_nowhere(
+    own_env: dict[str, str], client_as: Callable[[str], VaultClient]
+) -> None:
+    before = _newest_id(own_env)
+
+    with pytest.raises(InvalidArgument) as refused:
+        client_as(SECURITY_TEAM).audit_who_saw("10.91.3.3")
+
+    assert "is not a token" in refused.value.details and "10.91.3.3" not in refused.value.details
+    assert [o for _, _, _, o, _, _ in _rows(own_env, "who-saw", before)] == ["refused: InvalidRequest"]
+    assert "10.91.3.3" not in _log_text(own_env, before)
+
+
+def test_one_report_at_a_time_and_a_held_report_ends_with_its_deadline(
+    own_env: dict[str, str], own_vault: RunningVault, client_as: Callable[[str], VaultClient]
+) -> None:
+    own_vault.wait_for_checkpoint()
+    before = _newest_id(own_env)
+    first: list[VaultClientError] = []
+    owner = psycopg.connect(own_env["PG_ADMIN_DSN"])
+    try:
+        owner.execute("LOCK TABLE vault.audit_checkpoints IN ACCESS EXCLUSIVE MODE")  # its reads wait
+        held = threading.Thread(target=_verify_into, args=(client_as(SECURITY_TEAM), first, 2.0))
+        held.start()
+        time.sleep(0.5)
+        with pytest.raises(VaultClientError) as second:
+            client_as(SECURITY_TEAM).audit_verify()
+        held.join(10)
+        time.sleep(1.0)  # the vault's statement ends at the deadline, and it says so on the record
+        outcomes = [o for _, _, _, o, _, _ in _rows(own_env, "audit-verify", before)]
+    finally:
+        owner.close()
+
+    assert second.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "an audit report is being made on this vault already (verify for 'security-team'" in second.value.details
+    assert first and first[0].code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert outcomes == ["refused: AuditReportRunning", "refused: AuditReportTooLong"]
+    assert client_as(SECURITY_TEAM).audit_verify().intact  # the one report at a time is free again
+
+
+def _verify_into(client: VaultClient, errors: list[VaultClientError], deadline: float) -> None:
+    try:
+        client.audit_verify(deadline=deadline)
+    except VaultClientError as error:
+        errors.append(error)
+
+
+def test_a_tampered_row_is_named_by_the_vaults_verify(own_database: dict[str, str], anchored: Anchored) -> None:
+    vault, _ = anchored
+    with VaultClient.connect(vault.address, stack_identity(own_database, "etl-service")) as etl:
+        etl.tokenize([(IP, f"10.91.4.{n}") for n in range(1, 4)])
+    vault.wait_for_checkpoint()
+    with psycopg.connect(own_database["PG_ADMIN_DSN"]) as conn:
+        row = conn.execute("SELECT max(id) FROM vault.audit_log").fetchone()
+    assert row is not None
+    target = int(row[0])
+    with as_owner(own_database) as conn:
+        conn.execute("UPDATE vault.audit_log SET purpose = 'nothing to see' WHERE id = %s", (target,))
+
+    with VaultClient.connect(vault.address, stack_identity(own_database, SECURITY_TEAM)) as security:
+        verdict = security.audit_verify()
+        who_verdict, rows = security.audit_who_saw("ip_" + "A" * 22)
+
+    assert not verdict.intact and 0 < verdict.first_row <= target and verdict.finding
+    assert any(line.startswith(f"audit log TAMPERED from record id {verdict.first_row}") for line in verdict.lines)
+    assert not who_verdict.intact and rows == []  # no report from a log that does not verify

@@ -1,0 +1,113 @@
+"""The audit reports in words: the lines `audit verify` prints, and a who-saw row's cells.
+
+One wording for both ways of asking: the service account's command (`python -m vault_service.admin
+audit-verify`, audit_report_cli.py) prints these lines, and the vault's AuditReports service sends
+them to the caller, whose `tokenvault audit verify` prints them as they come.
+"""
+
+from __future__ import annotations
+
+from vault_service.domain.audit import AuditRecord
+from vault_service.domain.purpose import purpose_as_shown
+from vault_service.service.audit_verify import FullAuditReport
+from vault_service.service.erase_reconciliation import ErasureReconciliation
+
+NO_COPY = "no exported copy (pass --exported)"
+"""What the service account's command says when it was given no copy to read."""
+
+
+def verdict_lines(report: FullAuditReport, copy_given: bool, no_copy: str = NO_COPY) -> list[str]:
+    """What verification found, line by line; `copy_given`: an exported copy was read, else `no_copy` says so."""
+    lines: list[str] = []
+    copy = report.copy
+    if copy is not None:
+        lines.append(copy.read)
+    where = f"; {report.unanchored} newest row(s) not checkpointed yet" if report.unanchored else ""
+    if report.finding is not None:
+        first = f"record id {report.finding.first_row}" if report.finding.first_row else "the newest records"
+        lines.append(
+            f"audit log TAMPERED from {first}: {report.finding.reason}; records from there on cannot be trusted"
+        )
+    elif copy is not None and copy.too_old:
+        lines.append(
+            f"hash chain and {report.checkpoints} signed checkpoint(s) hold for {report.rows} record(s), but the"
+            f" exported copy is too old to verify the newest: {copy.gap()}, {copy.behind:.0f} s more than the"
+            f" {copy.allowed:.0f} s allowed (--max-copy-lag). The database's owner can delete its newest rows"
+            " with their checkpoints, which only the copy exposes"
+        )
+        lines.append(
+            "audit log NOT verified: verify against a fresher copy holding every replica's checkpoint lines (is"
+            " the log shipper running?), or pass --max-copy-lag for a known shipping delay"
+        )
+    else:
+        copied = "the exported copy" if copy_given else no_copy
+        verdict = "audit log intact" if report.intact else "audit log chain intact"
+        lines.append(
+            f"{verdict}: {report.rows} record(s), hash chain, {report.checkpoints} signed checkpoint(s)"
+            f" and {copied} verified{where}"
+        )
+        if copy is not None and (gap := copy.gap()) is not None:
+            lines.append(f"note: {gap} (the copy is within the {copy.allowed:.0f} s allowed)")
+    lines += _erasure_lines(report.erasures)
+    lines += [f"audit keys: {note}" for note in report.keys_notes]
+    if report.keys_problem is not None:
+        lines.append(f"audit keys: {report.keys_problem}")
+        lines.append("audit log NOT verified: no report is made with audit keys the log did not record")
+    return lines
+
+
+def _erasure_lines(erasures: ErasureReconciliation) -> list[str]:
+    """What the reconciliation of erased tokens with erase rows found (no token is named)."""
+    lines = [f"ERASURES DO NOT MATCH THE AUDIT LOG: {finding.reason}" for finding in erasures.findings]
+    if erasures.findings:
+        lines.append(
+            f"audit log NOT verified: {len(erasures.findings)} erasure finding(s); its erase records cannot be"
+            " trusted to name what was erased, and no report is made from it"
+        )
+        return lines
+    before = (
+        f"; {erasures.before_naming} erased before erase records named tokens (migration 0023)"
+        if erasures.before_naming
+        else ""
+    )
+    lines.append(f"erasures reconciled: {erasures.named} erased token(s), each named by one erase record{before}")
+    return lines
+
+
+def finding_of(report: FullAuditReport) -> str:
+    """Why the log is not verified, in one line ('' when it is)."""
+    if report.intact:
+        return ""
+    if report.finding is not None:
+        return report.finding.reason
+    if report.copy is not None and report.copy.too_old:
+        return "the exported copy is too old to verify the newest records"
+    if report.erasures.findings:
+        return report.erasures.findings[0].reason
+    return report.keys_problem or "the audit log did not verify"
+
+
+WHO_SAW_COLUMNS = ("record", "when (UTC)", "action", "client", "certificate serial", "purpose", "outcome")
+"""The columns of who-saw's table."""
+
+
+def who_saw_cells(record: AuditRecord) -> tuple[str, str, str, str, str, str, str]:
+    """One listed record as who-saw shows it: never a value (a reveal's row holds none)."""
+    return (
+        str(record.record_id),
+        record.at.isoformat(timespec="seconds"),
+        record.event.action,
+        record.event.client,
+        record.event.client_serial or "-",
+        purpose_as_shown(record.event.purpose),
+        record.event.outcome,
+    )
+
+
+def who_saw_summary(actions: list[str]) -> str:
+    """The count line under who-saw's table: reveals and erasures (and earlier who-saw questions, when any)."""
+    erasures = actions.count("erase")
+    questions = actions.count("who-saw")
+    reveals = len(actions) - erasures - questions
+    asked = f"; asked about {questions} time(s) before (who-saw)" if questions else ""
+    return f"{reveals} reveal(s) and {erasures} erasure(s) of this token{asked}"
