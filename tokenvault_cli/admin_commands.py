@@ -1,7 +1,8 @@
-"""The security team's commands (key rotation, audit): the vault service's own functions, run here.
+"""The security team's key commands: the vault service's own functions, run here.
 
 `reencrypt` and `reindex`, which open every value, are not among them: the vault service runs them
-for the security team's client certificate (tokenvault_cli/key_job_commands.py).
+for the security team's client certificate (tokenvault_cli/key_job_commands.py); nor are `audit
+verify` and `audit who-saw`, which the vault service makes for it too (tokenvault_cli/audit_commands.py).
 
 They need what the vault service has (its database role and its Vault login) and the
 operator's own Vault token, under whose identity each change is audited ($VAULT_TOKEN after
@@ -14,7 +15,6 @@ TOKENVAULT_* settings are (`kubectl exec`, `docker compose exec vault-service`).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import click
 
@@ -120,67 +120,10 @@ def rotate_fingerprint_key(ctx: Context, reason: str) -> None:
     run_admin(ctx, "rotate-fingerprint-key", "--reason", reason)
 
 
-@click.group()
-def audit() -> None:
-    """The audit log: verify its hash chain; who saw or erased a token."""
-
-
-EXPORTED = click.option(
-    "--exported",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="The checkpoints exported outside Postgres [default: TOKENVAULT_AUDIT_CHECKPOINT_FILE].",
-)
-
-
-MAX_COPY_LAG = click.option(
-    "--max-copy-lag",
-    type=float,
-    default=None,
-    metavar="SECONDS",
-    help="How much older the exported copy's newest checkpoint may be than the database's before the log is not"
-    " verified (exit 1) [default: 5 checkpoint intervals]; raise it only for a known shipping delay.",
-)
-
-
-def _copy_options(exported: Path | None, max_copy_lag: float | None) -> list[str]:
-    return [
-        *(["--exported", str(exported)] if exported else []),
-        *(["--max-copy-lag", str(max_copy_lag)] if max_copy_lag is not None else []),
-    ]
-
-
-@audit.command()
-@EXPORTED
-@MAX_COPY_LAG
-@click.pass_obj
-def verify(ctx: Context, exported: Path | None, max_copy_lag: float | None) -> None:
-    """Verify the chain, its signed checkpoints and the exported copy; exit 1 naming the first row concerned.
-
-    Exit 1 too when the exported copy is refused (no checkpoint, lines that look like checkpoints but cannot be
-    read) or is older than the database's newest checkpoint by more than --max-copy-lag.
-    """
-    run_admin(ctx, "audit-verify", *_copy_options(exported, max_copy_lag))
-
-
-@audit.command("who-saw")
-@click.argument("token")
-@EXPORTED
-@MAX_COPY_LAG
-@click.pass_obj
-def who_saw(ctx: Context, token: str, exported: Path | None, max_copy_lag: float | None) -> None:
-    """Which clients revealed or erased TOKEN, when and why, from the verified log (exit 1 if it does not verify).
-
-    For a value, tokenize it first (as the ETL would) and ask about its token.
-    """
-    run_admin(ctx, "who-saw", token, *_copy_options(exported, max_copy_lag))
-
-
 COMMANDS = (
     status,
     rewrap,
     retire_kek_versions,
     rotate_encryption_key,
     rotate_fingerprint_key,
-    audit,
 )

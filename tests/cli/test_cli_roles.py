@@ -206,6 +206,22 @@ def test_the_security_team_sees_who_revealed_a_token(cli_stack: CliStack) -> Non
     assert nobody.returncode == 0 and "0 reveal(s) and 0 erasure(s) of this token" in nobody.stdout
 
 
+def test_the_audit_reports_are_made_by_the_vault_for_the_certificates_the_policy_gives_them(
+    cli_stack: CliStack,
+) -> None:
+    # They ran in the caller's process with the vault service's own database role and Vault login;
+    # now the vault makes them, and the caller presents only its certificate.
+    watched = tokenize(cli_stack, "ip", fresh_ip())[0]
+    for role in ("analyst", "etl-service"):
+        refused = cli_stack.as_(role, "audit", "verify")
+        assert refused.returncode == 1 and "PERMISSION_DENIED" in refused.stderr, refused.stderr
+        assert f"client '{role}' may not ask for the audit report verify" in refused.stderr
+    officer = cli_stack.as_("privacy-officer", "audit", "who-saw", watched)
+    assert officer.returncode == 0 and "0 reveal(s) and 0 erasure(s) of this token" in officer.stdout, officer.stderr
+    named = cli_stack.as_("security", "audit", "verify", "--exported", "/etc/passwd")
+    assert named.returncode == 2 and "the vault verifies against its own exported copy" in named.stderr
+
+
 def test_the_security_commands_hint_at_the_service_settings_only_when_those_are_missing(cli_stack: CliStack) -> None:
     # Every exit 2 of an admin command was followed by "run them where the service runs ...": a
     # who-saw argument that is no token (or a --metrics-port already taken, before reencrypt moved into the vault) sent

@@ -1,0 +1,120 @@
+"""`tokenvault audit verify` and `audit who-saw`: the vault makes the report; the caller's certificate asks.
+
+Verifying the log and finding who saw a token read the whole audit log and the audit keys, so they
+run inside the vault service with its own database role and Vault login (tokenvault.v1.AuditReports),
+against the vault's own exported checkpoint copy; you present only a client certificate the vault's
+policy gives the report (`audit_reports`: the security team's, `--stack .stack --as security` on the
+embedded stack, else --cert/--key or a profile; the privacy officer's for who-saw). The call is audited
+naming that certificate. Output and exit codes are those of the service's own command
+(`python -m vault_service.admin audit-verify|who-saw`, which stays for the service account and for
+verifying another copy with --exported).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from tokenvault_cli.context import Context, SettingsFailure, vault_errors
+from tokenvault_cli.output import visible
+from tokenvault_client import AuditVerdict, type_of_token
+
+console = Console(stderr=False)
+
+WHO_SAW_COLUMNS = ("record", "when (UTC)", "action", "client", "certificate serial", "purpose", "outcome")
+
+MAX_COPY_LAG = click.option(
+    "--max-copy-lag",
+    type=click.FloatRange(0, 86_400),
+    default=None,
+    metavar="SECONDS",
+    help="How much older the vault's exported copy's newest checkpoint may be than the database's before the log"
+    " is not verified (exit 1) [default: 5 checkpoint intervals]; raise it only for a known shipping delay"
+    " (at most 86400).",
+)
+
+
+def _no_exported(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """`--exported` is refused: the vault verifies against its own copy, and no caller names a file of the server's."""
+    if value is not None:
+        raise SettingsFailure(
+            "--exported: the vault verifies against its own exported copy (TOKENVAULT_AUDIT_CHECKPOINT_FILE); to"
+            " verify against another copy, run `python -m vault_service.admin audit-verify --exported FILE` where"
+            " the vault service's settings are"
+        )
+
+
+EXPORTED = click.option("--exported", hidden=True, expose_value=False, callback=_no_exported)
+
+
+def _print(line: str) -> None:
+    console.print(Text(visible(line)))  # what the vault sends is text, never markup or terminal control
+
+
+def _shown(verdict: AuditVerdict) -> AuditVerdict:
+    for line in verdict.lines:
+        _print(line)
+    return verdict
+
+
+@click.group()
+def audit() -> None:
+    """The audit log, verified by the vault: its hash chain; who saw or erased a token."""
+
+
+@audit.command()
+@MAX_COPY_LAG
+@EXPORTED
+@click.pass_obj
+@vault_errors
+def verify(ctx: Context, max_copy_lag: float | None) -> None:
+    """Have the vault verify the chain, signed checkpoints and exported copy; exit 1 naming the first row concerned.
+
+    Exit 1 too when the vault's exported copy is refused (no checkpoint, lines that look like checkpoints but cannot
+    be read) or is older than the database's newest checkpoint by more than --max-copy-lag. Needs a certificate the
+    vault's policy gives `verify` (the security team's: `--as security` on the embedded stack).
+    """
+    with ctx.client() as client:
+        verdict = _shown(client.audit_verify(max_copy_lag, ctx.settings.deadline))
+    if not verdict.intact:
+        raise SystemExit(1)
+
+
+@audit.command("who-saw")
+@click.argument("token")
+@MAX_COPY_LAG
+@EXPORTED
+@click.pass_obj
+@vault_errors
+def who_saw(ctx: Context, token: str, max_copy_lag: float | None) -> None:
+    """Which clients revealed or erased TOKEN, when and why, from the log the vault verified (exit 1 if it does not).
+
+    For a value, tokenize it first (as the ETL would) and ask about its token. Needs a certificate the vault's policy
+    gives `who-saw` (the security team's, `--as security` on the embedded stack; or the privacy officer's).
+    """
+    if type_of_token(token) is None:  # never sent, never repeated: it may be a value
+        raise SettingsFailure(
+            "who-saw: the argument is not a token (a type prefix such as ip_ or dev_ and 22 characters): nothing"
+            " looked for; copy the token whole from user_logins, and for a value, tokenize it first (as the ETL would)"
+        )
+    with ctx.client() as client:
+        verdict, rows = client.audit_who_saw(token, max_copy_lag, ctx.settings.deadline)
+    _shown(verdict)
+    if not verdict.intact:
+        raise SystemExit(1)
+    table = Table(*WHO_SAW_COLUMNS)
+    for r in rows:
+        cells = (str(r.record_id), r.at, r.action, r.client, r.client_serial or "-", r.purpose, r.outcome)
+        table.add_row(*(Text(visible(cell)) for cell in cells))
+    console.print(table)
+    erasures = sum(r.action == "erase" for r in rows)
+    questions = sum(r.action == "who-saw" for r in rows)
+    asked = f"; asked about {questions} time(s) before (who-saw)" if questions else ""
+    _print(f"{len(rows) - erasures - questions} reveal(s) and {erasures} erasure(s) of this token{asked}")
+
+
+COMMANDS = (audit,)
