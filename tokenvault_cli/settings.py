@@ -6,6 +6,7 @@ Each setting is taken from the first of: its flag, its `TOKENVAULT_*` environmen
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from devstack.envfile import read_env_file
 from tokenvault_client import ClientIdentity
+from tokenvault_common.database_dsn import password_exposed
 
 SECURITY_ROLE = "security"
 """The security team: its client certificate (CN security-team) for the key jobs the vault runs (reencrypt,
@@ -88,12 +90,20 @@ class Settings:
         return ClientIdentity(self.ca, self.cert, self.key, self.server_name)
 
     def dsn(self) -> str:
-        """The read-only database connection string for queries."""
+        """The read-only database connection string for queries; refused when it could give its password away.
+
+        An analyst's DSN holds a person's password: one that could hand it to whatever answers on the
+        database's address is refused before any connection, as the services' are
+        (tokenvault_common/database_dsn.py).
+        """
         if not self.analyst_dsn:
             raise SettingsError(
                 "no database for the query: pass --dsn or set TOKENVAULT_ANALYST_DSN (the analysts' read-only role),"
                 " or use --stack .stack"
             )
+        variable = "the query's DSN (--dsn, TOKENVAULT_ANALYST_DSN, a profile's analyst_dsn or the stack's)"
+        if problem := password_exposed(variable, self.analyst_dsn, os.environ):
+            raise SettingsError(f"{problem}; nothing was queried")
         return self.analyst_dsn
 
 

@@ -4,6 +4,13 @@ Run as a database owner/admin (never as a service role):
 
     python -m tokenvault_common.migrations --dsn postgresql://admin@host/db
 
+The DSN holds the database owner's password, the most powerful one: like the services' DSNs
+(tokenvault_common/database_dsn.py), one that could hand it to whatever answers on the database's
+address (TCP with neither `sslmode=verify-full`, a `require_auth` refusing password and md5, nor
+`channel_binding=require`; or a socket directory other users can write to) is refused before any
+connection, exit 2. `--public-login` skips that for a login that is public anyway (the exercise
+image's `postgres`/`postgres`).
+
 Migrations never drop data: they create roles, schemas and tables if missing, upgrade an
 existing `user_logins` (the exercise's DDL) in place, and change indexes and constraints
 (0011 replaces the vault's B-trees over random keys with hash indexes, rewriting
@@ -20,6 +27,8 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+
+from tokenvault_common.database_dsn import password_exposed
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _LOCK_ID = 0x746F6B76  # advisory lock: one migrator at a time across replicas and jobs
@@ -81,9 +90,18 @@ def main() -> int:
         metavar="ROLE=ENV_VAR",
         help="after migrating, set ROLE's password from environment variable ENV_VAR",
     )
+    parser.add_argument(
+        "--public-login",
+        action="store_true",
+        help="the DSN's login is public (the exercise image's postgres/postgres): connect even though the DSN"
+        " could give its password to an impostor; never for a password of yours",
+    )
     args = parser.parse_args()
     if not args.dsn:
         parser.error("--dsn (or MIGRATIONS_DSN) is required")
+    variable = "the migrator's DSN (--dsn or MIGRATIONS_DSN)"
+    if not args.public_login and (problem := password_exposed(variable, args.dsn, os.environ)):
+        parser.error(f"{problem}; nothing was done")  # the owner's password, the most powerful one (exit 2)
     done = migrate(args.dsn)
     print(f"applied {len(done)} migration(s): {', '.join(done) or 'none pending'}")
     passwords = {}

@@ -32,7 +32,7 @@ def stack(tmp_path: Path) -> Path:
             "ANALYST_TLS_KEY": "/stack/analyst-key.pem",
             "PRIVACY_OFFICER_TLS_CERT": "/stack/po.pem",
             "PRIVACY_OFFICER_TLS_KEY": "/stack/po-key.pem",
-            "PG_ANALYST_DSN": "postgresql://analyst@127.0.0.1/db",
+            "PG_ANALYST_DSN": "postgresql://analyst@127.0.0.1/db?require_auth=scram-sha-256",
         },
     )
     return tmp_path
@@ -44,7 +44,7 @@ def test_flags_win_over_the_profile_which_wins_over_the_stack(stack: Path, tmp_p
     assert settings.address == "flag:1"
     assert settings.cert == Path("/profile/me.pem")
     assert settings.key == Path("/stack/analyst-key.pem") and settings.server_name == "localhost"
-    assert settings.dsn() == "postgresql://analyst@127.0.0.1/db"
+    assert settings.dsn() == "postgresql://analyst@127.0.0.1/db?require_auth=scram-sha-256"
 
 
 def test_each_role_gets_its_own_certificate_from_the_stack(stack: Path) -> None:
