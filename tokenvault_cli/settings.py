@@ -18,7 +18,8 @@ from tokenvault_common.database_dsn import password_exposed
 
 SECURITY_ROLE = "security"
 """The security team: its client certificate (CN security-team) for the key jobs the vault runs (reencrypt,
-reindex); the other key commands run with the vault service's own settings and the team's Vault token."""
+reindex) and the audit reports it makes (audit verify, who-saw); the other key commands run with the vault
+service's own settings and the team's Vault token."""
 SECURITY_TEAM_CERTIFICATE = "security-team"
 """The CN of the security team's client certificate on the embedded stack."""
 
@@ -75,8 +76,8 @@ class Settings:
             raise SettingsError("with --stack, say who you act as: --as ROLE (one of " + ", ".join(CLIENT_ROLES) + ")")
         if missing and self.role == SECURITY_ROLE:
             raise SettingsError(
-                "missing " + ", ".join(missing) + ": the key jobs need the security team's client certificate"
-                " (CN security-team, in the vault policy with key_jobs)"
+                "missing " + ", ".join(missing) + ": the key jobs and audit reports need the security team's client"
+                " certificate (CN security-team, in the vault policy with key_jobs and audit_reports)"
             )
         if missing:
             raise SettingsError(

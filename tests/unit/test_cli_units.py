@@ -197,3 +197,8 @@ def test_a_key_job_batch_under_100_rows_is_a_usage_error_naming_the_range(stack:
     )
     assert result.exit_code == 2  # refused before it connects
     assert "100<=x<=100000" in result.stderr
+
+
+def test_the_security_role_without_its_certificate_is_told_the_reports_need_it_too() -> None:
+    with pytest.raises(SettingsError, match="key jobs and audit reports need the security team's client certificate"):
+        resolve({"role": "security"}, {}).identity()

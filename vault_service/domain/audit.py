@@ -48,7 +48,8 @@ class AuditEvent:
     client_serial: str = ""
     client_cert_sha256: str = ""
     revealed: Sequence[bytes] = ()
-    """Keyed hashes of the tokens revealed (see `who saw`), never the tokens themselves."""
+    """Keyed hashes of the tokens revealed or erased (see `who saw`), or of the token a who-saw question asked
+    about (AuditReports), never the tokens themselves."""
 
 
 @dataclass(frozen=True)

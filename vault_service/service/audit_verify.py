@@ -238,7 +238,7 @@ def verify_audit_and_erasures(
 
 
 def who_saw(report: FullAuditReport, audit_keys: list[DataKey], token: str) -> list[AuditRecord]:
-    """Every audited reveal and erasure of `token` (by any client), oldest first, from verified records only.
+    """Every audited reveal, erasure and who-saw question of `token` (by any client), oldest first, verified only.
 
     The records are those `report`'s verification read and verified; a record names a token
     when its keyed token hashes (`revealed`, covered by the row hash) hold the token's hash under
