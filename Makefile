@@ -44,7 +44,7 @@ run-sample: $(STAMP)  ## the same with the exercise's 100 events (examples/sampl
 psql: $(STAMP)  ## open psql on the stack as the read-only analyst role (through the cluster's private socket)
 	@$(PY) -m devstack.psql analyst
 
-admin: $(STAMP)  ## security-team commands with the service's settings: ARGS="status" | "rewrap --reason CHG-1" ... (reencrypt, reindex: tokenvault --as security, run by the vault)
+admin: $(STAMP)  ## python -m vault_service.admin with the service's settings (ARGS="audit-verify"); key commands: tokenvault --as security, run by the vault
 	$(PY) -m devstack admin $(ARGS)
 
 bench-vault: $(STAMP)  ## vault throughput/latency beside OpenBao Transit; ends with `figure:` lines

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from tokenvault_cli import admin_commands, audit_commands, key_job_commands, vault_commands
+from tokenvault_cli import audit_commands, key_commands, key_job_commands, vault_commands
 from tokenvault_cli.context import Context
 from tokenvault_cli.settings import ROLES
 
@@ -61,7 +61,7 @@ def cli(ctx: click.Context, /, **flags: Any) -> None:
 
 for command in (
     *vault_commands.COMMANDS,
-    *admin_commands.COMMANDS,
+    *key_commands.COMMANDS,
     *key_job_commands.COMMANDS,
     *audit_commands.COMMANDS,
 ):

@@ -17,6 +17,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from tokenvault_cli.context import Context, Failure, vault_errors
+from tokenvault_cli.key_commands import security_client
 from tokenvault_cli.progress import stderr
 from tokenvault_client import KeyJobProgress
 
@@ -59,7 +60,7 @@ class _Shown:
 def run_key_job(ctx: Context, job: str, reason: str, batch_size: int) -> None:
     """Have the vault run `job`; show its progress, print its outcome (exit 1 with the vault's reason if refused)."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with ctx.client() as client:
+    with security_client(ctx) as client:
         if stderr.is_terminal:
             with Progress(*columns, console=stderr) as bars:
                 outcome = _followed(client.key_job(job, reason, batch_size), _Shown(bars))

@@ -29,6 +29,7 @@ from tokenvault_client.errors import (
     Unavailable,
     VaultClientError,
 )
+from tokenvault_client.key_commands import DataKeyInfo, KekVersionsRetired, KeyCommands, KeyStatus
 from tokenvault_client.key_jobs import KeyJobProgress
 from tokenvault_client.models import (
     DetokenizeOutcome,
@@ -51,13 +52,17 @@ __all__ = [
     "AuditVerdict",
     "ChunkLimits",
     "ClientIdentity",
+    "DataKeyInfo",
     "DeadlineExceeded",
     "DetokenizeOutcome",
     "EraseOutcome",
     "Internal",
     "InvalidArgument",
     "ItemError",
+    "KekVersionsRetired",
+    "KeyCommands",
     "KeyJobProgress",
+    "KeyStatus",
     "NotFound",
     "PermissionDenied",
     "ProtocolError",

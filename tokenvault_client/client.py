@@ -35,6 +35,7 @@ from tokenvault_client.errors import (
     VaultClientError,
     from_rpc_error,
 )
+from tokenvault_client.key_commands import KeyCommands
 from tokenvault_client.key_jobs import KeyJobProgress, key_job_updates
 from tokenvault_client.models import (
     DetokenizeOutcome,
@@ -262,6 +263,15 @@ class VaultClient:
         if self._channel is None:
             raise ValueError("audit reports need a channel")
         return audit_who_saw(self._channel, token, max_copy_lag, deadline or REPORT_DEADLINE_SECONDS, self._typed)
+
+    def key_commands(self) -> KeyCommands:
+        """The short key commands the vault runs for the caller's certificate (status, rewrap, rotate-*, retire-*).
+
+        The vault's policy must give the certificate each command (PermissionDenied otherwise).
+        """
+        if self._channel is None:
+            raise ValueError("key commands need a channel")
+        return KeyCommands(self._channel, self._deadline, self._typed)
 
     def _call(self, method: Callable[..., T], request: object, splittable: bool = False) -> T:
         def attempt() -> T:

@@ -153,8 +153,9 @@ def test_the_security_team_runs_key_and_audit_commands_and_nobody_else(cli_stack
     assert "fingerprints to re-index" in status.stdout and "KEK latest version" in status.stdout
     verified = cli_stack.as_("security", "audit", "verify")
     assert verified.returncode == 0 and "intact" in verified.stdout
-    refused = cli_stack.as_("analyst", "status")
-    assert refused.returncode == 2 and "--as security" in refused.stderr
+    refused = cli_stack.as_("analyst", "status")  # asked of the vault, which runs it for the team's certificate only
+    assert refused.returncode == 1 and "PERMISSION_DENIED" in refused.stderr, refused.stderr
+    assert "client 'analyst' may not run the key job status" in refused.stderr
     reveals_nothing = cli_stack.as_("security", "reveal", "ip_" + "A" * 22, "--purpose", "X-3")
     assert reveals_nothing.returncode == 1 and "PERMISSION_DENIED" in reveals_nothing.stderr, reveals_nothing.stderr
 
@@ -230,5 +231,10 @@ def test_the_security_commands_hint_at_the_service_settings_only_when_those_are_
     not_a_token = cli_stack.as_("security", "audit", "who-saw", "notatoken")
     assert not_a_token.returncode == 2 and "is not a token" in not_a_token.stderr, not_a_token.stderr
     assert hint not in not_a_token.stderr and "reveal(s)" not in not_a_token.stdout
-    outside = cli_stack.run("status")  # neither --stack nor the service's environment
-    assert outside.returncode == 2 and hint in outside.stderr, outside.stderr
+    # Neither --stack nor a certificate: the key and audit commands ask the vault now, which needs a certificate.
+    for command in (("status",), ("audit", "verify")):
+        outside = cli_stack.run(*command)
+        assert outside.returncode == 2 and "TOKENVAULT_CERT" in outside.stderr, outside.stderr
+        assert hint not in outside.stderr
+    no_certificate = cli_stack.run("rewrap", "--reason", "CHG-2026-13")
+    assert no_certificate.returncode == 2 and "--stack .stack --as security" in no_certificate.stderr

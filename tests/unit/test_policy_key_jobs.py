@@ -9,7 +9,17 @@ import pytest
 from vault_service.domain.errors import InvalidRequest, InvalidValue, PermissionDenied
 from vault_service.domain.policy import load_policy, parse_policy
 
-SHIPPED = Path(__file__).resolve().parents[2] / "config" / "vault-policy.toml"
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "config" / "vault-policy.toml"
+EVERY_KEY_COMMAND = {
+    "reencrypt",
+    "reindex",
+    "status",
+    "rewrap",
+    "rotate-encryption-key",
+    "rotate-fingerprint-key",
+    "retire-kek-versions",
+}
 
 
 def _policy(**security_team: object) -> dict[str, object]:
@@ -33,14 +43,22 @@ def test_a_client_given_one_job_may_not_run_the_other() -> None:
 
 
 def test_an_unknown_job_asked_for_is_an_invalid_request() -> None:
-    with pytest.raises(InvalidRequest, match="no key job 'rewrap'; the key jobs are reencrypt, reindex"):
-        parse_policy(_policy(key_jobs=["reencrypt"])).check_key_job("security-team", "rewrap")
+    with pytest.raises(InvalidRequest, match="no key job 'export'; the key jobs are reencrypt, reindex, status"):
+        parse_policy(_policy(key_jobs=["reencrypt"])).check_key_job("security-team", "export")
+
+
+def test_a_client_given_the_jobs_only_may_not_run_the_short_key_commands() -> None:
+    policy = parse_policy(_policy(key_jobs=["reencrypt", "reindex"]))
+
+    for command in EVERY_KEY_COMMAND - {"reencrypt", "reindex"}:
+        with pytest.raises(PermissionDenied, match=f"may not run the key job {command}"):
+            policy.check_key_job("security-team", command)
 
 
 @pytest.mark.parametrize(
     ("key_jobs", "message"),
     [
-        (["reencrypt", "rewrap"], "key_jobs names unknown job(s) rewrap; known: reencrypt, reindex"),
+        (["reencrypt", "export"], "key_jobs names unknown job(s) export; known: reencrypt, reindex, status"),
         ("reencrypt", "key_jobs must be a list of job names"),
         ([1], "key_jobs must be a list of job names"),
     ],
@@ -50,9 +68,10 @@ def test_a_malformed_key_jobs_stops_the_vault(key_jobs: object, message: str) ->
         parse_policy(_policy(key_jobs=key_jobs))
 
 
-def test_the_shipped_policy_gives_the_key_jobs_to_the_security_team_only() -> None:
-    policy = load_policy(SHIPPED)
+@pytest.mark.parametrize("shipped", [SHIPPED, ROOT / "deploy" / "k8s" / "vault-policy.toml"])
+def test_the_shipped_policies_give_every_key_command_to_the_security_team_only(shipped: Path) -> None:
+    policy = load_policy(shipped)
 
     assert {name for name, p in policy.clients.items() if p.key_jobs} == {"security-team"}
-    assert policy.clients["security-team"].key_jobs == {"reencrypt", "reindex"}
+    assert policy.clients["security-team"].key_jobs == EVERY_KEY_COMMAND
     assert not policy.may_detokenize_anything("security-team") and not policy.clients["security-team"].tokenize

@@ -44,6 +44,31 @@ class KeyJobsStub:
                 request_serializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.KeyJobRequest.SerializeToString,
                 response_deserializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.KeyJobUpdate.FromString,
                 _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/tokenvault.v1.KeyJobs/Status',
+                request_serializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.KeyStatusRequest.SerializeToString,
+                response_deserializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.KeyStatusReply.FromString,
+                _registered_method=True)
+        self.Rewrap = channel.unary_unary(
+                '/tokenvault.v1.KeyJobs/Rewrap',
+                request_serializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.KeyChangeRequest.SerializeToString,
+                response_deserializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.RewrapReply.FromString,
+                _registered_method=True)
+        self.RotateEncryptionKey = channel.unary_unary(
+                '/tokenvault.v1.KeyJobs/RotateEncryptionKey',
+                request_serializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.KeyChangeRequest.SerializeToString,
+                response_deserializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.RotateKeyReply.FromString,
+                _registered_method=True)
+        self.RotateFingerprintKey = channel.unary_unary(
+                '/tokenvault.v1.KeyJobs/RotateFingerprintKey',
+                request_serializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.KeyChangeRequest.SerializeToString,
+                response_deserializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.RotateKeyReply.FromString,
+                _registered_method=True)
+        self.RetireKekVersions = channel.unary_unary(
+                '/tokenvault.v1.KeyJobs/RetireKekVersions',
+                request_serializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.RetireKekVersionsRequest.SerializeToString,
+                response_deserializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.RetireKekVersionsReply.FromString,
+                _registered_method=True)
 
 
 class KeyJobsServicer:
@@ -65,6 +90,48 @@ class KeyJobsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Status(self, request, context):
+        """Where rotation stands: the data keys, the KEK's versions, the work left and
+        the highest min_decryption_version safe to set. Changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rewrap(self, request, context):
+        """Rewraps every live data key under the KEK's newest version (transit/rewrap).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateEncryptionKey(self, request, context):
+        """Makes a new data-encryption key active (the old one decrypts only); then Reencrypt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateFingerprintKey(self, request, context):
+        """Makes a new fingerprint key pending; then Reindex. FAILED_PRECONDITION while
+        one is pending already (run Reindex to finish that rotation).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetireKekVersions(self, request, context):
+        """Raises the KEK's min_decryption_version and min_encryption_version to
+        `below` in Transit, written with the operator's own Vault token (the
+        service's Vault policy may not configure the KEK), after the service's own
+        checks: FAILED_PRECONDITION, Transit untouched, while a data key the service
+        may load is wrapped under an older version, or `below` is past the latest
+        version or under the present minimum, or kept copies differ.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeyJobsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +144,31 @@ def add_KeyJobsServicer_to_server(servicer, server):
                     servicer.Reindex,
                     request_deserializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.KeyJobRequest.FromString,
                     response_serializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.KeyJobUpdate.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.KeyStatusRequest.FromString,
+                    response_serializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.KeyStatusReply.SerializeToString,
+            ),
+            'Rewrap': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rewrap,
+                    request_deserializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.KeyChangeRequest.FromString,
+                    response_serializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.RewrapReply.SerializeToString,
+            ),
+            'RotateEncryptionKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateEncryptionKey,
+                    request_deserializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.KeyChangeRequest.FromString,
+                    response_serializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.RotateKeyReply.SerializeToString,
+            ),
+            'RotateFingerprintKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateFingerprintKey,
+                    request_deserializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.KeyChangeRequest.FromString,
+                    response_serializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.RotateKeyReply.SerializeToString,
+            ),
+            'RetireKekVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetireKekVersions,
+                    request_deserializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.RetireKekVersionsRequest.FromString,
+                    response_serializer=tokenvault__api_dot_v1_dot_key__jobs__pb2.RetireKekVersionsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,6 +225,141 @@ class KeyJobs:
             '/tokenvault.v1.KeyJobs/Reindex',
             tokenvault__api_dot_v1_dot_key__jobs__pb2.KeyJobRequest.SerializeToString,
             tokenvault__api_dot_v1_dot_key__jobs__pb2.KeyJobUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokenvault.v1.KeyJobs/Status',
+            tokenvault__api_dot_v1_dot_key__jobs__pb2.KeyStatusRequest.SerializeToString,
+            tokenvault__api_dot_v1_dot_key__jobs__pb2.KeyStatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rewrap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokenvault.v1.KeyJobs/Rewrap',
+            tokenvault__api_dot_v1_dot_key__jobs__pb2.KeyChangeRequest.SerializeToString,
+            tokenvault__api_dot_v1_dot_key__jobs__pb2.RewrapReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateEncryptionKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokenvault.v1.KeyJobs/RotateEncryptionKey',
+            tokenvault__api_dot_v1_dot_key__jobs__pb2.KeyChangeRequest.SerializeToString,
+            tokenvault__api_dot_v1_dot_key__jobs__pb2.RotateKeyReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateFingerprintKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokenvault.v1.KeyJobs/RotateFingerprintKey',
+            tokenvault__api_dot_v1_dot_key__jobs__pb2.KeyChangeRequest.SerializeToString,
+            tokenvault__api_dot_v1_dot_key__jobs__pb2.RotateKeyReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetireKekVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokenvault.v1.KeyJobs/RetireKekVersions',
+            tokenvault__api_dot_v1_dot_key__jobs__pb2.RetireKekVersionsRequest.SerializeToString,
+            tokenvault__api_dot_v1_dot_key__jobs__pb2.RetireKekVersionsReply.FromString,
             options,
             channel_credentials,
             insecure,

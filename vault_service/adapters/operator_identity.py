@@ -23,6 +23,10 @@ class OperatorRefused(RuntimeError):
     """The operator's Vault token is missing, unknown, expired or not authorized; says which."""
 
 
+class OperatorNotLookedUp(OperatorRefused):
+    """Vault could not be asked about the token (unreachable): nothing is known of it, either way."""
+
+
 @dataclass(frozen=True)
 class OperatorIdentity:
     """What Vault says about the operator's token."""
@@ -74,7 +78,7 @@ def authenticate_operator(
         what = type(error).__name__
         raise OperatorRefused(f"Vault at {vault_address} refused to look up the token: {what}") from None
     except requests.RequestException as error:
-        raise OperatorRefused(f"cannot reach Vault at {vault_address}: {type(error).__name__}") from None
+        raise OperatorNotLookedUp(f"cannot reach Vault at {vault_address}: {type(error).__name__}") from None
     identity = OperatorIdentity(
         display_name=str(data.get("display_name") or "unnamed"),
         entity_id=str(data.get("entity_id") or ""),

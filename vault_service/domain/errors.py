@@ -49,6 +49,10 @@ class KekVersionsInUse(InvalidRequest):
     """
 
 
+class RotationUnderWay(InvalidRequest):
+    """A key rotation of this purpose is under way already (a fingerprint key is pending): finish it first."""
+
+
 class StoredValueAltered(VaultError):
     """A stored ciphertext does not authenticate for its token with its loaded key.
 

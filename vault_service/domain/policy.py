@@ -22,9 +22,10 @@ Policy file (TOML):
     [clients.privacy-officer]       # may erase values (GDPR) by token
     erase = ["ip", "device_id"]
 
-    [clients.security-team]         # may have the service run its key jobs (KeyJobs), which
-    key_jobs = ["reencrypt", "reindex"]  # open every value in-process and return none, and make its
-    audit_reports = ["verify", "who-saw"]  # audit reports (AuditReports): a verdict, rows, no value
+    [clients.security-team]         # may have the service run its key commands (KeyJobs) with its
+    key_jobs = ["reencrypt", "reindex", "status", "rewrap", "rotate-encryption-key",
+                "rotate-fingerprint-key", "retire-kek-versions"]  # own credentials: no value returned,
+    audit_reports = ["verify", "who-saw"]  # and make its audit reports (AuditReports): a verdict, rows
 
     [clients.security-lookups]      # tokenize AND reveal: a dictionary oracle (guess a value,
     tokenize = ["ip"]               # tokenize it, look for the token), refused at start unless
@@ -155,8 +156,17 @@ class AccessPolicy:
         return any(level is not RevealLevel.NONE for level in levels)
 
 
-KEY_JOBS = ("reencrypt", "reindex")
-"""The key jobs the vault runs in-process for an authorized client (the KeyJobs gRPC service)."""
+KEY_JOBS = (
+    "reencrypt",
+    "reindex",
+    "status",
+    "rewrap",
+    "rotate-encryption-key",
+    "rotate-fingerprint-key",
+    "retire-kek-versions",
+)
+"""The key commands the vault runs in-process for an authorized client (the KeyJobs gRPC service): the two
+jobs that open every value, and the short commands (service/key_commands.py)."""
 
 
 def key_job_refusal(client: str, job: str) -> PermissionDenied:

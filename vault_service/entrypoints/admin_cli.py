@@ -1,4 +1,8 @@
-"""`python -m vault_service.admin`: the security team's commands.
+"""`python -m vault_service.admin`: the security team's commands, in a process with the service's credentials.
+
+`tokenvault`'s key commands no longer come here: the running vault does them for the security
+team's client certificate (KeyJobs). This stays for a Kubernetes Job under the service's account
+started from a reviewed pipeline, and for `audit-verify` / `who-saw`.
 
 Runs with the vault service's environment (same TOKENVAULT_* variables, same Vault AppRole and
 database role), e.g. `kubectl exec` into a vault pod or `make admin ARGS=...` on the embedded

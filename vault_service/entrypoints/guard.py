@@ -34,6 +34,7 @@ before they are buffered; those never reach Python and are not audited.
 from __future__ import annotations
 
 import contextvars
+import re
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -129,6 +130,12 @@ def _one(reads: RequestReads, requests: Iterator[Any], context: grpc.ServicerCon
     return _Refused(InvalidRequest(NO_REQUEST)) if request is None else request
 
 
+def _key_command(method: str) -> str:
+    """A KeyJobs method's key command, as the policy's `key_jobs` names it (RotateKey: rotate-key)."""
+    name = method.removeprefix(_KEY_JOBS_PREFIX)
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+
+
 def _item_count(request: Any) -> int:
     if isinstance(request, vault_pb2.TokenizeRequest):
         return len(request.items) + sum(len(c.values) for c in request.columns)
@@ -160,7 +167,9 @@ class VaultGuard(grpc.ServerInterceptor):
         if handler is None:
             return None
         if method.startswith(_KEY_JOBS_PREFIX) and handler.unary_stream is not None:
-            return self._key_job(handler, method.removeprefix(_KEY_JOBS_PREFIX).lower())
+            return self._key_job(handler, _key_command(method))
+        if method.startswith(_KEY_JOBS_PREFIX) and handler.unary_unary is not None:  # the short key commands
+            return self._unary(handler, _key_command(method))
         report = _AUDIT_REPORT_ACTIONS.get(method.removeprefix(_AUDIT_REPORTS_PREFIX), "")
         if method.startswith(_AUDIT_REPORTS_PREFIX) and report and handler.unary_stream is not None:
             return self._key_job(handler, report)  # a stream, admitted as a key job's is
@@ -171,7 +180,10 @@ class VaultGuard(grpc.ServerInterceptor):
         return self._unary(handler, method.removeprefix(_SERVICE_PREFIX).lower())
 
     def _unary(self, handler: Any, action: str) -> Any:
-        """A unary method (TokenVault's, AuditReports' Verify), served request-streaming: see `intercept_service`."""
+        """A unary method (TokenVault's, KeyJobs' short commands, AuditReports' Verify), served request-streaming.
+
+        See `intercept_service`.
+        """
         behavior = handler.unary_unary
 
         def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:

@@ -15,9 +15,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 
+from vault_service.adapters.operator_identity import OperatorNotLookedUp, OperatorRefused, authenticate_operator
+from vault_service.adapters.transit_kek_config import TransitKekConfig
 from vault_service.bootstrap import Bootstrapped, key_job_wiring
 from vault_service.config import VaultServiceConfig
+from vault_service.domain.errors import KeysUnavailable, PermissionDenied
 from vault_service.domain.identity import Caller
+from vault_service.service.key_commands import KeyCommands, OperatorAccess, OperatorKek
 from vault_service.service.key_jobs import JobSession, KeyJobs
 from vault_service.service.own_rows_round import OwnRowsNotAnchored, OwnRowsRound, WorkRefused, require_anchored
 from vault_service.service.rotation import KeyRotation
@@ -63,6 +67,30 @@ def key_job_session(wired: Bootstrapped, config: VaultServiceConfig, caller: Cal
         job.close()
 
 
+def operator_kek_of(config: VaultServiceConfig) -> OperatorKek:
+    """`retire-kek-versions`' access to the KEK's config: the operator's own Vault token, as the admin command's.
+
+    Vault looks the token up (`auth/token/lookup-self`; it must hold tokenvault-security) and the KEK's
+    config is then read and written with it: the service's own Vault policy never may configure the KEK.
+    The token is held by the returned adapter for the one call; no message here or there quotes it.
+    """
+
+    def access(token: str) -> OperatorAccess:
+        try:
+            operator = authenticate_operator(config.vault_address, token)
+        except OperatorNotLookedUp as error:
+            raise KeysUnavailable(f"your Vault token could not be checked: {error}") from None
+        except OperatorRefused as error:
+            raise PermissionDenied(f"your Vault token is refused: {error}") from None
+        kek = TransitKekConfig(config.vault_address, token, config.kek_name, config.transit_mount)
+        return OperatorAccess(operator.actor, kek)
+
+    return access
+
+
 def key_jobs_of(wired: Bootstrapped, config: VaultServiceConfig) -> KeyJobs:
-    """The service's key jobs: authorized by the policy (refusals audited), each in a session of its own."""
-    return KeyJobs(wired.vault.authorize_key_job, key_job_sessions(wired, config), wired.vault.refuse_key_job)
+    """The service's key jobs and short key commands: authorized by the policy (refusals audited), each in a session."""
+    sessions = key_job_sessions(wired, config)
+    authorize, refused = wired.vault.authorize_key_job, wired.vault.refuse_key_job
+    commands = KeyCommands(authorize, sessions, refused, operator_kek_of(config))
+    return KeyJobs(authorize, sessions, refused, commands)

@@ -1,17 +1,26 @@
-"""The KeyJobs gRPC servicer: starts a key job for the verified caller and streams its progress, nothing more."""
+"""The KeyJobs gRPC servicer: a key job (its progress streamed) or a short key command for the verified caller.
+
+It converts messages in and out, nothing more.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import grpc
 
 from tokenvault_api.v1 import key_jobs_pb2, key_jobs_pb2_grpc
 from vault_service.domain.errors import Unauthenticated, VaultError
+from vault_service.domain.identity import Caller
 from vault_service.entrypoints.guard import current_caller
 from vault_service.entrypoints.metrics import ROTATION_ROWS, ROTATION_ROWS_LEFT
 from vault_service.entrypoints.status import status_of
+from vault_service.service.key_commands import KeyCommands
 from vault_service.service.key_jobs import JobUpdate, KeyJobs
+from vault_service.service.rotation_status import RotationStatus
+
+T = TypeVar("T")
 
 CLIENT_WENT_AWAY = "the call that started it ended (the client went away, or its deadline passed)"
 """Why a job stops when its call ends before the job does (its outcome row says so)."""
@@ -28,6 +37,30 @@ def _message(update: JobUpdate) -> key_jobs_pb2.KeyJobUpdate:
     )
 
 
+def _status(status: RotationStatus) -> key_jobs_pb2.KeyStatusReply:
+    return key_jobs_pb2.KeyStatusReply(
+        keys=[
+            key_jobs_pb2.DataKeyStatus(
+                key_id=key.key_id, purpose=key.purpose, state=key.state, kek_version=key.kek_version
+            )
+            for key in status.keys
+        ],
+        kek_latest_version=status.kek_latest_version,
+        kek_min_decryption_version=status.kek_min_decryption_version,
+        kek_min_encryption_version=status.kek_min_encryption_version,
+        rows_to_reencrypt=status.rows_to_reencrypt,
+        rows_to_reindex=status.rows_to_reindex,
+        safe_min_decryption_version=status.safe_min_decryption_version,
+    )
+
+
+def _caller() -> Caller:
+    caller = current_caller()
+    if caller is None:  # the guard admits no call without one
+        raise Unauthenticated("no client identity: connect with a client certificate issued by the vault CA")
+    return caller
+
+
 def _count(update: JobUpdate, counted: dict[str, int]) -> None:
     """The service's rotation metrics (tokenvault_rotation_rows_total / _left{phase}) follow the job's progress."""
     if update.finished:
@@ -39,10 +72,50 @@ def _count(update: JobUpdate, counted: dict[str, int]) -> None:
 
 
 class KeyJobsServicer(key_jobs_pb2_grpc.KeyJobsServicer):
-    """gRPC face of `KeyJobs`: Reencrypt and Reindex, each streaming progress, then the outcome."""
+    """gRPC face of `KeyJobs`: Reencrypt and Reindex, each streaming progress, then the outcome; the short commands.
+
+    Without `jobs.commands` the short commands answer UNIMPLEMENTED (the generated base's answer).
+    """
 
     def __init__(self, jobs: KeyJobs) -> None:
         self._jobs = jobs
+        self._commands = jobs.commands
+
+    def _command(self, context: grpc.ServicerContext, run: Callable[[KeyCommands, Caller], T]) -> T:
+        """`run(commands, caller)`; a domain error leaves as its status code and message."""
+        if self._commands is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this vault serves no short key commands")
+        try:
+            return run(self._commands, _caller())
+        except VaultError as error:
+            context.abort(status_of(error), str(error))
+
+    def Status(
+        self, request: key_jobs_pb2.KeyStatusRequest, context: grpc.ServicerContext
+    ) -> key_jobs_pb2.KeyStatusReply:
+        """Where rotation stands: keys, KEK versions, work left, the safe min_decryption_version."""
+        return _status(self._command(context, lambda commands, caller: commands.status(caller)))
+
+    def Rewrap(self, request: key_jobs_pb2.KeyChangeRequest, context: grpc.ServicerContext) -> key_jobs_pb2.RewrapReply:
+        """Rewrap every live data key under the KEK's newest version, in the service."""
+        count = self._command(context, lambda commands, caller: commands.rewrap(caller, request.reason))
+        return key_jobs_pb2.RewrapReply(outcome=f"ok: {count} data keys rewrapped", keys_rewrapped=count)
+
+    def RotateEncryptionKey(
+        self, request: key_jobs_pb2.KeyChangeRequest, context: grpc.ServicerContext
+    ) -> key_jobs_pb2.RotateKeyReply:
+        """A new active data-encryption key, made in the service."""
+        key_id = self._command(context, lambda commands, caller: commands.rotate_encryption_key(caller, request.reason))
+        return key_jobs_pb2.RotateKeyReply(outcome=f"ok: data key {key_id} active", key_id=key_id)
+
+    def RotateFingerprintKey(
+        self, request: key_jobs_pb2.KeyChangeRequest, context: grpc.ServicerContext
+    ) -> key_jobs_pb2.RotateKeyReply:
+        """A new pending fingerprint key, made in the service."""
+        key_id = self._command(
+            context, lambda commands, caller: commands.rotate_fingerprint_key(caller, request.reason)
+        )
+        return key_jobs_pb2.RotateKeyReply(outcome=f"ok: fingerprint key {key_id} pending", key_id=key_id)
 
     def Reencrypt(
         self, request: key_jobs_pb2.KeyJobRequest, context: grpc.ServicerContext
@@ -56,14 +129,27 @@ class KeyJobsServicer(key_jobs_pb2_grpc.KeyJobsServicer):
         """Fingerprint every value under the pending key, in the service; progress, then the outcome."""
         return self._run("reindex", request, context)
 
+    def RetireKekVersions(
+        self, request: key_jobs_pb2.RetireKekVersionsRequest, context: grpc.ServicerContext
+    ) -> key_jobs_pb2.RetireKekVersionsReply:
+        """Raise the KEK's minimum versions, written with the operator's own Vault token after the service's checks.
+
+        The token (`request.vault_token`) is handed to the command and nowhere else: not logged, not in any answer.
+        """
+        done = self._command(
+            context,
+            lambda commands, caller: commands.retire_kek_versions(
+                caller, request.below, request.reason, request.vault_token
+            ),
+        )
+        outcome = f"ok: KEK {done.kek_name} versions below v{done.below} retired"
+        return key_jobs_pb2.RetireKekVersionsReply(kek_name=done.kek_name, below=done.below, outcome=outcome)
+
     def _run(
         self, job: str, request: key_jobs_pb2.KeyJobRequest, context: grpc.ServicerContext
     ) -> Iterator[key_jobs_pb2.KeyJobUpdate]:
-        caller = current_caller()
         try:
-            if caller is None:  # the guard admits no call without one
-                raise Unauthenticated("no client identity: connect with a client certificate issued by the vault CA")
-            running = self._jobs.start(caller, job, request.reason, request.batch_size)
+            running = self._jobs.start(_caller(), job, request.reason, request.batch_size)
         except VaultError as error:
             context.abort(status_of(error), str(error))
         context.add_callback(lambda: running.stop(CLIENT_WENT_AWAY))  # a no-op once the job has ended

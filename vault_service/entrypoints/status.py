@@ -12,6 +12,7 @@ from vault_service.domain.errors import (
     DatabaseUnavailable,
     InvalidRequest,
     InvalidValue,
+    KekVersionsInUse,
     KeptCopiesDiffer,
     KeyJobRunning,
     KeyJobStopped,
@@ -19,6 +20,7 @@ from vault_service.domain.errors import (
     NextFingerprintsAltered,
     PermissionDenied,
     RateLimited,
+    RotationUnderWay,
     StoredValueAltered,
     TokenNotFound,
     Unauthenticated,
@@ -26,6 +28,9 @@ from vault_service.domain.errors import (
 )
 
 _CODES: dict[type[VaultError], grpc.StatusCode] = {
+    # State, not the request, is wrong: run rewrap / reindex first (before their base, InvalidRequest).
+    KekVersionsInUse: grpc.StatusCode.FAILED_PRECONDITION,
+    RotationUnderWay: grpc.StatusCode.FAILED_PRECONDITION,
     InvalidValue: grpc.StatusCode.INVALID_ARGUMENT,
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     TokenNotFound: grpc.StatusCode.NOT_FOUND,

@@ -32,11 +32,15 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vault_service.domain.admin_reason import check_reason
 from vault_service.domain.errors import InvalidRequest, KeyJobRunning, KeyJobStopped, StorageError, VaultError
 from vault_service.domain.identity import Caller
 from vault_service.service.rotation import KeyRotation
+
+if TYPE_CHECKING:
+    from vault_service.service.key_commands import KeyCommands
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +179,20 @@ class RunningJob:
 
 
 class KeyJobs:
-    """Starts the key jobs a client's policy allows, one at a time; stops them at shutdown."""
+    """Starts the key jobs a client's policy allows, one at a time; stops them at shutdown.
 
-    def __init__(self, authorize: Authorize, session: JobSession, refused: Refused = _not_audited) -> None:
+    `commands`: the short key commands served beside the jobs (status, rewrap, rotate-*, retire-kek-versions;
+    service/key_commands.py), when the service serves them.
+    """
+
+    def __init__(
+        self,
+        authorize: Authorize,
+        session: JobSession,
+        refused: Refused = _not_audited,
+        commands: KeyCommands | None = None,
+    ) -> None:
+        self.commands = commands
         self._authorize = authorize
         self._refused = refused
         self._session = session

@@ -26,6 +26,7 @@ from vault_service.domain.errors import (
     KeptCopiesDiffer,
     KeysUnavailable,
     NextFingerprintsAltered,
+    RotationUnderWay,
     StorageError,
     StoredValueAltered,
     VaultError,
@@ -253,8 +254,8 @@ class KeyRotation:
         self._start("rotate-fingerprint-key", purpose)
         try:
             stored = self._key_store.add_key(FINGERPRINT, *self._keys.new_key())
-        except ValueError as error:
-            raise InvalidRequest(str(error)) from None
+        except ValueError as error:  # a fingerprint key is pending: its outcome row says so
+            raise self._refused("rotate-fingerprint-key", RotationUnderWay(str(error)), 0, purpose) from None
         self._keys.refresh()
         self._record("rotate-fingerprint-key", f"ok: fingerprint key {stored.key_id} pending", 1, purpose)
         return stored.key_id

@@ -1,0 +1,267 @@
+"""The short key commands run by the vault service for the security team's certificate (KeyJobs' unary calls).
+
+Real OpenBao and Postgres, one vault on a database and a KEK of its own for the module (retiring
+KEK versions must not touch the session's KEK). `status`, `rewrap`, `rotate-encryption-key`,
+`rotate-fingerprint-key` and `retire-kek-versions` used to run in the operator's process with the
+vault service's own Vault login and database role (DESIGN §1b: the security team cannot decrypt).
+Here the team's certificate has the running vault do them; their intent and outcome rows name the
+certificate (CN, serial, SHA-256); the analyst's and the ETL's certificates are refused
+PERMISSION_DENIED, audited, nothing changed. `retire-kek-versions` writes Transit with the
+operator's own Vault token sent with the call: a token without tokenvault-security is refused,
+the rows name the certificate and the Vault identity, and the token is in no audit row, log
+line or answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+
+import grpc
+import hvac
+import psycopg
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from tests.conftest import RunningVault, running_vault, stack_identity
+from tests.integration.own_database import database_of_its_own
+from tests.integration.test_erasure_crypto_shredding import _security_team
+from tokenvault_client import KeyCommands, PermissionDenied, VaultClient, VaultClientError
+
+SECURITY_TEAM = "security-team"
+CHANGES = ("rewrap", "rotate-encryption-key", "rotate-fingerprint-key")
+
+
+@pytest.fixture(scope="module")
+def own_kek(stack_env: dict[str, str]) -> tuple[str, hvac.Client]:
+    """A KEK of the module's own (the session's stays as it is), and the root client."""
+    root = hvac.Client(url=stack_env["VAULT_ADDR"], token=Path(stack_env["VAULT_ROOT_TOKEN_FILE"]).read_text().strip())
+    name = f"tokenvault-cmds-{uuid.uuid4().hex[:8]}"
+    root.secrets.transit.create_key(name=name)
+    return name, root
+
+
+@pytest.fixture(scope="module")
+def own_env(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    checkpoints = tmp_path_factory.mktemp("key-commands") / "checkpoints.jsonl"
+    with database_of_its_own(stack_env, "keycmds", migrated=True, checkpoint_file=checkpoints) as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def own_vault(own_env: dict[str, str], own_kek: tuple[str, hvac.Client]) -> Iterator[RunningVault]:
+    kek, root = own_kek
+    own = {
+        "TOKENVAULT_KEK_NAME": kek,
+        "TOKENVAULT_VAULT_ROLE_ID": "",  # the root token: the service's policy names the session's KEK only
+        "TOKENVAULT_VAULT_TOKEN": str(root.token),
+        "TOKENVAULT_KEY_CHECK_SECONDS": "3600",  # no rewrap of its own while a test holds keys under an old version
+    }
+    with running_vault(own_env, **own) as running:
+        yield running
+
+
+@pytest.fixture
+def commands_of(own_vault: RunningVault, own_env: dict[str, str]) -> Iterator[Callable[[str], KeyCommands]]:
+    clients: list[VaultClient] = []
+
+    def make(name: str) -> KeyCommands:
+        clients.append(VaultClient.connect(own_vault.address, stack_identity(own_env, name)))
+        return clients[-1].key_commands()
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def _rows(env: dict[str, str], action: str, reason: str) -> list[tuple[str, str, str, str]]:
+    """(client, serial, cert sha256, outcome) of the rows `action` wrote under the ticket `reason`."""
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        rows = conn.execute(
+            "SELECT client, client_serial, client_cert_sha256, outcome FROM vault.audit_log"
+            " WHERE action = %s AND purpose = %s ORDER BY id",
+            (action, reason),
+        ).fetchall()
+    return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
+
+
+def _refusals(env: dict[str, str], client: str, action: str, outcome: str) -> int:
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM vault.audit_log WHERE client = %s AND action = %s AND outcome = %s",
+            (client, action, outcome),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _certificate(env: dict[str, str], name: str) -> tuple[str, str]:
+    cert = x509.load_pem_x509_certificate((Path(env["STACK_DIR"]) / "certs" / f"{name}.pem").read_bytes())
+    return format(cert.serial_number, "x"), cert.fingerprint(hashes.SHA256()).hex()
+
+
+def _keys(env: dict[str, str]) -> list[tuple[int, str, str]]:
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        rows = conn.execute("SELECT id, purpose, state FROM vault.data_keys ORDER BY id").fetchall()
+    return [(int(a), str(b), str(c)) for a, b, c in rows]
+
+
+def _kek_settings(root: hvac.Client, kek: str) -> tuple[int, int, int]:
+    data = root.secrets.transit.read_key(name=kek)["data"]
+    return int(data["latest_version"]), int(data["min_decryption_version"]), int(data["min_encryption_version"])
+
+
+def _change(commands: KeyCommands, change: str, reason: str) -> int:
+    if change == "rewrap":
+        return commands.rewrap(reason)
+    if change == "rotate-encryption-key":
+        return commands.rotate_encryption_key(reason)
+    return commands.rotate_fingerprint_key(reason)
+
+
+def test_the_security_team_certificate_has_the_vault_rotate_rewrap_and_report(
+    own_env: dict[str, str],
+    own_vault: RunningVault,
+    own_kek: tuple[str, hvac.Client],
+    commands_of: Callable[[str], KeyCommands],
+) -> None:
+    kek, root = own_kek
+    team = commands_of(SECURITY_TEAM)
+    before = team.status()
+    assert before.kek_latest_version == _kek_settings(root, kek)[0]
+    assert {k.key_id for k in before.keys} == {k for k, _, _ in _keys(own_env)}
+
+    dek = team.rotate_encryption_key("CHG-8101")
+    pending = team.rotate_fingerprint_key("CHG-8102")
+    root.secrets.transit.rotate_key(name=kek)
+    rewrapped = team.rewrap("CHG-8103")
+
+    after = team.status()
+    states = {k.key_id: (k.purpose, k.state) for k in after.keys}
+    assert states[dek] == ("encryption", "active") and states[pending] == ("fingerprint", "pending")
+    assert rewrapped >= 3 and after.kek_latest_version == before.kek_latest_version + 1
+    assert {k.kek_version for k in after.keys if k.state != "retired"} == {after.kek_latest_version}
+    assert after.safe_min_decryption_version == after.kek_latest_version
+    serial, digest = _certificate(own_env, SECURITY_TEAM)
+    for action, reason, outcome in (
+        ("rotate-encryption-key", "CHG-8101", f"ok: data key {dek} active"),
+        ("rotate-fingerprint-key", "CHG-8102", f"ok: fingerprint key {pending} pending"),
+        ("rewrap", "CHG-8103", f"ok: {rewrapped} data keys rewrapped"),
+    ):
+        assert _rows(own_env, action, reason) == [
+            (SECURITY_TEAM, serial, digest, "started"),
+            (SECURITY_TEAM, serial, digest, outcome),
+        ]
+
+    with pytest.raises(VaultClientError) as under_way:  # a rotation under way: finish it first
+        team.rotate_fingerprint_key("CHG-8104")
+    assert under_way.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "run the re-index to finish it" in under_way.value.details
+    assert _rows(own_env, "rotate-fingerprint-key", "CHG-8104")[-1][3].startswith("refused: ")
+
+
+@pytest.mark.parametrize("client", ["analyst", "etl-service"])
+def test_other_certificates_are_refused_every_key_command_on_the_record_and_nothing_changes(
+    own_env: dict[str, str],
+    own_vault: RunningVault,
+    own_kek: tuple[str, hvac.Client],
+    commands_of: Callable[[str], KeyCommands],
+    client: str,
+) -> None:
+    kek, root = own_kek
+    commands = commands_of(client)
+    keys, settings = _keys(own_env), _kek_settings(root, kek)
+    security = _security_team(root, kek).token
+    calls: dict[str, Callable[[], object]] = {
+        "status": commands.status,
+        **{change: partial(_change, commands, change, "CHG-8201") for change in CHANGES},
+        "retire-kek-versions": partial(commands.retire_kek_versions, settings[0], "CHG-8201", str(security)),
+    }
+    for name, call in calls.items():
+        before = _refusals(own_env, client, name, "refused: PermissionDenied")
+        with pytest.raises(PermissionDenied) as refused:
+            call()
+        assert f"client {client!r} may not run the key job {name}" in refused.value.details
+        assert "security team's client certificate" in refused.value.details
+        assert _refusals(own_env, client, name, "refused: PermissionDenied") == before + 1  # audited
+    assert _keys(own_env) == keys and _kek_settings(root, kek) == settings
+    assert _rows(own_env, "rewrap", "CHG-8201") == []
+
+
+def test_a_reason_the_log_may_not_keep_is_refused_before_anything_and_on_the_record(
+    own_env: dict[str, str], own_vault: RunningVault, commands_of: Callable[[str], KeyCommands]
+) -> None:
+    team = commands_of(SECURITY_TEAM)
+    keys = _keys(own_env)
+    for change in CHANGES:
+        before = _refusals(own_env, SECURITY_TEAM, change, "refused: InvalidRequest")
+        with pytest.raises(VaultClientError) as refused:
+            _change(team, change, "user 10.0.0.1 asked")
+        assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT and "reason refused" in refused.value.details
+        assert "10.0.0.1" not in refused.value.details
+        assert _refusals(own_env, SECURITY_TEAM, change, "refused: InvalidRequest") == before + 1
+    assert _keys(own_env) == keys
+
+
+def test_retiring_kek_versions_writes_transit_with_the_operators_token_only_after_the_checks(
+    own_env: dict[str, str],
+    own_vault: RunningVault,
+    own_kek: tuple[str, hvac.Client],
+    commands_of: Callable[[str], KeyCommands],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    kek, root = own_kek
+    team = commands_of(SECURITY_TEAM)
+    # Named tokenvault-security (what the vault asks of a token) with the rights of the shipped policy on this KEK.
+    scoped = _security_team(root, kek)
+    grant = root.auth.token.create(policies=["tokenvault-security", f"security-{kek}"], ttl="10m")["auth"]
+    operator, accessor = str(grant["client_token"]), str(grant["accessor"])
+    dlq = str(root.auth.token.create(policies=["default"], ttl="10m")["auth"]["client_token"])
+    no_config = str(root.auth.token.create(policies=["tokenvault-security"], ttl="10m")["auth"]["client_token"])
+    assert scoped.token
+    root.secrets.transit.rotate_key(name=kek)  # the data keys are under the older version now
+    latest, min_decryption, _ = _kek_settings(root, kek)
+    errors: list[str] = []
+
+    def refused(code: grpc.StatusCode, below: int, token: str, reason: str = "CHG-8301") -> str:
+        with pytest.raises(VaultClientError) as refusal:
+            team.retire_kek_versions(below, reason, token)
+        assert refusal.value.code == code, refusal.value
+        errors.append(str(refusal.value))
+        return refusal.value.details
+
+    assert "none of the policies tokenvault-security" in refused(grpc.StatusCode.PERMISSION_DENIED, latest, dlq)
+    assert "does not accept this token" in refused(grpc.StatusCode.PERMISSION_DENIED, latest, "hvs.not-a-token")
+    assert "from 1 up" in refused(grpc.StatusCode.INVALID_ARGUMENT, 0, operator)
+    assert "your own Vault token" in refused(grpc.StatusCode.INVALID_ARGUMENT, latest, "")
+    assert f"still wrapped under KEK versions below v{latest}" in refused(
+        grpc.StatusCode.FAILED_PRECONDITION, latest, operator
+    )
+    assert f"has no version {latest + 1}" in refused(grpc.StatusCode.FAILED_PRECONDITION, latest + 1, operator)
+    assert _kek_settings(root, kek) == (latest, min_decryption, 0)  # nothing written in Transit
+    assert _refusals(own_env, SECURITY_TEAM, "retire-kek-versions", "refused: PermissionDenied") >= 2
+
+    team.rewrap("CHG-8302")
+    denied = refused(grpc.StatusCode.PERMISSION_DENIED, latest, no_config)  # Vault refuses its config write
+    assert "Vault refused to" in denied and "with your token (permission denied)" in denied
+    assert _kek_settings(root, kek) == (latest, min_decryption, 0)
+    retired = team.retire_kek_versions(latest, "CHG-8303", operator)
+    assert (retired.kek_name, retired.below) == (kek, latest)
+    assert _kek_settings(root, kek) == (latest, latest, latest)
+    assert team.status().kek_min_decryption_version == latest
+
+    serial, digest = _certificate(own_env, SECURITY_TEAM)
+    rows = _rows(own_env, "retire-kek-versions", "CHG-8303")
+    assert [(s, d) for _, s, d, _ in rows] == [(serial, digest)] * 2
+    assert all(c.startswith(f"{SECURITY_TEAM} with vault:") and f"accessor={accessor}" in c for c, _, _, _ in rows)
+    assert rows[0][3] == "started" and rows[1][3].startswith(f"ok: KEK {kek} versions below v{latest} retired")
+    with psycopg.connect(own_env["PG_ADMIN_DSN"]) as conn:
+        audit_text = conn.execute("SELECT string_agg(t::text, ' ') FROM vault.audit_log t").fetchone()
+    for token in (operator, dlq, no_config, "hvs.not-a-token"):  # never recorded, logged or echoed
+        assert audit_text is not None and token not in str(audit_text[0])
+        assert token not in caplog.text
+        assert not any(token in error for error in errors)
