@@ -24,7 +24,7 @@ from tokenvault_client import KeyCommands, KeyStatus, VaultClient
 REASON = click.option(
     "--reason", required=True, help="Change ticket (a reference such as CHG-1234), kept for good in the audit log."
 )
-stdout = Console(highlight=False)
+stdout = Console(highlight=False, markup=False)  # what the vault reports is data, never markup
 
 
 def security_client(ctx: Context) -> VaultClient:

@@ -143,7 +143,8 @@ def test_the_key_rotation_runbook_works_in_compose_and_old_tokens_still_detokeni
     assert state, "needs the token revealed by the steps before"
     with compose.step("vault", "vault-service"):
         # docs/key-rotation.md, compose variant: the root token from the vault-unseal volume
-        # makes a security-team token; Vault rotates the KEK; the image's `tokenvault` command runs.
+        # makes a security-team token; Vault rotates the KEK; every key command runs in the vault,
+        # asked by the `security` tool with the team's certificate (no `exec` into the vault service).
         root = compose.run(
             "run", "--rm", "-T", "--no-deps", "--entrypoint", "cat", "vault-init", "/vault-unseal/root-token"
         ).stdout.strip()
@@ -151,15 +152,23 @@ def test_the_key_rotation_runbook_works_in_compose_and_old_tokens_still_detokeni
         security = compose.run(*vault, "token", "create", "-policy=tokenvault-security", "-ttl=1h", "-field=token")
         assert security.stdout.strip()
         compose.run(*vault, "write", "-f", "transit/keys/tokenvault/rotate")
-        as_security = ("exec", "-T", "-e", f"VAULT_TOKEN={security.stdout.strip()}", "vault-service", "tokenvault")
-        compose.run(*as_security, "rotate-encryption-key", "--reason", "CHG-COMPOSE-1")
+        latest = compose.run(*vault, "read", "-field=latest_version", "transit/keys/tokenvault").stdout.strip()
+        job = ("run", "--rm", "-T", "--no-deps")
+        as_security = (*job, "-e", f"VAULT_TOKEN={security.stdout.strip()}", "security")
+        rotated = compose.run(*as_security, "rotate-encryption-key", "--reason", "CHG-COMPOSE-1").stdout
+        assert re.match(r"data key \d+ is now active", rotated), rotated
         # The re-encryption opens every value: the vault runs it, asked with the security team's
-        # certificate (the `security` tool); the analyst's certificate is refused.
-        job = ("run", "--rm", "--no-deps")
-        refused = compose.run(*job, "analyst", "reencrypt", "--reason", "CHG-COMPOSE-1", check=False)
-        assert refused.returncode != 0 and "may not run the key job reencrypt" in refused.stderr, refused.stderr
-        moved = compose.run(*job, "security", "reencrypt", "--reason", "CHG-COMPOSE-1").stdout
+        # certificate (the `security` tool); the analyst's certificate is refused, for every key command.
+        for command in (("reencrypt", "--reason", "CHG-COMPOSE-1"), ("status",)):
+            refused = compose.run(*job, "analyst", *command, check=False)
+            assert refused.returncode != 0 and f"may not run the key job {command[0]}" in refused.stderr, refused
+        moved = compose.run(*as_security, "reencrypt", "--reason", "CHG-COMPOSE-1").stdout
         assert re.match(r"re-encrypted [1-9]\d* value\(s\)", moved), moved
+        # Step 3: the vault writes Transit's KEK config with the team's own token, sent from the tool.
+        compose.run(*as_security, "rewrap", "--reason", "CHG-COMPOSE-2")
+        compose.run(*as_security, "retire-kek-versions", "--below", latest, "--reason", "CHG-COMPOSE-2")
+        status = compose.run(*as_security, "status").stdout
+        assert f"KEK min_decryption_version    : v{latest}" in status, status
         result = reveal(compose, state["token"])
         same = result.get("value") == state["value"]
         assert same, f"token no longer reveals its value after KEK and data-key rotation: {result['reveal']}"
