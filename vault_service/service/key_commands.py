@@ -40,13 +40,12 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# The short key commands, by the names the policy's `key_jobs` gives them (domain/policy.py KEY_JOBS).
 STATUS = "status"
 REWRAP = "rewrap"
 ROTATE_ENCRYPTION_KEY = "rotate-encryption-key"
 ROTATE_FINGERPRINT_KEY = "rotate-fingerprint-key"
 RETIRE_KEK_VERSIONS = "retire-kek-versions"
-KEY_COMMANDS = (STATUS, REWRAP, ROTATE_ENCRYPTION_KEY, ROTATE_FINGERPRINT_KEY, RETIRE_KEK_VERSIONS)
-"""The short key commands, by the names the policy's `key_jobs` gives them."""
 
 
 class OperatorAccess(NamedTuple):

@@ -1,0 +1,125 @@
+"""`KeyCommands`: authorized first, every refusal recorded before any session, the operator's token used once.
+
+A refused call (not the command's certificate, a reason the log may not keep, a version below 1,
+a token Vault refuses) opens no session, so no intent row and no work; a reason refused before
+the token is even shown to Vault. The retire's rows are written as the certificate and the
+token's Vault identity, and the token reaches only `operator_kek`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from vault_service.domain.errors import InvalidRequest, PermissionDenied, VaultError
+from vault_service.domain.identity import Caller
+from vault_service.service.key_commands import KeyCommands, OperatorAccess
+from vault_service.service.ports import KekVersions
+
+TEAM = Caller("security-team", "1f", "ab" * 32)
+TOKEN = "hvs.operator-token-under-test"
+
+
+class FakeKek:
+    """The KEK's config as the operator's token reaches it."""
+
+    name = "tokenvault"
+
+    def versions(self) -> KekVersions:
+        return KekVersions(3, 1, 1)
+
+    def set_minimums(self, min_decryption: int, min_encryption: int) -> None:
+        raise AssertionError("the fake rotation writes nothing")
+
+
+class FakeRotation:
+    """Records what it was asked to do."""
+
+    def __init__(self) -> None:
+        self.done: list[tuple[Any, ...]] = []
+
+    def rewrap(self, purpose: str) -> int:
+        self.done.append(("rewrap", purpose))
+        return 2
+
+    def retire_kek_versions(self, below: int, purpose: str, kek: FakeKek) -> int:
+        self.done.append(("retire", below, purpose, kek.name))
+        return below
+
+
+class Recorder:
+    """The fakes of KeyCommands' collaborators, and what each was given."""
+
+    def __init__(self, allowed: bool = True, token_refused: bool = False) -> None:
+        self.allowed = allowed
+        self.token_refused = token_refused
+        self.sessions: list[Caller] = []
+        self.refusals: list[tuple[str, str]] = []
+        self.tokens: list[str] = []
+        self.rotation = FakeRotation()
+
+    def authorize(self, caller: Caller, command: str) -> None:
+        if not self.allowed:
+            self.refusals.append((command, "PermissionDenied"))
+            raise PermissionDenied(f"client {caller.name!r} may not run the key job {command}")
+
+    @contextmanager
+    def session(self, caller: Caller) -> Iterator[Any]:
+        self.sessions.append(caller)
+        yield self.rotation
+
+    def refused(self, caller: Caller, command: str, error: VaultError) -> None:
+        self.refusals.append((command, type(error).__name__))
+
+    def operator_kek(self, token: str) -> OperatorAccess:
+        self.tokens.append(token)
+        if self.token_refused:
+            raise PermissionDenied("your Vault token is refused: it has none of the policies tokenvault-security")
+        return OperatorAccess("vault:alice accessor=acc1", FakeKek())
+
+    def commands(self) -> KeyCommands:
+        return KeyCommands(self.authorize, self.session, self.refused, self.operator_kek)
+
+
+def test_a_change_runs_in_a_session_audited_as_the_certificate() -> None:
+    fakes = Recorder()
+
+    assert fakes.commands().rewrap(TEAM, "CHG-1") == 2
+
+    assert fakes.sessions == [TEAM] and fakes.rotation.done == [("rewrap", "CHG-1")]
+
+
+@pytest.mark.parametrize(
+    ("fakes", "below", "reason", "refusal"),
+    [
+        (Recorder(allowed=False), 3, "CHG-2", "PermissionDenied"),
+        (Recorder(), 3, "user 10.0.0.1 asked", "InvalidRequest"),
+        (Recorder(), 0, "CHG-2", "InvalidRequest"),
+        (Recorder(token_refused=True), 3, "CHG-2", "PermissionDenied"),
+    ],
+)
+def test_a_refused_retire_is_recorded_and_opens_no_session(
+    fakes: Recorder, below: int, reason: str, refusal: str
+) -> None:
+    with pytest.raises((PermissionDenied, InvalidRequest)) as refused:
+        fakes.commands().retire_kek_versions(TEAM, below, reason, TOKEN)
+
+    assert fakes.refusals == [("retire-kek-versions", refusal)]
+    assert fakes.sessions == [] and fakes.rotation.done == []  # no intent row, no work
+    assert TOKEN not in str(refused.value)
+    if refusal == "InvalidRequest":
+        assert fakes.tokens == []  # refused before the token is shown to Vault
+
+
+def test_a_retire_names_the_certificate_and_the_vault_identity_and_uses_the_token_once() -> None:
+    fakes = Recorder()
+
+    done = fakes.commands().retire_kek_versions(TEAM, 3, "CHG-3", TOKEN)
+
+    assert (done.kek_name, done.below) == ("tokenvault", 3)
+    assert fakes.tokens == [TOKEN]
+    assert fakes.sessions == [Caller("security-team with vault:alice accessor=acc1", TEAM.serial, TEAM.cert_sha256)]
+    assert fakes.rotation.done == [("retire", 3, "CHG-3", "tokenvault")]
