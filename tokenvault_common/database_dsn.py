@@ -68,8 +68,14 @@ SOCKET_FIX = (
 
 
 def _setting(params: Mapping[str, object], env: Mapping[str, str], name: str) -> str:
+    """The DSN's `name` when the DSN has the keyword, even empty (libpq keeps it); else its PG* variable's.
+
+    libpq takes a variable only for a keyword the DSN leaves out: `sslrootcert=` (empty) with
+    `PGSSLROOTCERT=system` is an empty sslrootcert, not `system` (attack 27, F4: read as `system`,
+    that DSN passed and sent the password in clear).
+    """
     value = params.get(name)
-    if value is None or value == "":
+    if value is None:
         value = env.get(_ENV[name], "")
     return str(value).strip()
 

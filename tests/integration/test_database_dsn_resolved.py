@@ -8,6 +8,8 @@ so each F1 case below passed it and sent the password in clear. Each case is con
 libpq's answer, and the check must refuse the DSN exactly then. The safe cases pass: `sslrootcert=system`
 (libpq 16+ forces verify-full, F5), a DSN whose own `require_auth` overrides its service's entry.
 A service's entry takes precedence over the variables: `PGSSLMODE=verify-full` protects nothing then.
+A keyword the DSN has, even empty, takes precedence over its variable (attack 27, F4: an empty
+`sslrootcert=` over `PGSSLROOTCERT=system` passed the check and libpq sent the password in clear).
 """
 
 from __future__ import annotations
@@ -40,6 +42,14 @@ CASES = {
         {"PGSERVICEFILE": "{tmp}/svc.conf", "PGSSLMODE": "verify-full"},
     ),
     "a default ~/.pgpass": (TCP, {"HOME": "{tmp}/home"}),
+    "an empty sslrootcert= over PGSSLROOTCERT=system": (
+        TCP + " password=pw sslrootcert=''",
+        {"PGSSLROOTCERT": "system"},
+    ),
+    "an empty ?sslrootcert= over PGSSLROOTCERT=system": (
+        "postgresql://vault:pw@127.0.0.1:{port}/tokenvault?sslrootcert=",
+        {"PGSSLROOTCERT": "system"},
+    ),
     "safe: sslrootcert=system": (TCP + " password=pw sslrootcert=system", {}),
     "safe: PGSSLROOTCERT=system": (TCP + " password=pw", {"PGSSLROOTCERT": "system"}),
     "safe: the DSN's require_auth over its service's": (
