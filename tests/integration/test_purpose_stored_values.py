@@ -177,3 +177,32 @@ def _split_past_both_readings(body: str) -> str | None:
             if unfit_purpose(purpose) is None and not any(body in t for t in token_ids_in(purpose)):
                 return purpose if may_hold_a_token(purpose) else None  # see may_hold_a_token for what it misses
     return None
+
+
+def test_a_token_id_planted_by_the_serving_role_blanks_no_reference(
+    stack_env: dict[str, str], stub_for: StubFor
+) -> None:
+    # Attack 27, F7: the serving role inserted `ip_<first 22 characters of a reference>` (its random part
+    # is anything it likes) and every later reference of that shape was withheld from the audit log.
+    n = uuid.uuid4().int
+    case = "INV" + "".join(chr(ord("A") + (n >> (5 * i)) % 26) for i in range(10))  # 13 characters
+    purpose = f"{case}-2026-12-05-A27"
+    window = purpose[:22]
+    assert f"ip_{window}" in token_ids_in(purpose)  # looked up as a token id
+    ip_token, _ = tokenized(stub_for, [(IP_TYPE, benchmarking_ip()), (DEVICE, letters_device_id())])
+    with psycopg.connect(stack_env["PG_VAULT_DSN"], autocommit=True) as role:  # the serving role
+        row = role.execute(
+            "SELECT fingerprint_key_id, dek_id, length(sealed) FROM vault.tokens WHERE token = %s", (ip_token,)
+        ).fetchone()
+        assert row is not None
+        fk, dek, size = row
+        role.execute(
+            "INSERT INTO vault.tokens (token, token_type, fingerprint, fingerprint_key_id, dek_id, sealed)"
+            " VALUES (%s, 'ip', %s, %s, %s, %s)",
+            (f"ip_{window}", uuid.uuid4().bytes * 2, fk, dek, uuid.uuid4().bytes * (size // 16 + 1)),
+        )
+    before = last_audit_id(stack_env)
+    reveal = vault_pb2.DetokenizeRequest(tokens=[ip_token], purpose=purpose)
+    (result,) = stub_for("analyst").Detokenize(reveal, timeout=10).results
+    assert result.WhichOneof("result") == "value"
+    assert audit_rows_since(stack_env, before, "analyst") == [("detokenize", "ok: 1 revealed, 0 refused", purpose)]

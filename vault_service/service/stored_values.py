@@ -11,7 +11,9 @@ store to blank a class of references, review 15, finding 1) is fingerprinted for
 with the same keyed fingerprint Tokenize uses to find a value's token (and the pending key's
 during a fingerprint-key rotation), and looked up in one indexed query (`TokenStore.stored_among`),
 which also looks up each 22-character window of the purpose as a token id (`purpose.token_ids_in`:
-a token of another call split by separators, attack 14, finding 7).
+a token of another call split by separators, attack 14, finding 7); a token id found counts only if
+its row's value opens under its data key (a row the serving role planted with a chosen id never
+does; attack 27, F7).
 A hit withholds the runs of groups that read as the stored value, each replaced by `(withheld)`,
 and keeps the rest of the reference (`vault_service.domain.purpose_spans`; insider round 16, #2: a
 producer storing `INC2026Q3` blanked every `INC-2026Q3-...` reference whole); a token id found
@@ -37,7 +39,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from vault_service.domain.crypto import DataKey, fingerprints
+from vault_service.domain.crypto import DataKey, SealBroken, fingerprints, open_sealed
+from vault_service.domain.errors import InvalidValue, KeysUnavailable
 from vault_service.domain.purpose import StoredCandidates, may_hold_a_token, stored_candidates, token_ids_in
 from vault_service.domain.purpose_spans import every_group
 from vault_service.domain.token_types import TokenType, normalize_many
@@ -138,7 +141,7 @@ class StoredValueLookup:
                 fps.extend(found)
                 types.extend([token_type.type_name] * len(found))
         hits = self._tokens.stored_among(types, fps, token_ids)
-        if hits.token:
+        if hits.token and self._any_issued_by_the_vault(token_ids):
             return every_group(purpose)  # a token of another call, maybe split: no run of groups says which
         named = [(t, read_as[(t, fp)]) for t, fp in zip(types, fps, strict=True) if fp in hits.fingerprints]
         # Found or not, the same steps: the groups each value is read from were recorded by the walk
@@ -147,3 +150,21 @@ class StoredValueLookup:
             [value for t, value in named if t == TokenType.DEVICE_ID.type_name],
             [value for t, value in named if t == TokenType.IP.type_name],
         )
+
+    def _any_issued_by_the_vault(self, token_ids: list[str]) -> bool:
+        """Whether one of `token_ids` holds a value that opens under its data key: a token the vault issued.
+
+        A row with a token id of a chosen random part is one INSERT for the serving role (attack 27,
+        F7: `ip_INVESTIGATION-2026-12-` blanked every reference of that month), but its value cannot
+        open: the role holds no data key. Only rows that open count; so an erased token (no value
+        left to name) no longer withholds a purpose either.
+        """
+        for row in self._tokens.fetch(token_ids).values():
+            if row.sealed is None:
+                continue
+            try:
+                open_sealed(self._keys.key(row.dek_id), TokenType.from_name(row.token_type), row.token, row.sealed)
+            except (SealBroken, KeysUnavailable, InvalidValue):
+                continue  # planted (or under a retired key: unreadable, as erased)
+            return True
+        return False
