@@ -312,6 +312,7 @@ def test_the_exercise_networks_give_the_host_no_route_to_their_public_logins(tmp
     networks = resolved(tmp_path)["networks"]
     for name in ("exercise-queue", "exercise-database"):
         assert networks[name].get("internal") is True, name
+        assert networks[name].get("enable_ipv6") is False, name  # nor by an IPv6 subnet (review 30, R30-6)
         assert networks[name].get("driver_opts", {}).get("com.docker.network.bridge.inhibit_ipv4") == "true", name
 
 
