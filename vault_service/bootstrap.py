@@ -12,6 +12,7 @@ from psycopg_pool import ConnectionPool
 from tokenvault_common.pg_pool import check_connection_cheaply
 from vault_service.adapters.postgres import PostgresAuditLog, PostgresKeyStore, PostgresTokenStore
 from vault_service.adapters.postgres.chain_lock import ChainLockWatch
+from vault_service.adapters.postgres.keys import KEYS_LOCK
 from vault_service.adapters.postgres.session_settings import (
     PINNED_SETTINGS,
     defaults_set_for_session,
@@ -44,6 +45,7 @@ from vault_service.entrypoints.metrics import (
     observe_database_login_refused,
     observe_database_unreachable,
     observe_id_sequence_tampered,
+    observe_keys_lock_holder,
     observe_new_tokens_refused,
     observe_oldest_unchecked,
     observe_planted_checkpoint,
@@ -190,12 +192,18 @@ class Bootstrapped:
 
 
 def chain_lock_watch(pool: ConnectionPool) -> Callable[[], None]:
-    """One audit upkeep's step ending sessions that hold the audit chain's lock for seconds (attack 26, F2), counted."""
+    """One audit upkeep's step ending sessions that hold the audit chain's or the key-generation lock for seconds.
+
+    Attack 26, F2; attack 27, F2/F3. Counted per lock.
+    """
     watch = ChainLockWatch(pool)
 
     def end_stale_holders() -> None:
         for holder in watch.end_stale_holders():
-            observe_audit_lock_holder(holder.ended)
+            if holder.lock == KEYS_LOCK:
+                observe_keys_lock_holder(holder.ended)
+            else:
+                observe_audit_lock_holder(holder.ended)
 
     return end_stale_holders
 

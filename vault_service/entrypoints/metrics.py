@@ -186,10 +186,19 @@ def watch_client_crl_file_in_force(file_in_force: Callable[[], bool]) -> None:
 
 AUDIT_LOCK_HOLDERS = Counter(
     "tokenvault_audit_lock_holders",
-    "Database sessions found holding the audit chain's lock for 5 s or more in one transaction (each round"
-    " that finds one), by whether the audit upkeep ended them (left: of a role it may not signal, or waiting"
-    " for a synchronous standby). Appends, so audited calls, fail while one holds it: someone with the"
-    " serving role's credentials (attack 26, F2)",
+    "Database sessions found holding the audit chain's lock for 5 s or more in one transaction, or in a session"
+    " outside any transaction (each round that finds one), by whether the audit upkeep ended them (left: of a"
+    " role it may not signal, waiting for a synchronous standby, or gone first). Appends, so audited calls,"
+    " fail while one holds it: someone with the serving role's credentials (attack 26, F2)",
+    ["ended"],
+)
+
+KEYS_LOCK_HOLDERS = Counter(
+    "tokenvault_keys_lock_holders",
+    "Database sessions found holding the key-generation lock for 5 s or more in one transaction, or in a session"
+    " outside any transaction (each round that finds one; never a key operation of this process), by whether the"
+    " audit upkeep ended them. New tokens fail while one holds it: someone with the serving role's credentials"
+    " (attack 27, F3)",
     ["ended"],
 )
 
@@ -254,6 +263,11 @@ def observe_database_login_refused() -> None:
 def observe_audit_lock_holder(ended: bool) -> None:
     """Count one session found holding the audit chain's lock too long, ended or left."""
     AUDIT_LOCK_HOLDERS.labels(ended=str(ended).lower()).inc()
+
+
+def observe_keys_lock_holder(ended: bool) -> None:
+    """Count one session found holding the key-generation lock too long, ended or left."""
+    KEYS_LOCK_HOLDERS.labels(ended=str(ended).lower()).inc()
 
 
 def observe_upkeep_failed() -> None:

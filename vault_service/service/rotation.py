@@ -180,7 +180,11 @@ class KeyRotation:
     def rotate_encryption_key(self, purpose: str) -> int:
         """A new active DEK (the old one becomes decrypt_only); its id."""
         self._start("rotate-encryption-key", purpose)
-        stored = self._key_store.add_key(ENCRYPTION, *self._keys.new_key())
+        try:
+            stored = self._key_store.add_key(ENCRYPTION, *self._keys.new_key())
+        except Exception as error:  # e.g. a key row locked by another session: the intent row gets its outcome
+            self._record_failure("rotate-encryption-key", error, 0, purpose)
+            raise
         self._keys.refresh()
         self._record("rotate-encryption-key", f"ok: data key {stored.key_id} active", 1, purpose)
         return stored.key_id
@@ -256,6 +260,9 @@ class KeyRotation:
             stored = self._key_store.add_key(FINGERPRINT, *self._keys.new_key())
         except ValueError as error:  # a fingerprint key is pending: its outcome row says so
             raise self._refused("rotate-fingerprint-key", RotationUnderWay(str(error)), 0, purpose) from None
+        except Exception as error:  # e.g. the key lock held by another session (attack 27, F5)
+            self._record_failure("rotate-fingerprint-key", error, 0, purpose)
+            raise
         self._keys.refresh()
         self._record("rotate-fingerprint-key", f"ok: fingerprint key {stored.key_id} pending", 1, purpose)
         return stored.key_id

@@ -2,20 +2,100 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from vault_service.adapters.postgres.errors import translated
-from vault_service.domain.errors import KeysUnavailable
+from vault_service.domain.errors import DatabaseUnavailable, KeysUnavailable
 from vault_service.domain.keys import KeyPurpose, KeyState, state_of_new_key
 from vault_service.service.ports import KeyGeneration, NewKey, StoredKey
+
+log = logging.getLogger(__name__)
 
 # Key state changes take this lock exclusively; token inserts take it shared and check the
 # live key generation under it, so no insert is ever written with keys rotated away meanwhile.
 KEYS_LOCK = 0x6B657973
+
+KEY_JOB_LOCK_WAIT = "2s"
+"""How long a key operation waits for KEYS_LOCK and for the data-key rows it changes (attack 27, F5): a session
+holding either (the serving role may lock key rows through its column UPDATE grant) makes the job fail fast,
+holding no audit chain lock, rather than wait for ever with every new token queued behind it."""
+
+KEY_ROWS_NOT_FREE = (
+    "a lock the key job needs is held by another session beyond its {wait} wait: {what}. Nothing was changed;"
+    " run the job again. A session of the serving role holding it for seconds is ended by the vault's audit"
+    " upkeep (docs/threat-model.md, serving role); if this lasts, look for the holder in pg_locks and"
+    " pg_stat_activity"
+)
+"""The message of a key job's lock wait that ran out: names the lock, never row data."""
+
+
+class KeyJobSessions:
+    """The database sessions (backend pids) of this process's key operations while they hold KEYS_LOCK.
+
+    The audit upkeep's lock watch ends a session of the role holding KEYS_LOCK for seconds; never one
+    of these (chain_lock.py). Thread-safe: key operations and the upkeep run on different threads.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pids: Counter[int] = Counter()
+
+    @contextlib.contextmanager
+    def holding(self, conn: psycopg.Connection) -> Iterator[None]:
+        """While the block runs, `conn`'s session counts as one of this process's key operations."""
+        pid = conn.info.backend_pid
+        with self._lock:
+            self._pids[pid] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pids[pid] -= 1
+                if self._pids[pid] <= 0:
+                    del self._pids[pid]
+
+    def pids(self) -> frozenset[int]:
+        """The backend pids of the key operations running now."""
+        with self._lock:
+            return frozenset(self._pids)
+
+
+KEY_JOB_SESSIONS = KeyJobSessions()
+"""This process's key operations holding KEYS_LOCK (one per process: every key store of the process notes here)."""
+
+_SET_LOCK_WAIT = "SELECT pg_catalog.current_setting('lock_timeout'), pg_catalog.set_config('lock_timeout', %s, true)"
+_PUT_BACK_LOCK_WAIT = "SELECT pg_catalog.set_config('lock_timeout', %s, true)"
+
+
+def lock_keys_and_rows(conn: psycopg.Connection, rows_query: str, args: Sequence[object]) -> list[tuple[Any, ...]]:
+    """KEYS_LOCK exclusively, then the data-key rows `rows_query` selects FOR UPDATE (ordered by id); those rows.
+
+    Run first in a key operation's transaction, before any statement that appends audit (whose trigger
+    takes the audit chain's lock): each wait is bounded by KEY_JOB_LOCK_WAIT, so a session holding the
+    lock or a row makes the job fail fast with DatabaseUnavailable naming it, holding no chain lock, and
+    the upkeep never sees the job as the holder (attack 27, F5). The caller's lock_timeout is put back after.
+    """
+    row = conn.execute(_SET_LOCK_WAIT, (KEY_JOB_LOCK_WAIT,)).fetchone()
+    assert row is not None
+    what = f"the key-generation lock (advisory lock {KEYS_LOCK})"
+    try:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
+        what = "a row of vault.data_keys this job changes (SELECT ... FOR UPDATE by another session)"
+        rows = conn.execute(rows_query + " ORDER BY id FOR UPDATE", args).fetchall()
+    except psycopg.errors.LockNotAvailable:
+        log.error("key job: a lock was not free", extra={"error": "LockNotAvailable", "lock": what})
+        raise DatabaseUnavailable(KEY_ROWS_NOT_FREE.format(wait=KEY_JOB_LOCK_WAIT, what=what)) from None
+    conn.execute(_PUT_BACK_LOCK_WAIT, (row[0],))
+    return rows
+
 
 LIVE_GENERATION = """
 SELECT max(id) FILTER (WHERE purpose = 'encryption' AND state = 'active'),
@@ -120,37 +200,60 @@ class PostgresKeyStore:
 
         A fingerprint key is not made while values are fingerprinted under a key that is not live
         (retired by someone other than the re-index): each would get a second token. KeysUnavailable.
+        The key is made (a Transit call) before KEYS_LOCK is taken, never while it is held: the audit
+        upkeep ends a session holding that lock for seconds (attack 27, F3); two replicas making the
+        first key at once each make one, and the one that finds a key under the lock drops its own.
         """
-        with self._pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
+        with self._pool.connection() as conn:
             query = f"SELECT {self._columns(conn)} FROM vault.data_keys WHERE purpose = %s AND state = 'active'"
             row = conn.execute(query, (purpose,)).fetchone()
-            if row is None:
-                if purpose == KeyPurpose.FINGERPRINT and conn.execute(FINGERPRINTED_UNDER_A_DEAD_KEY).fetchone():
-                    raise KeysUnavailable(
-                        "no fingerprint key is active, yet stored values are fingerprinted under a retired one:"
-                        " a new fingerprint key would give each of them a second token. Not making one; the"
-                        " database owner must set the last active fingerprint key back to 'active'"
-                        " (see the data-key-update rows of the audit log)"
-                    )
-                new = make_key()
-                row = self._insert(conn, purpose, new.wrapped_key, new.check_value, KeyState.ACTIVE)
+        if row is not None:
+            return _stored_key(row)
+        self._refuse_a_second_fingerprint_key(purpose)
+        new = make_key()
+        with self._pool.connection() as conn, conn.transaction(), KEY_JOB_SESSIONS.holding(conn):
+            found = lock_keys_and_rows(conn, query, (purpose,))
+            if found:
+                return _stored_key(found[0])
+            self._refuse_a_second_fingerprint_key(purpose, conn)
+            row = self._insert(conn, purpose, new.wrapped_key, new.check_value, KeyState.ACTIVE)
         return _stored_key(row)
+
+    def _refuse_a_second_fingerprint_key(self, purpose: str, conn: psycopg.Connection | None = None) -> None:
+        """KeysUnavailable for a fingerprint key while values are fingerprinted under a retired one."""
+        if purpose != KeyPurpose.FINGERPRINT:
+            return
+        if conn is None:
+            with self._pool.connection() as own:
+                dead = own.execute(FINGERPRINTED_UNDER_A_DEAD_KEY).fetchone()
+        else:
+            dead = conn.execute(FINGERPRINTED_UNDER_A_DEAD_KEY).fetchone()
+        if dead:
+            raise KeysUnavailable(
+                "no fingerprint key is active, yet stored values are fingerprinted under a retired one:"
+                " a new fingerprint key would give each of them a second token. Not making one; the"
+                " database owner must set the last active fingerprint key back to 'active'"
+                " (see the data-key-update rows of the audit log)"
+            )
 
     @translated
     def add_key(self, purpose: str, wrapped_key: str, check_value: bytes | None = None) -> StoredKey:
-        """New DEK: active, the old one decrypt_only. New fingerprint key: pending."""
-        with self._pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
-            state = state_of_new_key(KeyPurpose(purpose))
+        """New DEK: active, the old one decrypt_only. New fingerprint key: pending.
+
+        The old active key's row is locked first (lock_keys_and_rows), before the audited UPDATE.
+        """
+        state = state_of_new_key(KeyPurpose(purpose))
+        with self._pool.connection() as conn, conn.transaction(), KEY_JOB_SESSIONS.holding(conn):
+            changed = KeyState.ACTIVE if state is KeyState.ACTIVE else KeyState.PENDING
+            locked = lock_keys_and_rows(
+                conn, "SELECT id FROM vault.data_keys WHERE purpose = %s AND state = %s", (purpose, changed)
+            )
             if state is KeyState.ACTIVE:
                 conn.execute(
                     "UPDATE vault.data_keys SET state = %s WHERE purpose = %s AND state = %s",
                     (KeyState.DECRYPT_ONLY, purpose, KeyState.ACTIVE),
                 )
-            elif conn.execute(
-                "SELECT 1 FROM vault.data_keys WHERE purpose = %s AND state = %s", (purpose, KeyState.PENDING)
-            ).fetchone():
+            elif locked:
                 raise ValueError("a fingerprint key rotation is already under way: run the re-index to finish it")
             row = self._insert(conn, purpose, wrapped_key, check_value, state)
         return _stored_key(row)
@@ -176,9 +279,17 @@ class PostgresKeyStore:
 
     @translated
     def promote_pending_fingerprint_key(self) -> bool:
-        """Pending -> active and active -> retired, once no live row lacks the new fingerprint."""
-        with self._pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
+        """Pending -> active and active -> retired, once no live row lacks the new fingerprint.
+
+        Both key rows are locked first (lock_keys_and_rows), before the first audited UPDATE: a session
+        holding one makes the promotion fail fast, never wait holding the audit chain's lock (attack 27, F5).
+        """
+        with self._pool.connection() as conn, conn.transaction(), KEY_JOB_SESSIONS.holding(conn):
+            lock_keys_and_rows(
+                conn,
+                "SELECT id FROM vault.data_keys WHERE purpose = 'fingerprint' AND state IN ('active', 'pending')",
+                (),
+            )
             generation = live_generation(conn)
             if generation.pending_fingerprint_id is None:
                 return False
@@ -211,8 +322,13 @@ class PostgresKeyStore:
     @translated
     def retire_unused_encryption_keys(self, key_ids: Sequence[int]) -> list[int]:
         """Those of `key_ids` that are decrypt_only DEKs no stored value uses any more become retired."""
-        with self._pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
+        with self._pool.connection() as conn, conn.transaction(), KEY_JOB_SESSIONS.holding(conn):
+            lock_keys_and_rows(  # the rows it may change, before its audited UPDATE (attack 27, F5)
+                conn,
+                "SELECT id FROM vault.data_keys"
+                " WHERE purpose = 'encryption' AND state = 'decrypt_only' AND id = ANY(%s)",
+                (list(key_ids),),
+            )
             rows = conn.execute(
                 "UPDATE vault.data_keys k SET state = 'retired', retired_at = now()"
                 " WHERE purpose = 'encryption' AND state = 'decrypt_only' AND id = ANY(%s)"

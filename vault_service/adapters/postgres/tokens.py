@@ -155,6 +155,51 @@ def _retired_key_is_stale() -> Iterator[None]:
         raise StaleKeys("a key of this generation is retired (migration 0036 refused the insert)") from None
 
 
+KEYS_LOCK_WAIT = "2s"
+"""How long a token insert waits for the key-generation lock (attack 27, F3): as long as an append waits for the
+audit chain's (migration 0035). The vault's key jobs hold it exclusively for a few statements; longer is a holder the
+audit upkeep ends (chain_lock.py)."""
+
+# The key-generation lock, shared: taken at once when free (the common case: no setting changes); else waited
+# for under lock_timeout = KEYS_LOCK_WAIT, put back to the caller's setting once the lock is had, so the rest of the
+# transaction keeps its own (as migration 0035's trigger does for the chain's lock). The CASEs fix the order
+# (try, set, wait, put back): PostgreSQL evaluates a CASE's condition before its branch, and the subquery's one row
+# (the setting before) before its select list.
+_KEYS_LOCK_SHARED = (
+    "SELECT CASE WHEN pg_catalog.pg_try_advisory_xact_lock_shared(%(lock)s) THEN '' ELSE ("
+    f" SELECT CASE WHEN pg_catalog.set_config('lock_timeout', '{KEYS_LOCK_WAIT}', true) IS NOT NULL"
+    " THEN CASE WHEN pg_catalog.pg_advisory_xact_lock_shared(%(lock)s)::text = ''"
+    " THEN pg_catalog.set_config('lock_timeout', w.before, true) END END"
+    " FROM (SELECT pg_catalog.current_setting('lock_timeout') AS before OFFSET 0) AS w) END"
+)
+
+KEYS_LOCK_NOT_FREE = (
+    f"the key-generation lock (advisory lock {KEYS_LOCK}) that a new token's insert needs is held by another"
+    f" session beyond its {KEYS_LOCK_WAIT} wait, so nothing was stored; retry later. The vault's key jobs hold it for"
+    " moments, and the vault ends a session of its own role holding it for seconds (docs/threat-model.md, serving"
+    " role); if this lasts, look for the holder in pg_locks (locktype advisory, objid"
+    f" {KEYS_LOCK}) and pg_stat_activity"
+)
+"""DatabaseUnavailable's message when the insert's wait for KEYS_LOCK ran out: names the lock, no row data."""
+
+
+@contextlib.contextmanager
+def _keys_lock_not_free() -> Iterator[None]:
+    """The insert's wait for KEYS_LOCK running out as DatabaseUnavailable naming that lock (attack 27, F3).
+
+    Told from the other locks an insert may wait for by where it ran out: the key lock's statement is the
+    transaction's own (no error context), the others' waits are in triggers (the audit chain's, migration 0035;
+    the key rows', 0037), whose errors name their function and keep `translated`'s message.
+    """
+    try:
+        yield
+    except psycopg.errors.LockNotAvailable as error:
+        if error.diag.context:
+            raise
+        log.error("token insert: the key-generation lock was not free", extra={"error": "LockNotAvailable"})
+        raise DatabaseUnavailable(KEYS_LOCK_NOT_FREE) from None
+
+
 _CONFLICTS = (psycopg.errors.ExclusionViolation, psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected)
 """What sends a plain insert through the merge path: a token or fingerprint another writer
 stored first (the hash exclusion constraints of migration 0011; a unique index before it), or
@@ -237,7 +282,7 @@ class PostgresTokenStore(TokenRekeying):
 
     def _insert_or_merge(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> Inserted:
         try:
-            with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
+            with _keys_lock_not_free(), self._pool.connection() as conn, conn.pipeline(), conn.transaction():
                 inserted = self._insert(conn, rows, generation, "")
         except _CONFLICTS:
             return self._merge(rows, generation, merged=True)
@@ -254,7 +299,7 @@ class PostgresTokenStore(TokenRekeying):
     def _merge(self, rows: Sequence[NewTokenRow], generation: KeyGeneration, merged: bool = False) -> Inserted:
         """Insert what nobody issued yet (ON CONFLICT DO NOTHING); read back the others' rows as the lookup does."""
         theirs: dict[bytes, FoundToken] = {}
-        with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
+        with _keys_lock_not_free(), self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             inserted = self._insert(conn, rows, generation, " ON CONFLICT DO NOTHING RETURNING fingerprint, token")
             ours = {bytes(fp): token for fp, token in inserted.fetchall()}
             lost = [r for r in rows if r.fingerprint not in ours]
@@ -289,7 +334,7 @@ class PostgresTokenStore(TokenRekeying):
             bytea_array([r.sealed for r in rows]),
             bytea_array([r.next_fingerprint for r in rows]),
         )
-        conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (KEYS_LOCK,))
+        conn.execute(_KEYS_LOCK_SHARED, {"lock": KEYS_LOCK})  # waited for KEYS_LOCK_WAIT at most (attack 27, F3)
         live = conn.execute(LIVE_GENERATION)
         inserted = conn.execute(_INSERT + tail, columns)
         if generation_of(live.fetchone()) != generation:

@@ -1,0 +1,148 @@
+"""A serving-role session holding the key-generation lock, or a session-level advisory lock, cannot freeze the vault.
+
+Attack 27, F2/F3. A token insert takes the key-generation lock (`KEYS_LOCK`) shared; before, it waited for it
+with no bound, so one session of the serving role holding it (idle in a transaction) stalled every new-value
+Tokenize for ever, and the stuck inserts took every pool connection. Now the insert waits 2 s and the call
+is answered UNAVAILABLE naming that lock, and the audit upkeep's lock watch ends the holder after 5 s: new
+tokens are issued again. The watch never ends a key operation of this process holding the lock.
+
+A session holding the audit chain's lock in its session-level form (`pg_advisory_lock`, then idle: not in a
+transaction) was never ended, and the watch's warning blamed a role it was not. Now it is ended too, keyed by
+its session. Migration 0037 takes the session-level functions away from the serving role; the test grants
+them back in a database of its own, so the watch is tested whatever the role may do.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+from tests.conftest import RunningVault, stack_identity
+from tests.integration.own_database import database_of_its_own
+from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+from tokenvault_client import open_channel
+from vault_service.adapters.postgres.chain_lock import AUDIT_CHAIN_LOCK, NOT_SEEN, ChainLockWatch
+from vault_service.adapters.postgres.keys import KEY_JOB_SESSIONS, KEYS_LOCK
+
+
+def _tokenize(stub: vault_pb2_grpc.TokenVaultStub, value: str, timeout: float) -> str:
+    request = vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=value)])
+    return str(stub.Tokenize(request, timeout=timeout).results[0].token)
+
+
+def _new_value() -> str:
+    n = uuid.uuid4().int
+    return f"198.19.{n % 250}.{n // 250 % 250}"
+
+
+def test_a_session_holding_the_key_lock_makes_new_tokens_fail_fast_and_is_ended(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    # No transparent retry: each UNAVAILABLE is seen here.
+    channel = open_channel(vault.address, stack_identity(stack_env, "etl-service"))
+    stub = vault_pb2_grpc.TokenVaultStub(channel)
+    with psycopg.connect(stack_env["PG_VAULT_DSN"]) as rogue:  # the serving role; a transaction left open
+        rogue.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as refused:
+            _tokenize(stub, _new_value(), timeout=15)  # before: waited for ever (DEADLINE_EXCEEDED here)
+        failed_after = time.monotonic() - started
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "key-generation lock" in str(refused.value.details())
+        assert failed_after < 5  # the insert's 2 s wait (and the client's own), never a hang
+
+        token = None
+        while token is None:
+            try:
+                token = _tokenize(stub, _new_value(), timeout=15)
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+                assert time.monotonic() - started < 20, "the session holding the key lock was never ended"
+        served_after = time.monotonic() - started
+        with pytest.raises(psycopg.OperationalError):  # the vault's upkeep ended it
+            rogue.execute("SELECT 1")
+    channel.close()
+    assert token.startswith("ip_")
+    print(f"\nfirst new token failed after {failed_after:.1f} s; issued again after {served_after:.1f} s")
+
+
+@pytest.fixture
+def serving_pool(stack_env: dict[str, str]) -> Iterator[tuple[dict[str, str], ConnectionPool]]:
+    """A database of the test's own whose serving role may take session-level advisory locks, and a pool of it."""
+    with database_of_its_own(stack_env, "locks", migrated=True) as env:
+        with psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True) as owner:  # whatever migration 0037 revoked
+            for form in ("pg_advisory_lock(bigint)", "pg_advisory_lock_shared(bigint)"):
+                owner.execute(f"GRANT EXECUTE ON FUNCTION pg_catalog.{form} TO tokenvault_vault")
+        with ConnectionPool(env["PG_VAULT_DSN"], min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
+            yield env, pool
+
+
+def _alive(conn: psycopg.Connection) -> bool:
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+def test_the_watch_ends_session_level_and_key_lock_holders_but_never_a_key_operation_of_this_process(
+    serving_pool: tuple[dict[str, str], ConnectionPool],
+) -> None:
+    env, pool = serving_pool
+    watch = ChainLockWatch(pool, held_seconds=0.5)
+    dsn = env["PG_VAULT_DSN"]
+    with (
+        psycopg.connect(dsn, autocommit=True) as session_level,  # idle, not in a transaction (attack 27, F2)
+        psycopg.connect(dsn, autocommit=True) as shared_session_level,
+        psycopg.connect(dsn) as keys_holder,  # idle in a transaction (F3)
+        psycopg.connect(dsn) as key_job,  # a key operation of this process
+    ):
+        session_level.execute("SELECT pg_advisory_lock(%s)", (AUDIT_CHAIN_LOCK,))
+        shared_session_level.execute("SELECT pg_advisory_lock_shared(%s)", (KEYS_LOCK,))
+        keys_holder.execute("SELECT pg_advisory_xact_lock_shared(%s)", (KEYS_LOCK,))
+        with KEY_JOB_SESSIONS.holding(key_job):
+            key_job.execute("SELECT pg_advisory_xact_lock_shared(%s)", (KEYS_LOCK,))
+            assert watch.end_stale_holders() == []  # first seen now: none held it 0.5 s yet
+            time.sleep(0.6)
+            holders = watch.end_stale_holders()
+            assert _alive(key_job)  # never ended, never even reported
+            key_job.rollback()
+        ended = {(h.pid, h.lock): h for h in holders}
+        pids = {
+            "session_level": session_level.info.backend_pid,
+            "shared_session_level": shared_session_level.info.backend_pid,
+            "keys_holder": keys_holder.info.backend_pid,
+        }
+        assert set(ended) == {
+            (pids["session_level"], AUDIT_CHAIN_LOCK),
+            (pids["shared_session_level"], KEYS_LOCK),
+            (pids["keys_holder"], KEYS_LOCK),
+        }
+        assert all(h.ended and h.not_ended_because is None for h in holders), holders
+        assert ended[(pids["session_level"], AUDIT_CHAIN_LOCK)].state == "idle"
+        for conn in (session_level, shared_session_level, keys_holder):
+            assert not _alive(conn)
+
+
+def test_a_holder_the_watch_may_not_end_is_logged_with_the_true_reason(
+    serving_pool: tuple[dict[str, str], ConnectionPool], caplog: pytest.LogCaptureFixture
+) -> None:
+    env, pool = serving_pool
+    watch = ChainLockWatch(pool, held_seconds=0.3)
+    with psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True) as owner:  # a role the serving role may not see
+        owner.execute("SELECT pg_advisory_lock(%s)", (AUDIT_CHAIN_LOCK,))
+        assert watch.end_stale_holders() == []
+        time.sleep(0.4)
+        with caplog.at_level(logging.WARNING, logger="vault_service.adapters.postgres.chain_lock"):
+            (found,) = watch.end_stale_holders()
+        assert not found.ended and found.not_ended_because == NOT_SEEN
+        assert _alive(owner)
+    (line,) = [r.getMessage() for r in caplog.records if "was not ended" in r.getMessage()]
+    assert NOT_SEEN in line and "synchronous standby" not in line
