@@ -13,6 +13,7 @@ answer, error or log line. One database and vault for the module (the tampering 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,10 +28,11 @@ from cryptography.hazmat.primitives import hashes
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.conftest import RunningVault, client_channel, running_vault, stack_identity
+from tests.conftest import RunningVault, client_channel, running_vault, stack_identity, vault_config
 from tests.integration.audit_attacks import Anchored, anchored, as_owner, own_database
 from tests.integration.own_database import database_of_its_own
-from tokenvault_client import InvalidArgument, PermissionDenied, TokenType, VaultClient, VaultClientError
+from tokenvault_api.v1 import audit_reports_pb2, audit_reports_pb2_grpc
+from tokenvault_client import InvalidArgument, PermissionDenied, RateLimited, TokenType, VaultClient, VaultClientError
 
 __all__ = ["anchored", "own_database"]  # fixtures used here
 
@@ -46,8 +48,14 @@ def own_env(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="module")
-def own_vault(own_env: dict[str, str]) -> Iterator[RunningVault]:
-    with running_vault(own_env, TOKENVAULT_AUDIT_CHECKPOINT_SECONDS="1") as running:
+def own_vault(own_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningVault]:
+    # The stack's policy, the security team given reports enough for this module (the officer keeps the default).
+    policy = tmp_path_factory.mktemp("audit-reports-policy") / "vault-policy.toml"
+    policy.write_text(
+        vault_config(own_env).policy_file.read_text()
+        + "\n[clients.security-team.limits]\naudit_reports_per_second = 1\naudit_reports_burst = 100\n"
+    )
+    with running_vault(own_env, TOKENVAULT_AUDIT_CHECKPOINT_SECONDS="1", TOKENVAULT_POLICY_FILE=str(policy)) as running:
         yield running
 
 
@@ -154,8 +162,10 @@ def test_who_saw_lists_the_reveals_by_client_purpose_and_outcome_and_never_a_val
     assert watched not in _log_text(own_env, before)  # its keyed hash only
 
     own_vault.wait_for_checkpoint()
-    _, again = client_as("privacy-officer").audit_who_saw(watched)  # its question is on the record too
-    assert [(r.action, r.client) for r in again][-1] == ("who-saw", SECURITY_TEAM)
+    _, officers = client_as("privacy-officer").audit_who_saw(watched)  # the team's question is not its to see
+    _, teams = client_as(SECURITY_TEAM).audit_who_saw(watched)  # both questions are on the record
+    assert [r.action for r in officers] == ["detokenize", "detokenize"]
+    assert [(r.action, r.client) for r in teams][2:] == [("who-saw", SECURITY_TEAM), ("who-saw", "privacy-officer")]
 
 
 @pytest.mark.parametrize("client", ["analyst", "etl-service"])
@@ -222,6 +232,101 @@ def test_one_report_at_a_time_and_a_held_report_ends_with_its_deadline(
     assert first and first[0].code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert outcomes == ["refused: AuditReportRunning", "refused: AuditReportTooLong"]
     assert client_as(SECURITY_TEAM).audit_verify().intact  # the one report at a time is free again
+
+
+def test_a_report_whose_caller_went_away_stops_frees_the_slot_and_is_recorded_refused(
+    own_env: dict[str, str], own_vault: RunningVault, client_as: Callable[[str], VaultClient]
+) -> None:
+    own_vault.wait_for_checkpoint()
+    before = _newest_id(own_env)
+    channel = client_channel(own_env, own_vault.address, SECURITY_TEAM)
+    owner = psycopg.connect(own_env["PG_ADMIN_DSN"])
+    try:
+        owner.execute("LOCK TABLE vault.audit_checkpoints IN ACCESS EXCLUSIVE MODE")  # its reads wait
+        call = audit_reports_pb2_grpc.AuditReportsStub(channel).Verify.future(
+            audit_reports_pb2.AuditVerifyRequest(), timeout=60
+        )
+        time.sleep(0.5)
+        call.cancel()  # the caller goes away while the report waits
+        time.sleep(0.3)
+    finally:
+        owner.rollback()  # the read goes on: the report ends at its next check
+        owner.close()
+        channel.close()
+    outcomes = _wait_for_rows(own_env, "audit-verify", before)
+
+    assert outcomes == ["refused: AuditReportTooLong"]  # never "ok: intact": nobody received it
+    assert client_as(SECURITY_TEAM).audit_verify().intact  # the one report at a time is free again
+
+
+def _wait_for_rows(env: dict[str, str], action: str, after: int) -> list[str]:
+    for _ in range(50):
+        outcomes = [o for _, _, _, o, _, _ in _rows(env, action, after)]
+        if outcomes:
+            return outcomes
+        time.sleep(0.1)
+    return []
+
+
+def test_a_log_larger_than_the_vault_may_hold_is_refused_on_the_record_naming_the_remedy(
+    own_env: dict[str, str], client_as: Callable[[str], VaultClient]
+) -> None:
+    client_as("etl-service").tokenize([(IP, "10.91.5.1")])
+    before = _newest_id(own_env)
+    with (
+        running_vault(own_env, TOKENVAULT_AUDIT_REPORT_MAX_ROWS="5") as small,
+        VaultClient.connect(small.address, stack_identity(own_env, SECURITY_TEAM)) as security,
+        pytest.raises(VaultClientError) as refused,
+    ):
+        security.audit_verify()
+
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert re.search(
+        r"the audit log has \d+ rows, more than the 5 a report made in the serving vault", refused.value.details
+    )
+    assert "TOKENVAULT_AUDIT_REPORT_MAX_ROWS" in refused.value.details
+    assert "python -m vault_service.admin audit-verify" in refused.value.details
+    assert [o for _, _, _, o, _, _ in _rows(own_env, "audit-verify", before)] == ["refused: AuditReportTooLarge"]
+
+
+def test_a_missing_checkpoint_file_is_refused_on_the_record_without_the_servers_path(
+    own_env: dict[str, str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "not-yet" / "checkpoints.jsonl"
+    before = _newest_id(own_env)
+    with (
+        running_vault(
+            own_env, TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(missing), TOKENVAULT_AUDIT_CHECKPOINT_SECONDS="300"
+        ) as vault,
+        VaultClient.connect(vault.address, stack_identity(own_env, SECURITY_TEAM)) as security,
+        pytest.raises(VaultClientError) as refused,
+    ):
+        security.audit_verify()
+
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "checkpoint copy" in refused.value.details and "cannot be read" in refused.value.details
+    assert str(tmp_path) not in refused.value.details
+    assert [o for _, _, _, o, _, _ in _rows(own_env, "audit-verify", before)] == ["refused: AuditCopyRefused"]
+
+
+def test_reports_are_metered_per_client_so_the_officer_cannot_keep_the_team_out(
+    own_env: dict[str, str], client_as: Callable[[str], VaultClient]
+) -> None:
+    token = str(client_as("etl-service").tokenize([(IP, "10.91.6.1")])[0])
+    before = _newest_id(own_env)
+    officer = client_as("privacy-officer")
+    limited: list[RateLimited] = []
+    for _ in range(7):  # the default budget: 6 at once (this module's officer asked before), then one per 300 s
+        try:
+            officer.audit_who_saw(token)
+        except RateLimited as error:
+            limited.append(error)
+            break
+
+    assert limited and limited[0].code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert 0 < limited[0].retry_after <= 300 and "audit report" in limited[0].details
+    assert [o for c, _, _, o, _, _ in _rows(own_env, "who-saw", before)][-1] == "refused: RateLimited"
+    assert client_as(SECURITY_TEAM).audit_verify().intact  # the team's budget is its own
 
 
 def _verify_into(client: VaultClient, errors: list[VaultClientError], deadline: float) -> None:

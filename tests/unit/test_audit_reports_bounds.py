@@ -1,14 +1,23 @@
-"""The vault's audit reports (AuditReports) are bounded: the copy lag a caller allows, one at a time, the deadline."""
+"""The vault's audit reports (AuditReports) are bounded: the copy lag a caller allows, one at a time, the deadline,
+the caller's going away, each client's budget; a copy file that cannot be read is refused on the record."""
 
 from __future__ import annotations
 
 import math
 import threading
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
-from vault_service.domain.errors import AuditReportRunning, AuditReportTooLong, InvalidRequest, VaultError
+from vault_service.domain.errors import (
+    AuditCopyRefused,
+    AuditReportRunning,
+    AuditReportTooLong,
+    InvalidRequest,
+    RateLimited,
+    VaultError,
+)
 from vault_service.domain.identity import Caller
 from vault_service.service.audit_reports import MAX_REPORT_SECONDS, AuditReports
 
@@ -34,7 +43,7 @@ def test_a_copy_lag_out_of_bounds_is_refused_on_the_record_before_anything_is_re
     read: list[float] = []
 
     with pytest.raises(InvalidRequest, match="max copy lag is 0 to 86400 seconds"):
-        _reports(lambda lag, seconds: read.append(lag), refused).verify(SECURITY, lag, 30.0)
+        _reports(lambda lag, seconds, check: read.append(lag), refused).verify(SECURITY, lag, 30.0)
 
     assert read == [] and refused.seen == [("audit-verify", "InvalidRequest")]
 
@@ -42,7 +51,7 @@ def test_a_copy_lag_out_of_bounds_is_refused_on_the_record_before_anything_is_re
 def test_the_report_gets_the_calls_deadline_capped_at_the_vaults_own_bound() -> None:
     asked: list[tuple[float, float]] = []
 
-    def verify(lag: float, seconds: float) -> Any:
+    def verify(lag: float, seconds: float, check: Any) -> Any:
         asked.append((lag, seconds))
         raise AuditReportTooLong("stop here")
 
@@ -58,7 +67,7 @@ def test_a_second_report_while_one_is_made_is_refused_naming_it() -> None:
     started, release = threading.Event(), threading.Event()
     refused = _Refusals()
 
-    def verify(lag: float, seconds: float) -> Any:
+    def verify(lag: float, seconds: float, check: Any) -> Any:
         started.set()
         release.wait(5)
         raise AuditReportTooLong("released")
@@ -79,3 +88,116 @@ def test_a_second_report_while_one_is_made_is_refused_naming_it() -> None:
         release.set()
         first.join(5)
     assert ("who-saw", "AuditReportRunning") in refused.seen
+
+
+NOTHING: Any = None
+"""What a report refused or ended before its row never uses (the keys, the audit log)."""
+
+
+def _made_report() -> Any:
+    """A report as made (only what the audit row reads of it)."""
+    return SimpleNamespace(intact=True, rows=3, finding=None)
+
+
+class _Rows:
+    def __init__(self) -> None:
+        self.appended: list[str] = []
+
+    def append(self, event: Any) -> None:
+        self.appended.append(event.outcome)
+
+
+def test_a_report_whose_caller_went_away_is_recorded_refused_never_made() -> None:
+    refused, rows = _Refusals(), _Rows()
+    gone, calls = [False], [0]
+
+    def verify(lag: float, seconds: float, check: Any) -> Any:
+        check()  # still wanted here
+        calls[0] += 1
+        gone[0] = calls[0] == 1  # the first call's caller cancels while the log is verified
+        return _made_report()
+
+    reports = AuditReports(
+        lambda caller, report: None,
+        verify,
+        cast(Any, rows),
+        NOTHING,
+        10.0,
+        refused=refused,
+    )
+    with pytest.raises(AuditReportTooLong, match="its caller went away"):
+        reports.verify(SECURITY, None, 30.0, lambda: gone[0])
+
+    assert rows.appended == [] and refused.seen == [("audit-verify", "AuditReportTooLong")]
+    gone[0] = False
+    assert reports.verify(SECURITY, None, 30.0, lambda: gone[0]).intact  # the one report at a time is free again
+
+
+def test_a_copy_file_that_cannot_be_opened_is_refused_on_the_record_without_its_path() -> None:
+    refused = _Refusals()
+
+    def verify(lag: float, seconds: float, check: Any) -> Any:
+        raise FileNotFoundError("no exported checkpoints at /srv/secret/checkpoints.jsonl")
+
+    with pytest.raises(AuditCopyRefused) as error:
+        _reports(verify, refused).verify(SECURITY, None, 30.0)
+
+    assert "/srv" not in str(error.value) and "cannot be read" in str(error.value)
+    assert refused.seen == [("audit-verify", "AuditCopyRefused")]
+
+
+def test_a_client_over_its_report_budget_is_refused_on_the_record_and_frees_the_slot() -> None:
+    refused, asked = _Refusals(), [0]
+
+    def budget(caller: Caller) -> None:
+        asked[0] += 1
+        if asked[0] == 1:
+            raise RateLimited("no report left", retry_after=300.0)
+
+    reports = AuditReports(
+        lambda caller, report: None,
+        lambda lag, seconds, check: _made_report(),
+        cast(Any, _Rows()),
+        NOTHING,
+        10.0,
+        refused=refused,
+        budget=budget,
+    )
+    with pytest.raises(RateLimited):
+        reports.verify(SECURITY, None, 30.0)
+    assert reports.verify(SECURITY, None, 30.0).intact
+    assert refused.seen == [("audit-verify", "RateLimited")]
+
+
+def test_the_running_report_is_named_only_to_a_caller_given_verify() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def verify(lag: float, seconds: float, check: Any) -> Any:
+        started.set()
+        release.wait(5)
+        raise AuditReportTooLong("released")
+
+    officer = Caller("privacy-officer", "2b", "cd" * 32)
+    reports = AuditReports(
+        lambda caller, report: None,
+        verify,
+        NOTHING,
+        NOTHING,
+        10.0,
+        reports_of=lambda caller: frozenset({"who-saw"}) if caller is officer else frozenset({"verify", "who-saw"}),
+    )
+
+    def first_report() -> None:
+        with pytest.raises(AuditReportTooLong):
+            reports.verify(SECURITY, None, 5.0)
+
+    first = threading.Thread(target=first_report)
+    first.start()
+    started.wait(5)
+    try:
+        with pytest.raises(AuditReportRunning) as refused:
+            reports.who_saw(officer, "ip_" + "A" * 22, None, 5.0)
+    finally:
+        release.set()
+        first.join(5)
+    assert "security-team" not in str(refused.value) and "1a" not in str(refused.value)

@@ -60,3 +60,30 @@ def test_every_shipped_policy_gives_the_reports_to_the_security_team_and_who_saw
 
     given = {name: set(p.audit_reports) for name, p in policy.clients.items() if p.audit_reports}
     assert given == {"security-team": {"verify", "who-saw"}, "privacy-officer": {"who-saw"}}
+
+
+def test_a_client_that_tokenizes_may_not_ask_who_saw_unless_it_accepts_the_oracle() -> None:
+    etl = {"tokenize": ["ip", "device_id"], "audit_reports": ["who-saw"]}
+    with pytest.raises(InvalidValue, match="may tokenize and ask who saw a token - an oracle"):
+        parse_policy({"clients": {"etl-service": etl}})
+
+    parse_policy({"clients": {"etl-service": {**etl, "oracle": "accepted"}}})  # knowingly
+    parse_policy({"clients": {"etl-service": {"tokenize": ["ip"], "audit_reports": ["verify"]}}})  # no token asked
+
+
+def test_reports_are_metered_per_client_six_then_one_every_five_minutes_by_default() -> None:
+    policy = parse_policy(
+        {
+            "clients": {
+                "privacy-officer": {"audit_reports": ["who-saw"]},
+                "security-team": {
+                    "audit_reports": ["verify"],
+                    "limits": {"audit_reports_per_second": 0.01, "audit_reports_burst": 2},
+                },
+            }
+        }
+    )
+
+    officer, team = (policy.clients[name].limits.audit_reports for name in ("privacy-officer", "security-team"))
+    assert (officer.burst, round(1 / officer.per_second)) == (6, 300)
+    assert (team.burst, team.per_second) == (2, 0.01)

@@ -130,5 +130,12 @@ class AuditReportTooLong(VaultError):
     """An audit report did not end within its call's deadline (at most the vault's own bound); nothing was answered."""
 
 
+class AuditReportTooLarge(VaultError):
+    """The audit log has more rows than a report made in the serving vault may hold (TOKENVAULT_AUDIT_REPORT_MAX_ROWS).
+
+    Such a report is made by the service account's command instead (the message says how).
+    """
+
+
 class AuditCopyRefused(VaultError):
     """The vault's exported checkpoint copy cannot be verified against (no checkpoint, unreadable lines)."""

@@ -36,12 +36,16 @@ Policy file (TOML):
     [defaults.limits]               # erasure is irreversible: slow by default
     erase_per_second = 0.005        # tokens erased (18 an hour)
     erase_burst = 100
+    audit_reports_per_second = 0.0033  # audit reports (each reads the whole log): 6 at once,
+    audit_reports_burst = 6            # then one every 5 minutes, per vault process
 
 A client absent from the file may do nothing. Reveal levels: `plain`, `masked`, `none`.
 `[defaults]` holds only `limits`. A client that may tokenize and see any type (`plain` or `masked`)
 needs `oracle = "accepted"` in its table (DESIGN §1b: tokenize + read is a dictionary oracle for
-every ip and device id). A `*_burst` needs its `*_per_second` (a rate alone gets a burst of one second's worth) and is a
-whole number; anything the vault cannot apply as written is InvalidValue (the vault does not start).
+every ip and device id); so does one that may tokenize and ask who saw a token (`audit_reports`
+with `who-saw`: whether, when and by whom a guessed value was revealed). A `*_burst` needs its
+`*_per_second` (a rate alone gets a burst of one second's worth) and is a whole number; anything the
+vault cannot apply as written is InvalidValue (the vault does not start).
 """
 
 from __future__ import annotations
@@ -67,14 +71,21 @@ class RevealLevel(enum.Enum):
     PLAIN = "plain"
 
 
+DEFAULT_AUDIT_REPORTS = RateLimit(1 / 300, 6)
+"""Six audit reports at once (a person's few tokens for an access request), then one every 5 minutes."""
+
+
 @dataclass(frozen=True)
 class Limits:
-    """A client's quotas: values tokenized, new tokens issued, values revealed, tokens erased (per second, burst)."""
+    """A client's quotas (per second, burst): values tokenized, new tokens, values revealed, erasures, audit reports."""
 
     tokenize: RateLimit
     new_tokens: RateLimit
     detokenize: RateLimit
     erase: RateLimit
+    audit_reports: RateLimit = DEFAULT_AUDIT_REPORTS
+    """Reports (AuditReports' Verify and WhoSaw together) each vault process makes for the client: each
+    reads the whole log, holds the one report at a time of that process and slows its serving."""
 
 
 DEFAULT_LIMITS = Limits(
@@ -90,6 +101,7 @@ _LIMIT_KEYS = {
     "new_tokens": ("new_tokens_per_second", "new_tokens_burst"),
     "detokenize": ("detokenize_per_second", "detokenize_burst"),
     "erase": ("erase_per_second", "erase_burst"),
+    "audit_reports": ("audit_reports_per_second", "audit_reports_burst"),
 }
 
 
@@ -124,7 +136,7 @@ class AccessPolicy:
         return found
 
     def limits_of(self, kind: str) -> dict[str, RateLimit]:
-        """Client -> its limit of `kind` (tokenize, new_tokens, detokenize, erase)."""
+        """Client -> its limit of `kind` (tokenize, new_tokens, detokenize, erase, audit_reports)."""
         return {name: getattr(p.limits, kind) for name, p in self.clients.items()}
 
     def check_tokenize(self, client: str | None, token_type: TokenType) -> None:
@@ -149,6 +161,11 @@ class AccessPolicy:
             raise InvalidRequest(f"no audit report {report!r}; the audit reports are {', '.join(AUDIT_REPORTS)}")
         if report not in self.permissions(client).audit_reports:
             raise audit_report_refusal(str(client), report)
+
+    def audit_reports_of(self, client: str | None) -> frozenset[str]:
+        """The audit reports the service makes for `client` (none for a client the policy does not know)."""
+        found = self.clients.get(client or "")
+        return found.audit_reports if found is not None else frozenset()
 
     def may_detokenize_anything(self, client: str | None) -> bool:
         """Whether any type is revealed to `client` at all."""
@@ -223,6 +240,14 @@ def _parse_client(name: str, raw: Mapping[str, Any], defaults: Limits) -> Client
             f"oracle (guess a value, tokenize it, find its token); give tokenize and detokenize to "
             f"different clients, or accept it knowingly with oracle = {ORACLE_ACCEPTED!r} in [clients.{name}]"
         )
+    audit_reports = _parse_audit_reports(name, raw.get("audit_reports", []))
+    if tokenize and "who-saw" in audit_reports and oracle != ORACLE_ACCEPTED:
+        raise InvalidValue(
+            f"policy for {name!r}: it may tokenize and ask who saw a token - an oracle (guess a value, tokenize"
+            " it, learn whether, when, by whom and for which case it was revealed or erased); give tokenize and"
+            f" who-saw to different clients, or accept it knowingly with oracle = {ORACLE_ACCEPTED!r} in"
+            f" [clients.{name}]"
+        )
     limits = _parse_limits(name, raw.get("limits", {}), defaults)
     return ClientPermissions(
         tokenize,
@@ -230,7 +255,7 @@ def _parse_client(name: str, raw: Mapping[str, Any], defaults: Limits) -> Client
         erase,
         limits,
         _parse_key_jobs(name, raw.get("key_jobs", [])),
-        audit_reports=_parse_audit_reports(name, raw.get("audit_reports", [])),
+        audit_reports=audit_reports,
     )
 
 

@@ -5,27 +5,46 @@ whole log), opened for the report and closed after it, whose statements end afte
 time (`statement_timeout`): a report that outlives its call's deadline stops reading. It verifies
 with the service's own Vault session (the signing key's public keys), its loaded audit keys and its
 own exported checkpoint copy (TOKENVAULT_AUDIT_CHECKPOINT_FILE); the caller names none of them.
+A log larger than the vault may hold in memory is refused before it is read (`report_verifier`).
 """
 
 from __future__ import annotations
 
-from psycopg_pool import PoolTimeout
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from vault_service.adapters.postgres import PostgresAuditLog, PostgresTokenStore
+from vault_service.adapters.postgres.errors import translated
 from vault_service.adapters.postgres.session_settings import session_settings_with
 from vault_service.adapters.transit import verify_signature
 from vault_service.bootstrap import Bootstrapped, open_vault_pool
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.anchoring import AppendedRows
 from vault_service.domain.errors import DatabaseUnreachable
-from vault_service.service.audit_reports import AuditReports, Verify
+from vault_service.service.audit_reports import AuditReports, Check, Verify, too_large
 from vault_service.service.audit_verify import COPY_LAG_INTERVALS, FullAuditReport, verify_audit_and_erasures
+
+NEWEST_ID = "SELECT coalesce(max(id), 0) FROM vault.audit_log"
+"""The log's newest id (the primary key's last entry, O(1)): at least as many as the rows a report reads
+(`records()` reads ids above 0, each once), whatever else the database's owner did to the log."""
+
+
+@translated
+def _newest_id(pool: ConnectionPool) -> int:
+    with pool.connection() as conn:
+        row = conn.execute(NEWEST_ID).fetchone()
+    return int(row[0]) if row is not None else 0
 
 
 def report_verifier(wired: Bootstrapped, config: VaultServiceConfig) -> Verify:
-    """`verify(max_copy_lag, seconds)`: the full verification on a connection of its own, ended after `seconds`."""
+    """`verify(max_copy_lag, seconds, check)`: the full verification on a connection of its own, ended after `seconds`.
 
-    def verify(max_copy_lag: float, seconds: float) -> FullAuditReport:
+    The log is counted first (its newest id): a log of more rows than `audit_report_max_rows`
+    (TOKENVAULT_AUDIT_REPORT_MAX_ROWS) is refused before anything is read, as a report holds the
+    whole log in the serving process's memory (review 30, R30-1: ~2.1 KB a row measured; the pod's
+    limit is 1 GiB).
+    """
+
+    def verify(max_copy_lag: float, seconds: float, check: Check) -> FullAuditReport:
         settings = {
             **session_settings_with(config.db_synchronous_commit),
             "statement_timeout": str(max(1, int(seconds * 1000))),
@@ -35,6 +54,10 @@ def report_verifier(wired: Bootstrapped, config: VaultServiceConfig) -> Verify:
         except PoolTimeout:
             raise DatabaseUnreachable("the vault database cannot be reached; retry later") from None
         try:
+            rows = _newest_id(pool)
+            if rows > config.audit_report_max_rows:
+                raise too_large(rows, config.audit_report_max_rows)
+            check()
             return verify_audit_and_erasures(
                 PostgresAuditLog(pool, AppendedRows()),
                 PostgresTokenStore(pool),
@@ -43,6 +66,7 @@ def report_verifier(wired: Bootstrapped, config: VaultServiceConfig) -> Verify:
                 verify_signature,
                 config.audit_checkpoint_file,
                 max_copy_lag,
+                check,
             )
         finally:
             pool.close()
@@ -59,4 +83,6 @@ def audit_reports_of(wired: Bootstrapped, config: VaultServiceConfig) -> AuditRe
         wired.keys,
         COPY_LAG_INTERVALS * config.audit_checkpoint_seconds,
         wired.vault.refuse_audit_report,
+        budget=wired.vault.take_audit_report,
+        reports_of=wired.vault.audit_reports_of,
     )

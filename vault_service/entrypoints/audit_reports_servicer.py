@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 import grpc
 
 from tokenvault_api.v1 import audit_reports_pb2, audit_reports_pb2_grpc
 from vault_service.domain.audit import AuditRecord
-from vault_service.domain.errors import Unauthenticated, VaultError
+from vault_service.domain.errors import RateLimited, Unauthenticated, VaultError
 from vault_service.domain.identity import Caller
 from vault_service.entrypoints.audit_report_lines import finding_of, verdict_lines, who_saw_cells
 from vault_service.entrypoints.guard import current_caller
@@ -48,6 +49,18 @@ def _lag(request: audit_reports_pb2.AuditVerifyRequest | audit_reports_pb2.WhoSa
     return request.max_copy_lag_seconds if request.HasField("max_copy_lag_seconds") else None
 
 
+def _ended(context: grpc.ServicerContext) -> Callable[[], bool]:
+    """Whether the call has ended (its caller went away, or its deadline passed): the report stops then."""
+    return lambda: not context.is_active()
+
+
+def _abort(context: grpc.ServicerContext, error: VaultError) -> NoReturn:
+    """End the call with `error`'s status; a rate limit's with its retry-after, as TokenVault's calls do."""
+    if isinstance(error, RateLimited):
+        context.set_trailing_metadata((("retry-after-ms", str(int(error.retry_after * 1000))),))
+    context.abort(status_of(error), str(error))
+
+
 class AuditReportsServicer(audit_reports_pb2_grpc.AuditReportsServicer):
     """gRPC face of `AuditReports`: Verify (the verdict) and WhoSaw (the verdict, then the rows in pages)."""
 
@@ -61,9 +74,9 @@ class AuditReportsServicer(audit_reports_pb2_grpc.AuditReportsServicer):
     ) -> audit_reports_pb2.AuditVerdict:
         """Verify the audit log in the service for the caller: the verdict."""
         try:
-            report = self._reports.verify(_caller(), _lag(request), context.time_remaining())
+            report = self._reports.verify(_caller(), _lag(request), context.time_remaining(), _ended(context))
         except VaultError as error:
-            context.abort(status_of(error), str(error))
+            _abort(context, error)
         return verdict(report, self._copy_given)
 
     def WhoSaw(
@@ -71,9 +84,11 @@ class AuditReportsServicer(audit_reports_pb2_grpc.AuditReportsServicer):
     ) -> Iterator[audit_reports_pb2.WhoSawPage]:
         """Every reveal and erasure of the token from the verified log: the verdict, then the rows in pages."""
         try:
-            answer = self._reports.who_saw(_caller(), request.token, _lag(request), context.time_remaining())
+            answer = self._reports.who_saw(
+                _caller(), request.token, _lag(request), context.time_remaining(), _ended(context)
+            )
         except VaultError as error:
-            context.abort(status_of(error), str(error))
+            _abort(context, error)
         rows = [_row(record) for record in answer.records]
         yield audit_reports_pb2.WhoSawPage(verdict=verdict(answer.report, self._copy_given), rows=rows[:ROWS_PER_PAGE])
         for start in range(ROWS_PER_PAGE, len(rows), ROWS_PER_PAGE):

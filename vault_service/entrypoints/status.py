@@ -7,6 +7,7 @@ import grpc
 from vault_service.domain.errors import (
     AuditCopyRefused,
     AuditReportRunning,
+    AuditReportTooLarge,
     AuditReportTooLong,
     AuditUnavailable,
     DatabaseUnavailable,
@@ -45,6 +46,7 @@ _CODES: dict[type[VaultError], grpc.StatusCode] = {
     KeyJobStopped: grpc.StatusCode.ABORTED,
     AuditReportRunning: grpc.StatusCode.FAILED_PRECONDITION,
     AuditCopyRefused: grpc.StatusCode.FAILED_PRECONDITION,
+    AuditReportTooLarge: grpc.StatusCode.FAILED_PRECONDITION,
     AuditReportTooLong: grpc.StatusCode.DEADLINE_EXCEEDED,
     KeptCopiesDiffer: grpc.StatusCode.FAILED_PRECONDITION,
     NextFingerprintsAltered: grpc.StatusCode.FAILED_PRECONDITION,

@@ -14,23 +14,31 @@ as a row of its own naming the certificate (CN, serial, SHA-256), written before
 leaves. Who asked about which token is sensitive too: a who-saw row keeps the token's keyed hash
 (as a reveal's row does), never the token, so a later who-saw of that token lists the question.
 
-Reports read the whole log, so they are bounded: one at a time per vault process
-(`AuditReportRunning`, naming the running one), and each within its call's deadline, at most
-MAX_REPORT_SECONDS (`AuditReportTooLong`): the reads' statements end there.
+Reports read the whole log into the serving process, so they are bounded (review 30): a log of
+more rows than TOKENVAULT_AUDIT_REPORT_MAX_ROWS is refused before it is read (`AuditReportTooLarge`,
+naming the service account's command); each client's reports are metered per process (the policy's
+audit_reports_per_second / _burst, RateLimited); one at a time per vault process
+(`AuditReportRunning`, naming the running one to a caller given `verify` only); each within its
+call's deadline, at most MAX_REPORT_SECONDS, and no longer than its caller waits
+(`AuditReportTooLong`): the reads' statements end there, the phases between them check, and a
+report nobody received is recorded as refused, never as made.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from vault_service.domain.audit import AuditEvent, AuditRecord
 from vault_service.domain.errors import (
     AuditCopyRefused,
     AuditReportRunning,
+    AuditReportTooLarge,
     AuditReportTooLong,
     InvalidRequest,
     VaultError,
@@ -44,13 +52,31 @@ from vault_service.service.keyring import KeyManager
 from vault_service.service.ports import AuditLog
 from vault_service.service.revealing import reveal_hash
 
-Verify = Callable[[float, float], FullAuditReport]
-"""`verify(max_copy_lag, seconds)`: the full verification against the vault's own exported copy, its
-statements ended after `seconds`; ExportedCopyRefused when the copy cannot be verified against."""
+log = logging.getLogger(__name__)
+_Made = TypeVar("_Made")
+WHO_SAW_ACTION = AUDIT_REPORT_ACTIONS["who-saw"]
+COPY_UNREADABLE = (
+    "the vault's exported checkpoint copy (TOKENVAULT_AUDIT_CHECKPOINT_FILE) cannot be read: missing (not"
+    " written yet, rotated away, its volume recreated) or unreadable; nothing was verified against it. The"
+    " vault's operators find the path in its settings"
+)
+"""The refusal of a report whose copy file cannot be opened: the server's path is not the caller's to know."""
+
+Check = Callable[[], None]
+"""`check()`: raises AuditReportTooLong once the report must stop (its deadline passed, its caller went away)."""
+Verify = Callable[[float, float, Check], FullAuditReport]
+"""`verify(max_copy_lag, seconds, check)`: the full verification against the vault's own exported copy, its
+statements ended after `seconds`, `check` called before each of its phases; AuditReportTooLarge (before
+reading the log) for a log over the vault's bound; ExportedCopyRefused when the copy cannot be verified
+against."""
 Authorize = Callable[[Caller, str], None]
 """`authorize(caller, report)`: raises (audited) PermissionDenied unless the policy gives `caller` the report."""
 Refused = Callable[[Caller, str, VaultError], None]
 """`refused(caller, report, error)`: audits (throttled per peer) a call refused or failed after its authorization."""
+Budget = Callable[[Caller], None]
+"""`budget(caller)`: takes one report from the caller's budget; RateLimited when it has none left."""
+ReportsOf = Callable[[Caller], frozenset[str]]
+"""`reports_of(caller)`: the reports the policy gives `caller` (asked, never refused nor audited)."""
 
 MAX_REPORT_SECONDS = 300.0
 """The longest a report may take, whatever its call's deadline: a longer one (a very large log) is made
@@ -59,8 +85,22 @@ MAX_COPY_LAG_SECONDS = 86_400.0
 """The most a caller may let the exported copy lag: a copy a day behind vouches for little."""
 WHO_SAW_ARGUMENT_REFUSED = (
     "who-saw: the argument is not a token (a type prefix such as ip_ or dev_ and 22 characters): nothing looked"
-    " for; copy the token whole from user_logins, and for a value, tokenize it first (as the ETL would)"
+    " for; copy the token whole from the request you answer or from user_logins, never a value"
 )
+SERVICE_ACCOUNT_COMMAND = (
+    "have the service account run `python -m vault_service.admin audit-verify` (or `who-saw TOKEN`) where the"
+    " vault's settings are (a Kubernetes Job with the vault service's settings: docs/production.md)"
+)
+"""Where a report too large or too long for the serving vault is made instead."""
+
+
+def too_large(rows: int, bound: int) -> AuditReportTooLarge:
+    """The refusal of a report over a log of `rows` rows, more than `bound`: the count, the bound, the remedy."""
+    return AuditReportTooLarge(
+        f"the audit log has {rows} rows, more than the {bound} a report made in the serving vault may read (it"
+        " holds the whole log in memory; TOKENVAULT_AUDIT_REPORT_MAX_ROWS): nothing was read; "
+        + SERVICE_ACCOUNT_COMMAND
+    )
 
 
 @dataclass(frozen=True)
@@ -75,8 +115,22 @@ def _not_audited(caller: Caller, report: str, error: VaultError) -> None:
     """The default `Refused` of unit tests: nothing recorded."""
 
 
+def _unmetered(caller: Caller) -> None:
+    """The default `Budget` of unit tests: no limit."""
+
+
+def _every_report(caller: Caller) -> frozenset[str]:
+    """The default `ReportsOf` of unit tests: every report."""
+    return frozenset(AUDIT_REPORT_ACTIONS)
+
+
+def _still_wanted() -> bool:
+    """The default `cancelled` of a call: never."""
+    return False
+
+
 class AuditReports:
-    """Makes the audit reports a client's policy allows, one at a time, each within its deadline, each audited."""
+    """Makes the audit reports a client's policy allows, one at a time, each metered, within its deadline, audited."""
 
     def __init__(
         self,
@@ -87,6 +141,8 @@ class AuditReports:
         default_copy_lag: float,
         refused: Refused = _not_audited,
         clock: Callable[[], float] = time.monotonic,
+        budget: Budget = _unmetered,
+        reports_of: ReportsOf = _every_report,
     ) -> None:
         self._authorize = authorize
         self._verify = verify
@@ -95,72 +151,123 @@ class AuditReports:
         self._default_copy_lag = default_copy_lag
         self._refused = refused
         self._clock = clock
+        self._budget = budget
+        self._reports_of = reports_of
         self._lock = threading.Lock()
         self._running = ""
 
-    def verify(self, caller: Caller, max_copy_lag: float | None, seconds: float | None) -> FullAuditReport:
-        """Verify the log for `caller` within `seconds` (None: MAX_REPORT_SECONDS); audited before it returns."""
+    def verify(
+        self,
+        caller: Caller,
+        max_copy_lag: float | None,
+        seconds: float | None,
+        cancelled: Callable[[], bool] = _still_wanted,
+    ) -> FullAuditReport:
+        """Verify the log for `caller` within `seconds` (None: MAX_REPORT_SECONDS); audited before it returns.
+
+        `cancelled()`: True once the caller went away (or its call ended): the report stops there.
+        """
         self._authorize(caller, "verify")
-        report = self._made(caller, "verify", max_copy_lag, seconds)
+        report = self._made(caller, "verify", max_copy_lag, seconds, cancelled, lambda made: made)
         outcome = "ok: intact" if report.intact else f"ok: not verified{_from(report)}"
         self._record(caller, "verify", f"{outcome}, {report.rows} record(s)", report.rows)
         return report
 
-    def who_saw(self, caller: Caller, token: str, max_copy_lag: float | None, seconds: float | None) -> WhoSawAnswer:
+    def who_saw(
+        self,
+        caller: Caller,
+        token: str,
+        max_copy_lag: float | None,
+        seconds: float | None,
+        cancelled: Callable[[], bool] = _still_wanted,
+    ) -> WhoSawAnswer:
         """Every reveal and erasure of `token` from the log verified for `caller`; no row unless it verifies.
 
-        The token itself is never kept: its keyed hash goes into the question's own audit row.
+        The token itself is never kept: its keyed hash goes into the question's own audit row. Earlier
+        who-saw questions about the token are listed only to a caller also given `verify` (the security
+        team): whom the team is looking into is not the privacy officer's to learn (review 30, R30-5).
         """
         self._authorize(caller, "who-saw")
         token_type = type_of_token(token)
         if token_type is None:  # never repeated anywhere: it may be a value
             self._refuse(caller, "who-saw", InvalidRequest(WHO_SAW_ARGUMENT_REFUSED))
         assert token_type is not None
-        report = self._made(caller, "who-saw", max_copy_lag, seconds)
-        ring = self._keys.ring
-        records = tuple(who_saw(report, ring.audit_keys, token)) if report.intact else ()
+        questions = "verify" in self._reports_of(caller)
+
+        def listed(report: FullAuditReport) -> WhoSawAnswer:
+            found = who_saw(report, self._keys.ring.audit_keys, token) if report.intact else []
+            return WhoSawAnswer(report, tuple(r for r in found if questions or r.event.action != WHO_SAW_ACTION))
+
+        answer = self._made(caller, "who-saw", max_copy_lag, seconds, cancelled, listed)
+        report, records, ring = answer.report, answer.records, self._keys.ring
         outcome = f"ok: {len(records)} record(s) listed" if report.intact else f"ok: not verified{_from(report)}"
         self._record(caller, "who-saw", outcome, len(records), token_type.type_name, reveal_hash(ring.audit_key, token))
-        return WhoSawAnswer(report, records)
+        return answer
 
-    def _made(self, caller: Caller, report: str, max_copy_lag: float | None, seconds: float | None) -> FullAuditReport:
-        """The full verification, alone in this process and within `seconds`; refusals and failures audited."""
+    def _made(
+        self,
+        caller: Caller,
+        report: str,
+        max_copy_lag: float | None,
+        seconds: float | None,
+        cancelled: Callable[[], bool],
+        then: Callable[[FullAuditReport], _Made],
+    ) -> _Made:
+        """`then` of the full verification, alone in this process, metered, within `seconds`; refusals audited.
+
+        The report stops at the first check after its deadline or its caller's going away (between
+        its phases), and a report made but no longer wanted then is recorded as refused
+        (AuditReportTooLong), never as made: nobody received its answer (review 30, R30-3).
+        """
         lag = self._copy_lag(caller, report, max_copy_lag)
         bound = min(seconds, MAX_REPORT_SECONDS) if seconds is not None else MAX_REPORT_SECONDS
         if bound <= 0:
             self._refuse(caller, report, AuditReportTooLong("the call's deadline had passed before the report began"))
         if not self._lock.acquire(blocking=False):
-            self._refuse(
-                caller,
-                report,
-                AuditReportRunning(
-                    f"an audit report is being made on this vault already ({self._running}): one at a time;"
-                    " retry when it has ended"
-                ),
-            )
+            self._refuse(caller, report, self._one_at_a_time(caller))
         started = self._clock()
+
+        def check() -> None:
+            if cancelled():
+                raise AuditReportTooLong("the call ended before the report was made (its caller went away)")
+            if self._clock() - started >= bound:
+                raise self._too_long(bound)
+
         try:
+            self._budget(caller)  # after the lock: a call refused for another's report spends nothing
             self._running = (
                 f"{report} for {caller.name!r}{_serial(caller)} since {time.strftime('%H:%M:%S UTC', time.gmtime())}"
             )
-            return self._verify(lag, bound)
+            made = then(self._verify(lag, bound, check))
+            check()
+            return made
         except ExportedCopyRefused as error:
             self._refuse(caller, report, AuditCopyRefused(f"the vault's exported checkpoint copy was refused: {error}"))
             raise  # not reached
+        except OSError as error:  # the file missing or unreadable: named by the vault's log, never to the caller
+            log.warning("audit report refused: the exported checkpoint copy cannot be read: %s", error)
+            self._refuse(caller, report, AuditCopyRefused(COPY_UNREADABLE))
+            raise  # not reached
         except VaultError as failure:
-            late = self._clock() - started >= bound
+            late = not isinstance(failure, AuditReportTooLong) and self._clock() - started >= bound
             self._refuse(caller, report, self._too_long(bound) if late else failure)
             raise  # not reached
         finally:
             self._running = ""
             self._lock.release()
 
+    def _one_at_a_time(self, caller: Caller) -> AuditReportRunning:
+        """The refusal of a report while another runs: naming it only to a caller given `verify` (R30-5)."""
+        running = f" ({self._running})" if "verify" in self._reports_of(caller) else ""
+        return AuditReportRunning(
+            f"an audit report is being made on this vault already{running}: one at a time; retry when it has ended"
+        )
+
     @staticmethod
     def _too_long(bound: float) -> AuditReportTooLong:
         return AuditReportTooLong(
             f"the report did not end within {bound:.0f} s (the call's deadline, at most {MAX_REPORT_SECONDS:.0f} s);"
-            " for a log this large, give the call a longer deadline, or run `python -m vault_service.admin"
-            " audit-verify` as the service"
+            " for a log this large, give the call a longer deadline, or " + SERVICE_ACCOUNT_COMMAND
         )
 
     def _copy_lag(self, caller: Caller, report: str, asked: float | None) -> float:

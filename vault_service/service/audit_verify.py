@@ -18,7 +18,7 @@ verification makes a `FullAuditReport`, the only report who-saw takes (attack 10
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -167,12 +167,17 @@ class FullAuditReport(AuditReport):
         return super().intact and self.erasures.consistent and self.keys_problem is None
 
 
+def _go_on() -> None:
+    """The default `stop_check`: a report runs to its end."""
+
+
 def verify_audit(
     store: AuditReader,
     public_keys: Mapping[int, str],
     check: SignatureCheck,
     exported: Path | None,
     max_copy_lag: float = DEFAULT_COPY_LAG,
+    stop_check: Callable[[], None] = _go_on,
 ) -> AuditReport:
     """Verify the chain, every checkpoint in the database and, with `exported`, every exported one.
 
@@ -190,14 +195,21 @@ def verify_audit(
     Every note in the copy of rows a replica appended and had not anchored yet must hold: its
     rows in the log with the hashes noted (domain/pending_rows.py; retest 17, finding A), else
     the report is TAMPERED at the note's first row (after any finding of the chain itself).
+
+    `stop_check()` is called between the phases (reads and checks) and raises to end the report
+    there (its deadline passed, its caller went away: the vault's AuditReports).
     """
     copy = read_exported_copy(exported) if exported is not None else None
     copies = list(copy.checkpoints) if copy is not None else []
+    stop_check()
     checkpoints = store.checkpoints()
     if exported is not None and not copies and checkpoints:
         raise NoExportedCheckpoints(exported, len(checkpoints))
+    stop_check()
     records = store.records()
+    stop_check()
     finding = verify_log(records, checkpoints, copies, lambda data, signature: check(public_keys, data, signature))
+    stop_check()
     if finding is None and copy is not None:
         finding = check_notes(records, copy.pending)
     coverage = _coverage(copy, checkpoints, max_copy_lag) if copy is not None else None
@@ -213,17 +225,24 @@ def verify_audit_and_erasures(
     check: SignatureCheck,
     exported: Path | None,
     max_copy_lag: float = DEFAULT_COPY_LAG,
+    stop_check: Callable[[], None] = _go_on,
 ) -> FullAuditReport:
     """`verify_audit`, erasures reconciled and `audit_keys` checked against the verified chain.
 
     Every erased token is reconciled with the verified erase rows (`reconcile_erasures`), and the
     audit keys loaded are checked to be the ones the chain recorded (`audit_keys_problem`). The
     erased tokens are read before the log and again after it: see erase_reconciliation.
+    `stop_check()` as in `verify_audit`, between every phase.
     """
     erased_before = erased.erased_tokens()
-    report = verify_audit(store, public_keys, check, exported, max_copy_lag)
+    stop_check()
+    report = verify_audit(store, public_keys, check, exported, max_copy_lag, stop_check)
     erased_after = erased.erased_tokens()
+    stop_check()
+    erasures = reconcile_erasures(report.records, erased_before, erased_after, audit_keys)
+    stop_check()
     verified = report.finding is None
+    keys_problem = audit_keys_problem(report.records, audit_keys) if verified else None
     return FullAuditReport(
         report.rows,
         report.checkpoints,
@@ -231,8 +250,8 @@ def verify_audit_and_erasures(
         report.finding,
         report.records,
         report.copy,
-        erasures=reconcile_erasures(report.records, erased_before, erased_after, audit_keys),
-        keys_problem=audit_keys_problem(report.records, audit_keys) if verified else None,
+        erasures=erasures,
+        keys_problem=keys_problem,
         keys_notes=tuple(late_check_values(report.records).notes()) if verified else (),
     )
 

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from vault_service.domain.audit import AuditEvent
-from vault_service.domain.errors import InvalidRequest, PermissionDenied, Unauthenticated, VaultError
+from vault_service.domain.errors import InvalidRequest, PermissionDenied, RateLimited, Unauthenticated, VaultError
 from vault_service.domain.identity import Caller
 from vault_service.domain.policy import AUDIT_REPORT_ACTIONS, AccessPolicy
 from vault_service.domain.purpose import WITHHELD_PURPOSE
@@ -70,6 +70,11 @@ class TokenVaultBase:
         self._erase_limiter = RateLimiter(
             policy.limits_of("erase"), defaults.erase, "erase", shared=shared, kind="erase", lease=exact
         )
+        # Audit reports read the whole log in this process: metered per process (the shared budgets'
+        # table knows only the four kinds above), so N replicas make at most N times the policy's rate.
+        self._audit_report_limiter = RateLimiter(
+            policy.limits_of("audit_reports"), defaults.audit_reports, "ask for audit reports"
+        )
 
     @property
     def cache(self) -> TokenCache:
@@ -99,6 +104,23 @@ class TokenVaultBase:
         except (PermissionDenied, InvalidRequest) as error:
             self._audit_refusal(caller, AUDIT_REPORT_ACTIONS.get(report, report), error, 0, "")
             raise
+
+    def take_audit_report(self, caller: Caller) -> None:
+        """Take one report from `caller`'s audit-report budget on this process; RateLimited (unaudited here) if none."""
+        limit = self._policy.permissions(caller.name).limits.audit_reports
+        try:
+            self._audit_report_limiter.take(caller.name, 1)
+        except RateLimited as over:
+            raise RateLimited(
+                f"client {caller.name!r} may ask this vault for {limit.burst} audit report(s) at once, then one every"
+                f" {1 / limit.per_second:.0f} s (audit_reports_per_second in the policy); retry in"
+                f" {over.retry_after:.0f} s",
+                retry_after=over.retry_after,
+            ) from None
+
+    def audit_reports_of(self, caller: Caller) -> frozenset[str]:
+        """The audit reports the policy gives `caller` (a question, never refused nor audited)."""
+        return self._policy.audit_reports_of(caller.name)
 
     def refuse_audit_report(self, caller: Caller, action: str, error: VaultError) -> None:
         """Audit (throttled per peer) an audit report refused or failed after its authorization."""
