@@ -1,4 +1,4 @@
-"""What migration 0033's CHECK on `vault.tokens.token_type` (0034's on its prefix, 0036's trigger) costs.
+"""What migration 0033's CHECK on `vault.tokens.token_type` (0034's on its prefix, 0037's trigger) costs.
 
 `python -m bench.known_type_check --sizes 1M,10M [--migration 0034]` starts its own OpenBao and PostgreSQL (the
 embedded stack's components, all migrations applied), fills `vault.tokens` with SQL to each size
@@ -44,18 +44,19 @@ CONSTRAINTS = {
 
 
 TRIGGERS = {
-    "0036": (
-        "CREATE TRIGGER tokens_under_live_keys AFTER INSERT ON vault.tokens REFERENCING NEW TABLE AS added"
+    "0037": (
+        "CREATE TRIGGER tokens_are_under_live_keys AFTER INSERT ON vault.tokens REFERENCING NEW TABLE AS added"
         " FOR EACH STATEMENT EXECUTE FUNCTION vault.tokens_under_live_keys()",
         "SELECT 1",
-        "DROP TRIGGER IF EXISTS tokens_under_live_keys ON vault.tokens",
+        "DROP TRIGGER IF EXISTS tokens_are_under_live_keys ON vault.tokens",
     ),
 }
-"""Migration 0036's statement trigger (no row under a retired key): CREATE (no scan), nothing to validate, DROP."""
+"""The statement trigger on the keys a new row names, as 0037 left it (0036's, renamed and rewritten): CREATE
+(no scan), nothing to validate, DROP. 0036's own body is gone from a migrated database."""
 
 
 def statements(migration: str) -> tuple[str, str, str]:
-    """`migration`'s ADD ... NOT VALID, its VALIDATE, and the DROP that undoes them (0036: its trigger)."""
+    """`migration`'s ADD ... NOT VALID, its VALIDATE, and the DROP that undoes them (0037: its trigger)."""
     if migration in TRIGGERS:
         return TRIGGERS[migration]
     name, check = CONSTRAINTS[migration]

@@ -150,8 +150,17 @@ def cpu_us_per_row(dsn: str, stored: int, statement: str, batches: int, connecti
     return spent / 1000 / (batches * BATCH * connections)
 
 
+_KEYS = """
+INSERT INTO vault.data_keys (id, purpose, kek_name, wrapped_key, state)
+VALUES (1, 'fingerprint', 'kek', 'vault:v1:bench-f', 'active'), (2, 'encryption', 'kek', 'vault:v1:bench-e', 'active')
+ON CONFLICT (id) DO NOTHING
+"""
+"""The fingerprint key (1) and data key (2) the synthetic rows name: migration 0037 refuses a row under no key."""
+
+
 def fill(admin: psycopg.Connection, stored: int, target: int) -> None:
-    """Synthetic rows `stored`..`target`-1, in steps of 500k (one statement each)."""
+    """Synthetic rows `stored`..`target`-1, in steps of 500k (one statement each), and the keys they name."""
+    admin.execute(_KEYS)
     for start in range(stored, target, 500_000):
         end = min(start + 500_000, target)
         admin.execute(_PREFILL, (FIRST_ID + start, FIRST_ID + end - 1))

@@ -66,9 +66,9 @@ def test_no_row_under_a_retired_key_and_one_planted_before_is_set_aside(own_data
         assert _stored(env, fresh)[0] == new_dek
 
         with psycopg.connect(env["PG_ADMIN_DSN"]) as owner:  # a row planted before migration 0036
-            owner.execute("ALTER TABLE vault.tokens DISABLE TRIGGER tokens_under_live_keys")
+            owner.execute("ALTER TABLE vault.tokens DISABLE TRIGGER tokens_are_under_live_keys")
             owner.execute(_PLANT, planted)
-            owner.execute("ALTER TABLE vault.tokens ENABLE TRIGGER tokens_under_live_keys")
+            owner.execute("ALTER TABLE vault.tokens ENABLE TRIGGER tokens_are_under_live_keys")
         newest = rotation.rotate_encryption_key("CHG-R29-2")
         with pytest.raises(StoredValueAltered) as set_aside:  # before: KeysUnavailable, nothing moved, every run
             rotation.reencrypt("CHG-R29-2", batch_size=100)
