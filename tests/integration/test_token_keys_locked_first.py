@@ -5,7 +5,8 @@ password as an insider may (DESIGN §1b):
 
 - a retirement of a decrypt_only key while an insert under it is still open waits for that insert
   and is then refused, the row staying under a live key (before: the key was retired with the row
-  under it, as `reencrypt`'s `ok ... retired [1]` showed);
+  under it, as `reencrypt`'s `ok ... retired [1]` showed); the same for the re-index's promotion
+  of a pending fingerprint key while an insert fingerprinted under the active one is open;
 - a row under no key, or under a key of the other use, is refused, for the owner too;
 - the serving role cannot take (or drop) a session-level advisory lock, which no transaction end
   releases; the transaction-level forms, which the vault uses, still work, and so does the vault;
@@ -134,6 +135,52 @@ def test_a_retirement_waits_for_an_open_insert_under_its_key_and_is_refused(
     assert isinstance(outcome[0], errors.CheckViolation), f"the key was retired with a row under it: {outcome}"
     assert f"data key {decrypt_only_key} still seals stored values" in str(outcome[0])
     assert (state, under) == ("decrypt_only", decrypt_only_key)
+
+
+def test_a_fingerprint_key_promotion_waits_for_an_open_insert_fingerprinted_under_it_and_is_refused(
+    stack_env: dict[str, str],
+) -> None:
+    """The fingerprint half of F1: the re-index's promotion retires the active fingerprint key while an insert is open."""
+    outcome: list[object] = []
+    with database_of_its_own(stack_env, "promotion_locked", migrated=True) as env:
+        with psycopg.connect(env["PG_ADMIN_DSN"]) as admin:
+            (active,), (pending,), (data_key,) = admin.execute(
+                "INSERT INTO vault.data_keys (purpose, kek_name, wrapped_key, state) VALUES"
+                " ('fingerprint', 'kek', 'vault:v1:f1', 'active'), ('fingerprint', 'kek', 'vault:v1:f2', 'pending'),"
+                " ('encryption', 'kek', 'vault:v1:e', 'active') RETURNING id"
+            ).fetchall()
+
+        def promote() -> None:  # KeyStore.promote_pending_fingerprint_key's first change, as the serving role
+            with psycopg.connect(env["PG_VAULT_DSN"]) as conn:
+                try:
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
+                    conn.execute(
+                        "UPDATE vault.data_keys SET state = 'retired', retired_at = now() WHERE id = %s", (active,)
+                    )
+                    outcome.append(
+                        conn.execute("UPDATE vault.data_keys SET state = 'active' WHERE id = %s", (pending,))
+                    )
+                    conn.commit()
+                except psycopg.Error as error:
+                    outcome.append(error)
+
+        with (
+            psycopg.connect(env["PG_VAULT_DSN"]) as inserter,  # no next fingerprint under the pending key
+            psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True) as admin,
+        ):
+            inserter.execute(_INSERT, _row(active, data_key))
+            promotion = threading.Thread(target=promote, daemon=True)
+            promotion.start()
+            _waiting_on(admin, _pid(inserter))
+            inserter.commit()
+            promotion.join(10)
+            assert not promotion.is_alive()
+            states = admin.execute(
+                "SELECT state FROM vault.data_keys WHERE id IN (%s, %s) ORDER BY id", (active, pending)
+            )
+            assert [s for (s,) in states] == ["active", "pending"]
+    assert isinstance(outcome[0], errors.CheckViolation), f"promoted with a value not re-indexed: {outcome}"
+    assert f"fingerprint key {active} is retired only by the re-index" in str(outcome[0])
 
 
 @pytest.mark.parametrize("dsn", ["PG_VAULT_DSN", "PG_ADMIN_DSN"])
