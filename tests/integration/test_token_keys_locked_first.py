@@ -140,7 +140,7 @@ def test_a_retirement_waits_for_an_open_insert_under_its_key_and_is_refused(
 def test_a_fingerprint_key_promotion_waits_for_an_open_insert_fingerprinted_under_it_and_is_refused(
     stack_env: dict[str, str],
 ) -> None:
-    """The fingerprint half of F1: the re-index's promotion retires the active fingerprint key while an insert is open."""
+    """The fingerprint half of F1: the re-index's promotion retires the active key while an insert is open."""
     outcome: list[object] = []
     with database_of_its_own(stack_env, "promotion_locked", migrated=True) as env:
         with psycopg.connect(env["PG_ADMIN_DSN"]) as admin:
