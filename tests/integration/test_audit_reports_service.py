@@ -309,6 +309,20 @@ def test_a_missing_checkpoint_file_is_refused_on_the_record_without_the_servers_
     assert [o for _, _, _, o, _, _ in _rows(own_env, "audit-verify", before)] == ["refused: AuditCopyRefused"]
 
 
+def test_a_vault_without_a_copy_says_plainly_that_no_copy_was_checked_and_how_to_check_the_shipped_one(
+    own_env: dict[str, str],
+) -> None:
+    with (
+        running_vault(own_env, TOKENVAULT_AUDIT_CHECKPOINT_FILE="") as vault,  # as the Kubernetes manifests
+        VaultClient.connect(vault.address, stack_identity(own_env, SECURITY_TEAM)) as security,
+    ):
+        verdict = security.audit_verify()
+
+    (line,) = [line for line in verdict.lines if line.startswith("audit log intact")]
+    assert "NOT checked against any copy outside the database" in line and "exported copy verified" not in line
+    assert "python -m vault_service.admin audit-verify --exported COPY" in line
+
+
 def test_reports_are_metered_per_client_so_the_officer_cannot_keep_the_team_out(
     own_env: dict[str, str], client_as: Callable[[str], VaultClient]
 ) -> None:

@@ -6,11 +6,15 @@ AuditReports: the security team's reports on the audit log, made by the vault se
 The caller never holds the service's Vault login or database role: it is authorized by its
 client certificate through the vault policy (`audit_reports = ["verify", "who-saw"]` in its
 [clients.<name>] table) and every call served is audited naming that certificate (CN, serial,
-SHA-256). The vault verifies against its own exported checkpoint copy
-(TOKENVAULT_AUDIT_CHECKPOINT_FILE): a caller never names a file of the server's. Both methods
-only read; no value is ever in an answer. One report at a time per vault process (a second call
-while one runs: FAILED_PRECONDITION naming the running one); a report ends with the call's
-deadline (at most 300 s whatever the deadline; DEADLINE_EXCEEDED).
+SHA-256). The vault verifies against its own exported checkpoint copy when it has one
+(TOKENVAULT_AUDIT_CHECKPOINT_FILE; without one the verdict's lines say no copy outside the database
+was checked): a caller never names a file of the server's. Both methods only read; no value is
+ever in an answer. Bounded, each refusal audited: a log of more rows than the vault's
+TOKENVAULT_AUDIT_REPORT_MAX_ROWS is refused before it is read (FAILED_PRECONDITION); each client's
+reports are metered per vault process (RESOURCE_EXHAUSTED with retry-after-ms); one report at a
+time per vault process (a second call while one runs: FAILED_PRECONDITION, naming the running one
+to a caller given `verify` only); a report ends with the call's deadline (at most 300 s whatever
+the deadline; DEADLINE_EXCEEDED) or when its caller goes away (recorded refused, never made).
 """
 
 from collections import abc as _abc
@@ -89,7 +93,9 @@ class AuditVerdict(_message.Message):
     CHECKPOINTS_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
     intact: _builtins.bool
-    """True when nothing was found: chain, checkpoints, exported copy, erasures and audit keys hold."""
+    """True when nothing was found: chain, checkpoints, exported copy (when the vault has one: see
+    lines), erasures and audit keys hold.
+    """
     first_row: _builtins.int
     """The first record concerned when the chain or a checkpoint does not hold (0: none, or the newest)."""
     finding: _builtins.str

@@ -58,9 +58,9 @@ class AuditReportsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WhoSaw(self, request, context):
-        """Every reveal and erasure of one token (and every earlier who-saw question about it), from
-        the records the same call verified; no row is listed unless the log verifies. Streams the
-        verdict, then the rows in pages.
+        """Every reveal and erasure of one token (and, to a caller also given `verify`, every earlier
+        who-saw question about it), from the records the same call verified; no row is listed unless
+        the log verifies. Streams the verdict, then the rows in pages.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

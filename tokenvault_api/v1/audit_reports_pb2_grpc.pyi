@@ -6,11 +6,15 @@ AuditReports: the security team's reports on the audit log, made by the vault se
 The caller never holds the service's Vault login or database role: it is authorized by its
 client certificate through the vault policy (`audit_reports = ["verify", "who-saw"]` in its
 [clients.<name>] table) and every call served is audited naming that certificate (CN, serial,
-SHA-256). The vault verifies against its own exported checkpoint copy
-(TOKENVAULT_AUDIT_CHECKPOINT_FILE): a caller never names a file of the server's. Both methods
-only read; no value is ever in an answer. One report at a time per vault process (a second call
-while one runs: FAILED_PRECONDITION naming the running one); a report ends with the call's
-deadline (at most 300 s whatever the deadline; DEADLINE_EXCEEDED).
+SHA-256). The vault verifies against its own exported checkpoint copy when it has one
+(TOKENVAULT_AUDIT_CHECKPOINT_FILE; without one the verdict's lines say no copy outside the database
+was checked): a caller never names a file of the server's. Both methods only read; no value is
+ever in an answer. Bounded, each refusal audited: a log of more rows than the vault's
+TOKENVAULT_AUDIT_REPORT_MAX_ROWS is refused before it is read (FAILED_PRECONDITION); each client's
+reports are metered per vault process (RESOURCE_EXHAUSTED with retry-after-ms); one report at a
+time per vault process (a second call while one runs: FAILED_PRECONDITION, naming the running one
+to a caller given `verify` only); a report ends with the call's deadline (at most 300 s whatever
+the deadline; DEADLINE_EXCEEDED) or when its caller goes away (recorded refused, never made).
 """
 
 from collections import abc as _abc
@@ -46,9 +50,9 @@ class AuditReportsStub:
     against the erase rows and the audit keys: the verdict, as `audit verify` prints it.
     """
     WhoSaw: _grpc.UnaryStreamMultiCallable[_audit_reports_pb2.WhoSawRequest, _audit_reports_pb2.WhoSawPage]
-    """Every reveal and erasure of one token (and every earlier who-saw question about it), from
-    the records the same call verified; no row is listed unless the log verifies. Streams the
-    verdict, then the rows in pages.
+    """Every reveal and erasure of one token (and, to a caller also given `verify`, every earlier
+    who-saw question about it), from the records the same call verified; no row is listed unless
+    the log verifies. Streams the verdict, then the rows in pages.
     """
 
 @_typing.type_check_only
@@ -59,9 +63,9 @@ class AuditReportsAsyncStub(AuditReportsStub):
     against the erase rows and the audit keys: the verdict, as `audit verify` prints it.
     """
     WhoSaw: _aio.UnaryStreamMultiCallable[_audit_reports_pb2.WhoSawRequest, _audit_reports_pb2.WhoSawPage]  # type: ignore[assignment]
-    """Every reveal and erasure of one token (and every earlier who-saw question about it), from
-    the records the same call verified; no row is listed unless the log verifies. Streams the
-    verdict, then the rows in pages.
+    """Every reveal and erasure of one token (and, to a caller also given `verify`, every earlier
+    who-saw question about it), from the records the same call verified; no row is listed unless
+    the log verifies. Streams the verdict, then the rows in pages.
     """
 
 class AuditReportsServicer(metaclass=_abc_1.ABCMeta):
@@ -81,9 +85,9 @@ class AuditReportsServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_reports_pb2.WhoSawRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_audit_reports_pb2.WhoSawPage], _abc.AsyncIterator[_audit_reports_pb2.WhoSawPage]]:
-        """Every reveal and erasure of one token (and every earlier who-saw question about it), from
-        the records the same call verified; no row is listed unless the log verifies. Streams the
-        verdict, then the rows in pages.
+        """Every reveal and erasure of one token (and, to a caller also given `verify`, every earlier
+        who-saw question about it), from the records the same call verified; no row is listed unless
+        the log verifies. Streams the verdict, then the rows in pages.
         """
 
 def add_AuditReportsServicer_to_server(servicer: AuditReportsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -12,12 +12,15 @@ from vault_service.domain.purpose import purpose_as_shown
 from vault_service.service.audit_verify import FullAuditReport
 from vault_service.service.erase_reconciliation import ErasureReconciliation
 
-NO_COPY = "no exported copy (pass --exported)"
+NO_COPY = (
+    "NOT checked against any exported copy (pass --exported COPY): the database's owner can delete the newest"
+    " rows together with their checkpoints, which only a copy outside the database exposes"
+)
 """What the service account's command says when it was given no copy to read."""
 
 
 def verdict_lines(report: FullAuditReport, copy_given: bool, no_copy: str = NO_COPY) -> list[str]:
-    """What verification found, line by line; `copy_given`: an exported copy was read, else `no_copy` says so."""
+    """What verification found, line by line; `copy_given`: a copy was read, else `no_copy` says what was not."""
     lines: list[str] = []
     copy = report.copy
     if copy is not None:
@@ -40,12 +43,12 @@ def verdict_lines(report: FullAuditReport, copy_given: bool, no_copy: str = NO_C
             " the log shipper running?), or pass --max-copy-lag for a known shipping delay"
         )
     else:
-        copied = "the exported copy" if copy_given else no_copy
         verdict = "audit log intact" if report.intact else "audit log chain intact"
-        lines.append(
-            f"{verdict}: {report.rows} record(s), hash chain, {report.checkpoints} signed checkpoint(s)"
-            f" and {copied} verified{where}"
-        )
+        if copy_given:
+            checked = f"hash chain, {report.checkpoints} signed checkpoint(s) and the exported copy verified{where}"
+        else:  # said plainly: what the database alone vouches for (review 30, R30-4)
+            checked = f"hash chain and {report.checkpoints} signed checkpoint(s) verified{where}; {no_copy}"
+        lines.append(f"{verdict}: {report.rows} record(s), {checked}")
         if copy is not None and (gap := copy.gap()) is not None:
             lines.append(f"note: {gap} (the copy is within the {copy.allowed:.0f} s allowed)")
     lines += _erasure_lines(report.erasures)

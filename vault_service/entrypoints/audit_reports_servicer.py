@@ -18,8 +18,10 @@ from vault_service.service.audit_reports import AuditReports
 from vault_service.service.audit_verify import FullAuditReport
 
 NO_COPY = (
-    "no exported copy (this vault exports its checkpoints to no file, TOKENVAULT_AUDIT_CHECKPOINT_FILE: verify"
-    " the shipped copy with `python -m vault_service.admin audit-verify --exported COPY` as the service)"
+    "NOT checked against any copy outside the database: this vault exports its checkpoints to no file"
+    " (TOKENVAULT_AUDIT_CHECKPOINT_FILE unset; they go to its log lines), and the database's owner can delete"
+    " the newest rows together with their checkpoints unseen. Check the shipped copy with the service"
+    " account's `python -m vault_service.admin audit-verify --exported COPY` (a Job with the vault's settings)"
 )
 """What a verdict says when the vault has no exported copy of its own to verify against."""
 ROWS_PER_PAGE = 1000
