@@ -18,9 +18,9 @@ import pytest
 from psycopg import errors
 
 from tests.conftest import running_vault
-from tests.integration.audit_attacks import own_database
+from tests.integration.audit_attacks import as_owner, own_database
 from tests.integration.test_reseal_refused_or_kept import _stored, _tokenize
-from vault_service.domain.errors import StoredValueAltered
+from vault_service.domain.errors import NextFingerprintsAltered, StoredValueAltered
 
 __all__ = ["own_database"]
 
@@ -77,3 +77,30 @@ def test_no_row_under_a_retired_key_and_one_planted_before_is_set_aside(own_data
         assert f"data keys retired: [{new_dek}]" in message and PLANTED not in message
         assert all(_stored(env, token)[0] == newest for token in [*tokens, fresh])  # every other value moved
         assert _state(env, new_dek) == "retired"
+
+        with as_owner(env) as owner:  # a row under no data key at all (no foreign key; attack 27, F6)
+            owner.execute(_PLANT, (PLANTED.replace("retired", "nokey00"), os.urandom(32), fk, 9999, sealed))
+        pending = rotation.rotate_fingerprint_key("CHG-R29-3")
+        with psycopg.connect(env["PG_VAULT_DSN"], autocommit=True) as serving:  # and a next fingerprint for it
+            serving.execute(
+                "SELECT vault.set_next_fingerprints(%s::text[], %s::bytea[], 'x')",
+                ([PLANTED.replace("retired", "nokey00")], [os.urandom(32)]),
+            )
+        with pytest.raises(NextFingerprintsAltered):  # not one the re-index wrote: cleared (before: KeysUnavailable)
+            rotation.reindex("CHG-R29-3", batch_size=2)
+        with pytest.raises(StoredValueAltered) as reindex_set_aside:  # before: KeysUnavailable at once, every run
+            rotation.reindex("CHG-R29-3", batch_size=2)
+        message = str(reindex_set_aside.value)
+        assert f"2 stored value(s) do not open under their data key (1 under data key {old_dek}, 1 under data key" in (
+            message
+        )
+        assert "1 under data key 9999;" in message and f"key {pending} was not promoted" in message
+        assert PLANTED not in message and "r29" not in message
+        with psycopg.connect(env["PG_ADMIN_DSN"]) as owner:  # every other value fingerprinted under the pending key
+            left = owner.execute(
+                "SELECT count(*) FILTER (WHERE next_fingerprint_key_id = %s), count(*) FROM vault.tokens"
+                " WHERE fingerprint IS NOT NULL",
+                (pending,),
+            ).fetchone()
+        assert left == (len(tokens) + 1, len(tokens) + 3)
+        assert vault.wired.keys.refresh().generation.pending_fingerprint_id == pending

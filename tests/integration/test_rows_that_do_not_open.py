@@ -5,8 +5,10 @@ sealed value that opens under no key. 0033's CHECK refuses an unknown type, not 
 `ip`; it stopped `reencrypt` every run with SealBroken, which left the intent row without an outcome.
 Against the real stack: `reencrypt` sets the row aside, moves every other value, keeps the row's key
 `decrypt_only` and records `refused:` (count, key, remedy; no token), run by the vault's KeyJobs for
-the security team's certificate or as the admin command; `reindex` stops on it with a `failed:`
-outcome; once the owner deletes it as the runbook says, both finish.
+the security team's certificate or as the admin command; `reindex` sets it aside the same way (attack 27,
+F6: it stopped on it with a `failed:` outcome, every run): every other value is fingerprinted under the
+pending key, which is not promoted, and the outcome row says `refused:`; once the owner deletes the row as
+the runbook says, both finish.
 """
 
 from __future__ import annotations
@@ -85,15 +87,25 @@ def test_a_row_that_does_not_open_is_set_aside_and_every_other_value_moves(own_d
                 (planted_id,) = _one(owner, "SELECT id FROM vault.tokens WHERE token = %s", PLANTED)
                 assert tuple(only) == (planted_id, "ip")
 
-            rotation.rotate_fingerprint_key("CHG-R28-2")
-            with pytest.raises(VaultClientError) as stopped:
+            pending = rotation.rotate_fingerprint_key("CHG-R28-2")
+            with pytest.raises(VaultClientError) as stopped:  # before: `failed:`, nothing fingerprinted, every run
                 list(team.key_job("reindex", "CHG-R28-2", batch_size=100))
-            assert f"a stored ip value does not open under its data key {old_dek}" in stopped.value.details
-            assert _last_outcome(env, "reindex") == f"failed: {stopped.value.details}"
-            assert PLANTED not in stopped.value.details
+            assert stopped.value.code == grpc.StatusCode.DATA_LOSS
+            message = stopped.value.details
+            assert f"1 stored value(s) do not open under their data key (1 under data key {old_dek};" in message
+            assert f"key {pending} was not promoted" in message and "docs/key-rotation.md" in message
+            assert PLANTED not in message and "r28" not in message
+            assert _last_outcome(env, "reindex") == f"refused: {message}"
+            assert vault.wired.keys.refresh().generation.pending_fingerprint_id == pending  # nothing lost
+            with psycopg.connect(env["PG_ADMIN_DSN"]) as owner:
+                listed = re.search(r"SELECT id, token_type, dek_id FROM vault.tokens WHERE .*?\);", message)
+                assert listed is not None  # the message's query lists exactly the planted row
+                (only,) = owner.execute(listed.group(0).rstrip(";")).fetchall()
+                assert tuple(only) == (planted_id, "ip", old_dek)
 
         with psycopg.connect(env["PG_ADMIN_DSN"]) as owner:  # the runbook's remedy
             owner.execute("DELETE FROM vault.tokens WHERE id = %s", (planted_id,))
         assert rotation.reencrypt("CHG-R28-1", batch_size=2) == 0
         assert _last_outcome(env, "reencrypt") == f"ok: 0 values moved, data keys retired: [{old_dek}]"
-        assert rotation.reindex("CHG-R28-2", batch_size=100) == 3
+        assert rotation.reindex("CHG-R28-2", batch_size=100) == 0  # the first run did every other row
+        assert vault.wired.keys.refresh().generation.fingerprint_id == pending

@@ -203,7 +203,9 @@ class FakeTokenStore:
     ) -> int:
         raise NotImplementedError
 
-    def reindex_batch(self, pending_key_id: int, limit: int, reindex: Reindexer, actor: str = "") -> int:
+    def reindex_batch(
+        self, pending_key_id: int, limit: int, reindex: Reindexer, actor: str = "", skip: Sequence[str] = ()
+    ) -> int:
         raise NotImplementedError
 
     def pending_fingerprints_batch(

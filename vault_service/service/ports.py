@@ -291,8 +291,15 @@ class TokenStore(Protocol):
         """Re-encrypt up to `limit` rows not under `active_dek_id` and not in `skip` with `reseal`; rows read."""
         ...
 
-    def reindex_batch(self, pending_key_id: int, limit: int, reindex: Reindexer, actor: str = "vault-service") -> int:
-        """Fill in the fingerprint under the pending key for up to `limit` rows; rows done."""
+    def reindex_batch(
+        self,
+        pending_key_id: int,
+        limit: int,
+        reindex: Reindexer,
+        actor: str = "vault-service",
+        skip: Sequence[str] = (),
+    ) -> int:
+        """Fill in the fingerprint under the pending key for up to `limit` rows not in `skip`; rows read."""
         ...
 
     def pending_fingerprints_batch(

@@ -274,29 +274,54 @@ class KeyRotation:
         progress: Progress = _no_progress,
         before_batch: BeforeBatch = _go_on,
     ) -> int:
-        """Fingerprint every live value under the pending key, make it active, compact; rows done."""
+        """Fingerprint every live value under the pending key, make it active, compact; rows done.
+
+        A row whose value does not open under its data key, or whose data key is retired or does not exist
+        (a row no vault wrote: the serving role can insert one; attack 27, F6), is set aside as `reencrypt`
+        sets it aside: every other value is fingerprinted under the pending key, up to SET_ASIDE_LIMIT such
+        rows (one more stops the job at once). The pending key is then NOT promoted: the database promotes it
+        only once every live row has a fingerprint under it (migration 0028's lifecycle check), and a row set
+        aside has none. So the old fingerprint key stays active, nothing is lost and no value gets a second
+        token; the outcome row says `refused:` with the count per data key, the listing query and the remedy
+        (never a token), and StoredValueAltered stops the job. The next fingerprints are verified first: one
+        planted on a row that does not open is cleared there (NextFingerprintsAltered), and the next run sets
+        that row aside as well. Once the owner has deleted those rows, the next
+        run finds the work done, verifies, promotes and compacts (compaction never meets them: they are gone).
+        """
         _check_batch_size(batch_size)
         self._start("reindex", purpose)
         total = 0
+        set_aside: dict[str, int] = {}  # token -> its data key: kept in memory only, never written or said
+        self._live_keys = None
+        refusal: VaultError | None = None  # a refusal whose outcome row is written already
         try:
             while (pending := self._keys.refresh().pending_fingerprint_key) is not None:
                 before_batch("reindex")
+                aside_before = len(set_aside)
+                refingerprint = partial(self._refingerprint_or_set_aside, pending, set_aside)
                 done = self._tokens.reindex_batch(
-                    pending.key_id, batch_size, partial(self._refingerprint, pending), self._actor
+                    pending.key_id, batch_size, refingerprint, self._actor, tuple(set_aside)
                 )
-                total += done
+                total += done - (len(set_aside) - aside_before)  # a row set aside is read, not fingerprinted
                 if done:
                     progress("reindex", done)
                     continue
+                # Verified first: a next fingerprint planted on a row that does not open is cleared there, so
+                # the next run sets that row aside too and its refusal lists every such row.
                 self._verify_next_fingerprints(pending, batch_size, (progress, before_batch), total, purpose)
+                if set_aside:  # the database would refuse the promotion: every other row is done
+                    message = _reindex_set_aside_message(set_aside, total, pending.key_id)
+                    refusal = self._refused("reindex", StoredValueAltered(message), total, purpose)
+                    raise refusal
                 if self._key_store.promote_pending_fingerprint_key():
                     log.info("fingerprint key promoted", extra={"key_id": pending.key_id})
                 else:
                     time.sleep(0.05)  # rows still held by writers that started before the rotation
         except NextFingerprintsAltered:  # its refusal is on record already
             raise
-        except Exception as error:  # e.g. a row that does not open: the intent row gets its outcome (R27-2, F2)
-            self._record_failure("reindex", error, total, purpose)
+        except Exception as error:  # e.g. a key row locked: the intent row gets its outcome (R27-2, F2; attack 27)
+            if error is not refusal:
+                self._record_failure("reindex", error, total, purpose)
             raise
         try:
             active = self._keys.refresh().generation.fingerprint_id
@@ -343,8 +368,12 @@ class KeyRotation:
             after_id, rows = self._tokens.pending_fingerprints_batch(pending.key_id, after_id, batch_size)
             if not rows:
                 break
-            computed = dict(self._refingerprint(pending, [row for row, _ in rows]))
-            found = [(row.token, stored) for row, stored in rows if computed[row.token] != stored]
+            # A row that does not open (or under a retired or unknown key) has no fingerprint the re-index could
+            # have written: its next fingerprint is cleared as one it did not write (attack 27, F6), and the next
+            # run sets the row aside.
+            unopened: dict[str, int] = {}
+            computed = dict(self._refingerprint_or_set_aside(pending, unopened, [row for row, _ in rows]))
+            found = [(row.token, stored) for row, stored in rows if computed.get(row.token) != stored]
             if found:
                 wrong += len(found)
                 self._tokens.clear_next_fingerprints(found, self._actor)
@@ -400,22 +429,44 @@ class KeyRotation:
                 f" vault did not write (inserted with the serving role's credentials, or altered); {NOT_OPENING_REMEDY}"
             ) from None
 
+    def _open_or_set_aside(
+        self, row: StoredToken, set_aside: dict[str, int], too_many: Callable[[dict[str, int]], str]
+    ) -> tuple[TokenType, str] | None:
+        """The row's type and value; None once set aside (it does not open, or its key is retired or unknown).
+
+        Past SET_ASIDE_LIMIT rows set aside, StoredValueAltered saying `too_many(set_aside)`; a live key not
+        loaded (Vault, a rewrap) raises KeysUnavailable: the job fails and is run again.
+        """
+        try:
+            return self._open(row)
+        except (StoredValueAltered, KeysUnavailable) as error:
+            if isinstance(error, KeysUnavailable) and row.dek_id in self._not_retired():
+                raise
+            if len(set_aside) >= SET_ASIDE_LIMIT:
+                raise StoredValueAltered(too_many(set_aside)) from None
+            set_aside[row.token] = row.dek_id
+            return None
+
     def _reseal(
         self, dek: DataKey, set_aside: dict[str, int], rows: Sequence[StoredToken]
     ) -> list[tuple[str, int, bytes]]:
         """Each row sealed under `dek`; a row that does not open goes into `set_aside` (up to SET_ASIDE_LIMIT)."""
         out = []
         for row in rows:
-            try:
-                token_type, value = self._open(row)
-            except (StoredValueAltered, KeysUnavailable) as error:
-                if isinstance(error, KeysUnavailable) and row.dek_id in self._not_retired():
-                    raise  # a live key not loaded (Vault, a rewrap): the job fails and is run again
-                if len(set_aside) >= SET_ASIDE_LIMIT:
-                    raise StoredValueAltered(_too_many_set_aside_message(set_aside)) from None
-                set_aside[row.token] = row.dek_id
-                continue
-            out.append((row.token, dek.key_id, seal(dek, token_type, row.token, value)))
+            if (opened := self._open_or_set_aside(row, set_aside, _too_many_set_aside_message)) is not None:
+                token_type, value = opened
+                out.append((row.token, dek.key_id, seal(dek, token_type, row.token, value)))
+        return out
+
+    def _refingerprint_or_set_aside(
+        self, key: DataKey, set_aside: dict[str, int], rows: Sequence[StoredToken]
+    ) -> list[tuple[str, bytes]]:
+        """Each row's fingerprint under `key`; a row that does not open goes into `set_aside` (as `_reseal`)."""
+        out = []
+        for row in rows:
+            if (opened := self._open_or_set_aside(row, set_aside, _reindex_too_many_message)) is not None:
+                token_type, value = opened
+                out.append((row.token, fingerprint(key, token_type, value)))
         return out
 
     def _not_retired(self) -> frozenset[int]:
@@ -423,13 +474,6 @@ class KeyRotation:
         if self._live_keys is None:
             self._live_keys = frozenset(k.key_id for k in self._key_store.load_keys() if k.state != KeyState.RETIRED)
         return self._live_keys
-
-    def _refingerprint(self, key: DataKey, rows: Sequence[StoredToken]) -> list[tuple[str, bytes]]:
-        out = []
-        for row in rows:
-            token_type, value = self._open(row)
-            out.append((row.token, fingerprint(key, token_type, value)))
-        return out
 
 
 def _counts_per_key(set_aside: dict[str, int]) -> tuple[str, str]:
@@ -463,6 +507,33 @@ def _too_many_set_aside_message(set_aside: dict[str, int]) -> str:
         f" still under them are those and any good value the job had not reached yet, so delete only the rows the"
         f" investigation finds planted: SELECT id, token_type FROM vault.tokens WHERE dek_id IN ({keys}) AND sealed"
         f" IS NOT NULL; {NOT_OPENING_REMEDY}"
+    )
+
+
+def _reindex_set_aside_message(set_aside: dict[str, int], done: int, pending: int) -> str:
+    """What `reindex` says of the rows it set aside: counts per data key, the listing query, the remedy; no token."""
+    counts, _ = _counts_per_key(set_aside)
+    return (
+        f"{len(set_aside)} stored value(s) do not open under their data key ({counts}; a retired or unknown data"
+        " key opens nothing) and were set aside: rows the vault did not write (inserted with the serving role's"
+        f" credentials, or altered). Every other value was fingerprinted under pending key {pending} ({done} in this"
+        f" run); key {pending} was not promoted (the database promotes it only once every live value has a"
+        " fingerprint under it; those rows have none), so the active fingerprint key stays active and nothing is"
+        " lost. The rows still without one are exactly those: SELECT id, token_type, dek_id FROM vault.tokens WHERE"
+        f" fingerprint IS NOT NULL AND fingerprint_key_id <> {pending} AND (next_fingerprint IS NULL OR"
+        f" next_fingerprint_key_id IS DISTINCT FROM {pending}); {NOT_OPENING_REMEDY}"
+    )
+
+
+def _reindex_too_many_message(set_aside: dict[str, int]) -> str:
+    """Why `reindex` stopped past SET_ASIDE_LIMIT: counts per data key and the remedy; no token."""
+    counts, _ = _counts_per_key(set_aside)
+    return (
+        f"more than {SET_ASIDE_LIMIT} stored values do not open under their data key (the first {len(set_aside)}:"
+        f" {counts}): rows the vault did not write (inserted with the serving role's credentials, or altered)."
+        " The job stopped at once: the fingerprints it wrote stay, no key was promoted. The rows without a"
+        " fingerprint under the pending key are those and any good value the job had not reached yet, so delete"
+        f" only the rows the investigation finds planted; {NOT_OPENING_REMEDY}"
     )
 
 

@@ -40,6 +40,8 @@ Every row whose next fingerprint is not one written under the pending key (migra
 fingerprint planted while no key was pending, or written under another, is re-done (attack 24, F2)."""
 REINDEX_CONDITION_BEFORE_0028 = "fingerprint IS NOT NULL AND next_fingerprint IS NULL AND fingerprint_key_id = ANY(%s)"
 """The work list while the database has no next_fingerprint_key_id yet (the service is rolled out first)."""
+SKIPPING = " AND token <> ALL(%s::text[])"
+"""Added to a work list's condition: without the rows the job set aside (values that do not open; attack 27, F6)."""
 
 
 def _select_batch(
@@ -105,19 +107,34 @@ class TokenRekeying:
         return len(rows)
 
     @translated
-    def reindex_batch(self, pending_key_id: int, limit: int, reindex: Reindexer, actor: str = "vault-service") -> int:
-        """Fingerprint up to `limit` live rows under the pending key; the number of rows handled."""
+    def reindex_batch(
+        self,
+        pending_key_id: int,
+        limit: int,
+        reindex: Reindexer,
+        actor: str = "vault-service",
+        skip: Sequence[str] = (),
+    ) -> int:
+        """Fingerprint up to `limit` live rows under the pending key, except `skip`; the number of rows read.
+
+        `reindex` may leave rows out (a value that does not open, or under a retired or unknown data key: the
+        job sets it aside and passes it in `skip` from then on); the count is of the rows read, so the job goes on.
+        """
         with self._pool.connection() as conn:
             if not self._next_fingerprint_key_ids:
                 self._next_fingerprint_key_ids = has_next_fingerprint_key_ids(conn)
             old_keys = other_keys(conn, "fingerprint", pending_key_id)
-            if self._next_fingerprint_key_ids:
-                rows = _select_batch(conn, REINDEX_CONDITION, "fingerprint_key_id", old_keys, limit, pending_key_id)
-            else:
-                rows = _select_batch(conn, REINDEX_CONDITION_BEFORE_0028, "fingerprint_key_id", old_keys, limit)
+            condition = REINDEX_CONDITION if self._next_fingerprint_key_ids else REINDEX_CONDITION_BEFORE_0028
+            more: tuple[object, ...] = (pending_key_id,) if self._next_fingerprint_key_ids else ()
+            if skip:
+                condition, more = condition + SKIPPING, (*more, text_array(list(skip)))
+            rows = _select_batch(conn, condition, "fingerprint_key_id", old_keys, limit, *more)
             if not rows:
                 return 0
-            tokens, fingerprints = (list(c) for c in zip(*reindex(rows), strict=True))
+            refingerprinted = reindex(rows)
+            if not refingerprinted:
+                return len(rows)
+            tokens, fingerprints = (list(c) for c in zip(*refingerprinted, strict=True))
             conn.execute(
                 "SELECT vault.set_next_fingerprints(%s::text[], %s::bytea[], %s)",
                 (text_array(tokens), bytea_array(fingerprints), actor),
