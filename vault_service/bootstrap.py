@@ -6,7 +6,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
 from tokenvault_common.pg_pool import check_connection_cheaply
@@ -208,8 +210,16 @@ def chain_lock_watch(pool: ConnectionPool) -> Callable[[], None]:
     return end_stale_holders
 
 
-def open_vault_pool(dsn: str, max_size: int, settings: dict[str, str] = PINNED_SETTINGS) -> ConnectionPool:
+def open_vault_pool(
+    dsn: str,
+    max_size: int,
+    settings: dict[str, str] = PINNED_SETTINGS,
+    configure: Callable[[Connection[Any]], None] | None = None,
+) -> ConnectionPool:
     """An open pool of autocommit connections to the vault schema, as the adapters expect.
+
+    `configure(conn)` is called with each new connection (an audit report's watch keeps them to
+    cancel their statement when the report's call ends).
 
     Each connection starts with `settings` (libpq `options`; `session_settings_with` for the
     configured synchronous_commit).
@@ -228,6 +238,7 @@ def open_vault_pool(dsn: str, max_size: int, settings: dict[str, str] = PINNED_S
         open=False,
         name="vault",
         check=check_connection_cheaply,  # a Postgres restart leaves dead connections behind
+        configure=configure,
         timeout=10,
         # Single statements commit alone; multi-statement work uses explicit transactions.
         # The startup options pin what a role or database default could otherwise change

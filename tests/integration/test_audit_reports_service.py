@@ -259,6 +259,35 @@ def test_a_report_whose_caller_went_away_stops_frees_the_slot_and_is_recorded_re
     assert client_as(SECURITY_TEAM).audit_verify().intact  # the one report at a time is free again
 
 
+def test_a_report_whose_caller_went_away_has_its_running_statement_cancelled_at_once(
+    own_env: dict[str, str], own_vault: RunningVault, client_as: Callable[[str], VaultClient]
+) -> None:
+    own_vault.wait_for_checkpoint()
+    before = _newest_id(own_env)
+    channel = client_channel(own_env, own_vault.address, SECURITY_TEAM)
+    owner = psycopg.connect(own_env["PG_ADMIN_DSN"])
+    try:
+        owner.execute("LOCK TABLE vault.audit_checkpoints IN ACCESS EXCLUSIVE MODE")  # its read waits
+        call = audit_reports_pb2_grpc.AuditReportsStub(channel).Verify.future(
+            audit_reports_pb2.AuditVerifyRequest(), timeout=60
+        )
+        time.sleep(0.5)
+        call.cancel()
+        outcomes = _wait_for_rows(own_env, "audit-verify", before)  # the lock still held: cancelled, not ended
+        with psycopg.connect(own_env["PG_ADMIN_DSN"]) as watcher:
+            waiting = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tokenvault-vault'"
+                " AND wait_event_type = 'Lock' AND query LIKE '%%audit_checkpoints%%'"
+            ).fetchone()
+    finally:
+        owner.rollback()
+        owner.close()
+        channel.close()
+
+    assert outcomes == ["refused: AuditReportTooLong"] and waiting == (0,)
+    assert client_as(SECURITY_TEAM).audit_verify().intact
+
+
 def _wait_for_rows(env: dict[str, str], action: str, after: int) -> list[str]:
     for _ in range(50):
         outcomes = [o for _, _, _, o, _, _ in _rows(env, action, after)]

@@ -16,6 +16,7 @@ from vault_service.domain.errors import (
     AuditReportTooLong,
     InvalidRequest,
     RateLimited,
+    StorageError,
     VaultError,
 )
 from vault_service.domain.identity import Caller
@@ -201,3 +202,14 @@ def test_the_running_report_is_named_only_to_a_caller_given_verify() -> None:
         release.set()
         first.join(5)
     assert "security-team" not in str(refused.value) and "1a" not in str(refused.value)
+
+
+def test_a_statement_cancelled_because_its_caller_went_away_is_recorded_as_that() -> None:
+    refused = _Refusals()
+
+    def verify(lag: float, seconds: float, check: Any) -> Any:
+        raise StorageError("canceling statement due to user request")  # the watch cancelled it
+
+    with pytest.raises(AuditReportTooLong, match="its caller went away"):
+        _reports(verify, refused).verify(SECURITY, None, 30.0, lambda: True)
+    assert refused.seen == [("audit-verify", "AuditReportTooLong")]

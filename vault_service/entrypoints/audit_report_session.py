@@ -10,6 +10,12 @@ A log larger than the vault may hold in memory is refused before it is read (`re
 
 from __future__ import annotations
 
+import logging
+import threading
+from typing import Any
+
+import psycopg
+from psycopg import Connection
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from vault_service.adapters.postgres import PostgresAuditLog, PostgresTokenStore
@@ -19,10 +25,14 @@ from vault_service.adapters.transit import verify_signature
 from vault_service.bootstrap import Bootstrapped, open_vault_pool
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.anchoring import AppendedRows
-from vault_service.domain.errors import DatabaseUnreachable
+from vault_service.domain.errors import DatabaseUnreachable, VaultError
 from vault_service.service.audit_reports import AuditReports, Check, Verify, too_large
 from vault_service.service.audit_verify import COPY_LAG_INTERVALS, FullAuditReport, verify_audit_and_erasures
 
+log = logging.getLogger(__name__)
+
+WATCH_SECONDS = 0.25
+"""How often a running report's watch asks whether its call has ended."""
 NEWEST_ID = "SELECT coalesce(max(id), 0) FROM vault.audit_log"
 """The log's newest id (the primary key's last entry, O(1)): at least as many as the rows a report reads
 (`records()` reads ids above 0, each once), whatever else the database's owner did to the log."""
@@ -33,6 +43,25 @@ def _newest_id(pool: ConnectionPool) -> int:
     with pool.connection() as conn:
         row = conn.execute(NEWEST_ID).fetchone()
     return int(row[0]) if row is not None else 0
+
+
+def _cancel_when_ended(check: Check, connections: list[Connection[Any]], ended: threading.Event) -> None:
+    """Cancel the report's running statement as soon as its call ends (deadline passed, caller gone).
+
+    The phases check between them, but one statement (the whole log's read) may run for minutes:
+    without this it ran on, and held the one report at a time, until its `statement_timeout`
+    (review 30, R30-3).
+    """
+    while not ended.wait(WATCH_SECONDS):
+        try:
+            check()
+        except VaultError:
+            for conn in list(connections):
+                try:
+                    conn.cancel_safe(timeout=5.0)
+                except psycopg.Error as error:  # the statement ends at its statement_timeout anyway
+                    log.warning("could not cancel an ended audit report's statement (%s)", type(error).__name__)
+            return
 
 
 def report_verifier(wired: Bootstrapped, config: VaultServiceConfig) -> Verify:
@@ -49,10 +78,16 @@ def report_verifier(wired: Bootstrapped, config: VaultServiceConfig) -> Verify:
             **session_settings_with(config.db_synchronous_commit),
             "statement_timeout": str(max(1, int(seconds * 1000))),
         }
+        connections: list[Connection[Any]] = []
         try:
-            pool = open_vault_pool(config.database_dsn, 1, settings)
+            pool = open_vault_pool(config.database_dsn, 1, settings, connections.append)
         except PoolTimeout:
             raise DatabaseUnreachable("the vault database cannot be reached; retry later") from None
+        ended = threading.Event()
+        watch = threading.Thread(
+            target=_cancel_when_ended, args=(check, connections, ended), name="audit-report-watch", daemon=True
+        )
+        watch.start()
         try:
             rows = _newest_id(pool)
             if rows > config.audit_report_max_rows:
@@ -69,6 +104,8 @@ def report_verifier(wired: Bootstrapped, config: VaultServiceConfig) -> Verify:
                 check,
             )
         finally:
+            ended.set()
+            watch.join()
             pool.close()
 
     return verify

@@ -54,6 +54,7 @@ from vault_service.service.revealing import reveal_hash
 
 log = logging.getLogger(__name__)
 _Made = TypeVar("_Made")
+CALLER_GONE = "the call ended before the report was made (its caller went away)"
 WHO_SAW_ACTION = AUDIT_REPORT_ACTIONS["who-saw"]
 COPY_UNREADABLE = (
     "the vault's exported checkpoint copy (TOKENVAULT_AUDIT_CHECKPOINT_FILE) cannot be read: missing (not"
@@ -229,7 +230,7 @@ class AuditReports:
 
         def check() -> None:
             if cancelled():
-                raise AuditReportTooLong("the call ended before the report was made (its caller went away)")
+                raise AuditReportTooLong(CALLER_GONE)
             if self._clock() - started >= bound:
                 raise self._too_long(bound)
 
@@ -249,12 +250,23 @@ class AuditReports:
             self._refuse(caller, report, AuditCopyRefused(COPY_UNREADABLE))
             raise  # not reached
         except VaultError as failure:
-            late = not isinstance(failure, AuditReportTooLong) and self._clock() - started >= bound
-            self._refuse(caller, report, self._too_long(bound) if late else failure)
+            self._refuse(caller, report, self._ended(failure, cancelled, started, bound))
             raise  # not reached
         finally:
             self._running = ""
             self._lock.release()
+
+    def _ended(self, failure: VaultError, cancelled: Callable[[], bool], started: float, bound: float) -> VaultError:
+        """What a failed report is refused as: AuditReportTooLong once its call had ended, else `failure`.
+
+        A report's statement is cancelled when its call ends (audit_report_session.py): the driver's
+        error then is the call's end, recorded as such.
+        """
+        if isinstance(failure, AuditReportTooLong):
+            return failure
+        if cancelled():
+            return AuditReportTooLong(CALLER_GONE)
+        return self._too_long(bound) if self._clock() - started >= bound else failure
 
     def _one_at_a_time(self, caller: Caller) -> AuditReportRunning:
         """The refusal of a report while another runs: naming it only to a caller given `verify` (R30-5)."""
