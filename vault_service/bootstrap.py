@@ -13,7 +13,7 @@ from psycopg_pool import ConnectionPool
 
 from tokenvault_common.pg_pool import check_connection_cheaply
 from vault_service.adapters.postgres import PostgresAuditLog, PostgresKeyStore, PostgresTokenStore
-from vault_service.adapters.postgres.chain_lock import ChainLockWatch
+from vault_service.adapters.postgres.chain_lock import DATA_KEY_ROWS, ChainLockWatch
 from vault_service.adapters.postgres.keys import KEYS_LOCK
 from vault_service.adapters.postgres.session_settings import (
     PINNED_SETTINGS,
@@ -202,7 +202,7 @@ def chain_lock_watch(pool: ConnectionPool) -> Callable[[], None]:
 
     def end_stale_holders() -> None:
         for holder in watch.end_stale_holders():
-            if holder.lock == KEYS_LOCK:
+            if holder.lock in (KEYS_LOCK, DATA_KEY_ROWS):
                 observe_keys_lock_holder(holder.ended)
             else:
                 observe_audit_lock_holder(holder.ended)

@@ -1,10 +1,12 @@
-"""A serving-role session holding the key-generation lock, or a session-level advisory lock, cannot freeze the vault.
+"""A serving-role session holding the key-generation lock, a key row or a session-level advisory lock freezes nothing.
 
 Attack 27, F2/F3. A token insert takes the key-generation lock (`KEYS_LOCK`) shared; before, it waited for it
 with no bound, so one session of the serving role holding it (idle in a transaction) stalled every new-value
 Tokenize for ever, and the stuck inserts took every pool connection. Now the insert waits 2 s and the call
 is answered UNAVAILABLE naming that lock, and the audit upkeep's lock watch ends the holder after 5 s: new
-tokens are issued again. The watch never ends a key operation of this process holding the lock.
+tokens are issued again. The same for a data key's row held FOR UPDATE (migration 0037 makes every new token
+lock its keys FOR SHARE, waiting 2 s): the call names the row lock, and the watch ends the holder. The watch
+never ends a key operation of this process, nor a session that only read vault.data_keys.
 
 A session holding the audit chain's lock in its session-level form (`pg_advisory_lock`, then idle: not in a
 transaction) was never ended, and the watch's warning blamed a role it was not. Now it is ended too, keyed by
@@ -28,7 +30,7 @@ from tests.conftest import RunningVault, stack_identity
 from tests.integration.own_database import database_of_its_own
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_client import open_channel
-from vault_service.adapters.postgres.chain_lock import AUDIT_CHAIN_LOCK, NOT_SEEN, ChainLockWatch
+from vault_service.adapters.postgres.chain_lock import AUDIT_CHAIN_LOCK, DATA_KEY_ROWS, NOT_SEEN, ChainLockWatch
 from vault_service.adapters.postgres.keys import KEY_JOB_SESSIONS, KEYS_LOCK
 
 
@@ -42,20 +44,26 @@ def _new_value() -> str:
     return f"198.19.{n % 250}.{n // 250 % 250}"
 
 
-def test_a_session_holding_the_key_lock_makes_new_tokens_fail_fast_and_is_ended(
-    stack_env: dict[str, str], vault: RunningVault
+@pytest.mark.parametrize("holding", ["key lock", "key row"])
+def test_a_session_holding_the_key_lock_or_a_key_row_makes_new_tokens_fail_fast_and_is_ended(
+    stack_env: dict[str, str], vault: RunningVault, holding: str
 ) -> None:
     # No transparent retry: each UNAVAILABLE is seen here.
     channel = open_channel(vault.address, stack_identity(stack_env, "etl-service"))
     stub = vault_pb2_grpc.TokenVaultStub(channel)
     with psycopg.connect(stack_env["PG_VAULT_DSN"]) as rogue:  # the serving role; a transaction left open
-        rogue.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
+        if holding == "key lock":
+            rogue.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
+        else:  # the active data key's row (migration 0037: every new token locks its keys FOR SHARE)
+            dek = vault.wired.keys.refresh().generation.encryption_id
+            rogue.execute("SELECT id FROM vault.data_keys WHERE id = %s FOR UPDATE", (dek,))
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as refused:
             _tokenize(stub, _new_value(), timeout=15)  # before: waited for ever (DEADLINE_EXCEEDED here)
         failed_after = time.monotonic() - started
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "key-generation lock" in str(refused.value.details())
+        names = "key-generation lock" if holding == "key lock" else "a data key's row in vault.data_keys"
+        assert names in str(refused.value.details())
         assert failed_after < 5  # the insert's 2 s wait (and the client's own), never a hang
 
         token = None
@@ -70,7 +78,7 @@ def test_a_session_holding_the_key_lock_makes_new_tokens_fail_fast_and_is_ended(
             rogue.execute("SELECT 1")
     channel.close()
     assert token.startswith("ip_")
-    print(f"\nfirst new token failed after {failed_after:.1f} s; issued again after {served_after:.1f} s")
+    print(f"\n{holding}: first new token failed after {failed_after:.1f} s; issued again after {served_after:.1f} s")
 
 
 @pytest.fixture
@@ -103,12 +111,17 @@ def test_the_watch_ends_session_level_and_key_lock_holders_but_never_a_key_opera
         psycopg.connect(dsn, autocommit=True) as shared_session_level,
         psycopg.connect(dsn) as keys_holder,  # idle in a transaction (F3)
         psycopg.connect(dsn) as key_job,  # a key operation of this process
+        psycopg.connect(dsn) as row_holder,  # a data key's row FOR UPDATE, idle in a transaction (F5)
+        psycopg.connect(dsn) as reader,  # a plain read of vault.data_keys left open: blocks nothing
     ):
+        row_holder.execute("SELECT id FROM vault.data_keys ORDER BY id LIMIT 1 FOR UPDATE")
+        reader.execute("SELECT count(*) FROM vault.data_keys")
         session_level.execute("SELECT pg_advisory_lock(%s)", (AUDIT_CHAIN_LOCK,))
         shared_session_level.execute("SELECT pg_advisory_lock_shared(%s)", (KEYS_LOCK,))
         keys_holder.execute("SELECT pg_advisory_xact_lock_shared(%s)", (KEYS_LOCK,))
         with KEY_JOB_SESSIONS.holding(key_job):
             key_job.execute("SELECT pg_advisory_xact_lock_shared(%s)", (KEYS_LOCK,))
+            key_job.execute("SELECT id FROM vault.data_keys ORDER BY id DESC LIMIT 1 FOR SHARE")
             assert watch.end_stale_holders() == []  # first seen now: none held it 0.5 s yet
             time.sleep(0.6)
             holders = watch.end_stale_holders()
@@ -119,16 +132,19 @@ def test_the_watch_ends_session_level_and_key_lock_holders_but_never_a_key_opera
             "session_level": session_level.info.backend_pid,
             "shared_session_level": shared_session_level.info.backend_pid,
             "keys_holder": keys_holder.info.backend_pid,
+            "row_holder": row_holder.info.backend_pid,
         }
         assert set(ended) == {
             (pids["session_level"], AUDIT_CHAIN_LOCK),
             (pids["shared_session_level"], KEYS_LOCK),
             (pids["keys_holder"], KEYS_LOCK),
+            (pids["row_holder"], DATA_KEY_ROWS),
         }
         assert all(h.ended and h.not_ended_because is None for h in holders), holders
         assert ended[(pids["session_level"], AUDIT_CHAIN_LOCK)].state == "idle"
-        for conn in (session_level, shared_session_level, keys_holder):
+        for conn in (session_level, shared_session_level, keys_holder, row_holder):
             assert not _alive(conn)
+        assert _alive(reader)
 
 
 def test_a_holder_the_watch_may_not_end_is_logged_with_the_true_reason(

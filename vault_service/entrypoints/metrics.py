@@ -195,10 +195,10 @@ AUDIT_LOCK_HOLDERS = Counter(
 
 KEYS_LOCK_HOLDERS = Counter(
     "tokenvault_keys_lock_holders",
-    "Database sessions found holding the key-generation lock for 5 s or more in one transaction, or in a session"
-    " outside any transaction (each round that finds one; never a key operation of this process), by whether the"
-    " audit upkeep ended them. New tokens fail while one holds it: someone with the serving role's credentials"
-    " (attack 27, F3)",
+    "Database sessions found holding the key-generation lock, or rows of vault.data_keys, for 5 s or more in one"
+    " transaction, or the lock in a session outside any transaction (each round that finds one; never a key"
+    " operation of this process), by whether the audit upkeep ended them. New tokens fail while one holds it:"
+    " someone with the serving role's credentials (attack 27, F3/F5)",
     ["ended"],
 )
 

@@ -1,4 +1,4 @@
-"""Sessions that hold the audit chain's lock, or the key-generation lock, for seconds, ended (attack 26, F2; attack 27).
+"""Sessions that hold the audit chain's lock, the key-generation lock or key rows for seconds, ended (attacks 26-27).
 
 The chain trigger takes `pg_advisory_xact_lock(AUDIT_CHAIN_LOCK)` for every append and holds it to
 commit (migrations 0006/0025/0035). The vault's own transactions hold it for milliseconds: the
@@ -18,7 +18,14 @@ vault's key operations exclusively for a few statements, each lock wait in them 
 for HELD_SECONDS in one transaction is ended like a chain-lock holder, except a key operation of
 this process (`KEY_JOB_SESSIONS`, by backend pid), which is never ended.
 
-A session holding either lock while `idle` - outside any transaction - holds the session-level
+Rows of vault.data_keys are watched the same way (attack 27, F5): a new token's insert locks the keys
+it names FOR SHARE (migration 0037, waiting 2 s), so a session of the role holding a key row FOR UPDATE
+(its column UPDATE grant allows it) or an uncommitted UPDATE of one makes every new token fail. The
+vault's own row locks there last a transaction of moments (an insert, a key operation's few statements,
+a rewrap's UPDATE); a session holding one (any lock on the table but a plain read's) 5 s in one
+transaction is ended, a key operation of this process never.
+
+A session holding either advisory lock while `idle` - outside any transaction - holds the session-level
 form (`pg_advisory_lock`), which the vault never takes (only the migrator does, as the owner, on
 a key of its own): it is ended once seen holding it for HELD_SECONDS in the same session (pid and
 backend start; attack 27, F2), counted from the first round that saw it, and only if at that moment
@@ -53,8 +60,16 @@ AUDIT_CHAIN_LOCK = 1635083380  # 0x61756474, 'audt': the chain trigger's advisor
 HELD_SECONDS = 5.0
 """How long a session may hold the chain's lock in one transaction before it is ended."""
 
-WATCHED_LOCKS = {AUDIT_CHAIN_LOCK: "the audit chain's lock", KEYS_LOCK: "the key-generation lock"}
-"""The advisory locks the watch looks at (the vault's only two), each by the name its log lines use."""
+DATA_KEY_ROWS = 0
+"""Not an advisory key: the watch's name for a lock on rows of vault.data_keys (FOR UPDATE/SHARE, an UPDATE)."""
+ADVISORY_LOCKS = (AUDIT_CHAIN_LOCK, KEYS_LOCK)
+"""The advisory locks the watch looks at: the vault's only two."""
+WATCHED_LOCKS = {
+    AUDIT_CHAIN_LOCK: "the audit chain's lock",
+    KEYS_LOCK: "the key-generation lock",
+    DATA_KEY_ROWS: "a lock on rows of vault.data_keys",
+}
+"""Every lock the watch looks at, by the name its log lines use."""
 
 _HOLDERS = """
 SELECT l.objid::pg_catalog.int8, a.pid, a.state, a.xact_start, a.backend_start, a.wait_event,
@@ -67,9 +82,19 @@ WHERE l.locktype OPERATOR(pg_catalog.=) 'advisory' AND l.granted
   AND l.database OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d
                                           WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
   AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+UNION ALL
+SELECT 0, a.pid, a.state, a.xact_start, a.backend_start, a.wait_event,
+       pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) a.state_change)
+FROM pg_catalog.pg_locks l
+JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) l.pid
+WHERE l.locktype OPERATOR(pg_catalog.=) 'relation' AND l.granted
+  AND l.relation OPERATOR(pg_catalog.=) 'vault.data_keys'::pg_catalog.regclass
+  AND l.mode OPERATOR(pg_catalog.<>) 'AccessShareLock'
+  AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
 """
-"""Every other session holding a watched lock: the lock, pid, state, transaction start, session start and wait
-(NULL when this role may not see them), seconds in its state."""
+"""Every other session holding a watched lock: the lock (DATA_KEY_ROWS for a row-locking or writing lock on
+vault.data_keys: a plain read's AccessShareLock blocks no key job or insert), pid, state, transaction start,
+session start and wait (NULL when this role may not see them), seconds in its state."""
 
 _END_IF_SAME_TRANSACTION = """
 SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_activity a
@@ -164,12 +189,14 @@ class ChainLockWatch:
         seen: dict[tuple[int, int, str, datetime], float] = {}
         with self._pool.connection() as conn:
             own = self._own_key_sessions()
-            for row in conn.execute(_HOLDERS, (list(WATCHED_LOCKS),)).fetchall():
+            for row in conn.execute(_HOLDERS, (list(ADVISORY_LOCKS),)).fetchall():
                 sighting = _Sighting(
                     int(row[0]), int(row[1]), _text(row[2]), row[3], row[4], _text(row[5]), float(row[6] or 0.0)
                 )
-                if sighting.lock == KEYS_LOCK and sighting.pid in own:
+                if sighting.lock != AUDIT_CHAIN_LOCK and sighting.pid in own:
                     continue  # a key operation of this process: bounded waits, never ended (keys.py)
+                if sighting.lock == DATA_KEY_ROWS and sighting.state == "idle":
+                    continue  # a row lock ends with its transaction: one just ended (the two views differ)
                 seen[sighting.key] = self._seen.get(sighting.key, now)
                 held = now - seen[sighting.key]
                 if sighting.state is not None and sighting.state.startswith("idle in transaction"):

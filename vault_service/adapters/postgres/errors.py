@@ -21,6 +21,24 @@ LOCK_NOT_FREE = (
 )
 """DatabaseUnavailable's message for lock_not_available (55P03): actionable, and no row data (attack 26, F2)."""
 
+KEY_ROW_NOT_FREE = (
+    "a database lock the call needs (a data key's row in vault.data_keys, which a new token's insert locks FOR"
+    " SHARE) is held by another session beyond its 2 s wait, so nothing was stored; retry later. The vault ends"
+    " a session of its own role holding a key row locked for seconds (docs/threat-model.md, serving role); if"
+    " this lasts, look for the holder in pg_locks (relation vault.data_keys) and pg_stat_activity"
+)
+"""The same when the wait that ran out is migration 0037's for the key rows a new token names (attack 27, F5)."""
+
+_WAITS_BY_FUNCTION = {"tokens_under_live_keys": KEY_ROW_NOT_FREE, "audit_log_chain": LOCK_NOT_FREE}
+"""Which lock a 55P03 names, by the trigger function its error context shows it ran out in."""
+
+
+def lock_not_free(error: psycopg.errors.LockNotAvailable) -> str:
+    """The message naming the lock whose wait ran out: the key rows' (0037) or, by default, the audit chain's."""
+    context = error.diag.context or ""
+    return next((message for function, message in _WAITS_BY_FUNCTION.items() if function in context), LOCK_NOT_FREE)
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -31,7 +49,7 @@ def translated(method: Callable[P, R]) -> Callable[P, R]:
     No connection to be had within the pool's timeout (the server refuses or does not answer)
     becomes DatabaseUnreachable, a lost connection or an operational error DatabaseUnavailable,
     any other driver error StorageError; a lock not free within its timeout (the audit chain's,
-    migration 0035) DatabaseUnavailable saying so (LOCK_NOT_FREE). The driver's message can
+    migration 0035; a key row's, 0037) DatabaseUnavailable naming it (`lock_not_free`). The driver's message can
     quote row data: only its class and SQLSTATE are logged.
     """
 
@@ -44,9 +62,9 @@ def translated(method: Callable[P, R]) -> Callable[P, R]:
         except PoolTimeout:
             log.error("database unreachable", extra={"error": "PoolTimeout"})
             raise DatabaseUnreachable("the vault database cannot be reached; retry later") from None
-        except psycopg.errors.LockNotAvailable:
+        except psycopg.errors.LockNotAvailable as error:
             log.error("database lock not free", extra={"error": "LockNotAvailable", "sqlstate": "55P03"})
-            raise DatabaseUnavailable(LOCK_NOT_FREE) from None
+            raise DatabaseUnavailable(lock_not_free(error)) from None
         except psycopg.OperationalError as error:
             log.error("database unavailable", extra={"error": type(error).__name__})
             raise DatabaseUnavailable("the vault database is unavailable; retry later") from None
