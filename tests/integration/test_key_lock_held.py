@@ -17,6 +17,7 @@ them back in a database of its own, so the watch is tested whatever the role may
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,7 +32,8 @@ from tests.integration.own_database import database_of_its_own
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_client import open_channel
 from vault_service.adapters.postgres.chain_lock import AUDIT_CHAIN_LOCK, DATA_KEY_ROWS, NOT_SEEN, ChainLockWatch
-from vault_service.adapters.postgres.keys import KEY_JOB_SESSIONS, KEYS_LOCK
+from vault_service.adapters.postgres.keys import KEY_JOB_SESSIONS, KEYS_LOCK, PostgresKeyStore
+from vault_service.service.ports import NewKey
 
 
 def _tokenize(stub: vault_pb2_grpc.TokenVaultStub, value: str, timeout: float) -> str:
@@ -162,3 +164,25 @@ def test_a_holder_the_watch_may_not_end_is_logged_with_the_true_reason(
         assert _alive(owner)
     (line,) = [r.getMessage() for r in caplog.records if "was not ended" in r.getMessage()]
     assert NOT_SEEN in line and "synchronous standby" not in line
+
+
+def test_the_first_key_is_made_before_the_key_lock_is_taken(
+    serving_pool: tuple[dict[str, str], ConnectionPool],
+) -> None:
+    """Making a data key is a Transit call: made while holding the lock, a slow Vault would keep every insert out."""
+    env, pool = serving_pool
+    store = PostgresKeyStore(pool, "tokenvault-kek")
+    held_while_made: list[int] = []
+
+    def make_key() -> NewKey:
+        with psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True) as look:
+            row = look.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND granted", (KEYS_LOCK,)
+            ).fetchone()
+        held_while_made.append(int(row[0]) if row else -1)
+        return NewKey("vault:v1:not-a-real-wrapped-key", os.urandom(32))
+
+    made = store.ensure_active_key("audit", make_key)
+    assert held_while_made == [0]  # before: 1 (the Transit call ran under the exclusive key lock)
+    assert store.ensure_active_key("audit", make_key).key_id == made.key_id  # found: no second key made
+    assert held_while_made == [0]
