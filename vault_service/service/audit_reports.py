@@ -54,7 +54,7 @@ from vault_service.service.revealing import reveal_hash
 
 log = logging.getLogger(__name__)
 _Made = TypeVar("_Made")
-CALLER_GONE = "the call ended before the report was made (its caller went away)"
+CALLER_GONE = "the call ended before the report was made (its deadline passed or its caller went away)"
 WHO_SAW_ACTION = AUDIT_REPORT_ACTIONS["who-saw"]
 COPY_UNREADABLE = (
     "the vault's exported checkpoint copy (TOKENVAULT_AUDIT_CHECKPOINT_FILE) cannot be read: missing (not"
