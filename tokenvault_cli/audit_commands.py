@@ -2,12 +2,13 @@
 
 Verifying the log and finding who saw a token read the whole audit log and the audit keys, so they
 run inside the vault service with its own database role and Vault login (tokenvault.v1.AuditReports),
-against the vault's own exported checkpoint copy; you present only a client certificate the vault's
-policy gives the report (`audit_reports`: the security team's, `--stack .stack --as security` on the
-embedded stack, else --cert/--key or a profile; the privacy officer's for who-saw). The call is audited
-naming that certificate. Output and exit codes are those of the service's own command
+against the vault's own exported checkpoint copy or one you send (`verify --exported FILE`, read
+here: the vault reads no file a caller names); you present only a client certificate the vault's
+policy gives the report (`audit_reports`: the security team's, `--stack .stack --as security` on
+the embedded stack, else --cert/--key or a profile; the privacy officer's for who-saw). The call is
+audited naming that certificate. Output and exit codes are those of the service's own command
 (`python -m vault_service.admin audit-verify|who-saw`, which stays for the service account and for
-verifying another copy with --exported).
+a copy over 8 MiB or a log over the vault's bound).
 """
 
 from __future__ import annotations
@@ -38,17 +39,48 @@ MAX_COPY_LAG = click.option(
 )
 
 
+MAX_SENT_COPY_BYTES = 8 * 1024 * 1024
+"""The largest copy the vault takes with a call (vault_service.service.exported_copy.MAX_SENT_COPY_BYTES)."""
+
+
 def _no_exported(ctx: click.Context, param: click.Parameter, value: Any) -> None:
-    """`--exported` is refused: the vault verifies against its own copy, and no caller names a file of the server's."""
+    """who-saw's `--exported` is refused: the vault verifies against its own copy (verify may send one)."""
     if value is not None:
         raise SettingsFailure(
-            "--exported: the vault verifies against its own exported copy (TOKENVAULT_AUDIT_CHECKPOINT_FILE); to"
-            " verify against another copy, run `python -m vault_service.admin audit-verify --exported FILE` where"
-            " the vault service's settings are"
+            "--exported: who-saw verifies against the vault's own exported copy (TOKENVAULT_AUDIT_CHECKPOINT_FILE);"
+            " check the shipped copy first with `tokenvault audit verify --exported FILE`"
         )
 
 
 EXPORTED = click.option("--exported", hidden=True, expose_value=False, callback=_no_exported)
+
+
+def _sent_copy(ctx: click.Context, param: click.Parameter, value: str | None) -> bytes | None:
+    """The text of the copy `--exported FILE` names, read here and sent with the call (the vault reads no file)."""
+    if value is None:
+        return None
+    with open(value, "rb") as copy:
+        text = copy.read(MAX_SENT_COPY_BYTES + 1)
+    if len(text) > MAX_SENT_COPY_BYTES:
+        raise SettingsFailure(
+            f"--exported: {value} is over {MAX_SENT_COPY_BYTES // (1024 * 1024)} MiB, the most the vault takes with a"
+            " call; send its newest checkpoint lines only (grep 'audit checkpoint' FILE | tail -n 50000 > COPY), or"
+            " verify it whole with `python -m vault_service.admin audit-verify --exported FILE` as the service"
+        )
+    return text
+
+
+SENT_COPY = click.option(
+    "--exported",
+    "exported_copy",
+    type=click.Path(exists=True, dir_okay=False, readable=True),
+    default=None,
+    callback=_sent_copy,
+    metavar="FILE",
+    help="A copy of the vault's exported checkpoints you hold (the shipped log's `audit checkpoint` lines, at most"
+    " 8 MiB): read here and sent with the call, and verified against instead of the vault's own (which a vault"
+    " without TOKENVAULT_AUDIT_CHECKPOINT_FILE, as in Kubernetes, does not have).",
+)
 
 
 def _print(line: str) -> None:
@@ -68,18 +100,19 @@ def audit() -> None:
 
 @audit.command()
 @MAX_COPY_LAG
-@EXPORTED
+@SENT_COPY
 @click.pass_obj
 @vault_errors
-def verify(ctx: Context, max_copy_lag: float | None) -> None:
+def verify(ctx: Context, max_copy_lag: float | None, exported_copy: bytes | None) -> None:
     """Have the vault verify the chain, signed checkpoints and exported copy; exit 1 naming the first row concerned.
 
     Exit 1 too when the vault's exported copy is refused (no checkpoint, lines that look like checkpoints but cannot
     be read) or is older than the database's newest checkpoint by more than --max-copy-lag. Needs a certificate the
-    vault's policy gives `verify` (the security team's: `--as security` on the embedded stack).
+    vault's policy gives `verify` (the security team's: `--as security` on the embedded stack). With --exported FILE,
+    the copy you hold is sent and verified against instead of the vault's own.
     """
     with ctx.client() as client:
-        verdict = _shown(client.audit_verify(max_copy_lag, ctx.settings.deadline))
+        verdict = _shown(client.audit_verify(max_copy_lag, ctx.settings.deadline, exported_copy))
     if not verdict.intact:
         raise SystemExit(1)
 
@@ -93,13 +126,13 @@ def verify(ctx: Context, max_copy_lag: float | None) -> None:
 def who_saw(ctx: Context, token: str, max_copy_lag: float | None) -> None:
     """Which clients revealed or erased TOKEN, when and why, from the log the vault verified (exit 1 if it does not).
 
-    For a value, tokenize it first (as the ETL would) and ask about its token. Needs a certificate the vault's policy
-    gives `who-saw` (the security team's, `--as security` on the embedded stack; or the privacy officer's).
+    TOKEN as the request or user_logins gives it, never a value. Needs a certificate the vault's policy gives `who-saw`
+    (the security team's, `--as security` on the embedded stack; or the privacy officer's).
     """
     if type_of_token(token) is None:  # never sent, never repeated: it may be a value
         raise SettingsFailure(
             "who-saw: the argument is not a token (a type prefix such as ip_ or dev_ and 22 characters): nothing"
-            " looked for; copy the token whole from user_logins, and for a value, tokenize it first (as the ETL would)"
+            " looked for; copy the token whole from the request you answer or from user_logins, never a value"
         )
     with ctx.client() as client:
         verdict, rows = client.audit_who_saw(token, max_copy_lag, ctx.settings.deadline)

@@ -56,9 +56,14 @@ def audit_verify(
     max_copy_lag: float | None,
     deadline: float,
     typed: Callable[[grpc.RpcError], VaultClientError],
+    exported_copy: bytes | None = None,
 ) -> AuditVerdict:
-    """Have the vault verify its audit log; its refusal or failure raised as a typed error."""
-    request = audit_reports_pb2.AuditVerifyRequest(**_lag(max_copy_lag))
+    """Have the vault verify its audit log (against `exported_copy`'s text when given); typed errors raised."""
+    request = audit_reports_pb2.AuditVerifyRequest()
+    if max_copy_lag is not None:
+        request.max_copy_lag_seconds = max_copy_lag
+    if exported_copy is not None:
+        request.exported_copy = exported_copy
     try:
         return _verdict(audit_reports_pb2_grpc.AuditReportsStub(channel).Verify(request, timeout=deadline))
     except grpc.RpcError as error:

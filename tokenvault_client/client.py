@@ -242,16 +242,22 @@ class VaultClient:
             raise ValueError("key jobs need a channel")
         return key_job_updates(self._channel, job, reason, batch_size, self._typed)
 
-    def audit_verify(self, max_copy_lag: float | None = None, deadline: float | None = None) -> AuditVerdict:
-        """Have the vault verify its audit log against its own exported copy: the verdict (no value in it).
+    def audit_verify(
+        self, max_copy_lag: float | None = None, deadline: float | None = None, exported_copy: bytes | None = None
+    ) -> AuditVerdict:
+        """Have the vault verify its audit log against an exported copy: the verdict (no value in it).
 
         The caller's certificate must be given `verify` by the vault's policy (PermissionDenied otherwise).
         `max_copy_lag`: seconds the copy may lag (None: the vault's default). `deadline`: seconds for the
-        report (None: REPORT_DEADLINE_SECONDS; the vault takes at most that).
+        report (None: REPORT_DEADLINE_SECONDS; the vault takes at most that). `exported_copy`: the text of
+        a copy the caller holds (the shipped log's checkpoint lines, at most 8 MiB), verified against
+        instead of the vault's own (None: the vault's own, if it has one).
         """
         if self._channel is None:
             raise ValueError("audit reports need a channel")
-        return audit_verify(self._channel, max_copy_lag, deadline or REPORT_DEADLINE_SECONDS, self._typed)
+        return audit_verify(
+            self._channel, max_copy_lag, deadline or REPORT_DEADLINE_SECONDS, self._typed, exported_copy
+        )
 
     def audit_who_saw(
         self, token: str, max_copy_lag: float | None = None, deadline: float | None = None

@@ -219,8 +219,16 @@ def test_the_audit_reports_are_made_by_the_vault_for_the_certificates_the_policy
         assert f"client '{role}' may not ask for the audit report verify" in refused.stderr
     officer = cli_stack.as_("privacy-officer", "audit", "who-saw", watched)
     assert officer.returncode == 0 and "0 reveal(s) and 0 erasure(s) of this token" in officer.stdout, officer.stderr
+    # --exported FILE is read here and sent (the vault reads no file a caller names): a copy that holds no
+    # checkpoint is refused, the stack's own copy verified against.
     named = cli_stack.as_("security", "audit", "verify", "--exported", "/etc/passwd")
-    assert named.returncode == 2 and "the vault verifies against its own exported copy" in named.stderr
+    assert named.returncode == 1 and "the exported checkpoint copy sent was refused" in named.stderr, named.stderr
+    own = cli_stack.as_(
+        "security", "audit", "verify", "--exported", str(cli_stack.state_dir / "audit" / "checkpoints.jsonl")
+    )
+    assert own.returncode == 0 and "read from the-copy-sent-with-the-call" in own.stdout, own.stdout + own.stderr
+    asked = cli_stack.as_("privacy-officer", "audit", "who-saw", watched, "--exported", "/etc/passwd")
+    assert asked.returncode == 2 and "audit verify --exported FILE" in asked.stderr
 
 
 def test_the_security_commands_hint_at_the_service_settings_only_when_those_are_missing(cli_stack: CliStack) -> None:

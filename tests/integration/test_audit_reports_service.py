@@ -399,3 +399,40 @@ def test_a_tampered_row_is_named_by_the_vaults_verify(own_database: dict[str, st
     assert not verdict.intact and 0 < verdict.first_row <= target and verdict.finding
     assert any(line.startswith(f"audit log TAMPERED from record id {verdict.first_row}") for line in verdict.lines)
     assert not who_verdict.intact and rows == []  # no report from a log that does not verify
+
+
+def test_a_vault_without_a_copy_verifies_against_the_copy_the_team_sends_and_finds_the_deleted_reveal(
+    own_database: dict[str, str], anchored: Anchored
+) -> None:
+    # Review 30, R30-4: the Kubernetes manifests give the vault no copy file, and the database's owner
+    # deleted a reveal with every newer row and checkpoint: the vault's own Verify still says intact.
+    vault, exported = anchored
+    with VaultClient.connect(vault.address, stack_identity(own_database, "etl-service")) as etl:
+        (token,) = etl.tokenize([(IP, "10.91.7.1")])
+    vault.wait_for_checkpoint()
+    with VaultClient.connect(vault.address, stack_identity(own_database, "analyst")) as analyst:
+        analyst.detokenize([str(token)], "CASE-7701")
+    vault.wait_for_checkpoint()
+    vault.wait_for_checkpoint()  # the reveal's checkpoint is in the copy the team holds
+    shipped = exported.read_bytes()
+    with psycopg.connect(own_database["PG_ADMIN_DSN"]) as conn:
+        row = conn.execute("SELECT min(id) FROM vault.audit_log WHERE purpose = 'CASE-7701'").fetchone()
+    assert row is not None and row[0] is not None
+    with as_owner(own_database) as conn:
+        conn.execute("DELETE FROM vault.audit_checkpoints WHERE head_id >= %s", (row[0],))
+        conn.execute("DELETE FROM vault.audit_log WHERE id >= %s", (row[0],))
+
+    with (
+        running_vault(own_database, TOKENVAULT_AUDIT_CHECKPOINT_FILE="") as no_copy,
+        VaultClient.connect(no_copy.address, stack_identity(own_database, SECURITY_TEAM)) as security,
+    ):
+        alone = security.audit_verify()
+        against = security.audit_verify(exported_copy=shipped)
+        with pytest.raises(VaultClientError) as nothing:
+            security.audit_verify(exported_copy=b"no checkpoint in this\n")
+
+    assert alone.intact and any("NOT checked against any copy" in line for line in alone.lines)
+    assert not against.intact and "the exported copy holds a checkpoint at row" in against.finding
+    assert any("read from the-copy-sent-with-the-call" in line for line in against.lines)
+    assert nothing.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "the exported checkpoint copy sent was refused" in nothing.value.details

@@ -37,21 +37,34 @@ class AuditVerifyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MAX_COPY_LAG_SECONDS_FIELD_NUMBER: _builtins.int
+    EXPORTED_COPY_FIELD_NUMBER: _builtins.int
     max_copy_lag_seconds: _builtins.float
     """Seconds the exported copy's newest checkpoint may be older than the database's before the
     log is not verified, 0 to 86400; unset: 5 of the vault's checkpoint intervals.
+    """
+    exported_copy: _builtins.bytes
+    """The text of an exported copy the caller holds (the shipped log's `audit checkpoint` lines, in
+    any form the service account's `--exported` accepts), at most 8 MiB: verified against instead
+    of the vault's own (a vault without TOKENVAULT_AUDIT_CHECKPOINT_FILE has none). Unset: the
+    vault's own copy, if any.
     """
     def __init__(
         self,
         *,
         max_copy_lag_seconds: _builtins.float | None = ...,
+        exported_copy: _builtins.bytes | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_copy_lag_seconds", b"_max_copy_lag_seconds", "max_copy_lag_seconds", b"max_copy_lag_seconds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_exported_copy", b"_exported_copy", "_max_copy_lag_seconds", b"_max_copy_lag_seconds", "exported_copy", b"exported_copy", "max_copy_lag_seconds", b"max_copy_lag_seconds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_copy_lag_seconds", b"_max_copy_lag_seconds", "max_copy_lag_seconds", b"max_copy_lag_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exported_copy", b"_exported_copy", "_max_copy_lag_seconds", b"_max_copy_lag_seconds", "exported_copy", b"exported_copy", "max_copy_lag_seconds", b"max_copy_lag_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__exported_copy: _TypeAlias = _typing.Literal["exported_copy"]  # noqa: Y015
+    _WhichOneofArgType__exported_copy: _TypeAlias = _typing.Literal["_exported_copy", b"_exported_copy"]  # noqa: Y015
     _WhichOneofReturnType__max_copy_lag_seconds: _TypeAlias = _typing.Literal["max_copy_lag_seconds"]  # noqa: Y015
     _WhichOneofArgType__max_copy_lag_seconds: _TypeAlias = _typing.Literal["_max_copy_lag_seconds", b"_max_copy_lag_seconds"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__exported_copy) -> _WhichOneofReturnType__exported_copy | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_copy_lag_seconds) -> _WhichOneofReturnType__max_copy_lag_seconds | None: ...
 
 Global___AuditVerifyRequest: _TypeAlias = AuditVerifyRequest  # noqa: Y015

@@ -30,6 +30,7 @@ from vault_service.domain.checkpoints import ChainHead
 from vault_service.domain.errors import DatabaseUnreachable, VaultError
 from vault_service.service.audit_reports import AuditReports, Check, Verify, too_large
 from vault_service.service.audit_verify import COPY_LAG_INTERVALS, FullAuditReport, verify_audit_and_erasures
+from vault_service.service.exported_copy import ExportedCopy
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,10 @@ def _cancel_when_ended(check: Check, connections: list[Connection[Any]], ended: 
 
 
 def report_verifier(wired: Bootstrapped, config: VaultServiceConfig) -> Verify:
-    """`verify(max_copy_lag, seconds, check)`: the full verification on a connection of its own, ended after `seconds`.
+    """`verify(max_copy_lag, seconds, check, sent)`: the full verification, on a connection of its own.
+
+    Its statements end after `seconds`; it verifies against the copy the caller `sent` when it sent
+    one, else the vault's own.
 
     The log is counted first (`log_rows`): a log of more rows than `audit_report_max_rows`
     (TOKENVAULT_AUDIT_REPORT_MAX_ROWS) is refused before anything is read, as a report holds the
@@ -93,7 +97,7 @@ def report_verifier(wired: Bootstrapped, config: VaultServiceConfig) -> Verify:
     limit is 1 GiB).
     """
 
-    def verify(max_copy_lag: float, seconds: float, check: Check) -> FullAuditReport:
+    def verify(max_copy_lag: float, seconds: float, check: Check, sent: ExportedCopy | None) -> FullAuditReport:
         settings = {
             **session_settings_with(config.db_synchronous_commit),
             "statement_timeout": str(max(1, int(seconds * 1000))),
@@ -123,6 +127,7 @@ def report_verifier(wired: Bootstrapped, config: VaultServiceConfig) -> Verify:
                 config.audit_checkpoint_file,
                 max_copy_lag,
                 check,
+                sent,
             )
         finally:
             ended.set()

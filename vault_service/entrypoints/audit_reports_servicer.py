@@ -20,8 +20,9 @@ from vault_service.service.audit_verify import FullAuditReport
 NO_COPY = (
     "NOT checked against any copy outside the database: this vault exports its checkpoints to no file"
     " (TOKENVAULT_AUDIT_CHECKPOINT_FILE unset; they go to its log lines), and the database's owner can delete"
-    " the newest rows together with their checkpoints unseen. Check the shipped copy with the service"
-    " account's `python -m vault_service.admin audit-verify --exported COPY` (a Job with the vault's settings)"
+    " the newest rows together with their checkpoints unseen. Check the shipped copy: send it with the call"
+    " (`tokenvault audit verify --exported COPY`, at most 8 MiB), or have the service account run"
+    " `python -m vault_service.admin audit-verify --exported COPY` (a Job with the vault's settings)"
 )
 """What a verdict says when the vault has no exported copy of its own to verify against."""
 ROWS_PER_PAGE = 1000
@@ -75,11 +76,12 @@ class AuditReportsServicer(audit_reports_pb2_grpc.AuditReportsServicer):
         self, request: audit_reports_pb2.AuditVerifyRequest, context: grpc.ServicerContext
     ) -> audit_reports_pb2.AuditVerdict:
         """Verify the audit log in the service for the caller: the verdict."""
+        sent = request.exported_copy if request.HasField("exported_copy") else None
         try:
-            report = self._reports.verify(_caller(), _lag(request), context.time_remaining(), _ended(context))
+            report = self._reports.verify(_caller(), _lag(request), context.time_remaining(), _ended(context), sent)
         except VaultError as error:
             _abort(context, error)
-        return verdict(report, self._copy_given)
+        return verdict(report, self._copy_given or sent is not None)
 
     def WhoSaw(
         self, request: audit_reports_pb2.WhoSawRequest, context: grpc.ServicerContext

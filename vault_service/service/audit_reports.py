@@ -47,7 +47,12 @@ from vault_service.domain.identity import Caller
 from vault_service.domain.policy import AUDIT_REPORT_ACTIONS
 from vault_service.domain.tokens import type_of_token
 from vault_service.service.audit_verify import FullAuditReport, who_saw
-from vault_service.service.exported_copy import ExportedCopyRefused
+from vault_service.service.exported_copy import (
+    MAX_SENT_COPY_BYTES,
+    ExportedCopy,
+    ExportedCopyRefused,
+    sent_exported_copy,
+)
 from vault_service.service.keyring import KeyManager
 from vault_service.service.ports import AuditLog
 from vault_service.service.revealing import reveal_hash
@@ -65,11 +70,11 @@ COPY_UNREADABLE = (
 
 Check = Callable[[], None]
 """`check()`: raises AuditReportTooLong once the report must stop (its deadline passed, its caller went away)."""
-Verify = Callable[[float, float, Check], FullAuditReport]
-"""`verify(max_copy_lag, seconds, check)`: the full verification against the vault's own exported copy, its
-statements ended after `seconds`, `check` called before each of its phases; AuditReportTooLarge (before
-reading the log) for a log over the vault's bound; ExportedCopyRefused when the copy cannot be verified
-against."""
+Verify = Callable[[float, float, Check, ExportedCopy | None], FullAuditReport]
+"""`verify(max_copy_lag, seconds, check, sent)`: the full verification against the copy the caller `sent`
+(None: the vault's own exported copy), its statements ended after `seconds`, `check` called before each of
+its phases; AuditReportTooLarge (before reading the log) for a log over the vault's bound;
+ExportedCopyRefused when the copy cannot be verified against."""
 Authorize = Callable[[Caller, str], None]
 """`authorize(caller, report)`: raises (audited) PermissionDenied unless the policy gives `caller` the report."""
 Refused = Callable[[Caller, str, VaultError], None]
@@ -163,13 +168,26 @@ class AuditReports:
         max_copy_lag: float | None,
         seconds: float | None,
         cancelled: Callable[[], bool] = _still_wanted,
+        copy: bytes | None = None,
     ) -> FullAuditReport:
         """Verify the log for `caller` within `seconds` (None: MAX_REPORT_SECONDS); audited before it returns.
 
         `cancelled()`: True once the caller went away (or its call ended): the report stops there.
+        `copy`: the text of an exported copy the caller holds (the shipped log's checkpoint lines, at
+        most MAX_SENT_COPY_BYTES), verified against instead of the vault's own (review 30, R30-4: a
+        vault without a copy file checks none).
         """
         self._authorize(caller, "verify")
-        report = self._made(caller, "verify", max_copy_lag, seconds, cancelled, lambda made: made)
+        if copy is not None and len(copy) > MAX_SENT_COPY_BYTES:
+            self._refuse(
+                caller,
+                "verify",
+                InvalidRequest(
+                    f"the copy sent is {len(copy)} bytes, over {MAX_SENT_COPY_BYTES}: send its newest checkpoint"
+                    " lines only (`grep 'audit checkpoint'`, the last hours)"
+                ),
+            )
+        report = self._made(caller, "verify", max_copy_lag, seconds, cancelled, lambda made: made, copy)
         outcome = "ok: intact" if report.intact else f"ok: not verified{_from(report)}"
         self._record(caller, "verify", f"{outcome}, {report.rows} record(s)", report.rows)
         return report
@@ -213,6 +231,7 @@ class AuditReports:
         seconds: float | None,
         cancelled: Callable[[], bool],
         then: Callable[[FullAuditReport], _Made],
+        copy: bytes | None = None,
     ) -> _Made:
         """`then` of the full verification, alone in this process, metered, within `seconds`; refusals audited.
 
@@ -239,11 +258,13 @@ class AuditReports:
             self._running = (
                 f"{report} for {caller.name!r}{_serial(caller)} since {time.strftime('%H:%M:%S UTC', time.gmtime())}"
             )
-            made = then(self._verify(lag, bound, check))
+            sent = sent_exported_copy(copy) if copy is not None else None
+            made = then(self._verify(lag, bound, check, sent))
             check()
             return made
         except ExportedCopyRefused as error:
-            self._refuse(caller, report, AuditCopyRefused(f"the vault's exported checkpoint copy was refused: {error}"))
+            whose = "the exported checkpoint copy sent" if copy is not None else "the vault's exported checkpoint copy"
+            self._refuse(caller, report, AuditCopyRefused(f"{whose} was refused: {error}"))
             raise  # not reached
         except OSError as error:  # the file missing or unreadable: named by the vault's log, never to the caller
             log.warning("audit report refused: the exported checkpoint copy cannot be read: %s", error)

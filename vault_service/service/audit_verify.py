@@ -178,6 +178,7 @@ def verify_audit(
     exported: Path | None,
     max_copy_lag: float = DEFAULT_COPY_LAG,
     stop_check: Callable[[], None] = _go_on,
+    sent: ExportedCopy | None = None,
 ) -> AuditReport:
     """Verify the chain, every checkpoint in the database and, with `exported`, every exported one.
 
@@ -197,14 +198,15 @@ def verify_audit(
     the report is TAMPERED at the note's first row (after any finding of the chain itself).
 
     `stop_check()` is called between the phases (reads and checks) and raises to end the report
-    there (its deadline passed, its caller went away: the vault's AuditReports).
+    there (its deadline passed, its caller went away: the vault's AuditReports). `sent`: a copy
+    already read (one a caller sent with its call), verified against instead of `exported`.
     """
-    copy = read_exported_copy(exported) if exported is not None else None
+    copy = sent if sent is not None else read_exported_copy(exported) if exported is not None else None
     copies = list(copy.checkpoints) if copy is not None else []
     stop_check()
     checkpoints = store.checkpoints()
-    if exported is not None and not copies and checkpoints:
-        raise NoExportedCheckpoints(exported, len(checkpoints))
+    if copy is not None and not copies and checkpoints:
+        raise NoExportedCheckpoints(copy.path, len(checkpoints))
     stop_check()
     records = store.records()
     stop_check()
@@ -226,17 +228,18 @@ def verify_audit_and_erasures(
     exported: Path | None,
     max_copy_lag: float = DEFAULT_COPY_LAG,
     stop_check: Callable[[], None] = _go_on,
+    sent: ExportedCopy | None = None,
 ) -> FullAuditReport:
     """`verify_audit`, erasures reconciled and `audit_keys` checked against the verified chain.
 
     Every erased token is reconciled with the verified erase rows (`reconcile_erasures`), and the
     audit keys loaded are checked to be the ones the chain recorded (`audit_keys_problem`). The
     erased tokens are read before the log and again after it: see erase_reconciliation.
-    `stop_check()` as in `verify_audit`, between every phase.
+    `stop_check()` and `sent` as in `verify_audit`; `stop_check` between every phase.
     """
     erased_before = erased.erased_tokens()
     stop_check()
-    report = verify_audit(store, public_keys, check, exported, max_copy_lag, stop_check)
+    report = verify_audit(store, public_keys, check, exported, max_copy_lag, stop_check, sent)
     erased_after = erased.erased_tokens()
     stop_check()
     erasures = reconcile_erasures(report.records, erased_before, erased_after, audit_keys)

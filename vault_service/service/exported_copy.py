@@ -134,27 +134,44 @@ def read_exported_copy(path: Path) -> ExportedCopy:
     """
     if not path.exists():
         raise FileNotFoundError(f"no exported checkpoints at {path}")
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        return exported_copy_of(lines, path)
+
+
+SENT_COPY = Path("the-copy-sent-with-the-call")
+"""How a copy a caller sent with its call (AuditReports' Verify) is named in what it reads and refuses."""
+MAX_SENT_COPY_BYTES = 8 * 1024 * 1024
+"""The largest copy a call may carry: the newest hours of a shipped log's checkpoint lines (~400 bytes each,
+one a checkpoint interval per replica), well within a request's MAX_REQUEST_BYTES."""
+
+
+def sent_exported_copy(text: bytes) -> ExportedCopy:
+    """The checkpoints in a copy sent with a call (as `read_exported_copy` reads a file; invalid UTF-8 replaced)."""
+    return exported_copy_of(text.decode("utf-8", errors="replace").splitlines(keepends=True), SENT_COPY)
+
+
+def exported_copy_of(lines: Iterable[str], path: Path) -> ExportedCopy:
+    """The checkpoints of a copy's `lines`, read from `path` (how it is named); see `read_exported_copy`."""
     checkpoints: list[Checkpoint] = []
     pending: list[PendingNote] = []
     unreadable: list[int] = []
     wrapped = 0
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        for number, line, from_cri in _cri_joined(lines):
-            note = _note_of(line) if _PENDING_KEY in line else None
-            if isinstance(note, PendingNote):
-                pending.append(note)
-                continue
-            if note is _UNREADABLE:
-                unreadable.append(number)
-                continue
-            found = _checkpoint_of(line)
-            if found is _UNREADABLE:
-                unreadable.append(number)
-            if not isinstance(found, tuple):
-                continue
-            checkpoint, was_wrapped = found
-            checkpoints.append(checkpoint)
-            wrapped += was_wrapped or from_cri
+    for number, line, from_cri in _cri_joined(lines):
+        note = _note_of(line) if _PENDING_KEY in line else None
+        if isinstance(note, PendingNote):
+            pending.append(note)
+            continue
+        if note is _UNREADABLE:
+            unreadable.append(number)
+            continue
+        found = _checkpoint_of(line)
+        if found is _UNREADABLE:
+            unreadable.append(number)
+        if not isinstance(found, tuple):
+            continue
+        checkpoint, was_wrapped = found
+        checkpoints.append(checkpoint)
+        wrapped += was_wrapped or from_cri
     if unreadable:
         raise UnreadableExportedCopy(path, unreadable)
     return ExportedCopy(path, tuple(checkpoints), wrapped, tuple(pending))
