@@ -119,11 +119,18 @@ def verify(ctx: Context, max_copy_lag: float | None, exported_copy: bytes | None
 
 @audit.command("who-saw")
 @click.argument("token")
+@click.option(
+    "--purpose",
+    "-p",
+    required=True,
+    help="The access request or case this answers, a reference such as DSAR-2026-0042 (no personal data, no token):"
+    " kept in the question's audit row.",
+)
 @MAX_COPY_LAG
 @EXPORTED
 @click.pass_obj
 @vault_errors
-def who_saw(ctx: Context, token: str, max_copy_lag: float | None) -> None:
+def who_saw(ctx: Context, token: str, purpose: str, max_copy_lag: float | None) -> None:
     """Which clients revealed or erased TOKEN, when and why, from the log the vault verified (exit 1 if it does not).
 
     TOKEN as the request or user_logins gives it, never a value. Needs a certificate the vault's policy gives `who-saw`
@@ -135,7 +142,7 @@ def who_saw(ctx: Context, token: str, max_copy_lag: float | None) -> None:
             " looked for; copy the token whole from the request you answer or from user_logins, never a value"
         )
     with ctx.client() as client:
-        verdict, rows = client.audit_who_saw(token, max_copy_lag, ctx.settings.deadline)
+        verdict, rows = client.audit_who_saw(token, max_copy_lag, ctx.settings.deadline, purpose)
     _shown(verdict)
     if not verdict.intact:
         raise SystemExit(1)

@@ -76,9 +76,12 @@ def audit_who_saw(
     max_copy_lag: float | None,
     deadline: float,
     typed: Callable[[grpc.RpcError], VaultClientError],
+    purpose: str = "",
 ) -> tuple[AuditVerdict, list[WhoSawRow]]:
-    """Have the vault say who saw `token`: the verdict and the rows (none unless it verified)."""
-    request = audit_reports_pb2.WhoSawRequest(token=token, **_lag(max_copy_lag))
+    """Have the vault say who saw `token` (and why it is asked, `purpose`): the verdict and the rows."""
+    request = audit_reports_pb2.WhoSawRequest(token=token, purpose=purpose)
+    if max_copy_lag is not None:
+        request.max_copy_lag_seconds = max_copy_lag
     verdict: AuditVerdict | None = None
     rows: list[WhoSawRow] = []
     try:

@@ -260,15 +260,19 @@ class VaultClient:
         )
 
     def audit_who_saw(
-        self, token: str, max_copy_lag: float | None = None, deadline: float | None = None
+        self, token: str, max_copy_lag: float | None = None, deadline: float | None = None, purpose: str = ""
     ) -> tuple[AuditVerdict, list[WhoSawRow]]:
         """Have the vault say who revealed or erased `token`, from its verified log: the verdict and the rows.
 
-        No row unless the verdict is intact. As `audit_verify` for the rest.
+        `purpose`: the access request or case it answers (a reference such as DSAR-2026-0042), required
+        by the vault and kept in the question's audit row. No row unless the verdict is intact. As
+        `audit_verify` for the rest.
         """
         if self._channel is None:
             raise ValueError("audit reports need a channel")
-        return audit_who_saw(self._channel, token, max_copy_lag, deadline or REPORT_DEADLINE_SECONDS, self._typed)
+        return audit_who_saw(
+            self._channel, token, max_copy_lag, deadline or REPORT_DEADLINE_SECONDS, self._typed, purpose
+        )
 
     def key_commands(self) -> KeyCommands:
         """The short key commands the vault runs for the caller's certificate (status, rewrap, rotate-*, retire-*).

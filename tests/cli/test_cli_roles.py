@@ -199,11 +199,11 @@ def test_the_security_team_sees_who_revealed_a_token(cli_stack: CliStack) -> Non
     watched, unseen = tokenize(cli_stack, "ip", fresh_ip(), fresh_ip())
     assert cli_stack.as_("analyst", "reveal", watched, "--purpose", "CASE-301").returncode == 0
     assert cli_stack.as_("fraud-investigator", "reveal", watched, unseen, "-p", "CASE-302").returncode == 0
-    saw = cli_stack.as_("security", "audit", "who-saw", watched)
+    saw = cli_stack.as_("security", "audit", "who-saw", watched, "-p", "INC-301")
     assert saw.returncode == 0, saw.stderr
     assert "2 reveal(s) and 0 erasure(s) of this token" in saw.stdout
     assert "analyst" in saw.stdout and "CASE-301" in saw.stdout and "fraud-investigator" in saw.stdout
-    nobody = cli_stack.as_("security", "audit", "who-saw", tokenize(cli_stack, "ip", fresh_ip())[0])
+    nobody = cli_stack.as_("security", "audit", "who-saw", tokenize(cli_stack, "ip", fresh_ip())[0], "-p", "INC-302")
     assert nobody.returncode == 0 and "0 reveal(s) and 0 erasure(s) of this token" in nobody.stdout
 
 
@@ -217,7 +217,7 @@ def test_the_audit_reports_are_made_by_the_vault_for_the_certificates_the_policy
         refused = cli_stack.as_(role, "audit", "verify")
         assert refused.returncode == 1 and "PERMISSION_DENIED" in refused.stderr, refused.stderr
         assert f"client '{role}' may not ask for the audit report verify" in refused.stderr
-    officer = cli_stack.as_("privacy-officer", "audit", "who-saw", watched)
+    officer = cli_stack.as_("privacy-officer", "audit", "who-saw", watched, "--purpose", "DSAR-2026-0042")
     assert officer.returncode == 0 and "0 reveal(s) and 0 erasure(s) of this token" in officer.stdout, officer.stderr
     # --exported FILE is read here and sent (the vault reads no file a caller names): a copy that holds no
     # checkpoint is refused, the stack's own copy verified against.
@@ -227,7 +227,7 @@ def test_the_audit_reports_are_made_by_the_vault_for_the_certificates_the_policy
         "security", "audit", "verify", "--exported", str(cli_stack.state_dir / "audit" / "checkpoints.jsonl")
     )
     assert own.returncode == 0 and "read from the-copy-sent-with-the-call" in own.stdout, own.stdout + own.stderr
-    asked = cli_stack.as_("privacy-officer", "audit", "who-saw", watched, "--exported", "/etc/passwd")
+    asked = cli_stack.as_("privacy-officer", "audit", "who-saw", watched, "-p", "DSAR-1", "--exported", "/etc/passwd")
     assert asked.returncode == 2 and "audit verify --exported FILE" in asked.stderr
 
 
@@ -236,7 +236,7 @@ def test_the_security_commands_hint_at_the_service_settings_only_when_those_are_
     # who-saw argument that is no token (or a --metrics-port already taken, before reencrypt moved into the vault) sent
     # looking for settings that were there (documentation walk, 4 December).
     hint = "run them where the service runs"
-    not_a_token = cli_stack.as_("security", "audit", "who-saw", "notatoken")
+    not_a_token = cli_stack.as_("security", "audit", "who-saw", "notatoken", "-p", "INC-303")
     assert not_a_token.returncode == 2 and "is not a token" in not_a_token.stderr, not_a_token.stderr
     assert hint not in not_a_token.stderr and "reveal(s)" not in not_a_token.stdout
     # Neither --stack nor a certificate: the key and audit commands ask the vault now, which needs a certificate.

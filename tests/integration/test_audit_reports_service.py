@@ -146,7 +146,7 @@ def test_who_saw_lists_the_reveals_by_client_purpose_and_outcome_and_never_a_val
     own_vault.wait_for_checkpoint()
     before = _newest_id(own_env)
 
-    verdict, rows = client_as(SECURITY_TEAM).audit_who_saw(watched)
+    verdict, rows = client_as(SECURITY_TEAM).audit_who_saw(watched, purpose="INC-9301")
 
     assert verdict.intact
     assert [(r.action, r.client, r.purpose) for r in rows] == [
@@ -161,10 +161,15 @@ def test_who_saw_lists_the_reveals_by_client_purpose_and_outcome_and_never_a_val
     assert watched not in _log_text(own_env, before)  # its keyed hash only
 
     own_vault.wait_for_checkpoint()
-    _, officers = client_as("privacy-officer").audit_who_saw(watched)  # the team's question is not its to see
-    _, teams = client_as(SECURITY_TEAM).audit_who_saw(watched)  # both questions are on the record
+    _, officers = client_as("privacy-officer").audit_who_saw(
+        watched, purpose="DSAR-2026-0042"
+    )  # the team's question is not its to see
+    _, teams = client_as(SECURITY_TEAM).audit_who_saw(watched, purpose="INC-9302")  # both questions are on the record
     assert [r.action for r in officers] == ["detokenize", "detokenize"]
-    assert [(r.action, r.client) for r in teams][2:] == [("who-saw", SECURITY_TEAM), ("who-saw", "privacy-officer")]
+    assert [(r.action, r.client, r.purpose) for r in teams][2:] == [
+        ("who-saw", SECURITY_TEAM, "INC-9301"),  # each question with the request it answers
+        ("who-saw", "privacy-officer", "DSAR-2026-0042"),
+    ]
 
 
 @pytest.mark.parametrize("client", ["analyst", "etl-service"])
@@ -177,7 +182,7 @@ def test_other_certificates_are_refused_on_the_record(
     with pytest.raises(PermissionDenied) as verify:
         client_as(client).audit_verify()
     with pytest.raises(PermissionDenied) as who:
-        client_as(client).audit_who_saw(token)
+        client_as(client).audit_who_saw(token, purpose="CASE-1")
 
     assert f"client {client!r} may not ask for the audit report verify" in verify.value.details
     assert f"client {client!r} may not ask for the audit report who-saw" in who.value.details
@@ -193,13 +198,28 @@ def test_the_privacy_officer_asks_who_saw_but_may_not_verify(client_as: Callable
         client_as("privacy-officer").audit_verify()
 
 
+@pytest.mark.parametrize("purpose", ["", "DSAR-10.91.8.8"])
+def test_who_saw_without_a_purpose_fit_to_keep_is_refused_on_the_record_and_keeps_none(
+    own_env: dict[str, str], client_as: Callable[[str], VaultClient], purpose: str
+) -> None:
+    token = str(client_as("etl-service").tokenize([(IP, "10.91.8.1")])[0])
+    before = _newest_id(own_env)
+
+    with pytest.raises(InvalidArgument) as refused:
+        client_as("privacy-officer").audit_who_saw(token, purpose=purpose)
+
+    assert "purpose" in refused.value.details and "10.91.8.8" not in refused.value.details
+    assert [o for _, _, _, o, _, _ in _rows(own_env, "who-saw", before)] == ["refused: InvalidRequest"]
+    assert "10.91.8.8" not in _log_text(own_env, before) and token not in _log_text(own_env, before)
+
+
 def test_an_argument_that_is_no_token_is_refused_and_kept_nowhere(
     own_env: dict[str, str], client_as: Callable[[str], VaultClient]
 ) -> None:
     before = _newest_id(own_env)
 
     with pytest.raises(InvalidArgument) as refused:
-        client_as(SECURITY_TEAM).audit_who_saw("10.91.3.3")
+        client_as(SECURITY_TEAM).audit_who_saw("10.91.3.3", purpose="INC-1")
 
     assert "is not a token" in refused.value.details and "10.91.3.3" not in refused.value.details
     assert [o for _, _, _, o, _, _ in _rows(own_env, "who-saw", before)] == ["refused: InvalidRequest"]
@@ -362,7 +382,7 @@ def test_reports_are_metered_per_client_so_the_officer_cannot_keep_the_team_out(
     limited: list[RateLimited] = []
     for _ in range(7):  # the default budget: 6 at once (this module's officer asked before), then one per 300 s
         try:
-            officer.audit_who_saw(token)
+            officer.audit_who_saw(token, purpose="DSAR-2026-0043")
         except RateLimited as error:
             limited.append(error)
             break
@@ -394,7 +414,7 @@ def test_a_tampered_row_is_named_by_the_vaults_verify(own_database: dict[str, st
 
     with VaultClient.connect(vault.address, stack_identity(own_database, SECURITY_TEAM)) as security:
         verdict = security.audit_verify()
-        who_verdict, rows = security.audit_who_saw("ip_" + "A" * 22)
+        who_verdict, rows = security.audit_who_saw("ip_" + "A" * 22, purpose="INC-2")
 
     assert not verdict.intact and 0 < verdict.first_row <= target and verdict.finding
     assert any(line.startswith(f"audit log TAMPERED from record id {verdict.first_row}") for line in verdict.lines)

@@ -85,7 +85,7 @@ def test_a_second_report_while_one_is_made_is_refused_naming_it() -> None:
     started.wait(5)
     try:
         with pytest.raises(AuditReportRunning, match="verify for 'security-team', serial 1a since"):
-            reports.who_saw(SECURITY, "ip_" + "A" * 22, None, 5.0)
+            reports.who_saw(SECURITY, "ip_" + "A" * 22, None, 5.0, purpose="CASE-1")
     finally:
         release.set()
         first.join(5)
@@ -198,7 +198,7 @@ def test_the_running_report_is_named_only_to_a_caller_given_verify() -> None:
     started.wait(5)
     try:
         with pytest.raises(AuditReportRunning) as refused:
-            reports.who_saw(officer, "ip_" + "A" * 22, None, 5.0)
+            reports.who_saw(officer, "ip_" + "A" * 22, None, 5.0, purpose="DSAR-1")
     finally:
         release.set()
         first.join(5)

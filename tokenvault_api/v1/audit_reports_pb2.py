@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%tokenvault_api/v1/audit_reports.proto\x12\rtokenvault.v1\"~\n\x12\x41uditVerifyRequest\x12!\n\x14max_copy_lag_seconds\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rexported_copy\x18\x02 \x01(\x0cH\x01\x88\x01\x01\x42\x17\n\x15_max_copy_lag_secondsB\x10\n\x0e_exported_copy\"Z\n\rWhoSawRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12!\n\x14max_copy_lag_seconds\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\x17\n\x15_max_copy_lag_seconds\"t\n\x0c\x41uditVerdict\x12\x0e\n\x06intact\x18\x01 \x01(\x08\x12\x11\n\tfirst_row\x18\x02 \x01(\x04\x12\x0f\n\x07\x66inding\x18\x03 \x01(\t\x12\x0c\n\x04rows\x18\x04 \x01(\x04\x12\x13\n\x0b\x63heckpoints\x18\x05 \x01(\x04\x12\r\n\x05lines\x18\x06 \x03(\t\"\x83\x01\n\tWhoSawRow\x12\x11\n\trecord_id\x18\x01 \x01(\x04\x12\n\n\x02\x61t\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0e\n\x06\x63lient\x18\x04 \x01(\t\x12\x15\n\rclient_serial\x18\x05 \x01(\t\x12\x0f\n\x07purpose\x18\x06 \x01(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\"b\n\nWhoSawPage\x12,\n\x07verdict\x18\x01 \x01(\x0b\x32\x1b.tokenvault.v1.AuditVerdict\x12&\n\x04rows\x18\x02 \x03(\x0b\x32\x18.tokenvault.v1.WhoSawRow2\x9d\x01\n\x0c\x41uditReports\x12H\n\x06Verify\x12!.tokenvault.v1.AuditVerifyRequest\x1a\x1b.tokenvault.v1.AuditVerdict\x12\x43\n\x06WhoSaw\x12\x1c.tokenvault.v1.WhoSawRequest\x1a\x19.tokenvault.v1.WhoSawPage0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%tokenvault_api/v1/audit_reports.proto\x12\rtokenvault.v1\"~\n\x12\x41uditVerifyRequest\x12!\n\x14max_copy_lag_seconds\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rexported_copy\x18\x02 \x01(\x0cH\x01\x88\x01\x01\x42\x17\n\x15_max_copy_lag_secondsB\x10\n\x0e_exported_copy\"k\n\rWhoSawRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12!\n\x14max_copy_lag_seconds\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x07purpose\x18\x03 \x01(\tB\x17\n\x15_max_copy_lag_seconds\"t\n\x0c\x41uditVerdict\x12\x0e\n\x06intact\x18\x01 \x01(\x08\x12\x11\n\tfirst_row\x18\x02 \x01(\x04\x12\x0f\n\x07\x66inding\x18\x03 \x01(\t\x12\x0c\n\x04rows\x18\x04 \x01(\x04\x12\x13\n\x0b\x63heckpoints\x18\x05 \x01(\x04\x12\r\n\x05lines\x18\x06 \x03(\t\"\x83\x01\n\tWhoSawRow\x12\x11\n\trecord_id\x18\x01 \x01(\x04\x12\n\n\x02\x61t\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0e\n\x06\x63lient\x18\x04 \x01(\t\x12\x15\n\rclient_serial\x18\x05 \x01(\t\x12\x0f\n\x07purpose\x18\x06 \x01(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\"b\n\nWhoSawPage\x12,\n\x07verdict\x18\x01 \x01(\x0b\x32\x1b.tokenvault.v1.AuditVerdict\x12&\n\x04rows\x18\x02 \x03(\x0b\x32\x18.tokenvault.v1.WhoSawRow2\x9d\x01\n\x0c\x41uditReports\x12H\n\x06Verify\x12!.tokenvault.v1.AuditVerifyRequest\x1a\x1b.tokenvault.v1.AuditVerdict\x12\x43\n\x06WhoSaw\x12\x1c.tokenvault.v1.WhoSawRequest\x1a\x19.tokenvault.v1.WhoSawPage0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,13 +34,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITVERIFYREQUEST']._serialized_start=56
   _globals['_AUDITVERIFYREQUEST']._serialized_end=182
   _globals['_WHOSAWREQUEST']._serialized_start=184
-  _globals['_WHOSAWREQUEST']._serialized_end=274
-  _globals['_AUDITVERDICT']._serialized_start=276
-  _globals['_AUDITVERDICT']._serialized_end=392
-  _globals['_WHOSAWROW']._serialized_start=395
-  _globals['_WHOSAWROW']._serialized_end=526
-  _globals['_WHOSAWPAGE']._serialized_start=528
-  _globals['_WHOSAWPAGE']._serialized_end=626
-  _globals['_AUDITREPORTS']._serialized_start=629
-  _globals['_AUDITREPORTS']._serialized_end=786
+  _globals['_WHOSAWREQUEST']._serialized_end=291
+  _globals['_AUDITVERDICT']._serialized_start=293
+  _globals['_AUDITVERDICT']._serialized_end=409
+  _globals['_WHOSAWROW']._serialized_start=412
+  _globals['_WHOSAWROW']._serialized_end=543
+  _globals['_WHOSAWPAGE']._serialized_start=545
+  _globals['_WHOSAWPAGE']._serialized_end=643
+  _globals['_AUDITREPORTS']._serialized_start=646
+  _globals['_AUDITREPORTS']._serialized_end=803
 # @@protoc_insertion_point(module_scope)

@@ -75,19 +75,26 @@ class WhoSawRequest(_message.Message):
 
     TOKEN_FIELD_NUMBER: _builtins.int
     MAX_COPY_LAG_SECONDS_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
     token: _builtins.str
     """A token (type prefix and 22 characters), never a value: anything else is INVALID_ARGUMENT."""
     max_copy_lag_seconds: _builtins.float
     """As in AuditVerifyRequest."""
+    purpose: _builtins.str
+    """Why: the access request or case it answers, a short reference such as DSAR-2026-0042, kept in
+    the question's audit row as a reveal's purpose. Required; one that is no reference or holds a
+    token or personal data is INVALID_ARGUMENT (audited without it).
+    """
     def __init__(
         self,
         *,
         token: _builtins.str = ...,
         max_copy_lag_seconds: _builtins.float | None = ...,
+        purpose: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_copy_lag_seconds", b"_max_copy_lag_seconds", "max_copy_lag_seconds", b"max_copy_lag_seconds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_copy_lag_seconds", b"_max_copy_lag_seconds", "max_copy_lag_seconds", b"max_copy_lag_seconds", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_copy_lag_seconds", b"_max_copy_lag_seconds", "max_copy_lag_seconds", b"max_copy_lag_seconds", "purpose", b"purpose", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_copy_lag_seconds: _TypeAlias = _typing.Literal["max_copy_lag_seconds"]  # noqa: Y015
     _WhichOneofArgType__max_copy_lag_seconds: _TypeAlias = _typing.Literal["_max_copy_lag_seconds", b"_max_copy_lag_seconds"]  # noqa: Y015

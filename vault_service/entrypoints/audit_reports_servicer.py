@@ -89,7 +89,7 @@ class AuditReportsServicer(audit_reports_pb2_grpc.AuditReportsServicer):
         """Every reveal and erasure of the token from the verified log: the verdict, then the rows in pages."""
         try:
             answer = self._reports.who_saw(
-                _caller(), request.token, _lag(request), context.time_remaining(), _ended(context)
+                _caller(), request.token, _lag(request), context.time_remaining(), _ended(context), request.purpose
             )
         except VaultError as error:
             _abort(context, error)

@@ -12,7 +12,8 @@ Every call is on the record: a refusal (not given the report, a malformed call, 
 another report runs, one past its deadline) as every refusal, throttled per peer; a report made
 as a row of its own naming the certificate (CN, serial, SHA-256), written before the answer
 leaves. Who asked about which token is sensitive too: a who-saw row keeps the token's keyed hash
-(as a reveal's row does), never the token, so a later who-saw of that token lists the question.
+(as a reveal's row does), never the token, so a later who-saw of that token lists the question,
+and the purpose the question was asked for (required, checked as a reveal's).
 
 Reports read the whole log into the serving process, so they are bounded (review 30): a log of
 more rows than TOKENVAULT_AUDIT_REPORT_MAX_ROWS is refused before it is read (`AuditReportTooLarge`,
@@ -45,6 +46,7 @@ from vault_service.domain.errors import (
 )
 from vault_service.domain.identity import Caller
 from vault_service.domain.policy import AUDIT_REPORT_ACTIONS
+from vault_service.domain.purpose import unfit_purpose
 from vault_service.domain.tokens import type_of_token
 from vault_service.service.audit_verify import FullAuditReport, who_saw
 from vault_service.service.exported_copy import (
@@ -199,9 +201,14 @@ class AuditReports:
         max_copy_lag: float | None,
         seconds: float | None,
         cancelled: Callable[[], bool] = _still_wanted,
+        purpose: str = "",
     ) -> WhoSawAnswer:
         """Every reveal and erasure of `token` from the log verified for `caller`; no row unless it verifies.
 
+        `purpose` is required and kept in the question's row, as a reveal's (DESIGN §1b: every call of
+        the privacy officer audited with its purpose, here the access request it answers; review 30,
+        R30-9): a short reference such as DSAR-2026-0042, refused (audited, without it) when it is
+        not one or holds a token or personal data (`check_purpose`).
         The token itself is never kept: its keyed hash goes into the question's own audit row. Earlier
         who-saw questions about the token are listed only to a caller also given `verify` (the security
         team): whom the team is looking into is not the privacy officer's to learn (review 30, R30-5).
@@ -211,6 +218,9 @@ class AuditReports:
         if token_type is None:  # never repeated anywhere: it may be a value
             self._refuse(caller, "who-saw", InvalidRequest(WHO_SAW_ARGUMENT_REFUSED))
         assert token_type is not None
+        unfit = unfit_purpose(purpose)
+        if unfit is not None:
+            self._refuse(caller, "who-saw", InvalidRequest(f"who-saw: {unfit}"))
         questions = "verify" in self._reports_of(caller)
 
         def listed(report: FullAuditReport) -> WhoSawAnswer:
@@ -220,7 +230,15 @@ class AuditReports:
         answer = self._made(caller, "who-saw", max_copy_lag, seconds, cancelled, listed)
         report, records, ring = answer.report, answer.records, self._keys.ring
         outcome = f"ok: {len(records)} record(s) listed" if report.intact else f"ok: not verified{_from(report)}"
-        self._record(caller, "who-saw", outcome, len(records), token_type.type_name, reveal_hash(ring.audit_key, token))
+        self._record(
+            caller,
+            "who-saw",
+            outcome,
+            len(records),
+            token_type.type_name,
+            reveal_hash(ring.audit_key, token),
+            purpose,
+        )
         return answer
 
     def _made(
@@ -320,7 +338,14 @@ class AuditReports:
         raise error
 
     def _record(
-        self, caller: Caller, report: str, outcome: str, count: int, types: str = "", token_hash: bytes | None = None
+        self,
+        caller: Caller,
+        report: str,
+        outcome: str,
+        count: int,
+        types: str = "",
+        token_hash: bytes | None = None,
+        purpose: str = "",
     ) -> None:
         revealed = (token_hash,) if token_hash is not None else ()
         event = AuditEvent(
@@ -328,7 +353,7 @@ class AuditReports:
             AUDIT_REPORT_ACTIONS[report],
             outcome,
             count,
-            "",
+            purpose,
             types,
             caller.serial,
             caller.cert_sha256,
