@@ -16,8 +16,10 @@ them back in a database of its own, so the watch is tested whatever the role may
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -147,6 +149,58 @@ def test_the_watch_ends_session_level_and_key_lock_holders_but_never_a_key_opera
         for conn in (session_level, shared_session_level, keys_holder, row_holder):
             assert not _alive(conn)
         assert _alive(reader)
+
+
+def test_a_key_operation_kept_waiting_is_never_ended_what_keeps_it_waiting_is(
+    serving_pool: tuple[dict[str, str], ConnectionPool],
+) -> None:
+    """Review 31, R31-1/R31-5: a key operation of another process (a replica's rewrap, the admin command)
+    holds the key-generation lock and waits for a key row a serving-role session holds FOR KEY SHARE.
+    The watch ended the waiting key operation, every time, and never the session that kept it waiting
+    (a relay of such sessions, each under 5 s, blocked every rotation). It now ends the blocker, not the
+    waiter; the same for this process's own key operation, which it never ends."""
+    env, pool = serving_pool
+    watch = ChainLockWatch(pool, held_seconds=0.5)
+    key_id = (
+        PostgresKeyStore(pool, "tokenvault-kek")
+        .add_key("fingerprint", "vault:v1:not-a-real-key", os.urandom(32))
+        .key_id
+    )
+    for own in (False, True):
+        _blocker_is_ended_not_the_waiter(env["PG_VAULT_DSN"], watch, key_id, own)
+
+
+def _blocker_is_ended_not_the_waiter(dsn: str, watch: ChainLockWatch, key_id: int, own: bool) -> None:
+    with (
+        psycopg.connect(dsn) as blocker,  # FOR KEY SHARE: blocks a FOR UPDATE, not a new token's FOR SHARE
+        psycopg.connect(dsn) as key_operation,  # another process's (or this process's, when `own`)
+    ):
+        blocker.execute("SELECT id FROM vault.data_keys WHERE id = %s FOR KEY SHARE", (key_id,))
+        key_operation.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
+        waiting: list[BaseException | None] = []
+
+        def lock_the_row() -> None:
+            try:
+                key_operation.execute("SELECT id FROM vault.data_keys WHERE id = %s FOR UPDATE", (key_id,))
+                waiting.append(None)
+            except psycopg.Error as error:
+                waiting.append(error)
+
+        with KEY_JOB_SESSIONS.holding(key_operation) if own else contextlib.nullcontext():
+            thread = threading.Thread(target=lock_the_row, daemon=True)
+            thread.start()
+            time.sleep(0.3)
+            assert watch.end_stale_holders() == []  # first seen now
+            time.sleep(0.6)
+            holders = watch.end_stale_holders()
+            thread.join(timeout=10)
+            assert waiting == [None], waiting  # the key operation got its row: it was left to finish
+            assert _alive(key_operation)
+            key_operation.rollback()
+        assert [(h.pid, h.ended, h.blocked) for h in holders] == [
+            (blocker.info.backend_pid, True, key_operation.info.backend_pid)
+        ], holders
+        assert not _alive(blocker)
 
 
 def test_a_holder_the_watch_may_not_end_is_logged_with_the_true_reason(

@@ -73,7 +73,7 @@ WATCHED_LOCKS = {
 
 _HOLDERS = """
 SELECT l.objid::pg_catalog.int8, a.pid, a.state, a.xact_start, a.backend_start, a.wait_event,
-       pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) a.state_change)
+       pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) a.state_change), a.wait_event_type
 FROM pg_catalog.pg_locks l
 JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) l.pid
 WHERE l.locktype OPERATOR(pg_catalog.=) 'advisory' AND l.granted
@@ -84,7 +84,7 @@ WHERE l.locktype OPERATOR(pg_catalog.=) 'advisory' AND l.granted
   AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
 UNION ALL
 SELECT 0, a.pid, a.state, a.xact_start, a.backend_start, a.wait_event,
-       pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) a.state_change)
+       pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) a.state_change), a.wait_event_type
 FROM pg_catalog.pg_locks l
 JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) l.pid
 WHERE l.locktype OPERATOR(pg_catalog.=) 'relation' AND l.granted
@@ -94,7 +94,8 @@ WHERE l.locktype OPERATOR(pg_catalog.=) 'relation' AND l.granted
 """
 """Every other session holding a watched lock: the lock (DATA_KEY_ROWS for a row-locking or writing lock on
 vault.data_keys: a plain read's AccessShareLock blocks no key job or insert), pid, state, transaction start,
-session start and wait (NULL when this role may not see them), seconds in its state."""
+session start and wait (NULL when this role may not see them), seconds in its state, kind of wait ('Lock':
+it waits for a lock another session holds)."""
 
 _END_IF_SAME_TRANSACTION = """
 SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_activity a
@@ -113,6 +114,18 @@ WHERE a.pid OPERATOR(pg_catalog.=) %(pid)s AND a.backend_start OPERATOR(pg_catal
                 AND l.objid::pg_catalog.int8 OPERATOR(pg_catalog.=) %(lock)s)
 """
 """End the session only if it is the same session, still outside a transaction and still holding the lock."""
+
+_BLOCKERS = """
+SELECT b FROM pg_catalog.unnest(pg_catalog.pg_blocking_pids(%s)) AS b
+WHERE b OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+"""
+"""The sessions a waiting session waits for (review 31: the watch ends those, never the one that waits)."""
+
+_END_IF_STILL_BLOCKING = """
+SELECT pg_catalog.pg_terminate_backend(%(blocker)s)
+WHERE %(blocker)s OPERATOR(pg_catalog.=) ANY(pg_catalog.pg_blocking_pids(%(waiter)s))
+"""
+"""End the blocking session only if it still blocks the waiting one."""
 
 NOT_SEEN = "of a role this one may not see or signal (a Vault-made user of the role, or another role)"
 NOT_SIGNALLED = "of a role this one may not signal (a Vault-made user of the role, or another role)"
@@ -134,6 +147,8 @@ class ChainLockHolder:
     ended: bool
     lock: int = AUDIT_CHAIN_LOCK
     not_ended_because: str | None = None
+    blocked: int | None = None
+    """The pid of the session holding `lock` that this one kept waiting (None: it held `lock` itself)."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +162,7 @@ class _Sighting:
     backend_start: datetime | None
     wait_event: str | None
     in_state: float
+    waiting_for_a_lock: bool = False
 
     @property
     def key(self) -> tuple[int, int, str, datetime]:
@@ -191,9 +207,19 @@ class ChainLockWatch:
             own = self._own_key_sessions()
             for row in conn.execute(_HOLDERS, (list(ADVISORY_LOCKS),)).fetchall():
                 sighting = _Sighting(
-                    int(row[0]), int(row[1]), _text(row[2]), row[3], row[4], _text(row[5]), float(row[6] or 0.0)
+                    int(row[0]),
+                    int(row[1]),
+                    _text(row[2]),
+                    row[3],
+                    row[4],
+                    _text(row[5]),
+                    float(row[6] or 0.0),
+                    row[7] == "Lock",
                 )
-                if sighting.lock != AUDIT_CHAIN_LOCK and sighting.pid in own:
+                if sighting.pid in {h.pid for h in found if h.ended}:
+                    continue  # ended this round already (as what blocked another): one line per session
+                own_key_operation = sighting.lock != AUDIT_CHAIN_LOCK and sighting.pid in own
+                if own_key_operation and not sighting.waiting_for_a_lock:
                     continue  # a key operation of this process: bounded waits, never ended (keys.py)
                 if sighting.lock == DATA_KEY_ROWS and sighting.state == "idle":
                     continue  # a row lock ends with its transaction: one just ended (the two views differ)
@@ -201,12 +227,41 @@ class ChainLockWatch:
                 held = now - seen[sighting.key]
                 if sighting.state is not None and sighting.state.startswith("idle in transaction"):
                     held = max(held, sighting.in_state)  # it took the lock before it went idle
-                if held >= self.held_seconds:
-                    ended, why = self._end(conn, sighting)
-                    found.append(ChainLockHolder(sighting.pid, sighting.state, held, ended, sighting.lock, why))
+                if held < self.held_seconds:
+                    continue
+                if sighting.waiting_for_a_lock:  # kept waiting: end what keeps it waiting, never it (review 31)
+                    if sighting.pid not in {h.blocked for h in found}:  # once per waiter (it may hold two locks)
+                        found.extend(self._end_blockers(conn, sighting, held, own))
+                    continue
+                ended, why = self._end(conn, sighting)
+                found.append(ChainLockHolder(sighting.pid, sighting.state, held, ended, sighting.lock, why))
         self._seen = seen
         for holder in found:
             _log(holder)
+        return found
+
+    @staticmethod
+    def _end_blockers(
+        conn: psycopg.Connection[tuple[object, ...]], waiter: _Sighting, held: float, own: frozenset[int]
+    ) -> list[ChainLockHolder]:
+        """End the sessions that keep `waiter` (holding a watched lock) waiting, if still so; the vault's own aside.
+
+        A session holding a watched lock while it waits for another lock is a victim: a vault key job
+        waiting for a key row a relay of short transactions keeps locked, or the replicas' own rewrap
+        (review 31, R31-1, R31-5: the watch ended the vault's own sessions and never the relay). What
+        keeps it waiting is ended instead, whatever the length of its own transaction; never this
+        process's key operations. Each one is reported like a holder (`blocked` names the waiter).
+        """
+        found = []
+        for (blocker,) in conn.execute(_BLOCKERS, (waiter.pid,)).fetchall():
+            if blocker in own:
+                continue
+            try:
+                row = conn.execute(_END_IF_STILL_BLOCKING, {"blocker": blocker, "waiter": waiter.pid}).fetchone()
+                ended, why = (True, None) if row is not None and row[0] else (False, LET_GO if row is None else REFUSED)
+            except psycopg.errors.InsufficientPrivilege:
+                ended, why = False, NOT_SIGNALLED
+            found.append(ChainLockHolder(int(str(blocker)), None, held, ended, waiter.lock, why, blocked=waiter.pid))
         return found
 
     @staticmethod
@@ -244,6 +299,17 @@ def _log(holder: ChainLockHolder) -> None:
     fails = "every audited call" if holder.lock == AUDIT_CHAIN_LOCK else "every new token"
     form = " (its session-level form, which the vault never takes)" if holder.state == "idle" else ""
     extra = {"pid": holder.pid, "state": holder.state, "seconds": round(holder.seconds, 1), "lock": name}
+    if holder.blocked is not None:
+        extra["blocked_pid"] = holder.blocked
+        done = "ended" if holder.ended else f"could not end ({holder.not_ended_because})"
+        (log.error if holder.ended else log.warning)(
+            f"{done} a database session that kept a session holding {name} waiting for seconds (the waiting one,"
+            " maybe the vault's own key operation or rewrap, is left to finish): someone with the serving role's"
+            " credentials, or a client of it that hung. Report it to the security team (docs/threat-model.md,"
+            " serving role)",
+            extra=extra,
+        )
+        return
     if holder.ended:
         log.error(
             f"ended a database session that held {name}{form} for seconds, keeping {fails} out: someone with the"
