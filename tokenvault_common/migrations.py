@@ -47,12 +47,25 @@ def pending(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR) -> list[
 
 
 def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply every pending migration, each in its own transaction; return the versions applied."""
+    """Apply every pending migration, each in its own transaction; return the versions applied.
+
+    Every WARNING PostgreSQL or a migration raises is logged at WARNING with the migration's version
+    (review 31, R31-4: psycopg drops notices unless a handler takes them, so a migrator that may not
+    revoke what a migration revokes - a non-superuser owner, on a managed PostgreSQL - was never told).
+    """
     applied: list[str] = []
+    current = ["(before any migration)"]
+
+    def tell(notice: psycopg.errors.Diagnostic) -> None:
+        if (notice.severity_nonlocalized or notice.severity or "") == "WARNING":
+            log.warning("migration %s: %s", current[0], notice.message_primary, extra={"version": current[0]})
+
     with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.add_notice_handler(tell)
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
         try:
             for path in pending(conn, directory):
+                current[0] = path.stem
                 with conn.transaction():
                     conn.execute(path.read_bytes())
                     conn.execute("INSERT INTO public.schema_migrations (version) VALUES (%s)", (path.stem,))
