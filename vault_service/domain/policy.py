@@ -53,7 +53,7 @@ from __future__ import annotations
 import enum
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,25 +261,23 @@ def _parse_client(name: str, raw: Mapping[str, Any], defaults: Limits) -> Client
 
 def _parse_key_jobs(name: str, raw: object) -> frozenset[str]:
     """A client's `key_jobs`: names from KEY_JOBS; InvalidValue naming any other (the vault does not start)."""
-    if not isinstance(raw, list) or not all(isinstance(job, str) for job in raw):
-        raise InvalidValue(f"policy for {name!r}: key_jobs must be a list of job names ({', '.join(KEY_JOBS)})")
-    unknown = sorted(set(raw) - set(KEY_JOBS))
-    if unknown:
-        raise InvalidValue(
-            f"policy for {name!r}: key_jobs names unknown job(s) {', '.join(unknown)}; known: {', '.join(KEY_JOBS)}"
-        )
-    return frozenset(raw)
+    return _parse_names(name, raw, "key_jobs", "job", KEY_JOBS)
 
 
 def _parse_audit_reports(name: str, raw: object) -> frozenset[str]:
     """A client's `audit_reports`: names from AUDIT_REPORTS; InvalidValue naming any other (no start)."""
-    known = ", ".join(AUDIT_REPORTS)
-    if not isinstance(raw, list) or not all(isinstance(report, str) for report in raw):
-        raise InvalidValue(f"policy for {name!r}: audit_reports must be a list of report names ({known})")
-    unknown = sorted(set(raw) - set(AUDIT_REPORTS))
+    return _parse_names(name, raw, "audit_reports", "report", AUDIT_REPORTS)
+
+
+def _parse_names(name: str, raw: object, field: str, kind: str, known: Sequence[str]) -> frozenset[str]:
+    """The list `field` of client `name`: `kind` names from `known`; InvalidValue naming anything else."""
+    listed = ", ".join(known)
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise InvalidValue(f"policy for {name!r}: {field} must be a list of {kind} names ({listed})")
+    unknown = sorted(set(raw) - set(known))
     if unknown:
         raise InvalidValue(
-            f"policy for {name!r}: audit_reports names unknown report(s) {', '.join(unknown)}; known: {known}"
+            f"policy for {name!r}: {field} names unknown {kind}(s) {', '.join(unknown)}; known: {listed}"
         )
     return frozenset(raw)
 
