@@ -50,9 +50,11 @@ def own_env(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
 def own_vault(own_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningVault]:
     # The stack's policy, the security team given reports enough for this module (the officer keeps the default).
     policy = tmp_path_factory.mktemp("audit-reports-policy") / "vault-policy.toml"
+    shipped = vault_config(own_env).policy_file.read_text()
+    team_limits = "[clients.security-team.limits]\naudit_reports_per_second = 0.1\naudit_reports_burst = 30\n"
+    assert team_limits in shipped  # config/vault-policy.toml's
     policy.write_text(
-        vault_config(own_env).policy_file.read_text()
-        + "\n[clients.security-team.limits]\naudit_reports_per_second = 1\naudit_reports_burst = 100\n"
+        shipped.replace(team_limits, team_limits.replace("0.1", "1").replace("burst = 30", "burst = 100"))
     )
     with running_vault(own_env, TOKENVAULT_AUDIT_CHECKPOINT_SECONDS="1", TOKENVAULT_POLICY_FILE=str(policy)) as running:
         yield running
