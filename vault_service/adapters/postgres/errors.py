@@ -29,12 +29,24 @@ KEY_ROW_NOT_FREE = (
 )
 """The same when the wait that ran out is migration 0037's for the key rows a new token names (attack 27, F5)."""
 
-_WAITS_BY_FUNCTION = {"tokens_under_live_keys": KEY_ROW_NOT_FREE, "audit_log_chain": LOCK_NOT_FREE}
-"""Which lock a 55P03 names, by the trigger function its error context shows it ran out in."""
+BUDGET_ROW_NOT_FREE = (
+    "this client's call budget (its rate limit's row, vault.call_budget) is held locked by another database"
+    " session beyond its 2 s wait, so nothing was done; retry later. The vault's own calls hold it for"
+    " milliseconds: if this lasts, look in pg_stat_activity for a session of the vault's role idle in a"
+    " transaction (someone with the serving role's credentials) and end it"
+)
+"""DatabaseUnavailable's message when vault.take_call_budget waited out its lock_timeout (migration 0038)."""
+
+_WAITS_BY_FUNCTION = {
+    "tokens_under_live_keys": KEY_ROW_NOT_FREE,
+    "audit_log_chain": LOCK_NOT_FREE,
+    "take_call_budget": BUDGET_ROW_NOT_FREE,
+}
+"""Which lock a 55P03 names, by the function (a trigger, 0038's budget) its error context shows it ran out in."""
 
 
 def lock_not_free(error: psycopg.errors.LockNotAvailable) -> str:
-    """The message naming the lock whose wait ran out: the key rows' (0037) or, by default, the audit chain's."""
+    """The message naming the lock whose wait ran out: a key row's, a call budget's or (by default) the chain's."""
     context = error.diag.context or ""
     return next((message for function, message in _WAITS_BY_FUNCTION.items() if function in context), LOCK_NOT_FREE)
 
@@ -49,8 +61,8 @@ def translated(method: Callable[P, R]) -> Callable[P, R]:
     No connection to be had within the pool's timeout (the server refuses or does not answer)
     becomes DatabaseUnreachable, a lost connection or an operational error DatabaseUnavailable,
     any other driver error StorageError; a lock not free within its timeout (the audit chain's,
-    migration 0035; a key row's, 0037) DatabaseUnavailable naming it (`lock_not_free`). The driver's message can
-    quote row data: only its class and SQLSTATE are logged.
+    migration 0035; a key row's, 0037; a call budget's, 0038) DatabaseUnavailable naming it
+    (`lock_not_free`). The driver's message can quote row data: only its class and SQLSTATE are logged.
     """
 
     @functools.wraps(method)

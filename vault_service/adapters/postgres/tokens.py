@@ -106,13 +106,6 @@ _INSERT = (
 
 log = logging.getLogger(__name__)
 
-BUDGET_ROW_NOT_FREE = (
-    "this client's call budget (its rate limit's row, vault.call_budget) is held locked by another database"
-    " session beyond its 2 s wait, so nothing was done; retry later. The vault's own calls hold it for"
-    " milliseconds: if this lasts, look in pg_stat_activity for a session of the vault's role idle in a"
-    " transaction (someone with the serving role's credentials) and end it"
-)
-"""DatabaseUnavailable's message when vault.take_call_budget waited out its lock_timeout (migration 0038)."""
 
 _LARGEST_BURST = 2**31 - 1
 """vault.take_call_budget counts in integer: a larger burst (a policy meaning "unlimited") is
@@ -408,9 +401,6 @@ class PostgresTokenStore(TokenRekeying):
                     "SELECT granted, wait_seconds FROM vault.take_call_budget(%s, %s, %s, %s, %s, %s)",
                     (client, kind, need, want, limit.per_second, burst),
                 ).fetchone()
-            except psycopg.errors.LockNotAvailable:  # 0038: the row held past 2 s (attack 27, F8)
-                log.error("call budget row not free", extra={"error": "LockNotAvailable", "sqlstate": "55P03"})
-                raise DatabaseUnavailable(BUDGET_ROW_NOT_FREE) from None
             except psycopg.errors.UndefinedFunction:
                 conn.rollback()
                 if not self._told_budgets_missing:
