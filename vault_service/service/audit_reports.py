@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from vault_service.domain.audit import AuditEvent, AuditRecord
 from vault_service.domain.errors import (
@@ -217,7 +217,6 @@ class AuditReports:
         token_type = type_of_token(token)
         if token_type is None:  # never repeated anywhere: it may be a value
             self._refuse(caller, "who-saw", InvalidRequest(WHO_SAW_ARGUMENT_REFUSED))
-        assert token_type is not None
         unfit = unfit_purpose(purpose)
         if unfit is not None:
             self._refuse(caller, "who-saw", InvalidRequest(f"who-saw: {unfit}"))
@@ -283,14 +282,11 @@ class AuditReports:
         except ExportedCopyRefused as error:
             whose = "the exported checkpoint copy sent" if copy is not None else "the vault's exported checkpoint copy"
             self._refuse(caller, report, AuditCopyRefused(f"{whose} was refused: {error}"))
-            raise  # not reached
         except OSError as error:  # the file missing or unreadable: named by the vault's log, never to the caller
             log.warning("audit report refused: the exported checkpoint copy cannot be read: %s", error)
             self._refuse(caller, report, AuditCopyRefused(COPY_UNREADABLE))
-            raise  # not reached
         except VaultError as failure:
             self._refuse(caller, report, self._ended(failure, cancelled, started, bound))
-            raise  # not reached
         finally:
             self._running = ""
             self._lock.release()
@@ -332,7 +328,7 @@ class AuditReports:
             )
         return asked
 
-    def _refuse(self, caller: Caller, report: str, error: VaultError) -> None:
+    def _refuse(self, caller: Caller, report: str, error: VaultError) -> NoReturn:
         """Audit `error` (throttled per peer) and raise it."""
         self._refused(caller, AUDIT_REPORT_ACTIONS[report], error)
         raise error
