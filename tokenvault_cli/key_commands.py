@@ -61,6 +61,13 @@ def print_status(status: KeyStatus) -> None:
     stdout.print(f"safe min_decryption_version   : {safe}")
     if safe < status.kek_latest_version:
         stdout.print("  run `rewrap` first to allow raising it to the latest version")
+    for job in status.interrupted:
+        stdout.print(
+            f"INTERRUPTED: {job.describe()}: its process ended before its outcome (no live process holds it);"
+            " the next key command appends its outcome row `failed: interrupted`; a reencrypt or reindex run again"
+            " resumes (the work left is above)",
+            markup=False,
+        )
 
 
 @click.command()

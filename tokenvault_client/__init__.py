@@ -29,7 +29,13 @@ from tokenvault_client.errors import (
     Unavailable,
     VaultClientError,
 )
-from tokenvault_client.key_commands import DataKeyInfo, KekVersionsRetired, KeyCommands, KeyStatus
+from tokenvault_client.key_commands import (
+    DataKeyInfo,
+    InterruptedKeyJob,
+    KekVersionsRetired,
+    KeyCommands,
+    KeyStatus,
+)
 from tokenvault_client.key_jobs import KeyJobProgress
 from tokenvault_client.models import (
     DetokenizeOutcome,
@@ -57,6 +63,7 @@ __all__ = [
     "DetokenizeOutcome",
     "EraseOutcome",
     "Internal",
+    "InterruptedKeyJob",
     "InvalidArgument",
     "ItemError",
     "KekVersionsRetired",

@@ -35,6 +35,26 @@ class DataKeyInfo:
 
 
 @dataclass(frozen=True)
+class InterruptedKeyJob:
+    """A key operation whose process ended between its intent row and its outcome (no live process holds it)."""
+
+    intent_row: int
+    job: str
+    started_by: str
+    client_serial: str
+    started_at: str
+    reason: str
+
+    def describe(self) -> str:
+        """`reencrypt started by 'security-team' (serial 1a) at 2026-12-05T13:10:04+00:00 under CHG-1 (row 42)`."""
+        serial = f" (serial {self.client_serial})" if self.client_serial else ""
+        return (
+            f"{self.job} started by {self.started_by!r}{serial} at {self.started_at} under {self.reason}"
+            f" (audit row {self.intent_row})"
+        )
+
+
+@dataclass(frozen=True)
 class KeyStatus:
     """Where key rotation stands, as the vault reports it."""
 
@@ -45,6 +65,8 @@ class KeyStatus:
     rows_to_reencrypt: int
     rows_to_reindex: int
     safe_min_decryption_version: int
+    interrupted: tuple[InterruptedKeyJob, ...] = ()
+    """Key operations whose process ended mid-way (SIGKILL, OOM, node loss): the next one appends their outcome row."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,10 @@ class KeyCommands:
             reply.rows_to_reencrypt,
             reply.rows_to_reindex,
             reply.safe_min_decryption_version,
+            tuple(
+                InterruptedKeyJob(j.intent_row, j.job, j.started_by, j.client_serial, j.started_at, j.reason)
+                for j in reply.interrupted
+            ),
         )
 
     def rewrap(self, reason: str) -> int:

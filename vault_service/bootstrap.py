@@ -14,6 +14,7 @@ from psycopg_pool import ConnectionPool
 from tokenvault_common.pg_pool import check_connection_cheaply
 from vault_service.adapters.postgres import PostgresAuditLog, PostgresKeyStore, PostgresTokenStore
 from vault_service.adapters.postgres.chain_lock import DATA_KEY_ROWS, ChainLockWatch
+from vault_service.adapters.postgres.key_job_liveness import PostgresJobLiveness
 from vault_service.adapters.postgres.keys import KEYS_LOCK
 from vault_service.adapters.postgres.session_settings import (
     PINNED_SETTINGS,
@@ -63,6 +64,7 @@ from vault_service.service.keyring import KeyManager
 from vault_service.service.maintenance import HealthReport, KeyMaintainer
 from vault_service.service.metering import TokenizeMeter
 from vault_service.service.own_rows_round import OwnRowsRound, anchor_own_rows
+from vault_service.service.ports import JobLiveness
 from vault_service.service.rotation import KeyRotation
 from vault_service.service.token_cache import TokenCache
 from vault_service.service.vault import TokenVault
@@ -182,11 +184,21 @@ class Bootstrapped:
         """The background key/health upkeep for this vault."""
         return KeyMaintainer(self.keys, self.token_store, self.vault.cache, report, interval)
 
-    def rotation(self, actor: str | Caller, before_work: Callable[[], None] | None = None) -> KeyRotation:
-        """The administrative key operations, audited as `actor`; `before_work` gates each after its intent row."""
-        if before_work is None:
-            return KeyRotation(self.keys, self.key_store, self.wrapper, self.token_store, self.audit, actor)
-        return KeyRotation(self.keys, self.key_store, self.wrapper, self.token_store, self.audit, actor, before_work)
+    def rotation(
+        self,
+        actor: str | Caller,
+        before_work: Callable[[], None] | None = None,
+        liveness: JobLiveness | None = None,
+    ) -> KeyRotation:
+        """The administrative key operations, audited as `actor`; `before_work` gates each after its intent row.
+
+        `liveness` (`job_liveness`): each operation holds its intent row while it runs, `status` reports the
+        interrupted ones and the next operation closes them (attack 26, F5); release it after the last one.
+        """
+        keys, store, wrapper, tokens, audit = self.keys, self.key_store, self.wrapper, self.token_store, self.audit
+        if before_work is None and liveness is None:
+            return KeyRotation(keys, store, wrapper, tokens, audit, actor)
+        return KeyRotation(keys, store, wrapper, tokens, audit, actor, before_work or _no_gate, liveness)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -293,6 +305,17 @@ def check_session_settings(pool: ConnectionPool, pinned: dict[str, str] = PINNED
 
 KEY_JOB_CONNECTIONS = 2
 """Database connections of a key job's own pool (KeyJobs): its batches never take the serving pool's."""
+
+
+def _no_gate() -> None:
+    return None
+
+
+def job_liveness(config: VaultServiceConfig) -> PostgresJobLiveness:
+    """Which key operations have a live process (adapters/postgres/key_job_liveness.py), for one job's session."""
+    return PostgresJobLiveness(
+        config.database_dsn, startup_options(session_settings_with(config.db_synchronous_commit))
+    )
 
 
 def key_job_wiring(wired: Bootstrapped, config: VaultServiceConfig) -> Bootstrapped:

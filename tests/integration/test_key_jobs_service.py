@@ -28,10 +28,19 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from devstack.procs import stop_pid
-from tests.conftest import RunningVault, running_vault, stack_identity
+from tests.conftest import RunningVault, running_vault, stack_identity, vault_config
 from tests.integration.conftest import start_vault_process
 from tests.integration.own_database import database_of_its_own
-from tokenvault_client import KeyJobProgress, PermissionDenied, Revealed, TokenType, VaultClient, VaultClientError
+from tokenvault_client import (
+    InterruptedKeyJob,
+    KeyJobProgress,
+    PermissionDenied,
+    Revealed,
+    TokenType,
+    VaultClient,
+    VaultClientError,
+)
+from vault_service.bootstrap import job_liveness
 
 SECURITY_TEAM = "security-team"
 IP = TokenType.IP
@@ -299,3 +308,99 @@ def _once_the_stopped_job_ended(run: Callable[[], list[KeyJobProgress]], seconds
             assert error.code == grpc.StatusCode.FAILED_PRECONDITION and "stopping" in error.details, error
             assert time.monotonic() < deadline, error
             time.sleep(0.05)
+
+
+def _outcomes(env: dict[str, str], reason: str) -> list[str]:
+    return [outcome for _, _, _, outcome in _job_rows(env, "reencrypt", reason)]
+
+
+def _interrupted(team: VaultClient, reason: str, seconds: float = 15) -> InterruptedKeyJob:
+    """The key job started under `reason` as `status` reports it interrupted, once it does."""
+    deadline = time.monotonic() + seconds
+    while True:
+        status = team.key_commands().status()
+        found = [job for job in status.interrupted if job.reason == reason]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"{reason} never shown interrupted: {status.interrupted}"
+        time.sleep(0.1)
+
+
+def test_a_job_whose_vault_was_sigkilled_is_shown_interrupted_and_its_next_run_appends_its_outcome(
+    own_env: dict[str, str], own_vault: RunningVault, client_as: Callable[[str], VaultClient], tmp_path: Path
+) -> None:
+    """Attack 26, F5: a vault SIGKILLed mid-job (OOM, node loss) left its intent row `started` forever."""
+    _tokenized(client_as("etl-service"), _values(8000, 2000))
+    new_dek = own_vault.wired.rotation("vault:test-operator").rotate_encryption_key("CHG-7700")
+    address, pid = start_vault_process(own_env, tmp_path / "vault.log")  # the service as run: python -m vault_service
+    try:
+        with VaultClient.connect(address, stack_identity(own_env, SECURITY_TEAM)) as team:
+            updates = team.key_job("reencrypt", "CHG-7701", 100)
+            first = next(updates)  # one batch moved: the job is mid-way
+            assert first.phase == "reencrypt" and first.rows_done == 100 and not first.finished
+            os.kill(pid, signal.SIGKILL)
+            with pytest.raises(VaultClientError):
+                list(updates)
+    finally:
+        stop_pid(pid)
+    moved = _rows_under(own_env, new_dek)
+    assert 0 < moved < 2000 + 300  # killed half-way (the module's earlier values count too)
+    assert _outcomes(own_env, "CHG-7701") == ["started"]
+
+    team = client_as(SECURITY_TEAM)
+    job = _interrupted(team, "CHG-7701")
+    serial, _ = _certificate(own_env, SECURITY_TEAM)
+    assert (job.job, job.started_by, job.client_serial) == ("reencrypt", SECURITY_TEAM, serial)
+    assert job.started_at and job.intent_row > 0
+    assert team.key_commands().status().rows_to_reencrypt > 0  # how far: the work left, resumed by the next run
+    assert _outcomes(own_env, "CHG-7701") == ["started"]  # status only reports
+
+    done = list(team.key_job("reencrypt", "CHG-7701", 500))  # the next run: the orphan's outcome, then the job
+    assert done[-1].finished
+    outcomes = _outcomes(own_env, "CHG-7701")
+    assert outcomes[0] == "started" and outcomes[2] == "started" and outcomes[3].startswith("ok: ")
+    assert outcomes[1].startswith("failed: interrupted, the process ended") and f"row {job.intent_row} " in outcomes[1]
+    assert [(c, s) for c, s, _, _ in _job_rows(own_env, "reencrypt", "CHG-7701")] == [(SECURITY_TEAM, serial)] * 4
+    assert not [j for j in team.key_commands().status().interrupted if j.reason == "CHG-7701"]
+    assert own_vault.wired.rotation("vault:test-operator").status().rows_to_reencrypt == 0
+
+
+def test_a_live_job_is_never_shown_interrupted_and_one_whose_holder_is_gone_is_closed_once(
+    own_env: dict[str, str], own_vault: RunningVault
+) -> None:
+    """The hold tells a live job from a dead one: held, never reported; released with no outcome, closed once."""
+    config = vault_config(own_env)
+    running, observer, second = job_liveness(config), job_liveness(config), job_liveness(config)
+    seen_while_running: list[list[int]] = []
+
+    def look() -> None:  # after the intent row, before the work: the job is live
+        seen_while_running.append([j.intent_id for j in observer.interrupted()])
+        raise RuntimeError("the process dies here")  # its outcome row is never written
+
+    try:
+        with pytest.raises(RuntimeError):
+            own_vault.wired.rotation("vault:test-live", look, running).rewrap("CHG-7800")
+        (intent,) = [r for r in _all_rows(own_env, "vault:test-live", "CHG-7800")]
+        assert intent[1] == "started" and intent[0] not in seen_while_running[0]
+        running.release()  # the session ends, as when the process is killed
+        assert [j.intent_id for j in observer.interrupted() if j.client == "vault:test-live"] == [intent[0]]
+        (dead,) = [j for j in observer.interrupted() if j.client == "vault:test-live"]
+        with observer.claimed(dead) as first, second.claimed(dead) as other:
+            assert first and not other  # one claim at a time: two vaults never both append its outcome
+        closed = own_vault.wired.rotation("vault:test-closer", liveness=second).close_interrupted()
+        assert closed >= 1
+        assert own_vault.wired.rotation("vault:test-closer", liveness=observer).close_interrupted() == 0
+        outcomes = [o for _, o in _all_rows(own_env, "vault:test-live", "CHG-7800")]
+        assert outcomes[0] == "started" and len(outcomes) == 2
+        assert outcomes[1].startswith("failed: interrupted, the process ended") and "vault:test-closer" in outcomes[1]
+    finally:
+        for liveness in (running, observer, second):
+            liveness.release()
+
+
+def _all_rows(env: dict[str, str], client: str, reason: str) -> list[tuple[int, str]]:
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        rows = conn.execute(
+            "SELECT id, outcome FROM vault.audit_log WHERE client = %s AND purpose = %s ORDER BY id", (client, reason)
+        ).fetchall()
+    return [(int(i), str(o)) for i, o in rows]

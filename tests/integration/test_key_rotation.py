@@ -253,5 +253,14 @@ def test_a_killed_reencryption_job_resumes_where_it_stopped(
     assert resumed.returncode == 0, err
     assert "re-encrypted" in out
     assert admin.rotation("admin:test-kill").status().rows_to_reencrypt == 0
+    with psycopg.connect(own_env["PG_ADMIN_DSN"]) as conn:  # the killed run's intent got its outcome (attack 26, F5)
+        outcomes = [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT outcome FROM vault.audit_log WHERE action = 'reencrypt' AND purpose = 'CHG-3' ORDER BY id"
+            ).fetchall()
+        ]
+    assert outcomes[0] == "started" and outcomes[2] == "started" and outcomes[3].startswith("ok: "), outcomes
+    assert outcomes[1].startswith("failed: interrupted, the process ended"), outcomes
     investigator = client_for("fraud-investigator", own_vault.address)
     assert revealed(investigator, tokens[:100] + tokens[-100:], "CASE-AFTER-RESUME") == values[:100] + values[-100:]

@@ -160,6 +160,7 @@ class KeyStatusReply(_message.Message):
     ROWS_TO_REENCRYPT_FIELD_NUMBER: _builtins.int
     ROWS_TO_REINDEX_FIELD_NUMBER: _builtins.int
     SAFE_MIN_DECRYPTION_VERSION_FIELD_NUMBER: _builtins.int
+    INTERRUPTED_FIELD_NUMBER: _builtins.int
     kek_latest_version: _builtins.int
     kek_min_decryption_version: _builtins.int
     """Transit's present min_decryption_version (what retire-kek-versions last raised it to)."""
@@ -174,6 +175,13 @@ class KeyStatusReply(_message.Message):
     def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataKeyStatus]:
         """Every data key as stored."""
 
+    @_builtins.property
+    def interrupted(self) -> _containers.RepeatedCompositeFieldContainer[Global___InterruptedKeyJob]:
+        """Key operations whose process ended (SIGKILL, OOM, node loss) between their intent row and their
+        outcome: no live process holds them. The next key operation appends their outcome row
+        (`failed: interrupted, the process ended`); a reencrypt or reindex run again resumes.
+        """
+
     def __init__(
         self,
         *,
@@ -184,14 +192,54 @@ class KeyStatusReply(_message.Message):
         rows_to_reencrypt: _builtins.int = ...,
         rows_to_reindex: _builtins.int = ...,
         safe_min_decryption_version: _builtins.int = ...,
+        interrupted: _abc.Iterable[Global___InterruptedKeyJob] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kek_latest_version", b"kek_latest_version", "kek_min_decryption_version", b"kek_min_decryption_version", "kek_min_encryption_version", b"kek_min_encryption_version", "keys", b"keys", "rows_to_reencrypt", b"rows_to_reencrypt", "rows_to_reindex", b"rows_to_reindex", "safe_min_decryption_version", b"safe_min_decryption_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interrupted", b"interrupted", "kek_latest_version", b"kek_latest_version", "kek_min_decryption_version", b"kek_min_decryption_version", "kek_min_encryption_version", b"kek_min_encryption_version", "keys", b"keys", "rows_to_reencrypt", b"rows_to_reencrypt", "rows_to_reindex", b"rows_to_reindex", "safe_min_decryption_version", b"safe_min_decryption_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___KeyStatusReply: _TypeAlias = KeyStatusReply  # noqa: Y015
+
+@_typing.final
+class InterruptedKeyJob(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTENT_ROW_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    STARTED_BY_FIELD_NUMBER: _builtins.int
+    CLIENT_SERIAL_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    intent_row: _builtins.int
+    """The id of its intent row (`started`) in the audit log."""
+    job: _builtins.str
+    """reencrypt, reindex, rewrap, rotate-encryption-key, rotate-fingerprint-key, retire-kek-versions."""
+    started_by: _builtins.str
+    """Who started it: the client certificate's CN (or the operator's Vault identity) and serial."""
+    client_serial: _builtins.str
+    started_at: _builtins.str
+    """When its intent row was written (RFC 3339, UTC)."""
+    reason: _builtins.str
+    """Its change ticket."""
+    def __init__(
+        self,
+        *,
+        intent_row: _builtins.int = ...,
+        job: _builtins.str = ...,
+        started_by: _builtins.str = ...,
+        client_serial: _builtins.str = ...,
+        started_at: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_serial", b"client_serial", "intent_row", b"intent_row", "job", b"job", "reason", b"reason", "started_at", b"started_at", "started_by", b"started_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InterruptedKeyJob: _TypeAlias = InterruptedKeyJob  # noqa: Y015
 
 @_typing.final
 class KeyChangeRequest(_message.Message):

@@ -164,6 +164,13 @@ def _print_status(status: RotationStatus) -> None:
     console.print(f"safe min_decryption_version   : {safe}")
     if safe < status.kek_latest_version:
         console.print("  run `rewrap` first to allow raising it to the latest version")
+    for job in status.interrupted:
+        console.print(
+            f"INTERRUPTED: {job.describe()}: its process ended before its outcome (no live process holds it);"
+            " the next key command appends its outcome row `failed: interrupted`; a reencrypt or reindex run again"
+            " resumes (the work left is above)",
+            markup=False,
+        )
 
 
 def _with_progress(phase_total: int, job: Callable[[Callable[[str, int], None]], int]) -> int:

@@ -27,7 +27,7 @@ from types import FrameType
 from rich.console import Console
 
 from vault_service.adapters.operator_identity import OperatorIdentity
-from vault_service.bootstrap import Bootstrapped, bootstrap
+from vault_service.bootstrap import Bootstrapped, bootstrap, job_liveness
 from vault_service.config import VaultServiceConfig
 from vault_service.service.own_rows_round import OwnRowsNotAnchored, OwnRowsRound, WorkRefused, require_anchored
 from vault_service.service.rotation import KeyRotation
@@ -81,13 +81,14 @@ def administration(config: VaultServiceConfig, operator: OperatorIdentity) -> It
     outcome is printed on standard error when the rows are not anchored, and their error leaves.
     """
     wired: Bootstrapped = bootstrap(config)
+    liveness = job_liveness(config)  # each operation's intent row held while it runs (attack 26, F5)
 
     def intent_on_record() -> None:
         require_anchored(lambda: anchor_own_rows(wired, config, "intent row(s)"))
 
     try:
         try:
-            yield wired.rotation(operator.actor, intent_on_record)
+            yield wired.rotation(operator.actor, intent_on_record, liveness)
         except WorkRefused:
             raise  # its round has just named the rows; no work was done
         except BaseException:
@@ -102,6 +103,7 @@ def administration(config: VaultServiceConfig, operator: OperatorIdentity) -> It
         if not outcome.anchored:
             raise OwnRowsNotAnchored(outcome)
     finally:
+        liveness.release()
         wired.close()
 
 

@@ -17,7 +17,7 @@ from functools import partial
 
 from vault_service.adapters.operator_identity import OperatorNotLookedUp, OperatorRefused, authenticate_operator
 from vault_service.adapters.transit_kek_config import TransitKekConfig
-from vault_service.bootstrap import Bootstrapped, key_job_wiring
+from vault_service.bootstrap import Bootstrapped, job_liveness, key_job_wiring
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.errors import KeysUnavailable, PermissionDenied
 from vault_service.domain.identity import Caller
@@ -43,6 +43,7 @@ def key_job_session(wired: Bootstrapped, config: VaultServiceConfig, caller: Cal
     (ids only), and the job's error leaves.
     """
     job = key_job_wiring(wired, config)
+    liveness = job_liveness(config)  # its intent row held while it runs, released after the last round
 
     def anchor() -> OwnRowsRound:
         return job.anchor_own_rows(config.audit_checkpoint_file, create=True)  # the service's file, as its upkeep
@@ -52,7 +53,7 @@ def key_job_session(wired: Bootstrapped, config: VaultServiceConfig, caller: Cal
 
     try:
         try:
-            yield job.rotation(caller, intent_on_record)
+            yield job.rotation(caller, intent_on_record, liveness)
         except WorkRefused:
             raise  # its round has just named the rows; no work was done
         except BaseException:
@@ -64,6 +65,7 @@ def key_job_session(wired: Bootstrapped, config: VaultServiceConfig, caller: Cal
         if not outcome.anchored:
             raise OwnRowsNotAnchored(outcome, "the key job's work is done")
     finally:
+        liveness.release()
         job.close()
 
 

@@ -6,6 +6,7 @@ It converts messages in and out, nothing more.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC
 from typing import TypeVar
 
 import grpc
@@ -51,6 +52,17 @@ def _status(status: RotationStatus) -> key_jobs_pb2.KeyStatusReply:
         rows_to_reencrypt=status.rows_to_reencrypt,
         rows_to_reindex=status.rows_to_reindex,
         safe_min_decryption_version=status.safe_min_decryption_version,
+        interrupted=[
+            key_jobs_pb2.InterruptedKeyJob(
+                intent_row=job.intent_id,
+                job=job.action,
+                started_by=job.client,
+                client_serial=job.client_serial,
+                started_at=job.at.astimezone(UTC).isoformat(),
+                reason=job.purpose,
+            )
+            for job in status.interrupted
+        ],
     )
 
 

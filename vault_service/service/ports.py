@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, Protocol
@@ -334,4 +335,67 @@ class AuditLog(Protocol):
 
     def append(self, event: AuditEvent) -> None:
         """Write one record durably, or raise (AuditUnavailable when storage refuses it)."""
+        ...
+
+
+KEY_JOB_ACTIONS = (
+    "reencrypt",
+    "reindex",
+    "rewrap",
+    "rotate-encryption-key",
+    "rotate-fingerprint-key",
+    "retire-kek-versions",
+)
+"""The key operations whose intent row (`started`) a live process holds until its outcome row (JobLiveness)."""
+
+
+@dataclass(frozen=True)
+class InterruptedJob:
+    """A key operation's intent row with no outcome row and no live process holding it: its process ended.
+
+    What `status` shows and what its `failed: interrupted` outcome row repeats (client, serial and
+    certificate digest, action and ticket of the intent row).
+    """
+
+    intent_id: int
+    at: datetime
+    action: str
+    client: str
+    client_serial: str
+    client_cert_sha256: str
+    purpose: str
+
+    def describe(self) -> str:
+        """`reencrypt started by 'security-team' (serial 1a) at 2026-12-05 13:10:04 UTC under CHG-1 (audit row 42)`."""
+        serial = f" (serial {self.client_serial})" if self.client_serial else ""
+        since = self.at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        started = f"{self.action} started by {self.client!r}{serial} at {since}"
+        return f"{started} under {self.purpose} (audit row {self.intent_id})"
+
+
+class JobLiveness(Protocol):
+    """Which key operations still have a live process: each holds its intent row while it runs.
+
+    The hold dies with the process's database session (SIGKILL, OOM, node loss), so an intent row
+    with no outcome row and no holder is an interrupted operation (`interrupted`).
+    """
+
+    def hold(self, action: str, client: str, client_serial: str, purpose: str) -> None:
+        """Hold the intent row of `action` about to be written, until `release`: taken BEFORE the row is."""
+        ...
+
+    def check(self) -> None:
+        """Raise (a VaultError) when a hold taken was lost (its session ended): the job stops."""
+        ...
+
+    def interrupted(self) -> list[InterruptedJob]:
+        """The intent rows with no outcome row whose holder is gone, oldest first."""
+        ...
+
+    def claimed(self, job: InterruptedJob) -> AbstractContextManager[bool]:
+        """While in it, no process can take `job`'s hold; whether `job` is still open and unheld (write its outcome)."""
+        ...
+
+    def release(self) -> None:
+        """Let go of every hold (after the outcome rows are written)."""
         ...

@@ -36,7 +36,16 @@ from vault_service.domain.keys import KeyState
 from vault_service.domain.token_types import TokenType
 from vault_service.service.kept_copies import not_retired_message, retired_keys_refusal, unused_keys_checked
 from vault_service.service.keyring import ENCRYPTION, FINGERPRINT, KeyManager
-from vault_service.service.ports import AuditLog, KekConfig, KeyStore, KeyWrapper, StoredToken, TokenStore
+from vault_service.service.ports import (
+    AuditLog,
+    InterruptedJob,
+    JobLiveness,
+    KekConfig,
+    KeyStore,
+    KeyWrapper,
+    StoredToken,
+    TokenStore,
+)
 from vault_service.service.rotation_status import KeyStatus, RotationStatus, why_not_retire
 
 log = logging.getLogger(__name__)
@@ -88,8 +97,13 @@ class KeyRotation:
         audit: AuditLog,
         actor: str | Caller,
         before_work: Callable[[], None] = _no_check,
+        liveness: JobLiveness | None = None,
     ) -> None:
         """`before_work()` runs after each step's intent row, before its work; what it raises stops the step.
+
+        `liveness`: each step holds its intent row while it runs and first gives every interrupted step
+        (an intent row whose process is gone) its `failed: interrupted` outcome row (attack 26, F5); the
+        caller releases the holds after the last outcome row (`JobLiveness.release`).
 
         `actor`: the operator's name (a Vault identity, for the admin commands), or the verified client
         certificate that asked the service to run the job (KeyJobs): its rows then carry its serial and SHA-256.
@@ -103,6 +117,7 @@ class KeyRotation:
         self._audit = audit
         self._actor = actor
         self._before_work = before_work
+        self._liveness = liveness
         self._live_keys: frozenset[int] | None = None  # ids of keys not retired, read once per job when needed
 
     def _record(self, action: str, outcome: str, count: int, purpose: str) -> None:
@@ -118,11 +133,60 @@ class KeyRotation:
         every caller is held to it, not only the command line (review 23, R23-8).
         """
         check_reason(purpose)
+        if self._liveness is not None:
+            self.close_interrupted()
+            caller = self._caller
+            self._liveness.hold(action, caller.name, caller.serial, purpose)
         self._record(action, "started", 0, purpose)
         self._before_work()
 
+    def interrupted(self) -> list[InterruptedJob]:
+        """The key operations whose process ended between their intent row and their outcome (none without liveness)."""
+        return [] if self._liveness is None else self._liveness.interrupted()
+
+    def close_interrupted(self) -> int:
+        """Append the outcome row `failed: interrupted, the process ended` of every interrupted operation; how many.
+
+        Each is claimed first (no process can take its hold meanwhile, and it is looked at again under
+        it), so two vaults closing the same one append one row. The row names the intent row's client,
+        serial, certificate digest, action and ticket, as its own outcome row would have; its text says
+        who noticed. Appended, never an UPDATE: the intent row stays as written.
+        """
+        if self._liveness is None:
+            return 0
+        closed = 0
+        for job in self._liveness.interrupted():
+            with self._liveness.claimed(job) as still_open:
+                if not still_open:
+                    continue
+                outcome = (
+                    f"failed: interrupted, the process ended (intent row {job.intent_id} has no outcome and no live"
+                    f" holder; noticed by {self._actor!r}); run it again: a reencrypt or reindex resumes"
+                )
+                event = AuditEvent(
+                    job.client, job.action, outcome, 0, job.purpose, "", job.client_serial, job.client_cert_sha256
+                )
+                self._audit.append(event)
+                closed += 1
+                log.warning(
+                    "key operation %s (audit row %d) was interrupted: outcome written", job.action, job.intent_id
+                )
+        return closed
+
+    def _still_held(self, before_batch: BeforeBatch) -> BeforeBatch:
+        """`before_batch`, after checking that the job's hold is still there (a job never runs unheld)."""
+        liveness = self._liveness
+        if liveness is None:
+            return before_batch
+
+        def checked(phase: str) -> None:
+            liveness.check()
+            before_batch(phase)
+
+        return checked
+
     def status(self) -> RotationStatus:
-        """KEK version, data keys and the work left."""
+        """KEK version, data keys, the work left, and the key operations interrupted (their process ended)."""
         ring = self._keys.refresh()
         generation = ring.generation
         # Re-index work is every fingerprint not under the newest key: while a key is pending
@@ -132,7 +196,13 @@ class KeyRotation:
         keys = self._key_statuses()
         kek = self._wrapper.kek_versions()
         return RotationStatus(
-            kek.latest, keys, left["reencrypt"], left["reindex"], kek.min_decryption, kek.min_encryption
+            kek.latest,
+            keys,
+            left["reencrypt"],
+            left["reindex"],
+            kek.min_decryption,
+            kek.min_encryption,
+            tuple(self.interrupted()),
         )
 
     def _key_statuses(self) -> list[KeyStatus]:
@@ -213,6 +283,7 @@ class KeyRotation:
         """
         _check_batch_size(batch_size)
         self._start("reencrypt", purpose)
+        before_batch = self._still_held(before_batch)
         total = 0
         set_aside: dict[str, int] = {}  # token -> its data key: kept in memory only, never written or said
         self._live_keys = None
@@ -290,6 +361,7 @@ class KeyRotation:
         """
         _check_batch_size(batch_size)
         self._start("reindex", purpose)
+        before_batch = self._still_held(before_batch)
         total = 0
         set_aside: dict[str, int] = {}  # token -> its data key: kept in memory only, never written or said
         self._live_keys = None

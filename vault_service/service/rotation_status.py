@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vault_service.domain.keys import KeyPurpose, KeyState
-from vault_service.service.ports import KekVersions
+from vault_service.service.ports import InterruptedJob, KekVersions
 
 REWRAP_FIRST = "run `tokenvault rewrap --reason <ticket>` first (it rewraps them under the latest version)"
 """What moves every counted data key onto the KEK's latest version."""
@@ -52,6 +52,9 @@ class RotationStatus:
     """The KEK's present min_decryption_version in Transit: what `retire-kek-versions` last raised it to."""
     kek_min_encryption_version: int = 0
     """The KEK's present min_encryption_version (0 while never set)."""
+    interrupted: tuple[InterruptedJob, ...] = ()
+    """Key operations whose process ended between their intent row and their outcome (attack 26, F5): the
+    next key operation, or the vault's upkeep, appends their `failed: interrupted` outcome row."""
 
     @property
     def safe_min_decryption_version(self) -> int:
