@@ -21,6 +21,7 @@ from tests.k8s_manifests import K8S, by_kind, kustomization
 from tokenvault_common.env import ConfigError
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.policy import load_policy
+from vault_service.entrypoints import admin_cli
 from vault_service.entrypoints.server import LIVENESS_SERVICE
 
 
@@ -275,3 +276,65 @@ def test_production_guide_has_the_pki_rebuild_its_crl_daily_and_on_each_revocati
     (command,) = re.findall(r"vault write pki/config/crl [^\n]*", guide)
     assert "auto_rebuild=false" in command and "enable_delta=false" in command
     assert re.search(r"vault read pki/crl/rotate +# daily", guide)
+
+
+def _admin_job() -> dict[str, Any]:
+    """The admin command's Job template (the suspended CronJob vault-admin's jobTemplate)."""
+    cron = by_kind("CronJob")["vault-admin"]
+    assert cron["spec"]["suspend"] is True  # `kubectl apply -k` never runs it: each run is a Job made from it
+    job: dict[str, Any] = cron["spec"]["jobTemplate"]
+    return job
+
+
+def test_the_admin_job_runs_once_non_root_read_only_and_goes_away() -> None:
+    job = _admin_job()["spec"]
+    assert job["backoffLimit"] == 0 and 0 < job["ttlSecondsAfterFinished"] <= 7 * 86400
+    pod = job["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    (only,) = pod["containers"]
+    context = only["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True and context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"]["drop"] == ["ALL"]
+    annotations = job["template"]["metadata"]["annotations"]
+    assert annotations["vault.hashicorp.com/agent-pre-populate-only"] == "true"  # no sidecar: the Job completes
+
+
+def test_the_admin_job_has_the_vault_s_identity_secrets_and_settings() -> None:
+    vault = by_kind("Deployment")["vault-service"]["spec"]["template"]
+    admin = _admin_job()["spec"]["template"]
+    assert admin["spec"]["serviceAccountName"] == vault["spec"]["serviceAccountName"]
+    assert admin["spec"]["securityContext"] == vault["spec"]["securityContext"]
+    served_only = ("metrics", "template-static-secret-render-interval")  # what a process that serves nothing needs not
+    wanted = {k: v for k, v in vault["metadata"]["annotations"].items() if k.startswith("vault.hashicorp.com/")}
+    wanted = {k: v for k, v in wanted.items() if not any(s in k for s in served_only)}
+    assert {k: admin["metadata"]["annotations"].get(k) for k in wanted} == wanted
+    vault_env = {e["name"]: e["value"] for e in container({"spec": {"template": vault}})["env"]}
+    admin_container = container({"spec": {"template": admin}})
+    admin_env = {e["name"]: e["value"] for e in admin_container["env"]}
+    shared = admin_env.keys() & vault_env.keys()
+    assert {k: admin_env[k] for k in shared} == {k: vault_env[k] for k in shared}  # the same settings, same values
+    mounts = {m["mountPath"]: m["name"] for m in container({"spec": {"template": vault}})["volumeMounts"]}
+    admin_mounts = {m["mountPath"]: m["name"] for m in admin_container["volumeMounts"]}
+    assert mounts.items() <= admin_mounts.items()
+    volumes = {v["name"]: v for v in vault["spec"]["volumes"]}
+    assert all(v == volumes[v["name"]] for v in admin["spec"]["volumes"] if v["name"] in volumes)
+    token = next(v for v in admin["spec"]["volumes"] if v["name"] == "operator-token")
+    assert token["secret"]["optional"] is True  # audit-verify and who-saw run without an operator token
+    assert admin_env["VAULT_SECURITY_TOKEN_FILE"].startswith(
+        next(m["mountPath"] for m in admin_container["volumeMounts"] if m["name"] == "operator-token")
+    )
+
+
+def test_the_admin_job_runs_an_admin_command_with_every_setting_it_requires() -> None:
+    template = _admin_job()["spec"]["template"]
+    (script,) = container({"spec": {"template": template}})["args"]
+    command = re.search(r"exec python -m vault_service\.admin (.+)$", script)
+    assert command, script
+    admin_cli._parser().parse_args(command.group(1).split())  # a command the admin CLI takes
+    env = pod_environment({"spec": {"template": template}})
+    with pytest.raises(ConfigError) as error:  # the files exist only inside the pod
+        VaultServiceConfig.from_env(env)
+    problems = str(error.value).splitlines()[1:]
+    mounted = ("/vault/secrets/", "/etc/tokenvault/")
+    assert problems and all("which is not a file" in p and any(m in p for m in mounted) for p in problems), problems
