@@ -13,7 +13,12 @@ from psycopg_pool import ConnectionPool
 
 from tokenvault_common.pg_pool import check_connection_cheaply
 from vault_service.adapters.postgres import PostgresAuditLog, PostgresKeyStore, PostgresTokenStore
-from vault_service.adapters.postgres.chain_lock import DATA_KEY_ROWS, ChainLockWatch
+from vault_service.adapters.postgres.chain_lock import (
+    BLOCKED_A_VAULT_SESSION,
+    DATA_KEY_ROWS,
+    PROCESS_SESSIONS,
+    ChainLockWatch,
+)
 from vault_service.adapters.postgres.key_job_liveness import PostgresJobLiveness
 from vault_service.adapters.postgres.keys import KEYS_LOCK
 from vault_service.adapters.postgres.session_settings import (
@@ -49,6 +54,7 @@ from vault_service.entrypoints.metrics import (
     observe_database_unreachable,
     observe_id_sequence_tampered,
     observe_keys_lock_holder,
+    observe_lock_blocker,
     observe_new_tokens_refused,
     observe_oldest_unchecked,
     observe_planted_checkpoint,
@@ -208,13 +214,16 @@ class Bootstrapped:
 def chain_lock_watch(pool: ConnectionPool) -> Callable[[], None]:
     """One audit upkeep's step ending sessions that hold the audit chain's or the key-generation lock for seconds.
 
-    Attack 26, F2; attack 27, F2/F3. Counted per lock.
+    Attack 26, F2; attack 27, F2/F3; and the sessions that keep the vault's waiting for any lock (review 31,
+    R31-2/R31-6). Counted per lock.
     """
     watch = ChainLockWatch(pool)
 
     def end_stale_holders() -> None:
         for holder in watch.end_stale_holders():
-            if holder.lock in (KEYS_LOCK, DATA_KEY_ROWS):
+            if holder.lock == BLOCKED_A_VAULT_SESSION:
+                observe_lock_blocker(holder.ended)
+            elif holder.lock in (KEYS_LOCK, DATA_KEY_ROWS):
                 observe_keys_lock_holder(holder.ended)
             else:
                 observe_audit_lock_holder(holder.ended)
@@ -231,7 +240,8 @@ def open_vault_pool(
     """An open pool of autocommit connections to the vault schema, as the adapters expect.
 
     `configure(conn)` is called with each new connection (an audit report's watch keeps them to
-    cancel their statement when the report's call ends).
+    cancel their statement when the report's call ends). Each is noted first as one of this process's
+    sessions, which the lock watch never ends (chain_lock.PROCESS_SESSIONS).
 
     Each connection starts with `settings` (libpq `options`; `session_settings_with` for the
     configured synchronous_commit).
@@ -250,7 +260,7 @@ def open_vault_pool(
         open=False,
         name="vault",
         check=check_connection_cheaply,  # a Postgres restart leaves dead connections behind
-        configure=configure,
+        configure=_noted(configure),
         timeout=10,
         # Single statements commit alone; multi-statement work uses explicit transactions.
         # The startup options pin what a role or database default could otherwise change
@@ -274,6 +284,17 @@ def open_vault_pool(
     )
     pool.open(wait=True, timeout=15)
     return pool
+
+
+def _noted(configure: Callable[[Connection[Any]], None] | None) -> Callable[[Connection[Any]], None]:
+    """A pool's `configure`: note the session as this process's (the lock watch never ends it), then `configure`."""
+
+    def note(conn: Connection[Any]) -> None:
+        PROCESS_SESSIONS.note(conn)
+        if configure is not None:
+            configure(conn)
+
+    return note
 
 
 def check_session_settings(pool: ConnectionPool, pinned: dict[str, str] = PINNED_SETTINGS) -> None:

@@ -22,6 +22,7 @@ from tests.integration.audit_attacks import own_database
 from tests.integration.test_reseal_refused_or_kept import _tokenize
 from tests.integration.test_rows_that_do_not_open import _last_outcome
 from tokenvault_client import NO_RETRY, Revealed, VaultClient
+from vault_service.adapters.postgres import chain_lock
 from vault_service.domain.errors import DatabaseUnavailable
 
 __all__ = ["own_database"]
@@ -55,8 +56,13 @@ def _lock_key_row(env: dict[str, str], key_id: int) -> psycopg.Connection:
     return rogue
 
 
-def test_a_locked_key_row_makes_the_key_jobs_fail_fast_holding_no_chain_lock(own_database: dict[str, str]) -> None:
+def test_a_locked_key_row_makes_the_key_jobs_fail_fast_holding_no_chain_lock(
+    own_database: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = own_database
+    # The job's own bounded wait is what is tested here: the upkeep's watch would end the session keeping a key
+    # job of its process waiting 1 s (review 31, R31-2; test_lock_blockers_ended.py), and the job go through.
+    monkeypatch.setattr(chain_lock, "KEY_JOB_WAITED_SECONDS", 60.0)
     with running_vault(env) as vault:
         tokens = _tokenize(env, vault, [f"198.51.100.{n}" for n in range(20, 23)])
         rotation = vault.wired.rotation("admin:test")

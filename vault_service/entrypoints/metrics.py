@@ -202,6 +202,16 @@ KEYS_LOCK_HOLDERS = Counter(
     ["ended"],
 )
 
+LOCK_BLOCKERS = Counter(
+    "tokenvault_lock_blockers",
+    "Database sessions found keeping a session of the vault waiting for a lock (any: a client's call-budget row, a"
+    " key row, the key-generation lock, a row of vault.tokens) for 5 s or more in one transaction, or keeping a key"
+    " operation of this process waiting 1 s (each round that finds one; never a session of this process nor one"
+    " itself waiting), by whether the audit upkeep ended them. Calls of a client, new tokens or key jobs fail while"
+    " one does: someone with the serving role's credentials (review 31, R31-2/R31-6)",
+    ["ended"],
+)
+
 DATABASE_DEFAULTS_SET = Gauge(
     "tokenvault_database_defaults_set",
     "Parameters that role or database defaults (ALTER ROLE/DATABASE ... SET) set for the vault's database"
@@ -268,6 +278,11 @@ def observe_audit_lock_holder(ended: bool) -> None:
 def observe_keys_lock_holder(ended: bool) -> None:
     """Count one session found holding the key-generation lock too long, ended or left."""
     KEYS_LOCK_HOLDERS.labels(ended=str(ended).lower()).inc()
+
+
+def observe_lock_blocker(ended: bool) -> None:
+    """Count one session found keeping a vault session waiting for a lock too long, ended or left."""
+    LOCK_BLOCKERS.labels(ended=str(ended).lower()).inc()
 
 
 def observe_upkeep_failed() -> None:

@@ -1,4 +1,6 @@
-"""Sessions that hold the audit chain's lock, the key-generation lock or key rows for seconds, ended (attacks 26-27).
+"""Sessions that hold the audit chain's lock, the key-generation lock or key rows, or keep the vault waiting, ended.
+
+Attacks 26-27; review 31.
 
 The chain trigger takes `pg_advisory_xact_lock(AUDIT_CHAIN_LOCK)` for every append and holds it to
 commit (migrations 0006/0025/0035). The vault's own transactions hold it for milliseconds: the
@@ -31,6 +33,22 @@ a key of its own): it is ended once seen holding it for HELD_SECONDS in the same
 backend start; attack 27, F2), counted from the first round that saw it, and only if at that moment
 it is still idle and holding the lock.
 
+Any lock, since review 31 (R31-6, R31-2): a session of the role that keeps a session of this login waiting for
+a lock - a call's take of its client's budget row (vault.take_call_budget, migration 0038), its insert or lookup,
+an append, a key job - over HELD_SECONDS in one transaction (since a round first saw it doing so, or since it went
+idle in that transaction) is ended the same way (`pg_blocking_pids` of each waiting session; one line each, naming
+the lock waited for). The vault's transactions that others wait for last a statement, or a key operation's few
+statements (which the rules above end at 5 s anyway): another replica's key job holding the key-generation lock
+4 s while new tokens wait behind it is left. Never ended: a session itself waiting for a lock (a victim; what keeps
+it waiting is looked at in turn), a session of this process (`PROCESS_SESSIONS`: every connection its vault pools
+open), one waiting for a synchronous standby. A key operation of this process kept waiting KEY_JOB_WAITED_SECONDS
+(half its 2 s wait) has what keeps it waiting ended at once, whatever their own transaction's length: a relay of
+sessions each holding the key-generation lock under 5 s refused every key job (R31-2). While such a key operation
+waits, not yet that long, the round looks again every 0.25 s (up to about 2 s more) so as to catch it within its
+wait. That ends another process's key operation (a replica's, the admin command's) holding what it waits for 1 s
+too: nothing such an operation does - its application_name, its statements, their timing - is beyond what a
+session with the role's password can copy (docs/threat-model.md).
+
 How long a session has held a lock in a transaction: since it went idle, for one idle in its
 transaction (it took the lock before); otherwise since a round first saw it holding the lock in that
 transaction (the same pid and transaction start: a transaction-level lock is released only at the
@@ -44,7 +62,9 @@ the owner's), and one that let go before it could be ended; calls fail fast mean
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -60,6 +80,13 @@ AUDIT_CHAIN_LOCK = 1635083380  # 0x61756474, 'audt': the chain trigger's advisor
 HELD_SECONDS = 5.0
 """How long a session may hold the chain's lock in one transaction before it is ended."""
 
+KEY_JOB_WAITED_SECONDS = 1.0
+"""How long a key operation of this process may be kept waiting for a lock before what keeps it waiting is ended.
+
+Half its own wait (keys.py KEY_JOB_LOCK_WAIT, 2 s): ended then, the holders let it through before it gives up."""
+BLOCKER_MEMORY_SECONDS = 60.0
+"""How long the watch remembers a transaction it saw keeping a vault session waiting, once it no longer does."""
+
 DATA_KEY_ROWS = 0
 """Not an advisory key: the watch's name for a lock on rows of vault.data_keys (FOR UPDATE/SHARE, an UPDATE)."""
 ADVISORY_LOCKS = (AUDIT_CHAIN_LOCK, KEYS_LOCK)
@@ -70,6 +97,8 @@ WATCHED_LOCKS = {
     DATA_KEY_ROWS: "a lock on rows of vault.data_keys",
 }
 """Every lock the watch looks at, by the name its log lines use."""
+BLOCKED_A_VAULT_SESSION = -1
+"""Not a lock: a `ChainLockHolder.lock` for a session ended for keeping a vault session waiting (any lock; `kind`)."""
 
 _HOLDERS = """
 SELECT l.objid::pg_catalog.int8, a.pid, a.state, a.xact_start, a.backend_start, a.wait_event,
@@ -127,6 +156,54 @@ WHERE %(blocker)s OPERATOR(pg_catalog.=) ANY(pg_catalog.pg_blocking_pids(%(waite
 """
 """End the blocking session only if it still blocks the waiting one."""
 
+_WAITERS = """
+SELECT w.pid, l.locktype, l.objid::pg_catalog.int8,
+       (SELECT pg_catalog.string_agg(n.nspname OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) c.relname, ' or '
+                                     ORDER BY c.relname)
+        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+        WHERE CASE WHEN l.relation IS NOT NULL THEN c.oid OPERATOR(pg_catalog.=) l.relation
+              WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_locks t WHERE t.pid OPERATOR(pg_catalog.=) w.pid
+                             AND t.locktype OPERATOR(pg_catalog.=) 'tuple' AND t.granted)
+              THEN c.oid IN (SELECT t.relation FROM pg_catalog.pg_locks t WHERE t.pid OPERATOR(pg_catalog.=) w.pid
+                               AND t.locktype OPERATOR(pg_catalog.=) 'tuple' AND t.granted)
+              ELSE c.relkind IN ('r', 'p') AND c.oid IN (
+                  SELECT x.relation FROM pg_catalog.pg_locks x
+                  JOIN pg_catalog.pg_locks y ON y.relation OPERATOR(pg_catalog.=) x.relation
+                  WHERE x.pid OPERATOR(pg_catalog.=) w.pid AND y.pid OPERATOR(pg_catalog.=) b.pid
+                    AND x.locktype OPERATOR(pg_catalog.=) 'relation' AND y.locktype OPERATOR(pg_catalog.=) 'relation'
+                    AND x.mode OPERATOR(pg_catalog.<>) 'AccessShareLock'
+                    AND y.mode OPERATOR(pg_catalog.<>) 'AccessShareLock') END),
+       pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) l.waitstart),
+       b.pid, a.state, a.xact_start, a.backend_start, a.wait_event_type, a.wait_event,
+       pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) a.state_change)
+FROM pg_catalog.pg_stat_activity w
+JOIN pg_catalog.pg_locks l ON l.pid OPERATOR(pg_catalog.=) w.pid AND NOT l.granted
+CROSS JOIN LATERAL pg_catalog.unnest(pg_catalog.pg_blocking_pids(w.pid)) AS b(pid)
+LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) b.pid
+WHERE w.usename OPERATOR(pg_catalog.=) SESSION_USER AND w.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
+  AND w.wait_event_type OPERATOR(pg_catalog.=) 'Lock'
+  AND w.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+  AND b.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() AND b.pid OPERATOR(pg_catalog.<>) 0
+"""
+"""Each session of this login kept waiting for a lock, with each session that keeps it waiting (review 31, R31-6):
+the waiter's pid, the lock it waits for (kind, advisory key, table: for a row, the table of the tuple lock it holds,
+else the tables both lock for writing or row locking - an insert waits for the transaction, not the row), seconds
+waited; the blocker's pid, state, transaction and session start, wait, seconds in its state
+(NULL: a session of a role this one may not see). A prepared transaction (pid 0) is left out: no session to end."""
+
+_END_IF_STILL_BLOCKING_IN = """
+SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_activity a
+WHERE a.pid OPERATOR(pg_catalog.=) %(blocker)s
+  AND a.backend_start IS NOT DISTINCT FROM %(started)s AND a.xact_start IS NOT DISTINCT FROM %(xact)s
+  AND a.wait_event_type IS DISTINCT FROM 'Lock' AND a.wait_event IS DISTINCT FROM 'SyncRep'
+  AND %(blocker)s OPERATOR(pg_catalog.=) ANY(pg_catalog.pg_blocking_pids(%(waiter)s))
+"""
+"""End the blocking session only if it is in the transaction seen, not waiting itself, and still blocks the waiter."""
+
+_BACKEND_START = (
+    "SELECT backend_start FROM pg_catalog.pg_stat_activity WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()"
+)
+
 NOT_SEEN = "of a role this one may not see or signal (a Vault-made user of the role, or another role)"
 NOT_SIGNALLED = "of a role this one may not signal (a Vault-made user of the role, or another role)"
 SYNC_STANDBY = "waiting for a synchronous standby to confirm its commit (the standby is the fault)"
@@ -149,6 +226,74 @@ class ChainLockHolder:
     not_ended_because: str | None = None
     blocked: int | None = None
     """The pid of the session holding `lock` that this one kept waiting (None: it held `lock` itself)."""
+    kind: str | None = None
+    """For BLOCKED_A_VAULT_SESSION: the lock the vault session waited for, named (never a row's values)."""
+
+
+class ProcessSessions:
+    """The database sessions this process's vault pools opened, while their connection is open (review 31, R31-6).
+
+    Known by backend pid and session start (a pid the server gives again after a session ended is not taken
+    for ours). The lock watch never ends one of these: whatever they hold, they are this process at work.
+    Thread-safe: pools open connections on their own threads.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions: dict[int, tuple[datetime | None, weakref.ref[psycopg.Connection[tuple[object, ...]]]]] = {}
+
+    def note(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        """Note `conn`'s session as one of this process's (a pool's `configure`; one catalog read)."""
+        row = conn.execute(_BACKEND_START).fetchone()
+        with self._lock:
+            self._sessions[conn.info.backend_pid] = (None if row is None else row[0], weakref.ref(conn))  # type: ignore[assignment]
+
+    def sessions(self) -> frozenset[tuple[int, datetime | None]]:
+        """(pid, session start) of this process's sessions whose connection is still open."""
+        with self._lock:
+            for pid, (_, ref) in list(self._sessions.items()):
+                conn = ref()
+                if conn is None or conn.closed:
+                    del self._sessions[pid]
+            return frozenset((pid, started) for pid, (started, _) in self._sessions.items())
+
+
+PROCESS_SESSIONS = ProcessSessions()
+"""This process's vault database sessions (bootstrap.open_vault_pool notes each connection its pools open)."""
+
+
+@dataclass(frozen=True)
+class _Blocking:
+    """One `_WAITERS` row: a session of this login kept waiting, and one session that keeps it waiting."""
+
+    waiter: int
+    locktype: str
+    objid: int | None
+    table: str | None
+    waited: float
+    pid: int
+    state: str | None
+    xact_start: datetime | None
+    backend_start: datetime | None
+    waiting: bool
+    wait_event: str | None
+    in_state: float
+
+    @property
+    def key(self) -> tuple[int, datetime]:
+        """The blocker's transaction (its session when outside one; its pid alone when this role may not see it)."""
+        return (self.pid, self.xact_start or self.backend_start or datetime.min)
+
+    @property
+    def kind(self) -> str:
+        """What the waiter waits for, named: an advisory lock, a table, a row of a table (never a value)."""
+        if self.locktype == "advisory":
+            return WATCHED_LOCKS[self.objid] if self.objid in ADVISORY_LOCKS else "an advisory lock"
+        if self.locktype in ("tuple", "transactionid"):
+            return f"a row of {self.table}" if self.table else "a row another transaction locked"
+        if self.locktype == "relation" and self.table:
+            return f"the table {self.table}"
+        return f"a lock ({self.locktype})"
 
 
 @dataclass(frozen=True)
@@ -187,12 +332,24 @@ class ChainLockWatch:
         pool: ConnectionPool,
         held_seconds: float = HELD_SECONDS,
         own_key_sessions: Callable[[], frozenset[int]] = KEY_JOB_SESSIONS.pids,
+        own_sessions: Callable[[], frozenset[tuple[int, datetime | None]]] = PROCESS_SESSIONS.sessions,
+        key_job_waited: float | None = None,
     ) -> None:
-        """`held_seconds`: how long a session may hold a lock in one transaction before it is ended."""
+        """`held_seconds`: how long a session may hold a lock, or keep vault sessions waiting, in one transaction.
+
+        Past it, the session is ended. `key_job_waited`: how long a key operation of this process may be kept
+        waiting (KEY_JOB_WAITED_SECONDS, as it stands when the watch is made).
+
+        `own_sessions()`: (pid, session start) of every database session of this process (never ended).
+        """
         self._pool = pool
         self.held_seconds = held_seconds
+        self.key_job_waited = KEY_JOB_WAITED_SECONDS if key_job_waited is None else key_job_waited
         self._own_key_sessions = own_key_sessions
+        self._own_sessions = own_sessions
         self._seen: dict[tuple[int, int, str, datetime], float] = {}
+        self._blocking: dict[tuple[int, datetime], tuple[float, float]] = {}
+        """Each transaction seen keeping a session of this login waiting: (first seen doing so, last seen)."""
 
     def end_stale_holders(self) -> list[ChainLockHolder]:
         """Each other session seen holding a watched lock for `held_seconds` or more; those it may end, ended.
@@ -235,10 +392,109 @@ class ChainLockWatch:
                     continue
                 ended, why = self._end(conn, sighting)
                 found.append(ChainLockHolder(sighting.pid, sighting.state, held, ended, sighting.lock, why))
+            look_again = self._end_what_keeps_vault_sessions_waiting(conn, own, found)
         self._seen = seen
+        until = now + self.key_job_waited + 1.0  # the rest of a key operation's 2 s wait, at most
+        while look_again and time.monotonic() < until:  # a key operation of this process waits: look again soon
+            time.sleep(0.25)
+            with self._pool.connection() as conn:
+                look_again = self._end_what_keeps_vault_sessions_waiting(conn, self._own_key_sessions(), found)
         for holder in found:
             _log(holder)
         return found
+
+    def _end_what_keeps_vault_sessions_waiting(
+        self, conn: psycopg.Connection[tuple[object, ...]], own_keys: frozenset[int], found: list[ChainLockHolder]
+    ) -> bool:
+        """End the sessions that keep sessions of this login waiting for any lock, too long (review 31, R31-6, R31-2).
+
+        A call's budget take, lookup or insert, an append, a key job: a session of the role that keeps one
+        waiting in one transaction over `held_seconds` (since first seen doing so, or since it went idle in
+        that transaction) is not the vault at work - the vault's transactions that others wait for last a
+        statement or a key operation's few, and one that holds a watched lock 5 s is ended anyway - so it is
+        ended, whatever lock it is: a client's call-budget row, a key row, a row of vault.tokens. Never one
+        that is itself waiting for a lock (a victim: what keeps it waiting is found as its own row's), never
+        a session of this process, never one waiting for a synchronous standby.
+
+        A key operation of this process kept waiting `key_job_waited` (half its own 2 s wait) has what keeps
+        it waiting ended at once, however short each holder's own transaction: a relay of sessions each
+        holding the key-generation lock (or a key row) under `held_seconds` would refuse every key job
+        (R31-2). Another process's key operation holding the lock that long is ended too: nothing it does
+        can be told from what a session with the role's password does (docs/threat-model.md). Appends
+        found to `found` (one per session and round); True while such a key operation waits, not yet
+        that long (look again soon).
+        """
+        now = time.monotonic()
+        own = self._own_sessions()
+        reported = {h.pid for h in found}
+        look_again = False
+        for row in conn.execute(_WAITERS).fetchall():
+            blocking = _Blocking(
+                int(str(row[0])),
+                str(row[1]),
+                None if row[2] is None else int(str(row[2])),
+                _text(row[3]),
+                float(str(row[4] or 0.0)),
+                int(str(row[5])),
+                _text(row[6]),
+                row[7],  # type: ignore[arg-type]
+                row[8],  # type: ignore[arg-type]
+                row[9] == "Lock",
+                _text(row[10]),
+                float(str(row[11] or 0.0)),
+            )
+            if blocking.pid in own_keys or (blocking.pid, blocking.backend_start) in own or blocking.pid in reported:
+                continue
+            first, _ = self._blocking.get(blocking.key, (now, now))
+            self._blocking[blocking.key] = (first, now)
+            if blocking.waiting:
+                continue  # only waiting: never ended (review 31)
+            held = now - first
+            if blocking.state is not None and blocking.state.startswith("idle in transaction"):
+                held = max(held, blocking.in_state)  # it took what it holds before it went idle
+            key_job = blocking.waiter in own_keys
+            kept_a_key_job = key_job and blocking.waited >= self.key_job_waited
+            if held < self.held_seconds and not kept_a_key_job:
+                look_again = look_again or key_job
+                continue
+            ended, why = self._end_blocker(conn, blocking)
+            reported.add(blocking.pid)
+            seconds = max(held, blocking.waited) if kept_a_key_job else held
+            found.append(
+                ChainLockHolder(
+                    blocking.pid,
+                    blocking.state,
+                    seconds,
+                    ended,
+                    BLOCKED_A_VAULT_SESSION,
+                    why,
+                    blocked=blocking.waiter,
+                    kind=blocking.kind,
+                )
+            )
+        for key, (_, last) in list(self._blocking.items()):
+            if now - last > BLOCKER_MEMORY_SECONDS:
+                del self._blocking[key]
+        return look_again
+
+    @staticmethod
+    def _end_blocker(conn: psycopg.Connection[tuple[object, ...]], blocking: _Blocking) -> tuple[bool, str | None]:
+        """End the blocking session if it is in the transaction seen, not waiting, and still blocks; why not."""
+        if blocking.wait_event == "SyncRep":
+            return False, SYNC_STANDBY
+        args = {
+            "blocker": blocking.pid,
+            "started": blocking.backend_start,
+            "xact": blocking.xact_start,
+            "waiter": blocking.waiter,
+        }
+        try:
+            row = conn.execute(_END_IF_STILL_BLOCKING_IN, args).fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            return False, NOT_SIGNALLED
+        if row is None:
+            return False, LET_GO
+        return (True, None) if row[0] else (False, REFUSED)
 
     @staticmethod
     def _end_blockers(
@@ -295,6 +551,9 @@ def _text(value: object) -> str | None:
 
 def _log(holder: ChainLockHolder) -> None:
     """One line per holder: ended (an error: report it) or left (a warning with the true reason)."""
+    if holder.lock == BLOCKED_A_VAULT_SESSION:
+        _log_blocker(holder)
+        return
     name = WATCHED_LOCKS[holder.lock]
     fails = "every audited call" if holder.lock == AUDIT_CHAIN_LOCK else "every new token"
     form = " (its session-level form, which the vault never takes)" if holder.state == "idle" else ""
@@ -321,5 +580,29 @@ def _log(holder: ChainLockHolder) -> None:
         log.warning(
             f"a database session holds {name}{form} and was not ended: {holder.not_ended_because}. {fails.capitalize()}"
             " fails until it lets go. Look it up in pg_stat_activity",
+            extra=extra,
+        )
+
+
+def _log_blocker(holder: ChainLockHolder) -> None:
+    """One line for a session that kept a vault session waiting: pid, the lock waited for, seconds; no values."""
+    extra = {
+        "pid": holder.pid,
+        "state": holder.state,
+        "seconds": round(holder.seconds, 1),
+        "lock": holder.kind,
+        "blocked_pid": holder.blocked,
+    }
+    if holder.ended:
+        log.error(
+            f"ended a database session that kept a session of the vault waiting for {holder.kind} for seconds"
+            " (calls, or a key job, fail meanwhile): someone with the serving role's credentials, or a client of"
+            " it that hung. Report it to the security team (docs/threat-model.md, serving role)",
+            extra=extra,
+        )
+    else:
+        log.warning(
+            f"a database session keeps a session of the vault waiting for {holder.kind} and was not ended:"
+            f" {holder.not_ended_because}. Look it up in pg_stat_activity",
             extra=extra,
         )

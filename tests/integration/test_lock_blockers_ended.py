@@ -1,0 +1,277 @@
+"""A session of the serving role keeping the vault's sessions waiting for any lock is ended (review 31, R31-6, R31-2).
+
+R31-6: a serving-role session holding a client's call-budget row (vault.take_call_budget called in a transaction
+left open) made every call of that client fail UNAVAILABLE after its 2 s wait, for as long as it liked: the watch
+ended holders of the chain lock, the key-generation lock and key rows only. The upkeep's watch now ends a session
+of the role that keeps any session of the vault waiting for 5 s in one transaction, whatever the lock.
+
+R31-2: a relay of sessions each holding the key-generation lock in its transaction-level form under 5 s, back to
+back, refused every key job (2 s wait) and nothing was ended. A key operation of this process kept waiting 1 s now
+has what keeps it waiting ended at once, and the job completes.
+
+Never ended: a session that itself only waits, a session of this process, and another process's key operation
+holding the key-generation lock and key rows for seconds while new tokens wait behind it (within 5 s).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import grpc
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+from tests.conftest import RunningVault, stack_identity
+from tests.integration.own_database import database_of_its_own
+from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+from tokenvault_client import open_channel
+from vault_service.adapters.postgres.chain_lock import (
+    BLOCKED_A_VAULT_SESSION,
+    ChainLockHolder,
+    ChainLockWatch,
+    ProcessSessions,
+)
+from vault_service.adapters.postgres.keys import KEYS_LOCK, PostgresKeyStore
+from vault_service.domain.errors import DatabaseUnavailable
+
+StubFor = Callable[[str], object]
+
+
+def _alive(conn: psycopg.Connection) -> bool:
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+def test_a_session_holding_a_client_s_budget_row_is_ended_and_the_client_served_again(
+    stack_env: dict[str, str], vault: RunningVault, stub_for: StubFor, caplog: pytest.LogCaptureFixture
+) -> None:
+    tokens = [
+        stub_for("etl-service")  # type: ignore[attr-defined]
+        .Tokenize(
+            vault_pb2.TokenizeRequest(
+                items=[
+                    vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=f"198.18.{n}.{uuid.uuid4().int % 250}")
+                ]
+            ),
+            timeout=10,
+        )
+        .results[0]
+        .token
+        for n in (21, 22, 23, 24, 25, 26, 27, 28, 29, 30)
+    ]
+    channel = open_channel(vault.address, stack_identity(stack_env, "privacy-officer"))  # no transparent retry
+    erase = vault_pb2_grpc.TokenVaultStub(channel).Erase
+    with (
+        caplog.at_level(logging.ERROR, logger="vault_service.adapters.postgres.chain_lock"),
+        psycopg.connect(stack_env["PG_VAULT_DSN"]) as rogue,  # the serving role; a transaction left open
+    ):
+        # The privacy officer's erase row, locked to the transaction's end (takes 1 item, refills nothing to speak of).
+        rogue.execute("SELECT * FROM vault.take_call_budget('privacy-officer', 'erase', 1, 1, 0.000001, 1000000)")
+        rogue_pid = rogue.info.backend_pid
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as refused:
+            erase(vault_pb2.EraseRequest(tokens=tokens[:1], purpose="GDPR-2026-R31"), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value.details()
+        assert "call budget" in str(refused.value.details())
+        failed_after = time.monotonic() - started
+        served_after = None
+        for token in tokens[1:]:
+            try:
+                erase(vault_pb2.EraseRequest(tokens=[token], purpose="GDPR-2026-R31"), timeout=10)
+            except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # the row was read: not held any more
+                    served_after = time.monotonic() - started
+                    break
+                assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+                assert "call budget" in str(error.details())
+            else:
+                served_after = time.monotonic() - started
+                break
+        assert served_after is not None, "the session holding the budget row was never ended (before: never)"
+        assert served_after < 16  # held 5 s (idle since its take), seen by a 2 s round, then one call
+        assert not _alive(rogue)  # the vault's upkeep ended it
+    channel.close()
+    lines = [r for r in caplog.records if getattr(r, "pid", None) == rogue_pid]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].lock == "a row of vault.call_budget"  # type: ignore[attr-defined]
+    assert "ended a database session that kept a session of the vault waiting" in lines[0].getMessage()
+    print(f"\nthe held client's erasure failed after {failed_after:.1f} s, served again after {served_after:.1f} s")
+
+
+@pytest.fixture
+def own_database(stack_env: dict[str, str]) -> Iterator[tuple[dict[str, str], ConnectionPool]]:
+    """A migrated database of the test's own and a pool of its serving role."""
+    with (
+        database_of_its_own(stack_env, "blockers", migrated=True) as env,
+        ConnectionPool(env["PG_VAULT_DSN"], min_size=1, max_size=3, kwargs={"autocommit": True}) as pool,
+    ):
+        yield env, pool
+
+
+class _Rounds:
+    """The upkeep's rounds: `watch.end_stale_holders()` every `interval` seconds on a thread, until stopped."""
+
+    def __init__(self, watch: ChainLockWatch, interval: float) -> None:
+        self.found: list[ChainLockHolder] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(watch, interval), daemon=True)
+
+    def _run(self, watch: ChainLockWatch, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.found.extend(watch.end_stale_holders())
+
+    def __enter__(self) -> _Rounds:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def test_a_relay_on_the_key_generation_lock_is_broken_up_and_the_key_job_completes(
+    own_database: tuple[dict[str, str], ConnectionPool],
+) -> None:
+    """Sessions of the role each hold KEYS_LOCK shared 4 s (under the 5 s bound), a new one every second."""
+    env, pool = own_database
+    store = PostgresKeyStore(pool, "tokenvault-kek")
+    stop = threading.Event()
+    relay_pids: set[int] = set()
+
+    def relay_member(delay: float) -> None:
+        time.sleep(delay)
+        while not stop.is_set():
+            try:
+                with psycopg.connect(env["PG_VAULT_DSN"]) as conn:
+                    relay_pids.add(conn.info.backend_pid)
+                    while not stop.is_set():
+                        conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (KEYS_LOCK,))
+                        conn.execute("SELECT pg_sleep(4)")  # active, not idle: only the time held tells
+                        conn.commit()
+            except psycopg.OperationalError:
+                continue  # ended by the watch: back in the relay with a new session
+
+    members = [threading.Thread(target=relay_member, args=(n * 1.0,), daemon=True) for n in range(4)]
+    for member in members:
+        member.start()
+    try:
+        time.sleep(4.2)  # every member holds the lock, the youngest for 3 s more at least
+        with pytest.raises(DatabaseUnavailable, match="key-generation lock"):  # the relay works: no watch, refused
+            store.add_key("encryption", "vault:v1:not-a-real-key", os.urandom(32))
+        watch = ChainLockWatch(pool)  # the service's bounds: 5 s held, a key job kept waiting 1 s
+        attempts = []
+        with _Rounds(watch, interval=2.0) as rounds:  # the upkeep's default interval
+            for _ in range(3):
+                started = time.monotonic()
+                try:
+                    made = store.add_key("encryption", "vault:v1:not-a-real-key", os.urandom(32))
+                except DatabaseUnavailable:  # before: every attempt
+                    attempts.append(("refused", time.monotonic() - started))
+                    time.sleep(0.7)  # a job is run again by someone: not in step with the rounds
+                    continue
+                attempts.append(("made", time.monotonic() - started))
+                break
+        assert attempts[-1][0] == "made", attempts
+        assert made.state == "active"
+        ended = [h for h in rounds.found if h.ended]
+        assert ended and all(h.lock == BLOCKED_A_VAULT_SESSION and h.pid in relay_pids for h in ended), ended
+        assert all(h.kind == "the key-generation lock" for h in ended)
+    finally:
+        stop.set()
+        with psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True) as admin:  # not waiting out their pg_sleep
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = ANY(%s)", (list(relay_pids),)
+            )
+        for member in members:
+            member.join(timeout=10)
+    print(f"\nkey job attempts under the relay, with the watch: {attempts}")
+
+
+def test_a_legitimate_long_key_operation_is_not_ended_for_new_tokens_waiting_behind_it(
+    own_database: tuple[dict[str, str], ConnectionPool],
+) -> None:
+    """Another process's key operation holds the key-generation lock and the key rows 3.5 s (a promotion's check
+    over a large table) while new tokens wait behind it (each 2 s). Rounds every 0.5 s, the service's bounds: it
+    is not ended (a rule ending what keeps any vault session waiting 1 s ended it)."""
+    env, pool = own_database
+    dsn = env["PG_VAULT_DSN"]
+    watch = ChainLockWatch(pool)
+
+    def new_tokens_wait(until: float) -> None:  # as a token insert takes KEYS_LOCK: shared, waiting 2 s
+        with psycopg.connect(dsn) as insert:
+            while time.monotonic() < until:
+                try:
+                    insert.execute("SET LOCAL lock_timeout = '2s'")
+                    insert.execute("SELECT pg_advisory_xact_lock_shared(%s)", (KEYS_LOCK,))
+                    insert.rollback()
+                    time.sleep(0.05)
+                except psycopg.errors.LockNotAvailable:
+                    insert.rollback()
+
+    with psycopg.connect(dsn) as key_operation, _Rounds(watch, interval=0.5) as rounds:  # another replica's
+        inserts = threading.Thread(target=new_tokens_wait, args=(time.monotonic() + 4.0,), daemon=True)
+        key_operation.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
+        key_operation.execute("SELECT id FROM vault.data_keys ORDER BY id FOR UPDATE")
+        inserts.start()
+        key_operation.execute("SELECT pg_sleep(3.5)")  # its check under the lock, new tokens waiting
+        key_operation.commit()  # before: the same (nothing ended it)
+        inserts.join(timeout=10)
+        time.sleep(0.6)  # a round after
+    assert rounds.found == [], rounds.found
+
+
+def test_a_session_of_this_process_is_never_ended_another_s_is(
+    own_database: tuple[dict[str, str], ConnectionPool],
+) -> None:
+    """Two sessions each hold a client's budget row, another session waiting for each: the one of this process is
+    left (the vault at work, whatever it holds), the other is ended (a short bound, 0.5 s, for the test)."""
+    env, pool = own_database
+    dsn = env["PG_VAULT_DSN"]
+    own = ProcessSessions()
+    watch = ChainLockWatch(pool, held_seconds=0.5, own_sessions=own.sessions)
+    take = "SELECT * FROM vault.take_call_budget(%s, 'erase', 1, 1, 1, 1000)"
+    with (
+        psycopg.connect(dsn, autocommit=True) as ours,
+        psycopg.connect(dsn, autocommit=True) as theirs,
+        psycopg.connect(dsn) as waits_for_ours,
+        psycopg.connect(dsn) as waits_for_theirs,
+    ):
+        own.note(ours)
+        for holder, client in ((ours, "analyst"), (theirs, "fraud-investigator")):
+            holder.execute("BEGIN")
+            holder.execute(take, (client,))
+        outcomes: dict[str, str] = {}
+
+        def wait(conn: psycopg.Connection, client: str) -> None:
+            try:
+                conn.execute(take, (client,))
+                outcomes[client] = "taken"
+            except psycopg.errors.LockNotAvailable:
+                outcomes[client] = "gave up"  # its 2 s wait (migration 0038)
+            conn.rollback()
+
+        waiters = [
+            threading.Thread(target=wait, args=(waits_for_ours, "analyst"), daemon=True),
+            threading.Thread(target=wait, args=(waits_for_theirs, "fraud-investigator"), daemon=True),
+        ]
+        for waiter in waiters:
+            waiter.start()
+        time.sleep(0.8)  # both idle in their transaction for 0.5 s and more, both waiters waiting
+        found = watch.end_stale_holders()
+        for waiter in waiters:
+            waiter.join(timeout=10)
+        assert [(h.pid, h.ended, h.blocked, h.kind) for h in found] == [
+            (theirs.info.backend_pid, True, waits_for_theirs.info.backend_pid, "a row of vault.call_budget")
+        ], found  # before: nothing ended
+        assert outcomes == {"analyst": "gave up", "fraud-investigator": "taken"}
+        assert _alive(ours) and not _alive(theirs)
+        ours.execute("ROLLBACK")
