@@ -17,8 +17,11 @@ written (`claimed`), so a second observer or a job of the same key starting mean
 the row is looked at again under it (two observers append one row, not two).
 
 The session-level advisory functions are revoked from the serving role (migration 0037); the
-transaction-level forms are not, and this lock is of the int4 pair form with its own class, which
-the chain-lock watch (chain_lock.py: class 0, bigint keys) never ends.
+transaction-level forms are not, and this lock is of the int4 pair form with its own class, whose
+holders the chain-lock watch (chain_lock.py: class 0, bigint keys) does not look at. Nothing of the
+vault's waits for it (an observer only tries it; a job's own hold waits for a claim of moments): a
+session found keeping one that waits 5 s is ended like any other (review 31, R31-6), never a session
+of this process (each is noted in chain_lock.PROCESS_SESSIONS).
 
 The serving role's insiders (docs/threat-model.md, "Key jobs that died"): holding the shared lock
 of an interrupted operation's key from a session of their own makes it look live (it is not
@@ -38,6 +41,7 @@ from contextlib import contextmanager
 
 import psycopg
 
+from vault_service.adapters.postgres.chain_lock import PROCESS_SESSIONS
 from vault_service.domain.errors import StorageError
 from vault_service.service.ports import KEY_JOB_ACTIONS, InterruptedJob
 
@@ -84,7 +88,13 @@ class PostgresJobLiveness:
         self._held: list[psycopg.Connection] = []
 
     def _connect(self) -> psycopg.Connection:
-        return psycopg.connect(self._dsn, options=self._options, autocommit=True, application_name="tokenvault-key-job")
+        conn = psycopg.connect(self._dsn, options=self._options, autocommit=True, application_name="tokenvault-key-job")
+        try:
+            PROCESS_SESSIONS.note(conn)  # this process's: the lock watch never ends it (chain_lock.py)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def hold(self, action: str, client: str, client_serial: str, purpose: str) -> None:
         """Take the operation's lock (shared: two replicas may run the same one) in a transaction kept open."""
