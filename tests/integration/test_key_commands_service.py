@@ -14,7 +14,10 @@ line or answer.
 
 from __future__ import annotations
 
+import base64
 import logging
+import secrets
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -27,10 +30,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from tests.conftest import RunningVault, running_vault, stack_identity
+from tests.conftest import RunningVault, running_vault, stack_identity, vault_config
 from tests.integration.own_database import database_of_its_own
 from tests.integration.test_erasure_crypto_shredding import _security_team
-from tokenvault_client import KeyCommands, PermissionDenied, VaultClient, VaultClientError
+from tokenvault_client import KeyCommands, PermissionDenied, RateLimited, VaultClient, VaultClientError
 
 SECURITY_TEAM = "security-team"
 CHANGES = ("rewrap", "rotate-encryption-key", "rotate-fingerprint-key")
@@ -52,16 +55,31 @@ def own_env(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
         yield env
 
 
-@pytest.fixture(scope="module")
-def own_vault(own_env: dict[str, str], own_kek: tuple[str, hvac.Client]) -> Iterator[RunningVault]:
-    kek, root = own_kek
-    own = {
+TEAM_COMMANDS = "key_commands_per_second = 0.5\nkey_commands_burst = 20\n"
+"""The security team's key-command budget in the shipped policy (config/vault-policy.toml)."""
+
+
+def _own_settings(kek: str, root: hvac.Client) -> dict[str, str]:
+    return {
         "TOKENVAULT_KEK_NAME": kek,
         "TOKENVAULT_VAULT_ROLE_ID": "",  # the root token: the service's policy names the session's KEK only
         "TOKENVAULT_VAULT_TOKEN": str(root.token),
         "TOKENVAULT_KEY_CHECK_SECONDS": "3600",  # no rewrap of its own while a test holds keys under an old version
     }
-    with running_vault(own_env, **own) as running:
+
+
+@pytest.fixture(scope="module")
+def own_vault(
+    own_env: dict[str, str], own_kek: tuple[str, hvac.Client], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningVault]:
+    # The stack's policy, the security team given key commands enough for this module (the metering test
+    # below starts a vault of its own with the shipped budget).
+    kek, root = own_kek
+    policy = tmp_path_factory.mktemp("key-commands-policy") / "vault-policy.toml"
+    shipped = vault_config(own_env).policy_file.read_text()
+    assert TEAM_COMMANDS in shipped
+    policy.write_text(shipped.replace(TEAM_COMMANDS, TEAM_COMMANDS.replace("0.5", "100").replace("= 20", "= 1000")))
+    with running_vault(own_env, TOKENVAULT_POLICY_FILE=str(policy), **_own_settings(kek, root)) as running:
         yield running
 
 
@@ -265,3 +283,132 @@ def test_retiring_kek_versions_writes_transit_with_the_operators_token_only_afte
         assert audit_text is not None and token not in str(audit_text[0])
         assert token not in caplog.text
         assert not any(token in error for error in errors)
+
+
+def _vault_address_named(env: dict[str, str], text: str) -> bool:
+    """Whether `text` names the vault's OpenBao: its URL, or its host:port."""
+    address = env["VAULT_ADDR"]
+    return address in text or address.split("://", 1)[-1] in text
+
+
+def test_a_token_that_is_no_vault_token_is_refused_invalid_argument_on_the_record_and_never_echoed(
+    own_env: dict[str, str],
+    own_vault: RunningVault,
+    own_kek: tuple[str, hvac.Client],
+    commands_of: Callable[[str], KeyCommands],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Attack 28, F2: a non-Latin-1 token answered UNKNOWN, CR/LF or a space UNAVAILABLE "cannot reach Vault
+    at http://...": unaudited, the vault's OpenBao address quoted. Now refused as what it is, on the record."""
+    caplog.set_level(logging.DEBUG)
+    kek, root = own_kek
+    team = commands_of(SECURITY_TEAM)
+    settings = _kek_settings(root, kek)
+    malformed = {
+        "non-latin-1": "hvs.FAKE\u4e00tail",
+        "header injection": "hvs.FAKE\r\nX-Injected: 1",
+        "a space": "s.CAESI abcdef",
+        "a line end": "s.CAESIabcdef\n",
+        "NUL": "abc\x00def",
+        "megabytes": "s." + "A" * 3_000_000,
+    }
+    for what, token in malformed.items():
+        before = _refusals(own_env, SECURITY_TEAM, "retire-kek-versions", "refused: InvalidRequest")
+        with pytest.raises(VaultClientError) as refused:
+            team.retire_kek_versions(settings[0], "CHG-8401", token)
+        assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT, (what, refused.value)
+        details = refused.value.details
+        assert "the Vault token sent is not one" in details and "bao login" in details, (what, details)
+        assert token.strip() not in details and not _vault_address_named(own_env, details), (what, details)
+        assert _refusals(own_env, SECURITY_TEAM, "retire-kek-versions", "refused: InvalidRequest") == before + 1, what
+    assert "at most 4096 characters, not 3000002" in details
+    assert _kek_settings(root, kek) == settings and _rows(own_env, "retire-kek-versions", "CHG-8401") == []
+    # A well-formed token Vault does not know: refused by Vault, and the answer does not name Vault's address.
+    with pytest.raises(PermissionDenied) as unknown:
+        team.retire_kek_versions(settings[0], "CHG-8401", "s.NotATokenVaultKnows0123")
+    assert "does not accept this token" in unknown.value.details
+    assert not _vault_address_named(own_env, unknown.value.details), unknown.value.details
+    for token in malformed.values():
+        assert token.strip() not in caplog.text
+
+
+def test_status_reads_without_a_key_job_session_and_still_refuses_a_wrapped_key_that_does_not_unwrap(
+    own_env: dict[str, str], own_vault: RunningVault, commands_of: Callable[[str], KeyCommands]
+) -> None:
+    """Attack 28, F7: each Status opened a key job's session (its own pool, two connections) and had Transit
+    unwrap every data key. Now it reads on the serving wiring: at most the one short connection that asks for
+    interrupted jobs; a wrapped key replaced in the table (a faked rewrap) is still unwrapped, and refused."""
+    team = commands_of(SECURITY_TEAM)
+    team.status()  # every loaded key unwrapped and matched once
+
+    def sessions() -> int:
+        with psycopg.connect(own_env["PG_ADMIN_DSN"]) as conn:
+            row = conn.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()").fetchone()
+        return int(row[0]) if row else 0
+
+    calls = 10
+    opened = sessions()
+    for _ in range(calls):
+        team.status()
+    opened = sessions() - opened - 1  # less the connection that read the count
+    assert opened <= calls, f"{opened} database sessions opened for {calls} status calls"  # was 2 a call
+
+    with psycopg.connect(own_env["PG_VAULT_DSN"], autocommit=True) as conn:  # the serving role's column grant
+        key_id, wrapped = conn.execute(
+            "SELECT id, wrapped_key FROM vault.data_keys WHERE purpose = 'encryption' AND state = 'active'"
+        ).fetchone() or (0, "")
+        newer = int(str(wrapped).split(":")[1].removeprefix("v")) + 1  # what a rewrap writes (0037 allows no other)
+        conn.execute(
+            "UPDATE vault.data_keys SET wrapped_key = %s WHERE id = %s",
+            (f"vault:v{newer}:" + base64.b64encode(secrets.token_bytes(60)).decode(), key_id),
+        )
+    try:
+        with pytest.raises(VaultClientError) as refused:
+            team.status()
+        assert refused.value.code == grpc.StatusCode.UNAVAILABLE and "unwrap" in refused.value.details
+        assert _refusals(own_env, SECURITY_TEAM, "status", "refused: KeysUnavailable") >= 1
+    finally:
+        with psycopg.connect(own_env["PG_ADMIN_DSN"]) as conn:  # the owner restores it (its triggers aside)
+            conn.execute("SET LOCAL session_replication_role = replica")
+            conn.execute("UPDATE vault.data_keys SET wrapped_key = %s WHERE id = %s", (wrapped, key_id))
+    assert {k.key_id for k in team.status().keys} == {k for k, _, _ in _keys(own_env)}
+
+
+def test_key_commands_are_metered_per_client_and_every_status_call_is_on_the_record(
+    own_env: dict[str, str], own_kek: tuple[str, hvac.Client]
+) -> None:
+    """Attack 28, F7: 708 Status calls in 14 s (50 a second) by the team's certificate, none refused, none audited;
+    every other client's Detokenize ten times slower. Now the shipped budget: 20 at once, then one every 2 s."""
+    kek, root = own_kek
+    serial, digest = _certificate(own_env, SECURITY_TEAM)
+    with (
+        running_vault(own_env, **_own_settings(kek, root)) as vault,  # a process of its own: a budget of its own
+        VaultClient.connect(vault.address, stack_identity(own_env, SECURITY_TEAM)) as client,
+    ):
+        team = client.key_commands()
+        before = _status_rows(own_env)
+        for _ in range(20):
+            team.status()
+        rows = _status_rows(own_env)[len(before) :]
+        assert len(rows) == 20 and all(row[:3] == (SECURITY_TEAM, serial, digest) for row in rows), rows
+        assert all(row[3].startswith("ok: ") and " data keys " in row[3] for row in rows), rows
+        refused_before = _refusals(own_env, SECURITY_TEAM, "status", "refused: RateLimited")
+        with pytest.raises(RateLimited) as over:
+            team.status()
+        assert over.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and 0 < over.value.retry_after <= 2
+        assert "20 key command(s)" in over.value.details and "key_commands_per_second" in over.value.details
+        assert _refusals(own_env, SECURITY_TEAM, "status", "refused: RateLimited") == refused_before + 1
+        with pytest.raises(RateLimited):  # one budget for every short command: a change too, before any row
+            team.rewrap("CHG-8501")
+        assert _rows(own_env, "rewrap", "CHG-8501") == []
+        time.sleep(over.value.retry_after + 0.1)
+        assert team.status().keys  # one every 2 s
+
+
+def _status_rows(env: dict[str, str]) -> list[tuple[str, str, str, str]]:
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        rows = conn.execute(
+            "SELECT client, client_serial, client_cert_sha256, outcome FROM vault.audit_log"
+            " WHERE action = 'status' AND outcome LIKE 'ok: %' ORDER BY id"
+        ).fetchall()
+    return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]

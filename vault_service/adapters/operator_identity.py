@@ -64,21 +64,35 @@ def operator_token(env: Mapping[str, str]) -> str:
 
 
 def authenticate_operator(
-    vault_address: str, token: str, allowed_policies: Sequence[str] = ADMIN_POLICIES, timeout: float = 5.0
+    vault_address: str,
+    token: str,
+    allowed_policies: Sequence[str] = ADMIN_POLICIES,
+    timeout: float = 5.0,
+    vault_named: str | None = None,
 ) -> OperatorIdentity:
-    """The identity of `token` from Vault (lookup-self); OperatorRefused if Vault does not vouch for it."""
+    """The identity of `token` from Vault (lookup-self); OperatorRefused if Vault does not vouch for it.
+
+    `vault_named`: how the messages name Vault (default `Vault at <address>`; the vault service, answering a
+    client, says `Vault`: its OpenBao's address is not the caller's to know). No message quotes the token.
+    """
+    vault = vault_named or f"Vault at {vault_address}"
     client = hvac.Client(url=vault_address, token=token, timeout=timeout)
     try:
         data = client.auth.token.lookup_self()["data"]
     except hvac.exceptions.Forbidden:
         raise OperatorRefused(
-            f"Vault at {vault_address} does not accept this token (unknown, expired or revoked): log in again"
+            f"{vault} does not accept this token (unknown, expired or revoked): log in again"
         ) from None
     except hvac.exceptions.VaultError as error:
         what = type(error).__name__
-        raise OperatorRefused(f"Vault at {vault_address} refused to look up the token: {what}") from None
+        raise OperatorRefused(f"{vault} refused to look up the token: {what}") from None
+    except (requests.exceptions.InvalidHeader, UnicodeError, ValueError) as error:
+        # A token no HTTP header can carry (a line break, a non-Latin-1 character): never sent (attack 28, F2).
+        raise OperatorRefused(
+            f"the token cannot be sent to Vault ({type(error).__name__}): it is not a Vault token"
+        ) from None
     except requests.RequestException as error:
-        raise OperatorNotLookedUp(f"cannot reach Vault at {vault_address}: {type(error).__name__}") from None
+        raise OperatorNotLookedUp(f"cannot reach {vault}: {type(error).__name__}") from None
     identity = OperatorIdentity(
         display_name=str(data.get("display_name") or "unnamed"),
         entity_id=str(data.get("entity_id") or ""),

@@ -38,6 +38,8 @@ Policy file (TOML):
     erase_burst = 100
     audit_reports_per_second = 0.0033  # audit reports (each reads the whole log): 6 at once,
     audit_reports_burst = 6            # then one every 5 minutes, per vault process
+    key_commands_per_second = 0.2      # KeyJobs' short commands (status, rewrap, rotate-*, retire-*):
+    key_commands_burst = 10            # 10 at once, then one every 5 s, per vault process
 
 A client absent from the file may do nothing. Reveal levels: `plain`, `masked`, `none`.
 `[defaults]` holds only `limits`. A client that may tokenize and see any type (`plain` or `masked`)
@@ -73,11 +75,13 @@ class RevealLevel(enum.Enum):
 
 DEFAULT_AUDIT_REPORTS = RateLimit(1 / 300, 6)
 """Six audit reports at once (a person's few tokens for an access request), then one every 5 minutes."""
+DEFAULT_KEY_COMMANDS = RateLimit(1 / 5, 10)
+"""Ten short key commands at once (the runbook's status, rotate, rewrap, retire, status), then one every 5 s."""
 
 
 @dataclass(frozen=True)
 class Limits:
-    """A client's quotas (per second, burst): values tokenized, new tokens, values revealed, erasures, audit reports."""
+    """A client's quotas (per second, burst): values tokenized, new tokens, values revealed, erasures, reports, ..."""
 
     tokenize: RateLimit
     new_tokens: RateLimit
@@ -86,6 +90,10 @@ class Limits:
     audit_reports: RateLimit = DEFAULT_AUDIT_REPORTS
     """Reports (AuditReports' Verify and WhoSaw together) each vault process makes for the client: each
     reads the whole log, holds the one report at a time of that process and slows its serving."""
+    key_commands: RateLimit = DEFAULT_KEY_COMMANDS
+    """KeyJobs' short commands (status, rewrap, rotate-*, retire-kek-versions together) each vault process runs
+    for the client: each reads every data key row and asks Transit (attack 28, F7: 50 unmetered Status calls a
+    second slowed every other client's reveals tenfold)."""
 
 
 DEFAULT_LIMITS = Limits(
@@ -102,6 +110,7 @@ _LIMIT_KEYS = {
     "detokenize": ("detokenize_per_second", "detokenize_burst"),
     "erase": ("erase_per_second", "erase_burst"),
     "audit_reports": ("audit_reports_per_second", "audit_reports_burst"),
+    "key_commands": ("key_commands_per_second", "key_commands_burst"),
 }
 
 
@@ -136,7 +145,7 @@ class AccessPolicy:
         return found
 
     def limits_of(self, kind: str) -> dict[str, RateLimit]:
-        """Client -> its limit of `kind` (tokenize, new_tokens, detokenize, erase, audit_reports)."""
+        """Client -> its limit of `kind` (tokenize, new_tokens, detokenize, erase, audit_reports, key_commands)."""
         return {name: getattr(p.limits, kind) for name, p in self.clients.items()}
 
     def check_tokenize(self, client: str | None, token_type: TokenType) -> None:

@@ -23,7 +23,9 @@ from vault_service.domain.errors import KeysUnavailable, PermissionDenied
 from vault_service.domain.identity import Caller
 from vault_service.service.key_commands import KeyCommands, OperatorAccess, OperatorKek
 from vault_service.service.key_jobs import JobSession, KeyJobs
+from vault_service.service.key_status import KeyStatusReader
 from vault_service.service.own_rows_round import OwnRowsNotAnchored, OwnRowsRound, WorkRefused, require_anchored
+from vault_service.service.ports import InterruptedJob
 from vault_service.service.rotation import KeyRotation
 
 log = logging.getLogger(__name__)
@@ -74,14 +76,22 @@ def operator_kek_of(config: VaultServiceConfig) -> OperatorKek:
 
     Vault looks the token up (`auth/token/lookup-self`; it must hold tokenvault-security) and the KEK's
     config is then read and written with it: the service's own Vault policy never may configure the KEK.
-    The token is held by the returned adapter for the one call; no message here or there quotes it.
+    The token is held by the returned adapter for the one call; no message here or there quotes it, and
+    none sent to the caller names Vault's address (attack 28, F2): the vault's log does, without the token.
     """
 
     def access(token: str) -> OperatorAccess:
         try:
-            operator = authenticate_operator(config.vault_address, token)
+            operator = authenticate_operator(config.vault_address, token, vault_named="Vault")
         except OperatorNotLookedUp as error:
-            raise KeysUnavailable(f"your Vault token could not be checked: {error}") from None
+            log.warning(
+                "retire-kek-versions: the operator's token could not be looked up at %s: %s",
+                config.vault_address,
+                error,
+            )
+            raise KeysUnavailable(
+                f"your Vault token could not be checked: {error} (the vault's log names its Vault); retry later"
+            ) from None
         except OperatorRefused as error:
             raise PermissionDenied(f"your Vault token is refused: {error}") from None
         kek = TransitKekConfig(config.vault_address, token, config.kek_name, config.transit_mount)
@@ -91,8 +101,28 @@ def operator_kek_of(config: VaultServiceConfig) -> OperatorKek:
 
 
 def key_jobs_of(wired: Bootstrapped, config: VaultServiceConfig) -> KeyJobs:
-    """The service's key jobs and short key commands: authorized by the policy (refusals audited), each in a session."""
+    """The service's key jobs and short key commands: authorized by the policy (refusals audited), each in a session.
+
+    `status` is read on the serving wiring (service/key_status.py), without a session; every short command
+    is metered per client (the policy's key_commands_per_second / _burst).
+    """
     sessions = key_job_sessions(wired, config)
     authorize, refused = wired.vault.authorize_key_job, wired.vault.refuse_key_job
-    commands = KeyCommands(authorize, sessions, refused, operator_kek_of(config))
+    reader = KeyStatusReader(
+        wired.key_store, wired.token_store, wired.wrapper, wired.keys, partial(_interrupted, config)
+    )
+    commands = KeyCommands(
+        authorize,
+        sessions,
+        refused,
+        operator_kek_of(config),
+        budget=wired.vault.take_key_command,
+        read_status=reader.status,
+        audit=wired.audit,
+    )
     return KeyJobs(authorize, sessions, refused, commands)
+
+
+def _interrupted(config: VaultServiceConfig) -> list[InterruptedJob]:
+    """The interrupted key operations, asked on a short connection of their own (as a key job's liveness)."""
+    return job_liveness(config).interrupted()

@@ -12,7 +12,7 @@ from typing import TypeVar
 import grpc
 
 from tokenvault_api.v1 import key_jobs_pb2, key_jobs_pb2_grpc
-from vault_service.domain.errors import Unauthenticated, VaultError
+from vault_service.domain.errors import RateLimited, Unauthenticated, VaultError
 from vault_service.domain.identity import Caller
 from vault_service.entrypoints.guard import current_caller
 from vault_service.entrypoints.metrics import ROTATION_ROWS, ROTATION_ROWS_LEFT
@@ -100,6 +100,8 @@ class KeyJobsServicer(key_jobs_pb2_grpc.KeyJobsServicer):
         try:
             return run(self._commands, _caller())
         except VaultError as error:
+            if isinstance(error, RateLimited):  # the client's budget of key commands: when the next one fits
+                context.set_trailing_metadata((("retry-after-ms", str(int(error.retry_after * 1000))),))
             context.abort(status_of(error), str(error))
 
     def Status(

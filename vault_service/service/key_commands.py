@@ -10,10 +10,16 @@ its rows after), for a client certificate the policy gives the command (`key_job
 that certificate (CN, serial, SHA-256) and keep the reason.
 
 Every refusal is on the record, as the key jobs' are: PermissionDenied by `authorize`; a reason
-the log may not keep, a version below 1, or an operator token Vault refuses by `refused`
-(throttled per peer). What the rotation itself refuses (KekVersionsInUse, KeptCopiesDiffer) is its
-own `refused:` outcome row. These commands run beside a running key job, as the admin commands
-did in their own processes.
+the log may not keep, a version below 1, an operator token that is none (`check_vault_token`) or
+one Vault refuses, or a call over the client's budget by `refused` (throttled per peer). What the
+rotation itself refuses (KekVersionsInUse, KeptCopiesDiffer) is its own `refused:` outcome row.
+These commands run beside a running key job, as the admin commands did in their own processes.
+
+Each command is metered per client and vault process (`budget`: the policy's key_commands_per_second
+/ _burst, RateLimited) after its checks, before it asks Vault or opens anything (attack 28, F7: 50
+unmetered Status calls a second, each a session of its own, slowed every other client's reveals
+tenfold). `status` writes no intent row and runs in no session: it is read on the serving stores
+(`read_status`, service/key_status.py) and leaves one `status` row of its own (`ok: ...` counts).
 
 `retire-kek-versions` writes the KEK's config in Transit, which the service's own Vault policy may
 not do (least privilege): the caller sends its own Vault token, which `OperatorKek` looks up (it
@@ -29,10 +35,11 @@ from collections.abc import Callable
 from typing import NamedTuple, TypeVar
 
 from vault_service.domain.admin_reason import check_reason
-from vault_service.domain.errors import InvalidRequest, PermissionDenied, StorageError, VaultError
+from vault_service.domain.audit import AuditEvent
+from vault_service.domain.errors import InvalidRequest, PermissionDenied, RateLimited, StorageError, VaultError
 from vault_service.domain.identity import Caller
 from vault_service.service.key_jobs import Authorize, JobSession, Refused
-from vault_service.service.ports import KekConfig
+from vault_service.service.ports import AuditLog, KekConfig
 from vault_service.service.rotation import KeyRotation
 from vault_service.service.rotation_status import RotationStatus
 
@@ -46,6 +53,37 @@ REWRAP = "rewrap"
 ROTATE_ENCRYPTION_KEY = "rotate-encryption-key"
 ROTATE_FINGERPRINT_KEY = "rotate-fingerprint-key"
 RETIRE_KEK_VERSIONS = "retire-kek-versions"
+
+
+MAX_VAULT_TOKEN_CHARACTERS = 4096
+"""Longer than any token OpenBao or Vault issues (service tokens `s.`/`hvs.` ~30-100 characters, batch tokens
+`b.`/`hvb.` a few hundred): a longer one is refused before Vault is asked."""
+UNFIT_OPERATOR_CREDENTIAL = (
+    "retire-kek-versions: the Vault token sent is not one (a Vault token is {what}; it is never shown): send the"
+    " token `bao login` / `vault login` gave you, e.g. `bao print token`, whole and alone (VAULT_TOKEN, or"
+    " VAULT_SECURITY_TOKEN_FILE holding the token only)"
+)
+
+
+def check_vault_token(token: str) -> None:
+    """InvalidRequest unless `token` may be a Vault token: 1 to 4096 printable ASCII characters, no space.
+
+    OpenBao's tokens (`s.`, `b.`, `r.` and a base62 body; Vault's `hvs.`, `hvb.`) and custom token ids are
+    printable ASCII; anything else (a space, CR/LF, a control or non-ASCII character, megabytes) would
+    only reach Vault as a malformed HTTP header or an encoding error (attack 28, F2). The message says what
+    is wrong with the token, never the token.
+    """
+    if len(token) > MAX_VAULT_TOKEN_CHARACTERS:
+        raise InvalidRequest(
+            UNFIT_OPERATOR_CREDENTIAL.format(what=f"at most {MAX_VAULT_TOKEN_CHARACTERS} characters, not {len(token)}")
+        )
+    if not all("!" <= character <= "~" for character in token):
+        raise InvalidRequest(
+            UNFIT_OPERATOR_CREDENTIAL.format(
+                what="printable ASCII without spaces; this one holds a space, a line break, a control or a non-ASCII"
+                " character (a copy with its line end, or more than the token?)"
+            )
+        )
 
 
 class OperatorAccess(NamedTuple):
@@ -77,6 +115,16 @@ def _not_audited(caller: Caller, command: str, error: VaultError) -> None:
     """The default `refused` of unit tests: nothing recorded."""
 
 
+def _unmetered(caller: Caller) -> None:
+    """The default `budget` of unit tests: no limit."""
+
+
+Budget = Callable[[Caller], None]
+"""`budget(caller)`: takes one key command from the caller's budget; RateLimited when it has none left."""
+ReadStatus = Callable[[], RotationStatus]
+"""`read_status()`: where key rotation stands, read without a key job's session (service/key_status.py)."""
+
+
 class KeyCommands:
     """Runs the short key commands the policy gives a client certificate, each in a session of its own."""
 
@@ -86,17 +134,51 @@ class KeyCommands:
         session: JobSession,
         refused: Refused = _not_audited,
         operator_kek: OperatorKek = _no_operator_kek,
+        *,
+        budget: Budget = _unmetered,
+        read_status: ReadStatus | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
-        """`authorize`, `session`, `refused`: the key jobs' (service/key_jobs.py); `operator_kek`: see OperatorKek."""
+        """`authorize`, `session`, `refused`: the key jobs' (service/key_jobs.py); `operator_kek`: see OperatorKek.
+
+        `budget`: see Budget. `read_status`: `status` without a session (None: in a session of its own, as
+        the unit tests' fakes). `audit`: where `status`'s own row goes (the service's audit log; None: none).
+        """
         self._authorize = authorize
         self._session = session
         self._refused = refused
         self._operator_kek = operator_kek
+        self._budget = budget
+        self._read_status = read_status
+        self._audit = audit
 
     def status(self, caller: Caller) -> RotationStatus:
-        """The data keys, the KEK's versions and the work left; PermissionDenied (audited) unless allowed."""
+        """The data keys, the KEK's versions and the work left; PermissionDenied (audited) unless allowed.
+
+        Metered; its own `status` row (`ok: ...`, counts only) is appended before it answers; a status that
+        could not be read is recorded as refused (throttled per peer), as every refusal.
+        """
         self._authorize(caller, STATUS)
-        return self._in_session(caller, STATUS, KeyRotation.status)
+        self._metered(caller, STATUS)
+        if self._read_status is None:
+            return self._in_session(caller, STATUS, KeyRotation.status)
+        try:
+            status = self._read_status()
+            if self._audit is not None:
+                event = AuditEvent(
+                    caller.name, STATUS, _status_outcome(status), 0, "", "", caller.serial, caller.cert_sha256
+                )
+                self._audit.append(event)
+        except VaultError as error:
+            log.warning("key command %s ended: %s: %s", STATUS, type(error).__name__, error)
+            self._refused(caller, STATUS, error)
+            raise
+        except Exception as error:  # a bug, or a driver error not translated: its text could quote a row
+            log.error("key command %s failed: %s", STATUS, type(error).__name__)
+            failure = StorageError(f"{STATUS} failed ({type(error).__name__}; see the vault's log)")
+            self._refused(caller, STATUS, failure)
+            raise failure from None
+        return status
 
     def rewrap(self, caller: Caller, reason: str) -> int:
         """Rewrap every live data key under the KEK's newest version; how many were."""
@@ -132,8 +214,14 @@ class KeyCommands:
                     "retire-kek-versions writes the KEK's config with your own Vault token: send it"
                     " (VAULT_TOKEN after `vault login` / `bao login`, or VAULT_SECURITY_TOKEN_FILE)"
                 )
+            check_vault_token(vault_token)
+        except InvalidRequest as error:
+            self._refused(caller, RETIRE_KEK_VERSIONS, error)
+            raise
+        self._metered(caller, RETIRE_KEK_VERSIONS)  # before Vault is asked about the token
+        try:
             access = self._operator_kek(vault_token)
-        except (InvalidRequest, PermissionDenied) as error:
+        except VaultError as error:  # refused, or Vault not reached: on the record either way
             self._refused(caller, RETIRE_KEK_VERSIONS, error)
             raise
         both = Caller(f"{caller.name} with {access.actor}", caller.serial, caller.cert_sha256)
@@ -143,11 +231,23 @@ class KeyCommands:
         return KekRetired(access.kek.name, done)
 
     def _allowed(self, caller: Caller, command: str, reason: str) -> None:
-        """PermissionDenied unless the policy gives `caller` the command; InvalidRequest for an unfit reason."""
+        """PermissionDenied unless the policy gives `caller` the command; InvalidRequest for an unfit reason.
+
+        Then one command from the caller's budget (RateLimited, on the record, when none is left).
+        """
         self._authorize(caller, command)
         try:
             check_reason(reason)
         except InvalidRequest as error:  # on the record as every refusal (attack 26, F1)
+            self._refused(caller, command, error)
+            raise
+        self._metered(caller, command)
+
+    def _metered(self, caller: Caller, command: str) -> None:
+        """One command from `caller`'s budget; RateLimited (audited, throttled per peer) when none is left."""
+        try:
+            self._budget(caller)
+        except RateLimited as error:
             self._refused(caller, command, error)
             raise
 
@@ -162,3 +262,13 @@ class KeyCommands:
         except Exception as error:  # a bug, or a driver error not translated: its text could quote a row
             log.error("key command %s failed: %s", command, type(error).__name__)
             raise StorageError(f"{command} failed ({type(error).__name__}; see the vault's log)") from None
+
+
+def _status_outcome(status: RotationStatus) -> str:
+    """`status`'s row: what it answered, in counts (no key material, no row of the log)."""
+    live = sum(1 for key in status.keys if key.counts)
+    return (
+        f"ok: {len(status.keys)} data keys ({live} loaded), KEK v{status.kek_latest_version} (min decryption"
+        f" v{status.kek_min_decryption_version}), {status.rows_to_reencrypt} to re-encrypt,"
+        f" {status.rows_to_reindex} to re-index, {len(status.interrupted)} interrupted"
+    )

@@ -71,18 +71,24 @@ class KeyRing:
 
 
 def _one_key_under_two_ids(rows: list[StoredKey], keys: Mapping[int, DataKey]) -> str | None:
-    """Why `keys` may not be used: two key ids that hold one key; None when each id is a key of its own.
+    """Why `keys` may not be used: two key ids that hold one key; None when each id is a key of its own."""
+    return one_key_under_two_ids(rows, {key_id: check_value(key.material) for key_id, key in keys.items()})
+
+
+def one_key_under_two_ids(rows: list[StoredKey], checks: Mapping[int, bytes]) -> str | None:
+    """Why the keys of `rows` may not be used: two key ids that hold one key; None when each is a key of its own.
 
     A key's material never comes back under a new id (migration 0027; attack 24, F1: a retired DEK
     inserted again as the active one made crypto-shredding shred nothing). Compared by check value:
-    each loaded key's own, and the one each row records (a retired key's row is not loaded).
+    each loaded key's own (`checks`: key id -> the check value of its unwrapped material), and the one
+    each row records (a retired key's row is not loaded).
     """
     ids_of: dict[bytes, set[int]] = {}
     for row in rows:
         if row.check_value is not None:
             ids_of.setdefault(bytes(row.check_value), set()).add(row.key_id)
-    for key_id, key in keys.items():
-        ids_of.setdefault(check_value(key.material), set()).add(key_id)
+    for key_id, value in checks.items():
+        ids_of.setdefault(value, set()).add(key_id)
     twice = sorted(sorted(ids) for ids in ids_of.values() if len(ids) > 1)
     if not twice:
         return None
@@ -93,7 +99,9 @@ def _one_key_under_two_ids(rows: list[StoredKey], keys: Mapping[int, DataKey]) -
     )
 
 
-def _generation(rows: list[StoredKey]) -> KeyGeneration:
+def generation_of(rows: list[StoredKey]) -> KeyGeneration:
+    """The keys new values are written with, as `rows` (every row of vault.data_keys) say; KeysUnavailable if none."""
+
     def one(purpose: KeyPurpose, state: KeyState) -> int | None:
         return next((r.key_id for r in rows if r.purpose == purpose and r.state == state), None)
 
@@ -101,6 +109,11 @@ def _generation(rows: list[StoredKey]) -> KeyGeneration:
     if encryption is None or fingerprint is None:
         raise KeysUnavailable("no active data keys in vault.data_keys")
     return KeyGeneration(encryption, fingerprint, one(FINGERPRINT, KeyState.PENDING))
+
+
+def loaded(row: StoredKey) -> bool:
+    """Whether the service loads the key of `row`: any key not retired, and every audit key (they only hash)."""
+    return may_decrypt(row.state) or row.purpose == AUDIT
 
 
 class KeyManager:
@@ -127,8 +140,8 @@ class KeyManager:
         plaintext, wrapped = self._wrapper.new_data_key()
         return NewKey(wrapped, check_value(plaintext))
 
-    def _unwrapped(self, row: StoredKey) -> DataKey:
-        """The plaintext key of `row`; KeysUnavailable when it is not the key its check value names."""
+    def unwrapped(self, row: StoredKey) -> DataKey:
+        """The plaintext key of `row` (a Transit call); KeysUnavailable when it is not the key its check value names."""
         key = DataKey(row.key_id, self._wrapper.unwrap(row.wrapped_key))
         if row.check_value is not None and check_value(key.material) != row.check_value:
             raise KeysUnavailable(
@@ -157,9 +170,9 @@ class KeyManager:
             held = self._ring.keys if self._ring else {}
             keys = {}
             for row in rows:
-                if not may_decrypt(row.state) and row.purpose != AUDIT:
+                if not loaded(row):
                     continue
-                keys[row.key_id] = held.get(row.key_id) or self._unwrapped(row)
+                keys[row.key_id] = held.get(row.key_id) or self.unwrapped(row)
             unchecked = {
                 r.key_id: check_value(keys[r.key_id].material)
                 for r in rows
@@ -169,7 +182,7 @@ class KeyManager:
                 raise KeysUnavailable(twice)
             self._store.record_check_values(unchecked)
             audit_ids = tuple(r.key_id for r in rows if r.purpose == AUDIT and r.key_id in keys)
-            ring = KeyRing(keys, _generation(rows), audit_ids)
+            ring = KeyRing(keys, generation_of(rows), audit_ids)
             if self._ring is None or ring.generation != self._ring.generation or keys.keys() != held.keys():
                 log.info("data keys loaded", extra={"key_count": len(keys), "generation": str(ring.generation)})
             self._ring = ring
@@ -183,7 +196,7 @@ class KeyManager:
         row = next((r for r in self._store.load_keys() if r.key_id == key_id), None)
         if row is None:
             raise KeysUnavailable(f"no data key {key_id} in vault.data_keys")
-        return self._unwrapped(row)
+        return self.unwrapped(row)
 
     def key(self, key_id: int) -> DataKey:
         """A key by id, refreshing once if it was added since the last refresh."""

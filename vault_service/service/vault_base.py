@@ -7,6 +7,7 @@ The use cases are built on it: Tokenize in tokenizing.py, Detokenize and Erase i
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Sequence
 
 from vault_service.domain.audit import AuditEvent
@@ -75,6 +76,10 @@ class TokenVaultBase:
         self._audit_report_limiter = RateLimiter(
             policy.limits_of("audit_reports"), defaults.audit_reports, "ask for audit reports"
         )
+        # KeyJobs' short commands likewise (attack 28, F7), per process.
+        self._key_command_limiter = RateLimiter(
+            policy.limits_of("key_commands"), defaults.key_commands, "run key commands"
+        )
 
     @property
     def cache(self) -> TokenCache:
@@ -96,6 +101,19 @@ class TokenVaultBase:
     def refuse_key_job(self, caller: Caller, job: str, error: VaultError) -> None:
         """Audit (throttled per peer) a key-job call refused after its authorization: malformed, or one runs."""
         self._audit_refusal(caller, job, error, 0, "")
+
+    def take_key_command(self, caller: Caller) -> None:
+        """Take one short key command from `caller`'s budget on this process; RateLimited (unaudited here) if none."""
+        limit = self._policy.permissions(caller.name).limits.key_commands
+        try:
+            self._key_command_limiter.take(caller.name, 1)
+        except RateLimited as over:
+            raise RateLimited(
+                f"client {caller.name!r} may have this vault run {limit.burst} key command(s) (status, rewrap,"
+                f" rotate-*, retire-kek-versions) at once, then one every {1 / limit.per_second:.0f} s"
+                f" (key_commands_per_second in the policy); retry in {math.ceil(over.retry_after)} s",
+                retry_after=over.retry_after,
+            ) from None
 
     def authorize_audit_report(self, caller: Caller, report: str) -> None:
         """Raise PermissionDenied (audited, as every refusal) unless the policy gives `caller` audit report `report`."""
