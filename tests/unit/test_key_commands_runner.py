@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from vault_service.domain.errors import InvalidRequest, PermissionDenied, VaultError
+from vault_service.domain.errors import InvalidRequest, PermissionDenied, RateLimited, VaultError
 from vault_service.domain.identity import Caller
 from vault_service.service.key_commands import KeyCommands, OperatorAccess
 from vault_service.service.ports import KekVersions
@@ -123,3 +123,71 @@ def test_a_retire_names_the_certificate_and_the_vault_identity_and_uses_the_toke
     assert fakes.tokens == [TOKEN]
     assert fakes.sessions == [Caller("security-team with vault:alice accessor=acc1", TEAM.serial, TEAM.cert_sha256)]
     assert fakes.rotation.done == [("retire", 3, "CHG-3", "tokenvault")]
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "hvs.FAKE\u4e00tail",  # non-Latin-1: an encoding error in http.client (attack 28, F2)
+        "hvs.FAKE\r\nX-Injected: 1",  # a header line of its own
+        "s.CAESI abcdef",
+        "s.CAESIabcdef\n",
+        "abc\x00def",
+        "s." + "A" * 4095,
+    ],
+)
+def test_a_token_that_is_no_vault_token_is_refused_on_the_record_before_vault_is_asked(token: str) -> None:
+    fakes = Recorder()
+
+    with pytest.raises(InvalidRequest) as refused:
+        fakes.commands().retire_kek_versions(TEAM, 3, "CHG-4", token)
+
+    assert "the Vault token sent is not one" in str(refused.value) and token.strip() not in str(refused.value)
+    assert fakes.refusals == [("retire-kek-versions", "InvalidRequest")]
+    assert fakes.tokens == [] and fakes.sessions == []
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["s.CAESICaie3Dm0Hx001QuMabo", "hvs." + "x1Y" * 30, "b." + "AAEAA" * 60, "r.abc", "root", "s." + "a" * 4094],
+)
+def test_tokens_as_openbao_and_vault_issue_them_reach_vault(token: str) -> None:
+    fakes = Recorder()
+
+    fakes.commands().retire_kek_versions(TEAM, 3, "CHG-5", token)
+
+    assert fakes.tokens == [token]
+
+
+class Spent:
+    """A budget with nothing left."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def __call__(self, caller: Caller) -> None:
+        self.asked.append(caller.name)
+        raise RateLimited("client 'security-team' may have this vault run 20 key command(s) ...", retry_after=2.0)
+
+
+def test_a_command_over_the_budget_is_refused_on_the_record_before_any_session_or_vault_call() -> None:
+    fakes, spent = Recorder(), Spent()
+    commands = KeyCommands(fakes.authorize, fakes.session, fakes.refused, fakes.operator_kek, budget=spent)
+
+    for call in (
+        lambda: commands.status(TEAM),
+        lambda: commands.rewrap(TEAM, "CHG-6"),
+        lambda: commands.retire_kek_versions(TEAM, 3, "CHG-6", TOKEN),
+    ):
+        with pytest.raises(RateLimited):
+            call()
+
+    assert fakes.refusals == [
+        ("status", "RateLimited"),
+        ("rewrap", "RateLimited"),
+        ("retire-kek-versions", "RateLimited"),
+    ]
+    assert fakes.sessions == [] and fakes.tokens == [] and len(spent.asked) == 3
+    with pytest.raises(InvalidRequest):  # a call refused by its checks spends nothing
+        commands.rewrap(TEAM, "user 10.0.0.1 asked")
+    assert len(spent.asked) == 3
