@@ -170,7 +170,7 @@ def test_the_security_team_certificate_has_the_vault_rotate_rewrap_and_report(
         ("rewrap", "CHG-8103", f"ok: {rewrapped} data keys rewrapped"),
     ):
         assert _rows(own_env, action, reason) == [
-            (SECURITY_TEAM, serial, digest, "started"),
+            (SECURITY_TEAM, serial, digest, "started (held)"),
             (SECURITY_TEAM, serial, digest, outcome),
         ]
 
@@ -276,7 +276,7 @@ def test_retiring_kek_versions_writes_transit_with_the_operators_token_only_afte
     rows = _rows(own_env, "retire-kek-versions", "CHG-8303")
     assert [(s, d) for _, s, d, _ in rows] == [(serial, digest)] * 2
     assert all(c.startswith(f"{SECURITY_TEAM} with vault:") and f"accessor={accessor}" in c for c, _, _, _ in rows)
-    assert rows[0][3] == "started" and rows[1][3].startswith(f"ok: KEK {kek} versions below v{latest} retired")
+    assert rows[0][3] == "started (held)" and rows[1][3].startswith(f"ok: KEK {kek} versions below v{latest} retired")
     with psycopg.connect(own_env["PG_ADMIN_DSN"]) as conn:
         audit_text = conn.execute("SELECT string_agg(t::text, ' ') FROM vault.audit_log t").fetchone()
     for token in (operator, dlq, no_config, "hvs.not-a-token"):  # never recorded, logged or echoed

@@ -193,3 +193,19 @@ def test_reencrypt_sets_aside_a_row_under_a_retired_key_but_fails_on_a_live_key_
     assert set_aside == {"ip_retired0": 5, "ip_retired1": 5} and rows.reads == 1  # the key rows read once
     with pytest.raises(KeysUnavailable, match="data key 6 is not loaded"):  # a live key: the job fails, is rerun
         rotation._reseal(new, set_aside, [StoredToken("ip_live", "ip", 6, os.urandom(40))])
+
+
+class _TransitDown:
+    def rewrap_outdated(self) -> int:
+        raise KeysUnavailable("Vault at https://vault:8200 is unreachable")
+
+
+def test_a_failed_rewrap_writes_its_outcome() -> None:
+    """Review 32, F8: a Transit error left the rewrap's intent row with no outcome (later closed as `interrupted`)."""
+    audit = _Audit()
+    rotation = KeyRotation(
+        cast(Any, _TransitDown()), cast(Any, None), cast(Any, None), cast(Any, None), cast(Any, audit), "a"
+    )
+    with pytest.raises(KeysUnavailable):
+        rotation.rewrap("CHG-1")
+    assert audit.outcomes == ["started", "failed: Vault at https://vault:8200 is unreachable"]

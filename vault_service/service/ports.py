@@ -348,6 +348,15 @@ KEY_JOB_ACTIONS = (
 )
 """The key operations whose intent row (`started`) a live process holds until its outcome row (JobLiveness)."""
 
+INTENT_UNHELD = "started"
+"""The intent row of a key operation run with no hold (code before 7bd4f63, or KeyRotation without liveness)."""
+INTENT_HELD = "started (held)"
+"""The intent row of a key operation whose process holds it (JobLiveness): only these can be found interrupted.
+
+An intent row `started` may be a live job of an older replica or admin image that holds nothing (review 32, F2)."""
+CLOSING_PREFIX = "failed: interrupted, the process ended (intent row "
+"""How the outcome row of an interrupted operation begins, followed by its intent row's id: it pairs with that row."""
+
 
 @dataclass(frozen=True)
 class InterruptedJob:

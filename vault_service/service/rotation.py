@@ -37,6 +37,9 @@ from vault_service.domain.token_types import TokenType
 from vault_service.service.kept_copies import not_retired_message, retired_keys_refusal, unused_keys_checked
 from vault_service.service.keyring import ENCRYPTION, FINGERPRINT, KeyManager
 from vault_service.service.ports import (
+    CLOSING_PREFIX,
+    INTENT_HELD,
+    INTENT_UNHELD,
     AuditLog,
     InterruptedJob,
     JobLiveness,
@@ -71,6 +74,12 @@ Progress = Callable[[str, int], None]
 BeforeBatch = Callable[[str], None]
 """Called with the phase before every batch (the first too) but compaction's; what it raises stops the job
 (recorded as its outcome): a key job called off moves no further batch (attack 26, F3)."""
+
+
+HOLD_LOST_NOTE = (
+    " (the job's hold on the database had ended before this row: an `interrupted` outcome row may precede it)"
+)
+"""Appended to an outcome row written once the job's hold is gone (its session ended): review 32, F4."""
 
 
 def _no_progress(phase: str, done: int) -> None:
@@ -121,24 +130,56 @@ class KeyRotation:
         self._live_keys: frozenset[int] | None = None  # ids of keys not retired, read once per job when needed
 
     def _record(self, action: str, outcome: str, count: int, purpose: str) -> None:
+        """One row of the job. An outcome row written once the job's hold is gone says so (review 32, F4)."""
         caller = self._caller
+        if self._liveness is not None and outcome not in (INTENT_HELD, INTENT_UNHELD) and not self._still_holds():
+            outcome += HOLD_LOST_NOTE
         self._audit.append(
             AuditEvent(caller.name, action, outcome, count, purpose, "", caller.serial, caller.cert_sha256)
         )
+
+    def _still_holds(self) -> bool:
+        """Whether every hold of the job is there (its session was not ended): no observer could close it."""
+        assert self._liveness is not None
+        try:
+            self._liveness.check()
+        except VaultError:
+            return False
+        return True
 
     def _start(self, action: str, purpose: str) -> None:
         """The intent row of `action` under the ticket `purpose`, then the check that lets the work start.
 
         InvalidRequest, before any row or work, when the audit log may not keep `purpose` (admin_reason):
         every caller is held to it, not only the command line (review 23, R23-8).
+
+        With liveness: every interrupted operation is closed first; the hold is taken (refused, on the
+        record with a `refused:` row that joins no job's rows, when its lock is held by someone else: review
+        32, F3) and the intent row says `started (held)`; after `before_work` the hold is checked, and a job
+        whose hold is gone stops with its own `failed:` outcome before any work (F4).
         """
         check_reason(purpose)
-        if self._liveness is not None:
-            self.close_interrupted()
-            caller = self._caller
+        if self._liveness is None:
+            self._record(action, INTENT_UNHELD, 0, purpose)
+            self._before_work()
+            return
+        self.close_interrupted()
+        caller = self._caller
+        try:
             self._liveness.hold(action, caller.name, caller.serial, purpose)
-        self._record(action, "started", 0, purpose)
+        except VaultError as error:
+            with contextlib.suppress(VaultError):  # its purpose is '': it pairs with no job's intent row
+                self._audit.append(
+                    AuditEvent(caller.name, action, f"refused: {error}", 0, "", "", caller.serial, caller.cert_sha256)
+                )
+            raise
+        self._record(action, INTENT_HELD, 0, purpose)
         self._before_work()
+        try:
+            self._liveness.check()
+        except VaultError as error:
+            self._record_failure(action, error, 0, purpose)
+            raise
 
     def interrupted(self) -> list[InterruptedJob]:
         """The key operations whose process ended between their intent row and their outcome (none without liveness)."""
@@ -160,8 +201,8 @@ class KeyRotation:
                 if not still_open:
                     continue
                 outcome = (
-                    f"failed: interrupted, the process ended (intent row {job.intent_id} has no outcome and no live"
-                    f" holder; noticed by {self._actor!r}); run it again: a reencrypt or reindex resumes"
+                    f"{CLOSING_PREFIX}{job.intent_id} has no outcome and no live holder; noticed by"
+                    f" {self._noticed_by()}); run it again: a reencrypt or reindex resumes"
                 )
                 event = AuditEvent(
                     job.client, job.action, outcome, 0, job.purpose, "", job.client_serial, job.client_cert_sha256
@@ -172,6 +213,11 @@ class KeyRotation:
                     "key operation %s (audit row %d) was interrupted: outcome written", job.action, job.intent_id
                 )
         return closed
+
+    def _noticed_by(self) -> str:
+        """Who closed an interrupted operation, as its row says it: the name and certificate serial (review 32, F11)."""
+        caller = self._caller
+        return f"{caller.name!r}" + (f" (serial {caller.serial})" if caller.serial else "")
 
     def _still_held(self, before_batch: BeforeBatch) -> BeforeBatch:
         """`before_batch`, after checking that the job's hold is still there (a job never runs unheld)."""
@@ -212,7 +258,11 @@ class KeyRotation:
     def rewrap(self, purpose: str) -> int:
         """Rewrap every live data key under the newest KEK version."""
         self._start("rewrap", purpose)
-        count = self._keys.rewrap_outdated()
+        try:
+            count = self._keys.rewrap_outdated()
+        except Exception as error:  # e.g. Transit unreachable: the intent row gets its outcome (review 32, F8)
+            self._record_failure("rewrap", error, 0, purpose)
+            raise
         self._record("rewrap", f"ok: {count} data keys rewrapped", count, purpose)
         return count
 
