@@ -67,9 +67,10 @@ class VaultServiceConfig:
     """Transit ed25519 key that signs audit checkpoints, sign-only for the service
     (TOKENVAULT_AUDIT_SIGNING_KEY, default tokenvault-audit)."""
     tls_cert: Path
-    """Server certificate, PEM (TOKENVAULT_TLS_CERT)."""
+    """Server certificate, PEM (TOKENVAULT_TLS_CERT). Not read by the admin command, which serves nothing
+    (`from_env(..., serving=False)`: `Path()` when not set; review 32, F6)."""
     tls_key: Path
-    """Server private key, PEM (TOKENVAULT_TLS_KEY)."""
+    """Server private key, PEM (TOKENVAULT_TLS_KEY); as `tls_cert`."""
     tls_client_ca: Path
     """CA that issues client certificates (TOKENVAULT_TLS_CLIENT_CA)."""
     tls_client_crl: Path | None
@@ -142,8 +143,12 @@ class VaultServiceConfig:
     start: an audit row must be durable before its reveal is served; session_settings.py)."""
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> VaultServiceConfig:
-        """Read and validate; ConfigError lists every problem at once."""
+    def from_env(cls, env: Mapping[str, str], serving: bool = True) -> VaultServiceConfig:
+        """Read and validate; ConfigError lists every problem at once.
+
+        `serving=False` (the admin command: it serves no gRPC) does not require the server's certificate
+        and key, so its Job is issued none (review 32, F6); given, they are still checked to be files.
+        """
         read = EnvReader(env)
         workers = read.integer("TOKENVAULT_WORKERS", 16, 1, 256)
         metrics_port = read.integer("TOKENVAULT_METRICS_PORT", 0, 0, 65535)
@@ -160,8 +165,8 @@ class VaultServiceConfig:
             kek_name=read.text("TOKENVAULT_KEK_NAME", "tokenvault"),
             transit_mount=read.text("TOKENVAULT_TRANSIT_MOUNT", "transit"),
             audit_signing_key=read.text("TOKENVAULT_AUDIT_SIGNING_KEY", "tokenvault-audit"),
-            tls_cert=read.existing_file("TOKENVAULT_TLS_CERT") or Path(),
-            tls_key=read.existing_file("TOKENVAULT_TLS_KEY") or Path(),
+            tls_cert=read.existing_file("TOKENVAULT_TLS_CERT", required=serving) or Path(),
+            tls_key=read.existing_file("TOKENVAULT_TLS_KEY", required=serving) or Path(),
             tls_client_ca=read.existing_file("TOKENVAULT_TLS_CLIENT_CA") or Path(),
             tls_client_crl=read.existing_file("TOKENVAULT_TLS_CLIENT_CRL", required=False),
             policy_file=read.existing_file("TOKENVAULT_POLICY_FILE") or Path(),

@@ -304,11 +304,15 @@ def test_the_admin_job_has_the_vault_s_identity_secrets_and_settings() -> None:
     vault = by_kind("Deployment")["vault-service"]["spec"]["template"]
     admin = _admin_job()["spec"]["template"]
     assert admin["spec"]["serviceAccountName"] == vault["spec"]["serviceAccountName"]
-    assert admin["spec"]["securityContext"] == vault["spec"]["securityContext"]
-    served_only = ("metrics", "template-static-secret-render-interval")  # what a process that serves nothing needs not
+    admin_context = {k: v for k, v in admin["spec"]["securityContext"].items() if k != "fsGroup"}  # its token file's
+    assert admin_context == vault["spec"]["securityContext"]
+    # What a process that serves nothing needs not: metrics, renewals, and the server's certificate (review 32, F6).
+    served_only = ("metrics", "template-static-secret-render-interval", "tls.pem", "tls-key.pem")
     wanted = {k: v for k, v in vault["metadata"]["annotations"].items() if k.startswith("vault.hashicorp.com/")}
     wanted = {k: v for k, v in wanted.items() if not any(s in k for s in served_only)}
     assert {k: admin["metadata"]["annotations"].get(k) for k in wanted} == wanted
+    issued = [k for k, v in admin["metadata"]["annotations"].items() if "pki/issue/" in v]
+    assert issued == [], issued  # no certificate is issued to a pod that serves nothing
     vault_env = {e["name"]: e["value"] for e in container({"spec": {"template": vault}})["env"]}
     admin_container = container({"spec": {"template": admin}})
     admin_env = {e["name"]: e["value"] for e in admin_container["env"]}
@@ -334,7 +338,59 @@ def test_the_admin_job_runs_an_admin_command_with_every_setting_it_requires() ->
     admin_cli._parser().parse_args(command.group(1).split())  # a command the admin CLI takes
     env = pod_environment({"spec": {"template": template}})
     with pytest.raises(ConfigError) as error:  # the files exist only inside the pod
-        VaultServiceConfig.from_env(env)
+        VaultServiceConfig.from_env(env, serving=False)  # as the admin command reads it: no server certificate
     problems = str(error.value).splitlines()[1:]
     mounted = ("/vault/secrets/", "/etc/tokenvault/")
     assert problems and all("which is not a file" in p and any(m in p for m in mounted) for p in problems), problems
+
+
+def _image_user() -> tuple[int, int]:
+    """The uid and gid the image runs as (the Dockerfile's `USER uid:gid`), when the pod does not say."""
+    users = re.findall(r"^USER\s+(\d+):(\d+)\s*$", (K8S.parents[1] / "Dockerfile").read_text(), re.MULTILINE)
+    assert users, "the Dockerfile's USER is not uid:gid"
+    uid, gid = users[-1]
+    return int(uid), int(gid)
+
+
+def _secret_file_readable(pod: dict[str, Any], container: dict[str, Any], volume: dict[str, Any], key: str) -> bool:
+    """Whether `container` can read `key` of the Secret `volume`, as the kubelet writes it.
+
+    The kubelet writes a Secret's files owned by root, with the item's `mode` or the volume's
+    `defaultMode` (0644 when neither); with the pod's fsGroup the files' group is fsGroup and group read is
+    added (kubernetes/kubernetes#57923), else the group is root. The container's uid is its runAsUser (the
+    pod's, else the image's), its groups its runAsGroup (else the image's gid), fsGroup and supplementalGroups.
+    """
+    pod_context, own_context = pod.get("securityContext", {}), container.get("securityContext", {})
+    image_uid, image_gid = _image_user()
+    uid = own_context.get("runAsUser", pod_context.get("runAsUser", image_uid))
+    gid = own_context.get("runAsGroup", pod_context.get("runAsGroup", image_gid))
+    groups = {gid, *pod_context.get("supplementalGroups", [])}
+    secret = volume["secret"]
+    mode = next((i["mode"] for i in secret.get("items", []) if i["key"] == key and "mode" in i), None)
+    mode = mode if mode is not None else secret.get("defaultMode", 0o644)
+    owner, group = 0, 0
+    if "fsGroup" in pod_context:
+        group = pod_context["fsGroup"]
+        groups.add(group)
+        mode |= 0o040
+    return bool((uid == owner and mode & 0o400) or (group in groups and mode & 0o040) or mode & 0o004)
+
+
+def test_the_admin_job_s_uid_can_read_the_operator_token_and_other_uids_cannot() -> None:
+    """Review 32, F5: mode 0400 with no fsGroup gave a root:root file that uid 10001 could not read."""
+    pod = _admin_job()["spec"]["template"]["spec"]
+    (admin,) = pod["containers"]
+    token = next(v for v in pod["volumes"] if v["name"] == "operator-token")
+    file = next(e["value"] for e in admin["env"] if e["name"] == "VAULT_SECURITY_TOKEN_FILE")
+    mount = next(m["mountPath"] for m in admin["volumeMounts"] if m["name"] == "operator-token")
+    assert file == f"{mount}/token"  # the Secret's key `token` (docs/production.md creates it so)
+    assert _secret_file_readable(pod, admin, token, "token")
+    assert not token["secret"].get("defaultMode", 0o644) & 0o007  # not readable by any other uid
+
+
+def test_the_secret_file_rule_refuses_a_root_only_file_for_a_non_root_uid() -> None:
+    """The rule above on the manifest as it was (0400, no fsGroup): unreadable; and with fsGroup: readable."""
+    pod: dict[str, Any] = {"securityContext": {"runAsUser": 10001}}
+    volume = {"secret": {"secretName": "s", "defaultMode": 0o400}}
+    assert not _secret_file_readable(pod, {}, volume, "token")
+    assert _secret_file_readable({"securityContext": {"runAsUser": 10001, "fsGroup": 10001}}, {}, volume, "token")

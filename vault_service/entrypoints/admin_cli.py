@@ -251,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     try:
-        config = VaultServiceConfig.from_env(os.environ)
+        config = VaultServiceConfig.from_env(os.environ, serving=False)  # no server certificate: it serves nothing
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 2
