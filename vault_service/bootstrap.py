@@ -92,10 +92,13 @@ class Bootstrapped:
     signer: TransitSigner
     """Signs audit checkpoints with the Transit signing key (sign-only for the service)."""
 
-    def verify_audit_fully(self, exported: Path | None, max_copy_lag: float = DEFAULT_COPY_LAG) -> FullAuditReport:
+    def verify_audit_fully(
+        self, exported: Path | None, max_copy_lag: float = DEFAULT_COPY_LAG, keep: frozenset[bytes] | None = None
+    ) -> FullAuditReport:
         """audit-verify's report: chain, checkpoints (and `exported`, when given), erasures and audit keys.
 
         `max_copy_lag`: seconds the exported copy's newest checkpoint may be older than the database's.
+        `keep`: the keyed token hashes whose records the report keeps (None: every record; see `verify_audit`).
         """
         return verify_audit_and_erasures(
             self.audit,
@@ -105,6 +108,7 @@ class Bootstrapped:
             verify_signature,
             exported,
             max_copy_lag,
+            keep=keep,
         )
 
     def audit_upkeep(

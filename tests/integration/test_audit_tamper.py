@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -102,10 +102,10 @@ class _ServiceRunsBetweenReads:
             self._ran = True
             _anchored_reveals(self._env, self._vault, 3)
 
-    def records(self, after_id: int = 0) -> list[AuditRecord]:
-        records = self._vault.wired.audit.records(after_id)
-        self._after_a_read()
-        return records
+    def record_pages(self, after_id: int = 0) -> Iterator[list[AuditRecord]]:
+        for page in self._vault.wired.audit.record_pages(after_id):
+            yield page
+            self._after_a_read()
 
     def checkpoints(self) -> list[Checkpoint]:
         checkpoints = self._vault.wired.audit.checkpoints()

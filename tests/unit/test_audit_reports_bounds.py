@@ -45,7 +45,7 @@ def test_a_copy_lag_out_of_bounds_is_refused_on_the_record_before_anything_is_re
     read: list[float] = []
 
     with pytest.raises(InvalidRequest, match="max copy lag is 0 to 86400 seconds"):
-        _reports(lambda lag, seconds, check, sent: read.append(lag), refused).verify(SECURITY, lag, 30.0)
+        _reports(lambda lag, seconds, check, sent, keep: read.append(lag), refused).verify(SECURITY, lag, 30.0)
 
     assert read == [] and refused.seen == [("audit-verify", "InvalidRequest")]
 
@@ -53,7 +53,7 @@ def test_a_copy_lag_out_of_bounds_is_refused_on_the_record_before_anything_is_re
 def test_the_report_gets_the_calls_deadline_capped_at_the_vaults_own_bound() -> None:
     asked: list[tuple[float, float]] = []
 
-    def verify(lag: float, seconds: float, check: Any, sent: Any) -> Any:
+    def verify(lag: float, seconds: float, check: Any, sent: Any, keep: Any) -> Any:
         asked.append((lag, seconds))
         raise AuditReportTooLong("stop here")
 
@@ -69,7 +69,7 @@ def test_a_second_report_while_one_is_made_is_refused_naming_it() -> None:
     started, release = threading.Event(), threading.Event()
     refused = _Refusals()
 
-    def verify(lag: float, seconds: float, check: Any, sent: Any) -> Any:
+    def verify(lag: float, seconds: float, check: Any, sent: Any, keep: Any) -> Any:
         started.set()
         release.wait(5)
         raise AuditReportTooLong("released")
@@ -113,7 +113,7 @@ def test_a_report_whose_caller_went_away_is_recorded_refused_never_made() -> Non
     refused, rows = _Refusals(), _Rows()
     gone, calls = [False], [0]
 
-    def verify(lag: float, seconds: float, check: Any, sent: Any) -> Any:
+    def verify(lag: float, seconds: float, check: Any, sent: Any, keep: Any) -> Any:
         check()  # still wanted here
         calls[0] += 1
         gone[0] = calls[0] == 1  # the first call's caller cancels while the log is verified
@@ -138,7 +138,7 @@ def test_a_report_whose_caller_went_away_is_recorded_refused_never_made() -> Non
 def test_a_copy_file_that_cannot_be_opened_is_refused_on_the_record_without_its_path() -> None:
     refused = _Refusals()
 
-    def verify(lag: float, seconds: float, check: Any, sent: Any) -> Any:
+    def verify(lag: float, seconds: float, check: Any, sent: Any, keep: Any) -> Any:
         raise FileNotFoundError("no exported checkpoints at /srv/secret/checkpoints.jsonl")
 
     with pytest.raises(AuditCopyRefused) as error:
@@ -158,7 +158,7 @@ def test_a_client_over_its_report_budget_is_refused_on_the_record_and_frees_the_
 
     reports = AuditReports(
         lambda caller, report: None,
-        lambda lag, seconds, check, sent: _made_report(),
+        lambda lag, seconds, check, sent, keep: _made_report(),
         cast(Any, _Rows()),
         NOTHING,
         10.0,
@@ -174,7 +174,7 @@ def test_a_client_over_its_report_budget_is_refused_on_the_record_and_frees_the_
 def test_the_running_report_is_named_only_to_a_caller_given_verify() -> None:
     started, release = threading.Event(), threading.Event()
 
-    def verify(lag: float, seconds: float, check: Any, sent: Any) -> Any:
+    def verify(lag: float, seconds: float, check: Any, sent: Any, keep: Any) -> Any:
         started.set()
         release.wait(5)
         raise AuditReportTooLong("released")
@@ -208,7 +208,7 @@ def test_the_running_report_is_named_only_to_a_caller_given_verify() -> None:
 def test_a_statement_cancelled_because_its_caller_went_away_is_recorded_as_that() -> None:
     refused = _Refusals()
 
-    def verify(lag: float, seconds: float, check: Any, sent: Any) -> Any:
+    def verify(lag: float, seconds: float, check: Any, sent: Any, keep: Any) -> Any:
         raise StorageError("canceling statement due to user request")  # the watch cancelled it
 
     with pytest.raises(AuditReportTooLong, match="its caller went away"):
@@ -220,7 +220,7 @@ def test_a_copy_sent_over_its_bound_is_refused_on_the_record_before_anything_is_
     refused, read = _Refusals(), []
 
     with pytest.raises(InvalidRequest, match="send its newest checkpoint lines only"):
-        _reports(lambda lag, seconds, check, sent: read.append(sent), refused).verify(
+        _reports(lambda lag, seconds, check, sent, keep: read.append(sent), refused).verify(
             SECURITY, None, 30.0, copy=b"x" * (MAX_SENT_COPY_BYTES + 1)
         )
 

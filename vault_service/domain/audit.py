@@ -264,6 +264,36 @@ class HashVersions:
         return None
 
 
+class ChainWalk:
+    """The chain's check, one record at a time in id order: what `first_break` does, kept as it goes.
+
+    Holds only the previous row's hash and time and the hash-version rule's state, so a log of
+    any length is checked in constant memory (the vault's AuditReports stream it by pages).
+    """
+
+    def __init__(self) -> None:
+        self._expected_prev = GENESIS_HASH
+        self._last_at: datetime | None = None
+        self._versions = HashVersions()
+
+    def problem(self, record: AuditRecord) -> str | None:
+        """Why `record` breaks the chain after the records given before (None: it holds); see `first_break`."""
+        if isinstance(record.at, UnreadableTime):
+            return "this row's time is out of range (infinity, before year 1 or after 9999): tampered"
+        version_problem = self._versions.problem(record)
+        if version_problem is not None:
+            return version_problem
+        if (
+            record.prev_hash != self._expected_prev
+            or record.row_hash != record_hash(record)
+            or (self._last_at is not None and record.at < self._last_at)
+        ):
+            return "the hash chain breaks here (row changed, removed, reordered or backdated)"
+        self._expected_prev = record.row_hash
+        self._last_at = record.at
+        return None
+
+
 def first_break(records: Iterable[AuditRecord]) -> tuple[int, str] | None:
     """The id of the first record whose chain does not hold and why, or None when the log is intact.
 
@@ -272,23 +302,11 @@ def first_break(records: Iterable[AuditRecord]) -> tuple[int, str] | None:
     time could not be read (`UnreadableTime`: out of range, written by no vault), or when its
     hash version cannot stand where it is (`HashVersions`).
     """
-    expected_prev = GENESIS_HASH
-    last_at: datetime | None = None
-    versions = HashVersions()
+    walk = ChainWalk()
     for record in records:
-        if isinstance(record.at, UnreadableTime):
-            return record.record_id, "this row's time is out of range (infinity, before year 1 or after 9999): tampered"
-        version_problem = versions.problem(record)
-        if version_problem is not None:
-            return record.record_id, version_problem
-        if (
-            record.prev_hash != expected_prev
-            or record.row_hash != record_hash(record)
-            or (last_at is not None and record.at < last_at)
-        ):
-            return record.record_id, "the hash chain breaks here (row changed, removed, reordered or backdated)"
-        expected_prev = record.row_hash
-        last_at = record.at
+        problem = walk.problem(record)
+        if problem is not None:
+            return record.record_id, problem
     return None
 
 

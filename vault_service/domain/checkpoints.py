@@ -14,11 +14,11 @@ that the chain up to its head does not hold (see anchoring.py): audit-verify rep
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from vault_service.domain.audit import AuditRecord, first_break
+from vault_service.domain.audit import AuditRecord, ChainWalk
 
 
 @dataclass(frozen=True)
@@ -129,12 +129,12 @@ SignatureCheck = Callable[[bytes, str], bool]
 
 
 def verify_log(
-    records: Sequence[AuditRecord],
+    records: Iterable[AuditRecord],
     checkpoints: Sequence[Checkpoint],
     exported: Sequence[Checkpoint],
     signature_valid: SignatureCheck,
 ) -> Finding | None:
-    """What is wrong with the log, or None when everything holds.
+    """What is wrong with the log, or None when everything holds (`LogWalk` over `records`).
 
     Checks the chain, then every checkpoint, the database's and the exported copy's alike, in
     the order of the rows they vouch for: its signature, the row at its head (that hash, and
@@ -142,32 +142,88 @@ def verify_log(
     one as exported. Checking the older exported checkpoints too matters: the service goes on
     signing whatever chain it finds, so after a rewrite (checkpoints deleted, hashes recomputed)
     only the checkpoints signed before it still contradict the rows.
-
-    One pass: rows are looked up by id, and an exported checkpoint identical to the database's
-    copy is the same evidence (checked once).
     """
-    broken = first_break(records)
-    if broken is not None:
-        return Finding(*broken)
-    missing = _rows_missing(exported, signature_valid)
-    if missing is not None:
-        return missing
-    exported = [c.anchor() for c in exported]
-    by_id = {r.record_id: (position, r) for position, r in enumerate(records, start=1)}
-    stored = {c.head.head_id: c for c in checkpoints}
-    newest_stored = checkpoints[-1].head.head_id if checkpoints else 0
-    only_exported = {(c.head.head_id, c.signature): c for c in exported if stored.get(c.head.head_id) != c}
-    evidence = [(c.head.head_id, False, c) for c in checkpoints]
-    evidence += [(c.head.head_id, True, c) for c in only_exported.values()]
-    anchored_to = 0  # id of the newest row a valid checkpoint vouches for
-    for head_id, from_copy, checkpoint in sorted(evidence, key=lambda e: (e[0], e[1])):
-        problem = _contradiction(checkpoint, by_id, signature_valid)
-        if from_copy:
-            problem = _against_the_database(checkpoint, stored.get(head_id), newest_stored, problem)
-        if problem is not None:
-            return Finding(_first_after(records, anchored_to), problem)
-        anchored_to = max(anchored_to, head_id)
-    return None
+    walk = LogWalk(checkpoints, exported, signature_valid)
+    for record in records:
+        walk.add(record)
+    return walk.finding()
+
+
+class LogWalk:
+    """`verify_log` one record at a time, in id order: a log of any length in memory bounded by its checkpoints.
+
+    The chain is checked as the records come (`ChainWalk`); of the records only what the
+    checkpoints ask about is kept: the position and hash of each row at a checkpoint's head, and
+    the id of the first row after each head (where a finding starts). `finding()` then checks
+    every checkpoint as `verify_log` always did. An exported checkpoint identical to the
+    database's copy is the same evidence (checked once).
+    """
+
+    def __init__(
+        self, checkpoints: Sequence[Checkpoint], exported: Sequence[Checkpoint], signature_valid: SignatureCheck
+    ) -> None:
+        self._checkpoints = checkpoints
+        self._exported = exported
+        self._signature_valid = signature_valid
+        self._chain = ChainWalk()
+        self._broken: Finding | None = None
+        heads = {c.head.head_id for c in checkpoints} | {c.head.head_id for c in exported}
+        self._heads = heads
+        self._waiting = sorted(heads | {0})  # ids whose first row after them is not read yet
+        self._next = 0
+        self._at_head: dict[int, tuple[int, bytes]] = {}
+        self._first_after: dict[int, int] = {}
+        self._anchored = checkpoints[-1].head.head_id if checkpoints else 0
+        self.rows = 0
+        """Records read so far."""
+        self.unanchored = 0
+        """Records read newer than the database's last checkpoint (`unanchored_rows`)."""
+
+    def add(self, record: AuditRecord) -> None:
+        """The next record of the log (in id order)."""
+        self.rows += 1
+        record_id = record.record_id
+        if record_id > self._anchored:
+            self.unanchored += 1
+        waiting = self._waiting
+        while self._next < len(waiting) and waiting[self._next] < record_id:
+            self._first_after[waiting[self._next]] = record_id
+            self._next += 1
+        if record_id in self._heads:
+            self._at_head[record_id] = (self.rows, record.row_hash)
+        if self._broken is None:
+            problem = self._chain.problem(record)
+            if problem is not None:
+                self._broken = Finding(record_id, problem)
+
+    @property
+    def broken(self) -> bool:
+        """Whether the chain broke already: the walk's finding is that break, whatever comes after."""
+        return self._broken is not None
+
+    def finding(self) -> Finding | None:
+        """What is wrong with the records added, set against the checkpoints (None: everything holds)."""
+        if self._broken is not None:
+            return self._broken
+        signature_valid, checkpoints = self._signature_valid, self._checkpoints
+        missing = _rows_missing(self._exported, signature_valid)
+        if missing is not None:
+            return missing
+        exported = [c.anchor() for c in self._exported]
+        stored = {c.head.head_id: c for c in checkpoints}
+        newest_stored = checkpoints[-1].head.head_id if checkpoints else 0
+        only_exported = {(c.head.head_id, c.signature): c for c in exported if stored.get(c.head.head_id) != c}
+        evidence = [(c.head.head_id, False, c) for c in checkpoints]
+        evidence += [(c.head.head_id, True, c) for c in only_exported.values()]
+        anchored_to = 0  # id of the newest row a valid checkpoint vouches for
+        for head_id, from_copy, checkpoint in sorted(evidence, key=lambda e: (e[0], e[1])):
+            problem = _contradiction(checkpoint, self._at_head, signature_valid)
+            if from_copy:
+                problem = _against_the_database(checkpoint, stored.get(head_id), newest_stored, problem)
+            if problem is not None:
+                return Finding(self._first_after.get(anchored_to), problem)
+            anchored_to = max(anchored_to, head_id)
+        return None
 
 
 def _rows_missing(exported: Sequence[Checkpoint], signature_valid: SignatureCheck) -> Finding | None:
@@ -193,14 +249,14 @@ def _rows_missing(exported: Sequence[Checkpoint], signature_valid: SignatureChec
 
 
 def _contradiction(
-    checkpoint: Checkpoint, by_id: Mapping[int, tuple[int, AuditRecord]], signature_valid: SignatureCheck
+    checkpoint: Checkpoint, at_head: Mapping[int, tuple[int, bytes]], signature_valid: SignatureCheck
 ) -> str | None:
     """Why `checkpoint` does not vouch for the rows (None: it does)."""
     head = checkpoint.head
     if not signature_valid(head.message(), checkpoint.signature):
         return f"checkpoint at row {head.head_id} has a bad signature"
-    found = by_id.get(head.head_id)
-    if found is None or found[1].row_hash != head.head_hash or found[0] != head.row_count:
+    found = at_head.get(head.head_id)  # (its position in the log, its hash)
+    if found is None or found[1] != head.head_hash or found[0] != head.row_count:
         return (
             f"rows up to {head.head_id} no longer match the signed checkpoint of {_when(head)}"
             " (rewritten, recomputed, inserted or deleted)"
@@ -237,10 +293,6 @@ def unanchored_rows(records: Sequence[AuditRecord], checkpoints: Sequence[Checkp
     """How many rows are newer than the last checkpoint (not yet anchored)."""
     last = checkpoints[-1].head.head_id if checkpoints else 0
     return sum(1 for r in records if r.record_id > last)
-
-
-def _first_after(records: Sequence[AuditRecord], record_id: int) -> int | None:
-    return next((r.record_id for r in records if r.record_id > record_id), None)
 
 
 def _when(head: ChainHead) -> str:

@@ -131,9 +131,10 @@ class AuditReportTooLong(VaultError):
 
 
 class AuditReportTooLarge(VaultError):
-    """The audit log has more rows than a report made in the serving vault may hold (TOKENVAULT_AUDIT_REPORT_MAX_ROWS).
+    """The audit log has more rows than a report of the serving vault may verify in its time.
 
-    Such a report is made by the service account's command instead (the message says how).
+    The bound is TOKENVAULT_AUDIT_REPORT_MAX_ROWS. Such a report is made by the service account's command
+    instead (the message says how).
     """
 
 

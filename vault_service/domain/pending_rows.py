@@ -21,9 +21,10 @@ cannot write (docs/production.md).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from vault_service.domain.audit import AuditRecord
@@ -107,21 +108,54 @@ class PendingNote:
         return cls(tuple(ranges), rows, digest)
 
 
-def check_notes(records: Sequence[AuditRecord], notes: Iterable[PendingNote]) -> Finding | None:
+class NotedRows:
+    """The hashes of the rows the notes name, kept as the log's records come (a log of any length, streamed).
+
+    Only the noted ids' hashes are kept: a few seconds' rows per note, however long the log.
+    """
+
+    def __init__(self, notes: Iterable[PendingNote]) -> None:
+        self._notes = sorted(notes, key=lambda n: n.ranges[0])
+        merged: list[tuple[int, int]] = []
+        for first, last in sorted(r for note in self._notes for r in note.ranges):
+            if merged and first <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+            else:
+                merged.append((first, last))
+        self._firsts = [first for first, _ in merged]
+        self._lasts = [last for _, last in merged]
+        self.hashes: dict[int, bytes] = {}
+        """Each noted id read so far, with its row hash."""
+
+    def add(self, record: AuditRecord) -> None:
+        """The next record of the log: its hash kept when a note names it."""
+        at = bisect.bisect_right(self._firsts, record.record_id) - 1
+        if at >= 0 and record.record_id <= self._lasts[at]:
+            self.hashes[record.record_id] = record.row_hash
+
+    def finding(self) -> Finding | None:
+        """The first note whose rows were not all added with the hashes noted (None: every note holds)."""
+        hashes = self.hashes
+        for note in self._notes:
+            ids = list(note.ids())
+            absent = [i for i in ids if i not in hashes]
+            if absent:
+                what = f"row(s) {PendingNote.of(dict.fromkeys(absent, b'')).described()} are not in the log"
+            elif pending_digest((i, hashes[i]) for i in ids) != note.digest:
+                what = "they do not hold the row hashes noted: rewritten since"
+            else:
+                continue
+            return Finding(
+                (absent or ids)[0],
+                f"the audit rows {note.described()}, which a replica noted in the exported copy as appended and not"
+                f" yet anchored, do not stand as appended: {what}",
+            )
+        return None
+
+
+def check_notes(records: Iterable[AuditRecord], notes: Iterable[PendingNote]) -> Finding | None:
     """The first note whose rows are not all in `records` with the hashes noted (None: every note holds)."""
-    hashes = {record.record_id: record.row_hash for record in records}
-    for note in sorted(notes, key=lambda n: n.ranges[0]):
-        ids = list(note.ids())
-        absent = [i for i in ids if i not in hashes]
-        if absent:
-            what = f"row(s) {PendingNote.of(dict.fromkeys(absent, b'')).described()} are not in the log"
-        elif pending_digest((i, hashes[i]) for i in ids) != note.digest:
-            what = "they do not hold the row hashes noted: rewritten since"
-        else:
-            continue
-        return Finding(
-            (absent or ids)[0],
-            f"the audit rows {note.described()}, which a replica noted in the exported copy as appended and not"
-            f" yet anchored, do not stand as appended: {what}",
-        )
-    return None
+    noted = NotedRows(notes)
+    for record in records:
+        noted.add(record)
+    return noted.finding()

@@ -15,14 +15,20 @@ from rich.table import Table
 from vault_service.bootstrap import Bootstrapped, bootstrap
 from vault_service.config import VaultServiceConfig
 from vault_service.entrypoints.audit_report_lines import WHO_SAW_COLUMNS, verdict_lines, who_saw_cells, who_saw_summary
-from vault_service.service.audit_verify import COPY_LAG_INTERVALS, FullAuditReport, who_saw
+from vault_service.service.audit_verify import COPY_LAG_INTERVALS, FullAuditReport, token_hashes, who_saw
 
 console = Console(stderr=False)
 
 
-def _verified(wired: Bootstrapped, exported: Path | None, max_copy_lag: float) -> FullAuditReport:
-    """Verify the log and the erasures against it, and say so; the report holds the records read."""
-    report = wired.verify_audit_fully(exported, max_copy_lag)
+def _verified(
+    wired: Bootstrapped, exported: Path | None, max_copy_lag: float, keep: frozenset[bytes]
+) -> FullAuditReport:
+    """Verify the log and the erasures against it, and say so; the report holds the records of `keep`'s tokens.
+
+    The log is streamed through the verification (the vault's own reports share it): its length
+    costs time, not memory.
+    """
+    report = wired.verify_audit_fully(exported, max_copy_lag, keep)
     for line in verdict_lines(report, copy_given=exported is not None):
         console.print(line)
     return report
@@ -37,7 +43,9 @@ def audit_verify(config: VaultServiceConfig, exported: Path | None, max_copy_lag
     """Check the audit log; 0 when intact, 1 naming the first record concerned (or the exported copy too old)."""
     wired = bootstrap(config)
     try:
-        report = _verified(wired, exported or config.audit_checkpoint_file, _copy_lag(config, max_copy_lag))
+        report = _verified(
+            wired, exported or config.audit_checkpoint_file, _copy_lag(config, max_copy_lag), frozenset()
+        )
         return 0 if report.intact else 1
     finally:
         wired.close()
@@ -53,10 +61,12 @@ def audit_who_saw(
     """
     wired = bootstrap(config)
     try:
-        report = _verified(wired, exported or config.audit_checkpoint_file, _copy_lag(config, max_copy_lag))
+        audit_keys = wired.keys.ring.audit_keys
+        keep = token_hashes(audit_keys, token)
+        report = _verified(wired, exported or config.audit_checkpoint_file, _copy_lag(config, max_copy_lag), keep)
         if not report.intact:
             return 1
-        records = who_saw(report, wired.keys.ring.audit_keys, token)
+        records = who_saw(report, audit_keys, token)
         table = Table(*WHO_SAW_COLUMNS)
         for record in records:
             table.add_row(*who_saw_cells(record))  # every row listed is a Detokenize's, an Erase's or a WhoSaw's

@@ -5,13 +5,16 @@ whole log), opened for the report and closed after it, whose statements end afte
 time (`statement_timeout`): a report that outlives its call's deadline stops reading. It verifies
 with the service's own Vault session (the signing key's public keys), its loaded audit keys and its
 own exported checkpoint copy (TOKENVAULT_AUDIT_CHECKPOINT_FILE); the caller names none of them.
-A log larger than the vault may hold in memory is refused before it is read (`report_verifier`).
+The log is streamed, a page at a time, through the verification (memory flat whatever its length),
+pausing after each page so the serving calls keep the GIL; a log longer than a report may verify in
+its time (TOKENVAULT_AUDIT_REPORT_MAX_ROWS) is refused before it is read (`report_verifier`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +37,11 @@ from vault_service.service.exported_copy import ExportedCopy
 
 log = logging.getLogger(__name__)
 
+PAUSE_PER_WORK = 1.0
+"""After each page of the log, a report pauses as long as it worked on it (at most 1 s): it takes half the
+GIL, and the serving calls get it back at once (measured over 200 000 rows, docs/performance.md: Detokenize
+p50 3.2 -> 3.2-3.9 ms and p99 7-9 -> 14-15 ms during the report, against 9-10 ms and 27-31 ms unpaused and
+11-13 ms and 28-44 ms whole-log; the report takes ~2.3x as long, ~16 000 rows a second)."""
 WATCH_SECONDS = 0.25
 """How often a running report's watch asks whether its call has ended."""
 NEWEST_SIGNED = (
@@ -85,19 +93,46 @@ def _cancel_when_ended(check: Check, connections: list[Connection[Any]], ended: 
             return
 
 
+class _Paced:
+    """`check()`, then a pause of `pause` times the work since the last one: the GIL left to the serving calls.
+
+    Called after every page of the log (and between the verification's phases). A report verifies
+    in Python, holding the process's GIL while it works: the vault's other calls, which take the GIL
+    back after each read and write, waited up to its switch interval (5 ms) each time (review 30:
+    Detokenize p50 1.9 -> 48 ms during a 200 k-row report). Paused, the report leaves them the GIL.
+    """
+
+    def __init__(self, check: Check, pause: float) -> None:
+        self._check = check
+        self._pause = pause
+        self._since = time.perf_counter()
+
+    def __call__(self) -> None:
+        self._check()
+        worked = time.perf_counter() - self._since
+        time.sleep(min(worked * self._pause, 1.0))
+        self._since = time.perf_counter()
+
+
 def report_verifier(wired: Bootstrapped, config: VaultServiceConfig) -> Verify:
-    """`verify(max_copy_lag, seconds, check, sent)`: the full verification, on a connection of its own.
+    """`verify(max_copy_lag, seconds, check, sent, keep)`: the full verification, on a connection of its own.
 
     Its statements end after `seconds`; it verifies against the copy the caller `sent` when it sent
     one, else the vault's own.
 
-    The log is counted first (`log_rows`): a log of more rows than `audit_report_max_rows`
-    (TOKENVAULT_AUDIT_REPORT_MAX_ROWS) is refused before anything is read, as a report holds the
-    whole log in the serving process's memory (review 30, R30-1: ~2.1 KB a row measured; the pod's
-    limit is 1 GiB).
+    The log is streamed through the verification a page at a time (`record_pages`), keeping only
+    what the answer needs: the vault's memory stays flat whatever the log's length (review 30,
+    R30-1: the whole log held took ~2.1 KB a row; 300 000 rows now raise the peak by a few MB).
+    After each page the report pauses (`_Paced`) so the serving calls keep the GIL. The log is
+    counted first (`log_rows`): a log of more rows than `audit_report_max_rows`
+    (TOKENVAULT_AUDIT_REPORT_MAX_ROWS, default 2 500 000: ~160 s at the ~16 000 rows a second
+    measured, within MAX_REPORT_SECONDS) is refused before anything is read: it would not be
+    verified in the time a report may take.
     """
 
-    def verify(max_copy_lag: float, seconds: float, check: Check, sent: ExportedCopy | None) -> FullAuditReport:
+    def verify(
+        max_copy_lag: float, seconds: float, check: Check, sent: ExportedCopy | None, keep: frozenset[bytes]
+    ) -> FullAuditReport:
         settings = {
             **session_settings_with(config.db_synchronous_commit),
             "statement_timeout": str(max(1, int(seconds * 1000))),
@@ -118,6 +153,7 @@ def report_verifier(wired: Bootstrapped, config: VaultServiceConfig) -> Verify:
             if rows > config.audit_report_max_rows:
                 raise too_large(rows, config.audit_report_max_rows)
             check()
+            paced = _Paced(check, PAUSE_PER_WORK)
             return verify_audit_and_erasures(
                 PostgresAuditLog(pool, AppendedRows()),
                 PostgresTokenStore(pool),
@@ -126,8 +162,9 @@ def report_verifier(wired: Bootstrapped, config: VaultServiceConfig) -> Verify:
                 verify_signature,
                 config.audit_checkpoint_file,
                 max_copy_lag,
-                check,
+                paced,
                 sent,
+                keep,
             )
         finally:
             ended.set()

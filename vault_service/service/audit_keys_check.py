@@ -38,7 +38,8 @@ from vault_service.domain.audit import AuditRecord
 from vault_service.domain.crypto import DataKey
 from vault_service.domain.key_check import check_value
 
-_KEY_ACTIONS = ("data-key-insert", "data-key-update")
+KEY_ACTIONS = ("data-key-insert", "data-key-update")
+"""The actions of the records naming data keys (and their check values): the only ones read here."""
 _KEY_ENTRY = re.compile(r"(?:ok: )?(\d+) (\w+) (\w+)(?: check ([0-9a-f]+))?")
 
 
@@ -56,7 +57,7 @@ class _KeyEntry:
 def _key_entries(records: Sequence[AuditRecord]) -> Iterator[_KeyEntry]:
     """Each key the data-key rows name (every purpose), in chain order."""
     for index, record in enumerate(records):
-        if record.event.action not in _KEY_ACTIONS:
+        if record.event.action not in KEY_ACTIONS:
             continue
         for entry in record.event.outcome.split(", "):
             match = _KEY_ENTRY.fullmatch(entry)

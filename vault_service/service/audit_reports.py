@@ -15,9 +15,12 @@ leaves. Who asked about which token is sensitive too: a who-saw row keeps the to
 (as a reveal's row does), never the token, so a later who-saw of that token lists the question,
 and the purpose the question was asked for (required, checked as a reveal's).
 
-Reports read the whole log into the serving process, so they are bounded (review 30): a log of
-more rows than TOKENVAULT_AUDIT_REPORT_MAX_ROWS is refused before it is read (`AuditReportTooLarge`,
-naming the service account's command); each client's reports are metered per process (the policy's
+Reports stream the log through the verification a page at a time, keeping only what the answer
+needs (the chain's state, the checkpoints' heads, the erase and data-key records, who-saw's rows):
+the log's length costs time, not memory (review 30, R30-1). They are bounded in time: a log of more
+rows than TOKENVAULT_AUDIT_REPORT_MAX_ROWS (default 2 500 000: what verifies well within
+MAX_REPORT_SECONDS) is refused before it is read (`AuditReportTooLarge`, naming the service account's
+command); each client's reports are metered per process (the policy's
 audit_reports_per_second / _burst, RateLimited); one at a time per vault process
 (`AuditReportRunning`, naming the running one to a caller given `verify` only); each within its
 call's deadline, at most MAX_REPORT_SECONDS, and no longer than its caller waits
@@ -36,6 +39,7 @@ from dataclasses import dataclass
 from typing import NoReturn, TypeVar
 
 from vault_service.domain.audit import AuditEvent, AuditRecord
+from vault_service.domain.crypto import DataKey
 from vault_service.domain.errors import (
     AuditCopyRefused,
     AuditReportRunning,
@@ -48,7 +52,7 @@ from vault_service.domain.identity import Caller
 from vault_service.domain.policy import AUDIT_REPORT_ACTIONS
 from vault_service.domain.purpose import unfit_purpose
 from vault_service.domain.tokens import type_of_token
-from vault_service.service.audit_verify import FullAuditReport, who_saw
+from vault_service.service.audit_verify import FullAuditReport, token_hashes, who_saw
 from vault_service.service.exported_copy import (
     MAX_SENT_COPY_BYTES,
     ExportedCopy,
@@ -72,11 +76,13 @@ COPY_UNREADABLE = (
 
 Check = Callable[[], None]
 """`check()`: raises AuditReportTooLong once the report must stop (its deadline passed, its caller went away)."""
-Verify = Callable[[float, float, Check, ExportedCopy | None], FullAuditReport]
-"""`verify(max_copy_lag, seconds, check, sent)`: the full verification against the copy the caller `sent`
+Verify = Callable[[float, float, Check, ExportedCopy | None, frozenset[bytes]], FullAuditReport]
+"""`verify(max_copy_lag, seconds, check, sent, keep)`: the full verification against the copy the caller `sent`
 (None: the vault's own exported copy), its statements ended after `seconds`, `check` called before each of
-its phases; AuditReportTooLarge (before reading the log) for a log over the vault's bound;
-ExportedCopyRefused when the copy cannot be verified against."""
+its phases and after each page of the log; keeping of the records only those revealing or erasing a token
+of the keyed hashes `keep` (who-saw's answer: the log is streamed, never held); AuditReportTooLarge (before
+reading the log) for a log over the vault's bound; ExportedCopyRefused when the copy cannot be verified
+against."""
 Authorize = Callable[[Caller, str], None]
 """`authorize(caller, report)`: raises (audited) PermissionDenied unless the policy gives `caller` the report."""
 Refused = Callable[[Caller, str, VaultError], None]
@@ -106,8 +112,8 @@ def too_large(rows: int, bound: int) -> AuditReportTooLarge:
     """The refusal of a report over a log of `rows` rows, more than `bound`: the count, the bound, the remedy."""
     return AuditReportTooLarge(
         f"the audit log has {rows} rows, more than the {bound} a report made in the serving vault may read (it"
-        " holds the whole log in memory; TOKENVAULT_AUDIT_REPORT_MAX_ROWS): nothing was read; "
-        + SERVICE_ACCOUNT_COMMAND
+        f" could not verify them within the {MAX_REPORT_SECONDS:.0f} s a report may take;"
+        " TOKENVAULT_AUDIT_REPORT_MAX_ROWS): nothing was read; " + SERVICE_ACCOUNT_COMMAND
     )
 
 
@@ -189,7 +195,7 @@ class AuditReports:
                     " lines only (`grep 'audit checkpoint'`, the last hours)"
                 ),
             )
-        report = self._made(caller, "verify", max_copy_lag, seconds, cancelled, lambda made: made, copy)
+        report = self._made(caller, "verify", max_copy_lag, seconds, cancelled, frozenset, lambda made: made, copy)
         outcome = "ok: intact" if report.intact else f"ok: not verified{_from(report)}"
         self._record(caller, "verify", f"{outcome}, {report.rows} record(s)", report.rows)
         return report
@@ -221,12 +227,17 @@ class AuditReports:
         if unfit is not None:
             self._refuse(caller, "who-saw", InvalidRequest(f"who-saw: {unfit}"))
         questions = "verify" in self._reports_of(caller)
+        audit_keys: list[DataKey] = []  # one set of keys for what is kept and what is listed, taken as it begins
+
+        def keep() -> frozenset[bytes]:
+            audit_keys[:] = self._keys.ring.audit_keys
+            return token_hashes(audit_keys, token)
 
         def listed(report: FullAuditReport) -> WhoSawAnswer:
-            found = who_saw(report, self._keys.ring.audit_keys, token) if report.intact else []
+            found = who_saw(report, audit_keys, token) if report.intact else []
             return WhoSawAnswer(report, tuple(r for r in found if questions or r.event.action != WHO_SAW_ACTION))
 
-        answer = self._made(caller, "who-saw", max_copy_lag, seconds, cancelled, listed)
+        answer = self._made(caller, "who-saw", max_copy_lag, seconds, cancelled, keep, listed)
         report, records, ring = answer.report, answer.records, self._keys.ring
         outcome = f"ok: {len(records)} record(s) listed" if report.intact else f"ok: not verified{_from(report)}"
         self._record(
@@ -247,10 +258,13 @@ class AuditReports:
         max_copy_lag: float | None,
         seconds: float | None,
         cancelled: Callable[[], bool],
+        keep: Callable[[], frozenset[bytes]],
         then: Callable[[FullAuditReport], _Made],
         copy: bytes | None = None,
     ) -> _Made:
         """`then` of the full verification, alone in this process, metered, within `seconds`; refusals audited.
+
+        Of the records read, the verification keeps only those of the tokens hashed in `keep()`.
 
         The report stops at the first check after its deadline or its caller's going away (between
         its phases), and a report made but no longer wanted then is recorded as refused
@@ -276,7 +290,7 @@ class AuditReports:
                 f"{report} for {caller.name!r}{_serial(caller)} since {time.strftime('%H:%M:%S UTC', time.gmtime())}"
             )
             sent = sent_exported_copy(copy) if copy is not None else None
-            made = then(self._verify(lag, bound, check, sent))
+            made = then(self._verify(lag, bound, check, sent, keep()))
             check()
             return made
         except ExportedCopyRefused as error:

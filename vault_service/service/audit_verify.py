@@ -3,7 +3,11 @@
 Verification needs no Vault: checkpoint signatures are checked offline against the signing
 key's public keys, and the exported copy of the checkpoints is read from where it was shipped.
 
-Every report made from the log (who-saw) is computed in Python from the very records that
+The log is read and verified a page at a time (`AuditReader.record_pages`): the chain's state,
+the checkpoints' heads, the noted rows' hashes, the erase and data-key records and the records the
+report keeps (`keep`: who-saw's token) are all it holds, so its length costs time, not memory
+(review 30, R30-1). The vault's AuditReports and the service account's `audit-verify` / `who-saw`
+share it. Every report made from the log (who-saw) is computed in Python from the very records that
 verification read and verified, never from a second query: the database owner can make two
 queries see different rows (a row-level-security policy keyed on the query's text, a view in
 place of the table, an operator planted on the search path), so a second answer would carry
@@ -18,17 +22,17 @@ verification makes a `FullAuditReport`, the only report who-saw takes (attack 10
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
 from typing import Protocol
 
 from vault_service.domain.audit import AuditRecord
-from vault_service.domain.checkpoints import ChainHead, Checkpoint, Finding, unanchored_rows, verify_log
+from vault_service.domain.checkpoints import ChainHead, Checkpoint, Finding, LogWalk
 from vault_service.domain.crypto import DataKey
-from vault_service.domain.pending_rows import check_notes
-from vault_service.service.audit_keys_check import audit_keys_problem, late_check_values
+from vault_service.domain.pending_rows import NotedRows
+from vault_service.service.audit_keys_check import KEY_ACTIONS, audit_keys_problem, late_check_values
 from vault_service.service.erase_reconciliation import ErasedTokenReader, ErasureReconciliation, reconcile_erasures
 from vault_service.service.exported_copy import ExportedCopy, NoExportedCheckpoints, read_exported_copy
 from vault_service.service.revealing import reveal_hash
@@ -100,8 +104,8 @@ def _coverage(copy: ExportedCopy, checkpoints: Sequence[Checkpoint], allowed: fl
 class AuditReader(Protocol):
     """What verification reads from the audit store."""
 
-    def records(self, after_id: int = 0) -> list[AuditRecord]:
-        """Every record after `after_id`, in order."""
+    def record_pages(self, after_id: int = 0) -> Iterator[Sequence[AuditRecord]]:
+        """Every record after `after_id`, in id order, a page at a time (each read as it is asked for)."""
         ...
 
     def checkpoints(self) -> list[Checkpoint]:
@@ -133,9 +137,17 @@ class AuditReport:
     unanchored: int
     finding: Finding | None
     records: tuple[AuditRecord, ...] = field(default=(), repr=False, compare=False)
-    """The records verified, in order: who-saw filters these, it never asks the database again."""
+    """The records verified that the report kept, in order: who-saw filters these, it never asks the database
+    again. Every record read unless `kept` says which."""
     copy: CopyCoverage | None = None
     """What the exported copy held and how far it reaches (None: no copy given)."""
+    kept: frozenset[bytes] | None = None
+    """The keyed token hashes whose records `records` holds (None: every record read; empty: none). A report
+    streams the log and keeps only what its answer needs (review 30, R30-1)."""
+    erase_records: tuple[AuditRecord, ...] = field(default=(), repr=False, compare=False)
+    """The erase records verified, in order (reconciled with the erased tokens)."""
+    key_records: tuple[AuditRecord, ...] = field(default=(), repr=False, compare=False)
+    """The data-key records verified, in order (the audit keys checked against them)."""
 
     @property
     def intact(self) -> bool:
@@ -179,6 +191,7 @@ def verify_audit(
     max_copy_lag: float = DEFAULT_COPY_LAG,
     stop_check: Callable[[], None] = _go_on,
     sent: ExportedCopy | None = None,
+    keep: frozenset[bytes] | None = None,
 ) -> AuditReport:
     """Verify the chain, every checkpoint in the database and, with `exported`, every exported one.
 
@@ -197,9 +210,16 @@ def verify_audit(
     rows in the log with the hashes noted (domain/pending_rows.py; retest 17, finding A), else
     the report is TAMPERED at the note's first row (after any finding of the chain itself).
 
-    `stop_check()` is called between the phases (reads and checks) and raises to end the report
-    there (its deadline passed, its caller went away: the vault's AuditReports). `sent`: a copy
-    already read (one a caller sent with its call), verified against instead of `exported`.
+    The records are read and checked a page at a time (`AuditReader.record_pages`), so the log's
+    length costs time, not memory: of the records only those `keep` names are kept (the records
+    revealing or erasing a token of those keyed hashes: who-saw's answer; None keeps every record,
+    an empty set none), besides the erase and data-key records the full verification checks
+    (review 30, R30-1: the whole log held in memory killed a 1 GiB pod near 0.45 M rows).
+
+    `stop_check()` is called between the phases (reads and checks) and after every page, and
+    raises to end the report there (its deadline passed, its caller went away: the vault's
+    AuditReports). `sent`: a copy already read (one a caller sent with its call), verified
+    against instead of `exported`.
     """
     copy = sent if sent is not None else read_exported_copy(exported) if exported is not None else None
     copies = list(copy.checkpoints) if copy is not None else []
@@ -208,15 +228,39 @@ def verify_audit(
     if copy is not None and not copies and checkpoints:
         raise NoExportedCheckpoints(copy.path, len(checkpoints))
     stop_check()
-    records = store.records()
+    walk = LogWalk(checkpoints, copies, lambda data, signature: check(public_keys, data, signature))
+    noted = NotedRows(copy.pending) if copy is not None else None
+    kept: list[AuditRecord] = []
+    erase_records: list[AuditRecord] = []
+    key_records: list[AuditRecord] = []
+    for page in store.record_pages():
+        for record in page:
+            walk.add(record)
+            if noted is not None:
+                noted.add(record)
+            if keep is None or not keep.isdisjoint(record.event.revealed):
+                kept.append(record)
+            if record.event.action == "erase":
+                erase_records.append(record)
+            elif record.event.action in KEY_ACTIONS:
+                key_records.append(record)
+        stop_check()
+    finding = walk.finding()
     stop_check()
-    finding = verify_log(records, checkpoints, copies, lambda data, signature: check(public_keys, data, signature))
-    stop_check()
-    if finding is None and copy is not None:
-        finding = check_notes(records, copy.pending)
+    if finding is None and noted is not None:
+        finding = noted.finding()
     coverage = _coverage(copy, checkpoints, max_copy_lag) if copy is not None else None
-    unanchored = unanchored_rows(records, checkpoints)
-    return AuditReport(len(records), len(checkpoints), unanchored, finding, tuple(records), coverage)
+    return AuditReport(
+        walk.rows,
+        len(checkpoints),
+        walk.unanchored,
+        finding,
+        tuple(kept),
+        coverage,
+        keep,
+        tuple(erase_records),
+        tuple(key_records),
+    )
 
 
 def verify_audit_and_erasures(
@@ -229,23 +273,24 @@ def verify_audit_and_erasures(
     max_copy_lag: float = DEFAULT_COPY_LAG,
     stop_check: Callable[[], None] = _go_on,
     sent: ExportedCopy | None = None,
+    keep: frozenset[bytes] | None = None,
 ) -> FullAuditReport:
     """`verify_audit`, erasures reconciled and `audit_keys` checked against the verified chain.
 
     Every erased token is reconciled with the verified erase rows (`reconcile_erasures`), and the
     audit keys loaded are checked to be the ones the chain recorded (`audit_keys_problem`). The
     erased tokens are read before the log and again after it: see erase_reconciliation.
-    `stop_check()` and `sent` as in `verify_audit`; `stop_check` between every phase.
+    `stop_check()`, `sent` and `keep` as in `verify_audit`; `stop_check` between every phase.
     """
     erased_before = erased.erased_tokens()
     stop_check()
-    report = verify_audit(store, public_keys, check, exported, max_copy_lag, stop_check, sent)
+    report = verify_audit(store, public_keys, check, exported, max_copy_lag, stop_check, sent, keep)
     erased_after = erased.erased_tokens()
     stop_check()
-    erasures = reconcile_erasures(report.records, erased_before, erased_after, audit_keys)
+    erasures = reconcile_erasures(report.erase_records, erased_before, erased_after, audit_keys)
     stop_check()
     verified = report.finding is None
-    keys_problem = audit_keys_problem(report.records, audit_keys) if verified else None
+    keys_problem = audit_keys_problem(report.key_records, audit_keys) if verified else None
     return FullAuditReport(
         report.rows,
         report.checkpoints,
@@ -253,9 +298,12 @@ def verify_audit_and_erasures(
         report.finding,
         report.records,
         report.copy,
+        report.kept,
+        report.erase_records,
+        report.key_records,
         erasures=erasures,
         keys_problem=keys_problem,
-        keys_notes=tuple(late_check_values(report.records).notes()) if verified else (),
+        keys_notes=tuple(late_check_values(report.key_records).notes()) if verified else (),
     )
 
 
@@ -275,5 +323,12 @@ def who_saw(report: FullAuditReport, audit_keys: list[DataKey], token: str) -> l
         )
     if not report.intact:
         raise AuditNotVerified(report.keys_problem or "the audit log did not verify: no report is made from it")
-    hashes = {reveal_hash(key, token) for key in audit_keys}
+    hashes = token_hashes(audit_keys, token)
+    if report.kept is not None and not hashes <= report.kept:
+        raise ValueError("the report did not keep this token's records: verify with keep=token_hashes(...)")
     return [record for record in report.records if not hashes.isdisjoint(record.event.revealed)]
+
+
+def token_hashes(audit_keys: Sequence[DataKey], token: str) -> frozenset[bytes]:
+    """`token`'s keyed hashes under every audit key: what its reveals' and erasures' records hold (`keep`)."""
+    return frozenset(reveal_hash(key, token) for key in audit_keys)
