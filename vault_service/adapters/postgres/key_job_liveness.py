@@ -111,9 +111,9 @@ WITH job_rows AS (
     )
     WINDOW job AS (PARTITION BY action, client, client_serial, purpose ORDER BY id)
 ), paired AS (
-    SELECT u.*, min(depth) OVER (job ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS lowest_after
+    SELECT u.*, min(depth) OVER (later ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS lowest_after
     FROM unclosed AS u
-    WINDOW job AS (PARTITION BY action, client, client_serial, purpose ORDER BY id)
+    WINDOW later AS (PARTITION BY action, client, client_serial, purpose ORDER BY id DESC)
 )
 SELECT id, at, action, client, client_serial, client_cert_sha256, purpose FROM paired
 WHERE outcome = '{INTENT_HELD}' AND (lowest_after IS NULL OR lowest_after >= depth)
@@ -124,7 +124,9 @@ ORDER BY id
 A closing row (`failed: interrupted, the process ended (intent row N ...`) pairs with intent row N, by its number;
 every other outcome row with the latest intent before it that nothing paired with yet (a stack per client, serial,
 action and ticket): intent p is open iff the running count (intents - outcomes) never drops below its count at p
-afterwards. Intents without the hold mark (`started`, older code) are paired but never listed.
+afterwards. Intents without the hold mark (`started`, older code) are paired but never listed. Both windows'
+frames start at the partition's first row, so each is one pass (a frame starting after the current row made the
+minimum quadratic in a partition's rows: 20 ms for 10 partitions of 200 rows; the serving role can append rows).
 """
 
 
