@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_ARGS ?=
 
-.PHONY: bench-compare help install protos protos-check up down status run run-sample psql admin bench-vault bench-vault-scale bench-vault-statements bench-etl test test-unit lint format clean compose-env compose-check test-compose deploy-check
+.PHONY: bench-compare help install protos protos-check up down status run run-sample psql admin bench-vault bench-vault-scale bench-vault-statements bench-audit-reports bench-etl test test-unit lint format clean compose-env compose-check test-compose deploy-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ bench-vault-scale: $(STAMP)  ## the vault filled through its API to 10M tokens, 
 
 bench-vault-statements: $(STAMP)  ## Postgres CPU per row of the vault's statements at 0, 1M, 3M stored tokens (filled by SQL)
 	$(PY) -m bench.vault_statements $(BENCH_ARGS)
+
+bench-audit-reports: $(STAMP)  ## an audit report's cost to the serving vault: its peak memory, Detokenize latency meanwhile (--rows N)
+	$(PY) -m bench.audit_report_load $(BENCH_ARGS)
 
 bench-compare: $(STAMP)  ## a benchmark beside an earlier revision, alternating: BASELINE=<rev> BENCH=vault|etl ROUNDS=2
 	$(PY) -m bench.compare_revisions --baseline $(BASELINE) --bench $(or $(BENCH),vault) --rounds $(or $(ROUNDS),2) -- $(BENCH_ARGS)
