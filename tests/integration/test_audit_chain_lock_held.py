@@ -27,7 +27,7 @@ from vault_service.adapters.postgres.chain_lock import AUDIT_CHAIN_LOCK
 StubFor = Callable[[str], object]
 
 
-@pytest.mark.parametrize("holding", ["idle", "active"])
+@pytest.mark.parametrize("holding", ["idle", "active", "waiting"])
 def test_a_session_holding_the_audit_chain_lock_makes_calls_fail_fast_and_is_ended(
     stack_env: dict[str, str], vault: RunningVault, stub_for: StubFor, holding: str
 ) -> None:
@@ -59,6 +59,21 @@ def test_a_session_holding_the_audit_chain_lock_makes_calls_fail_fast_and_is_end
             ).fetchone()
         assert held == (1,)  # the chain's lock, held by the open transaction
         sleeping: list[BaseException] = []
+        relay = _Relay(stack_env["PG_VAULT_DSN"]) if holding == "waiting" else None
+        if relay is not None:  # waits on a relay of short blockers, one after the other (attack 28, F4)
+            relay.start()
+
+            def wait_in_the_transaction() -> None:
+                try:
+                    rogue.execute(
+                        "SELECT pg_advisory_xact_lock(k) FROM generate_series(%s::bigint, %s::bigint) k",
+                        (_RELAY_KEY, _RELAY_KEY + 999),
+                    )
+                except psycopg.OperationalError as error:
+                    sleeping.append(error)
+
+            sleeper = threading.Thread(target=wait_in_the_transaction, daemon=True)
+            sleeper.start()
         if holding == "active":  # a statement running inside the transaction, not idle: ended all the same
 
             def sleep_in_the_transaction() -> None:
@@ -88,11 +103,68 @@ def test_a_session_holding_the_audit_chain_lock_makes_calls_fail_fast_and_is_end
                 time.sleep(0.5)
         served_after = time.monotonic() - started
         assert answer.results[0].value.value == value
-        if holding == "active":
+        if relay is not None:
+            relay.stop()
+            # Ended once seen holding the lock 5 s, though it waits (before: never while the relay ran).
+            assert served_after < 15, f"the holder waiting on a relay kept the lock {served_after:.1f} s"
+            assert relay.ended < 8, f"the watch ended {relay.ended} blockers of the relay instead of the holder"
+        if holding in ("active", "waiting"):
             sleeper.join(timeout=10)
-            assert sleeping, "the sleeping session was not ended"
+            assert sleeping, f"the {holding} session was not ended"
         else:
             with pytest.raises(psycopg.OperationalError):  # the vault ended it: its transaction and row are gone
                 rogue.execute("SELECT 1")
     channel.close()
     print(f"\n{holding}: first call failed after {failed_after:.1f} s; served again after {served_after:.1f} s")
+
+
+_RELAY_KEY = 7_700_000
+"""The first advisory key of the relay: the rogue takes 7,700,000, 7,700,001, ... in turn."""
+
+
+class _Relay:
+    """Sessions of the serving role each holding the next advisory key the rogue will wait for, three ahead.
+
+    The attack 28, F4 relay: a blocker ended by the watch is replaced at once by the next one, so the rogue,
+    holding the chain's lock, always waits and never goes idle.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.ended = 0
+
+    def start(self) -> None:
+        """Open the first blockers, then keep three ahead in a thread."""
+        self._thread.start()
+        time.sleep(0.5)
+
+    def stop(self) -> None:
+        """Stop opening blockers; close those left."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        held: list[psycopg.Connection] = []
+        key = _RELAY_KEY
+        with psycopg.connect(self._dsn, autocommit=True) as look:
+            try:
+                while not self._stop.is_set():
+                    pids = [c.info.backend_pid for c in held]
+                    alive = {
+                        row[0] for row in look.execute("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,))
+                    }
+                    for conn in [c for c in held if c.info.backend_pid not in alive]:
+                        held.remove(conn)
+                        self.ended += 1
+                        conn.close()
+                    while len(held) < 3:
+                        conn = psycopg.connect(self._dsn)  # a transaction left open, holding the key
+                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+                        held.append(conn)
+                        key += 1
+                    time.sleep(0.05)
+            finally:
+                for conn in held:
+                    conn.close()

@@ -154,11 +154,15 @@ def test_the_watch_ends_session_level_and_key_lock_holders_but_never_a_key_opera
 def test_a_key_operation_kept_waiting_is_never_ended_what_keeps_it_waiting_is(
     serving_pool: tuple[dict[str, str], ConnectionPool],
 ) -> None:
-    """Review 31, R31-1/R31-5: a key operation of another process (a replica's rewrap, the admin command)
-    holds the key-generation lock and waits for a key row a serving-role session holds FOR KEY SHARE.
-    The watch ended the waiting key operation, every time, and never the session that kept it waiting
-    (a relay of such sessions, each under 5 s, blocked every rotation). It now ends the blocker, not the
-    waiter; the same for this process's own key operation, which it never ends."""
+    """Review 31, R31-1/R31-5: a key operation of this process holds the key-generation lock and waits for a
+    key row a serving-role session holds FOR KEY SHARE. The watch ended the waiting key operation, every
+    time, and never the session that kept it waiting (a relay of such sessions, each under 5 s, blocked every
+    rotation). It ends the blocker, never this process's waiter.
+
+    Attack 28, F4: a session of anyone else holding the lock that long is ended itself, waiting or not: the
+    exemption let a session take the audit chain's lock (or a key row) and wait on a relay of short blockers,
+    each ended in turn, for ever. (At the shipped 5 s a key operation of another process held it that long
+    was ended by the holder rule anyway: its own waits give up after 2 s.)"""
     env, pool = serving_pool
     watch = ChainLockWatch(pool, held_seconds=0.5)
     key_id = (
@@ -186,6 +190,7 @@ def _blocker_is_ended_not_the_waiter(dsn: str, watch: ChainLockWatch, key_id: in
             except psycopg.Error as error:
                 waiting.append(error)
 
+        operation_pid, blocker_pid = key_operation.info.backend_pid, blocker.info.backend_pid
         with KEY_JOB_SESSIONS.holding(key_operation) if own else contextlib.nullcontext():
             thread = threading.Thread(target=lock_the_row, daemon=True)
             thread.start()
@@ -194,6 +199,16 @@ def _blocker_is_ended_not_the_waiter(dsn: str, watch: ChainLockWatch, key_id: in
             time.sleep(0.6)
             holders += watch.end_stale_holders()
             thread.join(timeout=10)
+            if not own:  # another process's session held the lock 0.9 s, waiting: ended itself (attack 28, F4)
+                assert len(waiting) == 1 and isinstance(waiting[0], psycopg.OperationalError), waiting
+                assert not _alive(key_operation)
+                # The blocker, holding its key row 0.9 s too, is ended as a key-row holder.
+                assert {(h.pid, h.ended, h.blocked) for h in holders} == {
+                    (operation_pid, True, None),
+                    (blocker_pid, True, None),
+                }
+                assert not _alive(blocker)
+                return
             assert waiting == [None], waiting  # the key operation got its row: it was left to finish
             assert _alive(key_operation)
             key_operation.rollback()

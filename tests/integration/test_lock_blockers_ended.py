@@ -275,3 +275,57 @@ def test_a_session_of_this_process_is_never_ended_another_s_is(
         assert outcomes == {"analyst": "gave up", "fraud-investigator": "taken"}
         assert _alive(ours) and not _alive(theirs)
         ours.execute("ROLLBACK")
+
+
+def test_a_budget_row_holder_that_waits_itself_is_ended_not_only_what_it_waits_for(
+    own_database: tuple[dict[str, str], ConnectionPool],
+) -> None:
+    """Attack 28, F4, on any lock: a session holding a client's budget row, then waiting for an advisory lock a
+    second session holds, kept the client's calls waiting; the watch ended only the second one (the holder, itself
+    waiting, was a victim to it), so a relay of such second sessions kept the row held for ever. The holder is
+    ended itself now, waiting or not (a short bound, 1 s, for the test)."""
+    env, pool = own_database
+    dsn = env["PG_VAULT_DSN"]
+    watch = ChainLockWatch(pool, held_seconds=1.0, own_sessions=ProcessSessions().sessions)
+    take = "SELECT * FROM vault.take_call_budget('privacy-officer', 'erase', 1, 1, 1, 1000)"
+    with (
+        psycopg.connect(dsn) as relay_member,
+        psycopg.connect(dsn) as holder,
+        psycopg.connect(dsn) as call,  # the vault's take of the client's budget, as a call makes it
+    ):
+        relay_member.execute("SELECT pg_advisory_xact_lock(7700100)")
+        holder.execute(take)
+        holder_pid = holder.info.backend_pid
+        outcomes: list[str] = []
+
+        def hold_and_wait() -> None:
+            try:
+                holder.execute("SELECT pg_advisory_xact_lock(7700100)")  # waits: a relay would hand it the next
+                outcomes.append("got the relay's lock")
+            except psycopg.OperationalError:
+                outcomes.append("ended")
+
+        def take_the_budget() -> None:
+            try:
+                call.execute(take)
+                outcomes.append("taken")
+            except psycopg.errors.LockNotAvailable:
+                outcomes.append("gave up")  # its 2 s wait (migration 0038)
+            call.rollback()
+
+        threads = [threading.Thread(target=hold_and_wait, daemon=True)]
+        threads[0].start()
+        time.sleep(0.2)
+        threads.append(threading.Thread(target=take_the_budget, daemon=True))
+        threads[1].start()
+        time.sleep(0.2)
+        found = watch.end_stale_holders()  # the holder first seen keeping the call waiting; nothing held 1 s yet
+        assert found == []
+        time.sleep(1.1)
+        found += watch.end_stale_holders()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert any(h.pid == holder_pid and h.ended for h in found), found  # before: only the relay member
+        assert "taken" in outcomes, outcomes
+        assert not _alive(holder)  # (the relay member, held as long, may be ended in the same round)
+        _alive(relay_member)

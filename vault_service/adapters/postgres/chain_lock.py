@@ -39,11 +39,15 @@ an append, a key job - over HELD_SECONDS in one transaction (since a round first
 idle in that transaction) is ended the same way (`pg_blocking_pids` of each waiting session; one line each, naming
 the lock waited for). The vault's transactions that others wait for last a statement, or a key operation's few
 statements (which the rules above end at 5 s anyway): another replica's key job holding the key-generation lock
-4 s while new tokens wait behind it is left. Never ended: a session itself waiting for a lock (a victim; what keeps
-it waiting is looked at in turn), a session of this process (`PROCESS_SESSIONS`: every connection its vault pools
-open), one waiting for a synchronous standby. A key operation of this process kept waiting KEY_JOB_WAITED_SECONDS
-(half its 2 s wait) has what keeps it waiting ended at once, whatever their own transaction's length: a relay of
-sessions each holding the key-generation lock under 5 s refused every key job (R31-2). While such a key operation
+4 s while new tokens wait behind it is left. Never ended: a session of this process (`PROCESS_SESSIONS`: every
+connection its vault pools open; kept waiting itself, what keeps it waiting is ended instead), one waiting for a
+synchronous standby. A session of anyone else is ended whether or not it is itself waiting for a lock when it is
+seen: one that took the chain's lock and then waited on a relay of short blockers, each ended in turn, held the
+lock - and every reveal out - for as long as it liked (attack 28, F4). No session of the vault waits that long: its
+waits for the chain's lock, the key-generation lock, key rows and budget rows each give up after 2 s. A key
+operation of this process kept waiting KEY_JOB_WAITED_SECONDS (half its 2 s wait) has what keeps it waiting
+ended at once, whatever their own transaction's length: a relay of sessions each holding the key-generation lock
+under 5 s refused every key job (R31-2). While such a key operation
 waits, not yet that long, the round looks again every 0.25 s (up to about 2 s more) so as to catch it within its
 wait. That ends another process's key operation (a replica's, the admin command's) holding what it waits for 1 s
 too: nothing such an operation does - its application_name, its statements, their timing - is beyond what a
@@ -195,10 +199,10 @@ _END_IF_STILL_BLOCKING_IN = """
 SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_activity a
 WHERE a.pid OPERATOR(pg_catalog.=) %(blocker)s
   AND a.backend_start IS NOT DISTINCT FROM %(started)s AND a.xact_start IS NOT DISTINCT FROM %(xact)s
-  AND a.wait_event_type IS DISTINCT FROM 'Lock' AND a.wait_event IS DISTINCT FROM 'SyncRep'
+  AND a.wait_event IS DISTINCT FROM 'SyncRep'
   AND %(blocker)s OPERATOR(pg_catalog.=) ANY(pg_catalog.pg_blocking_pids(%(waiter)s))
 """
-"""End the blocking session only if it is in the transaction seen, not waiting itself, and still blocks the waiter."""
+"""End the blocking session only if it is in the transaction seen and still blocks the waiter (waiting or not)."""
 
 _BACKEND_START = (
     "SELECT backend_start FROM pg_catalog.pg_stat_activity WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()"
@@ -362,6 +366,7 @@ class ChainLockWatch:
         seen: dict[tuple[int, int, str, datetime], float] = {}
         with self._pool.connection() as conn:
             own = self._own_key_sessions()
+            own_sessions = self._own_sessions()
             for row in conn.execute(_HOLDERS, (list(ADVISORY_LOCKS),)).fetchall():
                 sighting = _Sighting(
                     int(row[0]),
@@ -386,10 +391,14 @@ class ChainLockWatch:
                     held = max(held, sighting.in_state)  # it took the lock before it went idle
                 if held < self.held_seconds:
                     continue
-                if sighting.waiting_for_a_lock:  # kept waiting: end what keeps it waiting, never it (review 31)
+                if sighting.waiting_for_a_lock and (
+                    sighting.pid in own or (sighting.pid, sighting.backend_start) in own_sessions
+                ):  # this process kept waiting: end what keeps it waiting, never it (review 31)
                     if sighting.pid not in {h.blocked for h in found}:  # once per waiter (it may hold two locks)
                         found.extend(self._end_blockers(conn, sighting, held, own))
                     continue
+                # Anyone else's session: ended, waiting or not. One holding the lock while it waits on a relay of
+                # short blockers would otherwise hold it for ever (attack 28, F4); the vault's waits last 2 s.
                 ended, why = self._end(conn, sighting)
                 found.append(ChainLockHolder(sighting.pid, sighting.state, held, ended, sighting.lock, why))
             look_again = self._end_what_keeps_vault_sessions_waiting(conn, own, found)
@@ -412,9 +421,9 @@ class ChainLockWatch:
         waiting in one transaction over `held_seconds` (since first seen doing so, or since it went idle in
         that transaction) is not the vault at work - the vault's transactions that others wait for last a
         statement or a key operation's few, and one that holds a watched lock 5 s is ended anyway - so it is
-        ended, whatever lock it is: a client's call-budget row, a key row, a row of vault.tokens. Never one
-        that is itself waiting for a lock (a victim: what keeps it waiting is found as its own row's), never
-        a session of this process, never one waiting for a synchronous standby.
+        ended, whatever lock it is: a client's call-budget row, a key row, a row of vault.tokens, and whether
+        or not it is itself waiting for a lock (attack 28, F4: a holder waiting on a relay). Never a session of
+        this process, never one waiting for a synchronous standby.
 
         A key operation of this process kept waiting `key_job_waited` (half its own 2 s wait) has what keeps
         it waiting ended at once, however short each holder's own transaction: a relay of sessions each
@@ -447,8 +456,6 @@ class ChainLockWatch:
                 continue
             first, _ = self._blocking.get(blocking.key, (now, now))
             self._blocking[blocking.key] = (first, now)
-            if blocking.waiting:
-                continue  # only waiting: never ended (review 31)
             held = now - first
             if blocking.state is not None and blocking.state.startswith("idle in transaction"):
                 held = max(held, blocking.in_state)  # it took what it holds before it went idle
@@ -479,7 +486,7 @@ class ChainLockWatch:
 
     @staticmethod
     def _end_blocker(conn: psycopg.Connection[tuple[object, ...]], blocking: _Blocking) -> tuple[bool, str | None]:
-        """End the blocking session if it is in the transaction seen, not waiting, and still blocks; why not."""
+        """End the blocking session if it is in the transaction seen and still blocks; why not."""
         if blocking.wait_event == "SyncRep":
             return False, SYNC_STANDBY
         args = {
@@ -500,13 +507,14 @@ class ChainLockWatch:
     def _end_blockers(
         conn: psycopg.Connection[tuple[object, ...]], waiter: _Sighting, held: float, own: frozenset[int]
     ) -> list[ChainLockHolder]:
-        """End the sessions that keep `waiter` (holding a watched lock) waiting, if still so; the vault's own aside.
+        """End the sessions that keep `waiter` (this process's, holding a watched lock) waiting, if still so.
 
-        A session holding a watched lock while it waits for another lock is a victim: a vault key job
-        waiting for a key row a relay of short transactions keeps locked, or the replicas' own rewrap
-        (review 31, R31-1, R31-5: the watch ended the vault's own sessions and never the relay). What
-        keeps it waiting is ended instead, whatever the length of its own transaction; never this
-        process's key operations. Each one is reported like a holder (`blocked` names the waiter).
+        A session of this process holding a watched lock while it waits for another lock is a victim: a key
+        job waiting for a key row a relay of short transactions keeps locked, or its rewrap (review 31,
+        R31-1, R31-5: the watch ended the vault's own sessions and never the relay). What keeps it waiting
+        is ended instead, whatever the length of its own transaction; never this process's key operations.
+        Anyone else's waiting holder is ended itself (attack 28, F4). Each one is reported like a holder
+        (`blocked` names the waiter).
         """
         found = []
         for (blocker,) in conn.execute(_BLOCKERS, (waiter.pid,)).fetchall():
