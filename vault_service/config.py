@@ -70,7 +70,7 @@ class VaultServiceConfig:
     """Server certificate, PEM (TOKENVAULT_TLS_CERT). Not read by the admin command, which serves nothing
     (`from_env(..., serving=False)`: `Path()` when not set; review 32, F6)."""
     tls_key: Path
-    """Server private key, PEM (TOKENVAULT_TLS_KEY); as `tls_cert`."""
+    """Server private key, PEM (TOKENVAULT_TLS_KEY); like the certificate, not read by the admin command."""
     tls_client_ca: Path
     """CA that issues client certificates (TOKENVAULT_TLS_CLIENT_CA)."""
     tls_client_crl: Path | None

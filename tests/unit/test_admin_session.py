@@ -54,7 +54,7 @@ class _Wired:
     def __init__(self, outcome: OwnRowsRound) -> None:
         self.outcome, self.closed = outcome, False
 
-    def rotation(self, actor: str, before_work: Callable[[], None]) -> str:
+    def rotation(self, actor: str, before_work: Callable[[], None], liveness: object = None) -> str:
         return actor
 
     def anchor_own_rows(self, checkpoint_file: Path | None) -> OwnRowsRound:
@@ -72,7 +72,10 @@ def test_when_the_work_fails_or_is_stopped_the_rounds_outcome_is_still_reported_
     wired = _Wired(OwnRowsRound((41, 42), failure="interrupted: SIGTERM"))
     monkeypatch.setattr(admin_session, "bootstrap", lambda config: wired)
     operator = cast(OperatorIdentity, SimpleNamespace(actor="vault:security"))
-    config = cast(VaultServiceConfig, SimpleNamespace(audit_checkpoint_file=None))
+    config = cast(
+        VaultServiceConfig,
+        SimpleNamespace(audit_checkpoint_file=None, database_dsn="postgresql://unused", db_synchronous_commit="on"),
+    )
     with pytest.raises(type(stop)), admin_session.administration(config, operator):
         raise stop
     said = capsys.readouterr().err
