@@ -13,6 +13,7 @@ answer, error or log line. One database and vault for the module (the tampering 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -333,9 +334,10 @@ def test_a_log_larger_than_the_vault_may_hold_is_refused_on_the_record_naming_th
         security.audit_verify()
 
     assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
-    assert counted is not None and f"the audit log has {counted[0]} rows, more than the 1 a report made" in (
-        refused.value.details
-    )  # counted as they are: the chain's ids skip (two sequence values a row)
+    said = re.search(r"the audit log has (\d+) rows, more than the 1 a report made", refused.value.details)
+    # Counted as they are (the chain's ids skip: two sequence values a row); rows may have come since the count
+    # (the session vault's aggregated tokenize row, written by its own round).
+    assert said is not None and counted is not None and counted[0] <= int(said.group(1)) <= counted[0] + 3, said
     assert "TOKENVAULT_AUDIT_REPORT_MAX_ROWS" in refused.value.details
     assert "python -m vault_service.admin audit-verify" in refused.value.details
     assert [o for _, _, _, o, _, _ in _rows(own_env, "audit-verify", before)] == ["refused: AuditReportTooLarge"]
