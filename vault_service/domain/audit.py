@@ -30,6 +30,27 @@ MAX_ROW_BYTES = 20 + MAX_ITEMS_PER_CALL * (4 + REVEAL_HASH_BYTES) + MAX_ROW_TEXT
 """The most a genuine audit row's variable columns take as read (`revealed` in its binary form: a 20-byte header and
 4 + 16 bytes per token, plus the text): a row beyond it was written by no vault, and the upkeep does not fetch it."""
 
+MAX_REPORTED_ROW_BYTES = MAX_ROW_BYTES + 2 * CHAIN_HASH_BYTES
+"""The most a genuine audit row takes as a report reads it: its variable columns and its two chain hashes."""
+
+
+class OversizedRecord(Exception):
+    """A row of the log larger than any the vault writes (MAX_REPORTED_ROW_BYTES): its fields are never read.
+
+    Only the database's owner can store one (migration 0040 bounds every column for the serving role):
+    a report stops there and names it as tampering, rather than reading it (attack 28, F3: six rows of
+    100 MB took the vault past its 1 GiB limit during one report).
+    """
+
+    def __init__(self, record_id: int, size: int) -> None:
+        super().__init__(
+            f"record {record_id} holds {size} bytes, more than any row the vault writes ({MAX_REPORTED_ROW_BYTES}):"
+            " it was written outside the vault (the database's owner); its fields were not read, nor any row after it"
+        )
+        self.record_id = record_id
+        self.size = size
+
+
 # What json.dumps(fields, sort_keys=True, separators=(",", ":")) builds, made once: dumps
 # with options constructs a new encoder on every call.
 _CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))

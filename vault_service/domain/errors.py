@@ -140,3 +140,7 @@ class AuditReportTooLarge(VaultError):
 
 class AuditCopyRefused(VaultError):
     """The vault's exported checkpoint copy cannot be verified against (no checkpoint, unreadable lines)."""
+
+
+class AuditReportFailed(VaultError):
+    """An audit report failed on an error no other refusal names (INTERNAL): refused on the record, never UNKNOWN."""

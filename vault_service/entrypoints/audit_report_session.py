@@ -33,7 +33,7 @@ from vault_service.domain.checkpoints import ChainHead
 from vault_service.domain.errors import DatabaseUnreachable, VaultError
 from vault_service.service.audit_reports import AuditReports, Check, Verify, too_large
 from vault_service.service.audit_verify import COPY_LAG_INTERVALS, FullAuditReport, verify_audit_and_erasures
-from vault_service.service.exported_copy import ExportedCopy
+from vault_service.service.exported_copy import VAULTS_COPY, ExportedCopy
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,8 @@ class _Paced:
 def report_verifier(wired: Bootstrapped, config: VaultServiceConfig) -> Verify:
     """`verify(max_copy_lag, seconds, check, sent, keep)`: the full verification, on a connection of its own.
 
-    Its statements end after `seconds`; it verifies against the copy the caller `sent` when it sent
-    one, else the vault's own.
+    Its statements end after `seconds`; it verifies against the vault's own copy (named
+    VAULTS_COPY, never by its path) and the copy the caller `sent` too, when it sent one.
 
     The log is streamed through the verification a page at a time (`record_pages`), keeping only
     what the answer needs: the vault's memory stays flat whatever the log's length (review 30,
@@ -165,6 +165,7 @@ def report_verifier(wired: Bootstrapped, config: VaultServiceConfig) -> Verify:
                 paced,
                 sent,
                 keep,
+                VAULTS_COPY,  # its path is not the caller's to know (attack 28, F6)
             )
         finally:
             ended.set()

@@ -42,6 +42,7 @@ from vault_service.domain.audit import AuditEvent, AuditRecord
 from vault_service.domain.crypto import DataKey
 from vault_service.domain.errors import (
     AuditCopyRefused,
+    AuditReportFailed,
     AuditReportRunning,
     AuditReportTooLarge,
     AuditReportTooLong,
@@ -55,8 +56,11 @@ from vault_service.domain.tokens import type_of_token
 from vault_service.service.audit_verify import FullAuditReport, token_hashes, who_saw
 from vault_service.service.exported_copy import (
     MAX_SENT_COPY_BYTES,
+    SENT_COPY,
+    VAULTS_COPY,
     ExportedCopy,
     ExportedCopyRefused,
+    UnreadableExportedCopy,
     sent_exported_copy,
 )
 from vault_service.service.keyring import KeyManager
@@ -73,6 +77,11 @@ COPY_UNREADABLE = (
     " vault's operators find the path in its settings"
 )
 """The refusal of a report whose copy file cannot be opened: the server's path is not the caller's to know."""
+REPORT_FAILED = (
+    "the audit report failed in the vault (its log names the error); nothing was reported: retry, or have the"
+    " vault's operators look at its log"
+)
+"""The refusal of a report that failed on an error no refusal names: audited, never an UNKNOWN status."""
 
 Check = Callable[[], None]
 """`check()`: raises AuditReportTooLong once the report must stop (its deadline passed, its caller went away)."""
@@ -294,13 +303,20 @@ class AuditReports:
             check()
             return made
         except ExportedCopyRefused as error:
-            whose = "the exported checkpoint copy sent" if copy is not None else "the vault's exported checkpoint copy"
-            self._refuse(caller, report, AuditCopyRefused(f"{whose} was refused: {error}"))
+            sent_one = getattr(error, "path", VAULTS_COPY) == SENT_COPY
+            whose = "the exported checkpoint copy sent" if sent_one else "the vault's exported checkpoint copy"
+            refused: VaultError = AuditCopyRefused(f"{whose} was refused: {error}")
+            if sent_one and isinstance(error, UnreadableExportedCopy):  # the caller's argument is malformed
+                refused = InvalidRequest(f"{whose} was refused: {error}")
+            self._refuse(caller, report, refused)
         except OSError as error:  # the file missing or unreadable: named by the vault's log, never to the caller
             log.warning("audit report refused: the exported checkpoint copy cannot be read: %s", error)
             self._refuse(caller, report, AuditCopyRefused(COPY_UNREADABLE))
         except VaultError as failure:
             self._refuse(caller, report, self._ended(failure, cancelled, started, bound))
+        except Exception as error:  # never UNKNOWN and unaudited (attack 28, F1): refused, on the record
+            log.exception("audit report failed (%s)", type(error).__name__)
+            self._refuse(caller, report, AuditReportFailed(REPORT_FAILED))
         finally:
             self._running = ""
             self._lock.release()

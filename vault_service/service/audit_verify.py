@@ -28,13 +28,13 @@ from datetime import UTC
 from pathlib import Path
 from typing import Protocol
 
-from vault_service.domain.audit import AuditRecord
+from vault_service.domain.audit import AuditRecord, OversizedRecord
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, Finding, LogWalk
 from vault_service.domain.crypto import DataKey
 from vault_service.domain.pending_rows import NotedRows
 from vault_service.service.audit_keys_check import KEY_ACTIONS, audit_keys_problem, late_check_values
 from vault_service.service.erase_reconciliation import ErasedTokenReader, ErasureReconciliation, reconcile_erasures
-from vault_service.service.exported_copy import ExportedCopy, NoExportedCheckpoints, read_exported_copy
+from vault_service.service.exported_copy import ExportedCopy, NoExportedCheckpoints, read_exported_copy, together
 from vault_service.service.revealing import reveal_hash
 
 DEFAULT_COPY_LAG = 10.0
@@ -192,6 +192,7 @@ def verify_audit(
     stop_check: Callable[[], None] = _go_on,
     sent: ExportedCopy | None = None,
     keep: frozenset[bytes] | None = None,
+    named: Path | None = None,
 ) -> AuditReport:
     """Verify the chain, every checkpoint in the database and, with `exported`, every exported one.
 
@@ -214,38 +215,50 @@ def verify_audit(
     length costs time, not memory: of the records only those `keep` names are kept (the records
     revealing or erasing a token of those keyed hashes: who-saw's answer; None keeps every record,
     an empty set none), besides the erase and data-key records the full verification checks
-    (review 30, R30-1: the whole log held in memory killed a 1 GiB pod near 0.45 M rows).
+    (review 30, R30-1: the whole log held in memory killed a 1 GiB pod near 0.45 M rows). A row larger
+    than any the vault writes is never read (`OversizedRecord`): the report is TAMPERED at it, unless
+    the chain broke before it (attack 28, F3).
 
     `stop_check()` is called between the phases (reads and checks) and after every page, and
     raises to end the report there (its deadline passed, its caller went away: the vault's
     AuditReports). `sent`: a copy already read (one a caller sent with its call), verified
-    against instead of `exported`.
+    against together with `exported`: a copy sent may only add evidence, never take the vault's
+    own away (attack 28, F5: a stale copy sent passed a log whose newest rows and checkpoint the
+    owner had deleted); each must hold a checkpoint when the database does, and the report names
+    both. `named`: how `exported` is named in the report and its refusals (None: its path).
     """
-    copy = sent if sent is not None else read_exported_copy(exported) if exported is not None else None
+    own = read_exported_copy(exported, named) if exported is not None else None
+    read = [c for c in (sent, own) if c is not None]
+    copy = together(*read) if len(read) == 2 else read[0] if read else None
     copies = list(copy.checkpoints) if copy is not None else []
     stop_check()
     checkpoints = store.checkpoints()
-    if copy is not None and not copies and checkpoints:
-        raise NoExportedCheckpoints(copy.path, len(checkpoints))
+    for each in read:
+        if not each.checkpoints and checkpoints:
+            raise NoExportedCheckpoints(each.path, len(checkpoints))
     stop_check()
     walk = LogWalk(checkpoints, copies, lambda data, signature: check(public_keys, data, signature))
     noted = NotedRows(copy.pending) if copy is not None else None
     kept: list[AuditRecord] = []
     erase_records: list[AuditRecord] = []
     key_records: list[AuditRecord] = []
-    for page in store.record_pages():
-        for record in page:
-            walk.add(record)
-            if noted is not None:
-                noted.add(record)
-            if keep is None or not keep.isdisjoint(record.event.revealed):
-                kept.append(record)
-            if record.event.action == "erase":
-                erase_records.append(record)
-            elif record.event.action in KEY_ACTIONS:
-                key_records.append(record)
-        stop_check()
-    finding = walk.finding()
+    oversized: Finding | None = None
+    try:
+        for page in store.record_pages():
+            for record in page:
+                walk.add(record)
+                if noted is not None:
+                    noted.add(record)
+                if keep is None or not keep.isdisjoint(record.event.revealed):
+                    kept.append(record)
+                if record.event.action == "erase":
+                    erase_records.append(record)
+                elif record.event.action in KEY_ACTIONS:
+                    key_records.append(record)
+            stop_check()
+    except OversizedRecord as error:  # never read: the report stops there, tampered (attack 28, F3)
+        oversized = Finding(error.record_id, str(error))
+    finding = walk.finding() if oversized is None or walk.broken else oversized
     stop_check()
     if finding is None and noted is not None:
         finding = noted.finding()
@@ -274,17 +287,18 @@ def verify_audit_and_erasures(
     stop_check: Callable[[], None] = _go_on,
     sent: ExportedCopy | None = None,
     keep: frozenset[bytes] | None = None,
+    named: Path | None = None,
 ) -> FullAuditReport:
     """`verify_audit`, erasures reconciled and `audit_keys` checked against the verified chain.
 
     Every erased token is reconciled with the verified erase rows (`reconcile_erasures`), and the
     audit keys loaded are checked to be the ones the chain recorded (`audit_keys_problem`). The
     erased tokens are read before the log and again after it: see erase_reconciliation.
-    `stop_check()`, `sent` and `keep` as in `verify_audit`; `stop_check` between every phase.
+    `stop_check()`, `sent`, `keep` and `named` as in `verify_audit`; `stop_check` between every phase.
     """
     erased_before = erased.erased_tokens()
     stop_check()
-    report = verify_audit(store, public_keys, check, exported, max_copy_lag, stop_check, sent, keep)
+    report = verify_audit(store, public_keys, check, exported, max_copy_lag, stop_check, sent, keep, named)
     erased_after = erased.erased_tokens()
     stop_check()
     erasures = reconcile_erasures(report.erase_records, erased_before, erased_after, audit_keys)

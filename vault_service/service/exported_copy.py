@@ -79,6 +79,7 @@ class NoExportedCheckpoints(ExportedCopyRefused):
     """
 
     def __init__(self, exported: Path, stored: int) -> None:
+        self.path = exported
         super().__init__(
             f"{exported} holds no exported checkpoint, while the database holds {stored}: it is not the copy"
             " of the checkpoints the vault exports (TOKENVAULT_AUDIT_CHECKPOINT_FILE, or the vault's log with"
@@ -91,6 +92,7 @@ class UnreadableExportedCopy(ExportedCopyRefused):
     """The exported copy holds lines that look like checkpoints but cannot be read as one."""
 
     def __init__(self, exported: Path, lines: Sequence[int]) -> None:
+        self.path = exported
         shown = ", ".join(str(n) for n in lines[:10]) + (f" and {len(lines) - 10} more" if len(lines) > 10 else "")
         super().__init__(
             f"{exported}: {len(lines)} line(s) look like exported checkpoints but cannot be read as one (line"
@@ -126,16 +128,31 @@ class ExportedCopy:
         return f"{read}, newest at row {newest.head.head_id} ({at}){wrapped}"
 
 
-def read_exported_copy(path: Path) -> ExportedCopy:
-    """The checkpoints exported to `path` (see the module's doc for the accepted lines).
+def read_exported_copy(path: Path, named: Path | None = None) -> ExportedCopy:
+    """The checkpoints exported to `path` (see the module's doc for the accepted lines), named `named` (None: `path`).
 
     FileNotFoundError for a missing file (verifying against nothing would prove nothing);
     UnreadableExportedCopy naming the lines that look like checkpoints but cannot be read.
+    The vault names its own copy VAULTS_COPY to a report's caller: its path is not theirs to know (attack 28, F6).
     """
     if not path.exists():
         raise FileNotFoundError(f"no exported checkpoints at {path}")
     with path.open(encoding="utf-8", errors="replace") as lines:
-        return exported_copy_of(lines, path)
+        return exported_copy_of(lines, named or path)
+
+
+VAULTS_COPY = Path("the vault's exported checkpoint copy")
+"""How the vault's own copy file is named in what a report for a gRPC caller reads and refuses (not its path)."""
+
+
+def together(first: ExportedCopy, second: ExportedCopy) -> ExportedCopy:
+    """Both copies' checkpoints and notes as one copy, named by both: a copy sent only adds evidence (attack 28, F5)."""
+    return ExportedCopy(
+        Path(f"{first.path} and {second.path}"),
+        first.checkpoints + second.checkpoints,
+        first.wrapped + second.wrapped,
+        first.pending + second.pending,
+    )
 
 
 SENT_COPY = Path("the-copy-sent-with-the-call")
@@ -206,6 +223,28 @@ class _Unreadable:
 
 
 _UNREADABLE = _Unreadable()
+MAX_LINE_CHARS = 16 * 1024 * 1024
+"""The longest line parsed: a pending-rows note of MAX_NOTED_ROWS runs at worst (a checkpoint's is ~400 bytes)."""
+MAX_BRACKETS = 64
+"""The most `[` and `{` a line parsed may hold (so its nesting is at most that): a checkpoint's, wrapped, has under
+ten. A deeper line made json raise RecursionError, which no refusal caught (attack 28, F1)."""
+_KEY_WORDS = ("head_id", "audit_checkpoint", _PENDING_KEY)
+_MALFORMED = (ValueError, RecursionError, OverflowError, KeyError, TypeError)
+"""What reading a line may raise (json, `fromisoformat`, a time at `datetime`'s edge): the line is unreadable."""
+
+
+def _parsed(text: str) -> object:
+    """`text` as JSON; ValueError when it is longer or more nested than any line the vault writes (never parsed)."""
+    if len(text) > MAX_LINE_CHARS or text.count("[") + text.count("{") > MAX_BRACKETS:
+        raise ValueError("longer or more nested than any exported line")
+    return json.loads(text)
+
+
+def _claims_any(text: str) -> bool:
+    """Whether `text` names a checkpoint's or a note's key anywhere (escaped or not): a line not parsed is judged so."""
+    return any(word in text for word in _KEY_WORDS)
+
+
 _MAX_DEPTH = 6
 """How deep a record's values are searched for a checkpoint's keys (wrappers and their fields)."""
 
@@ -221,9 +260,9 @@ def _checkpoint_of(line: str) -> tuple[Checkpoint, bool] | _Unreadable | None:
         if isinstance(record, str):
             text = record
             try:
-                record = json.loads(text)
-            except ValueError:
-                return _UNREADABLE if _CLAIMS_A_CHECKPOINT.search(text) else None
+                record = _parsed(text)
+            except _MALFORMED:
+                return _UNREADABLE if _CLAIMS_A_CHECKPOINT.search(text) or _too_big(text) else None
         if not isinstance(record, dict):
             return _UNREADABLE if _claims_a_checkpoint(record) else None
         fields = cast(dict[str, object], record)
@@ -234,9 +273,11 @@ def _checkpoint_of(line: str) -> tuple[Checkpoint, bool] | _Unreadable | None:
             fields = cast(dict[str, object], inner_checkpoint)
         if "head_id" in fields:
             try:
-                return Checkpoint.from_exported(fields), depth > 0
-            except (KeyError, TypeError, ValueError):
+                checkpoint = Checkpoint.from_exported(fields)
+                checkpoint.head.message()  # its time within `datetime`'s range in UTC too (OverflowError)
+            except _MALFORMED:
                 return _UNREADABLE
+            return checkpoint, depth > 0
         wrapped = next((fields[f] for f in WRAPPER_FIELDS if isinstance(fields.get(f), str | dict)), None)
         if wrapped is None:
             return _UNREADABLE if _claims_a_checkpoint(fields) else None
@@ -254,21 +295,30 @@ def _note_of(line: str) -> PendingNote | _Unreadable | None:
         if isinstance(record, str):
             text = record
             try:
-                record = json.loads(text)
-            except ValueError:
-                return _UNREADABLE if _CLAIMS_A_NOTE.search(text) else None
+                record = _parsed(text)
+            except _MALFORMED:
+                return _UNREADABLE if _CLAIMS_A_NOTE.search(text) or _too_big(text) else None
         if not isinstance(record, dict):
             return None
         fields = cast(dict[str, object], record)
         if _PENDING_KEY in fields:
             try:
                 return PendingNote.from_exported(fields[_PENDING_KEY])
-            except (KeyError, TypeError, ValueError):
+            except _MALFORMED:
                 return _UNREADABLE
         record = next((fields[f] for f in WRAPPER_FIELDS if isinstance(fields.get(f), str | dict)), None)
         if record is None:
             return None
     return None
+
+
+def _too_big(text: str) -> bool:
+    """Whether `text`, not parsed for its length or nesting, is JSON or names a key of the copy: it may hide one.
+
+    Such a line refuses the copy (naming its number, never its text); a line of other text is skipped.
+    """
+    too_big = len(text) > MAX_LINE_CHARS or text.count("[") + text.count("{") > MAX_BRACKETS
+    return too_big and (text.lstrip()[:1] in ("{", "[") or _claims_any(text))
 
 
 def _claims_a_checkpoint(value: object, depth: int = 0) -> bool:

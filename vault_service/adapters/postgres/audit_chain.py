@@ -20,15 +20,17 @@ from psycopg_pool import ConnectionPool
 
 from vault_service.adapters.postgres.audit_records import (
     RECORD_COLUMNS,
+    RECORD_PAGE,
     SEGMENT_PAGE,
     audit_record,
     record_cursor,
+    record_page_rows,
     segment_rows,
 )
 from vault_service.adapters.postgres.errors import translated
 from vault_service.adapters.postgres.probe import probe
 from vault_service.adapters.postgres.upkeep_connections import UpkeepConnections
-from vault_service.domain.audit import MAX_ROW_BYTES, AuditRecord
+from vault_service.domain.audit import MAX_REPORTED_ROW_BYTES, MAX_ROW_BYTES, AuditRecord, OversizedRecord
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
 from vault_service.domain.database_probe import ProbeAnswer
 from vault_service.domain.errors import AuditUnavailable
@@ -40,6 +42,9 @@ RECORD_PAGE_ROWS = 500
 """Records a report reads per statement (`record_pages`): ~1 MB of production-shaped rows (~2.1 KB each as read),
 ~10 MB of batched reveals' (1 000 keyed hashes a row); a page is ~10 ms of verification, after which the vault's
 report pauses (audit_report_session.py). Pages of 250 and 1 000 verified as fast (docs/performance.md)."""
+RECORD_PAGE_BYTES = 4 * 1024 * 1024
+"""Bytes of rows one page of a report reads at most, besides its first row (at most MAX_REPORTED_ROW_BYTES): the
+serving role could insert rows of 100 MB each, and 500 of them made one page (attack 28, F3)."""
 
 _HANDED_OUT = "(SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM vault.audit_log_id_seq)"
 """The highest id the chain trigger's nextval has handed out (read after the statement's snapshot,
@@ -157,17 +162,20 @@ class PostgresAuditChain:
         The reports verify the log as it comes (service/audit_verify.py), so a log of any length
         is read in memory bounded by a page: the whole log read at once held ~2.1 KB of the
         process a row (review 30, R30-1). The pages end at the newest id when the read begins:
-        rows appended meanwhile are the next report's. Each page is one statement (one read of
+        rows appended meanwhile are the next report's. A page holds at most RECORD_PAGE_BYTES of rows
+        besides its first, and no row larger than MAX_REPORTED_ROW_BYTES is read: at the first one the
+        rows before it are given, then OversizedRecord names it (attack 28, F3). Each page is one statement (one read of
         those rows, read as `records` reads them), so the report's statement timeout and the
         cancellation of its running statement hold for each page.
         """
         last, newest = after_id, self._newest_id()
         while last < newest:
-            page = self._record_page(last, newest, rows)
-            if not page:
-                return
-            yield page
-            if page[-1].record_id <= last:  # no progress (a view answering as no table does): read no further
+            page, oversized = self._record_page(last, newest, rows)
+            if page:
+                yield page
+            if oversized is not None:
+                raise OversizedRecord(*oversized)
+            if not page or page[-1].record_id <= last:  # none, or no progress (a view): read no further
                 return
             last = page[-1].record_id
 
@@ -178,14 +186,21 @@ class PostgresAuditChain:
         return int(row[0]) if row else 0
 
     @translated
-    def _record_page(self, after_id: int, upto: int, rows: int) -> list[AuditRecord]:
+    def _record_page(self, after_id: int, upto: int, rows: int) -> tuple[list[AuditRecord], tuple[int, int] | None]:
+        """The page's records up to its first oversized row, and that row's (id, size) (`record_page_rows`)."""
         with self._pool.connection() as conn:
             cursor = record_cursor(conn)
             found = cursor.execute(
-                f"SELECT {RECORD_COLUMNS} FROM vault.audit_log WHERE id > %s AND id <= %s ORDER BY id LIMIT %s",
-                (after_id, upto, rows),
+                RECORD_PAGE,
+                {
+                    "after": after_id,
+                    "upto": upto,
+                    "rows": rows,
+                    "cap": MAX_REPORTED_ROW_BYTES,
+                    "budget": RECORD_PAGE_BYTES,
+                },
             ).fetchall()
-        return [audit_record(r) for r in found]
+        return record_page_rows(found)
 
     @translated
     def head(self, since: ChainHead | None = None) -> ChainHead | None:

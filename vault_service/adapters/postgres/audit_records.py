@@ -59,6 +59,27 @@ SEGMENT_PAGE = (
 )
 """One page of the upkeep's segment read (`PostgresAuditLog.segment`): links, and the fields of the rows to hash."""
 
+_REPORTED_SIZE = (
+    _SIZE + " + coalesce(pg_catalog.octet_length(p.prev_hash), 0)::bigint"
+    " + coalesce(pg_catalog.octet_length(p.row_hash), 0)::bigint"
+)
+"""The bytes a row takes as a report reads it: its variable fields (`_SIZE`) and its two hashes."""
+_COUNTED = "CASE WHEN s.size > %(cap)s THEN 0 ELSE s.size END"
+RECORD_PAGE = (
+    # MATERIALIZED as SEGMENT_PAGE: the lengths and the fields returned are of the same values.
+    f"WITH page AS MATERIALIZED (SELECT {RECORD_COLUMNS} FROM vault.audit_log"
+    " WHERE id > %(after)s AND id <= %(upto)s ORDER BY id LIMIT %(rows)s),"
+    f" sized AS (SELECT p.*, {_REPORTED_SIZE} AS size FROM page p),"
+    f" cut AS (SELECT s.*, s.size > %(cap)s AS oversize, pg_catalog.sum({_COUNTED})"
+    f" OVER (ORDER BY s.id ROWS UNBOUNDED PRECEDING) - {_COUNTED} AS before FROM sized s)"
+    " SELECT oversize, size, id, "
+    + ", ".join(f"CASE WHEN NOT oversize THEN {c} END" for c in RECORD_COLUMNS.replace(" ", "").split(","))
+    + " FROM cut WHERE before < %(budget)s ORDER BY id"
+)
+"""One page of a report's read of the log (`PostgresAuditChain.record_pages`), bounded in bytes as in rows.
+
+Rows while the page's bytes stay within `budget` (the first row always); a row over `cap` bytes (no vault
+writes one) comes with its id and size only, its fields never leave the database (attack 28, F3)."""
 
 _BYTEA_ARRAY_OID = 1001
 
@@ -124,6 +145,16 @@ def audit_record(row: tuple) -> AuditRecord:  # type: ignore[type-arg]
         revealed=() if sent is None else array_elements(sent),
     )
     return AuditRecord(row[0], row[1], event, bytes(row[8] or b""), bytes(row[9] or b""), row[10], sent)
+
+
+def record_page_rows(found: Sequence[tuple]) -> tuple[list[AuditRecord], tuple[int, int] | None]:  # type: ignore[type-arg]
+    """The records of a `RECORD_PAGE` result up to its first oversized row, and that row's (id, size) (None: none)."""
+    records: list[AuditRecord] = []
+    for row in found:
+        if row[0]:
+            return records, (int(row[2]), int(row[1]))
+        records.append(audit_record(row[3:]))
+    return records, None
 
 
 def segment_rows(found: Sequence[tuple]) -> list[SegmentRow]:  # type: ignore[type-arg]
