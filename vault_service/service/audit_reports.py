@@ -86,12 +86,12 @@ REPORT_FAILED = (
 Check = Callable[[], None]
 """`check()`: raises AuditReportTooLong once the report must stop (its deadline passed, its caller went away)."""
 Verify = Callable[[float, float, Check, ExportedCopy | None, frozenset[bytes]], FullAuditReport]
-"""`verify(max_copy_lag, seconds, check, sent, keep)`: the full verification against the copy the caller `sent`
-(None: the vault's own exported copy), its statements ended after `seconds`, `check` called before each of
-its phases and after each page of the log; keeping of the records only those revealing or erasing a token
-of the keyed hashes `keep` (who-saw's answer: the log is streamed, never held); AuditReportTooLarge (before
-reading the log) for a log over the vault's bound; ExportedCopyRefused when the copy cannot be verified
-against."""
+"""`verify(max_copy_lag, seconds, check, sent, keep)`: the full verification against the vault's own exported
+copy and the copy the caller `sent` too (None: none sent; a copy sent only adds evidence, attack 28 F5), its
+statements ended after `seconds`, `check` called before each of its phases and after each page of the log;
+keeping of the records only those revealing or erasing a token of the keyed hashes `keep` (who-saw's answer:
+the log is streamed, never held); AuditReportTooLarge (before reading the log) for a log over the vault's
+bound; ExportedCopyRefused when a copy cannot be verified against."""
 Authorize = Callable[[Caller, str], None]
 """`authorize(caller, report)`: raises (audited) PermissionDenied unless the policy gives `caller` the report."""
 Refused = Callable[[Caller, str, VaultError], None]
@@ -191,8 +191,9 @@ class AuditReports:
 
         `cancelled()`: True once the caller went away (or its call ended): the report stops there.
         `copy`: the text of an exported copy the caller holds (the shipped log's checkpoint lines, at
-        most MAX_SENT_COPY_BYTES), verified against instead of the vault's own (review 30, R30-4: a
-        vault without a copy file checks none).
+        most MAX_SENT_COPY_BYTES), verified against together with the vault's own copy file when it has
+        one, never instead of it (attack 28, F5; review 30, R30-4: a vault without a copy file checks
+        none). A malformed copy is refused INVALID_ARGUMENT naming its line, on the record (attack 28, F1).
         """
         self._authorize(caller, "verify")
         if copy is not None and len(copy) > MAX_SENT_COPY_BYTES:
