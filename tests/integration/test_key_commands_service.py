@@ -30,10 +30,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from devstack import certs
 from tests.conftest import RunningVault, running_vault, stack_identity, vault_config
 from tests.integration.own_database import database_of_its_own
 from tests.integration.test_erasure_crypto_shredding import _security_team
-from tokenvault_client import KeyCommands, PermissionDenied, RateLimited, VaultClient, VaultClientError
+from tokenvault_client import ClientIdentity, KeyCommands, PermissionDenied, RateLimited, VaultClient, VaultClientError
 
 SECURITY_TEAM = "security-team"
 CHANGES = ("rewrap", "rotate-encryption-key", "rotate-fingerprint-key")
@@ -55,8 +56,18 @@ def own_env(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
         yield env
 
 
-TEAM_COMMANDS = "key_commands_per_second = 0.5\nkey_commands_burst = 20\n"
-"""The security team's key-command budget in the shipped policy (config/vault-policy.toml)."""
+TEAM_COMMANDS = (
+    "key_commands_per_second = 0.5\nkey_commands_burst = 20\n"
+    "key_status_per_second = 1\nkey_status_burst = 30\n"
+    "key_token_refusals_per_second = 0.5\nkey_token_refusals_burst = 30\n"
+)
+"""The security team's key-command budgets in the shipped policy (config/vault-policy.toml): changes, status,
+Vault tokens Vault refused."""
+GENEROUS = (
+    "key_commands_per_second = 100\nkey_commands_burst = 1000\n"
+    "key_status_per_second = 100\nkey_status_burst = 1000\n"
+    "key_token_refusals_per_second = 100\nkey_token_refusals_burst = 1000\n"
+)
 
 
 def _own_settings(kek: str, root: hvac.Client) -> dict[str, str]:
@@ -78,7 +89,7 @@ def own_vault(
     policy = tmp_path_factory.mktemp("key-commands-policy") / "vault-policy.toml"
     shipped = vault_config(own_env).policy_file.read_text()
     assert TEAM_COMMANDS in shipped
-    policy.write_text(shipped.replace(TEAM_COMMANDS, TEAM_COMMANDS.replace("0.5", "100").replace("= 20", "= 1000")))
+    policy.write_text(shipped.replace(TEAM_COMMANDS, GENEROUS))
     with running_vault(own_env, TOKENVAULT_POLICY_FILE=str(policy), **_own_settings(kek, root)) as running:
         yield running
 
@@ -374,35 +385,104 @@ def test_status_reads_without_a_key_job_session_and_still_refuses_a_wrapped_key_
     assert {k.key_id for k in team.status().keys} == {k for k, _, _ in _keys(own_env)}
 
 
-def test_key_commands_are_metered_per_client_and_every_status_call_is_on_the_record(
-    own_env: dict[str, str], own_kek: tuple[str, hvac.Client]
+def test_status_has_a_budget_of_its_own_per_certificate_and_a_status_flood_never_refuses_a_change(
+    own_env: dict[str, str], own_kek: tuple[str, hvac.Client], tmp_path: Path
 ) -> None:
-    """Attack 28, F7: 708 Status calls in 14 s (50 a second) by the team's certificate, none refused, none audited;
-    every other client's Detokenize ten times slower. Now the shipped budget: 20 at once, then one every 2 s."""
+    """Attack 28, F7 metered status; review 33, R33-4: status and the changes shared one bucket per CN (20 at once,
+    then one every 2 s), so 21 status calls refused the team's next rewrap. Now, the shipped budgets: 30 status
+    calls served and audited, the 31st refused; a rewrap still served; another certificate of the team (its own
+    serial) still answered; the changes still refused past their own bound (20, then one every 2 s)."""
     kek, root = own_kek
     serial, digest = _certificate(own_env, SECURITY_TEAM)
+    authority = certs.load_authority(Path(own_env["STACK_DIR"]) / "certs")
+    other = certs.issue(authority, tmp_path, SECURITY_TEAM)  # a second certificate of the team: another serial
     with (
-        running_vault(own_env, **_own_settings(kek, root)) as vault,  # a process of its own: a budget of its own
+        running_vault(own_env, **_own_settings(kek, root)) as vault,  # a process of its own: budgets of its own
         VaultClient.connect(vault.address, stack_identity(own_env, SECURITY_TEAM)) as client,
+        VaultClient.connect(
+            vault.address, ClientIdentity(authority.cert_path, other.cert, other.key, "localhost")
+        ) as second,
     ):
         team = client.key_commands()
         before = _status_rows(own_env)
-        for _ in range(20):
+        for _ in range(30):
             team.status()
         rows = _status_rows(own_env)[len(before) :]
-        assert len(rows) == 20 and all(row[:3] == (SECURITY_TEAM, serial, digest) for row in rows), rows
+        assert len(rows) == 30 and all(row[:3] == (SECURITY_TEAM, serial, digest) for row in rows), rows
         assert all(row[3].startswith("ok: ") and " data keys " in row[3] for row in rows), rows
         refused_before = _refusals(own_env, SECURITY_TEAM, "status", "refused: RateLimited")
         with pytest.raises(RateLimited) as over:
             team.status()
-        assert over.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and 0 < over.value.retry_after <= 2
-        assert "20 key command(s)" in over.value.details and "key_commands_per_second" in over.value.details
+        assert over.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and 0 < over.value.retry_after <= 1
+        assert "30 status call(s)" in over.value.details and "key_status_per_second" in over.value.details
+        assert f"serial {serial}" in over.value.details
         assert _refusals(own_env, SECURITY_TEAM, "status", "refused: RateLimited") == refused_before + 1
-        with pytest.raises(RateLimited):  # one budget for every short command: a change too, before any row
-            team.rewrap("CHG-8501")
-        assert _rows(own_env, "rewrap", "CHG-8501") == []
+
+        assert team.rewrap("CHG-8501") >= 0  # served: the changes' budget is untouched by the status calls
+        assert _rows(own_env, "rewrap", "CHG-8501")[-1][3].startswith("ok: ")
+        assert second.key_commands().status().keys  # per certificate: the other serial's budget is its own
+
+        start, served = time.monotonic(), 1
+        with pytest.raises(RateLimited) as changes_over:
+            for _ in range(40):
+                team.rewrap("CHG-8502")
+                served += 1
+        bound = 20 + (time.monotonic() - start) * 0.5 + 1
+        assert 20 <= served <= bound, (served, bound)
+        assert changes_over.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "20 key change(s)" in changes_over.value.details
+        assert "key_commands_per_second" in changes_over.value.details
+        assert _refusals(own_env, SECURITY_TEAM, "rewrap", "refused: RateLimited") >= 1
         time.sleep(over.value.retry_after + 0.1)
-        assert team.status().keys  # one every 2 s
+        assert team.status().keys  # status refilled on its own
+
+
+def test_well_formed_bogus_tokens_spend_only_a_budget_of_their_own_and_a_real_retire_is_still_served(
+    own_env: dict[str, str], own_kek: tuple[str, hvac.Client]
+) -> None:
+    """Review 33, R33-4: retire-kek-versions was charged before Vault looked the token up, so 20 well-formed bogus
+    tokens (`s.x`) spent the changes' budget and refused the team's real retire. Now the changes' budget is spent
+    once Vault accepted the token; refused tokens spend a budget of their own (30, then one every 2 s), past which
+    no token is looked up: RESOURCE_EXHAUSTED, on the record."""
+    kek, root = own_kek
+    _security_team(root, kek)  # the policy security-<kek> (the shipped rights on this KEK)
+    grant = root.auth.token.create(policies=["tokenvault-security", f"security-{kek}"], ttl="10m")["auth"]
+    operator = str(grant["client_token"])
+    root.secrets.transit.rotate_key(name=kek)  # a version to retire
+    with (
+        running_vault(own_env, **_own_settings(kek, root)) as vault,
+        VaultClient.connect(vault.address, stack_identity(own_env, SECURITY_TEAM)) as client,
+    ):
+        team = client.key_commands()
+        latest = _kek_settings(root, kek)[0]
+        denied_before = _refusals(own_env, SECURITY_TEAM, "retire-kek-versions", "refused: PermissionDenied")
+        bogus = 25  # more than the changes' burst (20)
+        for i in range(bogus):
+            with pytest.raises(PermissionDenied) as refused:
+                team.retire_kek_versions(latest, "CHG-8601", f"s.NotATokenVaultKnows{i:04d}")
+            assert "does not accept this token" in refused.value.details
+        denied = _refusals(own_env, SECURITY_TEAM, "retire-kek-versions", "refused: PermissionDenied")
+        assert denied == denied_before + bogus
+
+        team.rewrap("CHG-8602")  # every data key under the KEK's newest version
+        retired = team.retire_kek_versions(latest, "CHG-8603", operator)
+        assert (retired.kek_name, retired.below) == (kek, latest)
+        assert _rows(own_env, "retire-kek-versions", "CHG-8603")[-1][3].startswith("ok: ")
+
+        start, looked_up = time.monotonic(), bogus
+        limited_before = _refusals(own_env, SECURITY_TEAM, "retire-kek-versions", "refused: RateLimited")
+        with pytest.raises(RateLimited) as over:
+            for i in range(40):
+                with pytest.raises(PermissionDenied):
+                    team.retire_kek_versions(latest, "CHG-8604", f"s.NotATokenVaultKnowsEither{i:04d}")
+                looked_up += 1
+        assert 30 <= looked_up <= 30 + (time.monotonic() - start) * 0.5 + 1, looked_up
+        assert over.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "key_token_refusals_per_second" in over.value.details
+        assert _refusals(own_env, SECURITY_TEAM, "retire-kek-versions", "refused: RateLimited") == limited_before + 1
+        assert _refusals(own_env, SECURITY_TEAM, "retire-kek-versions", "refused: PermissionDenied") == (
+            denied_before + looked_up
+        )
 
 
 def _status_rows(env: dict[str, str]) -> list[tuple[str, str, str, str]]:

@@ -16,6 +16,8 @@ import pytest
 
 from vault_service.domain.errors import InvalidRequest, PermissionDenied, RateLimited, VaultError
 from vault_service.domain.identity import Caller
+from vault_service.domain.policy import DEFAULT_KEY_STATUS, DEFAULT_KEY_TOKEN_REFUSALS, parse_policy
+from vault_service.domain.rate_limit import CertificateBuckets, RateLimit
 from vault_service.service.key_commands import KeyCommands, OperatorAccess
 from vault_service.service.ports import KekVersions
 
@@ -165,9 +167,9 @@ class Spent:
     def __init__(self) -> None:
         self.asked: list[str] = []
 
-    def __call__(self, caller: Caller) -> None:
-        self.asked.append(caller.name)
-        raise RateLimited("client 'security-team' may have this vault run 20 key command(s) ...", retry_after=2.0)
+    def __call__(self, caller: Caller, budget: str) -> None:
+        self.asked.append(budget)
+        raise RateLimited("client 'security-team' may have this vault run 20 key change(s) ...", retry_after=2.0)
 
 
 def test_a_command_over_the_budget_is_refused_on_the_record_before_any_session_or_vault_call() -> None:
@@ -187,7 +189,116 @@ def test_a_command_over_the_budget_is_refused_on_the_record_before_any_session_o
         ("rewrap", "RateLimited"),
         ("retire-kek-versions", "RateLimited"),
     ]
-    assert fakes.sessions == [] and fakes.tokens == [] and len(spent.asked) == 3
+    assert fakes.sessions == [] and fakes.tokens == []
+    assert spent.asked == ["key_status", "key_commands", "key_token_refusals"]
     with pytest.raises(InvalidRequest):  # a call refused by its checks spends nothing
         commands.rewrap(TEAM, "user 10.0.0.1 asked")
     assert len(spent.asked) == 3
+
+
+class Budgets:
+    """Budgets per kind (key_status, key_commands, key_token_refusals): how many are left, what was taken."""
+
+    def __init__(self, **left: int) -> None:
+        self.left = {"key_status": 100, "key_commands": 100, "key_token_refusals": 100, **left}
+        self.moves: list[str] = []
+
+    def take(self, caller: Caller, budget: str) -> None:
+        if self.left[budget] < 1:
+            self.moves.append(f"refused {budget}")
+            raise RateLimited(f"no {budget} left", retry_after=2.0)
+        self.left[budget] -= 1
+        self.moves.append(f"take {budget}")
+
+    def give_back(self, caller: Caller, budget: str) -> None:
+        self.left[budget] += 1
+        self.moves.append(f"give back {budget}")
+
+
+def _metered(fakes: Recorder, budgets: Budgets) -> KeyCommands:
+    return KeyCommands(
+        fakes.authorize,
+        fakes.session,
+        fakes.refused,
+        fakes.operator_kek,
+        budget=budgets.take,
+        give_back=budgets.give_back,
+    )
+
+
+def test_status_spends_a_budget_of_its_own_and_a_spent_one_refuses_no_change() -> None:
+    """Review 33, R33-4: status and the changes shared one bucket; status polling refused the team's rotations."""
+    fakes, budgets = Recorder(), Budgets(key_status=0)
+    commands = _metered(fakes, budgets)
+
+    with pytest.raises(RateLimited):
+        commands.status(TEAM)
+    assert commands.rewrap(TEAM, "CHG-7") == 2
+    assert commands.retire_kek_versions(TEAM, 3, "CHG-7", TOKEN).below == 3
+
+    assert fakes.refusals == [("status", "RateLimited")]
+    assert budgets.left["key_commands"] == 98 and budgets.left["key_token_refusals"] == 100
+
+
+def test_a_retire_spends_the_changes_budget_only_once_vault_accepted_the_token() -> None:
+    """Review 33, R33-4: a well-formed token Vault refuses spent the changes' budget, before Vault was asked."""
+    fakes = Recorder(token_refused=True)
+    budgets = Budgets()
+    commands = _metered(fakes, budgets)
+
+    for _ in range(3):
+        with pytest.raises(PermissionDenied):
+            commands.retire_kek_versions(TEAM, 3, "CHG-8", "s.BogusButWellFormed")
+
+    assert budgets.moves == ["take key_token_refusals"] * 3 and budgets.left["key_commands"] == 100
+    fakes.token_refused = False
+    budgets.moves.clear()
+    commands.retire_kek_versions(TEAM, 3, "CHG-8", TOKEN)
+    assert budgets.moves == ["take key_token_refusals", "take key_commands", "give back key_token_refusals"]
+    assert budgets.left["key_token_refusals"] == 97  # only the refused tokens counted
+
+
+def test_no_token_is_looked_up_once_the_refused_tokens_budget_is_spent() -> None:
+    fakes, budgets = Recorder(token_refused=True), Budgets(key_token_refusals=1)
+    commands = _metered(fakes, budgets)
+    with pytest.raises(PermissionDenied):
+        commands.retire_kek_versions(TEAM, 3, "CHG-9", "s.BogusButWellFormed")
+    with pytest.raises(RateLimited):
+        commands.retire_kek_versions(TEAM, 3, "CHG-9", "s.BogusButWellFormed")
+
+    assert fakes.tokens == ["s.BogusButWellFormed"]  # the second never reached Vault
+    assert fakes.refusals == [("retire-kek-versions", "PermissionDenied"), ("retire-kek-versions", "RateLimited")]
+
+
+def test_a_retire_over_the_changes_budget_keeps_its_lookup_counted_and_opens_no_session() -> None:
+    fakes, budgets = Recorder(), Budgets(key_commands=0)
+    commands = _metered(fakes, budgets)
+    with pytest.raises(RateLimited):
+        commands.retire_kek_versions(TEAM, 3, "CHG-10", TOKEN)
+    assert fakes.sessions == [] and fakes.refusals == [("retire-kek-versions", "RateLimited")]
+    assert budgets.left["key_token_refusals"] == 99  # the lookup it caused stays counted
+
+
+def test_the_budgets_are_kept_per_certificate_and_a_policy_naming_key_commands_only_still_loads() -> None:
+    """Review 33, R33-4: per certificate (CN and serial); the policies written before keep their meaning (changes)."""
+    now = [0.0]
+    buckets = CertificateBuckets({"security-team": RateLimit(0.5, 2)}, RateLimit(1, 1), clock=lambda: now[0])
+    assert buckets.take("security-team", "1f") == 0 and buckets.take("security-team", "1f") == 0
+    assert buckets.take("security-team", "1f") == pytest.approx(2.0)  # one every 2 s
+    assert buckets.take("security-team", "2a") == 0  # another certificate of the team: a bucket of its own
+    buckets.give_back("security-team", "1f")
+    assert buckets.take("security-team", "1f") == 0
+
+    before = parse_policy(
+        {
+            "clients": {
+                "security-team": {
+                    "key_jobs": ["status", "rewrap"],
+                    "limits": {"key_commands_per_second": 0.5, "key_commands_burst": 20},
+                }
+            }
+        }
+    )
+    limits = before.permissions("security-team").limits
+    assert limits.key_commands == RateLimit(0.5, 20)
+    assert limits.key_status == DEFAULT_KEY_STATUS and limits.key_token_refusals == DEFAULT_KEY_TOKEN_REFUSALS

@@ -38,8 +38,12 @@ Policy file (TOML):
     erase_burst = 100
     audit_reports_per_second = 0.0033  # audit reports (each reads the whole log): 6 at once,
     audit_reports_burst = 6            # then one every 5 minutes, per vault process
-    key_commands_per_second = 0.2      # KeyJobs' short commands (status, rewrap, rotate-*, retire-*):
-    key_commands_burst = 10            # 10 at once, then one every 5 s, per vault process
+    key_commands_per_second = 0.2      # KeyJobs' short changes (rewrap, rotate-*, retire-kek-versions):
+    key_commands_burst = 10            # 10 at once, then one every 5 s, per certificate and vault process
+    key_status_per_second = 1          # KeyJobs' status (a read, a budget of its own): 30 at once,
+    key_status_burst = 30              # then one a second, per certificate and vault process
+    key_token_refusals_per_second = 0.5  # retire-kek-versions' Vault tokens Vault refused (each one a
+    key_token_refusals_burst = 30        # lookup): 30, then one every 2 s, per certificate and process
 
 A client absent from the file may do nothing. Reveal levels: `plain`, `masked`, `none`.
 `[defaults]` holds only `limits`. A client that may tokenize and see any type (`plain` or `masked`)
@@ -76,7 +80,11 @@ class RevealLevel(enum.Enum):
 DEFAULT_AUDIT_REPORTS = RateLimit(1 / 300, 6)
 """Six audit reports at once (a person's few tokens for an access request), then one every 5 minutes."""
 DEFAULT_KEY_COMMANDS = RateLimit(1 / 5, 10)
-"""Ten short key commands at once (the runbook's status, rotate, rewrap, retire, status), then one every 5 s."""
+"""Ten short key changes at once (a runbook cycle runs four: rewrap, rotate-*, retire), then one every 5 s."""
+DEFAULT_KEY_STATUS = RateLimit(1, 30)
+"""Thirty `status` calls at once (a runbook cycle runs three), then one a second."""
+DEFAULT_KEY_TOKEN_REFUSALS = RateLimit(1 / 2, 30)
+"""Thirty Vault tokens Vault refused to `retire-kek-versions` (typos, expired logins), then one every 2 s."""
 
 
 @dataclass(frozen=True)
@@ -91,9 +99,16 @@ class Limits:
     """Reports (AuditReports' Verify and WhoSaw together) each vault process makes for the client: each
     reads the whole log, holds the one report at a time of that process and slows its serving."""
     key_commands: RateLimit = DEFAULT_KEY_COMMANDS
-    """KeyJobs' short commands (status, rewrap, rotate-*, retire-kek-versions together) each vault process runs
-    for the client: each reads every data key row and asks Transit (attack 28, F7: 50 unmetered Status calls a
-    second slowed every other client's reveals tenfold)."""
+    """KeyJobs' short changes (rewrap, rotate-*, retire-kek-versions together) each vault process runs for each
+    of the client's certificates (CN and serial): each reads every data key row and asks Transit (attack 28,
+    F7). retire-kek-versions is charged only once Vault has accepted the operator's token (review 33, R33-4)."""
+    key_status: RateLimit = DEFAULT_KEY_STATUS
+    """KeyJobs' `status` (a read) each vault process answers for each of the client's certificates, a budget of
+    its own: a `status` flood never refuses a change (review 33, R33-4; attack 28, F7: 50 unmetered Status
+    calls a second slowed every other client's reveals tenfold)."""
+    key_token_refusals: RateLimit = DEFAULT_KEY_TOKEN_REFUSALS
+    """Operator Vault tokens Vault refused to retire-kek-versions (each one a lookup in Vault) each vault process
+    takes from each of the client's certificates; none left: refused before Vault is asked (R33-4)."""
 
 
 DEFAULT_LIMITS = Limits(
@@ -111,6 +126,8 @@ _LIMIT_KEYS = {
     "erase": ("erase_per_second", "erase_burst"),
     "audit_reports": ("audit_reports_per_second", "audit_reports_burst"),
     "key_commands": ("key_commands_per_second", "key_commands_burst"),
+    "key_status": ("key_status_per_second", "key_status_burst"),
+    "key_token_refusals": ("key_token_refusals_per_second", "key_token_refusals_burst"),
 }
 
 
@@ -145,7 +162,7 @@ class AccessPolicy:
         return found
 
     def limits_of(self, kind: str) -> dict[str, RateLimit]:
-        """Client -> its limit of `kind` (tokenize, new_tokens, detokenize, erase, audit_reports, key_commands)."""
+        """Client -> its limit of `kind` (tokenize, new_tokens, detokenize, erase, audit_reports, key_commands, ...)."""
         return {name: getattr(p.limits, kind) for name, p in self.clients.items()}
 
     def check_tokenize(self, client: str | None, token_type: TokenType) -> None:

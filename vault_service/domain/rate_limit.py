@@ -209,6 +209,42 @@ class RateLimiter:
         return 0.0
 
 
+class CertificateBuckets:
+    """In-process token buckets, one per certificate (CN and serial), each at the limit of its client (CN).
+
+    For budgets kept per process and per certificate (the key commands': review 33, R33-4), so the
+    holder of one certificate of a client spends nothing of another's. Only authorized certificates
+    reach it, so it keeps one small bucket per certificate the client CA issued and this process saw.
+    """
+
+    def __init__(
+        self, limits: Mapping[str, RateLimit], default: RateLimit, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._limits = dict(limits)
+        self._default = default
+        self._clock = clock
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._lock = threading.Lock()
+
+    def limit(self, client: str) -> RateLimit:
+        """The limit of each of `client`'s certificates."""
+        return self._limits.get(client, self._default)
+
+    def take(self, client: str, serial: str) -> float:
+        """Take one item from the bucket of certificate (`client`, `serial`): 0 when taken, else the seconds to wait."""
+        with self._lock:
+            now = self._clock()
+            bucket = self._buckets.setdefault((client, serial), _Bucket(self.limit(client), now))
+            return bucket.take(1, now)
+
+    def give_back(self, client: str, serial: str) -> None:
+        """Put back one item taken from that bucket (the call it was taken for turned out not to count)."""
+        with self._lock:
+            bucket = self._buckets.get((client, serial))
+            if bucket is not None:
+                bucket.level = min(float(bucket.limit.burst), bucket.level + 1)
+
+
 def _rate(per_second: float) -> str:
     """A rate as people read it: per second, or per hour when slower than one a second (erasure)."""
     if per_second >= 1:

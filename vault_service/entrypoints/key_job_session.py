@@ -104,7 +104,8 @@ def key_jobs_of(wired: Bootstrapped, config: VaultServiceConfig) -> KeyJobs:
     """The service's key jobs and short key commands: authorized by the policy (refusals audited), each in a session.
 
     `status` is read on the serving wiring (service/key_status.py), without a session; every short command
-    is metered per client (the policy's key_commands_per_second / _burst).
+    is metered per certificate: status, the changes and refused Vault tokens each a budget of the policy's
+    (key_status_*, key_commands_*, key_token_refusals_*).
     """
     sessions = key_job_sessions(wired, config)
     authorize, refused = wired.vault.authorize_key_job, wired.vault.refuse_key_job
@@ -117,6 +118,7 @@ def key_jobs_of(wired: Bootstrapped, config: VaultServiceConfig) -> KeyJobs:
         refused,
         operator_kek_of(config),
         budget=wired.vault.take_key_command,
+        give_back=wired.vault.give_back_key_command,
         read_status=reader.status,
         audit=wired.audit,
     )

@@ -11,15 +11,21 @@ that certificate (CN, serial, SHA-256) and keep the reason.
 
 Every refusal is on the record, as the key jobs' are: PermissionDenied by `authorize`; a reason
 the log may not keep, a version below 1, an operator token that is none (`check_vault_token`) or
-one Vault refuses, or a call over the client's budget by `refused` (throttled per peer). What the
+one Vault refuses, or a call over the certificate's budget by `refused` (throttled per peer). What the
 rotation itself refuses (KekVersionsInUse, KeptCopiesDiffer) is its own `refused:` outcome row.
 These commands run beside a running key job, as the admin commands did in their own processes.
 
-Each command is metered per client and vault process (`budget`: the policy's key_commands_per_second
-/ _burst, RateLimited) after its checks, before it asks Vault or opens anything (attack 28, F7: 50
-unmetered Status calls a second, each a session of its own, slowed every other client's reveals
-tenfold). `status` writes no intent row and runs in no session: it is read on the serving stores
-(`read_status`, service/key_status.py) and leaves one `status` row of its own (`ok: ...` counts).
+Each command is metered per certificate (CN and serial) and vault process (`budget`, RateLimited) after
+its checks, before it opens anything (attack 28, F7: 50 unmetered Status calls a second, each a session
+of its own, slowed every other client's reveals tenfold). Reads and changes have budgets of their own
+(review 33, R33-4: one shared bucket let `status` polling refuse the team's rotations): `status` spends
+READS (the policy's key_status_per_second / _burst), the others CHANGES (key_commands_per_second /
+_burst). `retire-kek-versions` spends CHANGES only once Vault has accepted the operator's token: before
+the lookup it takes one from TOKEN_REFUSALS (key_token_refusals_per_second / _burst), given back once
+Vault has accepted the token and CHANGES paid for the call, so well-formed bogus tokens spend that
+budget alone and the lookups they cause stay bounded. `status` writes no intent row and runs in no
+session: it is read on the serving stores (`read_status`, service/key_status.py) and leaves one
+`status` row of its own (`ok: ...` counts).
 
 `retire-kek-versions` writes the KEK's config in Transit, which the service's own Vault policy may
 not do (least privilege): the caller sends its own Vault token, which `OperatorKek` looks up (it
@@ -53,6 +59,15 @@ REWRAP = "rewrap"
 ROTATE_ENCRYPTION_KEY = "rotate-encryption-key"
 ROTATE_FINGERPRINT_KEY = "rotate-fingerprint-key"
 RETIRE_KEK_VERSIONS = "retire-kek-versions"
+
+
+READS = "key_status"
+"""The budget `status` spends (the policy's key_status_per_second / _burst)."""
+CHANGES = "key_commands"
+"""The budget the changes spend: rewrap, rotate-*, retire-kek-versions (key_commands_per_second / _burst)."""
+TOKEN_REFUSALS = "key_token_refusals"  # noqa: S105 - a budget's name, no credential
+"""The budget of operator tokens Vault refused (key_token_refusals_per_second / _burst): one is taken before
+Vault looks a token up and given back when Vault accepts it."""
 
 
 MAX_VAULT_TOKEN_CHARACTERS = 4096
@@ -115,12 +130,13 @@ def _not_audited(caller: Caller, command: str, error: VaultError) -> None:
     """The default `refused` of unit tests: nothing recorded."""
 
 
-def _unmetered(caller: Caller) -> None:
-    """The default `budget` of unit tests: no limit."""
+def _unmetered(caller: Caller, budget: str) -> None:
+    """The default `budget` and `give_back` of unit tests: no limit."""
 
 
-Budget = Callable[[Caller], None]
-"""`budget(caller)`: takes one key command from the caller's budget; RateLimited when it has none left."""
+Budget = Callable[[Caller, str], None]
+"""`budget(caller, READS | CHANGES | TOKEN_REFUSALS)`: takes one from that budget of the caller's certificate;
+RateLimited when it has none left. `give_back(caller, budget)`: puts one back."""
 ReadStatus = Callable[[], RotationStatus]
 """`read_status()`: where key rotation stands, read without a key job's session (service/key_status.py)."""
 
@@ -136,12 +152,13 @@ class KeyCommands:
         operator_kek: OperatorKek = _no_operator_kek,
         *,
         budget: Budget = _unmetered,
+        give_back: Budget = _unmetered,
         read_status: ReadStatus | None = None,
         audit: AuditLog | None = None,
     ) -> None:
         """`authorize`, `session`, `refused`: the key jobs' (service/key_jobs.py); `operator_kek`: see OperatorKek.
 
-        `budget`: see Budget. `read_status`: `status` without a session (None: in a session of its own, as
+        `budget`, `give_back`: see Budget. `read_status`: `status` without a session (None: in a session of its own, as
         the unit tests' fakes). `audit`: where `status`'s own row goes (the service's audit log; None: none).
         """
         self._authorize = authorize
@@ -149,17 +166,19 @@ class KeyCommands:
         self._refused = refused
         self._operator_kek = operator_kek
         self._budget = budget
+        self._give_back = give_back
         self._read_status = read_status
         self._audit = audit
 
     def status(self, caller: Caller) -> RotationStatus:
         """The data keys, the KEK's versions and the work left; PermissionDenied (audited) unless allowed.
 
-        Metered; its own `status` row (`ok: ...`, counts only) is appended before it answers; a status that
+        Metered (READS: a budget of its own, so polling it never refuses a change); its own `status` row
+        (`ok: ...`, counts only) is appended before it answers; a status that
         could not be read is recorded as refused (throttled per peer), as every refusal.
         """
         self._authorize(caller, STATUS)
-        self._metered(caller, STATUS)
+        self._metered(caller, STATUS, READS)
         if self._read_status is None:
             return self._in_session(caller, STATUS, KeyRotation.status)
         try:
@@ -218,12 +237,16 @@ class KeyCommands:
         except InvalidRequest as error:
             self._refused(caller, RETIRE_KEK_VERSIONS, error)
             raise
-        self._metered(caller, RETIRE_KEK_VERSIONS)  # before Vault is asked about the token
+        # Vault is asked only while the certificate has refused tokens to spare; the changes' budget is
+        # spent once Vault has accepted the token (review 33, R33-4: a bogus token spent it before).
+        self._metered(caller, RETIRE_KEK_VERSIONS, TOKEN_REFUSALS)
         try:
             access = self._operator_kek(vault_token)
         except VaultError as error:  # refused, or Vault not reached: on the record either way
             self._refused(caller, RETIRE_KEK_VERSIONS, error)
             raise
+        self._metered(caller, RETIRE_KEK_VERSIONS, CHANGES)  # refused: the token's lookup stays counted
+        self._give_back(caller, TOKEN_REFUSALS)  # every lookup is counted in one budget or the other
         both = Caller(f"{caller.name} with {access.actor}", caller.serial, caller.cert_sha256)
         done = self._in_session(
             both, RETIRE_KEK_VERSIONS, lambda rotation: rotation.retire_kek_versions(below, reason, access.kek)
@@ -233,7 +256,7 @@ class KeyCommands:
     def _allowed(self, caller: Caller, command: str, reason: str) -> None:
         """PermissionDenied unless the policy gives `caller` the command; InvalidRequest for an unfit reason.
 
-        Then one command from the caller's budget (RateLimited, on the record, when none is left).
+        Then one from the caller's CHANGES budget (RateLimited, on the record, when none is left).
         """
         self._authorize(caller, command)
         try:
@@ -241,12 +264,12 @@ class KeyCommands:
         except InvalidRequest as error:  # on the record as every refusal (attack 26, F1)
             self._refused(caller, command, error)
             raise
-        self._metered(caller, command)
+        self._metered(caller, command, CHANGES)
 
-    def _metered(self, caller: Caller, command: str) -> None:
-        """One command from `caller`'s budget; RateLimited (audited, throttled per peer) when none is left."""
+    def _metered(self, caller: Caller, command: str, budget: str) -> None:
+        """One from `caller`'s `budget`; RateLimited (audited, throttled per peer) when none is left."""
         try:
-            self._budget(caller)
+            self._budget(caller, budget)
         except RateLimited as error:
             self._refused(caller, command, error)
             raise

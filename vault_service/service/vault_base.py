@@ -15,7 +15,7 @@ from vault_service.domain.errors import InvalidRequest, PermissionDenied, RateLi
 from vault_service.domain.identity import Caller
 from vault_service.domain.policy import AUDIT_REPORT_ACTIONS, AccessPolicy
 from vault_service.domain.purpose import WITHHELD_PURPOSE
-from vault_service.domain.rate_limit import RateLimiter, exact
+from vault_service.domain.rate_limit import CertificateBuckets, RateLimiter, exact
 from vault_service.domain.token_types import TokenType
 from vault_service.service.keyring import KeyManager
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
@@ -27,6 +27,20 @@ from vault_service.service.withheld_purposes import WithheldPurposes, remembered
 log = logging.getLogger(__name__)
 
 _TOKEN_TYPES = tuple(TokenType)  # iterating the Enum class itself runs a Python generator
+
+_KEY_COMMAND_BUDGETS = {
+    "key_status": ("have this vault answer {burst} status call(s)", "key_status_per_second"),
+    "key_commands": (
+        "have this vault run {burst} key change(s) (rewrap, rotate-*, retire-kek-versions; status has a budget"
+        " of its own)",
+        "key_commands_per_second",
+    ),
+    "key_token_refusals": (
+        "have {burst} Vault token(s) refused by Vault for retire-kek-versions (none is looked up past that)",
+        "key_token_refusals_per_second",
+    ),
+}
+"""The key commands' budgets (Limits' fields): what each meters, and its policy key."""
 
 
 class TokenVaultBase:
@@ -76,10 +90,11 @@ class TokenVaultBase:
         self._audit_report_limiter = RateLimiter(
             policy.limits_of("audit_reports"), defaults.audit_reports, "ask for audit reports"
         )
-        # KeyJobs' short commands likewise (attack 28, F7), per process.
-        self._key_command_limiter = RateLimiter(
-            policy.limits_of("key_commands"), defaults.key_commands, "run key commands"
-        )
+        # KeyJobs' short commands likewise (attack 28, F7), per process, and per certificate (CN and serial):
+        # reads (status), changes, and Vault tokens Vault refused, each a budget of its own (review 33, R33-4).
+        self._key_command_buckets = {
+            kind: CertificateBuckets(policy.limits_of(kind), getattr(defaults, kind)) for kind in _KEY_COMMAND_BUDGETS
+        }
 
     @property
     def cache(self) -> TokenCache:
@@ -102,18 +117,29 @@ class TokenVaultBase:
         """Audit (throttled per peer) a key-job call refused after its authorization: malformed, or one runs."""
         self._audit_refusal(caller, job, error, 0, "")
 
-    def take_key_command(self, caller: Caller) -> None:
-        """Take one short key command from `caller`'s budget on this process; RateLimited (unaudited here) if none."""
-        limit = self._policy.permissions(caller.name).limits.key_commands
-        try:
-            self._key_command_limiter.take(caller.name, 1)
-        except RateLimited as over:
+    def take_key_command(self, caller: Caller, budget: str) -> None:
+        """Take one from `caller`'s key-command `budget` on this process; RateLimited (unaudited here) if none.
+
+        `budget`: `key_status` (status), `key_commands` (the changes) or `key_token_refusals` (Vault tokens
+        Vault refused, taken before the lookup), each per certificate: CN and serial (review 33, R33-4).
+        """
+        self._policy.permissions(caller.name)  # Unauthenticated for a client the policy does not know
+        buckets = self._key_command_buckets[budget]
+        wait = buckets.take(caller.name, caller.serial)
+        if wait:
+            limit = buckets.limit(caller.name)
+            what, key = _KEY_COMMAND_BUDGETS[budget]
+            serial = f" (certificate serial {caller.serial})" if caller.serial else ""
             raise RateLimited(
-                f"client {caller.name!r} may have this vault run {limit.burst} key command(s) (status, rewrap,"
-                f" rotate-*, retire-kek-versions) at once, then one every {1 / limit.per_second:.0f} s"
-                f" (key_commands_per_second in the policy); retry in {math.ceil(over.retry_after)} s",
-                retry_after=over.retry_after,
-            ) from None
+                f"client {caller.name!r}{serial} may {what.format(burst=limit.burst)} at once, then one every"
+                f" {1 / limit.per_second:.3g} s ({key} in the policy; per certificate and vault process);"
+                f" retry in {math.ceil(wait)} s",
+                retry_after=wait,
+            )
+
+    def give_back_key_command(self, caller: Caller, budget: str) -> None:
+        """Put back one taken from `caller`'s key-command `budget` (a token check that Vault passed)."""
+        self._key_command_buckets[budget].give_back(caller.name, caller.serial)
 
     def authorize_audit_report(self, caller: Caller, report: str) -> None:
         """Raise PermissionDenied (audited, as every refusal) unless the policy gives `caller` audit report `report`."""
