@@ -37,16 +37,39 @@ BUDGET_ROW_NOT_FREE = (
 )
 """DatabaseUnavailable's message when vault.take_call_budget waited out its lock_timeout (migration 0038)."""
 
+ERASED_ROW_NOT_FREE = (
+    "a database lock the erasure needs (a row of vault.tokens it erases, which another transaction - a key job's"
+    " batch re-sealing or re-fingerprinting tokens, or another erasure of the same token - has changed and not yet"
+    " committed) is held beyond its 2 s wait, so nothing was erased; retry later. The vault's key jobs hold a batch"
+    " for moments (seconds for a batch of 100,000 rows); if this lasts, look for the holder in pg_locks (relation"
+    " vault.tokens, or a transactionid) and pg_stat_activity"
+)
+"""The same when vault.erase_tokens waited out its lock_timeout (migration 0041, review 33 R33-3)."""
+
+NEW_VALUE_NOT_FREE = (
+    "a database lock a new token's insert needs (the same value being inserted by another transaction not yet"
+    " committed: the unique check of vault.tokens waits for it) is held beyond its 2 s wait, so nothing was"
+    " stored; retry later. The vault's own inserts commit in moments, and the vault ends a session of its own role"
+    " keeping its sessions waiting for seconds (docs/threat-model.md, serving role); if this lasts, look for the"
+    " holder in pg_locks (a transactionid) and pg_stat_activity"
+)
+"""The same when a token insert waited out its lock_timeout behind another's uncommitted insert (tokens.py, R33-3)."""
+
 _WAITS_BY_FUNCTION = {
     "tokens_under_live_keys": KEY_ROW_NOT_FREE,
     "audit_log_chain": LOCK_NOT_FREE,
     "take_call_budget": BUDGET_ROW_NOT_FREE,
+    "erase_tokens": ERASED_ROW_NOT_FREE,
+    'in relation "tokens"': NEW_VALUE_NOT_FREE,
 }
-"""Which lock a 55P03 names, by the function (a trigger, 0038's budget) its error context shows it ran out in."""
+"""Which lock a 55P03 names, by what its error context shows it ran out in: a function (a trigger, 0038's budget,
+0041's erasure), or a token insert's unique check (PostgreSQL's context of a wait for another transaction's insert:
+"while checking exclusion constraint on tuple ... in relation "tokens""). First match: the chain trigger's wait
+inside an erasure names the chain's lock."""
 
 
 def lock_not_free(error: psycopg.errors.LockNotAvailable) -> str:
-    """The message naming the lock whose wait ran out: a key row's, a call budget's or (by default) the chain's."""
+    """The message naming the lock whose wait ran out (`_WAITS_BY_FUNCTION`; by default the chain's)."""
     context = error.diag.context or ""
     return next((message for function, message in _WAITS_BY_FUNCTION.items() if function in context), LOCK_NOT_FREE)
 
@@ -61,7 +84,8 @@ def translated(method: Callable[P, R]) -> Callable[P, R]:
     No connection to be had within the pool's timeout (the server refuses or does not answer)
     becomes DatabaseUnreachable, a lost connection or an operational error DatabaseUnavailable,
     any other driver error StorageError; a lock not free within its timeout (the audit chain's,
-    migration 0035; a key row's, 0037; a call budget's, 0038) DatabaseUnavailable naming it
+    migration 0035; a key row's, 0037; a call budget's, 0038; a row an erasure erases, 0041; another insert of a
+    new value, tokens.py) DatabaseUnavailable naming it
     (`lock_not_free`). The driver's message can quote row data: only its class and SQLSTATE are logged.
     """
 

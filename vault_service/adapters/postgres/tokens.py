@@ -113,7 +113,7 @@ sent as this, not as a bigint that would match no function."""
 
 IN_FLIGHT_WAIT_SECONDS = 30.0
 """How long a call waits for another call of this process inserting the same new values; after
-that it goes on with ON CONFLICT, which waits in the database if that insert is still open."""
+that it goes on with ON CONFLICT, which waits in the database if that insert is still open (INSERT_WAIT at most)."""
 # One probe of the token's hash index per token (migration 0011), as the lookup does: a plain
 # `token = ANY($1)` becomes a bitmap scan whose recheck compares each row with the whole array.
 _FETCH_SQL = (
@@ -164,6 +164,28 @@ _KEYS_LOCK_SHARED = (
     " THEN CASE WHEN pg_catalog.pg_advisory_xact_lock_shared(%(lock)s)::text = ''"
     " THEN pg_catalog.set_config('lock_timeout', w.before, true) END END"
     " FROM (SELECT pg_catalog.current_setting('lock_timeout') AS before OFFSET 0) AS w) END"
+)
+
+INSERT_WAIT = "2s"
+"""How long a token insert waits for another transaction's uncommitted insert of the same value (review 33, R33-3).
+
+The unique check of vault.tokens (migration 0011's exclusion constraints) waits for that transaction to end: the
+vault's own inserts commit in moments, so a longer wait is a session holding an insert open (the serving role's
+password suffices). Bounded like every other wait of the vault, so that the lock watch's rule - a session keeping a
+vault session waiting 5 s is not the vault at work - holds."""
+
+# The insert's own bound: lock_timeout = INSERT_WAIT for the insert statement alone, the caller's setting kept in a
+# transaction-local setting of our own and put back right after it (the lock and generation check before, the read
+# back after keep the caller's). Both travel in the insert's pipeline: no round trip; a subquery (OFFSET 0) is
+# evaluated before the select list, so the setting is read before it is replaced. The key-row trigger (0037) sets
+# and puts back its own wait inside.
+_INSERT_WAIT_SET = (
+    f"SELECT pg_catalog.set_config('lock_timeout', '{INSERT_WAIT}', true) FROM"
+    " (SELECT pg_catalog.set_config('tokenvault.lock_timeout_before', pg_catalog.current_setting('lock_timeout'),"
+    " true) OFFSET 0) AS w"
+)
+_INSERT_WAIT_PUT_BACK = (
+    "SELECT pg_catalog.set_config('lock_timeout', pg_catalog.current_setting('tokenvault.lock_timeout_before'), true)"
 )
 
 KEYS_LOCK_NOT_FREE = (
@@ -311,7 +333,9 @@ class PostgresTokenStore(TokenRekeying):
     ) -> psycopg.Cursor[Any]:
         """The insert's cursor (`tail`: ON CONFLICT, RETURNING), in the caller's transaction, under `generation` only.
 
-        Pipelined: the lock, the generation check and the insert travel together; a stale
+        Pipelined: the lock, the generation check and the insert (its wait bounded to INSERT_WAIT: a value
+        another transaction inserted and has not committed fails it with lock_not_available, which the
+        caller's `translated` answers as DatabaseUnavailable naming that wait) travel together; a stale
         generation raises StaleKeys and the caller's transaction rolls the insert back. Rows go
         in in fingerprint order: two writers (replicas) with overlapping batches then wait for
         each other in one order, not each for the other (a deadlock, 1 s before PostgreSQL
@@ -329,7 +353,9 @@ class PostgresTokenStore(TokenRekeying):
         )
         conn.execute(_KEYS_LOCK_SHARED, {"lock": KEYS_LOCK})  # waited for KEYS_LOCK_WAIT at most (attack 27, F3)
         live = conn.execute(LIVE_GENERATION)
+        conn.execute(_INSERT_WAIT_SET)  # a wait for another's uncommitted insert of a value: INSERT_WAIT at most
         inserted = conn.execute(_INSERT + tail, columns)
+        conn.execute(_INSERT_WAIT_PUT_BACK)
         if generation_of(live.fetchone()) != generation:
             raise StaleKeys("the key generation changed")
         return inserted
