@@ -32,6 +32,7 @@ from tests.integration.own_database import database_of_its_own
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_client import open_channel
 from vault_service.adapters.postgres.chain_lock import (
+    AUDIT_CHAIN_LOCK,
     BLOCKED_A_VAULT_SESSION,
     ChainLockHolder,
     ChainLockWatch,
@@ -233,7 +234,8 @@ def test_a_session_of_this_process_is_never_ended_another_s_is(
     own_database: tuple[dict[str, str], ConnectionPool],
 ) -> None:
     """Two sessions each hold a client's budget row, another session waiting for each: the one of this process is
-    left (the vault at work, whatever it holds), the other is ended (a short bound, 0.5 s, for the test)."""
+    left (the vault at work: never ended for keeping another waiting), the other is ended (a short bound, 0.5 s,
+    for the test). Holding a watched lock itself, not waiting, it is ended: the test after this one."""
     env, pool = own_database
     dsn = env["PG_VAULT_DSN"]
     own = ProcessSessions()
@@ -275,6 +277,40 @@ def test_a_session_of_this_process_is_never_ended_another_s_is(
         assert outcomes == {"analyst": "gave up", "fraud-investigator": "taken"}
         assert _alive(ours) and not _alive(theirs)
         ours.execute("ROLLBACK")
+
+
+def test_a_session_of_this_process_holding_the_chain_lock_without_waiting_is_ended_by_its_own_watch(
+    own_database: tuple[dict[str, str], ConnectionPool],
+) -> None:
+    """Review 33, R33-2: "this process's sessions are never ended" holds only for keeping others waiting and while
+    they wait. One of them holding the audit chain's lock `held_seconds` while `active` (a statement stalled after
+    its append: a disk stall at commit), waiting for no lock, is ended by this process's own watch, as any holder."""
+    env, pool = own_database
+    own = ProcessSessions()
+    watch = ChainLockWatch(pool, held_seconds=1.0, own_sessions=own.sessions)
+    with psycopg.connect(env["PG_VAULT_DSN"]) as ours:
+        own.note(ours)  # as every vault pool's configure does
+        ours.commit()
+        pid = ours.info.backend_pid
+        assert pid in {p for p, _ in own.sessions()}
+        ours.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_CHAIN_LOCK,))
+        errors: list[BaseException] = []
+
+        def stalled() -> None:
+            try:
+                ours.execute("SELECT pg_sleep(8)")
+            except psycopg.OperationalError as error:
+                errors.append(error)
+
+        worker = threading.Thread(target=stalled, daemon=True)
+        worker.start()
+        time.sleep(0.3)
+        assert watch.end_stale_holders() == []  # first seen holding it
+        time.sleep(1.1)
+        found = watch.end_stale_holders()
+        worker.join(timeout=10)
+    assert [(h.pid, h.ended, h.lock, h.blocked) for h in found] == [(pid, True, AUDIT_CHAIN_LOCK, None)], found
+    assert errors and not worker.is_alive()  # its statement ended, well before its 8 s
 
 
 def test_a_budget_row_holder_that_waits_itself_is_ended_not_only_what_it_waits_for(

@@ -39,12 +39,19 @@ an append, a key job - over HELD_SECONDS in one transaction (since a round first
 idle in that transaction) is ended the same way (`pg_blocking_pids` of each waiting session; one line each, naming
 the lock waited for). The vault's transactions that others wait for last a statement, or a key operation's few
 statements (which the rules above end at 5 s anyway): another replica's key job holding the key-generation lock
-4 s while new tokens wait behind it is left. Never ended: a session of this process (`PROCESS_SESSIONS`: every
-connection its vault pools open; kept waiting itself, what keeps it waiting is ended instead), one waiting for a
-synchronous standby. A session of anyone else is ended whether or not it is itself waiting for a lock when it is
-seen: one that took the chain's lock and then waited on a relay of short blockers, each ended in turn, held the
-lock - and every reveal out - for as long as it liked (attack 28, F4). No session of the vault waits that long: its
-waits for the chain's lock, the key-generation lock, key rows and budget rows each give up after 2 s. A key
+4 s while new tokens wait behind it is left. Never ended for keeping another session waiting, nor while it waits
+for a lock itself (what keeps it waiting is ended instead): a session of this process (`PROCESS_SESSIONS`: every
+connection its vault pools open). Never ended at all: one waiting for a synchronous standby, and a key operation of
+this process holding the key-generation lock or key rows. But a session of this process holding a watched lock
+(the chain's, the key-generation lock outside a key operation, a key row) HELD_SECONDS while not waiting for a lock
+is ended by this process's own watch like any other (review 33, R33-2; as before review 31): a vault statement
+stalled that long after its append - a disk stall at its commit - is ended and its call fails UNAVAILABLE. A session
+of anyone else is ended whether or not it is itself waiting for a lock when it is seen: one that took the chain's
+lock and then waited on a relay of short blockers, each ended in turn, held the lock - and every reveal out - for as
+long as it liked (attack 28, F4). No session of the vault waits that long: every lock wait it makes gives up after
+2 s - the chain's lock, the key-generation lock, key rows, budget rows, and (review 33, R33-3) a token insert behind
+another transaction's uncommitted insert of the same value (tokens.py INSERT_WAIT) and an erasure behind a row of
+vault.tokens another transaction holds, a key job's batch (migration 0041). A key
 operation of this process kept waiting KEY_JOB_WAITED_SECONDS (half its 2 s wait) has what keeps it waiting
 ended at once, whatever their own transaction's length: a relay of sessions each holding the key-generation lock
 under 5 s refused every key job (R31-2). While such a key operation
@@ -238,7 +245,11 @@ class ProcessSessions:
     """The database sessions this process's vault pools opened, while their connection is open (review 31, R31-6).
 
     Known by backend pid and session start (a pid the server gives again after a session ended is not taken
-    for ours). The lock watch never ends one of these: whatever they hold, they are this process at work.
+    for ours). The lock watch never ends one of these for keeping a session waiting, nor while it waits for a
+    lock (what keeps it waiting is ended instead). One holding a watched lock `held_seconds` while not waiting
+    for a lock is ended like any other session (review 33, R33-2): a vault statement stalled that long after its
+    append (a disk stall at commit) fails; only this process's key operations (KEY_JOB_SESSIONS) holding the
+    key-generation lock or key rows are never ended. The liveness holds take no watched lock.
     Thread-safe: pools open connections on their own threads.
     """
 
