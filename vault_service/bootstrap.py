@@ -66,6 +66,7 @@ from vault_service.entrypoints.metrics import (
 from vault_service.service.audit_upkeep import DEFAULT_INTERVAL, AuditUpkeep
 from vault_service.service.audit_verify import DEFAULT_COPY_LAG, FullAuditReport, verify_audit_and_erasures
 from vault_service.service.checkpoint_export import checkpoint_exporter, pending_exporter
+from vault_service.service.exported_copy import ExportedCopy
 from vault_service.service.keyring import KeyManager
 from vault_service.service.maintenance import HealthReport, KeyMaintainer
 from vault_service.service.metering import TokenizeMeter
@@ -93,12 +94,17 @@ class Bootstrapped:
     """Signs audit checkpoints with the Transit signing key (sign-only for the service)."""
 
     def verify_audit_fully(
-        self, exported: Path | None, max_copy_lag: float = DEFAULT_COPY_LAG, keep: frozenset[bytes] | None = None
+        self,
+        exported: Path | None,
+        max_copy_lag: float = DEFAULT_COPY_LAG,
+        keep: frozenset[bytes] | None = None,
+        sent: ExportedCopy | None = None,
     ) -> FullAuditReport:
         """audit-verify's report: chain, checkpoints (and `exported`, when given), erasures and audit keys.
 
         `max_copy_lag`: seconds the exported copy's newest checkpoint may be older than the database's.
         `keep`: the keyed token hashes whose records the report keeps (None: every record; see `verify_audit`).
+        `sent`: another copy already read, verified against together with `exported` (`verify_audit`).
         """
         return verify_audit_and_erasures(
             self.audit,
@@ -108,6 +114,7 @@ class Bootstrapped:
             verify_signature,
             exported,
             max_copy_lag,
+            sent=sent,
             keep=keep,
         )
 

@@ -42,10 +42,19 @@ _WRAPPERS: dict[str, Callable[[str], str]] = {
 }
 
 
-def _verify(env: dict[str, str], copy: Path, max_copy_lag: float | None = None) -> tuple[int, str]:
-    """`python -m vault_service.admin audit-verify --exported COPY [--max-copy-lag S]`: exit code, what it printed."""
+def _verify(
+    env: dict[str, str], copy: Path, max_copy_lag: float | None = None, own: Path | None = None, *command: str
+) -> tuple[int, str]:
+    """`python -m vault_service.admin audit-verify --exported COPY [--max-copy-lag S]`: exit code, what it printed.
+
+    `own`: the vault's own copy (TOKENVAULT_AUDIT_CHECKPOINT_FILE), read together with COPY; None: none
+    configured (as in the Kubernetes manifests), COPY alone is read. `command`: another than audit-verify.
+    """
     lag = ["--max-copy-lag", str(max_copy_lag)] if max_copy_lag is not None else []
-    done = run_admin(env, "audit-verify", "--exported", str(copy), *lag)
+    own_copy = str(own) if own is not None else ""
+    done = run_admin(
+        env, *(command or ("audit-verify",)), "--exported", str(copy), *lag, TOKENVAULT_AUDIT_CHECKPOINT_FILE=own_copy
+    )
     return done.returncode, done.stdout + done.stderr
 
 
@@ -125,6 +134,40 @@ def test_a_second_genuine_checkpoint_of_a_stored_head_is_evidence_not_tampering(
     with exported.open("a") as copy:
         copy.write(json.dumps(racing.exported(), sort_keys=True) + "\n")
 
-    code, printed = _verify(own_database, exported)
+    code, printed = _verify(own_database, exported, own=exported)  # the vault's own copy given: read once
     assert code == 0, printed
     assert "audit log intact" in printed
+    assert f"exported checkpoint(s) read from {exported}, newest at row" in printed, printed
+
+
+def _newest_head(copy: Path) -> int:
+    return max(int(json.loads(line).get("head_id", 0)) for line in copy.read_text().splitlines())
+
+
+def test_a_stale_copy_given_does_not_hide_the_newest_rows_and_checkpoint_the_owner_deleted(
+    own_database: dict[str, str], anchored: Anchored, tmp_path: Path
+) -> None:
+    """The copy given is read together with the vault's own (TOKENVAULT_AUDIT_CHECKPOINT_FILE), as the served
+    AuditReports reads a copy sent (attack 28, F5). Read instead of it, a stale copy passed a log whose newest
+    rows and checkpoint the database's owner had deleted: exit 0, "audit log intact"."""
+    vault, exported = anchored
+    token = tokenize_fresh_ip(own_database, vault)
+    vault.wait_for_checkpoint()
+    stale = _copy(tmp_path, "stale.jsonl", exported.read_text().splitlines())  # a lagging shipper's copy
+    stale_head = _newest_head(stale)
+    assert count_revealed(own_database, vault, token, ["CASE-2805"]) == 1  # the rows the owner will delete
+    vault.wait_for_checkpoint()
+    deadline = time.monotonic() + 30
+    while _newest_head(exported) <= stale_head:
+        assert time.monotonic() < deadline, "the vault exported no newer checkpoint"
+        time.sleep(0.2)
+    with as_owner(own_database) as conn, conn.transaction():
+        conn.execute("DELETE FROM vault.audit_log WHERE id > %s", (stale_head,))
+        conn.execute("DELETE FROM vault.audit_checkpoints WHERE head_id > %s", (stale_head,))
+
+    for command in (("audit-verify",), ("who-saw", token)):
+        code, printed = _verify(own_database, stale, 86_400, exported, *command)
+        assert code == 1, (command, printed)
+        assert "audit log TAMPERED" in printed and "the database no longer has" in printed, (command, printed)
+        assert f"read from {stale} and {exported}, newest at row" in printed, (command, printed)
+        assert "intact" not in printed and "reveal(s)" not in printed, (command, printed)

@@ -70,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
         "--exported",
         type=Path,
         default=None,
-        help="the checkpoints exported outside Postgres (default: TOKENVAULT_AUDIT_CHECKPOINT_FILE)",
+        help="another copy of the checkpoints exported outside Postgres (the log shipper's), read together with"
+        " TOKENVAULT_AUDIT_CHECKPOINT_FILE when that is set (a copy given only adds evidence); default: that file"
+        " alone",
     )
     who = commands.add_parser(
         "who-saw", help="which clients revealed or erased a token, when and why (from the verified log)"

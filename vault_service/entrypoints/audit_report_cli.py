@@ -16,22 +16,47 @@ from vault_service.bootstrap import Bootstrapped, bootstrap
 from vault_service.config import VaultServiceConfig
 from vault_service.entrypoints.audit_report_lines import WHO_SAW_COLUMNS, verdict_lines, who_saw_cells, who_saw_summary
 from vault_service.service.audit_verify import COPY_LAG_INTERVALS, FullAuditReport, token_hashes, who_saw
+from vault_service.service.exported_copy import read_exported_copy
 
 console = Console(stderr=False)
 
 
 def _verified(
-    wired: Bootstrapped, exported: Path | None, max_copy_lag: float, keep: frozenset[bytes]
+    wired: Bootstrapped, own: Path | None, given: Path | None, max_copy_lag: float, keep: frozenset[bytes]
 ) -> FullAuditReport:
     """Verify the log and the erasures against it, and say so; the report holds the records of `keep`'s tokens.
 
-    The log is streamed through the verification (the vault's own reports share it): its length
-    costs time, not memory.
+    `own`: the vault's exported copy (TOKENVAULT_AUDIT_CHECKPOINT_FILE, None: none configured);
+    `given`: the copy named by --exported. A copy given is read TOGETHER with the vault's own, as
+    AuditReports reads a copy sent with a call (one verifier, `verify_audit`'s `sent`): it only adds
+    evidence. Read instead of the vault's own, a stale copy passed a log whose newest rows and
+    checkpoint the database's owner had deleted (attack 28, F5, in the service account's command).
+    The report names both copies. The log is streamed through the verification (the vault's own
+    reports share it): its length costs time, not memory.
     """
-    report = wired.verify_audit_fully(exported, max_copy_lag, keep)
-    for line in verdict_lines(report, copy_given=exported is not None):
+    sent = None
+    if given is not None and not _same_file(given, own):
+        sent = read_exported_copy(given)
+        if own is not None and not own.exists():
+            raise FileNotFoundError(
+                f"no exported checkpoints at {own} (TOKENVAULT_AUDIT_CHECKPOINT_FILE): the vault's own copy is read"
+                f" together with the copy given ({given}), which may only add to it; check the file where the vault"
+                " runs, or set TOKENVAULT_AUDIT_CHECKPOINT_FILE empty to verify against the copy given alone"
+            )
+    report = wired.verify_audit_fully(own, max_copy_lag, keep, sent)
+    for line in verdict_lines(report, copy_given=own is not None or sent is not None):
         console.print(line)
     return report
+
+
+def _same_file(given: Path, own: Path | None) -> bool:
+    """Whether the copy given is the vault's own file (read once, not twice)."""
+    if own is None:
+        return False
+    try:
+        return given.samefile(own)
+    except OSError:
+        return given.resolve() == own.resolve()
 
 
 def _copy_lag(config: VaultServiceConfig, max_copy_lag: float | None) -> float:
@@ -43,9 +68,7 @@ def audit_verify(config: VaultServiceConfig, exported: Path | None, max_copy_lag
     """Check the audit log; 0 when intact, 1 naming the first record concerned (or the exported copy too old)."""
     wired = bootstrap(config)
     try:
-        report = _verified(
-            wired, exported or config.audit_checkpoint_file, _copy_lag(config, max_copy_lag), frozenset()
-        )
+        report = _verified(wired, config.audit_checkpoint_file, exported, _copy_lag(config, max_copy_lag), frozenset())
         return 0 if report.intact else 1
     finally:
         wired.close()
@@ -63,7 +86,7 @@ def audit_who_saw(
     try:
         audit_keys = wired.keys.ring.audit_keys
         keep = token_hashes(audit_keys, token)
-        report = _verified(wired, exported or config.audit_checkpoint_file, _copy_lag(config, max_copy_lag), keep)
+        report = _verified(wired, config.audit_checkpoint_file, exported, _copy_lag(config, max_copy_lag), keep)
         if not report.intact:
             return 1
         records = who_saw(report, audit_keys, token)
