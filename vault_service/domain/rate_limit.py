@@ -49,6 +49,49 @@ class _Bucket:
         return (count - self.level) / self.limit.per_second
 
 
+class BucketMap:
+    """In-process token buckets by client and key, each at the limit of its client: the one bucket map.
+
+    A bucket's key is apart from its limit's: the limit is the client's (its CN in the policy), the
+    bucket is the client's alone (key "": RateLimiter's) or one of several (the key commands' budgets,
+    one per certificate, keyed by its serial: review 33, R33-4, `CertificateBuckets`), so the holder of
+    one certificate of a client spends nothing of another's. Only authorized callers reach one, so it
+    keeps one small bucket per client (and key) this process saw.
+    """
+
+    def __init__(
+        self, limits: Mapping[str, RateLimit], default: RateLimit, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._limits = dict(limits)
+        self._default = default
+        self._clock = clock
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._lock = threading.Lock()
+
+    def limit(self, client: str) -> RateLimit:
+        """The limit of each of `client`'s buckets: its own, else the default (limits fail closed, never open)."""
+        return self._limits.get(client, self._default)
+
+    def take(self, client: str, key: str = "", count: int = 1) -> float:
+        """Take `count` items from bucket (`client`, `key`): 0 when taken, else the seconds until they would fit."""
+        with self._lock:
+            now = self._clock()
+            bucket = self._buckets.setdefault((client, key), _Bucket(self.limit(client), now))
+            return bucket.take(count, now)
+
+    def give_back(self, client: str, key: str = "", count: int = 1) -> None:
+        """Put back `count` items taken from that bucket (the call they were taken for turned out not to count)."""
+        with self._lock:
+            bucket = self._buckets.get((client, key))
+            if bucket is not None:
+                bucket.level = min(float(bucket.limit.burst), bucket.level + count)
+
+
+CertificateBuckets = BucketMap
+"""The key commands' budgets: a bucket per certificate, keyed by its serial (`take(client, serial)`), each at the
+limit of its client (CN); kept per process (review 33, R33-4)."""
+
+
 LEASE_FRACTION = 20
 """A process takes a twentieth of a client's burst from the shared budget at a time."""
 
@@ -99,7 +142,8 @@ class _Lease:
 class RateLimiter:
     """Token buckets by client name.
 
-    A client without a limit of its own gets `default`: limits fail closed, never open.
+    A client without a limit of its own gets `default`: limits fail closed, never open. Its buckets in
+    memory are a `BucketMap`'s (one bucket a client), the map the key commands' budgets share.
     With `shared`, the buckets are kept there (under `kind`) instead of in this process, and this
     process spends leases of `lease(burst)` items taken from them: a call the lease covers costs
     no round trip. While `shared` has no buckets, they are kept in memory (asked again after
@@ -118,24 +162,21 @@ class RateLimiter:
         kind: str = "",
         lease: Callable[[int], int] = lease_size,
     ) -> None:
-        self._limits = dict(limits)
-        self._default = default
+        self._memory = BucketMap(limits, default, clock)
         self._what = what
         self._clock = clock
-        self._buckets: dict[str, _Bucket] = {}
-        self._lock = threading.Lock()
         self._shared = shared
         self._kind = kind or what
         self._lease = lease
         self._leases: dict[str, _Lease] = {}
         self._in_memory_until = 0.0 if shared is not None else float("inf")
         if shared is not None:
-            for client in self._limits:
+            for client in limits:
                 expect_client(client, self._kind)
 
     def take(self, client: str, count: int) -> None:
         """Take `count` items from the client's bucket; RateLimited when they do not fit."""
-        limit = self._limits.get(client, self._default)
+        limit = self._memory.limit(client)
         if count > limit.burst:
             raise RateLimited(
                 f"{count} values in one call exceed the {self._what} burst limit of {limit.burst}"
@@ -149,10 +190,7 @@ class RateLimiter:
                 return
             wait = self._take_shared(client, lease, count, limit)
         if wait is None:
-            with self._lock:
-                now = self._clock()
-                bucket = self._buckets.setdefault(client, _Bucket(limit, now))
-                wait = bucket.take(count, now)
+            wait = self._memory.take(client, count=count)
         if wait:
             raise RateLimited(
                 f"client {client!r} may {self._what} {_rate(limit.per_second)} (burst {limit.burst});"
@@ -171,7 +209,7 @@ class RateLimiter:
         call of that size that can fit at all; it names the burst, which no call's new values may
         exceed, to a call larger than it.
         """
-        limit = self._limits.get(client, self._default)
+        limit = self._memory.limit(client)
         retry_after = min(call_size, limit.burst) / limit.per_second
         larger = f", or split it: no call gets more than {limit.burst} new tokens" if call_size > limit.burst else ""
         return RateLimited(
@@ -207,42 +245,6 @@ class RateLimiter:
             return wait  # the database granted what the policy does not allow (counted and logged)
         lease.left += kept - count
         return 0.0
-
-
-class CertificateBuckets:
-    """In-process token buckets, one per certificate (CN and serial), each at the limit of its client (CN).
-
-    For budgets kept per process and per certificate (the key commands': review 33, R33-4), so the
-    holder of one certificate of a client spends nothing of another's. Only authorized certificates
-    reach it, so it keeps one small bucket per certificate the client CA issued and this process saw.
-    """
-
-    def __init__(
-        self, limits: Mapping[str, RateLimit], default: RateLimit, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._limits = dict(limits)
-        self._default = default
-        self._clock = clock
-        self._buckets: dict[tuple[str, str], _Bucket] = {}
-        self._lock = threading.Lock()
-
-    def limit(self, client: str) -> RateLimit:
-        """The limit of each of `client`'s certificates."""
-        return self._limits.get(client, self._default)
-
-    def take(self, client: str, serial: str) -> float:
-        """Take one item from the bucket of certificate (`client`, `serial`): 0 when taken, else the seconds to wait."""
-        with self._lock:
-            now = self._clock()
-            bucket = self._buckets.setdefault((client, serial), _Bucket(self.limit(client), now))
-            return bucket.take(1, now)
-
-    def give_back(self, client: str, serial: str) -> None:
-        """Put back one item taken from that bucket (the call it was taken for turned out not to count)."""
-        with self._lock:
-            bucket = self._buckets.get((client, serial))
-            if bucket is not None:
-                bucket.level = min(float(bucket.limit.burst), bucket.level + 1)
 
 
 def _rate(per_second: float) -> str:
