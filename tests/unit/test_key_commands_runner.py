@@ -20,6 +20,7 @@ from vault_service.domain.policy import DEFAULT_KEY_STATUS, DEFAULT_KEY_TOKEN_RE
 from vault_service.domain.rate_limit import CertificateBuckets, RateLimit
 from vault_service.service.key_commands import KeyCommands, OperatorAccess
 from vault_service.service.ports import KekVersions
+from vault_service.service.rotation_status import RotationStatus
 
 TEAM = Caller("security-team", "1f", "ab" * 32)
 TOKEN = "hvs.operator-token-under-test"
@@ -61,6 +62,7 @@ class Recorder:
         self.sessions: list[Caller] = []
         self.refusals: list[tuple[str, str]] = []
         self.tokens: list[str] = []
+        self.status_reads = 0
         self.rotation = FakeRotation()
 
     def authorize(self, caller: Caller, command: str) -> None:
@@ -76,6 +78,11 @@ class Recorder:
     def refused(self, caller: Caller, command: str, error: VaultError) -> None:
         self.refusals.append((command, type(error).__name__))
 
+    def read_status(self) -> RotationStatus:
+        """`status`, read on the serving stores (service/key_status.py), without a session."""
+        self.status_reads += 1
+        return RotationStatus(kek_latest_version=3, keys=[], rows_to_reencrypt=0, rows_to_reindex=0)
+
     def operator_kek(self, token: str) -> OperatorAccess:
         self.tokens.append(token)
         if self.token_refused:
@@ -83,7 +90,7 @@ class Recorder:
         return OperatorAccess("vault:alice accessor=acc1", FakeKek())
 
     def commands(self) -> KeyCommands:
-        return KeyCommands(self.authorize, self.session, self.refused, self.operator_kek)
+        return KeyCommands(self.authorize, self.session, self.refused, self.operator_kek, read_status=self.read_status)
 
 
 def test_a_change_runs_in_a_session_audited_as_the_certificate() -> None:
@@ -174,7 +181,9 @@ class Spent:
 
 def test_a_command_over_the_budget_is_refused_on_the_record_before_any_session_or_vault_call() -> None:
     fakes, spent = Recorder(), Spent()
-    commands = KeyCommands(fakes.authorize, fakes.session, fakes.refused, fakes.operator_kek, budget=spent)
+    commands = KeyCommands(
+        fakes.authorize, fakes.session, fakes.refused, fakes.operator_kek, read_status=fakes.read_status, budget=spent
+    )
 
     for call in (
         lambda: commands.status(TEAM),
@@ -189,7 +198,7 @@ def test_a_command_over_the_budget_is_refused_on_the_record_before_any_session_o
         ("rewrap", "RateLimited"),
         ("retire-kek-versions", "RateLimited"),
     ]
-    assert fakes.sessions == [] and fakes.tokens == []
+    assert fakes.sessions == [] and fakes.tokens == [] and fakes.status_reads == 0
     assert spent.asked == ["key_status", "key_commands", "key_token_refusals"]
     with pytest.raises(InvalidRequest):  # a call refused by its checks spends nothing
         commands.rewrap(TEAM, "user 10.0.0.1 asked")
@@ -221,6 +230,7 @@ def _metered(fakes: Recorder, budgets: Budgets) -> KeyCommands:
         fakes.session,
         fakes.refused,
         fakes.operator_kek,
+        read_status=fakes.read_status,
         budget=budgets.take,
         give_back=budgets.give_back,
     )
@@ -236,7 +246,7 @@ def test_status_spends_a_budget_of_its_own_and_a_spent_one_refuses_no_change() -
     assert commands.rewrap(TEAM, "CHG-7") == 2
     assert commands.retire_kek_versions(TEAM, 3, "CHG-7", TOKEN).below == 3
 
-    assert fakes.refusals == [("status", "RateLimited")]
+    assert fakes.refusals == [("status", "RateLimited")] and fakes.status_reads == 0
     assert budgets.left["key_commands"] == 98 and budgets.left["key_token_refusals"] == 100
 
 

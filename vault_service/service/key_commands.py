@@ -142,7 +142,7 @@ ReadStatus = Callable[[], RotationStatus]
 
 
 class KeyCommands:
-    """Runs the short key commands the policy gives a client certificate, each in a session of its own."""
+    """Runs the short key commands the policy gives a client certificate: the changes each in a session of its own."""
 
     def __init__(
         self,
@@ -151,15 +151,15 @@ class KeyCommands:
         refused: Refused = _not_audited,
         operator_kek: OperatorKek = _no_operator_kek,
         *,
+        read_status: ReadStatus,
         budget: Budget = _unmetered,
         give_back: Budget = _unmetered,
-        read_status: ReadStatus | None = None,
         audit: AuditLog | None = None,
     ) -> None:
         """`authorize`, `session`, `refused`: the key jobs' (service/key_jobs.py); `operator_kek`: see OperatorKek.
 
-        `budget`, `give_back`: see Budget. `read_status`: `status` without a session (None: in a session of its own, as
-        the unit tests' fakes). `audit`: where `status`'s own row goes (the service's audit log; None: none).
+        `read_status`: `status`, read without a session (see ReadStatus). `budget`, `give_back`: see Budget.
+        `audit`: where `status`'s own row goes (the service's audit log; None: none).
         """
         self._authorize = authorize
         self._session = session
@@ -179,8 +179,6 @@ class KeyCommands:
         """
         self._authorize(caller, STATUS)
         self._metered(caller, STATUS, READS)
-        if self._read_status is None:
-            return self._in_session(caller, STATUS, KeyRotation.status)
         try:
             status = self._read_status()
             if self._audit is not None:
