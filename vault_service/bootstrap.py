@@ -55,6 +55,7 @@ from vault_service.entrypoints.metrics import (
     observe_id_sequence_tampered,
     observe_keys_lock_holder,
     observe_lock_blocker,
+    observe_lock_watch_blind,
     observe_new_tokens_refused,
     observe_oldest_unchecked,
     observe_planted_checkpoint,
@@ -238,6 +239,7 @@ def chain_lock_watch(pool: ConnectionPool) -> Callable[[], None]:
                 observe_keys_lock_holder(holder.ended)
             else:
                 observe_audit_lock_holder(holder.ended)
+        observe_lock_watch_blind(watch.blind is not None)
 
     return end_stale_holders
 

@@ -212,6 +212,13 @@ LOCK_BLOCKERS = Counter(
     ["ended"],
 )
 
+LOCK_WATCH_BLIND = Gauge(
+    "tokenvault_lock_watch_blind",
+    "1 while the audit upkeep's lock watch cannot see or end sessions of the serving role's other logins (other"
+    " pods' Vault-made users): migration 0042 not applied, or its functions' owner lacking pg_read_all_stats or"
+    " pg_signal_backend (docs/production.md; review 33, R33-6). Sessions holding the vault's locks are then not ended",
+)
+
 DATABASE_DEFAULTS_SET = Gauge(
     "tokenvault_database_defaults_set",
     "Parameters that role or database defaults (ALTER ROLE/DATABASE ... SET) set for the vault's database"
@@ -283,6 +290,11 @@ def observe_keys_lock_holder(ended: bool) -> None:
 def observe_lock_blocker(ended: bool) -> None:
     """Count one session found keeping a vault session waiting for a lock too long, ended or left."""
     LOCK_BLOCKERS.labels(ended=str(ended).lower()).inc()
+
+
+def observe_lock_watch_blind(blind: bool) -> None:
+    """Note whether the lock watch's latest round could see and end every login of the serving role."""
+    LOCK_WATCH_BLIND.set(float(blind))
 
 
 def observe_upkeep_failed() -> None:

@@ -65,9 +65,14 @@ transaction (it took the lock before); otherwise since a round first saw it hold
 transaction (the same pid and transaction start: a transaction-level lock is released only at the
 transaction's end). Not ended, each logged with the reason and counted: a holder waiting for a
 synchronous standby to confirm its commit (`SyncRep`: the standby is the fault, and the commit is
-already local), a session of a role this one may not see or signal (Vault-made users of the role,
-the owner's), and one that let go before it could be ended; calls fail fast meanwhile
-(docs/threat-model.md says what holds then).
+already local), a session of a non-member of tokenvault_vault (the owner's, a superuser's), and one
+that let go before it could be ended; calls fail fast meanwhile (docs/threat-model.md says what holds then).
+
+Whose sessions (review 33, R33-6): those of every login of the serving role - the shipped deployment logs
+each pod in as a Vault-made user IN ROLE tokenvault_vault - seen and ended only through migration 0042's
+functions of the owner (vault.role_sessions, vault.end_role_session: members' sessions in this database,
+never a superuser's nor this one's). Before 0042, or when their owner lacks pg_read_all_stats or
+pg_signal_backend, this login's sessions only, said once in a warning line (`blind`).
 """
 
 from __future__ import annotations
@@ -76,7 +81,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -111,63 +116,84 @@ WATCHED_LOCKS = {
 BLOCKED_A_VAULT_SESSION = -1
 """Not a lock: a `ChainLockHolder.lock` for a session ended for keeping a vault session waiting (any lock; `kind`)."""
 
+_SESSIONS = "vault.role_sessions()"
+"""The sessions of every login of the serving role in this database, but this one (migration 0042, review 33 R33-6):
+pid, backend_start, xact_start, state, wait_event_type, wait_event, state_change; the owner sees them."""
+_OWN_LOGIN_SESSIONS = """(SELECT a.pid, a.backend_start, a.xact_start, a.state, a.wait_event_type, a.wait_event,
+        a.state_change FROM pg_catalog.pg_stat_activity a
+ WHERE a.usename OPERATOR(pg_catalog.=) SESSION_USER AND a.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
+   AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid())"""
+"""The same, before migration 0042: this login's sessions only (all its own login may see and end)."""
+
+_REACH = """
+SELECT p.oid IS NOT NULL, pg_catalog.pg_has_role(p.proowner, 'pg_read_all_stats', 'USAGE'),
+       pg_catalog.pg_has_role(p.proowner, 'pg_signal_backend', 'USAGE')
+FROM (SELECT pg_catalog.to_regprocedure(
+        'vault.end_role_session(integer, timestamp with time zone, timestamp with time zone)') AS f) x
+LEFT JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) x.f
+"""
+"""Whether migration 0042's functions are there, and whether their owner may see and signal other logins' sessions."""
+
+_THIS_DATABASE = (
+    "(SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())"
+)
+
 _HOLDERS = """
-SELECT l.objid::pg_catalog.int8, a.pid, a.state, a.xact_start, a.backend_start, a.wait_event,
-       pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) a.state_change), a.wait_event_type
+WITH s AS (SELECT * FROM {sessions} AS x)
+SELECT l.objid::pg_catalog.int8, l.pid, s.state, s.xact_start, s.backend_start, s.wait_event,
+       pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) s.state_change), s.wait_event_type
 FROM pg_catalog.pg_locks l
-JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) l.pid
+LEFT JOIN s ON s.pid OPERATOR(pg_catalog.=) l.pid
 WHERE l.locktype OPERATOR(pg_catalog.=) 'advisory' AND l.granted
   AND l.classid OPERATOR(pg_catalog.=) 0 AND l.objsubid OPERATOR(pg_catalog.=) 1
   AND l.objid::pg_catalog.int8 OPERATOR(pg_catalog.=) ANY(%s::pg_catalog.int8[])
-  AND l.database OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d
-                                          WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
-  AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+  AND l.database OPERATOR(pg_catalog.=) {database}
+  AND l.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
 UNION ALL
-SELECT 0, a.pid, a.state, a.xact_start, a.backend_start, a.wait_event,
-       pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) a.state_change), a.wait_event_type
+SELECT 0, l.pid, s.state, s.xact_start, s.backend_start, s.wait_event,
+       pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) s.state_change), s.wait_event_type
 FROM pg_catalog.pg_locks l
-JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) l.pid
+LEFT JOIN s ON s.pid OPERATOR(pg_catalog.=) l.pid
 WHERE l.locktype OPERATOR(pg_catalog.=) 'relation' AND l.granted
   AND l.relation OPERATOR(pg_catalog.=) 'vault.data_keys'::pg_catalog.regclass
+  AND l.database OPERATOR(pg_catalog.=) {database}
   AND l.mode OPERATOR(pg_catalog.<>) 'AccessShareLock'
-  AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+  AND l.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
 """
-"""Every other session holding a watched lock: the lock (DATA_KEY_ROWS for a row-locking or writing lock on
-vault.data_keys: a plain read's AccessShareLock blocks no key job or insert), pid, state, transaction start,
-session start and wait (NULL when this role may not see them), seconds in its state, kind of wait ('Lock':
-it waits for a lock another session holds)."""
+"""Every other session holding a watched lock in this database: the lock (DATA_KEY_ROWS for a row-locking or writing
+lock on vault.data_keys: a plain read's AccessShareLock blocks no key job or insert), pid, state, transaction start,
+session start and wait (NULL: not a session of a login of the serving role, or one the owner may not see), seconds
+in its state, kind of wait ('Lock': it waits for a lock another session holds)."""
 
-_END_IF_SAME_TRANSACTION = """
-SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_activity a
-WHERE a.pid OPERATOR(pg_catalog.=) %s AND a.xact_start OPERATOR(pg_catalog.=) %s
-  AND a.wait_event IS DISTINCT FROM 'SyncRep'
-"""
-"""End the session only if it is still in the transaction found holding the lock, not waiting for a standby."""
-
-_END_IF_STILL_IDLE_HOLDING = """
+_END = "SELECT vault.end_role_session(%(pid)s, %(started)s, %(xact)s) WHERE {still}"
+"""End a session of a login of the role if it is still that session in that transaction (NULL: outside any), not
+waiting for a synchronous standby, still holding a watched lock or keeping a session of the role waiting (0042),
+and `still` holds. No row, or NULL: it let go (or is not a member's); false: the server did not end it."""
+_END_OWN_LOGIN = """
 SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_activity a
 WHERE a.pid OPERATOR(pg_catalog.=) %(pid)s AND a.backend_start OPERATOR(pg_catalog.=) %(started)s
-  AND a.state OPERATOR(pg_catalog.=) 'idle'
-  AND EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
-              WHERE l.pid OPERATOR(pg_catalog.=) a.pid AND l.locktype OPERATOR(pg_catalog.=) 'advisory' AND l.granted
-                AND l.classid OPERATOR(pg_catalog.=) 0 AND l.objsubid OPERATOR(pg_catalog.=) 1
-                AND l.objid::pg_catalog.int8 OPERATOR(pg_catalog.=) %(lock)s)
+  AND a.xact_start IS NOT DISTINCT FROM %(xact)s AND a.wait_event IS DISTINCT FROM 'SyncRep' AND {still}
 """
-"""End the session only if it is the same session, still outside a transaction and still holding the lock."""
+"""The same before migration 0042 (a session of this login only: all its own login may signal)."""
+_STILL_HOLDING = """EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+              WHERE l.pid OPERATOR(pg_catalog.=) %(pid)s AND l.locktype OPERATOR(pg_catalog.=) 'advisory' AND l.granted
+                AND l.classid OPERATOR(pg_catalog.=) 0 AND l.objsubid OPERATOR(pg_catalog.=) 1
+                AND l.objid::pg_catalog.int8 OPERATOR(pg_catalog.=) %(lock)s)"""
+"""Still holding the advisory lock `lock` (an idle session's session-level form)."""
+_STILL_BLOCKING = "%(pid)s OPERATOR(pg_catalog.=) ANY(pg_catalog.pg_blocking_pids(%(waiter)s))"
+"""Still keeping the waiting session `waiter` waiting."""
 
 _BLOCKERS = """
-SELECT b FROM pg_catalog.unnest(pg_catalog.pg_blocking_pids(%s)) AS b
-WHERE b OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+SELECT b, s.backend_start, s.xact_start, s.wait_event
+FROM pg_catalog.unnest(pg_catalog.pg_blocking_pids(%s)) AS b
+LEFT JOIN {sessions} s ON s.pid OPERATOR(pg_catalog.=) b
+WHERE b OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() AND b OPERATOR(pg_catalog.<>) 0
 """
-"""The sessions a waiting session waits for (review 31: the watch ends those, never the one that waits)."""
-
-_END_IF_STILL_BLOCKING = """
-SELECT pg_catalog.pg_terminate_backend(%(blocker)s)
-WHERE %(blocker)s OPERATOR(pg_catalog.=) ANY(pg_catalog.pg_blocking_pids(%(waiter)s))
-"""
-"""End the blocking session only if it still blocks the waiting one."""
+"""The sessions a waiting session waits for, with their session and transaction start and wait (review 31: the watch
+ends those, never the one that waits)."""
 
 _WAITERS = """
+WITH s AS (SELECT * FROM {sessions} AS x)
 SELECT w.pid, l.locktype, l.objid::pg_catalog.int8,
        (SELECT pg_catalog.string_agg(n.nspname OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) c.relname, ' or '
                                      ORDER BY c.relname)
@@ -187,36 +213,32 @@ SELECT w.pid, l.locktype, l.objid::pg_catalog.int8,
        pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) l.waitstart),
        b.pid, a.state, a.xact_start, a.backend_start, a.wait_event_type, a.wait_event,
        pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) a.state_change)
-FROM pg_catalog.pg_stat_activity w
+FROM s w
 JOIN pg_catalog.pg_locks l ON l.pid OPERATOR(pg_catalog.=) w.pid AND NOT l.granted
 CROSS JOIN LATERAL pg_catalog.unnest(pg_catalog.pg_blocking_pids(w.pid)) AS b(pid)
-LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) b.pid
-WHERE w.usename OPERATOR(pg_catalog.=) SESSION_USER AND w.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
-  AND w.wait_event_type OPERATOR(pg_catalog.=) 'Lock'
-  AND w.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+LEFT JOIN s a ON a.pid OPERATOR(pg_catalog.=) b.pid
+WHERE w.wait_event_type OPERATOR(pg_catalog.=) 'Lock'
   AND b.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() AND b.pid OPERATOR(pg_catalog.<>) 0
 """
-"""Each session of this login kept waiting for a lock, with each session that keeps it waiting (review 31, R31-6):
-the waiter's pid, the lock it waits for (kind, advisory key, table: for a row, the table of the tuple lock it holds,
-else the tables both lock for writing or row locking - an insert waits for the transaction, not the row), seconds
-waited; the blocker's pid, state, transaction and session start, wait, seconds in its state
-(NULL: a session of a role this one may not see). A prepared transaction (pid 0) is left out: no session to end."""
-
-_END_IF_STILL_BLOCKING_IN = """
-SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_activity a
-WHERE a.pid OPERATOR(pg_catalog.=) %(blocker)s
-  AND a.backend_start IS NOT DISTINCT FROM %(started)s AND a.xact_start IS NOT DISTINCT FROM %(xact)s
-  AND a.wait_event IS DISTINCT FROM 'SyncRep'
-  AND %(blocker)s OPERATOR(pg_catalog.=) ANY(pg_catalog.pg_blocking_pids(%(waiter)s))
-"""
-"""End the blocking session only if it is in the transaction seen and still blocks the waiter (waiting or not)."""
+"""Each session of a login of the role kept waiting for a lock, with each session that keeps it waiting (review 31,
+R31-6; any login of the role since review 33, R33-6): the waiter's pid, the lock it waits for (kind, advisory key,
+table: for a row, the table of the tuple lock it holds, else the tables both lock for writing or row locking - an
+insert waits for the transaction, not the row), seconds waited; the blocker's pid, state, transaction and session
+start, wait, seconds in its state (NULL: not a session of a login of the role). A prepared transaction (pid 0) is
+left out: no session to end."""
 
 _BACKEND_START = (
     "SELECT backend_start FROM pg_catalog.pg_stat_activity WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()"
 )
 
-NOT_SEEN = "of a role this one may not see or signal (a Vault-made user of the role, or another role)"
-NOT_SIGNALLED = "of a role this one may not signal (a Vault-made user of the role, or another role)"
+NOT_SEEN = (
+    "not one the watch may see: another role's (the owner's, a superuser's), or a login of the serving role's the"
+    " owner of migration 0042's functions may not see (it needs pg_read_all_stats) or, before 0042, another login's"
+)
+NOT_SIGNALLED = (
+    "the owner of migration 0042's functions may not signal it (tokenvault_owner needs pg_signal_backend:"
+    " docs/production.md)"
+)
 SYNC_STANDBY = "waiting for a synchronous standby to confirm its commit (the standby is the fault)"
 LET_GO = "it let go of the lock (ended its transaction or session) before it could be ended"
 REFUSED = "the server did not end it (pg_terminate_backend returned false)"
@@ -364,7 +386,36 @@ class ChainLockWatch:
         self._own_sessions = own_sessions
         self._seen: dict[tuple[int, int, str, datetime], float] = {}
         self._blocking: dict[tuple[int, datetime], tuple[float, float]] = {}
-        """Each transaction seen keeping a session of this login waiting: (first seen doing so, last seen)."""
+        """Each transaction seen keeping a session of the role waiting: (first seen doing so, last seen)."""
+        self._sessions = _OWN_LOGIN_SESSIONS
+        self._end_sql = _END_OWN_LOGIN
+        self.blind: str | None = None
+        """Why the watch cannot see or end sessions of every login of the role (None: it can); logged once."""
+
+    def _reach(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        """Use migration 0042's functions when they are there; say once, loudly, what the watch cannot reach."""
+        row = conn.execute(_REACH).fetchone()
+        functions, sees, signals = (bool(row[0]), bool(row[1]), bool(row[2])) if row else (False, False, False)
+        self._sessions, self._end_sql = (_SESSIONS, _END) if functions else (_OWN_LOGIN_SESSIONS, _END_OWN_LOGIN)
+        if not functions:
+            blind = (
+                "migration 0042 is not applied: the lock watch sees and ends sessions of its own login only, never"
+                " those of the role's other logins (other pods' Vault-made users, anyone given the role's credentials)"
+            )
+        elif not (sees and signals):
+            lacks = " and ".join(
+                n for n, has in (("pg_read_all_stats", sees), ("pg_signal_backend", signals)) if not has
+            )
+            blind = (
+                f"the owner of migration 0042's functions (tokenvault_owner) lacks {lacks}:"
+                " the lock watch cannot see or end sessions of the role's other logins (other pods' Vault-made users,"
+                " anyone given the role's credentials); grant it (docs/production.md)"
+            )
+        else:
+            blind = None
+        if blind is not None and blind != self.blind:
+            log.warning(blind)
+        self.blind = blind
 
     def end_stale_holders(self) -> list[ChainLockHolder]:
         """Each other session seen holding a watched lock for `held_seconds` or more; those it may end, ended.
@@ -376,9 +427,11 @@ class ChainLockWatch:
         now = time.monotonic()
         seen: dict[tuple[int, int, str, datetime], float] = {}
         with self._pool.connection() as conn:
+            self._reach(conn)
             own = self._own_key_sessions()
             own_sessions = self._own_sessions()
-            for row in conn.execute(_HOLDERS, (list(ADVISORY_LOCKS),)).fetchall():
+            holders = _HOLDERS.format(sessions=self._sessions, database=_THIS_DATABASE)
+            for row in conn.execute(holders, (list(ADVISORY_LOCKS),)).fetchall():
                 sighting = _Sighting(
                     int(row[0]),
                     int(row[1]),
@@ -448,7 +501,7 @@ class ChainLockWatch:
         own = self._own_sessions()
         reported = {h.pid for h in found}
         look_again = False
-        for row in conn.execute(_WAITERS).fetchall():
+        for row in conn.execute(_WAITERS.format(sessions=self._sessions)).fetchall():
             blocking = _Blocking(
                 int(str(row[0])),
                 str(row[1]),
@@ -495,28 +548,43 @@ class ChainLockWatch:
                 del self._blocking[key]
         return look_again
 
-    @staticmethod
-    def _end_blocker(conn: psycopg.Connection[tuple[object, ...]], blocking: _Blocking) -> tuple[bool, str | None]:
-        """End the blocking session if it is in the transaction seen and still blocks; why not."""
-        if blocking.wait_event == "SyncRep":
-            return False, SYNC_STANDBY
-        args = {
-            "blocker": blocking.pid,
-            "started": blocking.backend_start,
-            "xact": blocking.xact_start,
-            "waiter": blocking.waiter,
-        }
+    def _end_session(
+        self,
+        conn: psycopg.Connection[tuple[object, ...]],
+        pid: int,
+        started: datetime | None,
+        xact: datetime | None,
+        still: str = "true",
+        **args: object,
+    ) -> tuple[bool, str | None]:
+        """End the session if it is still that session in that transaction and `still` holds; whether, and why not.
+
+        Through vault.end_role_session (migration 0042: any login of the role, never a non-member's, a superuser's,
+        this one's; only while it holds a watched lock or keeps a session of the role waiting), else as this login.
+        """
+        if started is None:
+            return False, NOT_SEEN
+        query = self._end_sql.format(still=still)
         try:
-            row = conn.execute(_END_IF_STILL_BLOCKING_IN, args).fetchone()
+            row = conn.execute(query, {"pid": pid, "started": started, "xact": xact, **args}).fetchone()
         except psycopg.errors.InsufficientPrivilege:
             return False, NOT_SIGNALLED
-        if row is None:
+        if row is None or row[0] is None:
             return False, LET_GO
         return (True, None) if row[0] else (False, REFUSED)
 
-    @staticmethod
+    def _end_blocker(
+        self, conn: psycopg.Connection[tuple[object, ...]], blocking: _Blocking
+    ) -> tuple[bool, str | None]:
+        """End the blocking session if it is in the transaction seen and still blocks; why not."""
+        if blocking.wait_event == "SyncRep":
+            return False, SYNC_STANDBY
+        return self._end_session(
+            conn, blocking.pid, blocking.backend_start, blocking.xact_start, _STILL_BLOCKING, waiter=blocking.waiter
+        )
+
     def _end_blockers(
-        conn: psycopg.Connection[tuple[object, ...]], waiter: _Sighting, held: float, own: frozenset[int]
+        self, conn: psycopg.Connection[tuple[object, ...]], waiter: _Sighting, held: float, own: frozenset[int]
     ) -> list[ChainLockHolder]:
         """End the sessions that keep `waiter` (this process's, holding a watched lock) waiting, if still so.
 
@@ -528,40 +596,37 @@ class ChainLockWatch:
         (`blocked` names the waiter).
         """
         found = []
-        for (blocker,) in conn.execute(_BLOCKERS, (waiter.pid,)).fetchall():
+        for row in conn.execute(_BLOCKERS.format(sessions=self._sessions), (waiter.pid,)).fetchall():
+            blocker = int(str(row[0]))
             if blocker in own:
                 continue
-            try:
-                row = conn.execute(_END_IF_STILL_BLOCKING, {"blocker": blocker, "waiter": waiter.pid}).fetchone()
-                ended, why = (True, None) if row is not None and row[0] else (False, LET_GO if row is None else REFUSED)
-            except psycopg.errors.InsufficientPrivilege:
-                ended, why = False, NOT_SIGNALLED
-            found.append(ChainLockHolder(int(str(blocker)), None, held, ended, waiter.lock, why, blocked=waiter.pid))
+            ended: bool
+            why: str | None
+            if row[3] == "SyncRep":
+                ended, why = False, SYNC_STANDBY
+            else:
+                ended, why = self._end_session(
+                    conn,
+                    blocker,
+                    row[1],  # type: ignore[arg-type]
+                    row[2],  # type: ignore[arg-type]
+                    _STILL_BLOCKING,
+                    waiter=waiter.pid,
+                )
+            found.append(ChainLockHolder(blocker, None, held, ended, waiter.lock, why, blocked=waiter.pid))
         return found
 
-    @staticmethod
-    def _end(conn: psycopg.Connection[tuple[object, ...]], sighting: _Sighting) -> tuple[bool, str | None]:
+    def _end(self, conn: psycopg.Connection[tuple[object, ...]], sighting: _Sighting) -> tuple[bool, str | None]:
         """End the session if it still holds the lock as seen; whether it was ended, and why not."""
         if sighting.state == "idle" and sighting.backend_start is not None:
-            query: str = _END_IF_STILL_IDLE_HOLDING
-            args: Sequence[object] | Mapping[str, object] = {
-                "pid": sighting.pid,
-                "started": sighting.backend_start,
-                "lock": sighting.lock,
-            }
-        elif sighting.xact_start is None:
+            return self._end_session(
+                conn, sighting.pid, sighting.backend_start, None, _STILL_HOLDING, lock=sighting.lock
+            )
+        if sighting.xact_start is None:
             return False, NOT_SEEN
-        elif sighting.wait_event == "SyncRep":
+        if sighting.wait_event == "SyncRep":
             return False, SYNC_STANDBY
-        else:
-            query, args = _END_IF_SAME_TRANSACTION, (sighting.pid, sighting.xact_start)
-        try:
-            row = conn.execute(query, args).fetchone()
-        except psycopg.errors.InsufficientPrivilege:
-            return False, NOT_SIGNALLED
-        if row is None:
-            return False, LET_GO
-        return (True, None) if row[0] else (False, REFUSED)
+        return self._end_session(conn, sighting.pid, sighting.backend_start, sighting.xact_start)
 
 
 def _text(value: object) -> str | None:

@@ -1,0 +1,225 @@
+"""The lock watch sees and ends sessions of every login of the serving role, and nobody else's (review 33, R33-6).
+
+The shipped Kubernetes deployment logs each vault pod in as a user Vault's database engine makes `IN ROLE
+tokenvault_vault`. The vault's own login could neither see such a session's transaction in pg_stat_activity nor
+signal it, so a login made that way that inserted one audit row and stayed idle froze every reveal for as long as
+it liked (0 of 7 over 20 s, never ended). Migration 0042's owner-defined functions list and end sessions of members
+of tokenvault_vault only; the watch uses them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import grpc
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool
+
+from tests.conftest import RunningVault, stack_identity
+from tests.integration.own_database import database_of_its_own, migrate_before
+from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+from tokenvault_client import open_channel
+from vault_service.adapters.postgres.chain_lock import NOT_SEEN, ChainLockWatch
+from vault_service.adapters.postgres.keys import KEYS_LOCK
+
+StubFor = Callable[[str], object]
+_APPEND = "INSERT INTO vault.audit_log (client, action, item_count, outcome) VALUES ('x', 'detokenize', 0, 'ok')"
+
+
+@contextmanager
+def _login_of_the_role(env: dict[str, str]) -> Iterator[str]:
+    """A login made as Vault's database engine makes one (`IN ROLE tokenvault_vault`): its DSN; dropped after."""
+    login = f"v_r33_{uuid.uuid4().hex[:8]}"
+    password = uuid.uuid4().hex
+    with psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {login} LOGIN PASSWORD '{password}' IN ROLE tokenvault_vault")
+    parts = conninfo_to_dict(env["PG_VAULT_DSN"])
+    parts.update(user=login, password=password)
+    try:
+        yield make_conninfo("", **parts)
+    finally:
+        with psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (login,)
+            ).fetchall()
+            admin.execute(f"DROP ROLE {login}")
+
+
+def _alive(conn: psycopg.Connection) -> bool:
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+def test_another_login_of_the_role_holding_the_chain_lock_is_ended_and_reveals_served_again(
+    stack_env: dict[str, str], vault: RunningVault, stub_for: StubFor
+) -> None:
+    value = f"198.18.{uuid.uuid4().int % 250}.12"
+    token = (
+        stub_for("etl-service")  # type: ignore[attr-defined]
+        .Tokenize(
+            vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=value)]),
+            timeout=10,
+        )
+        .results[0]
+        .token
+    )
+    channel = open_channel(vault.address, stack_identity(stack_env, "fraud-investigator"))  # no transparent retry
+    detokenize = vault_pb2_grpc.TokenVaultStub(channel).Detokenize
+    request = vault_pb2.DetokenizeRequest(tokens=[token], purpose="CASE-R33-6")
+    with _login_of_the_role(stack_env) as dsn, psycopg.connect(dsn) as rogue:
+        rogue.execute(_APPEND)  # the chain trigger's lock, held to commit; then idle in the transaction
+        started = time.monotonic()
+        failed = 0
+        while True:
+            try:
+                answer = detokenize(request, timeout=10)
+                break
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+                failed += 1
+                assert time.monotonic() - started < 20, "the other login's session was never ended (before: never)"
+        served_after = time.monotonic() - started
+        assert answer.results[0].value.value == value
+        assert not _alive(rogue)  # ended by the vault's upkeep: its transaction and row gone
+    channel.close()
+    assert failed >= 1 and served_after < 12  # held 5 s idle, seen by a 2 s round, then a call or two
+    print(f"\nanother login holding the chain lock: {failed} reveal(s) refused, served after {served_after:.1f} s")
+
+
+def test_the_functions_list_and_end_members_sessions_only(stack_env: dict[str, str]) -> None:
+    """As the vault's login: a member login's session holding the chain lock is listed and ended; the ETL's, an
+    analyst's, a superuser's (holding the key-generation lock) and the caller's own are neither listed nor ended,
+    nor is a member's session that holds nothing and keeps no one waiting."""
+    env = stack_env
+    with (
+        _login_of_the_role(env) as member_dsn,
+        psycopg.connect(env["PG_VAULT_DSN"], autocommit=True) as vault,
+        psycopg.connect(member_dsn) as member,
+        psycopg.connect(member_dsn) as member_idle,
+        psycopg.connect(env["PG_ETL_DSN"]) as etl,
+        psycopg.connect(env["PG_ANALYST_DSN"]) as analyst,
+        psycopg.connect(env["PG_ADMIN_DSN"]) as superuser,
+        psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True) as look,
+    ):
+        member.execute(_APPEND)
+        member_idle.execute("SELECT 1")  # in a transaction, holding no watched lock
+        etl.execute("SELECT 1")
+        analyst.execute("SELECT 1")
+        superuser.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))  # holds a watched lock
+        conns = {
+            "member": member,
+            "member_idle": member_idle,
+            "etl": etl,
+            "analyst": analyst,
+            "superuser": superuser,
+            "own": vault,
+        }
+        pids = {name: conn.info.backend_pid for name, conn in conns.items()}
+        started = {
+            name: look.execute(
+                "SELECT backend_start, xact_start FROM pg_stat_activity WHERE pid = %s", (pid,)
+            ).fetchone()
+            for name, pid in pids.items()
+        }
+        listed = {int(row[0]) for row in vault.execute("SELECT pid FROM vault.role_sessions()")}
+        assert pids["member"] in listed and pids["member_idle"] in listed
+        assert not listed & {pids[n] for n in ("etl", "analyst", "superuser", "own")}, "a non-member's session listed"
+        for name in ("etl", "analyst", "superuser", "own", "member_idle"):
+            backend_start, xact_start = started[name]  # type: ignore[misc]
+            row = vault.execute(
+                "SELECT vault.end_role_session(%s, %s, %s)", (pids[name], backend_start, xact_start)
+            ).fetchone()
+            assert row == (None,), name
+        for name in ("etl", "analyst", "superuser", "member_idle"):
+            assert _alive(conns[name]), name
+        backend_start, xact_start = started["member"]  # type: ignore[misc]
+        wrong = vault.execute(  # another transaction's start: not ended
+            "SELECT vault.end_role_session(%s, %s, %s)", (pids["member"], backend_start, backend_start)
+        ).fetchone()
+        assert wrong == (None,) and _alive(member) is True
+        ended = vault.execute(
+            "SELECT vault.end_role_session(%s, %s, %s)", (pids["member"], backend_start, xact_start)
+        ).fetchone()
+        assert ended == (True,)
+        time.sleep(0.2)
+        assert not _alive(member)
+        superuser.rollback()
+
+
+def test_only_the_serving_role_may_execute_the_functions(stack_env: dict[str, str]) -> None:
+    functions = ("vault.role_sessions()", "vault.end_role_session(integer, timestamptz, timestamptz)")
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as admin:
+        for function in functions:
+            row = admin.execute(
+                "SELECT has_function_privilege('tokenvault_vault', %(f)s, 'EXECUTE'),"
+                " has_function_privilege('tokenvault_etl', %(f)s, 'EXECUTE'),"
+                " has_function_privilege('tokenvault_analyst', %(f)s, 'EXECUTE'),"
+                " has_function_privilege('public', %(f)s, 'EXECUTE')",
+                {"f": function},
+            ).fetchone()
+            assert row == (True, False, False, False), function
+    with psycopg.connect(stack_env["PG_ETL_DSN"], autocommit=True) as etl:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            etl.execute("SELECT * FROM vault.role_sessions()")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            etl.execute("SELECT vault.end_role_session(1, now(), now())")
+
+
+def test_an_owner_that_may_not_see_or_signal_is_said_once_and_the_holder_reported(
+    stack_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """On a managed PostgreSQL where 0042 could not grant pg_read_all_stats/pg_signal_backend to the owner: one
+    warning line naming what it lacks, and the other login's holder reported as not ended (not silently missed)."""
+    with (
+        database_of_its_own(stack_env, "blind", migrated=True) as env,
+        ConnectionPool(env["PG_VAULT_DSN"], min_size=1, max_size=2, kwargs={"autocommit": True}) as pool,
+        _login_of_the_role(env) as dsn,
+        psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True) as admin,
+    ):
+        admin.execute("REVOKE pg_read_all_stats, pg_signal_backend FROM tokenvault_owner")  # the cluster's: put back
+        try:
+            watch = ChainLockWatch(pool, held_seconds=0.3)
+            with psycopg.connect(dsn) as rogue, caplog.at_level(logging.WARNING, "vault_service.adapters.postgres"):
+                rogue.execute(_APPEND)
+                assert watch.end_stale_holders() == []
+                time.sleep(0.4)
+                (found,) = watch.end_stale_holders()
+                assert not found.ended and found.not_ended_because == NOT_SEEN
+                assert _alive(rogue)
+            lacking = [r.getMessage() for r in caplog.records if "lacks" in r.getMessage()]
+            assert len(lacking) == 1 and "pg_read_all_stats and pg_signal_backend" in lacking[0], lacking
+            assert watch.blind is not None
+        finally:
+            admin.execute("GRANT pg_read_all_stats, pg_signal_backend TO tokenvault_owner")
+        watch.end_stale_holders()
+        assert watch.blind is None
+
+
+def test_before_migration_0042_the_watch_still_ends_its_own_login_s_holders_and_says_what_it_misses(
+    stack_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The service is rolled out before the migrations: without 0042 the watch works as before (its own login)."""
+    with database_of_its_own(stack_env, "before42") as env:
+        migrate_before(env, "0042")
+        with (
+            ConnectionPool(env["PG_VAULT_DSN"], min_size=1, max_size=2, kwargs={"autocommit": True}) as pool,
+            psycopg.connect(env["PG_VAULT_DSN"]) as rogue,
+            caplog.at_level(logging.WARNING, "vault_service.adapters.postgres"),
+        ):
+            watch = ChainLockWatch(pool, held_seconds=0.3)
+            rogue.execute(_APPEND)
+            assert watch.end_stale_holders() == []
+            time.sleep(0.4)
+            (found,) = watch.end_stale_holders()
+            assert found.ended and found.pid == rogue.info.backend_pid
+            assert not _alive(rogue)
+        assert any("migration 0042 is not applied" in r.getMessage() for r in caplog.records)
