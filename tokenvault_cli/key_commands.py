@@ -69,6 +69,14 @@ def print_status(status: KeyStatus) -> None:
             markup=False,
         )
 
+    for row in status.unpaired_outcomes:
+        stdout.print(
+            f"UNPAIRED OUTCOME: {row.describe()}: the vault writes one outcome row per intent row, so this one was"
+            " appended by someone else (the serving role can append rows) or twice: read both rows and the"
+            " intent row, and who holds the serving role's credentials",
+            markup=False,
+        )
+
 
 @click.command()
 @click.pass_obj

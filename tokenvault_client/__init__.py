@@ -35,6 +35,7 @@ from tokenvault_client.key_commands import (
     KekVersionsRetired,
     KeyCommands,
     KeyStatus,
+    UnpairedKeyJobOutcome,
 )
 from tokenvault_client.key_jobs import KeyJobProgress
 from tokenvault_client.models import (
@@ -83,6 +84,7 @@ __all__ = [
     "TokenType",
     "Unauthenticated",
     "Unavailable",
+    "UnpairedKeyJobOutcome",
     "VaultClient",
     "VaultClientError",
     "WhoSawRow",

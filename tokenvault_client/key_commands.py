@@ -55,6 +55,33 @@ class InterruptedKeyJob:
 
 
 @dataclass(frozen=True)
+class UnpairedKeyJobOutcome:
+    """An outcome row of a key operation naming an intent row it cannot pair with: forged, or a duplicate."""
+
+    outcome_row: int
+    job: str
+    written_as: str
+    client_serial: str
+    written_at: str
+    reason: str
+    names_intent_row: int
+    paired_by_row: int
+
+    def describe(self) -> str:
+        """`rewrap outcome row 57 as 'security-team' (serial 1a) at ... under CHG-1 names intent row 42, ...`."""
+        serial = f" (serial {self.client_serial})" if self.client_serial else ""
+        why = (
+            f"which outcome row {self.paired_by_row} paired with already (a duplicate)"
+            if self.paired_by_row
+            else "which is no earlier intent row of that job"
+        )
+        return (
+            f"{self.job} outcome row {self.outcome_row} as {self.written_as!r}{serial} at {self.written_at} under"
+            f" {self.reason} names intent row {self.names_intent_row}, {why}"
+        )
+
+
+@dataclass(frozen=True)
 class KeyStatus:
     """Where key rotation stands, as the vault reports it."""
 
@@ -67,6 +94,9 @@ class KeyStatus:
     safe_min_decryption_version: int
     interrupted: tuple[InterruptedKeyJob, ...] = ()
     """Key operations whose process ended mid-way (SIGKILL, OOM, node loss): the next one appends their outcome row."""
+    unpaired_outcomes: tuple[UnpairedKeyJobOutcome, ...] = ()
+    """Outcome rows naming an intent row they cannot pair with: the vault writes one per intent row (forged, or twice)
+    (review 33, R33-5)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +132,19 @@ class KeyCommands:
             tuple(
                 InterruptedKeyJob(j.intent_row, j.job, j.started_by, j.client_serial, j.started_at, j.reason)
                 for j in reply.interrupted
+            ),
+            tuple(
+                UnpairedKeyJobOutcome(
+                    u.outcome_row,
+                    u.job,
+                    u.written_as,
+                    u.client_serial,
+                    u.written_at,
+                    u.reason,
+                    u.names_intent_row,
+                    u.paired_by_row,
+                )
+                for u in reply.unpaired_outcomes
             ),
         )
 

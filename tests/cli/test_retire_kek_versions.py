@@ -17,6 +17,7 @@ import hvac
 import psycopg
 
 from tests.cli.conftest import CliStack
+from vault_service.service.ports import INTENT_HELD
 
 TICKET = "CHG-2026-0901"
 CONFIG = "transit/keys/tokenvault/config"
@@ -123,6 +124,6 @@ def test_retiring_is_refused_while_a_data_key_needs_an_older_version_and_done_on
             ).fetchall()
         ]
     refusals = 3 if lower is not None else 2  # the DLQ operator's token wrote nothing: refused before any row
-    assert outcomes[::2] == ["started (held)"] * (refusals + 1)
+    assert outcomes[::2] == [INTENT_HELD] * (refusals + 1)
     assert all(o.startswith("refused: ") for o in outcomes[1 : 2 * refusals : 2])
     assert outcomes[-1].startswith(f"ok: KEK tokenvault versions below v{latest} retired")

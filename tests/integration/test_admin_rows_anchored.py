@@ -38,6 +38,7 @@ from tests.integration.audit_attacks import (
     tokenize_fresh_ip,
 )
 from vault_service.service.exported_copy import read_exported_copy
+from vault_service.service.ports import INTENT_HELD
 
 __all__ = ["anchored", "own_database"]  # fixtures used here
 
@@ -155,7 +156,7 @@ def test_an_admin_commands_round_held_by_the_database_owner_fails_the_command_in
         took = time.monotonic() - started
     rows = _ticket_rows(own_database, "CHG-17008")
     intents = [outcome for _, _, outcome in rows]
-    assert intents == ["started (held)"], "the rewrap was done with its intent row unchecked"
+    assert intents == [INTENT_HELD], "the rewrap was done with its intent row unchecked"
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert (
         f"refused before doing anything (no key or value was changed): its audit rows {rows[0][0]} could not be"
@@ -180,7 +181,7 @@ def test_a_command_whose_intent_row_is_kept_out_of_the_chain_is_refused_before_i
     assert _values_to_reencrypt(own_database) == left, (
         "values were re-encrypted with the job's intent row off the record"
     )
-    assert [outcome for _, _, outcome in ghosts] == ["started (held)"], ghosts
+    assert [outcome for _, _, outcome in ghosts] == [INTENT_HELD], ghosts
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert (
         f"refused before doing anything (no key or value was changed): its audit rows {ghosts[0][0]} are not in"
@@ -203,7 +204,7 @@ def test_a_command_killed_after_its_work_leaves_its_intent_row_anchored_and_expo
         running.kill()  # its work is done (the outcome row is written), its exit round not
         running.communicate(timeout=30)
     on_record = _ticket_rows(own_database, "CHG-18202")
-    assert [(action, outcome) for _, action, outcome in on_record] == [("rotate-encryption-key", "started (held)")]
+    assert [(action, outcome) for _, action, outcome in on_record] == [("rotate-encryption-key", INTENT_HELD)]
     heads = [c.head.head_id for c in read_exported_copy(exported).checkpoints]
     assert max(heads) >= on_record[0][0], "no exported checkpoint holds the intent row"
 
@@ -226,7 +227,7 @@ def test_a_command_sent_sigterm_runs_its_round_and_names_the_rows_it_could_not_a
     rows = _ticket_rows(own_database, "CHG-18203")
     assert running.returncode == 1, (running.returncode, stderr)
     assert f"its audit rows {rows[0][0]} could not be checked against the audit chain (interrupted: SIGTERM)" in stderr
-    assert [outcome for _, _, outcome in rows] == ["started (held)"], "the rewrap ran with its intent row unchecked"
+    assert [outcome for _, _, outcome in rows] == [INTENT_HELD], "the rewrap ran with its intent row unchecked"
 
 
 def test_an_admin_command_never_creates_the_checkpoint_file_the_vault_appends_to(

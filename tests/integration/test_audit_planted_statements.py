@@ -121,7 +121,7 @@ def test_a_planted_group_append_is_replaced_too(stack_env: dict[str, str], plant
     purpose = f"CASE-A14G-{uuid.uuid4().hex[:8]}"
     log = PostgresAuditLog(planted_pool)
     events = [_event(purpose, n) for n in range(4)]
-    log._write(events)  # one group, as the group committer hands it over
+    log._write([audit_module._Appending(event) for event in events])  # one group, as the committer hands it over
     assert _rows_with_purpose(stack_env, purpose) == len(events)
 
 

@@ -62,9 +62,10 @@ def _key_state(env: dict[str, str], key_id: int) -> str:
 
 
 def _outcomes(env: dict[str, str], action: str) -> list[str]:
+    """`action`'s rows, each outcome less the intent row it names at its end (review 33, R33-5)."""
     with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
         rows = conn.execute("SELECT outcome FROM vault.audit_log WHERE action = %s ORDER BY id", (action,))
-        return [r[0] for r in rows.fetchall()]
+        return [re.sub(r" \(intent row [0-9]+\)$", "", r[0]) for r in rows.fetchall()]
 
 
 def _restore(env: dict[str, str], key_id: int) -> None:

@@ -35,6 +35,7 @@ from tests.conftest import RunningVault, running_vault, stack_identity, vault_co
 from tests.integration.own_database import database_of_its_own
 from tests.integration.test_erasure_crypto_shredding import _security_team
 from tokenvault_client import ClientIdentity, KeyCommands, PermissionDenied, RateLimited, VaultClient, VaultClientError
+from vault_service.service.ports import INTENT_HELD
 
 SECURITY_TEAM = "security-team"
 CHANGES = ("rewrap", "rotate-encryption-key", "rotate-fingerprint-key")
@@ -180,10 +181,9 @@ def test_the_security_team_certificate_has_the_vault_rotate_rewrap_and_report(
         ("rotate-fingerprint-key", "CHG-8102", f"ok: fingerprint key {pending} pending"),
         ("rewrap", "CHG-8103", f"ok: {rewrapped} data keys rewrapped"),
     ):
-        assert _rows(own_env, action, reason) == [
-            (SECURITY_TEAM, serial, digest, "started (held)"),
-            (SECURITY_TEAM, serial, digest, outcome),
-        ]
+        rows = _rows(own_env, action, reason)
+        assert [row[:3] for row in rows] == [(SECURITY_TEAM, serial, digest)] * 2
+        assert rows[0][3] == INTENT_HELD and rows[1][3].startswith(f"{outcome} (intent row ")  # it names its intent
 
     with pytest.raises(VaultClientError) as under_way:  # a rotation under way: finish it first
         team.rotate_fingerprint_key("CHG-8104")
@@ -287,7 +287,7 @@ def test_retiring_kek_versions_writes_transit_with_the_operators_token_only_afte
     rows = _rows(own_env, "retire-kek-versions", "CHG-8303")
     assert [(s, d) for _, s, d, _ in rows] == [(serial, digest)] * 2
     assert all(c.startswith(f"{SECURITY_TEAM} with vault:") and f"accessor={accessor}" in c for c, _, _, _ in rows)
-    assert rows[0][3] == "started (held)" and rows[1][3].startswith(f"ok: KEK {kek} versions below v{latest} retired")
+    assert rows[0][3] == INTENT_HELD and rows[1][3].startswith(f"ok: KEK {kek} versions below v{latest} retired")
     with psycopg.connect(own_env["PG_ADMIN_DSN"]) as conn:
         audit_text = conn.execute("SELECT string_agg(t::text, ' ') FROM vault.audit_log t").fetchone()
     for token in (operator, dlq, no_config, "hvs.not-a-token"):  # never recorded, logged or echoed

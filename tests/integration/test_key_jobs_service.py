@@ -41,6 +41,7 @@ from tokenvault_client import (
     VaultClientError,
 )
 from vault_service.bootstrap import job_liveness
+from vault_service.service.ports import INTENT_HELD
 
 SECURITY_TEAM = "security-team"
 IP = TokenType.IP
@@ -123,7 +124,7 @@ def test_the_security_team_certificate_has_the_vault_reencrypt_and_every_value_s
     serial, digest = _certificate(own_env, SECURITY_TEAM)
     rows = _job_rows(own_env, "reencrypt", "CHG-7101")
     assert [(c, s, d) for c, s, d, _ in rows] == [(SECURITY_TEAM, serial, digest)] * 2
-    assert rows[0][3] == "started (held)" and rows[1][3].startswith("ok: 300 values moved")
+    assert rows[0][3] == INTENT_HELD and rows[1][3].startswith("ok: 300 values moved")
 
 
 @pytest.mark.parametrize("client", ["analyst", "etl-service"])
@@ -345,7 +346,7 @@ def test_a_job_whose_vault_was_sigkilled_is_shown_interrupted_and_its_next_run_a
         stop_pid(pid)
     moved = _rows_under(own_env, new_dek)
     assert 0 < moved < 2000 + 300  # killed half-way (the module's earlier values count too)
-    assert _outcomes(own_env, "CHG-7701") == ["started (held)"]
+    assert _outcomes(own_env, "CHG-7701") == [INTENT_HELD]
 
     team = client_as(SECURITY_TEAM)
     job = _interrupted(team, "CHG-7701")
@@ -353,12 +354,12 @@ def test_a_job_whose_vault_was_sigkilled_is_shown_interrupted_and_its_next_run_a
     assert (job.job, job.started_by, job.client_serial) == ("reencrypt", SECURITY_TEAM, serial)
     assert job.started_at and job.intent_row > 0
     assert team.key_commands().status().rows_to_reencrypt > 0  # how far: the work left, resumed by the next run
-    assert _outcomes(own_env, "CHG-7701") == ["started (held)"]  # status only reports
+    assert _outcomes(own_env, "CHG-7701") == [INTENT_HELD]  # status only reports
 
     done = list(team.key_job("reencrypt", "CHG-7701", 500))  # the next run: the orphan's outcome, then the job
     assert done[-1].finished
     outcomes = _outcomes(own_env, "CHG-7701")
-    assert outcomes[0] == outcomes[2] == "started (held)" and outcomes[3].startswith("ok: ")
+    assert outcomes[0] == outcomes[2] == INTENT_HELD and outcomes[3].startswith("ok: ")
     assert outcomes[1].startswith("failed: interrupted, the process ended") and f"row {job.intent_row} " in outcomes[1]
     assert [(c, s) for c, s, _, _ in _job_rows(own_env, "reencrypt", "CHG-7701")] == [(SECURITY_TEAM, serial)] * 4
     assert not [j for j in team.key_commands().status().interrupted if j.reason == "CHG-7701"]
@@ -381,7 +382,7 @@ def test_a_live_job_is_never_shown_interrupted_and_one_whose_holder_is_gone_is_c
         with pytest.raises(RuntimeError):
             own_vault.wired.rotation("vault:test-live", look, running).rewrap("CHG-7800")
         (intent,) = [r for r in _all_rows(own_env, "vault:test-live", "CHG-7800")]
-        assert intent[1] == "started (held)" and intent[0] not in seen_while_running[0]
+        assert intent[1] == INTENT_HELD and intent[0] not in seen_while_running[0]
         running.release()  # the session ends, as when the process is killed
         assert [j.intent_id for j in observer.interrupted() if j.client == "vault:test-live"] == [intent[0]]
         (dead,) = [j for j in observer.interrupted() if j.client == "vault:test-live"]
@@ -391,7 +392,7 @@ def test_a_live_job_is_never_shown_interrupted_and_one_whose_holder_is_gone_is_c
         assert closed >= 1
         assert own_vault.wired.rotation("vault:test-closer", liveness=observer).close_interrupted() == 0
         outcomes = [o for _, o in _all_rows(own_env, "vault:test-live", "CHG-7800")]
-        assert outcomes[0] == "started (held)" and len(outcomes) == 2
+        assert outcomes[0] == INTENT_HELD and len(outcomes) == 2
         assert outcomes[1].startswith("failed: interrupted, the process ended") and "vault:test-closer" in outcomes[1]
     finally:
         for liveness in (running, observer, second):

@@ -30,6 +30,7 @@ from tokenvault_client import NO_RETRY, Revealed, TokenType, VaultClient, VaultC
 from vault_service.bootstrap import Bootstrapped
 from vault_service.bootstrap import bootstrap as vault_bootstrap
 from vault_service.domain.errors import KeysUnavailable, StorageError
+from vault_service.service.ports import INTENT_HELD
 
 IP = TokenType.IP
 ClientFor = Callable[..., VaultClient]
@@ -260,7 +261,7 @@ def test_a_killed_reencryption_job_resumes_where_it_stopped(
                 "SELECT outcome FROM vault.audit_log WHERE action = 'reencrypt' AND purpose = 'CHG-3' ORDER BY id"
             ).fetchall()
         ]
-    assert outcomes[0] == outcomes[2] == "started (held)" and outcomes[3].startswith("ok: "), outcomes
+    assert outcomes[0] == outcomes[2] == INTENT_HELD and outcomes[3].startswith("ok: "), outcomes
     assert outcomes[1].startswith("failed: interrupted, the process ended"), outcomes
     investigator = client_for("fraud-investigator", own_vault.address)
     assert revealed(investigator, tokens[:100] + tokens[-100:], "CASE-AFTER-RESUME") == values[:100] + values[-100:]

@@ -32,12 +32,17 @@ PLANTED = "ip_r28planted00000000000"
 
 
 def _last_outcome(env: dict[str, str], action: str) -> str:
+    """The newest outcome row of `action`, less the intent row it names at its end (review 33, R33-5)."""
     with psycopg.connect(env["PG_ADMIN_DSN"]) as owner:
         row = owner.execute(
-            "SELECT outcome FROM vault.audit_log WHERE action = %s ORDER BY id DESC LIMIT 1", (action,)
+            "SELECT outcome, (SELECT max(id) FROM vault.audit_log WHERE action = %s AND outcome LIKE 'started%%')"
+            " FROM vault.audit_log WHERE action = %s ORDER BY id DESC LIMIT 1",
+            (action, action),
         ).fetchone()
     assert row is not None
-    return str(row[0])
+    named = f" (intent row {row[1]})"
+    assert str(row[0]).endswith(named), row
+    return str(row[0]).removesuffix(named)
 
 
 def _one(conn: psycopg.Connection, query: str, argument: object) -> tuple[object, ...]:

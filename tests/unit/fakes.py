@@ -234,10 +234,11 @@ class FakeAuditLog:
         self.events: list[AuditEvent] = []
         self.fail = fail
 
-    def append(self, event: AuditEvent) -> None:
+    def append(self, event: AuditEvent) -> int:
         if self.fail:
             raise OSError("audit storage unavailable")
         self.events.append(event)
+        return len(self.events)
 
 
 class FakeQueue:

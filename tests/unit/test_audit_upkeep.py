@@ -297,9 +297,9 @@ class _GatedAuditLog(FakeAuditLog):
         super().__init__()
         self.rows = rows
 
-    def append(self, event: AuditEvent) -> None:
+    def append(self, event: AuditEvent) -> int:
         self.rows.check_open()
-        super().append(event)
+        return super().append(event)
 
 
 def test_rows_a_failing_last_round_leaves_unchecked_are_logged_and_counted_at_stop(
@@ -400,7 +400,7 @@ def test_a_round_failing_for_want_of_a_database_connection_is_refused_as_an_outa
 
 def test_an_aggregated_row_that_cannot_be_appended_for_want_of_a_connection_counts_as_an_outage() -> None:
     class _Unreachable(FakeAuditLog):
-        def append(self, event: AuditEvent) -> None:
+        def append(self, event: AuditEvent) -> int:
             raise AuditDatabaseUnreachable("the vault's database cannot be reached")
 
     rows, meter = AppendedRows(), TokenizeMeter()

@@ -25,8 +25,9 @@ class _Audit:
     def __init__(self) -> None:
         self.outcomes: list[str] = []
 
-    def append(self, event: AuditEvent) -> None:
+    def append(self, event: AuditEvent) -> int:
         self.outcomes.append(event.outcome)
+        return len(self.outcomes)
 
 
 class _Ring:
@@ -87,8 +88,9 @@ class _CountingAudit:
     def __init__(self) -> None:
         self.rows: list[tuple[str, int]] = []
 
-    def append(self, event: AuditEvent) -> None:
+    def append(self, event: AuditEvent) -> int:
         self.rows.append((event.outcome, event.item_count))
+        return len(self.rows)
 
 
 class _Batches:
@@ -152,7 +154,7 @@ def test_a_stop_after_rows_were_set_aside_counts_only_the_values_moved() -> None
     rotation = KeyRotation(cast(Any, _RingOfOld(old)), cast(Any, None), cast(Any, None), cast(Any, store), audit, "a")
     with pytest.raises(StoredValueAltered):
         rotation.reencrypt("CHG-1", 2, before_batch=stop_at_the_third_batch)
-    assert store.moved == ["ip_good0", "ip_good1"] and audit.rows[-1] == ("failed: stopped", 2)
+    assert store.moved == ["ip_good0", "ip_good1"] and audit.rows[-1] == ("failed: stopped (intent row 1)", 2)
 
 
 class _KeysLoaded:
@@ -208,4 +210,4 @@ def test_a_failed_rewrap_writes_its_outcome() -> None:
     )
     with pytest.raises(KeysUnavailable):
         rotation.rewrap("CHG-1")
-    assert audit.outcomes == ["started", "failed: Vault at https://vault:8200 is unreachable"]
+    assert audit.outcomes == ["started", "failed: Vault at https://vault:8200 is unreachable (intent row 1)"]

@@ -161,6 +161,7 @@ class KeyStatusReply(_message.Message):
     ROWS_TO_REINDEX_FIELD_NUMBER: _builtins.int
     SAFE_MIN_DECRYPTION_VERSION_FIELD_NUMBER: _builtins.int
     INTERRUPTED_FIELD_NUMBER: _builtins.int
+    UNPAIRED_OUTCOMES_FIELD_NUMBER: _builtins.int
     kek_latest_version: _builtins.int
     kek_min_decryption_version: _builtins.int
     """Transit's present min_decryption_version (what retire-kek-versions last raised it to)."""
@@ -182,6 +183,13 @@ class KeyStatusReply(_message.Message):
         (`failed: interrupted, the process ended`); a reencrypt or reindex run again resumes.
         """
 
+    @_builtins.property
+    def unpaired_outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnpairedKeyJobOutcome]:
+        """Outcome rows of key operations naming an intent row they cannot pair with: one already paired by an
+        earlier outcome row, or no earlier intent row of that job. The vault writes one outcome row per intent
+        row, so each was appended by someone else (forged) or twice. The oldest 100.
+        """
+
     def __init__(
         self,
         *,
@@ -193,14 +201,61 @@ class KeyStatusReply(_message.Message):
         rows_to_reindex: _builtins.int = ...,
         safe_min_decryption_version: _builtins.int = ...,
         interrupted: _abc.Iterable[Global___InterruptedKeyJob] | None = ...,
+        unpaired_outcomes: _abc.Iterable[Global___UnpairedKeyJobOutcome] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["interrupted", b"interrupted", "kek_latest_version", b"kek_latest_version", "kek_min_decryption_version", b"kek_min_decryption_version", "kek_min_encryption_version", b"kek_min_encryption_version", "keys", b"keys", "rows_to_reencrypt", b"rows_to_reencrypt", "rows_to_reindex", b"rows_to_reindex", "safe_min_decryption_version", b"safe_min_decryption_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interrupted", b"interrupted", "kek_latest_version", b"kek_latest_version", "kek_min_decryption_version", b"kek_min_decryption_version", "kek_min_encryption_version", b"kek_min_encryption_version", "keys", b"keys", "rows_to_reencrypt", b"rows_to_reencrypt", "rows_to_reindex", b"rows_to_reindex", "safe_min_decryption_version", b"safe_min_decryption_version", "unpaired_outcomes", b"unpaired_outcomes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___KeyStatusReply: _TypeAlias = KeyStatusReply  # noqa: Y015
+
+@_typing.final
+class UnpairedKeyJobOutcome(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_ROW_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    WRITTEN_AS_FIELD_NUMBER: _builtins.int
+    CLIENT_SERIAL_FIELD_NUMBER: _builtins.int
+    WRITTEN_AT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    NAMES_INTENT_ROW_FIELD_NUMBER: _builtins.int
+    PAIRED_BY_ROW_FIELD_NUMBER: _builtins.int
+    outcome_row: _builtins.int
+    """The id of the outcome row in the audit log."""
+    job: _builtins.str
+    written_as: _builtins.str
+    """Whom the row names: a certificate's CN (or an operator's Vault identity) and serial."""
+    client_serial: _builtins.str
+    written_at: _builtins.str
+    """When it was written (RFC 3339, UTC)."""
+    reason: _builtins.str
+    """Its change ticket."""
+    names_intent_row: _builtins.int
+    """The intent row it names."""
+    paired_by_row: _builtins.int
+    """The outcome row that paired with that intent row already (0: it is no earlier intent row of that job)."""
+    def __init__(
+        self,
+        *,
+        outcome_row: _builtins.int = ...,
+        job: _builtins.str = ...,
+        written_as: _builtins.str = ...,
+        client_serial: _builtins.str = ...,
+        written_at: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        names_intent_row: _builtins.int = ...,
+        paired_by_row: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_serial", b"client_serial", "job", b"job", "names_intent_row", b"names_intent_row", "outcome_row", b"outcome_row", "paired_by_row", b"paired_by_row", "reason", b"reason", "written_as", b"written_as", "written_at", b"written_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnpairedKeyJobOutcome: _TypeAlias = UnpairedKeyJobOutcome  # noqa: Y015
 
 @_typing.final
 class InterruptedKeyJob(_message.Message):

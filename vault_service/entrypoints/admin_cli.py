@@ -174,6 +174,14 @@ def _print_status(status: RotationStatus) -> None:
             markup=False,
         )
 
+    for row in status.unpaired_outcomes:
+        console.print(
+            f"UNPAIRED OUTCOME: {row.describe()}: the vault writes one outcome row per intent row, so this one was"
+            " appended by someone else (the serving role can append rows) or twice: read both rows and the"
+            " intent row, and who holds the serving role's credentials",
+            markup=False,
+        )
+
 
 def _with_progress(phase_total: int, job: Callable[[Callable[[str, int], None]], int]) -> int:
     with Progress(

@@ -25,7 +25,7 @@ from vault_service.service.key_commands import KeyCommands, OperatorAccess, Oper
 from vault_service.service.key_jobs import JobSession, KeyJobs
 from vault_service.service.key_status import KeyStatusReader
 from vault_service.service.own_rows_round import OwnRowsNotAnchored, OwnRowsRound, WorkRefused, require_anchored
-from vault_service.service.ports import InterruptedJob
+from vault_service.service.ports import InterruptedJob, UnpairedOutcome
 from vault_service.service.rotation import KeyRotation
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,10 @@ def key_jobs_of(wired: Bootstrapped, config: VaultServiceConfig) -> KeyJobs:
     return KeyJobs(authorize, sessions, refused, commands)
 
 
-def _interrupted(config: VaultServiceConfig) -> list[InterruptedJob]:
-    """The interrupted key operations, asked on a short connection of their own (as a key job's liveness)."""
-    return job_liveness(config).interrupted()
+def _interrupted(config: VaultServiceConfig) -> tuple[list[InterruptedJob], list[UnpairedOutcome]]:
+    """The interrupted key operations and the unpaired outcome rows, on one short connection (a key job's liveness)."""
+    liveness = job_liveness(config)
+    try:
+        return liveness.interrupted(), liveness.unpaired_outcomes()
+    finally:
+        liveness.release()

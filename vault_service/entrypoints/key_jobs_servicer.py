@@ -63,6 +63,19 @@ def _status(status: RotationStatus) -> key_jobs_pb2.KeyStatusReply:
             )
             for job in status.interrupted
         ],
+        unpaired_outcomes=[
+            key_jobs_pb2.UnpairedKeyJobOutcome(
+                outcome_row=row.outcome_id,
+                job=row.action,
+                written_as=row.client,
+                client_serial=row.client_serial,
+                written_at=row.at.astimezone(UTC).isoformat(),
+                reason=row.purpose,
+                names_intent_row=row.intent_id,
+                paired_by_row=row.paired_by,
+            )
+            for row in status.unpaired_outcomes
+        ],
     )
 
 

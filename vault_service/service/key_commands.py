@@ -292,4 +292,5 @@ def _status_outcome(status: RotationStatus) -> str:
         f"ok: {len(status.keys)} data keys ({live} loaded), KEK v{status.kek_latest_version} (min decryption"
         f" v{status.kek_min_decryption_version}), {status.rows_to_reencrypt} to re-encrypt,"
         f" {status.rows_to_reindex} to re-index, {len(status.interrupted)} interrupted"
+        + (f", {len(status.unpaired_outcomes)} unpaired outcome rows" if status.unpaired_outcomes else "")
     )

@@ -22,11 +22,12 @@ from collections.abc import Callable
 from vault_service.domain.errors import KeysUnavailable
 from vault_service.domain.key_check import check_value
 from vault_service.service.keyring import KeyManager, generation_of, loaded, one_key_under_two_ids
-from vault_service.service.ports import InterruptedJob, KeyStore, KeyWrapper, StoredKey, TokenStore
+from vault_service.service.ports import InterruptedJob, KeyStore, KeyWrapper, StoredKey, TokenStore, UnpairedOutcome
 from vault_service.service.rotation_status import KeyStatus, RotationStatus
 
-Interrupted = Callable[[], list[InterruptedJob]]
-"""`interrupted()`: the key operations whose process ended between their intent and outcome rows."""
+Interrupted = Callable[[], tuple[list[InterruptedJob], list[UnpairedOutcome]]]
+"""`interrupted()`: the key operations whose process ended between their intent and outcome rows, and the outcome
+rows naming an intent row they cannot pair with (forged or duplicate: review 33, R33-5)."""
 
 
 class KeyStatusReader:
@@ -55,6 +56,7 @@ class KeyStatusReader:
         # that is the pending one (the active key is the old one, which every row is under).
         newest_fingerprint = generation.pending_fingerprint_id or generation.fingerprint_id
         left = self._tokens.work_left(generation.encryption_id, newest_fingerprint)
+        interrupted, unpaired = self._interrupted()
         return RotationStatus(
             kek.latest,
             [KeyStatus(k.key_id, k.purpose, k.state, k.kek_version) for k in rows],
@@ -62,7 +64,8 @@ class KeyStatusReader:
             left["reindex"],
             kek.min_decryption,
             kek.min_encryption,
-            tuple(self._interrupted()),
+            tuple(interrupted),
+            tuple(unpaired),
         )
 
     def _check_values(self, rows: list[StoredKey], min_decryption: int) -> dict[int, bytes]:

@@ -71,7 +71,7 @@ class TokenizeMeter:
             values, new, self._values, self._new = self._values, self._new, Counter(), Counter()
         return [_tokenize_event(caller, count, new[caller]) for caller, count in values.items()]
 
-    def flush_into(self, append: Callable[[AuditEvent], None]) -> None:
+    def flush_into(self, append: Callable[[AuditEvent], object]) -> None:
         """Write the events `flush` would return through `append`; if one fails, it and the rest stay counted.
 
         The counts are the only record of an interval's tokenize calls: a failed audit append
@@ -134,7 +134,7 @@ class RefusalAuditor:
             suppressed, self._suppressed = self._suppressed, Counter()
         return [_counted_event(*key, count) for key, count in suppressed.items()]
 
-    def flush_into(self, append: Callable[[AuditEvent], None]) -> None:
+    def flush_into(self, append: Callable[[AuditEvent], object]) -> None:
         """Write the events `flush` would return through `append`; if one fails, it and the rest stay counted."""
         with self._lock:
             suppressed, self._suppressed = self._suppressed, Counter()
@@ -155,7 +155,7 @@ def _counted_event(client: str, action: str, reason: str, count: int) -> AuditEv
     return AuditEvent(client, action, f"refused: {count} {reason}", count)
 
 
-def _write_all(events: list[AuditEvent], append: Callable[[AuditEvent], None], keep: Callable[[int], None]) -> None:
+def _write_all(events: list[AuditEvent], append: Callable[[AuditEvent], object], keep: Callable[[int], None]) -> None:
     """Append `events` in order; when one fails, `keep(its index)` puts it and the rest back, and the error goes on."""
     for done, event in enumerate(events):
         try:

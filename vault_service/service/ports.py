@@ -333,8 +333,8 @@ class TokenStore(Protocol):
 class AuditLog(Protocol):
     """Append-only audit log."""
 
-    def append(self, event: AuditEvent) -> None:
-        """Write one record durably, or raise (AuditUnavailable when storage refuses it)."""
+    def append(self, event: AuditEvent) -> int:
+        """Write one record durably and return its id, or raise (AuditUnavailable when storage refuses it)."""
         ...
 
 
@@ -350,12 +350,27 @@ KEY_JOB_ACTIONS = (
 
 INTENT_UNHELD = "started"
 """The intent row of a key operation run with no hold (code before 7bd4f63, or KeyRotation without liveness)."""
-INTENT_HELD = "started (held)"
+INTENT_HELD = "started (held; its outcome row names this row)"
 """The intent row of a key operation whose process holds it (JobLiveness): only these can be found interrupted.
 
+Every outcome row of its job names it (`names_intent`), and only a row naming it pairs with it (review 33, R33-5).
 An intent row `started` may be a live job of an older replica or admin image that holds nothing (review 32, F2)."""
+INTENT_HELD_UNNAMED = "started (held)"
+"""The held intent row of code before review 33's R33-5 fix: its outcome rows name no intent row, so it pairs with
+the latest outcome row after it that names none (a stack). Listed and closed like an INTENT_HELD row."""
 CLOSING_PREFIX = "failed: interrupted, the process ended (intent row "
 """How the outcome row of an interrupted operation begins, followed by its intent row's id: it pairs with that row."""
+HOLD_LOST_NOTE = (
+    " (the job's hold on the database had ended before this row: an `interrupted` outcome row may precede it)"
+)
+"""Appended to an outcome row written once the job's hold is gone (its session ended): review 32, F4."""
+NAMED_INTENT = " (intent row {intent_id})"
+"""How every other outcome row of a key operation ends: it pairs with the intent row of that id (`names_intent`)."""
+
+
+def names_intent(outcome: str, intent_id: int | None) -> str:
+    """`outcome` naming its job's intent row (review 33, R33-5), as it ends its audit row; as is when unknown."""
+    return outcome if intent_id is None else outcome + NAMED_INTENT.format(intent_id=intent_id)
 
 
 @dataclass(frozen=True)
@@ -382,6 +397,40 @@ class InterruptedJob:
         return f"{started} under {self.purpose} (audit row {self.intent_id})"
 
 
+@dataclass(frozen=True)
+class UnpairedOutcome:
+    """A key operation's outcome row naming an intent row it cannot pair with (review 33, R33-5): forged or duplicate.
+
+    The intent row it names was paired already by an earlier outcome row (`paired_by`), or is no intent row of
+    the same client, serial, action and ticket before it (`paired_by` 0). The vault writes one outcome row per
+    intent row, naming it: another was appended by someone else (the serving role can append rows). Its text is
+    not shown (whoever wrote it chose it).
+    """
+
+    outcome_id: int
+    at: datetime
+    action: str
+    client: str
+    client_serial: str
+    purpose: str
+    intent_id: int
+    paired_by: int
+
+    def describe(self) -> str:
+        """`rewrap outcome row 57 by 'security-team' (serial 1a) at ... under CHG-1 names intent row 42, ...`."""
+        serial = f" (serial {self.client_serial})" if self.client_serial else ""
+        since = self.at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        why = (
+            f"which outcome row {self.paired_by} paired with already (a duplicate)"
+            if self.paired_by
+            else "which is no earlier intent row of that job"
+        )
+        return (
+            f"{self.action} outcome row {self.outcome_id} as {self.client!r}{serial} at {since} under {self.purpose}"
+            f" names intent row {self.intent_id}, {why}"
+        )
+
+
 class JobLiveness(Protocol):
     """Which key operations still have a live process: each holds its intent row while it runs.
 
@@ -399,6 +448,10 @@ class JobLiveness(Protocol):
 
     def interrupted(self) -> list[InterruptedJob]:
         """The intent rows with no outcome row whose holder is gone, oldest first."""
+        ...
+
+    def unpaired_outcomes(self) -> list[UnpairedOutcome]:
+        """The outcome rows naming an intent row they cannot pair with (forged or duplicate), oldest first."""
         ...
 
     def claimed(self, job: InterruptedJob) -> AbstractContextManager[bool]:

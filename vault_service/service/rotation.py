@@ -38,6 +38,7 @@ from vault_service.service.kept_copies import not_retired_message, retired_keys_
 from vault_service.service.keyring import ENCRYPTION, FINGERPRINT, KeyManager
 from vault_service.service.ports import (
     CLOSING_PREFIX,
+    HOLD_LOST_NOTE,
     INTENT_HELD,
     INTENT_UNHELD,
     AuditLog,
@@ -48,6 +49,8 @@ from vault_service.service.ports import (
     KeyWrapper,
     StoredToken,
     TokenStore,
+    UnpairedOutcome,
+    names_intent,
 )
 from vault_service.service.rotation_status import KeyStatus, RotationStatus, why_not_retire
 
@@ -74,12 +77,6 @@ Progress = Callable[[str, int], None]
 BeforeBatch = Callable[[str], None]
 """Called with the phase before every batch (the first too) but compaction's; what it raises stops the job
 (recorded as its outcome): a key job called off moves no further batch (attack 26, F3)."""
-
-
-HOLD_LOST_NOTE = (
-    " (the job's hold on the database had ended before this row: an `interrupted` outcome row may precede it)"
-)
-"""Appended to an outcome row written once the job's hold is gone (its session ended): review 32, F4."""
 
 
 def _no_progress(phase: str, done: int) -> None:
@@ -128,15 +125,25 @@ class KeyRotation:
         self._before_work = before_work
         self._liveness = liveness
         self._live_keys: frozenset[int] | None = None  # ids of keys not retired, read once per job when needed
+        self._intent_id: int | None = None  # the id of the running step's intent row, once written
 
     def _record(self, action: str, outcome: str, count: int, purpose: str) -> None:
-        """One row of the job. An outcome row written once the job's hold is gone says so (review 32, F4)."""
+        """One row of the job. An outcome row written once the job's hold is gone says so (review 32, F4).
+
+        Every outcome row ends naming the step's intent row (`names_intent`): it pairs with that row and no
+        other, whatever rows someone else appended between them (review 33, R33-5).
+        """
         caller = self._caller
-        if self._liveness is not None and outcome not in (INTENT_HELD, INTENT_UNHELD) and not self._still_holds():
-            outcome += HOLD_LOST_NOTE
-        self._audit.append(
+        intent = outcome in (INTENT_HELD, INTENT_UNHELD)
+        if not intent:
+            if self._liveness is not None and not self._still_holds():
+                outcome += HOLD_LOST_NOTE
+            outcome = names_intent(outcome, self._intent_id)
+        row = self._audit.append(
             AuditEvent(caller.name, action, outcome, count, purpose, "", caller.serial, caller.cert_sha256)
         )
+        if intent:
+            self._intent_id = row
 
     def _still_holds(self) -> bool:
         """Whether every hold of the job is there (its session was not ended): no observer could close it."""
@@ -155,9 +162,11 @@ class KeyRotation:
 
         With liveness: every interrupted operation is closed first; the hold is taken (refused, on the
         record with a `refused:` row that joins no job's rows, when its lock is held by someone else: review
-        32, F3) and the intent row says `started (held)`; after `before_work` the hold is checked, and a job
-        whose hold is gone stops with its own `failed:` outcome before any work (F4).
+        32, F3) and the intent row says INTENT_HELD (every outcome row of the step names it: review 33,
+        R33-5); after `before_work` the hold is checked, and a job whose hold is gone stops with its own
+        `failed:` outcome before any work (F4).
         """
+        self._intent_id = None
         check_reason(purpose)
         if self._liveness is None:
             self._record(action, INTENT_UNHELD, 0, purpose)
@@ -168,7 +177,7 @@ class KeyRotation:
         try:
             self._liveness.hold(action, caller.name, caller.serial, purpose)
         except VaultError as error:
-            with contextlib.suppress(VaultError):  # its purpose is '': it pairs with no job's intent row
+            with contextlib.suppress(VaultError):  # no intent row yet, so it names none; ticket '': joins no job
                 self._audit.append(
                     AuditEvent(caller.name, action, f"refused: {error}", 0, "", "", caller.serial, caller.cert_sha256)
                 )
@@ -184,6 +193,10 @@ class KeyRotation:
     def interrupted(self) -> list[InterruptedJob]:
         """The key operations whose process ended between their intent row and their outcome (none without liveness)."""
         return [] if self._liveness is None else self._liveness.interrupted()
+
+    def unpaired_outcomes(self) -> list[UnpairedOutcome]:
+        """The key operations' outcome rows that name an intent row they cannot pair with (none without liveness)."""
+        return [] if self._liveness is None else self._liveness.unpaired_outcomes()
 
     def close_interrupted(self) -> int:
         """Append the outcome row `failed: interrupted, the process ended` of every interrupted operation; how many.
@@ -249,6 +262,7 @@ class KeyRotation:
             kek.min_decryption,
             kek.min_encryption,
             tuple(self.interrupted()),
+            tuple(self.unpaired_outcomes()),
         )
 
     def _key_statuses(self) -> list[KeyStatus]:

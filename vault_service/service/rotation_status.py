@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vault_service.domain.keys import KeyPurpose, KeyState
-from vault_service.service.ports import InterruptedJob, KekVersions
+from vault_service.service.ports import InterruptedJob, KekVersions, UnpairedOutcome
 
 REWRAP_FIRST = "run `tokenvault rewrap --reason <ticket>` first (it rewraps them under the latest version)"
 """What moves every counted data key onto the KEK's latest version."""
@@ -55,6 +55,9 @@ class RotationStatus:
     interrupted: tuple[InterruptedJob, ...] = ()
     """Key operations whose process ended between their intent row and their outcome (attack 26, F5): the
     next key operation, or the vault's upkeep, appends their `failed: interrupted` outcome row."""
+    unpaired_outcomes: tuple[UnpairedOutcome, ...] = ()
+    """Outcome rows of key operations naming an intent row they cannot pair with (review 33, R33-5): the vault
+    writes one per intent row, so each is forged or a duplicate (up to UNPAIRED_LISTED, oldest first)."""
 
     @property
     def safe_min_decryption_version(self) -> int:

@@ -164,6 +164,16 @@ def _returned_rows(events: Sequence[AuditEvent], stored: Sequence[tuple[object, 
     return rows
 
 
+class _Appending:
+    """One caller's event in the group committer, and the id its row was stored under once written."""
+
+    __slots__ = ("event", "record_id")
+
+    def __init__(self, event: AuditEvent) -> None:
+        self.event = event
+        self.record_id = 0
+
+
 class PostgresAuditLog(PostgresAuditChain):
     """The append-only audit log and its signed checkpoints (who-saw filters the verified `records`).
 
@@ -177,19 +187,20 @@ class PostgresAuditLog(PostgresAuditChain):
         super().__init__(pool)
         self.appended = appended if appended is not None else AppendedRows()
         self._overdue_told = False  # appends refused for unchecked rows: logged once per stretch
-        self._committer = GroupCommitter(self._write, self.MAX_GROUP)
+        self._committer: GroupCommitter[_Appending] = GroupCommitter(self._write, self.MAX_GROUP)
         self._newest_stored = 0  # written by one group's leader at a time (the committer's turn)
 
-    def append(self, event: AuditEvent) -> None:
-        """Write one chained record durably; raise AuditUnavailable if it could not be committed.
+    def append(self, event: AuditEvent) -> int:
+        """Write one chained record durably and return its id; raise AuditUnavailable if it could not be committed.
 
         Refused before anything is written (AuditChecksOverdue, an AuditUnavailable) while the rows
         this process appended before have gone unchecked by the audit upkeep too long, or too many
         of them wait (domain/anchoring.py `AppendedRows.check_open`).
         """
         self._refuse_unchecked()
+        appending = _Appending(event)
         try:
-            self._committer.submit(event)
+            self._committer.submit(appending)
         except AuditRowsDropped as dropped:
             log.error(
                 "audit append stored fewer rows than it wrote, or not as written: something in the database drops"
@@ -213,6 +224,7 @@ class PostgresAuditLog(PostgresAuditChain):
             # SQLSTATE only, and give the caller a message of our own.
             log.error("audit append failed", extra={"error": type(error).__name__, "sqlstate": error.sqlstate})
             raise AuditUnavailable("the audit log cannot be written, so the call was refused; retry later") from None
+        return appending.record_id
 
     def _newest_before(self, conn: psycopg.Connection) -> int:
         """The newest id this process stored, or at its first append the newest id of the log."""
@@ -221,7 +233,8 @@ class PostgresAuditLog(PostgresAuditChain):
             self._newest_stored = int(row[0]) if row else 0
         return self._newest_stored
 
-    def _write(self, events: list[AuditEvent]) -> None:
+    def _write(self, items: list[_Appending]) -> None:
+        events = [item.event for item in items]
         if len(events) == 1:
             (event,) = events
             with self._pool.connection() as conn:
@@ -241,7 +254,7 @@ class PostgresAuditLog(PostgresAuditChain):
                     ),
                 )
                 self._newest_stored = _check_stored(conn, events, stored, after)
-            self._remember(_returned_rows(events, stored))
+            self._remember(items, _returned_rows(events, stored))
             return
         flat: list[bytes] = []
         lows, highs = [], []
@@ -268,10 +281,12 @@ class PostgresAuditLog(PostgresAuditChain):
                 ),
             )
             self._newest_stored = _check_stored(conn, events, stored, after)
-        self._remember(_returned_rows(events, stored))
+        self._remember(items, _returned_rows(events, stored))
 
-    def _remember(self, rows: list[tuple[int, Link]]) -> None:
-        """Remember appended rows for the upkeep's check."""
+    def _remember(self, items: list[_Appending], rows: list[tuple[int, Link]]) -> None:
+        """Remember appended rows for the upkeep's check; each item learns its row's id."""
+        for item, (record_id, _) in zip(items, rows, strict=True):
+            item.record_id = record_id
         self.appended.remember(rows)
 
     def _refuse_unchecked(self) -> None:
