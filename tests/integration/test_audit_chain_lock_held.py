@@ -5,7 +5,8 @@ open: the chain trigger's advisory lock stays held. Before migration 0035 every 
 for ever (a one-token Detokenize still waiting after 90 s). Now the append gives up after 2 s, the
 call is answered UNAVAILABLE with a message naming the lock, and the vault's audit upkeep ends
 the session once it has idled 5 s holding it: reveals succeed again, and the open transaction,
-with its row, is gone.
+with its row, is gone. Since review 33 (R33-1) the vault ends it once an append has waited 1 s for
+it: the first reveal is served, after about 1.2 s.
 """
 
 from __future__ import annotations
@@ -86,14 +87,15 @@ def test_a_session_holding_the_audit_chain_lock_makes_calls_fail_fast_and_is_end
             sleeper.start()
 
         started = time.monotonic()
-        with pytest.raises(grpc.RpcError) as refused:
-            detokenize(request, timeout=20)
+        answer = None
+        try:  # since review 33 (R33-1) the holder is ended once the reveal's append has waited 1 s for it
+            answer = detokenize(request, timeout=20)
+        except grpc.RpcError as refused:  # else it fails fast, naming the lock
+            assert refused.code() == grpc.StatusCode.UNAVAILABLE
+            assert "audit chain's" in str(refused.details())
         failed_after = time.monotonic() - started
-        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "audit chain's" in str(refused.value.details())
         assert failed_after < 6  # one or two appends of 2 s each (the reveal's, a refusal's), never a hang
 
-        answer = None
         while answer is None:
             try:
                 answer = detokenize(request, timeout=20)
@@ -115,7 +117,7 @@ def test_a_session_holding_the_audit_chain_lock_makes_calls_fail_fast_and_is_end
             with pytest.raises(psycopg.OperationalError):  # the vault ended it: its transaction and row are gone
                 rogue.execute("SELECT 1")
     channel.close()
-    print(f"\n{holding}: first call failed after {failed_after:.1f} s; served again after {served_after:.1f} s")
+    print(f"\n{holding}: first call answered after {failed_after:.1f} s; served after {served_after:.1f} s")
 
 
 _RELAY_KEY = 7_700_000

@@ -91,7 +91,7 @@ def test_another_login_of_the_role_holding_the_chain_lock_is_ended_and_reveals_s
         assert answer.results[0].value.value == value
         assert not _alive(rogue)  # ended by the vault's upkeep: its transaction and row gone
     channel.close()
-    assert failed >= 1 and served_after < 12  # held 5 s idle, seen by a 2 s round, then a call or two
+    assert served_after < 12  # ended once an append waited 1 s for it (R33-1), or held 5 s idle (a 2 s round)
     print(f"\nanother login holding the chain lock: {failed} reveal(s) refused, served after {served_after:.1f} s")
 
 

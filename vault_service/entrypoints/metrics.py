@@ -205,9 +205,10 @@ KEYS_LOCK_HOLDERS = Counter(
 LOCK_BLOCKERS = Counter(
     "tokenvault_lock_blockers",
     "Database sessions found keeping a session of the vault waiting for a lock (any: a client's call-budget row, a"
-    " key row, the key-generation lock, a row of vault.tokens) for 5 s or more in one transaction, or keeping a key"
-    " operation of this process waiting 1 s (each round that finds one; never a session of this process nor one"
-    " itself waiting), by whether the audit upkeep ended them. Calls of a client, new tokens or key jobs fail while"
+    " key row, the key-generation lock, a row of vault.tokens) for 5 s or more in one transaction, keeping a key"
+    " operation of this process waiting 1 s, or keeping a session of the serving role waiting 1 s for the audit"
+    " chain's lock without being one of the vault's appends (review 33, R33-1; never a session of this process),"
+    " by whether the audit upkeep ended them. Calls of a client, new tokens or key jobs fail while"
     " one does: someone with the serving role's credentials (review 31, R31-2/R31-6)",
     ["ended"],
 )

@@ -68,6 +68,11 @@ synchronous standby to confirm its commit (`SyncRep`: the standby is the fault, 
 already local), a session of a non-member of tokenvault_vault (the owner's, a superuser's), and one
 that let go before it could be ended; calls fail fast meanwhile (docs/threat-model.md says what holds then).
 
+Timed from the waiter's side (review 33, R33-1; `end_what_keeps_chain_appends_waiting`, on a thread of its own
+every 0.25 s): once a session of the role has waited 1 s for the chain's lock (server clock), what keeps it waiting -
+holder or queued ahead - that is not this process's and not one of the vault's appends is ended at once: a relay of
+sessions queued on the chain's lock, each under 5 s, froze every reveal.
+
 Whose sessions (review 33, R33-6): those of every login of the serving role - the shipped deployment logs
 each pod in as a Vault-made user IN ROLE tokenvault_vault - seen and ended only through migration 0042's
 functions of the owner (vault.role_sessions, vault.end_role_session: members' sessions in this database,
@@ -100,6 +105,22 @@ KEY_JOB_WAITED_SECONDS = 1.0
 """How long a key operation of this process may be kept waiting for a lock before what keeps it waiting is ended.
 
 Half its own wait (keys.py KEY_JOB_LOCK_WAIT, 2 s): ended then, the holders let it through before it gives up."""
+CHAIN_WAITED_SECONDS = 1.0
+"""How long a session of the role may wait for the audit chain's lock before what keeps it waiting is looked at.
+
+Half the append's own wait (migration 0035, 2 s): ended then, the holders let it through before it gives up."""
+CHAIN_SEEN_WAITING_SECONDS = 0.5
+"""From this long a wait for the chain's lock on, each look notes every queued session's wait (a holder granted later
+is then told from an append by it); nothing is ended before CHAIN_WAITED_SECONDS."""
+CHAIN_LOOK_SECONDS = 0.25
+"""How often the chain-wait watch looks for a session of the role waiting that long (one read of pg_locks)."""
+DID_SOMETHING_FIRST_SECONDS = 0.5
+"""A transaction that began this long before the chain-lock wait (or the statement) it is in did something else
+first: not one of the vault's appends, each of which waits for the lock in the statement that began it."""
+HELD_AN_APPEND_SECONDS = 0.2
+"""A transaction seen holding the chain's lock this long is not an append (which holds it for its commit)."""
+APPEND_WAIT_BOUND_SECONDS = 2.5
+"""Longer than any vault statement waits for the chain's lock (2 s, migration 0035), with room for a busy server."""
 BLOCKER_MEMORY_SECONDS = 60.0
 """How long the watch remembers a transaction it saw keeping a vault session waiting, once it no longer does."""
 
@@ -227,6 +248,40 @@ insert waits for the transaction, not the row), seconds waited; the blocker's pi
 start, wait, seconds in its state (NULL: not a session of a login of the role). A prepared transaction (pid 0) is
 left out: no session to end."""
 
+_CHAIN_WAITED = """
+SELECT 1 FROM pg_catalog.pg_locks l
+WHERE l.locktype OPERATOR(pg_catalog.=) 'advisory' AND NOT l.granted
+  AND l.classid OPERATOR(pg_catalog.=) 0 AND l.objsubid OPERATOR(pg_catalog.=) 1
+  AND l.objid::pg_catalog.int8 OPERATOR(pg_catalog.=) %(lock)s AND l.database OPERATOR(pg_catalog.=) {database}
+  AND l.waitstart OPERATOR(pg_catalog.<=)
+      (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => %(waited)s))
+LIMIT 1
+"""
+"""Whether any session waits for the audit chain's lock `waited` seconds or more (server clock; one pg_locks read)."""
+
+_CHAIN_WAITS = """
+WITH s AS (SELECT * FROM {sessions} AS x),
+q AS (SELECT l.pid, l.waitstart FROM pg_catalog.pg_locks l
+      WHERE l.locktype OPERATOR(pg_catalog.=) 'advisory' AND NOT l.granted
+        AND l.classid OPERATOR(pg_catalog.=) 0 AND l.objsubid OPERATOR(pg_catalog.=) 1
+        AND l.objid::pg_catalog.int8 OPERATOR(pg_catalog.=) %(lock)s AND l.database OPERATOR(pg_catalog.=) {database})
+SELECT w.pid, w.xact_start, pg_catalog.date_part('epoch', wq.waitstart),
+       b.pid, a.state, a.xact_start, a.backend_start, a.wait_event,
+       pg_catalog.date_part('epoch', a.xact_start), pg_catalog.date_part('epoch', a.state_change),
+       pg_catalog.date_part('epoch', bq.waitstart), pg_catalog.date_part('epoch', pg_catalog.now())
+FROM q wq
+JOIN s w ON w.pid OPERATOR(pg_catalog.=) wq.pid
+CROSS JOIN LATERAL pg_catalog.unnest(pg_catalog.pg_blocking_pids(w.pid)) AS b(pid)
+LEFT JOIN s a ON a.pid OPERATOR(pg_catalog.=) b.pid
+LEFT JOIN q bq ON bq.pid OPERATOR(pg_catalog.=) b.pid
+WHERE b.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() AND b.pid OPERATOR(pg_catalog.<>) 0
+ORDER BY wq.waitstart
+"""
+"""Each session of a login of the role waiting for the audit chain's lock, with each session keeping it waiting -
+the holder, and those queued ahead of it: the waiter's pid, transaction start and wait's start; the blocker's pid,
+state, transaction and session start, wait, and (epoch seconds, server clock) its transaction's start, its current
+statement's (or state's) start, its own wait for the chain's lock if it is queued; now (epoch seconds)."""
+
 _BACKEND_START = (
     "SELECT backend_start FROM pg_catalog.pg_stat_activity WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()"
 )
@@ -334,6 +389,39 @@ class _Blocking:
 
 
 @dataclass(frozen=True)
+class _ChainBlocker:
+    """One `_CHAIN_WAITS` row: a session of the role waiting for the chain's lock, and one that keeps it waiting."""
+
+    waiter: int
+    waiter_xact: datetime | None
+    waiter_queued: float
+    """The waiter's wait's start (epoch seconds, server clock)."""
+    pid: int
+    state: str | None
+    xact_start: datetime | None
+    backend_start: datetime | None
+    wait_event: str | None
+    began: float
+    """Its transaction's start (epoch seconds, server clock)."""
+    statement: float
+    """Its current statement's start, or its state's (epoch seconds)."""
+    queued: float | None
+    """Its own wait for the chain's lock's start (epoch seconds; None: it holds the lock)."""
+    now: float
+
+    def __post_init__(self) -> None:
+        for name in ("waiter_queued", "began", "statement", "now"):
+            object.__setattr__(self, name, float(getattr(self, name) or 0.0))
+        if self.queued is not None:
+            object.__setattr__(self, "queued", float(self.queued))
+
+    @property
+    def waited(self) -> float:
+        """Seconds the waiter has waited."""
+        return self.now - self.waiter_queued
+
+
+@dataclass(frozen=True)
 class _Sighting:
     """One `_HOLDERS` row: a session holding a watched lock now."""
 
@@ -391,6 +479,12 @@ class ChainLockWatch:
         self._end_sql = _END_OWN_LOGIN
         self.blind: str | None = None
         """Why the watch cannot see or end sessions of every login of the role (None: it can); logged once."""
+        self._queued: dict[tuple[int, datetime], float] = {}
+        """Each transaction seen queued for the chain's lock: its wait's start (epoch seconds, server clock)."""
+        self._holding: dict[tuple[int, datetime], float] = {}
+        """Each transaction seen holding the chain's lock while a session waited 1 s: when first (epoch seconds)."""
+        self._chain_pass = threading.Lock()
+        """The chain-wait rule runs on a thread of its own (`watch_chain_waits`) and may be called from a round."""
 
     def _reach(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         """Use migration 0042's functions when they are there; say once, loudly, what the watch cannot reach."""
@@ -475,6 +569,135 @@ class ChainLockWatch:
         for holder in found:
             _log(holder)
         return found
+
+    def end_what_keeps_chain_appends_waiting(self) -> list[ChainLockHolder]:
+        """The chain-wait rule (review 33, R33-1): what keeps a session of the role waiting 1 s for the chain's lock.
+
+        Timed from the waiter's side, on the server's clock: once a session of any login of the role has waited
+        CHAIN_WAITED_SECONDS for the audit chain's lock (its append gives up at 2 s), each session keeping it waiting
+        - the holder, or one queued ahead of it - that is not this process's and is not one of the vault's appends
+        (`_did_something_first`) is ended, only if still in that transaction and still keeping it waiting. The
+        vault's appends wait for the lock in the statement that begins their transaction, give up at 2 s and hold
+        it for their commit: another replica's append queued ahead, or just granted, is left. Looked at again at
+        once after each ending (the next in the queue gets the lock), up to ten times. One line per session ended.
+        """
+        found: list[ChainLockHolder] = []
+        args = {"lock": AUDIT_CHAIN_LOCK, "waited": CHAIN_SEEN_WAITING_SECONDS}
+        with self._chain_pass, self._pool.connection() as conn:
+            if conn.execute(_CHAIN_WAITED.format(database=_THIS_DATABASE), args).fetchone() is None:
+                return found
+            self._reach(conn)
+            own, own_keys = self._own_sessions(), self._own_key_sessions()
+            done: set[int] = set()
+            for _ in range(10):
+                ended_any = False
+                rows = [
+                    _ChainBlocker(*row)
+                    for row in conn.execute(
+                        _CHAIN_WAITS.format(sessions=self._sessions, database=_THIS_DATABASE), args
+                    ).fetchall()
+                ]
+                for row in rows:  # every queued session's wait, first: a holder granted later is told by it
+                    if row.waiter_xact is not None:
+                        self._queued.setdefault((row.waiter, row.waiter_xact), row.waiter_queued)
+                for suspect in rows:
+                    if suspect.waited < CHAIN_WAITED_SECONDS or suspect.pid in done or suspect.pid in own_keys:
+                        continue
+                    if (suspect.pid, suspect.backend_start) in own:
+                        continue
+                    if suspect.xact_start is None or not self._did_something_first(suspect):
+                        continue  # not a session of the role's logins, or maybe the vault's append: left
+                    done.add(suspect.pid)
+                    ended: bool
+                    why: str | None
+                    if suspect.wait_event == "SyncRep":
+                        ended, why = False, SYNC_STANDBY
+                    else:
+                        ended, why = self._end_session(
+                            conn,
+                            suspect.pid,
+                            suspect.backend_start,
+                            suspect.xact_start,
+                            _STILL_BLOCKING,
+                            waiter=suspect.waiter,
+                        )
+                    if why == LET_GO:
+                        continue  # it let go first: nothing to report
+                    ended_any = ended_any or ended
+                    holder = ChainLockHolder(
+                        suspect.pid,
+                        suspect.state,
+                        suspect.waited,
+                        ended,
+                        BLOCKED_A_VAULT_SESSION,
+                        why,
+                        blocked=suspect.waiter,
+                        kind=WATCHED_LOCKS[AUDIT_CHAIN_LOCK],
+                    )
+                    found.append(holder)
+                if not ended_any:
+                    break
+            now = max((row.now for row in rows), default=0.0)
+            for memory in (self._queued, self._holding):
+                for key, since in list(memory.items()):
+                    if now - since > BLOCKER_MEMORY_SECONDS:
+                        del memory[key]
+        for holder in found:
+            _log(holder)
+        return found
+
+    def _did_something_first(self, blocker: _ChainBlocker) -> bool:
+        """Whether a session keeping a chain-lock append waiting is not one of the vault's appends.
+
+        Queued ahead: its transaction began DID_SOMETHING_FIRST_SECONDS before its wait, or it has waited longer
+        than any append may. Holding: idle in its transaction; its statement began that long after its transaction,
+        or after a wait for the lock seen before; seen holding it 0.2 s ago or more (an append holds it for the
+        moment of its commit); never seen queued and its transaction older than 1 s (every wait of 0.5 s and more
+        is seen: it took the lock at once, it did not wait in the statement that began its transaction).
+        """
+        key = (blocker.pid, blocker.xact_start or datetime.min)
+        if blocker.queued is not None:
+            self._queued.setdefault(key, blocker.queued)
+            return (
+                blocker.queued - blocker.began > DID_SOMETHING_FIRST_SECONDS
+                or blocker.now - blocker.queued > APPEND_WAIT_BOUND_SECONDS
+            )
+        holding_since = self._holding.setdefault(key, blocker.now)
+        seen_queued = self._queued.get(key)
+        return (
+            (blocker.state or "").startswith("idle in transaction")
+            or blocker.statement - blocker.began > DID_SOMETHING_FIRST_SECONDS
+            or (seen_queued is not None and blocker.statement > seen_queued)
+            or blocker.now - holding_since >= HELD_AN_APPEND_SECONDS
+            or (seen_queued is None and blocker.now - blocker.began > CHAIN_WAITED_SECONDS)
+            or blocker.now - blocker.statement > APPEND_WAIT_BOUND_SECONDS
+        )
+
+    def watch_chain_waits(
+        self,
+        on_found: Callable[[ChainLockHolder], None] = lambda holder: None,
+        every: float = CHAIN_LOOK_SECONDS,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Apply the chain-wait rule every `every` seconds until `stop` is set or the pool closes (a thread's target).
+
+        The upkeep's rounds come every 2 s and an append waits 2 s at most: a rule applied only then misses most
+        waits. Each look is one read of pg_locks while no session waits 1 s for the chain's lock. `on_found` is
+        told of each session ended or left. A failed look is logged (its error's type, once until one succeeds).
+        """
+        stop = stop or threading.Event()
+        failing = False
+        while not stop.wait(every) and not self._pool.closed:
+            try:
+                for holder in self.end_what_keeps_chain_appends_waiting():
+                    on_found(holder)
+                failing = False
+            except Exception as error:
+                if self._pool.closed:
+                    return
+                if not failing:
+                    log.warning("the chain-lock wait watch failed (tried again)", extra={"error": type(error).__name__})
+                failing = True
 
     def _end_what_keeps_vault_sessions_waiting(
         self, conn: psycopg.Connection[tuple[object, ...]], own_keys: frozenset[int], found: list[ChainLockHolder]
