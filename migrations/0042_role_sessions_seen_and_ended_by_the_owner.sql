@@ -46,7 +46,7 @@ $$;
 
 SET ROLE tokenvault_owner;
 
-CREATE FUNCTION vault.role_sessions()
+CREATE OR REPLACE FUNCTION vault.role_sessions()
 RETURNS TABLE (pid integer, backend_start timestamptz, xact_start timestamptz, state text,
                wait_event_type text, wait_event text, state_change timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -60,7 +60,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
       AND pg_catalog.pg_has_role(r.oid, 'tokenvault_vault', 'MEMBER')
 $$;
 
-CREATE FUNCTION vault.end_role_session(target integer, started timestamptz, in_transaction timestamptz)
+CREATE OR REPLACE FUNCTION vault.end_role_session(target integer, started timestamptz, in_transaction timestamptz)
 RETURNS boolean
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT pg_catalog.pg_terminate_backend(s.pid)
