@@ -365,3 +365,41 @@ def test_a_budget_row_holder_that_waits_itself_is_ended_not_only_what_it_waits_f
         assert "taken" in outcomes, outcomes
         assert not _alive(holder)  # (the relay member, held as long, may be ended in the same round)
         _alive(relay_member)
+
+
+def test_a_session_of_this_process_keeping_another_of_its_sessions_waiting_is_not_ended(
+    own_database: tuple[dict[str, str], ConnectionPool],
+) -> None:
+    """Review 33, R33-7: "this process's" was spelled three ways. A session of this process holding the chain's lock
+    while it waits for a lock another session of this process holds: what keeps it waiting is ended only if it is not
+    this process's (before: any session but a key operation of this process, so the vault's own session was ended)."""
+    env, pool = own_database
+    own = ProcessSessions()
+    watch = ChainLockWatch(pool, held_seconds=0.5, own_sessions=own.sessions)
+    with psycopg.connect(env["PG_VAULT_DSN"]) as blocker, psycopg.connect(env["PG_VAULT_DSN"]) as waiter:
+        for conn in (blocker, waiter):
+            own.note(conn)
+            conn.commit()
+        blocker.execute("SELECT pg_advisory_xact_lock(7700200)")
+        waiter.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_CHAIN_LOCK,))
+        waited: list[str] = []
+
+        def wait() -> None:
+            try:
+                waiter.execute("SELECT pg_advisory_xact_lock(7700200)")
+                waited.append("got it")
+            except psycopg.OperationalError:
+                waited.append("ended")
+
+        thread = threading.Thread(target=wait, daemon=True)
+        thread.start()
+        time.sleep(0.2)
+        found = watch.end_stale_holders()
+        time.sleep(0.6)
+        found += watch.end_stale_holders()
+        assert _alive(blocker)  # before: ended by its own process's watch
+        assert [h for h in found if h.ended] == [], found
+        blocker.rollback()
+        thread.join(timeout=10)
+        assert waited == ["got it"]
+        waiter.rollback()

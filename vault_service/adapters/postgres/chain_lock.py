@@ -1,83 +1,28 @@
-"""Sessions that hold the audit chain's lock, the key-generation lock or key rows, or keep the vault waiting, ended.
+"""Sessions of the serving role keeping the vault's locks from it, ended: the rule as it stands.
 
-Attacks 26-27; review 31.
+Its history (attacks 26-28, reviews 31 and 33) and what it leaves: docs/threat-model.md.
 
-The chain trigger takes `pg_advisory_xact_lock(AUDIT_CHAIN_LOCK)` for every append and holds it to
-commit (migrations 0006/0025/0035). The vault's own transactions hold it for milliseconds: the
-append is the last statement before the commit (the service's appends, and the audited functions'
-rows, written at their end). A session seen holding it in the same transaction for HELD_SECONDS is
-therefore never the vault at work: it is someone with the serving role's password keeping every
-append (so every reveal) out - idle in the transaction, or `active` in a `pg_sleep` or any slow
-statement after its append - or a client of the role that hung mid-transaction. The audit upkeep
-ends such sessions every round (`pg_terminate_backend`: a role may end sessions of roles it has the
-privileges of, here its own), so the vault does not stay frozen; appends kept waiting meanwhile fail
-after 2 s (migration 0035).
-
-The key-generation lock (`KEYS_LOCK`, keys.py) is watched the same way (attack 27, F3): token
-inserts take it shared for their transaction (milliseconds; their wait is bounded to 2 s), the
-vault's key operations exclusively for a few statements, each lock wait in them bounded to 2 s
-(keys.py `lock_keys_and_rows`; the Transit call that makes a first key runs before it). A holder
-for HELD_SECONDS in one transaction is ended like a chain-lock holder, except a key operation of
-this process (`KEY_JOB_SESSIONS`, by backend pid), which is never ended.
-
-Rows of vault.data_keys are watched the same way (attack 27, F5): a new token's insert locks the keys
-it names FOR SHARE (migration 0037, waiting 2 s), so a session of the role holding a key row FOR UPDATE
-(its column UPDATE grant allows it) or an uncommitted UPDATE of one makes every new token fail. The
-vault's own row locks there last a transaction of moments (an insert, a key operation's few statements,
-a rewrap's UPDATE); a session holding one (any lock on the table but a plain read's) 5 s in one
-transaction is ended, a key operation of this process never.
-
-A session holding either advisory lock while `idle` - outside any transaction - holds the session-level
-form (`pg_advisory_lock`), which the vault never takes (only the migrator does, as the owner, on
-a key of its own): it is ended once seen holding it for HELD_SECONDS in the same session (pid and
-backend start; attack 27, F2), counted from the first round that saw it, and only if at that moment
-it is still idle and holding the lock.
-
-Any lock, since review 31 (R31-6, R31-2): a session of the role that keeps a session of this login waiting for
-a lock - a call's take of its client's budget row (vault.take_call_budget, migration 0038), its insert or lookup,
-an append, a key job - over HELD_SECONDS in one transaction (since a round first saw it doing so, or since it went
-idle in that transaction) is ended the same way (`pg_blocking_pids` of each waiting session; one line each, naming
-the lock waited for). The vault's transactions that others wait for last a statement, or a key operation's few
-statements (which the rules above end at 5 s anyway): another replica's key job holding the key-generation lock
-4 s while new tokens wait behind it is left. Never ended for keeping another session waiting, nor while it waits
-for a lock itself (what keeps it waiting is ended instead): a session of this process (`PROCESS_SESSIONS`: every
-connection its vault pools open). Never ended at all: one waiting for a synchronous standby, and a key operation of
-this process holding the key-generation lock or key rows. But a session of this process holding a watched lock
-(the chain's, the key-generation lock outside a key operation, a key row) HELD_SECONDS while not waiting for a lock
-is ended by this process's own watch like any other (review 33, R33-2; as before review 31): a vault statement
-stalled that long after its append - a disk stall at its commit - is ended and its call fails UNAVAILABLE. A session
-of anyone else is ended whether or not it is itself waiting for a lock when it is seen: one that took the chain's
-lock and then waited on a relay of short blockers, each ended in turn, held the lock - and every reveal out - for as
-long as it liked (attack 28, F4). No session of the vault waits that long: every lock wait it makes gives up after
-2 s - the chain's lock, the key-generation lock, key rows, budget rows, and (review 33, R33-3) a token insert behind
-another transaction's uncommitted insert of the same value (tokens.py INSERT_WAIT) and an erasure behind a row of
-vault.tokens another transaction holds, a key job's batch (migration 0041). A key
-operation of this process kept waiting KEY_JOB_WAITED_SECONDS (half its 2 s wait) has what keeps it waiting
-ended at once, whatever their own transaction's length: a relay of sessions each holding the key-generation lock
-under 5 s refused every key job (R31-2). While such a key operation
-waits, not yet that long, the round looks again every 0.25 s (up to about 2 s more) so as to catch it within its
-wait. That ends another process's key operation (a replica's, the admin command's) holding what it waits for 1 s
-too: nothing such an operation does - its application_name, its statements, their timing - is beyond what a
-session with the role's password can copy (docs/threat-model.md).
-
-How long a session has held a lock in a transaction: since it went idle, for one idle in its
-transaction (it took the lock before); otherwise since a round first saw it holding the lock in that
-transaction (the same pid and transaction start: a transaction-level lock is released only at the
-transaction's end). Not ended, each logged with the reason and counted: a holder waiting for a
-synchronous standby to confirm its commit (`SyncRep`: the standby is the fault, and the commit is
-already local), a session of a non-member of tokenvault_vault (the owner's, a superuser's), and one
-that let go before it could be ended; calls fail fast meanwhile (docs/threat-model.md says what holds then).
-
-Timed from the waiter's side (review 33, R33-1; `end_what_keeps_chain_appends_waiting`, on a thread of its own
-every 0.25 s): once a session of the role has waited 1 s for the chain's lock (server clock), what keeps it waiting -
-holder or queued ahead - that is not this process's and not one of the vault's appends is ended at once: a relay of
-sessions queued on the chain's lock, each under 5 s, froze every reveal.
-
-Whose sessions (review 33, R33-6): those of every login of the serving role - the shipped deployment logs
-each pod in as a Vault-made user IN ROLE tokenvault_vault - seen and ended only through migration 0042's
-functions of the owner (vault.role_sessions, vault.end_role_session: members' sessions in this database,
-never a superuser's nor this one's). Before 0042, or when their owner lacks pg_read_all_stats or
-pg_signal_backend, this login's sessions only, said once in a warning line (`blind`).
+Watched: the audit chain's lock (AUDIT_CHAIN_LOCK: every append takes it to commit), the key-generation lock
+(KEYS_LOCK), any lock but a plain read's on vault.data_keys, and every lock a session of the role waits for.
+Whose: every login of tokenvault_vault, seen and ended only through migration 0042's functions of the owner
+(vault.role_sessions, vault.end_role_session); before 0042, or with an owner lacking pg_read_all_stats or
+pg_signal_backend, this login's alone (`blind`: one warning line, tokenvault_lock_watch_blind). A session of a
+non-member (the owner's, a superuser's) is reported, never ended. All seconds on the server's clock.
+Each upkeep round (2 s), counted per transaction (an idle session: per session) since a round first saw it, or
+since it went idle in its transaction:
+1. holding a watched lock HELD_SECONDS (5 s): ended, waiting or not - but never a key operation of this process
+   (KEY_JOB_SESSIONS) holding KEYS_LOCK or key rows, and a session of this process (PROCESS_SESSIONS) waiting for
+   a lock has what keeps it waiting ended instead;
+2. keeping a session of the role waiting for any lock HELD_SECONDS: ended;
+3. keeping a key operation of this process waiting KEY_JOB_WAITED_SECONDS (1 s): ended at once (the round looks
+   again every 0.25 s while one waits).
+On a thread of its own every CHAIN_LOOK_SECONDS (0.25 s; `end_what_keeps_chain_appends_waiting`):
+4. keeping a session of the role waiting CHAIN_WAITED_SECONDS (1 s) for the chain's lock, as holder or queued
+   ahead, and not one of the vault's appends (`_did_something_first`): ended at once.
+Never ended under 2-4: a session of this process. Never at all: one waiting for a synchronous standby (SyncRep).
+Ended only if still that session in that transaction and still holding or blocking; one log line per session,
+counted. Every lock wait of the vault gives up after 2 s, so none of its sessions holds a watched lock 5 s unless
+stalled (its call then fails UNAVAILABLE).
 """
 
 from __future__ import annotations
@@ -282,6 +227,9 @@ the holder, and those queued ahead of it: the waiter's pid, transaction start an
 state, transaction and session start, wait, and (epoch seconds, server clock) its transaction's start, its current
 statement's (or state's) start, its own wait for the chain's lock if it is queued; now (epoch seconds)."""
 
+_NOW = "SELECT pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())"
+"""The server's clock (epoch seconds): every time the watch counts is counted on it."""
+
 _BACKEND_START = (
     "SELECT backend_start FROM pg_catalog.pg_stat_activity WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()"
 )
@@ -352,6 +300,18 @@ class ProcessSessions:
 
 PROCESS_SESSIONS = ProcessSessions()
 """This process's vault database sessions (bootstrap.open_vault_pool notes each connection its pools open)."""
+
+
+@dataclass(frozen=True)
+class _Own:
+    """The sessions of this process as a round sees them: its key operations (by pid) and every session it opened."""
+
+    key_operations: frozenset[int]
+    sessions: frozenset[tuple[int, datetime | None]]
+
+    def __call__(self, pid: int, backend_start: datetime | None) -> bool:
+        """Whether the session is this process's: never ended for keeping another waiting, nor while it waits."""
+        return pid in self.key_operations or (pid, backend_start) in self.sessions
 
 
 @dataclass(frozen=True)
@@ -518,12 +478,12 @@ class ChainLockWatch:
         error; holders left as a warning with the reason. Database errors propagate (the caller logs them).
         """
         found: list[ChainLockHolder] = []
-        now = time.monotonic()
         seen: dict[tuple[int, int, str, datetime], float] = {}
+        started = time.monotonic()
         with self._pool.connection() as conn:
             self._reach(conn)
-            own = self._own_key_sessions()
-            own_sessions = self._own_sessions()
+            now = _server_now(conn)
+            own = self._own()
             holders = _HOLDERS.format(sessions=self._sessions, database=_THIS_DATABASE)
             for row in conn.execute(holders, (list(ADVISORY_LOCKS),)).fetchall():
                 sighting = _Sighting(
@@ -538,7 +498,7 @@ class ChainLockWatch:
                 )
                 if sighting.pid in {h.pid for h in found if h.ended}:
                     continue  # ended this round already (as what blocked another): one line per session
-                own_key_operation = sighting.lock != AUDIT_CHAIN_LOCK and sighting.pid in own
+                own_key_operation = sighting.lock != AUDIT_CHAIN_LOCK and sighting.pid in own.key_operations
                 if own_key_operation and not sighting.waiting_for_a_lock:
                     continue  # a key operation of this process: bounded waits, never ended (keys.py)
                 if sighting.lock == DATA_KEY_ROWS and sighting.state == "idle":
@@ -549,9 +509,8 @@ class ChainLockWatch:
                     held = max(held, sighting.in_state)  # it took the lock before it went idle
                 if held < self.held_seconds:
                     continue
-                if sighting.waiting_for_a_lock and (
-                    sighting.pid in own or (sighting.pid, sighting.backend_start) in own_sessions
-                ):  # this process kept waiting: end what keeps it waiting, never it (review 31)
+                if sighting.waiting_for_a_lock and own(sighting.pid, sighting.backend_start):
+                    # this process kept waiting: end what keeps it waiting, never it (review 31)
                     if sighting.pid not in {h.blocked for h in found}:  # once per waiter (it may hold two locks)
                         found.extend(self._end_blockers(conn, sighting, held, own))
                     continue
@@ -561,11 +520,11 @@ class ChainLockWatch:
                 found.append(ChainLockHolder(sighting.pid, sighting.state, held, ended, sighting.lock, why))
             look_again = self._end_what_keeps_vault_sessions_waiting(conn, own, found)
         self._seen = seen
-        until = now + self.key_job_waited + 1.0  # the rest of a key operation's 2 s wait, at most
+        until = started + self.key_job_waited + 1.0  # the rest of a key operation's 2 s wait, at most
         while look_again and time.monotonic() < until:  # a key operation of this process waits: look again soon
             time.sleep(0.25)
             with self._pool.connection() as conn:
-                look_again = self._end_what_keeps_vault_sessions_waiting(conn, self._own_key_sessions(), found)
+                look_again = self._end_what_keeps_vault_sessions_waiting(conn, self._own(), found)
         for holder in found:
             _log(holder)
         return found
@@ -587,7 +546,7 @@ class ChainLockWatch:
             if conn.execute(_CHAIN_WAITED.format(database=_THIS_DATABASE), args).fetchone() is None:
                 return found
             self._reach(conn)
-            own, own_keys = self._own_sessions(), self._own_key_sessions()
+            own = self._own()
             done: set[int] = set()
             for _ in range(10):
                 ended_any = False
@@ -601,9 +560,9 @@ class ChainLockWatch:
                     if row.waiter_xact is not None:
                         self._queued.setdefault((row.waiter, row.waiter_xact), row.waiter_queued)
                 for suspect in rows:
-                    if suspect.waited < CHAIN_WAITED_SECONDS or suspect.pid in done or suspect.pid in own_keys:
+                    if suspect.waited < CHAIN_WAITED_SECONDS or suspect.pid in done:
                         continue
-                    if (suspect.pid, suspect.backend_start) in own:
+                    if own(suspect.pid, suspect.backend_start):
                         continue
                     if suspect.xact_start is None or not self._did_something_first(suspect):
                         continue  # not a session of the role's logins, or maybe the vault's append: left
@@ -699,8 +658,11 @@ class ChainLockWatch:
                     log.warning("the chain-lock wait watch failed (tried again)", extra={"error": type(error).__name__})
                 failing = True
 
+    def _own(self) -> _Own:
+        return _Own(self._own_key_sessions(), self._own_sessions())
+
     def _end_what_keeps_vault_sessions_waiting(
-        self, conn: psycopg.Connection[tuple[object, ...]], own_keys: frozenset[int], found: list[ChainLockHolder]
+        self, conn: psycopg.Connection[tuple[object, ...]], own: _Own, found: list[ChainLockHolder]
     ) -> bool:
         """End the sessions that keep sessions of this login waiting for any lock, too long (review 31, R31-6, R31-2).
 
@@ -720,8 +682,7 @@ class ChainLockWatch:
         found to `found` (one per session and round); True while such a key operation waits, not yet
         that long (look again soon).
         """
-        now = time.monotonic()
-        own = self._own_sessions()
+        now = _server_now(conn)
         reported = {h.pid for h in found}
         look_again = False
         for row in conn.execute(_WAITERS.format(sessions=self._sessions)).fetchall():
@@ -739,14 +700,14 @@ class ChainLockWatch:
                 _text(row[10]),
                 float(str(row[11] or 0.0)),
             )
-            if blocking.pid in own_keys or (blocking.pid, blocking.backend_start) in own or blocking.pid in reported:
+            if own(blocking.pid, blocking.backend_start) or blocking.pid in reported:
                 continue
             first, _ = self._blocking.get(blocking.key, (now, now))
             self._blocking[blocking.key] = (first, now)
             held = now - first
             if blocking.state is not None and blocking.state.startswith("idle in transaction"):
                 held = max(held, blocking.in_state)  # it took what it holds before it went idle
-            key_job = blocking.waiter in own_keys
+            key_job = blocking.waiter in own.key_operations
             kept_a_key_job = key_job and blocking.waited >= self.key_job_waited
             if held < self.held_seconds and not kept_a_key_job:
                 look_again = look_again or key_job
@@ -807,21 +768,21 @@ class ChainLockWatch:
         )
 
     def _end_blockers(
-        self, conn: psycopg.Connection[tuple[object, ...]], waiter: _Sighting, held: float, own: frozenset[int]
+        self, conn: psycopg.Connection[tuple[object, ...]], waiter: _Sighting, held: float, own: _Own
     ) -> list[ChainLockHolder]:
         """End the sessions that keep `waiter` (this process's, holding a watched lock) waiting, if still so.
 
         A session of this process holding a watched lock while it waits for another lock is a victim: a key
         job waiting for a key row a relay of short transactions keeps locked, or its rewrap (review 31,
         R31-1, R31-5: the watch ended the vault's own sessions and never the relay). What keeps it waiting
-        is ended instead, whatever the length of its own transaction; never this process's key operations.
+        is ended instead, whatever the length of its own transaction; never a session of this process.
         Anyone else's waiting holder is ended itself (attack 28, F4). Each one is reported like a holder
         (`blocked` names the waiter).
         """
         found = []
         for row in conn.execute(_BLOCKERS.format(sessions=self._sessions), (waiter.pid,)).fetchall():
             blocker = int(str(row[0]))
-            if blocker in own:
+            if own(blocker, row[1]):  # type: ignore[arg-type]
                 continue
             ended: bool
             why: str | None
@@ -850,6 +811,11 @@ class ChainLockWatch:
         if sighting.wait_event == "SyncRep":
             return False, SYNC_STANDBY
         return self._end_session(conn, sighting.pid, sighting.backend_start, sighting.xact_start)
+
+
+def _server_now(conn: psycopg.Connection[tuple[object, ...]]) -> float:
+    row = conn.execute(_NOW).fetchone()
+    return float(str(row[0])) if row else time.time()
 
 
 def _text(value: object) -> str | None:
