@@ -67,7 +67,7 @@ def test_a_session_holding_the_audit_chain_lock_makes_calls_fail_fast_and_is_end
             def wait_in_the_transaction() -> None:
                 try:
                     rogue.execute(
-                        "SELECT pg_advisory_xact_lock(k) FROM generate_series(%s::bigint, %s::bigint) k",
+                        "SELECT vault.hold_key_job(k) FROM generate_series(%s, %s) k",  # the role's only way now
                         (_RELAY_KEY, _RELAY_KEY + 999),
                     )
                 except psycopg.OperationalError as error:
@@ -121,7 +121,8 @@ def test_a_session_holding_the_audit_chain_lock_makes_calls_fail_fast_and_is_end
 
 
 _RELAY_KEY = 7_700_000
-"""The first advisory key of the relay: the rogue takes 7,700,000, 7,700,001, ... in turn."""
+"""The first key-job lock of the relay: the rogue takes 7,700,000, 7,700,001, ... in turn (migration 0045 leaves the
+role no advisory lock but the vault's: the key-job locks, up to 4 in a transaction; the rogue is ended long before)."""
 
 
 class _Relay:
@@ -163,7 +164,7 @@ class _Relay:
                         conn.close()
                     while len(held) < 3:
                         conn = psycopg.connect(self._dsn)  # a transaction left open, holding the key
-                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+                        conn.execute("SELECT vault.try_claim_key_job(%s)", (key,))  # exclusively
                         held.append(conn)
                         key += 1
                     time.sleep(0.05)

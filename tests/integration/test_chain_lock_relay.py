@@ -3,9 +3,12 @@
 Each relay member: BEGIN; pg_advisory_xact_lock(AUDIT_CHAIN_LOCK) - queued behind the previous member, ahead of every
 vault append that arrives later; once granted it opens the next member (which queues at once) and holds the lock
 2.3 s. Every append then waited over 2 s and failed, and each member's transaction (~4.6 s) stayed under both 5 s
-rules: 0 of 10 reveals served over 30 s, no session ended, no line logged. The chain-wait rule (chain_lock.py,
-`end_what_keeps_chain_appends_waiting`, every 0.25 s on a thread of the vault) ends, once a session of the role has
-waited 1 s for the chain's lock, what keeps it waiting and is not one of the vault's appends.
+rules: 0 of 10 reveals served over 30 s, no session ended, no line logged. Since migration 0045 the role takes the
+chain's lock only through vault.lock_audit_chain() (or an append), whose wait gives up at 2 s: the members here hold
+it 1.8 s, so that each queued member is granted within its wait, and an append arriving waits up to 3.6 s.
+The chain-wait rule (chain_lock.py, `end_what_keeps_chain_appends_waiting`, every 0.25 s on a thread of the
+vault) ends, once a session of the role has waited 1 s for the chain's lock, what keeps it waiting and is not one
+of the vault's appends.
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ from tests.conftest import RunningVault, stack_identity
 from tests.integration.own_database import database_of_its_own
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_client import open_channel
-from vault_service.adapters.postgres.chain_lock import AUDIT_CHAIN_LOCK, ChainLockWatch, ProcessSessions
+from vault_service.adapters.postgres.chain_lock import ChainLockWatch, ProcessSessions
 
 StubFor = Callable[[str], object]
-HOLD = 2.3
+HOLD = 1.8
 RUN = 20.0
 _APPEND = "INSERT INTO vault.audit_log (client, action, item_count, outcome) VALUES ('x', 'detokenize', 0, 'ok')"
 
@@ -52,7 +55,7 @@ class QueuedRelay:
         try:
             with psycopg.connect(self.dsn) as conn:  # a transaction opened by the first statement
                 self.pids.add(conn.info.backend_pid)
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_CHAIN_LOCK,))
+                conn.execute("SELECT vault.lock_audit_chain()")
                 if not self.stop.is_set():
                     self.spawn()  # the next member queues now, ahead of later vault appends
                     spawned = True
@@ -157,7 +160,7 @@ def test_another_replica_s_append_queued_behind_a_holder_is_left_and_gets_the_lo
             if not took_it_at_once:
                 holder.execute("SELECT 1")  # its transaction began with something else
                 time.sleep(0.6)
-            holder.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_CHAIN_LOCK,))
+            holder.execute("SELECT vault.lock_audit_chain()")
             holder_pid = holder.info.backend_pid
             outcomes: dict[str, str] = {}
 
@@ -215,7 +218,7 @@ def test_a_replica_s_append_queued_ahead_of_a_waiting_one_is_never_ended(
     ):
         own.note(our_append)
         member_pid = member.info.backend_pid
-        first_member.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_CHAIN_LOCK,))
+        first_member.execute("SELECT vault.lock_audit_chain()")
         order: list[str] = []
 
         def run(name: str, conn: psycopg.Connection, *statements: str) -> None:
@@ -226,7 +229,7 @@ def test_a_replica_s_append_queued_ahead_of_a_waiting_one_is_never_ended(
             except psycopg.Error as error:
                 order.append(f"{name}: {type(error).__name__}")
 
-        lock = f"SELECT pg_advisory_xact_lock({AUDIT_CHAIN_LOCK})"
+        lock = "SELECT vault.lock_audit_chain()"
         threads = [
             threading.Thread(target=run, args=("member", member, lock, "SELECT pg_sleep(4)"), daemon=True),
             threading.Thread(target=run, args=("replica", replica_append, _APPEND), daemon=True),

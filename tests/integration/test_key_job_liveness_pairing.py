@@ -182,7 +182,7 @@ def test_a_rerun_behind_an_exclusive_holder_of_its_lock_is_refused_in_seconds_na
     liveness = job_liveness(vault_config(own_env))
     try:
         with psycopg.connect(own_env["PG_VAULT_DSN"]) as insider:  # the serving role, a session of its own
-            insider.execute("SELECT pg_advisory_xact_lock(%s::int4, %s::int4)", (JOB_LOCK_CLASS, key))
+            insider.execute("SELECT vault.try_claim_key_job(%s::int4)", (key,))  # held exclusively
             start = time.monotonic()
             with pytest.raises(DatabaseUnavailable) as refused:
                 own_vault.wired.rotation(actor, liveness=liveness).rewrap(reason)
@@ -361,7 +361,7 @@ def test_rows_of_the_previous_release_still_pair_by_the_stack_beside_named_ones(
     with psycopg.connect(own_env["PG_VAULT_DSN"]) as older_replica:  # its runs live: their locks held
         for reason in ("CHG-L-17", "CHG-L-18"):
             key = job_key("rewrap", actor, "", reason)
-            older_replica.execute("SELECT pg_advisory_xact_lock_shared(%s::int4, %s::int4)", (JOB_LOCK_CLASS, key))
+            older_replica.execute("SELECT vault.hold_key_job(%s::int4)", (key,))  # the same lock, shared
         try:
             own_vault.wired.rotation(actor, liveness=running).rewrap("CHG-L-18")  # this release, same ticket
         finally:

@@ -57,7 +57,7 @@ def test_a_session_holding_the_key_lock_or_a_key_row_makes_new_tokens_fail_fast_
     stub = vault_pb2_grpc.TokenVaultStub(channel)
     with psycopg.connect(stack_env["PG_VAULT_DSN"]) as rogue:  # the serving role; a transaction left open
         if holding == "key lock":
-            rogue.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
+            rogue.execute("SELECT vault.lock_key_generation()")
         else:  # the active data key's row (migration 0037: every new token locks its keys FOR SHARE)
             dek = vault.wired.keys.refresh().generation.encryption_id
             rogue.execute("SELECT id FROM vault.data_keys WHERE id = %s FOR UPDATE", (dek,))
@@ -122,9 +122,9 @@ def test_the_watch_ends_session_level_and_key_lock_holders_but_never_a_key_opera
         reader.execute("SELECT count(*) FROM vault.data_keys")
         session_level.execute("SELECT pg_advisory_lock(%s)", (AUDIT_CHAIN_LOCK,))
         shared_session_level.execute("SELECT pg_advisory_lock_shared(%s)", (KEYS_LOCK,))
-        keys_holder.execute("SELECT pg_advisory_xact_lock_shared(%s)", (KEYS_LOCK,))
+        keys_holder.execute("SELECT vault.lock_key_generation_shared()")
         with KEY_JOB_SESSIONS.holding(key_job):
-            key_job.execute("SELECT pg_advisory_xact_lock_shared(%s)", (KEYS_LOCK,))
+            key_job.execute("SELECT vault.lock_key_generation_shared()")
             key_job.execute("SELECT id FROM vault.data_keys ORDER BY id DESC LIMIT 1 FOR SHARE")
             assert watch.end_stale_holders() == []  # first seen now: none held it 0.5 s yet
             time.sleep(0.6)
@@ -180,7 +180,7 @@ def _blocker_is_ended_not_the_waiter(dsn: str, watch: ChainLockWatch, key_id: in
         psycopg.connect(dsn) as key_operation,  # another process's (or this process's, when `own`)
     ):
         blocker.execute("SELECT id FROM vault.data_keys WHERE id = %s FOR KEY SHARE", (key_id,))
-        key_operation.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
+        key_operation.execute("SELECT vault.lock_key_generation()")
         waiting: list[BaseException | None] = []
 
         def lock_the_row() -> None:

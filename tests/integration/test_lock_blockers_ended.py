@@ -38,7 +38,7 @@ from vault_service.adapters.postgres.chain_lock import (
     ChainLockWatch,
     ProcessSessions,
 )
-from vault_service.adapters.postgres.keys import KEYS_LOCK, PostgresKeyStore
+from vault_service.adapters.postgres.keys import PostgresKeyStore
 from vault_service.domain.errors import DatabaseUnavailable
 
 StubFor = Callable[[str], object]
@@ -108,6 +108,10 @@ def test_a_session_holding_a_client_s_budget_row_is_ended_and_the_client_served_
     print(f"\nthe held client's erasure failed after {failed_after:.1f} s, served again after {served_after:.1f} s")
 
 
+_APPEND = "INSERT INTO vault.audit_log (client, action, item_count, outcome) VALUES ('x', 'detokenize', 0, 'ok')"
+"""An audit row as the vault appends one: the chain trigger takes the chain's lock, held to the commit."""
+
+
 @pytest.fixture
 def own_database(stack_env: dict[str, str]) -> Iterator[tuple[dict[str, str], ConnectionPool]]:
     """A migrated database of the test's own and a pool of its serving role."""
@@ -155,7 +159,7 @@ def test_a_relay_on_the_key_generation_lock_is_broken_up_and_the_key_job_complet
                 with psycopg.connect(env["PG_VAULT_DSN"]) as conn:
                     relay_pids.add(conn.info.backend_pid)
                     while not stop.is_set():
-                        conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (KEYS_LOCK,))
+                        conn.execute("SELECT vault.lock_key_generation_shared()")
                         conn.execute("SELECT pg_sleep(4)")  # active, not idle: only the time held tells
                         conn.commit()
             except psycopg.OperationalError:
@@ -212,7 +216,7 @@ def test_a_legitimate_long_key_operation_is_not_ended_for_new_tokens_waiting_beh
             while time.monotonic() < until:
                 try:
                     insert.execute("SET LOCAL lock_timeout = '2s'")
-                    insert.execute("SELECT pg_advisory_xact_lock_shared(%s)", (KEYS_LOCK,))
+                    insert.execute("SELECT vault.lock_key_generation_shared()")
                     insert.rollback()
                     time.sleep(0.05)
                 except psycopg.errors.LockNotAvailable:
@@ -220,7 +224,7 @@ def test_a_legitimate_long_key_operation_is_not_ended_for_new_tokens_waiting_beh
 
     with psycopg.connect(dsn) as key_operation, _Rounds(watch, interval=0.5) as rounds:  # another replica's
         inserts = threading.Thread(target=new_tokens_wait, args=(time.monotonic() + 4.0,), daemon=True)
-        key_operation.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
+        key_operation.execute("SELECT vault.lock_key_generation()")
         key_operation.execute("SELECT id FROM vault.data_keys ORDER BY id FOR UPDATE")
         inserts.start()
         key_operation.execute("SELECT pg_sleep(3.5)")  # its check under the lock, new tokens waiting
@@ -293,7 +297,7 @@ def test_a_session_of_this_process_holding_the_chain_lock_without_waiting_is_end
         ours.commit()
         pid = ours.info.backend_pid
         assert pid in {p for p, _ in own.sessions()}
-        ours.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_CHAIN_LOCK,))
+        ours.execute(_APPEND)  # the chain trigger takes the audit chain's lock, as every append of the vault
         errors: list[BaseException] = []
 
         def stalled() -> None:
@@ -329,14 +333,14 @@ def test_a_budget_row_holder_that_waits_itself_is_ended_not_only_what_it_waits_f
         psycopg.connect(dsn) as holder,
         psycopg.connect(dsn) as call,  # the vault's take of the client's budget, as a call makes it
     ):
-        relay_member.execute("SELECT pg_advisory_xact_lock(7700100)")
+        relay_member.execute("SELECT vault.try_claim_key_job(7700100)")  # exclusively
         holder.execute(take)
         holder_pid = holder.info.backend_pid
         outcomes: list[str] = []
 
         def hold_and_wait() -> None:
             try:
-                holder.execute("SELECT pg_advisory_xact_lock(7700100)")  # waits: a relay would hand it the next
+                holder.execute("SELECT vault.hold_key_job(7700100)")  # waits: a relay would hand it the next
                 outcomes.append("got the relay's lock")
             except psycopg.OperationalError:
                 outcomes.append("ended")
@@ -380,13 +384,13 @@ def test_a_session_of_this_process_keeping_another_of_its_sessions_waiting_is_no
         for conn in (blocker, waiter):
             own.note(conn)
             conn.commit()
-        blocker.execute("SELECT pg_advisory_xact_lock(7700200)")
-        waiter.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_CHAIN_LOCK,))
+        blocker.execute("SELECT vault.try_claim_key_job(7700200)")  # exclusively
+        waiter.execute("SELECT vault.lock_audit_chain()")
         waited: list[str] = []
 
         def wait() -> None:
             try:
-                waiter.execute("SELECT pg_advisory_xact_lock(7700200)")
+                waiter.execute("SELECT vault.hold_key_job(7700200)")
                 waited.append("got it")
             except psycopg.OperationalError:
                 waited.append("ended")

@@ -9,7 +9,8 @@ password as an insider may (DESIGN §1b):
   of a pending fingerprint key while an insert fingerprinted under the active one is open;
 - a row under no key, or under a key of the other use, is refused, for the owner too;
 - the serving role cannot take (or drop) a session-level advisory lock, which no transaction end
-  releases; the transaction-level forms, which the vault uses, still work, and so does the vault;
+  releases, nor (migration 0045) a transaction-level one but through the vault's own functions, which
+  still work, and so does the vault;
 - a key row held FOR UPDATE makes a new token fail UNAVAILABLE within about 2 s, and the waiting
   insert holds no audit chain lock meanwhile (its key check fires before the issue's audit row).
 """
@@ -112,7 +113,7 @@ def test_a_retirement_waits_for_an_open_insert_under_its_key_and_is_refused(
     def retire() -> None:
         with psycopg.connect(env["PG_VAULT_DSN"]) as conn:  # the serving role, as the key job
             try:
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
+                conn.execute("SELECT vault.lock_key_generation()")
                 outcome.append(conn.execute(_RETIRE, (decrypt_only_key,)).fetchall())
                 conn.commit()
             except psycopg.Error as error:
@@ -153,7 +154,7 @@ def test_a_fingerprint_key_promotion_waits_for_an_open_insert_fingerprinted_unde
         def promote() -> None:  # KeyStore.promote_pending_fingerprint_key's first change, as the serving role
             with psycopg.connect(env["PG_VAULT_DSN"]) as conn:
                 try:
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
+                    conn.execute("SELECT vault.lock_key_generation()")
                     conn.execute(
                         "UPDATE vault.data_keys SET state = 'retired', retired_at = now() WHERE id = %s", (active,)
                     )
@@ -203,9 +204,10 @@ def test_a_row_under_no_key_or_a_key_of_the_other_use_is_refused(
         conn.execute(_INSERT, _row(fingerprint_key, active_key))  # its own keys: in
 
 
-def test_the_serving_role_takes_no_session_level_advisory_lock_and_the_vault_still_works(
+def test_the_serving_role_takes_no_advisory_lock_of_its_own_and_the_vault_still_works(
     stack_env: dict[str, str], stub_for: StubFor
 ) -> None:
+    """0037 took the session-level forms; 0045 (attack 27, F9) the transaction-level ones: the vault's own functions."""
     with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as admin:
         kept = admin.execute(
             "SELECT p.oid::regprocedure::text, has_function_privilege('tokenvault_vault', p.oid, 'EXECUTE')"
@@ -213,18 +215,16 @@ def test_the_serving_role_takes_no_session_level_advisory_lock_and_the_vault_sti
         ).fetchall()
     allowed = {name.split("(")[0] for name, may in kept if may}
     refused = {name.split("(")[0] for name, may in kept if not may}
-    assert refused == set(SESSION_LEVEL) and not allowed & refused
-    assert {"pg_advisory_xact_lock", "pg_advisory_xact_lock_shared", "pg_try_advisory_xact_lock"} <= allowed
+    assert allowed == set() and set(SESSION_LEVEL) | {"pg_advisory_xact_lock", "pg_try_advisory_xact_lock"} <= refused
 
     with psycopg.connect(stack_env["PG_VAULT_DSN"], autocommit=True) as rogue:
         for lock in (AUDIT_CHAIN_LOCK, KEYS_LOCK):
-            for call in ("pg_advisory_lock(%s)", "pg_try_advisory_lock_shared(%s)"):
+            for call in ("pg_advisory_lock(%s)", "pg_try_advisory_lock_shared(%s)", "pg_advisory_xact_lock(%s)"):
                 with pytest.raises(errors.InsufficientPrivilege):
                     rogue.execute(f"SELECT {call}", (lock,))
-        with rogue.transaction():  # the forms the vault uses, released at commit
-            rogue.execute(
-                "SELECT pg_advisory_xact_lock(%s), pg_advisory_xact_lock_shared(%s)", (AUDIT_CHAIN_LOCK, KEYS_LOCK)
-            )
+        with rogue.transaction():  # the forms the vault uses, through its functions, released at commit
+            rogue.execute("SELECT vault.lock_key_generation_shared()")
+            rogue.execute("SELECT vault.lock_key_generation()")
 
     value = f"198.18.{uuid.uuid4().int % 250}.37"
     token = (

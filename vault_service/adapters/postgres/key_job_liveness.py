@@ -4,7 +4,7 @@ Attack 26, F5. A key operation (reencrypt, reindex, rewrap, rotate-*, retire-kek
 writes an intent row before its work and an outcome row after it. A process SIGKILLed
 between the two (OOM, node loss) left the intent for good, with nothing to tell it from
 a job still running. Now each operation, BEFORE its intent row, opens a database session of its
-own and in it a transaction that takes `pg_advisory_xact_lock_shared(JOB_LOCK_CLASS, key)`, `key`
+own and in it a transaction that takes the advisory lock (JOB_LOCK_CLASS, key) shared, `key`
 a hash of the row's client, serial, action and ticket (`job_key`); the transaction stays open
 until the outcome row is written (`release`). The lock dies with the session: when the process
 dies the kernel closes its socket and PostgreSQL ends the backend at once (node loss: the server's
@@ -40,14 +40,15 @@ Which intent rows are interrupted (review 32, F1, F2):
   runs (a run killed, then its re-run: `started, started, ok`) pair exactly; overlapping runs of one ticket
   (two replicas, a retry through the load balancer: `s1, s2, ok, ok`) pair by count, all closed. An open
   intent row is interrupted when its key's lock can be taken exclusively
-  (`pg_try_advisory_xact_lock`): no live process holds it; taken, and kept while the outcome row is
+  (`vault.try_claim_key_job`): no live process holds it; taken, and kept while the outcome row is
   written (`claimed`), so a second observer or a job of the same key starting meanwhile waits, and
   the row is looked at again under it (two observers append one row, not two).
 
-The session-level advisory functions are revoked from the serving role (migration 0037); the
-transaction-level forms are not, and this lock is of the int4 pair form with its own class, whose
-holders the chain-lock watch (chain_lock.py: class 0, bigint keys) does not look at. Nothing of the
-vault's waits for it (an observer only tries it; a job's own hold waits for a claim of moments): a
+The serving role has no advisory function of pg_catalog (migrations 0037, 0045): it takes this lock through the
+owner's `vault.hold_key_job(key)` (shared, waiting) and `vault.try_claim_key_job(key)` (exclusive, tried), at most
+4 in a transaction (attack 27, F9: the lock table cannot be filled through them). The lock is of the int4 pair
+form with its own class, whose holders the chain-lock watch (chain_lock.py: class 0, bigint keys) does not look
+at. Nothing of the vault's waits for it (an observer only tries it; a job's own hold waits for a claim of moments): a
 session found keeping one that waits 5 s is ended like any other (review 31, R31-6), never a session
 of this process (each is noted in chain_lock.PROCESS_SESSIONS).
 
@@ -81,6 +82,7 @@ from contextlib import contextmanager
 
 import psycopg
 
+from vault_service.adapters.postgres import lock_functions
 from vault_service.adapters.postgres.chain_lock import PROCESS_SESSIONS
 from vault_service.domain.errors import DatabaseUnavailable, StorageError
 from vault_service.service.ports import (
@@ -308,7 +310,7 @@ class PostgresJobLiveness:
         )
         conn.execute("BEGIN")
         conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", (f"{HOLD_WAIT_SECONDS}s",))
-        conn.execute("SELECT pg_catalog.pg_advisory_xact_lock_shared(%s::int4, %s::int4)", (JOB_LOCK_CLASS, key))
+        _hold_shared(conn, key)
 
     def check(self) -> None:
         """StorageError when a hold's session has ended (ended by someone, or the database restarted)."""
@@ -328,11 +330,7 @@ class PostgresJobLiveness:
             found = []
             for job in self._open_intents(conn):
                 with conn.transaction():
-                    row = conn.execute(
-                        "SELECT pg_catalog.pg_try_advisory_xact_lock(%s::int4, %s::int4)",
-                        (JOB_LOCK_CLASS, _key_of(job)),
-                    ).fetchone()
-                    if row and row[0]:
+                    if _try_claim(conn, _key_of(job)):
                         found.append(job)
             return found
 
@@ -351,10 +349,9 @@ class PostgresJobLiveness:
         The claim's transaction ends (its lock with it) on leaving, before any hold begins on this session.
         """
         with self._looking() as conn, conn.transaction():
-            row = conn.execute(
-                "SELECT pg_catalog.pg_try_advisory_xact_lock(%s::int4, %s::int4)", (JOB_LOCK_CLASS, _key_of(job))
-            ).fetchone()
-            yield bool(row and row[0]) and any(open_.intent_id == job.intent_id for open_ in self._open_intents(conn))
+            yield _try_claim(conn, _key_of(job)) and any(
+                open_.intent_id == job.intent_id for open_ in self._open_intents(conn)
+            )
 
     def release(self) -> None:
         """End every hold (their transactions roll back: they wrote nothing), and the look-ups' session."""
@@ -374,3 +371,22 @@ class PostgresJobLiveness:
             InterruptedJob(int(r[0]), r[1], str(r[2]), str(r[3]), str(r[4]), str(r[5]), str(r[6]))
             for r in conn.execute(_OPEN_INTENTS).fetchall()
         ]
+
+
+def _hold_shared(conn: psycopg.Connection, key: int) -> None:
+    """(JOB_LOCK_CLASS, key) shared, under the transaction's lock_timeout: migration 0045's function, or before it."""
+    if lock_functions.present(conn):
+        conn.execute("SELECT vault.hold_key_job(%s::int4)", (key,))
+    else:  # a schema before 0045 (a service started before its release's migrations ran)
+        conn.execute("SELECT pg_catalog.pg_advisory_xact_lock_shared(%s::int4, %s::int4)", (JOB_LOCK_CLASS, key))
+
+
+def _try_claim(conn: psycopg.Connection, key: int) -> bool:
+    """(JOB_LOCK_CLASS, key) exclusively if free, for the transaction: whether it was taken."""
+    if lock_functions.present(conn):
+        row = conn.execute("SELECT vault.try_claim_key_job(%s::int4)", (key,)).fetchone()
+    else:
+        row = conn.execute(
+            "SELECT pg_catalog.pg_try_advisory_xact_lock(%s::int4, %s::int4)", (JOB_LOCK_CLASS, key)
+        ).fetchone()
+    return bool(row and row[0])

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from vault_service.adapters.postgres import lock_functions
 from vault_service.adapters.postgres.errors import translated
 from vault_service.domain.errors import DatabaseUnavailable, KeysUnavailable
 from vault_service.domain.keys import KeyPurpose, KeyState, state_of_new_key
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 # Key state changes take this lock exclusively; token inserts take it shared and check the
 # live key generation under it, so no insert is ever written with keys rotated away meanwhile.
+# Both through the owner's functions vault.lock_key_generation(_shared) (migration 0045, which spells the key out).
 KEYS_LOCK = 0x6B657973
 
 KEY_JOB_LOCK_WAIT = "2s"
@@ -87,7 +89,10 @@ def lock_keys_and_rows(conn: psycopg.Connection, rows_query: str, args: Sequence
     assert row is not None
     what = f"the key-generation lock (advisory lock {KEYS_LOCK})"
     try:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
+        if lock_functions.present(conn):  # KEYS_LOCK through the owner's function (0045)
+            conn.execute("SELECT vault.lock_key_generation()")
+        else:  # a schema before 0045 (a service started before its release's migrations ran)
+            conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", (KEYS_LOCK,))
         what = "a row of vault.data_keys this job changes (SELECT ... FOR UPDATE by another session)"
         rows = conn.execute(rows_query + " ORDER BY id FOR UPDATE", args).fetchall()
     except psycopg.errors.LockNotAvailable:

@@ -27,6 +27,7 @@ from psycopg_pool import ConnectionPool
 from vault_service.adapters.in_flight import InFlight
 from vault_service.adapters.postgres.errors import translated
 from vault_service.adapters.postgres.keys import KEYS_LOCK, LIVE_GENERATION, generation_of
+from vault_service.adapters.postgres.lock_functions import LockFunctions
 from vault_service.adapters.postgres.prepared import PreparedStatement
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
 from vault_service.adapters.postgres.token_rekeying import ROW_COLUMNS, TokenRekeying
@@ -151,17 +152,20 @@ def _retired_key_is_stale() -> Iterator[None]:
 KEYS_LOCK_WAIT = "2s"
 """How long a token insert waits for the key-generation lock (attack 27, F3): as long as an append waits for the
 audit chain's (migration 0035). The vault's key jobs hold it exclusively for a few statements; longer is a holder the
-audit upkeep ends (chain_lock.py)."""
+audit upkeep ends (chain_lock.py). Set in vault.lock_key_generation_shared (migration 0045), named here for messages."""
 
-# The key-generation lock, shared: taken at once when free (the common case: no setting changes); else waited
+# The key-generation lock, shared, through the owner's function (migration 0045: the serving role has no advisory
+# function of its own, attack 27, F9): taken at once when free (the common case: no setting changes); else waited
 # for under lock_timeout = KEYS_LOCK_WAIT, put back to the caller's setting once the lock is had, so the rest of the
-# transaction keeps its own (as migration 0035's trigger does for the chain's lock). The CASEs fix the order
-# (try, set, wait, put back): PostgreSQL evaluates a CASE's condition before its branch, and the subquery's one row
-# (the setting before) before its select list.
-_KEYS_LOCK_SHARED = (
-    "SELECT CASE WHEN pg_catalog.pg_try_advisory_xact_lock_shared(%(lock)s) THEN '' ELSE ("
+# transaction keeps its own (as migration 0035's trigger does for the chain's lock).
+_KEYS_LOCK_SHARED = "SELECT vault.lock_key_generation_shared()"
+# The same before migration 0045, with pg_catalog's functions (a service started before its release's migrations ran).
+# The CASEs fix the order (try, set, wait, put back): PostgreSQL evaluates a CASE's condition before its branch, and
+# the subquery's one row (the setting before) before its select list.
+_KEYS_LOCK_SHARED_BEFORE_0045 = (
+    f"SELECT CASE WHEN pg_catalog.pg_try_advisory_xact_lock_shared({KEYS_LOCK}) THEN '' ELSE ("
     f" SELECT CASE WHEN pg_catalog.set_config('lock_timeout', '{KEYS_LOCK_WAIT}', true) IS NOT NULL"
-    " THEN CASE WHEN pg_catalog.pg_advisory_xact_lock_shared(%(lock)s)::text = ''"
+    f" THEN CASE WHEN pg_catalog.pg_advisory_xact_lock_shared({KEYS_LOCK})::text = ''"
     " THEN pg_catalog.set_config('lock_timeout', w.before, true) END END"
     " FROM (SELECT pg_catalog.current_setting('lock_timeout') AS before OFFSET 0) AS w) END"
 )
@@ -202,14 +206,16 @@ KEYS_LOCK_NOT_FREE = (
 def _keys_lock_not_free() -> Iterator[None]:
     """The insert's wait for KEYS_LOCK running out as DatabaseUnavailable naming that lock (attack 27, F3).
 
-    Told from the other locks an insert may wait for by where it ran out: the key lock's statement is the
-    transaction's own (no error context), the others' waits are in triggers (the audit chain's, migration 0035;
-    the key rows', 0037), whose errors name their function and keep `translated`'s message.
+    Told from the other locks an insert may wait for by where it ran out: the key lock's wait is in
+    vault.lock_key_generation_shared (migration 0045; before it, in the transaction's own statement: no error
+    context), the others' in triggers (the audit chain's, migration 0035; the key rows', 0037), whose errors name
+    their function and keep `translated`'s message.
     """
     try:
         yield
     except psycopg.errors.LockNotAvailable as error:
-        if error.diag.context:
+        context = error.diag.context or ""
+        if context and "lock_key_generation_shared" not in context:
             raise
         log.error("token insert: the key-generation lock was not free", extra={"error": "LockNotAvailable"})
         raise DatabaseUnavailable(KEYS_LOCK_NOT_FREE) from None
@@ -234,6 +240,7 @@ class PostgresTokenStore(TokenRekeying):
         self.merged_batches = 0
         """Plain inserts that met a unique violation and were done again with ON CONFLICT."""
         self._told_budgets_missing = False
+        self._lock_functions = LockFunctions()
 
     @translated
     def find_by_fingerprints(self, token_type: str, fingerprints: Sequence[bytes]) -> dict[bytes, FoundToken]:
@@ -297,8 +304,14 @@ class PostgresTokenStore(TokenRekeying):
 
     def _insert_or_merge(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> Inserted:
         try:
-            with _keys_lock_not_free(), self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-                inserted = self._insert(conn, rows, generation, "")
+            with (
+                _keys_lock_not_free(),
+                self._lock_functions.switched_when_migrated(),
+                self._pool.connection() as conn,
+                conn.pipeline(),
+                conn.transaction(),
+            ):
+                inserted = self._insert(conn, rows, generation, "", self._keys_lock_statement(conn))
         except _CONFLICTS:
             return self._merge(rows, generation, merged=True)
         if inserted.rowcount != len(rows):
@@ -314,8 +327,15 @@ class PostgresTokenStore(TokenRekeying):
     def _merge(self, rows: Sequence[NewTokenRow], generation: KeyGeneration, merged: bool = False) -> Inserted:
         """Insert what nobody issued yet (ON CONFLICT DO NOTHING); read back the others' rows as the lookup does."""
         theirs: dict[bytes, FoundToken] = {}
-        with _keys_lock_not_free(), self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-            inserted = self._insert(conn, rows, generation, " ON CONFLICT DO NOTHING RETURNING fingerprint, token")
+        with (
+            _keys_lock_not_free(),
+            self._lock_functions.switched_when_migrated(),
+            self._pool.connection() as conn,
+            conn.pipeline(),
+            conn.transaction(),
+        ):
+            tail = " ON CONFLICT DO NOTHING RETURNING fingerprint, token"
+            inserted = self._insert(conn, rows, generation, tail, self._keys_lock_statement(conn))
             ours = {bytes(fp): token for fp, token in inserted.fetchall()}
             lost = [r for r in rows if r.fingerprint not in ours]
             for token_type in {r.token_type for r in lost}:
@@ -327,9 +347,13 @@ class PostgresTokenStore(TokenRekeying):
             self.merged_batches += merged
         return Inserted(ours, theirs)
 
+    def _keys_lock_statement(self, conn: psycopg.Connection) -> str:
+        """How this database takes the key-generation lock shared: migration 0045's function, or before it."""
+        return _KEYS_LOCK_SHARED if self._lock_functions.present(conn) else _KEYS_LOCK_SHARED_BEFORE_0045
+
     @staticmethod
     def _insert(
-        conn: psycopg.Connection, rows: Sequence[NewTokenRow], generation: KeyGeneration, tail: str
+        conn: psycopg.Connection, rows: Sequence[NewTokenRow], generation: KeyGeneration, tail: str, keys_lock: str
     ) -> psycopg.Cursor[Any]:
         """The insert's cursor (`tail`: ON CONFLICT, RETURNING), in the caller's transaction, under `generation` only.
 
@@ -351,7 +375,7 @@ class PostgresTokenStore(TokenRekeying):
             bytea_array([r.sealed for r in rows]),
             bytea_array([r.next_fingerprint for r in rows]),
         )
-        conn.execute(_KEYS_LOCK_SHARED, {"lock": KEYS_LOCK})  # waited for KEYS_LOCK_WAIT at most (attack 27, F3)
+        conn.execute(keys_lock)  # waited for KEYS_LOCK_WAIT at most (attack 27, F3)
         live = conn.execute(LIVE_GENERATION)
         conn.execute(_INSERT_WAIT_SET)  # a wait for another's uncommitted insert of a value: INSERT_WAIT at most
         inserted = conn.execute(_INSERT + tail, columns)
