@@ -198,6 +198,11 @@ def _prepare(
         conn.execute(
             f"CREATE ROLE {ANALYST_LOGIN} LOGIN CONNECTION LIMIT {ANALYST_CONNECTION_LIMIT} IN ROLE tokenvault_analyst"
         )
+        # Its slots come out of the serving role's share, which migration 0046 sized from the logins before it
+        # (attack 29, F3): every login's limit together stays within the server's slots (docs/production.md).
+        row = conn.execute("SELECT rolconnlimit FROM pg_catalog.pg_roles WHERE rolname = 'tokenvault_vault'").fetchone()
+        if row is not None and row[0] > ANALYST_CONNECTION_LIMIT + 16:
+            conn.execute(f"ALTER ROLE tokenvault_vault CONNECTION LIMIT {int(row[0]) - ANALYST_CONNECTION_LIMIT}")
     set_role_passwords(admin_dsn, passwords)
     return Postgres(
         data_dir=data_dir,

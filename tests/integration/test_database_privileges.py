@@ -88,6 +88,41 @@ def test_the_etl_cannot_take_the_connection_slots_the_vault_pool_grows_into(
             conn.close()
 
 
+def test_the_serving_role_cannot_take_the_connection_slots_the_etl_and_analysts_need(
+    stack_env: dict[str, str],
+) -> None:
+    # Attack 29, F3: the role had no limit; a script with its password took every non-superuser slot in half a
+    # second and the ETL's and the analysts' logins were refused. Migration 0046 gives it what the slots leave
+    # once the other logins' limits are counted; the vault's own pool, already open, keeps serving.
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as admin:
+        row = admin.execute("SELECT rolconnlimit FROM pg_roles WHERE rolname = 'tokenvault_vault'").fetchone()
+        slots = admin.execute(
+            "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int"
+        ).fetchone()
+    assert row is not None and slots is not None
+    assert 16 <= row[0] <= slots[0] - ETL_CONNECTION_LIMIT - ANALYST_CONNECTION_LIMIT, (row, slots)
+    opened: list[psycopg.Connection] = []
+    try:
+        with pytest.raises(psycopg.OperationalError, match='too many connections for role "tokenvault_vault"'):
+            for _ in range(slots[0] + 1):  # before: "too many clients" / slots reserved, every slot taken
+                opened.append(psycopg.connect(stack_env["PG_VAULT_DSN"]))
+        for dsn in ("PG_ETL_DSN", "PG_ANALYST_DSN"):
+            with psycopg.connect(stack_env[dsn]) as other:  # still get in
+                assert other.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        for conn in opened:
+            conn.close()
+
+
+def test_analysts_create_no_temporary_tables_the_etl_still_does(stack_env: dict[str, str]) -> None:
+    # Attack 29, F2: an analyst's session creating temporary tables in one transaction filled the server's lock
+    # table in seconds (no new token issued while it held). Migration 0046 revokes TEMPORARY from analysts.
+    with psycopg.connect(stack_env["PG_ANALYST_DSN"]) as analyst, pytest.raises(errors.InsufficientPrivilege):
+        analyst.execute("CREATE TEMP TABLE scratch (x int)")
+    with psycopg.connect(stack_env["PG_ETL_DSN"]) as etl:  # its loads stage in one
+        etl.execute("CREATE TEMP TABLE staging_check (x int)")
+
+
 @pytest.mark.parametrize(
     "statement",
     [

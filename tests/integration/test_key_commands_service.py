@@ -362,7 +362,9 @@ def test_status_reads_without_a_key_job_session_and_still_refuses_a_wrapped_key_
     for _ in range(calls):
         team.status()
     opened = sessions() - opened - 1  # less the connection that read the count
-    assert opened <= calls, f"{opened} database sessions opened for {calls} status calls"  # was 2 a call
+    # One per call at most, and a few the vault opens meanwhile on its own (its pool growing, the upkeep's probe
+    # connection under load: 11 once on a loaded machine): the old code opened 2 a call, 20 here.
+    assert opened <= calls + 3, f"{opened} database sessions opened for {calls} status calls"
 
     with psycopg.connect(own_env["PG_VAULT_DSN"], autocommit=True) as conn:  # the serving role's column grant
         key_id, wrapped = conn.execute(
