@@ -208,8 +208,9 @@ LOCK_BLOCKERS = Counter(
     " key row, the key-generation lock, a row of vault.tokens) for 5 s or more in one transaction, keeping a key"
     " operation of this process waiting 1 s, or keeping a session of the serving role waiting 1 s for the audit"
     " chain's lock without being one of the vault's appends (review 33, R33-1; never a session of this process),"
-    " by whether the audit upkeep ended them. Calls of a client, new tokens or key jobs fail while"
-    " one does: someone with the serving role's credentials (review 31, R31-2/R31-6)",
+    " by whether the audit upkeep ended them; and sessions of the serving role's logins holding more than 256"
+    " entries of PostgreSQL's lock table (attack 29, F1: filling it fails every call). Calls of a client, new tokens"
+    " or key jobs fail while one does: someone with the serving role's credentials (review 31, R31-2/R31-6)",
     ["ended"],
 )
 

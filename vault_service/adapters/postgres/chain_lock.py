@@ -19,7 +19,11 @@ since it went idle in its transaction:
 On a thread of its own every CHAIN_LOOK_SECONDS (0.25 s; `end_what_keeps_chain_appends_waiting`):
 4. keeping a session of the role waiting CHAIN_WAITED_SECONDS (1 s) for the chain's lock, as holder or queued
    ahead, and not one of the vault's appends (`_did_something_first`): ended at once.
-Never ended under 2-4: a session of this process. Never at all: one waiting for a synchronous standby (SyncRep).
+5. holding more than HOG_LOCKS (256) entries of PostgreSQL's shared lock table (attack 29, F1: nested savepoints
+   that each write, one XID lock apiece, filled the table and every vault call failed): ended at once
+   (`LockHogWatch`, migration 0047's vault.end_lock_hogs) - on a connection of its own, opened at start, whose
+   statement reads no relation and is planned before any fill, so that it still runs while the table is full.
+Never ended under 2-5: a session of this process. Never at all: one waiting for a synchronous standby (SyncRep).
 Ended only if still that session in that transaction and still holding or blocking; one log line per session,
 counted. Every lock wait of the vault gives up after 2 s, so none of its sessions holds a watched lock 5 s unless
 stalled (its call then fails UNAVAILABLE).
@@ -80,6 +84,8 @@ WATCHED_LOCKS = {
 }
 """Every lock the watch looks at, by the name its log lines use."""
 BLOCKED_A_VAULT_SESSION = -1
+LOCK_TABLE = "a share of PostgreSQL's lock table"
+"""`ChainLockHolder.kind` of a session ended for holding more than HOG_LOCKS lock-table entries (LockHogWatch)."""
 """Not a lock: a `ChainLockHolder.lock` for a session ended for keeping a vault session waiting (any lock; `kind`)."""
 
 _SESSIONS = "vault.role_sessions()"
@@ -405,6 +411,117 @@ class _Sighting:
         return (self.lock, self.pid, "transaction", self.xact_start or datetime.min)
 
 
+HOG_LOCKS = 256
+"""Lock-table entries a session of the serving role may hold (migration 0047 fixes the same figure): the vault's busiest
+session holds a few dozen (22 measured on 100-item batches, attack 29; a key job and a 1,000-value Tokenize:
+tests/integration/test_lock_hogs_ended.py). With max_locks_per_transaction 512 (deploy/postgres/tokenvault.conf) the
+table holds about 100,000, so 100 sessions of 256 each leave it far from full."""
+
+_HOGS = "SELECT h.pid, h.locks, h.ended FROM vault.end_lock_hogs(%(spare)s::pg_catalog.text::pg_catalog.int4[]) h"
+"""End every session of a login of the role holding more than HOG_LOCKS lock-table entries, but `spare` (migration
+0047): pid, entries, ended (true), or not (false: the server did not end it, a superuser's). Reads no relation."""
+
+_HOGS_THERE = "SELECT pg_catalog.to_regprocedure('vault.end_lock_hogs(integer[])') IS NOT NULL"
+
+
+@dataclass(frozen=True)
+class LockHog:
+    """A session found holding more than HOG_LOCKS entries of the lock table: pid, entries, whether ended."""
+
+    pid: int
+    locks: int
+    ended: bool
+
+
+class LockHogWatch:
+    """Ends sessions of the serving role's logins holding more than HOG_LOCKS lock-table entries (attack 29, F1).
+
+    A table full of one session's locks fails every other session's next lock that is not fast-path - every
+    write's XID lock, a new connection - so the rule runs on a connection of its own, opened (by `connect`) and
+    warmed at its first look, long before any fill, and kept: a new connection, or one of the pool's, is refused
+    on a full table. Its statement reads no relation (pg_lock_status(), pg_stat_get_activity()) and is prepared,
+    and migration 0047's function is PL/pgSQL, its plans and the role lookups cached by every look: so it runs, and
+    ends the hog, while the table is full (measured). Never a session of this process (`own_sessions`,
+    `own_key_sessions`), never this connection's. One log line per session ended: pid and entries, nothing else.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[tuple[object, ...]]],
+        own_sessions: Callable[[], frozenset[tuple[int, datetime | None]]] = PROCESS_SESSIONS.sessions,
+        own_key_sessions: Callable[[], frozenset[int]] = KEY_JOB_SESSIONS.pids,
+    ) -> None:
+        self._connect = connect
+        self._own_sessions = own_sessions
+        self._own_key_sessions = own_key_sessions
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self.missing = False
+        """Migration 0047 is not applied: the rule is off (said once)."""
+
+    def _connection(self) -> psycopg.Connection[tuple[object, ...]] | None:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        conn = self._connect()
+        try:
+            conn.autocommit = True
+            PROCESS_SESSIONS.note(conn)  # this process's: no other rule of the watch ends it
+            row = conn.execute(_HOGS_THERE).fetchone()
+            missing = not (row and row[0])
+            if missing and not self.missing:
+                log.warning(
+                    "migration 0047 is not applied: sessions of the serving role filling PostgreSQL's lock table are"
+                    " not ended (docs/threat-model.md, attack 29)"
+                )
+            self.missing = missing
+            if missing:
+                conn.close()
+                return None
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def end_lock_hogs(self) -> list[LockHog]:
+        """Each other session of the role's logins found holding more than HOG_LOCKS entries, ended; logged."""
+        conn = self._connection()
+        if conn is None:
+            return []
+        spare = {pid for pid, _ in self._own_sessions()} | set(self._own_key_sessions())
+        try:
+            rows = conn.execute(
+                _HOGS, {"spare": "{" + ",".join(str(p) for p in sorted(spare)) + "}"}, prepare=True
+            ).fetchall()
+        except BaseException:
+            if conn.broken or conn.closed:
+                self._conn = None
+            raise
+        hogs = [LockHog(int(str(r[0])), int(str(r[1])), bool(r[2])) for r in rows]
+        for hog in hogs:
+            extra = {"pid": hog.pid, "locks": hog.locks}
+            if hog.ended:
+                log.error(
+                    f"ended a database session that held {hog.locks} entries of PostgreSQL's lock table (more than"
+                    f" {HOG_LOCKS}; the vault's own hold a few dozen): filling it fails every call of the vault."
+                    " Someone with the serving role's credentials. Report it to the security team"
+                    " (docs/threat-model.md, attack 29)",
+                    extra=extra,
+                )
+            else:
+                log.warning(
+                    f"a database session holds {hog.locks} entries of PostgreSQL's lock table and was not ended: the"
+                    " server did not end it (a superuser's). Look it up in pg_stat_activity",
+                    extra=extra,
+                )
+        return hogs
+
+    def close(self) -> None:
+        """Close the rule's connection."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 class ChainLockWatch:
     """Finds sessions holding the audit chain's lock or the key-generation lock and ends those that held it too long.
 
@@ -445,6 +562,8 @@ class ChainLockWatch:
         """Each transaction seen holding the chain's lock while a session waited 1 s: when first (epoch seconds)."""
         self._chain_pass = threading.Lock()
         """The chain-wait rule runs on a thread of its own (`watch_chain_waits`) and may be called from a round."""
+        self.hogs = LockHogWatch(lambda: _connect_like(pool), own_sessions, own_key_sessions)
+        """The lock-hog rule (attack 29, F1): run first in each look of `watch_chain_waits`, on its own connection."""
 
     def _reach(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         """Use migration 0042's functions when they are there; say once, loudly, what the watch cannot reach."""
@@ -643,20 +762,32 @@ class ChainLockWatch:
         The upkeep's rounds come every 2 s and an append waits 2 s at most: a rule applied only then misses most
         waits. Each look is one read of pg_locks while no session waits 1 s for the chain's lock. `on_found` is
         told of each session ended or left. A failed look is logged (its error's type, once until one succeeds).
+        Each look first applies the lock-hog rule (`LockHogWatch`, attack 29 F1; `kind` LOCK_TABLE), whose
+        connection is closed when the loop ends.
         """
         stop = stop or threading.Event()
         failing = False
+        hogs_failing = False
         while not stop.wait(every) and not self._pool.closed:
+            try:  # first: on a full lock table, the chain-wait look below fails until the hog is ended
+                for hog in self.hogs.end_lock_hogs():
+                    on_found(ChainLockHolder(hog.pid, None, 0.0, hog.ended, BLOCKED_A_VAULT_SESSION, kind=LOCK_TABLE))
+                hogs_failing = False
+            except Exception as error:
+                if not hogs_failing and not self._pool.closed:
+                    log.warning("the lock-hog watch failed (tried again)", extra={"error": type(error).__name__})
+                hogs_failing = True
             try:
                 for holder in self.end_what_keeps_chain_appends_waiting():
                     on_found(holder)
                 failing = False
             except Exception as error:
                 if self._pool.closed:
-                    return
+                    break
                 if not failing:
                     log.warning("the chain-lock wait watch failed (tried again)", extra={"error": type(error).__name__})
                 failing = True
+        self.hogs.close()
 
     def _own(self) -> _Own:
         return _Own(self._own_key_sessions(), self._own_sessions())
@@ -811,6 +942,13 @@ class ChainLockWatch:
         if sighting.wait_event == "SyncRep":
             return False, SYNC_STANDBY
         return self._end_session(conn, sighting.pid, sighting.backend_start, sighting.xact_start)
+
+
+def _connect_like(pool: ConnectionPool) -> psycopg.Connection[tuple[object, ...]]:
+    """A connection of its own, made as the pool makes its connections (same DSN, startup options, autocommit)."""
+    conninfo = pool.conninfo() if callable(pool.conninfo) else pool.conninfo
+    kwargs = pool.kwargs() if callable(pool.kwargs) else (pool.kwargs or {})
+    return psycopg.connect(conninfo, **kwargs)
 
 
 def _server_now(conn: psycopg.Connection[tuple[object, ...]]) -> float:
