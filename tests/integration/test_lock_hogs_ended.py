@@ -259,3 +259,36 @@ def test_the_vaults_own_sessions_are_never_ended_by_the_rule(
     print(f"HOG own: the vault's busiest session held at most {busiest} lock-table entries (rule: over {HOG_LOCKS})")
     assert not [r for r in caplog.records if _ENDED_LINE in r.getMessage()]
     assert 0 < busiest < HOG_LOCKS // 4
+
+
+@pytest.mark.timeout(120)
+def test_the_rule_ends_no_other_roles_session_and_only_the_serving_role_may_run_it(private_postgres: Postgres) -> None:
+    """An ETL session holding 400 savepoints' entries is left (the vault's login may not end it); ETL, analysts and
+    PUBLIC may not call vault.end_lock_hogs."""
+    pg = private_postgres
+    etl_write = (
+        "SAVEPOINT a; INSERT INTO public.etl_quarantine (event_id, sqs_message_id, reason, detail)"
+        " VALUES ('hog-{n}', 'a', 'a', 'a');"
+    )
+    watch = LockHogWatch(lambda: psycopg.connect(pg.vault_dsn), lambda: frozenset(), lambda: frozenset())
+    try:
+        with psycopg.connect(pg.etl_dsn) as etl, psycopg.connect(pg.admin_dsn, autocommit=True) as admin:
+            etl.execute("".join(etl_write.format(n=n) for n in range(400)).encode())
+            assert _locks_by_pid(admin)[etl.info.backend_pid] > HOG_LOCKS
+            assert watch.end_lock_hogs() == []
+            assert etl.execute("SELECT 1").fetchone() == (1,)  # still there
+            etl.rollback()
+            may = {
+                role: admin.execute(
+                    "SELECT has_function_privilege(%s, 'vault.end_lock_hogs(integer[])', 'EXECUTE')", (role,)
+                ).fetchone()
+                for role in ("tokenvault_vault", "tokenvault_etl", "tokenvault_analyst", "public")
+            }
+        assert may == {
+            "tokenvault_vault": (True,),
+            "tokenvault_etl": (False,),
+            "tokenvault_analyst": (False,),
+            "public": (False,),
+        }
+    finally:
+        watch.close()
