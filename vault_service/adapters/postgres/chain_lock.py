@@ -84,9 +84,9 @@ WATCHED_LOCKS = {
 }
 """Every lock the watch looks at, by the name its log lines use."""
 BLOCKED_A_VAULT_SESSION = -1
+"""Not a lock: a `ChainLockHolder.lock` for a session ended for keeping a vault session waiting (any lock; `kind`)."""
 LOCK_TABLE = "a share of PostgreSQL's lock table"
 """`ChainLockHolder.kind` of a session ended for holding more than HOG_LOCKS lock-table entries (LockHogWatch)."""
-"""Not a lock: a `ChainLockHolder.lock` for a session ended for keeping a vault session waiting (any lock; `kind`)."""
 
 _SESSIONS = "vault.role_sessions()"
 """The sessions of every login of the serving role in this database, but this one (migration 0042, review 33 R33-6):
