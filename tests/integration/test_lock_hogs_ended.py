@@ -29,6 +29,7 @@ from devstack.postgres import Postgres, pg_ctl
 from tests.conftest import RunningVault, client_channel, running_vault
 from tests.integration.fresh_values import fresh_value
 from tests.integration.own_cluster import cluster_of_its_own
+from tests.integration.own_database import database_of_its_own, migrate_before
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from vault_service.adapters.postgres.chain_lock import HOG_LOCKS, LockHogWatch
 
@@ -295,3 +296,21 @@ def test_the_rule_ends_no_other_roles_session_and_only_the_serving_role_may_run_
         }
     finally:
         watch.close()
+
+
+def test_before_migration_0047_the_rule_looks_for_it_every_30_s_not_at_every_look(stack_env: dict[str, str]) -> None:
+    """A vault of this release on the schema before 0047: the rule is off, said once, and does not log in again at
+    every 0.25 s look to find the function still missing (before: a new connection, SCRAM and all, each look)."""
+    with database_of_its_own(stack_env, "before47") as env:
+        assert migrate_before(env, "0047")[-1] < "0047"
+        opened: list[psycopg.Connection] = []
+
+        def connect() -> psycopg.Connection:
+            opened.append(psycopg.connect(env["PG_VAULT_DSN"]))
+            return opened[-1]
+
+        watch = LockHogWatch(connect, lambda: frozenset(), lambda: frozenset())
+        for _ in range(8):  # two seconds of looks
+            assert watch.end_lock_hogs() == []
+        assert watch.missing and len(opened) == 1, len(opened)
+        assert all(conn.closed for conn in opened)

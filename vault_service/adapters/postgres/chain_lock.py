@@ -433,6 +433,10 @@ class LockHog:
     ended: bool
 
 
+MISSING_LOOK_SECONDS = 30.0
+"""How often the lock-hog rule looks for migration 0047 while it is missing (a schema before this release's)."""
+
+
 class LockHogWatch:
     """Ends sessions of the serving role's logins holding more than HOG_LOCKS lock-table entries (attack 29, F1).
 
@@ -457,10 +461,14 @@ class LockHogWatch:
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self.missing = False
         """Migration 0047 is not applied: the rule is off (said once)."""
+        self._look_again_at = 0.0
+        """While 0047 is missing: when to connect and look for it again (not at every 0.25 s look: a login each)."""
 
     def _connection(self) -> psycopg.Connection[tuple[object, ...]] | None:
         if self._conn is not None and not self._conn.closed:
             return self._conn
+        if self.missing and time.monotonic() < self._look_again_at:
+            return None
         conn = self._connect()
         try:
             conn.autocommit = True
@@ -474,6 +482,7 @@ class LockHogWatch:
                 )
             self.missing = missing
             if missing:
+                self._look_again_at = time.monotonic() + MISSING_LOOK_SECONDS
                 conn.close()
                 return None
         except BaseException:
