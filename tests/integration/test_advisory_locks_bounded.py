@@ -11,8 +11,6 @@ Real PostgreSQL and the real vault (the stack fixtures), acting with the serving
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -20,14 +18,13 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from tests.conftest import running_vault, stack_identity
+from tests.conftest import RunningVault, running_vault, stack_identity
+from tests.integration.fresh_values import Revealer, fresh_value, issue_fresh_ip
 from tests.integration.own_database import database_of_its_own, migrate_before
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_client import open_channel
 from tokenvault_common.migrations import migrate
 from vault_service.adapters.postgres.lock_functions import MIGRATED_MEANWHILE
-
-StubFor = Callable[[str], object]
 
 _FILL = 20_000
 """More advisory locks than the test cluster's lock table holds (max_locks_per_transaction x connections)."""
@@ -49,26 +46,11 @@ def _locks_held(conn: psycopg.Connection, pid: int) -> int:
     return int(row[0])
 
 
-def _new_ip() -> str:
-    return f"198.18.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
-
-
-def _served(stub_for: StubFor) -> None:
+def _served(env: dict[str, str], vault: RunningVault) -> None:
     """A new token issued and revealed: the insert's locks, the append's, the reveal's - all still to be had."""
-    value = _new_ip()
-    token = (
-        stub_for("etl-service")  # type: ignore[attr-defined]
-        .Tokenize(
-            vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=value)]),
-            timeout=10,
-        )
-        .results[0]
-        .token
-    )
-    revealed = stub_for("fraud-investigator").Detokenize(  # type: ignore[attr-defined]
-        vault_pb2.DetokenizeRequest(tokens=[token], purpose="CASE-F9"), timeout=10
-    )
-    assert revealed.results[0].value.value == value
+    value, token = issue_fresh_ip(env, vault)
+    with Revealer(env, vault, token, "CASE-F9") as reveal:
+        assert reveal(timeout=10) == value
 
 
 @pytest.mark.parametrize(
@@ -81,18 +63,18 @@ def _served(stub_for: StubFor) -> None:
     ids=["xact", "xact-shared-pair", "try-xact"],
 )
 def test_the_serving_role_may_not_take_advisory_locks_of_its_own(
-    stack_env: dict[str, str], stub_for: StubFor, fill: str
+    stack_env: dict[str, str], vault: RunningVault, fill: str
 ) -> None:
     with psycopg.connect(stack_env["PG_VAULT_DSN"]) as rogue, psycopg.connect(stack_env["PG_ADMIN_DSN"]) as look:
         with pytest.raises(errors.InsufficientPrivilege):  # before: 20,000 locks taken, the lock table full
             rogue.execute(fill, (_FILL,))
         assert _locks_held(look, rogue.info.backend_pid) == 0
-        _served(stub_for)
+        _served(stack_env, vault)
 
 
 @pytest.mark.parametrize("function", ["hold_key_job", "try_claim_key_job"])
 def test_the_vaults_key_job_locks_stop_at_four_in_a_transaction_and_calls_are_served_meanwhile(
-    stack_env: dict[str, str], stub_for: StubFor, function: str
+    stack_env: dict[str, str], vault: RunningVault, function: str
 ) -> None:
     with psycopg.connect(stack_env["PG_VAULT_DSN"]) as rogue, psycopg.connect(stack_env["PG_ADMIN_DSN"]) as look:
         for key in range(1, 5):  # one statement each, so the transaction keeps what it took
@@ -103,7 +85,7 @@ def test_the_vaults_key_job_locks_stop_at_four_in_a_transaction_and_calls_are_se
             rogue.execute(f"SELECT vault.{function}(k) FROM generate_series(5, %s) k", (_FILL,))
         assert "at most 4 key-job locks" in str(refused.value)
         assert _locks_held(look, rogue.info.backend_pid) == 4  # still four, no more
-        _served(stub_for)
+        _served(stack_env, vault)
         rogue.rollback()
         assert _locks_held(look, rogue.info.backend_pid) == 0
 
@@ -141,7 +123,7 @@ def test_a_service_started_before_0045_issues_tokens_before_it_runs_and_after(
             tokenize = vault_pb2_grpc.TokenVaultStub(channel).Tokenize
 
             def issue() -> str:
-                item = vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=_new_ip())
+                item = vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=fresh_value(vault_pb2.TOKEN_TYPE_IP))
                 return str(tokenize(vault_pb2.TokenizeRequest(items=[item]), timeout=10).results[0].token)
 
             assert issue().startswith("ip_")  # pg_catalog's lock functions, before 0045

@@ -13,39 +13,23 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
-from collections.abc import Callable
 
 import grpc
 import psycopg
 import pytest
 
-from tests.conftest import RunningVault, stack_identity
-from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
-from tokenvault_client import open_channel
+from tests.conftest import RunningVault
+from tests.integration.fresh_values import Revealer, issue_fresh_ip
 from vault_service.adapters.postgres.chain_lock import AUDIT_CHAIN_LOCK
-
-StubFor = Callable[[str], object]
 
 
 @pytest.mark.parametrize("holding", ["idle", "active", "waiting"])
 def test_a_session_holding_the_audit_chain_lock_makes_calls_fail_fast_and_is_ended(
-    stack_env: dict[str, str], vault: RunningVault, stub_for: StubFor, holding: str
+    stack_env: dict[str, str], vault: RunningVault, holding: str
 ) -> None:
-    value = f"198.18.{uuid.uuid4().int % 250}.7"
-    token = (
-        stub_for("etl-service")  # type: ignore[attr-defined]
-        .Tokenize(
-            vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=value)]),
-            timeout=10,
-        )
-        .results[0]
-        .token
-    )
+    value, token = issue_fresh_ip(stack_env, vault)
     # No transparent retry (client_channel's): each UNAVAILABLE is seen here, not retried by gRPC.
-    channel = open_channel(vault.address, stack_identity(stack_env, "fraud-investigator"))
-    detokenize = vault_pb2_grpc.TokenVaultStub(channel).Detokenize
-    request = vault_pb2.DetokenizeRequest(tokens=[token], purpose="CASE-F2")
+    reveal = Revealer(stack_env, vault, token, "CASE-F2")
 
     with psycopg.connect(stack_env["PG_VAULT_DSN"]) as rogue:  # the serving role; a transaction left open
         rogue.execute(
@@ -89,7 +73,7 @@ def test_a_session_holding_the_audit_chain_lock_makes_calls_fail_fast_and_is_end
         started = time.monotonic()
         answer = None
         try:  # since review 33 (R33-1) the holder is ended once the reveal's append has waited 1 s for it
-            answer = detokenize(request, timeout=20)
+            answer = reveal(timeout=20)
         except grpc.RpcError as refused:  # else it fails fast, naming the lock
             assert refused.code() == grpc.StatusCode.UNAVAILABLE
             assert "audit chain's" in str(refused.details())
@@ -98,13 +82,13 @@ def test_a_session_holding_the_audit_chain_lock_makes_calls_fail_fast_and_is_end
 
         while answer is None:
             try:
-                answer = detokenize(request, timeout=20)
+                answer = reveal(timeout=20)
             except grpc.RpcError as error:
                 assert error.code() == grpc.StatusCode.UNAVAILABLE
                 assert time.monotonic() - started < 20, "the session holding the lock was never ended"
                 time.sleep(0.5)
         served_after = time.monotonic() - started
-        assert answer.results[0].value.value == value
+        assert answer == value
         if relay is not None:
             relay.stop()
             # Ended once seen holding the lock 5 s, though it waits (before: never while the relay ran).
@@ -116,7 +100,7 @@ def test_a_session_holding_the_audit_chain_lock_makes_calls_fail_fast_and_is_end
         else:
             with pytest.raises(psycopg.OperationalError):  # the vault ended it: its transaction and row are gone
                 rogue.execute("SELECT 1")
-    channel.close()
+    reveal.close()
     print(f"\n{holding}: first call answered after {failed_after:.1f} s; served after {served_after:.1f} s")
 
 

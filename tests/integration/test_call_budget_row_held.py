@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from tests.conftest import RunningVault, stack_identity
+from tests.integration.fresh_values import issue_fresh_ip
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_client import open_channel
 
@@ -31,20 +32,7 @@ def test_a_client_s_budget_row_held_open_makes_its_calls_fail_fast_not_hang(
     stack_env: dict[str, str], vault: RunningVault, stub_for: StubFor
 ) -> None:
     # The erase budget: taken from the row on every call (reveals spend leases a process already holds).
-    tokens = [
-        stub_for("etl-service")  # type: ignore[attr-defined]
-        .Tokenize(
-            vault_pb2.TokenizeRequest(
-                items=[
-                    vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=f"198.18.{n}.{uuid.uuid4().int % 250}")
-                ]
-            ),
-            timeout=10,
-        )
-        .results[0]
-        .token
-        for n in (11, 12)
-    ]
+    tokens = [issue_fresh_ip(stack_env, vault)[1] for _ in range(2)]
     # No transparent retry (client_channel's): each UNAVAILABLE is seen here, not retried by gRPC.
     channel = open_channel(vault.address, stack_identity(stack_env, "privacy-officer"))
     erase = vault_pb2_grpc.TokenVaultStub(channel).Erase

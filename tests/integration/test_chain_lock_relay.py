@@ -16,21 +16,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import grpc
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from tests.conftest import RunningVault, stack_identity
+from tests.conftest import RunningVault
+from tests.integration.fresh_values import Revealer, issue_fresh_ip
 from tests.integration.own_database import database_of_its_own
-from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
-from tokenvault_client import open_channel
 from vault_service.adapters.postgres.chain_lock import ChainLockWatch, ProcessSessions
 
-StubFor = Callable[[str], object]
 HOLD = 1.8
 RUN = 20.0
 _APPEND = "INSERT INTO vault.audit_log (client, action, item_count, outcome) VALUES ('x', 'detokenize', 0, 'ok')"
@@ -75,23 +72,12 @@ class QueuedRelay:
 
 
 def test_a_relay_queued_on_the_chain_lock_is_ended_and_reveals_are_served(
-    stack_env: dict[str, str], vault: RunningVault, stub_for: StubFor, caplog: pytest.LogCaptureFixture
+    stack_env: dict[str, str], vault: RunningVault, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="vault_service.adapters.postgres.chain_lock")
-    value = f"198.18.{uuid.uuid4().int % 250}.9"
-    token = (
-        stub_for("etl-service")  # type: ignore[attr-defined]
-        .Tokenize(
-            vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=value)]),
-            timeout=10,
-        )
-        .results[0]
-        .token
-    )
-    channel = open_channel(vault.address, stack_identity(stack_env, "fraud-investigator"))  # no transparent retry
-    detokenize = vault_pb2_grpc.TokenVaultStub(channel).Detokenize
-    request = vault_pb2.DetokenizeRequest(tokens=[token], purpose="CASE-R33-1")
-    assert detokenize(request, timeout=10).results[0].value.value == value
+    value, token = issue_fresh_ip(stack_env, vault)
+    reveal = Revealer(stack_env, vault, token, "CASE-R33-1")  # no transparent retry
+    assert reveal(timeout=10) == value
 
     relay = QueuedRelay(stack_env["PG_VAULT_DSN"])
     relay.spawn()
@@ -103,7 +89,7 @@ def test_a_relay_queued_on_the_chain_lock_is_ended_and_reveals_are_served(
         while time.monotonic() < t_end:
             started = time.monotonic()
             try:
-                detokenize(request, timeout=10)
+                reveal(timeout=10)
                 ok += 1
             except grpc.RpcError as error:
                 assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
@@ -119,7 +105,7 @@ def test_a_relay_queued_on_the_chain_lock_is_ended_and_reveals_are_served(
             ).fetchall()
         for t in list(relay.threads):
             t.join(timeout=10)
-    channel.close()
+    reveal.close()
     lines = [r for r in caplog.records if r.name.endswith("chain_lock") and getattr(r, "pid", None) in relay.pids]
     took.sort()
     print(

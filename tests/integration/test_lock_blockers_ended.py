@@ -19,8 +19,7 @@ import logging
 import os
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import grpc
 import psycopg
@@ -28,6 +27,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from tests.conftest import RunningVault, stack_identity
+from tests.integration.fresh_values import issue_fresh_ip
 from tests.integration.own_database import database_of_its_own
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_client import open_channel
@@ -41,8 +41,6 @@ from vault_service.adapters.postgres.chain_lock import (
 from vault_service.adapters.postgres.keys import PostgresKeyStore
 from vault_service.domain.errors import DatabaseUnavailable
 
-StubFor = Callable[[str], object]
-
 
 def _alive(conn: psycopg.Connection) -> bool:
     try:
@@ -53,22 +51,9 @@ def _alive(conn: psycopg.Connection) -> bool:
 
 
 def test_a_session_holding_a_client_s_budget_row_is_ended_and_the_client_served_again(
-    stack_env: dict[str, str], vault: RunningVault, stub_for: StubFor, caplog: pytest.LogCaptureFixture
+    stack_env: dict[str, str], vault: RunningVault, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tokens = [
-        stub_for("etl-service")  # type: ignore[attr-defined]
-        .Tokenize(
-            vault_pb2.TokenizeRequest(
-                items=[
-                    vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=f"198.18.{n}.{uuid.uuid4().int % 250}")
-                ]
-            ),
-            timeout=10,
-        )
-        .results[0]
-        .token
-        for n in (21, 22, 23, 24, 25, 26, 27, 28, 29, 30)
-    ]
+    tokens = [issue_fresh_ip(stack_env, vault)[1] for _ in range(10)]
     channel = open_channel(vault.address, stack_identity(stack_env, "privacy-officer"))  # no transparent retry
     erase = vault_pb2_grpc.TokenVaultStub(channel).Erase
     with (

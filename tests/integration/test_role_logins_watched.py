@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import grpc
@@ -22,14 +22,12 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
-from tests.conftest import RunningVault, stack_identity
+from tests.conftest import RunningVault
+from tests.integration.fresh_values import Revealer, issue_fresh_ip
 from tests.integration.own_database import database_of_its_own, migrate_before
-from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
-from tokenvault_client import open_channel
 from vault_service.adapters.postgres.chain_lock import NOT_SEEN, ChainLockWatch
 from vault_service.adapters.postgres.keys import KEYS_LOCK
 
-StubFor = Callable[[str], object]
 _APPEND = "INSERT INTO vault.audit_log (client, action, item_count, outcome) VALUES ('x', 'detokenize', 0, 'ok')"
 
 
@@ -61,37 +59,26 @@ def _alive(conn: psycopg.Connection) -> bool:
 
 
 def test_another_login_of_the_role_holding_the_chain_lock_is_ended_and_reveals_served_again(
-    stack_env: dict[str, str], vault: RunningVault, stub_for: StubFor
+    stack_env: dict[str, str], vault: RunningVault
 ) -> None:
-    value = f"198.18.{uuid.uuid4().int % 250}.12"
-    token = (
-        stub_for("etl-service")  # type: ignore[attr-defined]
-        .Tokenize(
-            vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=value)]),
-            timeout=10,
-        )
-        .results[0]
-        .token
-    )
-    channel = open_channel(vault.address, stack_identity(stack_env, "fraud-investigator"))  # no transparent retry
-    detokenize = vault_pb2_grpc.TokenVaultStub(channel).Detokenize
-    request = vault_pb2.DetokenizeRequest(tokens=[token], purpose="CASE-R33-6")
+    value, token = issue_fresh_ip(stack_env, vault)
+    reveal = Revealer(stack_env, vault, token, "CASE-R33-6")  # no transparent retry
     with _login_of_the_role(stack_env) as dsn, psycopg.connect(dsn) as rogue:
         rogue.execute(_APPEND)  # the chain trigger's lock, held to commit; then idle in the transaction
         started = time.monotonic()
         failed = 0
         while True:
             try:
-                answer = detokenize(request, timeout=10)
+                answer = reveal(timeout=10)
                 break
             except grpc.RpcError as error:
                 assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
                 failed += 1
                 assert time.monotonic() - started < 20, "the other login's session was never ended (before: never)"
         served_after = time.monotonic() - started
-        assert answer.results[0].value.value == value
+        assert answer == value
         assert not _alive(rogue)  # ended by the vault's upkeep: its transaction and row gone
-    channel.close()
+    reveal.close()
     assert served_after < 12  # ended once an append waited 1 s for it (R33-1), or held 5 s idle (a 2 s round)
     print(f"\nanother login holding the chain lock: {failed} reveal(s) refused, served after {served_after:.1f} s")
 

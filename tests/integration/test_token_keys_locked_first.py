@@ -21,7 +21,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import grpc
 import psycopg
@@ -29,13 +29,12 @@ import pytest
 from psycopg import errors
 
 from tests.conftest import RunningVault, stack_identity
+from tests.integration.fresh_values import Revealer, issue_fresh_ip
 from tests.integration.own_database import database_of_its_own
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_client import open_channel
 from vault_service.adapters.postgres.chain_lock import AUDIT_CHAIN_LOCK
 from vault_service.adapters.postgres.keys import KEYS_LOCK
-
-StubFor = Callable[[str], object]
 
 _KEYS = (
     "INSERT INTO vault.data_keys (purpose, kek_name, wrapped_key, state) VALUES"
@@ -205,7 +204,7 @@ def test_a_row_under_no_key_or_a_key_of_the_other_use_is_refused(
 
 
 def test_the_serving_role_takes_no_advisory_lock_of_its_own_and_the_vault_still_works(
-    stack_env: dict[str, str], stub_for: StubFor
+    stack_env: dict[str, str], vault: RunningVault
 ) -> None:
     """0037 took the session-level forms; 0045 (attack 27, F9) the transaction-level ones: the vault's own functions."""
     with psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as admin:
@@ -226,20 +225,9 @@ def test_the_serving_role_takes_no_advisory_lock_of_its_own_and_the_vault_still_
             rogue.execute("SELECT vault.lock_key_generation_shared()")
             rogue.execute("SELECT vault.lock_key_generation()")
 
-    value = f"198.18.{uuid.uuid4().int % 250}.37"
-    token = (
-        stub_for("etl-service")  # type: ignore[attr-defined]
-        .Tokenize(
-            vault_pb2.TokenizeRequest(items=[vault_pb2.TokenizeItem(type=vault_pb2.TOKEN_TYPE_IP, value=value)]),
-            timeout=10,
-        )
-        .results[0]
-        .token
-    )
-    revealed = stub_for("fraud-investigator").Detokenize(  # type: ignore[attr-defined]
-        vault_pb2.DetokenizeRequest(tokens=[token], purpose="CASE-M37"), timeout=10
-    )
-    assert revealed.results[0].value.value == value
+    value, token = issue_fresh_ip(stack_env, vault)
+    with Revealer(stack_env, vault, token, "CASE-M37") as reveal:
+        assert reveal(timeout=10) == value
 
 
 def test_a_key_row_held_for_update_makes_a_new_token_fail_fast_holding_no_chain_lock(
