@@ -1,4 +1,4 @@
-"""Ending a PostgreSQL backend as the server would (an admin, a restart, a failover)."""
+"""Ending a PostgreSQL backend as the server would (an admin, a restart, a failover), and telling whether one lives."""
 
 from __future__ import annotations
 
@@ -15,3 +15,12 @@ def terminate_backend(admin_dsn: str, pid: int) -> None:
         while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
             assert time.monotonic() < deadline, "the terminated backend did not exit"
             time.sleep(0.02)
+
+
+def session_alive(conn: psycopg.Connection) -> bool:
+    """Whether `conn`'s backend still answers a statement (False once something ended it)."""
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return False
+    return True

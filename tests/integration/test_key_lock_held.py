@@ -31,6 +31,7 @@ from psycopg_pool import ConnectionPool
 
 from tests.conftest import RunningVault, stack_identity
 from tests.integration.own_database import database_of_its_own
+from tests.integration.pg_backends import session_alive
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_client import open_channel
 from vault_service.adapters.postgres.chain_lock import AUDIT_CHAIN_LOCK, DATA_KEY_ROWS, NOT_SEEN, ChainLockWatch
@@ -96,14 +97,6 @@ def serving_pool(stack_env: dict[str, str]) -> Iterator[tuple[dict[str, str], Co
             yield env, pool
 
 
-def _alive(conn: psycopg.Connection) -> bool:
-    try:
-        conn.execute("SELECT 1")
-    except psycopg.OperationalError:
-        return False
-    return True
-
-
 def test_the_watch_ends_session_level_and_key_lock_holders_but_never_a_key_operation_of_this_process(
     serving_pool: tuple[dict[str, str], ConnectionPool],
 ) -> None:
@@ -129,7 +122,7 @@ def test_the_watch_ends_session_level_and_key_lock_holders_but_never_a_key_opera
             assert watch.end_stale_holders() == []  # first seen now: none held it 0.5 s yet
             time.sleep(0.6)
             holders = watch.end_stale_holders()
-            assert _alive(key_job)  # never ended, never even reported
+            assert session_alive(key_job)  # never ended, never even reported
             key_job.rollback()
         ended = {(h.pid, h.lock): h for h in holders}
         pids = {
@@ -147,8 +140,8 @@ def test_the_watch_ends_session_level_and_key_lock_holders_but_never_a_key_opera
         assert all(h.ended and h.not_ended_because is None for h in holders), holders
         assert ended[(pids["session_level"], AUDIT_CHAIN_LOCK)].state == "idle"
         for conn in (session_level, shared_session_level, keys_holder, row_holder):
-            assert not _alive(conn)
-        assert _alive(reader)
+            assert not session_alive(conn)
+        assert session_alive(reader)
 
 
 def test_a_key_operation_kept_waiting_is_never_ended_what_keeps_it_waiting_is(
@@ -201,21 +194,21 @@ def _blocker_is_ended_not_the_waiter(dsn: str, watch: ChainLockWatch, key_id: in
             thread.join(timeout=10)
             if not own:  # another process's session held the lock 0.9 s, waiting: ended itself (attack 28, F4)
                 assert len(waiting) == 1 and isinstance(waiting[0], psycopg.OperationalError), waiting
-                assert not _alive(key_operation)
+                assert not session_alive(key_operation)
                 # The blocker, holding its key row 0.9 s too, is ended as a key-row holder.
                 assert {(h.pid, h.ended, h.blocked) for h in holders} == {
                     (operation_pid, True, None),
                     (blocker_pid, True, None),
                 }
-                assert not _alive(blocker)
+                assert not session_alive(blocker)
                 return
             assert waiting == [None], waiting  # the key operation got its row: it was left to finish
-            assert _alive(key_operation)
+            assert session_alive(key_operation)
             key_operation.rollback()
         assert [(h.pid, h.ended, h.blocked) for h in holders] == [
             (blocker.info.backend_pid, True, key_operation.info.backend_pid)
         ], holders
-        assert not _alive(blocker)
+        assert not session_alive(blocker)
 
 
 def test_a_holder_the_watch_may_not_end_is_logged_with_the_true_reason(
@@ -230,7 +223,7 @@ def test_a_holder_the_watch_may_not_end_is_logged_with_the_true_reason(
         with caplog.at_level(logging.WARNING, logger="vault_service.adapters.postgres.chain_lock"):
             (found,) = watch.end_stale_holders()
         assert not found.ended and found.not_ended_because == NOT_SEEN
-        assert _alive(owner)
+        assert session_alive(owner)
     (line,) = [r.getMessage() for r in caplog.records if "was not ended" in r.getMessage()]
     assert NOT_SEEN in line and "synchronous standby" not in line
 

@@ -29,6 +29,7 @@ from psycopg_pool import ConnectionPool
 from tests.conftest import RunningVault, stack_identity
 from tests.integration.fresh_values import issue_fresh_ip
 from tests.integration.own_database import database_of_its_own
+from tests.integration.pg_backends import session_alive
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_client import open_channel
 from vault_service.adapters.postgres.chain_lock import (
@@ -40,14 +41,6 @@ from vault_service.adapters.postgres.chain_lock import (
 )
 from vault_service.adapters.postgres.keys import PostgresKeyStore
 from vault_service.domain.errors import DatabaseUnavailable
-
-
-def _alive(conn: psycopg.Connection) -> bool:
-    try:
-        conn.execute("SELECT 1")
-    except psycopg.OperationalError:
-        return False
-    return True
 
 
 def test_a_session_holding_a_client_s_budget_row_is_ended_and_the_client_served_again(
@@ -84,7 +77,7 @@ def test_a_session_holding_a_client_s_budget_row_is_ended_and_the_client_served_
                 break
         assert served_after is not None, "the session holding the budget row was never ended (before: never)"
         assert served_after < 16  # held 5 s (idle since its take), seen by a 2 s round, then one call
-        assert not _alive(rogue)  # the vault's upkeep ended it
+        assert not session_alive(rogue)  # the vault's upkeep ended it
     channel.close()
     lines = [r for r in caplog.records if getattr(r, "pid", None) == rogue_pid]
     assert len(lines) == 1, [r.getMessage() for r in lines]
@@ -264,7 +257,7 @@ def test_a_session_of_this_process_is_never_ended_another_s_is(
             (theirs.info.backend_pid, True, waits_for_theirs.info.backend_pid, "a row of vault.call_budget")
         ], found  # before: nothing ended
         assert outcomes == {"analyst": "gave up", "fraud-investigator": "taken"}
-        assert _alive(ours) and not _alive(theirs)
+        assert session_alive(ours) and not session_alive(theirs)
         ours.execute("ROLLBACK")
 
 
@@ -352,8 +345,8 @@ def test_a_budget_row_holder_that_waits_itself_is_ended_not_only_what_it_waits_f
             thread.join(timeout=10)
         assert any(h.pid == holder_pid and h.ended for h in found), found  # before: only the relay member
         assert "taken" in outcomes, outcomes
-        assert not _alive(holder)  # (the relay member, held as long, may be ended in the same round)
-        _alive(relay_member)
+        assert not session_alive(holder)  # (the relay member, held as long, may be ended in the same round)
+        session_alive(relay_member)
 
 
 def test_a_session_of_this_process_keeping_another_of_its_sessions_waiting_is_not_ended(
@@ -386,7 +379,7 @@ def test_a_session_of_this_process_keeping_another_of_its_sessions_waiting_is_no
         found = watch.end_stale_holders()
         time.sleep(0.6)
         found += watch.end_stale_holders()
-        assert _alive(blocker)  # before: ended by its own process's watch
+        assert session_alive(blocker)  # before: ended by its own process's watch
         assert [h for h in found if h.ended] == [], found
         blocker.rollback()
         thread.join(timeout=10)

@@ -25,6 +25,7 @@ from psycopg_pool import ConnectionPool
 from tests.conftest import RunningVault
 from tests.integration.fresh_values import Revealer, issue_fresh_ip
 from tests.integration.own_database import database_of_its_own, migrate_before
+from tests.integration.pg_backends import session_alive
 from vault_service.adapters.postgres.chain_lock import NOT_SEEN, ChainLockWatch
 from vault_service.adapters.postgres.keys import KEYS_LOCK
 
@@ -50,14 +51,6 @@ def _login_of_the_role(env: dict[str, str]) -> Iterator[str]:
             admin.execute(f"DROP ROLE {login}")
 
 
-def _alive(conn: psycopg.Connection) -> bool:
-    try:
-        conn.execute("SELECT 1")
-    except psycopg.OperationalError:
-        return False
-    return True
-
-
 def test_another_login_of_the_role_holding_the_chain_lock_is_ended_and_reveals_served_again(
     stack_env: dict[str, str], vault: RunningVault
 ) -> None:
@@ -77,7 +70,7 @@ def test_another_login_of_the_role_holding_the_chain_lock_is_ended_and_reveals_s
                 assert time.monotonic() - started < 20, "the other login's session was never ended (before: never)"
         served_after = time.monotonic() - started
         assert answer == value
-        assert not _alive(rogue)  # ended by the vault's upkeep: its transaction and row gone
+        assert not session_alive(rogue)  # ended by the vault's upkeep: its transaction and row gone
     reveal.close()
     assert served_after < 12  # ended once an append waited 1 s for it (R33-1), or held 5 s idle (a 2 s round)
     print(f"\nanother login holding the chain lock: {failed} reveal(s) refused, served after {served_after:.1f} s")
@@ -128,18 +121,18 @@ def test_the_functions_list_and_end_members_sessions_only(stack_env: dict[str, s
             ).fetchone()
             assert row == (None,), name
         for name in ("etl", "analyst", "superuser", "member_idle"):
-            assert _alive(conns[name]), name
+            assert session_alive(conns[name]), name
         backend_start, xact_start = started["member"]  # type: ignore[misc]
         wrong = vault.execute(  # another transaction's start: not ended
             "SELECT vault.end_role_session(%s, %s, %s)", (pids["member"], backend_start, backend_start)
         ).fetchone()
-        assert wrong == (None,) and _alive(member) is True
+        assert wrong == (None,) and session_alive(member) is True
         ended = vault.execute(
             "SELECT vault.end_role_session(%s, %s, %s)", (pids["member"], backend_start, xact_start)
         ).fetchone()
         assert ended == (True,)
         time.sleep(0.2)
-        assert not _alive(member)
+        assert not session_alive(member)
         superuser.rollback()
 
 
@@ -182,7 +175,7 @@ def test_an_owner_that_may_not_see_or_signal_is_said_once_and_the_holder_reporte
                 time.sleep(0.4)
                 (found,) = watch.end_stale_holders()
                 assert not found.ended and found.not_ended_because == NOT_SEEN
-                assert _alive(rogue)
+                assert session_alive(rogue)
             # This watch's lines (this thread's): the session's own vault, running in this process, looks every
             # 0.25 s too and says it once for itself.
             lacking = [
@@ -215,5 +208,5 @@ def test_before_migration_0042_the_watch_still_ends_its_own_login_s_holders_and_
             time.sleep(0.4)
             (found,) = watch.end_stale_holders()
             assert found.ended and found.pid == rogue.info.backend_pid
-            assert not _alive(rogue)
+            assert not session_alive(rogue)
         assert any("migration 0042 is not applied" in r.getMessage() for r in caplog.records)
