@@ -15,11 +15,11 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from tokenvault_cli.context import Context, SettingsFailure, vault_errors
 from tokenvault_cli.settings import SECURITY_ROLE
-from tokenvault_client import KeyCommands, KeyStatus, VaultClient
+from tokenvault_client import KeyCommands, VaultClient
+from tokenvault_common.key_status_text import print_key_status
 
 REASON = click.option(
     "--reason", required=True, help="Change ticket (a reference such as CHG-1234), kept for good in the audit log."
@@ -43,41 +43,6 @@ def _on(ctx: Context) -> tuple[VaultClient, KeyCommands]:
     return client, client.key_commands()
 
 
-def print_status(status: KeyStatus) -> None:
-    """The data keys and where rotation stands, as `status` prints them."""
-    table = Table("key", "purpose", "state", "wrapped with KEK version")
-    retired_below = status.kek_min_decryption_version
-    for key in status.keys:
-        gone = "" if key.unwraps_under(retired_below) else " (below the minimum)"
-        table.add_row(str(key.key_id), key.purpose, key.state, f"v{key.kek_version}{gone}")
-    stdout.print(table)
-    stdout.print(f"KEK latest version            : v{status.kek_latest_version}")
-    stdout.print(f"KEK min_decryption_version    : v{retired_below} (versions below it retired in Transit)")
-    if any(not key.unwraps_under(retired_below) for key in status.keys):
-        stdout.print("  a key 'below the minimum' no longer unwraps (retire-kek-versions retired its version)")
-    stdout.print(f"values to re-encrypt          : {status.rows_to_reencrypt}")
-    stdout.print(f"fingerprints to re-index      : {status.rows_to_reindex}")
-    safe = status.safe_min_decryption_version
-    stdout.print(f"safe min_decryption_version   : {safe}")
-    if safe < status.kek_latest_version:
-        stdout.print("  run `rewrap` first to allow raising it to the latest version")
-    for job in status.interrupted:
-        stdout.print(
-            f"INTERRUPTED: {job.describe()}: its process ended before its outcome (no live process holds it);"
-            " the next key command appends its outcome row `failed: interrupted`; a reencrypt or reindex run again"
-            " resumes (the work left is above)",
-            markup=False,
-        )
-
-    for row in status.unpaired_outcomes:
-        stdout.print(
-            f"UNPAIRED OUTCOME: {row.describe()}: the vault writes one outcome row per intent row, so this one was"
-            " appended by someone else (the serving role can append rows) or twice: read both rows and the"
-            " intent row, and who holds the serving role's credentials",
-            markup=False,
-        )
-
-
 @click.command()
 @click.pass_obj
 @vault_errors
@@ -88,7 +53,7 @@ def status(ctx: Context) -> None:
     """
     client, commands = _on(ctx)
     with client:
-        print_status(commands.status())
+        print_key_status(commands.status(), stdout)
 
 
 @click.command()

@@ -9,8 +9,8 @@ from typing import Any, cast
 import pytest
 from rich.console import Console
 
+from tokenvault_common.key_status_text import print_key_status
 from vault_service.domain.errors import KekVersionsInUse, KeysUnavailable
-from vault_service.entrypoints import admin_cli
 from vault_service.service import rotation
 from vault_service.service.ports import KekVersions
 from vault_service.service.rotation import KeyRotation
@@ -100,11 +100,10 @@ def test_a_kek_that_cannot_be_read_leaves_a_failed_outcome_not_an_open_intent(mo
     assert kek.writes == [] and audit.outcomes == ["started", "failed: Vault at https://vault:8200 is unreachable"]
 
 
-def test_status_shows_the_present_minimum_and_the_keys_past_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_status_shows_the_present_minimum_and_the_keys_past_it() -> None:
     """What `retire-kek-versions` did is on `tokenvault status`: Transit's minimum, and which keys no longer unwrap."""
     printed = io.StringIO()
-    monkeypatch.setattr(admin_cli, "console", Console(file=printed, width=200))
-    admin_cli._print_status(RotationStatus(3, KEYS, 0, 0, 3, 3))
+    print_key_status(RotationStatus(3, KEYS, 0, 0, 3, 3), Console(file=printed, width=200))
     lines = printed.getvalue().splitlines()
     assert "KEK min_decryption_version    : v3 (versions below it retired in Transit)" in lines
     past = [line.split()[1] for line in lines if "(below the minimum)" in line]

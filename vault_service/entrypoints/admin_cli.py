@@ -28,9 +28,9 @@ from pathlib import Path
 from psycopg_pool import PoolTimeout
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from tokenvault_common.env import ConfigError
+from tokenvault_common.key_status_text import print_key_status
 from tokenvault_common.logging_setup import configure_logging
 from tokenvault_common.metrics_endpoint import MetricsEndpointError, serve_metrics, tls_context
 from vault_service.adapters.operator_identity import (
@@ -52,7 +52,6 @@ from vault_service.service.audit_verify import COPY_LAG_INTERVALS
 from vault_service.service.exported_copy import ExportedCopyRefused
 from vault_service.service.key_jobs import BATCH_SIZES, MAX_BATCH_SIZE, MIN_BATCH_SIZE
 from vault_service.service.rotation import KeyRotation
-from vault_service.service.rotation_status import RotationStatus
 
 console = Console(stderr=False)
 
@@ -149,40 +148,6 @@ def kek_version(text: str) -> int:
     return int(text)
 
 
-def _print_status(status: RotationStatus) -> None:
-    table = Table("key", "purpose", "state", "wrapped with KEK version")
-    retired_below = status.kek_min_decryption_version
-    for key in status.keys:
-        gone = "" if key.unwraps_under(retired_below) else " (below the minimum)"
-        table.add_row(str(key.key_id), key.purpose, key.state, f"v{key.kek_version}{gone}")
-    console.print(table)
-    console.print(f"KEK latest version            : v{status.kek_latest_version}")
-    console.print(f"KEK min_decryption_version    : v{retired_below} (versions below it retired in Transit)")
-    if any(not key.unwraps_under(retired_below) for key in status.keys):
-        console.print("  a key 'below the minimum' no longer unwraps (retire-kek-versions retired its version)")
-    console.print(f"values to re-encrypt          : {status.rows_to_reencrypt}")
-    console.print(f"fingerprints to re-index      : {status.rows_to_reindex}")
-    safe = status.safe_min_decryption_version
-    console.print(f"safe min_decryption_version   : {safe}")
-    if safe < status.kek_latest_version:
-        console.print("  run `rewrap` first to allow raising it to the latest version")
-    for job in status.interrupted:
-        console.print(
-            f"INTERRUPTED: {job.describe()}: its process ended before its outcome (no live process holds it);"
-            " the next key command appends its outcome row `failed: interrupted`; a reencrypt or reindex run again"
-            " resumes (the work left is above)",
-            markup=False,
-        )
-
-    for row in status.unpaired_outcomes:
-        console.print(
-            f"UNPAIRED OUTCOME: {row.describe()}: the vault writes one outcome row per intent row, so this one was"
-            " appended by someone else (the serving role can append rows) or twice: read both rows and the"
-            " intent row, and who holds the serving role's credentials",
-            markup=False,
-        )
-
-
 def _with_progress(phase_total: int, job: Callable[[Callable[[str, int], None]], int]) -> int:
     with Progress(
         SpinnerColumn(),
@@ -213,7 +178,7 @@ def _run(
     args: argparse.Namespace, config: VaultServiceConfig, rotation: KeyRotation, metrics_tls: ssl.SSLContext | None
 ) -> int:
     if args.command == "status":
-        _print_status(rotation.status())
+        print_key_status(rotation.status(), console)
         return 0
     if getattr(args, "metrics_port", 0):  # over TLS like the service's when TOKENVAULT_METRICS_TLS_* are set
         serve_metrics(args.metrics_port, "127.0.0.1", metrics_tls, "--metrics-port")
