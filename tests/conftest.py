@@ -145,19 +145,29 @@ def client_channel(env: dict[str, str], address: str, client: str) -> grpc.Chann
     return open_channel(address, stack_identity(env, client), transparent_retry=True)
 
 
-@pytest.fixture
-def client_for(stack_env: dict[str, str], vault: RunningVault) -> Iterator[Callable[..., VaultClient]]:
-    """client_for("analyst") -> a VaultClient of the session's vault authenticated as that client."""
+@contextmanager
+def vault_clients(env: dict[str, str], vault_address: str) -> Iterator[Callable[..., VaultClient]]:
+    """make("analyst") -> a VaultClient of the vault at `vault_address` (or make's `address`) authenticated as that
+    stack client, VaultClient's `options` passed on; every client made is closed on leaving."""
     clients: list[VaultClient] = []
 
     def make(client: str, address: str | None = None, **options: Any) -> VaultClient:
-        made = VaultClient.connect(address or vault.address, stack_identity(stack_env, client), **options)
+        made = VaultClient.connect(address or vault_address, stack_identity(env, client), **options)
         clients.append(made)
         return made
 
-    yield make
-    for made in clients:
-        made.close()
+    try:
+        yield make
+    finally:
+        for made in clients:
+            made.close()
+
+
+@pytest.fixture
+def client_for(stack_env: dict[str, str], vault: RunningVault) -> Iterator[Callable[..., VaultClient]]:
+    """client_for("analyst") -> a VaultClient of the session's vault authenticated as that client."""
+    with vault_clients(stack_env, vault.address) as make:
+        yield make
 
 
 @pytest.fixture

@@ -23,13 +23,12 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.conftest import RunningVault, client_channel, running_vault, stack_identity, vault_config
+from tests.conftest import RunningVault, client_channel, running_vault, stack_identity, vault_clients, vault_config
 from tests.integration.audit_attacks import Anchored, anchored, as_owner, own_database
+from tests.integration.audit_rows import client_certificate
 from tests.integration.own_database import database_of_its_own
 from tokenvault_api.v1 import audit_reports_pb2, audit_reports_pb2_grpc
 from tokenvault_client import InvalidArgument, PermissionDenied, RateLimited, TokenType, VaultClient, VaultClientError
@@ -63,15 +62,8 @@ def own_vault(own_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture
 def client_as(own_env: dict[str, str], own_vault: RunningVault) -> Iterator[Callable[[str], VaultClient]]:
-    clients: list[VaultClient] = []
-
-    def make(name: str) -> VaultClient:
-        clients.append(VaultClient.connect(own_vault.address, stack_identity(own_env, name)))
-        return clients[-1]
-
-    yield make
-    for client in clients:
-        client.close()
+    with vault_clients(own_env, own_vault.address) as make:
+        yield make
 
 
 def _rows(env: dict[str, str], action: str, after: int = 0) -> list[tuple[str, str, str, str, str, int]]:
@@ -97,11 +89,6 @@ def _log_text(env: dict[str, str], after: int) -> str:
     return repr(rows)
 
 
-def _certificate(env: dict[str, str], name: str) -> tuple[str, str]:
-    cert = x509.load_pem_x509_certificate((Path(env["STACK_DIR"]) / "certs" / f"{name}.pem").read_bytes())
-    return format(cert.serial_number, "x"), cert.fingerprint(hashes.SHA256()).hex()
-
-
 def test_the_security_team_has_the_vault_verify_its_log_and_the_call_is_on_the_record(
     own_env: dict[str, str], own_vault: RunningVault, client_as: Callable[[str], VaultClient]
 ) -> None:
@@ -114,7 +101,7 @@ def test_the_security_team_has_the_vault_verify_its_log_and_the_call_is_on_the_r
     assert verdict.intact and verdict.first_row == 0 and verdict.finding == "" and verdict.rows > 0
     assert any(line.startswith("audit log intact") and "the exported copy verified" in line for line in verdict.lines)
     assert any(line.startswith("erasures reconciled") for line in verdict.lines)
-    serial, digest = _certificate(own_env, SECURITY_TEAM)
+    serial, digest = client_certificate(own_env, SECURITY_TEAM)
     ((client, row_serial, row_digest, outcome, _, _),) = _rows(own_env, "audit-verify", before)
     assert (client, row_serial, row_digest) == (SECURITY_TEAM, serial, digest)
     assert outcome.startswith("ok: intact")

@@ -27,11 +27,10 @@ import grpc
 import hvac
 import psycopg
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 from devstack import certs
-from tests.conftest import RunningVault, running_vault, stack_identity, vault_config
+from tests.conftest import RunningVault, running_vault, stack_identity, vault_clients, vault_config
+from tests.integration.audit_rows import client_certificate, ticket_rows
 from tests.integration.own_database import database_of_its_own
 from tests.integration.test_erasure_crypto_shredding import _security_team
 from tokenvault_client import ClientIdentity, KeyCommands, PermissionDenied, RateLimited, VaultClient, VaultClientError
@@ -97,26 +96,8 @@ def own_vault(
 
 @pytest.fixture
 def commands_of(own_vault: RunningVault, own_env: dict[str, str]) -> Iterator[Callable[[str], KeyCommands]]:
-    clients: list[VaultClient] = []
-
-    def make(name: str) -> KeyCommands:
-        clients.append(VaultClient.connect(own_vault.address, stack_identity(own_env, name)))
-        return clients[-1].key_commands()
-
-    yield make
-    for client in clients:
-        client.close()
-
-
-def _rows(env: dict[str, str], action: str, reason: str) -> list[tuple[str, str, str, str]]:
-    """(client, serial, cert sha256, outcome) of the rows `action` wrote under the ticket `reason`."""
-    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
-        rows = conn.execute(
-            "SELECT client, client_serial, client_cert_sha256, outcome FROM vault.audit_log"
-            " WHERE action = %s AND purpose = %s ORDER BY id",
-            (action, reason),
-        ).fetchall()
-    return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
+    with vault_clients(own_env, own_vault.address) as make:
+        yield lambda name: make(name).key_commands()
 
 
 def _refusals(env: dict[str, str], client: str, action: str, outcome: str) -> int:
@@ -126,11 +107,6 @@ def _refusals(env: dict[str, str], client: str, action: str, outcome: str) -> in
             (client, action, outcome),
         ).fetchone()
     return int(row[0]) if row else 0
-
-
-def _certificate(env: dict[str, str], name: str) -> tuple[str, str]:
-    cert = x509.load_pem_x509_certificate((Path(env["STACK_DIR"]) / "certs" / f"{name}.pem").read_bytes())
-    return format(cert.serial_number, "x"), cert.fingerprint(hashes.SHA256()).hex()
 
 
 def _keys(env: dict[str, str]) -> list[tuple[int, str, str]]:
@@ -175,13 +151,13 @@ def test_the_security_team_certificate_has_the_vault_rotate_rewrap_and_report(
     assert rewrapped >= 3 and after.kek_latest_version == before.kek_latest_version + 1
     assert {k.kek_version for k in after.keys if k.state != "retired"} == {after.kek_latest_version}
     assert after.safe_min_decryption_version == after.kek_latest_version
-    serial, digest = _certificate(own_env, SECURITY_TEAM)
+    serial, digest = client_certificate(own_env, SECURITY_TEAM)
     for action, reason, outcome in (
         ("rotate-encryption-key", "CHG-8101", f"ok: data key {dek} active"),
         ("rotate-fingerprint-key", "CHG-8102", f"ok: fingerprint key {pending} pending"),
         ("rewrap", "CHG-8103", f"ok: {rewrapped} data keys rewrapped"),
     ):
-        rows = _rows(own_env, action, reason)
+        rows = ticket_rows(own_env, action, reason)
         assert [row[:3] for row in rows] == [(SECURITY_TEAM, serial, digest)] * 2
         assert rows[0][3] == INTENT_HELD and rows[1][3].startswith(f"{outcome} (intent row ")  # it names its intent
 
@@ -189,7 +165,7 @@ def test_the_security_team_certificate_has_the_vault_rotate_rewrap_and_report(
         team.rotate_fingerprint_key("CHG-8104")
     assert under_way.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "run the re-index to finish it" in under_way.value.details
-    assert _rows(own_env, "rotate-fingerprint-key", "CHG-8104")[-1][3].startswith("refused: ")
+    assert ticket_rows(own_env, "rotate-fingerprint-key", "CHG-8104")[-1][3].startswith("refused: ")
 
 
 @pytest.mark.parametrize("client", ["analyst", "etl-service"])
@@ -217,7 +193,7 @@ def test_other_certificates_are_refused_every_key_command_on_the_record_and_noth
         assert "security team's client certificate" in refused.value.details
         assert _refusals(own_env, client, name, "refused: PermissionDenied") == before + 1  # audited
     assert _keys(own_env) == keys and _kek_settings(root, kek) == settings
-    assert _rows(own_env, "rewrap", "CHG-8201") == []
+    assert ticket_rows(own_env, "rewrap", "CHG-8201") == []
 
 
 def test_a_reason_the_log_may_not_keep_is_refused_before_anything_and_on_the_record(
@@ -283,8 +259,8 @@ def test_retiring_kek_versions_writes_transit_with_the_operators_token_only_afte
     assert _kek_settings(root, kek) == (latest, latest, latest)
     assert team.status().kek_min_decryption_version == latest
 
-    serial, digest = _certificate(own_env, SECURITY_TEAM)
-    rows = _rows(own_env, "retire-kek-versions", "CHG-8303")
+    serial, digest = client_certificate(own_env, SECURITY_TEAM)
+    rows = ticket_rows(own_env, "retire-kek-versions", "CHG-8303")
     assert [(s, d) for _, s, d, _ in rows] == [(serial, digest)] * 2
     assert all(c.startswith(f"{SECURITY_TEAM} with vault:") and f"accessor={accessor}" in c for c, _, _, _ in rows)
     assert rows[0][3] == INTENT_HELD and rows[1][3].startswith(f"ok: KEK {kek} versions below v{latest} retired")
@@ -333,7 +309,7 @@ def test_a_token_that_is_no_vault_token_is_refused_invalid_argument_on_the_recor
         assert token.strip() not in details and not _vault_address_named(own_env, details), (what, details)
         assert _refusals(own_env, SECURITY_TEAM, "retire-kek-versions", "refused: InvalidRequest") == before + 1, what
     assert "at most 4096 characters, not 3000002" in details
-    assert _kek_settings(root, kek) == settings and _rows(own_env, "retire-kek-versions", "CHG-8401") == []
+    assert _kek_settings(root, kek) == settings and ticket_rows(own_env, "retire-kek-versions", "CHG-8401") == []
     # A well-formed token Vault does not know: refused by Vault, and the answer does not name Vault's address.
     with pytest.raises(PermissionDenied) as unknown:
         team.retire_kek_versions(settings[0], "CHG-8401", "s.NotATokenVaultKnows0123")
@@ -395,7 +371,7 @@ def test_status_has_a_budget_of_its_own_per_certificate_and_a_status_flood_never
     calls served and audited, the 31st refused; a rewrap still served; another certificate of the team (its own
     serial) still answered; the changes still refused past their own bound (20, then one every 2 s)."""
     kek, root = own_kek
-    serial, digest = _certificate(own_env, SECURITY_TEAM)
+    serial, digest = client_certificate(own_env, SECURITY_TEAM)
     authority = certs.load_authority(Path(own_env["STACK_DIR"]) / "certs")
     other = certs.issue(authority, tmp_path, SECURITY_TEAM)  # a second certificate of the team: another serial
     with (
@@ -421,7 +397,7 @@ def test_status_has_a_budget_of_its_own_per_certificate_and_a_status_flood_never
         assert _refusals(own_env, SECURITY_TEAM, "status", "refused: RateLimited") == refused_before + 1
 
         assert team.rewrap("CHG-8501") >= 0  # served: the changes' budget is untouched by the status calls
-        assert _rows(own_env, "rewrap", "CHG-8501")[-1][3].startswith("ok: ")
+        assert ticket_rows(own_env, "rewrap", "CHG-8501")[-1][3].startswith("ok: ")
         assert second.key_commands().status().keys  # per certificate: the other serial's budget is its own
 
         start, served = time.monotonic(), 1
@@ -469,7 +445,7 @@ def test_well_formed_bogus_tokens_spend_only_a_budget_of_their_own_and_a_real_re
         team.rewrap("CHG-8602")  # every data key under the KEK's newest version
         retired = team.retire_kek_versions(latest, "CHG-8603", operator)
         assert (retired.kek_name, retired.below) == (kek, latest)
-        assert _rows(own_env, "retire-kek-versions", "CHG-8603")[-1][3].startswith("ok: ")
+        assert ticket_rows(own_env, "retire-kek-versions", "CHG-8603")[-1][3].startswith("ok: ")
 
         start, looked_up = time.monotonic(), bogus
         limited_before = _refusals(own_env, SECURITY_TEAM, "retire-kek-versions", "refused: RateLimited")

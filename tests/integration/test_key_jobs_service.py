@@ -24,11 +24,10 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 from devstack.procs import stop_pid
-from tests.conftest import RunningVault, running_vault, stack_identity, vault_config
+from tests.conftest import RunningVault, running_vault, stack_identity, vault_clients, vault_config
+from tests.integration.audit_rows import client_certificate, ticket_rows
 from tests.integration.conftest import start_vault_process
 from tests.integration.own_database import database_of_its_own
 from tokenvault_client import (
@@ -62,15 +61,8 @@ def own_vault(own_env: dict[str, str]) -> Iterator[RunningVault]:
 
 @pytest.fixture
 def client_as(own_env: dict[str, str], own_vault: RunningVault) -> Iterator[Callable[[str], VaultClient]]:
-    clients: list[VaultClient] = []
-
-    def make(name: str) -> VaultClient:
-        clients.append(VaultClient.connect(own_vault.address, stack_identity(own_env, name)))
-        return clients[-1]
-
-    yield make
-    for client in clients:
-        client.close()
+    with vault_clients(own_env, own_vault.address) as make:
+        yield make
 
 
 def _values(first: int, count: int) -> list[str]:
@@ -89,22 +81,6 @@ def _rows_under(env: dict[str, str], dek_id: int) -> int:
     return int(row[0]) if row else 0
 
 
-def _job_rows(env: dict[str, str], action: str, reason: str) -> list[tuple[str, str, str, str]]:
-    """(client, serial, cert sha256, outcome) of the job rows `action` wrote under the ticket `reason`."""
-    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
-        rows = conn.execute(
-            "SELECT client, client_serial, client_cert_sha256, outcome FROM vault.audit_log"
-            " WHERE action = %s AND purpose = %s ORDER BY id",
-            (action, reason),
-        ).fetchall()
-    return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
-
-
-def _certificate(env: dict[str, str], name: str) -> tuple[str, str]:
-    cert = x509.load_pem_x509_certificate((Path(env["STACK_DIR"]) / "certs" / f"{name}.pem").read_bytes())
-    return format(cert.serial_number, "x"), cert.fingerprint(hashes.SHA256()).hex()
-
-
 def test_the_security_team_certificate_has_the_vault_reencrypt_and_every_value_still_reveals(
     own_env: dict[str, str], own_vault: RunningVault, client_as: Callable[[str], VaultClient]
 ) -> None:
@@ -121,8 +97,8 @@ def test_the_security_team_certificate_has_the_vault_reencrypt_and_every_value_s
     assert _rows_under(own_env, new_dek) == 300
     reveals = client_as("fraud-investigator").detokenize(tokens, "CASE-7102")
     assert [r.value if isinstance(r, Revealed) else None for r in reveals] == values
-    serial, digest = _certificate(own_env, SECURITY_TEAM)
-    rows = _job_rows(own_env, "reencrypt", "CHG-7101")
+    serial, digest = client_certificate(own_env, SECURITY_TEAM)
+    rows = ticket_rows(own_env, "reencrypt", "CHG-7101")
     assert [(c, s, d) for c, s, d, _ in rows] == [(SECURITY_TEAM, serial, digest)] * 2
     assert rows[0][3] == INTENT_HELD and rows[1][3].startswith("ok: 300 values moved")
 
@@ -140,7 +116,7 @@ def test_other_certificates_are_refused_and_nothing_moves(
         assert f"client {client!r} may not run the key job {job}" in refused.value.details
         assert "security team's client certificate" in refused.value.details
     assert _rows_under(own_env, new_dek) == 0
-    assert _job_rows(own_env, "reencrypt", "CHG-7201") == []
+    assert ticket_rows(own_env, "reencrypt", "CHG-7201") == []
     with psycopg.connect(own_env["PG_ADMIN_DSN"]) as conn:
         refusals = conn.execute(
             "SELECT count(*) FROM vault.audit_log WHERE client = %s AND action IN ('reencrypt', 'reindex')"
@@ -154,7 +130,7 @@ def test_a_bad_reason_or_batch_size_is_refused_before_anything_and_on_the_record
     own_env: dict[str, str], own_vault: RunningVault, client_as: Callable[[str], VaultClient]
 ) -> None:
     team = client_as(SECURITY_TEAM)
-    serial, _ = _certificate(own_env, SECURITY_TEAM)
+    serial, _ = client_certificate(own_env, SECURITY_TEAM)
     before = _refusals(own_env, serial, "refused: InvalidRequest")
     for reason, size in (("CHG-7301", 100_001), ("CHG-7302", 1), ("user 10.0.0.1 asked", 1000)):
         with pytest.raises(VaultClientError) as refused:
@@ -170,7 +146,7 @@ def test_one_job_at_a_time_and_a_job_whose_call_ends_moves_no_further_batch_then
     values = _values(2000, 400)
     tokens = _tokenized(client_as("etl-service"), values)
     new_dek = own_vault.wired.rotation("vault:test-operator").rotate_encryption_key("CHG-7400")
-    serial, _ = _certificate(own_env, SECURITY_TEAM)
+    serial, _ = client_certificate(own_env, SECURITY_TEAM)
     refused_before = _refusals(own_env, serial, "refused: KeyJobRunning")
     operator = client_as(SECURITY_TEAM)
     with ThreadPoolExecutor(1) as pool, _keys_locked(own_env):  # the lock ends first
@@ -210,8 +186,8 @@ def test_the_security_team_certificate_has_the_vault_reindex(
     assert any(u.phase == "reindex" and not u.finished for u in updates)
     assert own_vault.wired.keys.refresh().generation.fingerprint_id == pending
     assert _tokenized(etl, values) == tokens  # the same values find their tokens under the new key
-    serial, _ = _certificate(own_env, SECURITY_TEAM)
-    assert [(c, s) for c, s, _, _ in _job_rows(own_env, "reindex", "CHG-7501")] == [(SECURITY_TEAM, serial)] * 2
+    serial, _ = client_certificate(own_env, SECURITY_TEAM)
+    assert [(c, s) for c, s, _, _ in ticket_rows(own_env, "reindex", "CHG-7501")] == [(SECURITY_TEAM, serial)] * 2
 
 
 def test_a_vault_stopped_by_sigterm_stops_its_job_after_a_batch_and_tells_the_caller(
@@ -292,7 +268,7 @@ def _wait_for_outcome(env: dict[str, str], reason: str, seconds: float = 30) -> 
 
     deadline = time.monotonic() + seconds
     while True:
-        rows = _job_rows(env, "reencrypt", reason)
+        rows = ticket_rows(env, "reencrypt", reason)
         if len(rows) > 1:
             return rows[-1][3]
         assert time.monotonic() < deadline, f"no outcome row for {reason}: {rows}"
@@ -312,7 +288,7 @@ def _once_the_stopped_job_ended(run: Callable[[], list[KeyJobProgress]], seconds
 
 
 def _outcomes(env: dict[str, str], reason: str) -> list[str]:
-    return [outcome for _, _, _, outcome in _job_rows(env, "reencrypt", reason)]
+    return [outcome for _, _, _, outcome in ticket_rows(env, "reencrypt", reason)]
 
 
 def _interrupted(team: VaultClient, reason: str, seconds: float = 15) -> InterruptedKeyJob:
@@ -350,7 +326,7 @@ def test_a_job_whose_vault_was_sigkilled_is_shown_interrupted_and_its_next_run_a
 
     team = client_as(SECURITY_TEAM)
     job = _interrupted(team, "CHG-7701")
-    serial, _ = _certificate(own_env, SECURITY_TEAM)
+    serial, _ = client_certificate(own_env, SECURITY_TEAM)
     assert (job.job, job.started_by, job.client_serial) == ("reencrypt", SECURITY_TEAM, serial)
     assert job.started_at and job.intent_row > 0
     assert team.key_commands().status().rows_to_reencrypt > 0  # how far: the work left, resumed by the next run
@@ -361,7 +337,7 @@ def test_a_job_whose_vault_was_sigkilled_is_shown_interrupted_and_its_next_run_a
     outcomes = _outcomes(own_env, "CHG-7701")
     assert outcomes[0] == outcomes[2] == INTENT_HELD and outcomes[3].startswith("ok: ")
     assert outcomes[1].startswith("failed: interrupted, the process ended") and f"row {job.intent_row} " in outcomes[1]
-    assert [(c, s) for c, s, _, _ in _job_rows(own_env, "reencrypt", "CHG-7701")] == [(SECURITY_TEAM, serial)] * 4
+    assert [(c, s) for c, s, _, _ in ticket_rows(own_env, "reencrypt", "CHG-7701")] == [(SECURITY_TEAM, serial)] * 4
     assert not [j for j in team.key_commands().status().interrupted if j.reason == "CHG-7701"]
     assert own_vault.wired.rotation("vault:test-operator").status().rows_to_reencrypt == 0
 
