@@ -17,6 +17,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -248,21 +249,9 @@ def test_a_report_whose_caller_went_away_stops_frees_the_slot_and_is_recorded_re
 ) -> None:
     own_vault.wait_for_checkpoint()
     before = _newest_id(own_env)
-    channel = client_channel(own_env, own_vault.address, SECURITY_TEAM)
-    owner = psycopg.connect(own_env["PG_ADMIN_DSN"])
-    try:
-        owner.execute("LOCK TABLE vault.audit_checkpoints IN ACCESS EXCLUSIVE MODE")  # its reads wait
-        call = audit_reports_pb2_grpc.AuditReportsStub(channel).Verify.future(
-            audit_reports_pb2.AuditVerifyRequest(), timeout=60
-        )
-        time.sleep(0.5)
-        call.cancel()  # the caller goes away while the report waits
+    with _verify_cancelled_while_checkpoints_locked(own_env, own_vault):
         time.sleep(0.3)
-    finally:
-        owner.rollback()  # the read goes on: the report ends at its next check
-        owner.close()
-        channel.close()
-    outcomes = _wait_for_rows(own_env, "audit-verify", before)
+    outcomes = _wait_for_rows(own_env, "audit-verify", before)  # the read went on: the report ends at its next check
 
     assert outcomes == ["refused: AuditReportTooLong"]  # never "ok: intact": nobody received it
     assert client_as(SECURITY_TEAM).audit_verify().intact  # the one report at a time is free again
@@ -273,28 +262,36 @@ def test_a_report_whose_caller_went_away_has_its_running_statement_cancelled_at_
 ) -> None:
     own_vault.wait_for_checkpoint()
     before = _newest_id(own_env)
-    channel = client_channel(own_env, own_vault.address, SECURITY_TEAM)
-    owner = psycopg.connect(own_env["PG_ADMIN_DSN"])
-    try:
-        owner.execute("LOCK TABLE vault.audit_checkpoints IN ACCESS EXCLUSIVE MODE")  # its read waits
-        call = audit_reports_pb2_grpc.AuditReportsStub(channel).Verify.future(
-            audit_reports_pb2.AuditVerifyRequest(), timeout=60
-        )
-        time.sleep(0.5)
-        call.cancel()
+    with _verify_cancelled_while_checkpoints_locked(own_env, own_vault):
         outcomes = _wait_for_rows(own_env, "audit-verify", before)  # the lock still held: cancelled, not ended
         with psycopg.connect(own_env["PG_ADMIN_DSN"]) as watcher:
             waiting = watcher.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tokenvault-vault'"
                 " AND wait_event_type = 'Lock' AND query LIKE '%%audit_checkpoints%%'"
             ).fetchone()
+
+    assert outcomes == ["refused: AuditReportTooLong"] and waiting == (0,)
+    assert client_as(SECURITY_TEAM).audit_verify().intact
+
+
+@contextmanager
+def _verify_cancelled_while_checkpoints_locked(env: dict[str, str], vault: RunningVault) -> Iterator[None]:
+    """A Verify of the security team's, its reads waiting on the audit checkpoints the owner locked, cancelled after
+    0.5 s (the caller goes away while the report waits); the lock is held until the `with` ends."""
+    channel = client_channel(env, vault.address, SECURITY_TEAM)
+    owner = psycopg.connect(env["PG_ADMIN_DSN"])
+    try:
+        owner.execute("LOCK TABLE vault.audit_checkpoints IN ACCESS EXCLUSIVE MODE")  # its reads wait
+        call = audit_reports_pb2_grpc.AuditReportsStub(channel).Verify.future(
+            audit_reports_pb2.AuditVerifyRequest(), timeout=60
+        )
+        time.sleep(0.5)
+        call.cancel()
+        yield
     finally:
         owner.rollback()
         owner.close()
         channel.close()
-
-    assert outcomes == ["refused: AuditReportTooLong"] and waiting == (0,)
-    assert client_as(SECURITY_TEAM).audit_verify().intact
 
 
 def _wait_for_rows(env: dict[str, str], action: str, after: int) -> list[str]:
