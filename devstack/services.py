@@ -67,6 +67,22 @@ def start_etl_service(env: Mapping[str, str], log_file: Path, user: str | None =
     return pid
 
 
+def start_lock_watchdog(
+    env: Mapping[str, str], log_file: Path, user: str | None = None, home: Path | None = None
+) -> int:
+    """Start `python -m vault_service.entrypoints.lock_watchdog` (as `user` if given); wait for its "started" line."""
+    command = python_command(user, Path(sys.prefix), "vault_service.entrypoints.lock_watchdog")
+    pid = spawn(command, log_file, env=env, cwd=REPO, user=user, home=home)
+    wait_until(
+        lambda: log_file.exists() and '"started"' in log_file.read_text(errors="replace"),
+        "lock_watchdog",
+        30,
+        pid,
+        log_file,
+    )
+    return pid
+
+
 def channel_error(error: VaultClientError) -> str:
     """A short description of a failed call."""
     return str(error)

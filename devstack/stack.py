@@ -24,7 +24,7 @@ from devstack.isolation import Isolation, isolation
 from devstack.openbao import KEK_NAME, SECRET_ID_USES, configure_dead_letters, configure_transit, start_openbao
 from devstack.postgres import pg_ctl, remove_cluster, start_postgres
 from devstack.procs import StackError, alive, free_port, stop_pid
-from devstack.services import start_etl_service, start_vault_service
+from devstack.services import start_etl_service, start_lock_watchdog, start_vault_service
 from devstack.sqs import DEV_CREDENTIALS, SqsEndpoint, identity_env, identity_key, start_sqs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,6 +111,11 @@ def etl_service_env(env: dict[str, str]) -> dict[str, str]:
         **identity_key(env, "etl").env(),  # its own SQS key only
         **_sealing_env(env),
     }
+
+
+def lock_watchdog_env(env: dict[str, str]) -> dict[str, str]:
+    """Environment of the operators' lock watchdog (its own login, IN ROLE tokenvault_watchdog)."""
+    return {"TOKENVAULT_WATCHDOG_DSN": env["PG_WATCHDOG_DSN"]}
 
 
 def _region_env() -> dict[str, str]:
@@ -228,6 +233,7 @@ def start_components(
         "PG_VAULT_DSN": pg.vault_dsn,
         "PG_ETL_DSN": pg.etl_dsn,
         "PG_ANALYST_DSN": pg.analyst_dsn,
+        "PG_WATCHDOG_DSN": pg.watchdog_dsn,
         "TOKENVAULT_GRPC_ADDRESS": f"127.0.0.1:{free_port()}",
         "TLS_CA_CERT": str(certs_dir / "ca.pem"),
         "ANALYST_TLS_CERT": str(clients["analyst"].cert),
@@ -250,6 +256,7 @@ def start_components(
         "METRICS_SCRAPER_TLS_KEY": str(metrics.scraper.key),
         "VAULT_SERVICE_LOG": str(logs / "vault_service.log"),
         "ETL_SERVICE_LOG": str(logs / "etl_service.log"),
+        "LOCK_WATCHDOG_LOG": str(logs / "lock_watchdog.log"),
     }
 
 
@@ -289,6 +296,13 @@ def up(state_dir: Path, with_services: bool = True) -> dict[str, str]:
                 iso.home(state_dir, "vault_service"),
             )
             state.save(state_dir / "state.json")
+            state.pids["lock_watchdog"] = start_lock_watchdog(
+                lock_watchdog_env(env),
+                Path(env["LOCK_WATCHDOG_LOG"]),
+                iso.user("lock_watchdog"),
+                iso.home(state_dir, "lock_watchdog"),
+            )
+            state.save(state_dir / "state.json")
             state.pids["etl_service"] = start_etl_service(
                 etl_service_env(env),
                 Path(env["ETL_SERVICE_LOG"]),
@@ -320,7 +334,7 @@ def down(state_dir: Path, keep_logs: bool = False) -> list[str]:
         return []
     state = StackState.load(state_file)
     stopped = []
-    for name in ("etl_service", "vault_service", "ministack", "openbao"):
+    for name in ("etl_service", "lock_watchdog", "vault_service", "ministack", "openbao"):
         pid = state.pids.get(name)
         if pid and alive(pid):
             stop_pid(pid)

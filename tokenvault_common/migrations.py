@@ -92,6 +92,25 @@ def set_role_passwords(dsn: str, passwords: dict[str, str]) -> None:
             )
 
 
+MEMBER_LOGIN_CONNECTION_LIMIT = 3
+"""A login made by --member-login (the lock watchdog's): its warm connection, a check, a reconnection."""
+
+
+def create_member_logins(dsn: str, groups: dict[str, str]) -> None:
+    """Make each login (name -> its group role) that is missing, IN ROLE its group; an existing one joins it."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for login, group in groups.items():
+            exists = conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (login,)).fetchone()
+            if exists is None:
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN CONNECTION LIMIT {} IN ROLE {}").format(
+                        sql.Identifier(login), sql.Literal(MEMBER_LOGIN_CONNECTION_LIMIT), sql.Identifier(group)
+                    )
+                )
+            else:
+                conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(login)))
+
+
 def main() -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description="Apply tokenvault database migrations.")
@@ -102,6 +121,14 @@ def main() -> int:
         default=[],
         metavar="ROLE=ENV_VAR",
         help="after migrating, set ROLE's password from environment variable ENV_VAR",
+    )
+    parser.add_argument(
+        "--member-login",
+        action="append",
+        default=[],
+        metavar="LOGIN:GROUP=ENV_VAR",
+        help="after migrating, make LOGIN (if missing) a login IN ROLE GROUP, its password from ENV_VAR"
+        " (the lock watchdog's: watchdog:tokenvault_watchdog=PG_WATCHDOG_PASSWORD)",
     )
     parser.add_argument(
         "--public-login",
@@ -118,11 +145,20 @@ def main() -> int:
     done = migrate(args.dsn)
     print(f"applied {len(done)} migration(s): {', '.join(done) or 'none pending'}")
     passwords = {}
+    groups = {}
+    for item in args.member_login:
+        login_group, _, variable = item.partition("=")
+        login, _, group = login_group.partition(":")
+        if not (login and group and variable):
+            parser.error(f"--member-login {item!r}: expected LOGIN:GROUP=ENV_VAR")
+        groups[login] = group
+        args.role_password.append(f"{login}={variable}")
     for item in args.role_password:
         role, _, variable = item.partition("=")
         if not os.environ.get(variable):
             parser.error(f"environment variable {variable} (password of {role}) is not set")
         passwords[role] = os.environ[variable]
+    create_member_logins(args.dsn, groups)
     set_role_passwords(args.dsn, passwords)
     return 0
 

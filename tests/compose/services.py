@@ -9,7 +9,7 @@ from __future__ import annotations
 from tests.compose.conftest import Timer
 from tests.compose.stack import Compose
 
-LONG_RUNNING = ("postgres", "vault", "localstack", "vault-service", "etl-service")
+LONG_RUNNING = ("postgres", "vault", "localstack", "vault-service", "lock-watchdog", "etl-service")
 """The services that run for good, each with a health check."""
 ONE_SHOT = ("certs", "vault-init", "migrate", "sqs-init")
 """The services that run once at `up` and must exit 0."""

@@ -31,7 +31,7 @@ from tests.integration.fresh_values import fresh_value
 from tests.integration.own_cluster import cluster_of_its_own
 from tests.integration.own_database import database_of_its_own, migrate_before
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
-from vault_service.adapters.postgres.chain_lock import HOG_LOCKS, LockHogWatch
+from vault_service.adapters.postgres.lock_hogs import HOG_LOCKS, LockHogWatch
 
 _WRITE = "SAVEPOINT a; SELECT vault.take_call_budget('hog-{n}', 'tokenize', 1, 1, 1000000, 1000000);"
 """The attacker's write (attack 29): a savepoint never released, a new call-budget row (a client no one uses)."""
@@ -53,7 +53,9 @@ class Filler:
     one savepoint at a time, retaking what frees up, as the attacker did).
     """
 
-    def __init__(self, dsn: str, most: int, seconds: float) -> None:
+    def __init__(self, dsn: str, most: int, seconds: float, write: str = _WRITE) -> None:
+        self.write = write
+        """The statement sent, `{n}` numbered: a savepoint and a write (migration 0048's tests: the ETL's)."""
         self.conn = psycopg.connect(dsn)
         self.pid = self.conn.info.backend_pid
         self.most, self.seconds = most, seconds
@@ -69,7 +71,7 @@ class Filler:
         try:
             while self.nested < self.most and not self.stop.is_set() and time.monotonic() - started < self.seconds:
                 try:
-                    self.conn.execute("".join(_WRITE.format(n=self.nested + i) for i in range(batch)).encode())
+                    self.conn.execute("".join(self.write.format(n=self.nested + i) for i in range(batch)).encode())
                     self.nested += batch
                 except psycopg.errors.OutOfMemory:
                     self.refused += 1
@@ -267,8 +269,9 @@ def test_the_vaults_own_sessions_are_never_ended_by_the_rule(
 
 @pytest.mark.timeout(120)
 def test_the_rule_ends_no_other_roles_session_and_only_the_serving_role_may_run_it(private_postgres: Postgres) -> None:
-    """An ETL session holding 400 savepoints' entries is left (the vault's login may not end it); ETL, analysts and
-    PUBLIC may not call vault.end_lock_hogs."""
+    """An ETL session holding 400 savepoints' entries is left by the vault's rule (the vault's login may not end it:
+    the operators' lock watchdog does, test_lock_watchdog.py); ETL, analysts, the watchdog and PUBLIC may not call
+    vault.end_lock_hogs."""
     pg = private_postgres
     etl_write = (
         "SAVEPOINT a; INSERT INTO public.etl_quarantine (event_id, sqs_message_id, reason, detail)"
@@ -286,12 +289,19 @@ def test_the_rule_ends_no_other_roles_session_and_only_the_serving_role_may_run_
                 role: admin.execute(
                     "SELECT has_function_privilege(%s, 'vault.end_lock_hogs(integer[])', 'EXECUTE')", (role,)
                 ).fetchone()
-                for role in ("tokenvault_vault", "tokenvault_etl", "tokenvault_analyst", "public")
+                for role in (
+                    "tokenvault_vault",
+                    "tokenvault_etl",
+                    "tokenvault_analyst",
+                    "tokenvault_watchdog",
+                    "public",
+                )
             }
         assert may == {
             "tokenvault_vault": (True,),
             "tokenvault_etl": (False,),
             "tokenvault_analyst": (False,),
+            "tokenvault_watchdog": (False,),
             "public": (False,),
         }
     finally:

@@ -17,6 +17,7 @@ from etl_service.config import EtlConfig
 from tests.compose_model import compose_config, resolved
 from tokenvault_common.env import ConfigError
 from vault_service.config import VaultServiceConfig
+from vault_service.entrypoints.lock_watchdog import WatchdogConfig
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT_SERVICES = (
@@ -25,6 +26,7 @@ PROJECT_SERVICES = (
     "sqs-init",
     "vault-service",
     "etl-service",
+    "lock-watchdog",
     "load-sample",
     "analyst",
     "security",
@@ -50,6 +52,7 @@ def test_every_variable_the_services_require_is_set_in_compose(tmp_path: Path) -
         ("vault-service", VaultServiceConfig),
         ("etl-service", EtlConfig),
         ("exercise-etl", EtlConfig),
+        ("lock-watchdog", WatchdogConfig),
     ):
         env = {k: str(v) for k, v in services[name]["environment"].items()}
         try:
@@ -293,7 +296,7 @@ def test_each_server_shares_a_network_only_with_the_containers_that_use_it(tmp_p
 
     assert sharing("localstack") == {"etl-service", "load-sample", "sqs-init"}
     assert sharing("vault") == {"vault-init", "vault-service", "etl-service", "exercise-etl"}
-    assert sharing("postgres") == {"migrate", "vault-service", "etl-service"}
+    assert sharing("postgres") == {"migrate", "vault-service", "etl-service", "lock-watchdog"}
     assert sharing("exercise-localstack") == {"exercise-dlq", "exercise-etl"}
     assert sharing("exercise-postgres") == {"exercise-migrate", "exercise-etl"}
     assert sharing("analyst") == {"vault-service"} and sharing("metrics") == {"vault-service", "etl-service"}

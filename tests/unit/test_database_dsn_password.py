@@ -41,7 +41,8 @@ def _shipped() -> list[str]:
 def test_every_dsn_shipped_passes() -> None:
     shipped = _shipped()
     kubernetes = [dsn for dsn in shipped if "@postgres.tokenvault-data.svc:" in dsn]
-    assert len(shipped) >= 6 and len(kubernetes) == 3, shipped  # the Deployment, the ETL, the admin Job (review 28, F6)
+    # the Deployment, the ETL, the admin Job (review 28, F6), the lock watchdog (migration 0048)
+    assert len(shipped) >= 7 and len(kubernetes) == 4, shipped
     assert all(dsn.startswith("postgresql://secret:secret@") for dsn in kubernetes), kubernetes
     assert [dsn for dsn in shipped if password_exposed(V, dsn, {})] == []
 

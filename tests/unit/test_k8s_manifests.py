@@ -22,6 +22,7 @@ from tokenvault_common.env import ConfigError
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.policy import load_policy
 from vault_service.entrypoints import admin_cli
+from vault_service.entrypoints.lock_watchdog import WatchdogConfig
 from vault_service.entrypoints.server import LIVENESS_SERVICE
 
 
@@ -41,7 +42,7 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 def test_each_service_runs_as_a_uid_of_its_own() -> None:
     users = [d["spec"]["template"]["spec"]["securityContext"]["runAsUser"] for d in by_kind("Deployment").values()]
-    assert len(users) == len(set(users)) == 2 and 0 not in users
+    assert len(users) == len(set(users)) == 3 and 0 not in users
 
 
 def test_the_configmap_generator_files_exist_and_the_policy_is_valid() -> None:
@@ -89,10 +90,10 @@ def probes(deployment: dict[str, Any]) -> list[dict[str, Any]]:
     return [spec[k] for k in ("readinessProbe", "livenessProbe", "startupProbe") if k in spec]
 
 
-@pytest.mark.parametrize("name", ["vault-service", "etl-service"])
+@pytest.mark.parametrize("name", ["vault-service", "etl-service", "lock-watchdog"])
 def test_probes_point_at_declared_ports_or_real_modules(name: str) -> None:
     deployment = by_kind("Deployment")[name]
-    ports = {p["name"]: p["containerPort"] for p in container(deployment)["ports"]}
+    ports = {p["name"]: p["containerPort"] for p in container(deployment).get("ports", [])}
     assert probes(deployment), "no probe"
     for probe in probes(deployment):
         if "exec" in probe:
@@ -147,6 +148,14 @@ def test_every_setting_a_service_requires_is_provided(name: str, load: Any) -> N
     problems = str(error.value).splitlines()[1:]
     mounted = ("/vault/secrets/", "/etc/tokenvault/")
     assert problems and all("which is not a file" in p and any(m in p for m in mounted) for p in problems), problems
+
+
+def test_the_lock_watchdog_has_every_setting_and_its_probe_needs_no_port() -> None:
+    """Migration 0048's watchdog: its DSN from Vault (a login IN ROLE tokenvault_watchdog), metrics on loopback."""
+    deployment = by_kind("Deployment")["lock-watchdog"]
+    config = WatchdogConfig.from_env(pod_environment(deployment))
+    assert config.metrics_port and config.metrics_address == "127.0.0.1" and "ports" not in container(deployment)
+    assert by_kind("NetworkPolicy")["lock-watchdog"]["spec"]["ingress"] == []
 
 
 def test_no_secret_value_is_written_in_a_manifest() -> None:
@@ -214,7 +223,7 @@ def test_the_vault_sets_each_client_s_share_of_calls_against_its_workers_and_the
 POSTGRES_HOST = "postgres.tokenvault-data.svc:5432"
 
 
-@pytest.mark.parametrize("name", ["vault-service", "etl-service"])
+@pytest.mark.parametrize("name", ["vault-service", "etl-service", "lock-watchdog"])
 def test_the_services_reach_postgres_only_in_its_namespace_and_with_verify_full(name: str) -> None:
     """docs/threat-model.md row 14: what deploy/k8s itself sets for the path to Postgres.
 
@@ -222,7 +231,7 @@ def test_the_services_reach_postgres_only_in_its_namespace_and_with_verify_full(
     platform's, and that libpq enforces verify-full is libpq's (no TLS connection is made here).
     """
     annotations = by_kind("Deployment")[name]["spec"]["template"]["metadata"]["annotations"]
-    dsns = re.findall(r'_DATABASE_DSN="([^"]+)"', "\n".join(str(v) for v in annotations.values()))
+    dsns = re.findall(r'_(?:DATABASE|WATCHDOG)_DSN="([^"]+)"', "\n".join(str(v) for v in annotations.values()))
     assert dsns and all(POSTGRES_HOST in dsn and dsn.endswith("?sslmode=verify-full") for dsn in dsns), dsns
     egress = by_kind("NetworkPolicy")[name]["spec"]["egress"]
     to_postgres = [rule for rule in egress if {"port": 5432, "protocol": "TCP"} in rule.get("ports", [])]

@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,6 +42,11 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from vault_service.adapters.postgres.keys import KEY_JOB_SESSIONS, KEYS_LOCK
+from vault_service.adapters.postgres.lock_hogs import HOG_LOCKS as HOG_LOCKS
+from vault_service.adapters.postgres.lock_hogs import LockHog as LockHog
+from vault_service.adapters.postgres.lock_hogs import LockHogWatch
+from vault_service.adapters.postgres.process_sessions import PROCESS_SESSIONS as PROCESS_SESSIONS
+from vault_service.adapters.postgres.process_sessions import ProcessSessions as ProcessSessions
 
 log = logging.getLogger(__name__)
 
@@ -236,10 +240,6 @@ statement's (or state's) start, its own wait for the chain's lock if it is queue
 _NOW = "SELECT pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())"
 """The server's clock (epoch seconds): every time the watch counts is counted on it."""
 
-_BACKEND_START = (
-    "SELECT backend_start FROM pg_catalog.pg_stat_activity WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()"
-)
-
 NOT_SEEN = (
     "not one the watch may see: another role's (the owner's, a superuser's), or a login of the serving role's the"
     " owner of migration 0042's functions may not see (it needs pg_read_all_stats) or, before 0042, another login's"
@@ -270,42 +270,6 @@ class ChainLockHolder:
     """The pid of the session holding `lock` that this one kept waiting (None: it held `lock` itself)."""
     kind: str | None = None
     """For BLOCKED_A_VAULT_SESSION: the lock the vault session waited for, named (never a row's values)."""
-
-
-class ProcessSessions:
-    """The database sessions this process's vault pools opened, while their connection is open (review 31, R31-6).
-
-    Known by backend pid and session start (a pid the server gives again after a session ended is not taken
-    for ours). The lock watch never ends one of these for keeping a session waiting, nor while it waits for a
-    lock (what keeps it waiting is ended instead). One holding a watched lock `held_seconds` while not waiting
-    for a lock is ended like any other session (review 33, R33-2): a vault statement stalled that long after its
-    append (a disk stall at commit) fails; only this process's key operations (KEY_JOB_SESSIONS) holding the
-    key-generation lock or key rows are never ended. The liveness holds take no watched lock.
-    Thread-safe: pools open connections on their own threads.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sessions: dict[int, tuple[datetime | None, weakref.ref[psycopg.Connection[tuple[object, ...]]]]] = {}
-
-    def note(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
-        """Note `conn`'s session as one of this process's (a pool's `configure`; one catalog read)."""
-        row = conn.execute(_BACKEND_START).fetchone()
-        with self._lock:
-            self._sessions[conn.info.backend_pid] = (None if row is None else row[0], weakref.ref(conn))  # type: ignore[assignment]
-
-    def sessions(self) -> frozenset[tuple[int, datetime | None]]:
-        """(pid, session start) of this process's sessions whose connection is still open."""
-        with self._lock:
-            for pid, (_, ref) in list(self._sessions.items()):
-                conn = ref()
-                if conn is None or conn.closed:
-                    del self._sessions[pid]
-            return frozenset((pid, started) for pid, (started, _) in self._sessions.items())
-
-
-PROCESS_SESSIONS = ProcessSessions()
-"""This process's vault database sessions (bootstrap.open_vault_pool notes each connection its pools open)."""
 
 
 @dataclass(frozen=True)
@@ -409,126 +373,6 @@ class _Sighting:
         if self.state == "idle":
             return (self.lock, self.pid, "session", self.backend_start or datetime.min)
         return (self.lock, self.pid, "transaction", self.xact_start or datetime.min)
-
-
-HOG_LOCKS = 256
-"""Lock-table entries a session of the serving role may hold (migration 0047 fixes the same figure): the vault's busiest
-session holds a few dozen (22 measured on 100-item batches, attack 29; a key job and a 1,000-value Tokenize:
-tests/integration/test_lock_hogs_ended.py). With max_locks_per_transaction 512 (deploy/postgres/tokenvault.conf) the
-table holds about 100,000, so 100 sessions of 256 each leave it far from full."""
-
-_HOGS = "SELECT h.pid, h.locks, h.ended FROM vault.end_lock_hogs(%(spare)s::pg_catalog.text::pg_catalog.int4[]) h"
-"""End every session of a login of the role holding more than HOG_LOCKS lock-table entries, but `spare` (migration
-0047): pid, entries, ended (true), or not (false: the server did not end it, a superuser's). Reads no relation."""
-
-_HOGS_THERE = "SELECT pg_catalog.to_regprocedure('vault.end_lock_hogs(integer[])') IS NOT NULL"
-
-
-@dataclass(frozen=True)
-class LockHog:
-    """A session found holding more than HOG_LOCKS entries of the lock table: pid, entries, whether ended."""
-
-    pid: int
-    locks: int
-    ended: bool
-
-
-MISSING_LOOK_SECONDS = 30.0
-"""How often the lock-hog rule looks for migration 0047 while it is missing (a schema before this release's)."""
-
-
-class LockHogWatch:
-    """Ends sessions of the serving role's logins holding more than HOG_LOCKS lock-table entries (attack 29, F1).
-
-    A table full of one session's locks fails every other session's next lock that is not fast-path - every
-    write's XID lock, a new connection - so the rule runs on a connection of its own, opened (by `connect`) and
-    warmed at its first look, long before any fill, and kept: a new connection, or one of the pool's, is refused
-    on a full table. Its statement reads no relation (pg_lock_status(), pg_stat_get_activity()) and is prepared,
-    and migration 0047's function is PL/pgSQL, its plans and the role lookups cached by every look: so it runs, and
-    ends the hog, while the table is full (measured). Never a session of this process (`own_sessions`,
-    `own_key_sessions`), never this connection's. One log line per session ended: pid and entries, nothing else.
-    """
-
-    def __init__(
-        self,
-        connect: Callable[[], psycopg.Connection[tuple[object, ...]]],
-        own_sessions: Callable[[], frozenset[tuple[int, datetime | None]]] = PROCESS_SESSIONS.sessions,
-        own_key_sessions: Callable[[], frozenset[int]] = KEY_JOB_SESSIONS.pids,
-    ) -> None:
-        self._connect = connect
-        self._own_sessions = own_sessions
-        self._own_key_sessions = own_key_sessions
-        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
-        self.missing = False
-        """Migration 0047 is not applied: the rule is off (said once)."""
-        self._look_again_at = 0.0
-        """While 0047 is missing: when to connect and look for it again (not at every 0.25 s look: a login each)."""
-
-    def _connection(self) -> psycopg.Connection[tuple[object, ...]] | None:
-        if self._conn is not None and not self._conn.closed:
-            return self._conn
-        if self.missing and time.monotonic() < self._look_again_at:
-            return None
-        conn = self._connect()
-        try:
-            conn.autocommit = True
-            PROCESS_SESSIONS.note(conn)  # this process's: no other rule of the watch ends it
-            row = conn.execute(_HOGS_THERE).fetchone()
-            missing = not (row and row[0])
-            if missing and not self.missing:
-                log.warning(
-                    "migration 0047 is not applied: sessions of the serving role filling PostgreSQL's lock table are"
-                    " not ended (docs/threat-model.md, attack 29)"
-                )
-            self.missing = missing
-            if missing:
-                self._look_again_at = time.monotonic() + MISSING_LOOK_SECONDS
-                conn.close()
-                return None
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
-        return conn
-
-    def end_lock_hogs(self) -> list[LockHog]:
-        """Each other session of the role's logins found holding more than HOG_LOCKS entries, ended; logged."""
-        conn = self._connection()
-        if conn is None:
-            return []
-        spare = {pid for pid, _ in self._own_sessions()} | set(self._own_key_sessions())
-        try:
-            rows = conn.execute(
-                _HOGS, {"spare": "{" + ",".join(str(p) for p in sorted(spare)) + "}"}, prepare=True
-            ).fetchall()
-        except BaseException:
-            if conn.broken or conn.closed:
-                self._conn = None
-            raise
-        hogs = [LockHog(int(str(r[0])), int(str(r[1])), bool(r[2])) for r in rows]
-        for hog in hogs:
-            extra = {"pid": hog.pid, "locks": hog.locks}
-            if hog.ended:
-                log.error(
-                    f"ended a database session that held {hog.locks} entries of PostgreSQL's lock table (more than"
-                    f" {HOG_LOCKS}; the vault's own hold a few dozen): filling it fails every call of the vault."
-                    " Someone with the serving role's credentials. Report it to the security team"
-                    " (docs/threat-model.md, attack 29)",
-                    extra=extra,
-                )
-            else:
-                log.warning(
-                    f"a database session holds {hog.locks} entries of PostgreSQL's lock table and was not ended: the"
-                    " server did not end it (a superuser's). Look it up in pg_stat_activity",
-                    extra=extra,
-                )
-        return hogs
-
-    def close(self) -> None:
-        """Close the rule's connection."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
 
 class ChainLockWatch:

@@ -1,0 +1,293 @@
+"""Any login's session filling PostgreSQL's shared lock table is ended by the operators' watchdog (migration 0048).
+
+Attack 29, F1/F2 for the ETL's login: `SAVEPOINT a; INSERT INTO public.etl_quarantine ...` thousands of times in one
+transaction (one XID lock per subtransaction that wrote), or temporary tables in a loop, filled the table and every
+vault call failed; the vault's login may not end the ETL's sessions (its own rule, 0047, ends its role's only). The
+watchdog - `python -m vault_service.entrypoints.lock_watchdog`, started here as the stack starts it, logged in as a
+login IN ROLE tokenvault_watchdog - ends it. Each test runs on a PostgreSQL cluster of its own (a full table breaks
+every session of its cluster); each filler is always stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import ConnectionPool
+
+from devstack.postgres import Postgres
+from devstack.procs import stop_pid
+from devstack.services import start_lock_watchdog
+from devstack.stack import lock_watchdog_env
+from etl_service.adapters.postgres import PostgresLoginStore
+from etl_service.domain.messages import QuarantineRecord, UserLoginRow
+from tests.conftest import running_vault
+from tests.integration.own_cluster import cluster_of_its_own
+from tests.integration.test_lock_hogs_ended import _WRITE, Filler, _calls, _issue, _locks_by_pid, _max_locks
+from vault_service.adapters.postgres.lock_hogs import HOG_LOCKS
+from vault_service.entrypoints.lock_watchdog import main
+
+_ENDED_LINE = "entries of PostgreSQL's lock table"
+_QUARANTINE_WRITE = (
+    "SAVEPOINT a; INSERT INTO public.etl_quarantine (event_id, sqs_message_id, reason, detail)"
+    " VALUES ('hog-{n}', 'a', 'a', 'a');"
+)
+"""The ETL's login's fill (attack 29, F1): a savepoint never released, a quarantine row apiece."""
+_TEMP_TABLE_WRITE = "SAVEPOINT a; CREATE TEMP TABLE hog_{n} (a integer);"
+"""Its fill with temporary tables (F2): each holds lock entries until the transaction ends."""
+SENT = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def private_postgres(tmp_path: Path) -> Iterator[Postgres]:
+    """A PostgreSQL cluster of the test's own, with the vault's settings and the stack's logins (the watchdog's)."""
+    with cluster_of_its_own(tmp_path / "pg") as postgres:
+        yield postgres
+
+
+@contextlib.contextmanager
+def watchdog(pg: Postgres, log_file: Path) -> Iterator[int]:
+    """The watchdog process, started as the stack starts it (its "started" line: checked and looking); stopped."""
+    pid = start_lock_watchdog(lock_watchdog_env({"PG_WATCHDOG_DSN": pg.watchdog_dsn}), log_file)
+    try:
+        yield pid
+    finally:
+        stop_pid(pid)
+
+
+def _lines(log_file: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in log_file.read_text().splitlines() if line.startswith("{")]
+
+
+@contextlib.contextmanager
+def filling(write: str, dsn: str, seconds: float) -> Iterator[Filler]:
+    """An ETL-login session sending `write` in batches of 500, until ended or `seconds` (always stopped)."""
+    filler = Filler(dsn, most=110_000, seconds=seconds, write=write)
+    try:
+        yield filler
+    finally:
+        filler.close()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(
+    ("write", "max_locks", "drop_first"),
+    [
+        (_QUARANTINE_WRITE, None, False),
+        (_QUARANTINE_WRITE, 64, False),
+        (_TEMP_TABLE_WRITE, 64, True),
+    ],
+    ids=["savepoints-shipped-512", "savepoints-old-default-64", "temp-tables-64-after-its-connection-dropped"],
+)
+def test_an_etl_session_filling_the_lock_table_is_ended_by_the_watchdog_and_the_vault_serves(
+    stack_env: dict[str, str], private_postgres: Postgres, tmp_path: Path, write: str, max_locks: int | None,
+    drop_first: bool,
+) -> None:  # fmt: skip
+    """Ended within 5 s, one line (pid, entries; no statement), vault calls served after. Before 0048 and the
+    watchdog nothing ended it (the vault's rule leaves other roles' sessions: test_lock_hogs_ended.py)."""
+    pg = private_postgres
+    if max_locks is not None:
+        _max_locks(pg, max_locks)
+    log_file = tmp_path / "lock_watchdog.log"
+    with running_vault(stack_env, TOKENVAULT_DATABASE_DSN=pg.vault_dsn) as vault, watchdog(pg, log_file):
+        token, value = _issue(vault, stack_env)
+        if drop_first:  # its warm connection ended under it: the next look logs in again
+            time.sleep(1.0)  # its first look (0.25 s after its start) opened it
+            with psycopg.connect(pg.admin_dsn, autocommit=True) as admin:
+                ended = admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'watchdog'"
+                ).fetchall()
+            assert ended == [(True,)]
+        time.sleep(1.0)
+        with filling(write, pg.etl_dsn, seconds=30.0) as filler:
+            filler.start()
+            filler.thread.join(35)
+            after = _calls(vault, stack_env, token, value, 2.0)
+            print(
+                f"WATCHDOG: ETL filler ended after {filler.ended_after} s with {filler.nested} statements sent,"
+                f" {filler.refused} batches refused; calls after: {after}"
+            )
+    assert filler.ended_after is not None and filler.ended_after < 5.0, "the ETL's filler was not ended within 5 s"
+    assert after and all(outcome == "ok" for _, outcome in after), after
+    lines = _lines(log_file)
+    ended_lines = [line for line in lines if _ENDED_LINE in str(line.get("message"))]
+    assert len(ended_lines) == 1, ended_lines
+    assert ended_lines[0]["pid"] == filler.pid and int(str(ended_lines[0]["locks"])) > HOG_LOCKS
+    text = log_file.read_text()
+    assert "etl_quarantine" not in text and "hog_" not in text and "hog-" not in text and "tokenvault_etl" not in text
+    if drop_first:
+        assert any("a look failed" in str(line.get("message")) for line in lines)
+
+
+@pytest.mark.timeout(120)
+def test_the_watchdogs_login_may_do_nothing_but_end_the_sessions_of_the_rule(private_postgres: Postgres) -> None:
+    """It reads no table, runs no other function, creates no temporary table, signals no session itself; through
+    0048's function it ends no ETL session under the threshold, nor the owner's members', nor a superuser's."""
+    pg = private_postgres
+    with (
+        psycopg.connect(pg.admin_dsn, autocommit=True) as admin,
+        psycopg.connect(pg.watchdog_dsn, autocommit=True) as dog,
+    ):
+        password = secrets.token_urlsafe(18)
+        admin.execute(  # a migrator of a managed PostgreSQL: a member of the owner, not a superuser
+            sql.SQL("CREATE ROLE migrator LOGIN PASSWORD {} IN ROLE tokenvault_owner").format(sql.Literal(password))
+        )
+        relations = admin.execute(
+            "SELECT c.oid::regclass::text, c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname IN ('vault', 'public', 'watchdog') AND c.relkind IN ('r', 'p', 'v', 'm', 'S')"
+        ).fetchall()
+        functions = admin.execute(
+            "SELECT p.oid::regprocedure::text, p.oid, p.pronamespace FROM pg_proc p"
+            " JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE n.nspname IN ('vault', 'public', 'watchdog')"
+        ).fetchall()
+        assert len(relations) > 10 and len(functions) > 20
+        readable = [
+            r
+            for r, oid in relations
+            if dog.execute("SELECT has_table_privilege(%s::oid, 'SELECT,INSERT,UPDATE,DELETE')", (oid,)).fetchone()
+            != (False,)
+        ]
+        runnable = [  # EXECUTE and USAGE on its schema (a few of schema vault's trigger functions are PUBLIC's)
+            f
+            for f, oid, schema in functions
+            if dog.execute(
+                "SELECT has_function_privilege(%s::oid, 'EXECUTE') AND has_schema_privilege(%s::oid, 'USAGE')",
+                (oid, schema),
+            ).fetchone()
+            == (True,)
+        ]
+        assert readable == [] and runnable == ["watchdog.end_lock_hogs()"], (readable, runnable)
+        for statement in (
+            "SELECT count(*) FROM public.user_logins",
+            "SELECT count(*) FROM public.etl_quarantine",
+            "SELECT count(*) FROM vault.tokens",
+            "CREATE TEMP TABLE t (a integer)",
+            "SELECT pg_advisory_lock(1)",
+            "SELECT * FROM vault.end_lock_hogs('{}')",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                dog.execute(statement)
+        may = {
+            role: admin.execute(
+                "SELECT has_function_privilege(%s, 'watchdog.end_lock_hogs()', 'EXECUTE')", (role,)
+            ).fetchone()
+            for role in ("tokenvault_watchdog", "tokenvault_vault", "tokenvault_etl", "tokenvault_analyst", "public")
+        }
+        assert may == {
+            "tokenvault_watchdog": (True,),
+            "tokenvault_vault": (False,),
+            "tokenvault_etl": (False,),
+            "tokenvault_analyst": (False,),
+            "public": (False,),
+        }
+
+        def hold(conn: psycopg.Connection, n: int, write: str) -> int:
+            conn.execute("".join(write.format(n=i) for i in range(n)).encode())
+            return _locks_by_pid(admin)[conn.info.backend_pid]
+
+        with (
+            psycopg.connect(pg.etl_dsn) as small_etl,
+            psycopg.connect(pg.admin_dsn) as superuser,
+            psycopg.connect(make_conninfo(pg.admin_dsn, user="migrator", password=password)) as owner_member,
+        ):
+            held = {
+                "etl": hold(small_etl, 200, _QUARANTINE_WRITE),
+                "superuser": hold(superuser, 400, _WRITE),  # call-budget rows of made-up clients (the owner's)
+                "owner's member": hold(owner_member, 400, _WRITE.replace("hog-", "hog-o-")),
+            }
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):  # no pg_signal_backend of its own
+                dog.execute("SELECT pg_terminate_backend(%s)", (small_etl.info.backend_pid,))
+            found = dog.execute("SELECT pid, locks, ended FROM watchdog.end_lock_hogs()").fetchall()
+            for conn in (small_etl, superuser, owner_member):
+                assert conn.execute("SELECT 1").fetchone() == (1,)  # still there
+    print(f"WATCHDOG spared: entries held {held}; rule found {found}")
+    assert held["etl"] <= HOG_LOCKS < min(held["superuser"], held["owner's member"])
+    assert [row for row in found if row[2]] == []
+
+
+def _rows(tag: str, n: int) -> list[UserLoginRow]:
+    """`n` rows as the ETL loads them (tokens made up: the loader stores what it is given)."""
+    day = date(2024, 1, 1)
+    return [
+        UserLoginRow(
+            f"user-{i}",
+            "android",
+            f"tok_ip_{tag}_{i}",
+            f"tok_dev_{tag}_{i}",
+            "en_US",
+            1,
+            day,
+            "1.0",
+            f"{tag}-e{i}",
+            f"{tag}-m{i}",
+            SENT,
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.mark.timeout(180)
+def test_the_etls_own_busiest_session_stays_far_under_the_threshold(private_postgres: Postgres, tmp_path: Path) -> None:
+    """The ETL's real loader (PostgresLoginStore): 2,000-row batches by COPY, the same again (staging table, merge,
+    reused-event check) with 200 quarantine records, while the watchdog looks every 0.25 s: none ended."""
+    pg = private_postgres
+    peak: dict[int, int] = {}
+    stop = threading.Event()
+
+    def sample() -> None:
+        with psycopg.connect(pg.admin_dsn, autocommit=True) as admin:
+            while not stop.is_set():
+                for pid, n in _locks_by_pid(admin).items():
+                    peak[pid] = max(peak.get(pid, 0), n)
+                time.sleep(0.002)
+
+    log_file = tmp_path / "lock_watchdog.log"
+    with watchdog(pg, log_file), ConnectionPool(pg.etl_dsn, min_size=1, max_size=1, open=True) as pool:
+        with pool.connection() as conn:
+            etl_pid = conn.info.backend_pid
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            store = PostgresLoginStore(pool)
+            rows = _rows("load", 2000)
+            assert store.write(rows, []).rows_inserted == 2000
+            quarantined = [QuarantineRecord(f"q-{i}", f"qm-{i}", "invalid_json", "not JSON", SENT) for i in range(200)]
+            again = store.write([*rows, *_rows("more", 2000)], quarantined)
+            assert again.rows_inserted == 2000 and again.quarantined_inserted == 200
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            sampler.join(5)
+        with pool.connection() as conn:
+            assert conn.info.backend_pid == etl_pid  # never ended
+    busiest = peak.get(etl_pid, 0)
+    print(f"WATCHDOG ETL: the ETL's loading session held at most {busiest} lock-table entries (rule: over {HOG_LOCKS})")
+    assert not [line for line in _lines(log_file) if _ENDED_LINE in str(line.get("message"))]
+    assert 0 < busiest < HOG_LOCKS // 4
+
+
+def test_the_watchdog_refuses_to_start_misconfigured(
+    private_postgres: Postgres, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No DSN; a login not IN ROLE tokenvault_watchdog (the vault's); a database without migration 0048: exit 2,
+    saying what to fix."""
+    pg = private_postgres
+    assert main({}, []) == 2
+    assert "TOKENVAULT_WATCHDOG_DSN is required" in capsys.readouterr().err
+    assert main({"TOKENVAULT_WATCHDOG_DSN": pg.vault_dsn}, []) == 2
+    assert "IN ROLE tokenvault_watchdog" in capsys.readouterr().err
+    with psycopg.connect(pg.admin_dsn, autocommit=True) as admin:
+        admin.execute("DROP FUNCTION watchdog.end_lock_hogs()")
+    assert main({"TOKENVAULT_WATCHDOG_DSN": pg.watchdog_dsn}, []) == 2
+    assert "apply migration 0048" in capsys.readouterr().err

@@ -1,0 +1,179 @@
+"""Sessions holding a large share of PostgreSQL's shared lock table, ended (attack 29, F1/F2).
+
+The rule, its figures and what it leaves: docs/threat-model.md. The vault runs it for its serving role's logins
+(migration 0047, from chain_lock.ChainLockWatch); the operators' watchdog runs it for every login
+(migration 0048, vault_service.entrypoints.lock_watchdog).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+from vault_service.adapters.postgres.keys import KEY_JOB_SESSIONS
+from vault_service.adapters.postgres.process_sessions import PROCESS_SESSIONS
+
+log = logging.getLogger(__name__)
+
+HOG_LOCKS = 256
+"""Lock-table entries a session of the serving role may hold (migration 0047 fixes the same figure): the vault's busiest
+session holds a few dozen (22 measured on 100-item batches, attack 29; a key job and a 1,000-value Tokenize:
+tests/integration/test_lock_hogs_ended.py). With max_locks_per_transaction 512 (deploy/postgres/tokenvault.conf) the
+table holds about 100,000, so 100 sessions of 256 each leave it far from full."""
+
+
+@dataclass(frozen=True)
+class HogRule:
+    """Which migration's function a LockHogWatch calls, and how its log lines name whose sessions it ends."""
+
+    statement: str
+    """Its call: pid, entries, ended per session found; `%(spare)s` (a pg array text) if it spares pids."""
+    function: str
+    """The function's signature, as to_regprocedure takes it."""
+    migration: str
+    """The migration that makes it (named when it is missing)."""
+    whose: str
+    """Whose sessions it ends, for its log lines."""
+    spares: bool = True
+    """Whether it takes this process's sessions to spare."""
+
+
+SERVING_ROLE_HOGS = HogRule(
+    statement=(
+        "SELECT h.pid, h.locks, h.ended FROM vault.end_lock_hogs(%(spare)s::pg_catalog.text::pg_catalog.int4[]) h"
+    ),
+    function="vault.end_lock_hogs(integer[])",
+    migration="0047",
+    whose="Someone with the serving role's credentials",
+)
+"""The vault's rule (migration 0047): every session of a login of the role holding more than HOG_LOCKS lock-table
+entries, but `spare`, ended. Reads no relation."""
+
+ANY_LOGIN_HOGS = HogRule(
+    statement="SELECT h.pid, h.locks, h.ended FROM watchdog.end_lock_hogs() h",
+    function="watchdog.end_lock_hogs()",
+    migration="0048",
+    whose="Someone with a database login's credentials (the ETL's, an analyst's, the serving role's)",
+    spares=False,
+)
+"""The operators' watchdog's rule (migration 0048): every client session of any login but a superuser, the owner's
+members and the caller holding more than HOG_LOCKS entries, ended. Reads no relation."""
+
+
+@dataclass(frozen=True)
+class LockHog:
+    """A session found holding more than HOG_LOCKS entries of the lock table: pid, entries, whether ended."""
+
+    pid: int
+    locks: int
+    ended: bool
+
+
+MISSING_LOOK_SECONDS = 30.0
+"""How often the lock-hog rule looks for its migration's function while it is missing (a schema before it)."""
+
+
+class LockHogWatch:
+    """Ends sessions holding more than HOG_LOCKS lock-table entries (attack 29, F1): the serving role's by default.
+
+    A table full of one session's locks fails every other session's next lock that is not fast-path - every
+    write's XID lock, a new connection - so the rule runs on a connection of its own, opened (by `connect`) and
+    warmed at its first look, long before any fill, and kept: a new connection, or one of the pool's, is refused
+    on a full table. Its statement reads no relation (pg_lock_status(), pg_stat_get_activity()) and is prepared,
+    and the migration's function is PL/pgSQL, its plans and the role lookups cached by every look: so it runs, and
+    ends the hog, while the table is full (measured). Never a session of this process (`own_sessions`,
+    `own_key_sessions`; a `rule` that spares none: never the caller's), never this connection's. One log line per
+    session ended: pid and entries, nothing else. `rule`: SERVING_ROLE_HOGS (the vault's) or ANY_LOGIN_HOGS (the
+    operators' watchdog, vault_service.entrypoints.lock_watchdog).
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[tuple[object, ...]]],
+        own_sessions: Callable[[], frozenset[tuple[int, datetime | None]]] = PROCESS_SESSIONS.sessions,
+        own_key_sessions: Callable[[], frozenset[int]] = KEY_JOB_SESSIONS.pids,
+        rule: HogRule = SERVING_ROLE_HOGS,
+    ) -> None:
+        self._connect = connect
+        self._own_sessions = own_sessions
+        self._own_key_sessions = own_key_sessions
+        self.rule = rule
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self.missing = False
+        """The rule's migration is not applied: the rule is off (said once)."""
+        self._look_again_at = 0.0
+        """While it is missing: when to connect and look for it again (not at every 0.25 s look: a login each)."""
+
+    def _connection(self) -> psycopg.Connection[tuple[object, ...]] | None:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        if self.missing and time.monotonic() < self._look_again_at:
+            return None
+        conn = self._connect()
+        try:
+            conn.autocommit = True
+            PROCESS_SESSIONS.note(conn)  # this process's: no other rule of the watch ends it
+            row = conn.execute(
+                "SELECT pg_catalog.to_regprocedure(%s) IS NOT NULL", (self.rule.function,), prepare=False
+            ).fetchone()
+            missing = not (row and row[0])
+            if missing and not self.missing:
+                log.warning(
+                    f"migration {self.rule.migration} is not applied: sessions filling PostgreSQL's lock table are"
+                    f" not ended by {self.rule.function} (docs/threat-model.md, attack 29)"
+                )
+            self.missing = missing
+            if missing:
+                self._look_again_at = time.monotonic() + MISSING_LOOK_SECONDS
+                conn.close()
+                return None
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def end_lock_hogs(self) -> list[LockHog]:
+        """Each other session found holding more than HOG_LOCKS entries, ended (the rule's); logged."""
+        conn = self._connection()
+        if conn is None:
+            return []
+        params: dict[str, str] = {}
+        if self.rule.spares:
+            spare = {pid for pid, _ in self._own_sessions()} | set(self._own_key_sessions())
+            params["spare"] = "{" + ",".join(str(p) for p in sorted(spare)) + "}"
+        try:
+            rows = conn.execute(self.rule.statement, params or None, prepare=True).fetchall()
+        except BaseException:
+            if conn.broken or conn.closed:
+                self._conn = None
+            raise
+        hogs = [LockHog(int(str(r[0])), int(str(r[1])), bool(r[2])) for r in rows]
+        for hog in hogs:
+            extra = {"pid": hog.pid, "locks": hog.locks}
+            if hog.ended:
+                log.error(
+                    f"ended a database session that held {hog.locks} entries of PostgreSQL's lock table (more than"
+                    f" {HOG_LOCKS}; the vault's own hold a few dozen): filling it fails every call of the vault."
+                    f" {self.rule.whose}. Report it to the security team (docs/threat-model.md, attack 29)",
+                    extra=extra,
+                )
+            else:
+                log.warning(
+                    f"a database session holds {hog.locks} entries of PostgreSQL's lock table and was not ended: the"
+                    " server did not end it (a superuser's, or the owner lacks pg_signal_backend). Look it up in"
+                    " pg_stat_activity",
+                    extra=extra,
+                )
+        return hogs
+
+    def close(self) -> None:
+        """Close the rule's connection."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -1,0 +1,232 @@
+"""The operators' lock watchdog: `python -m vault_service.entrypoints.lock_watchdog` (configured by environment).
+
+`... lock_watchdog health`: exit 0 if the running watchdog's last look (its metrics, on the loopback port of
+TOKENVAULT_WATCHDOG_METRICS_PORT) is under HEALTHY_WITHIN_SECONDS old: a container's health check.
+
+Ends every database session, of any login but a superuser, the owner's members (the migrator) and its own,
+holding more than 256 entries of PostgreSQL's shared lock table (attack 29, F1/F2: the ETL's login filling it
+with savepoints that each write, or temporary tables, failed every vault call). It runs migration 0048's
+watchdog.end_lock_hogs() every TOKENVAULT_WATCHDOG_LOOK_SECONDS (0.25 s) on one warm connection of a login IN
+ROLE tokenvault_watchdog, which may do nothing else: the vault's own login must not end other roles' sessions
+(docs/threat-model.md). One log line per session ended (pid, entries; never its statement or login).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import FrameType
+
+import psycopg
+from prometheus_client import Counter, Gauge
+
+from tokenvault_common.database_dsn import read_database_dsn
+from tokenvault_common.env import ConfigError, EnvReader
+from tokenvault_common.logging_setup import configure_logging
+from tokenvault_common.metrics_endpoint import (
+    MetricsEndpointError,
+    MetricsTls,
+    read_metrics_tls,
+    serve_metrics,
+    tls_context,
+)
+from tokenvault_common.metrics_plaintext import read_metrics_plaintext
+from vault_service.adapters.postgres.lock_hogs import ANY_LOGIN_HOGS, LockHogWatch
+
+log = logging.getLogger("lock_watchdog")
+
+SESSIONS = Counter(
+    "tokenvault_lock_watchdog_sessions_total",
+    "Database sessions found holding more than 256 lock-table entries, by whether they were ended",
+    ["ended"],
+)
+LOOK_FAILURES = Counter("tokenvault_lock_watchdog_look_failures_total", "Looks that failed (its connection lost)")
+LAST_LOOK = Gauge("tokenvault_lock_watchdog_last_look_timestamp_seconds", "When the last look succeeded (Unix time)")
+
+HEALTHY_WITHIN_SECONDS = 10.0
+"""How recent the last successful look must be for `health` to say healthy."""
+CONNECT_TIMEOUT_SECONDS = 5
+"""How long a (re)connection may take before the look fails and is tried again."""
+
+_REACH = """
+SELECT p.oid IS NOT NULL,
+       p.oid IS NOT NULL AND pg_catalog.has_function_privilege(p.oid, 'EXECUTE'),
+       pg_catalog.pg_has_role(p.proowner, 'pg_read_all_stats', 'USAGE'),
+       pg_catalog.pg_has_role(p.proowner, 'pg_signal_backend', 'USAGE')
+FROM (SELECT pg_catalog.to_regprocedure('watchdog.end_lock_hogs()') AS f) x
+LEFT JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) x.f
+"""
+"""Whether migration 0048's function is there, this login may run it, and its owner may see and end sessions."""
+
+NOT_A_MEMBER = (
+    "the login of TOKENVAULT_WATCHDOG_DSN may not run watchdog.end_lock_hogs(): make it a login IN ROLE"
+    " tokenvault_watchdog (docs/production.md)"
+)
+
+
+class Misconfigured(Exception):
+    """The watchdog cannot do its work as configured; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    """The watchdog's settings (environment)."""
+
+    dsn: str
+    """A login IN ROLE tokenvault_watchdog (TOKENVAULT_WATCHDOG_DSN; required)."""
+    look_seconds: float
+    """How often it looks (TOKENVAULT_WATCHDOG_LOOK_SECONDS, 0.25 by default, 0.05-5)."""
+    log_level: str
+    """TOKENVAULT_WATCHDOG_LOG_LEVEL (INFO)."""
+    metrics_port: int
+    """Prometheus metrics port; 0 (the default) disables (TOKENVAULT_WATCHDOG_METRICS_PORT)."""
+    metrics_address: str
+    """Address the metrics endpoint binds (TOKENVAULT_WATCHDOG_METRICS_ADDRESS, default 127.0.0.1)."""
+    metrics_tls: MetricsTls | None
+    """TOKENVAULT_WATCHDOG_METRICS_TLS_CERT, _KEY, _CLIENT_CA (all three or none), as the vault's metrics."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> WatchdogConfig:
+        """Read and check every setting; ConfigError naming each problem."""
+        read = EnvReader(env)
+        port = read.integer("TOKENVAULT_WATCHDOG_METRICS_PORT", 0, 0, 65535)
+        address = read.text("TOKENVAULT_WATCHDOG_METRICS_ADDRESS", "127.0.0.1")
+        config = cls(
+            dsn=read_database_dsn(read, env, "TOKENVAULT_WATCHDOG_DSN"),
+            look_seconds=read.number("TOKENVAULT_WATCHDOG_LOOK_SECONDS", 0.25, 0.05, 5.0),
+            log_level=read.text("TOKENVAULT_WATCHDOG_LOG_LEVEL", "INFO").upper(),
+            metrics_port=port,
+            metrics_address=address,
+            metrics_tls=read_metrics_tls(read, "TOKENVAULT_WATCHDOG_METRICS", "TOKENVAULT_TLS_CLIENT_CA"),
+        )
+        read_metrics_plaintext(read, "TOKENVAULT_WATCHDOG_METRICS", port, address)
+        read.check("lock_watchdog")
+        return config
+
+
+class LockWatchdog:
+    """Migration 0048's rule, applied every `look_seconds` from one warm connection, reconnecting if it drops."""
+
+    def __init__(self, dsn: str, look_seconds: float = 0.25) -> None:
+        self._dsn = dsn
+        self.look_seconds = look_seconds
+        self.watch = LockHogWatch(self._connect, rule=ANY_LOGIN_HOGS)
+
+    def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(self._dsn, connect_timeout=CONNECT_TIMEOUT_SECONDS, autocommit=True)
+
+    def check(self) -> None:
+        """Log in once and check the rule can run: Misconfigured saying which migration or grant is missing."""
+        try:
+            with self._connect() as conn:
+                row = conn.execute(_REACH).fetchone()
+        except psycopg.errors.InsufficientPrivilege:  # no USAGE on schema watchdog: not a member
+            raise Misconfigured(NOT_A_MEMBER) from None
+        there, may, sees, signals = (bool(v) for v in row) if row else (False, False, False, False)
+        if not there:
+            raise Misconfigured(
+                "watchdog.end_lock_hogs() is not in the database: apply migration 0048"
+                " (migrations/0048_lock_hogs_of_every_login_ended_by_a_watchdog.sql)"
+            )
+        if not may:
+            raise Misconfigured(NOT_A_MEMBER)
+        if not (sees and signals):
+            raise Misconfigured(
+                "the owner of watchdog.end_lock_hogs() (tokenvault_owner) lacks pg_read_all_stats or"
+                " pg_signal_backend (migration 0042): grant them or the provider's equivalent (docs/production.md)"
+            )
+
+    def look(self) -> int:
+        """One look: the sessions found and ended (each logged by the rule, counted here); how many were found."""
+        hogs = self.watch.end_lock_hogs()
+        for hog in hogs:
+            SESSIONS.labels(ended="true" if hog.ended else "false").inc()
+        LAST_LOOK.set(time.time())
+        return len(hogs)
+
+    def run(self, stop: threading.Event) -> None:
+        """Look every `look_seconds` until `stop` is set; a failed look is said once, then tried again."""
+        failing = False
+        try:
+            while not stop.wait(self.look_seconds):
+                try:
+                    self.look()
+                except (psycopg.Error, OSError) as error:
+                    LOOK_FAILURES.inc()
+                    if not failing:
+                        log.warning(
+                            "a look failed (its connection is opened again at the next look)",
+                            extra={"error": type(error).__name__},
+                        )
+                    failing = True
+                    continue
+                if failing:
+                    log.info("looking again")
+                failing = False
+        finally:
+            self.watch.close()
+
+
+def healthy(port: int, now: float | None = None) -> bool:
+    """Whether the watchdog serving plain metrics on 127.0.0.1:`port` looked within HEALTHY_WITHIN_SECONDS."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{int(port)}/metrics", timeout=2) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return False
+    found = re.search(r"^tokenvault_lock_watchdog_last_look_timestamp_seconds (\S+)$", text, re.MULTILINE)
+    return found is not None and (time.time() if now is None else now) - float(found.group(1)) < HEALTHY_WITHIN_SECONDS
+
+
+def main(env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None) -> int:
+    """Run the watchdog until SIGTERM or SIGINT; 2 on a setting, migration or grant that keeps it from working.
+
+    `argv` ["health"]: the health check instead (0 healthy, 1 not).
+    """
+    env = os.environ if env is None else env
+    argv = sys.argv[1:] if argv is None else argv
+    if list(argv) == ["health"]:
+        return 0 if healthy(int(env.get("TOKENVAULT_WATCHDOG_METRICS_PORT") or 0)) else 1
+    try:
+        config = WatchdogConfig.from_env(env)
+    except ConfigError as error:
+        print(f"lock_watchdog: {error}", file=sys.stderr)
+        return 2
+    configure_logging("lock_watchdog", config.log_level)
+    watchdog = LockWatchdog(config.dsn, config.look_seconds)
+    try:
+        context = tls_context(config.metrics_tls) if config.metrics_port and config.metrics_tls else None
+        watchdog.check()
+        if config.metrics_port:
+            serve_metrics(config.metrics_port, config.metrics_address, context, "TOKENVAULT_WATCHDOG_METRICS_PORT")
+    except (Misconfigured, MetricsEndpointError) as error:
+        log.error(str(error))
+        print(f"lock_watchdog: {error}", file=sys.stderr)
+        return 2
+    except psycopg.OperationalError as error:
+        log.error("cannot log in with TOKENVAULT_WATCHDOG_DSN", extra={"error": str(error).strip()})
+        print(f"lock_watchdog: cannot log in with TOKENVAULT_WATCHDOG_DSN: {str(error).strip()}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info("started", extra={"look_seconds": config.look_seconds})
+    watchdog.run(stop)
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
