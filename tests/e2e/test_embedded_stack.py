@@ -212,6 +212,7 @@ def secrets_by_owner(stack_dir: Path) -> dict[str, list[Path]]:
             run / "etl_service",
             environ["etl_service"],
         ],
+        "lock_watchdog": [run / "lock_watchdog", environ["lock_watchdog"]],  # its environment holds its DSN
         "root": [
             Path(env["ANALYST_TLS_KEY"]),
             Path(env["FRAUD_INVESTIGATOR_TLS_KEY"]),
@@ -223,6 +224,7 @@ def secrets_by_owner(stack_dir: Path) -> dict[str, list[Path]]:
             stack_dir / "stack.env",
             Path(env["VAULT_SERVICE_LOG"]),
             Path(env["ETL_SERVICE_LOG"]),
+            Path(env["LOCK_WATCHDOG_LOG"]),
         ],
         "postgres": [Path(state.postgres["data_dir"])],
     }
@@ -314,7 +316,7 @@ def test_the_vault_answers_probes_on_its_health_socket_only(stack_dir: Path) -> 
 
 def test_down_stops_every_process_it_started(stack_dir: Path) -> None:
     pids = StackState.load(stack_dir / "state.json").pids
-    assert set(pids) == {"openbao", "ministack", "vault_service", "etl_service"}
+    assert set(pids) == {"openbao", "ministack", "vault_service", "lock_watchdog", "etl_service"}
     stopped = run("-m", "devstack", "down", state_dir=stack_dir)
     assert stopped.returncode == 0
     assert not any(alive(pid) for pid in pids.values())

@@ -71,7 +71,7 @@ def test_up_restarts_what_died_keeping_the_data_and_refuses_when_openbao_died() 
         send_events(producer(env), env["SQS_QUEUE_URL"], events[:40])
         wait_for_rows(env, 40)
         status = devstack(state_dir, "status")
-        assert status.returncode == 0 and status.stdout.count("up  ") == 5, status.stdout
+        assert status.returncode == 0 and status.stdout.count("up  ") == 6, status.stdout  # lock_watchdog too
 
         before = pids(state_dir)
         os.kill(before["etl_service"], signal.SIGKILL)
