@@ -21,10 +21,11 @@ from vault_service.adapters.postgres.process_sessions import PROCESS_SESSIONS
 log = logging.getLogger(__name__)
 
 HOG_LOCKS = 256
-"""Lock-table entries a session of the serving role may hold (migration 0047 fixes the same figure): the vault's busiest
-session holds a few dozen (22 measured on 100-item batches, attack 29; a key job and a 1,000-value Tokenize:
-tests/integration/test_lock_hogs_ended.py). With max_locks_per_transaction 512 (deploy/postgres/tokenvault.conf) the
-table holds about 100,000, so 100 sessions of 256 each leave it far from full."""
+"""Lock-table entries a session may hold (migrations 0047 and 0048 fix the same figure): the vault's busiest session
+holds a few dozen (22 measured on 100-item batches, attack 29; a key job and a 2,000-value Tokenize:
+tests/integration/test_lock_hogs_ended.py), the ETL's loader 20 (tests/integration/test_lock_watchdog.py). With
+max_locks_per_transaction 512 (deploy/postgres/tokenvault.conf) the table holds about 100,000, so 100 sessions of
+256 each leave it far from full."""
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,8 @@ class LockHogWatch:
             if hog.ended:
                 log.error(
                     f"ended a database session that held {hog.locks} entries of PostgreSQL's lock table (more than"
-                    f" {HOG_LOCKS}; the vault's own hold a few dozen): filling it fails every call of the vault."
+                    f" {HOG_LOCKS}; the vault's and the ETL's own hold a few dozen): filling it fails every call of the"
+                    " vault."
                     f" {self.rule.whose}. Report it to the security team (docs/threat-model.md, attack 29)",
                     extra=extra,
                 )
