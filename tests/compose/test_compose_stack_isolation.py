@@ -52,6 +52,7 @@ HOLDERS: dict[str, frozenset[str]] = {
     "postgres admin password": frozenset({"postgres", "migrate"}),
     "vault service's DB password": frozenset({"vault-service", "migrate"}),
     "ETL's DB password": frozenset({"etl-service", "migrate"}),
+    "lock watchdog's DB password": frozenset({"lock-watchdog", "migrate"}),
     "vault service's role id": frozenset({"vault-service", "vault-init"}),
     "ETL's role id": frozenset({"etl-service", "vault-init"}),
     "vault service's secret id": frozenset({"vault-service", "vault-init"}),
@@ -108,6 +109,7 @@ ENV_LABELS = {
     "PG_ADMIN_PASSWORD": "postgres admin password",
     "PG_VAULT_PASSWORD": "vault service's DB password",
     "PG_ETL_PASSWORD": "ETL's DB password",
+    "PG_WATCHDOG_PASSWORD": "lock watchdog's DB password",
     "VAULT_SERVICE_ROLE_ID": "vault service's role id",
     "VAULT_ETL_ROLE_ID": "ETL's role id",
     "SQS_ROOT_SECRET_ACCESS_KEY": "SQS emulator's root key",
@@ -144,6 +146,7 @@ LOOPBACK_PORTS = {
     "localstack": [4566],
     "vault-service": [50051, 9100],
     "etl-service": [9101, 9102],
+    "lock-watchdog": [9103],  # its metrics, for its own health check
 }
 RETIRED_HEALTH_PORT = 50052
 """The vault's plaintext health port until attack 21, F4: probed too, so a container listening on it is a finding
