@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 HOG_LOCKS = 256
 """Lock-table entries a session may hold (migrations 0047 and 0048 fix the same figure): the vault's busiest session
 holds a few dozen (22 measured on 100-item batches, attack 29; a key job and a 2,000-value Tokenize:
-tests/integration/test_lock_hogs_ended.py), the ETL's loader 20 (tests/integration/test_lock_watchdog.py). With
+tests/integration/test_lock_hogs_ended.py), the ETL's loader 20-21 (tests/integration/test_lock_watchdog.py). With
 max_locks_per_transaction 512 (deploy/postgres/tokenvault.conf) the table holds about 100,000, so 100 sessions of
 256 each leave it far from full."""
 
