@@ -22,7 +22,7 @@ import psycopg
 from devstack.hugepages import pages_needed, release, reserve
 from devstack.planted_links import write_in_foreign_dir
 from devstack.procs import StackError, free_port, minimal_environment
-from tokenvault_common.migrations import migrate, set_role_passwords
+from tokenvault_common.migrations import fit_serving_role_limit, migrate, set_role_passwords
 
 DATABASE = "tokenvault"
 ADMIN = "tokenvault_admin"
@@ -210,10 +210,7 @@ def _prepare(
         )
         # Their slots come out of the serving role's share, which migration 0046 sized from the logins before it
         # (attack 29, F3): every login's limit together stays within the server's slots (docs/production.md).
-        taken = ANALYST_CONNECTION_LIMIT + WATCHDOG_CONNECTION_LIMIT
-        row = conn.execute("SELECT rolconnlimit FROM pg_catalog.pg_roles WHERE rolname = 'tokenvault_vault'").fetchone()
-        if row is not None and row[0] > taken + 16:
-            conn.execute(f"ALTER ROLE tokenvault_vault CONNECTION LIMIT {int(row[0]) - taken}")
+        fit_serving_role_limit(conn)
     set_role_passwords(admin_dsn, passwords)
     return Postgres(
         data_dir=data_dir,

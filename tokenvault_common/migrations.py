@@ -94,10 +94,55 @@ def set_role_passwords(dsn: str, passwords: dict[str, str]) -> None:
 
 MEMBER_LOGIN_CONNECTION_LIMIT = 3
 """A login made by --member-login (the lock watchdog's): its warm connection, a check, a reconnection."""
+SERVING_ROLE = "tokenvault_vault"
+SERVING_ROLE_LEAST_SHARE = 16
+"""Under this, the serving role's limit is not lowered (migration 0046's floor): a WARNING says what to do."""
+
+_SLOTS = """
+SELECT pg_catalog.current_setting('max_connections')::integer
+       - pg_catalog.current_setting('superuser_reserved_connections')::integer
+       - coalesce(pg_catalog.current_setting('reserved_connections', true)::integer, 0),
+       (SELECT coalesce(pg_catalog.sum(r.rolconnlimit), 0)::integer FROM pg_catalog.pg_roles r
+        WHERE r.rolcanlogin AND NOT r.rolsuper AND r.rolconnlimit > 0 AND r.rolname <> %(role)s),
+       (SELECT r.rolconnlimit FROM pg_catalog.pg_roles r WHERE r.rolname = %(role)s)
+"""
+
+
+def fit_serving_role_limit(conn: psycopg.Connection[tuple[object, ...]]) -> int | None:
+    """Lower tokenvault_vault's CONNECTION LIMIT so that every login's limit together fits the server's slots.
+
+    Migration 0046 gave the role what `max_connections - superuser_reserved_connections` left once the logins
+    there were then had their limits counted; a login made after it (the analysts', the lock watchdog's) takes
+    its slots out of that share, else the serving role holding all of its own (attack 30, F4/F6) plus the others
+    at theirs leave a later login nothing ("remaining connection slots are reserved"), the watchdog's included.
+    Lowered only when the limits overcommit the slots, never raised, never set on a role without one (0046
+    warned then); not under 16 (a WARNING instead). Returns the role's limit now (None: no such role).
+    """
+    row = conn.execute(_SLOTS, {"role": SERVING_ROLE}).fetchone()
+    if row is None or row[2] is None:
+        return None
+    slots, others, limit = (int(str(v)) for v in row)
+    share = slots - others
+    if limit == -1 or limit <= share:
+        return limit
+    if share < SERVING_ROLE_LEAST_SHARE:
+        log.warning(
+            "%s keeps CONNECTION LIMIT %s: the server's %s non-superuser slots leave it %s once the other logins'"
+            " limits (%s) are counted; raise max_connections or lower those, then ALTER ROLE %s CONNECTION LIMIT n",
+            SERVING_ROLE, limit, slots, share, others, SERVING_ROLE,
+        )  # fmt: skip
+        return limit
+    conn.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(sql.Identifier(SERVING_ROLE), sql.Literal(share)))
+    log.info("%s CONNECTION LIMIT lowered from %s to %s: every login's limit within the %s slots",
+             SERVING_ROLE, limit, share, slots)  # fmt: skip
+    return share
 
 
 def create_member_logins(dsn: str, groups: dict[str, str]) -> None:
-    """Make each login (name -> its group role) that is missing, IN ROLE its group; an existing one joins it."""
+    """Make each login (name -> its group role) that is missing, IN ROLE its group; an existing one joins it.
+
+    Then the serving role's limit is fitted (fit_serving_role_limit): the new logins' slots come out of its share.
+    """
     with psycopg.connect(dsn, autocommit=True) as conn:
         for login, group in groups.items():
             exists = conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (login,)).fetchone()
@@ -109,6 +154,8 @@ def create_member_logins(dsn: str, groups: dict[str, str]) -> None:
                 )
             else:
                 conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(login)))
+        if groups:
+            fit_serving_role_limit(conn)
 
 
 def main() -> int:
