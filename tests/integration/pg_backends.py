@@ -24,3 +24,14 @@ def session_alive(conn: psycopg.Connection) -> bool:
     except psycopg.OperationalError:
         return False
     return True
+
+
+def lower_the_watch_floor(admin_dsn: str, held_seconds: float, waited_seconds: float = 1.0) -> None:
+    """Bring migration 0050's server-side bounds (5 s, 1 s) down to a test watch's shorter timers.
+
+    Only in a test's own database (`admin_dsn` pointed at it): vault.end_role_session still refuses to end a
+    session before these, as it refuses before 5 s and 1 s in the vault's."""
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(
+            "UPDATE vault.lock_watch_floor SET held_seconds = %s, waited_seconds = %s", (held_seconds, waited_seconds)
+        )

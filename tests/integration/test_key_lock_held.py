@@ -31,7 +31,7 @@ from psycopg_pool import ConnectionPool
 
 from tests.conftest import RunningVault, stack_identity
 from tests.integration.own_database import database_of_its_own
-from tests.integration.pg_backends import session_alive
+from tests.integration.pg_backends import lower_the_watch_floor, session_alive
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_client import open_channel
 from vault_service.adapters.postgres.chain_lock import AUDIT_CHAIN_LOCK, DATA_KEY_ROWS, NOT_SEEN, ChainLockWatch
@@ -93,6 +93,7 @@ def serving_pool(stack_env: dict[str, str]) -> Iterator[tuple[dict[str, str], Co
         with psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True) as owner:  # whatever migration 0037 revoked
             for form in ("pg_advisory_lock(bigint)", "pg_advisory_lock_shared(bigint)"):
                 owner.execute(f"GRANT EXECUTE ON FUNCTION pg_catalog.{form} TO tokenvault_vault")
+        lower_the_watch_floor(env["PG_ADMIN_DSN"], held_seconds=0.3)  # 0050's 5 s: to the shortest watch's here
         with ConnectionPool(env["PG_VAULT_DSN"], min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
             yield env, pool
 

@@ -29,7 +29,7 @@ from psycopg_pool import ConnectionPool
 from tests.conftest import RunningVault, stack_identity
 from tests.integration.fresh_values import issue_fresh_ip
 from tests.integration.own_database import database_of_its_own
-from tests.integration.pg_backends import session_alive
+from tests.integration.pg_backends import lower_the_watch_floor, session_alive
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_client import open_channel
 from vault_service.adapters.postgres.chain_lock import (
@@ -92,11 +92,14 @@ _APPEND = "INSERT INTO vault.audit_log (client, action, item_count, outcome) VAL
 
 @pytest.fixture
 def own_database(stack_env: dict[str, str]) -> Iterator[tuple[dict[str, str], ConnectionPool]]:
-    """A migrated database of the test's own and a pool of its serving role."""
+    """A migrated database of the test's own and a pool of its serving role.
+
+    Migration 0050's server-side bounds brought down to the shortest test watch's here (0.5 s held; 1 s waited)."""
     with (
         database_of_its_own(stack_env, "blockers", migrated=True) as env,
         ConnectionPool(env["PG_VAULT_DSN"], min_size=1, max_size=3, kwargs={"autocommit": True}) as pool,
     ):
+        lower_the_watch_floor(env["PG_ADMIN_DSN"], held_seconds=0.5)
         yield env, pool
 
 

@@ -24,7 +24,7 @@ from psycopg_pool import ConnectionPool
 
 from tests.conftest import RunningVault
 from tests.integration.fresh_values import Revealer, issue_fresh_ip
-from tests.integration.own_database import database_of_its_own, migrate_before
+from tests.integration.own_database import EVERY_DSN, database_of_its_own, migrate_before
 from tests.integration.pg_backends import session_alive
 from vault_service.adapters.postgres.chain_lock import NOT_SEEN, ChainLockWatch
 from vault_service.adapters.postgres.keys import KEYS_LOCK
@@ -79,8 +79,15 @@ def test_another_login_of_the_role_holding_the_chain_lock_is_ended_and_reveals_s
 def test_the_functions_list_and_end_members_sessions_only(stack_env: dict[str, str]) -> None:
     """As the vault's login: a member login's session holding the chain lock is listed and ended; the ETL's, an
     analyst's, a superuser's (holding the key-generation lock) and the caller's own are neither listed nor ended,
-    nor is a member's session that holds nothing and keeps no one waiting."""
-    env = stack_env
+    nor is a member's session that holds nothing and keeps no one waiting.
+
+    In a database of its own: the member is ended once its transaction is 5 s old (migration 0050), and no vault's
+    watch may end it first there."""
+    with database_of_its_own(stack_env, "r33fn", dsns=EVERY_DSN, migrated=True) as env:
+        _functions_list_and_end(env)
+
+
+def _functions_list_and_end(env: dict[str, str]) -> None:
     with (
         _login_of_the_role(env) as member_dsn,
         psycopg.connect(env["PG_VAULT_DSN"], autocommit=True) as vault,
@@ -127,6 +134,7 @@ def test_the_functions_list_and_end_members_sessions_only(stack_env: dict[str, s
             "SELECT vault.end_role_session(%s, %s, %s)", (pids["member"], backend_start, backend_start)
         ).fetchone()
         assert wrong == (None,) and session_alive(member) is True
+        _until_older_than(look, xact_start, 5.0)  # migration 0050: held 5 s in its transaction, as the watch's rule
         ended = vault.execute(
             "SELECT vault.end_role_session(%s, %s, %s)", (pids["member"], backend_start, xact_start)
         ).fetchone()
@@ -134,6 +142,87 @@ def test_the_functions_list_and_end_members_sessions_only(stack_env: dict[str, s
         time.sleep(0.2)
         assert not session_alive(member)
         superuser.rollback()
+
+
+def _until_older_than(look: psycopg.Connection, since: object, seconds: float) -> None:
+    """Sleep until `since` (a server timestamp) is `seconds` old on the server's clock."""
+    row = look.execute("SELECT extract(epoch FROM clock_timestamp() - %s::timestamptz)", (since,)).fetchone()
+    time.sleep(max(0.0, seconds + 0.1 - float(row[0])))  # type: ignore[index]
+
+
+def _session(look: psycopg.Connection, pid: int) -> tuple[object, object]:
+    row = look.execute("SELECT backend_start, xact_start FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def test_a_member_login_may_not_end_another_logins_session_before_the_watchs_own_bounds(
+    stack_env: dict[str, str],
+) -> None:
+    """Attack 30, F2: one pod's login looped vault.end_role_session over the other pods' sessions and ended their
+    appends, new-token inserts and key operations mid-commit (7-8 of 10 calls failed, 3 of 3 rotations). Since
+    migration 0050 the function ends nothing the vault's own rules would not: a holder of the chain's lock whose
+    transaction is under 5 s old, or a key-generation lock holder that a member has waited for under 1 s, is
+    refused (false) and goes on; the same sessions past 5 s / 1 s are ended, as the watch ends them."""
+    with (
+        database_of_its_own(stack_env, "f2floor", migrated=True) as env,  # no vault, no watch of its own here
+        _login_of_the_role(env) as pod_a,
+        _login_of_the_role(env) as pod_b,
+        psycopg.connect(pod_a, autocommit=True) as attacker,
+        psycopg.connect(pod_a) as waiter,  # the attacker's own member session, queued behind pod B's key work
+        psycopg.connect(pod_b) as append,  # pod B's append: the chain's lock, held to its commit
+        psycopg.connect(pod_b) as key_work,  # pod B's key operation: the key-generation lock, exclusive
+        psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True) as look,
+    ):
+        end = "SELECT vault.end_role_session(%s, %s, %s)"
+        append.execute(_APPEND)
+        key_work.execute("SELECT vault.lock_key_generation()")
+        append_pid, key_pid = append.info.backend_pid, key_work.info.backend_pid
+        append_session, key_session = _session(look, append_pid), _session(look, key_pid)
+
+        # A holder, young: refused, every time, and it commits its append.
+        for _ in range(20):
+            assert attacker.execute(end, (append_pid, *append_session)).fetchone() == (False,)
+        assert session_alive(append)
+
+        # A member kept waiting behind the key work, under 1 s: refused.
+        waiter.execute("SET lock_timeout = '10s'")
+        queued: list[BaseException | None] = []
+
+        def queue() -> None:
+            try:
+                waiter.execute("SELECT vault.lock_key_generation_shared()")
+                queued.append(None)
+            except psycopg.Error as error:
+                queued.append(error)
+
+        thread = threading.Thread(target=queue, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 5
+        queued_sql = "SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted AND waitstart IS NOT NULL"
+        while not look.execute(queued_sql, (waiter.info.backend_pid,)).fetchone():
+            assert time.monotonic() < deadline, "the attacker's session never queued"
+            time.sleep(0.02)
+        (waited,) = look.execute(  # type: ignore[misc]
+            "SELECT waitstart FROM pg_locks WHERE pid = %s AND NOT granted", (waiter.info.backend_pid,)
+        ).fetchone()
+        assert attacker.execute(end, (key_pid, *key_session)).fetchone() == (False,)
+        assert session_alive(key_work)
+
+        # Waited 1 s: the watch's rule (a key operation, or an append, kept waiting 1 s) - ended.
+        _until_older_than(look, waited, 1.0)
+        assert attacker.execute(end, (key_pid, *key_session)).fetchone() == (True,)
+        thread.join(timeout=10)
+        assert queued == [None]
+        waiter.rollback()
+        assert not session_alive(key_work)
+
+        # Held 5 s in its transaction: the holder rule - ended.
+        assert session_alive(append)
+        _until_older_than(look, append_session[1], 5.0)
+        assert attacker.execute(end, (append_pid, *append_session)).fetchone() == (True,)
+        time.sleep(0.2)
+        assert not session_alive(append)
 
 
 def test_only_the_serving_role_may_execute_the_functions(stack_env: dict[str, str]) -> None:

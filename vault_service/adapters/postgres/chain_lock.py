@@ -24,6 +24,10 @@ On a thread of its own every CHAIN_LOOK_SECONDS (0.25 s; `end_what_keeps_chain_a
    (`LockHogWatch`, migration 0047's vault.end_lock_hogs) - on a connection of its own, opened at start, whose
    statement reads no relation and is planned before any fill, so that it still runs while the table is full.
 Never ended under 2-5: a session of this process. Never at all: one waiting for a synchronous standby (SyncRep).
+Since migration 0050 (attack 30, F2: any login of the role could end other logins' appends and key work on demand)
+vault.end_role_session itself refuses (false) a session under these bounds, on the server's clock: it ends one
+whose transaction (outside any: session) began 5 s ago, or that keeps a member waiting whose wait began 1 s ago, or
+that keeps waiting a member holding a watched lock in a transaction begun 5 s ago (vault.lock_watch_floor).
 Ended only if still that session in that transaction and still holding or blocking; one log line per session,
 counted. Every lock wait of the vault gives up after 2 s, so none of its sessions holds a watched lock 5 s unless
 stalled (its call then fails UNAVAILABLE).
@@ -250,7 +254,10 @@ NOT_SIGNALLED = (
 )
 SYNC_STANDBY = "waiting for a synchronous standby to confirm its commit (the standby is the fault)"
 LET_GO = "it let go of the lock (ended its transaction or session) before it could be ended"
-REFUSED = "the server did not end it (pg_terminate_backend returned false)"
+REFUSED = (
+    "the server did not end it (under migration 0050's bounds in vault.lock_watch_floor, or pg_terminate_backend"
+    " returned false)"
+)
 
 
 @dataclass(frozen=True)
