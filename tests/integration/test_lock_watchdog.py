@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,10 +26,11 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
-from devstack.postgres import Postgres
-from devstack.procs import stop_pid
+from devstack.isolation import python_command
+from devstack.postgres import Postgres, pg_ctl
+from devstack.procs import free_port, spawn, stop_pid, wait_until
 from devstack.services import start_lock_watchdog
-from devstack.stack import lock_watchdog_env
+from devstack.stack import REPO, lock_watchdog_env
 from etl_service.adapters.postgres import PostgresLoginStore
 from etl_service.domain.messages import QuarantineRecord, UserLoginRow
 from tests.conftest import running_vault
@@ -291,3 +293,55 @@ def test_the_watchdog_refuses_to_start_misconfigured(
         admin.execute("DROP FUNCTION watchdog.end_lock_hogs()")
     assert main({"TOKENVAULT_WATCHDOG_DSN": pg.watchdog_dsn}, []) == 2
     assert "apply migration 0048" in capsys.readouterr().err
+
+
+def _running(pid: int) -> bool:
+    """Whether the child `pid` still runs (not exited, not a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.timeout(120)
+def test_the_watchdog_started_while_its_database_is_down_waits_for_it_and_looks_once_it_is_up(
+    private_postgres: Postgres, tmp_path: Path
+) -> None:
+    """Review 34, R34-4: PostgreSQL down (a failover) when the watchdog starts is an outage, not a misconfiguration:
+    it keeps trying (logged), stays alive for its liveness probe, and looks as soon as the database is back. Before,
+    it exited 2 ("cannot log in") and Kubernetes' CrashLoopBackOff kept it off for minutes."""
+    pg = private_postgres
+    pg_ctl(pg.data_dir, pg.bindir, pg.run_as, "stop")
+    port = free_port()
+    log_file = tmp_path / "lock_watchdog.log"
+    env = lock_watchdog_env({"PG_WATCHDOG_DSN": pg.watchdog_dsn}) | {"TOKENVAULT_WATCHDOG_METRICS_PORT": str(port)}
+    probe = {"TOKENVAULT_WATCHDOG_METRICS_PORT": str(port)}
+    pid = spawn(python_command(None, Path(sys.prefix), "vault_service.entrypoints.lock_watchdog"), log_file, env, REPO)
+    try:
+        retries = lambda: log_file.read_text(errors="replace").count("cannot be reached") >= 3  # noqa: E731
+        wait_until(retries, "retries", 30, pid, log_file)
+        assert _running(pid), log_file.read_text()
+        assert main(probe, ["health", "--alive"]) == 0  # liveness: its loop runs
+        assert main(probe, ["health"]) == 1  # readiness: it has not looked
+        pg_ctl(pg.data_dir, pg.bindir, pg.run_as, "start", port=pg.port)
+        up = time.monotonic()
+        wait_until(lambda: '"started"' in log_file.read_text(errors="replace"), "started", 30, pid, log_file)
+        wait_until(lambda: main(probe, ["health"]) == 0, "a look", 10, pid, log_file)
+        print(f"WATCHDOG: looking {time.monotonic() - up:.1f} s after its database came back")
+    finally:
+        stop_pid(pid)
+    waits = [line for line in _lines(log_file) if "cannot be reached" in str(line.get("message"))]
+    assert waits and all(float(str(line["retry_in_seconds"])) <= 15.0 for line in waits)
+
+
+def test_a_login_the_server_refuses_is_a_misconfiguration(
+    private_postgres: Postgres, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wrong password or a login that does not exist: exit 2 at once, saying the server refuses the login."""
+    pg = private_postgres
+    wrong = make_conninfo(pg.watchdog_dsn, password="not-" + secrets.token_hex(4))
+    assert main({"TOKENVAULT_WATCHDOG_DSN": wrong}, []) == 2
+    assert "refuses the login" in capsys.readouterr().err
+    nobody = make_conninfo(pg.watchdog_dsn, user="nobody_" + secrets.token_hex(4))
+    assert main({"TOKENVAULT_WATCHDOG_DSN": nobody}, []) == 2
+    assert "refuses the login" in capsys.readouterr().err

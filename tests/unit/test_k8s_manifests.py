@@ -156,6 +156,11 @@ def test_the_lock_watchdog_has_every_setting_and_its_probe_needs_no_port() -> No
     config = WatchdogConfig.from_env(pod_environment(deployment))
     assert config.metrics_port and config.metrics_address == "127.0.0.1" and "ports" not in container(deployment)
     assert by_kind("NetworkPolicy")["lock-watchdog"]["spec"]["ingress"] == []
+    # Review 34, R34-4: a database outage fails its looks (not Ready) but never restarts it (liveness: its loop runs).
+    spec = container(deployment)
+    alive = ["python", "-m", "vault_service.entrypoints.lock_watchdog", "health", "--alive"]
+    assert spec["livenessProbe"]["exec"]["command"] == alive and spec["startupProbe"]["exec"]["command"] == alive
+    assert spec["readinessProbe"]["exec"]["command"] == alive[:-1]
 
 
 def test_no_secret_value_is_written_in_a_manifest() -> None:

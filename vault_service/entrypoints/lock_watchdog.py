@@ -1,7 +1,13 @@
 """The operators' lock watchdog: `python -m vault_service.entrypoints.lock_watchdog` (configured by environment).
 
-`... lock_watchdog health`: exit 0 if the running watchdog's last look (its metrics, on the loopback port of
-TOKENVAULT_WATCHDOG_METRICS_PORT) is under HEALTHY_WITHIN_SECONDS old: a container's health check.
+`... lock_watchdog health`: exit 0 if the running watchdog's last successful look (its metrics, on the loopback port
+of TOKENVAULT_WATCHDOG_METRICS_PORT) is under HEALTHY_WITHIN_SECONDS old: a container's health check (readiness).
+`... lock_watchdog health --alive`: exit 0 if its loop ran (a look or a start check, succeeded or not) within
+ALIVE_WITHIN_SECONDS: a liveness probe, which must not restart it while PostgreSQL is down (it keeps trying).
+
+Errors by kind: a database that cannot be reached (down, failing over, starting) is a dependency outage - the
+start check is tried again with a bounded backoff, logged; exit 2 only for a misconfiguration (no DSN, a login
+refused by the server, a login not IN ROLE tokenvault_watchdog, migration 0048 or the owner's grants missing).
 
 Ends every database session, of any login but a superuser, the owner's members (the migrator) and its own,
 holding more than 256 entries of PostgreSQL's shared lock table (attack 29, F1/F2: the ETL's login filling it
@@ -50,10 +56,32 @@ SESSIONS = Counter(
 )
 LOOK_FAILURES = Counter("tokenvault_lock_watchdog_look_failures_total", "Looks that failed (its connection lost)")
 LAST_LOOK = Gauge("tokenvault_lock_watchdog_last_look_timestamp_seconds", "When the last look succeeded (Unix time)")
+LAST_RUN = Gauge(
+    "tokenvault_lock_watchdog_loop_timestamp_seconds",
+    "When its loop last ran: a look or a start check, succeeded or not (Unix time; its liveness)",
+)
+START_FAILURES = Counter(
+    "tokenvault_lock_watchdog_start_check_failures_total", "Start checks that failed because the database was down"
+)
 
 HEALTHY_WITHIN_SECONDS = 10.0
 """How recent the last successful look must be for `health` to say healthy."""
+ALIVE_WITHIN_SECONDS = 60.0
+"""How recent the loop's last run must be for `health --alive` (a start check may take CONNECT_TIMEOUT_SECONDS plus
+START_RETRY_MAX_SECONDS)."""
 CONNECT_TIMEOUT_SECONDS = 5
+START_RETRY_FIRST_SECONDS = 0.5
+START_RETRY_MAX_SECONDS = 15.0
+"""The start check's backoff while the database cannot be reached: doubling from the first, at most the max."""
+_LOGIN_REFUSED = re.compile(
+    r"password authentication failed|authentication failed for user|role \"[^\"]*\" does not exist"
+    r"|database \"[^\"]*\" does not exist|pg_hba\.conf|no password supplied|is not permitted to log in"
+    r"|permission denied for database|authentication method requirement|certificate verify failed"
+    r"|server does not support SSL|invalid connection option|invalid sslmode|invalid dsn|missing \"=\"",
+    re.IGNORECASE,
+)
+"""libpq's words for a login the server (or libpq) refuses whatever the database's state: a misconfiguration.
+(A failed connection carries no SQLSTATE in psycopg; a refusal after the start carries class 28 / 3D000.)"""
 """How long a (re)connection may take before the look fails and is tried again."""
 
 _REACH = """
@@ -74,6 +102,19 @@ NOT_A_MEMBER = (
 
 class Misconfigured(Exception):
     """The watchdog cannot do its work as configured; the message says what to fix."""
+
+
+def login_refused(error: psycopg.OperationalError) -> bool:
+    """Whether `error` is the login refused: a misconfiguration.
+
+    A bad password, no such role or database, not allowed to connect, TLS or the DSN wrong. Otherwise (a refused
+    connection, DNS, a timeout, the server starting, shutting down or out of connection slots) the database is down
+    for now: an outage, tried again.
+    """
+    state = error.sqlstate
+    if state is not None:
+        return state.startswith("28") or state in ("3D000", "42501")
+    return _LOGIN_REFUSED.search(str(error)) is not None
 
 
 @dataclass(frozen=True)
@@ -124,12 +165,22 @@ class LockWatchdog:
         return psycopg.connect(self._dsn, connect_timeout=CONNECT_TIMEOUT_SECONDS, autocommit=True)
 
     def check(self) -> None:
-        """Log in once and check the rule can run: Misconfigured saying which migration or grant is missing."""
+        """Log in once and check the rule can run.
+
+        Misconfigured saying which migration or grant is missing, or that the server refuses the login;
+        psycopg.OperationalError if the database cannot be reached (an outage).
+        """
+        LAST_RUN.set(time.time())
         try:
             with self._connect() as conn:
                 row = conn.execute(_REACH).fetchone()
         except psycopg.errors.InsufficientPrivilege:  # no USAGE on schema watchdog: not a member
             raise Misconfigured(NOT_A_MEMBER) from None
+        except psycopg.OperationalError as error:
+            if login_refused(error):
+                refused = f"the server refuses the login of TOKENVAULT_WATCHDOG_DSN: {str(error).strip()}"
+                raise Misconfigured(refused) from None
+            raise
         there, may, sees, signals = (bool(v) for v in row) if row else (False, False, False, False)
         if not there:
             raise Misconfigured(
@@ -152,11 +203,35 @@ class LockWatchdog:
         LAST_LOOK.set(time.time())
         return len(hogs)
 
+    def wait_for_database(self, stop: threading.Event) -> bool:
+        """`check()` until it passes (True) or `stop` is set (False).
+
+        A database that cannot be reached is tried again with a doubling backoff (START_RETRY_FIRST_SECONDS to
+        START_RETRY_MAX_SECONDS), each try logged and counted. Misconfigured is raised at once.
+        """
+        delay = START_RETRY_FIRST_SECONDS
+        while not stop.is_set():
+            try:
+                self.check()
+            except psycopg.OperationalError as error:
+                START_FAILURES.inc()
+                log.warning(
+                    "the database cannot be reached (an outage, not a setting): trying again",
+                    extra={"error": type(error).__name__, "detail": str(error).strip(), "retry_in_seconds": delay},
+                )
+                if stop.wait(delay):
+                    return False
+                delay = min(delay * 2, START_RETRY_MAX_SECONDS)
+                continue
+            return True
+        return False
+
     def run(self, stop: threading.Event) -> None:
         """Look every `look_seconds` until `stop` is set; a failed look is said once, then tried again."""
         failing = False
         try:
             while not stop.wait(self.look_seconds):
+                LAST_RUN.set(time.time())
                 try:
                     self.look()
                 except (psycopg.Error, OSError) as error:
@@ -175,26 +250,33 @@ class LockWatchdog:
             self.watch.close()
 
 
-def healthy(port: int, now: float | None = None) -> bool:
-    """Whether the watchdog serving plain metrics on 127.0.0.1:`port` looked within HEALTHY_WITHIN_SECONDS."""
+def healthy(port: int, now: float | None = None, alive: bool = False) -> bool:
+    """Whether the watchdog serving plain metrics on 127.0.0.1:`port` looked within HEALTHY_WITHIN_SECONDS.
+
+    `alive`: whether its loop ran within ALIVE_WITHIN_SECONDS instead (a look or start check, succeeded or not).
+    """
+    gauge = "loop" if alive else "last_look"
+    within = ALIVE_WITHIN_SECONDS if alive else HEALTHY_WITHIN_SECONDS
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{int(port)}/metrics", timeout=2) as reply:
             text = reply.read().decode()
     except OSError:
         return False
-    found = re.search(r"^tokenvault_lock_watchdog_last_look_timestamp_seconds (\S+)$", text, re.MULTILINE)
-    return found is not None and (time.time() if now is None else now) - float(found.group(1)) < HEALTHY_WITHIN_SECONDS
+    found = re.search(rf"^tokenvault_lock_watchdog_{gauge}_timestamp_seconds (\S+)$", text, re.MULTILINE)
+    return found is not None and (time.time() if now is None else now) - float(found.group(1)) < within
 
 
 def main(env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None) -> int:
     """Run the watchdog until SIGTERM or SIGINT; 2 on a setting, migration or grant that keeps it from working.
 
-    `argv` ["health"]: the health check instead (0 healthy, 1 not).
+    `argv` ["health"]: the health check instead (0 healthy, 1 not); ["health", "--alive"]: the liveness check.
+    A database that cannot be reached at the start is waited for (logged), never an exit.
     """
     env = os.environ if env is None else env
     argv = sys.argv[1:] if argv is None else argv
-    if list(argv) == ["health"]:
-        return 0 if healthy(int(env.get("TOKENVAULT_WATCHDOG_METRICS_PORT") or 0)) else 1
+    if list(argv) in (["health"], ["health", "--alive"]):
+        port = int(env.get("TOKENVAULT_WATCHDOG_METRICS_PORT") or 0)
+        return 0 if healthy(port, alive=list(argv) == ["health", "--alive"]) else 1
     try:
         config = WatchdogConfig.from_env(env)
     except ConfigError as error:
@@ -202,26 +284,25 @@ def main(env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None
         return 2
     configure_logging("lock_watchdog", config.log_level)
     watchdog = LockWatchdog(config.dsn, config.look_seconds)
-    try:
-        context = tls_context(config.metrics_tls) if config.metrics_port and config.metrics_tls else None
-        watchdog.check()
-        if config.metrics_port:
-            serve_metrics(config.metrics_port, config.metrics_address, context, "TOKENVAULT_WATCHDOG_METRICS_PORT")
-    except (Misconfigured, MetricsEndpointError) as error:
-        log.error(str(error))
-        print(f"lock_watchdog: {error}", file=sys.stderr)
-        return 2
-    except psycopg.OperationalError as error:
-        log.error("cannot log in with TOKENVAULT_WATCHDOG_DSN", extra={"error": str(error).strip()})
-        print(f"lock_watchdog: cannot log in with TOKENVAULT_WATCHDOG_DSN: {str(error).strip()}", file=sys.stderr)
-        return 2
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+    try:
+        context = tls_context(config.metrics_tls) if config.metrics_port and config.metrics_tls else None
+        if config.metrics_port:  # first: its liveness while it waits for the database
+            serve_metrics(config.metrics_port, config.metrics_address, context, "TOKENVAULT_WATCHDOG_METRICS_PORT")
+        if not watchdog.wait_for_database(stop):
+            log.info("stopped")
+            return 0
+    except (Misconfigured, MetricsEndpointError) as error:
+        log.error(str(error))
+        print(f"lock_watchdog: {error}", file=sys.stderr)
+        return 2
     log.info("started", extra={"look_seconds": config.look_seconds})
     watchdog.run(stop)
     log.info("stopped")
