@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import secrets
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -345,3 +347,37 @@ def test_a_login_the_server_refuses_is_a_misconfiguration(
     nobody = make_conninfo(pg.watchdog_dsn, user="nobody_" + secrets.token_hex(4))
     assert main({"TOKENVAULT_WATCHDOG_DSN": nobody}, []) == 2
     assert "refuses the login" in capsys.readouterr().err
+
+
+def _metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+        found = re.search(rf"^{name} (\S+)$", reply.read().decode(), re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+@pytest.mark.timeout(120)
+def test_the_watchdog_whose_function_disappears_after_its_start_is_unhealthy(
+    private_postgres: Postgres, tmp_path: Path
+) -> None:
+    """Review 34, R34-6: migration 0048's function dropped after the start (a rollback, a restore) and the
+    watchdog's connection opened again: each look watches nothing, so it is a failed look (logged as an error,
+    counted) and `health` says unhealthy. Before, the look returned nothing, counted as a success, and health said
+    healthy while nothing was watched."""
+    pg = private_postgres
+    port = free_port()
+    log_file = tmp_path / "lock_watchdog.log"
+    env = lock_watchdog_env({"PG_WATCHDOG_DSN": pg.watchdog_dsn}) | {"TOKENVAULT_WATCHDOG_METRICS_PORT": str(port)}
+    probe = {"TOKENVAULT_WATCHDOG_METRICS_PORT": str(port)}
+    pid = start_lock_watchdog(env, log_file)
+    try:
+        wait_until(lambda: main(probe, ["health"]) == 0, "a look", 10, pid, log_file)
+        with psycopg.connect(pg.admin_dsn, autocommit=True) as admin:
+            admin.execute("DROP FUNCTION watchdog.end_lock_hogs()")
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'watchdog'")
+        wait_until(lambda: main(probe, ["health"]) == 1, "unhealthy", 20, pid, log_file)
+        assert main(probe, ["health", "--alive"]) == 0  # its loop runs: no restart, it says what is wrong
+        assert _metric(port, "tokenvault_lock_watchdog_look_failures_total") > 0
+    finally:
+        stop_pid(pid)
+    errors = [line for line in _lines(log_file) if line.get("level") == "ERROR"]
+    assert any("no longer in the database" in str(line.get("message")) for line in errors), errors

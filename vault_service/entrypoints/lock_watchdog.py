@@ -104,6 +104,10 @@ class Misconfigured(Exception):
     """The watchdog cannot do its work as configured; the message says what to fix."""
 
 
+class RuleMissing(Exception):
+    """Migration 0048's function is gone from the database (a rollback, a restore): a look that watched nothing."""
+
+
 def login_refused(error: psycopg.OperationalError) -> bool:
     """Whether `error` is the login refused: a misconfiguration.
 
@@ -196,8 +200,16 @@ class LockWatchdog:
             )
 
     def look(self) -> int:
-        """One look: the sessions found and ended (each logged by the rule, counted here); how many were found."""
+        """One look: the sessions found and ended (each logged by the rule, counted here); how many were found.
+
+        RuleMissing if migration 0048's function is gone (the look watched nothing: a failed look, not a success).
+        """
         hogs = self.watch.end_lock_hogs()
+        if self.watch.missing:
+            raise RuleMissing(
+                "watchdog.end_lock_hogs() is no longer in the database: nothing is watched until migration 0048 is"
+                " applied again (migrations/0048_lock_hogs_of_every_login_ended_by_a_watchdog.sql)"
+            )
         for hog in hogs:
             SESSIONS.labels(ended="true" if hog.ended else "false").inc()
         LAST_LOOK.set(time.time())
@@ -227,25 +239,32 @@ class LockWatchdog:
         return False
 
     def run(self, stop: threading.Event) -> None:
-        """Look every `look_seconds` until `stop` is set; a failed look is said once, then tried again."""
-        failing = False
+        """Look every `look_seconds` until `stop` is set; a failed look is said once (each kind), then tried again."""
+        failing: str | None = None
+        """The kind of the failed looks since the last good one: said when it starts or changes."""
         try:
             while not stop.wait(self.look_seconds):
                 LAST_RUN.set(time.time())
                 try:
                     self.look()
+                except RuleMissing as error:
+                    LOOK_FAILURES.inc()
+                    if failing != "missing":
+                        log.error(str(error))
+                    failing = "missing"
+                    continue
                 except (psycopg.Error, OSError) as error:
                     LOOK_FAILURES.inc()
-                    if not failing:
+                    if failing != "connection":
                         log.warning(
                             "a look failed (its connection is opened again at the next look)",
                             extra={"error": type(error).__name__},
                         )
-                    failing = True
+                    failing = "connection"
                     continue
                 if failing:
                     log.info("looking again")
-                failing = False
+                failing = None
         finally:
             self.watch.close()
 
