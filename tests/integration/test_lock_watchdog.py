@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import secrets
+import subprocess
 import sys
 import threading
 import time
@@ -38,7 +40,7 @@ from etl_service.domain.messages import QuarantineRecord, UserLoginRow
 from tests.conftest import running_vault
 from tests.integration.own_cluster import cluster_of_its_own
 from tests.integration.test_lock_hogs_ended import _WRITE, Filler, _calls, _issue, _locks_by_pid, _max_locks
-from vault_service.adapters.postgres.lock_hogs import HOG_LOCKS
+from vault_service.adapters.postgres.lock_hogs import ANY_LOGIN_HOGS, HOG_LOCKS, HogRule, LockHogWatch
 from vault_service.entrypoints.lock_watchdog import main
 
 _ENDED_LINE = "entries of PostgreSQL's lock table"
@@ -381,3 +383,44 @@ def test_the_watchdog_whose_function_disappears_after_its_start_is_unhealthy(
         stop_pid(pid)
     errors = [line for line in _lines(log_file) if line.get("level") == "ERROR"]
     assert any("no longer in the database" in str(line.get("message")) for line in errors), errors
+
+
+@pytest.mark.timeout(120)
+def test_a_session_gone_before_it_is_ended_is_not_reported_as_refused(
+    private_postgres: Postgres, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review 34, R34-7: a hog already gone (or exiting) when it is signalled and one the server refuses to end are
+    told apart and each worded as it is. Before, both said "a superuser's, or the owner lacks pg_signal_backend"
+    (4-7 lines per run for ETL sessions simply exiting), pointing the operator at grants that were not the cause."""
+    pg = private_postgres
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that is no backend: as a hog's, ended or disconnected between the count and the signal
+    with psycopg.connect(pg.admin_dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL(
+                "CREATE FUNCTION public.hog_gone() RETURNS TABLE (pid integer, locks bigint, ended boolean)"
+                " LANGUAGE plpgsql AS $$ BEGIN pid := {pid}; locks := 300;"
+                " ended := pg_catalog.pg_terminate_backend({pid}); RETURN NEXT; END $$"
+            ).format(pid=sql.Literal(gone.pid))
+        )
+        admin.execute("REVOKE pg_signal_backend FROM tokenvault_owner")  # 0048's function is refused from now
+    rule = HogRule("SELECT h.pid, h.locks, h.ended FROM public.hog_gone() h", "public.hog_gone()", "-", "-", False)
+    caplog.set_level(logging.INFO, logger="vault_service.adapters.postgres.lock_hogs")
+    as_admin = LockHogWatch(lambda: psycopg.connect(pg.admin_dsn), rule=rule)
+    as_watchdog = LockHogWatch(lambda: psycopg.connect(pg.watchdog_dsn), rule=ANY_LOGIN_HOGS)
+    with psycopg.connect(pg.etl_dsn) as hog:
+        for n in range(300):  # an ETL session over the threshold, alive: refused (the owner lacks the grant)
+            hog.execute(sql.SQL("CREATE TEMP TABLE {} (a integer)").format(sql.Identifier(f"many_{n}")))
+        try:
+            (was_gone,) = as_admin.end_lock_hogs()
+            (refused,) = as_watchdog.end_lock_hogs()
+        finally:
+            as_admin.close()
+            as_watchdog.close()
+        hog_pid = hog.info.backend_pid
+    assert (was_gone.pid, was_gone.ended, was_gone.gone) == (gone.pid, False, True)
+    assert (refused.pid, refused.ended, refused.gone) == (hog_pid, False, False) and refused.locks > HOG_LOCKS
+    said = {r.pid: (r.levelname, r.getMessage()) for r in caplog.records if hasattr(r, "pid")}
+    assert said[gone.pid][0] == "INFO" and "already gone or exiting" in said[gone.pid][1]
+    assert "pg_signal_backend" not in said[gone.pid][1]
+    assert said[hog_pid][0] == "WARNING" and "refused to end it" in said[hog_pid][1]

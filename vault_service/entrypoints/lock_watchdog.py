@@ -51,7 +51,7 @@ log = logging.getLogger("lock_watchdog")
 
 SESSIONS = Counter(
     "tokenvault_lock_watchdog_sessions_total",
-    "Database sessions found holding more than 256 lock-table entries, by whether they were ended",
+    "Database sessions found holding more than 256 lock-table entries, by whether they were ended (gone: exiting)",
     ["ended"],
 )
 LOOK_FAILURES = Counter("tokenvault_lock_watchdog_look_failures_total", "Looks that failed (its connection lost)")
@@ -211,7 +211,7 @@ class LockWatchdog:
                 " applied again (migrations/0048_lock_hogs_of_every_login_ended_by_a_watchdog.sql)"
             )
         for hog in hogs:
-            SESSIONS.labels(ended="true" if hog.ended else "false").inc()
+            SESSIONS.labels(ended="true" if hog.ended else "gone" if hog.gone else "false").inc()
         LAST_LOOK.set(time.time())
         return len(hogs)
 

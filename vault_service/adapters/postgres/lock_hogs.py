@@ -8,6 +8,7 @@ The rule, its figures and what it leaves: docs/threat-model.md. The vault runs i
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,6 +74,13 @@ class LockHog:
     pid: int
     locks: int
     ended: bool
+    gone: bool = False
+    """Not ended because it was no longer there: it had ended or was exiting when the rule signalled it."""
+
+
+_GONE = re.compile(r"PID (\d+) is not a PostgreSQL backend process")
+"""pg_terminate_backend()'s WARNING (and `false`) for a pid no longer a backend; it refuses a session it may not end
+with an error instead (insufficient_privilege, which the migrations' functions turn into `ended` false)."""
 
 
 MISSING_LOOK_SECONDS = 30.0
@@ -109,6 +117,13 @@ class LockHogWatch:
         """The rule's migration is not applied: the rule is off (said once)."""
         self._look_again_at = 0.0
         """While it is missing: when to connect and look for it again (not at every 0.25 s look: a login each)."""
+        self._gone: set[int] = set()
+        """The pids the server said were no longer backends during the current look (its WARNINGs)."""
+
+    def _noticed(self, diagnostic: psycopg.errors.Diagnostic) -> None:
+        found = _GONE.search(diagnostic.message_primary or "")
+        if found:
+            self._gone.add(int(found.group(1)))
 
     def _connection(self) -> psycopg.Connection[tuple[object, ...]] | None:
         if self._conn is not None and not self._conn.closed:
@@ -118,6 +133,7 @@ class LockHogWatch:
         conn = self._connect()
         try:
             conn.autocommit = True
+            conn.add_notice_handler(self._noticed)
             PROCESS_SESSIONS.note(conn)  # this process's: no other rule of the watch ends it
             row = conn.execute(
                 "SELECT pg_catalog.to_regprocedure(%s) IS NOT NULL", (self.rule.function,), prepare=False
@@ -148,6 +164,7 @@ class LockHogWatch:
         if self.rule.spares:
             spare = {pid for pid, _ in self._own_sessions()} | set(self._own_key_sessions())
             params["spare"] = "{" + ",".join(str(p) for p in sorted(spare)) + "}"
+        self._gone.clear()
         try:
             rows = conn.execute(self.rule.statement, params or None, prepare=True).fetchall()
         except BaseException:
@@ -155,6 +172,7 @@ class LockHogWatch:
                 self._conn = None
             raise
         hogs = [LockHog(int(str(r[0])), int(str(r[1])), bool(r[2])) for r in rows]
+        hogs = [LockHog(h.pid, h.locks, h.ended, not h.ended and h.pid in self._gone) for h in hogs]
         for hog in hogs:
             extra = {"pid": hog.pid, "locks": hog.locks}
             if hog.ended:
@@ -165,11 +183,18 @@ class LockHogWatch:
                     f" {self.rule.whose}. Report it to the security team (docs/threat-model.md, attack 29)",
                     extra=extra,
                 )
+            elif hog.gone:
+                log.info(
+                    f"a database session that held {hog.locks} entries of PostgreSQL's lock table was already gone or"
+                    " exiting when it was to be ended (it disconnected, or its exit clean-up held them): nothing to"
+                    " end",
+                    extra=extra,
+                )
             else:
                 log.warning(
-                    f"a database session holds {hog.locks} entries of PostgreSQL's lock table and was not ended: the"
-                    " server did not end it (a superuser's, or the owner lacks pg_signal_backend). Look it up in"
-                    " pg_stat_activity",
+                    f"a database session holds {hog.locks} entries of PostgreSQL's lock table and the server refused"
+                    f" to end it: the owner of {self.rule.function} lacks pg_signal_backend (migration 0042), or it is"
+                    " a superuser's. Look it up in pg_stat_activity",
                     extra=extra,
                 )
         return hogs
