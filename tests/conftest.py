@@ -8,6 +8,7 @@ restart them.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,6 +35,22 @@ from vault_service.entrypoints.audit_report_session import audit_reports_of
 from vault_service.entrypoints.key_job_session import key_jobs_of
 from vault_service.entrypoints.server import VaultServer, create_server, server_credentials
 from vault_service.service.maintenance import KeyMaintainer
+
+
+@pytest.fixture(autouse=True)
+def logging_left_as_found() -> Iterator[None]:
+    """Every test leaves the root logger's handlers and level as it found them.
+
+    An entrypoint's `main()` called in-process (the lock watchdog's misconfiguration tests) configures logging
+    for its process: a handler on the stream pytest captured for that test, closed after it, and level INFO. Left
+    in place, every later test's log line failed to write (`--- Logging error ---` on stderr) and INFO lines
+    reached tests that assert what was logged (CI 19:44: two unit tests failed that way).
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
