@@ -212,14 +212,17 @@ def test_the_serving_role_cannot_become_the_owner_or_bypass_the_trigger(
 
 
 def test_the_serving_role_may_create_no_temporary_object_where_the_migrations_ran(stack_env: dict[str, str]) -> None:
-    """TEMPORARY is revoked from PUBLIC (0031) and granted back to the ETL (it stages its loads); analysts had it
-    too until 0046 (attack 29, F2: test_database_privileges.py)."""
+    """TEMPORARY is revoked from PUBLIC (0031); analysts had it back until 0046 (attack 29, F2), the ETL until 0051
+    (review 34, R34-1: test_database_privileges.py)."""
     with (
         psycopg.connect(stack_env["PG_VAULT_DSN"]) as serving_role,
         pytest.raises(psycopg.errors.InsufficientPrivilege, match="temporary"),
     ):
         serving_role.execute("CREATE TEMP TABLE bait (n int)")
-    with psycopg.connect(stack_env["PG_ETL_DSN"]) as conn:
+    with (
+        psycopg.connect(stack_env["PG_ETL_DSN"]) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="temporary"),
+    ):
         conn.execute("CREATE TEMP TABLE staging (n int)")
 
 

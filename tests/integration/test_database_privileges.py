@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import errors, sql
+from psycopg_pool import ConnectionPool
 
 from devstack.postgres import ANALYST_CONNECTION_LIMIT
+from etl_service.adapters.postgres import PostgresLoginStore
+from etl_service.domain.messages import UserLoginRow
 from tests.integration.own_database import with_database
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
 from tokenvault_common.migrations import migrate
@@ -114,13 +118,23 @@ def test_the_serving_role_cannot_take_the_connection_slots_the_etl_and_analysts_
             conn.close()
 
 
-def test_analysts_create_no_temporary_tables_the_etl_still_does(stack_env: dict[str, str]) -> None:
+def test_neither_analysts_nor_the_etl_create_temporary_tables(stack_env: dict[str, str]) -> None:
     # Attack 29, F2: an analyst's session creating temporary tables in one transaction filled the server's lock
     # table in seconds (no new token issued while it held). Migration 0046 revokes TEMPORARY from analysts.
-    with psycopg.connect(stack_env["PG_ANALYST_DSN"]) as analyst, pytest.raises(errors.InsufficientPrivilege):
-        analyst.execute("CREATE TEMP TABLE scratch (x int)")
-    with psycopg.connect(stack_env["PG_ETL_DSN"]) as etl:  # its loads stage in one
-        etl.execute("CREATE TEMP TABLE staging_check (x int)")
+    # Review 34, R34-1: the ETL's login staged a tree of thousands of temporary tables over small transactions,
+    # then filled the table with one LOCK TABLE faster than the lock watchdog looks; 0051 revokes its TEMPORARY
+    # (its redelivered batches merge through INSERT ... SELECT FROM unnest, no staging table).
+    for dsn in ("PG_ANALYST_DSN", "PG_ETL_DSN"):
+        with psycopg.connect(stack_env[dsn]) as conn, pytest.raises(errors.InsufficientPrivilege, match="temporary"):
+            conn.execute("CREATE TEMP TABLE scratch (x int)")
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as admin:
+        may = admin.execute(
+            "SELECT r.rolname FROM pg_catalog.pg_roles r"
+            " WHERE r.rolname IN ('tokenvault_vault', 'tokenvault_etl', 'tokenvault_analyst', 'tokenvault_watchdog')"
+            " AND has_database_privilege(r.oid, current_database(), 'TEMPORARY')"
+        ).fetchall()
+        public = admin.execute("SELECT has_database_privilege('public', current_database(), 'TEMPORARY')").fetchone()
+    assert may == [] and public == (False,), (may, public)
 
 
 @pytest.mark.parametrize(
@@ -209,6 +223,64 @@ def test_migrations_upgrade_the_exercise_table_in_place(stack_env: dict[str, str
         }
     assert rows == [("u1", "old-mask", 230, "2020-01-02")]
     assert {"event_id", "app_version_text", "sent_at"} <= columns
+
+
+def test_the_etl_merges_redeliveries_in_a_migrated_exercise_database_with_no_temporary_table(
+    stack_env: dict[str, str],
+) -> None:
+    """As compose's exercise stack: the exercise's DDL in a database made later (PUBLIC's TEMPORARY again, as in the
+    exercise image's `postgres`), migrated; the ETL's login may create no temporary table there (0051, review 34
+    R34-1), and its loader still loads, merges a redelivery and the same event twice (no staging table)."""
+    admin = stack_env["PG_ADMIN_DSN"]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS exercise_etl")
+        conn.execute("CREATE DATABASE exercise_etl")
+    dsn = with_database(admin, "exercise_etl")
+    with psycopg.connect(dsn) as conn:
+        conn.execute((REPO / "examples" / "create_table.sql").read_text().encode())
+    assert migrate(dsn)
+    with psycopg.connect(dsn) as conn:
+        may = conn.execute(
+            "SELECT has_database_privilege('tokenvault_etl', current_database(), 'TEMPORARY'),"
+            " has_database_privilege('public', current_database(), 'TEMPORARY')"
+        ).fetchone()
+    assert may == (False, False)
+    etl_dsn = with_database(stack_env["PG_ETL_DSN"], "exercise_etl")
+    with psycopg.connect(etl_dsn) as etl, pytest.raises(errors.InsufficientPrivilege, match="temporary"):
+        etl.execute("CREATE TEMP TABLE staging_user_logins (x int)")
+    sent = datetime(2024, 1, 1, tzinfo=UTC)
+
+    def rows(tag: str, n: int) -> list[UserLoginRow]:
+        return [
+            UserLoginRow(
+                f"u{i}",
+                "ios",
+                f"tok_ip_{i}",
+                f"tok_dev_{i}",
+                "en_US",
+                230,
+                date(2020, 1, 2),
+                "2.3.0",
+                f"{tag}-e{i}",
+                f"{tag}-m{i}",
+                sent,
+            )
+            for i in range(n)
+        ]
+
+    with ConnectionPool(etl_dsn, min_size=1, max_size=1, open=True) as pool:
+        store = PostgresLoginStore(pool)
+        assert store.write(rows("a", 100), []).rows_inserted == 100  # the direct COPY
+        again = store.write([*rows("a", 100), *rows("b", 50)], [])  # a redelivery with new events: the merge
+        assert (again.rows_inserted, again.reused) == (50, ())
+        twice = rows("c", 3)
+        assert store.write([*twice, twice[0]], []).rows_inserted == 3  # the same event twice in one batch
+    with psycopg.connect(dsn) as conn:
+        loaded = conn.execute(
+            "SELECT count(*), count(DISTINCT event_id), min(app_version_text), min(sent_at) FROM user_logins"
+            " WHERE event_id IS NOT NULL"
+        ).fetchone()
+    assert loaded == (153, 153, "2.3.0", sent)
 
 
 @pytest.mark.parametrize(

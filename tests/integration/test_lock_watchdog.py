@@ -1,11 +1,11 @@
 """Any login's session filling PostgreSQL's shared lock table is ended by the operators' watchdog (migration 0048).
 
 Attack 29, F1/F2 for the ETL's login: `SAVEPOINT a; INSERT INTO public.etl_quarantine ...` thousands of times in one
-transaction (one XID lock per subtransaction that wrote), or temporary tables in a loop, filled the table and every
-vault call failed; the vault's login may not end the ETL's sessions (its own rule, 0047, ends its role's only). The
-watchdog - `python -m vault_service.entrypoints.lock_watchdog`, started here as the stack starts it, logged in as a
-login IN ROLE tokenvault_watchdog - ends it. Each test runs on a PostgreSQL cluster of its own (a full table breaks
-every session of its cluster); each filler is always stopped.
+transaction (one XID lock per subtransaction that wrote), or temporary tables in a loop (refused since 0051: review 34,
+R34-1), filled the table and every vault call failed; the vault's login may not end the ETL's sessions (its own rule,
+0047, ends its role's only). The watchdog - `python -m vault_service.entrypoints.lock_watchdog`, started here as the
+stack starts it, logged in as a login IN ROLE tokenvault_watchdog - ends it. Each test runs on a PostgreSQL cluster of
+its own (a full table breaks every session of its cluster); each filler is always stopped.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ _QUARANTINE_WRITE = (
 )
 """The ETL's login's fill (attack 29, F1): a savepoint never released, a quarantine row apiece."""
 _TEMP_TABLE_WRITE = "SAVEPOINT a; CREATE TEMP TABLE hog_{n} (a integer);"
-"""Its fill with temporary tables (F2): each holds lock entries until the transaction ends."""
+"""Its fill with temporary tables (F2): each holds lock entries until the transaction ends. Refused since 0051."""
 SENT = datetime(2024, 1, 1, tzinfo=UTC)
 
 
@@ -91,9 +91,9 @@ def filling(write: str, dsn: str, seconds: float) -> Iterator[Filler]:
     [
         (_QUARANTINE_WRITE, None, False),
         (_QUARANTINE_WRITE, 64, False),
-        (_TEMP_TABLE_WRITE, 64, True),
+        (_QUARANTINE_WRITE, 64, True),
     ],
-    ids=["savepoints-shipped-512", "savepoints-old-default-64", "temp-tables-64-after-its-connection-dropped"],
+    ids=["savepoints-shipped-512", "savepoints-old-default-64", "savepoints-64-after-its-connection-dropped"],
 )
 def test_an_etl_session_filling_the_lock_table_is_ended_by_the_watchdog_and_the_vault_serves(
     stack_env: dict[str, str], private_postgres: Postgres, tmp_path: Path, write: str, max_locks: int | None,
@@ -133,6 +133,39 @@ def test_an_etl_session_filling_the_lock_table_is_ended_by_the_watchdog_and_the_
     assert "etl_quarantine" not in text and "hog_" not in text and "hog-" not in text and "tokenvault_etl" not in text
     if drop_first:
         assert any("a look failed" in str(line.get("message")) for line in lines)
+
+
+@pytest.mark.timeout(120)
+def test_the_etls_temporary_table_fills_are_refused_at_their_first_table(private_postgres: Postgres) -> None:
+    """Review 34, R34-1: the ETL's login staged a temporary inheritance tree (`CREATE TEMP TABLE p`, then children
+    `INHERITS (p)` in small transactions), then `LOCK TABLE p IN ACCESS EXCLUSIVE MODE` filled the lock table in
+    0.06-0.14 s, before the watchdog's next look, and every look after failed `out of shared memory`: never ended.
+    Since 0051 its login has no TEMPORARY: the tree's first table, and F2's table-per-savepoint fill, are refused;
+    it may create no table elsewhere either, nor take a strong lock (UPDATE, DELETE or TRUNCATE) on any relation."""
+    pg = private_postgres
+    with psycopg.connect(pg.etl_dsn) as etl:
+        for first in (
+            "CREATE TEMP TABLE p (a integer)",  # the reviewer's tree: its parent
+            "CREATE TABLE pg_temp.p (a integer)",
+            _TEMP_TABLE_WRITE.format(n=0),  # F2's fill: its first table
+            "CREATE TABLE public.p (a integer)",
+            "CREATE UNLOGGED TABLE public.p (a integer)",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                etl.execute(first)
+            etl.rollback()
+    with psycopg.connect(pg.admin_dsn, autocommit=True) as admin:
+        lockable = admin.execute(
+            "SELECT c.oid::regclass::text FROM pg_catalog.pg_class c WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+            " AND has_table_privilege('tokenvault_etl', c.oid, 'UPDATE,DELETE,TRUNCATE')"
+        ).fetchall()
+        may_temp = admin.execute(
+            "SELECT r.rolname FROM pg_catalog.pg_roles r WHERE NOT r.rolsuper AND r.rolcanlogin"
+            " AND NOT pg_has_role(r.oid, 'tokenvault_owner', 'MEMBER')"
+            " AND has_database_privilege(r.oid, current_database(), 'TEMPORARY')"
+        ).fetchall()
+    # pg_settings: PUBLIC's UPDATE (how SET works through it), one view over a function, one entry
+    assert lockable == [("pg_settings",)] and may_temp == [], (lockable, may_temp)
 
 
 @pytest.mark.timeout(120)
@@ -245,7 +278,7 @@ def _rows(tag: str, n: int) -> list[UserLoginRow]:
 
 @pytest.mark.timeout(180)
 def test_the_etls_own_busiest_session_stays_far_under_the_threshold(private_postgres: Postgres, tmp_path: Path) -> None:
-    """The ETL's real loader (PostgresLoginStore): 2,000-row batches by COPY, the same again (staging table, merge,
+    """The ETL's real loader (PostgresLoginStore): 2,000-row batches by COPY, the same again (unnest merge,
     reused-event check) with 200 quarantine records, while the watchdog looks every 0.25 s: none ended."""
     pg = private_postgres
     peak: dict[int, int] = {}
