@@ -70,6 +70,7 @@ ALIVE_WITHIN_SECONDS = 60.0
 """How recent the loop's last run must be for `health --alive` (a start check may take CONNECT_TIMEOUT_SECONDS plus
 START_RETRY_MAX_SECONDS)."""
 CONNECT_TIMEOUT_SECONDS = 5
+"""How long a (re)connection may take before the look fails and is tried again."""
 START_RETRY_FIRST_SECONDS = 0.5
 START_RETRY_MAX_SECONDS = 15.0
 """The start check's backoff while the database cannot be reached: doubling from the first, at most the max."""
@@ -82,7 +83,6 @@ _LOGIN_REFUSED = re.compile(
 )
 """libpq's words for a login the server (or libpq) refuses whatever the database's state: a misconfiguration.
 (A failed connection carries no SQLSTATE in psycopg; a refusal after the start carries class 28 / 3D000.)"""
-"""How long a (re)connection may take before the look fails and is tried again."""
 
 _REACH = """
 SELECT p.oid IS NOT NULL,
