@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -41,7 +43,7 @@ from tests.conftest import running_vault
 from tests.integration.own_cluster import cluster_of_its_own
 from tests.integration.test_lock_hogs_ended import _WRITE, Filler, _calls, _issue, _locks_by_pid, _max_locks
 from vault_service.adapters.postgres.lock_hogs import ANY_LOGIN_HOGS, HOG_LOCKS, HogRule, LockHogWatch
-from vault_service.entrypoints.lock_watchdog import main
+from vault_service.entrypoints.lock_watchdog import LockWatchdog, main
 
 _ENDED_LINE = "entries of PostgreSQL's lock table"
 _QUARANTINE_WRITE = (
@@ -458,3 +460,54 @@ def test_a_session_gone_before_it_is_ended_is_not_reported_as_refused(
     assert said[gone.pid][0] == "INFO" and "already gone or exiting" in said[gone.pid][1]
     assert "pg_signal_backend" not in said[gone.pid][1]
     assert said[hog_pid][0] == "WARNING" and "refused to end it" in said[hog_pid][1]
+
+
+@contextlib.contextmanager
+def _server_unreachable(port: int) -> Iterator[None]:
+    """Every packet to and from the cluster's TCP `port` dropped (iptables; always removed): its connections half-open,
+    as after a failover or a partition."""
+    rules = [["INPUT", "-p", "tcp", "-i", "lo", "--dport", str(port), "-j", "DROP"],
+             ["INPUT", "-p", "tcp", "-i", "lo", "--sport", str(port), "-j", "DROP"]]  # fmt: skip
+    added = []
+    try:
+        for rule in rules:
+            subprocess.run(["iptables", "-I", *rule], check=True, capture_output=True)
+            added.append(rule)
+        yield
+    finally:
+        for rule in added:
+            subprocess.run(["iptables", "-D", *rule], check=False, capture_output=True)
+
+
+@pytest.mark.timeout(180)
+def test_a_look_on_a_half_open_connection_fails_within_a_bound_and_sigterm_stops_it(
+    private_postgres: Postgres, tmp_path: Path
+) -> None:
+    """Review 34, R34-5: its server gone without a word (packets dropped: a failover, a partition), a look fails
+    within ~20 s (TCP keepalives, tcp_user_timeout; statement_timeout on the server), its loop keeps running and a
+    SIGTERM stops it. Before, the look waited for the kernel (~15 minutes), the watchdog and its SIGTERM with it.
+    Needs root and iptables (the dev container has both)."""
+    pg = private_postgres
+    port = free_port()
+    log_file = tmp_path / "lock_watchdog.log"
+    env = lock_watchdog_env({"PG_WATCHDOG_DSN": pg.watchdog_dsn}) | {"TOKENVAULT_WATCHDOG_METRICS_PORT": str(port)}
+    probe = {"TOKENVAULT_WATCHDOG_METRICS_PORT": str(port)}
+    pid = start_lock_watchdog(env, log_file)
+    try:
+        wait_until(lambda: main(probe, ["health"]) == 0, "a look", 10, pid, log_file)
+        with psycopg.connect(pg.watchdog_dsn) as own:  # its connection's bound, as the watchdog's login sees it
+            assert own.execute("SHOW statement_timeout").fetchone() == ("0",)  # the login's own: none
+        with LockWatchdog(pg.watchdog_dsn)._connect() as its:  # the watchdog's: bounded
+            assert its.execute("SHOW statement_timeout").fetchone() == ("5s",)
+        with _server_unreachable(pg.port):
+            cut = time.monotonic()
+            failed = lambda: "a look failed" in log_file.read_text(errors="replace")  # noqa: E731
+            wait_until(failed, "a failed look", 40, pid, log_file)
+            print(f"WATCHDOG: a look on a half-open connection failed after {time.monotonic() - cut:.1f} s")
+            assert time.monotonic() - cut < 30
+            assert main(probe, ["health", "--alive"]) == 0
+            os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: not _running(pid), "stopped", 20, None, None)
+    finally:
+        stop_pid(pid)
+    assert '"stopped"' in log_file.read_text()

@@ -33,6 +33,7 @@ from types import FrameType
 
 import psycopg
 from prometheus_client import Counter, Gauge
+from psycopg.conninfo import conninfo_to_dict
 
 from tokenvault_common.database_dsn import read_database_dsn
 from tokenvault_common.env import ConfigError, EnvReader
@@ -71,6 +72,15 @@ ALIVE_WITHIN_SECONDS = 60.0
 START_RETRY_MAX_SECONDS)."""
 CONNECT_TIMEOUT_SECONDS = 5
 """How long a (re)connection may take before the look fails and is tried again."""
+STATEMENT_TIMEOUT_MS = 5000
+"""A look's bound on the server (its connection's statement_timeout, set at log-in: it takes no lock-table entry,
+so a look still runs on a full table; the function itself takes milliseconds)."""
+KEEPALIVE_IDLE_SECONDS = 5
+"""TCP keepalives on its connection (then every 2 s, 3 unanswered: dead): a connection whose server is gone (a
+failover, a partition: a half-open TCP connection) is found dead in about 11 s while it waits for a reply, instead of
+the kernel's ~15 minutes."""
+TCP_USER_TIMEOUT_MS = 10000
+"""A look sent and never acknowledged (the server's host gone) fails after 10 s."""
 START_RETRY_FIRST_SECONDS = 0.5
 START_RETRY_MAX_SECONDS = 15.0
 """The start check's backoff while the database cannot be reached: doubling from the first, at most the max."""
@@ -166,7 +176,19 @@ class LockWatchdog:
         self.watch = LockHogWatch(self._connect, rule=ANY_LOGIN_HOGS)
 
     def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
-        return psycopg.connect(self._dsn, connect_timeout=CONNECT_TIMEOUT_SECONDS, autocommit=True)
+        """Its connection: every wait bounded (connect, statement, a dead peer), so a look fails and is tried again."""
+        options = conninfo_to_dict(self._dsn).get("options") or ""
+        return psycopg.connect(
+            self._dsn,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            autocommit=True,
+            options=f"{options} -c statement_timeout={STATEMENT_TIMEOUT_MS}".strip(),
+            tcp_user_timeout=TCP_USER_TIMEOUT_MS,
+            keepalives=1,
+            keepalives_idle=KEEPALIVE_IDLE_SECONDS,
+            keepalives_interval=2,
+            keepalives_count=3,
+        )
 
     def check(self) -> None:
         """Log in once and check the rule can run.
