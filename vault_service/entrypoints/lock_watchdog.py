@@ -82,8 +82,9 @@ the kernel's ~15 minutes."""
 TCP_USER_TIMEOUT_MS = 10000
 """A look sent and never acknowledged (the server's host gone) fails after 10 s."""
 START_RETRY_FIRST_SECONDS = 0.5
+"""The start check's first wait while the database cannot be reached (doubled at each try)."""
 START_RETRY_MAX_SECONDS = 15.0
-"""The start check's backoff while the database cannot be reached: doubling from the first, at most the max."""
+"""The start check's longest wait between tries while the database cannot be reached."""
 _LOGIN_REFUSED = re.compile(
     r"password authentication failed|authentication failed for user|role \"[^\"]*\" does not exist"
     r"|database \"[^\"]*\" does not exist|pg_hba\.conf|no password supplied|is not permitted to log in"
