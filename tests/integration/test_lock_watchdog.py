@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -462,12 +463,25 @@ def test_a_session_gone_before_it_is_ended_is_not_reported_as_refused(
     assert said[hog_pid][0] == "WARNING" and "refused to end it" in said[hog_pid][1]
 
 
+def _iptables_installed() -> None:
+    """apt-get install iptables where it is missing (a fresh machine: CI installs docker.io, which brings it, only in
+    the compose test, after this one), as the compose test installs its engine; root is needed either way."""
+    if shutil.which("iptables") is not None:
+        return
+    assert os.geteuid() == 0, "this test drops packets with iptables: run it as root (CI does)"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "iptables"], check=True, env=env,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+
+
 @contextlib.contextmanager
 def _server_unreachable(port: int) -> Iterator[None]:
     """Every packet to and from the cluster's TCP `port` dropped (iptables; always removed): its connections half-open,
     as after a failover or a partition."""
     rules = [["INPUT", "-p", "tcp", "-i", "lo", "--dport", str(port), "-j", "DROP"],
              ["INPUT", "-p", "tcp", "-i", "lo", "--sport", str(port), "-j", "DROP"]]  # fmt: skip
+    _iptables_installed()
     added = []
     try:
         for rule in rules:
