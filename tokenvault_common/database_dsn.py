@@ -198,3 +198,26 @@ def read_database_dsn(read: EnvReader, env: Mapping[str, str], variable: str) ->
     if dsn and (problem := password_exposed(variable, dsn, env)):
         read.problems.append(problem)
     return dsn
+
+
+class DsnFileError(Exception):
+    """A DSN file that cannot be read, is empty, or holds a DSN refused above; the message never quotes the DSN."""
+
+
+def read_dsn_file(path: Path, variable: str, env: Mapping[str, str]) -> str:
+    """The DSN in the file `path` names (`variable`), checked as every DSN is (password_exposed).
+
+    For credentials that rotate while the process runs - Vault's database secrets engine, rendered into the file
+    by the Vault agent and rendered again with a new login and password as each lease ends (docs/production.md):
+    read it at every (re)connection, never once at the start. DsnFileError when it cannot be used.
+    """
+    try:
+        dsn = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else type(error).__name__
+        raise DsnFileError(f"{variable} {path} cannot be read: {reason}") from None
+    if not dsn:
+        raise DsnFileError(f"{variable} {path} is empty")
+    if problem := password_exposed(f"the DSN in {variable} {path}", dsn, env):
+        raise DsnFileError(problem)
+    return dsn

@@ -150,10 +150,28 @@ def test_every_setting_a_service_requires_is_provided(name: str, load: Any) -> N
     assert problems and all("which is not a file" in p and any(m in p for m in mounted) for p in problems), problems
 
 
-def test_the_lock_watchdog_has_every_setting_and_its_probe_needs_no_port() -> None:
-    """Migration 0048's watchdog: its DSN from Vault (a login IN ROLE tokenvault_watchdog), metrics on loopback."""
+def rendered(template: str) -> str:
+    """A Vault agent template's file as the agent renders it, each value from Vault `from-vault`."""
+    text = re.sub(r"\{\{-? *(with|end)\b[^}]*\}\}", "", template)
+    return re.sub(r"\{\{[^}]*\}\}", "from-vault", text).strip()
+
+
+def test_the_lock_watchdog_has_every_setting_and_its_probe_needs_no_port(tmp_path: Path) -> None:
+    """Migration 0048's watchdog: its DSN from Vault (a login IN ROLE tokenvault_watchdog), metrics on loopback.
+
+    Review 34, R34-12: the DSN is the agent's file, which it reads at every (re)connection - the agent renders it
+    again with a new login as each lease ends - never a shell sourcing it once at the start."""
     deployment = by_kind("Deployment")["lock-watchdog"]
-    config = WatchdogConfig.from_env(pod_environment(deployment))
+    env = pod_environment(deployment)
+    assert env["TOKENVAULT_WATCHDOG_DSN_FILE"] == "/vault/secrets/dsn" and "TOKENVAULT_WATCHDOG_DSN" not in env
+    assert container(deployment)["command"] == ["python", "-m", "vault_service.entrypoints.lock_watchdog"]
+    assert "args" not in container(deployment)
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["vault.hashicorp.com/agent-inject-secret-dsn"] == "database/creds/tokenvault-watchdog"
+    dsn_file = tmp_path / "dsn"  # the file the agent renders (checked as the watchdog checks it)
+    dsn_file.write_text(rendered(annotations["vault.hashicorp.com/agent-inject-template-dsn"]))
+    config = WatchdogConfig.from_env(env | {"TOKENVAULT_WATCHDOG_DSN_FILE": str(dsn_file)})
+    assert config.dsn_file == dsn_file and config.dsn == ""
     assert config.metrics_port and config.metrics_address == "127.0.0.1" and "ports" not in container(deployment)
     assert by_kind("NetworkPolicy")["lock-watchdog"]["spec"]["ingress"] == []
     # Review 34, R34-4: a database outage fails its looks (not Ready) but never restarts it (liveness: its loop runs).
@@ -236,7 +254,9 @@ def test_the_services_reach_postgres_only_in_its_namespace_and_with_verify_full(
     platform's, and that libpq enforces verify-full is libpq's (no TLS connection is made here).
     """
     annotations = by_kind("Deployment")[name]["spec"]["template"]["metadata"]["annotations"]
-    dsns = re.findall(r'_(?:DATABASE|WATCHDOG)_DSN="([^"]+)"', "\n".join(str(v) for v in annotations.values()))
+    template = "vault.hashicorp.com/agent-inject-template-"
+    files = "\n".join(rendered(str(v)) for k, v in annotations.items() if k.startswith(template))
+    dsns = re.findall(r'postgresql://[^"\s]+', files)  # exported, or a file of its own (the watchdog's)
     assert dsns and all(POSTGRES_HOST in dsn and dsn.endswith("?sslmode=verify-full") for dsn in dsns), dsns
     egress = by_kind("NetworkPolicy")[name]["spec"]["egress"]
     to_postgres = [rule for rule in egress if {"port": 5432, "protocol": "TCP"} in rule.get("ports", [])]

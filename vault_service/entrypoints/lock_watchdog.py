@@ -15,10 +15,15 @@ with savepoints that each write, or temporary tables, failed every vault call). 
 watchdog.end_lock_hogs() every TOKENVAULT_WATCHDOG_LOOK_SECONDS (0.25 s) on one warm connection of a login IN
 ROLE tokenvault_watchdog, which may do nothing else: the vault's own login must not end other roles' sessions
 (docs/threat-model.md). One log line per session ended (pid, entries; never its statement or login).
+
+Its DSN: TOKENVAULT_WATCHDOG_DSN, or TOKENVAULT_WATCHDOG_DSN_FILE naming a file read again at every (re)connection -
+Kubernetes' (Vault's database secrets engine, rendered by the Vault agent, rendered again with a new login as each
+lease ends: read once, a reconnection after the old login was dropped failed until the pod restarted; R34-12).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -27,15 +32,16 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 import psycopg
 from prometheus_client import Counter, Gauge
 from psycopg.conninfo import conninfo_to_dict
 
-from tokenvault_common.database_dsn import read_database_dsn
+from tokenvault_common.database_dsn import DsnFileError, read_database_dsn, read_dsn_file
 from tokenvault_common.env import ConfigError, EnvReader
 from tokenvault_common.logging_setup import configure_logging
 from tokenvault_common.metrics_endpoint import (
@@ -105,6 +111,9 @@ LEFT JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) x.f
 """
 """Whether migration 0048's function is there, this login may run it, and its owner may see and end sessions."""
 
+DSN_FILE = "TOKENVAULT_WATCHDOG_DSN_FILE"
+"""The setting naming a file that holds its DSN (see WatchdogConfig.dsn_file)."""
+
 NOT_A_MEMBER = (
     "the login of TOKENVAULT_WATCHDOG_DSN may not run watchdog.end_lock_hogs(): make it a login IN ROLE"
     " tokenvault_watchdog (docs/production.md)"
@@ -137,7 +146,10 @@ class WatchdogConfig:
     """The watchdog's settings (environment)."""
 
     dsn: str
-    """A login IN ROLE tokenvault_watchdog (TOKENVAULT_WATCHDOG_DSN; required)."""
+    """A login IN ROLE tokenvault_watchdog (TOKENVAULT_WATCHDOG_DSN; required unless dsn_file; "" then)."""
+    dsn_file: Path | None
+    """A file holding that DSN, read again at every (re)connection: credentials that rotate, as the Vault agent
+    renders them (TOKENVAULT_WATCHDOG_DSN_FILE; instead of TOKENVAULT_WATCHDOG_DSN)."""
     look_seconds: float
     """How often it looks (TOKENVAULT_WATCHDOG_LOOK_SECONDS, 0.25 by default, 0.05-5)."""
     log_level: str
@@ -155,8 +167,21 @@ class WatchdogConfig:
         read = EnvReader(env)
         port = read.integer("TOKENVAULT_WATCHDOG_METRICS_PORT", 0, 0, 65535)
         address = read.text("TOKENVAULT_WATCHDOG_METRICS_ADDRESS", "127.0.0.1")
+        dsn_file = read.existing_file(DSN_FILE, required=False)
+        if dsn_file is None:
+            dsn = read_database_dsn(read, env, "TOKENVAULT_WATCHDOG_DSN")
+        else:
+            dsn = ""
+            if read.optional("TOKENVAULT_WATCHDOG_DSN"):
+                read.problems.append(f"set TOKENVAULT_WATCHDOG_DSN or {DSN_FILE}, not both")
+            if dsn_file.is_file():
+                try:
+                    read_dsn_file(dsn_file, DSN_FILE, env)
+                except DsnFileError as error:
+                    read.problems.append(str(error))
         config = cls(
-            dsn=read_database_dsn(read, env, "TOKENVAULT_WATCHDOG_DSN"),
+            dsn=dsn,
+            dsn_file=dsn_file,
             look_seconds=read.number("TOKENVAULT_WATCHDOG_LOOK_SECONDS", 0.25, 0.05, 5.0),
             log_level=read.text("TOKENVAULT_WATCHDOG_LOG_LEVEL", "INFO").upper(),
             metrics_port=port,
@@ -167,20 +192,28 @@ class WatchdogConfig:
         read.check("lock_watchdog")
         return config
 
+    def dsn_source(self, env: Mapping[str, str]) -> str | Callable[[], str]:
+        """The DSN, or (with dsn_file) what reads it from the file each time (DsnFileError; `env`: libpq's)."""
+        return self.dsn if self.dsn_file is None else functools.partial(read_dsn_file, self.dsn_file, DSN_FILE, env)
+
 
 class LockWatchdog:
-    """Migration 0048's rule, applied every `look_seconds` from one warm connection, reconnecting if it drops."""
+    """Migration 0048's rule, applied every `look_seconds` from one warm connection, reconnecting if it drops.
 
-    def __init__(self, dsn: str, look_seconds: float = 0.25) -> None:
+    `dsn`: the DSN, or a callable giving it at each (re)connection (a DSN file: WatchdogConfig.dsn_source).
+    """
+
+    def __init__(self, dsn: str | Callable[[], str], look_seconds: float = 0.25) -> None:
         self._dsn = dsn
         self.look_seconds = look_seconds
         self.watch = LockHogWatch(self._connect, rule=ANY_LOGIN_HOGS)
 
     def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
         """Its connection: every wait bounded (connect, statement, a dead peer), so a look fails and is tried again."""
-        options = conninfo_to_dict(self._dsn).get("options") or ""
+        dsn = self._dsn() if callable(self._dsn) else self._dsn
+        options = conninfo_to_dict(dsn).get("options") or ""
         return psycopg.connect(
-            self._dsn,
+            dsn,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             autocommit=True,
             options=f"{options} -c statement_timeout={STATEMENT_TIMEOUT_MS}".strip(),
@@ -203,6 +236,8 @@ class LockWatchdog:
                 row = conn.execute(_REACH).fetchone()
         except psycopg.errors.InsufficientPrivilege:  # no USAGE on schema watchdog: not a member
             raise Misconfigured(NOT_A_MEMBER) from None
+        except DsnFileError as error:
+            raise Misconfigured(str(error)) from None
         except psycopg.OperationalError as error:
             if login_refused(error):
                 refused = f"the server refuses the login of TOKENVAULT_WATCHDOG_DSN: {str(error).strip()}"
@@ -276,6 +311,12 @@ class LockWatchdog:
                         log.error(str(error))
                     failing = "missing"
                     continue
+                except DsnFileError as error:  # its file gone, empty or refused after the start: no (re)connection
+                    LOOK_FAILURES.inc()
+                    if failing != "dsn":
+                        log.error("a look failed: %s", error)
+                    failing = "dsn"
+                    continue
                 except (psycopg.Error, OSError) as error:
                     LOOK_FAILURES.inc()
                     if failing != "connection":
@@ -325,7 +366,7 @@ def main(env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None
         print(f"lock_watchdog: {error}", file=sys.stderr)
         return 2
     configure_logging("lock_watchdog", config.log_level)
-    watchdog = LockWatchdog(config.dsn, config.look_seconds)
+    watchdog = LockWatchdog(config.dsn_source(env), config.look_seconds)
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
