@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import cast
 
 import psycopg
 from psycopg import sql
@@ -138,22 +139,68 @@ def fit_serving_role_limit(conn: psycopg.Connection[tuple[object, ...]]) -> int 
     return share
 
 
-def create_member_logins(dsn: str, groups: dict[str, str]) -> None:
-    """Make each login (name -> its group role) that is missing, IN ROLE its group; an existing one joins it.
+class MemberLoginRefused(Exception):
+    """An existing role --member-login was to make a login of its group may do more than its group: nothing changed."""
 
-    Then the serving role's limit is fitted (fit_serving_role_limit): the new logins' slots come out of its share.
+
+_EXISTING = """
+SELECT r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolreplication, r.rolbypassrls, r.rolcanlogin, r.rolconnlimit,
+       ARRAY(SELECT DISTINCT g.rolname::text FROM pg_catalog.pg_auth_members m
+             JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) m.roleid
+             WHERE m.member OPERATOR(pg_catalog.=) r.oid AND g.rolname OPERATOR(pg_catalog.<>) %(group)s ORDER BY 1),
+       ARRAY(SELECT DISTINCT u.rolname::text FROM pg_catalog.pg_auth_members m
+             JOIN pg_catalog.pg_roles u ON u.oid OPERATOR(pg_catalog.=) m.member
+             WHERE m.roleid OPERATOR(pg_catalog.=) r.oid AND u.rolname OPERATOR(pg_catalog.<>) current_user ORDER BY 1)
+FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) %(login)s
+"""
+"""An existing role's attributes, limit, the other roles it is a member of, and the roles that are its members (but
+the migrator, whom PostgreSQL 16+ makes an ADMIN member of a role it creates)."""
+_ATTRIBUTES = ("SUPERUSER", "CREATEROLE", "CREATEDB", "REPLICATION", "BYPASSRLS")
+
+
+def _refusal(login: str, group: str, row: tuple[object, ...]) -> str | None:
+    """Why the existing role `login` (its _EXISTING row) may not be made a login of `group` (None: it may)."""
+    attributes = [name for name, value in zip(_ATTRIBUTES, row[:5], strict=True) if value]
+    member_of, members = (", ".join(str(v) for v in cast(list[object], names or [])) for names in row[7:9])
+    problems = [f"it has {', '.join(attributes)}"] if attributes else []
+    problems += [f"it is a member of {member_of}"] if member_of else []
+    problems += [f"{members} may act as it (its members)"] if members else []
+    if not problems:
+        return None
+    return (
+        f"--member-login {login}:{group}: the existing role {login} may do more than {group}'s work"
+        f" ({'; '.join(problems)}): nothing was changed. Drop it, or take those away (ALTER ROLE, REVOKE), and run"
+        " again"
+    )
+
+
+def create_member_logins(dsn: str, groups: dict[str, str]) -> None:
+    """Make each login (name -> its group role): LOGIN, CONNECTION LIMIT 3, IN ROLE its group and nothing else.
+
+    A role of that name that exists already (made by hand) is given the same (LOGIN, the limit, the membership), as
+    the embedded stack makes the watchdog's login (devstack/postgres.py) - but MemberLoginRefused, and nothing
+    changed for any login, if it may do more: an attribute (SUPERUSER, CREATEROLE, CREATEDB, REPLICATION,
+    BYPASSRLS), a membership of another role (the owner's, the ETL's), or a role that is its member (and so may act
+    as it). Then the serving role's limit is fitted (fit_serving_role_limit): the logins' slots come out of its share.
     """
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    limit = sql.Literal(MEMBER_LOGIN_CONNECTION_LIMIT)
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
         for login, group in groups.items():
-            exists = conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (login,)).fetchone()
-            if exists is None:
+            row = conn.execute(_EXISTING, {"login": login, "group": group}).fetchone()
+            if row is None:
                 conn.execute(
                     sql.SQL("CREATE ROLE {} LOGIN CONNECTION LIMIT {} IN ROLE {}").format(
-                        sql.Identifier(login), sql.Literal(MEMBER_LOGIN_CONNECTION_LIMIT), sql.Identifier(group)
+                        sql.Identifier(login), limit, sql.Identifier(group)
                     )
                 )
-            else:
-                conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(login)))
+                continue
+            if refused := _refusal(login, group, row):
+                raise MemberLoginRefused(refused)
+            conn.execute(sql.SQL("ALTER ROLE {} LOGIN CONNECTION LIMIT {}").format(sql.Identifier(login), limit))
+            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(login)))
+            if not row[5] or row[6] != MEMBER_LOGIN_CONNECTION_LIMIT:
+                log.info("%s (existing) made a login with CONNECTION LIMIT %s (was %s, %s)", login,
+                         MEMBER_LOGIN_CONNECTION_LIMIT, row[6], "login" if row[5] else "no login")  # fmt: skip
         if groups:
             fit_serving_role_limit(conn)
 
@@ -174,8 +221,9 @@ def main() -> int:
         action="append",
         default=[],
         metavar="LOGIN:GROUP=ENV_VAR",
-        help="after migrating, make LOGIN (if missing) a login IN ROLE GROUP, its password from ENV_VAR"
-        " (the lock watchdog's: watchdog:tokenvault_watchdog=PG_WATCHDOG_PASSWORD)",
+        help="after migrating, make LOGIN a login with CONNECTION LIMIT 3 IN ROLE GROUP, its password from ENV_VAR"
+        " (the lock watchdog's: watchdog:tokenvault_watchdog=PG_WATCHDOG_PASSWORD); an existing role that may do"
+        " more (an attribute, another membership, a member of its own) is refused, exit 2",
     )
     parser.add_argument(
         "--public-login",
@@ -205,7 +253,11 @@ def main() -> int:
         if not os.environ.get(variable):
             parser.error(f"environment variable {variable} (password of {role}) is not set")
         passwords[role] = os.environ[variable]
-    create_member_logins(args.dsn, groups)
+    try:
+        create_member_logins(args.dsn, groups)
+    except MemberLoginRefused as error:
+        print(f"migrations: {error}", file=sys.stderr)
+        return 2
     set_role_passwords(args.dsn, passwords)
     return 0
 
