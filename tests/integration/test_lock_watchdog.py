@@ -44,7 +44,8 @@ from tests.conftest import running_vault
 from tests.integration.own_cluster import cluster_of_its_own
 from tests.integration.test_lock_hogs_ended import _WRITE, Filler, _calls, _issue, _locks_by_pid, _max_locks
 from vault_service.adapters.postgres.lock_hogs import ANY_LOGIN_HOGS, HOG_LOCKS, HogRule, LockHogWatch
-from vault_service.entrypoints.lock_watchdog import LockWatchdog, main
+from vault_service.adapters.postgres.watchdog_login import WatchdogLogin
+from vault_service.entrypoints.lock_watchdog import main
 
 _ENDED_LINE = "entries of PostgreSQL's lock table"
 _QUARANTINE_WRITE = (
@@ -511,7 +512,7 @@ def test_a_look_on_a_half_open_connection_fails_within_a_bound_and_sigterm_stops
         wait_until(lambda: main(probe, ["health"]) == 0, "a look", 10, pid, log_file)
         with psycopg.connect(pg.watchdog_dsn) as own:  # its connection's bound, as the watchdog's login sees it
             assert own.execute("SHOW statement_timeout").fetchone() == ("0",)  # the login's own: none
-        with LockWatchdog(pg.watchdog_dsn)._connect() as its:  # the watchdog's: bounded
+        with WatchdogLogin(pg.watchdog_dsn).connect() as its:  # the watchdog's: bounded
             assert its.execute("SHOW statement_timeout").fetchone() == ("5s",)
         with _server_unreachable(pg.port):
             cut = time.monotonic()

@@ -37,9 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-import psycopg
 from prometheus_client import Counter, Gauge
-from psycopg.conninfo import conninfo_to_dict
 
 from tokenvault_common.database_dsn import DsnFileError, read_database_dsn, read_dsn_file
 from tokenvault_common.env import ConfigError, EnvReader
@@ -52,7 +50,13 @@ from tokenvault_common.metrics_endpoint import (
     tls_context,
 )
 from tokenvault_common.metrics_plaintext import read_metrics_plaintext
-from vault_service.adapters.postgres.lock_hogs import ANY_LOGIN_HOGS, LockHogWatch
+from vault_service.adapters.postgres.watchdog_login import (
+    DatabaseDown,
+    LookFailed,
+    Misconfigured,
+    RuleMissing,
+    WatchdogLogin,
+)
 
 log = logging.getLogger("lock_watchdog")
 
@@ -74,71 +78,14 @@ START_FAILURES = Counter(
 HEALTHY_WITHIN_SECONDS = 10.0
 """How recent the last successful look must be for `health` to say healthy."""
 ALIVE_WITHIN_SECONDS = 60.0
-"""How recent the loop's last run must be for `health --alive` (a start check may take CONNECT_TIMEOUT_SECONDS plus
-START_RETRY_MAX_SECONDS)."""
-CONNECT_TIMEOUT_SECONDS = 5
-"""How long a (re)connection may take before the look fails and is tried again."""
-STATEMENT_TIMEOUT_MS = 5000
-"""A look's bound on the server (its connection's statement_timeout, set at log-in: it takes no lock-table entry,
-so a look still runs on a full table; the function itself takes milliseconds)."""
-KEEPALIVE_IDLE_SECONDS = 5
-"""TCP keepalives on its connection (then every 2 s, 3 unanswered: dead): a connection whose server is gone (a
-failover, a partition: a half-open TCP connection) is found dead in about 11 s while it waits for a reply, instead of
-the kernel's ~15 minutes."""
-TCP_USER_TIMEOUT_MS = 10000
-"""A look sent and never acknowledged (the server's host gone) fails after 10 s."""
+"""How recent the loop's last run must be for `health --alive` (a start check may take the login's connect timeout,
+watchdog_login.CONNECT_TIMEOUT_SECONDS, plus START_RETRY_MAX_SECONDS)."""
 START_RETRY_FIRST_SECONDS = 0.5
 """The start check's first wait while the database cannot be reached (doubled at each try)."""
 START_RETRY_MAX_SECONDS = 15.0
 """The start check's longest wait between tries while the database cannot be reached."""
-_LOGIN_REFUSED = re.compile(
-    r"password authentication failed|authentication failed for user|role \"[^\"]*\" does not exist"
-    r"|database \"[^\"]*\" does not exist|pg_hba\.conf|no password supplied|is not permitted to log in"
-    r"|permission denied for database|authentication method requirement|certificate verify failed"
-    r"|server does not support SSL|invalid connection option|invalid sslmode|invalid dsn|missing \"=\"",
-    re.IGNORECASE,
-)
-"""libpq's words for a login the server (or libpq) refuses whatever the database's state: a misconfiguration.
-(A failed connection carries no SQLSTATE in psycopg; a refusal after the start carries class 28 / 3D000.)"""
-
-_REACH = """
-SELECT p.oid IS NOT NULL,
-       p.oid IS NOT NULL AND pg_catalog.has_function_privilege(p.oid, 'EXECUTE'),
-       pg_catalog.pg_has_role(p.proowner, 'pg_read_all_stats', 'USAGE'),
-       pg_catalog.pg_has_role(p.proowner, 'pg_signal_backend', 'USAGE')
-FROM (SELECT pg_catalog.to_regprocedure('watchdog.end_lock_hogs()') AS f) x
-LEFT JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) x.f
-"""
-"""Whether migration 0048's function is there, this login may run it, and its owner may see and end sessions."""
-
 DSN_FILE = "TOKENVAULT_WATCHDOG_DSN_FILE"
 """The setting naming a file that holds its DSN (see WatchdogConfig.dsn_file)."""
-
-NOT_A_MEMBER = (
-    "the login of TOKENVAULT_WATCHDOG_DSN may not run watchdog.end_lock_hogs(): make it a login IN ROLE"
-    " tokenvault_watchdog (docs/production.md)"
-)
-
-
-class Misconfigured(Exception):
-    """The watchdog cannot do its work as configured; the message says what to fix."""
-
-
-class RuleMissing(Exception):
-    """Migration 0048's function is gone from the database (a rollback, a restore): a look that watched nothing."""
-
-
-def login_refused(error: psycopg.OperationalError) -> bool:
-    """Whether `error` is the login refused: a misconfiguration.
-
-    A bad password, no such role or database, not allowed to connect, TLS or the DSN wrong. Otherwise (a refused
-    connection, DNS, a timeout, the server starting, shutting down or out of connection slots) the database is down
-    for now: an outage, tried again.
-    """
-    state = error.sqlstate
-    if state is not None:
-        return state.startswith("28") or state in ("3D000", "42501")
-    return _LOGIN_REFUSED.search(str(error)) is not None
 
 
 @dataclass(frozen=True)
@@ -204,70 +151,25 @@ class LockWatchdog:
     """
 
     def __init__(self, dsn: str | Callable[[], str], look_seconds: float = 0.25) -> None:
-        self._dsn = dsn
+        self.login = WatchdogLogin(dsn)
         self.look_seconds = look_seconds
-        self.watch = LockHogWatch(self._connect, rule=ANY_LOGIN_HOGS)
-
-    def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
-        """Its connection: every wait bounded (connect, statement, a dead peer), so a look fails and is tried again."""
-        dsn = self._dsn() if callable(self._dsn) else self._dsn
-        options = conninfo_to_dict(dsn).get("options") or ""
-        return psycopg.connect(
-            dsn,
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            autocommit=True,
-            options=f"{options} -c statement_timeout={STATEMENT_TIMEOUT_MS}".strip(),
-            tcp_user_timeout=TCP_USER_TIMEOUT_MS,
-            keepalives=1,
-            keepalives_idle=KEEPALIVE_IDLE_SECONDS,
-            keepalives_interval=2,
-            keepalives_count=3,
-        )
 
     def check(self) -> None:
         """Log in once and check the rule can run.
 
         Misconfigured saying which migration or grant is missing, or that the server refuses the login;
-        psycopg.OperationalError if the database cannot be reached (an outage).
+        DatabaseDown if the database cannot be reached (an outage).
         """
         LAST_RUN.set(time.time())
-        try:
-            with self._connect() as conn:
-                row = conn.execute(_REACH).fetchone()
-        except psycopg.errors.InsufficientPrivilege:  # no USAGE on schema watchdog: not a member
-            raise Misconfigured(NOT_A_MEMBER) from None
-        except DsnFileError as error:
-            raise Misconfigured(str(error)) from None
-        except psycopg.OperationalError as error:
-            if login_refused(error):
-                refused = f"the server refuses the login of TOKENVAULT_WATCHDOG_DSN: {str(error).strip()}"
-                raise Misconfigured(refused) from None
-            raise
-        there, may, sees, signals = (bool(v) for v in row) if row else (False, False, False, False)
-        if not there:
-            raise Misconfigured(
-                "watchdog.end_lock_hogs() is not in the database: apply migration 0048"
-                " (migrations/0048_lock_hogs_of_every_login_ended_by_a_watchdog.sql)"
-            )
-        if not may:
-            raise Misconfigured(NOT_A_MEMBER)
-        if not (sees and signals):
-            raise Misconfigured(
-                "the owner of watchdog.end_lock_hogs() (tokenvault_owner) lacks pg_read_all_stats or"
-                " pg_signal_backend (migration 0042): grant them or the provider's equivalent (docs/production.md)"
-            )
+        self.login.check()
 
     def look(self) -> int:
         """One look: the sessions found and ended (each logged by the rule, counted here); how many were found.
 
-        RuleMissing if migration 0048's function is gone (the look watched nothing: a failed look, not a success).
+        RuleMissing if migration 0048's function is gone (the look watched nothing: a failed look, not a success);
+        LookFailed if its connection was lost; DsnFileError if its DSN file cannot be used.
         """
-        hogs = self.watch.end_lock_hogs()
-        if self.watch.missing:
-            raise RuleMissing(
-                "watchdog.end_lock_hogs() is no longer in the database: nothing is watched until migration 0048 is"
-                " applied again (migrations/0048_lock_hogs_of_every_login_ended_by_a_watchdog.sql)"
-            )
+        hogs = self.login.look()
         for hog in hogs:
             SESSIONS.labels(ended="true" if hog.ended else "gone" if hog.gone else "false").inc()
         LAST_LOOK.set(time.time())
@@ -283,11 +185,11 @@ class LockWatchdog:
         while not stop.is_set():
             try:
                 self.check()
-            except psycopg.OperationalError as error:
+            except DatabaseDown as error:
                 START_FAILURES.inc()
                 log.warning(
                     "the database cannot be reached (an outage, not a setting): trying again",
-                    extra={"error": type(error).__name__, "detail": str(error).strip(), "retry_in_seconds": delay},
+                    extra={"error": error.cause, "detail": str(error), "retry_in_seconds": delay},
                 )
                 if stop.wait(delay):
                     return False
@@ -317,12 +219,12 @@ class LockWatchdog:
                         log.error("a look failed: %s", error)
                     failing = "dsn"
                     continue
-                except (psycopg.Error, OSError) as error:
+                except LookFailed as error:
                     LOOK_FAILURES.inc()
                     if failing != "connection":
                         log.warning(
                             "a look failed (its connection is opened again at the next look)",
-                            extra={"error": type(error).__name__},
+                            extra={"error": error.cause},
                         )
                     failing = "connection"
                     continue
@@ -330,7 +232,7 @@ class LockWatchdog:
                     log.info("looking again")
                 failing = None
         finally:
-            self.watch.close()
+            self.login.close()
 
 
 def healthy(port: int, now: float | None = None, alive: bool = False) -> bool:

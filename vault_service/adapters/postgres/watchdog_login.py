@@ -1,0 +1,175 @@
+"""The operators' lock watchdog's login (migration 0048): its connection, its start check and its looks.
+
+Every psycopg error becomes a named error here (STYLE 11; review 34, R34-8): Misconfigured (stop, saying what to
+fix), DatabaseDown (an outage at the start: tried again), LookFailed (a look's connection lost or timed out: tried
+again at the next look), RuleMissing (0048's function gone after the start). The entrypoint
+(vault_service.entrypoints.lock_watchdog) maps those kinds to exit codes, log lines and metrics, and never imports
+psycopg.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from tokenvault_common.database_dsn import DsnFileError
+from vault_service.adapters.postgres.lock_hogs import ANY_LOGIN_HOGS, LockHog, LockHogWatch
+
+CONNECT_TIMEOUT_SECONDS = 5
+"""How long a (re)connection may take before the look fails and is tried again."""
+STATEMENT_TIMEOUT_MS = 5000
+"""A look's bound on the server (its connection's statement_timeout, set at log-in: it takes no lock-table entry,
+so a look still runs on a full table; the function itself takes milliseconds)."""
+KEEPALIVE_IDLE_SECONDS = 5
+"""TCP keepalives on its connection (then every 2 s, 3 unanswered: dead): a connection whose server is gone (a
+failover, a partition: a half-open TCP connection) is found dead in about 11 s while it waits for a reply, instead of
+the kernel's ~15 minutes."""
+TCP_USER_TIMEOUT_MS = 10000
+"""A look sent and never acknowledged (the server's host gone) fails after 10 s."""
+_LOGIN_REFUSED = re.compile(
+    r"password authentication failed|authentication failed for user|role \"[^\"]*\" does not exist"
+    r"|database \"[^\"]*\" does not exist|pg_hba\.conf|no password supplied|is not permitted to log in"
+    r"|permission denied for database|authentication method requirement|certificate verify failed"
+    r"|server does not support SSL|invalid connection option|invalid sslmode|invalid dsn|missing \"=\"",
+    re.IGNORECASE,
+)
+"""libpq's words for a login the server (or libpq) refuses whatever the database's state: a misconfiguration.
+(A failed connection carries no SQLSTATE in psycopg; a refusal after the start carries class 28 / 3D000.)"""
+
+_REACH = """
+SELECT p.oid IS NOT NULL,
+       p.oid IS NOT NULL AND pg_catalog.has_function_privilege(p.oid, 'EXECUTE'),
+       pg_catalog.pg_has_role(p.proowner, 'pg_read_all_stats', 'USAGE'),
+       pg_catalog.pg_has_role(p.proowner, 'pg_signal_backend', 'USAGE')
+FROM (SELECT pg_catalog.to_regprocedure('watchdog.end_lock_hogs()') AS f) x
+LEFT JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) x.f
+"""
+"""Whether migration 0048's function is there, this login may run it, and its owner may see and end sessions."""
+
+NOT_A_MEMBER = (
+    "the login of TOKENVAULT_WATCHDOG_DSN may not run watchdog.end_lock_hogs(): make it a login IN ROLE"
+    " tokenvault_watchdog (docs/production.md)"
+)
+
+
+class Misconfigured(Exception):
+    """The watchdog cannot do its work as configured; the message says what to fix."""
+
+
+class DatabaseDown(Exception):
+    """The database cannot be reached (down, failing over, starting): an outage, tried again.
+
+    `cause`: the driver error's class name; the message: its text (libpq's; never the DSN).
+    """
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class LookFailed(Exception):
+    """A look failed: its connection lost, refused or timed out (opened again at the next look). `cause`: as above."""
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class RuleMissing(Exception):
+    """Migration 0048's function is gone from the database (a rollback, a restore): a look that watched nothing."""
+
+
+def login_refused(error: psycopg.OperationalError) -> bool:
+    """Whether `error` is the login refused: a misconfiguration.
+
+    A bad password, no such role or database, not allowed to connect, TLS or the DSN wrong. Otherwise (a refused
+    connection, DNS, a timeout, the server starting, shutting down or out of connection slots) the database is down
+    for now: an outage, tried again.
+    """
+    state = error.sqlstate
+    if state is not None:
+        return state.startswith("28") or state in ("3D000", "42501")
+    return _LOGIN_REFUSED.search(str(error)) is not None
+
+
+class WatchdogLogin:
+    """A login IN ROLE tokenvault_watchdog running migration 0048's rule on one warm connection (LockHogWatch).
+
+    `dsn`: the DSN, or a callable giving it at each (re)connection (a DSN file that rotates: DsnFileError from it).
+    """
+
+    def __init__(self, dsn: str | Callable[[], str]) -> None:
+        self._dsn = dsn
+        self.watch = LockHogWatch(self.connect, rule=ANY_LOGIN_HOGS)
+
+    def connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        """Its connection: every wait bounded (connect, statement, a dead peer), so a look fails and is tried again."""
+        dsn = self._dsn() if callable(self._dsn) else self._dsn
+        options = conninfo_to_dict(dsn).get("options") or ""
+        return psycopg.connect(
+            dsn,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            autocommit=True,
+            options=f"{options} -c statement_timeout={STATEMENT_TIMEOUT_MS}".strip(),
+            tcp_user_timeout=TCP_USER_TIMEOUT_MS,
+            keepalives=1,
+            keepalives_idle=KEEPALIVE_IDLE_SECONDS,
+            keepalives_interval=2,
+            keepalives_count=3,
+        )
+
+    def check(self) -> None:
+        """Log in once and check the rule can run.
+
+        Misconfigured saying which migration or grant is missing, or that the server refuses the login (or its DSN
+        file cannot be used); DatabaseDown if the database cannot be reached (an outage).
+        """
+        try:
+            with self.connect() as conn:
+                row = conn.execute(_REACH).fetchone()
+        except psycopg.errors.InsufficientPrivilege:  # no USAGE on schema watchdog: not a member
+            raise Misconfigured(NOT_A_MEMBER) from None
+        except DsnFileError as error:
+            raise Misconfigured(str(error)) from None
+        except psycopg.OperationalError as error:
+            if login_refused(error):
+                refused = f"the server refuses the login of TOKENVAULT_WATCHDOG_DSN: {str(error).strip()}"
+                raise Misconfigured(refused) from None
+            raise DatabaseDown(str(error).strip(), type(error).__name__) from None
+        there, may, sees, signals = (bool(v) for v in row) if row else (False, False, False, False)
+        if not there:
+            raise Misconfigured(
+                "watchdog.end_lock_hogs() is not in the database: apply migration 0048"
+                " (migrations/0048_lock_hogs_of_every_login_ended_by_a_watchdog.sql)"
+            )
+        if not may:
+            raise Misconfigured(NOT_A_MEMBER)
+        if not (sees and signals):
+            raise Misconfigured(
+                "the owner of watchdog.end_lock_hogs() (tokenvault_owner) lacks pg_read_all_stats or"
+                " pg_signal_backend (migration 0042): grant them or the provider's equivalent (docs/production.md)"
+            )
+
+    def look(self) -> list[LockHog]:
+        """The rule once: each session found (ended or not; each logged by the rule).
+
+        RuleMissing if migration 0048's function is gone; LookFailed if its connection was lost, refused or timed
+        out; DsnFileError if its DSN file cannot be used for a (re)connection.
+        """
+        try:
+            hogs = self.watch.end_lock_hogs()
+        except (psycopg.Error, OSError) as error:
+            raise LookFailed(str(error).strip(), type(error).__name__) from None
+        if self.watch.missing:
+            raise RuleMissing(
+                "watchdog.end_lock_hogs() is no longer in the database: nothing is watched until migration 0048 is"
+                " applied again (migrations/0048_lock_hogs_of_every_login_ended_by_a_watchdog.sql)"
+            )
+        return hogs
+
+    def close(self) -> None:
+        """Close its connection."""
+        self.watch.close()
