@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 from dataclasses import dataclass
 from functools import partial
@@ -138,19 +137,13 @@ def restart_dead(state_dir: Path) -> list[str]:
                 iso.user(name),
                 iso.home(state_dir, name),
             )
-        elif name == "lock_watchdog":
-            log_file = Path(env["LOCK_WATCHDOG_LOG"])
-            if log_file.exists():  # the start is recognised by a fresh "started" line
-                shutil.move(log_file, log_file.with_suffix(".log.1"))
+        elif name == "lock_watchdog":  # its earlier log is moved aside by the start
             state.pids[name] = start_lock_watchdog(
-                lock_watchdog_env(env), log_file, iso.user(name), iso.home(state_dir, name)
+                lock_watchdog_env(env), Path(env["LOCK_WATCHDOG_LOG"]), iso.user(name), iso.home(state_dir, name)
             )
-        elif name == "etl_service":
-            log_file = Path(env["ETL_SERVICE_LOG"])
-            if log_file.exists():  # the start is recognised by a fresh "started" line
-                shutil.move(log_file, log_file.with_suffix(".log.1"))
+        elif name == "etl_service":  # its earlier log is moved aside by the start
             state.pids[name] = start_etl_service(
-                etl_service_env(env), log_file, iso.user(name), iso.home(state_dir, name)
+                etl_service_env(env), Path(env["ETL_SERVICE_LOG"]), iso.user(name), iso.home(state_dir, name)
             )
         state.save(state_file)
     return dead

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -55,28 +56,38 @@ def _answers(health_address: str) -> bool:
 
 def start_etl_service(env: Mapping[str, str], log_file: Path, user: str | None = None, home: Path | None = None) -> int:
     """Start `python -m etl_service run` (as `user` if given; consumes the queue until stopped)."""
-    command = python_command(user, Path(sys.prefix), "etl_service", "run")
-    pid = spawn(command, log_file, env=env, cwd=REPO, user=user, home=home)
-    wait_until(
-        lambda: log_file.exists() and '"started"' in log_file.read_text(errors="replace"),
-        "etl_service",
-        60,
-        pid,
-        log_file,
-    )
-    return pid
+    return _start_until_started(("etl_service", "run"), "etl_service", 60, env, log_file, user, home)
 
 
 def start_lock_watchdog(
     env: Mapping[str, str], log_file: Path, user: str | None = None, home: Path | None = None
 ) -> int:
-    """Start `python -m vault_service.entrypoints.lock_watchdog` (as `user` if given); wait for its "started" line."""
-    command = python_command(user, Path(sys.prefix), "vault_service.entrypoints.lock_watchdog")
-    pid = spawn(command, log_file, env=env, cwd=REPO, user=user, home=home)
+    """Start `python -m vault_service.entrypoints.lock_watchdog` (as `user` if given)."""
+    return _start_until_started(
+        ("vault_service.entrypoints.lock_watchdog",), "lock_watchdog", 30, env, log_file, user, home
+    )
+
+
+def _start_until_started(
+    module: tuple[str, ...],
+    name: str,
+    seconds: float,
+    env: Mapping[str, str],
+    log_file: Path,
+    user: str | None,
+    home: Path | None,
+) -> int:
+    """Spawn `python -m <module...>` and wait until its log says "started"; its PID.
+
+    A log left by an earlier run is moved aside to `<log>.1` first: its "started" line must not pass for this one's.
+    """
+    if log_file.exists():
+        shutil.move(log_file, log_file.with_suffix(".log.1"))
+    pid = spawn(python_command(user, Path(sys.prefix), *module), log_file, env=env, cwd=REPO, user=user, home=home)
     wait_until(
         lambda: log_file.exists() and '"started"' in log_file.read_text(errors="replace"),
-        "lock_watchdog",
-        30,
+        name,
+        seconds,
         pid,
         log_file,
     )

@@ -171,8 +171,9 @@ class LockHogWatch:
             if conn.broken or conn.closed:
                 self._conn = None
             raise
-        hogs = [LockHog(int(str(r[0])), int(str(r[1])), bool(r[2])) for r in rows]
-        hogs = [LockHog(h.pid, h.locks, h.ended, not h.ended and h.pid in self._gone) for h in hogs]
+        hogs = [
+            LockHog(int(str(r[0])), int(str(r[1])), bool(r[2]), not r[2] and int(str(r[0])) in self._gone) for r in rows
+        ]
         for hog in hogs:
             extra = {"pid": hog.pid, "locks": hog.locks}
             if hog.ended:
