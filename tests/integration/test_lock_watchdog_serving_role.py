@@ -24,13 +24,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from devstack.postgres import WATCHDOG_CONNECTION_LIMIT, Postgres
+from devstack.postgres import Postgres
 from tests.conftest import running_vault
 from tests.integration.own_cluster import cluster_of_its_own
 from tests.integration.test_lock_hogs_ended import _ENDED_LINE as _VAULT_RULE_ENDED
 from tests.integration.test_lock_hogs_ended import _calls, _issue
 from tests.integration.test_lock_watchdog import _ENDED_LINE, _lines, watchdog
-from tokenvault_common.migrations import create_member_logins
+from tokenvault_common.migrations import MEMBER_LOGIN_CONNECTION_LIMIT, create_member_logins
 
 _WRITE = "SAVEPOINT a; SELECT vault.take_call_budget('a30f4-{n}', 'tokenize', 1, 1, 1000000, 1000000);"
 """The attacker's write (attack 30, F4; attack 29, F1): a savepoint never released, a call-budget row apiece."""
@@ -180,7 +180,7 @@ def test_the_serving_role_switching_its_own_hog_rule_off_is_stopped_by_the_watch
             etl_refused = _connect_until_refused(pg.etl_dsn, others)
             analyst_refused = _connect_until_refused(pg.analyst_dsn, others)
             dog_logins = 0
-            for _ in range(WATCHDOG_CONNECTION_LIMIT - 1):  # beside its warm connection
+            for _ in range(MEMBER_LOGIN_CONNECTION_LIMIT - 1):  # beside its warm connection
                 with contextlib.suppress(psycopg.OperationalError):
                     others.append(psycopg.connect(pg.watchdog_dsn, autocommit=True))
                     dog_logins += 1
@@ -253,7 +253,7 @@ def test_the_serving_role_switching_its_own_hog_rule_off_is_stopped_by_the_watch
     assert tried["vault.end_role_session"] in ("(None,)", "(False,)") and tried["vault.end_lock_hogs"] == "(0,)"
     assert dog_now == [(dog_pid,)]
     assert "too many connections" in etl_refused and "too many connections" in analyst_refused
-    assert dog_logins == WATCHDOG_CONNECTION_LIMIT - 1
+    assert dog_logins == MEMBER_LOGIN_CONNECTION_LIMIT - 1
     assert len(ended_after) == FILLERS and ended_after[-1] < 5.0, ended_after
     # the watchdog's look ends them all at once; a slot freed, the vault's own watch may log in again and end one
     assert first & dog_pids and first <= dog_pids | vault_pids and dog_pids <= first | again_pids
