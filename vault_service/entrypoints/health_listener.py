@@ -25,10 +25,9 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from tokenvault_common.health import ListingHealthServicer
+from vault_service.entrypoints.grpc_bounds import CALLS_WITHOUT_REQUEST, HANDSHAKE_SECONDS, RECEIVE_WINDOW_OPTIONS
 from vault_service.entrypoints.health_socket import prepare, restrict, unix_socket_path
-from vault_service.entrypoints.metrics import CALLS_WITHOUT_REQUEST
 from vault_service.entrypoints.request_reads import REQUEST_READ_SECONDS
-from vault_service.entrypoints.server import HANDSHAKE_SECONDS, RECEIVE_WINDOW_OPTIONS
 
 HEALTH_CALLS_AT_ONCE = 1024
 """Calls open at once on the listener (each a coroutine of a few KiB, ended within the read bound);

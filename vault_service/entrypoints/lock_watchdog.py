@@ -1,9 +1,14 @@
 """The operators' lock watchdog: `python -m vault_service.entrypoints.lock_watchdog` (configured by environment).
 
-`... lock_watchdog health`: exit 0 if the running watchdog's last successful look (its metrics, on the loopback port
-of TOKENVAULT_WATCHDOG_METRICS_PORT) is under HEALTHY_WITHIN_SECONDS old: a container's health check (readiness).
-`... lock_watchdog health --alive`: exit 0 if its loop ran (a look or a start check, succeeded or not) within
-ALIVE_WITHIN_SECONDS: a liveness probe, which must not restart it while PostgreSQL is down (it keeps trying).
+`... lock_watchdog health`: exit 0 if the running watchdog's last successful look is under HEALTHY_WITHIN_SECONDS
+old: a container's health check (readiness). `... lock_watchdog health --alive`: exit 0 if its loop ran (a look or a
+start check, succeeded or not) within ALIVE_WITHIN_SECONDS: a liveness probe, which must not restart it while
+PostgreSQL is down (it keeps trying). Both ask, as the vault's probes do, its health listener on a Unix socket only its
+uid can reach (TOKENVAULT_WATCHDOG_HEALTH_ADDRESS=unix:/path: health_listener.py, health_socket.py, asked by
+health_probe.py), which needs no certificate - so its metrics may be TLS-only, served to Prometheus's client
+certificate (Kubernetes). Without that setting they read its plain metrics on the loopback port of
+TOKENVAULT_WATCHDOG_METRICS_PORT (compose, the devstack); with TLS metrics the setting is required (review 34, R34-9:
+`health` said unhealthy for ever, so its metrics could never be scraped in the shipped deployments).
 
 Errors by kind: a database that cannot be reached (down, failing over, starting) is a dependency outage - the
 start check is tried again with a bounded backoff, logged; exit 2 only for a misconfiguration (no DSN, a login
@@ -36,11 +41,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
-from prometheus_client import Counter, Gauge
+import grpc
+from grpc_health.v1 import health_pb2
+from prometheus_client import REGISTRY, Counter, Gauge
 
 from tokenvault_common.database_dsn import DsnFileError, read_database_dsn, read_dsn_file
 from tokenvault_common.env import ConfigError, EnvReader
+from tokenvault_common.health import ListingHealthServicer
 from tokenvault_common.logging_setup import configure_logging
 from tokenvault_common.metrics_endpoint import (
     MetricsEndpointError,
@@ -57,6 +66,9 @@ from vault_service.adapters.postgres.watchdog_login import (
     RuleMissing,
     WatchdogLogin,
 )
+from vault_service.entrypoints.health_listener import HealthListener, create_health_server
+from vault_service.entrypoints.health_probe import main as health_probe
+from vault_service.entrypoints.health_socket import UnsafeHealthSocket, address_problem, unix_socket_path
 
 log = logging.getLogger("lock_watchdog")
 
@@ -65,6 +77,8 @@ SESSIONS = Counter(
     "Database sessions found holding more than 256 lock-table entries, by whether they were ended (gone: exiting)",
     ["ended"],
 )
+for _ended in ("true", "false", "gone"):  # each series scraped from the start, at 0: a first hog is an increase
+    SESSIONS.labels(ended=_ended)
 LOOK_FAILURES = Counter("tokenvault_lock_watchdog_look_failures_total", "Looks that failed (its connection lost)")
 LAST_LOOK = Gauge("tokenvault_lock_watchdog_last_look_timestamp_seconds", "When the last look succeeded (Unix time)")
 LAST_RUN = Gauge(
@@ -84,6 +98,12 @@ START_RETRY_FIRST_SECONDS = 0.5
 """The start check's first wait while the database cannot be reached (doubled at each try)."""
 START_RETRY_MAX_SECONDS = 15.0
 """The start check's longest wait between tries while the database cannot be reached."""
+LIVENESS_SERVICE = "tokenvault.liveness"
+"""Its health listener's liveness service, named as the vault's (`health_probe --service tokenvault.liveness`)."""
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+HEALTH_ADDRESS = "TOKENVAULT_WATCHDOG_HEALTH_ADDRESS"
+"""The setting of its health listener's Unix socket (see WatchdogConfig.health_address)."""
 DSN_FILE = "TOKENVAULT_WATCHDOG_DSN_FILE"
 """The setting naming a file that holds its DSN (see WatchdogConfig.dsn_file)."""
 
@@ -107,6 +127,10 @@ class WatchdogConfig:
     """Address the metrics endpoint binds (TOKENVAULT_WATCHDOG_METRICS_ADDRESS, default 127.0.0.1)."""
     metrics_tls: MetricsTls | None
     """TOKENVAULT_WATCHDOG_METRICS_TLS_CERT, _KEY, _CLIENT_CA (all three or none), as the vault's metrics."""
+    health_address: str
+    """TOKENVAULT_WATCHDOG_HEALTH_ADDRESS: `unix:/absolute/path`, a socket in a 0700 directory of its uid, where
+    `health` asks it (as the vault's TOKENVAULT_HEALTH_ADDRESS); "" (the default): `health` reads its plain
+    metrics instead. Required with metrics over TLS."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WatchdogConfig:
@@ -115,6 +139,11 @@ class WatchdogConfig:
         port = read.integer("TOKENVAULT_WATCHDOG_METRICS_PORT", 0, 0, 65535)
         address = read.text("TOKENVAULT_WATCHDOG_METRICS_ADDRESS", "127.0.0.1")
         dsn_file = read.existing_file(DSN_FILE, required=False)
+        health_address = read.text(HEALTH_ADDRESS, "")
+        if health_address and unix_socket_path(health_address) is None:
+            read.problems.append(f"{HEALTH_ADDRESS} must be unix:/absolute/path (a socket only its uid reaches)")
+        elif health_address and (problem := address_problem(health_address)):
+            read.problems.append(f"{HEALTH_ADDRESS}: {problem}")
         if dsn_file is None:
             dsn = read_database_dsn(read, env, "TOKENVAULT_WATCHDOG_DSN")
         else:
@@ -134,7 +163,13 @@ class WatchdogConfig:
             metrics_port=port,
             metrics_address=address,
             metrics_tls=read_metrics_tls(read, "TOKENVAULT_WATCHDOG_METRICS", "TOKENVAULT_TLS_CLIENT_CA"),
+            health_address=health_address,
         )
+        if config.metrics_tls and config.metrics_port and not health_address:
+            read.problems.append(
+                f"metrics over TLS (TOKENVAULT_WATCHDOG_METRICS_TLS_*) need {HEALTH_ADDRESS}=unix:/path: its probes"
+                " (`health`, `health --alive`) hold no certificate and would say unhealthy for ever"
+            )
         read_metrics_plaintext(read, "TOKENVAULT_WATCHDOG_METRICS", port, address)
         read.check("lock_watchdog")
         return config
@@ -235,6 +270,34 @@ class LockWatchdog:
             self.login.close()
 
 
+class WatchdogHealth(ListingHealthServicer):
+    """Its health listener's answers, from its gauges at each call (as `healthy` reads them from its metrics).
+
+    "" (readiness): SERVING while its last look is under HEALTHY_WITHIN_SECONDS old; LIVENESS_SERVICE: SERVING while
+    its loop ran within ALIVE_WITHIN_SECONDS.
+    """
+
+    def status_of(self, service: str) -> int | None:
+        """SERVING or NOT_SERVING as of now; None for a service it does not have."""
+        self.refresh()
+        return super().status_of(service)
+
+    def List(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """Both services' statuses as of now."""
+        self.refresh()
+        return super().List(request, context)
+
+    def refresh(self) -> None:
+        """Set both statuses from the gauges."""
+        now = time.time()
+        for service, gauge, within in (
+            ("", "last_look", HEALTHY_WITHIN_SECONDS),
+            (LIVENESS_SERVICE, "loop", ALIVE_WITHIN_SECONDS),
+        ):
+            at = REGISTRY.get_sample_value(f"tokenvault_lock_watchdog_{gauge}_timestamp_seconds") or 0.0
+            self.set(service, _SERVING if now - at < within else _NOT_SERVING)
+
+
 def healthy(port: int, now: float | None = None, alive: bool = False) -> bool:
     """Whether the watchdog serving plain metrics on 127.0.0.1:`port` looked within HEALTHY_WITHIN_SECONDS.
 
@@ -260,8 +323,11 @@ def main(env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None
     env = os.environ if env is None else env
     argv = sys.argv[1:] if argv is None else argv
     if list(argv) in (["health"], ["health", "--alive"]):
+        alive = list(argv) == ["health", "--alive"]
+        if address := env.get(HEALTH_ADDRESS):  # its health listener, as the vault's probe asks the vault's
+            return health_probe(["--address", address, *(["--service", LIVENESS_SERVICE] if alive else [])])
         port = int(env.get("TOKENVAULT_WATCHDOG_METRICS_PORT") or 0)
-        return 0 if healthy(port, alive=list(argv) == ["health", "--alive"]) else 1
+        return 0 if healthy(port, alive=alive) else 1
     try:
         config = WatchdogConfig.from_env(env)
     except ConfigError as error:
@@ -277,21 +343,29 @@ def main(env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+    health: HealthListener | None = None
     try:
-        context = tls_context(config.metrics_tls) if config.metrics_port and config.metrics_tls else None
-        if config.metrics_port:  # first: its liveness while it waits for the database
-            serve_metrics(config.metrics_port, config.metrics_address, context, "TOKENVAULT_WATCHDOG_METRICS_PORT")
-        if not watchdog.wait_for_database(stop):
-            log.info("stopped")
-            return 0
-    except (Misconfigured, MetricsEndpointError) as error:
-        log.error(str(error))
-        print(f"lock_watchdog: {error}", file=sys.stderr)
-        return 2
-    log.info("started", extra={"look_seconds": config.look_seconds})
-    watchdog.run(stop)
-    log.info("stopped")
-    return 0
+        try:
+            context = tls_context(config.metrics_tls) if config.metrics_port and config.metrics_tls else None
+            if config.metrics_port:  # first: its liveness while it waits for the database
+                serve_metrics(config.metrics_port, config.metrics_address, context, "TOKENVAULT_WATCHDOG_METRICS_PORT")
+            if config.health_address:
+                health, _ = create_health_server(WatchdogHealth(), config.health_address)
+                health.start()
+            if not watchdog.wait_for_database(stop):
+                log.info("stopped")
+                return 0
+        except (Misconfigured, MetricsEndpointError, UnsafeHealthSocket) as error:
+            log.error(str(error))
+            print(f"lock_watchdog: {error}", file=sys.stderr)
+            return 2
+        log.info("started", extra={"look_seconds": config.look_seconds})
+        watchdog.run(stop)
+        log.info("stopped")
+        return 0
+    finally:
+        if health is not None:
+            health.stop(0)
 
 
 if __name__ == "__main__":

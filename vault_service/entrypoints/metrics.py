@@ -21,6 +21,7 @@ from vault_service.adapters.postgres.prepared import planted_statements_replaced
 from vault_service.adapters.postgres.tokens import PostgresTokenStore
 from vault_service.domain.grant_bound import over_grants
 from vault_service.domain.policy import AccessPolicy
+from vault_service.entrypoints.grpc_bounds import CALLS_WITHOUT_REQUEST as CALLS_WITHOUT_REQUEST
 from vault_service.service.token_cache import TokenCache
 from vault_service.service.vault import purposes_withheld
 
@@ -36,12 +37,6 @@ CALLS_OVER_CLIENT_SHARE = Counter(
     "tokenvault_calls_over_client_share_total",
     "Calls refused because the client already had its share of calls in progress"
     " (TOKENVAULT_MAX_CALLS_PER_CLIENT), by client and method",
-    ["client", "method"],
-)
-CALLS_WITHOUT_REQUEST = Counter(
-    "tokenvault_calls_without_request_total",
-    "Calls ended because they did not deliver their request within TOKENVAULT_REQUEST_READ_SECONDS,"
-    " by client (health-listener for the plaintext health listener) and method",
     ["client", "method"],
 )
 CALLS_WITHOUT_ROOM_TO_WAIT = Counter(

@@ -24,6 +24,9 @@ from vault_service.adapters.client_crl import RevocationList
 from vault_service.domain.identity import IdentityVerifier
 from vault_service.entrypoints.audit_reports_servicer import AuditReportsServicer
 from vault_service.entrypoints.call_slots import CallSlots
+from vault_service.entrypoints.grpc_bounds import HANDSHAKE_SECONDS as HANDSHAKE_SECONDS
+from vault_service.entrypoints.grpc_bounds import RECEIVE_WINDOW_OPTIONS as RECEIVE_WINDOW_OPTIONS
+from vault_service.entrypoints.grpc_bounds import STREAM_WINDOW_BYTES as STREAM_WINDOW_BYTES
 from vault_service.entrypoints.guard import HARD_MESSAGE_LIMIT, VaultGuard
 from vault_service.entrypoints.key_jobs_servicer import KeyJobsServicer
 from vault_service.entrypoints.metrics import (
@@ -108,12 +111,6 @@ a moment, and an honest call queued among it is served. A queued call is gRPC co
 stream and what the stream's flow-control window lets in, not a thread."""
 RESERVED_WORKERS = 2
 """Workers that calls waiting for their request never hold: they serve the queue (`RequestReads`'s most_waiting)."""
-HANDSHAKE_SECONDS = 5.0
-"""How long a new connection may take to finish its TLS handshake and send HTTP/2's opening SETTINGS
-(TOKENVAULT_HANDSHAKE_SECONDS); gRPC core closes it after that. Core's default, 120 s, let 20,000
-connections that never sent a ClientHello hold the vault's file descriptors, and no new client -
-a reconnecting ETL, an analyst, a probe - could connect (attack 21, F5). A handshake on a data-centre
-link takes milliseconds."""
 STREAMS_PER_CONNECTION = 64
 """Calls open at once on one connection (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS: gRPC clients queue
 the rest themselves; gRPC core refuses a stream over it - RST_STREAM REFUSED_STREAM - and keeps the
@@ -123,26 +120,6 @@ Without it one connection could open as many streams as MAX_CONCURRENT_CALLS (51
 rapid reset (streams opened and reset at once are no longer open); for that the port relies on gRPC
 core's own measures (docs/threat-model.md) and on every
 caller holding a client certificate."""
-
-STREAM_WINDOW_BYTES = 64 * 1024
-"""What a client may send on a call before the service reads its request (HTTP/2's stream window,
-gRPC's `grpc.http2.lookahead_bytes`; 64 KiB is HTTP/2's default). A request the service reads is let
-in whole, up to HARD_MESSAGE_LIMIT: gRPC core widens the window to the size the message announces,
-and refuses one over the limit from its 5-byte header, before its body. So an insider's calls
-waiting in the queue hold at most STREAMS_PER_CONNECTION x 64 KiB per connection (MAX_CONCURRENT_CALLS
-x 64 KiB in all), and an oversize call costs the service nothing (docs/threat-model.md)."""
-RECEIVE_WINDOW_OPTIONS: list[tuple[str, int]] = [
-    ("grpc.http2.bdp_probe", 0),
-    ("grpc.http2.lookahead_bytes", STREAM_WINDOW_BYTES),
-]
-"""gRPC core's bandwidth-delay probing off, so the stream window stays STREAM_WINDOW_BYTES.
-
-With probing on (gRPC's default) core raised every stream's window of a busy connection to at least
-4 MiB, then to twice its estimate of the link's bandwidth-delay product (27 MB on loopback within a
-second): the window applies to calls no worker has begun to read, so twelve 60 MB calls queued
-behind busy workers took the service from 85 to 400 MB (a CI run; up to +618 MB with its one worker
-held). Probing only widens what a link carries in flight: the vault's 1,000-item requests (~30 KiB)
-fit one window, and larger ones are let in whole once read (docs/performance.md, 5 December)."""
 
 
 def create_server(
