@@ -105,21 +105,29 @@ def test_the_agent_policy_refuses_everything_else(
         agent.write_data(path, data=data) if call == "write" else agent.read(path)
 
 
-def test_the_agent_gets_the_etl_s_metrics_server_certificate_and_no_scraper_certificate(
-    stack_env: dict[str, str], agent: hvac.Client
-) -> None:
-    """The metrics PKI as docs/production.md sets it up: the ETL's agent cannot mint the scraper's identity."""
+METRICS_SERVERS = "etl-service.tokenvault.svc,vault-service.tokenvault.svc,lock-watchdog.tokenvault.svc"
+"""The metrics server role's allowed_domains (docs/production.md, Vault step 4)."""
+
+
+def metrics_pki(stack_env: dict[str, str]) -> None:
+    """The metrics PKI as docs/production.md sets it up, in the test stack's OpenBao (mounted once, roles written)."""
     root = hvac.Client(url=stack_env["VAULT_ADDR"], token=Path(stack_env["VAULT_ROOT_TOKEN_FILE"]).read_text().strip())
     if "pki-metrics/" not in root.sys.list_mounted_secrets_engines()["data"]:
         root.sys.enable_secrets_engine("pki", path="pki-metrics")
         root.write_data("pki-metrics/root/generate/internal", data={"common_name": "test metrics CA", "ttl": "24h"})
-        server_role = {"allowed_domains": "etl-service.tokenvault.svc,vault-service.tokenvault.svc"}
-        root.write_data(
-            "pki-metrics/roles/tokenvault-metrics-server",
-            data={**server_role, "allow_bare_domains": True, "server_flag": True, "client_flag": False, "ttl": "1h"},
-        )
-        scraper = {"allowed_domains": "metrics-scraper", "allow_bare_domains": True, "server_flag": False}
-        root.write_data("pki-metrics/roles/tokenvault-metrics-scraper", data={**scraper, "ttl": "1h"})
+    server_role = {"allowed_domains": METRICS_SERVERS, "allow_bare_domains": True, "server_flag": True}
+    root.write_data(
+        "pki-metrics/roles/tokenvault-metrics-server", data={**server_role, "client_flag": False, "ttl": "1h"}
+    )
+    scraper = {"allowed_domains": "metrics-scraper", "allow_bare_domains": True, "server_flag": False}
+    root.write_data("pki-metrics/roles/tokenvault-metrics-scraper", data={**scraper, "ttl": "1h"})
+
+
+def test_the_agent_gets_the_etl_s_metrics_server_certificate_and_no_scraper_certificate(
+    stack_env: dict[str, str], agent: hvac.Client
+) -> None:
+    """The metrics PKI as docs/production.md sets it up: the ETL's agent cannot mint the scraper's identity."""
+    metrics_pki(stack_env)
     issued = agent.write_data(
         "pki-metrics/issue/tokenvault-metrics-server", data={"common_name": "etl-service.tokenvault.svc"}
     )

@@ -157,10 +157,13 @@ def rendered(template: str) -> str:
 
 
 def test_the_lock_watchdog_has_every_setting_and_its_probe_needs_no_port(tmp_path: Path) -> None:
-    """Migration 0048's watchdog: its DSN from Vault (a login IN ROLE tokenvault_watchdog), metrics on loopback.
+    """Migration 0048's watchdog: its DSN from Vault (a login IN ROLE tokenvault_watchdog), metrics over TLS to
+    Prometheus only, its probes on its health socket.
 
     Review 34, R34-12: the DSN is the agent's file, which it reads at every (re)connection - the agent renders it
-    again with a new login as each lease ends - never a shell sourcing it once at the start."""
+    again with a new login as each lease ends - never a shell sourcing it once at the start. R34-3, R34-9: its metrics
+    were on the pod's loopback, read by its probe alone (no scrape, no alert); they are TLS-only, admitted from the
+    monitoring namespace alone, and the probes ask a Unix socket, as the vault's."""
     deployment = by_kind("Deployment")["lock-watchdog"]
     env = pod_environment(deployment)
     assert env["TOKENVAULT_WATCHDOG_DSN_FILE"] == "/vault/secrets/dsn" and "TOKENVAULT_WATCHDOG_DSN" not in env
@@ -170,10 +173,22 @@ def test_the_lock_watchdog_has_every_setting_and_its_probe_needs_no_port(tmp_pat
     assert annotations["vault.hashicorp.com/agent-inject-secret-dsn"] == "database/creds/tokenvault-watchdog"
     dsn_file = tmp_path / "dsn"  # the file the agent renders (checked as the watchdog checks it)
     dsn_file.write_text(rendered(annotations["vault.hashicorp.com/agent-inject-template-dsn"]))
-    config = WatchdogConfig.from_env(env | {"TOKENVAULT_WATCHDOG_DSN_FILE": str(dsn_file)})
+    files = {name: tmp_path / Path(value).name for name, value in env.items() if "_METRICS_TLS_" in name}
+    for file in files.values():
+        file.touch()  # the agent's files exist only inside the pod
+    config = WatchdogConfig.from_env(
+        env | {"TOKENVAULT_WATCHDOG_DSN_FILE": str(dsn_file)} | {name: str(f) for name, f in files.items()}
+    )
     assert config.dsn_file == dsn_file and config.dsn == ""
-    assert config.metrics_port and config.metrics_address == "127.0.0.1" and "ports" not in container(deployment)
-    assert by_kind("NetworkPolicy")["lock-watchdog"]["spec"]["ingress"] == []
+    assert config.metrics_tls is not None and config.health_address.startswith("unix:/tmp/")
+    assert container(deployment)["ports"] == [{"name": "metrics", "containerPort": config.metrics_port}]
+    assert by_kind("NetworkPolicy")["lock-watchdog"]["spec"]["ingress"] == [
+        {
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+            "ports": [{"port": config.metrics_port, "protocol": "TCP"}],
+        }
+    ]
+    assert {v["mountPath"] for v in container(deployment)["volumeMounts"]} == {"/tmp"}  # noqa: S108  # its emptyDir
     # Review 34, R34-4: a database outage fails its looks (not Ready) but never restarts it (liveness: its loop runs).
     spec = container(deployment)
     alive = ["python", "-m", "vault_service.entrypoints.lock_watchdog", "health", "--alive"]
@@ -200,7 +215,14 @@ def test_the_vault_is_reachable_only_from_the_etl_and_labelled_clients() -> None
     assert grpc_rule["ports"] == [{"port": 50051, "protocol": "TCP"}]
 
 
-@pytest.mark.parametrize(("name", "prefix"), [("vault-service", "TOKENVAULT_METRICS"), ("etl-service", "ETL_METRICS")])
+@pytest.mark.parametrize(
+    ("name", "prefix"),
+    [
+        ("vault-service", "TOKENVAULT_METRICS"),
+        ("etl-service", "ETL_METRICS"),
+        ("lock-watchdog", "TOKENVAULT_WATCHDOG_METRICS"),
+    ],
+)
 def test_metrics_are_served_over_tls_to_the_metrics_pki_only_and_no_probe_needs_them(name: str, prefix: str) -> None:
     deployment = by_kind("Deployment")[name]
     env = {e["name"]: e["value"] for e in container(deployment)["env"]}
@@ -220,10 +242,10 @@ def test_metrics_are_served_over_tls_to_the_metrics_pki_only_and_no_probe_needs_
         assert action.get("port") not in ("metrics", ports["metrics"]), probe
 
 
-def test_the_prometheus_example_scrapes_both_services_with_the_scraper_certificate() -> None:
+def test_the_prometheus_example_scrapes_both_services_and_the_watchdog_with_the_scraper_certificate() -> None:
     config = yaml.safe_load((K8S.parent / "prometheus" / "scrape-config.yaml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    for service in ("vault-service", "etl-service"):
+    for service in ("vault-service", "etl-service", "lock-watchdog"):
         job = jobs[f"tokenvault-{service}"]
         assert job["scheme"] == "https" and job["tls_config"]["server_name"] == f"{service}.tokenvault.svc"
         assert {"ca_file", "cert_file", "key_file"} <= job["tls_config"].keys()
