@@ -17,6 +17,7 @@ import os
 import pwd
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,14 +78,23 @@ def ensure_user(name: str) -> None:
         return
     except KeyError:
         pass
-    result = subprocess.run(
-        ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0 and "already exists" not in result.stderr:  # a concurrent stack made it
-        raise StackError(f"cannot create the system user {name}: {result.stderr.strip()}")
+    for attempt in range(USERADD_ATTEMPTS):
+        result = subprocess.run(
+            ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode == 0 or "already exists" in result.stderr:  # made, or a concurrent stack made it
+            return
+        if "lock" not in result.stderr or attempt == USERADD_ATTEMPTS - 1:
+            break
+        time.sleep(0.2)  # another stack's useradd holds /etc/passwd's lock ("cannot lock /etc/passwd")
+    raise StackError(f"cannot create the system user {name}: {result.stderr.strip()}")
+
+
+USERADD_ATTEMPTS = 25
+"""useradd fails at once while another holds /etc/passwd's lock (stacks started side by side): tried for ~5 s."""
 
 
 def can_run(user: str, executable: Path | str) -> bool:

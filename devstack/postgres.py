@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 
 from devstack.hugepages import pages_needed, release, reserve
+from devstack.isolation import ensure_user
 from devstack.planted_links import write_in_foreign_dir
 from devstack.procs import StackError, free_port, minimal_environment
 from tokenvault_common.migrations import create_member_logins, migrate, set_role_passwords
@@ -96,13 +97,7 @@ def _unprivileged_user() -> str | None:
     """Initdb refuses root: when root, run the cluster as `postgres` (created if missing)."""
     if os.geteuid() != 0:
         return None
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "postgres"],
-            check=True,
-        )
+    ensure_user("postgres")
     return "postgres"
 
 
