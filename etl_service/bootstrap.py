@@ -22,6 +22,7 @@ from etl_service.service.gate import DependencyGate
 from etl_service.service.outcomes import ConsumerObserver, NoObserver
 from etl_service.service.ports import Queue
 from etl_service.service.sealing import DiscardBodies
+from tokenvault_common.database_dsn import Conninfo
 from tokenvault_common.grpc_tls import secure_channel
 from tokenvault_common.pg_pool import check_connection_cheaply
 
@@ -40,7 +41,8 @@ class Wired:
     pool: ConnectionPool
     channel: grpc.Channel
 
-    database_dsn: str = ""
+    database_dsn: Conninfo = ""
+    """What the start check connects with (EtlConfig.database_conninfo: a DSN file is read again)."""
     sealer: TransitSealer | DiscardBodies | None = None
 
     def close(self) -> None:
@@ -109,7 +111,7 @@ def bootstrap(
         config.vault_address, config.tls_ca, config.tls_cert, config.tls_key, config.vault_server_name
     )
     pool = ConnectionPool(
-        config.database_dsn,
+        config.database_conninfo,  # a DSN file: psycopg_pool calls it for every connection (its rotated login)
         min_size=1,
         max_size=config.workers + 1,
         open=False,
@@ -141,7 +143,7 @@ def bootstrap(
 
     gate = DependencyGate(probe, observer)
     consumer = Consumer(queue, processor, settings, gate, ledger_for(settings), observer, stopping)
-    return Wired(consumer, queue, processor, tokenizer, store, pool, channel, config.database_dsn, sealer)
+    return Wired(consumer, queue, processor, tokenizer, store, pool, channel, config.database_conninfo, sealer)
 
 
 def _sealer(config: EtlConfig) -> TransitSealer | DiscardBodies:

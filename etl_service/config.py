@@ -10,7 +10,7 @@ from etl_service.adapters.sqs import endpoint_for_queue
 from etl_service.domain.validation import MAX_BODY_BYTES
 from etl_service.service.periodic_take_back import DEFAULT_TAKE_BACK_SECONDS
 from etl_service.service.sealing import largest_sealable_body_bytes
-from tokenvault_common.database_dsn import read_database_dsn
+from tokenvault_common.database_dsn import Conninfo, DsnFile, read_dsn_setting
 from tokenvault_common.env import EnvReader
 from tokenvault_common.metrics_endpoint import MetricsTls, read_metrics_tls
 from tokenvault_common.metrics_plaintext import read_metrics_plaintext
@@ -39,7 +39,8 @@ class EtlConfig:
     """Static AWS secret (AWS_SECRET_ACCESS_KEY), with the key id."""
     database_dsn: str
     """Connection string of role tokenvault_etl (ETL_DATABASE_DSN); one that may reach the server over TCP (or
-    names a service) needs sslmode=verify-full or require_auth=scram-sha-256, else the start stops."""
+    names a service) needs sslmode=verify-full or require_auth=scram-sha-256, else the start stops. Or
+    ETL_DATABASE_DSN_FILE instead (below)."""
     vault_address: str
     """host:port of the vault service (ETL_VAULT_ADDRESS)."""
     vault_server_name: str | None
@@ -117,6 +118,16 @@ class EtlConfig:
     take_back_seconds: float = DEFAULT_TAKE_BACK_SECONDS
     """Run mode: how often messages SQS's redrive policy moved to the DLQ (in clear, no reason) are taken
     back to the source queue (ETL_TAKE_BACK_SECONDS, 0-86400, default 300; 0: never, as before 4 Dec)."""
+    database_dsn_file: DsnFile | None = None
+    """A file holding that DSN, read and checked again at every new connection (its pool's, its start check's;
+    ETL_DATABASE_DSN_FILE, instead of ETL_DATABASE_DSN): Kubernetes' login from Vault's database secrets engine,
+    rendered again by the Vault agent with a new login as each lease ends (read once, every new connection after
+    the old login was dropped failed until the pod restarted; R34-12)."""
+
+    @property
+    def database_conninfo(self) -> Conninfo:
+        """What the ETL's connections are opened with: the DSN, or its file read at each new connection."""
+        return self.database_dsn_file or self.database_dsn
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EtlConfig:
@@ -129,6 +140,7 @@ class EtlConfig:
         read_vault_address(read, "ETL_DLQ_SEAL_VAULT_ADDR", seal_addr)
         metrics_port = read.integer("ETL_METRICS_PORT", 0, 0, 65535)
         metrics_address = read.text("ETL_METRICS_ADDRESS", "127.0.0.1")
+        database_dsn, database_dsn_file = read_dsn_setting(read, env, "ETL_DATABASE_DSN")
         config = cls(
             queue_url=queue_url,
             dlq_url=read.text("ETL_DLQ_URL", f"{queue_url}-dlq"),
@@ -136,7 +148,8 @@ class EtlConfig:
             aws_region=read.text("AWS_REGION", env.get("AWS_DEFAULT_REGION", "us-east-1")),
             aws_access_key_id=read.optional("AWS_ACCESS_KEY_ID"),
             aws_secret_access_key=read.optional("AWS_SECRET_ACCESS_KEY"),
-            database_dsn=read_database_dsn(read, env, "ETL_DATABASE_DSN"),
+            database_dsn=database_dsn,
+            database_dsn_file=database_dsn_file,
             vault_address=read.text("ETL_VAULT_ADDRESS"),
             vault_server_name=read.optional("ETL_VAULT_SERVER_NAME"),
             tls_ca=read.existing_file("ETL_TLS_CA") or Path(),

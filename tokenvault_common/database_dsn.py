@@ -31,8 +31,10 @@ from __future__ import annotations
 import functools
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias
 
 from psycopg import ProgrammingError, pq
 from psycopg.conninfo import conninfo_to_dict
@@ -221,3 +223,56 @@ def read_dsn_file(path: Path, variable: str, env: Mapping[str, str]) -> str:
     if problem := password_exposed(f"the DSN in {variable} {path}", dsn, env):
         raise DsnFileError(problem)
     return dsn
+
+
+Conninfo: TypeAlias = str | Callable[[], str]
+"""A DSN, or what gives it at each new connection (a DsnFile): what psycopg_pool's ConnectionPool takes as conninfo
+(it calls a callable for every connection it opens)."""
+
+
+@dataclass(frozen=True)
+class DsnFile:
+    """A file holding a service's DSN, read and checked (read_dsn_file) at each call: once per new connection.
+
+    `variable` is the setting that names it (its errors say it); `env`, libpq's environment for the check. Its repr
+    shows neither the DSN (never read here) nor `env` (which holds other secrets).
+    """
+
+    path: Path
+    variable: str
+    env: Mapping[str, str] = field(repr=False, compare=False)
+
+    def __call__(self) -> str:
+        """The DSN in the file now; DsnFileError when it cannot be used."""
+        return read_dsn_file(self.path, self.variable, self.env)
+
+
+def conninfo_now(conninfo: Conninfo) -> str:
+    """The DSN `conninfo` gives for a connection opened now (a DsnFile is read again: DsnFileError)."""
+    return conninfo() if callable(conninfo) else conninfo
+
+
+def read_dsn_setting(read: EnvReader, env: Mapping[str, str], variable: str) -> tuple[str, DsnFile | None]:
+    """`variable`'s DSN, or the DsnFile `variable`_FILE names: exactly one of the two (else one of `read`'s problems).
+
+    (dsn, None) for the variable; ("", the file) for the file, which must be there and hold a DSN that passes the
+    same checks (read_dsn_file) - then and at every new connection. The file is how credentials that rotate while
+    the process runs (Vault's database secrets engine, rendered by the Vault agent) reach it: the DSN read once, a
+    new connection after the old login was dropped failed until the process restarted (review 34, R34-12).
+    """
+    file_variable = f"{variable}_FILE"
+    path = read.existing_file(file_variable, required=False)
+    if path is None:
+        if read.optional(variable) is None:
+            read.problems.append(f"{variable} is required but not set (or {file_variable}, a file holding it)")
+            return "", None
+        return read_database_dsn(read, env, variable), None
+    if read.optional(variable) is not None:
+        read.problems.append(f"set {variable} or {file_variable}, not both")
+    dsn_file = DsnFile(path, file_variable, env)
+    if path.is_file():
+        try:
+            dsn_file()
+        except DsnFileError as error:
+            read.problems.append(str(error))
+    return "", dsn_file

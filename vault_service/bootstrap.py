@@ -12,6 +12,7 @@ from typing import Any
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
+from tokenvault_common.database_dsn import Conninfo
 from tokenvault_common.pg_pool import check_connection_cheaply
 from vault_service.adapters.postgres import PostgresAuditLog, PostgresKeyStore, PostgresTokenStore
 from vault_service.adapters.postgres.chain_lock import (
@@ -254,12 +255,15 @@ def chain_lock_watch(pool: ConnectionPool) -> Callable[[], None]:
 
 
 def open_vault_pool(
-    dsn: str,
+    dsn: Conninfo,
     max_size: int,
     settings: dict[str, str] = PINNED_SETTINGS,
     configure: Callable[[Connection[Any]], None] | None = None,
 ) -> ConnectionPool:
     """An open pool of autocommit connections to the vault schema, as the adapters expect.
+
+    `dsn`: the DSN, or a DsnFile (TOKENVAULT_DATABASE_DSN_FILE), which the pool reads again for every connection it
+    opens (psycopg_pool calls a callable conninfo each time): a rotated login is used from its next connection on.
 
     `configure(conn)` is called with each new connection (an audit report's watch keeps them to
     cancel their statement when the report's call ends). Each is noted first as one of this process's
@@ -357,7 +361,7 @@ def _no_gate() -> None:
 def job_liveness(config: VaultServiceConfig) -> PostgresJobLiveness:
     """Which key operations have a live process (adapters/postgres/key_job_liveness.py), for one job's session."""
     return PostgresJobLiveness(
-        config.database_dsn, startup_options(session_settings_with(config.db_synchronous_commit))
+        config.database_conninfo, startup_options(session_settings_with(config.db_synchronous_commit))
     )
 
 
@@ -371,7 +375,7 @@ def key_job_wiring(wired: Bootstrapped, config: VaultServiceConfig) -> Bootstrap
     command's did. Close it with `close()`.
     """
     settings = session_settings_with(config.db_synchronous_commit)
-    pool = open_vault_pool(config.database_dsn, KEY_JOB_CONNECTIONS, settings)
+    pool = open_vault_pool(config.database_conninfo, KEY_JOB_CONNECTIONS, settings)
     try:
         key_store = PostgresKeyStore(pool, config.kek_name)
         token_store = PostgresTokenStore(pool)
@@ -399,7 +403,7 @@ def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
     signer = TransitSigner(session, config.audit_signing_key, config.transit_mount)
     signer.check_access()
     settings = session_settings_with(config.db_synchronous_commit)
-    pool = open_vault_pool(config.database_dsn, config.db_pool_size, settings)
+    pool = open_vault_pool(config.database_conninfo, config.db_pool_size, settings)
     try:
         check_session_settings(pool, settings)
         key_store = PostgresKeyStore(pool, config.kek_name)

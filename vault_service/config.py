@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokenvault_common.database_dsn import read_database_dsn
+from tokenvault_common.database_dsn import Conninfo, DsnFile, read_dsn_setting
 from tokenvault_common.env import EnvReader
 from tokenvault_common.metrics_endpoint import MetricsTls, read_metrics_tls
 from tokenvault_common.metrics_plaintext import read_allow, read_metrics_plaintext
@@ -47,7 +47,8 @@ class VaultServiceConfig:
     a free one)."""
     database_dsn: str
     """Connection string of role tokenvault_vault (TOKENVAULT_DATABASE_DSN); one that may reach the server over TCP (or
-    names a service) needs sslmode=verify-full or require_auth=scram-sha-256, else the start stops."""
+    names a service) needs sslmode=verify-full or require_auth=scram-sha-256, else the start stops. Or
+    TOKENVAULT_DATABASE_DSN_FILE instead (below)."""
     vault_address: str
     """Vault/OpenBao URL (TOKENVAULT_VAULT_ADDR): https://, or http:// only to a loopback address (the
     secret id, token and data keys in clear travel over it) unless TOKENVAULT_VAULT_PLAINTEXT=allow says
@@ -143,6 +144,16 @@ class VaultServiceConfig:
     """The synchronous_commit the vault's database sessions start with (TOKENVAULT_DB_SYNCHRONOUS_COMMIT:
     `on`, the default, or `remote_apply` where the server runs with it; anything weaker stops the
     start: an audit row must be durable before its reveal is served; session_settings.py)."""
+    database_dsn_file: DsnFile | None = None
+    """A file holding that DSN, read and checked again at every new connection of every pool and session the
+    process opens (TOKENVAULT_DATABASE_DSN_FILE, instead of TOKENVAULT_DATABASE_DSN): Kubernetes' login from
+    Vault's database secrets engine, rendered again by the Vault agent with a new login as each lease ends (read
+    once, every new connection after the old login was dropped failed until the pod restarted; R34-12)."""
+
+    @property
+    def database_conninfo(self) -> Conninfo:
+        """What every connection of the vault's is opened with: the DSN, or its file read at each new connection."""
+        return self.database_dsn_file or self.database_dsn
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], serving: bool = True) -> VaultServiceConfig:
@@ -156,10 +167,12 @@ class VaultServiceConfig:
         metrics_port = read.integer("TOKENVAULT_METRICS_PORT", 0, 0, 65535)
         metrics_address = read.text("TOKENVAULT_METRICS_ADDRESS", "127.0.0.1")
         vault_address = read.text("TOKENVAULT_VAULT_ADDR")
+        database_dsn, database_dsn_file = read_dsn_setting(read, env, "TOKENVAULT_DATABASE_DSN")
         read_vault_address(read, "TOKENVAULT_VAULT_ADDR", vault_address)
         config = cls(
             grpc_address=read.text("TOKENVAULT_GRPC_ADDRESS", "127.0.0.1:50051"),
-            database_dsn=read_database_dsn(read, env, "TOKENVAULT_DATABASE_DSN"),
+            database_dsn=database_dsn,
+            database_dsn_file=database_dsn_file,
             vault_address=vault_address,
             vault_token=read.optional("TOKENVAULT_VAULT_TOKEN"),
             vault_role_id=read.optional("TOKENVAULT_VAULT_ROLE_ID"),

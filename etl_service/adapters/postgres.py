@@ -19,6 +19,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from etl_service.domain.messages import QuarantineRecord, UserLoginRow, event_id_reused
 from etl_service.errors import DependencyDown, Misconfigured
 from etl_service.service.ports import ReusedEventId, WriteResult
+from tokenvault_common.database_dsn import Conninfo, DsnFileError, conninfo_now
 
 _COLUMNS = UserLoginRow._fields  # rows are written as they are, in this order
 _COLUMN_LIST = ", ".join(_COLUMNS)
@@ -67,7 +68,7 @@ class PostgresLoginStore:
             raise database_error(error) from error
         return WriteResult(inserted, new_quarantine, tuple(ReusedEventId(r.sqs_message_id, m) for r, m in reused))
 
-    def check_access(self, dsn: str) -> None:
+    def check_access(self, dsn: Conninfo) -> None:
         """At start: log in as the configured role and check what the ETL needs (Misconfigured if not).
 
         A direct connection, not the pool's, so a refused password is reported as such instead
@@ -75,7 +76,11 @@ class PostgresLoginStore:
         replay from a reused event_id, which also proves they exist.
         """
         try:
-            with psycopg.connect(dsn, connect_timeout=5, application_name="tokenvault-etl-check") as conn:
+            conninfo = conninfo_now(dsn)  # a DSN file read again, as the pool reads it
+        except DsnFileError as error:
+            raise Misconfigured(f"Postgres: {error}", "database") from None
+        try:
+            with psycopg.connect(conninfo, connect_timeout=5, application_name="tokenvault-etl-check") as conn:
                 allowed = conn.execute(_PRIVILEGES).fetchone()
         except psycopg.Error as error:
             raise database_error(error) from None

@@ -74,7 +74,9 @@ def test_when_the_work_fails_or_is_stopped_the_rounds_outcome_is_still_reported_
     operator = cast(OperatorIdentity, SimpleNamespace(actor="vault:security"))
     config = cast(
         VaultServiceConfig,
-        SimpleNamespace(audit_checkpoint_file=None, database_dsn="postgresql://unused", db_synchronous_commit="on"),
+        SimpleNamespace(
+            audit_checkpoint_file=None, database_conninfo="postgresql://unused", db_synchronous_commit="on"
+        ),
     )
     with pytest.raises(type(stop)), admin_session.administration(config, operator):
         raise stop

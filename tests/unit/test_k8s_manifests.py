@@ -18,6 +18,7 @@ import yaml
 
 from etl_service.config import EtlConfig
 from tests.k8s_manifests import K8S, by_kind, kustomization
+from tokenvault_common.database_dsn import read_dsn_file
 from tokenvault_common.env import ConfigError
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.policy import load_policy
@@ -179,7 +180,7 @@ def test_the_lock_watchdog_has_every_setting_and_its_probe_needs_no_port(tmp_pat
     config = WatchdogConfig.from_env(
         env | {"TOKENVAULT_WATCHDOG_DSN_FILE": str(dsn_file)} | {name: str(f) for name, f in files.items()}
     )
-    assert config.dsn_file == dsn_file and config.dsn == ""
+    assert config.dsn_file is not None and config.dsn_file.path == dsn_file and config.dsn == ""
     assert config.metrics_tls is not None and config.health_address.startswith("unix:/tmp/")
     assert container(deployment)["ports"] == [{"name": "metrics", "containerPort": config.metrics_port}]
     assert by_kind("NetworkPolicy")["lock-watchdog"]["spec"]["ingress"] == [
@@ -194,6 +195,30 @@ def test_the_lock_watchdog_has_every_setting_and_its_probe_needs_no_port(tmp_pat
     alive = ["python", "-m", "vault_service.entrypoints.lock_watchdog", "health", "--alive"]
     assert spec["livenessProbe"]["exec"]["command"] == alive and spec["startupProbe"]["exec"]["command"] == alive
     assert spec["readinessProbe"]["exec"]["command"] == alive[:-1]
+
+
+@pytest.mark.parametrize(
+    ("name", "variable", "creds"),
+    [
+        ("vault-service", "TOKENVAULT_DATABASE_DSN", "database/creds/tokenvault-vault"),
+        ("etl-service", "ETL_DATABASE_DSN", "database/creds/tokenvault-etl"),
+        ("vault-admin", "TOKENVAULT_DATABASE_DSN", "database/creds/tokenvault-vault"),
+    ],
+)
+def test_each_service_reads_its_rotating_dsn_from_the_agent_s_file(
+    name: str, variable: str, creds: str, tmp_path: Path
+) -> None:
+    """Review 34, R34-12: the vault's and the ETL's DSNs are the agent's file, read at every new connection (the
+    agent renders it again with a new login as each lease ends), never exported into a file a shell sources once."""
+    deployment = {"spec": _admin_job()["spec"]} if name == "vault-admin" else by_kind("Deployment")[name]
+    env = pod_environment(deployment)
+    assert env[f"{variable}_FILE"] == "/vault/secrets/dsn" and variable not in env
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["vault.hashicorp.com/agent-inject-secret-dsn"] == creds
+    dsn_file = tmp_path / "dsn"  # the file the agent renders, checked as the service checks it at each connection
+    dsn_file.write_text(rendered(annotations["vault.hashicorp.com/agent-inject-template-dsn"]))
+    assert read_dsn_file(dsn_file, f"{variable}_FILE", {}).startswith("postgresql://from-vault:from-vault@")
+    assert not any(creds in str(v) for k, v in annotations.items() if k.endswith("-env"))
 
 
 def test_no_secret_value_is_written_in_a_manifest() -> None:

@@ -139,7 +139,7 @@ def report_verifier(wired: Bootstrapped, config: VaultServiceConfig) -> Verify:
         }
         connections: list[Connection[Any]] = []
         try:
-            pool = open_vault_pool(config.database_dsn, 1, settings, connections.append)
+            pool = open_vault_pool(config.database_conninfo, 1, settings, connections.append)
         except PoolTimeout:
             raise DatabaseUnreachable("the vault database cannot be reached; retry later") from None
         ended = threading.Event()

@@ -28,7 +28,6 @@ lease ends: read once, a reconnection after the old login was dropped failed unt
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
@@ -37,9 +36,8 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -47,7 +45,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 from prometheus_client import REGISTRY, Counter, Gauge
 
-from tokenvault_common.database_dsn import DsnFileError, read_database_dsn, read_dsn_file
+from tokenvault_common.database_dsn import Conninfo, DsnFile, DsnFileError, read_dsn_setting
 from tokenvault_common.env import ConfigError, EnvReader
 from tokenvault_common.health import ListingHealthServicer
 from tokenvault_common.logging_setup import configure_logging
@@ -104,8 +102,6 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 HEALTH_ADDRESS = "TOKENVAULT_WATCHDOG_HEALTH_ADDRESS"
 """The setting of its health listener's Unix socket (see WatchdogConfig.health_address)."""
-DSN_FILE = "TOKENVAULT_WATCHDOG_DSN_FILE"
-"""The setting naming a file that holds its DSN (see WatchdogConfig.dsn_file)."""
 
 
 @dataclass(frozen=True)
@@ -114,9 +110,9 @@ class WatchdogConfig:
 
     dsn: str
     """A login IN ROLE tokenvault_watchdog (TOKENVAULT_WATCHDOG_DSN; required unless dsn_file; "" then)."""
-    dsn_file: Path | None
+    dsn_file: DsnFile | None
     """A file holding that DSN, read again at every (re)connection: credentials that rotate, as the Vault agent
-    renders them (TOKENVAULT_WATCHDOG_DSN_FILE; instead of TOKENVAULT_WATCHDOG_DSN)."""
+    renders them (TOKENVAULT_WATCHDOG_DSN_FILE; instead of TOKENVAULT_WATCHDOG_DSN; read_dsn_setting)."""
     look_seconds: float
     """How often it looks (TOKENVAULT_WATCHDOG_LOOK_SECONDS, 0.25 by default, 0.05-5)."""
     log_level: str
@@ -138,23 +134,12 @@ class WatchdogConfig:
         read = EnvReader(env)
         port = read.integer("TOKENVAULT_WATCHDOG_METRICS_PORT", 0, 0, 65535)
         address = read.text("TOKENVAULT_WATCHDOG_METRICS_ADDRESS", "127.0.0.1")
-        dsn_file = read.existing_file(DSN_FILE, required=False)
         health_address = read.text(HEALTH_ADDRESS, "")
         if health_address and unix_socket_path(health_address) is None:
             read.problems.append(f"{HEALTH_ADDRESS} must be unix:/absolute/path (a socket only its uid reaches)")
         elif health_address and (problem := address_problem(health_address)):
             read.problems.append(f"{HEALTH_ADDRESS}: {problem}")
-        if dsn_file is None:
-            dsn = read_database_dsn(read, env, "TOKENVAULT_WATCHDOG_DSN")
-        else:
-            dsn = ""
-            if read.optional("TOKENVAULT_WATCHDOG_DSN"):
-                read.problems.append(f"set TOKENVAULT_WATCHDOG_DSN or {DSN_FILE}, not both")
-            if dsn_file.is_file():
-                try:
-                    read_dsn_file(dsn_file, DSN_FILE, env)
-                except DsnFileError as error:
-                    read.problems.append(str(error))
+        dsn, dsn_file = read_dsn_setting(read, env, "TOKENVAULT_WATCHDOG_DSN")
         config = cls(
             dsn=dsn,
             dsn_file=dsn_file,
@@ -174,18 +159,19 @@ class WatchdogConfig:
         read.check("lock_watchdog")
         return config
 
-    def dsn_source(self, env: Mapping[str, str]) -> str | Callable[[], str]:
-        """The DSN, or (with dsn_file) what reads it from the file each time (DsnFileError; `env`: libpq's)."""
-        return self.dsn if self.dsn_file is None else functools.partial(read_dsn_file, self.dsn_file, DSN_FILE, env)
+    @property
+    def conninfo(self) -> Conninfo:
+        """The DSN, or (with dsn_file) what reads it from the file at each (re)connection (DsnFileError)."""
+        return self.dsn_file or self.dsn
 
 
 class LockWatchdog:
     """Migration 0048's rule, applied every `look_seconds` from one warm connection, reconnecting if it drops.
 
-    `dsn`: the DSN, or a callable giving it at each (re)connection (a DSN file: WatchdogConfig.dsn_source).
+    `dsn`: the DSN, or a callable giving it at each (re)connection (a DSN file: WatchdogConfig.conninfo).
     """
 
-    def __init__(self, dsn: str | Callable[[], str], look_seconds: float = 0.25) -> None:
+    def __init__(self, dsn: Conninfo, look_seconds: float = 0.25) -> None:
         self.login = WatchdogLogin(dsn)
         self.look_seconds = look_seconds
 
@@ -334,7 +320,7 @@ def main(env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None
         print(f"lock_watchdog: {error}", file=sys.stderr)
         return 2
     configure_logging("lock_watchdog", config.log_level)
-    watchdog = LockWatchdog(config.dsn_source(env), config.look_seconds)
+    watchdog = LockWatchdog(config.conninfo, config.look_seconds)
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from tokenvault_common.database_dsn import conninfo_now
 from vault_service.adapters.postgres.audit_records import (
     RECORD_COLUMNS,
     RECORD_PAGE,
@@ -106,7 +107,7 @@ class PostgresAuditChain:
         """
         conninfo, kwargs = self._pool.conninfo, self._pool.kwargs  # as the pool connects (either may be a callable)
         settings = (kwargs() if callable(kwargs) else kwargs) or {}
-        return probe(conninfo() if callable(conninfo) else conninfo, settings)
+        return probe(conninfo_now(conninfo), settings)
 
     @translated
     def segment(self, after_id: int, head: ChainHead, own: Sequence[tuple[int, bytes]], rows: int) -> list[SegmentRow]:

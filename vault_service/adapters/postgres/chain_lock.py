@@ -45,6 +45,7 @@ from datetime import datetime
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from tokenvault_common.database_dsn import conninfo_now
 from vault_service.adapters.postgres.keys import KEY_JOB_SESSIONS, KEYS_LOCK
 from vault_service.adapters.postgres.lock_hogs import HOG_LOCKS as HOG_LOCKS
 from vault_service.adapters.postgres.lock_hogs import LockHog as LockHog
@@ -806,9 +807,8 @@ class ChainLockWatch:
 
 def _connect_like(pool: ConnectionPool) -> psycopg.Connection[tuple[object, ...]]:
     """A connection of its own, made as the pool makes its connections (same DSN, startup options, autocommit)."""
-    conninfo = pool.conninfo() if callable(pool.conninfo) else pool.conninfo
     kwargs = pool.kwargs() if callable(pool.kwargs) else (pool.kwargs or {})
-    return psycopg.connect(conninfo, **kwargs)
+    return psycopg.connect(conninfo_now(pool.conninfo), **kwargs)  # a DSN file read again: its rotated login
 
 
 def _server_now(conn: psycopg.Connection[tuple[object, ...]]) -> float:

@@ -82,6 +82,7 @@ from contextlib import contextmanager
 
 import psycopg
 
+from tokenvault_common.database_dsn import Conninfo, DsnFileError, conninfo_now
 from vault_service.adapters.postgres import lock_functions
 from vault_service.adapters.postgres.chain_lock import PROCESS_SESSIONS
 from vault_service.domain.errors import DatabaseUnavailable, StorageError
@@ -223,16 +224,21 @@ class PostgresJobLiveness:
     outlive every look-up's, and a look-up's try-lock in it would never conflict with its own hold).
     """
 
-    def __init__(self, dsn: str, options: str) -> None:
-        """`dsn`, `options`: the vault's database and its sessions' startup options (session_settings.py)."""
+    def __init__(self, dsn: Conninfo, options: str) -> None:
+        """`dsn`: the vault's database (a DsnFile: read again for each session); `options`: session_settings.py's."""
         self._dsn = dsn
         self._options = options
         self._held: list[psycopg.Connection] = []
         self._next: psycopg.Connection | None = None  # the next hold's session, opened by a look-up before it
 
     def _connect(self) -> psycopg.Connection:
+        try:
+            dsn = conninfo_now(self._dsn)  # a DSN file read again: the login Vault rendered last
+        except DsnFileError as error:
+            log.error("a key job's database session cannot be opened: %s", error)
+            raise DatabaseUnavailable("the vault database is unavailable; retry later") from None
         conn = psycopg.connect(
-            self._dsn,
+            dsn,
             options=self._options,
             autocommit=True,
             application_name="tokenvault-key-job",

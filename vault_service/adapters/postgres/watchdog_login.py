@@ -10,12 +10,11 @@ psycopg.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from tokenvault_common.database_dsn import DsnFileError
+from tokenvault_common.database_dsn import Conninfo, DsnFileError, conninfo_now
 from vault_service.adapters.postgres.lock_hogs import ANY_LOGIN_HOGS, LockHog, LockHogWatch
 
 CONNECT_TIMEOUT_SECONDS = 5
@@ -101,13 +100,13 @@ class WatchdogLogin:
     `dsn`: the DSN, or a callable giving it at each (re)connection (a DSN file that rotates: DsnFileError from it).
     """
 
-    def __init__(self, dsn: str | Callable[[], str]) -> None:
+    def __init__(self, dsn: Conninfo) -> None:
         self._dsn = dsn
         self.watch = LockHogWatch(self.connect, rule=ANY_LOGIN_HOGS)
 
     def connect(self) -> psycopg.Connection[tuple[object, ...]]:
         """Its connection: every wait bounded (connect, statement, a dead peer), so a look fails and is tried again."""
-        dsn = self._dsn() if callable(self._dsn) else self._dsn
+        dsn = conninfo_now(self._dsn)
         options = conninfo_to_dict(dsn).get("options") or ""
         return psycopg.connect(
             dsn,
