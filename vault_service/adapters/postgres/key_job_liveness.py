@@ -11,7 +11,9 @@ dies the kernel closes its socket and PostgreSQL ends the backend at once (node 
 TCP keepalives, set here, end it within about a minute). The hold waits at most HOLD_WAIT_SECONDS
 for the lock (review 32, F3: a session holding it exclusively made a re-run hang before any row),
 then refuses naming it; the hold's session turns off the idle-in-transaction and (PostgreSQL 17+)
-transaction timeouts, which would end the hold of a long job (F4).
+transaction timeouts, which would end the hold of a long job (F4). Every session here is bounded from its first
+statement (SESSION_BOUNDS: lock_timeout, statement_timeout) and reads no relation before its hold that a login
+could lock (attack 31, F3: a read of pg_catalog.pg_settings, which every login could lock, hung every key job).
 
 Which intent rows are interrupted (review 32, F1, F2):
 
@@ -110,6 +112,22 @@ Under the lock watch's 5 s (chain_lock.py ends a session keeping one of the vaul
 refused naming the lock, rather than the holder ended while the job waits."""
 CONNECT_TIMEOUT_SECONDS = 10
 """libpq's connect_timeout of every session here (outside the pool: its own connections, review 32, F9)."""
+STATEMENT_SECONDS = 30
+"""statement_timeout of every session here: its look-ups read the key rows of the audit log (23 ms for 3,500)."""
+SESSION_BOUNDS = f"-c lock_timeout={HOLD_WAIT_SECONDS}s -c statement_timeout={STATEMENT_SECONDS}s"
+"""Startup options of every session here, after session_settings.py's: bounded from its first statement on.
+
+Attack 31, F3: the hold's first statements read pg_catalog.pg_settings with no bound, and every login could lock
+that view (PUBLIC's UPDATE): every key operation hung, before any audit row. They read no relation now, and
+migration 0052 revokes that UPDATE; a lock anyone takes on what a statement here reads (a superuser's, the owner's
+on the audit log) makes it fail within seconds: DatabaseUnavailable, BOUND_MESSAGE."""
+BOUND_MESSAGE = (
+    f"the key job's database session did not get a lock within {HOLD_WAIT_SECONDS} s, or a statement within"
+    f" {STATEMENT_SECONDS} s, so the job did not start (no intent row was written): another session holds a lock"
+    " on what it reads (SELECT pid, usename, mode, relation::regclass FROM pg_locks WHERE NOT granted OR mode ="
+    " 'AccessExclusiveLock'), or the database is overloaded; end that session, or wait, and run the job again"
+)
+"""DatabaseUnavailable's message when a statement of a key job's session reached SESSION_BOUNDS (names no data)."""
 
 _ACTIONS = ", ".join(f"'{action}'" for action in KEY_JOB_ACTIONS)
 _INTENTS = f"'{INTENT_UNHELD}', '{INTENT_HELD_UNNAMED}', '{INTENT_HELD}'"
@@ -239,7 +257,7 @@ class PostgresJobLiveness:
             raise DatabaseUnavailable("the vault database is unavailable; retry later") from None
         conn = psycopg.connect(
             dsn,
-            options=self._options,
+            options=f"{self._options} {SESSION_BOUNDS}",
             autocommit=True,
             application_name="tokenvault-key-job",
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
@@ -260,6 +278,10 @@ class PostgresJobLiveness:
         conn = self._next
         try:
             yield conn
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as error:  # SESSION_BOUNDS
+            self._drop_next()
+            log.error("a key job's look-up of the audit log ended at its bound: %s", type(error).__name__)
+            raise DatabaseUnavailable(BOUND_MESSAGE) from None
         except psycopg.Error:
             self._drop_next()  # a session in doubt never becomes a hold's
             raise
@@ -299,6 +321,9 @@ class PostgresJobLiveness:
         except psycopg.errors.LockNotAvailable:
             conn.close()
             raise DatabaseUnavailable(lock_held_message(key)) from None
+        except psycopg.errors.QueryCanceled:  # SESSION_BOUNDS' statement_timeout
+            conn.close()
+            raise DatabaseUnavailable(BOUND_MESSAGE) from None
         except BaseException:
             conn.close()
             raise
@@ -309,10 +334,11 @@ class PostgresJobLiveness:
         """`conn` in a transaction holding `key`'s lock shared, waiting HOLD_WAIT_SECONDS at most for it."""
         for name, value in {**KEEPALIVES, "idle_in_transaction_session_timeout": "0"}.items():
             conn.execute("SELECT pg_catalog.set_config(%s, %s, false)", (name, value))
-        # PostgreSQL 17's transaction_timeout would end the hold of a job lasting longer (review 32, F4).
+        # PostgreSQL 17's transaction_timeout would end the hold of a job lasting longer (review 32, F4). No relation
+        # is read (missing_ok: NULL before 17): every login could lock pg_settings and hang this (attack 31, F3).
         conn.execute(
-            "SELECT pg_catalog.set_config(name, '0', false) FROM pg_catalog.pg_settings"
-            " WHERE name OPERATOR(pg_catalog.=) 'transaction_timeout'"
+            "SELECT pg_catalog.set_config('transaction_timeout', '0', false)"
+            " WHERE pg_catalog.current_setting('transaction_timeout', true) IS NOT NULL"
         )
         conn.execute("BEGIN")
         conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", (f"{HOLD_WAIT_SECONDS}s",))

@@ -44,7 +44,8 @@ its own `statement_timeout` per transaction, so one made to wait fails and is co
 `PostgresAuditLog.upkeep_statement_timeout`; a timeout the owner traps is caught by the round's
 watchdog on the client side.) One session does something else when its transaction is ended: a key
 job's hold (key_job_liveness.py), whose end makes a live job look interrupted; it turns off the
-idle-in-transaction and (PostgreSQL 17+) transaction timeouts itself (review 32, F4).
+idle-in-transaction and (PostgreSQL 17+) transaction timeouts itself (review 32, F4), and its sessions start with a
+lock_timeout and statement_timeout of their own (key_job_liveness.SESSION_BOUNDS: attack 31, F3).
 Nor settings the vault's SQL does not depend on: `row_security` (no table
 has a policy), `transform_null_equals` (no `= NULL` comparison), `TimeZone` (times are hashed
 and compared in UTC). Each of those a default sets is still reported (`defaults_set_for_session`).
