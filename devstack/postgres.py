@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import resource
 import secrets
 import shutil
 import subprocess
@@ -111,9 +112,62 @@ def server_environment(run_as: str | None) -> dict[str, str]:
     return minimal_environment(run_as or pwd.getpwuid(os.geteuid()).pw_name)
 
 
-def _run(args: list[str], run_as: str | None) -> None:
+BACKEND_MEMORY_HEADROOM = 1 << 30
+"""Address space each server process may take beyond the cluster's shared memory (attack 31, F1).
+
+PostgreSQL bounds no session's memory: `work_mem` is the user's to set, and a cursor `WITH HOLD` keeps its
+materialized rows in the backend's memory while the session sits idle. Any login (an analyst's, the ETL's) grew one
+backend until the kernel killed it, and the postmaster then ended every session - the vault's, the ETL's, the
+watchdog's - and ran crash recovery. The postmaster is started with an address-space limit (RLIMIT_AS) that every
+server process inherits: the shared memory it maps (`postgres -C shared_memory_size`) plus this. A backend past it
+gets `ERROR: out of memory` for its own statement; the server and every other session go on.
+
+1 GiB, measured on PostgreSQL 15 (VmSize, VmPeak beyond the shared memory): a backend maps 76 MB of libraries and
+stack, 225 MB once a query was JIT-compiled (LLVM); an index build at `maintenance_work_mem = 512MB` (8 times the
+default) peaked at 421 MB; the vault's and the ETL's backends peaked at 175 MB over their integration tests. Huge
+pages or not, the mapping is the same size. Parallel workers are processes of their own, each under the same
+bound, and the dynamic shared memory of a parallel query counts in each process that maps it, so it is bounded too.
+What it leaves: many sessions each under it (connection limits x 1 GiB) can still exhaust the host's memory -
+production sets `vm.overcommit_memory = 2` on the database host and keeps analysts on a standby (docs/production.md,
+Postgres).
+"""
+
+
+def address_space_limit(bindir: Path, data_dir: Path, run_as: str | None) -> int | None:
+    """RLIMIT_AS for the stopped cluster in `data_dir`: its shared memory plus BACKEND_MEMORY_HEADROOM, in bytes.
+
+    None when PostgreSQL cannot say what its shared memory is (`shared_memory_size` is PostgreSQL 15's).
+    """
+    args = [str(bindir / "postgres"), "-D", str(data_dir), "-C", "shared_memory_size"]
     command = ["runuser", "-u", run_as, "--", *args] if run_as else args
     result = subprocess.run(command, capture_output=True, text=True, check=False, env=server_environment(run_as))
+    try:
+        shared_mb = int(result.stdout.strip())  # MB, rounded up by PostgreSQL
+    except ValueError:
+        return None
+    # Huge pages round the mapping up to 2 MB: one more MB covers it.
+    return (shared_mb + 1) * 2**20 + BACKEND_MEMORY_HEADROOM
+
+
+def postmaster_address_space(pid: int) -> int | None:
+    """The running process `pid`'s RLIMIT_AS (soft) in bytes, None when unlimited."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max address space"):
+            soft = line.split()[3]
+            return None if soft == "unlimited" else int(soft)
+    return None
+
+
+def _run(args: list[str], run_as: str | None, address_space: int | None = None) -> None:
+    command = ["runuser", "-u", run_as, "--", *args] if run_as else args
+
+    def bounded() -> None:  # in the child, before exec: pg_ctl, so the postmaster and each backend, inherit it
+        if address_space is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
+    result = subprocess.run(
+        command, capture_output=True, text=True, check=False, env=server_environment(run_as), preexec_fn=bounded
+    )
     if result.returncode != 0:
         raise StackError(f"{Path(args[0]).name} failed: {result.stderr.strip() or result.stdout.strip()}")
 
@@ -229,16 +283,33 @@ def postmaster_pid(data_dir: Path) -> int:
 
 
 def pg_ctl(data_dir: Path, bindir: Path, run_as: str | None, action: str, port: int | None = None) -> None:
-    """Run `pg_ctl start|stop|restart` on the cluster; start and restart need the `port`."""
-    args = [str(bindir / "pg_ctl"), "-D", str(data_dir), "-w", "-t", "60"]
-    if action in ("stop", "restart"):
-        args += ["-m", "fast"]
-    if action in ("start", "restart"):
-        if port is None:
-            raise StackError(f"pg_ctl {action} needs the port to listen on")
-        options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={data_dir}"
-        args += ["-l", str(data_dir / "server.log"), "-o", options]
-    _run([*args, action], run_as)
+    """Run `pg_ctl start|stop|restart` on the cluster; start and restart need the `port`.
+
+    A start (a restart is a stop, then a start) bounds the postmaster's address space, so each server process's
+    (`address_space_limit`), and checks that the running postmaster has that bound.
+    """
+    if action == "restart":
+        pg_ctl(data_dir, bindir, run_as, "stop")
+        pg_ctl(data_dir, bindir, run_as, "start", port)
+        return
+    base = [str(bindir / "pg_ctl"), "-D", str(data_dir), "-w", "-t", "60"]
+    if action == "stop":
+        _run([*base, "-m", "fast", "stop"], run_as)
+        return
+    if port is None:
+        raise StackError(f"pg_ctl {action} needs the port to listen on")
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={data_dir}"
+    limit = address_space_limit(bindir, data_dir, run_as)  # the server is stopped: PostgreSQL computes it
+    if limit is None:
+        print(
+            "PostgreSQL older than 15 cannot tell its shared memory (`-C shared_memory_size`): its server processes"
+            " run without an address-space bound, and any login can exhaust the host's memory (attack 31, F1)",
+            file=sys.stderr,
+        )
+    _run([*base, "-l", str(data_dir / "server.log"), "-o", options, action], run_as, limit)
+    if limit is not None and postmaster_address_space(postmaster_pid(data_dir)) != limit:
+        _run([*base, "-m", "fast", "stop"], run_as)  # up without its bound: not a server of the stack
+        raise StackError(f"the postmaster of {data_dir} did not keep its address-space bound of {limit} bytes")
 
 
 def remove_cluster(data_dir: Path) -> None:

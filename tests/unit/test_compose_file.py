@@ -13,6 +13,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from devstack.certs_job import Identity
 from devstack.openbao import MAX_REQUEST_BYTES
+from devstack.postgres import BACKEND_MEMORY_HEADROOM
 from etl_service.config import EtlConfig
 from tests.compose_model import compose_config, resolved
 from tokenvault_common.env import ConfigError
@@ -240,6 +241,21 @@ def test_compose_runs_the_vault_database_with_the_measured_settings(tmp_path: Pa
     assert command[0] == "postgres" and set(command[1::2]) == {"-c"}
     assert flags == _settings_file()
     assert {"shared_buffers", "max_wal_size"} <= flags.keys()
+
+
+def test_compose_bounds_each_postgres_process_memory_and_temporary_files(tmp_path: Path) -> None:
+    """Attack 31, F1, F2: one login's backend past its memory gets an ERROR, where the kernel's kill restarted the
+    server; its temporary files stop at temp_file_limit, where they filled the disk.
+
+    RLIMIT_DATA (Docker refuses `as`): the embedded stack's headroom, without the shared memory it leaves out. No
+    memory limit of the container's (a cgroup turns the overuse back into a kill), and /dev/shm left at Docker's 64 MB
+    (it bounds parallel queries' dynamic shared memory, which RLIMIT_DATA does not count).
+    """
+    postgres = resolved(tmp_path)["services"]["postgres"]
+    assert postgres["ulimits"] == {"data": BACKEND_MEMORY_HEADROOM}  # soft and hard
+    assert not {"mem_limit", "memswap_limit", "shm_size"} & postgres.keys()
+    assert "memory" not in postgres.get("deploy", {}).get("resources", {}).get("limits", {})
+    assert _settings_file()["temp_file_limit"] == "1GB"
 
 
 def test_compose_allows_plain_http_to_its_openbao_explicitly_and_only_on_its_own_network(tmp_path: Path) -> None:
