@@ -67,12 +67,15 @@ bench-etl: $(STAMP)  ## ETL end to end beside a bare SQS receive+delete loop, co
 
 test: $(STAMP)  ## unit, integration and end-to-end tests on real OpenBao, SQS and Postgres
 	$(PY) -m pytest tests/unit -n $(UNIT_WORKERS)
-	$(PY) -m pytest --ignore=tests/unit
+	$(PY) -m pytest --ignore=tests/unit -n $(STACK_WORKERS) --dist loadfile
 
 # Unit tests use fakes, never the real components, and spend most of their time waiting on their own
-# timers: run in 3 processes they take ~55 s on 2 cores instead of ~120 s. The rest runs in one process:
-# its timing bounds are measured against real servers that share those 2 cores.
+# timers: run in 3 processes they take ~55 s on 2 cores instead of ~120 s. The rest waits too (on real
+# servers' timeouts, leases, bounds): one process kept the 2 cores ~45-55% busy and took ~24 min; two
+# processes, each with a stack of its own and whole files (module fixtures), take ~14 min. STACK_WORKERS=0
+# runs it in this process alone (no xdist), as before.
 UNIT_WORKERS ?= 3
+STACK_WORKERS ?= 2
 
 test-unit: $(STAMP)  ## unit tests only (a minute)
 	$(PY) -m pytest tests/unit -n $(UNIT_WORKERS)

@@ -50,14 +50,18 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
 
 
 def manifest_dsns() -> dict[str, str]:
-    """Each Deployment's agent-rendered DSN, with a user and password in place of the template's."""
+    """Each Deployment's agent-rendered DSN file (its `_DSN_FILE`), a user and password for the template's."""
     found = {}
     for name, deployment in by_kind("Deployment").items():
-        templates = "\n".join(map(str, deployment["spec"]["template"]["metadata"]["annotations"].values()))
-        for dsn in re.findall(r'_DATABASE_DSN="([^"]+)"', templates):
+        template = str(deployment["spec"]["template"]["metadata"]["annotations"].get(DSN_TEMPLATE, ""))
+        for dsn in re.findall(r"postgresql://[^\n]+", template):
             found[name] = dsn.replace("{{ .Data.username }}", "v-etl-x").replace("{{ .Data.password }}", "secret")
-    assert found.keys() == {"vault-service", "etl-service"}
+    assert found.keys() == {"vault-service", "etl-service", "lock-watchdog"}
     return found
+
+
+DSN_TEMPLATE = "vault.hashicorp.com/agent-inject-template-dsn"
+"""The Vault agent's template of the file each Deployment's database login is read from at every connection."""
 
 
 def _connect(dsn: str, impostor: Impostor, root_cert: Path) -> None:
