@@ -39,7 +39,7 @@ def free_port() -> int:
     (a CI run lost the CLI tests' stack to it). Where the range leaves too few ports outside it,
     the kernel's choice it is, with that race, and a warning naming the range.
     """
-    candidates = _ports_outside_ephemeral_range()
+    candidates = _this_process_slice(_ports_outside_ephemeral_range())
     if len(candidates) < FEWEST_PORTS_OUTSIDE:
         return _port_from_the_kernel(candidates)
     for _ in range(200):
@@ -48,6 +48,27 @@ def free_port() -> int:
             _handed_out.add(port)
             return port
     raise StackError(f"no free TCP port on 127.0.0.1 outside the ephemeral range ({EPHEMERAL_RANGE_FILE})")
+
+
+PORT_SLICE_VARIABLE = "TOKENVAULT_PORT_SLICE"
+"""`i/n`: ports are picked from the i-th (from 0) of n equal slices of the range only. Processes that start stacks
+side by side (parallel test processes) cannot see each other's picks: two could hand out the same port before either
+binds it (review 35, R35-4). Each given a slice of its own, they never can. Inherited by the stacks they spawn."""
+
+
+def _this_process_slice(ports: range) -> range:
+    """`ports`, or the slice PORT_SLICE_VARIABLE gives this process (a malformed value stops the stack: StackError)."""
+    value = os.environ.get(PORT_SLICE_VARIABLE, "")
+    if not value:
+        return ports
+    try:
+        index, count = (int(part) for part in value.split("/"))
+    except ValueError:
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise StackError(f"{PORT_SLICE_VARIABLE}={value!r}: expected i/n, 0 <= i < n (e.g. 0/2)")
+    size = len(ports) // count
+    return ports[index * size : (index + 1) * size]
 
 
 def _ports_outside_ephemeral_range() -> range:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from typing import Any
 import grpc
 import pytest
 
+from devstack.procs import PORT_SLICE_VARIABLE
 from devstack.sqs import create_queues
 from devstack.stack import etl_service_env, temporary_components, vault_service_env
 from etl_service.bootstrap import Wired
@@ -35,6 +37,13 @@ from vault_service.entrypoints.audit_report_session import audit_reports_of
 from vault_service.entrypoints.key_job_session import key_jobs_of
 from vault_service.entrypoints.server import VaultServer, create_server, server_credentials
 from vault_service.service.maintenance import KeyMaintainer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a pytest-xdist worker (`make test` runs 2), stacks take ports from this worker's slice only (R35-4)."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and count:
+        os.environ[PORT_SLICE_VARIABLE] = f"{int(worker[2:])}/{count}"
 
 
 @pytest.fixture(autouse=True)
