@@ -21,6 +21,13 @@ watchdog.end_lock_hogs() every TOKENVAULT_WATCHDOG_LOOK_SECONDS (0.25 s) on one 
 ROLE tokenvault_watchdog, which may do nothing else: the vault's own login must not end other roles' sessions
 (docs/threat-model.md). One log line per session ended (pid, entries; never its statement or login).
 
+At each look it also runs migration 0053's watchdog.end_notify_queue_holder() (review 35, R35-1): LISTEN/NOTIFY need
+no privilege, and a listener held in a transaction while another session sends filled the data disk through
+pg_notify (1.16 GB in 5 s; PostgreSQL 15 lets the queue reach 8 GB). Once pg_notification_queue_usage() passes
+NOTIFY_QUEUE_BOUND (~8 MB; the vault and the ETL never notify), the sessions in a transaction older than the queue's
+growth are ended, oldest first, one per look while it still grows (watchdog_login.NotifyQueueWatch): one log line
+each (pid, login, usage), counted in tokenvault_lock_watchdog_notify_queue_sessions_total.
+
 Its DSN: TOKENVAULT_WATCHDOG_DSN, or TOKENVAULT_WATCHDOG_DSN_FILE naming a file read again at every (re)connection -
 Kubernetes' (Vault's database secrets engine, rendered by the Vault agent, rendered again with a new login as each
 lease ends: read once, a reconnection after the old login was dropped failed until the pod restarted; R34-12).
@@ -77,6 +84,17 @@ SESSIONS = Counter(
 )
 for _ended in ("true", "false", "gone"):  # each series scraped from the start, at 0: a first hog is an increase
     SESSIONS.labels(ended=_ended)
+NOTIFY_QUEUE_SESSIONS = Counter(
+    "tokenvault_lock_watchdog_notify_queue_sessions_total",
+    "Database sessions in a transaction older than the NOTIFY queue's growth past its bound, by whether ended",
+    ["ended"],
+)
+for _ended in ("true", "false"):
+    NOTIFY_QUEUE_SESSIONS.labels(ended=_ended)
+NOTIFY_QUEUE_USAGE = Gauge(
+    "tokenvault_lock_watchdog_notify_queue_usage_ratio",
+    "pg_notification_queue_usage() at its last look: the NOTIFY queue's share of its maximum (8 GB on PostgreSQL 15)",
+)
 LOOK_FAILURES = Counter("tokenvault_lock_watchdog_look_failures_total", "Looks that failed (its connection lost)")
 LAST_LOOK = Gauge("tokenvault_lock_watchdog_last_look_timestamp_seconds", "When the last look succeeded (Unix time)")
 LAST_RUN = Gauge(
@@ -193,6 +211,9 @@ class LockWatchdog:
         hogs = self.login.look()
         for hog in hogs:
             SESSIONS.labels(ended="true" if hog.ended else "gone" if hog.gone else "false").inc()
+        for holder in self.login.look_at_notify_queue():
+            NOTIFY_QUEUE_SESSIONS.labels(ended="true" if holder.ended else "false").inc()
+        NOTIFY_QUEUE_USAGE.set(self.login.notify_queue.usage)
         LAST_LOOK.set(time.time())
         return len(hogs)
 

@@ -155,6 +155,15 @@ class LockHogWatch:
         self._conn = conn
         return conn
 
+    def connection(self) -> psycopg.Connection[tuple[object, ...]] | None:
+        """Its warm connection (opened if needed); None while the rule's migration is missing."""
+        return self._connection()
+
+    def forget_connection(self) -> None:
+        """Drop its connection after another statement on it found it broken: opened again at the next look."""
+        if self._conn is not None and (self._conn.broken or self._conn.closed):
+            self._conn = None
+
     def end_lock_hogs(self) -> list[LockHog]:
         """Each other session found holding more than HOG_LOCKS entries, ended (the rule's); logged."""
         conn = self._connection()

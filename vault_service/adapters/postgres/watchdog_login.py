@@ -9,13 +9,19 @@ psycopg.
 
 from __future__ import annotations
 
+import logging
 import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from tokenvault_common.database_dsn import Conninfo, DsnFileError, conninfo_now
-from vault_service.adapters.postgres.lock_hogs import ANY_LOGIN_HOGS, LockHog, LockHogWatch
+from vault_service.adapters.postgres.lock_hogs import ANY_LOGIN_HOGS, MISSING_LOOK_SECONDS, LockHog, LockHogWatch
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 5
 """How long a (re)connection may take before the look fails and is tried again."""
@@ -52,6 +58,129 @@ NOT_A_MEMBER = (
     "the login of TOKENVAULT_WATCHDOG_DSN may not run watchdog.end_lock_hogs(): make it a login IN ROLE"
     " tokenvault_watchdog (docs/production.md)"
 )
+
+
+NOTIFY_QUEUE_BOUND = 0.001
+"""The NOTIFY queue's share of its maximum (pg_notification_queue_usage(); 8 GB on PostgreSQL 15: 0.001 is 1,049
+pages, ~8.4 MB in $PGDATA/pg_notify) past which the sessions that may hold its tail are ended (review 35, R35-1).
+The vault and the ETL never LISTEN nor NOTIFY, so nothing of theirs is in the queue; a listener that reads keeps it
+at a few pages (a backend reads its notifications between transactions, and the tail is cut every 4 pages), so
+1,049 pages means a listener held in a transaction while someone sends. Small beside the data disk's headroom: at
+the 230 MB/s measured (review 35) the queue reaches ~70 MB before a look (0.25 s) sees it and the next ends the
+holder; the disk must keep that free (docs/production.md)."""
+
+_END_QUEUE_HOLDER = (
+    "SELECT h.usage, h.at, h.pid, h.login, h.ended"
+    " FROM watchdog.end_notify_queue_holder(%(bound)s::pg_catalog.float8, %(before)s::pg_catalog.timestamptz) h"
+)
+
+
+@dataclass(frozen=True)
+class QueueHolder:
+    """A session ended (or that the server refused to end) as a possible holder of the NOTIFY queue's tail."""
+
+    pid: int
+    login: str
+    ended: bool
+    usage: float
+    """The queue's usage when it was ended (a share of its maximum)."""
+    ended_so_far: int
+    """Sessions ended since the queue passed the bound, this one included."""
+
+
+class NotifyQueueWatch:
+    """Ends the sessions that may hold the NOTIFY queue's tail while the queue grows past NOTIFY_QUEUE_BOUND.
+
+    Migration 0053's watchdog.end_notify_queue_holder() on the watchdog's warm connection. A look that first sees
+    the usage over the bound notes the server's time (`passed_at`); each later look while it is over ends the oldest
+    session in a transaction begun before then (no LISTEN registration is visible to SQL: the holder is among the
+    sessions in a transaction older than the queue's growth), one per look, and the next only while the usage
+    still grows past what it was at the last end (someone still sends and the tail is still held: the tail moves at
+    the next page a notifier writes once its holder is gone). Under the bound again, it starts over.
+    """
+
+    def __init__(self, login: LockHogWatch, bound: float = NOTIFY_QUEUE_BOUND) -> None:
+        self._login = login
+        self.bound = bound
+        self.usage = 0.0
+        """The usage its last look read."""
+        self.passed_at: datetime | None = None
+        self.usage_at_last_end: float | None = None
+        self.ended_so_far = 0
+        self._said_none = False
+        self.missing = False
+        """Migration 0053's function is not there: this rule is off (said once, looked for again every 30 s)."""
+        self._look_again_at = 0.0
+
+    def look(self) -> list[QueueHolder]:
+        """The rule once: the session it ended (or was refused), if any; logged."""
+        if self.missing and time.monotonic() < self._look_again_at:
+            return []
+        conn = self._login.connection()
+        if conn is None:
+            return []
+        bound = max(self.bound, self.usage_at_last_end or 0.0)
+        try:
+            row = conn.execute(_END_QUEUE_HOLDER, {"bound": bound, "before": self.passed_at}, prepare=True).fetchone()
+        except psycopg.errors.UndefinedFunction:
+            if not self.missing:
+                log.warning(
+                    "migration 0053 is not applied: sessions holding the NOTIFY queue's tail while it fills the data"
+                    " disk are not ended by watchdog.end_notify_queue_holder() (docs/threat-model.md, review 35)"
+                )
+            self.missing = True
+            self._look_again_at = time.monotonic() + MISSING_LOOK_SECONDS
+            return []
+        except BaseException:
+            self._login.forget_connection()
+            raise
+        self.missing = False
+        if row is None:
+            return []
+        usage, at, pid, login, ended = row
+        self.usage = float(str(usage))
+        if self.usage <= self.bound:
+            if self.passed_at is not None:
+                log.info(
+                    "the NOTIFY queue is under its bound again",
+                    extra={"usage": self.usage, "sessions_ended": self.ended_so_far},
+                )
+            self.passed_at, self.usage_at_last_end, self.ended_so_far, self._said_none = None, None, 0, False
+            return []
+        if self.passed_at is None:
+            self.passed_at = at if isinstance(at, datetime) else None
+            return []
+        if pid is None:
+            if not self._said_none and self.usage > bound:
+                log.warning(
+                    "the NOTIFY queue grows past its bound and no session in a transaction older than its growth may"
+                    " be ended (a superuser's or the owner's members' holds its tail?): find who LISTENs in a"
+                    " transaction in pg_stat_activity (docs/threat-model.md, review 35)",
+                    extra={"usage": self.usage},
+                )
+                self._said_none = True
+            return []
+        self.ended_so_far += 1
+        self.usage_at_last_end = self.usage
+        holder = QueueHolder(int(str(pid)), str(login), bool(ended), self.usage, self.ended_so_far)
+        extra = {"pid": holder.pid, "login": holder.login, "usage": holder.usage, "sessions_ended": holder.ended_so_far}
+        if holder.ended:
+            log.error(
+                "ended a database session in a transaction older than the NOTIFY queue's growth: the queue is past"
+                f" {self.bound:.2%} of its maximum (8 GB on PostgreSQL 15, in pg_notify on the data disk) and grows; a"
+                " listener held in a transaction keeps it from being cut, and a full data disk fails the ETL's writes"
+                " and restarts the server. The vault and the ETL never LISTEN nor NOTIFY. Report it to the security"
+                " team (docs/threat-model.md, review 35)",
+                extra=extra,
+            )
+        else:
+            log.warning(
+                "a database session in a transaction older than the NOTIFY queue's growth was to be ended and the"
+                " server refused: the owner of watchdog.end_notify_queue_holder() lacks pg_signal_backend (migration"
+                " 0042). Look it up in pg_stat_activity",
+                extra=extra,
+            )
+        return [holder]
 
 
 class Misconfigured(Exception):
@@ -103,6 +232,7 @@ class WatchdogLogin:
     def __init__(self, dsn: Conninfo) -> None:
         self._dsn = dsn
         self.watch = LockHogWatch(self.connect, rule=ANY_LOGIN_HOGS)
+        self.notify_queue = NotifyQueueWatch(self.watch)
 
     def connect(self) -> psycopg.Connection[tuple[object, ...]]:
         """Its connection: every wait bounded (connect, statement, a dead peer), so a look fails and is tried again."""
@@ -168,6 +298,16 @@ class WatchdogLogin:
                 " applied again (migrations/0048_lock_hogs_of_every_login_ended_by_a_watchdog.sql)"
             )
         return hogs
+
+    def look_at_notify_queue(self) -> list[QueueHolder]:
+        """Migration 0053's rule once (NotifyQueueWatch): the session ended, if any (logged by the rule).
+
+        LookFailed if its connection was lost, refused or timed out; DsnFileError as `look`.
+        """
+        try:
+            return self.notify_queue.look()
+        except (psycopg.Error, OSError) as error:
+            raise LookFailed(str(error).strip(), type(error).__name__) from None
 
     def close(self) -> None:
         """Close its connection."""
