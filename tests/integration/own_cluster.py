@@ -11,14 +11,17 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from devstack.postgres import Postgres, pg_ctl, remove_cluster, start_postgres
+from devstack.postgres import SERVER_LOG_BYTES, Postgres, pg_ctl, remove_cluster, start_postgres
 from devstack.procs import StackError
 
 
 @contextlib.contextmanager
-def cluster_of_its_own(state_dir: Path) -> Iterator[Postgres]:
-    """A cluster started under `state_dir` with the process's environment as it is; stopped and deleted after."""
-    postgres = start_postgres(state_dir)
+def cluster_of_its_own(state_dir: Path, log_bytes: int = SERVER_LOG_BYTES) -> Iterator[Postgres]:
+    """A cluster started under `state_dir` with the process's environment as it is; stopped and deleted after.
+
+    `log_bytes`: its server log's rotation size (devstack.postgres.pg_ctl).
+    """
+    postgres = start_postgres(state_dir, log_bytes=log_bytes)
     try:
         yield postgres
     finally:

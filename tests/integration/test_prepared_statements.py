@@ -11,6 +11,7 @@ import pytest
 from psycopg import errors
 
 from tests.integration.pg_backends import terminate_backend
+from tests.integration.server_log_text import logged_once
 from vault_service.adapters.postgres.prepared import PreparedStatement, UnnamedStatement, planted_statements_replaced
 
 _ROWS_SQL = (
@@ -58,7 +59,7 @@ def test_a_first_run_on_each_connection_leaves_no_error_in_the_server_log(
     assert same_name.rows(conn, ("4",)) == [(5,)]
     with pytest.raises(errors.UndefinedFunction):
         conn.execute("SELECT tv_probe_marker_of_the_log_end()")  # an error that is logged: the log is this one
-    written = log.read_bytes()[logged_from:].decode(errors="replace")
+    written = logged_once(log, "tv_probe_marker_of_the_log_end", since=logged_from)
     assert "tv_probe_marker_of_the_log_end" in written
     assert "tv_probe_first_run" not in written, written
 

@@ -364,3 +364,21 @@ def test_the_sqs_root_key_is_the_emulator_s_and_sqs_init_s_and_each_client_mount
     for volume, reader in (("sqs-creds-etl-service", "etl-service"), ("sqs-creds-load-sample", "load-sample")):
         mounting = {n for n, s in services.items() if any(v.get("source") == volume for v in s.get("volumes", []))}
         assert mounting == {"sqs-init", reader}, volume
+
+
+def test_every_container_s_log_is_bounded_on_the_host_s_disk(tmp_path: Path) -> None:
+    """Review 35, R35-2: PostgreSQL writes an error's input to its log (the message quotes it; with the default
+    log_min_error_statement the whole failing statement too), so any login's errors filled the disk at ~90 MB/s.
+    Docker's json-file driver keeps a container's output without end unless max-size is set: each service's is
+    rotated, at most 100 MB in all, and the vault's database logs no failing statement beside its error.
+    """
+    services = resolved(tmp_path)["services"]
+    for name, service in services.items():
+        logging = service.get("logging", {})
+        assert logging.get("driver") == "json-file", name
+        options = logging.get("options", {})
+        size, unit = re.fullmatch(r"(\d+)([km])", options.get("max-size", "")).groups()  # type: ignore[union-attr]
+        total = int(size) * {"k": 1 << 10, "m": 1 << 20}[unit] * int(options.get("max-file", "1"))
+        assert int(options["max-file"]) >= 2 and total <= 100 << 20, (name, options)
+    assert "postgres" in services
+    assert _settings_file()["log_min_error_statement"] == "panic"  # compose passes every setting (test above)
