@@ -116,3 +116,60 @@ def test_a_listener_idle_in_transaction_while_the_queue_fills_is_ended_and_the_e
     assert all(line["login"] == ANALYST_LOGIN and line["level"] == "ERROR" for line in lines)
     assert [line["sessions_ended"] for line in lines] == [1, 2]
     assert "xxxx" not in log_file.read_text()
+
+
+@pytest.mark.timeout(30)
+def test_an_analysts_listener_is_ended_before_an_older_vault_transaction(
+    private_postgres: Postgres, tmp_path: Path
+) -> None:
+    """Review 35, R35-1's order (0054): the serving role's session (a vault key job's hold) in a transaction OLDER than
+    an analyst's listener idle in transaction, a notifier past the bound: the listener is ended, the vault's session
+    is not (still there, the same transaction open), and the queue falls. On 0053's order (oldest first) the vault's
+    session was ended first - an insider's analyst login could end the vault's or the ETL's sessions on demand."""
+    pg = private_postgres
+    bound_bytes = NOTIFY_QUEUE_BOUND * QUEUE_MAX_BYTES
+    log_file = tmp_path / "lock_watchdog.log"
+    vault = psycopg.connect(pg.vault_dsn, autocommit=True)
+    listener = psycopg.connect(pg.analyst_dsn, autocommit=True)
+    with (
+        contextlib.closing(vault),
+        contextlib.closing(listener),
+        psycopg.connect(pg.admin_dsn, autocommit=True) as admin,
+        psycopg.connect(pg.analyst_dsn, autocommit=True) as notifier,
+    ):
+        vault.execute("BEGIN")  # the key job's hold: older than the listener's transaction
+        xid = vault.execute("SELECT txid_current()").fetchone()
+        vault_pid = vault.info.backend_pid
+        time.sleep(0.01)
+        listener.execute("LISTEN q")
+        listener.execute("BEGIN")
+        listener.execute("SELECT 1")  # idle in transaction: the queue's tail stays here
+        held = listener.info.backend_pid
+        while _queue_bytes(admin) <= 1.5 * bound_bytes:
+            notifier.execute(_SEND)
+        with watchdog(pg, log_file):
+            started = time.monotonic()
+            peak, ended_after = _queue_bytes(admin), None
+            while peak < CAP_BYTES and time.monotonic() - started < 6.0:
+                notifier.execute(_SEND)
+                peak = max(peak, _queue_bytes(admin))
+                if not _there(admin, held):
+                    ended_after = time.monotonic() - started
+                    break
+                time.sleep(0.1)
+            for _ in range(3):  # the tail moves when a notifier next writes a page
+                notifier.execute(_SEND)
+            after = _queue_bytes(admin)
+            time.sleep(0.3)  # a look more: the vault's session is still not ended
+            vault_there = _there(admin, vault_pid)
+        print(
+            f"NOTIFY-ORDER: listener ended {ended_after} s after the watchdog's start, queue peak"
+            f" {peak / 2**20:.1f} MB, after {after / 2**20:.1f} MB; the vault's older session there: {vault_there}"
+        )
+        assert vault_there, "the vault's older session was ended (0053's order: oldest first)"
+        assert vault.execute("SELECT txid_current()").fetchone() == xid  # the same transaction, still open
+        assert vault.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    assert ended_after is not None and ended_after < 2.0, f"the listener was not ended (queue {peak / 2**20:.0f} MB)"
+    assert after < bound_bytes, after
+    lines = [line for line in _lines(log_file) if _ENDED in str(line.get("message"))]
+    assert [(line["pid"], line["login"]) for line in lines] == [(held, ANALYST_LOGIN)], lines

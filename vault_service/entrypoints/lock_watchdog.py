@@ -25,8 +25,9 @@ At each look it also runs migration 0053's watchdog.end_notify_queue_holder() (r
 no privilege, and a listener held in a transaction while another session sends filled the data disk through
 pg_notify (1.16 GB in 5 s; PostgreSQL 15 lets the queue reach 8 GB). Once pg_notification_queue_usage() passes
 NOTIFY_QUEUE_BOUND (~8 MB; the vault and the ETL never notify), the sessions in a transaction older than the queue's
-growth are ended, oldest first, one per look while it still grows (watchdog_login.NotifyQueueWatch): one log line
-each (pid, login, usage), counted in tokenvault_lock_watchdog_notify_queue_sessions_total.
+growth are ended, one per look while it still grows (watchdog_login.NotifyQueueWatch): other logins' (analysts')
+first, then the ETL's, the vault's last, oldest first within each (migration 0054); one log line each (pid, login,
+usage), counted in tokenvault_lock_watchdog_notify_queue_sessions_total.
 
 Its DSN: TOKENVAULT_WATCHDOG_DSN, or TOKENVAULT_WATCHDOG_DSN_FILE naming a file read again at every (re)connection -
 Kubernetes' (Vault's database secrets engine, rendered by the Vault agent, rendered again with a new login as each

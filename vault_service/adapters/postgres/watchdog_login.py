@@ -92,9 +92,10 @@ class NotifyQueueWatch:
     """Ends the sessions that may hold the NOTIFY queue's tail while the queue grows past NOTIFY_QUEUE_BOUND.
 
     Migration 0053's watchdog.end_notify_queue_holder() on the watchdog's warm connection. A look that first sees
-    the usage over the bound notes the server's time (`passed_at`); each later look while it is over ends the oldest
-    session in a transaction begun before then (no LISTEN registration is visible to SQL: the holder is among the
-    sessions in a transaction older than the queue's growth), one per look, and the next only while the usage
+    the usage over the bound notes the server's time (`passed_at`); each later look while it is over ends a session
+    in a transaction begun before then (no LISTEN registration is visible to SQL: the holder is among the sessions
+    in a transaction older than the queue's growth) - other logins' (analysts') first, then the ETL's, the vault's
+    last, oldest first within each (migration 0054) - one per look, and the next only while the usage
     still grows past what it was at the last end (someone still sends and the tail is still held: the tail moves at
     the next page a notifier writes once its holder is gone). Under the bound again, it starts over.
     """
