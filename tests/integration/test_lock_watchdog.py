@@ -77,6 +77,17 @@ def watchdog(pg: Postgres, log_file: Path, extra: dict[str, str] | None = None) 
         stop_pid(pid)
 
 
+@contextlib.contextmanager
+def looking_watchdog(pg: Postgres, log_file: Path) -> Iterator[tuple[int, int, dict[str, str]]]:
+    """`watchdog` with its plain metrics on a port of its own, once `health` says it looked: (pid, port, the
+    settings `main(..., ["health"])` probes it with); stopped."""
+    port = free_port()
+    probe = {"TOKENVAULT_WATCHDOG_METRICS_PORT": str(port)}
+    with watchdog(pg, log_file, probe) as pid:
+        wait_until(lambda: main(probe, ["health"]) == 0, "a look", 10, pid, log_file)
+        yield pid, port, probe
+
+
 def _lines(log_file: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in log_file.read_text().splitlines() if line.startswith("{")]
 
@@ -409,21 +420,14 @@ def test_the_watchdog_whose_function_disappears_after_its_start_is_unhealthy(
     counted) and `health` says unhealthy. Before, the look returned nothing, counted as a success, and health said
     healthy while nothing was watched."""
     pg = private_postgres
-    port = free_port()
     log_file = tmp_path / "lock_watchdog.log"
-    env = lock_watchdog_env({"PG_WATCHDOG_DSN": pg.watchdog_dsn}) | {"TOKENVAULT_WATCHDOG_METRICS_PORT": str(port)}
-    probe = {"TOKENVAULT_WATCHDOG_METRICS_PORT": str(port)}
-    pid = start_lock_watchdog(env, log_file)
-    try:
-        wait_until(lambda: main(probe, ["health"]) == 0, "a look", 10, pid, log_file)
+    with looking_watchdog(pg, log_file) as (pid, port, probe):
         with psycopg.connect(pg.admin_dsn, autocommit=True) as admin:
             admin.execute("DROP FUNCTION watchdog.end_lock_hogs()")
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'watchdog'")
         wait_until(lambda: main(probe, ["health"]) == 1, "unhealthy", 20, pid, log_file)
         assert main(probe, ["health", "--alive"]) == 0  # its loop runs: no restart, it says what is wrong
         assert _metric(port, "tokenvault_lock_watchdog_look_failures_total") > 0
-    finally:
-        stop_pid(pid)
     errors = [line for line in _lines(log_file) if line.get("level") == "ERROR"]
     assert any("no longer in the database" in str(line.get("message")) for line in errors), errors
 
@@ -509,13 +513,8 @@ def test_a_look_on_a_half_open_connection_fails_within_a_bound_and_sigterm_stops
     SIGTERM stops it. Before, the look waited for the kernel (~15 minutes), the watchdog and its SIGTERM with it.
     Needs root and iptables (the dev container has both)."""
     pg = private_postgres
-    port = free_port()
     log_file = tmp_path / "lock_watchdog.log"
-    env = lock_watchdog_env({"PG_WATCHDOG_DSN": pg.watchdog_dsn}) | {"TOKENVAULT_WATCHDOG_METRICS_PORT": str(port)}
-    probe = {"TOKENVAULT_WATCHDOG_METRICS_PORT": str(port)}
-    pid = start_lock_watchdog(env, log_file)
-    try:
-        wait_until(lambda: main(probe, ["health"]) == 0, "a look", 10, pid, log_file)
+    with looking_watchdog(pg, log_file) as (pid, _, probe):
         with psycopg.connect(pg.watchdog_dsn) as own:  # its connection's bound, as the watchdog's login sees it
             assert own.execute("SHOW statement_timeout").fetchone() == ("0",)  # the login's own: none
         with WatchdogLogin(pg.watchdog_dsn).connect() as its:  # the watchdog's: bounded
@@ -529,6 +528,4 @@ def test_a_look_on_a_half_open_connection_fails_within_a_bound_and_sigterm_stops
             assert main(probe, ["health", "--alive"]) == 0
             os.kill(pid, signal.SIGTERM)
             wait_until(lambda: not _running(pid), "stopped", 20, None, None)
-    finally:
-        stop_pid(pid)
     assert '"stopped"' in log_file.read_text()

@@ -42,6 +42,26 @@ def _there(admin: psycopg.Connection, pid: int) -> bool:
     return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() == (1,)
 
 
+def _send_until_ended(
+    admin: psycopg.Connection, notifier: psycopg.Connection, held: int, seconds: float
+) -> tuple[float, float | None, float]:
+    """Notifications sent (~1 MB, then a pause: ~10 MB/s) until session `held` is gone, the queue reaches CAP_BYTES
+    or `seconds` pass; then three more, for the tail to move. (The queue's peak, when `held` was gone after the start
+    or None, the queue after.)"""
+    started = time.monotonic()
+    peak, ended_after = _queue_bytes(admin), None
+    while peak < CAP_BYTES and time.monotonic() - started < seconds:
+        notifier.execute(_SEND)
+        peak = max(peak, _queue_bytes(admin))
+        if not _there(admin, held):
+            ended_after = time.monotonic() - started
+            break
+        time.sleep(0.1)
+    for _ in range(3):  # the tail moves when a notifier next writes a page
+        notifier.execute(_SEND)
+    return peak, ended_after, _queue_bytes(admin)
+
+
 @pytest.mark.timeout(60)
 def test_a_listener_idle_in_transaction_while_the_queue_fills_is_ended_and_the_etl_writes(
     private_postgres: Postgres, tmp_path: Path
@@ -83,18 +103,7 @@ def test_a_listener_idle_in_transaction_while_the_queue_fills_is_ended_and_the_e
         assert _there(admin, held), "the listener went by itself"
         before = _queue_bytes(admin)
         with watchdog(pg, log_file, {"TOKENVAULT_WATCHDOG_METRICS_PORT": str(port)}):
-            started = time.monotonic()
-            peak, ended_after = before, None
-            while peak < CAP_BYTES and time.monotonic() - started < 8.0:
-                notifier.execute(_SEND)  # ~1 MB, then a pause: ~10 MB/s, far under the cap in the rule's time
-                peak = max(peak, _queue_bytes(admin))
-                if not _there(admin, held):
-                    ended_after = time.monotonic() - started
-                    break
-                time.sleep(0.1)
-            for _ in range(3):  # the tail moves when a notifier next writes a page
-                notifier.execute(_SEND)
-            after = _queue_bytes(admin)
+            peak, ended_after, after = _send_until_ended(admin, notifier, held, 8.0)
             etl.execute(
                 "INSERT INTO public.etl_quarantine (event_id, sqs_message_id, reason, detail)"
                 " VALUES ('notify-after', 'a', 'a', 'a')"
@@ -148,18 +157,7 @@ def test_an_analysts_listener_is_ended_before_an_older_vault_transaction(
         while _queue_bytes(admin) <= 1.5 * bound_bytes:
             notifier.execute(_SEND)
         with watchdog(pg, log_file):
-            started = time.monotonic()
-            peak, ended_after = _queue_bytes(admin), None
-            while peak < CAP_BYTES and time.monotonic() - started < 6.0:
-                notifier.execute(_SEND)
-                peak = max(peak, _queue_bytes(admin))
-                if not _there(admin, held):
-                    ended_after = time.monotonic() - started
-                    break
-                time.sleep(0.1)
-            for _ in range(3):  # the tail moves when a notifier next writes a page
-                notifier.execute(_SEND)
-            after = _queue_bytes(admin)
+            peak, ended_after, after = _send_until_ended(admin, notifier, held, 6.0)
             time.sleep(0.3)  # a look more: the vault's session is still not ended
             vault_there = _there(admin, vault_pid)
         print(
