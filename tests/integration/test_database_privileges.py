@@ -197,14 +197,20 @@ def test_public_has_no_privilege_on_the_vault_schema(stack_env: dict[str, str]) 
     assert row == (False, False)
 
 
-def test_migrations_upgrade_the_exercise_table_in_place(stack_env: dict[str, str]) -> None:
-    admin = stack_env["PG_ADMIN_DSN"]
+def _exercise_database(admin: str, name: str) -> str:
+    """A database `name` made afresh holding the exercise's table (examples/create_table.sql), not migrated: its DSN."""
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS exercise_upgrade")
-        conn.execute("CREATE DATABASE exercise_upgrade")
-    dsn = with_database(admin, "exercise_upgrade")
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = with_database(admin, name)
     with psycopg.connect(dsn) as conn:
         conn.execute((REPO / "examples" / "create_table.sql").read_text().encode())
+    return dsn
+
+
+def test_migrations_upgrade_the_exercise_table_in_place(stack_env: dict[str, str]) -> None:
+    dsn = _exercise_database(stack_env["PG_ADMIN_DSN"], "exercise_upgrade")
+    with psycopg.connect(dsn) as conn:
         conn.execute("INSERT INTO user_logins VALUES ('u1', 'ios', 'old-mask', 'old-mask', 'US', 230, '2020-01-02')")
         # A row 0026's CHECK refuses, loaded before it: kept (NOT VALID), as every row of the table.
         conn.execute("INSERT INTO user_logins VALUES (E'u2\\x1b[2J', 'ios', 'm', 'm', 'US', 230, '2020-01-03')")
@@ -231,13 +237,7 @@ def test_the_etl_merges_redeliveries_in_a_migrated_exercise_database_with_no_tem
     """As compose's exercise stack: the exercise's DDL in a database made later (PUBLIC's TEMPORARY again, as in the
     exercise image's `postgres`), migrated; the ETL's login may create no temporary table there (0051, review 34
     R34-1), and its loader still loads, merges a redelivery and the same event twice (no staging table)."""
-    admin = stack_env["PG_ADMIN_DSN"]
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS exercise_etl")
-        conn.execute("CREATE DATABASE exercise_etl")
-    dsn = with_database(admin, "exercise_etl")
-    with psycopg.connect(dsn) as conn:
-        conn.execute((REPO / "examples" / "create_table.sql").read_text().encode())
+    dsn = _exercise_database(stack_env["PG_ADMIN_DSN"], "exercise_etl")
     assert migrate(dsn)
     with psycopg.connect(dsn) as conn:
         may = conn.execute(
