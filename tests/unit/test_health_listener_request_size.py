@@ -14,8 +14,8 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from tokenvault_common.health import ListingHealthServicer
+from vault_service.entrypoints.grpc_bounds import RECEIVE_WINDOW_OPTIONS
 from vault_service.entrypoints.health_listener import HEALTH_REQUEST_BYTES, create_health_server
-from vault_service.entrypoints.server import RECEIVE_WINDOW_OPTIONS
 
 
 def test_a_check_over_the_request_bound_is_refused_and_a_probe_is_answered() -> None:

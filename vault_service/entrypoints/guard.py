@@ -54,11 +54,8 @@ from vault_service.domain.errors import (
 from vault_service.domain.identity import Caller, IdentityVerifier
 from vault_service.domain.policy import AUDIT_REPORT_ACTIONS
 from vault_service.entrypoints.call_slots import CallSlots
-from vault_service.entrypoints.metrics import (
-    CALLS_OVER_CLIENT_SHARE,
-    CALLS_WITHOUT_REQUEST,
-    CALLS_WITHOUT_ROOM_TO_WAIT,
-)
+from vault_service.entrypoints.grpc_bounds import CALLS_WITHOUT_REQUEST
+from vault_service.entrypoints.metrics import CALLS_OVER_CLIENT_SHARE, CALLS_WITHOUT_ROOM_TO_WAIT
 from vault_service.entrypoints.request_reads import RequestReads
 from vault_service.entrypoints.side_calls import NO_REQUEST, SideCalls
 from vault_service.entrypoints.status import status_of

@@ -21,7 +21,6 @@ from vault_service.adapters.postgres.prepared import planted_statements_replaced
 from vault_service.adapters.postgres.tokens import PostgresTokenStore
 from vault_service.domain.grant_bound import over_grants
 from vault_service.domain.policy import AccessPolicy
-from vault_service.entrypoints.grpc_bounds import CALLS_WITHOUT_REQUEST as CALLS_WITHOUT_REQUEST
 from vault_service.service.token_cache import TokenCache
 from vault_service.service.vault import purposes_withheld
 

@@ -24,9 +24,7 @@ from vault_service.adapters.client_crl import RevocationList
 from vault_service.domain.identity import IdentityVerifier
 from vault_service.entrypoints.audit_reports_servicer import AuditReportsServicer
 from vault_service.entrypoints.call_slots import CallSlots
-from vault_service.entrypoints.grpc_bounds import HANDSHAKE_SECONDS as HANDSHAKE_SECONDS
-from vault_service.entrypoints.grpc_bounds import RECEIVE_WINDOW_OPTIONS as RECEIVE_WINDOW_OPTIONS
-from vault_service.entrypoints.grpc_bounds import STREAM_WINDOW_BYTES as STREAM_WINDOW_BYTES
+from vault_service.entrypoints.grpc_bounds import HANDSHAKE_SECONDS, RECEIVE_WINDOW_OPTIONS
 from vault_service.entrypoints.guard import HARD_MESSAGE_LIMIT, VaultGuard
 from vault_service.entrypoints.key_jobs_servicer import KeyJobsServicer
 from vault_service.entrypoints.metrics import (
