@@ -17,16 +17,19 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from tokenvault_cli.context import Context, SettingsFailure, vault_errors
-from tokenvault_cli.output import visible
+from tokenvault_cli.output import FORMAT_OPTION, Format, visible, write_rows
 from tokenvault_client import AuditVerdict, type_of_token
 
 console = Console(stderr=False)
+stderr = Console(stderr=True)
 
 WHO_SAW_COLUMNS = ("record", "when (UTC)", "action", "client", "certificate serial", "purpose", "outcome")
+"""who-saw's table columns, for people."""
+WHO_SAW_FIELDS = ("record", "at", "action", "client", "client_serial", "purpose", "outcome")
+"""The same columns as CSV headers and JSON keys, for programs."""
 
 MAX_COPY_LAG = click.option(
     "--max-copy-lag",
@@ -83,13 +86,13 @@ SENT_COPY = click.option(
 )
 
 
-def _print(line: str) -> None:
-    console.print(Text(visible(line)))  # what the vault sends is text, never markup or terminal control
+def _print(line: str, to: Console = console) -> None:
+    to.print(Text(visible(line)))  # what the vault sends is text, never markup or terminal control
 
 
-def _shown(verdict: AuditVerdict) -> AuditVerdict:
+def _shown(verdict: AuditVerdict, to: Console = console) -> AuditVerdict:
     for line in verdict.lines:
-        _print(line)
+        _print(line, to)
     return verdict
 
 
@@ -128,13 +131,16 @@ def verify(ctx: Context, max_copy_lag: float | None, exported_copy: bytes | None
 )
 @MAX_COPY_LAG
 @EXPORTED
+@FORMAT_OPTION
 @click.pass_obj
 @vault_errors
-def who_saw(ctx: Context, token: str, purpose: str, max_copy_lag: float | None) -> None:
+def who_saw(ctx: Context, token: str, purpose: str, max_copy_lag: float | None, fmt: str) -> None:
     """Which clients revealed or erased TOKEN, when and why, from the log the vault verified (exit 1 if it does not).
 
     TOKEN as the request or user_logins gives it, never a value. Needs a certificate the vault's policy gives `who-saw`
-    (the security team's, `--as security` on the embedded stack; or the privacy officer's).
+    (the security team's, `--as security` on the embedded stack; or the privacy officer's). The table cuts no cell
+    short, however narrow the terminal; with -o csv or -o json the rows alone go to standard output, the verdict to
+    standard error.
     """
     if type_of_token(token) is None:  # never sent, never repeated: it may be a value
         raise SettingsFailure(
@@ -143,18 +149,22 @@ def who_saw(ctx: Context, token: str, purpose: str, max_copy_lag: float | None) 
         )
     with ctx.client() as client:
         verdict, rows = client.audit_who_saw(token, max_copy_lag, ctx.settings.deadline, purpose)
-    _shown(verdict)
+    output = Format(fmt)
+    said = console if output is Format.TABLE else stderr  # for programs, standard output holds the rows alone
+    _shown(verdict, said)
     if not verdict.intact:
         raise SystemExit(1)
-    table = Table(*WHO_SAW_COLUMNS)
-    for r in rows:
-        cells = (str(r.record_id), r.at, r.action, r.client, r.client_serial or "-", r.purpose, r.outcome)
-        table.add_row(*(Text(visible(cell)) for cell in cells))
-    console.print(table)
+    # Every cell whole (the answer to an access request is the time, the client and the purpose): a table of
+    # its own cut them to "2026-12-…" and "DEMO-MA…" on an 80-column terminal and in every file or pipe (walk, 6 Dec).
+    write_rows(
+        WHO_SAW_COLUMNS if output is Format.TABLE else WHO_SAW_FIELDS,
+        [(r.record_id, r.at, r.action, r.client, r.client_serial or "-", r.purpose, r.outcome) for r in rows],
+        output,
+    )
     erasures = sum(r.action == "erase" for r in rows)
     questions = sum(r.action == "who-saw" for r in rows)
     asked = f"; asked about {questions} time(s) before (who-saw)" if questions else ""
-    _print(f"{len(rows) - erasures - questions} reveal(s) and {erasures} erasure(s) of this token{asked}")
+    _print(f"{len(rows) - erasures - questions} reveal(s) and {erasures} erasure(s) of this token{asked}", said)
 
 
 COMMANDS = (audit,)

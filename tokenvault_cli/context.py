@@ -82,6 +82,27 @@ class Context:
         )
 
 
+TRANSPORT_MARKS = (
+    "failed to connect",
+    "connections to all backends failing",
+    "dns resolution failed",
+    "socket closed",
+    "connection reset",
+    "connection refused",
+    "broken pipe",
+    "goaway",
+    "keepalive",
+    "endpoint closing",
+)
+"""How gRPC itself describes a vault it did not reach (or lost): the vault's own UNAVAILABLE answers name none."""
+
+
+def _not_reached(error: VaultClientError) -> bool:
+    """Whether gRPC could not reach the vault service, rather than the service answering that it cannot serve."""
+    details = error.details.lower()
+    return not details or any(mark in details for mark in TRANSPORT_MARKS)
+
+
 def explain(error: VaultClientError, settings: Settings) -> str:
     """The error with what a person can do about it."""
     text = str(error)
@@ -91,6 +112,11 @@ def explain(error: VaultClientError, settings: Settings) -> str:
         return f"{text}; retry in {error.retry_after:.1f} s"
     if isinstance(error, Unavailable) and not error.hint:
         where = settings.address or "the configured address"
+        if not _not_reached(error):
+            return (
+                f"{text}; the vault service at {where} answered, so it runs: something it needs (Vault/OpenBao,"
+                " PostgreSQL) is unavailable; retry later (embedded stack: `make status` names what is down)"
+            )
         return f"{text}; is the vault service running at {where}? (embedded stack: `make status`, `make up`)"
     if isinstance(error, DeadlineExceeded):
         return f"{text}; the vault did not answer in time: retry, or raise --deadline"
@@ -107,6 +133,8 @@ def vault_errors(command: F) -> F:
         except VaultClientError as error:
             context = click.get_current_context().find_object(Context)
             raise Failure(explain(error, context.settings) if context else str(error)) from None
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): click ends quietly, as any command in a pipe does
         except OSError as error:
             raise SettingsFailure(str(error)) from None
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import TextIO
 
+import click
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -54,6 +55,17 @@ FORMAT_HELP = (
     " terminal control characters are escaped too, to a file or a pipe the text is exact."
     " json: every value exactly as stored."
 )
+
+FORMAT_OPTION = click.option(
+    "--format",
+    "-o",
+    "fmt",
+    type=click.Choice([f.value for f in Format]),
+    default=Format.TABLE.value,
+    show_default=True,
+    help=FORMAT_HELP,
+)
+"""`-o table|csv|json`, the same on every command that prints rows."""
 
 
 def _csv_cell(value: object) -> str:

@@ -27,6 +27,8 @@ CLIENT_ROLES = ("analyst", "fraud-investigator", "privacy-officer", "etl-service
 """Client certificates the embedded stack issues (their CN is the identity in the vault's policy)."""
 
 ROLES = (*CLIENT_ROLES, SECURITY_ROLE)
+ROLES_SAID = f"roles: {', '.join(CLIENT_ROLES)}; {SECURITY_ROLE} for the key and audit commands"
+"""Every role `--as` takes, said in the messages that ask for one (they left out `security`: walk, 6 Dec)."""
 
 DEFAULT_PROFILE_FILE = Path("~/.config/tokenvault/profiles.toml")
 
@@ -73,7 +75,7 @@ class Settings:
             if not value
         ]
         if missing and self.stack_dir is not None and self.role is None:
-            raise SettingsError("with --stack, say who you act as: --as ROLE (one of " + ", ".join(CLIENT_ROLES) + ")")
+            raise SettingsError(f"with --stack, say who you act as: --as ROLE ({ROLES_SAID})")
         if missing and self.role == SECURITY_ROLE:
             raise SettingsError(
                 "missing " + ", ".join(missing) + ": the key jobs and audit reports need the security team's client"
@@ -82,7 +84,7 @@ class Settings:
         if missing:
             raise SettingsError(
                 "missing " + ", ".join(missing) + "; or act as a client of the embedded stack with"
-                " `--stack .stack --as analyst` (roles: " + ", ".join(CLIENT_ROLES) + "), or select a profile"
+                f" `--stack .stack --as analyst` ({ROLES_SAID}), or select a profile"
             )
         assert self.ca and self.cert and self.key
         for what, path in (("CA certificate", self.ca), ("client certificate", self.cert), ("client key", self.key)):

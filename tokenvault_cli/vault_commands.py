@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections import Counter
 from collections.abc import Sequence
 from typing import NoReturn, cast
 
 import click
+from click.core import ParameterSource
 from rich.markup import escape
 
 from tokenvault_cli.context import Context, Failure, SettingsFailure, vault_errors
-from tokenvault_cli.output import FORMAT_HELP, Format, write_rows
+from tokenvault_cli.output import FORMAT_OPTION, Format, write_rows
 from tokenvault_cli.progress import stderr, tracked
 from tokenvault_cli.query import (
     PRODUCT_TOKEN_COLUMNS,
@@ -36,15 +38,6 @@ PURPOSE_HELP = (
     "Why: a case or ticket reference such as INC-4821 or GDPR-2026-0042 (letters and digits in groups"
     " joined by - _ / . : #, starting with a letter, at most 64 characters; no blanks, never personal data"
     " nor the value concerned). Written to the audit log for good."
-)
-FORMAT_OPTION = click.option(
-    "--format",
-    "-o",
-    "fmt",
-    type=click.Choice([f.value for f in Format]),
-    default=Format.TABLE.value,
-    show_default=True,
-    help=FORMAT_HELP,
 )
 
 
@@ -262,14 +255,42 @@ def _erase_stopped_partway(wanted: list[str], done: list[EraseOutcome], stopped:
     raise SystemExit(1)
 
 
+_CONNECTION_FLAGS = (
+    ("stack_dir", "--stack"),
+    ("role", "--as"),
+    ("profile", "--profile"),
+    ("profile_file", "--profile-file"),
+    ("address", "--address"),
+    ("ca", "--ca"),
+    ("cert", "--cert"),
+    ("key", "--key"),
+    ("server_name", "--server-name"),
+)
+"""The options before the subcommand that say where the vault is and who you are, as `_as_given` repeats them."""
+
+
+def _as_given() -> str:
+    """`tokenvault` with the connection options given on this command line, so the command suggested runs as it is.
+
+    Only those (never an argument of the subcommand: a value given there is what is refused).
+    """
+    root = click.get_current_context().find_root()
+    words = ["tokenvault"]
+    for name, flag in _CONNECTION_FLAGS:
+        if root.get_parameter_source(name) is ParameterSource.COMMANDLINE:
+            words += [flag, shlex.quote(str(root.params[name]))]
+    return " ".join(words)
+
+
 def _stdin_only(arguments: Sequence[str], token_type: str) -> None:
     """Refuse values given as arguments (without repeating them): every local user can read those."""
     if list(arguments) == ["-"]:
         return
+    command = _as_given()
     how = (
         "give the values on standard input, one a line, with `-`:\n"
-        f"  printf '%s\\n' VALUE ... | tokenvault tokenize --type {token_type} -\n"
-        f"  tokenvault tokenize --type {token_type} - < values.txt"
+        f"  printf '%s\\n' VALUE ... | {command} tokenize --type {token_type} -\n"
+        f"  {command} tokenize --type {token_type} - < values.txt"
     )
     given = sum(1 for argument in arguments if argument != "-")
     if not given:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import psycopg
 from click.testing import CliRunner
 
 from devstack import certs
-from tests.cli.conftest import CliStack
+from tests.cli.conftest import TOKENVAULT, CliStack
 from tokenvault_cli.app import cli
 
 
@@ -205,6 +207,45 @@ def test_the_security_team_sees_who_revealed_a_token(cli_stack: CliStack) -> Non
     assert "analyst" in saw.stdout and "CASE-301" in saw.stdout and "fraud-investigator" in saw.stdout
     nobody = cli_stack.as_("security", "audit", "who-saw", tokenize(cli_stack, "ip", fresh_ip())[0], "-p", "INC-302")
     assert nobody.returncode == 0 and "0 reveal(s) and 0 erasure(s) of this token" in nobody.stdout
+
+
+def test_who_saw_cuts_no_cell_short_and_gives_its_rows_to_programs(cli_stack: CliStack) -> None:
+    """On an 80-column terminal, a file or a pipe the table showed `2026-12-…`, `DEMO-MA…`: the when, the who and the
+    why an access request asks for (walk, 6 Dec); `-o json` gives the rows alone, the verdict on stderr."""
+    watched = tokenize(cli_stack, "ip", fresh_ip())[0]
+    purpose = "CASE-2026-0417-FOLLOWUP"
+    assert cli_stack.as_("analyst", "reveal", watched, "--purpose", purpose).returncode == 0
+    asked = ("--stack", str(cli_stack.state_dir), "--as", "security", "audit", "who-saw", watched, "-p", "INC-304")
+    narrow = cli_stack.run(*asked, env={"COLUMNS": "80"})
+    assert narrow.returncode == 0, narrow.stderr
+    assert "analyst" in narrow.stdout and "…" not in narrow.stdout, narrow.stdout  # folded, never cut
+    as_json = cli_stack.run(*asked, "-o", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    (row,) = (r for r in json.loads(as_json.stdout) if r["action"] == "detokenize")
+    assert (row["client"], row["purpose"], row["outcome"]) == ("analyst", purpose, "ok: 1 revealed, 0 refused")
+    assert len(row["client_serial"]) >= 32 and row["at"].startswith("20") and row["at"].endswith("+00:00"), row
+    assert "1 reveal(s) and 0 erasure(s) of this token" in as_json.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(cli_stack: CliStack) -> None:
+    """`tokenvault reveal --query … | head` ended with `tokenvault: [Errno 32] Broken pipe`, exit 2 (walk, 6 Dec)."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written, as `head` is once it has its lines
+    try:
+        done = subprocess.run(
+            [
+                *(str(TOKENVAULT), "--stack", str(cli_stack.state_dir), "--as", "analyst", "reveal", "-p", "CASE-305"),
+                *("-o", "csv", "--query", "SELECT user_id FROM user_logins"),  # rows of no token: no vault call
+            ],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 1 and "Broken pipe" not in done.stderr and "Errno" not in done.stderr, done.stderr
 
 
 def test_the_audit_reports_are_made_by_the_vault_for_the_certificates_the_policy_gives_them(

@@ -202,3 +202,45 @@ def test_a_key_job_batch_under_100_rows_is_a_usage_error_naming_the_range(stack:
 def test_the_security_role_without_its_certificate_is_told_the_reports_need_it_too() -> None:
     with pytest.raises(SettingsError, match="key jobs and audit reports need the security team's client certificate"):
         resolve({"role": "security"}, {}).identity()
+
+
+def test_the_messages_asking_for_a_role_name_every_role_security_too(stack: Path) -> None:
+    """They listed analyst .. etl-service only, while `--as security` is what the key and audit commands need (walk)."""
+    for flags in ({"stack_dir": str(stack)}, {}):
+        with pytest.raises(SettingsError, match="etl-service; security for the key and audit commands"):
+            resolve(flags, {}).identity()
+
+
+def test_an_unavailable_vault_service_is_told_apart_from_one_that_answered_unavailable() -> None:
+    """The vault's own UNAVAILABLE (OpenBao down) was followed by "is the vault service running at …?" (walk, 6 Dec)."""
+    from tokenvault_cli.context import explain
+    from tokenvault_cli.settings import Settings
+    from tokenvault_client import Unavailable
+
+    settings = Settings(address="127.0.0.1:5555")
+    answered = Unavailable(
+        grpc.StatusCode.UNAVAILABLE, "could not read the KEK's metadata: cannot reach Vault (ConnectionError)"
+    )
+    said = explain(answered, settings)
+    assert "is the vault service running" not in said
+    assert "the vault service at 127.0.0.1:5555 answered" in said and "`make status` names what is down" in said
+    not_reached = Unavailable(
+        grpc.StatusCode.UNAVAILABLE,
+        "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:5555: Failed to connect to remote"
+        " host: Connection refused",
+    )
+    assert "is the vault service running at 127.0.0.1:5555?" in explain(not_reached, settings)
+
+
+def test_values_refused_on_the_command_line_are_told_a_command_that_runs_as_given(stack: Path) -> None:
+    """The suggested `printf … | tokenvault tokenize …` dropped `--stack … --as …`: copied, it found no vault (walk)."""
+    from click.testing import CliRunner
+
+    from tokenvault_cli.app import cli
+
+    given = ["--stack", str(stack), "--as", "etl-service", "tokenize", "--type", "ip", "192.0.2.7"]
+    result = CliRunner().invoke(cli, given)
+    assert result.exit_code == 2  # refused before it connects
+    assert f"| tokenvault --stack {stack} --as etl-service tokenize --type ip -\n" in result.stderr
+    assert f"  tokenvault --stack {stack} --as etl-service tokenize --type ip - < values.txt" in result.stderr
+    assert "192.0.2.7" not in result.output + result.stderr

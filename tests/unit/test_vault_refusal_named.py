@@ -53,3 +53,17 @@ def test_the_maintainers_warning_names_the_cause_of_a_failed_vault_check(caplog:
     assert (VAULT, False) in reports
     (warning,) = [r for r in caplog.records if r.getMessage() == "dependency unavailable"]
     assert "too old" in warning.cause and warning.dependency == VAULT  # type: ignore[attr-defined]
+
+
+def test_an_unreachable_vault_is_not_said_to_have_refused() -> None:
+    """With OpenBao down, `tokenvault status` said "Vault refused to read the KEK's metadata: cannot reach Vault"."""
+    import hvac
+
+    from vault_service.adapters.transit import TransitKeyWrapper
+
+    unreachable = TransitKeyWrapper(hvac.Client(url="http://127.0.0.1:1", timeout=2), "tokenvault")
+    with pytest.raises(KeysUnavailable) as caught:
+        unreachable.kek_versions()
+    assert str(caught.value).startswith("could not read the KEK's metadata: cannot reach Vault ("), caught.value
+    with pytest.raises(KeysUnavailable, match=r"^Vault refused to rewrap a data key: InvalidRequest"):
+        _transit_data("rewrap a data key", _refused)

@@ -39,7 +39,7 @@ def _transit_data(what: str, call: Callable[[], Any]) -> dict[str, Any]:
     try:
         response = call()
     except (hvac.exceptions.VaultError, requests.RequestException) as error:
-        raise KeysUnavailable(f"Vault refused to {what}: {describe_vault_error(error)}") from None
+        raise KeysUnavailable(f"{failed_verb(error)} {what}: {describe_vault_error(error)}") from None
     data: dict[str, Any] = response["data"]
     return data
 
@@ -200,6 +200,13 @@ def _requires(capability: str) -> Iterator[None]:
         yield
     except KeysUnavailable as error:
         raise VaultStartupError(f"the vault service's Vault policy must allow {capability}: {error}") from None
+
+
+def failed_verb(error: Exception) -> str:
+    """How a failed Vault call begins: Vault refused it, or it never reached a Vault that could answer."""
+    if isinstance(error, requests.RequestException | hvac.exceptions.VaultDown):
+        return "could not"  # not "Vault refused to": it is unreachable, sealed or down (walk, 6 Dec)
+    return "Vault refused to"
 
 
 def describe_vault_error(error: Exception) -> str:

@@ -12,7 +12,7 @@ import hvac
 import hvac.exceptions
 import requests
 
-from vault_service.adapters.transit import describe_vault_error
+from vault_service.adapters.transit import describe_vault_error, failed_verb
 from vault_service.domain.errors import InvalidRequest, KeysUnavailable, PermissionDenied
 from vault_service.service.ports import KekVersions
 
@@ -68,4 +68,4 @@ def _translated(error: Exception, what: str) -> Exception:
     if isinstance(error, hvac.exceptions.InvalidRequest):
         text = str(error).splitlines()[0] if str(error) else ""
         return InvalidRequest(f"Transit refused to {what}: {text}")
-    return KeysUnavailable(f"Vault refused to {what}: {describe_vault_error(error)}")
+    return KeysUnavailable(f"{failed_verb(error)} {what}: {describe_vault_error(error)}")
