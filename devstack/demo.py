@@ -12,6 +12,7 @@ the authorized `analyst` client would.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -78,7 +79,7 @@ def _report_quarantine(conn: psycopg.Connection, ids: list[str]) -> None:
         (ids,),
     ).fetchall()
     for reason, detail, count in reasons:
-        console.print(f"    {count:>6} x [yellow]{reason}[/]  e.g. {detail}")
+        console.print(f"    {count:>6} x [yellow]{reason}[/]  e.g. {detail}", soft_wrap=True)
 
 
 def _duplicates(conn: psycopg.Connection, ids: list[str], column: str) -> list[tuple[str, int]]:
@@ -130,14 +131,32 @@ def _reveal_one(env: dict[str, str], token: str) -> None:
         return
     console.print(
         f"  analyst (mTLS client cert CN=analyst) Detokenize {token} -> "
-        f"[bold]{result.value}[/] ({result.reveal.value}); audited in vault.audit_log"
+        f"[bold]{result.value}[/] ({result.reveal.value}); audited in vault.audit_log",
+        soft_wrap=True,
     )
     stack = Path(env["STACK_DIR"])
     shown = ".stack" if stack == REPO / ".stack" else str(stack)
     console.print(
-        f"  the same with the command line: tokenvault --stack {shown} --as analyst reveal {token} --purpose CASE-123",
+        f"  the same with the command line: {tokenvault_command()} --stack {shown} --as analyst reveal {token}"
+        " --purpose CASE-123",
         soft_wrap=True,
     )
+
+
+def tokenvault_command() -> str:
+    """How to call `tokenvault` from the shell that ran this: by name when that finds this one, else by its path.
+
+    Right after `make run` the virtual environment is not activated, so the bare name printed here was
+    "command not found" (walk, 6 Dec); `.venv/bin/tokenvault` runs from the repository as it is.
+    """
+    script = Path(sys.executable).parent / "tokenvault"
+    found = shutil.which("tokenvault")
+    if found and Path(found).resolve() == script.resolve():
+        return "tokenvault"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def main(argv: list[str] | None = None) -> int:

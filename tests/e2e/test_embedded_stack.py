@@ -46,8 +46,10 @@ DOCUMENTED_KEYS = {
 pytestmark = pytest.mark.e2e
 
 
-def run(*args: str, state_dir: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TOKENVAULT_STACK_DIR": str(state_dir), "COLUMNS": "200"}
+def run(
+    *args: str, state_dir: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TOKENVAULT_STACK_DIR": str(state_dir), "COLUMNS": "200", **(env or {})}
     return subprocess.run(
         [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -102,8 +104,28 @@ def test_demo_with_the_exercise_sample_reports_99_loaded_1_quarantined(stack_dir
     assert "quarantined (DLQ)    : 1  (new this run: 1)" in first.stdout
     assert "missing_field" in first.stdout
     assert "Detokenize ip_" in first.stdout and "(plain)" in first.stdout
-    replay = run("-m", "devstack.demo", "--file", str(SAMPLE), state_dir=stack_dir)
+    # As right after `make install`: the virtual environment not on PATH, an 80-column terminal (or a pipe).
+    shell = {"PATH": "/usr/local/bin:/usr/bin:/bin", "COLUMNS": "80"}
+    replay = run("-m", "devstack.demo", "--file", str(SAMPLE), state_dir=stack_dir, env=shell)
     assert "rows in user_logins  : 99  (new this run: 0)" in replay.stdout
+    # The lines a person reads or copies stay whole (they broke mid-sentence at 80 columns: walk, 6 Dec) ...
+    assert "e.g. missing required field(s): user_id, device_type, locale, app_version, ip, device_id\n" in replay.stdout
+    assert any(
+        line.startswith("  analyst (mTLS client cert CN=analyst) Detokenize ip_") and line.endswith("vault.audit_log")
+        for line in replay.stdout.splitlines()
+    ), replay.stdout
+    # ... and the command it prints runs as printed: it named `tokenvault`, which that shell does not find.
+    (printed,) = (line for line in replay.stdout.splitlines() if "the same with the command line: " in line)
+    copied = subprocess.run(
+        ["/bin/sh", "-c", printed.split("the same with the command line: ", 1)[1]],
+        cwd=REPO,
+        env={**os.environ, **shell},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert copied.returncode == 0 and "plain" in copied.stdout, copied.stdout + copied.stderr
     env = read_env_file(stack_dir / "stack.env")
     raw = json.loads(SAMPLE.read_text())
     with psycopg.connect(env["PG_ANALYST_DSN"]) as conn:
