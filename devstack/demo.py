@@ -159,13 +159,29 @@ def tokenvault_command() -> str:
         return str(script)
 
 
+def _at_least_one(text: str) -> int:
+    """--events: a whole number of events, 1 or more (argparse names the option and exits 2 otherwise)."""
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number}: give 1 or more events")
+    return number
+
+
+def _share(text: str) -> float:
+    """--malformed-rate: a share from 0 to 1."""
+    share = float(text)
+    if not 0 <= share <= 1:
+        raise argparse.ArgumentTypeError(f"{share}: a share from 0 to 1, such as 0.02")
+    return share
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo."""
     parser = argparse.ArgumentParser(prog="make run", description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--events", type=int, default=1000, help="how many events to generate")
+    parser.add_argument("--events", type=_at_least_one, default=1000, help="how many events to generate")
     parser.add_argument("--file", type=Path, help="load the events of this JSON file instead")
     parser.add_argument("--seed", type=int, default=42, help="generator seed (same seed = same events)")
-    parser.add_argument("--malformed-rate", type=float, default=0.02, help="share of malformed messages")
+    parser.add_argument("--malformed-rate", type=_share, default=0.02, help="share of malformed messages, 0 to 1")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the ETL")
     args = parser.parse_args(argv)
 
@@ -177,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (OSError, ValueError) as error:
         console.print(f"[red]cannot read the events of {args.file}:[/] {error}", soft_wrap=True)
+        return 2
+    if not events:  # `--events -5` started the whole stack to send nothing and print an empty summary (walk, 6 Dec)
+        console.print(f"[red]no events in {args.file}:[/] nothing to send; the stack was not started", soft_wrap=True)
         return 2
     state_dir = state_dir_from_env()
     console.print(f"[bold]tokenvault[/]: starting the embedded stack in {state_dir} ...")

@@ -34,6 +34,35 @@ def test_an_unusable_event_file_is_named_and_nothing_starts(
     assert "Traceback" not in printed
 
 
+@pytest.mark.parametrize("args", [["--events", "-5"], ["--events", "0"], ["--malformed-rate", "2"]])
+def test_a_count_of_no_events_or_a_share_over_one_is_refused_and_nothing_starts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    """`make run RUN_ARGS="--events -5"` started the stack, sent nothing and printed an empty summary (walk, 6 Dec)."""
+
+    def no_stack(state_dir: Path) -> dict[str, str]:
+        pytest.fail(f"the stack was started in {state_dir}")
+
+    monkeypatch.setattr(demo, "up", no_stack)
+    with pytest.raises(SystemExit) as exited:
+        demo.main(args)
+    assert exited.value.code == 2
+    assert f"argument {args[0]}" in capsys.readouterr().err
+
+
+def test_an_event_file_holding_no_event_is_named_and_nothing_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_stack(state_dir: Path) -> dict[str, str]:
+        pytest.fail(f"the stack was started in {state_dir}")
+
+    monkeypatch.setattr(demo, "up", no_stack)
+    empty = tmp_path / "none.json"
+    empty.write_text("[]")
+    assert demo.main(["--file", str(empty)]) == 2
+    assert f"no events in {empty}" in " ".join(capsys.readouterr().out.split())
+
+
 def test_the_wait_for_the_etl_ends_at_once_when_the_etl_has_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
     # `make run` waited its whole --timeout (600 s), printing nothing outside a terminal, for an ETL
     # that had stopped (documentation walk, 4 December).
