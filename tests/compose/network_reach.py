@@ -21,6 +21,7 @@ NETWORK_PORTS = {
     "localstack": [4566],
     "vault-service": [50051, 9100],  # gRPC (mTLS), metrics (the scraper's CA)
     "etl-service": [9101],  # metrics (the scraper's CA)
+    "lock-watchdog": [9103],  # metrics (the scraper's CA)
 }
 # The TLS ports of the two services: a network is shared both ways, so whoever shares one with a
 # service (the servers it uses among them) reaches its listeners, which ask for a certificate of
@@ -40,6 +41,7 @@ REACHED_BY: dict[str, frozenset[str]] = {
     "vault-service:50051": VAULT_SERVICE_PEERS,
     "vault-service:9100": VAULT_SERVICE_PEERS,
     "etl-service:9101": ETL_PEERS,
+    "lock-watchdog:9103": frozenset({"metrics"}),  # the scraper alone shares its network (metrics-watchdog)
 }
 
 

@@ -5,7 +5,8 @@ sample events loaded; the queue refuses a container without a key, with the key 
 the producer's key for a receive; a client container with the analyst's certificate detokenizes;
 the key rotation runbook's compose variant (the KEK, a new data key, the re-encryption run by the
 vault on the security team's certificate, refused on the analyst's); the ETL's container reads no
-metrics (the `metrics` tool, with the scraper's certificate, does); after `down` (volumes kept)
+metrics (the `metrics` tool, with the scraper's certificate, reads the vault's, the ETL's and the lock
+watchdog's); after `down` (volumes kept)
 and `up`, old tokens still detokenize and a replay adds no row. Any failing step shows the
 failing services' compose logs.
 """
@@ -131,12 +132,32 @@ TRY_METRICS = (
 )
 
 
+# From the scraper's own container (the one network beside the lock watchdog's port): the watchdog's metrics
+# without a certificate and in plain HTTP.
+TRY_WATCHDOG_METRICS = (
+    "import ssl, urllib.request\n"
+    "context = ssl.create_default_context()\n"
+    "context.check_hostname, context.verify_mode = False, ssl.CERT_NONE\n"
+    "url = 'lock-watchdog:9103/metrics'\n"
+    "for target, tls in (('https://' + url, context), ('http://' + url, None)):\n"
+    "    try:\n"
+    "        urllib.request.urlopen(target, timeout=5, context=tls).read()\n"
+    "        print('READ', target)\n"
+    "    except Exception as error:\n"
+    "        print('refused', target, type(error).__name__)\n"
+)
+
+
 def test_metrics_are_read_with_the_scraper_certificate_only(compose: Compose) -> None:
-    with compose.step("vault-service", "etl-service"):
+    with compose.step("vault-service", "etl-service", "lock-watchdog"):
         tried = compose.run("exec", "-T", "etl-service", "python", "-c", TRY_METRICS).stdout
         assert "READ" not in tried and tried.count("refused") == 8, tried
+        python = ("run", "--rm", "--no-deps", "--entrypoint", "python", "metrics", "-c")
+        tried = compose.run(*python, TRY_WATCHDOG_METRICS).stdout
+        assert "READ" not in tried and tried.count("refused") == 2, tried
         scraped = compose.run("run", "--rm", "--no-deps", "metrics").stdout
         assert "tokenvault_tokenize_new_tokens_total" in scraped and "etl_rows_loaded_total" in scraped
+        assert 'tokenvault_lock_watchdog_sessions_total{ended="true"}' in scraped, scraped
 
 
 def test_the_key_rotation_runbook_works_in_compose_and_old_tokens_still_detokenize(compose: Compose) -> None:

@@ -68,16 +68,19 @@ HOLDERS: dict[str, frozenset[str]] = {
     "analyst's TLS key": frozenset({"analyst", "certs"}),
     "security team's TLS key": frozenset({"security", "certs"}),
     "metrics scraper's TLS key": frozenset({"metrics", "certs"}),
+    "lock watchdog's TLS key": frozenset({"lock-watchdog", "certs"}),
     "Postgres data and socket": frozenset({"postgres"}),
     "Vault storage and audit log": frozenset({"vault"}),
     "audit checkpoints": frozenset({"vault-service"}),
     "vault's health socket": frozenset({"vault-service"}),  # no certificate: its own uid alone connects
+    "lock watchdog's health socket": frozenset({"lock-watchdog"}),  # the same
 }
 DATA_LABELS = {
     "Postgres data and socket",
     "Vault storage and audit log",
     "audit checkpoints",
     "vault's health socket",
+    "lock watchdog's health socket",
 }  # found by name only
 # What each file the walk finds by name is. A name not here (another key, a .env, an engine's
 # socket, any other socket) is held by no one.
@@ -90,6 +93,7 @@ FILE_LABELS = {
     "analyst-key.pem": "analyst's TLS key",
     "security-team-key.pem": "security team's TLS key",
     "metrics-scraper-key.pem": "metrics scraper's TLS key",
+    "watchdog-metrics-key.pem": "lock watchdog's TLS key",
     "secret-id": "vault service's secret id",
     "etl-secret-id": "ETL's secret id (seals the DLQ)",
     "etl-sqs-credentials": "ETL's SQS key",
@@ -103,6 +107,7 @@ FILE_LABELS = {
     "audit.log": "Vault storage and audit log",
     "checkpoints.jsonl": "audit checkpoints",
     "health.sock": "vault's health socket",
+    "watchdog-health.sock": "lock watchdog's health socket",
 }
 # Variables of the compose .env -> the secret they hold.
 ENV_LABELS = {
@@ -138,6 +143,7 @@ VOLUMES = {
     "certs-analyst": ("certs", ("analyst",)),
     "certs-security-team": ("certs", ("security",)),
     "certs-metrics-scraper": ("certs", ("metrics",)),
+    "certs-lock-watchdog": ("certs", ("lock-watchdog",)),
     "audit-checkpoints": ("vault-service", ()),
 }
 LOOPBACK_PORTS = {
@@ -146,7 +152,7 @@ LOOPBACK_PORTS = {
     "localstack": [4566],
     "vault-service": [50051, 9100],
     "etl-service": [9101, 9102],
-    "lock-watchdog": [9103],  # its metrics, for its own health check
+    "lock-watchdog": [9103],  # its metrics (TLS, the scraper's CA)
 }
 RETIRED_HEALTH_PORT = 50052
 """The vault's plaintext health port until attack 21, F4: probed too, so a container listening on it is a finding

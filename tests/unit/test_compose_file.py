@@ -115,6 +115,7 @@ def test_metrics_are_served_to_the_scraper_s_ca_only_whose_key_only_the_metrics_
         ("vault-service", "TOKENVAULT_METRICS", "vault-metrics"),
         ("etl-service", "ETL_METRICS", "etl-metrics"),
         ("exercise-etl", "ETL_METRICS", "etl-metrics"),
+        ("lock-watchdog", "TOKENVAULT_WATCHDOG_METRICS", "watchdog-metrics"),
     ):
         env = services[name]["environment"]
         assert env[f"{prefix}_TLS_CLIENT_CA"] == "/certs/metrics-ca.pem", name  # not the gRPC clients' ca.pem
@@ -122,6 +123,9 @@ def test_metrics_are_served_to_the_scraper_s_ca_only_whose_key_only_the_metrics_
         assert issued[endpoint].server and str(issued[endpoint].uid) == services[name]["user"].split(":")[0], name
     scraper_volume = next(s for s, t in named_volumes(services["certs"]).items() if t == "/out/metrics-scraper")
     assert [name for name, s in services.items() if scraper_volume in named_volumes(s)] == ["certs", "metrics"]
+    probe = " ".join(services["lock-watchdog"]["healthcheck"]["test"])  # asks its Unix socket, needing no key
+    assert services["lock-watchdog"]["environment"]["TOKENVAULT_WATCHDOG_HEALTH_ADDRESS"].startswith("unix:/tmp/")
+    assert probe.endswith("lock_watchdog health")
     assert "ports" not in services["vault-service"] or all(
         p["target"] != 9100 for p in services["vault-service"]["ports"]
     )
@@ -315,7 +319,9 @@ def test_each_server_shares_a_network_only_with_the_containers_that_use_it(tmp_p
     assert sharing("postgres") == {"migrate", "vault-service", "etl-service", "lock-watchdog"}
     assert sharing("exercise-localstack") == {"exercise-dlq", "exercise-etl"}
     assert sharing("exercise-postgres") == {"exercise-migrate", "exercise-etl"}
-    assert sharing("analyst") == {"vault-service"} and sharing("metrics") == {"vault-service", "etl-service"}
+    assert sharing("analyst") == {"vault-service"}
+    assert sharing("metrics") == {"vault-service", "etl-service", "lock-watchdog"}
+    assert sharing("lock-watchdog") == {"postgres", "metrics"}  # not beside the services' ports
     assert sharing("security") == {"vault-service"}  # the key jobs' certificate: no other client beside it
     assert services["certs"].get("network_mode") == "none"  # it writes files only
     assert "ports" not in services["localstack"]  # no local user of the host reaches it either
