@@ -41,7 +41,8 @@ REACHED_BY: dict[str, frozenset[str]] = {
     "vault-service:50051": VAULT_SERVICE_PEERS,
     "vault-service:9100": VAULT_SERVICE_PEERS,
     "etl-service:9101": ETL_PEERS,
-    "lock-watchdog:9103": frozenset({"metrics"}),  # the scraper alone shares its network (metrics-watchdog)
+    # The scraper, and the server it uses (a network is shared both ways), which holds no metrics certificate.
+    "lock-watchdog:9103": frozenset({"metrics", "postgres"}),
 }
 
 
