@@ -29,6 +29,15 @@ growth are ended, one per look while it still grows (watchdog_login.NotifyQueueW
 first, then the ETL's, the vault's last, oldest first within each (migration 0054); one log line each (pid, login,
 usage), counted in tokenvault_lock_watchdog_notify_queue_sessions_total.
 
+At each look it also runs migration 0057's watchdog.end_old_transactions() (attack 32, F2): a transaction held open
+by any login (idle in psql, or one long statement) keeps the xmin horizon, so every version of the vault's metering
+rows written since is kept and every metered vault call slows with them, without bound. The sessions of analysts and
+the ETL (every login but the serving role's members, the owner's members and a superuser) whose transaction began
+more than TOKENVAULT_WATCHDOG_MAX_TRANSACTION_SECONDS ago (300 s) are ended, idle or active
+(old_transactions.OldTransactionWatch); one log line each (pid, login, age; never its statement), counted in
+tokenvault_lock_watchdog_old_transaction_sessions_total; the oldest left in
+tokenvault_lock_watchdog_oldest_transaction_seconds.
+
 Its DSN: TOKENVAULT_WATCHDOG_DSN, or TOKENVAULT_WATCHDOG_DSN_FILE naming a file read again at every (re)connection -
 Kubernetes' (Vault's database secrets engine, rendered by the Vault agent, rendered again with a new login as each
 lease ends: read once, a reconnection after the old login was dropped failed until the pod restarted; R34-12).
@@ -65,6 +74,7 @@ from tokenvault_common.metrics_endpoint import (
     tls_context,
 )
 from tokenvault_common.metrics_plaintext import read_metrics_plaintext
+from vault_service.adapters.postgres.old_transactions import MAX_TRANSACTION_SECONDS, MAX_TRANSACTION_SECONDS_RANGE
 from vault_service.adapters.postgres.watchdog_login import (
     DatabaseDown,
     LookFailed,
@@ -95,6 +105,22 @@ for _ended in ("true", "false"):
 NOTIFY_QUEUE_USAGE = Gauge(
     "tokenvault_lock_watchdog_notify_queue_usage_ratio",
     "pg_notification_queue_usage() at its last look: the NOTIFY queue's share of its maximum (8 GB on PostgreSQL 15)",
+)
+OLD_TRANSACTION_SESSIONS = Counter(
+    "tokenvault_lock_watchdog_old_transaction_sessions_total",
+    "Database sessions of analysts or the ETL in a transaction older than its bound, by whether they were ended",
+    ["ended"],
+)
+for _ended in ("true", "false"):
+    OLD_TRANSACTION_SESSIONS.labels(ended=_ended)
+OLDEST_TRANSACTION = Gauge(
+    "tokenvault_lock_watchdog_oldest_transaction_seconds",
+    "Age of the oldest transaction of a login it watches (not the vault's, the owner's or a superuser's) left after"
+    " its last look",
+)
+MAX_TRANSACTION = Gauge(
+    "tokenvault_lock_watchdog_max_transaction_seconds",
+    "Its bound on those transactions' age (TOKENVAULT_WATCHDOG_MAX_TRANSACTION_SECONDS)",
 )
 LOOK_FAILURES = Counter("tokenvault_lock_watchdog_look_failures_total", "Looks that failed (its connection lost)")
 LAST_LOOK = Gauge("tokenvault_lock_watchdog_last_look_timestamp_seconds", "When the last look succeeded (Unix time)")
@@ -142,6 +168,9 @@ class WatchdogConfig:
     """Address the metrics endpoint binds (TOKENVAULT_WATCHDOG_METRICS_ADDRESS, default 127.0.0.1)."""
     metrics_tls: MetricsTls | None
     """TOKENVAULT_WATCHDOG_METRICS_TLS_CERT, _KEY, _CLIENT_CA (all three or none), as the vault's metrics."""
+    max_transaction_seconds: float
+    """How old a transaction of an analyst's or the ETL's login may get before its session is ended
+    (TOKENVAULT_WATCHDOG_MAX_TRANSACTION_SECONDS, 300 by default, 1-86400; migration 0057)."""
     health_address: str
     """TOKENVAULT_WATCHDOG_HEALTH_ADDRESS: `unix:/absolute/path`, a socket in a 0700 directory of its uid, where
     `health` asks it (as the vault's TOKENVAULT_HEALTH_ADDRESS); "" (the default): `health` reads its plain
@@ -167,6 +196,9 @@ class WatchdogConfig:
             metrics_port=port,
             metrics_address=address,
             metrics_tls=read_metrics_tls(read, "TOKENVAULT_WATCHDOG_METRICS", "TOKENVAULT_TLS_CLIENT_CA"),
+            max_transaction_seconds=read.number(
+                "TOKENVAULT_WATCHDOG_MAX_TRANSACTION_SECONDS", MAX_TRANSACTION_SECONDS, *MAX_TRANSACTION_SECONDS_RANGE
+            ),
             health_address=health_address,
         )
         if config.metrics_tls and config.metrics_port and not health_address:
@@ -190,9 +222,12 @@ class LockWatchdog:
     `dsn`: the DSN, or a callable giving it at each (re)connection (a DSN file: WatchdogConfig.conninfo).
     """
 
-    def __init__(self, dsn: Conninfo, look_seconds: float = 0.25) -> None:
-        self.login = WatchdogLogin(dsn)
+    def __init__(
+        self, dsn: Conninfo, look_seconds: float = 0.25, max_transaction_seconds: float = MAX_TRANSACTION_SECONDS
+    ) -> None:
+        self.login = WatchdogLogin(dsn, max_transaction_seconds)
         self.look_seconds = look_seconds
+        MAX_TRANSACTION.set(max_transaction_seconds)
 
     def check(self) -> None:
         """Log in once and check the rule can run.
@@ -215,6 +250,9 @@ class LockWatchdog:
         for holder in self.login.look_at_notify_queue():
             NOTIFY_QUEUE_SESSIONS.labels(ended="true" if holder.ended else "false").inc()
         NOTIFY_QUEUE_USAGE.set(self.login.notify_queue.usage)
+        for old in self.login.look_at_old_transactions():
+            OLD_TRANSACTION_SESSIONS.labels(ended="true" if old.ended else "false").inc()
+        OLDEST_TRANSACTION.set(self.login.old_transactions.oldest_seconds)
         LAST_LOOK.set(time.time())
         return len(hogs)
 
@@ -342,7 +380,7 @@ def main(env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None
         print(f"lock_watchdog: {error}", file=sys.stderr)
         return 2
     configure_logging("lock_watchdog", config.log_level)
-    watchdog = LockWatchdog(config.conninfo, config.look_seconds)
+    watchdog = LockWatchdog(config.conninfo, config.look_seconds, config.max_transaction_seconds)
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -367,7 +405,10 @@ def main(env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None
             log.error(str(error))
             print(f"lock_watchdog: {error}", file=sys.stderr)
             return 2
-        log.info("started", extra={"look_seconds": config.look_seconds})
+        log.info(
+            "started",
+            extra={"look_seconds": config.look_seconds, "max_transaction_seconds": config.max_transaction_seconds},
+        )
         watchdog.run(stop)
         log.info("stopped")
         return 0

@@ -20,6 +20,11 @@ from psycopg.conninfo import conninfo_to_dict
 
 from tokenvault_common.database_dsn import Conninfo, DsnFileError, conninfo_now
 from vault_service.adapters.postgres.lock_hogs import ANY_LOGIN_HOGS, MISSING_LOOK_SECONDS, LockHog, LockHogWatch
+from vault_service.adapters.postgres.old_transactions import (
+    MAX_TRANSACTION_SECONDS,
+    OldTransaction,
+    OldTransactionWatch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -228,12 +233,14 @@ class WatchdogLogin:
     """A login IN ROLE tokenvault_watchdog running migration 0048's rule on one warm connection (LockHogWatch).
 
     `dsn`: the DSN, or a callable giving it at each (re)connection (a DSN file that rotates: DsnFileError from it).
+    `max_transaction_seconds`: migration 0057's bound on analysts' and the ETL's transactions (OldTransactionWatch).
     """
 
-    def __init__(self, dsn: Conninfo) -> None:
+    def __init__(self, dsn: Conninfo, max_transaction_seconds: float = MAX_TRANSACTION_SECONDS) -> None:
         self._dsn = dsn
         self.watch = LockHogWatch(self.connect, rule=ANY_LOGIN_HOGS)
         self.notify_queue = NotifyQueueWatch(self.watch)
+        self.old_transactions = OldTransactionWatch(self.watch, max_transaction_seconds)
 
     def connect(self) -> psycopg.Connection[tuple[object, ...]]:
         """Its connection: every wait bounded (connect, statement, a dead peer), so a look fails and is tried again."""
@@ -307,6 +314,16 @@ class WatchdogLogin:
         """
         try:
             return self.notify_queue.look()
+        except (psycopg.Error, OSError) as error:
+            raise LookFailed(str(error).strip(), type(error).__name__) from None
+
+    def look_at_old_transactions(self) -> list[OldTransaction]:
+        """Migration 0057's rule once (OldTransactionWatch): the sessions ended, if any (each logged by the rule).
+
+        LookFailed if its connection was lost, refused or timed out; DsnFileError as `look`.
+        """
+        try:
+            return self.old_transactions.look()
         except (psycopg.Error, OSError) as error:
             raise LookFailed(str(error).strip(), type(error).__name__) from None
 

@@ -1,0 +1,128 @@
+"""The lock watchdog's rule on old transactions (migration 0057; attack 32, F2): analysts' and the ETL's ended.
+
+A transaction held open by any login - idle in psql, or one long statement - keeps the database's xmin horizon, so
+every version of the vault's metering rows (vault.call_budget: one UPDATE of the client's row per lease, or per
+refused call) written since is kept, and each next metering statement walks them all under the row's lock: +34 ns
+per kept version, without bound (0.34 ms -> 2.56 ms per statement after 64,000 calls, measured). The watchdog ends
+the sessions whose transaction began more than MAX_TRANSACTION_SECONDS ago, of every login but the serving role's
+members, the owner's members (the migrator) and a superuser: analysts' and the ETL's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import psycopg
+
+from vault_service.adapters.postgres.lock_hogs import MISSING_LOOK_SECONDS, LockHogWatch
+
+log = logging.getLogger(__name__)
+
+MAX_TRANSACTION_SECONDS = 300.0
+"""The oldest a transaction of an analyst's or the ETL's login may get before the watchdog ends its session
+(TOKENVAULT_WATCHDOG_MAX_TRANSACTION_SECONDS). Each metering UPDATE of a client's row made while a transaction is held
+is kept, +34 ns for every next metering statement of that client (measured, attack 32). The lease scheme makes few:
+through the real vault the ETL's tokenize at 27,900 new values/s made 1.5 UPDATEs/s (a lease is a twentieth of the
+burst; the production ETL's new-token budget at its 20,000/s quota makes ~20/s), so five minutes keep ~450-6,000
+versions, +0.02-0.2 ms per statement; a client over its limit meters every refused call (one reveal client flat out:
+234 UPDATEs/s), ~70,000 versions, +2.4 ms; a row at saturation (~3,000/s) ~125,000, +4.2 ms - bounded, far from the
+2 s lock_timeout (0038), and pruned once the holder is gone. The ETL's transactions are its batches (seconds); an
+analyst's query longer than five minutes belongs on a standby (docs/production.md)."""
+MAX_TRANSACTION_SECONDS_RANGE = (1.0, 86400.0)
+"""The setting's bounds: from a second (tests) to a day."""
+
+_END_OLD = (
+    "SELECT t.pid, t.login, t.seconds, t.idle, t.held_horizon, t.ended"
+    " FROM watchdog.end_old_transactions(%(bound)s::pg_catalog.float8) t"
+)
+
+
+@dataclass(frozen=True)
+class OldTransaction:
+    """A session ended (or that the server refused to end) for a transaction older than the bound."""
+
+    pid: int
+    login: str
+    seconds: float
+    """The transaction's age when it was ended."""
+    idle: bool
+    """Idle in its transaction (else running a statement)."""
+    held_horizon: bool
+    """It held a snapshot or an xid (backend_xmin / backend_xid): vacuum's horizon."""
+    ended: bool
+
+
+class OldTransactionWatch:
+    """Migration 0057's watchdog.end_old_transactions() on the watchdog's warm connection, at each look.
+
+    `oldest_seconds`: the age of the oldest transaction of a watched login left after its last look (0 when none).
+    """
+
+    def __init__(self, login: LockHogWatch, max_seconds: float = MAX_TRANSACTION_SECONDS) -> None:
+        self._login = login
+        self.max_seconds = max_seconds
+        self.oldest_seconds = 0.0
+        self.missing = False
+        """Migration 0057's function is not there: this rule is off (said once, looked for again every 30 s)."""
+        self._look_again_at = 0.0
+
+    def look(self) -> list[OldTransaction]:
+        """The rule once: each session it ended (or was refused); each logged."""
+        if self.missing and time.monotonic() < self._look_again_at:
+            return []
+        conn = self._login.connection()
+        if conn is None:
+            return []
+        try:
+            rows = conn.execute(_END_OLD, {"bound": self.max_seconds}, prepare=True).fetchall()
+        except psycopg.errors.UndefinedFunction as error:
+            if "end_old_transactions" not in str(error):  # not the function missing: a failed look
+                self._login.forget_connection()
+                raise
+            if not self.missing:
+                log.warning(
+                    "migration 0057 is not applied: transactions of analysts and the ETL held open past"
+                    f" {self.max_seconds:g} s (which slow every metered vault call) are not ended by"
+                    " watchdog.end_old_transactions() (docs/threat-model.md, attack 32)"
+                )
+            self.missing = True
+            self._look_again_at = time.monotonic() + MISSING_LOOK_SECONDS
+            return []
+        except BaseException:
+            self._login.forget_connection()
+            raise
+        self.missing = False
+        found: list[OldTransaction] = []
+        for pid, login, seconds, idle, held, ended in rows:
+            if pid is None:
+                self.oldest_seconds = float(str(seconds or 0.0))
+                continue
+            old = OldTransaction(int(str(pid)), str(login), float(str(seconds)), bool(idle), bool(held), bool(ended))
+            found.append(old)
+            self._say(old)
+        return found
+
+    def _say(self, old: OldTransaction) -> None:
+        extra = {
+            "pid": old.pid,
+            "login": old.login,
+            "transaction_seconds": round(old.seconds, 1),
+            "idle": old.idle,
+            "held_horizon": old.held_horizon,
+        }
+        if old.ended:
+            log.warning(
+                f"ended a database session whose transaction was older than {self.max_seconds:g} s: a transaction"
+                " held open keeps every version of the vault's metering rows since it began, and every metered vault"
+                " call slows with them. Long queries belong on a standby (docs/production.md, attack 32)",
+                extra=extra,
+            )
+        else:
+            log.warning(
+                f"a database session whose transaction is older than {self.max_seconds:g} s was to be ended and the"
+                " server refused: the owner of watchdog.end_old_transactions() lacks pg_signal_backend (migration"
+                " 0042). Look it up in pg_stat_activity",
+                extra=extra,
+            )
