@@ -131,3 +131,65 @@ def test_analysts_and_the_etls_old_transactions_are_ended_and_the_vaults_and_sho
     assert by_pid[pids["active"]]["idle"] is False
     text = log_file.read_text()
     assert "user_logins" not in text and "pg_sleep" not in text
+
+
+BURNT_IDS = 50_000
+"""Transaction ids the analyst burns behind its own held snapshot (the tester burnt 181,000 a second)."""
+BURN = (
+    "DO $$ BEGIN FOR i IN 1.." + str(BURNT_IDS) + " LOOP PERFORM pg_catalog.pg_current_xact_id(); COMMIT; END LOOP;"
+    " END $$"
+)
+
+
+def _frozen_age(admin: psycopg.Connection) -> int:
+    """VACUUM (FREEZE) a table of the vault's, then its age(relfrozenxid): how far back freezing could not reach."""
+    admin.execute("VACUUM (FREEZE) vault.call_budget")
+    row = admin.execute("SELECT age(relfrozenxid) FROM pg_class WHERE oid = 'vault.call_budget'::regclass").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.timeout(60)
+def test_transaction_ids_burnt_behind_a_held_snapshot_are_frozen_once_the_watchdog_ends_it(
+    private_postgres: Postgres, tmp_path: Path
+) -> None:
+    """Attack 32, F4: an analyst (who may write nothing) assigns transaction ids with pg_current_xact_id() and COMMIT
+    in a loop while another session of its own holds a snapshot: VACUUM freezes nothing past the snapshot, and at
+    ~2.1 billion ids PostgreSQL refuses every write. Here 50,000 ids are burnt behind the snapshot: while it is held a
+    VACUUM (FREEZE) leaves them all unfrozen; once the watchdog has ended the holder (its bound, 4 s here) the same
+    VACUUM freezes them, and the watchdog's gauge of the database's age(datfrozenxid) has counted them. Before 0057
+    the holder stayed, and the second VACUUM left them unfrozen as the first."""
+    pg = private_postgres
+    port = free_port()
+    log_file = tmp_path / "lock_watchdog.log"
+    settings = {"TOKENVAULT_WATCHDOG_METRICS_PORT": str(port), "TOKENVAULT_WATCHDOG_MAX_TRANSACTION_SECONDS": "4"}
+    with (
+        contextlib.ExitStack() as closing,
+        psycopg.connect(pg.admin_dsn, autocommit=True) as admin,
+        watchdog(pg, log_file, settings),
+    ):
+        holder, burner = (psycopg.connect(pg.analyst_dsn, autocommit=True) for _ in range(2))
+        closing.callback(holder.close)  # closed, not committed: the watchdog ends it
+        closing.callback(burner.close)
+        holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        holder.execute("SELECT count(*) FROM public.user_logins")  # the snapshot, kept idle
+        held_at = time.monotonic()
+        burner.execute("SET synchronous_commit = off")  # each session's own: no commit waits for a flush
+        burner.execute(BURN)
+        burnt_in = time.monotonic() - held_at
+        age_held = _frozen_age(admin)
+        still_held = _there(admin, holder.info.backend_pid)
+        while _there(admin, holder.info.backend_pid) and time.monotonic() - held_at < 10:
+            time.sleep(0.05)
+        ended_after = time.monotonic() - held_at
+        age_after = _frozen_age(admin)
+        gauge = _metric(port, "tokenvault_lock_watchdog_database_xid_age")
+    print(
+        f"XID-BURN: {BURNT_IDS} ids burnt in {burnt_in:.2f} s; frozen age with the snapshot held {age_held}, after the"
+        f" holder was ended ({ended_after:.2f} s) {age_after}; gauge {gauge:.0f}"
+    )
+    assert still_held, f"the burn took {burnt_in:.2f} s, past the bound: the first VACUUM proves nothing"
+    assert age_held >= BURNT_IDS, age_held  # nothing frozen past the held snapshot
+    assert ended_after < 4 + 1.5, f"the holder was not ended ({ended_after:.2f} s)"
+    assert age_after < 1_000, age_after  # frozen, once nothing held the horizon
+    assert gauge >= BURNT_IDS, gauge

@@ -36,7 +36,8 @@ the ETL (every login but the serving role's members, the owner's members and a s
 more than TOKENVAULT_WATCHDOG_MAX_TRANSACTION_SECONDS ago (300 s) are ended, idle or active
 (old_transactions.OldTransactionWatch); one log line each (pid, login, age; never its statement), counted in
 tokenvault_lock_watchdog_old_transaction_sessions_total; the oldest left in
-tokenvault_lock_watchdog_oldest_transaction_seconds.
+tokenvault_lock_watchdog_oldest_transaction_seconds; the database's age(datfrozenxid) in
+tokenvault_lock_watchdog_database_xid_age (attack 32, F4: transaction ids burnt behind a held snapshot).
 
 Its DSN: TOKENVAULT_WATCHDOG_DSN, or TOKENVAULT_WATCHDOG_DSN_FILE naming a file read again at every (re)connection -
 Kubernetes' (Vault's database secrets engine, rendered by the Vault agent, rendered again with a new login as each
@@ -117,6 +118,11 @@ OLDEST_TRANSACTION = Gauge(
     "tokenvault_lock_watchdog_oldest_transaction_seconds",
     "Age of the oldest transaction of a login it watches (not the vault's, the owner's or a superuser's) left after"
     " its last look",
+)
+DATABASE_XID_AGE = Gauge(
+    "tokenvault_lock_watchdog_database_xid_age",
+    "age(datfrozenxid) of the vault's database at its last look: transaction ids since the oldest unfrozen one"
+    " (PostgreSQL stops assigning new ones ~2.1 billion past it; attack 32, F4)",
 )
 MAX_TRANSACTION = Gauge(
     "tokenvault_lock_watchdog_max_transaction_seconds",
@@ -253,6 +259,7 @@ class LockWatchdog:
         for old in self.login.look_at_old_transactions():
             OLD_TRANSACTION_SESSIONS.labels(ended="true" if old.ended else "false").inc()
         OLDEST_TRANSACTION.set(self.login.old_transactions.oldest_seconds)
+        DATABASE_XID_AGE.set(self.login.old_transactions.xid_age)
         LAST_LOOK.set(time.time())
         return len(hogs)
 

@@ -6,6 +6,12 @@ refused call) written since is kept, and each next metering statement walks them
 per kept version, without bound (0.34 ms -> 2.56 ms per statement after 64,000 calls, measured). The watchdog ends
 the sessions whose transaction began more than MAX_TRANSACTION_SECONDS ago, of every login but the serving role's
 members, the owner's members (the migrator) and a superuser: analysts' and the ETL's.
+
+The same hold is what makes transaction ids dangerous (attack 32, F4): any login may assign them without writing
+(`pg_current_xact_id()`, a NOTIFY), 181,000 a second from one session, and while a snapshot is held VACUUM freezes
+nothing past it - PostgreSQL stops assigning ids ~2.1 billion past the oldest unfrozen one, and every write of the
+ETL and the vault is refused. With this rule no snapshot of those logins outlives the bound, so anti-wraparound
+VACUUM keeps up; each look also reads the database's `age(datfrozenxid)` (`xid_age`) for an alert in case it does not.
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ analyst's query longer than five minutes belongs on a standby (docs/production.m
 MAX_TRANSACTION_SECONDS_RANGE = (1.0, 86400.0)
 """The setting's bounds: from a second (tests) to a day."""
 
+_XID_AGE = (
+    "SELECT pg_catalog.age(d.datfrozenxid) FROM pg_catalog.pg_database d"
+    " WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()"
+)
 _END_OLD = (
     "SELECT t.pid, t.login, t.seconds, t.idle, t.held_horizon, t.ended"
     " FROM watchdog.end_old_transactions(%(bound)s::pg_catalog.float8) t"
@@ -58,22 +68,25 @@ class OldTransactionWatch:
     """Migration 0057's watchdog.end_old_transactions() on the watchdog's warm connection, at each look.
 
     `oldest_seconds`: the age of the oldest transaction of a watched login left after its last look (0 when none).
+    `xid_age`: the database's age(datfrozenxid) at the last look that could read it (0 before the first).
     """
 
     def __init__(self, login: LockHogWatch, max_seconds: float = MAX_TRANSACTION_SECONDS) -> None:
         self._login = login
         self.max_seconds = max_seconds
         self.oldest_seconds = 0.0
+        self.xid_age = 0
         self.missing = False
         """Migration 0057's function is not there: this rule is off (said once, looked for again every 30 s)."""
         self._look_again_at = 0.0
 
     def look(self) -> list[OldTransaction]:
         """The rule once: each session it ended (or was refused); each logged."""
-        if self.missing and time.monotonic() < self._look_again_at:
-            return []
         conn = self._login.connection()
         if conn is None:
+            return []
+        self._read_xid_age(conn)  # with the rule's function missing too: the gauge does not need it
+        if self.missing and time.monotonic() < self._look_again_at:
             return []
         try:
             rows = conn.execute(_END_OLD, {"bound": self.max_seconds}, prepare=True).fetchall()
@@ -103,6 +116,22 @@ class OldTransactionWatch:
             found.append(old)
             self._say(old)
         return found
+
+    def _read_xid_age(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        """The database's age(datfrozenxid), kept as it was when it cannot be read.
+
+        pg_database is a shared catalog, whose lock never takes a fast-path slot: with the lock table full (the
+        lock-hog rule's case) the read fails, and that must not fail the look that ends the hog.
+        """
+        try:
+            row = conn.execute(_XID_AGE, prepare=True).fetchone()
+        except psycopg.errors.OutOfMemory:  # "out of shared memory": the lock table full
+            return
+        except BaseException:
+            self._login.forget_connection()
+            raise
+        if row is not None and row[0] is not None:
+            self.xid_age = int(str(row[0]))
 
     def _say(self, old: OldTransaction) -> None:
         extra = {
