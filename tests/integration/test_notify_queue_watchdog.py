@@ -3,14 +3,16 @@
 Review 35, R35-1: LISTEN/NOTIFY need no privilege; an analyst's `LISTEN q; BEGIN; SELECT 1;` left idle in transaction
 holds the queue's tail (a backend reads notifications only between transactions) while a second session sends ~8 KB
 notifications: pg_notify grew 1.16 GB in 5 s, the data disk filled, the ETL's writes failed DiskFull and the
-checkpointer PANICked. The watchdog (the real process, on a cluster of the test's own) ends the sessions in a
-transaction older than the queue's growth once pg_notification_queue_usage() passes NOTIFY_QUEUE_BOUND. Bounded: the
-notifier stops at CAP_BYTES of queue whatever happens (an unbounded probe once filled this machine's disk).
+checkpointer PANICked. The watchdog (the real process, on a cluster of the test's own) ends sessions in a transaction
+while pg_notification_queue_usage() grows past NOTIFY_QUEUE_BOUND (0053, 0054; 0056: also those begun after the
+crossing - attack 32, F1's relay of listeners). Bounded: the notifier stops at CAP_BYTES (RELAY_CAP_BYTES) of queue
+whatever happens (an unbounded probe once filled this machine's disk).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from pathlib import Path
 
@@ -30,7 +32,9 @@ CAP_BYTES = 48 * 1024**2
 """The notifier stops here in any case: a few tens of MB of pg_notify on the test's own cluster."""
 _SEND = "SELECT count(pg_notify('q', repeat('x', 7900) || g)) FROM generate_series(1, 128) g"
 """~1 MB of notifications, one transaction (autocommit): the reviewer's 7,900-byte payloads."""
-_ENDED = "older than the NOTIFY queue's growth"
+RELAY_CAP_BYTES = 96 * 1024**2
+"""The relay's notifier stops here in any case (on 0054's rule it got there)."""
+_ENDED = "while the NOTIFY queue grows past its bound"
 
 
 def _queue_bytes(admin: psycopg.Connection) -> float:
@@ -171,3 +175,174 @@ def test_an_analysts_listener_is_ended_before_an_older_vault_transaction(
     assert after < bound_bytes, after
     lines = [line for line in _lines(log_file) if _ENDED in str(line.get("message"))]
     assert [(line["pid"], line["login"]) for line in lines] == [(held, ANALYST_LOGIN)], lines
+
+
+class _Drain:
+    """Reads a listener's notifications in a thread until stopped: it keeps up, so its position follows the head."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn, self.stop = conn, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            for _ in self.conn.notifies(timeout=0.05):
+                pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+_RELAYS = [
+    ("analyst", "a transaction"),
+    ("tokenvault_etl", "a transaction"),
+    ("analyst", "an unread socket"),
+]
+"""Attack 32, F1's relay: the login of its two listeners, and how the second one holds the tail."""
+
+
+@pytest.mark.timeout(60)
+def test_a_relay_of_listeners_begun_after_the_queue_passed_its_bound_is_ended_and_the_vaults_session_kept(
+    private_postgres: Postgres, tmp_path: Path
+) -> None:
+    """Attack 32, F1, on one cluster and one watchdog, for each of _RELAYS: B (an analyst's older transaction), and H
+    (LISTEN; BEGIN) hold the tail while the queue passes the bound; L listens and reads. The watchdog notes the
+    crossing and ends B; with no growth it ends nothing more. THEN L begins holding - `BEGIN; SELECT 1` (an analyst's
+    or the ETL's), or `SELECT 1` and its client stops reading its socket (its backend blocks sending, ClientWrite,
+    its position stuck) - and a fast notifier sends. H is ended, the tail moves to L's position, already more than
+    the bound behind the head: L is ended too (its transaction began after the crossing), the queue is cut, and the
+    serving role's session in a transaction older than every crossing (a key job's hold) is never ended. On 0054's
+    rule (only transactions begun before the crossing) L stayed, the queue reached CAP_BYTES and the vault's session
+    was ended instead."""
+    pg = private_postgres
+    bound_bytes = NOTIFY_QUEUE_BOUND * QUEUE_MAX_BYTES
+    log_file = tmp_path / "lock_watchdog.log"
+    dsns = {ANALYST_LOGIN: pg.analyst_dsn, "tokenvault_etl": pg.etl_dsn}
+    vault = psycopg.connect(pg.vault_dsn, autocommit=True)
+    with (
+        contextlib.closing(vault),
+        psycopg.connect(pg.admin_dsn, autocommit=True) as admin,
+        watchdog(pg, log_file),
+    ):
+        vault.execute("BEGIN")  # a key job's hold, older than every crossing below
+        xid = vault.execute("SELECT txid_current()").fetchone()
+        vault_pid = vault.info.backend_pid
+        expected: list[tuple[int, str]] = []
+        for login, shape in _RELAYS:
+            bystander = psycopg.connect(pg.analyst_dsn, autocommit=True)
+            holder = psycopg.connect(dsns[login], autocommit=True)
+            relay = psycopg.connect(dsns[login], autocommit=True)
+            with (
+                contextlib.closing(bystander),
+                contextlib.closing(holder),
+                contextlib.closing(relay),
+                psycopg.connect(dsns[login], autocommit=True) as notifier,
+            ):
+                bystander.execute("BEGIN")
+                bystander.execute("SELECT 1")
+                holder.execute("LISTEN q")
+                holder.execute("BEGIN")
+                holder.execute("SELECT 1")  # holds the tail from the start
+                relay.execute("LISTEN q")
+                drain = _Drain(relay)
+                pids = (bystander.info.backend_pid, holder.info.backend_pid, relay.info.backend_pid)
+                expected += [(pids[0], ANALYST_LOGIN), (pids[1], login), (pids[2], login)]
+                while _queue_bytes(admin) <= 1.3 * bound_bytes:
+                    notifier.execute(_SEND)
+                # the crossing noted, the bystander ended (the oldest); with no growth nothing more
+                deadline = time.monotonic() + 3
+                while _there(admin, pids[0]) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                time.sleep(0.3)
+                assert not _there(admin, pids[0]) and _there(admin, pids[1]), (login, shape)
+                drain.close()
+                relay.execute("BEGIN" if shape == "a transaction" else "SELECT 1")
+                relay.execute("SELECT 1")  # now it holds (after the crossing); for the socket: nothing reads it
+                peak, started, relay_ended_after = 0.0, time.monotonic(), None
+                while peak < RELAY_CAP_BYTES and time.monotonic() - started < 8:
+                    notifier.execute(_SEND)
+                    peak = max(peak, _queue_bytes(admin))
+                    if not _there(admin, pids[2]):
+                        relay_ended_after = time.monotonic() - started
+                        break
+                    time.sleep(0.02)  # ~30 MB/s: a bound's worth between two looks
+                for _ in range(3):  # the tail moves when a notifier next writes a page
+                    notifier.execute(_SEND)
+                after = _queue_bytes(admin)
+                vault_there = _there(admin, vault_pid)
+                print(
+                    f"NOTIFY-RELAY[{login}, {shape}]: the later listener ended {relay_ended_after} s into the fast"
+                    f" sends, queue peak {peak / 2**20:.1f} MB (bound {bound_bytes / 2**20:.1f} MB, cap"
+                    f" {RELAY_CAP_BYTES / 2**20:.0f} MB), after {after / 2**20:.1f} MB; the vault's session there"
+                    f" {vault_there}"
+                )
+                assert vault_there, f"the vault's older session was ended ({login}, {shape})"
+                assert relay_ended_after is not None, f"the later listener was not ended (queue {peak / 2**20:.0f} MB)"
+                assert after < bound_bytes, after
+                time.sleep(0.3)  # a look under the bound: the watchdog starts over
+        assert vault.execute("SELECT txid_current()").fetchone() == xid  # the same transaction, still open
+    lines = [line for line in _lines(log_file) if _ENDED in str(line.get("message"))]
+    assert [(line["pid"], line["login"]) for line in lines] == expected, lines
+
+
+@pytest.mark.timeout(60)
+def test_the_next_listener_of_a_relay_is_ended_once_the_queue_rises_again_not_at_the_last_ends_mark(
+    private_postgres: Postgres, tmp_path: Path
+) -> None:
+    """Attack 32, F1 (the watchdog's pace): H holds the tail, L read until the queue was at 2 bounds, then began a
+    transaction; the queue is at 4 bounds when the watchdog starts and ends H. A slow notifier then sends: the tail
+    moves to L (the queue falls to ~2 bounds) and rises again. L is ended at the first look at which it has risen
+    (a few pages above its low since H's end), ~1 MB later. The watchdog before waited for the usage to pass its
+    value at H's end (4 bounds): L held the queue for another 2 bounds (~5 s here), and each listener of a relay
+    began a little ahead of the last could hold it up to the last end's mark, each end raising it."""
+    pg = private_postgres
+    bound_bytes = NOTIFY_QUEUE_BOUND * QUEUE_MAX_BYTES
+    log_file = tmp_path / "lock_watchdog.log"
+    holder = psycopg.connect(pg.analyst_dsn, autocommit=True)
+    relay = psycopg.connect(pg.analyst_dsn, autocommit=True)
+    with (
+        contextlib.closing(holder),
+        contextlib.closing(relay),
+        psycopg.connect(pg.admin_dsn, autocommit=True) as admin,
+        psycopg.connect(pg.analyst_dsn, autocommit=True) as notifier,
+    ):
+        holder.execute("LISTEN q")
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1")
+        relay.execute("LISTEN q")
+        held, relay_pid = holder.info.backend_pid, relay.info.backend_pid
+        drain = _Drain(relay)
+        while _queue_bytes(admin) <= 2 * bound_bytes:
+            notifier.execute(_SEND)
+        time.sleep(0.2)  # L reads it all
+        drain.close()
+        relay.execute("BEGIN")
+        relay.execute("SELECT 1")  # L holds from ~2 bounds ahead of H
+        while _queue_bytes(admin) <= 4 * bound_bytes:
+            notifier.execute(_SEND)
+        with watchdog(pg, log_file):
+            deadline = time.monotonic() + 5
+            while _there(admin, held) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert not _there(admin, held), "H was not ended"
+            started, relay_ended_after, low = time.monotonic(), None, None
+            while time.monotonic() - started < 4:
+                notifier.execute(_SEND)  # ~1 MB every 0.3 s: the tail moves to L at the first
+                if not _there(admin, relay_pid):
+                    relay_ended_after = time.monotonic() - started
+                    break
+                low = _queue_bytes(admin) if low is None else low
+                time.sleep(0.3)
+    ends = [line for line in _lines(log_file) if _ENDED in str(line.get("message"))]
+    usages = [float(str(line["usage"])) * QUEUE_MAX_BYTES for line in ends]
+    print(
+        f"NOTIFY-RELAY-PACE: H ended at {usages[0] / 2**20:.1f} MB; the queue at {(low or 0) / 2**20:.1f} MB once the"
+        f" tail moved to L; L ended {relay_ended_after} s into the slow sends, at"
+        f" {usages[1] / 2**20 if len(usages) > 1 else float('nan'):.1f} MB (bound {bound_bytes / 2**20:.1f} MB)"
+    )
+    assert [line["pid"] for line in ends] == [held, relay_pid], ends
+    assert low is not None and low < 3 * bound_bytes, low  # the tail moved to L, ~2 bounds behind the head
+    assert relay_ended_after is not None and relay_ended_after < 1.5, relay_ended_after
+    assert usages[1] < usages[0], usages  # before the queue got back to H's mark

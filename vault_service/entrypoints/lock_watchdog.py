@@ -24,10 +24,11 @@ ROLE tokenvault_watchdog, which may do nothing else: the vault's own login must 
 At each look it also runs migration 0053's watchdog.end_notify_queue_holder() (review 35, R35-1): LISTEN/NOTIFY need
 no privilege, and a listener held in a transaction while another session sends filled the data disk through
 pg_notify (1.16 GB in 5 s; PostgreSQL 15 lets the queue reach 8 GB). Once pg_notification_queue_usage() passes
-NOTIFY_QUEUE_BOUND (~8 MB; the vault and the ETL never notify), the sessions in a transaction older than the queue's
-growth are ended, one per look while it still grows (watchdog_login.NotifyQueueWatch): other logins' (analysts')
-first, then the ETL's, the vault's last, oldest first within each (migration 0054); one log line each (pid, login,
-usage), counted in tokenvault_lock_watchdog_notify_queue_sessions_total.
+NOTIFY_QUEUE_BOUND (~8 MB; the vault and the ETL never notify), sessions in a transaction are ended, one per look
+while it still grows (watchdog_login.NotifyQueueWatch): other logins' (analysts') first, then the ETL's, whenever
+their transaction began (attack 32, F1: a relay of listeners begun after the crossing; migration 0056), the vault's
+last and only those older than the crossing, oldest first within each (migration 0054); one log line each (pid,
+login, usage), counted in tokenvault_lock_watchdog_notify_queue_sessions_total.
 
 At each look it also runs migration 0057's watchdog.end_old_transactions() (attack 32, F2): a transaction held open
 by any login (idle in psql, or one long statement) keeps the xmin horizon, so every version of the vault's metering
@@ -98,7 +99,7 @@ for _ended in ("true", "false", "gone"):  # each series scraped from the start, 
     SESSIONS.labels(ended=_ended)
 NOTIFY_QUEUE_SESSIONS = Counter(
     "tokenvault_lock_watchdog_notify_queue_sessions_total",
-    "Database sessions in a transaction older than the NOTIFY queue's growth past its bound, by whether ended",
+    "Database sessions in a transaction while the NOTIFY queue grows past its bound, by whether ended",
     ["ended"],
 )
 for _ended in ("true", "false"):

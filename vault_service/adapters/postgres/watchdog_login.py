@@ -70,9 +70,14 @@ NOTIFY_QUEUE_BOUND = 0.001
 pages, ~8.4 MB in $PGDATA/pg_notify) past which the sessions that may hold its tail are ended (review 35, R35-1).
 The vault and the ETL never LISTEN nor NOTIFY, so nothing of theirs is in the queue; a listener that reads keeps it
 at a few pages (a backend reads its notifications between transactions, and the tail is cut every 4 pages), so
-1,049 pages means a listener held in a transaction while someone sends. Small beside the data disk's headroom: at
-the 230 MB/s measured (review 35) the queue reaches ~70 MB before a look (0.25 s) sees it and the next ends the
-holder; the disk must keep that free (docs/production.md)."""
+1,049 pages means a listener held in a transaction (or whose client does not read its socket) while someone
+sends. Small beside the data disk's headroom: at the 230 MB/s measured (review 35) the queue reaches ~70 MB before a
+look (0.25 s) sees it and the next ends the holder; the disk must keep that free (docs/production.md)."""
+
+NOTIFY_QUEUE_RISE = 8 / 1048576
+"""Eight of the queue's 8 KB pages (its usage is a share of 1,048,576 pages on PostgreSQL 15): how far the usage must
+rise above its lowest since the last end before the next session is ended. A notifier moves the tail (to the oldest
+position of the listeners left) each time it writes a 4th page; a rise of 8 pages means it did, after the end."""
 
 _END_QUEUE_HOLDER = (
     "SELECT h.usage, h.at, h.pid, h.login, h.ended"
@@ -96,13 +101,26 @@ class QueueHolder:
 class NotifyQueueWatch:
     """Ends the sessions that may hold the NOTIFY queue's tail while the queue grows past NOTIFY_QUEUE_BOUND.
 
-    Migration 0053's watchdog.end_notify_queue_holder() on the watchdog's warm connection. A look that first sees
-    the usage over the bound notes the server's time (`passed_at`); each later look while it is over ends a session
-    in a transaction begun before then (no LISTEN registration is visible to SQL: the holder is among the sessions
-    in a transaction older than the queue's growth) - other logins' (analysts') first, then the ETL's, the vault's
-    last, oldest first within each (migration 0054) - one per look, and the next only while the usage
-    still grows past what it was at the last end (someone still sends and the tail is still held: the tail moves at
-    the next page a notifier writes once its holder is gone). Under the bound again, it starts over.
+    Migration 0053's watchdog.end_notify_queue_holder() (its candidates and order: 0054, 0056) on the watchdog's warm
+    connection. A look that first sees the usage over the bound notes the server's time (`passed_at`); each later look
+    while it is over and still grows ends one session in a transaction: other logins' (analysts') first, then the
+    ETL's, oldest transaction first within each, whenever it began; the vault's last, and only those begun before
+    `passed_at`. No SQL lists who LISTENs, but every session that can hold the tail is in a transaction (its own, or
+    the one in which its backend sends its notifications to a client that does not read them).
+
+    Why not only transactions older than `passed_at`, as 0053/0054 did (so as not to end transactions that cannot hold
+    the tail): the tail moves. Once its holder is ended it goes to the next listener's position, and a listener that
+    kept reading until after the crossing and then began a transaction (or stopped reading its socket) holds it from
+    a position already past the bound behind the head - with that horizon it was never a candidate, the queue grew
+    without end, and the rule ended the vault's older session instead (attack 32, F1). The vault never LISTENs, so
+    its transactions begun after the crossing are left: ending them would fail a vault call per look, for nothing,
+    when the holder is one the rule may not end (a superuser's).
+
+    The next end comes only once the usage has risen NOTIFY_QUEUE_RISE above its lowest since the last end: the tail
+    moves only when a notifier writes (every 4 pages) and its holder is gone, so a rise of more than 4 pages past
+    that low means it moved and is still held. (0053's watchdog waited for a rise above the usage at the last end: a
+    relay whose next holder sits a little ahead of the last one held the queue up to that mark each time, and each
+    end raised the mark.) Under the bound again, it starts over.
     """
 
     def __init__(self, login: LockHogWatch, bound: float = NOTIFY_QUEUE_BOUND) -> None:
@@ -111,7 +129,8 @@ class NotifyQueueWatch:
         self.usage = 0.0
         """The usage its last look read."""
         self.passed_at: datetime | None = None
-        self.usage_at_last_end: float | None = None
+        self.low_since_end: float | None = None
+        """The lowest usage its looks read since its last end (None: nothing ended since the queue passed the bound)."""
         self.ended_so_far = 0
         self._said_none = False
         self.missing = False
@@ -125,7 +144,7 @@ class NotifyQueueWatch:
         conn = self._login.connection()
         if conn is None:
             return []
-        bound = max(self.bound, self.usage_at_last_end or 0.0)
+        bound = self.bound if self.low_since_end is None else max(self.bound, self.low_since_end + NOTIFY_QUEUE_RISE)
         try:
             row = conn.execute(_END_QUEUE_HOLDER, {"bound": bound, "before": self.passed_at}, prepare=True).fetchone()
         except psycopg.errors.UndefinedFunction:
@@ -151,39 +170,42 @@ class NotifyQueueWatch:
                     "the NOTIFY queue is under its bound again",
                     extra={"usage": self.usage, "sessions_ended": self.ended_so_far},
                 )
-            self.passed_at, self.usage_at_last_end, self.ended_so_far, self._said_none = None, None, 0, False
+            self.passed_at, self.low_since_end, self.ended_so_far, self._said_none = None, None, 0, False
             return []
         if self.passed_at is None:
             self.passed_at = at if isinstance(at, datetime) else None
             return []
         if pid is None:
+            if self.low_since_end is not None:
+                self.low_since_end = min(self.low_since_end, self.usage)
             if not self._said_none and self.usage > bound:
                 log.warning(
-                    "the NOTIFY queue grows past its bound and no session in a transaction older than its growth may"
-                    " be ended (a superuser's or the owner's members' holds its tail?): find who LISTENs in a"
-                    " transaction in pg_stat_activity (docs/threat-model.md, review 35)",
+                    "the NOTIFY queue grows past its bound and no session the rule may end is in a transaction (a"
+                    " superuser's or the owner's members' holds its tail?): find who LISTENs in a transaction, or"
+                    " whose backend waits on ClientWrite, in pg_stat_activity (docs/threat-model.md, review 35)",
                     extra={"usage": self.usage},
                 )
                 self._said_none = True
             return []
         self.ended_so_far += 1
-        self.usage_at_last_end = self.usage
+        self.low_since_end = self.usage
         holder = QueueHolder(int(str(pid)), str(login), bool(ended), self.usage, self.ended_so_far)
         extra = {"pid": holder.pid, "login": holder.login, "usage": holder.usage, "sessions_ended": holder.ended_so_far}
         if holder.ended:
             log.error(
-                "ended a database session in a transaction older than the NOTIFY queue's growth: the queue is past"
-                f" {self.bound:.2%} of its maximum (8 GB on PostgreSQL 15, in pg_notify on the data disk) and grows; a"
-                " listener held in a transaction keeps it from being cut, and a full data disk fails the ETL's writes"
-                " and restarts the server. The vault and the ETL never LISTEN nor NOTIFY. Report it to the security"
+                "ended a database session in a transaction while the NOTIFY queue grows past its bound: the queue is"
+                f" past {self.bound:.2%} of its maximum (8 GB on PostgreSQL 15, in pg_notify on the data disk) and"
+                " grows; a listener held in a transaction (or not reading its socket) keeps it from being cut, and a"
+                " full data disk fails the ETL's writes and restarts the server. The vault and the ETL never LISTEN"
+                " nor NOTIFY. Report it to the security"
                 " team (docs/threat-model.md, review 35)",
                 extra=extra,
             )
         else:
             log.warning(
-                "a database session in a transaction older than the NOTIFY queue's growth was to be ended and the"
-                " server refused: the owner of watchdog.end_notify_queue_holder() lacks pg_signal_backend (migration"
-                " 0042). Look it up in pg_stat_activity",
+                "a database session in a transaction while the NOTIFY queue grows past its bound was to be ended and"
+                " the server refused: the owner of watchdog.end_notify_queue_holder() lacks pg_signal_backend"
+                " (migration 0042). Look it up in pg_stat_activity",
                 extra=extra,
             )
         return [holder]
