@@ -40,6 +40,14 @@ tokenvault_lock_watchdog_old_transaction_sessions_total; the oldest left in
 tokenvault_lock_watchdog_oldest_transaction_seconds; the database's age(datfrozenxid) in
 tokenvault_lock_watchdog_database_xid_age (attack 32, F4: transaction ids burnt behind a held snapshot).
 
+At each look it also runs migration 0059's watchdog.end_vault_sessions_past_budget() (attack 32, F7): PostgreSQL
+limits connections per login, and logins IN ROLE tokenvault_vault minted by Vault (each with its own CONNECTION LIMIT)
+took every slot of the server. The sessions of all members of tokenvault_vault together are held to
+TOKENVAULT_WATCHDOG_VAULT_SESSIONS (0, the default: tokenvault_vault's own CONNECTION LIMIT, migration 0046's); past
+it the excess is ended - the most recently created login's first, its idle ones first, never one holding the audit
+chain's lock (vault_sessions.VaultSessionWatch); one log line each (pid, login), counted in
+tokenvault_lock_watchdog_vault_budget_sessions_total; the count in tokenvault_lock_watchdog_vault_sessions.
+
 Its DSN: TOKENVAULT_WATCHDOG_DSN, or TOKENVAULT_WATCHDOG_DSN_FILE naming a file read again at every (re)connection -
 Kubernetes' (Vault's database secrets engine, rendered by the Vault agent, rendered again with a new login as each
 lease ends: read once, a reconnection after the old login was dropped failed until the pod restarted; R34-12).
@@ -77,6 +85,7 @@ from tokenvault_common.metrics_endpoint import (
 )
 from tokenvault_common.metrics_plaintext import read_metrics_plaintext
 from vault_service.adapters.postgres.old_transactions import MAX_TRANSACTION_SECONDS, MAX_TRANSACTION_SECONDS_RANGE
+from vault_service.adapters.postgres.vault_sessions import VAULT_SESSIONS_RANGE
 from vault_service.adapters.postgres.watchdog_login import (
     DatabaseDown,
     LookFailed,
@@ -129,6 +138,23 @@ MAX_TRANSACTION = Gauge(
     "tokenvault_lock_watchdog_max_transaction_seconds",
     "Its bound on those transactions' age (TOKENVAULT_WATCHDOG_MAX_TRANSACTION_SECONDS)",
 )
+VAULT_BUDGET_SESSIONS = Counter(
+    "tokenvault_lock_watchdog_vault_budget_sessions_total",
+    "Sessions of logins IN ROLE tokenvault_vault ended because the members' sessions together were past their"
+    " budget, by whether they were ended",
+    ["ended"],
+)
+for _ended in ("true", "false"):
+    VAULT_BUDGET_SESSIONS.labels(ended=_ended)
+VAULT_SESSIONS = Gauge(
+    "tokenvault_lock_watchdog_vault_sessions",
+    "Sessions of the logins IN ROLE tokenvault_vault together at its last look (before it ended any)",
+)
+VAULT_SESSION_BUDGET = Gauge(
+    "tokenvault_lock_watchdog_vault_session_budget",
+    "The budget it holds those sessions to (TOKENVAULT_WATCHDOG_VAULT_SESSIONS, or tokenvault_vault's CONNECTION"
+    " LIMIT; 0: none)",
+)
 LOOK_FAILURES = Counter("tokenvault_lock_watchdog_look_failures_total", "Looks that failed (its connection lost)")
 LAST_LOOK = Gauge("tokenvault_lock_watchdog_last_look_timestamp_seconds", "When the last look succeeded (Unix time)")
 LAST_RUN = Gauge(
@@ -178,6 +204,9 @@ class WatchdogConfig:
     max_transaction_seconds: float
     """How old a transaction of an analyst's or the ETL's login may get before its session is ended
     (TOKENVAULT_WATCHDOG_MAX_TRANSACTION_SECONDS, 300 by default, 1-86400; migration 0057)."""
+    vault_sessions: int
+    """The most sessions the logins IN ROLE tokenvault_vault may hold together before it ends the excess
+    (TOKENVAULT_WATCHDOG_VAULT_SESSIONS; 0, the default: tokenvault_vault's CONNECTION LIMIT; migration 0059)."""
     health_address: str
     """TOKENVAULT_WATCHDOG_HEALTH_ADDRESS: `unix:/absolute/path`, a socket in a 0700 directory of its uid, where
     `health` asks it (as the vault's TOKENVAULT_HEALTH_ADDRESS); "" (the default): `health` reads its plain
@@ -206,6 +235,7 @@ class WatchdogConfig:
             max_transaction_seconds=read.number(
                 "TOKENVAULT_WATCHDOG_MAX_TRANSACTION_SECONDS", MAX_TRANSACTION_SECONDS, *MAX_TRANSACTION_SECONDS_RANGE
             ),
+            vault_sessions=read.integer("TOKENVAULT_WATCHDOG_VAULT_SESSIONS", 0, *VAULT_SESSIONS_RANGE),
             health_address=health_address,
         )
         if config.metrics_tls and config.metrics_port and not health_address:
@@ -230,9 +260,13 @@ class LockWatchdog:
     """
 
     def __init__(
-        self, dsn: Conninfo, look_seconds: float = 0.25, max_transaction_seconds: float = MAX_TRANSACTION_SECONDS
+        self,
+        dsn: Conninfo,
+        look_seconds: float = 0.25,
+        max_transaction_seconds: float = MAX_TRANSACTION_SECONDS,
+        vault_sessions: int = 0,
     ) -> None:
-        self.login = WatchdogLogin(dsn, max_transaction_seconds)
+        self.login = WatchdogLogin(dsn, max_transaction_seconds, vault_sessions)
         self.look_seconds = look_seconds
         MAX_TRANSACTION.set(max_transaction_seconds)
 
@@ -261,6 +295,10 @@ class LockWatchdog:
             OLD_TRANSACTION_SESSIONS.labels(ended="true" if old.ended else "false").inc()
         OLDEST_TRANSACTION.set(self.login.old_transactions.oldest_seconds)
         DATABASE_XID_AGE.set(self.login.old_transactions.xid_age)
+        for member in self.login.look_at_vault_sessions():
+            VAULT_BUDGET_SESSIONS.labels(ended="true" if member.ended else "false").inc()
+        VAULT_SESSIONS.set(self.login.vault_sessions.sessions)
+        VAULT_SESSION_BUDGET.set(self.login.vault_sessions.held_to)
         LAST_LOOK.set(time.time())
         return len(hogs)
 
@@ -388,7 +426,7 @@ def main(env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None
         print(f"lock_watchdog: {error}", file=sys.stderr)
         return 2
     configure_logging("lock_watchdog", config.log_level)
-    watchdog = LockWatchdog(config.conninfo, config.look_seconds, config.max_transaction_seconds)
+    watchdog = LockWatchdog(config.conninfo, config.look_seconds, config.max_transaction_seconds, config.vault_sessions)
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -415,7 +453,11 @@ def main(env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None
             return 2
         log.info(
             "started",
-            extra={"look_seconds": config.look_seconds, "max_transaction_seconds": config.max_transaction_seconds},
+            extra={
+                "look_seconds": config.look_seconds,
+                "max_transaction_seconds": config.max_transaction_seconds,
+                "vault_sessions": config.vault_sessions,
+            },
         )
         watchdog.run(stop)
         log.info("stopped")

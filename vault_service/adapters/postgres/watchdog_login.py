@@ -25,6 +25,7 @@ from vault_service.adapters.postgres.old_transactions import (
     OldTransaction,
     OldTransactionWatch,
 )
+from vault_service.adapters.postgres.vault_sessions import VaultSessionEnded, VaultSessionWatch
 
 log = logging.getLogger(__name__)
 
@@ -256,13 +257,18 @@ class WatchdogLogin:
 
     `dsn`: the DSN, or a callable giving it at each (re)connection (a DSN file that rotates: DsnFileError from it).
     `max_transaction_seconds`: migration 0057's bound on analysts' and the ETL's transactions (OldTransactionWatch).
+    `vault_sessions`: migration 0059's budget of the serving role's members' sessions (VaultSessionWatch; 0: the
+    role's CONNECTION LIMIT).
     """
 
-    def __init__(self, dsn: Conninfo, max_transaction_seconds: float = MAX_TRANSACTION_SECONDS) -> None:
+    def __init__(
+        self, dsn: Conninfo, max_transaction_seconds: float = MAX_TRANSACTION_SECONDS, vault_sessions: int = 0
+    ) -> None:
         self._dsn = dsn
         self.watch = LockHogWatch(self.connect, rule=ANY_LOGIN_HOGS)
         self.notify_queue = NotifyQueueWatch(self.watch)
         self.old_transactions = OldTransactionWatch(self.watch, max_transaction_seconds)
+        self.vault_sessions = VaultSessionWatch(self.watch, vault_sessions)
 
     def connect(self) -> psycopg.Connection[tuple[object, ...]]:
         """Its connection: every wait bounded (connect, statement, a dead peer), so a look fails and is tried again."""
@@ -346,6 +352,16 @@ class WatchdogLogin:
         """
         try:
             return self.old_transactions.look()
+        except (psycopg.Error, OSError) as error:
+            raise LookFailed(str(error).strip(), type(error).__name__) from None
+
+    def look_at_vault_sessions(self) -> list[VaultSessionEnded]:
+        """Migration 0059's rule once (VaultSessionWatch): the sessions ended, if any (each logged by the rule).
+
+        LookFailed if its connection was lost, refused or timed out; DsnFileError as `look`.
+        """
+        try:
+            return self.vault_sessions.look()
         except (psycopg.Error, OSError) as error:
             raise LookFailed(str(error).strip(), type(error).__name__) from None
 
