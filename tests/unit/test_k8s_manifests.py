@@ -475,3 +475,46 @@ def test_the_secret_file_rule_refuses_a_root_only_file_for_a_non_root_uid() -> N
     volume = {"secret": {"secretName": "s", "defaultMode": 0o400}}
     assert not _secret_file_readable(pod, {}, volume, "token")
     assert _secret_file_readable({"securityContext": {"runAsUser": 10001, "fsGroup": 10001}}, {}, volume, "token")
+
+
+def _policy_paths(name: str) -> list[str]:
+    return re.findall(r'^path "([^"]+)"', (K8S.parents[1] / "config" / "vault" / f"{name}.hcl").read_text(), re.M)
+
+
+@pytest.mark.parametrize("which", ["deployment", "admin-job"])
+def test_no_container_of_the_vaults_pods_holds_a_token_that_may_mint_its_database_logins(which: str) -> None:
+    """Attack 32, F7: the service's Vault token (agent-inject-token) could read database/creds/tokenvault-vault, and
+    each read made a login of tokenvault_vault with its own CONNECTION LIMIT: 7 took every slot of the server. The
+    agent keeps its token, the pod mounts the service account token for the agent alone, and the service logs in
+    with AppRole tokenvault-service (Transit only) from ids the agent renders."""
+    template = by_kind("Deployment")["vault-service"]["spec"]["template"] if which == "deployment" else None
+    template = template or _admin_job()["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    spec = template["spec"]
+    assert annotations.get("vault.hashicorp.com/agent-inject-token", "false") == "false"
+    assert spec["automountServiceAccountToken"] is False
+    account = by_kind("ServiceAccount")[spec["serviceAccountName"]]
+    assert account["automountServiceAccountToken"] is False
+    volume_name = annotations["vault.hashicorp.com/agent-service-account-token-volume-name"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == volume_name]
+    assert [s["serviceAccountToken"]["path"] for s in volume["projected"]["sources"]] == ["token"]
+    for each in spec["containers"] + spec.get("initContainers", []):  # the injector mounts it in its agent's only
+        assert volume_name not in {m["name"] for m in each.get("volumeMounts", [])}
+    (script,) = container({"spec": {"template": template}})["args"]
+    assert "/vault/secrets/token" not in script and script.startswith(". /vault/secrets/env &&")
+    env = pod_environment({"spec": {"template": template}})
+    assert "TOKENVAULT_VAULT_TOKEN" not in env and env["TOKENVAULT_VAULT_ROLE_ID"] == "from-vault"
+    secret_id = env["TOKENVAULT_VAULT_SECRET_ID_FILE"]
+    assert secret_id.startswith("/vault/secrets/")
+    name = secret_id.removeprefix("/vault/secrets/")
+    assert (
+        "auth/approle/role/tokenvault-service/secret-id"
+        in annotations[f"vault.hashicorp.com/agent-inject-template-{name}"]
+    )
+    agent, service = _policy_paths("tokenvault-vault-agent"), _policy_paths("tokenvault-service")
+    assert "database/creds/tokenvault-vault" in agent and not any(p.startswith("transit/") for p in agent)
+    assert [p for p in agent if p.startswith("auth/")] == [
+        "auth/approle/role/tokenvault-service/role-id",
+        "auth/approle/role/tokenvault-service/secret-id",
+    ]
+    assert service and all(p.startswith("transit/") for p in service)  # the service's own token: Transit only
