@@ -11,6 +11,13 @@ address (TCP with neither `sslmode=verify-full`, a `require_auth` refusing passw
 connection, exit 2. `--public-login` skips that for a login that is public anyway (the exercise
 image's `postgres`/`postgres`).
 
+Every file waits for a table's lock at most `--lock-timeout` (MIGRATIONS_LOCK_TIMEOUT, 3s; `SET lock_timeout` for
+the migrator's session before each file, which a file may lower or raise for itself), and is tried again
+(`--lock-attempts`, 3; 2 s then 4 s apart) when the wait ran out: while a migration waits for a table, every
+session that wants the table queues behind it - one analyst's idle transaction on user_logins stopped the ETL's
+loads for as long as it stayed open (attack 32, F9). Then it stops (exit 1) naming the sessions it waited for (pid,
+login, state, the transaction's age; never their statements) and what to do.
+
 Migrations never drop data: they create roles, schemas and tables if missing, upgrade an
 existing `user_logins` (the exercise's DDL) in place, and change indexes and constraints
 (0011 replaces the vault's B-trees over random keys with hash indexes, rewriting
@@ -23,6 +30,8 @@ import argparse
 import logging
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import cast
 
@@ -47,13 +56,106 @@ def pending(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR) -> list[
     return [p for p in sorted(directory.glob("*.sql")) if p.stem not in applied]
 
 
-def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+LOCK_TIMEOUT = "3s"
+"""How long a migration waits for a lock (each try), unless the operator says (MIGRATIONS_LOCK_TIMEOUT)."""
+LOCK_ATTEMPTS = 3
+"""Tries of a migration whose lock wait ran out, before the runner stops naming the sessions it waited for."""
+LOCK_BACKOFF_SECONDS = 2.0
+"""The pause before the second try; doubled before each later one."""
+_BLOCKERS = """
+SELECT a.pid, a.usename::text, a.application_name, a.state, a.backend_type,
+       floor(extract(epoch FROM pg_catalog.now() - a.xact_start))::bigint
+FROM pg_catalog.pg_stat_activity a WHERE a.pid = ANY (pg_catalog.pg_blocking_pids(%s))
+"""
+"""The sessions a waiting backend waits for (holding the lock, or asking first): never their statements."""
+
+
+class MigrationLockTimeout(Exception):
+    """A migration ran out of its lock waits: nothing of it was applied (the ones before it were)."""
+
+
+class BadLockTimeout(ValueError):
+    """A lock_timeout PostgreSQL does not take, or a count of attempts under 1: nothing was applied."""
+
+
+def _session(row: tuple[object, ...]) -> str:
+    pid, login, application, state, backend, age = row
+    parts = [f"login {login or '?'}"]
+    parts += [f"application {application}"] if application else []
+    parts += [str(state or backend or "?")]
+    parts += [f"transaction {age} s old"] if age is not None else []
+    return f"pid {pid} ({', '.join(parts)})"
+
+
+class _BlockerWatch:
+    """While a migration runs, who its session waits for, seen every 0.2 s from a connection of its own."""
+
+    def __init__(self, dsn: str, pid: int) -> None:
+        self._conn = psycopg.connect(dsn, autocommit=True)
+        self._pid = pid
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.seen: dict[int, str] = {}
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                rows = self._conn.execute(_BLOCKERS, (self._pid,)).fetchall()
+            except psycopg.Error:
+                return  # the names are a help, never the reason to fail
+            self.seen.update({int(str(row[0])): _session(row) for row in rows})
+
+    def __enter__(self) -> _BlockerWatch:
+        self.seen = {}
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._watch, name="migration-blockers", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _run_file(conn: psycopg.Connection, path: Path) -> None:
+    with conn.transaction():
+        conn.execute(path.read_bytes())
+        conn.execute("INSERT INTO public.schema_migrations (version) VALUES (%s)", (path.stem,))
+
+
+def migrate(
+    dsn: str,
+    directory: Path = MIGRATIONS_DIR,
+    *,
+    lock_timeout: str | None = None,
+    lock_attempts: int | None = None,
+    backoff_seconds: float = LOCK_BACKOFF_SECONDS,
+) -> list[str]:
     """Apply every pending migration, each in its own transaction; return the versions applied.
 
     Every WARNING PostgreSQL or a migration raises is logged at WARNING with the migration's version
     (review 31, R31-4: psycopg drops notices unless a handler takes them, so a migrator that may not
     revoke what a migration revokes - a non-superuser owner, on a managed PostgreSQL - was never told).
+
+    Each file runs with the session's lock_timeout set to `lock_timeout` (after the advisory lock that keeps
+    migrators one at a time, which is waited for as long as it takes): a file whose lock wait runs out is rolled back
+    and tried again, `lock_attempts` in all, `backoff_seconds` then twice that... apart; then MigrationLockTimeout
+    names the sessions it waited for (attack 32, F9). Unset, they are MIGRATIONS_LOCK_TIMEOUT's and
+    MIGRATIONS_LOCK_ATTEMPTS' (else 3s and 3): every caller (the embedded stack's too) takes the operator's.
     """
+    if lock_timeout is None:
+        lock_timeout = os.environ.get("MIGRATIONS_LOCK_TIMEOUT") or LOCK_TIMEOUT
+    if lock_attempts is None:
+        try:
+            lock_attempts = int(os.environ.get("MIGRATIONS_LOCK_ATTEMPTS") or LOCK_ATTEMPTS)
+        except ValueError:
+            raise BadLockTimeout("MIGRATIONS_LOCK_ATTEMPTS is not a whole number") from None
+    if lock_attempts < 1:
+        raise BadLockTimeout(f"lock attempts {lock_attempts}: 1 or more")
     applied: list[str] = []
     current = ["(before any migration)"]
 
@@ -63,16 +165,47 @@ def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.add_notice_handler(tell)
+        try:
+            conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, false)", (lock_timeout,))
+        except psycopg.errors.InvalidParameterValue as error:
+            raise BadLockTimeout(f"lock_timeout {lock_timeout!r}: {error}") from None
+        conn.execute("RESET lock_timeout")  # the migrators' advisory lock is waited for as long as it takes
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
+        watch: _BlockerWatch | None = None
         try:
             for path in pending(conn, directory):
                 current[0] = path.stem
-                with conn.transaction():
-                    conn.execute(path.read_bytes())
-                    conn.execute("INSERT INTO public.schema_migrations (version) VALUES (%s)", (path.stem,))
+                for attempt in range(1, lock_attempts + 1):
+                    conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, false)", (lock_timeout,))
+                    watch = watch or _BlockerWatch(dsn, conn.info.backend_pid)
+                    try:
+                        with watch:
+                            _run_file(conn, path)
+                        break
+                    except psycopg.errors.LockNotAvailable:
+                        blockers = "; ".join(watch.seen.values()) or "sessions not seen in time to be named"
+                        if attempt >= lock_attempts:
+                            raise MigrationLockTimeout(
+                                f"migration {path.stem} was not applied: it waited {lock_attempts} times for a lock,"
+                                f" {lock_timeout} each (lock_timeout), behind {blockers}. While it waits, every"
+                                " session that wants the same table waits behind it (the ETL's loads, the vault's"
+                                " calls), so it gives up instead. Have those sessions end their transactions (or end"
+                                " them: SELECT pg_terminate_backend(pid) as the owner), then run the migrations again;"
+                                " or let it wait longer with --lock-timeout (MIGRATIONS_LOCK_TIMEOUT)"
+                                + (f"; applied before it: {', '.join(applied)}" if applied else "")
+                            ) from None
+                        pause = backoff_seconds * 2 ** (attempt - 1)
+                        log.warning(
+                            "migration %s waited %s for a lock behind %s: tried again in %.0f s (%s of %s)",
+                            path.stem, lock_timeout, blockers, pause, attempt + 1, lock_attempts,
+                            extra={"version": path.stem},
+                        )  # fmt: skip
+                        time.sleep(pause)
                 log.info("applied migration", extra={"version": path.stem})
                 applied.append(path.stem)
         finally:
+            if watch is not None:
+                watch.close()
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
     return applied
 
@@ -231,13 +364,32 @@ def main() -> int:
         help="the DSN's login is public (the exercise image's postgres/postgres): connect even though the DSN"
         " could give its password to an impostor; never for a password of yours",
     )
+    parser.add_argument(
+        "--lock-timeout",
+        default=os.environ.get("MIGRATIONS_LOCK_TIMEOUT", LOCK_TIMEOUT),
+        help="how long each migration waits for a table's lock per try, as PostgreSQL's lock_timeout (3s; '0' waits"
+        " for ever): while it waits, every session wanting the table queues behind it (MIGRATIONS_LOCK_TIMEOUT)",
+    )
+    parser.add_argument(
+        "--lock-attempts",
+        type=int,
+        default=os.environ.get("MIGRATIONS_LOCK_ATTEMPTS", str(LOCK_ATTEMPTS)),
+        help="tries of a migration whose lock wait ran out, 2 s then 4 s... apart, before it stops naming the"
+        " sessions it waited for, exit 1 (3; MIGRATIONS_LOCK_ATTEMPTS)",
+    )
     args = parser.parse_args()
     if not args.dsn:
         parser.error("--dsn (or MIGRATIONS_DSN) is required")
     variable = "the migrator's DSN (--dsn or MIGRATIONS_DSN)"
     if not args.public_login and (problem := password_exposed(variable, args.dsn, os.environ)):
         parser.error(f"{problem}; nothing was done")  # the owner's password, the most powerful one (exit 2)
-    done = migrate(args.dsn)
+    try:
+        done = migrate(args.dsn, lock_timeout=args.lock_timeout, lock_attempts=args.lock_attempts)
+    except MigrationLockTimeout as error:
+        print(f"migrations: {error}", file=sys.stderr)
+        return 1
+    except BadLockTimeout as error:
+        parser.error(f"--lock-timeout/--lock-attempts: {error}; nothing was done")  # exit 2
     print(f"applied {len(done)} migration(s): {', '.join(done) or 'none pending'}")
     passwords = {}
     groups = {}
