@@ -20,7 +20,10 @@ no other local user can put a socket where libpq looks: a socket directory (the 
 libpq's built-in one for an empty host) that others can write to (`/tmp`, upstream PostgreSQL's
 default, sticky or not; or, when it does not exist, whose nearest existing parent they can write
 to), or an abstract socket (`@name`, which any local user can bind first), lets one catch the
-password in clear while PostgreSQL is down (review 29, F4). Such a DSN needs a `require_auth` that
+password in clear while PostgreSQL is down (review 29, F4). So does a directory another user owns,
+or one below a directory another user owns or may write to (attack 32, F8: a neighbour's 0755
+directory): the directory and every one above it must be root's, PostgreSQL's account's or this
+process's user's and written by no one else (_unsafe_directory). Such a DSN needs a `require_auth` that
 refuses password and md5 (TLS settings do nothing over a unix socket). libpq's environment
 variables count for the settings above, except when a service is named: its entry then takes
 precedence over them, so only the DSN's own values count.
@@ -30,11 +33,12 @@ from __future__ import annotations
 
 import functools
 import os
+import pwd
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
 from psycopg import ProgrammingError, pq
 from psycopg.conninfo import conninfo_to_dict
@@ -63,8 +67,9 @@ FIX = (
 """What to do about a DSN refused here."""
 SOCKET_FIX = (
     "point host at a socket directory only PostgreSQL's account can write to (its unix_socket_directories,"
-    " such as /var/run/postgresql), or add require_auth=scram-sha-256 (libpq 16+; TLS settings do nothing"
-    " over a unix socket) when the password is generated and random"
+    " such as /var/run/postgresql: it and every directory above it owned by root, PostgreSQL's account or"
+    " this process's user, and written by no one else), or add require_auth=scram-sha-256 (libpq 16+; TLS"
+    " settings do nothing over a unix socket) when the password is generated and random"
 )
 """What to do about a unix-socket DSN refused here (review 29, F4)."""
 
@@ -111,18 +116,104 @@ def _default_socket_directory() -> str | None:
     return host if host.startswith("/") else None
 
 
-def _others_can_write(directory: str) -> bool:
-    """Whether a user other than the owner and group could put a socket in `directory` (or create it)."""
-    path = Path(directory)
+POSTGRES_ACCOUNT = "postgres"
+"""The operating-system account PostgreSQL runs as (its packages' and the embedded stack's): its directories count."""
+
+
+class _Stat(Protocol):
+    @property
+    def st_mode(self) -> int: ...
+    @property
+    def st_uid(self) -> int: ...
+    @property
+    def st_gid(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class FileSystem:
+    """What the socket-directory rule reads of the file system (unit tests give fakes): stat, lstat, realpath."""
+
+    stat: Callable[[str], _Stat] = os.stat
+    lstat: Callable[[str], _Stat] = os.lstat
+    realpath: Callable[[str], str] = os.path.realpath
+
+
+def _trusted_ids() -> tuple[frozenset[int], frozenset[int]]:
+    """The uids whose directories count (root, PostgreSQL's account, this process's) and the gids whose writing does."""
+    uids, gids = {0, os.geteuid()}, {0, os.getegid()}
+    try:
+        account = pwd.getpwnam(POSTGRES_ACCOUNT)
+    except KeyError:
+        pass
+    else:
+        uids.add(account.pw_uid)
+        gids.add(account.pw_gid)
+    return frozenset(uids), frozenset(gids)
+
+
+def _owner(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _chain(path: str) -> list[str]:
+    """`path` (absolute, normalized) and every directory above it, from `/` down."""
+    parts = [part for part in path.split("/") if part]
+    return ["/" + "/".join(parts[:i]) for i in range(len(parts) + 1)]
+
+
+def _unsafe_directory(directory: str, fs: FileSystem | None = None) -> str | None:
+    """Why another local user could put a socket in `directory` (or make it), described; None when none could.
+
+    Safe: the directory (or, while it does not exist, its nearest existing parent, where whoever may write could
+    make it) and every directory above it up to `/` - as named and as its symbolic links resolve - are owned by
+    root, PostgreSQL's account or this process's user, and written by no one else: not by others, nor by a group
+    but root's, PostgreSQL's account's or this process's (Debian's /var/run/postgresql is postgres:postgres 2775). A
+    directory above it that others may write to is safe only with its sticky bit (/tmp) and the next directory down
+    theirs: others may then neither rename nor remove it. The directory itself may not be others' to write, sticky
+    or not: they could add the socket (attack 32, F8: a directory of another user's, 0755, gave it the password).
+    """
+    fs = fs or FileSystem()
+    uids, gids = _trusted_ids()
+    trusted = f"root, PostgreSQL's account ({POSTGRES_ACCOUNT}) or this process's user"
+    path = os.path.abspath(directory)
     while True:
         try:
-            return bool(path.stat().st_mode & stat.S_IWOTH)
+            fs.stat(path)
+            break
         except FileNotFoundError:
-            if path.parent == path:
-                return True
-            path = path.parent  # whoever can write the nearest existing parent can create it
+            if os.path.dirname(path) == path:
+                return "no directory of it exists"
+            path = os.path.dirname(path)  # whoever can write the nearest existing parent can create it
         except OSError:
-            return True  # cannot tell: unsafe
+            return f"{path} cannot be examined"
+    for chain in (_chain(path), _chain(fs.realpath(path))):
+        for i, current in enumerate(chain):
+            try:
+                info = fs.stat(current)
+            except OSError:
+                return f"{current} cannot be examined"
+            if info.st_uid not in uids:
+                return f"{current} is owned by {_owner(info.st_uid)}, not {trusted}"
+            writers = "others" if info.st_mode & stat.S_IWOTH else ""
+            if not writers and info.st_mode & stat.S_IWGRP and info.st_gid not in gids:
+                writers = f"its group (gid {info.st_gid})"
+            if not writers:
+                continue
+            if i == len(chain) - 1:
+                return f"{current} may be written by {writers}"
+            child = chain[i + 1]
+            try:
+                below = fs.lstat(current.rstrip("/") + "/" + child.rsplit("/", 1)[1])
+            except OSError:
+                return f"{child} cannot be examined"
+            if not info.st_mode & stat.S_ISVTX:
+                return f"{current} may be written by {writers}, who could replace {child} in it"
+            if below.st_uid not in uids:
+                return f"{child} is owned by {_owner(below.st_uid)}, not {trusted}"
+    return None
 
 
 def _plantable_socket(params: Mapping[str, object], env: Mapping[str, str], names_a_service: bool) -> str | None:
@@ -135,11 +226,12 @@ def _plantable_socket(params: Mapping[str, object], env: Mapping[str, str], name
             return "an abstract unix socket (any local user can bind its name first)"
         if host == "" and not names_a_service:  # a service's entry may give the host
             directory = _default_socket_directory()
-            if directory is None or _others_can_write(directory):
-                shown = directory or "unknown"
-                return f"libpq's default socket directory ({shown}), which other local users can write to"
-        elif host.startswith("/") and _others_can_write(host):
-            return f"a unix socket in {host}, a directory other local users can write to (or create)"
+            if directory is None:
+                return "libpq's default socket directory (unknown), which other local users may write to"
+            if unsafe := _unsafe_directory(directory):
+                return f"libpq's default socket directory ({directory}: {unsafe})"
+        elif host.startswith("/") and (unsafe := _unsafe_directory(host)):
+            return f"a unix socket in {host} ({unsafe})"
     return None
 
 
