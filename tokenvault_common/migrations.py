@@ -91,13 +91,18 @@ class _BlockerWatch:
     """While a migration runs, who its session waits for, seen every 0.2 s from a connection of its own."""
 
     def __init__(self, dsn: str, pid: int) -> None:
-        self._conn = psycopg.connect(dsn, autocommit=True)
+        try:
+            self._conn: psycopg.Connection | None = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+        except psycopg.Error:  # no slot left, say: the names are a help, never the reason to fail
+            self._conn = None
         self._pid = pid
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.seen: dict[int, str] = {}
 
     def _watch(self) -> None:
+        if self._conn is None:
+            return
         while not self._stop.wait(0.2):
             try:
                 rows = self._conn.execute(_BLOCKERS, (self._pid,)).fetchall()
@@ -118,7 +123,8 @@ class _BlockerWatch:
             self._thread.join()
 
     def close(self) -> None:
-        self._conn.close()
+        if self._conn is not None:
+            self._conn.close()
 
 
 def _run_file(conn: psycopg.Connection, path: Path) -> None:
