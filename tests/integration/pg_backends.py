@@ -35,3 +35,12 @@ def lower_the_watch_floor(admin_dsn: str, held_seconds: float, waited_seconds: f
         admin.execute(
             "UPDATE vault.lock_watch_floor SET held_seconds = %s, waited_seconds = %s", (held_seconds, waited_seconds)
         )
+
+
+def lower_the_transaction_floor(admin_dsn: str, seconds: float) -> None:
+    """Bring migration 0060's floor on watchdog.end_old_transactions()'s bound (300 s) down to a test's bound.
+
+    Only in a test's own cluster (`admin_dsn` pointed at it): the function still refuses a bound under it, as it
+    refuses one under 300 s in the vault's."""
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute("UPDATE watchdog.rule_bounds SET max_transaction_floor_seconds = %s", (seconds,))

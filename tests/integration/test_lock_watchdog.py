@@ -225,7 +225,7 @@ def test_the_watchdogs_login_may_do_nothing_but_end_the_sessions_of_the_rule(pri
         ]
         expected = [
             "watchdog.end_lock_hogs()",
-            "watchdog.end_notify_queue_holder(double precision,timestamp with time zone)",
+            "watchdog.end_notify_queue_holder()",
             "watchdog.end_old_transactions(double precision)",
             "watchdog.end_vault_sessions_past_budget(integer)",
         ]

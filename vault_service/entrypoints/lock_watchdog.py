@@ -21,20 +21,24 @@ watchdog.end_lock_hogs() every TOKENVAULT_WATCHDOG_LOOK_SECONDS (0.25 s) on one 
 ROLE tokenvault_watchdog, which may do nothing else: the vault's own login must not end other roles' sessions
 (docs/threat-model.md). One log line per session ended (pid, entries; never its statement or login).
 
-At each look it also runs migration 0053's watchdog.end_notify_queue_holder() (review 35, R35-1): LISTEN/NOTIFY need
+At each look it also runs watchdog.end_notify_queue_holder() (0053; review 35, R35-1): LISTEN/NOTIFY need
 no privilege, and a listener held in a transaction while another session sends filled the data disk through
 pg_notify (1.16 GB in 5 s; PostgreSQL 15 lets the queue reach 8 GB). Once pg_notification_queue_usage() passes
 NOTIFY_QUEUE_BOUND (~8 MB; the vault and the ETL never notify), sessions in a transaction are ended, one per look
 while it still grows (watchdog_login.NotifyQueueWatch): other logins' (analysts') first, then the ETL's, whenever
 their transaction began (attack 32, F1: a relay of listeners begun after the crossing; migration 0056), the vault's
 last and only those older than the crossing, oldest first within each (migration 0054); one log line each (pid,
-login, usage), counted in tokenvault_lock_watchdog_notify_queue_sessions_total.
+login, usage), counted in tokenvault_lock_watchdog_notify_queue_sessions_total. The bound, the crossing's time and
+the pace are the server's (migration 0060; attack 32, F10): it passes none of them, so its login cannot end a
+session the rule would not.
 
 At each look it also runs migration 0057's watchdog.end_old_transactions() (attack 32, F2): a transaction held open
 by any login (idle in psql, or one long statement) keeps the xmin horizon, so every version of the vault's metering
 rows written since is kept and every metered vault call slows with them, without bound. The sessions of analysts and
 the ETL (every login but the serving role's members, the owner's members and a superuser) whose transaction began
-more than TOKENVAULT_WATCHDOG_MAX_TRANSACTION_SECONDS ago (300 s) are ended, idle or active
+more than TOKENVAULT_WATCHDOG_MAX_TRANSACTION_SECONDS ago (300 s; never under the database's floor,
+watchdog.rule_bounds, 300 s: migration 0060, said at the first look if the setting is under it) are ended, idle or
+active
 (old_transactions.OldTransactionWatch); one log line each (pid, login, age; never its statement), counted in
 tokenvault_lock_watchdog_old_transaction_sessions_total; the oldest left in
 tokenvault_lock_watchdog_oldest_transaction_seconds; the database's age(datfrozenxid) in
@@ -136,7 +140,8 @@ DATABASE_XID_AGE = Gauge(
 )
 MAX_TRANSACTION = Gauge(
     "tokenvault_lock_watchdog_max_transaction_seconds",
-    "Its bound on those transactions' age (TOKENVAULT_WATCHDOG_MAX_TRANSACTION_SECONDS)",
+    "Its bound on those transactions' age in force: TOKENVAULT_WATCHDOG_MAX_TRANSACTION_SECONDS, or the database's"
+    " floor if greater (watchdog.rule_bounds, migration 0060)",
 )
 VAULT_BUDGET_SESSIONS = Counter(
     "tokenvault_lock_watchdog_vault_budget_sessions_total",
@@ -203,7 +208,9 @@ class WatchdogConfig:
     """TOKENVAULT_WATCHDOG_METRICS_TLS_CERT, _KEY, _CLIENT_CA (all three or none), as the vault's metrics."""
     max_transaction_seconds: float
     """How old a transaction of an analyst's or the ETL's login may get before its session is ended
-    (TOKENVAULT_WATCHDOG_MAX_TRANSACTION_SECONDS, 300 by default, 1-86400; migration 0057)."""
+    (TOKENVAULT_WATCHDOG_MAX_TRANSACTION_SECONDS, 300 by default, 1-86400; migration 0057). The database's floor
+    (watchdog.rule_bounds, 300 s; migration 0060) applies if greater: the setting may raise the bound, never lower
+    it."""
     vault_sessions: int
     """The most sessions the logins IN ROLE tokenvault_vault may hold together before it ends the excess
     (TOKENVAULT_WATCHDOG_VAULT_SESSIONS; 0, the default: tokenvault_vault's CONNECTION LIMIT; migration 0059)."""
@@ -294,6 +301,7 @@ class LockWatchdog:
         for old in self.login.look_at_old_transactions():
             OLD_TRANSACTION_SESSIONS.labels(ended="true" if old.ended else "false").inc()
         OLDEST_TRANSACTION.set(self.login.old_transactions.oldest_seconds)
+        MAX_TRANSACTION.set(self.login.old_transactions.in_force)
         DATABASE_XID_AGE.set(self.login.old_transactions.xid_age)
         for member in self.login.look_at_vault_sessions():
             VAULT_BUDGET_SESSIONS.labels(ended="true" if member.ended else "false").inc()

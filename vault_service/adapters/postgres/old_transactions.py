@@ -28,14 +28,16 @@ log = logging.getLogger(__name__)
 
 MAX_TRANSACTION_SECONDS = 300.0
 """The oldest a transaction of an analyst's or the ETL's login may get before the watchdog ends its session
-(TOKENVAULT_WATCHDOG_MAX_TRANSACTION_SECONDS). Each metering UPDATE of a client's row made while a transaction is held
-is kept, +34 ns for every next metering statement of that client (measured, attack 32). The lease scheme makes few:
-through the real vault the ETL's tokenize at 27,900 new values/s made 1.5 UPDATEs/s (a lease is a twentieth of the
-burst; the production ETL's new-token budget at its 20,000/s quota makes ~20/s), so five minutes keep ~450-6,000
-versions, +0.02-0.2 ms per statement; a client over its limit meters every refused call (one reveal client flat out:
-234 UPDATEs/s), ~70,000 versions, +2.4 ms; a row at saturation (~3,000/s) ~125,000, +4.2 ms - bounded, far from the
-2 s lock_timeout (0038), and pruned once the holder is gone. The ETL's transactions are its batches (seconds); an
-analyst's query longer than five minutes belongs on a standby (docs/production.md)."""
+(TOKENVAULT_WATCHDOG_MAX_TRANSACTION_SECONDS; the database's floor, watchdog.rule_bounds of migration 0060, is the
+same 300 s: the setting may raise the bound, never lower it - attack 32, F10). Each metering UPDATE of a client's
+row made while a transaction is held is kept, +34 ns for every next metering statement of that client (measured,
+attack 32). The lease scheme makes few: through the real vault the ETL's tokenize at 27,900 new values/s made 1.5
+UPDATEs/s (a lease is a twentieth of the burst; the production ETL's new-token budget at its 20,000/s quota makes
+~20/s), so five minutes keep ~450-6,000 versions, +0.02-0.2 ms per statement; a client over its limit meters every
+refused call (one reveal client flat out: 234 UPDATEs/s), ~70,000 versions, +2.4 ms; a row at saturation (~3,000/s)
+~125,000, +4.2 ms - bounded, far from the 2 s lock_timeout (0038), and pruned once the holder is gone. The ETL's
+transactions are its batches (seconds); an analyst's query longer than five minutes belongs on a standby
+(docs/production.md)."""
 MAX_TRANSACTION_SECONDS_RANGE = (1.0, 86400.0)
 """The setting's bounds: from a second (tests) to a day."""
 
@@ -44,7 +46,7 @@ _XID_AGE = (
     " WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()"
 )
 _END_OLD = (
-    "SELECT t.pid, t.login, t.seconds, t.idle, t.held_horizon, t.ended"
+    "SELECT t.pid, t.login, t.seconds, t.idle, t.held_horizon, t.ended, t.in_force"
     " FROM watchdog.end_old_transactions(%(bound)s::pg_catalog.float8) t"
 )
 
@@ -65,8 +67,12 @@ class OldTransaction:
 
 
 class OldTransactionWatch:
-    """Migration 0057's watchdog.end_old_transactions() on the watchdog's warm connection, at each look.
+    """Migration 0060's watchdog.end_old_transactions() on the watchdog's warm connection, at each look.
 
+    `max_seconds`: its setting; the server ends transactions older than the greater of it and the database's floor
+    (watchdog.rule_bounds, the owner's: 300 s unless the owner changed it), so that the watchdog's login (an insider
+    too) cannot end every analyst's and the ETL's transaction on demand (attack 32, F10). `in_force`: that bound, as
+    the last look read it; a setting under the floor is said once, as a WARNING, at the first look (the start).
     `oldest_seconds`: the age of the oldest transaction of a watched login left after its last look (0 when none).
     `xid_age`: the database's age(datfrozenxid) at the last look that could read it (0 before the first).
     """
@@ -74,6 +80,8 @@ class OldTransactionWatch:
     def __init__(self, login: LockHogWatch, max_seconds: float = MAX_TRANSACTION_SECONDS) -> None:
         self._login = login
         self.max_seconds = max_seconds
+        self.in_force = max_seconds
+        self._said_floor = False
         self.oldest_seconds = 0.0
         self.xid_age = 0
         self.missing = False
@@ -90,13 +98,13 @@ class OldTransactionWatch:
             return []
         try:
             rows = conn.execute(_END_OLD, {"bound": self.max_seconds}, prepare=True).fetchall()
-        except psycopg.errors.UndefinedFunction as error:
-            if "end_old_transactions" not in str(error):  # not the function missing: a failed look
+        except (psycopg.errors.UndefinedFunction, psycopg.errors.UndefinedColumn) as error:
+            if "end_old_transactions" not in str(error) and "in_force" not in str(error):  # a failed look
                 self._login.forget_connection()
                 raise
             if not self.missing:
                 log.warning(
-                    "migration 0057 is not applied: transactions of analysts and the ETL held open past"
+                    "migration 0060 is not applied: transactions of analysts and the ETL held open past"
                     f" {self.max_seconds:g} s (which slow every metered vault call) are not ended by"
                     " watchdog.end_old_transactions() (docs/threat-model.md, attack 32)"
                 )
@@ -108,7 +116,8 @@ class OldTransactionWatch:
             raise
         self.missing = False
         found: list[OldTransaction] = []
-        for pid, login, seconds, idle, held, ended in rows:
+        for pid, login, seconds, idle, held, ended, in_force in rows:
+            self._note_bound(float(str(in_force)))
             if pid is None:
                 self.oldest_seconds = float(str(seconds or 0.0))
                 continue
@@ -116,6 +125,17 @@ class OldTransactionWatch:
             found.append(old)
             self._say(old)
         return found
+
+    def _note_bound(self, in_force: float) -> None:
+        self.in_force = in_force
+        if in_force > self.max_seconds and not self._said_floor:
+            log.warning(
+                f"TOKENVAULT_WATCHDOG_MAX_TRANSACTION_SECONDS ({self.max_seconds:g} s) is under the database's floor"
+                f" ({in_force:g} s, watchdog.rule_bounds, the owner's; migration 0060): transactions are ended after"
+                f" {in_force:g} s, not {self.max_seconds:g} s. The setting may only raise the bound (README)",
+                extra={"max_transaction_seconds": self.max_seconds, "in_force_seconds": in_force},
+            )
+            self._said_floor = True
 
     def _read_xid_age(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         """The database's age(datfrozenxid), kept as it was when it cannot be read.
@@ -143,14 +163,14 @@ class OldTransactionWatch:
         }
         if old.ended:
             log.warning(
-                f"ended a database session whose transaction was older than {self.max_seconds:g} s: a transaction"
+                f"ended a database session whose transaction was older than {self.in_force:g} s: a transaction"
                 " held open keeps every version of the vault's metering rows since it began, and every metered vault"
                 " call slows with them. Long queries belong on a standby (docs/production.md, attack 32)",
                 extra=extra,
             )
         else:
             log.warning(
-                f"a database session whose transaction is older than {self.max_seconds:g} s was to be ended and the"
+                f"a database session whose transaction is older than {self.in_force:g} s was to be ended and the"
                 " server refused: the owner of watchdog.end_old_transactions() lacks pg_signal_backend (migration"
                 " 0042). Look it up in pg_stat_activity",
                 extra=extra,

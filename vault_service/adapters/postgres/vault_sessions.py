@@ -46,8 +46,11 @@ class VaultSessionWatch:
     """Migration 0059's watchdog.end_vault_sessions_past_budget() on the watchdog's warm connection, at each look.
 
     `budget`: the most sessions the members of tokenvault_vault may hold together; 0: tokenvault_vault's CONNECTION
-    LIMIT. `sessions`: the members' sessions its last look counted; `held_to`: the budget it held them to (0: none -
-    the role has no limit and none was set: nothing is ended, said once).
+    LIMIT. The server holds them to the greater of it and a floor (migration 0060; attack 32, F10: the watchdog's
+    login, an insider too, passed 1 and ended every vault session but one): watchdog.rule_bounds' vault_sessions_floor
+    (the owner's), or tokenvault_vault's CONNECTION LIMIT; a budget under it is said once. `sessions`: the members'
+    sessions its last look counted; `held_to`: the budget it held them to (0: none - the role has no limit and the
+    owner set no floor: nothing is ended, said once).
     """
 
     def __init__(self, login: LockHogWatch, budget: int = 0) -> None:
@@ -59,6 +62,7 @@ class VaultSessionWatch:
         """Migration 0059's function is not there: this rule is off (said once, looked for again every 30 s)."""
         self._look_again_at = 0.0
         self._said_no_budget = False
+        self._said_floor = False
 
     def look(self) -> list[VaultSessionEnded]:
         """The rule once: each session it ended (or was refused); each logged."""
@@ -100,11 +104,20 @@ class VaultSessionWatch:
         if not self.held_to and not self._said_no_budget:
             log.warning(
                 "the sessions of the logins IN ROLE tokenvault_vault are not held to a budget: tokenvault_vault has no"
-                " CONNECTION LIMIT (migration 0046 warned) and TOKENVAULT_WATCHDOG_VAULT_SESSIONS is not set"
-                " (docs/production.md, Scaling)",
+                " CONNECTION LIMIT (migration 0046 warned) and the owner set no vault_sessions_floor in"
+                " watchdog.rule_bounds (migration 0060: TOKENVAULT_WATCHDOG_VAULT_SESSIONS alone is not trusted, the"
+                " watchdog's login could pass 1) (docs/production.md, Scaling)",
                 extra={"sessions": self.sessions},
             )
         self._said_no_budget = not self.held_to
+        if self.budget and self.held_to > self.budget and not self._said_floor:
+            log.warning(
+                f"TOKENVAULT_WATCHDOG_VAULT_SESSIONS ({self.budget}) is under the database's floor ({self.held_to}:"
+                " watchdog.rule_bounds' vault_sessions_floor, or tokenvault_vault's CONNECTION LIMIT; migration 0060):"
+                f" the members' sessions are held to {self.held_to}. The setting may only raise the budget (README)",
+                extra={"vault_sessions": self.budget, "in_force": self.held_to},
+            )
+            self._said_floor = True
         return found
 
     def _say(self, session: VaultSessionEnded) -> None:

@@ -13,7 +13,6 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -68,21 +67,18 @@ NOT_A_MEMBER = (
 
 NOTIFY_QUEUE_BOUND = 0.001
 """The NOTIFY queue's share of its maximum (pg_notification_queue_usage(); 8 GB on PostgreSQL 15: 0.001 is 1,049
-pages, ~8.4 MB in $PGDATA/pg_notify) past which the sessions that may hold its tail are ended (review 35, R35-1).
-The vault and the ETL never LISTEN nor NOTIFY, so nothing of theirs is in the queue; a listener that reads keeps it
-at a few pages (a backend reads its notifications between transactions, and the tail is cut every 4 pages), so
-1,049 pages means a listener held in a transaction (or whose client does not read its socket) while someone
-sends. Small beside the data disk's headroom: at the 230 MB/s measured (review 35) the queue reaches ~70 MB before a
-look (0.25 s) sees it and the next ends the holder; the disk must keep that free (docs/production.md)."""
-
-NOTIFY_QUEUE_RISE = 8 / 1048576
-"""Eight of the queue's 8 KB pages (its usage is a share of 1,048,576 pages on PostgreSQL 15): how far the usage must
-rise above its lowest since the last end before the next session is ended. A notifier moves the tail (to the oldest
-position of the listeners left) each time it writes a 4th page; a rise of 8 pages means it did, after the end."""
+pages, ~8.4 MB in $PGDATA/pg_notify) past which the sessions that may hold its tail are ended (review 35, R35-1):
+the default of watchdog.rule_bounds (migration 0060), where the bound lives - the server's, not this process's
+(attack 32, F10: a caller's bound let the watchdog's login end any session). The vault and the ETL never LISTEN nor
+NOTIFY, so nothing of theirs is in the queue; a listener that reads keeps it at a few pages (a backend reads its
+notifications between transactions, and the tail is cut every 4 pages), so 1,049 pages means a listener held in a
+transaction (or whose client does not read its socket) while someone sends. Small beside the data disk's headroom:
+at the 230 MB/s measured (review 35) the queue reaches ~70 MB before a look (0.25 s) sees it and the next ends the
+holder; the disk must keep that free (docs/production.md)."""
 
 _END_QUEUE_HOLDER = (
-    "SELECT h.usage, h.at, h.pid, h.login, h.ended"
-    " FROM watchdog.end_notify_queue_holder(%(bound)s::pg_catalog.float8, %(before)s::pg_catalog.timestamptz) h"
+    "SELECT h.usage, h.bound, h.wanted, h.pid, h.login, h.ended, h.ended_so_far"
+    " FROM watchdog.end_notify_queue_holder() h"
 )
 
 
@@ -100,42 +96,40 @@ class QueueHolder:
 
 
 class NotifyQueueWatch:
-    """Ends the sessions that may hold the NOTIFY queue's tail while the queue grows past NOTIFY_QUEUE_BOUND.
+    """Ends the sessions that may hold the NOTIFY queue's tail while the queue grows past its bound.
 
-    Migration 0053's watchdog.end_notify_queue_holder() (its candidates and order: 0054, 0056) on the watchdog's warm
-    connection. A look that first sees the usage over the bound notes the server's time (`passed_at`); each later look
-    while it is over and still grows ends one session in a transaction: other logins' (analysts') first, then the
-    ETL's, oldest transaction first within each, whenever it began; the vault's last, and only those begun before
-    `passed_at`. No SQL lists who LISTENs, but every session that can hold the tail is in a transaction (its own, or
-    the one in which its backend sends its notifications to a client that does not read them).
+    Migration 0060's watchdog.end_notify_queue_holder() (its candidates and order: 0054, 0056) on the watchdog's warm
+    connection, once per look. The rule and its state are the server's, none of them passed by this process (attack
+    32, F10: the watchdog's login is an insider too; with a bound and an anchor of the caller's it ended any session
+    in a transaction on demand): the bound, the rise and the shortest time between two ends in watchdog.rule_bounds
+    (the owner's), the anchor and the lowest usage since the last end in watchdog.notify_queue_watch (the function's).
 
-    Why not only transactions older than `passed_at`, as 0053/0054 did (so as not to end transactions that cannot hold
-    the tail): the tail moves. Once its holder is ended it goes to the next listener's position, and a listener that
-    kept reading until after the crossing and then began a transaction (or stopped reading its socket) holds it from
-    a position already past the bound behind the head - with that horizon it was never a candidate, the queue grew
-    without end, and the rule ended the vault's older session instead (attack 32, F1). The vault never LISTENs, so
-    its transactions begun after the crossing are left: ending them would fail a vault call per look, for nothing,
-    when the holder is one the rule may not end (a superuser's).
+    The rule: a look that first sees the usage over the bound notes the server's time (the anchor); each later look
+    while it is over and still grows (0.2 s or more after the anchor or the last end) ends one session in a
+    transaction: other logins' (analysts', and this login's own) first, then the ETL's, oldest transaction first
+    within each, whenever it began; the vault's last, and only those begun before the anchor. No SQL lists who
+    LISTENs, but every session that can hold the tail is in a transaction (its own, or the one in which its backend
+    sends its notifications to a client that does not read them). Why whenever they began (attack 32, F1): the tail
+    moves to the next listener once its holder is ended, and one that began holding after the crossing is already
+    past the bound behind the head. The vault never LISTENs, so its transactions begun after the crossing are left.
 
-    The next end comes only once the usage has risen NOTIFY_QUEUE_RISE above its lowest since the last end: the tail
-    moves only when a notifier writes (every 4 pages) and its holder is gone, so a rise of more than 4 pages past
-    that low means it moved and is still held. (0053's watchdog waited for a rise above the usage at the last end: a
-    relay whose next holder sits a little ahead of the last one held the queue up to that mark each time, and each
-    end raised the mark.) Under the bound again, it starts over.
+    The next end comes only once the usage has risen 8 pages above its lowest since the last end (seen by the
+    server's looks): the tail moves only when a notifier writes (every 4 pages) and its holder is gone, so a rise of
+    more than 4 pages past that low means it moved and is still held. Under the bound again, it starts over.
     """
 
-    def __init__(self, login: LockHogWatch, bound: float = NOTIFY_QUEUE_BOUND) -> None:
+    def __init__(self, login: LockHogWatch) -> None:
         self._login = login
-        self.bound = bound
+        self.bound = NOTIFY_QUEUE_BOUND
+        """The server's bound, as its last look read it."""
         self.usage = 0.0
         """The usage its last look read."""
-        self.passed_at: datetime | None = None
-        self.low_since_end: float | None = None
-        """The lowest usage its looks read since its last end (None: nothing ended since the queue passed the bound)."""
+        self.passed = False
+        """The last look saw the usage over the bound."""
         self.ended_so_far = 0
         self._said_none = False
         self.missing = False
-        """Migration 0053's function is not there: this rule is off (said once, looked for again every 30 s)."""
+        """Migration 0060's function is not there: this rule is off (said once, looked for again every 30 s)."""
         self._look_again_at = 0.0
 
     def look(self) -> list[QueueHolder]:
@@ -145,13 +139,12 @@ class NotifyQueueWatch:
         conn = self._login.connection()
         if conn is None:
             return []
-        bound = self.bound if self.low_since_end is None else max(self.bound, self.low_since_end + NOTIFY_QUEUE_RISE)
         try:
-            row = conn.execute(_END_QUEUE_HOLDER, {"bound": bound, "before": self.passed_at}, prepare=True).fetchone()
+            row = conn.execute(_END_QUEUE_HOLDER, prepare=True).fetchone()
         except psycopg.errors.UndefinedFunction:
             if not self.missing:
                 log.warning(
-                    "migration 0053 is not applied: sessions holding the NOTIFY queue's tail while it fills the data"
+                    "migration 0060 is not applied: sessions holding the NOTIFY queue's tail while it fills the data"
                     " disk are not ended by watchdog.end_notify_queue_holder() (docs/threat-model.md, review 35)"
                 )
             self.missing = True
@@ -163,23 +156,20 @@ class NotifyQueueWatch:
         self.missing = False
         if row is None:
             return []
-        usage, at, pid, login, ended = row
+        usage, bound, wanted, pid, login, ended, ended_so_far = row
         self.usage = float(str(usage))
+        self.bound = float(str(bound))
         if self.usage <= self.bound:
-            if self.passed_at is not None:
+            if self.passed:
                 log.info(
                     "the NOTIFY queue is under its bound again",
                     extra={"usage": self.usage, "sessions_ended": self.ended_so_far},
                 )
-            self.passed_at, self.low_since_end, self.ended_so_far, self._said_none = None, None, 0, False
+            self.passed, self.ended_so_far, self._said_none = False, 0, False
             return []
-        if self.passed_at is None:
-            self.passed_at = at if isinstance(at, datetime) else None
-            return []
+        self.passed = True
         if pid is None:
-            if self.low_since_end is not None:
-                self.low_since_end = min(self.low_since_end, self.usage)
-            if not self._said_none and self.usage > bound:
+            if wanted and not self._said_none:
                 log.warning(
                     "the NOTIFY queue grows past its bound and no session the rule may end is in a transaction (a"
                     " superuser's or the owner's members' holds its tail?): find who LISTENs in a transaction, or"
@@ -188,8 +178,7 @@ class NotifyQueueWatch:
                 )
                 self._said_none = True
             return []
-        self.ended_so_far += 1
-        self.low_since_end = self.usage
+        self.ended_so_far = int(str(ended_so_far))
         holder = QueueHolder(int(str(pid)), str(login), bool(ended), self.usage, self.ended_so_far)
         extra = {"pid": holder.pid, "login": holder.login, "usage": holder.usage, "sessions_ended": holder.ended_so_far}
         if holder.ended:
