@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from devstack.postgres import Postgres
+from devstack.postgres import WATCHDOG_LOGIN, Postgres
 from devstack.procs import free_port
 from tests.integration.test_lock_watchdog import _lines, _metric, private_postgres, watchdog
 
@@ -176,3 +176,36 @@ def test_a_watchdog_set_under_the_databases_floor_says_so_at_its_start_and_keeps
     )
     assert there and bound == 300.0
     assert len(said) == 1 and said[0]["level"] == "WARNING" and said[0]["in_force_seconds"] == 300.0, said
+
+
+@pytest.mark.timeout(60)
+def test_another_session_of_the_watchdogs_login_holding_the_notify_rules_row_is_ended_within_seconds(
+    private_postgres: Postgres, tmp_path: Path
+) -> None:
+    """F10's remainder: the watchdog's login calls the NOTIFY rule inside a transaction and sits idle, so the rule's
+    state row stays locked and every look of the real watchdog ends nothing (SKIP LOCKED). With migration 0061 the
+    old-transaction rule ends such a session once its transaction is 2 s old (the watchdog's own looks are single
+    statements of milliseconds); the real watchdog's own session is never ended, and its looks go on. Before 0061
+    the holder stayed until the 300 s floor."""
+    pg = private_postgres
+    log_file = tmp_path / "lock_watchdog.log"
+    with (
+        contextlib.ExitStack() as closing,
+        psycopg.connect(pg.admin_dsn, autocommit=True) as admin,
+        watchdog(pg, log_file, {"TOKENVAULT_WATCHDOG_METRICS_PORT": str(free_port())}) as dog_pid,
+    ):
+        holder = psycopg.connect(pg.watchdog_dsn, autocommit=True)
+        closing.callback(holder.close)  # closed, not committed: the watchdog ends it
+        holder.execute("BEGIN")
+        holder.execute(_THE_CALL).fetchall()  # the state row, now locked until this transaction ends
+        held_at, holder_pid = time.monotonic(), holder.info.backend_pid
+        while _there(admin, holder_pid) and time.monotonic() - held_at < 8:
+            time.sleep(0.05)
+        ended_after = time.monotonic() - held_at
+        row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (WATCHDOG_LOGIN,)).fetchone()
+        watchdog_sessions = int(row[0]) if row else 0
+    print(f"WD-ROW-HOLDER: ended after {ended_after:.2f} s; the watchdog's sessions left {watchdog_sessions}")
+    assert ended_after < 2 + 1.5, f"the state row's holder was not ended ({ended_after:.2f} s)"
+    lines = [line for line in _lines(log_file) if "whose transaction was older than" in str(line.get("message"))]
+    assert [line["pid"] for line in lines] == [holder_pid], lines
+    assert watchdog_sessions >= 1 and dog_pid  # the real watchdog's own session stayed, and it looked on
