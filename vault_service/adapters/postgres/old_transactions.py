@@ -17,12 +17,12 @@ VACUUM keeps up; each look also reads the database's `age(datfrozenxid)` (`xid_a
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import psycopg
 
-from vault_service.adapters.postgres.lock_hogs import MISSING_LOOK_SECONDS, LockHogWatch
+from vault_service.adapters.postgres.lock_hogs import LockHogWatch
+from vault_service.adapters.postgres.watchdog_rule import WatchdogRule
 
 log = logging.getLogger(__name__)
 
@@ -84,37 +84,29 @@ class OldTransactionWatch:
         self._said_floor = False
         self.oldest_seconds = 0.0
         self.xid_age = 0
-        self.missing = False
-        """Migration 0057's function is not there: this rule is off (said once, looked for again every 30 s)."""
-        self._look_again_at = 0.0
+        self._rule = WatchdogRule(
+            login,
+            _END_OLD,
+            ("end_old_transactions", "in_force"),
+            "migration 0060 is not applied: transactions of analysts and the ETL held open past"
+            f" {max_seconds:g} s (which slow every metered vault call) are not ended by"
+            " watchdog.end_old_transactions() (docs/threat-model.md, attack 32)",
+        )
+
+    @property
+    def missing(self) -> bool:
+        """Migration 0060's function is not there: this rule is off (said once, looked for again every 30 s)."""
+        return self._rule.missing
 
     def look(self) -> list[OldTransaction]:
         """The rule once: each session it ended (or was refused); each logged."""
-        conn = self._login.connection()
+        conn = self._rule.connection()
         if conn is None:
             return []
         self._read_xid_age(conn)  # with the rule's function missing too: the gauge does not need it
-        if self.missing and time.monotonic() < self._look_again_at:
+        rows = self._rule.rows({"bound": self.max_seconds})
+        if rows is None:
             return []
-        try:
-            rows = conn.execute(_END_OLD, {"bound": self.max_seconds}, prepare=True).fetchall()
-        except (psycopg.errors.UndefinedFunction, psycopg.errors.UndefinedColumn) as error:
-            if "end_old_transactions" not in str(error) and "in_force" not in str(error):  # a failed look
-                self._login.forget_connection()
-                raise
-            if not self.missing:
-                log.warning(
-                    "migration 0060 is not applied: transactions of analysts and the ETL held open past"
-                    f" {self.max_seconds:g} s (which slow every metered vault call) are not ended by"
-                    " watchdog.end_old_transactions() (docs/threat-model.md, attack 32)"
-                )
-            self.missing = True
-            self._look_again_at = time.monotonic() + MISSING_LOOK_SECONDS
-            return []
-        except BaseException:
-            self._login.forget_connection()
-            raise
-        self.missing = False
         found: list[OldTransaction] = []
         for pid, login, seconds, idle, held, ended, in_force in rows:
             self._note_bound(float(str(in_force)))

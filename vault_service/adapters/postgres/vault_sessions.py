@@ -13,12 +13,10 @@ one holding the audit chain's lock. The watchdog keeps its own warm connection, 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
-import psycopg
-
-from vault_service.adapters.postgres.lock_hogs import MISSING_LOOK_SECONDS, LockHogWatch
+from vault_service.adapters.postgres.lock_hogs import LockHogWatch
+from vault_service.adapters.postgres.watchdog_rule import WatchdogRule
 
 log = logging.getLogger(__name__)
 
@@ -54,44 +52,30 @@ class VaultSessionWatch:
     """
 
     def __init__(self, login: LockHogWatch, budget: int = 0) -> None:
-        self._login = login
         self.budget = budget
         self.sessions = 0
         self.held_to = 0
-        self.missing = False
-        """Migration 0059's function is not there: this rule is off (said once, looked for again every 30 s)."""
-        self._look_again_at = 0.0
         self._said_no_budget = False
         self._said_floor = False
+        self._rule = WatchdogRule(
+            login,
+            _END_PAST_BUDGET,
+            ("end_vault_sessions_past_budget",),
+            "migration 0059 is not applied: the sessions of the logins IN ROLE tokenvault_vault together are"
+            " not held to the group's budget by watchdog.end_vault_sessions_past_budget() (logins minted by"
+            " Vault may take every slot of the server: docs/threat-model.md, attack 32)",
+        )
+
+    @property
+    def missing(self) -> bool:
+        """Migration 0059's function is not there: this rule is off (said once, looked for again every 30 s)."""
+        return self._rule.missing
 
     def look(self) -> list[VaultSessionEnded]:
         """The rule once: each session it ended (or was refused); each logged."""
-        if self.missing and time.monotonic() < self._look_again_at:
+        rows = self._rule.rows({"budget": self.budget})
+        if rows is None:
             return []
-        conn = self._login.connection()
-        if conn is None:
-            return []
-        try:
-            rows = conn.execute(_END_PAST_BUDGET, {"budget": self.budget}, prepare=True).fetchall()
-        except psycopg.errors.UndefinedFunction as error:
-            if "end_vault_sessions_past_budget" not in str(error):
-                self._login.forget_connection()
-                raise
-            if not self.missing:
-                log.warning(
-                    "migration 0059 is not applied: the sessions of the logins IN ROLE tokenvault_vault together are"
-                    " not held to the group's budget by watchdog.end_vault_sessions_past_budget() (logins minted by"
-                    " Vault may take every slot of the server: docs/threat-model.md, attack 32)"
-                )
-            self.missing = True
-            self._look_again_at = time.monotonic() + MISSING_LOOK_SECONDS
-            return []
-        except psycopg.errors.OutOfMemory:  # the lock table full (the lock-hog rule's case): the next look
-            return []
-        except BaseException:
-            self._login.forget_connection()
-            raise
-        self.missing = False
         found: list[VaultSessionEnded] = []
         for pid, login, idle, ended, sessions, held_to in rows:
             if pid is None:

@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from dataclasses import dataclass
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from tokenvault_common.database_dsn import Conninfo, DsnFileError, conninfo_now
-from vault_service.adapters.postgres.lock_hogs import ANY_LOGIN_HOGS, MISSING_LOOK_SECONDS, LockHog, LockHogWatch
+from vault_service.adapters.postgres.lock_hogs import ANY_LOGIN_HOGS, LockHog, LockHogWatch
 from vault_service.adapters.postgres.old_transactions import (
     MAX_TRANSACTION_SECONDS,
     OldTransaction,
     OldTransactionWatch,
 )
 from vault_service.adapters.postgres.vault_sessions import VaultSessionEnded, VaultSessionWatch
+from vault_service.adapters.postgres.watchdog_rule import WatchdogRule
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,6 @@ class NotifyQueueWatch:
     """
 
     def __init__(self, login: LockHogWatch) -> None:
-        self._login = login
         self.bound = NOTIFY_QUEUE_BOUND
         """The server's bound, as its last look read it."""
         self.usage = 0.0
@@ -128,35 +127,25 @@ class NotifyQueueWatch:
         """The last look saw the usage over the bound."""
         self.ended_so_far = 0
         self._said_none = False
-        self.missing = False
+        self._rule = WatchdogRule(
+            login,
+            _END_QUEUE_HOLDER,
+            ("end_notify_queue_holder",),
+            "migration 0060 is not applied: sessions holding the NOTIFY queue's tail while it fills the data"
+            " disk are not ended by watchdog.end_notify_queue_holder() (docs/threat-model.md, review 35)",
+        )
+
+    @property
+    def missing(self) -> bool:
         """Migration 0060's function is not there: this rule is off (said once, looked for again every 30 s)."""
-        self._look_again_at = 0.0
+        return self._rule.missing
 
     def look(self) -> list[QueueHolder]:
         """The rule once: the session it ended (or was refused), if any; logged."""
-        if self.missing and time.monotonic() < self._look_again_at:
+        rows = self._rule.rows()
+        if not rows:
             return []
-        conn = self._login.connection()
-        if conn is None:
-            return []
-        try:
-            row = conn.execute(_END_QUEUE_HOLDER, prepare=True).fetchone()
-        except psycopg.errors.UndefinedFunction:
-            if not self.missing:
-                log.warning(
-                    "migration 0060 is not applied: sessions holding the NOTIFY queue's tail while it fills the data"
-                    " disk are not ended by watchdog.end_notify_queue_holder() (docs/threat-model.md, review 35)"
-                )
-            self.missing = True
-            self._look_again_at = time.monotonic() + MISSING_LOOK_SECONDS
-            return []
-        except BaseException:
-            self._login.forget_connection()
-            raise
-        self.missing = False
-        if row is None:
-            return []
-        usage, bound, wanted, pid, login, ended, ended_so_far = row
+        usage, bound, wanted, pid, login, ended, ended_so_far = rows[0]
         self.usage = float(str(usage))
         self.bound = float(str(bound))
         if self.usage <= self.bound:
