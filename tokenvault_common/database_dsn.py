@@ -129,13 +129,25 @@ class _Stat(Protocol):
     def st_gid(self) -> int: ...
 
 
+def _has_access_acl(path: str) -> bool:
+    """Whether `path` carries an access ACL beyond its mode bits (Linux keeps one as `system.posix_acl_access`).
+
+    With one, the group bits of st_mode are the ACL's mask - the most any named user or group of it may do.
+    """
+    try:
+        return "system.posix_acl_access" in os.listxattr(path)
+    except OSError:  # a file system without extended attributes keeps no ACL
+        return False
+
+
 @dataclass(frozen=True)
 class FileSystem:
-    """What the socket-directory rule reads of the file system (unit tests give fakes): stat, lstat, realpath."""
+    """What the socket-directory rule reads of the file system (unit tests give fakes): stat, lstat, realpath, ACLs."""
 
     stat: Callable[[str], _Stat] = os.stat
     lstat: Callable[[str], _Stat] = os.lstat
     realpath: Callable[[str], str] = os.path.realpath
+    has_access_acl: Callable[[str], bool] = _has_access_acl
 
 
 def _trusted_ids() -> tuple[frozenset[int], frozenset[int]]:
@@ -174,6 +186,8 @@ def _unsafe_directory(directory: str, fs: FileSystem | None = None) -> str | Non
     directory above it that others may write to is safe only with its sticky bit (/tmp) and the next directory down
     theirs: others may then neither rename nor remove it. The directory itself may not be others' to write, sticky
     or not: they could add the socket (attack 32, F8: a directory of another user's, 0755, gave it the password).
+    An access ACL whose mask allows writing counts as others writing (attack 33, A2: `user:nobody:rwx` on a root's
+    0755 directory made it read 0775 root:root, and nobody caught the password).
     """
     fs = fs or FileSystem()
     uids, gids = _trusted_ids()
@@ -200,6 +214,8 @@ def _unsafe_directory(directory: str, fs: FileSystem | None = None) -> str | Non
             writers = "others" if info.st_mode & stat.S_IWOTH else ""
             if not writers and info.st_mode & stat.S_IWGRP and info.st_gid not in gids:
                 writers = f"its group (gid {info.st_gid})"
+            if not writers and info.st_mode & stat.S_IWGRP and fs.has_access_acl(current):
+                writers = "the users or groups its access ACL names (its mask allows writing)"  # attack 33, A2
             if not writers:
                 continue
             if i == len(chain) - 1:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import struct
 import subprocess
 import tempfile
 import time
@@ -83,3 +84,36 @@ def test_postgres_s_own_socket_directories_pass(tmp_path: Path) -> None:
         shutil.rmtree(parent, ignore_errors=True)
     if Path("/var/run/postgresql").is_dir():
         assert password_exposed(V, "host=/var/run/postgresql user=vault password=pw dbname=tokenvault", {}) is None
+
+
+def _access_acl(entries: list[tuple[int, int, int]]) -> bytes:
+    """Linux's system.posix_acl_access value: version 2, then (tag, permissions, id) per entry (setfacl's form)."""
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, ident) for tag, perm, ident in entries)
+
+
+def test_a_roots_socket_directory_that_an_acl_lets_another_user_write_is_refused(tmp_path: Path) -> None:
+    """Attack 33, A2: root's 0755 directory with the ACL entry user:nobody:rwx reads 0775 root:root (the group bits
+    are the ACL's mask), which the group rule passed, and nobody caught the vault's password. Now refused."""
+    assert os.geteuid() == 0, "makes a directory with an ACL root alone may set here: run it as root (CI does)"
+    parent = Path(tempfile.mkdtemp(prefix="acl-sock-", dir="/tmp"))
+    try:
+        parent.chmod(0o755)
+        directory = parent / "sock"
+        directory.mkdir(mode=0o755)
+        anyone = 0xFFFFFFFF  # the id field of the owner, group, mask and other entries
+        user_obj, named_user, group_obj, mask, other = 0x01, 0x02, 0x04, 0x10, 0x20
+        os.setxattr(
+            directory,
+            "system.posix_acl_access",
+            _access_acl([(user_obj, 7, anyone), (named_user, 7, 65534), (group_obj, 5, anyone), (mask, 7, anyone),
+                         (other, 5, anyone)]),
+        )  # fmt: skip
+        assert directory.stat().st_mode & 0o777 == 0o775 and directory.stat().st_uid == 0
+        dsn = f"host={directory} port=5432 dbname=tokenvault user=tokenvault_vault password=hunter2 connect_timeout=3"
+        with pytest.raises(ConfigError) as refused:
+            VaultServiceConfig.from_env({**vault_env(tmp_path), V: dsn})
+        message = str(refused.value)
+        assert f"{directory} may be written by the users or groups its access ACL names" in message, message
+        assert "hunter2" not in message
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)

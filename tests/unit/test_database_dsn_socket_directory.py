@@ -34,8 +34,11 @@ def _dir(mode: int, uid: int = 0, gid: int = 0) -> Entry:
     return Entry(stat.S_IFDIR | mode, uid, gid)
 
 
-def _fs(entries: dict[str, Entry], links: dict[str, str] | None = None) -> FileSystem:
-    """A file system of `entries` (absolute paths), `links` a symbolic link's path to its target's."""
+def _fs(
+    entries: dict[str, Entry], links: dict[str, str] | None = None, acls: frozenset[str] = frozenset()
+) -> FileSystem:
+    """A file system of `entries` (absolute paths), `links` a symbolic link's path to its target's, `acls` the paths
+    carrying an access ACL."""
     links = links or {}
 
     def resolve(path: str) -> str:
@@ -55,7 +58,7 @@ def _fs(entries: dict[str, Entry], links: dict[str, str] | None = None) -> FileS
             raise FileNotFoundError(real)
         return entries[real]
 
-    return FileSystem(stat=stat_, lstat=lstat, realpath=resolve)
+    return FileSystem(stat=stat_, lstat=lstat, realpath=resolve, has_access_acl=lambda path: resolve(path) in acls)
 
 
 @pytest.fixture(autouse=True)
@@ -125,3 +128,17 @@ def test_a_missing_directory_is_judged_by_its_nearest_existing_parent() -> None:
     problem = _unsafe_directory("/srv/theirs/not-yet/sock", fs) or ""
     assert problem.startswith(f"/srv/theirs is owned by uid {OTHER}")
     assert _unsafe_directory("/srv/not-yet", _fs(ROOT)) is None  # /srv: root's, 0755 - only root makes it
+
+
+def test_an_access_acl_that_may_write_a_roots_directory_is_refused() -> None:
+    """Attack 33, A2: `user:nobody:rwx` on root's 0755 directory: stat reads 0775 root:root (the group bits are the
+    ACL's mask), which the group rule passed - and nobody caught the password. The same mode without an ACL (root's
+    group) passes; an ACL whose mask does not allow writing passes."""
+    entries = {**ROOT, "/srv/sock": _dir(0o775)}
+    problem = _unsafe_directory("/srv/sock", _fs(entries, acls=frozenset({"/srv/sock"})))
+    assert problem is not None and "its access ACL" in problem, problem
+    assert _unsafe_directory("/srv/sock", _fs(entries)) is None
+    read_only = {**ROOT, "/srv/sock": _dir(0o755)}  # its mask allows no writing
+    assert _unsafe_directory("/srv/sock", _fs(read_only, acls=frozenset({"/srv/sock"}))) is None
+    above = {**ROOT, "/srv": _dir(0o775), "/srv/sock": _dir(0o755)}  # an ACL on a directory above it
+    assert "its access ACL" in (_unsafe_directory("/srv/sock", _fs(above, acls=frozenset({"/srv"}))) or "")
