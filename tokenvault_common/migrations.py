@@ -68,6 +68,19 @@ SELECT a.pid, a.usename::text, a.application_name, a.state, a.backend_type,
 FROM pg_catalog.pg_stat_activity a WHERE a.pid = ANY (pg_catalog.pg_blocking_pids(%s))
 """
 """The sessions a waiting backend waits for (holding the lock, or asking first): never their statements."""
+_MUTEX_HOLDERS = """
+SELECT a.pid, a.usename::text, a.application_name, a.state, a.backend_type,
+       floor(extract(epoch FROM pg_catalog.now() - a.xact_start))::bigint,
+       a.usename = session_user
+         OR COALESCE((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid = a.usesysid), false)
+         OR (pg_catalog.to_regrole('tokenvault_owner') IS NOT NULL
+             AND pg_catalog.pg_has_role(a.usesysid, 'tokenvault_owner', 'MEMBER'))
+FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
+          SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+  AND l.classid = 0 AND l.objid = %s AND l.objsubid = 1 AND a.pid <> pg_catalog.pg_backend_pid()
+"""
+"""Who holds the migrators' advisory lock, and whether it is a migrator (this login, a superuser, the owner's)."""
 
 
 class MigrationLockTimeout(Exception):
@@ -127,6 +140,51 @@ class _BlockerWatch:
             self._conn.close()
 
 
+def _wait_bound_seconds(conn: psycopg.Connection, attempts: int, backoff: float) -> float | None:
+    """What a migration may wait in all: each try's lock_timeout (the session's, just set) and the pauses between.
+
+    None for a lock_timeout of 0 (no bound asked).
+    """
+    row = conn.execute("SELECT extract(epoch FROM pg_catalog.current_setting('lock_timeout')::interval)").fetchone()
+    seconds = float(str(row[0])) if row and row[0] is not None else 0.0
+    if seconds <= 0:
+        return None
+    return seconds * attempts + sum(backoff * 2.0**i for i in range(attempts - 1))
+
+
+def _take_the_migrators_lock(conn: psycopg.Connection, bound: float | None) -> None:
+    """The advisory lock that keeps migrators one at a time (attack 33, A3).
+
+    Another migrator (this login, a superuser, a member of the owner) is waited for as long as it runs: a long
+    migration is its right. Anyone else holding the key - where PUBLIC still runs pg_advisory_lock (a managed
+    PostgreSQL whose owner may not revoke it: 0007, 0037, 0045 warn) one idle session held it and every upgrade
+    waited, unnamed - is waited for at most what a migration's own lock waits add up to (`bound`), then
+    MigrationLockTimeout names it.
+    """
+    started = time.monotonic()
+    said = False
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_ID,)).fetchone()
+        if row and row[0]:
+            return
+        holders = conn.execute(_MUTEX_HOLDERS, (_LOCK_ID,)).fetchall()
+        strangers = [_session(tuple(h[:6])) for h in holders if not h[6]]
+        if strangers and bound is not None and time.monotonic() - started >= bound:
+            raise MigrationLockTimeout(
+                f"no migration was applied: the migrators' lock (advisory key {_LOCK_ID}), which keeps them one at a"
+                f" time, is held by {'; '.join(strangers)} - not a migrator's login - and was waited for"
+                f" {bound:g} s. Have that session let it go (or end it: SELECT pg_terminate_backend(pid) as the"
+                " owner; revoke EXECUTE on pg_advisory_lock from PUBLIC where you may), then run the migrations again"
+            )
+        if not said:
+            log.info(
+                "waiting for the migrators' lock",
+                extra={"held_by": "; ".join(_session(tuple(h[:6])) for h in holders) or "a session just gone"},
+            )
+            said = True
+        time.sleep(0.2)
+
+
 def _run_file(conn: psycopg.Connection, path: Path) -> None:
     with conn.transaction():
         conn.execute(path.read_bytes())
@@ -148,7 +206,8 @@ def migrate(
     revoke what a migration revokes - a non-superuser owner, on a managed PostgreSQL - was never told).
 
     Each file runs with the session's lock_timeout set to `lock_timeout` (after the advisory lock that keeps
-    migrators one at a time, which is waited for as long as it takes): a file whose lock wait runs out is rolled back
+    migrators one at a time: waited for as long as another migrator holds it, at most what the files' own waits add
+    up to when anyone else does - attack 33, A3): a file whose lock wait runs out is rolled back
     and tried again, `lock_attempts` in all, `backoff_seconds` then twice that... apart; then MigrationLockTimeout
     names the sessions it waited for (attack 32, F9). Unset, they are MIGRATIONS_LOCK_TIMEOUT's and
     MIGRATIONS_LOCK_ATTEMPTS' (else 3s and 3): every caller (the embedded stack's too) takes the operator's.
@@ -175,8 +234,7 @@ def migrate(
             conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, false)", (lock_timeout,))
         except psycopg.errors.InvalidParameterValue as error:
             raise BadLockTimeout(f"lock_timeout {lock_timeout!r}: {error}") from None
-        conn.execute("RESET lock_timeout")  # the migrators' advisory lock is waited for as long as it takes
-        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
+        _take_the_migrators_lock(conn, _wait_bound_seconds(conn, lock_attempts, backoff_seconds))
         watch: _BlockerWatch | None = None
         try:
             for path in pending(conn, directory):

@@ -99,3 +99,48 @@ def test_a_migration_behind_an_idle_analyst_gives_up_in_seconds_naming_it_and_th
     assert "count(" not in message and version in message and "pg_terminate_backend" in message
     assert len(loads) >= 3 and all(r == "ok" and t < 1.8 for r, t in loads), loads
     assert after == [version] and load_after[0] == "ok"
+
+
+@pytest.mark.timeout(90)
+def test_a_stranger_holding_the_migrators_lock_is_named_in_seconds_and_another_migrator_is_waited_for(
+    private_postgres: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack 33, A3: where PUBLIC still runs pg_advisory_lock (a managed PostgreSQL whose owner may not revoke it;
+    here the superuser grants it back), an analyst's idle session holding the migrators' key stopped every upgrade,
+    unnamed, for as long as it liked (the runner waited for that lock without bound). Now a holder that is not a
+    migrator is waited for at most what the files' own waits add up to (1 s x 2 tries + 2 s here), then the runner
+    stops naming it; another migrator's hold (the admin's own login) is waited for until it lets go."""
+    pg = private_postgres
+    directory = tmp_path / "migrations"
+    shutil.copytree(REPO_MIGRATIONS, directory)
+    last = sorted(p.stem for p in directory.glob("*.sql"))[-1]
+    version = f"{int(last[:4]) + 1:04d}_next_release"
+    (directory / f"{version}.sql").write_text(NEXT)
+    monkeypatch.setenv("MIGRATIONS_LOCK_TIMEOUT", "1s")
+    monkeypatch.setenv("MIGRATIONS_LOCK_ATTEMPTS", "2")
+    key = 0x746F6B76
+    with psycopg.connect(pg.admin_dsn, autocommit=True) as admin:
+        admin.execute("GRANT EXECUTE ON FUNCTION pg_catalog.pg_advisory_lock(bigint) TO PUBLIC")
+        with psycopg.connect(pg.analyst_dsn, autocommit=True) as analyst:
+            analyst.execute("SELECT pg_advisory_lock(%s)", (key,))  # then idle: in no transaction
+            started = time.monotonic()
+            with pytest.raises(migrations.MigrationLockTimeout) as refused:
+                migrations.migrate(pg.admin_dsn, directory)
+            stranger_seconds = time.monotonic() - started
+            analyst_pid = analyst.info.backend_pid
+        admin.execute("SELECT pg_advisory_lock(%s)", (key,))  # another migrator, the same login: waited for
+        outcome: dict[str, object] = {}
+        runner = threading.Thread(target=lambda: outcome.update(applied=migrations.migrate(pg.admin_dsn, directory)))
+        runner.start()
+        runner.join(6)  # past the stranger's bound: still waiting, not refused
+        waited_for_migrator = runner.is_alive()
+        admin.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        runner.join(30)
+    message = str(refused.value)
+    print(
+        f"MIGRATORS-LOCK: a stranger named after {stranger_seconds:.1f} s; a migrator waited for {waited_for_migrator}"
+    )
+    login = conninfo_to_dict(pg.analyst_dsn)["user"]
+    assert 4.0 <= stranger_seconds < 6.5, stranger_seconds
+    assert f"pid {analyst_pid} (login {login}" in message and "not a migrator" in message, message
+    assert waited_for_migrator and outcome.get("applied") == [version], outcome
