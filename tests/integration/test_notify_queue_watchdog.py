@@ -346,3 +346,155 @@ def test_the_next_listener_of_a_relay_is_ended_once_the_queue_rises_again_not_at
     assert low is not None and low < 3 * bound_bytes, low  # the tail moved to L, ~2 bounds behind the head
     assert relay_ended_after is not None and relay_ended_after < 1.5, relay_ended_after
     assert usages[1] < usages[0], usages  # before the queue got back to H's mark
+
+
+RELOCK_CAP_BYTES = 160 * 1024**2
+"""The re-locker round's notifier stops here in any case (on 0060/0061 the queue got to ~100 MB)."""
+_RULE_CALL = "SELECT pid, login FROM watchdog.end_notify_queue_holder()"
+
+
+def _held_until_ended(
+    pg: Postgres, admin: psycopg.Connection, relock: bool
+) -> tuple[int, float | None, float, list[int], bool]:
+    """An analyst's listener H holding the tail, an analyst's notifier sending ~1 MB per statement until H is gone,
+    the queue reaches RELOCK_CAP_BYTES or 8 s pass; with `relock`, a session of the watchdog's login calling the rule
+    at the start of transactions of 1.9 s, back to back (attack 33, A1). (H's pid, seconds from the queue passing the
+    bound to H gone or None, the queue's peak in bytes, the pids the re-locker's calls ended, whether the re-locker's
+    session was ended.)"""
+    bound_bytes = NOTIFY_QUEUE_BOUND * QUEUE_MAX_BYTES
+    stop = threading.Event()
+    relocker_ends: list[int] = []
+    relocker_gone: list[bool] = []
+
+    def relocker() -> None:
+        try:
+            with psycopg.connect(pg.watchdog_dsn, autocommit=True) as dog:
+                while not stop.is_set():
+                    dog.execute("BEGIN")
+                    row = dog.execute(_RULE_CALL).fetchone()
+                    if row and row[0] is not None:
+                        relocker_ends.append(int(str(row[0])))
+                    stop.wait(1.9)
+                    dog.execute("COMMIT")
+        except psycopg.Error:
+            relocker_gone.append(True)
+
+    with (  # closed, not committed: H is ended
+        contextlib.closing(psycopg.connect(pg.analyst_dsn, autocommit=True)) as holder,
+        contextlib.closing(psycopg.connect(pg.analyst_dsn, autocommit=True)) as notifier,
+    ):
+        holder.execute("LISTEN q")
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1")
+        held = holder.info.backend_pid
+        thread = threading.Thread(target=relocker, daemon=True)
+        if relock:
+            thread.start()
+            time.sleep(0.3)  # its first transaction begun
+        started, crossed, held_for, peak = time.monotonic(), None, None, 0.0
+        while time.monotonic() - started < 8:
+            usage = _queue_bytes(admin)
+            peak = max(peak, usage)
+            if crossed is None and usage > bound_bytes:
+                crossed = time.monotonic()
+            if not _there(admin, held):
+                held_for = None if crossed is None else time.monotonic() - crossed
+                break
+            if usage < RELOCK_CAP_BYTES:
+                notifier.execute(_SEND)
+                time.sleep(0.03)  # ~25 MB/s
+            else:
+                time.sleep(0.02)
+        stop.set()
+        thread.join(5) if relock else None
+    return held, held_for, peak, relocker_ends, bool(relocker_gone)
+
+
+@pytest.mark.timeout(60)
+def test_a_watchdog_login_session_relocking_in_short_transactions_leaves_the_real_watchdogs_rule_on(
+    private_postgres: Postgres, tmp_path: Path
+) -> None:
+    """Attack 33, A1: on 0060/0061 the NOTIFY rule's state was one row, taken FOR UPDATE SKIP LOCKED; a session of
+    the watchdog's login calling the rule in transactions of 1.9 s back to back (never past 0061's 2 s) kept it
+    locked, the real watchdog's looks ended nothing (silently) and H was ended 3.25 s after the crossing, by the
+    re-locker's call, at ~100 MB. With 0062 (the state per calling session) the real watchdog ends H as fast as
+    when alone, and logs it."""
+    pg = private_postgres
+    log_file = tmp_path / "lock_watchdog.log"
+    bound_bytes = NOTIFY_QUEUE_BOUND * QUEUE_MAX_BYTES
+    with (
+        psycopg.connect(pg.admin_dsn, autocommit=True) as admin,
+        watchdog(pg, log_file, {"TOKENVAULT_WATCHDOG_METRICS_PORT": str(free_port())}),
+    ):
+        time.sleep(0.5)  # its first looks
+        alone, alone_for, alone_peak, _, _ = _held_until_ended(pg, admin, relock=False)
+        deadline = time.monotonic() + 5
+        while _queue_bytes(admin) > bound_bytes / 4 and time.monotonic() < deadline:  # cut once H is gone
+            time.sleep(0.1)
+        time.sleep(0.3)  # a look under the bound: the rule starts over
+        held, held_for, peak, relocker_ends, relocker_gone = _held_until_ended(pg, admin, relock=True)
+    ends = [line for line in _lines(log_file) if _ENDED in str(line.get("message"))]
+    print(
+        f"NOTIFY-RELOCK: alone H ended {alone_for and round(alone_for, 2)} s after the crossing, peak"
+        f" {alone_peak / 2**20:.0f} MB; with the re-locker {held_for and round(held_for, 2)} s, peak"
+        f" {peak / 2**20:.0f} MB; the re-locker's calls ended {relocker_ends}, its session ended: {relocker_gone};"
+        f" the real watchdog's ends {[line['pid'] for line in ends]}"
+    )
+    assert alone_for is not None and alone_for < 1.5, alone_for
+    assert held_for is not None and held_for < 1.5, held_for  # on 0060/0061: 3.25 s, by the re-locker's call
+    assert peak < max(2 * alone_peak, alone_peak + 24 * 2**20), (peak, alone_peak)  # on 0060/0061: ~100 MB vs ~21
+    assert [line["pid"] for line in ends] == [alone, held], ends  # the real watchdog's ends, each logged
+    assert relocker_ends == [], relocker_ends
+
+
+_NOT_TAKEN = "could not take this watchdog's own state"
+
+
+@pytest.mark.timeout(60)
+def test_a_look_that_cannot_take_its_own_state_is_an_error_once_and_counted(
+    private_postgres: Postgres, tmp_path: Path
+) -> None:
+    """Migration 0062's guard: no login's session can lock the watchdog's own state row; a superuser's can (here, a
+    stand-in for any path not known). The looks then end nothing: the watchdog says so as an ERROR, once, and counts
+    each; once the lock is gone its next looks end the listener."""
+    pg = private_postgres
+    log_file = tmp_path / "lock_watchdog.log"
+    port = free_port()
+    bound_bytes = NOTIFY_QUEUE_BOUND * QUEUE_MAX_BYTES
+    with (
+        psycopg.connect(pg.admin_dsn, autocommit=True) as admin,
+        contextlib.closing(psycopg.connect(pg.admin_dsn, autocommit=True)) as superuser,
+        contextlib.closing(psycopg.connect(pg.analyst_dsn, autocommit=True)) as holder,
+        contextlib.closing(psycopg.connect(pg.analyst_dsn, autocommit=True)) as notifier,
+        watchdog(pg, log_file, {"TOKENVAULT_WATCHDOG_METRICS_PORT": str(port)}),
+    ):
+        deadline = time.monotonic() + 5
+        while admin.execute("SELECT count(*) FROM watchdog.notify_queue_looks").fetchone() == (0,):
+            assert time.monotonic() < deadline, "the watchdog's looks keep no state of their own"
+            time.sleep(0.05)
+        superuser.execute("BEGIN")
+        superuser.execute("SELECT 1 FROM watchdog.notify_queue_looks FOR UPDATE")
+        holder.execute("LISTEN q")
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1")
+        held = holder.info.backend_pid
+        while _queue_bytes(admin) <= 2 * bound_bytes:
+            notifier.execute(_SEND)
+        time.sleep(1.2)  # ~5 looks
+        still_there = _there(admin, held)
+        counted = _metric(port, "tokenvault_lock_watchdog_notify_queue_state_not_taken_total")
+        superuser.execute("COMMIT")
+        deadline = time.monotonic() + 3
+        while _there(admin, held) and time.monotonic() < deadline:
+            notifier.execute(_SEND)
+            time.sleep(0.05)
+        ended = not _there(admin, held)
+    said = [line for line in _lines(log_file) if _NOT_TAKEN in str(line.get("message"))]
+    print(
+        f"NOTIFY-STATE-NOT-TAKEN: H kept {still_there}, looks counted {counted}, ERROR lines {len(said)},"
+        f" then ended {ended}"
+    )
+    assert still_there
+    assert counted >= 3, counted
+    assert [line["level"] for line in said] == ["ERROR"], said
+    assert ended

@@ -117,6 +117,11 @@ NOTIFY_QUEUE_SESSIONS = Counter(
 )
 for _ended in ("true", "false"):
     NOTIFY_QUEUE_SESSIONS.labels(ended=_ended)
+NOTIFY_QUEUE_STATE_NOT_TAKEN = Counter(
+    "tokenvault_lock_watchdog_notify_queue_state_not_taken_total",
+    "Looks of the NOTIFY rule that could not take this watchdog's own state on the server and so ended nothing"
+    " (migration 0062's guard; no known path: another session holding it)",
+)
 NOTIFY_QUEUE_USAGE = Gauge(
     "tokenvault_lock_watchdog_notify_queue_usage_ratio",
     "pg_notification_queue_usage() at its last look: the NOTIFY queue's share of its maximum (8 GB on PostgreSQL 15)",
@@ -295,8 +300,11 @@ class LockWatchdog:
         hogs = self.login.look()
         for hog in hogs:
             SESSIONS.labels(ended="true" if hog.ended else "gone" if hog.gone else "false").inc()
+        not_taken = self.login.notify_queue.state_not_taken
         for holder in self.login.look_at_notify_queue():
             NOTIFY_QUEUE_SESSIONS.labels(ended="true" if holder.ended else "false").inc()
+        if self.login.notify_queue.state_not_taken > not_taken:
+            NOTIFY_QUEUE_STATE_NOT_TAKEN.inc(self.login.notify_queue.state_not_taken - not_taken)
         NOTIFY_QUEUE_USAGE.set(self.login.notify_queue.usage)
         for old in self.login.look_at_old_transactions():
             OLD_TRANSACTION_SESSIONS.labels(ended="true" if old.ended else "false").inc()

@@ -102,7 +102,9 @@ class NotifyQueueWatch:
     connection, once per look. The rule and its state are the server's, none of them passed by this process (attack
     32, F10: the watchdog's login is an insider too; with a bound and an anchor of the caller's it ended any session
     in a transaction on demand): the bound, the rise and the shortest time between two ends in watchdog.rule_bounds
-    (the owner's), the anchor and the lowest usage since the last end in watchdog.notify_queue_watch (the function's).
+    (the owner's), the anchor and the lowest usage since the last end in watchdog.notify_queue_looks, one row per
+    calling session (migration 0062: no other session - another of this login's - can lock, reset or forge this
+    watchdog's; attack 33, A1).
 
     The rule: a look that first sees the usage over the bound notes the server's time (the anchor); each later look
     while it is over and still grows (0.2 s or more after the anchor or the last end) ends one session in a
@@ -127,6 +129,9 @@ class NotifyQueueWatch:
         """The last look saw the usage over the bound."""
         self.ended_so_far = 0
         self._said_none = False
+        self.state_not_taken = 0
+        """Looks whose function could not take this session's own state (migration 0062's guard): counted."""
+        self._said_not_taken = False
         self._rule = WatchdogRule(
             login,
             _END_QUEUE_HOLDER,
@@ -148,13 +153,25 @@ class NotifyQueueWatch:
         usage, bound, wanted, pid, login, ended, ended_so_far = rows[0]
         self.usage = float(str(usage))
         self.bound = float(str(bound))
+        if wanted is None:  # 0062: the function could not take this session's own state: this look ended nothing
+            self.state_not_taken += 1
+            if not self._said_not_taken:
+                log.error(
+                    "the NOTIFY rule could not take this watchdog's own state on the server: its looks end nothing"
+                    " while that lasts. Its state is kept per session (migration 0062) and no other session should"
+                    " hold it: look in pg_locks for who holds a lock on watchdog.notify_queue_looks, and report it to"
+                    " the security team (docs/threat-model.md, attack 33)",
+                    extra={"usage": self.usage},
+                )
+                self._said_not_taken = True
+            return []
         if self.usage <= self.bound:
             if self.passed:
                 log.info(
                     "the NOTIFY queue is under its bound again",
                     extra={"usage": self.usage, "sessions_ended": self.ended_so_far},
                 )
-            self.passed, self.ended_so_far, self._said_none = False, 0, False
+            self.passed, self.ended_so_far, self._said_none, self._said_not_taken = False, 0, False, False
             return []
         self.passed = True
         if pid is None:
