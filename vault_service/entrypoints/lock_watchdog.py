@@ -165,6 +165,10 @@ VAULT_SESSION_BUDGET = Gauge(
     "The budget it holds those sessions to (TOKENVAULT_WATCHDOG_VAULT_SESSIONS, or tokenvault_vault's CONNECTION"
     " LIMIT; 0: none)",
 )
+OWN_LOGIN_STRANGERS = Counter(
+    "tokenvault_lock_watchdog_own_login_strangers_total",
+    "Sessions of its own database login that were not its own, ended: a copy of its credentials in use (attack 33)",
+)
 LOOK_FAILURES = Counter("tokenvault_lock_watchdog_look_failures_total", "Looks that failed (its connection lost)")
 LAST_LOOK = Gauge("tokenvault_lock_watchdog_last_look_timestamp_seconds", "When the last look succeeded (Unix time)")
 LAST_RUN = Gauge(
@@ -300,6 +304,7 @@ class LockWatchdog:
         hogs = self.login.look()
         for hog in hogs:
             SESSIONS.labels(ended="true" if hog.ended else "gone" if hog.gone else "false").inc()
+        OWN_LOGIN_STRANGERS.inc(len(self.login.hold_own_login()))
         not_taken = self.login.notify_queue.state_not_taken
         for holder in self.login.look_at_notify_queue():
             NOTIFY_QUEUE_SESSIONS.labels(ended="true" if holder.ended else "false").inc()

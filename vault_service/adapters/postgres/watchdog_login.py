@@ -25,6 +25,7 @@ from vault_service.adapters.postgres.old_transactions import (
 )
 from vault_service.adapters.postgres.vault_sessions import VaultSessionEnded, VaultSessionWatch
 from vault_service.adapters.postgres.watchdog_rule import WatchdogRule
+from vault_service.adapters.postgres.watchdog_slots import OwnLoginSlots
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,8 @@ class WatchdogLogin:
         self, dsn: Conninfo, max_transaction_seconds: float = MAX_TRANSACTION_SECONDS, vault_sessions: int = 0
     ) -> None:
         self._dsn = dsn
-        self.watch = LockHogWatch(self.connect, rule=ANY_LOGIN_HOGS)
+        self.slots = OwnLoginSlots(self.connect)
+        self.watch = LockHogWatch(self._warm_connection, rule=ANY_LOGIN_HOGS)
         self.notify_queue = NotifyQueueWatch(self.watch)
         self.old_transactions = OldTransactionWatch(self.watch, max_transaction_seconds)
         self.vault_sessions = VaultSessionWatch(self.watch, vault_sessions)
@@ -280,6 +282,10 @@ class WatchdogLogin:
             keepalives_interval=2,
             keepalives_count=3,
         )
+
+    def _warm_connection(self) -> psycopg.Connection[tuple[object, ...]]:
+        """The rules' connection: a spare of its own login's slots if one is open (taken before anyone else can)."""
+        return self.slots.spare() or self.connect()
 
     def check(self) -> None:
         """Log in once and check the rule can run.
@@ -330,6 +336,20 @@ class WatchdogLogin:
             )
         return hogs
 
+    def hold_own_login(self) -> list[int]:
+        """Every slot of its login held, and its sessions not this watchdog's ended (OwnLoginSlots): their pids.
+
+        LookFailed if its connection was lost, refused or timed out; DsnFileError as `look`.
+        """
+        conn = self.watch.connection()
+        if conn is None:
+            return []
+        try:
+            return self.slots.hold(conn)
+        except (psycopg.Error, OSError) as error:
+            self.watch.forget_connection()
+            raise LookFailed(str(error).strip(), type(error).__name__) from None
+
     def look_at_notify_queue(self) -> list[QueueHolder]:
         """Migration 0053's rule once (NotifyQueueWatch): the session ended, if any (logged by the rule).
 
@@ -361,5 +381,6 @@ class WatchdogLogin:
             raise LookFailed(str(error).strip(), type(error).__name__) from None
 
     def close(self) -> None:
-        """Close its connection."""
+        """Close its connections."""
         self.watch.close()
+        self.slots.close()
