@@ -32,7 +32,10 @@
 -- come from migration 0042.
 SET ROLE tokenvault_owner;
 
-CREATE OR REPLACE FUNCTION watchdog.end_old_transactions(bound double precision)
+-- Dropped first: run again after migration 0060 (which adds a column to what it returns), CREATE OR REPLACE could
+-- not change the row type; 0060 and 0061, run after it, restore theirs.
+DROP FUNCTION IF EXISTS watchdog.end_old_transactions(double precision);
+CREATE FUNCTION watchdog.end_old_transactions(bound double precision)
 RETURNS TABLE (pid integer, login text, seconds double precision, idle boolean, held_horizon boolean, ended boolean)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE

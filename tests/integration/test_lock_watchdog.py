@@ -41,6 +41,7 @@ from devstack.stack import REPO, lock_watchdog_env
 from etl_service.adapters.postgres import PostgresLoginStore
 from etl_service.domain.messages import QuarantineRecord, UserLoginRow
 from tests.conftest import running_vault
+from tests.integration.member_logins import member_login
 from tests.integration.own_cluster import cluster_of_its_own
 from tests.integration.test_lock_hogs_ended import _WRITE, Filler, _calls, _issue, _locks_by_pid, _max_locks
 from vault_service.adapters.postgres.lock_hogs import ANY_LOGIN_HOGS, HOG_LOCKS, HogRule, LockHogWatch
@@ -124,13 +125,13 @@ def test_an_etl_session_filling_the_lock_table_is_ended_by_the_watchdog_and_the_
     log_file = tmp_path / "lock_watchdog.log"
     with running_vault(stack_env, TOKENVAULT_DATABASE_DSN=pg.vault_dsn) as vault, watchdog(pg, log_file):
         token, value = _issue(vault, stack_env)
-        if drop_first:  # its warm connection ended under it: the next look logs in again
+        if drop_first:  # its connections ended under it: the next look logs in again
             time.sleep(1.0)  # its first look (0.25 s after its start) opened it
             with psycopg.connect(pg.admin_dsn, autocommit=True) as admin:
                 ended = admin.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'watchdog'"
                 ).fetchall()
-            assert ended == [(True,)]
+            assert ended == [(True,)] * 3  # its warm connection and its spares: its login's every slot (A4)
         time.sleep(1.0)
         with filling(write, pg.etl_dsn, seconds=30.0) as filler:
             filler.start()
@@ -517,10 +518,12 @@ def test_a_look_on_a_half_open_connection_fails_within_a_bound_and_sigterm_stops
     pg = private_postgres
     log_file = tmp_path / "lock_watchdog.log"
     with looking_watchdog(pg, log_file) as (pid, _, probe):
-        with psycopg.connect(pg.watchdog_dsn) as own:  # its connection's bound, as the watchdog's login sees it
-            assert own.execute("SHOW statement_timeout").fetchone() == ("0",)  # the login's own: none
-        with WatchdogLogin(pg.watchdog_dsn).connect() as its:  # the watchdog's: bounded
-            assert its.execute("SHOW statement_timeout").fetchone() == ("5s",)
+        # its connections' bound, as a login of its role sees it (its own login's slots are all its: A4)
+        with member_login(pg.admin_dsn, "tokenvault_watchdog") as member:
+            with psycopg.connect(member) as own:
+                assert own.execute("SHOW statement_timeout").fetchone() == ("0",)  # the role's own: none
+            with WatchdogLogin(member).connect() as its:  # the watchdog's: bounded
+                assert its.execute("SHOW statement_timeout").fetchone() == ("5s",)
         with _server_unreachable(pg.port):
             cut = time.monotonic()
             failed = lambda: "a look failed" in log_file.read_text(errors="replace")  # noqa: E731

@@ -83,16 +83,16 @@ def test_the_watchdog_logs_in_with_the_rotated_credentials_of_its_dsn_file_and_k
         try:
             wait_until(lambda: main(probe, ["health"]) == 0, "a look", 10, pid, log_file)
             old_sessions = _sessions(admin, "v-watchdog-first")
-            assert len(old_sessions) == 1, old_sessions  # its warm connection
+            assert len(old_sessions) == 3, old_sessions  # its warm connection and spares: every slot (A4)
             # The lease ends: the agent renders the next login's DSN, Vault drops the old login (its revocation).
             second_dsn, second_password = _vault_login(admin, pg, "v-watchdog-second")
             _render(dsn_file, second_dsn)
             admin.execute('DROP ROLE "v-watchdog-first"')
             # Its connection ended under it (a Postgres restart, a network blip): it must log in again.
             ended = admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid", (old_sessions,))
-            assert ended.fetchall() == [(True,)]
+            assert ended.fetchall() == [(True,)] * 3
             cut = time.monotonic()
-            wait_until(lambda: len(_sessions(admin, "v-watchdog-second")) == 1, "a login as the new one", 10, pid,
+            wait_until(lambda: len(_sessions(admin, "v-watchdog-second")) >= 1, "a login as the new one", 10, pid,
                        log_file)  # fmt: skip
             again = time.monotonic() - cut
             wait_until(lambda: main(probe, ["health"]) == 0, "a look", 10, pid, log_file)

@@ -21,6 +21,7 @@ import pytest
 
 from devstack.postgres import ANALYST_LOGIN, Postgres
 from devstack.procs import free_port
+from tests.integration.member_logins import member_login
 from tests.integration.test_lock_watchdog import _lines, _metric, private_postgres, watchdog
 from vault_service.adapters.postgres.watchdog_login import NOTIFY_QUEUE_BOUND
 
@@ -354,13 +355,13 @@ _RULE_CALL = "SELECT pid, login FROM watchdog.end_notify_queue_holder()"
 
 
 def _held_until_ended(
-    pg: Postgres, admin: psycopg.Connection, relock: bool
+    pg: Postgres, admin: psycopg.Connection, relock: str | None
 ) -> tuple[int, float | None, float, list[int], bool]:
     """An analyst's listener H holding the tail, an analyst's notifier sending ~1 MB per statement until H is gone,
-    the queue reaches RELOCK_CAP_BYTES or 8 s pass; with `relock`, a session of the watchdog's login calling the rule
-    at the start of transactions of 1.9 s, back to back (attack 33, A1). (H's pid, seconds from the queue passing the
-    bound to H gone or None, the queue's peak in bytes, the pids the re-locker's calls ended, whether the re-locker's
-    session was ended.)"""
+    the queue reaches RELOCK_CAP_BYTES or 8 s pass; with `relock` (a DSN), a session of the watchdog's role calling
+    the rule at the start of transactions of 1.9 s, back to back (attack 33, A1). (H's pid, seconds from the queue
+    passing the bound to H gone or None, the queue's peak in bytes, the pids the re-locker's calls ended, whether the
+    re-locker's session was ended.)"""
     bound_bytes = NOTIFY_QUEUE_BOUND * QUEUE_MAX_BYTES
     stop = threading.Event()
     relocker_ends: list[int] = []
@@ -368,7 +369,7 @@ def _held_until_ended(
 
     def relocker() -> None:
         try:
-            with psycopg.connect(pg.watchdog_dsn, autocommit=True) as dog:
+            with psycopg.connect(relock or pg.watchdog_dsn, autocommit=True) as dog:
                 while not stop.is_set():
                     dog.execute("BEGIN")
                     row = dog.execute(_RULE_CALL).fetchone()
@@ -424,15 +425,17 @@ def test_a_watchdog_login_session_relocking_in_short_transactions_leaves_the_rea
     bound_bytes = NOTIFY_QUEUE_BOUND * QUEUE_MAX_BYTES
     with (
         psycopg.connect(pg.admin_dsn, autocommit=True) as admin,
+        # another pod's login of its role: its own login's slots are all the watchdog's (attack 33, A4)
+        member_login(pg.admin_dsn, "tokenvault_watchdog") as other_pod,
         watchdog(pg, log_file, {"TOKENVAULT_WATCHDOG_METRICS_PORT": str(free_port())}),
     ):
         time.sleep(0.5)  # its first looks
-        alone, alone_for, alone_peak, _, _ = _held_until_ended(pg, admin, relock=False)
+        alone, alone_for, alone_peak, _, _ = _held_until_ended(pg, admin, relock=None)
         deadline = time.monotonic() + 5
         while _queue_bytes(admin) > bound_bytes / 4 and time.monotonic() < deadline:  # cut once H is gone
             time.sleep(0.1)
         time.sleep(0.3)  # a look under the bound: the rule starts over
-        held, held_for, peak, relocker_ends, relocker_gone = _held_until_ended(pg, admin, relock=True)
+        held, held_for, peak, relocker_ends, relocker_gone = _held_until_ended(pg, admin, relock=other_pod)
     ends = [line for line in _lines(log_file) if _ENDED in str(line.get("message"))]
     print(
         f"NOTIFY-RELOCK: alone H ended {alone_for and round(alone_for, 2)} s after the crossing, peak"

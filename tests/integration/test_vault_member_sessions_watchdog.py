@@ -33,6 +33,9 @@ MINTED = 7
 _ENDED = "a login IN ROLE tokenvault_vault"
 
 
+_WATCHDOG_SESSIONS = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'watchdog'"
+
+
 def _try(dsn: str) -> str:
     try:
         with psycopg.connect(dsn, connect_timeout=5) as conn:
@@ -111,7 +114,9 @@ def test_member_logins_past_the_groups_budget_are_ended_newest_first_and_the_oth
                 "SELECT count(*) FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid"
                 " WHERE pg_has_role(a.usesysid, 'tokenvault_vault', 'MEMBER') AND NOT r.rolsuper",
             )
-            after = {"etl": _try(pg.etl_dsn), "analyst": _try(pg.analyst_dsn), "watchdog": _try(pg.watchdog_dsn)}
+            after = {"etl": _try(pg.etl_dsn), "analyst": _try(pg.analyst_dsn)}
+            # the watchdog's own login: every slot held by the watchdog itself (attack 33, A4), looking on
+            after["watchdog"] = "ok" if _one(admin, _WATCHDOG_SESSIONS) == 3 else "its slots not held"
             alive = _alive(admin, [*vault_pids, *minted])
             counted = _metric(port, 'tokenvault_lock_watchdog_vault_budget_sessions_total{ended="true"}')
             gauge_budget = _metric(port, "tokenvault_lock_watchdog_vault_session_budget")

@@ -20,6 +20,7 @@ import pytest
 
 from devstack.postgres import WATCHDOG_LOGIN, Postgres
 from devstack.procs import free_port
+from tests.integration.member_logins import member_login
 from tests.integration.test_lock_watchdog import _lines, _metric, private_postgres, watchdog
 
 __all__ = ["private_postgres"]  # the fixture, used by name
@@ -192,9 +193,10 @@ def test_another_session_of_the_watchdogs_login_holding_the_notify_rules_row_is_
     with (
         contextlib.ExitStack() as closing,
         psycopg.connect(pg.admin_dsn, autocommit=True) as admin,
+        member_login(pg.admin_dsn, "tokenvault_watchdog") as other_pod,  # its own login's slots are all its (A4)
         watchdog(pg, log_file, {"TOKENVAULT_WATCHDOG_METRICS_PORT": str(free_port())}) as dog_pid,
     ):
-        holder = psycopg.connect(pg.watchdog_dsn, autocommit=True)
+        holder = psycopg.connect(other_pod, autocommit=True)
         closing.callback(holder.close)  # closed, not committed: the watchdog ends it
         holder.execute("BEGIN")
         holder.execute(_THE_CALL).fetchall()  # the state row, now locked until this transaction ends
@@ -209,3 +211,50 @@ def test_another_session_of_the_watchdogs_login_holding_the_notify_rules_row_is_
     lines = [line for line in _lines(log_file) if "whose transaction was older than" in str(line.get("message"))]
     assert [line["pid"] for line in lines] == [holder_pid], lines
     assert watchdog_sessions >= 1 and dog_pid  # the real watchdog's own session stayed, and it looked on
+
+
+def _own_login_sessions(admin: psycopg.Connection) -> list[int]:
+    rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE usename = %s ORDER BY pid", (WATCHDOG_LOGIN,))
+    return [int(row[0]) for row in rows.fetchall()]
+
+
+@pytest.mark.timeout(60)
+def test_a_copy_of_the_watchdogs_login_gets_no_session_while_it_runs(
+    private_postgres: Postgres, tmp_path: Path
+) -> None:
+    """Attack 33, A4: PostgreSQL lets a login end its own sessions, so a copy of the watchdog's credentials ended the
+    real watchdog's session and held its login's 3 slots: every rule off, the NOTIFY queue filling at ~210 MB/s. Now
+    the watchdog holds every slot of its login (a warm connection and spares up to its CONNECTION LIMIT) and ends any
+    session of its login not its own. Here a copy logged in before the watchdog started (the one window left) is ended
+    at its first looks (one ERROR line, counted), the watchdog then holds all 3 slots, and the copy's next logins are
+    refused. Before: the copy stayed and logged in again at will."""
+    pg = private_postgres
+    port = free_port()
+    log_file = tmp_path / "lock_watchdog.log"
+    with psycopg.connect(pg.admin_dsn, autocommit=True) as admin:
+        early = psycopg.connect(pg.watchdog_dsn, autocommit=True)  # in before the watchdog: the window left
+        early_pid = early.info.backend_pid
+        with contextlib.closing(early), watchdog(pg, log_file, {"TOKENVAULT_WATCHDOG_METRICS_PORT": str(port)}):
+            started = time.monotonic()
+            while time.monotonic() - started < 5 and (
+                early_pid in _own_login_sessions(admin) or len(_own_login_sessions(admin)) < 3
+            ):
+                time.sleep(0.05)
+            held_after = time.monotonic() - started
+            held = _own_login_sessions(admin)
+            refused: list[str] = []
+            for _ in range(3):
+                try:
+                    psycopg.connect(pg.watchdog_dsn, connect_timeout=5).close()
+                    refused.append("connected")
+                except psycopg.OperationalError as error:
+                    refused.append(" ".join(str(error).split())[-60:])
+            counted = _metric(port, "tokenvault_lock_watchdog_own_login_strangers_total")
+    said = [line for line in _lines(log_file) if "not this watchdog's" in str(line.get("message"))]
+    print(
+        f"WD-OWN-LOGIN: the early copy ({early_pid}) ended and every slot held after {held_after:.2f} s: {held};"
+        f" the copy's logins then: {refused}; counted {counted}; said {len(said)}"
+    )
+    assert early_pid not in held and len(held) == 3, held
+    assert all("too many connections for role" in outcome for outcome in refused), refused
+    assert counted == 1.0 and [line["pid"] for line in said] == [early_pid], said
