@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Iterator
 
 import psycopg
+import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -33,3 +34,11 @@ def member_login(admin_dsn: str, group: str, limit: int = 3) -> Iterator[str]:
         with psycopg.connect(admin_dsn, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,))
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="module")
+def logins_beside_the_watchdog(stack_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """The stack's DSNs, the watchdog's as another member login of its role: the stack's watchdog holds its own
+    login's every slot (attack 33, A4)."""
+    with member_login(stack_env["PG_ADMIN_DSN"], "tokenvault_watchdog") as watchdog_member:
+        yield {**stack_env, "PG_WATCHDOG_DSN": watchdog_member}

@@ -31,6 +31,19 @@ REPO_MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 NEXT = "ALTER TABLE public.user_logins ADD COLUMN next_release_column integer;\n"
 
 
+def _next_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    """The repository's migrations plus one altering user_logins (the next release's), each lock wait 1 s, 2 tries:
+    the directory and the new file's version."""
+    directory = tmp_path / "migrations"
+    shutil.copytree(REPO_MIGRATIONS, directory)
+    last = sorted(p.stem for p in directory.glob("*.sql"))[-1]
+    version = f"{int(last[:4]) + 1:04d}_next_release"
+    (directory / f"{version}.sql").write_text(NEXT)
+    monkeypatch.setenv("MIGRATIONS_LOCK_TIMEOUT", "1s")
+    monkeypatch.setenv("MIGRATIONS_LOCK_ATTEMPTS", "2")
+    return directory, version
+
+
 def _etl_insert(pg: Postgres, statement_timeout_ms: int) -> tuple[str, float]:
     started = time.monotonic()
     try:
@@ -52,13 +65,7 @@ def test_a_migration_behind_an_idle_analyst_gives_up_in_seconds_naming_it_and_th
     private_postgres: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pg = private_postgres
-    directory = tmp_path / "migrations"
-    shutil.copytree(REPO_MIGRATIONS, directory)
-    last = sorted(p.stem for p in directory.glob("*.sql"))[-1]
-    version = f"{int(last[:4]) + 1:04d}_next_release"
-    (directory / f"{version}.sql").write_text(NEXT)
-    monkeypatch.setenv("MIGRATIONS_LOCK_TIMEOUT", "1s")
-    monkeypatch.setenv("MIGRATIONS_LOCK_ATTEMPTS", "2")
+    directory, version = _next_release(tmp_path, monkeypatch)
     outcome: dict[str, object] = {}
 
     def run() -> None:
@@ -111,13 +118,7 @@ def test_a_stranger_holding_the_migrators_lock_is_named_in_seconds_and_another_m
     migrator is waited for at most what the files' own waits add up to (1 s x 2 tries + 2 s here), then the runner
     stops naming it; another migrator's hold (the admin's own login) is waited for until it lets go."""
     pg = private_postgres
-    directory = tmp_path / "migrations"
-    shutil.copytree(REPO_MIGRATIONS, directory)
-    last = sorted(p.stem for p in directory.glob("*.sql"))[-1]
-    version = f"{int(last[:4]) + 1:04d}_next_release"
-    (directory / f"{version}.sql").write_text(NEXT)
-    monkeypatch.setenv("MIGRATIONS_LOCK_TIMEOUT", "1s")
-    monkeypatch.setenv("MIGRATIONS_LOCK_ATTEMPTS", "2")
+    directory, version = _next_release(tmp_path, monkeypatch)
     key = 0x746F6B76
     with psycopg.connect(pg.admin_dsn, autocommit=True) as admin:
         admin.execute("GRANT EXECUTE ON FUNCTION pg_catalog.pg_advisory_lock(bigint) TO PUBLIC")

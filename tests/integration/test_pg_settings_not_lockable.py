@@ -16,27 +16,20 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 
 from tests.conftest import RunningVault, running_vault
-from tests.integration.member_logins import member_login
+from tests.integration.member_logins import logins_beside_the_watchdog
 from tests.integration.own_database import database_of_its_own
 from vault_service.adapters.postgres.key_job_liveness import PostgresJobLiveness
 from vault_service.adapters.postgres.session_settings import session_settings_with, startup_options
 
+__all__ = ["logins_beside_the_watchdog"]  # the fixture, used by name
+
 LOGINS = ("PG_ANALYST_DSN", "PG_ETL_DSN", "PG_WATCHDOG_DSN", "PG_VAULT_DSN")
 """An analyst's, the ETL's, the lock watchdog's and the serving role's logins (none a superuser)."""
-
-
-@pytest.fixture(scope="module")
-def logins(stack_env: dict[str, str]) -> Iterator[dict[str, str]]:
-    """The stack's DSNs, the watchdog's as another member login of its role: the stack's watchdog holds its own
-    login's every slot (attack 33, A4)."""
-    with member_login(stack_env["PG_ADMIN_DSN"], "tokenvault_watchdog") as watchdog_member:
-        yield {**stack_env, "PG_WATCHDOG_DSN": watchdog_member}
 
 
 ROTATION_BOUND_SECONDS = 6.0
@@ -45,10 +38,10 @@ ROTATION_BOUND_SECONDS = 6.0
 
 @pytest.mark.timeout(30)
 def test_no_login_may_lock_pg_settings_and_every_login_still_sets_and_reads_its_settings(
-    logins: dict[str, str],
+    logins_beside_the_watchdog: dict[str, str],
 ) -> None:
     for who in LOGINS:
-        with psycopg.connect(logins[who]) as conn:
+        with psycopg.connect(logins_beside_the_watchdog[who]) as conn:
             login = conn.execute("SELECT session_user").fetchone()
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute("LOCK TABLE pg_catalog.pg_settings IN ACCESS EXCLUSIVE MODE")

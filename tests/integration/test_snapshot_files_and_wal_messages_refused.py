@@ -9,24 +9,16 @@ table, wrote 500 MB of WAL in 1.2 s. Each test does the first step as each login
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import psycopg
 import pytest
 from psycopg import errors
 
-from tests.integration.member_logins import member_login
+from tests.integration.member_logins import logins_beside_the_watchdog
+
+__all__ = ["logins_beside_the_watchdog"]  # the fixture, used by name
 
 LOGINS = ("PG_ANALYST_DSN", "PG_ETL_DSN", "PG_WATCHDOG_DSN", "PG_VAULT_DSN")
 """An analyst's, the ETL's, the lock watchdog's and the serving role's logins (none a superuser)."""
-
-
-@pytest.fixture(scope="module")
-def logins(stack_env: dict[str, str]) -> Iterator[dict[str, str]]:
-    """The stack's DSNs, the watchdog's as another member login of its role: the stack's watchdog holds its own
-    login's every slot (attack 33, A4)."""
-    with member_login(stack_env["PG_ADMIN_DSN"], "tokenvault_watchdog") as watchdog_member:
-        yield {**stack_env, "PG_WATCHDOG_DSN": watchdog_member}
 
 
 STATEMENTS = {
@@ -38,10 +30,10 @@ STATEMENTS = {
 @pytest.mark.parametrize("function", sorted(STATEMENTS))
 @pytest.mark.parametrize("login", LOGINS)
 def test_no_login_of_the_stack_exports_a_snapshot_or_writes_a_wal_message(
-    logins: dict[str, str], login: str, function: str
+    logins_beside_the_watchdog: dict[str, str], login: str, function: str
 ) -> None:
     """Before 0055: every login's call returned (a snapshot's name, a WAL position) and wrote to the data disk."""
-    with psycopg.connect(logins[login], connect_timeout=10) as conn:
+    with psycopg.connect(logins_beside_the_watchdog[login], connect_timeout=10) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")  # where an exported snapshot would be kept
         with pytest.raises(errors.InsufficientPrivilege, match=f"permission denied for function {function}"):
             conn.execute(STATEMENTS[function])
