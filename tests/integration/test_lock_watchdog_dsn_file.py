@@ -26,8 +26,10 @@ from devstack.postgres import Postgres
 from devstack.procs import free_port, stop_pid, wait_until
 from devstack.services import start_lock_watchdog
 from tests.integration.own_cluster import cluster_of_its_own
-from tests.integration.test_lock_watchdog import _ENDED_LINE, _QUARANTINE_WRITE, filling
+from tests.integration.test_lock_watchdog import _ENDED_LINE, _QUARANTINE_WRITE, _metric, filling
 from vault_service.entrypoints.lock_watchdog import main
+
+_LAST_LOOK = "tokenvault_lock_watchdog_last_look_timestamp_seconds"
 
 
 @pytest.fixture
@@ -133,3 +135,42 @@ def test_a_dsn_file_missing_empty_or_exposing_the_password_is_refused_at_the_sta
     dsn_file.write_text(pg.watchdog_dsn)
     assert main(setting | {"TOKENVAULT_WATCHDOG_DSN": pg.watchdog_dsn}, []) == 2
     assert "not both" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(120)
+def test_the_watchdog_whose_login_is_dropped_under_its_live_sessions_logs_in_as_the_rendered_one(
+    private_postgres: Postgres, tmp_path: Path
+) -> None:
+    """Vault's revocation at a lease's end drops the login and leaves its sessions (its default statements end none):
+    each statement of theirs is refused from then on. The watchdog's warm connection and spares were such sessions,
+    kept because they were not broken: every look failed (InsufficientPrivilege) for ever, every rule off, and it
+    never logged in as the login the agent had rendered (review 36, R36-3: 32 failed looks in 8 s, 0 sessions of the
+    new login). Now a refused look closes its connection: within seconds it looks as the new login, holds its slots,
+    and the dropped login's sessions are gone."""
+    pg = private_postgres
+    dsn_file = tmp_path / "secrets" / "dsn"
+    dsn_file.parent.mkdir()
+    port = free_port()
+    log_file = tmp_path / "lock_watchdog.log"
+    env = {"TOKENVAULT_WATCHDOG_DSN_FILE": str(dsn_file), "TOKENVAULT_WATCHDOG_METRICS_PORT": str(port)}
+    orphans = "SELECT count(*) FROM pg_stat_activity WHERE usesysid IS NOT NULL AND usename IS NULL"
+    with psycopg.connect(pg.admin_dsn, autocommit=True) as admin:
+        first_dsn, _ = _vault_login(admin, pg, "v-watchdog-first")
+        _render(dsn_file, first_dsn)
+        pid = start_lock_watchdog(env, log_file)
+        try:
+            wait_until(lambda: len(_sessions(admin, "v-watchdog-first")) == 3, "its slots held", 10, pid, log_file)
+            second_dsn, _ = _vault_login(admin, pg, "v-watchdog-second")
+            _render(dsn_file, second_dsn)
+            admin.execute('DROP ROLE "v-watchdog-first"')  # as Vault's revocation: its sessions left alive
+            dropped = time.monotonic()
+            wait_until(lambda: len(_sessions(admin, "v-watchdog-second")) == 3, "the new login's slots held", 10, pid,
+                       log_file)  # fmt: skip
+            again = time.monotonic() - dropped
+            held_at = time.time()
+            wait_until(lambda: _metric(port, _LAST_LOOK) > held_at, "a look since", 10, pid, log_file)
+            left = admin.execute(orphans).fetchone()
+            print(f"WATCHDOG: looking as the rendered login {again:.2f} s after the old one was dropped; left {left}")
+        finally:
+            stop_pid(pid)
+    assert left == (0,), "the dropped login's sessions were kept"

@@ -176,6 +176,13 @@ class LockHogWatch:
         self._gone.clear()
         try:
             rows = conn.execute(self.rule.statement, params or None, prepare=True).fetchall()
+        except psycopg.errors.InsufficientPrivilege:
+            # The login lost its rights under a live connection: Vault's revocation at a lease's end drops the role
+            # and leaves its sessions, each refused from then on. Closed, so that the next look logs in again - from
+            # a DSN file, as the login rendered since (review 36, R36-3: the watchdog failed every look for ever).
+            conn.close()
+            self._conn = None
+            raise
         except BaseException:
             if conn.broken or conn.closed:
                 self._conn = None
