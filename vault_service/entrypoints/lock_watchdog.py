@@ -192,6 +192,8 @@ LIVENESS_SERVICE = "tokenvault.liveness"
 """Its health listener's liveness service, named as the vault's (`health_probe --service tokenvault.liveness`)."""
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SLOTS_TAKEN = "too many connections for role"
+"""PostgreSQL's refusal of a login whose CONNECTION LIMIT is reached: at the start, someone holds every slot of it."""
 HEALTH_ADDRESS = "TOKENVAULT_WATCHDOG_HEALTH_ADDRESS"
 """The setting of its health listener's Unix socket (see WatchdogConfig.health_address)."""
 
@@ -335,10 +337,20 @@ class LockWatchdog:
                 self.check()
             except DatabaseDown as error:
                 START_FAILURES.inc()
-                log.warning(
-                    "the database cannot be reached (an outage, not a setting): trying again",
-                    extra={"error": error.cause, "detail": str(error), "retry_in_seconds": delay},
-                )
+                if SLOTS_TAKEN in str(error):  # the server answered: not an outage
+                    log.error(
+                        "every connection slot of this watchdog's login is taken, so it cannot start: a copy of its"
+                        " credentials in use (it would end them once in: attack 33, A4), another watchdog on the same"
+                        " login, or its own earlier sessions not yet gone. Look up the login's sessions in"
+                        " pg_stat_activity; end the ones of no running watchdog as the owner and rotate the login's"
+                        " credentials if they leaked (docs/threat-model.md): trying again",
+                        extra={"error": error.cause, "detail": str(error), "retry_in_seconds": delay},
+                    )
+                else:
+                    log.warning(
+                        "the database cannot be reached (an outage, not a setting): trying again",
+                        extra={"error": error.cause, "detail": str(error), "retry_in_seconds": delay},
+                    )
                 if stop.wait(delay):
                     return False
                 delay = min(delay * 2, START_RETRY_MAX_SECONDS)
