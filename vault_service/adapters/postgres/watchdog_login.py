@@ -110,11 +110,14 @@ class NotifyQueueWatch:
     The rule: a look that first sees the usage over the bound notes the server's time (the anchor); each later look
     while it is over and still grows (0.2 s or more after the anchor or the last end) ends one session in a
     transaction: other logins' (analysts', and this login's own) first, then the ETL's, oldest transaction first
-    within each, whenever it began; the vault's last, and only those begun before the anchor. No SQL lists who
-    LISTENs, but every session that can hold the tail is in a transaction (its own, or the one in which its backend
-    sends its notifications to a client that does not read them). Why whenever they began (attack 32, F1): the tail
-    moves to the next listener once its holder is ended, and one that began holding after the crossing is already
-    past the bound behind the head. The vault never LISTENs, so its transactions begun after the crossing are left.
+    within each, whenever it began; the vault's last (migration 0063; attack 33, A5: one pod's login must not reach
+    another pod's key job): never one holding a key job's or the key-generation lock (the vault's lock functions
+    refuse a session that LISTENs, so such a session cannot hold the tail), the others youngest transaction first,
+    and only those begun before the server's previous look and 0.2 s ago. No SQL lists who LISTENs, but every
+    session that can hold the tail is in a transaction (its own, or the one in which its backend sends its
+    notifications to a client that does not read them). Why whenever they began (attack 32, F1): the tail moves to
+    the next listener once its holder is ended, and one that began holding after the crossing is already past the
+    bound behind the head. The vault never LISTENs, so its calls begun since the last look are left.
 
     The next end comes only once the usage has risen 8 pages above its lowest since the last end (seen by the
     server's looks): the tail moves only when a notifier writes (every 4 pages) and its holder is gone, so a rise of
