@@ -32,6 +32,7 @@ precedence over them, so only the DSN's own values count.
 from __future__ import annotations
 
 import functools
+import grp
 import os
 import pwd
 import stat
@@ -150,9 +151,38 @@ class FileSystem:
     has_access_acl: Callable[[str], bool] = _has_access_acl
 
 
-def _trusted_ids() -> tuple[frozenset[int], frozenset[int]]:
-    """The uids whose directories count (root, PostgreSQL's account, this process's) and the gids whose writing does."""
-    uids, gids = {0, os.geteuid()}, {0, os.getegid()}
+def _group_of_this_user_alone(gid: int, uid: int) -> bool:
+    """Whether no account but this process's user (`uid`) is in group `gid` (its primary group of none, listed in none).
+
+    A user-private group passes, as does a gid of no account's (a container's `user: "10001:10001"`).
+
+    A group that people share (SUSE's `users`, gid 100) lets every one of them write a directory it may write: a
+    socket directory root:users 0775 passed, and any member could plant the socket (review 36, R36-5).
+    """
+    try:
+        me: str | None = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        me = None
+    try:
+        listed = set(grp.getgrgid(gid).gr_mem)
+    except KeyError:
+        listed = set()
+    if listed - {me}:
+        return False
+    return all(account.pw_uid == uid for account in pwd.getpwall() if account.pw_gid == gid)
+
+
+def _trusted_ids(euid: int | None = None, egid: int | None = None) -> tuple[frozenset[int], frozenset[int]]:
+    """The uids whose directories count (root, PostgreSQL's account, this process's) and the gids whose writing does.
+
+    The gids: root's, PostgreSQL's account's, and this process's group when no other account is in it. `euid`,
+    `egid`: this process's unless given.
+    """
+    euid = os.geteuid() if euid is None else euid
+    egid = os.getegid() if egid is None else egid
+    uids, gids = {0, euid}, {0}
+    if _group_of_this_user_alone(egid, euid):
+        gids.add(egid)
     try:
         account = pwd.getpwnam(POSTGRES_ACCOUNT)
     except KeyError:
@@ -182,7 +212,8 @@ def _unsafe_directory(directory: str, fs: FileSystem | None = None) -> str | Non
     Safe: the directory (or, while it does not exist, its nearest existing parent, where whoever may write could
     make it) and every directory above it up to `/` - as named and as its symbolic links resolve - are owned by
     root, PostgreSQL's account or this process's user, and written by no one else: not by others, nor by a group
-    but root's, PostgreSQL's account's or this process's (Debian's /var/run/postgresql is postgres:postgres 2775). A
+    but root's, PostgreSQL's account's or this process's when it is this user's alone (Debian's /var/run/postgresql is
+    postgres:postgres 2775; a group people share is others: _group_of_this_user_alone). A
     directory above it that others may write to is safe only with its sticky bit (/tmp) and the next directory down
     theirs: others may then neither rename nor remove it. The directory itself may not be others' to write, sticky
     or not: they could add the socket (attack 32, F8: a directory of another user's, 0755, gave it the password).
