@@ -23,7 +23,7 @@ from devstack.postgres import ANALYST_LOGIN, Postgres
 from devstack.procs import free_port
 from tests.integration.member_logins import member_login
 from tests.integration.test_lock_watchdog import _lines, _metric, private_postgres, watchdog
-from vault_service.adapters.postgres.watchdog_login import NOTIFY_QUEUE_BOUND
+from vault_service.adapters.postgres.notify_queue import NOTIFY_QUEUE_BOUND
 
 __all__ = ["private_postgres"]  # the fixture, used by name
 

@@ -29,7 +29,7 @@ from tests.integration.test_notify_queue_watchdog import (
     _there,
 )
 from vault_service.adapters.postgres.key_job_liveness import JOB_LOCK_CLASS
-from vault_service.adapters.postgres.watchdog_login import NOTIFY_QUEUE_BOUND
+from vault_service.adapters.postgres.notify_queue import NOTIFY_QUEUE_BOUND
 
 __all__ = ["private_postgres"]  # the fixture, used by name
 

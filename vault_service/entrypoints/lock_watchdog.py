@@ -25,7 +25,7 @@ At each look it also runs watchdog.end_notify_queue_holder() (0053; review 35, R
 no privilege, and a listener held in a transaction while another session sends filled the data disk through
 pg_notify (1.16 GB in 5 s; PostgreSQL 15 lets the queue reach 8 GB). Once pg_notification_queue_usage() passes
 NOTIFY_QUEUE_BOUND (~8 MB; the vault and the ETL never notify), sessions in a transaction are ended, one per look
-while it still grows (watchdog_login.NotifyQueueWatch): other logins' (analysts') first, then the ETL's, whenever
+while it still grows (notify_queue.NotifyQueueWatch): other logins' (analysts') first, then the ETL's, whenever
 their transaction began (attack 32, F1: a relay of listeners begun after the crossing; migration 0056), oldest
 first within each (migration 0054), the vault's last: never one holding a key job's or the key-generation lock, the
 others youngest first once begun before the previous look (migration 0063; attack 33, A5); one log line each (pid,
