@@ -24,7 +24,7 @@ from etl_service.service.ports import Queue
 from etl_service.service.sealing import DiscardBodies
 from tokenvault_common.database_dsn import Conninfo
 from tokenvault_common.grpc_tls import secure_channel
-from tokenvault_common.pg_pool import check_connection_cheaply
+from tokenvault_common.pg_pool import LoginCheck
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +110,17 @@ def bootstrap(
     channel = secure_channel(
         config.vault_address, config.tls_ca, config.tls_cert, config.tls_key, config.vault_server_name
     )
-    pool = ConnectionPool(
-        config.database_conninfo,  # a DSN file: psycopg_pool calls it for every connection (its rotated login)
-        min_size=1,
-        max_size=config.workers + 1,
-        open=False,
-        name="etl",
-        check=check_connection_cheaply,  # a Postgres restart leaves dead connections behind
-        kwargs={"application_name": "tokenvault-etl"},
+    check = LoginCheck(config.database_conninfo)  # dead connections, and a dropped login's (review 36, R36-4)
+    pool = check.attach(
+        ConnectionPool(
+            config.database_conninfo,  # a DSN file: psycopg_pool calls it for every connection (its rotated login)
+            min_size=1,
+            max_size=config.workers + 1,
+            open=False,
+            name="etl",
+            check=check,
+            kwargs={"application_name": "tokenvault-etl"},
+        )
     )
     pool.open(wait=False)
     stopping = threading.Event()  # Consumer.stop sets it: a Tokenize waiting out the vault's quota stops waiting

@@ -13,7 +13,7 @@ from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
 from tokenvault_common.database_dsn import Conninfo
-from tokenvault_common.pg_pool import check_connection_cheaply
+from tokenvault_common.pg_pool import LoginCheck
 from vault_service.adapters.postgres import PostgresAuditLog, PostgresKeyStore, PostgresTokenStore
 from vault_service.adapters.postgres.chain_lock import (
     BLOCKED_A_VAULT_SESSION,
@@ -279,13 +279,14 @@ def open_vault_pool(
     prepared by something else is replaced (ours) or makes psycopg's prepare fail (theirs), never
     run, so psycopg's automatic prepares are kept (`prepare_threshold` left at its default).
     """
+    check = LoginCheck(dsn)  # a Postgres restart leaves dead connections behind; Vault a dropped login's (R36-4)
     pool = ConnectionPool(
         dsn,
         min_size=1,
         max_size=max_size,
         open=False,
         name="vault",
-        check=check_connection_cheaply,  # a Postgres restart leaves dead connections behind
+        check=check,
         configure=_noted(configure),
         timeout=10,
         # Single statements commit alone; multi-statement work uses explicit transactions.
@@ -308,6 +309,7 @@ def open_vault_pool(
             "options": startup_options(settings),
         },
     )
+    check.attach(pool)
     pool.open(wait=True, timeout=15)
     return pool
 

@@ -155,6 +155,51 @@ def test_the_vault_logs_in_with_the_rotated_login_of_its_dsn_file_and_serves(
         logins.drop_all()
 
 
+@pytest.mark.timeout(60)
+def test_the_vault_retires_its_connections_of_a_login_dropped_under_them_and_serves(
+    stack_env: dict[str, str], admin: psycopg.Connection, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Vault's default revocation drops the login and ends none of its sessions, after the agent rendered the next
+    login: the pool's connections of the old login passed its check and every statement on them was refused - 10 of
+    10 Tokenize calls INTERNAL (review 36, R36-4). Now the pool retires a connection of a login its DSN file no
+    longer names (and drains the rest): each Tokenize after the drop is answered, and no session of the dropped
+    login is left."""
+    logins = Logins(admin, stack_env["PG_VAULT_DSN"], "tokenvault_vault")
+    dsn_file = tmp_path / "secrets" / "dsn"
+    dsn_file.parent.mkdir()
+    settings = {
+        "TOKENVAULT_DATABASE_DSN": "",
+        "TOKENVAULT_DATABASE_DSN_FILE": str(dsn_file),
+        "TOKENVAULT_AUDIT_CHECKPOINT_FILE": vault_service_env(stack_env)["TOKENVAULT_AUDIT_CHECKPOINT_FILE"],
+    }
+    try:
+        first, first_dsn = logins.make()
+        _render(dsn_file, first_dsn)
+        with running_vault(stack_env, **settings) as vault:
+            for _ in range(3):
+                issue_fresh_ip(stack_env, vault)  # the pool's connections: the first login's
+            (oid,) = admin.execute("SELECT oid FROM pg_roles WHERE rolname = %s", (first,)).fetchone() or (None,)
+            second, second_dsn = logins.make()
+            _render(dsn_file, second_dsn)
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(first)))  # its sessions left, as Vault's
+            outcomes, took = [], []
+            for _ in range(5):
+                began = time.monotonic()
+                try:
+                    issue_fresh_ip(stack_env, vault)
+                    outcomes.append("ok")
+                except Exception as error:  # what each call ends with is the point
+                    outcomes.append(type(error).__name__)
+                took.append(round(time.monotonic() - began, 2))
+            left = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE usesysid = %s", (oid,)).fetchone()
+            serving = {app for app, _ in logins.sessions(second)}
+            print(f"VAULT: after the drop {outcomes}, each in {took} s; the dropped login's sessions left {left}")
+    finally:
+        logins.drop_all()
+    assert outcomes == ["ok"] * 5, outcomes
+    assert left == (0,) and "tokenvault-vault" in serving, (left, serving)
+
+
 def _nothing_secret_logged(caplog: pytest.LogCaptureFixture, logins: Logins) -> None:
     """No log line quotes a login's password or DSN."""
     text = caplog.text
