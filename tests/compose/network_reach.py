@@ -27,7 +27,7 @@ NETWORK_PORTS = {
 # service (the servers it uses among them) reaches its listeners, which ask for a certificate of
 # their CA (test_compose_stack.py tries the ETL's keys on the metrics and is refused).
 VAULT_SERVICE_PEERS = frozenset(
-    {"etl-service", "analyst", "security", "metrics", "postgres", "migrate", "vault", "vault-init"}
+    {"etl-service", "analyst", "privacy-officer", "security", "metrics", "postgres", "migrate", "vault", "vault-init"}
 )
 ETL_PEERS = frozenset(
     {"vault-service", "metrics", "postgres", "migrate", "vault", "vault-init", "localstack", "load-sample", "sqs-init"}

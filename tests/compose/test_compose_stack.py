@@ -3,6 +3,7 @@
 The steps run in order on one stack (`make test-compose`): up and healthy; the exercise's
 sample events loaded; the queue refuses a container without a key, with the key `test`, or with
 the producer's key for a receive; a client container with the analyst's certificate detokenizes;
+the privacy officer's container erases a token (the analyst's is refused);
 the key rotation runbook's compose variant (the KEK, a new data key, the re-encryption run by the
 vault on the security team's certificate, refused on the analyst's); the ETL's container reads no
 metrics (the `metrics` tool, with the scraper's certificate, reads the vault's, the ETL's and the lock
@@ -111,6 +112,33 @@ def test_a_client_container_with_the_analysts_certificate_detokenizes_a_token(co
         same = result["value"] == sent[event_id]["ip"]  # compared, never printed: it is PII
         assert same, "the revealed ip is not the one sent for that event"
         state["token"], state["value"] = token, result["value"]
+
+
+def test_the_privacy_officer_s_container_erases_a_token_and_the_analyst_s_may_not(compose: Compose) -> None:
+    """Walk W-6: the compose stack had no privacy-officer identity, so nobody could erase there."""
+    assert state, "needs the token revealed by the step before"
+    with compose.step("vault-service", "certs"):
+        ((token,),) = compose.sql(
+            f"SELECT masked_ip FROM user_logins WHERE masked_ip <> '{state['token']}' ORDER BY event_id LIMIT 1"
+        )
+        assert re.fullmatch(r"ip_[A-Za-z0-9_-]+", token), "not a token"
+        erase = ("run", "--rm", "--no-deps", "-T")
+        refused = compose.run(*erase, "analyst", "erase", token, "--purpose", "GDPR-COMPOSE-TEST", "--yes", check=False)
+        assert refused.returncode != 0 and "PERMISSION_DENIED" in refused.stderr, refused.stderr
+        assert reveal(compose, token)["reveal"] == "plain"  # the refused erase changed nothing
+        erased = compose.run(*erase, "privacy-officer", "erase", token, "--purpose", "GDPR-COMPOSE-TEST", "--yes")
+        assert "erased" in erased.stdout, erased.stdout
+        assert reveal_outcome(compose, token).startswith("NOT_FOUND")
+
+
+def reveal_outcome(compose: Compose, token: str) -> str:
+    """The analyst's reveal of `token` as the command's JSON says it, for one it may not show (exit 1)."""
+    out = compose.run(
+        "run", "--rm", "--no-deps", "analyst", "reveal", "--purpose", "CASE-COMPOSE-TEST", "-o", "json", token,
+        check=False,
+    ).stdout  # fmt: skip
+    (result,) = json.loads(out)
+    return str(result["reveal"])
 
 
 # From the ETL's container (an insider: its gRPC certificate, its metrics server's): each

@@ -44,7 +44,7 @@ from tests.compose.stack import Compose
 pytestmark = pytest.mark.compose
 
 WALK = (Path(__file__).resolve().parent / "insider_walk.py").read_text()
-TOOLS = ("load-sample", "analyst", "metrics")  # `docker compose run --rm` containers (profile tools)
+TOOLS = ("load-sample", "analyst", "privacy-officer", "metrics")  # `docker compose run --rm` containers (profile tools)
 
 CA_KEYS = "the CAs' private keys"
 # Each secret (or service's data) -> the containers that may hold it. Everything else is refused.
@@ -67,6 +67,7 @@ HOLDERS: dict[str, frozenset[str]] = {
     "ETL's TLS keys": frozenset({"etl-service", "certs"}),
     "analyst's TLS key": frozenset({"analyst", "certs"}),
     "security team's TLS key": frozenset({"security", "certs"}),
+    "privacy officer's TLS key": frozenset({"privacy-officer", "certs"}),
     "metrics scraper's TLS key": frozenset({"metrics", "certs"}),
     "lock watchdog's TLS key": frozenset({"lock-watchdog", "certs"}),
     "Postgres data and socket": frozenset({"postgres"}),
@@ -92,6 +93,7 @@ FILE_LABELS = {
     "etl-metrics-key.pem": "ETL's TLS keys",
     "analyst-key.pem": "analyst's TLS key",
     "security-team-key.pem": "security team's TLS key",
+    "privacy-officer-key.pem": "privacy officer's TLS key",
     "metrics-scraper-key.pem": "metrics scraper's TLS key",
     "watchdog-metrics-key.pem": "lock watchdog's TLS key",
     "secret-id": "vault service's secret id",
@@ -142,6 +144,7 @@ VOLUMES = {
     "certs-etl-service": ("certs", ("etl-service",)),
     "certs-analyst": ("certs", ("analyst",)),
     "certs-security-team": ("certs", ("security",)),
+    "certs-privacy-officer": ("certs", ("privacy-officer",)),
     "certs-metrics-scraper": ("certs", ("metrics",)),
     "certs-lock-watchdog": ("certs", ("lock-watchdog",)),
     "audit-checkpoints": ("vault-service", ()),
@@ -299,4 +302,4 @@ def test_every_container_reaches_its_own_secrets_and_no_other_service_s(compose:
         assert raw_sockets_with_net_raw(compose) == {"packet": "allowed", "icmp": "allowed"}
         ours = [uids[name] for name in ("vault-service", "etl-service", "migrate", *TOOLS)]
         assert len(set(ours)) == len(ours) and 0 not in ours, uids  # the certs job alone is root (CHOWN only)
-    figure("insider walk in every container (5 exec, 7 run)", f"{timer.seconds:.0f} s")
+    figure("insider walk in every container (5 exec, 8 run)", f"{timer.seconds:.0f} s")

@@ -6,6 +6,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ PROJECT_SERVICES = (
     "lock-watchdog",
     "load-sample",
     "analyst",
+    "privacy-officer",
     "security",
     "metrics",
 )
@@ -134,6 +136,25 @@ def test_metrics_are_served_to_the_scraper_s_ca_only_whose_key_only_the_metrics_
 def named_volumes(service: dict[str, Any]) -> dict[str, str]:
     """Named volumes of a service: volume name -> mount path."""
     return {v["source"]: v["target"] for v in service.get("volumes", []) if v["type"] == "volume"}
+
+
+def test_the_privacy_officer_has_a_tool_container_with_its_own_certificate(tmp_path: Path) -> None:
+    """Walk W-6: compose issued no privacy-officer certificate and had no container to erase from,
+    though the vault's policy gives that identity `erase`."""
+    services = resolved(tmp_path)["services"]
+    issued = {i.common_name: i for i in (Identity.parse(a) for a in services["certs"]["command"] if a.count(":") >= 2)}
+    officer, tool = issued["privacy-officer"], services["privacy-officer"]
+    assert not officer.server and not officer.metrics
+    assert tool["user"] == f"{officer.uid}:{officer.uid}" and tool["profiles"] == ["tools"]
+    assert tool["entrypoint"] == ["tokenvault"]
+    assert named_volumes(tool) == {"certs-privacy-officer": "/certs"}
+    assert named_volumes(services["certs"])["certs-privacy-officer"] == str(officer.directory)
+    assert tool["environment"]["TOKENVAULT_CERT"] == "/certs/privacy-officer.pem"
+    assert tool["environment"]["TOKENVAULT_ADDRESS"] == "vault-service:50051"
+    policy = tomllib.loads(
+        (REPO / services["vault-service"]["environment"]["TOKENVAULT_POLICY_FILE"].removeprefix("/app/")).read_text()
+    )
+    assert policy["clients"]["privacy-officer"]["erase"] == ["ip", "device_id"]
 
 
 def test_vault_keeps_its_data_in_a_volume_and_is_not_in_dev_mode(tmp_path: Path) -> None:
@@ -323,6 +344,7 @@ def test_each_server_shares_a_network_only_with_the_containers_that_use_it(tmp_p
     assert sharing("metrics") == {"vault-service", "etl-service", "lock-watchdog"}
     assert sharing("lock-watchdog") == {"postgres", "metrics"}  # not beside the services' ports
     assert sharing("security") == {"vault-service"}  # the key jobs' certificate: no other client beside it
+    assert sharing("privacy-officer") == {"vault-service"}
     assert services["certs"].get("network_mode") == "none"  # it writes files only
     assert "ports" not in services["localstack"]  # no local user of the host reaches it either
     # Nor the exercise's queue (anyone may write it) or database (anyone may read it: public superuser),
