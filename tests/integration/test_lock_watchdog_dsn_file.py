@@ -39,13 +39,13 @@ def private_postgres(tmp_path: Path) -> Iterator[Postgres]:
         yield postgres
 
 
-def _vault_login(admin: psycopg.Connection, pg: Postgres, name: str) -> tuple[str, str]:
+def _vault_login(admin: psycopg.Connection, pg: Postgres, name: str, limit: int = 3) -> tuple[str, str]:
     """A login as Vault's database engine makes it for `tokenvault-watchdog` (docs/production.md, step 3): its DSN
     and password."""
     password = secrets.token_urlsafe(18)
     admin.execute(
-        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} CONNECTION LIMIT 3 IN ROLE tokenvault_watchdog").format(
-            sql.Identifier(name), sql.Literal(password)
+        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} CONNECTION LIMIT {} IN ROLE tokenvault_watchdog").format(
+            sql.Identifier(name), sql.Literal(password), sql.Literal(limit)
         )
     )
     return make_conninfo(pg.watchdog_dsn, user=name, password=password), password
@@ -145,8 +145,9 @@ def test_the_watchdog_whose_login_is_dropped_under_its_live_sessions_logs_in_as_
     each statement of theirs is refused from then on. The watchdog's warm connection and spares were such sessions,
     kept because they were not broken: every look failed (InsufficientPrivilege) for ever, every rule off, and it
     never logged in as the login the agent had rendered (review 36, R36-3: 32 failed looks in 8 s, 0 sessions of the
-    new login). Now a refused look closes its connection: within seconds it looks as the new login, holds its slots,
-    and the dropped login's sessions are gone."""
+    new login). Now a refused look closes its connection: within seconds it looks as the new login, holds its slots
+    - all 5 of its CONNECTION LIMIT, not the first login's 3 (R36-8: the limit was read once) - and the dropped
+    login's sessions are gone."""
     pg = private_postgres
     dsn_file = tmp_path / "secrets" / "dsn"
     dsn_file.parent.mkdir()
@@ -160,11 +161,11 @@ def test_the_watchdog_whose_login_is_dropped_under_its_live_sessions_logs_in_as_
         pid = start_lock_watchdog(env, log_file)
         try:
             wait_until(lambda: len(_sessions(admin, "v-watchdog-first")) == 3, "its slots held", 10, pid, log_file)
-            second_dsn, _ = _vault_login(admin, pg, "v-watchdog-second")
+            second_dsn, _ = _vault_login(admin, pg, "v-watchdog-second", limit=5)
             _render(dsn_file, second_dsn)
             admin.execute('DROP ROLE "v-watchdog-first"')  # as Vault's revocation: its sessions left alive
             dropped = time.monotonic()
-            wait_until(lambda: len(_sessions(admin, "v-watchdog-second")) == 3, "the new login's slots held", 10, pid,
+            wait_until(lambda: len(_sessions(admin, "v-watchdog-second")) == 5, "the new login's slots held", 10, pid,
                        log_file)  # fmt: skip
             again = time.monotonic() - dropped
             held_at = time.time()

@@ -45,6 +45,8 @@ class OwnLoginSlots:
         self._connect = connect
         self._spares: list[Connection] = []
         self._limit: int | None = None
+        self._login: str | None = None
+        """The login whose limit `_limit` is (the warm connection's at the look that read it)."""
         self._checked_at = 0.0
         self._said_unlimited = False
         self.strangers_ended = 0
@@ -74,9 +76,16 @@ class OwnLoginSlots:
                 extra={"pid": pid},
             )
         self.strangers_ended += len(ended)
-        if self._limit is None:
+        if self._limit is None or warm.info.user != self._login:
+            # Its first look, or a login rotated (Kubernetes: the Vault agent renders a new one, R36-3): that login's
+            # limit, and no spare of another login - which holds none of this one's slots (review 36, R36-8).
             row = warm.execute(_LIMIT).fetchone()
             self._limit = int(str(row[0])) if row and row[0] is not None else -1
+            self._login = warm.info.user
+            for conn in self._spares:
+                if not conn.closed and conn.info.user != self._login:
+                    conn.close()
+            self._spares = [conn for conn in self._spares if not conn.closed]
         self._keep_spares()
         return ended
 
