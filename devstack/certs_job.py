@@ -7,7 +7,7 @@ certificate that expires within `--renew-days` or was not issued by the current 
 new CA (then re-issues everything) when the CA expires within `--ca-renew-days`. It is safe to
 run at any time; run it periodically and restart the services so they load renewed files::
 
-    docker compose run --rm certs && docker compose restart vault-service etl-service
+    docker compose run --rm certs && docker compose restart vault-service etl-service lock-watchdog
 
 Identities are `CN:UID:DIR[:OPTION...]`. Options: `server` (a server certificate for the
 vault's names), `server=NAME,NAME` (for those DNS names and 127.0.0.1), `metrics` (issued by
