@@ -221,6 +221,12 @@ def migrate(
             raise BadLockTimeout("MIGRATIONS_LOCK_ATTEMPTS is not a whole number") from None
     if lock_attempts < 1:
         raise BadLockTimeout(f"lock attempts {lock_attempts}: 1 or more")
+    if lock_timeout.strip().isdigit() and int(lock_timeout) != 0:
+        # PostgreSQL reads a bare number as milliseconds: MIGRATIONS_LOCK_TIMEOUT=3 meant 3 s and waited 3 ms, and a
+        # busy table's migration gave up at once (review 36, R36-9)
+        raise BadLockTimeout(
+            f"lock_timeout {lock_timeout!r} has no unit (PostgreSQL would read milliseconds): say 3s, 500ms"
+        )
     applied: list[str] = []
     current = ["(before any migration)"]
 
