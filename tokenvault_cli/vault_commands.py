@@ -13,6 +13,7 @@ from click.core import ParameterSource
 from rich.markup import escape
 
 from tokenvault_cli.context import Context, Failure, SettingsFailure, vault_errors
+from tokenvault_cli.erase_reach import Reach, count_reach, plural
 from tokenvault_cli.output import FORMAT_OPTION, Format, write_rows
 from tokenvault_cli.progress import stderr, tracked
 from tokenvault_cli.query import (
@@ -198,30 +199,71 @@ def _reveal_query(
 @click.command()
 @click.argument("tokens", nargs=-1, required=True)
 @click.option("--purpose", "-p", required=True, help="The erasure request's reference. " + PURPOSE_HELP)
+@click.option(
+    "--user-id",
+    "-u",
+    "person",
+    metavar="ID",
+    multiple=True,
+    help="The person whose erasure this is: their user_id in user_logins (repeat it for each of their"
+    " accounts). The rows of everyone else holding the tokens are counted before anything is erased."
+    " Without it, only a token in several people's rows is counted (all of them).",
+)
+@click.option(
+    "--including-other-people",
+    "confirmed",
+    metavar="N",
+    type=click.IntRange(0),
+    help="Erase even though other people's rows hold some of the tokens (a shared address or device):"
+    " N must be the number of other people the command counts, so a decision taken on other figures is refused.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed when not interactive).")
 @FORMAT_OPTION
 @click.pass_obj
 @vault_errors
-def erase(ctx: Context, tokens: tuple[str, ...], purpose: str, yes: bool, fmt: str) -> None:
+def erase(
+    ctx: Context,
+    tokens: tuple[str, ...],
+    purpose: str,
+    person: tuple[str, ...],
+    confirmed: int | None,
+    yes: bool,
+    fmt: str,
+) -> None:
     """Destroy the values behind TOKENS for good (right to erasure; `-` reads tokens from stdin).
 
     Needs the erase permission (the privacy officer). Detokenize answers NOT_FOUND from then on,
     and the same value tokenized again gets a new token. Audited before and after.
+
+    A token stands for a value, not a person: erasing it takes the value from every row holding
+    it, also other people's (a shared address, a family device). The command first counts, in
+    user_logins (the analysts' read-only database, as `reveal --query`), the rows and people
+    besides the person (--user-id) holding each token, and refuses, erasing nothing, while
+    other people's rows hold one - unless you confirm their number with
+    --including-other-people N (keeping their values, e.g. for legal claims, GDPR art. 17(3), is
+    your call). A count, not a lock: rows loaded meanwhile are counted again after the erasure.
 
     The vault cannot reach the dead-letter queue: refused events of the person stay there, sealed,
     for 14 days. Next step, run by the DLQ operator: `python -m etl_service dead-letters erase -
     --yes` with the person's user_id=, ip= and device_id= lines on standard input (README).
 
     \b
-    tokenvault --stack .stack --as privacy-officer erase ip_7qwKnwTSu2ecvWSU-DjgMw --purpose GDPR-118 --yes
+    tokenvault --stack .stack --as privacy-officer erase ip_7qwKnwTSu2ecvWSU-DjgMw -u u-118 -p GDPR-118 --yes
     """  # noqa: D301 - \b keeps click from rewrapping the example
     wanted = _from_stdin(tokens)
     if _nothing_given(wanted, "tokens"):
         return
+    reach = _count_reach(ctx, wanted, person, "nothing was erased")
+    reaching = reach.reaching(wanted)
+    if confirmed is None and reaching:
+        _refuse_other_people(reach, wanted, tokens, purpose, yes, fmt)
+    if confirmed is not None and confirmed != reach.other_people:
+        _refuse_other_people(reach, wanted, tokens, purpose, yes, fmt, stale=confirmed)
     if not yes:
         if not sys.stdin.isatty():
             raise click.UsageError("erasure cannot be undone: add --yes to confirm when not running interactively")
-        click.confirm(f"Erase the values behind {len(wanted)} token(s)? This cannot be undone", abort=True)
+        others = f", also for {_people_rows(reach.other_people, reach.other_rows, bool(person))}" if reaching else ""
+        click.confirm(f"Erase the values behind {len(wanted)} token(s){others}? This cannot be undone", abort=True)
     # The erase limit is not waited out (at 18 an hour a wait is minutes to hours, in silence): it
     # stops the command at once, which lists what it erased and when to send the rest.
     with ctx.client(rate_limit_wait=0.0) as vault:
@@ -230,13 +272,133 @@ def erase(ctx: Context, tokens: tuple[str, ...], purpose: str, yes: bool, fmt: s
         except RateLimited as stopped:
             if not stopped.done:
                 raise
-            _erase_stopped_partway(wanted, cast(list[EraseOutcome], stopped.done), stopped, fmt)
+            done = cast(list[EraseOutcome], stopped.done)
+            _say_other_people_erased(ctx, reach, [t for t, o in zip(wanted, done, strict=False) if o is None])
+            _erase_stopped_partway(wanted, done, stopped, fmt)
     rows = [(t, "erased" if o is None else str(o)) for t, o in zip(wanted, outcomes, strict=True)]
     write_rows(["token", "outcome"], rows, Format(fmt))
+    _say_other_people_erased(ctx, reach, [t for t, o in zip(wanted, outcomes, strict=True) if o is None])
     if any(o is None for o in outcomes):
         click.echo(DEAD_LETTERS_STEP, err=True)
     if _summarize_errors(outcomes, "tokens were not erased"):
         raise SystemExit(1)
+
+
+def _count_reach(ctx: Context, tokens: Sequence[str], person: Sequence[str], otherwise: str) -> Reach:
+    """Who else holds `tokens` in user_logins; a Failure ending with `otherwise` when it cannot be counted."""
+    try:
+        return count_reach(ctx.settings.dsn(), tokens, person)
+    except SettingsError as error:
+        raise SettingsFailure(
+            f"{error} - `erase` counts in user_logins who else holds the tokens before erasing; {otherwise}"
+        ) from None
+    except QueryError as error:
+        raise Failure(f"{error}; {otherwise}") from None
+
+
+def _people(people: int, named: bool) -> str:
+    """`1 other person`, `3 other people`; without a person named, `2 people`."""
+    return plural(people, "other person", "other people") if named else plural(people, "person", "people")
+
+
+def _people_rows(people: int, rows: int, named: bool) -> str:
+    """`1 other person's 2 rows`, `3 other people's 5 rows`; without a person named, `2 people's 3 rows`."""
+    return f"{_people(people, named)}'s {plural(rows, 'row')}"
+
+
+def _refuse_other_people(
+    reach: Reach,
+    wanted: list[str],
+    given: tuple[str, ...],
+    purpose: str,
+    yes: bool,
+    fmt: str,
+    stale: int | None = None,
+) -> NoReturn:
+    """Erase nothing: say, per token, how many other people's rows hold it, and the command that erases anyway.
+
+    Tokens and counts only: never a value, nor another person's user id.
+    """
+    named = bool(reach.person)
+    reaching = reach.reaching(wanted)
+    where = (
+        f"{len(reaching)} of the {len(wanted)} tokens are also in other people's rows of user_logins (not --user-id's)"
+        if named
+        else f"{len(reaching)} of the {len(wanted)} tokens are in the rows of several people in user_logins"
+    )
+    lines = [
+        f"  {t.token}: {_people_rows(t.other_people, t.other_rows, named)}"
+        + (f" (the person's own: {plural(t.their_rows, 'row')})" if named else "")
+        for t in reaching
+    ]
+    if stale is not None:
+        head = (
+            f"nothing was erased: --including-other-people {stale} does not match the count now,"
+            f" {_people(reach.other_people, named)}"
+            + (f" ({where})" if reaching else "")
+            + " - a decision taken on other figures is not carried out"
+        )
+    else:
+        head = (
+            f"nothing was erased: {where}. A token stands for a value, not a person: erasing it takes the value"
+            " from every row holding it (a shared address, a family device)"
+        )
+    unnamed = (
+        ""
+        if named
+        else "\nNo --user-id was given, so whose request this is cannot be told: every person whose rows hold one"
+        " of these tokens is counted, the person too. Name the person with --user-id ID to count only the others."
+    )
+    words = [_as_given(), "erase", *(shlex.quote(t) for t in given), "--purpose", shlex.quote(purpose)]
+    for user_id in reach.person:
+        words += ["--user-id", shlex.quote(user_id)]
+    words += ["--including-other-people", str(reach.other_people)]
+    if yes:
+        words.append("--yes")
+    if fmt != Format.TABLE.value:
+        words += ["-o", fmt]
+    command = " ".join(words)
+    stdin = " (the same tokens on standard input)" if "-" in given else ""
+    if reaching:
+        proceed = (
+            f"In all {_people_rows(reach.other_people, reach.other_rows, named)} would lose these values.{unnamed}\n"
+            "Keeping their values (GDPR art. 17(3), e.g. for legal claims or an investigation) is your call:"
+            " leave those tokens out, or erase them for everyone with"
+            f"{stdin}:\n  {command}"
+        )
+    else:
+        proceed = f"No other person's row holds these tokens now: run it without --including-other-people{stdin}."
+    raise Failure("\n".join([head + ":" if reaching else head + ".", *lines, proceed]))
+
+
+def _say_other_people_erased(ctx: Context, before: Reach, erased: list[str]) -> None:
+    """After an erasure: how many other people's rows lost a value, counted again (rows loaded meanwhile too)."""
+    if not erased:
+        return
+    try:
+        after = count_reach(ctx.settings.dsn(), erased, before.person)
+        when = "now"
+    except (QueryError, SettingsError) as error:
+        after = before
+        when = f"as counted before the erasure (counting again failed: {error})"
+    reaching = after.reaching(erased)
+    if not reaching:
+        return
+    named = bool(after.person)
+    lost = _people_rows(after.other_people, after.other_rows, named)
+    click.echo(
+        f"the values of {len(reaching)} erased token(s) were {'other' if named else 'several'} people's too:"
+        f" {lost} in user_logins point nowhere {when}: "
+        + "; ".join(f"{t.token}: {_people_rows(t.other_people, t.other_rows, named)}" for t in reaching),
+        err=True,
+    )
+    counted_before = {t.token for t in before.reaching()}
+    if when == "now" and counted_before <= set(erased) and after.other_rows != before.other_rows:
+        click.echo(
+            f"({after.other_rows - before.other_rows:+d} row(s) against the count before the erasure: loaded or"
+            " removed in between)",
+            err=True,
+        )
 
 
 def _erase_stopped_partway(wanted: list[str], done: list[EraseOutcome], stopped: RateLimited, fmt: str) -> NoReturn:

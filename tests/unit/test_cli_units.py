@@ -159,8 +159,10 @@ def test_an_erase_stopped_by_the_limit_lists_what_was_erased_and_what_was_not_se
 ) -> None:
     from click.testing import CliRunner
 
+    from tokenvault_cli import vault_commands
     from tokenvault_cli.app import cli
     from tokenvault_cli.context import Context
+    from tokenvault_cli.erase_reach import Reach
     from tokenvault_client import RateLimited
 
     class Vault:
@@ -176,6 +178,8 @@ def test_an_erase_stopped_by_the_limit_lists_what_was_erased_and_what_was_not_se
             raise stopped
 
     monkeypatch.setattr(Context, "client", lambda self, *a, **k: Vault())
+    # user_logins holds none of them: nobody else's rows (counted against real PostgreSQL in tests/cli)
+    monkeypatch.setattr(vault_commands, "count_reach", lambda dsn, tokens, person: Reach(tuple(person), {}, 0, 0))
     tokens = [f"ip_{c * 22}" for c in "abc"]
     result = CliRunner().invoke(
         cli, ["--stack", str(stack), "--as", "privacy-officer", "erase", *tokens, "-p", "GDPR-7", "--yes", "-o", "csv"]

@@ -1,0 +1,164 @@
+"""`tokenvault erase` counts other people's rows holding the tokens first (attack 34, E3).
+
+Tokens are per value, so erasing the tokens of one person's request took the value from every
+other person's row holding them - a shared (NAT) address, a family device - and the officer was
+told only "erased". The command now counts, in user_logins (the analysts' read-only role), the
+rows and people besides the person holding each token, refuses while there are any, and erases
+once the officer confirms their number (`--including-other-people N`, N as counted now).
+Real SQS, the stack's ETL, the vault service, OpenBao and PostgreSQL; the `tokenvault` console script.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from devstack.events import OutgoingEvent, send_events
+from devstack.sqs import identity_key, sqs_client
+from tests.cli.conftest import CliStack
+from tests.malformed_samples import body
+
+RUN = uuid.uuid4().hex[:10]
+"""Every event id of this module starts with `e3-RUN-`."""
+
+
+@pytest.fixture(autouse=True)
+def _rows_removed_after(cli_stack: CliStack) -> Iterator[None]:
+    """This module's rows leave user_logins after each test.
+
+    Its rows' tokens are erased and repeated: the README's duplicate query (test_docs_run, later in
+    the session) would reveal them and exit 1 on their NOT_FOUND.
+    """
+    yield
+    with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as conn:
+        conn.execute("DELETE FROM user_logins WHERE event_id LIKE %s", (f"e3-{RUN}-%",))
+
+
+def _load(stack: CliStack, logins: list[tuple[str, str, str]]) -> None:
+    """One login event per (user_id, ip, device_id), sent by the producer and loaded by the stack's ETL."""
+    tag = f"{RUN}-{uuid.uuid4().hex[:8]}"
+    events = [
+        OutgoingEvent(f"e3-{tag}-{n}", body(user_id=user, ip=ip, device_id=device))
+        for n, (user, ip, device) in enumerate(logins)
+    ]
+    env = stack.env
+    send_events(sqs_client(env["SQS_ENDPOINT_URL"], identity_key(env, "producer")), env["SQS_QUEUE_URL"], events)
+    ids = [e.event_id for e in events]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+            row = conn.execute("SELECT count(*) FROM user_logins WHERE event_id = ANY(%s)", (ids,)).fetchone()
+        if row and row[0] == len(ids):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the ETL did not load {len(ids)} events within 60 s")
+
+
+def _tokens_of(stack: CliStack, user: str) -> tuple[str, str]:
+    """The (ip token, device token) of the person's rows (one ip and one device each here)."""
+    ((ip_token, device_token),) = stack.analyst_query(
+        f"SELECT DISTINCT masked_ip, masked_device_id FROM user_logins WHERE user_id = '{user}'"
+    )
+    return str(ip_token), str(device_token)
+
+
+def _people(tag: str) -> tuple[str, str]:
+    """A fresh synthetic (ip, device id) pair nobody else holds."""
+    n = uuid.UUID(tag).int
+    return f"198.18.{n % 250}.{(n >> 8) % 250 + 1}", f"e3-device-{tag[:12]}"
+
+
+def _revealed(stack: CliStack, tokens: tuple[str, ...]) -> list[str]:
+    """What the fraud investigator's reveal answers per token: the value, or the error's name."""
+    done = stack.as_("fraud-investigator", "reveal", *tokens, "--purpose", "INC-E3-FRAUD-1", "-o", "csv")
+    rows = [line.split(",", 3) for line in done.stdout.splitlines()[1:]]
+    return [value if reveal == "plain" else reveal.split(":")[0] for _, _, value, reveal in rows]
+
+
+def _erase(stack: CliStack, *args: str) -> tuple[int, str, str]:
+    done = stack.as_("privacy-officer", "erase", *args, "--purpose", "GDPR-2026-E3", "--yes")
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_a_value_shared_with_another_person_is_erased_only_once_the_officer_confirms_how_many(
+    cli_stack: CliStack,
+) -> None:
+    started = time.monotonic()
+    tag = uuid.uuid4().hex
+    ip, device = _people(tag)
+    subject, requester = f"e3-subject-{tag[:8]}", f"e3-requester-{tag[:8]}"
+    _load(cli_stack, [(subject, ip, device), (subject, ip, device), (requester, ip, device)])
+    tokens = _tokens_of(cli_stack, requester)
+    assert _tokens_of(cli_stack, subject) == tokens  # one token per value: the subject's rows hold them too
+
+    # Bare tokens: whose request it is cannot be told; both people holding them are counted.
+    code, out, err = _erase(cli_stack, *tokens)
+    assert code == 1 and out == "" and "nothing was erased: 2 of the 2 tokens" in err, err
+    assert all(f"{t}: 2 people's 3 rows" in err for t in tokens) and "--user-id ID" in err
+    assert "In all 2 people's 3 rows would lose these values" in err and "--including-other-people 2 --yes" in err
+    # The person named: the others are the subject, 1 person, 2 rows per token.
+    code, out, err = _erase(cli_stack, *tokens, "--user-id", requester)
+    assert code == 1 and out == "" and "nothing was erased" in err, err
+    assert all(f"{t}: 1 other person's 2 rows (the person's own: 1 row)" in err for t in tokens)
+    assert "In all 1 other person's 2 rows would lose these values" in err and "art. 17(3)" in err
+    assert ip not in err and device not in err  # tokens and counts only
+    assert _revealed(cli_stack, tokens) == [ip, device]  # nothing was erased: the subject's values reveal
+
+    # The officer decides to erase them for everyone: the command the refusal printed, as printed.
+    (command,) = [line.strip() for line in err.splitlines() if line.strip().startswith("tokenvault ")]
+    words = shlex.split(command)
+    assert words[words.index("--including-other-people") + 1] == "1" and "--yes" in words
+    done = cli_stack.run(*words[1:])
+    assert done.returncode == 0, done.stderr
+    assert all(f"{t} " in done.stdout for t in tokens) and done.stdout.count("erased") == 2
+    assert "the values of 2 erased token(s) were other people's too: 1 other person's 2 rows" in done.stderr
+    assert "Next step of this erasure, for the DLQ operator" in done.stderr
+    assert ip not in done.stderr + done.stdout and device not in done.stderr + done.stdout
+    assert _revealed(cli_stack, tokens) == ["NOT_FOUND", "NOT_FOUND"]  # gone for the subject too, as confirmed
+    print(f"\nE3 shared value: refused twice, then erased with the count; {time.monotonic() - started:.1f} s")
+
+
+def test_a_wrong_or_stale_count_is_refused_and_nothing_is_erased(cli_stack: CliStack) -> None:
+    started = time.monotonic()
+    tag = uuid.uuid4().hex
+    ip, device = _people(tag)
+    subject, requester, third = (f"e3-{who}-{tag[:8]}" for who in ("subject", "requester", "third"))
+    _load(cli_stack, [(subject, ip, device), (requester, ip, device)])
+    tokens = _tokens_of(cli_stack, requester)
+
+    for wrong in ("0", "2"):
+        code, out, err = _erase(cli_stack, *tokens, "--user-id", requester, "--including-other-people", wrong)
+        assert code == 1 and out == "", err
+        assert f"--including-other-people {wrong} does not match the count now, 1 other person" in err
+    # Counted 1 other person; a third person's login from the same address arrives before the officer runs it.
+    _load(cli_stack, [(third, ip, f"e3-other-device-{tag[:12]}")])
+    code, out, err = _erase(cli_stack, *tokens, "--user-id", requester, "--including-other-people", "1")
+    assert code == 1 and out == "" and "does not match the count now, 2 other people" in err, err
+    assert f"{tokens[0]}: 2 other people's 2 rows" in err and f"{tokens[1]}: 1 other person's 1 row" in err
+    assert "In all 2 other people's 2 rows would lose" in err and "--including-other-people 2 --yes" in err
+    assert _revealed(cli_stack, tokens) == [ip, device]  # nothing was erased
+    print(f"\nE3 wrong and stale counts refused; {time.monotonic() - started:.1f} s")
+
+
+def test_a_person_sharing_no_value_is_erased_as_before_without_confirmation(cli_stack: CliStack) -> None:
+    started = time.monotonic()
+    tag, other_tag = uuid.uuid4().hex, uuid.uuid4().hex
+    (ip, device), (other_ip, other_device) = _people(tag), _people(other_tag)
+    person, other = f"e3-alone-{tag[:8]}", f"e3-alone-{other_tag[:8]}"
+    _load(cli_stack, [(person, ip, device), (person, ip, device), (other, other_ip, other_device)])
+    tokens, other_tokens = _tokens_of(cli_stack, person), _tokens_of(cli_stack, other)
+
+    code, out, err = _erase(cli_stack, *tokens, "--user-id", person)
+    assert code == 0, err
+    assert out.count("erased") == 2 and "other people" not in err and "other person" not in err
+    assert "Next step of this erasure, for the DLQ operator" in err
+    # Bare tokens held by one person's rows only: erased as before.
+    code, out, err = _erase(cli_stack, *other_tokens)
+    assert code == 0 and out.count("erased") == 2 and "other pe" not in err, err
+    assert _revealed(cli_stack, (*tokens, *other_tokens)) == ["NOT_FOUND"] * 4
+    print(f"\nE3 no shared value: erased without confirmation; {time.monotonic() - started:.1f} s")

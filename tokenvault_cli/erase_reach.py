@@ -1,0 +1,116 @@
+"""Whom an erasure reaches besides the person: other people's rows of user_logins holding the tokens to erase.
+
+Tokens are per value (one token per (type, value), so analysts find duplicates by comparing
+tokens), and erasing a token destroys the value for every row holding it, whoever's it is: a
+shared office or carrier-grade-NAT address, a family tablet, a placeholder device id an SDK
+sends for everyone (attack 34, E3). The vault does not know whose a token is; user_logins does,
+and the analysts' read-only role - the database `reveal --query` uses - reads it. `tokenvault
+erase` counts with it before erasing and refuses, unless the officer confirms the count, when
+other people's rows hold a token. A decision aid taken before the erasure, not a lock: rows
+loaded in between are not in the count, so the command counts again after the erasure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psycopg
+
+from tokenvault_cli.query import QueryError
+
+REACH_SQL = """
+WITH wanted AS (
+    SELECT DISTINCT w.token FROM pg_catalog.unnest(%(tokens)s::pg_catalog.text[]) AS w(token)
+), holders AS (
+    SELECT w.token, l.user_id, l.ctid AS row_id,
+           coalesce(l.user_id::pg_catalog.text OPERATOR(pg_catalog.=) ANY (%(person)s::pg_catalog.text[]), false)
+               AS theirs
+    FROM wanted AS w
+    JOIN public.user_logins AS l
+      ON w.token OPERATOR(pg_catalog.=) l.masked_ip::pg_catalog.text
+      OR w.token OPERATOR(pg_catalog.=) l.masked_device_id::pg_catalog.text
+), per_token AS (
+    SELECT token,
+           count(*) FILTER (WHERE theirs) AS their_rows,
+           count(*) FILTER (WHERE NOT theirs) AS other_rows,
+           count(DISTINCT user_id) FILTER (WHERE NOT theirs)
+               + coalesce(max(1) FILTER (WHERE NOT theirs AND user_id IS NULL), 0) AS other_people
+    FROM holders GROUP BY token
+), reaching AS (
+    SELECT token FROM per_token
+    WHERE CASE WHEN %(named)s THEN other_rows > 0 ELSE other_people > 1 END
+)
+SELECT token, their_rows, other_rows, other_people FROM per_token
+UNION ALL
+SELECT NULL, 0, count(DISTINCT row_id),
+       count(DISTINCT user_id) + coalesce(max(1) FILTER (WHERE user_id IS NULL), 0)
+FROM holders WHERE NOT theirs AND token IN (SELECT token FROM reaching)
+"""
+"""Per token held by some row: the person's rows, other rows, other people; then one row of totals over the
+tokens that reach other people (token NULL): distinct rows (a row holding two of them counts once) and people.
+Rows without a user id count as one more person."""
+
+
+@dataclass(frozen=True)
+class TokenReach:
+    """Rows of user_logins holding one token."""
+
+    token: str
+    their_rows: int
+    """Rows of the person (the --user-id given); 0 when none was given."""
+    other_rows: int
+    other_people: int
+    """Distinct user ids of the other rows (rows without a user id count as one more)."""
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Who else holds the tokens to erase, as user_logins answered at one moment."""
+
+    person: tuple[str, ...]
+    held: dict[str, TokenReach]
+    """Every token some row holds (tokens in no row are left out)."""
+    other_people: int
+    """N: distinct other people across the tokens that reach them (what --including-other-people confirms)."""
+    other_rows: int
+    """Distinct rows of those people holding one or more of those tokens."""
+
+    def reaches(self, token: TokenReach) -> bool:
+        """Whether erasing this token takes a value from someone else's rows.
+
+        With the person named: any row not theirs. Without: the command cannot tell whose request
+        it is, so a token in one person's rows only is taken as theirs, and one in several
+        people's rows reaches all of them.
+        """
+        return token.other_rows > 0 if self.person else token.other_people > 1
+
+    def reaching(self, tokens: Sequence[str] | None = None) -> list[TokenReach]:
+        """The tokens (of `tokens`, default all) that reach other people, in the order given."""
+        order = list(dict.fromkeys(tokens if tokens is not None else self.held))
+        return [self.held[t] for t in order if t in self.held and self.reaches(self.held[t])]
+
+
+def count_reach(dsn: str, tokens: Sequence[str], person: Sequence[str]) -> Reach:
+    """Count, as the analysts' read-only role, the rows of user_logins holding `tokens`, the person's and others'."""
+    wanted = list(dict.fromkeys(tokens))
+    try:
+        with psycopg.connect(dsn, connect_timeout=10, application_name="tokenvault-cli erase") as conn:
+            conn.read_only = True
+            rows = conn.execute(REACH_SQL, {"tokens": wanted, "person": list(person), "named": bool(person)}).fetchall()
+    except psycopg.Error as error:
+        diag = getattr(error, "diag", None)
+        message = (diag.message_primary if diag else None) or type(error).__name__
+        raise QueryError(f"counting the rows of user_logins that hold these tokens failed: {message}") from None
+    held = {
+        str(token): TokenReach(str(token), int(theirs), int(others), int(people))
+        for token, theirs, others, people in rows
+        if token is not None
+    }
+    ((_, _, other_rows, other_people),) = [row for row in rows if row[0] is None]
+    return Reach(tuple(person), held, int(other_people), int(other_rows))
+
+
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """`1 row`, `2 rows`; `1 other person`, `2 other people`."""
+    return f"{count} {one if count == 1 else (many or one + 's')}"
