@@ -82,20 +82,27 @@ def test_member_logins_past_the_groups_budget_are_ended_newest_first_and_the_oth
         vault_pids = [conn.info.backend_pid for conn in vault]
         with watchdog(pg, log_file, {"TOKENVAULT_WATCHDOG_METRICS_PORT": str(port)}):
             time.sleep(0.5)  # it is looking (its "started" line came before): its warm connection held
-            logins: list[str] = []
             minted: dict[int, str] = {}
             refused = 0
-            appending = 0
             started = time.monotonic()
-            for n in range(MINTED):
-                login, password = f"v-token-tokenvault-vault-{n}-{secrets.token_hex(4)}", secrets.token_urlsafe(18)
+            logins = [f"v-token-tokenvault-vault-{n}-{secrets.token_hex(4)}" for n in range(MINTED)]
+            passwords = [secrets.token_urlsafe(18) for _ in logins]
+            for login, password in zip(logins, passwords, strict=True):  # the oids in this order: the last newest
                 admin.execute(  # Vault's creation statement for the role (docs/production.md step 3)
                     sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} CONNECTION LIMIT {} IN ROLE tokenvault_vault").format(
                         sql.Identifier(login), sql.Literal(password), sql.Literal(POOL_PLUS_SIX)
                     )
                 )
-                logins.append(login)
-                for _ in range(POOL_PLUS_SIX):
+            # The newest login's session appending - the chain's lock held in a transaction - taken while the group is
+            # still within its budget: the watchdog, looking meanwhile, has nothing to end before it holds the lock.
+            appender = psycopg.connect(f"postgresql://{logins[-1]}:{passwords[-1]}@{host_part}", autocommit=True)
+            held.append(appender)
+            appending = appender.info.backend_pid
+            minted[appending] = logins[-1]
+            appender.execute("BEGIN")
+            appender.execute("SELECT vault.lock_audit_chain()")
+            for login, password in zip(logins, passwords, strict=True):
+                for _ in range(POOL_PLUS_SIX - (login == logins[-1])):
                     try:
                         conn = psycopg.connect(f"postgresql://{login}:{password}@{host_part}", autocommit=True)
                     except psycopg.OperationalError:
@@ -103,10 +110,6 @@ def test_member_logins_past_the_groups_budget_are_ended_newest_first_and_the_oth
                         continue
                     held.append(conn)
                     minted[conn.info.backend_pid] = login
-                if n == MINTED - 1:  # the newest login's session appending: the chain's lock held in a transaction
-                    appending = held[-1].info.backend_pid
-                    held[-1].execute("BEGIN")
-                    held[-1].execute("SELECT vault.lock_audit_chain()")
             filled = time.monotonic() - started
             time.sleep(0.75)  # a look or two after the last session
             members = _one(
