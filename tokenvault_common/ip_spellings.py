@@ -25,7 +25,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from functools import lru_cache
 
 from tokenvault_common.ipv4 import is_canonical_ipv4
 from tokenvault_common.values import InvalidPiiValue, normalize_ip
@@ -69,9 +68,11 @@ IpForms = tuple[tuple[str, ...], tuple[tuple[str, frozenset[str]], ...], HexGrou
 """What `ip_forms` returns (a plain tuple, unpacked per message)."""
 
 
-@lru_cache(maxsize=4096)
 def ip_forms(ip: str) -> IpForms:
     """The spellings of `ip` to search as substrings, its number forms and, for IPv4, its hex-group hints.
+
+    Not cached: a cache keyed by the ip kept the ETL's values in its memory past their batch and the
+    person's erasure (attack 34, E2); it missed 87 % of a busy ETL's ips anyway (docs/performance.md).
 
     The spellings are case-folded. A number form (decimal and hex, each with its digit alphabet) of
     an IPv6 address is to be searched as a whole number (bounded by characters outside its
@@ -102,7 +103,7 @@ def _canonical_ipv4_forms(address: str) -> IpForms:
 
     The forms `_forms_read_by_ipaddress` gives (tests/unit/test_ip_spellings.py compares them): such an
     address is its own canonical spelling, and `inet_aton` reads it as `ipaddress` does. The ETL
-    sees more distinct ips than `ip_forms`' cache holds: building them through `ipaddress` cost
+    sees more distinct ips than a cache could hold: building them through `ipaddress` cost
     about a third of the ETL's own-value check (6 of 12.7 µs a message, measured).
     """
     packed = socket.inet_aton(address)

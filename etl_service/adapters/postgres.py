@@ -1,5 +1,10 @@
 """user_logins and etl_quarantine in PostgreSQL, loaded in one transaction per batch.
 
+Before a batch is tokenized, `loaded_before` reads which of its event ids user_logins holds (the ETL
+may read event_id, 0006; one indexed look-up) and, only if any, compares those events through
+public.user_logins_reused_event_ids: replays and reused event ids never reach the vault (attack 34, E1).
+The load below stays the backstop for an event another consumer loads meanwhile.
+
 Binary COPY straight into user_logins; when an event of the batch is already loaded (a
 redelivery), one INSERT ... SELECT FROM unnest(typed arrays) ... ON CONFLICT DO NOTHING instead
 (no temporary table: the ETL's login has no TEMPORARY since migration 0051, review 34 R34-1). The
@@ -12,13 +17,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from etl_service.domain.messages import QuarantineRecord, UserLoginRow, event_id_reused
+from etl_service.domain.messages import EventKey, QuarantineRecord, UserLoginRow, event_id_reused
 from etl_service.errors import DependencyDown, Misconfigured
-from etl_service.service.ports import ReusedEventId, WriteResult
+from etl_service.service.ports import LoadedBefore, ReusedEventId, WriteResult
 from tokenvault_common.database_dsn import Conninfo, DsnFileError, conninfo_now
 
 _COLUMNS = UserLoginRow._fields  # rows are written as they are, in this order
@@ -40,6 +46,8 @@ SELECT item, loaded_message_id FROM public.user_logins_reused_event_ids(
     %s::text[], %s::text[], %s::text[], %s::text[], %s::int4[], %s::text[], %s::date[]
 )
 """
+_LOADED = "SELECT event_id FROM public.user_logins WHERE event_id = ANY(%b::text[])"
+"""Which of a batch's event ids are loaded: the unique index on event_id, a column the ETL may read (0006)."""
 Reused = tuple[UserLoginRow, str]
 """A skipped row whose event_id is loaded for a different event, and the loaded row's message id."""
 _QUARANTINE = """
@@ -68,12 +76,34 @@ class PostgresLoginStore:
             raise database_error(error) from error
         return WriteResult(inserted, new_quarantine, tuple(ReusedEventId(r.sqs_message_id, m) for r, m in reused))
 
+    def loaded_before(self, events: Sequence[EventKey]) -> LoadedBefore:
+        """Which of `events` user_logins holds, as replays or under a reused event_id; nothing written.
+
+        One indexed read of the event ids; only when one is there (a redelivery: rare) the
+        comparison of the columns without tokens, as `write` compares the rows it skips.
+        """
+        try:
+            with self._pool.connection(timeout=10) as conn:
+                loaded = {str(e) for (e,) in conn.execute(_LOADED, ([e.event_id for e in events],))}
+                found = [e for e in events if e.event_id in loaded]
+                reused = _reused(conn, found) if found else []
+        except (psycopg.OperationalError, PoolTimeout, psycopg.errors.InsufficientPrivilege,
+                psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn,
+                psycopg.errors.UndefinedFunction) as error:  # fmt: skip
+            raise database_error(error) from error
+        refused = {e.sqs_message_id for e, _ in reused}
+        return LoadedBefore(
+            frozenset(e.sqs_message_id for e in found if e.sqs_message_id not in refused),
+            tuple(ReusedEventId(e.sqs_message_id, m) for e, m in reused),
+        )
+
     def check_access(self, dsn: Conninfo) -> None:
         """At start: log in as the configured role and check what the ETL needs (Misconfigured if not).
 
         A direct connection, not the pool's, so a refused password is reported as such instead
-        of as a pool timeout; then INSERT on both tables and EXECUTE on the function that tells a
-        replay from a reused event_id, which also proves they exist.
+        of as a pool timeout; then INSERT on both tables, SELECT of user_logins.event_id (a batch's
+        replays are found before it is tokenized) and EXECUTE on the function that tells a replay
+        from a reused event_id, which also proves they exist.
         """
         try:
             conninfo = conninfo_now(dsn)  # a DSN file read again, as the pool reads it
@@ -141,6 +171,7 @@ class PostgresLoginStore:
 _REUSED_FUNCTION = "public.user_logins_reused_event_ids(text[], text[], text[], text[], integer[], text[], date[])"
 _PRIVILEGES = f"""
 SELECT has_table_privilege('public.user_logins', 'INSERT'), has_table_privilege('public.etl_quarantine', 'INSERT'),
+       has_column_privilege('public.user_logins', 'event_id', 'SELECT'),
        has_function_privilege('{_REUSED_FUNCTION}', 'EXECUTE')
 """
 _REFUSED_STATES = {
@@ -148,7 +179,7 @@ _REFUSED_STATES = {
     "28000": "the role of ETL_DATABASE_DSN may not log in",
     "3D000": "the database of ETL_DATABASE_DSN does not exist",
     "42501": "the role of ETL_DATABASE_DSN lacks a privilege the ETL needs (INSERT on user_logins and"
-    " etl_quarantine, EXECUTE on public.user_logins_reused_event_ids)",
+    " etl_quarantine, SELECT of user_logins.event_id, EXECUTE on public.user_logins_reused_event_ids)",
     "42P01": "a table the ETL needs is missing: run the migrations (python -m tokenvault_common.migrations)",
     "42703": "a column the ETL needs is missing: run the migrations (python -m tokenvault_common.migrations)",
     "42883": "a function the ETL needs is missing: run the migrations (python -m tokenvault_common.migrations)",
@@ -167,11 +198,14 @@ def database_error(error: Exception) -> DependencyDown | Misconfigured:
     return DependencyDown(f"Postgres unavailable: {type(error).__name__}: {first_line}", "database")
 
 
-def _reused(conn: psycopg.Connection, skipped: list[UserLoginRow]) -> list[Reused]:
-    """The skipped rows whose event_id is loaded for a different event, each with the loaded row's message id.
+_Compared = TypeVar("_Compared", UserLoginRow, EventKey)
+
+
+def _reused(conn: psycopg.Connection, skipped: Sequence[_Compared]) -> list[tuple[_Compared, str]]:
+    """The rows (or events) whose event_id is loaded for a different event, each with the loaded row's message id.
 
     Compared in the database on the columns that hold no token (never the tokens: that would
-    tell the ETL whether a stored event has a guessed value). Called only when rows skipped.
+    tell the ETL whether a stored event has a guessed value). Called only for event ids loaded.
     """
     columns = [
         [r.event_id for r in skipped],

@@ -157,6 +157,37 @@ def _utc_date(timestamp_ms: int) -> date:
     return _utc_datetime(timestamp_ms).date()
 
 
+class EventKey(NamedTuple):
+    """An accepted event's columns of user_logins that hold no token, with its keys.
+
+    All that is needed to tell, before tokenizing, a replay of a loaded event from a different
+    event under its event_id.
+    """
+
+    event_id: str
+    sqs_message_id: str
+    user_id: str
+    device_type: str
+    locale: str | None
+    app_version: int
+    app_version_text: str
+    create_date: date
+
+
+def event_key(message: QueueMessage, event: LoginEvent) -> EventKey:
+    """What `to_row` would write of `event` in the columns without tokens (never its ip or device id)."""
+    return EventKey(
+        message.event_id or message.message_id,
+        message.message_id,
+        event.user_id,
+        event.device_type,
+        event.locale,
+        event.app_version_number,
+        event.app_version,
+        _utc_date(message.sent_timestamp_ms),
+    )
+
+
 def to_row(message: QueueMessage, event: LoginEvent, ip_token: str, device_token: str) -> UserLoginRow:
     """Flatten an event into a row; create_date is the UTC date the event was sent."""
     sent_ms = message.sent_timestamp_ms

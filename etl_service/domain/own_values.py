@@ -10,7 +10,6 @@ would say the same thing) and cheap (a few substring searches per message).
 from __future__ import annotations
 
 import socket
-from functools import lru_cache
 
 from tokenvault_common.device_spellings import compact_form
 from tokenvault_common.ip_spellings import (
@@ -86,7 +85,7 @@ def _holds_canonical_ipv4(folded: str, address: str) -> bool:
 
     The same tests of the same spellings (`ip_forms`; tests/unit/test_event_id_pii.py compares the two),
     without building them all first: an opaque id holds none, and building every spelling of each
-    message's ip (its cache cannot hold as many distinct ips as the ETL sees) cost more than testing them.
+    message's ip (no cache: it would keep the ips, and cannot hold as many as the ETL sees) cost more than testing them.
     The hex-group spellings are looked at only where the id holds the octet every one of them holds.
     """
     if address in folded:
@@ -175,10 +174,5 @@ def _holds_device_id(folded: str, device_id: str) -> bool:
         return True
     if len(device) < MIN_COMPACT_DEVICE_ID:  # its compact form is no longer (case folding is idempotent)
         return False
-    compact = _compact(device)
+    compact = compact_form(device)  # not cached: a cache keyed by the value kept it past its batch (attack 34, E2)
     return len(compact) >= MIN_COMPACT_DEVICE_ID and compact in compact_form(folded)
-
-
-@lru_cache(maxsize=4096)
-def _compact(device: str) -> str:
-    return compact_form(device)

@@ -2,18 +2,22 @@
 
 Order matters for "lose nothing, duplicate nothing":
 1. validate each message on its own;
-2. tokenize the distinct ips and device ids of the batch in one vault call, and seal the
+2. set aside the events user_logins holds already, before the vault sees them (attack 34, E1):
+   a replay is counted `already_loaded`, a different event under a loaded event_id is refused as
+   `event_id_reused` (service/loaded_step.py); tokenize the distinct ips and device ids of the
+   others in one vault call, and seal the
    bodies of refused messages (the DLQ keeps no PII in clear); one of the ETL's own dead
    letters moved back from the DLQ, once Transit proved its ciphertext genuine (one call for
    the batch's envelopes, none for a batch of events), goes back as it is, never sealed again
    (service/returned_letters.py);
 3. commit rows and quarantine records in one transaction (idempotent on the event key: a
-   replay adds nothing, and a different event under an event_id already loaded is refused
-   and quarantined as `event_id_reused` in that transaction);
+   replay loaded meanwhile by another consumer adds nothing, and a different event under an
+   event_id already loaded is refused and quarantined as `event_id_reused` in that transaction);
 4. copy rejected messages to the DLQ (every DLQ message has a reason and a quarantine row);
 5. only then delete from the source queue.
 A crash or outage anywhere before 5 leaves the messages in the queue; redelivery repeats the
-steps and the idempotent load adds nothing twice. Step 1 is validate_step.py, 2 tokenize_step.py,
+steps, and step 2 (or the idempotent load) adds nothing twice. Step 1 is validate_step.py, 2
+loaded_step.py and tokenize_step.py,
 4 and 5 settle_step.py; this module orders them and handles failures.
 
 Failures are handled by kind (etl_service.errors): a metered refusal is waited out within the
@@ -34,12 +38,20 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
-from etl_service.domain.messages import QueueMessage, UserLoginRow, quarantine_record
+from etl_service.domain.messages import (
+    EVENT_ID_REUSED,
+    QuarantineRecord,
+    QueueMessage,
+    UserLoginRow,
+    quarantine_record,
+)
 from etl_service.domain.redelivery import MAX_RETRY_DELAY_SECONDS, retry_delay
 from etl_service.domain.validation import DEFAULT_DEVICE_TYPES, MAX_BODY_BYTES, Rejection
 from etl_service.errors import DependencyDown, Misconfigured, Throttled
 from etl_service.service.dead_lettering import dead_letter_released, kept_bodies
+from etl_service.service.loaded_step import set_aside_loaded
 from etl_service.service.outcomes import (
     DEPENDENCY_UNAVAILABLE,
     PROCESSING_FAILED,
@@ -112,9 +124,13 @@ class BatchProcessor:
         try:
             accepted, rejected = validate_messages(messages, self._sealer, self._device_types, self._max_body_bytes)
             validated = accepted, rejected
+            accepted, replays, reused = set_aside_loaded(self._store, accepted)
+            if replays or reused:  # neither goes to the vault (E1); a replay is deleted below
+                rejected = [*rejected, *reused]
+                validated = accepted, rejected
             rows, rejected = tokenize_accepted(self._tokenizer, accepted, list(rejected))
             validated = accepted, rejected  # with the values the vault refused
-            self._load_and_settle(messages, rows, rejected, outcome)
+            self._load_and_settle(messages, rows, rejected, outcome, replays)
         except DependencyDown as error:
             log.warning("batch postponed: %s", error, extra={"messages": len(messages)})
             outcome.failed_dependency = error.dependency
@@ -141,16 +157,19 @@ class BatchProcessor:
         return outcome
 
     def _load_and_settle(
-        self, messages: Sequence[QueueMessage], rows: list[UserLoginRow], rejected: Rejected, outcome: BatchOutcome
+        self,
+        messages: Sequence[QueueMessage],
+        rows: list[UserLoginRow],
+        rejected: Rejected,
+        outcome: BatchOutcome,
+        replays: int = 0,
     ) -> None:
+        """Steps 3-5; `replays`: messages of the batch found loaded already in step 2 (no row: deleted only)."""
         bodies = kept_bodies(rejected, self._sealer)
-        records = [
-            r.quarantine_record() if isinstance(r, ReturnedLetter) else quarantine_record(m, r.reason, r.detail)
-            for m, r in rejected
-        ]
+        records = [_quarantine_record(m, r) for m, r in rejected]
         written = self._store.write(rows, records)
         outcome.loaded = written.rows_inserted
-        outcome.already_loaded = len(rows) - written.rows_inserted - len(written.reused)
+        outcome.already_loaded = replays + len(rows) - written.rows_inserted - len(written.reused)
         if written.reused:  # committed with their quarantine rows; a failure from here redelivers them
             reused = reused_messages(messages, written.reused)
             bodies += kept_bodies(reused, self._sealer)
@@ -273,3 +292,16 @@ class BatchProcessor:
             log.warning("postponing failed (the queue's visibility timeout applies)", extra={"messages": len(failed)})
         outcome.retried += len(messages)
         outcome.errored.update(m.message_id for m in messages)
+
+
+def _quarantine_record(message: QueueMessage, rejection: Rejection) -> QuarantineRecord:
+    """The quarantine row of a refused message.
+
+    A returned dead letter's own; one whose event_id another event holds keyed by its SQS message
+    id (that event_id names the loaded event), as the load keys it.
+    """
+    if isinstance(rejection, ReturnedLetter):
+        return rejection.quarantine_record()
+    if rejection.reason == EVENT_ID_REUSED:  # found in step 2, with no row (the load keys its own so too)
+        return quarantine_record(replace(message, event_id=None), rejection.reason, rejection.detail)
+    return quarantine_record(message, rejection.reason, rejection.detail)

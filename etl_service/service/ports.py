@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow
+from etl_service.domain.messages import EventKey, QuarantineRecord, QueueMessage, UserLoginRow
 
 
 @dataclass(frozen=True)
@@ -129,15 +129,35 @@ class WriteResult:
     under their event_id; their quarantine records (`event_id_reused`) were written with the batch."""
 
 
+class LoadedBefore(NamedTuple):
+    """What of a batch's accepted events user_logins already holds, asked before they are tokenized."""
+
+    replays: frozenset[str]
+    """SQS message ids of events loaded already as they are (the same in every column that holds no token)."""
+    reused: tuple[ReusedEventId, ...] = ()
+    """Events whose event_id is loaded for a different event."""
+
+
 class LoginStore(Protocol):
     """user_logins and the quarantine table."""
+
+    def loaded_before(self, events: Sequence[EventKey]) -> LoadedBefore:
+        """Which of `events` are loaded already (replays) or reuse a loaded event's event_id; read, nothing written.
+
+        Asked before the batch is tokenized, so that neither reaches the vault (attack 34, E1): the
+        tokens minted for a replay after the person's erasure would store the erased values again
+        under tokens no row holds. Told apart as `write` tells them (the columns without tokens).
+        DependencyDown if the database is down, Misconfigured if it refuses the ETL.
+        """
+        ...
 
     def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
         """Write both in one transaction, skipping keys already present. DependencyDown if down.
 
         A skipped row is a replay when the row loaded under its event_id matches it in every
         column that holds no token; otherwise it is reported in `reused` and quarantined as
-        `event_id_reused` in the same transaction.
+        `event_id_reused` in the same transaction. `loaded_before` sets both aside before the
+        vault; rows skip here only when another consumer loaded their event meanwhile.
         """
         ...
 

@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
-from etl_service.domain.messages import QuarantineRecord, QueueMessage, UserLoginRow, event_id_reused
+from etl_service.domain.messages import EventKey, QuarantineRecord, QueueMessage, UserLoginRow, event_id_reused
 from etl_service.errors import DependencyDown
-from etl_service.service.ports import QueueDepth, ReusedEventId, TakeBack, WriteResult
+from etl_service.service.ports import LoadedBefore, QueueDepth, ReusedEventId, TakeBack, WriteResult
 from vault_service.domain.audit import AuditEvent
 from vault_service.domain.errors import KeysUnavailable
 from vault_service.domain.keys import KeyPurpose, KeyState
@@ -337,6 +337,16 @@ class FakeLoginStore:
         self.queue = queue
         self.down = down
 
+    def loaded_before(self, events: Sequence[EventKey]) -> LoadedBefore:
+        if self.down:
+            raise DependencyDown("Postgres unavailable", "database")
+        found = [e for e in events if e.event_id in self.rows]
+        reused = [e for e in found if _without_tokens(e) != _without_tokens(self.rows[e.event_id])]
+        return LoadedBefore(
+            frozenset(e.sqs_message_id for e in found if e not in reused),
+            tuple(ReusedEventId(e.sqs_message_id, self.rows[e.event_id].sqs_message_id) for e in reused),
+        )
+
     def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
         if self.down:
             raise DependencyDown("Postgres unavailable", "database")
@@ -360,5 +370,5 @@ class FakeLoginStore:
             raise DependencyDown("Postgres unavailable", "database")
 
 
-def _without_tokens(row: UserLoginRow) -> tuple[object, ...]:
+def _without_tokens(row: UserLoginRow | EventKey) -> tuple[object, ...]:
     return (row.user_id, row.device_type, row.locale, row.app_version, row.app_version_text, row.create_date)

@@ -12,11 +12,11 @@ import threading
 import time
 from collections.abc import Sequence
 
-from etl_service.domain.messages import QuarantineRecord, UserLoginRow
+from etl_service.domain.messages import EventKey, QuarantineRecord, UserLoginRow
 from etl_service.errors import Throttled, vault_status_error
 from etl_service.service.batch import BatchProcessor
 from etl_service.service.gate import DependencyGate
-from etl_service.service.ports import WriteResult
+from etl_service.service.ports import LoadedBefore, WriteResult
 from tests.unit.etl_builders import good, message
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
 from tests.unit.test_batch import EnvelopeSealer
@@ -93,9 +93,16 @@ class FailingTokenizer(FakeTokenizer):
         raise vault_status_error("INTERNAL", "a bug", "Tokenize")
 
 
+class DownAfterTheRead(FakeLoginStore):
+    """Postgres answers the batch's read of loaded events, then goes down before its quarantine row."""
+
+    def loaded_before(self, events: Sequence[EventKey]) -> LoadedBefore:
+        return LoadedBefore(frozenset())
+
+
 def test_a_failing_message_on_its_last_receive_with_postgres_down_is_still_sealed_and_dead_lettered() -> None:
     # Before, Postgres down at its quarantine row postponed it, and SQS's redrive moved it in clear.
-    queue, store = FakeQueue(), FakeLoginStore(down=True)
+    queue, store = FakeQueue(), DownAfterTheRead(down=True)
     processor = BatchProcessor(queue, FailingTokenizer(), store, max_receive_count=3, sealer=EnvelopeSealer())
     outcome = processor.process([message(1, good(1), receive_count=3)])
     assert queue.dead_lettered == [("m1", "processing_failed")] and not store.quarantine
