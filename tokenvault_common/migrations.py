@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -85,6 +86,10 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
 
 class MigrationLockTimeout(Exception):
     """A migration ran out of its lock waits: nothing of it was applied (the ones before it were)."""
+
+
+_LOCK_TIMEOUT_SPELLING = re.compile(r"\s*(0|[0-9]+\s*(ms|s|min|h|d))\s*", re.ASCII)
+"""The lock timeouts taken: a whole number with a unit PostgreSQL knows, or 0 - nothing it would read as ms."""
 
 
 class BadLockTimeout(ValueError):
@@ -221,11 +226,13 @@ def migrate(
             raise BadLockTimeout("MIGRATIONS_LOCK_ATTEMPTS is not a whole number") from None
     if lock_attempts < 1:
         raise BadLockTimeout(f"lock attempts {lock_attempts}: 1 or more")
-    if lock_timeout.strip().isdigit() and int(lock_timeout) != 0:
+    if not _LOCK_TIMEOUT_SPELLING.fullmatch(lock_timeout):
         # PostgreSQL reads a bare number as milliseconds: MIGRATIONS_LOCK_TIMEOUT=3 meant 3 s and waited 3 ms, and a
-        # busy table's migration gave up at once (review 36, R36-9)
+        # busy table's migration gave up at once (review 36, R36-9). Its integer parser also takes 2.5, +3, 3.0, 0x10
+        # and 1e3, each read as milliseconds too (attack 35, N3): only a whole number with a unit, or 0, is taken.
         raise BadLockTimeout(
-            f"lock_timeout {lock_timeout!r} has no unit (PostgreSQL would read milliseconds): say 3s, 500ms"
+            f"lock_timeout {lock_timeout!r} is not a whole number followed by a unit (ms, s, min, h, d), nor 0:"
+            " PostgreSQL would read it as milliseconds - say 3s or 500ms"
         )
     applied: list[str] = []
     current = ["(before any migration)"]
