@@ -152,7 +152,7 @@ class FileSystem:
 
 
 def _group_of_this_user_alone(gid: int, uid: int) -> bool:
-    """Whether no account but this process's user (`uid`) is in group `gid` (its primary group of none, listed in none).
+    """Whether no account but `uid`'s (this process's user, root, postgres) is in group `gid` (primary or listed).
 
     A user-private group passes, as does a gid of no account's (a container's `user: "10001:10001"`).
 
@@ -175,21 +175,28 @@ def _group_of_this_user_alone(gid: int, uid: int) -> bool:
 def _trusted_ids(euid: int | None = None, egid: int | None = None) -> tuple[frozenset[int], frozenset[int]]:
     """The uids whose directories count (root, PostgreSQL's account, this process's) and the gids whose writing does.
 
-    The gids: root's, PostgreSQL's account's, and this process's group when no other account is in it. `euid`,
-    `egid`: this process's unless given.
+    The gids: root's, PostgreSQL's account's and this process's group, each only when no account but its own (root,
+    postgres, this process's user) is in it - listed as a member or as its primary group (_group_of_this_user_alone).
+    Review 36 (R36-5) applied that to this process's group; PostgreSQL's account's group was still trusted whoever was
+    in it: Debian's socket directory /var/run/postgresql is postgres:postgres 2775, and an administrator added to
+    group postgres (to read its files) could unlink the server's socket and plant one during a restart, catching the
+    password (attack 35, N2). Root's group likewise: an account in it may write whatever root's group may write.
+    On RHEL-family systems the nologin accounts sync, shutdown, halt and operator have gid 0 as their primary group,
+    so root's group counts as shared there and a root:root directory its group may write is refused (such directories
+    are unusual: 0755 serves). `euid`, `egid`: this process's unless given.
     """
     euid = os.geteuid() if euid is None else euid
     egid = os.getegid() if egid is None else egid
-    uids, gids = {0, euid}, {0}
-    if _group_of_this_user_alone(egid, euid):
-        gids.add(egid)
+    uids: set[int] = {0, euid}
+    candidates = [(egid, euid), (0, 0)]
     try:
         account = pwd.getpwnam(POSTGRES_ACCOUNT)
     except KeyError:
         pass
     else:
         uids.add(account.pw_uid)
-        gids.add(account.pw_gid)
+        candidates.append((account.pw_gid, account.pw_uid))
+    gids = {gid for gid, owner in candidates if _group_of_this_user_alone(gid, owner)}
     return frozenset(uids), frozenset(gids)
 
 
@@ -212,8 +219,8 @@ def _unsafe_directory(directory: str, fs: FileSystem | None = None) -> str | Non
     Safe: the directory (or, while it does not exist, its nearest existing parent, where whoever may write could
     make it) and every directory above it up to `/` - as named and as its symbolic links resolve - are owned by
     root, PostgreSQL's account or this process's user, and written by no one else: not by others, nor by a group
-    but root's, PostgreSQL's account's or this process's when it is this user's alone (Debian's /var/run/postgresql is
-    postgres:postgres 2775; a group people share is others: _group_of_this_user_alone). A
+    but root's, PostgreSQL's account's or this process's, each when no other account is in it (Debian's
+    /var/run/postgresql is postgres:postgres 2775; a group people share is others: _trusted_ids). A
     directory above it that others may write to is safe only with its sticky bit (/tmp) and the next directory down
     theirs: others may then neither rename nor remove it. The directory itself may not be others' to write, sticky
     or not: they could add the socket (attack 32, F8: a directory of another user's, 0755, gave it the password).
