@@ -12,10 +12,12 @@ loaded in between are not in the count, so the command counts again after the er
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from tokenvault_cli.query import QueryError
 
@@ -50,6 +52,31 @@ FROM holders WHERE NOT theirs AND token IN (SELECT token FROM reaching)
 """Per token held by some row: the person's rows, other rows, other people; then one row of totals over the
 tokens that reach other people (token NULL): distinct rows (a row holding two of them counts once) and people.
 Rows without a user id count as one more person."""
+
+
+COUNT_SETTINGS: dict[str, str] = {
+    "statement_timeout": "30s",
+    "lock_timeout": "10s",
+    "default_transaction_read_only": "on",
+    "search_path": "pg_catalog, pg_temp",
+    "role": "none",
+}
+"""What the count's session starts with, whatever defaults its login has (attack 35, N8).
+
+Any login may set defaults for its own future sessions (`ALTER ROLE CURRENT_USER SET`), and the
+analysts often share one: an analyst's `statement_timeout = 1` cancelled every officer's count, so
+every erasure was refused. Settings given at connection start (libpq's `options`) take precedence
+over role and database defaults (as the vault's, vault_service/adapters/postgres/session_settings.py):
+a bound of its own on the statement and on lock waits (a count is an index lookup: milliseconds),
+read-only, the search path (REACH_SQL names its table by schema and its functions and operators
+in pg_catalog), and the login's own role (a default `role` makes sessions act as a group of the login)."""
+
+
+def count_options(dsn: str) -> str:
+    """The libpq `options` for the count: the DSN's own (PGOPTIONS or options=...), then COUNT_SETTINGS, which win."""
+    given = conninfo_to_dict(dsn).get("options") or os.environ.get("PGOPTIONS", "")
+    pinned = " ".join(f"-c {name}={value.replace(' ', '')}" for name, value in COUNT_SETTINGS.items())
+    return f"{given} {pinned}".strip()
 
 
 @dataclass(frozen=True)
@@ -95,7 +122,9 @@ def count_reach(dsn: str, tokens: Sequence[str], person: Sequence[str]) -> Reach
     """Count, as the analysts' read-only role, the rows of user_logins holding `tokens`, the person's and others'."""
     wanted = list(dict.fromkeys(tokens))
     try:
-        with psycopg.connect(dsn, connect_timeout=10, application_name="tokenvault-cli erase") as conn:
+        with psycopg.connect(
+            dsn, connect_timeout=10, application_name="tokenvault-cli erase", options=count_options(dsn)
+        ) as conn:
             conn.read_only = True
             rows = conn.execute(REACH_SQL, {"tokens": wanted, "person": list(person), "named": bool(person)}).fetchall()
     except psycopg.Error as error:

@@ -162,3 +162,32 @@ def test_a_person_sharing_no_value_is_erased_as_before_without_confirmation(cli_
     assert code == 0 and out.count("erased") == 2 and "other pe" not in err, err
     assert _revealed(cli_stack, (*tokens, *other_tokens)) == ["NOT_FOUND"] * 4
     print(f"\nE3 no shared value: erased without confirmation; {time.monotonic() - started:.1f} s")
+
+
+def test_an_analysts_role_defaults_do_not_stop_the_officers_count(cli_stack: CliStack) -> None:
+    """Attack 35, N8: one analyst's `ALTER ROLE CURRENT_USER SET statement_timeout = 1` on the analysts' shared
+    login cancelled every later count, so the officer's every erasure was refused. The count pins its settings
+    at connection start, which take precedence over the login's defaults."""
+    started = time.monotonic()
+    tag = uuid.uuid4().hex
+    ip, device = _people(tag)
+    person, other = f"e3-pinned-{tag[:8]}", f"e3-pinned-other-{tag[:8]}"
+    _load(cli_stack, [(person, ip, device), (other, ip, f"e3-pinned-device-{tag[:12]}")])
+    ip_token, device_token = _tokens_of(cli_stack, person)
+    defaults = ("statement_timeout = 1", "lock_timeout = 1", "search_path = public", "role = tokenvault_analyst")
+    with psycopg.connect(cli_stack.env["PG_ANALYST_DSN"], autocommit=True) as analyst:
+        login = analyst.info.user
+        for default in defaults:  # one analyst, once, for every later session of the shared login
+            analyst.execute(f"ALTER ROLE CURRENT_USER SET {default}".encode())
+    try:
+        with psycopg.connect(cli_stack.env["PG_ANALYST_DSN"]) as check:  # the defaults hold for a new session
+            assert check.execute("SHOW statement_timeout").fetchone() == ("1ms",)
+        code, out, err = _erase(cli_stack, ip_token, "--user-id", person)  # the other person's too: refused, counted
+        assert code == 1 and out == "" and f"{ip_token}: 1 other person's 1 row (the person's own: 1 row)" in err, err
+        code, out, err = _erase(cli_stack, device_token, "--user-id", person)  # the person's alone: erased
+        assert code == 0 and out.count("erased") == 1 and "other pe" not in err, err
+    finally:
+        with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"], autocommit=True) as admin:
+            admin.execute(f'ALTER ROLE "{login}" RESET ALL'.encode())
+    assert _revealed(cli_stack, (ip_token, device_token)) == [ip, "NOT_FOUND"]
+    print(f"\nN8 analysts' role defaults: the count pinned its own; {time.monotonic() - started:.1f} s")

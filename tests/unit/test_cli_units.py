@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from devstack.envfile import write_env_file
+from tokenvault_cli.erase_reach import count_options
 from tokenvault_cli.output import Format, write_rows
 from tokenvault_cli.query import QueryError, QueryResult, other_token_columns, revealed_result, token_columns
 from tokenvault_cli.settings import SettingsError, load_profile, resolve
@@ -248,3 +249,14 @@ def test_values_refused_on_the_command_line_are_told_a_command_that_runs_as_give
     assert f"| tokenvault --stack {stack} --as etl-service tokenize --type ip -\n" in result.stderr
     assert f"  tokenvault --stack {stack} --as etl-service tokenize --type ip - < values.txt" in result.stderr
     assert "192.0.2.7" not in result.output + result.stderr
+
+
+def test_the_erase_count_pins_its_settings_after_the_dsns_own_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attack 35, N8: startup options beat role defaults; the DSN's own options are kept, the pins come last."""
+    monkeypatch.delenv("PGOPTIONS", raising=False)
+    pinned = "-c statement_timeout=30s -c lock_timeout=10s -c default_transaction_read_only=on"
+    pinned += " -c search_path=pg_catalog,pg_temp -c role=none"
+    assert count_options("postgresql://a@h/db") == pinned
+    assert count_options("postgresql://a@h/db?options=-c%20work_mem%3D8MB") == f"-c work_mem=8MB {pinned}"
+    monkeypatch.setenv("PGOPTIONS", "-c jit=off")
+    assert count_options("host=h dbname=db") == f"-c jit=off {pinned}"
