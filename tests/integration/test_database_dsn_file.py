@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from devstack.events import send_events
 from devstack.sqs import sqs_client
@@ -27,6 +28,8 @@ from tests.conftest import RunningVault, etl_consumer, etl_harness_env, running_
 from tests.integration.etl_landings import drained_within, events, where_each_event_landed
 from tests.integration.fresh_values import issue_fresh_ip
 from tests.integration.test_lock_watchdog_dsn_file import _render
+from tokenvault_common.database_dsn import DsnFile
+from tokenvault_common.pg_pool import LoginCheck
 from vault_service.adapters.postgres.lock_hogs import SERVING_ROLE_HOGS
 from vault_service.bootstrap import job_liveness
 
@@ -198,6 +201,106 @@ def test_the_vault_retires_its_connections_of_a_login_dropped_under_them_and_ser
         logins.drop_all()
     assert outcomes == ["ok"] * 5, outcomes
     assert left == (0,) and "tokenvault-vault" in serving, (left, serving)
+
+
+@pytest.mark.timeout(60)
+def test_the_vault_serves_on_its_old_login_while_the_next_ones_slots_are_taken_and_moves_once_they_free(
+    stack_env: dict[str, str], admin: psycopg.Connection, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whoever can read the rendered file (a sidecar on the secrets volume) can take every slot of the next login
+    before the vault uses it. The pool retired its connections of the old, still valid login at the rendering and
+    could open none: 3 of 3 Tokenize DEADLINE_EXCEEDED until the copy let go (attack 35, N6). Now the old login's
+    connections keep serving until the next login connects, the ERROR names the login whose slots are taken (once),
+    and the pool moves to it once the copy lets go."""
+    logins = Logins(admin, stack_env["PG_VAULT_DSN"], "tokenvault_vault")
+    dsn_file = tmp_path / "secrets" / "dsn"
+    dsn_file.parent.mkdir()
+    settings = {
+        "TOKENVAULT_DATABASE_DSN": "",
+        "TOKENVAULT_DATABASE_DSN_FILE": str(dsn_file),
+        "TOKENVAULT_AUDIT_CHECKPOINT_FILE": vault_service_env(stack_env)["TOKENVAULT_AUDIT_CHECKPOINT_FILE"],
+    }
+
+    def serving(name: str) -> int:
+        return sum(app == "tokenvault-vault" for app, _ in logins.sessions(name))
+
+    try:
+        first, first_dsn = logins.make()
+        _render(dsn_file, first_dsn)
+        with running_vault(stack_env, **settings) as vault:
+            issue_fresh_ip(stack_env, vault)
+            second, second_dsn = logins.make()
+            admin.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT 2").format(sql.Identifier(second)))
+            copies = [psycopg.connect(second_dsn, autocommit=True) for _ in range(2)]  # the copy: every slot
+            _render(dsn_file, second_dsn)
+            outcomes, took = [], []
+            for i in range(4):
+                if i == 3:
+                    time.sleep(LoginCheck.RETRY_SECONDS)  # the next login tried again (and logged no more)
+                began = time.monotonic()
+                try:
+                    issue_fresh_ip(stack_env, vault)
+                    outcomes.append("ok")
+                except Exception as error:  # what each call ends with is the point
+                    outcomes.append(type(error).__name__)
+                took.append(round(time.monotonic() - began, 2))
+            on_old, on_next = serving(first), serving(second)
+            for copy in copies:
+                copy.close()
+            time.sleep(LoginCheck.RETRY_SECONDS)
+            moved_in = _wait_for(
+                lambda: issue_fresh_ip(stack_env, vault) and serving(second) > 0 and serving(first) == 0,
+                "the pool on the next login once its slots are free",
+                5,
+            )
+    finally:
+        logins.drop_all()
+    print(
+        f"N6: next login's slots taken: {outcomes} in {took} s, sessions old/next {on_old}/{on_next};"
+        f" slots freed: the pool on the next login {moved_in:.2f} s later"
+    )
+    assert outcomes == ["ok"] * 4, outcomes
+    assert on_old >= 1 and on_next == 0, (on_old, on_next)
+    taken = [r for r in caplog.records if r.levelname == "ERROR" and second in r.getMessage()]
+    assert len(taken) == 1, [r.getMessage() for r in taken]
+    assert "too many connections for role" in taken[0].getMessage()
+    assert "security team" in taken[0].getMessage()
+    _nothing_secret_logged(caplog, logins)
+
+
+@pytest.mark.timeout(30)
+def test_a_pool_keeps_no_connection_of_a_dropped_login_while_the_next_logins_slots_are_taken(
+    stack_env: dict[str, str], admin: psycopg.Connection, tmp_path: Path
+) -> None:
+    """LoginCheck keeps an old login's connections while the file's login cannot connect (attack 35, N6) - but not
+    once the old login is dropped under them (R36-4): that pool gives no connection at all, never one of the dropped
+    login; the copy gone, a connection of the next login."""
+    logins = Logins(admin, stack_env["PG_VAULT_DSN"], "tokenvault_vault")
+    dsn_file = tmp_path / "dsn"
+    try:
+        first, first_dsn = logins.make()
+        _render(dsn_file, first_dsn)
+        second, second_dsn = logins.make()
+        admin.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT 1").format(sql.Identifier(second)))
+        check = LoginCheck(DsnFile(dsn_file, "DSN_FILE", {}))
+        conninfo = DsnFile(dsn_file, "DSN_FILE", {})
+        with (
+            psycopg.connect(second_dsn, autocommit=True) as copy,
+            check.attach(ConnectionPool(conninfo, min_size=1, max_size=1, check=check, timeout=1.5)) as pool,
+        ):
+            pool.wait(5)
+            _render(dsn_file, second_dsn)
+            with pool.connection() as conn:
+                assert conn.info.user == first  # the next login refused: the old one serves
+                assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # as it came
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(first)))  # its sessions left, as Vault's
+            with pytest.raises(PoolTimeout), pool.connection() as conn:
+                pytest.fail(f"a connection of {conn.info.user} given")
+            copy.close()
+            with pool.connection(timeout=10) as conn:  # the pool's own reconnection, as its backoff goes
+                assert conn.info.user == second
+    finally:
+        logins.drop_all()
 
 
 def _nothing_secret_logged(caplog: pytest.LogCaptureFixture, logins: Logins) -> None:
