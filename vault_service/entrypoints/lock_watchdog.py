@@ -297,6 +297,21 @@ class LockWatchdog:
         """
         LAST_RUN.set(time.time())
         self.login.check()
+        defaults = self.login.defaults
+        if defaults and (defaults.defaults_set or defaults.not_pinned):
+            # Any login may set defaults for its own later sessions: a copy of its credentials did, once, and every
+            # later look failed, across restarts (attack 35, N7). Those it pins are overridden; the others stay.
+            log.warning(
+                "role or database defaults are set for this watchdog's login (pg_db_role_setting): those of settings"
+                " it pins at log-in are overridden, the others are in effect. Nothing of the shipped stack sets them:"
+                " a copy of its credentials may have (look for its sessions, rotate the login). Remove them as the"
+                " owner: ALTER ROLE <login> RESET ALL (docs/threat-model.md, attack 35 N7)",
+                extra={
+                    "overridden": ",".join(defaults.overridden),
+                    "in_effect": ",".join(defaults.in_effect),
+                    "not_pinned": ",".join(defaults.not_pinned),
+                },
+            )
 
     def look(self) -> int:
         """One look: the sessions found and ended (each logged by the rule, counted here); how many were found.
@@ -382,6 +397,11 @@ class LockWatchdog:
                     continue
                 except LookFailed as error:
                     LOOK_FAILURES.inc()
+                    if SLOTS_TAKEN in str(error):  # the server answered: its login's slots are someone else's
+                        if failing != "slots":
+                            _say_slots_taken(str(error), error.cause)
+                        failing = "slots"
+                        continue
                     if failing != "connection":
                         log.warning(
                             "a look failed (its connection is opened again at the next look)",
@@ -394,6 +414,26 @@ class LockWatchdog:
                 failing = None
         finally:
             self.login.close()
+
+
+_ROLE_NAMED = re.compile(r'too many connections for role "([^"]*)"')
+
+
+def _say_slots_taken(detail: str, cause: str) -> None:
+    """ERROR (once per episode): logging in as its login was refused because every slot of it is taken.
+
+    At a login rotation (the DSN file rendered with the next login, then Vault drops the old one) a copy of the
+    rendered credentials can take every slot of the next login before the watchdog logs in as it: it then never
+    logs in again and every rule is off (attack 35, N4). Said as R36-6 says it at the start.
+    """
+    found = _ROLE_NAMED.search(detail)
+    log.error(
+        "logging in as this watchdog's login is refused: every connection slot of it is taken by sessions not this"
+        " watchdog's - a copy of its credentials in use (at a rotation: of the login rendered last), so no rule runs."
+        " Report it to the security team; end the login's sessions as the owner and rotate its credentials"
+        " (docs/threat-model.md, attack 33 A4 / attack 35 N4): trying again at each look",
+        extra={"login": found.group(1) if found else "?", "error": cause},
+    )
 
 
 class WatchdogHealth(ListingHealthServicer):

@@ -24,6 +24,11 @@ from vault_service.adapters.postgres.old_transactions import (
     OldTransaction,
     OldTransactionWatch,
 )
+from vault_service.adapters.postgres.session_settings import (
+    SessionSettingsReport,
+    defaults_set_for_session,
+    startup_options,
+)
 from vault_service.adapters.postgres.vault_sessions import VaultSessionEnded, VaultSessionWatch
 from vault_service.adapters.postgres.watchdog_slots import OwnLoginSlots
 
@@ -34,6 +39,35 @@ CONNECT_TIMEOUT_SECONDS = 5
 STATEMENT_TIMEOUT_MS = 5000
 """A look's bound on the server (its connection's statement_timeout, set at log-in: it takes no lock-table entry,
 so a look still runs on a full table; the function itself takes milliseconds)."""
+WATCHDOG_SESSION_SETTINGS: dict[str, str] = {
+    "role": "none",
+    "default_transaction_read_only": "off",
+    "default_transaction_isolation": "read committed",
+    "statement_timeout": f"{STATEMENT_TIMEOUT_MS // 1000}s",
+    "lock_timeout": f"{STATEMENT_TIMEOUT_MS // 1000}s",
+    "idle_session_timeout": "0",
+    "idle_in_transaction_session_timeout": "0",
+    "search_path": "pg_catalog, pg_temp",
+    "client_min_messages": "warning",
+}
+"""What every connection of the watchdog (its warm one and its spares) starts with, as `current_setting` shows it.
+
+Any login may set defaults for its own later sessions (`ALTER ROLE CURRENT_USER SET ...`, pg_db_role_setting), and a
+copy of the watchdog's credentials needs one session, once, to do it (attack 35, N7): `default_transaction_read_only
+= on` made every look fail (the NOTIFY rule writes its state), across restarts; `role = tokenvault_watchdog` (a group
+it is in) made `current_user` the group, whose CONNECTION LIMIT is none, so no spare was opened and a copy took the
+login's slots again (N7b, attack 33 A4 back). Settings given at connection start (libpq's `options`) take precedence
+over role and database defaults, so each setting its looks depend on is pinned there: no role but its login, writes
+allowed, read committed, bounded statement and lock waits (a lock wait no longer than a statement's, as before),
+no idle timeout (one ending its idle spares would free their slots for a copy), catalog names first, and the
+server's WARNINGs (lock_hogs reads "is not a PostgreSQL backend process" from them). PostgreSQL 17's
+transaction_timeout, unknown to a startup packet of older servers, is set to 0 just after connecting
+(`_TRANSACTION_TIMEOUT_OFF`). Defaults set on its login are reported at the start (`WatchdogLogin.defaults`)."""
+_TRANSACTION_TIMEOUT_OFF = (
+    "SELECT pg_catalog.set_config('transaction_timeout', '0', false)"
+    " WHERE pg_catalog.current_setting('transaction_timeout', true) IS NOT NULL"
+)
+"""PostgreSQL 17+'s transaction_timeout off for the session (NULL, nothing set, before 17); reads no relation."""
 KEEPALIVE_IDLE_SECONDS = 5
 """TCP keepalives on its connection (then every 2 s, 3 unanswered: dead): a connection whose server is gone (a
 failover, a partition: a half-open TCP connection) is found dead in about 11 s while it waits for a reply, instead of
@@ -132,22 +166,32 @@ class WatchdogLogin:
         self.notify_queue = NotifyQueueWatch(self.watch)
         self.old_transactions = OldTransactionWatch(self.watch, max_transaction_seconds)
         self.vault_sessions = VaultSessionWatch(self.watch, vault_sessions)
+        self.defaults: SessionSettingsReport | None = None
+        """What role and database defaults set for its login's sessions, read at the start check (`check`): those of
+        pinned settings are overridden by WATCHDOG_SESSION_SETTINGS; the others are in effect (attack 35, N7)."""
 
     def connect(self) -> psycopg.Connection[tuple[object, ...]]:
         """Its connection: every wait bounded (connect, statement, a dead peer), so a look fails and is tried again."""
         dsn = conninfo_now(self._dsn)
         options = conninfo_to_dict(dsn).get("options") or ""
-        return psycopg.connect(
+        conn = psycopg.connect(
             dsn,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             autocommit=True,
-            options=f"{options} -c statement_timeout={STATEMENT_TIMEOUT_MS}".strip(),
+            options=f"{options} {startup_options(WATCHDOG_SESSION_SETTINGS)}".strip(),  # last: they win (N7)
             tcp_user_timeout=TCP_USER_TIMEOUT_MS,
             keepalives=1,
             keepalives_idle=KEEPALIVE_IDLE_SECONDS,
             keepalives_interval=2,
             keepalives_count=3,
         )
+        if conn.info.server_version >= 170000:
+            try:
+                conn.execute(_TRANSACTION_TIMEOUT_OFF)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
 
     def _warm_connection(self) -> psycopg.Connection[tuple[object, ...]]:
         """The rules' connection: a spare of its own login's slots if one is open (taken before anyone else can)."""
@@ -162,6 +206,7 @@ class WatchdogLogin:
         try:
             with self.connect() as conn:
                 row = conn.execute(_REACH).fetchone()
+                self.defaults = defaults_set_for_session(conn, WATCHDOG_SESSION_SETTINGS)
         except psycopg.errors.InsufficientPrivilege:  # no USAGE on schema watchdog: not a member
             raise Misconfigured(NOT_A_MEMBER) from None
         except DsnFileError as error:

@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 SPARE_CHECK_SECONDS = 1.0
 """How often its spare connections are asked whether they still live (a `SELECT 1` each)."""
 
-_LIMIT = "SELECT r.rolconnlimit FROM pg_catalog.pg_roles r WHERE r.rolname = current_user"
+_LIMIT = "SELECT r.rolconnlimit FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) session_user"
+"""Its login's CONNECTION LIMIT: the session's login, whatever role it was set to (attack 35, N7b: a default role of
+the group tokenvault_watchdog read the group's limit, none, and no spare was opened)."""
 _END_STRANGERS = (
     "SELECT a.pid, pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_get_activity(NULL) a"
     " WHERE a.usesysid = (SELECT m.usesysid FROM pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) m)"
