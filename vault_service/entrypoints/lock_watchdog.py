@@ -27,8 +27,9 @@ pg_notify (1.16 GB in 5 s; PostgreSQL 15 lets the queue reach 8 GB). Once pg_not
 NOTIFY_QUEUE_BOUND (~8 MB; the vault and the ETL never notify), sessions in a transaction are ended, one per look
 while it still grows (notify_queue.NotifyQueueWatch): other logins' (analysts') first, then the ETL's, whenever
 their transaction began (attack 32, F1: a relay of listeners begun after the crossing; migration 0056), oldest
-first within each (migration 0054), the vault's last: never one holding a key job's or the key-generation lock, the
-others youngest first once begun before the previous look (migration 0063; attack 33, A5); one log line each (pid,
+first within each (migration 0054), the vault's last: those begun before the previous look, youngest first (migration
+0063; attack 33, A5), a lock waiter after them, oldest first, and one holding a key job's or the key-generation lock
+only past notify_queue_spared_until, after all (migration 0064; attack 35, N1); one log line each (pid,
 login, usage), counted in tokenvault_lock_watchdog_notify_queue_sessions_total. The bound, the crossing's time and
 the pace are the server's (migration 0060; attack 32, F10): it passes none of them, so its login cannot end a
 session the rule would not.
