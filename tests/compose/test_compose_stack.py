@@ -115,20 +115,62 @@ def test_a_client_container_with_the_analysts_certificate_detokenizes_a_token(co
 
 
 def test_the_privacy_officer_s_container_erases_a_token_and_the_analyst_s_may_not(compose: Compose) -> None:
-    """Walk W-6: the compose stack had no privacy-officer identity, so nobody could erase there."""
+    """Walk W-6: the compose stack had no privacy-officer identity, so nobody could erase there. Attack 35, N5:
+    since `erase` counts who else holds a token (E3) the container, with no database, erased nothing (exit 2);
+    it counts with its own read-only login now: a value one person holds is erased as the README's command
+    says, one another person's row holds too is refused with the counts."""
     assert state, "needs the token revealed by the step before"
-    with compose.step("vault-service", "certs"):
-        ((token,),) = compose.sql(
-            f"SELECT masked_ip FROM user_logins WHERE masked_ip <> '{state['token']}' ORDER BY event_id LIMIT 1"
+    with compose.step("vault-service", "certs", "postgres"):
+        ((token, _), (shared, person)) = compose.sql(
+            f"SELECT masked_ip, user_id FROM user_logins WHERE masked_ip <> '{state['token']}' ORDER BY event_id"
+            " LIMIT 2"
         )
-        assert re.fullmatch(r"ip_[A-Za-z0-9_-]+", token), "not a token"
+        assert re.fullmatch(r"ip_[A-Za-z0-9_-]+", token) and re.fullmatch(r"ip_[A-Za-z0-9_-]+", shared), "no token"
         erase = ("run", "--rm", "--no-deps", "-T")
+        # The analyst's `tokenvault erase` stops at the count (no database in its container, exit 2); the vault
+        # itself refuses the analyst's certificate an Erase.
         refused = compose.run(*erase, "analyst", "erase", token, "--purpose", "GDPR-COMPOSE-TEST", "--yes", check=False)
-        assert refused.returncode != 0 and "PERMISSION_DENIED" in refused.stderr, refused.stderr
+        assert refused.returncode != 0 and "nothing was erased" in refused.stderr, refused.stderr
+        denied = compose.run(*erase, "--entrypoint", "python", "analyst", "-c", ERASE_RPC, token).stdout
+        assert denied.strip() == "PERMISSION_DENIED", denied
         assert reveal(compose, token)["reveal"] == "plain"  # the refused erase changed nothing
-        erased = compose.run(*erase, "privacy-officer", "erase", token, "--purpose", "GDPR-COMPOSE-TEST", "--yes")
+        erased = compose.run(*erase, "privacy-officer", "erase", "--purpose", "GDPR-COMPOSE-TEST", "--yes", token)
         assert "erased" in erased.stdout, erased.stdout
         assert reveal_outcome(compose, token).startswith("NOT_FOUND")
+        # Another person's row holding the same address: the officer's count refuses, nothing is erased.
+        compose.sql(
+            "INSERT INTO user_logins (user_id, masked_ip, event_id)"
+            f" VALUES ('compose-n5-other', '{shared}', 'compose-n5-shared')"
+        )
+        try:
+            kept = compose.run(
+                *erase, "privacy-officer", "erase", "--purpose", "GDPR-COMPOSE-TEST", "--user-id", person, "--yes",
+                shared, check=False,
+            )  # fmt: skip
+        finally:
+            compose.sql("DELETE FROM user_logins WHERE event_id = 'compose-n5-shared'")
+        assert kept.returncode == 1 and "nothing was erased" in kept.stderr, kept.stderr
+        assert f"{shared}: 1 other person's 1 row (the person's own: 1 row)" in kept.stderr, kept.stderr
+        assert reveal(compose, shared)["reveal"] == "plain"
+
+
+# An Erase call to the vault with the container's own certificate (no count first): the vault's answer.
+ERASE_RPC = """
+import os, sys, grpc
+from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+read = lambda name: open(os.environ[name], "rb").read()
+credentials = grpc.ssl_channel_credentials(read("TOKENVAULT_CA"), read("TOKENVAULT_KEY"), read("TOKENVAULT_CERT"))
+channel = grpc.secure_channel(
+    os.environ["TOKENVAULT_ADDRESS"], credentials,
+    options=[("grpc.ssl_target_name_override", os.environ["TOKENVAULT_SERVER_NAME"])],
+)
+try:
+    request = vault_pb2.EraseRequest(tokens=[sys.argv[1]], purpose="GDPR-COMPOSE-TEST")
+    vault_pb2_grpc.TokenVaultStub(channel).Erase(request, timeout=10)
+    print("ERASED")
+except grpc.RpcError as error:
+    print(error.code().name)
+"""
 
 
 def reveal_outcome(compose: Compose, token: str) -> str:
