@@ -58,6 +58,8 @@ COUNT_SETTINGS: dict[str, str] = {
     "statement_timeout": "30s",
     "lock_timeout": "10s",
     "default_transaction_read_only": "on",
+    "default_transaction_isolation": "read committed",
+    "default_transaction_deferrable": "off",
     "search_path": "pg_catalog, pg_temp",
     "role": "none",
 }
@@ -68,14 +70,22 @@ analysts often share one: an analyst's `statement_timeout = 1` cancelled every o
 every erasure was refused. Settings given at connection start (libpq's `options`) take precedence
 over role and database defaults (as the vault's, vault_service/adapters/postgres/session_settings.py):
 a bound of its own on the statement and on lock waits (a count is an index lookup: milliseconds),
-read-only, the search path (REACH_SQL names its table by schema and its functions and operators
-in pg_catalog), and the login's own role (a default `role` makes sessions act as a group of the login)."""
+read-only, read committed and not deferrable (attack 36, D1: a default `serializable` + `deferrable`
+made the read-only count wait for a safe snapshot behind an analyst's open serializable transaction
+until its own timeout, and every erasure was refused), the search path (REACH_SQL names its table
+by schema and its functions and operators in pg_catalog), and the login's own role (a default `role`
+makes sessions act as a group of the login)."""
+
+
+def _escaped(value: str) -> str:
+    """A value for libpq's `options`: backslashes and spaces escaped with a backslash."""
+    return value.replace("\\", "\\\\").replace(" ", "\\ ")
 
 
 def count_options(dsn: str) -> str:
     """The libpq `options` for the count: the DSN's own (PGOPTIONS or options=...), then COUNT_SETTINGS, which win."""
     given = conninfo_to_dict(dsn).get("options") or os.environ.get("PGOPTIONS", "")
-    pinned = " ".join(f"-c {name}={value.replace(' ', '')}" for name, value in COUNT_SETTINGS.items())
+    pinned = " ".join(f"-c {name}={_escaped(value)}" for name, value in COUNT_SETTINGS.items())
     return f"{given} {pinned}".strip()
 
 

@@ -167,14 +167,23 @@ def test_a_person_sharing_no_value_is_erased_as_before_without_confirmation(cli_
 def test_an_analysts_role_defaults_do_not_stop_the_officers_count(cli_stack: CliStack) -> None:
     """Attack 35, N8: one analyst's `ALTER ROLE CURRENT_USER SET statement_timeout = 1` on the analysts' shared
     login cancelled every later count, so the officer's every erasure was refused. The count pins its settings
-    at connection start, which take precedence over the login's defaults."""
+    at connection start, which take precedence over the login's defaults. Attack 36, D1: defaults `serializable`
+    and `deferrable` with an analyst's serializable transaction open made the count wait for a safe snapshot
+    until its 30 s timeout: refused too."""
     started = time.monotonic()
     tag = uuid.uuid4().hex
     ip, device = _people(tag)
     person, other = f"e3-pinned-{tag[:8]}", f"e3-pinned-other-{tag[:8]}"
     _load(cli_stack, [(person, ip, device), (other, ip, f"e3-pinned-device-{tag[:12]}")])
     ip_token, device_token = _tokens_of(cli_stack, person)
-    defaults = ("statement_timeout = 1", "lock_timeout = 1", "search_path = public", "role = tokenvault_analyst")
+    defaults = (
+        "statement_timeout = 1",
+        "lock_timeout = 1",
+        "search_path = public",
+        "role = tokenvault_analyst",
+        "default_transaction_isolation = serializable",  # attack 36, D1: with an analyst's serializable
+        "default_transaction_deferrable = on",  # transaction open, the count waited for a safe snapshot
+    )
     with psycopg.connect(cli_stack.env["PG_ANALYST_DSN"], autocommit=True) as analyst:
         login = analyst.info.user
         for default in defaults:  # one analyst, once, for every later session of the shared login
@@ -184,8 +193,14 @@ def test_an_analysts_role_defaults_do_not_stop_the_officers_count(cli_stack: Cli
             assert check.execute("SHOW statement_timeout").fetchone() == ("1ms",)
         code, out, err = _erase(cli_stack, ip_token, "--user-id", person)  # the other person's too: refused, counted
         assert code == 1 and out == "" and f"{ip_token}: 1 other person's 1 row (the person's own: 1 row)" in err, err
-        code, out, err = _erase(cli_stack, device_token, "--user-id", person)  # the person's alone: erased
+        with psycopg.connect(cli_stack.env["PG_ANALYST_DSN"], options="-c statement_timeout=0") as holder:
+            holder.execute("BEGIN ISOLATION LEVEL SERIALIZABLE READ WRITE")  # an analyst's, left open (D1)
+            holder.execute("SELECT count(*) FROM public.user_logins").fetchone()
+            erasing = time.monotonic()
+            code, out, err = _erase(cli_stack, device_token, "--user-id", person)  # the person's alone: erased
+            waited = time.monotonic() - erasing
         assert code == 0 and out.count("erased") == 1 and "other pe" not in err, err
+        assert waited < 15, f"the count waited {waited:.1f} s behind an analyst's serializable transaction"
     finally:
         with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"], autocommit=True) as admin:
             admin.execute(f'ALTER ROLE "{login}" RESET ALL'.encode())

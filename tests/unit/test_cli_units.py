@@ -255,7 +255,8 @@ def test_the_erase_count_pins_its_settings_after_the_dsns_own_options(monkeypatc
     """Attack 35, N8: startup options beat role defaults; the DSN's own options are kept, the pins come last."""
     monkeypatch.delenv("PGOPTIONS", raising=False)
     pinned = "-c statement_timeout=30s -c lock_timeout=10s -c default_transaction_read_only=on"
-    pinned += " -c search_path=pg_catalog,pg_temp -c role=none"
+    pinned += r" -c default_transaction_isolation=read\ committed -c default_transaction_deferrable=off"
+    pinned += r" -c search_path=pg_catalog,\ pg_temp -c role=none"
     assert count_options("postgresql://a@h/db") == pinned
     assert count_options("postgresql://a@h/db?options=-c%20work_mem%3D8MB") == f"-c work_mem=8MB {pinned}"
     monkeypatch.setenv("PGOPTIONS", "-c jit=off")
