@@ -29,7 +29,9 @@ while it still grows (notify_queue.NotifyQueueWatch): other logins' (analysts') 
 their transaction began (attack 32, F1: a relay of listeners begun after the crossing; migration 0056), oldest
 first within each (migration 0054), the vault's last: those begun before the previous look, youngest first (migration
 0063; attack 33, A5), a lock waiter after them, oldest first, and one holding a key job's or the key-generation lock
-only past notify_queue_spared_until, after all (migration 0064; attack 35, N1); one log line each (pid,
+only past notify_queue_spared_until, after all (migration 0064; attack 35, N1); a vault session seen in a
+transaction at every look for 0.2 s is one whatever its transaction's age, after the old ones, the longest busy first
+(migration 0065; attack 36, L1: a listener renewing its transaction in one message); one log line each (pid,
 login, usage), counted in tokenvault_lock_watchdog_notify_queue_sessions_total. The bound, the crossing's time and
 the pace are the server's (migration 0060; attack 32, F10): it passes none of them, so its login cannot end a
 session the rule would not.
