@@ -48,6 +48,15 @@ SELECT item, loaded_message_id FROM public.user_logins_reused_event_ids(
 """
 _LOADED = "SELECT event_id FROM public.user_logins WHERE event_id = ANY(%b::text[])"
 """Which of a batch's event ids are loaded: the unique index on event_id, a column the ETL may read (0006)."""
+_STATEMENT_ERRORS = (
+    psycopg.OperationalError,
+    PoolTimeout,
+    psycopg.errors.InsufficientPrivilege,
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.UndefinedColumn,
+    psycopg.errors.UndefinedFunction,
+)
+"""What `write` and `loaded_before` report through database_error (DependencyDown or Misconfigured)."""
 Reused = tuple[UserLoginRow, str]
 """A skipped row whose event_id is loaded for a different event, and the loaded row's message id."""
 _QUARANTINE = """
@@ -70,9 +79,7 @@ class PostgresLoginStore:
                 inserted, reused = self._load_rows(conn, rows) if rows else (0, [])
                 records = [*quarantined, *(event_id_reused(row, loaded) for row, loaded in reused)]
                 new_quarantine = self._load_quarantine(conn, records) if records else 0
-        except (psycopg.OperationalError, PoolTimeout, psycopg.errors.InsufficientPrivilege,
-                psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn,
-                psycopg.errors.UndefinedFunction) as error:  # fmt: skip
+        except _STATEMENT_ERRORS as error:
             raise database_error(error) from error
         return WriteResult(inserted, new_quarantine, tuple(ReusedEventId(r.sqs_message_id, m) for r, m in reused))
 
@@ -87,9 +94,7 @@ class PostgresLoginStore:
                 loaded = {str(e) for (e,) in conn.execute(_LOADED, ([e.event_id for e in events],))}
                 found = [e for e in events if e.event_id in loaded]
                 reused = _reused(conn, found) if found else []
-        except (psycopg.OperationalError, PoolTimeout, psycopg.errors.InsufficientPrivilege,
-                psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn,
-                psycopg.errors.UndefinedFunction) as error:  # fmt: skip
+        except _STATEMENT_ERRORS as error:
             raise database_error(error) from error
         refused = {e.sqs_message_id for e, _ in reused}
         return LoadedBefore(
