@@ -60,6 +60,8 @@ COUNT_SETTINGS: dict[str, str] = {
     "default_transaction_read_only": "on",
     "default_transaction_isolation": "read committed",
     "default_transaction_deferrable": "off",
+    "idle_session_timeout": "0",
+    "idle_in_transaction_session_timeout": "0",
     "search_path": "pg_catalog, pg_temp",
     "role": "none",
 }
@@ -72,7 +74,10 @@ over role and database defaults (as the vault's, vault_service/adapters/postgres
 a bound of its own on the statement and on lock waits (a count is an index lookup: milliseconds),
 read-only, read committed and not deferrable (attack 36, D1: a default `serializable` + `deferrable`
 made the read-only count wait for a safe snapshot behind an analyst's open serializable transaction
-until its own timeout, and every erasure was refused), the search path (REACH_SQL names its table
+until its own timeout, and every erasure was refused), no idle timeouts (review 37, R37-1: the session is
+idle between its connection and BEGIN, then between BEGIN and the count, for a network round trip each - with
+`idle_session_timeout = 1` or `idle_in_transaction_session_timeout = 1` set on the login, a database 2 ms away ended
+every count's session, and every erasure was refused), the search path (REACH_SQL names its table
 by schema and its functions and operators in pg_catalog), and the login's own role (a default `role`
 makes sessions act as a group of the login)."""
 
