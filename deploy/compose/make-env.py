@@ -28,13 +28,16 @@ values = {
     "SQS_ROOT_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
 }
 if target.exists():
-    present = {line.split("=", 1)[0] for line in target.read_text().splitlines() if "=" in line}
+    text = target.read_text()
+    present = {line.split("=", 1)[0] for line in text.splitlines() if "=" in line}
     missing = {k: v for k, v in values.items() if k not in present}
     if not missing:
         print(f"{target} exists; keeping it")
         sys.exit(0)
+    # A last line without its newline (an editor's) would take the first added variable into its value (review 37).
+    separator = "\n" if text and not text.endswith("\n") else ""
     with target.open("a") as out:
-        out.write("".join(f"{k}={v}\n" for k, v in missing.items()))
+        out.write(separator + "".join(f"{k}={v}\n" for k, v in missing.items()))
     print(f"{target} exists; added {', '.join(missing)}")
     sys.exit(0)
 target.write_text(HEADER + "".join(f"{k}={v}\n" for k, v in values.items()))

@@ -281,6 +281,21 @@ def test_make_env_needs_only_the_standard_library(tmp_path: Path) -> None:
     assert oct(target.stat().st_mode & 0o777) == "0o600"
 
 
+def test_make_env_adds_a_missing_variable_to_a_file_whose_last_line_has_no_newline(tmp_path: Path) -> None:
+    """Review 37: an older .env (PG_PRIVACY_OFFICER_PASSWORD came in attack 35, N5; the README says the next
+    `make compose-env` adds it) whose last line an editor left without its newline got the variable appended to that
+    line: the last value changed in silence, and the variable was still missing."""
+    target = tmp_path / ".env"
+    subprocess.run([sys.executable, "-I", "-S", str(REPO / "deploy/compose/make-env.py"), str(target)], check=True)
+    before = _env_values(target)
+    kept = {k: v for k, v in before.items() if k != "PG_PRIVACY_OFFICER_PASSWORD"}
+    target.write_text("\n".join(f"{k}={v}" for k, v in kept.items()))  # no newline after the last line
+    subprocess.run([sys.executable, "-I", "-S", str(REPO / "deploy/compose/make-env.py"), str(target)], check=True)
+    after = _env_values(target)
+    assert {k: after.get(k) for k in kept} == kept  # every value as it was
+    assert after.keys() == before.keys() and len(after["PG_PRIVACY_OFFICER_PASSWORD"]) >= 24
+
+
 def _settings_file() -> dict[str, str]:
     """name -> value of deploy/postgres/tokenvault.conf (comments and blank lines skipped)."""
     settings = {}
