@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from etl_service.service.batch import BatchProcessor
 from tests.unit.etl_builders import good, message
@@ -20,16 +20,28 @@ DEVICE_ID = "6D92078A-8246-4BA4-AE5B-76104861E7DC"  # an IDFV's shape: its compa
 IP = "2001:DB8::7"  # not a canonical IPv4 address: its spellings are built whole (`ip_forms`)
 
 
-def _function_caches() -> Iterator[tuple[str, dict[object, object]]]:
-    """(name, cache dict) of every functools cache in the ETL's and the shared modules loaded."""
+def _function_caches() -> Iterator[tuple[str, list[tuple[object, object]]]]:
+    """(name, its (key, result) entries) of every functools cache in the ETL's and the shared modules loaded.
+
+    A bounded lru_cache's dict maps each key to a link of its own list, which shows no referent: the result is
+    read by calling the function with the key again (a hit: nothing is computed). Review 37 (R37-5): this read
+    the keys alone, and a cache whose result held a value (`_ips_in_version`) passed.
+    """
     for name, module in list(sys.modules.items()):
         if not name.startswith(("etl_service", "tokenvault_common")):
             continue
         for attribute, value in vars(module).items():
             if callable(value) and hasattr(value, "cache_info"):
                 for referent in gc.get_referents(value):
-                    if isinstance(referent, dict):
-                        yield f"{name}.{attribute}", referent
+                    if isinstance(referent, dict) and referent is not getattr(value, "__dict__", None):
+                        yield f"{name}.{attribute}", [(k, _result(value, k, v)) for k, v in list(referent.items())]
+
+
+def _result(function: Callable[..., object], key: object, held: object) -> object:
+    """What a cache holds for `key`: `held`, or for a bounded lru_cache's link, the function's (cached) result."""
+    if type(held).__name__ != "_lru_list_elem":
+        return held
+    return function(*key) if isinstance(key, tuple) else function(key)
 
 
 def _strings(item: object) -> Iterator[str]:
@@ -46,11 +58,29 @@ def test_no_function_cache_of_the_etl_holds_a_value_of_a_processed_batch() -> No
     event = {**good(1, ip=IP), "device_id": DEVICE_ID}
     outcome = processor.process([message(1, event, event_id="evt-0a1b2c3d4e5f60718293a4b5")])
     assert outcome.loaded == 1 and tokenizer.calls  # validated, checked against its id, tokenized and loaded
-    held = {
-        name
-        for name, cache in _function_caches()
-        for entry in cache.items()
-        for text in _strings(entry)
-        if any(value in text.casefold() for value in (DEVICE_ID.casefold(), "6d92078a82464ba4", "2001:db8::7"))
-    }
-    assert not held, f"function caches holding a value of the batch: {sorted(held)}"
+    assert not _holding(DEVICE_ID.casefold(), "6d92078a82464ba4", "2001:db8::7")
+
+
+def test_no_function_cache_keeps_the_version_of_an_event_refused_for_spelling_its_own_ip_in_it() -> None:
+    """Review 37, R37-4: an app_version is stored in clear, so the version caches are keyed by it - but one that
+    spells the event's own ip (`10.61.7` is 10.61.0.7 to inet_aton) gets the event refused, and `_ips_in_version`
+    kept the version and the ip it spells past the batch."""
+    queue, store, tokenizer = FakeQueue(), FakeLoginStore(), FakeTokenizer()
+    processor = BatchProcessor(queue, tokenizer, store)
+    spelled = {**good(1, ip="10.61.0.7"), "app_version": "10.61.7"}
+    outcome = processor.process([message(1, spelled), message(2, good(2))])
+    assert outcome.reasons == {"own_value_in_field": 1} and outcome.loaded == 1
+    assert not _holding("10.61.0.7", "10.61.7")
+
+
+def _holding(*values: str) -> list[str]:
+    """The function caches one of whose keys or results holds one of `values` (casefolded)."""
+    return sorted(
+        {
+            name
+            for name, entries in _function_caches()
+            for entry in entries
+            for text in _strings(entry)
+            if any(value in text.casefold() for value in values)
+        }
+    )
