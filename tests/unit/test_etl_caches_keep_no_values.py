@@ -38,9 +38,16 @@ def _function_caches() -> Iterator[tuple[str, list[tuple[object, object]]]]:
 
 
 def _result(function: Callable[..., object], key: object, held: object) -> object:
-    """What a cache holds for `key`: `held`, or for a bounded lru_cache's link, the function's (cached) result."""
+    """What a cache holds for `key`: `held`, or for a bounded lru_cache's link, the function's (cached) result.
+
+    Read for the ETL's and the shared modules' own functions (untyped, positional: the key is the argument, or
+    the arguments' tuple); an imported library's cache (urllib's, typed) is searched by its keys alone.
+    """
     if type(held).__name__ != "_lru_list_elem":
         return held
+    if not getattr(function, "__module__", "").startswith(("etl_service", "tokenvault_common")):
+        return None
+    assert not function.cache_parameters()["typed"], function  # type: ignore[attr-defined]
     return function(*key) if isinstance(key, tuple) else function(key)
 
 
