@@ -121,6 +121,7 @@ class BatchProcessor:
         if not messages:
             return outcome
         validated: tuple[Accepted, Rejected] | None = None
+        replays: list[QueueMessage] = []  # loaded already (step 2): in neither list of `validated`
         try:
             accepted, rejected = validate_messages(messages, self._sealer, self._device_types, self._max_body_bytes)
             validated = accepted, rejected
@@ -130,7 +131,7 @@ class BatchProcessor:
                 validated = accepted, rejected
             rows, rejected = tokenize_accepted(self._tokenizer, accepted, list(rejected))
             validated = accepted, rejected  # with the values the vault refused
-            self._load_and_settle(messages, rows, rejected, outcome, replays)
+            self._load_and_settle(messages, rows, rejected, outcome, len(replays))
         except DependencyDown as error:
             log.warning("batch postponed: %s", error, extra={"messages": len(messages)})
             outcome.failed_dependency = error.dependency
@@ -140,7 +141,7 @@ class BatchProcessor:
             if rest:
                 self._postpone(rest, outcome, outcome.retry_after)
             if last:
-                self._dead_letter_unavailable(last, validated, error, outcome)
+                self._dead_letter_unavailable(last, validated, error, outcome, replays)
         except Misconfigured as error:
             log.error("batch released: %s", error, extra={"messages": len(messages)})
             outcome.fatal = error
@@ -229,6 +230,7 @@ class BatchProcessor:
         validated: tuple[Accepted, Rejected] | None,
         error: DependencyDown,
         outcome: BatchOutcome,
+        replays: Sequence[QueueMessage] = (),
     ) -> None:
         """Messages whose batch failed for a dependency on their last receive: sealed and dead-lettered by us.
 
@@ -239,7 +241,9 @@ class BatchProcessor:
         What validation decided stands (review 20, R20-9): a refused message keeps its own reason, and
         each goes under the id validation left it (an event_id carrying the event's own ip or device id
         dropped). Only accepted messages are `dependency_unavailable`; if validation itself failed
-        (`validated` None: Transit down), each is, its id checked against its own values here.
+        (`validated` None: Transit down), each is, its id checked against its own values here. `replays`:
+        the batch's events found loaded in step 2 (in neither list of `validated`), deleted and counted as
+        duplicates - also when the quarantine rows cannot be written (review 37, R37-6).
         """
         detail = f"its batch failed for a dependency on every receive: {error.dependency} ({type(error).__name__})"
         unavailable = Rejection(DEPENDENCY_UNAVAILABLE, detail)
@@ -255,12 +259,17 @@ class BatchProcessor:
             "last receive of messages a dependency kept from loading: dead-lettering them sealed",
             extra={"message_ids": [m.message_id for m in messages], "dependency": error.dependency},
         )
+        loaded = [m for m in replays if m.message_id in last]  # deleted with the batch: nothing to dead-letter
         try:
-            self._load_and_settle(messages, [], rejected, outcome)
+            self._load_and_settle(messages, [], rejected, outcome, len(loaded))
         except Exception as second:
             log.error("quarantine of messages a dependency kept from loading failed: %s", type(second).__name__)
             for message, rejection in rejected:
                 self._dead_letter_only(message, rejection, second, outcome)
+            if loaded:  # left here, SQS's redrive would move them to the DLQ in clear (review 37, R37-6)
+                failed = self._queue.delete(loaded)
+                outcome.already_loaded += len(loaded) - len(failed)
+                outcome.delete_failures += len(failed)
 
     def _dead_letter_only(
         self, message: QueueMessage, rejection: Rejection, error: Exception, outcome: BatchOutcome

@@ -18,20 +18,20 @@ batch (docs/threat-model.md, "What an erasure reaches").
 
 from __future__ import annotations
 
-from etl_service.domain.messages import event_key
+from etl_service.domain.messages import QueueMessage, event_key
 from etl_service.service.ports import LoginStore
 from etl_service.service.settle_step import reused_messages
 from etl_service.service.validate_step import Accepted, Rejected
 
 
-def set_aside_loaded(store: LoginStore, accepted: Accepted) -> tuple[Accepted, int, Rejected]:
-    """(the events to tokenize, how many were replays, those reusing a loaded event_id with their rejection)."""
+def set_aside_loaded(store: LoginStore, accepted: Accepted) -> tuple[Accepted, list[QueueMessage], Rejected]:
+    """(the events to tokenize, the replays, those reusing a loaded event_id with their rejection)."""
     if not accepted:
-        return accepted, 0, []
+        return accepted, [], []
     found = store.loaded_before([event_key(m, e) for m, e in accepted])
     if not found.replays and not found.reused:
-        return accepted, 0, []
+        return accepted, [], []
     reused = reused_messages([m for m, _ in accepted], found.reused)
     aside = found.replays | {r.message_id for r in found.reused}
-    replays = sum(1 for m, _ in accepted if m.message_id in found.replays)
+    replays = [m for m, _ in accepted if m.message_id in found.replays]
     return [(m, e) for m, e in accepted if m.message_id not in aside], replays, reused
