@@ -256,6 +256,7 @@ def test_the_erase_count_pins_its_settings_after_the_dsns_own_options(monkeypatc
     monkeypatch.delenv("PGOPTIONS", raising=False)
     pinned = "-c statement_timeout=30s -c lock_timeout=10s -c default_transaction_read_only=on"
     pinned += r" -c default_transaction_isolation=read\ committed -c default_transaction_deferrable=off"
+    pinned += " -c idle_session_timeout=0 -c idle_in_transaction_session_timeout=0"  # review 37, R37-1
     pinned += r" -c search_path=pg_catalog,\ pg_temp -c role=none"
     assert count_options("postgresql://a@h/db") == pinned
     assert count_options("postgresql://a@h/db?options=-c%20work_mem%3D8MB") == f"-c work_mem=8MB {pinned}"
