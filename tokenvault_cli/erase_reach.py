@@ -20,6 +20,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from tokenvault_cli.query import QueryError
+from tokenvault_common.pg_options import startup_options
 
 REACH_SQL = """
 WITH wanted AS (
@@ -82,16 +83,10 @@ by schema and its functions and operators in pg_catalog), and the login's own ro
 makes sessions act as a group of the login)."""
 
 
-def _escaped(value: str) -> str:
-    """A value for libpq's `options`: backslashes and spaces escaped with a backslash."""
-    return value.replace("\\", "\\\\").replace(" ", "\\ ")
-
-
 def count_options(dsn: str) -> str:
     """The libpq `options` for the count: the DSN's own (PGOPTIONS or options=...), then COUNT_SETTINGS, which win."""
     given = conninfo_to_dict(dsn).get("options") or os.environ.get("PGOPTIONS", "")
-    pinned = " ".join(f"-c {name}={_escaped(value)}" for name, value in COUNT_SETTINGS.items())
-    return f"{given} {pinned}".strip()
+    return f"{given} {startup_options(COUNT_SETTINGS)}".strip()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
 from tokenvault_common.database_dsn import Conninfo
+from tokenvault_common.pg_options import startup_options
 from tokenvault_common.pg_pool import LoginCheck
 from vault_service.adapters.postgres import PostgresAuditLog, PostgresKeyStore, PostgresTokenStore
 from vault_service.adapters.postgres.chain_lock import (
@@ -28,7 +29,6 @@ from vault_service.adapters.postgres.session_settings import (
     PINNED_SETTINGS,
     defaults_set_for_session,
     session_settings_with,
-    startup_options,
 )
 from vault_service.adapters.postgres.session_settings import (
     VAULT_SESSION_OPTIONS as VAULT_SESSION_OPTIONS,  # re-exported

@@ -23,8 +23,9 @@ import pytest
 from tests.conftest import RunningVault, running_vault
 from tests.integration.member_logins import logins_beside_the_watchdog
 from tests.integration.own_database import database_of_its_own
+from tokenvault_common.pg_options import startup_options
 from vault_service.adapters.postgres.key_job_liveness import PostgresJobLiveness
-from vault_service.adapters.postgres.session_settings import session_settings_with, startup_options
+from vault_service.adapters.postgres.session_settings import session_settings_with
 
 __all__ = ["logins_beside_the_watchdog"]  # the fixture, used by name
 

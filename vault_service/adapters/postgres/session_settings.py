@@ -58,6 +58,8 @@ from typing import Any
 
 import psycopg
 
+from tokenvault_common.pg_options import startup_options
+
 SYNCHRONOUS_COMMIT_LEVELS = ("on", "remote_apply")
 """The values TOKENVAULT_DB_SYNCHRONOUS_COMMIT may take: an audit row's commit waits at least for
 its WAL to be flushed (`on`, and with synchronous standbys their flush too), or also applied on the
@@ -81,11 +83,6 @@ def session_settings_with(synchronous_commit: str) -> dict[str, str]:
     if synchronous_commit not in SYNCHRONOUS_COMMIT_LEVELS:
         raise ValueError(f"synchronous_commit must be one of {', '.join(SYNCHRONOUS_COMMIT_LEVELS)}")
     return {**PINNED_SETTINGS, "synchronous_commit": synchronous_commit}
-
-
-def startup_options(settings: dict[str, str]) -> str:
-    """Libpq's `options` for `settings`: `-c name=value`, spaces in a value escaped by a backslash."""
-    return " ".join(f"-c {name}={value.replace(' ', chr(92) + ' ')}" for name, value in settings.items())
 
 
 VAULT_SESSION_OPTIONS = startup_options(PINNED_SETTINGS)

@@ -17,6 +17,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from tokenvault_common.database_dsn import Conninfo, DsnFileError, conninfo_now
+from tokenvault_common.pg_options import startup_options
 from vault_service.adapters.postgres.lock_hogs import ANY_LOGIN_HOGS, LockHog, LockHogWatch
 from vault_service.adapters.postgres.notify_queue import NotifyQueueWatch, QueueHolder
 from vault_service.adapters.postgres.old_transactions import (
@@ -27,7 +28,6 @@ from vault_service.adapters.postgres.old_transactions import (
 from vault_service.adapters.postgres.session_settings import (
     SessionSettingsReport,
     defaults_set_for_session,
-    startup_options,
 )
 from vault_service.adapters.postgres.vault_sessions import VaultSessionEnded, VaultSessionWatch
 from vault_service.adapters.postgres.watchdog_slots import OwnLoginSlots
