@@ -32,7 +32,8 @@ DEAD_LETTERS_STEP = (
     "Next step of this erasure, for the DLQ operator: dead letters (refused events, kept sealed for 14 days)"
     " may still hold these values; delete them with `python -m etl_service dead-letters erase - --yes`, the"
     " person's user_id=, ip= and device_id= lines on standard input (README, Privacy officer). Until then"
-    " `dead-letters show` prints them and a `dead-letters resend` stores them again under new tokens."
+    " `dead-letters show` prints them and a `dead-letters resend` stores them again under new tokens. If it"
+    " names tokens the vault minted for events it never loaded, erase those too with the command it prints."
 )
 """Printed after an erasure: the vault cannot reach the DLQ, whose operator can open every dead letter."""
 PURPOSE_HELP = (

@@ -28,7 +28,7 @@ from etl_service.domain.resent_times import (
 )
 from etl_service.service.own_dead_letters import read_envelope, read_shaped_as_written
 from etl_service.service.returned_letters import WrittenEnvelope
-from etl_service.service.sealing import read_dead_letter_body
+from etl_service.service.sealing import MINTED_FIELD, read_dead_letter_body
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,9 @@ class DeadLetter:
     sqs_sent_timestamp_ms: int = 0
     """The SentTimestamp SQS gives this DLQ message (its system attribute; the redrive keeps the
     original's), 0 without one: what a take-back vouches for (take_back_times), never an attribute."""
+    minted_tokens: str | None = None
+    """The envelope's sealed `minted_tokens` (sealing.py): the tokens the vault minted for the message
+    before it was dead-lettered, None without them (every envelope sealed before the field, a body in clear)."""
 
     def __post_init__(self) -> None:
         if self.is_envelope is None or self.shaped_as_written is None:  # a letter built by hand: read once here
@@ -82,7 +85,11 @@ class DeadLetter:
         What a take-back tells the ETL's own letters by (own_dead_letters). From `is_envelope`,
         `sealed_body`, `key` and `note`: a letter built by hand must give them as `raw_body` reads.
         """
-        fields = {"sealed_body": self.sealed_body, "key": self.key, "note": self.note} if self.is_envelope else None
+        fields = (
+            {"sealed_body": self.sealed_body, "key": self.key, "note": self.note, MINTED_FIELD: self.minted_tokens}
+            if self.is_envelope
+            else None
+        )
         return read_envelope(self.raw_body, fields)
 
     @property
@@ -138,4 +145,5 @@ def to_dead_letter(raw: Any) -> DeadLetter:
         shaped_as_written=read_shaped_as_written(body, read),
         taken_back=taken_back_count(_attribute(raw, TAKEN_BACK_ATTRIBUTE)),
         sqs_sent_timestamp_ms=timestamp_ms((raw.get("Attributes") or {}).get("SentTimestamp")) or 0,
+        minted_tokens=envelope.get(MINTED_FIELD),
     )

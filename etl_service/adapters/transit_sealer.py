@@ -35,6 +35,8 @@ from etl_service.service.sealing import (
     dead_letter_body,
     largest_sealable_body_bytes,
     longest_claim_chars,
+    minted_plaintext,
+    recordable_tokens,
 )
 
 log = logging.getLogger(__name__)
@@ -64,24 +66,29 @@ class TransitSealer:
         self._lock = threading.Lock()
         self._time_tags = TransitTimeTags(self._transit_post, key_name, take_back_key)
 
-    def seal(self, bodies: Sequence[str]) -> list[str]:
+    def seal(self, bodies: Sequence[str], minted: Sequence[Sequence[str]] | None = None) -> list[str]:
         """The DLQ envelope of each body, sealed under the dead-letter key.
 
         A body too large for its envelope to fit an SQS message (sealing.largest_sealable_body_bytes)
         is not kept: its envelope says so (NOT_KEPT_TOO_LARGE), and nothing of it is sent to Transit.
+        `minted[i]`, the tokens the vault minted for body i's message, is sealed in the same Transit
+        calls and recorded in its envelope (`minted_tokens`, sealing.py) when the body is kept.
         """
         raw = [body.encode("utf-8", "surrogatepass") for body in bodies]
         largest = largest_sealable_body_bytes(self.key_name)
         keep = [index for index, body in enumerate(raw) if len(body) <= largest]
         if len(keep) < len(raw):
             log.warning("dead-letter bodies too large to seal: not kept", extra={"bodies": len(raw) - len(keep)})
+        tokens = {i: kept for i in keep if minted and (kept := recordable_tokens(minted[i]))}
         batch = [{"plaintext": base64.b64encode(raw[index]).decode()} for index in keep]
+        batch += [{"plaintext": base64.b64encode(minted_plaintext(t).encode()).decode()} for t in tokens.values()]
         sealed: list[str] = []
         for chunk in request_chunks(batch):
             sealed += self._encrypt(chunk)
+        sealed_tokens = dict(zip(tokens, sealed[len(keep) :], strict=True))
         envelopes = [dead_letter_body(None, NOT_KEPT_TOO_LARGE, None)] * len(bodies)
-        for index, text in zip(keep, sealed, strict=True):
-            envelopes[index] = dead_letter_body(text, None, self.key_name)
+        for index, text in zip(keep, sealed[: len(keep)], strict=True):
+            envelopes[index] = dead_letter_body(text, None, self.key_name, sealed_tokens.get(index))
         return envelopes
 
     def authentic(self, ciphertexts: Sequence[str]) -> frozenset[str]:

@@ -29,7 +29,15 @@ decrypt), also reads what is in clear (a message SQS's redrive moved as it was, 
 and deletes every dead letter that matches. An envelope sealed inside another (what an older ETL
 made of a dead letter moved back to the source queue) is opened again, up to 4 deep, and
 an envelope without a reason attribute is opened as well. Without `--yes` it deletes nothing and says what it
-would delete. It reports counts only: no value, no message or event id of a matched letter.
+would delete. It reports counts only: no value, no message or event id of a matched letter -
+but for the tokens below.
+
+A matched letter whose event the vault tokenized before it was dead-lettered (its load lost on its
+last receive: attack 35, N9) records those tokens, sealed (`minted_tokens`, service/sealing.py): no
+row of user_logins holds them, so the officer's erasure by the person's rows did not reach them.
+It opens that record (for matched letters only, dry run or not), prints the tokens and the privacy
+officer's `tokenvault erase` command for them (the person's user ids as given, the request's
+reference to fill in); a record that does not open is named by its letter's message id (exit 3).
 
 It sweeps in pages: a listing reads at most 10,000 letters within its lease, and the sweep checks
 them - deleting those that match - and holds the rest while it lists on (a letter it released
@@ -68,8 +76,9 @@ within seconds to minutes; run the step after it has caught up) - see docs/threa
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
@@ -129,6 +138,7 @@ def run_erase(
         return SETTINGS_ERROR
     sweep = sweep_dead_letters(dlq, person, key, decrypt, delete=args.yes, wait=max(0.0, args.wait))
     _report(sweep, deleted=args.yes)
+    _report_minted(sweep, sorted(person.user_ids))
     if swept:
         print(swept)
     if sweep.stopped:
@@ -138,8 +148,48 @@ def run_erase(
             file=sys.stderr,
         )
         return SETTINGS_ERROR
-    incomplete = sweep.unchecked or sweep.unopenable or sweep.matching_failed or sweep.tampered or sweep.cut_short
+    incomplete = (
+        sweep.unchecked
+        or sweep.unopenable
+        or sweep.matching_failed
+        or sweep.tampered
+        or sweep.cut_short
+        or sweep.minted_unopenable
+    )
     return INCOMPLETE if incomplete else 0
+
+
+def erase_command(tokens: Sequence[str], user_ids: Sequence[str]) -> str:
+    """The privacy officer's `tokenvault erase` of `tokens` for the person (`--purpose`: the request's reference)."""
+    words = ["tokenvault", "erase", *tokens, *(w for u in user_ids for w in ("--user-id", u))]
+    return " ".join([*(shlex.quote(w) for w in words), "--purpose", "REFERENCE", "--yes"])
+
+
+def _report_minted(sweep: Sweep, user_ids: Sequence[str]) -> None:
+    """Name the tokens the matched letters record as minted for their events, and the officer's command erasing them.
+
+    Such a letter's event was tokenized and then not loaded (its load failed on its last receive:
+    attack 35, N9): the vault stored the person's values under these tokens and no row of user_logins
+    holds them, so the officer's erasure by the person's rows did not reach them. Tokens only, no value.
+    """
+    if sweep.minted:
+        print(
+            f"tokens the vault minted for these letters' events, which were never loaded (no row of user_logins"
+            f" took them, so the erasure by the person's rows did not reach them): {len(sweep.minted)}"
+        )
+        print(
+            "  the privacy officer erases them too (README, Privacy officer), --purpose the request's reference"
+            " (a token also in other people's rows is counted and refused as always):"
+        )
+        print(f"  {erase_command(list(sweep.minted), user_ids)}")
+    if sweep.minted_unopenable:
+        print(
+            f"tokens minted for their events could not be read: {len(sweep.minted_unopenable)} letter(s) hold a"
+            " record of them OpenBao would not open or that names no token (forged, or sealed under a retired key"
+            " version); the vault may still hold the person's values under tokens no row holds:"
+            f" {', '.join(shown(i) for i in sweep.minted_unopenable)}",
+            file=sys.stderr,
+        )
 
 
 def _report(sweep: Sweep, deleted: bool) -> None:

@@ -20,7 +20,7 @@ from etl_service.adapters.dead_letter_queue import LISTING_LIMIT
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.adapters.transit_sealer import DeadLetterKeyUnusable
 from etl_service.domain.erasure_match import Person
-from etl_service.entrypoints.dead_letter_layers import Layers, Stop, envelope_layers, in_clear
+from etl_service.entrypoints.dead_letter_layers import Layers, Stop, envelope_layers, in_clear, open_minted
 from etl_service.entrypoints.terminal_text import shown
 
 MAX_ROUNDS = 50
@@ -52,6 +52,12 @@ class Sweep:
     """Message ids of envelopes naming another Transit key: not opened, so not checked."""
     stopped: str | None = None
     """Why the sweep stopped part-way (OpenBao no longer uses the dead-letter key with this token), or None."""
+    minted: dict[str, None] = field(default_factory=dict)
+    """The tokens the matched letters record as minted for their events before they were dead-lettered
+    (sealing.py, `minted_tokens`), each once in order: no row took them, so the privacy officer erases them
+    (attack 35, N9). Tokens, not values."""
+    minted_unopenable: list[str] = field(default_factory=list)
+    """Message ids of matched letters whose record of minted tokens would not open (forged, a retired key)."""
     cut_short: str | None = None
     """Why its last listing stopped before reading the whole DLQ (DeadLetterQueue.cut_short): letters
     past it may not have been examined. None when the last listing read the DLQ whole."""
@@ -149,6 +155,11 @@ def _check(
     if not named:
         return
     sweep.matched += 1
+    if layers.minted:  # opened before the letter goes: once deleted, nothing else records these tokens
+        minted = open_minted(layers.minted, decrypt)
+        sweep.minted.update(dict.fromkeys(minted.tokens))
+        if minted.unopenable:
+            sweep.minted_unopenable.append(dead.message_id)
     if delete:
         dlq.delete(dead)
 

@@ -13,16 +13,21 @@ decided here too, for `list`, `show`, `resend` and `erase` alike: by the body, n
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+import json
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from etl_service.adapters.dead_letter import DeadLetter
 from etl_service.adapters.transit_sealer import SealedBodyUnopenable
 from etl_service.service.own_dead_letters import read_shaped_as_written
-from etl_service.service.sealing import read_dead_letter_body
+from etl_service.service.sealing import MINTED_FIELD, read_dead_letter_body
 
 MAX_LAYERS = 4
 """Envelopes opened inside one another at most; a sealed layer deeper than that is not opened."""
+TOKEN_SHAPE = re.compile(r"(ip|dev)_[A-Za-z0-9_-]{22}")
+"""The vault's tokens, as tokenvault_client.models reads them (not imported: the dead-letter commands start
+without gRPC); a recorded minted token of another shape is not printed."""
 
 
 class Stop(enum.Enum):
@@ -50,6 +55,9 @@ class Layers:
     """The layer opening stopped at (its key, its note), or the last one opened."""
     refusal: str = ""
     """Why OpenBao would not open it, when UNOPENABLE."""
+    minted: tuple[str, ...] = ()
+    """The sealed `minted_tokens` of each layer reached that carries them (under the dead-letter key): the
+    tokens the vault minted for the message before it was dead-lettered, not opened yet (`open_minted`)."""
 
     @property
     def body_read(self) -> bool:
@@ -91,22 +99,58 @@ def envelope_layers(dead: DeadLetter, key: str, decrypt: Callable[[str], str]) -
     anything else it raises (OpenBao unreachable, the key unusable) goes up to the caller.
     """
     texts: list[str] = []
+    minted: list[str] = []
     layer = dead
     while True:
         if is_tampered(layer, key):
-            return Layers(texts, Stop.TAMPERED, layer)
+            return Layers(texts, Stop.TAMPERED, layer, minted=tuple(minted))
         if not (layer.sealed_body and layer.key):
-            return Layers(texts, Stop.NOT_KEPT, layer)
+            return Layers(texts, Stop.NOT_KEPT, layer, minted=tuple(minted))
+        if layer.minted_tokens:  # under the dead-letter key, as the body beside it
+            minted.append(layer.minted_tokens)
         if len(texts) == MAX_LAYERS:
-            return Layers(texts, Stop.TOO_DEEP, layer)
+            return Layers(texts, Stop.TOO_DEEP, layer, minted=tuple(minted))
         try:
             texts.append(decrypt(layer.sealed_body))
         except SealedBodyUnopenable as error:
-            return Layers(texts, Stop.UNOPENABLE, layer, str(error))
+            return Layers(texts, Stop.UNOPENABLE, layer, str(error), tuple(minted))
         inner = read_dead_letter_body(texts[-1])
         if inner is None:
-            return Layers(texts, None, layer)
+            return Layers(texts, None, layer, minted=tuple(minted))
         layer = inner_layer(dead, texts[-1], inner)
+
+
+@dataclass(frozen=True)
+class MintedTokens:
+    """The tokens a dead letter's envelopes record as minted for its message (`open_minted`)."""
+
+    tokens: tuple[str, ...]
+    """Each token once, in the order recorded."""
+    unopenable: int
+    """Sealed records OpenBao would not open, or whose text is no list of tokens (forged, or a retired key)."""
+
+
+def open_minted(sealed: Sequence[str], decrypt: Callable[[str], str]) -> MintedTokens:
+    """Open each sealed `minted_tokens` record (Layers.minted) with `decrypt`; keep what is a list of tokens.
+
+    Only texts shaped as the vault's tokens (`ip_…`, `dev_…`: TOKEN_SHAPE) are kept:
+    a record is sealed under the dead-letter key, which the ETL alone encrypts with, but whoever copies
+    it or plants a garbage one gets nothing else printed. SealedBodyUnopenable counts as unopenable;
+    anything else `decrypt` raises (OpenBao unreachable, the key unusable) goes up to the caller.
+    """
+    tokens: dict[str, None] = {}
+    unopenable = 0
+    for text in sealed:
+        try:
+            found = json.loads(decrypt(text))
+        except (SealedBodyUnopenable, ValueError, RecursionError):
+            unopenable += 1
+            continue
+        if not isinstance(found, list) or not all(isinstance(t, str) and TOKEN_SHAPE.fullmatch(t) for t in found):
+            unopenable += 1
+            continue
+        tokens.update(dict.fromkeys(found))
+    return MintedTokens(tuple(tokens), unopenable)
 
 
 def inner_layer(dead: DeadLetter, text: str, fields: dict[str, str | None]) -> DeadLetter:
@@ -123,6 +167,7 @@ def inner_layer(dead: DeadLetter, text: str, fields: dict[str, str | None]) -> D
         sealed_body=fields["sealed_body"],
         key=fields["key"],
         note=fields["note"],
+        minted_tokens=fields.get(MINTED_FIELD),
         raw_body=text,
         is_envelope=True,
         shaped_as_written=read_shaped_as_written(text, fields),

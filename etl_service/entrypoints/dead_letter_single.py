@@ -18,7 +18,14 @@ from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.adapters.resent_time_tags import tag_resent_time
 from etl_service.adapters.transit_sealer import KEY_SETTING
 from etl_service.domain.validation import Rejection, parse_login_event
-from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS, Layers, Stop, envelope_layers, in_clear
+from etl_service.entrypoints.dead_letter_layers import (
+    MAX_LAYERS,
+    Layers,
+    Stop,
+    envelope_layers,
+    in_clear,
+    open_minted,
+)
 from etl_service.entrypoints.dead_letter_vault_access import VaultAccess, decrypt
 from etl_service.entrypoints.terminal_text import escaped, shown
 
@@ -53,6 +60,7 @@ def show_letter(dead: DeadLetter, access: VaultAccess | None, key: str, output: 
             raise DeadLetterError(why_not_opened(dead, layers, key))
         _write_new_private_file(output, layers.texts[-1])
         print(f"wrote the original body of dead letter {shown(dead.message_id)} to {output} (mode 0600)")
+        _say_minted(layers, access, key)
         return 0
     for depth, text in enumerate(layers.texts):
         if depth:
@@ -69,9 +77,29 @@ def show_letter(dead: DeadLetter, access: VaultAccess | None, key: str, output: 
                 " --output FILE writes the body exactly",
                 file=sys.stderr,
             )
+    _say_minted(layers, access, key)
     if layers.stop is not None:
         raise DeadLetterError(why_not_opened(dead, layers, key))
     return 0
+
+
+def _say_minted(layers: Layers, access: VaultAccess | None, key: str) -> None:
+    """On stderr, the tokens the letter records as minted for its event before it was dead-lettered (attack 35, N9)."""
+    if not layers.minted:
+        return
+    minted = open_minted(layers.minted, lambda ciphertext: decrypt(ciphertext, access, key))
+    if minted.tokens:
+        print(
+            "dead-letters show: the vault minted these tokens for this event before it was dead-lettered; no row"
+            " of user_logins holds them unless the event was loaded since (a `resend`). An erasure of the person"
+            " reaches them only by them (`dead-letters erase` names them): " + " ".join(minted.tokens),
+            file=sys.stderr,
+        )
+    if minted.unopenable:
+        print(
+            "dead-letters show: its record of tokens minted for the event would not open, or names no token",
+            file=sys.stderr,
+        )
 
 
 def _write_new_private_file(path: Path, text: str) -> None:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from etl_service.domain.messages import (
@@ -96,18 +96,24 @@ class BatchProcessor:
         outcome.seconds = time.monotonic() - started
         return outcome
 
-    def release(self, messages: Sequence[QueueMessage], why: str) -> BatchOutcome:
+    def release(
+        self, messages: Sequence[QueueMessage], why: str, minted: Mapping[str, Sequence[str]] | None = None
+    ) -> BatchOutcome:
         """Make messages visible again at once (a stop or a misconfiguration, `why`); what became of them.
 
         One on its last receive is sealed and dead-lettered instead, as `released_on_last_receive`
         (review 20, R20-10): released, SQS's next receive would move it to the DLQ in clear. No
         quarantine row is written (Postgres may be what stopped the ETL, or hang); only if OpenBao or
-        the DLQ fails too is it released, and the redrive takes it.
+        the DLQ fails too is it released, and the redrive takes it. `minted`: the tokens the vault
+        returned for them, by message id (a misconfiguration met after tokenizing), recorded in their
+        envelopes (attack 35, N9).
         """
         outcome = BatchOutcome()
         last = [m for m in messages if self._on_last_receive(m)]
         kept_back = (
-            dead_letter_released(self._queue, self._sealer, last, why, self._max_body_bytes, outcome) if last else []
+            dead_letter_released(self._queue, self._sealer, last, why, self._max_body_bytes, outcome, minted)
+            if last
+            else []
         )
         rest = [m for m in messages if not self._on_last_receive(m)] + kept_back if last else messages
         failed = self._queue.change_visibility(rest, 0) if rest else []
@@ -122,6 +128,7 @@ class BatchProcessor:
             return outcome
         validated: tuple[Accepted, Rejected] | None = None
         replays: list[QueueMessage] = []  # loaded already (step 2): in neither list of `validated`
+        minted: dict[str, tuple[str, ...]] = {}  # tokens the vault returned, by message id (attack 35, N9)
         try:
             accepted, rejected = validate_messages(messages, self._sealer, self._device_types, self._max_body_bytes)
             validated = accepted, rejected
@@ -129,9 +136,9 @@ class BatchProcessor:
             if replays or reused:  # neither goes to the vault (E1); a replay is deleted below
                 rejected = [*rejected, *reused]
                 validated = accepted, rejected
-            rows, rejected = tokenize_accepted(self._tokenizer, accepted, list(rejected))
+            rows, rejected = tokenize_accepted(self._tokenizer, accepted, list(rejected), minted)
             validated = accepted, rejected  # with the values the vault refused
-            self._load_and_settle(messages, rows, rejected, outcome, len(replays))
+            self._load_and_settle(messages, rows, rejected, outcome, len(replays), minted)
         except DependencyDown as error:
             log.warning("batch postponed: %s", error, extra={"messages": len(messages)})
             outcome.failed_dependency = error.dependency
@@ -141,11 +148,11 @@ class BatchProcessor:
             if rest:
                 self._postpone(rest, outcome, outcome.retry_after)
             if last:
-                self._dead_letter_unavailable(last, validated, error, outcome, replays)
+                self._dead_letter_unavailable(last, validated, error, outcome, replays, minted)
         except Misconfigured as error:
             log.error("batch released: %s", error, extra={"messages": len(messages)})
             outcome.fatal = error
-            outcome.add(self.release(messages, f"a misconfiguration of {error.dependency} stopped the ETL"))
+            outcome.add(self.release(messages, f"a misconfiguration of {error.dependency} stopped the ETL", minted))
         except Exception as error:  # a bug must not lose the batch or block the others
             log.error(
                 "batch failed unexpectedly: %s",
@@ -154,7 +161,7 @@ class BatchProcessor:
             )
             if len(messages) > 1:
                 return self._one_by_one(messages)
-            self._last_resort(messages[0], error, outcome)
+            self._last_resort(messages[0], error, outcome, minted)
         return outcome
 
     def _load_and_settle(
@@ -164,16 +171,21 @@ class BatchProcessor:
         rejected: Rejected,
         outcome: BatchOutcome,
         replays: int = 0,
+        minted: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        """Steps 3-5; `replays`: messages of the batch found loaded already in step 2 (no row: deleted only)."""
-        bodies = kept_bodies(rejected, self._sealer)
+        """Steps 3-5; `replays`: messages of the batch found loaded already in step 2 (no row: deleted only).
+
+        `minted`: the tokens the vault returned for the batch's messages, by message id: a rejected one
+        among them records its own in its envelope (dead_lettering.kept_bodies).
+        """
+        bodies = kept_bodies(rejected, self._sealer, minted)
         records = [_quarantine_record(m, r) for m, r in rejected]
         written = self._store.write(rows, records)
         outcome.loaded = written.rows_inserted
         outcome.already_loaded = replays + len(rows) - written.rows_inserted - len(written.reused)
         if written.reused:  # committed with their quarantine rows; a failure from here redelivers them
             reused = reused_messages(messages, written.reused)
-            bodies += kept_bodies(reused, self._sealer)
+            bodies += kept_bodies(reused, self._sealer, minted)
             rejected = [*rejected, *reused]
         dead_letter_and_delete(self._queue, messages, rejected, bodies, outcome)
         finished = time.time()
@@ -196,7 +208,13 @@ class BatchProcessor:
                 break
         return outcome
 
-    def _last_resort(self, message: QueueMessage, error: Exception, outcome: BatchOutcome) -> None:
+    def _last_resort(
+        self,
+        message: QueueMessage,
+        error: Exception,
+        outcome: BatchOutcome,
+        minted: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         """A message that fails alone: postponed, or on its last receive quarantined by us.
 
         Quarantining it here (instead of letting the redrive policy move it) keeps the DLQ's
@@ -211,14 +229,14 @@ class BatchProcessor:
         rejection = Rejection(PROCESSING_FAILED, f"processing failed on every receive: {type(error).__name__}")
         kept = without_own_event_id(message, self._max_body_bytes)  # no id carrying its own values (R20-9)
         try:
-            self._load_and_settle([message], [], [(kept, rejection)], outcome)
+            self._load_and_settle([message], [], [(kept, rejection)], outcome, minted=minted)
         except Exception as second:  # Postgres down or refusing it: postponing it would leave it to the redrive
             log.error(
                 "quarantine of a failing message failed: %s; dead-lettering it sealed, without a quarantine row",
                 type(second).__name__,
                 extra={"message_id": message.message_id},
             )
-            self._dead_letter_only(kept, rejection, second, outcome)
+            self._dead_letter_only(kept, rejection, second, outcome, minted)
 
     def _on_last_receive(self, message: QueueMessage) -> bool:
         """Whether SQS's redrive policy moves `message` (in clear) if it is left in the queue once more."""
@@ -231,6 +249,7 @@ class BatchProcessor:
         error: DependencyDown,
         outcome: BatchOutcome,
         replays: Sequence[QueueMessage] = (),
+        minted: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         """Messages whose batch failed for a dependency on their last receive: sealed and dead-lettered by us.
 
@@ -244,6 +263,10 @@ class BatchProcessor:
         (`validated` None: Transit down), each is, its id checked against its own values here. `replays`:
         the batch's events found loaded in step 2 (in neither list of `validated`), deleted and counted as
         duplicates - also when the quarantine rows cannot be written (review 37, R37-6).
+
+        One the vault tokenized before the dependency failed (the database lost mid-load) records the
+        tokens `minted` holds for it in its envelope: the vault stored its values, and no row took them
+        (attack 35, N9); `dead-letters erase` names them for the privacy officer.
         """
         detail = f"its batch failed for a dependency on every receive: {error.dependency} ({type(error).__name__})"
         unavailable = Rejection(DEPENDENCY_UNAVAILABLE, detail)
@@ -261,24 +284,29 @@ class BatchProcessor:
         )
         loaded = [m for m in replays if m.message_id in last]  # deleted with the batch: nothing to dead-letter
         try:
-            self._load_and_settle(messages, [], rejected, outcome, len(loaded))
+            self._load_and_settle(messages, [], rejected, outcome, len(loaded), minted)
         except Exception as second:
             log.error("quarantine of messages a dependency kept from loading failed: %s", type(second).__name__)
             for message, rejection in rejected:
-                self._dead_letter_only(message, rejection, second, outcome)
+                self._dead_letter_only(message, rejection, second, outcome, minted)
             if loaded:  # left here, SQS's redrive would move them to the DLQ in clear (review 37, R37-6)
                 failed = self._queue.delete(loaded)
                 outcome.already_loaded += len(loaded) - len(failed)
                 outcome.delete_failures += len(failed)
 
     def _dead_letter_only(
-        self, message: QueueMessage, rejection: Rejection, error: Exception, outcome: BatchOutcome
+        self,
+        message: QueueMessage,
+        rejection: Rejection,
+        error: Exception,
+        outcome: BatchOutcome,
+        minted: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        """Seal `message` and send it to the DLQ with its reason, writing no quarantine row."""
+        """Seal `message` (with its tokens in `minted`), send it to the DLQ with its reason; no quarantine row."""
         detail = f"{rejection.detail}; its quarantine row could not be written: {type(error).__name__}"
         only = [(message, Rejection(rejection.reason, detail))]
         try:
-            dead_letter_and_delete(self._queue, [message], only, kept_bodies(only, self._sealer), outcome)
+            dead_letter_and_delete(self._queue, [message], only, kept_bodies(only, self._sealer, minted), outcome)
         except Exception as third:  # the seal or the DLQ is down: the redrive policy takes it; the sweep returns it
             log.error(
                 "dead-lettering a failing message failed: %s",

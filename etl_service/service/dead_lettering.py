@@ -14,7 +14,7 @@ DLQ fails as well is it released, and the redrive takes it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from etl_service.domain.messages import QueueMessage
 from etl_service.domain.validation import Reason, Rejection
@@ -27,10 +27,15 @@ from etl_service.service.validate_step import Rejected, without_own_event_id
 log = logging.getLogger(__name__)
 
 
-def kept_bodies(rejected: Rejected, sealer: BodySealer) -> list[str]:
+def kept_bodies(rejected: Rejected, sealer: BodySealer, minted: Mapping[str, Sequence[str]] | None = None) -> list[str]:
     """The DLQ body of each rejected message: sealed, or a note saying why it was not kept.
 
     One of the ETL's own envelopes goes as it is, whatever its rejection: never sealed again.
+    `minted`: the tokens the vault returned for messages of the batch, by message id; a rejected
+    message among them was tokenized and is dead-lettered instead of loaded (its load failed on its
+    last receive, the vault refused its other value, its event_id was taken in the same load), so
+    the vault holds its values under tokens no row took: its envelope records them, sealed
+    (sealing.py, `minted_tokens`), for an erasure of its person to reach (attack 35, N9).
     """
     if not rejected:
         return []
@@ -47,7 +52,8 @@ def kept_bodies(rejected: Rejected, sealer: BodySealer) -> list[str]:
             bodies[index] = message.body
         elif rejection.reason != Reason.BODY_TOO_LARGE:
             keep.append(index)
-    sealed = sealer.seal([rejected[i][0].body for i in keep]) if keep else []
+    tokens = [tuple(minted.get(rejected[i][0].message_id, ())) if minted else () for i in keep]
+    sealed = sealer.seal([rejected[i][0].body for i in keep], minted=tokens if any(tokens) else None) if keep else []
     for index, text in zip(keep, sealed, strict=True):
         bodies[index] = text
     return bodies
@@ -60,8 +66,12 @@ def dead_letter_released(
     why: str,
     max_body_bytes: int,
     outcome: BatchOutcome,
+    minted: Mapping[str, Sequence[str]] | None = None,
 ) -> list[QueueMessage]:
     """Seal, dead-letter and delete `messages` (each on its last receive, being released for `why`).
+
+    `minted`: tokens the vault returned for them before the release (a misconfiguration met at the
+    load), recorded in their envelopes (`kept_bodies`).
 
     Returns those it could not dead-letter (OpenBao or the DLQ down or refusing), to be released;
     counts the others in `outcome` under their reason. A body over `max_body_bytes` is not kept.
@@ -77,7 +87,7 @@ def dead_letter_released(
         for m in messages
     ]
     try:
-        bodies = kept_bodies(rejected, sealer)
+        bodies = kept_bodies(rejected, sealer, minted)
     except Exception as error:  # OpenBao down or refusing: released, and the redrive takes them
         log.error("sealing messages released on their last receive failed: %s", type(error).__name__)
         return list(messages)

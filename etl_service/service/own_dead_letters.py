@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from etl_service.service.returned_letters import ENVELOPE_START, WrittenEnvelope
+from etl_service.service.sealing import MINTED_FIELD
 
 
 class CiphertextProver(Protocol):
@@ -56,7 +57,7 @@ def read_envelope(body: str, fields: Mapping[str, str | None] | None) -> Written
     """
     if fields is None or not body.startswith(ENVELOPE_START):
         return None
-    return WrittenEnvelope(body, fields["sealed_body"], fields["key"], fields["note"])
+    return WrittenEnvelope(body, fields["sealed_body"], fields["key"], fields["note"], fields.get(MINTED_FIELD))
 
 
 def read_shaped_as_written(body: str, fields: Mapping[str, str | None] | None) -> bool:

@@ -174,8 +174,12 @@ class BodySealer(Protocol):
     to the source queue: the sealing key, and kept by a sealer that keeps no body (letters sealed before
     the switch to ETL_DLQ_BODIES=discard); None only when no key is known."""
 
-    def seal(self, bodies: Sequence[str]) -> list[str]:
-        """The DLQ envelope for each body. DependencyDown or Misconfigured when sealing fails."""
+    def seal(self, bodies: Sequence[str], minted: Sequence[Sequence[str]] | None = None) -> list[str]:
+        """The DLQ envelope for each body. DependencyDown or Misconfigured when sealing fails.
+
+        `minted`, when given, holds for each body the tokens the vault minted for its message (none:
+        empty): a sealer that can seal them records them in its envelope (sealing.py, `minted_tokens`).
+        """
         ...
 
     def authentic(self, ciphertexts: Sequence[str]) -> frozenset[str]:

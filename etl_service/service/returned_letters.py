@@ -45,7 +45,13 @@ from dataclasses import dataclass, replace
 from etl_service.domain.messages import EVENT_ID_REUSED, QuarantineRecord, QueueMessage, quarantine_record
 from etl_service.domain.validation import REASONS, Rejection
 from etl_service.service.outcomes import UNLOADED_REASONS
-from etl_service.service.sealing import NOT_KEPT_NO_KEY, NOT_KEPT_TOO_LARGE, dead_letter_body, read_dead_letter_body
+from etl_service.service.sealing import (
+    MINTED_FIELD,
+    NOT_KEPT_NO_KEY,
+    NOT_KEPT_TOO_LARGE,
+    dead_letter_body,
+    read_dead_letter_body,
+)
 
 RETURNED = "dead_letter_returned"
 """The reason of an envelope that came back without a reason of the ETL's."""
@@ -95,16 +101,22 @@ class WrittenEnvelope:
     sealed_body: str | None
     key: str | None
     note: str | None
+    minted_tokens: str | None = None
+    """The sealed tokens the vault minted for the message (sealing.py), None in an envelope without them."""
 
     def claimed_ciphertext(self, key_name: str | None) -> str | None:
         """The ciphertext when the body has exactly the shape of an envelope this ETL sealed under `key_name`.
 
-        Only a claim: `is_own` takes the envelope for the ETL's own once Transit proved it.
+        Only a claim: `is_own` takes the envelope for the ETL's own once Transit proved it. An envelope
+        recording minted tokens has the same shape with that field, its value shaped as a ciphertext too
+        (not proven: `dead-letters` opens it with the dead-letter key, and a forged one does not open).
         """
-        sealed, key = self.sealed_body, self.key
+        sealed, key, minted = self.sealed_body, self.key, self.minted_tokens
         if sealed is None or key is None or key != key_name or self.note is not None or not _is_ciphertext(sealed):
             return None
-        return sealed if self.body == dead_letter_body(sealed, None, key) else None
+        if minted is not None and not _is_ciphertext(minted):
+            return None
+        return sealed if self.body == dead_letter_body(sealed, None, key, minted) else None
 
     def is_own(self, key_name: str | None, authentic: Collection[str] = frozenset()) -> bool:
         """True when the body is exactly a dead-letter envelope this ETL writes (see the module's docstring).
@@ -133,7 +145,7 @@ def written_envelope(body: str) -> WrittenEnvelope | None:
     fields = read_dead_letter_body(body)
     if fields is None:
         return None
-    return WrittenEnvelope(body, fields["sealed_body"], fields["key"], fields["note"])
+    return WrittenEnvelope(body, fields["sealed_body"], fields["key"], fields["note"], fields.get(MINTED_FIELD))
 
 
 def claimed_ciphertext(body: str, key_name: str | None) -> str | None:

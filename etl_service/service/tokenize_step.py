@@ -15,9 +15,14 @@ from etl_service.service.validate_step import Accepted, Rejected
 
 
 def tokenize_accepted(
-    tokenizer: Tokenizer, accepted: Accepted, rejected: Rejected
+    tokenizer: Tokenizer, accepted: Accepted, rejected: Rejected, minted: dict[str, tuple[str, ...]] | None = None
 ) -> tuple[list[UserLoginRow], Rejected]:
-    """A row for each accepted message with its tokens; one the vault refused a value of joins `rejected`."""
+    """A row for each accepted message with its tokens; one the vault refused a value of joins `rejected`.
+
+    `minted`, when given, gets each accepted message's tokens by its message id (one the vault refused a
+    value of: the other's): whichever of them is dead-lettered instead of loaded records them in its
+    envelope, since the vault now holds their values (attack 35, N9: service/dead_lettering.py).
+    """
     if not accepted:
         return [], rejected
     ips = sorted({e.ip for _, e in accepted})
@@ -26,6 +31,8 @@ def tokenize_accepted(
     rows = []
     for message, event in accepted:
         ip_token, device_token = ip_tokens.get(event.ip), device_tokens.get(event.device_id)
+        if minted is not None:
+            minted[message.message_id] = tuple(t for t in (ip_token, device_token) if t is not None)
         if ip_token is None or device_token is None:
             field_name = "ip" if ip_token is None else "device_id"
             rejected.append(

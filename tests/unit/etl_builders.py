@@ -84,7 +84,7 @@ class RecordingSealer:
         """The ciphertexts Transit would authenticate under the dead-letter key."""
         self.asked: list[list[str]] = []
 
-    def seal(self, bodies: Sequence[str]) -> list[str]:
+    def seal(self, bodies: Sequence[str], minted: Sequence[Sequence[str]] | None = None) -> list[str]:
         """One envelope per body, each with the same made-up ciphertext."""
         if self.down:
             raise DependencyDown("OpenBao unavailable", "openbao")

@@ -342,7 +342,7 @@ class BrokenStore(FakeLoginStore):
 class EnvelopeSealer:
     key_name: str | None = "tokenvault-dead-letters"
 
-    def seal(self, bodies: Sequence[str]) -> list[str]:
+    def seal(self, bodies: Sequence[str], minted: Sequence[Sequence[str]] | None = None) -> list[str]:
         return [json.dumps({"format": "tokenvault-dead-letter/1", "sealed_body": "vault:v1:x", "key": self.key_name})
                 for _ in bodies]  # fmt: skip
 

@@ -29,6 +29,7 @@ from etl_service.service.returned_letters import KNOWN_REASONS
 from etl_service.service.sealing import (
     DEAD_LETTER_ATTRIBUTES_RESERVE_BYTES,
     MAX_ENVELOPE_BYTES,
+    MINTED_FIELD_MAX_BYTES,
     SQS_MAX_MESSAGE_BYTES,
     dead_letter_body,
     longest_written_claim_chars,
@@ -97,3 +98,10 @@ def test_the_largest_attributes_the_etl_writes_fit_the_reserve() -> None:
         f" {DEAD_LETTER_ATTRIBUTES_RESERVE_BYTES} sealing.py reserves: raise the reserve"
     )
     assert len(call["MessageBody"].encode()) + counted <= SQS_MAX_MESSAGE_BYTES  # the largest envelope still sent
+
+
+def test_the_largest_envelope_with_its_minted_tokens_and_the_largest_attributes_fit_one_sqs_message() -> None:
+    """An envelope may carry `minted_tokens` beyond MAX_ENVELOPE_BYTES (attack 35, N9): the reserve's rest holds it."""
+    call = largest_dead_letter()
+    counted = sqs_counted_bytes(call["MessageAttributes"])
+    assert MAX_ENVELOPE_BYTES + MINTED_FIELD_MAX_BYTES + counted <= SQS_MAX_MESSAGE_BYTES

@@ -225,6 +225,13 @@ def test_a_sealed_envelope_still_reads_as_one() -> None:
         "sealed_body": "vault:v1:abc",
         "key": "k",
         "note": None,
+        "minted_tokens": None,  # an envelope without the field (every one sealed before attack 35, N9)
+    }
+    assert read_dead_letter_body(dead_letter_body("vault:v1:abc", None, "k", "vault:v1:def")) == {
+        "sealed_body": "vault:v1:abc",
+        "key": "k",
+        "note": None,
+        "minted_tokens": "vault:v1:def",
     }
 
 

@@ -90,7 +90,7 @@ class Sealer:
     def __init__(self) -> None:
         self.sealed: list[str] = []
 
-    def seal(self, bodies: Sequence[str]) -> list[str]:
+    def seal(self, bodies: Sequence[str], minted: Sequence[Sequence[str]] | None = None) -> list[str]:
         self.sealed += bodies
         return [dead_letter_body(_ciphertext(len(self.sealed)), None, self.key_name) for _ in bodies]
 
