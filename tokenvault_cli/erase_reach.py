@@ -40,9 +40,11 @@ WITH wanted AS (
            count(DISTINCT user_id) FILTER (WHERE NOT theirs)
                + coalesce(max(1) FILTER (WHERE NOT theirs AND user_id IS NULL), 0) AS other_people
     FROM holders GROUP BY token
+), everyone AS (
+    SELECT count(DISTINCT user_id) + coalesce(max(1) FILTER (WHERE user_id IS NULL), 0) AS people FROM holders
 ), reaching AS (
     SELECT token FROM per_token
-    WHERE CASE WHEN %(named)s THEN other_rows > 0 ELSE other_people > 1 END
+    WHERE CASE WHEN %(named)s THEN other_rows > 0 ELSE (SELECT people FROM everyone) > 1 END
 )
 SELECT token, their_rows, other_rows, other_people FROM per_token
 UNION ALL
@@ -52,7 +54,9 @@ FROM holders WHERE NOT theirs AND token IN (SELECT token FROM reaching)
 """
 """Per token held by some row: the person's rows, other rows, other people; then one row of totals over the
 tokens that reach other people (token NULL): distinct rows (a row holding two of them counts once) and people.
-Rows without a user id count as one more person."""
+Rows without a user id count as one more person. Without a person named, every token some row holds reaches
+others once the rows holding them are several people's (review 37, R37-8: two tokens, each one other person's
+alone, were erased without a word)."""
 
 
 COUNT_SETTINGS: dict[str, str] = {
@@ -117,10 +121,11 @@ class Reach:
         """Whether erasing this token takes a value from someone else's rows.
 
         With the person named: any row not theirs. Without: the command cannot tell whose request
-        it is, so a token in one person's rows only is taken as theirs, and one in several
-        people's rows reaches all of them.
+        it is, so tokens held by one person's rows only are taken as theirs, and once the rows
+        holding them are several people's - one token shared, or tokens of different people
+        (review 37, R37-8) - every token reaches all of them (the totals count them all).
         """
-        return token.other_rows > 0 if self.person else token.other_people > 1
+        return token.other_rows > 0 if self.person else self.other_people > 1
 
     def reaching(self, tokens: Sequence[str] | None = None) -> list[TokenReach]:
         """The tokens (of `tokens`, default all) that reach other people, in the order given."""

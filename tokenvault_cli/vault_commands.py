@@ -208,7 +208,8 @@ def _reveal_query(
     multiple=True,
     help="The person whose erasure this is: their user_id in user_logins (repeat it for each of their"
     " accounts). The rows of everyone else holding the tokens are counted before anything is erased."
-    " Without it, only a token in several people's rows is counted (all of them).",
+    " Without it, tokens in several people's rows (one token shared, or tokens of different people) are"
+    " counted, all of them.",
 )
 @click.option(
     "--including-other-people",
