@@ -16,9 +16,11 @@ from tokenvault_common.ip_spellings import (
     MIN_NUMBER_TO_SEARCH,
     HexGroupHints,
     ip_forms,
+    ips_in_decimal_groups,
     ips_in_hex_groups,
     ips_spelled_by,
     may_spell_hex_octets,
+    padded_octets,
 )
 from tokenvault_common.ipv4 import is_canonical_ipv4
 from tokenvault_common.pii_text import dotted_numbers
@@ -34,7 +36,11 @@ MIN_DEVICE_ID_TO_SEARCH = 4
 non-alphanumerics): a 1-3 character id would otherwise be found by chance in opaque ids."""
 MIN_COMPACT_DEVICE_ID = 12
 """The device id without its separators (6D92078A82464BA4...) is searched for only from this
-length: shorter runs of digits are common in counters."""
+length when it is digits only: shorter runs of digits are common in counters."""
+MIN_LETTERED_COMPACT_DEVICE_ID = 8
+"""The device id without its separators is searched for from this length when it holds a letter
+(`G991B-ATK8Q7` in `evt-g991batk8q7-1`: attack 37, K2): no counter or date, and 8 characters of
+hex digits at least, about 16**-8 per window of an opaque id."""
 
 
 def own_value_in(event_id: str, ip: str, device_id: str) -> str | None:
@@ -46,13 +52,18 @@ def own_value_in(event_id: str, ip: str, device_id: str) -> str | None:
     bounded by non-digits and non-hex-digits respectively (32-39 digits: read whole) -, in any
     dotted form `inet_aton` reads (`203.0.0x7307`, also after a `v`), an IPv4 address also in hex
     octets or halves (`CB-00-71-07`, `cb00-7107`: `ips_in_hex_groups`, the vault's reader of a
-    purpose, run only where the id holds the substrings such a spelling must); the device id as
-    written and, when long, without its separators. Only the event's own values are compared, so
+    purpose, run only where the id holds the substrings such a spelling must), and in decimal octets:
+    as 12 digits, each octet `%03d` (`203000113042`), or as four groups joined by one repeated
+    separator, letters too, leading zeros read in decimal (`203x0x113x42`, `203_000_113_042`:
+    attack 37, K2); the device id as written and, when long (12 characters, or 8 holding a letter),
+    without its separators. Only the event's own values are compared, so
     an opaque id is refused only when it holds this event's ip: for an IPv4 address whose hex form
     has 8 digits, about 2**-32 per window of the id (a 32-digit UUID without dashes: 25 windows,
     about 6e-9; a UUID's dashes add two pairs of hex halves, 2**-31), for one of 7 digits
     (1.0.0.0-15.255.255.255, 10/8 among them) 2**-28 per window (about 1e-7 for such a UUID, 3e-8
-    for one with dashes).
+    for one with dashes); the decimal groups of an ip whose four octets are single digits about 1e-6
+    per id of hex digits (1 in 1,000,000 ids of the bench's shape held 1.1.1.1, measured; none held
+    an ip of larger octets).
     """
     field = own_field_in(event_id, ip, device_id)
     return None if field is None else OWN_VALUE_PROBLEM.format(field=field)
@@ -99,7 +110,21 @@ def _holds_canonical_ipv4(folded: str, address: str) -> bool:
         hex_groups = ip_forms(address)[2]
         if hex_groups is not None and _in_hex_groups(folded, hex_groups):
             return True
+    # Every decimal-octet spelling holds the first and the last octet in decimal: most ids hold not both.
+    if str(packed[3]) in folded and str(packed[0]) in folded and _in_decimal_octets(folded, address, packed):
+        return True
     return any(address in ips_spelled_by(dotted) for dotted in dotted_numbers(folded))
+
+
+def _in_decimal_octets(folded: str, address: str, packed: bytes) -> bool:
+    """Whether `folded` holds the IPv4 address of `packed` as its four octets in decimal (attack 37, K2).
+
+    As 12 digits (`203000113042`: each octet `%03d`, `padded_octets`) or as four groups joined by one
+    repeated separator, letters too, leading zeros read in decimal (`203x0x113x42`, `203_000_113_042`:
+    `ips_in_decimal_groups`). Both hold the first and the last octet in decimal: the caller tests that
+    first (two substring tests), so most ids (for an ip of 2-3 digit octets) go no further.
+    """
+    return padded_octets(packed) in folded or address in ips_in_decimal_groups(folded)
 
 
 def _in_hex_groups(folded: str, hints: HexGroupHints) -> bool:
@@ -123,6 +148,9 @@ def _holds_any_ip(folded: str, ip: str) -> bool:
     if any(form in folded for form in spelled):
         return True
     if hex_groups is not None and _in_hex_groups(folded, hex_groups):  # hex octets or halves
+        return True
+    # Four decimal groups (`203x0x113x42`); its 12 digits (`203000113042`) are among `spelled`.
+    if hex_groups is not None and hex_groups[0] in ips_in_decimal_groups(folded):
         return True
     if numbers and len(numbers[-1][0]) <= IPV4_HEX_DIGITS:
         # An IPv4 address: its decimal (8-10 digits) and hex (7-8) forms anywhere, also inside a
@@ -172,7 +200,10 @@ def _holds_device_id(folded: str, device_id: str) -> bool:
         return _bounded_in(folded, device, _ALNUM)
     if device in folded:
         return True
-    if len(device) < MIN_COMPACT_DEVICE_ID:  # its compact form is no longer (case folding is idempotent)
+    # Its compact form is no longer (case folding is idempotent); a letter: one C call, no compact form yet.
+    lettered = device != device.upper()
+    if len(device) < (MIN_LETTERED_COMPACT_DEVICE_ID if lettered else MIN_COMPACT_DEVICE_ID):
         return False
     compact = compact_form(device)  # not cached: a cache keyed by the value kept it past its batch (attack 34, E2)
-    return len(compact) >= MIN_COMPACT_DEVICE_ID and compact in compact_form(folded)
+    least = MIN_LETTERED_COMPACT_DEVICE_ID if lettered and not compact.isdigit() else MIN_COMPACT_DEVICE_ID
+    return len(compact) >= least and compact in compact_form(folded)

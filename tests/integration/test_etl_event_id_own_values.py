@@ -168,6 +168,36 @@ def test_an_event_whose_clear_fields_hold_its_own_ip_or_device_id_is_quarantined
     assert _dead_letters_holding_any(stack_env, dlq_url, [ip, device]) == (3, 0)
 
 
+def test_an_event_id_or_user_id_holding_its_own_ip_in_decimal_octets_is_refused_and_stored_nowhere(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    # Attack 37, K2: `evt-203000113042-x` (each octet %03d), `evt-203x0x113x42-x`, a user id `ip203000113042` and a
+    # device id of 9 characters in the id without its dash were loaded in clear, and outlived the ip's erasure.
+    tag = uuid.uuid4().hex[:8]
+    octets = (203, 0, 113, 10 + uuid.uuid4().int % 240)
+    ip = ".".join(map(str, octets))
+    padded, lettered = "".join(f"{o:03d}" for o in octets), "x".join(map(str, octets))
+    device = f"K{tag[:4]}-{tag[4:7]}"
+    sent = [
+        (f"evt-{padded}-{tag}", body(user_id=f"u-{tag}-a", ip=ip)),
+        (f"evt-{lettered}-{tag}", body(user_id=f"u-{tag}-b", ip=ip)),
+        (f"evt-k{tag[:7]}-{tag}", body(user_id=f"u-{tag}-c", ip=ip, device_id=device)),
+        (f"evt-uid-{tag}", body(user_id=f"ip{padded}", ip=ip)),
+        (f"evt-plain-{tag}", body(user_id=f"u-{tag}-e", ip=ip, device_id=device)),
+    ]
+    ids, summary, dlq_url = _sent_and_drained(stack_env, vault, sent)
+    assert (summary.loaded, summary.quarantined) == (1, 4)
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        quarantined = conn.execute(
+            "SELECT sqs_message_id, event_id, reason FROM etl_quarantine WHERE sqs_message_id = ANY(%s)", (ids,)
+        ).fetchall()
+    expected = [(i, i, "invalid_event_id") for i in ids[:3]] + [(ids[3], f"evt-uid-{tag}", "own_value_in_field")]
+    assert sorted(quarantined) == sorted(expected)  # the ids holding the ip: under their SQS message ids
+    forms = [padded, lettered, f"k{tag[:7]}"]
+    assert _rows_holding_any(stack_env, forms) == (0, 0)
+    assert _dead_letters_holding_any(stack_env, dlq_url, forms) == (4, 0)  # bodies sealed, ids dropped
+
+
 def _sent_and_drained(
     stack_env: dict[str, str], vault: RunningVault, sent: list[tuple[str, str]]
 ) -> tuple[list[str], RunSummary, str]:
