@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from tokenvault_cli import audit_commands, key_commands, key_job_commands, vault_commands
 from tokenvault_cli.context import Context
@@ -13,7 +14,7 @@ from tokenvault_cli.settings import ROLES
 
 EPILOG = """\b
 Settings come from flags, then TOKENVAULT_* environment variables, then a profile
-(--profile NAME in ~/.config/tokenvault/profiles.toml), then the embedded stack:
+(--profile NAME in ~/.config/tokenvault/profiles.toml, or --profile-file), then the embedded stack:
   tokenvault --stack .stack --as analyst reveal ip_... --purpose CASE-123
 Every subcommand has --help.
 """
@@ -38,7 +39,8 @@ Every subcommand has --help.
     "--profile-file",
     type=click.Path(dir_okay=False, path_type=Path),
     envvar="TOKENVAULT_PROFILE_FILE",
-    help="TOML profile file [default: ~/.config/tokenvault/profiles.toml].",
+    help="TOML profile file [default: ~/.config/tokenvault/profiles.toml]; refused if anyone but you (or root)"
+    " may change it or a directory above it.",
 )
 @click.option("--address", envvar="TOKENVAULT_ADDRESS", help="The vault's gRPC address, host:port.")
 @click.option("--ca", envvar="TOKENVAULT_CA", help="CA certificate (PEM) that signed the vault's certificate.")
@@ -49,14 +51,16 @@ Every subcommand has --help.
     "--dsn",
     "analyst_dsn",
     envvar="TOKENVAULT_ANALYST_DSN",
-    help="Read-only database for --query. Keep its password out of the command line (ps and the shell's"
-    " history show it): use ~/.pgpass, PGPASSWORD or TOKENVAULT_ANALYST_DSN.",
+    help="Read-only database for --query and erase's count. One holding a password is refused here (ps and the"
+    " shell's history show the command line): put the password in ~/.pgpass (PGPASSFILE), or give the DSN in"
+    " TOKENVAULT_ANALYST_DSN or a profile's analyst_dsn.",
 )
 @click.option("--deadline", type=float, envvar="TOKENVAULT_DEADLINE", help="Seconds per vault call [default: 30].")
 @click.pass_context
 def cli(ctx: click.Context, /, **flags: Any) -> None:
     """Reveal, erase and tokenize values in the token vault; the security team's key commands."""
-    ctx.obj = Context(flags)
+    given = frozenset(name for name in flags if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE)
+    ctx.obj = Context(flags, given)
 
 
 for command in (

@@ -9,7 +9,7 @@ from typing import Any, TypeVar, cast
 import click
 
 from tokenvault_cli.output import visible
-from tokenvault_cli.settings import Settings, SettingsError, load_profile, resolve
+from tokenvault_cli.settings import Settings, SettingsError, load_profile, refuse_command_line_dsn, resolve
 from tokenvault_client import (
     ChunkLimits,
     DeadlineExceeded,
@@ -44,8 +44,10 @@ class SettingsFailure(Failure):
 class Context:
     """What the group's options gathered; settings are resolved on first use (so --help needs none)."""
 
-    def __init__(self, flags: dict[str, Any]) -> None:
+    def __init__(self, flags: dict[str, Any], on_command_line: frozenset[str] = frozenset()) -> None:
         self.flags = flags
+        self.on_command_line = on_command_line
+        """The names of the flags given on the command line (not from their environment variables)."""
         self._settings: Settings | None = None
 
     @property
@@ -53,6 +55,8 @@ class Context:
         """The resolved settings; Failure(exit 2) naming what is wrong."""
         if self._settings is None:
             try:
+                if "analyst_dsn" in self.on_command_line:
+                    refuse_command_line_dsn(str(self.flags["analyst_dsn"]))
                 profile = load_profile(self.flags.pop("profile_file", None), self.flags.pop("profile", None))
                 self._settings = resolve(self.flags, profile)
             except SettingsError as error:

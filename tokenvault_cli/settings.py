@@ -7,12 +7,19 @@ Each setting is taken from the first of: its flag, its `TOKENVAULT_*` environmen
 from __future__ import annotations
 
 import os
+import re
+import shlex
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
+
 from devstack.envfile import read_env_file
+from tokenvault_cli.trusted_files import unprotected_key, untrusted_file
 from tokenvault_client import ClientIdentity
 from tokenvault_common.database_dsn import password_exposed
 
@@ -31,6 +38,13 @@ ROLES_SAID = f"roles: {', '.join(CLIENT_ROLES)}; {SECURITY_ROLE} for the key and
 """Every role `--as` takes, said in the messages that ask for one (they left out `security`: walk, 6 Dec)."""
 
 DEFAULT_PROFILE_FILE = Path("~/.config/tokenvault/profiles.toml")
+REDIRECTED = (
+    "another local account able to change it could point tokenvault at a server of its own, which would answer"
+    " your reveals and be told your erasures; nothing was done"
+)
+"""Why a settings file (or the CA certificate) another account may change is refused (trusted_files)."""
+PASSWORD_KEYS = {"password": "a password", "sslpassword": "a client key's passphrase (sslpassword)"}
+"""The DSN settings that are secrets, as refusals name them."""
 
 
 class SettingsError(Exception):
@@ -90,6 +104,12 @@ class Settings:
         for what, path in (("CA certificate", self.ca), ("client certificate", self.cert), ("client key", self.key)):
             if not path.is_file():
                 raise SettingsError(f"the {what} {path} does not exist or is not a file")
+        swapped = "another local account able to change it could make tokenvault act as someone else; nothing was done"
+        for what, path, why in (("CA certificate", self.ca, REDIRECTED), ("client certificate", self.cert, swapped)):
+            if problem := untrusted_file(path):
+                raise SettingsError(f"the {what} {path} is refused: {problem}; {why}")
+        if problem := unprotected_key(self.key):
+            raise SettingsError(f"the client key {self.key} is refused: {problem}; nothing was done")
         return ClientIdentity(self.ca, self.cert, self.key, self.server_name)
 
     def dsn(self) -> str:
@@ -110,18 +130,69 @@ class Settings:
         return self.analyst_dsn
 
 
+_SPELLED_PASSWORD = re.compile(r"(?i)\b(ssl)?password\s*=\s*[^\s&]|^[a-z][a-z0-9+.-]*://[^/@]*:[^/@]+@")
+"""A password in a DSN libpq cannot read (a bad port, say): a `password=` setting, or `user:password@` in a URL."""
+
+
+def secrets_in(dsn: str) -> list[str]:
+    """The secrets a DSN carries (PASSWORD_KEYS' descriptions); [] for none.
+
+    A DSN libpq cannot read is refused where it is used (Settings.dsn), without being quoted; what looks like a
+    password in it counts here.
+    """
+    try:
+        params = conninfo_to_dict(dsn)
+    except ProgrammingError:
+        return [PASSWORD_KEYS["password"]] if _SPELLED_PASSWORD.search(dsn.strip()) else []
+    return [said for key, said in PASSWORD_KEYS.items() if params.get(key)]
+
+
+def refuse_command_line_dsn(dsn: str) -> None:
+    """SettingsError when a DSN given on the command line (--dsn) carries a password; the message never quotes it.
+
+    Every local account reads a command line (ps, /proc/PID/cmdline) and the shell keeps it in its history, as
+    `tokenize` says of values given there (attack 37).
+    """
+    secrets = secrets_in(dsn)
+    if secrets:
+        raise SettingsError(
+            f"--dsn holds {' and '.join(secrets)}: refused, every local account can read the command line (ps,"
+            " /proc/PID/cmdline) and your shell keeps it in its history; nothing was done. Leave the password out"
+            " of the DSN and put it in ~/.pgpass (or the file PGPASSFILE names; mode 0600), or give the whole DSN"
+            " in TOKENVAULT_ANALYST_DSN or as analyst_dsn in your profile (a file only you may read); and consider"
+            " that password seen: have it changed"
+        )
+
+
 def load_profile(path: Path | None, name: str | None) -> dict[str, str]:
-    """The `[name]` table of a TOML profile file (`[default]` when no name); {} when there is none."""
+    """The `[name]` table of a TOML profile file (`[default]` when no name); {} when there is none.
+
+    The file is refused when another local account could change it (trusted_files), and when it holds a
+    password in an `analyst_dsn` and may be read by anyone but its owner (as libpq ignores such a ~/.pgpass).
+    """
     explicit = path is not None or name is not None
     path = (path or DEFAULT_PROFILE_FILE).expanduser()
     if not path.is_file():
         if path != DEFAULT_PROFILE_FILE.expanduser() or name:
             raise SettingsError(f"profile file {path} does not exist")
         return {}
+    if problem := untrusted_file(path):
+        raise SettingsError(f"profile file {path} is refused: {problem}; {REDIRECTED}")
     try:
         profiles = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise SettingsError(f"cannot read profile file {path}: {error}") from None
+    with_password = [
+        table_name
+        for table_name, table in profiles.items()
+        if isinstance(table, dict) and secrets_in(str(table.get("analyst_dsn", "")))
+    ]
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if with_password and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SettingsError(
+            f"profile file {path} is refused: its [{with_password[0]}] analyst_dsn holds a password, and others"
+            f" may read the file (mode {mode:04o}): `chmod 600 {shlex.quote(str(path))}`; nothing was done"
+        )
     table = profiles.get(name or "default")
     if table is None:
         if explicit and name:
@@ -146,6 +217,8 @@ def from_stack(stack_dir: Path, role: str | None) -> dict[str, str]:
     env_file = stack_dir / "stack.env"
     if not env_file.is_file():
         raise SettingsError(f"no {env_file}: is the embedded stack up? Start it with `make up` (or `make run`)")
+    if problem := untrusted_file(env_file):
+        raise SettingsError(f"the stack's {env_file} is refused: {problem}; {REDIRECTED}")
     env = read_env_file(env_file)
     values = {
         "address": env.get("TOKENVAULT_GRPC_ADDRESS", ""),
