@@ -6,7 +6,11 @@ values in each, so this module lists what could be a value, each with the key it
 
 - a JSON body: every string at any depth (walked iteratively, so depth does not matter), keys
   too, each with its nearest enclosing key (a list is transparent: `"ip": ["…"]` stands under
-  `ip`); a string that is itself a JSON object or array is walked as well;
+  `ip`); a string that is itself a JSON object or array is walked as well; every number too, as
+  its text as written (a `JsonNumber`: `"user_id": 118` is `118`, a float of integral value also
+  as that integer, `118.0` and `1.18e2` are `118` too), so that a user id or an IMEI sent as a
+  number (schema drift: refused `wrong_type`) is found (attack 37, K1); erasure_match.py compares
+  a number more narrowly than a string (under its own key, or long);
 - any other body: every quoted string literal, its escapes decoded (`\u0075` is `u`), with the
   last key literal before it; and the text itself, `\u` escapes decoded, for unquoted values.
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 _STRING_LITERAL = re.compile(r'"((?:[^"\\]|\\.)*)"(\s*:)?', re.DOTALL)
@@ -25,6 +30,14 @@ _UNICODE_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
 _SIMPLE_ESCAPE = re.compile(r'\\([/"\\])')
 MAX_NESTED_DOCUMENTS = 64
 """How many strings holding JSON are walked in one body (a bound on work, not on depth)."""
+MAX_INTEGRAL_DIGITS = 128
+"""A float of integral value is also read as its integer up to this many digits (a user id's length)."""
+
+
+class JsonNumber(str):
+    """A JSON number of a body, as written (`118`, `118.0`, `1.18e2`): a value a producer sent as a number."""
+
+    __slots__ = ()
 
 
 def keyed_strings(body: str) -> tuple[list[tuple[str | None, str]], str | None]:
@@ -51,8 +64,8 @@ class _Object(list):  # type: ignore[type-arg]
 
 def _parsed(text: str) -> Any:
     try:
-        return json.loads(text, object_pairs_hook=_Object)
-    except (ValueError, RecursionError):  # not JSON, too deep, an integer beyond Python's digit limit
+        return json.loads(text, object_pairs_hook=_Object, parse_int=JsonNumber, parse_float=JsonNumber)
+    except (ValueError, RecursionError):  # not JSON, too deep
         return _NOT_JSON
 
 
@@ -67,6 +80,11 @@ def _walk(document: Any) -> Iterator[tuple[str | None, str]]:
                 stack.append((inner_key, inner))
         elif isinstance(value, list):
             stack.extend((key, item) for item in value)
+        elif isinstance(value, JsonNumber):
+            yield key, value
+            integral = _integral(value)
+            if integral is not None and integral != value:
+                yield key, JsonNumber(integral)
         elif isinstance(value, str):
             yield key, value
             if nested < MAX_NESTED_DOCUMENTS and value.lstrip()[:1] in ("{", "["):
@@ -74,6 +92,19 @@ def _walk(document: Any) -> Iterator[tuple[str | None, str]]:
                 if inner is not _NOT_JSON:
                     nested += 1
                     stack.append((key, inner))
+
+
+def _integral(number: str) -> str | None:
+    """The integer a JSON number with a fraction or an exponent is (`118.0`, `1.18e2`: `118`), if it is one."""
+    if not any(c in number for c in ".eE"):
+        return None
+    try:
+        value = Decimal(number)
+    except InvalidOperation:
+        return None
+    if not value.is_finite() or value.adjusted() >= MAX_INTEGRAL_DIGITS or value != value.to_integral_value():
+        return None
+    return str(int(value))
 
 
 def _literals(body: str) -> Iterator[tuple[str | None, str]]:

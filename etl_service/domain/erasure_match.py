@@ -8,16 +8,25 @@ local user could read them), one criterion a line:
     device_id=VALUE   compared stripped, as the vault stores it
 
 Blank lines and lines starting with `#` are ignored. A body matches when any criterion holds,
-wherever in the body (etl_service/domain/body_strings.py lists the candidates: every string of a
-JSON body at any depth, keys and list items included; every quoted literal of any other body,
-escapes decoded, and its unquoted text):
+wherever in the body (etl_service/domain/body_strings.py lists the candidates: every string and
+number of a JSON body at any depth, keys and list items included; every quoted literal of any
+other body, escapes decoded, and its unquoted text):
 - an ip given: a string, or an address-shaped token inside one, that the ETL's judge
   (`normalize_ip`) reads as that address: `::ffff:198.51.100.7`, `::ffff:c633:6407`,
-  `0:0:0:0:0:ffff:198.51.100.7` and ` 198.51.100.7 ` are all `198.51.100.7`;
+  `0:0:0:0:0:ffff:198.51.100.7` and ` 198.51.100.7 ` are all `198.51.100.7`; read in NFKC form
+  (fullwidth digits); or a full spelling `inet_aton` reads as it (`198.051.100.007`,
+  `0xc6.51.100.7`, `0xc6336407`: four parts or a `0x` part) or four decimal groups joined by one
+  repeated separator that is no letter or digit, read in decimal (`198.051.100.007`,
+  `198,51,100,7`), not inside a longer run of groups (attack 37, K1). Under the `ip` key, where the
+  producer meant an address, a string or a number in any form `inet_aton` or a reader takes
+  (`3325256711`, `c6336407`, `198x51x100x7`); elsewhere a short form is any counter's or version's;
 - a device id given: a string equal to it once normalised as the ETL does (stripped); in a
   body that is not JSON, also an unquoted occurrence not continued by a letter, digit, `-`, `_`
-  or `.` on either side;
-- a user id given: a string under a `user_id` key (at any depth, in a list too), stripped or not;
+  or `.` on either side; a JSON number equal to it under `device_id`, or under any key when it has
+  MIN_NUMBER_DEVICE_ID digits (an IMEI sent as a number: attack 37, K1);
+- a user id given: a string or a JSON number (`"user_id": 118`, also `118.0`: attack 37, K1) under
+  a `user_id` key (at any depth, in a list too), stripped or not; in a body that is not JSON also
+  `user_id=VALUE`, `user_id: VALUE` and `<user_id>VALUE</user_id>`;
   and, for a user id that is unambiguous (DISTINCT_USER_ID: at least MIN_USER_ID_IN_GROUPS
   characters, a letter among them), a string equal to it under any key, compared in NFKC form
   without invisible characters (tokenvault_common.pii_text.visible, as event ids are read:
@@ -47,10 +56,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from etl_service.domain.body_strings import keyed_strings
-from etl_service.domain.event_id_match import MIN_USER_ID_IN_GROUPS, GroupRuns, ips_in, names_device, names_user
+from etl_service.domain.body_strings import JsonNumber, keyed_strings
+from etl_service.domain.event_id_match import (
+    MIN_USER_ID_IN_GROUPS,
+    GroupRuns,
+    full_ip_spelling,
+    ips_in,
+    names_device,
+    names_user,
+)
 from tokenvault_common.device_spellings import compact_form
-from tokenvault_common.pii_text import undefanged, visible
+from tokenvault_common.ip_spellings import ips_in_decimal_groups, ips_spelled_by
+from tokenvault_common.pii_text import dotted_numbers, undefanged, visible
 from tokenvault_common.values import InvalidPiiValue, normalize_device_id, normalize_ip
 
 KINDS = ("user_id", "ip", "device_id")
@@ -64,6 +81,9 @@ SHARED_FIELDS = frozenset({"device_type", "locale", "app_version"})
 """The ETL's fields whose values many people share: a string under one is never read as a user id."""
 FIELD_NAMES = frozenset({"user_id", "ip", "device_id", *SHARED_FIELDS, "format", "sealed_body", "key", "note"})
 """Keys of every event and every dead-letter envelope (keys are strings of a body too): never a distinct user id."""
+MIN_NUMBER_DEVICE_ID = 12
+"""A JSON number equal to a device id given matches under any key from this many digits (an IMEI has 15);
+a shorter one only under `device_id`: counters, times and prices are numbers, and every body has some."""
 
 
 class CriteriaError(ValueError):
@@ -119,18 +139,35 @@ class Person:
         return any(names_user(user_id.strip(), event_id) for user_id in self.user_ids)
 
     def _matches_string(self, key: str | None, text: str) -> bool:
+        if isinstance(text, JsonNumber):
+            return self._matches_number(key, text)
         if key == "user_id" and (text in self.user_ids or text.strip() in self.user_ids):
             return True
         if self._distinct_user_ids and key not in SHARED_FIELDS and _folded(text) in self._distinct_user_ids:
             return True
         if self.device_ids and _judged(normalize_device_id, text) in self.device_ids:
             return True
-        return bool(self.ips) and self._holds_ip(text)
+        return bool(self.ips) and self._holds_ip(text, under_ip_key=key == "ip")
 
-    def _holds_ip(self, text: str) -> bool:
-        if _judged(normalize_ip, text) in self.ips:
+    def _matches_number(self, key: str | None, number: JsonNumber) -> bool:
+        """Whether a JSON number names the person (attack 37, K1), under its own key or, a device id, when long.
+
+        A user id under `user_id`; a device id under `device_id`, or under any key from MIN_NUMBER_DEVICE_ID
+        digits; an ip (any number `inet_aton` or a reader takes for one) under `ip` only.
+        """
+        if key == "user_id" and number in self.user_ids:
             return True
-        return any(_judged(normalize_ip, candidate) in self.ips for candidate in _address_tokens(text))
+        if number in self.device_ids and (key == "device_id" or len(number.lstrip("-")) >= MIN_NUMBER_DEVICE_ID):
+            return True
+        return bool(self.ips) and key == "ip" and not self.ips.isdisjoint(ips_spelled_by(number))
+
+    def _holds_ip(self, text: str, *, under_ip_key: bool = False) -> bool:
+        shown = visible(text)  # fullwidth digits and dots read as ASCII, zero-width characters dropped
+        if _judged(normalize_ip, shown) in self.ips:
+            return True
+        if any(_judged(normalize_ip, candidate) in self.ips for candidate in _address_tokens(shown)):
+            return True
+        return not self.ips.isdisjoint(_ips_spelled_in(shown.casefold(), under_ip_key))
 
     def _matches_unquoted(self, text: str) -> bool:
         if self.ips and self._holds_ip(text):
@@ -143,6 +180,7 @@ class Person:
                 return True
         return any(
             re.search(r'user_id"?\s*[:=]\s*\[?\s*(?:"' + re.escape(u) + '"|' + re.escape(u) + r"(?![^\s,;&}\]]))", text)
+            or re.search(r"<user_id(?:\s[^<>]*)?>\s*" + re.escape(u) + r"\s*<", text)  # XML (attack 37, K1)
             for u in self.user_ids
         )
 
@@ -200,6 +238,28 @@ def _address_tokens(text: str) -> set[str]:
             continue
         tokens.update({run, run.rstrip("."), run.rstrip(":."), run.lstrip(":") if not run.startswith("::") else run})
     return tokens
+
+
+_HEX_NUMBER = re.compile(r"(?<![0-9a-z.])0x[0-9a-f]+(?![0-9a-z.])")
+
+
+def _ips_spelled_in(folded: str, under_ip_key: bool) -> set[str]:
+    """The ips a case-folded string of a body spells in forms `ipaddress` does not read (attack 37, K1).
+
+    Anywhere: a full spelling (`event_id_match.full_ip_spelling`: four dotted parts, `0x` parts) of
+    what `inet_aton` reads (`203.000.113.007`, `0xcb.0.113.7`, `0xcb007107`), and four decimal groups
+    joined by one repeated separator that is no letter or digit, each read in decimal, leading zeros
+    and all (`203.000.113.042`, `203,0,113,7`), not inside a longer run of such groups. Under the
+    `ip` key, where the producer meant an address, also the string whole in any form `inet_aton` or a
+    reader takes (`3405803783`, `cb007107`, `203.0.28935`) and groups joined by letters (`203x0x113x7`).
+    Short forms elsewhere are any number's or version's (threat-model.md, *Not deleted by coincidence*).
+    """
+    pieces = [*dotted_numbers(folded), *_HEX_NUMBER.findall(folded)] if "0x" in folded or "." in folded else []
+    found = {ip for piece in pieces if full_ip_spelling(piece) for ip in ips_spelled_by(piece)}
+    found.update(ips_in_decimal_groups(folded, letters=under_ip_key, bounded=True))
+    if under_ip_key:
+        found.update(ips_spelled_by(folded.strip()))
+    return found
 
 
 def _folded(text: str) -> str:

@@ -82,3 +82,37 @@ def test_a_letter_refused_for_a_drifted_user_id_key_is_erased_by_the_user_id_alo
     assert _event_ids_left(stack_env, etl.dlq_url) == {f"evt-{tag}-2"}, "the drifted letter was left"
     leaked = user in out + err
     assert not leaked, "the user id appears in the command's output"
+
+
+def test_letters_holding_the_persons_values_as_json_numbers_or_a_padded_ip_are_erased_and_no_one_elses(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    # Attack 37, K1: a user id and an IMEI sent as JSON numbers (schema drift, refused `wrong_type`) and an ip
+    # zero-padded (`%03d`, refused as no ip): "deleted: 1, left untouched: 2", exit 0 - two letters kept the person.
+    tag = uuid.uuid4().hex[:8]
+    n = 10 + uuid.uuid4().int % 89
+    user, imei = 10**9 + uuid.uuid4().int % (9 * 10**9), 10**14 + uuid.uuid4().int % (9 * 10**14)
+    ip = f"203.0.113.{n}"
+    number = str(int.from_bytes(bytes((203, 0, 113, n)), "big"))  # the ip as a number, in another person's letter
+    theirs = {
+        f"{tag}-num-user": json.dumps({**GOOD, "user_id": user, "ip": ip, "device_id": f"dev-{tag}"}),
+        f"{tag}-num-imei": json.dumps({**GOOD, "user_id": user, "ip": f"198.51.100.{n}", "device_id": imei}),
+        f"{tag}-padded-ip": json.dumps({**GOOD, "user_id": user, "ip": f"203.000.113.{n:03d}", "device_id": imei}),
+    }
+    others = {  # by coincidence: the person's numbers under other keys, a neighbouring padded ip
+        f"{tag}-other-1": json.dumps({**GOOD, "user_id": 7, "ip": f"203.000.113.{n + 1:03d}", "order": int(number)}),
+        f"{tag}-other-2": json.dumps({**GOOD, "user_id": f"o-{tag}", "device_type": "toaster", "retries": user}),
+    }
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    env = etl_harness_env(stack_env, vault.address)
+    with etl_consumer(env) as etl:
+        send_events(sqs, etl.queue_url, [OutgoingEvent(i, b) for i, b in {**theirs, **others}.items()])
+        assert etl.wired.consumer.drain().quarantined == 5
+    assert _event_ids_left(stack_env, etl.dlq_url) == {*theirs, *others}
+
+    code, out, err = _erase(stack_env, env, f"# GDPR-2026-737\nuser_id={user}\ndevice_id={imei}\nip={ip}\n")
+    assert code == 0, err[-2000:]
+    assert "deleted: 3" in out and "left untouched: 2" in out, out
+    assert _event_ids_left(stack_env, etl.dlq_url) == set(others), "the person's letter left, or another's deleted"
+    leaked = any(str(v) in out + err for v in (user, imei, ip, number))
+    assert not leaked, "a value appears in the command's output"
