@@ -6,14 +6,21 @@ import shlex
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from typing import NoReturn, cast
+from typing import cast
 
 import click
 from click.core import ParameterSource
 from rich.markup import escape
 
 from tokenvault_cli.context import Context, Failure, SettingsFailure, vault_errors
-from tokenvault_cli.erase_reach import Reach, count_reach, plural
+from tokenvault_cli.erase_messages import (
+    DEAD_LETTERS_STEP,
+    erase_stopped_partway,
+    people_rows,
+    refuse_other_people,
+    say_other_people_erased,
+)
+from tokenvault_cli.erase_reach import Reach, count_reach
 from tokenvault_cli.output import FORMAT_OPTION, Format, write_rows
 from tokenvault_cli.progress import stderr, tracked
 from tokenvault_cli.query import (
@@ -28,14 +35,6 @@ from tokenvault_cli.query import (
 from tokenvault_cli.settings import SettingsError
 from tokenvault_client import ChunkLimits, EraseOutcome, ItemError, RateLimited, Revealed, TokenType
 
-DEAD_LETTERS_STEP = (
-    "Next step of this erasure, for the DLQ operator: dead letters (refused events, kept sealed for 14 days)"
-    " may still hold these values; delete them with `python -m etl_service dead-letters erase - --yes`, the"
-    " person's user_id=, ip= and device_id= lines on standard input (README, Privacy officer). Until then"
-    " `dead-letters show` prints them and a `dead-letters resend` stores them again under new tokens. If it"
-    " names tokens the vault minted for events it never loaded, erase those too with the command it prints."
-)
-"""Printed after an erasure: the vault cannot reach the DLQ, whose operator can open every dead letter."""
 PURPOSE_HELP = (
     "Why: a case or ticket reference such as INC-4821 or GDPR-2026-0042 (letters and digits in groups"
     " joined by - _ / . : #, starting with a letter, at most 64 characters; no blanks, never personal data"
@@ -258,13 +257,13 @@ def erase(
     reach = _count_reach(ctx, wanted, person, "nothing was erased")
     reaching = reach.reaching(wanted)
     if confirmed is None and reaching:
-        _refuse_other_people(reach, wanted, tokens, purpose, yes, fmt)
+        refuse_other_people(reach, wanted, tokens, purpose, yes, fmt, _as_given())
     if confirmed is not None and confirmed != reach.other_people:
-        _refuse_other_people(reach, wanted, tokens, purpose, yes, fmt, stale=confirmed)
+        refuse_other_people(reach, wanted, tokens, purpose, yes, fmt, _as_given(), stale=confirmed)
     if not yes:
         if not sys.stdin.isatty():
             raise click.UsageError("erasure cannot be undone: add --yes to confirm when not running interactively")
-        others = f", also for {_people_rows(reach.other_people, reach.other_rows, bool(person))}" if reaching else ""
+        others = f", also for {people_rows(reach.other_people, reach.other_rows, bool(person))}" if reaching else ""
         click.confirm(f"Erase the values behind {len(wanted)} token(s){others}? This cannot be undone", abort=True)
     # The erase limit is not waited out (at 18 an hour a wait is minutes to hours, in silence): it
     # stops the command at once, which lists what it erased and when to send the rest.
@@ -276,7 +275,7 @@ def erase(
                 raise
             done = cast(list[EraseOutcome], stopped.done)
             _say_other_people_erased(ctx, reach, [t for t, o in zip(wanted, done, strict=False) if o is None])
-            _erase_stopped_partway(wanted, done, stopped, fmt)
+            erase_stopped_partway(wanted, done, stopped, fmt)
     rows = [(t, "erased" if o is None else str(o)) for t, o in zip(wanted, outcomes, strict=True)]
     write_rows(["token", "outcome"], rows, Format(fmt))
     _say_other_people_erased(ctx, reach, [t for t, o in zip(wanted, outcomes, strict=True) if o is None])
@@ -298,81 +297,6 @@ def _count_reach(ctx: Context, tokens: Sequence[str], person: Sequence[str], oth
         raise Failure(f"{error}; {otherwise}") from None
 
 
-def _people(people: int, named: bool) -> str:
-    """`1 other person`, `3 other people`; without a person named, `2 people`."""
-    return plural(people, "other person", "other people") if named else plural(people, "person", "people")
-
-
-def _people_rows(people: int, rows: int, named: bool) -> str:
-    """`1 other person's 2 rows`, `3 other people's 5 rows`; without a person named, `2 people's 3 rows`."""
-    return f"{_people(people, named)}'s {plural(rows, 'row')}"
-
-
-def _refuse_other_people(
-    reach: Reach,
-    wanted: list[str],
-    given: tuple[str, ...],
-    purpose: str,
-    yes: bool,
-    fmt: str,
-    stale: int | None = None,
-) -> NoReturn:
-    """Erase nothing: say, per token, how many other people's rows hold it, and the command that erases anyway.
-
-    Tokens and counts only: never a value, nor another person's user id.
-    """
-    named = bool(reach.person)
-    reaching = reach.reaching(wanted)
-    where = (
-        f"{len(reaching)} of the {len(wanted)} tokens are also in other people's rows of user_logins (not --user-id's)"
-        if named
-        else f"{len(reaching)} of the {len(wanted)} tokens are in the rows of several people in user_logins"
-    )
-    lines = [
-        f"  {t.token}: {_people_rows(t.other_people, t.other_rows, named)}"
-        + (f" (the person's own: {plural(t.their_rows, 'row')})" if named else "")
-        for t in reaching
-    ]
-    if stale is not None:
-        head = (
-            f"nothing was erased: --including-other-people {stale} does not match the count now,"
-            f" {_people(reach.other_people, named)}"
-            + (f" ({where})" if reaching else "")
-            + " - a decision taken on other figures is not carried out"
-        )
-    else:
-        head = (
-            f"nothing was erased: {where}. A token stands for a value, not a person: erasing it takes the value"
-            " from every row holding it (a shared address, a family device)"
-        )
-    unnamed = (
-        ""
-        if named
-        else "\nNo --user-id was given, so whose request this is cannot be told: every person whose rows hold one"
-        " of these tokens is counted, the person too. Name the person with --user-id ID to count only the others."
-    )
-    words = [_as_given(), "erase", *(shlex.quote(t) for t in given), "--purpose", shlex.quote(purpose)]
-    for user_id in reach.person:
-        words += ["--user-id", shlex.quote(user_id)]
-    words += ["--including-other-people", str(reach.other_people)]
-    if yes:
-        words.append("--yes")
-    if fmt != Format.TABLE.value:
-        words += ["-o", fmt]
-    command = " ".join(words)
-    stdin = " (the same tokens on standard input)" if "-" in given else ""
-    if reaching:
-        proceed = (
-            f"In all {_people_rows(reach.other_people, reach.other_rows, named)} would lose these values.{unnamed}\n"
-            "Keeping their values (GDPR art. 17(3), e.g. for legal claims or an investigation) is your call:"
-            " leave those tokens out, or erase them for everyone with"
-            f"{stdin}:\n  {command}"
-        )
-    else:
-        proceed = f"No other person's row holds these tokens now: run it without --including-other-people{stdin}."
-    raise Failure("\n".join([head + ":" if reaching else head + ".", *lines, proceed]))
-
-
 def _say_other_people_erased(ctx: Context, before: Reach, erased: list[str]) -> None:
     """After an erasure: how many other people's rows lost a value, counted again (rows loaded meanwhile too)."""
     if not erased:
@@ -383,40 +307,7 @@ def _say_other_people_erased(ctx: Context, before: Reach, erased: list[str]) -> 
     except (QueryError, SettingsError) as error:
         after = before
         when = f"as counted before the erasure (counting again failed: {error})"
-    reaching = after.reaching(erased)
-    if not reaching:
-        return
-    named = bool(after.person)
-    lost = _people_rows(after.other_people, after.other_rows, named)
-    click.echo(
-        f"the values of {len(reaching)} erased token(s) were {'other' if named else 'several'} people's too:"
-        f" {lost} in user_logins point nowhere {when}: "
-        + "; ".join(f"{t.token}: {_people_rows(t.other_people, t.other_rows, named)}" for t in reaching),
-        err=True,
-    )
-    counted_before = {t.token for t in before.reaching()}
-    if when == "now" and counted_before <= set(erased) and after.other_rows != before.other_rows:
-        click.echo(
-            f"({after.other_rows - before.other_rows:+d} row(s) against the count before the erasure: loaded or"
-            " removed in between)",
-            err=True,
-        )
-
-
-def _erase_stopped_partway(wanted: list[str], done: list[EraseOutcome], stopped: RateLimited, fmt: str) -> NoReturn:
-    """Say which tokens the calls before the limit erased (they were), and which were not sent."""
-    rows = [(t, "erased" if o is None else str(o)) for t, o in zip(wanted, done, strict=False)]
-    rows += [(t, "not sent: erase limit reached") for t in wanted[len(done) :]]
-    write_rows(["token", "outcome"], rows, Format(fmt))
-    if any(o is None for o in done):
-        click.echo(DEAD_LETTERS_STEP, err=True)
-    click.echo(
-        f"tokenvault: the erase limit stopped this after {len(done)} of {len(wanted)} tokens (those above are"
-        f" done); send the {len(wanted) - len(done)} not sent again in {stopped.retry_after:.0f} s or later,"
-        " or ask the security team for a larger erase limit",
-        err=True,
-    )
-    raise SystemExit(1)
+    say_other_people_erased(before, after, when, erased)
 
 
 _CONNECTION_FLAGS = (

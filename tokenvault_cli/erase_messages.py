@@ -1,0 +1,141 @@
+"""What `tokenvault erase` tells the officer: its refusal, the other people's rows erased, a stop at the erase limit.
+
+Words only, from counts the command gives them (tokenvault_cli/erase_reach.py counts; vault_commands.py
+runs the command): tokens and counts, never a value nor another person's user id.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import NoReturn
+
+import click
+
+from tokenvault_cli.context import Failure
+from tokenvault_cli.erase_reach import Reach, plural
+from tokenvault_cli.output import Format, write_rows
+from tokenvault_client import EraseOutcome, RateLimited
+
+DEAD_LETTERS_STEP = (
+    "Next step of this erasure, for the DLQ operator: dead letters (refused events, kept sealed for 14 days)"
+    " may still hold these values; delete them with `python -m etl_service dead-letters erase - --yes`, the"
+    " person's user_id=, ip= and device_id= lines on standard input (README, Privacy officer). Until then"
+    " `dead-letters show` prints them and a `dead-letters resend` stores them again under new tokens. If it"
+    " names tokens the vault minted for events it never loaded, erase those too with the command it prints."
+)
+"""Printed after an erasure: the vault cannot reach the DLQ, whose operator can open every dead letter."""
+
+
+def _people(people: int, named: bool) -> str:
+    """`1 other person`, `3 other people`; without a person named, `2 people`."""
+    return plural(people, "other person", "other people") if named else plural(people, "person", "people")
+
+
+def people_rows(people: int, rows: int, named: bool) -> str:
+    """`1 other person's 2 rows`, `3 other people's 5 rows`; without a person named, `2 people's 3 rows`."""
+    return f"{_people(people, named)}'s {plural(rows, 'row')}"
+
+
+def refuse_other_people(
+    reach: Reach,
+    wanted: list[str],
+    given: tuple[str, ...],
+    purpose: str,
+    yes: bool,
+    fmt: str,
+    as_given: str,
+    stale: int | None = None,
+) -> NoReturn:
+    """Erase nothing: say, per token, how many other people's rows hold it, and the command that erases anyway.
+
+    `as_given` is `tokenvault` with this command line's connection options, the start of that command.
+    Tokens and counts only: never a value, nor another person's user id.
+    """
+    named = bool(reach.person)
+    reaching = reach.reaching(wanted)
+    where = (
+        f"{len(reaching)} of the {len(wanted)} tokens are also in other people's rows of user_logins (not --user-id's)"
+        if named
+        else f"{len(reaching)} of the {len(wanted)} tokens are in the rows of several people in user_logins"
+    )
+    lines = [
+        f"  {t.token}: {people_rows(t.other_people, t.other_rows, named)}"
+        + (f" (the person's own: {plural(t.their_rows, 'row')})" if named else "")
+        for t in reaching
+    ]
+    if stale is not None:
+        head = (
+            f"nothing was erased: --including-other-people {stale} does not match the count now,"
+            f" {_people(reach.other_people, named)}"
+            + (f" ({where})" if reaching else "")
+            + " - a decision taken on other figures is not carried out"
+        )
+    else:
+        head = (
+            f"nothing was erased: {where}. A token stands for a value, not a person: erasing it takes the value"
+            " from every row holding it (a shared address, a family device)"
+        )
+    unnamed = (
+        ""
+        if named
+        else "\nNo --user-id was given, so whose request this is cannot be told: every person whose rows hold one"
+        " of these tokens is counted, the person too. Name the person with --user-id ID to count only the others."
+    )
+    words = [as_given, "erase", *(shlex.quote(t) for t in given), "--purpose", shlex.quote(purpose)]
+    for user_id in reach.person:
+        words += ["--user-id", shlex.quote(user_id)]
+    words += ["--including-other-people", str(reach.other_people)]
+    if yes:
+        words.append("--yes")
+    if fmt != Format.TABLE.value:
+        words += ["-o", fmt]
+    command = " ".join(words)
+    stdin = " (the same tokens on standard input)" if "-" in given else ""
+    if reaching:
+        proceed = (
+            f"In all {people_rows(reach.other_people, reach.other_rows, named)} would lose these values.{unnamed}\n"
+            "Keeping their values (GDPR art. 17(3), e.g. for legal claims or an investigation) is your call:"
+            " leave those tokens out, or erase them for everyone with"
+            f"{stdin}:\n  {command}"
+        )
+    else:
+        proceed = f"No other person's row holds these tokens now: run it without --including-other-people{stdin}."
+    raise Failure("\n".join([head + ":" if reaching else head + ".", *lines, proceed]))
+
+
+def say_other_people_erased(before: Reach, after: Reach, when: str, erased: list[str]) -> None:
+    """After an erasure: how many other people's rows lost a value, as counted `when` (`now`: counted again)."""
+    reaching = after.reaching(erased)
+    if not reaching:
+        return
+    named = bool(after.person)
+    lost = people_rows(after.other_people, after.other_rows, named)
+    click.echo(
+        f"the values of {len(reaching)} erased token(s) were {'other' if named else 'several'} people's too:"
+        f" {lost} in user_logins point nowhere {when}: "
+        + "; ".join(f"{t.token}: {people_rows(t.other_people, t.other_rows, named)}" for t in reaching),
+        err=True,
+    )
+    counted_before = {t.token for t in before.reaching()}
+    if when == "now" and counted_before <= set(erased) and after.other_rows != before.other_rows:
+        click.echo(
+            f"({after.other_rows - before.other_rows:+d} row(s) against the count before the erasure: loaded or"
+            " removed in between)",
+            err=True,
+        )
+
+
+def erase_stopped_partway(wanted: list[str], done: list[EraseOutcome], stopped: RateLimited, fmt: str) -> NoReturn:
+    """Say which tokens the calls before the limit erased (they were), and which were not sent."""
+    rows = [(t, "erased" if o is None else str(o)) for t, o in zip(wanted, done, strict=False)]
+    rows += [(t, "not sent: erase limit reached") for t in wanted[len(done) :]]
+    write_rows(["token", "outcome"], rows, Format(fmt))
+    if any(o is None for o in done):
+        click.echo(DEAD_LETTERS_STEP, err=True)
+    click.echo(
+        f"tokenvault: the erase limit stopped this after {len(done)} of {len(wanted)} tokens (those above are"
+        f" done); send the {len(wanted) - len(done)} not sent again in {stopped.retry_after:.0f} s or later,"
+        " or ask the security team for a larger erase limit",
+        err=True,
+    )
+    raise SystemExit(1)
