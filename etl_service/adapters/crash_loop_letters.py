@@ -22,8 +22,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from etl_service.adapters.sqs_common import EVENT_ID_ATTRIBUTE, SQS_ERRORS, raise_for
-from etl_service.domain.own_values import own_value_in
-from etl_service.domain.validation import raw_own_values
+from etl_service.domain.validation import own_value_in_body
 from etl_service.service.outcomes import CRASH_LOOP
 from etl_service.service.sealing import SQS_MAX_MESSAGE_BYTES
 
@@ -70,10 +69,8 @@ def crash_loop_attributes(
     }
     if sent_ms > 0:
         attributes["source_sent_timestamp"] = {"DataType": "Number", "StringValue": str(sent_ms)}
-    if event_id:
-        ip, device_id = raw_own_values(body, SQS_MAX_MESSAGE_BYTES)
-        if not ((ip or device_id) and own_value_in(event_id, ip, device_id)):
-            attributes[EVENT_ID_ATTRIBUTE] = {"DataType": "String", "StringValue": event_id}
+    if event_id and not own_value_in_body(event_id, body, SQS_MAX_MESSAGE_BYTES):
+        attributes[EVENT_ID_ATTRIBUTE] = {"DataType": "String", "StringValue": event_id}
     return attributes
 
 

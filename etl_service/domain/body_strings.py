@@ -14,7 +14,9 @@ values in each, so this module lists what could be a value, each with the key it
 - any other body: every quoted string literal, its escapes decoded (`\u0075` is `u`), with the
   last key literal before it; and the text itself, `\u` escapes decoded, for unquoted values.
 
-It only lists candidates; erasure_match.py judges them with the ETL's own normalisation.
+It only lists candidates; erasure_match.py judges them with the ETL's own normalisation. The ETL
+reads a refused event's body the same way for the values under `ip` and `device_id` its event id
+is compared with (`strings_under`: attack 37, K3).
 """
 
 from __future__ import annotations
@@ -48,6 +50,22 @@ def keyed_strings(body: str) -> tuple[list[tuple[str | None, str]], str | None]:
     return list(_literals(body)), decode_escapes(body)
 
 
+def strings_under(body: str, keys: frozenset[str]) -> list[tuple[str, str]]:
+    """(key, value): every string and number (a `JsonNumber`) of `body` that stands under one of `keys`.
+
+    Under it at any depth, not only as the nearest key: `"device_id": {"id": "…"}`, `"ip": ["…"]`
+    and `"ip": [{"v": 3405803783}]` all stand under their key (a key of `keys` met deeper takes
+    over); every copy of a repeated key; a string holding JSON walked as `keyed_strings` walks it.
+    Keys are not values here. A body that is not JSON: its quoted literals whose last key literal
+    is one of `keys`. What the ETL compares a refused event's id with (validation.raw_own_values:
+    attack 37, K3): the same reading of a body as `dead-letters erase`'s, not a second parser.
+    """
+    document = _parsed(body)
+    if document is _NOT_JSON:
+        return [(key, text) for key, text in _literals(body) if key in keys]
+    return _values_under(document, keys)
+
+
 def decode_escapes(text: str) -> str:
     r"""`text` with `\uXXXX` (surrogate pairs joined), `\/`, `\"` and `\\` escapes undone."""
     decoded = _UNICODE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
@@ -62,9 +80,13 @@ class _Object(list):  # type: ignore[type-arg]
     """A JSON object as its (key, value) pairs: a repeated key keeps every occurrence."""
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_Object, parse_int=JsonNumber, parse_float=JsonNumber)
+"""Built once: json.loads with a hook builds a new decoder on every call."""
+
+
 def _parsed(text: str) -> Any:
     try:
-        return json.loads(text, object_pairs_hook=_Object, parse_int=JsonNumber, parse_float=JsonNumber)
+        return _DECODER.decode(text)
     except (ValueError, RecursionError):  # not JSON, too deep
         return _NOT_JSON
 
@@ -92,6 +114,45 @@ def _walk(document: Any) -> Iterator[tuple[str | None, str]]:
                 if inner is not _NOT_JSON:
                     nested += 1
                     stack.append((key, inner))
+
+
+def _values_under(document: Any, owners: frozenset[str]) -> list[tuple[str, str]]:
+    """`strings_under` of a parsed body: `_walk`'s reading, only of what stands under a key of `owners`.
+
+    A value outside them is not looked at unless it may hold such a key (an object, a list, a string
+    holding JSON): the ETL reads every refused message so, and most of an event is outside them.
+    """
+    found: list[tuple[str, str]] = []
+    stack: list[tuple[str | None, Any]] = [(None, document)]
+    nested = 0
+    while stack:
+        owner, value = stack.pop()
+        if isinstance(value, _Object):
+            for key, inner in value:
+                under = key if key in owners else owner
+                if under is not None or isinstance(inner, list) or _may_hold_json(inner):
+                    stack.append((under, inner))
+        elif isinstance(value, list):
+            stack.extend((owner, item) for item in value)
+        elif isinstance(value, str):
+            if owner is not None:
+                found.append((owner, value))
+                if isinstance(value, JsonNumber):
+                    integral = _integral(value)
+                    if integral is not None and integral != value:
+                        found.append((owner, JsonNumber(integral)))
+                    continue
+            if nested < MAX_NESTED_DOCUMENTS and value.lstrip()[:1] in ("{", "["):
+                inner = _parsed(value)
+                if inner is not _NOT_JSON:
+                    nested += 1
+                    stack.append((owner, inner))
+    return found
+
+
+def _may_hold_json(value: Any) -> bool:
+    """Whether `value` is a string that may hold a JSON object or array (walked: `keyed_strings`)."""
+    return isinstance(value, str) and value.lstrip()[:1] in ("{", "[")
 
 
 def _integral(number: str) -> str | None:

@@ -21,12 +21,15 @@ import re
 import unicodedata
 from collections.abc import Callable
 from functools import lru_cache
+from itertools import zip_longest
 from typing import Any, NamedTuple
 
 from etl_service.domain.app_version import MAX_TEXT_LENGTH, InvalidAppVersion, encode_app_version
+from etl_service.domain.body_strings import strings_under
 from etl_service.domain.own_values import MIN_DEVICE_ID_TO_SEARCH, own_field_in, own_value_in
-from tokenvault_common.ip_spellings import ips_spelled_by
-from tokenvault_common.pii_text import dotted_numbers
+from tokenvault_common.ip_spellings import ips_in_decimal_groups, ips_spelled_by
+from tokenvault_common.ipv4 import is_canonical_ipv4
+from tokenvault_common.pii_text import dotted_numbers, visible
 from tokenvault_common.values import InvalidPiiValue, Rule, normalize_device_id, normalize_ip
 
 MAX_BODY_BYTES = 16 * 1024
@@ -320,18 +323,64 @@ def _ips_in_version(app_version: str) -> frozenset[str]:
     return frozenset(address for dotted in dotted_numbers(app_version) for address in ips_spelled_by(dotted))
 
 
-def raw_own_values(body: str | bytes, max_bytes: int = MAX_BODY_BYTES) -> tuple[str, str]:
-    """The strings under `ip` and `device_id` of a body that decodes to a JSON object, as written ("" if none).
+OWN_VALUE_KEYS = frozenset({"ip", "device_id"})
+MAX_OWN_VALUES = 32
+"""A refused body holding more values under `ip` and `device_id` (a list of hundreds) is not compared value by
+value: it loses its event id outright (harmless: the event is refused anyway, and is kept under its SQS id)."""
+
+
+def raw_own_values(
+    body: str | bytes, max_bytes: int = MAX_BODY_BYTES
+) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """(ips, device ids): every value a refused body holds under `ip` and `device_id`, as the own-value check reads it.
 
     What a refused event's `event_id` is compared with (attack 19, finding 5): an event refused for
-    another field must not keep an id that carries its own ip or device id. Nothing is judged here.
+    another field must not keep an id that carries its own ip or device id. Read as `dead-letters
+    erase` reads a body (`body_strings.strings_under`; attack 37, K3: only a string directly under
+    the key was read, so an id holding a device id sent as a JSON number - an IMEI, the schema drift
+    that gets the event refused `wrong_type` - or a value in a list, an object or a repeated key was
+    kept in clear in etl_quarantine and the DLQ's attribute): strings and numbers at any depth under
+    either key, every copy of a repeated key, also in a body that is no object or not valid JSON. A
+    number as written (a float of integral value also as its integer); under `ip`, a number or a
+    string that is no canonical IPv4 address also as every address it spells
+    (`ip_spellings.ips_spelled_by`: 3405803783 is 203.0.113.7; the decimal octets of
+    `203.000.113.042`: `ips_in_decimal_groups`). Nothing is judged here. ((), ()) for a body over
+    `max_bytes` (refused `body_too_large`, not read); None past MAX_OWN_VALUES values (too many to compare).
     """
-    try:
-        document = _decode(body, max_bytes)
-    except Rejection:
-        return "", ""
-    ip, device_id = document.get("ip"), document.get("device_id")
-    return (ip if isinstance(ip, str) else ""), (device_id if isinstance(device_id, str) else "")
+    if isinstance(body, bytes):
+        if len(body) > max_bytes:
+            return (), ()
+        body = body.decode("utf-8", errors="replace")
+    elif len(body) * 4 > max_bytes and len(body.encode("utf-8", errors="surrogatepass")) > max_bytes:
+        return (), ()
+    ips: dict[str, None] = {}
+    device_ids: dict[str, None] = {}
+    for key, value in strings_under(body, OWN_VALUE_KEYS):
+        if key == "device_id":
+            device_ids[value] = None
+        else:
+            ips[value] = None
+            written = value.strip()
+            if not is_canonical_ipv4(written):  # a number or another spelling: also the addresses it is
+                shown = visible(written)
+                ips.update(dict.fromkeys(ips_spelled_by(shown)))
+                ips.update(dict.fromkeys(ips_in_decimal_groups(shown.casefold())))
+        if len(ips) + len(device_ids) > MAX_OWN_VALUES:
+            return None
+    return tuple(ips), tuple(device_ids)
+
+
+def own_value_in_body(event_id: str, body: str | bytes, max_bytes: int = MAX_BODY_BYTES) -> bool:
+    """Whether a refused message's `event_id` carries an ip or device id its body holds (`raw_own_values`).
+
+    Each value is compared as the event's own (`own_value_in`); a body of more than MAX_OWN_VALUES
+    values drops the id uncompared.
+    """
+    values = raw_own_values(body, max_bytes)
+    if values is None:
+        return True
+    ips, device_ids = values
+    return any(own_value_in(event_id, ip, device) for ip, device in zip_longest(ips, device_ids, fillvalue=""))
 
 
 _REASONS = {

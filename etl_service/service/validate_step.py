@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from etl_service.domain.messages import QueueMessage
-from etl_service.domain.own_values import own_value_in
-from etl_service.domain.validation import LoginEvent, Reason, Rejection, parse_login_event, raw_own_values
+from etl_service.domain.validation import LoginEvent, Reason, Rejection, own_value_in_body, parse_login_event
 from etl_service.service.ports import BodySealer
 from etl_service.service.returned_letters import claimed_ciphertext, returned_letter
 
@@ -71,8 +70,7 @@ def without_own_event_id(message: QueueMessage, max_body_bytes: int) -> QueueMes
     """
     if message.event_id is None:
         return message
-    ip, device_id = raw_own_values(message.body, max_body_bytes)
-    if (ip or device_id) and own_value_in(message.event_id, ip, device_id):
+    if own_value_in_body(message.event_id, message.body, max_body_bytes):
         return replace(message, event_id=None)
     return message
 

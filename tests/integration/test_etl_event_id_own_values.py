@@ -7,14 +7,15 @@ import ipaddress
 import json
 import logging
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from devstack.sqs import sqs_client
 from etl_service.service.outcomes import RunSummary
-from tests.conftest import RunningVault, etl_harness
-from tests.integration.dead_letters import all_dead_letters
+from tests.conftest import RunningVault, etl_consumer, etl_harness_env
+from tests.integration.dead_letters import all_dead_letters, run_dead_letters
 from tests.malformed_samples import body
 
 
@@ -198,15 +199,57 @@ def test_an_event_id_or_user_id_holding_its_own_ip_in_decimal_octets_is_refused_
     assert _dead_letters_holding_any(stack_env, dlq_url, forms) == (4, 0)  # bodies sealed, ids dropped
 
 
+def test_a_refused_event_whose_id_holds_its_own_numeric_listed_or_repeated_value_keeps_no_id_past_the_dlq_step(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    # Attack 37, K3: only a string directly under `ip` / `device_id` was compared with a refused event's id, so
+    # `evt-<imei>-x` of a device id sent as a JSON number (refused wrong_type), an ip in a list, a device id in a
+    # repeated key were kept in clear in etl_quarantine.event_id - which no erasure step reaches - and the DLQ's
+    # attribute; `dead-letters erase` then deleted the letter and the quarantine row kept the device id for good.
+    tag = uuid.uuid4().hex[:8]
+    imei = 10**14 + uuid.uuid4().int % (9 * 10**14)  # synthetic, 15 digits
+    ip = f"203.0.113.{10 + uuid.uuid4().int % 240}"
+    number = int(ipaddress.ip_address(ip))
+    pixel = f"PIXEL7A{tag.upper()}"
+    repeated = body(user_id=f"k3-{tag}-c", device_id="593-47-5928")[:-1] + f', "device_id": "{pixel}"}}'
+    sent = [
+        (f"evt-{imei}-{tag}", body(user_id=f"k3-{tag}-a", device_id=imei)),
+        (f"evt-{number}-{tag}", body(user_id=f"k3-{tag}-b", ip=[ip])),
+        (f"evt-{pixel}-{tag}", repeated),
+        (f"evt-plain-{tag}", body(user_id=f"k3-{tag}-d", device_id=imei + 1)),  # an opaque id: kept
+    ]
+    env = etl_harness_env(stack_env, vault.address)
+    ids, summary, dlq_url = _sent_and_drained(stack_env, vault, sent, env)
+    assert (summary.loaded, summary.quarantined) == (0, 4)
+    with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
+        quarantined = conn.execute(
+            "SELECT sqs_message_id, event_id, reason FROM etl_quarantine WHERE sqs_message_id = ANY(%s)", (ids,)
+        ).fetchall()
+    expected = [(ids[0], ids[0], "wrong_type"), (ids[1], ids[1], "wrong_type"), (ids[2], ids[2], "duplicate_key")]
+    assert sorted(quarantined) == sorted([*expected, (ids[3], f"evt-plain-{tag}", "wrong_type")])
+    forms = [str(imei), str(number), pixel]
+    assert _rows_holding_any(stack_env, forms) == (0, 0)
+    assert _dead_letters_holding_any(stack_env, dlq_url, forms) == (4, 0)  # bodies sealed, ids dropped
+
+    # The DLQ step for the device id deletes its letter (the sealed body holds the number: attack 37, K1) ...
+    token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
+    erase = run_dead_letters(env, "erase", "-", "--yes", "--wait", "0", stdin=f"device_id={imei}\n", token=token)
+    assert erase.returncode == 0 and "deleted: 1" in erase.stdout, erase.stderr
+    # ... and nothing of it is left where no erasure step reaches.
+    assert _rows_holding_any(stack_env, forms) == (0, 0)
+    assert _dead_letters_holding_any(stack_env, dlq_url, forms) == (3, 0)
+
+
 def _sent_and_drained(
-    stack_env: dict[str, str], vault: RunningVault, sent: list[tuple[str, str]]
+    stack_env: dict[str, str], vault: RunningVault, sent: list[tuple[str, str]], env: dict[str, str] | None = None
 ) -> tuple[list[str], RunSummary, str]:
     """Each (event_id, body) sent to a fresh ETL harness's queue with that event_id attribute, then drained.
 
-    Returns the SQS message ids in the order sent, the drain's summary and the harness's DLQ url.
+    Returns the SQS message ids in the order sent, the drain's summary and the harness's DLQ url. `env`: the
+    harness's ETL environment (`etl_harness_env`), when the test runs a command on its queues afterwards.
     """
     sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
-    with etl_harness(stack_env, vault.address) as etl:
+    with etl_consumer(env or etl_harness_env(stack_env, vault.address)) as etl:
         ids = [
             sqs.send_message(
                 QueueUrl=etl.queue_url,
