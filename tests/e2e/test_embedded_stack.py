@@ -18,12 +18,13 @@ import pytest
 from botocore.exceptions import ClientError
 
 from devstack.envfile import read_env_file
-from devstack.events import send_events
+from devstack.events import OutgoingEvent, send_events
 from devstack.isolation import SERVICE_USERS
 from devstack.procs import alive
 from devstack.sqs import identity_key, sqs_client
 from devstack.stack import StackState
 from tests.leaky_events import leaked, leaky_events, raw_values
+from tests.malformed_samples import body
 from tests.metrics_scrape import quarantined_total, scrape, stack_scrape
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,14 +101,23 @@ def process_env(pid: int) -> dict[str, str]:
 def test_demo_with_the_exercise_sample_reports_99_loaded_1_quarantined(stack_dir: Path) -> None:
     first = run("-m", "devstack.demo", "--file", str(SAMPLE), state_dir=stack_dir)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "rows in user_logins  : 99  (new this run: 99)" in first.stdout
-    assert "quarantined (DLQ)    : 1  (new this run: 1)" in first.stdout
+    assert "rows in user_logins  : 99 of these events  (new this run: 99; the table holds 99)" in first.stdout
+    assert "quarantined (DLQ)    : 1 of these events  (new this run: 1)" in first.stdout
     assert "missing_field" in first.stdout
     assert "Detokenize ip_" in first.stdout and "(plain)" in first.stdout
+    # A row of other events in the table: the summary counts the events sent, and says what the table holds
+    # (it said `rows in user_logins: 992` of a table holding 1091: walk44, W44-2).
+    env = read_env_file(stack_dir / "stack.env")
+    other = OutgoingEvent("e2e-other-run-1", body(user_id="e2e-other-run", ip="192.0.2.201", device_id="999-99-0002"))
+    send_events(sqs_client(env["SQS_ENDPOINT_URL"], identity_key(env, "producer")), env["SQS_QUEUE_URL"], [other])
+    deadline = time.monotonic() + 30
+    while table_rows(env) < 100:
+        assert time.monotonic() < deadline, "the ETL did not load the other event"
+        time.sleep(0.2)
     # As right after `make install`: the virtual environment not on PATH, an 80-column terminal (or a pipe).
     shell = {"PATH": "/usr/local/bin:/usr/bin:/bin", "COLUMNS": "80"}
     replay = run("-m", "devstack.demo", "--file", str(SAMPLE), state_dir=stack_dir, env=shell)
-    assert "rows in user_logins  : 99  (new this run: 0)" in replay.stdout
+    assert "rows in user_logins  : 99 of these events  (new this run: 0; the table holds 100)\n" in replay.stdout
     # The lines a person reads or copies stay whole (they broke mid-sentence at 80 columns: walk, 6 Dec) ...
     assert "e.g. missing required field(s): user_id, device_type, locale, app_version, ip, device_id\n" in replay.stdout
     assert any(
@@ -126,13 +136,18 @@ def test_demo_with_the_exercise_sample_reports_99_loaded_1_quarantined(stack_dir
         check=False,
     )
     assert copied.returncode == 0 and "plain" in copied.stdout, copied.stdout + copied.stderr
-    env = read_env_file(stack_dir / "stack.env")
     raw = json.loads(SAMPLE.read_text())
     with psycopg.connect(env["PG_ANALYST_DSN"]) as conn:
-        table = conn.execute("SELECT * FROM user_logins").fetchall()
+        table = conn.execute("SELECT * FROM user_logins WHERE user_id <> 'e2e-other-run'").fetchall()
     assert len(table) == 99
     cells = {str(c) for row in table for c in row}
     assert not cells & ({r.get("ip") for r in raw} | {r.get("device_id") for r in raw})
+
+
+def table_rows(env: dict[str, str]) -> int:
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        row = conn.execute("SELECT count(*) FROM user_logins").fetchone()
+    return int(row[0]) if row else 0
 
 
 def test_etl_runs_as_a_service_a_message_sent_is_loaded(stack_dir: Path) -> None:

@@ -76,6 +76,7 @@ def test_make_run_says_the_etl_stopped_and_how_to_bring_it_back(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(demo, "_counts", lambda dsn, ids: (0, 0))
+    monkeypatch.setattr(demo, "_table_rows", lambda dsn: 0)
     monkeypatch.setattr(
         demo, "up", lambda state_dir: {"PG_ADMIN_DSN": "x", "SQS_ENDPOINT_URL": "x", "SQS_QUEUE_URL": "x"}
     )
