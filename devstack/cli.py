@@ -11,6 +11,7 @@ from devstack.envfile import read_env_file
 from devstack.procs import StackError
 from devstack.restart import components, restart_dead
 from devstack.stack import down, state_dir_from_env, up, vault_service_env
+from devstack.trusted_stack import refuse_untrusted_stack_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         existing = (state_dir / "state.json").exists() and env_file.exists()
         try:
             if existing:
+                refuse_untrusted_stack_dir(state_dir)  # as up() does for a fresh stack (walk44, W44-4)
                 restarted = restart_dead(state_dir)
                 print(f"restarted: {', '.join(restarted)}" if restarted else "the stack was already up")
             else:

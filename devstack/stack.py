@@ -26,6 +26,7 @@ from devstack.postgres import pg_ctl, remove_cluster, start_postgres
 from devstack.procs import StackError, alive, free_port, stop_pid
 from devstack.services import start_etl_service, start_lock_watchdog, start_vault_service
 from devstack.sqs import DEV_CREDENTIALS, SqsEndpoint, identity_env, identity_key, start_sqs
+from devstack.trusted_stack import refuse_untrusted_stack_dir
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = REPO / ".stack"
@@ -266,6 +267,7 @@ def up(state_dir: Path, with_services: bool = True) -> dict[str, str]:
     Only a fresh start that fails is stopped and cleared again; an existing stack is never
     deleted here (devstack/restart.py).
     """
+    refuse_untrusted_stack_dir(state_dir)  # before anything starts (walk44, W44-4)
     env_file = state_dir / "stack.env"
     if (state_dir / "state.json").exists() and env_file.exists():
         from devstack.restart import restart_dead  # restart builds on this module
