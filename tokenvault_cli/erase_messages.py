@@ -25,6 +25,17 @@ DEAD_LETTERS_STEP = (
 )
 """Printed after an erasure: the vault cannot reach the DLQ, whose operator can open every dead letter."""
 
+AFTER_DEAD_LETTERS = (
+    "These tokens are those `dead-letters erase` named (--from-dead-letters): this erasure's last step, the DLQ"
+    " operator's, is that command's run with --yes until it exits 0; nothing else is left to do for them."
+)
+"""Printed instead of DEAD_LETTERS_STEP when the officer erases what that step named: no loop back to it (W44-3)."""
+
+
+def next_step(from_dead_letters: bool) -> str:
+    """What is left of the erasure after this one: the DLQ operator's step, or nothing when it named these tokens."""
+    return AFTER_DEAD_LETTERS if from_dead_letters else DEAD_LETTERS_STEP
+
 
 def _people(people: int, named: bool) -> str:
     """`1 other person`, `3 other people`; without a person named, `2 people`."""
@@ -45,6 +56,7 @@ def refuse_other_people(
     fmt: str,
     as_given: str,
     stale: int | None = None,
+    from_dead_letters: bool = False,
 ) -> NoReturn:
     """Erase nothing: say, per token, how many other people's rows hold it, and the command that erases anyway.
 
@@ -85,6 +97,8 @@ def refuse_other_people(
     for user_id in reach.person:
         words += ["--user-id", shlex.quote(user_id)]
     words += ["--including-other-people", str(reach.other_people)]
+    if from_dead_letters:
+        words.append("--from-dead-letters")
     if yes:
         words.append("--yes")
     if fmt != Format.TABLE.value:
@@ -125,13 +139,15 @@ def say_other_people_erased(before: Reach, after: Reach, when: str, erased: list
         )
 
 
-def erase_stopped_partway(wanted: list[str], done: list[EraseOutcome], stopped: RateLimited, fmt: str) -> NoReturn:
+def erase_stopped_partway(
+    wanted: list[str], done: list[EraseOutcome], stopped: RateLimited, fmt: str, from_dead_letters: bool = False
+) -> NoReturn:
     """Say which tokens the calls before the limit erased (they were), and which were not sent."""
     rows = [(t, "erased" if o is None else str(o)) for t, o in zip(wanted, done, strict=False)]
     rows += [(t, "not sent: erase limit reached") for t in wanted[len(done) :]]
     write_rows(["token", "outcome"], rows, Format(fmt))
     if any(o is None for o in done):
-        click.echo(DEAD_LETTERS_STEP, err=True)
+        click.echo(next_step(from_dead_letters), err=True)
     click.echo(
         f"tokenvault: the erase limit stopped this after {len(done)} of {len(wanted)} tokens (those above are"
         f" done); send the {len(wanted) - len(done)} not sent again in {stopped.retry_after:.0f} s or later,"

@@ -14,8 +14,8 @@ from rich.markup import escape
 
 from tokenvault_cli.context import Context, Failure, SettingsFailure, vault_errors
 from tokenvault_cli.erase_messages import (
-    DEAD_LETTERS_STEP,
     erase_stopped_partway,
+    next_step,
     people_rows,
     refuse_other_people,
     say_other_people_erased,
@@ -218,6 +218,12 @@ def _reveal_query(
     help="Erase even though other people's rows hold some of the tokens (a shared address or device):"
     " N must be the number of other people the command counts, so a decision taken on other figures is refused.",
 )
+@click.option(
+    "--from-dead-letters",
+    is_flag=True,
+    help="The tokens are those `python -m etl_service dead-letters erase` named (minted for events it never"
+    " loaded; its printed command carries this): the reminder of that step, which this follows, is not printed.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed when not interactive).")
 @FORMAT_OPTION
 @click.pass_obj
@@ -228,6 +234,7 @@ def erase(
     purpose: str,
     person: tuple[str, ...],
     confirmed: int | None,
+    from_dead_letters: bool,
     yes: bool,
     fmt: str,
 ) -> None:
@@ -257,9 +264,9 @@ def erase(
     reach = _count_reach(ctx, wanted, person, "nothing was erased")
     reaching = reach.reaching(wanted)
     if confirmed is None and reaching:
-        refuse_other_people(reach, wanted, tokens, purpose, yes, fmt, _as_given())
+        refuse_other_people(reach, wanted, tokens, purpose, yes, fmt, _as_given(), None, from_dead_letters)
     if confirmed is not None and confirmed != reach.other_people:
-        refuse_other_people(reach, wanted, tokens, purpose, yes, fmt, _as_given(), stale=confirmed)
+        refuse_other_people(reach, wanted, tokens, purpose, yes, fmt, _as_given(), confirmed, from_dead_letters)
     if not yes:
         if not sys.stdin.isatty():
             raise click.UsageError("erasure cannot be undone: add --yes to confirm when not running interactively")
@@ -275,12 +282,12 @@ def erase(
                 raise
             done = cast(list[EraseOutcome], stopped.done)
             _say_other_people_erased(ctx, reach, [t for t, o in zip(wanted, done, strict=False) if o is None])
-            erase_stopped_partway(wanted, done, stopped, fmt)
+            erase_stopped_partway(wanted, done, stopped, fmt, from_dead_letters)
     rows = [(t, "erased" if o is None else str(o)) for t, o in zip(wanted, outcomes, strict=True)]
     write_rows(["token", "outcome"], rows, Format(fmt))
     _say_other_people_erased(ctx, reach, [t for t, o in zip(wanted, outcomes, strict=True) if o is None])
     if any(o is None for o in outcomes):
-        click.echo(DEAD_LETTERS_STEP, err=True)
+        click.echo(next_step(from_dead_letters), err=True)
     if _summarize_errors(outcomes, "tokens were not erased"):
         raise SystemExit(1)
 

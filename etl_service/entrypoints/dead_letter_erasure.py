@@ -76,9 +76,10 @@ within seconds to minutes; run the step after it has caught up) - see docs/threa
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
@@ -159,10 +160,45 @@ def run_erase(
     return INCOMPLETE if incomplete else 0
 
 
-def erase_command(tokens: Sequence[str], user_ids: Sequence[str]) -> str:
-    """The privacy officer's `tokenvault erase` of `tokens` for the person (`--purpose`: the request's reference)."""
-    words = ["tokenvault", "erase", *tokens, *(w for u in user_ids for w in ("--user-id", u))]
-    return " ".join([*(shlex.quote(w) for w in words), "--purpose", "REFERENCE", "--yes"])
+FROM_DEAD_LETTERS = "--from-dead-letters"
+"""`tokenvault erase`'s flag for tokens this step named: its reminder then does not send the officer back here."""
+
+
+def _stack_env(path: Path) -> dict[str, str]:
+    """The KEY=value lines of an embedded stack's stack.env (devstack/envfile.py writes them shell-quoted)."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            key, raw = line.split("=", 1)
+            values[key] = next(iter(shlex.split(raw)), "")
+    return values
+
+
+def officer_tokenvault(environ: Mapping[str, str]) -> str:
+    """`tokenvault` with the connection options of the embedded stack this runs in; bare `tokenvault` elsewhere.
+
+    In the stack: its stack.env sourced, as README's DLQ operator block does ($STACK_DIR set), and the
+    queue swept that stack's (ETL_QUEUE_URL its SQS_QUEUE_URL). The line printed bare failed there as
+    pasted, exit 2 (walk44, W44-3). Elsewhere the officer's own settings are not known here: the line is
+    printed bare, with a note of where their options go.
+    """
+    stack_dir, queue = environ.get("STACK_DIR", ""), environ.get("ETL_QUEUE_URL", "")
+    env_file = Path(stack_dir) / "stack.env"
+    try:
+        ours = bool(stack_dir and queue) and _stack_env(env_file).get("SQS_QUEUE_URL") == queue
+    except (OSError, ValueError):
+        ours = False
+    return f"tokenvault --stack {shlex.quote(stack_dir)} --as privacy-officer" if ours else "tokenvault"
+
+
+def erase_command(tokens: Sequence[str], user_ids: Sequence[str], tokenvault: str = "tokenvault") -> str:
+    """The privacy officer's `tokenvault erase` of `tokens` for the person (`--purpose`: the request's reference).
+
+    `tokenvault`: the command and its connection options (officer_tokenvault), already shell-quoted.
+    """
+    words = ["erase", *tokens, *(w for u in user_ids for w in ("--user-id", u))]
+    quoted = " ".join(shlex.quote(w) for w in words)
+    return f"{tokenvault} {quoted} --purpose REFERENCE {FROM_DEAD_LETTERS} --yes"
 
 
 def _report_minted(sweep: Sweep, user_ids: Sequence[str]) -> None:
@@ -181,7 +217,14 @@ def _report_minted(sweep: Sweep, user_ids: Sequence[str]) -> None:
             "  the privacy officer erases them too (README, Privacy officer), --purpose the request's reference"
             " (a token also in other people's rows is counted and refused as always):"
         )
-        print(f"  {erase_command(list(sweep.minted), user_ids)}")
+        tokenvault = officer_tokenvault(os.environ)
+        print(f"  {erase_command(list(sweep.minted), user_ids, tokenvault)}")
+        if tokenvault == "tokenvault":
+            print(
+                "  (with the officer's connection options between `tokenvault` and `erase` - `--profile NAME`, or"
+                " --address, --ca, --cert, --key and --dsn - unless their TOKENVAULT_* variables or default profile"
+                " give them; README, The tokenvault command)"
+            )
     if sweep.minted_unopenable:
         print(
             f"tokens minted for their events could not be read: {len(sweep.minted_unopenable)} letter(s) hold a"

@@ -18,6 +18,7 @@ import io
 import json
 import shlex
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -247,7 +248,7 @@ def test_the_sweep_opens_the_tokens_of_the_letters_it_matches_only_and_names_the
     assert code == 0
     [command] = [line.strip() for line in out.splitlines() if line.strip().startswith("tokenvault erase ")]
     assert shlex.split(command) == ["tokenvault", "erase", IP_TOKEN, DEVICE_TOKEN, "--user-id", "u-n9-1",
-                                    "--purpose", "REFERENCE", "--yes"]  # fmt: skip
+                                    "--purpose", "REFERENCE", "--from-dead-letters", "--yes"]  # fmt: skip
     assert "198.51.100.9" not in out and "d-n9" not in out
 
 
@@ -266,8 +267,29 @@ def test_a_record_of_tokens_that_does_not_open_makes_the_run_incomplete(
 
 def test_the_officers_command_quotes_what_a_shell_would_read() -> None:
     assert shlex.split(erase_command([IP_TOKEN], ["u 1; rm -rf /"])) == [
-        "tokenvault", "erase", IP_TOKEN, "--user-id", "u 1; rm -rf /", "--purpose", "REFERENCE", "--yes"
+        "tokenvault", "erase", IP_TOKEN, "--user-id", "u 1; rm -rf /", "--purpose", "REFERENCE", "--from-dead-letters",
+        "--yes"
     ]  # fmt: skip
+
+
+def test_outside_a_stack_the_officers_line_is_printed_bare_with_where_their_options_go(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The officer's settings are not known here: the line says where they go (walk44, W44-3).
+
+    Also with STACK_DIR set to a stack whose queue is not the one swept: its options would be a guess.
+    """
+    (tmp_path / "stack.env").write_text("SQS_QUEUE_URL=http://127.0.0.1:1/000000000000/another-queue\n")
+    monkeypatch.setenv("STACK_DIR", str(tmp_path))
+    monkeypatch.setenv("ETL_QUEUE_URL", "http://127.0.0.1:1/000000000000/login-queue")
+    body = json.dumps({"user_id": "u-w44-elsewhere"})
+    texts = {"vault:v1:m-2": body, "c-2": json.dumps([IP_TOKEN])}
+    monkeypatch.setattr("sys.stdin", io.StringIO("user_id=u-w44-elsewhere\n"))
+    args = argparse.Namespace(stdin=["-"], yes=True, wait=0.0)
+    assert run_erase(args, ListedOnce([letter("m-2", body, "c-2")]), KEY, texts.__getitem__) == 0  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    expected = f"tokenvault erase {IP_TOKEN} --user-id u-w44-elsewhere --purpose REFERENCE --from-dead-letters --yes"
+    assert f"  {expected}\n" in out and "between `tokenvault` and `erase`" in out, out
 
 
 def test_envelope_layers_collect_the_tokens_of_every_layer_opened() -> None:
