@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -69,6 +70,8 @@ COUNT_SETTINGS: dict[str, str] = {
     "idle_in_transaction_session_timeout": "0",
     "search_path": "pg_catalog, pg_temp",
     "role": "none",
+    "client_encoding": "UTF8",
+    "local_preload_libraries": "",
 }
 """What the count's session starts with, whatever defaults its login has (attack 35, N8).
 
@@ -84,7 +87,27 @@ idle between its connection and BEGIN, then between BEGIN and the count, for a n
 `idle_session_timeout = 1` or `idle_in_transaction_session_timeout = 1` set on the login, a database 2 ms away ended
 every count's session, and every erasure was refused), the search path (REACH_SQL names its table
 by schema and its functions and operators in pg_catalog), and the login's own role (a default `role`
-makes sessions act as a group of the login)."""
+makes sessions act as a group of the login), the client encoding (attack 38, M1: with a default `SQL_ASCII`
+psycopg returns text as bytes, no token asked for was found held, and an erasure of a value other people's rows hold
+went through without the refusal, silently - `count_reach` also refuses a token it cannot match) and no library
+loaded at the session's start (M2: a default `local_preload_libraries` naming a library that is not there ended
+every count's session at its start, so every erasure was refused).
+
+Checked and not pinned (PostgreSQL 15; the count reads one text and three bigint columns, and binds its
+parameters on the server): `DateStyle`, `IntervalStyle`, `TimeZone`, `bytea_output`, `extra_float_digits`,
+`lc_numeric` (no date, time, bytea or float is read; a bigint's text does not depend on them),
+`standard_conforming_strings` and `backslash_quote` (REACH_SQL has no string literal), `array_nulls` (tokens are
+never the word NULL), `transform_null_equals` (no `= NULL`), `row_security` (no policy on user_logins),
+`gin_fuzzy_search_limit` (its indexes are btree), `restrict_nonsystem_relation_kind` (user_logins is a table,
+and the setting is unknown to a startup packet before 15.8), the planner's `enable_*`, costs, `jit*` and `work_mem`
+(a slower plan, still bounded by statement_timeout: attack 38, O4), `exit_on_error`, `temp_tablespaces` (a
+missing one is skipped), `client_min_messages` and the `debug_print_*`/`trace_*` settings (messages, not
+results). Not settable by the login for itself: `session_preload_libraries` (superuser), `post_auth_delay` and
+other connection-start settings ("cannot be set after connection start"), `transaction_isolation` and
+`transaction_read_only`; `session_authorization` is ignored at connection. PostgreSQL 17's `transaction_timeout` is
+unknown to an older server's startup packet, so not pinned here. What no setting fixes: the login's password,
+which any login may change for itself - then the count cannot log in and every erasure is refused; the embedded
+stack's privacy officer therefore counts with a login of its own (README, docs/threat-model.md)."""
 
 
 def count_options(dsn: str) -> str:
@@ -146,13 +169,41 @@ def count_reach(dsn: str, tokens: Sequence[str], person: Sequence[str]) -> Reach
         diag = getattr(error, "diag", None)
         message = (diag.message_primary if diag else None) or type(error).__name__
         raise QueryError(f"counting the rows of user_logins that hold these tokens failed: {message}") from None
-    held = {
-        str(token): TokenReach(str(token), int(theirs), int(others), int(people))
-        for token, theirs, others, people in rows
-        if token is not None
-    }
-    ((_, _, other_rows, other_people),) = [row for row in rows if row[0] is None]
-    return Reach(tuple(person), held, int(other_people), int(other_rows))
+    return _reach_of(rows, wanted, person)
+
+
+_UNMATCHED = (
+    "counting the rows of user_logins that hold these tokens failed: the database answered {what}, which cannot be"
+    " matched to the tokens given (a setting of the login's sessions? e.g. a client_encoding default)"
+)
+
+
+def _reach_of(rows: Sequence[tuple[Any, ...]], wanted: Sequence[str], person: Sequence[str]) -> Reach:
+    """The Reach REACH_SQL's rows say; QueryError for rows that do not match the tokens asked for (attack 38, M1).
+
+    Each token row must name, as text, one of the tokens asked for, once, with whole-number counts, and one totals
+    row must follow. Anything else (bytes from a session whose client encoding is not UTF8, a token not asked for)
+    refuses: a count that cannot be matched would find no token held and let the erasure through unrefused.
+    """
+    asked = set(wanted)
+    held: dict[str, TokenReach] = {}
+    totals: list[tuple[int, int]] = []
+    for row in rows:
+        if len(row) != 4 or not all(type(n) is int for n in row[1:]):
+            raise QueryError(_UNMATCHED.format(what="a row of other than four whole-number counts"))
+        token, theirs, others, people = row
+        if token is None:
+            totals.append((others, people))
+        elif not isinstance(token, str):
+            raise QueryError(_UNMATCHED.format(what=f"a token as {type(token).__name__}, not text"))
+        elif token not in asked or token in held:
+            raise QueryError(_UNMATCHED.format(what="a token that is not one of those given"))
+        else:
+            held[token] = TokenReach(token, theirs, others, people)
+    if len(totals) != 1:
+        raise QueryError(_UNMATCHED.format(what=f"{len(totals)} rows of totals, not one"))
+    ((other_rows, other_people),) = totals
+    return Reach(tuple(person), held, other_people, other_rows)
 
 
 def plural(count: int, one: str, many: str | None = None) -> str:

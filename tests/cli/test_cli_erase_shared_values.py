@@ -206,3 +206,59 @@ def test_an_analysts_role_defaults_do_not_stop_the_officers_count(cli_stack: Cli
             admin.execute(f'ALTER ROLE "{login}" RESET ALL'.encode())
     assert _revealed(cli_stack, (ip_token, device_token)) == [ip, "NOT_FOUND"]
     print(f"\nN8 analysts' role defaults: the count pinned its own; {time.monotonic() - started:.1f} s")
+
+
+def _default_on_the_analysts_login(stack: CliStack, default: str) -> str:
+    """What one analyst does once on the shared analysts' login: a default for every later session. Its login."""
+    with psycopg.connect(stack.env["PG_ANALYST_DSN"], autocommit=True) as analyst:
+        analyst.execute(f"ALTER ROLE CURRENT_USER SET {default}".encode())
+        return analyst.info.user
+
+
+def _reset(stack: CliStack, login: str) -> None:
+    with psycopg.connect(stack.env["PG_ADMIN_DSN"], autocommit=True) as admin:
+        admin.execute(f'ALTER ROLE "{login}" RESET ALL'.encode())
+
+
+def test_an_analysts_client_encoding_default_does_not_switch_the_count_off(cli_stack: CliStack) -> None:
+    """Attack 38, M1: with `client_encoding = 'SQL_ASCII'` set on the analysts' shared login psycopg returned the
+    count's tokens as bytes, no token was found held, and the officer's erasure of a value another person's rows
+    hold went through silently. The count pins UTF8 and refuses tokens it cannot match: refused, counted."""
+    started = time.monotonic()
+    tag = uuid.uuid4().hex
+    ip, device = _people(tag)
+    subject, requester = f"e3-m1-subject-{tag[:8]}", f"e3-m1-requester-{tag[:8]}"
+    _load(cli_stack, [(subject, ip, device), (requester, ip, device)])
+    tokens = _tokens_of(cli_stack, requester)
+    login = _default_on_the_analysts_login(cli_stack, "client_encoding = 'SQL_ASCII'")
+    try:
+        with psycopg.connect(cli_stack.env["PG_ANALYST_DSN"]) as check:  # the default holds for a new session
+            assert check.info.encoding == "ascii"
+        code, out, err = _erase(cli_stack, *tokens, "--user-id", requester)
+    finally:
+        _reset(cli_stack, login)
+    assert code == 1 and out == "" and "nothing was erased" in err, err
+    assert f"{tokens[0]}: 1 other person's 1 row (the person's own: 1 row)" in err, err
+    assert _revealed(cli_stack, tokens) == [ip, device]  # the subject, who asked nothing, keeps both values
+    print(f"\nM1 client_encoding default: the count pinned UTF8; {time.monotonic() - started:.1f} s")
+
+
+def test_an_analysts_local_preload_libraries_default_does_not_refuse_every_erasure(cli_stack: CliStack) -> None:
+    """Attack 38, M2: `local_preload_libraries` naming no library, set on the analysts' shared login, ended every
+    count's session at its start: every erasure was refused. The count starts with none."""
+    started = time.monotonic()
+    tag = uuid.uuid4().hex
+    ip, device = _people(tag)
+    requester = f"e3-m2-requester-{tag[:8]}"
+    _load(cli_stack, [(requester, ip, device)])
+    tokens = _tokens_of(cli_stack, requester)
+    login = _default_on_the_analysts_login(cli_stack, "local_preload_libraries = 'm12_no_such_library'")
+    try:
+        with pytest.raises(psycopg.OperationalError):  # the default holds: a new session fails at its start
+            psycopg.connect(cli_stack.env["PG_ANALYST_DSN"]).close()
+        code, out, err = _erase(cli_stack, *tokens, "--user-id", requester)
+    finally:
+        _reset(cli_stack, login)
+    assert code == 0 and out.count("erased") == 2 and "other pe" not in err, err
+    assert _revealed(cli_stack, tokens) == ["NOT_FOUND", "NOT_FOUND"]
+    print(f"\nM2 local_preload_libraries default: the count loaded none; {time.monotonic() - started:.1f} s")

@@ -9,6 +9,8 @@ the watchdog ever ran). Before, the watchdog pinned only statement_timeout at lo
   (none) it read, so it opened no spare - one slot held, and a copy could end it and take the login (A4 again).
 Its connections now pin every setting its looks depend on at connection start (libpq `options`, which take precedence
 over role defaults: watchdog_login.WATCHDOG_SESSION_SETTINGS), and it reports the defaults at the start (WARNING).
+Attack 38, M2's default: `local_preload_libraries` naming no library ended every session of the login at its start -
+the watchdog never started, retrying as if the database were down; it now loads none.
 
 Real PostgreSQL (a cluster of the test's own), the real watchdog process, the stack's logins.
 """
@@ -40,7 +42,13 @@ def _sessions(admin: psycopg.Connection, login: str) -> int:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
-    "default", ["default_transaction_read_only = on", "role = 'tokenvault_watchdog'"], ids=["read-only", "role"]
+    "default",
+    [
+        "default_transaction_read_only = on",
+        "role = 'tokenvault_watchdog'",
+        "local_preload_libraries = 'm12_no_such_library'",  # attack 38, M2's: every session ended at its start
+    ],
+    ids=["read-only", "role", "preload"],
 )
 def test_a_default_a_copy_set_for_the_watchdogs_login_leaves_it_looking_holding_its_slots_and_ending_strangers(
     private_postgres: Postgres, tmp_path: Path, default: str
@@ -56,7 +64,9 @@ def test_a_default_a_copy_set_for_the_watchdogs_login_leaves_it_looking_holding_
         limit_row = admin.execute("SELECT rolconnlimit FROM pg_roles WHERE rolname = %s", (login,)).fetchone()
         limit = int(limit_row[0]) if limit_row else 0
         assert limit > 0
-        stranger = stack.enter_context(psycopg.connect(pg.watchdog_dsn, autocommit=True))  # in before the start
+        stranger = stack.enter_context(  # in before the start (its own options: past M2's default)
+            psycopg.connect(pg.watchdog_dsn, autocommit=True, options="-c local_preload_libraries=")
+        )
         listener = stack.enter_context(contextlib.closing(psycopg.connect(pg.analyst_dsn, autocommit=True)))
         listener.execute("LISTEN q")
         listener.execute("BEGIN")

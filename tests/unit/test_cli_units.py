@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from devstack.envfile import write_env_file
-from tokenvault_cli.erase_reach import count_options
+from tokenvault_cli.erase_reach import _reach_of, count_options
 from tokenvault_cli.output import Format, write_rows
 from tokenvault_cli.query import QueryError, QueryResult, other_token_columns, revealed_result, token_columns
 from tokenvault_cli.settings import SettingsError, load_profile, resolve
@@ -258,7 +258,28 @@ def test_the_erase_count_pins_its_settings_after_the_dsns_own_options(monkeypatc
     pinned += r" -c default_transaction_isolation=read\ committed -c default_transaction_deferrable=off"
     pinned += " -c idle_session_timeout=0 -c idle_in_transaction_session_timeout=0"  # review 37, R37-1
     pinned += r" -c search_path=pg_catalog,\ pg_temp -c role=none"
+    pinned += " -c client_encoding=UTF8 -c local_preload_libraries="  # attack 38, M1 and M2
     assert count_options("postgresql://a@h/db") == pinned
     assert count_options("postgresql://a@h/db?options=-c%20work_mem%3D8MB") == f"-c work_mem=8MB {pinned}"
     monkeypatch.setenv("PGOPTIONS", "-c jit=off")
     assert count_options("host=h dbname=db") == f"-c jit=off {pinned}"
+
+
+def test_a_count_whose_rows_do_not_match_the_tokens_asked_refuses() -> None:
+    """Attack 38, M1: a count answering tokens as bytes (a session not in UTF8) found no token held and let the
+    erasure through; whatever cannot be matched to the tokens asked for now refuses it."""
+    asked = ["ip_A38sqlAsciiToken00000", "dev_A38sqlAsciiToken0000"]
+    totals = (None, 0, 1, 1)
+    reach = _reach_of([(asked[0], 1, 1, 1), totals], asked, ["u-1"])
+    assert [t.token for t in reach.reaching(asked)] == [asked[0]] and reach.other_people == 1
+    refused: list[list[tuple[object, ...]]] = [
+        [(asked[0].encode(), 1, 1, 1), totals],  # SQL_ASCII: bytes
+        [("ip_notOneOfThoseAsked000", 1, 1, 1), totals],
+        [(asked[0], 1, 1, 1), (asked[0], 1, 1, 1), totals],
+        [(asked[0], 1, "1", 1), totals],
+        [(asked[0], 1, 1, 1)],  # no totals
+        [totals, totals],
+    ]
+    for rows in refused:
+        with pytest.raises(QueryError, match="cannot be matched to the tokens given"):
+            _reach_of(rows, asked, ["u-1"])

@@ -49,6 +49,8 @@ WATCHDOG_SESSION_SETTINGS: dict[str, str] = {
     "idle_in_transaction_session_timeout": "0",
     "search_path": "pg_catalog, pg_temp",
     "client_min_messages": "warning",
+    "client_encoding": "UTF8",
+    "local_preload_libraries": "",
 }
 """What every connection of the watchdog (its warm one and its spares) starts with, as `current_setting` shows it.
 
@@ -60,7 +62,11 @@ login's slots again (N7b, attack 33 A4 back). Settings given at connection start
 over role and database defaults, so each setting its looks depend on is pinned there: no role but its login, writes
 allowed, read committed, bounded statement and lock waits (a lock wait no longer than a statement's, as before),
 no idle timeout (one ending its idle spares would free their slots for a copy), catalog names first, and the
-server's WARNINGs (lock_hogs reads "is not a PostgreSQL backend process" from them). PostgreSQL 17's
+server's WARNINGs (lock_hogs reads "is not a PostgreSQL backend process" from them), text as UTF8 (attack 38, M1:
+`client_encoding = 'SQL_ASCII'` makes psycopg read text as bytes; its looks held under it, pinned so that none ever
+compares bytes) and no library loaded at the session's start (attack 38, M2: `local_preload_libraries` naming a
+library that is not there ended every session at its start, and the watchdog retried as if the database were down,
+watching nothing). PostgreSQL 17's
 transaction_timeout, unknown to a startup packet of older servers, is set to 0 just after connecting
 (`_TRANSACTION_TIMEOUT_OFF`). Defaults set on its login are reported at the start (`WatchdogLogin.defaults`)."""
 _TRANSACTION_TIMEOUT_OFF = (
