@@ -146,6 +146,35 @@ def event_id_reused_detail(loaded_message_id: str) -> str:
     )
 
 
+def event_id_held_in_batch_detail(first_message_id: str) -> str:
+    """The detail of an `event_id_reused` refused before tokenizing: an earlier event of its batch holds its event_id.
+
+    Message ids only, never a value nor which field differs (attack 38, M4).
+    """
+    return (
+        f"its event_id is held by an earlier event of its batch, message {first_message_id}, which differs"
+        " from it (in its ip, device_id or a column without a token)"
+    )
+
+
+def event_content(message: QueueMessage, event: LoginEvent) -> tuple[object, ...]:
+    """What makes two events under one event_id the same event: every column `to_row` writes but the keys.
+
+    The columns without tokens as `event_key` has them, and the ip and device id themselves (a token stands
+    for its value, so equal values are equal tokens). Compared in memory, within a batch (attack 38, M4).
+    """
+    return (
+        event.user_id,
+        event.device_type,
+        event.locale,
+        event.app_version_number,
+        event.app_version,
+        _utc_date(message.sent_timestamp_ms),
+        event.ip,
+        event.device_id,
+    )
+
+
 @lru_cache(maxsize=4096)
 def _utc_datetime(timestamp_ms: int) -> datetime:
     """Messages of a batch share few distinct SentTimestamps: each is converted once."""

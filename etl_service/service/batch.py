@@ -4,8 +4,9 @@ Order matters for "lose nothing, duplicate nothing":
 1. validate each message on its own;
 2. set aside the events user_logins holds already, before the vault sees them (attack 34, E1):
    a replay is counted `already_loaded`, a different event under a loaded event_id is refused as
-   `event_id_reused` (service/loaded_step.py); tokenize the distinct ips and device ids of the
-   others in one vault call, and seal the
+   `event_id_reused` (service/loaded_step.py), and so is an event whose event_id an earlier event
+   of the batch holds with other content (attack 38, M4: compared in memory, ip and device id
+   included); tokenize the distinct ips and device ids of the others in one vault call, and seal the
    bodies of refused messages (the DLQ keeps no PII in clear); one of the ETL's own dead
    letters moved back from the DLQ, once Transit proved its ciphertext genuine (one call for
    the batch's envelopes, none for a batch of events), goes back as it is, never sealed again

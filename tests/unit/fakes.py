@@ -350,8 +350,11 @@ class FakeLoginStore:
     def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
         if self.down:
             raise DependencyDown("Postgres unavailable", "database")
-        new_rows = [r for r in rows if r.event_id not in self.rows]
-        self.rows.update({r.event_id: r for r in new_rows})
+        new_rows = []
+        for r in rows:  # as ON CONFLICT DO NOTHING: the first row under an event_id of the batch too
+            if r.event_id not in self.rows:
+                self.rows[r.event_id] = r
+                new_rows.append(r)
         # As public.user_logins_reused_event_ids: a skipped row differing in a column without a token.
         reused = [
             (r, self.rows[r.event_id].sqs_message_id)
