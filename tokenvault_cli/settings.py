@@ -226,6 +226,9 @@ def from_stack(stack_dir: Path, role: str | None) -> dict[str, str]:
         "server_name": "localhost",
         "analyst_dsn": env.get("PG_ANALYST_DSN", ""),
     }
+    if role == "privacy-officer" and env.get("PG_PRIVACY_OFFICER_DSN"):
+        # erase's count on the officer's own login: no analyst can set its defaults or password (attack 38, M1/M2).
+        values["analyst_dsn"] = env["PG_PRIVACY_OFFICER_DSN"]
     if role in ROLES:
         name = SECURITY_TEAM_CERTIFICATE if role == SECURITY_ROLE else role
         prefix = name.upper().replace("-", "_").replace("ETL_SERVICE", "ETL")

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from devstack.events import OutgoingEvent, send_events
 from devstack.sqs import identity_key, sqs_client
@@ -25,6 +27,8 @@ from tests.malformed_samples import body
 
 RUN = uuid.uuid4().hex[:10]
 """Every event id of this module starts with `e3-RUN-`."""
+COUNTS_WITH = "PG_PRIVACY_OFFICER_DSN"
+"""The login `--as privacy-officer erase` counts with: the officer's own, of the analysts' role (attack 38)."""
 
 
 @pytest.fixture(autouse=True)
@@ -169,7 +173,8 @@ def test_an_analysts_role_defaults_do_not_stop_the_officers_count(cli_stack: Cli
     login cancelled every later count, so the officer's every erasure was refused. The count pins its settings
     at connection start, which take precedence over the login's defaults. Attack 36, D1: defaults `serializable`
     and `deferrable` with an analyst's serializable transaction open made the count wait for a safe snapshot
-    until its 30 s timeout: refused too."""
+    until its 30 s timeout: refused too. The officer now counts with a login of its own (attack 38): the defaults
+    are set on it, as whoever holds it could - the pins are the second layer."""
     started = time.monotonic()
     tag = uuid.uuid4().hex
     ip, device = _people(tag)
@@ -184,12 +189,12 @@ def test_an_analysts_role_defaults_do_not_stop_the_officers_count(cli_stack: Cli
         "default_transaction_isolation = serializable",  # attack 36, D1: with an analyst's serializable
         "default_transaction_deferrable = on",  # transaction open, the count waited for a safe snapshot
     )
-    with psycopg.connect(cli_stack.env["PG_ANALYST_DSN"], autocommit=True) as analyst:
-        login = analyst.info.user
-        for default in defaults:  # one analyst, once, for every later session of the shared login
-            analyst.execute(f"ALTER ROLE CURRENT_USER SET {default}".encode())
+    with psycopg.connect(cli_stack.env[COUNTS_WITH], autocommit=True) as holder:
+        login = holder.info.user
+        for default in defaults:  # once, for every later session of the login
+            holder.execute(f"ALTER ROLE CURRENT_USER SET {default}".encode())
     try:
-        with psycopg.connect(cli_stack.env["PG_ANALYST_DSN"]) as check:  # the defaults hold for a new session
+        with psycopg.connect(cli_stack.env[COUNTS_WITH]) as check:  # the defaults hold for a new session
             assert check.execute("SHOW statement_timeout").fetchone() == ("1ms",)
         code, out, err = _erase(cli_stack, ip_token, "--user-id", person)  # the other person's too: refused, counted
         assert code == 1 and out == "" and f"{ip_token}: 1 other person's 1 row (the person's own: 1 row)" in err, err
@@ -208,11 +213,15 @@ def test_an_analysts_role_defaults_do_not_stop_the_officers_count(cli_stack: Cli
     print(f"\nN8 analysts' role defaults: the count pinned its own; {time.monotonic() - started:.1f} s")
 
 
-def _default_on_the_analysts_login(stack: CliStack, default: str) -> str:
-    """What one analyst does once on the shared analysts' login: a default for every later session. Its login."""
-    with psycopg.connect(stack.env["PG_ANALYST_DSN"], autocommit=True) as analyst:
-        analyst.execute(f"ALTER ROLE CURRENT_USER SET {default}".encode())
-        return analyst.info.user
+def _default_on_the_counts_login(stack: CliStack, default: str) -> str:
+    """A default for every later session of the login the count uses, set as whoever holds it could. The login.
+
+    The officer's own since attack 38 (on the analysts' shared login, any analyst could: M1, M2); the pins are the
+    second layer, tested here.
+    """
+    with psycopg.connect(stack.env[COUNTS_WITH], autocommit=True) as holder:
+        holder.execute(f"ALTER ROLE CURRENT_USER SET {default}".encode())
+        return holder.info.user
 
 
 def _reset(stack: CliStack, login: str) -> None:
@@ -223,16 +232,17 @@ def _reset(stack: CliStack, login: str) -> None:
 def test_an_analysts_client_encoding_default_does_not_switch_the_count_off(cli_stack: CliStack) -> None:
     """Attack 38, M1: with `client_encoding = 'SQL_ASCII'` set on the analysts' shared login psycopg returned the
     count's tokens as bytes, no token was found held, and the officer's erasure of a value another person's rows
-    hold went through silently. The count pins UTF8 and refuses tokens it cannot match: refused, counted."""
+    hold went through silently. The count pins UTF8 and refuses tokens it cannot match: refused, counted (the
+    default set on the login it counts with)."""
     started = time.monotonic()
     tag = uuid.uuid4().hex
     ip, device = _people(tag)
     subject, requester = f"e3-m1-subject-{tag[:8]}", f"e3-m1-requester-{tag[:8]}"
     _load(cli_stack, [(subject, ip, device), (requester, ip, device)])
     tokens = _tokens_of(cli_stack, requester)
-    login = _default_on_the_analysts_login(cli_stack, "client_encoding = 'SQL_ASCII'")
+    login = _default_on_the_counts_login(cli_stack, "client_encoding = 'SQL_ASCII'")
     try:
-        with psycopg.connect(cli_stack.env["PG_ANALYST_DSN"]) as check:  # the default holds for a new session
+        with psycopg.connect(cli_stack.env[COUNTS_WITH]) as check:  # the default holds for a new session
             assert check.info.encoding == "ascii"
         code, out, err = _erase(cli_stack, *tokens, "--user-id", requester)
     finally:
@@ -245,20 +255,54 @@ def test_an_analysts_client_encoding_default_does_not_switch_the_count_off(cli_s
 
 def test_an_analysts_local_preload_libraries_default_does_not_refuse_every_erasure(cli_stack: CliStack) -> None:
     """Attack 38, M2: `local_preload_libraries` naming no library, set on the analysts' shared login, ended every
-    count's session at its start: every erasure was refused. The count starts with none."""
+    count's session at its start: every erasure was refused. The count starts with none (the default set on the
+    login it counts with)."""
     started = time.monotonic()
     tag = uuid.uuid4().hex
     ip, device = _people(tag)
     requester = f"e3-m2-requester-{tag[:8]}"
     _load(cli_stack, [(requester, ip, device)])
     tokens = _tokens_of(cli_stack, requester)
-    login = _default_on_the_analysts_login(cli_stack, "local_preload_libraries = 'm12_no_such_library'")
+    login = _default_on_the_counts_login(cli_stack, "local_preload_libraries = 'm12_no_such_library'")
     try:
         with pytest.raises(psycopg.OperationalError):  # the default holds: a new session fails at its start
-            psycopg.connect(cli_stack.env["PG_ANALYST_DSN"]).close()
+            psycopg.connect(cli_stack.env[COUNTS_WITH]).close()
         code, out, err = _erase(cli_stack, *tokens, "--user-id", requester)
     finally:
         _reset(cli_stack, login)
     assert code == 0 and out.count("erased") == 2 and "other pe" not in err, err
     assert _revealed(cli_stack, tokens) == ["NOT_FOUND", "NOT_FOUND"]
     print(f"\nM2 local_preload_libraries default: the count loaded none; {time.monotonic() - started:.1f} s")
+
+
+def test_what_an_analyst_does_to_the_shared_login_does_not_reach_the_officers_count(cli_stack: CliStack) -> None:
+    """Attack 38 (and N8, D1, R37-1, M1, M2 before it): the officer counted with the analysts' shared login, whose
+    defaults and password any analyst may set for itself. `ALTER ROLE CURRENT_USER PASSWORD` - no setting pins
+    that - made the count fail to log in: every erasure refused. The officer now counts with a login of its own of
+    the analysts' role, which an analyst cannot alter."""
+    started = time.monotonic()
+    tag = uuid.uuid4().hex
+    ip, device = _people(tag)
+    person, other = f"e3-own-login-{tag[:8]}", f"e3-own-login-other-{tag[:8]}"
+    _load(cli_stack, [(person, ip, device), (other, ip, f"e3-own-login-device-{tag[:12]}")])
+    ip_token, device_token = _tokens_of(cli_stack, person)
+    analysts = conninfo_to_dict(cli_stack.env["PG_ANALYST_DSN"])
+    with psycopg.connect(cli_stack.env["PG_ANALYST_DSN"], autocommit=True) as analyst:
+        for act in ("PASSWORD 'an-analysts-own-choice'", "SET client_encoding = 'SQL_ASCII'"):
+            analyst.execute(f"ALTER ROLE CURRENT_USER {act}".encode())
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # the officer's login is not theirs to alter
+            analyst.execute(b"ALTER ROLE privacy_officer SET local_preload_libraries = 'm12_no_such_library'")
+    try:
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(cli_stack.env["PG_ANALYST_DSN"]).close()  # the shared login's DSN logs in no more
+        code, out, err = _erase(cli_stack, ip_token, "--user-id", person)  # the other person's too: refused, counted
+        assert code == 1 and out == "" and f"{ip_token}: 1 other person's 1 row (the person's own: 1 row)" in err, err
+        code, out, err = _erase(cli_stack, device_token, "--user-id", person)  # the person's alone: erased
+        assert code == 0 and out.count("erased") == 1 and "other pe" not in err, err
+    finally:
+        with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"], autocommit=True) as admin:
+            login = sql.Identifier(str(analysts["user"]))
+            admin.execute(sql.SQL("ALTER ROLE {} RESET ALL").format(login))
+            admin.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(login, sql.Literal(str(analysts["password"]))))
+    assert _revealed(cli_stack, (ip_token, device_token)) == [ip, "NOT_FOUND"]
+    print(f"\nM1/M2 structural: the officer's own login; {time.monotonic() - started:.1f} s")

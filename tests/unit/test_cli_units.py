@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from devstack.envfile import write_env_file
+from devstack.envfile import read_env_file, write_env_file
 from tokenvault_cli.erase_reach import _reach_of, count_options
 from tokenvault_cli.output import Format, write_rows
 from tokenvault_cli.query import QueryError, QueryResult, other_token_columns, revealed_result, token_columns
@@ -53,6 +53,18 @@ def test_each_role_gets_its_own_certificate_from_the_stack(stack: Path) -> None:
     assert (officer.cert, officer.key) == (Path("/stack/po.pem"), Path("/stack/po-key.pem"))
     investigator = resolve({"stack_dir": str(stack), "role": "fraud-investigator"}, {})
     assert investigator.cert == stack / "certs" / "fraud-investigator.pem"  # not in stack.env: the certs dir
+
+
+def test_the_privacy_officer_counts_with_its_own_login_from_the_stack(stack: Path) -> None:
+    """Attack 38, M1/M2: `--as privacy-officer` counts with the officer's own login, not the analysts' shared one."""
+    env = read_env_file(stack / "stack.env")
+    assert resolve({"stack_dir": str(stack), "role": "privacy-officer"}, {}).dsn() == env["PG_ANALYST_DSN"]  # older
+    officer_dsn = "postgresql://privacy_officer@127.0.0.1/db?require_auth=scram-sha-256"
+    write_env_file(stack / "stack.env", {**env, "PG_PRIVACY_OFFICER_DSN": officer_dsn})
+    assert resolve({"stack_dir": str(stack), "role": "privacy-officer"}, {}).dsn() == officer_dsn
+    assert resolve({"stack_dir": str(stack), "role": "analyst"}, {}).dsn() == env["PG_ANALYST_DSN"]
+    given = "postgresql://someone@127.0.0.1/db?require_auth=scram-sha-256"  # --dsn still wins
+    assert resolve({"stack_dir": str(stack), "role": "privacy-officer", "analyst_dsn": given}, {}).dsn() == given
 
 
 def test_unknown_roles_and_missing_files_are_explained(stack: Path, tmp_path: Path) -> None:
