@@ -36,8 +36,13 @@ A matched letter whose event the vault tokenized before it was dead-lettered (it
 last receive: attack 35, N9) records those tokens, sealed (`minted_tokens`, service/sealing.py): no
 row of user_logins holds them, so the officer's erasure by the person's rows did not reach them.
 It opens that record (for matched letters only, dry run or not), prints the tokens and the privacy
-officer's `tokenvault erase` command for them (the person's user ids as given, the request's
-reference to fill in); a record that does not open is named by its letter's message id (exit 3).
+officer's `tokenvault erase` command for them (`--user-id USER_ID` and `--purpose REFERENCE` for the
+officer to fill from the request: never the user ids given here, which the DLQ operator wrote -
+attack 38, M6); a record that does not open, or names more tokens than one event has (forged by
+the ETL's identity: attack 38, M5), is named by its letter's message id (exit 3), nothing of it
+printed. With --yes such a letter is deleted only after its tokens are printed (flushed); a run
+that aborts (OpenBao or SQS lost, Ctrl-C: exit 1) prints the tokens it opened and the counts
+first, and the letters recording tokens it had not deleted stay for the rerun (attack 38, M3).
 
 It sweeps in pages: a listing reads at most 10,000 letters within its lease, and the sweep checks
 them - deleting those that match - and holds the rest while it lists on (a letter it released
@@ -84,7 +89,7 @@ from pathlib import Path
 
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.domain.erasure_match import CriteriaError, read_person
-from etl_service.entrypoints.dead_letter_erasure_sweep import Sweep, sweep_dead_letters
+from etl_service.entrypoints.dead_letter_erasure_sweep import Sweep, delete_recorded, sweep_dead_letters
 from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS
 from etl_service.entrypoints.terminal_text import shown
 
@@ -137,9 +142,25 @@ def run_erase(
     except CriteriaError as error:
         print(f"etl_service dead-letters erase: stdin {error}; nothing was read from the DLQ", file=sys.stderr)
         return SETTINGS_ERROR
-    sweep = sweep_dead_letters(dlq, person, key, decrypt, delete=args.yes, wait=max(0.0, args.wait))
+    sweep, printed = Sweep(), False
+    try:
+        sweep_dead_letters(dlq, person, key, decrypt, delete=args.yes, wait=max(0.0, args.wait), sweep=sweep)
+        _report_minted(sweep)
+        printed = True
+        delete_recorded(sweep, dlq)  # only now: their tokens are out (attack 38, M3)
+    except BaseException:  # OpenBao or SQS lost, Ctrl-C: what it gathered is printed, never lost with a letter
+        if not printed:
+            _report_minted(sweep)
+        _report(sweep, deleted=args.yes)
+        print(
+            "etl_service dead-letters erase: aborted part-way, after the counts above (of what it checked until"
+            " then); the tokens printed above are those of the letters it opened; letters recording tokens were"
+            " left in the DLQ unless their tokens were printed. Fix the cause and run `dead-letters erase` again",
+            file=sys.stderr,
+        )
+        sys.stdout.flush()
+        raise
     _report(sweep, deleted=args.yes)
-    _report_minted(sweep, sorted(person.user_ids))
     if swept:
         print(swept)
     if sweep.stopped:
@@ -191,22 +212,34 @@ def officer_tokenvault(environ: Mapping[str, str]) -> str:
     return f"tokenvault --stack {shlex.quote(stack_dir)} --as privacy-officer" if ours else "tokenvault"
 
 
-def erase_command(tokens: Sequence[str], user_ids: Sequence[str], tokenvault: str = "tokenvault") -> str:
-    """The privacy officer's `tokenvault erase` of `tokens` for the person (`--purpose`: the request's reference).
+USER_ID = "USER_ID"
+"""The printed line's `--user-id`: a placeholder the officer replaces with the request's user id(s), as REFERENCE."""
 
+
+def erase_command(tokens: Sequence[str], tokenvault: str = "tokenvault") -> str:
+    """The privacy officer's `tokenvault erase` of `tokens`: `--user-id` the request's person, `--purpose` its ref.
+
+    Both are placeholders the officer fills from the request (USER_ID, REFERENCE), never the DLQ
+    operator's `user_id=` lines: E3's count counts other people's rows besides --user-id's, so a
+    user id the operator added (a victim's, whose own letter records tokens their rows hold) made
+    the count take the victim's rows for the person's, and the line erased their values unrefused
+    (attack 38, M6). Nor the user id in a matched letter's body: a letter matched by a value the
+    person shares (a NAT address) may be another person's, and its user id would hide that person's
+    rows from the count alike. Left as printed, USER_ID is no one's: every row holding a token
+    counts as another person's, so the line refuses rather than erase a row's value unasked.
     `tokenvault`: the command and its connection options (officer_tokenvault), already shell-quoted.
     """
-    words = ["erase", *tokens, *(w for u in user_ids for w in ("--user-id", u))]
-    quoted = " ".join(shlex.quote(w) for w in words)
-    return f"{tokenvault} {quoted} --purpose REFERENCE {FROM_DEAD_LETTERS} --yes"
+    quoted = " ".join(shlex.quote(w) for w in ["erase", *tokens])
+    return f"{tokenvault} {quoted} --user-id {USER_ID} --purpose REFERENCE {FROM_DEAD_LETTERS} --yes"
 
 
-def _report_minted(sweep: Sweep, user_ids: Sequence[str]) -> None:
+def _report_minted(sweep: Sweep) -> None:
     """Name the tokens the matched letters record as minted for their events, and the officer's command erasing them.
 
     Such a letter's event was tokenized and then not loaded (its load failed on its last receive:
     attack 35, N9): the vault stored the person's values under these tokens and no row of user_logins
     holds them, so the officer's erasure by the person's rows did not reach them. Tokens only, no value.
+    Flushed: a letter recording them is deleted only after this (attack 38, M3).
     """
     if sweep.minted:
         print(
@@ -214,11 +247,12 @@ def _report_minted(sweep: Sweep, user_ids: Sequence[str]) -> None:
             f" took them, so the erasure by the person's rows did not reach them): {len(sweep.minted)}"
         )
         print(
-            "  the privacy officer erases them too (README, Privacy officer), --purpose the request's reference"
-            " (a token also in other people's rows is counted and refused as always):"
+            "  the privacy officer erases them too (README, Privacy officer), with the request's user id(s) for"
+            " USER_ID (`--user-id` repeated per account, as in the first step; never taken from this input) and its"
+            " reference for REFERENCE (a token also in other people's rows is counted and refused as always):"
         )
         tokenvault = officer_tokenvault(os.environ)
-        print(f"  {erase_command(list(sweep.minted), user_ids, tokenvault)}")
+        print(f"  {erase_command(list(sweep.minted), tokenvault)}")
         if tokenvault == "tokenvault":
             print(
                 "  (with the officer's connection options between `tokenvault` and `erase` - `--profile NAME`, or"
@@ -229,16 +263,24 @@ def _report_minted(sweep: Sweep, user_ids: Sequence[str]) -> None:
         print(
             f"tokens minted for their events could not be read: {len(sweep.minted_unopenable)} letter(s) hold a"
             " record of them OpenBao would not open or that names no token (forged, or sealed under a retired key"
-            " version); the vault may still hold the person's values under tokens no row holds:"
+            " version), or that names more tokens than one event has (more than one ip or device token: not the"
+            " ETL's record: forged by its identity); the vault may still"
+            " hold the person's values under tokens no row holds:"
             f" {', '.join(shown(i) for i in sweep.minted_unopenable)}",
             file=sys.stderr,
         )
+    sys.stdout.flush()
 
 
 def _report(sweep: Sweep, deleted: bool) -> None:
     action = "deleted" if deleted else "would be deleted (dry run: add --yes to delete)"
     print(f"dead letters checked: {sweep.checked}")
-    print(f"  holding the person's values, {action}: {sweep.matched}")
+    print(f"  holding the person's values, {action}: {sweep.matched - len(sweep.recorded)}")
+    if sweep.recorded:
+        print(
+            "  holding the person's values and recording tokens minted for their events, left in the DLQ (not"
+            f" deleted: the run stopped first; its rerun names their tokens again): {len(sweep.recorded)}"
+        )
     print(f"  {'' if deleted else 'would be '}left untouched: {sweep.checked - sweep.matched}")
     if sweep.no_body:
         print(

@@ -56,6 +56,11 @@ class Sweep:
     """The tokens the matched letters record as minted for their events before they were dead-lettered
     (sealing.py, `minted_tokens`), each once in order: no row took them, so the privacy officer erases them
     (attack 35, N9). Tokens, not values."""
+    recorded: list[DeadLetter] = field(default_factory=list)
+    """Matched letters recording minted tokens, not deleted yet: with --yes such a letter is deleted only
+    after the run printed its tokens (`delete_recorded`), so a run that stops part-way - OpenBao or SQS
+    lost, Ctrl-C - leaves it in the DLQ for the rerun, never deleted with its tokens unprinted
+    (attack 38, M3). Empty once they are deleted."""
     minted_unopenable: list[str] = field(default_factory=list)
     """Message ids of matched letters whose record of minted tokens would not open (forged, a retired key)."""
     cut_short: str | None = None
@@ -75,6 +80,7 @@ def sweep_dead_letters(
     decrypt: Callable[[str], str],
     delete: bool,
     wait: float,
+    sweep: Sweep | None = None,
 ) -> Sweep:
     """Check every dead letter once, a page at a time; wait up to `wait` s for those other readers hold.
 
@@ -83,9 +89,11 @@ def sweep_dead_letters(
     What it holds stays held (`keep_held` renews it) and never passes MAX_HELD_LETTERS in flight:
     at that bound it stops listing, cut short. A letter listed twice is checked once.
     Stops at the letter OpenBao no longer opens with the dead-letter key (`stopped` says why):
-    every later one would fail alike.
+    every later one would fail alike. `sweep` (a new one by default) is filled as it goes, so a
+    caller that meets an exception out of it still has what it counted and the tokens it opened.
+    A matched letter recording minted tokens is not deleted here (Sweep.recorded).
     """
-    sweep = Sweep()
+    sweep = Sweep() if sweep is None else sweep
     seen: set[str] = set()
     deadline = time.monotonic() + wait
     lease = int(wait) + HOLD_MARGIN_SECONDS  # what it holds stays invisible to others until it ends
@@ -160,8 +168,21 @@ def _check(
         sweep.minted.update(dict.fromkeys(minted.tokens))
         if minted.unopenable:
             sweep.minted_unopenable.append(dead.message_id)
+        if delete:  # deleted only once its tokens are printed (delete_recorded): attack 38, M3
+            sweep.recorded.append(dead)
+        return
     if delete:
         dlq.delete(dead)
+
+
+def delete_recorded(sweep: Sweep, dlq: DeadLetterSweep) -> None:
+    """Delete the matched letters recording minted tokens (Sweep.recorded); call it once their tokens are printed.
+
+    Each leaves `recorded` as it is deleted: an SQS error part-way leaves the rest listed there (and in the DLQ).
+    """
+    while sweep.recorded:
+        dlq.delete(sweep.recorded[0])
+        sweep.recorded.pop(0)
 
 
 def _opened(dead: DeadLetter, sweep: Sweep, key: str, decrypt: Callable[[str], str]) -> Layers:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from etl_service.adapters.dead_letter import DeadLetter
 from etl_service.adapters.transit_sealer import SealedBodyUnopenable
 from etl_service.service.own_dead_letters import read_shaped_as_written
-from etl_service.service.sealing import MINTED_FIELD, read_dead_letter_body
+from etl_service.service.sealing import MAX_MINTED_TOKENS, MINTED_FIELD, read_dead_letter_body
 
 MAX_LAYERS = 4
 """Envelopes opened inside one another at most; a sealed layer deeper than that is not opened."""
@@ -135,8 +135,13 @@ def open_minted(sealed: Sequence[str], decrypt: Callable[[str], str]) -> MintedT
 
     Only texts shaped as the vault's tokens (`ip_…`, `dev_…`: TOKEN_SHAPE) are kept:
     a record is sealed under the dead-letter key, which the ETL alone encrypts with, but whoever copies
-    it or plants a garbage one gets nothing else printed. SealedBodyUnopenable counts as unopenable;
-    anything else `decrypt` raises (OpenBao unreachable, the key unusable) goes up to the caller.
+    it or plants a garbage one gets nothing else printed. A record is kept only as the sealer writes
+    one (`is_one_events`): one event has one ip and one device id, so a list of more than
+    MAX_MINTED_TOKENS, or of two ip tokens or two device tokens, is not the ETL's record of an event
+    but a forgery by its identity (attack 38, M5: 100 token-shaped strings spent the privacy
+    officer's erase budget on NOT_FOUND) - counted as unopenable, its letter named.
+    SealedBodyUnopenable counts as unopenable; anything else `decrypt` raises (OpenBao unreachable,
+    the key unusable) goes up to the caller.
     """
     tokens: dict[str, None] = {}
     unopenable = 0
@@ -146,11 +151,25 @@ def open_minted(sealed: Sequence[str], decrypt: Callable[[str], str]) -> MintedT
         except (SealedBodyUnopenable, ValueError, RecursionError):
             unopenable += 1
             continue
-        if not isinstance(found, list) or not all(isinstance(t, str) and TOKEN_SHAPE.fullmatch(t) for t in found):
+        if not is_one_events(found):
             unopenable += 1
             continue
         tokens.update(dict.fromkeys(found))
     return MintedTokens(tuple(tokens), unopenable)
+
+
+def is_one_events(found: object) -> bool:
+    """Whether `found` (a record's JSON) is what the sealer records for one event: at most one ip and one device token.
+
+    A JSON list of at most MAX_MINTED_TOKENS texts shaped as the vault's tokens (TOKEN_SHAPE), at most one
+    of them `ip_…` and at most one `dev_…` (recordable_tokens writes no more: one Tokenize call per event).
+    """
+    if not isinstance(found, list) or len(found) > MAX_MINTED_TOKENS:
+        return False
+    if not all(isinstance(t, str) and TOKEN_SHAPE.fullmatch(t) for t in found):
+        return False
+    kinds = [t.split("_", 1)[0] for t in found]
+    return kinds.count("ip") <= 1 and kinds.count("dev") <= 1
 
 
 def inner_layer(dead: DeadLetter, text: str, fields: dict[str, str | None]) -> DeadLetter:

@@ -21,6 +21,7 @@ from etl_service.domain.validation import Rejection, parse_login_event
 from etl_service.entrypoints.dead_letter_layers import (
     MAX_LAYERS,
     Layers,
+    MintedTokens,
     Stop,
     envelope_layers,
     in_clear,
@@ -28,6 +29,8 @@ from etl_service.entrypoints.dead_letter_layers import (
 )
 from etl_service.entrypoints.dead_letter_vault_access import VaultAccess, decrypt
 from etl_service.entrypoints.terminal_text import escaped, shown
+from etl_service.errors import EtlError
+from tokenvault_common.env import ConfigError
 
 
 def find_letter(dlq: DeadLetterQueue, letters: list[DeadLetter], message_id: str) -> DeadLetter:
@@ -122,7 +125,12 @@ def delete_letter(dlq: DeadLetterSweep, dead: DeadLetter) -> int:
 
 
 def resend_letter(
-    dlq: DeadLetterQueue, dead: DeadLetter, body_file: Path | None, access: VaultAccess | None, key: str
+    dlq: DeadLetterQueue,
+    dead: DeadLetter,
+    body_file: Path | None,
+    access: VaultAccess | None,
+    key: str,
+    drop_record: bool = False,
 ) -> int:
     """Send `body_file`'s body, or else `dead`'s original, back to the source queue; refused while still invalid.
 
@@ -131,7 +139,19 @@ def resend_letter(
     the operator's token it is not vouched for and the copy loads under today's date (said on
     stderr). A CLEAR letter's time comes from its producer's attributes: only a tag it already
     carries, with its body unchanged, goes along.
+
+    A letter recording tokens the vault minted for its event (`minted_tokens`, any layer) is refused
+    unless `drop_record`: the resend deletes it and the record with it, and the re-sent event
+    refused again before the vault (event_id_reused: its id is loaded; a replay; a stricter check)
+    is dead-lettered with no record - its tokens recorded nowhere, out of every erasure's reach
+    (attack 38, M7). With `drop_record` the tokens are printed (stdout) before it is re-sent, for
+    the operator to keep with the letter's event id. (Carrying the record over to the re-sent
+    message would need the ETL to copy it into a new letter: not done.)
     """
+    # the original's layers (opened as below, all records), or with a fixed body the letter's own record
+    recorded = opened_layers(dead, access, key).minted if body_file is None else (dead.minted_tokens or "",)
+    if any(recorded):
+        _resend_drops_record(dead, [r for r in recorded if r], access, key, drop_record)
     body = body_file.read_text() if body_file else original_body(dead, access, key)
     try:
         parse_login_event(body)
@@ -150,6 +170,28 @@ def resend_letter(
         )
     print(f"re-sent as message {dlq.resend(dead, body, tag)} (event id {shown(dead.event_id)})")
     return 0
+
+
+def _resend_drops_record(dead: DeadLetter, sealed: list[str], access: VaultAccess | None, key: str, drop: bool) -> None:
+    """Refuse (DeadLetterError) to resend a letter recording minted tokens unless `drop`; with it, print them first."""
+    try:
+        minted: MintedTokens | None = open_minted(sealed, lambda ciphertext: decrypt(ciphertext, access, key))
+    except (ConfigError, EtlError):  # no operator's token, OpenBao unreachable: the record is said, not named
+        minted = None
+    if not drop:
+        raise DeadLetterError(
+            f"dead letter {shown(dead.message_id)} records tokens the vault minted for its event"
+            f" ({len(minted.tokens) if minted else 'not opened'}); a resend deletes that record, and if the event"
+            " is refused again before the vault (event_id_reused, a replay) no letter records them and no erasure"
+            " reaches them. Not re-sent: `dead-letters show` names them; add --drop-minted-record to resend it"
+            " anyway (the tokens are printed first, to keep with its event id)"
+        )
+    named = " ".join(minted.tokens) if minted and minted.tokens else "(the record would not open)"
+    print(
+        f"dead letter {shown(dead.message_id)} (event id {shown(dead.event_id)}): dropping its record of tokens the"
+        f" vault minted for its event: {named}"
+    )
+    sys.stdout.flush()
 
 
 def opened_layers(dead: DeadLetter, access: VaultAccess | None, key: str) -> Layers:

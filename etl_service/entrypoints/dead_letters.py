@@ -29,7 +29,10 @@ r"""`python -m etl_service dead-letters list|show|resend|redrive|erase|delete`: 
   (anyone who may send to the queue could set it); without the operator's token the copy loads
   under the date it is re-sent. The original of a letter `list` marks CLEAR is its body as it is
   (as for show); only a time and tag it already carries go along with it (its other times are
-  its producer's).
+  its producer's). A letter recording tokens the vault minted for its event (`minted_tokens`) is
+  not re-sent unless `--drop-minted-record`: the resend deletes the letter and its record, and an
+  event refused again before the vault (event_id_reused, a replay) is dead-lettered with no record,
+  its tokens then recorded nowhere; with the flag the tokens are printed first (attack 38, M7).
 - `redrive`: take back messages SQS's redrive policy moved (a crash loop): those without a
   reason, and those marked CLEAR by `list`, whatever their attributes; a drain does this by
   itself before it ends, and proves sealed envelopes too, which `redrive` cannot (the operator
@@ -145,6 +148,12 @@ def _parser() -> argparse.ArgumentParser:
     resend.add_argument("message_id")
     resend.add_argument("--body-file", type=Path, help="the fixed body (default: the original, opened as by show)")
     resend.add_argument("--token-file", type=Path, help="the operator's Vault token (default: $VAULT_TOKEN)")
+    resend.add_argument(
+        "--drop-minted-record",
+        action="store_true",
+        help="resend a letter recording tokens the vault minted for its event, dropping that record (its tokens"
+        " are printed; without this flag such a letter is not re-sent)",
+    )
     redrive_command = _add_command(
         commands, "redrive", "take back messages SQS's redrive moved (no reason, or no ETL envelope)"
     )
@@ -249,4 +258,4 @@ def _run(args: argparse.Namespace, dlq: DeadLetterQueue, access: VaultAccess | N
         return show_letter(dead, access, key, getattr(args, "output", None))
     if args.command == "delete" and isinstance(dlq, DeadLetterSweep):
         return delete_letter(dlq, dead)
-    return resend_letter(dlq, dead, args.body_file, access, key)
+    return resend_letter(dlq, dead, args.body_file, access, key, getattr(args, "drop_minted_record", False))

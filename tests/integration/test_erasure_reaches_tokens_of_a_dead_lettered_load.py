@@ -50,9 +50,14 @@ _ORPHANS = (
 PURPOSE = "GDPR-2026-N9"
 
 
-def officer_runs(stack_env: dict[str, str], address: str, printed: str) -> subprocess.CompletedProcess[str]:
-    """The privacy officer runs the `tokenvault erase ...` line `dead-letters erase` printed, with their purpose."""
-    words = shlex.split(printed)
+def officer_runs(
+    stack_env: dict[str, str], address: str, printed: str, user_id: str = "USER_ID"
+) -> subprocess.CompletedProcess[str]:
+    """The privacy officer runs the `tokenvault erase ...` line `dead-letters erase` printed, with their purpose.
+
+    And the request's `user_id` for the line's USER_ID (attack 38, M6); left as printed by default.
+    """
+    words = [user_id if w == "USER_ID" else w for w in shlex.split(printed)]
     assert words[:2] == ["tokenvault", "erase"]
     certs = Path(stack_env["STACK_DIR"]) / "certs"
     return subprocess.run(
@@ -130,7 +135,7 @@ def test_after_the_runbook_the_tokens_minted_for_a_message_dead_lettered_on_its_
         named = sorted(w for line in printed for w in shlex.split(line) if w in theirs)
         print(f"\nN9: dead-letters erase named {len(named)} of the message's 2 tokens in {len(printed)} command(s)")
         for line in printed:  # the privacy officer's step, as printed (their purpose for REFERENCE)
-            erased = officer_runs(stack_env, vault.address, line)
+            erased = officer_runs(stack_env, vault.address, line, user_id)
             assert erased.returncode == 0, erased.stderr
 
         # The investigator's Detokenize of the message's tokens now reveals nothing: erased.

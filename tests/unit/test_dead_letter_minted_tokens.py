@@ -211,6 +211,57 @@ def test_open_minted_keeps_lists_of_tokens_and_counts_the_rest() -> None:
     assert minted.tokens == (IP_TOKEN, DEVICE_TOKEN) and minted.unopenable == 3
 
 
+def test_open_minted_keeps_a_record_only_as_the_sealer_writes_one_event() -> None:
+    """At most one ip and one device token (attack 38, M5: the ETL's identity forged 100 and spent the erase budget)."""
+    other_ip, other_device = "ip_" + "C" * 22, "dev_" + "d" * 22
+    texts = {
+        "c-two": json.dumps([IP_TOKEN, DEVICE_TOKEN]),
+        "c-device-only": json.dumps([other_device]),
+        "c-three": json.dumps([IP_TOKEN, DEVICE_TOKEN, other_ip]),
+        "c-two-ips": json.dumps([IP_TOKEN, other_ip]),
+        "c-two-devices": json.dumps([DEVICE_TOKEN, other_device]),
+        "c-hundred": json.dumps([f"ip_{n:022d}" for n in range(100)]),
+    }
+    minted = open_minted(list(texts), texts.__getitem__)
+    assert minted.tokens == (IP_TOKEN, DEVICE_TOKEN, other_device) and minted.unopenable == 4
+
+
+def test_a_forged_record_of_many_tokens_is_named_and_never_printed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = json.dumps({"user_id": ["u-m5", *(f"someone-{n}" for n in range(50))]})
+    texts = {"vault:v1:m-forged": body, "c-forged": json.dumps([f"ip_{n:022d}" for n in range(100)])}
+    monkeypatch.setattr("sys.stdin", io.StringIO("user_id=u-m5\n"))
+    dlq = ListedOnce([letter("m-forged", body, "c-forged")])
+    code = run_erase(argparse.Namespace(stdin=["-"], yes=True, wait=0.0), dlq, KEY, texts.__getitem__)  # type: ignore[arg-type]
+    captured = capsys.readouterr()
+    assert code == 3 and "m-forged" in captured.err and "more tokens than one event has" in captured.err
+    assert "tokenvault erase" not in captured.out and "ip_0000" not in captured.out + captured.err
+
+
+def test_an_aborted_sweep_prints_the_tokens_it_opened_and_deletes_no_letter_recording_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OpenBao lost after a record was opened (attack 38, M3): tokens and counts printed, that letter kept."""
+    body = json.dumps({"user_id": "u-m3", "ip": "198.51.100.33"})
+    texts = {"vault:v1:m-first": body, "c-first": json.dumps([IP_TOKEN, DEVICE_TOKEN])}
+
+    def decrypt(ciphertext: str) -> str:
+        if ciphertext not in texts:
+            raise DependencyDown("OpenBao unavailable: ConnectionError")
+        return texts[ciphertext]
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("user_id=u-m3\n"))
+    dlq = ListedOnce([letter("m-first", body, "c-first"), letter("m-second", body, None)])
+    with pytest.raises(DependencyDown):
+        run_erase(argparse.Namespace(stdin=["-"], yes=True, wait=0.0), dlq, KEY, decrypt)  # type: ignore[arg-type]
+    captured = capsys.readouterr()
+    [command] = [line.strip() for line in captured.out.splitlines() if line.strip().startswith("tokenvault erase ")]
+    assert shlex.split(command)[2:4] == [IP_TOKEN, DEVICE_TOKEN] and dlq.deleted == []
+    assert "left in the DLQ (not deleted: the run stopped first; its rerun names their tokens again): 1" in captured.out
+    assert "aborted part-way" in captured.err
+
+
 def letter(message_id: str, body: str, minted: str | None) -> Any:
     envelope = dead_letter_body(f"vault:v1:{message_id}", None, KEY, minted)
     return to_dead_letter({"MessageId": message_id, "ReceiptHandle": f"rh-{message_id}", "Body": envelope})
@@ -238,17 +289,21 @@ def test_the_sweep_opens_the_tokens_of_the_letters_it_matches_only_and_names_the
                       letter("m-old", person_body, None)])  # fmt: skip
     person = Person(frozenset({"u-n9-1"}), frozenset({"198.51.100.9"}), frozenset({"d-n9"}))
     sweep = sweep_dead_letters(dlq, person, KEY, decrypt, delete=True, wait=0)  # type: ignore[arg-type]
-    assert list(sweep.minted) == [IP_TOKEN, DEVICE_TOKEN] and dlq.deleted == ["m-person", "m-old"]
+    # The letter recording tokens is left for the command to delete once they are printed (attack 38, M3).
+    assert list(sweep.minted) == [IP_TOKEN, DEVICE_TOKEN] and dlq.deleted == ["m-old"]
+    assert [d.message_id for d in sweep.recorded] == ["m-person"]
     assert "c-other" not in opened  # an unmatched letter's tokens are never opened
-    # The command's report: the tokens and the officer's command, the person's user id as given, no value.
+    # The command's report: the tokens and the officer's command, USER_ID for the officer to fill (never the
+    # operator's user_id= lines: attack 38, M6), no value; the letter deleted after the line was printed.
     monkeypatch.setattr("sys.stdin", io.StringIO("user_id=u-n9-1\nip=198.51.100.9\ndevice_id=d-n9\n"))
     dlq = ListedOnce([letter("m-person", person_body, "c-person")])
     code = run_erase(argparse.Namespace(stdin=["-"], yes=True, wait=0.0), dlq, KEY, decrypt)  # type: ignore[arg-type]
     out = capsys.readouterr().out
     assert code == 0
     [command] = [line.strip() for line in out.splitlines() if line.strip().startswith("tokenvault erase ")]
-    assert shlex.split(command) == ["tokenvault", "erase", IP_TOKEN, DEVICE_TOKEN, "--user-id", "u-n9-1",
+    assert shlex.split(command) == ["tokenvault", "erase", IP_TOKEN, DEVICE_TOKEN, "--user-id", "USER_ID",
                                     "--purpose", "REFERENCE", "--from-dead-letters", "--yes"]  # fmt: skip
+    assert dlq.deleted == ["m-person"] and "deleted: 1" in out
     assert "198.51.100.9" not in out and "d-n9" not in out
 
 
@@ -266,9 +321,9 @@ def test_a_record_of_tokens_that_does_not_open_makes_the_run_incomplete(
 
 
 def test_the_officers_command_quotes_what_a_shell_would_read() -> None:
-    assert shlex.split(erase_command([IP_TOKEN], ["u 1; rm -rf /"])) == [
-        "tokenvault", "erase", IP_TOKEN, "--user-id", "u 1; rm -rf /", "--purpose", "REFERENCE", "--from-dead-letters",
-        "--yes"
+    assert shlex.split(erase_command([IP_TOKEN], "tokenvault --stack '/a b;c'")) == [
+        "tokenvault", "--stack", "/a b;c", "erase", IP_TOKEN, "--user-id", "USER_ID", "--purpose", "REFERENCE",
+        "--from-dead-letters", "--yes"
     ]  # fmt: skip
 
 
@@ -288,7 +343,7 @@ def test_outside_a_stack_the_officers_line_is_printed_bare_with_where_their_opti
     args = argparse.Namespace(stdin=["-"], yes=True, wait=0.0)
     assert run_erase(args, ListedOnce([letter("m-2", body, "c-2")]), KEY, texts.__getitem__) == 0  # type: ignore[arg-type]
     out = capsys.readouterr().out
-    expected = f"tokenvault erase {IP_TOKEN} --user-id u-w44-elsewhere --purpose REFERENCE --from-dead-letters --yes"
+    expected = f"tokenvault erase {IP_TOKEN} --user-id USER_ID --purpose REFERENCE --from-dead-letters --yes"
     assert f"  {expected}\n" in out and "between `tokenvault` and `erase`" in out, out
 
 
