@@ -283,13 +283,29 @@ def erase(
             done = cast(list[EraseOutcome], stopped.done)
             _say_other_people_erased(ctx, reach, [t for t, o in zip(wanted, done, strict=False) if o is None])
             erase_stopped_partway(wanted, done, stopped, fmt, from_dead_letters)
-    rows = [(t, "erased" if o is None else str(o)) for t, o in zip(wanted, outcomes, strict=True)]
+    # A token `dead-letters erase` named that the vault does not hold is usually one the first step erased (the
+    # dead-lettered event carried the person's values, one token per value): done, not a failure (attack 38, O2).
+    done_before = [from_dead_letters and _not_found(o) for o in outcomes]
+    rows = [
+        (t, "erased" if o is None else ALREADY_ERASED if before else str(o))
+        for t, o, before in zip(wanted, outcomes, done_before, strict=True)
+    ]
     write_rows(["token", "outcome"], rows, Format(fmt))
     _say_other_people_erased(ctx, reach, [t for t, o in zip(wanted, outcomes, strict=True) if o is None])
-    if any(o is None for o in outcomes):
+    if any(o is None for o in outcomes) or any(done_before):
         click.echo(next_step(from_dead_letters), err=True)
-    if _summarize_errors(outcomes, "tokens were not erased"):
+    failed = [None if before else o for o, before in zip(outcomes, done_before, strict=True)]
+    if _summarize_errors(failed, "tokens were not erased"):
         raise SystemExit(1)
+
+
+ALREADY_ERASED = "already erased (or never stored)"
+"""A --from-dead-letters token's outcome when the vault answers NOT_FOUND: erased by the first step, as a rule."""
+
+
+def _not_found(outcome: EraseOutcome) -> bool:
+    """Whether the vault answered NOT_FOUND for this token (never issued, or erased already)."""
+    return isinstance(outcome, ItemError) and outcome.code.name == "NOT_FOUND"
 
 
 def _count_reach(ctx: Context, tokens: Sequence[str], person: Sequence[str], otherwise: str) -> Reach:

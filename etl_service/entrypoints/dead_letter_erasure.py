@@ -89,7 +89,7 @@ from pathlib import Path
 
 from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
 from etl_service.domain.erasure_match import CriteriaError, read_person
-from etl_service.entrypoints.dead_letter_erasure_sweep import Sweep, delete_recorded, sweep_dead_letters
+from etl_service.entrypoints.dead_letter_erasure_sweep import Sweep, delete_recorded, settle_minted, sweep_dead_letters
 from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS
 from etl_service.entrypoints.terminal_text import shown
 
@@ -98,6 +98,13 @@ SETTINGS_ERROR = 2
 INCOMPLETE = 3
 """Exit code: some dead letters could not be checked (held, arrived meanwhile, tampered, could not be opened,
 or their matching failed), or the last listing was cut short."""
+
+MAX_MINTED_TOKENS_PRINTED = 20
+"""The most minted tokens one run puts in the officer's line (--max-minted-tokens). One event records at most
+2, one person's erasure usually meets 0-2 such events (a load lost on its last receive is rare); 20 is 10 events
+of one person tokenized and never loaded - past that it is an incident, or a plant: the ETL's identity seals any
+record, and tokens naming no value are NOT_FOUND yet charged to the officer's erase budget (burst 100, 18/hour),
+so 100 of them refused the next person's erasure (attack 38, M5b). 20 is a fifth of the burst at most."""
 
 
 def add_erase_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -114,6 +121,14 @@ def add_erase_command(commands: argparse._SubParsersAction) -> None:  # type: ig
         "--wait", type=float, default=90.0, help="seconds to wait for dead letters another reader holds (90)"
     )
     erase.add_argument("--token-file", type=Path, help="the operator's Vault token (default: $VAULT_TOKEN)")
+    erase.add_argument(
+        "--max-minted-tokens",
+        type=int,
+        default=MAX_MINTED_TOKENS_PRINTED,
+        metavar="N",
+        help=f"print the officer's line only for at most N minted tokens ({MAX_MINTED_TOKENS_PRINTED}); more:"
+        " letters named, none printed, exit 3. Raise it only after looking at those letters",
+    )
 
 
 def run_erase(
@@ -143,14 +158,15 @@ def run_erase(
         print(f"etl_service dead-letters erase: stdin {error}; nothing was read from the DLQ", file=sys.stderr)
         return SETTINGS_ERROR
     sweep, printed = Sweep(), False
+    bound = getattr(args, "max_minted_tokens", MAX_MINTED_TOKENS_PRINTED)
     try:
         sweep_dead_letters(dlq, person, key, decrypt, delete=args.yes, wait=max(0.0, args.wait), sweep=sweep)
-        _report_minted(sweep)
+        _report_minted(sweep, bound)
         printed = True
         delete_recorded(sweep, dlq)  # only now: their tokens are out (attack 38, M3)
     except BaseException:  # OpenBao or SQS lost, Ctrl-C: what it gathered is printed, never lost with a letter
         if not printed:
-            _report_minted(sweep)
+            _report_minted(sweep, bound)
         _report(sweep, deleted=args.yes)
         print(
             "etl_service dead-letters erase: aborted part-way, after the counts above (of what it checked until"
@@ -177,6 +193,7 @@ def run_erase(
         or sweep.tampered
         or sweep.cut_short
         or sweep.minted_unopenable
+        or sweep.minted_refused
     )
     return INCOMPLETE if incomplete else 0
 
@@ -233,14 +250,16 @@ def erase_command(tokens: Sequence[str], tokenvault: str = "tokenvault") -> str:
     return f"{tokenvault} {quoted} --user-id {USER_ID} --purpose REFERENCE {FROM_DEAD_LETTERS} --yes"
 
 
-def _report_minted(sweep: Sweep) -> None:
+def _report_minted(sweep: Sweep, bound: int = MAX_MINTED_TOKENS_PRINTED) -> None:
     """Name the tokens the matched letters record as minted for their events, and the officer's command erasing them.
 
     Such a letter's event was tokenized and then not loaded (its load failed on its last receive:
     attack 35, N9): the vault stored the person's values under these tokens and no row of user_logins
     holds them, so the officer's erasure by the person's rows did not reach them. Tokens only, no value.
-    Flushed: a letter recording them is deleted only after this (attack 38, M3).
+    Flushed: a letter recording them is deleted only after this (attack 38, M3). Only what `settle_minted`
+    keeps (one record per event id, at most `bound` tokens: attack 38, M5b); the letters it refused are named.
     """
+    settle_minted(sweep, bound)
     if sweep.minted:
         print(
             f"tokens the vault minted for these letters' events, which were never loaded (no row of user_logins"
@@ -269,13 +288,29 @@ def _report_minted(sweep: Sweep) -> None:
             f" {', '.join(shown(i) for i in sweep.minted_unopenable)}",
             file=sys.stderr,
         )
+    if sweep.minted_refused:
+        why = sorted(set(sweep.minted_refused.values()))
+        print(
+            f"tokens minted for their events not printed: {len(sweep.minted_refused)} letter(s) ({'; '.join(why)});"
+            " no officer's line for them. Records are the ETL's, and its identity can seal any: tokens naming no"
+            " value are charged to the officer's erase budget all the same (attack 38, M5b). Left in the DLQ, not"
+            " deleted: inspect them (`dead-letters show MESSAGE_ID`), remove plants with `dead-letters delete"
+            " MESSAGE_ID --yes`, then run `dead-letters erase` again (with --max-minted-tokens N if that many are"
+            f" genuinely the person's): {', '.join(shown(i) for i in sweep.minted_refused)}",
+            file=sys.stderr,
+        )
     sys.stdout.flush()
 
 
 def _report(sweep: Sweep, deleted: bool) -> None:
     action = "deleted" if deleted else "would be deleted (dry run: add --yes to delete)"
     print(f"dead letters checked: {sweep.checked}")
-    print(f"  holding the person's values, {action}: {sweep.matched - len(sweep.recorded)}")
+    print(f"  holding the person's values, {action}: {sweep.matched - len(sweep.recorded) - len(sweep.minted_refused)}")
+    if sweep.minted_refused:
+        print(
+            "  holding the person's values and recording tokens not printed (named below), left in the DLQ:"
+            f" {len(sweep.minted_refused)}"
+        )
     if sweep.recorded:
         print(
             "  holding the person's values and recording tokens minted for their events, left in the DLQ (not"

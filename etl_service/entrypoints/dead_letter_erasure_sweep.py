@@ -63,6 +63,13 @@ class Sweep:
     (attack 38, M3). Empty once they are deleted."""
     minted_unopenable: list[str] = field(default_factory=list)
     """Message ids of matched letters whose record of minted tokens would not open (forged, a retired key)."""
+    minted_records: dict[str, dict[frozenset[str], list[str]]] = field(default_factory=dict)
+    """The opened records by their letter's event id (DeadLetter.event_id): each distinct record, the message ids
+    of the letters holding it. One event is tokenized once: its letters (a redelivery dead-lettered twice) record
+    the same tokens, named once; two records under one event id are no event's (attack 38, M5b)."""
+    minted_refused: dict[str, str] = field(default_factory=dict)
+    """Message ids of matched letters whose recorded tokens are not printed, and why (`settle_minted`): left in
+    the DLQ for the operator to inspect (exit 3)."""
     cut_short: str | None = None
     """Why its last listing stopped before reading the whole DLQ (DeadLetterQueue.cut_short): letters
     past it may not have been examined. None when the last listing read the DLQ whole."""
@@ -166,6 +173,9 @@ def _check(
     if layers.minted:  # opened before the letter goes: once deleted, nothing else records these tokens
         minted = open_minted(layers.minted, decrypt)
         sweep.minted.update(dict.fromkeys(minted.tokens))
+        if minted.tokens:
+            records = sweep.minted_records.setdefault(dead.event_id, {})
+            records.setdefault(frozenset(minted.tokens), []).append(dead.message_id)
         if minted.unopenable:
             sweep.minted_unopenable.append(dead.message_id)
         if delete:  # deleted only once its tokens are printed (delete_recorded): attack 38, M3
@@ -173,6 +183,39 @@ def _check(
         return
     if delete:
         dlq.delete(dead)
+
+
+def settle_minted(sweep: Sweep, bound: int) -> None:
+    """Keep of the opened records (Sweep.minted_records) only what one person's erasure can honestly name.
+
+    The ETL's identity may seal any record and send any letter (attack 38, M5/M5b): 50 planted letters of 2
+    token-shaped strings each, matched by the person's user id, named 100 tokens, and the officer's run of the
+    printed line spent the erase budget on NOT_FOUND - the next person's erasure refused RESOURCE_EXHAUSTED.
+    So: (1) one record per event id - letters of one event id recording the same tokens name them once; letters
+    of one event id recording different tokens are all refused (`minted_refused`), none of their tokens printed;
+    (2) if what is left names more than `bound` tokens, none is printed and all those letters are refused: a person
+    with that many tokenized, never-loaded events is an incident to look at, not a routine line for the officer
+    (`--max-minted-tokens` raises the bound once the operator has). Refused letters stay in the DLQ (exit 3).
+    `sweep.minted` becomes the tokens to print; `sweep.recorded` keeps only the letters whose tokens are printed.
+    """
+    accepted: set[str] = set()
+    kept_letters: list[str] = []
+    for records in sweep.minted_records.values():
+        if len(records) > 1:
+            for letters in records.values():
+                for message_id in letters:
+                    sweep.minted_refused[message_id] = "its event id's letters record different tokens"
+            continue
+        for tokens, letters in records.items():
+            accepted |= tokens
+            kept_letters += letters
+    kept = {t: None for t in sweep.minted if t in accepted}  # in the order opened
+    if len(kept) > bound:
+        for message_id in kept_letters:
+            sweep.minted_refused[message_id] = f"the letters name {len(kept)} tokens, more than {bound}"
+        kept = {}
+    sweep.minted = kept
+    sweep.recorded = [d for d in sweep.recorded if d.message_id not in sweep.minted_refused]
 
 
 def delete_recorded(sweep: Sweep, dlq: DeadLetterSweep) -> None:

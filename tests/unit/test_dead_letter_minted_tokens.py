@@ -396,3 +396,63 @@ def test_show_names_the_tokens_a_letter_records_on_stderr(
     old = to_dead_letter({"MessageId": "m-old", "ReceiptHandle": "rh", "Body": dead_letter_body(SEALED, None, KEY)})
     assert dead_letter_single.show_letter(old, ("addr", "token"), KEY) == 0
     assert capsys.readouterr().err == ""  # a letter sealed before the record: as before
+
+
+def event_letter(message_id: str, body: str, minted: str | None, event_id: str) -> Any:
+    envelope = dead_letter_body(f"vault:v1:{message_id}", None, KEY, minted)
+    attributes = {"event_id": {"DataType": "String", "StringValue": event_id}}
+    raw = {"MessageId": message_id, "ReceiptHandle": f"rh-{message_id}", "Body": envelope}
+    return to_dead_letter({**raw, "MessageAttributes": attributes})
+
+
+def _token(prefix: str, n: int) -> str:
+    return f"{prefix}_{n:022d}"
+
+
+def test_many_planted_letters_of_two_tokens_each_print_no_officers_line_and_stay_in_the_dlq(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Attack 38, M5b: 50 letters of one ip_ and one dev_ token each, matched by the person's user id."""
+    body = json.dumps({"user_id": "u-m5b"})
+    texts = {f"vault:v1:m-{n}": body for n in range(50)}
+    texts.update({f"c-{n}": json.dumps([_token("ip", n), _token("dev", n)]) for n in range(50)})
+    monkeypatch.setattr("sys.stdin", io.StringIO("user_id=u-m5b\n"))
+    dlq = ListedOnce([letter(f"m-{n}", body, f"c-{n}") for n in range(50)])
+    code = run_erase(argparse.Namespace(stdin=["-"], yes=True, wait=0.0), dlq, KEY, texts.__getitem__)  # type: ignore[arg-type]
+    captured = capsys.readouterr()
+    assert code == 3 and "tokenvault erase" not in captured.out
+    assert "ip_0000" not in captured.out + captured.err and "dev_0000" not in captured.out + captured.err
+    assert "name 100 tokens, more than 20" in captured.err and all(f"m-{n}," in captured.err for n in range(49))
+    assert dlq.deleted == []  # nothing of them deleted: the operator inspects them
+    # Raised explicitly, for a genuine case: all 100 printed once, the letters deleted after.
+    monkeypatch.setattr("sys.stdin", io.StringIO("user_id=u-m5b\n"))
+    dlq = ListedOnce([letter(f"m-{n}", body, f"c-{n}") for n in range(50)])
+    args = argparse.Namespace(stdin=["-"], yes=True, wait=0.0, max_minted_tokens=100)
+    code = run_erase(args, dlq, KEY, texts.__getitem__)  # type: ignore[arg-type]
+    [command] = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("tokenvault erase")]
+    assert code == 0 and len(shlex.split(command)) == 2 + 100 + 6 and len(dlq.deleted) == 50
+
+
+def test_letters_of_one_event_id_name_its_tokens_once_and_different_records_under_it_are_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = json.dumps({"user_id": "u-m5b-2"})
+    texts = {f"vault:v1:m-{n}": body for n in range(30)}
+    texts.update({"c-same": json.dumps([IP_TOKEN, DEVICE_TOKEN]), "c-other": json.dumps(["ip_" + "Z" * 22])})
+    texts.update({f"c-{n}": json.dumps([_token("ip", n)]) for n in range(30)})
+    # 25 letters of one event (a redelivery dead-lettered again and again): its 2 tokens, once; under the bound.
+    same = [event_letter(f"m-{n}", body, "c-same", "evt-1") for n in range(25)]
+    monkeypatch.setattr("sys.stdin", io.StringIO("user_id=u-m5b-2\n"))
+    code = run_erase(argparse.Namespace(stdin=["-"], yes=True, wait=0.0), ListedOnce(same), KEY, texts.__getitem__)  # type: ignore[arg-type]
+    [command] = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("tokenvault erase")]
+    assert code == 0 and shlex.split(command)[2:4] == [IP_TOKEN, DEVICE_TOKEN] and len(shlex.split(command)) == 10
+    # Two records under one event id: both letters named, neither's tokens printed; another event's still are.
+    dlq = ListedOnce([event_letter("m-0", body, "c-same", "evt-2"), event_letter("m-1", body, "c-other", "evt-2"),
+                      event_letter("m-2", body, "c-3", "evt-3")])  # fmt: skip
+    monkeypatch.setattr("sys.stdin", io.StringIO("user_id=u-m5b-2\n"))
+    code = run_erase(argparse.Namespace(stdin=["-"], yes=True, wait=0.0), dlq, KEY, texts.__getitem__)  # type: ignore[arg-type]
+    captured = capsys.readouterr()
+    [command] = [line for line in captured.out.splitlines() if line.strip().startswith("tokenvault erase")]
+    assert code == 3 and shlex.split(command)[2:3] == [_token("ip", 3)] and dlq.deleted == ["m-2"]
+    assert "record different tokens" in captured.err and "m-0" in captured.err and "m-1" in captured.err
+    assert IP_TOKEN not in captured.out and "Z" * 22 not in captured.out
