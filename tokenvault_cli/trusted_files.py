@@ -28,41 +28,9 @@ import os
 import pwd
 import shlex
 import stat
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-
-class _Stat(Protocol):
-    @property
-    def st_mode(self) -> int: ...
-    @property
-    def st_uid(self) -> int: ...
-    @property
-    def st_gid(self) -> int: ...
-
-
-def _has_access_acl(path: str) -> bool:
-    """Whether `path` carries an access ACL beyond its mode bits (Linux keeps one as `system.posix_acl_access`).
-
-    With one, the group bits of st_mode are the ACL's mask - the most any named user or group of it may do.
-    """
-    try:
-        return "system.posix_acl_access" in os.listxattr(path)
-    except OSError:  # a file system without extended attributes keeps no ACL
-        return False
-
-
-@dataclass(frozen=True)
-class FileSystem:
-    """What the checks read of the file system and of the caller (tests give other callers): stat, lstat, ACLs."""
-
-    stat: Callable[[str], _Stat] = os.stat
-    lstat: Callable[[str], _Stat] = os.lstat
-    realpath: Callable[[str], str] = os.path.realpath
-    has_access_acl: Callable[[str], bool] = _has_access_acl
-    euid: Callable[[], int] = os.geteuid
+from tokenvault_common.file_system import FileSystem, StatResult
 
 
 def _account(uid: int) -> str:
@@ -98,7 +66,7 @@ def _only_trusted_in(gid: int, uids: frozenset[int]) -> bool:
     return all(account.pw_uid in uids for account in pwd.getpwall() if account.pw_gid == gid)
 
 
-def _writers(info: _Stat, path: str, uids: frozenset[int], fs: FileSystem) -> str:
+def _writers(info: StatResult, path: str, uids: frozenset[int], fs: FileSystem) -> str:
     """Who besides its owner may write `path` (described); "" when no one."""
     if info.st_mode & stat.S_IWOTH:
         return "others"

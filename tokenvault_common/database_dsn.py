@@ -39,12 +39,13 @@ import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeAlias
+from typing import TypeAlias
 
 from psycopg import ProgrammingError, pq
 from psycopg.conninfo import conninfo_to_dict
 
 from tokenvault_common.env import EnvReader
+from tokenvault_common.file_system import FileSystem
 
 _ENV = {
     "service": "PGSERVICE",
@@ -119,36 +120,6 @@ def _default_socket_directory() -> str | None:
 
 POSTGRES_ACCOUNT = "postgres"
 """The operating-system account PostgreSQL runs as (its packages' and the embedded stack's): its directories count."""
-
-
-class _Stat(Protocol):
-    @property
-    def st_mode(self) -> int: ...
-    @property
-    def st_uid(self) -> int: ...
-    @property
-    def st_gid(self) -> int: ...
-
-
-def _has_access_acl(path: str) -> bool:
-    """Whether `path` carries an access ACL beyond its mode bits (Linux keeps one as `system.posix_acl_access`).
-
-    With one, the group bits of st_mode are the ACL's mask - the most any named user or group of it may do.
-    """
-    try:
-        return "system.posix_acl_access" in os.listxattr(path)
-    except OSError:  # a file system without extended attributes keeps no ACL
-        return False
-
-
-@dataclass(frozen=True)
-class FileSystem:
-    """What the socket-directory rule reads of the file system (unit tests give fakes): stat, lstat, realpath, ACLs."""
-
-    stat: Callable[[str], _Stat] = os.stat
-    lstat: Callable[[str], _Stat] = os.lstat
-    realpath: Callable[[str], str] = os.path.realpath
-    has_access_acl: Callable[[str], bool] = _has_access_acl
 
 
 def _group_of_this_user_alone(gid: int, uid: int) -> bool:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import pytest
 
 from tokenvault_common import database_dsn
-from tokenvault_common.database_dsn import FileSystem, _unsafe_directory
+from tokenvault_common.database_dsn import _unsafe_directory
+from tokenvault_common.file_system import FileSystem
 
 ME, MY_GROUP = 1000, 1000
 POSTGRES, POSTGRES_GROUP = 104, 104

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import pytest
 
 from tokenvault_common import database_dsn
-from tokenvault_common.database_dsn import FileSystem, _unsafe_directory
+from tokenvault_common.database_dsn import _unsafe_directory
+from tokenvault_common.file_system import FileSystem
 
 ME = os.geteuid()
 OTHER = 4242
