@@ -40,7 +40,7 @@ officer's `tokenvault erase` command for them (`--user-id USER_ID` and `--purpos
 officer to fill from the request: never the user ids given here, which the DLQ operator wrote -
 attack 38, M6); a record that does not open, or names more tokens than one event has (forged by
 the ETL's identity: attack 38, M5), is named by its letter's message id (exit 3), nothing of it
-printed. With --yes such a letter is deleted only after its tokens are printed (flushed); a run
+printed, and its letter is left in the DLQ (review 38, R38-1: deleted, a genuine record was lost unread). With --yes such a letter is deleted only after its tokens are printed (flushed); a run
 that aborts (OpenBao or SQS lost, Ctrl-C: exit 1) prints the tokens it opened and the counts
 first, and the letters recording tokens it had not deleted stay for the rerun (attack 38, M3).
 
@@ -284,7 +284,9 @@ def _report_minted(sweep: Sweep, bound: int = MAX_MINTED_TOKENS_PRINTED) -> None
             " record of them OpenBao would not open or that names no token (forged, or sealed under a retired key"
             " version), or that names more tokens than one event has (more than one ip or device token: not the"
             " ETL's record: forged by its identity); the vault may still"
-            " hold the person's values under tokens no row holds:"
+            " hold the person's values under tokens no row holds. Left in the DLQ, not deleted: inspect them"
+            " (`dead-letters show MESSAGE_ID`), remove plants with `dead-letters delete MESSAGE_ID --yes`, then run"
+            " `dead-letters erase` again:"
             f" {', '.join(shown(i) for i in sweep.minted_unopenable)}",
             file=sys.stderr,
         )
@@ -305,11 +307,16 @@ def _report_minted(sweep: Sweep, bound: int = MAX_MINTED_TOKENS_PRINTED) -> None
 def _report(sweep: Sweep, deleted: bool) -> None:
     action = "deleted" if deleted else "would be deleted (dry run: add --yes to delete)"
     print(f"dead letters checked: {sweep.checked}")
-    print(f"  holding the person's values, {action}: {sweep.matched - len(sweep.recorded) - len(sweep.minted_refused)}")
+    print(f"  holding the person's values, {action}: {sweep.matched - len(sweep.recorded) - len(sweep.left_recording)}")
     if sweep.minted_refused:
         print(
             "  holding the person's values and recording tokens not printed (named below), left in the DLQ:"
             f" {len(sweep.minted_refused)}"
+        )
+    if unread := set(sweep.minted_unopenable) - set(sweep.minted_refused):
+        print(
+            "  holding the person's values and a record of tokens that could not be read (named below), left in the"
+            f" DLQ: {len(unread)}"
         )
     if sweep.recorded:
         print(

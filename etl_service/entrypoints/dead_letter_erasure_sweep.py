@@ -62,7 +62,8 @@ class Sweep:
     lost, Ctrl-C - leaves it in the DLQ for the rerun, never deleted with its tokens unprinted
     (attack 38, M3). Empty once they are deleted."""
     minted_unopenable: list[str] = field(default_factory=list)
-    """Message ids of matched letters whose record of minted tokens would not open (forged, a retired key)."""
+    """Message ids of matched letters whose record of minted tokens would not open (forged, a retired key), or is
+    no one event's: left in the DLQ (exit 3), never deleted - their tokens, if genuine, are recorded nowhere else."""
     minted_records: dict[str, dict[frozenset[str], list[str]]] = field(default_factory=dict)
     """The opened records by their letter's event id (DeadLetter.event_id): each distinct record, the message ids
     of the letters holding it. One event is tokenized once: its letters (a redelivery dead-lettered twice) record
@@ -73,6 +74,11 @@ class Sweep:
     cut_short: str | None = None
     """Why its last listing stopped before reading the whole DLQ (DeadLetterQueue.cut_short): letters
     past it may not have been examined. None when the last listing read the DLQ whole."""
+
+    @property
+    def left_recording(self) -> set[str]:
+        """Message ids of matched letters left in the DLQ for their record of tokens: refused, or not read."""
+        return set(self.minted_refused) | set(self.minted_unopenable)
 
     @property
     def unchecked(self) -> int:
@@ -176,8 +182,9 @@ def _check(
         if minted.tokens:
             records = sweep.minted_records.setdefault(dead.event_id, {})
             records.setdefault(frozenset(minted.tokens), []).append(dead.message_id)
-        if minted.unopenable:
+        if minted.unopenable:  # left in the DLQ, never deleted with a record no one read (review 38, R38-1)
             sweep.minted_unopenable.append(dead.message_id)
+            return
         if delete:  # deleted only once its tokens are printed (delete_recorded): attack 38, M3
             sweep.recorded.append(dead)
         return

@@ -456,3 +456,18 @@ def test_letters_of_one_event_id_name_its_tokens_once_and_different_records_unde
     assert code == 3 and shlex.split(command)[2:3] == [_token("ip", 3)] and dlq.deleted == ["m-2"]
     assert "record different tokens" in captured.err and "m-0" in captured.err and "m-1" in captured.err
     assert IP_TOKEN not in captured.out and "Z" * 22 not in captured.out
+
+
+def test_a_letter_whose_record_of_tokens_does_not_open_is_left_in_the_dlq(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review 38, R38-1: --yes deleted it, exit 3 naming a letter gone - a genuine record lost unread, rerun exit 0."""
+    person_body = json.dumps({"user_id": "u-r38", "ip": "198.51.100.38"})
+    texts = {"vault:v1:m-unread": person_body, "vault:v1:m-plain": person_body, "c-bad": "not a list"}
+    monkeypatch.setattr("sys.stdin", io.StringIO("user_id=u-r38\n"))
+    dlq = ListedOnce([letter("m-unread", person_body, "c-bad"), letter("m-plain", person_body, None)])
+    code = run_erase(argparse.Namespace(stdin=["-"], yes=True, wait=0.0), dlq, KEY, texts.__getitem__)  # type: ignore[arg-type]
+    captured = capsys.readouterr()
+    assert code == 3 and dlq.deleted == ["m-plain"] and "holding the person's values, deleted: 1" in captured.out
+    assert "a record of tokens that could not be read (named below), left in the DLQ: 1" in captured.out
+    assert "Left in the DLQ, not deleted" in captured.err and "m-unread" in captured.err
