@@ -123,12 +123,23 @@ def add_erase_command(commands: argparse._SubParsersAction) -> None:  # type: ig
     erase.add_argument("--token-file", type=Path, help="the operator's Vault token (default: $VAULT_TOKEN)")
     erase.add_argument(
         "--max-minted-tokens",
-        type=int,
+        type=_minted_bound,
         default=MAX_MINTED_TOKENS_PRINTED,
         metavar="N",
         help=f"print the officer's line only for at most N minted tokens ({MAX_MINTED_TOKENS_PRINTED}); more:"
         " letters named, none printed, exit 3. Raise it only after looking at those letters",
     )
+
+
+def _minted_bound(text: str) -> int:
+    """--max-minted-tokens's N: a whole number, 0 or more (a negative one refused every record: review 38, R38-2)."""
+    try:
+        bound = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if bound < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {bound}")
+    return bound
 
 
 def run_erase(

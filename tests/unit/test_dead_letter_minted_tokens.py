@@ -471,3 +471,16 @@ def test_a_letter_whose_record_of_tokens_does_not_open_is_left_in_the_dlq(
     assert code == 3 and dlq.deleted == ["m-plain"] and "holding the person's values, deleted: 1" in captured.out
     assert "a record of tokens that could not be read (named below), left in the DLQ: 1" in captured.out
     assert "Left in the DLQ, not deleted" in captured.err and "m-unread" in captured.err
+
+
+@pytest.mark.parametrize(("given", "why"), [("-1", "must be 0 or more"), ("x", "not a whole number")])
+def test_max_minted_tokens_takes_a_whole_number_of_0_or_more(
+    given: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review 38, R38-2: `--max-minted-tokens -1` was taken, and every run then refused every record (exit 3)."""
+    from etl_service.entrypoints import dead_letters
+
+    with pytest.raises(SystemExit) as stopped:
+        dead_letters._parser().parse_args(["erase", "-", "--max-minted-tokens", given])
+    assert stopped.value.code == 2 and why in capsys.readouterr().err
+    assert dead_letters._parser().parse_args(["erase", "-", "--max-minted-tokens", "0"]).max_minted_tokens == 0
