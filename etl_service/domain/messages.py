@@ -163,16 +163,7 @@ def event_content(message: QueueMessage, event: LoginEvent) -> tuple[object, ...
     The columns without tokens as `event_key` has them, and the ip and device id themselves (a token stands
     for its value, so equal values are equal tokens). Compared in memory, within a batch (attack 38, M4).
     """
-    return (
-        event.user_id,
-        event.device_type,
-        event.locale,
-        event.app_version_number,
-        event.app_version,
-        _utc_date(message.sent_timestamp_ms),
-        event.ip,
-        event.device_id,
-    )
+    return (*event_key(message, event)[2:], event.ip, event.device_id)  # [2:]: past event_id and message id
 
 
 @lru_cache(maxsize=4096)
