@@ -176,7 +176,13 @@ def _resend_drops_record(dead: DeadLetter, sealed: list[str], access: VaultAcces
     """Refuse (DeadLetterError) to resend a letter recording minted tokens unless `drop`; with it, print them first."""
     try:
         minted: MintedTokens | None = open_minted(sealed, lambda ciphertext: decrypt(ciphertext, access, key))
-    except (ConfigError, EtlError):  # no operator's token, OpenBao unreachable: the record is said, not named
+    except (ConfigError, EtlError) as error:  # no operator's token, OpenBao unreachable: the record is said, not named
+        if drop:  # never dropped unread: its tokens would be recorded nowhere (review 38, R38-3)
+            raise DeadLetterError(
+                f"dead letter {shown(dead.message_id)} records tokens the vault minted for its event, and its record"
+                f" could not be opened to print them ({error}); not re-sent. --drop-minted-record drops a record only"
+                " once its tokens are printed: run it again with the operator's token (VAULT_TOKEN, --token-file)"
+            ) from None
         minted = None
     if not drop:
         raise DeadLetterError(

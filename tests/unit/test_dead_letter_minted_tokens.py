@@ -484,3 +484,34 @@ def test_max_minted_tokens_takes_a_whole_number_of_0_or_more(
         dead_letters._parser().parse_args(["erase", "-", "--max-minted-tokens", given])
     assert stopped.value.code == 2 and why in capsys.readouterr().err
     assert dead_letters._parser().parse_args(["erase", "-", "--max-minted-tokens", "0"]).max_minted_tokens == 0
+
+
+class _SourceQueue:
+    """What `resend` sends through: records what it re-sent (and so deleted from the DLQ)."""
+
+    def __init__(self) -> None:
+        self.resent: list[str] = []
+
+    def resend(self, dead: Any, body: str, tag: Any) -> str:
+        self.resent.append(dead.message_id)
+        return "m-new"
+
+
+def test_resend_never_drops_a_record_of_tokens_it_could_not_open_for_want_of_the_operators_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review 38, R38-3: `resend ID --body-file F --drop-minted-record` without a token re-sent the event and
+    dropped the record unprinted ("(the record would not open)"): the tokens recorded nowhere."""
+    from etl_service.adapters.dead_letter_queue import DeadLetterError
+
+    fixed = tmp_path / "fixed.json"
+    fixed.write_text(json.dumps({"user_id": "u-r38-3", "device_type": "ios", "ip": "198.51.100.83",
+                                 "device_id": "d-r38-3-device", "locale": "en", "app_version": "1.0"}))  # fmt: skip
+    queue = _SourceQueue()
+    dead = letter("m-r38-3", json.dumps({"user_id": "u-r38-3"}), "vault:v1:c-tokens")
+    with pytest.raises(DeadLetterError, match="could not be opened to print them"):
+        dead_letter_single.resend_letter(queue, dead, fixed, None, KEY, drop_record=True)  # type: ignore[arg-type]
+    assert queue.resent == [] and "dropping its record" not in capsys.readouterr().out
+    # open_minted lets the missing token go up (a ConfigError is a ValueError: it was counted "unopenable").
+    with pytest.raises(ValueError, match="operator's token"):
+        open_minted(["vault:v1:c-tokens"], lambda _: dead_letter_single.decrypt("vault:v1:c-tokens", None, KEY))
