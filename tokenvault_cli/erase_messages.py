@@ -14,7 +14,7 @@ import click
 from tokenvault_cli.context import Failure
 from tokenvault_cli.erase_reach import Reach, plural
 from tokenvault_cli.output import Format, write_rows
-from tokenvault_client import EraseOutcome, RateLimited
+from tokenvault_client import EraseOutcome, ItemError, RateLimited
 
 DEAD_LETTERS_STEP = (
     "Next step of this erasure, for the DLQ operator: dead letters (refused events, kept sealed for 14 days)"
@@ -30,6 +30,15 @@ AFTER_DEAD_LETTERS = (
     " operator's, is that command's run with --yes until it exits 0; nothing else is left to do for them."
 )
 """Printed instead of DEAD_LETTERS_STEP when the officer erases what that step named: no loop back to it (W44-3)."""
+
+
+ALREADY_ERASED = "already erased (or never stored)"
+"""A --from-dead-letters token's outcome when the vault answers NOT_FOUND: erased by the first step, as a rule."""
+
+
+def not_found(outcome: EraseOutcome) -> bool:
+    """Whether the vault answered NOT_FOUND for this token (never issued, or erased already)."""
+    return isinstance(outcome, ItemError) and outcome.code.name == "NOT_FOUND"
 
 
 def next_step(from_dead_letters: bool) -> str:
@@ -143,7 +152,10 @@ def erase_stopped_partway(
     wanted: list[str], done: list[EraseOutcome], stopped: RateLimited, fmt: str, from_dead_letters: bool = False
 ) -> NoReturn:
     """Say which tokens the calls before the limit erased (they were), and which were not sent."""
-    rows = [(t, "erased" if o is None else str(o)) for t, o in zip(wanted, done, strict=False)]
+    rows = [
+        (t, "erased" if o is None else ALREADY_ERASED if from_dead_letters and not_found(o) else str(o))
+        for t, o in zip(wanted, done, strict=False)
+    ]
     rows += [(t, "not sent: erase limit reached") for t in wanted[len(done) :]]
     write_rows(["token", "outcome"], rows, Format(fmt))
     if any(o is None for o in done):

@@ -14,8 +14,10 @@ from rich.markup import escape
 
 from tokenvault_cli.context import Context, Failure, SettingsFailure, vault_errors
 from tokenvault_cli.erase_messages import (
+    ALREADY_ERASED,
     erase_stopped_partway,
     next_step,
+    not_found,
     people_rows,
     refuse_other_people,
     say_other_people_erased,
@@ -285,7 +287,7 @@ def erase(
             erase_stopped_partway(wanted, done, stopped, fmt, from_dead_letters)
     # A token `dead-letters erase` named that the vault does not hold is usually one the first step erased (the
     # dead-lettered event carried the person's values, one token per value): done, not a failure (attack 38, O2).
-    done_before = [from_dead_letters and _not_found(o) for o in outcomes]
+    done_before = [from_dead_letters and not_found(o) for o in outcomes]
     rows = [
         (t, "erased" if o is None else ALREADY_ERASED if before else str(o))
         for t, o, before in zip(wanted, outcomes, done_before, strict=True)
@@ -297,15 +299,6 @@ def erase(
     failed = [None if before else o for o, before in zip(outcomes, done_before, strict=True)]
     if _summarize_errors(failed, "tokens were not erased"):
         raise SystemExit(1)
-
-
-ALREADY_ERASED = "already erased (or never stored)"
-"""A --from-dead-letters token's outcome when the vault answers NOT_FOUND: erased by the first step, as a rule."""
-
-
-def _not_found(outcome: EraseOutcome) -> bool:
-    """Whether the vault answered NOT_FOUND for this token (never issued, or erased already)."""
-    return isinstance(outcome, ItemError) and outcome.code.name == "NOT_FOUND"
 
 
 def _count_reach(ctx: Context, tokens: Sequence[str], person: Sequence[str], otherwise: str) -> Reach:
