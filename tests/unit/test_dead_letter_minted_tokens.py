@@ -503,6 +503,7 @@ def test_resend_never_drops_a_record_of_tokens_it_could_not_open_for_want_of_the
     """Review 38, R38-3: `resend ID --body-file F --drop-minted-record` without a token re-sent the event and
     dropped the record unprinted ("(the record would not open)"): the tokens recorded nowhere."""
     from etl_service.adapters.dead_letter_queue import DeadLetterError
+    from etl_service.entrypoints.dead_letter_vault_access import decrypt
 
     fixed = tmp_path / "fixed.json"
     fixed.write_text(json.dumps({"user_id": "u-r38-3", "device_type": "ios", "ip": "198.51.100.83",
@@ -514,4 +515,4 @@ def test_resend_never_drops_a_record_of_tokens_it_could_not_open_for_want_of_the
     assert queue.resent == [] and "dropping its record" not in capsys.readouterr().out
     # open_minted lets the missing token go up (a ConfigError is a ValueError: it was counted "unopenable").
     with pytest.raises(ValueError, match="operator's token"):
-        open_minted(["vault:v1:c-tokens"], lambda _: dead_letter_single.decrypt("vault:v1:c-tokens", None, KEY))
+        open_minted(["vault:v1:c-tokens"], lambda ciphertext: decrypt(ciphertext, None, KEY))
