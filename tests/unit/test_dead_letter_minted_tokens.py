@@ -516,3 +516,26 @@ def test_resend_never_drops_a_record_of_tokens_it_could_not_open_for_want_of_the
     # open_minted lets the missing token go up (a ConfigError is a ValueError: it was counted "unopenable").
     with pytest.raises(ValueError, match="operator's token"):
         open_minted(["vault:v1:c-tokens"], lambda ciphertext: decrypt(ciphertext, None, KEY))
+
+
+def test_a_letter_whose_record_stops_the_sweep_is_not_counted_deleted(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review 38, R38-5: the token's right to the key ended as the record was opened: the run stopped (exit 2) and
+    said "holding the person's values, deleted: 2" with one letter deleted - the count kept with the request."""
+    from etl_service.adapters.transit_sealer import DeadLetterKeyUnusable
+
+    body = json.dumps({"user_id": "u-r38-5"})
+    texts = {"vault:v1:m-plain": body, "vault:v1:m-rec": body}
+
+    def decrypt(ciphertext: str) -> str:
+        if ciphertext == "c-rec":
+            raise DeadLetterKeyUnusable("the token may no longer decrypt with the key")
+        return texts[ciphertext]
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("user_id=u-r38-5\n"))
+    dlq = ListedOnce([letter("m-plain", body, None), letter("m-rec", body, "c-rec")])
+    code = run_erase(argparse.Namespace(stdin=["-"], yes=True, wait=0.0), dlq, KEY, decrypt)  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert code == 2 and dlq.deleted == ["m-plain"]
+    assert "dead letters checked: 1" in out and "holding the person's values, deleted: 1" in out, out
