@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 from etl_service.domain.validation import LoginEvent
 from tokenvault_common.pii_text import address_in, may_hold_an_address, undefanged
+from tokenvault_common.values import normalize_ip
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,9 @@ def event_content(message: QueueMessage, event: LoginEvent) -> tuple[object, ...
     The columns without tokens as `event_key` has them, and the ip and device id themselves (a token stands
     for its value, so equal values are equal tokens). Compared in memory, within a batch (attack 38, M4).
     """
-    return (*event_key(message, event)[2:], event.ip, event.device_id)  # [2:]: past event_id and message id
+    # [2:]: past event_id and message id; the ip as the vault reads it - `::ffff:10.0.0.1` is 10.0.0.1's token, so a
+    # retry spelling it so is a duplicate, not another event (review 38, R38-7); the device id is normalized already
+    return (*event_key(message, event)[2:], normalize_ip(event.ip), event.device_id)
 
 
 @lru_cache(maxsize=4096)

@@ -74,3 +74,12 @@ def test_a_batch_mate_refused_on_its_last_receive_keeps_its_reason_when_the_vaul
 def recorded(sealer: RecordingSealer) -> list[str]:
     """The tokens the batch's letters record (none when the vault minted nothing for them)."""
     return [token for call in sealer.minted for tokens in call or () for token in tokens]
+
+
+def test_a_batch_mate_spelling_the_same_ip_otherwise_is_a_duplicate_not_another_event() -> None:
+    """Review 38, R38-7: `::ffff:10.0.0.1` is 10.0.0.1 to the vault (one token): the retry was quarantined."""
+    queue, store, tokenizer, sealer = FakeQueue(), FakeLoginStore(), FakeTokenizer(), RecordingSealer()
+    processor = BatchProcessor(queue, tokenizer, store, sealer=sealer)
+    batch = [message(1, good(1), event_id="evt-1"), message(2, {**good(1), "ip": "::ffff:10.0.0.1"}, event_id="evt-1")]
+    outcome = processor.process(batch)
+    assert (outcome.loaded, outcome.already_loaded, outcome.quarantined) == (1, 1, 0) and queue.dead_lettered == []
