@@ -42,7 +42,7 @@ attack 38, M6); a record that does not open, or names more tokens than one event
 the ETL's identity: attack 38, M5), is named by its letter's message id (exit 3), nothing of it
 printed, and its letter is left in the DLQ (review 38, R38-1: deleted, a genuine record was lost
 unread). With --yes a letter recording tokens is deleted only after its tokens are printed (flushed); a run
-that aborts (OpenBao or SQS lost, Ctrl-C: exit 1) prints the tokens it opened and the counts
+that aborts (OpenBao or SQS lost: exit 1; Ctrl-C: exit 130) prints the tokens it opened and the counts
 first, and the letters recording tokens it had not deleted stay for the rerun (attack 38, M3).
 
 It sweeps in pages: a listing reads at most 10,000 letters within its lease, and the sweep checks

@@ -165,6 +165,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERRUPTED = 130
+"""Exit code of a command ended by Ctrl-C (128 + SIGINT, as a shell reports it)."""
+
+
 def main(argv: list[str]) -> int:
     """Run one operator command; exit 1 with a message when it cannot."""
     args = _parser().parse_args(argv)
@@ -207,6 +211,9 @@ def main(argv: list[str]) -> int:
     except (DeadLetterError, EtlError) as error:
         print(f"etl_service dead-letters: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # what the command did is said above it (erase: its counts); no traceback
+        print("etl_service dead-letters: interrupted (Ctrl-C)", file=sys.stderr)
+        return INTERRUPTED
 
 
 def _checked_vault_access(args: argparse.Namespace) -> VaultAccess | None:

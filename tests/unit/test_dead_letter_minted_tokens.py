@@ -539,3 +539,23 @@ def test_a_letter_whose_record_stops_the_sweep_is_not_counted_deleted(
     out = capsys.readouterr().out
     assert code == 2 and dlq.deleted == ["m-plain"]
     assert "dead letters checked: 1" in out and "holding the person's values, deleted: 1" in out, out
+
+
+def test_ctrl_c_ends_a_dead_letters_command_with_130_and_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review 38, R38-9: README and erase's help said Ctrl-C exits 1; it ended in a traceback, 130 from Python."""
+    from etl_service.adapters.dead_letter_sweep import DeadLetterSweep
+    from etl_service.entrypoints import dead_letters
+
+    def pressed(self: object) -> None:  # Ctrl-C while the command waits on SQS
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("ETL_QUEUE_URL", "http://127.0.0.1:9/000000000000/q-r38")
+    monkeypatch.setattr(DeadLetterSweep, "check", pressed)
+    try:
+        code = dead_letters.main(["list"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C went up out of main: a traceback, not the command's line")
+    assert code == 130
+    assert capsys.readouterr().err == "etl_service dead-letters: interrupted (Ctrl-C)\n"
