@@ -7,10 +7,13 @@ of its own in the file's place) - can point the command at a server of its own: 
 investigator's reveals with values of its choosing, is told which tokens a privacy officer erases (and erases
 nothing), and receives what `tokenize` reads (attack 37). As ssh does with ~/.ssh/config, such a file is refused
 (exit 2, naming it and the fix) before it is read: it and every directory above it, as named and as its symbolic
-links resolve, must be owned by root or the caller and written by no one else - not by others, nor by a group
-that any other account is in (a user-private group is the caller's own), nor by the users or groups of an access
-ACL whose mask allows writing. A directory others may write (/tmp) passes only with its sticky bit and the entry
-below it owned by root or the caller: others can then neither rename nor remove that entry.
+links resolve, and every symbolic link met on the way with the directories above it (the path is resolved one link
+at a time, as the kernel does, at most 40: a link's owner may re-point it at another file of root's or the
+caller's - a staging profile, another CA - attack 39, P4), must be owned by root or the caller and written by no
+one else (a link's own mode means nothing: only its owner and its directory's writers can change it) - not by
+others, nor by a group that any other account is in (a user-private group is the caller's own), nor by the users
+or groups of an access ACL whose mask allows writing. A directory others may write (/tmp) passes only with its
+sticky bit and the entry below it owned by root or the caller: others can then neither rename nor remove that entry.
 
 The client certificate is checked the same way: swapped together with a key, it would make the command act as
 someone else. Its private key may be owned by another account (ssh reads such keys too; `make up` run by root
@@ -23,6 +26,7 @@ no longer only the caller's: it should be replaced).
 from __future__ import annotations
 
 import contextlib
+import errno
 import grp
 import os
 import pwd
@@ -83,18 +87,86 @@ def _chain(path: str) -> list[str]:
     return ["/" + "/".join(parts[:i]) for i in range(len(parts) + 1)]
 
 
+MAX_LINKS = 40  # the kernel's bound on symbolic links followed in one lookup (beyond it: ELOOP)
+
+
+class _Unresolvable(Exception):
+    """A path the walk could not follow; the message names the part and why."""
+
+
+def _cannot(path: str, error: OSError) -> _Unresolvable:
+    return _Unresolvable(f"{path} cannot be examined ({error.strerror or type(error).__name__})")
+
+
+def _walk(path: str, fs: FileSystem) -> tuple[list[str], str]:
+    """The symbolic links met resolving `path` (absolute) one component at a time, as the kernel does, and the end.
+
+    The end is the path it resolves to (every directory on the way a real one, reached from `/`); _Unresolvable
+    when it cannot be resolved.
+
+    `realpath` gives only the end: a link in the middle (the caller's link -> another account's link -> root's
+    file) is on neither the path as named nor the path resolved, and its owner may re-point it (attack 39, P4).
+    """
+    links: list[str] = []
+    pending = [part for part in path.split("/") if part][::-1]  # a stack: the next component last
+    resolved = "/"
+    while pending:
+        part = pending.pop()
+        if part == ".":
+            continue
+        if part == "..":  # `resolved` holds no link: its parent is the one the kernel finds
+            resolved = os.path.dirname(resolved)
+            continue
+        current = os.path.join(resolved, part)
+        try:
+            info = fs.lstat(current)
+        except OSError as error:
+            raise _cannot(current, error) from None
+        if not stat.S_ISLNK(info.st_mode):
+            if pending and not stat.S_ISDIR(info.st_mode):
+                raise _Unresolvable(f"{current} cannot be examined (Not a directory)")
+            resolved = current
+            continue
+        if len(links) == MAX_LINKS:
+            raise _Unresolvable(f"{path} cannot be examined ({os.strerror(errno.ELOOP)})")  # as `stat` said
+        links.append(current)
+        try:
+            target = fs.readlink(current)
+        except OSError as error:
+            raise _cannot(current, error) from None
+        if target.startswith("/"):
+            resolved = "/"
+        pending.extend(part for part in target.split("/")[::-1] if part)
+    return links, resolved
+
+
 def _problem(path: Path, fs: FileSystem, any_owner: bool) -> str | None:
     """Why another local account could change the file `path` or put another in its place; None if none could."""
     uids = frozenset({0, fs.euid()})
     trusted = "you or root"
     named = os.path.abspath(path)
-    for chain in (_chain(named), _chain(fs.realpath(named))):
+    try:
+        links, resolved = _walk(os.path.join(os.getcwd(), path), fs)  # not abspath: `link/..` is not `.`
+    except _Unresolvable as error:
+        return str(error)
+    chains = [(_chain(named), False), *((_chain(link), True) for link in links)]
+    if resolved != named:
+        chains.append((_chain(resolved), False))
+    for chain, ends_in_link in chains:
         for i, current in enumerate(chain):
             last = i == len(chain) - 1
+            link = last and ends_in_link
             try:
-                info = fs.stat(current)
+                info = fs.lstat(current) if link else fs.stat(current)
             except OSError as error:
                 return f"{current} cannot be examined ({error.strerror or type(error).__name__})"
+            if link:  # its mode means nothing; its owner may re-point it (its directory is checked above)
+                if info.st_uid not in uids:
+                    return (
+                        f"{current} is a symbolic link owned by {_account(info.st_uid)}, not by {trusted}: that"
+                        " account may re-point it at another file; name the file it leads to, or link to it yourself"
+                    )
+                continue
             if info.st_uid not in uids and not (last and any_owner):
                 fix = "use a file of your own" if last else "keep the file in a directory of your own"
                 owner = _account(info.st_uid)
@@ -112,7 +184,7 @@ def _problem(path: Path, fs: FileSystem, any_owner: bool) -> str | None:
                 below = fs.lstat(child)
             except OSError as error:
                 return f"{child} cannot be examined ({error.strerror or type(error).__name__})"
-            if below.st_uid not in uids and not (i + 1 == len(chain) - 1 and any_owner):
+            if below.st_uid not in uids and not (i + 1 == len(chain) - 1 and any_owner and not ends_in_link):
                 return (
                     f"{child} is owned by {_account(below.st_uid)}, not by {trusted}, in {current} that others may"
                     " write; keep the file in a directory of your own"

@@ -44,10 +44,11 @@ def has_access_acl(path: str) -> bool:
 
 @dataclass(frozen=True)
 class FileSystem:
-    """What the checks read of the file system and of the caller: stat, lstat, realpath, ACLs, the effective uid."""
+    """What the checks read of the file system and of the caller: stat, lstat, readlink, realpath, ACLs, the euid."""
 
     stat: Callable[[str], StatResult] = os.stat
     lstat: Callable[[str], StatResult] = os.lstat
+    readlink: Callable[[str], str] = os.readlink
     realpath: Callable[[str], str] = os.path.realpath
     has_access_acl: Callable[[str], bool] = has_access_acl
     euid: Callable[[], int] = os.geteuid
