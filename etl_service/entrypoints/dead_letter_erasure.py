@@ -269,7 +269,8 @@ def _report_minted(sweep: Sweep, bound: int = MAX_MINTED_TOKENS_PRINTED) -> None
     attack 35, N9): the vault stored the person's values under these tokens and no row of user_logins
     holds them, so the officer's erasure by the person's rows did not reach them. Tokens only, no value.
     Flushed: a letter recording them is deleted only after this (attack 38, M3). Only what `settle_minted`
-    keeps (one record per event id, at most `bound` tokens: attack 38, M5b); the letters it refused are named.
+    keeps (at most `bound` tokens: attack 38, M5b); the letters it refused are named, and those sharing an event id
+    with another record (attack 39, P1).
     """
     settle_minted(sweep, bound)
     if sweep.minted:
@@ -290,6 +291,14 @@ def _report_minted(sweep: Sweep, bound: int = MAX_MINTED_TOKENS_PRINTED) -> None
                 " --address, --ca, --cert, --key and --dsn - unless their TOKENVAULT_* variables or default profile"
                 " give them; README, The tokenvault command)"
             )
+    if sweep.minted_shared:
+        print(
+            f"  {len(sweep.minted_shared)} of these letters share an event id with a letter recording other tokens"
+            " (the event id is the sender's attribute: a producer's retry tokenized and lost twice, or a letter"
+            " planted under a genuine event id - nothing here tells which); every record's tokens are in the line"
+            " above, so the genuine ones are erased either way; the officer's run answers NOT_FOUND for strings the"
+            f" vault never issued: {', '.join(shown(i) for i in sweep.minted_shared)}"
+        )
     if sweep.minted_unopenable:
         print(
             f"tokens minted for their events could not be read: {len(sweep.minted_unopenable)} letter(s) hold a"
@@ -297,7 +306,8 @@ def _report_minted(sweep: Sweep, bound: int = MAX_MINTED_TOKENS_PRINTED) -> None
             " version), or that names more tokens than one event has (more than one ip or device token: not the"
             " ETL's record: forged by its identity); the vault may still"
             " hold the person's values under tokens no row holds. Left in the DLQ, not deleted: inspect them"
-            " (`dead-letters show MESSAGE_ID`), remove plants with `dead-letters delete MESSAGE_ID --yes`, then run"
+            " (`dead-letters show MESSAGE_ID`); `dead-letters delete MESSAGE_ID --yes --drop-minted-record` removes a"
+            " plant (`delete` refuses a letter with a record without that flag, and prints what of it opens), then run"
             " `dead-letters erase` again:"
             f" {', '.join(shown(i) for i in sweep.minted_unopenable)}",
             file=sys.stderr,
@@ -308,9 +318,10 @@ def _report_minted(sweep: Sweep, bound: int = MAX_MINTED_TOKENS_PRINTED) -> None
             f"tokens minted for their events not printed: {len(sweep.minted_refused)} letter(s) ({'; '.join(why)});"
             " no officer's line for them. Records are the ETL's, and its identity can seal any: tokens naming no"
             " value are charged to the officer's erase budget all the same (attack 38, M5b). Left in the DLQ, not"
-            " deleted: inspect them (`dead-letters show MESSAGE_ID`), remove plants with `dead-letters delete"
-            " MESSAGE_ID --yes`, then run `dead-letters erase` again (with --max-minted-tokens N if that many are"
-            f" genuinely the person's): {', '.join(shown(i) for i in sweep.minted_refused)}",
+            " deleted: inspect them (`dead-letters show MESSAGE_ID`), then run `dead-letters erase` again with"
+            " --max-minted-tokens N if that many may be the person's (a plant's strings come back NOT_FOUND);"
+            " `dead-letters delete MESSAGE_ID --yes --drop-minted-record` removes one, printing its tokens first:"
+            f" {', '.join(shown(i) for i in sweep.minted_refused)}",
             file=sys.stderr,
         )
     sys.stdout.flush()

@@ -67,7 +67,11 @@ class Sweep:
     minted_records: dict[str, dict[frozenset[str], list[str]]] = field(default_factory=dict)
     """The opened records by their letter's event id (DeadLetter.event_id): each distinct record, the message ids
     of the letters holding it. One event is tokenized once: its letters (a redelivery dead-lettered twice) record
-    the same tokens, named once; two records under one event id are no event's (attack 38, M5b)."""
+    the same tokens, named once; two records under one event id are both printed, their letters named
+    (`minted_shared`: attack 39, P1)."""
+    minted_shared: list[str] = field(default_factory=list)
+    """Message ids of matched letters whose event id other letters share with a different record: all their
+    tokens are printed (`settle_minted`); named so the operator sees the conflict (a plant, or a retry)."""
     minted_refused: dict[str, str] = field(default_factory=dict)
     """Message ids of matched letters whose recorded tokens are not printed, and why (`settle_minted`): left in
     the DLQ for the operator to inspect (exit 3)."""
@@ -203,21 +207,22 @@ def settle_minted(sweep: Sweep, bound: int) -> None:
     The ETL's identity may seal any record and send any letter (attack 38, M5/M5b): 50 planted letters of 2
     token-shaped strings each, matched by the person's user id, named 100 tokens, and the officer's run of the
     printed line spent the erase budget on NOT_FOUND - the next person's erasure refused RESOURCE_EXHAUSTED.
-    So: (1) one record per event id - letters of one event id recording the same tokens name them once; letters
-    of one event id recording different tokens are all refused (`minted_refused`), none of their tokens printed;
-    (2) if what is left names more than `bound` tokens, none is printed and all those letters are refused: a person
+    So: (1) letters of one event id recording the same tokens name them once; letters of one event id recording
+    different tokens are all printed - the event id is the sender's attribute, and a conflict under it tells no
+    plant from the genuine record (a letter planted under the genuine event id hid the genuine tokens: attack 39,
+    P1; a producer's retry under one event id, tokenized and lost twice, records two): their message ids are named
+    (`minted_shared`) beside the line, whose run answers NOT_FOUND for a plant's strings;
+    (2) if the records name more than `bound` tokens, none is printed and all those letters are refused: a person
     with that many tokenized, never-loaded events is an incident to look at, not a routine line for the officer
     (`--max-minted-tokens` raises the bound once the operator has). Refused letters stay in the DLQ (exit 3).
+    Each record names one ip_ and one dev_ token at most (more: `minted_unopenable`, never printed).
     `sweep.minted` becomes the tokens to print; `sweep.recorded` keeps only the letters whose tokens are printed.
     """
     accepted: set[str] = set()
     kept_letters: list[str] = []
     for records in sweep.minted_records.values():
         if len(records) > 1:
-            for letters in records.values():
-                for message_id in letters:
-                    sweep.minted_refused[message_id] = "its event id's letters record different tokens"
-            continue
+            sweep.minted_shared += [m for letters in records.values() for m in letters]
         for tokens, letters in records.items():
             accepted |= tokens
             kept_letters += letters
@@ -226,6 +231,7 @@ def settle_minted(sweep: Sweep, bound: int) -> None:
         for message_id in kept_letters:
             sweep.minted_refused[message_id] = f"the letters name {len(kept)} tokens, more than {bound}"
         kept = {}
+        sweep.minted_shared = []
     sweep.minted = kept
     sweep.recorded = [d for d in sweep.recorded if d.message_id not in sweep.minted_refused]
 

@@ -117,8 +117,20 @@ def _write_new_private_file(path: Path, text: str) -> None:
         file.write(text)
 
 
-def delete_letter(dlq: DeadLetterSweep, dead: DeadLetter) -> int:
-    """Delete `dead` unopened (a plant, a tampered envelope) and say so."""
+def delete_letter(
+    dlq: DeadLetterSweep, dead: DeadLetter, access: VaultAccess | None = None, key: str = "", drop_record: bool = False
+) -> int:
+    """Delete `dead` with its body unopened (a plant, a tampered envelope) and say so.
+
+    A letter recording tokens the vault minted for its event (its envelope's `minted_tokens`) is refused unless
+    `drop_record`, as `resend` refuses one (attack 38, M7): deleted, its record was the only one of those tokens,
+    and no erasure reached them - `dead-letters erase` sent the operator to `delete` a plant under a genuine event
+    id, and the genuine letter went unread (attack 39, P1). With `drop_record` the record is opened (the
+    operator's token) and its tokens printed first; one that cannot be opened for want of the token or OpenBao
+    is not dropped.
+    """
+    if dead.minted_tokens:
+        _drops_record(dead, [dead.minted_tokens], access, key, drop_record, "deleted", "delete")
     dlq.delete(dead)
     print(f"deleted dead letter {shown(dead.message_id)} ({shown(dead.reason or 'no reason')}, unopened)")
     return 0
@@ -151,7 +163,7 @@ def resend_letter(
     # the original's layers (opened as below, all records), or with a fixed body the letter's own record
     recorded = opened_layers(dead, access, key).minted if body_file is None else (dead.minted_tokens or "",)
     if any(recorded):
-        _resend_drops_record(dead, [r for r in recorded if r], access, key, drop_record)
+        _drops_record(dead, [r for r in recorded if r], access, key, drop_record, "re-sent", "resend")
     body = body_file.read_text() if body_file else original_body(dead, access, key)
     try:
         parse_login_event(body)
@@ -172,25 +184,34 @@ def resend_letter(
     return 0
 
 
-def _resend_drops_record(dead: DeadLetter, sealed: list[str], access: VaultAccess | None, key: str, drop: bool) -> None:
-    """Refuse (DeadLetterError) to resend a letter recording minted tokens unless `drop`; with it, print them first."""
+_LOSES = {
+    "resend": "a resend deletes that record, and if the event is refused again before the vault (event_id_reused,"
+    " a replay) no letter records them and no erasure reaches them",
+    "delete": "deleted, no letter records them and no erasure reaches them (a letter under the same event id"
+    " recording other tokens may be the plant, or this one: `dead-letters erase` prints both records)",
+}
+
+
+def _drops_record(
+    dead: DeadLetter, sealed: list[str], access: VaultAccess | None, key: str, drop: bool, done: str, verb: str
+) -> None:
+    """Refuse (DeadLetterError) to `verb` a letter recording minted tokens unless `drop`; with it, print them first."""
     try:
         minted: MintedTokens | None = open_minted(sealed, lambda ciphertext: decrypt(ciphertext, access, key))
     except (ConfigError, EtlError) as error:  # no operator's token, OpenBao unreachable: the record is said, not named
         if drop:  # never dropped unread: its tokens would be recorded nowhere (review 38, R38-3)
             raise DeadLetterError(
                 f"dead letter {shown(dead.message_id)} records tokens the vault minted for its event, and its record"
-                f" could not be opened to print them ({error}); not re-sent. --drop-minted-record drops a record only"
+                f" could not be opened to print them ({error}); not {done}. --drop-minted-record drops a record only"
                 " once its tokens are printed: run it again with the operator's token (VAULT_TOKEN, --token-file)"
             ) from None
         minted = None
     if not drop:
         raise DeadLetterError(
             f"dead letter {shown(dead.message_id)} records tokens the vault minted for its event"
-            f" ({len(minted.tokens) if minted else 'not opened'}); a resend deletes that record, and if the event"
-            " is refused again before the vault (event_id_reused, a replay) no letter records them and no erasure"
-            " reaches them. Not re-sent: `dead-letters show` names them; add --drop-minted-record to resend it"
-            " anyway (the tokens are printed first, to keep with its event id)"
+            f" ({len(minted.tokens) if minted else 'not opened'}); {_LOSES[verb]}. Not {done}: `dead-letters show`"
+            f" names them; add --drop-minted-record to {verb} it anyway (the tokens are printed first, to keep with"
+            " its event id and hand to the privacy officer if the letter is the person's)"
         )
     named = " ".join(minted.tokens) if minted and minted.tokens else "(the record would not open)"
     print(

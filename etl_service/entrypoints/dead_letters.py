@@ -50,8 +50,11 @@ r"""`python -m etl_service dead-letters list|show|resend|redrive|erase|delete`: 
   behind; exit 3 too when the fifth still took some back.
 - `erase -`: part of an erasure: delete every dead letter holding the person's values, given on
   stdin (`user_id=…`, `ip=…`, `device_id=…`); counts only (etl_service/entrypoints/dead_letter_erasure.py).
-- `delete MESSAGE_ID --yes`: remove one dead letter without opening it, e.g. a planted or
+- `delete MESSAGE_ID --yes`: remove one dead letter without opening its body, e.g. a planted or
   tampered envelope `erase` could not open; refused without --yes. What it held is gone for good.
+  A letter recording tokens the vault minted for its event is not deleted unless
+  `--drop-minted-record`, which opens the record (the operator's token) and prints its tokens first,
+  as `resend` does: deleted unread, that record was the only one of those tokens (attack 39, P1).
 
 Settings: ETL_QUEUE_URL (ETL_DLQ_URL, ETL_SQS_ENDPOINT_URL, AWS_* as for the service), and for
 show/resend/redrive/erase ETL_DLQ_SEAL_VAULT_ADDR or VAULT_ADDR (https://, or http:// to loopback unless
@@ -162,6 +165,13 @@ def _parser() -> argparse.ArgumentParser:
     delete = _add_command(commands, "delete", "remove one dead letter unopened (a plant); needs --yes")
     delete.add_argument("message_id")
     delete.add_argument("--yes", action="store_true", help="really delete (it cannot be undone)")
+    delete.add_argument("--token-file", type=Path, help="the operator's Vault token (default: $VAULT_TOKEN)")
+    delete.add_argument(
+        "--drop-minted-record",
+        action="store_true",
+        help="delete a letter recording tokens the vault minted for its event, dropping that record (its tokens"
+        " are printed first, opened with the operator's token; without this flag such a letter is not deleted)",
+    )
     return parser
 
 
@@ -228,7 +238,7 @@ def _checked_vault_access(args: argparse.Namespace) -> VaultAccess | None:
     letter's body is sealed (one SQS's redrive moved is in clear); resend --body-file sends the
     fixed body, and redrive what it takes back, without vouching for its time.
     """
-    if args.command not in ("show", "resend", "redrive", "erase"):
+    if args.command not in ("show", "resend", "redrive", "erase") and not getattr(args, "drop_minted_record", False):
         return None
     access = vault_access(args.token_file)
     if access is None:
@@ -264,5 +274,5 @@ def _run(args: argparse.Namespace, dlq: DeadLetterQueue, access: VaultAccess | N
     if args.command == "show":
         return show_letter(dead, access, key, getattr(args, "output", None))
     if args.command == "delete" and isinstance(dlq, DeadLetterSweep):
-        return delete_letter(dlq, dead)
+        return delete_letter(dlq, dead, access, key, getattr(args, "drop_minted_record", False))
     return resend_letter(dlq, dead, args.body_file, access, key, getattr(args, "drop_minted_record", False))

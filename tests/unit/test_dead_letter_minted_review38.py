@@ -1,6 +1,7 @@
 """`dead-letters` erase, resend and every command against the minted-token records: review 38's findings.
 
-Each test fails on the code before its fix (R38-1, R38-2, R38-3, R38-5, R38-9: the commits naming them); the
+Each test fails on the code before its fix (R38-1, R38-2, R38-3, R38-5, R38-9: the commits naming them; attack 39,
+P1: `delete` of a letter recording tokens); the
 record's format and the sweep themselves: tests/unit/test_dead_letter_minted_tokens.py.
 """
 
@@ -22,7 +23,7 @@ from etl_service.entrypoints.dead_letter_erasure import run_erase
 from etl_service.entrypoints.dead_letter_layers import open_minted
 from etl_service.entrypoints.dead_letter_vault_access import decrypt
 from tests.unit.test_dead_letter_erasure_per_letter import ListedOnce
-from tests.unit.test_dead_letter_minted_tokens import KEY, letter
+from tests.unit.test_dead_letter_minted_tokens import DEVICE_TOKEN, IP_TOKEN, KEY, letter
 
 
 def test_a_letter_whose_record_of_tokens_does_not_open_is_left_in_the_dlq(
@@ -117,3 +118,31 @@ def test_ctrl_c_ends_a_dead_letters_command_with_130_and_one_line(
         pytest.fail("Ctrl-C went up out of main: a traceback, not the command's line")
     assert code == 130
     assert capsys.readouterr().err == "etl_service dead-letters: interrupted (Ctrl-C)\n"
+
+
+class _Deleting:
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+
+    def delete(self, dead: Any) -> None:
+        self.deleted.append(dead.message_id)
+
+
+def test_delete_refuses_a_letter_recording_minted_tokens_unless_it_drops_the_record_printing_its_tokens(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Attack 39, P1: `dead-letters delete` took a letter with a record unopened - the genuine record of a pair under
+    one event id, deleted on the advice to remove plants, its tokens recorded nowhere. Refused as resend is."""
+    texts = {"vault:v1:c-rec": json.dumps([IP_TOKEN, DEVICE_TOKEN])}
+    monkeypatch.setattr(dead_letter_single, "decrypt", lambda ciphertext, access, key: texts[ciphertext])
+    queue, dead = _Deleting(), letter("m-del", json.dumps({"user_id": "u-a39"}), "vault:v1:c-rec")
+    with pytest.raises(DeadLetterError, match=r"records tokens the vault minted.*Not deleted"):
+        dead_letter_single.delete_letter(queue, dead, ("addr", "tok"), KEY)  # type: ignore[arg-type]
+    assert queue.deleted == [] and IP_TOKEN not in capsys.readouterr().out
+    assert dead_letter_single.delete_letter(queue, dead, ("addr", "tok"), KEY, drop_record=True) == 0  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert queue.deleted == ["m-del"] and IP_TOKEN in out and DEVICE_TOKEN in out
+    assert out.index(IP_TOKEN) < out.index("deleted dead letter")
+    # A letter without a record is deleted unopened, as before.
+    assert dead_letter_single.delete_letter(queue, letter("m-plain", "{}", None)) == 0  # type: ignore[arg-type]
+    assert queue.deleted == ["m-del", "m-plain"]
