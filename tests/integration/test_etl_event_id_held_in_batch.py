@@ -80,3 +80,31 @@ def test_a_same_batch_retry_with_another_ip_and_device_is_dead_lettered_event_id
     assert envelope.get("minted_tokens") is None  # nothing minted for it, nothing to record
     assert not any(v in ours[0]["Body"] for v in (*ips, *devices))  # sealed
     print(f"\nM4: loaded 1, event_id_reused 1, 0 orphan vault rows; {time.monotonic() - started:.1f} s")
+
+
+@pytest.mark.timeout(120)
+def test_a_same_batch_retry_spelling_its_ipv6_in_upper_case_is_a_duplicate_and_no_letter(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    """Attack 39, P3: `2001:DB8::A1` is `2001:db8::a1` to the vault (one token): a replay, not `event_id_reused`."""
+    started = time.monotonic()
+    tag = uuid.uuid4().hex[:8]
+    spellings = [f"2001:db8::{tag[:4]}", f"2001:DB8::{tag[:4].upper()}"]
+    event_id = f"p3-{tag}"
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    with (
+        etl_consumer(etl_harness_env(stack_env, vault.address)) as etl,
+        psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as admin,
+    ):
+        (before,) = admin.execute("SELECT now()").fetchone() or (None,)
+        events = [
+            OutgoingEvent(event_id, body(user_id=f"p3-user-{tag}", ip=ip, device_id=f"p3-device-{tag}"))
+            for ip in spellings
+        ]
+        send_events(sqs, etl.queue_url, events)
+        summary = etl.wired.consumer.drain()
+        assert (summary.loaded, summary.already_loaded, summary.quarantined) == (1, 1, 0), summary
+        (minted,) = admin.execute(_MINTED, (before,)).fetchone() or (0,)
+        assert minted == 2  # one ip token, one device token
+    assert all_dead_letters(stack_env["SQS_ENDPOINT_URL"], etl.dlq_url) == []  # no letter, no alert
+    print(f"\nP3: loaded 1, already_loaded 1, no letter; {time.monotonic() - started:.1f} s")

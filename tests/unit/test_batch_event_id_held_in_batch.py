@@ -83,3 +83,23 @@ def test_a_batch_mate_spelling_the_same_ip_otherwise_is_a_duplicate_not_another_
     batch = [message(1, good(1), event_id="evt-1"), message(2, {**good(1), "ip": "::ffff:10.0.0.1"}, event_id="evt-1")]
     outcome = processor.process(batch)
     assert (outcome.loaded, outcome.already_loaded, outcome.quarantined) == (1, 1, 0) and queue.dead_lettered == []
+
+
+@pytest.mark.parametrize(
+    ("first", "retry"),
+    [
+        ({"ip": "2001:db8::a1"}, {"ip": "2001:DB8::A1"}),
+        ({"ip": "2001:db8::a1"}, {"ip": "2001:0db8:0000::00a1"}),
+        ({"device_id": "100-00-0001"}, {"device_id": " 100-00-0001 ", "ip": " 10.0.0.1"}),
+    ],
+    ids=["ipv6-upper-case", "ipv6-expanded", "device-and-ip-padded"],
+)
+def test_a_batch_mate_spelling_the_same_values_as_the_vault_reads_them_is_a_duplicate(
+    first: dict[str, str], retry: dict[str, str]
+) -> None:
+    """Attack 39, P3: `2001:DB8::A1` is `2001:db8::a1`'s token (normalize_ip, as the vault): a duplicate, no letter."""
+    queue, store, tokenizer, sealer = FakeQueue(), FakeLoginStore(), FakeTokenizer(), RecordingSealer()
+    processor = BatchProcessor(queue, tokenizer, store, sealer=sealer)
+    batch = [message(1, good(1) | first, event_id="evt-1"), message(2, good(1) | first | retry, event_id="evt-1")]
+    outcome = processor.process(batch)
+    assert (outcome.loaded, outcome.already_loaded, outcome.quarantined) == (1, 1, 0) and queue.dead_lettered == []
