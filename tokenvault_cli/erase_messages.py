@@ -7,6 +7,7 @@ runs the command): tokens and counts, never a value nor another person's user id
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from typing import NoReturn
 
 import click
@@ -15,6 +16,7 @@ from tokenvault_cli.context import Failure
 from tokenvault_cli.erase_reach import Reach, plural
 from tokenvault_cli.output import Format, write_rows
 from tokenvault_client import EraseOutcome, ItemError, RateLimited
+from tokenvault_common.erase_outcomes import ERASED_BEFORE
 
 DEAD_LETTERS_STEP = (
     "Next step of this erasure, for the DLQ operator: dead letters (refused events, kept sealed for 14 days)"
@@ -32,13 +34,37 @@ AFTER_DEAD_LETTERS = (
 """Printed instead of DEAD_LETTERS_STEP when the officer erases what that step named: no loop back to it (W44-3)."""
 
 
-ALREADY_ERASED = "already erased (or never stored)"
-"""A --from-dead-letters token's outcome when the vault answers NOT_FOUND: erased by the first step, as a rule."""
+ALREADY_ERASED = "already erased (by an earlier erasure)"
+"""A --from-dead-letters token's outcome when the vault answers NOT_FOUND saying its value was erased before
+(ERASED_BEFORE): erased by the first step, as a rule - done."""
+
+NOT_ISSUED_ADVICE = (
+    "tokenvault: with --from-dead-letters a token the vault answers NOT_FOUND for is done only when the vault"
+    " says its value was erased before (by the first step, as a rule); for {n} it did not: the vault never issued"
+    " them - a token mistyped or cut when the line was copied (compare it with the line `dead-letters erase`"
+    " printed), or a string a planted letter recorded - or a vault older than this CLI did not say which (the"
+    " first step's output lists the tokens it erased). Their values, if any, are not erased"
+)
+"""Said on stderr when --from-dead-letters tokens came back NOT_FOUND without ERASED_BEFORE (attack 39, P2)."""
 
 
 def not_found(outcome: EraseOutcome) -> bool:
     """Whether the vault answered NOT_FOUND for this token (never issued, or erased already)."""
     return isinstance(outcome, ItemError) and outcome.code.name == "NOT_FOUND"
+
+
+def erased_before(outcome: EraseOutcome) -> bool:
+    """Whether the vault answered NOT_FOUND saying the token's value was erased before (not: never issued).
+
+    A vault before attack 39's P2 fix answered both alike ("never issued or already erased"): not counted.
+    """
+    return not_found(outcome) and isinstance(outcome, ItemError) and outcome.message == ERASED_BEFORE
+
+
+def say_not_issued(outcomes: Sequence[EraseOutcome], from_dead_letters: bool) -> None:
+    """With --from-dead-letters, the advice for NOT_FOUND tokens the vault did not say were erased before."""
+    if n := sum(1 for o in outcomes if from_dead_letters and not_found(o) and not erased_before(o)):
+        click.echo(NOT_ISSUED_ADVICE.format(n=n), err=True)
 
 
 def next_step(from_dead_letters: bool) -> str:
@@ -153,16 +179,17 @@ def erase_stopped_partway(
 ) -> NoReturn:
     """Say which tokens the calls before the limit erased (they were), and which were not sent."""
     rows = [
-        (t, "erased" if o is None else ALREADY_ERASED if from_dead_letters and not_found(o) else str(o))
+        (t, "erased" if o is None else ALREADY_ERASED if from_dead_letters and erased_before(o) else str(o))
         for t, o in zip(wanted, done, strict=False)
     ]
     rows += [(t, "not sent: erase limit reached") for t in wanted[len(done) :]]
     write_rows(["token", "outcome"], rows, Format(fmt))
     if any(o is None for o in done):
         click.echo(next_step(from_dead_letters), err=True)
+    say_not_issued(done, from_dead_letters)
     click.echo(
         f"tokenvault: the erase limit stopped this after {len(done)} of {len(wanted)} tokens (those above are"
-        f" done); send the {len(wanted) - len(done)} not sent again in {stopped.retry_after:.0f} s or later,"
+        f" sent); send the {len(wanted) - len(done)} not sent again in {stopped.retry_after:.0f} s or later,"
         " or ask the security team for a larger erase limit",
         err=True,
     )

@@ -16,10 +16,11 @@ from tokenvault_cli.context import Context, Failure, SettingsFailure, vault_erro
 from tokenvault_cli.erase_messages import (
     ALREADY_ERASED,
     erase_stopped_partway,
+    erased_before,
     next_step,
-    not_found,
     people_rows,
     refuse_other_people,
+    say_not_issued,
     say_other_people_erased,
 )
 from tokenvault_cli.erase_reach import Reach, count_reach
@@ -224,7 +225,9 @@ def _reveal_query(
     "--from-dead-letters",
     is_flag=True,
     help="The tokens are those `python -m etl_service dead-letters erase` named (minted for events it never"
-    " loaded; its printed command carries this): the reminder of that step, which this follows, is not printed.",
+    " loaded; its printed command carries this): the reminder of that step, which this follows, is not printed,"
+    " and a token the vault says was erased before counts as done; one it never issued (mistyped, planted)"
+    " still fails (exit 1).",
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed when not interactive).")
 @FORMAT_OPTION
@@ -286,8 +289,9 @@ def erase(
             _say_other_people_erased(ctx, reach, [t for t, o in zip(wanted, done, strict=False) if o is None])
             erase_stopped_partway(wanted, done, stopped, fmt, from_dead_letters)
     # A token `dead-letters erase` named that the vault does not hold is usually one the first step erased (the
-    # dead-lettered event carried the person's values, one token per value): done, not a failure (attack 38, O2).
-    done_before = [from_dead_letters and not_found(o) for o in outcomes]
+    # dead-lettered event carried the person's values, one token per value): done, not a failure (attack 38, O2) -
+    # only when the vault says its value was erased before; one it never issued (a typo, a plant) fails (A39 P2).
+    done_before = [from_dead_letters and erased_before(o) for o in outcomes]
     rows = [
         (t, "erased" if o is None else ALREADY_ERASED if before else str(o))
         for t, o, before in zip(wanted, outcomes, done_before, strict=True)
@@ -297,6 +301,7 @@ def erase(
     if any(o is None for o in outcomes) or any(done_before):
         click.echo(next_step(from_dead_letters), err=True)
     failed = [None if before else o for o, before in zip(outcomes, done_before, strict=True)]
+    say_not_issued(outcomes, from_dead_letters)
     if _summarize_errors(failed, "tokens were not erased"):
         raise SystemExit(1)
 

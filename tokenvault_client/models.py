@@ -116,7 +116,8 @@ DetokenizeOutcome = Revealed | ItemError
 """The revealed value, or why the token revealed nothing."""
 
 EraseOutcome = ItemError | None
-"""None when the value was erased, else why not (NOT_FOUND: never issued or already erased)."""
+"""None when the value was erased, else why not (NOT_FOUND: its message ERASED_BEFORE or NEVER_ISSUED,
+tokenvault_common/erase_outcomes.py)."""
 
 
 class TokenColumn(NamedTuple):

@@ -7,7 +7,8 @@ officer's line; tokens naming no value are NOT_FOUND yet charged to the officer'
 the next person's erasure was refused RESOURCE_EXHAUSTED. Now records count once per event id and a run naming
 more than --max-minted-tokens (20) prints no officer's line: the letters are named by message id, left in the
 DLQ, exit 3; the officer's budget is untouched and the next person's erasure goes through.
-O2: `tokenvault erase --from-dead-letters` reports a NOT_FOUND token as already erased (or never stored), exit 0.
+O2: `tokenvault erase --from-dead-letters` reports a token erased before as already erased, exit 0 (one the vault never
+issued fails: attack 39, P2).
 
 Session stack: real SQS, the ETL's own sealer (its Transit token), the vault, OpenBao and PostgreSQL.
 Synthetic values only.
@@ -119,7 +120,7 @@ def test_m5b_many_planted_letters_of_two_tokens_each_print_no_officers_line_and_
         # not a failure; without it, NOT_FOUND is still an error (exit 1).
         line = f"tokenvault erase {ip_token} {device_token} --user-id {next_person} --purpose REFERENCE"
         again = officer_runs(stack_env, vault.address, f"{line} --from-dead-letters --yes")
-        assert again.returncode == 0 and again.stdout.count("already erased (or never stored)") == 2, again.stderr
+        assert again.returncode == 0 and again.stdout.count("already erased (by an earlier erasure)") == 2, again.stderr
         plain = officer_runs(stack_env, vault.address, f"{line} --yes")
         assert plain.returncode == 1 and "2 of 2 tokens were not erased: 2 NOT_FOUND" in plain.stderr, plain.stderr
         took = time.monotonic() - started

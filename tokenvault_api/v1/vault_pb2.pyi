@@ -510,7 +510,9 @@ class EraseResult(_message.Message):
     """The value behind the token was destroyed by this call."""
     @_builtins.property
     def error(self) -> Global___ItemError:
-        """NOT_FOUND when no value was stored (never issued or already erased)."""
+        """NOT_FOUND when no value was stored; its message says which: "...: its value was erased
+        before" or "...: the vault never issued it" (tokenvault_common/erase_outcomes.py).
+        """
 
     def __init__(
         self,

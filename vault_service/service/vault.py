@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from itertools import compress
 
+from tokenvault_common.erase_outcomes import ERASED_BEFORE, NEVER_ISSUED
 from vault_service.domain.audit import AuditEvent
 from vault_service.domain.errors import InvalidValue, PermissionDenied, TokenNotFound, VaultError
 from vault_service.domain.identity import Caller
@@ -28,6 +29,7 @@ from vault_service.domain.purpose import (
 from vault_service.domain.purpose_spans import every_group, with_groups_withheld
 from vault_service.domain.token_types import TokenType
 from vault_service.domain.tokens import types_of_tokens
+from vault_service.service.ports import StoredToken
 from vault_service.service.revealing import DetokenizeOutcome, Revealed, RevealedCall, reveal, reveal_hasher
 from vault_service.service.tokenizing import Tokenizing
 from vault_service.service.vault_base import caller_name, present_types, refusal_event, type_names
@@ -136,7 +138,8 @@ class TokenVault(Tokenizing):
                 outcomes.append(None)
                 erasable.append(token)
                 erasable_types.append(token_type)
-        compared = self._compared(caller, tokens, types, purpose)
+        issued = self._issued(tokens, types)
+        compared = self._compared(caller, tokens, types, purpose, issued)
         purpose = self._kept(caller.name, purpose, compared, by_shape=shaped_as_a_stored_value(purpose))
         # The erasure and its audit row commit together (vault.erase_tokens); the row keeps the
         # keyed hash of each token it erased, as a reveal's does, so who-saw names the erasure.
@@ -148,15 +151,27 @@ class TokenVault(Tokenizing):
         if not erasable:
             self._audit.append(replace(event, outcome="ok: 0 erased"))
         self._cache.clear()
+        # NOT_FOUND says which: erased before (the token's row is kept, its value cleared) or never issued - the
+        # officer's run of tokens `dead-letters erase` named counts only the first as done (attack 39, P2).
         return [
-            TokenNotFound("no value is stored for this token (never issued or already erased)")
+            TokenNotFound(ERASED_BEFORE if token in issued else NEVER_ISSUED)
             if outcome is None and token not in erased
             else outcome
             for token, outcome in zip(tokens, outcomes, strict=True)
         ]
 
+    def _issued(self, tokens: Sequence[str], types: Sequence[TokenType | None]) -> dict[str, StoredToken]:
+        """The rows of `tokens` the vault issued (erased ones too: their row stays, `sealed` None); one fetch."""
+        named = [token for token, token_type in zip(tokens, types, strict=True) if token_type is not None]
+        return self._tokens.fetch(list(dict.fromkeys(named))) if named else {}
+
     def _compared(
-        self, caller: Caller, tokens: Sequence[str], types: Sequence[TokenType | None], purpose: str
+        self,
+        caller: Caller,
+        tokens: Sequence[str],
+        types: Sequence[TokenType | None],
+        purpose: str,
+        issued: dict[str, StoredToken],
     ) -> RevealedCall:
         """An erasure's purpose compared with the values its tokens name, as a masked reveal compares it.
 
@@ -171,8 +186,7 @@ class TokenVault(Tokenizing):
             return RevealedCall([], purpose_withheld=False)
         named_types = [token_type for token_type in types if token_type is not None]
         masked = dict.fromkeys(present_types(named_types), RevealLevel.MASKED)
-        rows = self._tokens.fetch(list(dict.fromkeys(named)))
-        return reveal(self._keys, caller.name, named, named_types, masked, rows, values_spelled_by(purpose))
+        return reveal(self._keys, caller.name, named, named_types, masked, issued, values_spelled_by(purpose))
 
     def _kept(self, client: str, purpose: str, checked: RevealedCall, *, by_shape: bool = False) -> str:
         """The purpose as a served call's audit row keeps it: in clear, in part, or withheld (empty).
