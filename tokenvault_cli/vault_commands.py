@@ -37,6 +37,7 @@ from tokenvault_cli.query import (
 )
 from tokenvault_cli.settings import SettingsError
 from tokenvault_client import ChunkLimits, EraseOutcome, ItemError, RateLimited, Revealed, TokenType
+from tokenvault_common.erase_outcomes import PURPOSE_PLACEHOLDER, USER_ID_PLACEHOLDER
 
 PURPOSE_HELP = (
     "Why: a case or ticket reference such as INC-4821 or GDPR-2026-0042 (letters and digits in groups"
@@ -51,6 +52,22 @@ def _from_stdin(items: Sequence[str]) -> list[str]:
         return list(items)
     lines = [line.strip() for line in sys.stdin if line.strip()]
     return [x for item in items for x in (lines if item == "-" else [item])]
+
+
+def _refuse_unfilled_placeholders(person: Sequence[str], purpose: str) -> None:
+    """Stop (exit 2, nothing counted nor erased) the line `dead-letters erase` printed, run before it is filled in.
+
+    Its --user-id USER_ID and --purpose REFERENCE are the officer's to fill from the request: left as printed,
+    the count would take no row for the person's and the audit log would keep "REFERENCE" for the erasure's
+    reason (review 38, R38-6).
+    """
+    unfilled = [f"--user-id {USER_ID_PLACEHOLDER}"] if USER_ID_PLACEHOLDER in person else []
+    unfilled += [f"--purpose {PURPOSE_PLACEHOLDER}"] if purpose == PURPOSE_PLACEHOLDER else []
+    if unfilled:
+        raise click.UsageError(
+            f"{' and '.join(unfilled)} of the line `dead-letters erase` printed are placeholders: put the erasure"
+            " request's user id(s) (--user-id once per account) and its reference; nothing was erased"
+        )
 
 
 def _nothing_given(items: Sequence[str], what: str) -> bool:
@@ -266,6 +283,8 @@ def erase(
     wanted = _from_stdin(tokens)
     if _nothing_given(wanted, "tokens"):
         return
+    if from_dead_letters:
+        _refuse_unfilled_placeholders(person, purpose)
     reach = _count_reach(ctx, wanted, person, "nothing was erased")
     reaching = reach.reaching(wanted)
     if confirmed is None and reaching:

@@ -12,3 +12,8 @@ ERASED_BEFORE = "no value is stored for this token: its value was erased before"
 """NOT_FOUND of Erase for a token the vault issued and an earlier erasure cleared."""
 NEVER_ISSUED = "no value is stored for this token: the vault never issued it"
 """NOT_FOUND of Erase for a string no token of the vault ever was."""
+
+USER_ID_PLACEHOLDER = "USER_ID"
+"""The `--user-id` of the officer's line `dead-letters erase` prints: the officer puts the request's user id(s)."""
+PURPOSE_PLACEHOLDER = "REFERENCE"
+"""The `--purpose` of that line: the officer puts the erasure request's reference (it goes to the audit log)."""

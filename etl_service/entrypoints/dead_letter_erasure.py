@@ -93,6 +93,7 @@ from etl_service.domain.erasure_match import CriteriaError, read_person
 from etl_service.entrypoints.dead_letter_erasure_sweep import Sweep, delete_recorded, settle_minted, sweep_dead_letters
 from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS
 from etl_service.entrypoints.terminal_text import shown
+from tokenvault_common.erase_outcomes import PURPOSE_PLACEHOLDER, USER_ID_PLACEHOLDER
 
 SETTINGS_ERROR = 2
 """Exit code: usage or settings, or OpenBao no longer using the dead-letter key (the dead-letters commands' code)."""
@@ -241,7 +242,7 @@ def officer_tokenvault(environ: Mapping[str, str]) -> str:
     return f"tokenvault --stack {shlex.quote(stack_dir)} --as privacy-officer" if ours else "tokenvault"
 
 
-USER_ID = "USER_ID"
+USER_ID = USER_ID_PLACEHOLDER
 """The printed line's `--user-id`: a placeholder the officer replaces with the request's user id(s), as REFERENCE."""
 
 
@@ -259,7 +260,7 @@ def erase_command(tokens: Sequence[str], tokenvault: str = "tokenvault") -> str:
     `tokenvault`: the command and its connection options (officer_tokenvault), already shell-quoted.
     """
     quoted = " ".join(shlex.quote(w) for w in ["erase", *tokens])
-    return f"{tokenvault} {quoted} --user-id {USER_ID} --purpose REFERENCE {FROM_DEAD_LETTERS} --yes"
+    return f"{tokenvault} {quoted} --user-id {USER_ID} --purpose {PURPOSE_PLACEHOLDER} {FROM_DEAD_LETTERS} --yes"
 
 
 def _report_minted(sweep: Sweep, bound: int = MAX_MINTED_TOKENS_PRINTED) -> None:

@@ -4,7 +4,9 @@
 `tokenvault erase TOKENS --user-id U --purpose REFERENCE --yes` - no connection options, so pasted as
 printed it failed (exit 2: no database for the count) - and that erase's reminder then sent the officer
 back to the DLQ operator's step that had printed it. The line now carries the stack's options and
-`--from-dead-letters`, and `tokenvault erase` with that flag names no step to go back to.
+`--from-dead-letters`, and `tokenvault erase` with that flag names no step to go back to. Its two
+placeholders (`--user-id USER_ID`, `--purpose REFERENCE`) are the officer's to fill: left as printed, the
+line is refused, nothing erased (review 38, R38-6).
 
 The sweep's DLQ is the unit tests' stand-in (one letter recording the tokens, as the ETL seals it; the
 real SQS run is tests/integration/test_erasure_reaches_tokens_of_a_dead_lettered_load.py); the tokens are
@@ -30,7 +32,7 @@ from tests.unit.test_dead_letter_erasure_per_letter import ListedOnce
 from tests.unit.test_dead_letter_minted_tokens import KEY, letter
 
 
-def test_the_printed_officers_line_erases_as_pasted_and_sends_no_one_back_to_the_dead_letters(
+def test_the_printed_officers_line_erases_as_pasted_once_filled_and_sends_no_one_back_to_the_dead_letters(
     cli_stack: CliStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     started = time.monotonic()
@@ -50,9 +52,19 @@ def test_the_printed_officers_line_erases_as_pasted_and_sends_no_one_back_to_the
     # Pasted as printed, in the officer's shell (`. .venv/bin/activate`: tokenvault on PATH), nothing else set.
     shell = {"PATH": f"{TOKENVAULT.parent}:/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")}
     shell |= {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}  # this checkout's code
-    pasted = subprocess.run(
-        ["/bin/sh", "-c", printed], cwd=REPO, env=shell, capture_output=True, text=True, timeout=60, check=False
-    )
+
+    def paste(line: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["/bin/sh", "-c", line], cwd=REPO, env=shell, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    # As printed, its two placeholders unfilled: refused before anything is counted or erased (review 38, R38-6).
+    unfilled = paste(printed)
+    assert unfilled.returncode == 2, unfilled.stdout + unfilled.stderr
+    assert "--user-id USER_ID and --purpose REFERENCE" in unfilled.stderr and "nothing was erased" in unfilled.stderr
+    # Filled from the request (its user id, its reference), in the same shell: erased.
+    filled = printed.replace("--user-id USER_ID", f"--user-id u-w44-{tag}").replace("REFERENCE", "GDPR-W44-3")
+    pasted = paste(filled)
     assert pasted.returncode == 0, pasted.stdout + pasted.stderr
     assert pasted.stdout.count("erased") == 2
     assert "Next step of this erasure, for the DLQ operator" not in pasted.stderr, pasted.stderr
@@ -62,7 +74,15 @@ def test_the_printed_officers_line_erases_as_pasted_and_sends_no_one_back_to_the
     # A token other people's rows hold is refused as always; the command it gives to go on keeps the flag.
     ((shared,),) = cli_stack.analyst_query("SELECT masked_ip FROM user_logins ORDER BY event_id LIMIT 1")
     refused = cli_stack.as_(
-        "privacy-officer", "erase", str(shared), "-u", f"u-w44-{tag}", "-p", "REFERENCE", "--from-dead-letters", "--yes"
+        "privacy-officer",
+        "erase",
+        str(shared),
+        "-u",
+        f"u-w44-{tag}",
+        "-p",
+        "GDPR-W44-3",
+        "--from-dead-letters",
+        "--yes",
     )
     assert refused.returncode == 1 and "nothing was erased" in refused.stderr, refused.stderr
     (again,) = [line for line in refused.stderr.splitlines() if "--including-other-people" in line]
