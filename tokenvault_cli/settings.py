@@ -10,6 +10,7 @@ import os
 import re
 import shlex
 import stat
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -212,6 +213,15 @@ def load_profile(path: Path | None, name: str | None) -> dict[str, str]:
     return resolved
 
 
+OLDER_STACK_OFFICER = (
+    "warning: {env_file} is of a stack started before the privacy officer had a database login of its own:"
+    " erase counts other people's rows with the analysts' shared login, whose settings and password any analyst"
+    " may change (attack 38, M1/M2; the count pins what it can). A stack started afresh has one (`make down`"
+    " deletes the stack's data, then `make up`), or give --dsn a login of the officer's own."
+)
+"""Said (stderr) when `--as privacy-officer` falls back to the analysts' login of an older stack (review 38, R38-8)."""
+
+
 def from_stack(stack_dir: Path, role: str | None) -> dict[str, str]:
     """Settings of the embedded stack in `stack_dir` for `role`."""
     env_file = stack_dir / "stack.env"
@@ -229,6 +239,7 @@ def from_stack(stack_dir: Path, role: str | None) -> dict[str, str]:
     if role == "privacy-officer" and env.get("PG_PRIVACY_OFFICER_DSN"):
         # erase's count on the officer's own login: no analyst can set its defaults or password (attack 38, M1/M2).
         values["analyst_dsn"] = env["PG_PRIVACY_OFFICER_DSN"]
+
     if role in ROLES:
         name = SECURITY_TEAM_CERTIFICATE if role == SECURITY_ROLE else role
         prefix = name.upper().replace("-", "_").replace("ETL_SERVICE", "ETL")
@@ -259,6 +270,10 @@ def resolve(flags: Mapping[str, object], profile: Mapping[str, str]) -> Settings
 
     def setting(name: str) -> str | None:
         return pick(name) or stack_values.get(name)
+
+    older_stack = stack_env.get("PG_ANALYST_DSN") and not stack_env.get("PG_PRIVACY_OFFICER_DSN")
+    if role == "privacy-officer" and older_stack and not pick("analyst_dsn"):  # the analysts' shared login: said so
+        print(OLDER_STACK_OFFICER.format(env_file=Path(str(stack)) / "stack.env"), file=sys.stderr)
 
     deadline = setting("deadline")
     try:

@@ -55,16 +55,26 @@ def test_each_role_gets_its_own_certificate_from_the_stack(stack: Path) -> None:
     assert investigator.cert == stack / "certs" / "fraud-investigator.pem"  # not in stack.env: the certs dir
 
 
-def test_the_privacy_officer_counts_with_its_own_login_from_the_stack(stack: Path) -> None:
-    """Attack 38, M1/M2: `--as privacy-officer` counts with the officer's own login, not the analysts' shared one."""
+def test_the_privacy_officer_counts_with_its_own_login_from_the_stack(
+    stack: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Attack 38, M1/M2: `--as privacy-officer` counts with the officer's own login, not the analysts' shared one.
+
+    An older stack has none: the shared login is used, and said so on stderr (review 38, R38-8).
+    """
     env = read_env_file(stack / "stack.env")
     assert resolve({"stack_dir": str(stack), "role": "privacy-officer"}, {}).dsn() == env["PG_ANALYST_DSN"]  # older
+    assert "started before the privacy officer had a database login of its own" in capsys.readouterr().err
     officer_dsn = "postgresql://privacy_officer@127.0.0.1/db?require_auth=scram-sha-256"
     write_env_file(stack / "stack.env", {**env, "PG_PRIVACY_OFFICER_DSN": officer_dsn})
     assert resolve({"stack_dir": str(stack), "role": "privacy-officer"}, {}).dsn() == officer_dsn
     assert resolve({"stack_dir": str(stack), "role": "analyst"}, {}).dsn() == env["PG_ANALYST_DSN"]
+    assert capsys.readouterr().err == ""  # the officer's own login, and an analyst: nothing to say
     given = "postgresql://someone@127.0.0.1/db?require_auth=scram-sha-256"  # --dsn still wins
     assert resolve({"stack_dir": str(stack), "role": "privacy-officer", "analyst_dsn": given}, {}).dsn() == given
+    write_env_file(stack / "stack.env", env)  # the older stack again, with --dsn: the given login, nothing to say
+    assert resolve({"stack_dir": str(stack), "role": "privacy-officer", "analyst_dsn": given}, {}).dsn() == given
+    assert capsys.readouterr().err == ""
 
 
 def test_unknown_roles_and_missing_files_are_explained(stack: Path, tmp_path: Path) -> None:
