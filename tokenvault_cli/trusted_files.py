@@ -26,7 +26,6 @@ no longer only the caller's: it should be replaced).
 from __future__ import annotations
 
 import contextlib
-import errno
 import grp
 import os
 import pwd
@@ -34,7 +33,7 @@ import shlex
 import stat
 from pathlib import Path
 
-from tokenvault_common.file_system import FileSystem, StatResult
+from tokenvault_common.file_system import FileSystem, StatResult, Unresolvable, chain, links_on_the_way
 
 
 def _account(uid: int) -> str:
@@ -81,80 +80,21 @@ def _writers(info: StatResult, path: str, uids: frozenset[int], fs: FileSystem) 
     return ""
 
 
-def _chain(path: str) -> list[str]:
-    """`path` (absolute, normalized) and every directory above it, from `/` down."""
-    parts = [part for part in path.split("/") if part]
-    return ["/" + "/".join(parts[:i]) for i in range(len(parts) + 1)]
-
-
-MAX_LINKS = 40  # the kernel's bound on symbolic links followed in one lookup (beyond it: ELOOP)
-
-
-class _Unresolvable(Exception):
-    """A path the walk could not follow; the message names the part and why."""
-
-
-def _cannot(path: str, error: OSError) -> _Unresolvable:
-    return _Unresolvable(f"{path} cannot be examined ({error.strerror or type(error).__name__})")
-
-
-def _walk(path: str, fs: FileSystem) -> tuple[list[str], str]:
-    """The symbolic links met resolving `path` (absolute) one component at a time, as the kernel does, and the end.
-
-    The end is the path it resolves to (every directory on the way a real one, reached from `/`); _Unresolvable
-    when it cannot be resolved.
-
-    `realpath` gives only the end: a link in the middle (the caller's link -> another account's link -> root's
-    file) is on neither the path as named nor the path resolved, and its owner may re-point it (attack 39, P4).
-    """
-    links: list[str] = []
-    pending = [part for part in path.split("/") if part][::-1]  # a stack: the next component last
-    resolved = "/"
-    while pending:
-        part = pending.pop()
-        if part == ".":
-            continue
-        if part == "..":  # `resolved` holds no link: its parent is the one the kernel finds
-            resolved = os.path.dirname(resolved)
-            continue
-        current = os.path.join(resolved, part)
-        try:
-            info = fs.lstat(current)
-        except OSError as error:
-            raise _cannot(current, error) from None
-        if not stat.S_ISLNK(info.st_mode):
-            if pending and not stat.S_ISDIR(info.st_mode):
-                raise _Unresolvable(f"{current} cannot be examined (Not a directory)")
-            resolved = current
-            continue
-        if len(links) == MAX_LINKS:
-            raise _Unresolvable(f"{path} cannot be examined ({os.strerror(errno.ELOOP)})")  # as `stat` said
-        links.append(current)
-        try:
-            target = fs.readlink(current)
-        except OSError as error:
-            raise _cannot(current, error) from None
-        if target.startswith("/"):
-            resolved = "/"
-        pending.extend(part for part in target.split("/")[::-1] if part)
-    return links, resolved
-
-
 def _problem(path: Path, fs: FileSystem, any_owner: bool) -> str | None:
     """Why another local account could change the file `path` or put another in its place; None if none could."""
     uids = frozenset({0, fs.euid()})
     trusted = "you or root"
     named = os.path.abspath(path)
     try:
-        links, resolved = _walk(os.path.join(os.getcwd(), path), fs)  # not abspath: `link/..` is not `.`
-    except _Unresolvable as error:
+        links, resolved = links_on_the_way(os.path.join(os.getcwd(), path), fs)  # not abspath: `link/..` is not `.`
+    except Unresolvable as error:
         return str(error)
-    chains = [(_chain(named), False), *((_chain(link), True) for link in links)]
+    chains = [(chain(named), False), *((chain(link), True) for link in links)]
     if resolved != named:
-        chains.append((_chain(resolved), False))
-    for chain, ends_in_link in chains:
-        for i, current in enumerate(chain):
-            last = i == len(chain) - 1
+        chains.append((chain(resolved), False))
+    for steps, ends_in_link in chains:
+        for i, current in enumerate(steps):
+            last = i == len(steps) - 1
             link = last and ends_in_link
             try:
                 info = fs.lstat(current) if link else fs.stat(current)
@@ -177,14 +117,14 @@ def _problem(path: Path, fs: FileSystem, any_owner: bool) -> str | None:
             fix = f"`chmod go-w {shlex.quote(current)}`"
             if last:
                 return f"{current} may be written by {writers}: {fix}"
-            child = chain[i + 1]
+            child = steps[i + 1]
             if not info.st_mode & stat.S_ISVTX:
                 return f"{current} may be written by {writers}, who could put a file in place of {child}: {fix}"
             try:
                 below = fs.lstat(child)
             except OSError as error:
                 return f"{child} cannot be examined ({error.strerror or type(error).__name__})"
-            if below.st_uid not in uids and not (i + 1 == len(chain) - 1 and any_owner and not ends_in_link):
+            if below.st_uid not in uids and not (i + 1 == len(steps) - 1 and any_owner and not ends_in_link):
                 return (
                     f"{child} is owned by {_account(below.st_uid)}, not by {trusted}, in {current} that others may"
                     " write; keep the file in a directory of your own"

@@ -45,7 +45,7 @@ from psycopg import ProgrammingError, pq
 from psycopg.conninfo import conninfo_to_dict
 
 from tokenvault_common.env import EnvReader
-from tokenvault_common.file_system import FileSystem
+from tokenvault_common.file_system import FileSystem, Unresolvable, chain, links_on_the_way
 
 _ENV = {
     "service": "PGSERVICE",
@@ -178,17 +178,12 @@ def _owner(uid: int) -> str:
         return f"uid {uid}"
 
 
-def _chain(path: str) -> list[str]:
-    """`path` (absolute, normalized) and every directory above it, from `/` down."""
-    parts = [part for part in path.split("/") if part]
-    return ["/" + "/".join(parts[:i]) for i in range(len(parts) + 1)]
-
-
 def _unsafe_directory(directory: str, fs: FileSystem | None = None) -> str | None:
     """Why another local user could put a socket in `directory` (or make it), described; None when none could.
 
     Safe: the directory (or, while it does not exist, its nearest existing parent, where whoever may write could
-    make it) and every directory above it up to `/` - as named and as its symbolic links resolve - are owned by
+    make it) and every directory above it up to `/` - as named, as its symbolic links resolve, and above each
+    symbolic link met on the way, whose own owner must be trusted too (attack 39, P4's hop) - are owned by
     root, PostgreSQL's account or this process's user, and written by no one else: not by others, nor by a group
     but root's, PostgreSQL's account's or this process's, each when no other account is in it (Debian's
     /var/run/postgresql is postgres:postgres 2775; a group people share is others: _trusted_ids). A
@@ -212,14 +207,26 @@ def _unsafe_directory(directory: str, fs: FileSystem | None = None) -> str | Non
             path = os.path.dirname(path)  # whoever can write the nearest existing parent can create it
         except OSError:
             return f"{path} cannot be examined"
-    for chain in (_chain(path), _chain(fs.realpath(path))):
-        for i, current in enumerate(chain):
+    try:
+        links, resolved = links_on_the_way(path, fs)
+    except Unresolvable as error:
+        return str(error)
+    # As named, above every link met on the way (a link's own owner may re-point it: attack 39, P4), as resolved.
+    chains = [(chain(path), False), *((chain(link), True) for link in links), (chain(resolved), False)]
+    for steps, ends_in_link in chains:
+        for i, current in enumerate(steps):
+            link = ends_in_link and i == len(steps) - 1
             try:
-                info = fs.stat(current)
+                info = fs.lstat(current) if link else fs.stat(current)
             except OSError:
                 return f"{current} cannot be examined"
+            if info.st_uid not in uids and link:
+                owner = _owner(info.st_uid)
+                return f"{current} is a symbolic link owned by {owner}, not {trusted}: that account may re-point it"
             if info.st_uid not in uids:
                 return f"{current} is owned by {_owner(info.st_uid)}, not {trusted}"
+            if link:  # its mode means nothing: only its owner, and its directory's writers (checked above), change it
+                continue
             writers = "others" if info.st_mode & stat.S_IWOTH else ""
             if not writers and info.st_mode & stat.S_IWGRP and info.st_gid not in gids:
                 writers = f"its group (gid {info.st_gid})"
@@ -227,9 +234,9 @@ def _unsafe_directory(directory: str, fs: FileSystem | None = None) -> str | Non
                 writers = "the users or groups its access ACL names (its mask allows writing)"  # attack 33, A2
             if not writers:
                 continue
-            if i == len(chain) - 1:
+            if i == len(steps) - 1:
                 return f"{current} may be written by {writers}"
-            child = chain[i + 1]
+            child = steps[i + 1]
             try:
                 below = fs.lstat(current.rstrip("/") + "/" + child.rsplit("/", 1)[1])
             except OSError:

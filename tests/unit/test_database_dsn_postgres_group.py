@@ -44,7 +44,7 @@ def _fs(entries: dict[str, Entry]) -> FileSystem:
             raise FileNotFoundError(path)
         return entries[path]
 
-    return FileSystem(stat=stat_, lstat=stat_, realpath=lambda path: path, has_access_acl=lambda path: False)
+    return FileSystem(stat=stat_, lstat=stat_, has_access_acl=lambda path: False)
 
 
 def _account(name: str, uid: int, gid: int) -> pwd.struct_passwd:

@@ -1,6 +1,6 @@
 """Which unix-socket directories count as PostgreSQL's: theirs and every one above, no one else's (attack 32, F8).
 
-tokenvault_common.database_dsn._unsafe_directory, on a fake file system (stat, lstat, realpath): a directory owned
+tokenvault_common.database_dsn._unsafe_directory, on a fake file system (stat, lstat, readlink): a directory owned
 by another local user (mode 0755, not writable by others) passed the earlier check, which read only S_IWOTH, and
 that user caught the vault's password in clear. Now the directory and every directory above it must be owned by
 root, PostgreSQL's account or this process's user and written by no one else (a sticky parent such as /tmp aside,
@@ -36,11 +36,15 @@ def _dir(mode: int, uid: int = 0, gid: int = 0) -> Entry:
 
 
 def _fs(
-    entries: dict[str, Entry], links: dict[str, str] | None = None, acls: frozenset[str] = frozenset()
+    entries: dict[str, Entry],
+    links: dict[str, str] | None = None,
+    acls: frozenset[str] = frozenset(),
+    link_owners: dict[str, int] | None = None,
 ) -> FileSystem:
     """A file system of `entries` (absolute paths), `links` a symbolic link's path to its target's, `acls` the paths
-    carrying an access ACL."""
+    carrying an access ACL, `link_owners` a link's owner when not root."""
     links = links or {}
+    owners = link_owners or {}
 
     def resolve(path: str) -> str:
         for link, target in sorted(links.items(), key=lambda item: -len(item[0])):
@@ -50,7 +54,7 @@ def _fs(
 
     def lstat(path: str) -> Entry:
         if path in links:
-            return Entry(stat.S_IFLNK | 0o777, 0, 0)
+            return Entry(stat.S_IFLNK | 0o777, owners.get(path, 0), 0)
         return stat_(path)
 
     def stat_(path: str) -> Entry:
@@ -59,7 +63,7 @@ def _fs(
             raise FileNotFoundError(real)
         return entries[real]
 
-    return FileSystem(stat=stat_, lstat=lstat, realpath=resolve, has_access_acl=lambda path: resolve(path) in acls)
+    return FileSystem(stat=stat_, lstat=lstat, readlink=links.__getitem__, has_access_acl=lambda p: resolve(p) in acls)
 
 
 @pytest.fixture(autouse=True)
@@ -122,6 +126,22 @@ def test_a_symbolic_link_is_judged_by_where_it_leads_and_where_it_is() -> None:
     entries = {**ROOT, "/srv/theirs": _dir(0o755, OTHER), "/srv/sock": _dir(0o700, ME)}
     fs = _fs(entries, {"/srv/theirs/link": "/srv/sock"})
     assert (_unsafe_directory("/srv/theirs/link", fs) or "").startswith(f"/srv/theirs is owned by uid {OTHER}")
+
+
+def test_another_users_link_met_on_the_way_is_refused_though_it_leads_to_postgres_s_directory() -> None:
+    """Review 39 (attack 39, P4's hop in the socket-directory rule): host=/srv/me/pg -> /srv/hop (a link of another
+    user's, in root's /srv) -> /run/postgresql passed - the hop is on neither the path as named nor as resolved,
+    and its owner could re-point it at a directory of its own once the DSN was checked (the vault's pool connects
+    for hours after), and catch the password. Root's own links on the way still pass (Debian's /var/run)."""
+    entries = {**ROOT, "/run": _dir(0o755), "/run/postgresql": _dir(0o2775, 70, 70), "/srv/me": _dir(0o700, ME)}
+    links = {"/srv/me/pg": "/srv/hop", "/srv/hop": "/run/postgresql"}
+    problem = _unsafe_directory("/srv/me/pg", _fs(entries, links, link_owners={"/srv/hop": OTHER}))
+    assert problem == (
+        f"/srv/hop is a symbolic link owned by uid {OTHER}, not root, PostgreSQL's account (postgres) or this"
+        " process's user: that account may re-point it"
+    )
+    assert _unsafe_directory("/srv/me/pg", _fs(entries, links, link_owners={"/srv/me/pg": ME})) is None
+    assert _unsafe_directory("/srv/me/pg", _fs(entries, links, link_owners={"/srv/me/pg": OTHER})) is not None
 
 
 def test_a_missing_directory_is_judged_by_its_nearest_existing_parent() -> None:
