@@ -79,6 +79,18 @@ def is_tampered(letter: DeadLetter, key: str) -> bool:
     return letter.sealed_body is not None and letter.key != key
 
 
+def outer_record(letter: DeadLetter, key: str) -> str | None:
+    """The sealed `minted_tokens` of `letter`'s outer envelope as `envelope_layers` collects it, or None.
+
+    None on a tampered envelope (naming another key: neither its body nor its record is the ETL's, and
+    none of it is sent to OpenBao) and on one without a sealed body (the sealer records tokens only beside
+    a body it sealed): the sweep never reads those, so `delete` does not refuse for them (review 39).
+    """
+    if is_tampered(letter, key) or not (letter.sealed_body and letter.key):
+        return None
+    return letter.minted_tokens
+
+
 def in_clear(letter: DeadLetter, key: str) -> bool:
     """True when `letter`'s body is no envelope the ETL writes: an original SQS's redrive moved as it was.
 

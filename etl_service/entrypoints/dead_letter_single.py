@@ -26,6 +26,7 @@ from etl_service.entrypoints.dead_letter_layers import (
     envelope_layers,
     in_clear,
     open_minted,
+    outer_record,
 )
 from etl_service.entrypoints.dead_letter_vault_access import VaultAccess, decrypt
 from etl_service.entrypoints.terminal_text import escaped, shown
@@ -122,15 +123,16 @@ def delete_letter(
 ) -> int:
     """Delete `dead` with its body unopened (a plant, a tampered envelope) and say so.
 
-    A letter recording tokens the vault minted for its event (its envelope's `minted_tokens`) is refused unless
+    A letter recording tokens the vault minted for its event (its envelope's `minted_tokens`; a tampered envelope's
+    is no record of the ETL's, `outer_record`) is refused unless
     `drop_record`, as `resend` refuses one (attack 38, M7): deleted, its record was the only one of those tokens,
     and no erasure reached them - `dead-letters erase` sent the operator to `delete` a plant under a genuine event
     id, and the genuine letter went unread (attack 39, P1). With `drop_record` the record is opened (the
     operator's token) and its tokens printed first; one that cannot be opened for want of the token or OpenBao
     is not dropped.
     """
-    if dead.minted_tokens:
-        _drops_record(dead, [dead.minted_tokens], access, key, drop_record, "deleted", "delete")
+    if record := outer_record(dead, key):  # a tampered envelope's is no record of the ETL's: deleted unopened
+        _drops_record(dead, [record], access, key, drop_record, "deleted", "delete")
     dlq.delete(dead)
     print(f"deleted dead letter {shown(dead.message_id)} ({shown(dead.reason or 'no reason')}, unopened)")
     return 0
@@ -161,7 +163,7 @@ def resend_letter(
     message would need the ETL to copy it into a new letter: not done.)
     """
     # the original's layers (opened as below, all records), or with a fixed body the letter's own record
-    recorded = opened_layers(dead, access, key).minted if body_file is None else (dead.minted_tokens or "",)
+    recorded = opened_layers(dead, access, key).minted if body_file is None else (outer_record(dead, key) or "",)
     if any(recorded):
         _drops_record(dead, [r for r in recorded if r], access, key, drop_record, "re-sent", "resend")
     body = body_file.read_text() if body_file else original_body(dead, access, key)
