@@ -243,8 +243,8 @@ def _reveal_query(
     is_flag=True,
     help="The tokens are those `python -m etl_service dead-letters erase` named (minted for events it never"
     " loaded; its printed command carries this): the reminder of that step, which this follows, is not printed,"
-    " and a token the vault says was erased before counts as done; one it never issued (mistyped, planted)"
-    " still fails (exit 1).",
+    " its --user-id USER_ID and --purpose REFERENCE left unfilled are refused (exit 2), and a token the vault"
+    " says was erased before counts as done; one it never issued (mistyped, planted) still fails (exit 1).",
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed when not interactive).")
 @FORMAT_OPTION
