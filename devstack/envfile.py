@@ -23,8 +23,13 @@ def write_env_file(path: Path, values: Mapping[str, str]) -> None:
 
 def read_env_file(path: Path) -> dict[str, str]:
     """Parse a file written by write_env_file."""
+    return parse_env(path.read_text())
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """Parse the text of a file written by write_env_file (ValueError for a value shlex cannot split)."""
     values: dict[str, str] = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         if line and not line.startswith("#") and "=" in line:
             key, raw = line.split("=", 1)
             parts = shlex.split(raw)

@@ -19,8 +19,8 @@ from pathlib import Path
 from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict
 
-from devstack.envfile import read_env_file
-from tokenvault_cli.trusted_files import unprotected_key, untrusted_file
+from devstack.envfile import parse_env
+from tokenvault_cli.trusted_files import UntrustedFile, read_private_key, read_trusted
 from tokenvault_client import ClientIdentity
 from tokenvault_common.database_dsn import password_exposed
 
@@ -106,12 +106,24 @@ class Settings:
             if not path.is_file():
                 raise SettingsError(f"the {what} {path} does not exist or is not a file")
         swapped = "another local account able to change it could make tokenvault act as someone else; nothing was done"
+        pems = []
         for what, path, why in (("CA certificate", self.ca, REDIRECTED), ("client certificate", self.cert, swapped)):
-            if problem := untrusted_file(path):
-                raise SettingsError(f"the {what} {path} is refused: {problem}; {why}")
-        if problem := unprotected_key(self.key):
-            raise SettingsError(f"the client key {self.key} is refused: {problem}; nothing was done")
-        return ClientIdentity(self.ca, self.cert, self.key, self.server_name)
+            try:
+                pems.append(read_trusted(path).data)
+            except UntrustedFile as error:
+                raise SettingsError(f"the {what} {path} is refused: {error}; {why}") from None
+            except OSError as error:
+                raise SettingsError(f"cannot read the {what} {path}: {error.strerror or error}") from None
+        try:
+            key = read_private_key(self.key).data
+        except UntrustedFile as error:
+            raise SettingsError(f"the client key {self.key} is refused: {error}; nothing was done") from None
+        except OSError as error:
+            raise SettingsError(f"cannot read the client key {self.key}: {error.strerror or error}") from None
+        # gRPC is given the bytes read from the files checked, not their paths to open again (a swap in between)
+        return ClientIdentity(
+            self.ca, self.cert, self.key, self.server_name, ca_pem=pems[0], cert_pem=pems[1], key_pem=key
+        )
 
     def dsn(self) -> str:
         """The read-only database connection string for queries; refused when it could give its password away.
@@ -177,18 +189,22 @@ def load_profile(path: Path | None, name: str | None) -> dict[str, str]:
         if path != DEFAULT_PROFILE_FILE.expanduser() or name:
             raise SettingsError(f"profile file {path} does not exist")
         return {}
-    if problem := untrusted_file(path):
-        raise SettingsError(f"profile file {path} is refused: {problem}; {REDIRECTED}")
     try:
-        profiles = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as error:
+        contents = read_trusted(path)  # what is parsed is the file checked, read once (not opened again by path)
+    except UntrustedFile as error:
+        raise SettingsError(f"profile file {path} is refused: {error}; {REDIRECTED}") from None
+    except OSError as error:
+        raise SettingsError(f"cannot read profile file {path}: {error.strerror or error}") from None
+    try:
+        profiles = tomllib.loads(contents.data.decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise SettingsError(f"cannot read profile file {path}: {error}") from None
     with_password = [
         table_name
         for table_name, table in profiles.items()
         if isinstance(table, dict) and secrets_in(str(table.get("analyst_dsn", "")))
     ]
-    mode = stat.S_IMODE(path.stat().st_mode)
+    mode = stat.S_IMODE(contents.mode)
     if with_password and mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise SettingsError(
             f"profile file {path} is refused: its [{with_password[0]}] analyst_dsn holds a password, and others"
@@ -222,14 +238,25 @@ OLDER_STACK_OFFICER = (
 """Said (stderr) when `--as privacy-officer` falls back to the analysts' login of an older stack (review 38, R38-8)."""
 
 
-def from_stack(stack_dir: Path, role: str | None) -> dict[str, str]:
-    """Settings of the embedded stack in `stack_dir` for `role`."""
+def read_stack_env(stack_dir: Path) -> dict[str, str]:
+    """The embedded stack's stack.env in `stack_dir`, read once from the file checked (trusted_files)."""
     env_file = stack_dir / "stack.env"
     if not env_file.is_file():
         raise SettingsError(f"no {env_file}: is the embedded stack up? Start it with `make up` (or `make run`)")
-    if problem := untrusted_file(env_file):
-        raise SettingsError(f"the stack's {env_file} is refused: {problem}; {REDIRECTED}")
-    env = read_env_file(env_file)
+    try:
+        data = read_trusted(env_file).data
+    except UntrustedFile as error:
+        raise SettingsError(f"the stack's {env_file} is refused: {error}; {REDIRECTED}") from None
+    except OSError as error:
+        raise SettingsError(f"cannot read {env_file}: {error.strerror or error}") from None
+    try:
+        return parse_env(data.decode())
+    except (UnicodeDecodeError, ValueError) as error:
+        raise SettingsError(f"cannot read {env_file}: {error}") from None
+
+
+def from_stack(stack_dir: Path, env: Mapping[str, str], role: str | None) -> dict[str, str]:
+    """Settings of the embedded stack in `stack_dir` (its stack.env `env`, read_stack_env) for `role`."""
     values = {
         "address": env.get("TOKENVAULT_GRPC_ADDRESS", ""),
         "ca": env.get("TLS_CA_CERT", ""),
@@ -265,8 +292,9 @@ def resolve(flags: Mapping[str, object], profile: Mapping[str, str]) -> Settings
     if role is not None and role not in ROLES:
         raise SettingsError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
     stack = pick("stack_dir", "stack")
-    stack_values = from_stack(Path(stack).expanduser().resolve(), role) if stack else {}
-    stack_env = read_env_file(Path(stack).expanduser().resolve() / "stack.env") if stack else {}
+    stack_dir = Path(stack).expanduser().resolve() if stack else None
+    stack_env = read_stack_env(stack_dir) if stack_dir else {}
+    stack_values = from_stack(stack_dir, stack_env, role) if stack_dir else {}
 
     def setting(name: str) -> str | None:
         return pick(name) or stack_values.get(name)
@@ -294,6 +322,6 @@ def resolve(flags: Mapping[str, object], profile: Mapping[str, str]) -> Settings
         analyst_dsn=setting("analyst_dsn"),
         deadline=deadline_seconds,
         role=role,
-        stack_dir=Path(stack).expanduser().resolve() if stack else None,
+        stack_dir=stack_dir,
         stack_env=stack_env,
     )

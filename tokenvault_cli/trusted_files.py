@@ -15,6 +15,12 @@ others, nor by a group that any other account is in (a user-private group is the
 or groups of an access ACL whose mask allows writing. A directory others may write (/tmp) passes only with its
 sticky bit and the entry below it owned by root or the caller: others can then neither rename nor remove that entry.
 
+A file passing the check is read once, from the file the check judged (read_trusted, read_private_key): the path
+it resolved to is opened without following a link at its end, and the open descriptor must be that file - same
+device and inode, owner and mode - or nothing is read (a component of the path swapped between the check and the
+open would otherwise pick the file read: P4's remainder). Its consumers take these bytes - the profile's and
+stack.env's parsers, gRPC's credentials - and never open the path again.
+
 The client certificate is checked the same way: swapped together with a key, it would make the command act as
 someone else. Its private key may be owned by another account (ssh reads such keys too; `make up` run by root
 gives the ETL's key to the ETL's account): a key swapped alone does not match the certificate, and the TLS
@@ -26,11 +32,13 @@ no longer only the caller's: it should be replaced).
 from __future__ import annotations
 
 import contextlib
+import errno
 import grp
 import os
 import pwd
 import shlex
 import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokenvault_common.file_system import FileSystem, StatResult, Unresolvable, chain, links_on_the_way
@@ -80,18 +88,31 @@ def _writers(info: StatResult, path: str, uids: frozenset[int], fs: FileSystem) 
     return ""
 
 
-def _problem(path: Path, fs: FileSystem, any_owner: bool) -> str | None:
-    """Why another local account could change the file `path` or put another in its place; None if none could."""
+@dataclass(frozen=True)
+class _Examined:
+    """What the check found: why the file is refused (None when it is not), where it leads, and that file's stat."""
+
+    problem: str | None
+    resolved: str = ""
+    final: StatResult | None = None
+
+
+def _problem(path: Path, fs: FileSystem, any_owner: bool) -> _Examined:
+    """Why another local account could change the file `path` or put another in its place; None if none could.
+
+    With None, the path it resolves to and the stat of the file found there (what _read must open).
+    """
     uids = frozenset({0, fs.euid()})
     trusted = "you or root"
     named = os.path.abspath(path)
     try:
         links, resolved = links_on_the_way(os.path.join(os.getcwd(), path), fs)  # not abspath: `link/..` is not `.`
     except Unresolvable as error:
-        return str(error)
+        return _Examined(str(error))
     chains = [(chain(named), False), *((chain(link), True) for link in links)]
     if resolved != named:
         chains.append((chain(resolved), False))
+    final = None
     for steps, ends_in_link in chains:
         for i, current in enumerate(steps):
             last = i == len(steps) - 1
@@ -99,10 +120,12 @@ def _problem(path: Path, fs: FileSystem, any_owner: bool) -> str | None:
             try:
                 info = fs.lstat(current) if link else fs.stat(current)
             except OSError as error:
-                return f"{current} cannot be examined ({error.strerror or type(error).__name__})"
+                return _Examined(f"{current} cannot be examined ({error.strerror or type(error).__name__})")
+            if current == resolved and not link:
+                final = info  # the file the path leads to, as judged: what is read must be it (_read)
             if link:  # its mode means nothing; its owner may re-point it (its directory is checked above)
                 if info.st_uid not in uids:
-                    return (
+                    return _Examined(
                         f"{current} is a symbolic link owned by {_account(info.st_uid)}, not by {trusted}: that"
                         " account may re-point it at another file; name the file it leads to, or link to it yourself"
                     )
@@ -110,53 +133,134 @@ def _problem(path: Path, fs: FileSystem, any_owner: bool) -> str | None:
             if info.st_uid not in uids and not (last and any_owner):
                 fix = "use a file of your own" if last else "keep the file in a directory of your own"
                 owner = _account(info.st_uid)
-                return f"{current} is owned by {owner}, not by {trusted}: that account may change it; {fix}"
+                return _Examined(f"{current} is owned by {owner}, not by {trusted}: that account may change it; {fix}")
             writers = _writers(info, current, uids, fs)
             if not writers:
                 continue
             fix = f"`chmod go-w {shlex.quote(current)}`"
             if last:
-                return f"{current} may be written by {writers}: {fix}"
+                return _Examined(f"{current} may be written by {writers}: {fix}")
             child = steps[i + 1]
             if not info.st_mode & stat.S_ISVTX:
-                return f"{current} may be written by {writers}, who could put a file in place of {child}: {fix}"
+                return _Examined(
+                    f"{current} may be written by {writers}, who could put a file in place of {child}: {fix}"
+                )
             try:
                 below = fs.lstat(child)
             except OSError as error:
-                return f"{child} cannot be examined ({error.strerror or type(error).__name__})"
+                return _Examined(f"{child} cannot be examined ({error.strerror or type(error).__name__})")
             if below.st_uid not in uids and not (i + 1 == len(steps) - 1 and any_owner and not ends_in_link):
-                return (
+                return _Examined(
                     f"{child} is owned by {_account(below.st_uid)}, not by {trusted}, in {current} that others may"
                     " write; keep the file in a directory of your own"
                 )
-    return None
+    return _Examined(None, resolved, final)
+
+
+class UntrustedFile(Exception):
+    """A trusted file refused: the message says why, and the fix."""
+
+
+@dataclass(frozen=True)
+class Contents:
+    """A trusted file as read: from the descriptor of the very file the check judged."""
+
+    data: bytes = field(repr=False)
+    """Its bytes (a private key's too: never shown)."""
+    mode: int
+    """Its st_mode, of the open descriptor."""
+
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+"""The file the path led to, opened by the path it resolved to: no link followed at its last component (a link put
+there fails, ELOOP), no wait on a FIFO put there, never our controlling terminal."""
+
+
+def _read(path: Path, fs: FileSystem, any_owner: bool) -> tuple[Contents, os.stat_result]:
+    """The file's contents (and its descriptor's stat) once the check passed; UntrustedFile when refused.
+
+    Refused too when what opened is not what was checked: another file, or another owner or mode, than the check
+    saw at the end of the path.
+
+    The check walks the path and then it is opened: whoever swaps a component in between (a directory, the file,
+    a link of the path renamed and another put in its place) would pick the file read. So the path the check
+    resolved is opened (the file's last component with O_NOFOLLOW) and the open descriptor is compared with the
+    file the check judged - the same device and inode, owner and mode: the bytes read from it are that file's.
+    Every consumer takes these bytes (the profile, stack.env, the CA, certificate and key for gRPC) and never
+    opens the path again.
+    """
+    examined = _problem(path, fs, any_owner)
+    if examined.problem is not None:
+        raise UntrustedFile(examined.problem)
+    changed = (
+        f"{path} changed while it was checked (its path now leads to another file, or the file's owner or mode"
+        " changed): nothing was read from it; run again, and if this repeats, find out who changes it"
+    )
+    seen = examined.final
+    assert seen is not None  # the resolved path's own chain ends in it
+    try:
+        descriptor = os.open(examined.resolved, _OPEN_FLAGS)
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # a link now where the check found the file
+            raise UntrustedFile(changed) from None
+        raise
+    with open(descriptor, "rb") as file:
+        info = os.fstat(file.fileno())
+        if (info.st_dev, info.st_ino, info.st_uid, info.st_mode) != (
+            seen.st_dev,
+            seen.st_ino,
+            seen.st_uid,
+            seen.st_mode,
+        ):
+            raise UntrustedFile(changed)
+        if not stat.S_ISREG(info.st_mode):
+            raise UntrustedFile(f"{path} is not a regular file")
+        return Contents(file.read(), info.st_mode), info
 
 
 def untrusted_file(path: Path, fs: FileSystem | None = None) -> str | None:
-    """Why another local account could change the settings file `path` (described, with the fix); None if none can.
+    """Why another local account could change the file `path` (described, with the fix); None if none can.
+
+    For what is checked and not read here (`make up`'s check of the stack's directory, stack.env and CA before it
+    starts anything); a file the command reads is read with read_trusted, which checks the same.
+    """
+    return _problem(path, fs or FileSystem(), any_owner=False).problem
+
+
+def read_trusted(path: Path, fs: FileSystem | None = None) -> Contents:
+    """The contents of a settings file; UntrustedFile (why, with the fix) when another local account could change it.
 
     For the profile file, a stack's stack.env, the CA certificate and the client certificate.
     """
-    return _problem(path, fs or FileSystem(), any_owner=False)
+    return _read(path, fs or FileSystem(), any_owner=False)[0]
 
 
-def unprotected_key(path: Path, fs: FileSystem | None = None) -> str | None:
-    """Why the private key `path` is not ours alone (described, with the fix); None when it is.
+def _key_exposed(path: Path, info: StatResult, euid: int) -> str | None:
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & stat.S_IRWXO or (info.st_uid == euid and mode & stat.S_IRWXG):
+        who = "others" if mode & stat.S_IRWXO else f"its group {_group(info.st_gid)}"
+        return (
+            f"{path} may be read or written by {who} (mode {mode:04o}): it must be yours alone, as ssh requires of"
+            f" a private key: `chmod 600 {shlex.quote(str(path))}`, and have the certificate replaced if anyone else"
+            " may have read it"
+        )
+    return None
+
+
+def read_private_key(path: Path, fs: FileSystem | None = None) -> Contents:
+    """The contents of the private key `path`; UntrustedFile (why, with the fix) when it is not ours alone.
 
     Refused: a key others may read or write, one of the caller's own its group may, and one another local account
-    could replace with the directories above it (untrusted_file's rules, but for the key's own owner).
+    could replace with the directories above it (read_trusted's rules, but for the key's own owner).
     """
     fs = fs or FileSystem()
     try:
         info = fs.stat(os.path.abspath(path))
     except OSError as error:
-        return f"{path} cannot be examined ({error.strerror or type(error).__name__})"
-    mode = stat.S_IMODE(info.st_mode)
-    quoted = shlex.quote(str(path))
-    if mode & stat.S_IRWXO or (info.st_uid == fs.euid() and mode & stat.S_IRWXG):
-        who = "others" if mode & stat.S_IRWXO else f"its group {_group(info.st_gid)}"
-        return (
-            f"{path} may be read or written by {who} (mode {mode:04o}): it must be yours alone, as ssh requires of"
-            f" a private key: `chmod 600 {quoted}`, and have the certificate replaced if anyone else may have read it"
-        )
-    return _problem(path, fs, any_owner=True)
+        raise UntrustedFile(f"{path} cannot be examined ({error.strerror or type(error).__name__})") from None
+    if problem := _key_exposed(path, info, fs.euid()):  # said first: the fix that matters most
+        raise UntrustedFile(problem)
+    contents, opened = _read(path, fs, any_owner=True)
+    if problem := _key_exposed(path, opened, fs.euid()):  # as opened (_read: the mode the check saw)
+        raise UntrustedFile(problem)
+    return contents

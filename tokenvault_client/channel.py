@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -42,6 +42,13 @@ class ClientIdentity:
     """Private key of `cert`."""
     server_name: str | None = None
     """Name to verify the server certificate against, when the address is not that name (e.g. localhost)."""
+    ca_pem: bytes | None = field(default=None, repr=False)
+    """The CA certificate's contents, when already read (the `tokenvault` command reads each file once, from the
+    file it checked); None: read from `ca`."""
+    cert_pem: bytes | None = field(default=None, repr=False)
+    """The certificate's contents, when already read; None: read from `cert`."""
+    key_pem: bytes | None = field(default=None, repr=False)
+    """The key's contents, when already read; None: read from `key`."""
 
     def describe(self) -> str:
         """Which certificate is presented, for error messages."""
@@ -50,9 +57,9 @@ class ClientIdentity:
     def credentials(self) -> grpc.ChannelCredentials:
         """TLS credentials from the files; OSError names a missing or unreadable file."""
         return grpc.ssl_channel_credentials(
-            root_certificates=_read(self.ca, "CA certificate"),
-            private_key=_read(self.key, "client key"),
-            certificate_chain=_read(self.cert, "client certificate"),
+            root_certificates=self.ca_pem if self.ca_pem is not None else _read(self.ca, "CA certificate"),
+            private_key=self.key_pem if self.key_pem is not None else _read(self.key, "client key"),
+            certificate_chain=self.cert_pem if self.cert_pem is not None else _read(self.cert, "client certificate"),
         )
 
 

@@ -35,6 +35,16 @@ class StatResult(Protocol):
         """The group's gid."""
         ...
 
+    @property
+    def st_dev(self) -> int:
+        """The device the file is on."""
+        ...
+
+    @property
+    def st_ino(self) -> int:
+        """Its inode number (with st_dev: which file it is)."""
+        ...
+
 
 def has_access_acl(path: str) -> bool:
     """Whether `path` carries an access ACL beyond its mode bits (Linux keeps one as `system.posix_acl_access`).

@@ -28,7 +28,7 @@ from click.testing import CliRunner
 from devstack.certs import create_authority, issue
 from tokenvault_cli.app import cli
 from tokenvault_cli.settings import Settings, SettingsError, load_profile, refuse_command_line_dsn
-from tokenvault_cli.trusted_files import unprotected_key, untrusted_file
+from tokenvault_cli.trusted_files import UntrustedFile, read_private_key, untrusted_file
 from tokenvault_common.file_system import FileSystem
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,7 +132,7 @@ def test_the_ca_and_client_certificate_must_be_ours_alone_to_change(identity: Id
 
 
 def test_a_private_key_others_or_its_group_may_read_is_refused_as_ssh_does(identity: Identity) -> None:
-    assert unprotected_key(identity.key) is None
+    assert read_private_key(identity.key).data == identity.key.read_bytes()
     for mode in (0o644, 0o640, 0o604, 0o620):
         identity.key.chmod(mode)
         settings = Settings(address="127.0.0.1:1", ca=identity.ca, cert=identity.cert, key=identity.key)
@@ -147,9 +147,10 @@ def test_a_key_another_account_owns_and_alone_may_read_is_used(identity: Identit
     nobody = pwd.getpwnam("nobody")
     os.chown(identity.key, nobody.pw_uid, nobody.pw_gid)
     identity.key.chmod(0o400)
-    assert unprotected_key(identity.key) is None
+    assert read_private_key(identity.key).data == identity.key.read_bytes()
     identity.key.chmod(0o404)
-    assert "may be read or written by others (mode 0404)" in (unprotected_key(identity.key) or "")
+    with pytest.raises(UntrustedFile, match=r"may be read or written by others \(mode 0404\)"):
+        read_private_key(identity.key)
 
 
 def test_a_password_in_a_dsn_given_on_the_command_line_is_refused_without_quoting_it() -> None:

@@ -31,6 +31,8 @@ class Entry:
     st_mode: int
     st_uid: int = 0
     st_gid: int = 0
+    st_dev: int = 0
+    st_ino: int = 0
 
 
 @dataclass
