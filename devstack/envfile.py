@@ -6,6 +6,10 @@ import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
+from tokenvault_common.env_file import parse_env, read_env_file
+
+__all__ = ["HEADER", "parse_env", "read_env_file", "write_env_file"]
+
 HEADER = """\
 # tokenvault embedded stack: where everything listens.
 # THROWAWAY DEV CREDENTIALS, generated at run time by `make up`; never use them elsewhere.
@@ -19,19 +23,3 @@ def write_env_file(path: Path, values: Mapping[str, str]) -> None:
     path.touch(mode=0o600)
     body = "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in values.items())
     path.write_text(HEADER.format(path=path) + body)
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """Parse a file written by write_env_file."""
-    return parse_env(path.read_text())
-
-
-def parse_env(text: str) -> dict[str, str]:
-    """Parse the text of a file written by write_env_file (ValueError for a value shlex cannot split)."""
-    values: dict[str, str] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#") and "=" in line:
-            key, raw = line.split("=", 1)
-            parts = shlex.split(raw)
-            values[key] = parts[0] if parts else ""
-    return values

@@ -93,6 +93,7 @@ from etl_service.domain.erasure_match import CriteriaError, read_person
 from etl_service.entrypoints.dead_letter_erasure_sweep import Sweep, delete_recorded, settle_minted, sweep_dead_letters
 from etl_service.entrypoints.dead_letter_layers import MAX_LAYERS
 from etl_service.entrypoints.terminal_text import shown
+from tokenvault_common.env_file import read_env_file
 from tokenvault_common.erase_outcomes import PURPOSE_PLACEHOLDER, USER_ID_PLACEHOLDER
 
 SETTINGS_ERROR = 2
@@ -215,16 +216,6 @@ FROM_DEAD_LETTERS = "--from-dead-letters"
 """`tokenvault erase`'s flag for tokens this step named: its reminder then does not send the officer back here."""
 
 
-def _stack_env(path: Path) -> dict[str, str]:
-    """The KEY=value lines of an embedded stack's stack.env (devstack/envfile.py writes them shell-quoted)."""
-    values: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        if line and not line.startswith("#") and "=" in line:
-            key, raw = line.split("=", 1)
-            values[key] = next(iter(shlex.split(raw)), "")
-    return values
-
-
 def officer_tokenvault(environ: Mapping[str, str]) -> str:
     """`tokenvault` with the connection options of the embedded stack this runs in; bare `tokenvault` elsewhere.
 
@@ -236,7 +227,7 @@ def officer_tokenvault(environ: Mapping[str, str]) -> str:
     stack_dir, queue = environ.get("STACK_DIR", ""), environ.get("ETL_QUEUE_URL", "")
     env_file = Path(stack_dir) / "stack.env"
     try:
-        ours = bool(stack_dir and queue) and _stack_env(env_file).get("SQS_QUEUE_URL") == queue
+        ours = bool(stack_dir and queue) and read_env_file(env_file).get("SQS_QUEUE_URL") == queue
     except (OSError, ValueError):
         ours = False
     return f"tokenvault --stack {shlex.quote(stack_dir)} --as privacy-officer" if ours else "tokenvault"
