@@ -5,7 +5,7 @@ its --wait plus HOLD_MARGIN_SECONDS, renewed while it lists on, and never more t
 MAX_HELD_LETTERS in flight; opens each letter's envelopes as `show` does (dead_letter_layers),
 matches its texts and event id (domain/erasure_match.py) and counts what it could not check.
 Counts only (Sweep): no value, no id of a matched letter. The command, its arguments, its
-report and its exit codes: dead_letter_erasure.py.
+exit codes: dead_letter_erasure.py; its report: dead_letter_erasure_report.py.
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ from etl_service.adapters.transit_sealer import TransitSealer
 from etl_service.domain.erasure_match import Person
 from etl_service.domain.messages import QuarantineRecord, UserLoginRow
 from etl_service.entrypoints import dead_letter_single
-from etl_service.entrypoints.dead_letter_erasure import erase_command, run_erase
+from etl_service.entrypoints.dead_letter_erasure import run_erase
+from etl_service.entrypoints.dead_letter_erasure_report import erase_command
 from etl_service.entrypoints.dead_letter_erasure_sweep import sweep_dead_letters
 from etl_service.entrypoints.dead_letter_layers import envelope_layers, open_minted
 from etl_service.errors import DependencyDown
