@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_ARGS ?=
+UP_ARGS ?=
 
 .PHONY: bench-compare help install protos protos-check up down status run run-sample psql admin bench-vault bench-vault-scale bench-vault-statements bench-audit-reports bench-etl test test-unit lint format clean compose-env compose-check test-compose deploy-check
 
@@ -26,8 +27,8 @@ protos: $(STAMP)  ## regenerate tokenvault_api/ from protos/
 protos-check: $(STAMP)  ## fail if the generated code is stale
 	$(PY) scripts/gen_protos.py --check
 
-up: $(STAMP)  ## start the embedded stack (OpenBao, SQS, Postgres, both services)
-	$(PY) -m devstack up
+up: $(STAMP)  ## start the embedded stack (OpenBao, SQS, Postgres, both services); UP_ARGS="--etl-take-back-seconds 0"
+	$(PY) -m devstack up $(UP_ARGS)
 
 down:  ## stop the embedded stack and delete its state
 	@if [ -x $(PY) ]; then $(PY) -m devstack down; fi

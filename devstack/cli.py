@@ -10,8 +10,9 @@ from pathlib import Path
 from devstack.envfile import read_env_file
 from devstack.procs import StackError
 from devstack.restart import components, restart_dead
-from devstack.stack import down, state_dir_from_env, up, vault_service_env
+from devstack.stack import ETL_TAKE_BACK, down, state_dir_from_env, take_back_seconds, up, vault_service_env
 from devstack.trusted_stack import refuse_untrusted_stack_dir
+from etl_service.service.periodic_take_back import DEFAULT_TAKE_BACK_SECONDS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,9 +20,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="devstack", description="tokenvault embedded stack (no Docker)")
     parser.add_argument("command", choices=["up", "down", "status", "env", "admin"])
     parser.add_argument("--no-services", action="store_true", help="start only OpenBao, SQS and Postgres")
+    parser.add_argument(
+        "--etl-take-back-seconds",
+        type=_take_back_seconds,
+        metavar="SECONDS",
+        help=(
+            "up: how often the stack's ETL takes back to login-queue what SQS's redrive moved to the DLQ"
+            f" (its ETL_TAKE_BACK_SECONDS; 0 to 86400, 0: never; default {DEFAULT_TAKE_BACK_SECONDS:.0f})."
+            " Kept in stack.env as STACK_ETL_TAKE_BACK_SECONDS: a stack that is up keeps the period it"
+            " was started with (`make down` first to change it)"
+        ),
+    )
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "admin":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.etl_take_back_seconds is not None and args.command != "up":
+        parser.error("--etl-take-back-seconds is an option of `up` only")
     state_dir = state_dir_from_env()
     env_file = state_dir / "stack.env"
     if args.command == "up":
@@ -31,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
                 refuse_untrusted_stack_dir(state_dir)  # as up() does for a fresh stack (walk44, W44-4)
                 restarted = restart_dead(state_dir)
                 print(f"restarted: {', '.join(restarted)}" if restarted else "the stack was already up")
+                _say_kept_take_back(args.etl_take_back_seconds, read_env_file(env_file))
             else:
-                up(state_dir, with_services=not args.no_services)
+                period = DEFAULT_TAKE_BACK_SECONDS if args.etl_take_back_seconds is None else args.etl_take_back_seconds
+                up(state_dir, with_services=not args.no_services, etl_take_back_seconds=period)
         except StackError as error:
             print(f"stack {'not restarted' if existing else 'failed to start'}: {error}", file=sys.stderr)
             return 1
@@ -57,6 +73,25 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in read_env_file(env_file).items():
         print(f"{key}={value}")
     return 0
+
+
+def _take_back_seconds(text: str) -> float:
+    try:
+        return take_back_seconds(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _say_kept_take_back(asked: float | None, stack_env: dict[str, str]) -> None:
+    """On stderr, when `--etl-take-back-seconds` asked another period than the running stack's ETL has."""
+    kept = stack_env.get(ETL_TAKE_BACK)  # none: started before the setting was kept, with the ETL's default
+    kept_seconds = float(kept) if kept is not None else DEFAULT_TAKE_BACK_SECONDS
+    if asked is not None and asked != kept_seconds:
+        print(
+            f"--etl-take-back-seconds {asked:g} not applied: the stack's ETL keeps the period it was started with"
+            f" ({kept_seconds:g} s); `make down` first to change it",
+            file=sys.stderr,
+        )
 
 
 def _status(state_dir: Path) -> int:

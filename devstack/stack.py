@@ -27,12 +27,34 @@ from devstack.procs import StackError, alive, free_port, stop_pid
 from devstack.services import start_etl_service, start_lock_watchdog, start_vault_service
 from devstack.sqs import DEV_CREDENTIALS, SqsEndpoint, identity_env, identity_key, start_sqs
 from devstack.trusted_stack import refuse_untrusted_stack_dir
+from etl_service.service.periodic_take_back import DEFAULT_TAKE_BACK_SECONDS
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = REPO / ".stack"
 POLICY_FILE = REPO / "config" / "vault-policy.toml"
 RESERVE_HUGE_PAGES = "TOKENVAULT_RESERVE_HUGE_PAGES"
 """`make up` with this set to 1 reserves huge pages for its Postgres (devstack/hugepages.py)."""
+ETL_TAKE_BACK = "STACK_ETL_TAKE_BACK_SECONDS"
+"""stack.env's key for the stack's ETL's ETL_TAKE_BACK_SECONDS (`devstack up --etl-take-back-seconds`).
+
+Not ETL_TAKE_BACK_SECONDS itself, as STACK_ETL_METRICS_PORT: a second ETL started from a sourced
+stack.env takes back as its own settings say. Kept in stack.env, so an ETL `make up` restarts runs
+with the period the stack was started with.
+"""
+MAX_TAKE_BACK_SECONDS = 86_400.0
+"""The longest period the ETL accepts (etl_service/config.py)."""
+
+
+def take_back_seconds(given: str | float) -> float:
+    """A take-back period in seconds, 0 (never) to MAX_TAKE_BACK_SECONDS, as the ETL accepts it; ValueError else."""
+    seconds = float(given)
+    if not 0 <= seconds <= MAX_TAKE_BACK_SECONDS:  # NaN too
+        raise ValueError(f"{given} is not a number of seconds from 0 to {MAX_TAKE_BACK_SECONDS:.0f}")
+    return seconds
+
+
+def _seconds_text(seconds: float) -> str:
+    return f"{seconds:.15g}"  # 300, not 300.0; every digit given kept
 
 
 def state_dir_from_env() -> Path:
@@ -108,6 +130,8 @@ def etl_service_env(env: dict[str, str]) -> dict[str, str]:
         "ETL_METRICS_PORT": env["STACK_ETL_METRICS_PORT"],
         **_metrics_tls_env(env, "ETL_METRICS", "etl-metrics"),
         "ETL_MAX_BATCH_AGE_SECONDS": "0.5",
+        # None kept (a stack started before it was, the tests' components): the ETL's own default.
+        **({"ETL_TAKE_BACK_SECONDS": env[ETL_TAKE_BACK]} if ETL_TAKE_BACK in env else {}),
         **_region_env(),
         **identity_key(env, "etl").env(),  # its own SQS key only
         **_sealing_env(env),
@@ -262,12 +286,20 @@ def start_components(
     }
 
 
-def up(state_dir: Path, with_services: bool = True) -> dict[str, str]:
+def up(
+    state_dir: Path, with_services: bool = True, etl_take_back_seconds: float = DEFAULT_TAKE_BACK_SECONDS
+) -> dict[str, str]:
     """Start everything, or restart what died of a stack that is there; StackError on failure.
 
     Only a fresh start that fails is stopped and cleared again; an existing stack is never
-    deleted here (devstack/restart.py).
+    deleted here (devstack/restart.py). `etl_take_back_seconds`: how often the ETL takes back
+    what SQS's redrive moved to the DLQ (its ETL_TAKE_BACK_SECONDS; 0: never), kept in stack.env;
+    a stack that is there keeps the period it was started with.
     """
+    try:
+        period = _seconds_text(take_back_seconds(etl_take_back_seconds))
+    except ValueError as error:
+        raise StackError(f"the ETL's take-back period: {error}") from None
     refuse_untrusted_stack_dir(state_dir)  # before anything starts (walk44, W44-4)
     env_file = state_dir / "stack.env"
     if (state_dir / "state.json").exists() and env_file.exists():
@@ -287,6 +319,7 @@ def up(state_dir: Path, with_services: bool = True) -> dict[str, str]:
             huge_pages=os.environ.get(RESERVE_HUGE_PAGES) == "1",
             authenticate_sqs=True,
         )
+        env[ETL_TAKE_BACK] = period
         state.save(state_dir / "state.json")
         if with_services:
             iso = isolation(True)

@@ -177,9 +177,10 @@ def main(argv: list[str] | None = None) -> int:
             wired.check_dependencies()
             mark_dependencies_up()
             tune_for_throughput()
-            log.info(
-                "started", extra={"mode": args.mode, "batch_size": config.batch_size, "receivers": config.receivers}
-            )
+            started = {"mode": args.mode, "batch_size": config.batch_size, "receivers": config.receivers}
+            if args.mode == "run":  # how often it takes back what SQS's redrive moved (0: never)
+                started["take_back_seconds"] = config.take_back_seconds
+            log.info("started", extra=started)
             summary = wired.consumer.drain() if args.mode == "drain" else wired.consumer.run()
         except Misconfigured as error:
             return _cannot_start(error)

@@ -23,6 +23,7 @@ from devstack.isolation import SERVICE_USERS
 from devstack.procs import alive
 from devstack.sqs import identity_key, sqs_client
 from devstack.stack import StackState
+from tests.etl_log import started_line
 from tests.leaky_events import leaked, leaky_events, raw_values
 from tests.malformed_samples import body
 from tests.metrics_scrape import quarantined_total, scrape, stack_scrape
@@ -172,6 +173,13 @@ def test_etl_runs_as_a_service_a_message_sent_is_loaded(stack_dir: Path) -> None
             ).fetchone()
         time.sleep(0.2)
     assert row is not None and str(row[0]).startswith("ip_") and row[1:] == (9_008_007, "9.8.7")
+
+
+def test_the_etl_takes_back_every_300_s_as_in_production_unless_up_said_otherwise(stack_dir: Path) -> None:
+    env = read_env_file(stack_dir / "stack.env")
+    assert env["STACK_ETL_TAKE_BACK_SECONDS"] == "300"  # `devstack up` without --etl-take-back-seconds
+    started = started_line(Path(env["ETL_SERVICE_LOG"]))
+    assert started["mode"] == "run" and started["take_back_seconds"] == 300, started
 
 
 def test_service_logs_quarantine_and_metrics_contain_no_raw_pii(stack_dir: Path) -> None:

@@ -20,6 +20,7 @@ from devstack.events import events_from_file, send_events
 from devstack.procs import alive
 from devstack.restart import components
 from devstack.sqs import identity_key, sqs_client
+from tests.etl_log import started_line
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -112,19 +113,24 @@ def test_up_restarts_the_etl_with_a_ministack_that_died_and_events_load_again() 
     # window was told the queue does not exist and stopped (exit 1, a misconfiguration), right
     # after `make up` said the stack was up; `make run` then waited its 600 s for it in silence
     # (documentation walk, 4 December). The ETL is now restarted with ministack.
+    # Started with a take-back period of its own (`--etl-take-back-seconds`), the restarted ETL keeps it; asked
+    # for another on the running stack, `up` says it is not applied.
     state_dir = Path(tempfile.mkdtemp(prefix="tokenvault-restart-sqs-"))
     state_dir.chmod(0o755)
     try:
-        assert devstack(state_dir, "up").returncode == 0
+        assert devstack(state_dir, "up", "--etl-take-back-seconds", "0").returncode == 0
         env = read_env_file(state_dir / "stack.env")
+        assert started_line(Path(env["ETL_SERVICE_LOG"]))["take_back_seconds"] == 0
         before = pids(state_dir)
         os.kill(before["ministack"], signal.SIGKILL)
         time.sleep(0.5)
-        again = devstack(state_dir, "up")
+        again = devstack(state_dir, "up", "--etl-take-back-seconds", "7")
         assert again.returncode == 0, again.stderr
         assert "restarted: ministack, etl_service" in again.stdout, again.stdout
+        assert "--etl-take-back-seconds 7 not applied" in again.stderr and "(0 s)" in again.stderr, again.stderr
         after = pids(state_dir)
         assert after["etl_service"] != before["etl_service"] and not alive(before["etl_service"])
+        assert started_line(Path(env["ETL_SERVICE_LOG"]))["take_back_seconds"] == 0  # the new ETL's log
         env = read_env_file(state_dir / "stack.env")  # the new ministack's identities have new keys
         send_events(producer(env), env["SQS_QUEUE_URL"], events_from_file(SAMPLE)[:20])
         wait_for_rows(env, 20)
