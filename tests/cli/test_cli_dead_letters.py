@@ -17,10 +17,12 @@ from typing import Any
 
 import hvac
 
+from devstack.envfile import read_env_file
 from devstack.sqs import identity_key, sqs_client
 from etl_service.adapters.transit_sealer import DEAD_LETTER_KEY
 from etl_service.service.sealing import dead_letter_body
 from tests.cli.conftest import CliStack
+from tests.etl_log import started_line
 from tests.integration.dead_letters import run_dead_letters
 
 
@@ -57,6 +59,14 @@ def plant_envelope(stack: CliStack, key: str, ciphertext: str) -> str:
     return str(sent["MessageId"])
 
 
+def test_the_stacks_etl_takes_nothing_back_from_the_dlq_the_tests_plant_in(cli_stack: CliStack) -> None:
+    # With the default take-back (every 300 s) the stack's ETL moved a plant that was not its own while
+    # its test read it (the run of 2323ce7): the shared stack's ETL is started never to take back.
+    assert read_env_file(cli_stack.state_dir / "stack.env")["STACK_ETL_TAKE_BACK_SECONDS"] == "0"
+    started = started_line(Path(cli_stack.env["ETL_SERVICE_LOG"]))
+    assert started["mode"] == "run" and started["take_back_seconds"] == 0, started
+
+
 def test_an_envelope_naming_another_key_is_refused_unopened_and_reported(cli_stack: CliStack) -> None:
     env = cli_stack.env
     root = Path(env["VAULT_ROOT_TOKEN_FILE"]).read_text().strip()
@@ -67,27 +77,29 @@ def test_an_envelope_naming_another_key_is_refused_unopened_and_reported(cli_sta
     )["data"]["ciphertext"]
     message_id = plant_envelope(cli_stack, kek, ciphertext)
     audit_log = Path(env["VAULT_AUDIT_LOG"])
-    before = decrypts_with(audit_log, kek)
+    try:
+        before = decrypts_with(audit_log, kek)
+        operator = Path(env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
+        for token in (root, operator):  # a token that could decrypt with the KEK, and the operator's own
+            for args in (["show", message_id], ["resend", message_id]):
+                done = dead_letters(cli_stack, *args, token=token)
+                assert done.returncode == 1, (args, done.stdout)
+                assert secret not in done.stdout + done.stderr
+                assert f"names Transit key {kek!r}" in done.stderr and "tokenvault-dead-letters" in done.stderr
+                assert "tamper" in done.stderr and "refused to decrypt" not in done.stderr  # ours, not OpenBao's 403
+        assert decrypts_with(audit_log, kek) == before  # no decrypt was attempted with the KEK
 
-    operator = Path(env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
-    for token in (root, operator):  # a token that could decrypt with the KEK, and the operator's own
-        for args in (["show", message_id], ["resend", message_id]):
-            done = dead_letters(cli_stack, *args, token=token)
-            assert done.returncode == 1, (args, done.stdout)
-            assert secret not in done.stdout + done.stderr
-            assert f"names Transit key {kek!r}" in done.stderr and "tokenvault-dead-letters" in done.stderr
-            assert "tamper" in done.stderr and "refused to decrypt" not in done.stderr  # ours, not OpenBao's 403
-    assert decrypts_with(audit_log, kek) == before  # no decrypt was attempted with the KEK
-
-    listing = dead_letters(cli_stack, "list", token="")
-    assert listing.returncode == 0, listing.stderr
-    line = next(x for x in listing.stdout.splitlines() if x.startswith(message_id))
-    assert "TAMPERED" in line
-    assert "tampered" in listing.stderr and message_id in listing.stderr
-
-    # The operator removes the plant unopened, as the tampering review ends (and as `dead-letters
-    # erase` asks: a tampered envelope makes every erase run incomplete until it is gone).
-    removed = dead_letters(cli_stack, "delete", message_id, "--yes", token="")
+        listing = dead_letters(cli_stack, "list", token="")
+        assert listing.returncode == 0, listing.stderr
+        line = next(x for x in listing.stdout.splitlines() if x.startswith(message_id))
+        assert "TAMPERED" in line
+        assert "tampered" in listing.stderr and message_id in listing.stderr
+    finally:
+        # The operator removes the plant unopened, as the tampering review ends (and as `dead-letters
+        # erase` asks: a tampered envelope makes every erase run incomplete until it is gone) - also
+        # when an assertion above failed: on the shared stack, the README block's erase (test_docs_run)
+        # would exit 3 on it.
+        removed = dead_letters(cli_stack, "delete", message_id, "--yes", token="")
     assert removed.returncode == 0, removed.stderr
     listing = dead_letters(cli_stack, "list", token="")
     assert message_id not in listing.stdout
@@ -100,14 +112,17 @@ def test_erase_and_show_without_the_operators_token_stop_as_a_missing_setting(cl
     erase = run_dead_letters(env, "erase", "-", stdin="ip=203.0.113.9\n", token="")
     assert erase.returncode == 2 and "VAULT_TOKEN" in erase.stderr, erase.stderr
     assert "dead letters checked" not in erase.stdout
-    # Sealed for real under the dead-letter key, as the ETL seals: the stack's ETL takes back every 300 s what is
-    # not its own, and a plant Transit does not authenticate ("vault:v1:AAA...") was moved while this test ran,
-    # re-dead-lettered inside another envelope that no one could open (the README block's erase then exited 3).
+    # Sealed for real under the dead-letter key, as the ETL seals: an ETL taking back (every 300 s by default) what
+    # is not its own moved a plant Transit does not authenticate ("vault:v1:AAA...") while this test ran, and
+    # re-dead-lettered it inside another envelope that no one could open (the README block's erase then exited 3).
+    # The shared stack's ETL now never takes back (conftest); a genuine envelope stays right under either.
     root = Path(cli_stack.env["VAULT_ROOT_TOKEN_FILE"]).read_text().strip()
     ciphertext = hvac.Client(url=cli_stack.env["VAULT_ADDR"], token=root).secrets.transit.encrypt_data(
         name=DEAD_LETTER_KEY, plaintext=base64.b64encode(b'{"note": "planted by a test"}').decode()
     )["data"]["ciphertext"]
     sealed = plant_envelope(cli_stack, DEAD_LETTER_KEY, ciphertext)
-    show = dead_letters(cli_stack, "show", sealed, token="")
-    dead_letters(cli_stack, "delete", sealed, "--yes", token="")  # the plant leaves the stack's DLQ
+    try:
+        show = dead_letters(cli_stack, "show", sealed, token="")
+    finally:
+        dead_letters(cli_stack, "delete", sealed, "--yes", token="")  # the plant leaves the stack's DLQ
     assert show.returncode == 2 and "VAULT_TOKEN" in show.stderr, show.stderr
