@@ -2,7 +2,7 @@
 
 The stack's directory holds its CA certificate, the client certificates and stack.env: the services read
 them, and every `tokenvault` command refuses them when another local account could change them or put
-others in their place (tokenvault_cli/trusted_files.py, attack 37). Root's `make run` in a clone owned by
+others in their place (tokenvault_common/trusted_files.py, attack 37). Root's `make run` in a clone owned by
 another account started the stack without a word - its CA and settings in a directory that account may
 rename or replace - and then every `tokenvault` command the summary printed was refused (walk44, W44-4).
 `up` now applies the same rule to the directory (and to stack.env and the CA of a stack that is there)
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from devstack.envfile import read_env_file
 from devstack.procs import StackError
-from tokenvault_cli.trusted_files import untrusted_file
+from tokenvault_common.trusted_files import untrusted_file
 
 OWNER_FIX = (
     "Run make as the account that owns the clone (not as root: `make up` as root is for a clone of root's),"

@@ -20,9 +20,9 @@ from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict
 
 from devstack.envfile import parse_env
-from tokenvault_cli.trusted_files import UntrustedFile, read_private_key, read_trusted
 from tokenvault_client import ClientIdentity
 from tokenvault_common.database_dsn import password_exposed
+from tokenvault_common.trusted_files import UntrustedFile, read_private_key, read_trusted
 
 SECURITY_ROLE = "security"
 """The security team: its client certificate (CN security-team) for the key jobs the vault runs (reencrypt,

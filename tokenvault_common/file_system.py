@@ -1,7 +1,7 @@
 """What the file-trust rules read of the file system and of the caller, in one place (tests give fakes).
 
 Two rules use it: the database DSN's socket-directory rule (`tokenvault_common.database_dsn`) and the
-`tokenvault` command's trusted settings files (`tokenvault_cli.trusted_files`). Both judge a path by the
+`tokenvault` command's trusted settings files (`tokenvault_common.trusted_files`). Both judge a path by the
 directories above it (`chain`) as named, as resolved, and above every symbolic link met resolving it
 (`links_on_the_way`): a link in the middle is on neither the path as named nor the path resolved, and
 its owner may re-point it (attack 39, P4).

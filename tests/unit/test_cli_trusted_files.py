@@ -28,8 +28,8 @@ from click.testing import CliRunner
 from devstack.certs import create_authority, issue
 from tokenvault_cli.app import cli
 from tokenvault_cli.settings import Settings, SettingsError, load_profile, refuse_command_line_dsn
-from tokenvault_cli.trusted_files import UntrustedFile, read_private_key, untrusted_file
 from tokenvault_common.file_system import FileSystem
+from tokenvault_common.trusted_files import UntrustedFile, read_private_key, untrusted_file
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "Pw-0f-the-analyst"  # what no message may quote

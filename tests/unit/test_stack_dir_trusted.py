@@ -2,7 +2,7 @@
 
 Root's `make run` in a clone owned by another account started the whole stack without a word; its CA,
 certificates and stack.env then lived where that account may rename or replace them (the services read
-them), and every `tokenvault` command the summary printed was refused (tokenvault_cli/trusted_files.py).
+them), and every `tokenvault` command the summary printed was refused (tokenvault_common/trusted_files.py).
 `devstack up` now applies that rule first and starts nothing. Real directories, the real command's main.
 """
 

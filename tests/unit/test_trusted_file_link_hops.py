@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from tokenvault_cli.settings import SettingsError, load_profile
-from tokenvault_cli.trusted_files import untrusted_file
 from tokenvault_common.file_system import FileSystem
+from tokenvault_common.trusted_files import untrusted_file
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to a second account needs root")
 

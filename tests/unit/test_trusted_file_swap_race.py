@@ -23,8 +23,8 @@ import pytest
 
 from devstack.certs import create_authority, issue
 from devstack.envfile import write_env_file
-from tokenvault_cli import trusted_files
 from tokenvault_cli.settings import Settings, SettingsError, load_profile, resolve
+from tokenvault_common import trusted_files
 
 PROD = "[default]\naddress = 'prod.example:443'\n"
 STAGING = "[default]\naddress = 'staging.example:443'\n"
