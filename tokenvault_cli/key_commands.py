@@ -20,6 +20,7 @@ from tokenvault_cli.context import Context, SettingsFailure, vault_errors
 from tokenvault_cli.settings import SECURITY_ROLE
 from tokenvault_client import KeyCommands, VaultClient
 from tokenvault_common.key_status_text import print_key_status
+from tokenvault_common.trusted_files import UntrustedFile, read_token
 
 REASON = click.option(
     "--reason", required=True, help="Change ticket (a reference such as CHG-1234), kept for good in the audit log."
@@ -92,7 +93,9 @@ def rotate_fingerprint_key(ctx: Context, reason: str) -> None:
 def operator_token(ctx: Context) -> str:
     """Your own Vault token: $VAULT_TOKEN, else the file $VAULT_SECURITY_TOKEN_FILE (the embedded stack's by default).
 
-    SettingsFailure (exit 2) when there is none or the file cannot be read; the token is never printed.
+    SettingsFailure (exit 2) when there is none, the file cannot be read, or it is refused (read_token: others, or
+    your group, may read it, or another account could replace it), before the vault is called; the token is
+    never printed.
     """
     token = os.environ.get("VAULT_TOKEN", "").strip()
     if token:
@@ -104,7 +107,9 @@ def operator_token(ctx: Context) -> str:
             " `bao login`) and set VAULT_TOKEN, or VAULT_SECURITY_TOKEN_FILE"
         )
     try:
-        return Path(token_file).read_text().strip()
+        return read_token(Path(token_file))
+    except UntrustedFile as error:
+        raise SettingsFailure(f"VAULT_SECURITY_TOKEN_FILE {token_file} is refused: {error}; nothing was done") from None
     except OSError as error:
         raise SettingsFailure(f"cannot read VAULT_SECURITY_TOKEN_FILE {token_file}: {error.strerror}") from None
 

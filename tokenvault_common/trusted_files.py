@@ -27,6 +27,13 @@ gives the ETL's key to the ETL's account): a key swapped alone does not match th
 handshake fails. But the key may be read by no one else: as ssh refuses an "UNPROTECTED PRIVATE KEY FILE", a key
 that others may read or write is refused, and one of the caller's own that its group may (the key is then also
 no longer only the caller's: it should be replaced).
+
+An operator's Vault token file (read_token: the security team's $VAULT_SECURITY_TOKEN_FILE for `tokenvault
+retire-kek-versions` and the vault's admin CLI, the DLQ operator's `dead-letters --token-file`) is a credential
+as the key is, and more: it is all Vault asks for. Read by others, it is their token too; so it is refused as a
+key is (others may read or write it, or the caller's own that its group may). Replaced by another account, the
+command would act under that account's token (and its audit entries name that account): so, unlike a key, it
+must be owned by the caller or root, in directories no one else may write, as a settings file is.
 """
 
 from __future__ import annotations
@@ -235,16 +242,33 @@ def read_trusted(path: Path, fs: FileSystem | None = None) -> Contents:
     return _read(path, fs or FileSystem(), any_owner=False)[0]
 
 
-def _key_exposed(path: Path, info: StatResult, euid: int) -> str | None:
+KEY_EXPOSED = "have the certificate replaced if anyone else may have read it"
+TOKEN_EXPOSED = "revoke the token and log in again if anyone else may have read it"  # noqa: S105 (advice)
+
+
+def _exposed(path: Path, info: StatResult, euid: int, then: str) -> str | None:
     mode = stat.S_IMODE(info.st_mode)
     if mode & stat.S_IRWXO or (info.st_uid == euid and mode & stat.S_IRWXG):
         who = "others" if mode & stat.S_IRWXO else f"its group {_group(info.st_gid)}"
         return (
             f"{path} may be read or written by {who} (mode {mode:04o}): it must be yours alone, as ssh requires of"
-            f" a private key: `chmod 600 {shlex.quote(str(path))}`, and have the certificate replaced if anyone else"
-            " may have read it"
+            f" a private key: `chmod 600 {shlex.quote(str(path))}`, and {then}"
         )
     return None
+
+
+def _read_secret(path: Path, fs: FileSystem, any_owner: bool, then: str) -> Contents:
+    """The contents of `path` once neither others (nor, the caller's own, its group) may read or write it."""
+    try:
+        info = fs.stat(os.path.abspath(path))
+    except OSError as error:
+        raise UntrustedFile(f"{path} cannot be examined ({error.strerror or type(error).__name__})") from None
+    if problem := _exposed(path, info, fs.euid(), then):  # said first: the fix that matters most
+        raise UntrustedFile(problem)
+    contents, opened = _read(path, fs, any_owner)
+    if problem := _exposed(path, opened, fs.euid(), then):  # as opened (_read: the mode the check saw)
+        raise UntrustedFile(problem)
+    return contents
 
 
 def read_private_key(path: Path, fs: FileSystem | None = None) -> Contents:
@@ -253,14 +277,15 @@ def read_private_key(path: Path, fs: FileSystem | None = None) -> Contents:
     Refused: a key others may read or write, one of the caller's own its group may, and one another local account
     could replace with the directories above it (read_trusted's rules, but for the key's own owner).
     """
-    fs = fs or FileSystem()
-    try:
-        info = fs.stat(os.path.abspath(path))
-    except OSError as error:
-        raise UntrustedFile(f"{path} cannot be examined ({error.strerror or type(error).__name__})") from None
-    if problem := _key_exposed(path, info, fs.euid()):  # said first: the fix that matters most
-        raise UntrustedFile(problem)
-    contents, opened = _read(path, fs, any_owner=True)
-    if problem := _key_exposed(path, opened, fs.euid()):  # as opened (_read: the mode the check saw)
-        raise UntrustedFile(problem)
-    return contents
+    return _read_secret(path, fs or FileSystem(), any_owner=True, then=KEY_EXPOSED)
+
+
+def read_token(path: Path, fs: FileSystem | None = None) -> str:
+    """The Vault token in the file `path`, its surrounding blanks removed; UntrustedFile (why, with the fix) if refused.
+
+    Refused as a private key is (others may read or write it, or the caller's own that its group may), and as a
+    settings file is when another local account could replace it: owned by no one but the caller or root, in
+    directories (and behind links) of theirs alone. Read once, from the file judged. No message quotes the token.
+    """
+    data = _read_secret(path, fs or FileSystem(), any_owner=False, then=TOKEN_EXPOSED).data
+    return data.decode("utf-8", "replace").strip()  # not UTF-8: not a token, which Vault (or the header) refuses

@@ -13,6 +13,7 @@ from pathlib import Path
 from etl_service.adapters.dead_letter_queue import DeadLetterError
 from etl_service.adapters.transit_sealer import DEAD_LETTER_KEY, open_sealed
 from tokenvault_common.env import ConfigError
+from tokenvault_common.trusted_files import UntrustedFile, read_token
 from tokenvault_common.vault_address import plaintext_setting, vault_address_problem
 
 VaultAccess = tuple[str, str]
@@ -25,14 +26,21 @@ def dead_letter_key() -> str:
 
 
 def vault_access(token_file: Path | None) -> VaultAccess | None:
-    """OpenBao's address and the operator's token (--token-file, else VAULT_TOKEN); None when either is missing."""
+    """OpenBao's address and the operator's token (--token-file, else VAULT_TOKEN); None when either is missing.
+
+    --token-file is read as tokenvault_common.trusted_files.read_token reads it: ConfigError (exit 2), naming the
+    file and the fix, when others (or, the operator's own, its group) may read or write it or another local
+    account could replace it (the command would open bodies under that account's token). OpenBao is not asked.
+    """
     setting = "ETL_DLQ_SEAL_VAULT_ADDR" if os.environ.get("ETL_DLQ_SEAL_VAULT_ADDR") else "VAULT_ADDR"
     address = os.environ.get(setting)
     allow = plaintext_setting("ETL_DLQ_SEAL_VAULT_ADDR")  # one opt-in, whichever address is read
     if address and (problem := vault_address_problem(setting, address, allow, os.environ.get(allow) or None)):
         raise ConfigError(problem)  # the operator's token and the bodies in clear would travel over it
     try:
-        token = token_file.read_text().strip() if token_file else os.environ.get("VAULT_TOKEN", "")
+        token = read_token(token_file) if token_file else os.environ.get("VAULT_TOKEN", "")
+    except UntrustedFile as error:
+        raise ConfigError(f"--token-file {token_file} is refused: {error}; no letter was read or sent") from None
     except OSError as error:
         raise DeadLetterError(f"cannot read --token-file: {error.strerror}") from None
     return (address, token) if address and token else None

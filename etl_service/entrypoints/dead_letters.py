@@ -58,7 +58,9 @@ r"""`python -m etl_service dead-letters list|show|resend|redrive|erase|delete`: 
 
 Settings: ETL_QUEUE_URL (ETL_DLQ_URL, ETL_SQS_ENDPOINT_URL, AWS_* as for the service), and for
 show/resend/redrive/erase ETL_DLQ_SEAL_VAULT_ADDR or VAULT_ADDR (https://, or http:// to loopback unless
-ETL_DLQ_SEAL_VAULT_PLAINTEXT=allow: else exit 2), and ETL_DLQ_SEAL_KEY as the ETL has it.
+ETL_DLQ_SEAL_VAULT_PLAINTEXT=allow: else exit 2), and ETL_DLQ_SEAL_KEY as the ETL has it. A --token-file
+others (or, the operator's own, its group) may read or write, or that another account owns or could replace,
+is refused (exit 2, naming the file and `chmod 600`; tokenvault_common.trusted_files.read_token).
 Every command first checks the two queues as the ETL does at start (sqs_common.check_queue_pair,
 by QueueArn): ETL_DLQ_URL must be the target of ETL_QUEUE_URL's redrive policy, not the source
 itself, and have no redrive policy of its own. Otherwise it stops (exit 2, naming both settings

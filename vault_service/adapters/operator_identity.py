@@ -15,12 +15,21 @@ import hvac
 import hvac.exceptions
 import requests
 
+from tokenvault_common.trusted_files import UntrustedFile, read_token
+
 ADMIN_POLICIES = ("tokenvault-security", "root")
 """A token needs one of these Vault policies to run administrative commands."""
 
 
 class OperatorRefused(RuntimeError):
     """The operator's Vault token is missing, unknown, expired or not authorized; says which."""
+
+
+class OperatorTokenFileRefused(OperatorRefused):
+    """$VAULT_SECURITY_TOKEN_FILE is refused: others may read it, or another account could replace it.
+
+    A setting to fix (exit 2): Vault was not asked.
+    """
 
 
 class OperatorNotLookedUp(OperatorRefused):
@@ -48,13 +57,20 @@ class OperatorIdentity:
 
 
 def operator_token(env: Mapping[str, str]) -> str:
-    """The operator's Vault token: $VAULT_TOKEN, else the file named by $VAULT_SECURITY_TOKEN_FILE."""
+    """The operator's Vault token: $VAULT_TOKEN, else the file named by $VAULT_SECURITY_TOKEN_FILE.
+
+    The file is read as tokenvault_common.trusted_files.read_token reads it: OperatorTokenFileRefused, naming the
+    file and the fix, when others (or, the caller's own, its group) may read or write it or another local account
+    could replace it - that account's token would act in the operator's name.
+    """
     if env.get("VAULT_TOKEN", "").strip():
         return env["VAULT_TOKEN"].strip()
     token_file = env.get("VAULT_SECURITY_TOKEN_FILE", "").strip()
     if token_file:
         try:
-            return Path(token_file).read_text().strip()
+            return read_token(Path(token_file))
+        except UntrustedFile as error:
+            raise OperatorTokenFileRefused(f"VAULT_SECURITY_TOKEN_FILE {token_file} is refused: {error}") from None
         except OSError as error:
             raise OperatorRefused(f"cannot read VAULT_SECURITY_TOKEN_FILE {token_file}: {error.strerror}") from None
     raise OperatorRefused(

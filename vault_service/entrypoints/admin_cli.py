@@ -9,7 +9,9 @@ database role), e.g. `kubectl exec` into a vault pod or `make admin ARGS=...` on
 stack. Every command that changes something needs `--reason` and is written to the audit log
 under the identity of the operator's own Vault token ($VAULT_TOKEN, or the file named by
 $VAULT_SECURITY_TOKEN_FILE), as Vault reports it; a token Vault does not know, or without the
-`tokenvault-security` policy, is refused. `audit-verify` and `who-saw` only read and need no operator token.
+`tokenvault-security` policy, is refused. The file must be the operator's alone (exit 2 otherwise, Vault not
+asked: tokenvault_common.trusted_files.read_token). `audit-verify` and `who-saw` only read and need no operator
+token.
 
 Function API (for other front ends): `authenticate(config, env)` -> OperatorIdentity, then
 `with administration(config, operator) as rotation:` -> the KeyRotation audited as that operator,
@@ -36,6 +38,7 @@ from tokenvault_common.metrics_endpoint import MetricsEndpointError, serve_metri
 from vault_service.adapters.operator_identity import (
     OperatorIdentity,
     OperatorRefused,
+    OperatorTokenFileRefused,
     authenticate_operator,
     operator_token,
 )
@@ -250,6 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_status(stop)
     except MetricsEndpointError as error:
         print(f"vault admin: {args.command}: {error}", file=sys.stderr)
+        return 2
+    except OperatorTokenFileRefused as error:  # a setting to fix, as a bad configuration: Vault was not asked
+        print(f"vault admin: {args.command} refused: {error}; nothing was done", file=sys.stderr)
         return 2
     except (OperatorRefused, PermissionDenied) as error:  # PermissionDenied: Vault refused the operator's token
         print(f"vault admin: {args.command} refused: {error}", file=sys.stderr)
