@@ -100,8 +100,9 @@ class Limits:
     reads the whole log, holds the one report at a time of that process and slows its serving."""
     key_commands: RateLimit = DEFAULT_KEY_COMMANDS
     """KeyJobs' short changes (rewrap, rotate-*, retire-kek-versions together) each vault process runs for each
-    of the client's certificates (CN and serial): each reads every data key row and asks Transit (attack 28,
-    F7). retire-kek-versions is charged only once Vault has accepted the operator's token (review 33, R33-4)."""
+    of the client's certificates (CN and serial), and the client's certificates together CLIENT_CERTIFICATES times
+    that (attack 40, A40-2): each reads every data key row and asks Transit (attack 28, F7). retire-kek-versions
+    is charged only once Vault has accepted the operator's token (review 33, R33-4)."""
     key_status: RateLimit = DEFAULT_KEY_STATUS
     """KeyJobs' `status` (a read) each vault process answers for each of the client's certificates, a budget of
     its own: a `status` flood never refuses a change (review 33, R33-4; attack 28, F7: 50 unmetered Status

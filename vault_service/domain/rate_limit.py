@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from vault_service.domain.errors import RateLimited
 from vault_service.domain.grant_bound import GrantBound, expect_client
@@ -34,10 +34,16 @@ class RateLimit:
 
 
 class _Bucket:
+    __slots__ = ("level", "limit", "updated")
+
     def __init__(self, limit: RateLimit, now: float) -> None:
         self.limit = limit
         self.level = float(limit.burst)
         self.updated = now
+
+    def full_at(self) -> float:
+        """When the bucket is full again if nothing more is taken (a bucket made then would be the same)."""
+        return self.updated + (self.limit.burst - self.level) / self.limit.per_second
 
     def take(self, count: int, now: float) -> float:
         """0 when `count` items were taken, else the seconds until they would fit."""
@@ -55,9 +61,17 @@ class BucketMap:
     A bucket's key is apart from its limit's: the limit is the client's (its CN in the policy), the
     bucket is the client's alone (key "": RateLimiter's) or one of several (the key commands' budgets,
     one per certificate, keyed by its serial: review 33, R33-4, `CertificateBuckets`), so the holder of
-    one certificate of a client spends nothing of another's. Only authorized callers reach one, so it
-    keeps one small bucket per client (and key) this process saw.
+    one certificate of a client spends nothing of another's.
+
+    A bucket that has refilled to its burst is dropped (`_sweep`): a bucket made anew starts full, so
+    dropping it changes no answer - nobody gets a fresh burst by it - and the map holds only the
+    buckets taken from within their refill time (burst / rate), not one per key ever seen (attack 40,
+    A40-1: 524 bytes per minted certificate, kept for good). Sweeps run when the map has doubled since
+    the last one (at least SWEEP_AT buckets), so each costs O(1) per bucket made, amortized.
     """
+
+    SWEEP_AT = 1024
+    """The map is swept when it holds this many buckets, or twice what the last sweep kept."""
 
     def __init__(
         self, limits: Mapping[str, RateLimit], default: RateLimit, clock: Callable[[], float] = time.monotonic
@@ -66,7 +80,12 @@ class BucketMap:
         self._default = default
         self._clock = clock
         self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._sweep_at = self.SWEEP_AT
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """Buckets held now (full ones included until the next sweep)."""
+        return len(self._buckets)
 
     def limit(self, client: str) -> RateLimit:
         """The limit of each of `client`'s buckets: its own, else the default (limits fail closed, never open)."""
@@ -76,20 +95,93 @@ class BucketMap:
         """Take `count` items from bucket (`client`, `key`): 0 when taken, else the seconds until they would fit."""
         with self._lock:
             now = self._clock()
-            bucket = self._buckets.setdefault((client, key), _Bucket(self.limit(client), now))
+            bucket = self._buckets.get((client, key))
+            if bucket is None:
+                if len(self._buckets) >= self._sweep_at:
+                    self._sweep(now)
+                bucket = self._buckets[(client, key)] = _Bucket(self.limit(client), now)
             return bucket.take(count, now)
 
     def give_back(self, client: str, key: str = "", count: int = 1) -> None:
-        """Put back `count` items taken from that bucket (the call they were taken for turned out not to count)."""
+        """Put back `count` items taken from that bucket (the call they were taken for turned out not to count).
+
+        A bucket no longer held was full (`_sweep`): there is nothing to put back.
+        """
         with self._lock:
             bucket = self._buckets.get((client, key))
             if bucket is not None:
                 bucket.level = min(float(bucket.limit.burst), bucket.level + count)
 
+    def _sweep(self, now: float) -> None:
+        """Drop every bucket full again by `now` (as a new one would be); called with the lock held."""
+        full = [key for key, bucket in self._buckets.items() if bucket.full_at() <= now]
+        for key in full:
+            del self._buckets[key]
+        self._sweep_at = max(self.SWEEP_AT, 2 * len(self._buckets))
 
-CertificateBuckets = BucketMap
-"""The key commands' budgets: a bucket per certificate, keyed by its serial (`take(client, serial)`), each at the
-limit of its client (CN); kept per process (review 33, R33-4)."""
+
+CLIENT_CERTIFICATES = 3
+"""A client's certificates together get this many times one certificate's budget (`CertificateBuckets`)."""
+
+
+class Wait(NamedTuple):
+    """A `CertificateBuckets` answer: `seconds` 0 when taken; else how long, and whether the client's bucket refused."""
+
+    seconds: float
+    whole_client: bool = False
+
+
+class CertificateBuckets:
+    """The key commands' budgets: per certificate (serial) at the client's limit, per client CLIENT_CERTIFICATES x it.
+
+    Per certificate (review 33, R33-4): the holder of a copy of one of the team's certificates spends that
+    certificate's budget, and at most that of the client's; per client (CN) too, as a bucket CLIENT_CERTIFICATES
+    times the limit (burst and rate): a client that signs or issues itself certificates at will (the security
+    team's `pki/sign` right) no longer gets a fresh budget with each one (attack 40, A40-2: 5 certificates,
+    151 `status` scans at once instead of 30). Kept per process.
+    """
+
+    def __init__(
+        self, limits: Mapping[str, RateLimit], default: RateLimit, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._certificates = BucketMap(limits, default, clock)
+        self._clients = BucketMap(
+            {client: _times(limit, CLIENT_CERTIFICATES) for client, limit in limits.items()},
+            _times(default, CLIENT_CERTIFICATES),
+            clock,
+        )
+
+    def limit(self, client: str) -> RateLimit:
+        """The limit of each of `client`'s certificates (the policy's)."""
+        return self._certificates.limit(client)
+
+    def client_limit(self, client: str) -> RateLimit:
+        """The limit of `client`'s certificates together."""
+        return self._clients.limit(client)
+
+    def take(self, client: str, serial: str) -> Wait:
+        """Take one from the certificate's bucket and one from its client's, both or neither."""
+        wait = self._certificates.take(client, serial)
+        if wait:
+            return Wait(wait)
+        wait = self._clients.take(client)
+        if wait:
+            self._certificates.give_back(client, serial)
+            return Wait(wait, whole_client=True)
+        return Wait(0.0)
+
+    def give_back(self, client: str, serial: str) -> None:
+        """Put back one taken by `take` (to both buckets)."""
+        self._certificates.give_back(client, serial)
+        self._clients.give_back(client)
+
+    def __len__(self) -> int:
+        """Buckets held now, per certificate and per client."""
+        return len(self._certificates) + len(self._clients)
+
+
+def _times(limit: RateLimit, factor: int) -> RateLimit:
+    return RateLimit(limit.per_second * factor, limit.burst * factor)
 
 
 LEASE_FRACTION = 20
@@ -183,12 +275,15 @@ class RateLimiter:
                 f" for client {client!r}; split the call",
                 retry_after=count / limit.per_second,
             )
-        lease = self._leases.get(client) or self._leases.setdefault(client, _Lease())
-        with lease.lock:
-            if count <= lease.left:  # the hot path: spent from this process's lease
-                lease.left -= count
-                return
-            wait = self._take_shared(client, lease, count, limit)
+        if self._shared is None:  # buckets in memory only: no lease kept per client (the refusal throttle's keys)
+            wait: float | None = None
+        else:
+            lease = self._leases.get(client) or self._leases.setdefault(client, _Lease())
+            with lease.lock:
+                if count <= lease.left:  # the hot path: spent from this process's lease
+                    lease.left -= count
+                    return
+                wait = self._take_shared(client, lease, count, limit)
         if wait is None:
             wait = self._memory.take(client, count=count)
         if wait:

@@ -15,7 +15,8 @@ one Vault refuses, or a call over the certificate's budget by `refused` (throttl
 rotation itself refuses (KekVersionsInUse, KeptCopiesDiffer) is its own `refused:` outcome row.
 These commands run beside a running key job, as the admin commands did in their own processes.
 
-Each command is metered per certificate (CN and serial) and vault process (`budget`, RateLimited) after
+Each command is metered per certificate (CN and serial) - and per client, its certificates together at
+CLIENT_CERTIFICATES times one's (attack 40, A40-2) - and vault process (`budget`, RateLimited) after
 its checks, before it opens anything (attack 28, F7: 50 unmetered Status calls a second, each a session
 of its own, slowed every other client's reveals tenfold). Reads and changes have budgets of their own
 (review 33, R33-4: one shared bucket let `status` polling refuse the team's rotations): `status` spends

@@ -9,7 +9,10 @@ new-token budget are counted in a metric beside it, which the rule adds (attack 
 Every refused call is audited with the caller's identity, but a peer sending refused calls in
 a loop must not be able to fill the audit log: `RefusalAuditor` writes up to `burst` refusal
 rows per peer and then `per_second`; beyond that the peer gets TooManyRequests and its
-refusals are counted and written as one row per interval. Calls refused for being over the
+refusals are counted and written as one row per interval. A peer is a client by its name, never
+by certificate (a client that issues itself certificates got a fresh burst with each: attack 40,
+A40-1; the guard's `_peer_of`), else the address of a certificate refused as no client's; the
+throttle keeps a bucket only while it is not full again (`BucketMap`). Calls refused for being over the
 client's share of calls in progress come in floods by nature: they are always counted that
 way (`counted`), so refusing one writes nothing while it happens.
 """

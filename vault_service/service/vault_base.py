@@ -15,7 +15,7 @@ from vault_service.domain.errors import InvalidRequest, PermissionDenied, RateLi
 from vault_service.domain.identity import Caller
 from vault_service.domain.policy import AUDIT_REPORT_ACTIONS, AccessPolicy
 from vault_service.domain.purpose import WITHHELD_PURPOSE
-from vault_service.domain.rate_limit import CertificateBuckets, RateLimiter, exact
+from vault_service.domain.rate_limit import CLIENT_CERTIFICATES, CertificateBuckets, RateLimiter, exact
 from vault_service.domain.token_types import TokenType
 from vault_service.service.keyring import KeyManager
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
@@ -91,7 +91,8 @@ class TokenVaultBase:
             policy.limits_of("audit_reports"), defaults.audit_reports, "ask for audit reports"
         )
         # KeyJobs' short commands likewise (attack 28, F7), per process, and per certificate (CN and serial):
-        # reads (status), changes, and Vault tokens Vault refused, each a budget of its own (review 33, R33-4).
+        # reads (status), changes, and Vault tokens Vault refused, each a budget of its own (review 33, R33-4);
+        # a client's certificates together get CLIENT_CERTIFICATES times one's (attack 40, A40-2).
         self._key_command_buckets = {
             kind: CertificateBuckets(policy.limits_of(kind), getattr(defaults, kind)) for kind in _KEY_COMMAND_BUDGETS
         }
@@ -121,21 +122,28 @@ class TokenVaultBase:
         """Take one from `caller`'s key-command `budget` on this process; RateLimited (unaudited here) if none.
 
         `budget`: `key_status` (status), `key_commands` (the changes) or `key_token_refusals` (Vault tokens
-        Vault refused, taken before the lookup), each per certificate: CN and serial (review 33, R33-4).
+        Vault refused, taken before the lookup), each per certificate: CN and serial (review 33, R33-4), and
+        per client, CLIENT_CERTIFICATES times that for its certificates together (attack 40, A40-2).
         """
         self._policy.permissions(caller.name)  # Unauthenticated for a client the policy does not know
         buckets = self._key_command_buckets[budget]
         wait = buckets.take(caller.name, caller.serial)
-        if wait:
+        if not wait.seconds:
+            return
+        what, key = _KEY_COMMAND_BUDGETS[budget]
+        if wait.whole_client:
+            limit = buckets.client_limit(caller.name)
+            who = f"client {caller.name!r}'s certificates together"
+            per = f"{CLIENT_CERTIFICATES} x {key} in the policy; per client and vault process"
+        else:
             limit = buckets.limit(caller.name)
-            what, key = _KEY_COMMAND_BUDGETS[budget]
             serial = f" (certificate serial {caller.serial})" if caller.serial else ""
-            raise RateLimited(
-                f"client {caller.name!r}{serial} may {what.format(burst=limit.burst)} at once, then one every"
-                f" {1 / limit.per_second:.3g} s ({key} in the policy; per certificate and vault process);"
-                f" retry in {math.ceil(wait)} s",
-                retry_after=wait,
-            )
+            who, per = f"client {caller.name!r}{serial}", f"{key} in the policy; per certificate and vault process"
+        raise RateLimited(
+            f"{who} may {what.format(burst=limit.burst)} at once, then one every"
+            f" {1 / limit.per_second:.3g} s ({per}); retry in {math.ceil(wait.seconds)} s",
+            retry_after=wait.seconds,
+        )
 
     def give_back_key_command(self, caller: Caller, budget: str) -> None:
         """Put back one taken from `caller`'s key-command `budget` (a token check that Vault passed)."""
