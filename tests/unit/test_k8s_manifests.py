@@ -518,3 +518,34 @@ def test_no_container_of_the_vaults_pods_holds_a_token_that_may_mint_its_databas
         "auth/approle/role/tokenvault-service/secret-id",
     ]
     assert service and all(p.startswith("transit/") for p in service)  # the service's own token: Transit only
+
+
+@pytest.mark.parametrize(
+    ("deployment", "agent_policy", "mints"),
+    [
+        ("etl-service", "tokenvault-etl-agent", ["pki/issue/tokenvault-clients", "database/creds/tokenvault-etl"]),
+        ("lock-watchdog", "tokenvault-lock-watchdog", ["database/creds/tokenvault-watchdog"]),
+    ],
+)
+def test_no_container_of_the_etls_or_the_watchdogs_pod_holds_the_token_their_agent_logs_in_with(
+    deployment: str, agent_policy: str, mints: list[str]
+) -> None:
+    """Attack 40, A40-1: the ETL's pod mounted its service account token (Kubernetes' default), which logs in to role
+    tokenvault-etl-service: the ETL process could issue itself `etl-service` certificates at will (each a fresh burst
+    of audited refusals) and mint logins of tokenvault_etl; the lock watchdog's likewise logins IN ROLE
+    tokenvault_watchdog, each with a CONNECTION LIMIT of its own. As the vault's pods (attack 32, F7): the token is
+    projected for the Vault agent alone, and nothing the agent renders is a Vault token."""
+    template = by_kind("Deployment")[deployment]["spec"]["template"]
+    annotations, spec = template["metadata"]["annotations"], template["spec"]
+    assert set(mints) <= set(_policy_paths(agent_policy))  # why the token matters: what its login may mint
+    assert annotations.get("vault.hashicorp.com/agent-inject-token", "false") == "false"
+    assert spec["automountServiceAccountToken"] is False
+    assert by_kind("ServiceAccount")[spec["serviceAccountName"]]["automountServiceAccountToken"] is False
+    volume_name = annotations["vault.hashicorp.com/agent-service-account-token-volume-name"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == volume_name]
+    assert [s["serviceAccountToken"]["path"] for s in volume["projected"]["sources"]] == ["token"]
+    for each in spec["containers"] + spec.get("initContainers", []):  # the injector mounts it in its agent's only
+        assert volume_name not in {m["name"] for m in each.get("volumeMounts", [])}
+        assert "serviceaccount" not in repr(each)  # nor is another path to it named
+    templates = [value for key, value in annotations.items() if key.startswith("vault.hashicorp.com/agent-inject-")]
+    assert not any("auth/token/create" in text or ".Auth.ClientToken" in text for text in templates)
