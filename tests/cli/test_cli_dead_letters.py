@@ -35,13 +35,21 @@ def dead_letters(stack: CliStack, *args: str, token: str) -> subprocess.Complete
     return run_dead_letters(env, *args, token=token, unset=("ETL_DLQ_URL", "ETL_DLQ_SEAL_KEY"))
 
 
-def decrypts_with(audit_log: Path, key: str) -> int:
-    """Requests to transit/decrypt/KEY in OpenBao's audit log so far."""
+def decrypts_of(audit_log: Path, key: str, ciphertext: str, root: hvac.Client) -> int:
+    """Requests to transit/decrypt/KEY in OpenBao's audit log so far that carry `ciphertext`.
+
+    The log holds values HMAC-ed: OpenBao's sys/audit-hash gives the ciphertext's HMAC under the device's salt.
+    Only this ciphertext counts: the stack's vault service decrypts its data keys with the KEK at its own times.
+    Only whole lines count: OpenBao may be writing the last one while it is read.
+    """
+    hashed = root.adapter.post("/v1/sys/audit-hash/file", json={"input": ciphertext})["data"]["hash"]
+    whole_lines = audit_log.read_text().rpartition("\n")[0].splitlines()
     count = 0
-    for line in audit_log.read_text().splitlines():
+    for line in whole_lines:
         entry: dict[str, Any] = json.loads(line)
-        if entry.get("type") == "request" and entry.get("request", {}).get("path") == f"transit/decrypt/{key}":
-            count += 1
+        request = entry.get("request", {})
+        if entry.get("type") == "request" and request.get("path") == f"transit/decrypt/{key}":
+            count += hashed in json.dumps(request.get("data"))
     return count
 
 
@@ -72,13 +80,14 @@ def test_an_envelope_naming_another_key_is_refused_unopened_and_reported(cli_sta
     root = Path(env["VAULT_ROOT_TOKEN_FILE"]).read_text().strip()
     secret = f"wrapped-data-key-{uuid.uuid4().hex}"
     kek = env["VAULT_KEK_NAME"]
-    ciphertext = hvac.Client(url=env["VAULT_ADDR"], token=root).secrets.transit.encrypt_data(
+    root_client = hvac.Client(url=env["VAULT_ADDR"], token=root)
+    ciphertext = root_client.secrets.transit.encrypt_data(
         name=kek, plaintext=base64.b64encode(secret.encode()).decode()
     )["data"]["ciphertext"]
     message_id = plant_envelope(cli_stack, kek, ciphertext)
     audit_log = Path(env["VAULT_AUDIT_LOG"])
     try:
-        before = decrypts_with(audit_log, kek)
+        before = decrypts_of(audit_log, kek, ciphertext, root_client)
         operator = Path(env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
         for token in (root, operator):  # a token that could decrypt with the KEK, and the operator's own
             for args in (["show", message_id], ["resend", message_id]):
@@ -87,7 +96,9 @@ def test_an_envelope_naming_another_key_is_refused_unopened_and_reported(cli_sta
                 assert secret not in done.stdout + done.stderr
                 assert f"names Transit key {kek!r}" in done.stderr and "tokenvault-dead-letters" in done.stderr
                 assert "tamper" in done.stderr and "refused to decrypt" not in done.stderr  # ours, not OpenBao's 403
-        assert decrypts_with(audit_log, kek) == before  # no decrypt was attempted with the KEK
+        assert decrypts_of(audit_log, kek, ciphertext, root_client) == before  # no decrypt was attempted with the KEK
+        root_client.secrets.transit.decrypt_data(name=kek, ciphertext=ciphertext)  # the count sees one when made
+        assert decrypts_of(audit_log, kek, ciphertext, root_client) == before + 1
 
         listing = dead_letters(cli_stack, "list", token="")
         assert listing.returncode == 0, listing.stderr
