@@ -1,4 +1,4 @@
-"""The lock watchdog's NOTIFY queue rule (migrations 0053-0065; review 35, R35-1): who may hold the queue's tail, ended.
+"""The lock watchdog's NOTIFY queue rule (migrations 0053-0066; review 35, R35-1): who may hold the queue's tail, ended.
 
 LISTEN/NOTIFY need no privilege, and a listener held in a transaction while another session sends kept the queue's
 tail: pg_notify grew 1.16 GB in 5 s on the data disk (PostgreSQL 15 lets it reach 8 GB). The rule and its state are
@@ -68,7 +68,9 @@ class NotifyQueueWatch:
     lock's holder only past notify_queue_spared_until, after all; since 0065 (attack 36, L1: a listener renewing its
     transaction in one message was never 0.2 s old) a vault session seen in a transaction at every look of this
     caller for 0.2 s (watchdog.notify_queue_busy) whatever its transaction's age, after the old ones, the longest
-    busy first. No SQL lists who LISTENs, but every
+    busy first; since 0066 (review 37, R37-2: a request session busy back to back had the longer run) the rule first
+    samples the vault's busy sessions for up to 0.1 s and skips one seen idle outside a transaction waiting on
+    ClientRead (it has read its notifications). No SQL lists who LISTENs, but every
     session that can hold the tail is in a transaction (its own, or the one in which its backend sends its
     notifications to a client that does not read them). Why whenever they began (attack 32, F1): the tail moves to
     the next listener once its holder is ended, and one that began holding after the crossing is already past the
