@@ -140,7 +140,7 @@ class FakeTokenStore:
             if r.token_type == token_type and r.token not in self.erased:
                 for fp in (r.fingerprint, r.next_fingerprint):
                     if fp in wanted:
-                        found[fp] = (fp, r.token, r.dek_id, r.sealed)
+                        found[fp] = (fp, r.token, r.dek_id, r.sealed, False)
         return found
 
     def stored_among(

@@ -251,6 +251,6 @@ def test_a_purpose_spelling_a_masked_value_is_withheld_and_changes_nothing_the_c
         return reveal(_Keys({1: key}), "a", [token], [TokenType.IP], levels, rows, values_spelled_by(purpose))
 
     right, wrong = call("INC-cb007107", RevealLevel.MASKED), call("INC-cb007106", RevealLevel.MASKED)
-    assert right == (wrong.outcomes, True, True) and wrong.purpose_withheld is False
+    assert right == (wrong.outcomes, True, True, ()) and wrong.purpose_withheld is False
     with pytest.raises(PurposeHoldsOwnValue):  # shown in plain: the caller sees the value anyway
         call("INC-cb007107", RevealLevel.PLAIN)

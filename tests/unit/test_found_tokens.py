@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from vault_service.domain.crypto import DataKey, seal
-from vault_service.domain.errors import KeysUnavailable, StoredValueAltered
+from vault_service.domain.errors import ErasedValuePresent, KeysUnavailable, StoredValueAltered
 from vault_service.domain.token_types import TokenType
 from vault_service.domain.tokens import new_tokens
 from vault_service.service.found_tokens import checked_tokens
@@ -27,7 +27,7 @@ class Keys:
 
 
 def _row(key: DataKey, token: str, value: str) -> FoundToken:
-    return (os.urandom(32), token, key.key_id, seal(key, IP, token, value))
+    return (os.urandom(32), token, key.key_id, seal(key, IP, token, value), False)
 
 
 def test_rows_that_hold_the_values_give_their_tokens() -> None:
@@ -47,7 +47,7 @@ def test_each_row_is_judged_on_its_own_across_keys_missing_rows_and_altered_ones
         _row(new, tokens[1], values[1]),
         _row(new, tokens[2], values[3]),  # the owner pointed value 2's fingerprint at value 3's row
         None,  # not found: left for the caller to issue
-        (*_row(old, tokens[4], values[4])[:3], None),  # a fingerprint left on an erased row
+        (*_row(old, tokens[4], values[4])[:3], None, True),  # a fingerprint left on an erased row
         _row(gone, tokens[5], values[5]),  # its key is not loaded
     ]
     outcomes = checked_tokens(Keys(old, new), IP, values, rows)
@@ -55,4 +55,20 @@ def test_each_row_is_judged_on_its_own_across_keys_missing_rows_and_altered_ones
     assert isinstance(outcomes[2], StoredValueAltered) and isinstance(outcomes[4], StoredValueAltered)
     assert "altered in the database" in str(outcomes[2]) and "security team" in str(outcomes[2])
     assert isinstance(outcomes[5], KeysUnavailable)
+    assert not any(v in str(o) for v in values for o in outcomes)
+
+
+def test_an_erased_row_whose_value_and_fingerprint_are_back_gives_no_token() -> None:
+    """Attack 41, A41-2 (F2b): the owner writes an erased row's sealed value and fingerprint back, `erased_at`
+    kept. The row opens to the value asked for, yet its token is not handed out (it would link the person's new
+    rows to the history the erasure cut): DATA_LOSS, and the token is given to the caller to report."""
+    key = DataKey(1, os.urandom(32))
+    values = ["10.0.2.1", "10.0.2.2"]
+    tokens = new_tokens(IP, 2)
+    rows: list[FoundToken | None] = [_row(key, tokens[0], values[0]), (*_row(key, tokens[1], values[1])[:4], True)]
+    present: list[str] = []
+    outcomes = checked_tokens(Keys(key), IP, values, rows, present)
+    assert outcomes[0] == tokens[0]
+    assert isinstance(outcomes[1], ErasedValuePresent) and "security team" in str(outcomes[1])
+    assert present == [tokens[1]]
     assert not any(v in str(o) for v in values for o in outcomes)

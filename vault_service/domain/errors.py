@@ -60,6 +60,14 @@ class StoredValueAltered(VaultError):
     """
 
 
+class ErasedValuePresent(StoredValueAltered):
+    """The row of an erased token (`erased_at` set) holds a value again: the erasure was undone in the database.
+
+    Only the database owner can write it back (attack 41, A41-2); the value is never revealed nor its token
+    handed out again. DATA_LOSS, as any altered row: retrying cannot help, the security team is told.
+    """
+
+
 class NextFingerprintsAltered(VaultError):
     """Next fingerprints under the pending key that the re-index did not write (review 23, R23-1).
 

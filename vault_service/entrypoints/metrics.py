@@ -21,6 +21,7 @@ from vault_service.adapters.postgres.prepared import planted_statements_replaced
 from vault_service.adapters.postgres.tokens import PostgresTokenStore
 from vault_service.domain.grant_bound import over_grants
 from vault_service.domain.policy import AccessPolicy
+from vault_service.service.revealing import erased_values_present
 from vault_service.service.token_cache import TokenCache
 from vault_service.service.vault import purposes_withheld
 
@@ -400,7 +401,14 @@ class _VaultCollector(Collector):
             " the vault - then only that part is withheld -, or may hold a token); no label, so no sample tells which",
         )
         withheld.add_metric([], purposes_withheld())
-        return [hits, size, races, merged, replaced, withheld, _over_grants()]
+        undone = CounterMetricFamily(
+            "tokenvault_erased_values_present",
+            "Tokens of Detokenize, Tokenize and Erase calls whose vault.tokens row was erased (erased_at set) yet"
+            " holds a value again: an erasure undone in the database (attack 41, A41-2); refused as DATA_LOSS,"
+            " nothing revealed or handed out, each logged with its audit hash; alert: report it to the security team",
+        )
+        undone.add_metric([], erased_values_present())
+        return [hits, size, races, merged, replaced, withheld, undone, _over_grants()]
 
 
 def _over_grants() -> Metric:

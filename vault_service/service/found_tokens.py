@@ -7,6 +7,13 @@ from then on, silently (insider round 8, Finding 5). So a found row's sealed val
 compared with the normalized value; a row that does not hold it is DATA_LOSS for that value, never
 a token, and never a new token either (the value has a row: issuing another would hide the damage).
 
+A found row that was erased (`erased_at` set) is refused the same way, whatever it holds: its value and
+fingerprint were cleared by the erasure, so a row found by fingerprint that says it was erased had both
+written back by the database owner (attack 41, A41-2, F2b). Handing its token out would link the person's
+new rows to the history the erasure cut; minting a new token cannot be done either (the fingerprint is the
+old row's, unique) and would hide the damage. So the value is DATA_LOSS (`ErasedValuePresent`), no token:
+the ETL dead-letters that event and loads the rest; the caller logs and counts it (`report_erased_present`).
+
 Rows are opened in groups of one data key (the keys are in memory: one AES-GCM decrypt per
 value); the common case, every value found under one key and every one matching, is a handful of
 calls made in C and one list comparison.
@@ -20,17 +27,17 @@ from operator import itemgetter
 from typing import cast
 
 from vault_service.domain.crypto import all_open_to, open_sealed_many
-from vault_service.domain.errors import KeysUnavailable, StoredValueAltered, VaultError
+from vault_service.domain.errors import ErasedValuePresent, KeysUnavailable, StoredValueAltered, VaultError
 from vault_service.domain.token_types import TokenType
 from vault_service.service.ports import FoundToken
-from vault_service.service.revealing import KeySource
+from vault_service.service.revealing import ERASED_VALUE_PRESENT, KeySource
 
 log = logging.getLogger(__name__)
 
 FoundOutcome = str | VaultError | None
 """A found value's token, why it is not handed out, or None where no row was found."""
 
-_TOKEN, _DEK_ID, _SEALED = itemgetter(1), itemgetter(2), itemgetter(3)  # of a FoundToken
+_TOKEN, _DEK_ID, _SEALED, _ERASED = itemgetter(1), itemgetter(2), itemgetter(3), itemgetter(4)  # of a FoundToken
 
 
 def row_altered() -> StoredValueAltered:
@@ -42,19 +49,25 @@ def row_altered() -> StoredValueAltered:
 
 
 def checked_tokens(
-    keys: KeySource, token_type: TokenType, values: Sequence[str], rows: Sequence[FoundToken | None]
+    keys: KeySource,
+    token_type: TokenType,
+    values: Sequence[str],
+    rows: Sequence[FoundToken | None],
+    erased_present: list[str] | None = None,
 ) -> list[FoundOutcome]:
     """Per normalized value, in order: its row's token if the row's sealed value opens to it.
 
     `rows[i]` is the row found for `values[i]` (None: none found, left None). A row whose sealed
     value is another value, or does not open for its token, gives StoredValueAltered; one whose
     data key cannot be loaded gives KeysUnavailable (retry later). Each is logged, without values.
+    An erased row holding a value again gives ErasedValuePresent, its token added to `erased_present`
+    for the caller to report (by its audit hash: `report_erased_present`).
     """
     if rows and None not in rows:
         every = cast(Sequence[FoundToken], rows)
         dek_ids = set(map(_DEK_ID, every))
         sealed = list(map(_SEALED, every))
-        if len(dek_ids) == 1 and None not in sealed:
+        if len(dek_ids) == 1 and None not in sealed and True not in map(_ERASED, every):
             tokens = list(map(_TOKEN, every))
             try:
                 key = keys.key(next(iter(dek_ids)))
@@ -63,11 +76,15 @@ def checked_tokens(
             else:
                 if all_open_to(key, token_type, tokens, sealed, values):
                     return tokens
-    return _checked_one_by_one(keys, token_type, values, rows)
+    return _checked_one_by_one(keys, token_type, values, rows, erased_present)
 
 
 def _checked_one_by_one(
-    keys: KeySource, token_type: TokenType, values: Sequence[str], rows: Sequence[FoundToken | None]
+    keys: KeySource,
+    token_type: TokenType,
+    values: Sequence[str],
+    rows: Sequence[FoundToken | None],
+    erased_present: list[str] | None,
 ) -> list[FoundOutcome]:
     outcomes: list[FoundOutcome] = [None] * len(values)
     groups: dict[int, tuple[list[int], list[str], list[bytes]]] = {}  # data key -> positions, tokens, sealed
@@ -75,10 +92,15 @@ def _checked_one_by_one(
     for index, row in enumerate(rows):
         if row is None:
             continue
-        _, token, dek_id, box = row
+        _, token, dek_id, box, erased = row
         if box is None:  # a fingerprint left on an erased row: it holds no value at all
             outcomes[index] = row_altered()
             altered += 1
+            continue
+        if erased:  # erased, yet its value and fingerprint are back: the erasure undone (A41-2, F2b)
+            outcomes[index] = ErasedValuePresent(ERASED_VALUE_PRESENT)
+            if erased_present is not None:
+                erased_present.append(token)
             continue
         positions, tokens, sealed = groups.setdefault(dek_id, ([], [], []))
         positions.append(index)

@@ -87,6 +87,9 @@ class StoredToken(NamedTuple):
     token_type: str
     dek_id: int
     sealed: bytes | None
+    erased: bool = False
+    """`erased_at` is set: the row was erased, whatever `sealed` holds (a value there again is the erasure undone
+    in the database, attack 41, A41-2: never revealed)."""
 
 
 class KeptCopy(NamedTuple):
@@ -110,8 +113,11 @@ class ErasedToken(NamedTuple):
     erased_at: datetime
 
 
-FoundToken = tuple[bytes, str, int, bytes | None]
-"""A token row as found by fingerprint for Tokenize: (fingerprint, token, data key id, sealed value).
+FoundToken = tuple[bytes, str, int, bytes | None, bool]
+"""A token row as found by fingerprint for Tokenize: (fingerprint, token, data key id, sealed value, erased).
+
+`erased`: the row's `erased_at` is set - its value and fingerprint were cleared once, so a row found
+by fingerprint that says so is an erasure undone in the database (attack 41, A41-2), never a token.
 
 A plain tuple, as the database's row arrives (no object made per row: Tokenize finds one per
 repeated value); its sealed value is opened to check that the row holds the value looked up.

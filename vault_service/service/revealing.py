@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from itertools import repeat
 from typing import NamedTuple, Protocol, cast
@@ -42,6 +43,7 @@ from tokenvault_common.device_spellings import compact_form
 from vault_service.domain.audit import REVEAL_HASH_BYTES
 from vault_service.domain.crypto import DataKey, open_sealed_many
 from vault_service.domain.errors import (
+    ErasedValuePresent,
     InvalidValue,
     KeysUnavailable,
     PermissionDenied,
@@ -93,6 +95,9 @@ class RevealedCall(NamedTuple):
     """Every value the call's tokens name was opened and compared with the purpose (a string that is
     not a token and a token never issued name none). When not (erased, does not open), nothing tells
     what the purpose spells of it: audit it without the purpose (`keeps_purpose`)."""
+    erased_present: tuple[str, ...] = ()
+    """Tokens whose row is erased (`erased_at` set) and holds a value again: not revealed (ErasedValuePresent);
+    the caller reports them (`report_erased_present`)."""
 
     @property
     def keeps_purpose(self) -> bool:
@@ -126,6 +131,7 @@ def reveal(
     none, plain = RevealLevel.NONE, RevealLevel.PLAIN
     withheld = False
     compared = True  # cleared by the first value that exists but is not compared (erased, does not open)
+    erased_present: list[str] = []
     position = -1
     for token, token_type, row in zip(tokens, types, map(rows.get, tokens), strict=True):
         position += 1
@@ -138,6 +144,11 @@ def reveal(
                 outcomes[position] = _not_permitted(client, token_type)
             else:
                 outcomes[position] = TokenNotFound("no value is stored for this token (never issued or erased)")
+        elif row.erased:  # erased, yet a value is there again: the erasure undone in the database (A41-2)
+            compared = False  # not opened: nothing of it is compared, shown or told
+            erased_present.append(token)
+            none_level = by_id[id(token_type)][1] is none
+            outcomes[position] = _not_permitted(client, token_type) if none_level else _erased_present()
         else:  # level none too: opened only to be compared, shown as PermissionDenied
             group = groups.get((row.dek_id, id(token_type)))
             if group is None:
@@ -172,7 +183,48 @@ def reveal(
             return RevealedCall(made, withheld, compared)  # one group holds every token, in order
         for position, outcome in zip(positions, made, strict=True):
             outcomes[position] = outcome
+    if erased_present:
+        return RevealedCall(outcomes, withheld, compared, tuple(erased_present))  # type: ignore[arg-type]
     return RevealedCall(outcomes, withheld, compared)  # type: ignore[arg-type]  # every position is set above
+
+
+ERASED_VALUE_PRESENT = (
+    "the value of an erased token is present again in the vault's database (the erasure was undone there):"
+    " nothing is revealed or handed out for it; retrying cannot help, report it to the security team"
+)
+"""The item error of a token (Detokenize) or value (Tokenize) whose erased row holds a value again (A41-2)."""
+
+
+def _erased_present() -> ErasedValuePresent:
+    return ErasedValuePresent(ERASED_VALUE_PRESENT)
+
+
+_erased_present_count = 0
+_erased_present_lock = threading.Lock()
+
+
+def erased_values_present() -> int:
+    """How many times this process met an erased token's row holding a value again (each token of each call)."""
+    return _erased_present_count
+
+
+def report_erased_present(method: str, token_hashes: Iterable[bytes]) -> None:
+    """Log and count erased rows found holding a value again (attack 41, A41-2).
+
+    An error naming the tokens by their keyed audit hashes, never a token or a value: the hashes the
+    audit rows keep, so the security team finds each token's erase row and reveals among them.
+    """
+    global _erased_present_count
+    hashes = [h.hex() for h in token_hashes]
+    with _erased_present_lock:
+        _erased_present_count += len(hashes)
+    log.error(
+        "the value of an erased token is present again in vault.tokens (erased_at set, a value written back):"
+        " the erasure was undone in the database; refused, nothing revealed or handed out. Report it to the"
+        " security team: the token hashes are those the audit rows keep (vault.audit_log.revealed), as the erase"
+        " row of each token and every reveal of it do",
+        extra={"method": method, "items": len(hashes), "token_hashes": ",".join(hashes)},
+    )
 
 
 def _spells_one_of(spelled: frozenset[str], token_type: TokenType, values: list[str | None]) -> bool:

@@ -24,6 +24,7 @@ from vault_service.domain.tokens import new_tokens
 from vault_service.service.found_tokens import checked_tokens
 from vault_service.service.keyring import KeyRing
 from vault_service.service.ports import FoundToken, NewTokenRow, StaleKeys, ValuesNotStored
+from vault_service.service.revealing import report_erased_present, reveal_hasher
 from vault_service.service.vault_base import TokenVaultBase, caller_name
 
 STALE_KEY_RETRIES = 3
@@ -169,9 +170,14 @@ class Tokenizing(TokenVaultBase):
         fp_key = ring.fingerprint_key
         fps = fingerprints(fp_key, token_type, values)
         found = self._tokens.find_by_fingerprints(token_type.type_name, fps)
+        erased_present: list[str] = []
         tokens: list[TokenizeOutcome | None] = (
-            checked_tokens(self._keys, token_type, values, list(map(found.get, fps))) if found else [None] * len(fps)
+            checked_tokens(self._keys, token_type, values, list(map(found.get, fps)), erased_present)
+            if found
+            else [None] * len(fps)
         )
+        if erased_present:  # an erasure undone in the database (A41-2, F2b): no token, logged, counted
+            report_erased_present("tokenize", map(reveal_hasher(ring.audit_key), erased_present))
         if len(found) == len(fps):
             return tokens, 0
         missing = range(len(fps)) if not found else [j for j, token in enumerate(tokens) if token is None]
@@ -228,7 +234,10 @@ class Tokenizing(TokenVaultBase):
         rows = [theirs.get(fps[k]) for k in lost]
         if None in rows:
             raise ValuesNotStored(f"{rows.count(None)} new value(s) neither stored nor found in another writer's row")
-        checked = checked_tokens(self._keys, token_type, [values[k] for k in lost], rows)
+        erased_present: list[str] = []
+        checked = checked_tokens(self._keys, token_type, [values[k] for k in lost], rows, erased_present)
+        if erased_present:
+            report_erased_present("tokenize", map(reveal_hasher(self._keys.ring.audit_key), erased_present))
         for k, outcome in zip(lost, checked, strict=True):
             got[k] = outcome
         return got

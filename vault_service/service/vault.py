@@ -30,7 +30,14 @@ from vault_service.domain.purpose_spans import every_group, with_groups_withheld
 from vault_service.domain.token_types import TokenType
 from vault_service.domain.tokens import types_of_tokens
 from vault_service.service.ports import StoredToken
-from vault_service.service.revealing import DetokenizeOutcome, Revealed, RevealedCall, reveal, reveal_hasher
+from vault_service.service.revealing import (
+    DetokenizeOutcome,
+    Revealed,
+    RevealedCall,
+    report_erased_present,
+    reveal,
+    reveal_hasher,
+)
 from vault_service.service.tokenizing import Tokenizing
 from vault_service.service.vault_base import caller_name, present_types, refusal_event, type_names
 
@@ -88,6 +95,8 @@ class TokenVault(Tokenizing):
         outcomes = checked.outcomes
         purpose = self._kept(caller.name, purpose, checked)
         hash_of = reveal_hasher(self._keys.ring.audit_key)
+        if checked.erased_present:  # an erasure undone in the database (A41-2): refused, logged, counted
+            report_erased_present("detokenize", map(hash_of, checked.erased_present))
         if list(map(type, outcomes)).count(Revealed) == len(outcomes):
             revealed = list(map(hash_of, tokens))
         else:
@@ -140,6 +149,8 @@ class TokenVault(Tokenizing):
                 erasable_types.append(token_type)
         issued = self._issued(tokens, types)
         compared = self._compared(caller, tokens, types, purpose, issued)
+        if compared.erased_present:  # an erasure undone in the database (A41-2): this erasure clears it again
+            report_erased_present("erase", map(reveal_hasher(self._keys.ring.audit_key), compared.erased_present))
         purpose = self._kept(caller.name, purpose, compared, by_shape=shaped_as_a_stored_value(purpose))
         # The erasure and its audit row commit together (vault.erase_tokens); the row keeps the
         # keyed hash of each token it erased, as a reveal's does, so who-saw names the erasure.

@@ -75,7 +75,9 @@ def _find(columns: str) -> str:
 # Tokenize's lookup reads each found row's sealed value too: a token is handed out only once its
 # row is seen to hold the value asked for (found_tokens.py); the bytes come in the same round trip.
 # The insert reads back the rows of values another writer stored first the same way (checked by the caller).
-_FIND = _find("token, dek_id, sealed")
+# And whether the row was erased (`erased_at` set): a value found there is an erasure undone in the database
+# (attack 41, A41-2), refused by found_tokens.py - one more column of the same row, no other read.
+_FIND = _find("token, dek_id, sealed, erased_at IS NOT NULL AS erased")
 
 # How many of (type, fingerprint) pairs name a stored value, or token ids were issued: one index
 # probe per pair on each fingerprint column (the hash index on fingerprint; the (token_type,
@@ -117,9 +119,12 @@ IN_FLIGHT_WAIT_SECONDS = 30.0
 that it goes on with ON CONFLICT, which waits in the database if that insert is still open (INSERT_WAIT at most)."""
 # One probe of the token's hash index per token (migration 0011), as the lookup does: a plain
 # `token = ANY($1)` becomes a bitmap scan whose recheck compares each row with the whole array.
+# With whether the row was erased (`erased_at` set, StoredToken.erased): Detokenize never reveals a value
+# found in an erased row (an erasure the database owner undid by writing `sealed` back; attack 41, A41-2).
 _FETCH_SQL = (
     f"SELECT t.* FROM unnest($1::text[]) AS w(token)"
-    f" CROSS JOIN LATERAL (SELECT {ROW_COLUMNS} FROM vault.tokens WHERE token = w.token LIMIT 1) AS t"
+    f" CROSS JOIN LATERAL (SELECT {ROW_COLUMNS}, erased_at IS NOT NULL AS erased FROM vault.tokens"
+    " WHERE token = w.token LIMIT 1) AS t"
 )
 _FETCH = PreparedStatement("fetch_tokens", _FETCH_SQL, binary_rows=True)
 # The erasure mark every replica reads each key-check interval: one row, bumped inside each
