@@ -152,7 +152,7 @@ def who_saw(ctx: Context, token: str, purpose: str, max_copy_lag: float | None, 
     output = Format(fmt)
     said = console if output is Format.TABLE else stderr  # for programs, standard output holds the rows alone
     _shown(verdict, said)
-    if not verdict.intact:
+    if not verdict.intact and not rows:  # not verified: no rows; a reveal after an erasure: rows, marked, exit 1
         raise SystemExit(1)
     # Every cell whole (the answer to an access request is the time, the client and the purpose): a table of
     # its own cut them to "2026-12-…" and "DEMO-MA…" on an 80-column terminal and in every file or pipe (walk, 6 Dec).
@@ -165,6 +165,8 @@ def who_saw(ctx: Context, token: str, purpose: str, max_copy_lag: float | None, 
     questions = sum(r.action == "who-saw" for r in rows)
     asked = f"; asked about {questions} time(s) before (who-saw)" if questions else ""
     _print(f"{len(rows) - erasures - questions} reveal(s) and {erasures} erasure(s) of this token{asked}", said)
+    if not verdict.intact:
+        raise SystemExit(1)
 
 
 COMMANDS = (audit,)

@@ -87,14 +87,15 @@ def audit_who_saw(
         audit_keys = wired.keys.ring.audit_keys
         keep = token_hashes(audit_keys, token)
         report = _verified(wired, config.audit_checkpoint_file, exported, _copy_lag(config, max_copy_lag), keep)
-        if not report.intact:
+        if not report.verified:
             return 1
         records = who_saw(report, audit_keys, token)
+        after = frozenset(report.reveals_after_erasure)
         table = Table(*WHO_SAW_COLUMNS)
-        for record in records:
-            table.add_row(*who_saw_cells(record))  # every row listed is a Detokenize's, an Erase's or a WhoSaw's
+        for record in records:  # every row listed is a Detokenize's, an Erase's or a WhoSaw's
+            table.add_row(*who_saw_cells(record, record.record_id in after))
         console.print(table)
         console.print(who_saw_summary([r.event.action for r in records]))
-        return 0
+        return 0 if report.intact else 1  # a reveal after an erasure: listed, marked, and not intact
     finally:
         wired.close()

@@ -52,6 +52,7 @@ def verdict_lines(report: FullAuditReport, copy_given: bool, no_copy: str = NO_C
         if copy is not None and (gap := copy.gap()) is not None:
             lines.append(f"note: {gap} (the copy is within the {copy.allowed:.0f} s allowed)")
     lines += _erasure_lines(report.erasures)
+    lines += _reveals_after_erasure_lines(report.reveals_after_erasure)
     lines += [f"audit keys: {note}" for note in report.keys_notes]
     if report.keys_problem is not None:
         lines.append(f"audit keys: {report.keys_problem}")
@@ -77,6 +78,31 @@ def _erasure_lines(erasures: ErasureReconciliation) -> list[str]:
     return lines
 
 
+AFTER_ERASURE = "REVEALED AFTER AN ERASURE of this token: the erasure was undone in the database"
+"""Added to the outcome of a who-saw row that is a reveal after an erasure of the same token (attack 41, A41-2)."""
+
+
+def reveals_after_erasure_finding(ids: tuple[int, ...]) -> str:
+    """The one-line finding of reveal records naming a token an earlier erase record named ('' when none)."""
+    if not ids:
+        return ""
+    listed = ", ".join(map(str, ids[:10])) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+    return (
+        f"{len(ids)} reveal(s) after an erasure of the same token: the erasure was undone - its value written back"
+        f" in the database and revealed again (records {listed}); report it to the security team, who-saw of the"
+        " token marks them"
+    )
+
+
+def _reveals_after_erasure_lines(ids: tuple[int, ...]) -> list[str]:
+    if not ids:
+        return []
+    return [
+        reveals_after_erasure_finding(ids),
+        "audit log NOT verified: a value was revealed after its erasure",
+    ]
+
+
 def finding_of(report: FullAuditReport) -> str:
     """Why the log is not verified, in one line ('' when it is)."""
     if report.intact:
@@ -87,6 +113,8 @@ def finding_of(report: FullAuditReport) -> str:
         return "the exported copy is too old to verify the newest records"
     if report.erasures.findings:
         return report.erasures.findings[0].reason
+    if report.keys_problem is None and report.reveals_after_erasure:
+        return reveals_after_erasure_finding(report.reveals_after_erasure)
     return report.keys_problem or "the audit log did not verify"
 
 
@@ -94,8 +122,11 @@ WHO_SAW_COLUMNS = ("record", "when (UTC)", "action", "client", "certificate seri
 """The columns of who-saw's table."""
 
 
-def who_saw_cells(record: AuditRecord) -> tuple[str, str, str, str, str, str, str]:
-    """One listed record as who-saw shows it: never a value (a reveal's row holds none)."""
+def who_saw_cells(record: AuditRecord, after_erasure: bool = False) -> tuple[str, str, str, str, str, str, str]:
+    """One listed record as who-saw shows it: never a value (a reveal's row holds none).
+
+    `after_erasure`: a reveal after an erasure of the token (`reveals_after_erasure`): its outcome says so.
+    """
     return (
         str(record.record_id),
         record.at.isoformat(timespec="seconds"),
@@ -103,7 +134,7 @@ def who_saw_cells(record: AuditRecord) -> tuple[str, str, str, str, str, str, st
         record.event.client,
         record.event.client_serial or "-",
         purpose_as_shown(record.event.purpose),
-        record.event.outcome,
+        f"{record.event.outcome} - {AFTER_ERASURE}" if after_erasure else record.event.outcome,
     )
 
 

@@ -93,14 +93,15 @@ class AuditReportsServicer(audit_reports_pb2_grpc.AuditReportsServicer):
             )
         except VaultError as error:
             _abort(context, error)
-        rows = [_row(record) for record in answer.records]
+        after = frozenset(answer.report.reveals_after_erasure)
+        rows = [_row(record, record.record_id in after) for record in answer.records]
         yield audit_reports_pb2.WhoSawPage(verdict=verdict(answer.report, self._copy_given), rows=rows[:ROWS_PER_PAGE])
         for start in range(ROWS_PER_PAGE, len(rows), ROWS_PER_PAGE):
             yield audit_reports_pb2.WhoSawPage(rows=rows[start : start + ROWS_PER_PAGE])
 
 
-def _row(record: AuditRecord) -> audit_reports_pb2.WhoSawRow:
-    _, at, action, client, serial, purpose, outcome = who_saw_cells(record)
+def _row(record: AuditRecord, after_erasure: bool = False) -> audit_reports_pb2.WhoSawRow:
+    _, at, action, client, serial, purpose, outcome = who_saw_cells(record, after_erasure)
     return audit_reports_pb2.WhoSawRow(
         record_id=record.record_id,
         at=at,

@@ -244,12 +244,12 @@ class AuditReports:
             return token_hashes(audit_keys, token)
 
         def listed(report: FullAuditReport) -> WhoSawAnswer:
-            found = who_saw(report, audit_keys, token) if report.intact else []
+            found = who_saw(report, audit_keys, token) if report.verified else []  # marked when after an erasure
             return WhoSawAnswer(report, tuple(r for r in found if questions or r.event.action != WHO_SAW_ACTION))
 
         answer = self._made(caller, "who-saw", max_copy_lag, seconds, cancelled, keep, listed)
         report, records, ring = answer.report, answer.records, self._keys.ring
-        outcome = f"ok: {len(records)} record(s) listed" if report.intact else f"ok: not verified{_from(report)}"
+        outcome = f"ok: {len(records)} record(s) listed" if report.verified else f"ok: not verified{_from(report)}"
         self._record(
             caller,
             "who-saw",
@@ -392,6 +392,8 @@ class AuditReports:
 def _from(report: FullAuditReport) -> str:
     """' from record id N' when a record is named, else ''."""
     first = report.finding.first_row if report.finding is not None else 0
+    if not first and report.verified and report.reveals_after_erasure:  # attack 41, A41-2
+        return f" from record id {report.reveals_after_erasure[0]}: a reveal after an erasure of the same token"
     return f" from record id {first}" if first else ""
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -35,7 +35,8 @@ from vault_service.domain.pending_rows import NotedRows
 from vault_service.service.audit_keys_check import KEY_ACTIONS, audit_keys_problem, late_check_values
 from vault_service.service.erase_reconciliation import ErasedTokenReader, ErasureReconciliation, reconcile_erasures
 from vault_service.service.exported_copy import ExportedCopy, NoExportedCheckpoints, read_exported_copy, together
-from vault_service.service.revealing import reveal_hash
+from vault_service.service.ports import ErasedToken
+from vault_service.service.revealing import reveal_hash, reveal_hasher
 
 DEFAULT_COPY_LAG = 10.0
 """Seconds the exported copy's newest checkpoint may be older than the database's by default: 5 intervals of 2 s."""
@@ -148,6 +149,10 @@ class AuditReport:
     """The erase records verified, in order (reconciled with the erased tokens)."""
     key_records: tuple[AuditRecord, ...] = field(default=(), repr=False, compare=False)
     """The data-key records verified, in order (the audit keys checked against them)."""
+    reveals_after_erasure: tuple[int, ...] = ()
+    """Ids of the reveal records (Detokenize, served) naming a token an earlier erase record named: the erasure
+    was undone in the database and the value revealed again (attack 41, A41-2). Counted in a full report's
+    `intact`; who-saw still lists the token's records, these marked."""
 
     @property
     def intact(self) -> bool:
@@ -174,9 +179,14 @@ class FullAuditReport(AuditReport):
     Any other late check value is a `keys_problem` (audit_keys_check): notes do not change `intact`."""
 
     @property
-    def intact(self) -> bool:
-        """True when nothing was found: in chain and checkpoints, between erasures and erase rows, in audit keys."""
+    def verified(self) -> bool:
+        """True when the chain, checkpoints, erasures and audit keys hold: who-saw may answer from its records."""
         return super().intact and self.erasures.consistent and self.keys_problem is None
+
+    @property
+    def intact(self) -> bool:
+        """True when nothing was found: verified, and no reveal of a token after an erasure of it."""
+        return self.verified and not self.reveals_after_erasure
 
 
 def _go_on() -> None:
@@ -193,6 +203,7 @@ def verify_audit(
     sent: ExportedCopy | None = None,
     keep: frozenset[bytes] | None = None,
     named: Path | None = None,
+    same_token: Mapping[bytes, frozenset[bytes]] | None = None,
 ) -> AuditReport:
     """Verify the chain, every checkpoint in the database and, with `exported`, every exported one.
 
@@ -226,6 +237,12 @@ def verify_audit(
     own away (attack 28, F5: a stale copy sent passed a log whose newest rows and checkpoint the
     owner had deleted); each must hold a checkpoint when the database does, and the report names
     both. `named`: how `exported` is named in the report and its refusals (None: its path).
+
+    A served reveal record naming a token hash an earlier erase record named is reported
+    (`reveals_after_erasure`): a reveal row names only tokens whose value was shown, and an erased token has
+    none - unless the erasure was undone in the database (attack 41, A41-2). `same_token`: each hash of an
+    erased token -> its hashes under every audit key, so that a reveal hashed under a newer audit key than
+    its erasure is matched too (None: hashes compared as they are).
     """
     own = read_exported_copy(exported, named) if exported is not None else None
     read = [c for c in (sent, own) if c is not None]
@@ -242,6 +259,9 @@ def verify_audit(
     kept: list[AuditRecord] = []
     erase_records: list[AuditRecord] = []
     key_records: list[AuditRecord] = []
+    erased_hashes: dict[bytes, datetime] = {}  # every token hash an erase record read so far names -> its time
+    after_erasure: list[int] = []
+    aliases = same_token or {}
     oversized: Finding | None = None
     try:
         for page in store.record_pages():
@@ -251,9 +271,21 @@ def verify_audit(
                     noted.add(record)
                 if keep is None or not keep.isdisjoint(record.event.revealed):
                     kept.append(record)
-                if record.event.action == "erase":
+                action = record.event.action
+                if action == "erase":
                     erase_records.append(record)
-                elif record.event.action in KEY_ACTIONS:
+                    for token_hash in record.event.revealed:
+                        for same in aliases.get(token_hash, (token_hash,)):
+                            erased_hashes.setdefault(same, record.at)
+                elif (
+                    action == "detokenize"
+                    and erased_hashes
+                    and not erased_hashes.keys().isdisjoint(record.event.revealed)
+                    and record.event.outcome.startswith("ok")
+                    and _revealed_after_erasure(record, erased_hashes)
+                ):
+                    after_erasure.append(record.record_id)
+                elif action in KEY_ACTIONS:
                     key_records.append(record)
             stop_check()
     except OversizedRecord as error:  # never read: the report stops there, tampered (attack 28, F3)
@@ -273,6 +305,24 @@ def verify_audit(
         keep,
         tuple(erase_records),
         tuple(key_records),
+        tuple(after_erasure),
+    )
+
+
+REVEAL_IN_FLIGHT = timedelta(seconds=3)
+"""How much later than an erase record a reveal record of the same token may be written without a finding.
+
+A Detokenize that fetched the row just before the erasure committed writes its row after the erasure's (its
+append may wait for the chain's lock, 2 s at most, migration 0035): that value was shown before it was erased.
+The database owner's undo within this bound is refused by the vault itself (an erased row holding a value,
+A41-2) unless he also clears `erased_at`, which erase reconciliation reports."""
+
+
+def _revealed_after_erasure(record: AuditRecord, erased: Mapping[bytes, datetime]) -> bool:
+    """Whether a reveal record names a token erased more than REVEAL_IN_FLIGHT before it was written."""
+    return any(
+        (at := erased.get(token_hash)) is not None and record.at - at > REVEAL_IN_FLIGHT
+        for token_hash in record.event.revealed
     )
 
 
@@ -298,7 +348,8 @@ def verify_audit_and_erasures(
     """
     erased_before = erased.erased_tokens()
     stop_check()
-    report = verify_audit(store, public_keys, check, exported, max_copy_lag, stop_check, sent, keep, named)
+    same_token = same_token_hashes(erased_before, audit_keys)
+    report = verify_audit(store, public_keys, check, exported, max_copy_lag, stop_check, sent, keep, named, same_token)
     erased_after = erased.erased_tokens()
     stop_check()
     erasures = reconcile_erasures(report.erase_records, erased_before, erased_after, audit_keys)
@@ -315,6 +366,7 @@ def verify_audit_and_erasures(
         report.kept,
         report.erase_records,
         report.key_records,
+        report.reveals_after_erasure,
         erasures=erasures,
         keys_problem=keys_problem,
         keys_notes=tuple(late_check_values(report.key_records).notes()) if verified else (),
@@ -335,7 +387,7 @@ def who_saw(report: FullAuditReport, audit_keys: list[DataKey], token: str) -> l
         raise AuditNotVerified(
             "the audit keys and erasures were not checked (verify_audit_and_erasures): no report is made from it"
         )
-    if not report.intact:
+    if not report.verified:  # a reveal after an erasure (intact False) is marked in the answer, not refused
         raise AuditNotVerified(report.keys_problem or "the audit log did not verify: no report is made from it")
     hashes = token_hashes(audit_keys, token)
     if report.kept is not None and not hashes <= report.kept:
@@ -346,3 +398,13 @@ def who_saw(report: FullAuditReport, audit_keys: list[DataKey], token: str) -> l
 def token_hashes(audit_keys: Sequence[DataKey], token: str) -> frozenset[bytes]:
     """`token`'s keyed hashes under every audit key: what its reveals' and erasures' records hold (`keep`)."""
     return frozenset(reveal_hash(key, token) for key in audit_keys)
+
+
+def same_token_hashes(tokens: Sequence[ErasedToken], audit_keys: Sequence[DataKey]) -> dict[bytes, frozenset[bytes]]:
+    """Each hash of each erased token under any of `audit_keys` -> all of that token's hashes (few: erasures)."""
+    hashers = [reveal_hasher(key) for key in audit_keys]
+    same: dict[bytes, frozenset[bytes]] = {}
+    for token in tokens:
+        every = frozenset(hash_of(token.token) for hash_of in hashers)
+        same.update(dict.fromkeys(every, every))
+    return same
