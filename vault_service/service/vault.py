@@ -15,7 +15,7 @@ from itertools import compress
 
 from tokenvault_common.erase_outcomes import ERASED_BEFORE, NEVER_ISSUED
 from vault_service.domain.audit import AuditEvent
-from vault_service.domain.errors import InvalidValue, PermissionDenied, TokenNotFound, VaultError
+from vault_service.domain.errors import InvalidValue, PermissionDenied, StoredValueAltered, TokenNotFound, VaultError
 from vault_service.domain.identity import Caller
 from vault_service.domain.policy import RevealLevel
 from vault_service.domain.purpose import (
@@ -158,7 +158,11 @@ class TokenVault(Tokenizing):
         event = AuditEvent(
             caller.name, "erase", "", len(tokens), purpose, token_types, caller.serial, caller.cert_sha256, hashes
         )
-        erased = self._tokens.erase(erasable, event) if erasable else set()
+        try:
+            erased = self._tokens.erase(erasable, event) if erasable else set()
+        except StoredValueAltered as error:  # read back not erased: rolled back with its row (attack 41, A41-3)
+            self._audit_refusal(caller, "erase", error, len(tokens), token_types)
+            raise
         if not erasable:
             self._audit.append(replace(event, outcome="ok: 0 erased"))
         self._cache.clear()

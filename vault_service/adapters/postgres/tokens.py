@@ -32,7 +32,7 @@ from vault_service.adapters.postgres.prepared import PreparedStatement
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
 from vault_service.adapters.postgres.token_rekeying import ROW_COLUMNS, TokenRekeying
 from vault_service.domain.audit import AuditEvent
-from vault_service.domain.errors import DatabaseUnavailable, StorageError
+from vault_service.domain.errors import DatabaseUnavailable, StorageError, StoredValueAltered
 from vault_service.domain.rate_limit import RateLimit
 from vault_service.service.ports import (
     ErasedToken,
@@ -416,6 +416,14 @@ class PostgresTokenStore(TokenRekeying):
         with self._pool.connection() as conn:
             try:
                 rows = _erase_tokens(conn, tokens, event)
+            except ErasureNotDone as refused:
+                log.error(
+                    "an erasure's read-back found values vault.erase_tokens said it erased still stored: nothing was"
+                    " erased (rolled back with its audit row); vault.erase_tokens or vault.tokens may have been"
+                    " altered in the database. Report it to the security team",
+                    extra={"items": refused.items},
+                )
+                raise
             except psycopg.errors.ObjectNotInPrerequisiteState:
                 log.error(
                     "erasure refused by the database: PostgreSQL statistics may keep values of the columns an"
@@ -486,26 +494,69 @@ class PostgresTokenStore(TokenRekeying):
         return row[0] if row else None
 
 
+# What an erasure leaves of each token it says it erased, read in its own transaction before it commits
+# (attack 41, A41-3): the rows still holding a value, a fingerprint, or no erasure mark.
+_NOT_ERASED = (
+    "SELECT count(*) FROM unnest(%s::text[]) AS w(token) CROSS JOIN LATERAL (SELECT 1 FROM vault.tokens"
+    " WHERE token = w.token AND (sealed IS NOT NULL OR fingerprint IS NOT NULL OR next_fingerprint IS NOT NULL"
+    " OR erased_at IS NULL) LIMIT 1) AS t"
+)
+
+
+class ErasureNotDone(StoredValueAltered):
+    """vault.erase_tokens returned tokens whose rows, read back in its transaction, are not erased (rolled back)."""
+
+    def __init__(self, items: int) -> None:
+        super().__init__(
+            f"the erasure was not done: {items} value(s) vault.erase_tokens said it erased are still stored when"
+            " read back, so nothing was erased (rolled back with its audit row); the vault's database may have been"
+            " altered (its erase function or the tokens table): retrying cannot help, report it to the security team"
+        )
+        self.items = items
+
+
 def _erase_tokens(conn: psycopg.Connection, tokens: Sequence[str], event: AuditEvent) -> list[tuple[Any, ...]]:
     """vault.erase_tokens as of migration 0023 (the audit row names the tokens erased), else as before it.
 
     The service is rolled out before the migrations. On a database without 0023 the erasure
     goes through the older function, whose audit row cannot name the tokens; each such erasure
-    (they are rare) is logged as an error so that the gap is not silent. Autocommit: the failed
-    call left no transaction behind.
+    (they are rare) is logged as an error so that the gap is not silent.
+
+    Each runs in a transaction of its own that reads back, before it commits, the rows of the tokens the
+    function says it erased: every one must hold no value and no fingerprint and carry its erasure mark, else
+    ErasureNotDone and the transaction (erasure and audit row) is rolled back - a function the database owner
+    replaced to set the mark and leave the value told the officer "erased" (attack 41, A41-3). One round trip
+    more per erasure (rare). The owner can also make the read lie; then a later reveal of the value fails
+    `audit verify` (a reveal after an erasure) and the vault refuses it while the row is marked erased.
     """
     who = (event.item_count, event.client, event.client_serial, event.client_cert_sha256)
     why = (event.purpose, event.token_types)
     try:
-        return conn.execute(
-            "SELECT vault.erase_tokens(%s::text[], %s::bytea[], %s, %s, %s, %s, %s, %s)",
-            (text_array(tokens), bytea_array(event.revealed), *who, *why),
-        ).fetchall()
+        with conn.transaction():
+            rows = conn.execute(
+                "SELECT vault.erase_tokens(%s::text[], %s::bytea[], %s, %s, %s, %s, %s, %s)",
+                (text_array(tokens), bytea_array(event.revealed), *who, *why),
+            ).fetchall()
+            _check_erased(conn, rows)
+            return rows
     except psycopg.errors.UndefinedFunction:
         log.error(
             "vault.erase_tokens does not take token hashes yet (apply migration 0023): this erasure's audit row"
             " does not name the tokens erased"
         )
-    return conn.execute(
-        "SELECT vault.erase_tokens(%s::text[], %s, %s, %s, %s, %s, %s)", (text_array(tokens), *who, *why)
-    ).fetchall()
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT vault.erase_tokens(%s::text[], %s, %s, %s, %s, %s, %s)", (text_array(tokens), *who, *why)
+        ).fetchall()
+        _check_erased(conn, rows)
+        return rows
+
+
+def _check_erased(conn: psycopg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """ErasureNotDone unless every token among `rows` (the function's answer) reads back erased."""
+    if not rows:
+        return
+    found = conn.execute(_NOT_ERASED, (text_array([r[0] for r in rows]),)).fetchone()
+    left = int(found[0]) if found else 0
+    if left:
+        raise ErasureNotDone(left)
