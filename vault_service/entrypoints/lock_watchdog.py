@@ -33,7 +33,9 @@ only past notify_queue_spared_until, after all (migration 0064; attack 35, N1); 
 transaction at every look for 0.2 s is one whatever its transaction's age, after the old ones, the longest busy first
 (migration 0065; attack 36, L1: a listener renewing its transaction in one message), a vault session seen waiting
 for its client outside a transaction in a burst of samples before the end skipped (migration 0066; review 37,
-R37-2: a request session busy back to back); one log line each (pid,
+R37-2: a request session busy back to back); before all of them, every session seen blocked writing to its client
+outside a statement at two consecutive looks, all in one look (migration 0067; attack 42: a listener blocked in the
+flush after its read pass committed holds the tail with no transaction); one log line each (pid,
 login, usage), counted in tokenvault_lock_watchdog_notify_queue_sessions_total. The bound, the crossing's time and
 the pace are the server's (migration 0060; attack 32, F10): it passes none of them, so its login cannot end a
 session the rule would not.

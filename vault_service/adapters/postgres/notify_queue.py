@@ -1,4 +1,4 @@
-"""The lock watchdog's NOTIFY queue rule (migrations 0053-0066; review 35, R35-1): who may hold the queue's tail, ended.
+"""The lock watchdog's NOTIFY queue rule (migrations 0053-0067; review 35, R35-1): who may hold the queue's tail, ended.
 
 LISTEN/NOTIFY need no privilege, and a listener held in a transaction while another session sends kept the queue's
 tail: pg_notify grew 1.16 GB in 5 s on the data disk (PostgreSQL 15 lets it reach 8 GB). The rule and its state are
@@ -70,9 +70,12 @@ class NotifyQueueWatch:
     caller for 0.2 s (watchdog.notify_queue_busy) whatever its transaction's age, after the old ones, the longest
     busy first; since 0066 (review 37, R37-2: a request session busy back to back had the longer run) the rule first
     samples the vault's busy sessions for up to 0.1 s and skips one seen idle outside a transaction waiting on
-    ClientRead (it has read its notifications). No SQL lists who LISTENs, but every
-    session that can hold the tail is in a transaction (its own, or the one in which its backend sends its
-    notifications to a client that does not read them). Why whenever they began (attack 32, F1): the tail moves to
+    ClientRead (it has read its notifications). No SQL lists who LISTENs; a session that can hold the tail is in a
+    transaction (its own, or the one in which its backend sends its notifications to a client that does not read
+    them) or blocked flushing them after its read pass committed (no transaction, ClientWrite: attack 42). Since 0067
+    every session seen waiting on ClientWrite outside a statement at two consecutive looks, its state unchanged, is
+    ended first, all of them in that look (one row each), and a session with no transaction waiting on ClientWrite is
+    a candidate in the order above too. Why whenever they began (attack 32, F1): the tail moves to
     the next listener once its holder is ended, and one that began holding after the crossing is already past the
     bound behind the head. The vault never LISTENs, so its calls begun since the last look are left.
 
@@ -107,11 +110,15 @@ class NotifyQueueWatch:
         return self._rule.missing
 
     def look(self) -> list[QueueHolder]:
-        """The rule once: the session it ended (or was refused), if any; logged."""
+        """The rule once: the sessions it ended (or was refused), if any; each logged.
+
+        One row per session ended at this look (migration 0067 ends every session stalled writing to its client at
+        once), or one row with no pid when it ends no one.
+        """
         rows = self._rule.rows()
         if not rows:
             return []
-        usage, bound, wanted, pid, login, ended, ended_so_far = rows[0]
+        usage, bound, wanted = rows[0][0], rows[0][1], rows[0][2]
         self.usage = float(str(usage))
         self.bound = float(str(bound))
         if wanted is None:  # 0062: the function could not take this session's own state: this look ended nothing
@@ -135,18 +142,22 @@ class NotifyQueueWatch:
             self.passed, self.ended_so_far, self._said_none, self._said_not_taken = False, 0, False, False
             return []
         self.passed = True
-        if pid is None:
-            if wanted and not self._said_none:
-                log.warning(
-                    "the NOTIFY queue grows past its bound and no session the rule may end is in a transaction (a"
-                    " superuser's or the owner's members' holds its tail?): find who LISTENs in a transaction, or"
-                    " whose backend waits on ClientWrite, in pg_stat_activity (docs/threat-model.md, review 35)",
-                    extra={"usage": self.usage},
-                )
-                self._said_none = True
-            return []
-        self.ended_so_far = int(str(ended_so_far))
-        holder = QueueHolder(int(str(pid)), str(login), bool(ended), self.usage, self.ended_so_far)
+        holders = [self._ended(row) for row in rows if row[3] is not None]
+        if not holders and wanted and not self._said_none:
+            log.warning(
+                "the NOTIFY queue grows past its bound and no session the rule may end is in a transaction or"
+                " blocked writing to its client (a superuser's or the owner's members' holds its tail?): find who"
+                " LISTENs in a transaction, or whose backend waits on ClientWrite, in pg_stat_activity"
+                " (docs/threat-model.md, review 35, attack 42)",
+                extra={"usage": self.usage},
+            )
+            self._said_none = True
+        return holders
+
+    def _ended(self, row: tuple[object, ...]) -> QueueHolder:
+        _usage, _bound, _wanted, pid, login, ended, ended_so_far = row
+        self.ended_so_far = max(self.ended_so_far, int(str(ended_so_far)))
+        holder = QueueHolder(int(str(pid)), str(login), bool(ended), self.usage, int(str(ended_so_far)))
         extra = {"pid": holder.pid, "login": holder.login, "usage": holder.usage, "sessions_ended": holder.ended_so_far}
         if holder.ended:
             log.error(
@@ -165,4 +176,4 @@ class NotifyQueueWatch:
                 " (migration 0042). Look it up in pg_stat_activity",
                 extra=extra,
             )
-        return [holder]
+        return holder
