@@ -23,6 +23,7 @@ from tests.integration.audit_attacks import (
     run_audit_verify,
     tokenize_fresh_ip,
 )
+from tests.conftest import vault_clients
 from tests.integration.test_who_saw_verified import _reveal, _rows_with, _who_saw
 from vault_service.service.audit_verify import REVEAL_IN_FLIGHT
 
@@ -64,3 +65,13 @@ def test_a_reveal_after_the_owner_undid_and_redid_an_erasure_fails_verify_and_is
     assert _rows_with(printed, "erase", "GDPR-2026-4102"), printed
     code, printed = _who_saw(own_database, exported, other, monkeypatch)  # the other erasure: nothing marked
     assert code == 1 and "REVEALED AFTER AN ERASURE" not in printed and "1 erasure(s)" in printed, printed
+
+    # The same through the vault's AuditReports, as `tokenvault --as security audit verify / who-saw` ask it.
+    with vault_clients(own_database, vault.address) as client_as:
+        team = client_as("security-team")
+        verdict = team.audit_verify()
+        assert not verdict.intact and any("1 reveal(s) after an erasure" in line for line in verdict.lines), verdict
+        verdict, rows = team.audit_who_saw(token, purpose="INC-2026-4105")
+    assert not verdict.intact
+    marked_rows = [r for r in rows if "REVEALED AFTER AN ERASURE" in r.outcome]
+    assert [r.purpose for r in marked_rows] == ["CASE-2026-4104"], rows
