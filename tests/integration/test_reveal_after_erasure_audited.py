@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from tests.conftest import vault_clients
 from tests.integration.audit_attacks import (
     Anchored,
     anchored,
@@ -23,7 +24,6 @@ from tests.integration.audit_attacks import (
     run_audit_verify,
     tokenize_fresh_ip,
 )
-from tests.conftest import vault_clients
 from tests.integration.test_who_saw_verified import _reveal, _rows_with, _who_saw
 from vault_service.service.audit_verify import REVEAL_IN_FLIGHT
 
