@@ -380,8 +380,8 @@ def key_job_wiring(wired: Bootstrapped, config: VaultServiceConfig) -> Bootstrap
     pool = open_vault_pool(config.database_conninfo, KEY_JOB_CONNECTIONS, settings)
     try:
         key_store = PostgresKeyStore(pool, config.kek_name)
-        token_store = PostgresTokenStore(pool)
         audit = PostgresAuditLog(pool, AppendedRows(on_refused=observe_rows_unchecked))
+        token_store = PostgresTokenStore(pool, audit.appended)
         keys = KeyManager(key_store, wired.wrapper)
         keys.start()
         vault = TokenVault(token_store, keys, load_policy(config.policy_file), audit, TokenCache(0), TokenizeMeter())
@@ -409,8 +409,8 @@ def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
     try:
         check_session_settings(pool, settings)
         key_store = PostgresKeyStore(pool, config.kek_name)
-        token_store = PostgresTokenStore(pool)
         audit = PostgresAuditLog(pool, AppendedRows(on_refused=observe_rows_unchecked))
+        token_store = PostgresTokenStore(pool, audit.appended)  # erase rows are anchored as appends are
         keys = KeyManager(key_store, wrapper)
         keys.start()
         meter = TokenizeMeter(observe_tokenize, observe_new_tokens_refused)

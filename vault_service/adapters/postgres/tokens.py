@@ -12,6 +12,7 @@ together runs inside an explicit `conn.transaction()`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import threading
@@ -31,7 +32,8 @@ from vault_service.adapters.postgres.lock_functions import LockFunctions
 from vault_service.adapters.postgres.prepared import PreparedStatement
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
 from vault_service.adapters.postgres.token_rekeying import ROW_COLUMNS, TokenRekeying
-from vault_service.domain.audit import AuditEvent
+from vault_service.domain.anchoring import AppendedRows, Link, stored_as_written
+from vault_service.domain.audit import AuditEvent, AuditRecord
 from vault_service.domain.errors import DatabaseUnavailable, StorageError, StoredValueAltered
 from vault_service.domain.rate_limit import RateLimit
 from vault_service.service.ports import (
@@ -236,8 +238,11 @@ check (which runs after its index entry is made, so ordering the rows cannot pre
 class PostgresTokenStore(TokenRekeying):
     """Tokens in vault.tokens, each token and each fingerprint unique (migration 0011)."""
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, erase_rows: AppendedRows | None = None) -> None:
         self._pool = pool
+        self._erase_rows = erase_rows
+        """Where each erasure's audit row (id, prev and row hash, checked to be the event asked for) is remembered
+        for the audit upkeep's check, as appended rows are (attack 41, A41-3; review 16, F4). None: not remembered."""
         self._in_flight = InFlight()
         self._counting = threading.Lock()  # the counters below are bumped from the server's threads
         self.races = 0
@@ -415,7 +420,15 @@ class PostgresTokenStore(TokenRekeying):
             raise ValueError(f"an erasure needs one keyed hash per token: {len(event.revealed)} for {len(tokens)}")
         with self._pool.connection() as conn:
             try:
-                rows = _erase_tokens(conn, tokens, event)
+                rows, link = _erase_tokens(conn, tokens, event)
+            except ErasureRowNotAsked:
+                log.error(
+                    "an erasure's audit row, read back in its transaction, is not the event the vault asked for"
+                    " (another case, client, serial, outcome or tokens): nothing was erased (rolled back);"
+                    " vault.erase_tokens or vault.audit_log may have been altered in the database. Report it to"
+                    " the security team"
+                )
+                raise
             except ErasureNotDone as refused:
                 log.error(
                     "an erasure's read-back found values vault.erase_tokens said it erased still stored: nothing was"
@@ -431,6 +444,8 @@ class PostgresTokenStore(TokenRekeying):
                     " names them, migration no_statistics_of_values says how to remove them"
                 )
                 raise
+        if link is not None and self._erase_rows is not None:
+            self._erase_rows.remember([link])  # the upkeep checks the chain it signs holds this row, as written
         return {r[0] for r in rows}
 
     @translated
@@ -503,6 +518,50 @@ _NOT_ERASED = (
 )
 
 
+class ErasureRowNotAsked(StoredValueAltered):
+    """The erase row vault.erase_tokens wrote, read back in its transaction, is not the event asked (rolled back)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the erasure was not done: its audit row, read back, is not the one the vault asked for (another case,"
+            " client or tokens), so nothing was erased (rolled back with it); the vault's database may have been"
+            " altered (its erase function or audit log): retrying cannot help, report it to the security team"
+        )
+
+
+_NEWEST_ROW = "SELECT id, at, prev_hash, row_hash, hash_version FROM vault.audit_log ORDER BY id DESC LIMIT 1"
+"""The erasure's own audit row, read in its transaction: the chain's lock, taken by the row's insert (0035), is
+held until the transaction ends, so no row can follow it (vault.erase_tokens checks its row is the newest too)."""
+
+
+def _erase_row_link(
+    conn: psycopg.Connection, tokens: Sequence[str], event: AuditEvent, erased: Sequence[tuple[Any, ...]]
+) -> tuple[int, Link]:
+    """The erase row's (id, (prev_hash, row_hash)); ErasureRowNotAsked unless its hash is that of the event asked for.
+
+    The event as vault.erase_tokens (0034) writes it: its outcome `ok: N erased, M not erased`, and the hashes
+    given with the tokens it erased, each token once, in the order given (none: NULL).
+    """
+    done = {r[0] for r in erased}
+    seen: set[str] = set()
+    hashes = []
+    for token, token_hash in zip(tokens, event.revealed, strict=True):
+        if token in done and token not in seen:
+            seen.add(token)
+            hashes.append(token_hash)
+    asked = dataclasses.replace(
+        event, outcome=f"ok: {len(done)} erased, {event.item_count - len(done)} not erased", revealed=tuple(hashes)
+    )
+    row = conn.execute(_NEWEST_ROW).fetchone()
+    if row is None:
+        raise ErasureRowNotAsked()
+    record_id, at, prev_hash, row_hash, version = row
+    record = AuditRecord(int(record_id), at, asked, bytes(prev_hash or b""), bytes(row_hash or b""), int(version or 0))
+    if not stored_as_written(record, asked):
+        raise ErasureRowNotAsked()
+    return record.record_id, (record.prev_hash, record.row_hash)
+
+
 class ErasureNotDone(StoredValueAltered):
     """vault.erase_tokens returned tokens whose rows, read back in its transaction, are not erased (rolled back)."""
 
@@ -515,7 +574,9 @@ class ErasureNotDone(StoredValueAltered):
         self.items = items
 
 
-def _erase_tokens(conn: psycopg.Connection, tokens: Sequence[str], event: AuditEvent) -> list[tuple[Any, ...]]:
+def _erase_tokens(
+    conn: psycopg.Connection, tokens: Sequence[str], event: AuditEvent
+) -> tuple[list[tuple[Any, ...]], tuple[int, Link] | None]:
     """vault.erase_tokens as of migration 0023 (the audit row names the tokens erased), else as before it.
 
     The service is rolled out before the migrations. On a database without 0023 the erasure
@@ -528,6 +589,11 @@ def _erase_tokens(conn: psycopg.Connection, tokens: Sequence[str], event: AuditE
     replaced to set the mark and leave the value told the officer "erased" (attack 41, A41-3). One round trip
     more per erasure (rare). The owner can also make the read lie; then a later reveal of the value fails
     `audit verify` (a reveal after an erasure) and the vault refuses it while the row is marked erased.
+
+    The erase row is read back too (one more round trip): its hash must be that of the event asked for
+    (`_erase_row_link`), and its (id, hashes) are returned for the upkeep's anchoring check, which finds a row
+    the read was shown but the chain does not hold (review 16, F4; attack 41, A41-3: a replaced function wrote
+    the row under another case). The older function's row (before 0023) is not checked (its outcome differs).
     """
     who = (event.item_count, event.client, event.client_serial, event.client_cert_sha256)
     why = (event.purpose, event.token_types)
@@ -538,7 +604,7 @@ def _erase_tokens(conn: psycopg.Connection, tokens: Sequence[str], event: AuditE
                 (text_array(tokens), bytea_array(event.revealed), *who, *why),
             ).fetchall()
             _check_erased(conn, rows)
-            return rows
+            return rows, _erase_row_link(conn, tokens, event, rows)
     except psycopg.errors.UndefinedFunction:
         log.error(
             "vault.erase_tokens does not take token hashes yet (apply migration 0023): this erasure's audit row"
@@ -549,7 +615,7 @@ def _erase_tokens(conn: psycopg.Connection, tokens: Sequence[str], event: AuditE
             "SELECT vault.erase_tokens(%s::text[], %s, %s, %s, %s, %s, %s)", (text_array(tokens), *who, *why)
         ).fetchall()
         _check_erased(conn, rows)
-        return rows
+        return rows, None
 
 
 def _check_erased(conn: psycopg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
