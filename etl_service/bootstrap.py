@@ -126,7 +126,7 @@ def bootstrap(
     stopping = threading.Event()  # Consumer.stop sets it: a Tokenize waiting out the vault's quota stops waiting
     tokenizer, store = GrpcTokenizer(channel, stopping=stopping), PostgresLoginStore(pool)
     processor = BatchProcessor(
-        queue, tokenizer, store, config.device_types, config.max_body_bytes, sealer, max_receive_count
+        queue, tokenizer, store, config.device_types, config.max_body_bytes, sealer, max_receive_count, stopping
     )
     settings = ConsumerSettings(
         batch_size=config.batch_size,

@@ -56,6 +56,17 @@ class Throttled(DependencyDown):
         self.retry_after = min(retry_after, MAX_THROTTLED_SECONDS) if retry_after > 0 else MIN_THROTTLED_SECONDS
 
 
+class TokenizeOutcomeUnknown(DependencyDown):
+    """A Tokenize on a message's last receive whose outcome is unknown, retried in vain (service/batch.py).
+
+    The vault may have stored the values under tokens the ETL never got (a reply lost after its commit:
+    attack 41, A41-4); the message is dead-lettered saying so (outcomes.TOKENIZE_OUTCOME_UNKNOWN).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "vault")
+
+
 MIN_THROTTLED_SECONDS = 1.0
 """How long a metered refusal without a `retry-after-ms` keeps receiving paused."""
 MAX_THROTTLED_SECONDS = 60.0

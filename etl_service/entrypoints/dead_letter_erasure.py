@@ -75,6 +75,12 @@ every letter would otherwise pass as tampered or unopenable. OpenBao answering s
 token revoked or used up during the run) stops the sweep at that letter, also with exit 2, after
 the counts of what it checked and deleted until then, and the reason.
 Only OpenBao being unreachable, or SQS failing, aborts a run otherwise (exit 1).
+A matched letter the ETL dead-lettered saying its event's Tokenize outcome is unknown (its answer lost on
+its last receive, retried in vain: attack 41, A41-4) records no tokens, yet the vault may hold the person's
+values under tokens nothing names: it is left in the DLQ, its message id printed with what to do (`resend`
+it: the ETL's Tokenize of the same values returns those tokens and loads them into a row the officer then
+erases), and the run exits 3. The DLQ operator is not given Tokenize to find them itself: tokenizing is the
+ETL's right alone (a value-to-token oracle for anyone else, docs/threat-model.md).
 What it never reaches: messages still in the source queue (the ETL loads or dead-letters them
 within seconds to minutes; run the step after it has caught up) - see docs/threat-model.md.
 """
@@ -203,5 +209,6 @@ def run_erase(
         or sweep.cut_short
         or sweep.minted_unopenable
         or sweep.minted_refused
+        or sweep.outcome_unknown
     )
     return INCOMPLETE if incomplete else 0

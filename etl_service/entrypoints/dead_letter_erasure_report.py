@@ -122,6 +122,17 @@ def report_minted(sweep: Sweep, bound: int) -> None:
             f" {', '.join(shown(i) for i in sweep.minted_refused)}",
             file=sys.stderr,
         )
+    if sweep.outcome_unknown:
+        print(
+            f"tokenize outcome unknown: {len(sweep.outcome_unknown)} letter(s) of the person whose event's Tokenize"
+            " answer was lost on its last receive (the ETL retried it in vain): the vault may hold the person's ip"
+            " and device id under tokens no row and no letter names, which the officer's erasure by the person's"
+            " rows did not reach. Left in the DLQ, not deleted: `dead-letters resend MESSAGE_ID` each once the ETL"
+            " runs (its Tokenize of the same values returns those tokens, or new ones for values already erased, and"
+            " loads them into a row), then the privacy officer erases that row's tokens as in the first step, and"
+            f" `dead-letters erase` runs again: {', '.join(shown(i) for i in sweep.outcome_unknown)}",
+            file=sys.stderr,
+        )
     sys.stdout.flush()
 
 

@@ -22,6 +22,7 @@ from etl_service.adapters.transit_sealer import DeadLetterKeyUnusable
 from etl_service.domain.erasure_match import Person
 from etl_service.entrypoints.dead_letter_layers import Layers, Stop, envelope_layers, in_clear, open_minted
 from etl_service.entrypoints.terminal_text import shown
+from etl_service.service.outcomes import DEPENDENCY_UNAVAILABLE, TOKENIZE_OUTCOME_UNKNOWN
 
 MAX_ROUNDS = 50
 """Listings one sweep makes at most (pages, and its waits for letters other readers hold)."""
@@ -75,6 +76,11 @@ class Sweep:
     minted_refused: dict[str, str] = field(default_factory=dict)
     """Message ids of matched letters whose recorded tokens are not printed, and why (`settle_minted`): left in
     the DLQ for the operator to inspect (exit 3)."""
+    outcome_unknown: list[str] = field(default_factory=list)
+    """Message ids of matched letters whose event's Tokenize outcome is unknown (its answer lost on its last receive
+    and retried in vain: reason detail TOKENIZE_OUTCOME_UNKNOWN; attack 41, A41-4): the vault may hold the person's
+    values under tokens no record names. Left in the DLQ (exit 3): `dead-letters resend` has the ETL tokenize the
+    same values again, which returns those tokens and loads them into a row the officer's erasure reaches."""
     cut_short: str | None = None
     """Why its last listing stopped before reading the whole DLQ (DeadLetterQueue.cut_short): letters
     past it may not have been examined. None when the last listing read the DLQ whole."""
@@ -88,6 +94,15 @@ class Sweep:
     def unchecked(self) -> int:
         """Dead letters this run could not look at."""
         return self.visible_unread + self.held_elsewhere
+
+
+def tokenize_outcome_unknown(dead: DeadLetter) -> bool:
+    """Whether the ETL dead-lettered `dead` saying its Tokenize's outcome is unknown (service/batch.py `_tokenize`).
+
+    Read from the letter's attributes, which whoever may send to the DLQ writes: a forged claim only leaves a
+    letter in the DLQ with a line saying so, never deletes or prints anything else.
+    """
+    return dead.reason == DEPENDENCY_UNAVAILABLE and dead.detail.startswith(TOKENIZE_OUTCOME_UNKNOWN)
 
 
 def sweep_dead_letters(
@@ -195,6 +210,10 @@ def _check(
             return
         if delete:  # deleted only once its tokens are printed (delete_recorded): attack 38, M3
             sweep.recorded.append(dead)
+        return
+    if tokenize_outcome_unknown(dead):  # no record of its tokens, and the vault may hold its values: left
+        sweep.outcome_unknown.append(dead.message_id)
+        sweep.matched += 1
         return
     if delete:
         dlq.delete(dead)  # SQS lost: the run aborts, this letter not counted deleted

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -50,12 +51,13 @@ from etl_service.domain.messages import (
 )
 from etl_service.domain.redelivery import MAX_RETRY_DELAY_SECONDS, retry_delay
 from etl_service.domain.validation import DEFAULT_DEVICE_TYPES, MAX_BODY_BYTES, Rejection
-from etl_service.errors import DependencyDown, Misconfigured, Throttled
+from etl_service.errors import DependencyDown, Misconfigured, Throttled, TokenizeOutcomeUnknown
 from etl_service.service.dead_lettering import dead_letter_released, kept_bodies
 from etl_service.service.loaded_step import set_aside_loaded
 from etl_service.service.outcomes import (
     DEPENDENCY_UNAVAILABLE,
     PROCESSING_FAILED,
+    TOKENIZE_OUTCOME_UNKNOWN,
     BatchOutcome,
 )
 from etl_service.service.ports import BodySealer, LoginStore, Queue, Tokenizer
@@ -66,6 +68,14 @@ from etl_service.service.tokenize_step import tokenize_accepted
 from etl_service.service.validate_step import Accepted, Rejected, validate_messages, without_own_event_id
 
 log = logging.getLogger(__name__)
+
+TOKENIZE_RETRY_SECONDS = 30.0
+"""How long a Tokenize whose outcome is unknown is retried on a last receive, in all (BatchProcessor._tokenize)."""
+TOKENIZE_RETRY_PAUSE_SECONDS = 1.0
+"""The pause between two health checks of the vault while such a retry waits for it."""
+TOKENIZE_RETRY_ATTEMPTS = 2
+"""The most times such a Tokenize is sent again once the vault answers its health check: a vault that answers its
+health but refuses the call again (its database refusing the insert: UNAVAILABLE) is not asked for 30 s."""
 
 
 class BatchProcessor:
@@ -80,7 +90,10 @@ class BatchProcessor:
         max_body_bytes: int = MAX_BODY_BYTES,
         sealer: BodySealer | None = None,
         max_receive_count: int | None = None,
+        stopping: threading.Event | None = None,
+        tokenize_retry_seconds: float | None = None,
     ) -> None:
+        """`stopping`: the consumer's stop event (bootstrap shares it); a retried Tokenize stops waiting once set."""
         self._queue = queue
         self._tokenizer = tokenizer
         self._store = store
@@ -89,6 +102,11 @@ class BatchProcessor:
         self._sealer = sealer or DiscardBodies()
         self._max_receive_count = max_receive_count
         """The source queue's redrive limit: a message received this many times is on its last receive."""
+        self._stopping = stopping if stopping is not None else threading.Event()
+        self.tokenize_retry_seconds = (
+            TOKENIZE_RETRY_SECONDS if tokenize_retry_seconds is None else tokenize_retry_seconds
+        )
+        """How long a Tokenize whose outcome is unknown is retried on a last receive (TOKENIZE_RETRY_SECONDS)."""
 
     def process(self, messages: Sequence[QueueMessage]) -> BatchOutcome:
         """Process `messages`; nothing raises: outages, refusals and bugs become the outcome."""
@@ -137,7 +155,7 @@ class BatchProcessor:
             if replays or reused:  # neither goes to the vault (E1); a replay is deleted below
                 rejected = [*rejected, *reused]
                 validated = accepted, rejected
-            rows, rejected = tokenize_accepted(self._tokenizer, accepted, list(rejected), minted)
+            rows, rejected = self._tokenize(accepted, list(rejected), minted)
             validated = accepted, rejected  # with the values the vault refused
             self._load_and_settle(messages, rows, rejected, outcome, len(replays), minted)
         except DependencyDown as error:
@@ -164,6 +182,50 @@ class BatchProcessor:
                 return self._one_by_one(messages)
             self._last_resort(messages[0], error, outcome, minted)
         return outcome
+
+    def _tokenize(
+        self, accepted: Accepted, rejected: Rejected, minted: dict[str, tuple[str, ...]]
+    ) -> tuple[list[UserLoginRow], Rejected]:
+        """Step 2; a Tokenize whose outcome is unknown is retried when a message of it is on its last receive.
+
+        A vault call that ends DEADLINE_EXCEEDED, UNAVAILABLE or in a reset may have been committed, its
+        answer lost on the way back (attack 41, A41-4): the vault then holds the batch's values under tokens
+        the ETL never got. Postponed, nothing is lost (the next receive's Tokenize returns the same tokens);
+        dead-lettered on a last receive, the letter would record no tokens (N9's `minted_tokens`) and no
+        erasure step would reach them. So on a last receive the same Tokenize is sent again once the
+        vault answers its health check (at most TOKENIZE_RETRY_ATTEMPTS times), waiting for that for up to
+        `tokenize_retry_seconds` in all, the leases kept by the lease keeper meanwhile: it is idempotent (the
+        same values return the same tokens, metered as values, not new tokens), and what it returns is loaded,
+        or recorded in the letters. If it fails too, the
+        error goes up as TokenizeOutcomeUnknown: its letters say so (`_dead_letter_unavailable`). A metered
+        refusal (Throttled) or a refusal of the ETL is an answer: not retried here.
+        """
+        try:
+            return tokenize_accepted(self._tokenizer, accepted, list(rejected), minted)
+        except Throttled:
+            raise
+        except DependencyDown as error:
+            if error.dependency != "vault" or not any(self._on_last_receive(m) for m, _ in accepted):
+                raise
+            first = error
+        log.warning(
+            "Tokenize outcome unknown on a last receive: trying the same call again",
+            extra={"messages": len(accepted), "error": str(first)},
+        )
+        deadline, attempts = time.monotonic() + self.tokenize_retry_seconds, 0
+        while not self._stopping.is_set() and time.monotonic() < deadline and attempts < TOKENIZE_RETRY_ATTEMPTS:
+            try:
+                self._tokenizer.ready()  # the vault answers again: the same call
+                attempts += 1
+                return tokenize_accepted(self._tokenizer, accepted, list(rejected), minted)
+            except Throttled as error:
+                raise TokenizeOutcomeUnknown(f"{first}; retried: {error}") from None
+            except DependencyDown as error:
+                if error.dependency != "vault":
+                    raise
+                first = error
+            self._stopping.wait(min(TOKENIZE_RETRY_PAUSE_SECONDS, max(deadline - time.monotonic(), 0.0)))
+        raise TokenizeOutcomeUnknown(f"{first}; retried {attempts} time(s)") from None
 
     def _load_and_settle(
         self,
@@ -270,6 +332,8 @@ class BatchProcessor:
         (attack 35, N9); `dead-letters erase` names them for the privacy officer.
         """
         detail = f"its batch failed for a dependency on every receive: {error.dependency} ({type(error).__name__})"
+        if isinstance(error, TokenizeOutcomeUnknown):  # the vault may hold its values: the letter says so
+            detail = f"{TOKENIZE_OUTCOME_UNKNOWN}; {detail}"
         unavailable = Rejection(DEPENDENCY_UNAVAILABLE, detail)
         last = {m.message_id for m in messages}
         if validated is None:

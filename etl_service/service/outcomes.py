@@ -15,6 +15,10 @@ DEPENDENCY_UNAVAILABLE = "dependency_unavailable"
 """The reason of a message the ETL dead-lettered itself because its batch failed for a dependency (an
 outage, the vault's quota) on its last receive before the redrive limit: sealed, never left to SQS's
 redrive in clear; `dead-letters resend` sends it again once the dependency answers."""
+TOKENIZE_OUTCOME_UNKNOWN = "tokenize outcome unknown"
+"""How the reason detail of a `dependency_unavailable` letter begins when its Tokenize call's outcome is unknown
+(its answer lost, retried in vain: service/batch.py `_tokenize`; attack 41, A41-4): the vault may hold its ip and
+device id under tokens no record names. `dead-letters erase` tells the operator and the officer so."""
 
 RELEASED_ON_LAST_RECEIVE = "released_on_last_receive"
 """The reason of a message the ETL dead-lettered itself, sealed, instead of releasing it on its last receive

@@ -16,6 +16,7 @@ from etl_service.domain.messages import EventKey, QuarantineRecord, UserLoginRow
 from etl_service.errors import Throttled, vault_status_error
 from etl_service.service.batch import BatchProcessor
 from etl_service.service.gate import DependencyGate
+from etl_service.service.outcomes import TOKENIZE_OUTCOME_UNKNOWN
 from etl_service.service.ports import LoadedBefore, WriteResult
 from tests.unit.etl_builders import good, message
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
@@ -48,7 +49,9 @@ def test_a_metered_batch_is_postponed_no_shorter_than_the_retry_after_and_tells_
 def test_on_its_last_receive_a_message_a_dependency_kept_from_loading_is_sealed_and_dead_lettered() -> None:
     for tokenizer in (MeteredTokenizer(), FakeTokenizer(down=True)):
         queue, store = FakeQueue(), FakeLoginStore()
-        processor = BatchProcessor(queue, tokenizer, store, max_receive_count=3, sealer=EnvelopeSealer())
+        processor = BatchProcessor(
+            queue, tokenizer, store, max_receive_count=3, sealer=EnvelopeSealer(), tokenize_retry_seconds=0
+        )  # the vault stays down: no retry of an unknown Tokenize outcome to wait for (batch.py `_tokenize`)
         outcome = processor.process([message(1, good(1), receive_count=3), message(2, good(2), receive_count=1)])
         assert queue.dead_lettered == [("m1", "dependency_unavailable")]
         assert [json.loads(b)["sealed_body"] for b in queue.dead_letter_bodies] == ["vault:v1:x"]
@@ -114,7 +117,9 @@ def test_a_last_receive_a_dependency_failed_keeps_validations_reasons_and_no_id_
     # Review 20, R20-9: the raw messages were dead-lettered - an event_id holding the event's own device id
     # in the quarantine row's key and the DLQ's attribute, and a refused event relabelled dependency_unavailable.
     queue, store = FakeQueue(), FakeLoginStore()
-    processor = BatchProcessor(queue, FakeTokenizer(down=True), store, max_receive_count=3, sealer=EnvelopeSealer())
+    processor = BatchProcessor(
+        queue, FakeTokenizer(down=True), store, max_receive_count=3, sealer=EnvelopeSealer(), tokenize_retry_seconds=0
+    )
     own = message(1, good(1), receive_count=3, event_id="100-00-0001:1733300000")  # its device id and a time
     bad_locale = message(2, {**good(2), "locale": "en_US.UTF-8"}, receive_count=3, event_id="100-00-0002")
     kept = message(3, good(3), receive_count=3, event_id="e3")
@@ -141,3 +146,44 @@ def test_a_message_failing_on_its_last_receive_keeps_no_id_carrying_its_own_valu
     refused = message(1, {**good(1), "locale": "en_US.UTF-8"}, receive_count=3, event_id="100-00-0001")
     processor.process([refused])
     assert queue.dead_lettered == [("m1", "processing_failed")] and queue.dead_letter_event_ids == [None]
+
+
+class LosesOneAnswer(FakeTokenizer):
+    """A vault that stores the first call's values but whose answer is lost (DEADLINE_EXCEEDED), then answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = 0
+
+    def tokenize(self, ips: Sequence[str], device_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+        answer = super().tokenize(ips, device_ids)
+        if not self.lost:
+            self.lost += 1
+            raise vault_status_error("DEADLINE_EXCEEDED", "Deadline Exceeded", "Tokenize")
+        return answer
+
+
+def test_a_tokenize_answer_lost_on_a_last_receive_is_asked_again_and_loads_and_not_before_the_last() -> None:
+    # Attack 41, A41-4: the lost answer dead-lettered the message with no record of the tokens the vault stored.
+    queue, store, tokenizer = FakeQueue(), FakeLoginStore(), LosesOneAnswer()
+    processor = BatchProcessor(queue, tokenizer, store, max_receive_count=3, sealer=EnvelopeSealer())
+    outcome = processor.process([message(1, good(1), receive_count=3)])
+    assert outcome.loaded == 1 and not queue.dead_lettered and len(tokenizer.calls) == 2  # the same call twice
+    assert tokenizer.calls[0] == tokenizer.calls[1]
+    # Before the last receive nothing is retried within the receive: postponed, the next receive asks again.
+    queue, store, tokenizer = FakeQueue(), FakeLoginStore(), LosesOneAnswer()
+    processor = BatchProcessor(queue, tokenizer, store, max_receive_count=3, sealer=EnvelopeSealer())
+    outcome = processor.process([message(1, good(1), receive_count=2)])
+    assert outcome.loaded == 0 and outcome.errored == {"m1"} and len(tokenizer.calls) == 1
+
+
+def test_a_tokenize_outcome_still_unknown_after_its_retries_is_dead_lettered_saying_so() -> None:
+    queue, store = FakeQueue(), FakeLoginStore()
+    processor = BatchProcessor(
+        queue, FakeTokenizer(down=True), store, max_receive_count=3, sealer=EnvelopeSealer(), tokenize_retry_seconds=0.3
+    )
+    started = time.monotonic()
+    processor.process([message(1, good(1), receive_count=3)])
+    assert queue.dead_lettered == [("m1", "dependency_unavailable")]
+    assert store.quarantine["m1"].detail.startswith(TOKENIZE_OUTCOME_UNKNOWN)
+    assert time.monotonic() - started < 2  # bounded

@@ -63,7 +63,9 @@ def test_exact_duplicates_in_a_batch_stay_duplicates_and_a_different_third_is_re
 
 def test_a_batch_mate_refused_on_its_last_receive_keeps_its_reason_when_the_vault_is_down() -> None:
     queue, store = FakeQueue(), FakeLoginStore()
-    processor = BatchProcessor(queue, FakeTokenizer(down=True), store, max_receive_count=3, sealer=RecordingSealer())
+    processor = BatchProcessor(
+        queue, FakeTokenizer(down=True), store, max_receive_count=3, sealer=RecordingSealer(), tokenize_retry_seconds=0
+    )
     outcome = processor.process(
         [message(1, good(1), receive_count=3, event_id="evt-1"), message(2, good(1, ip="10.0.0.2"), 3, "evt-1")]
     )

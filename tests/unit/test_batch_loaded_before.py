@@ -63,7 +63,14 @@ def test_a_replay_on_its_last_receive_is_deleted_and_counted_whatever_fails_afte
         BatchProcessor(queue, FakeTokenizer(), store).process([message(1, good(1), event_id="evt-1")])
         queue.actions.clear()
         store.failing = postgres_fails
-        processor = BatchProcessor(queue, FakeTokenizer(down=True), store, max_receive_count=3, sealer=EnvelopeSealer())
+        processor = BatchProcessor(
+            queue,
+            FakeTokenizer(down=True),
+            store,
+            max_receive_count=3,
+            sealer=EnvelopeSealer(),
+            tokenize_retry_seconds=0,
+        )
         replay, new = message(1, good(1), receive_count=3, event_id="evt-1"), message(2, good(2), receive_count=3)
         outcome = processor.process([replay, new])
         assert ("delete", "m1") in queue.actions, (postgres_fails, queue.actions)
