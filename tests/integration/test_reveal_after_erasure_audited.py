@@ -10,11 +10,12 @@ served reveal naming a token an earlier erase record named is a finding. The com
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
 
-from tests.conftest import vault_clients
+from tests.conftest import stack_identity, vault_clients
 from tests.integration.audit_attacks import (
     Anchored,
     anchored,
@@ -24,7 +25,11 @@ from tests.integration.audit_attacks import (
     run_audit_verify,
     tokenize_fresh_ip,
 )
+from tests.integration.fresh_values import fresh_value
 from tests.integration.test_who_saw_verified import _reveal, _rows_with, _who_saw
+from tokenvault_api.v1 import vault_pb2
+from tokenvault_client import TokenType, VaultClient, VaultClientError
+from vault_service.domain.purpose import unfit_purpose
 from vault_service.service.audit_verify import REVEAL_IN_FLIGHT
 
 __all__ = ["anchored", "own_database"]  # fixtures used here
@@ -75,3 +80,42 @@ def test_a_reveal_after_the_owner_undid_and_redid_an_erasure_fails_verify_and_is
     assert not verdict.intact
     marked_rows = [r for r in rows if "REVEALED AFTER AN ERASURE" in r.outcome]
     assert [r.purpose for r in marked_rows] == ["CASE-2026-4104"], rows
+
+
+def test_a_guess_of_an_erased_value_confirmed_by_a_purpose_refusal_after_the_owners_undo_fails_verify(
+    own_database: dict[str, str], anchored: Anchored, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Attack 43, A43-2: the purpose spelling the value (here its 4 bytes in hex) is refused PurposeHoldsOwnValue to a
+    # caller who sees the ip in plain - which tells it its guess was right. Before, verify counted served reveals only.
+    vault, exported = anchored
+    ip, spelled = next(
+        (ip, s)
+        for ip, s in (
+            (ip, "INC-" + socket.inet_aton(ip).hex()) for ip in iter(lambda: fresh_value(vault_pb2.TOKEN_TYPE_IP), None)
+        )
+        if unfit_purpose(s) is None
+    )
+    with VaultClient.connect(vault.address, stack_identity(own_database, "etl-service")) as etl:
+        (token,) = etl.tokenize([(TokenType.IP, ip)])
+    with as_owner(own_database) as owner:  # a base backup
+        (sealed,) = owner.execute("SELECT sealed FROM vault.tokens WHERE token = %s", (token,)).fetchone() or (None,)
+    assert erase(own_database, vault, [token], "GDPR-2026-4320") == [None]
+    time.sleep(REVEAL_IN_FLIGHT.total_seconds() + 0.2)
+    with as_owner(own_database) as owner:
+        (erased_at,) = owner.execute("SELECT erased_at FROM vault.tokens WHERE token = %s", (token,)).fetchone() or (
+            None,
+        )
+        owner.execute("UPDATE vault.tokens SET sealed = %s, erased_at = NULL WHERE token = %s", (sealed, token))
+        with VaultClient.connect(vault.address, stack_identity(own_database, "analyst"), deadline=10) as analyst:
+            with pytest.raises(VaultClientError, match="IP address this call reveals in plain"):
+                analyst.detokenize([token], spelled)  # the guess confirmed, no value served
+        owner.execute("UPDATE vault.tokens SET sealed = NULL, erased_at = %s WHERE token = %s", (erased_at, token))
+    vault.wait_for_checkpoint()
+
+    code, printed = run_audit_verify(own_database, exported, monkeypatch)
+    assert code == 1, printed
+    assert "1 reveal(s) after an erasure of the same token" in printed and "audit log intact" not in printed, printed
+    code, printed = _who_saw(own_database, exported, token, monkeypatch)
+    assert code == 1, printed
+    (marked,) = [line for line in printed.splitlines() if "PurposeHoldsOwnValue" in line]
+    assert "REVEALED AFTER AN ERASURE" in marked, printed

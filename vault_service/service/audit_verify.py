@@ -281,8 +281,7 @@ def verify_audit(
                     action == "detokenize"
                     and erased_hashes
                     and not erased_hashes.keys().isdisjoint(record.event.revealed)
-                    and record.event.outcome.startswith("ok")
-                    and _revealed_after_erasure(record, erased_hashes)
+                    and _revealed_after_erasure(record, erased_hashes)  # served, or refused after comparing (A43-2)
                 ):
                     after_erasure.append(record.record_id)
                 elif action in KEY_ACTIONS:
@@ -319,7 +318,12 @@ A41-2) unless he also clears `erased_at`, which erase reconciliation reports."""
 
 
 def _revealed_after_erasure(record: AuditRecord, erased: Mapping[bytes, datetime]) -> bool:
-    """Whether a reveal record names a token erased more than REVEAL_IN_FLIGHT before it was written."""
+    """Whether a reveal record names a token erased more than REVEAL_IN_FLIGHT before it was written.
+
+    Served reveals and refused ones alike: a Detokenize row names tokens only when their values were opened - a
+    reveal, or the refusal of a purpose spelling a value the caller would see in plain, which confirms a guess of
+    the value (attack 43, A43-2: after the owner's undo, that refusal alone confirmed the erased value).
+    """
     return any(
         (at := erased.get(token_hash)) is not None and record.at - at > REVEAL_IN_FLIGHT
         for token_hash in record.event.revealed
