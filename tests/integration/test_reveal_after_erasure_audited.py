@@ -97,6 +97,7 @@ def test_a_guess_of_an_erased_value_confirmed_by_a_purpose_refusal_after_the_own
     )
     with VaultClient.connect(vault.address, stack_identity(own_database, "etl-service")) as etl:
         (token,) = etl.tokenize([(TokenType.IP, ip)])
+    assert isinstance(token, str), token
     with as_owner(own_database) as owner:  # a base backup
         (sealed,) = owner.execute("SELECT sealed FROM vault.tokens WHERE token = %s", (token,)).fetchone() or (None,)
     assert erase(own_database, vault, [token], "GDPR-2026-4320") == [None]
@@ -106,9 +107,9 @@ def test_a_guess_of_an_erased_value_confirmed_by_a_purpose_refusal_after_the_own
             None,
         )
         owner.execute("UPDATE vault.tokens SET sealed = %s, erased_at = NULL WHERE token = %s", (sealed, token))
-        with VaultClient.connect(vault.address, stack_identity(own_database, "analyst"), deadline=10) as analyst:
-            with pytest.raises(VaultClientError, match="IP address this call reveals in plain"):
-                analyst.detokenize([token], spelled)  # the guess confirmed, no value served
+        analyst = VaultClient.connect(vault.address, stack_identity(own_database, "analyst"), deadline=10)
+        with analyst, pytest.raises(VaultClientError, match="IP address this call reveals in plain"):
+            analyst.detokenize([token], spelled)  # the guess confirmed, no value served
         owner.execute("UPDATE vault.tokens SET sealed = NULL, erased_at = %s WHERE token = %s", (erased_at, token))
     vault.wait_for_checkpoint()
 
