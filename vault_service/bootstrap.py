@@ -203,7 +203,7 @@ class Bootstrapped:
 
     def maintainer(self, report: HealthReport, interval: float) -> KeyMaintainer:
         """The background key/health upkeep for this vault."""
-        return KeyMaintainer(self.keys, self.token_store, self.vault.cache, report, interval)
+        return KeyMaintainer(self.keys, self.token_store, self.vault.cache, report, interval, self.vault.erased)
 
     def rotation(
         self,

@@ -31,8 +31,16 @@ from tokenvault_api.v1 import vault_pb2
 from tokenvault_client import TokenType, VaultClient, VaultClientError
 from vault_service.domain.purpose import unfit_purpose
 from vault_service.service.audit_verify import REVEAL_IN_FLIGHT
+from vault_service.service.erased_tokens import ErasedTokens
 
 __all__ = ["anchored", "own_database"]  # fixtures used here
+
+
+def _not_yet_learned(vault: object) -> None:
+    """The vault as a replica that has not read the erase rows yet (attack 43: each replica keeps the erased tokens'
+    hashes and refuses them itself; one learns another's erasure only at its next round). Verify is what is tested
+    here: what it finds when a replica served the undone value in that interval."""
+    vault.wired.vault.erased = ErasedTokens()  # type: ignore[attr-defined]
 
 
 def test_a_reveal_after_the_owner_undid_and_redid_an_erasure_fails_verify_and_is_marked_by_who_saw(
@@ -51,6 +59,7 @@ def test_a_reveal_after_the_owner_undid_and_redid_an_erasure_fails_verify_and_is
             None,
         )
         owner.execute("UPDATE vault.tokens SET sealed = %s, erased_at = NULL WHERE token = %s", (sealed, token))
+        _not_yet_learned(vault)
         _reveal(own_database, vault, "fraud-investigator", token, "CASE-2026-4104")  # the value shown again
         owner.execute("UPDATE vault.tokens SET sealed = NULL, erased_at = %s WHERE token = %s", (erased_at, token))
     vault.wait_for_checkpoint()
@@ -107,6 +116,7 @@ def test_a_guess_of_an_erased_value_confirmed_by_a_purpose_refusal_after_the_own
             None,
         )
         owner.execute("UPDATE vault.tokens SET sealed = %s, erased_at = NULL WHERE token = %s", (sealed, token))
+        _not_yet_learned(vault)
         analyst = VaultClient.connect(vault.address, stack_identity(own_database, "analyst"), deadline=10)
         with analyst, pytest.raises(VaultClientError, match="IP address this call reveals in plain"):
             analyst.detokenize([token], spelled)  # the guess confirmed, no value served

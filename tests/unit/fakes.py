@@ -182,6 +182,9 @@ class FakeTokenStore:
     def last_erasure(self) -> object:
         return self.erasures
 
+    def erase_rows(self, after_id: int) -> list[tuple[int, list[bytes]]]:
+        return []
+
     def take_budget(self, client: str, kind: str, need: int, want: int, limit: RateLimit) -> tuple[int, float] | None:
         """One bucket per (client, kind), like vault.call_budget, on this fake's clock (None: a store without them)."""
         self.budget_takes += 1

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 
 from vault_service.domain.errors import VaultError
+from vault_service.service.erased_tokens import ErasedTokens
 from vault_service.service.keyring import KeyManager
 from vault_service.service.ports import TokenStore
 from vault_service.service.token_cache import TokenCache
@@ -29,11 +30,18 @@ class KeyMaintainer:
     """Runs `check()` periodically on a daemon thread until `stop()`."""
 
     def __init__(
-        self, keys: KeyManager, tokens: TokenStore, cache: TokenCache, report: HealthReport, interval: float
+        self,
+        keys: KeyManager,
+        tokens: TokenStore,
+        cache: TokenCache,
+        report: HealthReport,
+        interval: float,
+        erased: ErasedTokens | None = None,
     ) -> None:
         self._keys = keys
         self._tokens = tokens
         self._cache = cache
+        self._erased = erased
         self._report = report
         self._interval = interval
         self._stopping = threading.Event()
@@ -44,12 +52,27 @@ class KeyMaintainer:
         """What the last failed check of each dependency met (its log line says it)."""
 
     def start(self) -> None:
-        """Remember the current erasure mark and start the thread."""
+        """Remember the current erasure mark, learn the erased tokens from the audit log, and start the thread."""
         try:
             self._last_erasure = self._tokens.last_erasure()
         except Exception:
             self._last_erasure = None
+        self._learn_erased()
         self._thread.start()
+
+    def _learn_erased(self) -> bool:
+        """Read the erase rows written since the last read into the erased-token set (attack 43); True if any were new.
+
+        Each round, not only when `vault.erasure_count` moves: that count is the owner's to freeze, the erase
+        rows are in the signed chain. A failed read is retried the next round (the set keeps what it has).
+        """
+        if self._erased is None:
+            return False
+        try:
+            return self._erased.learn(self._tokens) > 0
+        except Exception as error:
+            log.warning("cannot read the audit log's erase rows: %s", type(error).__name__)
+            return False
 
     def stop(self) -> None:
         """Stop the thread (returns when it has finished its current check)."""
@@ -83,7 +106,8 @@ class KeyMaintainer:
         except Exception as error:
             log.debug("database check failed: %s", type(error).__name__)
             return False
-        if mark != self._last_erasure:
+        learned = self._learn_erased()  # after the mark: an erasure that moved it has its row committed
+        if mark != self._last_erasure or learned:
             self._cache.clear()  # a value was erased somewhere: cached tokens may point at nothing
             self._last_erasure = mark
         return True

@@ -284,6 +284,13 @@ class TokenStore(Protocol):
         """Something that changes whenever a value is erased (to invalidate caches)."""
         ...
 
+    def erase_rows(self, after_id: int) -> list[tuple[int, list[bytes]]]:
+        """(id, the keyed token hashes it names) of every served erase row of the audit log after `after_id`, by id.
+
+        The erased tokens' hashes each replica keeps out of `vault.tokens` (`erased_tokens.py`, attack 43).
+        """
+        ...
+
     def take_budget(self, client: str, kind: str, need: int, want: int, limit: RateLimit) -> tuple[int, float] | None:
         """Take `need` to `want` items from the client's `kind` bucket, shared by all replicas and kept across restarts.
 

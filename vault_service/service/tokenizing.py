@@ -170,6 +170,8 @@ class Tokenizing(TokenVaultBase):
         fp_key = ring.fingerprint_key
         fps = fingerprints(fp_key, token_type, values)
         found = self._tokens.find_by_fingerprints(token_type.type_name, fps)
+        if found and self.erased:  # a token erased before is never handed out, whatever its row says (attack 43)
+            found = self.erased.marked_found(self._audit_hashers(), found)
         erased_present: list[str] = []
         tokens: list[TokenizeOutcome | None] = (
             checked_tokens(self._keys, token_type, values, list(map(found.get, fps)), erased_present)
@@ -231,6 +233,8 @@ class Tokenizing(TokenVaultBase):
         dropped our row): ValuesNotStored, and the call looks it up again.
         """
         lost = [k for k, token in enumerate(got) if token is None]
+        if self.erased:  # a row of a token erased before, pointed at the value: never handed out (attack 43)
+            theirs = self.erased.marked_found(self._audit_hashers(), theirs)
         rows = [theirs.get(fps[k]) for k in lost]
         if None in rows:
             raise ValuesNotStored(f"{rows.count(None)} new value(s) neither stored nor found in another writer's row")

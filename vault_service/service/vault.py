@@ -78,6 +78,8 @@ class TokenVault(Tokenizing):
             raise
         assert caller is not None
         rows = self._tokens.fetch(list(set(compress(tokens, types))))  # well-formed tokens, once each
+        if self.erased and rows:  # a token erased before is never revealed, whatever its row says (attack 43)
+            rows = self.erased.marked_rows(self._audit_hashers(), rows)
         # One policy lookup per token type in the call, not per token.
         levels = {member: self._policy.reveal_level(caller.name, member) for member in present}
         try:  # opened, then compared with the purpose, then audited, then shown
@@ -165,6 +167,8 @@ class TokenVault(Tokenizing):
             raise
         if not erasable:
             self._audit.append(replace(event, outcome="ok: 0 erased"))
+        # Known as erased from now on, whatever the owner makes its row say (attack 43, A43-3/4/5).
+        self.erased.add(h for token, h in zip(erasable, hashes, strict=True) if token in erased)
         self._cache.clear()
         # NOT_FOUND says which: erased before (the token's row is kept, its value cleared) or never issued - the
         # officer's run of tokens `dead-letters erase` named counts only the first as done (attack 39, P2).

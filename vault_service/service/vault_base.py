@@ -17,9 +17,11 @@ from vault_service.domain.policy import AUDIT_REPORT_ACTIONS, AccessPolicy
 from vault_service.domain.purpose import WITHHELD_PURPOSE
 from vault_service.domain.rate_limit import CLIENT_CERTIFICATES, CertificateBuckets, RateLimiter, exact
 from vault_service.domain.token_types import TokenType
+from vault_service.service.erased_tokens import ErasedTokens, Hasher
 from vault_service.service.keyring import KeyManager
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 from vault_service.service.ports import AuditLog, TokenStore
+from vault_service.service.revealing import reveal_hasher
 from vault_service.service.stored_values import StoredValueLookup
 from vault_service.service.token_cache import TokenCache
 from vault_service.service.withheld_purposes import WithheldPurposes, remembered_for
@@ -62,6 +64,8 @@ class TokenVaultBase:
         self._cache = cache if cache is not None else TokenCache(0)
         self.meter = meter if meter is not None else TokenizeMeter()
         self.refusals = RefusalAuditor(audit)
+        # The erased tokens' keyed hashes, kept out of vault.tokens (attack 43): fed by erase() and the upkeep.
+        self.erased = ErasedTokens()
         self.stored_values = StoredValueLookup(tokens, keys)
         self.withheld_purposes = WithheldPurposes(ttl=remembered_for(policy))
         # Every limit's buckets are kept in the database, shared by every replica and kept across
@@ -96,6 +100,10 @@ class TokenVaultBase:
         self._key_command_buckets = {
             kind: CertificateBuckets(policy.limits_of(kind), getattr(defaults, kind)) for kind in _KEY_COMMAND_BUDGETS
         }
+
+    def _audit_hashers(self) -> list[Hasher]:
+        """The keyed token hash under each loaded audit key (an erase row names its tokens under the key of its day)."""
+        return [reveal_hasher(key) for key in self._keys.ring.audit_keys]
 
     @property
     def cache(self) -> TokenCache:

@@ -132,6 +132,11 @@ _FETCH = PreparedStatement("fetch_tokens", _FETCH_SQL, binary_rows=True)
 # The erasure mark every replica reads each key-check interval: one row, bumped inside each
 # erasing transaction (migration 0014), never a read of vault.tokens.
 ERASURE_COUNT_SQL = "SELECT erasures FROM vault.erasure_count"
+# The erase rows that name erased tokens (their keyed hashes), read by id from where the last read ended.
+ERASE_ROWS_SQL = (
+    "SELECT id, revealed FROM vault.audit_log WHERE id > %s AND action = 'erase' AND outcome LIKE 'ok:%%'"
+    " AND revealed IS NOT NULL AND cardinality(revealed) > 0 ORDER BY id"
+)
 
 
 _new_stored_token = cast(Callable[[type[StoredToken], tuple[object, ...]], StoredToken], tuple.__new__)
@@ -507,6 +512,16 @@ class PostgresTokenStore(TokenRekeying):
         with self._pool.connection() as conn:
             row = conn.execute(ERASURE_COUNT_SQL).fetchone()
         return row[0] if row else None
+
+    @translated
+    def erase_rows(self, after_id: int) -> list[tuple[int, list[bytes]]]:
+        """(id, hashes) of every served erase row after `after_id` (`vault.erase_tokens` writes them; attack 43).
+
+        A range of the primary key from `after_id` on: at start the whole log, then its tail each round.
+        """
+        with self._pool.connection() as conn:
+            rows = conn.execute(ERASE_ROWS_SQL, (after_id,)).fetchall()
+        return [(int(row_id), [bytes(h) for h in hashes if h is not None]) for row_id, hashes in rows]
 
 
 # What an erasure leaves of each token it says it erased, read in its own transaction before it commits
