@@ -60,11 +60,12 @@ class KeyMaintainer:
         self._learn_erased()
         self._thread.start()
 
-    def _learn_erased(self) -> bool:
+    def _learn_erased(self) -> bool | None:
         """Read the erase rows written since the last read into the erased-token set (attack 43); True if any were new.
 
         Each round, not only when `vault.erasure_count` moves: that count is the owner's to freeze, the erase
-        rows are in the signed chain. A failed read is retried the next round (the set keeps what it has).
+        rows are in the signed chain. None when the read failed: retried the next round (the set keeps what it
+        has), the database reported unavailable meanwhile (attack 44, A44-1).
         """
         if self._erased is None:
             return False
@@ -72,7 +73,7 @@ class KeyMaintainer:
             return self._erased.learn(self._tokens) > 0
         except Exception as error:
             log.warning("cannot read the audit log's erase rows: %s", type(error).__name__)
-            return False
+            return None
 
     def stop(self) -> None:
         """Stop the thread (returns when it has finished its current check)."""
@@ -107,6 +108,9 @@ class KeyMaintainer:
             log.debug("database check failed: %s", type(error).__name__)
             return False
         learned = self._learn_erased()  # after the mark: an erasure that moved it has its row committed
+        if learned is None:  # unhealthy until it reads them: another replica's erasure would go unknown here
+            self._causes[DATABASE] = "cannot read the audit log's erase rows (a row-level security policy?)"
+            return False
         if mark != self._last_erasure or learned:
             self._cache.clear()  # a value was erased somewhere: cached tokens may point at nothing
             self._last_erasure = mark
