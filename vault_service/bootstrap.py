@@ -25,6 +25,7 @@ from vault_service.adapters.postgres.chain_lock import (
 )
 from vault_service.adapters.postgres.key_job_liveness import PostgresJobLiveness
 from vault_service.adapters.postgres.keys import KEYS_LOCK
+from vault_service.adapters.postgres.schema_catalog import PostgresVaultSchema
 from vault_service.adapters.postgres.session_settings import (
     PINNED_SETTINGS,
     defaults_set_for_session,
@@ -121,6 +122,7 @@ class Bootstrapped:
             max_copy_lag,
             sent=sent,
             keep=keep,
+            schema=PostgresVaultSchema(self.pool),
         )
 
     def audit_upkeep(

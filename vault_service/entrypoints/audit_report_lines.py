@@ -53,6 +53,7 @@ def verdict_lines(report: FullAuditReport, copy_given: bool, no_copy: str = NO_C
             lines.append(f"note: {gap} (the copy is within the {copy.allowed:.0f} s allowed)")
     lines += _erasure_lines(report.erasures)
     lines += _reveals_after_erasure_lines(report.reveals_after_erasure)
+    lines += _schema_lines(report.schema_changes)
     lines += [f"audit keys: {note}" for note in report.keys_notes]
     if report.keys_problem is not None:
         lines.append(f"audit keys: {report.keys_problem}")
@@ -103,6 +104,29 @@ def _reveals_after_erasure_lines(ids: tuple[int, ...]) -> list[str]:
     ]
 
 
+SCHEMA_DIFFERS = "the vault schema differs from its migrations"
+"""How each difference between the vault schema's guards and the migrations' is said (attack 43, A43-4/A43-5)."""
+
+
+def schema_finding(changes: tuple[str, ...]) -> str:
+    """The one-line finding of the vault schema's differences from its migrations ('' when none)."""
+    if not changes:
+        return ""
+    listed = "; ".join(changes[:10]) + (f"; and {len(changes) - 10} more" if len(changes) > 10 else "")
+    return f"{SCHEMA_DIFFERS}: {listed}"
+
+
+def _schema_lines(changes: tuple[str, ...]) -> list[str]:
+    if not changes:
+        return []
+    return [
+        *(f"{SCHEMA_DIFFERS}: {change}" for change in changes),
+        f"audit log NOT verified: {len(changes)} difference(s) between what guards the vault's tables and what the"
+        " migrations define (a constraint dropped, a trigger or function added or replaced): erasures and"
+        " uniqueness cannot be trusted to hold; report it to the security team",
+    ]
+
+
 def finding_of(report: FullAuditReport) -> str:
     """Why the log is not verified, in one line ('' when it is)."""
     if report.intact:
@@ -115,6 +139,8 @@ def finding_of(report: FullAuditReport) -> str:
         return report.erasures.findings[0].reason
     if report.keys_problem is None and report.reveals_after_erasure:
         return reveals_after_erasure_finding(report.reveals_after_erasure)
+    if report.keys_problem is None and report.schema_changes:
+        return schema_finding(report.schema_changes)
     return report.keys_problem or "the audit log did not verify"
 
 

@@ -24,6 +24,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from vault_service.adapters.postgres import PostgresAuditLog, PostgresTokenStore
 from vault_service.adapters.postgres.errors import translated
+from vault_service.adapters.postgres.schema_catalog import PostgresVaultSchema
 from vault_service.adapters.postgres.session_settings import session_settings_with
 from vault_service.adapters.transit import verify_signature
 from vault_service.bootstrap import Bootstrapped, open_vault_pool
@@ -166,6 +167,7 @@ def report_verifier(wired: Bootstrapped, config: VaultServiceConfig) -> Verify:
                 sent,
                 keep,
                 VAULTS_COPY,  # its path is not the caller's to know (attack 28, F6)
+                schema=PostgresVaultSchema(pool),
             )
         finally:
             ended.set()

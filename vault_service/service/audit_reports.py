@@ -394,6 +394,8 @@ def _from(report: FullAuditReport) -> str:
     first = report.finding.first_row if report.finding is not None else 0
     if not first and report.verified and report.reveals_after_erasure:  # attack 41, A41-2
         return f" from record id {report.reveals_after_erasure[0]}: a reveal after an erasure of the same token"
+    if not first and report.verified and report.schema_changes:  # attack 43, A43-4/A43-5
+        return ": the vault schema differs from its migrations"
     return f" from record id {first}" if first else ""
 
 

@@ -32,6 +32,8 @@ from vault_service.domain.audit import AuditRecord, OversizedRecord
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, Finding, LogWalk
 from vault_service.domain.crypto import DataKey
 from vault_service.domain.pending_rows import NotedRows
+from vault_service.domain.schema_guards import schema_differences
+from vault_service.domain.vault_schema_manifest import EXPECTED
 from vault_service.service.audit_keys_check import KEY_ACTIONS, audit_keys_problem, late_check_values
 from vault_service.service.erase_reconciliation import ErasedTokenReader, ErasureReconciliation, reconcile_erasures
 from vault_service.service.exported_copy import ExportedCopy, NoExportedCheckpoints, read_exported_copy, together
@@ -100,6 +102,14 @@ def _coverage(copy: ExportedCopy, checkpoints: Sequence[Checkpoint], allowed: fl
     return CopyCoverage(
         copy.summary(), newest.head if newest else None, stored.head if stored else None, max(0.0, allowed)
     )
+
+
+class VaultSchemaReader(Protocol):
+    """Where what guards the vault's tables is read from (pg_catalog; adapters/postgres/schema_catalog.py)."""
+
+    def vault_schema(self) -> Mapping[str, str]:
+        """Each guard of the vault's tables (constraint, index, trigger, rule, policy, function) -> its digest."""
+        ...
 
 
 class AuditReader(Protocol):
@@ -177,6 +187,9 @@ class FullAuditReport(AuditReport):
     """What to check by hand about the audit keys: check values the migration 0024 rollout recorded late.
 
     Any other late check value is a `keys_problem` (audit_keys_check): notes do not change `intact`."""
+    schema_changes: tuple[str, ...] = ()
+    """How the vault schema's guards differ from what the migrations define, one line each (attack 43, A43-4/A43-5;
+    domain/schema_guards.py). Read once when verify runs: a guard put back before then is not seen."""
 
     @property
     def verified(self) -> bool:
@@ -185,8 +198,8 @@ class FullAuditReport(AuditReport):
 
     @property
     def intact(self) -> bool:
-        """True when nothing was found: verified, and no reveal of a token after an erasure of it."""
-        return self.verified and not self.reveals_after_erasure
+        """True when nothing was found: verified, no reveal after an erasure of the token, the schema as migrated."""
+        return self.verified and not self.reveals_after_erasure and not self.schema_changes
 
 
 def _go_on() -> None:
@@ -342,14 +355,21 @@ def verify_audit_and_erasures(
     sent: ExportedCopy | None = None,
     keep: frozenset[bytes] | None = None,
     named: Path | None = None,
+    *,
+    schema: VaultSchemaReader,
 ) -> FullAuditReport:
-    """`verify_audit`, erasures reconciled and `audit_keys` checked against the verified chain.
+    """`verify_audit`, erasures reconciled, `audit_keys` checked against the verified chain, the schema compared.
 
     Every erased token is reconciled with the verified erase rows (`reconcile_erasures`), and the
     audit keys loaded are checked to be the ones the chain recorded (`audit_keys_problem`). The
     erased tokens are read before the log and again after it: see erase_reconciliation.
+    `schema`: what guards the vault's tables now, compared with what the migrations define (the generated
+    manifest, domain/vault_schema_manifest.py): any difference is in `schema_changes` and the report not intact
+    (attack 43: a dropped `tokens_token_unique`, a deferred trigger, a replaced `vault.erase_tokens`).
     `stop_check()`, `sent`, `keep` and `named` as in `verify_audit`; `stop_check` between every phase.
     """
+    schema_changes = schema_differences(schema.vault_schema(), EXPECTED)
+    stop_check()
     erased_before = erased.erased_tokens()
     stop_check()
     same_token = same_token_hashes(erased_before, audit_keys)
@@ -374,6 +394,7 @@ def verify_audit_and_erasures(
         erasures=erasures,
         keys_problem=keys_problem,
         keys_notes=tuple(late_check_values(report.key_records).notes()) if verified else (),
+        schema_changes=schema_changes,
     )
 
 

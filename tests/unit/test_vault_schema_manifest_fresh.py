@@ -1,0 +1,37 @@
+"""The vault schema manifest was generated from the migration files shipped (no database needed).
+
+A migration added or changed after the manifest was generated fails here first, naming the script; the
+integration test (test_vault_schema_manifest.py) checks the manifest against a fresh migration run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from vault_service.domain.schema_guards import schema_differences
+from vault_service.domain.vault_schema_manifest import MIGRATIONS_SHA256
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_manifest_was_generated_from_the_migrations_shipped() -> None:
+    spec = importlib.util.spec_from_file_location("gen_manifest", ROOT / "scripts" / "gen_vault_schema_manifest.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.migrations_digest() == MIGRATIONS_SHA256, (
+        "migrations/ changed since vault_schema_manifest.py was generated: run"
+        " `python scripts/gen_vault_schema_manifest.py --dsn <superuser DSN of a freshly migrated database>`"
+    )
+
+
+def test_each_difference_is_named_missing_added_or_changed() -> None:
+    expected = {"constraint a on vault.t": "1", "trigger b on vault.t": "2", "function vault.f()": "3"}
+    found = {"trigger b on vault.t": "2", "function vault.f()": "x", "trigger c on vault.t": "4"}
+    assert schema_differences(found, expected) == (
+        "constraint a on vault.t is missing (a migration defines it)",
+        "function vault.f() differs from its migration's definition",
+        "trigger c on vault.t is in no migration",
+    )
+    assert schema_differences(expected, expected) == ()
