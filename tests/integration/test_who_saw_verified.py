@@ -80,7 +80,11 @@ def test_who_saw_lists_the_reveals_a_policy_hides_from_any_query_but_verificatio
     vault.wait_for_checkpoint()
 
     code, printed = _who_saw(own_database, exported, token, monkeypatch)
-    assert code == 0 and "audit log intact" in printed, printed
+    # The chain verifies (every row read); the owner's policies are a finding of their own since attack 43's
+    # schema check: listed, and the answer exits 1.
+    assert "audit log chain intact" in printed, printed
+    assert code == 1, printed
+    assert "the vault schema differs from its migrations: policy hide_from_who_saw on vault.audit_log" in printed
     assert _rows_with(printed, "detokenize", "fraud-investigator", "CASE-2026-810"), printed
     assert _rows_with(printed, "detokenize", "fraud-investigator", "CASE-2026-811"), printed
     assert "2 reveal(s) and 0 erasure(s) of this token" in printed, printed

@@ -122,7 +122,7 @@ def _schema_lines(changes: tuple[str, ...]) -> list[str]:
     return [
         *(f"{SCHEMA_DIFFERS}: {change}" for change in changes),
         f"audit log NOT verified: {len(changes)} difference(s) between what guards the vault's tables and what the"
-        " migrations define (a constraint dropped, a trigger or function added or replaced): erasures and"
+        " migrations define (a constraint dropped; a trigger, policy or function added or replaced): erasures and"
         " uniqueness cannot be trusted to hold; report it to the security team",
     ]
 
