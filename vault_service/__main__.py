@@ -31,6 +31,7 @@ from vault_service.entrypoints.health_socket import prepare as prepare_health_so
 from vault_service.entrypoints.key_job_session import key_jobs_of
 from vault_service.entrypoints.metrics import register_vault_metrics
 from vault_service.entrypoints.server import create_server, server_credentials
+from vault_service.service.maintenance import ErasedTokensUnread
 
 log = logging.getLogger("vault_service")
 
@@ -131,7 +132,15 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         health_server.start()
     tune_for_throughput()
-    maintainer.start()  # the erasure mark is read before any call can fill the token cache
+    try:
+        maintainer.start()  # the erasure mark and the erased tokens are read before any call can be served
+    except ErasedTokensUnread as error:
+        log.error("cannot start: %s", error)
+        print(f"vault_service: cannot start: {error}", file=sys.stderr)
+        if health_server is not None:
+            health_server.stop(grace=0).wait()
+        wired.close()
+        return 1
     running.server.start()
     upkeep.start()
     log.info("serving", extra={"port": running.port, "metrics_port": config.metrics_port})

@@ -45,7 +45,6 @@ from vault_service.adapters.transit import (
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.anchoring import AppendedRows
 from vault_service.domain.checkpoints import Checkpoint
-from vault_service.domain.errors import VaultError
 from vault_service.domain.identity import Caller
 from vault_service.domain.pending_rows import PendingNote
 from vault_service.domain.policy import load_policy
@@ -418,25 +417,7 @@ def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
         keys.start()
         meter = TokenizeMeter(observe_tokenize, observe_new_tokens_refused)
         vault = TokenVault(token_store, keys, policy, audit, TokenCache(config.token_cache_size), meter)
-        learn_erased_tokens(vault, token_store)
     except BaseException:
         pool.close()
         raise
     return Bootstrapped(vault, keys, pool, key_store, token_store, audit, wrapper, signer)
-
-
-def learn_erased_tokens(vault: TokenVault, token_store: PostgresTokenStore) -> None:
-    """Read every erase row of the audit log into the vault's erased-token set before it serves (attack 43).
-
-    VaultStartupError when they cannot be read: a replica serving without them would hand out and reveal an
-    erased token whose row the database owner wrote back (attack 44, A44-1: a row-level security policy
-    hiding them from this read alone, which the pinned `row_security = off` turns into this error).
-    """
-    try:
-        vault.erased.learn(token_store)
-    except VaultError as error:
-        raise VaultStartupError(
-            "cannot read the audit log's erase rows, the erased tokens this replica must never serve"
-            f" ({error}); a row-level security policy on vault.audit_log (none is shipped) makes this read fail:"
-            " report it to the security team"
-        ) from None

@@ -8,20 +8,19 @@ after version-2 rows. So the database owner had the chain trigger write erase ro
 were signed and exported past them swapped which tokens each erase row names and changed a
 certificate serial: `audit verify --exported` said intact and who-saw named the wrong case.
 
-Now a row may be version 1 only before every version-2 row, and only with the fields version 1
+Then a row might be version 1 only before every version-2 row, and only with the fields version 1
 does not hash empty (as every row before 0006 has them): audit-verify names the first such row,
-who-saw refuses. Against real Postgres and OpenBao, the commands run as the security team runs them.
+who-saw refuses (kept, `tests/unit/test_audit_hash_versions.py`). Since b6b5b7b (attack 41, A41-3) the
+vault reads its erase row back in the erasure's own transaction, and a row written as version 1 is not
+the event it asked for: the erasure is refused and rolled back with its row, so the plant leaves no erasure to
+re-attribute, and the refusals' own rows (version 1 through the patched trigger) are named by
+audit-verify. Against real Postgres and OpenBao.
 """
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
-
 import pytest
-from rich.console import Console
 
-from tests.conftest import vault_config
 from tests.integration.audit_attacks import (
     Anchored,
     anchored,
@@ -31,7 +30,7 @@ from tests.integration.audit_attacks import (
     run_audit_verify,
     tokenize_fresh_ip,
 )
-from vault_service.entrypoints import audit_report_cli
+from tokenvault_client.errors import Unavailable
 
 __all__ = ["anchored", "own_database"]  # fixtures used here
 
@@ -52,20 +51,11 @@ END"""
 """attack17/a1_hash_v1_downgrade.py: the chain trigger writes erase rows as version 1 (hashed as the service did)."""
 
 
-def _who_saw(env: dict[str, str], exported: Path, token: str, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
-    printed = io.StringIO()
-    monkeypatch.setattr(audit_report_cli, "console", Console(file=printed, width=400))
-    code = audit_report_cli.audit_who_saw(
-        vault_config(env, TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(exported)), token, exported
-    )
-    return code, printed.getvalue()
-
-
-def test_erase_rows_written_as_version_1_cannot_be_re_attributed_under_exported_checkpoints(
+def test_erase_rows_written_as_version_1_are_refused_with_their_erasure(
     own_database: dict[str, str], anchored: Anchored, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     vault, exported = anchored
-    first, second = tokenize_fresh_ip(own_database, vault), tokenize_fresh_ip(own_database, vault)
+    first = tokenize_fresh_ip(own_database, vault)
     with as_owner(own_database) as conn:
         row = conn.execute("SELECT pg_get_functiondef('vault.audit_log_chain()'::regprocedure)").fetchone()
         assert row is not None
@@ -73,29 +63,22 @@ def test_erase_rows_written_as_version_1_cannot_be_re_attributed_under_exported_
         patched = original.replace("    RETURN NEW;\nEND", _ERASE_ROWS_AS_VERSION_1, 1)
         assert patched != original, "the chain trigger's function changed: update the plant"
         conn.execute(patched)
-        try:
-            assert erase(own_database, vault, [first], "GDPR-2026-1111") == [None]
-            assert erase(own_database, vault, [second], "GDPR-2026-2222") == [None]
+        try:  # the erase row read back in the erasure's transaction is not the event asked (b6b5b7b): refused
+            with pytest.raises(Unavailable, match="did not store this call's record"):
+                erase(own_database, vault, [first], "GDPR-2026-1111")
         finally:
             conn.execute(original)
-        rows = conn.execute(
-            "SELECT id, hash_version, revealed FROM vault.audit_log WHERE action = 'erase' ORDER BY id"
+        erase_rows = conn.execute(
+            "SELECT hash_version, outcome FROM vault.audit_log WHERE action = 'erase' ORDER BY id"
         ).fetchall()
-    assert [version for _, version, _ in rows] == [1, 1], "the plant did not take"
-    (first_id, _, first_named), (second_id, _, second_named) = rows
-    tokenize_fresh_ip(own_database, vault)  # the vault goes on appending; checkpoints are signed past the erasures
-    vault.wait_for_checkpoint()
-
-    with as_owner(own_database) as conn, conn.transaction():  # later: who erased what is rewritten
-        conn.execute(
-            "UPDATE vault.audit_log SET revealed = %s, client_serial = 'deadbeef' WHERE id = %s",
-            (second_named, first_id),
+        (erased_at,) = conn.execute("SELECT erased_at FROM vault.tokens WHERE token = %s", (first,)).fetchone() or (
+            "no row",
         )
-        conn.execute("UPDATE vault.audit_log SET revealed = %s WHERE id = %s", (first_named, second_id))
-
+    assert erased_at is None  # rolled back with its row: the officer was told it was not done
+    assert erase_rows and {outcome for _, outcome in erase_rows} == {"refused: ErasureRowNotAsked"}, erase_rows
+    assert erase(own_database, vault, [first], "GDPR-2026-1112") == [None]  # the trigger restored: done
+    vault.wait_for_checkpoint()
     code, printed = run_audit_verify(own_database, exported, monkeypatch)
-    assert code == 1, printed
-    assert f"audit log TAMPERED from record id {first_id}: this row is hash version 1 after version-2 rows" in printed
+    # The refusals' own rows went through the patched trigger as version 1: the plant is named, not re-attributable.
+    assert code == 1 and "this row is hash version 1 after version-2 rows" in printed, printed
     assert "audit log intact" not in printed
-    code, printed = _who_saw(own_database, exported, first, monkeypatch)
-    assert code == 1 and "GDPR-2026-2222" not in printed and "TAMPERED" in printed, printed

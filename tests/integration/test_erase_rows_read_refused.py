@@ -2,10 +2,11 @@
 
 A44-1: the database owner's row-level security policy on `vault.audit_log` can see the query
 (`current_query()`) and hid the erase rows from the set's read alone: a replica started afterwards knew of no
-erasure and handed out the erased token whose row the owner had written back. The vault's sessions pin
-`row_security = off`, so the read fails instead: a replica does not start, a running one reports its database
-unavailable. A44-4: an owner-written erase row of 40 elements of 1 MiB was held whole by every replica; only
-hashes of their length are read. Real OpenBao and PostgreSQL, a database of each test's own.
+erasure and handed out the erased token whose row the owner had written back. That read runs with
+`SET LOCAL row_security = off`, so it fails instead: a replica does not start, a running one reports its
+database unavailable; report commands (who-saw, verify) still read the chain past such a policy. A44-4: an
+owner-written erase row of 40 elements of 1 MiB was held whole by every replica; only hashes of their length
+are read. Real OpenBao and PostgreSQL, a database of each test's own.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from tests.integration.audit_attacks import as_owner, erase, own_database
 from tests.integration.fresh_values import fresh_value
 from tests.integration.test_erased_tokens_known import _reveal, _tokenize
 from tokenvault_api.v1 import vault_pb2
-from vault_service.adapters.transit import VaultStartupError
+from vault_service.service.maintenance import ErasedTokensUnread
 
 __all__ = ["own_database"]
 
@@ -51,7 +52,7 @@ def test_a_policy_hiding_the_erase_rows_stops_a_replica_from_starting(own_databa
     with as_owner(own_database) as owner:
         owner.execute("ALTER TABLE vault.audit_log ENABLE ROW LEVEL SECURITY")
         owner.execute(HIDE)
-    with pytest.raises(VaultStartupError, match="cannot read the audit log's erase rows"), running_vault(own_database):
+    with pytest.raises(ErasedTokensUnread, match="cannot read the audit log's erase rows"), running_vault(own_database):
         pass  # before: it started, knew of no erasure and handed the erased token out at the next login
 
 

@@ -26,6 +26,17 @@ HealthReport = Callable[[str, bool], None]
 """Called with (dependency, healthy) after every check."""
 
 
+class ErasedTokensUnread(Exception):
+    """The audit log's erase rows could not be read at start: the replica must not serve (attack 44, A44-1)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "cannot read the audit log's erase rows, the erased tokens this replica must never serve; a row-level"
+            " security policy on vault.audit_log (none is shipped) makes this read fail: report it to the security"
+            " team"
+        )
+
+
 class KeyMaintainer:
     """Runs `check()` periodically on a daemon thread until `stop()`."""
 
@@ -52,12 +63,18 @@ class KeyMaintainer:
         """What the last failed check of each dependency met (its log line says it)."""
 
     def start(self) -> None:
-        """Remember the current erasure mark, learn the erased tokens from the audit log, and start the thread."""
+        """Remember the current erasure mark, learn the erased tokens from the audit log, and start the thread.
+
+        ErasedTokensUnread when the audit log's erase rows cannot be read: a replica serving without them would
+        hand out and reveal an erased token whose row the database owner wrote back (attack 44, A44-1: a
+        row-level security policy hiding them from that read alone, which the read turns into this refusal).
+        """
         try:
             self._last_erasure = self._tokens.last_erasure()
         except Exception:
             self._last_erasure = None
-        self._learn_erased()
+        if self._learn_erased() is None:
+            raise ErasedTokensUnread()
         self._thread.start()
 
     def _learn_erased(self) -> bool | None:

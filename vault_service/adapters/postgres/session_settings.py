@@ -33,13 +33,6 @@ the vault pins there what would otherwise change what it does without an error:
   transactions (upkeep_connections.py), since a function can change it for the session; one that
   sets it again just before it raises is not stopped by this (the threat model says what holds then).
 
-- `row_security = off`: a row-level security policy on a table the vault reads makes its statement fail
-  instead of quietly filtering rows. No table of the vault has a policy (no migration creates one); the
-  database owner's policy can see the query (`current_query()`), so one could hide the audit log's erase rows
-  from the erased-token set's read alone, every other read unchanged - a replica started afterwards knew of no
-  erasure and handed out an erased token its row held again (attack 44, A44-1). Now that read fails: a replica
-  does not start, a running one reports its database unavailable (`maintenance.py`).
-
 Not pinned: settings whose change makes the vault's statements fail or slow, never do something
 else (`statement_timeout`, `lock_timeout`, the idle timeouts, `default_transaction_read_only`,
 the planner's `enable_*` and costs, `jit`, `work_mem`; `standard_conforming_strings = off` makes
@@ -53,9 +46,9 @@ watchdog on the client side.) One session does something else when its transacti
 job's hold (key_job_liveness.py), whose end makes a live job look interrupted; it turns off the
 idle-in-transaction and (PostgreSQL 17+) transaction timeouts itself (review 32, F4), and its sessions start with a
 lock_timeout and statement_timeout of their own (key_job_liveness.SESSION_BOUNDS: attack 31, F3).
-Nor settings the vault's SQL does not depend on: `transform_null_equals` (no `= NULL` comparison),
-`TimeZone` (times are hashed and compared in UTC). Each of those a default sets is still reported
-(`defaults_set_for_session`).
+Nor settings the vault's SQL does not depend on: `row_security` (no table
+has a policy), `transform_null_equals` (no `= NULL` comparison), `TimeZone` (times are hashed
+and compared in UTC). Each of those a default sets is still reported (`defaults_set_for_session`).
 """
 
 from __future__ import annotations
@@ -80,7 +73,6 @@ PINNED_SETTINGS: dict[str, str] = {
     "max_parallel_workers_per_gather": "0",
     "plan_cache_mode": "force_generic_plan",
     "client_min_messages": "error",
-    "row_security": "off",
 }
 """Each setting the vault's sessions start with, as `current_setting` shows it (synchronous_commit:
 its default; `session_settings_with` gives the configured one)."""
