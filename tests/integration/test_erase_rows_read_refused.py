@@ -89,3 +89,17 @@ def test_an_owner_written_erase_row_of_large_elements_is_not_held(own_database: 
         replica.maintainer.check()
         held = replica.wired.vault.erased
         assert len(held) == 0, f"{len(held)} element(s) held"  # before: 40 of 1 MiB, kept for good
+
+
+def test_each_round_reads_the_log_from_near_its_head_when_no_erasure_was_made(own_database: dict[str, str]) -> None:
+    # Before, the next read started after the newest erase row: with none, every key-check round read the whole
+    # audit log again (one row per reveal, millions of them in a year).
+    with running_vault(own_database) as replica:
+        token = _tokenize(own_database, replica, fresh_value(vault_pb2.TOKEN_TYPE_IP))
+        assert isinstance(token, str)
+        for _ in range(3):
+            _reveal(own_database, replica, token)
+        with as_owner(own_database) as owner:
+            (head,) = owner.execute("SELECT max(id) FROM vault.audit_log").fetchone() or (None,)
+        replica.maintainer.check()
+        assert isinstance(head, int) and replica.wired.vault.erased._newest >= head

@@ -45,7 +45,7 @@ class EraseRows(Protocol):
     """Where the erase rows of the audit chain are read (the token store)."""
 
     def erase_rows(self, after_id: int) -> list[tuple[int, list[bytes]]]:
-        """(id, the keyed hashes it names) of every served erase row after `after_id`, in id order."""
+        """(id, keyed hashes named) of every served erase row after `after_id`; then (the log's newest id, none)."""
         ...
 
 

@@ -285,7 +285,7 @@ class TokenStore(Protocol):
         ...
 
     def erase_rows(self, after_id: int) -> list[tuple[int, list[bytes]]]:
-        """(id, the keyed token hashes it names) of every served erase row of the audit log after `after_id`, by id.
+        """(id, the keyed token hashes it names) of every served erase row after `after_id`; then (newest id, none).
 
         The erased tokens' hashes each replica keeps out of `vault.tokens` (`erased_tokens.py`, attack 43).
         """

@@ -134,13 +134,16 @@ _FETCH = PreparedStatement("fetch_tokens", _FETCH_SQL, binary_rows=True)
 ERASURE_COUNT_SQL = "SELECT erasures FROM vault.erasure_count"
 # The erase rows that name erased tokens (their keyed hashes), read by id from where the last read ended.
 ERASE_ROWS_SQL = (
-    "SELECT id, ARRAY(SELECT h FROM unnest(revealed) AS h WHERE octet_length(h) = %s) FROM vault.audit_log"
+    "(SELECT id, ARRAY(SELECT h FROM unnest(revealed) AS h WHERE octet_length(h) = %s) FROM vault.audit_log"
     " WHERE id > %s AND action = 'erase' AND outcome LIKE 'ok:%%' AND revealed IS NOT NULL"
-    " AND cardinality(revealed) BETWEEN 1 AND %s ORDER BY id"
+    " AND cardinality(revealed) BETWEEN 1 AND %s ORDER BY id)"
+    " UNION ALL SELECT coalesce(max(id), 0), ARRAY[]::bytea[] FROM vault.audit_log"
 )
-"""The erase rows' keyed hashes: only hashes of their length, from rows naming no more tokens than a call may -
-the bounds the log's row constraint keeps, which the owner can drop (attack 44, A44-4: one planted row of 40
-elements of 1 MiB was held whole by every replica); such a row is a finding of `audit verify` (oversized)."""
+"""The erase rows' keyed hashes, then (the log's newest id, no hash): the next read starts from there, not
+from the newest erase row (without erasures, every key-check round read the whole log). Only hashes of their
+length, from rows naming no more tokens than a call may - the bounds the log's row constraint keeps, which the
+owner can drop (attack 44, A44-4: one planted row of 40 elements of 1 MiB was held whole by every replica);
+such a row is a finding of `audit verify` (oversized)."""
 
 
 _new_stored_token = cast(Callable[[type[StoredToken], tuple[object, ...]], StoredToken], tuple.__new__)
@@ -519,9 +522,10 @@ class PostgresTokenStore(TokenRekeying):
 
     @translated
     def erase_rows(self, after_id: int) -> list[tuple[int, list[bytes]]]:
-        """(id, hashes) of every served erase row after `after_id` (`vault.erase_tokens` writes them; attack 43).
+        """(id, hashes) of every served erase row after `after_id` (attack 43); then (the log's newest id, no hash).
 
-        A range of the primary key from `after_id` on: at start the whole log, then its tail each round.
+        A range of the primary key from `after_id` on: at start the whole log, then its tail each round (the
+        newest id moves the next read's start even when no erase row came).
         """
         with self._pool.connection() as conn, conn.transaction():
             # A row-level security policy (none is shipped) fails this read instead of filtering it: the owner's
