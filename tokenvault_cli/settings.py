@@ -10,7 +10,6 @@ import os
 import re
 import shlex
 import stat
-import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -76,6 +75,8 @@ class Settings:
     """The embedded stack's state directory (--stack, TOKENVAULT_STACK)."""
     stack_env: Mapping[str, str] = field(default_factory=dict)
     """The stack's stack.env, when --stack is given."""
+    shared_login_warning: str | None = None
+    """Said by `erase` when it counts with the analysts' shared login of an older stack (R38-8), else None."""
 
     def identity(self) -> ClientIdentity:
         """The mTLS files; SettingsError naming each missing one and where to set it."""
@@ -217,7 +218,7 @@ def load_profile(path: Path | None, name: str | None) -> dict[str, str]:
         return {}
     if not isinstance(table, dict):
         raise SettingsError(f"[{name}] in {path} is not a table")
-    known = {f.name for f in fields(Settings)} - {"stack_env"} | {"as", "stack"}
+    known = {f.name for f in fields(Settings)} - {"stack_env", "shared_login_warning"} | {"as", "stack"}
     unknown = set(table) - known
     if unknown:
         raise SettingsError(f"unknown setting(s) in [{name or 'default'}] of {path}: {', '.join(sorted(unknown))}")
@@ -235,7 +236,7 @@ OLDER_STACK_OFFICER = (
     " may change (attack 38, M1/M2; the count pins what it can). A stack started afresh has one (`make down`"
     " deletes the stack's data, then `make up`), or give --dsn a login of the officer's own."
 )
-"""Said (stderr) when `--as privacy-officer` falls back to the analysts' login of an older stack (review 38, R38-8)."""
+"""Said (stderr) by `erase` when `--as privacy-officer` counts with the analysts' login of an older stack (R38-8)."""
 
 
 def read_stack_env(stack_dir: Path) -> dict[str, str]:
@@ -266,7 +267,6 @@ def from_stack(stack_dir: Path, env: Mapping[str, str], role: str | None) -> dic
     if role == "privacy-officer" and env.get("PG_PRIVACY_OFFICER_DSN"):
         # erase's count on the officer's own login: no analyst can set its defaults or password (attack 38, M1/M2).
         values["analyst_dsn"] = env["PG_PRIVACY_OFFICER_DSN"]
-
     if role in ROLES:
         name = SECURITY_TEAM_CERTIFICATE if role == SECURITY_ROLE else role
         prefix = name.upper().replace("-", "_").replace("ETL_SERVICE", "ETL")
@@ -300,8 +300,8 @@ def resolve(flags: Mapping[str, object], profile: Mapping[str, str]) -> Settings
         return pick(name) or stack_values.get(name)
 
     older_stack = stack_env.get("PG_ANALYST_DSN") and not stack_env.get("PG_PRIVACY_OFFICER_DSN")
-    if role == "privacy-officer" and older_stack and not pick("analyst_dsn"):  # the analysts' shared login: said so
-        print(OLDER_STACK_OFFICER.format(env_file=Path(str(stack)) / "stack.env"), file=sys.stderr)
+    shared_login = role == "privacy-officer" and older_stack and not pick("analyst_dsn")
+    warning = OLDER_STACK_OFFICER.format(env_file=Path(str(stack)) / "stack.env") if shared_login else None
 
     deadline = setting("deadline")
     try:
@@ -324,4 +324,5 @@ def resolve(flags: Mapping[str, object], profile: Mapping[str, str]) -> Settings
         role=role,
         stack_dir=stack_dir,
         stack_env=stack_env,
+        shared_login_warning=warning,
     )

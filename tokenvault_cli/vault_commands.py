@@ -328,7 +328,10 @@ def erase(
 def _count_reach(ctx: Context, tokens: Sequence[str], person: Sequence[str], otherwise: str) -> Reach:
     """Who else holds `tokens` in user_logins; a Failure ending with `otherwise` when it cannot be counted."""
     try:
-        return count_reach(ctx.settings.dsn(), tokens, person)
+        dsn = ctx.settings.dsn()
+        if ctx.settings.shared_login_warning:  # an older stack: counted with the analysts' login, said once
+            click.echo(ctx.settings.shared_login_warning, err=True)
+        return count_reach(dsn, tokens, person)
     except SettingsError as error:
         raise SettingsFailure(
             f"{error} - `erase` counts in user_logins who else holds the tokens before erasing; {otherwise}"

@@ -60,11 +60,14 @@ def test_the_privacy_officer_counts_with_its_own_login_from_the_stack(
 ) -> None:
     """Attack 38, M1/M2: `--as privacy-officer` counts with the officer's own login, not the analysts' shared one.
 
-    An older stack has none: the shared login is used, and said so on stderr (review 38, R38-8).
+    An older stack has none: the shared login is used, and `erase` says so (review 38, R38-8) - resolving the
+    settings says nothing, so the other commands stay quiet (review 39, R39-6).
     """
     env = read_env_file(stack / "stack.env")
-    assert resolve({"stack_dir": str(stack), "role": "privacy-officer"}, {}).dsn() == env["PG_ANALYST_DSN"]  # older
-    assert "started before the privacy officer had a database login of its own" in capsys.readouterr().err
+    older = resolve({"stack_dir": str(stack), "role": "privacy-officer"}, {})
+    assert older.dsn() == env["PG_ANALYST_DSN"]
+    assert "started before the privacy officer had a database login of its own" in str(older.shared_login_warning)
+    assert capsys.readouterr().err == ""
     officer_dsn = "postgresql://privacy_officer@127.0.0.1/db?require_auth=scram-sha-256"
     write_env_file(stack / "stack.env", {**env, "PG_PRIVACY_OFFICER_DSN": officer_dsn})
     assert resolve({"stack_dir": str(stack), "role": "privacy-officer"}, {}).dsn() == officer_dsn
@@ -73,7 +76,9 @@ def test_the_privacy_officer_counts_with_its_own_login_from_the_stack(
     given = "postgresql://someone@127.0.0.1/db?require_auth=scram-sha-256"  # --dsn still wins
     assert resolve({"stack_dir": str(stack), "role": "privacy-officer", "analyst_dsn": given}, {}).dsn() == given
     write_env_file(stack / "stack.env", env)  # the older stack again, with --dsn: the given login, nothing to say
-    assert resolve({"stack_dir": str(stack), "role": "privacy-officer", "analyst_dsn": given}, {}).dsn() == given
+    with_dsn = resolve({"stack_dir": str(stack), "role": "privacy-officer", "analyst_dsn": given}, {})
+    assert (with_dsn.dsn(), with_dsn.shared_login_warning) == (given, None)
+    assert resolve({"stack_dir": str(stack), "role": "analyst"}, {}).shared_login_warning is None
     assert capsys.readouterr().err == ""
 
 
@@ -210,6 +215,38 @@ def test_an_erase_stopped_by_the_limit_lists_what_was_erased_and_what_was_not_se
     assert result.exit_code == 1
     assert f"{tokens[0]},erased\n{tokens[1]},erased\n{tokens[2]},not sent: erase limit reached" in result.stdout
     assert "stopped this after 2 of 3 tokens" in result.stderr and "in 200 s" in result.stderr
+    # the fixture's stack is an older one (no officer login): erase counted with the analysts' login and said so once
+    assert result.stderr.count("started before the privacy officer had a database login of its own") == 1
+
+
+def test_only_erase_warns_of_the_older_stacks_shared_login(stack: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 39, R39-6: every `--as privacy-officer` command printed the warning, though only erase counts."""
+    from click.testing import CliRunner
+
+    from tokenvault_cli.app import cli
+    from tokenvault_cli.context import Context
+    from tokenvault_client.models import ItemError
+
+    class Vault:
+        def __enter__(self) -> Vault:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def detokenize(self, tokens: list[str], purpose: str, done: object) -> list[object]:
+            return [ItemError(grpc.StatusCode.NOT_FOUND, "no such token")] * len(tokens)
+
+    def client(self: Context, *args: object, **kwargs: object) -> Vault:
+        assert self.settings.role == "privacy-officer"  # resolved, as the real client does
+        return Vault()
+
+    monkeypatch.setattr(Context, "client", client)
+    result = CliRunner().invoke(
+        cli, ["--stack", str(stack), "--as", "privacy-officer", "reveal", f"ip_{'a' * 22}", "-p", "GDPR-7"]
+    )
+    assert result.exit_code == 1 and "1 of 1 tokens revealed nothing: 1 NOT_FOUND" in result.stderr
+    assert "database login of its own" not in result.stderr
 
 
 @pytest.mark.parametrize("job", ["reencrypt", "reindex"])
