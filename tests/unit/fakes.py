@@ -16,6 +16,7 @@ from vault_service.domain.errors import KeysUnavailable
 from vault_service.domain.keys import KeyPurpose, KeyState
 from vault_service.domain.rate_limit import RateLimit
 from vault_service.service.ports import (
+    EraseRowsPage,
     FoundToken,
     Inserted,
     KekVersions,
@@ -182,8 +183,11 @@ class FakeTokenStore:
     def last_erasure(self) -> object:
         return self.erasures
 
-    def erase_rows(self, after_id: int) -> list[tuple[int, list[bytes]]]:
-        return []
+    def erase_rows(self, after_id: int, limit: int) -> EraseRowsPage:
+        return EraseRowsPage([], 0, False)
+
+    def remember_erase_rows(self, rows: Sequence[tuple[int, tuple[bytes, bytes]]]) -> None:
+        pass
 
     def take_budget(self, client: str, kind: str, need: int, want: int, limit: RateLimit) -> tuple[int, float] | None:
         """One bucket per (client, kind), like vault.call_budget, on this fake's clock (None: a store without them)."""

@@ -29,9 +29,6 @@ class _Marks(FakeTokenStore):
             raise ConnectionError("database down")
         return self.mark
 
-    def erase_rows(self, after_id: int) -> list[tuple[int, list[bytes]]]:
-        return []
-
 
 def _maintainer(store: _Marks, cache: TokenCache) -> KeyMaintainer:
     keys = KeyManager(FakeKeyStore(), FakeKeyWrapper())

@@ -21,6 +21,7 @@ from vault_service.adapters.postgres.prepared import planted_statements_replaced
 from vault_service.adapters.postgres.tokens import PostgresTokenStore
 from vault_service.domain.grant_bound import over_grants
 from vault_service.domain.policy import AccessPolicy
+from vault_service.service.erased_tokens import erase_rows_unverified
 from vault_service.service.revealing import erased_values_present
 from vault_service.service.token_cache import TokenCache
 from vault_service.service.vault import purposes_withheld
@@ -408,7 +409,15 @@ class _VaultCollector(Collector):
             " nothing revealed or handed out, each logged with its audit hash; alert: report it to the security team",
         )
         undone.add_metric([], erased_values_present())
-        return [hits, size, races, merged, replaced, withheld, undone, _over_grants()]
+        unverified = CounterMetricFamily(
+            "tokenvault_erase_rows_unverified",
+            "Audit rows read as served erase rows that do not hold in the audit chain (their row hash is not that of"
+            " their fields, or the row after them does not link to them): relabelled or planted in the database"
+            " (attack 44, A44-3); their tokens are not taken for erased, each logged by its record id; alert"
+            " EraseRowUnverified: report it to the security team",
+        )
+        unverified.add_metric([], erase_rows_unverified())
+        return [hits, size, races, merged, replaced, withheld, undone, unverified, _over_grants()]
 
 
 def _over_grants() -> Metric:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, Protocol
 
-from vault_service.domain.audit import AuditEvent
+from vault_service.domain.audit import AuditEvent, AuditRecord
 from vault_service.domain.keys import KeyPurpose, KeyState
 from vault_service.domain.rate_limit import RateLimit
 
@@ -31,6 +31,27 @@ class StoredKey:
             return int(self.wrapped_key.split(":", 2)[1].removeprefix("v"))
         except (IndexError, ValueError):
             return 0
+
+
+class EraseRow(NamedTuple):
+    """An erase row of the audit log as the erased-token set reads it: with what checks it against the chain.
+
+    `record` is the row whole (`revealed` in the binary form the chain trigger hashed), None when its fields take
+    more than any audit row the vault writes (MAX_ROW_BYTES: not fetched, so it cannot be checked);
+    `next_prev_hash` is the `prev_hash` of the row after it in id order (None when it is the log's newest row).
+    """
+
+    record_id: int
+    record: AuditRecord | None
+    next_prev_hash: bytes | None
+
+
+class EraseRowsPage(NamedTuple):
+    """A page of erase rows in id order, the log's newest id when the page was read, and whether more may follow."""
+
+    rows: list[EraseRow]
+    newest_id: int
+    more: bool
 
 
 class NewKey(NamedTuple):
@@ -284,10 +305,19 @@ class TokenStore(Protocol):
         """Something that changes whenever a value is erased (to invalidate caches)."""
         ...
 
-    def erase_rows(self, after_id: int) -> list[tuple[int, list[bytes]]]:
-        """(id, the keyed token hashes it names) of every served erase row after `after_id`; then (newest id, none).
+    def erase_rows(self, after_id: int, limit: int) -> EraseRowsPage:
+        """The first `limit` served erase rows after `after_id`, in id order, each with its fields and the next link.
 
-        The erased tokens' hashes each replica keeps out of `vault.tokens` (`erased_tokens.py`, attack 43).
+        The erased tokens' hashes each replica keeps out of `vault.tokens` (`erased_tokens.py`, attack 43), learned
+        only from rows that hash and link as the chain does (attack 44, A44-3).
+        """
+        ...
+
+    def remember_erase_rows(self, rows: Sequence[tuple[int, tuple[bytes, bytes]]]) -> None:
+        """Have the audit upkeep check that the chain it anchors holds these erase rows (id, (prev_hash, row_hash)).
+
+        As this replica's own erase rows are (b6b5b7b): a row learned and then changed back or removed by the
+        database owner is named in the next exported checkpoint (attack 44, A44-3). Nothing when not anchored.
         """
         ...
 

@@ -25,9 +25,9 @@ RECORD_COLUMNS = (
     "id, at, client, action, purpose, token_types, item_count, outcome, prev_hash, row_hash,"
     " hash_version, client_serial, client_cert_sha256, revealed"
 )
-_HASH_OF = {c: f"CASE WHEN pg_catalog.octet_length({c}) = 32 THEN {c} END" for c in ("prev_hash", "row_hash")}
+HASH_OF = {c: f"CASE WHEN pg_catalog.octet_length({c}) = 32 THEN {c} END" for c in ("prev_hash", "row_hash")}
 """A row's hash as the segment read returns it: only when 32 bytes long (a SHA-256), else NULL (read as b"")."""
-_SIZE = " + ".join(
+RECORD_SIZE = " + ".join(
     f"coalesce(pg_catalog.octet_length({column}), 0)::bigint"
     for column in (
         "p.client",
@@ -46,24 +46,24 @@ SEGMENT_PAGE = (
     # values, even through a view whose columns are volatile functions.
     f"WITH page AS MATERIALIZED (SELECT {RECORD_COLUMNS} FROM vault.audit_log"
     " WHERE id > %(after)s AND id <= %(head)s ORDER BY id LIMIT %(rows)s),"
-    f" sized AS (SELECT p.*, {_SIZE} AS size,"
+    f" sized AS (SELECT p.*, {RECORD_SIZE} AS size,"
     " coalesce(o.row_hash = p.row_hash, false) AS own FROM page p LEFT JOIN ROWS FROM"
     " (pg_catalog.unnest(%(own_ids)b::bigint[]), pg_catalog.unnest(%(own_hashes)b::bytea[])) AS o (id, row_hash)"
     " ON o.id = p.id),"
     " cut AS (SELECT s.*, NOT s.own AND s.size > %(cap)s AS oversize,"
     " NOT s.own AND s.size <= %(cap)s AND pg_catalog.sum(CASE WHEN s.own OR s.size > %(cap)s THEN 0 ELSE s.size END)"
     " OVER (ORDER BY s.id ROWS UNBOUNDED PRECEDING) - s.size < %(budget)s AS fetched FROM sized s)"
-    f" SELECT id, {_HASH_OF['prev_hash']}, {_HASH_OF['row_hash']}, own, oversize, fetched, "
-    + ", ".join(f"CASE WHEN fetched THEN {_HASH_OF.get(c, c)} END" for c in RECORD_COLUMNS.replace(" ", "").split(","))
+    f" SELECT id, {HASH_OF['prev_hash']}, {HASH_OF['row_hash']}, own, oversize, fetched, "
+    + ", ".join(f"CASE WHEN fetched THEN {HASH_OF.get(c, c)} END" for c in RECORD_COLUMNS.replace(" ", "").split(","))
     + " FROM cut ORDER BY id"
 )
 """One page of the upkeep's segment read (`PostgresAuditLog.segment`): links, and the fields of the rows to hash."""
 
 _REPORTED_SIZE = (
-    _SIZE + " + coalesce(pg_catalog.octet_length(p.prev_hash), 0)::bigint"
+    RECORD_SIZE + " + coalesce(pg_catalog.octet_length(p.prev_hash), 0)::bigint"
     " + coalesce(pg_catalog.octet_length(p.row_hash), 0)::bigint"
 )
-"""The bytes a row takes as a report reads it: its variable fields (`_SIZE`) and its two hashes."""
+"""The bytes a row takes as a report reads it: its variable fields (`RECORD_SIZE`) and its two hashes."""
 _COUNTED = "CASE WHEN s.size > %(cap)s THEN 0 ELSE s.size END"
 RECORD_PAGE = (
     # MATERIALIZED as SEGMENT_PAGE: the lengths and the fields returned are of the same values.

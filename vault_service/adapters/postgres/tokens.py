@@ -26,6 +26,13 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from vault_service.adapters.in_flight import InFlight
+from vault_service.adapters.postgres.audit_records import (
+    HASH_OF,
+    RECORD_COLUMNS,
+    RECORD_SIZE,
+    audit_record,
+    record_cursor,
+)
 from vault_service.adapters.postgres.errors import translated
 from vault_service.adapters.postgres.keys import KEYS_LOCK, LIVE_GENERATION, generation_of
 from vault_service.adapters.postgres.lock_functions import LockFunctions
@@ -33,11 +40,13 @@ from vault_service.adapters.postgres.prepared import PreparedStatement
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
 from vault_service.adapters.postgres.token_rekeying import ROW_COLUMNS, TokenRekeying
 from vault_service.domain.anchoring import AppendedRows, Link, stored_as_written
-from vault_service.domain.audit import MAX_ITEMS_PER_CALL, REVEAL_HASH_BYTES, AuditEvent, AuditRecord
+from vault_service.domain.audit import MAX_ROW_BYTES, AuditEvent, AuditRecord
 from vault_service.domain.errors import DatabaseUnavailable, StorageError, StoredValueAltered
 from vault_service.domain.rate_limit import RateLimit
 from vault_service.service.ports import (
     ErasedToken,
+    EraseRow,
+    EraseRowsPage,
     FoundToken,
     Inserted,
     KeyGeneration,
@@ -132,18 +141,33 @@ _FETCH = PreparedStatement("fetch_tokens", _FETCH_SQL, binary_rows=True)
 # The erasure mark every replica reads each key-check interval: one row, bumped inside each
 # erasing transaction (migration 0014), never a read of vault.tokens.
 ERASURE_COUNT_SQL = "SELECT erasures FROM vault.erasure_count"
-# The erase rows that name erased tokens (their keyed hashes), read by id from where the last read ended.
+# The erase rows that name erased tokens, read by id from near where the last read ended: each row whole, as the
+# chain trigger hashed it (`revealed` in binary, read by `record_cursor`), and the `prev_hash` of the row after it,
+# so the set learns only from rows that hash and link as the chain does (attack 44, A44-3). A row whose fields take
+# more than any audit row the vault writes comes with its id only (attack 44, A44-4: one planted row of 40 elements
+# of 1 MiB was held whole by every replica); a hash of another length than 32 bytes is read as b"".
 ERASE_ROWS_SQL = (
-    "(SELECT id, ARRAY(SELECT h FROM unnest(revealed) AS h WHERE octet_length(h) = %s) FROM vault.audit_log"
-    " WHERE id > %s AND action = 'erase' AND outcome LIKE 'ok:%%' AND revealed IS NOT NULL"
-    " AND cardinality(revealed) BETWEEN 1 AND %s ORDER BY id)"
-    " UNION ALL SELECT coalesce(max(id), 0), ARRAY[]::bytea[] FROM vault.audit_log"
+    f"WITH page AS MATERIALIZED (SELECT {RECORD_COLUMNS} FROM vault.audit_log"
+    " WHERE id > %(after)s AND id <= %(newest)s AND action = 'erase' AND outcome LIKE 'ok:%%'"
+    " AND revealed IS NOT NULL AND cardinality(revealed) > 0 ORDER BY id LIMIT %(rows)s),"
+    f" sized AS (SELECT p.*, {RECORD_SIZE} AS size FROM page p),"
+    " cut AS (SELECT z.*, count(*) OVER () AS paged, sum(CASE WHEN z.size > %(cap)s THEN 0 ELSE z.size END)"
+    " OVER (ORDER BY z.id ROWS UNBOUNDED PRECEDING) - CASE WHEN z.size > %(cap)s THEN 0 ELSE z.size END AS before"
+    " FROM sized z)"
+    " SELECT s.id, s.paged, s.size > %(cap)s, "
+    + ", ".join(
+        f"CASE WHEN s.size <= %(cap)s THEN {HASH_OF.get(c, 's.' + c)} END"
+        for c in RECORD_COLUMNS.replace(" ", "").split(",")
+    )
+    + ", (SELECT CASE WHEN octet_length(n.prev_hash) = 32 THEN n.prev_hash ELSE ''::bytea END FROM vault.audit_log n"
+    " WHERE n.id > s.id ORDER BY n.id LIMIT 1) FROM cut s WHERE s.before < %(budget)s ORDER BY s.id"
 )
-"""The erase rows' keyed hashes, then (the log's newest id, no hash): the next read starts from there, not
-from the newest erase row (without erasures, every key-check round read the whole log). Only hashes of their
-length, from rows naming no more tokens than a call may - the bounds the log's row constraint keeps, which the
-owner can drop (attack 44, A44-4: one planted row of 40 elements of 1 MiB was held whole by every replica);
-such a row is a finding of `audit verify` (oversized)."""
+NEWEST_AUDIT_ID_SQL = "SELECT coalesce(max(id), 0) FROM vault.audit_log"
+"""The log's newest id, read before a page: the next round's read starts near it, not after the newest erase row
+(without erasures, every key-check round read the whole log)."""
+ERASE_ROWS_PAGE_BYTES = 4 * 1024 * 1024
+"""Bytes of row fields one page of erase rows fetches at most, besides its first row (at most MAX_ROW_BYTES): the page
+ends before the row that would pass it, and the next page starts there (whatever the owner wrote, a read is bounded)."""
 
 
 _new_stored_token = cast(Callable[[type[StoredToken], tuple[object, ...]], StoredToken], tuple.__new__)
@@ -521,18 +545,46 @@ class PostgresTokenStore(TokenRekeying):
         return row[0] if row else None
 
     @translated
-    def erase_rows(self, after_id: int) -> list[tuple[int, list[bytes]]]:
-        """(id, hashes) of every served erase row after `after_id` (attack 43); then (the log's newest id, no hash).
+    def erase_rows(self, after_id: int, limit: int) -> EraseRowsPage:
+        """The first `limit` served erase rows after `after_id`, each whole with the next row's link (attack 43/44).
 
-        A range of the primary key from `after_id` on: at start the whole log, then its tail each round (the
-        newest id moves the next read's start even when no erase row came).
+        A range of the primary key from `after_id` on, up to the log's newest id read first (the page says it):
+        at start the whole log page by page, then its tail each round.
         """
         with self._pool.connection() as conn, conn.transaction():
             # A row-level security policy (none is shipped) fails this read instead of filtering it: the owner's
             # policy can see the query and hid the erase rows from this read alone (attack 44, A44-1).
             conn.execute("SET LOCAL row_security = off")
-            rows = conn.execute(ERASE_ROWS_SQL, (REVEAL_HASH_BYTES, after_id, MAX_ITEMS_PER_CALL)).fetchall()
-        return [(int(row_id), [bytes(h) for h in hashes if h is not None]) for row_id, hashes in rows]
+            (newest,) = conn.execute(NEWEST_AUDIT_ID_SQL).fetchone() or (0,)
+            found = (
+                record_cursor(conn)
+                .execute(
+                    ERASE_ROWS_SQL,
+                    {
+                        "after": after_id,
+                        "newest": newest,
+                        "rows": limit,
+                        "cap": MAX_ROW_BYTES,
+                        "budget": ERASE_ROWS_PAGE_BYTES,
+                    },
+                )
+                .fetchall()
+            )
+        rows = [
+            EraseRow(
+                int(row[0]),
+                None if row[2] else audit_record(row[3:-1]),
+                None if row[-1] is None else bytes(row[-1]),
+            )
+            for row in found
+        ]
+        paged = int(found[0][1]) if found else 0  # rows the page held before its byte bound cut it
+        return EraseRowsPage(rows, int(newest), paged >= limit or len(rows) < paged)
+
+    def remember_erase_rows(self, rows: Sequence[tuple[int, Link]]) -> None:
+        """Have the audit upkeep check that the chain it anchors holds these erase rows, as this replica's own are."""
+        if self._erase_rows is not None and rows:
+            self._erase_rows.remember(rows)
 
 
 # What an erasure leaves of each token it says it erased, read in its own transaction before it commits
