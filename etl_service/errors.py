@@ -32,6 +32,10 @@ class EtlError(Exception):
     An EtlError that is neither of the two kinds below is a bug (e.g. VaultCallFailed).
     """
 
+    nothing_stored = False
+    """A failed Tokenize the vault said stored no value and issued no token (its `tokenvault-nothing-stored`
+    trailer, tokenvault_client's VaultClientError.nothing_stored): no answer of it was lost. False claims nothing."""
+
     def __init__(self, message: str, dependency: str = "unknown") -> None:
         super().__init__(message)
         self.dependency = dependency
@@ -61,10 +65,15 @@ class TokenizeOutcomeUnknown(DependencyDown):
 
     The vault may have stored the values under tokens the ETL never got (a reply lost after its commit:
     attack 41, A41-4); the message is dead-lettered saying so (outcomes.TOKENIZE_OUTCOME_UNKNOWN).
+    `fatal`: the retry ended in a refusal of the ETL (its identity or permission): the batch's letters say the
+    outcome is unknown, and the ETL stops as for any misconfiguration.
     """
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, fatal: Misconfigured | None = None, retry_after: float = 0.0) -> None:
         super().__init__(message, "vault")
+        self.fatal = fatal
+        self.retry_after = retry_after
+        """A metered refusal's (Throttled) wait: the batch's other messages are postponed at least as long."""
 
 
 MIN_THROTTLED_SECONDS = 1.0
@@ -89,12 +98,21 @@ _HINTS = {
 }
 
 
-def vault_status_error(code_name: str, detail: str, call: str, retry_after: float = 0.0) -> EtlError:
+def vault_status_error(
+    code_name: str, detail: str, call: str, retry_after: float = 0.0, nothing_stored: bool = False
+) -> EtlError:
     """The ETL error for a failed vault call with gRPC status `code_name` (`retry_after`: its `retry-after-ms`).
 
     INTERNAL and UNKNOWN count as bugs (the vault answers its own failures, such as an audit
     or a database outage, with UNAVAILABLE), so a message that triggers one is isolated.
+    `nothing_stored`: the vault said the call stored nothing (EtlError.nothing_stored).
     """
+    error = _vault_status_error(code_name, detail, call, retry_after)
+    error.nothing_stored = nothing_stored
+    return error
+
+
+def _vault_status_error(code_name: str, detail: str, call: str, retry_after: float) -> EtlError:
     if code_name == _VAULT_THROTTLED:
         over = retry_after > MAX_THROTTLED_SECONDS
         capped = f" (the ETL tries again after {MAX_THROTTLED_SECONDS:.0f} s)" if over else ""

@@ -142,7 +142,7 @@ class VaultClient:
             request = vault_pb2.TokenizeRequest(
                 items=[vault_pb2.TokenizeItem(type=t.proto, value=v) for t, v in items[start:end]]
             )
-            response = self._call(self._stub.Tokenize, request)
+            response = self._tokenize_call(request, after_others=start > 0)
             if len(response.results) != end - start:
                 raise self._protocol(f"{len(response.results)} Tokenize results for {end - start} items")
             out += [
@@ -157,14 +157,14 @@ class VaultClient:
     ) -> list[TokenColumn]:
         """Tokens of value columns (the compact form for bulk callers), one TokenColumn per column."""
         results = [TokenColumn([], {}) for _ in columns]
-        for call in column_chunks([values for _, values in columns], self._limits):
+        for number, call in enumerate(column_chunks([values for _, values in columns], self._limits)):
             request = vault_pb2.TokenizeRequest(
                 columns=[
                     vault_pb2.ValueColumn(type=columns[index][0].proto, values=columns[index][1][start:end])
                     for index, start, end in call
                 ]
             )
-            response = self._call(self._stub.Tokenize, request)
+            response = self._tokenize_call(request, after_others=number > 0)
             if len(response.columns) != len(call):
                 raise self._protocol("the vault did not answer value columns (is it older than this client?)")
             for (index, start, end), answered in zip(call, response.columns, strict=True):
@@ -282,6 +282,16 @@ class VaultClient:
         if self._channel is None:
             raise ValueError("key commands need a channel")
         return KeyCommands(self._channel, self._deadline, self._typed)
+
+    def _tokenize_call(self, request: vault_pb2.TokenizeRequest, after_others: bool) -> vault_pb2.TokenizeResponse:
+        """One Tokenize call of several (`after_others`: not the first): its error's `nothing_stored` speaks for all."""
+        try:
+            response: vault_pb2.TokenizeResponse = self._call(self._stub.Tokenize, request)
+        except VaultClientError as error:
+            if after_others:  # the calls before it stored their values
+                error.nothing_stored = False
+            raise
+        return response
 
     def _call(self, method: Callable[..., T], request: object, splittable: bool = False) -> T:
         def attempt() -> T:

@@ -11,6 +11,9 @@ import grpc
 
 RETRY_AFTER_KEY = "retry-after-ms"
 """Trailing metadata the vault sets on RESOURCE_EXHAUSTED: milliseconds until the call would fit."""
+NOTHING_STORED_KEY = "tokenvault-nothing-stored"
+"""Trailing metadata ("1") the vault sets on a failed Tokenize it knows stored no value and issued no token
+(vault_service/entrypoints/servicer.py): `VaultClientError.nothing_stored`."""
 GRPC_SLOTS_FULL = "Concurrent RPC limit exceeded!"
 """What gRPC's Python server answers, before any application code, when its `maximum_concurrent_rpcs`
 calls are in progress (the vault's own refusals carry `retry-after-ms`)."""
@@ -21,6 +24,11 @@ class VaultClientError(Exception):
 
     retryable = False
     """Whether the same call may succeed later without any change by the caller."""
+
+    nothing_stored = False
+    """The vault said (NOTHING_STORED_KEY) that the failed Tokenize stored no value and issued no token - of every
+    call the client made for it (its chunks, its attempts). False claims nothing: the values may be stored (an
+    answer lost, a deadline passed, a vault that does not say)."""
 
     def __init__(self, code: grpc.StatusCode, details: str, hint: str = "") -> None:
         self.code = code
@@ -122,10 +130,19 @@ _BY_CODE: dict[grpc.StatusCode, type[VaultClientError]] = {
 }
 
 
+def _trailer(error: grpc.RpcError) -> tuple[tuple[str, str | bytes], ...]:
+    trailing = getattr(error, "trailing_metadata", None)
+    return tuple((trailing() if callable(trailing) else None) or ())
+
+
+def said_nothing_stored(error: grpc.RpcError) -> bool:
+    """Whether the vault's trailer says the failed call stored nothing (NOTHING_STORED_KEY)."""
+    return any(key == NOTHING_STORED_KEY and value == "1" for key, value in _trailer(error))
+
+
 def retry_after_seconds(error: grpc.RpcError) -> float:
     """The server's `retry-after-ms` trailer in seconds, or 0 when absent or unreadable."""
-    trailing = getattr(error, "trailing_metadata", None)
-    for key, value in (trailing() if callable(trailing) else None) or ():
+    for key, value in _trailer(error):
         if key == RETRY_AFTER_KEY:
             try:
                 return max(0.0, int(value) / 1000)
@@ -158,9 +175,13 @@ def from_rpc_error(error: grpc.RpcError) -> VaultClientError:
     details_of = getattr(error, "details", None)
     code = code_of() if callable(code_of) else grpc.StatusCode.UNKNOWN
     details = (details_of() if callable(details_of) else None) or ""
+    typed: VaultClientError
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         retry_after = retry_after_seconds(error)
         if details == GRPC_SLOTS_FULL and not retry_after:
             return ServerBusy(code, details, "every call slot of the vault process was taken; retrying")
-        return RateLimited(code, details, retry_after)
-    return _BY_CODE.get(code, VaultClientError)(code, details, _hint(code, details))
+        typed = RateLimited(code, details, retry_after)
+    else:
+        typed = _BY_CODE.get(code, VaultClientError)(code, details, _hint(code, details))
+    typed.nothing_stored = said_nothing_stored(error)
+    return typed

@@ -59,26 +59,30 @@ def call_with_retry(
     after waiting as told is raised too, marked `repeated`. `on_wait(error, seconds)` is told
     before every wait; a wait `sleep` cuts short (see Sleep) raises the error waited for.
     """
-    attempt, waited_for_rate, refusals = 0, 0.0, 0
+    attempt, waited_for_rate, refusals, nothing_stored = 0, 0.0, 0, True
     while True:
         attempt += 1
         try:
             return call()
-        except RateLimited as error:
-            refusals += 1
-            error.repeated = splittable and refusals > 1
-            if error.call_too_big or waited_for_rate + error.retry_after > policy.max_rate_limit_wait:
+        except VaultClientError as error:
+            # the vault's "stored nothing" (a Tokenize) holds for the call only if every attempt of it said so
+            nothing_stored = error.nothing_stored = nothing_stored and error.nothing_stored
+            if not isinstance(error, RateLimited | Unavailable | DeadlineExceeded):
                 raise
-            wait: float = error.retry_after
-            waited_for_rate += wait
+            if isinstance(error, RateLimited):
+                refusals += 1
+                error.repeated = splittable and refusals > 1
+                if error.call_too_big or waited_for_rate + error.retry_after > policy.max_rate_limit_wait:
+                    raise
+                wait: float = error.retry_after
+                waited_for_rate += wait
+            else:
+                refusals = 0
+                if attempt >= policy.max_attempts:
+                    raise
+                wait = policy.backoff(attempt)
+                log.info("vault call failed (%s); retrying in %.2f s", error.code.name, wait)
             waiting_for: VaultClientError = error
-        except (Unavailable, DeadlineExceeded) as error:
-            refusals = 0
-            if attempt >= policy.max_attempts:
-                raise
-            wait = policy.backoff(attempt)
-            waiting_for = error
-            log.info("vault call failed (%s); retrying in %.2f s", error.code.name, wait)
         if on_wait:
             on_wait(waiting_for, wait)
         if sleep(wait):  # cut short: the caller is stopping

@@ -103,7 +103,9 @@ class GrpcTokenizer:
             )
         except VaultClientError as error:
             retry_after = error.retry_after if isinstance(error, RateLimited) else 0.0  # its retry-after-ms
-            raise vault_status_error(error.code.name, error.details, "Tokenize", retry_after) from None
+            raise vault_status_error(
+                error.code.name, error.details, "Tokenize", retry_after, error.nothing_stored
+            ) from None
         ip_tokens = {value: token for value, token in zip(ips, ip_column.tokens, strict=True) if token}
         device_tokens = {value: token for value, token in zip(device_ids, device_column.tokens, strict=True) if token}
         refused = len(ip_column.errors) + len(device_column.errors)

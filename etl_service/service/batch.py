@@ -41,6 +41,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import cast
 
 from etl_service.domain.messages import (
     EVENT_ID_REUSED,
@@ -51,7 +52,7 @@ from etl_service.domain.messages import (
 )
 from etl_service.domain.redelivery import MAX_RETRY_DELAY_SECONDS, retry_delay
 from etl_service.domain.validation import DEFAULT_DEVICE_TYPES, MAX_BODY_BYTES, Rejection
-from etl_service.errors import DependencyDown, Misconfigured, Throttled, TokenizeOutcomeUnknown
+from etl_service.errors import DependencyDown, EtlError, Misconfigured, Throttled, TokenizeOutcomeUnknown
 from etl_service.service.dead_lettering import dead_letter_released, kept_bodies
 from etl_service.service.loaded_step import set_aside_loaded
 from etl_service.service.outcomes import (
@@ -160,8 +161,11 @@ class BatchProcessor:
             self._load_and_settle(messages, rows, rejected, outcome, len(replays), minted)
         except DependencyDown as error:
             log.warning("batch postponed: %s", error, extra={"messages": len(messages)})
+            if isinstance(error, TokenizeOutcomeUnknown) and error.fatal is not None:  # the vault refuses the ETL
+                log.error("batch's vault call refused: %s", error.fatal, extra={"messages": len(messages)})
+                outcome.fatal = error.fatal
             outcome.failed_dependency = error.dependency
-            outcome.retry_after = error.retry_after if isinstance(error, Throttled) else 0.0
+            outcome.retry_after = error.retry_after if isinstance(error, Throttled | TokenizeOutcomeUnknown) else 0.0
             last = [m for m in messages if self._on_last_receive(m)]
             rest = [m for m in messages if not self._on_last_receive(m)] if last else messages
             if rest:
@@ -196,35 +200,55 @@ class BatchProcessor:
         vault answers its health check (at most TOKENIZE_RETRY_ATTEMPTS times), waiting for that for up to
         `tokenize_retry_seconds` in all, the leases kept by the lease keeper meanwhile: it is idempotent (the
         same values return the same tokens, metered as values, not new tokens), and what it returns is loaded,
-        or recorded in the letters. If it fails too, the
-        error goes up as TokenizeOutcomeUnknown: its letters say so (`_dead_letter_unavailable`). A metered
-        refusal (Throttled) or a refusal of the ETL is an answer: not retried here.
+        or recorded in the letters. If it fails too, the error goes up as TokenizeOutcomeUnknown: its letters say
+        so (`_dead_letter_unavailable`) - whatever the retry ended in: a refusal (metered, or of the ETL: then
+        the ETL stops too), INTERNAL/UNKNOWN, a bug; the first call's outcome stays unknown.
+
+        Unless the vault said of each Tokenize of this receive that it stored nothing (its
+        `tokenvault-nothing-stored` trailer: its database refused before any COMMIT, EtlError.nothing_stored):
+        then no answer was lost, and the failure is dealt with as any other (a plain `dependency_unavailable`
+        letter, which `dead-letters erase` deletes). A metered refusal (Throttled) is an answer, not retried;
+        on a last receive one the vault does not say stored nothing (a call that stored one type's new values
+        before the other's were refused) is an unknown outcome as well.
         """
+        last = any(self._on_last_receive(m) for m, _ in accepted)
         try:
             return tokenize_accepted(self._tokenizer, accepted, list(rejected), minted)
-        except Throttled:
+        except Throttled as error:
+            if last and not error.nothing_stored:
+                unknown = TokenizeOutcomeUnknown(f"refused, values perhaps stored: {error}", None, error.retry_after)
+                raise unknown from None
             raise
         except DependencyDown as error:
-            if error.dependency != "vault" or not any(self._on_last_receive(m) for m, _ in accepted):
+            if error.dependency != "vault" or not last:
                 raise
             first = error
         log.warning(
-            "Tokenize outcome unknown on a last receive: trying the same call again",
-            extra={"messages": len(accepted), "error": str(first)},
+            "Tokenize failed on a last receive: trying the same call again",
+            extra={"messages": len(accepted), "error": str(first), "nothing_stored": first.nothing_stored},
         )
+        nothing_stored = first.nothing_stored  # every Tokenize of this receive said so
         deadline, attempts = time.monotonic() + self.tokenize_retry_seconds, 0
         while not self._stopping.is_set() and time.monotonic() < deadline and attempts < TOKENIZE_RETRY_ATTEMPTS:
+            sent = False
             try:
                 self._tokenizer.ready()  # the vault answers again: the same call
-                attempts += 1
+                attempts, sent = attempts + 1, True
                 return tokenize_accepted(self._tokenizer, accepted, list(rejected), minted)
-            except Throttled as error:
-                raise TokenizeOutcomeUnknown(f"{first}; retried: {error}") from None
-            except DependencyDown as error:
-                if error.dependency != "vault":
+            except Exception as error:
+                if sent:
+                    nothing_stored = nothing_stored and isinstance(error, EtlError) and error.nothing_stored
+                again = isinstance(error, DependencyDown) and not isinstance(error, Throttled)
+                if not again and nothing_stored:  # no call of this receive left values behind: as on a first call
                     raise
-                first = error
+                if not again:  # the first call's outcome stays unknown, whatever this one ended in
+                    said = str(error) if isinstance(error, EtlError) else type(error).__name__
+                    fatal = error if isinstance(error, Misconfigured) else None
+                    raise TokenizeOutcomeUnknown(f"{first}; retried: {said}", fatal) from None
+                first = cast(DependencyDown, error)
             self._stopping.wait(min(TOKENIZE_RETRY_PAUSE_SECONDS, max(deadline - time.monotonic(), 0.0)))
+        if nothing_stored:  # the vault refused every call, storing nothing: a dependency down, no more
+            raise first
         raise TokenizeOutcomeUnknown(f"{first}; retried {attempts} time(s)") from None
 
     def _load_and_settle(

@@ -187,3 +187,79 @@ def test_a_tokenize_outcome_still_unknown_after_its_retries_is_dead_lettered_say
     assert queue.dead_lettered == [("m1", "dependency_unavailable")]
     assert store.quarantine["m1"].detail.startswith(TOKENIZE_OUTCOME_UNKNOWN)
     assert time.monotonic() - started < 2  # bounded
+
+
+class Scripted(FakeTokenizer):
+    """A vault whose Tokenize calls end as scripted, in order (a list of errors; None: it answers); `refuse_health`."""
+
+    def __init__(self, *ends: Exception | None, refuse_health: bool = False) -> None:
+        super().__init__()
+        self.ends = list(ends)
+        self.refuse_health = refuse_health
+
+    def tokenize(self, ips: Sequence[str], device_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+        end = self.ends.pop(0) if self.ends else None
+        if end is not None:
+            self.calls.append((list(ips), list(device_ids)))
+            raise end
+        return super().tokenize(ips, device_ids)
+
+    def ready(self) -> None:
+        if self.refuse_health:
+            raise vault_status_error("UNAUTHENTICATED", "certificate revoked", "health check")
+
+
+def _nothing_stored(code: str, retry_after: float = 0.0) -> Exception:
+    return vault_status_error(code, "refused", "Tokenize", retry_after, nothing_stored=True)
+
+
+def _last_receive_letter(tokenizer: FakeTokenizer) -> tuple[str, str, object]:
+    queue, store = FakeQueue(), FakeLoginStore()
+    processor = BatchProcessor(
+        queue, tokenizer, store, max_receive_count=3, sealer=EnvelopeSealer(), tokenize_retry_seconds=0.3
+    )
+    outcome = processor.process([message(1, good(1), receive_count=3)])
+    ((_, reason),) = queue.dead_lettered
+    return reason, store.quarantine["m1"].detail, outcome.fatal
+
+
+def test_a_vault_that_said_each_tokenize_of_the_last_receive_stored_nothing_gets_a_plain_letter() -> None:
+    # A41-4's remainder (a): the vault's own UNAVAILABLE (its database refused before any commit) was marked
+    # "tokenize outcome unknown", and `dead-letters erase` kept the letter for a resend that finds nothing.
+    down = Scripted(*[_nothing_stored("UNAVAILABLE")] * 3)
+    reason, detail, _ = _last_receive_letter(down)
+    assert reason == "dependency_unavailable" and not detail.startswith(TOKENIZE_OUTCOME_UNKNOWN)
+    assert len(down.calls) == 2  # still retried (within 0.3 s: once): the database may be back
+    # One call of the receive without the vault's word (its answer lost) and the outcome is unknown again.
+    for ends in (
+        [
+            vault_status_error("DEADLINE_EXCEEDED", "Deadline Exceeded", "Tokenize"),
+            *[_nothing_stored("UNAVAILABLE")] * 2,
+        ],
+        [
+            _nothing_stored("UNAVAILABLE"),
+            vault_status_error("UNAVAILABLE", "lost", "Tokenize"),
+            _nothing_stored("UNAVAILABLE"),
+        ],
+    ):
+        reason, detail, _ = _last_receive_letter(Scripted(*ends))
+        assert reason == "dependency_unavailable" and detail.startswith(TOKENIZE_OUTCOME_UNKNOWN)
+
+
+def test_a_retry_after_a_lost_answer_ending_internal_or_refused_marks_the_letter_unknown() -> None:
+    # A41-4's remainder (b): these ends were taken for a bug (processing_failed) or a plain release, unmarked.
+    lost = vault_status_error("DEADLINE_EXCEEDED", "Deadline Exceeded", "Tokenize")
+    for second in (vault_status_error("INTERNAL", "oops", "Tokenize"), vault_status_error("UNKNOWN", "?", "Tokenize")):
+        reason, detail, fatal = _last_receive_letter(Scripted(lost, second))
+        assert reason == "dependency_unavailable" and detail.startswith(TOKENIZE_OUTCOME_UNKNOWN) and fatal is None
+    reason, detail, fatal = _last_receive_letter(Scripted(lost, refuse_health=True))  # the retry's health check
+    assert reason == "dependency_unavailable" and detail.startswith(TOKENIZE_OUTCOME_UNKNOWN)
+    assert fatal is not None and "UNAUTHENTICATED" in str(fatal)  # the ETL still stops for the refusal
+
+
+def test_a_metered_refusal_on_a_last_receive_the_vault_does_not_say_stored_nothing_is_marked_unknown() -> None:
+    # The vault stores one type's new values, then meters the other's: RESOURCE_EXHAUSTED, the first stored.
+    reason, detail, _ = _last_receive_letter(Scripted(vault_status_error("RESOURCE_EXHAUSTED", "q", "Tokenize", 5.0)))
+    assert reason == "dependency_unavailable" and detail.startswith(TOKENIZE_OUTCOME_UNKNOWN)
+    reason, detail, _ = _last_receive_letter(Scripted(_nothing_stored("RESOURCE_EXHAUSTED", 5.0)))
+    assert reason == "dependency_unavailable" and not detail.startswith(TOKENIZE_OUTCOME_UNKNOWN)

@@ -4,6 +4,13 @@
 class VaultError(Exception):
     """Base of every error the vault reports to a caller. Messages never contain values."""
 
+    stored_nothing = False
+    """Set on an error a Tokenize ends with when the vault knows that call stored no value and issued no token
+    (service/tokenizing.py): every transaction of it that inserts tokens failed before its COMMIT, or was refused by
+    the database (an ERROR: rolled back), or none was begun. The servicer says so to the caller in the trailer
+    NOTHING_STORED_KEY (entrypoints/servicer.py): the ETL then knows a lost call of it left nothing behind (attack 41,
+    A41-4). False - the default, and what any other error says - claims nothing."""
+
 
 class InvalidValue(VaultError):
     """A value cannot be tokenized (wrong shape for its type, empty, too long)."""

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import contextvars
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import grpc
@@ -59,7 +59,7 @@ from vault_service.entrypoints.grpc_bounds import CALLS_WITHOUT_REQUEST
 from vault_service.entrypoints.metrics import CALLS_OVER_CLIENT_SHARE, CALLS_WITHOUT_ROOM_TO_WAIT
 from vault_service.entrypoints.request_reads import RequestReads
 from vault_service.entrypoints.side_calls import NO_REQUEST, SideCalls
-from vault_service.entrypoints.status import status_of
+from vault_service.entrypoints.status import nothing_stored_trailer, status_of
 from vault_service.service.vault import TokenVault
 
 MAX_REQUEST_BYTES = 12 * 1024 * 1024
@@ -278,7 +278,7 @@ class VaultGuard(grpc.ServerInterceptor):
     ) -> None:
         """Refuse a call there is no room for with RESOURCE_EXHAUSTED and retry-after, counted in the audit log."""
         self._vault.refusals.counted(caller.name, action, reason)
-        _retry_after(context, error.retry_after)
+        _retry_after(context, error.retry_after, nothing_stored_trailer(context))  # the call did not run
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
 
     def _no_room_to_wait(
@@ -336,5 +336,5 @@ class VaultGuard(grpc.ServerInterceptor):
         context.abort(status_of(error), str(error))
 
 
-def _retry_after(context: grpc.ServicerContext, seconds: float) -> None:
-    context.set_trailing_metadata((("retry-after-ms", str(int(seconds * 1000))),))
+def _retry_after(context: grpc.ServicerContext, seconds: float, more: Sequence[tuple[str, str]] = ()) -> None:
+    context.set_trailing_metadata((("retry-after-ms", str(int(seconds * 1000))), *more))

@@ -15,11 +15,12 @@ from vault_service.domain.token_types import TokenType
 from vault_service.entrypoints.columns import item_error, revealed_lists, to_column, to_results
 from vault_service.entrypoints.guard import current_caller
 from vault_service.entrypoints.metrics import count_items, count_outcomes, count_revealed, measured
-from vault_service.entrypoints.status import status_of
+from vault_service.entrypoints.status import nothing_stored_trailer, status_of
 from vault_service.service.tokenizing import TokenizeOutcome
 from vault_service.service.vault import TokenVault
 
 log = logging.getLogger(__name__)
+
 
 _TYPE_FROM_PROTO = {
     vault_pb2.TOKEN_TYPE_IP: TokenType.IP,
@@ -108,8 +109,13 @@ class TokenVaultServicer(vault_pb2_grpc.TokenVaultServicer):
         try:
             return use_case(*args)
         except VaultError as error:
+            trailer = []
             if isinstance(error, RateLimited):
-                context.set_trailing_metadata((("retry-after-ms", str(int(error.retry_after * 1000))),))
+                trailer.append(("retry-after-ms", str(int(error.retry_after * 1000))))
+            if error.stored_nothing:
+                trailer += nothing_stored_trailer(context)
+            if trailer:
+                context.set_trailing_metadata(tuple(trailer))
             context.abort(status_of(error), str(error))
         except Exception as error:
             # gRPC would answer UNKNOWN with the exception's text, which may quote data: log

@@ -77,6 +77,10 @@ class KeyGeneration:
 class StaleKeys(Exception):
     """The keys a writer used are no longer the live ones: refresh the key ring and retry."""
 
+    stored_nothing = False
+    """Set by the token store when none of the call's transactions may have committed (an `insert_new` that
+    stored its own values, then met stale keys for values another call of the process was inserting, did)."""
+
 
 class ValuesNotStored(Exception):
     """New values neither stored by this writer nor found in another writer's row (erased since): look again."""

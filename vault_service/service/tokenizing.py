@@ -62,7 +62,21 @@ class Tokenizing(TokenVaultBase):
 
         The form values arrive in from gRPC, without a (type, value) pair to build per value.
         Columns of the same type are looked up together, so equal values get equal tokens.
+
+        A VaultError it ends with says whether the call stored nothing (`VaultError.stored_nothing`): no insert of
+        it began, or each ended before its COMMIT or was refused by the database (the token store tells:
+        `insert_new`). Then a caller whose answer was lost (attack 41, A41-4) knows the values were not stored by it.
         """
+        stored = _Stored()
+        try:
+            return self._tokenize_columns(client, columns, stored)
+        except VaultError as error:
+            error.stored_nothing = not stored.maybe
+            raise
+
+    def _tokenize_columns(
+        self, client: Caller | str | None, columns: Sequence[tuple[TokenType | None, Sequence[str]]], stored: _Stored
+    ) -> list[list[TokenizeOutcome]]:
         caller = Caller.of(client)
         count = sum(len(values) for _, values in columns)
         try:
@@ -82,7 +96,7 @@ class Tokenizing(TokenVaultBase):
         issued_in_all = handled = 0
         try:
             for token_type, values in merged.items():
-                by_type[token_type], issued = self._tokenize_type(caller, allowed, token_type, values, epoch)
+                by_type[token_type], issued = self._tokenize_type(caller, allowed, token_type, values, epoch, stored)
                 issued_in_all += issued
                 handled += len(values)
         except _NewTokensRefused:  # told by nothing the caller does not know: the call's size and its limit
@@ -107,6 +121,7 @@ class Tokenizing(TokenVaultBase):
         token_type: TokenType | None,
         values: list[str],
         epoch: int,
+        stored: _Stored,
     ) -> tuple[list[TokenizeOutcome], int]:
         """Outcomes of values of one type, in order, and how many tokens were new.
 
@@ -129,7 +144,7 @@ class Tokenizing(TokenVaultBase):
         judged, all_valid = normalize_many(token_type, values if every_one else [values[i] for i in misses])
         valid = cast(list[str], judged) if all_valid else [v for v in judged if isinstance(v, str)]
         wanted = list(dict.fromkeys(valid))  # distinct, in order
-        tokens, issued = self._tokens_for(caller, token_type, wanted) if wanted else ([], 0)
+        tokens, issued = self._tokens_for(caller, token_type, wanted, stored) if wanted else ([], 0)
         if all_valid and len(wanted) == len(judged):
             found: list[TokenizeOutcome | None] = list(tokens)  # one token per miss, in order
         else:
@@ -147,12 +162,12 @@ class Tokenizing(TokenVaultBase):
         return cast(list[TokenizeOutcome], outcomes), issued
 
     def _tokens_for(
-        self, caller: Caller, token_type: TokenType, values: list[str]
+        self, caller: Caller, token_type: TokenType, values: list[str], stored: _Stored
     ) -> tuple[list[TokenizeOutcome | None], int]:
         gave_up: VaultError = KeysUnavailable("data keys kept changing during this call; retry it")
         for _ in range(STALE_KEY_RETRIES):
             try:
-                return self._lookup_or_issue(caller, self._keys.ring, token_type, values)
+                return self._lookup_or_issue(caller, self._keys.ring, token_type, values, stored)
             except StaleKeys:
                 self._keys.refresh()  # keys rotated since our last look: write with the live ones
             except ValuesNotStored as gone:  # a winner erased since our insert met it: a fresh lookup issues anew
@@ -160,7 +175,7 @@ class Tokenizing(TokenVaultBase):
         raise gave_up
 
     def _lookup_or_issue(
-        self, caller: Caller, ring: KeyRing, token_type: TokenType, values: list[str]
+        self, caller: Caller, ring: KeyRing, token_type: TokenType, values: list[str], stored: _Stored
     ) -> tuple[list[TokenizeOutcome | None], int]:
         """The token of each distinct normalized value, in order (issued where none was), and how many were new.
 
@@ -206,7 +221,15 @@ class Tokenizing(TokenVaultBase):
                 fingerprints(pending, token_type, new_values) if pending else repeat(None),
             ),
         )
-        inserted = self._tokens.insert_new(list(new_rows), ring.generation)
+        try:
+            inserted = self._tokens.insert_new(list(new_rows), ring.generation)
+        except (VaultError, StaleKeys) as error:  # the store says whether its transactions may have committed
+            stored.maybe = stored.maybe or not error.stored_nothing
+            raise
+        except BaseException:
+            stored.maybe = True
+            raise
+        stored.maybe = True
         got: list[TokenizeOutcome | None] = list(map(inserted.ours.get, new_fps))
         # Each value got the token issued for it (compared in C), or some were another writer's: check those.
         outcomes = got if got == issued else self._check_theirs(token_type, new_values, new_fps, got, inserted.theirs)
@@ -245,6 +268,15 @@ class Tokenizing(TokenVaultBase):
         for k, outcome in zip(lost, checked, strict=True):
             got[k] = outcome
         return got
+
+
+class _Stored:
+    """Whether an insert of one Tokenize call may have stored values (`tokenize_columns`)."""
+
+    __slots__ = ("maybe",)
+
+    def __init__(self) -> None:
+        self.maybe = False
 
 
 class _NewTokensRefused(Exception):

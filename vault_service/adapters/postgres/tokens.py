@@ -41,7 +41,7 @@ from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, t
 from vault_service.adapters.postgres.token_rekeying import ROW_COLUMNS, TokenRekeying
 from vault_service.domain.anchoring import AppendedRows, Link, stored_as_written
 from vault_service.domain.audit import MAX_ROW_BYTES, AuditEvent, AuditRecord
-from vault_service.domain.errors import DatabaseUnavailable, StorageError, StoredValueAltered
+from vault_service.domain.errors import DatabaseUnavailable, StorageError, StoredValueAltered, VaultError
 from vault_service.domain.rate_limit import RateLimit
 from vault_service.service.ports import (
     ErasedToken,
@@ -264,6 +264,50 @@ def _keys_lock_not_free() -> Iterator[None]:
         raise DatabaseUnavailable(KEYS_LOCK_NOT_FREE) from None
 
 
+class _Writes:
+    """Whether a transaction of one `insert_new` may have committed rows (told to its caller on failure).
+
+    `committing` is set by a transaction's last statement inside its block: its COMMIT goes at the block's end,
+    and in pipeline mode the errors of the statements before it may only surface then (after COMMIT was sent).
+    """
+
+    __slots__ = ("committing", "may_have_stored")
+
+    def __init__(self) -> None:
+        self.committing = False
+        self.may_have_stored = False
+
+
+def _refused_by_server(error: BaseException) -> bool:
+    """Whether `error` is the database's ERROR answer to a statement: the transaction it came in did not commit.
+
+    PostgreSQL rolls back a transaction one of whose statements - its COMMIT included - it answers with an ERROR.
+    Not a FATAL or PANIC (the backend ends: after a COMMIT it answered, in a pipeline, the error still comes first
+    to the driver), nor an error of the driver's own (a connection lost: no sqlstate), which says nothing of what
+    the server did.
+    """
+    if not isinstance(error, psycopg.Error) or error.sqlstate is None:
+        return False
+    return error.diag.severity_nonlocalized == "ERROR"
+
+
+@contextlib.contextmanager
+def _writing(writes: _Writes) -> Iterator[None]:
+    """Around one transaction that inserts tokens (inside the driver's error translation, outside the connection).
+
+    Ended by an error before its block's last statement (no COMMIT sent: the block rolls back), or one the server
+    answered with an ERROR (`_refused_by_server`), it stored nothing; any other end may have stored its rows.
+    """
+    writes.committing = False
+    try:
+        yield
+    except BaseException as error:
+        if writes.committing and not _refused_by_server(error):
+            writes.may_have_stored = True
+        raise
+    writes.may_have_stored = True
+
+
 _CONFLICTS = (psycopg.errors.ExclusionViolation, psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected)
 """What sends a plain insert through the merge path: a token or fingerprint another writer
 stored first (the hash exclusion constraints of migration 0011; a unique index before it), or
@@ -314,8 +358,21 @@ class PostgresTokenStore(TokenRekeying):
             found = [fp for (fp,) in conn.execute(_STORED_AMONG, wanted).fetchall()]
         return StoredHits(frozenset(bytes(fp) for fp in found if fp is not None), None in found)
 
-    @translated
     def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> Inserted:
+        """`_insert_new`; its VaultError says whether it stored nothing (`VaultError.stored_nothing`, `_writing`).
+
+        The same failure (the key-generation lock not free, the database refusing) tells a Tokenize whose
+        transactions all ended before their COMMIT or were refused from one whose COMMIT may have gone through.
+        """
+        writes = _Writes()
+        try:
+            return self._insert_new(rows, generation, writes)
+        except (VaultError, StaleKeys) as error:
+            error.stored_nothing = not writes.may_have_stored
+            raise
+
+    @translated
+    def _insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration, writes: _Writes) -> Inserted:
         """Insert under the live key generation; read back the winner's row where another writer was first.
 
         Concurrent writers issuing the same new value are common (the ETL's workers see the
@@ -334,7 +391,7 @@ class PostgresTokenStore(TokenRekeying):
         try:
             with _retired_key_is_stale():
                 mine = [r for r in rows if r.fingerprint in claim.mine]
-                result = self._insert_or_merge(mine, generation) if mine else Inserted({}, {})
+                result = self._insert_or_merge(mine, generation, writes) if mine else Inserted({}, {})
         finally:
             self._in_flight.release(claim, done)
         theirs = [r for r in rows if r.fingerprint not in claim.mine]
@@ -343,39 +400,44 @@ class PostgresTokenStore(TokenRekeying):
             for writer in claim.others:
                 writer.wait(max(0.0, deadline - time.monotonic()))
             with _retired_key_is_stale():
-                merged = self._merge(theirs, generation)
+                merged = self._merge(theirs, generation, writes)
             result.ours.update(merged.ours)
             result.theirs.update(merged.theirs)
         return result
 
-    def _insert_or_merge(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> Inserted:
+    def _insert_or_merge(self, rows: Sequence[NewTokenRow], generation: KeyGeneration, writes: _Writes) -> Inserted:
         try:
             with (
                 _keys_lock_not_free(),
                 self._lock_functions.switched_when_migrated(),
+                _writing(writes),
                 self._pool.connection() as conn,
                 conn.pipeline(),
                 conn.transaction(),
             ):
                 inserted = self._insert(conn, rows, generation, "", self._keys_lock_statement(conn))
+                writes.committing = True  # COMMIT at the block's end (the insert's own errors may surface after it)
         except _CONFLICTS:
-            return self._merge(rows, generation, merged=True)
+            return self._merge(rows, generation, writes, merged=True)
         if inserted.rowcount != len(rows):
             # Not every row went in, with no error: something in the database (a trigger or a
             # rule) dropped rows. Never hand out a token whose value is not stored: read back.
             log.error(
                 "a token insert stored fewer rows than sent", extra={"sent": len(rows), "stored": inserted.rowcount}
             )
-            return self._merge(rows, generation, merged=True)
+            return self._merge(rows, generation, writes, merged=True)
         # A plain INSERT stores every row or fails: no RETURNING to read back (0.3 µs a row).
         return Inserted(dict(zip([r.fingerprint for r in rows], [r.token for r in rows], strict=True)), {})
 
-    def _merge(self, rows: Sequence[NewTokenRow], generation: KeyGeneration, merged: bool = False) -> Inserted:
+    def _merge(
+        self, rows: Sequence[NewTokenRow], generation: KeyGeneration, writes: _Writes, merged: bool = False
+    ) -> Inserted:
         """Insert what nobody issued yet (ON CONFLICT DO NOTHING); read back the others' rows as the lookup does."""
         theirs: dict[bytes, FoundToken] = {}
         with (
             _keys_lock_not_free(),
             self._lock_functions.switched_when_migrated(),
+            _writing(writes),
             self._pool.connection() as conn,
             conn.pipeline(),
             conn.transaction(),
@@ -388,6 +450,7 @@ class PostgresTokenStore(TokenRekeying):
                 fps = [r.fingerprint for r in lost if r.token_type == token_type]
                 winners = conn.execute(_FIND, {"type": token_type, "fps": bytea_array(fps)}, binary=True).fetchall()
                 theirs.update(zip(map(itemgetter(0), winners), cast(list[FoundToken], winners), strict=True))
+            writes.committing = True  # COMMIT at the block's end
         with self._counting:
             self.races += len(theirs)  # the winners read back (a row dropped unstored, or erased since, has none)
             self.merged_batches += merged
