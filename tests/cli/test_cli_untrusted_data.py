@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import psycopg
 
 from tests.cli.conftest import REPO, TOKENVAULT, CliStack
+from vault_service.domain.audit import FETCH_SAW
 
 
 def fresh_ip() -> str:
@@ -61,7 +62,7 @@ def detokenize_audit(stack: CliStack, purpose: str) -> list[tuple[str, int]]:
             "SELECT outcome, item_count FROM vault.audit_log WHERE purpose = %s AND action = 'detokenize'",
             (purpose,),
         ).fetchall()
-    return [(str(outcome), int(items)) for outcome, items in rows]
+    return [(str(outcome).split(FETCH_SAW)[0], int(items)) for outcome, items in rows]  # not the fetch's audit id
 
 
 MARKUP = ["[/]", "[bold]x", "[link=https://evil.example/]click here[/link]", "[black on black]hidden"]

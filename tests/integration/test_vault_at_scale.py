@@ -24,7 +24,7 @@ from tests.integration.server_log_text import logged_once
 from vault_service.adapters.postgres.session_settings import PINNED_SETTINGS
 from vault_service.adapters.postgres.sql_arrays import bytea_array
 from vault_service.adapters.postgres.token_rekeying import REINDEX_CONDITION, RESEAL_CONDITION, _select_batch_query
-from vault_service.adapters.postgres.tokens import _FETCH_SQL, _FIND, ERASURE_COUNT_SQL
+from vault_service.adapters.postgres.tokens import _FETCH_SEEING_SQL, _FIND, ERASURE_COUNT_SQL
 from vault_service.bootstrap import open_vault_pool
 
 ROWS = 300_000
@@ -118,7 +118,7 @@ def test_the_services_prepared_lookups_and_fetch_run_one_generic_plan_of_index_p
         pool.close()
     conn = big_unanalyzed_tokens
     conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-    conn.execute(f"PREPARE fetch_tokens (text[]) AS {_FETCH_SQL}")
+    conn.execute(f"PREPARE fetch_tokens (text[]) AS {_FETCH_SEEING_SQL}")
     conn.execute("PREPARE find_tokens (text, bytea[]) AS " + _FIND.replace("%(type)s", "$1").replace("%(fps)s", "$2"))
     tokens = "{" + ",".join(f"ip_{n:022d}" for n in range(1000)) + "}"
     fetch = _plan(conn, sql.SQL("EXECUTE fetch_tokens({}::text[])").format(sql.Literal(tokens)).as_string(conn))
@@ -132,7 +132,8 @@ def test_the_services_prepared_lookups_and_fetch_run_one_generic_plan_of_index_p
     # Both are one probe per token or value of the hash indexes (migration 0011), not B-trees;
     # without statistics a probe of the lookup may be a bitmap scan (see the test above).
     assert set(_scans_of_tokens(fetch)) == {"Index Scan"}, _scans_of_tokens(fetch)
-    assert _indexes_of_tokens(fetch) == {"tokens_token_unique"}
+    # and the audit log's newest id the fetch saw (attack 43, A43-1): one probe of its primary key, not a scan.
+    assert _indexes_of_tokens(fetch) == {"tokens_token_unique", "audit_log_pkey"}
     assert set(_scans_of_tokens(find)) <= {"Index Scan", "Index Only Scan", "Bitmap Heap Scan"}, _scans_of_tokens(find)
     assert _indexes_of_tokens(find) == {"tokens_fingerprint_unique", "tokens_type_next_fingerprint"}
     for plan in (fetch, find):
@@ -181,7 +182,7 @@ def test_after_analyze_no_secret_column_has_statistics_and_lookups_stay_hash_ind
     assert {"token", "token_type", "dek_id"} <= {name for (name,) in analyzed}
     assert {"sealed", "fingerprint", "next_fingerprint"} & {name for (name,) in analyzed} == set()
     _as_the_service(conn)
-    conn.execute(f"PREPARE fetch_tokens (text[]) AS {_FETCH_SQL}")
+    conn.execute(f"PREPARE fetch_tokens (text[]) AS {_FETCH_SEEING_SQL}")
     conn.execute("PREPARE find_tokens (text, bytea[]) AS " + _FIND.replace("%(type)s", "$1").replace("%(fps)s", "$2"))
     fingerprints = [bytes([n % 256, n // 256]) * 16 for n in range(1000)]
     find = _plan(
@@ -195,7 +196,8 @@ def test_after_analyze_no_secret_column_has_statistics_and_lookups_stay_hash_ind
     assert set(_scans_of_tokens(find)) <= {"Index Scan", "Index Only Scan", "Bitmap Heap Scan"}, _scans_of_tokens(find)
     assert _indexes_of_tokens(find) == {"tokens_fingerprint_unique", "tokens_type_next_fingerprint"}
     assert set(_scans_of_tokens(fetch)) == {"Index Scan"}, _scans_of_tokens(fetch)
-    assert _indexes_of_tokens(fetch) == {"tokens_token_unique"}
+    # and the audit log's newest id the fetch saw (attack 43, A43-1): one probe of its primary key, not a scan.
+    assert _indexes_of_tokens(fetch) == {"tokens_token_unique", "audit_log_pkey"}
     for plan in (find, fetch):
         assert not [n for n in _nodes(plan) if n["Node Type"] in ("Hash Join", "Gather", "Gather Merge")]
     # The key jobs' batches still read their work-list indexes.

@@ -164,6 +164,9 @@ class FakeTokenStore:
                 result.ours[row.fingerprint] = row.token
         return result
 
+    def fetch_seeing(self, tokens: Sequence[str]) -> tuple[dict[str, StoredToken], int | None]:
+        return self.fetch(tokens), None
+
     def fetch(self, tokens: Sequence[str]) -> dict[str, StoredToken]:
         return {
             t: StoredToken(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,22 @@ MAX_ROW_BYTES = 20 + MAX_ITEMS_PER_CALL * (4 + REVEAL_HASH_BYTES) + MAX_ROW_TEXT
 
 MAX_REPORTED_ROW_BYTES = MAX_ROW_BYTES + 2 * CHAIN_HASH_BYTES
 """The most a genuine audit row takes as a report reads it: its variable columns and its two chain hashes."""
+
+
+FETCH_SAW = "; fetch saw records up to "
+"""What a Detokenize record's outcome ends with since attack 43's A43-1 fix: the audit log's newest id its fetch saw."""
+_FETCH_SAW = re.compile(re.escape(FETCH_SAW) + r"(0|[1-9][0-9]{0,18})\Z")
+
+
+def with_fetch_head(outcome: str, head: int | None) -> str:
+    """`outcome` with the audit log's newest id the call's fetch saw (unchanged when not known)."""
+    return outcome if head is None else f"{outcome}{FETCH_SAW}{head}"
+
+
+def fetch_head(outcome: str) -> int | None:
+    """The audit log's newest id a Detokenize record's fetch saw (`with_fetch_head`); None for a record without it."""
+    found = _FETCH_SAW.search(outcome)
+    return None if found is None else int(found.group(1))
 
 
 class OversizedRecord(Exception):

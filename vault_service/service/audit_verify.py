@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from vault_service.domain.audit import AuditRecord, OversizedRecord
+from vault_service.domain.audit import AuditRecord, OversizedRecord, fetch_head
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, Finding, LogWalk
 from vault_service.domain.crypto import DataKey
 from vault_service.domain.pending_rows import NotedRows
@@ -272,7 +272,7 @@ def verify_audit(
     kept: list[AuditRecord] = []
     erase_records: list[AuditRecord] = []
     key_records: list[AuditRecord] = []
-    erased_hashes: dict[bytes, datetime] = {}  # every token hash an erase record read so far names -> its time
+    erased_hashes: dict[bytes, tuple[datetime, int]] = {}  # each token hash erase records named -> the first's time, id
     after_erasure: list[int] = []
     aliases = same_token or {}
     oversized: Finding | None = None
@@ -289,7 +289,7 @@ def verify_audit(
                     erase_records.append(record)
                     for token_hash in record.event.revealed:
                         for same in aliases.get(token_hash, (token_hash,)):
-                            erased_hashes.setdefault(same, record.at)
+                            erased_hashes.setdefault(same, (record.at, record.record_id))
                 elif (
                     action == "detokenize"
                     and erased_hashes
@@ -322,25 +322,37 @@ def verify_audit(
 
 
 REVEAL_IN_FLIGHT = timedelta(seconds=3)
-"""How much later than an erase record a reveal record of the same token may be written without a finding.
+"""How much later than an erase record a reveal record of the same token may be written without a finding - only for
+reveal records that do not say what their fetch saw (written before attack 43's A43-1 fix).
 
 A Detokenize that fetched the row just before the erasure committed writes its row after the erasure's (its
 append may wait for the chain's lock, 2 s at most, migration 0035): that value was shown before it was erased.
-The database owner's undo within this bound is refused by the vault itself (an erased row holding a value,
-A41-2) unless he also clears `erased_at`, which erase reconciliation reports."""
+The database owner's undo followed at once by a colluding reveal passed within this bound (A43-1); a record
+written since says the newest audit id its fetch saw (`domain/audit.fetch_head`), and the rule is exact there."""
 
 
-def _revealed_after_erasure(record: AuditRecord, erased: Mapping[bytes, datetime]) -> bool:
-    """Whether a reveal record names a token erased more than REVEAL_IN_FLIGHT before it was written.
+def _revealed_after_erasure(record: AuditRecord, erased: Mapping[bytes, tuple[datetime, int]]) -> bool:
+    """Whether a reveal record names a token whose value its fetch read after the token's erasure.
 
     Served reveals and refused ones alike: a Detokenize row names tokens only when their values were opened - a
     reveal, or the refusal of a purpose spelling a value the caller would see in plain, which confirms a guess of
     the value (attack 43, A43-2: after the owner's undo, that refusal alone confirmed the erased value).
+
+    A record that says the newest audit id its fetch saw (`fetch_head`): after the erasure if that id is at or past
+    the erase record's - the erase record commits with the erasure, and the chain's lock numbers rows in commit
+    order, so the fetch's snapshot held the erasure exactly then; whenever the record itself was written (A43-1:
+    the owner's undo and a reveal within 3 s passed; a legit reveal stalled past 3 s was a false alarm). A record
+    without it (written before that fix): written more than REVEAL_IN_FLIGHT after the erase record.
     """
-    return any(
-        (at := erased.get(token_hash)) is not None and record.at - at > REVEAL_IN_FLIGHT
-        for token_hash in record.event.revealed
-    )
+    head = fetch_head(record.event.outcome)
+    for token_hash in record.event.revealed:
+        erasure = erased.get(token_hash)
+        if erasure is None:
+            continue
+        at, erase_id = erasure
+        if (head >= erase_id) if head is not None else (record.at - at > REVEAL_IN_FLIGHT):
+            return True
+    return False
 
 
 def verify_audit_and_erasures(

@@ -288,6 +288,10 @@ class TokenStore(Protocol):
         """The rows of the tokens that exist."""
         ...
 
+    def fetch_seeing(self, tokens: Sequence[str]) -> tuple[dict[str, StoredToken], int | None]:
+        """The rows of the tokens that exist, and the audit log's newest id the same read saw (None: not known)."""
+        ...
+
     def stored_among(
         self, types: Sequence[str], fingerprints: Sequence[bytes], tokens: Sequence[str] = ()
     ) -> StoredHits:

@@ -14,7 +14,7 @@ from dataclasses import replace
 from itertools import compress
 
 from tokenvault_common.erase_outcomes import ERASED_BEFORE, NEVER_ISSUED
-from vault_service.domain.audit import AuditEvent
+from vault_service.domain.audit import AuditEvent, with_fetch_head
 from vault_service.domain.errors import InvalidValue, PermissionDenied, StoredValueAltered, TokenNotFound, VaultError
 from vault_service.domain.identity import Caller
 from vault_service.domain.policy import RevealLevel
@@ -77,7 +77,9 @@ class TokenVault(Tokenizing):
             self._audit_refusal(caller, "detokenize", error, len(tokens), token_types)
             raise
         assert caller is not None
-        rows = self._tokens.fetch(list(set(compress(tokens, types))))  # well-formed tokens, once each
+        # Well-formed tokens, once each; with the audit log's newest id this read saw, which the audit row names
+        # (`with_fetch_head`): verify tells a fetch before an erasure from one after it (attack 43, A43-1).
+        rows, head = self._tokens.fetch_seeing(list(set(compress(tokens, types))))
         if self.erased and rows:  # a token erased before is never revealed, whatever its row says (attack 43)
             rows = self.erased.marked_rows(self._audit_hashers(), rows)
         # One policy lookup per token type in the call, not per token.
@@ -92,7 +94,7 @@ class TokenVault(Tokenizing):
             hash_of = reveal_hasher(self._keys.ring.audit_key)
             named = tuple(hash_of(token) for token in dict.fromkeys(compress(tokens, types)))
             refusal = refusal_event(caller, "detokenize", error, len(tokens), token_types)
-            self._audit.append(replace(refusal, revealed=named))
+            self._audit.append(replace(refusal, outcome=with_fetch_head(refusal.outcome, head), revealed=named))
             raise
         outcomes = checked.outcomes
         purpose = self._kept(caller.name, purpose, checked)
@@ -108,7 +110,7 @@ class TokenVault(Tokenizing):
             AuditEvent(
                 caller.name,
                 "detokenize",
-                f"ok: {len(revealed)} revealed, {len(tokens) - len(revealed)} refused",
+                with_fetch_head(f"ok: {len(revealed)} revealed, {len(tokens) - len(revealed)} refused", head),
                 len(tokens),
                 purpose,
                 token_types,

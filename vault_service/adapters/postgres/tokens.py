@@ -138,6 +138,11 @@ _FETCH_SQL = (
     " WHERE token = w.token LIMIT 1) AS t"
 )
 _FETCH = PreparedStatement("fetch_tokens", _FETCH_SQL, binary_rows=True)
+# Detokenize's fetch, with the audit log's newest id its snapshot sees (one statement, one snapshot): an erase row
+# and its erasure commit together and the chain's lock numbers rows in commit order, so the fetch saw an erasure if
+# and only if that id is at or past the erase row's. The reveal's audit row says it (attack 43, A43-1).
+_FETCH_SEEING_SQL = _FETCH_SQL.replace("SELECT t.*", "SELECT t.*, (SELECT max(id) FROM vault.audit_log)", 1)
+_FETCH_SEEING = PreparedStatement("fetch_tokens_seeing", _FETCH_SEEING_SQL, binary_rows=True)
 # The erasure mark every replica reads each key-check interval: one row, bumped inside each
 # erasing transaction (migration 0014), never a read of vault.tokens.
 ERASURE_COUNT_SQL = "SELECT erasures FROM vault.erasure_count"
@@ -505,6 +510,23 @@ class PostgresTokenStore(TokenRekeying):
         with self._pool.connection() as conn:
             rows = _FETCH.rows(conn, (text_array(tokens),))
         return dict(zip(map(itemgetter(0), rows), map(_new_stored_token, repeat(StoredToken), rows), strict=True))
+
+    @translated
+    def fetch_seeing(self, tokens: Sequence[str]) -> tuple[dict[str, StoredToken], int | None]:
+        """`fetch`'s rows and the audit log's newest id the same snapshot saw (None: no row found, or no log).
+
+        Detokenize's fetch (attack 43, A43-1): its audit row names that id, so `audit verify` tells a reveal whose
+        fetch preceded an erasure (legit, its row may land after the erase row) from one after it (an undo).
+        """
+        if not tokens:
+            return {}, None
+        with self._pool.connection() as conn:
+            rows = _FETCH_SEEING.rows(conn, (text_array(tokens),))
+        if not rows:
+            return {}, None
+        head = rows[0][-1]
+        found = {row[0]: _new_stored_token(StoredToken, row[:-1]) for row in rows}
+        return found, None if head is None else int(head)
 
     @translated
     def erase(self, tokens: Sequence[str], event: AuditEvent) -> set[str]:
