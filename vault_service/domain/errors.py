@@ -32,13 +32,16 @@ class Unauthenticated(VaultError):
     """The caller presented no usable client identity.
 
     `serial` (hex) and `cert_sha256` name the certificate refused, as far as it could be read
-    (empty without one), so the refusal is audited with what is known of it.
+    (empty without one), so the refusal is audited with what is known of it. `name`: the client
+    name of a certificate the client CA issued directly with one well-formed CN, refused for its
+    validity window or its revocation (empty otherwise); refusals are throttled by it (attack 45, A45-5).
     """
 
-    def __init__(self, message: str, serial: str = "", cert_sha256: str = "") -> None:
+    def __init__(self, message: str, serial: str = "", cert_sha256: str = "", name: str = "") -> None:
         super().__init__(message)
         self.serial = serial
         self.cert_sha256 = cert_sha256
+        self.name = name
 
 
 class PermissionDenied(VaultError):

@@ -73,7 +73,9 @@ class IdentityVerifier:
     def caller(self, cert_pem: bytes | None) -> Caller:
         """The caller named by `cert_pem`; Unauthenticated when the certificate does not qualify.
 
-        A refusal carries the certificate's serial and SHA-256 when it could be read, for the audit.
+        A refusal carries the certificate's serial and SHA-256 when it could be read, for the audit, and
+        its client name when only its validity window or its revocation refused it (the chain and the CN
+        held): what the refusal is throttled by (attack 45, A45-5).
         """
         if not cert_pem:
             raise Unauthenticated("no client certificate: connect with one issued by the vault's client CA")
@@ -90,6 +92,7 @@ class IdentityVerifier:
                 " get a new one from the client CA and reconnect with it",
                 caller.serial,
                 caller.cert_sha256,
+                caller.name,
             )
         if now < known.not_before:
             raise Unauthenticated(
@@ -97,6 +100,7 @@ class IdentityVerifier:
                 " check this machine's clock or the certificate's",
                 caller.serial,
                 caller.cert_sha256,
+                caller.name,
             )
         if self._is_revoked is not None and self._is_revoked(caller.serial):
             raise Unauthenticated(
@@ -104,6 +108,7 @@ class IdentityVerifier:
                 " ask the security team for a new one",
                 caller.serial,
                 caller.cert_sha256,
+                caller.name,
             )
         return caller
 

@@ -17,7 +17,10 @@ Before any TokenVault method runs, the interceptor
   at most all workers but two wait for their request at once, room made fairly between clients
   (`RequestReads`; review 21, R21-4);
 - audits every other refusal with what is known of the caller, throttled per peer - a verified
-  client by its name, however many certificates it holds (attack 40, A40-1), else the address -
+  client by its name, however many certificates it holds (attack 40, A40-1); a certificate refused for
+  its validity window or revocation by the name it carries, in a bucket apart from that client's own;
+  any other refused certificate in one bucket; never by the peer's address, which the caller chooses
+  (attack 45, A45-5); all refused certificates together within REFUSED_CERTIFICATES_AUDITED -
   (a peer over its refusal rate gets RESOURCE_EXHAUSTED and its refusals are counted, not written one by one);
   a refused certificate is audited and logged with its serial and SHA-256 (never its subject).
 The caller is handed to the servicer through `current_caller()`.
@@ -60,6 +63,7 @@ from vault_service.entrypoints.metrics import CALLS_OVER_CLIENT_SHARE, CALLS_WIT
 from vault_service.entrypoints.request_reads import RequestReads
 from vault_service.entrypoints.side_calls import NO_REQUEST, SideCalls
 from vault_service.entrypoints.status import nothing_stored_trailer, status_of
+from vault_service.service.metering import REFUSED_CERTIFICATES
 from vault_service.service.vault import TokenVault
 
 MAX_REQUEST_BYTES = 12 * 1024 * 1024
@@ -111,8 +115,8 @@ def _guarded_deserializer(parse: Callable[[bytes], Any]) -> Callable[[bytes], An
     return deserialize
 
 
-def _peer_of(context: grpc.ServicerContext, caller: Caller | None) -> str:
-    """Whom refusals at the front door are throttled by: a verified client by its name, else the peer's address.
+def _peer_of(caller: Caller | None) -> str:
+    """Whom refusals at the front door are throttled by: a verified client by its name (refused ones: `_refused_peer`).
 
     By name (its certificate's CN), not by certificate: a client allowed to issue itself certificates (the
     ETL's agent, `pki/issue` for CN etl-service) got a fresh burst of audited refusals with each one (attack
@@ -123,8 +127,26 @@ def _peer_of(context: grpc.ServicerContext, caller: Caller | None) -> str:
     """
     if caller is not None:
         return f"client {caller.name}"  # a CN has no space: no name can be taken for another key
-    peer = context.peer() or "unknown"
-    return peer.rsplit(":", 1)[0]
+    return _REFUSED_NO_CLIENT
+
+
+def _refused_peer(name: str) -> str:
+    """Whom refusals of a certificate the vault refused itself (revoked, expired, not yet valid) are throttled by.
+
+    By the client name it carries when the client CA issued it with one well-formed CN (TLS verified the chain,
+    `IdentityVerifier` that it is the client CA's own leaf), in a bucket apart from the verified client's
+    (`_peer_of`): the holder of a revoked copy of a client's certificate spends nothing of the client's own.
+    Never by the peer's address, as until attack 45 (A45-5): any local process binds any 127.0.0.0/8 address
+    before it connects (an IPv6 prefix or a NAT pool likewise), and a revoked certificate from 6 addresses
+    wrote 300 audited rows in 1.2 s, the ETL's own expired `etl-service` certificate likewise. `name` is "" for
+    a certificate without a client name, and the caller gives a name the policy does not know as "": those
+    share one bucket (`_REFUSED_NO_CLIENT`), so the keys are the policy's names and one more.
+    """
+    return f"refused {name}" if name else _REFUSED_NO_CLIENT  # a CN has no space: no key is another's
+
+
+_REFUSED_NO_CLIENT = "refused certificates of no client the policy knows"
+"""Whom refusals of certificates without a client name, or of a name the policy does not know, are throttled by."""
 
 
 _UNKNOWN_NAMES = "names the policy does not know"
@@ -260,7 +282,8 @@ class VaultGuard(grpc.ServerInterceptor):
             pem = context.auth_context().get("x509_pem_cert")
             caller = self._verifier.caller(bytes(pem[0]) if pem else None)
         except Unauthenticated as error:
-            self._refuse(context, None, action, error, 0)
+            peer = _refused_peer(error.name if error.name and self._knows(error.name) else "")
+            self._refuse(context, None, action, error, 0, peer, REFUSED_CERTIFICATES)
             raise  # not reached: _refuse aborts
         try:
             self._vault.check_client(caller.name)
@@ -272,6 +295,14 @@ class VaultGuard(grpc.ServerInterceptor):
             CALLS_OVER_CLIENT_SHARE.labels(caller.name, action).inc()
             self._crowded(context, caller, action, error, _OVER_SHARE)
         return caller
+
+    def _knows(self, name: str) -> bool:
+        """Whether the access policy knows client `name`."""
+        try:
+            self._vault.check_client(name)
+        except Unauthenticated:
+            return False
+        return True
 
     def _crowded(
         self, context: grpc.ServicerContext, caller: Caller, action: str, error: TooManyCallsAtOnce, reason: str
@@ -325,9 +356,11 @@ class VaultGuard(grpc.ServerInterceptor):
         error: VaultError,
         count: int,
         peer: str = "",
+        within: str = "",
     ) -> None:
+        """Audit the refusal (throttled per `peer`, by default `_peer_of(caller)`, and in bucket `within`); abort."""
         try:
-            self._vault.refuse(peer or _peer_of(context, caller), caller, action, error, count)
+            self._vault.refuse(peer or _peer_of(caller), caller, action, error, count, within)
         except RateLimited as throttled:
             _retry_after(context, throttled.retry_after)
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(throttled))

@@ -11,7 +11,11 @@ a loop must not be able to fill the audit log: `RefusalAuditor` writes up to `bu
 rows per peer and then `per_second`; beyond that the peer gets TooManyRequests and its
 refusals are counted and written as one row per interval. A peer is a client by its name, never
 by certificate (a client that issues itself certificates got a fresh burst with each: attack 40,
-A40-1; the guard's `_peer_of`), else the address of a certificate refused as no client's; the
+A40-1; the guard's `_peer_of`); a certificate the vault refuses itself (revoked, expired, not yet
+valid) by the client name it carries, in a bucket apart from that client's own ("refused <name>"),
+and every other refused certificate in one bucket - never by the peer's address, which the caller
+chooses (attack 45, A45-5: any local process binds any 127.0.0.0/8 address, and each brought a
+fresh burst). All refused certificates together are also bounded by REFUSED_CERTIFICATES_AUDITED. The
 throttle keeps a bucket only while it is not full again (`BucketMap`). Calls refused for being over the
 client's share of calls in progress come in floods by nature: they are always counted that
 way (`counted`), so refusing one writes nothing while it happens.
@@ -20,16 +24,25 @@ way (`counted`), so refusing one writes nothing while it happens.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 
 from vault_service.domain.audit import AuditEvent
-from vault_service.domain.errors import RateLimited, TooManyRequests
+from vault_service.domain.errors import TooManyRequests
 from vault_service.domain.identity import Caller
-from vault_service.domain.rate_limit import RateLimit, RateLimiter
+from vault_service.domain.rate_limit import BucketMap, RateLimit
 from vault_service.service.ports import AuditLog
 
 REFUSALS_AUDITED_PER_PEER = RateLimit(per_second=5, burst=50)
+
+REFUSED_CERTIFICATES = "certificates refused"
+"""The throttle's bucket of every certificate the vault refuses, whatever it names (a key no peer has: a name
+has no space)."""
+REFUSED_CERTIFICATES_AUDITED = RateLimit(per_second=10, burst=100)
+"""All refused certificates together, within every peer's own bound: rare in normal operation (a person's
+certificate just expired, a revoked one tried), so twice one peer's rate leaves room for two at once while
+bounding what the holders of refused certificates of every name the policy knows can write together."""
 
 NewTokensObserver = Callable[[str, int, int], None]
 """(client, values, new tokens) -> None: told of every tokenize call (for metrics)."""
@@ -107,23 +120,33 @@ def _tokenize_event(caller: Caller, values: int, new_tokens: int) -> AuditEvent:
 class RefusalAuditor:
     """Audits refused calls, per peer up to a rate; beyond it, counts them and refuses the peer."""
 
-    def __init__(self, audit: AuditLog, limit: RateLimit = REFUSALS_AUDITED_PER_PEER) -> None:
+    def __init__(
+        self,
+        audit: AuditLog,
+        limit: RateLimit = REFUSALS_AUDITED_PER_PEER,
+        refused_certificates: RateLimit = REFUSED_CERTIFICATES_AUDITED,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._audit = audit
-        self._limiter = RateLimiter({}, limit, what="have refused calls audited at")
+        self._buckets = BucketMap({REFUSED_CERTIFICATES: refused_certificates}, limit, clock)
         self._lock = threading.Lock()
         self._suppressed: Counter[tuple[str, str, str]] = Counter()
 
-    def refused(self, peer: str, event: AuditEvent) -> None:
-        """Write `event` (a refusal by `peer`); TooManyRequests when the peer is over its rate."""
-        try:
-            self._limiter.take(peer, 1)
-        except RateLimited as over:
+    def refused(self, peer: str, event: AuditEvent, within: str = "") -> None:
+        """Write `event` (a refusal by `peer`); TooManyRequests when the peer is over its rate.
+
+        `within`: a bucket the peer's refusals share with others' (REFUSED_CERTIFICATES), taken from too:
+        both or neither.
+        """
+        wait = self._buckets.take(peer)
+        if not wait and within:
+            wait = self._buckets.take(within)
+            if wait:
+                self._buckets.give_back(peer)
+        if wait:
             with self._lock:
                 self._suppressed[(event.client, event.action, _THROTTLED)] += 1
-            raise TooManyRequests(
-                f"too many refused calls from this client; retry in {over.retry_after:.1f} s",
-                retry_after=over.retry_after,
-            ) from None
+            raise TooManyRequests(f"too many refused calls from this client; retry in {wait:.1f} s", retry_after=wait)
         self._audit.append(event)
 
     def counted(self, client: str, action: str, reason: str) -> None:

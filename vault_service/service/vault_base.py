@@ -186,25 +186,27 @@ class TokenVaultBase:
         """Audit (throttled per peer) an audit report refused or failed after its authorization."""
         self._audit_refusal(caller, action, error, 0, "")
 
-    def refuse(self, peer: str, caller: Caller | None, action: str, error: VaultError, item_count: int) -> None:
-        """Audit a call refused before it reached a use case (throttled per peer).
+    def refuse(
+        self, peer: str, caller: Caller | None, action: str, error: VaultError, item_count: int, within: str = ""
+    ) -> None:
+        """Audit a call refused before it reached a use case (throttled per peer, and in bucket `within` if given).
 
         Raises TooManyRequests when the peer is over its refusal rate.
         """
-        self._refused(peer, refusal_event(caller, action, error, item_count, ""), error)
+        self._refused(peer, refusal_event(caller, action, error, item_count, ""), error, within)
 
     def _audit_refusal(self, caller: Caller | None, action: str, error: VaultError, count: int, types: str) -> None:
         """Audit a refused call (throttled per peer), without its purpose: no value of it was compared."""
         event = refusal_event(caller, action, error, count, types)
         self._refused(caller_name(caller) or "<anonymous>", event, error)
 
-    def _refused(self, peer: str, event: AuditEvent, error: VaultError) -> None:
+    def _refused(self, peer: str, event: AuditEvent, error: VaultError, within: str = "") -> None:
         """Audit `event` (throttled per peer); an identity refused is also logged, as often as audited.
 
         The log names the certificate by serial and SHA-256 only (what the audit row holds), so the
         security team sees a revoked or expired certificate being tried without reading the audit.
         """
-        self.refusals.refused(peer, event)
+        self.refusals.refused(peer, event, within)
         if isinstance(error, Unauthenticated):
             log.warning(
                 "refused the client certificate with serial %s, sha256 %s (%s): %s",
