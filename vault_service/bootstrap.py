@@ -16,6 +16,7 @@ from tokenvault_common.database_dsn import Conninfo
 from tokenvault_common.pg_options import startup_options
 from tokenvault_common.pg_pool import LoginCheck
 from vault_service.adapters.postgres import PostgresAuditLog, PostgresKeyStore, PostgresTokenStore
+from vault_service.adapters.postgres.catalog_additions import PostgresCatalogAdditions
 from vault_service.adapters.postgres.chain_lock import (
     BLOCKED_A_VAULT_SESSION,
     DATA_KEY_ROWS,
@@ -205,7 +206,15 @@ class Bootstrapped:
 
     def maintainer(self, report: HealthReport, interval: float) -> KeyMaintainer:
         """The background key/health upkeep for this vault."""
-        return KeyMaintainer(self.keys, self.token_store, self.vault.cache, report, interval, self.vault.erased)
+        return KeyMaintainer(
+            self.keys,
+            self.token_store,
+            self.vault.cache,
+            report,
+            interval,
+            self.vault.erased,
+            PostgresCatalogAdditions(self.pool),  # at start and each round: attack 45, A45-3/A45-4
+        )
 
     def rotation(
         self,

@@ -111,6 +111,10 @@ class VaultSchemaReader(Protocol):
         """Each guard of the vault's tables (constraint, index, trigger, rule, policy, function) -> its digest."""
         ...
 
+    def catalog_additions(self) -> tuple[str, ...]:
+        """Objects added to pg_catalog / information_schema, inheritance of vault relations, in words (A45-3)."""
+        ...
+
 
 class AuditReader(Protocol):
     """What verification reads from the audit store."""
@@ -380,7 +384,7 @@ def verify_audit_and_erasures(
     (attack 43: a dropped `tokens_token_unique`, a deferred trigger, a replaced `vault.erase_tokens`).
     `stop_check()`, `sent`, `keep` and `named` as in `verify_audit`; `stop_check` between every phase.
     """
-    schema_changes = schema_differences(schema.vault_schema(), EXPECTED)
+    schema_changes = schema.catalog_additions() + schema_differences(schema.vault_schema(), EXPECTED)
     stop_check()
     erased_before = erased.erased_tokens()
     stop_check()

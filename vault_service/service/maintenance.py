@@ -15,7 +15,7 @@ from collections.abc import Callable
 from vault_service.domain.errors import VaultError
 from vault_service.service.erased_tokens import ErasedTokens
 from vault_service.service.keyring import KeyManager
-from vault_service.service.ports import TokenStore
+from vault_service.service.ports import CatalogAdditions, TokenStore
 from vault_service.service.token_cache import TokenCache
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,23 @@ class ErasedTokensUnread(Exception):
         )
 
 
+class CatalogAltered(ErasedTokensUnread):
+    """The database's catalog holds the owner's additions: the replica must not serve (attack 45, A45-3/A45-4).
+
+    Objects the vault's SQL would resolve to that neither PostgreSQL nor the migrations made, or a table
+    inheriting from a vault table.
+    """
+
+    def __init__(self, additions: tuple[str, ...]) -> None:
+        Exception.__init__(
+            self,
+            f"the database's catalog was altered: {'; '.join(additions)}. The erased-token set's read and every"
+            " vault query could return what the database owner chose (an erased token handed out again); the"
+            " vault does not serve on it: report it to the security team and run audit verify",
+        )
+        self.additions = additions
+
+
 class KeyMaintainer:
     """Runs `check()` periodically on a daemon thread until `stop()`."""
 
@@ -48,11 +65,15 @@ class KeyMaintainer:
         report: HealthReport,
         interval: float,
         erased: ErasedTokens | None = None,
+        catalog: CatalogAdditions | None = None,
     ) -> None:
         self._keys = keys
         self._tokens = tokens
         self._cache = cache
         self._erased = erased
+        self._catalog = catalog
+        self._altered: tuple[str, ...] = ()
+        """What the last catalog check found (logged when it changes)."""
         self._report = report
         self._interval = interval
         self._stopping = threading.Event()
@@ -69,6 +90,9 @@ class KeyMaintainer:
         hand out and reveal an erased token whose row the database owner wrote back (attack 44, A44-1: a
         row-level security policy hiding them from that read alone, which the read turns into this refusal).
         """
+        altered = self._catalog_altered()
+        if altered:  # before the erase rows are read: an overload there is what steered that read (A45-3)
+            raise CatalogAltered(altered)
         try:
             self._last_erasure = self._tokens.last_erasure()
         except Exception:
@@ -91,6 +115,27 @@ class KeyMaintainer:
         except Exception as error:
             log.warning("cannot read the audit log's erase rows: %s", type(error).__name__)
             return None
+
+    def _catalog_altered(self) -> tuple[str, ...]:
+        """What the owner added to pg_catalog / information_schema or made inherit from a vault table (A45-3).
+
+        An error reading it is not a finding here: the round's other reads report the database unavailable.
+        """
+        if self._catalog is None:
+            return ()
+        try:
+            altered = self._catalog.catalog_additions()
+        except Exception as error:
+            log.debug("catalog check failed: %s", type(error).__name__)
+            return ()
+        if altered != self._altered and altered:
+            log.error(
+                "the database's catalog was altered: the vault's SQL may resolve to the owner's objects;"
+                " report it to the security team and run audit verify",
+                extra={"findings": "; ".join(altered)},
+            )
+        self._altered = altered
+        return altered
 
     def stop(self) -> None:
         """Stop the thread (returns when it has finished its current check)."""
@@ -123,6 +168,9 @@ class KeyMaintainer:
             mark = self._tokens.last_erasure()
         except Exception as error:
             log.debug("database check failed: %s", type(error).__name__)
+            return False
+        if self._catalog_altered():  # unhealthy while it lasts: any read of this round may be the owner's choice
+            self._causes[DATABASE] = "the database's catalog was altered (objects added to pg_catalog, inheritance)"
             return False
         learned = self._learn_erased()  # after the mark: an erasure that moved it has its row committed
         if learned is None:  # unhealthy until it reads them: another replica's erasure would go unknown here

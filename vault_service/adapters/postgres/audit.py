@@ -70,7 +70,7 @@ _APPEND_ONE = PreparedStatement(
 """A group of one event (a lone caller): no arrays to build in Python or to unnest in Postgres."""
 _PRESENT = UnnamedStatement(
     "SELECT id, client, action, coalesce(purpose, ''), row_hash IS NOT NULL, outcome, item_count, token_types,"
-    " client_serial, client_cert_sha256, revealed FROM vault.audit_log WHERE id = ANY($1::bigint[])",
+    " client_serial, client_cert_sha256, revealed FROM ONLY vault.audit_log WHERE id = ANY($1::bigint[])",
     binary_rows=True,
 )
 """The rows at the ids an append returned, read once it is committed: what `_check_stored` compares.
@@ -229,7 +229,7 @@ class PostgresAuditLog(PostgresAuditChain):
     def _newest_before(self, conn: psycopg.Connection) -> int:
         """The newest id this process stored, or at its first append the newest id of the log."""
         if not self._newest_stored:
-            row = conn.execute("SELECT coalesce(max(id), 0) FROM vault.audit_log").fetchone()
+            row = conn.execute("SELECT coalesce(max(id), 0) FROM ONLY vault.audit_log").fetchone()
             self._newest_stored = int(row[0]) if row else 0
         return self._newest_stored
 

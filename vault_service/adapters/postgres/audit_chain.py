@@ -52,14 +52,14 @@ _HANDED_OUT = "(SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 E
 so it is at least the id of every row the statement sees that the trigger numbered)."""
 _HEAD = (
     "SELECT a.id, a.row_hash,"
-    " %(base)s + (SELECT count(*) FROM vault.audit_log x WHERE x.id > %(after)s AND x.id <= a.id),"
+    " %(base)s + (SELECT count(*) FROM ONLY vault.audit_log x WHERE x.id > %(after)s AND x.id <= a.id),"
     " clock_timestamp()"
-    f" FROM (SELECT id, row_hash FROM vault.audit_log WHERE id <= {_HANDED_OUT} ORDER BY id DESC LIMIT 1) AS a"
+    f" FROM (SELECT id, row_hash FROM ONLY vault.audit_log WHERE id <= {_HANDED_OUT} ORDER BY id DESC LIMIT 1) AS a"
 )
 _HEAD_UNBOUNDED = _HEAD.replace(f" WHERE id <= {_HANDED_OUT}", "")
 """The head as before migration 0015, where the service may not read the id sequence."""
 _ID_SEQUENCE = (
-    "SELECT coalesce((SELECT max(id) FROM vault.audit_log), 0),"
+    "SELECT coalesce((SELECT max(id) FROM ONLY vault.audit_log), 0),"
     f" coalesce({_HANDED_OUT}, 0), s.seqcache, s.seqincrement"
     " FROM pg_catalog.pg_sequence s WHERE s.seqrelid = 'vault.audit_log_id_seq'::regclass"
 )
@@ -153,7 +153,7 @@ class PostgresAuditChain:
         with self._pool.connection() as conn:
             cursor = record_cursor(conn)
             rows = cursor.execute(
-                f"SELECT {RECORD_COLUMNS} FROM vault.audit_log WHERE id > %s ORDER BY id", (after_id,)
+                f"SELECT {RECORD_COLUMNS} FROM ONLY vault.audit_log WHERE id > %s ORDER BY id", (after_id,)
             ).fetchall()
         return [audit_record(r) for r in rows]
 
@@ -183,7 +183,7 @@ class PostgresAuditChain:
     @translated
     def _newest_id(self) -> int:
         with self._pool.connection() as conn:
-            row = conn.execute("SELECT coalesce(max(id), 0) FROM vault.audit_log").fetchone()
+            row = conn.execute("SELECT coalesce(max(id), 0) FROM ONLY vault.audit_log").fetchone()
         return int(row[0]) if row else 0
 
     @translated
@@ -268,7 +268,7 @@ class PostgresAuditChain:
         """The newest stored checkpoint (None when none)."""
         with self._upkeep.statement() as conn:
             row = conn.execute(
-                "SELECT head_id, head_hash, row_count, at, key_name, signature FROM vault.audit_checkpoints"
+                "SELECT head_id, head_hash, row_count, at, key_name, signature FROM ONLY vault.audit_checkpoints"
                 " ORDER BY head_id DESC LIMIT 1"
             ).fetchone()
         return Checkpoint(ChainHead(row[0], bytes(row[1]), row[2], row[3]), row[4], row[5]) if row else None
@@ -277,7 +277,7 @@ class PostgresAuditChain:
     def last_checkpoint_head(self) -> int:
         """The head id of the newest checkpoint (0 when none)."""
         with self._pool.connection() as conn:
-            row = conn.execute("SELECT coalesce(max(head_id), 0) FROM vault.audit_checkpoints").fetchone()
+            row = conn.execute("SELECT coalesce(max(head_id), 0) FROM ONLY vault.audit_checkpoints").fetchone()
         return int(row[0]) if row else 0
 
     @translated
@@ -285,7 +285,7 @@ class PostgresAuditChain:
         """Every checkpoint, oldest first."""
         with self._pool.connection() as conn:
             rows = conn.execute(
-                "SELECT head_id, head_hash, row_count, at, key_name, signature FROM vault.audit_checkpoints"
+                "SELECT head_id, head_hash, row_count, at, key_name, signature FROM ONLY vault.audit_checkpoints"
                 " ORDER BY head_id"
             ).fetchall()
         return [Checkpoint(ChainHead(r[0], bytes(r[1]), r[2], r[3]), r[4], r[5]) for r in rows]

@@ -44,7 +44,7 @@ RECORD_SIZE = " + ".join(
 SEGMENT_PAGE = (
     # MATERIALIZED: each row is read once, so its lengths and the fields returned are of the same
     # values, even through a view whose columns are volatile functions.
-    f"WITH page AS MATERIALIZED (SELECT {RECORD_COLUMNS} FROM vault.audit_log"
+    f"WITH page AS MATERIALIZED (SELECT {RECORD_COLUMNS} FROM ONLY vault.audit_log"
     " WHERE id > %(after)s AND id <= %(head)s ORDER BY id LIMIT %(rows)s),"
     f" sized AS (SELECT p.*, {RECORD_SIZE} AS size,"
     " coalesce(o.row_hash = p.row_hash, false) AS own FROM page p LEFT JOIN ROWS FROM"
@@ -67,7 +67,7 @@ _REPORTED_SIZE = (
 _COUNTED = "CASE WHEN s.size > %(cap)s THEN 0 ELSE s.size END"
 RECORD_PAGE = (
     # MATERIALIZED as SEGMENT_PAGE: the lengths and the fields returned are of the same values.
-    f"WITH page AS MATERIALIZED (SELECT {RECORD_COLUMNS} FROM vault.audit_log"
+    f"WITH page AS MATERIALIZED (SELECT {RECORD_COLUMNS} FROM ONLY vault.audit_log"
     " WHERE id > %(after)s AND id <= %(upto)s ORDER BY id LIMIT %(rows)s),"
     f" sized AS (SELECT p.*, {_REPORTED_SIZE} AS size FROM page p),"
     f" cut AS (SELECT s.*, s.size > %(cap)s AS oversize, pg_catalog.sum({_COUNTED})"

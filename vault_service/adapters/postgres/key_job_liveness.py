@@ -142,7 +142,7 @@ WITH job_rows AS MATERIALIZED (
                 THEN substring(outcome FROM '^{re.escape(CLOSING_PREFIX)}([0-9]{{1,18}})[^0-9]')::bigint
                 ELSE substring(outcome FROM '{_NAMED}([0-9]{{1,18}})\\)$')::bigint
            END AS names
-    FROM vault.audit_log WHERE action IN ({_ACTIONS})
+    FROM ONLY vault.audit_log WHERE action IN ({_ACTIONS})
 ), linked AS (
     SELECT n.*, bool_or(n.intent) OVER intent_row AS of_an_intent,
            min(n.id) FILTER (WHERE NOT n.intent AND n.id > n.k) OVER intent_row AS paired_by

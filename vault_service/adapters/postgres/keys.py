@@ -106,7 +106,7 @@ LIVE_GENERATION = """
 SELECT max(id) FILTER (WHERE purpose = 'encryption' AND state = 'active'),
        max(id) FILTER (WHERE purpose = 'fingerprint' AND state = 'active'),
        max(id) FILTER (WHERE purpose = 'fingerprint' AND state = 'pending')
-FROM vault.data_keys
+FROM ONLY vault.data_keys
 """
 
 
@@ -123,7 +123,7 @@ def generation_of(row: tuple[Any, ...] | None) -> KeyGeneration:
 
 def other_keys(conn: psycopg.Connection, purpose: str, key_id: int) -> list[int]:
     """Ids of the keys of `purpose` other than `key_id` (the job work lists use their indexes)."""
-    rows = conn.execute("SELECT id FROM vault.data_keys WHERE purpose = %s AND id <> %s", (purpose, key_id))
+    rows = conn.execute("SELECT id FROM ONLY vault.data_keys WHERE purpose = %s AND id <> %s", (purpose, key_id))
     return [r[0] for r in rows.fetchall()]
 
 
@@ -134,9 +134,9 @@ def _stored_key(row: tuple[Any, ...] | None) -> StoredKey:
 
 # Values fingerprinted under a key that is not live: a new fingerprint key would not find them.
 FINGERPRINTED_UNDER_A_DEAD_KEY = """
-SELECT 1 FROM vault.tokens t
+SELECT 1 FROM ONLY vault.tokens t
 WHERE t.fingerprint IS NOT NULL
-  AND NOT EXISTS (SELECT 1 FROM vault.data_keys k WHERE k.id = t.fingerprint_key_id AND k.state <> 'retired')
+  AND NOT EXISTS (SELECT 1 FROM ONLY vault.data_keys k WHERE k.id = t.fingerprint_key_id AND k.state <> 'retired')
 LIMIT 1
 """
 
@@ -183,7 +183,7 @@ class PostgresKeyStore:
     def load_keys(self) -> list[StoredKey]:
         """Every key row, oldest first."""
         with self._pool.connection() as conn:
-            rows = conn.execute(f"SELECT {self._columns(conn)} FROM vault.data_keys ORDER BY id").fetchall()
+            rows = conn.execute(f"SELECT {self._columns(conn)} FROM ONLY vault.data_keys ORDER BY id").fetchall()
         return [_stored_key(row) for row in rows]
 
     def _insert(self, conn: psycopg.Connection, purpose: str, wrapped_key: str, check: bytes | None, state: str) -> Any:
@@ -210,7 +210,7 @@ class PostgresKeyStore:
         first key at once each make one, and the one that finds a key under the lock drops its own.
         """
         with self._pool.connection() as conn:
-            query = f"SELECT {self._columns(conn)} FROM vault.data_keys WHERE purpose = %s AND state = 'active'"
+            query = f"SELECT {self._columns(conn)} FROM ONLY vault.data_keys WHERE purpose = %s AND state = 'active'"
             row = conn.execute(query, (purpose,)).fetchone()
         if row is not None:
             return _stored_key(row)
@@ -251,11 +251,11 @@ class PostgresKeyStore:
         with self._pool.connection() as conn, conn.transaction(), KEY_JOB_SESSIONS.holding(conn):
             changed = KeyState.ACTIVE if state is KeyState.ACTIVE else KeyState.PENDING
             locked = lock_keys_and_rows(
-                conn, "SELECT id FROM vault.data_keys WHERE purpose = %s AND state = %s", (purpose, changed)
+                conn, "SELECT id FROM ONLY vault.data_keys WHERE purpose = %s AND state = %s", (purpose, changed)
             )
             if state is KeyState.ACTIVE:
                 conn.execute(
-                    "UPDATE vault.data_keys SET state = %s WHERE purpose = %s AND state = %s",
+                    "UPDATE ONLY vault.data_keys SET state = %s WHERE purpose = %s AND state = %s",
                     (KeyState.DECRYPT_ONLY, purpose, KeyState.ACTIVE),
                 )
             elif locked:
@@ -267,7 +267,7 @@ class PostgresKeyStore:
     def update_wrapping(self, key_id: int, wrapped_key: str) -> None:
         """Store the rewrapped form of a key."""
         with self._pool.connection() as conn:
-            conn.execute("UPDATE vault.data_keys SET wrapped_key = %s WHERE id = %s", (wrapped_key, key_id))
+            conn.execute("UPDATE ONLY vault.data_keys SET wrapped_key = %s WHERE id = %s", (wrapped_key, key_id))
 
     @translated
     def record_check_values(self, check_values: Mapping[int, bytes]) -> None:
@@ -279,7 +279,8 @@ class PostgresKeyStore:
                 return  # migration 0024 not applied yet: nothing to record it in
             for key_id, check in check_values.items():
                 conn.execute(
-                    "UPDATE vault.data_keys SET check_value = %s WHERE id = %s AND check_value IS NULL", (check, key_id)
+                    "UPDATE ONLY vault.data_keys SET check_value = %s WHERE id = %s AND check_value IS NULL",
+                    (check, key_id),
                 )
 
     @translated
@@ -292,7 +293,7 @@ class PostgresKeyStore:
         with self._pool.connection() as conn, conn.transaction(), KEY_JOB_SESSIONS.holding(conn):
             lock_keys_and_rows(
                 conn,
-                "SELECT id FROM vault.data_keys WHERE purpose = 'fingerprint' AND state IN ('active', 'pending')",
+                "SELECT id FROM ONLY vault.data_keys WHERE purpose = 'fingerprint' AND state IN ('active', 'pending')",
                 (),
             )
             generation = live_generation(conn)
@@ -302,11 +303,11 @@ class PostgresKeyStore:
             if left.fetchone():
                 return False
             conn.execute(
-                "UPDATE vault.data_keys SET state = 'retired', retired_at = now() WHERE id = %s",
+                "UPDATE ONLY vault.data_keys SET state = 'retired', retired_at = now() WHERE id = %s",
                 (generation.fingerprint_id,),
             )
             conn.execute(
-                "UPDATE vault.data_keys SET state = 'active' WHERE id = %s", (generation.pending_fingerprint_id,)
+                "UPDATE ONLY vault.data_keys SET state = 'active' WHERE id = %s", (generation.pending_fingerprint_id,)
             )
         return True
 
@@ -316,11 +317,11 @@ class PostgresKeyStore:
             self._next_fingerprint_key_ids = has_next_fingerprint_key_ids(conn)
         if not self._next_fingerprint_key_ids:
             return (
-                "SELECT 1 FROM vault.tokens WHERE fingerprint IS NOT NULL AND next_fingerprint IS NULL"
+                "SELECT 1 FROM ONLY vault.tokens WHERE fingerprint IS NOT NULL AND next_fingerprint IS NULL"
                 " AND fingerprint_key_id <> %(pending)s LIMIT 1"
             )
         return (
-            "SELECT 1 FROM vault.tokens WHERE fingerprint IS NOT NULL AND fingerprint_key_id <> %(pending)s"
+            "SELECT 1 FROM ONLY vault.tokens WHERE fingerprint IS NOT NULL AND fingerprint_key_id <> %(pending)s"
             " AND (next_fingerprint IS NULL OR next_fingerprint_key_id IS DISTINCT FROM %(pending)s) LIMIT 1"
         )
 
@@ -330,14 +331,14 @@ class PostgresKeyStore:
         with self._pool.connection() as conn, conn.transaction(), KEY_JOB_SESSIONS.holding(conn):
             lock_keys_and_rows(  # the rows it may change, before its audited UPDATE (attack 27, F5)
                 conn,
-                "SELECT id FROM vault.data_keys"
+                "SELECT id FROM ONLY vault.data_keys"
                 " WHERE purpose = 'encryption' AND state = 'decrypt_only' AND id = ANY(%s)",
                 (list(key_ids),),
             )
             rows = conn.execute(
-                "UPDATE vault.data_keys k SET state = 'retired', retired_at = now()"
+                "UPDATE ONLY vault.data_keys k SET state = 'retired', retired_at = now()"
                 " WHERE purpose = 'encryption' AND state = 'decrypt_only' AND id = ANY(%s)"
-                " AND NOT EXISTS (SELECT 1 FROM vault.tokens t WHERE t.dek_id = k.id AND t.sealed IS NOT NULL)"
+                " AND NOT EXISTS (SELECT 1 FROM ONLY vault.tokens t WHERE t.dek_id = k.id AND t.sealed IS NOT NULL)"
                 " RETURNING id",
                 (list(key_ids),),
             ).fetchall()

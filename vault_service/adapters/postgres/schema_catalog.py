@@ -26,6 +26,8 @@ from typing import Any
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
+from vault_service.adapters.postgres.catalog_additions import read_catalog_additions
+
 _RELATIONS = "SELECT c.oid, c.relname FROM pg_class c WHERE c.relnamespace = 'vault'::regnamespace"
 
 SCHEMA_CATALOG = f"""
@@ -90,3 +92,8 @@ class PostgresVaultSchema:
         """Key -> SHA-256 of the definition, for every guard SCHEMA_CATALOG reads."""
         with self._pool.connection() as conn:
             return read_vault_schema(conn)
+
+    def catalog_additions(self) -> tuple[str, ...]:
+        """Objects the owner added to pg_catalog / information_schema, inheritance of vault relations (A45-3)."""
+        with self._pool.connection() as conn:
+            return read_catalog_additions(conn)

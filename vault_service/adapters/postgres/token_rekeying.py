@@ -62,7 +62,7 @@ def _select_batch(
 
 
 def _select_batch_query(condition: str, key_column: str) -> str:
-    return f"SELECT {ROW_COLUMNS} FROM vault.tokens WHERE {condition} ORDER BY {key_column} LIMIT %s"
+    return f"SELECT {ROW_COLUMNS} FROM ONLY vault.tokens WHERE {condition} ORDER BY {key_column} LIMIT %s"
 
 
 class TokenRekeying:
@@ -152,7 +152,7 @@ class TokenRekeying:
         """
         with self._pool.connection() as conn:
             rows = conn.execute(
-                f"SELECT id, {ROW_COLUMNS}, next_fingerprint FROM vault.tokens WHERE id > %s"
+                f"SELECT id, {ROW_COLUMNS}, next_fingerprint FROM ONLY vault.tokens WHERE id > %s"
                 " AND next_fingerprint_key_id = %s AND fingerprint IS NOT NULL ORDER BY id LIMIT %s",
                 (after_id, pending_key_id, limit),
             ).fetchall()
@@ -205,7 +205,7 @@ class TokenRekeying:
         """
         with self._pool.connection() as conn:
             row = conn.execute(
-                "SELECT count(*) FROM (SELECT 1 FROM vault.tokens WHERE fingerprint IS NOT NULL"
+                "SELECT count(*) FROM (SELECT 1 FROM ONLY vault.tokens WHERE fingerprint IS NOT NULL"
                 " AND fingerprint_key_id = ANY(%s) ORDER BY fingerprint_key_id LIMIT %s) AS left_rows",
                 (other_keys(conn, "fingerprint", active_fingerprint_id), up_to),
             ).fetchone()
@@ -218,7 +218,7 @@ class TokenRekeying:
             row = conn.execute(
                 "SELECT count(*) FILTER (WHERE sealed IS NOT NULL AND dek_id <> %s),"
                 " count(*) FILTER (WHERE fingerprint IS NOT NULL AND fingerprint_key_id <> %s)"
-                " FROM vault.tokens",
+                " FROM ONLY vault.tokens",
                 (active_dek_id, active_fingerprint_id),
             ).fetchone()
         assert row is not None

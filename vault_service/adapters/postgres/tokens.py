@@ -72,13 +72,13 @@ def _find(columns: str) -> str:
     """The lookup by fingerprint described above: `w.fp` and the `columns` of each row found."""
     return (
         "SELECT w.fp, t.* FROM unnest(%(fps)s::bytea[]) AS w(fp)"
-        f" CROSS JOIN LATERAL (SELECT {columns} FROM vault.tokens"
+        f" CROSS JOIN LATERAL (SELECT {columns} FROM ONLY vault.tokens"
         " WHERE token_type = %(type)s AND fingerprint = w.fp LIMIT 1) AS t"
         " UNION ALL"
         " SELECT w.fp, t.* FROM unnest(%(fps)s::bytea[]) AS w(fp)"
-        f" CROSS JOIN LATERAL (SELECT {columns} FROM vault.tokens"
+        f" CROSS JOIN LATERAL (SELECT {columns} FROM ONLY vault.tokens"
         " WHERE token_type = %(type)s AND next_fingerprint = w.fp AND next_fingerprint IS NOT NULL LIMIT 1) AS t"
-        " WHERE (SELECT true FROM vault.tokens n WHERE n.token_type = %(type)s AND n.next_fingerprint IS NOT NULL"
+        " WHERE (SELECT true FROM ONLY vault.tokens n WHERE n.token_type = %(type)s AND n.next_fingerprint IS NOT NULL"
         " ORDER BY n.next_fingerprint LIMIT 1)"
     )
 
@@ -102,12 +102,13 @@ _FIND = _find("token, dek_id, sealed, erased_at IS NOT NULL AS erased")
 # and scanned the table (30 ms at 200k tokens); a probe of an empty range costs less.
 _STORED_AMONG = (
     "SELECT w.fp FROM unnest(%(types)s::text[], %(fps)s::bytea[]) AS w(type, fp)"
-    " CROSS JOIN LATERAL (SELECT 1 FROM vault.tokens WHERE fingerprint = w.fp AND token_type = w.type LIMIT 1) AS t"
+    " CROSS JOIN LATERAL (SELECT 1 FROM ONLY vault.tokens WHERE fingerprint = w.fp AND token_type = w.type"
+    " LIMIT 1) AS t"
     " UNION ALL SELECT w.fp FROM unnest(%(types)s::text[], %(fps)s::bytea[]) AS w(type, fp)"
-    " CROSS JOIN LATERAL (SELECT 1 FROM vault.tokens WHERE token_type = w.type AND next_fingerprint = w.fp"
+    " CROSS JOIN LATERAL (SELECT 1 FROM ONLY vault.tokens WHERE token_type = w.type AND next_fingerprint = w.fp"
     " AND next_fingerprint IS NOT NULL LIMIT 1) AS t"
     " UNION ALL SELECT NULL::bytea FROM unnest(%(tokens)s::text[]) AS w(token)"
-    " CROSS JOIN LATERAL (SELECT 1 FROM vault.tokens WHERE token = w.token LIMIT 1) AS t"
+    " CROSS JOIN LATERAL (SELECT 1 FROM ONLY vault.tokens WHERE token = w.token LIMIT 1) AS t"
 )
 """Each (type, fingerprint) pair with a value stored under it (current or pending fingerprint), and a
 NULL per token issued: one UNION ALL of every probe, so the work is the same hit or miss (review 15,
@@ -134,7 +135,7 @@ that it goes on with ON CONFLICT, which waits in the database if that insert is 
 # found in an erased row (an erasure the database owner undid by writing `sealed` back; attack 41, A41-2).
 _FETCH_SQL = (
     f"SELECT t.* FROM unnest($1::text[]) AS w(token)"
-    f" CROSS JOIN LATERAL (SELECT {ROW_COLUMNS}, erased_at IS NOT NULL AS erased FROM vault.tokens"
+    f" CROSS JOIN LATERAL (SELECT {ROW_COLUMNS}, erased_at IS NOT NULL AS erased FROM ONLY vault.tokens"
     " WHERE token = w.token LIMIT 1) AS t"
 )
 _FETCH = PreparedStatement("fetch_tokens", _FETCH_SQL, binary_rows=True)
@@ -145,14 +146,14 @@ _FETCH_SEEING_SQL = _FETCH_SQL.replace("SELECT t.*", "SELECT t.*, (SELECT max(id
 _FETCH_SEEING = PreparedStatement("fetch_tokens_seeing", _FETCH_SEEING_SQL, binary_rows=True)
 # The erasure mark every replica reads each key-check interval: one row, bumped inside each
 # erasing transaction (migration 0014), never a read of vault.tokens.
-ERASURE_COUNT_SQL = "SELECT erasures FROM vault.erasure_count"
+ERASURE_COUNT_SQL = "SELECT erasures FROM ONLY vault.erasure_count"
 # The erase rows that name erased tokens, read by id from near where the last read ended: each row whole, as the
 # chain trigger hashed it (`revealed` in binary, read by `record_cursor`), and the `prev_hash` of the row after it,
 # so the set learns only from rows that hash and link as the chain does (attack 44, A44-3). A row whose fields take
 # more than any audit row the vault writes comes with its id only (attack 44, A44-4: one planted row of 40 elements
 # of 1 MiB was held whole by every replica); a hash of another length than 32 bytes is read as b"".
 ERASE_ROWS_SQL = (
-    f"WITH page AS MATERIALIZED (SELECT {RECORD_COLUMNS} FROM vault.audit_log"
+    f"WITH page AS MATERIALIZED (SELECT {RECORD_COLUMNS} FROM ONLY vault.audit_log"
     " WHERE id > %(after)s AND id <= %(newest)s AND action = 'erase' AND outcome LIKE 'ok:%%'"
     " AND revealed IS NOT NULL AND cardinality(revealed) > 0 ORDER BY id LIMIT %(rows)s),"
     f" sized AS (SELECT p.*, {RECORD_SIZE} AS size FROM page p),"
@@ -164,10 +165,11 @@ ERASE_ROWS_SQL = (
         f"CASE WHEN s.size <= %(cap)s THEN {HASH_OF.get(c, 's.' + c)} END"
         for c in RECORD_COLUMNS.replace(" ", "").split(",")
     )
-    + ", (SELECT CASE WHEN octet_length(n.prev_hash) = 32 THEN n.prev_hash ELSE ''::bytea END FROM vault.audit_log n"
-    " WHERE n.id > s.id ORDER BY n.id LIMIT 1) FROM cut s WHERE s.before < %(budget)s ORDER BY s.id"
+    + ", (SELECT CASE WHEN octet_length(n.prev_hash) = 32 THEN n.prev_hash ELSE ''::bytea END"
+    " FROM ONLY vault.audit_log n WHERE n.id > s.id ORDER BY n.id LIMIT 1)"
+    " FROM cut s WHERE s.before < %(budget)s ORDER BY s.id"
 )
-NEWEST_AUDIT_ID_SQL = "SELECT coalesce(max(id), 0) FROM vault.audit_log"
+NEWEST_AUDIT_ID_SQL = "SELECT coalesce(max(id), 0) FROM ONLY vault.audit_log"
 """The log's newest id, read before a page: the next round's read starts near it, not after the newest erase row
 (without erasures, every key-check round read the whole log)."""
 ERASE_ROWS_PAGE_BYTES = 4 * 1024 * 1024
@@ -578,7 +580,8 @@ class PostgresTokenStore(TokenRekeying):
         """
         with self._pool.connection() as conn:
             rows = conn.execute(
-                "SELECT token, token_type, erased_at FROM vault.tokens WHERE erased_at IS NOT NULL ORDER BY erased_at"
+                "SELECT token, token_type, erased_at FROM ONLY vault.tokens WHERE erased_at IS NOT NULL"
+                " ORDER BY erased_at"
             ).fetchall()
         return [ErasedToken(*row) for row in rows]
 
@@ -675,7 +678,7 @@ class PostgresTokenStore(TokenRekeying):
 # What an erasure leaves of each token it says it erased, read in its own transaction before it commits
 # (attack 41, A41-3): the rows still holding a value, a fingerprint, or no erasure mark.
 _NOT_ERASED = (
-    "SELECT count(*) FROM unnest(%s::text[]) AS w(token) CROSS JOIN LATERAL (SELECT 1 FROM vault.tokens"
+    "SELECT count(*) FROM unnest(%s::text[]) AS w(token) CROSS JOIN LATERAL (SELECT 1 FROM ONLY vault.tokens"
     " WHERE token = w.token AND (sealed IS NOT NULL OR fingerprint IS NOT NULL OR next_fingerprint IS NOT NULL"
     " OR erased_at IS NULL) LIMIT 1) AS t"
 )
@@ -692,7 +695,7 @@ class ErasureRowNotAsked(StoredValueAltered):
         )
 
 
-_NEWEST_ROW = "SELECT id, at, prev_hash, row_hash, hash_version FROM vault.audit_log ORDER BY id DESC LIMIT 1"
+_NEWEST_ROW = "SELECT id, at, prev_hash, row_hash, hash_version FROM ONLY vault.audit_log ORDER BY id DESC LIMIT 1"
 """The erasure's own audit row, read in its transaction: the chain's lock, taken by the row's insert (0035), is
 held until the transaction ends, so no row can follow it (vault.erase_tokens checks its row is the newest too)."""
 

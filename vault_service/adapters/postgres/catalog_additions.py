@@ -1,0 +1,181 @@
+"""Objects the database owner added where the vault's own SQL resolves names, read by oid alone (attack 45).
+
+A45-3: `CREATE FUNCTION pg_catalog.unnest(bytea[])` is an exact match for the vault's `unnest(revealed)`, and
+PostgreSQL prefers it to the built-in `unnest(anyarray)` in every session whatever the search path (the vault
+pins `pg_catalog, pg_temp`, and this is pg_catalog): it emptied the erased-token set's read. A table inheriting
+from `vault.tokens` in another schema fed its rows to every `FROM vault.tokens`, outside the parent's unique
+constraints. A45-4: `pg_catalog.format(text, text, "char")` made the schema check print every trigger enabled.
+
+PostgreSQL itself ships nothing in pg_catalog or information_schema with an oid at or above 16384
+(FirstNormalObjectId: oids below it are assigned by initdb; after a wraparound the counter starts there
+again), and the migrations create nothing there either (checked on a fresh run, PostgreSQL 15.18: none;
+plpgsql's objects are initdb's). So every function, operator, type, relation, collation, conversion, operator
+class or family in those schemas at or above it, every cast between two built-in types at or above it, and
+every trigger or rule on a relation of theirs at or above it, is the owner's addition; so is every
+inheritance or partition link whose parent or child is a relation of schema `vault` (the migrations make none).
+
+The query that finds them must not itself resolve to what it looks for: it compares oid and name columns only,
+with operators qualified `OPERATOR(pg_catalog.=)` on operands of exactly their types (oid = oid, name = name:
+an exact match for a built-in, which no addition can displace - a second operator of the same name and types in
+pg_catalog cannot be created), typed literals read by their types' input functions, no function call, no cast
+but none; relations are named schema-qualified (the session's own temporary schema is searched before
+pg_catalog for unqualified relation names). Only once something is found are its names read (reg* output).
+What it cannot see: a superuser editing the catalog rows themselves (`UPDATE pg_proc`, a replaced view of
+pg_catalog keeping its oid) - no query on the catalog can be trusted against that.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import Connection
+from psycopg.types.numeric import Oid
+from psycopg_pool import ConnectionPool
+
+FIRST_NORMAL_OBJECT_ID = 16384
+"""PostgreSQL's FirstNormalObjectId: every oid below it is the server's (initdb's), every one from it on is not."""
+
+_EQ = "OPERATOR(pg_catalog.=)"
+_AT_LEAST_NORMAL = f"OPERATOR(pg_catalog.>=) '{FIRST_NORMAL_OBJECT_ID}'::pg_catalog.oid"
+_BUILT_IN = f"OPERATOR(pg_catalog.<) '{FIRST_NORMAL_OBJECT_ID}'::pg_catalog.oid"
+
+
+def _in_system_schemas(column: str) -> str:
+    return f"EXISTS (SELECT FROM system_schemas s WHERE s.oid {_EQ} {column})"
+
+
+def _on_system_relation(column: str) -> str:
+    return (
+        f"EXISTS (SELECT FROM pg_catalog.pg_class r JOIN system_schemas s ON s.oid {_EQ} r.relnamespace"
+        f" WHERE r.oid {_EQ} {column})"
+    )
+
+
+def _in_vault(column: str) -> str:
+    return f"EXISTS (SELECT FROM vault_relations v WHERE v.oid {_EQ} {column})"
+
+
+_NAMESPACED = (  # (kind, catalog, its oid column prefix's namespace column)
+    ("function", "pg_proc", "pronamespace"),
+    ("operator", "pg_operator", "oprnamespace"),
+    ("type", "pg_type", "typnamespace"),
+    ("relation", "pg_class", "relnamespace"),
+    ("collation", "pg_collation", "collnamespace"),
+    ("conversion", "pg_conversion", "connamespace"),
+    ("operator class", "pg_opclass", "opcnamespace"),
+    ("operator family", "pg_opfamily", "opfnamespace"),
+)
+
+CATALOG_ADDITIONS = "\n".join(
+    [
+        "WITH system_schemas AS (",
+        "  SELECT n.oid FROM pg_catalog.pg_namespace n",
+        f"   WHERE n.nspname {_EQ} 'pg_catalog'::pg_catalog.name",
+        f"      OR n.nspname {_EQ} 'information_schema'::pg_catalog.name",
+        "), vault_relations AS (",
+        f"  SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid {_EQ} c.relnamespace",
+        f"   WHERE n.nspname {_EQ} 'vault'::pg_catalog.name",
+        ")",
+        "\nUNION ALL\n".join(
+            [
+                *(
+                    f"SELECT '{kind}' AS kind, x.oid, NULL::pg_catalog.oid AS parent FROM pg_catalog.{catalog} x"
+                    f" WHERE x.oid {_AT_LEAST_NORMAL} AND {_in_system_schemas('x.' + column)}"
+                    for kind, catalog, column in _NAMESPACED
+                ),
+                f"SELECT 'cast', x.oid, NULL FROM pg_catalog.pg_cast x WHERE x.oid {_AT_LEAST_NORMAL}"
+                f" AND x.castsource {_BUILT_IN} AND x.casttarget {_BUILT_IN}",
+                f"SELECT 'trigger', x.oid, NULL FROM pg_catalog.pg_trigger x WHERE x.oid {_AT_LEAST_NORMAL}"
+                f" AND {_on_system_relation('x.tgrelid')}",
+                f"SELECT 'rule', x.oid, NULL FROM pg_catalog.pg_rewrite x WHERE x.oid {_AT_LEAST_NORMAL}"
+                f" AND {_on_system_relation('x.ev_class')}",
+                "SELECT 'inheritance', x.inhrelid, x.inhparent FROM pg_catalog.pg_inherits x"
+                f" WHERE {_in_vault('x.inhparent')} OR {_in_vault('x.inhrelid')}",
+            ]
+        ),
+    ]
+)
+"""(kind, oid, parent oid for an inheritance link) of each object the server did not ship in pg_catalog and
+information_schema, and of each inheritance link touching a vault relation. Column and operator comparisons only."""
+
+
+def _named(catalog: str, namespace: str, printed: str) -> str:
+    return (
+        f"SELECT n.nspname, x.oid::pg_catalog.{printed} FROM pg_catalog.{catalog} x JOIN pg_catalog.pg_namespace n"
+        f" ON n.oid {_EQ} x.{namespace} WHERE x.oid {_EQ} %s"
+    )
+
+
+def _plain(catalog: str, namespace: str, name: str) -> str:
+    return (
+        f"SELECT n.nspname, x.{name} FROM pg_catalog.{catalog} x JOIN pg_catalog.pg_namespace n"
+        f" ON n.oid {_EQ} x.{namespace} WHERE x.oid {_EQ} %s"
+    )
+
+
+_DESCRIBE = {  # once something is found: (schema, name), the name printed by the reg* types' output functions
+    "function": _named("pg_proc", "pronamespace", "regprocedure"),
+    "operator": _named("pg_operator", "oprnamespace", "regoperator"),
+    "type": _named("pg_type", "typnamespace", "regtype"),
+    "relation": _named("pg_class", "relnamespace", "regclass"),
+    "collation": _plain("pg_collation", "collnamespace", "collname"),
+    "conversion": _plain("pg_conversion", "connamespace", "conname"),
+    "operator class": _plain("pg_opclass", "opcnamespace", "opcname"),
+    "operator family": _plain("pg_opfamily", "opfnamespace", "opfname"),
+    "cast": (
+        "SELECT x.castsource::pg_catalog.regtype, x.casttarget::pg_catalog.regtype FROM pg_catalog.pg_cast x"
+        f" WHERE x.oid {_EQ} %s"
+    ),
+    "trigger": f"SELECT x.tgname, x.tgrelid::pg_catalog.regclass FROM pg_catalog.pg_trigger x WHERE x.oid {_EQ} %s",
+    "rule": f"SELECT x.rulename, x.ev_class::pg_catalog.regclass FROM pg_catalog.pg_rewrite x WHERE x.oid {_EQ} %s",
+}
+
+
+def _describe(conn: Connection[Any], kind: str, oid: int, parent: int | None) -> str:
+    """One finding in words; its names as the catalog prints them (the oid alone when they cannot be read)."""
+    try:
+        with conn.transaction():  # a savepoint: the finding stands whatever its description meets
+            if kind == "inheritance":
+                names = conn.execute(
+                    "SELECT %s::pg_catalog.regclass, %s::pg_catalog.regclass", (Oid(oid), Oid(parent or 0))
+                ).fetchone() or ("?", "?")
+            else:
+                names = conn.execute(_DESCRIBE[kind], (Oid(oid),)).fetchone() or ()
+    except Exception as error:
+        names = (f"(its name unread: {type(error).__name__})",) * (2 if kind == "inheritance" else 1)
+    if kind == "inheritance":
+        return (
+            f"{names[0]} inherits from (or is a partition of) {names[-1]}: the vault's queries of the parent read"
+            " the child's rows, outside the parent's constraints; the migrations make no such link"
+        )
+    if kind == "cast":
+        named = f"({names[0]} AS {names[-1]})"
+    elif kind in ("trigger", "rule"):
+        named = " on ".join(str(name) for name in names)
+    else:  # (schema, name): the reg* output leaves a name visible on the search path unqualified
+        schema, name = (str(names[0]), str(names[-1])) if len(names) == 2 else ("", str(names[0]))
+        named = name if not schema or name.startswith(f"{schema}.") else f"{schema}.{name}"
+    return (
+        f"{kind} {named} (oid {oid}) was added to pg_catalog or information_schema, which PostgreSQL alone fills:"
+        " the vault's SQL may resolve to it"
+    )
+
+
+def read_catalog_additions(conn: Connection[Any]) -> tuple[str, ...]:
+    """Each object the owner added where the vault resolves names, each inheritance of a vault relation, in words."""
+    with conn.transaction():
+        conn.execute("SET LOCAL search_path = pg_catalog, pg_temp")
+        found = conn.execute(CATALOG_ADDITIONS).fetchall()
+        return tuple(sorted(_describe(conn, kind, int(oid), parent) for kind, oid, parent in found))
+
+
+class PostgresCatalogAdditions:
+    """What the owner added to pg_catalog / information_schema, and inheritance of vault relations (A45-3/A45-4)."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def catalog_additions(self) -> tuple[str, ...]:
+        """Each finding in words (none on a database the server and the migrations alone made)."""
+        with self._pool.connection() as conn:
+            return read_catalog_additions(conn)
