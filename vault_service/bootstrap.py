@@ -182,6 +182,12 @@ class Bootstrapped:
         (retest 17, finding A).
         """
         verify = SignatureVerifier(self.signer)
+        erased = self.vault.erased
+
+        def exported(checkpoint: Checkpoint) -> None:
+            observe_checkpoint_exported(checkpoint)
+            erased.anchored(checkpoint.head.head_id)  # the erase rows' read starts no further (attack 45, A45-1)
+
         return AuditUpkeep(
             self.audit,
             self.audit,
@@ -190,7 +196,7 @@ class Bootstrapped:
             self.vault.refusals,
             export,
             interval,
-            on_exported=observe_checkpoint_exported,
+            on_exported=exported,
             on_planted=observe_planted_checkpoint,
             genuine=lambda checkpoint: verify(checkpoint.head.message(), checkpoint.signature),
             on_sequence_tampered=observe_id_sequence_tampered,

@@ -21,7 +21,7 @@ from vault_service.adapters.postgres.prepared import planted_statements_replaced
 from vault_service.adapters.postgres.tokens import PostgresTokenStore
 from vault_service.domain.grant_bound import over_grants
 from vault_service.domain.policy import AccessPolicy
-from vault_service.service.erased_tokens import erase_rows_unverified
+from vault_service.service.erased_tokens import erase_read_window_tampered, erase_rows_unverified
 from vault_service.service.revealing import erased_values_present
 from vault_service.service.token_cache import TokenCache
 from vault_service.service.vault import purposes_withheld
@@ -417,7 +417,15 @@ class _VaultCollector(Collector):
             " EraseRowUnverified: report it to the security team",
         )
         unverified.add_metric([], erase_rows_unverified())
-        return [hits, size, races, merged, replaced, withheld, undone, unverified, _over_grants()]
+        window = CounterMetricFamily(
+            "tokenvault_erase_read_window_tampered",
+            "Reads of the audit log's erase rows that met a head the vault cannot vouch for: a row beyond the audit id"
+            " sequence, or the log's newest id below one an earlier read saw (a row planted for the length of a read,"
+            " or removed); the read's window does not move there (attack 45, A45-1), logged; alert"
+            " EraseReadWindowTampered: report it to the security team",
+        )
+        window.add_metric([], erase_read_window_tampered())
+        return [hits, size, races, merged, replaced, withheld, undone, unverified, window, _over_grants()]
 
 
 def _over_grants() -> Metric:

@@ -24,6 +24,19 @@ at start) is handed to the audit upkeep's check as this replica's own erase rows
 back or removed before the next checkpoint, it is named in the exported checkpoint (and the pending-rows note),
 and `audit verify --exported` reports it. Left: a row further back read at start-up is checked by its hash and
 link only (anchoring it would make the first upkeep round hash the log from the oldest erase row).
+Where each round's read starts (attack 45, A45-1: it started OVERLAP_IDS below the highest id the last read saw,
+`max(id)` of the log, so one row the owner put at id 10^15 for the length of one round moved every later read past
+every genuine erase row: the replica never learned another's erasure until restarted). The read ends at the log's
+newest row within the audit id sequence (as the upkeep's head); a row beyond it is reported (logged by id, counted:
+`erase_read_window_tampered`, metric `tokenvault_erase_read_window_tampered_total`, alert EraseReadWindowTampered).
+The next read starts OVERLAP_IDS below that newest row, never above the head of the last checkpoint this process's
+audit upkeep exported (`anchored`; 0 before the first): a far row within a sequence the owner moved too changes no
+start unless a checkpoint anchored it, and `audit verify --exported` names an anchored row once removed. A log whose
+newest id falls below one an earlier read saw (such a row removed, the sequence set back) is reported and read
+again from its start at once. And the set's `version` moves with every hash it gains: Tokenize clears the token
+cache before a lookup whenever it moved since the last clear (A45-2: a cache hit consults neither the row nor the
+set, and the cache was cleared only when a round learned a row or saw `vault.erasure_count`, the owner's, move).
+
 A token in the set is never revealed nor handed out, whatever its row says (`marked_rows`, `marked_found`
 mark its rows erased: Detokenize answers NOT_FOUND for a row without a value, DATA_LOSS for one holding a
 value again, as 76bead3 does; Tokenize's found row is DATA_LOSS, never a token). A value erased and
@@ -94,6 +107,7 @@ def erase_row_problem(row: EraseRow) -> str | None:
 
 _unverified_count = 0
 _unverified_lock = threading.Lock()
+_window_count = 0
 
 
 def erase_rows_unverified() -> int:
@@ -116,13 +130,38 @@ def _report_unverified(problems: dict[int, str]) -> None:
         )
 
 
+def erase_read_window_tampered() -> int:
+    """How many times this process's erase-row read met a log head it cannot vouch for (attack 45, A45-1).
+
+    A row beyond the audit id sequence, or a log whose newest id went below one an earlier read saw.
+    """
+    return _window_count
+
+
+def _report_window(message: str | None, *args: object) -> None:
+    """Count one read that met a head it cannot vouch for; log `message` (None: already logged for this head)."""
+    global _window_count
+    with _unverified_lock:
+        _window_count += 1
+    if message is not None:
+        log.error(message, *args)
+
+
 class ErasedTokens:
     """The keyed audit hashes of the erased tokens this replica knows of (see the module docstring)."""
 
     def __init__(self) -> None:
         self._hashes: set[bytes] = set()
         self._newest = 0
+        """The log's newest id (within the id sequence) the last read saw: the log never goes below it."""
+        self._start = 0
+        """The next read starts OVERLAP_IDS before it: the last read's newest id, never past the anchored head."""
+        self._anchored: int | None = None
+        """The head of the last checkpoint this process's audit upkeep exported (None: none yet)."""
+        self._beyond_told = 0
         self._read_once = False
+        self.version = 0
+        """Moves whenever the set gains a hash: a token cache filled before must not answer (`TokenCache.erased`)."""
         self._seen: set[int] = set()
         """Ids of the erase rows learned in the window the next read covers again: learned (and anchored) once."""
         self._failing: set[int] = set()
@@ -140,7 +179,20 @@ class ErasedTokens:
     def add(self, hashes: Iterable[bytes]) -> None:
         """Remember hashes of erased tokens (this replica's own erasure, before it answers)."""
         with self._lock:
+            before = len(self._hashes)
             self._hashes.update(hashes)
+            if len(self._hashes) != before:
+                self.version += 1
+
+    def anchored(self, head_id: int) -> None:
+        """The audit upkeep exported a checkpoint of the chain up to `head_id`: reads may start that far (A45-1).
+
+        The erase rows' read starts near the log's newest id, never beyond the newest this process anchored: a row
+        the owner put at a far id for the length of one read (and took away) moves no later read past the genuine
+        rows; one he had anchored first is named by `audit verify --exported` once removed.
+        """
+        with self._lock:
+            self._anchored = head_id
 
     def learn(self, rows: EraseRows) -> int:
         """Read the erase rows written since the last read (all of them the first time); how many hashes were new.
@@ -149,23 +201,51 @@ class ErasedTokens:
         Rows learned for the first time near the log's head are handed to the audit upkeep's check.
         """
         with self._lock:
-            after = max(0, self._newest - OVERLAP_IDS)
+            after = max(0, self._start - OVERLAP_IDS)
             first = not self._read_once
-        start, new, newest = after, 0, 0
+            previous = self._newest
+        start, new, newest, beyond = after, 0, 0, 0
         anchored_from: int | None = None
         while True:
             page = rows.erase_rows(after, ERASE_ROWS_PAGE)
             newest = max(newest, page.newest_id)
+            beyond = max(beyond, page.beyond_id)
             if anchored_from is None:  # at start, only rows near the head: older ones the checkpoints anchor
                 anchored_from = max(0, page.newest_id - OVERLAP_IDS) if first else start
             new += self._take(rows, page.rows, anchored_from)
             if not page.more or not page.rows:
                 break
             after = page.rows[-1].record_id
+        if beyond:  # counted every read while it stands (the alert stays up), logged once per row
+            told, self._beyond_told = self._beyond_told, beyond
+            _report_window(
+                None
+                if beyond == told
+                else "the audit log holds row %d, beyond the audit id sequence (its newest row within it is %d):"
+                " written behind the chain trigger's back. The erased-token read ends within the sequence and does not"
+                " move its window there (attack 45, A45-1); report it to the security team and run audit verify",
+                beyond,
+                newest,
+            )
+        if newest < previous and not first:  # the log never shrinks: rows read before were removed, or planted
+            _report_window(
+                "the audit log's newest row is %d, below row %d an earlier read of the erase rows saw: a row was"
+                " removed from the log or planted for the length of a read (attack 45, A45-1). The erase rows are"
+                " read again from the log's start; report it to the security team and run audit verify",
+                newest,
+                previous,
+            )
+            with self._lock:
+                self._start = self._newest = 0
+                self._read_once = False
+            return new + self.learn(rows)
         with self._lock:
-            self._newest = max(self._newest, newest)
+            self._newest = newest
+            # Never past the head this process anchored in an exported checkpoint (0 before the first): what the
+            # owner puts beyond it and takes away again before it is anchored moves no read's start (A45-1).
+            self._start = min(newest, self._anchored or 0)
             self._read_once = True
-            floor = max(0, self._newest - OVERLAP_IDS)
+            floor = max(0, self._start - OVERLAP_IDS)
             self._seen = {i for i in self._seen if i > floor}
             retry = sorted(i for i in self._failing if i <= floor)
         for row_id in retry:  # out of the window now: read again by id (within it, the pages read it)
@@ -204,6 +284,8 @@ class ErasedTokens:
             for row in learned:
                 if row.record is not None:
                     self._hashes.update(row.record.event.revealed)
+            if len(self._hashes) != before:
+                self.version += 1
             self._seen.update(row.record_id for row in learned)
             self._failing.difference_update(row.record_id for row in learned)
             self._failing.update(problems)

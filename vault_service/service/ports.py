@@ -47,11 +47,16 @@ class EraseRow(NamedTuple):
 
 
 class EraseRowsPage(NamedTuple):
-    """A page of erase rows in id order, the log's newest id when the page was read, and whether more may follow."""
+    """A page of erase rows in id order, the log's newest id when the page was read, and whether more may follow.
+
+    `newest_id` is the newest within the audit id sequence (the page ends there); `beyond_id` the log's newest id when
+    it is beyond the sequence (a row written behind the chain trigger's back: attack 45, A45-1), else 0.
+    """
 
     rows: list[EraseRow]
     newest_id: int
     more: bool
+    beyond_id: int = 0
 
 
 class NewKey(NamedTuple):

@@ -2,7 +2,9 @@
 
 Entries are keyed by a BLAKE2b MAC of (type, value as sent) under a random per-process key:
 the cache never holds a value, and its keys are useless outside this process. Tokens never
-change, so the only invalidation is erasure, which clears the whole cache.
+change, so the only invalidation is erasure, which clears the whole cache: this replica's own (at once), and any
+erasure it learns of - the erased-token set gaining a hash (`erased_version`: the next Tokenize clears the cache
+before it looks anything up, whatever `vault.erasure_count` says: attack 45, A45-2) or the erasure mark moving.
 
 Eviction is by generations: new entries go to the young half; when it is full it becomes the
 old half and the previous old half is dropped; a hit in the old half moves the entry back to
@@ -40,6 +42,8 @@ class TokenCache:
         self._lock = threading.Lock()
         self.epoch = 0
         """Incremented by every `clear()`; pass the value read before a lookup to `put`."""
+        self.erased_version = 0
+        """The erased-token set's `version` this cache was last cleared for (`clear(erased_version)`)."""
         self.hits = 0
         self.misses = 0
 
@@ -127,11 +131,17 @@ class TokenCache:
         if len(self._young) >= self._half:
             self._old, self._young = self._young, {}
 
-    def clear(self) -> None:
-        """Forget everything (after an erasure); tokens of lookups under way are not kept."""
+    def clear(self, erased_version: int | None = None) -> None:
+        """Forget everything (after an erasure); tokens of lookups under way are not kept.
+
+        `erased_version`: the erased-token set's version this clear is for (Tokenize clears the cache before a lookup
+        whenever the set gained a hash since: attack 45, A45-2).
+        """
         with self._lock:
             self.epoch += 1
             self._young, self._old = {}, {}
+            if erased_version is not None:
+                self.erased_version = erased_version
 
     def __len__(self) -> int:
         return len(self._young) + len(self._old)

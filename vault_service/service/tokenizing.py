@@ -134,6 +134,8 @@ class Tokenizing(TokenVaultBase):
             message = f"client {caller.name!r} may not tokenize {token_type.type_name} values"
             return [PermissionDenied(message) for _ in values], 0
         cache = self._cache
+        if cache.erased_version != self.erased.version:  # erased tokens learned since: none answered from the cache
+            cache.clear(self.erased.version)  # whatever the owner makes vault.erasure_count say (attack 45, A45-2)
         keys = cache.keys(token_type, values)
         outcomes = cast(list[TokenizeOutcome | None], cache.get_many(keys))
         missed = outcomes.count(None)

@@ -171,7 +171,7 @@ class TokenVault(Tokenizing):
             self._audit.append(replace(event, outcome="ok: 0 erased"))
         # Known as erased from now on, whatever the owner makes its row say (attack 43, A43-3/4/5).
         self.erased.add(h for token, h in zip(erasable, hashes, strict=True) if token in erased)
-        self._cache.clear()
+        self._cache.clear(self.erased.version)  # the set's version included: Tokenize need not clear it again
         # NOT_FOUND says which: erased before (the token's row is kept, its value cleared) or never issued - the
         # officer's run of tokens `dead-letters erase` named counts only the first as done (attack 39, P2).
         return [

@@ -169,9 +169,20 @@ ERASE_ROWS_SQL = (
     " FROM ONLY vault.audit_log n WHERE n.id > s.id ORDER BY n.id LIMIT 1)"
     " FROM cut s WHERE s.before < %(budget)s ORDER BY s.id"
 )
-NEWEST_AUDIT_ID_SQL = "SELECT coalesce(max(id), 0) FROM ONLY vault.audit_log"
-"""The log's newest id, read before a page: the next round's read starts near it, not after the newest erase row
-(without erasures, every key-check round read the whole log)."""
+_HANDED_OUT = "(SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM vault.audit_log_id_seq)"
+NEWEST_AUDIT_ID_SQL = (
+    "SELECT coalesce((SELECT id FROM ONLY vault.audit_log WHERE id <= h.n ORDER BY id DESC LIMIT 1), 0),"
+    " coalesce((SELECT max(id) FROM ONLY vault.audit_log), 0)"
+    f" FROM (SELECT {_HANDED_OUT} AS n) h"
+)
+"""The log's newest id within the audit id sequence (as the upkeep's head, audit_chain._HEAD), read before a page,
+and its newest id at all. The page ends at the first: a row beyond the sequence was written behind the chain
+trigger's back (attack 45, A45-1: one such row for one key-check round moved every later read's start past every
+genuine row); the set reports the second (`EraseRowsPage.beyond_id`). The next round's read starts near the first
+(bounded by the head this replica anchored: erased_tokens.py), not after the newest erase row (without erasures,
+every key-check round re-read the whole log). Index probes: O(1) at any log size."""
+NEWEST_AUDIT_ID_UNBOUNDED_SQL = "SELECT coalesce(max(id), 0), coalesce(max(id), 0) FROM ONLY vault.audit_log"
+"""The same before migration 0015, where the service may not read the id sequence."""
 ERASE_ROWS_PAGE_BYTES = 4 * 1024 * 1024
 """Bytes of row fields one page of erase rows fetches at most, besides its first row (at most MAX_ROW_BYTES): the page
 ends before the row that would pass it, and the next page starts there (whatever the owner wrote, a read is bounded)."""
@@ -643,7 +654,7 @@ class PostgresTokenStore(TokenRekeying):
             # A row-level security policy (none is shipped) fails this read instead of filtering it: the owner's
             # policy can see the query and hid the erase rows from this read alone (attack 44, A44-1).
             conn.execute("SET LOCAL row_security = off")
-            (newest,) = conn.execute(NEWEST_AUDIT_ID_SQL).fetchone() or (0,)
+            newest, highest = self._newest_audit_ids(conn)
             found = (
                 record_cursor(conn)
                 .execute(
@@ -667,7 +678,17 @@ class PostgresTokenStore(TokenRekeying):
             for row in found
         ]
         paged = int(found[0][1]) if found else 0  # rows the page held before its byte bound cut it
-        return EraseRowsPage(rows, int(newest), paged >= limit or len(rows) < paged)
+        return EraseRowsPage(rows, newest, paged >= limit or len(rows) < paged, highest if highest > newest else 0)
+
+    @staticmethod
+    def _newest_audit_ids(conn: psycopg.Connection[Any]) -> tuple[int, int]:
+        """The log's newest id within the audit id sequence, and its newest id at all (NEWEST_AUDIT_ID_SQL)."""
+        try:
+            with conn.transaction():  # a savepoint: the fallback runs in the same transaction
+                row = conn.execute(NEWEST_AUDIT_ID_SQL).fetchone()
+        except psycopg.errors.InsufficientPrivilege:  # a database before migration 0015 (the upkeep logs it)
+            row = conn.execute(NEWEST_AUDIT_ID_UNBOUNDED_SQL).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
     def remember_erase_rows(self, rows: Sequence[tuple[int, Link]]) -> None:
         """Have the audit upkeep check that the chain it anchors holds these erase rows, as this replica's own are."""
