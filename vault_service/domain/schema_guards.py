@@ -1,8 +1,8 @@
 """The vault schema set against its migrations: what `audit verify` reports (attack 43, A43-4/A43-5).
 
 What guards the vault's tables - constraints, indexes, triggers (deferred constraint triggers too), rules,
-row-security policies and the functions the vault and those triggers run - is read from pg_catalog
-(adapters/postgres/schema_catalog.py) as one digest per guard, and compared with the manifest that
+row-security policies, the functions the vault and those triggers run, owners, grants and columns - is read
+from pg_catalog (adapters/postgres/schema_catalog.py) as one digest per guard, and compared with the manifest that
 `scripts/gen_vault_schema_manifest.py` generated from a fresh run of `migrations/` (vault_schema_manifest.py,
 checked fresh by tests as the generated protos are). Any difference is a finding: a guard the migrations do
 not define (the owner's deferred trigger copying erased rows back, A43-5), one they define that is missing

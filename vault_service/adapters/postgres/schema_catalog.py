@@ -1,4 +1,4 @@
-"""What guards the vault's tables, read from pg_catalog in one query (attack 43, A43-4/A43-5).
+"""What guards the vault's tables, read from pg_catalog as raw columns (attack 43, A43-4/A43-5; attack 45, A45-4).
 
 The database owner can drop `tokens_token_unique` and put a live copy beside an erased row (A43-4), add a
 trigger deferred to commit that copies each erased row back (A43-5), or replace a function the vault calls
@@ -6,67 +6,95 @@ trigger deferred to commit that copies each erased row back (A43-5), or replace 
 (domain/schema_guards.py, the manifest generated from a fresh migration run).
 
 One entry per guard, its key naming it ("trigger keep_erased on vault.tokens") and its value the SHA-256 of
-its definition as PostgreSQL prints it: every relation of schema `vault` (its kind and row-security flags),
-their constraints, indexes (with validity), triggers (but the internal ones of foreign keys, whose names hold
-oids; with their enabled state), rules and row-security policies, and the functions of schemas `vault` and
-`watchdog` and every function a trigger on a vault relation runs (pg_get_functiondef: body, language,
-security definer and SET clauses). Owners are not compared: who runs the migrations differs per deployment;
-nor NOT NULL constraints, which PostgreSQL 18 lists in pg_constraint and earlier versions do not. The text
-PostgreSQL prints for a definition may differ between major versions: the manifest is generated on the tests'
-server, so a server of another major version can need its own (a difference is reported, never hidden).
-The search path is fixed to pg_catalog for the read, so every name is printed schema-qualified whatever the
-session's path.
+its definition: the schemas `vault` and `watchdog` (owner, grants), every relation of schema `vault` (its kind,
+row-security flags, owner and grants; sequences too), each column of its tables (type, NOT NULL, default,
+identity, generated, collation, column grants), their constraints, indexes (with validity), triggers (but the
+internal ones of foreign keys, whose names hold oids; with their enabled state), rules and row-security
+policies, and the functions of schemas `vault` and `watchdog` and every function a trigger on a vault relation
+runs (pg_get_functiondef: body, language, security definer and SET clauses; owner and grants). Definitions are
+PostgreSQL's own text (pg_get_*def, format_type, pg_get_expr, reg* output: built-ins called on columns of
+exactly their argument types, which no overload can displace) joined in Python with the raw flag columns
+(tgenabled, convalidated, indisvalid, ...): A45-4's `pg_catalog.format(text, text, "char")` overload made the
+check's SQL `format('%s enabled %s', ...)` print every trigger enabled. Comparisons are `OPERATOR(pg_catalog.=)`
+on exact types, relations schema-qualified; additions to pg_catalog are refused besides (catalog_additions.py).
+Grants are compared without the owner's own entry (PostgreSQL 17 added MAINTAIN to the owner's default
+privileges); owners by name (the migrations create `tokenvault_owner` and SET ROLE to it). NOT NULL
+constraints are compared as the columns' flag (PostgreSQL 18 also lists them in pg_constraint, 15 does not:
+those entries are left out). The text PostgreSQL prints may differ between major versions: the manifest is
+generated on the tests' server, so a server of another major version can need its own (a difference is
+reported, never hidden). The search path is fixed to `pg_catalog, pg_temp` for the read, so every name outside
+pg_catalog is printed schema-qualified whatever the session's path.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Any
 
 from psycopg import Connection
+from psycopg.types.numeric import Oid
 from psycopg_pool import ConnectionPool
 
 from vault_service.adapters.postgres.catalog_additions import read_catalog_additions
 
-_RELATIONS = "SELECT c.oid, c.relname FROM pg_class c WHERE c.relnamespace = 'vault'::regnamespace"
+_EQ = "OPERATOR(pg_catalog.=)"
+_SCHEMAS = (
+    "SELECT n.oid, n.nspname, pg_catalog.pg_get_userbyid(n.nspowner), n.nspacl FROM pg_catalog.pg_namespace n"
+    f" WHERE n.nspname {_EQ} 'vault'::pg_catalog.name OR n.nspname {_EQ} 'watchdog'::pg_catalog.name"
+)
+_VAULT_RELATIONS = (
+    "WITH rel AS (SELECT c.oid, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+    f" ON n.oid {_EQ} c.relnamespace WHERE n.nspname {_EQ} 'vault'::pg_catalog.name) "
+)
+_RELATIONS = _VAULT_RELATIONS + (
+    "SELECT c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity, pg_catalog.pg_get_userbyid(c.relowner),"
+    f" c.relacl FROM pg_catalog.pg_class c JOIN rel ON rel.oid {_EQ} c.oid"
+)
+_COLUMNS = _VAULT_RELATIONS + (
+    "SELECT rel.relname, a.attname, a.attnum, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull,"
+    " a.attidentity, a.attgenerated, co.collname, pg_catalog.pg_get_expr(d.adbin, d.adrelid), a.attacl,"
+    " pg_catalog.pg_get_userbyid(c.relowner), a.attisdropped, c.relkind"
+    f" FROM pg_catalog.pg_attribute a JOIN rel ON rel.oid {_EQ} a.attrelid"
+    f" JOIN pg_catalog.pg_class c ON c.oid {_EQ} a.attrelid"
+    f" LEFT JOIN pg_catalog.pg_collation co ON co.oid {_EQ} a.attcollation"
+    f" LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid {_EQ} a.attrelid AND d.adnum {_EQ} a.attnum"
+    f" WHERE a.attnum OPERATOR(pg_catalog.>) '0'::pg_catalog.int2"
+)
+_CONSTRAINTS = _VAULT_RELATIONS + (
+    "SELECT rel.relname, con.conname, con.contype, pg_catalog.pg_get_constraintdef(con.oid), con.convalidated"
+    f" FROM pg_catalog.pg_constraint con JOIN rel ON rel.oid {_EQ} con.conrelid"
+)
+_INDEXES = _VAULT_RELATIONS + (
+    "SELECT rel.relname, ic.relname, pg_catalog.pg_get_indexdef(i.indexrelid), i.indisvalid, i.indisready"
+    f" FROM pg_catalog.pg_index i JOIN rel ON rel.oid {_EQ} i.indrelid"
+    f" JOIN pg_catalog.pg_class ic ON ic.oid {_EQ} i.indexrelid"
+)
+_TRIGGERS = _VAULT_RELATIONS + (
+    "SELECT rel.relname, t.tgname, t.tgisinternal, pg_catalog.pg_get_triggerdef(t.oid), t.tgenabled, t.tgfoid"
+    f" FROM pg_catalog.pg_trigger t JOIN rel ON rel.oid {_EQ} t.tgrelid"
+)
+_RULES = _VAULT_RELATIONS + (
+    "SELECT rel.relname, r.rulename, pg_catalog.pg_get_ruledef(r.oid), r.ev_enabled"
+    f" FROM pg_catalog.pg_rewrite r JOIN rel ON rel.oid {_EQ} r.ev_class"
+)
+_POLICIES = _VAULT_RELATIONS + (
+    "SELECT rel.relname, p.polname, p.polcmd, p.polpermissive, p.polroles,"
+    " pg_catalog.pg_get_expr(p.polqual, p.polrelid), pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)"
+    f" FROM pg_catalog.pg_policy p JOIN rel ON rel.oid {_EQ} p.polrelid"
+)
+_DEFINED = " OR ".join(f"f.prokind {_EQ} '{kind}'::pg_catalog.\"char\"" for kind in ("f", "p"))
+_FUNCTIONS = (
+    "SELECT f.oid, f.oid::pg_catalog.regprocedure, f.prokind,"
+    f" CASE WHEN {_DEFINED} THEN pg_catalog.pg_get_functiondef(f.oid) END,"
+    " pg_catalog.pg_get_userbyid(f.proowner), f.proacl FROM pg_catalog.pg_proc f"
+    f" WHERE f.pronamespace {_EQ} %(vault)s OR f.pronamespace {_EQ} %(watchdog)s"
+    f" OR f.oid {_EQ} ANY (%(triggered)s)"
+)
+_ROLE_NAME = "SELECT pg_catalog.pg_get_userbyid(%s)"
 
-SCHEMA_CATALOG = f"""
-WITH rel AS ({_RELATIONS} AND c.relkind IN ('r', 'p', 'v', 'm', 'f'))
-SELECT 'table vault.' || c.relname,
-       format('kind %s rls %s forced %s', c.relkind, c.relrowsecurity, c.relforcerowsecurity)
-  FROM pg_class c JOIN rel ON rel.oid = c.oid
-UNION ALL
-SELECT 'constraint ' || con.conname || ' on vault.' || rel.relname,
-       format('%s validated %s', pg_get_constraintdef(con.oid), con.convalidated)
-  FROM pg_constraint con JOIN rel ON rel.oid = con.conrelid
- WHERE con.contype <> 'n'
-UNION ALL
-SELECT 'index ' || ic.relname || ' on vault.' || rel.relname,
-       format('%s valid %s ready %s', pg_get_indexdef(i.indexrelid), i.indisvalid, i.indisready)
-  FROM pg_index i JOIN rel ON rel.oid = i.indrelid JOIN pg_class ic ON ic.oid = i.indexrelid
-UNION ALL
-SELECT 'trigger ' || t.tgname || ' on vault.' || rel.relname,
-       format('%s enabled %s', pg_get_triggerdef(t.oid), t.tgenabled)
-  FROM pg_trigger t JOIN rel ON rel.oid = t.tgrelid WHERE NOT t.tgisinternal
-UNION ALL
-SELECT 'rule ' || r.rulename || ' on vault.' || rel.relname,
-       format('%s enabled %s', pg_get_ruledef(r.oid), r.ev_enabled)
-  FROM pg_rewrite r JOIN rel ON rel.oid = r.ev_class
-UNION ALL
-SELECT 'policy ' || p.polname || ' on vault.' || rel.relname,
-       format('%s | %s | %s | %s | %s', p.polcmd, p.polpermissive,
-              (SELECT string_agg(CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r)::text END, ',' ORDER BY 1)
-                 FROM unnest(p.polroles) AS r),
-              pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid))
-  FROM pg_policy p JOIN rel ON rel.oid = p.polrelid
-UNION ALL
-SELECT 'function ' || f.oid::regprocedure::text, pg_get_functiondef(f.oid)
-  FROM pg_proc f
- WHERE f.prokind IN ('f', 'p')
-   AND (f.pronamespace IN ('vault'::regnamespace, 'watchdog'::regnamespace)
-        OR f.oid IN (SELECT t.tgfoid FROM pg_trigger t JOIN rel ON rel.oid = t.tgrelid))
-"""
-"""Every guard of the vault's relations and the functions they and the vault run: (key, definition)."""
+_TABLE_KINDS = {"r": "table", "p": "table", "v": "table", "m": "table", "f": "table", "S": "sequence"}
+"""Relation kinds entered as relations (indexes have entries of their own)."""
 
 
 def digest(definition: str) -> str:
@@ -74,12 +102,103 @@ def digest(definition: str) -> str:
     return hashlib.sha256(definition.encode()).hexdigest()
 
 
+def _acl_items(acl: object) -> list[str]:
+    """An aclitem[] as psycopg returns it (its text, or a list) -> its items."""
+    if acl is None:
+        return []
+    if isinstance(acl, list):
+        return [str(item) for item in acl]
+    text, items, item, quoted = str(acl).strip("{}"), [], "", False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        if char == "," and not quoted:
+            items.append(item)
+            item = ""
+        else:
+            item += char
+    return [*items, item] if item else items
+
+
+def grants(acl: object, owner: str) -> str:
+    """The grants of an object but its owner's own (which PostgreSQL's version changes), sorted; 'default' for none."""
+    if acl is None:
+        return "default"
+    kept = sorted(item for item in _acl_items(acl) if item.split("=", 1)[0].strip('"') != owner)
+    return ",".join(kept) or "owner only"
+
+
+def _flag(value: object) -> str:
+    return "" if value is None else str(value)
+
+
 def read_vault_schema(conn: Connection[Any]) -> dict[str, str]:
     """Key -> digest of every guard on `conn`'s database (the search path set to pg_catalog for the read)."""
+    return {key: digest(definition) for key, definition in read_vault_definitions(conn).items()}
+
+
+def read_vault_definitions(conn: Connection[Any]) -> dict[str, str]:
+    """Key -> definition of every guard on `conn`'s database, built here from raw catalog columns."""
+    found: dict[str, str] = {}
     with conn.transaction():
-        conn.execute("SELECT set_config('search_path', 'pg_catalog', true)")
-        rows = conn.execute(SCHEMA_CATALOG).fetchall()
-    return {key: digest(definition) for key, definition in rows}
+        conn.execute("SET LOCAL search_path = pg_catalog, pg_temp")
+        namespaces: dict[str, int] = {}
+        for oid, name, owner, acl in conn.execute(_SCHEMAS).fetchall():
+            namespaces[name] = oid
+            found[f"schema {name}"] = f"owner {owner} grants {grants(acl, owner)}"
+        for name, kind, rls, forced, owner, acl in conn.execute(_RELATIONS).fetchall():
+            if kind in ("i", "I"):
+                continue
+            found[f"{_TABLE_KINDS.get(kind, 'relation')} vault.{name}"] = (
+                f"kind {kind} rls {rls} forced {forced} owner {owner} grants {grants(acl, owner)}"
+            )
+        for row in conn.execute(_COLUMNS).fetchall():
+            relation, column, number, kind, not_null, identity, generated, collation, default, acl, owner = row[:11]
+            dropped = row[11]
+            if _TABLE_KINDS.get(row[12]) != "table":  # an index's or a sequence's columns are its definition's
+                continue
+            if dropped:  # a dropped column keeps its number: named by it, as the table's shape
+                found[f"column number {number} of vault.{relation}"] = "dropped"
+                continue
+            found[f"column {column} of vault.{relation}"] = (
+                f"number {number} type {kind} not null {not_null} identity {_flag(identity)}"
+                f" generated {_flag(generated)} collation {_flag(collation)} default {_flag(default)}"
+                f" grants {grants(acl, owner)}"
+            )
+        for relation, name, kind, definition, validated in conn.execute(_CONSTRAINTS).fetchall():
+            if kind != "n":  # PostgreSQL 18's NOT NULL entries: the columns' flag says it on every version
+                found[f"constraint {name} on vault.{relation}"] = f"{definition} validated {validated}"
+        for relation, name, definition, valid, ready in conn.execute(_INDEXES).fetchall():
+            found[f"index {name} on vault.{relation}"] = f"{definition} valid {valid} ready {ready}"
+        triggered: list[int] = []
+        for relation, name, internal, definition, enabled, function in conn.execute(_TRIGGERS).fetchall():
+            triggered.append(int(function))
+            if not internal:
+                found[f"trigger {name} on vault.{relation}"] = f"{definition} enabled {enabled}"
+        for relation, name, definition, enabled in conn.execute(_RULES).fetchall():
+            found[f"rule {name} on vault.{relation}"] = f"{definition} enabled {enabled}"
+        for relation, name, command, permissive, roles, using, checked in conn.execute(_POLICIES).fetchall():
+            found[f"policy {name} on vault.{relation}"] = (
+                f"{command} | {permissive} | {_role_names(conn, roles)} | {_flag(using)} | {_flag(checked)}"
+            )
+        wanted = {
+            "vault": Oid(namespaces.get("vault", 0)),
+            "watchdog": Oid(namespaces.get("watchdog", 0)),
+            "triggered": [Oid(function) for function in triggered],
+        }
+        for _, name, kind, definition, owner, acl in conn.execute(_FUNCTIONS, wanted).fetchall():
+            described = definition if definition is not None else f"kind {kind}"
+            found[f"function {name}"] = f"{described}\nowner {owner} grants {grants(acl, owner)}"
+    return found
+
+
+def _role_names(conn: Connection[Any], roles: Iterable[int]) -> str:
+    """A policy's roles by name (0: public), sorted."""
+    names = []
+    for role in roles:
+        (name,) = ("public",) if role == 0 else conn.execute(_ROLE_NAME, (Oid(role),)).fetchone() or ("?",)
+        names.append(str(name))
+    return ",".join(sorted(names))
 
 
 class PostgresVaultSchema:
