@@ -22,6 +22,7 @@ import hvac
 
 from devstack.planted_links import write_in_foreign_dir
 from devstack.procs import StackError, free_port, spawn, wait_until
+from tokenvault_common.login_row_signatures import LOGIN_ROWS_KEY
 
 REPO = Path(__file__).resolve().parent.parent
 POLICY_DIR = REPO / "config" / "vault"
@@ -192,24 +193,42 @@ ETL_ROLE = "tokenvault-etl"
 
 @dataclass(frozen=True)
 class DeadLetterSetup:
-    """What configure_dead_letters made: the ETL's AppRole and the DLQ operator's token."""
+    """What configure_dead_letters made: the ETL's AppRole, the DLQ operator's token, the login-rows public keys."""
 
     role_id: str
     secret_id_file: Path
     operator_token_file: Path
+    login_row_keys_file: Path
+    """Transit's read of the ETL's row-signing key: its public keys only (`tokenvault erase` verifies with them)."""
+
+
+def write_login_row_keys(client: hvac.Client, path: Path) -> Path:
+    """Transit's read of LOGIN_ROWS_KEY (public keys only: the key is not exportable) into `path`, readable by all.
+
+    The privacy officer's `tokenvault erase` verifies the rows of user_logins offline with it (attack 41, A41-1);
+    written again after the key is rotated.
+    """
+    data = client.adapter.get(f"/v1/transit/keys/{LOGIN_ROWS_KEY}")["data"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"name": LOGIN_ROWS_KEY, "keys": data["keys"]}, indent=1) + "\n")
+    path.chmod(0o644)
+    return path
 
 
 def configure_dead_letters(bao: OpenBao, secrets_dir: Path) -> DeadLetterSetup:
     """The dead-letter sealing key, the ETL's take-back time key, the ETL's AppRole and an operator token.
 
     The ETL's policy: encrypt, rewrap and verify with the dead-letter key, hmac and verify with the
-    take-back key; the operator's: decrypt and hmac with the dead-letter key (config/vault/).
+    take-back key, sign with its login-rows key (an ed25519 key, not exportable: attack 41, A41-1); the
+    operator's: decrypt and hmac with the dead-letter key (config/vault/). Its public keys go to a file
+    (`login_row_keys_file`) for the privacy officer's `tokenvault erase`.
 
     Requires configure_transit first (the Transit engine and the AppRole auth method).
     """
     client = hvac.Client(url=bao.address, token=bao.root_token)
     client.secrets.transit.create_key(name=DEAD_LETTER_KEY, key_type="aes256-gcm96")
     client.adapter.post(f"/v1/transit/keys/{TAKE_BACK_TIME_KEY}", json={"type": "hmac", "key_size": 32})
+    client.secrets.transit.create_key(name=LOGIN_ROWS_KEY, key_type="ed25519", exportable=False)
     for policy in ("tokenvault-etl", "tokenvault-dlq-operator"):
         client.sys.create_or_update_policy(policy, (POLICY_DIR / f"{policy}.hcl").read_text())
     # The ETL logs in at each start (a crash loop logs in often): the secret id has no use
@@ -226,4 +245,5 @@ def configure_dead_letters(bao: OpenBao, secrets_dir: Path) -> DeadLetterSetup:
         role_id=role_id,
         secret_id_file=_private_file(secrets_dir / "etl-vault-secret-id", secret_id),
         operator_token_file=_private_file(secrets_dir / "vault-dlq-operator-token", operator["auth"]["client_token"]),
+        login_row_keys_file=write_login_row_keys(client, secrets_dir.parent / "login-row-keys.json"),
     )

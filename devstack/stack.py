@@ -253,6 +253,7 @@ def start_components(
         "DLQ_SEAL_ROLE_ID": dead_letters.role_id,
         "DLQ_SEAL_SECRET_ID_FILE": str(dead_letters.secret_id_file),
         "DLQ_OPERATOR_TOKEN_FILE": str(dead_letters.operator_token_file),
+        "LOGIN_ROW_KEYS_FILE": str(dead_letters.login_row_keys_file),
         "PG_PORT": str(pg.port),
         "PG_ADMIN_DSN": pg.admin_dsn,
         "PG_VAULT_DSN": pg.vault_dsn,

@@ -66,7 +66,7 @@ class Wired:
             ("vault service", self.tokenizer.check_access),
         )
         if isinstance(self.sealer, TransitSealer):
-            checks += (("OpenBao (dead-letter sealing)", self.sealer.check_access),)
+            checks += (("OpenBao (dead-letter sealing, row signing)", self.sealer.check_access),)
         for name, check in checks:
             try:
                 check()
@@ -125,8 +125,18 @@ def bootstrap(
     pool.open(wait=False)
     stopping = threading.Event()  # Consumer.stop sets it: a Tokenize waiting out the vault's quota stops waiting
     tokenizer, store = GrpcTokenizer(channel, stopping=stopping), PostgresLoginStore(pool)
+    # The rows it loads are signed with the same OpenBao login (attack 41, A41-1); a discarding ETL has none.
+    signer = sealer if isinstance(sealer, TransitSealer) else None
     processor = BatchProcessor(
-        queue, tokenizer, store, config.device_types, config.max_body_bytes, sealer, max_receive_count, stopping
+        queue,
+        tokenizer,
+        store,
+        config.device_types,
+        config.max_body_bytes,
+        sealer,
+        max_receive_count,
+        stopping,
+        signer=signer,
     )
     settings = ConsumerSettings(
         batch_size=config.batch_size,
@@ -157,7 +167,8 @@ def _sealer(config: EtlConfig) -> TransitSealer | DiscardBodies:
         )
     log.warning(
         "dead letters keep no body (ETL_DLQ_BODIES=discard): a message quarantined as processing_failed"
-        " cannot be re-sent"
+        " cannot be re-sent; and with no OpenBao the rows it loads are not signed (`tokenvault erase` refuses"
+        " them unless the privacy officer confirms their number: --accepting-unsigned-rows)"
     )
     return DiscardBodies(config.dlq_seal_key)  # letters sealed before the switch stay recognisable
 

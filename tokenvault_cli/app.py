@@ -56,6 +56,12 @@ Every subcommand has --help.
     " TOKENVAULT_ANALYST_DSN or a profile's analyst_dsn.",
 )
 @click.option("--deadline", type=float, envvar="TOKENVAULT_DEADLINE", help="Seconds per vault call [default: 30].")
+@click.option(
+    "--login-row-keys",
+    envvar="TOKENVAULT_LOGIN_ROW_KEYS",
+    help="Public keys of the ETL's row-signing key (JSON: `bao read -format=json transit/keys/tokenvault-login-rows`)"
+    " with which erase verifies the rows of user_logins holding the tokens; the embedded stack's by default.",
+)
 @click.pass_context
 def cli(ctx: click.Context, /, **flags: Any) -> None:
     """Reveal, erase and tokenize values in the token vault; the security team's key commands."""

@@ -13,14 +13,17 @@ loaded in between are not in the count, so the command counts again after the er
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from tokenvault_cli.query import QueryError
+from tokenvault_common.login_row_signatures import PublicKeys, digests_of, row_digest, signed_input
 from tokenvault_common.pg_options import startup_options
 
 REACH_SQL = """
@@ -72,6 +75,8 @@ COUNT_SETTINGS: dict[str, str] = {
     "role": "none",
     "client_encoding": "UTF8",
     "local_preload_libraries": "",
+    "DateStyle": "ISO, YMD",
+    "bytea_output": "hex",
 }
 """What the count's session starts with, whatever defaults its login has (attack 35, N8).
 
@@ -93,9 +98,10 @@ went through without the refusal, silently - `count_reach` also refuses a token 
 loaded at the session's start (M2: a default `local_preload_libraries` naming a library that is not there ended
 every count's session at its start, so every erasure was refused).
 
-Checked and not pinned (PostgreSQL 15; the count reads one text and three bigint columns, and binds its
-parameters on the server): `DateStyle`, `IntervalStyle`, `TimeZone`, `bytea_output`, `extra_float_digits`,
-`lc_numeric` (no date, time, bytea or float is read; a bigint's text does not depend on them),
+The rows' check (ROWS_SQL, attack 41, A41-1) reads a date and bytea: `DateStyle` and `bytea_output` are pinned
+for them. Checked and not pinned (PostgreSQL 15; the count reads one text and three bigint columns, and binds its
+parameters on the server): `IntervalStyle`, `TimeZone`, `extra_float_digits`,
+`lc_numeric` (no time, interval or float is read; a bigint's text does not depend on them),
 `standard_conforming_strings` and `backslash_quote` (REACH_SQL has no string literal), `array_nulls` (tokens are
 never the word NULL), `transform_null_equals` (no `= NULL`), `row_security` (no policy on user_logins),
 `gin_fuzzy_search_limit` (its indexes are btree), `restrict_nonsystem_relation_kind` (user_logins is a table,
@@ -128,6 +134,44 @@ class TokenReach:
     """Distinct user ids of the other rows (rows without a user id count as one more)."""
 
 
+MAX_ROWS_CHECKED = 10_000
+"""Rows holding the tokens that `erase` verifies at most; more: it erases nothing (a bounded read)."""
+MAX_LIST_BYTES = 64 * 1024 * 1024
+"""The signed lists (32 bytes a row of their batch) it reads at most to verify them; more: it erases nothing."""
+
+ROWS_SQL = """
+SELECT l.event_id::pg_catalog.text, l.user_id::pg_catalog.text, l.masked_ip::pg_catalog.text,
+       l.masked_device_id::pg_catalog.text, l.create_date, l.row_manifest
+FROM public.user_logins AS l
+WHERE l.masked_ip::pg_catalog.text OPERATOR(pg_catalog.=) ANY (%(tokens)s::pg_catalog.text[])
+   OR l.masked_device_id::pg_catalog.text OPERATOR(pg_catalog.=) ANY (%(tokens)s::pg_catalog.text[])
+LIMIT %(limit)s
+"""
+"""Every row holding one of the tokens (the person's and the others'), with what its digest covers and its list."""
+LISTS_SIZE_SQL = """
+SELECT count(*), coalesce(sum(length(m.digests)), 0)::pg_catalog.int8 FROM public.user_login_manifests AS m
+WHERE m.manifest_id OPERATOR(pg_catalog.=) ANY (%(ids)s::pg_catalog.uuid[])
+"""
+LISTS_SQL = """
+SELECT m.manifest_id, m.digests, m.signature::pg_catalog.text FROM public.user_login_manifests AS m
+WHERE m.manifest_id OPERATOR(pg_catalog.=) ANY (%(ids)s::pg_catalog.uuid[])
+"""
+
+
+@dataclass(frozen=True)
+class RowCheck:
+    """The rows of user_logins holding the tokens, checked against the ETL's signatures (attack 41, A41-1)."""
+
+    rows: int
+    """Rows read (the person's and the others')."""
+    unsigned: int
+    """Rows naming no signed list: loaded before migration 0068, by an ETL that signs nothing, or cleared since."""
+    failing: int
+    """Rows naming a list that is missing, not signed by the ETL's key, or that does not list the row as it is."""
+    too_many: bool = False
+    """More rows (MAX_ROWS_CHECKED) or lists (MAX_LIST_BYTES) than the command reads: none checked."""
+
+
 @dataclass(frozen=True)
 class Reach:
     """Who else holds the tokens to erase, as user_logins answered at one moment."""
@@ -139,6 +183,8 @@ class Reach:
     """N: distinct other people across the tokens that reach them (what --including-other-people confirms)."""
     other_rows: int
     """Distinct rows of those people holding one or more of those tokens."""
+    check: RowCheck | None = field(default=None, compare=False)
+    """The rows holding the tokens verified against the ETL's signatures, in the count's snapshot (`verify_with`)."""
 
     def reaches(self, token: TokenReach) -> bool:
         """Whether erasing this token takes a value from someone else's rows.
@@ -156,20 +202,58 @@ class Reach:
         return [self.held[t] for t in order if t in self.held and self.reaches(self.held[t])]
 
 
-def count_reach(dsn: str, tokens: Sequence[str], person: Sequence[str]) -> Reach:
-    """Count, as the analysts' read-only role, the rows of user_logins holding `tokens`, the person's and others'."""
+def count_reach(
+    dsn: str, tokens: Sequence[str], person: Sequence[str], verify_with: Callable[[], PublicKeys] | None = None
+) -> Reach:
+    """Count, as the analysts' read-only role, the rows of user_logins holding `tokens`, the person's and others'.
+
+    `verify_with`: also check those rows against the ETL's signatures (`Reach.check`), in the count's snapshot
+    (one read-only repeatable-read transaction); called for the public keys only when a row names a list.
+    """
     wanted = list(dict.fromkeys(tokens))
     try:
         with psycopg.connect(
             dsn, connect_timeout=10, application_name="tokenvault-cli erase", options=count_options(dsn)
         ) as conn:
             conn.read_only = True
+            if verify_with is not None:  # the count and the rows checked: one snapshot
+                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             rows = conn.execute(REACH_SQL, {"tokens": wanted, "person": list(person), "named": bool(person)}).fetchall()
+            check = _check_rows(conn, wanted, verify_with) if verify_with is not None else None
     except psycopg.Error as error:
         diag = getattr(error, "diag", None)
         message = (diag.message_primary if diag else None) or type(error).__name__
         raise QueryError(f"counting the rows of user_logins that hold these tokens failed: {message}") from None
-    return _reach_of(rows, wanted, person)
+    reach = _reach_of(rows, wanted, person)
+    return Reach(reach.person, reach.held, reach.other_people, reach.other_rows, check)
+
+
+def _check_rows(conn: psycopg.Connection[Any], tokens: list[str], keys: Callable[[], PublicKeys]) -> RowCheck:
+    """Each row holding `tokens` recomputed (row_digest) and found in its list, whose signature verifies offline."""
+    rows = conn.execute(ROWS_SQL, {"tokens": tokens, "limit": MAX_ROWS_CHECKED + 1}).fetchall()
+    if len(rows) > MAX_ROWS_CHECKED:
+        return RowCheck(len(rows), 0, 0, too_many=True)
+    named = sorted({m for *_, m in rows if m is not None}, key=str)
+    unsigned = sum(1 for *_, m in rows if m is None)
+    if not named:
+        return RowCheck(len(rows), unsigned, 0)
+    ((_lists, size),) = conn.execute(LISTS_SIZE_SQL, {"ids": named}).fetchall()
+    if int(size) > MAX_LIST_BYTES:
+        return RowCheck(len(rows), unsigned, 0, too_many=True)
+    public_keys = keys()
+    listed: dict[uuid.UUID, frozenset[bytes]] = {}
+    for manifest_id, digests, signature in conn.execute(LISTS_SQL, {"ids": named}).fetchall():
+        typed = isinstance(manifest_id, uuid.UUID) and isinstance(digests, bytes) and isinstance(signature, str)
+        if typed and public_keys.verify(signature, signed_input(manifest_id, digests)):
+            listed[manifest_id] = digests_of(digests)
+    failing = 0
+    for event_id, user_id, masked_ip, masked_device_id, created, manifest_id in rows:
+        if manifest_id is None:
+            continue
+        day = created if isinstance(created, date) else None
+        if row_digest(event_id, user_id, masked_ip, masked_device_id, day) not in listed.get(manifest_id, frozenset()):
+            failing += 1
+    return RowCheck(len(rows), unsigned, failing)
 
 
 _UNMATCHED = (

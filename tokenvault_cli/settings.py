@@ -21,6 +21,7 @@ from psycopg.conninfo import conninfo_to_dict
 from devstack.envfile import parse_env
 from tokenvault_client import ClientIdentity
 from tokenvault_common.database_dsn import password_exposed
+from tokenvault_common.login_row_signatures import PublicKeys, PublicKeysError
 from tokenvault_common.trusted_files import UntrustedFile, read_private_key, read_trusted
 
 SECURITY_ROLE = "security"
@@ -69,6 +70,8 @@ class Settings:
     """Read-only database role for `reveal --query` (--dsn, TOKENVAULT_ANALYST_DSN)."""
     deadline: float | None = None
     """Seconds per vault call (--deadline, TOKENVAULT_DEADLINE; default 30)."""
+    login_row_keys: Path | None = None
+    """Public keys of the ETL's row-signing key (--login-row-keys, TOKENVAULT_LOGIN_ROW_KEYS; the stack's)."""
     role: str | None = None
     """Who we act as on the embedded stack (--as, TOKENVAULT_AS)."""
     stack_dir: Path | None = None
@@ -125,6 +128,28 @@ class Settings:
         return ClientIdentity(
             self.ca, self.cert, self.key, self.server_name, ca_pem=pems[0], cert_pem=pems[1], key_pem=key
         )
+
+    def row_keys(self) -> PublicKeys:
+        """The ETL's row-signing public keys, from a file no other account may change; SettingsError otherwise."""
+        if self.login_row_keys is None:
+            raise SettingsError(
+                "no public keys of the ETL's row-signing key to verify the rows of user_logins with: pass"
+                " --login-row-keys FILE or set TOKENVAULT_LOGIN_ROW_KEYS (`bao read -format=json"
+                " transit/keys/tokenvault-login-rows > FILE`), or use --stack .stack"
+            )
+        try:
+            data = read_trusted(self.login_row_keys).data
+        except UntrustedFile as error:
+            raise SettingsError(
+                f"the public keys file {self.login_row_keys} is refused: {error}; another local account able to"
+                " change it could make rows it rewrote verify"
+            ) from None
+        except OSError as error:
+            raise SettingsError(f"cannot read the public keys file {self.login_row_keys}: {error.strerror}") from None
+        try:
+            return PublicKeys.parse(data)
+        except PublicKeysError as error:
+            raise SettingsError(f"the public keys file {self.login_row_keys} is unusable: {error}") from None
 
     def dsn(self) -> str:
         """The read-only database connection string for queries; refused when it could give its password away.
@@ -263,6 +288,7 @@ def from_stack(stack_dir: Path, env: Mapping[str, str], role: str | None) -> dic
         "ca": env.get("TLS_CA_CERT", ""),
         "server_name": "localhost",
         "analyst_dsn": env.get("PG_ANALYST_DSN", ""),
+        "login_row_keys": env.get("LOGIN_ROW_KEYS_FILE", ""),
     }
     if role == "privacy-officer" and env.get("PG_PRIVACY_OFFICER_DSN"):
         # erase's count on the officer's own login: no analyst can set its defaults or password (attack 38, M1/M2).
@@ -321,6 +347,7 @@ def resolve(flags: Mapping[str, object], profile: Mapping[str, str]) -> Settings
         server_name=setting("server_name"),
         analyst_dsn=setting("analyst_dsn"),
         deadline=deadline_seconds,
+        login_row_keys=path("login_row_keys"),
         role=role,
         stack_dir=stack_dir,
         stack_env=stack_env,

@@ -23,7 +23,7 @@ from tokenvault_cli.erase_messages import (
     say_not_issued,
     say_other_people_erased,
 )
-from tokenvault_cli.erase_reach import Reach, count_reach
+from tokenvault_cli.erase_reach import MAX_LIST_BYTES, MAX_ROWS_CHECKED, Reach, RowCheck, count_reach
 from tokenvault_cli.output import FORMAT_OPTION, Format, write_rows
 from tokenvault_cli.progress import stderr, tracked
 from tokenvault_cli.query import (
@@ -118,6 +118,19 @@ def _column_names(text: str | None) -> list[str] | None:
 @click.option("--with-tokens", is_flag=True, help="With --query: keep each revealed column's tokens beside its values.")
 @click.option("--batch-size", type=click.IntRange(1, 10_000), default=1000, show_default=True, help="Tokens per call.")
 @click.option("--max-rows", type=click.IntRange(1), default=1_000_000, show_default=True, help="Refuse larger results.")
+@click.option(
+    "--verify-rows",
+    is_flag=True,
+    help="With --query: first verify every row of user_logins holding the tokens to reveal against the ETL's"
+    " signature (--login-row-keys) and reveal nothing if one does not verify (rows the database owner changed).",
+)
+@click.option(
+    "--accepting-unsigned-rows",
+    "unsigned_confirmed",
+    metavar="N",
+    type=click.IntRange(0),
+    help="With --verify-rows: reveal even though N rows holding the tokens carry no signature (N as counted).",
+)
 @click.pass_obj
 @vault_errors
 def reveal(
@@ -130,6 +143,8 @@ def reveal(
     with_tokens: bool,
     batch_size: int,
     max_rows: int,
+    verify_rows: bool,
+    unsigned_confirmed: int | None,
 ) -> None:
     """Reveal the values behind TOKENS (`-` reads them from stdin), or the token columns of a --query.
 
@@ -137,7 +152,9 @@ def reveal(
     purpose. Rate limits are waited out (a progress bar shows it on long runs). With --query,
     only the columns masked_ip and masked_device_id are revealed (or those named with
     --columns): tokens found elsewhere are printed as they are, so nobody who can write rows
-    makes you reveal what you did not ask for.
+    makes you reveal what you did not ask for. With --verify-rows, the rows of user_logins holding
+    the tokens are first verified against the ETL's signature, as `erase` does: a row the database
+    owner changed (tokens swapped between people) reveals nothing (exit 1).
 
     \b
     tokenvault --stack .stack --as analyst reveal ip_7qwKnwTSu2ecvWSU-DjgMw --purpose CASE-123
@@ -145,9 +162,14 @@ def reveal(
     """  # noqa: D301 - \b keeps click from rewrapping the examples
     if bool(tokens) == bool(query):
         raise click.UsageError("give either TOKENS or --query")
+    if (verify_rows or unsigned_confirmed is not None) and not query:
+        raise click.UsageError("--verify-rows and --accepting-unsigned-rows go with --query")
+    if unsigned_confirmed is not None and not verify_rows:
+        raise click.UsageError("--accepting-unsigned-rows goes with --verify-rows")
     named = _column_names(columns_text)
     if query:
-        _reveal_query(ctx, query, named, purpose, Format(fmt), with_tokens, batch_size, max_rows)
+        verify = (unsigned_confirmed,) if verify_rows else None
+        _reveal_query(ctx, query, named, purpose, Format(fmt), with_tokens, batch_size, max_rows, verify)
         return
     if named is not None:
         raise click.UsageError("--columns goes with --query")
@@ -177,7 +199,9 @@ def _reveal_query(
     with_tokens: bool,
     batch_size: int,
     max_rows: int,
+    verify: tuple[int | None] | None = None,
 ) -> None:
+    """`verify`: (the unsigned rows confirmed,) to verify the rows holding the tokens first; None: not asked."""
     try:
         result = run_query(ctx.settings.dsn(), query, max_rows)
         columns = token_columns(result, named)
@@ -195,6 +219,9 @@ def _reveal_query(
         stderr.print("no token in the columns to reveal: nothing to reveal (nothing was sent to the vault)")
         write_rows(result.columns, result.rows, fmt)
         return
+    if verify is not None:  # attack 41, A41-1: the rows are the ETL's as it loaded them, or nothing is revealed
+        reach = _count_reach(ctx, distinct_tokens(result, columns), [], "nothing was revealed", verify=True)
+        _refuse_rows_not_signed(reach.check, verify[0], "revealing nothing")
     outcomes: list[object] = []
 
     def reveal_all(tokens: list[str]) -> list[object]:
@@ -239,6 +266,15 @@ def _reveal_query(
     " N must be the number of other people the command counts, so a decision taken on other figures is refused.",
 )
 @click.option(
+    "--accepting-unsigned-rows",
+    "unsigned_confirmed",
+    metavar="N",
+    type=click.IntRange(0),
+    help="Erase even though N rows of user_logins holding the tokens carry no signature of the ETL (loaded before"
+    " migration 0068, or by an ETL that signs nothing): N must be the number the command counts. Check those rows"
+    " against a source the database owner does not control first (README, the erasure runbook).",
+)
+@click.option(
     "--from-dead-letters",
     is_flag=True,
     help="The tokens are those `python -m etl_service dead-letters erase` named (minted for events it never"
@@ -256,6 +292,7 @@ def erase(
     purpose: str,
     person: tuple[str, ...],
     confirmed: int | None,
+    unsigned_confirmed: int | None,
     from_dead_letters: bool,
     yes: bool,
     fmt: str,
@@ -273,6 +310,11 @@ def erase(
     --including-other-people N (keeping their values, e.g. for legal claims, GDPR art. 17(3), is
     your call). A count, not a lock: rows loaded meanwhile are counted again after the erasure.
 
+    Those rows are first verified against the ETL's signature (--login-row-keys): a row the database
+    owner changed (tokens swapped between people, a user id relabelled) does not verify, and nothing
+    is erased (exit 1: report it to the security team). Rows carrying no signature (loaded before
+    migration 0068) are erased only with --accepting-unsigned-rows N, N as counted.
+
     The vault cannot reach the dead-letter queue: refused events of the person stay there, sealed,
     for 14 days. Next step, run by the DLQ operator: `python -m etl_service dead-letters erase -
     --yes` with the person's user_id=, ip= and device_id= lines on standard input (README).
@@ -285,7 +327,8 @@ def erase(
         return
     if from_dead_letters:
         _refuse_unfilled_placeholders(person, purpose)
-    reach = _count_reach(ctx, wanted, person, "nothing was erased")
+    reach = _count_reach(ctx, wanted, person, "nothing was erased", verify=True)
+    _refuse_rows_not_signed(reach.check, unsigned_confirmed)
     reaching = reach.reaching(wanted)
     if confirmed is None and reaching:
         refuse_other_people(reach, wanted, tokens, purpose, yes, fmt, _as_given(), None, from_dead_letters)
@@ -325,19 +368,67 @@ def erase(
         raise SystemExit(1)
 
 
-def _count_reach(ctx: Context, tokens: Sequence[str], person: Sequence[str], otherwise: str) -> Reach:
-    """Who else holds `tokens` in user_logins; a Failure ending with `otherwise` when it cannot be counted."""
+def _count_reach(
+    ctx: Context, tokens: Sequence[str], person: Sequence[str], otherwise: str, verify: bool = False
+) -> Reach:
+    """Who else holds `tokens` in user_logins; a Failure ending with `otherwise` when it cannot be counted.
+
+    `verify`: the rows holding them checked against the ETL's signatures too (Reach.check), with the public
+    keys of the settings (read only when a row carries a signature).
+    """
     try:
         dsn = ctx.settings.dsn()
         if ctx.settings.shared_login_warning:  # an older stack: counted with the analysts' login, said once
             click.echo(ctx.settings.shared_login_warning, err=True)
-        return count_reach(dsn, tokens, person)
+        return count_reach(dsn, tokens, person, ctx.settings.row_keys if verify else None)
     except SettingsError as error:
         raise SettingsFailure(
             f"{error} - `erase` counts in user_logins who else holds the tokens before erasing; {otherwise}"
         ) from None
     except QueryError as error:
         raise Failure(f"{error}; {otherwise}") from None
+
+
+def _refuse_rows_not_signed(
+    check: RowCheck | None, unsigned_confirmed: int | None, nothing: str = "erasing nothing"
+) -> None:
+    """Refuse (`nothing`: what is not done) while a row holding the tokens fails or is unsigned, unconfirmed.
+
+    Attack 41, A41-1: the database owner swapped two people's tokens in user_logins, and the erasure of one
+    destroyed the other's values. Counts only in the messages: no user id, no token, no value.
+    """
+    if check is None:
+        return
+    if check.too_many:
+        raise Failure(
+            f"more rows of user_logins hold these tokens than can be verified against the ETL's signature"
+            f" (over {MAX_ROWS_CHECKED:,} rows or {MAX_LIST_BYTES // 2**20} MiB of signed lists); {nothing}:"
+            " ask for fewer tokens at once"
+        )
+    if check.failing:
+        raise Failure(
+            f"{check.failing} row(s) of user_logins holding these tokens do not verify against the ETL's"
+            " signature: changed or written outside the ETL (tokens moved between people, a user id changed, a"
+            f" row planted); {nothing}; report it to the security team"
+        )
+    if check.unsigned and unsigned_confirmed != check.unsigned:
+        given = (
+            ""
+            if unsigned_confirmed is None
+            else f"--accepting-unsigned-rows {unsigned_confirmed} does not match the count now; "
+        )
+        raise Failure(
+            f"{given}{check.unsigned} row(s) of user_logins holding these tokens carry no signature of the"
+            " ETL (loaded before migration 0068, by an ETL that signs nothing, or cleared since), so whose tokens"
+            f" they hold cannot be verified; {nothing}. Check those rows against a source the database owner"
+            " does not control (README, the erasure runbook), then run the command again with"
+            f" --accepting-unsigned-rows {check.unsigned}"
+        )
+    if unsigned_confirmed not in (None, check.unsigned):
+        raise Failure(
+            f"--accepting-unsigned-rows {unsigned_confirmed} does not match the count now: no row holding these"
+            f" tokens is unsigned; {nothing}. Run it without --accepting-unsigned-rows"
+        )
 
 
 def _say_other_people_erased(ctx: Context, before: Reach, erased: list[str]) -> None:

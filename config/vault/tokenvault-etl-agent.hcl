@@ -7,7 +7,8 @@
 #   certificate: the ETL cannot become the metrics scraper and read the vault's counters) and
 #   the metrics CA;
 # - for sealing dead letters, the ETL's own AppRole (tokenvault-etl.hcl: encrypt, rewrap and verify
-#   with the dead-letter key, hmac and verify with its take-back key, nothing else): its role id,
+#   with the dead-letter key, hmac and verify with its take-back key, sign with its row-signing key
+#   tokenvault-login-rows, nothing else): its role id,
 #   and fresh secret ids of a day each - the agent is the trusted broker that hands them to the
 #   ETL. It cannot touch any other role.
 # It cannot use Transit itself: no encrypt, decrypt or key access.

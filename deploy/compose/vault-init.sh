@@ -72,6 +72,13 @@ vault read transit/keys/tokenvault-dead-letters >/dev/null 2>&1 || vault write -
 # The ETL's own HMAC-only key: it tags the SentTimestamp SQS kept on a message its take-back sends
 # back from the DLQ, so the event loads under its own date; only the ETL may hmac with it.
 vault read transit/keys/tokenvault-take-back-times >/dev/null 2>&1 || vault write -f transit/keys/tokenvault-take-back-times type=hmac key_size=32
+# The ETL's own signing key: it signs, per load batch, the digests of the rows it loads into user_logins
+# (attack 41, A41-1); not exportable. Its public keys (a read shows nothing else) go to the privacy
+# officer's container, whose `tokenvault erase` verifies the rows offline; written again at each `up`
+# (after a rotation of the key, run `up` again).
+vault read transit/keys/tokenvault-login-rows >/dev/null 2>&1 || vault write transit/keys/tokenvault-login-rows type=ed25519 exportable=false
+vault read -format=json transit/keys/tokenvault-login-rows > /login-row-keys/login-row-keys.json.new
+chmod 444 /login-row-keys/login-row-keys.json.new && mv /login-row-keys/login-row-keys.json.new /login-row-keys/login-row-keys.json
 vault policy write tokenvault-etl /policies/tokenvault-etl.hcl
 vault policy write tokenvault-dlq-operator /policies/tokenvault-dlq-operator.hcl
 vault write auth/approle/role/tokenvault-etl token_policies=tokenvault-etl token_ttl=1h token_max_ttl=24h secret_id_ttl=720h

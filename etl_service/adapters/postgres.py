@@ -15,6 +15,7 @@ counted as a replay.
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from typing import TypeVar
@@ -23,13 +24,14 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from etl_service.domain.messages import EventKey, QuarantineRecord, UserLoginRow, event_id_reused
+from etl_service.domain.row_manifest import RowManifest
 from etl_service.errors import DependencyDown, Misconfigured
 from etl_service.service.ports import LoadedBefore, ReusedEventId, WriteResult
 from tokenvault_common.database_dsn import Conninfo, DsnFileError, conninfo_now
 
-_COLUMNS = UserLoginRow._fields  # rows are written as they are, in this order
+_COLUMNS = (*UserLoginRow._fields, "row_manifest")  # rows are written as they are, in this order, with their list
 _COLUMN_LIST = ", ".join(_COLUMNS)
-_TYPES = ("text", "text", "text", "text", "text", "int4", "date", "text", "text", "text", "timestamptz")
+_TYPES = ("text", "text", "text", "text", "text", "int4", "date", "text", "text", "text", "timestamptz", "uuid")
 # The redelivery path: the batch as one array per column, of COPY's types (_TYPES), sent binary as COPY's rows are
 # (text arrays: 28 ms against 19 ms a 1,000-row redelivery; the temporary staging table this replaced, 0051: 17.5
 # ms); the table's own varchar limits and CHECKs apply on insert, as they did through the staging table.
@@ -59,6 +61,10 @@ _STATEMENT_ERRORS = (
 """What `write` and `loaded_before` report through database_error (DependencyDown or Misconfigured)."""
 Reused = tuple[UserLoginRow, str]
 """A skipped row whose event_id is loaded for a different event, and the loaded row's message id."""
+_MANIFEST = """
+INSERT INTO public.user_login_manifests (manifest_id, digests, signature) VALUES (%s, %s, %s)
+"""
+"""The batch's signed list of row digests (migration 0068; attack 41, A41-1): in the rows' transaction."""
 _QUARANTINE = """
 INSERT INTO public.etl_quarantine (event_id, sqs_message_id, reason, detail, sent_at)
 SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])
@@ -72,11 +78,16 @@ class PostgresLoginStore:
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
 
-    def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
-        """Load rows and quarantine records atomically; count what was new."""
+    def write(
+        self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord], manifest: RowManifest | None = None
+    ) -> WriteResult:
+        """Load rows, their signed list (`manifest`, each row naming it) and quarantine records atomically."""
         try:
             with self._pool.connection(timeout=10) as conn, conn.transaction():
-                inserted, reused = self._load_rows(conn, rows) if rows else (0, [])
+                if manifest is not None and rows:
+                    conn.execute(_MANIFEST, (manifest.manifest_id, manifest.digests, manifest.signature))
+                listed = manifest.manifest_id if manifest is not None else None
+                inserted, reused = self._load_rows(conn, rows, listed) if rows else (0, [])
                 records = [*quarantined, *(event_id_reused(row, loaded) for row, loaded in reused)]
                 new_quarantine = self._load_quarantine(conn, records) if records else 0
         except _STATEMENT_ERRORS as error:
@@ -131,7 +142,9 @@ class PostgresLoginStore:
             raise database_error(error) from error
 
     @staticmethod
-    def _load_rows(conn: psycopg.Connection, rows: Sequence[UserLoginRow]) -> tuple[int, list[Reused]]:
+    def _load_rows(
+        conn: psycopg.Connection, rows: Sequence[UserLoginRow], manifest_id: uuid.UUID | None = None
+    ) -> tuple[int, list[Reused]]:
         """COPY straight into user_logins; if an event is already there, merge instead.
 
         Returns how many rows were inserted, and each skipped row whose event_id is loaded for a
@@ -143,11 +156,11 @@ class PostgresLoginStore:
         """
         try:
             with conn.transaction():  # a savepoint inside the batch's transaction
-                _copy_rows(conn, "public.user_logins", rows)
+                _copy_rows(conn, "public.user_logins", rows, manifest_id)
             return len(rows), []
         except psycopg.errors.UniqueViolation:
             pass
-        columns = [[row[i] for row in rows] for i in range(len(_COLUMNS))]
+        columns = [[row[i] for row in rows] for i in range(len(UserLoginRow._fields))] + [[manifest_id] * len(rows)]
         with conn.cursor() as cursor:
             cursor.execute(_MERGE, columns)
             inserted = Counter(str(r[0]) for r in cursor.fetchall())
@@ -176,6 +189,7 @@ class PostgresLoginStore:
 _REUSED_FUNCTION = "public.user_logins_reused_event_ids(text[], text[], text[], text[], integer[], text[], date[])"
 _PRIVILEGES = f"""
 SELECT has_table_privilege('public.user_logins', 'INSERT'), has_table_privilege('public.etl_quarantine', 'INSERT'),
+       has_table_privilege('public.user_login_manifests', 'INSERT'),
        has_column_privilege('public.user_logins', 'event_id', 'SELECT'),
        has_function_privilege('{_REUSED_FUNCTION}', 'EXECUTE')
 """
@@ -183,8 +197,9 @@ _REFUSED_STATES = {
     "28P01": "the password of ETL_DATABASE_DSN was refused",
     "28000": "the role of ETL_DATABASE_DSN may not log in",
     "3D000": "the database of ETL_DATABASE_DSN does not exist",
-    "42501": "the role of ETL_DATABASE_DSN lacks a privilege the ETL needs (INSERT on user_logins and"
-    " etl_quarantine, SELECT of user_logins.event_id, EXECUTE on public.user_logins_reused_event_ids)",
+    "42501": "the role of ETL_DATABASE_DSN lacks a privilege the ETL needs (INSERT on user_logins,"
+    " user_login_manifests and etl_quarantine, SELECT of user_logins.event_id, EXECUTE on"
+    " public.user_logins_reused_event_ids)",
     "42P01": "a table the ETL needs is missing: run the migrations (python -m tokenvault_common.migrations)",
     "42703": "a column the ETL needs is missing: run the migrations (python -m tokenvault_common.migrations)",
     "42883": "a function the ETL needs is missing: run the migrations (python -m tokenvault_common.migrations)",
@@ -226,8 +241,10 @@ def _reused(conn: psycopg.Connection, skipped: Sequence[_Compared]) -> list[tupl
         return [(skipped[int(item) - 1], str(loaded)) for item, loaded in cursor.fetchall()]
 
 
-def _copy_rows(conn: psycopg.Connection, table: str, rows: Sequence[UserLoginRow]) -> None:
+def _copy_rows(
+    conn: psycopg.Connection, table: str, rows: Sequence[UserLoginRow], manifest_id: uuid.UUID | None
+) -> None:
     with conn.cursor() as cursor, cursor.copy(f"COPY {table} ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(_TYPES)
         for row in rows:
-            copy.write_row(row)
+            copy.write_row((*row, manifest_id))

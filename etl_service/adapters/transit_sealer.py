@@ -8,7 +8,8 @@ any other and returns only a new ciphertext, never the plaintext. An operator to
 (config/vault/tokenvault-dlq-operator.hcl) may decrypt; OpenBao's audit device records every
 decrypt. The key never leaves Transit. The same login checks re-sent times' tags (`verify`, both
 keys) and tags the times its take-backs send back (`hmac`, its take-back key only:
-resent_time_tags.py).
+resent_time_tags.py), and signs each load batch's list of row digests (`sign`, its ed25519 key
+tokenvault-login-rows only: attack 41, A41-1; tokenvault_common/login_row_signatures.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from etl_service.service.sealing import (
     minted_plaintext,
     recordable_tokens,
 )
+from tokenvault_common.login_row_signatures import LOGIN_ROWS_KEY
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,10 @@ class TransitSealer:
         mount: str = "transit",
         timeout: float = 5.0,
         take_back_key: str = TAKE_BACK_TIME_KEY,
+        login_rows_key: str = LOGIN_ROWS_KEY,
     ) -> None:
         self.key_name: str | None = key_name
+        self.login_rows_key = login_rows_key
         self.take_back_key = take_back_key
         self._role_id = role_id
         self._secret_id_file = secret_id_file
@@ -122,8 +126,38 @@ class TransitSealer:
         """The take-back key's Transit HMAC of each tag input, in order (TransitTimeTags.tag_take_back_times)."""
         return self._time_tags.tag_take_back_times(inputs)
 
+    def sign_login_rows(self, message: bytes) -> str:
+        """RowSigner: the login-rows key's ed25519 signature of `message` (`vault:vN:<base64>`), one Transit call.
+
+        Misconfigured when OpenBao refuses (the policy lacks transit/sign on the key, the key is missing or
+        not a signing key), DependencyDown when it does not answer: the batch is then released or postponed,
+        never loaded unsigned.
+        """
+        key = self.login_rows_key
+        path = f"/v1/{self._mount}/sign/{key}"
+        body = {"input": base64.b64encode(message).decode()}
+        why = ", which signs the rows it loads into user_logins (attack 41, A41-1)"
+        try:
+            response = self._with_login(lambda: self._client.adapter.post(path, json=body), "sign", why, key)
+        except (hvac.exceptions.InvalidRequest, hvac.exceptions.InvalidPath, hvac.exceptions.UnsupportedOperation):
+            raise Misconfigured(
+                f"OpenBao cannot sign the rows it loads with Transit key {key!r} (is it there, an ed25519 key?)",
+                "openbao",
+            ) from None
+        except (hvac.exceptions.VaultError, requests.RequestException) as error:
+            raise DependencyDown(
+                f"OpenBao unavailable for signing the rows it loads: {type(error).__name__}", "openbao"
+            ) from None
+        signature = str(((response or {}).get("data") or {}).get("signature", ""))
+        if not signature.startswith("vault:v"):
+            raise DependencyDown("OpenBao answered no signature for the rows to load", "openbao")
+        return signature
+
     def check_access(self) -> None:
-        """At start: log in, seal a probe and prove it, then TransitTimeTags.check (Misconfigured, DependencyDown)."""
+        """At start: log in, seal a probe and prove it, sign a probe (login-rows key), TransitTimeTags.check.
+
+        Misconfigured or DependencyDown naming what failed.
+        """
         [envelope] = self.seal(["tokenvault-etl start-up probe"])
         probe = str(json.loads(envelope)["sealed_body"])
         if probe not in self.authentic([probe]):
@@ -131,6 +165,7 @@ class TransitSealer:
                 f"OpenBao did not authenticate a ciphertext just sealed with Transit key {self.key_name!r}", "openbao"
             )
         self._time_tags.check()
+        self.sign_login_rows(b"tokenvault-etl start-up probe")
 
     def _transit_post(self, action: str, key: str, batch: list[dict[str, str]]) -> Any:
         """One Transit `action` (verify, hmac) of `batch` with `key` under the ETL's login; InvalidRequest passes."""

@@ -11,7 +11,9 @@ Order matters for "lose nothing, duplicate nothing":
    letters moved back from the DLQ, once Transit proved its ciphertext genuine (one call for
    the batch's envelopes, none for a batch of events), goes back as it is, never sealed again
    (service/returned_letters.py);
-3. commit rows and quarantine records in one transaction (idempotent on the event key: a
+3. sign the batch's list of row digests with the ETL's own Transit key (one call; attack 41, A41-1: the
+   database owner cannot make rows he rewrote verify in `tokenvault erase`), then commit rows, that
+   list and quarantine records in one transaction (idempotent on the event key: a
    replay loaded meanwhile by another consumer adds nothing, and a different event under an
    event_id already loaded is refused and quarantined as `event_id_reused` in that transaction);
 4. copy rejected messages to the DLQ (every DLQ message has a reason and a quarantine row);
@@ -51,6 +53,7 @@ from etl_service.domain.messages import (
     quarantine_record,
 )
 from etl_service.domain.redelivery import MAX_RETRY_DELAY_SECONDS, retry_delay
+from etl_service.domain.row_manifest import RowManifest, unsigned_manifest
 from etl_service.domain.validation import DEFAULT_DEVICE_TYPES, MAX_BODY_BYTES, Rejection
 from etl_service.errors import DependencyDown, EtlError, Misconfigured, Throttled, TokenizeOutcomeUnknown
 from etl_service.service.dead_lettering import dead_letter_released, kept_bodies
@@ -61,7 +64,7 @@ from etl_service.service.outcomes import (
     TOKENIZE_OUTCOME_UNKNOWN,
     BatchOutcome,
 )
-from etl_service.service.ports import BodySealer, LoginStore, Queue, Tokenizer
+from etl_service.service.ports import BodySealer, LoginStore, Queue, RowSigner, Tokenizer
 from etl_service.service.returned_letters import ReturnedLetter
 from etl_service.service.sealing import DiscardBodies
 from etl_service.service.settle_step import dead_letter_and_delete, reused_messages
@@ -93,8 +96,15 @@ class BatchProcessor:
         max_receive_count: int | None = None,
         stopping: threading.Event | None = None,
         tokenize_retry_seconds: float | None = None,
+        signer: RowSigner | None = None,
     ) -> None:
-        """`stopping`: the consumer's stop event (bootstrap shares it); a retried Tokenize stops waiting once set."""
+        """`stopping`: the consumer's stop event (bootstrap shares it); a retried Tokenize stops waiting once set.
+
+        `signer`: signs each batch's list of row digests before the load (attack 41, A41-1); None loads rows
+        that name no list (unit tests; an ETL with no OpenBao, ETL_DLQ_BODIES=discard: `tokenvault erase`
+        refuses such rows unless the officer confirms their number).
+        """
+        self._signer = signer
         self._queue = queue
         self._tokenizer = tokenizer
         self._store = store
@@ -158,7 +168,8 @@ class BatchProcessor:
                 validated = accepted, rejected
             rows, rejected = self._tokenize(accepted, list(rejected), minted)
             validated = accepted, rejected  # with the values the vault refused
-            self._load_and_settle(messages, rows, rejected, outcome, len(replays), minted)
+            manifest = self._sign(rows)  # Transit down or refusing: postponed or released, never loaded unsigned
+            self._load_and_settle(messages, rows, rejected, outcome, len(replays), minted, manifest)
         except DependencyDown as error:
             log.warning("batch postponed: %s", error, extra={"messages": len(messages)})
             if isinstance(error, TokenizeOutcomeUnknown) and error.fatal is not None:  # the vault refuses the ETL
@@ -259,6 +270,7 @@ class BatchProcessor:
         outcome: BatchOutcome,
         replays: int = 0,
         minted: Mapping[str, Sequence[str]] | None = None,
+        manifest: RowManifest | None = None,
     ) -> None:
         """Steps 3-5; `replays`: messages of the batch found loaded already in step 2 (no row: deleted only).
 
@@ -267,7 +279,7 @@ class BatchProcessor:
         """
         bodies = kept_bodies(rejected, self._sealer, minted)
         records = [_quarantine_record(m, r) for m, r in rejected]
-        written = self._store.write(rows, records)
+        written = self._store.write(rows, records, manifest) if manifest else self._store.write(rows, records)
         outcome.loaded = written.rows_inserted
         outcome.already_loaded = replays + len(rows) - written.rows_inserted - len(written.reused)
         if written.reused:  # committed with their quarantine rows; a failure from here redelivers them
@@ -277,6 +289,19 @@ class BatchProcessor:
         dead_letter_and_delete(self._queue, messages, rejected, bodies, outcome)
         finished = time.time()
         outcome.ages_seconds = [max(finished - m.sent_timestamp_ms / 1000, 0.0) for m in messages]
+
+    def _sign(self, rows: Sequence[UserLoginRow]) -> RowManifest | None:
+        """The batch's signed list of row digests: one Transit `sign` per batch (attack 41, A41-1).
+
+        Each row's (event id, user id, masked ip, masked device id, create date) is hashed and the list signed
+        once with the ETL's own key; the load writes it in the rows' transaction, so no row is loaded without
+        it. DependencyDown or Misconfigured from the signer pass to `_process`, which postpones or releases the
+        batch (a message on its last receive is dead-lettered sealed, with the tokens minted for it).
+        """
+        if self._signer is None or not rows:
+            return None
+        manifest_id, digests, message = unsigned_manifest(rows)
+        return RowManifest(manifest_id, digests, self._signer.sign_login_rows(message))
 
     def _one_by_one(self, messages: Sequence[QueueMessage]) -> BatchOutcome:
         """Isolate whatever broke the batch: each message alone, so only the poison one is held back."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from etl_service.domain.messages import EventKey, QuarantineRecord, QueueMessage, UserLoginRow
+from etl_service.domain.row_manifest import RowManifest
 
 
 @dataclass(frozen=True)
@@ -151,8 +152,13 @@ class LoginStore(Protocol):
         """
         ...
 
-    def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
+    def write(
+        self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord], manifest: RowManifest | None = None
+    ) -> WriteResult:
         """Write both in one transaction, skipping keys already present. DependencyDown if down.
+
+        `manifest`: the batch's signed list of row digests (RowSigner), inserted in the same transaction, each
+        row naming it (attack 41, A41-1); None: the rows name none (an ETL that signs nothing).
 
         A skipped row is a replay when the row loaded under its event_id matches it in every
         column that holds no token; otherwise it is reported in `reused` and quarantined as
@@ -163,6 +169,18 @@ class LoginStore(Protocol):
 
     def ready(self) -> None:
         """Return if the database answers, else raise DependencyDown."""
+        ...
+
+
+class RowSigner(Protocol):
+    """Signs a load batch's list of row digests with the ETL's own Transit key (tokenvault-login-rows)."""
+
+    def sign_login_rows(self, message: bytes) -> str:
+        """Transit's `vault:vN:<base64>` ed25519 signature of `message`.
+
+        DependencyDown when OpenBao does not answer (the batch is postponed), Misconfigured when it refuses
+        (the policy or the key): no row is ever loaded unsigned.
+        """
         ...
 
 

@@ -27,6 +27,7 @@ import pytest
 
 from devstack.openbao import DEAD_LETTER_KEY, ETL_ROLE, KEK_NAME, SERVICE_ROLE, SIGNING_KEY_NAME, TAKE_BACK_TIME_KEY
 from etl_service.adapters.transit_sealer import open_sealed
+from tokenvault_common.login_row_signatures import LOGIN_ROWS_KEY, PublicKeys
 
 PROBE = base64.b64encode(b"not a real login event").decode()
 KEK_CIPHERTEXT = "<a ciphertext under the KEK>"
@@ -36,6 +37,7 @@ EXPORT_TYPE = {
     SIGNING_KEY_NAME: "signing-key",
     DEAD_LETTER_KEY: "encryption-key",
     TAKE_BACK_TIME_KEY: "hmac-key",
+    LOGIN_ROWS_KEY: "signing-key",
 }
 
 
@@ -74,6 +76,7 @@ SHARED_REFUSALS: dict[str, Act] = {
     **_key_management(KEK_NAME),
     **_key_management(SIGNING_KEY_NAME),
     **_key_management(DEAD_LETTER_KEY),
+    **_key_management(LOGIN_ROWS_KEY),
     "list-keys": Act("LIST", "transit/keys", {}),
     "create-key": Act("POST", "transit/keys/tokenvault-planted", {}),
     # becoming the vault service, or widening one's own policy
@@ -94,6 +97,8 @@ OPERATOR_REFUSALS: dict[str, Act] = {
     **SHARED_REFUSALS,
     "encrypt-dead-letter": Act("POST", f"transit/encrypt/{DEAD_LETTER_KEY}", {"plaintext": PROBE}),
     "rewrap-dead-letter": Act("POST", f"transit/rewrap/{DEAD_LETTER_KEY}", {"ciphertext": SEALED_BODY}),
+    # the ETL's signature on the rows it loads is the ETL's alone (attack 41, A41-1)
+    "sign-login-rows": Act("POST", f"transit/sign/{LOGIN_ROWS_KEY}", {"input": PROBE}),
 }
 
 
@@ -206,3 +211,34 @@ def _refused(client: hvac.Client, act: Act, tokens: DeadLetterTokens) -> bool:
     except hvac.exceptions.Forbidden:
         return True
     return False
+
+
+def test_only_the_etl_signs_login_rows_and_the_public_keys_file_verifies_its_signature(
+    stack_env: dict[str, str], tokens: DeadLetterTokens
+) -> None:
+    """Attack 41, A41-1: the ETL signs the digests of the rows it loads with tokenvault-login-rows (sign only).
+
+    Its signature verifies offline with the public keys the stack wrote for `tokenvault erase` (a read of the key,
+    public keys only: not exportable); every other identity is refused `sign` with the key, so the database owner
+    holding any of them cannot make rows he rewrote verify; the ETL cannot manage, read or export the key.
+    """
+    address, path = stack_env["VAULT_ADDR"], f"/v1/transit/sign/{LOGIN_ROWS_KEY}"
+    signature = tokens.etl.adapter.post(path, json={"input": PROBE})["data"]["signature"]
+    keys = PublicKeys.parse(Path(stack_env["LOGIN_ROW_KEYS_FILE"]).read_text())
+    assert keys.verify(signature, base64.b64decode(PROBE))
+    assert not keys.verify(signature, b"another list of rows")
+    root = hvac.Client(url=address, token=Path(stack_env["VAULT_ROOT_TOKEN_FILE"]).read_text().strip())
+    assert root.adapter.get(f"/v1/transit/keys/{LOGIN_ROWS_KEY}")["data"]["exportable"] is False
+    service = root.auth.token.create(policies=["tokenvault-service"], ttl="5m")["auth"]["client_token"]
+    others = {
+        "no token": hvac.Client(url=address, timeout=5),
+        "dlq operator": tokens.operator,
+        "vault service": hvac.Client(url=address, token=service, timeout=5),
+        "security team": hvac.Client(
+            url=address, token=Path(stack_env["VAULT_SECURITY_TOKEN_FILE"]).read_text().strip(), timeout=5
+        ),
+    }
+    sign = Act("POST", path.removeprefix("/v1/"), {"input": PROBE})
+    assert [name for name, client in others.items() if not _refused(client, sign, tokens)] == []
+    management = _key_management(LOGIN_ROWS_KEY)
+    assert [name for name, act in management.items() if not _refused(tokens.etl, act, tokens)] == []

@@ -173,10 +173,10 @@ def test_a_poison_message_is_quarantined_on_its_last_receive_while_its_batch_loa
     with etl_consumer(etl_env) as etl:
         write = etl.wired.store.write
 
-        def write_unless_poisoned(rows: Any, quarantined: Any) -> Any:
+        def write_unless_poisoned(rows: Any, quarantined: Any, manifest: Any = None) -> Any:
             if any(row.user_id == poison_user for row in rows):
                 raise RuntimeError("a bug this message triggers")
-            return write(rows, quarantined)
+            return write(rows, quarantined, manifest)
 
         etl.wired.store.write = write_unless_poisoned  # type: ignore[method-assign]
         send_events(sqs_client(stack_env["SQS_ENDPOINT_URL"]), etl.queue_url, sent)

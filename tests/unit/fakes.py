@@ -357,7 +357,9 @@ class FakeLoginStore:
             tuple(ReusedEventId(e.sqs_message_id, self.rows[e.event_id].sqs_message_id) for e in reused),
         )
 
-    def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
+    def write(
+        self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord], manifest: object = None
+    ) -> WriteResult:
         if self.down:
             raise DependencyDown("Postgres unavailable", "database")
         new_rows = []

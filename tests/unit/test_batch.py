@@ -173,7 +173,9 @@ class PoisonStore(FakeLoginStore):
         super().__init__()
         self._poison = user_id
 
-    def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
+    def write(
+        self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord], manifest: object = None
+    ) -> WriteResult:
         if any(row.user_id == self._poison for row in rows):
             raise KeyError("a bug this message triggers")
         return super().write(rows, quarantined)
@@ -335,7 +337,9 @@ def test_an_event_refused_for_another_field_drops_an_event_id_carrying_its_own_d
 class BrokenStore(FakeLoginStore):
     """Fails every write: a bug (or data the table refuses) that even the quarantine row meets."""
 
-    def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
+    def write(
+        self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord], manifest: object = None
+    ) -> WriteResult:
         raise ValueError("a bug every write of this message triggers")
 
 

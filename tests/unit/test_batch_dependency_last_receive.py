@@ -136,7 +136,9 @@ def test_a_last_receive_a_dependency_failed_keeps_validations_reasons_and_no_id_
 
 
 class BuggyStore(FakeLoginStore):
-    def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
+    def write(
+        self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord], manifest: object = None
+    ) -> WriteResult:
         raise KeyError("a bug")
 
 

@@ -207,7 +207,9 @@ def test_an_erase_stopped_by_the_limit_lists_what_was_erased_and_what_was_not_se
 
     monkeypatch.setattr(Context, "client", lambda self, *a, **k: Vault())
     # user_logins holds none of them: nobody else's rows (counted against real PostgreSQL in tests/cli)
-    monkeypatch.setattr(vault_commands, "count_reach", lambda dsn, tokens, person: Reach(tuple(person), {}, 0, 0))
+    monkeypatch.setattr(
+        vault_commands, "count_reach", lambda dsn, tokens, person, *verify: Reach(tuple(person), {}, 0, 0)
+    )
     tokens = [f"ip_{c * 22}" for c in "abc"]
     result = CliRunner().invoke(
         cli, ["--stack", str(stack), "--as", "privacy-officer", "erase", *tokens, "-p", "GDPR-7", "--yes", "-o", "csv"]
@@ -318,6 +320,7 @@ def test_the_erase_count_pins_its_settings_after_the_dsns_own_options(monkeypatc
     pinned += " -c idle_session_timeout=0 -c idle_in_transaction_session_timeout=0"  # review 37, R37-1
     pinned += r" -c search_path=pg_catalog,\ pg_temp -c role=none"
     pinned += " -c client_encoding=UTF8 -c local_preload_libraries="  # attack 38, M1 and M2
+    pinned += r" -c DateStyle=ISO,\ YMD -c bytea_output=hex"  # the rows' check reads a date and bytea (A41-1)
     assert count_options("postgresql://a@h/db") == pinned
     assert count_options("postgresql://a@h/db?options=-c%20work_mem%3D8MB") == f"-c work_mem=8MB {pinned}"
     monkeypatch.setenv("PGOPTIONS", "-c jit=off")

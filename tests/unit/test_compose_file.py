@@ -148,7 +148,7 @@ def test_the_privacy_officer_has_a_tool_container_with_its_own_certificate(tmp_p
     assert not officer.server and not officer.metrics
     assert tool["user"] == f"{officer.uid}:{officer.uid}" and tool["profiles"] == ["tools"]
     assert tool["entrypoint"] == ["tokenvault"]
-    assert named_volumes(tool) == {"certs-privacy-officer": "/certs"}
+    assert named_volumes(tool) == {"certs-privacy-officer": "/certs", "login-row-keys": "/login-row-keys"}
     assert named_volumes(services["certs"])["certs-privacy-officer"] == str(officer.directory)
     assert tool["environment"]["TOKENVAULT_CERT"] == "/certs/privacy-officer.pem"
     assert tool["environment"]["TOKENVAULT_ADDRESS"] == "vault-service:50051"
@@ -156,6 +156,30 @@ def test_the_privacy_officer_has_a_tool_container_with_its_own_certificate(tmp_p
         (REPO / services["vault-service"]["environment"]["TOKENVAULT_POLICY_FILE"].removeprefix("/app/")).read_text()
     )
     assert policy["clients"]["privacy-officer"]["erase"] == ["ip", "device_id"]
+
+
+def test_the_privacy_officer_verifies_rows_with_the_public_keys_vault_init_writes(tmp_path: Path) -> None:
+    """Attack 41, A41-1: `erase` verifies the rows holding the tokens against the ETL's signature. vault-init creates
+    the ETL's signing key (ed25519, not exportable) and writes its public keys (a read of the key: nothing else) to a
+    volume the officer's container mounts read-only and names in TOKENVAULT_LOGIN_ROW_KEYS; the ETL's policy may
+    sign with the key."""
+    services = resolved(tmp_path)["services"]
+    tool, init = services["privacy-officer"], services["vault-init"]
+    (mount,) = [v for v in tool["volumes"] if v["source"] == "login-row-keys"]
+    assert mount.get("read_only") is True
+    keys_file = Path(tool["environment"]["TOKENVAULT_LOGIN_ROW_KEYS"])
+    assert keys_file.parent == Path(mount["target"])
+    writes_to = named_volumes(init)["login-row-keys"]
+    script = (REPO / "deploy/compose/vault-init.sh").read_text()
+    assert "vault write transit/keys/tokenvault-login-rows type=ed25519 exportable=false" in script
+    assert f"transit/keys/tokenvault-login-rows > {writes_to}/{keys_file.name}.new" in script
+    assert f"mv {writes_to}/{keys_file.name}.new {writes_to}/{keys_file.name}" in script
+    assert sorted(n for n, s in services.items() if "login-row-keys" in named_volumes(s)) == [
+        "privacy-officer",
+        "vault-init",
+    ]
+    policy = (REPO / "config/vault/tokenvault-etl.hcl").read_text()
+    assert 'path "transit/sign/tokenvault-login-rows" {\n  capabilities = ["update"]\n}' in policy
 
 
 def test_the_privacy_officer_counts_with_a_read_only_login_of_its_own(tmp_path: Path) -> None:

@@ -23,7 +23,9 @@ class SlowStore(FakeLoginStore):
         super().__init__()
         self.seconds = seconds
 
-    def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
+    def write(
+        self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord], manifest: object = None
+    ) -> WriteResult:
         time.sleep(self.seconds)
         return super().write(rows, quarantined)
 
@@ -126,7 +128,9 @@ def test_stop_commits_what_was_received_and_releases_nothing_twice() -> None:
 class PoisonedStore(FakeLoginStore):
     """Fails on any write that contains the poison user, as a bug would."""
 
-    def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
+    def write(
+        self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord], manifest: object = None
+    ) -> WriteResult:
         if any(r.user_id == "u1" for r in rows):
             raise KeyError("bug")
         return super().write(rows, quarantined)

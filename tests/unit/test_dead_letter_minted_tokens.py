@@ -159,7 +159,9 @@ class LostMidLoad(FakeLoginStore):
         super().__init__()
         self.writes_lost = writes_lost
 
-    def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
+    def write(
+        self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord], manifest: object = None
+    ) -> WriteResult:
         if self.writes_lost:
             self.writes_lost -= 1
             raise DependencyDown("Postgres unavailable: the connection was lost", "database")

@@ -23,7 +23,9 @@ from tests.unit.test_consumer_lifecycle import HungTokenizer
 class RevokedStore(FakeLoginStore):
     """The database owner revoked the ETL's INSERT: a misconfiguration."""
 
-    def write(self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord]) -> WriteResult:
+    def write(
+        self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord], manifest: object = None
+    ) -> WriteResult:
         raise Misconfigured("Postgres refused the ETL: permission denied for table user_logins", "database")
 
 

@@ -5,7 +5,7 @@ What the migrations make guard the vault's tables, one SHA-256 of each definitio
 adapters/postgres/schema_catalog.py); `audit verify` reports any difference (domain/schema_guards.py).
 """
 
-MIGRATIONS_SHA256 = "457e5244950d54e3ee884706c1897ebbf1eb67e82fd0acb484b2fb850b21875f"
+MIGRATIONS_SHA256 = "d9667431205aacf7f99f8ef42d9d0065604823bbdcce21e41ba77cf4e0e97b62"
 """The migration files this manifest was generated from (names and contents, in order)."""
 
 EXPECTED: dict[str, str] = {
