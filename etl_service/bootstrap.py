@@ -105,7 +105,7 @@ def bootstrap(
             client, config.queue_url, config.dlq_url, config.visibility_seconds, prover, prover, sealer, tagger
         )
         sqs.check()
-        max_receive_count = sqs.max_receive_count
+        max_receive_count = sqs.redrive_limit  # read again where a message's fate depends on it
         queue = sqs
     channel = secure_channel(
         config.vault_address, config.tls_ca, config.tls_cert, config.tls_key, config.vault_server_name

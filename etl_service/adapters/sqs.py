@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from etl_service.adapters.sqs_common import (
     check_queue_pair,
     claimed_sent_ms,
     raise_for,
+    redrive_limit_of,
     timestamp_ms,
 )
 from etl_service.adapters.sqs_resent_times import believed_sent_times, claims_a_checkable_time, string_attribute
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 log = logging.getLogger(__name__)
+
+REDRIVE_LIMIT_READ_SECONDS = 1.0
+"""How often at most SqsQueue.redrive_limit asks SQS for the source queue's redrive policy (failure paths only)."""
 
 
 def endpoint_for_queue(queue_url: str) -> str | None:
@@ -144,7 +149,9 @@ class SqsQueue:
         self._dlq_url = dlq_url
         self._visibility_seconds = visibility_seconds
         self.max_receive_count: int | None = None
-        """The source queue's redrive limit, read by check(); None without a redrive policy."""
+        """The source queue's redrive limit as last read (check(), redrive_limit()); None without a redrive policy."""
+        self._limit_read_at = float("-inf")
+        self._limit_lock = threading.Lock()
 
     @property
     def dead_letter_listing_lease_seconds(self) -> int:
@@ -160,6 +167,34 @@ class SqsQueue:
         Also reads the source queue's redrive limit (`max_receive_count`).
         """
         self.max_receive_count = check_queue_pair(self._client, self._queue_url, self._dlq_url).max_receive_count
+        self._limit_read_at = time.monotonic()
+
+    def redrive_limit(self) -> int | None:
+        """The source queue's redrive limit now: read again at most every REDRIVE_LIMIT_READ_SECONDS.
+
+        Asked only where a message's fate depends on it (a batch failing, a release, a re-sent time
+        OpenBao cannot check), so that a redrive policy lowered while the ETL runs counts at once: read once at
+        start, a message on its real last receive was taken for one with receives left and postponed, and SQS's
+        next receive moved it to the DLQ in clear, with no reason (attack 44's note on b696ca0: its lost-answer
+        retry never ran either). SQS failing to answer: the limit last read (logged).
+        """
+        with self._limit_lock:
+            now = time.monotonic()
+            if now < self._limit_read_at + REDRIVE_LIMIT_READ_SECONDS:
+                return self.max_receive_count
+            self._limit_read_at = now
+        try:
+            attributes = self._client.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=["RedrivePolicy"])
+        except SQS_ERRORS as error:
+            log.warning(
+                "redrive limit not read again: the last one read applies", extra={"error": type(error).__name__}
+            )
+            return self.max_receive_count
+        limit = redrive_limit_of(attributes.get("Attributes", {}).get("RedrivePolicy", ""))
+        if limit != self.max_receive_count:
+            log.warning("the source queue's redrive limit changed", extra={"was": self.max_receive_count, "now": limit})
+            self.max_receive_count = limit
+        return limit
 
     def receive(self, max_messages: int, wait_seconds: int) -> list[QueueMessage]:
         """Long-poll for up to `max_messages` (1-10), leased for the configured visibility."""
@@ -202,9 +237,7 @@ class SqsQueue:
             return raws
         messages = {m["MessageId"]: _to_message(m) for m in waiting}
         last = [
-            m
-            for m in waiting
-            if self.max_receive_count and messages[m["MessageId"]].receive_count >= self.max_receive_count
+            m for m in waiting if (limit := self.redrive_limit()) and messages[m["MessageId"]].receive_count >= limit
         ]
         for raw in last:
             log.warning(

@@ -253,6 +253,11 @@ def _redrive_target(policy: dict[str, object], setting: str) -> str:
     return target
 
 
+def redrive_limit_of(policy_text: str) -> int | None:
+    """The maxReceiveCount of a queue's RedrivePolicy attribute ("" or none: None)."""
+    return _max_receive_count(_redrive_policy(policy_text)) if policy_text else None
+
+
 def _max_receive_count(policy: dict[str, object]) -> int | None:
     """The redrive limit (maxReceiveCount), or None when the policy holds no number."""
     count = policy.get("maxReceiveCount")

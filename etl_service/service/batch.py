@@ -41,7 +41,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import cast
 
@@ -93,7 +93,7 @@ class BatchProcessor:
         device_types: frozenset[str] = DEFAULT_DEVICE_TYPES,
         max_body_bytes: int = MAX_BODY_BYTES,
         sealer: BodySealer | None = None,
-        max_receive_count: int | None = None,
+        max_receive_count: int | Callable[[], int | None] | None = None,
         stopping: threading.Event | None = None,
         tokenize_retry_seconds: float | None = None,
         signer: RowSigner | None = None,
@@ -103,6 +103,8 @@ class BatchProcessor:
         `signer`: signs each batch's list of row digests before the load (attack 41, A41-1); None loads rows
         that name no list (unit tests; an ETL with no OpenBao, ETL_DLQ_BODIES=discard: `tokenvault erase`
         refuses such rows unless the officer confirms their number).
+        `max_receive_count`: the source queue's redrive limit, or what reads it when asked (SqsQueue.redrive_limit:
+        a redrive policy changed while the ETL runs counts at once).
         """
         self._signer = signer
         self._queue = queue
@@ -111,7 +113,9 @@ class BatchProcessor:
         self._device_types = device_types
         self._max_body_bytes = max_body_bytes
         self._sealer = sealer or DiscardBodies()
-        self._max_receive_count = max_receive_count
+        self._redrive_limit: Callable[[], int | None] = (
+            max_receive_count if callable(max_receive_count) else lambda: max_receive_count
+        )
         """The source queue's redrive limit: a message received this many times is on its last receive."""
         self._stopping = stopping if stopping is not None else threading.Event()
         self.tokenize_retry_seconds = (
@@ -222,16 +226,15 @@ class BatchProcessor:
         on a last receive one the vault does not say stored nothing (a call that stored one type's new values
         before the other's were refused) is an unknown outcome as well.
         """
-        last = any(self._on_last_receive(m) for m, _ in accepted)
         try:
             return tokenize_accepted(self._tokenizer, accepted, list(rejected), minted)
         except Throttled as error:
-            if last and not error.nothing_stored:
+            if not error.nothing_stored and any(self._on_last_receive(m) for m, _ in accepted):
                 unknown = TokenizeOutcomeUnknown(f"refused, values perhaps stored: {error}", None, error.retry_after)
                 raise unknown from None
             raise
         except DependencyDown as error:
-            if error.dependency != "vault" or not last:
+            if error.dependency != "vault" or not any(self._on_last_receive(m) for m, _ in accepted):
                 raise
             first = error
         log.warning(
@@ -352,7 +355,8 @@ class BatchProcessor:
 
     def _on_last_receive(self, message: QueueMessage) -> bool:
         """Whether SQS's redrive policy moves `message` (in clear) if it is left in the queue once more."""
-        return self._max_receive_count is not None and message.receive_count >= self._max_receive_count
+        limit = self._redrive_limit()
+        return limit is not None and message.receive_count >= limit
 
     def _dead_letter_unavailable(
         self,

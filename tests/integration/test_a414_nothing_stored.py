@@ -14,6 +14,7 @@ Real SQS, the in-process vault, OpenBao and PostgreSQL; the relay of test_a414_t
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -202,3 +203,39 @@ def test_a414b_the_vault_says_stored_nothing_only_of_a_tokenize_none_of_whose_in
     stored = _stored_since(stack_env, t0)
     print(f"\nA41-4 the vault's word: {ends}, tokens stored {stored}; {time.monotonic() - started:.1f} s")
     assert ends == [("INTERNAL", True), ("INTERNAL", False), ("INTERNAL", True)] and stored == 1
+
+
+def test_a414b_c_a_redrive_limit_lowered_while_the_etl_runs_counts_at_once_no_letter_in_clear(
+    stack_env: dict[str, str], vault: RunningVault
+) -> None:
+    """The redrive limit was read once at start: lowered while the ETL ran, a message on its real last receive was
+    postponed as one with receives left, and SQS's next receive moved it to the DLQ in clear, with no reason."""
+    started = time.monotonic()
+    etl_env = {
+        **etl_harness_env(stack_env, vault.address, visibility_timeout=30, max_receive_count=5),
+        "ETL_RECEIVERS": "1",
+    }
+    event, ip, device, _ = _event(uuid.uuid4().hex)
+    sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
+    with etl_consumer(etl_env) as etl, _admin(stack_env) as holder:  # the ETL reads the limit, 5, at start
+        etl.wired.tokenizer._client._deadline = TOKENIZE_DEADLINE_SECONDS
+        etl.wired.processor.tokenize_retry_seconds = 1
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=etl.dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "1"})
+        sqs.set_queue_attributes(QueueUrl=etl_env["ETL_QUEUE_URL"], Attributes={"RedrivePolicy": policy})
+        holder.execute("SELECT pg_advisory_lock(%s)", (KEYS_LOCK,))  # the vault refuses the event's new values
+        try:
+            send_events(sqs, etl_env["ETL_QUEUE_URL"], [event])
+            _drain(etl)
+        finally:
+            holder.execute("SELECT pg_advisory_unlock(%s)", (KEYS_LOCK,))
+        letters = all_dead_letters(stack_env["SQS_ENDPOINT_URL"], etl.dlq_url)
+    assert len(letters) == 1, "no dead letter"
+    reason = letters[0].get("MessageAttributes", {}).get("reason", {}).get("StringValue")
+    in_clear = ip in str(letters[0]["Body"]) or device in str(letters[0]["Body"])
+    print(
+        f"\nredrive limit lowered 5 -> 1: reason {reason}, body in clear {in_clear}; {time.monotonic() - started:.1f} s"
+    )
+    # was: postponed; SQS's next receive moved it to the DLQ in clear with no reason, where it stayed until a take-back
+    # sealed it as `crash_loop` (measured: the drain's own take-back did, 14.5 s)
+    assert reason == "dependency_unavailable" and not in_clear

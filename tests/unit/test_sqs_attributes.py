@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from etl_service.adapters.dead_letter import to_dead_letter
 from etl_service.adapters.dead_letter_queue import _resend_attributes
-from etl_service.adapters.sqs import SqsQueue, _to_message
+from etl_service.adapters.sqs import REDRIVE_LIMIT_READ_SECONDS, SqsQueue, _to_message
 from etl_service.adapters.sqs_common import (
     MAX_TIMESTAMP_MS,
     RESENT_MAX_AGE_MS,
@@ -263,11 +263,22 @@ class DownVerifier:
 
 
 class Receives:
-    """An SQS client answering one receive with the messages given; records visibility changes."""
+    """An SQS client answering one receive with the messages given; records visibility changes.
 
-    def __init__(self, messages: list[dict[str, Any]]) -> None:
+    Its source queue's redrive limit is `redrive_limit` (None: no redrive policy), read as SqsQueue.redrive_limit
+    reads it.
+    """
+
+    def __init__(self, messages: list[dict[str, Any]], redrive_limit: int | None = 5) -> None:
         self.messages = messages
         self.visibility: dict[str, int] = {}
+        self.redrive_limit = redrive_limit
+
+    def get_queue_attributes(self, AttributeNames: list[str], **_: Any) -> dict[str, Any]:
+        if self.redrive_limit is None:
+            return {"Attributes": {}}
+        policy = {"deadLetterTargetArn": "arn:aws:sqs:r:1:dlq", "maxReceiveCount": self.redrive_limit}
+        return {"Attributes": {"RedrivePolicy": json.dumps(policy)}}
 
     def receive_message(self, **call: Any) -> dict[str, Any]:
         return {"Messages": self.messages}
@@ -332,3 +343,15 @@ def test_a_claim_over_an_event_id_longer_than_any_accepted_is_not_sent_to_transi
     queue = SqsQueue(client, "source", "dlq", verifier=DownVerifier())  # type: ignore[arg-type]
     assert [(m.message_id, m.sent_timestamp_ms) for m in queue.receive(10, 0)] == [("m-big", SQS_SENT_MS)]
     assert not client.visibility
+
+
+def test_the_redrive_limit_is_read_again_where_a_message_s_fate_depends_on_it() -> None:
+    """Attack 44 on b696ca0: read once at start, a limit lowered meanwhile made a real last receive look early."""
+    client = Receives([_received(2, "m-2")], redrive_limit=5)
+    queue = SqsQueue(client, "source", "dlq", verifier=DownVerifier())  # type: ignore[arg-type]
+    assert queue.redrive_limit() == 5
+    client.redrive_limit = 2  # lowered while the ETL runs
+    assert queue.redrive_limit() == 5  # asked again within REDRIVE_LIMIT_READ_SECONDS: the last one read
+    queue._limit_read_at -= REDRIVE_LIMIT_READ_SECONDS
+    [message] = queue.receive(10, 0)  # OpenBao down: on its (now) last receive it goes on, dated by SQS
+    assert message.message_id == "m-2" and not client.visibility and queue.max_receive_count == 2
