@@ -111,15 +111,52 @@ missing one is skipped), `client_min_messages` and the `debug_print_*`/`trace_*`
 results). Not settable by the login for itself: `session_preload_libraries` (superuser), `post_auth_delay` and
 other connection-start settings ("cannot be set after connection start"), `transaction_isolation` and
 `transaction_read_only`; `session_authorization` is ignored at connection. PostgreSQL 17's `transaction_timeout` is
-unknown to an older server's startup packet, so not pinned here. What no setting fixes: the login's password,
+pinned to 0 on a server that has it (TRANSACTION_TIMEOUT_SETTING, `count_reach`): unknown to an older server's
+startup packet (which refuses the connection), it is not in these. What no setting fixes: the login's password,
 which any login may change for itself - then the count cannot log in and every erasure is refused; the embedded
 stack's privacy officer therefore counts with a login of its own (README, docs/threat-model.md)."""
 
 
-def count_options(dsn: str) -> str:
-    """The libpq `options` for the count: the DSN's own (PGOPTIONS or options=...), then COUNT_SETTINGS, which win."""
+TRANSACTION_TIMEOUT_SETTING = ("transaction_timeout", "0", 170000)
+"""PostgreSQL 17's `transaction_timeout` (name, pinned value, the first server_version_num that has it).
+
+Any login may set it for its own sessions as it may statement_timeout (attack 35, N8): an analyst's
+`ALTER ROLE CURRENT_USER SET transaction_timeout = 1` ended every officer's count on the shared login - a FATAL
+"terminating connection due to transaction timeout" - so every erasure was refused (measured on 18.6, the
+embedded stack's fallback). Debian's 15 (CI) and compose's 16.4 have no such setting, and their startup packet
+refuses a connection naming it: it is pinned only on a server that reports a version that has it."""
+
+
+def count_options(dsn: str, server_version: int = 0) -> str:
+    """The libpq `options` for the count: the DSN's own (PGOPTIONS or options=...), then COUNT_SETTINGS, which win.
+
+    `server_version` (server_version_num, 0 unknown): on a server that has `transaction_timeout`, pinned too.
+    """
     given = conninfo_to_dict(dsn).get("options") or os.environ.get("PGOPTIONS", "")
-    return f"{given} {startup_options(COUNT_SETTINGS)}".strip()
+    name, value, since = TRANSACTION_TIMEOUT_SETTING
+    settings = {**COUNT_SETTINGS, name: value} if server_version >= since else COUNT_SETTINGS
+    return f"{given} {startup_options(settings)}".strip()
+
+
+def _count_session(dsn: str) -> psycopg.Connection[Any]:
+    """The count's connection, COUNT_SETTINGS pinned at its start - and `transaction_timeout` on a server that has it.
+
+    The server's version is known only once connected (its startup answer, no statement run): on 17+ that first
+    connection is closed unused and the count connects again with the setting in its startup packet, which wins
+    over the login's default before any transaction begins. A SET after connecting would run in a transaction
+    the login's default already bounds (1 ms: a race the count may lose).
+    """
+    first = _connect(dsn, 0)
+    version = first.info.server_version
+    if version < TRANSACTION_TIMEOUT_SETTING[2]:
+        return first
+    first.close()
+    return _connect(dsn, version)
+
+
+def _connect(dsn: str, server_version: int) -> psycopg.Connection[Any]:
+    options = count_options(dsn, server_version)
+    return psycopg.connect(dsn, connect_timeout=10, application_name="tokenvault-cli erase", options=options)
 
 
 @dataclass(frozen=True)
@@ -212,9 +249,7 @@ def count_reach(
     """
     wanted = list(dict.fromkeys(tokens))
     try:
-        with psycopg.connect(
-            dsn, connect_timeout=10, application_name="tokenvault-cli erase", options=count_options(dsn)
-        ) as conn:
+        with _count_session(dsn) as conn:
             conn.read_only = True
             if verify_with is not None:  # the count and the rows checked: one snapshot
                 conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ

@@ -327,6 +327,16 @@ def test_the_erase_count_pins_its_settings_after_the_dsns_own_options(monkeypatc
     assert count_options("host=h dbname=db") == f"-c jit=off {pinned}"
 
 
+def test_the_erase_count_pins_transaction_timeout_only_on_a_server_that_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL 17+'s transaction_timeout, a login's default, ended every count; older servers refuse the name."""
+    monkeypatch.delenv("PGOPTIONS", raising=False)
+    dsn = "postgresql://a@h/db"
+    for version in (0, 150018, 160004, 169999):  # unknown (before connecting), Debian's 15, compose's 16.4
+        assert "transaction_timeout" not in count_options(dsn, version)
+    for version in (170000, 180006):  # 17.0, the embedded fallback's 18.6
+        assert count_options(dsn, version) == f"{count_options(dsn)} -c transaction_timeout=0"
+
+
 def test_a_count_whose_rows_do_not_match_the_tokens_asked_refuses() -> None:
     """Attack 38, M1: a count answering tokens as bytes (a session not in UTF8) found no token held and let the
     erasure through; whatever cannot be matched to the tokens asked for now refuses it."""
