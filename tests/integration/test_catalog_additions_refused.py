@@ -125,3 +125,17 @@ def test_a_running_replica_reports_its_database_unhealthy_and_reads_only_the_vau
             owner.execute('DROP FUNCTION pg_catalog.format(text, text, "char")')
         replica.maintainer.check()
         assert replica.maintainer.healthy["database"]  # healthy again once they are gone
+
+
+def test_information_schema_recreated_by_hand_is_no_finding_but_pg_catalog_is(own_database: dict[str, str]) -> None:
+    """information_schema is on no search path and some minor releases tell the DBA to re-create it (new oids):
+    an object there must not stop the vault; the same object in pg_catalog is a finding (review of A45-3's fix)."""
+    from vault_service.adapters.postgres.catalog_additions import read_catalog_additions
+
+    with as_owner(own_database) as owner:
+        owner.execute("CREATE VIEW information_schema.tv_recreated AS SELECT 1 AS one")
+        owner.execute("CREATE FUNCTION information_schema.tv_probe() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$")
+        assert read_catalog_additions(owner) == ()  # before: both named "... was added to pg_catalog or ..."
+        owner.execute("CREATE FUNCTION pg_catalog.tv_probe() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$")
+        (finding,) = read_catalog_additions(owner)
+        assert finding.startswith("function pg_catalog.tv_probe() (oid ") and "was added to pg_catalog" in finding

@@ -112,7 +112,7 @@ class VaultSchemaReader(Protocol):
         ...
 
     def catalog_additions(self) -> tuple[str, ...]:
-        """Objects added to pg_catalog / information_schema, inheritance of vault relations, in words (A45-3)."""
+        """Objects added to pg_catalog, inheritance of vault relations, in words (A45-3)."""
         ...
 
 

@@ -117,7 +117,7 @@ class KeyMaintainer:
             return None
 
     def _catalog_altered(self) -> tuple[str, ...]:
-        """What the owner added to pg_catalog / information_schema or made inherit from a vault table (A45-3).
+        """What the owner added to pg_catalog or made inherit from a vault table (A45-3).
 
         An error reading it is not a finding here: the round's other reads report the database unavailable.
         """

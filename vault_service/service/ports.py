@@ -390,7 +390,7 @@ class CatalogAdditions(Protocol):
     """What the database owner added where the vault's SQL resolves names (attack 45, A45-3/A45-4)."""
 
     def catalog_additions(self) -> tuple[str, ...]:
-        """Each object in pg_catalog / information_schema the server did not ship, inheritance of vault relations.
+        """Each object in pg_catalog the server did not ship, inheritance of vault relations.
 
         In words (oids >= 16384 in those schemas; inheritance or partition links of a vault relation); () on a
         database the migrations alone made.

@@ -6,12 +6,12 @@ pins `pg_catalog, pg_temp`, and this is pg_catalog): it emptied the erased-token
 from `vault.tokens` in another schema fed its rows to every `FROM vault.tokens`, outside the parent's unique
 constraints. A45-4: `pg_catalog.format(text, text, "char")` made the schema check print every trigger enabled.
 
-PostgreSQL itself ships nothing in pg_catalog or information_schema with an oid at or above 16384
+PostgreSQL itself ships nothing in pg_catalog with an oid at or above 16384
 (FirstNormalObjectId: oids below it are assigned by initdb; after a wraparound the counter starts there
 again), and the migrations create nothing there either (checked on a fresh run, PostgreSQL 15.18: none;
 plpgsql's objects are initdb's). So every function, operator, type, relation, collation, conversion, operator
-class or family in those schemas at or above it, every cast between two built-in types at or above it, and
-every trigger or rule on a relation of theirs at or above it, is the owner's addition; so is every
+class or family in that schema at or above it, every cast between two built-in types at or above it, and
+every trigger or rule on a relation of its at or above it, is the owner's addition; so is every
 inheritance or partition link whose parent or child is a relation of schema `vault` (the migrations make none).
 
 The query that finds them must not itself resolve to what it looks for: it compares oid and name columns only,
@@ -71,7 +71,6 @@ CATALOG_ADDITIONS = "\n".join(
         "WITH system_schemas AS (",
         "  SELECT n.oid FROM pg_catalog.pg_namespace n",
         f"   WHERE n.nspname {_EQ} 'pg_catalog'::pg_catalog.name",
-        f"      OR n.nspname {_EQ} 'information_schema'::pg_catalog.name",
         "), vault_relations AS (",
         f"  SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid {_EQ} c.relnamespace",
         f"   WHERE n.nspname {_EQ} 'vault'::pg_catalog.name",
@@ -95,8 +94,8 @@ CATALOG_ADDITIONS = "\n".join(
         ),
     ]
 )
-"""(kind, oid, parent oid for an inheritance link) of each object the server did not ship in pg_catalog and
-information_schema, and of each inheritance link touching a vault relation. Column and operator comparisons only."""
+"""(kind, oid, parent oid for an inheritance link) of each object the server did not ship in pg_catalog, and of each
+inheritance link touching a vault relation. Column and operator comparisons only."""
 
 
 def _named(catalog: str, namespace: str, printed: str) -> str:
@@ -156,7 +155,7 @@ def _describe(conn: Connection[Any], kind: str, oid: int, parent: int | None) ->
         schema, name = (str(names[0]), str(names[-1])) if len(names) == 2 else ("", str(names[0]))
         named = name if not schema or name.startswith(f"{schema}.") else f"{schema}.{name}"
     return (
-        f"{kind} {named} (oid {oid}) was added to pg_catalog or information_schema, which PostgreSQL alone fills:"
+        f"{kind} {named} (oid {oid}) was added to pg_catalog, which PostgreSQL alone fills:"
         " the vault's SQL may resolve to it"
     )
 
@@ -170,7 +169,7 @@ def read_catalog_additions(conn: Connection[Any]) -> tuple[str, ...]:
 
 
 class PostgresCatalogAdditions:
-    """What the owner added to pg_catalog / information_schema, and inheritance of vault relations (A45-3/A45-4)."""
+    """What the owner added to pg_catalog, and inheritance of vault relations (A45-3/A45-4)."""
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool

@@ -213,6 +213,6 @@ class PostgresVaultSchema:
             return read_vault_schema(conn)
 
     def catalog_additions(self) -> tuple[str, ...]:
-        """Objects the owner added to pg_catalog / information_schema, inheritance of vault relations (A45-3)."""
+        """Objects the owner added to pg_catalog, inheritance of vault relations (A45-3)."""
         with self._pool.connection() as conn:
             return read_catalog_additions(conn)
