@@ -24,6 +24,15 @@ at start) is handed to the audit upkeep's check as this replica's own erase rows
 back or removed before the next checkpoint, it is named in the exported checkpoint (and the pending-rows note),
 and `audit verify --exported` reports it. Left: a row further back read at start-up is checked by its hash and
 link only (anchoring it would make the first upkeep round hash the log from the oldest erase row).
+The rows are selected by `action = 'erase'` naming tokens, not by their outcome (attack 46, A46-1: the read said
+`outcome LIKE 'ok:%'`, so the owner who prefixed an old erase row's outcome while a replica started - and put it
+back after that replica's first key-check round, whose reads then start near the anchored head - hid the erasure
+from it for good: never read, reported nor retried). Now such a row reads, fails its hash check, is reported and
+read again each round until it holds. Left (attack 46): a row whose `action` or `revealed` the owner changes for
+the length of the start-up read is still not selected, and a reveal row relabelled with a recomputed hash and the
+next row relinked (A46-3) still holds at start: only a signed commitment to the erase rows in each checkpoint
+(docs/threat-model.md) settles both. A token the set refuses is logged with the erase record it was learned from,
+so the security team can check that record (A46-3's false alarm named none).
 Where each round's read starts (attack 45, A45-1: it started OVERLAP_IDS below the highest id the last read saw,
 `max(id)` of the log, so one row the owner put at id 10^15 for the length of one round moved every later read past
 every genuine erase row: the replica never learned another's erasure until restarted). The read ends at the log's
@@ -44,9 +53,9 @@ tokenized again later is not found by fingerprint (the erasure cleared it) and g
 the set: no false alarm.
 
 Cost: nothing while the set is empty (one truthiness test per call); otherwise one keyed BLAKE2b per
-found/fetched token and loaded audit key (the state copied, ~0.4-0.6 us) and a set probe. Memory: one
-16-byte `bytes` in a set, ~33 + 16 bytes object plus ~30 bytes of set slot: about 80-100 bytes per erased
-token (a million erasures: ~100 MB).
+found/fetched token and loaded audit key (the state copied, ~0.4-0.6 us) and a dict probe. Memory: one
+16-byte `bytes` key (49 bytes) and its erase record's id in a dict: ~135 bytes per erased token (measured with
+100k: ~84 bytes of dict slot and id, a set's slot was ~42), a million erasures ~135 MB (was ~90 MB).
 """
 
 from __future__ import annotations
@@ -151,7 +160,8 @@ class ErasedTokens:
     """The keyed audit hashes of the erased tokens this replica knows of (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._hashes: set[bytes] = set()
+        self._hashes: dict[bytes, int] = {}
+        """Each erased token's keyed hash, and the erase record it was learned from (0: this replica's own erasure)."""
         self._newest = 0
         """The log's newest id (within the id sequence) the last read saw: the log never goes below it."""
         self._start = 0
@@ -180,7 +190,8 @@ class ErasedTokens:
         """Remember hashes of erased tokens (this replica's own erasure, before it answers)."""
         with self._lock:
             before = len(self._hashes)
-            self._hashes.update(hashes)
+            for token_hash in hashes:
+                self._hashes.setdefault(token_hash, 0)
             if len(self._hashes) != before:
                 self.version += 1
 
@@ -283,7 +294,8 @@ class ErasedTokens:
             before = len(self._hashes)
             for row in learned:
                 if row.record is not None:
-                    self._hashes.update(row.record.event.revealed)
+                    for token_hash in row.record.event.revealed:
+                        self._hashes.setdefault(token_hash, row.record_id)
             if len(self._hashes) != before:
                 self.version += 1
             self._seen.update(row.record_id for row in learned)
@@ -301,6 +313,30 @@ class ErasedTokens:
             return {token for token in tokens if hash_of(token) in known}
         return {token for token in tokens if any(hash_of(token) in known for hash_of in hashers)}
 
+    def records_of(self, hashers: Sequence[Hasher], tokens: Iterable[str]) -> list[int]:
+        """The erase records the set learned `tokens` from, sorted (0: this replica's own erasure); for the log."""
+        known = self._hashes
+        found = {known[h] for token in tokens for hash_of in hashers if (h := hash_of(token)) in known}
+        return sorted(found)
+
+    def _report_marked(self, method: str, hashers: Sequence[Hasher], hit: Iterable[str]) -> None:
+        """Log the tokens the set marked erased although their rows do not say so, naming the erase records.
+
+        The record ids let the security team check those rows with `audit verify` (attack 46, A46-3: an old reveal row
+        relabelled as a well-hashed erase row for the length of a replica's start-up read made that replica refuse a
+        live token; the line named no record, so the false alarm could not be told from an undone erasure).
+        """
+        tokens = list(hit)
+        records = self.records_of(hashers, tokens)
+        named = ", ".join("this replica's own erasure" if r == 0 else str(r) for r in records[:20])
+        log.error(
+            "a token erased before (erase record(s) %s) has a row that does not say so in vault.tokens: the erasure"
+            " was undone in the database; treated as erased. Report it to the security team and run audit verify:"
+            " a record that does not hold there as an erase row was planted for this replica's read",
+            named,
+            extra={"method": method, "items": len(tokens), "erase_records": records[:20]},
+        )
+
     def marked_rows(self, hashers: Sequence[Hasher], rows: dict[str, StoredToken]) -> dict[str, StoredToken]:
         """Detokenize's fetched rows with those of known erased tokens marked erased (never revealed)."""
         hit = self.erased(hashers, [token for token, row in rows.items() if not row.erased])
@@ -309,11 +345,7 @@ class ErasedTokens:
         marked = dict(rows)
         for token in hit:
             marked[token] = rows[token]._replace(erased=True)
-        log.error(
-            "a token erased before has a row that does not say so in vault.tokens: the erasure was undone in the"
-            " database; treated as erased. Report it to the security team",
-            extra={"method": "detokenize", "items": len(hit)},
-        )
+        self._report_marked("detokenize", hashers, hit)
         return marked
 
     def marked_found(self, hashers: Sequence[Hasher], found: dict[bytes, FoundToken]) -> dict[bytes, FoundToken]:
@@ -321,4 +353,5 @@ class ErasedTokens:
         hit = self.erased(hashers, [row[1] for row in found.values() if not row[4]])
         if not hit:
             return found
+        self._report_marked("tokenize", hashers, hit)
         return {fp: (row[0], row[1], row[2], row[3], True) if row[1] in hit else row for fp, row in found.items()}
