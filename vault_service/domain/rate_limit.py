@@ -45,14 +45,14 @@ class _Bucket:
         """When the bucket is full again if nothing more is taken (a bucket made then would be the same)."""
         return self.updated + (self.limit.burst - self.level) / self.limit.per_second
 
-    def take(self, count: int, now: float) -> float:
-        """0 when `count` items were taken, else the seconds until they would fit."""
+    def take(self, count: int, now: float, keep: int = 0) -> float:
+        """0 when `count` items were taken leaving at least `keep`, else the seconds until they would."""
         self.level = min(self.limit.burst, self.level + (now - self.updated) * self.limit.per_second)
         self.updated = now
-        if count <= self.level:
+        if count + keep <= self.level:
             self.level -= count
             return 0.0
-        return (count - self.level) / self.limit.per_second
+        return (count + keep - self.level) / self.limit.per_second
 
 
 class BucketMap:
@@ -91,8 +91,12 @@ class BucketMap:
         """The limit of each of `client`'s buckets: its own, else the default (limits fail closed, never open)."""
         return self._limits.get(client, self._default)
 
-    def take(self, client: str, key: str = "", count: int = 1) -> float:
-        """Take `count` items from bucket (`client`, `key`): 0 when taken, else the seconds until they would fit."""
+    def take(self, client: str, key: str = "", count: int = 1, keep: int = 0) -> float:
+        """Take `count` items from bucket (`client`, `key`): 0 when taken, else the seconds until they would fit.
+
+        `keep`: items the take must leave in the bucket (a reserve for other takers: the refusal throttle's
+        first refusals of each certificate, attack 46, A46-4).
+        """
         with self._lock:
             now = self._clock()
             bucket = self._buckets.get((client, key))
@@ -100,7 +104,7 @@ class BucketMap:
                 if len(self._buckets) >= self._sweep_at:
                     self._sweep(now)
                 bucket = self._buckets[(client, key)] = _Bucket(self.limit(client), now)
-            return bucket.take(count, now)
+            return bucket.take(count, now, keep)
 
     def give_back(self, client: str, key: str = "", count: int = 1) -> None:
         """Put back `count` items taken from that bucket (the call they were taken for turned out not to count).
