@@ -29,6 +29,7 @@ from tests.integration.test_erased_tokens_known import _reveal, _tokenize
 from tokenvault_api.v1 import vault_pb2
 from vault_service.adapters.postgres.audit_records import RECORD_COLUMNS, audit_record, record_cursor
 from vault_service.domain.audit import record_hash
+from vault_service.service import erased_tokens
 
 __all__ = ["own_database"]
 
@@ -172,3 +173,54 @@ def test_a_reveal_row_relabelled_while_a_replica_starts_is_named_when_the_token_
     assert named, "the refusal's log line names no erase record"
     assert named[0].erase_records == [genuine.record_id]  # type: ignore[attr-defined]
     assert f"erase record(s) {genuine.record_id}" in named[0].getMessage()
+
+
+def test_erase_rows_cleared_or_broken_in_numbers_while_a_replica_starts_are_all_learned_once_put_back(
+    own_database: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """E1's `revealed` cleared (the read selected only rows naming tokens: E1 never read), E2 and E3's outcomes
+    prefixed, with more rows failing than are retried per round (RETRIED_ROWS, 1 here for 64: the oldest beyond it
+    were dropped for good). Once put back, B learns all three within three rounds."""
+    monkeypatch.setattr(erased_tokens, "RETRIED_ROWS", 1)
+    env = own_database
+    with running_vault(env, **FAST) as first:
+        tokens = [_tokenize(env, first, fresh_value(vault_pb2.TOKEN_TYPE_IP)) for _ in range(3)]
+        ids = []
+        for token in tokens:
+            assert isinstance(token, str)
+            assert erase(env, first, [token], "GDPR-2026-4647") == [None]
+            with as_owner(env) as owner:
+                (erase_id,) = owner.execute(
+                    "SELECT id FROM vault.audit_log WHERE action = 'erase' ORDER BY id DESC LIMIT 1"
+                ).fetchone() or (0,)
+            ids.append(int(erase_id))
+        with as_owner(env) as owner:
+            owner.execute("SELECT setval('vault.audit_log_id_seq', %s)", (ids[-1] + 1500,))  # a month of rows
+            (revealed,) = owner.execute("SELECT revealed FROM vault.audit_log WHERE id = %s", (ids[0],)).fetchone() or (
+                None,
+            )
+        _reveal(env, first, _tokenize(env, first, fresh_value(vault_pb2.TOKEN_TYPE_IP)))  # type: ignore[arg-type]
+        _wait_anchored(first, _head(env))
+        with as_owner(env) as owner:
+            owner.execute("UPDATE vault.audit_log SET revealed = NULL WHERE id = %s", (ids[0],))
+            owner.execute("UPDATE vault.audit_log SET outcome = 'x' || outcome WHERE id = ANY(%s)", (ids[1:],))
+
+        def put_back() -> None:
+            with as_owner(env) as owner:
+                owner.execute("UPDATE vault.audit_log SET revealed = %s WHERE id = %s", (revealed, ids[0]))
+                owner.execute(
+                    "UPDATE vault.audit_log SET outcome = substr(outcome, 2) WHERE id = ANY(%s) AND outcome LIKE 'x%%'",
+                    (ids[1:],),
+                )
+
+        try:
+            with running_vault(env, **FAST) as second:
+                _wait_anchored(second, _head(env))
+                second.maintainer.check()  # B's first round: its window moves past the three rows
+                put_back()
+                for _ in range(3):
+                    second.maintainer.check()
+                learned = len(second.wired.vault.erased)
+        finally:
+            put_back()
+    assert learned == 3, f"B learned {learned} of the 3 erasures (old code: 1)"

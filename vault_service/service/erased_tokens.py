@@ -24,14 +24,15 @@ at start) is handed to the audit upkeep's check as this replica's own erase rows
 back or removed before the next checkpoint, it is named in the exported checkpoint (and the pending-rows note),
 and `audit verify --exported` reports it. Left: a row further back read at start-up is checked by its hash and
 link only (anchoring it would make the first upkeep round hash the log from the oldest erase row).
-The rows are selected by `action = 'erase'` naming tokens, not by their outcome (attack 46, A46-1: the read said
-`outcome LIKE 'ok:%'`, so the owner who prefixed an old erase row's outcome while a replica started - and put it
-back after that replica's first key-check round, whose reads then start near the anchored head - hid the erasure
-from it for good: never read, reported nor retried). Now such a row reads, fails its hash check, is reported and
-read again each round until it holds. Left (attack 46): a row whose `action` or `revealed` the owner changes for
-the length of the start-up read is still not selected, and a reveal row relabelled with a recomputed hash and the
-next row relinked (A46-3) still holds at start: only a signed commitment to the erase rows in each checkpoint
-(docs/threat-model.md) settles both. A token the set refuses is logged with the erase record it was learned from,
+The rows are selected by `action = 'erase'` alone, not by their outcome nor by naming tokens (attack 46, A46-1: the
+read said `outcome LIKE 'ok:%'` and `cardinality(revealed) > 0`, so the owner who prefixed an old erase row's
+outcome while a replica started - and put it back after that replica's first key-check round, whose reads then start
+near the anchored head - hid the erasure from it for good: never read, reported nor retried). Now such a row reads,
+fails its hash check, is reported and read again in turn until it holds (none dropped from the retries: RETRIED_ROWS
+per round); a row naming no token that holds teaches nothing. Left (attack 46): a row whose `action` the owner
+changes for the length of the start-up read is still not selected, and a reveal row relabelled with a recomputed
+hash and the next row relinked (A46-3) still holds at start: only a signed commitment to the erase rows in each
+checkpoint (docs/threat-model.md) settles both. A token the set refuses is logged with the erase record it was learned from,
 so the security team can check that record (A46-3's false alarm named none).
 Where each round's read starts (attack 45, A45-1: it started OVERLAP_IDS below the highest id the last read saw,
 `max(id)` of the log, so one row the owner put at id 10^15 for the length of one round moved every later read past
@@ -60,6 +61,7 @@ found/fetched token and loaded audit key (the state copied, ~0.4-0.6 us) and a d
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -76,7 +78,10 @@ before a row already read but committed after it is still learned (the set only 
 harmless)."""
 
 RETRIED_ROWS = 64
-"""Erase rows that did not hold, read again each round (one read each) until they do: the newest so many."""
+"""Erase rows that did not hold read again per round (one read each) until they do, in turn: none is ever dropped
+(attack 46: with the newest 64 kept, the owner who broke 65 erase rows while a replica started and put them back
+made it forget the oldest for good). Each such row is reported when read; they are read again within
+ceil(rows / RETRIED_ROWS) rounds."""
 
 ERASE_ROWS_PAGE = 2048
 """Erase rows per read, at most (the read also ends at ERASE_ROWS_PAGE_BYTES of fields: bounded, whatever the owner
@@ -102,13 +107,15 @@ def erase_row_problem(row: EraseRow) -> str | None:
     record = row.record
     if record is None:
         return "it is larger than any audit row the vault writes (its fields were not read)"
-    if record.hash_version != 2:
+    if record.hash_version != 2 and record.event.revealed:
         return f"it claims hash version {record.hash_version}: every row naming tokens is version 2"
     if len(record.row_hash) != CHAIN_HASH_BYTES or record_hash(record) != record.row_hash:
         return "its row hash is not that of its fields (changed after the chain trigger wrote it)"
     if row.next_prev_hash is not None and row.next_prev_hash != record.row_hash:
         return "the row after it does not link to it (its hash or a row after it changed)"
     hashes = record.event.revealed
+    if not hashes:  # a refusal, an erasure of none: nothing to learn, once it holds (its `revealed` may be cleared)
+        return None
     if not 1 <= len(hashes) <= MAX_ITEMS_PER_CALL or any(len(h) != REVEAL_HASH_BYTES for h in hashes):
         return "it names no token, more than a call may, or hashes of another length than the vault writes"
     return None
@@ -177,7 +184,9 @@ class ErasedTokens:
         self._failing: set[int] = set()
         """Ids of erase rows that did not hold when read (reported once): read again each round, by id, until they
         hold (a genuine erase row the owner changed only while it was read is learned once put back) or no longer
-        read as erase rows; at most RETRIED_ROWS, the newest."""
+        read as erase rows; RETRIED_ROWS of them per round, in turn (none dropped: ids only, ~70 bytes each)."""
+        self._retried_to = 0
+        """The id the last round's retries ended at: the next round's go on after it (wrapping around)."""
         self._lock = threading.Lock()
 
     def __bool__(self) -> bool:
@@ -258,7 +267,10 @@ class ErasedTokens:
             self._read_once = True
             floor = max(0, self._start - OVERLAP_IDS)
             self._seen = {i for i in self._seen if i > floor}
-            retry = sorted(i for i in self._failing if i <= floor)
+            due = sorted(i for i in self._failing if i <= floor)
+            turn = bisect.bisect_right(due, self._retried_to)
+            retry = (due[turn:] + due[:turn])[:RETRIED_ROWS]
+            self._retried_to = retry[-1] if retry else 0
         for row_id in retry:  # out of the window now: read again by id (within it, the pages read it)
             again = rows.erase_rows(row_id - 1, 1).rows
             if again and again[0].record_id == row_id:
@@ -301,8 +313,6 @@ class ErasedTokens:
             self._seen.update(row.record_id for row in learned)
             self._failing.difference_update(row.record_id for row in learned)
             self._failing.update(problems)
-            if len(self._failing) > RETRIED_ROWS:
-                self._failing = set(sorted(self._failing)[-RETRIED_ROWS:])
             return len(self._hashes) - before
 
     def erased(self, hashers: Sequence[Hasher], tokens: Iterable[str]) -> set[str]:

@@ -152,15 +152,15 @@ ERASURE_COUNT_SQL = "SELECT erasures FROM ONLY vault.erasure_count"
 # so the set learns only from rows that hash and link as the chain does (attack 44, A44-3). A row whose fields take
 # more than any audit row the vault writes comes with its id only (attack 44, A44-4: one planted row of 40 elements
 # of 1 MiB was held whole by every replica); a hash of another length than 32 bytes is read as b"".
-# Selected by its action alone, not by what its outcome says (attack 46, A46-1: `outcome LIKE 'ok:%'` let the owner
-# hide an old erase row from a starting replica by prefixing its outcome for the length of the read - never read,
-# never reported, never retried): a row whose outcome was changed no longer hashes to its fields, so the set reports
-# it and reads it again each round until it holds (`erased_tokens.erase_row_problem`), as `audit verify` counts every
+# Selected by its action alone, not by what its outcome or `revealed` say (attack 46, A46-1: `outcome LIKE 'ok:%'`
+# let the owner hide an old erase row from a starting replica by prefixing its outcome for the length of the read -
+# never read, reported nor retried; `revealed` cleared did the same): a row whose fields were changed no longer hashes
+# to them, so the set reports it and reads it again each round until it holds (`erased_tokens.erase_row_problem`);
+# a row naming no token that holds (a refusal, an erasure of none) teaches nothing. `audit verify` too counts every
 # erase row naming tokens whatever its outcome says.
 ERASE_ROWS_SQL = (
     f"WITH page AS MATERIALIZED (SELECT {RECORD_COLUMNS} FROM ONLY vault.audit_log"
-    " WHERE id > %(after)s AND id <= %(newest)s AND action = 'erase'"
-    " AND revealed IS NOT NULL AND cardinality(revealed) > 0 ORDER BY id LIMIT %(rows)s),"
+    " WHERE id > %(after)s AND id <= %(newest)s AND action = 'erase' ORDER BY id LIMIT %(rows)s),"
     f" sized AS (SELECT p.*, {RECORD_SIZE} AS size FROM page p),"
     " cut AS (SELECT z.*, count(*) OVER () AS paged, sum(CASE WHEN z.size > %(cap)s THEN 0 ELSE z.size END)"
     " OVER (ORDER BY z.id ROWS UNBOUNDED PRECEDING) - CASE WHEN z.size > %(cap)s THEN 0 ELSE z.size END AS before"
