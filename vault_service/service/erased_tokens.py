@@ -32,8 +32,8 @@ fails its hash check, is reported and read again in turn until it holds (none dr
 per round); a row naming no token that holds teaches nothing. Left (attack 46): a row whose `action` the owner
 changes for the length of the start-up read is still not selected, and a reveal row relabelled with a recomputed
 hash and the next row relinked (A46-3) still holds at start: only a signed commitment to the erase rows in each
-checkpoint (docs/threat-model.md) settles both. A token the set refuses is logged with the erase record it was learned from,
-so the security team can check that record (A46-3's false alarm named none).
+checkpoint (docs/threat-model.md) settles both. A token the set refuses is logged with the erase record it was
+learned from, so the security team can check that record (A46-3's false alarm named none).
 Where each round's read starts (attack 45, A45-1: it started OVERLAP_IDS below the highest id the last read saw,
 `max(id)` of the log, so one row the owner put at id 10^15 for the length of one round moved every later read past
 every genuine erase row: the replica never learned another's erasure until restarted). The read ends at the log's
