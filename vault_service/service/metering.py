@@ -47,13 +47,13 @@ REFUSED_CERTIFICATES_AUDITED = RateLimit(per_second=10, burst=100)
 certificate just expired, a revoked one tried), so twice one peer's rate leaves room for two at once while
 bounding what the holders of refused certificates of every name the policy knows can write together."""
 
-FIRST_REFUSALS = 3
+FIRST_REFUSALS = 5
 """Refusals of each refused certificate (serial) audited before the others of its name and of all refused
 certificates: each of those buckets keeps this many items for them (attack 46, A46-4)."""
 FIRST_REFUSALS_OF = "first refusals of a certificate"
 """The throttle's buckets of each refused certificate's first refusals, by serial (a key no peer has)."""
 FIRST_REFUSALS_AGAIN = RateLimit(per_second=1 / 60, burst=FIRST_REFUSALS)
-"""A certificate's first refusals come back one a minute: a bucket is held at most 3 minutes after its last use."""
+"""A certificate's first refusals come back one a minute: a bucket is held at most 5 minutes after its last use."""
 
 NewTokensObserver = Callable[[str, int, int], None]
 """(client, values, new tokens) -> None: told of every tokenize call (for metrics)."""
@@ -189,7 +189,7 @@ class RefusalAuditor:
         analyst certificate out of the audit (attack 46, A46-4: 20 calls of another, none audited). Every row
         still takes from the name's bucket and all refused certificates' (the bounds of attack 45, A45-5, and
         attack 40, A40-1, unchanged). The certificate's bucket is looked up only once those granted: one is made
-        at most per row written, held at most 3 minutes - the map stays bounded by the rows' rate.
+        at most per row written, held at most 5 minutes - the map stays bounded by the rows' rate.
         """
         if self._both(peer, within):
             return False
