@@ -25,6 +25,11 @@ def last_audit_id(env: dict[str, str]) -> int:
     return int(row[0]) if row else 0
 
 
+def without_fetch_mark(outcome: str) -> str:
+    """A Detokenize row's outcome without the audit id its fetch saw (attack 43, A43-1): not these tests' subject."""
+    return str(outcome).split(FETCH_SAW)[0]
+
+
 def audit_rows_since(env: dict[str, str], after: int, client: str) -> list[tuple[str, str, str]]:
     """(action, outcome, purpose) of `client`'s audit rows after `after`, in order."""
     with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
@@ -32,8 +37,7 @@ def audit_rows_since(env: dict[str, str], after: int, client: str) -> list[tuple
             "SELECT action, outcome, purpose FROM vault.audit_log WHERE id > %s AND client = %s ORDER BY id",
             (after, client),
         ).fetchall()
-    # A Detokenize row's outcome ends with the audit id its fetch saw (attack 43, A43-1): not these tests' subject.
-    return [(str(action), str(outcome).split(FETCH_SAW)[0], str(purpose)) for action, outcome, purpose in rows]
+    return [(str(action), without_fetch_mark(outcome), str(purpose)) for action, outcome, purpose in rows]
 
 
 def ticket_rows(env: dict[str, str], action: str, reason: str) -> list[tuple[str, str, str, str]]:

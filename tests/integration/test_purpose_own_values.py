@@ -23,8 +23,9 @@ import grpc
 import psycopg
 import pytest
 
-from tests.integration.audit_rows import audit_rows_since, last_audit_id
+from tests.integration.audit_rows import audit_rows_since, last_audit_id, without_fetch_mark
 from tokenvault_api.v1 import vault_pb2, vault_pb2_grpc
+from vault_service.domain.audit import FETCH_SAW
 
 StubFor = Callable[..., vault_pb2_grpc.TokenVaultStub]
 Values = dict[str, str]  # "ip", "device" -> value; "ip_token", "device_token" -> token
@@ -103,7 +104,7 @@ def _audited_since(env: dict[str, str], after: int, client: str, values: Values,
     assert holding == (0,), "an audit row holds the purpose or one of the call's values"
     kept_none = all(kept == "" for _, _, kept in rows)
     assert kept_none, "an audit row of the call keeps its purpose"
-    return [(action, outcome) for action, outcome, _ in rows]
+    return [(action, without_fetch_mark(outcome)) for action, outcome, _ in rows]
 
 
 def _audit_holds(env: dict[str, str], value: str) -> bool:
@@ -167,7 +168,9 @@ def test_a_plain_reveal_refused_for_its_own_value_names_the_tokens_as_a_reveal_d
             "SELECT outcome, cardinality(revealed) FROM vault.audit_log WHERE id > %s AND client = %s",
             (before, "fraud-investigator"),
         ).fetchall()
-    assert rows == [(f"refused: {OWN_VALUE}", 2)]
+    ((outcome, named),) = rows
+    assert (without_fetch_mark(outcome), named) == (f"refused: {OWN_VALUE}", 2)
+    assert FETCH_SAW in outcome  # what its fetch saw: verify judges it against an erasure as a reveal (A43-1/A43-2)
 
 
 @pytest.mark.parametrize(("spell", "refusal"), _PARAMS)
