@@ -249,7 +249,7 @@ def load_profile(path: Path | None, name: str | None) -> dict[str, str]:
         raise SettingsError(f"unknown setting(s) in [{name or 'default'}] of {path}: {', '.join(sorted(unknown))}")
     base = path.parent
     resolved = {k: str(v) for k, v in table.items()}
-    for key in ("ca", "cert", "key", "stack", "stack_dir"):
+    for key in PATH_SETTINGS:
         if key in resolved:
             resolved[key] = str((base / Path(resolved[key]).expanduser()).resolve())
     return resolved
@@ -262,6 +262,10 @@ OLDER_STACK_OFFICER = (
     " deletes the stack's data, then `make up`), or give --dsn a login of the officer's own."
 )
 """Said (stderr) by `erase` when `--as privacy-officer` counts with the analysts' login of an older stack (R38-8)."""
+
+
+PATH_SETTINGS = frozenset({f.name for f in fields(Settings) if f.type == "Path | None"} | {"stack"})
+"""Settings naming files, which a profile gives relative to itself (every Path field: none forgotten, walk 46 W46-1)."""
 
 
 def read_stack_env(stack_dir: Path) -> dict[str, str]:

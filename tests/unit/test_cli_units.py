@@ -99,6 +99,13 @@ def test_profiles_resolve_paths_beside_the_file_and_refuse_unknown_keys(tmp_path
         load_profile(profiles, "bad")
     with pytest.raises(SettingsError, match=r"no profile \[home\]"):
         load_profile(profiles, "home")
+    profiles.write_text('[officer]\nlogin_row_keys = "keys/lrk.json"\nca = "ca.pem"\nkey = "k.pem"\nstack = "s"\n')
+    assert load_profile(profiles, "officer") == {  # walk 46, W46-1: login_row_keys was read from the working directory
+        "login_row_keys": str(tmp_path / "keys" / "lrk.json"),
+        "ca": str(tmp_path / "ca.pem"),
+        "key": str(tmp_path / "k.pem"),
+        "stack": str(tmp_path / "s"),
+    }
 
 
 def test_by_default_only_the_product_s_token_columns_holding_only_tokens_are_revealed() -> None:
