@@ -140,7 +140,13 @@ def report(sweep: Sweep, deleted: bool) -> None:
     """The run's counts (stdout) and the letters it could not check or left, by message id (stderr)."""
     action = "deleted" if deleted else "would be deleted (dry run: add --yes to delete)"
     print(f"dead letters checked: {sweep.checked}")
-    print(f"  holding the person's values, {action}: {sweep.matched - len(sweep.recorded) - len(sweep.left_recording)}")
+    left = len(sweep.recorded) + len(sweep.left_recording) + len(sweep.outcome_unknown)  # matched, not deleted
+    print(f"  holding the person's values, {action}: {sweep.matched - left}")
+    if sweep.outcome_unknown:  # not deleted: counted apart, as the count is kept with the request (walk46, W46-3)
+        print(
+            "  holding the person's values, tokenize outcome unknown (named below), left in the DLQ:"
+            f" {len(sweep.outcome_unknown)}"
+        )
     if sweep.minted_refused:
         print(
             "  holding the person's values and recording tokens not printed (named below), left in the DLQ:"

@@ -220,6 +220,9 @@ def test_a414_a_tokenize_answer_lost_and_its_retry_too_is_dead_lettered_as_unkno
     )
     assert swept.returncode == 3, swept.stderr
     assert "tokenize outcome unknown: 1 letter(s)" in swept.stderr
+    # Counted left, not deleted: the counts are kept with the erasure request (walk46, W46-3: "deleted: 1").
+    assert "holding the person's values, deleted: 0\n" in swept.stdout, swept.stdout
+    assert "tokenize outcome unknown (named below), left in the DLQ: 1" in swept.stdout, swept.stdout
     message_id = str(letters[0]["MessageId"])
     assert message_id in swept.stderr
     assert [str(m["MessageId"]) for m in all_dead_letters(stack_env["SQS_ENDPOINT_URL"], etl_env["ETL_DLQ_URL"])] == [
