@@ -81,8 +81,8 @@ SENT_COPY = click.option(
     callback=_sent_copy,
     metavar="FILE",
     help="A copy of the vault's exported checkpoints you hold (the shipped log's `audit checkpoint` lines, at most"
-    " 8 MiB): read here and sent with the call, and verified against instead of the vault's own (which a vault"
-    " without TOKENVAULT_AUDIT_CHECKPOINT_FILE, as in Kubernetes, does not have).",
+    " 8 MiB): read here and sent with the call, and verified against together with the vault's own copy when it"
+    " has one, never instead of it (a vault without TOKENVAULT_AUDIT_CHECKPOINT_FILE, as in Kubernetes, has none).",
 )
 
 
@@ -112,7 +112,7 @@ def verify(ctx: Context, max_copy_lag: float | None, exported_copy: bytes | None
     Exit 1 too when the vault's exported copy is refused (no checkpoint, lines that look like checkpoints but cannot
     be read) or is older than the database's newest checkpoint by more than --max-copy-lag. Needs a certificate the
     vault's policy gives `verify` (the security team's: `--as security` on the embedded stack). With --exported FILE,
-    the copy you hold is sent and verified against instead of the vault's own.
+    the copy you hold is sent and verified against too, beside the vault's own (never instead of it).
     """
     with ctx.client() as client:
         verdict = _shown(client.audit_verify(max_copy_lag, ctx.settings.deadline, exported_copy))
