@@ -8,7 +8,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from tokenvault_cli import audit_commands, key_commands, key_job_commands, vault_commands
+from tokenvault_cli import audit_commands, key_commands, key_job_commands, login_row_keys_commands, vault_commands
 from tokenvault_cli.context import Context
 from tokenvault_cli.settings import ROLES
 
@@ -20,7 +20,25 @@ Every subcommand has --help.
 """
 
 
+class _Tokenvault(click.Group):
+    """The group, saying so when one of its own options is given after the subcommand (W44-1, walk46 W46-5)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.NoSuchOption as error:
+            own = {name for param in self.params for name in param.opts if name.startswith("--")}
+            if error.option_name not in own:
+                raise
+            name, sub = error.option_name, ctx.invoked_subcommand or "COMMAND"
+            said = f"No such option {name!r} of {sub}: {name} is an option of tokenvault itself, given before"
+            raise click.NoSuchOption(
+                name, f"{said} the subcommand: tokenvault {name} ... {sub} ...", ctx=error.ctx
+            ) from None
+
+
 @click.group(
+    cls=_Tokenvault,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=EPILOG,
 )
@@ -59,8 +77,9 @@ Every subcommand has --help.
 @click.option(
     "--login-row-keys",
     envvar="TOKENVAULT_LOGIN_ROW_KEYS",
-    help="Public keys of the ETL's row-signing key (JSON: `bao read -format=json transit/keys/tokenvault-login-rows`)"
-    " with which erase verifies the rows of user_logins holding the tokens; the embedded stack's by default.",
+    help="Public keys of the ETL's row-signing key (JSON: `bao read -format=json transit/keys/tokenvault-login-rows`,"
+    " or `login-row-keys refresh`) with which erase and reveal --verify-rows verify the rows of user_logins holding"
+    " the tokens; the embedded stack's by default. Env: TOKENVAULT_LOGIN_ROW_KEYS.",
 )
 @click.pass_context
 def cli(ctx: click.Context, /, **flags: Any) -> None:
@@ -74,6 +93,7 @@ for command in (
     *key_commands.COMMANDS,
     *key_job_commands.COMMANDS,
     *audit_commands.COMMANDS,
+    *login_row_keys_commands.COMMANDS,
 ):
     cli.add_command(command)
 

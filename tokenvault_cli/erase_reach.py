@@ -207,6 +207,14 @@ class RowCheck:
     """Rows naming a list that is missing, not signed by the ETL's key, or that does not list the row as it is."""
     too_many: bool = False
     """More rows (MAX_ROWS_CHECKED) or lists (MAX_LIST_BYTES) than the command reads: none checked."""
+    unknown_key: int = 0
+    """Rows naming a list signed by a key version the public keys file lacks (not counted in `failing`): the key
+    was rotated after the file was written (walk46, W46-2) - or a list the owner wrote names a version that never
+    was. They cannot be checked either way."""
+    versions_lacking: tuple[int, ...] = ()
+    """The key versions those lists name, which the file lacks."""
+    versions_held: tuple[int, ...] = ()
+    """The key versions the public keys file holds (when it was read)."""
 
 
 @dataclass(frozen=True)
@@ -277,18 +285,27 @@ def _check_rows(conn: psycopg.Connection[Any], tokens: list[str], keys: Callable
         return RowCheck(len(rows), unsigned, 0, too_many=True)
     public_keys = keys()
     listed: dict[uuid.UUID, frozenset[bytes]] = {}
+    lacking: dict[uuid.UUID, int] = {}
     for manifest_id, digests, signature in conn.execute(LISTS_SQL, {"ids": named}).fetchall():
         typed = isinstance(manifest_id, uuid.UUID) and isinstance(digests, bytes) and isinstance(signature, str)
-        if typed and public_keys.verify(signature, signed_input(manifest_id, digests)):
+        if typed and (version := public_keys.lacks_version_of(signature)) is not None:
+            lacking[manifest_id] = version
+        elif typed and public_keys.verify(signature, signed_input(manifest_id, digests)):
             listed[manifest_id] = digests_of(digests)
-    failing = 0
+    failing = unknown_key = 0
     for event_id, user_id, masked_ip, masked_device_id, created, manifest_id in rows:
         if manifest_id is None:
+            continue
+        if manifest_id in lacking:
+            unknown_key += 1
             continue
         day = created if isinstance(created, date) else None
         if row_digest(event_id, user_id, masked_ip, masked_device_id, day) not in listed.get(manifest_id, frozenset()):
             failing += 1
-    return RowCheck(len(rows), unsigned, failing)
+    versions = (tuple(sorted(set(lacking.values()))), tuple(sorted(public_keys.by_version)))
+    return RowCheck(
+        len(rows), unsigned, failing, unknown_key=unknown_key, versions_lacking=versions[0], versions_held=versions[1]
+    )
 
 
 _UNMATCHED = (

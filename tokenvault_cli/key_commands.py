@@ -90,7 +90,7 @@ def rotate_fingerprint_key(ctx: Context, reason: str) -> None:
         click.echo(f"fingerprint key {commands.rotate_fingerprint_key(reason)} is pending; run `reindex` next")
 
 
-def operator_token(ctx: Context) -> str:
+def operator_token(ctx: Context, needs: str = "retire-kek-versions writes the KEK's config") -> str:
     """Your own Vault token: $VAULT_TOKEN, else the file $VAULT_SECURITY_TOKEN_FILE (the embedded stack's by default).
 
     SettingsFailure (exit 2) when there is none, the file cannot be read, or it is refused (read_token: others, or
@@ -103,8 +103,8 @@ def operator_token(ctx: Context) -> str:
     token_file = os.environ.get("VAULT_SECURITY_TOKEN_FILE") or ctx.settings.stack_env.get("VAULT_SECURITY_TOKEN_FILE")
     if not token_file:
         raise SettingsFailure(
-            "retire-kek-versions writes the KEK's config with your own Vault token: log in (`vault login` /"
-            " `bao login`) and set VAULT_TOKEN, or VAULT_SECURITY_TOKEN_FILE"
+            f"{needs} with your own Vault token: log in (`vault login` / `bao login`) and set VAULT_TOKEN, or"
+            " VAULT_SECURITY_TOKEN_FILE"
         )
     try:
         return read_token(Path(token_file))

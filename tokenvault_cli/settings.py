@@ -131,11 +131,25 @@ class Settings:
 
     def row_keys(self) -> PublicKeys:
         """The ETL's row-signing public keys, from a file no other account may change; SettingsError otherwise."""
+        how = (
+            "pass --login-row-keys FILE before the subcommand (`tokenvault --login-row-keys FILE erase|reveal …`)"
+            " or set TOKENVAULT_LOGIN_ROW_KEYS (`bao read -format=json transit/keys/tokenvault-login-rows > FILE`)"
+        )
+        if self.login_row_keys is None and self.stack_dir is not None:
+            raise SettingsError(
+                f"no public keys of the ETL's row-signing key to verify the rows of user_logins with: the stack's"
+                f" {self.stack_dir / 'stack.env'} names none (no LOGIN_ROW_KEYS_FILE: a stack started before row"
+                f" signing; `make down`, then `make up`, starts one that has them), or {how}"
+            )
         if self.login_row_keys is None:
             raise SettingsError(
-                "no public keys of the ETL's row-signing key to verify the rows of user_logins with: pass"
-                " --login-row-keys FILE or set TOKENVAULT_LOGIN_ROW_KEYS (`bao read -format=json"
-                " transit/keys/tokenvault-login-rows > FILE`), or use --stack .stack"
+                f"no public keys of the ETL's row-signing key to verify the rows of user_logins with: {how}, or use"
+                " --stack .stack"
+            )
+        if not self.login_row_keys.exists() and not self.login_row_keys.is_symlink():
+            raise SettingsError(
+                f"the public keys file {self.login_row_keys} does not exist: {how}"
+                + (", or use --stack .stack" if self.stack_dir is None else "")
             )
         try:
             data = read_trusted(self.login_row_keys).data

@@ -24,6 +24,7 @@ from tokenvault_cli.erase_messages import (
     say_other_people_erased,
 )
 from tokenvault_cli.erase_reach import MAX_LIST_BYTES, MAX_ROWS_CHECKED, Reach, RowCheck, count_reach
+from tokenvault_cli.login_row_keys_commands import refresh_command
 from tokenvault_cli.output import FORMAT_OPTION, Format, write_rows
 from tokenvault_cli.progress import stderr, tracked
 from tokenvault_cli.query import (
@@ -38,6 +39,7 @@ from tokenvault_cli.query import (
 from tokenvault_cli.settings import SettingsError
 from tokenvault_client import ChunkLimits, EraseOutcome, ItemError, RateLimited, Revealed, TokenType
 from tokenvault_common.erase_outcomes import PURPOSE_PLACEHOLDER, USER_ID_PLACEHOLDER
+from tokenvault_common.login_row_signatures import LOGIN_ROWS_KEY
 
 PURPOSE_HELP = (
     "Why: a case or ticket reference such as INC-4821 or GDPR-2026-0042 (letters and digits in groups"
@@ -220,8 +222,9 @@ def _reveal_query(
         write_rows(result.columns, result.rows, fmt)
         return
     if verify is not None:  # attack 41, A41-1: the rows are the ETL's as it loaded them, or nothing is revealed
-        reach = _count_reach(ctx, distinct_tokens(result, columns), [], "nothing was revealed", verify=True)
-        _refuse_rows_not_signed(reach.check, verify[0], "revealing nothing")
+        tokens = distinct_tokens(result, columns)
+        reach = _count_reach(ctx, tokens, [], "nothing was revealed", verify=True, why=REVEAL_READS)
+        _refuse_rows_not_signed(ctx, reach.check, verify[0], "revealing nothing")
     outcomes: list[object] = []
 
     def reveal_all(tokens: list[str]) -> list[object]:
@@ -272,7 +275,8 @@ def _reveal_query(
     type=click.IntRange(0),
     help="Erase even though N rows of user_logins holding the tokens carry no signature of the ETL (loaded before"
     " migration 0068, or by an ETL that signs nothing): N must be the number the command counts. Check those rows"
-    " against a source the database owner does not control first (README, the erasure runbook).",
+    " against a source the database owner does not control first (README, *Privacy officer: erase a person's"
+    " values*).",
 )
 @click.option(
     "--from-dead-letters",
@@ -328,7 +332,7 @@ def erase(
     if from_dead_letters:
         _refuse_unfilled_placeholders(person, purpose)
     reach = _count_reach(ctx, wanted, person, "nothing was erased", verify=True)
-    _refuse_rows_not_signed(reach.check, unsigned_confirmed)
+    _refuse_rows_not_signed(ctx, reach.check, unsigned_confirmed)
     reaching = reach.reaching(wanted)
     if confirmed is None and reaching:
         refuse_other_people(reach, wanted, tokens, purpose, yes, fmt, _as_given(), None, from_dead_letters)
@@ -368,13 +372,22 @@ def erase(
         raise SystemExit(1)
 
 
+ERASE_COUNTS = "`erase` counts in user_logins who else holds the tokens before erasing"
+REVEAL_READS = "`reveal --verify-rows` verifies the rows of user_logins holding the tokens before revealing"
+
+
 def _count_reach(
-    ctx: Context, tokens: Sequence[str], person: Sequence[str], otherwise: str, verify: bool = False
+    ctx: Context,
+    tokens: Sequence[str],
+    person: Sequence[str],
+    otherwise: str,
+    verify: bool = False,
+    why: str = ERASE_COUNTS,
 ) -> Reach:
     """Who else holds `tokens` in user_logins; a Failure ending with `otherwise` when it cannot be counted.
 
     `verify`: the rows holding them checked against the ETL's signatures too (Reach.check), with the public
-    keys of the settings (read only when a row carries a signature).
+    keys of the settings (read only when a row carries a signature). `why`: what the command reads there for.
     """
     try:
         dsn = ctx.settings.dsn()
@@ -382,20 +395,19 @@ def _count_reach(
             click.echo(ctx.settings.shared_login_warning, err=True)
         return count_reach(dsn, tokens, person, ctx.settings.row_keys if verify else None)
     except SettingsError as error:
-        raise SettingsFailure(
-            f"{error} - `erase` counts in user_logins who else holds the tokens before erasing; {otherwise}"
-        ) from None
+        raise SettingsFailure(f"{error} - {why}; {otherwise}") from None
     except QueryError as error:
         raise Failure(f"{error}; {otherwise}") from None
 
 
 def _refuse_rows_not_signed(
-    check: RowCheck | None, unsigned_confirmed: int | None, nothing: str = "erasing nothing"
+    ctx: Context, check: RowCheck | None, unsigned_confirmed: int | None, nothing: str = "erasing nothing"
 ) -> None:
     """Refuse (`nothing`: what is not done) while a row holding the tokens fails or is unsigned, unconfirmed.
 
     Attack 41, A41-1: the database owner swapped two people's tokens in user_logins, and the erasure of one
-    destroyed the other's values. Counts only in the messages: no user id, no token, no value.
+    destroyed the other's values. Counts only in the messages: no user id, no token, no value. Rows signed by a
+    key version the public keys file lacks are told apart (walk46, W46-2): after a rotation of the key, refresh it.
     """
     if check is None:
         return
@@ -405,12 +417,15 @@ def _refuse_rows_not_signed(
             f" (over {MAX_ROWS_CHECKED:,} rows or {MAX_LIST_BYTES // 2**20} MiB of signed lists); {nothing}:"
             " ask for fewer tokens at once"
         )
+    stale = _stale_keys_file(ctx, check, nothing) if check.unknown_key else ""
     if check.failing:
         raise Failure(
             f"{check.failing} row(s) of user_logins holding these tokens do not verify against the ETL's"
             " signature: changed or written outside the ETL (tokens moved between people, a user id changed, a"
-            f" row planted); {nothing}; report it to the security team"
+            f" row planted); {nothing}; report it to the security team" + (f"\nBesides, {stale}" if stale else "")
         )
+    if stale:
+        raise SettingsFailure(stale[0].upper() + stale[1:])
     if check.unsigned and unsigned_confirmed != check.unsigned:
         given = (
             ""
@@ -421,14 +436,27 @@ def _refuse_rows_not_signed(
             f"{given}{check.unsigned} row(s) of user_logins holding these tokens carry no signature of the"
             " ETL (loaded before migration 0068, by an ETL that signs nothing, or cleared since), so whose tokens"
             f" they hold cannot be verified; {nothing}. Check those rows against a source the database owner"
-            " does not control (README, the erasure runbook), then run the command again with"
-            f" --accepting-unsigned-rows {check.unsigned}"
+            " does not control (README, *Privacy officer: erase a person's values*, on rows with no signature),"
+            f" then run the command again with --accepting-unsigned-rows {check.unsigned}"
         )
     if unsigned_confirmed not in (None, check.unsigned):
         raise Failure(
             f"--accepting-unsigned-rows {unsigned_confirmed} does not match the count now: no row holding these"
             f" tokens is unsigned; {nothing}. Run it without --accepting-unsigned-rows"
         )
+
+
+def _stale_keys_file(ctx: Context, check: RowCheck, nothing: str) -> str:
+    """What to do about rows signed by a key version the public keys file lacks: refresh it (W46-2)."""
+    versions = ", ".join(f"v{v}" for v in check.versions_lacking)
+    held = ", ".join(f"v{v}" for v in check.versions_held)
+    return (
+        f"{check.unknown_key} row(s) of user_logins holding these tokens are signed with key version {versions} of"
+        f" the ETL's row-signing key ({LOGIN_ROWS_KEY}), which the public keys file {ctx.settings.login_row_keys}"
+        f" lacks (it holds {held}): the key was rotated after the file was written, so they cannot be verified"
+        f" with it; {nothing}. Refresh the file, then run this again: {refresh_command(ctx.settings)}. If the"
+        " refreshed file still lacks that version, no such key version signed them: report it to the security team"
+    )
 
 
 def _say_other_people_erased(ctx: Context, before: Reach, erased: list[str]) -> None:

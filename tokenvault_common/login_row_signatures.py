@@ -87,6 +87,17 @@ class PublicKeys:
                 raise PublicKeysError(f"key version {version}'s public_key is not an ed25519 public key") from None
         return cls(keys)
 
+    def lacks_version_of(self, signature: str) -> int | None:
+        """The key version a well-formed `signature` names when these keys do not hold it (a rotation since); else None.
+
+        A signature by a version the file lacks cannot be checked: not evidence of tampering, but of a stale file
+        (walk46, W46-2: after a routine rotation every newly loaded row was reported as tampered with).
+        """
+        match = _SIGNATURE.fullmatch(signature or "")
+        if not match or int(match.group(1)) in self.by_version:
+            return None
+        return int(match.group(1))
+
     def verify(self, signature: str, message: bytes) -> bool:
         """Whether `signature` (Transit's `vault:vN:<base64>`) is key version N's signature of `message`."""
         match = _SIGNATURE.fullmatch(signature or "")

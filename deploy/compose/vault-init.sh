@@ -75,7 +75,7 @@ vault read transit/keys/tokenvault-take-back-times >/dev/null 2>&1 || vault writ
 # The ETL's own signing key: it signs, per load batch, the digests of the rows it loads into user_logins
 # (attack 41, A41-1); not exportable. Its public keys (a read shows nothing else) go to the privacy
 # officer's container, whose `tokenvault erase` verifies the rows offline; written again at each `up`
-# (after a rotation of the key, run `up` again).
+# (after a rotation of the key, `docker compose up --no-deps vault-init`: docs/key-rotation.md, step 8).
 vault read transit/keys/tokenvault-login-rows >/dev/null 2>&1 || vault write transit/keys/tokenvault-login-rows type=ed25519 exportable=false
 vault read -format=json transit/keys/tokenvault-login-rows > /login-row-keys/login-row-keys.json.new
 chmod 444 /login-row-keys/login-row-keys.json.new && mv /login-row-keys/login-row-keys.json.new /login-row-keys/login-row-keys.json

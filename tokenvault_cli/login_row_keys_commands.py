@@ -1,0 +1,132 @@
+"""`tokenvault login-row-keys refresh`: the public keys file, written again from Transit after a rotation.
+
+`erase` and `reveal --query --verify-rows` verify the rows of user_logins offline with the public keys of the ETL's
+row-signing key (tokenvault-login-rows). After the security team rotates that key, the ETL signs new rows with the
+new version, which the file does not hold: those rows cannot be verified until the file is refreshed (walk46,
+W46-2: they were reported as tampered with). The security team reads the key (public keys only: it is not
+exportable) with its own Vault token and the file is replaced at once (a new file renamed over it), so no reader
+ever sees half of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+import hvac
+
+from tokenvault_cli.context import Context, Failure, SettingsFailure
+from tokenvault_cli.key_commands import operator_token
+from tokenvault_cli.settings import Settings
+from tokenvault_common.login_row_signatures import LOGIN_ROWS_KEY, PublicKeys, PublicKeysError
+
+
+def refresh_command(settings: Settings) -> str:
+    """The command that refreshes the settings' public keys file, for the messages that ask for it."""
+    if settings.stack_dir is not None:
+        return f"`tokenvault --stack {shlex.quote(str(settings.stack_dir))} --as security login-row-keys refresh`"
+    target = shlex.quote(str(settings.login_row_keys or "FILE"))
+    return (
+        f"`tokenvault --login-row-keys {target} login-row-keys refresh` with VAULT_ADDR and the security team's"
+        f" VAULT_TOKEN (or `bao read -format=json transit/keys/{LOGIN_ROWS_KEY} > {target}`; compose:"
+        " `docker compose up -d vault-init`)"
+    )
+
+
+def _versions(keys: PublicKeys) -> str:
+    return ", ".join(f"v{v}" for v in sorted(keys.by_version)) or "none"
+
+
+def _read_key(address: str, token: str) -> dict[str, Any]:
+    """Transit's read of LOGIN_ROWS_KEY: its public keys, by version."""
+    verify: bool | str = os.environ.get("VAULT_CACERT") or os.environ.get("BAO_CACERT") or True
+    client = hvac.Client(url=address, token=token, verify=verify, timeout=30)
+    try:
+        answer = client.adapter.get(f"/v1/transit/keys/{LOGIN_ROWS_KEY}")
+    except hvac.exceptions.Forbidden:
+        raise SettingsFailure(
+            f"Vault refused to read transit/keys/{LOGIN_ROWS_KEY} with this token (403): the security team's"
+            " (policy tokenvault-security) may; nothing was written"
+        ) from None
+    except hvac.exceptions.VaultError as error:
+        raise Failure(f"reading transit/keys/{LOGIN_ROWS_KEY} failed: {error}; nothing was written") from None
+    except OSError as error:  # requests' errors are OSErrors
+        raise Failure(f"cannot reach Vault at {address} ({type(error).__name__}); nothing was written") from None
+    data = answer.get("data") if isinstance(answer, dict) else None
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), dict):
+        raise Failure(f"Vault's answer for transit/keys/{LOGIN_ROWS_KEY} holds no keys; nothing written")
+    return data
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """`text` into `path` by renaming a new file over it (mode 0644: public keys, read by every officer)."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
+    try:
+        with os.fdopen(fd, "w") as new:
+            new.write(text)
+            new.flush()
+            os.fchmod(new.fileno(), 0o644)
+            os.fsync(new.fileno())
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+@click.group("login-row-keys")
+def login_row_keys() -> None:
+    """The public keys file of the ETL's row-signing key, with which erase and reveal --verify-rows verify rows."""
+
+
+@login_row_keys.command()
+@click.pass_obj
+def refresh(ctx: Context) -> None:
+    """Write the public keys file again from Transit (after each rotation of tokenvault-login-rows).
+
+    Reads transit/keys/tokenvault-login-rows - public keys only: the key is not exportable - with your own Vault
+    token ($VAULT_TOKEN, or the file $VAULT_SECURITY_TOKEN_FILE; the embedded stack's by default) at $VAULT_ADDR
+    (the stack's by default), and replaces the file (--login-row-keys, TOKENVAULT_LOGIN_ROW_KEYS, a profile's
+    login_row_keys, the stack's) in one rename.
+
+    \b
+    tokenvault --stack .stack --as security login-row-keys refresh
+    """  # noqa: D301 - \b keeps click from rewrapping the example
+    settings = ctx.settings
+    target = settings.login_row_keys
+    if target is None:
+        raise SettingsFailure(
+            "which public keys file to write: pass --login-row-keys FILE before the subcommand"
+            " (`tokenvault --login-row-keys FILE login-row-keys refresh`) or set TOKENVAULT_LOGIN_ROW_KEYS"
+        )
+    address = os.environ.get("VAULT_ADDR") or os.environ.get("BAO_ADDR") or settings.stack_env.get("VAULT_ADDR")
+    if not address:
+        raise SettingsFailure("where Vault is: set VAULT_ADDR (the embedded stack's with --stack .stack)")
+    token = operator_token(ctx, "login-row-keys refresh reads the key's public keys")
+    data = _read_key(address, token)
+    text = json.dumps({"name": LOGIN_ROWS_KEY, "keys": data["keys"]}, indent=1) + "\n"
+    try:
+        keys = PublicKeys.parse(text)
+    except PublicKeysError as error:
+        raise Failure(f"Vault's answer is unusable as public keys: {error}; nothing was written") from None
+    try:
+        before = _versions(PublicKeys.parse(target.read_bytes()))
+    except (OSError, PublicKeysError):
+        before = "none readable"
+    try:
+        _write_atomically(target, text)
+    except OSError as error:
+        raise SettingsFailure(f"cannot write {target}: {error.strerror or error}; nothing was written") from None
+    click.echo(f"{target}: key versions {_versions(keys)} of {LOGIN_ROWS_KEY} (before: {before})")
+
+
+COMMANDS = (login_row_keys,)
