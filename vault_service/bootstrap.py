@@ -408,8 +408,13 @@ def key_job_wiring(wired: Bootstrapped, config: VaultServiceConfig) -> Bootstrap
     return Bootstrapped(vault, keys, pool, key_store, token_store, audit, wired.wrapper, wired.signer)
 
 
-def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
+def bootstrap(config: VaultServiceConfig, *, report: bool = False) -> Bootstrapped:
     """Connect to Vault (checking every permission) and Postgres, load keys and policy.
+
+    `report`: for the report commands (`audit verify`, `who-saw`), whose sessions read the chain past an owner's
+    row-level security policy to name it; every other session (serving, upkeep, key jobs, admin) runs with
+    `row_security = off`, so such a policy fails its statements instead of filtering them (attack 46, A46-2;
+    session_settings.py).
 
     Raises VaultStartupError, KeysUnavailable or PoolTimeout with a message naming the cause.
     """
@@ -421,7 +426,7 @@ def bootstrap(config: VaultServiceConfig) -> Bootstrapped:
     wrapper.check_access()
     signer = TransitSigner(session, config.audit_signing_key, config.transit_mount)
     signer.check_access()
-    settings = session_settings_with(config.db_synchronous_commit)
+    settings = session_settings_with(config.db_synchronous_commit, report=report)
     pool = open_vault_pool(config.database_conninfo, config.db_pool_size, settings)
     try:
         check_session_settings(pool, settings)

@@ -256,7 +256,7 @@ HOLD_THE_SEGMENT_READ = """
 CREATE TABLE public.held_round (on_ boolean);
 INSERT INTO public.held_round VALUES (true);
 GRANT SELECT ON public.held_round TO PUBLIC;
-CREATE FUNCTION public.hold_the_round() RETURNS boolean LANGUAGE plpgsql AS $f$
+CREATE FUNCTION pg_catalog.unnest(bigint[]) RETURNS SETOF bigint LANGUAGE plpgsql AS $f$
 BEGIN
   IF current_query() LIKE 'WITH page AS MATERIALIZED%' THEN
     WHILE EXISTS (SELECT 1 FROM public.held_round) LOOP
@@ -266,18 +266,21 @@ BEGIN
       END;
     END LOOP;
   END IF;
-  RETURN true;
+  RETURN QUERY SELECT $1[i] FROM generate_subscripts($1, 1) AS i;
 END $f$;
-GRANT EXECUTE ON FUNCTION public.hold_the_round() TO PUBLIC;
-CREATE POLICY held_round ON vault.audit_log USING (public.hold_the_round());
-ALTER TABLE vault.audit_log ENABLE ROW LEVEL SECURITY;
+CREATE OPERATOR public.@@@ (LEFTARG = integer, RIGHTARG = integer, FUNCTION = pg_catalog.int4pl);
 """
-"""The database owner's hold on the audit upkeep's segment read (attack 17, finding 3): a row-level-security
-policy whose function sleeps and catches `query_canceled`, so a statement timeout or a cancel is trapped."""
+"""The database owner's hold on the audit upkeep's segment read (attack 17, finding 3): a function of his on the
+statement's path that sleeps and catches `query_canceled`, so a statement timeout or a cancel is trapped. Attack 17
+used a row-level security policy; since attack 46 the vault's serving sessions run with `row_security = off`, so a
+policy fails the read at once instead: the hold is now an exact-match overload of the segment read's
+`pg_catalog.unnest(bigint[])` (what the start-up and round catalog check refuses, but a round's statements do not
+wait for that check). The operator's creation makes every session plan its statements again (a change to
+pg_operator resets each plan cache), so one prepared before resolves to the overload too."""
 RELEASE_THE_HOLD = "DELETE FROM public.held_round"
 REMOVE_THE_HOLD = (
-    "ALTER TABLE vault.audit_log DISABLE ROW LEVEL SECURITY; DROP POLICY held_round ON vault.audit_log;"
-    " DROP FUNCTION public.hold_the_round(); DROP TABLE public.held_round"
+    "DROP OPERATOR public.@@@ (integer, integer); DROP FUNCTION pg_catalog.unnest(bigint[]);"
+    " DROP TABLE public.held_round"
 )
 
 

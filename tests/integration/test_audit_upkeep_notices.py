@@ -5,7 +5,9 @@ function that raised a NOTICE of 200-320 MB on the upkeep's segment read. libpq 
 whole and copies it into a result: the vault's peak memory went from 90 to 705 MB (200 MB), past
 the shipped 1 GiB limit (320 MB), so the replica was OOM-killed between a reveal and its
 checkpoint's export, and the owner rewrote the reveal's row unnoticed. The vault's sessions now
-run with `client_min_messages = error`: the server never sends the notice.
+run with `client_min_messages = error`: the server never sends the notice. (Since attack 46 the upkeep's
+sessions run with `row_security = off`, so its read fails on such a policy instead; the report commands' sessions
+(`audit verify`, `who-saw`) still read past a policy to name it: the read is made with their settings.)
 
 Real PostgreSQL; the round's read runs in a process of its own, whose peak RSS (VmHWM) is measured.
 """
@@ -46,6 +48,7 @@ _ROUND_READ = """
 import json, sys
 from tests.integration.own_audit_log import reveal_event
 from vault_service.adapters.postgres import PostgresAuditLog
+from vault_service.adapters.postgres.session_settings import session_settings_with
 from vault_service.bootstrap import open_vault_pool
 
 def peak_kb():
@@ -54,7 +57,7 @@ def peak_kb():
             return int(line.split()[1])
     raise SystemExit("no VmHWM")
 
-pool = open_vault_pool(sys.argv[1], 2)
+pool = open_vault_pool(sys.argv[1], 2, session_settings_with("on", report=True))  # reads past a policy
 log = PostgresAuditLog(pool)
 log.upkeep_statement_timeout = 60.0  # as the service sets it: each upkeep transaction bounded
 log.append(reveal_event(1))
@@ -68,7 +71,8 @@ rows = log.segment(0, head, [], 100)  # the round's read, the owner's policy in 
 print(json.dumps({"rows": len(rows), "before_kb": before, "after_kb": peak_kb()}))
 pool.close()
 """
-"""The upkeep's statements as the service runs them (its pool, its audit log adapter), in a process of its own."""
+"""The upkeep's statements as the service runs them (its pool, its audit log adapter), in a process of its own,
+with the report sessions' settings (no `row_security = off`)."""
 
 
 def test_a_huge_notice_on_the_upkeeps_segment_read_never_reaches_the_vault(stack_env: dict[str, str]) -> None:

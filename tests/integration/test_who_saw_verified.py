@@ -32,6 +32,7 @@ from tests.integration.audit_attacks import (
     tokenize_fresh_ip,
 )
 from tokenvault_client import Revealed, VaultClient
+from tokenvault_client.errors import Internal
 from vault_service.adapters.transit import verify_signature
 from vault_service.bootstrap import bootstrap
 from vault_service.domain.key_check import check_value
@@ -74,10 +75,17 @@ def test_who_saw_lists_the_reveals_a_policy_hides_from_any_query_but_verificatio
     vault, exported = anchored
     token = tokenize_fresh_ip(own_database, vault)
     _reveal(own_database, vault, "fraud-investigator", token, "CASE-2026-810")
-    with as_owner(own_database) as conn:
-        conn.execute(_HIDE_FROM_WHO_SAW)  # the service goes on appending and checkpointing
     _reveal(own_database, vault, "fraud-investigator", token, "CASE-2026-811")
     vault.wait_for_checkpoint()
+    with as_owner(own_database) as conn:
+        conn.execute(_HIDE_FROM_WHO_SAW)
+    # The serving sessions run with row_security = off (attack 46): a reveal under the policy fails, not filtered
+    investigator = stack_identity(own_database, "fraud-investigator")
+    with (
+        VaultClient.connect(vault.address, investigator, deadline=10) as client,
+        pytest.raises(Internal, match="row-level security policy"),
+    ):
+        client.detokenize([token], "CASE-2026-812")
 
     code, printed = _who_saw(own_database, exported, token, monkeypatch)
     # The chain verifies (every row read); the owner's policies are a finding of their own since attack 43's

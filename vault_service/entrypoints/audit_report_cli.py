@@ -66,7 +66,7 @@ def _copy_lag(config: VaultServiceConfig, max_copy_lag: float | None) -> float:
 
 def audit_verify(config: VaultServiceConfig, exported: Path | None, max_copy_lag: float | None = None) -> int:
     """Check the audit log; 0 when intact, 1 naming the first record concerned (or the exported copy too old)."""
-    wired = bootstrap(config)
+    wired = bootstrap(config, report=True)  # reads past a policy to name it
     try:
         report = _verified(wired, config.audit_checkpoint_file, exported, _copy_lag(config, max_copy_lag), frozenset())
         return 0 if report.intact else 1
@@ -82,7 +82,7 @@ def audit_who_saw(
     The answer is filtered from the records the verification itself read and verified: one
     read of the log, no second query the database could answer differently.
     """
-    wired = bootstrap(config)
+    wired = bootstrap(config, report=True)  # reads past a policy to name it
     try:
         audit_keys = wired.keys.ring.audit_keys
         keep = token_hashes(audit_keys, token)

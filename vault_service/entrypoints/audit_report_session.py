@@ -135,7 +135,7 @@ def report_verifier(wired: Bootstrapped, config: VaultServiceConfig) -> Verify:
         max_copy_lag: float, seconds: float, check: Check, sent: ExportedCopy | None, keep: frozenset[bytes]
     ) -> FullAuditReport:
         settings = {
-            **session_settings_with(config.db_synchronous_commit),
+            **session_settings_with(config.db_synchronous_commit, report=True),  # reads past a policy to name it
             "statement_timeout": str(max(1, int(seconds * 1000))),
         }
         connections: list[Connection[Any]] = []

@@ -40,8 +40,8 @@ class ErasedTokensUnread(Exception):
 class CatalogAltered(ErasedTokensUnread):
     """The database's catalog holds the owner's additions: the replica must not serve (attack 45, A45-3/A45-4).
 
-    Objects the vault's SQL would resolve to that neither PostgreSQL nor the migrations made, or a table
-    inheriting from a vault table.
+    Objects the vault's SQL would resolve to that neither PostgreSQL nor the migrations made, a table
+    inheriting from a vault table, or row-level security, a policy or a rule on one (attack 46, A46-2).
     """
 
     def __init__(self, additions: tuple[str, ...]) -> None:
@@ -117,7 +117,7 @@ class KeyMaintainer:
             return None
 
     def _catalog_altered(self) -> tuple[str, ...]:
-        """What the owner added to pg_catalog or made inherit from a vault table (A45-3).
+        """What the owner added to pg_catalog, made inherit from a vault table (A45-3) or filter one (A46-2).
 
         An error reading it is not a finding here: the round's other reads report the database unavailable.
         """
@@ -170,7 +170,10 @@ class KeyMaintainer:
             log.debug("database check failed: %s", type(error).__name__)
             return False
         if self._catalog_altered():  # unhealthy while it lasts: any read of this round may be the owner's choice
-            self._causes[DATABASE] = "the database's catalog was altered (objects added to pg_catalog, inheritance)"
+            self._causes[DATABASE] = (
+                "the database's catalog was altered (objects added to pg_catalog, inheritance, row-level security,"
+                " policies or rules on vault tables)"
+            )
             return False
         learned = self._learn_erased()  # after the mark: an erasure that moved it has its row committed
         if learned is None:  # unhealthy until it reads them: another replica's erasure would go unknown here

@@ -12,7 +12,12 @@ again), and the migrations create nothing there either (checked on a fresh run, 
 plpgsql's objects are initdb's). So every function, operator, type, relation, collation, conversion, operator
 class or family in that schema at or above it, every cast between two built-in types at or above it, and
 every trigger or rule on a relation of its at or above it, is the owner's addition; so is every
-inheritance or partition link whose parent or child is a relation of schema `vault` (the migrations make none).
+inheritance or partition link whose parent or child is a relation of schema `vault` (the migrations make none),
+and every vault relation with row-level security enabled or forced, every policy and every rule on one (the
+migrations make none either). A46-2: a policy the owner added for the length of one call hid the rows from an
+erase row on from Detokenize's `max(id)` alone, so the reveal's record said its fetch came before the erasure; the
+serving sessions now run with `row_security = off` (session_settings.py), which fails such a statement, and a
+replica does not start, or reports its database unhealthy, while such a filter stands.
 
 The query that finds them must not itself resolve to what it looks for: it compares oid and name columns only,
 with operators qualified `OPERATOR(pg_catalog.=)` on operands of exactly their types (oid = oid, name = name:
@@ -66,36 +71,55 @@ _NAMESPACED = (  # (kind, catalog, its oid column prefix's namespace column)
     ("operator family", "pg_opfamily", "opfnamespace"),
 )
 
-CATALOG_ADDITIONS = "\n".join(
-    [
-        "WITH system_schemas AS (",
-        "  SELECT n.oid FROM pg_catalog.pg_namespace n",
-        f"   WHERE n.nspname {_EQ} 'pg_catalog'::pg_catalog.name",
-        "), vault_relations AS (",
-        f"  SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid {_EQ} c.relnamespace",
-        f"   WHERE n.nspname {_EQ} 'vault'::pg_catalog.name",
-        ")",
-        "\nUNION ALL\n".join(
-            [
-                *(
-                    f"SELECT '{kind}' AS kind, x.oid, NULL::pg_catalog.oid AS parent FROM pg_catalog.{catalog} x"
-                    f" WHERE x.oid {_AT_LEAST_NORMAL} AND {_in_system_schemas('x.' + column)}"
-                    for kind, catalog, column in _NAMESPACED
-                ),
-                f"SELECT 'cast', x.oid, NULL FROM pg_catalog.pg_cast x WHERE x.oid {_AT_LEAST_NORMAL}"
-                f" AND x.castsource {_BUILT_IN} AND x.casttarget {_BUILT_IN}",
-                f"SELECT 'trigger', x.oid, NULL FROM pg_catalog.pg_trigger x WHERE x.oid {_AT_LEAST_NORMAL}"
-                f" AND {_on_system_relation('x.tgrelid')}",
-                f"SELECT 'rule', x.oid, NULL FROM pg_catalog.pg_rewrite x WHERE x.oid {_AT_LEAST_NORMAL}"
-                f" AND {_on_system_relation('x.ev_class')}",
-                "SELECT 'inheritance', x.inhrelid, x.inhparent FROM pg_catalog.pg_inherits x"
-                f" WHERE {_in_vault('x.inhparent')} OR {_in_vault('x.inhrelid')}",
-            ]
-        ),
-    ]
-)
-"""(kind, oid, parent oid for an inheritance link) of each object the server did not ship in pg_catalog, and of each
-inheritance link touching a vault relation. Column and operator comparisons only."""
+_FILTERS = [  # what makes a vault table's rows read or written other than as stored (attack 46, A46-2)
+    "SELECT 'row security', c.oid, NULL FROM pg_catalog.pg_class c"
+    f" WHERE (c.relrowsecurity OR c.relforcerowsecurity) AND {_in_vault('c.oid')}",
+    f"SELECT 'policy', x.oid, NULL FROM pg_catalog.pg_policy x WHERE {_in_vault('x.polrelid')}",
+    f"SELECT 'vault rule', x.oid, NULL FROM pg_catalog.pg_rewrite x WHERE {_in_vault('x.ev_class')}",
+]
+
+
+def _additions(filters: bool) -> str:
+    return "\n".join(
+        [
+            "WITH system_schemas AS (",
+            "  SELECT n.oid FROM pg_catalog.pg_namespace n",
+            f"   WHERE n.nspname {_EQ} 'pg_catalog'::pg_catalog.name",
+            "), vault_relations AS (",
+            f"  SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid {_EQ} c.relnamespace",
+            f"   WHERE n.nspname {_EQ} 'vault'::pg_catalog.name",
+            ")",
+            "\nUNION ALL\n".join(
+                [
+                    *(
+                        f"SELECT '{kind}' AS kind, x.oid, NULL::pg_catalog.oid AS parent FROM pg_catalog.{catalog} x"
+                        f" WHERE x.oid {_AT_LEAST_NORMAL} AND {_in_system_schemas('x.' + column)}"
+                        for kind, catalog, column in _NAMESPACED
+                    ),
+                    f"SELECT 'cast', x.oid, NULL FROM pg_catalog.pg_cast x WHERE x.oid {_AT_LEAST_NORMAL}"
+                    f" AND x.castsource {_BUILT_IN} AND x.casttarget {_BUILT_IN}",
+                    f"SELECT 'trigger', x.oid, NULL FROM pg_catalog.pg_trigger x WHERE x.oid {_AT_LEAST_NORMAL}"
+                    f" AND {_on_system_relation('x.tgrelid')}",
+                    f"SELECT 'rule', x.oid, NULL FROM pg_catalog.pg_rewrite x WHERE x.oid {_AT_LEAST_NORMAL}"
+                    f" AND {_on_system_relation('x.ev_class')}",
+                    "SELECT 'inheritance', x.inhrelid, x.inhparent FROM pg_catalog.pg_inherits x"
+                    f" WHERE {_in_vault('x.inhparent')} OR {_in_vault('x.inhrelid')}",
+                    *(_FILTERS if filters else []),
+                ]
+            ),
+        ]
+    )
+
+
+CATALOG_ADDITIONS = _additions(filters=True)
+"""(kind, oid, parent oid for an inheritance link) of each object the server did not ship in pg_catalog, of each
+inheritance link touching a vault relation, and of each vault relation with row-level security enabled (or forced),
+each policy and each rule on one (no migration makes any). Column and operator comparisons only (a boolean column
+is tested as it is: `OR` is no operator, nothing to resolve). Read at start and in each key-check round."""
+
+CATALOG_ADDITIONS_BUT_FILTERS = _additions(filters=False)
+"""The same without row security, policies and rules on vault relations: `audit verify`'s schema check compares
+those with the migrations' manifest and names them already (schema_catalog.py)."""
 
 
 def _named(catalog: str, namespace: str, printed: str) -> str:
@@ -127,6 +151,11 @@ _DESCRIBE = {  # once something is found: (schema, name), the name printed by th
     ),
     "trigger": f"SELECT x.tgname, x.tgrelid::pg_catalog.regclass FROM pg_catalog.pg_trigger x WHERE x.oid {_EQ} %s",
     "rule": f"SELECT x.rulename, x.ev_class::pg_catalog.regclass FROM pg_catalog.pg_rewrite x WHERE x.oid {_EQ} %s",
+    "vault rule": (
+        f"SELECT x.rulename, x.ev_class::pg_catalog.regclass FROM pg_catalog.pg_rewrite x WHERE x.oid {_EQ} %s"
+    ),
+    "policy": f"SELECT x.polname, x.polrelid::pg_catalog.regclass FROM pg_catalog.pg_policy x WHERE x.oid {_EQ} %s",
+    "row security": f"SELECT x.oid::pg_catalog.regclass FROM pg_catalog.pg_class x WHERE x.oid {_EQ} %s",
 }
 
 
@@ -147,6 +176,17 @@ def _describe(conn: Connection[Any], kind: str, oid: int, parent: int | None) ->
             f"{names[0]} inherits from (or is a partition of) {names[-1]}: the vault's queries of the parent read"
             " the child's rows, outside the parent's constraints; the migrations make no such link"
         )
+    if kind == "row security":
+        return (
+            f"row-level security is enabled on {names[0]} (ENABLE or FORCE ROW LEVEL SECURITY): a policy can filter"
+            " what the vault's queries read; the migrations enable none"
+        )
+    if kind in ("policy", "vault rule"):
+        return (
+            f"{'policy' if kind == 'policy' else 'rule'} {' on '.join(str(name) for name in names)} (oid {oid}):"
+            f" it {'filters' if kind == 'policy' else 'rewrites'} what the vault's statements on that table read or"
+            " write; the migrations create none"
+        )
     if kind == "cast":
         named = f"({names[0]} AS {names[-1]})"
     elif kind in ("trigger", "rule"):
@@ -160,16 +200,23 @@ def _describe(conn: Connection[Any], kind: str, oid: int, parent: int | None) ->
     )
 
 
-def read_catalog_additions(conn: Connection[Any]) -> tuple[str, ...]:
-    """Each object the owner added where the vault resolves names, each inheritance of a vault relation, in words."""
+def read_catalog_additions(conn: Connection[Any], *, filters: bool = True) -> tuple[str, ...]:
+    """Each object the owner added where the vault resolves names, each inheritance of a vault relation, in words.
+
+    `filters`: also row-level security, policies and rules on vault relations (CATALOG_ADDITIONS); without them
+    for `audit verify`, whose schema check names those.
+    """
     with conn.transaction():
         conn.execute("SET LOCAL search_path = pg_catalog, pg_temp")
-        found = conn.execute(CATALOG_ADDITIONS).fetchall()
+        found = conn.execute(CATALOG_ADDITIONS if filters else CATALOG_ADDITIONS_BUT_FILTERS).fetchall()
         return tuple(sorted(_describe(conn, kind, int(oid), parent) for kind, oid, parent in found))
 
 
 class PostgresCatalogAdditions:
-    """What the owner added to pg_catalog, and inheritance of vault relations (A45-3/A45-4)."""
+    """What the owner added to pg_catalog, inheritance of vault relations (A45-3/A45-4), their filters (A46-2).
+
+    Row-level security enabled or forced, policies and rules on vault relations.
+    """
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool

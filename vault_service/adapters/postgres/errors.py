@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -55,6 +56,18 @@ NEW_VALUE_NOT_FREE = (
 )
 """The same when a token insert waited out its lock_timeout behind another's uncommitted insert (tokens.py, R33-3)."""
 
+POLICY_OR_PRIVILEGE = (
+    "the vault database refused the operation for lack of privilege (InsufficientPrivilege), so nothing was done:"
+    " a row-level security policy on a table of the vault's (its sessions run with row_security = off, so a policy"
+    " fails their statements instead of filtering what they read; no migration creates one) or a privilege taken"
+    " from its role. Report it to the security team: `audit verify` names a policy"
+)
+"""StorageError's message for insufficient_privilege (42501): an owner's policy on a vault table, which a serving
+session's statement meets since `row_security = off` is pinned (attack 46, A46-2), or a revoked privilege."""
+
+_ROW_SECURITY_TABLE = re.compile(r'row-level security policy for table "([A-Za-z0-9_]{1,63})"')
+"""The table PostgreSQL's (English) message names when `row_security = off` meets a policy; a name, never row data."""
+
 _WAITS_BY_FUNCTION = {
     "tokens_under_live_keys": KEY_ROW_NOT_FREE,
     "audit_log_chain": LOCK_NOT_FREE,
@@ -86,7 +99,9 @@ def translated(method: Callable[P, R]) -> Callable[P, R]:
     any other driver error StorageError; a lock not free within its timeout (the audit chain's,
     migration 0035; a key row's, 0037; a call budget's, 0038; a row an erasure erases, 0041; another insert of a
     new value, tokens.py) DatabaseUnavailable naming it
-    (`lock_not_free`). The driver's message can quote row data: only its class and SQLSTATE are logged.
+    (`lock_not_free`); a statement refused for lack of privilege (an owner's row-level security policy met by a
+    session with `row_security = off`, attack 46) StorageError(POLICY_OR_PRIVILEGE), logged as such. The driver's
+    message can quote row data: only its class and SQLSTATE (and a row-security error's table name) are logged.
     """
 
     @functools.wraps(method)
@@ -104,6 +119,20 @@ def translated(method: Callable[P, R]) -> Callable[P, R]:
         except psycopg.OperationalError as error:
             log.error("database unavailable", extra={"error": type(error).__name__})
             raise DatabaseUnavailable("the vault database is unavailable; retry later") from None
+        except psycopg.errors.InsufficientPrivilege as error:
+            table = _ROW_SECURITY_TABLE.search(error.diag.message_primary or "")
+            log.error(
+                "the vault database refused a statement for lack of privilege: a row-level security policy on a"
+                " table of the vault's (the database owner's: none is shipped; with row_security = off it fails the"
+                " statement instead of filtering what it reads) or a privilege taken from the vault's role; nothing"
+                " was done. Report it to the security team and run audit verify",
+                extra={
+                    "error": "InsufficientPrivilege",
+                    "sqlstate": "42501",
+                    "row_security_policy_on": table.group(1) if table else None,
+                },
+            )
+            raise StorageError(POLICY_OR_PRIVILEGE) from None
         except psycopg.Error as error:
             log.error(
                 "database error", extra={"error": type(error).__name__, "sqlstate": getattr(error, "sqlstate", None)}

@@ -213,6 +213,9 @@ class PostgresVaultSchema:
             return read_vault_schema(conn)
 
     def catalog_additions(self) -> tuple[str, ...]:
-        """Objects the owner added to pg_catalog, inheritance of vault relations (A45-3)."""
+        """Objects the owner added to pg_catalog, inheritance of vault relations (A45-3).
+
+        Policies, row security and rules on vault relations are left to `vault_schema`, compared with the manifest.
+        """
         with self._pool.connection() as conn:
-            return read_catalog_additions(conn)
+            return read_catalog_additions(conn, filters=False)

@@ -32,6 +32,15 @@ the vault pins there what would otherwise change what it does without an error:
   nothing in libpq bounds it; docs/threat-model.md). The upkeep sets it again in each of its
   transactions (upkeep_connections.py), since a function can change it for the session; one that
   sets it again just before it raises is not stopped by this (the threat model says what holds then).
+- `row_security = off`: a row-level security policy on a table a serving session reads or writes makes its
+  statement fail (InsufficientPrivilege, logged as such: errors.py) instead of quietly filtering rows. No
+  migration enables row security or creates a policy, but the database owner can, and a policy sees the
+  statement (`current_query()`): one hid the erase rows from the erased-token set's read alone (attack 44,
+  A44-1), one hid the rows from an erase row on from Detokenize's `max(id)` only, for one call, so the reveal's
+  record said "fetch saw records up to" a head before the erasure and `audit verify` judged a reveal after an
+  undone erasure fetched before it (attack 46, A46-2). The start-up and round catalog check refuses them too
+  (catalog_additions.py). Not pinned for the sessions of the report commands (`audit verify`, `who-saw`:
+  `REPORT_SESSION_UNPINNED`): they must read the chain past such a policy to name it, not fail on it (2bcffe4).
 
 Not pinned: settings whose change makes the vault's statements fail or slow, never do something
 else (`statement_timeout`, `lock_timeout`, the idle timeouts, `default_transaction_read_only`,
@@ -46,9 +55,9 @@ watchdog on the client side.) One session does something else when its transacti
 job's hold (key_job_liveness.py), whose end makes a live job look interrupted; it turns off the
 idle-in-transaction and (PostgreSQL 17+) transaction timeouts itself (review 32, F4), and its sessions start with a
 lock_timeout and statement_timeout of their own (key_job_liveness.SESSION_BOUNDS: attack 31, F3).
-Nor settings the vault's SQL does not depend on: `row_security` (no table
-has a policy), `transform_null_equals` (no `= NULL` comparison), `TimeZone` (times are hashed
-and compared in UTC). Each of those a default sets is still reported (`defaults_set_for_session`).
+Nor settings the vault's SQL does not depend on: `transform_null_equals` (no `= NULL` comparison),
+`TimeZone` (times are hashed and compared in UTC). Each of those a default sets is still reported
+(`defaults_set_for_session`).
 """
 
 from __future__ import annotations
@@ -73,16 +82,25 @@ PINNED_SETTINGS: dict[str, str] = {
     "max_parallel_workers_per_gather": "0",
     "plan_cache_mode": "force_generic_plan",
     "client_min_messages": "error",
+    "row_security": "off",
 }
 """Each setting the vault's sessions start with, as `current_setting` shows it (synchronous_commit:
 its default; `session_settings_with` gives the configured one)."""
 
+REPORT_SESSION_UNPINNED = frozenset({"row_security"})
+"""What the report commands' sessions (`audit verify`, `who-saw`) leave at the server's default: they read the
+chain past an owner's row-level security policy, and the schema check names the policy (2bcffe4)."""
 
-def session_settings_with(synchronous_commit: str) -> dict[str, str]:
-    """PINNED_SETTINGS with `synchronous_commit` as configured; ValueError for a level weaker than `on`."""
+
+def session_settings_with(synchronous_commit: str, *, report: bool = False) -> dict[str, str]:
+    """PINNED_SETTINGS with `synchronous_commit` as configured; ValueError for a level weaker than `on`.
+
+    `report`: for a report command's session (`audit verify`, `who-saw`), without REPORT_SESSION_UNPINNED.
+    """
     if synchronous_commit not in SYNCHRONOUS_COMMIT_LEVELS:
         raise ValueError(f"synchronous_commit must be one of {', '.join(SYNCHRONOUS_COMMIT_LEVELS)}")
-    return {**PINNED_SETTINGS, "synchronous_commit": synchronous_commit}
+    settings = {**PINNED_SETTINGS, "synchronous_commit": synchronous_commit}
+    return {name: value for name, value in settings.items() if not (report and name in REPORT_SESSION_UNPINNED)}
 
 
 VAULT_SESSION_OPTIONS = startup_options(PINNED_SETTINGS)
