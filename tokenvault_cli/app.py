@@ -96,6 +96,7 @@ for command in (
     *login_row_keys_commands.COMMANDS,
 ):
     cli.add_command(command)
+audit_commands.audit.add_command(login_row_keys_commands.audit_login_rows)  # read here, not by the vault
 
 
 def main() -> None:

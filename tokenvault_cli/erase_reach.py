@@ -274,15 +274,33 @@ def count_reach(
 def _check_rows(conn: psycopg.Connection[Any], tokens: list[str], keys: Callable[[], PublicKeys]) -> RowCheck:
     """Each row holding `tokens` recomputed (row_digest) and found in its list, whose signature verifies offline."""
     rows = conn.execute(ROWS_SQL, {"tokens": tokens, "limit": MAX_ROWS_CHECKED + 1}).fetchall()
+    return _verify_rows(conn, rows, keys)[0]
+
+
+@dataclass(frozen=True)
+class RowFinding:
+    """A row that does not verify, carries no signature, or is signed by a key version the keys file lacks."""
+
+    event_id: str
+    manifest_id: uuid.UUID | None
+    finding: str
+    """`does not verify`, `unsigned`, or `key version vN not in the keys file`."""
+
+
+def _verify_rows(
+    conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]], keys: Callable[[], PublicKeys]
+) -> tuple[RowCheck, list[RowFinding]]:
+    """The rows (ROWS_SQL's columns) checked against their signed lists; what each row found wrong is."""
     if len(rows) > MAX_ROWS_CHECKED:
-        return RowCheck(len(rows), 0, 0, too_many=True)
+        return RowCheck(len(rows), 0, 0, too_many=True), []
     named = sorted({m for *_, m in rows if m is not None}, key=str)
-    unsigned = sum(1 for *_, m in rows if m is None)
+    findings = [RowFinding(str(r[0]), None, "unsigned") for r in rows if r[-1] is None]
+    unsigned = len(findings)
     if not named:
-        return RowCheck(len(rows), unsigned, 0)
+        return RowCheck(len(rows), unsigned, 0), findings
     ((_lists, size),) = conn.execute(LISTS_SIZE_SQL, {"ids": named}).fetchall()
     if int(size) > MAX_LIST_BYTES:
-        return RowCheck(len(rows), unsigned, 0, too_many=True)
+        return RowCheck(len(rows), unsigned, 0, too_many=True), []
     public_keys = keys()
     listed: dict[uuid.UUID, frozenset[bytes]] = {}
     lacking: dict[uuid.UUID, int] = {}
@@ -298,14 +316,55 @@ def _check_rows(conn: psycopg.Connection[Any], tokens: list[str], keys: Callable
             continue
         if manifest_id in lacking:
             unknown_key += 1
+            findings.append(
+                RowFinding(str(event_id), manifest_id, f"key version v{lacking[manifest_id]} not in the keys file")
+            )
             continue
         day = created if isinstance(created, date) else None
         if row_digest(event_id, user_id, masked_ip, masked_device_id, day) not in listed.get(manifest_id, frozenset()):
             failing += 1
-    versions = (tuple(sorted(set(lacking.values()))), tuple(sorted(public_keys.by_version)))
-    return RowCheck(
-        len(rows), unsigned, failing, unknown_key=unknown_key, versions_lacking=versions[0], versions_held=versions[1]
+            findings.append(RowFinding(str(event_id), manifest_id, "does not verify"))
+    check = RowCheck(
+        len(rows),
+        unsigned,
+        failing,
+        unknown_key=unknown_key,
+        versions_lacking=tuple(sorted(set(lacking.values()))),
+        versions_held=tuple(sorted(public_keys.by_version)),
     )
+    return check, findings
+
+
+ROWS_BETWEEN_SQL = """
+SELECT l.event_id::pg_catalog.text, l.user_id::pg_catalog.text, l.masked_ip::pg_catalog.text,
+       l.masked_device_id::pg_catalog.text, l.create_date, l.row_manifest
+FROM public.user_logins AS l
+WHERE l.create_date OPERATOR(pg_catalog.>=) %(since)s::pg_catalog.date
+  AND l.create_date OPERATOR(pg_catalog.<=) %(until)s::pg_catalog.date
+LIMIT %(limit)s
+"""
+"""The rows of user_logins created in a range of days (`tokenvault audit login-rows`), as ROWS_SQL's columns."""
+
+
+def check_rows_between(
+    dsn: str, since: date, until: date, keys: Callable[[], PublicKeys]
+) -> tuple[RowCheck, list[RowFinding]]:
+    """The rows of user_logins created from `since` to `until` (both included), verified as erase verifies its rows.
+
+    For the security team once `erase` or `reveal --verify-rows` said rows do not verify (walk46, W46-6): which
+    rows, by event id and signed list. At most MAX_ROWS_CHECKED rows (else RowCheck.too_many, none checked).
+    """
+    try:
+        with _count_session(dsn) as conn:
+            conn.read_only = True
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            params = {"since": since, "until": until, "limit": MAX_ROWS_CHECKED + 1}
+            rows = conn.execute(ROWS_BETWEEN_SQL, params).fetchall()
+            return _verify_rows(conn, rows, keys)
+    except psycopg.Error as error:
+        diag = getattr(error, "diag", None)
+        message = (diag.message_primary if diag else None) or type(error).__name__
+        raise QueryError(f"reading the rows of user_logins failed: {message}") from None
 
 
 _UNMATCHED = (

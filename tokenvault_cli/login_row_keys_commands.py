@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import tempfile
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,11 @@ import click
 import hvac
 
 from tokenvault_cli.context import Context, Failure, SettingsFailure
+from tokenvault_cli.erase_reach import MAX_LIST_BYTES, MAX_ROWS_CHECKED, check_rows_between
 from tokenvault_cli.key_commands import operator_token
-from tokenvault_cli.settings import Settings
+from tokenvault_cli.output import FORMAT_OPTION, Format, write_rows
+from tokenvault_cli.query import QueryError
+from tokenvault_cli.settings import Settings, SettingsError
 from tokenvault_common.login_row_signatures import LOGIN_ROWS_KEY, PublicKeys, PublicKeysError
 
 
@@ -127,6 +131,67 @@ def refresh(ctx: Context) -> None:
     except OSError as error:
         raise SettingsFailure(f"cannot write {target}: {error.strerror or error}; nothing was written") from None
     click.echo(f"{target}: key versions {_versions(keys)} of {LOGIN_ROWS_KEY} (before: {before})")
+
+
+@click.command("login-rows")
+@click.option(
+    "--since",
+    required=True,
+    type=click.DateTime(["%Y-%m-%d"]),
+    metavar="YYYY-MM-DD",
+    help="The first create_date of the rows to check.",
+)
+@click.option(
+    "--until",
+    type=click.DateTime(["%Y-%m-%d"]),
+    metavar="YYYY-MM-DD",
+    help="The last create_date of the rows to check [default: none, every day from --since on].",
+)
+@FORMAT_OPTION
+@click.pass_obj
+def audit_login_rows(ctx: Context, since: datetime, until: datetime | None, fmt: str) -> None:
+    """Which rows of user_logins do not verify against the ETL's signature: event ids and signed lists.
+
+    For the security team once `erase` or `reveal --verify-rows` reported rows that do not verify: the rows
+    created from --since to --until are checked as those commands check theirs (offline, with the public keys
+    file, --login-row-keys; as the analysts' read-only database role, --dsn; the stack's by default), at most
+    10,000 at once. Prints each row that does not verify, carries no signature, or is signed by a key version
+    the file lacks - its event id, its signed list (row_manifest), what is wrong - never a user id, token or
+    value; then the counts. Exit 1 when a row does not verify, else 0.
+
+    \b
+    tokenvault --stack .stack --as security audit login-rows --since 2026-12-01
+    """  # noqa: D301 - \b keeps click from rewrapping the example
+    first = since.date()
+    last = until.date() if until else date.max
+    try:
+        check, findings = check_rows_between(ctx.settings.dsn(), first, last, ctx.settings.row_keys)
+    except SettingsError as error:
+        raise SettingsFailure(
+            f"{error} - `audit login-rows` verifies the rows of user_logins; nothing checked"
+        ) from None
+    except QueryError as error:
+        raise Failure(f"{error}; nothing checked") from None
+    if check.too_many:
+        raise Failure(
+            f"more rows of user_logins were created in that range than are checked at once (over"
+            f" {MAX_ROWS_CHECKED:,} rows or {MAX_LIST_BYTES // 2**20} MiB of signed lists): give a shorter range"
+            " (--until); nothing checked"
+        )
+    rows = [(f.event_id, str(f.manifest_id or ""), f.finding) for f in findings]
+    if rows:
+        write_rows(["event_id", "row_manifest", "finding"], rows, Format(fmt))
+    verified = check.rows - check.failing - check.unsigned - check.unknown_key
+    click.echo(
+        f"rows created from {first} to {until.date() if until else 'now'}: {check.rows}; verify: {verified};"
+        f" do not verify: {check.failing}; unsigned: {check.unsigned}; signed by a key version the keys file"
+        f" lacks: {check.unknown_key}",
+        err=True,
+    )
+    if check.unknown_key:
+        click.echo(f"refresh the keys file, then check again: {refresh_command(ctx.settings)}", err=True)
+    if check.failing:
+        raise SystemExit(1)
 
 
 COMMANDS = (login_row_keys,)

@@ -140,6 +140,7 @@ def test_the_key_rotation_runbook_runs_as_written(cli_stack: CliStack, tmp_path:
     out = done.stdout
     assert "rewrapped" in out and "re-encrypted" in out and "re-indexed" in out and "audit log intact" in out
     assert "of tokenvault-login-rows (before: v1" in out  # step 8: the row-signing key rotated, its keys file refreshed
+    assert "; do not verify: 0; " in done.stderr  # step 9: audit login-rows checked today's rows
     fingerprints_left = re.findall(r"fingerprints to re-index\s*: (\d+)", out)
     assert int(fingerprints_left[2]) > 0  # status counted the re-index work before reindex ran (step 4)
     safe = [str(first + 1), str(first + 1), str(first + 2)]  # steps 3, 4; 3 again

@@ -151,3 +151,41 @@ def test_w46_7_keys_file_messages(cli_stack: CliStack, tmp_path: Path) -> None:
     assert "use --stack .stack" not in done.stderr, done.stderr
     assert _revealed(cli_stack, tokens) == [ip, dev]
     print(f"\nW46-7 messages; {time.monotonic() - started:.1f} s")
+
+
+def test_w46_6_the_security_team_lists_the_rows_that_do_not_verify(cli_stack: CliStack) -> None:
+    """`audit login-rows`: the rows erase refused for, by event id and signed list - no user id, token or value."""
+    started = time.monotonic()
+    tags = [uuid.uuid4().hex for _ in range(3)]
+    (ip_a, dev_a), (ip_b, dev_b), (ip_c, dev_c) = (_people(t) for t in tags)
+    person_a, person_b, person_c = (f"w466-{n}-{t[:8]}" for n, t in zip("abc", tags, strict=True))
+    _load(cli_stack, [(person_a, ip_a, dev_a), (person_b, ip_b, dev_b), (person_c, ip_c, dev_c)])
+    with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as owner:  # the database owner's edits
+        owner.execute("UPDATE user_logins SET user_id = %s WHERE user_id = %s", (person_a, person_b))
+        owner.execute("UPDATE user_logins SET row_manifest = NULL WHERE user_id = %s", (person_c,))
+        rows = owner.execute(
+            "SELECT event_id, user_id, row_manifest, create_date FROM user_logins WHERE user_id IN (%s, %s)",
+            (person_a, person_c),
+        ).fetchall()
+    relabelled = next(e for e, u, m, _ in rows if u == person_a and m is not None and e.endswith("-1"))
+    kept = next(e for e, _, _, _ in rows if e.endswith("-0"))
+    unsigned = next(e for e, u, _, _ in rows if u == person_c)
+    days = sorted({d for *_, d in rows})
+    done = cli_stack.as_(
+        "security", "audit", "login-rows", "--since", str(days[0]), "--until", str(days[-1]), "-o", "csv"
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "event_id,row_manifest,finding"
+    assert [x for x in lines if x.startswith(f"{relabelled},") and x.endswith(",does not verify")], done.stdout
+    assert f"{unsigned},,unsigned" in lines and not [x for x in lines if x.startswith(kept)], done.stdout
+    assert "do not verify: 1;" in done.stderr and "unsigned: " in done.stderr, done.stderr
+    said = done.stdout + done.stderr
+    assert not [s for s in (person_a, person_b, person_c, ip_a, ip_b, ip_c, dev_a, dev_b, dev_c) if s in said]
+    assert not [t for p in (person_a, person_c) for t in _tokens_of_all(cli_stack, p) if t in said]
+    print(f"\nW46-6 audit login-rows; {time.monotonic() - started:.1f} s")
+
+
+def _tokens_of_all(stack: CliStack, user: str) -> list[str]:
+    rows = stack.analyst_query(f"SELECT masked_ip, masked_device_id FROM user_logins WHERE user_id = '{user}'")
+    return [str(t) for row in rows for t in row]
