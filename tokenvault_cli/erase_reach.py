@@ -77,6 +77,7 @@ COUNT_SETTINGS: dict[str, str] = {
     "local_preload_libraries": "",
     "DateStyle": "ISO, YMD",
     "bytea_output": "hex",
+    "row_security": "off",
 }
 """What the count's session starts with, whatever defaults its login has (attack 35, N8).
 
@@ -99,11 +100,14 @@ loaded at the session's start (M2: a default `local_preload_libraries` naming a 
 every count's session at its start, so every erasure was refused).
 
 The rows' check (ROWS_SQL, attack 41, A41-1) reads a date and bytea: `DateStyle` and `bytea_output` are pinned
-for them. Checked and not pinned (PostgreSQL 15; the count reads one text and three bigint columns, and binds its
+for them. `row_security` is off (attack 46's note): the database owner's row-level security policy on user_logins
+or user_login_manifests, filtering what the count's login sees, would hide other people's rows from the count and
+the person's from the check; with it off any such policy makes the count fail, and the erasure is refused.
+Checked and not pinned (PostgreSQL 15; the count reads one text and three bigint columns, and binds its
 parameters on the server): `IntervalStyle`, `TimeZone`, `extra_float_digits`,
 `lc_numeric` (no time, interval or float is read; a bigint's text does not depend on them),
 `standard_conforming_strings` and `backslash_quote` (REACH_SQL has no string literal), `array_nulls` (tokens are
-never the word NULL), `transform_null_equals` (no `= NULL`), `row_security` (no policy on user_logins),
+never the word NULL), `transform_null_equals` (no `= NULL`),
 `gin_fuzzy_search_limit` (its indexes are btree), `restrict_nonsystem_relation_kind` (user_logins is a table,
 and the setting is unknown to a startup packet before 15.8), the planner's `enable_*`, costs, `jit*` and `work_mem`
 (a slower plan, still bounded by statement_timeout: attack 38, O4), `exit_on_error`, `temp_tablespaces` (a
@@ -116,6 +120,12 @@ startup packet (which refuses the connection), it is not in these. What no setti
 which any login may change for itself - then the count cannot log in and every erasure is refused; the embedded
 stack's privacy officer therefore counts with a login of its own (README, docs/threat-model.md)."""
 
+
+POLICY_HIDES_ROWS = (
+    "a row-level security policy would choose which rows the count sees (the officer's count reads every row, or"
+    " refuses): report it to the security team"
+)
+"""Said when row_security = off met a policy on a table the count reads (the database owner's, attack 46's note)."""
 
 TRANSACTION_TIMEOUT_SETTING = ("transaction_timeout", "0", 170000)
 """PostgreSQL 17's `transaction_timeout` (name, pinned value, the first server_version_num that has it).
@@ -266,6 +276,8 @@ def count_reach(
     except psycopg.Error as error:
         diag = getattr(error, "diag", None)
         message = (diag.message_primary if diag else None) or type(error).__name__
+        if "row-level security" in message:  # row_security = off met a policy (COUNT_SETTINGS)
+            message += f"; {POLICY_HIDES_ROWS}"
         raise QueryError(f"counting the rows of user_logins that hold these tokens failed: {message}") from None
     reach = _reach_of(rows, wanted, person)
     return Reach(reach.person, reach.held, reach.other_people, reach.other_rows, check)
