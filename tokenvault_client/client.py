@@ -34,6 +34,7 @@ from tokenvault_client.errors import (
     Unavailable,
     VaultClientError,
     from_rpc_error,
+    never_sent,
 )
 from tokenvault_client.key_commands import KeyCommands
 from tokenvault_client.key_jobs import KeyJobProgress, key_job_updates
@@ -84,11 +85,15 @@ class VaultClient:
         stub: VaultStub | None = None,
         sleep: Sleep = time.sleep,
         on_wait: Waiting | None = None,
+        tokenize_sent_once: bool = False,
     ) -> None:
         """Wrap `channel` (or, in unit tests, a fake `stub`); `identity` only names the caller in errors.
 
         `sleep` waits between attempts; one that returns True (a stop event's `wait`) ends the wait and
         the call with the error waited for (tokenvault_client.retry.Sleep). `on_wait` is told before each wait.
+        `tokenize_sent_once`: `channel` sends a Tokenize once, never retried by a gRPC retry policy (every channel
+        this library opens: channel.py); a Tokenize that failed to connect was then never sent, so it stored
+        nothing - its error says so (`nothing_stored`, errors.never_sent). Never for a channel opened otherwise.
         """
         if stub is None:
             if channel is None:
@@ -103,11 +108,12 @@ class VaultClient:
         self._detokenize_max = self._limits.max_items  # lowered when a caller's burst is smaller
         self._sleep = sleep
         self._on_wait = on_wait
+        self._tokenize_sent_once = tokenize_sent_once
 
     @classmethod
     def connect(cls, address: str, identity: ClientIdentity, **options: Any) -> VaultClient:
-        """A client with its own mTLS channel to `address` (host:port)."""
-        return cls(open_channel(address, identity), identity=identity, **options)
+        """A client with its own mTLS channel to `address` (host:port); the channel retries nothing itself."""
+        return cls(open_channel(address, identity), identity=identity, tokenize_sent_once=True, **options)
 
     def close(self) -> None:
         """Close the channel."""
@@ -286,19 +292,22 @@ class VaultClient:
     def _tokenize_call(self, request: vault_pb2.TokenizeRequest, after_others: bool) -> vault_pb2.TokenizeResponse:
         """One Tokenize call of several (`after_others`: not the first): its error's `nothing_stored` speaks for all."""
         try:
-            response: vault_pb2.TokenizeResponse = self._call(self._stub.Tokenize, request)
+            response: vault_pb2.TokenizeResponse = self._call(self._stub.Tokenize, request, tokenize=True)
         except VaultClientError as error:
             if after_others:  # the calls before it stored their values
                 error.nothing_stored = False
             raise
         return response
 
-    def _call(self, method: Callable[..., T], request: object, splittable: bool = False) -> T:
+    def _call(self, method: Callable[..., T], request: object, splittable: bool = False, tokenize: bool = False) -> T:
         def attempt() -> T:
             try:
                 return method(request, timeout=self._deadline)
             except grpc.RpcError as error:
-                raise self._typed(error) from None
+                typed = self._typed(error)
+                if tokenize and self._tokenize_sent_once and never_sent(typed):  # reached no vault (walk46, W46-4)
+                    typed.nothing_stored = True
+                raise typed from None
 
         return call_with_retry(attempt, self._retry, self._sleep, self._on_wait, splittable)
 

@@ -14,6 +14,10 @@ RETRY_AFTER_KEY = "retry-after-ms"
 NOTHING_STORED_KEY = "tokenvault-nothing-stored"
 """Trailing metadata ("1") the vault sets on a failed Tokenize it knows stored no value and issued no token
 (vault_service/entrypoints/servicer.py): `VaultClientError.nothing_stored`."""
+FAILED_TO_CONNECT = "failed to connect to all addresses"
+"""How gRPC's client (C-core's load balancing) ends a call it could not send: every address of the channel refused
+its connection (the port closed, a TLS handshake failed) and the call does not wait for ready - it fails at once
+with UNAVAILABLE, never written to any connection (grpc doc/wait-for-ready.md). `never_sent`."""
 GRPC_SLOTS_FULL = "Concurrent RPC limit exceeded!"
 """What gRPC's Python server answers, before any application code, when its `maximum_concurrent_rpcs`
 calls are in progress (the vault's own refusals carry `retry-after-ms`)."""
@@ -138,6 +142,16 @@ def _trailer(error: grpc.RpcError) -> tuple[tuple[str, str | bytes], ...]:
 def said_nothing_stored(error: grpc.RpcError) -> bool:
     """Whether the vault's trailer says the failed call stored nothing (NOTHING_STORED_KEY)."""
     return any(key == NOTHING_STORED_KEY and value == "1" for key, value in _trailer(error))
+
+
+def never_sent(error: VaultClientError) -> bool:
+    """Whether the failed call was never sent: gRPC could connect to no address of the vault (FAILED_TO_CONNECT).
+
+    Proof only of one attempt: on a channel whose retry policy covers the call, an attempt the vault saw may have
+    come before it (measured: tokenvault_client/channel.py). Callers ask it of Tokenize, which no channel of this
+    library retries. gRPC composes the text itself; the vault never answers it.
+    """
+    return error.code == grpc.StatusCode.UNAVAILABLE and error.details.startswith(FAILED_TO_CONNECT)
 
 
 def retry_after_seconds(error: grpc.RpcError) -> float:

@@ -48,7 +48,13 @@ class GrpcTokenizer:
         stopping: threading.Event | None = None,
         max_throttled_wait: float = MAX_THROTTLED_WAIT_SECONDS,
     ) -> None:
-        """`stopping`: the consumer's stop event (bootstrap shares it); once set, a quota wait ends at once."""
+        """`stopping`: the consumer's stop event (bootstrap shares it); once set, a quota wait ends at once.
+
+        `channel`: one tokenvault_client opened (secure_channel, as bootstrap does): it sends a Tokenize once, so
+        a Tokenize that could not connect to the vault (its port closed: the vault down) was never sent and
+        stored nothing - its DependencyDown says so (EtlError.nothing_stored), and on a message's last receive
+        the letter is a plain `dependency_unavailable` one, not "tokenize outcome unknown" (walk46, W46-4).
+        """
         self.stopping = stopping if stopping is not None else threading.Event()
         self._client = VaultClient(
             channel,
@@ -57,6 +63,7 @@ class GrpcTokenizer:
             limits=ChunkLimits(max_items=MAX_ITEMS_PER_CALL),
             sleep=self.stopping.wait,  # True once set: the client raises the refusal it waited out
             on_wait=QuotaWaitLog(),
+            tokenize_sent_once=True,  # bootstrap's channel is tokenvault_client's (secure_channel)
         )
 
     def ready(self) -> None:
