@@ -26,27 +26,20 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from vault_service.adapters.in_flight import InFlight
-from vault_service.adapters.postgres.audit_records import (
-    HASH_OF,
-    RECORD_COLUMNS,
-    RECORD_SIZE,
-    audit_record,
-    record_cursor,
-)
+from vault_service.adapters.postgres.erase_rows import EraseRowsRead
 from vault_service.adapters.postgres.errors import translated
 from vault_service.adapters.postgres.keys import KEYS_LOCK, LIVE_GENERATION, generation_of
 from vault_service.adapters.postgres.lock_functions import LockFunctions
+from vault_service.adapters.postgres.nothing_stored import Writes, writing
 from vault_service.adapters.postgres.prepared import PreparedStatement
 from vault_service.adapters.postgres.sql_arrays import bytea_array, int_array, text_array
 from vault_service.adapters.postgres.token_rekeying import ROW_COLUMNS, TokenRekeying
 from vault_service.domain.anchoring import AppendedRows, Link, stored_as_written
-from vault_service.domain.audit import MAX_ROW_BYTES, AuditEvent, AuditRecord
+from vault_service.domain.audit import AuditEvent, AuditRecord
 from vault_service.domain.errors import DatabaseUnavailable, StorageError, StoredValueAltered, VaultError
 from vault_service.domain.rate_limit import RateLimit
 from vault_service.service.ports import (
     ErasedToken,
-    EraseRow,
-    EraseRowsPage,
     FoundToken,
     Inserted,
     KeyGeneration,
@@ -147,50 +140,6 @@ _FETCH_SEEING = PreparedStatement("fetch_tokens_seeing", _FETCH_SEEING_SQL, bina
 # The erasure mark every replica reads each key-check interval: one row, bumped inside each
 # erasing transaction (migration 0014), never a read of vault.tokens.
 ERASURE_COUNT_SQL = "SELECT erasures FROM ONLY vault.erasure_count"
-# The erase rows that name erased tokens, read by id from near where the last read ended: each row whole, as the
-# chain trigger hashed it (`revealed` in binary, read by `record_cursor`), and the `prev_hash` of the row after it,
-# so the set learns only from rows that hash and link as the chain does (attack 44, A44-3). A row whose fields take
-# more than any audit row the vault writes comes with its id only (attack 44, A44-4: one planted row of 40 elements
-# of 1 MiB was held whole by every replica); a hash of another length than 32 bytes is read as b"".
-# Selected by its action alone, not by what its outcome or `revealed` say (attack 46, A46-1: `outcome LIKE 'ok:%'`
-# let the owner hide an old erase row from a starting replica by prefixing its outcome for the length of the read -
-# never read, reported nor retried; `revealed` cleared did the same): a row whose fields were changed no longer hashes
-# to them, so the set reports it and reads it again each round until it holds (`erased_tokens.erase_row_problem`);
-# a row naming no token that holds (a refusal, an erasure of none) teaches nothing. `audit verify` too counts every
-# erase row naming tokens whatever its outcome says.
-ERASE_ROWS_SQL = (
-    f"WITH page AS MATERIALIZED (SELECT {RECORD_COLUMNS} FROM ONLY vault.audit_log"
-    " WHERE id > %(after)s AND id <= %(newest)s AND action = 'erase' ORDER BY id LIMIT %(rows)s),"
-    f" sized AS (SELECT p.*, {RECORD_SIZE} AS size FROM page p),"
-    " cut AS (SELECT z.*, count(*) OVER () AS paged, sum(CASE WHEN z.size > %(cap)s THEN 0 ELSE z.size END)"
-    " OVER (ORDER BY z.id ROWS UNBOUNDED PRECEDING) - CASE WHEN z.size > %(cap)s THEN 0 ELSE z.size END AS before"
-    " FROM sized z)"
-    " SELECT s.id, s.paged, s.size > %(cap)s, "
-    + ", ".join(
-        f"CASE WHEN s.size <= %(cap)s THEN {HASH_OF.get(c, 's.' + c)} END"
-        for c in RECORD_COLUMNS.replace(" ", "").split(",")
-    )
-    + ", (SELECT CASE WHEN octet_length(n.prev_hash) = 32 THEN n.prev_hash ELSE ''::bytea END"
-    " FROM ONLY vault.audit_log n WHERE n.id > s.id ORDER BY n.id LIMIT 1)"
-    " FROM cut s WHERE s.before < %(budget)s ORDER BY s.id"
-)
-_HANDED_OUT = "(SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM vault.audit_log_id_seq)"
-NEWEST_AUDIT_ID_SQL = (
-    "SELECT coalesce((SELECT id FROM ONLY vault.audit_log WHERE id <= h.n ORDER BY id DESC LIMIT 1), 0),"
-    " coalesce((SELECT max(id) FROM ONLY vault.audit_log), 0)"
-    f" FROM (SELECT {_HANDED_OUT} AS n) h"
-)
-"""The log's newest id within the audit id sequence (as the upkeep's head, audit_chain._HEAD), read before a page,
-and its newest id at all. The page ends at the first: a row beyond the sequence was written behind the chain
-trigger's back (attack 45, A45-1: one such row for one key-check round moved every later read's start past every
-genuine row); the set reports the second (`EraseRowsPage.beyond_id`). The next round's read starts near the first
-(bounded by the head this replica anchored: erased_tokens.py), not after the newest erase row (without erasures,
-every key-check round re-read the whole log). Index probes: O(1) at any log size."""
-NEWEST_AUDIT_ID_UNBOUNDED_SQL = "SELECT coalesce(max(id), 0), coalesce(max(id), 0) FROM ONLY vault.audit_log"
-"""The same before migration 0015, where the service may not read the id sequence."""
-ERASE_ROWS_PAGE_BYTES = 4 * 1024 * 1024
-"""Bytes of row fields one page of erase rows fetches at most, besides its first row (at most MAX_ROW_BYTES): the page
-ends before the row that would pass it, and the next page starts there (whatever the owner wrote, a read is bounded)."""
 
 
 _new_stored_token = cast(Callable[[type[StoredToken], tuple[object, ...]], StoredToken], tuple.__new__)
@@ -287,50 +236,6 @@ def _keys_lock_not_free() -> Iterator[None]:
         raise DatabaseUnavailable(KEYS_LOCK_NOT_FREE) from None
 
 
-class _Writes:
-    """Whether a transaction of one `insert_new` may have committed rows (told to its caller on failure).
-
-    `committing` is set by a transaction's last statement inside its block: its COMMIT goes at the block's end,
-    and in pipeline mode the errors of the statements before it may only surface then (after COMMIT was sent).
-    """
-
-    __slots__ = ("committing", "may_have_stored")
-
-    def __init__(self) -> None:
-        self.committing = False
-        self.may_have_stored = False
-
-
-def _refused_by_server(error: BaseException) -> bool:
-    """Whether `error` is the database's ERROR answer to a statement: the transaction it came in did not commit.
-
-    PostgreSQL rolls back a transaction one of whose statements - its COMMIT included - it answers with an ERROR.
-    Not a FATAL or PANIC (the backend ends: after a COMMIT it answered, in a pipeline, the error still comes first
-    to the driver), nor an error of the driver's own (a connection lost: no sqlstate), which says nothing of what
-    the server did.
-    """
-    if not isinstance(error, psycopg.Error) or error.sqlstate is None:
-        return False
-    return error.diag.severity_nonlocalized == "ERROR"
-
-
-@contextlib.contextmanager
-def _writing(writes: _Writes) -> Iterator[None]:
-    """Around one transaction that inserts tokens (inside the driver's error translation, outside the connection).
-
-    Ended by an error before its block's last statement (no COMMIT sent: the block rolls back), or one the server
-    answered with an ERROR (`_refused_by_server`), it stored nothing; any other end may have stored its rows.
-    """
-    writes.committing = False
-    try:
-        yield
-    except BaseException as error:
-        if writes.committing and not _refused_by_server(error):
-            writes.may_have_stored = True
-        raise
-    writes.may_have_stored = True
-
-
 _CONFLICTS = (psycopg.errors.ExclusionViolation, psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected)
 """What sends a plain insert through the merge path: a token or fingerprint another writer
 stored first (the hash exclusion constraints of migration 0011; a unique index before it), or
@@ -338,7 +243,7 @@ two writers of the same new value at the same instant, each waiting for the othe
 check (which runs after its index entry is made, so ordering the rows cannot prevent it)."""
 
 
-class PostgresTokenStore(TokenRekeying):
+class PostgresTokenStore(TokenRekeying, EraseRowsRead):
     """Tokens in vault.tokens, each token and each fingerprint unique (migration 0011)."""
 
     def __init__(self, pool: ConnectionPool, erase_rows: AppendedRows | None = None) -> None:
@@ -382,12 +287,12 @@ class PostgresTokenStore(TokenRekeying):
         return StoredHits(frozenset(bytes(fp) for fp in found if fp is not None), None in found)
 
     def insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration) -> Inserted:
-        """`_insert_new`; its VaultError says whether it stored nothing (`VaultError.stored_nothing`, `_writing`).
+        """`_insert_new`; its VaultError says whether it stored nothing (`VaultError.stored_nothing`, `writing`).
 
         The same failure (the key-generation lock not free, the database refusing) tells a Tokenize whose
         transactions all ended before their COMMIT or were refused from one whose COMMIT may have gone through.
         """
-        writes = _Writes()
+        writes = Writes()
         try:
             return self._insert_new(rows, generation, writes)
         except (VaultError, StaleKeys) as error:
@@ -395,7 +300,7 @@ class PostgresTokenStore(TokenRekeying):
             raise
 
     @translated
-    def _insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration, writes: _Writes) -> Inserted:
+    def _insert_new(self, rows: Sequence[NewTokenRow], generation: KeyGeneration, writes: Writes) -> Inserted:
         """Insert under the live key generation; read back the winner's row where another writer was first.
 
         Concurrent writers issuing the same new value are common (the ETL's workers see the
@@ -428,12 +333,12 @@ class PostgresTokenStore(TokenRekeying):
             result.theirs.update(merged.theirs)
         return result
 
-    def _insert_or_merge(self, rows: Sequence[NewTokenRow], generation: KeyGeneration, writes: _Writes) -> Inserted:
+    def _insert_or_merge(self, rows: Sequence[NewTokenRow], generation: KeyGeneration, writes: Writes) -> Inserted:
         try:
             with (
                 _keys_lock_not_free(),
                 self._lock_functions.switched_when_migrated(),
-                _writing(writes),
+                writing(writes),
                 self._pool.connection() as conn,
                 conn.pipeline(),
                 conn.transaction(),
@@ -453,14 +358,14 @@ class PostgresTokenStore(TokenRekeying):
         return Inserted(dict(zip([r.fingerprint for r in rows], [r.token for r in rows], strict=True)), {})
 
     def _merge(
-        self, rows: Sequence[NewTokenRow], generation: KeyGeneration, writes: _Writes, merged: bool = False
+        self, rows: Sequence[NewTokenRow], generation: KeyGeneration, writes: Writes, merged: bool = False
     ) -> Inserted:
         """Insert what nobody issued yet (ON CONFLICT DO NOTHING); read back the others' rows as the lookup does."""
         theirs: dict[bytes, FoundToken] = {}
         with (
             _keys_lock_not_free(),
             self._lock_functions.switched_when_migrated(),
-            _writing(writes),
+            writing(writes),
             self._pool.connection() as conn,
             conn.pipeline(),
             conn.transaction(),
@@ -647,58 +552,6 @@ class PostgresTokenStore(TokenRekeying):
         with self._pool.connection() as conn:
             row = conn.execute(ERASURE_COUNT_SQL).fetchone()
         return row[0] if row else None
-
-    @translated
-    def erase_rows(self, after_id: int, limit: int) -> EraseRowsPage:
-        """The first `limit` served erase rows after `after_id`, each whole with the next row's link (attack 43/44).
-
-        A range of the primary key from `after_id` on, up to the log's newest id read first (the page says it):
-        at start the whole log page by page, then its tail each round.
-        """
-        with self._pool.connection() as conn, conn.transaction():
-            # A row-level security policy (none is shipped) fails this read instead of filtering it: the owner's
-            # policy can see the query and hid the erase rows from this read alone (attack 44, A44-1).
-            conn.execute("SET LOCAL row_security = off")
-            newest, highest = self._newest_audit_ids(conn)
-            found = (
-                record_cursor(conn)
-                .execute(
-                    ERASE_ROWS_SQL,
-                    {
-                        "after": after_id,
-                        "newest": newest,
-                        "rows": limit,
-                        "cap": MAX_ROW_BYTES,
-                        "budget": ERASE_ROWS_PAGE_BYTES,
-                    },
-                )
-                .fetchall()
-            )
-        rows = [
-            EraseRow(
-                int(row[0]),
-                None if row[2] else audit_record(row[3:-1]),
-                None if row[-1] is None else bytes(row[-1]),
-            )
-            for row in found
-        ]
-        paged = int(found[0][1]) if found else 0  # rows the page held before its byte bound cut it
-        return EraseRowsPage(rows, newest, paged >= limit or len(rows) < paged, highest if highest > newest else 0)
-
-    @staticmethod
-    def _newest_audit_ids(conn: psycopg.Connection[Any]) -> tuple[int, int]:
-        """The log's newest id within the audit id sequence, and its newest id at all (NEWEST_AUDIT_ID_SQL)."""
-        try:
-            with conn.transaction():  # a savepoint: the fallback runs in the same transaction
-                row = conn.execute(NEWEST_AUDIT_ID_SQL).fetchone()
-        except psycopg.errors.InsufficientPrivilege:  # a database before migration 0015 (the upkeep logs it)
-            row = conn.execute(NEWEST_AUDIT_ID_UNBOUNDED_SQL).fetchone()
-        return (int(row[0]), int(row[1])) if row else (0, 0)
-
-    def remember_erase_rows(self, rows: Sequence[tuple[int, Link]]) -> None:
-        """Have the audit upkeep check that the chain it anchors holds these erase rows, as this replica's own are."""
-        if self._erase_rows is not None and rows:
-            self._erase_rows.remember(rows)
 
 
 # What an erasure leaves of each token it says it erased, read in its own transaction before it commits
