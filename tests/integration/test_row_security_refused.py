@@ -2,7 +2,7 @@
 
 A46-2: right after the officer's erasure, the database owner wrote the token's row back and, for the length of
 one call, enabled row security on `vault.audit_log` with a policy that hid the rows from the erase row on from
-Detokenize's `(SELECT max(id) FROM vault.audit_log)` alone (the policy sees the statement: `current_query()`).
+Detokenize's `(SELECT max(id) FROM ONLY vault.audit_log)` alone (the policy sees the statement: `current_query()`).
 A colluding investigator's reveal on a replica whose key-check round had not yet come was served, its record said
 "fetch saw records up to" a head before the erasure, and `audit verify` exit 0: no reveal after an erasure.
 The serving sessions now run with `row_security = off`: the statement fails (nothing revealed, logged as a
@@ -32,7 +32,7 @@ COLS = "sealed, fingerprint, next_fingerprint, erased_at"
 POLICY = (  # attack 46's: only the fetch's statement loses the rows from the erase row on
     "ALTER TABLE vault.audit_log ENABLE ROW LEVEL SECURITY;"
     " CREATE POLICY fetch_saw_less ON vault.audit_log USING (id < {erase_id}"
-    " OR strpos(current_query(), 'max(id) FROM vault.audit_log)') = 0) WITH CHECK (true)"
+    " OR strpos(current_query(), 'max(id) FROM ONLY vault.audit_log)') = 0) WITH CHECK (true)"
 )
 
 

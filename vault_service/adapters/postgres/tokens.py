@@ -135,7 +135,7 @@ _FETCH = PreparedStatement("fetch_tokens", _FETCH_SQL, binary_rows=True)
 # Detokenize's fetch, with the audit log's newest id its snapshot sees (one statement, one snapshot): an erase row
 # and its erasure commit together and the chain's lock numbers rows in commit order, so the fetch saw an erasure if
 # and only if that id is at or past the erase row's. The reveal's audit row says it (attack 43, A43-1).
-_FETCH_SEEING_SQL = _FETCH_SQL.replace("SELECT t.*", "SELECT t.*, (SELECT max(id) FROM vault.audit_log)", 1)
+_FETCH_SEEING_SQL = _FETCH_SQL.replace("SELECT t.*", "SELECT t.*, (SELECT max(id) FROM ONLY vault.audit_log)", 1)
 _FETCH_SEEING = PreparedStatement("fetch_tokens_seeing", _FETCH_SEEING_SQL, binary_rows=True)
 # The erasure mark every replica reads each key-check interval: one row, bumped inside each
 # erasing transaction (migration 0014), never a read of vault.tokens.
