@@ -11,16 +11,21 @@ Real OpenBao and PostgreSQL, a database of each test's own.
 
 from __future__ import annotations
 
+import logging
+import socket
 from pathlib import Path
 
 import pytest
+from psycopg_pool import ConnectionPool
 
 from tests.conftest import running_vault
 from tests.integration.audit_attacks import as_owner, erase, own_database, run_audit_verify
 from tests.integration.fresh_values import fresh_value
 from tests.integration.test_erased_tokens_known import _tokenize
 from tokenvault_api.v1 import vault_pb2
-from vault_service.service.maintenance import CatalogAltered
+from vault_service.adapters.postgres.catalog_additions import PostgresCatalogAdditions
+from vault_service.domain.errors import DatabaseUnavailable
+from vault_service.service.maintenance import CatalogAltered, CatalogUnchecked, KeyMaintainer
 
 __all__ = ["own_database"]
 
@@ -33,6 +38,9 @@ BLIND_OID_COMPARISON = (  # what a check written `oid >= 16384` would resolve to
     "CREATE FUNCTION pg_catalog.never(oid, integer) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$ SELECT false $$;"
     " CREATE OPERATOR pg_catalog.>= (LEFTARG = oid, RIGHTARG = integer, FUNCTION = pg_catalog.never)"
 )
+REVOKED_CATALOG_READ = "REVOKE SELECT ON pg_catalog.pg_cast FROM PUBLIC"
+"""Review 40, R40-2: the check's read of pg_cast fails; the check counted that as no addition (logged at DEBUG)."""
+UNREAD = "cannot read the catalog to check it: permission denied for table pg_cast"
 FORGED_FORMAT = (  # attack 45's: the schema check's trigger line printed every trigger 'enabled O'
     'CREATE FUNCTION pg_catalog.format(text, text, "char") RETURNS text LANGUAGE sql IMMUTABLE'
     " SET search_path = pg_catalog AS $$ SELECT CASE WHEN $1 = '%s enabled %s' THEN $2 || ' enabled O'"
@@ -139,3 +147,54 @@ def test_information_schema_recreated_by_hand_is_no_finding_but_pg_catalog_is(ow
         owner.execute("CREATE FUNCTION pg_catalog.tv_probe() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$")
         (finding,) = read_catalog_additions(owner)
         assert finding.startswith("function pg_catalog.tv_probe() (oid ") and "was added to pg_catalog" in finding
+
+
+def test_a_catalog_the_check_cannot_read_is_a_finding_at_start_each_round_and_in_verify(
+    own_database: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """R40-2: attack 45's overload, then the check's catalog read revoked: before, the replica started and stayed
+    healthy with the overload in place, and `audit verify` died with an InsufficientPrivilege traceback."""
+    with running_vault(own_database) as replica:
+        replica.maintainer.check()
+        assert replica.maintainer.healthy["database"]
+        with as_owner(own_database) as owner:
+            owner.execute(OVERLOAD)
+            owner.execute(REVOKED_CATALOG_READ)
+        with caplog.at_level(logging.ERROR, logger="vault_service.service.maintenance"):
+            replica.maintainer.check()
+        assert not replica.maintainer.healthy["database"]  # before: healthy
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert any(UNREAD in line and "report it to the security team" in line for line in errors), errors
+    with pytest.raises(CatalogAltered) as refused, running_vault(own_database):
+        pass  # before: it started, the overload in place
+    message = str(refused.value)
+    assert message.startswith(UNREAD) and "report it to the security team" in message, message
+    code, printed = _verify(own_database, monkeypatch)  # before: psycopg.errors.InsufficientPrivilege raised
+    assert code == 1, printed
+    assert UNREAD in " ".join(printed.split()) and "audit log NOT verified" in printed, printed
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_database_down_is_an_outage_not_a_catalog_finding_and_no_start(own_database: dict[str, str]) -> None:
+    """R40-2's other half: no connection is DatabaseUnavailable (not a tampering finding), and still no start."""
+    down = ConnectionPool(f"host=127.0.0.1 port={_closed_port()} connect_timeout=1", min_size=1, timeout=0.5, open=True)
+    try:
+        with pytest.raises(DatabaseUnavailable):  # before: psycopg_pool.PoolTimeout, untranslated
+            PostgresCatalogAdditions(down).catalog_additions()
+        with running_vault(own_database) as replica:
+            wired = replica.wired
+            maintainer = KeyMaintainer(
+                wired.keys, wired.token_store, wired.vault.cache, lambda *_: None, 60.0, wired.vault.erased,
+                PostgresCatalogAdditions(down),
+            )  # fmt: skip
+            with pytest.raises(CatalogUnchecked) as refused:
+                maintainer.start()  # before: started, its catalog unchecked
+            assert not isinstance(refused.value, CatalogAltered)
+            assert "cannot check the database's catalog before serving" in str(refused.value)
+    finally:
+        down.close()

@@ -162,3 +162,15 @@ class AuditCopyRefused(VaultError):
 
 class AuditReportFailed(VaultError):
     """An audit report failed on an error no other refusal names (INTERNAL): refused on the record, never UNKNOWN."""
+
+
+class CatalogUnread(StorageError):
+    """The live database answered the check of its catalog with an error (review 40, R40-2).
+
+    The check of what the database owner added to pg_catalog, of inheritance and filters on vault tables (attack 45,
+    attack 46) cannot vouch for a catalog it cannot read: an owner who takes SELECT on `pg_catalog.pg_cast` from
+    PUBLIC (some hardening guides revoke catalog reads) switched it off while an overload stood. So the error is
+    itself a finding: the replica does not start, a running one reports its database unhealthy, `audit verify` names
+    it. The message quotes the server's primary message (a catalog read names objects, never row data). A database
+    down or a connection lost is DatabaseUnavailable instead: an outage, not a finding.
+    """

@@ -31,6 +31,7 @@ from typing import Protocol
 from vault_service.domain.audit import AuditRecord, OversizedRecord, fetch_head
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, Finding, LogWalk
 from vault_service.domain.crypto import DataKey
+from vault_service.domain.errors import CatalogUnread
 from vault_service.domain.pending_rows import NotedRows
 from vault_service.domain.schema_guards import schema_differences
 from vault_service.domain.vault_schema_manifest import EXPECTED
@@ -112,7 +113,10 @@ class VaultSchemaReader(Protocol):
         ...
 
     def catalog_additions(self) -> tuple[str, ...]:
-        """Objects added to pg_catalog, inheritance of vault relations, in words (A45-3)."""
+        """Objects added to pg_catalog, inheritance of vault relations, in words (A45-3).
+
+        CatalogUnread when the live database answers the check with an error (named as a change: R40-2).
+        """
         ...
 
 
@@ -384,7 +388,11 @@ def verify_audit_and_erasures(
     (attack 43: a dropped `tokens_token_unique`, a deferred trigger, a replaced `vault.erase_tokens`).
     `stop_check()`, `sent`, `keep` and `named` as in `verify_audit`; `stop_check` between every phase.
     """
-    schema_changes = schema.catalog_additions() + schema_differences(schema.vault_schema(), EXPECTED)
+    try:
+        additions = schema.catalog_additions()
+    except CatalogUnread as error:  # a catalog the check cannot read is named, not a traceback (R40-2)
+        additions = (str(error),)
+    schema_changes = additions + schema_differences(schema.vault_schema(), EXPECTED)
     stop_check()
     erased_before = erased.erased_tokens()
     stop_check()

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from vault_service.domain.errors import VaultError
+from vault_service.domain.errors import CatalogUnread, VaultError
 from vault_service.service.erased_tokens import ErasedTokens
 from vault_service.service.keyring import KeyManager
 from vault_service.service.ports import CatalogAdditions, TokenStore
@@ -54,6 +54,28 @@ class CatalogAltered(ErasedTokensUnread):
         self.additions = additions
 
 
+class CatalogUnreadable(CatalogAltered):
+    """The live database answered the catalog check with an error: the replica must not serve (review 40, R40-2).
+
+    A check that cannot read the catalog cannot vouch for it (an overload standing behind a revoked catalog read).
+    """
+
+    def __init__(self, error: CatalogUnread) -> None:
+        Exception.__init__(self, f"{error}; the vault does not serve on a catalog it cannot check")
+        self.additions = (str(error),)
+
+
+class CatalogUnchecked(ErasedTokensUnread):
+    """The database was unavailable for the catalog check at start: no finding, but no start on an unchecked catalog.
+
+    An outage (a connection lost, none to be had): retried by the replica's next start.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        said = str(error) if isinstance(error, VaultError) else type(error).__name__
+        Exception.__init__(self, f"cannot check the database's catalog before serving: {said}")
+
+
 class KeyMaintainer:
     """Runs `check()` periodically on a daemon thread until `stop()`."""
 
@@ -73,7 +95,7 @@ class KeyMaintainer:
         self._erased = erased
         self._catalog = catalog
         self._altered: tuple[str, ...] = ()
-        """What the last catalog check found (logged when it changes)."""
+        """What the last catalog check found (logged when it changes); a catalog it could not read is one finding."""
         self._report = report
         self._interval = interval
         self._stopping = threading.Event()
@@ -90,8 +112,13 @@ class KeyMaintainer:
         hand out and reveal an erased token whose row the database owner wrote back (attack 44, A44-1: a
         row-level security policy hiding them from that read alone, which the read turns into this refusal).
         """
-        altered = self._catalog_altered()
-        if altered:  # before the erase rows are read: an overload there is what steered that read (A45-3)
+        try:  # before the erase rows are read: an overload there is what steered that read (A45-3)
+            altered = self._catalog_altered()
+        except CatalogUnread as error:  # the live database refused the check: itself a finding (R40-2)
+            raise CatalogUnreadable(error) from None
+        except Exception as error:  # the database down: an outage, but no start on a catalog left unchecked
+            raise CatalogUnchecked(error) from None
+        if altered:
             raise CatalogAltered(altered)
         try:
             self._last_erasure = self._tokens.last_erasure()
@@ -119,15 +146,19 @@ class KeyMaintainer:
     def _catalog_altered(self) -> tuple[str, ...]:
         """What the owner added to pg_catalog, made inherit from a vault table (A45-3) or filter one (A46-2).
 
-        An error reading it is not a finding here: the round's other reads report the database unavailable.
+        CatalogUnread, logged at ERROR, when the live database answers the check with an error: a check that cannot
+        read the catalog vouches for nothing (review 40, R40-2: an owner's revoked catalog read hid an overload).
+        Any other error (the database down) is raised as it is: the caller reports it as an outage.
         """
         if self._catalog is None:
             return ()
         try:
             altered = self._catalog.catalog_additions()
-        except Exception as error:
-            log.debug("catalog check failed: %s", type(error).__name__)
-            return ()
+        except CatalogUnread as error:
+            if self._altered != (str(error),):
+                log.error("%s", error)
+            self._altered = (str(error),)
+            raise
         if altered != self._altered and altered:
             log.error(
                 "the database's catalog was altered: the vault's SQL may resolve to the owner's objects;"
@@ -169,7 +200,16 @@ class KeyMaintainer:
         except Exception as error:
             log.debug("database check failed: %s", type(error).__name__)
             return False
-        if self._catalog_altered():  # unhealthy while it lasts: any read of this round may be the owner's choice
+        try:
+            altered = self._catalog_altered()
+        except CatalogUnread:  # unhealthy while it lasts: a check that cannot read the catalog vouches for nothing
+            self._causes[DATABASE] = "cannot read the catalog to check it (logged at ERROR)"
+            return False
+        except Exception as error:  # the database went down since the mark was read: an outage
+            log.debug("catalog check failed: %s", type(error).__name__)
+            self._causes[DATABASE] = f"cannot check the catalog: {type(error).__name__}"
+            return False
+        if altered:  # unhealthy while it lasts: any read of this round may be the owner's choice
             self._causes[DATABASE] = (
                 "the database's catalog was altered (objects added to pg_catalog, inheritance, row-level security,"
                 " policies or rules on vault tables)"

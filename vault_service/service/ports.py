@@ -393,7 +393,8 @@ class CatalogAdditions(Protocol):
         """Each object in pg_catalog the server did not ship, inheritance of vault relations.
 
         In words (oids >= 16384 in those schemas; inheritance or partition links of a vault relation); () on a
-        database the migrations alone made.
+        database the migrations alone made. CatalogUnread when the live database answers the check with an error
+        (itself a finding: review 40, R40-2); DatabaseUnavailable when it is down.
         """
         ...
 

@@ -33,9 +33,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from psycopg import Connection
 from psycopg.types.numeric import Oid
 from psycopg_pool import ConnectionPool
+
+from vault_service.adapters.postgres.errors import translated
+from vault_service.domain.errors import CatalogUnread
 
 FIRST_NORMAL_OBJECT_ID = 16384
 """PostgreSQL's FirstNormalObjectId: every oid below it is the server's (initdb's), every one from it on is not."""
@@ -212,6 +216,42 @@ def read_catalog_additions(conn: Connection[Any], *, filters: bool = True) -> tu
         return tuple(sorted(_describe(conn, kind, int(oid), parent) for kind, oid, parent in found))
 
 
+_DOWN_CLASSES = ("08", "57P")
+"""SQLSTATE prefixes of a database going away rather than answering: connection exceptions, and the server shutting
+down, crashed, not yet accepting connections, the database dropped, a session ended (57P01-57P05)."""
+
+_SERVER_MESSAGE_CHARS = 300
+"""How much of the server's primary message a finding quotes (a catalog read's: object names, never row data)."""
+
+
+def unread_message(error: psycopg.Error) -> str:
+    """The finding's words for a catalog the live database refused to let the check read (R40-2)."""
+    primary = (error.diag.message_primary or "")[:_SERVER_MESSAGE_CHARS]
+    return (
+        f"cannot read the catalog to check it: {primary} ({type(error).__name__}, SQLSTATE {error.sqlstate}): the"
+        " check of what the database owner added to pg_catalog, of inheritance and of row security, policies and"
+        " rules on vault tables cannot vouch for a catalog it cannot read, so it counts as altered (a catalog"
+        " privilege taken from PUBLIC, as some hardening guides do, switches the check off as surely as the"
+        " owner would); report it to the security team"
+    )
+
+
+def read_checked(pool: ConnectionPool, *, filters: bool) -> tuple[str, ...]:
+    """`read_catalog_additions` on a pooled connection; an ERROR the live database answers raises CatalogUnread.
+
+    A connection lost, a server going away (SQLSTATE class 08, 57P0x) or none to be had is left to `translated`
+    (DatabaseUnavailable, DatabaseUnreachable): an outage, not a finding (review 40, R40-2).
+    """
+    with pool.connection() as conn:
+        try:
+            return read_catalog_additions(conn, filters=filters)
+        except psycopg.Error as error:
+            state = error.sqlstate
+            if state is None or state.startswith(_DOWN_CLASSES) or conn.closed or conn.broken:
+                raise
+            raise CatalogUnread(unread_message(error)) from None
+
+
 class PostgresCatalogAdditions:
     """What the owner added to pg_catalog, inheritance of vault relations (A45-3/A45-4), their filters (A46-2).
 
@@ -221,7 +261,11 @@ class PostgresCatalogAdditions:
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
 
+    @translated
     def catalog_additions(self) -> tuple[str, ...]:
-        """Each finding in words (none on a database the server and the migrations alone made)."""
-        with self._pool.connection() as conn:
-            return read_catalog_additions(conn)
+        """Each finding in words (none on a database the server and the migrations alone made).
+
+        CatalogUnread when the live database answers the check with an error; DatabaseUnavailable (or
+        DatabaseUnreachable) when it is down.
+        """
+        return read_checked(self._pool, filters=True)

@@ -36,7 +36,8 @@ from psycopg import Connection
 from psycopg.types.numeric import Oid
 from psycopg_pool import ConnectionPool
 
-from vault_service.adapters.postgres.catalog_additions import read_catalog_additions
+from vault_service.adapters.postgres.catalog_additions import read_checked
+from vault_service.adapters.postgres.errors import translated
 
 _EQ = "OPERATOR(pg_catalog.=)"
 _SCHEMAS = (
@@ -212,10 +213,11 @@ class PostgresVaultSchema:
         with self._pool.connection() as conn:
             return read_vault_schema(conn)
 
+    @translated
     def catalog_additions(self) -> tuple[str, ...]:
         """Objects the owner added to pg_catalog, inheritance of vault relations (A45-3).
 
         Policies, row security and rules on vault relations are left to `vault_schema`, compared with the manifest.
+        CatalogUnread when the live database answers the check with an error (R40-2: verify names it).
         """
-        with self._pool.connection() as conn:
-            return read_catalog_additions(conn, filters=False)
+        return read_checked(self._pool, filters=False)
