@@ -31,7 +31,7 @@ from vault_service.entrypoints.health_socket import prepare as prepare_health_so
 from vault_service.entrypoints.key_job_session import key_jobs_of
 from vault_service.entrypoints.metrics import register_vault_metrics
 from vault_service.entrypoints.server import create_server, server_credentials
-from vault_service.service.maintenance import ErasedTokensUnread
+from vault_service.service.maintenance import DATABASE, ErasedTokensUnread
 
 log = logging.getLogger("vault_service")
 
@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             wired.close()
             print(f"vault_service: {error}", file=sys.stderr)
             return 2
+    running.starting()  # not ready until it serves (the erase rows are read first)
     health_server = None
     if config.health_address:
         try:
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         wired.close()
         return 1
     running.server.start()
+    running.report(DATABASE, maintainer.healthy[DATABASE])  # ready from now on, unless a round found it down
     upkeep.start()
     log.info("serving", extra={"port": running.port, "metrics_port": config.metrics_port})
     stopping = threading.Event()

@@ -140,7 +140,13 @@ def chain_hash(prev_hash: bytes, at: datetime, event: AuditEvent) -> bytes:
 
 def _field(text: str) -> bytes:
     data = text.encode()
-    return struct.pack(">i", len(data)) + data
+    return _LENGTH(len(data)) + data
+
+
+_LENGTH = struct.Struct(">i").pack
+"""A field's length as `vault.audit_field` prefixes it (4 bytes, big-endian), packed by a compiled struct."""
+_NO_REVEALED_DIGEST = hashlib.sha256(b"").digest()
+"""SHA-256 of a NULL `revealed` (hashed as b""): most rows name no token."""
 
 
 _BYTEA_OID = 17
@@ -196,11 +202,13 @@ def array_elements(sent: bytes) -> tuple[bytes, ...]:
 def _utc_microseconds(at: datetime) -> str:
     """`at` as the database's `to_char(timezone('UTC', at), 'YYYY-MM-DD"T"HH24:MI:SS.US')`.
 
-    Spelled field by field: strftime's %Y does not pad years below 1000 to four digits on
-    every platform (glibc writes year 5 as "5"), to_char's YYYY does.
+    Not strftime: its %Y does not pad years below 1000 to four digits on every platform (glibc writes year 5 as
+    "5"), to_char's YYYY does. `isoformat` pads the year to four digits (CPython's C code and its pure-Python
+    one alike), and in UTC its first 26 characters are exactly that; one C call (~0.5 us) instead of seven
+    formatted fields (~1.5 us), once per row read by the erased-token set's start-up read and by verify (review
+    40, R40-3). `tests/unit/test_audit_hash_fast.py` compares it with the field-by-field spelling.
     """
-    u = at.astimezone(UTC)
-    return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}.{u.microsecond:06d}"
+    return at.astimezone(UTC).isoformat(timespec="microseconds")[:26]
 
 
 def chain_hash_v2(
@@ -226,8 +234,12 @@ def chain_hash_v2(
     if None in fields:  # a NULL text column: the database's hash is NULL, never equal to a stored one
         return b""
     sent = _array_send(event.revealed) if revealed_sent is None else revealed_sent
-    revealed_digest = hashlib.sha256(sent).digest()
-    return hashlib.sha256(prev_hash + b"".join(_field(f) for f in fields) + revealed_digest).digest()
+    parts = [prev_hash]
+    for text in fields:  # `_field` of each, inlined: no generator or concatenation per field (review 40, R40-3)
+        data = text.encode()
+        parts += (_LENGTH(len(data)), data)
+    parts.append(hashlib.sha256(sent).digest() if sent else _NO_REVEALED_DIGEST)
+    return hashlib.sha256(b"".join(parts)).digest()
 
 
 def record_hash(record: AuditRecord) -> bytes:

@@ -21,7 +21,7 @@ from vault_service.adapters.postgres.prepared import planted_statements_replaced
 from vault_service.adapters.postgres.tokens import PostgresTokenStore
 from vault_service.domain.grant_bound import over_grants
 from vault_service.domain.policy import AccessPolicy
-from vault_service.service.erased_tokens import erase_read_window_tampered, erase_rows_unverified
+from vault_service.service.erased_tokens import erase_read_window_tampered, erase_rows_unverified, full_read
 from vault_service.service.revealing import erased_values_present
 from vault_service.service.token_cache import TokenCache
 from vault_service.service.vault import purposes_withheld
@@ -425,7 +425,34 @@ class _VaultCollector(Collector):
             " EraseReadWindowTampered: report it to the security team",
         )
         window.add_metric([], erase_read_window_tampered())
-        return [hits, size, races, merged, replaced, withheld, undone, unverified, window, _over_grants()]
+        seconds, rows = full_read()
+        start_seconds = GaugeMetricFamily(
+            "tokenvault_erase_rows_start_read_seconds",
+            "Seconds the last read of the audit log's erase rows from its start took (at start-up: the replica serves"
+            " nothing before it ends; again after the log's head went back); it grows with every erase row, refused"
+            " Erase calls' rows too (review 40, R40-3): keep it well within the start-up probe's budget"
+            " (docs/production.md, Start-up time)",
+        )
+        start_seconds.add_metric([], seconds)
+        start_rows = GaugeMetricFamily(
+            "tokenvault_erase_rows_start_read_rows",
+            "Erase rows (action erase, any outcome) the last read of the audit log's erase rows from its start read",
+        )
+        start_rows.add_metric([], rows)
+        return [
+            hits,
+            size,
+            races,
+            merged,
+            replaced,
+            withheld,
+            undone,
+            unverified,
+            window,
+            start_seconds,
+            start_rows,
+            _over_grants(),
+        ]
 
 
 def _over_grants() -> Metric:

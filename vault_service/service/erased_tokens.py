@@ -64,6 +64,7 @@ from __future__ import annotations
 import bisect
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
@@ -124,6 +125,18 @@ def erase_row_problem(row: EraseRow) -> str | None:
 _unverified_count = 0
 _unverified_lock = threading.Lock()
 _window_count = 0
+_full_read: tuple[float, int] = (0.0, 0)
+
+
+def full_read() -> tuple[float, int]:
+    """The last read of the erase rows from the log's start by this process: (seconds, erase rows read); (0, 0) none.
+
+    The start-up read (and a read again from the start after the log's head went back). The replica serves nothing
+    before it ends: its time grows with every erase row in the log, a refused Erase call's row too (review 40,
+    R40-3), so it is exported (`tokenvault_erase_rows_start_read_seconds` / `_rows`) and logged, for the start-up
+    probe's budget (docs/production.md, *Start-up time*).
+    """
+    return _full_read
 
 
 def erase_rows_unverified() -> int:
@@ -161,6 +174,20 @@ def _report_window(message: str | None, *args: object) -> None:
         _window_count += 1
     if message is not None:
         log.error(message, *args)
+
+
+def _told_full_read(seconds: float, rows: int, known: int) -> None:
+    """Keep and log the time and size of a read of the erase rows from the log's start (`full_read`)."""
+    global _full_read
+    with _unverified_lock:
+        _full_read = (seconds, rows)
+    log.info(
+        "read the audit log's %d erase row(s) from its start in %.2f s (%d erased token(s) known)",
+        rows,
+        seconds,
+        known,
+        extra={"erase_rows": rows, "seconds": round(seconds, 3)},
+    )
 
 
 class ErasedTokens:
@@ -224,10 +251,12 @@ class ErasedTokens:
             after = max(0, self._start - OVERLAP_IDS)
             first = not self._read_once
             previous = self._newest
-        start, new, newest, beyond = after, 0, 0, 0
+        start, new, newest, beyond, read = after, 0, 0, 0, 0
         anchored_from: int | None = None
+        began = time.monotonic()
         while True:
             page = rows.erase_rows(after, ERASE_ROWS_PAGE)
+            read += len(page.rows)
             newest = max(newest, page.newest_id)
             beyond = max(beyond, page.beyond_id)
             if anchored_from is None:  # at start, only rows near the head: older ones the checkpoints anchor
@@ -236,6 +265,8 @@ class ErasedTokens:
             if not page.more or not page.rows:
                 break
             after = page.rows[-1].record_id
+        if first:
+            _told_full_read(time.monotonic() - began, read, len(self))
         if beyond:  # counted every read while it stands (the alert stays up), logged once per row
             told, self._beyond_told = self._beyond_told, beyond
             _report_window(
