@@ -312,7 +312,9 @@ def test_refusals_from_one_peer_are_throttled_so_they_cannot_flood_the_audit_log
     written = _audit(stack_env, "at >= %s AND client = 'stranger' AND outcome LIKE 'refused: Unauth%%'", started)
     assert 0 < len(written) <= 60
     deadline = time.monotonic() + 10
-    while not _audit(stack_env, "at >= %s AND client = 'stranger' AND outcome LIKE '%%throttled'", started):
+    # the count's row names the certificates it counted after it (attack 46, A46-4): "...throttled; certificates ..."
+    counted = "outcome LIKE '%%more refusals, throttled; certificates (serial): %%'"
+    while not _audit(stack_env, f"at >= %s AND client = 'stranger' AND {counted}", started):
         assert time.monotonic() < deadline, "throttled refusals were not counted in the log"
         time.sleep(0.3)
 
