@@ -150,6 +150,7 @@ VOLUMES = {
     "certs-metrics-scraper": ("certs", ("metrics",)),
     "certs-lock-watchdog": ("certs", ("lock-watchdog",)),
     "audit-checkpoints": ("vault-service", ()),
+    "login-row-keys": ("vault-init", ("privacy-officer",)),  # the ETL's row-signing public keys (A41-1): no secret
 }
 LOOPBACK_PORTS = {
     "postgres": [5432],
