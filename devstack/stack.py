@@ -386,7 +386,8 @@ def down(state_dir: Path, keep_logs: bool = False) -> list[str]:
                 pass
         release(int(state.postgres.get("huge_pages_reserved", "0")))
         remove_cluster(data_dir)
-    for name in ("state.json", "stack.env", "secrets", "certs", "ca", "run"):
+    # login-row-keys.json: the public keys of the ETL's row-signing key that up() wrote for `tokenvault erase`
+    for name in ("state.json", "stack.env", "secrets", "certs", "ca", "run", "login-row-keys.json"):
         path = state_dir / name
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
