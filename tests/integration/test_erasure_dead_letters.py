@@ -40,6 +40,7 @@ def tokenvault_erase(stack_env: dict[str, str], address: str, tokens: list[str])
             str(TOKENVAULT),
             *("--address", address, "--ca", str(certs / "ca.pem"), "--server-name", "localhost"),
             *("--cert", str(certs / "privacy-officer.pem"), "--key", str(certs / "privacy-officer-key.pem")),
+            *("--login-row-keys", stack_env["LOGIN_ROW_KEYS_FILE"]),  # the ETL's public keys, to verify the rows
             *("erase", *tokens, "--purpose", "GDPR-2026-602", "--yes"),
         ],
         capture_output=True,

@@ -65,6 +65,7 @@ def officer_runs(
             str(TOKENVAULT),
             *("--address", address, "--ca", str(certs / "ca.pem"), "--server-name", "localhost"),
             *("--cert", str(certs / "privacy-officer.pem"), "--key", str(certs / "privacy-officer-key.pem")),
+            *("--login-row-keys", stack_env["LOGIN_ROW_KEYS_FILE"]),  # the ETL's public keys, to verify the rows
             *(PURPOSE if w == "REFERENCE" else w for w in words[1:]),
         ],
         capture_output=True,
