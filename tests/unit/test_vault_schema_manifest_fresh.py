@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from vault_service.domain.schema_guards import schema_differences
+from vault_service.domain.schema_guards import how_it_differs, schema_differences
 from vault_service.domain.vault_schema_manifest import MIGRATIONS_SHA256
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,11 +27,35 @@ def test_the_manifest_was_generated_from_the_migrations_shipped() -> None:
 
 
 def test_each_difference_is_named_missing_added_or_changed() -> None:
-    expected = {"constraint a on vault.t": "1", "trigger b on vault.t": "2", "function vault.f()": "3"}
-    found = {"trigger b on vault.t": "2", "function vault.f()": "x", "trigger c on vault.t": "4"}
+    expected = {
+        "constraint a on vault.t": {"validation": "validated"},
+        "trigger b on vault.t": {"state": "enabled"},
+        "function vault.f()": {"definition": "sha256:3"},
+    }
+    found = {
+        "trigger b on vault.t": {"state": "enabled"},
+        "function vault.f()": {"definition": "sha256:x"},
+        "trigger c on vault.t": {"state": "enabled"},
+    }
     assert schema_differences(found, expected) == (
         "constraint a on vault.t is missing (a migration defines it)",
-        "function vault.f() differs from its migration's definition",
+        "function vault.f() differs from its migration's definition: definition differs (now sha256 x)",
         "trigger c on vault.t is in no migration",
     )
     assert schema_differences(expected, expected) == ()
+
+
+def test_a_changed_guard_says_which_fields_moved_and_from_what() -> None:
+    expected = {
+        "state": "enabled",
+        "timing": "AFTER",
+        "deferral": "not deferrable",
+        "default": "none",
+        "definition": "sha256:aa",
+    }
+    found = {**expected, "state": "disabled", "deferral": "deferrable, initially deferred", "default": "sha256:bb"}
+    assert how_it_differs(found, expected) == (
+        "state disabled (migrations: enabled); deferral deferrable, initially deferred (migrations: not deferrable);"
+        " default differs (now sha256 bb)"
+    )
+    assert how_it_differs({"state": "enabled", "extra": "x"}, {"state": "enabled"}) == "extra x (migrations: absent)"

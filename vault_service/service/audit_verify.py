@@ -33,7 +33,7 @@ from vault_service.domain.checkpoints import ChainHead, Checkpoint, Finding, Log
 from vault_service.domain.crypto import DataKey
 from vault_service.domain.errors import CatalogUnread
 from vault_service.domain.pending_rows import NotedRows
-from vault_service.domain.schema_guards import schema_differences
+from vault_service.domain.schema_guards import Guards, schema_differences
 from vault_service.domain.vault_schema_manifest import EXPECTED
 from vault_service.service.audit_keys_check import KEY_ACTIONS, audit_keys_problem, late_check_values
 from vault_service.service.erase_reconciliation import ErasedTokenReader, ErasureReconciliation, reconcile_erasures
@@ -108,8 +108,8 @@ def _coverage(copy: ExportedCopy, checkpoints: Sequence[Checkpoint], allowed: fl
 class VaultSchemaReader(Protocol):
     """Where what guards the vault's tables is read from (pg_catalog; adapters/postgres/schema_catalog.py)."""
 
-    def vault_schema(self) -> Mapping[str, str]:
-        """Each guard of the vault's tables (constraint, index, trigger, rule, policy, function) -> its digest."""
+    def vault_schema(self) -> Guards:
+        """Each guard of the vault's tables (constraint, index, trigger, rule, policy, function...) -> its fields."""
         ...
 
     def catalog_additions(self) -> tuple[str, ...]:
