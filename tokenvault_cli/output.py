@@ -21,6 +21,7 @@ from typing import TextIO
 
 import click
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -102,9 +103,19 @@ def _jsonable(value: object) -> Cell:
 
 
 def write_rows(
-    columns: Sequence[str], rows: Sequence[Sequence[object]], fmt: Format, out: TextIO | None = None
+    columns: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    fmt: Format,
+    out: TextIO | None = None,
+    *,
+    records_when_narrow: bool = False,
 ) -> None:
-    """Write `rows` under `columns` to `out` (stdout) in `fmt`; tables never cut a value short."""
+    """Write `rows` under `columns` to `out` (stdout) in `fmt`; tables never cut a value short.
+
+    `records_when_narrow`: when the table would not fit the terminal's width (`COLUMNS` for a file or a
+    pipe, 80 by default), each row is printed as a block of its fields, one a line ("field  value"), as
+    psql's expanded display does, instead of folding every cell into a column a few characters wide.
+    """
     out = out or sys.stdout
     if fmt is Format.CSV:
         writer = csv.writer(out, lineterminator="\n")
@@ -117,9 +128,26 @@ def write_rows(
         json.dump([dict(zip(columns, map(_jsonable, row), strict=True)) for row in rows], out, indent=2)
         out.write("\n")
     else:
+        console = Console(file=out, soft_wrap=False)
         table = Table(show_edge=False, header_style="bold")
         for name in columns:
             table.add_column(_cell(name), overflow="fold")
         for row in rows:
             table.add_row(*(_cell(v) for v in row))
-        Console(file=out, soft_wrap=False).print(table)
+        unbounded = console.options.update(max_width=1_000_000)  # a measurement is clamped to its options' width
+        if records_when_narrow and rows and Measurement.get(console, unbounded, table).maximum > console.width:
+            _print_records(console, columns, rows)
+        else:
+            console.print(table)
+
+
+def _print_records(console: Console, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Each row as a block: a heading line, then 'field  value' lines (a long value wraps under itself)."""
+    for number, row in enumerate(rows, 1):
+        console.print(Text(f"-[ {number} of {len(rows)} ]", style="bold"))
+        block = Table.grid(padding=(0, 2))
+        block.add_column(no_wrap=True, style="bold")
+        block.add_column(overflow="fold")
+        for name, value in zip(columns, row, strict=True):
+            block.add_row(_cell(name), _cell(value))
+        console.print(block)

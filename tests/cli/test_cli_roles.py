@@ -211,14 +211,15 @@ def test_the_security_team_sees_who_revealed_a_token(cli_stack: CliStack) -> Non
 
 def test_who_saw_cuts_no_cell_short_and_gives_its_rows_to_programs(cli_stack: CliStack) -> None:
     """On an 80-column terminal, a file or a pipe the table showed `2026-12-…`, `DEMO-MA…`: the when, the who and the
-    why an access request asks for (walk, 6 Dec); `-o json` gives the rows alone, the verdict on stderr."""
+    why an access request asks for (walk, 6 Dec); `-o json` gives the rows alone, the verdict on stderr.
+
+    Folded instead, its 7 columns read "detokeniz / e" and the certificate serial in 5 pieces at 80 columns (W46-11):
+    there each row is a block of its fields, one a line, every value whole on its line.
+    """
     watched = tokenize(cli_stack, "ip", fresh_ip())[0]
     purpose = "CASE-2026-0417-FOLLOWUP"
     assert cli_stack.as_("analyst", "reveal", watched, "--purpose", purpose).returncode == 0
     asked = ("--stack", str(cli_stack.state_dir), "--as", "security", "audit", "who-saw", watched, "-p", "INC-304")
-    narrow = cli_stack.run(*asked, env={"COLUMNS": "80"})
-    assert narrow.returncode == 0, narrow.stderr
-    assert "analyst" in narrow.stdout and "…" not in narrow.stdout, narrow.stdout  # folded, never cut
     as_json = cli_stack.run(*asked, "-o", "json")
     assert as_json.returncode == 0, as_json.stderr
     (row,) = (r for r in json.loads(as_json.stdout) if r["action"] == "detokenize")
@@ -226,6 +227,16 @@ def test_who_saw_cuts_no_cell_short_and_gives_its_rows_to_programs(cli_stack: Cl
     assert row["outcome"].startswith("ok: 1 revealed, 0 refused; fetch saw records up to "), row  # A43-1
     assert len(row["client_serial"]) >= 32 and row["at"].startswith("20") and row["at"].endswith("+00:00"), row
     assert "1 reveal(s) and 0 erasure(s) of this token" in as_json.stderr
+    narrow = cli_stack.run(*asked, env={"COLUMNS": "80"})
+    assert narrow.returncode == 0, narrow.stderr
+    assert "…" not in narrow.stdout, narrow.stdout  # never cut
+    lines = narrow.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, narrow.stdout
+    for field, value in (("action", "detokenize"), ("client", "analyst"), ("purpose", purpose)):
+        assert any(line.split() == [field, value] for line in lines), (field, narrow.stdout)
+    assert any(line.split() == ["certificate", "serial", row["client_serial"]] for line in lines), narrow.stdout
+    when = [line.split() for line in lines if line.startswith("when")]
+    assert ["when", "(UTC)", row["at"]] in when, (row["at"], when)
 
 
 def test_a_reader_that_goes_away_ends_the_command_quietly(cli_stack: CliStack) -> None:
