@@ -23,10 +23,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from devstack.envfile import read_env_file
 from devstack.events import OutgoingEvent, events_from_file, generate_events, send_events
 from devstack.procs import StackError, alive
+from devstack.restart import restart_dead
 from devstack.sqs import identity_key, sqs_client
 from devstack.stack import REPO, StackState, state_dir_from_env, up
+from devstack.trusted_stack import refuse_untrusted_stack_dir
 from tokenvault_client import ClientIdentity, ItemError, VaultClient, VaultClientError
 
 console = Console()
@@ -197,6 +200,24 @@ def _share(text: str) -> float:
     return share
 
 
+def start_stack(state_dir: Path) -> dict[str, str]:
+    """A new stack in `state_dir` (none is there), said before its minute of starting; its settings."""
+    console.print(f"[bold]tokenvault[/]: starting the embedded stack in {state_dir} ...", soft_wrap=True)
+    return up(state_dir)
+
+
+def use_stack(state_dir: Path) -> dict[str, str]:
+    """The stack already in `state_dir`, what had stopped restarted (as `make up` does), said; its settings.
+
+    It said "starting the embedded stack" for a stack that was up and used as it was (W46-11).
+    """
+    refuse_untrusted_stack_dir(state_dir)  # as up() does (walk44, W44-4)
+    restarted = restart_dead(state_dir)
+    how = f"restarted what had stopped: {', '.join(restarted)}" if restarted else "already up, used as it is"
+    console.print(f"[bold]tokenvault[/]: the embedded stack in {state_dir}: {how}", soft_wrap=True)
+    return read_env_file(state_dir / "stack.env")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo."""
     parser = argparse.ArgumentParser(prog="make run", description=__doc__.splitlines()[0] if __doc__ else "")
@@ -220,11 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]no events in {args.file}:[/] nothing to send; the stack was not started", soft_wrap=True)
         return 2
     state_dir = state_dir_from_env()
-    console.print(f"[bold]tokenvault[/]: starting the embedded stack in {state_dir} ...")
+    existing = (state_dir / "state.json").exists() and (state_dir / "stack.env").exists()
     try:
-        env = up(state_dir)
+        env = use_stack(state_dir) if existing else start_stack(state_dir)
     except StackError as error:
-        console.print(f"[red]stack failed to start:[/] {error}")
+        console.print(f"[red]stack {'not restarted' if existing else 'failed to start'}:[/] {error}", soft_wrap=True)
         return 1
     ids = [e.event_id for e in events]
     rows_before, quarantined_before = _counts(env["PG_ADMIN_DSN"], ids)

@@ -102,6 +102,9 @@ def process_env(pid: int) -> dict[str, str]:
 def test_demo_with_the_exercise_sample_reports_99_loaded_1_quarantined(stack_dir: Path) -> None:
     first = run("-m", "devstack.demo", "--file", str(SAMPLE), state_dir=stack_dir)
     assert first.returncode == 0, first.stdout + first.stderr
+    # The stack was up (`devstack up`): it said "starting the embedded stack" and used it as it was (W46-11).
+    assert f"the embedded stack in {stack_dir.resolve()}: already up, used as it is\n" in first.stdout, first.stdout
+    assert "starting" not in first.stdout, first.stdout
     assert "rows in user_logins  : 99 of these events  (new this run: 99; the table holds 99)" in first.stdout
     assert "quarantined (DLQ)    : 1 of these events  (new this run: 1)" in first.stdout
     assert "missing_field" in first.stdout
