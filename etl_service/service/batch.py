@@ -65,6 +65,7 @@ from etl_service.service.outcomes import (
     BatchOutcome,
 )
 from etl_service.service.ports import BodySealer, LoginStore, Queue, RowSigner, Tokenizer
+from etl_service.service.postponed_notice import PostponedNotice
 from etl_service.service.returned_letters import ReturnedLetter
 from etl_service.service.sealing import DiscardBodies
 from etl_service.service.settle_step import dead_letter_and_delete, reused_messages
@@ -107,6 +108,7 @@ class BatchProcessor:
         a redrive policy changed while the ETL runs counts at once).
         """
         self._signer = signer
+        self._postponed_notice = PostponedNotice()
         self._queue = queue
         self._tokenizer = tokenizer
         self._store = store
@@ -175,7 +177,7 @@ class BatchProcessor:
             manifest = self._sign(rows)  # Transit down or refusing: postponed or released, never loaded unsigned
             self._load_and_settle(messages, rows, rejected, outcome, len(replays), minted, manifest)
         except DependencyDown as error:
-            log.warning("batch postponed: %s", error, extra={"messages": len(messages)})
+            log.debug("batch postponed: %s", error, extra={"messages": len(messages)})  # the WARNING: `_postpone`
             if isinstance(error, TokenizeOutcomeUnknown) and error.fatal is not None:  # the vault refuses the ETL
                 log.error("batch's vault call refused: %s", error.fatal, extra={"messages": len(messages)})
                 outcome.fatal = error.fatal
@@ -184,7 +186,7 @@ class BatchProcessor:
             last = [m for m in messages if self._on_last_receive(m)]
             rest = [m for m in messages if not self._on_last_receive(m)] if last else messages
             if rest:
-                self._postpone(rest, outcome, outcome.retry_after)
+                self._postpone(rest, outcome, outcome.retry_after, type(error).__name__, error.dependency)
             if last:
                 self._dead_letter_unavailable(last, validated, error, outcome, replays, minted)
         except Misconfigured as error:
@@ -339,7 +341,7 @@ class BatchProcessor:
         still sealed and dead-lettered with its reason (`_dead_letter_only`).
         """
         if not self._on_last_receive(message):
-            self._postpone([message], outcome)
+            self._postpone([message], outcome, reason=type(error).__name__)
             return
         rejection = Rejection(PROCESSING_FAILED, f"processing failed on every receive: {type(error).__name__}")
         kept = without_own_event_id(message, self._max_body_bytes)  # no id carrying its own values (R20-9)
@@ -431,13 +433,21 @@ class BatchProcessor:
                 type(third).__name__,
                 extra={"message_id": message.message_id},
             )
-            self._postpone([message], outcome)
+            self._postpone([message], outcome, reason=type(third).__name__)
 
-    def _postpone(self, messages: Sequence[QueueMessage], outcome: BatchOutcome, at_least: float = 0.0) -> None:
+    def _postpone(
+        self,
+        messages: Sequence[QueueMessage],
+        outcome: BatchOutcome,
+        at_least: float = 0.0,
+        reason: str = "unknown",
+        dependency: str = "none",
+    ) -> None:
         """Back off through visibility, longer for each receive (no hot loop); delete nothing.
 
         Never shorter than `at_least` seconds (the vault's retry-after). Each is recorded as left
-        unprocessed by an error until a later batch settles it.
+        unprocessed by an error until a later batch settles it. Said by a rate-limited WARNING "batch
+        postponed" naming `reason` (the error's class), `dependency` and counts only (PostponedNotice).
         """
         delay = min(
             max(retry_delay(max(m.receive_count for m in messages)), math.ceil(at_least)), MAX_RETRY_DELAY_SECONDS
@@ -447,6 +457,7 @@ class BatchProcessor:
             log.warning("postponing failed (the queue's visibility timeout applies)", extra={"messages": len(failed)})
         outcome.retried += len(messages)
         outcome.errored.update(m.message_id for m in messages)
+        self._postponed_notice.postponed(reason, dependency, len(messages), delay)
 
 
 def _quarantine_record(message: QueueMessage, rejection: Rejection) -> QuarantineRecord:

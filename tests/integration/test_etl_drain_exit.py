@@ -143,6 +143,14 @@ def test_a_drain_stopped_while_the_vault_is_down_exits_3_and_leaves_every_messag
         process.communicate(timeout=60)
     assert process.returncode == EXIT_UNPROCESSED, log.read_text()[-2000:]
     assert "still in the queue" in log.read_text()
+    # Said as one WARNING naming the error's class, the dependency and counts - never the error's text (W46-11).
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    postponed = [line for line in lines if line["message"].startswith("batch postponed")]
+    assert postponed and all(line["message"] == "batch postponed" for line in postponed), postponed
+    first = postponed[0]
+    assert first["level"] == "WARNING" and first["dependency"] == "vault", first
+    assert first["reason"] in ("DependencyDown", "TokenizeOutcomeUnknown") and 1 <= first["messages"] <= 20, first
+    assert not any(json.loads(e.body)["ip"] in log.read_text() for e in sent)
     loaded = where_each_event_landed(stack_env["PG_ADMIN_DSN"], sent)[0]
     assert 40 <= len(loaded) == len(set(loaded)) < len(sent)
     assert queue_depth(endpoint, env["ETL_QUEUE_URL"]) == len(sent) - len(loaded)  # the rest waits in the queue
