@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -203,6 +204,14 @@ LISTS_SQL = """
 SELECT m.manifest_id, m.digests, m.signature::pg_catalog.text FROM public.user_login_manifests AS m
 WHERE m.manifest_id OPERATOR(pg_catalog.=) ANY (%(ids)s::pg_catalog.uuid[])
 """
+LIST_ROWS_SQL = """
+SELECT l.event_id::pg_catalog.text, l.user_id::pg_catalog.text, l.masked_ip::pg_catalog.text,
+       l.masked_device_id::pg_catalog.text, l.create_date, l.row_manifest
+FROM public.user_logins AS l
+WHERE l.row_manifest OPERATOR(pg_catalog.=) ANY (%(ids)s::pg_catalog.uuid[])
+LIMIT %(limit)s
+"""
+"""Every row naming one of the lists (the index of migration 0069), as ROWS_SQL's columns: are the lists whole?"""
 
 
 @dataclass(frozen=True)
@@ -225,6 +234,21 @@ class RowCheck:
     """The key versions those lists name, which the file lacks."""
     versions_held: tuple[int, ...] = ()
     """The key versions the public keys file holds (when it was read)."""
+    whole_lists: bool = False
+    """Every row naming one of the signed lists that verify was read too, and each list's rows counted (A41-1's
+    deleted, copied and re-pointed rows): `missing`, `copied`, `changed` and `lists_missing` are counts."""
+    missing: int = 0
+    """Rows those lists list that no row of user_logins matches as signed: deleted (the data team's retention, or
+    the database owner), changed since (then also counted in `changed`), or made to name another list or none.
+    A deleted row may have held the tokens for another person, whom the count then did not see."""
+    lists_missing: int = 0
+    """Lists with one or more of their rows missing."""
+    copied: int = 0
+    """Rows beyond the first matching one listed row: copies of a signed row (no load makes one: the ETL loads an
+    event id once, and user_logins' unique index on event_id refuses a second - unless its owner drops it)."""
+    changed: int = 0
+    """Rows naming one of those lists that it does not list as they are: changed since the ETL signed them (a row
+    re-pointed away from the tokens read, which erase then never reads itself), or written under the list."""
 
 
 @dataclass(frozen=True)
@@ -258,12 +282,17 @@ class Reach:
 
 
 def count_reach(
-    dsn: str, tokens: Sequence[str], person: Sequence[str], verify_with: Callable[[], PublicKeys] | None = None
+    dsn: str,
+    tokens: Sequence[str],
+    person: Sequence[str],
+    verify_with: Callable[[], PublicKeys] | None = None,
+    whole_lists: bool = False,
 ) -> Reach:
     """Count, as the analysts' read-only role, the rows of user_logins holding `tokens`, the person's and others'.
 
     `verify_with`: also check those rows against the ETL's signatures (`Reach.check`), in the count's snapshot
     (one read-only repeatable-read transaction); called for the public keys only when a row names a list.
+    `whole_lists`: and read every row of the lists those rows name, counting listed rows missing, changed, copied.
     """
     wanted = list(dict.fromkeys(tokens))
     try:
@@ -272,7 +301,7 @@ def count_reach(
             if verify_with is not None:  # the count and the rows checked: one snapshot
                 conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             rows = conn.execute(REACH_SQL, {"tokens": wanted, "person": list(person), "named": bool(person)}).fetchall()
-            check = _check_rows(conn, wanted, verify_with) if verify_with is not None else None
+            check = _check_rows(conn, wanted, verify_with, whole_lists) if verify_with is not None else None
     except psycopg.Error as error:
         diag = getattr(error, "diag", None)
         message = (diag.message_primary if diag else None) or type(error).__name__
@@ -283,10 +312,12 @@ def count_reach(
     return Reach(reach.person, reach.held, reach.other_people, reach.other_rows, check)
 
 
-def _check_rows(conn: psycopg.Connection[Any], tokens: list[str], keys: Callable[[], PublicKeys]) -> RowCheck:
+def _check_rows(
+    conn: psycopg.Connection[Any], tokens: list[str], keys: Callable[[], PublicKeys], whole_lists: bool
+) -> RowCheck:
     """Each row holding `tokens` recomputed (row_digest) and found in its list, whose signature verifies offline."""
     rows = conn.execute(ROWS_SQL, {"tokens": tokens, "limit": MAX_ROWS_CHECKED + 1}).fetchall()
-    return _verify_rows(conn, rows, keys)[0]
+    return _verify_rows(conn, rows, keys, whole_lists=whole_lists)[0]
 
 
 @dataclass(frozen=True)
@@ -299,17 +330,51 @@ class RowFinding:
     """`does not verify`, `unsigned`, or `key version vN not in the keys file`."""
 
 
+@dataclass(frozen=True)
+class ListFinding:
+    """A signed list whose rows are not all in user_logins as signed, some changed or copied (`whole_lists`)."""
+
+    manifest_id: uuid.UUID
+    listed: int
+    """Rows the list lists."""
+    present: int
+    """Of those, rows found in user_logins as signed (naming this list, their digest listed)."""
+    copied: int
+    """Rows beyond the first matching one listed row."""
+    changed: int = 0
+    """Rows naming this list that it does not list as they are."""
+
+    def finding(self) -> str:
+        """`N of M listed rows missing`, `K copies of listed rows`, `J rows naming it not listed`: counts only."""
+        said = (
+            [f"{self.listed - self.present} of {self.listed} listed rows missing"] if self.present < self.listed else []
+        )
+        if self.copied:
+            said.append(plural(self.copied, "copy", "copies") + " of listed rows")
+        if self.changed:
+            said.append(f"{plural(self.changed, 'row')} naming it not listed as they are (changed since)")
+        return "; ".join(said)
+
+
 def _verify_rows(
-    conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]], keys: Callable[[], PublicKeys]
-) -> tuple[RowCheck, list[RowFinding]]:
-    """The rows (ROWS_SQL's columns) checked against their signed lists; what each row found wrong is."""
+    conn: psycopg.Connection[Any],
+    rows: Sequence[tuple[Any, ...]],
+    keys: Callable[[], PublicKeys],
+    whole_lists: bool = False,
+    also_lists: Sequence[uuid.UUID] = (),
+) -> tuple[RowCheck, list[RowFinding | ListFinding]]:
+    """The rows (ROWS_SQL's columns) checked against their signed lists; what each row found wrong is.
+
+    `whole_lists`: the lists those rows name (and `also_lists`) read whole too: which listed rows are missing,
+    changed or copied (ListFinding). A list no row names any more is found only through `also_lists` (audit login-rows).
+    """
     if len(rows) > MAX_ROWS_CHECKED:
         return RowCheck(len(rows), 0, 0, too_many=True), []
-    named = sorted({m for *_, m in rows if m is not None}, key=str)
-    findings = [RowFinding(str(r[0]), None, "unsigned") for r in rows if r[-1] is None]
+    named = sorted({m for *_, m in rows if m is not None} | set(also_lists), key=str)
+    findings: list[RowFinding | ListFinding] = [RowFinding(str(r[0]), None, "unsigned") for r in rows if r[-1] is None]
     unsigned = len(findings)
     if not named:
-        return RowCheck(len(rows), unsigned, 0), findings
+        return RowCheck(len(rows), unsigned, 0, whole_lists=whole_lists), findings
     ((_lists, size),) = conn.execute(LISTS_SIZE_SQL, {"ids": named}).fetchall()
     if int(size) > MAX_LIST_BYTES:
         return RowCheck(len(rows), unsigned, 0, too_many=True), []
@@ -322,6 +387,12 @@ def _verify_rows(
             lacking[manifest_id] = version
         elif typed and public_keys.verify(signature, signed_input(manifest_id, digests)):
             listed[manifest_id] = digests_of(digests)
+    wholes: list[ListFinding] = []
+    if whole_lists and listed:
+        counted = _list_rows_counted(conn, listed)
+        if counted is None:
+            return RowCheck(len(rows), unsigned, 0, too_many=True), []
+        wholes = [w for w in counted if w.present < w.listed or w.copied or w.changed]
     failing = unknown_key = 0
     for event_id, user_id, masked_ip, masked_device_id, created, manifest_id in rows:
         if manifest_id is None:
@@ -343,8 +414,40 @@ def _verify_rows(
         unknown_key=unknown_key,
         versions_lacking=tuple(sorted(set(lacking.values()))),
         versions_held=tuple(sorted(public_keys.by_version)),
+        whole_lists=whole_lists,
+        missing=sum(w.listed - w.present for w in wholes),
+        lists_missing=sum(1 for w in wholes if w.present < w.listed),
+        copied=sum(w.copied for w in wholes),
+        changed=sum(w.changed for w in wholes),
     )
-    return check, findings
+    return check, [*findings, *wholes]
+
+
+def _list_rows_counted(
+    conn: psycopg.Connection[Any], listed: dict[uuid.UUID, frozenset[bytes]]
+) -> list[ListFinding] | None:
+    """Each list's rows in user_logins: how many of its listed rows are there as signed, how many more than once.
+
+    Reads every row naming the lists (LIST_ROWS_SQL), at most their listed rows and MAX_ROWS_CHECKED more; None
+    beyond (more rows name them than they list by that much: too many to read, the caller checks nothing).
+    """
+    limit = sum(len(d) for d in listed.values()) + MAX_ROWS_CHECKED
+    rows = conn.execute(LIST_ROWS_SQL, {"ids": list(listed), "limit": limit + 1}).fetchall()
+    if len(rows) > limit:
+        return None
+    matched: dict[uuid.UUID, Counter[bytes]] = {m: Counter() for m in listed}
+    changed: Counter[uuid.UUID] = Counter()
+    for event_id, user_id, masked_ip, masked_device_id, created, manifest_id in rows:
+        day = created if isinstance(created, date) else None
+        digest = row_digest(event_id, user_id, masked_ip, masked_device_id, day)
+        if digest in listed[manifest_id]:
+            matched[manifest_id][digest] += 1
+        else:
+            changed[manifest_id] += 1
+    return [
+        ListFinding(m, len(listed[m]), len(matched[m]), sum(n - 1 for n in matched[m].values()), changed[m])
+        for m in sorted(listed, key=str)
+    ]
 
 
 ROWS_BETWEEN_SQL = """
@@ -356,23 +459,41 @@ WHERE l.create_date OPERATOR(pg_catalog.>=) %(since)s::pg_catalog.date
 LIMIT %(limit)s
 """
 """The rows of user_logins created in a range of days (`tokenvault audit login-rows`), as ROWS_SQL's columns."""
+LISTS_SIGNED_BETWEEN_SQL = """
+SELECT m.manifest_id FROM public.user_login_manifests AS m
+WHERE m.signed_at OPERATOR(pg_catalog.>=) %(since)s::pg_catalog.timestamptz
+  AND m.signed_at OPERATOR(pg_catalog.<) %(before)s::pg_catalog.timestamptz
+LIMIT %(limit)s
+"""
+"""The lists signed in a range of days (UTC): a list none of whose rows is left is named by no row."""
 
 
 def check_rows_between(
     dsn: str, since: date, until: date, keys: Callable[[], PublicKeys]
-) -> tuple[RowCheck, list[RowFinding]]:
+) -> tuple[RowCheck, list[RowFinding | ListFinding]]:
     """The rows of user_logins created from `since` to `until` (both included), verified as erase verifies its rows.
 
     For the security team once `erase` or `reveal --verify-rows` said rows do not verify (walk46, W46-6): which
     rows, by event id and signed list. At most MAX_ROWS_CHECKED rows (else RowCheck.too_many, none checked).
+    The lists those rows name, and those signed in those days (UTC), are read whole as erase reads its lists:
+    each list with rows missing, changed or copied is a ListFinding (attack 41's Left: rows deleted, re-pointed or
+    copied by the database owner).
     """
+    start = datetime(since.year, since.month, since.day, tzinfo=UTC)
+    last = min(until, date.max - timedelta(1))
+    before = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(1)
     try:
         with _count_session(dsn) as conn:
             conn.read_only = True
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             params = {"since": since, "until": until, "limit": MAX_ROWS_CHECKED + 1}
             rows = conn.execute(ROWS_BETWEEN_SQL, params).fetchall()
-            return _verify_rows(conn, rows, keys)
+            signed = conn.execute(
+                LISTS_SIGNED_BETWEEN_SQL, {"since": start, "before": before, "limit": MAX_ROWS_CHECKED + 1}
+            ).fetchall()
+            if len(signed) > MAX_ROWS_CHECKED:
+                return RowCheck(len(rows), 0, 0, too_many=True), []
+            return _verify_rows(conn, rows, keys, whole_lists=True, also_lists=[m for (m,) in signed])
     except psycopg.Error as error:
         diag = getattr(error, "diag", None)
         message = (diag.message_primary if diag else None) or type(error).__name__

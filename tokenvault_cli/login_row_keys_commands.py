@@ -22,7 +22,7 @@ import click
 import hvac
 
 from tokenvault_cli.context import Context, Failure, SettingsFailure
-from tokenvault_cli.erase_reach import MAX_LIST_BYTES, MAX_ROWS_CHECKED, check_rows_between
+from tokenvault_cli.erase_reach import MAX_LIST_BYTES, MAX_ROWS_CHECKED, ListFinding, check_rows_between
 from tokenvault_cli.key_commands import operator_token
 from tokenvault_cli.output import FORMAT_OPTION, Format, write_rows
 from tokenvault_cli.query import QueryError
@@ -157,7 +157,11 @@ def audit_login_rows(ctx: Context, since: datetime, until: datetime | None, fmt:
     file, --login-row-keys; as the analysts' read-only database role, --dsn; the stack's by default), at most
     10,000 at once. Prints each row that does not verify, carries no signature, or is signed by a key version
     the file lacks - its event id, its signed list (row_manifest), what is wrong - never a user id, token or
-    value; then the counts. Exit 1 when a row does not verify, else 0.
+    value. The signed lists those rows name, and those signed in those days (UTC), are counted whole: each list
+    some of whose rows are missing (deleted, or changed since), changed or copied is printed too - no event id,
+    its list, how many of its listed rows are missing, changed or copied. Then the counts. Exit 1 when a row
+    does not verify, is changed in its list or is a copy, else 0: rows missing are reported, not an alarm by
+    themselves (the data team may delete old rows for retention: compare the lists' dates with its deletions).
 
     \b
     tokenvault --stack .stack --as security audit login-rows --since 2026-12-01
@@ -178,20 +182,38 @@ def audit_login_rows(ctx: Context, since: datetime, until: datetime | None, fmt:
             f" {MAX_ROWS_CHECKED:,} rows or {MAX_LIST_BYTES // 2**20} MiB of signed lists): give a shorter range"
             " (--until); nothing checked"
         )
-    rows = [(f.event_id, str(f.manifest_id or ""), f.finding) for f in findings]
+    rows = [
+        ("", str(f.manifest_id), f.finding())
+        if isinstance(f, ListFinding)
+        else (f.event_id, str(f.manifest_id or ""), f.finding)
+        for f in findings
+    ]
     if rows:
         write_rows(["event_id", "row_manifest", "finding"], rows, Format(fmt))
     verified = check.rows - check.failing - check.unsigned - check.unknown_key
     click.echo(
         f"rows created from {first} to {until.date() if until else 'now'}: {check.rows}; verify: {verified};"
         f" do not verify: {check.failing}; unsigned: {check.unsigned}; signed by a key version the keys file"
-        f" lacks: {check.unknown_key}",
+        f" lacks: {check.unknown_key}; signed lists with rows missing: {check.lists_missing} ({check.missing}"
+        f" rows); rows changed in their list: {check.changed}; copies of signed rows: {check.copied}",
         err=True,
     )
+    if check.missing:
+        click.echo(MISSING_ROWS_NOTE, err=True)
     if check.unknown_key:
         click.echo(f"refresh the keys file, then check again: {refresh_command(ctx.settings)}", err=True)
-    if check.failing:
+    if check.failing or check.copied or check.changed:
         raise SystemExit(1)
+
+
+MISSING_ROWS_NOTE = (
+    "rows missing from a signed list were deleted or changed since the ETL loaded them: the data team's retention"
+    " deletes old rows (not an alarm by itself - compare the lists' load dates with its deletions); any other"
+    " deletion is the database owner's (a row changed since is counted as changed too). Meanwhile `erase` of"
+    " tokens held by another row of such a list is refused unless the officer confirms the count"
+    " (--accepting-missing-rows N)"
+)
+"""Said under the counts when a signed list misses rows (A41-1's Left: reported, not an alarm: retention)."""
 
 
 COMMANDS = (login_row_keys,)

@@ -23,7 +23,7 @@ from tokenvault_cli.erase_messages import (
     say_not_issued,
     say_other_people_erased,
 )
-from tokenvault_cli.erase_reach import MAX_LIST_BYTES, MAX_ROWS_CHECKED, Reach, RowCheck, count_reach
+from tokenvault_cli.erase_reach import MAX_LIST_BYTES, MAX_ROWS_CHECKED, Reach, RowCheck, count_reach, plural
 from tokenvault_cli.login_row_keys_commands import refresh_command
 from tokenvault_cli.output import FORMAT_OPTION, Format, write_rows
 from tokenvault_cli.progress import stderr, tracked
@@ -279,6 +279,15 @@ def _reveal_query(
     " values*).",
 )
 @click.option(
+    "--accepting-missing-rows",
+    "missing_confirmed",
+    metavar="N",
+    type=click.IntRange(0),
+    help="Erase even though N rows the ETL signed in the same load batches as the rows holding the tokens are no"
+    " longer in user_logins as signed (deleted - the data team's retention, or the database owner - or changed"
+    " since): N must be the number the command counts. Ask the security team first (`audit login-rows`).",
+)
+@click.option(
     "--from-dead-letters",
     is_flag=True,
     help="The tokens are those `python -m etl_service dead-letters erase` named (minted for events it never"
@@ -297,6 +306,7 @@ def erase(
     person: tuple[str, ...],
     confirmed: int | None,
     unsigned_confirmed: int | None,
+    missing_confirmed: int | None,
     from_dead_letters: bool,
     yes: bool,
     fmt: str,
@@ -317,7 +327,11 @@ def erase(
     Those rows are first verified against the ETL's signature (--login-row-keys): a row the database
     owner changed (tokens swapped between people, a user id relabelled) does not verify, and nothing
     is erased (exit 1: report it to the security team). Rows carrying no signature (loaded before
-    migration 0068) are erased only with --accepting-unsigned-rows N, N as counted.
+    migration 0068) are erased only with --accepting-unsigned-rows N, N as counted. The load batches
+    of those rows are checked whole: a row of theirs copied refuses (exit 1); a row of theirs no
+    longer there as signed - deleted by the data team's retention or by the database owner (it may
+    have held the tokens for someone the count then misses), or changed since - refuses unless
+    --accepting-missing-rows N, N as counted (`audit login-rows` lists those batches).
 
     The vault cannot reach the dead-letter queue: refused events of the person stay there, sealed,
     for 14 days. Next step, run by the DLQ operator: `python -m etl_service dead-letters erase -
@@ -331,8 +345,9 @@ def erase(
         return
     if from_dead_letters:
         _refuse_unfilled_placeholders(person, purpose)
-    reach = _count_reach(ctx, wanted, person, "nothing was erased", verify=True)
+    reach = _count_reach(ctx, wanted, person, "nothing was erased", verify=True, whole_lists=True)
     _refuse_rows_not_signed(ctx, reach.check, unsigned_confirmed)
+    _refuse_lists_not_whole(reach.check, missing_confirmed)
     reaching = reach.reaching(wanted)
     if confirmed is None and reaching:
         refuse_other_people(reach, wanted, tokens, purpose, yes, fmt, _as_given(), None, from_dead_letters)
@@ -383,17 +398,19 @@ def _count_reach(
     otherwise: str,
     verify: bool = False,
     why: str = ERASE_COUNTS,
+    whole_lists: bool = False,
 ) -> Reach:
     """Who else holds `tokens` in user_logins; a Failure ending with `otherwise` when it cannot be counted.
 
     `verify`: the rows holding them checked against the ETL's signatures too (Reach.check), with the public
     keys of the settings (read only when a row carries a signature). `why`: what the command reads there for.
+    `whole_lists`: and every row of the signed lists they name (RowCheck.missing, .copied).
     """
     try:
         dsn = ctx.settings.dsn()
         if ctx.settings.shared_login_warning:  # an older stack: counted with the analysts' login, said once
             click.echo(ctx.settings.shared_login_warning, err=True)
-        return count_reach(dsn, tokens, person, ctx.settings.row_keys if verify else None)
+        return count_reach(dsn, tokens, person, ctx.settings.row_keys if verify else None, whole_lists)
     except SettingsError as error:
         raise SettingsFailure(f"{error} - {why}; {otherwise}") from None
     except QueryError as error:
@@ -443,6 +460,46 @@ def _refuse_rows_not_signed(
         raise Failure(
             f"--accepting-unsigned-rows {unsigned_confirmed} does not match the count now: no row holding these"
             f" tokens is unsigned; {nothing}. Run it without --accepting-unsigned-rows"
+        )
+
+
+def _refuse_lists_not_whole(check: RowCheck | None, missing_confirmed: int | None) -> None:
+    """Refuse while a signed list of the rows' load batches has a row copied, or rows missing unconfirmed.
+
+    Attack 41, A41-1's Left: a row the database owner deleted, or re-pointed away from the tokens, was not read, so
+    a value shared with that row's person was erased for them uncounted; a copied row verified as its original.
+    The ETL's list says which rows its batch loaded. A row changed or copied has no lawful cause (exit 1, the
+    security team's); a row missing may be the data team's retention, so the officer confirms its number, as for
+    unsigned rows. Counts only.
+    """
+    if check is None or not check.whole_lists:
+        return
+    if check.copied or check.changed:
+        raise Failure(
+            f"{check.copied + check.changed} row(s) of the load batches of the rows holding these tokens do not"
+            " match the ETL's signed list of their batch: changed since it signed them (a row's tokens replaced:"
+            " a row holding these tokens made to hold others, and so not read) or copied (a signed row present"
+            " more than once); erasing nothing; report it to the security team"
+        )
+    if check.missing and missing_confirmed != check.missing:
+        given = (
+            ""
+            if missing_confirmed is None
+            else f"--accepting-missing-rows {missing_confirmed} does not match the count now; "
+        )
+        raise Failure(
+            f"{given}{check.missing} row(s) the ETL signed in the load batches of the rows holding these tokens"
+            f" ({plural(check.lists_missing, 'batch', 'batches')}) are no longer in user_logins as signed: deleted"
+            " - by the data team's retention, or by the database owner, when a deleted row may have held these"
+            " tokens for another person, whom the count then misses - or changed since; erasing nothing. Ask the"
+            " security team whether they were deleted for retention (`tokenvault --as security audit login-rows"
+            " --since DAY` lists those batches), then run the command again with"
+            f" --accepting-missing-rows {check.missing}"
+        )
+    if missing_confirmed not in (None, check.missing):
+        raise Failure(
+            f"--accepting-missing-rows {missing_confirmed} does not match the count now: no row of these load"
+            " batches is missing; erasing nothing. Run it without --accepting-missing-rows"
         )
 
 

@@ -1,0 +1,99 @@
+"""What reading the rows' load batches whole adds to `tokenvault erase`'s check (attack 41, A41-1's Left).
+
+`erase` verifies every row holding the tokens against the ETL's signed list of its batch; it now also reads every
+row of those lists (`count_reach(..., whole_lists=True)`: are they all there, none changed or copied?). The cost
+grows with the rows of the batches the person's rows sit in, not with the person's rows. Here one person's rows,
+each in a batch of its own with other people's rows (the worst spread), signed with a key of the bench's own (the
+check is offline: a public key verifies), are counted by the officer's login with and without the whole-list read.
+
+`python -m bench.erase_row_check [--person-rows 100 1000] [--batch-rows 100 1000] [--rounds 5]` starts its own
+components (Postgres with the migrations) and stops them. The last lines are `figure: <name> <value> <unit>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import statistics
+import time
+import uuid
+from datetime import date
+
+import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from rich.console import Console
+
+from bench.report import Figures, print_figures
+from devstack.stack import temporary_components
+from tokenvault_cli.erase_reach import count_reach
+from tokenvault_common.login_row_signatures import PublicKeys, row_digest, signed_input
+
+PERSON = "bench-person"
+DAY = date(2026, 12, 6)
+
+
+def _load(dsn: str, key: Ed25519PrivateKey, person_rows: int, batch_rows: int) -> list[str]:
+    """`person_rows` batches of `batch_rows` rows, one the person's (tokens of their own); the person's tokens."""
+    tokens = [f"ip_bench{n:014d}" for n in range(person_rows)]
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        lists, rows = [], []
+        for batch, token in enumerate(tokens):
+            manifest = uuid.uuid4()
+            digests = bytearray()
+            for n in range(batch_rows):
+                user, ip = (PERSON, token) if n == 0 else (f"bench-{batch}-{n}", f"ip_other{batch:07d}x{n:05d}")
+                event, device = f"bench-{batch}-{n}", f"dev_bench{batch:07d}x{n:05d}"
+                digests += row_digest(event, user, ip, device, DAY)
+                rows.append((event, user, ip, device, DAY, manifest))
+            signature = "vault:v1:" + base64.b64encode(key.sign(signed_input(manifest, bytes(digests)))).decode()
+            lists.append((manifest, bytes(digests), signature))
+        cur.executemany("INSERT INTO user_login_manifests (manifest_id, digests, signature) VALUES (%s, %s, %s)", lists)
+        with cur.copy(
+            "COPY user_logins (event_id, user_id, masked_ip, masked_device_id, create_date, row_manifest) FROM STDIN"
+        ) as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.execute("ANALYZE user_logins")
+    return tokens
+
+
+def _timed(dsn: str, tokens: list[str], keys: PublicKeys, whole_lists: bool, rounds: int) -> float:
+    """Median seconds of the officer's count and check, as `erase` runs it."""
+    spent = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        check = count_reach(dsn, tokens, [PERSON], lambda: keys, whole_lists).check
+        spent.append(time.perf_counter() - started)
+        assert check is not None and (check.failing, check.missing, check.changed, check.copied) == (0, 0, 0, 0)
+    return statistics.median(spent)
+
+
+def main() -> None:
+    """Measure, print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--person-rows", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--batch-rows", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    key = Ed25519PrivateKey.generate()
+    public = base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+    keys = PublicKeys.parse(f'{{"keys": {{"1": {{"public_key": "{public}"}}}}}}')
+    figures: Figures = {}
+    with temporary_components("tokenvault-erase-check-") as stack:
+        admin, officer = stack.env["PG_ADMIN_DSN"], stack.env["PG_PRIVACY_OFFICER_DSN"]
+        for batch_rows in args.batch_rows:
+            for person_rows in args.person_rows:
+                with psycopg.connect(admin) as conn:
+                    conn.execute("TRUNCATE user_logins, user_login_manifests")
+                tokens = _load(admin, key, person_rows, batch_rows)
+                rows_only = _timed(officer, tokens, keys, False, args.rounds)
+                whole = _timed(officer, tokens, keys, True, args.rounds)
+                name = f"{person_rows}_person_rows_in_batches_of_{batch_rows}"
+                figures[f"check_rows_only_{name}"] = (rows_only * 1000, "ms")
+                figures[f"check_whole_lists_{name}"] = (whole * 1000, "ms")
+    print_figures(Console(), "erase's row check (median ms)", figures)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+-- The rows of user_logins naming a signed list, indexed: is each list whole? (attack 41, A41-1's Left).
+--
+-- A row the database owner deletes leaves nothing to verify, and a row copied (another person's signed row
+-- inserted again) verifies as its original. The ETL's signed list says how many rows it covers, and which: so
+-- `tokenvault erase` reads every row naming the lists that the rows holding the tokens name, and refuses while a
+-- listed row is missing (deleted, or changed since) or present twice; `tokenvault audit login-rows` reports the
+-- lists with rows missing or copied. They read those rows by their list: this index, not the whole table. The
+-- load pays one more btree insert per row (a uuid).
+--
+-- Building it reads user_logins once under a SHARE lock, which holds back the ETL's loads for that long (seconds
+-- on millions of rows): run this migration at a quiet moment, or create the index CONCURRENTLY by hand first
+-- (IF NOT EXISTS then skips it), as for 0010. The owner can drop it: the commands then read the table whole, and
+-- are refused at their statement timeout on a large one - never let through.
+CREATE INDEX IF NOT EXISTS user_logins_row_manifest ON public.user_logins (row_manifest);
