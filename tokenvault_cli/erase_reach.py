@@ -24,6 +24,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from tokenvault_cli.query import QueryError
+from tokenvault_cli.row_owners import COLUMNS_NOT_EXACT, TokenReach, column_problems, reach_of_rows
 from tokenvault_common.login_row_signatures import PublicKeys, digests_of, row_digest, signed_input
 from tokenvault_common.pg_options import startup_options
 
@@ -31,13 +32,18 @@ REACH_SQL = """
 WITH wanted AS (
     SELECT DISTINCT w.token FROM pg_catalog.unnest(%(tokens)s::pg_catalog.text[]) AS w(token)
 ), holders AS (
-    SELECT w.token, l.user_id, l.ctid AS row_id,
-           coalesce(l.user_id::pg_catalog.text OPERATOR(pg_catalog.=) ANY (%(person)s::pg_catalog.text[]), false)
-               AS theirs
+    SELECT w.token, l.user_id::pg_catalog.text COLLATE pg_catalog."C" AS user_id, l.ctid AS row_id,
+           coalesce(
+               l.user_id::pg_catalog.text COLLATE pg_catalog."C"
+                   OPERATOR(pg_catalog.=) ANY (%(person)s::pg_catalog.text[]),
+               false
+           ) AS theirs
     FROM wanted AS w
     JOIN public.user_logins AS l
-      ON w.token OPERATOR(pg_catalog.=) l.masked_ip::pg_catalog.text
-      OR w.token OPERATOR(pg_catalog.=) l.masked_device_id::pg_catalog.text
+      ON (w.token OPERATOR(pg_catalog.=) l.masked_ip::pg_catalog.text
+          AND w.token OPERATOR(pg_catalog.=) l.masked_ip::pg_catalog.text COLLATE pg_catalog."C")
+      OR (w.token OPERATOR(pg_catalog.=) l.masked_device_id::pg_catalog.text
+          AND w.token OPERATOR(pg_catalog.=) l.masked_device_id::pg_catalog.text COLLATE pg_catalog."C")
 ), per_token AS (
     SELECT token,
            count(*) FILTER (WHERE theirs) AS their_rows,
@@ -170,18 +176,6 @@ def _connect(dsn: str, server_version: int) -> psycopg.Connection[Any]:
     return psycopg.connect(dsn, connect_timeout=10, application_name="tokenvault-cli erase", options=options)
 
 
-@dataclass(frozen=True)
-class TokenReach:
-    """Rows of user_logins holding one token."""
-
-    token: str
-    their_rows: int
-    """Rows of the person (the --user-id given); 0 when none was given."""
-    other_rows: int
-    other_people: int
-    """Distinct user ids of the other rows (rows without a user id count as one more)."""
-
-
 MAX_ROWS_CHECKED = 10_000
 """Rows holding the tokens that `erase` verifies at most; more: it erases nothing (a bounded read)."""
 MAX_LIST_BYTES = 64 * 1024 * 1024
@@ -191,11 +185,19 @@ ROWS_SQL = """
 SELECT l.event_id::pg_catalog.text, l.user_id::pg_catalog.text, l.masked_ip::pg_catalog.text,
        l.masked_device_id::pg_catalog.text, l.create_date, l.row_manifest
 FROM public.user_logins AS l
-WHERE l.masked_ip::pg_catalog.text OPERATOR(pg_catalog.=) ANY (%(tokens)s::pg_catalog.text[])
-   OR l.masked_device_id::pg_catalog.text OPERATOR(pg_catalog.=) ANY (%(tokens)s::pg_catalog.text[])
+WHERE (l.masked_ip::pg_catalog.text OPERATOR(pg_catalog.=) ANY (%(tokens)s::pg_catalog.text[])
+       AND l.masked_ip::pg_catalog.text COLLATE pg_catalog."C"
+           OPERATOR(pg_catalog.=) ANY (%(tokens)s::pg_catalog.text[]))
+   OR (l.masked_device_id::pg_catalog.text OPERATOR(pg_catalog.=) ANY (%(tokens)s::pg_catalog.text[])
+       AND l.masked_device_id::pg_catalog.text COLLATE pg_catalog."C"
+           OPERATOR(pg_catalog.=) ANY (%(tokens)s::pg_catalog.text[]))
 LIMIT %(limit)s
 """
-"""Every row holding one of the tokens (the person's and the others'), with what its digest covers and its list."""
+"""Every row holding one of the tokens (the person's and the others'), with what its digest covers and its list.
+
+Each token matched twice (attack 47, A47-1): with the column's collation, which its index has (a lookup, not a
+scan), and byte for byte (`COLLATE "C"`, explicit, so it wins over the column's): a nondeterministic collation the
+database owner puts on the column does not make a token match another differing in case. REACH_SQL likewise."""
 LISTS_SIZE_SQL = """
 SELECT count(*), coalesce(sum(length(m.digests)), 0)::pg_catalog.int8 FROM public.user_login_manifests AS m
 WHERE m.manifest_id OPERATOR(pg_catalog.=) ANY (%(ids)s::pg_catalog.uuid[])
@@ -264,6 +266,9 @@ class Reach:
     """Distinct rows of those people holding one or more of those tokens."""
     check: RowCheck | None = field(default=None, compare=False)
     """The rows holding the tokens verified against the ETL's signatures, in the count's snapshot (`verify_with`)."""
+    unheld: tuple[str, ...] | None = None
+    """Of the tokens asked for, those no row that verifies (or is unsigned) holds whose user id is exactly one of
+    `person` - with no person named, no such row at all (row_owners.reach_of_rows); None: rows not verified."""
 
     def reaches(self, token: TokenReach) -> bool:
         """Whether erasing this token takes a value from someone else's rows.
@@ -287,12 +292,16 @@ def count_reach(
     person: Sequence[str],
     verify_with: Callable[[], PublicKeys] | None = None,
     whole_lists: bool = False,
+    exact_columns: bool = False,
 ) -> Reach:
     """Count, as the analysts' read-only role, the rows of user_logins holding `tokens`, the person's and others'.
 
     `verify_with`: also check those rows against the ETL's signatures (`Reach.check`), in the count's snapshot
-    (one read-only repeatable-read transaction); called for the public keys only when a row names a list.
+    (one read-only repeatable-read transaction); called for the public keys only when a row names a list. Then
+    whose each row is, is decided from the rows verified (row_owners).
     `whole_lists`: and read every row of the lists those rows name, counting listed rows missing, changed, copied.
+    `exact_columns`: QueryError when SQL's comparisons on user_logins are not exact (row_owners.column_problems:
+    `reveal --query`'s own SQL relies on them).
     """
     wanted = list(dict.fromkeys(tokens))
     try:
@@ -301,7 +310,9 @@ def count_reach(
             if verify_with is not None:  # the count and the rows checked: one snapshot
                 conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             rows = conn.execute(REACH_SQL, {"tokens": wanted, "person": list(person), "named": bool(person)}).fetchall()
-            check = _check_rows(conn, wanted, verify_with, whole_lists) if verify_with is not None else None
+            checked = _check_rows(conn, wanted, verify_with, whole_lists) if verify_with is not None else None
+            if exact_columns and (problems := column_problems(conn)):
+                raise QueryError(COLUMNS_NOT_EXACT.format(problems="; ".join(problems)))
     except psycopg.Error as error:
         diag = getattr(error, "diag", None)
         message = (diag.message_primary if diag else None) or type(error).__name__
@@ -309,15 +320,27 @@ def count_reach(
             message += f"; {POLICY_HIDES_ROWS}"
         raise QueryError(f"counting the rows of user_logins that hold these tokens failed: {message}") from None
     reach = _reach_of(rows, wanted, person)
-    return Reach(reach.person, reach.held, reach.other_people, reach.other_rows, check)
+    if checked is None:
+        return reach
+    check, read, untrusted = checked
+    if check.too_many:  # nothing verified: the caller refuses on check.too_many
+        return Reach(reach.person, reach.held, reach.other_people, reach.other_rows, check)
+    # Attack 47, A47-1: whose a row is, decided from the rows verified, comparing exactly - not SQL's equality.
+    exact = reach_of_rows(read, untrusted, wanted, person)
+    return Reach(tuple(person), exact.held, exact.other_people, exact.other_rows, check, exact.unheld)
 
 
 def _check_rows(
     conn: psycopg.Connection[Any], tokens: list[str], keys: Callable[[], PublicKeys], whole_lists: bool
-) -> RowCheck:
-    """Each row holding `tokens` recomputed (row_digest) and found in its list, whose signature verifies offline."""
+) -> tuple[RowCheck, list[tuple[Any, ...]], set[int]]:
+    """Each row holding `tokens` recomputed (row_digest) and found in its list, whose signature verifies offline.
+
+    Also the rows read, and the indexes of those that cannot be trusted for whose they are: that do not verify,
+    or are signed by a key version the keys file lacks (unsigned rows are trusted once the officer confirms them).
+    """
     rows = conn.execute(ROWS_SQL, {"tokens": tokens, "limit": MAX_ROWS_CHECKED + 1}).fetchall()
-    return _verify_rows(conn, rows, keys, whole_lists=whole_lists)[0]
+    check, findings = _verify_rows(conn, rows, keys, whole_lists=whole_lists)
+    return check, rows, {f.row for f in findings if isinstance(f, RowFinding) and f.finding != UNSIGNED}
 
 
 @dataclass(frozen=True)
@@ -328,6 +351,11 @@ class RowFinding:
     manifest_id: uuid.UUID | None
     finding: str
     """`does not verify`, `unsigned`, or `key version vN not in the keys file`."""
+    row: int = -1
+    """Its index in the rows verified."""
+
+
+UNSIGNED = "unsigned"
 
 
 @dataclass(frozen=True)
@@ -371,7 +399,9 @@ def _verify_rows(
     if len(rows) > MAX_ROWS_CHECKED:
         return RowCheck(len(rows), 0, 0, too_many=True), []
     named = sorted({m for *_, m in rows if m is not None} | set(also_lists), key=str)
-    findings: list[RowFinding | ListFinding] = [RowFinding(str(r[0]), None, "unsigned") for r in rows if r[-1] is None]
+    findings: list[RowFinding | ListFinding] = [
+        RowFinding(str(r[0]), None, UNSIGNED, n) for n, r in enumerate(rows) if r[-1] is None
+    ]
     unsigned = len(findings)
     if not named:
         return RowCheck(len(rows), unsigned, 0, whole_lists=whole_lists), findings
@@ -394,19 +424,19 @@ def _verify_rows(
             return RowCheck(len(rows), unsigned, 0, too_many=True), []
         wholes = [w for w in counted if w.present < w.listed or w.copied or w.changed]
     failing = unknown_key = 0
-    for event_id, user_id, masked_ip, masked_device_id, created, manifest_id in rows:
+    for n, (event_id, user_id, masked_ip, masked_device_id, created, manifest_id) in enumerate(rows):
         if manifest_id is None:
             continue
         if manifest_id in lacking:
             unknown_key += 1
             findings.append(
-                RowFinding(str(event_id), manifest_id, f"key version v{lacking[manifest_id]} not in the keys file")
+                RowFinding(str(event_id), manifest_id, f"key version v{lacking[manifest_id]} not in the keys file", n)
             )
             continue
         day = created if isinstance(created, date) else None
         if row_digest(event_id, user_id, masked_ip, masked_device_id, day) not in listed.get(manifest_id, frozenset()):
             failing += 1
-            findings.append(RowFinding(str(event_id), manifest_id, "does not verify"))
+            findings.append(RowFinding(str(event_id), manifest_id, "does not verify", n))
     check = RowCheck(
         len(rows),
         unsigned,

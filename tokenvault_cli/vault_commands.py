@@ -223,7 +223,7 @@ def _reveal_query(
         return
     if verify is not None:  # attack 41, A41-1: the rows are the ETL's as it loaded them, or nothing is revealed
         tokens = distinct_tokens(result, columns)
-        reach = _count_reach(ctx, tokens, [], "nothing was revealed", verify=True, why=REVEAL_READS)
+        reach = _count_reach(ctx, tokens, [], "nothing was revealed", verify=True, why=REVEAL_READS, exact=True)
         _refuse_rows_not_signed(ctx, reach.check, verify[0], "revealing nothing")
     outcomes: list[object] = []
 
@@ -399,18 +399,21 @@ def _count_reach(
     verify: bool = False,
     why: str = ERASE_COUNTS,
     whole_lists: bool = False,
+    exact: bool = False,
 ) -> Reach:
     """Who else holds `tokens` in user_logins; a Failure ending with `otherwise` when it cannot be counted.
 
     `verify`: the rows holding them checked against the ETL's signatures too (Reach.check), with the public
     keys of the settings (read only when a row carries a signature). `why`: what the command reads there for.
     `whole_lists`: and every row of the signed lists they name (RowCheck.missing, .copied).
+    `exact`: refuse when user_logins' columns do not compare exactly (a nondeterministic collation: A47-1).
     """
     try:
         dsn = ctx.settings.dsn()
         if ctx.settings.shared_login_warning:  # an older stack: counted with the analysts' login, said once
             click.echo(ctx.settings.shared_login_warning, err=True)
-        return count_reach(dsn, tokens, person, ctx.settings.row_keys if verify else None, whole_lists)
+        keys = ctx.settings.row_keys if verify else None
+        return count_reach(dsn, tokens, person, keys, whole_lists, exact)
     except SettingsError as error:
         raise SettingsFailure(f"{error} - {why}; {otherwise}") from None
     except QueryError as error:
