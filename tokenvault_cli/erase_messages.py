@@ -92,10 +92,12 @@ def refuse_other_people(
     as_given: str,
     stale: int | None = None,
     from_dead_letters: bool = False,
+    accepted: Sequence[str] = (),
 ) -> NoReturn:
     """Erase nothing: say, per token, how many other people's rows hold it, and the command that erases anyway.
 
-    `as_given` is `tokenvault` with this command line's connection options, the start of that command.
+    `as_given` is `tokenvault` with this command line's connection options, the start of that command;
+    `accepted`: the confirmations given that the rows' check took (--accepting-unsigned-rows N, ...), kept in it.
     Tokens and counts only: never a value, nor another person's user id.
     """
     named = bool(reach.person)
@@ -131,7 +133,7 @@ def refuse_other_people(
     words = [as_given, "erase", *(shlex.quote(t) for t in given), "--purpose", shlex.quote(purpose)]
     for user_id in reach.person:
         words += ["--user-id", shlex.quote(user_id)]
-    words += ["--including-other-people", str(reach.other_people)]
+    words += ["--including-other-people", str(reach.other_people), *accepted]
     if from_dead_letters:
         words.append("--from-dead-letters")
     if yes:

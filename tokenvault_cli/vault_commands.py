@@ -349,10 +349,21 @@ def erase(
     _refuse_rows_not_signed(ctx, reach.check, unsigned_confirmed)
     _refuse_lists_not_whole(reach.check, missing_confirmed)
     reaching = reach.reaching(wanted)
+    accepted = [
+        word
+        for option, n in (
+            ("--accepting-unsigned-rows", unsigned_confirmed),
+            ("--accepting-missing-rows", missing_confirmed),
+        )
+        if n is not None
+        for word in (option, str(n))
+    ]  # the printed command to go on keeps the confirmations the rows' check took
     if confirmed is None and reaching:
-        refuse_other_people(reach, wanted, tokens, purpose, yes, fmt, _as_given(), None, from_dead_letters)
+        refuse_other_people(reach, wanted, tokens, purpose, yes, fmt, _as_given(), None, from_dead_letters, accepted)
     if confirmed is not None and confirmed != reach.other_people:
-        refuse_other_people(reach, wanted, tokens, purpose, yes, fmt, _as_given(), confirmed, from_dead_letters)
+        refuse_other_people(
+            reach, wanted, tokens, purpose, yes, fmt, _as_given(), confirmed, from_dead_letters, accepted
+        )
     if not yes:
         if not sys.stdin.isatty():
             raise click.UsageError("erasure cannot be undone: add --yes to confirm when not running interactively")

@@ -12,6 +12,7 @@ Real SQS, the stack's ETL, the vault service, OpenBao and PostgreSQL; the `token
 
 from __future__ import annotations
 
+import shlex
 import time
 import uuid
 from collections.abc import Iterator
@@ -173,3 +174,27 @@ def test_a411_a_copied_row_needs_the_unique_index_dropped_and_then_refuses_the_e
             (UNIQUE_EVENT_ID, ()),
         )
     print(f"\nA41-1 copied row: unique index, then refused once dropped; {time.monotonic() - started:.1f} s")
+
+
+def test_a411_the_command_printed_to_erase_for_other_people_keeps_the_missing_rows_confirmed(
+    cli_stack: CliStack,
+) -> None:
+    """Rows missing confirmed, then the other people's refusal: its command to go on carries that confirmation."""
+    started = time.monotonic()
+    tags = [uuid.uuid4().hex for _ in range(3)]
+    (ip_shared, dev_a), (_, dev_b), (ip_c, dev_c) = (_people(t) for t in tags)
+    person_a, person_b, person_c = (f"a411-p{n}-{t[:8]}" for n, t in zip("abc", tags, strict=True))
+    logins = [(person_a, ip_shared, dev_a), (person_b, ip_shared, dev_b), (person_c, ip_c, dev_c)]
+    _load_in_one_batch(cli_stack, logins)
+    tokens_a = _tokens_of(cli_stack, person_a)
+    _as_owner(cli_stack, ("DELETE FROM user_logins WHERE user_id = %s", (person_c,)))  # retention, say
+
+    code, out, err = _erase(cli_stack, *tokens_a, "--user-id", person_a, "--accepting-missing-rows", "1")
+    assert code == 1 and "1 other person's 1 row" in err, out + err  # B still shares the address
+    (command,) = [line.strip() for line in err.splitlines() if line.strip().startswith("tokenvault ")]
+    words = shlex.split(command)
+    assert words[words.index("--accepting-missing-rows") + 1] == "1", command  # before: left out, then refused
+    done = cli_stack.run(*words[1:])
+    assert done.returncode == 0 and done.stdout.count("erased") == 2, done.stdout + done.stderr
+    assert _revealed(cli_stack, tokens_a) == ["NOT_FOUND", "NOT_FOUND"]
+    print(f"\nA41-1 printed command keeps --accepting-missing-rows; {time.monotonic() - started:.1f} s")
