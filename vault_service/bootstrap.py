@@ -72,6 +72,7 @@ from vault_service.entrypoints.metrics import (
 from vault_service.service.audit_upkeep import DEFAULT_INTERVAL, AuditUpkeep
 from vault_service.service.audit_verify import DEFAULT_COPY_LAG, FullAuditReport, verify_audit_and_erasures
 from vault_service.service.checkpoint_export import checkpoint_exporter, pending_exporter
+from vault_service.service.erase_commitment_check import EraseCommitmentCheck
 from vault_service.service.exported_copy import ExportedCopy
 from vault_service.service.keyring import KeyManager
 from vault_service.service.maintenance import HealthReport, KeyMaintainer
@@ -144,6 +145,7 @@ class Bootstrapped:
             checkpoint_exporter(checkpoint_file),
             pending_exporter(checkpoint_file),
             chain_lock_watch(self.pool),
+            commit_erasures=True,
         )
 
     def anchor_own_rows(self, checkpoint_file: Path | None, create: bool = False) -> OwnRowsRound:
@@ -175,11 +177,13 @@ class Bootstrapped:
         export: Callable[[Checkpoint], None],
         note: Callable[[PendingNote], None],
         before_round: Callable[[], None] | None = None,
+        commit_erasures: bool = False,
     ) -> AuditUpkeep:
         """The audit upkeep of this process's rows, exporting each checkpoint through `export`.
 
         Each round first exports, through `note`, a note of the rows appended and not yet anchored
-        (retest 17, finding A).
+        (retest 17, finding A). `commit_erasures`: the service's upkeep signs each head with its commitment to
+        the erase rows (attack 46, A46-3); an admin command's one round signs v1 checkpoints as before.
         """
         verify = SignatureVerifier(self.signer)
         erased = self.vault.erased
@@ -198,7 +202,7 @@ class Bootstrapped:
             interval,
             on_exported=exported,
             on_planted=observe_planted_checkpoint,
-            genuine=lambda checkpoint: verify(checkpoint.head.message(), checkpoint.signature),
+            genuine=_genuine(verify),
             on_sequence_tampered=observe_id_sequence_tampered,
             on_failed=observe_upkeep_failed,
             on_refused=observe_checkpoint_refused,
@@ -208,6 +212,7 @@ class Bootstrapped:
             note_pending=note,
             on_probe_refused=observe_database_login_refused,
             before_round=before_round,
+            commit_erasures=commit_erasures,
         )
 
     def maintainer(self, report: HealthReport, interval: float) -> KeyMaintainer:
@@ -220,6 +225,7 @@ class Bootstrapped:
             interval,
             self.vault.erased,
             PostgresCatalogAdditions(self.pool),  # at start and each round: attack 45, A45-3/A45-4
+            EraseCommitmentCheck(self.audit, _genuine(SignatureVerifier(self.signer))),  # attack 46, A46-3
         )
 
     def rotation(
@@ -371,6 +377,11 @@ def check_session_settings(pool: ConnectionPool, pinned: dict[str, str] = PINNED
 
 KEY_JOB_CONNECTIONS = 2
 """Database connections of a key job's own pool (KeyJobs): its batches never take the serving pool's."""
+
+
+def _genuine(verify: Callable[[bytes, str], bool]) -> Callable[[Checkpoint], bool]:
+    """Whether a stored checkpoint's signature holds over its message (v1, or v2 with its erase-row commitment)."""
+    return lambda checkpoint: verify(checkpoint.head.message(), checkpoint.signature)
 
 
 def _no_gate() -> None:

@@ -32,14 +32,20 @@ class _Pool:
 
 
 def test_the_newest_signed_checkpoint_counts_the_rows_up_to_its_head_and_the_rows_after_are_added() -> None:
-    pool = _Pool((200, b"\x01" * 32, 100, AT, "vault:v1:sig", 7), every=999)
+    pool = _Pool((200, b"\x01" * 32, 100, AT, "vault:v1:sig", 7, None, None), every=999)
 
     assert log_rows(cast(Any, pool), lambda data, signature: True) == 107
     assert pool.asked == [NEWEST_SIGNED]
 
 
+def test_a_checkpoint_committing_to_the_erase_rows_is_checked_over_its_v2_message() -> None:
+    committed = _Pool((200, b"\x01" * 32, 100, AT, "vault:v1:sig", 7, 3, b"\x02" * 32), every=999)
+
+    assert log_rows(cast(Any, committed), lambda data, signature: data.endswith(b":3:" + b"02" * 32)) == 107
+
+
 def test_a_checkpoint_whose_signature_does_not_hold_or_none_at_all_and_every_row_is_counted() -> None:
-    forged = _Pool((10**9, b"\x01" * 32, 1, AT, "vault:v1:forged", 0), every=250_000)
+    forged = _Pool((10**9, b"\x01" * 32, 1, AT, "vault:v1:forged", 0, None, None), every=250_000)
     empty = _Pool(None, every=3)
 
     assert log_rows(cast(Any, forged), lambda data, signature: False) == 250_000

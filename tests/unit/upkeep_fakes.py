@@ -61,6 +61,9 @@ class FakeCheckpointStore:
             return Checkpoint(head, "k", "vault:v1:planted")
         return self.stored[-1] if self.stored else None
 
+    def newest_committed_checkpoint(self) -> Checkpoint | None:
+        return next((c for c in reversed(self.stored) if c.head.erasures is not None), None)
+
     def segment(self, after_id: int, head: ChainHead, own: Sequence[tuple[int, bytes]], rows: int) -> list[SegmentRow]:
         raise AssertionError("no upkeep here checks appended rows")
 

@@ -326,6 +326,14 @@ class ChainWalk:
         self._last_at: datetime | None = None
         self._versions = HashVersions()
 
+    @classmethod
+    def resumed(cls, prev_hash: bytes) -> ChainWalk:
+        """The check of the rows after a version-2 row of hash `prev_hash` a signed checkpoint vouches for."""
+        walk = cls()
+        walk._expected_prev = prev_hash
+        walk._versions = HashVersions(after_version_2=True)
+        return walk
+
     def problem(self, record: AuditRecord) -> str | None:
         """Why `record` breaks the chain after the records given before (None: it holds); see `first_break`."""
         if isinstance(record.at, UnreadableTime):

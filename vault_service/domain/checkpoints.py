@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from vault_service.domain.audit import AuditRecord, ChainWalk
+from vault_service.domain.erase_commitment import ERASE_ACTION, NO_ERASE_ROWS, EraseCommitment
 
 
 @dataclass(frozen=True)
@@ -29,11 +30,17 @@ class ChainHead:
     head_hash: bytes
     row_count: int
     at: datetime
+    erasures: EraseCommitment | None = None
+    """The erase rows up to the head (domain/erase_commitment.py; None: a v1 checkpoint, committing to none)."""
 
     def message(self) -> bytes:
-        """The exact bytes that are signed."""
+        """The exact bytes that are signed: v1 without an erase-row commitment, v2 with one (A46-3)."""
         at = self.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        return f"tokenvault-audit-checkpoint:v1:{self.head_id}:{self.row_count}:{self.head_hash.hex()}:{at}".encode()
+        fields = f"{self.head_id}:{self.row_count}:{self.head_hash.hex()}:{at}"
+        if self.erasures is None:
+            return f"tokenvault-audit-checkpoint:v1:{fields}".encode()
+        erasures = f"{self.erasures.count}:{self.erasures.digest.hex()}"
+        return f"tokenvault-audit-checkpoint:v2:{fields}:{erasures}".encode()
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,10 @@ class Checkpoint:
             "key_name": self.key_name,
             "signature": self.signature,
         }
+        if self.head.erasures is not None:
+            # Named to sort after `head_id`: a line cut short before it still claims a checkpoint (exported_copy.py).
+            record["rows_erase_count"] = self.head.erasures.count
+            record["rows_erase_digest"] = self.head.erasures.digest.hex()
         if self.missing:
             record["rows_missing"] = list(self.missing)
             record["rows_missing_signature"] = self.missing_signature
@@ -100,11 +111,17 @@ class Checkpoint:
     @classmethod
     def from_exported(cls, data: dict[str, object]) -> Checkpoint:
         """The inverse of `exported`."""
+        erasures = (
+            EraseCommitment(int(str(data["rows_erase_count"])), bytes.fromhex(str(data["rows_erase_digest"])))
+            if "rows_erase_count" in data
+            else None
+        )
         head = ChainHead(
             int(str(data["head_id"])),
             bytes.fromhex(str(data["head_hash"])),
             int(str(data["row_count"])),
             datetime.fromisoformat(str(data["at"])),
+            erasures,
         )
         missing = data.get("rows_missing") or []
         return cls(
@@ -172,6 +189,8 @@ class LogWalk:
         self._waiting = sorted(heads | {0})  # ids whose first row after them is not read yet
         self._next = 0
         self._at_head: dict[int, tuple[int, bytes]] = {}
+        self._erasures = NO_ERASE_ROWS  # the erase rows read so far (A46-3)
+        self._erasures_at: dict[int, EraseCommitment] = {}
         self._first_after: dict[int, int] = {}
         self._anchored = checkpoints[-1].head.head_id if checkpoints else 0
         self.rows = 0
@@ -189,8 +208,11 @@ class LogWalk:
         while self._next < len(waiting) and waiting[self._next] < record_id:
             self._first_after[waiting[self._next]] = record_id
             self._next += 1
+        if record.event.action == ERASE_ACTION:
+            self._erasures = self._erasures.after(record_id, record.row_hash)
         if record_id in self._heads:
             self._at_head[record_id] = (self.rows, record.row_hash)
+            self._erasures_at[record_id] = self._erasures
         if self._broken is None:
             problem = self._chain.problem(record)
             if problem is not None:
@@ -217,7 +239,7 @@ class LogWalk:
         evidence += [(c.head.head_id, True, c) for c in only_exported.values()]
         anchored_to = 0  # id of the newest row a valid checkpoint vouches for
         for head_id, from_copy, checkpoint in sorted(evidence, key=lambda e: (e[0], e[1])):
-            problem = _contradiction(checkpoint, self._at_head, signature_valid)
+            problem = _contradiction(checkpoint, self._at_head, signature_valid, self._erasures_at)
             if from_copy:
                 problem = _against_the_database(checkpoint, stored.get(head_id), newest_stored, problem)
             if problem is not None:
@@ -249,19 +271,29 @@ def _rows_missing(exported: Sequence[Checkpoint], signature_valid: SignatureChec
 
 
 def _contradiction(
-    checkpoint: Checkpoint, at_head: Mapping[int, tuple[int, bytes]], signature_valid: SignatureCheck
+    checkpoint: Checkpoint,
+    at_head: Mapping[int, tuple[int, bytes]],
+    signature_valid: SignatureCheck,
+    erasures_at: Mapping[int, EraseCommitment],
 ) -> str | None:
-    """Why `checkpoint` does not vouch for the rows (None: it does)."""
+    """Why `checkpoint` does not vouch for the rows (None: it does).
+
+    A v2 checkpoint also commits to the erase rows up to its head (A46-3): rows read there that are not those it
+    names are a finding of their own, named beside a head that no longer matches.
+    """
     head = checkpoint.head
     if not signature_valid(head.message(), checkpoint.signature):
         return f"checkpoint at row {head.head_id} has a bad signature"
     found = at_head.get(head.head_id)  # (its position in the log, its hash)
+    erasures = None
+    if head.erasures is not None and head.head_id in erasures_at:  # the head's row read: what came up to it
+        erasures = head.erasures.differs(erasures_at[head.head_id], head.head_id)
     if found is None or found[1] != head.head_hash or found[0] != head.row_count:
         return (
             f"rows up to {head.head_id} no longer match the signed checkpoint of {_when(head)}"
-            " (rewritten, recomputed, inserted or deleted)"
+            " (rewritten, recomputed, inserted or deleted)" + (f"; {erasures}" if erasures else "")
         )
-    return None
+    return erasures
 
 
 def _against_the_database(

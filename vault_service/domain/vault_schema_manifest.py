@@ -6,7 +6,7 @@ as their SHA-256 (see adapters/postgres/schema_catalog.py); `audit verify` repor
 (domain/schema_guards.py).
 """
 
-MIGRATIONS_SHA256 = "d9667431205aacf7f99f8ef42d9d0065604823bbdcce21e41ba77cf4e0e97b62"
+MIGRATIONS_SHA256 = "30c3596221353d0ce21f4c32445e116a4d3ddb22cdb8751b641848782bfa6d2b"
 """The migration files this manifest was generated from (names and contents, in order)."""
 
 EXPECTED: dict[str, dict[str, str]] = {
@@ -139,6 +139,26 @@ EXPECTED: dict[str, dict[str, str]] = {
         "collation": "none",
         "default": "none",
         "grants": "tokenvault_vault=a/tokenvault_owner",
+    },
+    "column erase_count of vault.audit_checkpoints": {
+        "number": "8",
+        "type": "bigint",
+        "null": "nullable",
+        "identity": "none",
+        "generated": "none",
+        "collation": "none",
+        "default": "none",
+        "grants": "default",
+    },
+    "column erase_digest of vault.audit_checkpoints": {
+        "number": "9",
+        "type": "bytea",
+        "null": "nullable",
+        "identity": "none",
+        "generated": "none",
+        "collation": "none",
+        "default": "none",
+        "grants": "default",
     },
     "column erased_at of vault.tokens": {
         "number": "9",
@@ -649,6 +669,12 @@ EXPECTED: dict[str, dict[str, str]] = {
         "collation": "default",
         "default": "none",
         "grants": "default",
+    },
+    "constraint audit_checkpoints_erase_commitment on vault.audit_checkpoints": {
+        "kind": "check",
+        "validation": "validated",
+        "deferral": "not deferrable",
+        "definition": "sha256:e6894da24f1f7a320be4f8f052fe69daf6eea0a150ab679e1b7b533d30deee7f",
     },
     "constraint audit_checkpoints_pkey on vault.audit_checkpoints": {
         "kind": "primary key",

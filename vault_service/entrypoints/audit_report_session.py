@@ -31,6 +31,7 @@ from vault_service.bootstrap import Bootstrapped, open_vault_pool
 from vault_service.config import VaultServiceConfig
 from vault_service.domain.anchoring import AppendedRows
 from vault_service.domain.checkpoints import ChainHead
+from vault_service.domain.erase_commitment import EraseCommitment
 from vault_service.domain.errors import DatabaseUnreachable, VaultError
 from vault_service.service.audit_reports import AuditReports, Check, Verify, too_large
 from vault_service.service.audit_verify import COPY_LAG_INTERVALS, FullAuditReport, verify_audit_and_erasures
@@ -47,7 +48,7 @@ WATCH_SECONDS = 0.25
 """How often a running report's watch asks whether its call has ended."""
 NEWEST_SIGNED = (
     "SELECT c.head_id, c.head_hash, c.row_count, c.at, c.signature,"
-    " (SELECT count(*) FROM vault.audit_log l WHERE l.id > c.head_id)"
+    " (SELECT count(*) FROM vault.audit_log l WHERE l.id > c.head_id), c.erase_count, c.erase_digest"
     " FROM vault.audit_checkpoints c ORDER BY c.head_id DESC LIMIT 1"
 )
 """The newest checkpoint (the rows up to its head, as the vault counted and signed them) and the rows after it."""
@@ -68,7 +69,8 @@ def log_rows(pool: ConnectionPool, signed: Callable[[bytes, str], bool]) -> int:
     with pool.connection() as conn:
         newest = conn.execute(NEWEST_SIGNED).fetchone()
         if newest is not None:
-            head = ChainHead(int(newest[0]), bytes(newest[1]), int(newest[2]), newest[3])
+            erasures = None if newest[6] is None else EraseCommitment(int(newest[6]), bytes(newest[7]))
+            head = ChainHead(int(newest[0]), bytes(newest[1]), int(newest[2]), newest[3], erasures)
             if signed(head.message(), str(newest[4])):
                 return head.row_count + int(newest[5])
         every = conn.execute(EVERY_ROW).fetchone()

@@ -43,10 +43,11 @@ from vault_service.domain.errors import DatabaseUnreachable, VaultError
 from vault_service.domain.pending_rows import PendingNote
 from vault_service.service.checkpoint_anchor import CheckpointAnchor
 from vault_service.service.checkpoint_ports import CheckpointStore, Signer
+from vault_service.service.erase_commitments import EraseCommitments
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 from vault_service.service.ports import AuditLog
 from vault_service.service.round_watchdog import RoundWatchdog
-from vault_service.service.upkeep_round import UpkeepRound
+from vault_service.service.upkeep_round import UpkeepRound, yield_interpreter
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class AuditUpkeep:
         note_pending: Callable[[PendingNote], None] | None = None,
         on_probe_refused: Callable[[], None] | None = None,
         before_round: Callable[[], None] | None = None,
+        commit_erasures: bool = False,
     ) -> None:
         """`on_exported` is told of each checkpoint exported, `on_planted` of each round that found a planted one.
 
@@ -130,6 +132,9 @@ class AuditUpkeep:
         `on_probe_refused` is told of each round that got no pooled connection and whose probe (a
         connection of its own, outside the pool) the database's server refused: not an outage, and
         with the pool exhausted a sign that someone keeps the vault out (review 19, R19-7).
+
+        `commit_erasures`: sign each head with its commitment to the erase rows up to it, once walked (attack 46,
+        A46-3: service/erase_commitments.py); the service's upkeep does, an admin command's one round does not.
 
         `before_round` runs before each round of the thread (the service's: end the sessions holding
         the audit chain's lock for seconds, attack 26 F2); whatever it raises is logged and the round runs.
@@ -167,6 +172,9 @@ class AuditUpkeep:
             on_rows_missing or (lambda count: None),
             note_pending,
             self._watchdog.progress,
+            EraseCommitments(store, genuine or (lambda checkpoint: True), self._watchdog.progress, yield_interpreter)
+            if commit_erasures
+            else None,
         )
         self._on_probe_refused = on_probe_refused or (lambda: None)
         self._before_round = before_round

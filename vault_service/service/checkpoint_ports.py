@@ -39,6 +39,10 @@ class CheckpointStore(Protocol):
         """The newest stored checkpoint (None when none)."""
         ...
 
+    def newest_committed_checkpoint(self) -> Checkpoint | None:
+        """The newest stored checkpoint committing to the erase rows (v2; None when none), its signature unchecked."""
+        ...
+
     def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
         """Store a checkpoint; False when another replica stored one for the same head."""
         ...

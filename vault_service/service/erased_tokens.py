@@ -29,10 +29,11 @@ read said `outcome LIKE 'ok:%'` and `cardinality(revealed) > 0`, so the owner wh
 outcome while a replica started - and put it back after that replica's first key-check round, whose reads then start
 near the anchored head - hid the erasure from it for good: never read, reported nor retried). Now such a row reads,
 fails its hash check, is reported and read again in turn until it holds (none dropped from the retries: RETRIED_ROWS
-per round); a row naming no token that holds teaches nothing. Left (attack 46): a row whose `action` the owner
-changes for the length of the start-up read is still not selected, and a reveal row relabelled with a recomputed
-hash and the next row relinked (A46-3) still holds at start: only a signed commitment to the erase rows in each
-checkpoint (docs/threat-model.md) settles both. A token the set refuses is logged with the erase record it was
+per round); a row naming no token that holds teaches nothing. A row whose `action` the owner
+changes for the length of the start-up read is not selected, and a reveal row relabelled with a recomputed hash and
+the next row relinked (A46-3) holds at start: the signed checkpoints' commitment to the erase rows settles both for
+the rows a checkpoint covers (the start-up read is counted against it: service/erase_commitment_check.py); in the
+unanchored tail they still stand. A token the set refuses is logged with the erase record it was
 learned from, so the security team can check that record (A46-3's false alarm named none).
 Where each round's read starts (attack 45, A45-1: it started OVERLAP_IDS below the highest id the last read saw,
 `max(id)` of the log, so one row the owner put at id 10^15 for the length of one round moved every later read past
@@ -69,6 +70,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from vault_service.domain.audit import CHAIN_HASH_BYTES, MAX_ITEMS_PER_CALL, REVEAL_HASH_BYTES, record_hash
+from vault_service.domain.erase_commitment import EraseTally
 from vault_service.service.ports import EraseRow, EraseRowsPage, FoundToken, StoredToken
 
 log = logging.getLogger(__name__)
@@ -241,11 +243,13 @@ class ErasedTokens:
         with self._lock:
             self._anchored = head_id
 
-    def learn(self, rows: EraseRows) -> int:
+    def learn(self, rows: EraseRows, tally: EraseTally | None = None) -> int:
         """Read the erase rows written since the last read (all of them the first time); how many hashes were new.
 
         Page by page (ERASE_ROWS_PAGE rows); only rows that hold as the chain does are learned (`erase_row_problem`).
-        Rows learned for the first time near the log's head are handed to the audit upkeep's check.
+        Rows learned for the first time near the log's head are handed to the audit upkeep's check. `tally` counts
+        every erase row read, held or not, by its id and stored row hash (the start-up read's check against the
+        signed commitment, service/erase_commitment_check.py: A46-3).
         """
         with self._lock:
             after = max(0, self._start - OVERLAP_IDS)
@@ -257,6 +261,9 @@ class ErasedTokens:
         while True:
             page = rows.erase_rows(after, ERASE_ROWS_PAGE)
             read += len(page.rows)
+            if tally is not None:
+                for row in page.rows:
+                    tally.add(row.record_id, b"" if row.record is None else row.record.row_hash)
             newest = max(newest, page.newest_id)
             beyond = max(beyond, page.beyond_id)
             if anchored_from is None:  # at start, only rows near the head: older ones the checkpoints anchor

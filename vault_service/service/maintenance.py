@@ -12,7 +12,9 @@ import logging
 import threading
 from collections.abc import Callable
 
+from vault_service.domain.erase_commitment import EraseTally
 from vault_service.domain.errors import CatalogUnread, VaultError
+from vault_service.service.erase_commitment_check import EraseCommitmentCheck
 from vault_service.service.erased_tokens import ErasedTokens
 from vault_service.service.keyring import KeyManager
 from vault_service.service.ports import CatalogAdditions, TokenStore
@@ -76,6 +78,21 @@ class CatalogUnchecked(ErasedTokensUnread):
         Exception.__init__(self, f"cannot check the database's catalog before serving: {said}")
 
 
+class EraseRowsUncommitted(ErasedTokensUnread):
+    """The erase rows read at start are not those the newest signed checkpoint commits to (attack 46, A46-1/A46-3).
+
+    Or that checkpoint's signature does not hold: the erased-token set would be the database owner's choice.
+    """
+
+    def __init__(self, problem: str) -> None:
+        Exception.__init__(
+            self,
+            f"{problem}. The erased-token set read now would be the database owner's choice (an erased token handed"
+            " out, or a live one refused); the vault does not serve on it: report it to the security team and run"
+            " audit verify",
+        )
+
+
 class KeyMaintainer:
     """Runs `check()` periodically on a daemon thread until `stop()`."""
 
@@ -88,8 +105,11 @@ class KeyMaintainer:
         interval: float,
         erased: ErasedTokens | None = None,
         catalog: CatalogAdditions | None = None,
+        commitments: EraseCommitmentCheck | None = None,
     ) -> None:
+        """`commitments`: the erase rows' check against the signed checkpoints, at start and each round (A46-3)."""
         self._keys = keys
+        self._commitments = commitments
         self._tokens = tokens
         self._cache = cache
         self._erased = erased
@@ -124,11 +144,36 @@ class KeyMaintainer:
             self._last_erasure = self._tokens.last_erasure()
         except Exception:
             self._last_erasure = None
-        if self._learn_erased() is None:
+        tally = self._start_tally()
+        if self._learn_erased(tally) is None:
             raise ErasedTokensUnread()
+        if self._commitments is not None:
+            problem = self._commitments.started(tally)
+            if problem is not None:
+                log.error("%s", problem)
+                raise EraseRowsUncommitted(problem)
         self._thread.start()
 
-    def _learn_erased(self) -> bool | None:
+    def _start_tally(self) -> EraseTally | None:
+        """The tally the start-up read feeds, for the newest signed erase-row commitment (None: none to check).
+
+        EraseRowsUncommitted when that checkpoint's signature does not hold, or it cannot be read (A46-3).
+        """
+        if self._commitments is None:
+            return None
+        try:
+            tally, problem = self._commitments.for_start()
+        except Exception as error:  # the database down: no start on erase rows left unchecked
+            said = str(error) if isinstance(error, VaultError) else type(error).__name__
+            raise EraseRowsUncommitted(
+                f"cannot check the erase rows against the signed audit checkpoints: {said}"
+            ) from None
+        if problem is not None:
+            log.error("%s", problem)
+            raise EraseRowsUncommitted(problem)
+        return tally
+
+    def _learn_erased(self, tally: EraseTally | None = None) -> bool | None:
         """Read the erase rows written since the last read into the erased-token set (attack 43); True if any were new.
 
         Each round, not only when `vault.erasure_count` moves: that count is the owner's to freeze, the erase
@@ -138,7 +183,7 @@ class KeyMaintainer:
         if self._erased is None:
             return False
         try:
-            return self._erased.learn(self._tokens) > 0
+            return self._erased.learn(self._tokens, tally) > 0
         except Exception as error:
             log.warning("cannot read the audit log's erase rows: %s", type(error).__name__)
             return None
@@ -222,7 +267,24 @@ class KeyMaintainer:
         if mark != self._last_erasure or learned:
             self._cache.clear()  # a value was erased somewhere: cached tokens may point at nothing
             self._last_erasure = mark
+        uncommitted = self._uncommitted()
+        if uncommitted is not None:  # unhealthy while it lasts: the set may be the owner's choice (A46-3)
+            self._causes[DATABASE] = uncommitted
+            return False
         return True
+
+    def _uncommitted(self) -> str | None:
+        """Why the erase rows up to a newer signed checkpoint are not those it commits to (None: they are, or none)."""
+        if self._commitments is None:
+            return None
+        try:
+            problem = self._commitments.problem(self._tokens)
+        except Exception as error:
+            log.debug("erase-row commitment check failed: %s", type(error).__name__)
+            return f"cannot check the erase rows against the signed checkpoints: {type(error).__name__}"
+        if problem is None:
+            return None
+        return f"the erase rows are not those the signed checkpoints commit to (logged at ERROR): {problem}"
 
     def _check_vault(self) -> bool:
         try:

@@ -41,6 +41,7 @@ from vault_service.domain.pending_rows import PendingNote
 from vault_service.domain.segment_check import SEGMENT_PAGE_ROWS, SegmentCheck
 from vault_service.service.checkpoint_anchor import CheckpointAnchor
 from vault_service.service.checkpoint_ports import CheckpointStore
+from vault_service.service.erase_commitments import EraseCommitments
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 from vault_service.service.ports import AuditLog
 
@@ -50,7 +51,7 @@ _PAGE_ROWS = SEGMENT_PAGE_ROWS
 """Rows per page of a round's segment read (the serving threads run during each read)."""
 
 
-def _yield_interpreter() -> None:
+def yield_interpreter() -> None:
     """Let the threads serving calls take the interpreter (the GIL) before a round goes on hashing."""
     time.sleep(0)
 
@@ -79,8 +80,12 @@ class UpkeepRound:
         on_rows_missing: Callable[[int], None],
         note_pending: Callable[[PendingNote], None] | None,
         progress: Callable[[], None],
+        commitments: EraseCommitments | None = None,
     ) -> None:
-        """The arguments are AuditUpkeep's (see there); `progress` is told of each page of the segment read."""
+        """The arguments are AuditUpkeep's (see there); `progress` is told of each page of the segment read.
+
+        `commitments`: the erase-row commitment of each head signed (A46-3; None: v1 checkpoints, committing to none).
+        """
         self._audit = audit
         self._store = store
         self._meter = meter
@@ -93,6 +98,7 @@ class UpkeepRound:
         self._noted: set[int] = set()  # remembered rows already named in an exported note
         self._note_failing = False  # the last note could not be written (logged once while it fails)
         self._progress = progress
+        self._commitments = commitments
 
     def run(self) -> Checkpoint | None:
         """Write the aggregated rows, then checkpoint the chain if it grew; the checkpoint made."""
@@ -115,6 +121,8 @@ class UpkeepRound:
         self._check_appended(head, appended)
         if appended and head is not None and self._appended is not None:
             self._appended.checked(appended)  # what the refusals say until the export (R18-11)
+        if head is not None and self._commitments is not None:
+            head = self._commitments.commit(head)  # signed with its erase rows' commitment once walked (A46-3)
         checkpoint = self._anchor.anchor(newest, head)
         if head is None:
             return checkpoint
@@ -160,7 +168,7 @@ class UpkeepRound:
             return
         # Always from the oldest remembered row, never from where a round cut off got to: a mark
         # saved then vouches for nothing the owner changed below it since (review 19, R19-1).
-        check = self._read_segment(head, SegmentCheck(head, appended, _yield_interpreter), min(appended) - 1)
+        check = self._read_segment(head, SegmentCheck(head, appended, yield_interpreter), min(appended) - 1)
         missing = tuple(i for i in check.missing() if i not in self._anchor.missing)
         if not missing:
             return

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -34,6 +35,7 @@ from vault_service.adapters.postgres.upkeep_connections import UpkeepConnections
 from vault_service.domain.audit import MAX_REPORTED_ROW_BYTES, MAX_ROW_BYTES, AuditRecord, OversizedRecord
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, IdSequence
 from vault_service.domain.database_probe import ProbeAnswer
+from vault_service.domain.erase_commitment import EraseCommitment
 from vault_service.domain.errors import AuditUnavailable
 from vault_service.domain.segment_check import SEGMENT_PAGE_BYTES, SegmentRow
 
@@ -248,10 +250,12 @@ class PostgresAuditChain:
     @translated
     def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
         """Store a signed checkpoint; False when one for the same head exists already (another replica)."""
+        erasures = checkpoint.head.erasures
         with self._upkeep.statement() as conn:
             cursor = conn.execute(
-                "INSERT INTO vault.audit_checkpoints (head_id, head_hash, row_count, at, key_name, signature)"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (head_id) DO NOTHING",
+                "INSERT INTO vault.audit_checkpoints"
+                " (head_id, head_hash, row_count, at, key_name, signature, erase_count, erase_digest)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (head_id) DO NOTHING",
                 (
                     checkpoint.head.head_id,
                     checkpoint.head.head_hash,
@@ -259,6 +263,8 @@ class PostgresAuditChain:
                     checkpoint.head.at,
                     checkpoint.key_name,
                     checkpoint.signature,
+                    None if erasures is None else erasures.count,
+                    None if erasures is None else erasures.digest,
                 ),
             )
             return cursor.rowcount == 1
@@ -267,11 +273,18 @@ class PostgresAuditChain:
     def newest_checkpoint(self) -> Checkpoint | None:
         """The newest stored checkpoint (None when none)."""
         with self._upkeep.statement() as conn:
-            row = conn.execute(
-                "SELECT head_id, head_hash, row_count, at, key_name, signature FROM ONLY vault.audit_checkpoints"
-                " ORDER BY head_id DESC LIMIT 1"
-            ).fetchone()
-        return Checkpoint(ChainHead(row[0], bytes(row[1]), row[2], row[3]), row[4], row[5]) if row else None
+            row = conn.execute(f"{_CHECKPOINTS} ORDER BY head_id DESC LIMIT 1").fetchone()
+        return _checkpoint(row) if row else None
+
+    @translated
+    def newest_committed_checkpoint(self) -> Checkpoint | None:
+        """The newest stored checkpoint that commits to the erase rows (v2; None when none), its signature unchecked.
+
+        Read through the pool, not the upkeep's connections: the replicas' erase-row checks read it (A46-3).
+        """
+        with self._pool.connection() as conn:
+            row = conn.execute(f"{_CHECKPOINTS} WHERE erase_count IS NOT NULL ORDER BY head_id DESC LIMIT 1").fetchone()
+        return _checkpoint(row) if row else None
 
     @translated
     def last_checkpoint_head(self) -> int:
@@ -284,8 +297,18 @@ class PostgresAuditChain:
     def checkpoints(self) -> list[Checkpoint]:
         """Every checkpoint, oldest first."""
         with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT head_id, head_hash, row_count, at, key_name, signature FROM ONLY vault.audit_checkpoints"
-                " ORDER BY head_id"
-            ).fetchall()
-        return [Checkpoint(ChainHead(r[0], bytes(r[1]), r[2], r[3]), r[4], r[5]) for r in rows]
+            rows = conn.execute(f"{_CHECKPOINTS} ORDER BY head_id").fetchall()
+        return [_checkpoint(r) for r in rows]
+
+
+_CHECKPOINTS = (
+    "SELECT head_id, head_hash, row_count, at, key_name, signature, erase_count, erase_digest"
+    " FROM ONLY vault.audit_checkpoints"
+)
+"""A stored checkpoint's columns, with its erase-row commitment (NULL, NULL before migration 0070: v1, A46-3)."""
+
+
+def _checkpoint(row: Sequence[Any]) -> Checkpoint:
+    """A row of `_CHECKPOINTS` as a Checkpoint (its commitment None when the row holds none)."""
+    erasures = None if row[6] is None or row[7] is None else EraseCommitment(int(row[6]), bytes(row[7]))
+    return Checkpoint(ChainHead(row[0], bytes(row[1]), row[2], row[3], erasures), row[4], row[5])
