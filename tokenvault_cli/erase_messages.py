@@ -196,3 +196,37 @@ def erase_stopped_partway(
         err=True,
     )
     raise SystemExit(1)
+
+
+def refuse_tokens_not_the_persons(unheld: Sequence[str], wanted: Sequence[str]) -> NoReturn:
+    """Erase nothing: these tokens are held by no verified row whose user id is exactly one of --user-id's (A47-2).
+
+    The count found no one else holding them - no row at all, or only rows that do not verify - so nothing about
+    them was checked: the database owner could hide another person's rows from the count (a view, rows deleted
+    meanwhile) and have the officer erase that person's values as the person's. Tokens only, never a value.
+    """
+    lines = [f"  {t}" for t in unheld]
+    raise Failure(
+        "\n".join(
+            [
+                f"nothing was erased: {len(unheld)} of the {len(wanted)} tokens are held by no row of user_logins"
+                " whose user id is exactly --user-id's and that verifies against the ETL's signature (or is"
+                " unsigned and confirmed), so whose values they are cannot be told - another person's, or rows"
+                " hidden from the count (attack 47, A47-2):",
+                *lines,
+                "Leave them out. If a source the database owner does not control shows they are the person's (their"
+                " rows deleted for retention, say), erase them on their own without --user-id: every person whose"
+                " rows hold them is counted then. Tokens `dead-letters erase` named take --from-dead-letters.",
+            ]
+        )
+    )
+
+
+def say_tokens_in_no_row(unheld: Sequence[str]) -> None:
+    """Without --user-id: how many tokens no verified row holds (erased; whose they are, user_logins cannot tell)."""
+    if unheld:
+        click.echo(
+            f"note: {len(unheld)} of these tokens are held by no row of user_logins that verifies, so whose values"
+            " they are cannot be told there (name the person with --user-id to have that checked)",
+            err=True,
+        )

@@ -24,7 +24,14 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from tokenvault_cli.query import QueryError
-from tokenvault_cli.row_owners import COLUMNS_NOT_EXACT, TokenReach, column_problems, reach_of_rows
+from tokenvault_cli.row_owners import (
+    COLUMNS_NOT_EXACT,
+    RELATIONS_NOT_PLAIN,
+    TokenReach,
+    column_problems,
+    reach_of_rows,
+    relation_problems,
+)
 from tokenvault_common.login_row_signatures import PublicKeys, digests_of, row_digest, signed_input
 from tokenvault_common.pg_options import startup_options
 
@@ -311,6 +318,8 @@ def count_reach(
                 conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             rows = conn.execute(REACH_SQL, {"tokens": wanted, "person": list(person), "named": bool(person)}).fetchall()
             checked = _check_rows(conn, wanted, verify_with, whole_lists) if verify_with is not None else None
+            if checked is not None and (problems := relation_problems(conn)):
+                raise QueryError(RELATIONS_NOT_PLAIN.format(problems="; ".join(problems)))
             if exact_columns and (problems := column_problems(conn)):
                 raise QueryError(COLUMNS_NOT_EXACT.format(problems="; ".join(problems)))
     except psycopg.Error as error:

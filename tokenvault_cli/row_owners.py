@@ -124,3 +124,36 @@ def _shown(name: object) -> str:
     """A name the database owner chose, printable and short, for a message."""
     text = str(name)
     return text if text.isprintable() and len(text) <= 64 else repr(text[:64])
+
+
+RELATIONS_SQL = """
+SELECT n.name, c.relkind::pg_catalog.text,
+       EXISTS (SELECT FROM pg_catalog.pg_inherits AS i WHERE i.inhparent OPERATOR(pg_catalog.=) c.oid)
+FROM pg_catalog.unnest(%(tables)s::pg_catalog.text[]) AS n(name)
+LEFT JOIN pg_catalog.pg_class AS c ON c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(n.name)::pg_catalog.oid
+"""
+"""What each table the count reads is (relkind), and whether other tables inherit from it."""
+TABLES_READ = ("public.user_logins", "public.user_login_manifests")
+KINDS = {"v": "a view", "m": "a materialized view", "p": "a partitioned table", "f": "a foreign table"}
+
+
+def relation_problems(conn: psycopg.Connection[Any]) -> list[str]:
+    """The tables the count reads that are not plain tables: a view, a partitioned or inherited table (A47-2).
+
+    The database owner replaced user_logins with a view that showed the investigator's query another person's rows
+    as the person's and hid them from the count's session (its application_name), and the count verified nothing.
+    Run after the rows are read: the lock they took keeps the table from being renamed or dropped until the end.
+    """
+    problems = []
+    for name, kind, inherited in conn.execute(RELATIONS_SQL, {"tables": list(TABLES_READ)}).fetchall():
+        if kind != "r":
+            problems.append(f"{name} is {KINDS.get(kind, f'of relkind {_shown(kind)}')}")
+        elif inherited:
+            problems.append(f"{name} has tables inheriting from it (their rows are read with its own)")
+    return problems
+
+
+RELATIONS_NOT_PLAIN = (
+    "{problems}, not the plain table the ETL loads: what the count reads may not be the table's rows (attack 47,"
+    " A47-2); the database owner changed it: report it to the security team"
+)

@@ -20,8 +20,10 @@ from tokenvault_cli.erase_messages import (
     next_step,
     people_rows,
     refuse_other_people,
+    refuse_tokens_not_the_persons,
     say_not_issued,
     say_other_people_erased,
+    say_tokens_in_no_row,
 )
 from tokenvault_cli.erase_reach import MAX_LIST_BYTES, MAX_ROWS_CHECKED, Reach, RowCheck, count_reach, plural
 from tokenvault_cli.login_row_keys_commands import refresh_command
@@ -225,6 +227,12 @@ def _reveal_query(
         tokens = distinct_tokens(result, columns)
         reach = _count_reach(ctx, tokens, [], "nothing was revealed", verify=True, why=REVEAL_READS, exact=True)
         _refuse_rows_not_signed(ctx, reach.check, verify[0], "revealing nothing")
+        if reach.unheld:  # attack 47, A47-2: a token no row verified holds - nothing about it was checked
+            raise Failure(
+                f"{len(reach.unheld)} of the {len(tokens)} tokens to reveal are held by no row of user_logins that"
+                " verifies against the ETL's signature (rows hidden from the check, or tokens from elsewhere), so"
+                " the rows they came from cannot be verified; revealing nothing"
+            )
     outcomes: list[object] = []
 
     def reveal_all(tokens: list[str]) -> list[object]:
@@ -348,6 +356,10 @@ def erase(
     reach = _count_reach(ctx, wanted, person, "nothing was erased", verify=True, whole_lists=True)
     _refuse_rows_not_signed(ctx, reach.check, unsigned_confirmed)
     _refuse_lists_not_whole(reach.check, missing_confirmed)
+    if reach.unheld and not from_dead_letters:  # attack 47, A47-2: nothing checked of a token no row of theirs holds
+        if person:
+            refuse_tokens_not_the_persons(reach.unheld, wanted)
+        say_tokens_in_no_row(reach.unheld)
     reaching = reach.reaching(wanted)
     accepted = [
         word
