@@ -13,8 +13,9 @@ from typing import NoReturn
 import click
 
 from tokenvault_cli.context import Failure
-from tokenvault_cli.erase_reach import Reach, plural
+from tokenvault_cli.erase_reach import Reach, RowCheck, plural
 from tokenvault_cli.output import Format, write_rows
+from tokenvault_cli.row_owners import shown
 from tokenvault_client import EraseOutcome, ItemError, RateLimited
 from tokenvault_common.erase_outcomes import ERASED_BEFORE
 
@@ -230,3 +231,34 @@ def say_tokens_in_no_row(unheld: Sequence[str]) -> None:
             " they are cannot be told there (name the person with --user-id to have that checked)",
             err=True,
         )
+
+
+FAILING_ROWS_NAMED = 10
+"""The rows that do not verify a refusal names (event id, signed list); `audit login-rows` lists them all."""
+
+
+def failing_rows_refusal(check: RowCheck, confirmed: int | None, nothing: str, erase: bool, stale: str) -> str:
+    """The refusal for rows that do not verify: their count, their event ids and lists, and (erase) the override.
+
+    No user id, token or value: an event id and a list id are what the security team looks a row up by.
+    """
+    given = "" if confirmed is None else f"--accepting-unverified-rows {confirmed} does not match the count now; "
+    named = "; ".join(f"event {shown(e)} (list {m})" for e, m in check.failing_rows[:FAILING_ROWS_NAMED])
+    more = len(check.failing_rows) - FAILING_ROWS_NAMED
+    named += f"; and {more} more (`tokenvault --as security audit login-rows`)" if more > 0 else ""
+    elsewhere = check.unverified() - check.failing
+    named += f"; and {plural(elsewhere, 'other row')} of their load batches (`audit login-rows`)" if elsewhere else ""
+    override = (
+        f"\nOnce the security team has looked at them, --accepting-unverified-rows {check.unverified()} erases anyway:"
+        " a row that does not verify is never taken for the person's - each counts as one more other person"
+        " (--including-other-people), whatever user id it shows"
+        if erase
+        else ""
+    )
+    return (
+        f"{given}{check.failing} row(s) of user_logins holding these tokens do not verify against the ETL's"
+        " signature: changed or written outside the ETL (tokens moved between people, a user id changed, a"
+        f" row planted); {nothing}; report it to the security team: {named}"
+        + override
+        + (f"\nBesides, {stale}" if stale else "")
+    )

@@ -258,6 +258,17 @@ class RowCheck:
     changed: int = 0
     """Rows naming one of those lists that it does not list as they are: changed since the ETL signed them (a row
     re-pointed away from the tokens read, which erase then never reads itself), or written under the list."""
+    failing_rows: tuple[tuple[str, str], ...] = ()
+    """The rows counted in `failing`: (event id, signed list), for the security team (attack 47, A47-3)."""
+    failing_listed: int = 0
+    """Of `failing`, rows naming a list that verifies (with `whole_lists`, also counted in `changed`)."""
+
+    def unverified(self) -> int:
+        """Distinct rows that do not verify, those read and the others of their batches (`changed`).
+
+        What `erase --accepting-unverified-rows N` confirms (attack 47, A47-3).
+        """
+        return self.failing + (self.changed - self.failing_listed if self.whole_lists else 0)
 
 
 @dataclass(frozen=True)
@@ -365,6 +376,7 @@ class RowFinding:
 
 
 UNSIGNED = "unsigned"
+DOES_NOT_VERIFY = "does not verify"
 
 
 @dataclass(frozen=True)
@@ -432,7 +444,7 @@ def _verify_rows(
         if counted is None:
             return RowCheck(len(rows), unsigned, 0, too_many=True), []
         wholes = [w for w in counted if w.present < w.listed or w.copied or w.changed]
-    failing = unknown_key = 0
+    failing = unknown_key = failing_listed = 0
     for n, (event_id, user_id, masked_ip, masked_device_id, created, manifest_id) in enumerate(rows):
         if manifest_id is None:
             continue
@@ -445,7 +457,8 @@ def _verify_rows(
         day = created if isinstance(created, date) else None
         if row_digest(event_id, user_id, masked_ip, masked_device_id, day) not in listed.get(manifest_id, frozenset()):
             failing += 1
-            findings.append(RowFinding(str(event_id), manifest_id, "does not verify", n))
+            failing_listed += manifest_id in listed
+            findings.append(RowFinding(str(event_id), manifest_id, DOES_NOT_VERIFY, n))
     check = RowCheck(
         len(rows),
         unsigned,
@@ -458,6 +471,12 @@ def _verify_rows(
         lists_missing=sum(1 for w in wholes if w.present < w.listed),
         copied=sum(w.copied for w in wholes),
         changed=sum(w.changed for w in wholes),
+        failing_rows=tuple(
+            (f.event_id, str(f.manifest_id))
+            for f in findings
+            if isinstance(f, RowFinding) and f.finding == DOES_NOT_VERIFY
+        ),
+        failing_listed=failing_listed,
     )
     return check, [*findings, *wholes]
 
@@ -493,11 +512,14 @@ ROWS_BETWEEN_SQL = """
 SELECT l.event_id::pg_catalog.text, l.user_id::pg_catalog.text, l.masked_ip::pg_catalog.text,
        l.masked_device_id::pg_catalog.text, l.create_date, l.row_manifest
 FROM public.user_logins AS l
-WHERE l.create_date OPERATOR(pg_catalog.>=) %(since)s::pg_catalog.date
-  AND l.create_date OPERATOR(pg_catalog.<=) %(until)s::pg_catalog.date
+WHERE (l.create_date OPERATOR(pg_catalog.>=) %(since)s::pg_catalog.date
+       AND l.create_date OPERATOR(pg_catalog.<=) %(until)s::pg_catalog.date)
+   OR l.create_date IS NULL
 LIMIT %(limit)s
 """
-"""The rows of user_logins created in a range of days (`tokenvault audit login-rows`), as ROWS_SQL's columns."""
+"""The rows of user_logins created in a range of days (`tokenvault audit login-rows`), as ROWS_SQL's columns - and
+every row with no create_date, which no range finds (attack 47, A47-3: a row planted with a NULL date blocked
+erasures while the security team's audit of every day found nothing)."""
 LISTS_SIGNED_BETWEEN_SQL = """
 SELECT m.manifest_id FROM public.user_login_manifests AS m
 WHERE m.signed_at OPERATOR(pg_catalog.>=) %(since)s::pg_catalog.timestamptz

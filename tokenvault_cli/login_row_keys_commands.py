@@ -152,9 +152,10 @@ def refresh(ctx: Context) -> None:
 def audit_login_rows(ctx: Context, since: datetime, until: datetime | None, fmt: str) -> None:
     """Which rows of user_logins do not verify against the ETL's signature: event ids and signed lists.
 
-    For the security team once `erase` or `reveal --verify-rows` reported rows that do not verify: the rows
-    created from --since to --until are checked as those commands check theirs (offline, with the public keys
-    file, --login-row-keys; as the analysts' read-only database role, --dsn; the stack's by default), at most
+    For the security team once `erase` or `reveal --verify-rows` reported rows that do not verify (erase names
+    their event ids): the rows created from --since to --until, and every row with no create_date (which no
+    range finds), are checked as those commands check theirs (offline, with the public keys file,
+    --login-row-keys; as the analysts' read-only database role, --dsn; the stack's by default), at most
     10,000 at once. Prints each row that does not verify, carries no signature, or is signed by a key version
     the file lacks - its event id, its signed list (row_manifest), what is wrong - never a user id, token or
     value. The signed lists those rows name, and those signed in those days (UTC), are counted whole: each list
@@ -192,7 +193,8 @@ def audit_login_rows(ctx: Context, since: datetime, until: datetime | None, fmt:
         write_rows(["event_id", "row_manifest", "finding"], rows, Format(fmt))
     verified = check.rows - check.failing - check.unsigned - check.unknown_key
     click.echo(
-        f"rows created from {first} to {until.date() if until else 'now'}: {check.rows}; verify: {verified};"
+        f"rows created from {first} to {until.date() if until else 'now'} or with no create_date: {check.rows};"
+        f" verify: {verified};"
         f" do not verify: {check.failing}; unsigned: {check.unsigned}; signed by a key version the keys file"
         f" lacks: {check.unknown_key}; signed lists with rows missing: {check.lists_missing} ({check.missing}"
         f" rows); rows changed in their list: {check.changed}; copies of signed rows: {check.copied}",

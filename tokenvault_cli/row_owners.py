@@ -105,11 +105,11 @@ def column_problems(conn: psycopg.Connection[Any]) -> list[str]:
     """
     problems = []
     for found, type_name, exact in conn.execute(COLUMNS_SQL, {"table": "public.user_logins"}).fetchall():
-        name = _shown(found)
+        name = shown(found)
         if not exact:
             problems.append(f"column {name} has a nondeterministic collation (equal strings that differ)")
         elif name in KEY_COLUMNS and type_name not in PLAIN_TYPES:
-            problems.append(f"column {name} is of type {_shown(type_name)}, not varchar or text")
+            problems.append(f"column {name} is of type {shown(type_name)}, not varchar or text")
     return problems
 
 
@@ -120,7 +120,7 @@ COLUMNS_NOT_EXACT = (
 )
 
 
-def _shown(name: object) -> str:
+def shown(name: object) -> str:
     """A name the database owner chose, printable and short, for a message."""
     text = str(name)
     return text if text.isprintable() and len(text) <= 64 else repr(text[:64])
@@ -147,7 +147,7 @@ def relation_problems(conn: psycopg.Connection[Any]) -> list[str]:
     problems = []
     for name, kind, inherited in conn.execute(RELATIONS_SQL, {"tables": list(TABLES_READ)}).fetchall():
         if kind != "r":
-            problems.append(f"{name} is {KINDS.get(kind, f'of relkind {_shown(kind)}')}")
+            problems.append(f"{name} is {KINDS.get(kind, f'of relkind {shown(kind)}')}")
         elif inherited:
             problems.append(f"{name} has tables inheriting from it (their rows are read with its own)")
     return problems

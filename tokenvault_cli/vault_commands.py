@@ -17,6 +17,7 @@ from tokenvault_cli.erase_messages import (
     ALREADY_ERASED,
     erase_stopped_partway,
     erased_before,
+    failing_rows_refusal,
     next_step,
     people_rows,
     refuse_other_people,
@@ -296,6 +297,15 @@ def _reveal_query(
     " since): N must be the number the command counts. Ask the security team first (`audit login-rows`).",
 )
 @click.option(
+    "--accepting-unverified-rows",
+    "unverified_confirmed",
+    metavar="N",
+    type=click.IntRange(0),
+    help="Erase even though N rows of user_logins holding the tokens do not verify against the ETL's signature"
+    " (N as counted), once the security team has looked at them (the refusal names their event ids): such a row"
+    " is never the person's - each counts as one more other person (--including-other-people).",
+)
+@click.option(
     "--from-dead-letters",
     is_flag=True,
     help="The tokens are those `python -m etl_service dead-letters erase` named (minted for events it never"
@@ -315,6 +325,7 @@ def erase(
     confirmed: int | None,
     unsigned_confirmed: int | None,
     missing_confirmed: int | None,
+    unverified_confirmed: int | None,
     from_dead_letters: bool,
     yes: bool,
     fmt: str,
@@ -354,8 +365,8 @@ def erase(
     if from_dead_letters:
         _refuse_unfilled_placeholders(person, purpose)
     reach = _count_reach(ctx, wanted, person, "nothing was erased", verify=True, whole_lists=True)
-    _refuse_rows_not_signed(ctx, reach.check, unsigned_confirmed)
-    _refuse_lists_not_whole(reach.check, missing_confirmed)
+    _refuse_rows_not_signed(ctx, reach.check, unsigned_confirmed, unverified=(unverified_confirmed,))
+    _refuse_lists_not_whole(reach.check, missing_confirmed, unverified_confirmed)
     if reach.unheld and not from_dead_letters:  # attack 47, A47-2: nothing checked of a token no row of theirs holds
         if person:
             refuse_tokens_not_the_persons(reach.unheld, wanted)
@@ -366,6 +377,7 @@ def erase(
         for option, n in (
             ("--accepting-unsigned-rows", unsigned_confirmed),
             ("--accepting-missing-rows", missing_confirmed),
+            ("--accepting-unverified-rows", unverified_confirmed),
         )
         if n is not None
         for word in (option, str(n))
@@ -444,13 +456,20 @@ def _count_reach(
 
 
 def _refuse_rows_not_signed(
-    ctx: Context, check: RowCheck | None, unsigned_confirmed: int | None, nothing: str = "erasing nothing"
+    ctx: Context,
+    check: RowCheck | None,
+    unsigned_confirmed: int | None,
+    nothing: str = "erasing nothing",
+    unverified: tuple[int | None] | None = None,
 ) -> None:
     """Refuse (`nothing`: what is not done) while a row holding the tokens fails or is unsigned, unconfirmed.
 
     Attack 41, A41-1: the database owner swapped two people's tokens in user_logins, and the erasure of one
-    destroyed the other's values. Counts only in the messages: no user id, no token, no value. Rows signed by a
-    key version the public keys file lacks are told apart (walk46, W46-2): after a rotation of the key, refresh it.
+    destroyed the other's values. Counts only in the messages: no user id, no token, no value; the rows that do
+    not verify are named by event id and signed list for the security team. Rows signed by a key version the
+    public keys file lacks are told apart (walk46, W46-2): after a rotation of the key, refresh it. `unverified`:
+    (the rows that do not verify the officer confirmed,) - erase only (attack 47, A47-3: one row planted by the
+    ETL's identity blocked a person's erasure, no flag overriding it); None: no such confirmation is offered.
     """
     if check is None:
         return
@@ -461,11 +480,13 @@ def _refuse_rows_not_signed(
             " ask for fewer tokens at once"
         )
     stale = _stale_keys_file(ctx, check, nothing) if check.unknown_key else ""
-    if check.failing:
+    confirmed = unverified[0] if unverified else None
+    if check.failing and confirmed != check.unverified():
+        raise Failure(failing_rows_refusal(check, confirmed, nothing, unverified is not None, stale))
+    if confirmed not in (None, check.unverified()):
         raise Failure(
-            f"{check.failing} row(s) of user_logins holding these tokens do not verify against the ETL's"
-            " signature: changed or written outside the ETL (tokens moved between people, a user id changed, a"
-            f" row planted); {nothing}; report it to the security team" + (f"\nBesides, {stale}" if stale else "")
+            f"--accepting-unverified-rows {confirmed} does not match the count now: no row holding these tokens"
+            f" fails to verify; {nothing}. Run it without --accepting-unverified-rows"
         )
     if stale:
         raise SettingsFailure(stale[0].upper() + stale[1:])
@@ -489,23 +510,34 @@ def _refuse_rows_not_signed(
         )
 
 
-def _refuse_lists_not_whole(check: RowCheck | None, missing_confirmed: int | None) -> None:
+def _refuse_lists_not_whole(
+    check: RowCheck | None, missing_confirmed: int | None, unverified_confirmed: int | None = None
+) -> None:
     """Refuse while a signed list of the rows' load batches has a row copied, or rows missing unconfirmed.
 
     Attack 41, A41-1's Left: a row the database owner deleted, or re-pointed away from the tokens, was not read, so
     a value shared with that row's person was erased for them uncounted; a copied row verified as its original.
     The ETL's list says which rows its batch loaded. A row changed or copied has no lawful cause (exit 1, the
     security team's); a row missing may be the data team's retention, so the officer confirms its number, as for
-    unsigned rows. Counts only.
+    unsigned rows. Counts only. Rows changed are rows that do not verify: once the security team has looked,
+    the officer confirms their number with the others (--accepting-unverified-rows, attack 47, A47-3: the ETL's
+    identity can plant a row naming a list of its own).
     """
     if check is None or not check.whole_lists:
         return
-    if check.copied or check.changed:
+    changed = 0 if unverified_confirmed is not None and unverified_confirmed == check.unverified() else check.changed
+    if check.copied or changed:
+        override = (
+            f" (rows changed only: once the security team has looked at them, --accepting-unverified-rows"
+            f" {check.unverified()} erases anyway)"
+            if not check.copied
+            else ""
+        )
         raise Failure(
-            f"{check.copied + check.changed} row(s) of the load batches of the rows holding these tokens do not"
+            f"{check.copied + changed} row(s) of the load batches of the rows holding these tokens do not"
             " match the ETL's signed list of their batch: changed since it signed them (a row's tokens replaced:"
             " a row holding these tokens made to hold others, and so not read) or copied (a signed row present"
-            " more than once); erasing nothing; report it to the security team"
+            f" more than once); erasing nothing; report it to the security team{override}"
         )
     if check.missing and missing_confirmed != check.missing:
         given = (
@@ -547,7 +579,7 @@ def _say_other_people_erased(ctx: Context, before: Reach, erased: list[str]) -> 
     if not erased:
         return
     try:
-        after = count_reach(ctx.settings.dsn(), erased, before.person)
+        after = count_reach(ctx.settings.dsn(), erased, before.person, ctx.settings.row_keys)  # as decided before
         when = "now"
     except (QueryError, SettingsError) as error:
         after = before

@@ -1,0 +1,96 @@
+"""A row planted by the ETL's identity no longer blocks a person's erasure for good (attack 47, A47-3).
+
+The ETL's database role (INSERT on user_logins, the person's token learnt by tokenizing their value, its job)
+added one row holding P's token that names a signed list that does not exist, its create_date NULL: every
+`erase` of P's values was refused - no flag overrode it, only the database owner could delete the row - and the
+security team's `audit login-rows --since ...` (a create_date range) never listed it. Now the refusal names the
+rows by event id and signed list (no user id, token or value), `audit login-rows` includes every row with no
+create_date, and the officer, once the security team has looked, erases with `--accepting-unverified-rows N`
+(N as counted): such a row is never the person's, it counts as one more other person (--including-other-people).
+The default stays fail-closed.
+
+Real SQS, the stack's ETL, the vault service, OpenBao and PostgreSQL; the `tokenvault` console script.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from tests.cli.conftest import CliStack
+from tests.cli.test_cli_erase_shared_values import RUN, _erase, _load, _people, _revealed, _tokens_of
+
+REFUSED = "1 row(s) of user_logins holding these tokens do not verify against the ETL's signature"
+
+
+@pytest.fixture(autouse=True)
+def _rows_removed_after(cli_stack: CliStack) -> Iterator[None]:
+    yield
+    with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as conn:
+        conn.execute("DELETE FROM user_logins WHERE event_id LIKE %s", (f"e3-{RUN}-%",))
+
+
+def test_a47_3_a_planted_row_is_named_found_by_the_audit_and_overridden_by_its_count(cli_stack: CliStack) -> None:
+    tag = uuid.uuid4().hex
+    ip, dev = _people(tag)
+    person = f"a47-p-{tag[:8]}"
+    _load(cli_stack, [(person, ip, dev)])
+    tokens = _tokens_of(cli_stack, person)
+    planted, manifest = f"e3-{RUN}-planted-{tag[:8]}", uuid.uuid4()
+    with psycopg.connect(cli_stack.env["PG_ETL_DSN"]) as etl:  # the ETL's identity's one INSERT
+        etl.execute(
+            "INSERT INTO public.user_logins (user_id, masked_ip, masked_device_id, create_date, event_id, row_manifest)"
+            " VALUES ('someone', %s, NULL, NULL, %s, %s)",
+            (tokens[0], planted, manifest),
+        )
+
+    # Fail-closed by default, the planted row named for the security team - never a user id, token or value.
+    code, out, err = _erase(cli_stack, *tokens, "--user-id", person)
+    assert code == 1 and REFUSED in err and "erasing nothing" in err, out + err
+    assert f"event {planted} (list {manifest})" in err and "--accepting-unverified-rows 1 erases anyway" in err
+    assert not [s for s in (person, "someone", ip, dev, *tokens) if s in err], err
+    # The security team's audit finds it whatever range it asks for: its create_date is NULL.
+    today = datetime.date.today().isoformat()
+    audit = cli_stack.as_("security", "audit", "login-rows", "--since", today, "--until", today, "-o", "csv")
+    assert audit.returncode == 1, audit.stdout + audit.stderr
+    assert f"{planted},{manifest},does not verify" in audit.stdout.splitlines(), audit.stdout
+    assert "or with no create_date" in audit.stderr, audit.stderr
+
+    # A wrong count is refused; the right one counts the row as one more other person, confirmed in turn.
+    code, out, err = _erase(cli_stack, *tokens, "--user-id", person, "--accepting-unverified-rows", "2")
+    assert code == 1 and "--accepting-unverified-rows 2 does not match the count now" in err, out + err
+    code, out, err = _erase(cli_stack, *tokens, "--user-id", person, "--accepting-unverified-rows", "1")
+    assert code == 1 and f"{tokens[0]}: 1 other person's 1 row (the person's own: 1 row)" in err, out + err
+    assert "--including-other-people 1 --accepting-unverified-rows 1" in err, err
+    assert _revealed(cli_stack, tokens) == [ip, dev]  # nothing erased yet
+    code, out, err = _erase(
+        cli_stack, *tokens, "--user-id", person, "--accepting-unverified-rows", "1", "--including-other-people", "1"
+    )
+    assert code == 0 and out.count("erased") == 2, out + err
+    assert _revealed(cli_stack, tokens) == ["NOT_FOUND", "NOT_FOUND"]
+
+
+def test_a47_3_a_row_that_does_not_verify_is_never_taken_for_the_persons(cli_stack: CliStack) -> None:
+    """The override does not let a relabelled row vouch for a token: B's row given A's user id does not verify,
+    and with its count confirmed B's tokens are still held by no verified row of A - refused (A47-2)."""
+    tag_a, tag_b = uuid.uuid4().hex, uuid.uuid4().hex
+    (ip_a, dev_a), (ip_b, dev_b) = _people(tag_a), _people(tag_b)
+    person_a, person_b = f"a47-a-{tag_a[:8]}", f"a47-b-{tag_b[:8]}"
+    _load(cli_stack, [(person_a, ip_a, dev_a)])
+    _load(cli_stack, [(person_b, ip_b, dev_b)])
+    tokens_b = _tokens_of(cli_stack, person_b)
+    with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as owner:
+        owner.execute("UPDATE user_logins SET user_id = %s WHERE user_id = %s", (person_a, person_b))
+    code, out, err = _erase(cli_stack, *tokens_b, "--user-id", person_a)  # refused, no other word
+    assert code == 1 and "--accepting-unverified-rows 1 erases anyway" in err, out + err
+    # B's original row is missing from its signed list too (the relabelled one is not it): confirmed as well.
+    confirmed = ("--accepting-unverified-rows", "1", "--accepting-missing-rows", "1")
+    code, out, err = _erase(cli_stack, *tokens_b, "--user-id", person_a, *confirmed)
+    assert code == 1 and "2 of the 2 tokens are held by no row of user_logins whose user id is exactly" in err, (
+        out + err
+    )
+    assert _revealed(cli_stack, tokens_b) == [ip_b, dev_b]
