@@ -16,7 +16,7 @@ import os
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -262,6 +262,9 @@ class RowCheck:
     """The rows counted in `failing`: (event id, signed list), for the security team (attack 47, A47-3)."""
     failing_listed: int = 0
     """Of `failing`, rows naming a list that verifies (with `whole_lists`, also counted in `changed`)."""
+    table_problems: tuple[str, ...] = ()
+    """`audit login-rows` only: what makes user_logins other than the plain table, compared exactly, that `erase`
+    and `reveal --verify-rows` expect (row_owners: a view, a nondeterministic collation; attack 47)."""
 
     def unverified(self) -> int:
         """Distinct rows that do not verify, those read and the others of their batches (`changed`).
@@ -554,7 +557,9 @@ def check_rows_between(
             ).fetchall()
             if len(signed) > MAX_ROWS_CHECKED:
                 return RowCheck(len(rows), 0, 0, too_many=True), []
-            return _verify_rows(conn, rows, keys, whole_lists=True, also_lists=[m for (m,) in signed])
+            check, findings = _verify_rows(conn, rows, keys, whole_lists=True, also_lists=[m for (m,) in signed])
+            shape = (*relation_problems(conn), *column_problems(conn))  # what erase and reveal refuse (attack 47)
+            return replace(check, table_problems=shape), findings
     except psycopg.Error as error:
         diag = getattr(error, "diag", None)
         message = (diag.message_primary if diag else None) or type(error).__name__

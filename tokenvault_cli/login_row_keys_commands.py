@@ -160,9 +160,11 @@ def audit_login_rows(ctx: Context, since: datetime, until: datetime | None, fmt:
     the file lacks - its event id, its signed list (row_manifest), what is wrong - never a user id, token or
     value. The signed lists those rows name, and those signed in those days (UTC), are counted whole: each list
     some of whose rows are missing (deleted, or changed since), changed or copied is printed too - no event id,
-    its list, how many of its listed rows are missing, changed or copied. Then the counts. Exit 1 when a row
-    does not verify, is changed in its list or is a copy, else 0: rows missing are reported, not an alarm by
-    themselves (the data team may delete old rows for retention: compare the lists' dates with its deletions).
+    its list, how many of its listed rows are missing, changed or copied. Then the counts, and what erase and
+    reveal --verify-rows would refuse in the table itself (a view in its place, a nondeterministic collation on
+    a column). Exit 1 when a row does not verify, is changed in its list or is a copy, or the table is so, else
+    0: rows missing are reported, not an alarm by themselves (the data team may delete old rows for retention:
+    compare the lists' dates with its deletions).
 
     \b
     tokenvault --stack .stack --as security audit login-rows --since 2026-12-01
@@ -204,7 +206,9 @@ def audit_login_rows(ctx: Context, since: datetime, until: datetime | None, fmt:
         click.echo(MISSING_ROWS_NOTE, err=True)
     if check.unknown_key:
         click.echo(f"refresh the keys file, then check again: {refresh_command(ctx.settings)}", err=True)
-    if check.failing or check.copied or check.changed:
+    for problem in check.table_problems:  # erase and reveal --verify-rows refuse these (attack 47)
+        click.echo(f"{problem}: erase and reveal --verify-rows refuse to go on (the database owner's change)", err=True)
+    if check.failing or check.copied or check.changed or check.table_problems:
         raise SystemExit(1)
 
 

@@ -14,6 +14,7 @@ Real SQS, the stack's ETL, the vault service, OpenBao and PostgreSQL; the `token
 
 from __future__ import annotations
 
+import datetime
 import time
 import uuid
 from collections.abc import Iterator
@@ -80,6 +81,11 @@ def test_a47_1_a_collation_on_user_id_does_not_make_another_accounts_rows_the_pe
     assert code == 0 and out.count("erased") == 2, out + err
     assert _revealed(cli_stack, tokens_a) == ["NOT_FOUND", "NOT_FOUND"]
     assert _revealed(cli_stack, tokens_b) == [ip_b, dev_b]
+    # The security team's audit names the change to the table.
+    today = datetime.date.today().isoformat()
+    audit = cli_stack.as_("security", "audit", "login-rows", "--since", today, "--until", today)
+    assert audit.returncode == 1, audit.stdout + audit.stderr
+    assert "column user_id has a nondeterministic collation (equal strings that differ): erase and" in audit.stderr
     print(f"\nA47-1: another account's rows kept apart under the owner's collation; {time.monotonic() - started:.1f} s")
 
 
