@@ -15,10 +15,14 @@ import uuid
 from pathlib import Path
 
 import hvac
+import psycopg
 
 from tests.cli.conftest import REPO, CliStack
+from tests.cli.test_cli_erase_shared_values import RUN, _load
 from tokenvault_client import ClientIdentity, TokenType, VaultClient, type_of_token
 
+PERSON = "u-example-118"
+"""The README's erasure names this person (`--user-id u-example-118`)."""
 TOKEN_LITERAL = re.compile(r"\b(?:ip|dev)_[A-Za-z0-9_-]{22}\b")
 BLOCK = re.compile(r"^```([^\n]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
@@ -104,7 +108,14 @@ def test_the_readme_command_sections_run_as_written(cli_stack: CliStack, tmp_pat
     blocks = sh_blocks(readme_command_section())
     assert len(blocks) >= 5 and any("--query" in b for b in blocks) and any(" erase " in b for b in blocks)
     script, tokens = with_real_tokens("\n".join(blocks), cli_stack)
-    done = run_script(cli_stack, script, tmp_path)
+    # The officer erases a token of the person's own rows (--user-id u-example-118): the ETL loads that row, signed
+    # (attack 47, A47-2: a token no verified row of the person holds is refused).
+    _load(cli_stack, [(PERSON, tokens["ip_ExampleTokenToErase002"][1], f"docs-device-{uuid.uuid4().hex[:12]}")])
+    try:
+        done = run_script(cli_stack, script, tmp_path)
+    finally:
+        with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as conn:
+            conn.execute("DELETE FROM user_logins WHERE user_id = %s AND event_id LIKE %s", (PERSON, f"e3-{RUN}-%"))
     assert done.returncode == 0, done.stderr[-3000:]
     revealed = tokens["ip_ExampleTokenToReveal01"][1]
     assert revealed in done.stdout  # by tokenvault and by buf curl
