@@ -159,7 +159,9 @@ def reveal(
     --columns): tokens found elsewhere are printed as they are, so nobody who can write rows
     makes you reveal what you did not ask for. With --verify-rows, the rows of user_logins holding
     the tokens are first verified against the ETL's signature, as `erase` does: a row the database
-    owner changed (tokens swapped between people) reveals nothing (exit 1).
+    owner changed (tokens swapped between people) reveals nothing (exit 1), nor does a token no verified
+    row holds, user_logins replaced by a view, or a nondeterministic collation on its columns (under which
+    `WHERE user_id = '...'` returns other user ids' rows).
 
     \b
     tokenvault --stack .stack --as analyst reveal ip_7qwKnwTSu2ecvWSU-DjgMw --purpose CASE-123
@@ -351,6 +353,12 @@ def erase(
     longer there as signed - deleted by the data team's retention or by the database owner (it may
     have held the tokens for someone the count then misses), or changed since - refuses unless
     --accepting-missing-rows N, N as counted (`audit login-rows` lists those batches).
+
+    Whose a row is, is decided exactly: a row is the person's only when it verifies (or is unsigned
+    and confirmed) and its user id is exactly one of --user-id's, whatever the table's collation.
+    A token no such row holds is refused, erasing nothing (--from-dead-letters tokens excepted). A
+    row that does not verify is named by event id and signed list; once the security team has looked,
+    --accepting-unverified-rows N goes on, each such row counted as one more other person.
 
     The vault cannot reach the dead-letter queue: refused events of the person stay there, sealed,
     for 14 days. Next step, run by the DLQ operator: `python -m etl_service dead-letters erase -
