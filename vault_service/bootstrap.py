@@ -52,6 +52,7 @@ from vault_service.domain.policy import load_policy
 from vault_service.entrypoints.metrics import (
     export_reveal_budgets,
     observe_audit_lock_holder,
+    observe_catalog_check_interrupted,
     observe_checkpoint_exported,
     observe_checkpoint_refused,
     observe_database_defaults,
@@ -224,7 +225,8 @@ class Bootstrapped:
             report,
             interval,
             self.vault.erased,
-            PostgresCatalogAdditions(self.pool),  # at start and each round: attack 45, A45-3/A45-4
+            # at start and each round: attack 45, A45-3/A45-4; its cancelled tries counted (A48-1)
+            PostgresCatalogAdditions(self.pool, observe_catalog_check_interrupted),
             EraseCommitmentCheck(self.audit, _genuine(SignatureVerifier(self.signer))),  # attack 46, A46-3
         )
 

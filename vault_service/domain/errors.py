@@ -164,6 +164,17 @@ class AuditReportFailed(VaultError):
     """An audit report failed on an error no other refusal names (INTERNAL): refused on the record, never UNKNOWN."""
 
 
+class CatalogCheckInterrupted(DatabaseUnavailable):
+    """The catalog check's query was cancelled or timed out on every try: an outage, not a finding (attack 48, A48-1).
+
+    SQLSTATE 57014 (query_canceled: `pg_cancel_backend`, or a statement timeout) or 55P03 (lock_not_available: a
+    lock timeout). Any session of the vault's own database role may cancel the queries of every other session of
+    that role, so such an error says nothing about the catalog: the replica reports its database unavailable (a
+    starting one does not start, saying the check could not run), `audit verify` says the check could not complete.
+    The message names the SQLSTATE and the server's primary message (a fixed text, no row data).
+    """
+
+
 class CatalogUnread(StorageError):
     """The live database answered the check of its catalog with an error (review 40, R40-2).
 

@@ -100,6 +100,14 @@ AUDIT_ID_SEQUENCE_TAMPERED = Counter(
     " service's back; the rows within the sequence went on being signed), or the sequence altered"
     " to number rows out of commit order (a cache, a negative increment)",
 )
+CATALOG_CHECK_INTERRUPTED = Counter(
+    "tokenvault_catalog_check_interrupted",
+    "Tries of the catalog check (at start and each key-check round) whose query was cancelled or timed out, by"
+    " SQLSTATE name: query_canceled (pg_cancel_backend by a session of the vault's own role, or a statement timeout),"
+    " lock_not_available (a lock timeout); an outage, retried, never a finding - a steady rate is someone cancelling"
+    " it (attack 48, A48-1)",
+    ["reason"],
+)
 AUDIT_ROWS_MISSING = Counter(
     "tokenvault_audit_rows_missing",
     "Audit rows this process appended that the chain up to the next checkpoint's head did not hold"
@@ -248,6 +256,11 @@ def observe_checkpoint_refused() -> None:
 def observe_id_sequence_tampered() -> None:
     """Count one upkeep round that found a row beyond the audit id sequence, or the sequence altered."""
     AUDIT_ID_SEQUENCE_TAMPERED.inc()
+
+
+def observe_catalog_check_interrupted(reason: str) -> None:
+    """Count one try of the catalog check cancelled or timed out (`reason`: the SQLSTATE's name)."""
+    CATALOG_CHECK_INTERRUPTED.labels(reason=reason).inc()
 
 
 def observe_rows_missing(count: int) -> None:

@@ -388,6 +388,7 @@ def verify_audit_and_erasures(
     (attack 43: a dropped `tokens_token_unique`, a deferred trigger, a replaced `vault.erase_tokens`).
     `stop_check()`, `sent`, `keep` and `named` as in `verify_audit`; `stop_check` between every phase.
     """
+    # CatalogCheckInterrupted (the check's query cancelled on every try: A48-1) is raised: verify could not complete
     try:
         additions = schema.catalog_additions()
     except CatalogUnread as error:  # a catalog the check cannot read is named, not a traceback (R40-2)

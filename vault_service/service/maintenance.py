@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from vault_service.domain.erase_commitment import EraseTally
-from vault_service.domain.errors import CatalogUnread, VaultError
+from vault_service.domain.errors import CatalogCheckInterrupted, CatalogUnread, VaultError
 from vault_service.service.erase_commitment_check import EraseCommitmentCheck
 from vault_service.service.erased_tokens import ErasedTokens
 from vault_service.service.keyring import KeyManager
@@ -26,6 +27,11 @@ VAULT = "vault"
 DATABASE = "database"
 HealthReport = Callable[[str, bool], None]
 """Called with (dependency, healthy) after every check."""
+
+START_CHECK_PAUSES = (1.0, 3.0)
+"""Seconds a starting replica waits before checking the catalog again when every try of a check was cancelled or
+timed out (attack 48, A48-1: CatalogCheckInterrupted, itself ~1 s of tries); then it does not start
+(CatalogUnchecked)."""
 
 
 class ErasedTokensUnread(Exception):
@@ -70,7 +76,8 @@ class CatalogUnreadable(CatalogAltered):
 class CatalogUnchecked(ErasedTokensUnread):
     """The database was unavailable for the catalog check at start: no finding, but no start on an unchecked catalog.
 
-    An outage (a connection lost, none to be had): retried by the replica's next start.
+    An outage (a connection lost, none to be had, the check's query cancelled or timed out on every try: A48-1):
+    retried by the replica's next start.
     """
 
     def __init__(self, error: Exception) -> None:
@@ -133,7 +140,7 @@ class KeyMaintainer:
         row-level security policy hiding them from that read alone, which the read turns into this refusal).
         """
         try:  # before the erase rows are read: an overload there is what steered that read (A45-3)
-            altered = self._catalog_altered()
+            altered = self._catalog_altered_at_start()
         except CatalogUnread as error:  # the live database refused the check: itself a finding (R40-2)
             raise CatalogUnreadable(error) from None
         except Exception as error:  # the database down: an outage, but no start on a catalog left unchecked
@@ -187,6 +194,20 @@ class KeyMaintainer:
         except Exception as error:
             log.warning("cannot read the audit log's erase rows: %s", type(error).__name__)
             return None
+
+    def _catalog_altered_at_start(self) -> tuple[str, ...]:
+        """`_catalog_altered`, checked again after each of START_CHECK_PAUSES while its query is cancelled (A48-1).
+
+        A session of the vault's own role may cancel the check: an outage of that check, not a finding; if it lasts
+        the last CatalogCheckInterrupted is raised (the caller refuses to start on an unchecked catalog).
+        """
+        for pause in START_CHECK_PAUSES:
+            try:
+                return self._catalog_altered()
+            except CatalogCheckInterrupted as error:
+                log.warning("the catalog check could not complete at start; checking again: %s", error)
+                time.sleep(pause)
+        return self._catalog_altered()
 
     def _catalog_altered(self) -> tuple[str, ...]:
         """What the owner added to pg_catalog, made inherit from a vault table (A45-3) or filter one (A46-2).
@@ -249,6 +270,9 @@ class KeyMaintainer:
             altered = self._catalog_altered()
         except CatalogUnread:  # unhealthy while it lasts: a check that cannot read the catalog vouches for nothing
             self._causes[DATABASE] = "cannot read the catalog to check it (logged at ERROR)"
+            return False
+        except CatalogCheckInterrupted as error:  # cancelled or timed out on every try: an outage, no finding (A48-1)
+            self._causes[DATABASE] = str(error)
             return False
         except Exception as error:  # the database went down since the mark was read: an outage
             log.debug("catalog check failed: %s", type(error).__name__)

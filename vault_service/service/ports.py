@@ -394,7 +394,8 @@ class CatalogAdditions(Protocol):
 
         In words (oids >= 16384 in those schemas; inheritance or partition links of a vault relation); () on a
         database the migrations alone made. CatalogUnread when the live database answers the check with an error
-        (itself a finding: review 40, R40-2); DatabaseUnavailable when it is down.
+        (itself a finding: review 40, R40-2); DatabaseUnavailable when it is down, CatalogCheckInterrupted (one)
+        when its query was cancelled or timed out on every try (attack 48, A48-1: an outage, not a finding).
         """
         ...
 

@@ -31,6 +31,9 @@ pg_catalog keeping its oid) - no query on the catalog can be trusted against tha
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -39,7 +42,9 @@ from psycopg.types.numeric import Oid
 from psycopg_pool import ConnectionPool
 
 from vault_service.adapters.postgres.errors import translated
-from vault_service.domain.errors import CatalogUnread
+from vault_service.domain.errors import CatalogCheckInterrupted, CatalogUnread
+
+log = logging.getLogger(__name__)
 
 FIRST_NORMAL_OBJECT_ID = 16384
 """PostgreSQL's FirstNormalObjectId: every oid below it is the server's (initdb's), every one from it on is not."""
@@ -236,12 +241,73 @@ def unread_message(error: psycopg.Error) -> str:
     )
 
 
-def read_checked(pool: ConnectionPool, *, filters: bool) -> tuple[str, ...]:
+INTERRUPTED = {"57014": "query_canceled", "55P03": "lock_not_available"}
+"""SQLSTATEs of a catalog check another session can cause without touching the catalog (attack 48, A48-1): a query
+cancelled (`pg_cancel_backend` by any session of the vault's own role, or a statement timeout) and a lock timeout.
+An outage of that check, retried, never a finding."""
+
+CHECK_RETRY_PAUSES = (0.05, 0.2, 0.8)
+"""Seconds waited before each retry of a catalog check that was cancelled or timed out (4 tries, ~1 s in all)."""
+
+InterruptedCheck = Callable[[str], None]
+"""Called with the SQLSTATE's name (`INTERRUPTED`'s values) for each try of the check cancelled or timed out."""
+
+
+def interrupted_message(error: psycopg.Error, tries: int) -> str:
+    """What `CatalogCheckInterrupted` says: the check could not complete, why, and that it is no finding (A48-1)."""
+    primary = (error.diag.message_primary or "")[:_SERVER_MESSAGE_CHARS]
+    return (
+        f"the catalog check could not complete: its query was cancelled or timed out on each of {tries} tries"
+        f" ({primary}; {type(error).__name__}, SQLSTATE {error.sqlstate}) - not a finding about the catalog, which was"
+        " not read: a session of the vault's own database role can cancel its queries (pg_cancel_backend), or a"
+        " statement or lock timeout ran out; retry later, and if it lasts look in pg_stat_activity for who cancels it"
+    )
+
+
+def read_checked(
+    pool: ConnectionPool,
+    *,
+    filters: bool,
+    on_interrupted: InterruptedCheck | None = None,
+    pauses: tuple[float, ...] = CHECK_RETRY_PAUSES,
+) -> tuple[str, ...]:
     """`read_catalog_additions` on a pooled connection; an ERROR the live database answers raises CatalogUnread.
 
     A connection lost, a server going away (SQLSTATE class 08, 57P0x) or none to be had is left to `translated`
-    (DatabaseUnavailable, DatabaseUnreachable): an outage, not a finding (review 40, R40-2).
+    (DatabaseUnavailable, DatabaseUnreachable): an outage, not a finding (review 40, R40-2). A query cancelled or
+    timed out (`INTERRUPTED`) is retried after each of `pauses`, each such try logged at WARNING and passed to
+    `on_interrupted`; when every try was, CatalogCheckInterrupted (a DatabaseUnavailable): an outage too (A48-1).
     """
+    tries = len(pauses) + 1
+    for attempt in range(tries):
+        try:
+            return _read_once(pool, filters)
+        except _Interrupted as interrupted:
+            error = interrupted.error
+            state = str(error.sqlstate)
+            log.warning(
+                "the catalog check's query was cancelled or timed out (not a finding; retried): a session of the"
+                " vault's role may be cancelling it",
+                extra={"sqlstate": state, "error": type(error).__name__, "try": attempt + 1, "tries": tries},
+            )
+            if on_interrupted is not None:
+                on_interrupted(INTERRUPTED[state])
+            if attempt + 1 == tries:
+                raise CatalogCheckInterrupted(interrupted_message(error, tries)) from None
+            time.sleep(pauses[attempt])
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+class _Interrupted(Exception):
+    """A try of the catalog check cancelled or timed out (`INTERRUPTED`): retried by `read_checked`."""
+
+    def __init__(self, error: psycopg.Error) -> None:
+        super().__init__(error.sqlstate)
+        self.error = error
+
+
+def _read_once(pool: ConnectionPool, filters: bool) -> tuple[str, ...]:
+    """One try of the check on a pooled connection: an interruption raised as `_Interrupted`, else CatalogUnread."""
     with pool.connection() as conn:
         try:
             return read_catalog_additions(conn, filters=filters)
@@ -249,6 +315,8 @@ def read_checked(pool: ConnectionPool, *, filters: bool) -> tuple[str, ...]:
             state = error.sqlstate
             if state is None or state.startswith(_DOWN_CLASSES) or conn.closed or conn.broken:
                 raise
+            if state in INTERRUPTED:
+                raise _Interrupted(error) from None
             raise CatalogUnread(unread_message(error)) from None
 
 
@@ -258,14 +326,16 @@ class PostgresCatalogAdditions:
     Row-level security enabled or forced, policies and rules on vault relations.
     """
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, on_interrupted: InterruptedCheck | None = None) -> None:
         self._pool = pool
+        self._on_interrupted = on_interrupted
 
     @translated
     def catalog_additions(self) -> tuple[str, ...]:
         """Each finding in words (none on a database the server and the migrations alone made).
 
         CatalogUnread when the live database answers the check with an error; DatabaseUnavailable (or
-        DatabaseUnreachable) when it is down.
+        DatabaseUnreachable) when it is down; CatalogCheckInterrupted when its query was cancelled or timed out on
+        every try (attack 48, A48-1), each such try passed to `on_interrupted` (a metric).
         """
-        return read_checked(self._pool, filters=True)
+        return read_checked(self._pool, filters=True, on_interrupted=self._on_interrupted)
