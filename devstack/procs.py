@@ -141,6 +141,24 @@ def spawn(
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
     log_file.touch(mode=0o600)
+    written_before = log_file.stat().st_size
+    pid = _popen(args, log_file, env, cwd, user, home)
+    _LOG_START[pid] = written_before
+    return pid
+
+
+_LOG_START: dict[int, int] = {}
+"""Each process `spawn` started -> the size its log file had then: a failed start shows its own lines only (W47-25)."""
+
+
+def _popen(
+    args: Sequence[str],
+    log_file: Path,
+    env: Mapping[str, str] | None,
+    cwd: Path | None,
+    user: str | None,
+    home: Path | None,
+) -> int:
     if user is None:
         with log_file.open("ab") as log:
             return subprocess.Popen(
@@ -188,15 +206,18 @@ def wait_until(
             if check():
                 return
         if pid is not None and not alive(pid):
-            raise StackError(f"{what} exited during start{_log_tail(log_file)}")
+            raise StackError(f"{what} exited during start{log_tail(log_file, pid)}")
         time.sleep(0.1)
-    raise StackError(f"{what} not ready after {timeout:.0f} s{_log_tail(log_file)}")
+    raise StackError(f"{what} not ready after {timeout:.0f} s{log_tail(log_file, pid)}")
 
 
-def _log_tail(log_file: Path | None, lines: int = 15) -> str:
+def log_tail(log_file: Path | None, pid: int | None = None, lines: int = 15) -> str:
+    """The last `lines` of `log_file`, only those written since `spawn` started `pid` (an earlier run's are not its)."""
     if log_file is None or not log_file.exists():
         return ""
-    tail = log_file.read_text(errors="replace").splitlines()[-lines:]
+    with log_file.open("rb") as log:
+        log.seek(_LOG_START.get(pid, 0) if pid is not None else 0)
+        tail = log.read().decode(errors="replace").splitlines()[-lines:]
     return f"; last lines of {log_file}:\n  " + "\n  ".join(tail)
 
 

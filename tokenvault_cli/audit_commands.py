@@ -19,12 +19,19 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from tokenvault_cli.context import Context, SettingsFailure, vault_errors
+from tokenvault_cli.context import Context, Failure, SettingsFailure, explain, vault_errors
 from tokenvault_cli.output import FORMAT_OPTION, Format, visible, write_rows
-from tokenvault_client import AuditVerdict, type_of_token
+from tokenvault_client import AuditVerdict, Unavailable, type_of_token
 
 console = Console(stderr=False)
 stderr = Console(stderr=True)
+
+VERIFY_WITHOUT_THE_VAULT = (
+    "the vault makes this report, so it cannot while it is down or refuses to start (`make up` says why), or cannot"
+    " write its audit log: verify as the service account, without it - `make admin ARGS=audit-verify` on the embedded"
+    " stack, `python -m vault_service.admin audit-verify` with the service's settings elsewhere"
+)
+"""Said after `audit verify`'s UNAVAILABLE: the command that runs where the vault does not (walk 47, W47-3/W47-9)."""
 
 WHO_SAW_COLUMNS = ("record", "when (UTC)", "action", "client", "certificate serial", "purpose", "outcome")
 """who-saw's table columns, for people."""
@@ -114,8 +121,11 @@ def verify(ctx: Context, max_copy_lag: float | None, exported_copy: bytes | None
     vault's policy gives `verify` (the security team's: `--as security` on the embedded stack). With --exported FILE,
     the copy you hold is sent and verified against too, beside the vault's own (never instead of it).
     """
-    with ctx.client() as client:
-        verdict = _shown(client.audit_verify(max_copy_lag, ctx.settings.deadline, exported_copy))
+    try:
+        with ctx.client() as client:
+            verdict = _shown(client.audit_verify(max_copy_lag, ctx.settings.deadline, exported_copy))
+    except Unavailable as error:
+        raise Failure(f"{explain(error, ctx.settings)}. {VERIFY_WITHOUT_THE_VAULT}") from None
     if not verdict.intact:
         raise SystemExit(1)
 

@@ -88,6 +88,8 @@ def test_a_pg_catalog_overload_stops_a_replica_from_starting_and_verify_names_it
         pass  # before: it started with an empty erased-token set and reported healthy
     message = str(refused.value)
     assert "function pg_catalog.unnest(bytea[])" in message and "report it to the security team" in message
+    # Walk 47, W47-3: it named `audit verify`, which the vault it stopped answers; now the command that runs without it.
+    assert "run `python -m vault_service.admin audit-verify` with the service's settings" in message, message
     assert "operator pg_catalog.>=(oid,integer)" in message  # the check's own comparisons are not steered by it
     code, printed = _verify(own_database, monkeypatch)
     assert code == 1, printed  # before: exit 0 "audit log intact"

@@ -363,3 +363,34 @@ def test_a_count_whose_rows_do_not_match_the_tokens_asked_refuses() -> None:
     for rows in refused:
         with pytest.raises(QueryError, match="cannot be matched to the tokens given"):
             _reach_of(rows, asked, ["u-1"])
+
+
+def test_audit_verify_refused_unavailable_names_the_verify_that_runs_without_the_vault(
+    stack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walk 47, W47-3/W47-9: with the vault refusing to start (or its audit writes refused), `audit verify` answered
+    UNAVAILABLE and sent the reader back to `make up`; the service account's verify, which runs without the vault,
+    was named nowhere. Now it is, after what the vault (or gRPC) said."""
+    from click.testing import CliRunner
+
+    from tokenvault_cli.app import cli
+    from tokenvault_cli.context import Context
+    from tokenvault_client import Unavailable
+
+    class Refusing:
+        def __enter__(self) -> Refusing:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            return None
+
+        def audit_verify(self, *_: object) -> None:
+            raise Unavailable(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; Connection refused")
+
+    monkeypatch.setattr(Context, "client", lambda self, *a, **k: Refusing())
+    result = CliRunner().invoke(cli, ["--stack", str(stack), "--as", "security", "audit", "verify"])
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.stderr.split())
+    assert "is the vault service running at 127.0.0.1:5555?" in said, said
+    assert "`make admin ARGS=audit-verify` on the embedded stack" in said, said
+    assert "`python -m vault_service.admin audit-verify` with the service's settings" in said, said

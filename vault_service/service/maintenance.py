@@ -34,6 +34,13 @@ timed out (attack 48, A48-1: CatalogCheckInterrupted, itself ~1 s of tries); the
 (CatalogUnchecked)."""
 
 
+VERIFY_WITH_THE_VAULT_DOWN = (
+    "`tokenvault audit verify` needs a running vault: with it down, run `python -m vault_service.admin audit-verify`"
+    " with the service's settings (embedded stack: `make admin ARGS=audit-verify`) and keep its output"
+)
+"""How a start refusal's reader verifies the audit log, the vault being the one that refused (walk 47, W47-3)."""
+
+
 class ErasedTokensUnread(Exception):
     """The audit log's erase rows could not be read at start: the replica must not serve (attack 44, A44-1)."""
 
@@ -41,7 +48,7 @@ class ErasedTokensUnread(Exception):
         super().__init__(
             "cannot read the audit log's erase rows, the erased tokens this replica must never serve; a row-level"
             " security policy on vault.audit_log (none is shipped) makes this read fail: report it to the security"
-            " team"
+            f" team. {VERIFY_WITH_THE_VAULT_DOWN}"
         )
 
 
@@ -57,7 +64,7 @@ class CatalogAltered(ErasedTokensUnread):
             self,
             f"the database's catalog was altered: {'; '.join(additions)}. The erased-token set's read and every"
             " vault query could return what the database owner chose (an erased token handed out again); the"
-            " vault does not serve on it: report it to the security team and run audit verify",
+            f" vault does not serve on it: report it to the security team. {VERIFY_WITH_THE_VAULT_DOWN}",
         )
         self.additions = additions
 
@@ -69,7 +76,9 @@ class CatalogUnreadable(CatalogAltered):
     """
 
     def __init__(self, error: CatalogUnread) -> None:
-        Exception.__init__(self, f"{error}; the vault does not serve on a catalog it cannot check")
+        Exception.__init__(
+            self, f"{error}; the vault does not serve on a catalog it cannot check. {VERIFY_WITH_THE_VAULT_DOWN}"
+        )
         self.additions = (str(error),)
 
 
@@ -95,8 +104,8 @@ class EraseRowsUncommitted(ErasedTokensUnread):
         Exception.__init__(
             self,
             f"{problem}. The erased-token set read now would be the database owner's choice (an erased token handed"
-            " out, or a live one refused); the vault does not serve on it: report it to the security team and run"
-            " audit verify",
+            " out, or a live one refused); the vault does not serve on it: report it to the security team."
+            f" {VERIFY_WITH_THE_VAULT_DOWN}",
         )
 
 
