@@ -10,8 +10,17 @@ from pathlib import Path
 from devstack.envfile import read_env_file
 from devstack.procs import StackError
 from devstack.restart import components, restart_dead
-from devstack.stack import ETL_TAKE_BACK, down, state_dir_from_env, take_back_seconds, up, vault_service_env
+from devstack.stack import (
+    ETL_TAKE_BACK,
+    down,
+    state_dir_from_env,
+    take_back_seconds,
+    up,
+    vault_health_address,
+    vault_service_env,
+)
 from devstack.trusted_stack import refuse_untrusted_stack_dir
+from devstack.vault_health import vault_health
 from etl_service.service.periodic_take_back import DEFAULT_TAKE_BACK_SECONDS
 
 
@@ -104,8 +113,22 @@ def _status(state_dir: Path) -> int:
         state = "up  " if component.alive else "DEAD"
         print(f"{state}  {component.name:14} pid {component.pid or '-':<8} {component.address}")
     every = all(c.alive for c in found)
-    print("up" if every else "degraded: `make up` restarts what died (or says why it cannot)")
-    return 0 if every else 3
+    serving = True
+    if any(c.name == "vault_service" and c.alive for c in found):  # its PID alone says nothing of its checks (W47-2)
+        serving, said = vault_health(vault_health_address(state_dir))
+        print(f"vault_service health: {said}")
+        if not serving:
+            print(
+                f"  why: the vault's log ({state_dir / 'logs' / 'vault_service.log'}); the database's catalog altered"
+                " is README's *When the vault will not start, or reports its database unhealthy*"
+            )
+    if not every:
+        print("degraded: `make up` restarts what died (or says why it cannot)")
+    elif not serving:
+        print("degraded: the vault service runs but does not serve as ready (above)")
+    else:
+        print("up")
+    return 0 if every and serving else 3
 
 
 if __name__ == "__main__":

@@ -112,7 +112,12 @@ def embedded_vault_env(env: dict[str, str], iso: Isolation) -> dict[str, str]:
     directory.mkdir(parents=True, exist_ok=True)
     run.chmod(0o755)
     iso.give(directory, "vault_service", 0o700)
-    return {**vault_service_env(env), "TOKENVAULT_HEALTH_ADDRESS": f"unix:{directory / 'health.sock'}"}
+    return {**vault_service_env(env), "TOKENVAULT_HEALTH_ADDRESS": vault_health_address(Path(env["STACK_DIR"]))}
+
+
+def vault_health_address(stack_dir: Path) -> str:
+    """The embedded stack's vault health listener (a Unix socket in the service's own directory)."""
+    return f"unix:{stack_dir / 'run' / 'vault-health' / 'health.sock'}"
 
 
 def etl_service_env(env: dict[str, str]) -> dict[str, str]:

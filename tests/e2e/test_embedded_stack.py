@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -360,6 +360,36 @@ def test_the_vault_answers_probes_on_its_health_socket_only(stack_dir: Path) -> 
         )
         assert probed.returncode == 0, probed.stderr
     assert socket_path.parent.stat().st_mode & 0o777 == 0o700 and socket_path.stat().st_mode & 0o777 == 0o600
+
+
+def test_status_shows_a_vault_that_reports_its_database_unhealthy_and_its_recovery(stack_dir: Path) -> None:
+    """Walk 47, W47-2: the README says `make status` shows a vault whose database check found the owner's objects
+    (NOT_SERVING), but it looked at PIDs only: every line `up`, exit 0. It asks the vault's health listener now:
+    NOT_SERVING (database unhealthy), exit 3; once the object is dropped the running vault serves again by itself."""
+    env = read_env_file(stack_dir / "stack.env")
+    status = run("-m", "devstack", "status", state_dir=stack_dir)
+    assert status.returncode == 0 and "vault_service health: SERVING" in status.stdout, status.stdout
+    with psycopg.connect(env["PG_ADMIN_DSN"], autocommit=True) as owner:
+        owner.execute("CREATE POLICY w47_status ON vault.tokens USING (true)")
+        try:
+            status = _status_until(stack_dir, lambda done: done.returncode == 3)
+            assert "vault_service health: NOT_SERVING (database unhealthy)" in status.stdout, status.stdout
+            assert "degraded: the vault service runs but does not serve" in status.stdout, status.stdout
+        finally:
+            owner.execute("DROP POLICY w47_status ON vault.tokens")
+    status = _status_until(stack_dir, lambda done: done.returncode == 0)  # no restart: its next round
+    assert "vault_service health: SERVING" in status.stdout and status.stdout.endswith("up\n"), status.stdout
+
+
+def _status_until(
+    stack_dir: Path, done: Callable[[subprocess.CompletedProcess[str]], bool], limit: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`devstack status` again until `done` holds of it (the vault checks its database every 15 s)."""
+    deadline = time.monotonic() + limit
+    while not done(status := run("-m", "devstack", "status", state_dir=stack_dir)):
+        assert time.monotonic() < deadline, status.stdout
+        time.sleep(1)
+    return status
 
 
 def test_down_stops_every_process_it_started(stack_dir: Path) -> None:
