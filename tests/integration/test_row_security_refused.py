@@ -89,6 +89,9 @@ def test_a_transient_policy_steering_the_fetch_head_refuses_the_reveal_and_verif
             )
             assert code == 1, printed  # while the policy stands, verify reads past it and names it
             assert "policy fetch_saw_less on vault.audit_log" in printed, printed
+            # Walk 47, W47-8: the rows the policy hides made the chain read "TAMPERED" first; the policy leads now.
+            assert "may hide rows from this report's reads (policy fetch_saw_less on vault.audit_log" in printed
+            assert "audit log TAMPERED" not in printed and "ERASURES DO NOT MATCH" not in printed, printed
         finally:
             with as_owner(own_database) as owner:
                 owner.execute("DROP POLICY fetch_saw_less ON vault.audit_log")

@@ -59,3 +59,10 @@ def test_a_changed_guard_says_which_fields_moved_and_from_what() -> None:
         " default differs (now sha256 bb)"
     )
     assert how_it_differs({"state": "enabled", "extra": "x"}, {"state": "enabled"}) == "extra x (migrations: absent)"
+
+
+def test_a_column_s_not_null_dropped_or_added_is_said_in_words() -> None:
+    """Walk 47, W47-12: a dropped NOT NULL was said "null nullable (migrations: NOT NULL)"."""
+    expected = {"type": "text", "null": "NOT NULL"}
+    assert how_it_differs({**expected, "null": "nullable"}, expected) == "NOT NULL dropped (migrations: NOT NULL)"
+    assert how_it_differs(expected, {**expected, "null": "nullable"}) == "NOT NULL added (migrations: nullable)"

@@ -43,6 +43,8 @@ def how_it_differs(found: Mapping[str, str], expected: Mapping[str, str]) -> str
             continue
         if (now or "").startswith(DIGEST_PREFIX) or (then or "").startswith(DIGEST_PREFIX):
             said.append(f"{field} differs (now {_said(now)})")
+        elif field == "null" and {now, then} == {"NOT NULL", "nullable"}:  # "null nullable" read as a typo (W47-12)
+            said.append(f"NOT NULL {'dropped' if now == 'nullable' else 'added'} (migrations: {then})")
         else:
             said.append(f"{field} {_said(now)} (migrations: {_said(then)})")
     return "; ".join(said)

@@ -19,18 +19,60 @@ NO_COPY = (
 """What the service account's command says when it was given no copy to read."""
 
 
+AS_READ = "as read, NOT JUDGED (row security above)"
+"""Put before what the report read once row security may have hidden rows from it (walk 47, W47-8)."""
+
+
+def hiding_changes(changes: tuple[str, ...]) -> tuple[str, ...]:
+    """The schema's differences that let the database choose which rows a report reads: row security, policies.
+
+    Row security enabled (or forced) on a vault table, or a policy on one: the report's sessions leave
+    row_security at its default, so such a table answers them only the rows its policies let through (none, with
+    no policy) - a log read so looks rewritten and its erasures unmatched though nothing was changed.
+    """
+    return tuple(
+        change
+        for change in changes
+        if change.startswith("policy ")
+        or ": row security enabled (migrations:" in change
+        or "forced row security forced (migrations:" in change
+    )
+
+
+def hidden_rows_finding(hiding: tuple[str, ...]) -> str:
+    """The line a report leads with when row security may have hidden rows from its reads ('' when none)."""
+    if not hiding:
+        return ""
+    named = "; ".join(hiding[:3]) + (f"; and {len(hiding) - 3} more" if len(hiding) > 3 else "")
+    return (
+        f"audit log NOT verified: row security on the vault's tables may hide rows from this report's reads ({named}),"
+        " so the chain and the erasures cannot be judged from them - what they show below may be rows hidden, not"
+        " rewritten. The database owner's change: report it to the security team, remove it (ALTER TABLE ..."
+        " DISABLE ROW LEVEL SECURITY, DROP POLICY ... ON ...) and verify again"
+    )
+
+
 def verdict_lines(report: FullAuditReport, copy_given: bool, no_copy: str = NO_COPY) -> list[str]:
-    """What verification found, line by line; `copy_given`: a copy was read, else `no_copy` says what was not."""
+    """What verification found, line by line; `copy_given`: a copy was read, else `no_copy` says what was not.
+
+    Row security on a vault table comes first, and what was read is then said as not judged (W47-8).
+    """
     lines: list[str] = []
+    hiding = hiding_changes(report.schema_changes)
+    if hiding:
+        lines.append(hidden_rows_finding(hiding))
     copy = report.copy
     if copy is not None:
         lines.append(copy.read)
     where = f"; {report.unanchored} newest row(s) not checkpointed yet" if report.unanchored else ""
     if report.finding is not None:
         first = f"record id {report.finding.first_row}" if report.finding.first_row else "the newest records"
-        lines.append(
-            f"audit log TAMPERED from {first}: {report.finding.reason}; records from there on cannot be trusted"
-        )
+        if hiding:
+            lines.append(f"{AS_READ}: the chain fails from {first}: {report.finding.reason}")
+        else:
+            lines.append(
+                f"audit log TAMPERED from {first}: {report.finding.reason}; records from there on cannot be trusted"
+            )
     elif copy is not None and copy.too_old:
         lines.append(
             f"hash chain and {report.checkpoints} signed checkpoint(s) hold for {report.rows} record(s), but the"
@@ -51,7 +93,7 @@ def verdict_lines(report: FullAuditReport, copy_given: bool, no_copy: str = NO_C
         lines.append(f"{verdict}: {report.rows} record(s), {checked}")
         if copy is not None and (gap := copy.gap()) is not None:
             lines.append(f"note: {gap} (the copy is within the {copy.allowed:.0f} s allowed)")
-    lines += _erasure_lines(report.erasures)
+    lines += _erasure_lines(report.erasures, AS_READ if hiding else "")
     lines += _reveals_after_erasure_lines(report.reveals_after_erasure)
     lines += _schema_lines(report.schema_changes)
     lines += [f"audit keys: {note}" for note in report.keys_notes]
@@ -61,8 +103,13 @@ def verdict_lines(report: FullAuditReport, copy_given: bool, no_copy: str = NO_C
     return lines
 
 
-def _erasure_lines(erasures: ErasureReconciliation) -> list[str]:
-    """What the reconciliation of erased tokens with erase rows found (no token is named)."""
+def _erasure_lines(erasures: ErasureReconciliation, as_read: str = "") -> list[str]:
+    """What the reconciliation of erased tokens with erase rows found (no token is named).
+
+    `as_read`: said instead of the alarm when the rows read may be filtered (row security: not judged).
+    """
+    if as_read:
+        return [f"{as_read}: erasures do not match the audit log: {finding.reason}" for finding in erasures.findings]
     lines = [f"ERASURES DO NOT MATCH THE AUDIT LOG: {finding.reason}" for finding in erasures.findings]
     if erasures.findings:
         lines.append(
@@ -122,8 +169,9 @@ def _schema_lines(changes: tuple[str, ...]) -> list[str]:
     return [
         *(f"{SCHEMA_DIFFERS}: {change}" for change in changes),
         f"audit log NOT verified: {len(changes)} difference(s) between what guards the vault's tables and what the"
-        " migrations define (a constraint dropped; a trigger, policy or function added or replaced): erasures and"
-        " uniqueness cannot be trusted to hold; report it to the security team",
+        " migrations define (a guard - constraint, index, trigger, rule, policy, row security, column, grant or"
+        " function - dropped, disabled, added or changed): erasures and uniqueness cannot be trusted to hold; report"
+        " it to the security team",
     ]
 
 
@@ -131,6 +179,8 @@ def finding_of(report: FullAuditReport) -> str:
     """Why the log is not verified, in one line ('' when it is)."""
     if report.intact:
         return ""
+    if hiding := hiding_changes(report.schema_changes):  # what was read may be filtered: that first (W47-8)
+        return hidden_rows_finding(hiding)
     if report.finding is not None:
         return report.finding.reason
     if report.copy is not None and report.copy.too_old:
@@ -148,6 +198,19 @@ WHO_SAW_COLUMNS = ("record", "when (UTC)", "action", "client", "certificate seri
 """The columns of who-saw's table."""
 
 
+def serial_as_openssl_prints_it(serial: str) -> str:
+    """A certificate serial as `openssl x509 -serial` prints it: uppercase hex, even length (W47-13).
+
+    The audit log keeps it as recorded (lowercase, no leading zero: `format(serial, "x")`), which a search for
+    openssl's form missed about once in sixteen certificates. What is no hex is shown as it is.
+    """
+    try:
+        int(serial, 16)
+    except ValueError:
+        return serial
+    return serial.upper().zfill(len(serial) + len(serial) % 2)
+
+
 def who_saw_cells(record: AuditRecord, after_erasure: bool = False) -> tuple[str, str, str, str, str, str, str]:
     """One listed record as who-saw shows it: never a value (a reveal's row holds none).
 
@@ -158,7 +221,7 @@ def who_saw_cells(record: AuditRecord, after_erasure: bool = False) -> tuple[str
         record.at.isoformat(timespec="seconds"),
         record.event.action,
         record.event.client,
-        record.event.client_serial or "-",
+        serial_as_openssl_prints_it(record.event.client_serial) or "-",
         purpose_as_shown(record.event.purpose),
         f"{record.event.outcome} - {AFTER_ERASURE}" if after_erasure else record.event.outcome,
     )
