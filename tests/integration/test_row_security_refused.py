@@ -24,7 +24,7 @@ from tests.integration.fresh_values import fresh_value
 from tests.integration.test_erased_tokens_known import _reveal, _tokenize
 from tokenvault_api.v1 import vault_pb2
 from tokenvault_client.errors import Internal
-from vault_service.service.maintenance import CatalogAltered
+from vault_service.service.maintenance import CatalogAltered, catalog_findings
 
 __all__ = ["own_database"]
 
@@ -138,9 +138,11 @@ def test_row_security_policies_and_rules_on_vault_tables_are_refused_at_start_an
             _owner(own_database, plant)
             replica.maintainer.check()
             assert not replica.maintainer.healthy["database"], kind  # before: healthy
+            assert catalog_findings() >= 1, kind  # walk 47, W47-23: its own metric and alert, not an outage's
             _owner(own_database, undo)
             replica.maintainer.check()
             assert replica.maintainer.healthy["database"], kind
+            assert catalog_findings() == 0, kind
     for plant, _, _ in FILTERS.values():
         _owner(own_database, plant)
     with pytest.raises(CatalogAltered) as refused, running_vault(own_database):

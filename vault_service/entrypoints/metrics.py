@@ -22,6 +22,7 @@ from vault_service.adapters.postgres.tokens import PostgresTokenStore
 from vault_service.domain.grant_bound import over_grants
 from vault_service.domain.policy import AccessPolicy
 from vault_service.service.erased_tokens import erase_read_window_tampered, erase_rows_unverified, full_read
+from vault_service.service.maintenance import catalog_findings
 from vault_service.service.revealing import erased_values_present
 from vault_service.service.token_cache import TokenCache
 from vault_service.service.vault import purposes_withheld
@@ -438,6 +439,14 @@ class _VaultCollector(Collector):
             " EraseReadWindowTampered: report it to the security team",
         )
         window.add_metric([], erase_read_window_tampered())
+        catalog = GaugeMetricFamily(
+            "tokenvault_database_catalog_findings",
+            "Objects the last catalog check found that neither PostgreSQL nor the migrations made (a function in"
+            " pg_catalog, a table inheriting from a vault table, row security, a policy or a rule on one), or 1 when"
+            " the catalog refused to be read: the database owner's doing, no outage - the replica answers NOT_SERVING"
+            " until they are removed; alert VaultCatalogAltered: report it to the security team (walk 47, W47-23)",
+        )
+        catalog.add_metric([], catalog_findings())
         seconds, rows = full_read()
         start_seconds = GaugeMetricFamily(
             "tokenvault_erase_rows_start_read_seconds",
@@ -462,6 +471,7 @@ class _VaultCollector(Collector):
             undone,
             unverified,
             window,
+            catalog,
             start_seconds,
             start_rows,
             _over_grants(),

@@ -41,6 +41,24 @@ VERIFY_WITH_THE_VAULT_DOWN = (
 """How a start refusal's reader verifies the audit log, the vault being the one that refused (walk 47, W47-3)."""
 
 
+_catalog_findings = 0
+"""How many findings the last catalog check of this process made (0: none, or not checked yet)."""
+
+
+def catalog_findings() -> int:
+    """How many findings the last catalog check named: the owner's objects, or 1 for a catalog it could not read.
+
+    Exported as `tokenvault_database_catalog_findings` (alert VaultCatalogAltered; walk 47, W47-23): the replica
+    answers NOT_SERVING meanwhile, which said only "database unavailable" - an outage's alert, for no outage.
+    """
+    return _catalog_findings
+
+
+def _found_in_catalog(findings: tuple[str, ...]) -> None:
+    global _catalog_findings
+    _catalog_findings = len(findings)
+
+
 class ErasedTokensUnread(Exception):
     """The audit log's erase rows could not be read at start: the replica must not serve (attack 44, A44-1)."""
 
@@ -233,6 +251,7 @@ class KeyMaintainer:
             if self._altered != (str(error),):
                 log.error("%s", error)
             self._altered = (str(error),)
+            _found_in_catalog(self._altered)
             raise
         if altered != self._altered and altered:
             log.error(
@@ -241,6 +260,7 @@ class KeyMaintainer:
                 extra={"findings": "; ".join(altered)},
             )
         self._altered = altered
+        _found_in_catalog(altered)
         return altered
 
     def stop(self) -> None:
