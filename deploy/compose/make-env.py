@@ -20,6 +20,7 @@ values = {
     "PG_ETL_PASSWORD": secrets.token_urlsafe(18),
     "PG_WATCHDOG_PASSWORD": secrets.token_urlsafe(18),  # the operators' lock watchdog (migration 0048)
     "PG_PRIVACY_OFFICER_PASSWORD": secrets.token_urlsafe(18),  # the officer's read-only login: erase's count
+    "PG_SECURITY_TEAM_PASSWORD": secrets.token_urlsafe(18),  # the team's read-only login: audit login-rows
     "PG_EXERCISE_ETL_PASSWORD": secrets.token_urlsafe(18),  # the exercise profile's own Postgres
     "VAULT_SERVICE_ROLE_ID": str(uuid.uuid4()),
     "VAULT_ETL_ROLE_ID": str(uuid.uuid4()),

@@ -34,8 +34,11 @@ ETL_PEERS = frozenset(
 )
 # "service:port" -> the other containers that may connect to it. The rest must fail.
 REACHED_BY: dict[str, frozenset[str]] = {
-    # The privacy officer's erase counts in user_logins who else holds a token (its read-only login; attack 35, N5).
-    "postgres:5432": frozenset({"migrate", "vault-service", "etl-service", "lock-watchdog", "privacy-officer"}),
+    # The privacy officer's erase counts in user_logins who else holds a token (its read-only login; attack 35, N5);
+    # the security team's `audit login-rows` verifies its rows (its own read-only login; walk 47, W47-11).
+    "postgres:5432": frozenset(
+        {"migrate", "vault-service", "etl-service", "lock-watchdog", "privacy-officer", "security"}
+    ),
     "vault:8200": frozenset({"vault-init", "vault-service", "etl-service"}),
     "vault:8201": frozenset({"vault-init", "vault-service", "etl-service"}),
     "localstack:4566": frozenset({"etl-service", "load-sample", "sqs-init"}),  # consumer, producer, set-up

@@ -3,7 +3,8 @@
 The steps run in order on one stack (`make test-compose`): up and healthy; the exercise's
 sample events loaded; the queue refuses a container without a key, with the key `test`, or with
 the producer's key for a receive; a client container with the analyst's certificate detokenizes;
-the privacy officer's container erases a token (the analyst's is refused);
+the privacy officer's container erases a token (the analyst's is refused); the security team's lists the rows of
+user_logins that do not verify;
 the key rotation runbook's compose variant (the KEK, a new data key, the re-encryption run by the
 vault on the security team's certificate, refused on the analyst's); the ETL's container reads no
 metrics (the `metrics` tool, with the scraper's certificate, reads the vault's, the ETL's and the lock
@@ -153,6 +154,27 @@ def test_the_privacy_officer_s_container_erases_a_token_and_the_analyst_s_may_no
         assert kept.returncode == 1 and "nothing was erased" in kept.stderr, kept.stderr
         assert f"{shared}: 1 other person's 1 row (the person's own: 1 row)" in kept.stderr, kept.stderr
         assert reveal(compose, shared)["reveal"] == "plain"
+
+
+def test_the_security_team_s_container_lists_the_login_rows_that_do_not_verify(compose: Compose) -> None:
+    """Walk 47, W47-11: docs/key-rotation.md step 9 (`audit login-rows`, read by the CLI in user_logins with the
+    public keys file) could not run in the `security` container: no database, no keys file ("no database for the
+    query", exit 2). Its own read-only login and the keys volume now let it check every row the ETL loaded; a row
+    whose signed content the database owner changed is named by its event id (exit 1)."""
+    assert state, "needs the rows loaded by the steps before"
+    with compose.step("vault-service", "postgres", "migrate"):
+        ((count,),) = compose.sql("SELECT count(*) FROM user_logins")
+        ((changed,),) = compose.sql("SELECT event_id FROM user_logins WHERE row_manifest IS NOT NULL LIMIT 1")
+        check = ("run", "--rm", "--no-deps", "-T", "security", "audit", "login-rows", "--since", "2000-01-01")
+        clean = compose.run(*check, check=False)
+        assert clean.returncode == 0, clean.stderr
+        assert f": {count}; verify: {count}; do not verify: 0; unsigned: 0;" in clean.stderr, clean.stderr
+        compose.sql(f"UPDATE user_logins SET user_id = user_id || '-w47' WHERE event_id = '{changed}'")
+        try:
+            tampered = compose.run(*check, "-o", "csv", check=False)
+        finally:
+            compose.sql(f"UPDATE user_logins SET user_id = left(user_id, -4) WHERE event_id = '{changed}'")
+        assert tampered.returncode == 1 and changed in tampered.stdout, (tampered.stdout, tampered.stderr)
 
 
 # An Erase call to the vault with the container's own certificate (no count first): the vault's answer.

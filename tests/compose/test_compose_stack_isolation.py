@@ -44,7 +44,13 @@ from tests.compose.stack import Compose
 pytestmark = pytest.mark.compose
 
 WALK = (Path(__file__).resolve().parent / "insider_walk.py").read_text()
-TOOLS = ("load-sample", "analyst", "privacy-officer", "metrics")  # `docker compose run --rm` containers (profile tools)
+TOOLS = (
+    "load-sample",
+    "analyst",
+    "privacy-officer",
+    "security",
+    "metrics",
+)  # `docker compose run --rm` containers (profile tools)
 
 CA_KEYS = "the CAs' private keys"
 # Each secret (or service's data) -> the containers that may hold it. Everything else is refused.
@@ -54,6 +60,7 @@ HOLDERS: dict[str, frozenset[str]] = {
     "ETL's DB password": frozenset({"etl-service", "migrate"}),
     "lock watchdog's DB password": frozenset({"lock-watchdog", "migrate"}),
     "privacy officer's DB password": frozenset({"privacy-officer", "migrate"}),
+    "security team's DB password": frozenset({"security", "migrate"}),
     "vault service's role id": frozenset({"vault-service", "vault-init"}),
     "ETL's role id": frozenset({"etl-service", "vault-init"}),
     "vault service's secret id": frozenset({"vault-service", "vault-init"}),
@@ -119,6 +126,7 @@ ENV_LABELS = {
     "PG_ETL_PASSWORD": "ETL's DB password",
     "PG_WATCHDOG_PASSWORD": "lock watchdog's DB password",
     "PG_PRIVACY_OFFICER_PASSWORD": "privacy officer's DB password",
+    "PG_SECURITY_TEAM_PASSWORD": "security team's DB password",
     "VAULT_SERVICE_ROLE_ID": "vault service's role id",
     "VAULT_ETL_ROLE_ID": "ETL's role id",
     "SQS_ROOT_SECRET_ACCESS_KEY": "SQS emulator's root key",
@@ -150,7 +158,10 @@ VOLUMES = {
     "certs-metrics-scraper": ("certs", ("metrics",)),
     "certs-lock-watchdog": ("certs", ("lock-watchdog",)),
     "audit-checkpoints": ("vault-service", ()),
-    "login-row-keys": ("vault-init", ("privacy-officer",)),  # the ETL's row-signing public keys (A41-1): no secret
+    "login-row-keys": (
+        "vault-init",
+        ("privacy-officer", "security"),
+    ),  # the ETL's row-signing public keys (A41-1): no secret
 }
 LOOPBACK_PORTS = {
     "postgres": [5432],
@@ -305,4 +316,4 @@ def test_every_container_reaches_its_own_secrets_and_no_other_service_s(compose:
         assert raw_sockets_with_net_raw(compose) == {"packet": "allowed", "icmp": "allowed"}
         ours = [uids[name] for name in ("vault-service", "etl-service", "migrate", *TOOLS)]
         assert len(set(ours)) == len(ours) and 0 not in ours, uids  # the certs job alone is root (CHOWN only)
-    figure("insider walk in every container (5 exec, 8 run)", f"{timer.seconds:.0f} s")
+    figure("insider walk in every container (5 exec, 9 run)", f"{timer.seconds:.0f} s")

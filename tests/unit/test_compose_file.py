@@ -176,6 +176,7 @@ def test_the_privacy_officer_verifies_rows_with_the_public_keys_vault_init_write
     assert f"mv {writes_to}/{keys_file.name}.new {writes_to}/{keys_file.name}" in script
     assert sorted(n for n, s in services.items() if "login-row-keys" in named_volumes(s)) == [
         "privacy-officer",
+        "security",  # its `audit login-rows` (walk 47, W47-11), read-only as the officer's
         "vault-init",
     ]
     policy = (REPO / "config/vault/tokenvault-etl.hcl").read_text()
@@ -206,6 +207,32 @@ def test_the_privacy_officer_counts_with_a_read_only_login_of_its_own(tmp_path: 
     assert own == "database-privacy" and own in model["networks"]
     assert {n for n, s in services.items() if own in (s.get("networks") or {})} == {"postgres", "privacy-officer"}
     assert tool["depends_on"]["migrate"]["condition"] == "service_completed_successfully"  # the login exists
+
+
+def test_the_security_team_verifies_login_rows_with_a_read_only_login_and_the_public_keys(tmp_path: Path) -> None:
+    """Walk 47, W47-11: docs/key-rotation.md step 9 has the security team list the rows of user_logins that do not
+    verify (`audit login-rows`), read by the CLI against the database; the `security` container had no database
+    and no public keys, so the command could not run on compose. It has its own login of the analysts' read-only
+    role (not the officer's), Postgres on a network of their own, and the keys volume read-only."""
+    model = resolved(tmp_path)
+    services, env_values = model["services"], _env_values(tmp_path / ".env")
+    tool, migrate = services["security"], services["migrate"]
+    dsn = conninfo_to_dict(tool["environment"]["TOKENVAULT_ANALYST_DSN"])
+    assert dsn["user"] == "security_team" and dsn["host"] == "postgres" and dsn["require_auth"] == "scram-sha-256"
+    password = env_values["PG_SECURITY_TEAM_PASSWORD"]
+    assert dsn["password"] == password and len(password) >= 24
+    command = migrate["command"]
+    assert command[command.index("security_team:tokenvault_analyst=PG_SECURITY_TEAM_PASSWORD") - 1] == "--member-login"
+    holders = [n for n, s in services.items() if password in str(s.get("environment", {}))]
+    assert sorted(holders) == ["migrate", "security"]
+    (own,) = set(tool["networks"]) - {"grpc-security"}
+    assert own == "database-security" and own in model["networks"]
+    assert {n for n, s in services.items() if own in (s.get("networks") or {})} == {"postgres", "security"}
+    assert named_volumes(tool) == {"certs-security-team": "/certs", "login-row-keys": "/login-row-keys"}
+    keys = next(v for v in tool["volumes"] if v.get("source") == "login-row-keys")
+    assert keys["read_only"] is True
+    assert tool["environment"]["TOKENVAULT_LOGIN_ROW_KEYS"] == "/login-row-keys/login-row-keys.json"
+    assert tool["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
 def _env_values(path: Path) -> dict[str, str]:
@@ -408,13 +435,16 @@ def test_each_server_shares_a_network_only_with_the_containers_that_use_it(tmp_p
 
     assert sharing("localstack") == {"etl-service", "load-sample", "sqs-init"}
     assert sharing("vault") == {"vault-init", "vault-service", "etl-service", "exercise-etl"}
-    assert sharing("postgres") == {"migrate", "vault-service", "etl-service", "lock-watchdog", "privacy-officer"}
+    assert sharing("postgres") == {
+        "migrate", "vault-service", "etl-service", "lock-watchdog", "privacy-officer", "security"
+    }  # fmt: skip
     assert sharing("exercise-localstack") == {"exercise-dlq", "exercise-etl"}
     assert sharing("exercise-postgres") == {"exercise-migrate", "exercise-etl"}
     assert sharing("analyst") == {"vault-service"}
     assert sharing("metrics") == {"vault-service", "etl-service", "lock-watchdog"}
     assert sharing("lock-watchdog") == {"postgres", "metrics"}  # not beside the services' ports
-    assert sharing("security") == {"vault-service"}  # the key jobs' certificate: no other client beside it
+    # The key jobs' certificate: no other client beside it; its `audit login-rows` reads user_logins (W47-11).
+    assert sharing("security") == {"vault-service", "postgres"}
     assert sharing("privacy-officer") == {"vault-service", "postgres"}  # its erase counts in user_logins (N5)
     assert services["certs"].get("network_mode") == "none"  # it writes files only
     assert "ports" not in services["localstack"]  # no local user of the host reaches it either
