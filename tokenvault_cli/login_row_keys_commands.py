@@ -20,13 +20,14 @@ from typing import Any
 
 import click
 import hvac
+from cryptography.hazmat.primitives import serialization
 
 from tokenvault_cli.context import Context, Failure, SettingsFailure
 from tokenvault_cli.erase_reach import MAX_LIST_BYTES, MAX_ROWS_CHECKED, ListFinding, check_rows_between
 from tokenvault_cli.key_commands import operator_token
 from tokenvault_cli.output import FORMAT_OPTION, Format, write_rows
 from tokenvault_cli.query import QueryError
-from tokenvault_cli.settings import Settings, SettingsError
+from tokenvault_cli.settings import SECURITY_ROLE, Settings, SettingsError
 from tokenvault_common.login_row_signatures import LOGIN_ROWS_KEY, PublicKeys, PublicKeysError
 
 
@@ -44,6 +45,28 @@ def refresh_command(settings: Settings) -> str:
 
 def _versions(keys: PublicKeys) -> str:
     return ", ".join(f"v{v}" for v in sorted(keys.by_version)) or "none"
+
+
+def _named(versions: list[int]) -> str:
+    return ", ".join(f"v{v}" for v in versions)
+
+
+def key_changes(before: PublicKeys, after: PublicKeys) -> tuple[list[int], list[int], list[int]]:
+    """The versions `after` adds to `before`, those whose public key it replaces, and those it drops.
+
+    Transit never changes a version's public key, and a version leaves its read only when the key is trimmed
+    (min_available_version raised): a replaced or dropped version is the sign of another server - a stale or
+    mistyped VAULT_ADDR, another environment - or someone else's key (walk47, W47-14).
+    """
+    raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    added = sorted(set(after.by_version) - set(before.by_version))
+    dropped = sorted(set(before.by_version) - set(after.by_version))
+    replaced = sorted(
+        v
+        for v in set(before.by_version) & set(after.by_version)
+        if before.by_version[v].public_bytes(*raw) != after.by_version[v].public_bytes(*raw)
+    )
+    return added, replaced, dropped
 
 
 def _read_key(address: str, token: str) -> dict[str, Any]:
@@ -93,19 +116,33 @@ def login_row_keys() -> None:
 
 
 @login_row_keys.command()
+@click.option(
+    "--replace-keys",
+    is_flag=True,
+    help="Write the file even though Transit's answer gives a version the file holds another public key, or lacks"
+    " a version it holds: only for a deliberate change (a new environment, a trimmed key).",
+)
 @click.pass_obj
-def refresh(ctx: Context) -> None:
+def refresh(ctx: Context, replace_keys: bool) -> None:
     """Write the public keys file again from Transit (after each rotation of tokenvault-login-rows).
 
     Reads transit/keys/tokenvault-login-rows - public keys only: the key is not exportable - with your own Vault
     token ($VAULT_TOKEN, or the file $VAULT_SECURITY_TOKEN_FILE; the embedded stack's by default) at $VAULT_ADDR
     (the stack's by default), and replaces the file (--login-row-keys, TOKENVAULT_LOGIN_ROW_KEYS, a profile's
-    login_row_keys, the stack's) in one rename.
+    login_row_keys, the stack's) in one rename, saying which versions it added. A version of the file that
+    Transit's answer lacks or gives another public key - Transit never changes one: the wrong server, or
+    someone else's key - refuses, nothing written (exit 2), unless --replace-keys. The security team's command:
+    `--as` another role is refused.
 
     \b
     tokenvault --stack .stack --as security login-row-keys refresh
     """  # noqa: D301 - \b keeps click from rewrapping the example
     settings = ctx.settings
+    if settings.role not in (None, SECURITY_ROLE):  # walk47, W47-6: the team's Vault token is used, whatever --as
+        raise SettingsFailure(
+            f"login-row-keys refresh is the security team's (its Vault token reads the key): --as {settings.role}"
+            f" is refused; run it with --as {SECURITY_ROLE}; nothing was written"
+        )
     target = settings.login_row_keys
     if target is None:
         raise SettingsFailure(
@@ -123,14 +160,47 @@ def refresh(ctx: Context) -> None:
     except PublicKeysError as error:
         raise Failure(f"Vault's answer is unusable as public keys: {error}; nothing was written") from None
     try:
-        before = _versions(PublicKeys.parse(target.read_bytes()))
+        held: PublicKeys | None = PublicKeys.parse(target.read_bytes())
     except (OSError, PublicKeysError):
-        before = "none readable"
+        held = None
+    changes = key_changes(held, keys) if held is not None else ([], [], [])
+    _, replaced, dropped = changes
+    if (replaced or dropped) and not replace_keys:
+        raise SettingsFailure(
+            _KEYS_CHANGED.format(
+                target=target,
+                address=address,
+                changed="; ".join(
+                    x
+                    for x in (
+                        f"another public key for {_named(replaced)}" if replaced else "",
+                        f"no {_named(dropped)}" if dropped else "",
+                    )
+                    if x
+                ),
+            )
+        )
     try:
         _write_atomically(target, text)
     except OSError as error:
         raise SettingsFailure(f"cannot write {target}: {error.strerror or error}; nothing was written") from None
-    click.echo(f"{target}: key versions {_versions(keys)} of {LOGIN_ROWS_KEY} (before: {before})")
+    said = [f"before: {_versions(held) if held is not None else 'none readable'}"]
+    said += [
+        f"{what}: {_named(versions)}"
+        for what, versions in zip(("added", "replaced", "dropped"), changes, strict=True)
+        if versions
+    ]
+    click.echo(f"{target}: key versions {_versions(keys)} of {LOGIN_ROWS_KEY} ({'; '.join(said)})")
+
+
+_KEYS_CHANGED = (
+    "{target} was not written: the key Vault at {address} gives is not the one the file holds ({changed}). Transit"
+    " never changes a version's public key and drops a version only when the key is trimmed, so this is another"
+    " server (a stale or mistyped VAULT_ADDR, another environment) or someone else's key - with it, the rows the ETL"
+    " signed would no longer verify, and rows signed by that key's holder would (walk47, W47-14). Check VAULT_ADDR;"
+    " for a deliberate change (a new environment, a trimmed key) run it again with --replace-keys"
+)
+"""The refusal of a refresh that would replace or drop a version's public key."""
 
 
 @click.command("login-rows")
