@@ -105,7 +105,11 @@ def _shown(verdict: AuditVerdict, to: Console = console) -> AuditVerdict:
 
 @click.group()
 def audit() -> None:
-    """The audit log, verified by the vault: its hash chain; who saw or erased a token."""
+    """The audit log, verified by the vault: its hash chain; who saw or erased a token (audited calls).
+
+    `audit login-rows` is not the vault's: this command reads user_logins itself with a read-only database
+    login and the row-signing public keys file, and no audit row records it (walk47, W47-16).
+    """
 
 
 @audit.command()

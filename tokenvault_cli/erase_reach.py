@@ -136,8 +136,8 @@ stack's privacy officer therefore counts with a login of its own (README, docs/t
 
 
 POLICY_HIDES_ROWS = (
-    "a row-level security policy would choose which rows the count sees (the officer's count reads every row, or"
-    " refuses): report it to the security team"
+    "a row-level security policy - the database owner's - would choose which rows this check reads (it reads every"
+    " row, or refuses): report it to the security team, who has the owner remove it"
 )
 """Said when row_security = off met a policy on a table the count reads (the database owner's, attack 46's note)."""
 
@@ -210,7 +210,7 @@ SELECT count(*), coalesce(sum(length(m.digests)), 0)::pg_catalog.int8 FROM publi
 WHERE m.manifest_id OPERATOR(pg_catalog.=) ANY (%(ids)s::pg_catalog.uuid[])
 """
 LISTS_SQL = """
-SELECT m.manifest_id, m.digests, m.signature::pg_catalog.text FROM public.user_login_manifests AS m
+SELECT m.manifest_id, m.digests, m.signature::pg_catalog.text, m.signed_at FROM public.user_login_manifests AS m
 WHERE m.manifest_id OPERATOR(pg_catalog.=) ANY (%(ids)s::pg_catalog.uuid[])
 """
 LIST_ROWS_SQL = """
@@ -263,6 +263,13 @@ class RowCheck:
     failing_listed: int = 0
     """Of `failing`, rows naming a list that verifies (with `whole_lists`, also counted in `changed`)."""
     table_problems: tuple[str, ...] = ()
+    cleared: int = 0
+    """Of `unsigned`, rows a signed list that verifies lists as they are: the ETL loaded them signed and their
+    row_manifest was emptied since - no load, no retention does that: the database owner (walk47, W47-7). Not
+    counted in `missing`."""
+    missing_signed: tuple[date, date] | None = None
+    """The first and last day (UTC) the lists with rows missing were signed: `audit login-rows --since/--until`
+    finds them (walk47, W47-1)."""
     """`audit login-rows` only: what makes user_logins other than the plain table, compared exactly, that `erase`
     and `reveal --verify-rows` expect (row_owners: a view, a nondeterministic collation; attack 47)."""
 
@@ -363,7 +370,7 @@ def _check_rows(
     """
     rows = conn.execute(ROWS_SQL, {"tokens": tokens, "limit": MAX_ROWS_CHECKED + 1}).fetchall()
     check, findings = _verify_rows(conn, rows, keys, whole_lists=whole_lists)
-    return check, rows, {f.row for f in findings if isinstance(f, RowFinding) and f.finding != UNSIGNED}
+    return check, rows, {f.row for f in findings if isinstance(f, RowFinding) and f.finding not in UNSIGNED_FINDINGS}
 
 
 @dataclass(frozen=True)
@@ -373,13 +380,19 @@ class RowFinding:
     event_id: str
     manifest_id: uuid.UUID | None
     finding: str
-    """`does not verify`, `unsigned`, or `key version vN not in the keys file`."""
+    """`does not verify`, `unsigned`, `signature cleared ...`, or `key version vN not in the keys file`."""
     row: int = -1
     """Its index in the rows verified."""
+    signed_at: datetime | None = None
+    """When the list it names (or, its signature cleared, lists it) was signed."""
 
 
 UNSIGNED = "unsigned"
 DOES_NOT_VERIFY = "does not verify"
+SIGNATURE_CLEARED = "signature cleared: unsigned, listed as it is by this signed list (row_manifest emptied since)"
+"""An unsigned row a signed list that verifies lists as it is (walk47, W47-7): the owner emptied its row_manifest."""
+UNSIGNED_FINDINGS = (UNSIGNED, SIGNATURE_CLEARED)
+"""Findings of rows that carry no signature: whose they are, the officer confirms (--accepting-unsigned-rows)."""
 
 
 @dataclass(frozen=True)
@@ -395,6 +408,10 @@ class ListFinding:
     """Rows beyond the first matching one listed row."""
     changed: int = 0
     """Rows naming this list that it does not list as they are."""
+    cleared: int = 0
+    """Listed rows present as they are but naming no list (their row_manifest emptied: walk47, W47-7)."""
+    signed_at: datetime | None = None
+    """When the ETL signed the list (user_login_manifests.signed_at): its batch's load time."""
 
     def finding(self) -> str:
         """`N of M listed rows missing`, `K copies of listed rows`, `J rows naming it not listed`: counts only."""
@@ -405,6 +422,10 @@ class ListFinding:
             said.append(plural(self.copied, "copy", "copies") + " of listed rows")
         if self.changed:
             said.append(f"{plural(self.changed, 'row')} naming it not listed as they are (changed since)")
+        if self.cleared:
+            said.append(
+                f"{plural(self.cleared, 'listed row')} present with its signature cleared (row_manifest emptied)"
+            )
         return "; ".join(said)
 
 
@@ -435,18 +456,28 @@ def _verify_rows(
     public_keys = keys()
     listed: dict[uuid.UUID, frozenset[bytes]] = {}
     lacking: dict[uuid.UUID, int] = {}
-    for manifest_id, digests, signature in conn.execute(LISTS_SQL, {"ids": named}).fetchall():
+    signed: dict[uuid.UUID, datetime] = {}
+    for manifest_id, digests, signature, signed_at in conn.execute(LISTS_SQL, {"ids": named}).fetchall():
         typed = isinstance(manifest_id, uuid.UUID) and isinstance(digests, bytes) and isinstance(signature, str)
+        if typed and isinstance(signed_at, datetime):
+            signed[manifest_id] = signed_at.astimezone(UTC)
         if typed and (version := public_keys.lacks_version_of(signature)) is not None:
             lacking[manifest_id] = version
         elif typed and public_keys.verify(signature, signed_input(manifest_id, digests)):
             listed[manifest_id] = digests_of(digests)
+    cleared = _signatures_cleared(rows, listed)
+    findings = [  # walk47, W47-7: not merely unsigned - the owner emptied their row_manifest
+        RowFinding(f.event_id, cleared[f.row], SIGNATURE_CLEARED, f.row, signed.get(cleared[f.row]))
+        if isinstance(f, RowFinding) and f.row in cleared
+        else f
+        for f in findings
+    ]
     wholes: list[ListFinding] = []
     if whole_lists and listed:
-        counted = _list_rows_counted(conn, listed)
+        counted = _list_rows_counted(conn, listed, rows, cleared, signed)
         if counted is None:
             return RowCheck(len(rows), unsigned, 0, too_many=True), []
-        wholes = [w for w in counted if w.present < w.listed or w.copied or w.changed]
+        wholes = [w for w in counted if w.present < w.listed or w.copied or w.changed or w.cleared]
     failing = unknown_key = failing_listed = 0
     for n, (event_id, user_id, masked_ip, masked_device_id, created, manifest_id) in enumerate(rows):
         if manifest_id is None:
@@ -454,14 +485,20 @@ def _verify_rows(
         if manifest_id in lacking:
             unknown_key += 1
             findings.append(
-                RowFinding(str(event_id), manifest_id, f"key version v{lacking[manifest_id]} not in the keys file", n)
+                RowFinding(
+                    str(event_id),
+                    manifest_id,
+                    f"key version v{lacking[manifest_id]} not in the keys file",
+                    n,
+                    signed.get(manifest_id),
+                )
             )
             continue
         day = created if isinstance(created, date) else None
         if row_digest(event_id, user_id, masked_ip, masked_device_id, day) not in listed.get(manifest_id, frozenset()):
             failing += 1
             failing_listed += manifest_id in listed
-            findings.append(RowFinding(str(event_id), manifest_id, DOES_NOT_VERIFY, n))
+            findings.append(RowFinding(str(event_id), manifest_id, DOES_NOT_VERIFY, n, signed.get(manifest_id)))
     check = RowCheck(
         len(rows),
         unsigned,
@@ -480,17 +517,50 @@ def _verify_rows(
             if isinstance(f, RowFinding) and f.finding == DOES_NOT_VERIFY
         ),
         failing_listed=failing_listed,
+        cleared=len(cleared),
+        missing_signed=_days_signed([w for w in wholes if w.present < w.listed]),
     )
     return check, [*findings, *wholes]
 
 
+def _signatures_cleared(
+    rows: Sequence[tuple[Any, ...]], listed: dict[uuid.UUID, frozenset[bytes]]
+) -> dict[int, uuid.UUID]:
+    """The unsigned rows (their index) a list that verifies lists as they are, and that list (walk47, W47-7).
+
+    The digest covers the row's event id, user id, tokens and day, not its row_manifest: such a row is the one
+    the ETL loaded and signed, its row_manifest emptied since. Counted as missing from its list, it sent the officer
+    to ask whether retention had deleted a row that was there all along.
+    """
+    found: dict[int, uuid.UUID] = {}
+    for n, (event_id, user_id, masked_ip, masked_device_id, created, manifest_id) in enumerate(rows):
+        if manifest_id is None and listed:
+            day = created if isinstance(created, date) else None
+            digest = row_digest(event_id, user_id, masked_ip, masked_device_id, day)
+            if (m := next((m for m, d in listed.items() if digest in d), None)) is not None:
+                found[n] = m
+    return found
+
+
+def _days_signed(lists: Sequence[ListFinding]) -> tuple[date, date] | None:
+    """The first and last day (UTC) these lists were signed; None when no date is known."""
+    days = sorted(w.signed_at.date() for w in lists if w.signed_at is not None)
+    return (days[0], days[-1]) if days else None
+
+
 def _list_rows_counted(
-    conn: psycopg.Connection[Any], listed: dict[uuid.UUID, frozenset[bytes]]
+    conn: psycopg.Connection[Any],
+    listed: dict[uuid.UUID, frozenset[bytes]],
+    read: Sequence[tuple[Any, ...]] = (),
+    cleared: dict[int, uuid.UUID] | None = None,
+    signed: dict[uuid.UUID, datetime] | None = None,
 ) -> list[ListFinding] | None:
     """Each list's rows in user_logins: how many of its listed rows are there as signed, how many more than once.
 
     Reads every row naming the lists (LIST_ROWS_SQL), at most their listed rows and MAX_ROWS_CHECKED more; None
     beyond (more rows name them than they list by that much: too many to read, the caller checks nothing).
+    `cleared`: rows of `read` (the rows verified) present as a list lists them, their row_manifest emptied:
+    there, not missing (W47-7).
     """
     limit = sum(len(d) for d in listed.values()) + MAX_ROWS_CHECKED
     rows = conn.execute(LIST_ROWS_SQL, {"ids": list(listed), "limit": limit + 1}).fetchall()
@@ -505,8 +575,23 @@ def _list_rows_counted(
             matched[manifest_id][digest] += 1
         else:
             changed[manifest_id] += 1
+    there: dict[uuid.UUID, set[bytes]] = {m: set() for m in listed}
+    for n, m in (cleared or {}).items():
+        event_id, user_id, masked_ip, masked_device_id, created, _ = read[n]
+        day = created if isinstance(created, date) else None
+        digest = row_digest(event_id, user_id, masked_ip, masked_device_id, day)
+        if digest not in matched[m]:
+            there[m].add(digest)
     return [
-        ListFinding(m, len(listed[m]), len(matched[m]), sum(n - 1 for n in matched[m].values()), changed[m])
+        ListFinding(
+            m,
+            len(listed[m]),
+            len(matched[m]) + len(there[m]),
+            sum(n - 1 for n in matched[m].values()),
+            changed[m],
+            len(there[m]),
+            (signed or {}).get(m),
+        )
         for m in sorted(listed, key=str)
     ]
 
@@ -563,6 +648,8 @@ def check_rows_between(
     except psycopg.Error as error:
         diag = getattr(error, "diag", None)
         message = (diag.message_primary if diag else None) or type(error).__name__
+        if "row-level security" in message:  # itself the finding to act on (walk47, W47-20)
+            message += f"; {POLICY_HIDES_ROWS}"
         raise QueryError(f"reading the rows of user_logins failed: {message}") from None
 
 

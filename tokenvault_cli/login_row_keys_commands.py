@@ -43,6 +43,22 @@ def refresh_command(settings: Settings) -> str:
     )
 
 
+def login_rows_command(settings: Settings, days: tuple[date, date] | None) -> str:
+    """The security team's `audit login-rows` for those days (first, last), as it runs with the settings given.
+
+    walk47, W47-1: the officer's refusal printed `tokenvault --as security audit login-rows --since DAY`, which
+    failed as written on the embedded stack (no --stack: "no database for the query") and left the day to guess.
+    """
+    span = f"--since {days[0]} --until {days[1]}" if days else "--since DAY"
+    if settings.stack_dir is not None:
+        return f"`tokenvault --stack {shlex.quote(str(settings.stack_dir))} --as security audit login-rows {span}`"
+    target = shlex.quote(str(settings.login_row_keys or "FILE"))
+    return (
+        f"`tokenvault --login-row-keys {target} audit login-rows {span}` with the security team's read-only"
+        " database login (--dsn or TOKENVAULT_ANALYST_DSN)"
+    )
+
+
 def _versions(keys: PublicKeys) -> str:
     return ", ".join(f"v{v}" for v in sorted(keys.by_version)) or "none"
 
@@ -226,21 +242,28 @@ def audit_login_rows(ctx: Context, since: datetime, until: datetime | None, fmt:
     their event ids): the rows created from --since to --until, and every row with no create_date (which no
     range finds), are checked as those commands check theirs (offline, with the public keys file,
     --login-row-keys; as the analysts' read-only database role, --dsn; the stack's by default), at most
-    10,000 at once. Prints each row that does not verify, carries no signature, or is signed by a key version
-    the file lacks - its event id, its signed list (row_manifest), what is wrong - never a user id, token or
-    value. The signed lists those rows name, and those signed in those days (UTC), are counted whole: each list
-    some of whose rows are missing (deleted, or changed since), changed or copied is printed too - no event id,
-    its list, how many of its listed rows are missing, changed or copied. Then the counts, and what erase and
-    reveal --verify-rows would refuse in the table itself (a view in its place, a nondeterministic collation on
-    a column). Exit 1 when a row does not verify, is changed in its list or is a copy, or the table is so, else
-    0: rows missing are reported, not an alarm by themselves (the data team may delete old rows for retention:
-    compare the lists' dates with its deletions).
+    10,000 at once. Not the vault's report: this command reads the database itself and no audit row records
+    it; any login that reads user_logins can run it (in production the security team needs a read-only login
+    of its own and the keys file). --until before --since is refused (exit 2). Prints each row that does not
+    verify, carries no signature, or is signed by a key version the file lacks - its event id, its signed list
+    (row_manifest), what is wrong, when its list was signed (UTC) - never a user id, token or value; an
+    unsigned row a signed list lists as it is had its signature cleared (the database owner's doing). The
+    signed lists those rows name, and those signed in those days (UTC), are counted whole: each list some of
+    whose rows are missing (deleted, or changed since), changed or copied is printed too - no event id, its
+    list, how many of its listed rows are missing, changed or copied. On a terminal too narrow for the table
+    (80 columns) each row is a block of its fields. Then the counts, and what erase and reveal --verify-rows
+    would refuse in the table itself (a view in its place, a nondeterministic collation on a column). Exit 1
+    when a row does not verify, is changed in its list, is a copy or has its signature cleared, or the table
+    is so, else 0: rows missing are reported, not an alarm by themselves (the data team may delete old rows
+    for retention: compare the lists' signing times with its deletions).
 
     \b
     tokenvault --stack .stack --as security audit login-rows --since 2026-12-01
     """  # noqa: D301 - \b keeps click from rewrapping the example
     first = since.date()
     last = until.date() if until else date.max
+    if last < first:  # walk47, W47-24: swapped dates read as a clean day ("0 rows", exit 0)
+        raise click.BadParameter(f"{last} is before --since {first}: nothing checked", param_hint="--until")
     try:
         check, findings = check_rows_between(ctx.settings.dsn(), first, last, ctx.settings.row_keys)
     except SettingsError as error:
@@ -256,35 +279,61 @@ def audit_login_rows(ctx: Context, since: datetime, until: datetime | None, fmt:
             " (--until); nothing checked"
         )
     rows = [
-        ("", str(f.manifest_id), f.finding())
+        ("", str(f.manifest_id), f.finding(), _when(f.signed_at))
         if isinstance(f, ListFinding)
-        else (f.event_id, str(f.manifest_id or ""), f.finding)
+        else (f.event_id, str(f.manifest_id or ""), f.finding, _when(f.signed_at))
         for f in findings
     ]
-    if rows:
-        write_rows(["event_id", "row_manifest", "finding"], rows, Format(fmt))
+    output = Format(fmt)
+    if rows:  # whole ids on an 80-column terminal: a block per row when the table does not fit (walk47, W47-4)
+        write_rows(
+            LOGIN_ROWS_COLUMNS if output is Format.TABLE else LOGIN_ROWS_FIELDS, rows, output, records_when_narrow=True
+        )
     verified = check.rows - check.failing - check.unsigned - check.unknown_key
     click.echo(
         f"rows created from {first} to {until.date() if until else 'now'} or with no create_date: {check.rows};"
         f" verify: {verified};"
         f" do not verify: {check.failing}; unsigned: {check.unsigned}; signed by a key version the keys file"
         f" lacks: {check.unknown_key}; signed lists with rows missing: {check.lists_missing} ({check.missing}"
-        f" rows); rows changed in their list: {check.changed}; copies of signed rows: {check.copied}",
+        f" rows); rows changed in their list: {check.changed}; copies of signed rows: {check.copied};"
+        f" signatures cleared: {check.cleared}",
         err=True,
     )
     if check.missing:
         click.echo(MISSING_ROWS_NOTE, err=True)
     if check.unknown_key:
         click.echo(f"refresh the keys file, then check again: {refresh_command(ctx.settings)}", err=True)
+    if check.cleared:
+        click.echo(CLEARED_NOTE, err=True)
     for problem in check.table_problems:  # erase and reveal --verify-rows refuse these (attack 47)
         click.echo(f"{problem}: erase and reveal --verify-rows refuse to go on (the database owner's change)", err=True)
-    if check.failing or check.copied or check.changed or check.table_problems:
+    if check.failing or check.copied or check.changed or check.cleared or check.table_problems:
         raise SystemExit(1)
+
+
+LOGIN_ROWS_COLUMNS = ("event_id", "row_manifest", "finding", "list signed (UTC)")
+"""audit login-rows' table columns, for people."""
+LOGIN_ROWS_FIELDS = ("event_id", "row_manifest", "finding", "list_signed_at")
+"""The same columns as CSV headers and JSON keys, for programs."""
+
+
+def _when(signed_at: datetime | None) -> str:
+    """When a list was signed, UTC to the second ("" when its list was not read)."""
+    return signed_at.strftime("%Y-%m-%d %H:%M:%S") if signed_at else ""
+
+
+CLEARED_NOTE = (
+    "rows whose signature was cleared are in user_logins as the ETL signed them, but no longer name their list"
+    " (row_manifest emptied): no load and no retention does that - the database owner did (walk47, W47-7); erase"
+    " counts them as unsigned rows the officer must confirm"
+)
+"""Said under the counts when a row a signed list lists as it is names no list (an alarm: exit 1)."""
 
 
 MISSING_ROWS_NOTE = (
     "rows missing from a signed list were deleted or changed since the ETL loaded them: the data team's retention"
-    " deletes old rows (not an alarm by itself - compare the lists' load dates with its deletions); any other"
+    " deletes old rows (not an alarm by itself - compare the lists' signing times, `list signed (UTC)`, with its"
+    " deletions); any other"
     " deletion is the database owner's (a row changed since is counted as changed too). Meanwhile `erase` of"
     " tokens held by another row of such a list is refused unless the officer confirms the count"
     " (--accepting-missing-rows N)"

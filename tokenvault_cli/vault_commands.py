@@ -27,7 +27,7 @@ from tokenvault_cli.erase_messages import (
     say_tokens_in_no_row,
 )
 from tokenvault_cli.erase_reach import MAX_LIST_BYTES, MAX_ROWS_CHECKED, Reach, RowCheck, count_reach, plural
-from tokenvault_cli.login_row_keys_commands import refresh_command
+from tokenvault_cli.login_row_keys_commands import login_rows_command, refresh_command
 from tokenvault_cli.output import FORMAT_OPTION, Format, write_rows
 from tokenvault_cli.progress import stderr, tracked
 from tokenvault_cli.query import (
@@ -39,7 +39,7 @@ from tokenvault_cli.query import (
     run_query,
     token_columns,
 )
-from tokenvault_cli.settings import SettingsError
+from tokenvault_cli.settings import Settings, SettingsError
 from tokenvault_client import ChunkLimits, EraseOutcome, ItemError, RateLimited, Revealed, TokenType
 from tokenvault_common.erase_outcomes import PURPOSE_PLACEHOLDER, USER_ID_PLACEHOLDER
 from tokenvault_common.login_row_signatures import LOGIN_ROWS_KEY
@@ -374,7 +374,7 @@ def erase(
         _refuse_unfilled_placeholders(person, purpose)
     reach = _count_reach(ctx, wanted, person, "nothing was erased", verify=True, whole_lists=True)
     _refuse_rows_not_signed(ctx, reach.check, unsigned_confirmed, unverified=(unverified_confirmed,))
-    _refuse_lists_not_whole(reach.check, missing_confirmed, unverified_confirmed)
+    _refuse_lists_not_whole(ctx.settings, reach.check, missing_confirmed, unverified_confirmed)
     if reach.unheld and not from_dead_letters:  # attack 47, A47-2: nothing checked of a token no row of theirs holds
         if person:
             refuse_tokens_not_the_persons(reach.unheld, wanted)
@@ -504,12 +504,16 @@ def _refuse_rows_not_signed(
             if unsigned_confirmed is None
             else f"--accepting-unsigned-rows {unsigned_confirmed} does not match the count now; "
         )
+        cleared = (
+            f" {check.cleared} of them the ETL did sign: a signed list lists them as they are, their row_manifest"
+            " emptied since - the database owner's doing, which the security team's `audit login-rows` reports."
+            if check.cleared
+            else ""
+        )
         raise Failure(
             f"{given}{check.unsigned} row(s) of user_logins holding these tokens carry no signature of the"
             " ETL (loaded before migration 0068, by an ETL that signs nothing, or cleared since), so whose tokens"
-            f" they hold cannot be verified; {nothing}. Check those rows against a source the database owner"
-            " does not control (README, *Privacy officer: erase a person's values*, on rows with no signature),"
-            f" then run the command again with --accepting-unsigned-rows {check.unsigned}"
+            f" they hold cannot be verified; {nothing}.{cleared} {_check_unsigned(nothing, check.unsigned)}"
         )
     if unsigned_confirmed not in (None, check.unsigned):
         raise Failure(
@@ -518,8 +522,29 @@ def _refuse_rows_not_signed(
         )
 
 
+def _check_unsigned(nothing: str, unsigned: int) -> str:
+    """What to check before confirming unsigned rows - the officer's check, or the investigator's (W47-22).
+
+    The officer's section of the README sent the officer to the investigator's reveal, whose refusal sent the
+    investigator back to the officer's section (walk47, W47-22): each is now told their own part.
+    """
+    if nothing == "erasing nothing":
+        return (
+            "Check those rows against a source the database owner does not control: have the fraud investigator"
+            f" reveal them (`reveal --query ... --verify-rows --accepting-unsigned-rows {unsigned}`, the case's"
+            " purpose) and compare the values with what the request identifies as the person's (README, *Privacy"
+            f" officer: erase a person's values*); then run the command again with --accepting-unsigned-rows {unsigned}"
+        )
+    return (
+        f"If the case's evidence, not user_logins, is what you will judge the values by - a row the database owner"
+        " changed shows another person's values under this user id - run it again with --accepting-unsigned-rows"
+        f" {unsigned} and compare each revealed value with that evidence (for an erasure request: README, *Privacy"
+        " officer: erase a person's values*, on rows with no signature)"
+    )
+
+
 def _refuse_lists_not_whole(
-    check: RowCheck | None, missing_confirmed: int | None, unverified_confirmed: int | None = None
+    settings: Settings, check: RowCheck | None, missing_confirmed: int | None, unverified_confirmed: int | None = None
 ) -> None:
     """Refuse while a signed list of the rows' load batches has a row copied, or rows missing unconfirmed.
 
@@ -548,6 +573,7 @@ def _refuse_lists_not_whole(
             f" more than once); erasing nothing; report it to the security team{override}"
         )
     if check.missing and missing_confirmed != check.missing:
+        security_lists = login_rows_command(settings, check.missing_signed)  # runs as printed, its days (W47-1)
         given = (
             ""
             if missing_confirmed is None
@@ -558,9 +584,8 @@ def _refuse_lists_not_whole(
             f" ({plural(check.lists_missing, 'batch', 'batches')}) are no longer in user_logins as signed: deleted"
             " - by the data team's retention, or by the database owner, when a deleted row may have held these"
             " tokens for another person, whom the count then misses - or changed since; erasing nothing. Ask the"
-            " security team whether they were deleted for retention (`tokenvault --as security audit login-rows"
-            " --since DAY` lists those batches), then run the command again with"
-            f" --accepting-missing-rows {check.missing}"
+            f" security team whether they were deleted for retention ({security_lists} lists those batches), then"
+            f" run the command again with --accepting-missing-rows {check.missing}"
         )
     if missing_confirmed not in (None, check.missing):
         raise Failure(
@@ -570,15 +595,21 @@ def _refuse_lists_not_whole(
 
 
 def _stale_keys_file(ctx: Context, check: RowCheck, nothing: str) -> str:
-    """What to do about rows signed by a key version the public keys file lacks: refresh it (W46-2)."""
+    """What to do about rows signed by a key version the public keys file lacks: refresh it (W46-2).
+
+    The refresh is quoted as the security team's, and what to run again after it named (walk47, W47-5: "Refresh
+    the file, then run this again: `<the refresh>`" read as "run the refresh again").
+    """
+    command = "erase" if nothing == "erasing nothing" else "reveal"
     versions = ", ".join(f"v{v}" for v in check.versions_lacking)
     held = ", ".join(f"v{v}" for v in check.versions_held)
     return (
         f"{check.unknown_key} row(s) of user_logins holding these tokens are signed with key version {versions} of"
         f" the ETL's row-signing key ({LOGIN_ROWS_KEY}), which the public keys file {ctx.settings.login_row_keys}"
         f" lacks (it holds {held}): the key was rotated after the file was written, so they cannot be verified"
-        f" with it; {nothing}. Refresh the file, then run this again: {refresh_command(ctx.settings)}. If the"
-        " refreshed file still lacks that version, no such key version signed them: report it to the security team"
+        f" with it; {nothing}. Have the security team refresh the file - {refresh_command(ctx.settings)} - then"
+        f" run this {command} again. If the refreshed file still lacks that version, no such key version signed"
+        " them: report it to the security team"
     )
 
 

@@ -95,7 +95,7 @@ def test_a411_a_deleted_row_sharing_the_value_refuses_the_erasure_until_its_numb
 
     code, out, err = _audit(cli_stack, listed)  # reported, not an alarm: retention deletes rows too
     assert code == 0, out + err
-    assert f",{listed},1 of 2 listed rows missing" in out.splitlines(), out
+    assert [x for x in out.splitlines() if x.startswith(f",{listed},1 of 2 listed rows missing,")], out
     assert "signed lists with rows missing: " in err and "retention" in err, err
     _says_nothing_of(out + err, person_a, person_b, *tokens_a, ip_shared, dev_a, dev_b)
 
@@ -135,8 +135,8 @@ def test_a411_a_row_re_pointed_away_from_the_tokens_refuses_the_erasure_and_fail
     lines = out.splitlines()
     with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as owner:
         ((moved,),) = owner.execute("SELECT event_id FROM user_logins WHERE user_id = %s", (person_b,)).fetchall()
-    assert f"{moved},{listed},does not verify" in lines, out
-    assert f",{listed},1 of 3 listed rows missing; 1 row naming it not listed as they are (changed since)" in lines
+    assert [x for x in lines if x.startswith(f"{moved},{listed},does not verify,")], out
+    assert f",{listed},1 of 3 listed rows missing; 1 row naming it not listed as they are (changed since)," in out
     assert "rows changed in their list: " in err, err
     _says_nothing_of(out + err, person_a, person_b, person_c, *tokens_a, *tokens_c, ip_shared, ip_c)
     print(f"\nA41-1 re-pointed row: erasure refused, audit fails; {time.monotonic() - started:.1f} s")
@@ -165,7 +165,7 @@ def test_a411_a_copied_row_needs_the_unique_index_dropped_and_then_refuses_the_e
         assert _revealed(cli_stack, tokens_a) == [ip_a, dev_a]
 
         code, out, err = _audit(cli_stack, listed)
-        assert code == 1 and f",{listed},1 copy of listed rows" in out.splitlines(), out + err
+        assert code == 1 and f",{listed},1 copy of listed rows," in out, out + err
         assert "copies of signed rows: " in err, err
     finally:
         _as_owner(

@@ -81,10 +81,11 @@ def test_w46_2_rows_signed_after_a_rotation_ask_for_the_keys_file_refreshed_then
         assert f"1 row(s) of user_logins holding these tokens are signed with key version v{version}" in err, err
         assert f"which the public keys file {keys_file} lacks (it holds v1" in err and "erasing nothing" in err, err
         refresh = f"tokenvault --stack {cli_stack.state_dir} --as security login-row-keys refresh"
-        assert refresh in err, err
+        assert f"Have the security team refresh the file - `{refresh}` - then run this erase again" in err, err  # W47-5
         assert person_b not in err and not [t for t in tokens_b if t in err + out], err
         code, out, err = _investigate(cli_stack, person_b)
         assert code == 2 and f"signed with key version v{version}" in err and "revealing nothing" in err, out + err
+        assert "then run this reveal again" in err, err
         assert TAMPERING not in err and ip_b not in out + err, out + err
         assert _revealed(cli_stack, tokens_b) == [ip_b, dev_b]  # nothing erased
 
@@ -176,9 +177,11 @@ def test_w46_6_the_security_team_lists_the_rows_that_do_not_verify(cli_stack: Cl
     )
     assert done.returncode == 1, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == "event_id,row_manifest,finding"
-    assert [x for x in lines if x.startswith(f"{relabelled},") and x.endswith(",does not verify")], done.stdout
-    assert f"{unsigned},,unsigned" in lines and not [x for x in lines if x.startswith(kept)], done.stdout
+    assert lines[0] == "event_id,row_manifest,finding,list_signed_at"
+    assert [x for x in lines if x.startswith(f"{relabelled},") and ",does not verify," in x], done.stdout
+    # Its row_manifest emptied, its list still lists it as it is: a signature cleared, not just unsigned (W47-7).
+    assert [x for x in lines if x.startswith(f"{unsigned},") and ',"signature cleared: unsigned,' in x], done.stdout
+    assert not [x for x in lines if x.startswith(kept)], done.stdout
     assert "do not verify: 1;" in done.stderr and "unsigned: " in done.stderr, done.stderr
     said = done.stdout + done.stderr
     assert not [s for s in (person_a, person_b, person_c, ip_a, ip_b, ip_c, dev_a, dev_b, dev_c) if s in said]
