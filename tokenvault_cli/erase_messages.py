@@ -237,17 +237,20 @@ FAILING_ROWS_NAMED = 10
 """The rows that do not verify a refusal names (event id, signed list); `audit login-rows` lists them all."""
 
 
-def failing_rows_refusal(check: RowCheck, confirmed: int | None, nothing: str, erase: bool, stale: str) -> str:
+def failing_rows_refusal(
+    check: RowCheck, confirmed: int | None, nothing: str, erase: bool, stale: str, audit: str = "`audit login-rows`"
+) -> str:
     """The refusal for rows that do not verify: their count, their event ids and lists, and (erase) the override.
 
-    No user id, token or value: an event id and a list id are what the security team looks a row up by.
+    No user id, token or value: an event id and a list id are what the security team looks a row up by. `audit`:
+    the security team's `audit login-rows` that lists them all, as it runs with these settings (walk47, W47-1).
     """
     given = "" if confirmed is None else f"--accepting-unverified-rows {confirmed} does not match the count now; "
     named = "; ".join(f"event {shown(e)} (list {m})" for e, m in check.failing_rows[:FAILING_ROWS_NAMED])
     more = len(check.failing_rows) - FAILING_ROWS_NAMED
-    named += f"; and {more} more (`tokenvault --as security audit login-rows`)" if more > 0 else ""
+    named += f"; and {more} more ({audit})" if more > 0 else ""
     elsewhere = check.unverified() - check.failing
-    named += f"; and {plural(elsewhere, 'other row')} of their load batches (`audit login-rows`)" if elsewhere else ""
+    named += f"; and {plural(elsewhere, 'other row')} of their load batches ({audit})" if elsewhere else ""
     override = (
         f"\nOnce the security team has looked at them, --accepting-unverified-rows {check.unverified()} erases anyway:"
         " a row that does not verify is never taken for the person's - each counts as one more other person"

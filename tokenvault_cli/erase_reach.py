@@ -267,6 +267,9 @@ class RowCheck:
     """Of `unsigned`, rows a signed list that verifies lists as they are: the ETL loaded them signed and their
     row_manifest was emptied since - no load, no retention does that: the database owner (walk47, W47-7). Not
     counted in `missing`."""
+    failing_days: tuple[date, date] | None = None
+    """The first and last create_date of the rows that do not verify and of the lists with rows changed's
+    signing days (UTC): `audit login-rows --since/--until` lists them (walk47, W47-1)."""
     missing_signed: tuple[date, date] | None = None
     """The first and last day (UTC) the lists with rows missing were signed: `audit login-rows --since/--until`
     finds them (walk47, W47-1)."""
@@ -519,6 +522,10 @@ def _verify_rows(
         failing_listed=failing_listed,
         cleared=len(cleared),
         missing_signed=_days_signed([w for w in wholes if w.present < w.listed]),
+        failing_days=_span(
+            [rows[f.row][4] for f in findings if isinstance(f, RowFinding) and f.finding == DOES_NOT_VERIFY]
+            + [w.signed_at.date() for w in wholes if w.changed and w.signed_at is not None]
+        ),
     )
     return check, [*findings, *wholes]
 
@@ -540,6 +547,12 @@ def _signatures_cleared(
             if (m := next((m for m, d in listed.items() if digest in d), None)) is not None:
                 found[n] = m
     return found
+
+
+def _span(days: Sequence[object]) -> tuple[date, date] | None:
+    """The first and last of the dates among `days` (a create_date may be NULL); None when there is none."""
+    known = sorted(d for d in days if isinstance(d, date))
+    return (known[0], known[-1]) if known else None
 
 
 def _days_signed(lists: Sequence[ListFinding]) -> tuple[date, date] | None:

@@ -490,7 +490,8 @@ def _refuse_rows_not_signed(
     stale = _stale_keys_file(ctx, check, nothing) if check.unknown_key else ""
     confirmed = unverified[0] if unverified else None
     if check.failing and confirmed != check.unverified():
-        raise Failure(failing_rows_refusal(check, confirmed, nothing, unverified is not None, stale))
+        audit = login_rows_command(ctx.settings, check.failing_days)  # runs as printed (W47-1)
+        raise Failure(failing_rows_refusal(check, confirmed, nothing, unverified is not None, stale, audit))
     if confirmed not in (None, check.unverified()):
         raise Failure(
             f"--accepting-unverified-rows {confirmed} does not match the count now: no row holding these tokens"

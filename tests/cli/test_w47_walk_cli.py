@@ -195,3 +195,27 @@ def test_w47_20_a_policy_on_user_logins_is_named_as_the_owners_by_reveal_and_aud
     finally:
         _owner(cli_stack, "DROP POLICY IF EXISTS w47_ul ON user_logins")
         _owner(cli_stack, "ALTER TABLE user_logins DISABLE ROW LEVEL SECURITY")
+
+
+def test_w47_1_the_rows_that_do_not_verify_name_an_audit_that_runs_as_written(cli_stack: CliStack) -> None:
+    """A's row relabelled and its batch-mate B's device changed: the refusal's `audit login-rows` for the rest of
+    the batch carries --stack and the days (before: `audit login-rows`, nothing to run), and lists both rows."""
+    started = time.monotonic()
+    tag_a, tag_b = uuid.uuid4().hex, uuid.uuid4().hex
+    (ip_a, dev_a), (ip_b, dev_b) = _people(tag_a), _people(tag_b)
+    person_a, person_b = f"w471f-a-{tag_a[:8]}", f"w471f-b-{tag_b[:8]}"
+    listed = _load_in_one_batch(cli_stack, [(person_a, ip_a, dev_a), (person_b, ip_b, dev_b)])
+    tokens_a = _tokens_of(cli_stack, person_a)
+    _owner(cli_stack, "UPDATE user_logins SET user_id = %s WHERE user_id = %s", f"{person_a}-x", person_a)
+    _owner(cli_stack, "UPDATE user_logins SET masked_device_id = NULL WHERE user_id = %s", person_b)
+    with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as conn:
+        ((day,),) = conn.execute("SELECT create_date FROM user_logins WHERE row_manifest = %s LIMIT 1", (listed,))
+
+    code, out, err = _erase(cli_stack, *tokens_a, "--user-id", person_a)
+    assert code == 1 and "do not verify against the ETL's signature" in err, out + err
+    printed = f"`tokenvault --stack {cli_stack.state_dir} --as security audit login-rows --since {day} --until {day}`"
+    assert f"; and 1 other row of their load batches ({printed})" in err, err
+    done = cli_stack.run(*shlex.split(printed.strip("`"))[1:], "-o", "csv")
+    assert done.returncode == 1 and done.stdout.count(f",{listed},") >= 2, done.stdout + done.stderr
+    assert not [s for s in (person_a, person_b, ip_a, ip_b, dev_a, dev_b, *tokens_a) if s in done.stdout + err]
+    print(f"\nW47-1 rows that do not verify, audit as printed: {time.monotonic() - started:.1f} s")
