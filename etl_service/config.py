@@ -12,6 +12,7 @@ from etl_service.service.periodic_take_back import DEFAULT_TAKE_BACK_SECONDS
 from etl_service.service.sealing import largest_sealable_body_bytes
 from tokenvault_common.database_dsn import Conninfo, DsnFile, read_dsn_setting
 from tokenvault_common.env import EnvReader
+from tokenvault_common.login_row_signatures import MAX_ROWS_PER_LIST
 from tokenvault_common.metrics_endpoint import MetricsTls, read_metrics_tls
 from tokenvault_common.metrics_plaintext import read_metrics_plaintext
 from tokenvault_common.settings_help import settings_help as common_settings_help
@@ -134,7 +135,7 @@ class EtlConfig:
         """Read and validate; ConfigError lists every problem at once."""
         read = EnvReader(env)
         queue_url = read.text("ETL_QUEUE_URL")
-        batch_size = read.integer("ETL_BATCH_SIZE", 100, 1, 1000)
+        batch_size = read.integer("ETL_BATCH_SIZE", 100, 1, MAX_ROWS_PER_LIST)  # a signed list's bound (A48-2)
         dlq_bodies = read.text("ETL_DLQ_BODIES", SEALED)
         seal_addr = _sealing_address(read, dlq_bodies)
         read_vault_address(read, "ETL_DLQ_SEAL_VAULT_ADDR", seal_addr)

@@ -32,7 +32,13 @@ from tokenvault_cli.row_owners import (
     reach_of_rows,
     relation_problems,
 )
-from tokenvault_common.login_row_signatures import PublicKeys, digests_of, row_digest, signed_input
+from tokenvault_common.login_row_signatures import (
+    MAX_LIST_BYTES_EACH,
+    PublicKeys,
+    digests_of,
+    row_digest,
+    signed_input,
+)
 from tokenvault_common.pg_options import startup_options
 
 REACH_SQL = """
@@ -186,7 +192,9 @@ def _connect(dsn: str, server_version: int) -> psycopg.Connection[Any]:
 MAX_ROWS_CHECKED = 10_000
 """Rows holding the tokens that `erase` verifies at most; more: it erases nothing (a bounded read)."""
 MAX_LIST_BYTES = 64 * 1024 * 1024
-"""The signed lists (32 bytes a row of their batch) it reads at most to verify them; more: it erases nothing."""
+"""The signed lists (32 bytes a row of their batch) it reads at most to verify them; more: it erases nothing. Each
+list is at most MAX_LIST_BYTES_EACH (larger ones are not read: A48-2), so only rows naming over 2,000 full lists
+reach it."""
 
 ROWS_SQL = """
 SELECT l.event_id::pg_catalog.text, l.user_id::pg_catalog.text, l.masked_ip::pg_catalog.text,
@@ -208,11 +216,15 @@ database owner puts on the column does not make a token match another differing 
 LISTS_SIZE_SQL = """
 SELECT count(*), coalesce(sum(length(m.digests)), 0)::pg_catalog.int8 FROM public.user_login_manifests AS m
 WHERE m.manifest_id OPERATOR(pg_catalog.=) ANY (%(ids)s::pg_catalog.uuid[])
+  AND length(m.digests) OPERATOR(pg_catalog.<=) %(each)s::pg_catalog.int4
 """
 LISTS_SQL = """
 SELECT m.manifest_id, m.digests, m.signature::pg_catalog.text, m.signed_at FROM public.user_login_manifests AS m
 WHERE m.manifest_id OPERATOR(pg_catalog.=) ANY (%(ids)s::pg_catalog.uuid[])
+  AND length(m.digests) OPERATOR(pg_catalog.<=) %(each)s::pg_catalog.int4
 """
+"""The lists named, each at most one ETL batch (MAX_LIST_BYTES_EACH, attack 48, A48-2): a larger one is no list the
+ETL signed - never read nor summed, the rows naming it do not verify (--accepting-unverified-rows counts them)."""
 LIST_ROWS_SQL = """
 SELECT l.event_id::pg_catalog.text, l.user_id::pg_catalog.text, l.masked_ip::pg_catalog.text,
        l.masked_device_id::pg_catalog.text, l.create_date, l.row_manifest
@@ -453,14 +465,15 @@ def _verify_rows(
     unsigned = len(findings)
     if not named:
         return RowCheck(len(rows), unsigned, 0, whole_lists=whole_lists), findings
-    ((_lists, size),) = conn.execute(LISTS_SIZE_SQL, {"ids": named}).fetchall()
+    bounded = {"ids": named, "each": MAX_LIST_BYTES_EACH}
+    ((_lists, size),) = conn.execute(LISTS_SIZE_SQL, bounded).fetchall()
     if int(size) > MAX_LIST_BYTES:
         return RowCheck(len(rows), unsigned, 0, too_many=True), []
     public_keys = keys()
     listed: dict[uuid.UUID, frozenset[bytes]] = {}
     lacking: dict[uuid.UUID, int] = {}
     signed: dict[uuid.UUID, datetime] = {}
-    for manifest_id, digests, signature, signed_at in conn.execute(LISTS_SQL, {"ids": named}).fetchall():
+    for manifest_id, digests, signature, signed_at in conn.execute(LISTS_SQL, bounded).fetchall():
         typed = isinstance(manifest_id, uuid.UUID) and isinstance(digests, bytes) and isinstance(signature, str)
         if typed and isinstance(signed_at, datetime):
             signed[manifest_id] = signed_at.astimezone(UTC)

@@ -23,11 +23,20 @@ import hvac
 from cryptography.hazmat.primitives import serialization
 
 from tokenvault_cli.context import Context, Failure, SettingsFailure
-from tokenvault_cli.erase_reach import MAX_LIST_BYTES, MAX_ROWS_CHECKED, ListFinding, check_rows_between
+from tokenvault_cli.erase_reach import (
+    MAX_LIST_BYTES,
+    MAX_ROWS_CHECKED,
+    ListFinding,
+    RowCheck,
+    RowFinding,
+    check_rows_between,
+)
 from tokenvault_cli.key_commands import operator_token
 from tokenvault_cli.output import FORMAT_OPTION, Format, write_rows
 from tokenvault_cli.query import QueryError
+from tokenvault_cli.rows_by_token import check_rows_holding
 from tokenvault_cli.settings import SECURITY_ROLE, Settings, SettingsError
+from tokenvault_client import type_of_token
 from tokenvault_common.login_row_signatures import LOGIN_ROWS_KEY, PublicKeys, PublicKeysError
 
 
@@ -222,10 +231,9 @@ _KEYS_CHANGED = (
 @click.command("login-rows")
 @click.option(
     "--since",
-    required=True,
     type=click.DateTime(["%Y-%m-%d"]),
     metavar="YYYY-MM-DD",
-    help="The first create_date of the rows to check.",
+    help="The first create_date of the rows to check (or --token).",
 )
 @click.option(
     "--until",
@@ -233,9 +241,18 @@ _KEYS_CHANGED = (
     metavar="YYYY-MM-DD",
     help="The last create_date of the rows to check [default: none, every day from --since on].",
 )
+@click.option(
+    "--token",
+    "tokens",
+    multiple=True,
+    metavar="TOKEN",
+    help="Check the rows holding this token instead of a range of days, whatever their create_date (repeatable).",
+)
 @FORMAT_OPTION
 @click.pass_obj
-def audit_login_rows(ctx: Context, since: datetime, until: datetime | None, fmt: str) -> None:
+def audit_login_rows(
+    ctx: Context, since: datetime | None, until: datetime | None, tokens: tuple[str, ...], fmt: str
+) -> None:
     """Which rows of user_logins do not verify against the ETL's signature: event ids and signed lists.
 
     For the security team once `erase` or `reveal --verify-rows` reported rows that do not verify (erase names
@@ -257,9 +274,21 @@ def audit_login_rows(ctx: Context, since: datetime, until: datetime | None, fmt:
     is so, else 0: rows missing are reported, not an alarm by themselves (the data team may delete old rows
     for retention: compare the lists' signing times with its deletions).
 
+    With --token (instead of --since/--until) the rows holding those tokens are checked the same way, whatever
+    their create_date: what an erasure refused past its bound ("over 10,000 rows") names; past that bound too,
+    the rows are counted by the signed list they name instead (no user id, token or value), exit 1 (attack 48).
+
     \b
     tokenvault --stack .stack --as security audit login-rows --since 2026-12-01
+    tokenvault --stack .stack --as security audit login-rows --token ip_...
     """  # noqa: D301 - \b keeps click from rewrapping the example
+    if tokens:
+        if since is not None or until is not None:
+            raise click.UsageError("give --token or --since/--until, not both")
+        _login_rows_holding(ctx, tokens, fmt)
+        return
+    if since is None:
+        raise click.UsageError("give --since (the first create_date to check) or --token")
     first = since.date()
     last = until.date() if until else date.max
     if last < first:  # walk47, W47-24: swapped dates read as a clean day ("0 rows", exit 0)
@@ -276,8 +305,42 @@ def audit_login_rows(ctx: Context, since: datetime, until: datetime | None, fmt:
         raise Failure(
             f"more rows of user_logins were created in that range than are checked at once (over"
             f" {MAX_ROWS_CHECKED:,} rows or {MAX_LIST_BYTES // 2**20} MiB of signed lists): give a shorter range"
-            " (--until); nothing checked"
+            " (--until), or look by token (--token); nothing checked"
         )
+    _report(
+        ctx,
+        check,
+        findings,
+        fmt,
+        f"rows created from {first} to {until.date() if until else 'now'} or with no create_date",
+    )
+
+
+def _login_rows_holding(ctx: Context, tokens: tuple[str, ...], fmt: str) -> None:
+    """`audit login-rows --token`: the rows holding the tokens checked, or past the bound counted by list (A48-2)."""
+    if not all(type_of_token(t) for t in tokens):  # never repeated: it may be a value
+        raise click.UsageError("--token takes a token (a type prefix such as ip_ or dev_ and 22 characters)")
+    try:
+        check, findings, by_list = check_rows_holding(ctx.settings.dsn(), tokens, ctx.settings.row_keys)
+    except SettingsError as error:
+        raise SettingsFailure(
+            f"{error} - `audit login-rows` verifies the rows of user_logins; nothing checked"
+        ) from None
+    except QueryError as error:
+        raise Failure(f"{error}; nothing checked") from None
+    if check.too_many:
+        write_rows(["row_manifest", "rows", "no_create_date"], [(m or "", n, d) for m, n, d in by_list], Format(fmt))
+        raise Failure(
+            f"more rows of user_logins hold these tokens than are checked at once (over {MAX_ROWS_CHECKED:,} rows,"
+            f" or rows naming over {MAX_LIST_BYTES // 2**20} MiB of signed lists): counted above by the signed list"
+            " they name (empty: none), the most first; rows no ETL load made (no list, a list that does not"
+            " verify) may be planted to block erasures - the database owner can delete them; nothing verified"
+        )
+    _report(ctx, check, findings, fmt, "rows holding the tokens")
+
+
+def _report(ctx: Context, check: RowCheck, findings: list[RowFinding | ListFinding], fmt: str, which: str) -> None:
+    """The findings, the counts of `which` rows, the notes; exit 1 on a row not verifying, changed, copied, cleared."""
     rows = [
         ("", str(f.manifest_id), f.finding(), _when(f.signed_at))
         if isinstance(f, ListFinding)
@@ -291,7 +354,7 @@ def audit_login_rows(ctx: Context, since: datetime, until: datetime | None, fmt:
         )
     verified = check.rows - check.failing - check.unsigned - check.unknown_key
     click.echo(
-        f"rows created from {first} to {until.date() if until else 'now'} or with no create_date: {check.rows};"
+        f"{which}: {check.rows};"
         f" verify: {verified};"
         f" do not verify: {check.failing}; unsigned: {check.unsigned}; signed by a key version the keys file"
         f" lacks: {check.unknown_key}; signed lists with rows missing: {check.lists_missing} ({check.missing}"

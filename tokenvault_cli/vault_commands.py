@@ -463,6 +463,16 @@ def _count_reach(
         raise Failure(f"{error}; {otherwise}") from None
 
 
+TOO_MANY_ROWS = (
+    "more rows of user_logins hold these tokens than can be verified against the ETL's signature (over {rows:,}"
+    " rows, or rows naming over {mib} MiB of signed lists); {nothing}. They may be rows planted to block it (the"
+    " ETL's database role can insert rows holding a token, and lists of its own): report it to the security team,"
+    " who list them by signed list with `tokenvault --as security audit login-rows --token TOKEN`; if they are"
+    " genuine (a value shared that widely), ask for fewer tokens at once"
+)
+"""The refusal when the rows' check hits a bound (RowCheck.too_many): say it may be planted rows (attack 48, A48-2)."""
+
+
 def _refuse_rows_not_signed(
     ctx: Context,
     check: RowCheck | None,
@@ -482,11 +492,7 @@ def _refuse_rows_not_signed(
     if check is None:
         return
     if check.too_many:
-        raise Failure(
-            f"more rows of user_logins hold these tokens than can be verified against the ETL's signature"
-            f" (over {MAX_ROWS_CHECKED:,} rows or {MAX_LIST_BYTES // 2**20} MiB of signed lists); {nothing}:"
-            " ask for fewer tokens at once"
-        )
+        raise Failure(TOO_MANY_ROWS.format(rows=MAX_ROWS_CHECKED, mib=MAX_LIST_BYTES // 2**20, nothing=nothing))
     stale = _stale_keys_file(ctx, check, nothing) if check.unknown_key else ""
     confirmed = unverified[0] if unverified else None
     if check.failing and confirmed != check.unverified():

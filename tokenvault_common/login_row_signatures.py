@@ -32,6 +32,12 @@ LOGIN_ROWS_KEY = "tokenvault-login-rows"
 ROW_TAG = "tv-login-row-v1"
 MANIFEST_TAG = b"tv-login-rows-v1\0"
 DIGEST_BYTES = 32
+MAX_ROWS_PER_LIST = 1000
+"""The most rows one signed list lists: the ETL's largest batch (ETL_BATCH_SIZE's upper bound), one row a message."""
+MAX_LIST_BYTES_EACH = MAX_ROWS_PER_LIST * DIGEST_BYTES
+"""The largest list the ETL signs (32,000 bytes): migration 0071's CHECK on user_login_manifests, and the most of one
+list `erase` reads - a larger one is unverifiable, never read (attack 48, A48-2: one planted 64 MiB list blocked
+every erasure of a person)."""
 _SIGNATURE = re.compile(r"vault:v([1-9][0-9]{0,8}):([A-Za-z0-9+/]+={0,2})")
 _CANONICAL = json.JSONEncoder(separators=(",", ":"))
 """One encoder for every row: `json.dumps` with these separators builds a new one per call (1 µs of 3.7 a row)."""

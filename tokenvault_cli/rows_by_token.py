@@ -1,0 +1,78 @@
+"""`audit login-rows --token`: the rows of user_logins holding given tokens, verified as erase verifies them (A48-2).
+
+The ETL's database role may insert rows holding a person's token (it learns the token by tokenizing the value, its
+job) with no create_date and no signed list, or naming one of its own: 10,001 such rows made `erase` refuse every
+erasure of that person (its read of the rows is bounded), and no create_date range of `audit login-rows` found them.
+By token, the security team sees them: verified and listed as erase would, or - past the bound - counted by the
+signed list they name (no user id, token or value), for the database owner to delete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import psycopg
+
+from tokenvault_cli.erase_reach import (
+    MAX_ROWS_CHECKED,
+    ROWS_SQL,
+    ListFinding,
+    RowCheck,
+    RowFinding,
+    _count_session,
+    _verify_rows,
+)
+from tokenvault_cli.query import QueryError
+from tokenvault_cli.row_owners import column_problems, relation_problems
+from tokenvault_common.login_row_signatures import PublicKeys
+
+LISTS_NAMED = 20
+"""How many signed lists a count past the bound names (those named by the most rows first)."""
+
+ROWS_BY_LIST_SQL = """
+SELECT l.row_manifest::pg_catalog.text, count(*), count(*) FILTER (WHERE l.create_date IS NULL)
+FROM public.user_logins AS l
+WHERE (l.masked_ip::pg_catalog.text OPERATOR(pg_catalog.=) ANY (%(tokens)s::pg_catalog.text[])
+       AND l.masked_ip::pg_catalog.text COLLATE pg_catalog."C"
+           OPERATOR(pg_catalog.=) ANY (%(tokens)s::pg_catalog.text[]))
+   OR (l.masked_device_id::pg_catalog.text OPERATOR(pg_catalog.=) ANY (%(tokens)s::pg_catalog.text[])
+       AND l.masked_device_id::pg_catalog.text COLLATE pg_catalog."C"
+           OPERATOR(pg_catalog.=) ANY (%(tokens)s::pg_catalog.text[]))
+GROUP BY l.row_manifest ORDER BY count(*) DESC, l.row_manifest::pg_catalog.text LIMIT %(limit)s
+"""
+"""The rows holding the tokens (ROWS_SQL's match), counted by the list they name: (list or NULL, rows, rows with no
+create_date). No row is read whole: what the security team is told when more rows hold them than are checked."""
+
+ByList = tuple[str | None, int, int]
+"""(signed list named, or None for none; rows naming it; of those, rows with no create_date)."""
+
+
+def check_rows_holding(
+    dsn: str, tokens: Sequence[str], keys: Callable[[], PublicKeys]
+) -> tuple[RowCheck, list[RowFinding | ListFinding], list[ByList]]:
+    """The rows holding `tokens`, verified with their lists read whole (as `check_rows_between`), in one snapshot.
+
+    Past MAX_ROWS_CHECKED rows (or the lists' bound): RowCheck.too_many, no finding, and the rows counted by the
+    signed list they name instead (at most LISTS_NAMED lists, the most rows first).
+    """
+    wanted = list(dict.fromkeys(tokens))
+    try:
+        with _count_session(dsn) as conn:
+            conn.read_only = True
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            rows = conn.execute(ROWS_SQL, {"tokens": wanted, "limit": MAX_ROWS_CHECKED + 1}).fetchall()
+            check, findings = _verify_rows(conn, rows, keys, whole_lists=True)
+            by_list = _by_list(conn, wanted) if check.too_many else []
+            shape = (*relation_problems(conn), *column_problems(conn))  # what erase and reveal refuse (attack 47)
+            return replace(check, table_problems=shape), findings, by_list
+    except psycopg.Error as error:
+        diag = getattr(error, "diag", None)
+        message = (diag.message_primary if diag else None) or type(error).__name__
+        raise QueryError(f"reading the rows of user_logins failed: {message}") from None
+
+
+def _by_list(conn: psycopg.Connection[Any], tokens: list[str]) -> list[ByList]:
+    found = conn.execute(ROWS_BY_LIST_SQL, {"tokens": tokens, "limit": LISTS_NAMED}).fetchall()
+    return [(None if m is None else str(m), int(n), int(undated)) for m, n, undated in found]
