@@ -373,8 +373,7 @@ def erase(
     if from_dead_letters:
         _refuse_unfilled_placeholders(person, purpose)
     reach = _count_reach(ctx, wanted, person, "nothing was erased", verify=True, whole_lists=True)
-    _refuse_rows_not_signed(ctx, reach.check, unsigned_confirmed, unverified=(unverified_confirmed,))
-    _refuse_lists_not_whole(ctx.settings, reach.check, missing_confirmed, unverified_confirmed)
+    _refuse_rows_in_one(ctx, reach.check, unsigned_confirmed, missing_confirmed, unverified_confirmed)
     if reach.unheld and not from_dead_letters:  # attack 47, A47-2: nothing checked of a token no row of theirs holds
         if person:
             refuse_tokens_not_the_persons(reach.unheld, wanted)
@@ -527,6 +526,33 @@ def _refuse_rows_not_signed(
             f"--accepting-unsigned-rows {unsigned_confirmed} does not match the count now: no row holding these"
             f" tokens is unsigned; {nothing}. Run it without --accepting-unsigned-rows"
         )
+
+
+def _refuse_rows_in_one(
+    ctx: Context,
+    check: RowCheck | None,
+    unsigned_confirmed: int | None,
+    missing_confirmed: int | None,
+    unverified_confirmed: int | None,
+) -> None:
+    """The refusals of erase's rows' check that the officer confirms, said together (walk47, W47-7).
+
+    Unsigned rows and rows missing from their batches were refused one after the other, so the officer learned of
+    the second only once the first was confirmed. A refusal of the rows' check (exit 1) is now followed by the
+    missing rows' when there are any (a batch's row changed or copied is the security team's matter: not added).
+    """
+    try:
+        _refuse_rows_not_signed(ctx, check, unsigned_confirmed, unverified=(unverified_confirmed,))
+    except SettingsFailure:
+        raise
+    except Failure as refused:
+        if check is not None and not check.too_many and not check.copied and not check.changed:
+            try:
+                _refuse_lists_not_whole(ctx.settings, check, missing_confirmed, unverified_confirmed)
+            except Failure as also:
+                raise Failure(f"{refused.message}\nBesides: {also.message}") from None
+        raise
+    _refuse_lists_not_whole(ctx.settings, check, missing_confirmed, unverified_confirmed)
 
 
 def _check_unsigned(nothing: str, unsigned: int) -> str:

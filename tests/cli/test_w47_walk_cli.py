@@ -219,3 +219,29 @@ def test_w47_1_the_rows_that_do_not_verify_name_an_audit_that_runs_as_written(cl
     assert done.returncode == 1 and done.stdout.count(f",{listed},") >= 2, done.stdout + done.stderr
     assert not [s for s in (person_a, person_b, ip_a, ip_b, dev_a, dev_b, *tokens_a) if s in done.stdout + err]
     print(f"\nW47-1 rows that do not verify, audit as printed: {time.monotonic() - started:.1f} s")
+
+
+def test_w47_7_unsigned_rows_and_rows_missing_are_refused_in_one_message(cli_stack: CliStack) -> None:
+    """An unsigned row holding A's address and A's batch-mate C deleted: one refusal names both confirmations
+    (before: the missing rows only once the unsigned were confirmed), and the two together go on to the count."""
+    tag_a, tag_c = uuid.uuid4().hex, uuid.uuid4().hex
+    (ip_a, dev_a), (ip_c, dev_c) = _people(tag_a), _people(tag_c)
+    person_a, person_c = f"w477m-a-{tag_a[:8]}", f"w477m-c-{tag_c[:8]}"
+    _load_in_one_batch(cli_stack, [(person_a, ip_a, dev_a), (person_c, ip_c, dev_c)])
+    tokens_a = _tokens_of(cli_stack, person_a)
+    _owner(cli_stack, "DELETE FROM user_logins WHERE user_id = %s", person_c)
+    _owner(
+        cli_stack,
+        "INSERT INTO user_logins (user_id, masked_ip, event_id) VALUES ('w477m-other', %s, %s)",
+        tokens_a[0],
+        f"e3-{RUN}-unsigned-{tag_a[:8]}",
+    )
+    code, out, err = _erase(cli_stack, *tokens_a, "--user-id", person_a)
+    assert code == 1 and "1 row(s) of user_logins holding these tokens carry no signature" in err, out + err
+    assert "\nBesides: 1 row(s) the ETL signed in the load batches of the rows holding these tokens" in err, err
+    assert "--accepting-unsigned-rows 1" in err and "--accepting-missing-rows 1" in err, err
+    code, out, err = _erase(
+        cli_stack, *tokens_a, "--user-id", person_a, "--accepting-unsigned-rows", "1", "--accepting-missing-rows", "1"
+    )
+    assert code == 1 and f"{tokens_a[0]}: 1 other person's 1 row (the person's own: 1 row)" in err, out + err
+    assert _revealed(cli_stack, tokens_a) == [ip_a, dev_a]
