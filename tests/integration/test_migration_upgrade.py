@@ -200,6 +200,10 @@ def test_a_populated_vault_upgrades_through_0011_without_losing_or_changing_a_to
             time.sleep(2.5)  # two more rounds before the upgrade: told to migrate once, not every round
         assert caplog.text.count("apply the migrations (0015)") == 1
         assert caplog.text.count("apply migration 0015") == 1
+        # Before 0070 the checkpoints are v1 (no erase-row commitment), said once; audit verify reads them.
+        assert caplog.text.count("apply migration 0070; until then checkpoints carry no erase-row commitment") == 1
+        before_0070 = verify_audit(old.wired.audit, old.wired.signer.public_keys(), verify_signature, exported)
+        assert before_0070.intact and before_0070.checkpoints >= 1, before_0070.finding
         rows_before = _query(env, _ROWS)
         assert len(rows_before) == len(values)
 

@@ -67,6 +67,9 @@ class FakeCheckpointStore:
     def segment(self, after_id: int, head: ChainHead, own: Sequence[tuple[int, bytes]], rows: int) -> list[SegmentRow]:
         raise AssertionError("no upkeep here checks appended rows")
 
+    def holds_erase_commitments(self) -> bool:
+        return True
+
     def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
         if checkpoint.head.head_id <= self.last_checkpoint_head():
             raise AssertionError("the database refuses a checkpoint that is not newer than its newest")

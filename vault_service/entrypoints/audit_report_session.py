@@ -52,6 +52,8 @@ NEWEST_SIGNED = (
     " FROM vault.audit_checkpoints c ORDER BY c.head_id DESC LIMIT 1"
 )
 """The newest checkpoint (the rows up to its head, as the vault counted and signed them) and the rows after it."""
+NEWEST_SIGNED_V1 = NEWEST_SIGNED.replace("c.erase_count, c.erase_digest", "NULL::bigint, NULL::bytea")
+"""`NEWEST_SIGNED` on a database before migration 0070: no erase-row commitment (a v1 checkpoint)."""
 EVERY_ROW = "SELECT count(*) FROM vault.audit_log WHERE id > 0"
 """Every row a report reads (`records()`: ids above 0); the chain's ids are not dense (two sequence values
 a row), so the newest id is no count."""
@@ -64,10 +66,14 @@ def log_rows(pool: ConnectionPool, signed: Callable[[bytes, str], bool]) -> int:
     A checkpoint's count is the vault's own (counted as it appended, signed with the audit key):
     the database's owner cannot lower it without the signing key, and the rows after its head are
     a few seconds' worth. Without a checkpoint, or with one whose signature does not hold, every
-    row is counted.
+    row is counted. On a database before migration 0070 the checkpoint's v1 columns are read.
     """
     with pool.connection() as conn:
-        newest = conn.execute(NEWEST_SIGNED).fetchone()
+        try:
+            with conn.transaction():  # a savepoint: the fallback runs in the same transaction
+                newest = conn.execute(NEWEST_SIGNED).fetchone()
+        except psycopg.errors.UndefinedColumn:  # a database before migration 0070 (the service runs through it)
+            newest = conn.execute(NEWEST_SIGNED_V1).fetchone()
         if newest is not None:
             erasures = None if newest[6] is None else EraseCommitment(int(newest[6]), bytes(newest[7]))
             head = ChainHead(int(newest[0]), bytes(newest[1]), int(newest[2]), newest[3], erasures)

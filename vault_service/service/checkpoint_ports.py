@@ -43,6 +43,10 @@ class CheckpointStore(Protocol):
         """The newest stored checkpoint committing to the erase rows (v2; None when none), its signature unchecked."""
         ...
 
+    def holds_erase_commitments(self) -> bool:
+        """Whether a checkpoint's erase-row commitment can be stored (False on a database before migration 0070)."""
+        ...
+
     def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
         """Store a checkpoint; False when another replica stored one for the same head."""
         ...

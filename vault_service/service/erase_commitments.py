@@ -6,7 +6,8 @@ verify` does (`ChainWalk`), and each `action = 'erase'` row counted into the run
 its commitment (checkpoint message v2) only when the walk reached it and it is the very row the walk ended on; a head
 the walk did not reach, or a chain that does not hold on the way, is signed as before (v1, no commitment), and the
 walk goes on from its last holding row next round. The appended-rows check (upkeep_round.py) cannot serve here: it
-skips the fields of this replica's own rows, so it never sees their `action`.
+skips the fields of this replica's own rows, so it never sees their `action`. On a database before migration 0070
+every head is signed v1 and nothing is walked (audit_chain.py logs it once); the walk starts the round after it.
 
 Where a walk starts: the last row this process walked (kept between rounds), else the head of the newest stored
 checkpoint that commits to the erase rows under a genuine signature (a replica's, since restarted), else the log's
@@ -64,7 +65,12 @@ class EraseCommitments:
         self._broken_told = 0  # the row a broken walk was last reported at (each reported once)
 
     def commit(self, head: ChainHead) -> ChainHead:
-        """`head` with its erase-row commitment when the walk reaches it holding; else `head` as it is (v1)."""
+        """`head` with its erase-row commitment when the walk reaches it holding; else `head` as it is (v1).
+
+        On a database before migration 0070 (no column to store a commitment in) `head` as it is, nothing walked.
+        """
+        if not self._store.holds_erase_commitments():
+            return head
         walked = self._walked or self._start(head)
         if walked.row_id > head.head_id:  # the log's head went below a row walked: walked again from a checkpoint
             log.error(

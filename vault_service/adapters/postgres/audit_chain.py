@@ -3,8 +3,9 @@
 Moved out of audit.py (which appends) as they are (review 17, #3): the chain's head within the id
 sequence (`head`, `id_sequence`), the upkeep's byte-bounded segment pages (`segment`), the whole
 log for verification (`records`), and vault.audit_checkpoints (`add_checkpoint`,
-`newest_checkpoint`, `last_checkpoint_head`, `checkpoints`). Every statement of the upkeep's round
-runs under its statement timeout `upkeep_statement_timeout`, on a connection its watchdog can
+`newest_checkpoint`, `last_checkpoint_head`, `checkpoints`; on a database before migration 0070 their v1
+columns, no checkpoint committing to the erase rows, logged once as the 0015 fallback is). Every statement of
+the upkeep's round runs under its statement timeout `upkeep_statement_timeout`, on a connection its watchdog can
 sever (`sever`, upkeep_connections.py: attack 17, findings 2 and 3). Rows are read in binary as
 the verifier hashes them (audit_records.py): `revealed` as the bytes the chain trigger hashed, a
 time out of a `datetime`'s range as UNREADABLE_TIME.
@@ -13,8 +14,8 @@ time out of a `datetime`'s range as UNREADABLE_TIME.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -40,6 +41,7 @@ from vault_service.domain.errors import AuditUnavailable
 from vault_service.domain.segment_check import SEGMENT_PAGE_BYTES, SegmentRow
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 RECORD_PAGE_ROWS = 500
 """Records a report reads per statement (`record_pages`): ~1 MB of production-shaped rows (~2.1 KB each as read),
@@ -75,6 +77,8 @@ class PostgresAuditChain:
         """Reads through `pool` (the vault's connections)."""
         self._pool = pool
         self._unbounded_told = False  # the head fallback before migration 0015 is logged once per process
+        self._uncommitted_told = False  # the checkpoints' fallback before migration 0070 is logged once per process
+        self._commitment_columns = False  # seen once, vault.audit_checkpoints' erase-row columns are not probed again
         self._upkeep = UpkeepConnections(pool)
 
     @property
@@ -248,43 +252,71 @@ class PostgresAuditChain:
         return IdSequence(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
     @translated
-    def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
-        """Store a signed checkpoint; False when one for the same head exists already (another replica)."""
-        erasures = checkpoint.head.erasures
+    def holds_erase_commitments(self) -> bool:
+        """Whether vault.audit_checkpoints has migration 0070's erase-row columns: False on a database before it.
+
+        The upkeep signs a head's erase-row commitment (v2) only when it can be stored (A46-3). Probed until seen (a
+        running service picks the migration up), then taken as there: columns dropped after that fail the
+        checkpoint's INSERT (a refusal, exported anyway), and audit verify's schema check names them missing.
+        """
+        if self._commitment_columns:
+            return True
         with self._upkeep.statement() as conn:
-            cursor = conn.execute(
-                "INSERT INTO vault.audit_checkpoints"
-                " (head_id, head_hash, row_count, at, key_name, signature, erase_count, erase_digest)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (head_id) DO NOTHING",
-                (
-                    checkpoint.head.head_id,
-                    checkpoint.head.head_hash,
-                    checkpoint.head.row_count,
-                    checkpoint.head.at,
-                    checkpoint.key_name,
-                    checkpoint.signature,
-                    None if erasures is None else erasures.count,
-                    None if erasures is None else erasures.digest,
-                ),
-            )
+            found = self._v2(conn, lambda: conn.execute(f"{_CHECKPOINTS} LIMIT 0").fetchall())
+        self._commitment_columns = found is not False
+        return self._commitment_columns
+
+    @translated
+    def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
+        """Store a signed checkpoint; False when one for the same head exists already (another replica).
+
+        On a database before migration 0070 a checkpoint without a commitment is stored in the columns it has
+        (logged once); one with a commitment cannot be (its signature covers it): the INSERT's refusal is raised.
+        """
+        head, erasures = checkpoint.head, checkpoint.head.erasures
+        v1 = (head.head_id, head.head_hash, head.row_count, head.at, checkpoint.key_name, checkpoint.signature)
+        with self._upkeep.statement() as conn:
+            try:
+                with conn.transaction():  # a savepoint: the fallback runs in the same transaction
+                    cursor = conn.execute(
+                        f"{_INSERT} VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (head_id) DO NOTHING",
+                        (
+                            *v1,
+                            None if erasures is None else erasures.count,
+                            None if erasures is None else erasures.digest,
+                        ),
+                    )
+            except psycopg.errors.UndefinedColumn:
+                if erasures is not None:
+                    raise
+                self._before_0070()
+                cursor = conn.execute(
+                    f"{_INSERT_V1} VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (head_id) DO NOTHING", v1
+                )
             return cursor.rowcount == 1
 
     @translated
     def newest_checkpoint(self) -> Checkpoint | None:
         """The newest stored checkpoint (None when none)."""
         with self._upkeep.statement() as conn:
-            row = conn.execute(f"{_CHECKPOINTS} ORDER BY head_id DESC LIMIT 1").fetchone()
-        return _checkpoint(row) if row else None
+            rows = self._checkpoint_rows(conn, " ORDER BY head_id DESC LIMIT 1")
+        return _checkpoint(rows[0]) if rows else None
 
     @translated
     def newest_committed_checkpoint(self) -> Checkpoint | None:
         """The newest stored checkpoint that commits to the erase rows (v2; None when none), its signature unchecked.
 
-        Read through the pool, not the upkeep's connections: the replicas' erase-row checks read it (A46-3).
+        Read through the pool, not the upkeep's connections: the replicas' erase-row checks read it (A46-3). None on
+        a database before migration 0070 (no checkpoint there commits to the erase rows; logged once).
         """
         with self._pool.connection() as conn:
-            row = conn.execute(f"{_CHECKPOINTS} WHERE erase_count IS NOT NULL ORDER BY head_id DESC LIMIT 1").fetchone()
-        return _checkpoint(row) if row else None
+            found = self._v2(
+                conn,
+                lambda: conn.execute(
+                    f"{_CHECKPOINTS} WHERE erase_count IS NOT NULL ORDER BY head_id DESC LIMIT 1"
+                ).fetchall(),
+            )
+        return _checkpoint(found[0]) if found else None
 
     @translated
     def last_checkpoint_head(self) -> int:
@@ -297,8 +329,33 @@ class PostgresAuditChain:
     def checkpoints(self) -> list[Checkpoint]:
         """Every checkpoint, oldest first."""
         with self._pool.connection() as conn:
-            rows = conn.execute(f"{_CHECKPOINTS} ORDER BY head_id").fetchall()
+            rows = self._checkpoint_rows(conn, " ORDER BY head_id")
         return [_checkpoint(r) for r in rows]
+
+    def _checkpoint_rows(self, conn: psycopg.Connection[Any], order: str) -> list[Any]:
+        """`_CHECKPOINTS` then `order`; before migration 0070 its v1 columns, the commitment read as NULL, NULL."""
+        found = self._v2(conn, lambda: conn.execute(f"{_CHECKPOINTS}{order}").fetchall())
+        return found if found is not False else conn.execute(f"{_CHECKPOINTS_V1}{order}").fetchall()
+
+    def _v2(self, conn: psycopg.Connection[Any], read: Callable[[], _T]) -> _T | Literal[False]:
+        """`read()` in a savepoint; False, logged once, when a column of migration 0070 is not there (UndefinedColumn).
+
+        A column of the v1 list missing too is met by the v1 statement that follows, and raised from there.
+        """
+        try:
+            with conn.transaction():  # a savepoint: the fallback runs in the same transaction
+                return read()
+        except psycopg.errors.UndefinedColumn:
+            self._before_0070()
+            return False
+
+    def _before_0070(self) -> None:
+        if not self._uncommitted_told:
+            self._uncommitted_told = True
+            log.error(
+                "vault.audit_checkpoints has no erase-row columns: apply migration 0070; until then checkpoints carry"
+                " no erase-row commitment (logged once)"
+            )
 
 
 _CHECKPOINTS = (
@@ -306,6 +363,14 @@ _CHECKPOINTS = (
     " FROM ONLY vault.audit_checkpoints"
 )
 """A stored checkpoint's columns, with its erase-row commitment (NULL, NULL before migration 0070: v1, A46-3)."""
+_CHECKPOINTS_V1 = _CHECKPOINTS.replace("erase_count, erase_digest", "NULL::bigint, NULL::bytea")
+"""`_CHECKPOINTS` on a database before migration 0070: no commitment, every checkpoint v1."""
+_INSERT = (
+    "INSERT INTO vault.audit_checkpoints"
+    " (head_id, head_hash, row_count, at, key_name, signature, erase_count, erase_digest)"
+)
+_INSERT_V1 = "INSERT INTO vault.audit_checkpoints (head_id, head_hash, row_count, at, key_name, signature)"
+"""A checkpoint's columns before migration 0070: no erase-row commitment."""
 
 
 def _checkpoint(row: Sequence[Any]) -> Checkpoint:
