@@ -190,7 +190,11 @@ def _connect(dsn: str, server_version: int) -> psycopg.Connection[Any]:
 
 
 MAX_ROWS_CHECKED = 10_000
-"""Rows holding the tokens that `erase` verifies at most; more: it erases nothing (a bounded read)."""
+"""Rows holding the tokens that `erase` verifies at most by default; more: it erases nothing (a bounded read)
+unless the officer raises the bound (--max-rows-checked, up to MAX_ROWS_CEILING: walk47, W47-18)."""
+MAX_ROWS_CEILING = 1_000_000
+"""The most rows --max-rows-checked lets a command verify at once (memory and time per row: docs/performance.md,
+"Rows verified at once")."""
 MAX_LIST_BYTES = 64 * 1024 * 1024
 """The signed lists (32 bytes a row of their batch) it reads at most to verify them; more: it erases nothing. Each
 list is at most MAX_LIST_BYTES_EACH (larger ones are not read: A48-2), so only rows naming over 2,000 full lists
@@ -213,6 +217,8 @@ LIMIT %(limit)s
 Each token matched twice (attack 47, A47-1): with the column's collation, which its index has (a lookup, not a
 scan), and byte for byte (`COLLATE "C"`, explicit, so it wins over the column's): a nondeterministic collation the
 database owner puts on the column does not make a token match another differing in case. REACH_SQL likewise."""
+ROWS_COUNT_SQL = f"SELECT count(*) FROM ({ROWS_SQL.replace('LIMIT %(limit)s', '')}) AS r"
+"""How many rows hold the tokens when more than the bound do: the refusal names the --max-rows-checked to give."""
 LISTS_SIZE_SQL = """
 SELECT count(*), coalesce(sum(length(m.digests)), 0)::pg_catalog.int8 FROM public.user_login_manifests AS m
 WHERE m.manifest_id OPERATOR(pg_catalog.=) ANY (%(ids)s::pg_catalog.uuid[])
@@ -246,7 +252,13 @@ class RowCheck:
     failing: int
     """Rows naming a list that is missing, not signed by the ETL's key, or that does not list the row as it is."""
     too_many: bool = False
-    """More rows (MAX_ROWS_CHECKED) or lists (MAX_LIST_BYTES) than the command reads: none checked."""
+    """More rows (`bound`) or lists (MAX_LIST_BYTES) than the command reads: none checked. Past the rows' bound,
+    `rows` is how many there are (counted, not read), or `bound` + 1 when not counted."""
+    bound: int = MAX_ROWS_CHECKED
+    """The most rows the command verified at once (--max-rows-checked): what `too_many` was past (walk47, W47-18)."""
+    lists_too_large: bool = False
+    """`too_many` for the lists (MAX_LIST_BYTES, or rows naming them beyond their listed rows and `bound`):
+    --max-rows-checked lifts the second only."""
     unknown_key: int = 0
     """Rows naming a list signed by a key version the public keys file lacks (not counted in `failing`): the key
     was rotated after the file was written (walk46, W46-2) - or a list the owner wrote names a version that never
@@ -336,6 +348,7 @@ def count_reach(
     verify_with: Callable[[], PublicKeys] | None = None,
     whole_lists: bool = False,
     exact_columns: bool = False,
+    max_rows: int = MAX_ROWS_CHECKED,
 ) -> Reach:
     """Count, as the analysts' read-only role, the rows of user_logins holding `tokens`, the person's and others'.
 
@@ -344,7 +357,7 @@ def count_reach(
     whose each row is, is decided from the rows verified (row_owners).
     `whole_lists`: and read every row of the lists those rows name, counting listed rows missing, changed, copied.
     `exact_columns`: QueryError when SQL's comparisons on user_logins are not exact (row_owners.column_problems:
-    `reveal --query`'s own SQL relies on them).
+    `reveal --query`'s own SQL relies on them). `max_rows`: the most rows verified (else RowCheck.too_many).
     """
     wanted = list(dict.fromkeys(tokens))
     try:
@@ -353,7 +366,7 @@ def count_reach(
             if verify_with is not None:  # the count and the rows checked: one snapshot
                 conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             rows = conn.execute(REACH_SQL, {"tokens": wanted, "person": list(person), "named": bool(person)}).fetchall()
-            checked = _check_rows(conn, wanted, verify_with, whole_lists) if verify_with is not None else None
+            checked = _check_rows(conn, wanted, verify_with, whole_lists, max_rows) if verify_with is not None else None
             if checked is not None and (problems := relation_problems(conn)):
                 raise QueryError(RELATIONS_NOT_PLAIN.format(problems="; ".join(problems)))
             if exact_columns and (problems := column_problems(conn)):
@@ -376,16 +389,28 @@ def count_reach(
 
 
 def _check_rows(
-    conn: psycopg.Connection[Any], tokens: list[str], keys: Callable[[], PublicKeys], whole_lists: bool
+    conn: psycopg.Connection[Any],
+    tokens: list[str],
+    keys: Callable[[], PublicKeys],
+    whole_lists: bool,
+    max_rows: int = MAX_ROWS_CHECKED,
 ) -> tuple[RowCheck, list[tuple[Any, ...]], set[int]]:
     """Each row holding `tokens` recomputed (row_digest) and found in its list, whose signature verifies offline.
 
     Also the rows read, and the indexes of those that cannot be trusted for whose they are: that do not verify,
     or are signed by a key version the keys file lacks (unsigned rows are trusted once the officer confirms them).
     """
-    rows = conn.execute(ROWS_SQL, {"tokens": tokens, "limit": MAX_ROWS_CHECKED + 1}).fetchall()
-    check, findings = _verify_rows(conn, rows, keys, whole_lists=whole_lists)
+    rows = conn.execute(ROWS_SQL, {"tokens": tokens, "limit": max_rows + 1}).fetchall()
+    check, findings = _verify_rows(conn, rows, keys, whole_lists=whole_lists, max_rows=max_rows)
+    if check.too_many and not check.lists_too_large:  # how many hold them: the --max-rows-checked to give (W47-18)
+        check = replace(check, rows=count_rows_holding(conn, tokens))
     return check, rows, {f.row for f in findings if isinstance(f, RowFinding) and f.finding not in UNSIGNED_FINDINGS}
+
+
+def count_rows_holding(conn: psycopg.Connection[Any], tokens: list[str]) -> int:
+    """How many rows of user_logins hold `tokens` (ROWS_SQL's match), none read: counted past the bound."""
+    ((found,),) = conn.execute(ROWS_COUNT_SQL, {"tokens": tokens}).fetchall()
+    return int(found)
 
 
 @dataclass(frozen=True)
@@ -450,14 +475,15 @@ def _verify_rows(
     keys: Callable[[], PublicKeys],
     whole_lists: bool = False,
     also_lists: Sequence[uuid.UUID] = (),
+    max_rows: int = MAX_ROWS_CHECKED,
 ) -> tuple[RowCheck, list[RowFinding | ListFinding]]:
     """The rows (ROWS_SQL's columns) checked against their signed lists; what each row found wrong is.
 
     `whole_lists`: the lists those rows name (and `also_lists`) read whole too: which listed rows are missing,
     changed or copied (ListFinding). A list no row names any more is found only through `also_lists` (audit login-rows).
     """
-    if len(rows) > MAX_ROWS_CHECKED:
-        return RowCheck(len(rows), 0, 0, too_many=True), []
+    if len(rows) > max_rows:
+        return RowCheck(len(rows), 0, 0, too_many=True, bound=max_rows), []
     named = sorted({m for *_, m in rows if m is not None} | set(also_lists), key=str)
     findings: list[RowFinding | ListFinding] = [
         RowFinding(str(r[0]), None, UNSIGNED, n) for n, r in enumerate(rows) if r[-1] is None
@@ -468,7 +494,7 @@ def _verify_rows(
     bounded = {"ids": named, "each": MAX_LIST_BYTES_EACH}
     ((_lists, size),) = conn.execute(LISTS_SIZE_SQL, bounded).fetchall()
     if int(size) > MAX_LIST_BYTES:
-        return RowCheck(len(rows), unsigned, 0, too_many=True), []
+        return RowCheck(len(rows), unsigned, 0, too_many=True, bound=max_rows, lists_too_large=True), []
     public_keys = keys()
     listed: dict[uuid.UUID, frozenset[bytes]] = {}
     lacking: dict[uuid.UUID, int] = {}
@@ -490,9 +516,9 @@ def _verify_rows(
     ]
     wholes: list[ListFinding] = []
     if whole_lists and listed:
-        counted = _list_rows_counted(conn, listed, rows, cleared, signed)
+        counted = _list_rows_counted(conn, listed, rows, cleared, signed, max_rows)
         if counted is None:
-            return RowCheck(len(rows), unsigned, 0, too_many=True), []
+            return RowCheck(len(rows), unsigned, 0, too_many=True, bound=max_rows, lists_too_large=True), []
         wholes = [w for w in counted if w.present < w.listed or w.copied or w.changed or w.cleared]
     failing = unknown_key = failing_listed = 0
     for n, (event_id, user_id, masked_ip, masked_device_id, created, manifest_id) in enumerate(rows):
@@ -580,15 +606,16 @@ def _list_rows_counted(
     read: Sequence[tuple[Any, ...]] = (),
     cleared: dict[int, uuid.UUID] | None = None,
     signed: dict[uuid.UUID, datetime] | None = None,
+    max_rows: int = MAX_ROWS_CHECKED,
 ) -> list[ListFinding] | None:
     """Each list's rows in user_logins: how many of its listed rows are there as signed, how many more than once.
 
-    Reads every row naming the lists (LIST_ROWS_SQL), at most their listed rows and MAX_ROWS_CHECKED more; None
+    Reads every row naming the lists (LIST_ROWS_SQL), at most their listed rows and `max_rows` more; None
     beyond (more rows name them than they list by that much: too many to read, the caller checks nothing).
     `cleared`: rows of `read` (the rows verified) present as a list lists them, their row_manifest emptied:
     there, not missing (W47-7).
     """
-    limit = sum(len(d) for d in listed.values()) + MAX_ROWS_CHECKED
+    limit = sum(len(d) for d in listed.values()) + max_rows
     rows = conn.execute(LIST_ROWS_SQL, {"ids": list(listed), "limit": limit + 1}).fetchall()
     if len(rows) > limit:
         return None
@@ -644,12 +671,12 @@ LIMIT %(limit)s
 
 
 def check_rows_between(
-    dsn: str, since: date, until: date, keys: Callable[[], PublicKeys]
+    dsn: str, since: date, until: date, keys: Callable[[], PublicKeys], max_rows: int = MAX_ROWS_CHECKED
 ) -> tuple[RowCheck, list[RowFinding | ListFinding]]:
     """The rows of user_logins created from `since` to `until` (both included), verified as erase verifies its rows.
 
     For the security team once `erase` or `reveal --verify-rows` said rows do not verify (walk46, W46-6): which
-    rows, by event id and signed list. At most MAX_ROWS_CHECKED rows (else RowCheck.too_many, none checked).
+    rows, by event id and signed list. At most `max_rows` rows (else RowCheck.too_many, none checked).
     The lists those rows name, and those signed in those days (UTC), are read whole as erase reads its lists:
     each list with rows missing, changed or copied is a ListFinding (attack 41's Left: rows deleted, re-pointed or
     copied by the database owner).
@@ -661,14 +688,15 @@ def check_rows_between(
         with _count_session(dsn) as conn:
             conn.read_only = True
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            params = {"since": since, "until": until, "limit": MAX_ROWS_CHECKED + 1}
+            params = {"since": since, "until": until, "limit": max_rows + 1}
             rows = conn.execute(ROWS_BETWEEN_SQL, params).fetchall()
             signed = conn.execute(
-                LISTS_SIGNED_BETWEEN_SQL, {"since": start, "before": before, "limit": MAX_ROWS_CHECKED + 1}
+                LISTS_SIGNED_BETWEEN_SQL, {"since": start, "before": before, "limit": max_rows + 1}
             ).fetchall()
-            if len(signed) > MAX_ROWS_CHECKED:
-                return RowCheck(len(rows), 0, 0, too_many=True), []
-            check, findings = _verify_rows(conn, rows, keys, whole_lists=True, also_lists=[m for (m,) in signed])
+            if len(signed) > max_rows:
+                return RowCheck(len(rows), 0, 0, too_many=True, bound=max_rows, lists_too_large=True), []
+            also = [m for (m,) in signed]
+            check, findings = _verify_rows(conn, rows, keys, whole_lists=True, also_lists=also, max_rows=max_rows)
             shape = (*relation_problems(conn), *column_problems(conn))  # what erase and reveal refuse (attack 47)
             return replace(check, table_problems=shape), findings
     except psycopg.Error as error:

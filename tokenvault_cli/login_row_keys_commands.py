@@ -24,8 +24,6 @@ from cryptography.hazmat.primitives import serialization
 
 from tokenvault_cli.context import Context, Failure, SettingsFailure
 from tokenvault_cli.erase_reach import (
-    MAX_LIST_BYTES,
-    MAX_ROWS_CHECKED,
     ListFinding,
     RowCheck,
     RowFinding,
@@ -34,6 +32,7 @@ from tokenvault_cli.erase_reach import (
 from tokenvault_cli.key_commands import operator_token
 from tokenvault_cli.output import FORMAT_OPTION, Format, write_rows
 from tokenvault_cli.query import QueryError
+from tokenvault_cli.row_bounds import NothingChecked, max_rows_option, too_many_in_range
 from tokenvault_cli.rows_by_token import check_rows_holding
 from tokenvault_cli.settings import SECURITY_ROLE, Settings, SettingsError
 from tokenvault_client import type_of_token
@@ -248,10 +247,16 @@ _KEYS_CHANGED = (
     metavar="TOKEN",
     help="Check the rows holding this token instead of a range of days, whatever their create_date (repeatable).",
 )
+@max_rows_option("rows of user_logins (those of the range, or holding the tokens)")
 @FORMAT_OPTION
 @click.pass_obj
 def audit_login_rows(
-    ctx: Context, since: datetime | None, until: datetime | None, tokens: tuple[str, ...], fmt: str
+    ctx: Context,
+    since: datetime | None,
+    until: datetime | None,
+    tokens: tuple[str, ...],
+    max_rows_checked: int,
+    fmt: str,
 ) -> None:
     """Which rows of user_logins do not verify against the ETL's signature: event ids and signed lists.
 
@@ -259,7 +264,8 @@ def audit_login_rows(
     their event ids): the rows created from --since to --until, and every row with no create_date (which no
     range finds), are checked as those commands check theirs (offline, with the public keys file,
     --login-row-keys; as the analysts' read-only database role, --dsn; the stack's by default), at most
-    10,000 at once. Not the vault's report: this command reads the database itself and no audit row records
+    --max-rows-checked (10,000 by default) at once: past it nothing is checked (exit 2). Not the vault's report:
+    this command reads the database itself and no audit row records
     it; any login that reads user_logins can run it (in production the security team needs a read-only login
     of its own and the keys file). --until before --since is refused (exit 2). Prints each row that does not
     verify, carries no signature, or is signed by a key version the file lacks - its event id, its signed list
@@ -275,8 +281,12 @@ def audit_login_rows(
     for retention: compare the lists' signing times with its deletions).
 
     With --token (instead of --since/--until) the rows holding those tokens are checked the same way, whatever
-    their create_date: what an erasure refused past its bound ("over 10,000 rows") names; past that bound too,
-    the rows are counted by the signed list they name instead (no user id, token or value), exit 1 (attack 48).
+    their create_date: what an erasure refused past its bound (--max-rows-checked) names; past that bound too,
+    the rows are counted by the signed list they name instead (no user id, token or value), nothing verified
+    (exit 2, attack 48).
+
+    Exit codes: 0 every row checked verifies, 1 some row does not verify (or is changed, copied, cleared),
+    2 nothing checked (past --max-rows-checked, a usage or settings error).
 
     \b
     tokenvault --stack .stack --as security audit login-rows --since 2026-12-01
@@ -285,7 +295,7 @@ def audit_login_rows(
     if tokens:
         if since is not None or until is not None:
             raise click.UsageError("give --token or --since/--until, not both")
-        _login_rows_holding(ctx, tokens, fmt)
+        _login_rows_holding(ctx, tokens, fmt, max_rows_checked)
         return
     if since is None:
         raise click.UsageError("give --since (the first create_date to check) or --token")
@@ -294,19 +304,15 @@ def audit_login_rows(
     if last < first:  # walk47, W47-24: swapped dates read as a clean day ("0 rows", exit 0)
         raise click.BadParameter(f"{last} is before --since {first}: nothing checked", param_hint="--until")
     try:
-        check, findings = check_rows_between(ctx.settings.dsn(), first, last, ctx.settings.row_keys)
+        check, findings = check_rows_between(ctx.settings.dsn(), first, last, ctx.settings.row_keys, max_rows_checked)
     except SettingsError as error:
         raise SettingsFailure(
             f"{error} - `audit login-rows` verifies the rows of user_logins; nothing checked"
         ) from None
     except QueryError as error:
         raise Failure(f"{error}; nothing checked") from None
-    if check.too_many:
-        raise Failure(
-            f"more rows of user_logins were created in that range than are checked at once (over"
-            f" {MAX_ROWS_CHECKED:,} rows or {MAX_LIST_BYTES // 2**20} MiB of signed lists): give a shorter range"
-            " (--until), or look by token (--token); nothing checked"
-        )
+    if check.too_many:  # walk47, W47-19: exit 2, not 1 ("a row does not verify")
+        raise NothingChecked(too_many_in_range(check))
     _report(
         ctx,
         check,
@@ -316,12 +322,12 @@ def audit_login_rows(
     )
 
 
-def _login_rows_holding(ctx: Context, tokens: tuple[str, ...], fmt: str) -> None:
+def _login_rows_holding(ctx: Context, tokens: tuple[str, ...], fmt: str, max_rows: int) -> None:
     """`audit login-rows --token`: the rows holding the tokens checked, or past the bound counted by list (A48-2)."""
     if not all(type_of_token(t) for t in tokens):  # never repeated: it may be a value
         raise click.UsageError("--token takes a token (a type prefix such as ip_ or dev_ and 22 characters)")
     try:
-        check, findings, by_list = check_rows_holding(ctx.settings.dsn(), tokens, ctx.settings.row_keys)
+        check, findings, by_list = check_rows_holding(ctx.settings.dsn(), tokens, ctx.settings.row_keys, max_rows)
     except SettingsError as error:
         raise SettingsFailure(
             f"{error} - `audit login-rows` verifies the rows of user_logins; nothing checked"
@@ -330,11 +336,12 @@ def _login_rows_holding(ctx: Context, tokens: tuple[str, ...], fmt: str) -> None
         raise Failure(f"{error}; nothing checked") from None
     if check.too_many:
         write_rows(["row_manifest", "rows", "no_create_date"], [(m or "", n, d) for m, n, d in by_list], Format(fmt))
-        raise Failure(
-            f"more rows of user_logins hold these tokens than are checked at once (over {MAX_ROWS_CHECKED:,} rows,"
-            f" or rows naming over {MAX_LIST_BYTES // 2**20} MiB of signed lists): counted above by the signed list"
-            " they name (empty: none), the most first; rows no ETL load made (no list, a list that does not"
-            " verify) may be planted to block erasures - the database owner can delete them; nothing verified"
+        found = "rows naming too many signed lists" if check.lists_too_large else f"{check.rows:,} rows"
+        raise NothingChecked(
+            f"{found} of user_logins hold these tokens, more than are checked at once (--max-rows-checked"
+            f" {check.bound:,}): counted above by the signed list they name (empty: none), the most first; rows no"
+            " ETL load made (no list, a list that does not verify) may be planted to block erasures - the database"
+            " owner can delete them; if they are genuine, --max-rows-checked N verifies up to N; nothing verified"
         )
     _report(ctx, check, findings, fmt, "rows holding the tokens")
 

@@ -23,6 +23,7 @@ from tokenvault_cli.erase_reach import (
     RowFinding,
     _count_session,
     _verify_rows,
+    count_rows_holding,
 )
 from tokenvault_cli.query import QueryError
 from tokenvault_cli.row_owners import column_problems, relation_problems
@@ -50,11 +51,11 @@ ByList = tuple[str | None, int, int]
 
 
 def check_rows_holding(
-    dsn: str, tokens: Sequence[str], keys: Callable[[], PublicKeys]
+    dsn: str, tokens: Sequence[str], keys: Callable[[], PublicKeys], max_rows: int = MAX_ROWS_CHECKED
 ) -> tuple[RowCheck, list[RowFinding | ListFinding], list[ByList]]:
     """The rows holding `tokens`, verified with their lists read whole (as `check_rows_between`), in one snapshot.
 
-    Past MAX_ROWS_CHECKED rows (or the lists' bound): RowCheck.too_many, no finding, and the rows counted by the
+    Past `max_rows` rows (or the lists' bound): RowCheck.too_many, no finding, and the rows counted by the
     signed list they name instead (at most LISTS_NAMED lists, the most rows first).
     """
     wanted = list(dict.fromkeys(tokens))
@@ -62,8 +63,10 @@ def check_rows_holding(
         with _count_session(dsn) as conn:
             conn.read_only = True
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            rows = conn.execute(ROWS_SQL, {"tokens": wanted, "limit": MAX_ROWS_CHECKED + 1}).fetchall()
-            check, findings = _verify_rows(conn, rows, keys, whole_lists=True)
+            rows = conn.execute(ROWS_SQL, {"tokens": wanted, "limit": max_rows + 1}).fetchall()
+            check, findings = _verify_rows(conn, rows, keys, whole_lists=True, max_rows=max_rows)
+            if check.too_many and not check.lists_too_large:  # the --max-rows-checked to give (walk47, W47-18)
+                check = replace(check, rows=count_rows_holding(conn, wanted))
             by_list = _by_list(conn, wanted) if check.too_many else []
             shape = (*relation_problems(conn), *column_problems(conn))  # what erase and reveal refuse (attack 47)
             return replace(check, table_problems=shape), findings, by_list

@@ -26,7 +26,7 @@ from tokenvault_cli.erase_messages import (
     say_other_people_erased,
     say_tokens_in_no_row,
 )
-from tokenvault_cli.erase_reach import MAX_LIST_BYTES, MAX_ROWS_CHECKED, Reach, RowCheck, count_reach, plural
+from tokenvault_cli.erase_reach import MAX_ROWS_CHECKED, Reach, RowCheck, count_reach, plural
 from tokenvault_cli.login_row_keys_commands import login_rows_command, refresh_command
 from tokenvault_cli.output import FORMAT_OPTION, Format, write_rows
 from tokenvault_cli.progress import stderr, tracked
@@ -39,6 +39,7 @@ from tokenvault_cli.query import (
     run_query,
     token_columns,
 )
+from tokenvault_cli.row_bounds import max_rows_option, too_many_rows
 from tokenvault_cli.settings import Settings, SettingsError
 from tokenvault_client import ChunkLimits, EraseOutcome, ItemError, RateLimited, Revealed, TokenType
 from tokenvault_common.erase_outcomes import PURPOSE_PLACEHOLDER, USER_ID_PLACEHOLDER
@@ -136,6 +137,7 @@ def _column_names(text: str | None) -> list[str] | None:
     type=click.IntRange(0),
     help="With --verify-rows: reveal even though N rows holding the tokens carry no signature (N as counted).",
 )
+@max_rows_option("rows of user_logins holding the tokens (with --verify-rows)")
 @click.pass_obj
 @vault_errors
 def reveal(
@@ -150,6 +152,7 @@ def reveal(
     max_rows: int,
     verify_rows: bool,
     unsigned_confirmed: int | None,
+    max_rows_checked: int,
 ) -> None:
     """Reveal the values behind TOKENS (`-` reads them from stdin), or the token columns of a --query.
 
@@ -175,7 +178,7 @@ def reveal(
         raise click.UsageError("--accepting-unsigned-rows goes with --verify-rows")
     named = _column_names(columns_text)
     if query:
-        verify = (unsigned_confirmed,) if verify_rows else None
+        verify = (unsigned_confirmed, max_rows_checked) if verify_rows else None
         _reveal_query(ctx, query, named, purpose, Format(fmt), with_tokens, batch_size, max_rows, verify)
         return
     if named is not None:
@@ -206,9 +209,9 @@ def _reveal_query(
     with_tokens: bool,
     batch_size: int,
     max_rows: int,
-    verify: tuple[int | None] | None = None,
+    verify: tuple[int | None, int] | None = None,
 ) -> None:
-    """`verify`: (the unsigned rows confirmed,) to verify the rows holding the tokens first; None: not asked."""
+    """`verify`: (unsigned rows confirmed, most rows verified): verify the rows holding the tokens first; None: not."""
     try:
         result = run_query(ctx.settings.dsn(), query, max_rows)
         columns = token_columns(result, named)
@@ -228,7 +231,9 @@ def _reveal_query(
         return
     if verify is not None:  # attack 41, A41-1: the rows are the ETL's as it loaded them, or nothing is revealed
         tokens = distinct_tokens(result, columns)
-        reach = _count_reach(ctx, tokens, [], "nothing was revealed", verify=True, why=REVEAL_READS, exact=True)
+        reach = _count_reach(
+            ctx, tokens, [], "nothing was revealed", verify=True, why=REVEAL_READS, exact=True, max_rows=verify[1]
+        )
         _refuse_rows_not_signed(ctx, reach.check, verify[0], "revealing nothing")
         if reach.unheld:  # attack 47, A47-2: a token no row verified holds - nothing about it was checked
             raise Failure(
@@ -315,6 +320,7 @@ def _reveal_query(
     " its --user-id USER_ID and --purpose REFERENCE left unfilled are refused (exit 2), and a token the vault"
     " says was erased before counts as done; one it never issued (mistyped, planted) still fails (exit 1).",
 )
+@max_rows_option("rows of user_logins holding the tokens")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed when not interactive).")
 @FORMAT_OPTION
 @click.pass_obj
@@ -329,6 +335,7 @@ def erase(
     missing_confirmed: int | None,
     unverified_confirmed: int | None,
     from_dead_letters: bool,
+    max_rows_checked: int,
     yes: bool,
     fmt: str,
 ) -> None:
@@ -372,7 +379,9 @@ def erase(
         return
     if from_dead_letters:
         _refuse_unfilled_placeholders(person, purpose)
-    reach = _count_reach(ctx, wanted, person, "nothing was erased", verify=True, whole_lists=True)
+    reach = _count_reach(
+        ctx, wanted, person, "nothing was erased", verify=True, whole_lists=True, max_rows=max_rows_checked
+    )
     _refuse_rows_in_one(ctx, reach.check, unsigned_confirmed, missing_confirmed, unverified_confirmed)
     if reach.unheld and not from_dead_letters:  # attack 47, A47-2: nothing checked of a token no row of theirs holds
         if person:
@@ -442,6 +451,7 @@ def _count_reach(
     why: str = ERASE_COUNTS,
     whole_lists: bool = False,
     exact: bool = False,
+    max_rows: int = MAX_ROWS_CHECKED,
 ) -> Reach:
     """Who else holds `tokens` in user_logins; a Failure ending with `otherwise` when it cannot be counted.
 
@@ -449,27 +459,18 @@ def _count_reach(
     keys of the settings (read only when a row carries a signature). `why`: what the command reads there for.
     `whole_lists`: and every row of the signed lists they name (RowCheck.missing, .copied).
     `exact`: refuse when user_logins' columns do not compare exactly (a nondeterministic collation: A47-1).
+    `max_rows`: the most rows verified (--max-rows-checked; past it RowCheck.too_many).
     """
     try:
         dsn = ctx.settings.dsn()
         if ctx.settings.shared_login_warning:  # an older stack: counted with the analysts' login, said once
             click.echo(ctx.settings.shared_login_warning, err=True)
         keys = ctx.settings.row_keys if verify else None
-        return count_reach(dsn, tokens, person, keys, whole_lists, exact)
+        return count_reach(dsn, tokens, person, keys, whole_lists, exact, max_rows)
     except SettingsError as error:
         raise SettingsFailure(f"{error} - {why}; {otherwise}") from None
     except QueryError as error:
         raise Failure(f"{error}; {otherwise}") from None
-
-
-TOO_MANY_ROWS = (
-    "more rows of user_logins hold these tokens than can be verified against the ETL's signature (over {rows:,}"
-    " rows, or rows naming over {mib} MiB of signed lists); {nothing}. They may be rows planted to block it (the"
-    " ETL's database role can insert rows holding a token, and lists of its own): report it to the security team,"
-    " who list them by signed list with `tokenvault --as security audit login-rows --token TOKEN`; if they are"
-    " genuine (a value shared that widely), ask for fewer tokens at once"
-)
-"""The refusal when the rows' check hits a bound (RowCheck.too_many): say it may be planted rows (attack 48, A48-2)."""
 
 
 def _refuse_rows_not_signed(
@@ -491,7 +492,7 @@ def _refuse_rows_not_signed(
     if check is None:
         return
     if check.too_many:
-        raise Failure(TOO_MANY_ROWS.format(rows=MAX_ROWS_CHECKED, mib=MAX_LIST_BYTES // 2**20, nothing=nothing))
+        raise Failure(too_many_rows(check, nothing))
     stale = _stale_keys_file(ctx, check, nothing) if check.unknown_key else ""
     confirmed = unverified[0] if unverified else None
     if check.failing and confirmed != check.unverified():

@@ -108,11 +108,12 @@ def test_a48_2_past_the_row_bound_the_refusal_says_planted_and_the_audit_counts_
             copy.write_row((person, ip_token, None, None, f"e3-{RUN}-a48q-{tag[:8]}-{n}"))
     code, out, err = _erase(cli_stack, ip_token, "--user-id", person, "--accepting-unsigned-rows", "10001")
     flat = " ".join(err.split())
-    assert code == 1 and "over 10,000 rows" in flat and "may be rows planted to block it" in flat, out + err
+    assert code == 1 and "10,002 rows of user_logins hold these tokens" in flat, out + err
+    assert "(--max-rows-checked 10,000)" in flat and "may be rows planted to block it" in flat, err
     assert "report it to the security team" in flat and "audit login-rows --token TOKEN" in flat, err
     assert _revealed(cli_stack, (ip_token,)) == [ip]
     audit = cli_stack.as_("security", "audit", "login-rows", "--token", ip_token, "-o", "csv")
-    assert audit.returncode == 1, audit.stdout + audit.stderr
+    assert audit.returncode == 2, audit.stdout + audit.stderr  # nothing verified (walk47, W47-19)
     assert ",10001,10001" in audit.stdout.splitlines(), audit.stdout  # no list, no create_date: 10,001 rows
     assert "may be planted to block erasures" in " ".join(audit.stderr.split()), audit.stderr
     assert person not in audit.stdout + audit.stderr and ip not in audit.stdout + audit.stderr
