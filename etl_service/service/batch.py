@@ -177,7 +177,12 @@ class BatchProcessor:
             manifest = self._sign(rows)  # Transit down or refusing: postponed or released, never loaded unsigned
             self._load_and_settle(messages, rows, rejected, outcome, len(replays), minted, manifest)
         except DependencyDown as error:
-            log.debug("batch postponed: %s", error, extra={"messages": len(messages)})  # the WARNING: `_postpone`
+            # Class and counts only, never the error's text (a server's words, a value in them: review 47, R47-4);
+            # the WARNING "batch postponed" is `_postpone`'s, rate-limited.
+            log.debug(
+                "batch's dependency down",
+                extra={"reason": type(error).__name__, "dependency": error.dependency, "messages": len(messages)},
+            )
             if isinstance(error, TokenizeOutcomeUnknown) and error.fatal is not None:  # the vault refuses the ETL
                 log.error("batch's vault call refused: %s", error.fatal, extra={"messages": len(messages)})
                 outcome.fatal = error.fatal
