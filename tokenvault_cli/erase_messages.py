@@ -107,6 +107,7 @@ def refuse_other_people(
         f"{len(reaching)} of the {len(wanted)} tokens are also in other people's rows of user_logins (not --user-id's)"
         if named
         else f"{len(reaching)} of the {len(wanted)} tokens are in the rows of several people in user_logins"
+        + (" (a row that does not verify is one more person)" if any(t.unverified_rows for t in reaching) else "")
     )
     lines = [
         f"  {t.token}: {people_rows(t.other_people, t.other_rows, named)}"
@@ -217,7 +218,8 @@ def refuse_tokens_not_the_persons(unheld: Sequence[str], wanted: Sequence[str]) 
                 *lines,
                 "Leave them out. If a source the database owner does not control shows they are the person's (their"
                 " rows deleted for retention, say), erase them on their own without --user-id: every person whose"
-                " rows hold them is counted then. Tokens `dead-letters erase` named take --from-dead-letters.",
+                " rows hold them is counted then, each row that does not verify as one more person. Tokens"
+                " `dead-letters erase` named take --from-dead-letters.",
             ]
         )
     )

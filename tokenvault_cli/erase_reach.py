@@ -331,9 +331,13 @@ class Reach:
         With the person named: any row not theirs. Without: the command cannot tell whose request
         it is, so tokens held by one person's rows only are taken as theirs, and once the rows
         holding them are several people's - one token shared, or tokens of different people
-        (review 37, R37-8) - every token reaches all of them (the totals count them all).
+        (review 37, R37-8) - every token reaches all of them (the totals count them all); a row that does not
+        verify is one more person even alone (review 47, R47-5), so it makes every token reach as well.
         """
-        return token.other_rows > 0 if self.person else self.other_people > 1
+        if self.person:
+            return token.other_rows > 0
+        # Review 47, R47-5: rows that do not verify are nobody's own, so they reach whoever else holds the tokens.
+        return self.other_people > 1 or any(t.unverified_rows > 0 for t in self.held.values())
 
     def reaching(self, tokens: Sequence[str] | None = None) -> list[TokenReach]:
         """The tokens (of `tokens`, default all) that reach other people, in the order given."""

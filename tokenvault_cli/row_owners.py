@@ -15,7 +15,7 @@ tell. The tables read must be plain tables (no view, no partitioned or inherited
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -32,6 +32,8 @@ class TokenReach:
     other_people: int
     """Distinct user ids of the other rows (rows without a user id count as one more; a row that does not verify
     counts as one more person each)."""
+    unverified_rows: int = field(default=0, compare=False)
+    """Rows holding it that do not verify: with no person named, any makes the token reach (review 47, R47-5)."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,8 @@ def reach_of_rows(
     """The reach of `wanted` over `rows` (ROWS_SQL's columns), exact comparisons; `untrusted`: rows' indexes.
 
     As REACH_SQL counts, with two differences: `theirs` is exact string equality of a trusted row's user id, and
-    every untrusted row is another person of its own (its user id may be anyone's label).
+    every untrusted row is another person of its own (its user id may be anyone's label) - with no person named
+    too, where one such row alone makes every token asked for reach (review 47, R47-5).
     """
     people = set(person)
     holders: dict[str, list[int]] = {t: [] for t in wanted}
@@ -71,9 +74,13 @@ def reach_of_rows(
     for token, indexes in holders.items():
         if indexes:
             others = [i for i in indexes if not theirs(i)]
-            held[token] = TokenReach(token, len(indexes) - len(others), len(others), len({who(i) for i in others}))
+            others_n, unverified = len({who(i) for i in others}), sum(1 for i in indexes if i in untrusted)
+            held[token] = TokenReach(token, len(indexes) - len(others), len(others), others_n, unverified)
     everyone = {who(i) for indexes in holders.values() for i in indexes}
-    several = len(everyone) > 1  # no person named: every token reaches once the rows are several people's
+    # No person named: every token reaches once the rows are several people's (R37-8) - or once any row holding
+    # them does not verify: it is nobody's own, one more person even when it is the only row (review 47, R47-5:
+    # the A41-1 swap victim's token, held by the one changed row, was erased with no one else counted).
+    several = len(everyone) > 1 or any(i in untrusted for indexes in holders.values() for i in indexes)
     reaching = [t for t, r in held.items() if (r.other_rows > 0 if person else several)]
     reached = {i for t in reaching for i in holders[t] if not theirs(i)}
     if person:

@@ -363,9 +363,11 @@ def erase(
 
     Whose a row is, is decided exactly: a row is the person's only when it verifies (or is unsigned
     and confirmed) and its user id is exactly one of --user-id's, whatever the table's collation.
-    A token no such row holds is refused, erasing nothing (--from-dead-letters tokens excepted). A
-    row that does not verify is named by event id and signed list; once the security team has looked,
-    --accepting-unverified-rows N goes on, each such row counted as one more other person.
+    With --user-id, a token no such row holds is refused, erasing nothing (--from-dead-letters tokens
+    excepted); without it, a token no row holds is erased with a note. A row that does not verify is
+    named by event id and signed list; once the security team has looked, --accepting-unverified-rows N
+    goes on, each such row counted as one more other person (--including-other-people), with or
+    without --user-id - even when it is the only row holding the token.
 
     The vault cannot reach the dead-letter queue: refused events of the person stay there, sealed,
     for 14 days. Next step, run by the DLQ operator: `python -m etl_service dead-letters erase -

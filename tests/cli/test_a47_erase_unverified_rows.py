@@ -94,3 +94,30 @@ def test_a47_3_a_row_that_does_not_verify_is_never_taken_for_the_persons(cli_sta
         out + err
     )
     assert _revealed(cli_stack, tokens_b) == [ip_b, dev_b]
+
+
+def test_r47_5_without_user_id_a_lone_row_that_does_not_verify_is_one_more_person(cli_stack: CliStack) -> None:
+    """Review 47, R47-5: A41-1's swap, erased without --user-id. B's ip token is held only by A's changed row,
+    which does not verify; it was "one person of one", nothing reached anyone, and --accepting-unverified-rows
+    alone erased B's value. Now that row is one more person: --including-other-people 1 is asked for first."""
+    tag_a, tag_b = uuid.uuid4().hex, uuid.uuid4().hex
+    (ip_a, dev_a), (ip_b, dev_b) = _people(tag_a), _people(tag_b)
+    person_a, person_b = f"a47-a-{tag_a[:8]}", f"a47-b-{tag_b[:8]}"
+    _load(cli_stack, [(person_a, ip_a, dev_a)])
+    _load(cli_stack, [(person_b, ip_b, dev_b)])
+    (ip_token_a, _), (ip_token_b, dev_token_b) = _tokens_of(cli_stack, person_a), _tokens_of(cli_stack, person_b)
+    with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as owner:  # attack 41's swap: one UPDATE
+        owner.execute(
+            "UPDATE user_logins SET masked_ip = CASE user_id WHEN %(a)s THEN %(ib)s ELSE %(ia)s END"
+            " WHERE user_id IN (%(a)s, %(b)s)",
+            {"a": person_a, "b": person_b, "ia": ip_token_a, "ib": ip_token_b},
+        )
+    code, out, err = _erase(cli_stack, ip_token_b)
+    assert code == 1 and "--accepting-unverified-rows 1 erases anyway" in err, out + err
+    # A's changed row is missing from its signed list as signed too: confirmed as well (what the attacker needs).
+    confirmed = ("--accepting-unverified-rows", "1", "--accepting-missing-rows", "1")
+    code, out, err = _erase(cli_stack, ip_token_b, *confirmed)
+    assert code == 1 and "1 of the 1 tokens are in the rows of several people" in err, out + err
+    assert f"{ip_token_b}: 1 person's 1 row" in err and "--including-other-people 1" in err, err
+    assert not [s for s in (person_a, person_b, ip_a, ip_b, dev_a, dev_b) if s in err], err
+    assert _revealed(cli_stack, (ip_token_b, dev_token_b)) == [ip_b, dev_b]  # nothing erased

@@ -58,3 +58,13 @@ def test_one_persons_tokens_without_a_person_named_reach_no_one() -> None:
 def test_names_the_owner_chose_are_shown_printable_and_short() -> None:
     assert shown("user_id") == "user_id"
     assert shown("a\x1b[31mb") == repr("a\x1b[31mb") and len(shown("x" * 500)) < 80
+
+
+def test_without_a_person_a_lone_row_that_does_not_verify_is_one_more_person() -> None:
+    """Review 47, R47-5: the A41-1 swap victim's token, held only by the changed (failing) row, reached no one."""
+    rows = [_row("A", "ip_B")]
+    reach = reach_of_rows(rows, {0}, ["ip_B"], [])
+    assert reach.held["ip_B"] == TokenReach("ip_B", 0, 1, 1) and reach.held["ip_B"].unverified_rows == 1
+    assert (reach.other_people, reach.other_rows) == (1, 1)
+    trusted = reach_of_rows(rows, set(), ["ip_B"], [])
+    assert (trusted.other_people, trusted.other_rows) == (0, 0)  # one verified person's row: theirs
