@@ -227,7 +227,9 @@ class Bootstrapped:
             self.vault.erased,
             # at start and each round: attack 45, A45-3/A45-4; its cancelled tries counted (A48-1)
             PostgresCatalogAdditions(self.pool, observe_catalog_check_interrupted),
-            EraseCommitmentCheck(self.audit, _genuine(SignatureVerifier(self.signer))),  # attack 46, A46-3
+            EraseCommitmentCheck(  # attack 46, A46-3; a planted checkpoint passed over, counted (R47-6)
+                self.audit, _genuine(SignatureVerifier(self.signer)), observe_planted_checkpoint
+            ),
         )
 
     def rotation(

@@ -61,8 +61,9 @@ class FakeCheckpointStore:
             return Checkpoint(head, "k", "vault:v1:planted")
         return self.stored[-1] if self.stored else None
 
-    def newest_committed_checkpoint(self) -> Checkpoint | None:
-        return next((c for c in reversed(self.stored) if c.head.erasures is not None), None)
+    def committed_checkpoints(self, above: int, below: int | None, rows: int) -> list[Checkpoint]:
+        heads = (c for c in reversed(self.stored) if c.head.erasures is not None and c.head.head_id > above)
+        return [c for c in heads if below is None or c.head.head_id < below][:rows]
 
     def segment(self, after_id: int, head: ChainHead, own: Sequence[tuple[int, bytes]], rows: int) -> list[SegmentRow]:
         raise AssertionError("no upkeep here checks appended rows")

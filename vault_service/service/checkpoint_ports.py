@@ -39,8 +39,11 @@ class CheckpointStore(Protocol):
         """The newest stored checkpoint (None when none)."""
         ...
 
-    def newest_committed_checkpoint(self) -> Checkpoint | None:
-        """The newest stored checkpoint committing to the erase rows (v2; None when none), its signature unchecked."""
+    def committed_checkpoints(self, above: int, below: int | None, rows: int) -> list[Checkpoint]:
+        """Up to `rows` stored checkpoints committing to the erase rows, heads in (`above`, `below`), newest first.
+
+        Their signatures unchecked (the vault's own role can plant one: review 47, R47-6).
+        """
         ...
 
     def holds_erase_commitments(self) -> bool:

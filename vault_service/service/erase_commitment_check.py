@@ -7,11 +7,14 @@ audit upkeep signs each checkpoint with the count and running digest of the eras
 (service/erase_commitments.py). So:
 - at start (`for_start`, then `started`), the newest stored checkpoint carrying a commitment is read, its signature
   checked offline with the Transit public keys, and the erase rows the start-up read meets up to its head are
-  counted into a digest on the way (no second read); a checkpoint whose signature does not hold, or rows that are
-  not those it commits to, refuse the start (KeyMaintainer raises EraseRowsUncommitted: exit 1);
+  counted into a digest on the way (no second read); rows that are not those it commits to refuse the start
+  (KeyMaintainer raises EraseRowsUncommitted: exit 1);
 - each key-check round (`problem`), a newer such checkpoint is checked the same way from the last one verified (the
   erase rows between the two heads read again): a mismatch makes the replica report its database unhealthy until a
   round finds the rows as signed.
+A stored checkpoint whose signature does not hold (or whose commitment is half NULL, R47-3) is skipped, logged at
+ERROR once and counted as planted (`on_planted`): the vault's own role can insert one (review 47, R47-6), so it must
+not stop the fleet; the newest *genuine* one is checked instead (`newest_genuine`, also the upkeep's walk's start).
 Left (docs/threat-model.md): the checkpoints are read from the owner's table, so deleting the newer ones makes the
 replica trust an older genuine one (the rows after its head are checked by hash and link only; `audit verify
 --exported` names the deleted checkpoints); with none at all, no commitment is checked.
@@ -33,18 +36,57 @@ log = logging.getLogger(__name__)
 class CommittedCheckpoints(Protocol):
     """Where the signed checkpoints are read (the audit chain's store)."""
 
-    def newest_committed_checkpoint(self) -> Checkpoint | None:
-        """The newest stored checkpoint committing to the erase rows (None: none), its signature unchecked."""
+    def committed_checkpoints(self, above: int, below: int | None, rows: int) -> list[Checkpoint]:
+        """Up to `rows` stored checkpoints committing to the erase rows, heads in (`above`, `below`), newest first."""
         ...
+
+
+CANDIDATES_PAGE = 64
+"""Committed checkpoints read a page while looking past planted ones for the newest genuine one (R47-6)."""
+
+
+def newest_genuine(
+    checkpoints: CommittedCheckpoints,
+    genuine: Callable[[Checkpoint], bool],
+    planted: Callable[[Checkpoint], None],
+    above: int = 0,
+    below: int | None = None,
+) -> Checkpoint | None:
+    """The newest stored checkpoint, head in (`above`, `below`), committing to the erase rows under a genuine signature.
+
+    None: none. Each one passed over on the way is handed to `planted` (review 47, R47-6, R47-3).
+
+    The vault's own role may insert checkpoint rows (the insert trigger checks head, count and time, never the
+    signature): one planted must neither stop a replica nor become the base the rows are checked against.
+    """
+    while True:
+        page = checkpoints.committed_checkpoints(above, below, CANDIDATES_PAGE)
+        for checkpoint in page:
+            if checkpoint.head.erasures is not None and checkpoint.head.erasures.count >= 0 and genuine(checkpoint):
+                return checkpoint
+            planted(checkpoint)
+        if len(page) < CANDIDATES_PAGE:
+            return None
+        below = page[-1].head.head_id
 
 
 class EraseCommitmentCheck:
     """Checks the erase rows a replica reads against the newest signed commitment (see the module's doc)."""
 
-    def __init__(self, checkpoints: CommittedCheckpoints, genuine: Callable[[Checkpoint], bool]) -> None:
-        """`genuine(checkpoint)`: whether its signature holds under the Transit signing key's public keys."""
+    def __init__(
+        self,
+        checkpoints: CommittedCheckpoints,
+        genuine: Callable[[Checkpoint], bool],
+        on_planted: Callable[[], None] = lambda: None,
+    ) -> None:
+        """`genuine(checkpoint)`: whether its signature holds under the Transit signing key's public keys.
+
+        `on_planted` counts each checkpoint passed over as planted (once per head).
+        """
         self._checkpoints = checkpoints
         self._genuine = genuine
+        self._on_planted = on_planted
+        self._planted_told: set[int] = set()
         self._verified: tuple[int, EraseCommitment] = (0, NO_ERASE_ROWS)
         """The head whose commitment the rows last matched, and that commitment ((0, none) before any)."""
         self._checking: Checkpoint | None = None
@@ -57,12 +99,10 @@ class EraseCommitmentCheck:
 
     def for_start(self) -> tuple[EraseTally | None, str | None]:
         """The tally the start-up read feeds (None: no checkpoint commits to the erase rows yet), or why none can."""
-        checkpoint = self._checkpoints.newest_committed_checkpoint()
+        checkpoint = newest_genuine(self._checkpoints, self._genuine, self._planted)
         if checkpoint is None:
             log.info("no audit checkpoint commits to the erase rows yet: the start-up read is checked by hash only")
             return None, None
-        if not self._genuine(checkpoint):
-            return None, _bad_signature(checkpoint)
         self._checking = checkpoint
         return EraseTally(upto=checkpoint.head.head_id), None
 
@@ -78,12 +118,10 @@ class EraseCommitmentCheck:
 
         Reads the erase rows between the two heads; logs a finding when it changes.
         """
-        checkpoint = self._checkpoints.newest_committed_checkpoint()
         head_id, commitment = self._verified
-        if checkpoint is None or checkpoint.head.erasures is None or checkpoint.head.head_id <= head_id:
+        checkpoint = newest_genuine(self._checkpoints, self._genuine, self._planted, above=head_id)
+        if checkpoint is None or checkpoint.head.erasures is None:
             return self._tell(None)
-        if not self._genuine(checkpoint):
-            return self._tell(_bad_signature(checkpoint))
         tally = EraseTally(commitment, after=head_id, upto=checkpoint.head.head_id)
         after = head_id
         while True:
@@ -110,9 +148,15 @@ class EraseCommitmentCheck:
         self._told = problem or ""
         return problem
 
-
-def _bad_signature(checkpoint: Checkpoint) -> str:
-    return (
-        f"the newest audit checkpoint committing to the erase rows (row {checkpoint.head.head_id}) does not carry a"
-        " valid signature of the signing key: planted or changed in vault.audit_checkpoints"
-    )
+    def _planted(self, checkpoint: Checkpoint) -> None:
+        """Log at ERROR and count, once per head, a committed checkpoint whose signature does not hold (R47-6)."""
+        if checkpoint.head.head_id in self._planted_told:
+            return
+        self._planted_told.add(checkpoint.head.head_id)
+        self._on_planted()
+        log.error(
+            "the audit checkpoint at row %d commits to the erase rows without a valid signature of the signing key:"
+            " planted or changed in vault.audit_checkpoints (the vault's own role can insert one), passed over for"
+            " the newest genuine one. Report it to the security team and run audit verify",
+            checkpoint.head.head_id,
+        )

@@ -27,6 +27,7 @@ from vault_service.domain.checkpoints import ChainHead, Checkpoint
 from vault_service.domain.erase_commitment import ERASE_ACTION, NO_ERASE_ROWS, EraseCommitment
 from vault_service.domain.segment_check import HASHED_PER_PAUSE, SEGMENT_PAGE_ROWS
 from vault_service.service.checkpoint_ports import CheckpointStore
+from vault_service.service.erase_commitment_check import newest_genuine
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +110,14 @@ class EraseCommitments:
         return replace(head, erasures=walked.erasures)
 
     def _start(self, head: ChainHead) -> _Walked:
-        """From the newest genuine committed checkpoint at or below `head`, else from the log's start."""
-        stored = self._store.newest_committed_checkpoint()
+        """From the newest genuine committed checkpoint at or below `head`, else from the log's start.
+
+        A committed checkpoint whose signature does not hold (planted by the vault's own role: review 47, R47-6) is
+        passed over for the newest genuine one below it, not taken for the log's start (a full re-walk).
+        """
+        stored = newest_genuine(self._store, self._genuine, lambda checkpoint: None, below=head.head_id + 1)
         at = stored.head if stored is not None else None
-        usable = at is not None and at.erasures is not None and at.head_id <= head.head_id
-        if stored is not None and at is not None and at.erasures is not None and usable and self._genuine(stored):
+        if at is not None and at.erasures is not None:
             return _Walked(at.head_id, at.head_hash, at.erasures, ChainWalk.resumed(at.head_hash))
         return _Walked(0, GENESIS_HASH, NO_ERASE_ROWS, ChainWalk())
 

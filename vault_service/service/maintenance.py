@@ -115,7 +115,8 @@ class CatalogUnchecked(ErasedTokensUnread):
 class EraseRowsUncommitted(ErasedTokensUnread):
     """The erase rows read at start are not those the newest signed checkpoint commits to (attack 46, A46-1/A46-3).
 
-    Or that checkpoint's signature does not hold: the erased-token set would be the database owner's choice.
+    The erased-token set would be the database owner's choice. (A checkpoint whose signature does not hold is passed
+    over for the newest genuine one, not refused: the vault's own role can plant one - review 47, R47-6.)
     """
 
     def __init__(self, problem: str) -> None:

@@ -303,20 +303,26 @@ class PostgresAuditChain:
         return _checkpoint(rows[0]) if rows else None
 
     @translated
-    def newest_committed_checkpoint(self) -> Checkpoint | None:
-        """The newest stored checkpoint that commits to the erase rows (v2; None when none), its signature unchecked.
+    def committed_checkpoints(self, above: int, below: int | None, rows: int) -> list[Checkpoint]:
+        """Up to `rows` stored checkpoints committing to the erase rows, heads in (`above`, `below`), newest first.
 
-        Read through the pool, not the upkeep's connections: the replicas' erase-row checks read it (A46-3). None on
-        a database before migration 0070 (no checkpoint there commits to the erase rows; logged once).
+        Their signatures unchecked: the vault's own role can insert one (review 47, R47-6), so the caller pages on
+        to the newest genuine one. A half-filled pair (a count without a digest, or the reverse: R47-3) is read as
+        a commitment no signature holds for (see `_checkpoint`). Read through the pool, not the upkeep's
+        connections: the replicas' erase-row checks read it (A46-3). Empty on a database before migration 0070 (no
+        checkpoint there commits to the erase rows; logged once).
         """
+        upper = "" if below is None else " AND head_id < %(below)s"
         with self._pool.connection() as conn:
             found = self._v2(
                 conn,
                 lambda: conn.execute(
-                    f"{_CHECKPOINTS} WHERE erase_count IS NOT NULL ORDER BY head_id DESC LIMIT 1"
+                    f"{_CHECKPOINTS} WHERE (erase_count IS NOT NULL OR erase_digest IS NOT NULL)"
+                    f" AND head_id > %(above)s{upper} ORDER BY head_id DESC LIMIT %(rows)s",
+                    {"above": above, "below": below, "rows": rows},
                 ).fetchall(),
             )
-        return _checkpoint(found[0]) if found else None
+        return [_checkpoint(row) for row in found] if found else []
 
     @translated
     def last_checkpoint_head(self) -> int:
@@ -374,6 +380,13 @@ _INSERT_V1 = "INSERT INTO vault.audit_checkpoints (head_id, head_hash, row_count
 
 
 def _checkpoint(row: Sequence[Any]) -> Checkpoint:
-    """A row of `_CHECKPOINTS` as a Checkpoint (its commitment None when the row holds none)."""
-    erasures = None if row[6] is None or row[7] is None else EraseCommitment(int(row[6]), bytes(row[7]))
+    """A row of `_CHECKPOINTS` as a Checkpoint (its commitment None when the row holds none).
+
+    A pair with one half NULL (the CHECK of migration 0070 lets it pass) is read with -1 / an empty digest in that
+    half: the signer never signs such a commitment, so its signature fails and every reader names it (R47-3).
+    """
+    if row[6] is None and row[7] is None:
+        erasures = None
+    else:  # a half-filled pair reads as a commitment no genuine signature covers: a finding, never v1 (R47-3)
+        erasures = EraseCommitment(-1 if row[6] is None else int(row[6]), b"" if row[7] is None else bytes(row[7]))
     return Checkpoint(ChainHead(row[0], bytes(row[1]), row[2], row[3], erasures), row[4], row[5])
