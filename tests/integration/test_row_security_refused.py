@@ -149,3 +149,33 @@ def test_row_security_policies_and_rules_on_vault_tables_are_refused_at_start_an
         pass  # before: it started
     for kind, (_, words, _) in FILTERS.items():
         assert words in str(refused.value), (kind, str(refused.value))
+
+
+def test_a_policy_on_vault_tokens_does_not_make_a_rewritten_audit_log_not_judged(
+    own_database: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 47, R47-14: the owner who rewrote an audit row added `CREATE POLICY ... ON vault.tokens USING (true)`
+    (hiding nothing, and not on the log): verify said the chain "as read, NOT JUDGED". The policy still leads; the
+    tampering it cannot explain is TAMPERED (the one-line verdict's: tests/unit/test_audit_report_lines_w47.py)."""
+    with running_vault(own_database, TOKENVAULT_AUDIT_CHECKPOINT_SECONDS="1") as vault:
+        _tokenize(own_database, vault, fresh_value(vault_pb2.TOKEN_TYPE_IP))
+        vault.wait_for_checkpoint()
+        with as_owner(own_database) as owner:
+            (target,) = owner.execute("SELECT min(id) FROM vault.audit_log").fetchone() or (0,)
+            owner.execute("UPDATE vault.audit_log SET purpose = purpose || '-x' WHERE id = %s", (target,))
+            owner.execute("ALTER TABLE vault.tokens ENABLE ROW LEVEL SECURITY")
+            owner.execute("CREATE POLICY r47_14 ON vault.tokens USING (true)")
+        try:
+            code, printed = run_audit_verify(
+                own_database, Path(own_database["TOKENVAULT_AUDIT_CHECKPOINT_FILE"]), monkeypatch
+            )
+        finally:
+            with as_owner(own_database) as owner:
+                owner.execute("DROP POLICY r47_14 ON vault.tokens")
+                owner.execute("ALTER TABLE vault.tokens DISABLE ROW LEVEL SECURITY")
+                owner.execute("UPDATE vault.audit_log SET purpose = left(purpose, -2) WHERE id = %s", (target,))
+    assert code == 1, printed
+    first = printed.lstrip().splitlines()[0]
+    assert first.startswith("audit log NOT verified: row security on the vault's tables may hide rows"), printed
+    assert "policy r47_14 on vault.tokens" in printed, printed
+    assert f"audit log TAMPERED from record id {target}" in printed, printed  # before: "as read, NOT JUDGED"

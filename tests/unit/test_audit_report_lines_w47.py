@@ -54,3 +54,23 @@ def test_who_saw_prints_certificate_serials_as_openssl_does() -> None:
     )
     assert serial_as_openssl_prints_it("1a2b") == "1A2B"
     assert serial_as_openssl_prints_it("") == "" and serial_as_openssl_prints_it("unknown") == "unknown"
+
+
+def test_row_security_on_a_table_the_chain_does_not_read_leaves_the_tampering_judged() -> None:
+    """Review 47, R47-14: `CREATE POLICY p ON vault.tokens USING (true)` turned a real "audit log TAMPERED" into
+    "as read, NOT JUDGED", and the one-line verdict (finding_of) dropped the chain's finding."""
+    policy = "policy p on vault.tokens is in no migration"
+    lines = verdict_lines(_report((policy,)), copy_given=True)
+    assert lines[0].startswith("audit log NOT verified: row security on the vault's tables may hide rows"), lines
+    assert "the chain is judged below" in lines[0], lines[0]
+    said = "\n".join(lines)
+    assert "audit log TAMPERED from the newest records: rows up to 52" in said, said  # before: NOT JUDGED
+    assert "NOT JUDGED (row security above): erasures do not match" in said, said  # tokens: the erasures' read
+    one_line = finding_of(_report((policy,)))
+    assert one_line.startswith("audit log NOT verified: row security on the vault's"), one_line
+    assert one_line.endswith("; audit log TAMPERED: rows up to 52 no longer match the signed checkpoint"), one_line
+    on_log = finding_of(_report(("policy q on vault.audit_log is in no migration",)))
+    assert on_log.endswith(
+        "; as read, NOT JUDGED (row security above): the chain fails: rows up to 52 no longer"
+        " match the signed checkpoint"
+    ), on_log

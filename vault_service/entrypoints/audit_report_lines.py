@@ -7,6 +7,8 @@ them to the caller, whose `tokenvault audit verify` prints them as they come.
 
 from __future__ import annotations
 
+import re
+
 from vault_service.domain.audit import AuditRecord
 from vault_service.domain.purpose import purpose_as_shown
 from vault_service.service.audit_verify import FullAuditReport
@@ -39,15 +41,52 @@ def hiding_changes(changes: tuple[str, ...]) -> tuple[str, ...]:
     )
 
 
+CHAIN_TABLES = frozenset({"audit_log", "audit_checkpoints"})
+"""The vault tables the chain's verification reads: row security elsewhere cannot hide its rows (R47-14)."""
+ERASURE_TABLES = CHAIN_TABLES | {"tokens", "erase_tokens"}
+"""The vault tables the erasures' reconciliation reads."""
+_HIDING_ON = re.compile(r"^(?:policy .* on vault\.(\w+) |table vault\.(\w+) differs from)")
+
+
+def hidden_tables(hiding: tuple[str, ...]) -> frozenset[str] | None:
+    """The vault tables `hiding` is on; None when one of them names no table it can be told from (all may hide)."""
+    tables = set()
+    for change in hiding:
+        found = _HIDING_ON.match(change)
+        if found is None:
+            return None
+        tables.add(found.group(1) or found.group(2))
+    return frozenset(tables)
+
+
+def hides_from(hiding: tuple[str, ...], read: frozenset[str]) -> bool:
+    """Whether row security in `hiding` is on a table of `read`, so rows read from them may be hidden."""
+    tables = hidden_tables(hiding)
+    return bool(hiding) and (tables is None or not tables.isdisjoint(read))
+
+
 def hidden_rows_finding(hiding: tuple[str, ...]) -> str:
     """The line a report leads with when row security may have hidden rows from its reads ('' when none)."""
     if not hiding:
         return ""
     named = "; ".join(hiding[:3]) + (f"; and {len(hiding) - 3} more" if len(hiding) > 3 else "")
+    chain, erasures = hides_from(hiding, CHAIN_TABLES), hides_from(hiding, ERASURE_TABLES)
+    if chain:
+        judged = (
+            ", so the chain and the erasures cannot be judged from them - what they show below may be rows hidden, not"
+            " rewritten."
+        )
+    elif erasures:  # review 47, R47-14: not on the audit log's tables - the chain below is judged all the same
+        judged = (
+            ", so the erasures cannot be judged from them; the chain's tables (vault.audit_log,"
+            " vault.audit_checkpoints) have none: the chain is judged below."
+        )
+    else:
+        judged = "; none is on a table this report reads: the chain and the erasures are judged below."
     return (
-        f"audit log NOT verified: row security on the vault's tables may hide rows from this report's reads ({named}),"
-        " so the chain and the erasures cannot be judged from them - what they show below may be rows hidden, not"
-        " rewritten. The database owner's change: report it to the security team, remove it (ALTER TABLE ..."
+        f"audit log NOT verified: row security on the vault's tables may hide rows from this report's reads ({named})"
+        + judged
+        + " The database owner's change: report it to the security team, remove it (ALTER TABLE ..."
         " DISABLE ROW LEVEL SECURITY, DROP POLICY ... ON ...) and verify again"
     )
 
@@ -55,7 +94,9 @@ def hidden_rows_finding(hiding: tuple[str, ...]) -> str:
 def verdict_lines(report: FullAuditReport, copy_given: bool, no_copy: str = NO_COPY) -> list[str]:
     """What verification found, line by line; `copy_given`: a copy was read, else `no_copy` says what was not.
 
-    Row security on a vault table comes first, and what was read is then said as not judged (W47-8).
+    Row security on a vault table comes first, and what was read from that table is then said as not judged
+    (W47-8); a finding in tables it is not on stands as it is (review 47, R47-14: a policy on vault.tokens does not
+    make the audit log's tampering "not judged").
     """
     lines: list[str] = []
     hiding = hiding_changes(report.schema_changes)
@@ -67,7 +108,7 @@ def verdict_lines(report: FullAuditReport, copy_given: bool, no_copy: str = NO_C
     where = f"; {report.unanchored} newest row(s) not checkpointed yet" if report.unanchored else ""
     if report.finding is not None:
         first = f"record id {report.finding.first_row}" if report.finding.first_row else "the newest records"
-        if hiding:
+        if hides_from(hiding, CHAIN_TABLES):
             lines.append(f"{AS_READ}: the chain fails from {first}: {report.finding.reason}")
         else:
             lines.append(
@@ -93,7 +134,7 @@ def verdict_lines(report: FullAuditReport, copy_given: bool, no_copy: str = NO_C
         lines.append(f"{verdict}: {report.rows} record(s), {checked}")
         if copy is not None and (gap := copy.gap()) is not None:
             lines.append(f"note: {gap} (the copy is within the {copy.allowed:.0f} s allowed)")
-    lines += _erasure_lines(report.erasures, AS_READ if hiding else "")
+    lines += _erasure_lines(report.erasures, AS_READ if hides_from(hiding, ERASURE_TABLES) else "")
     lines += _reveals_after_erasure_lines(report.reveals_after_erasure)
     lines += _schema_lines(report.schema_changes)
     lines += [f"audit keys: {note}" for note in report.keys_notes]
@@ -180,7 +221,14 @@ def finding_of(report: FullAuditReport) -> str:
     if report.intact:
         return ""
     if hiding := hiding_changes(report.schema_changes):  # what was read may be filtered: that first (W47-8)
-        return hidden_rows_finding(hiding)
+        if report.finding is None:
+            return hidden_rows_finding(hiding)
+        # ... and the chain's finding after it, never dropped (review 47, R47-14): judged unless the row security is
+        # on a table the chain reads.
+        chain = (
+            f"{AS_READ}: the chain fails" if hides_from(hiding, CHAIN_TABLES) else "audit log TAMPERED"
+        ) + f": {report.finding.reason}"
+        return f"{hidden_rows_finding(hiding)}; {chain}"
     if report.finding is not None:
         return report.finding.reason
     if report.copy is not None and report.copy.too_old:
