@@ -19,7 +19,7 @@ watchdog. Then a round walks the rows appended since the last one (one interval'
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from vault_service.domain.audit import GENESIS_HASH, ChainWalk
@@ -64,15 +64,35 @@ class EraseCommitments:
         self._rows_per_round = rows_per_round
         self._walked: _Walked | None = None
         self._broken_told = 0  # the row a broken walk was last reported at (each reported once)
+        self._held: int | None = None  # the first row found changed ahead of the walk: never walked past (R47-2)
 
-    def commit(self, head: ChainHead) -> ChainHead:
+    def _hold(self, walked: int, changed: Sequence[int]) -> None:
+        """Stop the walk before the first of `changed` it has not walked yet (logged once per row; R47-2)."""
+        ahead = [row_id for row_id in changed if row_id > walked]
+        if not ahead or (self._held is not None and self._held <= min(ahead)):
+            return
+        self._held = min(ahead)
+        log.error(
+            "audit row %d, appended by this service, was found missing or changed before the erase rows were"
+            " committed up to it: this process signs checkpoints without a commitment to the erase rows from there"
+            " on (a commitment over it would endorse the change). Report it to the security team and run audit"
+            " verify",
+            self._held,
+        )
+
+    def commit(self, head: ChainHead, changed: Sequence[int] = ()) -> ChainHead:
         """`head` with its erase-row commitment when the walk reaches it holding; else `head` as it is (v1).
 
-        On a database before migration 0070 (no column to store a commitment in) `head` as it is, nothing walked.
+        `changed`: rows this service appended that the round's own check found missing or changed (review 47,
+        R47-2). The walk never goes past the first of them not yet walked, for the rest of this process: a commitment
+        signed over it would endorse the owner's change (an erase row relabelled before any walk reached it), and
+        every later start would match it. On a database before migration 0070 (no column to store a commitment in)
+        `head` as it is, nothing walked.
         """
         if not self._store.holds_erase_commitments():
             return head
         walked = self._walked or self._start(head)
+        self._hold(walked.row_id, changed)
         if walked.row_id > head.head_id:  # the log's head went below a row walked: walked again from a checkpoint
             log.error(
                 "the audit log's head, row %d, is below row %d this process committed the erase rows up to: rows"
@@ -88,6 +108,9 @@ class EraseCommitments:
             if not page:
                 break
             for row in page:
+                if self._held is not None and row.record_id >= self._held:
+                    self._walked = walked
+                    return head  # a row found changed: no commitment over it, signed v1 (R47-2)
                 record = row.record
                 problem = "larger than any audit row" if record is None else walked.chain.problem(record)
                 if record is None or problem is not None:

@@ -122,7 +122,8 @@ class UpkeepRound:
         if appended and head is not None and self._appended is not None:
             self._appended.checked(appended)  # what the refusals say until the export (R18-11)
         if head is not None and self._commitments is not None:
-            head = self._commitments.commit(head)  # signed with its erase rows' commitment once walked (A46-3)
+            # signed with its erase rows' commitment once walked (A46-3); never over rows found changed (R47-2)
+            head = self._commitments.commit(head, self._anchor.missing)
         checkpoint = self._anchor.anchor(newest, head)
         if head is None:
             return checkpoint
