@@ -200,17 +200,22 @@ MAX_LIST_BYTES = 64 * 1024 * 1024
 list is at most MAX_LIST_BYTES_EACH (larger ones are not read: A48-2), so only rows naming over 2,000 full lists
 reach it."""
 
-ROWS_SQL = """
-SELECT l.event_id::pg_catalog.text, l.user_id::pg_catalog.text, l.masked_ip::pg_catalog.text,
-       l.masked_device_id::pg_catalog.text, l.create_date, l.row_manifest
-FROM public.user_logins AS l
+HOLDING_TOKENS_WHERE = """
 WHERE (l.masked_ip::pg_catalog.text OPERATOR(pg_catalog.=) ANY (%(tokens)s::pg_catalog.text[])
        AND l.masked_ip::pg_catalog.text COLLATE pg_catalog."C"
            OPERATOR(pg_catalog.=) ANY (%(tokens)s::pg_catalog.text[]))
    OR (l.masked_device_id::pg_catalog.text OPERATOR(pg_catalog.=) ANY (%(tokens)s::pg_catalog.text[])
        AND l.masked_device_id::pg_catalog.text COLLATE pg_catalog."C"
            OPERATOR(pg_catalog.=) ANY (%(tokens)s::pg_catalog.text[]))
-LIMIT %(limit)s
+"""
+"""The rows of `user_logins AS l` holding one of %(tokens)s: matched by the column's own collation (its index) and
+again byte for byte (`C`), so a collation the owner puts on a column does not make a token match another (A47-1)."""
+
+ROWS_SQL = f"""
+SELECT l.event_id::pg_catalog.text, l.user_id::pg_catalog.text, l.masked_ip::pg_catalog.text,
+       l.masked_device_id::pg_catalog.text, l.create_date, l.row_manifest
+FROM public.user_logins AS l
+{HOLDING_TOKENS_WHERE}LIMIT %(limit)s
 """
 """Every row holding one of the tokens (the person's and the others'), with what its digest covers and its list.
 

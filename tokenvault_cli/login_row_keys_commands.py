@@ -14,6 +14,8 @@ import json
 import os
 import shlex
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -303,14 +305,8 @@ def audit_login_rows(
     last = until.date() if until else date.max
     if last < first:  # walk47, W47-24: swapped dates read as a clean day ("0 rows", exit 0)
         raise click.BadParameter(f"{last} is before --since {first}: nothing checked", param_hint="--until")
-    try:
+    with _nothing_checked_on_failure():
         check, findings = check_rows_between(ctx.settings.dsn(), first, last, ctx.settings.row_keys, max_rows_checked)
-    except SettingsError as error:
-        raise SettingsFailure(
-            f"{error} - `audit login-rows` verifies the rows of user_logins; nothing checked"
-        ) from None
-    except QueryError as error:
-        raise Failure(f"{error}; nothing checked") from None
     if check.too_many:  # walk47, W47-19: exit 2, not 1 ("a row does not verify")
         raise NothingChecked(too_many_in_range(check))
     _report(
@@ -322,18 +318,25 @@ def audit_login_rows(
     )
 
 
-def _login_rows_holding(ctx: Context, tokens: tuple[str, ...], fmt: str, max_rows: int) -> None:
-    """`audit login-rows --token`: the rows holding the tokens checked, or past the bound counted by list (A48-2)."""
-    if not all(type_of_token(t) for t in tokens):  # never repeated: it may be a value
-        raise click.UsageError("--token takes a token (a type prefix such as ip_ or dev_ and 22 characters)")
+@contextmanager
+def _nothing_checked_on_failure() -> Iterator[None]:
+    """Settings and query failures of `audit login-rows` as the CLI's failures, saying nothing was checked."""
     try:
-        check, findings, by_list = check_rows_holding(ctx.settings.dsn(), tokens, ctx.settings.row_keys, max_rows)
+        yield
     except SettingsError as error:
         raise SettingsFailure(
             f"{error} - `audit login-rows` verifies the rows of user_logins; nothing checked"
         ) from None
     except QueryError as error:
         raise Failure(f"{error}; nothing checked") from None
+
+
+def _login_rows_holding(ctx: Context, tokens: tuple[str, ...], fmt: str, max_rows: int) -> None:
+    """`audit login-rows --token`: the rows holding the tokens checked, or past the bound counted by list (A48-2)."""
+    if not all(type_of_token(t) for t in tokens):  # never repeated: it may be a value
+        raise click.UsageError("--token takes a token (a type prefix such as ip_ or dev_ and 22 characters)")
+    with _nothing_checked_on_failure():
+        check, findings, by_list = check_rows_holding(ctx.settings.dsn(), tokens, ctx.settings.row_keys, max_rows)
     if check.too_many:
         write_rows(["row_manifest", "rows", "no_create_date"], [(m or "", n, d) for m, n, d in by_list], Format(fmt))
         found = "rows naming too many signed lists" if check.lists_too_large else f"{check.rows:,} rows"

@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 
 from tokenvault_cli.erase_reach import (
+    HOLDING_TOKENS_WHERE,
     MAX_ROWS_CHECKED,
     ROWS_SQL,
     ListFinding,
@@ -32,16 +33,10 @@ from tokenvault_common.login_row_signatures import PublicKeys
 LISTS_NAMED = 20
 """How many signed lists a count past the bound names (those named by the most rows first)."""
 
-ROWS_BY_LIST_SQL = """
+ROWS_BY_LIST_SQL = f"""
 SELECT l.row_manifest::pg_catalog.text, count(*), count(*) FILTER (WHERE l.create_date IS NULL)
 FROM public.user_logins AS l
-WHERE (l.masked_ip::pg_catalog.text OPERATOR(pg_catalog.=) ANY (%(tokens)s::pg_catalog.text[])
-       AND l.masked_ip::pg_catalog.text COLLATE pg_catalog."C"
-           OPERATOR(pg_catalog.=) ANY (%(tokens)s::pg_catalog.text[]))
-   OR (l.masked_device_id::pg_catalog.text OPERATOR(pg_catalog.=) ANY (%(tokens)s::pg_catalog.text[])
-       AND l.masked_device_id::pg_catalog.text COLLATE pg_catalog."C"
-           OPERATOR(pg_catalog.=) ANY (%(tokens)s::pg_catalog.text[]))
-GROUP BY l.row_manifest ORDER BY count(*) DESC, l.row_manifest::pg_catalog.text LIMIT %(limit)s
+{HOLDING_TOKENS_WHERE}GROUP BY l.row_manifest ORDER BY count(*) DESC, l.row_manifest::pg_catalog.text LIMIT %(limit)s
 """
 """The rows holding the tokens (ROWS_SQL's match), counted by the list they name: (list or NULL, rows, rows with no
 create_date). No row is read whole: what the security team is told when more rows hold them than are checked."""
