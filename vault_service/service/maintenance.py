@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from vault_service.domain.erase_commitment import EraseTally
-from vault_service.domain.errors import CatalogCheckInterrupted, CatalogUnread, VaultError
+from vault_service.domain.errors import CatalogCheckInterrupted, CatalogUnread, DatabaseUnavailable, VaultError
 from vault_service.service.erase_commitment_check import EraseCommitmentCheck
 from vault_service.service.erased_tokens import ErasedTokens
 from vault_service.service.keyring import KeyManager
@@ -128,6 +128,21 @@ class EraseRowsUncommitted(ErasedTokensUnread):
         )
 
 
+class EraseRowsUnchecked(ErasedTokensUnread):
+    """The database was unavailable for the erase-row commitment check at start: an outage, no finding (R47-11).
+
+    A connection lost or none to be had, or the check's query cancelled (57014: any session of the vault's own role
+    may cancel it) or out of lock time (55P03) on every try: no start on erase rows left unchecked, retried by the
+    replica's next start. Never the tampering wording of EraseRowsUncommitted.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        said = str(error) if isinstance(error, VaultError) else type(error).__name__
+        Exception.__init__(
+            self, f"cannot check the erase rows against the signed audit checkpoints before serving: {said}"
+        )
+
+
 class KeyMaintainer:
     """Runs `check()` periodically on a daemon thread until `stop()`."""
 
@@ -192,17 +207,26 @@ class KeyMaintainer:
     def _start_tally(self) -> EraseTally | None:
         """The tally the start-up read feeds, for the newest signed erase-row commitment (None: none to check).
 
-        EraseRowsUncommitted when that checkpoint's signature does not hold, or it cannot be read (A46-3).
+        EraseRowsUnchecked when the database is unavailable for it (a query cancelled or timed out included) after
+        each of START_CHECK_PAUSES (review 47, R47-11: an outage, not a finding); EraseRowsUncommitted when it fails
+        otherwise (A46-3).
         """
         if self._commitments is None:
             return None
-        try:
-            tally, problem = self._commitments.for_start()
-        except Exception as error:  # the database down: no start on erase rows left unchecked
-            said = str(error) if isinstance(error, VaultError) else type(error).__name__
-            raise EraseRowsUncommitted(
-                f"cannot check the erase rows against the signed audit checkpoints: {said}"
-            ) from None
+        for pause in (*START_CHECK_PAUSES, None):
+            try:
+                tally, problem = self._commitments.for_start()
+                break
+            except DatabaseUnavailable as error:  # an outage or a sibling's cancel: checked again, then no start
+                if pause is None:
+                    raise EraseRowsUnchecked(error) from None
+                log.warning("the erase-row commitment check could not complete at start; checking again: %s", error)
+                time.sleep(pause)
+            except Exception as error:  # no start on erase rows left unchecked
+                said = str(error) if isinstance(error, VaultError) else type(error).__name__
+                raise EraseRowsUncommitted(
+                    f"cannot check the erase rows against the signed audit checkpoints: {said}"
+                ) from None
         if problem is not None:
             log.error("%s", problem)
             raise EraseRowsUncommitted(problem)
@@ -333,9 +357,11 @@ class KeyMaintainer:
             return None
         try:
             problem = self._commitments.problem(self._tokens)
-        except Exception as error:
-            log.debug("erase-row commitment check failed: %s", type(error).__name__)
-            return f"cannot check the erase rows against the signed checkpoints: {type(error).__name__}"
+        except Exception as error:  # an outage: unhealthy while it lasts, said at WARNING once per cause (R47-11)
+            cause = f"cannot check the erase rows against the signed checkpoints: {type(error).__name__}"
+            if self._causes.get(DATABASE) != cause:
+                log.warning("%s", cause)
+            return cause
         if problem is None:
             return None
         return f"the erase rows are not those the signed checkpoints commit to (logged at ERROR): {problem}"
