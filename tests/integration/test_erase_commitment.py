@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -25,7 +27,9 @@ from tests.integration.test_erased_tokens_known import _reveal, _tokenize
 from tokenvault_api.v1 import vault_pb2
 from vault_service.adapters.postgres.audit_records import RECORD_COLUMNS, audit_record, record_cursor
 from vault_service.domain.audit import AuditRecord, record_hash
+from vault_service.entrypoints.metrics import _VaultCollector
 from vault_service.service.maintenance import DATABASE, EraseRowsUncommitted
+from vault_service.service.token_cache import TokenCache
 
 __all__ = ["own_database"]
 
@@ -160,11 +164,13 @@ def test_a_running_replica_reports_its_database_unhealthy_when_a_newer_checkpoin
         _tokenize(env, replica, fresh_value(vault_pb2.TOKEN_TYPE_IP))
         _wait_anchored(replica, _head(env))
         assert _committed_head(env)[0] > reveal_id
+        found_before = _exported("tokenvault_erase_rows_uncommitted_found_total")
         rows = _relabel(env, int(reveal_id), "erase", rechain_to_head=False)
         try:
             replica.maintainer.check()
             unhealthy = not replica.maintainer.healthy[DATABASE]
             cause = replica.maintainer._causes.get(DATABASE, "")
+            standing = _exported("tokenvault_erase_rows_uncommitted")
         finally:
             _put_back(env, rows)
         replica.maintainer.check()
@@ -172,3 +178,13 @@ def test_a_running_replica_reports_its_database_unhealthy_when_a_newer_checkpoin
     assert unhealthy, "the replica kept its database healthy (old code: no check)"
     assert "1 erase row(s) where it signed 0" in cause, cause
     assert healthy_again
+    assert standing == 1  # a metric of its own (R47-15; before: only tokenvault_dependency_up 0)
+    assert _exported("tokenvault_erase_rows_uncommitted") == 0  # put back: the gauge clears...
+    assert _exported("tokenvault_erase_rows_uncommitted_found_total") == found_before + 1  # ...the count stays
+
+
+def _exported(sample: str) -> float:
+    """A sample of the vault's metrics collector, as the metrics endpoint exports it."""
+    tokens: Any = SimpleNamespace(races=0, merged_batches=0)
+    found = {s.name: s.value for family in _VaultCollector(TokenCache(0), tokens).collect() for s in family.samples}
+    return found[sample]

@@ -21,6 +21,7 @@ from vault_service.adapters.postgres.prepared import planted_statements_replaced
 from vault_service.adapters.postgres.tokens import PostgresTokenStore
 from vault_service.domain.grant_bound import over_grants
 from vault_service.domain.policy import AccessPolicy
+from vault_service.service.erase_commitment_check import erase_rows_uncommitted, erase_rows_uncommitted_found
 from vault_service.service.erased_tokens import erase_read_window_tampered, erase_rows_unverified, full_read
 from vault_service.service.maintenance import catalog_findings
 from vault_service.service.revealing import erased_values_present
@@ -447,6 +448,20 @@ class _VaultCollector(Collector):
             " until they are removed; alert VaultCatalogAltered: report it to the security team (walk 47, W47-23)",
         )
         catalog.add_metric([], catalog_findings())
+        uncommitted = GaugeMetricFamily(
+            "tokenvault_erase_rows_uncommitted",
+            "1 while the audit log's erase rows this replica reads are not those a signed audit checkpoint commits"
+            " to (an erasure hidden or one faked by relabelling a row's action: attack 46, A46-1/A46-3): the"
+            " database owner's doing, no outage - the replica answers NOT_SERVING meanwhile; alert"
+            " EraseRowsUncommitted: report it to the security team (review 47, R47-15)",
+        )
+        uncommitted.add_metric([], erase_rows_uncommitted())
+        uncommitted_found = CounterMetricFamily(
+            "tokenvault_erase_rows_uncommitted_found",
+            "Mismatches between the erase rows and a signed checkpoint's commitment this replica's running checks"
+            " found (each once; rows put back clear the gauge, not this count); alert EraseRowsUncommitted",
+        )
+        uncommitted_found.add_metric([], erase_rows_uncommitted_found())
         seconds, rows = full_read()
         start_seconds = GaugeMetricFamily(
             "tokenvault_erase_rows_start_read_seconds",
@@ -472,6 +487,8 @@ class _VaultCollector(Collector):
             unverified,
             window,
             catalog,
+            uncommitted,
+            uncommitted_found,
             start_seconds,
             start_rows,
             _over_grants(),

@@ -33,6 +33,32 @@ from vault_service.service.erased_tokens import ERASE_ROWS_PAGE, EraseRows
 log = logging.getLogger(__name__)
 
 
+_standing = 0
+"""1 while this replica's last running check named a mismatch with a signed commitment, else 0 (R47-15)."""
+_found = 0
+"""Mismatches this replica's running checks found (each once, when it appears: a put-back clears `_standing`)."""
+
+
+def erase_rows_uncommitted() -> int:
+    """1 while the erase rows this replica reads are not those a signed checkpoint commits to (review 47, R47-15).
+
+    Exported as `tokenvault_erase_rows_uncommitted` (alert EraseRowsUncommitted): the replica answers NOT_SERVING
+    meanwhile, which paged only as "database unreachable ... recovers by itself" - an outage's alert, for tampering.
+    """
+    return _standing
+
+
+def erase_rows_uncommitted_found() -> int:
+    """How many mismatches this replica's running checks found (`tokenvault_erase_rows_uncommitted_found_total`)."""
+    return _found
+
+
+def _observed(problem: str | None, new: bool) -> None:
+    global _standing, _found
+    _standing = 0 if problem is None else 1
+    _found += 1 if problem is not None and new else 0
+
+
 class CommittedCheckpoints(Protocol):
     """Where the signed checkpoints are read (the audit chain's store)."""
 
@@ -145,6 +171,7 @@ class EraseCommitmentCheck:
         """Log a finding at ERROR when it changes (a round repeating it logs nothing more); the finding."""
         if problem is not None and problem != self._told:
             log.error("%s: report it to the security team and run audit verify", problem)
+        _observed(problem, problem != self._told)
         self._told = problem or ""
         return problem
 
