@@ -6,7 +6,7 @@ as their SHA-256 (see adapters/postgres/schema_catalog.py); `audit verify` repor
 (domain/schema_guards.py).
 """
 
-MIGRATIONS_SHA256 = "fb9b4a1000bf62fd17cf0c3ee3029eaa040ed41ad2feeafcdfeb2d11b041ffc1"
+MIGRATIONS_SHA256 = "f519faa4d0c97f819099994debb20a95b9cbb01f9e6d432acad1c55e98c29056"
 """The migration files this manifest was generated from (names and contents, in order)."""
 
 EXPECTED: dict[str, dict[str, str]] = {
@@ -1163,6 +1163,11 @@ EXPECTED: dict[str, dict[str, str]] = {
         "owner": "tokenvault_owner",
         "grants": "tokenvault_watchdog=X/tokenvault_owner",
         "definition": "sha256:3c22557c1f833b243cdd1f7c74b4cde29e5069e3299ab8c73472f204d2c55715",
+    },
+    "index audit_checkpoints_committed on vault.audit_checkpoints": {
+        "validity": "valid",
+        "readiness": "ready",
+        "definition": "sha256:8473674aa3022dd4aeb49aab3d5c31fb5fcdc8d3836cb57d857452e9e9b1e648",
     },
     "index audit_checkpoints_head on vault.audit_checkpoints": {
         "validity": "valid",
