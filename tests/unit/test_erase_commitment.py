@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from datetime import UTC, datetime
 
-from tests.unit.upkeep_fakes import FakeChainStore, FakeSigner, chained_records
+import pytest
+
+from tests.unit.fakes import FakeAuditLog
+from tests.unit.upkeep_fakes import FakeChainStore, FakeCheckpointStore, FakeSigner, chained_records
 from vault_service.domain.audit import GENESIS_HASH, AuditRecord, chain_hash_v2
 from vault_service.domain.checkpoints import ChainHead, Checkpoint, verify_log
 from vault_service.domain.erase_commitment import NO_ERASE_ROWS, EraseCommitment
-from vault_service.service.erase_commitments import EraseCommitments
+from vault_service.service.audit_upkeep import AuditUpkeep
+from vault_service.service.erase_commitments import EraseCommitments, erase_walk_heads_changed
+from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 
 AT = datetime(2026, 12, 6, 16, 0, tzinfo=UTC)
 
@@ -85,3 +91,27 @@ def test_verify_names_erase_rows_that_are_not_those_a_checkpoint_commits_to() ->
     finding = verify_log(records, [Checkpoint(lying, "k", signer.sign(lying.message()))], [], valid)
     assert finding is not None
     assert "1 erase row(s) where it signed 0" in finding.reason
+
+
+def test_a_head_changed_under_the_walk_is_logged_once_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    records = _with_erase_rows(6, {2})
+    store = FakeChainStore(records)
+    head = store.head()
+    assert head is not None
+    rewritten = dataclasses.replace(head, head_hash=b"\x09" * 32)  # the round read a head the walk then read changed
+    before = erase_walk_heads_changed()
+    walk = EraseCommitments(store, lambda c: True, lambda: None, lambda: None)
+    with caplog.at_level(logging.ERROR):
+        assert walk.commit(rewritten).erasures is None
+        assert walk.commit(rewritten).erasures is None
+    assert erase_walk_heads_changed() == before + 2
+    told = [r for r in caplog.records if "was not the same row when the erase-row walk read it" in r.getMessage()]
+    assert len(told) == 1
+    assert "audit row 6," in told[0].getMessage()
+
+
+def test_an_upkeep_committing_to_the_erase_rows_needs_a_signature_check() -> None:
+    audit, store = FakeAuditLog(), FakeCheckpointStore()
+    meter = TokenizeMeter()
+    with pytest.raises(ValueError, match="commit_erasures needs genuine"):
+        AuditUpkeep(audit, store, FakeSigner(), meter, RefusalAuditor(audit), lambda c: None, commit_erasures=True)

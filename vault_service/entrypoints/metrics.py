@@ -22,6 +22,7 @@ from vault_service.adapters.postgres.tokens import PostgresTokenStore
 from vault_service.domain.grant_bound import over_grants
 from vault_service.domain.policy import AccessPolicy
 from vault_service.service.erase_commitment_check import erase_rows_uncommitted, erase_rows_uncommitted_found
+from vault_service.service.erase_commitments import erase_walk_heads_changed
 from vault_service.service.erased_tokens import erase_read_window_tampered, erase_rows_unverified, full_read
 from vault_service.service.maintenance import catalog_findings
 from vault_service.service.revealing import erased_values_present
@@ -462,6 +463,13 @@ class _VaultCollector(Collector):
             " found (each once; rows put back clear the gauge, not this count); alert EraseRowsUncommitted",
         )
         uncommitted_found.add_metric([], erase_rows_uncommitted_found())
+        heads_changed = CounterMetricFamily(
+            "tokenvault_erase_walk_heads_changed",
+            "Upkeep rounds whose head row was not the same row when the erase-row walk read it moments later: the"
+            " row rewritten in the database meanwhile; the head is signed without an erase-row commitment and the"
+            " walk starts again (review 47, R47-13), logged once per head: report it to the security team",
+        )
+        heads_changed.add_metric([], erase_walk_heads_changed())
         seconds, rows = full_read()
         start_seconds = GaugeMetricFamily(
             "tokenvault_erase_rows_start_read_seconds",
@@ -489,6 +497,7 @@ class _VaultCollector(Collector):
             catalog,
             uncommitted,
             uncommitted_found,
+            heads_changed,
             start_seconds,
             start_rows,
             _over_grants(),

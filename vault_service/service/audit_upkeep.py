@@ -119,7 +119,8 @@ class AuditUpkeep:
         how many were still remembered, never checked, when `stop()`'s last round was done.
 
         `genuine(checkpoint)`: whether a stored checkpoint carries a valid signature of the signing
-        key (checked offline); without it, the database's checkpoints are taken at their word.
+        key (checked offline); without it, the database's checkpoints are taken at their word - so it is
+        required with `commit_erasures` (ValueError otherwise: review 47, R47-13).
 
         `round_limit`: seconds a round may go without progress (its start, or a page of its segment
         read) before its watchdog counts it as failed, logs the unchecked ids and severs its database
@@ -139,6 +140,11 @@ class AuditUpkeep:
         `before_round` runs before each round of the thread (the service's: end the sessions holding
         the audit chain's lock for seconds, attack 26 F2); whatever it raises is logged and the round runs.
         """
+        if commit_erasures and genuine is None:
+            raise ValueError(
+                "commit_erasures needs genuine: the erase-row walk resumes from a stored checkpoint only under a valid"
+                " signature (review 47, R47-13)"
+            )
         self._store = store
         self._interval = interval
         anchor = CheckpointAnchor(
@@ -172,8 +178,8 @@ class AuditUpkeep:
             on_rows_missing or (lambda count: None),
             note_pending,
             self._watchdog.progress,
-            EraseCommitments(store, genuine or (lambda checkpoint: True), self._watchdog.progress, yield_interpreter)
-            if commit_erasures
+            EraseCommitments(store, genuine, self._watchdog.progress, yield_interpreter)
+            if commit_erasures and genuine is not None
             else None,
         )
         self._on_probe_refused = on_probe_refused or (lambda: None)

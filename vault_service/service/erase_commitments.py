@@ -31,6 +31,18 @@ from vault_service.service.erase_commitment_check import newest_genuine
 
 log = logging.getLogger(__name__)
 
+_heads_changed = 0
+"""Rounds whose head row, read again by the walk, was not the row the round read (review 47, R47-13)."""
+
+
+def erase_walk_heads_changed() -> int:
+    """How many rounds' heads changed under the walk (`tokenvault_erase_walk_heads_changed_total`; R47-13).
+
+    The owner rewrote the head row between the round's read and the walk's: a tamper signal, not an outage.
+    """
+    return _heads_changed
+
+
 ROWS_PER_ROUND = 100_000
 """Rows one round walks at most (~2.5 s at ~25 us a row read and hashed): the first walk of a long log spans rounds."""
 
@@ -65,6 +77,7 @@ class EraseCommitments:
         self._walked: _Walked | None = None
         self._broken_told = 0  # the row a broken walk was last reported at (each reported once)
         self._held: int | None = None  # the first row found changed ahead of the walk: never walked past (R47-2)
+        self._head_changed_told: set[int] = set()  # heads found changed under the walk, each logged once (R47-13)
 
     def _hold(self, walked: int, changed: Sequence[int]) -> None:
         """Stop the walk before the first of `changed` it has not walked yet (logged once per row; R47-2)."""
@@ -129,6 +142,7 @@ class EraseCommitments:
             return head  # not reached yet: signed without a commitment, the walk goes on next round
         if walked.row_hash != head.head_hash:  # the head read is not the row walked: changed since
             self._walked = None
+            self._tell_head_changed(head.head_id)
             return head
         return replace(head, erasures=walked.erasures)
 
@@ -143,6 +157,20 @@ class EraseCommitments:
         if at is not None and at.erasures is not None:
             return _Walked(at.head_id, at.head_hash, at.erasures, ChainWalk.resumed(at.head_hash))
         return _Walked(0, GENESIS_HASH, NO_ERASE_ROWS, ChainWalk())
+
+    def _tell_head_changed(self, head_id: int) -> None:
+        """Count each time, and log once per head, a head row that changed between the round's read and the walk's."""
+        global _heads_changed
+        _heads_changed += 1
+        if head_id in self._head_changed_told:
+            return
+        self._head_changed_told.add(head_id)
+        log.error(
+            "audit row %d, the head this round read, was not the same row when the erase-row walk read it: changed in"
+            " the database meanwhile. The head is signed without a commitment to the erase rows and the walk starts"
+            " again. Report it to the security team and run audit verify",
+            head_id,
+        )
 
     def _tell_broken(self, row_id: int, problem: str) -> None:
         """Log, once per row, that the walk stopped at a row that does not hold: no commitment signed meanwhile."""
