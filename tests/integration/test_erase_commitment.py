@@ -28,6 +28,7 @@ from tokenvault_api.v1 import vault_pb2
 from vault_service.adapters.postgres.audit_records import RECORD_COLUMNS, audit_record, record_cursor
 from vault_service.domain.audit import AuditRecord, record_hash
 from vault_service.entrypoints.metrics import _VaultCollector
+from vault_service.service import erased_tokens
 from vault_service.service.maintenance import DATABASE, EraseRowsUncommitted
 from vault_service.service.token_cache import TokenCache
 
@@ -175,12 +176,50 @@ def test_a_running_replica_reports_its_database_unhealthy_when_a_newer_checkpoin
             _put_back(env, rows)
         replica.maintainer.check()
         healthy_again = replica.maintainer.healthy[DATABASE]
+        refused_live = len(replica.wired.vault.erased)  # the relabelled reveal row's token, learned meanwhile
     assert unhealthy, "the replica kept its database healthy (old code: no check)"
     assert "1 erase row(s) where it signed 0" in cause, cause
     assert healthy_again
     assert standing == 1  # a metric of its own (R47-15; before: only tokenvault_dependency_up 0)
     assert _exported("tokenvault_erase_rows_uncommitted") == 0  # put back: the gauge clears...
     assert _exported("tokenvault_erase_rows_uncommitted_found_total") == found_before + 1  # ...the count stays
+    assert refused_live == 0, "the live token stays taken for erased after the rows were put back (R47-1)"
+
+
+def test_an_erase_row_hidden_from_a_running_replica_is_learned_once_the_rows_match_again(
+    own_database: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 47, R47-1: replica B's read misses erase row E hidden (relabelled `reveal`, rechained) while its check
+    sees A's newer genuine checkpoint committing to E; once E is put back the rows match and B is healthy again - and
+    B's set must hold E's token, though B's learn window (OVERLAP_IDS 0 here) has moved past E."""
+    monkeypatch.setattr(erased_tokens, "OVERLAP_IDS", 0)
+    env = own_database
+    with running_vault(env, **FAST, TOKENVAULT_KEY_CHECK_SECONDS="3600") as second, running_vault(env, **FAST) as first:
+        token = _tokenize(env, first, fresh_value(vault_pb2.TOKEN_TYPE_IP))
+        assert isinstance(token, str)
+        second.maintainer.check()  # B's window: up to the rows before E
+        assert erase(env, first, [token], "GDPR-2026-4749") == [None]
+        with as_owner(env) as owner:
+            (erase_id,) = owner.execute(
+                "SELECT id FROM vault.audit_log WHERE action = 'erase' ORDER BY id DESC LIMIT 1"
+            ).fetchone() or (0,)
+        _tokenize(env, first, fresh_value(vault_pb2.TOKEN_TYPE_IP))  # a row after E
+        head = _head(env)
+        _wait_anchored(first, head)
+        _wait_anchored(second, head)  # B's upkeep walked E genuine: its reads may start past E
+        assert _committed_head(env)[0] >= head > erase_id
+        rows = _relabel(env, int(erase_id), "reveal", rechain_to_head=True)
+        try:
+            second.maintainer.check()  # B's read misses E; its check meets a checkpoint committing to it
+            unhealthy = not second.maintainer.healthy[DATABASE]
+        finally:
+            _put_back(env, rows)
+        second.maintainer.check()
+        healthy_again = second.maintainer.healthy[DATABASE]
+        known = len(second.wired.vault.erased)
+    assert unhealthy, "B's check did not see E hidden"
+    assert healthy_again
+    assert known == 1, "B is healthy again yet does not know the erasure it missed (old code: 0 for B's life)"
 
 
 def _exported(sample: str) -> float:

@@ -216,6 +216,10 @@ class ErasedTokens:
         read as erase rows; RETRIED_ROWS of them per round, in turn (none dropped: ids only, ~70 bytes each)."""
         self._retried_to = 0
         """The id the last round's retries ended at: the next round's go on after it (wrapping around)."""
+        self._rebuild = False
+        """The next read re-reads every erase row from the log's start and the set is rebuilt from them (R47-1)."""
+        self._rebuilt: dict[bytes, int] | None = None
+        """While a rebuilding read runs: each hash it learned, and the erase record it was learned from."""
         self._lock = threading.Lock()
 
     def __bool__(self) -> bool:
@@ -243,6 +247,20 @@ class ErasedTokens:
         with self._lock:
             self._anchored = head_id
 
+    def relearn(self) -> None:
+        """Make the next `learn` re-read every erase row from the log's start and rebuild the set (review 47, R47-1).
+
+        Called when the erase rows did not match a signed checkpoint's commitment, and when they match again: the
+        rows read meanwhile may have been the owner's choice. An erase row hidden while the set read past it is learned
+        (its learn window had moved on); a hash learned from a row that is no longer an erase row (a reveal row
+        relabelled `erase`, put back) is dropped. This replica's own erasures (record 0) are kept.
+        """
+        with self._lock:
+            self._start = self._newest = 0
+            self._read_once = False
+            self._rebuild = True
+            self._seen = set()
+
     def learn(self, rows: EraseRows, tally: EraseTally | None = None) -> int:
         """Read the erase rows written since the last read (all of them the first time); how many hashes were new.
 
@@ -255,6 +273,7 @@ class ErasedTokens:
             after = max(0, self._start - OVERLAP_IDS)
             first = not self._read_once
             previous = self._newest
+            self._rebuilt = {} if first and self._rebuild else None
         start, new, newest, beyond, read = after, 0, 0, 0, 0
         anchored_from: int | None = None
         began = time.monotonic()
@@ -297,6 +316,7 @@ class ErasedTokens:
                 self._start = self._newest = 0
                 self._read_once = False
             return new + self.learn(rows)
+        self._rebuilt_from_read()
         with self._lock:
             self._newest = newest
             # Never past the head this process anchored in an exported checkpoint (0 before the first): what the
@@ -317,6 +337,30 @@ class ErasedTokens:
                 with self._lock:
                     self._failing.discard(row_id)
         return new
+
+    def _rebuilt_from_read(self) -> None:
+        """After a rebuilding read: keep only this replica's own erasures and the hashes that read learned (R47-1)."""
+        with self._lock:
+            rebuilt, self._rebuilt = self._rebuilt, None
+            if rebuilt is None:
+                return
+            self._rebuild = False
+            kept = {token_hash: 0 for token_hash, record in self._hashes.items() if record == 0}
+            for token_hash, record in rebuilt.items():
+                kept.setdefault(token_hash, record)
+            gone = {token_hash: record for token_hash, record in self._hashes.items() if token_hash not in kept}
+            dropped = sorted(set(gone.values()))
+            if kept != self._hashes:
+                self._hashes = kept
+                self.version += 1
+        if dropped:
+            log.warning(
+                "%d erased token(s) learned from erase record(s) %s are no longer erased: those rows are not erase rows"
+                " that hold in the chain when all erase rows were read again after a mismatch with the signed"
+                " checkpoints (review 47, R47-1); run audit verify",
+                len(gone),
+                ", ".join(str(record) for record in dropped[:20]),
+            )
 
     def _take(self, rows: EraseRows, page: Sequence[EraseRow], anchored_from: int) -> int:
         """Learn the rows of one page that hold; report those that do not; how many hashes were new."""
@@ -346,6 +390,8 @@ class ErasedTokens:
                 if row.record is not None:
                     for token_hash in row.record.event.revealed:
                         self._hashes.setdefault(token_hash, row.record_id)
+                        if self._rebuilt is not None:
+                            self._rebuilt.setdefault(token_hash, row.record_id)
             if len(self._hashes) != before:
                 self.version += 1
             self._seen.update(row.record_id for row in learned)

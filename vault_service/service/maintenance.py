@@ -174,6 +174,8 @@ class KeyMaintainer:
         self.healthy: dict[str, bool] = {VAULT: True, DATABASE: True}
         self._causes: dict[str, str] = {}
         """What the last failed check of each dependency met (its log line says it)."""
+        self._mismatched = False
+        """A round found the erase rows not as signed: the set is rebuilt when they match again (R47-1)."""
 
     def start(self) -> None:
         """Remember the current erasure mark, learn the erased tokens from the audit log, and start the thread.
@@ -349,7 +351,23 @@ class KeyMaintainer:
         if uncommitted is not None:  # unhealthy while it lasts: the set may be the owner's choice (A46-3)
             self._causes[DATABASE] = uncommitted
             return False
+        if self._mismatched:  # the rows match again: the set is rebuilt from them before it is trusted (R47-1)
+            self._mismatched = False
+            if self._relearned() is None:
+                self._causes[DATABASE] = "cannot read the audit log's erase rows (a row-level security policy?)"
+                return False
         return True
+
+    def _relearned(self) -> bool | None:
+        """Re-read every erase row into a rebuilt erased-token set now (review 47, R47-1); None: the read failed."""
+        if self._erased is None:
+            return False
+        self._erased.relearn()
+        learned = self._learn_erased()
+        if learned is None:
+            self._mismatched = True  # rebuilt next round, before the replica is healthy again
+        self._cache.clear()
+        return learned
 
     def _uncommitted(self) -> str | None:
         """Why the erase rows up to a newer signed checkpoint are not those it commits to (None: they are, or none)."""
@@ -364,6 +382,12 @@ class KeyMaintainer:
             return cause
         if problem is None:
             return None
+        # The set may hold what the owner chose, or miss an erase row its learn window has since moved past: the
+        # next round re-reads every erase row from the log's start and rebuilds it, and so does the round that
+        # finds the rows as signed again (review 47, R47-1).
+        self._mismatched = True
+        if self._erased is not None:
+            self._erased.relearn()
         return f"the erase rows are not those the signed checkpoints commit to (logged at ERROR): {problem}"
 
     def _check_vault(self) -> bool:
