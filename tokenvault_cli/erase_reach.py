@@ -168,7 +168,7 @@ def count_options(dsn: str, server_version: int = 0) -> str:
     return f"{given} {startup_options(settings)}".strip()
 
 
-def _count_session(dsn: str) -> psycopg.Connection[Any]:
+def count_session(dsn: str) -> psycopg.Connection[Any]:
     """The count's connection, COUNT_SETTINGS pinned at its start - and `transaction_timeout` on a server that has it.
 
     The server's version is known only once connected (its startup answer, no statement run): on 17+ that first
@@ -244,6 +244,9 @@ WHERE l.row_manifest OPERATOR(pg_catalog.=) ANY (%(ids)s::pg_catalog.uuid[])
 LIMIT %(limit)s
 """
 """Every row naming one of the lists (the index of migration 0069), as ROWS_SQL's columns: are the lists whole?"""
+LIST_ROWS_PAGE = 10_000
+"""Rows of LIST_ROWS_SQL fetched at a time (a server-side cursor: review 47, R47-12). Each FETCH is a statement of
+its own under COUNT_SETTINGS' statement_timeout; all of them run in the count's one transaction, so its snapshot."""
 
 
 @dataclass(frozen=True)
@@ -370,7 +373,7 @@ def count_reach(
     """
     wanted = list(dict.fromkeys(tokens))
     try:
-        with _count_session(dsn) as conn:
+        with count_session(dsn) as conn:
             conn.read_only = True
             if verify_with is not None:  # the count and the rows checked: one snapshot
                 conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -410,7 +413,7 @@ def _check_rows(
     or are signed by a key version the keys file lacks (unsigned rows are trusted once the officer confirms them).
     """
     rows = conn.execute(ROWS_SQL, {"tokens": tokens, "limit": max_rows + 1}).fetchall()
-    check, findings = _verify_rows(conn, rows, keys, whole_lists=whole_lists, max_rows=max_rows)
+    check, findings = verify_rows(conn, rows, keys, whole_lists=whole_lists, max_rows=max_rows)
     if check.too_many and not check.lists_too_large:  # how many hold them: the --max-rows-checked to give (W47-18)
         check = replace(check, rows=count_rows_holding(conn, tokens))
     return check, rows, {f.row for f in findings if isinstance(f, RowFinding) and f.finding not in UNSIGNED_FINDINGS}
@@ -478,7 +481,7 @@ class ListFinding:
         return "; ".join(said)
 
 
-def _verify_rows(
+def verify_rows(
     conn: psycopg.Connection[Any],
     rows: Sequence[tuple[Any, ...]],
     keys: Callable[[], PublicKeys],
@@ -625,18 +628,22 @@ def _list_rows_counted(
     there, not missing (W47-7).
     """
     limit = sum(len(d) for d in listed.values()) + max_rows
-    rows = conn.execute(LIST_ROWS_SQL, {"ids": list(listed), "limit": limit + 1}).fetchall()
-    if len(rows) > limit:
-        return None
     matched: dict[uuid.UUID, Counter[bytes]] = {m: Counter() for m in listed}
     changed: Counter[uuid.UUID] = Counter()
-    for event_id, user_id, masked_ip, masked_device_id, created, manifest_id in rows:
-        day = created if isinstance(created, date) else None
-        digest = row_digest(event_id, user_id, masked_ip, masked_device_id, day)
-        if digest in listed[manifest_id]:
-            matched[manifest_id][digest] += 1
-        else:
-            changed[manifest_id] += 1
+    # Review 47, R47-12: streamed (a server-side cursor in the count's transaction and snapshot), only the counts
+    # kept - read whole, up to ~2 million rows were held as Python tuples (~1 GB) only to be hashed and counted.
+    with conn.cursor(name="tokenvault_list_rows") as cursor:
+        cursor.itersize = LIST_ROWS_PAGE
+        cursor.execute(LIST_ROWS_SQL, {"ids": list(listed), "limit": limit + 1})
+        for n, (event_id, user_id, masked_ip, masked_device_id, created, manifest_id) in enumerate(cursor, 1):
+            if n > limit:
+                return None
+            day = created if isinstance(created, date) else None
+            digest = row_digest(event_id, user_id, masked_ip, masked_device_id, day)
+            if digest in listed[manifest_id]:
+                matched[manifest_id][digest] += 1
+            else:
+                changed[manifest_id] += 1
     there: dict[uuid.UUID, set[bytes]] = {m: set() for m in listed}
     for n, m in (cleared or {}).items():
         event_id, user_id, masked_ip, masked_device_id, created, _ = read[n]
@@ -694,7 +701,7 @@ def check_rows_between(
     last = min(until, date.max - timedelta(1))
     before = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(1)
     try:
-        with _count_session(dsn) as conn:
+        with count_session(dsn) as conn:
             conn.read_only = True
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             params = {"since": since, "until": until, "limit": max_rows + 1}
@@ -705,7 +712,7 @@ def check_rows_between(
             if len(signed) > max_rows:
                 return RowCheck(len(rows), 0, 0, too_many=True, bound=max_rows, lists_too_large=True), []
             also = [m for (m,) in signed]
-            check, findings = _verify_rows(conn, rows, keys, whole_lists=True, also_lists=also, max_rows=max_rows)
+            check, findings = verify_rows(conn, rows, keys, whole_lists=True, also_lists=also, max_rows=max_rows)
             shape = (*relation_problems(conn), *column_problems(conn))  # what erase and reveal refuse (attack 47)
             return replace(check, table_problems=shape), findings
     except psycopg.Error as error:

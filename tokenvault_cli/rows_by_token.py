@@ -22,9 +22,9 @@ from tokenvault_cli.erase_reach import (
     ListFinding,
     RowCheck,
     RowFinding,
-    _count_session,
-    _verify_rows,
     count_rows_holding,
+    count_session,
+    verify_rows,
 )
 from tokenvault_cli.query import QueryError
 from tokenvault_cli.row_owners import column_problems, relation_problems
@@ -55,11 +55,11 @@ def check_rows_holding(
     """
     wanted = list(dict.fromkeys(tokens))
     try:
-        with _count_session(dsn) as conn:
+        with count_session(dsn) as conn:
             conn.read_only = True
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             rows = conn.execute(ROWS_SQL, {"tokens": wanted, "limit": max_rows + 1}).fetchall()
-            check, findings = _verify_rows(conn, rows, keys, whole_lists=True, max_rows=max_rows)
+            check, findings = verify_rows(conn, rows, keys, whole_lists=True, max_rows=max_rows)
             if check.too_many and not check.lists_too_large:  # the --max-rows-checked to give (walk47, W47-18)
                 check = replace(check, rows=count_rows_holding(conn, wanted))
             by_list = _by_list(conn, wanted) if check.too_many else []

@@ -4,7 +4,7 @@ Attack 35, N8 and review 37, R37-1 pinned the count's statement, lock and idle t
 (any login may set them for itself: `ALTER ROLE CURRENT_USER SET`). PostgreSQL 17 added `transaction_timeout`,
 left unpinned because older servers refuse the name in a startup packet: with `transaction_timeout = 1` on the
 login, every count's transaction was ended (FATAL) and every erasure refused. The count now pins it to 0 on a
-server that has it (tokenvault_cli/erase_reach.py `_count_session`). Real PostgreSQL 17+ (a cluster of the test's
+server that has it (tokenvault_cli/erase_reach.py `count_session`). Real PostgreSQL 17+ (a cluster of the test's
 own, migrated, the stack's analyst login) behind the 2 ms proxy of test_erase_count_idle_timeouts.py.
 
 Debian's 15 (CI) and compose's 16.4 have no such setting: there the test runs on the embedded stack's fallback
