@@ -47,30 +47,48 @@ def _state(admin: psycopg.Connection, pid: int) -> tuple[object, ...] | None:
 def _stuck_listener(stack: contextlib.ExitStack, dsn: str, admin_dsn: str) -> tuple[int, float]:
     """The attack, with `dsn`'s login only: a listener on its own channel whose client stops reading (a 4 kB receive
     buffer), fed small notifications by a second session until its backend blocks in the flush after its pass's
-    commit (seen so for 0.3 s). (Its pid, the seconds it took.)"""
-    listener = stack.enter_context(contextlib.closing(psycopg.connect(dsn, autocommit=True)))
+    commit (seen so for 0.3 s). (Its pid, the seconds it took.)
+
+    A pass that took more than the backend's 8 kB send buffer (notifications piling up while the machine is busy)
+    blocks inside its transaction instead and never commits: that listener is ended and a new one fed, within 40 s."""
     with psycopg.connect(dsn, autocommit=True) as feeder, psycopg.connect(admin_dsn, autocommit=True) as admin:
-        sock = socket.socket(fileno=listener.pgconn.socket)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.detach()
-        channel = f"mine_{listener.info.backend_pid}"
-        listener.execute(f"LISTEN {channel}")
-        pid = listener.info.backend_pid
         started = time.monotonic()
         while time.monotonic() - started < 40:
-            state = _state(admin, pid)
-            if state == _STUCK:
-                time.sleep(0.3)
-                if _state(admin, pid) == _STUCK:
-                    return pid, time.monotonic() - started
-                continue
-            if state is not None and state[1] is False and state[2] == "ClientWrite":
-                time.sleep(0.02)  # blocked inside a pass: let it get to its commit
-                continue
-            # 16 kB a statement: the server's send buffer (MBs on loopback) fills in a few hundred statements even
-            # on a loaded machine (1 kB a statement did not, in 20 s, twice in CI with other stacks running).
-            feeder.execute("SELECT pg_notify(%s, repeat('y', 1000)) FROM generate_series(1, 16)", (channel,))
-        raise AssertionError(f"not stuck in 40 s: {_state(admin, pid)}")
+            pid = _blocked_after_commit(stack, dsn, feeder, admin, started + 40)
+            if pid is not None:
+                return pid, time.monotonic() - started
+        raise AssertionError("no listener blocked after its pass's commit in 40 s")
+
+
+def _blocked_after_commit(
+    stack: contextlib.ExitStack, dsn: str, feeder: psycopg.Connection, admin: psycopg.Connection, deadline: float
+) -> int | None:
+    """One listener fed until it blocks after its commit (its pid), or None: it blocked inside a pass (ended here)."""
+    listener = stack.enter_context(contextlib.closing(psycopg.connect(dsn, autocommit=True)))
+    sock = socket.socket(fileno=listener.pgconn.socket)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.detach()
+    channel = f"mine_{listener.info.backend_pid}"
+    listener.execute(f"LISTEN {channel}")
+    pid = listener.info.backend_pid
+    inside_since: float | None = None
+    while time.monotonic() < deadline:
+        state = _state(admin, pid)
+        if state == _STUCK:
+            time.sleep(0.3)
+            if _state(admin, pid) == _STUCK:
+                return pid
+            continue
+        if state is not None and state[1] is False and state[2] == "ClientWrite":
+            inside_since = inside_since or time.monotonic()
+            if time.monotonic() - inside_since > 3:  # blocked inside its pass for good: start over
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                return None
+            time.sleep(0.02)  # blocked inside a pass: let it get to its commit
+            continue
+        inside_since = None
+        feeder.execute("SELECT pg_notify(%s, repeat('y', 1000))", (channel,))  # 1 kB: a pass fits in 8 kB
+    return None
 
 
 def _flood(admin: psycopg.Connection, flooder: psycopg.Connection, held: list[int], seconds: float) -> float:
