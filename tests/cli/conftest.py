@@ -93,6 +93,15 @@ def cli_stack() -> Iterator[CliStack]:
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
+@pytest.fixture
+def loaded_rows_removed(cli_stack: CliStack) -> Iterator[None]:
+    """The rows a test loaded through tests/cli/erase_logins.py (event ids `e3-RUN-...`) leave user_logins after it."""
+    yield
+    from tests.cli.erase_logins import remove_loaded_rows  # erase_logins imports CliStack from here
+
+    remove_loaded_rows(cli_stack)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/cli" in str(item.fspath):

@@ -15,23 +15,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 
 from tests.cli.conftest import CliStack
-from tests.cli.test_cli_erase_shared_values import RUN, _erase, _load, _people, _revealed, _tokens_of
+from tests.cli.erase_logins import erase, load, people, revealed, tokens_of
 
 REFUSED = "do not verify against the ETL's signature"
 
 
-@pytest.fixture(autouse=True)
-def _rows_removed_after(cli_stack: CliStack) -> Iterator[None]:
-    """The rows `_load` made here (event ids `e3-RUN-...`) leave user_logins after each test (as in that module)."""
-    yield
-    with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as conn:
-        conn.execute("DELETE FROM user_logins WHERE event_id LIKE %s", (f"e3-{RUN}-%",))
+pytestmark = pytest.mark.usefixtures("loaded_rows_removed")
 
 
 def _as_owner(stack: CliStack, sql: str, params: dict[str, str]) -> None:
@@ -58,10 +52,10 @@ def test_a411_tokens_swapped_between_two_people_are_refused_and_neither_person_l
 ) -> None:
     started = time.monotonic()
     tag_a, tag_b = uuid.uuid4().hex, uuid.uuid4().hex
-    (ip_a, dev_a), (ip_b, dev_b) = _people(tag_a), _people(tag_b)
+    (ip_a, dev_a), (ip_b, dev_b) = people(tag_a), people(tag_b)
     person_a, person_b = f"a411-a-{tag_a[:8]}", f"a411-b-{tag_b[:8]}"
-    _load(cli_stack, [(person_a, ip_a, dev_a), (person_b, ip_b, dev_b)])
-    tokens_a, tokens_b = _tokens_of(cli_stack, person_a), _tokens_of(cli_stack, person_b)
+    load(cli_stack, [(person_a, ip_a, dev_a), (person_b, ip_b, dev_b)])
+    tokens_a, tokens_b = tokens_of(cli_stack, person_a), tokens_of(cli_stack, person_b)
     code, out, err = _investigate(cli_stack, person_a)
     assert code == 0 and f"{ip_a},{dev_a}" in out, out + err  # as loaded: verified and revealed
 
@@ -71,16 +65,16 @@ def test_a411_tokens_swapped_between_two_people_are_refused_and_neither_person_l
         " masked_device_id = CASE user_id WHEN %(a)s THEN %(db)s ELSE %(da)s END WHERE user_id IN (%(a)s, %(b)s)",
         {"a": person_a, "b": person_b, "ia": tokens_a[0], "ib": tokens_b[0], "da": tokens_a[1], "db": tokens_b[1]},
     )
-    shown = _tokens_of(cli_stack, person_a)
+    shown = tokens_of(cli_stack, person_a)
     assert shown == tokens_b  # A's rows now hold B's tokens
 
-    code, out, err = _erase(cli_stack, *shown, "--user-id", person_a)
+    code, out, err = erase(cli_stack, *shown, "--user-id", person_a)
     assert code == 1, out + err
     assert f"1 row(s) of user_logins holding these tokens {REFUSED}" in err, err  # A's row, holding B's tokens
     assert "erasing nothing" in err and "report it to the security team" in err, err
     _says_nothing_of(err + out, person_a, person_b, *tokens_a, *tokens_b, ip_a, ip_b, dev_a, dev_b)
-    assert _revealed(cli_stack, tokens_b) == [ip_b, dev_b]  # B's values are there
-    assert _revealed(cli_stack, tokens_a) == [ip_a, dev_a]
+    assert revealed(cli_stack, tokens_b) == [ip_b, dev_b]  # B's values are there
+    assert revealed(cli_stack, tokens_a) == [ip_a, dev_a]
     # The investigator asking about A with --verify-rows is shown nothing rather than B's values.
     code, out, err = _investigate(cli_stack, person_a)
     assert code == 1 and f"{REFUSED}" in err and "revealing nothing" in err, out + err
@@ -92,17 +86,17 @@ def test_a411_another_persons_row_relabelled_with_the_persons_user_id_is_refused
     """The edit that hid a person sharing the value from E3's count: B's row (same ip as A) given A's user id."""
     started = time.monotonic()
     tag_a, tag_b = uuid.uuid4().hex, uuid.uuid4().hex
-    (ip_shared, dev_a), (_, dev_b) = _people(tag_a), _people(tag_b)
+    (ip_shared, dev_a), (_, dev_b) = people(tag_a), people(tag_b)
     person_a, person_b = f"a411-a-{tag_a[:8]}", f"a411-b-{tag_b[:8]}"
-    _load(cli_stack, [(person_a, ip_shared, dev_a), (person_b, ip_shared, dev_b)])
-    tokens_a = _tokens_of(cli_stack, person_a)
+    load(cli_stack, [(person_a, ip_shared, dev_a), (person_b, ip_shared, dev_b)])
+    tokens_a = tokens_of(cli_stack, person_a)
     _as_owner(cli_stack, "UPDATE user_logins SET user_id = %(a)s WHERE user_id = %(b)s", {"a": person_a, "b": person_b})
 
-    code, out, err = _erase(cli_stack, *tokens_a, "--user-id", person_a)
+    code, out, err = erase(cli_stack, *tokens_a, "--user-id", person_a)
     assert code == 1, out + err
     assert f"1 row(s) of user_logins holding these tokens {REFUSED}" in err, err
     _says_nothing_of(err + out, person_a, person_b, *tokens_a, ip_shared, dev_a, dev_b)
-    assert _revealed(cli_stack, tokens_a) == [ip_shared, dev_a]  # nothing erased: B's address kept
+    assert revealed(cli_stack, tokens_a) == [ip_shared, dev_a]  # nothing erased: B's address kept
     print(f"\nA41-1 relabelled row refused; {time.monotonic() - started:.1f} s")
 
 
@@ -110,22 +104,22 @@ def test_a411_unsigned_rows_are_erased_only_with_their_number_confirmed(cli_stac
     """Rows loaded before migration 0068 carry no signature (row_manifest NULL, as the owner can also make one)."""
     started = time.monotonic()
     tag = uuid.uuid4().hex
-    ip, dev = _people(tag)
+    ip, dev = people(tag)
     person = f"a411-u-{tag[:8]}"
-    _load(cli_stack, [(person, ip, dev), (person, ip, dev)])
-    tokens = _tokens_of(cli_stack, person)
+    load(cli_stack, [(person, ip, dev), (person, ip, dev)])
+    tokens = tokens_of(cli_stack, person)
     _as_owner(cli_stack, "UPDATE user_logins SET row_manifest = NULL WHERE user_id = %(p)s", {"p": person})
 
-    code, out, err = _erase(cli_stack, *tokens, "--user-id", person)
+    code, out, err = erase(cli_stack, *tokens, "--user-id", person)
     assert code == 1, out + err
     assert "2 row(s) of user_logins holding these tokens carry no signature of the ETL" in err, err
     assert "--accepting-unsigned-rows 2" in err and "erasing nothing" in err, err
     _says_nothing_of(err + out, person, *tokens, ip, dev)
-    code, out, err = _erase(cli_stack, *tokens, "--user-id", person, "--accepting-unsigned-rows", "1")
+    code, out, err = erase(cli_stack, *tokens, "--user-id", person, "--accepting-unsigned-rows", "1")
     assert code == 1 and "--accepting-unsigned-rows 1 does not match the count now" in err, out + err
-    assert _revealed(cli_stack, tokens) == [ip, dev]  # nothing erased yet
+    assert revealed(cli_stack, tokens) == [ip, dev]  # nothing erased yet
 
-    code, out, err = _erase(cli_stack, *tokens, "--user-id", person, "--accepting-unsigned-rows", "2")
+    code, out, err = erase(cli_stack, *tokens, "--user-id", person, "--accepting-unsigned-rows", "2")
     assert code == 0 and out.count("erased") == 2, out + err
-    assert _revealed(cli_stack, tokens) == ["NOT_FOUND", "NOT_FOUND"]
+    assert revealed(cli_stack, tokens) == ["NOT_FOUND", "NOT_FOUND"]
     print(f"\nA41-1 unsigned rows erased once confirmed; {time.monotonic() - started:.1f} s")

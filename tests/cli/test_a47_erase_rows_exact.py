@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from tests.cli.conftest import CliStack
-from tests.cli.test_cli_erase_shared_values import RUN, _erase, _load, _people, _revealed, _tokens_of
+from tests.cli.erase_logins import RUN, erase, load, people, revealed, tokens_of
 
 LOOSE = (
     "CREATE COLLATION IF NOT EXISTS public.a47_loose"
@@ -52,11 +52,11 @@ def _as_owner(stack: CliStack, *statements: str) -> None:
 def test_a47_1_a_collation_on_user_id_does_not_make_another_accounts_rows_the_persons(cli_stack: CliStack) -> None:
     started = time.monotonic()
     tag = uuid.uuid4().hex
-    (ip_a, dev_a), (ip_b, dev_b) = _people(tag), _people(uuid.uuid4().hex)
+    (ip_a, dev_a), (ip_b, dev_b) = people(tag), people(uuid.uuid4().hex)
     person_a = f"a47-ann-{tag[:8]}"
     person_b = person_a.upper()  # another account: user ids are case-sensitive strings
-    _load(cli_stack, [(person_a, ip_a, dev_a), (person_b, ip_b, dev_b)])
-    tokens_a, tokens_b = _tokens_of(cli_stack, person_a), _tokens_of(cli_stack, person_b)
+    load(cli_stack, [(person_a, ip_a, dev_a), (person_b, ip_b, dev_b)])
+    tokens_a, tokens_b = tokens_of(cli_stack, person_a), tokens_of(cli_stack, person_b)
     _as_owner(cli_stack, LOOSE, LOOSE_USER_ID)  # no row of user_logins or of its lists changes
 
     # The investigator's query would return B's rows as A's: --verify-rows refuses, revealing nothing.
@@ -72,15 +72,15 @@ def test_a47_1_a_collation_on_user_id_does_not_make_another_accounts_rows_the_pe
     assert set(tokens_b) <= set(wanted)  # what the query hands the officer as A's
 
     # The officer erases "A's" tokens naming A: B's rows are not A's, byte for byte - nothing is erased.
-    code, out, err = _erase(cli_stack, *wanted, "--user-id", person_a)
+    code, out, err = erase(cli_stack, *wanted, "--user-id", person_a)
     assert code == 1 and "nothing was erased" in err, out + err
     assert person_b not in err and ip_b not in err, err
-    assert _revealed(cli_stack, tokens_b) == [ip_b, dev_b]  # B's values kept
+    assert revealed(cli_stack, tokens_b) == [ip_b, dev_b]  # B's values kept
     # A's own tokens, named by A's exact user id: erased as before.
-    code, out, err = _erase(cli_stack, *tokens_a, "--user-id", person_a)
+    code, out, err = erase(cli_stack, *tokens_a, "--user-id", person_a)
     assert code == 0 and out.count("erased") == 2, out + err
-    assert _revealed(cli_stack, tokens_a) == ["NOT_FOUND", "NOT_FOUND"]
-    assert _revealed(cli_stack, tokens_b) == [ip_b, dev_b]
+    assert revealed(cli_stack, tokens_a) == ["NOT_FOUND", "NOT_FOUND"]
+    assert revealed(cli_stack, tokens_b) == [ip_b, dev_b]
     # The security team's audit names the change to the table.
     today = datetime.date.today().isoformat()
     audit = cli_stack.as_("security", "audit", "login-rows", "--since", today, "--until", today)
@@ -92,13 +92,13 @@ def test_a47_1_a_collation_on_user_id_does_not_make_another_accounts_rows_the_pe
 def test_a47_1_the_collation_does_not_merge_two_people_in_the_unnamed_count(cli_stack: CliStack) -> None:
     """Without --user-id, tokens of two people are refused: `count(DISTINCT user_id)` saw one under the collation."""
     tag = uuid.uuid4().hex
-    (ip_a, dev_a), (ip_b, dev_b) = _people(tag), _people(uuid.uuid4().hex)
+    (ip_a, dev_a), (ip_b, dev_b) = people(tag), people(uuid.uuid4().hex)
     person_a = f"a47-bo-{tag[:8]}"
     person_b = person_a.upper()
-    _load(cli_stack, [(person_a, ip_a, dev_a), (person_b, ip_b, dev_b)])
-    wanted = [*_tokens_of(cli_stack, person_a), *_tokens_of(cli_stack, person_b)]
+    load(cli_stack, [(person_a, ip_a, dev_a), (person_b, ip_b, dev_b)])
+    wanted = [*tokens_of(cli_stack, person_a), *tokens_of(cli_stack, person_b)]
     _as_owner(cli_stack, LOOSE, LOOSE_USER_ID)
-    code, out, err = _erase(cli_stack, *wanted)
+    code, out, err = erase(cli_stack, *wanted)
     assert code == 1 and "nothing was erased" in err, out + err
     assert "4 of the 4 tokens are in the rows of several people" in err and "2 people's 2 rows" in err, err
-    assert _revealed(cli_stack, tuple(wanted)) == [ip_a, dev_a, ip_b, dev_b]
+    assert revealed(cli_stack, tuple(wanted)) == [ip_a, dev_a, ip_b, dev_b]

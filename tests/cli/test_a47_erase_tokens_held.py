@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from tests.cli.conftest import CliStack
-from tests.cli.test_cli_erase_shared_values import RUN, _erase, _load, _people, _revealed, _tokens_of
+from tests.cli.erase_logins import RUN, erase, load, people, revealed, tokens_of
 
 
 @pytest.fixture(autouse=True)
@@ -44,10 +44,10 @@ def _reveal_verified(stack: CliStack, query: str) -> tuple[int, str, str]:
 
 def test_a47_2_a_view_in_place_of_user_logins_is_refused_by_reveal_and_erase(cli_stack: CliStack) -> None:
     tag = uuid.uuid4().hex
-    (ip_a, dev_a), (ip_b, dev_b) = _people(tag), _people(uuid.uuid4().hex)
+    (ip_a, dev_a), (ip_b, dev_b) = people(tag), people(uuid.uuid4().hex)
     person_a, person_b = f"a47-a-{tag[:8]}", f"a47-b-{tag[:8]}"
-    _load(cli_stack, [(person_a, ip_a, dev_a), (person_b, ip_b, dev_b)])
-    tokens_a, tokens_b = _tokens_of(cli_stack, person_a), _tokens_of(cli_stack, person_b)
+    load(cli_stack, [(person_a, ip_a, dev_a), (person_b, ip_b, dev_b)])
+    tokens_a, tokens_b = tokens_of(cli_stack, person_a), tokens_of(cli_stack, person_b)
     with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as owner:  # the database owner's view, as attack 47's
         columns = [
             str(name)
@@ -74,32 +74,32 @@ def test_a47_2_a_view_in_place_of_user_logins_is_refused_by_reveal_and_erase(cli
     code, out, err = _reveal_verified(cli_stack, query)
     assert code == 1 and "public.user_logins is a view, not the plain table the ETL loads" in err, out + err
     assert "nothing was revealed" in err and ip_b not in out + err, out + err
-    code, out, err = _erase(cli_stack, *tokens_a, *tokens_b, "--user-id", person_a)
+    code, out, err = erase(cli_stack, *tokens_a, *tokens_b, "--user-id", person_a)
     assert code == 1 and "public.user_logins is a view" in err and "nothing was erased" in err, out + err
-    assert _revealed(cli_stack, tokens_b) == [ip_b, dev_b]  # B's values kept
-    assert _revealed(cli_stack, tokens_a) == [ip_a, dev_a]
+    assert revealed(cli_stack, tokens_b) == [ip_b, dev_b]  # B's values kept
+    assert revealed(cli_stack, tokens_a) == [ip_a, dev_a]
 
 
 def test_a47_2_erase_refuses_tokens_no_row_of_the_person_holds(cli_stack: CliStack) -> None:
     """Without a view: the owner deletes B's rows for the count's moment (and puts them back after). The officer,
     handed B's tokens as A's, is refused them - and A's own tokens erase as before once B's are left out."""
     tag = uuid.uuid4().hex
-    (ip_a, dev_a), (ip_b, dev_b) = _people(tag), _people(uuid.uuid4().hex)
+    (ip_a, dev_a), (ip_b, dev_b) = people(tag), people(uuid.uuid4().hex)
     person_a, person_b = f"a47-a-{tag[:8]}", f"a47-b-{tag[:8]}"
-    _load(cli_stack, [(person_a, ip_a, dev_a)])
-    _load(cli_stack, [(person_b, ip_b, dev_b)])  # another load batch: A's signed list does not list B's row
-    tokens_a, tokens_b = _tokens_of(cli_stack, person_a), _tokens_of(cli_stack, person_b)
+    load(cli_stack, [(person_a, ip_a, dev_a)])
+    load(cli_stack, [(person_b, ip_b, dev_b)])  # another load batch: A's signed list does not list B's row
+    tokens_a, tokens_b = tokens_of(cli_stack, person_a), tokens_of(cli_stack, person_b)
     with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as owner:
         owner.execute("CREATE TEMP TABLE kept AS SELECT * FROM public.user_logins WHERE user_id = %s", (person_b,))
         owner.execute("DELETE FROM public.user_logins WHERE user_id = %s", (person_b,))
         owner.commit()
         try:
-            code, out, err = _erase(cli_stack, *tokens_a, *tokens_b, "--user-id", person_a)
+            code, out, err = erase(cli_stack, *tokens_a, *tokens_b, "--user-id", person_a)
             refused = "2 of the 4 tokens are held by no row of user_logins whose user id is exactly --user-id's"
             assert code == 1 and refused in err and "nothing was erased" in err, out + err
             assert "\n".join(f"  {t}" for t in tokens_b) in err and person_b not in err, err
-            assert _revealed(cli_stack, tokens_b) == [ip_b, dev_b]  # B's values kept
-            assert _revealed(cli_stack, tokens_a) == [ip_a, dev_a]  # nothing erased
+            assert revealed(cli_stack, tokens_b) == [ip_b, dev_b]  # B's values kept
+            assert revealed(cli_stack, tokens_a) == [ip_a, dev_a]  # nothing erased
             # The investigator's reveal of a token no verified row holds (here a literal) is refused too.
             literal = f"SELECT masked_ip FROM (VALUES ('{tokens_b[0]}')) AS v(masked_ip)"
             code, out, err = _reveal_verified(cli_stack, literal)
@@ -108,7 +108,7 @@ def test_a47_2_erase_refuses_tokens_no_row_of_the_person_holds(cli_stack: CliSta
         finally:
             owner.execute("INSERT INTO public.user_logins SELECT * FROM kept")
             owner.commit()
-    code, out, err = _erase(cli_stack, *tokens_a, "--user-id", person_a)
+    code, out, err = erase(cli_stack, *tokens_a, "--user-id", person_a)
     assert code == 0 and out.count("erased") == 2, out + err
-    assert _revealed(cli_stack, tokens_a) == ["NOT_FOUND", "NOT_FOUND"]
-    assert _revealed(cli_stack, tokens_b) == [ip_b, dev_b]
+    assert revealed(cli_stack, tokens_a) == ["NOT_FOUND", "NOT_FOUND"]
+    assert revealed(cli_stack, tokens_b) == [ip_b, dev_b]

@@ -16,30 +16,25 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 
 from tests.cli.conftest import CliStack
-from tests.cli.test_cli_erase_shared_values import RUN, _erase, _load, _people, _revealed, _tokens_of
+from tests.cli.erase_logins import RUN, erase, load, people, revealed, tokens_of
 
 REFUSED = "1 row(s) of user_logins holding these tokens do not verify against the ETL's signature"
 
 
-@pytest.fixture(autouse=True)
-def _rows_removed_after(cli_stack: CliStack) -> Iterator[None]:
-    yield
-    with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as conn:
-        conn.execute("DELETE FROM user_logins WHERE event_id LIKE %s", (f"e3-{RUN}-%",))
+pytestmark = pytest.mark.usefixtures("loaded_rows_removed")
 
 
 def test_a47_3_a_planted_row_is_named_found_by_the_audit_and_overridden_by_its_count(cli_stack: CliStack) -> None:
     tag = uuid.uuid4().hex
-    ip, dev = _people(tag)
+    ip, dev = people(tag)
     person = f"a47-p-{tag[:8]}"
-    _load(cli_stack, [(person, ip, dev)])
-    tokens = _tokens_of(cli_stack, person)
+    load(cli_stack, [(person, ip, dev)])
+    tokens = tokens_of(cli_stack, person)
     planted, manifest = f"e3-{RUN}-planted-{tag[:8]}", uuid.uuid4()
     with psycopg.connect(cli_stack.env["PG_ETL_DSN"]) as etl:  # the ETL's identity's one INSERT
         etl.execute(
@@ -49,7 +44,7 @@ def test_a47_3_a_planted_row_is_named_found_by_the_audit_and_overridden_by_its_c
         )
 
     # Fail-closed by default, the planted row named for the security team - never a user id, token or value.
-    code, out, err = _erase(cli_stack, *tokens, "--user-id", person)
+    code, out, err = erase(cli_stack, *tokens, "--user-id", person)
     assert code == 1 and REFUSED in err and "erasing nothing" in err, out + err
     assert f"event {planted} (list {manifest})" in err and "--accepting-unverified-rows 1 erases anyway" in err
     assert not [s for s in (person, "someone", ip, dev, *tokens) if s in err], err
@@ -61,39 +56,39 @@ def test_a47_3_a_planted_row_is_named_found_by_the_audit_and_overridden_by_its_c
     assert "or with no create_date" in audit.stderr, audit.stderr
 
     # A wrong count is refused; the right one counts the row as one more other person, confirmed in turn.
-    code, out, err = _erase(cli_stack, *tokens, "--user-id", person, "--accepting-unverified-rows", "2")
+    code, out, err = erase(cli_stack, *tokens, "--user-id", person, "--accepting-unverified-rows", "2")
     assert code == 1 and "--accepting-unverified-rows 2 does not match the count now" in err, out + err
-    code, out, err = _erase(cli_stack, *tokens, "--user-id", person, "--accepting-unverified-rows", "1")
+    code, out, err = erase(cli_stack, *tokens, "--user-id", person, "--accepting-unverified-rows", "1")
     assert code == 1 and f"{tokens[0]}: 1 other person's 1 row (the person's own: 1 row)" in err, out + err
     assert "--including-other-people 1 --accepting-unverified-rows 1" in err, err
-    assert _revealed(cli_stack, tokens) == [ip, dev]  # nothing erased yet
-    code, out, err = _erase(
+    assert revealed(cli_stack, tokens) == [ip, dev]  # nothing erased yet
+    code, out, err = erase(
         cli_stack, *tokens, "--user-id", person, "--accepting-unverified-rows", "1", "--including-other-people", "1"
     )
     assert code == 0 and out.count("erased") == 2, out + err
-    assert _revealed(cli_stack, tokens) == ["NOT_FOUND", "NOT_FOUND"]
+    assert revealed(cli_stack, tokens) == ["NOT_FOUND", "NOT_FOUND"]
 
 
 def test_a47_3_a_row_that_does_not_verify_is_never_taken_for_the_persons(cli_stack: CliStack) -> None:
     """The override does not let a relabelled row vouch for a token: B's row given A's user id does not verify,
     and with its count confirmed B's tokens are still held by no verified row of A - refused (A47-2)."""
     tag_a, tag_b = uuid.uuid4().hex, uuid.uuid4().hex
-    (ip_a, dev_a), (ip_b, dev_b) = _people(tag_a), _people(tag_b)
+    (ip_a, dev_a), (ip_b, dev_b) = people(tag_a), people(tag_b)
     person_a, person_b = f"a47-a-{tag_a[:8]}", f"a47-b-{tag_b[:8]}"
-    _load(cli_stack, [(person_a, ip_a, dev_a)])
-    _load(cli_stack, [(person_b, ip_b, dev_b)])
-    tokens_b = _tokens_of(cli_stack, person_b)
+    load(cli_stack, [(person_a, ip_a, dev_a)])
+    load(cli_stack, [(person_b, ip_b, dev_b)])
+    tokens_b = tokens_of(cli_stack, person_b)
     with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as owner:
         owner.execute("UPDATE user_logins SET user_id = %s WHERE user_id = %s", (person_a, person_b))
-    code, out, err = _erase(cli_stack, *tokens_b, "--user-id", person_a)  # refused, no other word
+    code, out, err = erase(cli_stack, *tokens_b, "--user-id", person_a)  # refused, no other word
     assert code == 1 and "--accepting-unverified-rows 1 erases anyway" in err, out + err
     # B's original row is missing from its signed list too (the relabelled one is not it): confirmed as well.
     confirmed = ("--accepting-unverified-rows", "1", "--accepting-missing-rows", "1")
-    code, out, err = _erase(cli_stack, *tokens_b, "--user-id", person_a, *confirmed)
+    code, out, err = erase(cli_stack, *tokens_b, "--user-id", person_a, *confirmed)
     assert code == 1 and "2 of the 2 tokens are held by no row of user_logins whose user id is exactly" in err, (
         out + err
     )
-    assert _revealed(cli_stack, tokens_b) == [ip_b, dev_b]
+    assert revealed(cli_stack, tokens_b) == [ip_b, dev_b]
 
 
 def test_r47_5_without_user_id_a_lone_row_that_does_not_verify_is_one_more_person(cli_stack: CliStack) -> None:
@@ -101,23 +96,23 @@ def test_r47_5_without_user_id_a_lone_row_that_does_not_verify_is_one_more_perso
     which does not verify; it was "one person of one", nothing reached anyone, and --accepting-unverified-rows
     alone erased B's value. Now that row is one more person: --including-other-people 1 is asked for first."""
     tag_a, tag_b = uuid.uuid4().hex, uuid.uuid4().hex
-    (ip_a, dev_a), (ip_b, dev_b) = _people(tag_a), _people(tag_b)
+    (ip_a, dev_a), (ip_b, dev_b) = people(tag_a), people(tag_b)
     person_a, person_b = f"a47-a-{tag_a[:8]}", f"a47-b-{tag_b[:8]}"
-    _load(cli_stack, [(person_a, ip_a, dev_a)])
-    _load(cli_stack, [(person_b, ip_b, dev_b)])
-    (ip_token_a, _), (ip_token_b, dev_token_b) = _tokens_of(cli_stack, person_a), _tokens_of(cli_stack, person_b)
+    load(cli_stack, [(person_a, ip_a, dev_a)])
+    load(cli_stack, [(person_b, ip_b, dev_b)])
+    (ip_token_a, _), (ip_token_b, dev_token_b) = tokens_of(cli_stack, person_a), tokens_of(cli_stack, person_b)
     with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as owner:  # attack 41's swap: one UPDATE
         owner.execute(
             "UPDATE user_logins SET masked_ip = CASE user_id WHEN %(a)s THEN %(ib)s ELSE %(ia)s END"
             " WHERE user_id IN (%(a)s, %(b)s)",
             {"a": person_a, "b": person_b, "ia": ip_token_a, "ib": ip_token_b},
         )
-    code, out, err = _erase(cli_stack, ip_token_b)
+    code, out, err = erase(cli_stack, ip_token_b)
     assert code == 1 and "--accepting-unverified-rows 1 erases anyway" in err, out + err
     # A's changed row is missing from its signed list as signed too: confirmed as well (what the attacker needs).
     confirmed = ("--accepting-unverified-rows", "1", "--accepting-missing-rows", "1")
-    code, out, err = _erase(cli_stack, ip_token_b, *confirmed)
+    code, out, err = erase(cli_stack, ip_token_b, *confirmed)
     assert code == 1 and "1 of the 1 tokens are in the rows of several people" in err, out + err
     assert f"{ip_token_b}: 1 person's 1 row" in err and "--including-other-people 1" in err, err
     assert not [s for s in (person_a, person_b, ip_a, ip_b, dev_a, dev_b) if s in err], err
-    assert _revealed(cli_stack, (ip_token_b, dev_token_b)) == [ip_b, dev_b]  # nothing erased
+    assert revealed(cli_stack, (ip_token_b, dev_token_b)) == [ip_b, dev_b]  # nothing erased

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from tests.cli.conftest import CliStack
-from tests.cli.test_cli_erase_shared_values import RUN, _erase, _load, _people, _revealed
+from tests.cli.erase_logins import RUN, erase, load, people, revealed
 
 BIG_LIST = 64 * 1024 * 1024 + 32
 """One 32-byte digest more than the lists erase reads in all (MAX_LIST_BYTES)."""
@@ -43,9 +43,9 @@ def _planted_removed_after(cli_stack: CliStack) -> Iterator[None]:
 
 def _person(cli_stack: CliStack, letter: str) -> tuple[str, str, str, str]:
     tag = uuid.uuid4().hex
-    ip, dev = _people(tag)
+    ip, dev = people(tag)
     person = f"a48-{letter}-{tag[:8]}"
-    _load(cli_stack, [(person, ip, dev)])
+    load(cli_stack, [(person, ip, dev)])
     ((ip_token, _dev),) = cli_stack.analyst_query(
         f"SELECT masked_ip, masked_device_id FROM user_logins WHERE user_id = '{person}'"
     )
@@ -75,7 +75,7 @@ def test_a48_2_a_list_larger_than_one_batch_is_refused_and_never_read_its_row_do
             (person, ip_token, today, planted, big),
         )
 
-    code, out, err = _erase(cli_stack, ip_token, "--user-id", person)
+    code, out, err = erase(cli_stack, ip_token, "--user-id", person)
     assert code == 1 and "1 row(s) of user_logins holding these tokens do not verify" in err, out + err
     assert f"event {planted} (list {big})" in err and "fewer tokens" not in err, err
     audit = cli_stack.as_(
@@ -87,11 +87,11 @@ def test_a48_2_a_list_larger_than_one_batch_is_refused_and_never_read_its_row_do
         by_token.stdout + by_token.stderr
     )
     assert "rows holding the tokens: 2;" in by_token.stderr, by_token.stderr
-    code, out, err = _erase(
+    code, out, err = erase(
         cli_stack, ip_token, "--user-id", person, "--accepting-unverified-rows", "1", "--including-other-people", "1"
     )
     assert code == 0 and out.count("erased") == 1, out + err
-    assert _revealed(cli_stack, (ip_token,)) == ["NOT_FOUND"]
+    assert revealed(cli_stack, (ip_token,)) == ["NOT_FOUND"]
 
 
 def test_a48_2_past_the_row_bound_the_refusal_says_planted_and_the_audit_counts_them_by_token(
@@ -106,12 +106,12 @@ def test_a48_2_past_the_row_bound_the_refusal_says_planted_and_the_audit_counts_
     ):
         for n in range(10_001):
             copy.write_row((person, ip_token, None, None, f"e3-{RUN}-a48q-{tag[:8]}-{n}"))
-    code, out, err = _erase(cli_stack, ip_token, "--user-id", person, "--accepting-unsigned-rows", "10001")
+    code, out, err = erase(cli_stack, ip_token, "--user-id", person, "--accepting-unsigned-rows", "10001")
     flat = " ".join(err.split())
     assert code == 1 and "10,002 rows of user_logins hold these tokens" in flat, out + err
     assert "(--max-rows-checked 10,000)" in flat and "may be rows planted to block it" in flat, err
     assert "report it to the security team" in flat and "audit login-rows --token TOKEN" in flat, err
-    assert _revealed(cli_stack, (ip_token,)) == [ip]
+    assert revealed(cli_stack, (ip_token,)) == [ip]
     audit = cli_stack.as_("security", "audit", "login-rows", "--token", ip_token, "-o", "csv")
     assert audit.returncode == 2, audit.stdout + audit.stderr  # nothing verified (walk47, W47-19)
     assert ",10001,10001" in audit.stdout.splitlines(), audit.stdout  # no list, no create_date: 10,001 rows

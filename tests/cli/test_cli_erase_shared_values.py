@@ -13,80 +13,20 @@ from __future__ import annotations
 import shlex
 import time
 import uuid
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from devstack.events import OutgoingEvent, send_events
-from devstack.sqs import identity_key, sqs_client
 from tests.cli.conftest import CliStack
-from tests.malformed_samples import body
+from tests.cli.erase_logins import erase, load, people, revealed, tokens_of
 
-RUN = uuid.uuid4().hex[:10]
-"""Every event id of this module starts with `e3-RUN-`."""
 COUNTS_WITH = "PG_PRIVACY_OFFICER_DSN"
 """The login `--as privacy-officer erase` counts with: the officer's own, of the analysts' role (attack 38)."""
 
 
-@pytest.fixture(autouse=True)
-def _rows_removed_after(cli_stack: CliStack) -> Iterator[None]:
-    """This module's rows leave user_logins after each test.
-
-    Its rows' tokens are erased and repeated: the README's duplicate query (test_docs_run, later in
-    the session) would reveal them and exit 1 on their NOT_FOUND.
-    """
-    yield
-    with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as conn:
-        conn.execute("DELETE FROM user_logins WHERE event_id LIKE %s", (f"e3-{RUN}-%",))
-
-
-def _load(stack: CliStack, logins: list[tuple[str, str, str]]) -> None:
-    """One login event per (user_id, ip, device_id), sent by the producer and loaded by the stack's ETL."""
-    tag = f"{RUN}-{uuid.uuid4().hex[:8]}"
-    events = [
-        OutgoingEvent(f"e3-{tag}-{n}", body(user_id=user, ip=ip, device_id=device))
-        for n, (user, ip, device) in enumerate(logins)
-    ]
-    env = stack.env
-    send_events(sqs_client(env["SQS_ENDPOINT_URL"], identity_key(env, "producer")), env["SQS_QUEUE_URL"], events)
-    ids = [e.event_id for e in events]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
-            row = conn.execute("SELECT count(*) FROM user_logins WHERE event_id = ANY(%s)", (ids,)).fetchone()
-        if row and row[0] == len(ids):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the ETL did not load {len(ids)} events within 60 s")
-
-
-def _tokens_of(stack: CliStack, user: str) -> tuple[str, str]:
-    """The (ip token, device token) of the person's rows (one ip and one device each here)."""
-    ((ip_token, device_token),) = stack.analyst_query(
-        f"SELECT DISTINCT masked_ip, masked_device_id FROM user_logins WHERE user_id = '{user}'"
-    )
-    return str(ip_token), str(device_token)
-
-
-def _people(tag: str) -> tuple[str, str]:
-    """A fresh synthetic (ip, device id) pair nobody else holds."""
-    n = uuid.UUID(tag).int
-    return f"198.18.{n % 250}.{(n >> 8) % 250 + 1}", f"e3-device-{tag[:12]}"
-
-
-def _revealed(stack: CliStack, tokens: tuple[str, ...]) -> list[str]:
-    """What the fraud investigator's reveal answers per token: the value, or the error's name."""
-    done = stack.as_("fraud-investigator", "reveal", *tokens, "--purpose", "INC-E3-FRAUD-1", "-o", "csv")
-    rows = [line.split(",", 3) for line in done.stdout.splitlines()[1:]]
-    return [value if reveal == "plain" else reveal.split(":")[0] for _, _, value, reveal in rows]
-
-
-def _erase(stack: CliStack, *args: str) -> tuple[int, str, str]:
-    done = stack.as_("privacy-officer", "erase", *args, "--purpose", "GDPR-2026-E3", "--yes")
-    return done.returncode, done.stdout, done.stderr
+pytestmark = pytest.mark.usefixtures("loaded_rows_removed")
 
 
 def test_a_value_shared_with_another_person_is_erased_only_once_the_officer_confirms_how_many(
@@ -94,24 +34,24 @@ def test_a_value_shared_with_another_person_is_erased_only_once_the_officer_conf
 ) -> None:
     started = time.monotonic()
     tag = uuid.uuid4().hex
-    ip, device = _people(tag)
+    ip, device = people(tag)
     subject, requester = f"e3-subject-{tag[:8]}", f"e3-requester-{tag[:8]}"
-    _load(cli_stack, [(subject, ip, device), (subject, ip, device), (requester, ip, device)])
-    tokens = _tokens_of(cli_stack, requester)
-    assert _tokens_of(cli_stack, subject) == tokens  # one token per value: the subject's rows hold them too
+    load(cli_stack, [(subject, ip, device), (subject, ip, device), (requester, ip, device)])
+    tokens = tokens_of(cli_stack, requester)
+    assert tokens_of(cli_stack, subject) == tokens  # one token per value: the subject's rows hold them too
 
     # Bare tokens: whose request it is cannot be told; both people holding them are counted.
-    code, out, err = _erase(cli_stack, *tokens)
+    code, out, err = erase(cli_stack, *tokens)
     assert code == 1 and out == "" and "nothing was erased: 2 of the 2 tokens" in err, err
     assert all(f"{t}: 2 people's 3 rows" in err for t in tokens) and "--user-id ID" in err
     assert "In all 2 people's 3 rows would lose these values" in err and "--including-other-people 2 --yes" in err
     # The person named: the others are the subject, 1 person, 2 rows per token.
-    code, out, err = _erase(cli_stack, *tokens, "--user-id", requester)
+    code, out, err = erase(cli_stack, *tokens, "--user-id", requester)
     assert code == 1 and out == "" and "nothing was erased" in err, err
     assert all(f"{t}: 1 other person's 2 rows (the person's own: 1 row)" in err for t in tokens)
     assert "In all 1 other person's 2 rows would lose these values" in err and "art. 17(3)" in err
     assert ip not in err and device not in err  # tokens and counts only
-    assert _revealed(cli_stack, tokens) == [ip, device]  # nothing was erased: the subject's values reveal
+    assert revealed(cli_stack, tokens) == [ip, device]  # nothing was erased: the subject's values reveal
 
     # The officer decides to erase them for everyone: the command the refusal printed, as printed.
     (command,) = [line.strip() for line in err.splitlines() if line.strip().startswith("tokenvault ")]
@@ -123,48 +63,48 @@ def test_a_value_shared_with_another_person_is_erased_only_once_the_officer_conf
     assert "the values of 2 erased token(s) were other people's too: 1 other person's 2 rows" in done.stderr
     assert "Next step of this erasure, for the DLQ operator" in done.stderr
     assert ip not in done.stderr + done.stdout and device not in done.stderr + done.stdout
-    assert _revealed(cli_stack, tokens) == ["NOT_FOUND", "NOT_FOUND"]  # gone for the subject too, as confirmed
+    assert revealed(cli_stack, tokens) == ["NOT_FOUND", "NOT_FOUND"]  # gone for the subject too, as confirmed
     print(f"\nE3 shared value: refused twice, then erased with the count; {time.monotonic() - started:.1f} s")
 
 
 def test_a_wrong_or_stale_count_is_refused_and_nothing_is_erased(cli_stack: CliStack) -> None:
     started = time.monotonic()
     tag = uuid.uuid4().hex
-    ip, device = _people(tag)
+    ip, device = people(tag)
     subject, requester, third = (f"e3-{who}-{tag[:8]}" for who in ("subject", "requester", "third"))
-    _load(cli_stack, [(subject, ip, device), (requester, ip, device)])
-    tokens = _tokens_of(cli_stack, requester)
+    load(cli_stack, [(subject, ip, device), (requester, ip, device)])
+    tokens = tokens_of(cli_stack, requester)
 
     for wrong in ("0", "2"):
-        code, out, err = _erase(cli_stack, *tokens, "--user-id", requester, "--including-other-people", wrong)
+        code, out, err = erase(cli_stack, *tokens, "--user-id", requester, "--including-other-people", wrong)
         assert code == 1 and out == "", err
         assert f"--including-other-people {wrong} does not match the count now, 1 other person" in err
     # Counted 1 other person; a third person's login from the same address arrives before the officer runs it.
-    _load(cli_stack, [(third, ip, f"e3-other-device-{tag[:12]}")])
-    code, out, err = _erase(cli_stack, *tokens, "--user-id", requester, "--including-other-people", "1")
+    load(cli_stack, [(third, ip, f"e3-other-device-{tag[:12]}")])
+    code, out, err = erase(cli_stack, *tokens, "--user-id", requester, "--including-other-people", "1")
     assert code == 1 and out == "" and "does not match the count now, 2 other people" in err, err
     assert f"{tokens[0]}: 2 other people's 2 rows" in err and f"{tokens[1]}: 1 other person's 1 row" in err
     assert "In all 2 other people's 2 rows would lose" in err and "--including-other-people 2 --yes" in err
-    assert _revealed(cli_stack, tokens) == [ip, device]  # nothing was erased
+    assert revealed(cli_stack, tokens) == [ip, device]  # nothing was erased
     print(f"\nE3 wrong and stale counts refused; {time.monotonic() - started:.1f} s")
 
 
 def test_a_person_sharing_no_value_is_erased_as_before_without_confirmation(cli_stack: CliStack) -> None:
     started = time.monotonic()
     tag, other_tag = uuid.uuid4().hex, uuid.uuid4().hex
-    (ip, device), (other_ip, other_device) = _people(tag), _people(other_tag)
+    (ip, device), (other_ip, other_device) = people(tag), people(other_tag)
     person, other = f"e3-alone-{tag[:8]}", f"e3-alone-{other_tag[:8]}"
-    _load(cli_stack, [(person, ip, device), (person, ip, device), (other, other_ip, other_device)])
-    tokens, other_tokens = _tokens_of(cli_stack, person), _tokens_of(cli_stack, other)
+    load(cli_stack, [(person, ip, device), (person, ip, device), (other, other_ip, other_device)])
+    tokens, other_tokens = tokens_of(cli_stack, person), tokens_of(cli_stack, other)
 
-    code, out, err = _erase(cli_stack, *tokens, "--user-id", person)
+    code, out, err = erase(cli_stack, *tokens, "--user-id", person)
     assert code == 0, err
     assert out.count("erased") == 2 and "other people" not in err and "other person" not in err
     assert "Next step of this erasure, for the DLQ operator" in err
     # Bare tokens held by one person's rows only: erased as before.
-    code, out, err = _erase(cli_stack, *other_tokens)
+    code, out, err = erase(cli_stack, *other_tokens)
     assert code == 0 and out.count("erased") == 2 and "other pe" not in err, err
-    assert _revealed(cli_stack, (*tokens, *other_tokens)) == ["NOT_FOUND"] * 4
+    assert revealed(cli_stack, (*tokens, *other_tokens)) == ["NOT_FOUND"] * 4
     print(f"\nE3 no shared value: erased without confirmation; {time.monotonic() - started:.1f} s")
 
 
@@ -177,10 +117,10 @@ def test_an_analysts_role_defaults_do_not_stop_the_officers_count(cli_stack: Cli
     are set on it, as whoever holds it could - the pins are the second layer."""
     started = time.monotonic()
     tag = uuid.uuid4().hex
-    ip, device = _people(tag)
+    ip, device = people(tag)
     person, other = f"e3-pinned-{tag[:8]}", f"e3-pinned-other-{tag[:8]}"
-    _load(cli_stack, [(person, ip, device), (other, ip, f"e3-pinned-device-{tag[:12]}")])
-    ip_token, device_token = _tokens_of(cli_stack, person)
+    load(cli_stack, [(person, ip, device), (other, ip, f"e3-pinned-device-{tag[:12]}")])
+    ip_token, device_token = tokens_of(cli_stack, person)
     defaults = (
         "statement_timeout = 1",
         "lock_timeout = 1",
@@ -196,20 +136,20 @@ def test_an_analysts_role_defaults_do_not_stop_the_officers_count(cli_stack: Cli
     try:
         with psycopg.connect(cli_stack.env[COUNTS_WITH]) as check:  # the defaults hold for a new session
             assert check.execute("SHOW statement_timeout").fetchone() == ("1ms",)
-        code, out, err = _erase(cli_stack, ip_token, "--user-id", person)  # the other person's too: refused, counted
+        code, out, err = erase(cli_stack, ip_token, "--user-id", person)  # the other person's too: refused, counted
         assert code == 1 and out == "" and f"{ip_token}: 1 other person's 1 row (the person's own: 1 row)" in err, err
         with psycopg.connect(cli_stack.env["PG_ANALYST_DSN"], options="-c statement_timeout=0") as holder:
             holder.execute("BEGIN ISOLATION LEVEL SERIALIZABLE READ WRITE")  # an analyst's, left open (D1)
             holder.execute("SELECT count(*) FROM public.user_logins").fetchone()
             erasing = time.monotonic()
-            code, out, err = _erase(cli_stack, device_token, "--user-id", person)  # the person's alone: erased
+            code, out, err = erase(cli_stack, device_token, "--user-id", person)  # the person's alone: erased
             waited = time.monotonic() - erasing
         assert code == 0 and out.count("erased") == 1 and "other pe" not in err, err
         assert waited < 15, f"the count waited {waited:.1f} s behind an analyst's serializable transaction"
     finally:
         with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"], autocommit=True) as admin:
             admin.execute(f'ALTER ROLE "{login}" RESET ALL'.encode())
-    assert _revealed(cli_stack, (ip_token, device_token)) == [ip, "NOT_FOUND"]
+    assert revealed(cli_stack, (ip_token, device_token)) == [ip, "NOT_FOUND"]
     print(f"\nN8 analysts' role defaults: the count pinned its own; {time.monotonic() - started:.1f} s")
 
 
@@ -236,20 +176,20 @@ def test_an_analysts_client_encoding_default_does_not_switch_the_count_off(cli_s
     default set on the login it counts with)."""
     started = time.monotonic()
     tag = uuid.uuid4().hex
-    ip, device = _people(tag)
+    ip, device = people(tag)
     subject, requester = f"e3-m1-subject-{tag[:8]}", f"e3-m1-requester-{tag[:8]}"
-    _load(cli_stack, [(subject, ip, device), (requester, ip, device)])
-    tokens = _tokens_of(cli_stack, requester)
+    load(cli_stack, [(subject, ip, device), (requester, ip, device)])
+    tokens = tokens_of(cli_stack, requester)
     login = _default_on_the_counts_login(cli_stack, "client_encoding = 'SQL_ASCII'")
     try:
         with psycopg.connect(cli_stack.env[COUNTS_WITH]) as check:  # the default holds for a new session
             assert check.info.encoding == "ascii"
-        code, out, err = _erase(cli_stack, *tokens, "--user-id", requester)
+        code, out, err = erase(cli_stack, *tokens, "--user-id", requester)
     finally:
         _reset(cli_stack, login)
     assert code == 1 and out == "" and "nothing was erased" in err, err
     assert f"{tokens[0]}: 1 other person's 1 row (the person's own: 1 row)" in err, err
-    assert _revealed(cli_stack, tokens) == [ip, device]  # the subject, who asked nothing, keeps both values
+    assert revealed(cli_stack, tokens) == [ip, device]  # the subject, who asked nothing, keeps both values
     print(f"\nM1 client_encoding default: the count pinned UTF8; {time.monotonic() - started:.1f} s")
 
 
@@ -259,19 +199,19 @@ def test_an_analysts_local_preload_libraries_default_does_not_refuse_every_erasu
     login it counts with)."""
     started = time.monotonic()
     tag = uuid.uuid4().hex
-    ip, device = _people(tag)
+    ip, device = people(tag)
     requester = f"e3-m2-requester-{tag[:8]}"
-    _load(cli_stack, [(requester, ip, device)])
-    tokens = _tokens_of(cli_stack, requester)
+    load(cli_stack, [(requester, ip, device)])
+    tokens = tokens_of(cli_stack, requester)
     login = _default_on_the_counts_login(cli_stack, "local_preload_libraries = 'm12_no_such_library'")
     try:
         with pytest.raises(psycopg.OperationalError):  # the default holds: a new session fails at its start
             psycopg.connect(cli_stack.env[COUNTS_WITH]).close()
-        code, out, err = _erase(cli_stack, *tokens, "--user-id", requester)
+        code, out, err = erase(cli_stack, *tokens, "--user-id", requester)
     finally:
         _reset(cli_stack, login)
     assert code == 0 and out.count("erased") == 2 and "other pe" not in err, err
-    assert _revealed(cli_stack, tokens) == ["NOT_FOUND", "NOT_FOUND"]
+    assert revealed(cli_stack, tokens) == ["NOT_FOUND", "NOT_FOUND"]
     print(f"\nM2 local_preload_libraries default: the count loaded none; {time.monotonic() - started:.1f} s")
 
 
@@ -282,10 +222,10 @@ def test_what_an_analyst_does_to_the_shared_login_does_not_reach_the_officers_co
     the analysts' role, which an analyst cannot alter."""
     started = time.monotonic()
     tag = uuid.uuid4().hex
-    ip, device = _people(tag)
+    ip, device = people(tag)
     person, other = f"e3-own-login-{tag[:8]}", f"e3-own-login-other-{tag[:8]}"
-    _load(cli_stack, [(person, ip, device), (other, ip, f"e3-own-login-device-{tag[:12]}")])
-    ip_token, device_token = _tokens_of(cli_stack, person)
+    load(cli_stack, [(person, ip, device), (other, ip, f"e3-own-login-device-{tag[:12]}")])
+    ip_token, device_token = tokens_of(cli_stack, person)
     analysts = conninfo_to_dict(cli_stack.env["PG_ANALYST_DSN"])
     with psycopg.connect(cli_stack.env["PG_ANALYST_DSN"], autocommit=True) as analyst:
         for act in ("PASSWORD 'an-analysts-own-choice'", "SET client_encoding = 'SQL_ASCII'"):
@@ -295,14 +235,14 @@ def test_what_an_analyst_does_to_the_shared_login_does_not_reach_the_officers_co
     try:
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             psycopg.connect(cli_stack.env["PG_ANALYST_DSN"]).close()  # the shared login's DSN logs in no more
-        code, out, err = _erase(cli_stack, ip_token, "--user-id", person)  # the other person's too: refused, counted
+        code, out, err = erase(cli_stack, ip_token, "--user-id", person)  # the other person's too: refused, counted
         assert code == 1 and out == "" and f"{ip_token}: 1 other person's 1 row (the person's own: 1 row)" in err, err
-        code, out, err = _erase(cli_stack, device_token, "--user-id", person)  # the person's alone: erased
+        code, out, err = erase(cli_stack, device_token, "--user-id", person)  # the person's alone: erased
         assert code == 0 and out.count("erased") == 1 and "other pe" not in err, err
     finally:
         with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"], autocommit=True) as admin:
             login = sql.Identifier(str(analysts["user"]))
             admin.execute(sql.SQL("ALTER ROLE {} RESET ALL").format(login))
             admin.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(login, sql.Literal(str(analysts["password"]))))
-    assert _revealed(cli_stack, (ip_token, device_token)) == [ip, "NOT_FOUND"]
+    assert revealed(cli_stack, (ip_token, device_token)) == [ip, "NOT_FOUND"]
     print(f"\nM1/M2 structural: the officer's own login; {time.monotonic() - started:.1f} s")

@@ -18,7 +18,7 @@ import hvac
 import psycopg
 
 from tests.cli.conftest import REPO, CliStack
-from tests.cli.test_cli_erase_shared_values import RUN, _load
+from tests.cli.erase_logins import RUN, load
 from tokenvault_client import ClientIdentity, TokenType, VaultClient, type_of_token
 
 PERSON = "u-example-118"
@@ -110,7 +110,7 @@ def test_the_readme_command_sections_run_as_written(cli_stack: CliStack, tmp_pat
     script, tokens = with_real_tokens("\n".join(blocks), cli_stack)
     # The officer erases a token of the person's own rows (--user-id u-example-118): the ETL loads that row, signed
     # (attack 47, A47-2: a token no verified row of the person holds is refused).
-    _load(cli_stack, [(PERSON, tokens["ip_ExampleTokenToErase002"][1], f"docs-device-{uuid.uuid4().hex[:12]}")])
+    load(cli_stack, [(PERSON, tokens["ip_ExampleTokenToErase002"][1], f"docs-device-{uuid.uuid4().hex[:12]}")])
     try:
         done = run_script(cli_stack, script, tmp_path)
     finally:

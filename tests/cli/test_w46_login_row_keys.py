@@ -15,7 +15,6 @@ import json
 import stat
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import hvac
@@ -24,18 +23,13 @@ import pytest
 
 from devstack.openbao import write_login_row_keys
 from tests.cli.conftest import CliStack
-from tests.cli.test_cli_erase_shared_values import RUN, _erase, _load, _people, _revealed, _tokens_of
+from tests.cli.erase_logins import erase, load, people, revealed, tokens_of
 from tokenvault_common.login_row_signatures import LOGIN_ROWS_KEY
 
 TAMPERING = "do not verify against the ETL's signature"
 
 
-@pytest.fixture(autouse=True)
-def _rows_removed_after(cli_stack: CliStack) -> Iterator[None]:
-    """The rows `_load` made here (event ids `e3-RUN-...`) leave user_logins after each test."""
-    yield
-    with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as conn:
-        conn.execute("DELETE FROM user_logins WHERE event_id LIKE %s", (f"e3-{RUN}-%",))
+pytestmark = pytest.mark.usefixtures("loaded_rows_removed")
 
 
 def _investigate(stack: CliStack, person: str, *before: str) -> tuple[int, str, str]:
@@ -64,18 +58,18 @@ def test_w46_2_rows_signed_after_a_rotation_ask_for_the_keys_file_refreshed_then
     keys_file = Path(env["LOGIN_ROW_KEYS_FILE"])
     security = hvac.Client(url=env["VAULT_ADDR"], token=Path(env["VAULT_SECURITY_TOKEN_FILE"]).read_text().strip())
     tag_a, tag_b = uuid.uuid4().hex, uuid.uuid4().hex
-    (ip_a, dev_a), (ip_b, dev_b) = _people(tag_a), _people(tag_b)
+    (ip_a, dev_a), (ip_b, dev_b) = people(tag_a), people(tag_b)
     person_a, person_b = f"w462-a-{tag_a[:8]}", f"w462-b-{tag_b[:8]}"
     try:
-        _load(cli_stack, [(person_a, ip_a, dev_a)])
+        load(cli_stack, [(person_a, ip_a, dev_a)])
         before = json.loads(keys_file.read_text())["keys"]
         security.adapter.post(f"/v1/transit/keys/{LOGIN_ROWS_KEY}/rotate")  # the team's routine rotation
-        _load(cli_stack, [(person_b, ip_b, dev_b)])
+        load(cli_stack, [(person_b, ip_b, dev_b)])
         version = len(before) + 1
         assert _signature_of(cli_stack, person_b).startswith(f"vault:v{version}:")
-        tokens_b = _tokens_of(cli_stack, person_b)
+        tokens_b = tokens_of(cli_stack, person_b)
 
-        code, out, err = _erase(cli_stack, *tokens_b, "--user-id", person_b)
+        code, out, err = erase(cli_stack, *tokens_b, "--user-id", person_b)
         assert code == 2, out + err
         assert TAMPERING not in err, err  # not the tampering alarm
         assert f"1 row(s) of user_logins holding these tokens are signed with key version v{version}" in err, err
@@ -87,7 +81,7 @@ def test_w46_2_rows_signed_after_a_rotation_ask_for_the_keys_file_refreshed_then
         assert code == 2 and f"signed with key version v{version}" in err and "revealing nothing" in err, out + err
         assert "then run this reveal again" in err, err
         assert TAMPERING not in err and ip_b not in out + err, out + err
-        assert _revealed(cli_stack, tokens_b) == [ip_b, dev_b]  # nothing erased
+        assert revealed(cli_stack, tokens_b) == [ip_b, dev_b]  # nothing erased
 
         done = cli_stack.run(*refresh.split()[1:])  # the command the message gives, as given
         assert done.returncode == 0, done.stdout + done.stderr
@@ -98,9 +92,9 @@ def test_w46_2_rows_signed_after_a_rotation_ask_for_the_keys_file_refreshed_then
 
         code, out, err = _investigate(cli_stack, person_a)  # v1's rows still verify
         assert code == 0 and f"{ip_a},{dev_a}" in out, out + err
-        code, out, err = _erase(cli_stack, *tokens_b, "--user-id", person_b)
+        code, out, err = erase(cli_stack, *tokens_b, "--user-id", person_b)
         assert code == 0 and out.count("erased") == 2, out + err
-        assert _revealed(cli_stack, tokens_b) == ["NOT_FOUND", "NOT_FOUND"]
+        assert revealed(cli_stack, tokens_b) == ["NOT_FOUND", "NOT_FOUND"]
     finally:  # whatever happened, the stack's file holds every version for the tests after this one
         write_login_row_keys(hvac.Client(url=env["VAULT_ADDR"], token=_root(env)), keys_file)
     print(f"\nW46-2 rotation: stale file named, refreshed, erased; {time.monotonic() - started:.1f} s")
@@ -122,10 +116,10 @@ def test_w46_5_login_row_keys_after_the_subcommand_says_where_it_goes(cli_stack:
 def test_w46_7_keys_file_messages(cli_stack: CliStack, tmp_path: Path) -> None:
     started = time.monotonic()
     tag = uuid.uuid4().hex
-    ip, dev = _people(tag)
+    ip, dev = people(tag)
     person = f"w467-{tag[:8]}"
-    _load(cli_stack, [(person, ip, dev)])
-    tokens = _tokens_of(cli_stack, person)
+    load(cli_stack, [(person, ip, dev)])
+    tokens = tokens_of(cli_stack, person)
     missing = tmp_path / "absent.json"
     # A missing file is said to be missing, not refused for "another local account" (there is none).
     done = cli_stack.run(
@@ -150,7 +144,7 @@ def test_w46_7_keys_file_messages(cli_stack: CliStack, tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2 and "a stack started before row signing" in done.stderr, done.stderr
     assert "use --stack .stack" not in done.stderr, done.stderr
-    assert _revealed(cli_stack, tokens) == [ip, dev]
+    assert revealed(cli_stack, tokens) == [ip, dev]
     print(f"\nW46-7 messages; {time.monotonic() - started:.1f} s")
 
 
@@ -158,9 +152,9 @@ def test_w46_6_the_security_team_lists_the_rows_that_do_not_verify(cli_stack: Cl
     """`audit login-rows`: the rows erase refused for, by event id and signed list - no user id, token or value."""
     started = time.monotonic()
     tags = [uuid.uuid4().hex for _ in range(3)]
-    (ip_a, dev_a), (ip_b, dev_b), (ip_c, dev_c) = (_people(t) for t in tags)
+    (ip_a, dev_a), (ip_b, dev_b), (ip_c, dev_c) = (people(t) for t in tags)
     person_a, person_b, person_c = (f"w466-{n}-{t[:8]}" for n, t in zip("abc", tags, strict=True))
-    _load(cli_stack, [(person_a, ip_a, dev_a), (person_b, ip_b, dev_b), (person_c, ip_c, dev_c)])
+    load(cli_stack, [(person_a, ip_a, dev_a), (person_b, ip_b, dev_b), (person_c, ip_c, dev_c)])
     with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as owner:  # the database owner's edits
         owner.execute("UPDATE user_logins SET user_id = %s WHERE user_id = %s", (person_a, person_b))
         owner.execute("UPDATE user_logins SET row_manifest = NULL WHERE user_id = %s", (person_c,))

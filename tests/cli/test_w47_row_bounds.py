@@ -26,7 +26,7 @@ import psycopg
 import pytest
 
 from tests.cli.conftest import CliStack
-from tests.cli.test_cli_erase_shared_values import RUN, _erase, _load, _people, _revealed
+from tests.cli.erase_logins import RUN, erase, load, people, revealed
 from tokenvault_common.login_row_signatures import LOGIN_ROWS_KEY, MAX_ROWS_PER_LIST, row_digest, signed_input
 
 OTHERS = 10_049
@@ -71,9 +71,9 @@ def _sign_rows(stack: CliStack, rows: list[tuple[str, str, str, datetime.date]],
 def _shared_address(cli_stack: CliStack, lists: list[uuid.UUID]) -> tuple[str, str, str]:
     """A person loaded by the ETL, and 10,049 other people's signed rows holding the same address token."""
     tag = uuid.uuid4().hex
-    ip, device = _people(tag)
+    ip, device = people(tag)
     person = f"w47b-{tag[:8]}"
-    _load(cli_stack, [(person, ip, device)])
+    load(cli_stack, [(person, ip, device)])
     ((ip_token,),) = cli_stack.analyst_query(f"SELECT masked_ip FROM user_logins WHERE user_id = '{person}'")
     today = datetime.date.today()
     others = [(f"e3-{RUN}-w47b-{tag[:8]}-{n}", f"w47b-nat-{tag[:8]}-{n}", str(ip_token), today) for n in range(OTHERS)]
@@ -86,12 +86,12 @@ def test_w47_18_a_value_held_by_more_rows_than_the_bound_is_erased_once_the_offi
 ) -> None:
     person, ip, ip_token = _shared_address(cli_stack, _signed_rows_removed_after)
     including = ("--including-other-people", str(OTHERS))
-    code, out, err = _erase(cli_stack, ip_token, "--user-id", person, *including)
+    code, out, err = erase(cli_stack, ip_token, "--user-id", person, *including)
     flat = " ".join(err.split())
     assert code == 1 and f"{OTHERS + 1:,} rows of user_logins hold these tokens" in flat, out + err
     assert BOUND_REFUSED in flat and f"give --max-rows-checked {OTHERS + 1} to verify them all" in flat, err
     assert "may be rows planted to block it" in flat and "fewer tokens" not in flat, err
-    assert _revealed(cli_stack, (ip_token,)) == [ip]
+    assert revealed(cli_stack, (ip_token,)) == [ip]
 
     query = f"SELECT masked_ip FROM user_logins WHERE user_id = '{person}'"
     reveal = ("reveal", "--purpose", "INC-W47-18", "--query", query, "--verify-rows", "-o", "csv")
@@ -101,10 +101,10 @@ def test_w47_18_a_value_held_by_more_rows_than_the_bound_is_erased_once_the_offi
     assert shown.returncode == 0 and ip in shown.stdout, shown.stdout + shown.stderr
 
     started = time.monotonic()
-    code, out, err = _erase(cli_stack, ip_token, "--user-id", person, *including, "--max-rows-checked", "20000")
+    code, out, err = erase(cli_stack, ip_token, "--user-id", person, *including, "--max-rows-checked", "20000")
     took = time.monotonic() - started
     assert code == 0 and out.count("erased") == 1, out + err
-    assert _revealed(cli_stack, (ip_token,)) == ["NOT_FOUND"]
+    assert revealed(cli_stack, (ip_token,)) == ["NOT_FOUND"]
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(
         f"\nW47-18 erase of one token held by {OTHERS + 1:,} signed rows: {took:.1f} s, max RSS {after.ru_maxrss} KiB"

@@ -14,7 +14,6 @@ import json
 import shlex
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -23,17 +22,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.cli.conftest import CliStack
+from tests.cli.erase_logins import RUN, erase, people, revealed, tokens_of
 from tests.cli.test_a47_erase_tokens_held import _reveal_verified
 from tests.cli.test_a411_rows_deleted_copied_repointed import _load_in_one_batch
-from tests.cli.test_cli_erase_shared_values import RUN, _erase, _people, _revealed, _tokens_of
 
-
-@pytest.fixture(autouse=True)
-def _rows_removed_after(cli_stack: CliStack) -> Iterator[None]:
-    """The rows loaded here (event ids `e3-RUN-...`) leave user_logins after each test."""
-    yield
-    with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as conn:
-        conn.execute("DELETE FROM user_logins WHERE event_id LIKE %s", (f"e3-{RUN}-%",))
+pytestmark = pytest.mark.usefixtures("loaded_rows_removed")
 
 
 def _owner(stack: CliStack, sql: str, *params: object) -> None:
@@ -116,21 +109,21 @@ def test_w47_7_a_cleared_signature_is_not_a_deleted_row_and_audit_login_rows_rai
     row as unsigned (said signed once) - not also as a row deleted - and the security team's audit exits 1."""
     started = time.monotonic()
     tag_a, tag_b = uuid.uuid4().hex, uuid.uuid4().hex
-    (ip_shared, dev_a), (_, dev_b) = _people(tag_a), _people(tag_b)
+    (ip_shared, dev_a), (_, dev_b) = people(tag_a), people(tag_b)
     person_a, person_b = f"w477-a-{tag_a[:8]}", f"w477-b-{tag_b[:8]}"
     listed = _load_in_one_batch(cli_stack, [(person_a, ip_shared, dev_a), (person_b, ip_shared, dev_b)])
-    tokens_a = _tokens_of(cli_stack, person_a)
+    tokens_a = tokens_of(cli_stack, person_a)
     _owner(cli_stack, "UPDATE user_logins SET row_manifest = NULL WHERE user_id = %s", person_b)
 
-    code, out, err = _erase(cli_stack, *tokens_a, "--user-id", person_a)
+    code, out, err = erase(cli_stack, *tokens_a, "--user-id", person_a)
     assert code == 1 and "1 row(s) of user_logins holding these tokens carry no signature" in err, out + err
     assert "1 of them the ETL did sign: a signed list lists them as they are, their row_manifest emptied" in err, err
     assert "have the fraud investigator reveal them" in err, err  # W47-22: the officer's part
-    code, out, err = _erase(cli_stack, *tokens_a, "--user-id", person_a, "--accepting-unsigned-rows", "1")
+    code, out, err = erase(cli_stack, *tokens_a, "--user-id", person_a, "--accepting-unsigned-rows", "1")
     assert code == 1, out + err  # before: "1 row(s) the ETL signed ... are no longer in user_logins as signed"
     assert "no longer in user_logins" not in err and "--accepting-missing-rows" not in err, err
     assert f"{tokens_a[0]}: 1 other person's 1 row (the person's own: 1 row)" in err, err
-    assert _revealed(cli_stack, tokens_a) == [ip_shared, dev_a]
+    assert revealed(cli_stack, tokens_a) == [ip_shared, dev_a]
 
     # W47-22: the investigator is told their own part, not sent back to the officer's section.
     code, out, err = _reveal_verified(cli_stack, f"SELECT masked_ip FROM user_logins WHERE user_id = '{person_a}'")
@@ -154,17 +147,17 @@ def test_w47_1_the_missing_rows_refusal_prints_an_audit_that_runs_as_written_w47
     batch's day; run as printed it lists the list whole on an 80-column terminal, with when it was signed."""
     started = time.monotonic()
     tag_a, tag_b = uuid.uuid4().hex, uuid.uuid4().hex
-    (ip_a, dev_a), (ip_b, dev_b) = _people(tag_a), _people(tag_b)
+    (ip_a, dev_a), (ip_b, dev_b) = people(tag_a), people(tag_b)
     person_a, person_b = f"w471-a-{tag_a[:8]}", f"w471-b-{tag_b[:8]}"
     listed = _load_in_one_batch(cli_stack, [(person_a, ip_a, dev_a), (person_b, ip_b, dev_b)])
-    tokens_a = _tokens_of(cli_stack, person_a)
+    tokens_a = tokens_of(cli_stack, person_a)
     _owner(cli_stack, "DELETE FROM user_logins WHERE user_id = %s", person_b)
     with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as conn:
         ((signed_at,),) = conn.execute(
             "SELECT signed_at AT TIME ZONE 'UTC' FROM user_login_manifests WHERE manifest_id = %s", (listed,)
         ).fetchall()
 
-    code, out, err = _erase(cli_stack, *tokens_a, "--user-id", person_a)
+    code, out, err = erase(cli_stack, *tokens_a, "--user-id", person_a)
     assert code == 1 and "--accepting-missing-rows 1" in err, out + err
     day = signed_at.date()
     printed = f"`tokenvault --stack {cli_stack.state_dir} --as security audit login-rows --since {day} --until {day}`"
@@ -180,7 +173,7 @@ def test_w47_1_the_missing_rows_refusal_prints_an_audit_that_runs_as_written_w47
 
 def test_w47_20_a_policy_on_user_logins_is_named_as_the_owners_by_reveal_and_audit(cli_stack: CliStack) -> None:
     tag = uuid.uuid4().hex
-    ip, dev = _people(tag)
+    ip, dev = people(tag)
     person = f"w4720-{tag[:8]}"
     _load_in_one_batch(cli_stack, [(person, ip, dev)])
     _owner(cli_stack, "ALTER TABLE user_logins ENABLE ROW LEVEL SECURITY")
@@ -202,16 +195,16 @@ def test_w47_1_the_rows_that_do_not_verify_name_an_audit_that_runs_as_written(cl
     the batch carries --stack and the days (before: `audit login-rows`, nothing to run), and lists both rows."""
     started = time.monotonic()
     tag_a, tag_b = uuid.uuid4().hex, uuid.uuid4().hex
-    (ip_a, dev_a), (ip_b, dev_b) = _people(tag_a), _people(tag_b)
+    (ip_a, dev_a), (ip_b, dev_b) = people(tag_a), people(tag_b)
     person_a, person_b = f"w471f-a-{tag_a[:8]}", f"w471f-b-{tag_b[:8]}"
     listed = _load_in_one_batch(cli_stack, [(person_a, ip_a, dev_a), (person_b, ip_b, dev_b)])
-    tokens_a = _tokens_of(cli_stack, person_a)
+    tokens_a = tokens_of(cli_stack, person_a)
     _owner(cli_stack, "UPDATE user_logins SET user_id = %s WHERE user_id = %s", f"{person_a}-x", person_a)
     _owner(cli_stack, "UPDATE user_logins SET masked_device_id = NULL WHERE user_id = %s", person_b)
     with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"]) as conn:
         ((day,),) = conn.execute("SELECT create_date FROM user_logins WHERE row_manifest = %s LIMIT 1", (listed,))
 
-    code, out, err = _erase(cli_stack, *tokens_a, "--user-id", person_a)
+    code, out, err = erase(cli_stack, *tokens_a, "--user-id", person_a)
     assert code == 1 and "do not verify against the ETL's signature" in err, out + err
     printed = f"`tokenvault --stack {cli_stack.state_dir} --as security audit login-rows --since {day} --until {day}`"
     assert f"; and 1 other row of their load batches ({printed})" in err, err
@@ -225,10 +218,10 @@ def test_w47_7_unsigned_rows_and_rows_missing_are_refused_in_one_message(cli_sta
     """An unsigned row holding A's address and A's batch-mate C deleted: one refusal names both confirmations
     (before: the missing rows only once the unsigned were confirmed), and the two together go on to the count."""
     tag_a, tag_c = uuid.uuid4().hex, uuid.uuid4().hex
-    (ip_a, dev_a), (ip_c, dev_c) = _people(tag_a), _people(tag_c)
+    (ip_a, dev_a), (ip_c, dev_c) = people(tag_a), people(tag_c)
     person_a, person_c = f"w477m-a-{tag_a[:8]}", f"w477m-c-{tag_c[:8]}"
     _load_in_one_batch(cli_stack, [(person_a, ip_a, dev_a), (person_c, ip_c, dev_c)])
-    tokens_a = _tokens_of(cli_stack, person_a)
+    tokens_a = tokens_of(cli_stack, person_a)
     _owner(cli_stack, "DELETE FROM user_logins WHERE user_id = %s", person_c)
     _owner(
         cli_stack,
@@ -236,12 +229,12 @@ def test_w47_7_unsigned_rows_and_rows_missing_are_refused_in_one_message(cli_sta
         tokens_a[0],
         f"e3-{RUN}-unsigned-{tag_a[:8]}",
     )
-    code, out, err = _erase(cli_stack, *tokens_a, "--user-id", person_a)
+    code, out, err = erase(cli_stack, *tokens_a, "--user-id", person_a)
     assert code == 1 and "1 row(s) of user_logins holding these tokens carry no signature" in err, out + err
     assert "\nBesides: 1 row(s) the ETL signed in the load batches of the rows holding these tokens" in err, err
     assert "--accepting-unsigned-rows 1" in err and "--accepting-missing-rows 1" in err, err
-    code, out, err = _erase(
+    code, out, err = erase(
         cli_stack, *tokens_a, "--user-id", person_a, "--accepting-unsigned-rows", "1", "--accepting-missing-rows", "1"
     )
     assert code == 1 and f"{tokens_a[0]}: 1 other person's 1 row (the person's own: 1 row)" in err, out + err
-    assert _revealed(cli_stack, tokens_a) == [ip_a, dev_a]
+    assert revealed(cli_stack, tokens_a) == [ip_a, dev_a]

@@ -12,7 +12,6 @@ Real OpenBao and PostgreSQL, in-process replicas, a database of each test's own.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,72 +20,16 @@ import pytest
 
 from tests.conftest import running_vault
 from tests.integration.audit_attacks import as_owner, erase, own_database, run_audit_verify
+from tests.integration.erase_rows import FAST, committed_head, newest_row, put_back, relabel, wait_anchored
 from tests.integration.fresh_values import fresh_value
-from tests.integration.test_erase_rows_at_start import FAST, _head, _wait_anchored
 from tests.integration.test_erased_tokens_known import _reveal, _tokenize
 from tokenvault_api.v1 import vault_pb2
-from vault_service.adapters.postgres.audit_records import RECORD_COLUMNS, audit_record, record_cursor
-from vault_service.domain.audit import AuditRecord, record_hash
 from vault_service.entrypoints.metrics import _VaultCollector
 from vault_service.service import erased_tokens
 from vault_service.service.maintenance import DATABASE, EraseRowsUncommitted
 from vault_service.service.token_cache import TokenCache
 
 __all__ = ["own_database"]
-
-
-def _rows_from(env: dict[str, str], first_id: int) -> list[AuditRecord]:
-    with as_owner(env) as owner:
-        found = (
-            record_cursor(owner)
-            .execute(f"SELECT {RECORD_COLUMNS} FROM vault.audit_log WHERE id >= %s ORDER BY id", (first_id,))
-            .fetchall()
-        )
-    return [audit_record(row) for row in found]
-
-
-def _relabel(env: dict[str, str], row_id: int, action: str, rechain_to_head: bool) -> list[AuditRecord]:
-    """The owner's relabelling of row `row_id` as `action`, its hash recomputed, the next row (or every row after it,
-    `rechain_to_head`) re-linked and re-hashed so the chain holds where a replica looks; the rows as they were."""
-    before = _rows_from(env, row_id)
-    previous = b""
-    changed = []
-    for index, record in enumerate(before):
-        if index == 0:
-            record = dataclasses.replace(record, event=dataclasses.replace(record.event, action=action))
-        else:
-            record = dataclasses.replace(record, prev_hash=previous)
-        record = dataclasses.replace(record, row_hash=record_hash(record))
-        changed.append(record)
-        previous = record.row_hash
-        if index == 1 and not rechain_to_head:
-            break
-    with as_owner(env) as owner:
-        for record in changed:
-            owner.execute(
-                "UPDATE vault.audit_log SET action = %s, prev_hash = %s, row_hash = %s WHERE id = %s",
-                (record.event.action, record.prev_hash, record.row_hash, record.record_id),
-            )
-    return before
-
-
-def _put_back(env: dict[str, str], rows: list[AuditRecord]) -> None:
-    with as_owner(env) as owner:
-        for record in rows:
-            owner.execute(
-                "UPDATE vault.audit_log SET action = %s, prev_hash = %s, row_hash = %s WHERE id = %s",
-                (record.event.action, record.prev_hash, record.row_hash, record.record_id),
-            )
-
-
-def _committed_head(env: dict[str, str]) -> tuple[int, int]:
-    """The newest checkpoint committing to the erase rows: (head, erase rows it counts); (0, -1) none."""
-    with as_owner(env) as owner:
-        row = owner.execute(
-            "SELECT head_id, erase_count FROM vault.audit_checkpoints WHERE erase_count IS NOT NULL"
-            " ORDER BY head_id DESC LIMIT 1"
-        ).fetchone()
-    return (int(row[0]), int(row[1])) if row else (0, -1)
 
 
 def test_a_genuine_erase_row_relabelled_while_a_replica_starts_refuses_the_start_and_verify_names_it(
@@ -103,16 +46,16 @@ def test_a_genuine_erase_row_relabelled_while_a_replica_starts_refuses_the_start
                 "SELECT id FROM vault.audit_log WHERE action = 'erase' ORDER BY id DESC LIMIT 1"
             ).fetchone() or (0,)
         _reveal(env, first, _tokenize(env, first, fresh_value(vault_pb2.TOKEN_TYPE_IP)))  # type: ignore[arg-type]
-        _wait_anchored(first, _head(env))
-    head, erasures = _committed_head(env)
+        wait_anchored(first, newest_row(env))
+    head, erasures = committed_head(env)
     assert head > erase_id and erasures == 1, (head, erasures, erase_id)  # the upkeep committed to E (v2)
-    rows = _relabel(env, int(erase_id), "reveal", rechain_to_head=True)  # E hidden; the chain holds to the head
+    rows = relabel(env, int(erase_id), "reveal", rechain_to_head=True)  # E hidden; the chain holds to the head
     try:
         with pytest.raises(EraseRowsUncommitted) as refused, running_vault(env, **FAST):  # old code: B started
             pass
         code, printed = run_audit_verify(env, Path(env["TOKENVAULT_AUDIT_CHECKPOINT_FILE"]), monkeypatch)
     finally:
-        _put_back(env, rows)
+        put_back(env, rows)
     assert f"erase rows up to row {head} are not those its signed checkpoint commits to" in str(refused.value)
     assert "0 erase row(s) where it signed 1" in str(refused.value)
     assert code != 0
@@ -136,14 +79,14 @@ def test_a_reveal_row_relabelled_as_an_erase_row_while_a_replica_starts_refuses_
                 " ORDER BY id DESC LIMIT 1"
             ).fetchone() or (0,)
         _tokenize(env, first, fresh_value(vault_pb2.TOKEN_TYPE_IP))
-        _wait_anchored(first, _head(env))
-        assert _committed_head(env)[0] > reveal_id
-        rows = _relabel(env, int(reveal_id), "erase", rechain_to_head=False)  # A46-3's: the next row relinked
+        wait_anchored(first, newest_row(env))
+        assert committed_head(env)[0] > reveal_id
+        rows = relabel(env, int(reveal_id), "erase", rechain_to_head=False)  # A46-3's: the next row relinked
         try:
             with pytest.raises(EraseRowsUncommitted) as refused, running_vault(env, **FAST):  # old code: B started
                 pass
         finally:
-            _put_back(env, rows)
+            put_back(env, rows)
         assert "1 erase row(s) where it signed 0" in str(refused.value)
         assert getattr(_reveal(env, first, token), "value", None) == ip  # the live token, still revealed
 
@@ -163,17 +106,17 @@ def test_a_running_replica_reports_its_database_unhealthy_when_a_newer_checkpoin
                 "SELECT id FROM vault.audit_log WHERE cardinality(revealed) = 1 ORDER BY id DESC LIMIT 1"
             ).fetchone() or (0,)
         _tokenize(env, replica, fresh_value(vault_pb2.TOKEN_TYPE_IP))
-        _wait_anchored(replica, _head(env))
-        assert _committed_head(env)[0] > reveal_id
+        wait_anchored(replica, newest_row(env))
+        assert committed_head(env)[0] > reveal_id
         found_before = _exported("tokenvault_erase_rows_uncommitted_found_total")
-        rows = _relabel(env, int(reveal_id), "erase", rechain_to_head=False)
+        rows = relabel(env, int(reveal_id), "erase", rechain_to_head=False)
         try:
             replica.maintainer.check()
             unhealthy = not replica.maintainer.healthy[DATABASE]
             cause = replica.maintainer._causes.get(DATABASE, "")
             standing = _exported("tokenvault_erase_rows_uncommitted")
         finally:
-            _put_back(env, rows)
+            put_back(env, rows)
         replica.maintainer.check()
         healthy_again = replica.maintainer.healthy[DATABASE]
         refused_live = len(replica.wired.vault.erased)  # the relabelled reveal row's token, learned meanwhile
@@ -204,16 +147,16 @@ def test_an_erase_row_hidden_from_a_running_replica_is_learned_once_the_rows_mat
                 "SELECT id FROM vault.audit_log WHERE action = 'erase' ORDER BY id DESC LIMIT 1"
             ).fetchone() or (0,)
         _tokenize(env, first, fresh_value(vault_pb2.TOKEN_TYPE_IP))  # a row after E
-        head = _head(env)
-        _wait_anchored(first, head)
-        _wait_anchored(second, head)  # B's upkeep walked E genuine: its reads may start past E
-        assert _committed_head(env)[0] >= head > erase_id
-        rows = _relabel(env, int(erase_id), "reveal", rechain_to_head=True)
+        head = newest_row(env)
+        wait_anchored(first, head)
+        wait_anchored(second, head)  # B's upkeep walked E genuine: its reads may start past E
+        assert committed_head(env)[0] >= head > erase_id
+        rows = relabel(env, int(erase_id), "reveal", rechain_to_head=True)
         try:
             second.maintainer.check()  # B's read misses E; its check meets a checkpoint committing to it
             unhealthy = not second.maintainer.healthy[DATABASE]
         finally:
-            _put_back(env, rows)
+            put_back(env, rows)
         second.maintainer.check()
         healthy_again = second.maintainer.healthy[DATABASE]
         known = len(second.wired.vault.erased)

@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import running_vault
 from tests.integration.audit_attacks import as_owner, own_database
-from tests.integration.test_erase_rows_at_start import UNANCHORED
+from tests.integration.erase_rows import UNANCHORED
 from vault_service.service.erase_commitment_check import EraseCommitmentCheck
 from vault_service.service.maintenance import EraseRowsUnchecked, EraseRowsUncommitted, KeyMaintainer
 

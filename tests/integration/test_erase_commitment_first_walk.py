@@ -13,10 +13,9 @@ from __future__ import annotations
 import time
 
 from tests.conftest import running_vault
-from tests.integration.audit_attacks import as_owner, erase, own_database
+from tests.integration.audit_attacks import own_database
+from tests.integration.erase_rows import committed_head, erased_new_token, newest_row, relabel, wait_anchored
 from tests.integration.fresh_values import fresh_value
-from tests.integration.test_erase_commitment import _committed_head, _relabel
-from tests.integration.test_erase_rows_at_start import _head, _wait_anchored
 from tests.integration.test_erased_tokens_known import _tokenize
 from tokenvault_api.v1 import vault_pb2
 
@@ -32,20 +31,14 @@ def test_an_erase_row_relabelled_before_the_walk_reached_it_is_never_committed_t
     env = own_database
     with running_vault(env, **SLOW) as first:
         _tokenize(env, first, fresh_value(vault_pb2.TOKEN_TYPE_IP))
-        _wait_anchored(first, _head(env), 12)
-        token = _tokenize(env, first, fresh_value(vault_pb2.TOKEN_TYPE_IP))
-        assert isinstance(token, str)
-        assert erase(env, first, [token], "GDPR-2026-4700") == [None]
-        with as_owner(env) as owner:
-            (erase_id,) = owner.execute(
-                "SELECT id FROM vault.audit_log WHERE action = 'erase' ORDER BY id DESC LIMIT 1"
-            ).fetchone() or (0,)
-        _relabel(env, int(erase_id), "reveal", rechain_to_head=True)  # before the next round's walk
+        wait_anchored(first, newest_row(env), 12)
+        _token, erase_id = erased_new_token(env, first, "GDPR-2026-4700")
+        relabel(env, int(erase_id), "reveal", rechain_to_head=True)  # before the next round's walk
         _tokenize(env, first, fresh_value(vault_pb2.TOKEN_TYPE_IP))
-        _wait_anchored(first, _head(env), 12)
+        wait_anchored(first, newest_row(env), 12)
         _tokenize(env, first, fresh_value(vault_pb2.TOKEN_TYPE_IP))
-        _wait_anchored(first, _head(env), 12)  # a second round after the relabel: the rows then forgotten
+        wait_anchored(first, newest_row(env), 12)  # a second round after the relabel: the rows then forgotten
         time.sleep(1)
-        head, erasures = _committed_head(env)
+        head, erasures = committed_head(env)
     # old code: a v2 checkpoint beyond the erase row counting 0 erase rows (the relabel endorsed)
     assert not (head > int(erase_id) and erasures == 0), (head, erasures, erase_id)

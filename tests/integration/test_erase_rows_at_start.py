@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections.abc import Callable
 
 import pytest
 
 from tests.conftest import running_vault
 from tests.integration.audit_attacks import as_owner, erase, own_database
+from tests.integration.erase_rows import FAST, UNANCHORED, newest_row, wait_anchored
 from tests.integration.fresh_values import fresh_value
 from tests.integration.test_erased_tokens_known import _reveal, _tokenize
 from tokenvault_api.v1 import vault_pb2
@@ -34,24 +34,6 @@ from vault_service.domain.audit import record_hash
 from vault_service.service import erased_tokens
 
 __all__ = ["own_database"]
-
-FAST = {"TOKENVAULT_AUDIT_CHECKPOINT_SECONDS": "1"}
-UNANCHORED = {"TOKENVAULT_AUDIT_CHECKPOINT_SECONDS": "300"}
-"""No checkpoint within the test: the rows stay in the unanchored tail (no erase-row commitment covers them)."""
-
-
-def _wait_anchored(vault: object, head: int, seconds: float = 8.0) -> None:
-    erased = vault.wired.vault.erased  # type: ignore[attr-defined]
-    deadline = time.monotonic() + seconds
-    while (erased._anchored or 0) < head:
-        assert time.monotonic() < deadline, f"no checkpoint anchored at {head} (at {erased._anchored})"
-        time.sleep(0.05)
-
-
-def _head(env: dict[str, str]) -> int:
-    with as_owner(env) as owner:
-        (head,) = owner.execute("SELECT max(id) FROM vault.audit_log").fetchone() or (0,)
-    return int(head)
 
 
 def _outcome(call: Callable[[], object]) -> object:
@@ -85,13 +67,13 @@ def test_an_erase_row_whose_outcome_is_changed_while_a_replica_starts_is_learned
         other = _tokenize(env, first, fresh_value(vault_pb2.TOKEN_TYPE_IP))
         assert isinstance(other, str)
         _reveal(env, first, other)  # a genuine later row
-        assert _head(env) > erase_id + 1000
-        _wait_anchored(first, _head(env))
+        assert newest_row(env) > erase_id + 1000
+        wait_anchored(first, newest_row(env))
         with as_owner(env) as owner:  # while B starts, E's outcome does not read 'ok:'
             owner.execute("UPDATE vault.audit_log SET outcome = 'x' || outcome WHERE id = %s", (erase_id,))
         try:
             with running_vault(env, **FAST) as second:
-                _wait_anchored(second, _head(env))
+                wait_anchored(second, newest_row(env))
                 second.maintainer.check()  # B's first round: its window moves past E
                 with as_owner(env) as owner:  # put back
                     owner.execute("UPDATE vault.audit_log SET outcome = substr(outcome, 2) WHERE id = %s", (erase_id,))
@@ -204,7 +186,7 @@ def test_erase_rows_cleared_or_broken_in_numbers_while_a_replica_starts_are_all_
                 None,
             )
         _reveal(env, first, _tokenize(env, first, fresh_value(vault_pb2.TOKEN_TYPE_IP)))  # type: ignore[arg-type]
-        _wait_anchored(first, _head(env))
+        wait_anchored(first, newest_row(env))
         with as_owner(env) as owner:
             owner.execute("UPDATE vault.audit_log SET revealed = NULL WHERE id = %s", (ids[0],))
             owner.execute("UPDATE vault.audit_log SET outcome = 'x' || outcome WHERE id = ANY(%s)", (ids[1:],))
@@ -219,7 +201,7 @@ def test_erase_rows_cleared_or_broken_in_numbers_while_a_replica_starts_are_all_
 
         try:
             with running_vault(env, **FAST) as second:
-                _wait_anchored(second, _head(env))
+                wait_anchored(second, newest_row(env))
                 second.maintainer.check()  # B's first round: its window moves past the three rows
                 put_back()
                 for _ in range(3):

@@ -16,10 +16,18 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import running_vault
-from tests.integration.audit_attacks import as_owner, erase, own_database, run_audit_verify
+from tests.integration.audit_attacks import as_owner, own_database, run_audit_verify
+from tests.integration.erase_rows import (
+    FAST,
+    UNANCHORED,
+    committed_head,
+    erased_new_token,
+    newest_row,
+    put_back,
+    relabel,
+    wait_anchored,
+)
 from tests.integration.fresh_values import fresh_value
-from tests.integration.test_erase_commitment import _committed_head, _put_back, _relabel
-from tests.integration.test_erase_rows_at_start import FAST, UNANCHORED, _head, _wait_anchored
 from tests.integration.test_erased_tokens_known import _tokenize
 from tokenvault_api.v1 import vault_pb2
 from vault_service.domain.checkpoints import ChainHead
@@ -33,16 +41,10 @@ def test_a_v1_checkpoint_given_half_a_commitment_is_passed_over_and_named(
 ) -> None:
     env = own_database
     with running_vault(env, **FAST) as first:
-        token = _tokenize(env, first, fresh_value(vault_pb2.TOKEN_TYPE_IP))
-        assert isinstance(token, str)
-        assert erase(env, first, [token], "GDPR-2026-4703") == [None]
-        with as_owner(env) as owner:
-            (erase_id,) = owner.execute(
-                "SELECT id FROM vault.audit_log WHERE action = 'erase' ORDER BY id DESC LIMIT 1"
-            ).fetchone() or (0,)
+        _token, erase_id = erased_new_token(env, first, "GDPR-2026-4703")
         _tokenize(env, first, fresh_value(vault_pb2.TOKEN_TYPE_IP))
-        _wait_anchored(first, _head(env))
-    committed, erasures = _committed_head(env)
+        wait_anchored(first, newest_row(env))
+    committed, erasures = committed_head(env)
     assert committed > erase_id and erasures == 1, (committed, erasures, erase_id)
     with running_vault(env, **UNANCHORED) as signing:
         _tokenize(env, signing, fresh_value(vault_pb2.TOKEN_TYPE_IP))
@@ -66,10 +68,10 @@ def test_a_v1_checkpoint_given_half_a_commitment_is_passed_over_and_named(
     code, printed = run_audit_verify(env, Path(env["TOKENVAULT_AUDIT_CHECKPOINT_FILE"]), monkeypatch)
     assert code != 0  # old code: verified (the v1 signature holds)
     assert f"checkpoint at row {head.head_id} has a bad signature" in printed, printed[-2000:]
-    rows = _relabel(env, int(erase_id), "reveal", rechain_to_head=True)  # E hidden; the chain holds to the head
+    rows = relabel(env, int(erase_id), "reveal", rechain_to_head=True)  # E hidden; the chain holds to the head
     try:
         with pytest.raises(EraseRowsUncommitted) as refused, running_vault(env, **UNANCHORED):  # old code: started
             pass
     finally:
-        _put_back(env, rows)
+        put_back(env, rows)
     assert f"erase rows up to row {committed} are not those its signed checkpoint commits to" in str(refused.value)

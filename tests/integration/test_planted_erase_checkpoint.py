@@ -17,8 +17,8 @@ import pytest
 
 from tests.conftest import running_vault
 from tests.integration.audit_attacks import own_database
+from tests.integration.erase_rows import FAST, newest_row, wait_anchored
 from tests.integration.fresh_values import fresh_value
-from tests.integration.test_erase_rows_at_start import FAST, _head, _wait_anchored
 from tests.integration.test_erased_tokens_known import _tokenize
 from tokenvault_api.v1 import vault_pb2
 from vault_service.entrypoints.metrics import AUDIT_CHECKPOINT_PLANTED
@@ -45,13 +45,13 @@ def test_a_checkpoint_the_serving_role_planted_is_passed_over_logged_and_counted
     env = own_database
     with running_vault(env, **FAST) as replica:
         _tokenize(env, replica, fresh_value(vault_pb2.TOKEN_TYPE_IP))
-        _wait_anchored(replica, _head(env))
+        wait_anchored(replica, newest_row(env))
         replica.maintainer.check()
         assert replica.maintainer.healthy[DATABASE]
         _tokenize(env, replica, fresh_value(vault_pb2.TOKEN_TYPE_IP))  # a row beyond the last checkpoint
         with psycopg.connect(env["PG_VAULT_DSN"], autocommit=True) as vault_role:
             vault_role.execute(PLANT_AT_THE_HEAD)
-            planted = _head(env)
+            planted = newest_row(env)
         counted = AUDIT_CHECKPOINT_PLANTED._value.get()
         with caplog.at_level(logging.ERROR):
             replica.maintainer.check()
