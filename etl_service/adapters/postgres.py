@@ -57,8 +57,12 @@ _STATEMENT_ERRORS = (
     psycopg.errors.UndefinedTable,
     psycopg.errors.UndefinedColumn,
     psycopg.errors.UndefinedFunction,
+    psycopg.errors.ReadOnlySqlTransaction,
 )
 """What `write` and `loaded_before` report through database_error (DependencyDown or Misconfigured)."""
+READ_ONLY = "Postgres unavailable: it accepts no writes (read-only: a standby, or default_transaction_read_only on)"
+"""A session that may not write (SQLSTATE 25006, or the probe's `transaction_read_only`): an outage, not a bug of
+each message (chaos 49, C49-1: taken for one, every good event was dead-lettered as processing_failed)."""
 Reused = tuple[UserLoginRow, str]
 """A skipped row whose event_id is loaded for a different event, and the loaded row's message id."""
 _MANIFEST = """
@@ -134,12 +138,18 @@ class PostgresLoginStore:
             raise Misconfigured(f"Postgres refused the ETL: {_REFUSED_STATES['42501']}", "database")
 
     def ready(self) -> None:
-        """`SELECT 1` through the pool; DependencyDown when the database does not answer."""
+        """Whether a pooled session may write; DependencyDown when the database does not answer or is read-only.
+
+        A read-only session (a standby reached after a failover, default_transaction_read_only on) answers
+        `SELECT 1` and refuses every load: the gate's probe must not reopen on it (C49-1).
+        """
         try:
             with self._pool.connection(timeout=2) as conn:
-                conn.execute("SELECT 1")
+                found = conn.execute("SELECT current_setting('transaction_read_only')").fetchone()
         except (psycopg.OperationalError, PoolTimeout) as error:
             raise database_error(error) from error
+        if found is not None and found[0] == "on":
+            raise DependencyDown(READ_ONLY, "database")
 
     @staticmethod
     def _load_rows(
@@ -214,6 +224,8 @@ def database_error(error: Exception) -> DependencyDown | Misconfigured:
         state = "28P01"
     if state in _REFUSED_STATES:
         return Misconfigured(f"Postgres refused the ETL: {_REFUSED_STATES[state]} (SQLSTATE {state})", "database")
+    if state == "25006":  # read_only_sql_transaction: the session may not write (C49-1)
+        return DependencyDown(READ_ONLY, "database")
     first_line = text.strip().splitlines()[0][:200] if text.strip() else ""
     return DependencyDown(f"Postgres unavailable: {type(error).__name__}: {first_line}", "database")
 
