@@ -53,12 +53,36 @@ class QueueConfigurationError(Misconfigured):
         super().__init__(message, "sqs")
 
 
+_IDENTITY_CODES = {"AccessDenied", "InvalidClientTokenId", "SignatureDoesNotMatch", "UnrecognizedClientException"}
+"""Refusals of the AWS identity in use: the fix is another key, or another policy for it."""
+IDENTITY_HINT = (
+    "check which AWS key is in use (AWS_ACCESS_KEY_ID, AWS_SHARED_CREDENTIALS_FILE or boto3's chain)"
+    " and what its IAM policy allows (deploy/aws/*-sqs-policy.json)"
+)
+"""What an identity refusal tells a person to do (walk48, W48-1)."""
+_SQS_MESSAGE_MAX = 300
+
+
+def _access_denied_text(error: botocore.exceptions.ClientError) -> str:
+    """AccessDenied's own message (it names the identity and the action refused), printable and cut short.
+
+    Only AccessDenied's: it holds ARNs and an action name, never a message body; other codes' texts
+    are not repeated (a signature mismatch's may quote the request).
+    """
+    message = str(error.response.get("Error", {}).get("Message", ""))
+    text = "".join(c if c.isprintable() else "?" for c in message)[:_SQS_MESSAGE_MAX]
+    return f" ({text})" if text else ""
+
+
 def _configuration_problem(error: Exception, action: str) -> str | None:
     """What a boto error says is wrong with the configuration (retrying cannot fix it), or None when transient."""
     if isinstance(error, botocore.exceptions.NoCredentialsError):
         return f"SQS {action}: no AWS credentials configured"
     if isinstance(error, botocore.exceptions.ClientError):
         code = error.response.get("Error", {}).get("Code", "")
+        if code in _IDENTITY_CODES:
+            said = _access_denied_text(error) if code == "AccessDenied" else ""
+            return f"SQS {action} refused: {code}{said}: {IDENTITY_HINT}"
         if code in _FATAL_CODES:
             return f"SQS {action} refused: {code}"
     return None
