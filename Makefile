@@ -45,8 +45,9 @@ run-sample: $(STAMP)  ## the same with the exercise's 100 events (examples/sampl
 psql: $(STAMP)  ## open psql on the stack as the read-only analyst role (through the cluster's private socket)
 	@$(PY) -m devstack.psql analyst
 
-admin: $(STAMP)  ## python -m vault_service.admin with the service's settings (ARGS="audit-verify"); key commands: tokenvault --as security, run by the vault
-	$(PY) -m devstack admin $(ARGS)
+# `devstack admin` would answer a --help anywhere in ARGS with its own help: help needs no settings, so ask the admin itself.
+admin: $(STAMP)  ## python -m vault_service.admin with the service's settings (ARGS="audit-verify"; ARGS=--help lists the commands); key commands: tokenvault --as security, run by the vault
+	$(if $(filter -h --help,$(ARGS)),$(PY) -m vault_service.admin,$(PY) -m devstack admin) $(ARGS)
 
 bench-vault: $(STAMP)  ## vault throughput/latency beside OpenBao Transit; ends with `figure:` lines
 	$(PY) -m bench.vault_bench $(BENCH_ARGS)
