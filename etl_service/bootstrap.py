@@ -153,6 +153,8 @@ def bootstrap(
     def probe() -> None:
         tokenizer.ready()
         store.ready()
+        if signer is not None:  # OpenBao: every batch's rows are signed there (C49-4)
+            signer.ready()
 
     gate = DependencyGate(probe, observer)
     consumer = Consumer(queue, processor, settings, gate, ledger_for(settings), observer, stopping)

@@ -153,6 +153,14 @@ class TransitSealer:
             raise DependencyDown("OpenBao answered no signature for the rows to load", "openbao")
         return signature
 
+    def ready(self) -> None:
+        """The dependency gate's probe of OpenBao: one signature of a fixed probe (what every batch's load needs).
+
+        DependencyDown when OpenBao does not answer, Misconfigured when it refuses. Without it, the gate reopened at
+        its first probe during an OpenBao outage and every receive count was spent on it (chaos 49, C49-4).
+        """
+        self.sign_login_rows(b"tokenvault-etl dependency probe")
+
     def check_access(self) -> None:
         """At start: log in, seal a probe and prove it, sign a probe (login-rows key), TransitTimeTags.check.
 

@@ -1,7 +1,8 @@
 """Pause receiving while a dependency is down, instead of burning receive counts on it.
 
 After a batch fails because the vault service or Postgres is unavailable, the gate closes.
-Receivers then wait; one of them probes the dependencies (health check, `SELECT 1`) with a
+Receivers then wait; one of them probes the dependencies (the vault's health check, Postgres taking
+writes, OpenBao signing a probe: bootstrap's probe) with a
 growing pause, and the first success opens the gate again. Messages are received again only
 when they can be processed, so an outage does not push good messages toward the DLQ.
 
