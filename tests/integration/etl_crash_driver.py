@@ -12,11 +12,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from etl_service.adapters import postgres
 from etl_service.bootstrap import bootstrap
 from etl_service.config import EtlConfig
 
 CRASHED = 86
-STEPS = ("after_receive", "after_tokenize", "after_commit", "after_dead_letter", "after_delete")
+STEPS = ("after_receive", "after_tokenize", "inside_load", "after_commit", "after_dead_letter", "after_delete")
+"""`inside_load`: after the COPY into user_logins, before its transaction commits (chaos 49)."""
 
 
 def _die_after(call: Callable[..., Any], only_if: Callable[[Any], bool] = lambda _: True) -> Callable[..., Any]:
@@ -41,6 +43,8 @@ def main() -> int:
         queue.receive = _die_after(queue.receive, only_if=bool)  # type: ignore[method-assign]
     elif step == "after_tokenize":
         tokenizer.tokenize = _die_after(tokenizer.tokenize)  # type: ignore[method-assign]
+    elif step == "inside_load":
+        postgres._copy_rows = _die_after(postgres._copy_rows)
     elif step == "after_commit":
         store.write = _die_after(store.write)  # type: ignore[method-assign]
     elif step == "after_dead_letter":
