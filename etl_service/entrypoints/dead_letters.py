@@ -75,9 +75,9 @@ letter would fail alike, so none is counted as unopenable or reported as tampere
 none is received (each receive counts towards SQS's ApproximateReceiveCount) for nothing.
 
 Exit status: 0 done; 1 SQS or OpenBao failed or refused (a message says which), or the command
-could not complete (no such dead letter, a body still refused); 2 usage or settings (a missing
-setting, queues that are not a source and its own DLQ, the dead-letter key as above, values for
-`erase` not on stdin, `delete` without --yes);
+could not complete (no such dead letter, a body still refused, its output's reader gone: `| head`);
+2 usage or settings (a missing setting, queues that are not a source and its own DLQ, the dead-letter
+key as above, values for `erase` not on stdin, `delete` without --yes);
 3 `erase`: some dead letters could not be checked: held elsewhere, arrived meanwhile, tampered,
 could not be opened, or their matching failed (their message ids are printed; run it again), or
 its last listing was cut short (some may not have been examined); `redrive` and `list`: the DLQ
@@ -90,6 +90,7 @@ some back before, or its fifth take-back still took some back (nothing lost: run
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from functools import partial
@@ -226,6 +227,15 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:  # what the command did is said above it (erase: its counts); no traceback
         print("etl_service dead-letters: interrupted (Ctrl-C)", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`| head`): end quietly, as `tokenvault` does (walk48, W48-5)
+        _stdout_to_devnull()
+        return 1
+
+
+def _stdout_to_devnull() -> None:
+    """Point standard output at /dev/null, so the interpreter's flush at exit meets no closed pipe either."""
+    with contextlib.suppress(OSError, ValueError):  # no file descriptor (a test's capture): no pipe to flush to
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _checked_vault_access(args: argparse.Namespace) -> VaultAccess | None:
