@@ -229,6 +229,7 @@ def _reveal_query(
         stderr.print("no token in the columns to reveal: nothing to reveal (nothing was sent to the vault)")
         write_rows(result.columns, result.rows, fmt)
         return
+    verified = ""
     if verify is not None:  # attack 41, A41-1: the rows are the ETL's as it loaded them, or nothing is revealed
         tokens = distinct_tokens(result, columns)
         reach = _count_reach(
@@ -241,6 +242,7 @@ def _reveal_query(
                 " verifies against the ETL's signature (rows hidden from the check, or tokens from elsewhere), so"
                 " the rows they came from cannot be verified; revealing nothing"
             )
+        verified = _verified_first(reach.check)
     outcomes: list[object] = []
 
     def reveal_all(tokens: list[str]) -> list[object]:
@@ -257,9 +259,22 @@ def _reveal_query(
     revealed = revealed_result(result, columns, reveal_all, with_tokens)  # type: ignore[arg-type]
     write_rows(revealed.columns, revealed.rows, fmt)
     names = escape(", ".join(result.columns[i] for i in columns))
-    stderr.print(f"{len(result.rows)} row(s); revealed {len(outcomes)} distinct token(s) in column(s) {names}")
+    stderr.print(
+        f"{len(result.rows)} row(s); revealed {len(outcomes)} distinct token(s) in column(s) {names}{verified}"
+    )
     if _summarize_errors(outcomes, "tokens revealed nothing"):
         raise SystemExit(1)  # as plain `reveal`: a script can tell that something was not revealed
+
+
+def _verified_first(check: RowCheck | None) -> str:
+    """What --verify-rows checked before anything was revealed, for the summary line (walk48, W48-6).
+
+    Said, so an investigator can record it with the case: the output is otherwise the same as without the flag.
+    """
+    if check is None:
+        return ""
+    unsigned = f", {check.unsigned} of them unsigned, confirmed" if check.unsigned else ""
+    return f"; first verified the {check.rows} row(s) of user_logins holding them against the ETL's signature{unsigned}"
 
 
 @click.command()

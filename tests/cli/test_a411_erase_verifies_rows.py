@@ -58,6 +58,8 @@ def test_a411_tokens_swapped_between_two_people_are_refused_and_neither_person_l
     tokens_a, tokens_b = tokens_of(cli_stack, person_a), tokens_of(cli_stack, person_b)
     code, out, err = _investigate(cli_stack, person_a)
     assert code == 0 and f"{ip_a},{dev_a}" in out, out + err  # as loaded: verified and revealed
+    # ... and it says so, for the case's record (walk48, W48-6: the output was the same as without the flag).
+    assert "first verified the 1 row(s) of user_logins holding them against the ETL's signature" in err, err
 
     _as_owner(  # attack 41's swap: one UPDATE
         cli_stack,
