@@ -113,6 +113,8 @@ def explain(error: VaultClientError, settings: Settings) -> str:
     if isinstance(error, RateLimited):
         if error.call_too_big:
             return f"{text}; send fewer tokens per call (--batch-size)"
+        if "retry in " in text:  # the vault's own refusal says it already (walk48, W48-8: said twice)
+            return text
         return f"{text}; retry in {error.retry_after:.1f} s"
     if isinstance(error, Unavailable) and not error.hint:
         where = settings.address or "the configured address"

@@ -183,6 +183,10 @@ def test_errors_say_when_to_retry_and_where_the_vault_was_expected() -> None:
     settings = Settings(address="127.0.0.1:5555")
     limited = RateLimited(grpc.StatusCode.RESOURCE_EXHAUSTED, "client 'analyst' may detokenize 200 values/s", 1.5)
     assert explain(limited, settings).endswith("retry in 1.5 s")
+    # The vault's refusal names the wait itself: said once (walk48, W48-8: "retry in 973.42 s; retry in 973.4 s").
+    said = "client 'privacy-officer' may erase 18 values/hour (burst 100); retry in 973.42 s"
+    erase_limited = RateLimited(grpc.StatusCode.RESOURCE_EXHAUSTED, said, 973.42)
+    assert explain(erase_limited, settings).count("retry in") == 1, explain(erase_limited, settings)
     down = Unavailable(grpc.StatusCode.UNAVAILABLE, "failed to connect: Connection refused")
     assert "is the vault service running at 127.0.0.1:5555?" in explain(down, settings)
     slow = DeadlineExceeded(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
