@@ -124,7 +124,7 @@ def bootstrap(
     )
     pool.open(wait=False)
     stopping = threading.Event()  # Consumer.stop sets it: a Tokenize waiting out the vault's quota stops waiting
-    tokenizer, store = GrpcTokenizer(channel, stopping=stopping), PostgresLoginStore(pool)
+    tokenizer, store = GrpcTokenizer(channel, stopping=stopping), PostgresLoginStore(pool, config.database_conninfo)
     # The rows it loads are signed with the same OpenBao login (attack 41, A41-1); a discarding ETL has none.
     signer = sealer if isinstance(sealer, TransitSealer) else None
     processor = BatchProcessor(

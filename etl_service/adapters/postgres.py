@@ -79,8 +79,10 @@ ON CONFLICT (event_id) DO NOTHING
 class PostgresLoginStore:
     """Implements LoginStore; connects as role tokenvault_etl."""
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, conninfo: Conninfo | None = None) -> None:
+        """`conninfo`: what the pool connects with (a DSN file read again), to ask a refused login why (C49-5)."""
         self._pool = pool
+        self._conninfo = conninfo
 
     def write(
         self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord], manifest: RowManifest | None = None
@@ -95,7 +97,7 @@ class PostgresLoginStore:
                 records = [*quarantined, *(event_id_reused(row, loaded) for row, loaded in reused)]
                 new_quarantine = self._load_quarantine(conn, records) if records else 0
         except _STATEMENT_ERRORS as error:
-            raise database_error(error) from error
+            raise self._error(error) from error
         return WriteResult(inserted, new_quarantine, tuple(ReusedEventId(r.sqs_message_id, m) for r, m in reused))
 
     def loaded_before(self, events: Sequence[EventKey]) -> LoadedBefore:
@@ -110,7 +112,7 @@ class PostgresLoginStore:
                 found = [e for e in events if e.event_id in loaded]
                 reused = _reused(conn, found) if found else []
         except _STATEMENT_ERRORS as error:
-            raise database_error(error) from error
+            raise self._error(error) from error
         refused = {e.sqs_message_id for e, _ in reused}
         return LoadedBefore(
             frozenset(e.sqs_message_id for e in found if e.sqs_message_id not in refused),
@@ -147,9 +149,35 @@ class PostgresLoginStore:
             with self._pool.connection(timeout=2) as conn:
                 found = conn.execute("SELECT current_setting('transaction_read_only')").fetchone()
         except (psycopg.OperationalError, PoolTimeout) as error:
-            raise database_error(error) from error
+            raise self._error(error) from error
         if found is not None and found[0] == "on":
             raise DependencyDown(READ_ONLY, "database")
+
+    def _error(self, error: Exception) -> DependencyDown | Misconfigured:
+        """database_error(error); a pool that could not connect is asked why, by one connection of its own.
+
+        psycopg_pool answers PoolTimeout whatever kept it from connecting: a password changed, or a login dropped
+        or refused, while the ETL ran was taken for the database down for ever - batches postponed, the gate
+        closed, no exit, a message on its last receive dead-lettered (chaos 49, C49-5). A refusal is Misconfigured.
+        """
+        if isinstance(error, PoolTimeout) and self._conninfo is not None:
+            refused = self._login_refused()
+            if refused is not None:
+                return refused
+        return database_error(error)
+
+    def _login_refused(self) -> Misconfigured | None:
+        """Misconfigured when the server refuses the configured login (password, role, database), else None."""
+        try:
+            conninfo = conninfo_now(self._conninfo or "")
+        except DsnFileError as error:
+            return Misconfigured(f"Postgres: {error}", "database")
+        try:
+            with psycopg.connect(conninfo, connect_timeout=5, application_name="tokenvault-etl-check"):
+                return None
+        except psycopg.Error as error:
+            found = database_error(error)
+            return found if isinstance(found, Misconfigured) else None
 
     @staticmethod
     def _load_rows(
