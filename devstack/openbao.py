@@ -16,6 +16,7 @@ import pwd
 import shutil
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import hvac
@@ -208,9 +209,10 @@ def write_login_row_keys(client: hvac.Client, path: Path) -> Path:
     The privacy officer's `tokenvault erase` verifies the rows of user_logins offline with it (attack 41, A41-1);
     written again after the key is rotated.
     """
+    read_at = datetime.now(UTC).isoformat()  # before the read: every version then is in it (A49-3)
     data = client.adapter.get(f"/v1/transit/keys/{LOGIN_ROWS_KEY}")["data"]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"name": LOGIN_ROWS_KEY, "keys": data["keys"]}, indent=1) + "\n")
+    path.write_text(json.dumps({"name": LOGIN_ROWS_KEY, "keys": data["keys"], "read_at": read_at}, indent=1) + "\n")
     path.chmod(0o644)
     return path
 

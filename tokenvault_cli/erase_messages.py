@@ -239,6 +239,13 @@ FAILING_ROWS_NAMED = 10
 """The rows that do not verify a refusal names (event id, signed list); `audit login-rows` lists them all."""
 
 
+def rows_named(rows: Sequence[tuple[str, str]]) -> str:
+    """`event E (list M); ...` for the first FAILING_ROWS_NAMED rows, and how many more (no user id, token, value)."""
+    named = "; ".join(f"event {shown(e)} (list {m})" for e, m in rows[:FAILING_ROWS_NAMED])
+    more = len(rows) - FAILING_ROWS_NAMED
+    return named + (f"; and {more} more" if more > 0 else "")
+
+
 def failing_rows_refusal(
     check: RowCheck, confirmed: int | None, nothing: str, erase: bool, stale: str, audit: str = "`audit login-rows`"
 ) -> str:

@@ -268,11 +268,14 @@ class RowCheck:
     """`too_many` for the lists (MAX_LIST_BYTES, or rows naming them beyond their listed rows and `bound`):
     --max-rows-checked lifts the second only."""
     unknown_key: int = 0
-    """Rows naming a list signed by a key version the public keys file lacks (not counted in `failing`): the key
-    was rotated after the file was written (walk46, W46-2) - or a list the owner wrote names a version that never
-    was. They cannot be checked either way."""
+    """Rows naming a list signed by a key version the public keys file lacks that a refresh of the file may bring
+    (not counted in `failing`): newer than every version it holds, the list signed after the file was read - the key
+    was rotated since (walk46, W46-2). A version no refresh brings (attack 49, A49-3: `vault:v99:` planted by the
+    ETL's role) is a list that does not verify: its rows are in `failing`."""
     versions_lacking: tuple[int, ...] = ()
     """The key versions those lists name, which the file lacks."""
+    unknown_key_rows: tuple[tuple[str, str], ...] = ()
+    """The rows counted in `unknown_key`: (event id, signed list), named in the refusal (attack 49, A49-3)."""
     versions_held: tuple[int, ...] = ()
     """The key versions the public keys file holds (when it was read)."""
     whole_lists: bool = False
@@ -508,15 +511,19 @@ def verify_rows(
     if int(size) > MAX_LIST_BYTES:
         return RowCheck(len(rows), unsigned, 0, too_many=True, bound=max_rows, lists_too_large=True), []
     public_keys = keys()
+    now = datetime.now(UTC)
     listed: dict[uuid.UUID, frozenset[bytes]] = {}
     lacking: dict[uuid.UUID, int] = {}
+    never: dict[uuid.UUID, int] = {}
     signed: dict[uuid.UUID, datetime] = {}
     for manifest_id, digests, signature, signed_at in conn.execute(LISTS_SQL, bounded).fetchall():
         typed = isinstance(manifest_id, uuid.UUID) and isinstance(digests, bytes) and isinstance(signature, str)
         if typed and isinstance(signed_at, datetime):
             signed[manifest_id] = signed_at.astimezone(UTC)
         if typed and (version := public_keys.lacks_version_of(signature)) is not None:
-            lacking[manifest_id] = version
+            # Attack 49, A49-3: only a version a refresh may bring is a stale file; any other does not verify.
+            plausible = public_keys.may_come_with_a_refresh(version, signed.get(manifest_id), now)
+            (lacking if plausible else never)[manifest_id] = version
         elif typed and public_keys.verify(signature, signed_input(manifest_id, digests)):
             listed[manifest_id] = digests_of(digests)
     cleared = _signatures_cleared(rows, listed)
@@ -552,7 +559,8 @@ def verify_rows(
         if row_digest(event_id, user_id, masked_ip, masked_device_id, day) not in listed.get(manifest_id, frozenset()):
             failing += 1
             failing_listed += manifest_id in listed
-            findings.append(RowFinding(str(event_id), manifest_id, DOES_NOT_VERIFY, n, signed.get(manifest_id)))
+            said = DOES_NOT_VERIFY + (_no_such_version(never[manifest_id], public_keys) if manifest_id in never else "")
+            findings.append(RowFinding(str(event_id), manifest_id, said, n, signed.get(manifest_id)))
     check = RowCheck(
         len(rows),
         unsigned,
@@ -560,6 +568,9 @@ def verify_rows(
         unknown_key=unknown_key,
         versions_lacking=tuple(sorted(set(lacking.values()))),
         versions_held=tuple(sorted(public_keys.by_version)),
+        unknown_key_rows=tuple(
+            (f.event_id, str(f.manifest_id)) for f in findings if isinstance(f, RowFinding) and f.manifest_id in lacking
+        ),
         whole_lists=whole_lists,
         missing=sum(w.listed - w.present for w in wholes),
         lists_missing=sum(1 for w in wholes if w.present < w.listed),
@@ -568,17 +579,29 @@ def verify_rows(
         failing_rows=tuple(
             (f.event_id, str(f.manifest_id))
             for f in findings
-            if isinstance(f, RowFinding) and f.finding == DOES_NOT_VERIFY
+            if isinstance(f, RowFinding) and f.finding.startswith(DOES_NOT_VERIFY)
         ),
         failing_listed=failing_listed,
         cleared=len(cleared),
         missing_signed=_days_signed([w for w in wholes if w.present < w.listed]),
         failing_days=_span(
-            [rows[f.row][4] for f in findings if isinstance(f, RowFinding) and f.finding == DOES_NOT_VERIFY]
+            [rows[f.row][4] for f in findings if isinstance(f, RowFinding) and f.finding.startswith(DOES_NOT_VERIFY)]
             + [w.signed_at.date() for w in wholes if w.changed and w.signed_at is not None]
         ),
     )
     return check, [*findings, *wholes]
+
+
+def _no_such_version(version: int, keys: PublicKeys) -> str:
+    """Why a list's key version that the keys file lacks is no stale file: no refresh brings it (attack 49, A49-3)."""
+    newest = max(keys.by_version, default=0)
+    when = f", written {keys.read_at:%Y-%m-%d %H:%M:%S} UTC," if keys.read_at is not None else ""
+    why = (
+        f"not newer than its newest, v{newest}"
+        if version <= newest
+        else "though the list is dated before the file was read from OpenBao (or in the future)"
+    )
+    return f" (its list names key version v{version}, which the keys file{when} lacks {why}: no refresh brings it)"
 
 
 def _signatures_cleared(

@@ -16,7 +16,7 @@ import shlex
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -179,8 +179,9 @@ def refresh(ctx: Context, replace_keys: bool) -> None:
     if not address:
         raise SettingsFailure("where Vault is: set VAULT_ADDR (the embedded stack's with --stack .stack)")
     token = operator_token(ctx, "login-row-keys refresh reads the key's public keys")
+    read_at = datetime.now(UTC).isoformat()  # before the read: every version then is in it (A49-3)
     data = _read_key(address, token)
-    text = json.dumps({"name": LOGIN_ROWS_KEY, "keys": data["keys"]}, indent=1) + "\n"
+    text = json.dumps({"name": LOGIN_ROWS_KEY, "keys": data["keys"], "read_at": read_at}, indent=1) + "\n"
     try:
         keys = PublicKeys.parse(text)
     except PublicKeysError as error:

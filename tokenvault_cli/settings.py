@@ -12,7 +12,8 @@ import shlex
 import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from psycopg import ProgrammingError
@@ -152,7 +153,7 @@ class Settings:
                 + (", or use --stack .stack" if self.stack_dir is None else "")
             )
         try:
-            data = read_trusted(self.login_row_keys).data
+            contents = read_trusted(self.login_row_keys)
         except UntrustedFile as error:
             raise SettingsError(
                 f"the public keys file {self.login_row_keys} is refused: {error}; another local account able to"
@@ -161,9 +162,12 @@ class Settings:
         except OSError as error:
             raise SettingsError(f"cannot read the public keys file {self.login_row_keys}: {error.strerror}") from None
         try:
-            return PublicKeys.parse(data)
+            keys = PublicKeys.parse(contents.data)
         except PublicKeysError as error:
             raise SettingsError(f"the public keys file {self.login_row_keys} is unusable: {error}") from None
+        if keys.read_at is not None:  # A49-3: when it was read from OpenBao, else when it was written
+            return keys
+        return replace(keys, read_at=datetime.fromtimestamp(contents.modified, UTC))
 
     def dsn(self) -> str:
         """The read-only database connection string for queries; refused when it could give its password away.

@@ -22,6 +22,7 @@ from tokenvault_cli.erase_messages import (
     people_rows,
     refuse_other_people,
     refuse_tokens_not_the_persons,
+    rows_named,
     say_not_issued,
     say_other_people_erased,
     say_tokens_in_no_row,
@@ -654,13 +655,14 @@ def _stale_keys_file(ctx: Context, check: RowCheck, nothing: str) -> str:
     command = "erase" if nothing == "erasing nothing" else "reveal"
     versions = ", ".join(f"v{v}" for v in check.versions_lacking)
     held = ", ".join(f"v{v}" for v in check.versions_held)
+    named = rows_named(check.unknown_key_rows)
     return (
         f"{check.unknown_key} row(s) of user_logins holding these tokens are signed with key version {versions} of"
         f" the ETL's row-signing key ({LOGIN_ROWS_KEY}), which the public keys file {ctx.settings.login_row_keys}"
         f" lacks (it holds {held}): the key was rotated after the file was written, so they cannot be verified"
         f" with it; {nothing}. Have the security team refresh the file - {refresh_command(ctx.settings)} - then"
-        f" run this {command} again. If the refreshed file still lacks that version, no such key version signed"
-        " them: report it to the security team"
+        f" run this {command} again: if no such key version signed them (a list planted: {named}), they are then"
+        " rows that do not verify, named for the security team"
     )
 
 

@@ -22,7 +22,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -38,6 +38,8 @@ MAX_LIST_BYTES_EACH = MAX_ROWS_PER_LIST * DIGEST_BYTES
 """The largest list the ETL signs (32,000 bytes): migration 0071's CHECK on user_login_manifests, and the most of one
 list `erase` reads - a larger one is unverifiable, never read (attack 48, A48-2: one planted 64 MiB list blocked
 every erasure of a person)."""
+CLOCK_SKEW = timedelta(minutes=5)
+"""How far ahead of the reader's clock a list's signed_at (the database's clock) may be and still be taken as real."""
 _SIGNATURE = re.compile(r"vault:v([1-9][0-9]{0,8}):([A-Za-z0-9+/]+={0,2})")
 _CANONICAL = json.JSONEncoder(separators=(",", ":"))
 """One encoder for every row: `json.dumps` with these separators builds a new one per call (1 µs of 3.7 a row)."""
@@ -65,6 +67,10 @@ class PublicKeys:
     """The ed25519 public keys of LOGIN_ROWS_KEY, by version (Transit's `vault:vN:` prefix picks one)."""
 
     by_version: Mapping[int, Ed25519PublicKey]
+    read_at: datetime | None = None
+    """When the file was read from OpenBao: its `read_at` (`login-row-keys refresh`, the embedded stack), else when it
+    was written (its mtime, the CLI's settings: `bao read ... > FILE` writes it as it reads); None: unknown. A version
+    it lacks can be newer than the file only on a list signed after that (attack 49, A49-3)."""
 
     @classmethod
     def parse(cls, text: str | bytes) -> PublicKeys:
@@ -77,6 +83,7 @@ class PublicKeys:
             document = json.loads(text)
         except (ValueError, UnicodeDecodeError) as error:
             raise PublicKeysError(f"not JSON ({type(error).__name__})") from None
+        read_at = _read_at(document.get("read_at") if isinstance(document, dict) else None)
         for step in ("data", "keys"):
             if isinstance(document, dict) and isinstance(document.get(step), dict):
                 document = document[step]
@@ -91,7 +98,7 @@ class PublicKeys:
                 keys[int(version)] = Ed25519PublicKey.from_public_bytes(base64.b64decode(public, validate=True))
             except (binascii.Error, ValueError):
                 raise PublicKeysError(f"key version {version}'s public_key is not an ed25519 public key") from None
-        return cls(keys)
+        return cls(keys, read_at)
 
     def lacks_version_of(self, signature: str) -> int | None:
         """The key version a well-formed `signature` names when these keys do not hold it (a rotation since); else None.
@@ -103,6 +110,23 @@ class PublicKeys:
         if not match or int(match.group(1)) in self.by_version:
             return None
         return int(match.group(1))
+
+    def may_come_with_a_refresh(self, version: int, signed_at: datetime | None, now: datetime) -> bool:
+        """Whether refreshing the file could bring `version`, which it lacks, for a list signed at `signed_at`.
+
+        Attack 49, A49-3: the ETL's database role planted a list `vault:v99:` and a row holding a person's token
+        naming it; refused as "the keys file is stale", every erasure of the person was blocked, and a refresh did
+        not help (v99 never was). Transit's versions only grow and its read holds every version up to the latest:
+        a version the file lacks is a rotation since only if it is newer than every version the file holds and the
+        list was signed after the file was read from OpenBao (and not after `now`, give or take CLOCK_SKEW: a
+        signed_at set in the future would stay "newer than the file" after every refresh). Otherwise no refresh
+        brings it: the list does not verify.
+        """
+        if version <= max(self.by_version, default=0):
+            return False
+        if self.read_at is None:
+            return True
+        return signed_at is not None and self.read_at < signed_at <= now + CLOCK_SKEW
 
     def verify(self, signature: str, message: bytes) -> bool:
         """Whether `signature` (Transit's `vault:vN:<base64>`) is key version N's signature of `message`."""
@@ -117,6 +141,15 @@ class PublicKeys:
         except (InvalidSignature, binascii.Error, ValueError):
             return False
         return True
+
+
+def _read_at(text: object) -> datetime | None:
+    """The file's `read_at` (ISO 8601 with its zone: `login-row-keys refresh` writes it); None: absent or not one."""
+    try:
+        when = datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return when if when is not None and when.tzinfo is not None else None
 
 
 def digests_of(listing: bytes) -> frozenset[bytes]:

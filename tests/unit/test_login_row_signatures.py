@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from datetime import date
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -23,6 +24,7 @@ from tests.unit.etl_builders import good, message
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
 from tests.unit.test_batch import EnvelopeSealer
 from tokenvault_common.login_row_signatures import (
+    CLOCK_SKEW,
     PublicKeys,
     PublicKeysError,
     digests_of,
@@ -136,3 +138,30 @@ def test_a_signer_down_or_refusing_writes_no_row_and_the_last_receive_is_dead_le
     reason = "dependency_unavailable" if isinstance(error, DependencyDown) else "released_on_last_receive"
     assert queue.dead_lettered == [("m1", reason)]  # the last receive: sealed, with a reason
     assert outcome.loaded == 0
+
+
+def test_a49_3_a_version_the_file_lacks_is_a_stale_file_only_when_a_refresh_could_bring_it() -> None:
+    """Newer than the file's newest, on a list signed after the file was read, not in the future (attack 49, A49-3)."""
+    read_at = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    now = read_at + timedelta(hours=1)
+    keys = replace(PublicKeys.parse(_transit_read(KEY, KEY, KEY)), read_at=read_at)
+    after, before = read_at + timedelta(minutes=1), read_at - timedelta(minutes=1)
+    assert keys.may_come_with_a_refresh(4, after, now)  # a rotation since the file was read
+    assert keys.may_come_with_a_refresh(99, now + CLOCK_SKEW, now)
+    assert not keys.may_come_with_a_refresh(99, before, now)  # the file was read after it: no v99 then
+    assert not keys.may_come_with_a_refresh(99, read_at, now)
+    assert not keys.may_come_with_a_refresh(99, now + CLOCK_SKEW + timedelta(seconds=1), now)  # dated ahead
+    assert not keys.may_come_with_a_refresh(99, None, now)
+    trimmed = replace(PublicKeys({3: KEY.public_key()}), read_at=None)
+    assert not trimmed.may_come_with_a_refresh(2, after, now)  # not newer than the newest: never by a refresh
+    assert trimmed.may_come_with_a_refresh(4, before, now)  # read when, unknown: as before A49-3
+
+
+def test_a49_3_the_keys_file_says_when_it_was_read() -> None:
+    """`login-row-keys refresh` and the embedded stack write `read_at`; without it, none (its mtime, later)."""
+    document = json.loads(_transit_read(KEY))
+    assert PublicKeys.parse(json.dumps(document)).read_at is None
+    document["read_at"] = "2026-12-06T12:00:00+00:00"
+    assert PublicKeys.parse(json.dumps(document)).read_at == datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    document["read_at"] = "2026-12-06T12:00:00"  # no zone: not a time to compare with signed_at
+    assert PublicKeys.parse(json.dumps(document)).read_at is None
