@@ -228,7 +228,7 @@ def _reveal_query(
         )
     if not distinct_tokens(result, columns):
         stderr.print("no token in the columns to reveal: nothing to reveal (nothing was sent to the vault)")
-        write_rows(result.columns, result.rows, fmt)
+        write_rows(result.columns, result.rows, fmt, records_when_narrow=True)
         return
     verified = ""
     if verify is not None:  # attack 41, A41-1: the rows are the ETL's as it loaded them, or nothing is revealed
@@ -258,7 +258,8 @@ def _reveal_query(
         return outcomes
 
     revealed = revealed_result(result, columns, reveal_all, with_tokens)  # type: ignore[arg-type]
-    write_rows(revealed.columns, revealed.rows, fmt)
+    # Blocks when the table does not fit: folded into 80 columns each user id was cut in two lines (W48-11).
+    write_rows(revealed.columns, revealed.rows, fmt, records_when_narrow=True)
     names = escape(", ".join(result.columns[i] for i in columns))
     stderr.print(
         f"{len(result.rows)} row(s); revealed {len(outcomes)} distinct token(s) in column(s) {names}{verified}"

@@ -71,3 +71,19 @@ def test_the_query_runs_read_only_and_errors_say_why(cli_stack: CliStack) -> Non
     assert len(cli_stack.analyst_query("SELECT event_id FROM user_logins")) >= EVENTS
     vault_table = cli_stack.as_("analyst", "reveal", "-p", "CASE-203", "-q", "SELECT token FROM vault.tokens")
     assert vault_table.returncode == 1 and "permission denied" in vault_table.stderr
+
+
+def test_rows_too_wide_for_80_columns_are_blocks_each_value_whole(cli_stack: CliStack) -> None:
+    """Walk48, W48-11: folded into 80 columns the table cut every user id in two ("e7bbaefc-8f3d-497f-a6b0-da0" over
+    "ab98f5dbe"), so copying one gave half an id; as `audit who-saw` does, each row is then a block of its fields."""
+    sql = "SELECT user_id, masked_ip, masked_device_id, event_id FROM user_logins WHERE event_id LIKE 'gen-17-%'"
+    sql += " ORDER BY event_id LIMIT 3"
+    asked = ("--stack", str(cli_stack.state_dir), "--as", "analyst", "reveal", "-p", "CASE-203", "-q", sql)
+    narrow = cli_stack.run(*asked, env={"COLUMNS": "80"})
+    assert narrow.returncode == 0, narrow.stderr
+    lines = narrow.stdout.splitlines()
+    assert "-[ 1 of 3 ]" in lines[0] and max(len(line.rstrip()) for line in lines) <= 80, narrow.stdout
+    for (user_id,) in cli_stack.analyst_query(sql.replace("user_id, masked_ip, masked_device_id, event_id", "user_id")):
+        assert any(line.split() == ["user_id", str(user_id)] for line in lines), (user_id, narrow.stdout)
+    wide = cli_stack.run(*asked)  # 200 columns: the table, as before
+    assert wide.returncode == 0 and "-[ 1 of 3 ]" not in wide.stdout and "user_id" in wide.stdout.splitlines()[0]
