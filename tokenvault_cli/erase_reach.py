@@ -244,6 +244,13 @@ WHERE l.row_manifest OPERATOR(pg_catalog.=) ANY (%(ids)s::pg_catalog.uuid[])
 LIMIT %(limit)s
 """
 """Every row naming one of the lists (the index of migration 0069), as ROWS_SQL's columns: are the lists whole?"""
+ROWS_NAMING_LISTS_SQL = """
+SELECT l.row_manifest, count(*) FROM public.user_logins AS l
+WHERE l.row_manifest OPERATOR(pg_catalog.=) ANY (%(ids)s::pg_catalog.uuid[])
+GROUP BY l.row_manifest
+"""
+"""How many rows of user_logins name each of the lists (the index of migration 0069; counted, none read): which list
+is named by more rows than it lists when the whole-list read is past its bound (attack 49, A49-4)."""
 LIST_ROWS_PAGE = 10_000
 """Rows of LIST_ROWS_SQL fetched at a time (a server-side cursor: review 47, R47-12). Each FETCH is a statement of
 its own under COUNT_SETTINGS' statement_timeout; all of them run in the count's one transaction, so its snapshot."""
@@ -298,6 +305,10 @@ class RowCheck:
     failing_listed: int = 0
     """Of `failing`, rows naming a list that verifies (with `whole_lists`, also counted in `changed`)."""
     table_problems: tuple[str, ...] = ()
+    lists_overnamed: tuple[tuple[str, int, int], ...] = ()
+    """With `lists_too_large` past the rows naming the lists: (list, rows of user_logins naming it, rows it lists)
+    for each list named by more rows than it lists, the most beyond first - rows no ETL load made (attack 49,
+    A49-4: 10,002 rows the ETL's role inserted naming P's batch list, holding no token, blocked P's erasure)."""
     cleared: int = 0
     """Of `unsigned`, rows a signed list that verifies lists as they are: the ETL loaded them signed and their
     row_manifest was emptied since - no load, no retention does that: the database owner (walk47, W47-7). Not
@@ -537,7 +548,13 @@ def verify_rows(
     if whole_lists and listed:
         counted = _list_rows_counted(conn, listed, rows, cleared, signed, max_rows)
         if counted is None:
-            return RowCheck(len(rows), unsigned, 0, too_many=True, bound=max_rows, lists_too_large=True), []
+            over = lists_overnamed(conn, {m: len(d) for m, d in listed.items()})
+            return (
+                RowCheck(
+                    len(rows), unsigned, 0, too_many=True, bound=max_rows, lists_too_large=True, lists_overnamed=over
+                ),
+                [],
+            )
         wholes = [w for w in counted if w.present < w.listed or w.copied or w.changed or w.cleared]
     failing = unknown_key = failing_listed = 0
     for n, (event_id, user_id, masked_ip, masked_device_id, created, manifest_id) in enumerate(rows):
@@ -602,6 +619,22 @@ def _no_such_version(version: int, keys: PublicKeys) -> str:
         else "though the list is dated before the file was read from OpenBao (or in the future)"
     )
     return f" (its list names key version v{version}, which the keys file{when} lacks {why}: no refresh brings it)"
+
+
+def rows_naming(conn: psycopg.Connection[Any], lists: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """How many rows of user_logins name each of `lists` (ROWS_NAMING_LISTS_SQL); a list no row names is left out."""
+    found = conn.execute(ROWS_NAMING_LISTS_SQL, {"ids": list(lists)}).fetchall()
+    return {m: int(n) for m, n in found if isinstance(m, uuid.UUID)}
+
+
+def lists_overnamed(conn: psycopg.Connection[Any], listing: dict[uuid.UUID, int]) -> tuple[tuple[str, int, int], ...]:
+    """(list, rows naming it, rows it lists) for each list of `listing` named by more rows than it lists.
+
+    `listing`: each list's rows it lists. The most beyond first (attack 49, A49-4).
+    """
+    naming = rows_naming(conn, list(listing))
+    over = [(str(m), naming[m], n) for m, n in listing.items() if naming.get(m, 0) > n]
+    return tuple(sorted(over, key=lambda o: (o[2] - o[1], o[0])))
 
 
 def _signatures_cleared(

@@ -34,7 +34,7 @@ from tokenvault_cli.erase_reach import (
 from tokenvault_cli.key_commands import operator_token
 from tokenvault_cli.output import FORMAT_OPTION, Format, write_rows
 from tokenvault_cli.query import QueryError
-from tokenvault_cli.row_bounds import NothingChecked, max_rows_option, too_many_in_range
+from tokenvault_cli.row_bounds import NothingChecked, max_rows_option, overnamed, too_many_in_range
 from tokenvault_cli.rows_by_token import check_rows_holding
 from tokenvault_cli.settings import SECURITY_ROLE, Settings, SettingsError
 from tokenvault_client import type_of_token
@@ -285,8 +285,9 @@ def audit_login_rows(
 
     With --token (instead of --since/--until) the rows holding those tokens are checked the same way, whatever
     their create_date: what an erasure refused past its bound (--max-rows-checked) names; past that bound too,
-    the rows are counted by the signed list they name instead (no user id, token or value), nothing verified
-    (exit 2, attack 48).
+    the rows are counted by the signed list they name instead (no user id, token or value), with the rows of
+    user_logins naming each list and the rows it lists (more naming it: rows no ETL load made, attack 49),
+    nothing verified (exit 2, attack 48).
 
     Exit codes: 0 every row checked verifies, 1 some row does not verify (or is changed, copied, cleared),
     2 nothing checked (past --max-rows-checked, a usage or settings error).
@@ -339,13 +340,21 @@ def _login_rows_holding(ctx: Context, tokens: tuple[str, ...], fmt: str, max_row
     with _nothing_checked_on_failure():
         check, findings, by_list = check_rows_holding(ctx.settings.dsn(), tokens, ctx.settings.row_keys, max_rows)
     if check.too_many:
-        write_rows(["row_manifest", "rows", "no_create_date"], [(m or "", n, d) for m, n, d in by_list], Format(fmt))
+        counted = [tuple("" if x is None else x for x in row) for row in by_list]
+        write_rows(["row_manifest", "rows", "no_create_date", "rows_naming_the_list", "listed"], counted, Format(fmt))
         found = "rows naming too many signed lists" if check.lists_too_large else f"{check.rows:,} rows"
+        beyond = (
+            f"; the lists are named by more rows of user_logins than they list ({overnamed(check)}), holding these"
+            " tokens or not (rows_naming_the_list above, against listed)"
+            if check.lists_overnamed
+            else ""
+        )
         raise NothingChecked(
             f"{found} of user_logins hold these tokens, more than are checked at once (--max-rows-checked"
-            f" {check.bound:,}): counted above by the signed list they name (empty: none), the most first; rows no"
-            " ETL load made (no list, a list that does not verify) may be planted to block erasures - the database"
-            " owner can delete them; if they are genuine, --max-rows-checked N verifies up to N; nothing verified"
+            f" {check.bound:,}): counted above by the signed list they name (empty: none), the most first, with the"
+            f" rows naming each list and the rows it lists{beyond}; rows no ETL load made (no list, a list that does"
+            " not verify, a list named beyond what it lists) may be planted to block erasures - the database owner"
+            " can delete them; if they are genuine, --max-rows-checked N verifies up to N; nothing verified"
         )
     _report(ctx, check, findings, fmt, "rows holding the tokens")
 

@@ -49,8 +49,43 @@ def _lists_bound(check: RowCheck) -> str:
     )
 
 
+LISTS_OVERNAMED_SHOWN = 5
+"""How many lists named by more rows than they list a refusal names (the most beyond first)."""
+
+
+def overnamed(check: RowCheck) -> str:
+    """`list M: N rows name it, it lists K; ...` for the lists named beyond what they list (attack 49, A49-4)."""
+    said = "; ".join(
+        f"list {m}: {naming:,} rows name it, it lists {listing:,}"
+        for m, naming, listing in check.lists_overnamed[:LISTS_OVERNAMED_SHOWN]
+    )
+    more = len(check.lists_overnamed) - LISTS_OVERNAMED_SHOWN
+    return said + (f"; and {more} more list(s)" if more > 0 else "")
+
+
+def _overnamed_rows(check: RowCheck, nothing: str) -> str:
+    """Erase's or reveal's refusal when rows naming the rows' lists beyond what they list are past the bound."""
+    beyond = sum(naming - listing for _, naming, listing in check.lists_overnamed)
+    raise_it = (
+        f"--max-rows-checked {beyond} reads them all (each then counts as a row changed in its batch, which"
+        " --accepting-unverified-rows N confirms once the security team has looked)"
+        if beyond <= MAX_ROWS_CEILING
+        else f"they are more than this command reads ({MAX_ROWS_CEILING:,})"
+    )
+    return (
+        f"{beyond:,} more rows of user_logins name the signed lists of the rows holding these tokens than those lists"
+        f" list ({overnamed(check)}), more than are read beyond them (--max-rows-checked {check.bound:,}); {nothing}."
+        " A list lists each row of its load batch once: the others are rows no ETL load made, which may be planted"
+        " to block it (the ETL's database role can insert rows naming a list it made) - report it to the security"
+        " team, who count them by list with `tokenvault --as security audit login-rows --token TOKEN` and have the"
+        f" database owner delete them; {raise_it}"
+    )
+
+
 def too_many_rows(check: RowCheck, nothing: str) -> str:
     """Erase's or reveal --verify-rows' refusal past the bound: how many, may be planted, --max-rows-checked."""
+    if check.lists_overnamed:  # attack 49, A49-4: which list, by how many rows
+        return _overnamed_rows(check, nothing)
     if check.lists_too_large:
         found = (
             "the rows of user_logins holding these tokens name more signed lists than can be verified against the"

@@ -9,6 +9,7 @@ signed list they name (no user id, token or value), for the database owner to de
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -24,11 +25,12 @@ from tokenvault_cli.erase_reach import (
     RowFinding,
     count_rows_holding,
     count_session,
+    rows_naming,
     verify_rows,
 )
 from tokenvault_cli.query import QueryError
 from tokenvault_cli.row_owners import column_problems, relation_problems
-from tokenvault_common.login_row_signatures import PublicKeys
+from tokenvault_common.login_row_signatures import DIGEST_BYTES, PublicKeys
 
 LISTS_NAMED = 20
 """How many signed lists a count past the bound names (those named by the most rows first)."""
@@ -41,8 +43,18 @@ FROM public.user_logins AS l
 """The rows holding the tokens (ROWS_SQL's match), counted by the list they name: (list or NULL, rows, rows with no
 create_date). No row is read whole: what the security team is told when more rows hold them than are checked."""
 
-ByList = tuple[str | None, int, int]
-"""(signed list named, or None for none; rows naming it; of those, rows with no create_date)."""
+LISTED_SQL = """
+SELECT m.manifest_id, (length(m.digests) OPERATOR(pg_catalog./) %(each)s::pg_catalog.int4)::pg_catalog.int8
+FROM public.user_login_manifests AS m WHERE m.manifest_id OPERATOR(pg_catalog.=) ANY (%(ids)s::pg_catalog.uuid[])
+"""
+"""How many rows each list lists (its digests, DIGEST_BYTES each), signature not checked: counted, not read."""
+
+ByList = tuple[str | None, int, int, int | None, int | None]
+"""(signed list named, or None for none; rows holding the tokens naming it; of those, rows with no create_date; rows
+of user_logins naming it, holding the tokens or not; rows it lists - None: no list, or none by that id).
+
+The last two (attack 49, A49-4): rows the ETL's role inserted naming P's batch list, holding no token, tripped
+erase's bound on the lists' rows, and this view - rows holding the token only - counted P's one genuine row."""
 
 
 def check_rows_holding(
@@ -73,4 +85,12 @@ def check_rows_holding(
 
 def _by_list(conn: psycopg.Connection[Any], tokens: list[str]) -> list[ByList]:
     found = conn.execute(ROWS_BY_LIST_SQL, {"tokens": tokens, "limit": LISTS_NAMED}).fetchall()
-    return [(None if m is None else str(m), int(n), int(undated)) for m, n, undated in found]
+    ids = [uuid.UUID(m) for m, _, _ in found if m is not None]
+    naming = rows_naming(conn, ids) if ids else {}
+    listing = {m: int(n) for m, n in conn.execute(LISTED_SQL, {"ids": ids, "each": DIGEST_BYTES}).fetchall()}
+    return [
+        (None, int(n), int(undated), None, None)
+        if m is None
+        else (str(m), int(n), int(undated), naming.get(uuid.UUID(m), 0), listing.get(uuid.UUID(m)))
+        for m, n, undated in found
+    ]

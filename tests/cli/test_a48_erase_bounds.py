@@ -114,6 +114,6 @@ def test_a48_2_past_the_row_bound_the_refusal_says_planted_and_the_audit_counts_
     assert revealed(cli_stack, (ip_token,)) == [ip]
     audit = cli_stack.as_("security", "audit", "login-rows", "--token", ip_token, "-o", "csv")
     assert audit.returncode == 2, audit.stdout + audit.stderr  # nothing verified (walk47, W47-19)
-    assert ",10001,10001" in audit.stdout.splitlines(), audit.stdout  # no list, no create_date: 10,001 rows
+    assert ",10001,10001,," in audit.stdout.splitlines(), audit.stdout  # no list, no create_date: 10,001 rows
     assert "may be planted to block erasures" in " ".join(audit.stderr.split()), audit.stderr
     assert person not in audit.stdout + audit.stderr and ip not in audit.stdout + audit.stderr
