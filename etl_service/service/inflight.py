@@ -8,6 +8,11 @@ The capacity adapts (`adapt`): a process holds no more than it can finish within
 lease at the rate it has been settling messages, from a floor of a few batches up to the
 configured maximum. A process killed in a crash loop then strands few messages for a lease
 each time, instead of thousands whose receive counts all move toward the DLQ.
+
+The bodies held are bounded too (`max_bytes`, MAX_HELD_BODY_BYTES): no receive starts while they
+reach it. Counted alone, a flood of bodies near SQS's 256 KiB (refused fast as too large, so the
+settle rate and the capacity grew) took a drain to 317 MiB resident with 1,200 of them queued, past
+the ETL pod's 256 MiB limit: an OOM kill costs every message in hand a receive (chaos 49, C49-6).
 """
 
 from __future__ import annotations
@@ -18,11 +23,17 @@ from collections.abc import Sequence
 
 from etl_service.domain.messages import QueueMessage
 
+MAX_HELD_BODY_BYTES = 16 * 1024 * 1024
+"""The most body characters held before receiving waits (at ~300 a login event: far above any count bound)."""
+
 
 class InFlight:
     """Thread-safe ledger of received messages not yet deleted or released."""
 
-    def __init__(self, capacity: int, floor: int | None = None) -> None:
+    def __init__(self, capacity: int, floor: int | None = None, max_bytes: int = MAX_HELD_BODY_BYTES) -> None:
+        """`max_bytes`: no reservation while the held bodies reach it (a receive may pass it by one receive's)."""
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._max_capacity = capacity
         self._floor = min(floor or capacity, capacity)
         self._capacity = self._floor
@@ -52,7 +63,8 @@ class InFlight:
         """Wait up to `timeout` for room for `count` more messages; True when reserved."""
         with self._changed:
             ready = self._changed.wait_for(
-                lambda: stop.is_set() or self._held() + count <= self._capacity, timeout=timeout
+                lambda: stop.is_set() or (self._held() + count <= self._capacity and self._bytes < self._max_bytes),
+                timeout=timeout,
             )
             if not ready or stop.is_set():
                 return False
@@ -65,6 +77,8 @@ class InFlight:
         with self._changed:
             self._reserved -= reserved
             for message in messages:
+                if message.receipt_handle not in self._deadlines:
+                    self._bytes += len(message.body)
                 self._deadlines[message.receipt_handle] = (message, deadline)
             self._changed.notify_all()
 
@@ -76,8 +90,9 @@ class InFlight:
         """Forget messages that were deleted, released or postponed."""
         with self._changed:
             for message in messages:
-                if self._deadlines.pop(message.receipt_handle, None) is not None:
+                if (held := self._deadlines.pop(message.receipt_handle, None)) is not None:
                     self._settled += 1
+                    self._bytes -= len(held[0].body)
             self._changed.notify_all()
 
     def expiring(self, within_seconds: float) -> list[QueueMessage]:
@@ -103,6 +118,11 @@ class InFlight:
         """Every message held right now (to release them at a stop)."""
         with self._changed:
             return [message for message, _ in self._deadlines.values()]
+
+    def held_bytes(self) -> int:
+        """The characters of the bodies held right now."""
+        with self._changed:
+            return self._bytes
 
     def held(self) -> int:
         """Messages held right now (received and not yet settled)."""
