@@ -13,6 +13,7 @@ from tokenvault_cli.settings import Settings, SettingsError, load_profile, refus
 from tokenvault_client import (
     ChunkLimits,
     DeadlineExceeded,
+    PermissionDenied,
     RateLimited,
     RetryPolicy,
     Unavailable,
@@ -107,9 +108,20 @@ def _not_reached(error: VaultClientError) -> bool:
     return not details or any(mark in details for mark in TRANSPORT_MARKS)
 
 
+VAULT_TOKEN_REFUSED = "your Vault token "
+"""How the vault begins a refusal of the Vault token `retire-kek-versions` sends (key_job_session.operator_kek_of)."""
+
+
 def explain(error: VaultClientError, settings: Settings) -> str:
     """The error with what a person can do about it."""
     text = str(error)
+    if isinstance(error, PermissionDenied) and error.details.startswith(VAULT_TOKEN_REFUSED):
+        # Walk48, W48-14: the certificate was let in; the client's hint ("the vault's policy does not allow this
+        # identity") sent the team after the wrong credential.
+        return (
+            f"{error.code.name}: {error.details} (your client certificate was accepted; the Vault token sent was"
+            " not: $VAULT_TOKEN when set, else the file $VAULT_SECURITY_TOKEN_FILE)"
+        )
     if isinstance(error, RateLimited):
         if error.call_too_big:
             return f"{text}; send fewer tokens per call (--batch-size)"

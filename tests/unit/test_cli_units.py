@@ -193,6 +193,24 @@ def test_errors_say_when_to_retry_and_where_the_vault_was_expected() -> None:
     assert "raise --deadline" in explain(slow, settings)
 
 
+def test_a_refused_vault_token_is_not_blamed_on_the_certificate() -> None:
+    """Walk48, W48-14: retire-kek-versions with a bad VAULT_TOKEN said "... log in again (the vault's policy does not
+    allow this identity to do this; ask for the permission or use another; presented client certificate ...)"."""
+    from tokenvault_cli.context import explain
+    from tokenvault_cli.settings import Settings
+    from tokenvault_client import PermissionDenied
+
+    said = "your Vault token is refused: Vault does not accept this token (unknown, expired or revoked): log in again"
+    hint = "the vault's policy does not allow this identity to do this; ask for the permission or use another"
+    refused = PermissionDenied(grpc.StatusCode.PERMISSION_DENIED, said, hint)
+    refused.with_hint("presented client certificate .stack/certs/security-team.pem")
+    text = explain(refused, Settings(address="127.0.0.1:5555"))
+    assert text.startswith(f"PERMISSION_DENIED: {said}") and "policy does not allow" not in text, text
+    assert "$VAULT_TOKEN" in text and "$VAULT_SECURITY_TOKEN_FILE" in text, text
+    other = PermissionDenied(grpc.StatusCode.PERMISSION_DENIED, "client 'analyst' may not run the key job rewrap", hint)
+    assert "policy does not allow" in explain(other, Settings(address="127.0.0.1:5555"))  # the certificate's, as before
+
+
 def test_an_erase_stopped_by_the_limit_lists_what_was_erased_and_what_was_not_sent(
     stack: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
