@@ -108,14 +108,14 @@ def _not_reached(error: VaultClientError) -> bool:
     return not details or any(mark in details for mark in TRANSPORT_MARKS)
 
 
-VAULT_TOKEN_REFUSED = "your Vault token "
+OPERATOR_CREDENTIAL_REFUSED = "your Vault token "
 """How the vault begins a refusal of the Vault token `retire-kek-versions` sends (key_job_session.operator_kek_of)."""
 
 
 def explain(error: VaultClientError, settings: Settings) -> str:
     """The error with what a person can do about it."""
     text = str(error)
-    if isinstance(error, PermissionDenied) and error.details.startswith(VAULT_TOKEN_REFUSED):
+    if isinstance(error, PermissionDenied) and error.details.startswith(OPERATOR_CREDENTIAL_REFUSED):
         # Walk48, W48-14: the certificate was let in; the client's hint ("the vault's policy does not allow this
         # identity") sent the team after the wrong credential.
         return (
