@@ -24,6 +24,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from tokenvault_cli.query import QueryError
+from tokenvault_cli.row_indexes import INDEXES_NOT_BUILT_IN, index_problems
 from tokenvault_cli.row_owners import (
     COLUMNS_NOT_EXACT,
     RELATIONS_NOT_PLAIN,
@@ -395,6 +396,8 @@ def count_reach(
             checked = _check_rows(conn, wanted, verify_with, whole_lists, max_rows) if verify_with is not None else None
             if checked is not None and (problems := relation_problems(conn)):
                 raise QueryError(RELATIONS_NOT_PLAIN.format(problems="; ".join(problems)))
+            if checked is not None and (problems := indexes_problems(conn, dsn)):
+                raise QueryError(INDEXES_NOT_BUILT_IN.format(problems="; ".join(problems)))
             if exact_columns and (problems := column_problems(conn)):
                 raise QueryError(COLUMNS_NOT_EXACT.format(problems="; ".join(problems)))
     except psycopg.Error as error:
@@ -431,6 +434,21 @@ def _check_rows(
     if check.too_many and not check.lists_too_large:  # how many hold them: the --max-rows-checked to give (W47-18)
         check = replace(check, rows=count_rows_holding(conn, tokens))
     return check, rows, {f.row for f in findings if isinstance(f, RowFinding) and f.finding not in UNSIGNED_FINDINGS}
+
+
+def indexes_problems(conn: psycopg.Connection[Any], dsn: str) -> list[str]:
+    """The indexes of the tables read not built from PostgreSQL's own pieces (attack 49, A49-2), seen by two snapshots.
+
+    `conn`'s, and a fresh one: a second session's, while `conn`'s transaction is open, run after its reads.
+
+    The planner uses the indexes committed when it plans, not those of the transaction's snapshot: an index made
+    after the snapshot was taken may answer a later read of it, and only a fresh snapshot sees it. One a read used
+    is in that fresh one too: it cannot be dropped while the read's transaction holds its lock on the table.
+    """
+    with count_session(dsn) as fresh:
+        fresh.read_only = True
+        now = index_problems(fresh)
+    return list(dict.fromkeys([*index_problems(conn), *now]))
 
 
 def count_rows_holding(conn: psycopg.Connection[Any], tokens: list[str]) -> int:
@@ -769,7 +787,7 @@ def check_rows_between(
                 return RowCheck(len(rows), 0, 0, too_many=True, bound=max_rows, lists_too_large=True), []
             also = [m for (m,) in signed]
             check, findings = verify_rows(conn, rows, keys, whole_lists=True, also_lists=also, max_rows=max_rows)
-            shape = (*relation_problems(conn), *column_problems(conn))  # what erase and reveal refuse (attack 47)
+            shape = (*relation_problems(conn), *column_problems(conn), *indexes_problems(conn, dsn))  # erase refuses
             return replace(check, table_problems=shape), findings
     except psycopg.Error as error:
         diag = getattr(error, "diag", None)

@@ -25,6 +25,7 @@ from tokenvault_cli.erase_reach import (
     RowFinding,
     count_rows_holding,
     count_session,
+    indexes_problems,
     rows_naming,
     verify_rows,
 )
@@ -75,7 +76,7 @@ def check_rows_holding(
             if check.too_many and not check.lists_too_large:  # the --max-rows-checked to give (walk47, W47-18)
                 check = replace(check, rows=count_rows_holding(conn, wanted))
             by_list = _by_list(conn, wanted) if check.too_many else []
-            shape = (*relation_problems(conn), *column_problems(conn))  # what erase and reveal refuse (attack 47)
+            shape = (*relation_problems(conn), *column_problems(conn), *indexes_problems(conn, dsn))  # erase refuses
             return replace(check, table_problems=shape), findings, by_list
     except psycopg.Error as error:
         diag = getattr(error, "diag", None)
