@@ -178,6 +178,12 @@ def say_other_people_erased(before: Reach, after: Reach, when: str, erased: list
         )
 
 
+def _limit_said(stopped: RateLimited) -> str:
+    """What the vault's refusal says of the limit (its rate and burst), without its own "retry in"."""
+    said = stopped.details.split("; retry in ")[0].strip()
+    return f"the vault: {said}" if said else "the vault did not say its rate"
+
+
 def erase_stopped_partway(
     wanted: list[str], done: list[EraseOutcome], stopped: RateLimited, fmt: str, from_dead_letters: bool = False
 ) -> NoReturn:
@@ -193,7 +199,8 @@ def erase_stopped_partway(
     say_not_issued(done, from_dead_letters)
     click.echo(
         f"tokenvault: the erase limit stopped this after {len(done)} of {len(wanted)} tokens (those above are"
-        f" sent); send the {len(wanted) - len(done)} not sent again in {stopped.retry_after:.0f} s or later,"
+        f" sent); the limit lets one more token through in {stopped.retry_after:.0f} s and then refills at its rate"
+        f" ({_limit_said(stopped)}): send the {len(wanted) - len(done)} not sent again once it has room for them,"
         " or ask the security team for a larger erase limit",
         err=True,
     )

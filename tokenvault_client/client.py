@@ -213,12 +213,23 @@ class VaultClient:
                 raise self._protocol(f"{len(response.results)} Erase results for {len(part)} tokens")
             return [_erased(r) for r in response.results]
 
-        return self._in_parts(tokens, one, progress)
+        return self._in_parts(tokens, one, progress, halve_over_budget=True)
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _in_parts(self, tokens: Sequence[str], call: Callable[[Sequence[str]], list[T]], progress: Progress) -> list[T]:
-        """`call` over chunks of `tokens`, halving a chunk the caller's burst cannot take."""
+    def _in_parts(
+        self,
+        tokens: Sequence[str],
+        call: Callable[[Sequence[str]], list[T]],
+        progress: Progress,
+        halve_over_budget: bool = False,
+    ) -> list[T]:
+        """`call` over chunks of `tokens`, halving a chunk the caller's burst cannot take.
+
+        `halve_over_budget` (erase): a chunk refused because the limit has fewer left than it carries is halved too,
+        down to one token, before the refusal is raised - so a request over what is left uses all that is left
+        (walk 48, W48-7: 105 tokens against a burst of 100 erased 52 and left 48 unused).
+        """
         out: list[T] = []
         start = 0
         while start < len(tokens):
@@ -229,7 +240,7 @@ class VaultClient:
             try:
                 out += call(part)
             except RateLimited as error:
-                if not error.call_too_big or len(part) == 1:
+                if len(part) == 1 or not (error.call_too_big or halve_over_budget):
                     error.done = list(out)  # what the earlier calls did stays known
                     raise
                 self._detokenize_max = max(1, len(part) // 2)  # later calls start from the size that fits
