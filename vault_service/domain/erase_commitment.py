@@ -62,6 +62,11 @@ class EraseTally:
         self._upto = upto
         self._last = after
 
+    @property
+    def upto(self) -> int | None:
+        """The head the tally counts up to (None: no bound)."""
+        return self._upto
+
     def add(self, record_id: int, row_hash: bytes) -> None:
         """One erase row as read (ids increasing; one at or below the last counted, or beyond `upto`, is skipped)."""
         if record_id <= self._last or (self._upto is not None and record_id > self._upto):

@@ -11,7 +11,11 @@ audit upkeep signs each checkpoint with the count and running digest of the eras
   (KeyMaintainer raises EraseRowsUncommitted: exit 1);
 - each key-check round (`problem`), a newer such checkpoint is checked the same way from the last one verified (the
   erase rows between the two heads read again): a mismatch makes the replica report its database unhealthy until a
-  round finds the rows as signed.
+  round finds the rows as signed;
+- after a mismatch, each round re-reads every erase row to rebuild the erased-token set (review 47, R47-1), counted
+  from the log's start up to the newest such checkpoint (`for_rebuild`, `rebuilt`): the rebuild is applied only when
+  that read matches it (attack 49, A49-1: an unchecked rebuild read let the owner hide an old committed erase row
+  for its length, and the replica forgot the erasure for its life).
 A stored checkpoint whose signature does not hold (or whose commitment is half NULL, R47-3) is skipped, logged at
 ERROR once and counted as planted (`on_planted`): the vault's own role can insert one (review 47, R47-6), so it must
 not stop the fleet; the newest *genuine* one is checked instead (`newest_genuine`, also the upkeep's walk's start).
@@ -116,6 +120,8 @@ class EraseCommitmentCheck:
         self._verified: tuple[int, EraseCommitment] = (0, NO_ERASE_ROWS)
         """The head whose commitment the rows last matched, and that commitment ((0, none) before any)."""
         self._checking: Checkpoint | None = None
+        self._rebuilding: tuple[int, EraseCommitment] = (0, NO_ERASE_ROWS)
+        """The head and commitment the last `for_rebuild` tally counts to."""
         self._told = ""
 
     @property
@@ -138,6 +144,31 @@ class EraseCommitmentCheck:
         if tally is None or checkpoint is None or checkpoint.head.erasures is None:
             return None
         return self._compared(checkpoint, tally.value)
+
+    def for_rebuild(self) -> EraseTally | None:
+        """The tally a running replica's re-read of every erase row feeds (attack 49, A49-1); None: nothing signed.
+
+        It counts from the log's start up to the head of the newest genuine checkpoint above the one verified last,
+        else up to that verified one: a rebuild of the erased-token set is applied only when its read matches
+        (`rebuilt`), so rows the checkpoints cover are never taken from an unchecked read.
+        """
+        head_id, commitment = self._verified
+        checkpoint = newest_genuine(self._checkpoints, self._genuine, self._planted, above=head_id)
+        if checkpoint is not None and checkpoint.head.erasures is not None:
+            head_id, commitment = checkpoint.head.head_id, checkpoint.head.erasures
+        self._rebuilding = (head_id, commitment)
+        return EraseTally(upto=head_id) if head_id else None
+
+    def rebuilt(self, tally: EraseTally) -> str | None:
+        """Why the erase rows a rebuilding read counted (`for_rebuild`) are not those signed (None: they are).
+
+        A match makes that checkpoint the verified one; a finding is logged when it changes, as `problem`'s.
+        """
+        head_id, commitment = self._rebuilding
+        problem = commitment.differs(tally.value, head_id)
+        if problem is None and head_id >= self._verified[0]:
+            self._verified = (head_id, commitment)
+        return self._tell(problem)
 
     def problem(self, rows: EraseRows) -> str | None:
         """A key-check round's check of a checkpoint newer than the last verified (None: it holds, or none newer).

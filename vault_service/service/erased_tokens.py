@@ -71,6 +71,7 @@ from typing import Protocol
 
 from vault_service.domain.audit import CHAIN_HASH_BYTES, MAX_ITEMS_PER_CALL, REVEAL_HASH_BYTES, record_hash
 from vault_service.domain.erase_commitment import EraseTally
+from vault_service.domain.erase_rebuild import rebuilt_set
 from vault_service.service.ports import EraseRow, EraseRowsPage, FoundToken, StoredToken
 
 log = logging.getLogger(__name__)
@@ -217,9 +218,12 @@ class ErasedTokens:
         self._retried_to = 0
         """The id the last round's retries ended at: the next round's go on after it (wrapping around)."""
         self._rebuild = False
-        """The next read re-reads every erase row from the log's start and the set is rebuilt from them (R47-1)."""
+        """The next read re-reads every erase row from the log's start for a rebuild of the set (`rebuild`)."""
         self._rebuilt: dict[bytes, int] | None = None
-        """While a rebuilding read runs: each hash it learned, and the erase record it was learned from."""
+        """While a rebuilding read runs: each hash it learned, and the erase record it was learned from (not yet in
+        the set: `rebuild` decides what of it is taken)."""
+        self._rebuilt_failing: set[int] = set()
+        """While a rebuilding read runs: the ids of the erase rows it selected that do not hold."""
         self._lock = threading.Lock()
 
     def __bool__(self) -> bool:
@@ -247,19 +251,35 @@ class ErasedTokens:
         with self._lock:
             self._anchored = head_id
 
-    def relearn(self) -> None:
-        """Make the next `learn` re-read every erase row from the log's start and rebuild the set (review 47, R47-1).
+    def rebuild(
+        self, rows: EraseRows, tally: EraseTally | None, check: Callable[[EraseTally], str | None]
+    ) -> str | None:
+        """Re-read every erase row and rebuild the set as far as a signed commitment vouches for the read.
 
-        Called when the erase rows did not match a signed checkpoint's commitment, and when they match again: the
-        rows read meanwhile may have been the owner's choice. An erase row hidden while the set read past it is learned
-        (its learn window had moved on); a hash learned from a row that is no longer an erase row (a reveal row
-        relabelled `erase`, put back) is dropped. This replica's own erasures (record 0) are kept.
+        Review 47, R47-1; attack 49, A49-1/A49-1b. Returns why the read is not what the newest signed checkpoint
+        commits to (None: it is, or none commits). Called while the erase rows do not match a signed checkpoint's
+        commitment: the rows read meanwhile may have been the owner's choice. `tally` counts the read from the log's
+        start up to the head of the newest signed checkpoint this replica verifies (None: none commits to the erase
+        rows); `check(tally)` says why the rows it counted are not those that checkpoint commits to. What the set
+        keeps and gains: domain/erase_rebuild.py (a read that does not match drops nothing and teaches nothing up to
+        that head - A49-1: the owner hid an old, committed erase row for the length of the rebuilding read and the
+        replica forgot the erasure for its life).
         """
         with self._lock:
             self._start = self._newest = 0
             self._read_once = False
             self._rebuild = True
             self._seen = set()
+        try:
+            self.learn(rows, tally)
+            problem = None if tally is None else check(tally)
+        finally:
+            with self._lock:
+                read, self._rebuilt = self._rebuilt, None
+                failing, self._rebuilt_failing = self._rebuilt_failing, set()
+                self._rebuild = False
+        self._settle_rebuild(read or {}, failing, 0 if tally is None else tally.upto or 0, problem is None)
+        return problem
 
     def learn(self, rows: EraseRows, tally: EraseTally | None = None) -> int:
         """Read the erase rows written since the last read (all of them the first time); how many hashes were new.
@@ -274,6 +294,7 @@ class ErasedTokens:
             first = not self._read_once
             previous = self._newest
             self._rebuilt = {} if first and self._rebuild else None
+            self._rebuilt_failing = set()
         start, new, newest, beyond, read = after, 0, 0, 0, 0
         anchored_from: int | None = None
         began = time.monotonic()
@@ -316,7 +337,6 @@ class ErasedTokens:
                 self._start = self._newest = 0
                 self._read_once = False
             return new + self.learn(rows)
-        self._rebuilt_from_read()
         with self._lock:
             self._newest = newest
             # Never past the head this process anchored in an exported checkpoint (0 before the first): what the
@@ -338,16 +358,10 @@ class ErasedTokens:
                     self._failing.discard(row_id)
         return new
 
-    def _rebuilt_from_read(self) -> None:
-        """After a rebuilding read: keep only this replica's own erasures and the hashes that read learned (R47-1)."""
+    def _settle_rebuild(self, read: dict[bytes, int], failing: set[int], upto: int, matches: bool) -> None:
+        """Take what a rebuilding read may change into the set (domain/erase_rebuild.py); log the hashes dropped."""
         with self._lock:
-            rebuilt, self._rebuilt = self._rebuilt, None
-            if rebuilt is None:
-                return
-            self._rebuild = False
-            kept = {token_hash: 0 for token_hash, record in self._hashes.items() if record == 0}
-            for token_hash, record in rebuilt.items():
-                kept.setdefault(token_hash, record)
+            kept = rebuilt_set(self._hashes, read, failing, upto, matches)
             gone = {token_hash: record for token_hash, record in self._hashes.items() if token_hash not in kept}
             dropped = sorted(set(gone.values()))
             if kept != self._hashes:
@@ -356,8 +370,8 @@ class ErasedTokens:
         if dropped:
             log.warning(
                 "%d erased token(s) learned from erase record(s) %s are no longer erased: those rows are not erase rows"
-                " that hold in the chain when all erase rows were read again after a mismatch with the signed"
-                " checkpoints (review 47, R47-1); run audit verify",
+                " when all erase rows were read again after a mismatch with the signed checkpoints, a read that matches"
+                " the newest signed commitment (review 47, R47-1); run audit verify",
                 len(gone),
                 ", ".join(str(record) for record in dropped[:20]),
             )
@@ -366,6 +380,7 @@ class ErasedTokens:
         """Learn the rows of one page that hold; report those that do not; how many hashes were new."""
         problems: dict[int, str] = {}
         learned: list[EraseRow] = []
+        not_holding: list[int] = []
         with self._lock:
             fresh = [row for row in page if row.record_id not in self._seen]
             failing = set(self._failing)
@@ -373,7 +388,9 @@ class ErasedTokens:
             problem = erase_row_problem(row)
             if problem is None:
                 learned.append(row)
-            elif row.record_id not in failing:
+                continue
+            not_holding.append(row.record_id)
+            if row.record_id not in failing:
                 problems[row.record_id] = problem
         if problems:
             _report_unverified(problems)
@@ -386,12 +403,14 @@ class ErasedTokens:
             rows.remember_erase_rows(anchored)
         with self._lock:
             before = len(self._hashes)
+            # A rebuilding read's hashes wait for the check of that read against the signed commitment (A49-1).
+            into = self._hashes if self._rebuilt is None else self._rebuilt
+            if self._rebuilt is not None:
+                self._rebuilt_failing.update(not_holding)
             for row in learned:
                 if row.record is not None:
                     for token_hash in row.record.event.revealed:
-                        self._hashes.setdefault(token_hash, row.record_id)
-                        if self._rebuilt is not None:
-                            self._rebuilt.setdefault(token_hash, row.record_id)
+                        into.setdefault(token_hash, row.record_id)
             if len(self._hashes) != before:
                 self.version += 1
             self._seen.update(row.record_id for row in learned)

@@ -175,7 +175,8 @@ class KeyMaintainer:
         self._causes: dict[str, str] = {}
         """What the last failed check of each dependency met (its log line says it)."""
         self._mismatched = False
-        """A round found the erase rows not as signed: the set is rebuilt when they match again (R47-1)."""
+        """A round found the erase rows not as signed: each round rebuilds the set until a rebuild read matches the
+        signed commitment (R47-1, A49-1)."""
 
     def start(self) -> None:
         """Remember the current erasure mark, learn the erased tokens from the audit log, and start the thread.
@@ -340,7 +341,14 @@ class KeyMaintainer:
                 " policies or rules on vault tables)"
             )
             return False
-        learned = self._learn_erased()  # after the mark: an erasure that moved it has its row committed
+        if self._mismatched:  # after the mark, as the read below; unhealthy until the rebuild matches (A49-1)
+            rebuild_problem = self._rebuilt()
+            if rebuild_problem is not None:
+                self._causes[DATABASE] = rebuild_problem
+                return False
+            learned: bool | None = True
+        else:
+            learned = self._learn_erased()  # after the mark: an erasure that moved it has its row committed
         if learned is None:  # unhealthy until it reads them: another replica's erasure would go unknown here
             self._causes[DATABASE] = "cannot read the audit log's erase rows (a row-level security policy?)"
             return False
@@ -351,23 +359,37 @@ class KeyMaintainer:
         if uncommitted is not None:  # unhealthy while it lasts: the set may be the owner's choice (A46-3)
             self._causes[DATABASE] = uncommitted
             return False
-        if self._mismatched:  # the rows match again: the set is rebuilt from them before it is trusted (R47-1)
-            self._mismatched = False
-            if self._relearned() is None:
-                self._causes[DATABASE] = "cannot read the audit log's erase rows (a row-level security policy?)"
-                return False
         return True
 
-    def _relearned(self) -> bool | None:
-        """Re-read every erase row into a rebuilt erased-token set now (review 47, R47-1); None: the read failed."""
-        if self._erased is None:
-            return False
-        self._erased.relearn()
-        learned = self._learn_erased()
-        if learned is None:
-            self._mismatched = True  # rebuilt next round, before the replica is healthy again
-        self._cache.clear()
-        return learned
+    def _rebuilt(self) -> str | None:
+        """Re-read every erase row and rebuild the erased-token set, checked against the signed commitment.
+
+        Returns why the replica must stay unhealthy (None: rebuilt from a read that matches it).
+
+        Review 47, R47-1: after a mismatch the set may hold what the owner chose (a reveal row relabelled `erase`) or
+        miss an erase row its learn window moved past. Attack 49, A49-1: that read is the owner's to shape too (an
+        old committed erase row hidden for its length made the replica forget the erasure for its life), so it is
+        counted from the log's start up to the newest signed checkpoint and applied only when it matches; otherwise
+        the set keeps what it knew and the next round reads again.
+        """
+        if self._erased is None or self._commitments is None:
+            self._mismatched = False
+            return None
+        try:
+            tally = self._commitments.for_rebuild()
+            problem = self._erased.rebuild(self._tokens, tally, self._commitments.rebuilt)
+        except Exception as error:  # an outage: rebuilt again next round, unhealthy meanwhile
+            log.warning("cannot read the audit log's erase rows again from its start: %s", type(error).__name__)
+            return "cannot read the audit log's erase rows (a row-level security policy?)"
+        finally:
+            self._cache.clear()
+        if problem is not None:
+            return (
+                "the erase rows read again from the log's start are not those the signed checkpoints commit to (logged"
+                f" at ERROR; the erased-token set is kept as it was): {problem}"
+            )
+        self._mismatched = False
+        return None
 
     def _uncommitted(self) -> str | None:
         """Why the erase rows up to a newer signed checkpoint are not those it commits to (None: they are, or none)."""
@@ -383,11 +405,9 @@ class KeyMaintainer:
         if problem is None:
             return None
         # The set may hold what the owner chose, or miss an erase row its learn window has since moved past: the
-        # next round re-reads every erase row from the log's start and rebuilds it, and so does the round that
-        # finds the rows as signed again (review 47, R47-1).
+        # next rounds re-read every erase row from the log's start and rebuild it from a read that matches the
+        # signed commitment (review 47, R47-1; attack 49, A49-1).
         self._mismatched = True
-        if self._erased is not None:
-            self._erased.relearn()
         return f"the erase rows are not those the signed checkpoints commit to (logged at ERROR): {problem}"
 
     def _check_vault(self) -> bool:
