@@ -18,9 +18,11 @@ from etl_service.adapters.sqs_common import (
     EVENT_ID_ATTRIBUTE,
     SENT_TIMESTAMP_ATTRIBUTE,
     SQS_ERRORS,
+    QueueConfigurationError,
     approximate_counts,
     check_queue_pair,
     claimed_sent_ms,
+    configuration_problem,
     raise_for,
     redrive_limit_of,
     timestamp_ms,
@@ -253,7 +255,12 @@ class SqsQueue:
         return [m for m in raws if m not in waiting or m in last]
 
     def delete(self, messages: Sequence[QueueMessage]) -> list[QueueMessage]:
-        """Batch delete in groups of 10; return those SQS reported as failed."""
+        """Batch delete in groups of 10; return those SQS reported as failed.
+
+        QueueConfigurationError when SQS refuses the call itself for the configuration (the identity may not
+        delete, the queue is gone): taken for a passing failure, every loaded batch was left in the queue,
+        received and deleted in vain again until SQS's redrive moved it to the DLQ (chaos 49, C49-7).
+        """
         failed: list[QueueMessage] = []
         for start in range(0, len(messages), 10):
             chunk = {str(i): m for i, m in enumerate(messages[start : start + 10])}
@@ -263,6 +270,8 @@ class SqsQueue:
                     Entries=[{"Id": k, "ReceiptHandle": m.receipt_handle} for k, m in chunk.items()],
                 )
             except SQS_ERRORS as error:
+                if problem := configuration_problem(error, "delete"):
+                    raise QueueConfigurationError(problem) from None
                 log.warning("delete batch failed: %s", type(error).__name__)
                 failed.extend(chunk.values())
                 continue

@@ -74,7 +74,7 @@ def _access_denied_text(error: botocore.exceptions.ClientError) -> str:
     return f" ({text})" if text else ""
 
 
-def _configuration_problem(error: Exception, action: str) -> str | None:
+def configuration_problem(error: Exception, action: str) -> str | None:
     """What a boto error says is wrong with the configuration (retrying cannot fix it), or None when transient."""
     if isinstance(error, botocore.exceptions.NoCredentialsError):
         return f"SQS {action}: no AWS credentials configured"
@@ -90,7 +90,7 @@ def _configuration_problem(error: Exception, action: str) -> str | None:
 
 def raise_for(error: Exception, action: str) -> NoReturn:
     """Re-raise a boto error as fatal (configuration) or transient (retry later)."""
-    problem = _configuration_problem(error, action)
+    problem = configuration_problem(error, action)
     if problem:
         raise QueueConfigurationError(problem) from None
     raise DependencyDown(f"SQS {action} failed: {type(error).__name__}", "sqs") from error
@@ -169,7 +169,7 @@ def queue_attributes(client: SQSClient, queue_url: str, setting: str) -> dict[st
             QueueUrl=queue_url, AttributeNames=["QueueArn", "RedrivePolicy", "MaximumMessageSize"]
         )
     except SQS_ERRORS as error:
-        problem = _configuration_problem(error, f"queue {queue_url}")
+        problem = configuration_problem(error, f"queue {queue_url}")
         unreachable = f"SQS queue {queue_url} is unreachable: {type(error).__name__}"
         raise QueueConfigurationError(f"{problem or unreachable} ({setting})") from None
     # Not dict(...): boto's stubs key the attributes by a Literal of names, and mypy holds dict keys invariant.

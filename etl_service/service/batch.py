@@ -420,7 +420,11 @@ class BatchProcessor:
             for message, rejection in rejected:
                 self._dead_letter_only(message, rejection, second, outcome, minted)
             if loaded:  # left here, SQS's redrive would move them to the DLQ in clear (review 37, R37-6)
-                failed = self._queue.delete(loaded)
+                try:
+                    failed = self._queue.delete(loaded)
+                except Misconfigured as refused:  # SQS refuses the delete (C49-7): the ETL stops
+                    outcome.fatal = outcome.fatal or refused
+                    failed = list(loaded)
                 outcome.already_loaded += len(loaded) - len(failed)
                 outcome.delete_failures += len(failed)
 

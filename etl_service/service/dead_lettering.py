@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 
 from etl_service.domain.messages import QueueMessage
 from etl_service.domain.validation import Reason, Rejection
+from etl_service.errors import Misconfigured
 from etl_service.service.outcomes import RELEASED_ON_LAST_RECEIVE, BatchOutcome
 from etl_service.service.ports import BodySealer, Queue
 from etl_service.service.returned_letters import ReturnedLetter, is_own_envelope
@@ -104,7 +105,11 @@ def dead_letter_released(
             )
             failed.append(original)
     if sent:
-        outcome.delete_failures += len(queue.delete(sent))
+        try:
+            outcome.delete_failures += len(queue.delete(sent))
+        except Misconfigured as error:  # SQS refuses the delete (C49-7): left to the redrive, as the ETL stops
+            log.error("deleting messages dead-lettered at their release failed: %s", error)
+            outcome.delete_failures += len(sent)
         outcome.quarantined += len(sent)
         outcome.reasons[RELEASED_ON_LAST_RECEIVE] += len(sent)
     return failed
