@@ -54,7 +54,7 @@ def _change_password(admin: str, etl_dsn: str) -> Callable[[], None]:
 @pytest.mark.parametrize(
     ("change", "said"),
     [
-        (_revoke_insert, b"lacks a privilege the ETL needs"),
+        (_revoke_insert, b"the role of ETL_DATABASE_DSN lacks a privilege the ETL needs"),
         (_change_password, b"the password of ETL_DATABASE_DSN was refused"),  # C49-5: an outage for ever before
     ],
     ids=["insert_revoked", "password_changed"],
