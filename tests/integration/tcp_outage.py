@@ -1,5 +1,8 @@
 """A TCP pass-through whose `down()` ends every connection and refuses new ones until `up()`: a dependency outage.
 
+`freeze()` is the other outage: connections stay open, new ones are accepted, and nothing is passed either way
+(a hung peer) until `up()`.
+
 For outages of one client's path alone (the ETL's path to OpenBao, say) while every other component keeps its own:
 `url(address)` is `address` with the proxy's port. TLS passes through untouched (the certificate names the host,
 not the port).
@@ -20,6 +23,8 @@ class TcpOutage:
         self._upstream = upstream_port
         self._up = threading.Event()
         self._up.set()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -39,9 +44,14 @@ class TcpOutage:
                 _close(sock)
             self._open.clear()
 
+    def freeze(self) -> None:
+        """Pass nothing either way from now on, ending no connection (a hung peer), until up()."""
+        self._flowing.clear()
+
     def up(self) -> None:
         """Pass connections through again."""
         self._up.set()
+        self._flowing.set()
 
     def close(self) -> None:
         """Stop the proxy."""
@@ -65,13 +75,14 @@ class TcpOutage:
                 continue
             with self._lock:
                 self._open += [client, server]
-            threading.Thread(target=_pump, args=(client, server), daemon=True).start()
-            threading.Thread(target=_pump, args=(server, client), daemon=True).start()
+            threading.Thread(target=_pump, args=(client, server, self._flowing), daemon=True).start()
+            threading.Thread(target=_pump, args=(server, client, self._flowing), daemon=True).start()
 
 
-def _pump(source: socket.socket, target: socket.socket) -> None:
+def _pump(source: socket.socket, target: socket.socket, flowing: threading.Event) -> None:
     with contextlib.suppress(OSError):
-        while data := source.recv(65536):
+        while flowing.wait() and (data := source.recv(65536)):
+            flowing.wait()  # frozen: what was read is held back
             target.sendall(data)
     _close(source, target)
 
