@@ -121,3 +121,18 @@ def test_without_a_signed_commitment_the_rebuild_only_adds() -> None:
     log.rows[30] = _erase_row(30, b"L" * 16)
     assert erased.rebuild(log, None, _check) is None
     assert len(erased) == 3
+
+
+def test_an_unmatched_read_learns_a_genuine_erasure_above_the_head_verified_last() -> None:
+    """Review 49, R49-2: while a mismatch stands the rebuild rounds replace the rounds' reads; another replica's
+    genuine erase row that a newer checkpoint covers (at HEAD) but the replica never verified (it verified up to 40)
+    was never learned - its erased token handed out once the owner wrote the token's row back (A43-3)."""
+    log, erased = _started()
+    log.rows[60] = _erase_row(60, b"x" * 16)  # planted by the owner: the standing mismatch
+    log.rows[70] = _erase_row(70, b"n" * 16)  # another replica's erasure, under the newest signed head
+    assert erased.rebuild(log, EraseTally(upto=HEAD), _check, verified=40) is not None
+    assert b"n" * 16 in erased._hashes, "a genuine erasure above the verified head was not learned (old code)"
+    assert {b"e" * 16, b"f" * 16} <= set(erased._hashes)  # the committed erasures below it are kept
+    log.rows[30] = _erase_row(30, b"L" * 16)  # a reveal row below the verified head relabelled: still not learned
+    assert erased.rebuild(log, EraseTally(upto=HEAD), _check, verified=40) is not None
+    assert b"L" * 16 not in erased._hashes

@@ -252,7 +252,11 @@ class ErasedTokens:
             self._anchored = head_id
 
     def rebuild(
-        self, rows: EraseRows, tally: EraseTally | None, check: Callable[[EraseTally], str | None]
+        self,
+        rows: EraseRows,
+        tally: EraseTally | None,
+        check: Callable[[EraseTally], str | None],
+        verified: int | None = None,
     ) -> str | None:
         """Re-read every erase row and rebuild the set as far as a signed commitment vouches for the read.
 
@@ -263,7 +267,8 @@ class ErasedTokens:
         rows); `check(tally)` says why the rows it counted are not those that checkpoint commits to. What the set
         keeps and gains: domain/erase_rebuild.py (a read that does not match drops nothing and teaches nothing up to
         that head - A49-1: the owner hid an old, committed erase row for the length of the rebuilding read and the
-        replica forgot the erasure for its life).
+        replica forgot the erasure for its life). `verified`: the head whose commitment this replica verified last; an
+        unmatched read still learns the rows above it (review 49, R49-2).
         """
         with self._lock:
             self._start = self._newest = 0
@@ -278,7 +283,7 @@ class ErasedTokens:
                 read, self._rebuilt = self._rebuilt, None
                 failing, self._rebuilt_failing = self._rebuilt_failing, set()
                 self._rebuild = False
-        self._settle_rebuild(read or {}, failing, 0 if tally is None else tally.upto or 0, problem is None)
+        self._settle_rebuild(read or {}, failing, 0 if tally is None else tally.upto or 0, problem is None, verified)
         return problem
 
     def learn(self, rows: EraseRows, tally: EraseTally | None = None) -> int:
@@ -358,10 +363,12 @@ class ErasedTokens:
                     self._failing.discard(row_id)
         return new
 
-    def _settle_rebuild(self, read: dict[bytes, int], failing: set[int], upto: int, matches: bool) -> None:
+    def _settle_rebuild(
+        self, read: dict[bytes, int], failing: set[int], upto: int, matches: bool, verified: int | None
+    ) -> None:
         """Take what a rebuilding read may change into the set (domain/erase_rebuild.py); log the hashes dropped."""
         with self._lock:
-            kept = rebuilt_set(self._hashes, read, failing, upto, matches)
+            kept = rebuilt_set(self._hashes, read, failing, upto, matches, verified)
             gone = {token_hash: record for token_hash, record in self._hashes.items() if token_hash not in kept}
             dropped = sorted(set(gone.values()))
             if kept != self._hashes:

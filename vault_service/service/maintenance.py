@@ -376,8 +376,9 @@ class KeyMaintainer:
             self._mismatched = False
             return None
         try:
+            verified = self._commitments.verified_head  # before the rebuild: a match moves it
             tally = self._commitments.for_rebuild()
-            problem = self._erased.rebuild(self._tokens, tally, self._commitments.rebuilt)
+            problem = self._erased.rebuild(self._tokens, tally, self._commitments.rebuilt, verified)
         except Exception as error:  # an outage: rebuilt again next round, unhealthy meanwhile
             log.warning("cannot read the audit log's erase rows again from its start: %s", type(error).__name__)
             return "cannot read the audit log's erase rows (a row-level security policy?)"
