@@ -540,12 +540,13 @@ def verify_rows(
     if int(size) > MAX_LIST_BYTES:
         return RowCheck(len(rows), unsigned, 0, too_many=True, bound=max_rows, lists_too_large=True), []
     public_keys = keys()
-    now = datetime.now(UTC)
+    lists = conn.execute(LISTS_SQL, bounded).fetchall()
+    now = database_now(conn)  # A50-2: after the read, every list it saw was committed before
     listed: dict[uuid.UUID, frozenset[bytes]] = {}
     lacking: dict[uuid.UUID, int] = {}
     never: dict[uuid.UUID, int] = {}
     signed: dict[uuid.UUID, datetime] = {}
-    for manifest_id, digests, signature, signed_at in conn.execute(LISTS_SQL, bounded).fetchall():
+    for manifest_id, digests, signature, signed_at in lists:
         typed = isinstance(manifest_id, uuid.UUID) and isinstance(digests, bytes) and isinstance(signature, str)
         if typed and isinstance(signed_at, datetime):
             signed[manifest_id] = signed_at.astimezone(UTC)
@@ -627,6 +628,17 @@ def verify_rows(
     return check, [*findings, *wholes]
 
 
+def database_now(conn: psycopg.Connection[Any]) -> datetime:
+    """The database's clock now (clock_timestamp(), UTC): no list read before was signed later (attack 50, A50-2).
+
+    signed_at is the database's now() of the transaction that inserted the list, which committed before a read that
+    sees it: a later signed_at was set by the inserter (the ETL's role may), not by the clock. The reader's clock
+    with 5 minutes' skew let a list dated 4 minutes ahead pass as a rotation of the key right after a refresh.
+    """
+    ((now,),) = conn.execute("SELECT pg_catalog.clock_timestamp()").fetchall()
+    return now.astimezone(UTC) if isinstance(now, datetime) else datetime.min.replace(tzinfo=UTC)  # none: too old
+
+
 def _no_such_version(version: int, keys: PublicKeys) -> str:
     """Why a list's key version that the keys file lacks is no stale file: no refresh brings it (attack 49, A49-3)."""
     newest = max(keys.by_version, default=0)
@@ -634,7 +646,7 @@ def _no_such_version(version: int, keys: PublicKeys) -> str:
     why = (
         f"not newer than its newest, v{newest}"
         if version <= newest
-        else "though the list is dated before the file was read from OpenBao (or in the future)"
+        else "though the list is dated before the file was read from OpenBao (or ahead of the database's clock)"
     )
     return f" (its list names key version v{version}, which the keys file{when} lacks {why}: no refresh brings it)"
 

@@ -512,18 +512,24 @@ def _refuse_rows_not_signed(
         return
     if check.too_many:
         raise Failure(too_many_rows(check, nothing))
-    stale = _stale_keys_file(ctx, check, nothing) if check.unknown_key else ""
+    stale = _stale_keys_file(ctx, check, nothing, unverified is not None) if check.unknown_key else ""
     confirmed = unverified[0] if unverified else None
-    if check.failing and confirmed != check.unverified():
+    owed = check.unverified()
+    if stale and unverified is not None and confirmed == owed + check.unknown_key:
+        # Attack 50, A50-2: the ETL's role plants such a list again after each refresh; the officer may count its
+        # rows as rows that do not verify (each one more other person), as A47-3's override does.
+        stale, owed = "", owed + check.unknown_key
+    if check.failing and confirmed != owed:
         audit = login_rows_command(ctx.settings, check.failing_days)  # runs as printed (W47-1)
         raise Failure(failing_rows_refusal(check, confirmed, nothing, unverified is not None, stale, audit))
-    if confirmed not in (None, check.unverified()):
+    if confirmed not in (None, owed) and not stale:
         raise Failure(
             f"--accepting-unverified-rows {confirmed} does not match the count now: no row holding these tokens"
             f" fails to verify; {nothing}. Run it without --accepting-unverified-rows"
         )
     if stale:
-        raise SettingsFailure(stale[0].upper() + stale[1:])
+        given = "" if confirmed in (None, owed) else f"--accepting-unverified-rows {confirmed} does not match: "
+        raise SettingsFailure(given + stale[0].upper() + stale[1:])
     if check.unsigned and unsigned_confirmed != check.unsigned:
         given = (
             ""
@@ -611,7 +617,8 @@ def _refuse_lists_not_whole(
     """
     if check is None or not check.whole_lists:
         return
-    changed = 0 if unverified_confirmed is not None and unverified_confirmed == check.unverified() else check.changed
+    accepted = (check.unverified(), check.unverified() + check.unknown_key)  # A50-2: with those of a version lacking
+    changed = 0 if unverified_confirmed is not None and unverified_confirmed in accepted else check.changed
     if check.copied or changed:
         override = (
             f" (rows changed only: once the security team has looked at them, --accepting-unverified-rows"
@@ -647,11 +654,12 @@ def _refuse_lists_not_whole(
         )
 
 
-def _stale_keys_file(ctx: Context, check: RowCheck, nothing: str) -> str:
+def _stale_keys_file(ctx: Context, check: RowCheck, nothing: str, erase: bool = False) -> str:
     """What to do about rows signed by a key version the public keys file lacks: refresh it (W46-2).
 
     The refresh is quoted as the security team's, and what to run again after it named (walk47, W47-5: "Refresh
-    the file, then run this again: `<the refresh>`" read as "run the refresh again").
+    the file, then run this again: `<the refresh>`" read as "run the refresh again"). `erase`: and the override
+    if the refreshed file still lacks it (attack 50, A50-2: the ETL's role plants such a list after each refresh).
     """
     command = "erase" if nothing == "erasing nothing" else "reveal"
     versions = ", ".join(f"v{v}" for v in check.versions_lacking)
@@ -664,6 +672,13 @@ def _stale_keys_file(ctx: Context, check: RowCheck, nothing: str) -> str:
         f" with it; {nothing}. Have the security team refresh the file - {refresh_command(ctx.settings)} - then"
         f" run this {command} again: if no such key version signed them (a list planted: {named}), they are then"
         " rows that do not verify, named for the security team"
+        + (
+            f". If a refreshed file still lacks it (such a list planted since the refresh), once the security team"
+            f" has looked at them, --accepting-unverified-rows {check.unverified() + check.unknown_key} erases anyway,"
+            " counting them as rows that do not verify (each one more other person, --including-other-people)"
+            if erase
+            else ""
+        )
     )
 
 

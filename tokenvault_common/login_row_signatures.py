@@ -22,7 +22,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -38,8 +38,6 @@ MAX_LIST_BYTES_EACH = MAX_ROWS_PER_LIST * DIGEST_BYTES
 """The largest list the ETL signs (32,000 bytes): migration 0071's CHECK on user_login_manifests, and the most of one
 list `erase` reads - a larger one is unverifiable, never read (attack 48, A48-2: one planted 64 MiB list blocked
 every erasure of a person)."""
-CLOCK_SKEW = timedelta(minutes=5)
-"""How far ahead of the reader's clock a list's signed_at (the database's clock) may be and still be taken as real."""
 _SIGNATURE = re.compile(r"vault:v([1-9][0-9]{0,8}):([A-Za-z0-9+/]+={0,2})")
 _CANONICAL = json.JSONEncoder(separators=(",", ":"))
 """One encoder for every row: `json.dumps` with these separators builds a new one per call (1 µs of 3.7 a row)."""
@@ -118,15 +116,17 @@ class PublicKeys:
         naming it; refused as "the keys file is stale", every erasure of the person was blocked, and a refresh did
         not help (v99 never was). Transit's versions only grow and its read holds every version up to the latest:
         a version the file lacks is a rotation since only if it is newer than every version the file holds and the
-        list was signed after the file was read from OpenBao (and not after `now`, give or take CLOCK_SKEW: a
-        signed_at set in the future would stay "newer than the file" after every refresh). Otherwise no refresh
-        brings it: the list does not verify.
+        list was signed after the file was read from OpenBao (and not after `now`: a signed_at set in the future
+        would stay "newer than the file" after every refresh). Otherwise no refresh brings it: the list does not
+        verify. `now`: the database's clock, read after the list was (attack 50, A50-2: the reader's clock with 5
+        minutes' skew let a list the ETL's role dated 4 minutes ahead pass as a rotation right after a refresh) -
+        a list read was committed before, so its signed_at (the database's now() when inserted) is not later.
         """
         if version <= max(self.by_version, default=0):
             return False
         if self.read_at is None:
             return True
-        return signed_at is not None and self.read_at < signed_at <= now + CLOCK_SKEW
+        return signed_at is not None and self.read_at < signed_at <= now
 
     def verify(self, signature: str, message: bytes) -> bool:
         """Whether `signature` (Transit's `vault:vN:<base64>`) is key version N's signature of `message`."""
