@@ -13,18 +13,27 @@ The bodies held are bounded too (`max_bytes`, MAX_HELD_BODY_BYTES): no receive s
 reach it. Counted alone, a flood of bodies near SQS's 256 KiB (refused fast as too large, so the
 settle rate and the capacity grew) took a drain to 317 MiB resident with 1,200 of them queued, past
 the ETL pod's 256 MiB limit: an OOM kill costs every message in hand a receive (chaos 49, C49-6).
+A body is counted by the memory its str takes (`body_memory`), not its characters: CPython holds a
+str of characters past U+FFFF at 4 bytes each, so a character bound let bodies of emoji hold ~4x
+the memory and the same flood peak at 258-265 MiB (review 49, R49-6).
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Sequence
 
 from etl_service.domain.messages import QueueMessage
 
-MAX_HELD_BODY_BYTES = 16 * 1024 * 1024
-"""The most body characters held before receiving waits (at ~300 a login event: far above any count bound)."""
+MAX_HELD_BODY_BYTES = 8 * 1024 * 1024
+"""The most body memory held before receiving waits (at ~350 bytes a login event: far above any count bound)."""
+
+
+def body_memory(message: QueueMessage) -> int:
+    """The bytes the message's body takes in this process (1, 2 or 4 a character by its widest, plus the header)."""
+    return sys.getsizeof(message.body)
 
 
 class InFlight:
@@ -78,7 +87,7 @@ class InFlight:
             self._reserved -= reserved
             for message in messages:
                 if message.receipt_handle not in self._deadlines:
-                    self._bytes += len(message.body)
+                    self._bytes += body_memory(message)
                 self._deadlines[message.receipt_handle] = (message, deadline)
             self._changed.notify_all()
 
@@ -92,7 +101,7 @@ class InFlight:
             for message in messages:
                 if (held := self._deadlines.pop(message.receipt_handle, None)) is not None:
                     self._settled += 1
-                    self._bytes -= len(held[0].body)
+                    self._bytes -= body_memory(held[0])
             self._changed.notify_all()
 
     def expiring(self, within_seconds: float) -> list[QueueMessage]:
@@ -120,7 +129,7 @@ class InFlight:
             return [message for message, _ in self._deadlines.values()]
 
     def held_bytes(self) -> int:
-        """The characters of the bodies held right now."""
+        """The memory the bodies held right now take (body_memory)."""
         with self._changed:
             return self._bytes
 

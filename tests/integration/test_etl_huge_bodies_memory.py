@@ -4,6 +4,8 @@ Chaos 49, C49-6: the ledger bounded what is held by count alone (ETL_MAX_IN_FLIG
 refused fast (body_too_large, not kept), so the settle rate - and the ledger's capacity - grew with the flood: a
 drain of 1,200 such bodies and 200 events peaked at 317 MiB resident (an OOM kill in the pod, every message in
 hand a receive spent). The bodies held are bounded now (inflight.MAX_HELD_BODY_BYTES).
+Review 49, R49-6: the bound counted characters; bodies of emoji (4 bytes each in a Python str) held ~4x the memory
+and the same flood peaked at 258-265 MiB - the `astral` case; the bound counts each body's memory now.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import pytest
 
 from devstack.events import send_events
 from devstack.sqs import sqs_client
@@ -33,12 +37,16 @@ def peak_rss(pid: int) -> int:
     return 0
 
 
+@pytest.mark.parametrize(
+    "filler",
+    ["x" * (250 * 1024), "\U0001f600" * (62 * 1024)],  # 250 KiB of ASCII; 248 KiB of 4-byte characters
+    ids=["ascii", "astral"],
+)
 def test_a_flood_of_256_kib_bodies_keeps_the_etl_within_its_pod_memory(
-    stack_env: dict[str, str], vault: RunningVault
+    filler: str, stack_env: dict[str, str], vault: RunningVault
 ) -> None:
     env = {**etl_harness_env(stack_env, vault.address, visibility_timeout=60), "ETL_METRICS_PORT": "0"}
     sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
-    filler = "x" * (250 * 1024)
 
     def send(i: int) -> None:
         sqs.send_message(
@@ -64,4 +72,5 @@ def test_a_flood_of_256_kib_bodies_keeps_the_etl_within_its_pod_memory(
         time.sleep(0.05)
     assert process.returncode == 0
     assert len(where_each_event_landed(stack_env["PG_ADMIN_DSN"], good)[0]) == len(good)
+    print(f"peak RSS {peak / 2**20:.0f} MiB")
     assert peak < POD_LIMIT_BYTES, f"peak RSS {peak / 2**20:.0f} MiB over the pod's 256 MiB"
