@@ -32,7 +32,7 @@ from typing import Protocol
 
 from vault_service.domain.checkpoints import Checkpoint
 from vault_service.domain.erase_commitment import NO_ERASE_ROWS, EraseCommitment, EraseTally
-from vault_service.service.erased_tokens import ERASE_ROWS_PAGE, EraseRows
+from vault_service.service.erased_tokens import ERASE_ROWS_PAGE, ErasedTokens, EraseRows
 
 log = logging.getLogger(__name__)
 
@@ -170,10 +170,12 @@ class EraseCommitmentCheck:
             self._verified = (head_id, commitment)
         return self._tell(problem)
 
-    def problem(self, rows: EraseRows) -> str | None:
+    def problem(self, rows: EraseRows, erased: ErasedTokens | None = None) -> str | None:
         """A key-check round's check of a checkpoint newer than the last verified (None: it holds, or none newer).
 
-        Reads the erase rows between the two heads; logs a finding when it changes.
+        Reads the erase rows between the two heads; logs a finding when it changes. When they match, the stored row
+        hashes this read counted of `erased`'s failing rows are the signed ones: handed to it (`vouch`, attack 50,
+        A50-3: such a row, read again by id later, is learned only as that signed row).
         """
         head_id, commitment = self._verified
         checkpoint = newest_genuine(self._checkpoints, self._genuine, self._planted, above=head_id)
@@ -181,14 +183,21 @@ class EraseCommitmentCheck:
             return self._tell(None)
         tally = EraseTally(commitment, after=head_id, upto=checkpoint.head.head_id)
         after = head_id
+        failing = set() if erased is None else erased.failing_ids()
+        counted: dict[int, bytes] = {}
         while True:
             page = rows.erase_rows(after, ERASE_ROWS_PAGE)
             for row in page.rows:
                 tally.add(row.record_id, b"" if row.record is None else row.record.row_hash)
+                if row.record_id in failing and row.record is not None and row.record_id <= checkpoint.head.head_id:
+                    counted[row.record_id] = row.record.row_hash
             if not page.more or not page.rows or page.rows[-1].record_id >= checkpoint.head.head_id:
                 break
             after = page.rows[-1].record_id
-        return self._tell(self._compared(checkpoint, tally.value))
+        problem = self._compared(checkpoint, tally.value)
+        if problem is None and erased is not None and counted:
+            erased.vouch(counted)
+        return self._tell(problem)
 
     def _compared(self, checkpoint: Checkpoint, found: EraseCommitment) -> str | None:
         head = checkpoint.head

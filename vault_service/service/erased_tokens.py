@@ -29,7 +29,13 @@ read said `outcome LIKE 'ok:%'` and `cardinality(revealed) > 0`, so the owner wh
 outcome while a replica started - and put it back after that replica's first key-check round, whose reads then start
 near the anchored head - hid the erasure from it for good: never read, reported nor retried). Now such a row reads,
 fails its hash check, is reported and read again in turn until it holds (none dropped from the retries: RETRIED_ROWS
-per round); a row naming no token that holds teaches nothing. A row whose `action` the owner
+per round); a row naming no token that holds teaches nothing. Such a row is learned only as the row it was
+when it failed (attack 50, A50-3: read again by id it was counted against nothing, so the owner showed it forged for
+that read - a live token's hash, its row hash recomputed, the next row relinked - and it was learned, never the
+erasure): its stored row hash is kept, replaced by the one a read counted into a matching signed commitment
+(`vouch`), and a read showing another (or, once signed, no erase row at all) is reported, not learned, and the
+replica unhealthy while it stands (`changed`). Left: a row failing above the newest signed head is held to its first
+read's stored hash until a matching tally covers it. A row whose `action` the owner
 changes for the length of the start-up read is not selected, and a reveal row relabelled with a recomputed hash and
 the next row relinked (A46-3) holds at start: the signed checkpoints' commitment to the erase rows settles both for
 the rows a checkpoint covers (the start-up read is counted against it: service/erase_commitment_check.py); in the
@@ -162,6 +168,22 @@ def _report_unverified(problems: dict[int, str]) -> None:
         )
 
 
+def _report_changed(row_id: int, how: str) -> None:
+    """Log and count a failing erase row read again not as the row it was when it failed (attack 50, A50-3)."""
+    global _unverified_count
+    with _unverified_lock:
+        _unverified_count += 1
+    log.error(
+        "audit record %d, an erase row that did not hold when read before, is read again but %s: not the row read"
+        " then (nor, once counted, the row the signed checkpoints commit to). It is not learned and is read again"
+        " until it is; this replica reports its database unhealthy meanwhile (the database owner may have forged it"
+        " for this read: attack 50, A50-3). Report it to the security team and run audit verify",
+        row_id,
+        how,
+        extra={"record_id": row_id},
+    )
+
+
 def erase_read_window_tampered() -> int:
     """How many times this process's erase-row read met a log head it cannot vouch for (attack 45, A45-1).
 
@@ -211,10 +233,20 @@ class ErasedTokens:
         """Moves whenever the set gains a hash: a token cache filled before must not answer (`TokenCache.erased`)."""
         self._seen: set[int] = set()
         """Ids of the erase rows learned in the window the next read covers again: learned (and anchored) once."""
-        self._failing: set[int] = set()
-        """Ids of erase rows that did not hold when read (reported once): read again each round, by id, until they
-        hold (a genuine erase row the owner changed only while it was read is learned once put back) or no longer
-        read as erase rows; RETRIED_ROWS of them per round, in turn (none dropped: ids only, ~70 bytes each)."""
+        self._failing: dict[int, bytes | None] = {}
+        """Erase rows that did not hold when read (reported once), and the stored row hash each must show to be
+        learned: read again each round, by id, until they hold with it (a genuine erase row the owner changed only
+        while it was read is learned once put back) or no longer read as erase rows; RETRIED_ROWS of them per round,
+        in turn (none dropped: ~150 bytes each). The hash is the one the read that first failed saw (None: its
+        fields were not read), replaced by the one a read counted into a matching signed commitment (`vouch`):
+        attack 50, A50-3 - a row read again by id is counted against nothing, so the owner showed it forged for
+        that one read (a live token's hash, its row hash recomputed, the next row relinked) and it was learned."""
+        self._vouched: set[int] = set()
+        """Ids in `_failing` whose hash a read counted into a matching signed commitment: a signed erase row, never
+        dropped from the retries (one that no longer reads as an erase row stays failing, named in `changed`)."""
+        self._changed: set[int] = set()
+        """Ids in `_failing` whose last read showed another stored row hash than the one kept (or, signed, no erase
+        row at all): the replica reports its database unhealthy while any stands (`changed`)."""
         self._retried_to = 0
         """The id the last round's retries ended at: the next round's go on after it (wrapping around)."""
         self._rebuild = False
@@ -222,8 +254,8 @@ class ErasedTokens:
         self._rebuilt: dict[bytes, int] | None = None
         """While a rebuilding read runs: each hash it learned, and the erase record it was learned from (not yet in
         the set: `rebuild` decides what of it is taken)."""
-        self._rebuilt_failing: set[int] = set()
-        """While a rebuilding read runs: the ids of the erase rows it selected that do not hold."""
+        self._rebuilt_failing: dict[int, bytes | None] = {}
+        """While a rebuilding read runs: the erase rows it selected that do not hold, and their stored row hashes."""
         self._lock = threading.Lock()
 
     def __bool__(self) -> bool:
@@ -281,10 +313,40 @@ class ErasedTokens:
         finally:
             with self._lock:
                 read, self._rebuilt = self._rebuilt, None
-                failing, self._rebuilt_failing = self._rebuilt_failing, set()
+                failing, self._rebuilt_failing = self._rebuilt_failing, {}
                 self._rebuild = False
-        self._settle_rebuild(read or {}, failing, 0 if tally is None else tally.upto or 0, problem is None, verified)
+        upto = 0 if tally is None else tally.upto or 0
+        self._settle_rebuild(read or {}, set(failing), upto, problem is None, verified)
+        if problem is None and upto:  # the read counted its failing rows' stored hashes into the matching tally
+            self.vouch({i: h for i, h in failing.items() if i <= upto and h is not None})
         return problem
+
+    def vouch(self, rows: dict[int, bytes]) -> None:
+        """Failing erase rows (id: stored row hash) as a read counted into a matching signed commitment (A50-3).
+
+        Such a row is learned only from a read showing that stored hash (and holding): the signed erase row itself.
+        """
+        with self._lock:
+            for row_id, row_hash in rows.items():
+                if row_id in self._failing:
+                    self._failing[row_id] = row_hash
+                    self._vouched.add(row_id)
+
+    def vouch_read(self, upto: int) -> None:
+        """The failing rows up to `upto` as the read just made saw them: its tally matched the signed commitment."""
+        with self._lock:
+            rows = {i: h for i, h in self._failing.items() if i <= upto and h is not None}
+        self.vouch(rows)
+
+    def failing_ids(self) -> set[int]:
+        """The ids of the erase rows that did not hold when read and are read again until they do."""
+        with self._lock:
+            return set(self._failing)
+
+    def changed(self) -> list[int]:
+        """Failing erase rows whose last read showed another stored hash than the kept one (A50-3); sorted ids."""
+        with self._lock:
+            return sorted(self._changed)
 
     def learn(self, rows: EraseRows, tally: EraseTally | None = None) -> int:
         """Read the erase rows written since the last read (all of them the first time); how many hashes were new.
@@ -299,7 +361,7 @@ class ErasedTokens:
             first = not self._read_once
             previous = self._newest
             self._rebuilt = {} if first and self._rebuild else None
-            self._rebuilt_failing = set()
+            self._rebuilt_failing = {}
         start, new, newest, beyond, read = after, 0, 0, 0, 0
         anchored_from: int | None = None
         began = time.monotonic()
@@ -359,9 +421,20 @@ class ErasedTokens:
             if again and again[0].record_id == row_id:
                 new += self._take(rows, again, row_id - 1)  # anchored: it did not hold before
             else:  # no longer an erase row (put back as it was, or removed: the chain check names that)
-                with self._lock:
-                    self._failing.discard(row_id)
+                self._gone(row_id)
         return new
+
+    def _gone(self, row_id: int) -> None:
+        """A failing row read again by id is no erase row now: dropped, unless a signed tally counted it (A50-3)."""
+        with self._lock:
+            if row_id not in self._vouched:
+                self._failing.pop(row_id, None)
+                self._changed.discard(row_id)
+                return
+            new = row_id not in self._changed
+            self._changed.add(row_id)
+        if new:
+            _report_changed(row_id, "it no longer reads as an erase row")
 
     def _settle_rebuild(
         self, read: dict[bytes, int], failing: set[int], upto: int, matches: bool, verified: int | None
@@ -390,9 +463,16 @@ class ErasedTokens:
         not_holding: list[int] = []
         with self._lock:
             fresh = [row for row in page if row.record_id not in self._seen]
-            failing = set(self._failing)
+            failing = dict(self._failing)
+        changed: dict[int, bool] = {}
         for row in fresh:
             problem = erase_row_problem(row)
+            stored = None if row.record is None else row.record.row_hash
+            kept = failing.get(row.record_id)
+            if row.record_id in failing:  # learned only as the row it was when it failed (A50-3); None: unknown
+                changed[row.record_id] = kept is not None and stored != kept
+                if changed[row.record_id]:
+                    problem = "its stored row hash is not the one it had when it failed before"
             if problem is None:
                 learned.append(row)
                 continue
@@ -408,12 +488,32 @@ class ErasedTokens:
         ]
         if anchored:
             rows.remember_erase_rows(anchored)
+        told: list[int] = []
+        with self._lock:
+            for row_id, now in changed.items():
+                if row_id not in self._failing:
+                    continue
+                if now and row_id not in self._changed:
+                    told.append(row_id)
+                if now:
+                    self._changed.add(row_id)
+                else:
+                    self._changed.discard(row_id)
+            for row in fresh:  # a row first read with its fields unread: the hash of its first read that has them
+                if row.record_id in not_holding and row.record is not None and failing.get(row.record_id, b"") is None:
+                    self._failing[row.record_id] = row.record.row_hash
+        for row_id in told:
+            _report_changed(row_id, "its stored row hash is not the one it had when it failed before")
         with self._lock:
             before = len(self._hashes)
             # A rebuilding read's hashes wait for the check of that read against the signed commitment (A49-1).
             into = self._hashes if self._rebuilt is None else self._rebuilt
             if self._rebuilt is not None:
-                self._rebuilt_failing.update(not_holding)
+                self._rebuilt_failing.update(
+                    (row.record_id, None if row.record is None else row.record.row_hash)
+                    for row in fresh
+                    if row.record_id in not_holding
+                )
             for row in learned:
                 if row.record is not None:
                     for token_hash in row.record.event.revealed:
@@ -421,8 +521,13 @@ class ErasedTokens:
             if len(self._hashes) != before:
                 self.version += 1
             self._seen.update(row.record_id for row in learned)
-            self._failing.difference_update(row.record_id for row in learned)
-            self._failing.update(problems)
+            for row in learned:
+                self._failing.pop(row.record_id, None)
+                self._vouched.discard(row.record_id)
+                self._changed.discard(row.record_id)
+            for row in fresh:
+                if row.record_id in problems:
+                    self._failing[row.record_id] = None if row.record is None else row.record.row_hash
             return len(self._hashes) - before
 
     def erased(self, hashers: Sequence[Hasher], tokens: Iterable[str]) -> set[str]:

@@ -205,6 +205,8 @@ class KeyMaintainer:
             if problem is not None:
                 log.error("%s", problem)
                 raise EraseRowsUncommitted(problem)
+            if tally is not None and tally.upto and self._erased is not None:  # the read's failing rows are signed
+                self._erased.vouch_read(tally.upto)
         self._thread.start()
 
     def _start_tally(self) -> EraseTally | None:
@@ -359,6 +361,13 @@ class KeyMaintainer:
         if uncommitted is not None:  # unhealthy while it lasts: the set may be the owner's choice (A46-3)
             self._causes[DATABASE] = uncommitted
             return False
+        changed = [] if self._erased is None else self._erased.changed()
+        if changed:  # unhealthy while it lasts: a failing erase row read again is not the row it was (A50-3)
+            self._causes[DATABASE] = (
+                "erase row(s) that did not hold are read again as other rows than when they failed (logged at ERROR;"
+                f" not learned): records {', '.join(str(i) for i in changed[:20])}"
+            )
+            return False
         return True
 
     def _rebuilt(self) -> str | None:
@@ -397,7 +406,7 @@ class KeyMaintainer:
         if self._commitments is None:
             return None
         try:
-            problem = self._commitments.problem(self._tokens)
+            problem = self._commitments.problem(self._tokens, self._erased)
         except Exception as error:  # an outage: unhealthy while it lasts, said at WARNING once per cause (R47-11)
             cause = f"cannot check the erase rows against the signed checkpoints: {type(error).__name__}"
             if self._causes.get(DATABASE) != cause:
