@@ -354,6 +354,8 @@ class BatchProcessor:
         try:
             self._load_and_settle([message], [], [(kept, rejection)], outcome, minted=minted)
         except Exception as second:  # Postgres down or refusing it: postponing it would leave it to the redrive
+            if self._stopped_by_refused_delete(second, outcome):
+                return
             log.error(
                 "quarantine of a failing message failed: %s; dead-lettering it sealed, without a quarantine row",
                 type(second).__name__,
@@ -416,6 +418,8 @@ class BatchProcessor:
         try:
             self._load_and_settle(messages, [], rejected, outcome, len(loaded), minted)
         except Exception as second:
+            if self._stopped_by_refused_delete(second, outcome):
+                return
             log.error("quarantine of messages a dependency kept from loading failed: %s", type(second).__name__)
             for message, rejection in rejected:
                 self._dead_letter_only(message, rejection, second, outcome, minted)
@@ -457,12 +461,27 @@ class BatchProcessor:
         try:
             dead_letter_and_delete(self._queue, [message], only, kept_bodies(only, self._sealer, minted), outcome)
         except Exception as third:  # the seal or the DLQ is down: the redrive policy takes it; the sweep returns it
+            if self._stopped_by_refused_delete(third, outcome):
+                return
             log.error(
                 "dead-lettering a failing message failed: %s",
                 type(third).__name__,
                 extra={"message_id": message.message_id},
             )
             self._postpone([message], outcome, reason=type(third).__name__)
+
+    @staticmethod
+    def _stopped_by_refused_delete(error: Exception, outcome: BatchOutcome) -> bool:
+        """True, and the ETL stopping (`outcome.fatal`), when `error` is SQS refusing a delete after the letters went.
+
+        Taken for a failed quarantine, it had every letter sent a second time and the ETL running on (review 49,
+        R49-3): the letters and quarantine rows stand; only the delete was refused (C49-7).
+        """
+        if error is not outcome.delete_refused or outcome.delete_refused is None:
+            return False
+        log.error("dead-lettered, but SQS refused their delete: %s", outcome.delete_refused)
+        outcome.fatal = outcome.fatal or outcome.delete_refused
+        return True
 
     def _postpone(
         self,

@@ -74,6 +74,9 @@ class BatchOutcome(MessageCounts):
     """Seconds the vault asked the ETL to wait (a metered refusal, `Throttled`); 0 for other failures."""
     fatal: Misconfigured | None = None
     """Set when a misconfiguration (refused identity, missing privilege...) released the batch."""
+    delete_refused: Misconfigured | None = None
+    """SQS's refusal of the batch's delete, raised after its letters were sent (settle_step): a handler of it
+    must not send them again (review 49, R49-3), only stop the ETL."""
     seconds: float = 0.0
     """Wall time spent processing the batch."""
     ages_seconds: list[float] = field(default_factory=list)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from etl_service.domain.messages import EVENT_ID_REUSED, QueueMessage, event_id_reused_detail
 from etl_service.domain.validation import Rejection
-from etl_service.errors import DependencyDown
+from etl_service.errors import DependencyDown, Misconfigured
 from etl_service.service.outcomes import BatchOutcome
 from etl_service.service.ports import Queue, ReusedEventId
 from etl_service.service.returned_letters import ReturnedLetter
@@ -65,7 +65,12 @@ def dead_letter_and_delete(
         outcome.reasons[rejection.reason] += 1
         log.info("quarantined", extra={"message_id": message.message_id, "reason": rejection.reason})
     deletable = [m for m in messages if m.message_id not in undeletable] if undeletable else messages
-    failed = queue.delete(deletable)
+    try:
+        failed = queue.delete(deletable)
+    except Misconfigured as refused:  # SQS refuses the delete (C49-7): the letters are sent, not to be resent
+        outcome.delete_refused = refused
+        outcome.delete_failures = len(deletable)
+        raise
     if failed:
         log.warning("delete failed; redelivery will skip them as duplicates", extra={"messages": len(failed)})
     outcome.delete_failures = len(failed)
