@@ -227,9 +227,22 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:  # what the command did is said above it (erase: its counts); no traceback
         print("etl_service dead-letters: interrupted (Ctrl-C)", file=sys.stderr)
         return INTERRUPTED
-    except BrokenPipeError:  # the reader went away (`| head`): end quietly, as `tokenvault` does (walk48, W48-5)
+    except BrokenPipeError:  # the reader went away (`| head`): no traceback, as `tokenvault` does (walk48, W48-5)
         _stdout_to_devnull()
+        if args.command not in QUIET_ON_CLOSED_PIPE:  # a command that changes the DLQ says it stopped (R49-7)
+            with contextlib.suppress(OSError):  # `2>&1 | head`: stderr went with it
+                print(f"etl_service dead-letters {args.command}: {STOPPED_BY_CLOSED_PIPE}", file=sys.stderr)
         return 1
+
+
+QUIET_ON_CLOSED_PIPE = frozenset({"list", "show"})
+"""The commands that only read: a reader going away (`| head`) ends them without a word."""
+STOPPED_BY_CLOSED_PIPE = (
+    "stopped part-way: the reader of its output went away; what it did before then stands,"
+    " the letters it had not reached are still in the DLQ"
+)
+"""Said on stderr when a command that changes the DLQ (erase, resend, delete, redrive) loses its output's reader:
+silent, `erase ... | head` read as output cut short, not as an erasure stopped half done (review 49, R49-7)."""
 
 
 def _stdout_to_devnull() -> None:
