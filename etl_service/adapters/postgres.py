@@ -244,12 +244,35 @@ _REFUSED_STATES = {
 }
 
 
+_STARTUP_REFUSALS = (
+    ("password authentication failed", "28P01", _REFUSED_STATES["28P01"]),
+    ("is not permitted to log in", "28000", "the role of ETL_DATABASE_DSN may not log in (NOLOGIN)"),
+    ("no pg_hba.conf entry", "28000", "pg_hba.conf has no entry letting the role of ETL_DATABASE_DSN connect"),
+    ("pg_hba.conf rejects connection", "28000", "pg_hba.conf rejects the role of ETL_DATABASE_DSN"),
+    ('role "', "28000", "the role of ETL_DATABASE_DSN does not exist"),
+    ('database "', "3D000", _REFUSED_STATES["3D000"]),
+    ("permission denied for database", "42501", "the role of ETL_DATABASE_DSN lacks CONNECT on its database"),
+)
+"""The server's refusals of a login, by their text: libpq reports them before any session, so without a SQLSTATE
+(psycopg 3.3). Each would otherwise be taken for the database down for ever (review 49, R49-1). `role "`/`database "`
+count only with "does not exist"."""
+
+
+def _startup_refusal(text: str) -> tuple[str, str] | None:
+    """(SQLSTATE, what) of a login the server refused, recognised by its text; None for anything else."""
+    for fragment, state, said in _STARTUP_REFUSALS:
+        if fragment in text and (not fragment.endswith('"') or "does not exist" in text):
+            return state, said
+    return None
+
+
 def database_error(error: Exception) -> DependencyDown | Misconfigured:
-    """Misconfigured for refusals (password, privilege, missing table), DependencyDown for the rest."""
+    """Misconfigured for refusals (login, privilege, missing table), DependencyDown for the rest."""
     state = getattr(error, "sqlstate", None)
     text = str(error)
-    if state is None and "password authentication failed" in text:  # libpq reports it before any SQLSTATE
-        state = "28P01"
+    if state is None and (refused := _startup_refusal(text)) is not None:
+        state, said = refused
+        return Misconfigured(f"Postgres refused the ETL: {said} (SQLSTATE {state})", "database")
     if state in _REFUSED_STATES:
         return Misconfigured(f"Postgres refused the ETL: {_REFUSED_STATES[state]} (SQLSTATE {state})", "database")
     if state == "25006":  # read_only_sql_transaction: the session may not write (C49-1)

@@ -2,7 +2,8 @@
 
 Chaos 49 (C49-5 for the password): the start-up checks catch a refused privilege or password before the first
 receive (test_etl_startup.py); here they change under a running service - INSERT on user_logins revoked, the
-ETL's password changed - while batches are in hand. Expected: exit 1 naming the refusal, every held message
+ETL's password changed, its role set NOLOGIN (R49-1: no SQLSTATE before a session, read by the server's text) -
+while batches are in hand. Expected: exit 1 naming the refusal, every held message
 released (nothing dead-lettered for it), and once the setting is right again a drain loads each event once.
 """
 
@@ -51,13 +52,26 @@ def _change_password(admin: str, etl_dsn: str) -> Callable[[], None]:
     return undo
 
 
+def _deny_login(admin: str, etl_dsn: str) -> Callable[[], None]:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("ALTER ROLE tokenvault_etl NOLOGIN")
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'tokenvault_etl'")
+
+    def undo() -> None:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("ALTER ROLE tokenvault_etl LOGIN")
+
+    return undo
+
+
 @pytest.mark.parametrize(
     ("change", "said"),
     [
         (_revoke_insert, b"the role of ETL_DATABASE_DSN lacks a privilege the ETL needs"),
         (_change_password, b"the password of ETL_DATABASE_DSN was refused"),  # C49-5: an outage for ever before
+        (_deny_login, b"the role of ETL_DATABASE_DSN may not log in (NOLOGIN)"),  # R49-1: the same before
     ],
-    ids=["insert_revoked", "password_changed"],
+    ids=["insert_revoked", "password_changed", "nologin"],
 )
 def test_a_misconfiguration_mid_run_stops_the_etl_with_exit_1_and_dead_letters_no_good_event(
     stack_env: dict[str, str], vault: RunningVault, change: Callable[[str, str], Callable[[], None]], said: bytes
