@@ -12,8 +12,7 @@ import shlex
 import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from psycopg import ProgrammingError
@@ -165,9 +164,7 @@ class Settings:
             keys = PublicKeys.parse(contents.data)
         except PublicKeysError as error:
             raise SettingsError(f"the public keys file {self.login_row_keys} is unusable: {error}") from None
-        if keys.read_at is not None:  # A49-3: when it was read from OpenBao, else when it was written
-            return keys
-        return replace(keys, read_at=datetime.fromtimestamp(contents.modified, UTC))
+        return keys  # its read_at, when it says (A49-3); never its modification time - a copy's is its own (R49-5)
 
     def dsn(self) -> str:
         """The read-only database connection string for queries; refused when it could give its password away.

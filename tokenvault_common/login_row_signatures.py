@@ -120,13 +120,16 @@ class PublicKeys:
         would stay "newer than the file" after every refresh). Otherwise no refresh brings it: the list does not
         verify. `now`: the database's clock, read after the list was (attack 50, A50-2: the reader's clock with 5
         minutes' skew let a list the ETL's role dated 4 minutes ahead pass as a rotation right after a refresh) -
-        a list read was committed before, so its signed_at (the database's now() when inserted) is not later.
+        a list read was committed before, so its signed_at (the database's now() when inserted) is not later. A file
+        that does not say when it was read (`vault read > file`, compose's vault-init) may be stale for any list
+        (review 49, R49-5: its modification time, taken instead, made a copy handed out after a rotation call the
+        new version's genuine rows unverifiable, "no refresh brings it").
         """
         if version <= max(self.by_version, default=0):
             return False
-        if self.read_at is None:
-            return True
-        return signed_at is not None and self.read_at < signed_at <= now
+        if signed_at is None or signed_at > now:
+            return False
+        return self.read_at is None or self.read_at < signed_at
 
     def verify(self, signature: str, message: bytes) -> bool:
         """Whether `signature` (Transit's `vault:vN:<base64>`) is key version N's signature of `message`."""

@@ -12,6 +12,7 @@ import json
 import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -23,6 +24,7 @@ from etl_service.service.batch import BatchProcessor
 from tests.unit.etl_builders import good, message
 from tests.unit.fakes import FakeLoginStore, FakeQueue, FakeTokenizer
 from tests.unit.test_batch import EnvelopeSealer
+from tokenvault_cli.settings import Settings
 from tokenvault_common.login_row_signatures import (
     PublicKeys,
     PublicKeysError,
@@ -154,6 +156,19 @@ def test_a49_3_a_version_the_file_lacks_is_a_stale_file_only_when_a_refresh_coul
     trimmed = replace(PublicKeys({3: KEY.public_key()}), read_at=None)
     assert not trimmed.may_come_with_a_refresh(2, after, now)  # not newer than the newest: never by a refresh
     assert trimmed.may_come_with_a_refresh(4, before, now)  # read when, unknown: as before A49-3
+    assert not trimmed.may_come_with_a_refresh(4, now + timedelta(seconds=1), now)  # dated ahead: never (A50-2)
+
+
+def test_r49_5_a_keys_file_that_does_not_say_when_it_was_read_is_never_dated_by_its_copy(tmp_path: Path) -> None:
+    """Review 49, R49-5: a file without read_at (`vault read > file`) handed out after a rotation, its modification
+    time that of the copy, called the new version's genuine rows "no refresh brings it"; it is a stale file."""
+    keys_file = tmp_path / "login-row-keys.json"
+    keys_file.write_text(_transit_read(KEY))
+    keys_file.chmod(0o644)
+    keys = Settings(login_row_keys=keys_file).row_keys()
+    assert keys is not None and keys.read_at is None
+    signed = datetime.now(UTC) - timedelta(hours=1)  # a rotation an hour ago; the copy was made just now
+    assert keys.may_come_with_a_refresh(2, signed, datetime.now(UTC))
 
 
 def test_a49_3_the_keys_file_says_when_it_was_read() -> None:
