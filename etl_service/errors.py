@@ -34,7 +34,9 @@ class EtlError(Exception):
 
     nothing_stored = False
     """A failed Tokenize the vault said stored no value and issued no token (its `tokenvault-nothing-stored`
-    trailer, tokenvault_client's VaultClientError.nothing_stored): no answer of it was lost. False claims nothing."""
+    trailer, tokenvault_client's VaultClientError.nothing_stored): no answer of it was lost. False claims nothing.
+    For the database: no connection was had (PoolTimeout) or the server refused the write (read-only), so no
+    COMMIT of it can have committed (postgres.database_error; review 49, R49-4)."""
 
     def __init__(self, message: str, dependency: str = "unknown") -> None:
         super().__init__(message)

@@ -276,9 +276,13 @@ def database_error(error: Exception) -> DependencyDown | Misconfigured:
     if state in _REFUSED_STATES:
         return Misconfigured(f"Postgres refused the ETL: {_REFUSED_STATES[state]} (SQLSTATE {state})", "database")
     if state == "25006":  # read_only_sql_transaction: the session may not write (C49-1)
-        return DependencyDown(READ_ONLY, "database")
+        down = DependencyDown(READ_ONLY, "database")
+        down.nothing_stored = True  # the server refused the write: no COMMIT of it can have committed
+        return down
     first_line = text.strip().splitlines()[0][:200] if text.strip() else ""
-    return DependencyDown(f"Postgres unavailable: {type(error).__name__}: {first_line}", "database")
+    down = DependencyDown(f"Postgres unavailable: {type(error).__name__}: {first_line}", "database")
+    down.nothing_stored = isinstance(error, PoolTimeout)  # no connection: nothing was sent (R49-4)
+    return down
 
 
 _Compared = TypeVar("_Compared", UserLoginRow, EventKey)

@@ -407,10 +407,13 @@ class BatchProcessor:
             decided = {m.message_id for m, _ in rejected}
             rejected += [(m, unavailable) for m, _ in accepted if m.message_id in last - decided]
         loaded = [m for m in replays if m.message_id in last]  # deleted with the batch: nothing to dead-letter
-        if error.dependency == "database" and validated is not None:  # its COMMIT may have committed (C49-2)
+        committed: frozenset[str] = frozenset()
+        # Its COMMIT may have committed (C49-2) - not when nothing reached the database (no connection, read-only):
+        # asking then waited out the pool and the login check once more for each last receive (review 49, R49-4).
+        if error.dependency == "database" and validated is not None and not error.nothing_stored:
             committed = self._loaded_meanwhile([(m, e) for m, e in validated[0] if m.message_id in last])
-            loaded += [m for m in messages if m.message_id in committed]
             rejected = [(m, r) for m, r in rejected if m.message_id not in committed]
+        this_receive = [m for m in messages if m.message_id in committed]  # loaded by this receive: not replays
         log.error(
             "last receive of messages a dependency kept from loading: dead-lettering them sealed",
             extra={"message_ids": [m.message_id for m, _ in rejected], "dependency": error.dependency},
@@ -423,14 +426,16 @@ class BatchProcessor:
             log.error("quarantine of messages a dependency kept from loading failed: %s", type(second).__name__)
             for message, rejection in rejected:
                 self._dead_letter_only(message, rejection, second, outcome, minted)
-            if loaded:  # left here, SQS's redrive would move them to the DLQ in clear (review 37, R37-6)
+            if loaded or this_receive:  # left here, SQS's redrive would move them to the DLQ in clear (R37-6)
                 try:
-                    failed = self._queue.delete(loaded)
+                    failed = self._queue.delete([*loaded, *this_receive])
                 except Misconfigured as refused:  # SQS refuses the delete (C49-7): the ETL stops
                     outcome.fatal = outcome.fatal or refused
-                    failed = list(loaded)
-                outcome.already_loaded += len(loaded) - len(failed)
+                    failed = [*loaded, *this_receive]
+                outcome.already_loaded += len({m.message_id for m in loaded} - {m.message_id for m in failed})
                 outcome.delete_failures += len(failed)
+        finally:  # their rows are this receive's COMMIT's: loaded, as the summary and the metrics say (R49-4)
+            outcome.loaded += len(this_receive)
 
     def _loaded_meanwhile(self, accepted: Accepted) -> frozenset[str]:
         """The message ids of `accepted` whose events user_logins holds now, the same events (replays).

@@ -54,5 +54,6 @@ def test_a_lost_commit_answer_on_a_last_receive_leaves_each_event_loaded_once_an
     rows, quarantined = where_each_event_landed(stack_env["PG_ADMIN_DSN"], sent)
     assert sorted(rows) == sorted(e.event_id for e in sent)  # the cut COMMIT committed: each loaded once
     assert quarantined == [], f"{len(quarantined)} loaded events quarantined (and dead-lettered) as well"
-    assert summary.reasons.get("dependency_unavailable", 0) == 0 and summary.already_loaded == len(sent)
+    assert summary.reasons.get("dependency_unavailable", 0) == 0
+    assert (summary.loaded, summary.already_loaded) == (len(sent), 0)  # this receive's COMMIT loaded them (R49-4)
     assert_each_event_landed_once(stack_env["PG_ADMIN_DSN"], sent, endpoint, etl_env["ETL_DLQ_URL"])
