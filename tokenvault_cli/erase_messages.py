@@ -13,7 +13,7 @@ from typing import NoReturn
 import click
 
 from tokenvault_cli.context import Failure
-from tokenvault_cli.erase_reach import Reach, RowCheck, plural
+from tokenvault_cli.erase_reach import PersonsTokens, Reach, RowCheck, plural
 from tokenvault_cli.output import Format, write_rows
 from tokenvault_cli.row_owners import shown
 from tokenvault_client import EraseOutcome, ItemError, RateLimited
@@ -148,7 +148,13 @@ def refuse_other_people(
         proceed = (
             f"In all {people_rows(reach.other_people, reach.other_rows, named)} would lose these values.{unnamed}\n"
             "Keeping their values (GDPR art. 17(3), e.g. for legal claims or an investigation) is your call:"
-            " leave those tokens out, or erase them for everyone with"
+            " leave those tokens out"
+            + (
+                " (with --leaving-out TOKEN for each the person's own rows hold)"
+                if any(t.their_rows for t in reaching)
+                else ""
+            )
+            + ", or erase them for everyone with"
             f"{stdin}:\n  {command}"
         )
     else:
@@ -227,6 +233,60 @@ def refuse_tokens_not_the_persons(unheld: Sequence[str], wanted: Sequence[str]) 
                 " rows deleted for retention, say), erase them on their own without --user-id: every person whose"
                 " rows hold them is counted then, each row that does not verify as one more person. Tokens"
                 " `dead-letters erase` named take --from-dead-letters.",
+            ]
+        )
+    )
+
+
+def refuse_persons_tokens_not_given(
+    persons: PersonsTokens,
+    wanted: Sequence[str],
+    given: tuple[str, ...],
+    purpose: str,
+    person: Sequence[str],
+    yes: bool,
+    fmt: str,
+    as_given: str,
+    accepted: Sequence[str] = (),
+) -> NoReturn:
+    """Erase nothing: the person's own verified rows hold tokens not given; the tokens and the command with them.
+
+    Attack 50, A50-1: the officer's query collecting the person's tokens is his own, unchecked - the database owner
+    hid one of the person's rows from it only while it ran, and the erasure left that row's values revealable. The
+    erasure reads the person's rows itself (erase_reach.persons_tokens). Tokens only, never a value.
+    """
+    if persons.too_many:
+        raise Failure(
+            f"nothing was erased: --user-id's rows of user_logins number {persons.rows:,} (or name more signed lists"
+            f" than the command reads), more than the {persons.bound:,} it verifies at once (--max-rows-checked), so"
+            " whether they hold tokens not given cannot be told; give --max-rows-checked N with N at least their"
+            " number once the security team has seen them (rows past the default may be planted to block this)"
+        )
+    stdin = "-" in given  # then they go on standard input with the others, not on the command line
+    listed = [*given] if stdin else [*given, *persons.ungiven]
+    words = [as_given, "erase", *(shlex.quote(t) for t in listed), "--purpose", shlex.quote(purpose)]
+    for user_id in person:
+        words += ["--user-id", shlex.quote(user_id)]
+    words += list(accepted)
+    if yes:
+        words.append("--yes")
+    if fmt != Format.TABLE.value:
+        words += ["-o", fmt]
+    on_stdin = " (add them to the tokens on standard input)" if stdin else ""
+    raise Failure(
+        "\n".join(
+            [
+                f"nothing was erased: --user-id's own rows of user_logins (verified against the ETL's signature)"
+                f" hold {plural(len(persons.ungiven), 'token')} you did not give - the query that collected the"
+                " person's tokens did not see them all (a row hidden from it, e.g. by the database owner's index or"
+                f" row-level security policy, or loaded since: attack 50, A50-1); the {len(wanted)} given are"
+                " not erased alone:",
+                *(f"  {t}" for t in persons.ungiven),
+                f"Erase them with the others{on_stdin} (a token erased before is reported so; report a query that"
+                " missed rows to the security team):",
+                f"  {' '.join(words)}",
+                "or keep one on purpose - a value other people share (GDPR art. 17(3)), one erased before - by naming"
+                " it with --leaving-out TOKEN.",
             ]
         )
     )

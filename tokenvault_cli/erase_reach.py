@@ -347,6 +347,8 @@ class Reach:
     unheld: tuple[str, ...] | None = None
     """Of the tokens asked for, those no row that verifies (or is unsigned) holds whose user id is exactly one of
     `person` - with no person named, no such row at all (row_owners.reach_of_rows); None: rows not verified."""
+    persons: PersonsTokens | None = field(default=None, compare=False)
+    """Tokens the person's own verified rows hold that were not given (`the_persons_rows`; attack 50, A50-1)."""
 
     def reaches(self, token: TokenReach) -> bool:
         """Whether erasing this token takes a value from someone else's rows.
@@ -376,6 +378,8 @@ def count_reach(
     whole_lists: bool = False,
     exact_columns: bool = False,
     max_rows: int = MAX_ROWS_CHECKED,
+    the_persons_rows: bool = False,
+    kept: Sequence[str] = (),
 ) -> Reach:
     """Count, as the analysts' read-only role, the rows of user_logins holding `tokens`, the person's and others'.
 
@@ -385,6 +389,8 @@ def count_reach(
     `whole_lists`: and read every row of the lists those rows name, counting listed rows missing, changed, copied.
     `exact_columns`: QueryError when SQL's comparisons on user_logins are not exact (row_owners.column_problems:
     `reveal --query`'s own SQL relies on them). `max_rows`: the most rows verified (else RowCheck.too_many).
+    `the_persons_rows` (with `person` and `verify_with`): also every row of the person's, read by user id in the same
+    snapshot and under the same checks (Reach.persons: the tokens their verified rows hold neither given nor `kept`).
     """
     wanted = list(dict.fromkeys(tokens))
     try:
@@ -394,6 +400,9 @@ def count_reach(
                 conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             rows = conn.execute(REACH_SQL, {"tokens": wanted, "person": list(person), "named": bool(person)}).fetchall()
             checked = _check_rows(conn, wanted, verify_with, whole_lists, max_rows) if verify_with is not None else None
+            persons = None
+            if the_persons_rows and person and verify_with is not None and checked and not checked[0].too_many:
+                persons = persons_tokens(conn, person, [*wanted, *kept], verify_with, max_rows)
             if checked is not None and (problems := relation_problems(conn)):
                 raise QueryError(RELATIONS_NOT_PLAIN.format(problems="; ".join(problems)))
             if checked is not None and (problems := indexes_problems(conn, dsn)):
@@ -414,7 +423,70 @@ def count_reach(
         return Reach(reach.person, reach.held, reach.other_people, reach.other_rows, check)
     # Attack 47, A47-1: whose a row is, decided from the rows verified, comparing exactly - not SQL's equality.
     exact = reach_of_rows(read, untrusted, wanted, person)
-    return Reach(tuple(person), exact.held, exact.other_people, exact.other_rows, check, exact.unheld)
+    return Reach(tuple(person), exact.held, exact.other_people, exact.other_rows, check, exact.unheld, persons)
+
+
+PERSONS_ROWS_SQL = """
+SELECT l.event_id::pg_catalog.text, l.user_id::pg_catalog.text, l.masked_ip::pg_catalog.text,
+       l.masked_device_id::pg_catalog.text, l.create_date, l.row_manifest
+FROM public.user_logins AS l
+WHERE l.user_id::pg_catalog.text OPERATOR(pg_catalog.=) ANY (%(person)s::pg_catalog.text[])
+  AND l.user_id::pg_catalog.text COLLATE pg_catalog."C" OPERATOR(pg_catalog.=) ANY (%(person)s::pg_catalog.text[])
+LIMIT %(limit)s
+"""
+"""Every row of the person's (--user-id's), as ROWS_SQL's columns: matched by the column's collation (its index, if
+any) and byte for byte, as HOLDING_TOKENS_WHERE matches tokens (A47-1); whose each is, Python decides again."""
+PERSONS_ROWS_COUNT_SQL = f"SELECT count(*) FROM ({PERSONS_ROWS_SQL.replace('LIMIT %(limit)s', '')}) AS r"
+"""How many rows are the person's when more than the bound are: the refusal names the --max-rows-checked to give."""
+
+
+@dataclass(frozen=True)
+class PersonsTokens:
+    """The tokens the person's own rows hold that the officer did not give (attack 50, A50-1)."""
+
+    rows: int
+    """The person's rows read (past `bound`: how many there are, counted, and none verified)."""
+    ungiven: tuple[str, ...]
+    """Tokens held by rows whose user id is exactly one of --user-id's and that verify against the ETL's signature,
+    not among the tokens given, sorted. Rows that do not verify or carry no signature are nobody's own (A47-2)."""
+    too_many: bool = False
+    """More rows of the person's (or lists they name) than `bound`: none verified, the erasure is refused."""
+    bound: int = MAX_ROWS_CHECKED
+
+
+def persons_tokens(
+    conn: psycopg.Connection[Any],
+    person: Sequence[str],
+    wanted: Sequence[str],
+    keys: Callable[[], PublicKeys],
+    max_rows: int = MAX_ROWS_CHECKED,
+) -> PersonsTokens:
+    """Every row of `person`'s read by user id, in `conn`'s snapshot; the tokens of those that verify, not `wanted`.
+
+    Attack 50, A50-1: the officer collects the person's tokens with a query of his own, which nothing checks - the
+    database owner hid one of the person's rows from it (a lying index, a row-level security policy) and undid it
+    before `erase`, whose checks then found nothing, and the hidden row kept its values. Read here, under the
+    count's checks (row_security off, indexes built in, plain tables), the person's rows are the erasure's own
+    collection. Only rows holding a token not given are verified (their lists read): usually none.
+    """
+    rows = conn.execute(PERSONS_ROWS_SQL, {"person": list(person), "limit": max_rows + 1}).fetchall()
+    if len(rows) > max_rows:
+        ((found,),) = conn.execute(PERSONS_ROWS_COUNT_SQL, {"person": list(person)}).fetchall()
+        return PersonsTokens(int(found), (), too_many=True, bound=max_rows)
+    people, given = set(person), set(wanted)
+
+    def others(row: tuple[Any, ...]) -> list[str]:
+        return [v for v in (row[2], row[3]) if isinstance(v, str) and v and v not in given]
+
+    holding = [r for r in rows if isinstance(r[1], str) and r[1] in people and others(r)]
+    if not holding:
+        return PersonsTokens(len(rows), ())
+    check, findings = verify_rows(conn, holding, keys, max_rows=max_rows)
+    if check.too_many:
+        return PersonsTokens(len(rows), (), too_many=True, bound=max_rows)
+    bad = {f.row for f in findings if isinstance(f, RowFinding)}
+    found_tokens = {t for n, r in enumerate(holding) if n not in bad and r[-1] is not None for t in others(r)}
+    return PersonsTokens(len(rows), tuple(sorted(found_tokens)))
 
 
 def _check_rows(

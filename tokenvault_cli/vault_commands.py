@@ -21,6 +21,7 @@ from tokenvault_cli.erase_messages import (
     next_step,
     people_rows,
     refuse_other_people,
+    refuse_persons_tokens_not_given,
     refuse_tokens_not_the_persons,
     rows_named,
     say_not_issued,
@@ -337,7 +338,16 @@ def _verified_first(check: RowCheck | None) -> str:
     " its --user-id USER_ID and --purpose REFERENCE left unfilled are refused (exit 2), and a token the vault"
     " says was erased before counts as done; one it never issued (mistyped, planted) still fails (exit 1).",
 )
-@max_rows_option("rows of user_logins holding the tokens")
+@click.option(
+    "--leaving-out",
+    "kept",
+    metavar="TOKEN",
+    multiple=True,
+    help="With --user-id: a token of the person's own rows not to erase, on purpose (a value other people share that"
+    " you keep, GDPR art. 17(3); one erased before). The command reads the person's rows itself and refuses while a"
+    " row of theirs that verifies holds a token neither given nor left out (attack 50).",
+)
+@max_rows_option("rows of user_logins holding the tokens, and rows of the person's")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed when not interactive).")
 @FORMAT_OPTION
 @click.pass_obj
@@ -352,6 +362,7 @@ def erase(
     missing_confirmed: int | None,
     unverified_confirmed: int | None,
     from_dead_letters: bool,
+    kept: tuple[str, ...],
     max_rows_checked: int,
     yes: bool,
     fmt: str,
@@ -386,6 +397,10 @@ def erase(
     goes on, each such row counted as one more other person (--including-other-people), with or
     without --user-id - even when it is the only row holding the token.
 
+    With --user-id the command also reads the person's rows by user id and refuses while one of theirs
+    that verifies holds a token neither given nor named with --leaving-out (attack 50: a row hidden from
+    the query that collected the tokens), listing those tokens and the command with them included.
+
     The vault cannot reach the dead-letter queue: refused events of the person stay there, sealed,
     for 14 days. Next step, run by the DLQ operator: `python -m etl_service dead-letters erase -
     --yes` with the person's user_id=, ip= and device_id= lines on standard input (README).
@@ -399,14 +414,21 @@ def erase(
     if from_dead_letters:
         _refuse_unfilled_placeholders(person, purpose)
     reach = _count_reach(
-        ctx, wanted, person, "nothing was erased", verify=True, whole_lists=True, max_rows=max_rows_checked
+        ctx,
+        wanted,
+        person,
+        "nothing was erased",
+        verify=True,
+        whole_lists=True,
+        max_rows=max_rows_checked,
+        the_persons_rows=not from_dead_letters,  # attack 50, A50-1: the person's rows read by user id too
+        kept=kept,
     )
     _refuse_rows_in_one(ctx, reach.check, unsigned_confirmed, missing_confirmed, unverified_confirmed)
     if reach.unheld and not from_dead_letters:  # attack 47, A47-2: nothing checked of a token no row of theirs holds
         if person:
             refuse_tokens_not_the_persons(reach.unheld, wanted)
         say_tokens_in_no_row(reach.unheld)
-    reaching = reach.reaching(wanted)
     accepted = [
         word
         for option, n in (
@@ -417,6 +439,10 @@ def erase(
         if n is not None
         for word in (option, str(n))
     ]  # the printed command to go on keeps the confirmations the rows' check took
+    accepted += [word for token in dict.fromkeys(kept) for word in ("--leaving-out", shlex.quote(token))]
+    if reach.persons is not None and (reach.persons.too_many or reach.persons.ungiven):
+        refuse_persons_tokens_not_given(reach.persons, wanted, tokens, purpose, person, yes, fmt, _as_given(), accepted)
+    reaching = reach.reaching(wanted)
     if confirmed is None and reaching:
         refuse_other_people(reach, wanted, tokens, purpose, yes, fmt, _as_given(), None, from_dead_letters, accepted)
     if confirmed is not None and confirmed != reach.other_people:
@@ -471,6 +497,8 @@ def _count_reach(
     whole_lists: bool = False,
     exact: bool = False,
     max_rows: int = MAX_ROWS_CHECKED,
+    the_persons_rows: bool = False,
+    kept: Sequence[str] = (),
 ) -> Reach:
     """Who else holds `tokens` in user_logins; a Failure ending with `otherwise` when it cannot be counted.
 
@@ -479,13 +507,15 @@ def _count_reach(
     `whole_lists`: and every row of the signed lists they name (RowCheck.missing, .copied).
     `exact`: refuse when user_logins' columns do not compare exactly (a nondeterministic collation: A47-1).
     `max_rows`: the most rows verified (--max-rows-checked; past it RowCheck.too_many).
+    `the_persons_rows`: with `person`, also the tokens of their own verified rows neither given nor `kept`
+    (Reach.persons).
     """
     try:
         dsn = ctx.settings.dsn()
         if ctx.settings.shared_login_warning:  # an older stack: counted with the analysts' login, said once
             click.echo(ctx.settings.shared_login_warning, err=True)
         keys = ctx.settings.row_keys if verify else None
-        return count_reach(dsn, tokens, person, keys, whole_lists, exact, max_rows)
+        return count_reach(dsn, tokens, person, keys, whole_lists, exact, max_rows, the_persons_rows, kept)
     except SettingsError as error:
         raise SettingsFailure(f"{error} - {why}; {otherwise}") from None
     except QueryError as error:

@@ -136,13 +136,17 @@ def test_an_analysts_role_defaults_do_not_stop_the_officers_count(cli_stack: Cli
     try:
         with psycopg.connect(cli_stack.env[COUNTS_WITH]) as check:  # the defaults hold for a new session
             assert check.execute("SHOW statement_timeout").fetchone() == ("1ms",)
-        code, out, err = erase(cli_stack, ip_token, "--user-id", person)  # the other person's too: refused, counted
+        code, out, err = erase(
+            cli_stack, ip_token, "--user-id", person, "--leaving-out", device_token
+        )  # refused, counted
         assert code == 1 and out == "" and f"{ip_token}: 1 other person's 1 row (the person's own: 1 row)" in err, err
         with psycopg.connect(cli_stack.env["PG_ANALYST_DSN"], options="-c statement_timeout=0") as holder:
             holder.execute("BEGIN ISOLATION LEVEL SERIALIZABLE READ WRITE")  # an analyst's, left open (D1)
             holder.execute("SELECT count(*) FROM public.user_logins").fetchone()
             erasing = time.monotonic()
-            code, out, err = erase(cli_stack, device_token, "--user-id", person)  # the person's alone: erased
+            code, out, err = erase(
+                cli_stack, device_token, "--user-id", person, "--leaving-out", ip_token
+            )  # theirs alone
             waited = time.monotonic() - erasing
         assert code == 0 and out.count("erased") == 1 and "other pe" not in err, err
         assert waited < 15, f"the count waited {waited:.1f} s behind an analyst's serializable transaction"
@@ -235,9 +239,11 @@ def test_what_an_analyst_does_to_the_shared_login_does_not_reach_the_officers_co
     try:
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             psycopg.connect(cli_stack.env["PG_ANALYST_DSN"]).close()  # the shared login's DSN logs in no more
-        code, out, err = erase(cli_stack, ip_token, "--user-id", person)  # the other person's too: refused, counted
+        code, out, err = erase(
+            cli_stack, ip_token, "--user-id", person, "--leaving-out", device_token
+        )  # refused, counted
         assert code == 1 and out == "" and f"{ip_token}: 1 other person's 1 row (the person's own: 1 row)" in err, err
-        code, out, err = erase(cli_stack, device_token, "--user-id", person)  # the person's alone: erased
+        code, out, err = erase(cli_stack, device_token, "--user-id", person, "--leaving-out", ip_token)  # theirs alone
         assert code == 0 and out.count("erased") == 1 and "other pe" not in err, err
     finally:
         with psycopg.connect(cli_stack.env["PG_ADMIN_DSN"], autocommit=True) as admin:

@@ -108,9 +108,11 @@ def test_the_readme_command_sections_run_as_written(cli_stack: CliStack, tmp_pat
     blocks = sh_blocks(readme_command_section())
     assert len(blocks) >= 5 and any("--query" in b for b in blocks) and any(" erase " in b for b in blocks)
     script, tokens = with_real_tokens("\n".join(blocks), cli_stack)
-    # The officer erases a token of the person's own rows (--user-id u-example-118): the ETL loads that row, signed
-    # (attack 47, A47-2: a token no verified row of the person holds is refused).
-    load(cli_stack, [(PERSON, tokens["ip_ExampleTokenToErase002"][1], f"docs-device-{uuid.uuid4().hex[:12]}")])
+    # The officer erases the tokens of the person's own row (--user-id u-example-118): the ETL loads that row, signed
+    # (attack 47, A47-2: a token no verified row of the person holds is refused; attack 50, A50-1: so is an erasure
+    # leaving a token of the person's verified rows out).
+    person_row = (PERSON, tokens["ip_ExampleTokenToErase002"][1], tokens["dev_ExampleDeviceToken0002"][1])
+    load(cli_stack, [person_row])
     try:
         done = run_script(cli_stack, script, tmp_path)
     finally:
