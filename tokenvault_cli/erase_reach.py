@@ -434,8 +434,8 @@ WHERE l.user_id::pg_catalog.text OPERATOR(pg_catalog.=) ANY (%(person)s::pg_cata
   AND l.user_id::pg_catalog.text COLLATE pg_catalog."C" OPERATOR(pg_catalog.=) ANY (%(person)s::pg_catalog.text[])
 LIMIT %(limit)s
 """
-"""Every row of the person's (--user-id's), as ROWS_SQL's columns: matched by the column's collation (its index, if
-any) and byte for byte, as HOLDING_TOKENS_WHERE matches tokens (A47-1); whose each is, Python decides again."""
+"""Every row of the person's (--user-id's), as ROWS_SQL's columns: matched by the column's collation (migration 0073's
+index) and byte for byte, as HOLDING_TOKENS_WHERE matches tokens (A47-1); whose each is, Python decides again."""
 PERSONS_ROWS_COUNT_SQL = f"SELECT count(*) FROM ({PERSONS_ROWS_SQL.replace('LIMIT %(limit)s', '')}) AS r"
 """How many rows are the person's when more than the bound are: the refusal names the --max-rows-checked to give."""
 

@@ -21,6 +21,7 @@ import pytest
 
 from tests.cli.conftest import CliStack
 from tests.cli.erase_logins import RUN, erase, load, people, revealed
+from tokenvault_cli.erase_reach import PERSONS_ROWS_SQL
 
 LYING_CLASS = """
 CREATE OR REPLACE FUNCTION public.a50_cmp(a text, b text) RETURNS int4 LANGUAGE sql IMMUTABLE STRICT AS $$
@@ -149,3 +150,18 @@ def test_a50_1b_rls_policy_on_while_collected_by_the_table_owner(cli_stack: CliS
             owner.execute(UNDO_POLICY)
     assert len(tokens) == 2, tokens
     _refused_then_erased_as_printed(cli_stack, "policy", person, tokens, (ip, dev, ip2, dev2))
+
+
+def test_a50_1_the_persons_rows_are_read_by_an_index_not_the_whole_table(cli_stack: CliStack) -> None:
+    """PERSONS_ROWS_SQL finds a person's rows through migration 0073's index (a scan of a large table would pass the
+    count's statement timeout and refuse every erasure)."""
+    with psycopg.connect(cli_stack.env["PG_ANALYST_DSN"]) as analyst:
+        analyst.execute("SET enable_seqscan = off")
+        plan = "\n".join(
+            str(line)
+            for (line,) in analyst.execute(
+                ("EXPLAIN " + PERSONS_ROWS_SQL).encode(), {"person": ["a50-someone"], "limit": 10_001}
+            ).fetchall()
+        )
+    print(plan)
+    assert "user_logins_user_id" in plan, plan

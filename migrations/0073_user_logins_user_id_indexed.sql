@@ -1,0 +1,16 @@
+-- The rows of user_logins of one user id, indexed: `tokenvault erase --user-id` reads every row of the person's
+-- (attack 50, A50-1).
+--
+-- The officer collects a person's tokens with a query of his own, which nothing checks: the database owner hid one
+-- of the person's rows from it (a lying index, a row-level security policy) and undid it before the erasure, which
+-- then left that row's values revealable. So `erase --user-id` reads the person's rows itself, in its count's
+-- snapshot and under its checks, and refuses while a verified row of theirs holds a token not given. It reads them
+-- by user id: this index, not the whole table (a sequential scan of a large table would pass the count's statement
+-- timeout, and every erasure would be refused). The analysts' `WHERE user_id = '...'` uses it too. The load pays
+-- one more btree insert per row.
+--
+-- Building it reads user_logins once under a SHARE lock, which holds back the ETL's loads for that long (seconds
+-- on millions of rows): run this migration at a quiet moment, or create the index CONCURRENTLY by hand first
+-- (IF NOT EXISTS then skips it), as for 0069. The owner can drop it: the erasure then reads the table whole, and
+-- is refused at its statement timeout on a large one - never let through.
+CREATE INDEX IF NOT EXISTS user_logins_user_id ON public.user_logins (user_id);
