@@ -144,10 +144,15 @@ def test_the_privacy_officer_s_container_erases_a_token_and_the_analyst_s_may_no
             "INSERT INTO user_logins (user_id, masked_ip, event_id)"
             f" VALUES ('compose-n5-other', '{shared}', 'compose-n5-shared')"
         )
+        # Attack 50, A50-1: the person's other tokens (their device's, other logins') are named as kept on purpose.
+        theirs = compose.sql(f"SELECT masked_ip, masked_device_id FROM user_logins WHERE user_id = '{person}'")
+        leaving = [
+            w for t in sorted({str(t) for row in theirs for t in row if t} - {shared}) for w in ("--leaving-out", t)
+        ]
         try:
             kept = compose.run(
                 *erase, "privacy-officer", "erase", "--purpose", "GDPR-COMPOSE-TEST", "--user-id", person, "--yes",
-                "--accepting-unsigned-rows", "1", shared, check=False,
+                "--accepting-unsigned-rows", "1", *leaving, shared, check=False,
             )  # fmt: skip
         finally:
             compose.sql("DELETE FROM user_logins WHERE event_id = 'compose-n5-shared'")
