@@ -191,9 +191,18 @@ def _limit_said(stopped: RateLimited) -> str:
 
 
 def erase_stopped_partway(
-    wanted: list[str], done: list[EraseOutcome], stopped: RateLimited, fmt: str, from_dead_letters: bool = False
+    wanted: list[str],
+    done: list[EraseOutcome],
+    stopped: RateLimited,
+    fmt: str,
+    from_dead_letters: bool = False,
+    person: Sequence[str] = (),
 ) -> NoReturn:
-    """Say which tokens the calls before the limit erased (they were), and which were not sent."""
+    """Say which tokens the calls before the limit erased (they were), and which were not sent.
+
+    `person` (--user-id, not --from-dead-letters): the rest, sent with --user-id again, name the tokens erased here
+    with --leaving-out - the person's rows still hold them (attack 50, A50-1).
+    """
     rows = [
         (t, "erased" if o is None else ALREADY_ERASED if from_dead_letters and erased_before(o) else str(o))
         for t, o in zip(wanted, done, strict=False)
@@ -210,6 +219,13 @@ def erase_stopped_partway(
         " or ask the security team for a larger erase limit",
         err=True,
     )
+    if person and not from_dead_letters and (erased := [t for t, o in zip(wanted, done, strict=False) if o is None]):
+        kept = " ".join(f"--leaving-out {shlex.quote(t)}" for t in erased)
+        click.echo(
+            f"With --user-id, add to that command: {kept} (the person's rows still hold the tokens erased here;"
+            " the erasure refuses a token of theirs neither given nor left out: attack 50)",
+            err=True,
+        )
     raise SystemExit(1)
 
 

@@ -464,7 +464,7 @@ def erase(
                 raise
             done = cast(list[EraseOutcome], stopped.done)
             _say_other_people_erased(ctx, reach, [t for t, o in zip(wanted, done, strict=False) if o is None])
-            erase_stopped_partway(wanted, done, stopped, fmt, from_dead_letters)
+            erase_stopped_partway(wanted, done, stopped, fmt, from_dead_letters, person)
     # A token `dead-letters erase` named that the vault does not hold is usually one the first step erased (the
     # dead-lettered event carried the person's values, one token per value): done, not a failure (attack 38, O2) -
     # only when the vault says its value was erased before; one it never issued (a typo, a plant) fails (A39 P2).

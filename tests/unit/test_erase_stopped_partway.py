@@ -32,3 +32,17 @@ def test_a_token_already_erased_reads_alike_when_the_limit_stops_the_run(
     assert rows[GONE] == (ALREADY_ERASED if from_dead_letters else f"NOT_FOUND: {ERASED_BEFORE}")
     assert rows[TYPO] == f"NOT_FOUND: {NEVER_ISSUED}"  # never done, with the flag or without (attack 39, P2)
     assert ("the vault never issued them" in captured.err) == from_dead_letters
+
+
+@pytest.mark.parametrize("person", [(), ("u-1",)])
+def test_with_user_id_the_rest_is_sent_naming_what_was_erased_with_leaving_out(
+    person: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Attack 50, A50-1: `erase --user-id` refuses a token of the person's rows neither given nor left out, so the
+    rest of a run the limit stopped is sent with the tokens erased before named (--leaving-out)."""
+    stopped = RateLimited(grpc.StatusCode.RESOURCE_EXHAUSTED, "erase limit", 30.0)
+    with pytest.raises(SystemExit):
+        erase_stopped_partway([ERASED, UNSENT], [None], stopped, "csv", False, person)
+    err = capsys.readouterr().err
+    assert (f"add to that command: --leaving-out {ERASED} (" in err) == bool(person), err
+    assert f"--leaving-out {UNSENT}" not in err
