@@ -33,6 +33,7 @@ from typing import Protocol
 from vault_service.domain.checkpoints import Checkpoint
 from vault_service.domain.erase_commitment import NO_ERASE_ROWS, EraseCommitment, EraseTally
 from vault_service.service.erased_tokens import ERASE_ROWS_PAGE, ErasedTokens, EraseRows
+from vault_service.service.ports import EraseRow
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,11 @@ class EraseCommitmentCheck:
 
         Reads the erase rows between the two heads; logs a finding when it changes. When they match, the stored row
         hashes this read counted of `erased`'s failing rows are the signed ones: handed to it (`vouch`, attack 50,
-        A50-3: such a row, read again by id later, is learned only as that signed row).
+        A50-3: such a row, read again by id later, is learned only as that signed row); and the rows it read that name
+        a token `erased` does not know are signed erase rows: those that hold are learned (`learn_signed`, attack 51,
+        A51-3: an old erase row hidden from a start-up read that no commitment checked, put back after the first
+        round moved the learn window past it, was counted by this matching check and never learned - the replica
+        forgot the erasure for its life, healthy). Only those rows are kept during the read (normally none).
         """
         head_id, commitment = self._verified
         checkpoint = newest_genuine(self._checkpoints, self._genuine, self._planted, above=head_id)
@@ -185,18 +190,25 @@ class EraseCommitmentCheck:
         after = head_id
         failing = set() if erased is None else erased.failing_ids()
         counted: dict[int, bytes] = {}
+        unlearned: list[EraseRow] = []
         while True:
             page = rows.erase_rows(after, ERASE_ROWS_PAGE)
             for row in page.rows:
                 tally.add(row.record_id, b"" if row.record is None else row.record.row_hash)
-                if row.record_id in failing and row.record is not None and row.record_id <= checkpoint.head.head_id:
+                if row.record is None or row.record_id > checkpoint.head.head_id:
+                    continue
+                if row.record_id in failing:
                     counted[row.record_id] = row.record.row_hash
+                if erased is not None and not erased.knows(row.record.event.revealed):
+                    unlearned.append(row)
             if not page.more or not page.rows or page.rows[-1].record_id >= checkpoint.head.head_id:
                 break
             after = page.rows[-1].record_id
         problem = self._compared(checkpoint, tally.value)
         if problem is None and erased is not None and counted:
             erased.vouch(counted)
+        if problem is None and erased is not None and unlearned:
+            erased.learn_signed(unlearned)
         return self._tell(problem)
 
     def _compared(self, checkpoint: Checkpoint, found: EraseCommitment) -> str | None:

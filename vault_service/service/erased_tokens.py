@@ -332,6 +332,43 @@ class ErasedTokens:
                     self._failing[row_id] = row_hash
                     self._vouched.add(row_id)
 
+    def knows(self, hashes: Iterable[bytes]) -> bool:
+        """Whether every one of `hashes` is a known erased token's (a row naming none: True)."""
+        known = self._hashes
+        return all(token_hash in known for token_hash in hashes)
+
+    def learn_signed(self, rows: Sequence[EraseRow]) -> int:
+        """Learn the erase rows a read counted into a matching signed commitment that hold; how many hashes were new.
+
+        Attack 51, A51-3: a round's check of the rows between the head verified last and a newer signed checkpoint
+        (service/erase_commitment_check.py, `problem`) that matches read exactly the signed erase rows; one of them
+        this replica never learned was hidden from its earlier reads (an old erase row relabelled while a replica
+        whose start-up read no commitment checked started, put back once its learn window had moved past). Learned
+        as a matched rebuild learns (under its id), a row that does not hold stays as the reads left it (failing).
+        """
+        holding = [row for row in rows if row.record is not None and erase_row_problem(row) is None]
+        with self._lock:
+            before = len(self._hashes)
+            for row in holding:
+                assert row.record is not None
+                for token_hash in row.record.event.revealed:
+                    self._hashes.setdefault(token_hash, row.record_id)
+                self._failing.pop(row.record_id, None)
+                self._vouched.discard(row.record_id)
+                self._changed.discard(row.record_id)
+            new = len(self._hashes) - before
+            if new:
+                self.version += 1
+        if new:
+            log.warning(
+                "learned %d erased token(s) from erase record(s) %s that a read matching a signed checkpoint's"
+                " commitment selected but this replica's reads of the erase rows had not learned: written after the"
+                " round's read, or hidden from the earlier reads (attack 51, A51-3); run audit verify",
+                new,
+                ", ".join(str(row.record_id) for row in holding[:20]),
+            )
+        return new
+
     def vouch_read(self, upto: int) -> None:
         """The failing rows up to `upto` as the read just made saw them: its tally matched the signed commitment."""
         with self._lock:
