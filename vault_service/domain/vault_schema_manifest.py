@@ -6,7 +6,7 @@ as their SHA-256 (see adapters/postgres/schema_catalog.py); `audit verify` repor
 (domain/schema_guards.py).
 """
 
-MIGRATIONS_SHA256 = "f519faa4d0c97f819099994debb20a95b9cbb01f9e6d432acad1c55e98c29056"
+MIGRATIONS_SHA256 = "26d027e3981556d1a09c60eee47345e6f7c9af553542cfd9449b6297aa1d1237"
 """The migration files this manifest was generated from (names and contents, in order)."""
 
 EXPECTED: dict[str, dict[str, str]] = {
