@@ -136,3 +136,42 @@ def test_an_unmatched_read_learns_a_genuine_erasure_above_the_head_verified_last
     log.rows[30] = _erase_row(30, b"L" * 16)  # a reveal row below the verified head relabelled: still not learned
     assert erased.rebuild(log, EraseTally(upto=HEAD), _check, verified=40) is not None
     assert b"L" * 16 not in erased._hashes
+
+
+def _changed_field(row: EraseRow) -> EraseRow:
+    """`row` with its outcome changed and its stored row hash kept (it fails; a tally counts its signed hash)."""
+    assert row.record is not None
+    event = dataclasses.replace(row.record.event, outcome=row.record.event.outcome + " ")
+    return row._replace(record=dataclasses.replace(row.record, event=event))
+
+
+def test_a_hash_learned_from_a_forged_version_of_a_signed_row_is_dropped_when_that_row_fails() -> None:
+    """Attack 51, A51-1: row 50 forged for one read to name a live token L (its hash recomputed); for the rebuild it
+    shows its signed stored hash with a field changed - the read matches, row 50 fails, and L was kept (old code)."""
+    log, erased = _Log(GENUINE), ErasedTokens()
+    log.rows[50] = _erase_row(50, b"L" * 16)
+    erased.learn(log)
+    assert set(erased._hashes) == {b"e" * 16, b"L" * 16}
+    log.rows[50] = _changed_field(GENUINE[50])
+    assert erased.rebuild(log, EraseTally(upto=HEAD), _check) is None  # selected by id and signed stored hash
+    assert b"L" * 16 not in erased._hashes, "a live token learned from a forged row was kept (old code)"
+    log.rows[50] = GENUINE[50]  # put back: its genuine token learned
+    erased.learn(log)
+    assert set(erased._hashes) == {b"e" * 16, b"f" * 16}
+
+
+def test_a_hash_first_learned_from_a_relabelled_row_is_kept_by_the_failing_signed_row_naming_it() -> None:
+    """Attack 51, A51-2: a reveal row (30) naming the token of signed erase row 50 relabelled `erase` for the read
+    that first reads row 50: the token's first record is 30. In the rebuild row 30 is gone and row 50 fails with its
+    signed stored hash: the read matches and the token was dropped (old code), though its signed erase row names it."""
+    log, erased = _Log(GENUINE), ErasedTokens()
+    log.rows[30] = _erase_row(30, b"f" * 16)
+    erased.learn(log)
+    assert erased._hashes[b"f" * 16] == 30
+    del log.rows[30]
+    log.rows[50] = _changed_field(GENUINE[50])
+    assert erased.rebuild(log, EraseTally(upto=HEAD), _check) is None
+    assert set(erased._hashes) == {b"e" * 16, b"f" * 16}, "the signed erasure of row 50 was forgotten (old code)"
+    log.rows[10] = _changed_field(GENUINE[10])  # a later matched rebuild: row 10's token learned under its signed hash
+    assert erased.rebuild(log, EraseTally(upto=HEAD), _check) is None
+    assert set(erased._hashes) == {b"e" * 16, b"f" * 16}

@@ -62,8 +62,14 @@ the set: no false alarm.
 
 Cost: nothing while the set is empty (one truthiness test per call); otherwise one keyed BLAKE2b per
 found/fetched token and loaded audit key (the state copied, ~0.4-0.6 us) and a dict probe. Memory: one
-16-byte `bytes` key (49 bytes) and its erase record's id in a dict: ~135 bytes per erased token (measured with
-100k: ~84 bytes of dict slot and id, a set's slot was ~42), a million erasures ~135 MB (was ~90 MB).
+16-byte `bytes` key (49 bytes) and its first erase record's id in a dict: ~135 bytes per erased token (measured with
+100k: ~84 bytes of dict slot and id, a set's slot was ~42), a million erasures ~135 MB (was ~90 MB); plus, per erase
+row learned from (attack 51, A51-1/A51-2: the stored row hash each record showed when learned, so a matched rebuild
+keeps a failing signed row's hashes only if they were learned under its signed stored hash), its id and 32-byte
+stored hash in a dict, ~115 bytes (measured with 100k rows of one token each: ~250 bytes per erased token in all, a
+million ~250 MB; rows of 50 tokens: ~2 bytes more per token); and, only for a hash learned from more than one erase
+row or from a row showing another stored hash (relabelled or forged rows: rare), a set of (record, stored hash)
+pairs, ~450 bytes per such hash (measured: ~600 with its second record's entry).
 """
 
 from __future__ import annotations
@@ -77,7 +83,7 @@ from typing import Protocol
 
 from vault_service.domain.audit import CHAIN_HASH_BYTES, MAX_ITEMS_PER_CALL, REVEAL_HASH_BYTES, record_hash
 from vault_service.domain.erase_commitment import EraseTally
-from vault_service.domain.erase_rebuild import rebuilt_set
+from vault_service.domain.erase_rebuild import OWN, LearnedHashes, rebuilt_set
 from vault_service.service.ports import EraseRow, EraseRowsPage, FoundToken, StoredToken
 
 log = logging.getLogger(__name__)
@@ -219,8 +225,10 @@ class ErasedTokens:
     """The keyed audit hashes of the erased tokens this replica knows of (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._hashes: dict[bytes, int] = {}
-        """Each erased token's keyed hash, and the erase record it was learned from (0: this replica's own erasure)."""
+        self._learned = LearnedHashes()
+        """Each erased token's keyed hash, and every erase record it was learned from with the stored row hash that
+        record showed then (0: this replica's own erasure): a matched rebuild keeps a hash on the strength of a failing
+        signed row only if it was learned under that row's signed stored hash (attack 51, A51-1/A51-2)."""
         self._newest = 0
         """The log's newest id (within the id sequence) the last read saw: the log never goes below it."""
         self._start = 0
@@ -251,12 +259,17 @@ class ErasedTokens:
         """The id the last round's retries ended at: the next round's go on after it (wrapping around)."""
         self._rebuild = False
         """The next read re-reads every erase row from the log's start for a rebuild of the set (`rebuild`)."""
-        self._rebuilt: dict[bytes, int] | None = None
-        """While a rebuilding read runs: each hash it learned, and the erase record it was learned from (not yet in
+        self._rebuilt: LearnedHashes | None = None
+        """While a rebuilding read runs: each hash it learned, and the erase records it was learned from (not yet in
         the set: `rebuild` decides what of it is taken)."""
         self._rebuilt_failing: dict[int, bytes | None] = {}
         """While a rebuilding read runs: the erase rows it selected that do not hold, and their stored row hashes."""
         self._lock = threading.Lock()
+
+    @property
+    def _hashes(self) -> dict[bytes, int]:
+        """Each erased token's keyed hash and the first erase record it was learned from (0: this replica's own)."""
+        return self._learned.first
 
     def __bool__(self) -> bool:
         return bool(self._hashes)
@@ -269,7 +282,7 @@ class ErasedTokens:
         with self._lock:
             before = len(self._hashes)
             for token_hash in hashes:
-                self._hashes.setdefault(token_hash, 0)
+                self._learned.learn(token_hash, OWN, b"")
             if len(self._hashes) != before:
                 self.version += 1
 
@@ -316,7 +329,7 @@ class ErasedTokens:
                 failing, self._rebuilt_failing = self._rebuilt_failing, {}
                 self._rebuild = False
         upto = 0 if tally is None else tally.upto or 0
-        self._settle_rebuild(read or {}, set(failing), upto, problem is None, verified)
+        self._settle_rebuild(read or LearnedHashes(), failing, upto, problem is None, verified)
         if problem is None and upto:  # the read counted its failing rows' stored hashes into the matching tally
             self.vouch({i: h for i, h in failing.items() if i <= upto and h is not None})
         return problem
@@ -352,7 +365,7 @@ class ErasedTokens:
             for row in holding:
                 assert row.record is not None
                 for token_hash in row.record.event.revealed:
-                    self._hashes.setdefault(token_hash, row.record_id)
+                    self._learned.learn(token_hash, row.record_id, row.record.row_hash)
                 self._failing.pop(row.record_id, None)
                 self._vouched.discard(row.record_id)
                 self._changed.discard(row.record_id)
@@ -397,7 +410,7 @@ class ErasedTokens:
             after = max(0, self._start - OVERLAP_IDS)
             first = not self._read_once
             previous = self._newest
-            self._rebuilt = {} if first and self._rebuild else None
+            self._rebuilt = LearnedHashes() if first and self._rebuild else None
             self._rebuilt_failing = {}
         start, new, newest, beyond, read = after, 0, 0, 0, 0
         anchored_from: int | None = None
@@ -474,15 +487,21 @@ class ErasedTokens:
             _report_changed(row_id, "it no longer reads as an erase row")
 
     def _settle_rebuild(
-        self, read: dict[bytes, int], failing: set[int], upto: int, matches: bool, verified: int | None
+        self,
+        read: LearnedHashes,
+        failing: dict[int, bytes | None],
+        upto: int,
+        matches: bool,
+        verified: int | None,
     ) -> None:
         """Take what a rebuilding read may change into the set (domain/erase_rebuild.py); log the hashes dropped."""
         with self._lock:
-            kept = rebuilt_set(self._hashes, read, failing, upto, matches, verified)
-            gone = {token_hash: record for token_hash, record in self._hashes.items() if token_hash not in kept}
+            before = self._learned.first
+            kept = rebuilt_set(self._learned, read, failing, upto, matches, verified)
+            gone = {token_hash: record for token_hash, record in before.items() if token_hash not in kept.first}
             dropped = sorted(set(gone.values()))
-            if kept != self._hashes:
-                self._hashes = kept
+            self._learned = kept
+            if kept.first != before:
                 self.version += 1
         if dropped:
             log.warning(
@@ -544,7 +563,7 @@ class ErasedTokens:
         with self._lock:
             before = len(self._hashes)
             # A rebuilding read's hashes wait for the check of that read against the signed commitment (A49-1).
-            into = self._hashes if self._rebuilt is None else self._rebuilt
+            into = self._learned if self._rebuilt is None else self._rebuilt
             if self._rebuilt is not None:
                 self._rebuilt_failing.update(
                     (row.record_id, None if row.record is None else row.record.row_hash)
@@ -554,7 +573,7 @@ class ErasedTokens:
             for row in learned:
                 if row.record is not None:
                     for token_hash in row.record.event.revealed:
-                        into.setdefault(token_hash, row.record_id)
+                        into.learn(token_hash, row.record_id, row.record.row_hash)
             if len(self._hashes) != before:
                 self.version += 1
             self._seen.update(row.record_id for row in learned)
