@@ -66,9 +66,9 @@ class PublicKeys:
 
     by_version: Mapping[int, Ed25519PublicKey]
     read_at: datetime | None = None
-    """When the file was read from OpenBao: its `read_at` (`login-row-keys refresh`, the embedded stack), else when it
-    was written (its mtime, the CLI's settings: `bao read ... > FILE` writes it as it reads); None: unknown. A version
-    it lacks can be newer than the file only on a list signed after that (attack 49, A49-3)."""
+    """When the file was read from OpenBao: its `read_at` (`login-row-keys refresh`, the embedded stack); None: it does
+    not say (`bao read ... > FILE`; never its mtime - a copy's is its own, review 49, R49-5). A version it lacks can be
+    newer than the file only on a list signed after that (attack 49, A49-3)."""
 
     @classmethod
     def parse(cls, text: str | bytes) -> PublicKeys:

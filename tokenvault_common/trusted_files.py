@@ -176,8 +176,6 @@ class Contents:
     """Its bytes (a private key's too: never shown)."""
     mode: int
     """Its st_mode, of the open descriptor."""
-    modified: float = 0.0
-    """Its st_mtime, of the open descriptor: when it was last written (the public keys file: read from OpenBao)."""
 
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -224,7 +222,7 @@ def _read(path: Path, fs: FileSystem, any_owner: bool) -> tuple[Contents, os.sta
             raise UntrustedFile(changed)
         if not stat.S_ISREG(info.st_mode):
             raise UntrustedFile(f"{path} is not a regular file")
-        return Contents(file.read(), info.st_mode, info.st_mtime), info
+        return Contents(file.read(), info.st_mode), info
 
 
 def untrusted_file(path: Path, fs: FileSystem | None = None) -> str | None:
