@@ -541,6 +541,8 @@ class RowFinding:
     """Its index in the rows verified."""
     signed_at: datetime | None = None
     """When the list it names (or, its signature cleared, lists it) was signed."""
+    version_lacking: int | None = None
+    """The key version its list is signed with that the keys file lacks (a rotation since the file was written)."""
 
 
 UNSIGNED = "unsigned"
@@ -660,6 +662,7 @@ def verify_rows(
                     f"key version v{lacking[manifest_id]} not in the keys file",
                     n,
                     signed.get(manifest_id),
+                    lacking[manifest_id],
                 )
             )
             continue

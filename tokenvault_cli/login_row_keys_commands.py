@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -30,6 +31,7 @@ from tokenvault_cli.erase_reach import (
     RowCheck,
     RowFinding,
     check_rows_between,
+    plural,
 )
 from tokenvault_cli.key_commands import operator_token
 from tokenvault_cli.output import FORMAT_OPTION, Format, write_rows
@@ -271,8 +273,9 @@ def audit_login_rows(
     this command reads the database itself and no audit row records
     it; any login that reads user_logins can run it (in production the security team needs a read-only login
     of its own and the keys file). --until before --since is refused (exit 2). Prints each row that does not
-    verify, carries no signature, or is signed by a key version the file lacks - its event id, its signed list
-    (row_manifest), what is wrong, when its list was signed (UTC) - never a user id, token or value; an
+    verify or carries no signature - its event id, its signed list (row_manifest), what is wrong, when its list
+    was signed (UTC) - never a user id, token or value; the rows signed by a key version the file lacks (a
+    rotation since it was written: refresh it) one line per signed list, counted, no event id; an
     unsigned row a signed list lists as it is had its signature cleared (the database owner's doing). The
     signed lists those rows name, and those signed in those days (UTC), are counted whole: each list some of
     whose rows are missing (deleted, or changed since), changed or copied is printed too - no event id, its
@@ -361,12 +364,7 @@ def _login_rows_holding(ctx: Context, tokens: tuple[str, ...], fmt: str, max_row
 
 def _report(ctx: Context, check: RowCheck, findings: list[RowFinding | ListFinding], fmt: str, which: str) -> None:
     """The findings, the counts of `which` rows, the notes; exit 1 on a row not verifying, changed, copied, cleared."""
-    rows = [
-        ("", str(f.manifest_id), f.finding(), _when(f.signed_at))
-        if isinstance(f, ListFinding)
-        else (f.event_id, str(f.manifest_id or ""), f.finding, _when(f.signed_at))
-        for f in findings
-    ]
+    rows = _finding_rows(findings)
     output = Format(fmt)
     if rows:  # whole ids on an 80-column terminal: a block per row when the table does not fit (walk47, W47-4)
         write_rows(
@@ -392,6 +390,31 @@ def _report(ctx: Context, check: RowCheck, findings: list[RowFinding | ListFindi
         click.echo(f"{problem}: erase and reveal --verify-rows refuse to go on (the database owner's change)", err=True)
     if check.failing or check.copied or check.changed or check.cleared or check.table_problems:
         raise SystemExit(1)
+
+
+def _finding_rows(findings: list[RowFinding | ListFinding]) -> list[tuple[str, str, str, str]]:
+    """The findings as the output's rows; the rows signed by a key version the keys file lacks, one per signed list.
+
+    walk48, W48-12: after a rotation of the row-signing key every row loaded since is such a row, each printed with
+    the same words, list and time - thousands of blocks for one cause, the refresh said once under the counts. Now
+    one row per list and version: no event id, the list, `N rows signed with key version vK, not in the keys file`.
+    """
+    lacking = Counter(
+        (f.manifest_id, f.version_lacking)
+        for f in findings
+        if isinstance(f, RowFinding) and f.version_lacking is not None
+    )
+    rows: list[tuple[str, str, str, str]] = []
+    for f in findings:
+        if isinstance(f, ListFinding):
+            rows.append(("", str(f.manifest_id), f.finding(), _when(f.signed_at)))
+        elif f.version_lacking is None:
+            rows.append((f.event_id, str(f.manifest_id or ""), f.finding, _when(f.signed_at)))
+        elif (group := (f.manifest_id, f.version_lacking)) in lacking:  # its list's first row: the list's line
+            said = f"{plural(lacking.pop(group), 'row')} signed with key version v{f.version_lacking}"
+            said += ", not in the keys file"
+            rows.append(("", str(f.manifest_id or ""), said, _when(f.signed_at)))
+    return rows
 
 
 LOGIN_ROWS_COLUMNS = ("event_id", "row_manifest", "finding", "list signed (UTC)")
