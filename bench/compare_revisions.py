@@ -56,6 +56,7 @@ def main() -> int:
     parser.add_argument("bench_args", nargs="*", help="arguments for the benchmark (after --)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tokenvault-baseline-") as scratch:
+        Path(scratch).chmod(0o755)  # PostgreSQL runs as an unprivileged user and starts in the baseline tree
         baseline = Path(scratch) / "tree"
         subprocess.run(["git", "worktree", "add", "--detach", str(baseline), args.baseline], cwd=REPO, check=True)
         try:
