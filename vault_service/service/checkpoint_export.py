@@ -8,6 +8,8 @@ whatever level the service logs at: the lines are evidence.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -66,17 +68,53 @@ def _appended_line(path: Path, line: str, create: bool) -> str | None:
     """Append `line` to the file at `path`; why it was left alone (`create` False: missing, not writable), or None.
 
     With `create`, a file that cannot be opened raises: the vault's own export must fail loudly.
+    The line is appended whole or not at all (`_append_whole`).
     """
-    flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT if create else 0)
+    flags = os.O_APPEND | (os.O_CREAT if create else 0)
     try:
-        descriptor = os.open(path, flags, 0o666)  # the umask applies, as for open(path, "a")
+        try:
+            descriptor = os.open(path, flags | os.O_RDWR, 0o666)  # the umask applies, as for open(path, "a")
+        except PermissionError:  # a file this user may write and not read: appended to without the newline check
+            descriptor = os.open(path, flags | os.O_WRONLY, 0o666)
     except (FileNotFoundError, PermissionError) as error:
         if create:
             raise
         return "does not exist" if isinstance(error, FileNotFoundError) else "is not writable by this user"
-    with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
-        handle.write(line + "\n")
+    try:
+        _append_whole(descriptor, (line + "\n").encode("utf-8"))
+    finally:
+        os.close(descriptor)
     return None
+
+
+def _append_whole(descriptor: int, data: bytes) -> None:
+    """Append `data` (one line and its newline) as a line of its own, or leave the file as it was (chaos 50, V50-1).
+
+    A write the disk cannot take (ENOSPC, EFBIG, EIO) may store part of the line first: left there,
+    with no newline, it was a checkpoint line cut short, and the next line was appended onto it - the
+    copy reader refuses a copy holding a line that claims a checkpoint and cannot be read, so every
+    `audit verify` and `who-saw` was refused from then on and the glued checkpoint was lost. So the
+    file is cut back to its size before the write when the write fails, and a line that a crash of
+    the host did cut short (the file's last byte not a newline) is ended first, so that this line
+    stands alone. Writers (the vault, the admin commands) take the file's lock around it, so the
+    size read before is where this line starts.
+    """
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    before = os.fstat(descriptor).st_size
+    with contextlib.suppress(OSError):  # a write-only descriptor: no check
+        if before and os.pread(descriptor, 1, before - 1) != b"\n":
+            data = b"\n" + data
+    written = 0
+    try:
+        while written < len(data):
+            written += os.write(descriptor, data[written:])
+    except OSError:
+        if written:
+            try:
+                os.ftruncate(descriptor, before)
+            except OSError:  # what the failed write left stays: the next append ends its line first
+                log.warning("the audit checkpoint file could not be cut back after a failed write", exc_info=True)
+        raise
 
 
 def pending_exporter(path: Path | None, create: bool = True) -> Callable[[PendingNote], None]:
