@@ -78,9 +78,19 @@ class AuditChecksOverdue(AuditUnavailable):
     """
 
     def __init__(
-        self, reason: str, database_unreachable: bool = False, waiting_for: WaitingFor = WaitingFor.CHECK
+        self,
+        reason: str,
+        database_unreachable: bool = False,
+        waiting_for: WaitingFor = WaitingFor.CHECK,
+        signer_unavailable: bool = False,
     ) -> None:
-        if database_unreachable:
+        if signer_unavailable and not database_unreachable:
+            advice = (
+                "Vault (OpenBao) does not sign the audit upkeep's checkpoints (health tokenvault.dependency.vault"
+                " NOT_SERVING; the vault's log says why): reveals stay refused until it answers again, and this"
+                " clears by itself then; tokenization goes on (alert AuditUpkeepFailing)"
+            )
+        elif database_unreachable:
             advice = (
                 "The audit upkeep cannot reach the vault's database (no connection could be had): this clears by"
                 " itself once the database is back (alert AuditDatabaseUnreachable)"
@@ -101,6 +111,7 @@ class AuditChecksOverdue(AuditUnavailable):
         self.reason = reason
         self.database_unreachable = database_unreachable
         self.waiting_for = waiting_for
+        self.signer_unavailable = signer_unavailable
 
 
 class AppendedRows:
@@ -135,6 +146,11 @@ class AppendedRows:
         self._clock = clock
         self.database_unreachable = False
         """Whether the upkeep's latest round failed for want of any database connection (set by the upkeep)."""
+        self.signer_unavailable = False
+        """Whether the upkeep's latest round failed at a Transit call: Vault away or refusing (set by the upkeep).
+
+        The rows then wait for a checkpoint Vault cannot sign: the refusal says so, rather than sending the
+        caller to the checkpoint file's volume (chaos 50, V50-2)."""
         self.waiting_for = WaitingFor.CHECK
         """What the oldest remembered row waits for (set by the upkeep: `checked`, and back at `forget`)."""
 
@@ -170,10 +186,12 @@ class AppendedRows:
         else:
             return
         self.on_refused(1)
-        unreachable = self.database_unreachable
+        unreachable, unsigned = self.database_unreachable, self.signer_unavailable
         if unreachable:
             reason += " while the vault's database cannot be reached"
-        raise AuditChecksOverdue(reason, unreachable, waiting_for)
+        elif unsigned:
+            reason += " while Vault (OpenBao) cannot sign a checkpoint"
+        raise AuditChecksOverdue(reason, unreachable, waiting_for, unsigned)
 
     def _should_warn(self, age: float) -> bool:
         """Whether to log the early warning now (under the lock): the first call of a stretch past `warn_age`."""

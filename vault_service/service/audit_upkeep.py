@@ -39,7 +39,7 @@ from collections.abc import Callable
 from vault_service.domain.anchoring import AppendedRows, WaitingFor
 from vault_service.domain.checkpoints import Checkpoint
 from vault_service.domain.database_probe import ProbeAnswer
-from vault_service.domain.errors import DatabaseUnreachable, VaultError
+from vault_service.domain.errors import DatabaseUnreachable, KeysUnavailable, VaultError
 from vault_service.domain.pending_rows import PendingNote
 from vault_service.service.checkpoint_anchor import CheckpointAnchor
 from vault_service.service.checkpoint_ports import CheckpointStore, Signer
@@ -283,7 +283,7 @@ class AuditUpkeep:
         `on_probe_refused`. A round the watchdog reported as overrunning was counted then, not
         again when it ends.
         """
-        unreachable, failed = False, True
+        unreachable, unsigned, failed = False, False, True
         self._watchdog.begin()
         try:
             self.run_once()
@@ -299,6 +299,9 @@ class AuditUpkeep:
                 self._log_failure(_POOL_EXHAUSTED)
                 return
             log.warning("audit upkeep postponed: %s", error)
+        except KeysUnavailable as error:  # a Transit call (the checkpoint's signature): Vault away or refusing
+            unsigned = True
+            log.warning("audit upkeep postponed: %s", error)
         except VaultError as error:  # Vault or the database away: the next round catches up
             log.warning("audit upkeep postponed: %s", error)
         except Exception as error:  # the thread must outlive any one round, whatever fails in it
@@ -311,6 +314,7 @@ class AuditUpkeep:
                 self._on_failed()
             if self._appended is not None:
                 self._appended.database_unreachable = unreachable
+                self._appended.signer_unavailable = unsigned
         self._failure_seen = ""
 
     def _log_failure(self, failure: str) -> None:
