@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import botocore.exceptions
 import psycopg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -78,15 +79,62 @@ def etl_watch(state_dir: Path) -> Callable[[], bool]:
     return (lambda: alive(pid)) if pid else (lambda: True)
 
 
+STALL_SECONDS = 5.0
+"""No event accounted for in this long, with messages in flight: `make run` says what it waits for (walk48, W48-13)."""
+ETL_LEASE_SECONDS = 60
+"""How long the stack's ETL leases a message it receives: ETL_VISIBILITY_TIMEOUT_SECONDS, which the stack leaves at
+its default (devstack.stack.etl_service_env); a received message no ETL deletes is invisible that long."""
+
+
+def in_flight_counter(env: dict[str, str]) -> Callable[[], int]:
+    """How many messages of the queue are in flight now - received, not deleted - (0 when SQS does not say).
+
+    Asked with the DLQ operators' key, which may read the queue's attributes and not receive from it.
+    """
+    client = sqs_client(env["SQS_ENDPOINT_URL"], identity_key(env, "dlq-operator"))
+
+    def in_flight() -> int:
+        try:
+            answer = client.get_queue_attributes(
+                QueueUrl=env["SQS_QUEUE_URL"], AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+            )
+            return int(answer["Attributes"].get("ApproximateNumberOfMessagesNotVisible", "0"))
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, KeyError, ValueError):
+            return 0
+
+    return in_flight
+
+
+def waiting_for_leases(in_flight: int) -> str:
+    """What `make run` waits for when progress stalls while messages are in flight (walk48, W48-13).
+
+    An ETL stopped (killed, or restarted by `make up` / `make run`) with messages received - its open long polls
+    take what arrives even after it died - leaves them invisible until their lease ends; `make run` printed
+    nothing for that minute, then "300 of 300 sent (60.7 s)".
+    """
+    return (
+        f"waiting for {in_flight} message(s) in flight: received by an ETL and not loaded - most likely one that"
+        f" stopped with them in hand; they come back to the queue when their lease ends (within {ETL_LEASE_SECONDS}"
+        " s) and the running ETL loads them"
+    )
+
+
 def wait_for_landing(
-    dsn: str, ids: list[str], timeout: float, etl_running: Callable[[], bool] = lambda: True
+    dsn: str,
+    ids: list[str],
+    timeout: float,
+    etl_running: Callable[[], bool] = lambda: True,
+    in_flight: Callable[[], int] = lambda: 0,
 ) -> tuple[int, int]:
     """Poll until every event is in user_logins or the quarantine, the ETL stopped or `timeout` passed.
 
-    Return (rows, quarantined).
+    When no event is accounted for in STALL_SECONDS while messages are in flight (`in_flight`), it says once what
+    it waits for: a stopped ETL's leases (walk48, W48-13). Return (rows, quarantined).
     """
     columns = (TextColumn("ETL draining"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     deadline = time.monotonic() + timeout
+    said = False
+    last, moved = -1, time.monotonic()
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("", total=len(ids))
         while True:
@@ -94,6 +142,11 @@ def wait_for_landing(
             progress.update(task, completed=rows + quarantined)
             if rows + quarantined >= len(ids) or time.monotonic() > deadline or not etl_running():
                 return rows, quarantined
+            if rows + quarantined != last:
+                last, moved = rows + quarantined, time.monotonic()
+            elif not said and time.monotonic() - moved >= STALL_SECONDS and (held := in_flight()) > 0:
+                progress.console.print(waiting_for_leases(held), soft_wrap=True)
+                said = True
             time.sleep(0.3)
 
 
@@ -254,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     source = str(args.file) if args.file else f"generator (seed {args.seed})"
     console.print(f"sent {len(events)} messages from {source} to login-queue")
     etl_running = etl_watch(state_dir)
-    rows, quarantined = wait_for_landing(env["PG_ADMIN_DSN"], ids, args.timeout, etl_running)
+    rows, quarantined = wait_for_landing(env["PG_ADMIN_DSN"], ids, args.timeout, etl_running, in_flight_counter(env))
     elapsed = time.monotonic() - started
 
     console.print("\n[bold]summary[/]")

@@ -86,3 +86,39 @@ def test_make_run_says_the_etl_stopped_and_how_to_bring_it_back(
     assert demo.main(["--events", "3", "--timeout", "600"]) == 1
     printed = " ".join(capsys.readouterr().out.split())
     assert "the ETL service stopped" in printed and "make up" in printed and "etl_service.log" in printed, printed
+
+
+def test_a_stall_with_messages_in_flight_says_once_what_it_waits_for(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """walk48, W48-13: after an ETL died `make run` waited the 60 s lease of the messages it had received, silent."""
+    monkeypatch.setattr(demo, "STALL_SECONDS", 0.5)
+    polls: list[float] = []
+
+    def counts(dsn: str, ids: list[str]) -> tuple[int, int]:
+        polls.append(time.monotonic())
+        return (3 if len(polls) > 8 else 1), 0  # one landed, then ~2.5 s of nothing, then the rest
+
+    monkeypatch.setattr(demo, "_counts", counts)
+    landed = demo.wait_for_landing("postgresql://unused", ["e-1", "e-2", "e-3"], 60, in_flight=lambda: 2)
+    printed = " ".join(capsys.readouterr().out.split())
+    assert landed == (3, 0)
+    assert printed.count("waiting for") == 1, printed  # once, not at every poll
+    assert "waiting for 2 message(s) in flight" in printed and "most likely one that stopped" in printed, printed
+    assert f"their lease ends (within {demo.ETL_LEASE_SECONDS} s)" in printed, printed
+
+
+def test_a_stall_with_nothing_in_flight_or_progress_says_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing in flight (the ETL slow, the messages still in the queue): no lease to wait for, nothing said."""
+    monkeypatch.setattr(demo, "STALL_SECONDS", 0.5)
+    polls: list[int] = []
+
+    def counts(dsn: str, ids: list[str]) -> tuple[int, int]:
+        polls.append(1)
+        return (2 if len(polls) > 8 else 0), 0
+
+    monkeypatch.setattr(demo, "_counts", counts)
+    assert demo.wait_for_landing("postgresql://unused", ["e-1", "e-2"], 60, in_flight=lambda: 0) == (2, 0)
+    assert "waiting for" not in capsys.readouterr().out
