@@ -22,6 +22,8 @@ class FakeVault:
     renewals: int = 0
     issued_at: float = 0.0
     refuse_renewal: bool = False
+    revoked: bool = False
+    lookups: int = 0
     expires_at: float = 0.0
     login_times: list[float] = field(default_factory=list)
     auth: Any = field(init=False)
@@ -30,6 +32,12 @@ class FakeVault:
         vault = self
 
         class Token:
+            def lookup_self(self) -> dict[str, Any]:
+                vault.lookups += 1
+                if vault.revoked:
+                    raise hvac.exceptions.Forbidden("permission denied")
+                return {"data": {"ttl": vault.expires_at - vault.now}}
+
             def renew_self(self) -> dict[str, Any]:
                 if vault.refuse_renewal:
                     raise hvac.exceptions.Forbidden("permission denied")
@@ -44,6 +52,7 @@ class FakeVault:
         self.auth = Auth()
 
     def login(self, client: Any) -> dict[str, Any]:
+        self.revoked = False  # a new token
         self.logins += 1
         self.issued_at = self.now
         self.expires_at = self.now + self.ttl if self.ttl else float("inf")
@@ -76,3 +85,20 @@ def test_a_non_expiring_token_is_never_touched() -> None:
     vault = FakeVault(ttl=0, max_ttl=0)
     run(vault, 10_000, step=100)
     assert (vault.logins, vault.renewals) == (1, 0)
+
+
+def test_a_token_vault_refuses_before_its_time_is_replaced_at_once_and_a_policy_refusal_spends_no_login() -> None:
+    """Chaos 50, V50-3: a revoked token was kept until its renewal was due (2/3 of its TTL), every call refused."""
+    vault = FakeVault(ttl=3600, max_ttl=86400)
+    session = VaultSession.logged_in(vault, vault.login, clock=lambda: vault.now)
+    vault.now = 10
+    session.refused()  # a 403 for a capability the policy lacks: the token is still valid
+    assert (vault.lookups, vault.logins) == (1, 1)
+    vault.now, vault.revoked = 20, True
+    session.refused()  # the token itself refused: a new login now, not at 2400 s
+    assert (vault.lookups, vault.logins) == (2, 2)
+    session.refused()  # more 403s of calls in flight with the old token: no second look within RETRY_SECONDS
+    assert (vault.lookups, vault.logins) == (2, 2)
+    vault.now = 30
+    session.refused()
+    assert (vault.lookups, vault.logins) == (3, 2)  # looked again: the new token is valid

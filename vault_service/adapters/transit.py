@@ -34,11 +34,16 @@ class VaultStartupError(RuntimeError):
     """Vault cannot be used: unreachable, sealed, bad credentials or missing permission."""
 
 
-def _transit_data(what: str, call: Callable[[], Any]) -> dict[str, Any]:
-    """The `data` of a Transit response; KeysUnavailable saying what failed and why."""
+def _transit_data(what: str, call: Callable[[], Any], session: VaultSession | None = None) -> dict[str, Any]:
+    """The `data` of a Transit response; KeysUnavailable saying what failed and why.
+
+    A 403 is told to `session`, which logs in again if its token is what Vault refuses (V50-3).
+    """
     try:
         response = call()
     except (hvac.exceptions.VaultError, requests.RequestException) as error:
+        if session is not None and isinstance(error, hvac.exceptions.Forbidden):
+            session.refused()
         raise KeysUnavailable(f"{failed_verb(error)} {what}: {describe_vault_error(error)}") from None
     data: dict[str, Any] = response["data"]
     return data
@@ -59,6 +64,7 @@ class TransitKeyWrapper:
             lambda: self._vault.client().secrets.transit.generate_data_key(
                 name=self._kek_name, key_type="plaintext", bits=256, mount_point=self._mount
             ),
+            self._vault,
         )
         return base64.b64decode(data["plaintext"]), str(data["ciphertext"])
 
@@ -69,6 +75,7 @@ class TransitKeyWrapper:
             lambda: self._vault.client().secrets.transit.decrypt_data(
                 name=self._kek_name, ciphertext=wrapped_key, mount_point=self._mount
             ),
+            self._vault,
         )
         return base64.b64decode(data["plaintext"])
 
@@ -79,6 +86,7 @@ class TransitKeyWrapper:
             lambda: self._vault.client().secrets.transit.rewrap_data(
                 name=self._kek_name, ciphertext=wrapped_key, mount_point=self._mount
             ),
+            self._vault,
         )
         return str(data["ciphertext"])
 
@@ -91,6 +99,7 @@ class TransitKeyWrapper:
         data = _transit_data(
             "read the KEK's metadata",
             lambda: self._vault.client().secrets.transit.read_key(name=self._kek_name, mount_point=self._mount),
+            self._vault,
         )
         return KekVersions(
             int(data["latest_version"]),
@@ -138,6 +147,7 @@ class TransitSigner:
             lambda: self._vault.client().secrets.transit.sign_data(
                 name=self._key_name, hash_input=encoded, mount_point=self._mount
             ),
+            self._vault,
         )
         return str(result["signature"])
 
@@ -146,6 +156,7 @@ class TransitSigner:
         result = _transit_data(
             f"read {self._mount}/keys/{self._key_name}",
             lambda: self._vault.client().secrets.transit.read_key(name=self._key_name, mount_point=self._mount),
+            self._vault,
         )
         if result.get("type") != "ed25519":
             raise KeysUnavailable(f"Transit key {self._key_name} is {result.get('type')}, not an ed25519 signing key")

@@ -48,6 +48,7 @@ class VaultSession:
         self._ttl = 0.0
         self._renew_at = float("inf")
         self._renewable = False
+        self._refusal_checked_at = float("-inf")
 
     @classmethod
     def logged_in(cls, client: hvac.Client, login: Login, clock: Callable[[], float] = time.monotonic) -> VaultSession:
@@ -76,6 +77,34 @@ class VaultSession:
                 if self._clock() >= self._renew_at:
                     self._refresh()
         return self._client
+
+    def refused(self) -> None:
+        """Vault answered a call 403: if the token itself is no longer valid, log in again now (chaos 50, V50-3).
+
+        A token revoked before its time (an incident response revoking the AppRole's logins, a restore of
+        Vault from a snapshot older than the login) was kept until its renewal was due - 2/3 of a 1 h TTL - so
+        every Transit call failed meanwhile: checkpoints unsigned, reveals refused after the audit bound,
+        new data keys unloadable. The token is looked up (`lookup_self`, which any valid token may): still
+        valid, the refusal is a capability the policy lacks, and nothing changes (no secret id use spent);
+        refused too, the service logs in again. At most once per RETRY_SECONDS, whatever the callers.
+        """
+        with self._lock:
+            now = self._clock()
+            if now < self._refusal_checked_at + RETRY_SECONDS:
+                return
+            self._refusal_checked_at = now
+            try:
+                self._client.auth.token.lookup_self()
+                return  # the token is valid: the policy refused the call
+            except hvac.exceptions.Forbidden:
+                pass
+            except (hvac.exceptions.VaultError, requests.RequestException):
+                return  # Vault away or failing: the schedule stands
+            if self._login is None:
+                log.error("Vault refuses the service's fixed token (revoked or expired): give the service a new one")
+                return
+            log.warning("Vault refuses the service's token before its time (revoked?): logging in again")
+            self._relogin()
 
     @property
     def seconds_left(self) -> float:
