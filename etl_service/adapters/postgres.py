@@ -23,6 +23,7 @@ from typing import TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from etl_service.adapters.postgres_refusals import REFUSED_STATES, startup_refusal, tls_refusal
 from etl_service.domain.messages import EventKey, QuarantineRecord, UserLoginRow, event_id_reused
 from etl_service.domain.row_manifest import RowManifest
 from etl_service.errors import DependencyDown, Misconfigured
@@ -137,7 +138,7 @@ class PostgresLoginStore:
         except psycopg.Error as error:
             raise database_error(error) from None
         if not allowed or not all(allowed):
-            raise Misconfigured(f"Postgres refused the ETL: {_REFUSED_STATES['42501']}", "database")
+            raise Misconfigured(f"Postgres refused the ETL: {REFUSED_STATES['42501']}", "database")
 
     def ready(self) -> None:
         """Whether a pooled session may write; DependencyDown when the database does not answer or is read-only.
@@ -231,50 +232,19 @@ SELECT has_table_privilege('public.user_logins', 'INSERT'), has_table_privilege(
        has_column_privilege('public.user_logins', 'event_id', 'SELECT'),
        has_function_privilege('{_REUSED_FUNCTION}', 'EXECUTE')
 """
-_REFUSED_STATES = {
-    "28P01": "the password of ETL_DATABASE_DSN was refused",
-    "28000": "the role of ETL_DATABASE_DSN may not log in",
-    "3D000": "the database of ETL_DATABASE_DSN does not exist",
-    "42501": "the role of ETL_DATABASE_DSN lacks a privilege the ETL needs (INSERT on user_logins,"
-    " user_login_manifests and etl_quarantine, SELECT of user_logins.event_id, EXECUTE on"
-    " public.user_logins_reused_event_ids)",
-    "42P01": "a table the ETL needs is missing: run the migrations (python -m tokenvault_common.migrations)",
-    "42703": "a column the ETL needs is missing: run the migrations (python -m tokenvault_common.migrations)",
-    "42883": "a function the ETL needs is missing: run the migrations (python -m tokenvault_common.migrations)",
-}
-
-
-_STARTUP_REFUSALS = (
-    ("password authentication failed", "28P01", _REFUSED_STATES["28P01"]),
-    ("is not permitted to log in", "28000", "the role of ETL_DATABASE_DSN may not log in (NOLOGIN)"),
-    ("no pg_hba.conf entry", "28000", "pg_hba.conf has no entry letting the role of ETL_DATABASE_DSN connect"),
-    ("pg_hba.conf rejects connection", "28000", "pg_hba.conf rejects the role of ETL_DATABASE_DSN"),
-    ('role "', "28000", "the role of ETL_DATABASE_DSN does not exist"),
-    ('database "', "3D000", _REFUSED_STATES["3D000"]),
-    ("permission denied for database", "42501", "the role of ETL_DATABASE_DSN lacks CONNECT on its database"),
-)
-"""The server's refusals of a login, by their text: libpq reports them before any session, so without a SQLSTATE
-(psycopg 3.3). Each would otherwise be taken for the database down for ever (review 49, R49-1). `role "`/`database "`
-count only with "does not exist"."""
-
-
-def _startup_refusal(text: str) -> tuple[str, str] | None:
-    """(SQLSTATE, what) of a login the server refused, recognised by its text; None for anything else."""
-    for fragment, state, said in _STARTUP_REFUSALS:
-        if fragment in text and (not fragment.endswith('"') or "does not exist" in text):
-            return state, said
-    return None
 
 
 def database_error(error: Exception) -> DependencyDown | Misconfigured:
-    """Misconfigured for refusals (login, privilege, missing table), DependencyDown for the rest."""
+    """Misconfigured for refusals (login, TLS, privilege, missing table), DependencyDown for the rest."""
     state = getattr(error, "sqlstate", None)
     text = str(error)
-    if state is None and (refused := _startup_refusal(text)) is not None:
+    if state is None and (refused := startup_refusal(text)) is not None:
         state, said = refused
         return Misconfigured(f"Postgres refused the ETL: {said} (SQLSTATE {state})", "database")
-    if state in _REFUSED_STATES:
-        return Misconfigured(f"Postgres refused the ETL: {_REFUSED_STATES[state]} (SQLSTATE {state})", "database")
+    if state is None and (tls := tls_refusal(text)) is not None:
+        return Misconfigured(f"Postgres refused the ETL: ETL_DATABASE_DSN's TLS settings: {tls}", "database")
+    if state in REFUSED_STATES:
+        return Misconfigured(f"Postgres refused the ETL: {REFUSED_STATES[state]} (SQLSTATE {state})", "database")
     if state == "25006":  # read_only_sql_transaction: the session may not write (C49-1)
         down = DependencyDown(READ_ONLY, "database")
         down.nothing_stored = True  # the server refused the write: no COMMIT of it can have committed

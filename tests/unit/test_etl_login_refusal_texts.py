@@ -34,6 +34,11 @@ def test_a_pg_hba_refusal_is_a_misconfiguration(text: str) -> None:
         "Connection refused\n\tIs the server running on that host and accepting TCP/IP connections?",
         "the database system is starting up",
         "sorry, too many clients already",
+        # a TLS connection cut by the network or a server going away (libpq's fe-secure-openssl.c): etl50
+        "SSL SYSCALL error: EOF detected",
+        "SSL error: unexpected eof while reading",
+        "SSL connection has been closed unexpectedly",
+        "server closed the connection unexpectedly\n\tThis probably means the server terminated abnormally",
     ],
 )
 def test_a_database_that_does_not_answer_or_is_busy_stays_an_outage(text: str) -> None:
