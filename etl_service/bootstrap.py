@@ -14,6 +14,7 @@ from etl_service.adapters.postgres import PostgresLoginStore
 from etl_service.adapters.sqs import SqsQueue, make_sqs_client
 from etl_service.adapters.transit_sealer import TransitSealer
 from etl_service.adapters.vault_client import GrpcTokenizer
+from etl_service.adapters.vault_tls_probe import VaultTls
 from etl_service.config import EtlConfig
 from etl_service.errors import EtlError, Misconfigured
 from etl_service.service.batch import BatchProcessor
@@ -22,8 +23,8 @@ from etl_service.service.gate import DependencyGate
 from etl_service.service.outcomes import ConsumerObserver, NoObserver
 from etl_service.service.ports import Queue
 from etl_service.service.sealing import DiscardBodies
+from tokenvault_client.channel import ClientIdentity, open_channel
 from tokenvault_common.database_dsn import Conninfo
-from tokenvault_common.grpc_tls import secure_channel
 from tokenvault_common.pg_pool import LoginCheck
 
 log = logging.getLogger(__name__)
@@ -107,9 +108,17 @@ def bootstrap(
         sqs.check()
         max_receive_count = sqs.redrive_limit  # read again where a message's fate depends on it
         queue = sqs
-    channel = secure_channel(
-        config.vault_address, config.tls_ca, config.tls_cert, config.tls_key, config.vault_server_name
+    tls = VaultTls(  # read once: the channel presents these bytes, and a refused handshake is asked with them
+        config.vault_address,
+        config.tls_ca.read_bytes(),
+        config.tls_cert.read_bytes(),
+        config.tls_key.read_bytes(),
+        config.vault_server_name,
     )
+    identity = ClientIdentity(
+        config.tls_ca, config.tls_cert, config.tls_key, tls.server_name, tls.ca_pem, tls.cert_pem, tls.key_pem
+    )
+    channel = open_channel(config.vault_address, identity, transparent_retry=True)  # as secure_channel
     check = LoginCheck(config.database_conninfo)  # dead connections, and a dropped login's (review 36, R36-4)
     pool = check.attach(
         ConnectionPool(
@@ -124,7 +133,10 @@ def bootstrap(
     )
     pool.open(wait=False)
     stopping = threading.Event()  # Consumer.stop sets it: a Tokenize waiting out the vault's quota stops waiting
-    tokenizer, store = GrpcTokenizer(channel, stopping=stopping), PostgresLoginStore(pool, config.database_conninfo)
+    tokenizer, store = (
+        GrpcTokenizer(channel, stopping=stopping, tls=tls),
+        PostgresLoginStore(pool, config.database_conninfo),
+    )
     # The rows it loads are signed with the same OpenBao login (attack 41, A41-1); a discarding ETL has none.
     signer = sealer if isinstance(sealer, TransitSealer) else None
     processor = BatchProcessor(

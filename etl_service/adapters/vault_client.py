@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 
 import grpc
 
-from etl_service.errors import DependencyDown, Misconfigured, vault_status_error
+from etl_service.adapters.vault_tls_probe import HANDSHAKE_MARKS, VaultTls, handshake_refusal
+from etl_service.errors import DependencyDown, EtlError, Misconfigured, vault_status_error
 from tokenvault_client import ChunkLimits, RateLimited, RetryPolicy, TokenType, VaultClient, VaultClientError
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,12 @@ class GrpcTokenizer:
         timeout_seconds: float = 10.0,
         stopping: threading.Event | None = None,
         max_throttled_wait: float = MAX_THROTTLED_WAIT_SECONDS,
+        tls: VaultTls | None = None,
     ) -> None:
         """`stopping`: the consumer's stop event (bootstrap shares it); once set, a quota wait ends at once.
+
+        `tls`: the address and PEM bytes the channel was opened with, to ask a handshake failure whether the vault
+        refuses the ETL's TLS settings (vault_tls_probe; etl50) - else every such failure is the vault down.
 
         `channel`: one tokenvault_client opened (secure_channel, as bootstrap does): it sends a Tokenize once, so
         a Tokenize that could not connect to the vault (its port closed: the vault down) was never sent and
@@ -56,6 +61,7 @@ class GrpcTokenizer:
         the letter is a plain `dependency_unavailable` one, not "tokenize outcome unknown" (walk46, W46-4).
         """
         self.stopping = stopping if stopping is not None else threading.Event()
+        self._tls = tls
         self._client = VaultClient(
             channel,
             deadline=timeout_seconds,
@@ -71,13 +77,14 @@ class GrpcTokenizer:
 
         Misconfigured when the vault refuses the ETL's identity on health too (since its guard checks
         every call: a certificate expired or revoked while the gate was closed), classified as
-        Tokenize's refusals are; any other failure is DependencyDown (review 20, R20-7: a refused
-        identity read as "vault down" kept the ETL paused for ever instead of exiting).
+        Tokenize's refusals are, and when the vault's TLS refuses the ETL (`_refused`, etl50); any other
+        failure is DependencyDown (review 20, R20-7: a refused identity read as "vault down" kept the ETL
+        paused for ever instead of exiting).
         """
         try:
             self._client.ready(timeout=2)
         except VaultClientError as error:
-            kind = vault_status_error(error.code.name, error.details, "health check")
+            kind = self._refused(error, vault_status_error(error.code.name, error.details, "health check"))
             if isinstance(kind, Misconfigured):
                 raise kind from None
             raise DependencyDown(f"vault service health check: {error.code.name}", "vault") from None
@@ -87,8 +94,8 @@ class GrpcTokenizer:
 
         Tokenizes two documentation values (RFC 5737's 192.0.2.1 and a fixed probe id: no
         PII) - the only way to learn the permission without a dedicated RPC. Raises
-        Misconfigured for a refusal, DependencyDown when the vault cannot be reached
-        (a refused client certificate shows as UNAVAILABLE with a handshake error).
+        Misconfigured for a refusal - a TLS handshake the vault refuses too (`_refused`) -, DependencyDown when
+        the vault cannot be reached.
         """
         ip_tokens, device_tokens = self.tokenize([PROBE_IP], [PROBE_DEVICE_ID])
         if PROBE_IP not in ip_tokens or PROBE_DEVICE_ID not in device_tokens:
@@ -110,8 +117,8 @@ class GrpcTokenizer:
             )
         except VaultClientError as error:
             retry_after = error.retry_after if isinstance(error, RateLimited) else 0.0  # its retry-after-ms
-            raise vault_status_error(
-                error.code.name, error.details, "Tokenize", retry_after, error.nothing_stored
+            raise self._refused(
+                error, vault_status_error(error.code.name, error.details, "Tokenize", retry_after, error.nothing_stored)
             ) from None
         ip_tokens = {value: token for value, token in zip(ips, ip_column.tokens, strict=True) if token}
         device_tokens = {value: token for value, token in zip(device_ids, device_column.tokens, strict=True) if token}
@@ -119,6 +126,21 @@ class GrpcTokenizer:
         if refused:
             log.warning("vault refused values", extra={"refused_count": refused})
         return ip_tokens, device_tokens
+
+    def _refused(self, error: VaultClientError, kind: EtlError) -> EtlError:
+        """`kind`, or Misconfigured when it is UNAVAILABLE of a failed handshake and the vault refuses the ETL's TLS.
+
+        gRPC tells a certificate the vault refuses, or a vault certificate ETL_TLS_CA does not verify, from the vault
+        down by no status: taken for an outage, the ETL waited for ever once its certificate expired, or the vault's
+        CA changed, while it ran (etl50). A handshake of the ETL's own says which (vault_tls_probe).
+        """
+        lowered = error.details.lower()
+        if self._tls is None or error.code.name != "UNAVAILABLE" or not any(m in lowered for m in HANDSHAKE_MARKS):
+            return kind
+        refused = handshake_refusal(self._tls)
+        if refused is None:
+            return kind
+        return Misconfigured(f"vault service refused the ETL's TLS (the TLS handshake failed): {refused}", "vault")
 
 
 class QuotaWaitLog:

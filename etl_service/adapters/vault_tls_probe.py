@@ -1,0 +1,105 @@
+"""Whether the vault's TLS refuses the ETL, asked by a handshake of the ETL's own with the channel's identity (etl50).
+
+gRPC reports a handshake the vault refuses as UNAVAILABLE, as it does the vault down: a certificate of the ETL the
+vault does not accept (expired at the handshake, of a CA it does not trust) reads "Socket closed" - under TLS 1.3 the
+client's handshake is over before the server checks its certificate, and the vault closes the connection without a
+word - and a vault certificate ETL_TLS_CA does not verify reads "Tls handshake failed". Both were waited out as an
+outage for ever, the ETL's start check alone saying so. This probe makes one TLS connection with the very bytes the
+channel was opened with (ETL_TLS_CA, ETL_TLS_CERT, ETL_TLS_KEY as read at start: files renewed on disk since are not
+what the channel presents), offers HTTP/2 (ALPN h2) and sends its preface:
+
+- the vault's certificate fails verification                      -> refused (ETL_TLS_CA, ETL_VAULT_SERVER_NAME)
+- a TLS alert, or the connection closed before the server's first HTTP/2 frame, twice -> refused (ETL_TLS_CERT)
+- the server's first frame arrives (it accepts the ETL)           -> None: the failure was something else
+- no connection, a timeout, a close during the handshake itself   -> None: an outage, waited out as before
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+"""HTTP/2's client preface and an empty SETTINGS frame: a gRPC server that accepted the handshake answers a frame."""
+HANDSHAKE_MARKS = ("handshake", "socket closed", "ssl", "certificate")
+"""gRPC's words for a connection that failed in or right after its TLS handshake (tokenvault_client.errors)."""
+
+
+@dataclass(frozen=True)
+class VaultTls:
+    """Where the vault listens and the PEM bytes the ETL's channel to it was opened with."""
+
+    address: str
+    ca_pem: bytes = field(repr=False)
+    cert_pem: bytes = field(repr=False)
+    key_pem: bytes = field(repr=False)
+    server_name: str | None = None
+
+
+def handshake_refusal(tls: VaultTls, timeout: float = 3.0) -> str | None:
+    """What the vault's TLS refuses of the ETL's settings, in words naming them; None when it does not refuse.
+
+    A close right after the handshake is counted only when a second connection ends the same way (a vault that
+    stops between the two would not answer the second connection at all).
+    """
+    if not hasattr(os, "memfd_create"):  # Linux's (the ETL's image); elsewhere no diagnosis: an outage as before
+        return None
+    first = _one_handshake(tls, timeout)
+    if first is None or first.startswith("the vault's certificate"):
+        return first
+    return first if _one_handshake(tls, timeout) is not None else None
+
+
+def _one_handshake(tls: VaultTls, timeout: float) -> str | None:
+    host, _, port = tls.address.rpartition(":")
+    try:
+        context = _context(tls)
+        with (
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=tls.server_name or host.strip("[]")) as conn,
+        ):
+            conn.sendall(_PREFACE)
+            answered = conn.recv(9)
+    except ssl.SSLCertVerificationError as error:
+        return (
+            f"the vault's certificate is not one ETL_TLS_CA verifies for"
+            f" {tls.server_name or host} ({error.verify_message}): check ETL_TLS_CA and ETL_VAULT_SERVER_NAME"
+        )
+    except ssl.SSLError as error:
+        if "alert" in str(error.reason or "").lower():
+            return f"the vault refused the ETL's certificate in the TLS handshake ({error.reason}): {_CERT_FIX}"
+        return None  # a connection cut during the handshake (SSLEOFError, ...): an outage
+    except (OSError, ValueError):
+        return None  # not reached, timed out, reset: an outage
+    if answered:
+        return None
+    return f"the vault closed the connection on seeing the ETL's certificate: {_CERT_FIX}"
+
+
+_CERT_FIX = (
+    "ETL_TLS_CERT is expired or not of the vault's client CA (TOKENVAULT_TLS_CLIENT_CA) - renew it, then restart"
+    " the ETL (it reads ETL_TLS_CERT and ETL_TLS_KEY at start)"
+)
+
+
+def _context(tls: VaultTls) -> ssl.SSLContext:
+    context = ssl.create_default_context(cadata=tls.ca_pem.decode("ascii", "replace"))
+    context.set_alpn_protocols(["h2"])
+    with _in_memory(tls.cert_pem) as cert, _in_memory(tls.key_pem) as key:
+        context.load_cert_chain(cert, key)
+    return context
+
+
+@contextlib.contextmanager
+def _in_memory(data: bytes) -> Iterator[str]:
+    """A path to `data` that is never on a disk (a memfd): ssl loads a certificate and key only from a path."""
+    fd = os.memfd_create("tokenvault-etl-tls", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, data)
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
