@@ -13,6 +13,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,9 +98,10 @@ def _append_whole(descriptor: int, data: bytes) -> None:
     file is cut back to its size before the write when the write fails, and a line that a crash of
     the host did cut short (the file's last byte not a newline) is ended first, so that this line
     stands alone. Writers (the vault, the admin commands) take the file's lock around it, so the
-    size read before is where this line starts.
+    size read before is where this line starts. A lock held longer than any append takes is not a writer's
+    (`_locked`): the line is appended without it.
     """
-    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    _locked(descriptor)
     before = os.fstat(descriptor).st_size
     with contextlib.suppress(OSError):  # a write-only descriptor: no check
         if before and os.pread(descriptor, 1, before - 1) != b"\n":
@@ -115,6 +117,35 @@ def _append_whole(descriptor: int, data: bytes) -> None:
             except OSError:  # what the failed write left stays: the next append ends its line first
                 log.warning("the audit checkpoint file could not be cut back after a failed write", exc_info=True)
         raise
+
+
+LOCK_WAIT_SECONDS = 2.0
+"""The longest an append waits for the checkpoint file's lock: the writers hold it for one write of one line."""
+
+
+def _locked(descriptor: int, wait: float = LOCK_WAIT_SECONDS) -> bool:
+    """Take the file's exclusive lock, waiting at most `wait` seconds; whether it was taken (review 50, R50-1).
+
+    `flock` needs only a descriptor of the file, so anyone who may read it - a log shipper, a person reading
+    the evidence - could hold its lock: waited for without a bound, the vault's audit upkeep hung at its
+    next append, no checkpoint was exported, and every reveal was refused after the audit bound for as long
+    as the lock was held. The writers hold it for one write, so past `wait` it is no writer's.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "the audit checkpoint file has been locked by another process for over %.0f s (flock; the"
+                    " vault's writers hold it for one line): appended without the lock - find the process holding"
+                    " it (lsof, /proc/locks)",
+                    wait,
+                )
+                return False
+            time.sleep(0.02)
 
 
 def pending_exporter(path: Path | None, create: bool = True) -> Callable[[PendingNote], None]:
