@@ -78,6 +78,20 @@ def _refuse_unfilled_placeholders(person: Sequence[str], purpose: str) -> None:
         )
 
 
+def _refuse_tokens_given_and_left_out(wanted: Sequence[str], kept: Sequence[str]) -> None:
+    """Stop (exit 2, nothing counted nor erased) a token both given to erase and named with --leaving-out.
+
+    --leaving-out names a token of the person's rows NOT given: given too, it would be erased all the same, and the
+    refusal's command to go on would carry both (walk49, W49-4).
+    """
+    both = [token for token in dict.fromkeys(kept) if token in wanted]
+    if both:
+        raise click.UsageError(
+            f"{', '.join(both)}: given to erase and named with --leaving-out at once; to keep a token, leave it out"
+            " of the tokens to erase and name it with --leaving-out only; nothing was erased"
+        )
+
+
 def _nothing_given(items: Sequence[str], what: str) -> bool:
     """True (and says so) when standard input brought no items: no call is made then."""
     if items:
@@ -413,6 +427,7 @@ def erase(
         return
     if from_dead_letters:
         _refuse_unfilled_placeholders(person, purpose)
+    _refuse_tokens_given_and_left_out(wanted, kept)
     reach = _count_reach(
         ctx,
         wanted,

@@ -416,3 +416,45 @@ def test_audit_verify_refused_unavailable_names_the_verify_that_runs_without_the
     assert "is the vault service running at 127.0.0.1:5555?" in said, said
     assert "`make admin ARGS=audit-verify` on the embedded stack" in said, said
     assert "`python -m vault_service.admin audit-verify` with the service's settings" in said, said
+
+
+def test_a_token_given_and_left_out_at_once_is_refused_before_anything_is_read(
+    stack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walk49, W49-4: `erase IP DEV --leaving-out IP` took IP for erasure all the same; the refusal's command to go on
+    carried both (with --including-other-people it erased the value the officer meant to keep)."""
+    from click.testing import CliRunner
+
+    from tokenvault_cli import vault_commands
+    from tokenvault_cli.app import cli
+    from tokenvault_cli.context import Context
+    from tokenvault_cli.erase_reach import Reach
+
+    done: list[str] = []
+
+    class Vault:
+        def __enter__(self) -> Vault:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def erase(self, tokens: list[str], purpose: str) -> list[object]:
+            done.append("erase")
+            return [None] * len(tokens)
+
+    def counted(*args: object) -> Reach:
+        done.append("count")
+        return Reach(("u-1",), {}, 0, 0)
+
+    monkeypatch.setattr(Context, "client", lambda self, *a, **k: Vault())
+    monkeypatch.setattr(vault_commands, "count_reach", counted)
+    ip, device = "ip_" + "a" * 22, "dev_" + "b" * 22
+    officer = ("--stack", str(stack), "--as", "privacy-officer")
+    result = CliRunner().invoke(
+        cli, [*officer, "erase", ip, device, "-u", "u-1", "-p", "GDPR-7", "--yes", "--leaving-out", ip]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"{ip}: given to erase and named with --leaving-out at once" in result.stderr
+    assert "nothing was erased" in result.stderr and device not in result.stderr
+    assert done == []  # nothing counted, nothing sent
