@@ -511,3 +511,21 @@ def test_every_container_s_log_is_bounded_on_the_host_s_disk(tmp_path: Path) -> 
         assert int(options["max-file"]) >= 2 and total <= 100 << 20, (name, options)
     assert "postgres" in services
     assert _settings_file()["log_min_error_statement"] == "panic"  # compose passes every setting (test above)
+
+
+# Walk49, W49-1: the servers that run for good come back after a crash (an OOM kill, a host kill); the SQS emulators
+# do not (they restart empty - queues and keys gone - until sqs-init runs again on `up`), nor the exercise's own
+# Postgres image (not ours; its ETL restarts).
+RESTARTED_AFTER_A_CRASH = {"postgres", "vault", "vault-service", "lock-watchdog", "etl-service", "exercise-etl"}
+NOT_RESTARTED = {"localstack", "exercise-localstack", "exercise-postgres"}
+
+
+def test_every_long_running_service_but_the_queues_restarts_after_a_crash(tmp_path: Path) -> None:
+    services = resolved(tmp_path)["services"]  # every profile on
+    checked = {name: s["healthcheck"] for name, s in services.items() if "healthcheck" in s}
+    long_running = {name for name, check in checked.items() if not check.get("disable")}  # one-shots: none or off
+    assert long_running == RESTARTED_AFTER_A_CRASH | NOT_RESTARTED  # a new server: say which it is
+    for name in RESTARTED_AFTER_A_CRASH:
+        assert services[name].get("restart") == "unless-stopped", name
+    for name in NOT_RESTARTED:
+        assert "restart" not in services[name], name
