@@ -9,7 +9,9 @@ channel was opened with (ETL_TLS_CA, ETL_TLS_CERT, ETL_TLS_KEY as read at start:
 what the channel presents), offers HTTP/2 (ALPN h2) and sends its preface:
 
 - the vault's certificate fails verification                      -> refused (ETL_TLS_CA, ETL_VAULT_SERVER_NAME)
-- a TLS alert, or the connection closed before the server's first HTTP/2 frame, twice -> refused (ETL_TLS_CERT)
+- a TLS alert, or the connection closed promptly before the server's first HTTP/2 frame, twice
+                                                                  -> refused (ETL_TLS_CERT)
+- closed late (the vault's handshake deadline: a late flight, a vault too busy) -> None: an outage
 - the server's first frame arrives (it accepts the ETL)           -> None: the failure was something else
 - no connection, a timeout, a close during the handshake itself   -> None: an outage, waited out as before
 """
@@ -20,6 +22,7 @@ import contextlib
 import os
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -27,6 +30,14 @@ _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\
 """HTTP/2's client preface and an empty SETTINGS frame: a gRPC server that accepted the handshake answers a frame."""
 HANDSHAKE_MARKS = ("handshake", "socket closed", "ssl", "certificate")
 """gRPC's words for a connection that failed in or right after its TLS handshake (tokenvault_client.errors)."""
+PROMPT_CLOSE_SECONDS = 0.5
+"""How soon after the ETL's handshake (plus four TCP round trips) a close counts as the vault refusing its certificate.
+
+The vault checks the certificate as its last flight arrives and closes at once. A close later than that is the
+vault's own handshake deadline (TOKENVAULT_HANDSHAKE_SECONDS, from its accept): under TLS 1.3 the ETL's side of the
+handshake is over before the vault has read its last flight, so a flight delayed on the way (a lost segment, a
+congested link) or a vault too busy to read it in time ends the same way - an outage, not a refusal (review 50,
+R50-2: the ETL exited 1 blaming a valid certificate)."""
 
 
 @dataclass(frozen=True)
@@ -58,12 +69,14 @@ def _one_handshake(tls: VaultTls, timeout: float) -> str | None:
     host, _, port = tls.address.rpartition(":")
     try:
         context = _context(tls)
-        with (
-            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw,
-            context.wrap_socket(raw, server_hostname=tls.server_name or host.strip("[]")) as conn,
-        ):
-            conn.sendall(_PREFACE)
-            answered = conn.recv(9)
+        started = time.monotonic()
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw:
+            round_trip = time.monotonic() - started  # name lookup and TCP handshake: not the vault process's load
+            with context.wrap_socket(raw, server_hostname=tls.server_name or host.strip("[]")) as conn:
+                conn.sendall(_PREFACE)
+                handshake_done = time.monotonic()
+                answered = conn.recv(9)
+                closed_after = time.monotonic() - handshake_done
     except ssl.SSLCertVerificationError as error:
         return (
             f"the vault's certificate is not one ETL_TLS_CA verifies for"
@@ -75,8 +88,8 @@ def _one_handshake(tls: VaultTls, timeout: float) -> str | None:
         return None  # a connection cut during the handshake (SSLEOFError, ...): an outage
     except (OSError, ValueError):
         return None  # not reached, timed out, reset: an outage
-    if answered:
-        return None
+    if answered or closed_after > PROMPT_CLOSE_SECONDS + 4 * round_trip:
+        return None  # accepted; or closed at the vault's handshake deadline, not on seeing the certificate
     return f"the vault closed the connection on seeing the ETL's certificate: {_CERT_FIX}"
 
 

@@ -9,9 +9,12 @@ other TLS settings; the ETL asks with a handshake of its own (etl_service/adapte
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,6 +104,63 @@ def test_a_vault_down_or_cut_mid_handshake_stays_an_outage(stack_env: dict[str, 
         assert handshake_refusal(cut, timeout=1) is None
         proxy.up()
     assert handshake_refusal(tls) is None  # nothing listens
+
+
+class LateLastFlight:
+    """A TCP relay to `port` passing the client's first chunk (its ClientHello) at once and the rest `delay` s late.
+
+    What a lost segment or a congested link does to the client's last handshake flight: under TLS 1.3 the client's
+    handshake is over, and the server, not having read that flight by its handshake deadline, closes.
+    """
+
+    def __init__(self, port: int, delay: float) -> None:
+        self._upstream, self._delay = port, delay
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        """Stop accepting (relayed connections end with their ends)."""
+        self._listener.close()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self._listener.accept()
+                server = socket.create_connection(("127.0.0.1", self._upstream))
+                threading.Thread(target=self._relay, args=(client, server, self._delay), daemon=True).start()
+                threading.Thread(target=self._relay, args=(server, client, 0.0), daemon=True).start()
+
+    @staticmethod
+    def _relay(source: socket.socket, target: socket.socket, delay: float) -> None:
+        first = True
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if not first:
+                    time.sleep(delay)
+                first = False
+                target.sendall(data)
+        for end in (source, target):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+
+def test_a_vault_closing_at_its_handshake_deadline_stays_an_outage(
+    stack_env: dict[str, str], etl_env: dict[str, str]
+) -> None:
+    """Review 50, R50-2: the ETL's last flight late past the vault's handshake deadline was read as its certificate
+    refused - the vault closes right after the ETL's handshake either way - and the ETL exited 1 blaming a valid
+    certificate. A refusal closes at once; this close comes at the deadline (1.5 s here, the flight 2 s late)."""
+    with running_vault(stack_env, TOKENVAULT_HANDSHAKE_SECONDS="1.5") as vault:
+        relay = LateLastFlight(int(vault.address.rpartition(":")[2]), delay=2.0)
+        try:
+            late = _tls(etl_env, f"127.0.0.1:{relay.port}")
+            assert handshake_refusal(late) is None
+            with pytest.raises(DependencyDown) as down:
+                _tokenizer(late).ready()
+            assert not isinstance(down.value, Misconfigured), down.value
+        finally:
+            relay.close()
 
 
 @pytest.mark.parametrize(("case", "said"), [("client_ca", CLIENT_CA_REFUSES), ("server_ca", SERVER_CA_UNVERIFIED)])
