@@ -23,6 +23,7 @@ class FakeVault:
     issued_at: float = 0.0
     refuse_renewal: bool = False
     revoked: bool = False
+    revoke_new_tokens: bool = False
     lookups: int = 0
     expires_at: float = 0.0
     login_times: list[float] = field(default_factory=list)
@@ -52,7 +53,7 @@ class FakeVault:
         self.auth = Auth()
 
     def login(self, client: Any) -> dict[str, Any]:
-        self.revoked = False  # a new token
+        self.revoked = self.revoke_new_tokens  # a new token (refused at once too, when so set)
         self.logins += 1
         self.issued_at = self.now
         self.expires_at = self.now + self.ttl if self.ttl else float("inf")
@@ -102,3 +103,26 @@ def test_a_token_vault_refuses_before_its_time_is_replaced_at_once_and_a_policy_
     vault.now = 30
     session.refused()
     assert (vault.lookups, vault.logins) == (3, 2)  # looked again: the new token is valid
+
+
+def test_new_tokens_refused_again_and_again_spend_few_secret_id_uses() -> None:
+    """Review 50: each refused token had the session log in again every 5 s - a secret id use each (100 in 8 min)."""
+    vault = FakeVault(ttl=3600, max_ttl=86400)
+    session = VaultSession.logged_in(vault, vault.login, clock=lambda: vault.now)
+    vault.revoked = vault.revoke_new_tokens = True  # e.g. token_bound_cidrs the service's address no longer matches
+    while vault.now < 600:
+        vault.now += 1
+        session.refused()  # a Transit 403 every second
+    assert vault.logins <= 8, vault.logins  # at 1, 11, 31, 71, 151, 311 s after the start (and the start's)
+    assert vault.lookups >= 100  # still looked every 5 s: a token that holds again is seen at once
+    vault.revoke_new_tokens = False  # fixed: the next login's token holds
+    vault.now += 600
+    session.refused()
+    assert not vault.revoked
+    vault.now += 5
+    session.refused()  # found valid: the wait starts over
+    vault.revoked = True  # revoked once more, later: a login at once again
+    vault.now += 5
+    logins = vault.logins
+    session.refused()
+    assert vault.logins == logins + 1

@@ -28,6 +28,8 @@ RENEW_AT = 2 / 3
 """Renew when this share of the token's TTL has passed."""
 RETRY_SECONDS = 5.0
 """After a failed renewal and login, try again at most this often."""
+MAX_REFUSAL_LOGIN_SECONDS = 600.0
+"""The longest wait between two logins made because Vault refused the token before its time (`refused`)."""
 
 Login = Callable[[hvac.Client], dict[str, Any]]
 """Logs `client` in (setting its token) and returns the login's `auth` block."""
@@ -49,6 +51,8 @@ class VaultSession:
         self._renew_at = float("inf")
         self._renewable = False
         self._refusal_checked_at = float("-inf")
+        self._refusal_logins = 0  # logins in a row whose token Vault refused again (`refused`)
+        self._next_refusal_login = float("-inf")
 
     @classmethod
     def logged_in(cls, client: hvac.Client, login: Login, clock: Callable[[], float] = time.monotonic) -> VaultSession:
@@ -87,6 +91,11 @@ class VaultSession:
         new data keys unloadable. The token is looked up (`lookup_self`, which any valid token may): still
         valid, the refusal is a capability the policy lacks, and nothing changes (no secret id use spent);
         refused too, the service logs in again. At most once per RETRY_SECONDS, whatever the callers.
+
+        A token refused again right after such a login (token_bound_cidrs the service's address no longer
+        matches, a script revoking the role's logins in a loop) would have cost a secret id use every
+        RETRY_SECONDS - the 100 uses production.md gives it in 8 minutes, a token and lease each: the wait
+        between such logins doubles, up to MAX_REFUSAL_LOGIN_SECONDS, until a token is found valid (review 50).
         """
         with self._lock:
             now = self._clock()
@@ -95,6 +104,7 @@ class VaultSession:
             self._refusal_checked_at = now
             try:
                 self._client.auth.token.lookup_self()
+                self._refusal_logins, self._next_refusal_login = 0, float("-inf")
                 return  # the token is valid: the policy refused the call
             except hvac.exceptions.Forbidden:
                 pass
@@ -103,8 +113,20 @@ class VaultSession:
             if self._login is None:
                 log.error("Vault refuses the service's fixed token (revoked or expired): give the service a new one")
                 return
-            log.warning("Vault refuses the service's token before its time (revoked?): logging in again")
+            if now < self._next_refusal_login:
+                return
+            if self._refusal_logins:
+                log.error(
+                    "Vault refuses the service's token again, %d login(s) in a row (token_bound_cidrs? the role's"
+                    " logins revoked in a loop?): logging in again, then at most every %.0f s until one holds",
+                    self._refusal_logins,
+                    min(RETRY_SECONDS * 2 ** (self._refusal_logins + 1), MAX_REFUSAL_LOGIN_SECONDS),
+                )
+            else:
+                log.warning("Vault refuses the service's token before its time (revoked?): logging in again")
             self._relogin()
+            self._refusal_logins += 1
+            self._next_refusal_login = now + min(RETRY_SECONDS * 2**self._refusal_logins, MAX_REFUSAL_LOGIN_SECONDS)
 
     @property
     def seconds_left(self) -> float:
