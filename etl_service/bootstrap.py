@@ -132,10 +132,10 @@ def bootstrap(
         )
     )
     pool.open(wait=False)
-    stopping = threading.Event()  # Consumer.stop sets it: a Tokenize waiting out the vault's quota stops waiting
+    stopping = threading.Event()  # Consumer.stop sets it: waits for the vault's quota or a pooled connection end
     tokenizer, store = (
         GrpcTokenizer(channel, stopping=stopping, tls=tls),
-        PostgresLoginStore(pool, config.database_conninfo),
+        PostgresLoginStore(pool, config.database_conninfo, stopping),
     )
     # The rows it loads are signed with the same OpenBao login (attack 41, A41-1); a discarding ETL has none.
     signer = sealer if isinstance(sealer, TransitSealer) else None

@@ -15,6 +15,7 @@ counted as a replay.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from typing import TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from etl_service.adapters.pool_waits import pooled_connection
 from etl_service.adapters.postgres_refusals import REFUSED_STATES, startup_refusal, tls_refusal
 from etl_service.domain.messages import EventKey, QuarantineRecord, UserLoginRow, event_id_reused
 from etl_service.domain.row_manifest import RowManifest
@@ -61,6 +63,8 @@ _STATEMENT_ERRORS = (
     psycopg.errors.ReadOnlySqlTransaction,
 )
 """What `write` and `loaded_before` report through database_error (DependencyDown or Misconfigured)."""
+POOL_WAIT_SECONDS = 10.0
+"""How long a load or a replay check waits for a pooled connection (less once the ETL stops: pool_waits.py)."""
 READ_ONLY = "Postgres unavailable: it accepts no writes (read-only: a standby, or default_transaction_read_only on)"
 """A session that may not write (SQLSTATE 25006, or the probe's `transaction_read_only`): an outage, not a bug of
 each message (chaos 49, C49-1: taken for one, every good event was dead-lettered as processing_failed)."""
@@ -80,17 +84,25 @@ ON CONFLICT (event_id) DO NOTHING
 class PostgresLoginStore:
     """Implements LoginStore; connects as role tokenvault_etl."""
 
-    def __init__(self, pool: ConnectionPool, conninfo: Conninfo | None = None) -> None:
-        """`conninfo`: what the pool connects with (a DSN file read again), to ask a refused login why (C49-5)."""
+    def __init__(
+        self, pool: ConnectionPool, conninfo: Conninfo | None = None, stopping: threading.Event | None = None
+    ) -> None:
+        """`conninfo`: what the pool connects with (a DSN file read again), to ask a refused login why (C49-5).
+
+        `stopping`: the consumer's stop event (bootstrap shares it): once set, a wait for a pooled connection ends
+        within 1 s and no login check is made - the batch is settled by the stop (etl51: the waits of a last receive
+        took a SIGTERM's ETL to the end of its grace).
+        """
         self._pool = pool
         self._conninfo = conninfo
+        self._stopping = stopping if stopping is not None else threading.Event()
 
     def write(
         self, rows: Sequence[UserLoginRow], quarantined: Sequence[QuarantineRecord], manifest: RowManifest | None = None
     ) -> WriteResult:
         """Load rows, their signed list (`manifest`, each row naming it) and quarantine records atomically."""
         try:
-            with self._pool.connection(timeout=10) as conn, conn.transaction():
+            with pooled_connection(self._pool, POOL_WAIT_SECONDS, self._stopping) as conn, conn.transaction():
                 if manifest is not None and rows:
                     conn.execute(_MANIFEST, (manifest.manifest_id, manifest.digests, manifest.signature))
                 listed = manifest.manifest_id if manifest is not None else None
@@ -108,7 +120,7 @@ class PostgresLoginStore:
         comparison of the columns without tokens, as `write` compares the rows it skips.
         """
         try:
-            with self._pool.connection(timeout=10) as conn:
+            with pooled_connection(self._pool, POOL_WAIT_SECONDS, self._stopping) as conn:
                 loaded = {str(e) for (e,) in conn.execute(_LOADED, ([e.event_id for e in events],))}
                 found = [e for e in events if e.event_id in loaded]
                 reused = _reused(conn, found) if found else []
@@ -161,7 +173,7 @@ class PostgresLoginStore:
         or refused, while the ETL ran was taken for the database down for ever - batches postponed, the gate
         closed, no exit, a message on its last receive dead-lettered (chaos 49, C49-5). A refusal is Misconfigured.
         """
-        if isinstance(error, PoolTimeout) and self._conninfo is not None:
+        if isinstance(error, PoolTimeout) and self._conninfo is not None and not self._stopping.is_set():
             refused = self._login_refused()
             if refused is not None:
                 return refused

@@ -265,3 +265,21 @@ def test_a_metered_refusal_on_a_last_receive_the_vault_does_not_say_stored_nothi
     assert reason == "dependency_unavailable" and detail.startswith(TOKENIZE_OUTCOME_UNKNOWN)
     reason, detail, _ = _last_receive_letter(Scripted(_nothing_stored("RESOURCE_EXHAUSTED", 5.0)))
     assert reason == "dependency_unavailable" and not detail.startswith(TOKENIZE_OUTCOME_UNKNOWN)
+
+
+def test_when_the_etl_is_stopping_a_last_receive_a_dependency_kept_from_loading_is_left_to_the_queue() -> None:
+    """etl51: at a SIGTERM nothing more is waited for, nothing dead-lettered; the redrive and take-back return it."""
+    for tokenizer, store in (
+        (FakeTokenizer(down=True), FakeLoginStore()),
+        (FakeTokenizer(), FakeLoginStore(down=True)),
+    ):
+        queue, stopping = FakeQueue(), threading.Event()
+        stopping.set()
+        processor = BatchProcessor(
+            queue, tokenizer, store, max_receive_count=3, sealer=EnvelopeSealer(), stopping=stopping
+        )
+        outcome = processor.process([message(1, good(1), receive_count=3), message(2, good(2), receive_count=1)])
+        assert not queue.dead_lettered and not store.quarantine
+        assert ("release", "m1") in queue.actions and ("retry", "m2") in queue.actions
+        assert not [a for a in queue.actions if a[0] == "delete"]
+        assert outcome.released == 1 and outcome.errored == {"m1", "m2"} and not outcome.reasons

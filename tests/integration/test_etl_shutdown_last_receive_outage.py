@@ -1,0 +1,120 @@
+"""SIGTERM while a batch on its last receive waits out a database outage: the waits end, nothing is dead-lettered.
+
+Session 48's closing note (left): with the database down, a batch holding a message on its last receive waited out
+the pool (10 s) and the login check for its replay check, again for the re-read of a lost COMMIT, again for its
+quarantine rows (~10-15 s each) before it dead-lettered them. A SIGTERM did not end those waits: the stop took the
+whole grace (measured on the code before: 10.2 s of a 10 s grace, the 10 events dead-lettered
+`released_on_last_receive` by the grace's release, to wait for an operator's resend). Now the stop ends them: the
+messages are left to the queue (nothing sent to the DLQ by the ETL), SQS's redrive moves them at their next receive
+and the take-back of the next consumer returns them, so once the database is back each event loads once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from devstack.events import send_events
+from devstack.sqs import sqs_client
+from tests.conftest import RunningVault, etl_consumer, etl_harness_env
+from tests.integration.dead_letters import all_dead_letters
+from tests.integration.etl_landings import assert_each_event_landed_once, events, queue_depth
+from tests.integration.tcp_outage import TcpOutage
+
+REPO = Path(__file__).resolve().parents[2]
+GRACE_SECONDS = 10
+EVENTS = 10
+
+
+@pytest.fixture
+def database_path(stack_env: dict[str, str]) -> Iterator[TcpOutage]:
+    proxy = TcpOutage(int(conninfo_to_dict(stack_env["PG_ETL_DSN"]).get("port") or 5432))
+    yield proxy
+    proxy.close()
+
+
+def _lines(stream: object, into: list[str]) -> None:
+    for line in iter(stream.readline, b""):  # type: ignore[attr-defined]
+        into.append(line.decode(errors="replace"))
+
+
+def _said(lines: list[str], text: str) -> bool:
+    """Whether one of the JSON log `lines` has the message `text`."""
+    for line in list(lines):
+        try:
+            if json.loads(line).get("message") == text:
+                return True
+        except (ValueError, AttributeError):
+            continue
+    return False
+
+
+def _redrive_limit(endpoint: str, queue_url: str, limit: int) -> None:
+    sqs = sqs_client(endpoint)
+    policy = json.loads(
+        sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])["Attributes"]["RedrivePolicy"]
+    )
+    policy["maxReceiveCount"] = limit
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"RedrivePolicy": json.dumps(policy)})
+
+
+def test_sigterm_while_a_last_receive_waits_out_a_database_outage_exits_within_the_grace_and_loses_nothing(
+    stack_env: dict[str, str], vault: RunningVault, database_path: TcpOutage
+) -> None:
+    sent = events(EVENTS, malformed_rate=0)
+    endpoint = stack_env["SQS_ENDPOINT_URL"]
+    env = {
+        **etl_harness_env(stack_env, vault.address, visibility_timeout=6, max_receive_count=1),
+        "ETL_DATABASE_DSN": make_conninfo(stack_env["PG_ETL_DSN"], host="127.0.0.1", port=str(database_path.port)),
+        "ETL_BATCH_SIZE": str(EVENTS),
+        "ETL_SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
+        "ETL_METRICS_PORT": "0",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "etl_service", "run"],
+        env={**os.environ, **env},
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    err: list[str] = []
+    reader = threading.Thread(target=_lines, args=(process.stderr, err), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 60
+    while not _said(err, "started"):
+        assert time.monotonic() < deadline and process.poll() is None, "".join(err)[-2000:]
+        time.sleep(0.1)
+    database_path.down()  # every connection ended, new ones refused until up()
+    send_events(sqs_client(endpoint), env["ETL_QUEUE_URL"], sent)  # each receive is the last (limit 1)
+    time.sleep(4)  # the batch is received and its first database call has failed: it waits on the pool
+    process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    process.wait(timeout=90)
+    took = time.monotonic() - signalled
+    reader.join(5)
+    in_dlq = all_dead_letters(endpoint, env["ETL_DLQ_URL"])
+    reasons = sorted(str(m.get("MessageAttributes", {}).get("reason", {}).get("StringValue")) for m in in_dlq)
+    in_queue = queue_depth(endpoint, env["ETL_QUEUE_URL"])
+    print(f"exit {process.returncode} after {took:.1f} s; DLQ {reasons}; queue {in_queue}")
+    assert process.returncode == 0, "".join(err)[-3000:]
+    assert took < GRACE_SECONDS - 3, f"exit took {took:.1f} s: the stop waited on the outage"
+    # None dead-lettered by the ETL (a letter of its own has a reason); left to the queue, where SQS's redrive moves
+    # each at its next receive (a long poll still open at the stop makes one) - not lost, not loaded.
+    assert set(reasons) <= {"None"}, f"the stop dead-lettered its last receives: {reasons}"
+    assert len(reasons) + in_queue == EVENTS
+    database_path.up()
+    _redrive_limit(endpoint, env["ETL_QUEUE_URL"], 5)  # the copies taken back get more than one receive
+    with etl_consumer(env) as etl:  # the redrive moves them at their next receive; the drain takes them back
+        summary = etl.wired.consumer.drain()
+    assert (summary.loaded, summary.taken_back_from_dlq) == (EVENTS, len(reasons))
+    assert_each_event_landed_once(stack_env["PG_ADMIN_DSN"], sent, endpoint, env["ETL_DLQ_URL"])
