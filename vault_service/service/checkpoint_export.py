@@ -129,7 +129,9 @@ def _locked(descriptor: int, wait: float = LOCK_WAIT_SECONDS) -> bool:
     `flock` needs only a descriptor of the file, so anyone who may read it - a log shipper, a person reading
     the evidence - could hold its lock: waited for without a bound, the vault's audit upkeep hung at its
     next append, no checkpoint was exported, and every reveal was refused after the audit bound for as long
-    as the lock was held. The writers hold it for one write, so past `wait` it is no writer's.
+    as the lock was held. The writers hold it for one write, so past `wait` it is no writer's. A file system
+    that has no locks (NFS mounted `nolock`, FUSE: ENOLCK, EOPNOTSUPP) is appended to without one, as before
+    V50-1 - refused, every append failed and reveals stopped after the audit bound (review 50, R50-4).
     """
     deadline = time.monotonic() + wait
     while True:
@@ -146,6 +148,15 @@ def _locked(descriptor: int, wait: float = LOCK_WAIT_SECONDS) -> bool:
                 )
                 return False
             time.sleep(0.02)
+        except OSError as error:  # no locks on this file system
+            if not _unlockable_told:
+                _unlockable_told.append(error.errno)
+                log.warning("the audit checkpoint file cannot be locked (%s): appended without the lock", error)
+            return False
+
+
+_unlockable_told: list[int | None] = []
+"""Whether the file system's refusal to lock was logged (once per process)."""
 
 
 def pending_exporter(path: Path | None, create: bool = True) -> Callable[[PendingNote], None]:
