@@ -238,3 +238,11 @@ def test_rows_unchecked_past_three_intervals_are_logged_once_by_id_before_any_re
         rows.check_open()
     assert "1 audit row(s) this service appended (ids 11 to 11)" in caplog.text
     assert rows.oldest_age() == 13.0
+
+
+def test_reveals_refused_for_want_of_a_signature_do_not_promise_a_refusal_clears_by_itself() -> None:
+    """Review 50, R50-5: the vault's health follows the KEK only, so a refusal of the audit signing key alone (its
+    policy, the key missing) leaves it SERVING and never clears by itself - the advice said both of every case."""
+    said = str(AuditChecksOverdue("rows unchecked", signer_unavailable=True))
+    assert "refusing the audit signing key" in said and "health stays SERVING" in said, said
+    assert "NOT_SERVING: this clears by itself once it answers" in said, said

@@ -86,9 +86,11 @@ class AuditChecksOverdue(AuditUnavailable):
     ) -> None:
         if signer_unavailable and not database_unreachable:
             advice = (
-                "Vault (OpenBao) does not sign the audit upkeep's checkpoints (health tokenvault.dependency.vault"
-                " NOT_SERVING; the vault's log says why): reveals stay refused until it answers again, and this"
-                " clears by itself then; tokenization goes on (alert AuditUpkeepFailing)"
+                "Vault (OpenBao) does not sign the audit upkeep's checkpoints - away (health"
+                " tokenvault.dependency.vault NOT_SERVING: this clears by itself once it answers) or refusing the"
+                " audit signing key (its policy, the key missing: health stays SERVING; fix them), the vault's log"
+                " says which: reveals stay refused until it signs again; tokenization goes on (alert"
+                " AuditUpkeepFailing)"
             )
         elif database_unreachable:
             advice = (
