@@ -394,9 +394,6 @@ class BatchProcessor:
         tokens `minted` holds for it in its envelope: the vault stored its values, and no row took them
         (attack 35, N9); `dead-letters erase` names them for the privacy officer.
         """
-        if self._stopping.is_set():  # a SIGTERM: nothing more is waited for; the redrive and the take-back return them
-            self._leave_at_stop(messages, outcome, replays)
-            return
         detail = f"its batch failed for a dependency on every receive: {error.dependency} ({type(error).__name__})"
         if isinstance(error, TokenizeOutcomeUnknown):  # the vault may hold its values: the letter says so
             detail = f"{TOKENIZE_OUTCOME_UNKNOWN}; {detail}"
@@ -426,9 +423,6 @@ class BatchProcessor:
         except Exception as second:
             if self._stopped_by_refused_delete(second, outcome):
                 return
-            if isinstance(second, DependencyDown) and self._stopping.is_set():  # its seal or rows: no letter sent
-                self._leave_at_stop(messages, outcome, loaded, this_receive)
-                return
             log.error("quarantine of messages a dependency kept from loading failed: %s", type(second).__name__)
             for message, rejection in rejected:
                 self._dead_letter_only(message, rejection, second, outcome, minted)
@@ -442,45 +436,6 @@ class BatchProcessor:
                 outcome.delete_failures += len(failed)
         finally:  # their rows are this receive's COMMIT's: loaded, as the summary and the metrics say (R49-4)
             outcome.loaded += len(this_receive)
-
-    def _leave_at_stop(
-        self,
-        messages: Sequence[QueueMessage],
-        outcome: BatchOutcome,
-        replays: Sequence[QueueMessage] = (),
-        committed: Sequence[QueueMessage] = (),
-    ) -> None:
-        """The ETL stopping (SIGTERM) while a dependency keeps last receives from loading: left to the queue.
-
-        Nothing more is waited for (each wait of the dead-lettering - the pool, the login check - took up to 15 s,
-        and a stop waited for them up to its whole grace: etl51), and nothing is dead-lettered for a stop: they are
-        made visible again; at their next receive SQS's redrive moves them to the DLQ (in clear, as a crash
-        does) and the take-back of the next `run` (every ETL_TAKE_BACK_SECONDS) or drain sends them back with
-        their date, so they load once the dependency is back, with no `dead-letters resend`. Those of them
-        user_logins holds - `replays` found in step 2, `committed` by this receive's COMMIT - are deleted instead.
-        """
-        ids = {m.message_id for m in messages}
-        found = [m for m in replays if m.message_id in ids]
-        settled = [*found, *committed]
-        done = {m.message_id for m in settled}
-        left = [m for m in messages if m.message_id not in done]
-        if settled:
-            try:
-                failed = self._queue.delete(settled)
-            except Misconfigured as refused:  # SQS refuses the delete (C49-7): the ETL stops
-                outcome.fatal = outcome.fatal or refused
-                failed = settled
-            outcome.already_loaded += len({m.message_id for m in found} - {m.message_id for m in failed})
-            outcome.delete_failures += len(failed)
-        failed = self._queue.change_visibility(left, 0) if left else []
-        if failed:
-            log.warning("release failed (their lease runs out instead)", extra={"messages": len(failed)})
-        outcome.released += len(left)
-        outcome.errored.update(m.message_id for m in left)
-        log.warning(
-            "stopping: last receives a dependency kept from loading are left to the queue, not dead-lettered",
-            extra={"messages": len(left)},
-        )
 
     def _loaded_meanwhile(self, accepted: Accepted) -> frozenset[str]:
         """The message ids of `accepted` whose events user_logins holds now, the same events (replays).

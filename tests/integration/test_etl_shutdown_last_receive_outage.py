@@ -1,12 +1,13 @@
-"""SIGTERM while a batch on its last receive waits out a database outage: the waits end, nothing is dead-lettered.
+"""SIGTERM while a batch on its last receive waits out a database outage: the waits end, the letters stay sealed.
 
 Session 48's closing note (left): with the database down, a batch holding a message on its last receive waited out
 the pool (10 s) and the login check for its replay check, again for the re-read of a lost COMMIT, again for its
 quarantine rows (~10-15 s each) before it dead-lettered them. A SIGTERM did not end those waits: the stop took the
 whole grace (measured on the code before: 10.2 s of a 10 s grace, the 10 events dead-lettered
-`released_on_last_receive` by the grace's release, to wait for an operator's resend). Now the stop ends them: the
-messages are left to the queue (nothing sent to the DLQ by the ETL), SQS's redrive moves them at their next receive
-and the take-back of the next consumer returns them, so once the database is back each event loads once.
+`released_on_last_receive` by the grace's release, to wait for an operator's resend). Now the stop ends them: each
+message is sealed and dead-lettered `dependency_unavailable` at once, as without a stop - never left to SQS's
+redrive, which moves a body to the DLQ in clear - and once the database is back an operator's resend loads each
+event once.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from devstack.events import send_events
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
-from tests.integration.dead_letters import all_dead_letters
+from tests.integration.dead_letters import all_dead_letters, run_dead_letters
 from tests.integration.etl_landings import assert_each_event_landed_once, events, queue_depth
 from tests.integration.tcp_outage import TcpOutage
 
@@ -57,15 +58,6 @@ def _said(lines: list[str], text: str) -> bool:
         except (ValueError, AttributeError):
             continue
     return False
-
-
-def _redrive_limit(endpoint: str, queue_url: str, limit: int) -> None:
-    sqs = sqs_client(endpoint)
-    policy = json.loads(
-        sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])["Attributes"]["RedrivePolicy"]
-    )
-    policy["maxReceiveCount"] = limit
-    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"RedrivePolicy": json.dumps(policy)})
 
 
 def test_sigterm_while_a_last_receive_waits_out_a_database_outage_exits_within_the_grace_and_loses_nothing(
@@ -108,13 +100,16 @@ def test_sigterm_while_a_last_receive_waits_out_a_database_outage_exits_within_t
     print(f"exit {process.returncode} after {took:.1f} s; DLQ {reasons}; queue {in_queue}")
     assert process.returncode == 0, "".join(err)[-3000:]
     assert took < GRACE_SECONDS - 3, f"exit took {took:.1f} s: the stop waited on the outage"
-    # None dead-lettered by the ETL (a letter of its own has a reason); left to the queue, where SQS's redrive moves
-    # each at its next receive (a long poll still open at the stop makes one) - not lost, not loaded.
-    assert set(reasons) <= {"None"}, f"the stop dead-lettered its last receives: {reasons}"
-    assert len(reasons) + in_queue == EVENTS
+    # Each dead-lettered by the ETL, sealed, with its reason - none left for SQS's redrive to move in clear.
+    assert reasons == ["dependency_unavailable"] * EVENTS and in_queue == 0, f"DLQ {reasons}; queue {in_queue}"
+    values = [json.loads(e.body)[field] for e in sent for field in ("ip", "device_id")]
+    assert not [m for m in in_dlq if any(value in m["Body"] for value in values)], "a letter holds a value in clear"
     database_path.up()
-    _redrive_limit(endpoint, env["ETL_QUEUE_URL"], 5)  # the copies taken back get more than one receive
-    with etl_consumer(env) as etl:  # the redrive moves them at their next receive; the drain takes them back
+    operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
+    for letter in in_dlq:
+        resent = run_dead_letters(env, "resend", letter["MessageId"], token=operator_token)
+        assert resent.returncode == 0, resent.stderr[-2000:]
+    with etl_consumer(env) as etl:
         summary = etl.wired.consumer.drain()
-    assert (summary.loaded, summary.taken_back_from_dlq) == (EVENTS, len(reasons))
+    assert summary.loaded == EVENTS
     assert_each_event_landed_once(stack_env["PG_ADMIN_DSN"], sent, endpoint, env["ETL_DLQ_URL"])
