@@ -110,12 +110,15 @@ def waiting_for_leases(in_flight: int) -> str:
 
     An ETL stopped (killed, or restarted by `make up` / `make run`) with messages received - its open long polls
     take what arrives even after it died - leaves them invisible until their lease ends; `make run` printed
-    nothing for that minute, then "300 of 300 sent (60.7 s)".
+    nothing for that minute, then "300 of 300 sent (60.7 s)". The running ETL holding its batch while the vault or
+    the database is down looks the same from the queue: the line names that case too, which no lease ends (review 50).
     """
     return (
         f"waiting for {in_flight} message(s) in flight: received by an ETL and not loaded - most likely one that"
         f" stopped with them in hand; they come back to the queue when their lease ends (within {ETL_LEASE_SECONDS}"
-        " s) and the running ETL loads them"
+        " s) and the running ETL loads them. Or the running ETL holds them itself while the vault or the database is"
+        " down: its log (logs/etl_service.log) then says `dependency unavailable`, and they load once it is"
+        " back"
     )
 
 

@@ -122,3 +122,11 @@ def test_a_stall_with_nothing_in_flight_or_progress_says_nothing(
     monkeypatch.setattr(demo, "_counts", counts)
     assert demo.wait_for_landing("postgresql://unused", ["e-1", "e-2"], 60, in_flight=lambda: 0) == (2, 0)
     assert "waiting for" not in capsys.readouterr().out
+
+
+def test_the_stall_line_names_the_running_etl_waiting_for_a_dependency_too() -> None:
+    """Review 50, R50-7: the running ETL holding its batch while the vault or the database is down leaves messages in
+    flight too; the line sent the user to a stopped ETL and a 60 s end that never comes in that case."""
+    said = demo.waiting_for_leases(3)
+    assert "the running ETL holds them itself while the vault or the database is down" in said, said
+    assert "logs/etl_service.log" in said and "`dependency unavailable`" in said, said
