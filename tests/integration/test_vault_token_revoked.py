@@ -5,8 +5,8 @@ service's AppRole logins made (`sys/leases/revoke-prefix/auth/approle/login`: an
 response, or a restore of OpenBao from a snapshot older than the login). Every Transit call is
 then refused 403. Before the fix the service kept its revoked token until its renewal was due (2/3
 of its 1 h TTL: 40 min), so its checkpoints went unsigned and, after
-TOKENVAULT_AUDIT_UNCHECKED_SECONDS, every reveal was refused for the rest of that time. Now a refused
-token is renewed - or, when that fails, replaced by a new AppRole login - before the next call.
+TOKENVAULT_AUDIT_UNCHECKED_SECONDS, every reveal was refused for the rest of that time. Now a 403 has the
+service look its token up, and a token OpenBao refuses is replaced by a new AppRole login (no renewal).
 """
 
 from __future__ import annotations
