@@ -42,6 +42,14 @@ from tokenvault_cli.settings import SECURITY_ROLE, Settings, SettingsError
 from tokenvault_client import type_of_token
 from tokenvault_common.login_row_signatures import LOGIN_ROWS_KEY, PublicKeys, PublicKeysError
 
+COMPOSE_REFRESH = "docker compose up --no-deps vault-init"
+"""Compose's refresh of the officers' public keys file: vault-init run again, attached, Vault left as it runs.
+
+walk49, W49-6: this hint said `up -d vault-init`, docs/key-rotation.md `up --no-deps vault-init`. Without
+--no-deps, `up` also brings `vault` (vault-init's dependency) in line with the compose file: one edited or
+pulled since makes it recreate Vault, which comes back sealed under the running vault service and ETL; and
+`-d` hides vault-init's output, so a refresh that failed (Vault away or sealed) looks like one that ran."""
+
 
 def refresh_command(settings: Settings) -> str:
     """The command that refreshes the settings' public keys file, for the messages that ask for it."""
@@ -51,7 +59,7 @@ def refresh_command(settings: Settings) -> str:
     return (
         f"`tokenvault --login-row-keys {target} login-row-keys refresh` with VAULT_ADDR and the security team's"
         f" VAULT_TOKEN (or `bao read -format=json transit/keys/{LOGIN_ROWS_KEY} > {target}`; compose:"
-        " `docker compose up -d vault-init`)"
+        f" `{COMPOSE_REFRESH}`)"
     )
 
 
