@@ -137,7 +137,7 @@ class GrpcTokenizer:
         lowered = error.details.lower()
         if self._tls is None or error.code.name != "UNAVAILABLE" or not any(m in lowered for m in HANDSHAKE_MARKS):
             return kind
-        refused = handshake_refusal(self._tls)
+        refused = handshake_refusal(self._tls, stopping=self.stopping)  # its waits end once the ETL stops
         if refused is None:
             return kind
         return Misconfigured(f"vault service refused the ETL's TLS (the TLS handshake failed): {refused}", "vault")

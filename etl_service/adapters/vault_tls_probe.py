@@ -14,17 +14,29 @@ what the channel presents), offers HTTP/2 (ALPN h2) and sends its preface:
 - closed late (the vault's handshake deadline: a late flight, a vault too busy) -> None: an outage
 - the server's first frame arrives (it accepts the ETL)           -> None: the failure was something else
 - no connection, a timeout, a close during the handshake itself   -> None: an outage, waited out as before
+- the ETL stopping (`stopping` set) while the probe waits           -> None within STOP_CHECK_SECONDS
+
+Each wait (the TCP connect, the handshake, the server's first frame; up to `timeout` s each, and a second handshake
+after a prompt close) is made in slices of STOP_CHECK_SECONDS that look at the ETL's stop event, as pool_waits.py
+waits for a pooled connection: a SIGTERM met a probe that took up to ~9 s more, past a short grace period.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import select
 import socket
 import ssl
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
+
+_T = TypeVar("_T")
 
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 """HTTP/2's client preface and an empty SETTINGS frame: a gRPC server that accepted the handshake answers a frame."""
@@ -38,6 +50,8 @@ vault's own handshake deadline (TOKENVAULT_HANDSHAKE_SECONDS, from its accept): 
 handshake is over before the vault has read its last flight, so a flight delayed on the way (a lost segment, a
 congested link) or a vault too busy to read it in time ends the same way - an outage, not a refusal (review 50,
 R50-2: the ETL exited 1 blaming a valid certificate)."""
+STOP_CHECK_SECONDS = 0.25
+"""How often a wait of the probe looks whether the ETL is stopping (then it ends: no diagnosis, an outage)."""
 
 
 @dataclass(frozen=True)
@@ -51,31 +65,41 @@ class VaultTls:
     server_name: str | None = None
 
 
-def handshake_refusal(tls: VaultTls, timeout: float = 3.0) -> str | None:
+def handshake_refusal(tls: VaultTls, timeout: float = 3.0, stopping: threading.Event | None = None) -> str | None:
     """What the vault's TLS refuses of the ETL's settings, in words naming them; None when it does not refuse.
 
     A close right after the handshake is counted only when a second connection ends the same way (a vault that
-    stops between the two would not answer the second connection at all).
+    stops between the two would not answer the second connection at all). `stopping`: the ETL's stop event; once
+    set, the probe's waits end within STOP_CHECK_SECONDS and it says None (the failure stays an outage).
     """
     if not hasattr(os, "memfd_create"):  # Linux's (the ETL's image); elsewhere no diagnosis: an outage as before
         return None
-    first = _one_handshake(tls, timeout)
+    stop = stopping if stopping is not None else threading.Event()
+    first = _one_handshake(tls, timeout, stop)
     if first is None or first.startswith("the vault's certificate"):
         return first
-    return first if _one_handshake(tls, timeout) is not None else None
+    return first if _one_handshake(tls, timeout, stop) is not None else None
 
 
-def _one_handshake(tls: VaultTls, timeout: float) -> str | None:
+class _Stopped(Exception):
+    """The ETL stopped while the probe waited."""
+
+
+def _one_handshake(tls: VaultTls, timeout: float, stop: threading.Event) -> str | None:
     host, _, port = tls.address.rpartition(":")
     try:
         context = _context(tls)
         started = time.monotonic()
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw:
+        with _connected(host.strip("[]"), int(port), timeout, stop) as raw:
             round_trip = time.monotonic() - started  # name lookup and TCP handshake: not the vault process's load
-            with context.wrap_socket(raw, server_hostname=tls.server_name or host.strip("[]")) as conn:
+            with context.wrap_socket(
+                raw, server_hostname=tls.server_name or host.strip("[]"), do_handshake_on_connect=False
+            ) as conn:
+                _sliced(conn, timeout, stop, conn.do_handshake)
+                conn.settimeout(timeout)
                 conn.sendall(_PREFACE)
                 handshake_done = time.monotonic()
-                answered = conn.recv(9)
+                answered = _sliced(conn, timeout, stop, lambda: conn.recv(9))
                 closed_after = time.monotonic() - handshake_done
     except ssl.SSLCertVerificationError as error:
         return (
@@ -86,11 +110,56 @@ def _one_handshake(tls: VaultTls, timeout: float) -> str | None:
         if "alert" in str(error.reason or "").lower():
             return f"the vault refused the ETL's certificate in the TLS handshake ({error.reason}): {_CERT_FIX}"
         return None  # a connection cut during the handshake (SSLEOFError, ...): an outage
-    except (OSError, ValueError):
-        return None  # not reached, timed out, reset: an outage
+    except (OSError, ValueError, _Stopped):
+        return None  # not reached, timed out, reset: an outage; or the ETL stopping: no diagnosis
     if answered or closed_after > PROMPT_CLOSE_SECONDS + 4 * round_trip:
         return None  # accepted; or closed at the vault's handshake deadline, not on seeing the certificate
     return f"the vault closed the connection on seeing the ETL's certificate: {_CERT_FIX}"
+
+
+def _sliced(sock: socket.socket, timeout: float, stop: threading.Event, step: Callable[[], _T]) -> _T:
+    """`step()` (a handshake, a receive) waited for up to `timeout` s in slices: TimeoutError, or _Stopped once set.
+
+    A slice that times out leaves the TLS state as it was (OpenSSL wants more to read): the next call goes on.
+    """
+    deadline = time.monotonic() + timeout
+    while not stop.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the vault did not answer the probe in time")
+        sock.settimeout(min(STOP_CHECK_SECONDS, left))
+        with contextlib.suppress(TimeoutError):
+            return step()
+    raise _Stopped
+
+
+def _connected(host: str, port: int, timeout: float, stop: threading.Event) -> socket.socket:
+    """A TCP connection to host:port (each address in turn, `timeout` s each, as socket.create_connection)."""
+    error: OSError = OSError(f"no address for {host}")
+    for family, kind, proto, _, where in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        raw = socket.socket(family, kind, proto)
+        try:
+            raw.setblocking(False)
+            code = raw.connect_ex(where)
+            if code in (errno.EINPROGRESS, errno.EWOULDBLOCK):
+                _sliced(raw, timeout, stop, partial(_writable_or_timeout, raw))
+                code = raw.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                raise OSError(code, os.strerror(code))
+            return raw
+        except OSError as failed:
+            raw.close()
+            error = failed
+        except BaseException:
+            raw.close()
+            raise
+    raise error
+
+
+def _writable_or_timeout(raw: socket.socket) -> None:
+    """Waits one slice (the socket's timeout) for a connect to end; TimeoutError when it has not."""
+    if not select.select([], [raw], [], raw.gettimeout())[1]:
+        raise TimeoutError
 
 
 _CERT_FIX = (
