@@ -97,6 +97,9 @@ class KeyStatus:
     unpaired_outcomes: tuple[UnpairedKeyJobOutcome, ...] = ()
     """Outcome rows naming an intent row they cannot pair with: the vault writes one per intent row (forged, or twice)
     (review 33, R33-5)."""
+    rows_to_compact: int = 0
+    """Fingerprints not under the newest fingerprint key yet; `rows_to_reindex` counts, while a key is pending, those
+    still without a next fingerprint under it (chaos 50, V50-5)."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ class KeyCommands:
                 )
                 for u in reply.unpaired_outcomes
             ),
+            reply.rows_to_compact,
         )
 
     def rewrap(self, reason: str) -> int:

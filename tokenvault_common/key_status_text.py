@@ -44,6 +44,8 @@ class _Standing(Protocol):
     @property
     def rows_to_reindex(self) -> int: ...
     @property
+    def rows_to_compact(self) -> int: ...
+    @property
     def safe_min_decryption_version(self) -> int: ...
     @property
     def interrupted(self) -> Sequence[_Described]: ...
@@ -65,6 +67,7 @@ def print_key_status(status: _Standing, console: Console) -> None:
         console.print("  a key 'below the minimum' no longer unwraps (retire-kek-versions retired its version)")
     console.print(f"values to re-encrypt          : {status.rows_to_reencrypt}")
     console.print(f"fingerprints to re-index      : {status.rows_to_reindex}")
+    console.print(f"fingerprints to compact       : {status.rows_to_compact}")
     safe = status.safe_min_decryption_version
     console.print(f"safe min_decryption_version   : {safe}")
     if safe < status.kek_latest_version:

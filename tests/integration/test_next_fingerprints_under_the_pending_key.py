@@ -117,6 +117,8 @@ def test_the_reindex_compacts_a_row_held_locked_before_it_says_ok(
                 " ORDER BY id DESC LIMIT 1"
             ).fetchone()
         assert outcome and outcome[0].startswith("unfinished: 1 value(s) still have their fingerprint")
+        left = rotation.status()  # promoted: nothing to re-index, the locked row to compact (chaos 50, V50-5)
+        assert (left.rows_to_reindex, left.rows_to_compact) == (0, 1)
         job = threading.Thread(target=lambda: done.append(rotation.reindex("CHG-2026-2403")))
         job.start()
         job.join(timeout=1.0)

@@ -232,7 +232,9 @@ class FakeTokenStore:
     def compact_batch(self, active_fingerprint_id: int, limit: int, actor: str = "") -> int:
         raise NotImplementedError
 
-    def work_left(self, active_dek_id: int, active_fingerprint_id: int) -> dict[str, int]:
+    def work_left(
+        self, active_dek_id: int, active_fingerprint_id: int, pending_fingerprint_id: int | None = None
+    ) -> dict[str, int]:
         raise NotImplementedError
 
     def fingerprints_left(self, active_fingerprint_id: int, up_to: int) -> int:

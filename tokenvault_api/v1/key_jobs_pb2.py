@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tokenvault_api/v1/key_jobs.proto\x12\rtokenvault.v1\"3\n\rKeyJobRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\r\"{\n\x0cKeyJobUpdate\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x11\n\trows_done\x18\x02 \x01(\x04\x12\x12\n\nrows_total\x18\x03 \x01(\x04\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x12\n\nrows_moved\x18\x05 \x01(\x04\x12\x10\n\x08\x66inished\x18\x06 \x01(\x08\"\x12\n\x10KeyStatusRequest\"T\n\rDataKeyStatus\x12\x0e\n\x06key_id\x18\x01 \x01(\x04\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x13\n\x0bkek_version\x18\x04 \x01(\r\"\xf1\x02\n\x0eKeyStatusReply\x12*\n\x04keys\x18\x01 \x03(\x0b\x32\x1c.tokenvault.v1.DataKeyStatus\x12\x1a\n\x12kek_latest_version\x18\x02 \x01(\r\x12\"\n\x1akek_min_decryption_version\x18\x03 \x01(\r\x12\"\n\x1akek_min_encryption_version\x18\x04 \x01(\r\x12\x19\n\x11rows_to_reencrypt\x18\x05 \x01(\x04\x12\x17\n\x0frows_to_reindex\x18\x06 \x01(\x04\x12#\n\x1bsafe_min_decryption_version\x18\x07 \x01(\r\x12\x35\n\x0binterrupted\x18\x08 \x03(\x0b\x32 .tokenvault.v1.InterruptedKeyJob\x12?\n\x11unpaired_outcomes\x18\t \x03(\x0b\x32$.tokenvault.v1.UnpairedKeyJobOutcome\"\xb9\x01\n\x15UnpairedKeyJobOutcome\x12\x13\n\x0boutcome_row\x18\x01 \x01(\x04\x12\x0b\n\x03job\x18\x02 \x01(\t\x12\x12\n\nwritten_as\x18\x03 \x01(\t\x12\x15\n\rclient_serial\x18\x04 \x01(\t\x12\x12\n\nwritten_at\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x18\n\x10names_intent_row\x18\x07 \x01(\x04\x12\x15\n\rpaired_by_row\x18\x08 \x01(\x04\"\x83\x01\n\x11InterruptedKeyJob\x12\x12\n\nintent_row\x18\x01 \x01(\x04\x12\x0b\n\x03job\x18\x02 \x01(\t\x12\x12\n\nstarted_by\x18\x03 \x01(\t\x12\x15\n\rclient_serial\x18\x04 \x01(\t\x12\x12\n\nstarted_at\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\"\n\x10KeyChangeRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\"6\n\x0bRewrapReply\x12\x0f\n\x07outcome\x18\x01 \x01(\t\x12\x16\n\x0ekeys_rewrapped\x18\x02 \x01(\r\"1\n\x0eRotateKeyReply\x12\x0f\n\x07outcome\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\x04\"N\n\x18RetireKekVersionsRequest\x12\r\n\x05\x62\x65low\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x13\n\x0bvault_token\x18\x03 \x01(\t\"J\n\x16RetireKekVersionsReply\x12\x10\n\x08kek_name\x18\x01 \x01(\t\x12\r\n\x05\x62\x65low\x18\x02 \x01(\r\x12\x0f\n\x07outcome\x18\x03 \x01(\t2\xc0\x04\n\x07KeyJobs\x12H\n\tReencrypt\x12\x1c.tokenvault.v1.KeyJobRequest\x1a\x1b.tokenvault.v1.KeyJobUpdate0\x01\x12\x46\n\x07Reindex\x12\x1c.tokenvault.v1.KeyJobRequest\x1a\x1b.tokenvault.v1.KeyJobUpdate0\x01\x12H\n\x06Status\x12\x1f.tokenvault.v1.KeyStatusRequest\x1a\x1d.tokenvault.v1.KeyStatusReply\x12\x45\n\x06Rewrap\x12\x1f.tokenvault.v1.KeyChangeRequest\x1a\x1a.tokenvault.v1.RewrapReply\x12U\n\x13RotateEncryptionKey\x12\x1f.tokenvault.v1.KeyChangeRequest\x1a\x1d.tokenvault.v1.RotateKeyReply\x12V\n\x14RotateFingerprintKey\x12\x1f.tokenvault.v1.KeyChangeRequest\x1a\x1d.tokenvault.v1.RotateKeyReply\x12\x63\n\x11RetireKekVersions\x12\'.tokenvault.v1.RetireKekVersionsRequest\x1a%.tokenvault.v1.RetireKekVersionsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tokenvault_api/v1/key_jobs.proto\x12\rtokenvault.v1\"3\n\rKeyJobRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\r\"{\n\x0cKeyJobUpdate\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x11\n\trows_done\x18\x02 \x01(\x04\x12\x12\n\nrows_total\x18\x03 \x01(\x04\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x12\n\nrows_moved\x18\x05 \x01(\x04\x12\x10\n\x08\x66inished\x18\x06 \x01(\x08\"\x12\n\x10KeyStatusRequest\"T\n\rDataKeyStatus\x12\x0e\n\x06key_id\x18\x01 \x01(\x04\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x13\n\x0bkek_version\x18\x04 \x01(\r\"\x8a\x03\n\x0eKeyStatusReply\x12*\n\x04keys\x18\x01 \x03(\x0b\x32\x1c.tokenvault.v1.DataKeyStatus\x12\x1a\n\x12kek_latest_version\x18\x02 \x01(\r\x12\"\n\x1akek_min_decryption_version\x18\x03 \x01(\r\x12\"\n\x1akek_min_encryption_version\x18\x04 \x01(\r\x12\x19\n\x11rows_to_reencrypt\x18\x05 \x01(\x04\x12\x17\n\x0frows_to_reindex\x18\x06 \x01(\x04\x12#\n\x1bsafe_min_decryption_version\x18\x07 \x01(\r\x12\x35\n\x0binterrupted\x18\x08 \x03(\x0b\x32 .tokenvault.v1.InterruptedKeyJob\x12?\n\x11unpaired_outcomes\x18\t \x03(\x0b\x32$.tokenvault.v1.UnpairedKeyJobOutcome\x12\x17\n\x0frows_to_compact\x18\n \x01(\x04\"\xb9\x01\n\x15UnpairedKeyJobOutcome\x12\x13\n\x0boutcome_row\x18\x01 \x01(\x04\x12\x0b\n\x03job\x18\x02 \x01(\t\x12\x12\n\nwritten_as\x18\x03 \x01(\t\x12\x15\n\rclient_serial\x18\x04 \x01(\t\x12\x12\n\nwritten_at\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x18\n\x10names_intent_row\x18\x07 \x01(\x04\x12\x15\n\rpaired_by_row\x18\x08 \x01(\x04\"\x83\x01\n\x11InterruptedKeyJob\x12\x12\n\nintent_row\x18\x01 \x01(\x04\x12\x0b\n\x03job\x18\x02 \x01(\t\x12\x12\n\nstarted_by\x18\x03 \x01(\t\x12\x15\n\rclient_serial\x18\x04 \x01(\t\x12\x12\n\nstarted_at\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\"\n\x10KeyChangeRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\"6\n\x0bRewrapReply\x12\x0f\n\x07outcome\x18\x01 \x01(\t\x12\x16\n\x0ekeys_rewrapped\x18\x02 \x01(\r\"1\n\x0eRotateKeyReply\x12\x0f\n\x07outcome\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\x04\"N\n\x18RetireKekVersionsRequest\x12\r\n\x05\x62\x65low\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x13\n\x0bvault_token\x18\x03 \x01(\t\"J\n\x16RetireKekVersionsReply\x12\x10\n\x08kek_name\x18\x01 \x01(\t\x12\r\n\x05\x62\x65low\x18\x02 \x01(\r\x12\x0f\n\x07outcome\x18\x03 \x01(\t2\xc0\x04\n\x07KeyJobs\x12H\n\tReencrypt\x12\x1c.tokenvault.v1.KeyJobRequest\x1a\x1b.tokenvault.v1.KeyJobUpdate0\x01\x12\x46\n\x07Reindex\x12\x1c.tokenvault.v1.KeyJobRequest\x1a\x1b.tokenvault.v1.KeyJobUpdate0\x01\x12H\n\x06Status\x12\x1f.tokenvault.v1.KeyStatusRequest\x1a\x1d.tokenvault.v1.KeyStatusReply\x12\x45\n\x06Rewrap\x12\x1f.tokenvault.v1.KeyChangeRequest\x1a\x1a.tokenvault.v1.RewrapReply\x12U\n\x13RotateEncryptionKey\x12\x1f.tokenvault.v1.KeyChangeRequest\x1a\x1d.tokenvault.v1.RotateKeyReply\x12V\n\x14RotateFingerprintKey\x12\x1f.tokenvault.v1.KeyChangeRequest\x1a\x1d.tokenvault.v1.RotateKeyReply\x12\x63\n\x11RetireKekVersions\x12\'.tokenvault.v1.RetireKekVersionsRequest\x1a%.tokenvault.v1.RetireKekVersionsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,21 +40,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DATAKEYSTATUS']._serialized_start=249
   _globals['_DATAKEYSTATUS']._serialized_end=333
   _globals['_KEYSTATUSREPLY']._serialized_start=336
-  _globals['_KEYSTATUSREPLY']._serialized_end=705
-  _globals['_UNPAIREDKEYJOBOUTCOME']._serialized_start=708
-  _globals['_UNPAIREDKEYJOBOUTCOME']._serialized_end=893
-  _globals['_INTERRUPTEDKEYJOB']._serialized_start=896
-  _globals['_INTERRUPTEDKEYJOB']._serialized_end=1027
-  _globals['_KEYCHANGEREQUEST']._serialized_start=1029
-  _globals['_KEYCHANGEREQUEST']._serialized_end=1063
-  _globals['_REWRAPREPLY']._serialized_start=1065
-  _globals['_REWRAPREPLY']._serialized_end=1119
-  _globals['_ROTATEKEYREPLY']._serialized_start=1121
-  _globals['_ROTATEKEYREPLY']._serialized_end=1170
-  _globals['_RETIREKEKVERSIONSREQUEST']._serialized_start=1172
-  _globals['_RETIREKEKVERSIONSREQUEST']._serialized_end=1250
-  _globals['_RETIREKEKVERSIONSREPLY']._serialized_start=1252
-  _globals['_RETIREKEKVERSIONSREPLY']._serialized_end=1326
-  _globals['_KEYJOBS']._serialized_start=1329
-  _globals['_KEYJOBS']._serialized_end=1905
+  _globals['_KEYSTATUSREPLY']._serialized_end=730
+  _globals['_UNPAIREDKEYJOBOUTCOME']._serialized_start=733
+  _globals['_UNPAIREDKEYJOBOUTCOME']._serialized_end=918
+  _globals['_INTERRUPTEDKEYJOB']._serialized_start=921
+  _globals['_INTERRUPTEDKEYJOB']._serialized_end=1052
+  _globals['_KEYCHANGEREQUEST']._serialized_start=1054
+  _globals['_KEYCHANGEREQUEST']._serialized_end=1088
+  _globals['_REWRAPREPLY']._serialized_start=1090
+  _globals['_REWRAPREPLY']._serialized_end=1144
+  _globals['_ROTATEKEYREPLY']._serialized_start=1146
+  _globals['_ROTATEKEYREPLY']._serialized_end=1195
+  _globals['_RETIREKEKVERSIONSREQUEST']._serialized_start=1197
+  _globals['_RETIREKEKVERSIONSREQUEST']._serialized_end=1275
+  _globals['_RETIREKEKVERSIONSREPLY']._serialized_start=1277
+  _globals['_RETIREKEKVERSIONSREPLY']._serialized_end=1351
+  _globals['_KEYJOBS']._serialized_start=1354
+  _globals['_KEYJOBS']._serialized_end=1930
 # @@protoc_insertion_point(module_scope)

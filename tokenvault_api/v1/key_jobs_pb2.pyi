@@ -162,6 +162,7 @@ class KeyStatusReply(_message.Message):
     SAFE_MIN_DECRYPTION_VERSION_FIELD_NUMBER: _builtins.int
     INTERRUPTED_FIELD_NUMBER: _builtins.int
     UNPAIRED_OUTCOMES_FIELD_NUMBER: _builtins.int
+    ROWS_TO_COMPACT_FIELD_NUMBER: _builtins.int
     kek_latest_version: _builtins.int
     kek_min_decryption_version: _builtins.int
     """Transit's present min_decryption_version (what retire-kek-versions last raised it to)."""
@@ -169,9 +170,15 @@ class KeyStatusReply(_message.Message):
     rows_to_reencrypt: _builtins.int
     """Values not under the active data key yet."""
     rows_to_reindex: _builtins.int
-    """Fingerprints not under the newest fingerprint key yet."""
+    """While a fingerprint key is pending: live rows without a next fingerprint under it (what the re-index
+    still computes). 0 while none is pending.
+    """
     safe_min_decryption_version: _builtins.int
     """The oldest KEK version a data key the service may load is wrapped with."""
+    rows_to_compact: _builtins.int
+    """Fingerprints not under the newest fingerprint key yet (the pending one, else the active one): what the
+    re-index's compaction still moves into place.
+    """
     @_builtins.property
     def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataKeyStatus]:
         """Every data key as stored."""
@@ -202,10 +209,11 @@ class KeyStatusReply(_message.Message):
         safe_min_decryption_version: _builtins.int = ...,
         interrupted: _abc.Iterable[Global___InterruptedKeyJob] | None = ...,
         unpaired_outcomes: _abc.Iterable[Global___UnpairedKeyJobOutcome] | None = ...,
+        rows_to_compact: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["interrupted", b"interrupted", "kek_latest_version", b"kek_latest_version", "kek_min_decryption_version", b"kek_min_decryption_version", "kek_min_encryption_version", b"kek_min_encryption_version", "keys", b"keys", "rows_to_reencrypt", b"rows_to_reencrypt", "rows_to_reindex", b"rows_to_reindex", "safe_min_decryption_version", b"safe_min_decryption_version", "unpaired_outcomes", b"unpaired_outcomes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interrupted", b"interrupted", "kek_latest_version", b"kek_latest_version", "kek_min_decryption_version", b"kek_min_decryption_version", "kek_min_encryption_version", b"kek_min_encryption_version", "keys", b"keys", "rows_to_compact", b"rows_to_compact", "rows_to_reencrypt", b"rows_to_reencrypt", "rows_to_reindex", b"rows_to_reindex", "safe_min_decryption_version", b"safe_min_decryption_version", "unpaired_outcomes", b"unpaired_outcomes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,6 +25,7 @@ import os
 import ssl
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 from psycopg_pool import PoolTimeout
@@ -151,7 +152,10 @@ def kek_version(text: str) -> int:
     return int(text)
 
 
-def _with_progress(phase_total: int, job: Callable[[Callable[[str, int], None]], int]) -> int:
+def _with_progress(
+    phase_total: int, job: Callable[[Callable[[str, int], None]], int], totals: Mapping[str, int] | None = None
+) -> int:
+    """Run `job` with a progress bar per phase: `totals`' for the phases it names, `phase_total` for the others."""
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -164,10 +168,11 @@ def _with_progress(phase_total: int, job: Callable[[Callable[[str, int], None]],
 
         def report(phase: str, done: int) -> None:
             if phase not in tasks:
-                tasks[phase] = progress.add_task(phase, total=phase_total)
+                tasks[phase] = progress.add_task(phase, total=(totals or {}).get(phase, phase_total))
             progress.advance(tasks[phase], done)
             ROTATION_ROWS.labels(phase).inc(done)
-            ROTATION_ROWS_LEFT.labels(phase).set(max(0, phase_total - int(progress.tasks[tasks[phase]].completed)))
+            task = progress.tasks[tasks[phase]]
+            ROTATION_ROWS_LEFT.labels(phase).set(max(0, int((task.total or 0) - task.completed)))
 
         return job(report)
 
@@ -204,8 +209,10 @@ def _run(
         moved = _with_progress(left, lambda report: rotation.reencrypt(reason, args.batch_size, report))
         console.print(f"re-encrypted {moved} value(s); unused data keys retired")
     elif args.command == "reindex":
-        left = rotation.status().rows_to_reindex
-        done = _with_progress(left, lambda report: rotation.reindex(reason, args.batch_size, report))
+        status = rotation.status()  # each phase its own count: a re-run resumes (chaos 50, V50-5)
+        totals = {"reindex": status.rows_to_reindex, "compact": status.rows_to_compact}
+        run = partial(rotation.reindex, reason, args.batch_size)
+        done = _with_progress(status.rows_to_reindex, run, totals)
         console.print(f"re-indexed {done} value(s); the new fingerprint key is active")
     return 0
 

@@ -51,6 +51,7 @@ def _status(status: RotationStatus) -> key_jobs_pb2.KeyStatusReply:
         kek_min_encryption_version=status.kek_min_encryption_version,
         rows_to_reencrypt=status.rows_to_reencrypt,
         rows_to_reindex=status.rows_to_reindex,
+        rows_to_compact=status.rows_to_compact,
         safe_min_decryption_version=status.safe_min_decryption_version,
         interrupted=[
             key_jobs_pb2.InterruptedKeyJob(

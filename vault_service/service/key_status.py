@@ -52,10 +52,11 @@ class KeyStatusReader:
         if twice is not None:
             raise KeysUnavailable(twice)
         generation = generation_of(rows)
-        # Re-index work is every fingerprint not under the newest key: while a key is pending
-        # that is the pending one (the active key is the old one, which every row is under).
-        newest_fingerprint = generation.pending_fingerprint_id or generation.fingerprint_id
-        left = self._tokens.work_left(generation.encryption_id, newest_fingerprint)
+        # To re-index: rows without a next fingerprint under the pending key; to compact: every fingerprint
+        # not under the newest key (chaos 50, V50-5: the re-index's count was the latter).
+        left = self._tokens.work_left(
+            generation.encryption_id, generation.fingerprint_id, generation.pending_fingerprint_id
+        )
         interrupted, unpaired = self._interrupted()
         return RotationStatus(
             kek.latest,
@@ -66,6 +67,7 @@ class KeyStatusReader:
             kek.min_encryption,
             tuple(interrupted),
             tuple(unpaired),
+            left["compact"],
         )
 
     def _check_values(self, rows: list[StoredKey], min_decryption: int) -> dict[int, bytes]:

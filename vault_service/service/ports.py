@@ -377,8 +377,10 @@ class TokenStore(Protocol):
         """Move re-indexed fingerprints into place for up to `limit` rows; rows done."""
         ...
 
-    def work_left(self, active_dek_id: int, active_fingerprint_id: int) -> dict[str, int]:
-        """Rows still to re-encrypt and to re-index (for progress displays)."""
+    def work_left(
+        self, active_dek_id: int, active_fingerprint_id: int, pending_fingerprint_id: int | None = None
+    ) -> dict[str, int]:
+        """Rows still to re-encrypt, to re-index (no next fingerprint under the pending key) and to compact."""
         ...
 
     def fingerprints_left(self, active_fingerprint_id: int, up_to: int) -> int:

@@ -248,10 +248,11 @@ class KeyRotation:
         """KEK version, data keys, the work left, and the key operations interrupted (their process ended)."""
         ring = self._keys.refresh()
         generation = ring.generation
-        # Re-index work is every fingerprint not under the newest key: while a key is pending
-        # that is the pending one (the active key is the old one, which every row is under).
-        newest_fingerprint = generation.pending_fingerprint_id or generation.fingerprint_id
-        left = self._tokens.work_left(generation.encryption_id, newest_fingerprint)
+        # To re-index: rows without a next fingerprint under the pending key; to compact: every fingerprint
+        # not under the newest key (chaos 50, V50-5: the re-index's count was the latter).
+        left = self._tokens.work_left(
+            generation.encryption_id, generation.fingerprint_id, generation.pending_fingerprint_id
+        )
         keys = self._key_statuses()
         kek = self._wrapper.kek_versions()
         return RotationStatus(
@@ -263,6 +264,7 @@ class KeyRotation:
             kek.min_encryption,
             tuple(self.interrupted()),
             tuple(self.unpaired_outcomes()),
+            left["compact"],
         )
 
     def _key_statuses(self) -> list[KeyStatus]:

@@ -48,6 +48,7 @@ class RotationStatus:
     keys: list[KeyStatus]
     rows_to_reencrypt: int
     rows_to_reindex: int
+    """While a fingerprint key is pending: live rows without a next fingerprint under it (the re-index's work)."""
     kek_min_decryption_version: int = 0
     """The KEK's present min_decryption_version in Transit: what `retire-kek-versions` last raised it to."""
     kek_min_encryption_version: int = 0
@@ -58,6 +59,9 @@ class RotationStatus:
     unpaired_outcomes: tuple[UnpairedOutcome, ...] = ()
     """Outcome rows of key operations naming an intent row they cannot pair with (review 33, R33-5): the vault
     writes one per intent row, so each is forged or a duplicate (up to UNPAIRED_LISTED, oldest first)."""
+    rows_to_compact: int = 0
+    """Fingerprints not under the newest fingerprint key yet (what the re-index's compaction moves); while a key is
+    pending, `rows_to_reindex` counts those of them still without a next fingerprint under it (chaos 50, V50-5)."""
 
     @property
     def safe_min_decryption_version(self) -> int:

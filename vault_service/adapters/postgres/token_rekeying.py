@@ -212,14 +212,32 @@ class TokenRekeying:
         return int(row[0]) if row else 0
 
     @translated
-    def work_left(self, active_dek_id: int, active_fingerprint_id: int) -> dict[str, int]:
-        """Rows to re-encrypt and rows whose fingerprint is not under the active key yet."""
+    def work_left(
+        self, active_dek_id: int, active_fingerprint_id: int, pending_fingerprint_id: int | None = None
+    ) -> dict[str, int]:
+        """Rows to re-encrypt, to re-index and to compact.
+
+        `reindex`: while a fingerprint key is pending, the live rows without a next fingerprint under it - the
+        re-index's own work list (REINDEX_CONDITION), what the promotion waits for; none while no key is pending.
+        `compact`: the live rows whose fingerprint is not under the newest key (the pending one, else the active
+        one) yet. Chaos 50, V50-5: `reindex` counted the latter, so after a re-index stopped part-way `status`
+        said every row was still to re-index, and the re-run's progress bar, whose total it is, ended short.
+        """
         with self._pool.connection() as conn:
+            if not self._next_fingerprint_key_ids:
+                self._next_fingerprint_key_ids = has_next_fingerprint_key_ids(conn)
+            under_another = "next_fingerprint_key_id IS DISTINCT FROM %(pending)s"
             row = conn.execute(
-                "SELECT count(*) FILTER (WHERE sealed IS NOT NULL AND dek_id <> %s),"
-                " count(*) FILTER (WHERE fingerprint IS NOT NULL AND fingerprint_key_id <> %s)"
+                "SELECT count(*) FILTER (WHERE sealed IS NOT NULL AND dek_id <> %(dek)s),"
+                " count(*) FILTER (WHERE fingerprint IS NOT NULL AND fingerprint_key_id <> %(pending)s AND"
+                f" (next_fingerprint IS NULL OR {under_another if self._next_fingerprint_key_ids else 'false'})),"
+                " count(*) FILTER (WHERE fingerprint IS NOT NULL AND fingerprint_key_id <> %(newest)s)"
                 " FROM ONLY vault.tokens",
-                (active_dek_id, active_fingerprint_id),
+                {
+                    "dek": active_dek_id,
+                    "pending": pending_fingerprint_id,  # NULL while none: `<>` is then never true
+                    "newest": pending_fingerprint_id or active_fingerprint_id,
+                },
             ).fetchone()
         assert row is not None
-        return {"reencrypt": row[0], "reindex": row[1]}
+        return {"reencrypt": row[0], "reindex": row[1], "compact": row[2]}
