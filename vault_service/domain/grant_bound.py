@@ -97,6 +97,10 @@ class GrantBound:
         self._level = level
         return 0, (need - level) / limit.per_second
 
+    def give_back(self, count: int) -> None:
+        """Put back `count` items a call took and did not spend (an erasure that erased nothing: chaos 50, V50-4)."""
+        self._level = min(self._capacity, self._level + count)
+
     def _over_granted(self, granted: int, level: float, now: float) -> None:
         _count(self._client, self._kind)
         self._unlogged += 1

@@ -6,7 +6,7 @@ as their SHA-256 (see adapters/postgres/schema_catalog.py); `audit verify` repor
 (domain/schema_guards.py).
 """
 
-MIGRATIONS_SHA256 = "26d027e3981556d1a09c60eee47345e6f7c9af553542cfd9449b6297aa1d1237"
+MIGRATIONS_SHA256 = "c49b4a64b8c225f306d0bfc9b9e59f08958c7053fd645c6840fad23cd527b299"
 """The migration files this manifest was generated from (names and contents, in order)."""
 
 EXPECTED: dict[str, dict[str, str]] = {
@@ -987,6 +987,14 @@ EXPECTED: dict[str, dict[str, str]] = {
         "owner": "tokenvault_owner",
         "grants": "owner only",
         "definition": "sha256:b7e30eb419c3f861c78329f6188e2af089f2778865b6d46af42632aa3b3fc73f",
+    },
+    "function vault.give_back_erase_budget(text,integer,integer)": {
+        "kind": "function",
+        "security": "definer",
+        "settings": "search_path=pg_catalog, pg_temp",
+        "owner": "tokenvault_owner",
+        "grants": "tokenvault_vault=X/tokenvault_owner",
+        "definition": "sha256:21479cdcf0e2baf7deed8d06ca30134a69f829927a239d4fabf9dde7702058b4",
     },
     "function vault.hold_key_job(integer)": {
         "kind": "function",

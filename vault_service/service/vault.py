@@ -139,47 +139,56 @@ class TokenVault(Tokenizing):
             self._audit_refusal(caller, "erase", error, len(tokens), token_types)
             raise
         assert caller is not None
-        outcomes: list[EraseOutcome] = []
-        erasable: list[str] = []
-        erasable_types: list[TokenType | None] = []
-        for token, token_type in zip(tokens, types, strict=True):
-            if token_type is None:
-                outcomes.append(InvalidValue("not a token: expected <type prefix>_<22 characters>"))
-            elif token_type not in allowed_types:
-                outcomes.append(PermissionDenied(f"client {caller.name!r} may not erase {token_type.type_name} values"))
-            else:
-                outcomes.append(None)
-                erasable.append(token)
-                erasable_types.append(token_type)
-        issued = self._issued(tokens, types)
-        compared = self._compared(caller, tokens, types, purpose, issued)
-        if compared.erased_present:  # an erasure undone in the database (A41-2): this erasure clears it again
-            report_erased_present("erase", map(reveal_hasher(self._keys.ring.audit_key), compared.erased_present))
-        purpose = self._kept(caller.name, purpose, compared, by_shape=shaped_as_a_stored_value(purpose))
-        # The erasure and its audit row commit together (vault.erase_tokens); the row keeps the
-        # keyed hash of each token it erased, as a reveal's does, so who-saw names the erasure.
-        hashes = tuple(map(reveal_hasher(self._keys.ring.audit_key), erasable))
-        event = AuditEvent(
-            caller.name, "erase", "", len(tokens), purpose, token_types, caller.serial, caller.cert_sha256, hashes
-        )
+        erasing = False
         try:
-            erased = self._tokens.erase(erasable, event) if erasable else set()
-        except StoredValueAltered as error:  # read back not erased: rolled back with its row (attack 41, A41-3)
-            self._audit_refusal(caller, "erase", error, len(tokens), token_types)
+            outcomes: list[EraseOutcome] = []
+            erasable: list[str] = []
+            erasable_types: list[TokenType | None] = []
+            for token, token_type in zip(tokens, types, strict=True):
+                if token_type is None:
+                    outcomes.append(InvalidValue("not a token: expected <type prefix>_<22 characters>"))
+                elif token_type not in allowed_types:
+                    outcomes.append(
+                        PermissionDenied(f"client {caller.name!r} may not erase {token_type.type_name} values")
+                    )
+                else:
+                    outcomes.append(None)
+                    erasable.append(token)
+                    erasable_types.append(token_type)
+            issued = self._issued(tokens, types)
+            compared = self._compared(caller, tokens, types, purpose, issued)
+            if compared.erased_present:  # an erasure undone in the database (A41-2): this erasure clears it again
+                report_erased_present("erase", map(reveal_hasher(self._keys.ring.audit_key), compared.erased_present))
+            purpose = self._kept(caller.name, purpose, compared, by_shape=shaped_as_a_stored_value(purpose))
+            # The erasure and its audit row commit together (vault.erase_tokens); the row keeps the
+            # keyed hash of each token it erased, as a reveal's does, so who-saw names the erasure.
+            hashes = tuple(map(reveal_hasher(self._keys.ring.audit_key), erasable))
+            event = AuditEvent(
+                caller.name, "erase", "", len(tokens), purpose, token_types, caller.serial, caller.cert_sha256, hashes
+            )
+            erasing = bool(erasable)  # from here a failure may come after the COMMIT: the store says (`stored_nothing`)
+            try:
+                erased = self._tokens.erase(erasable, event) if erasable else set()
+            except StoredValueAltered as error:  # read back not erased: rolled back with its row (attack 41, A41-3)
+                self._audit_refusal(caller, "erase", error, len(tokens), token_types)
+                raise
+            if not erasable:
+                self._audit.append(replace(event, outcome="ok: 0 erased"))
+            # Known as erased from now on, whatever the owner makes its row say (attack 43, A43-3/4/5).
+            self.erased.add(h for token, h in zip(erasable, hashes, strict=True) if token in erased)
+            self._cache.clear(self.erased.version)  # the set's version included: Tokenize need not clear it again
+            # NOT_FOUND says which: erased before (the token's row is kept, its value cleared) or never issued - the
+            # officer's run of tokens `dead-letters erase` named counts only the first as done (attack 39, P2).
+            return [
+                TokenNotFound(ERASED_BEFORE if token in issued else NEVER_ISSUED)
+                if outcome is None and token not in erased
+                else outcome
+                for token, outcome in zip(tokens, outcomes, strict=True)
+            ]
+        except VaultError as error:
+            if not erasing or error.stored_nothing:  # nothing erased: the budget back, for the retry (V50-4)
+                self._erase_limiter.give_back(str(caller_name(caller)), len(tokens))
             raise
-        if not erasable:
-            self._audit.append(replace(event, outcome="ok: 0 erased"))
-        # Known as erased from now on, whatever the owner makes its row say (attack 43, A43-3/4/5).
-        self.erased.add(h for token, h in zip(erasable, hashes, strict=True) if token in erased)
-        self._cache.clear(self.erased.version)  # the set's version included: Tokenize need not clear it again
-        # NOT_FOUND says which: erased before (the token's row is kept, its value cleared) or never issued - the
-        # officer's run of tokens `dead-letters erase` named counts only the first as done (attack 39, P2).
-        return [
-            TokenNotFound(ERASED_BEFORE if token in issued else NEVER_ISSUED)
-            if outcome is None and token not in erased
-            else outcome
-            for token, outcome in zip(tokens, outcomes, strict=True)
-        ]
 
     def _issued(self, tokens: Sequence[str], types: Sequence[TokenType | None]) -> dict[str, StoredToken]:
         """The rows of `tokens` the vault issued (erased ones too: their row stays, `sealed` None); one fetch."""

@@ -451,18 +451,30 @@ class PostgresTokenStore(TokenRekeying, EraseRowsRead):
         found = {row[0]: _new_stored_token(StoredToken, row[:-1]) for row in rows}
         return found, None if head is None else int(head)
 
-    @translated
     def erase(self, tokens: Sequence[str], event: AuditEvent) -> set[str]:
         """Destroy ciphertext and fingerprints; the tokens that still had a value.
 
         `event`'s audit row is written by the same function, in the same transaction, with the
-        keyed hashes (`event.revealed`, one per token, in order) of the tokens it erased.
+        keyed hashes (`event.revealed`, one per token, in order) of the tokens it erased. A VaultError
+        it ends with says whether nothing was erased (`stored_nothing`): its transaction ended before its
+        COMMIT, or the server answered a statement with an ERROR - the vault then gives the erasure's
+        budget back (chaos 50, V50-4).
         """
+        writes = Writes()
+        try:
+            return self._erase(tokens, event, writes)
+        except VaultError as error:
+            error.stored_nothing = not writes.may_have_stored
+            raise
+
+    @translated
+    def _erase(self, tokens: Sequence[str], event: AuditEvent, writes: Writes) -> set[str]:
+        """`erase`, its transaction's end told to `writes` (nothing_stored.py)."""
         if not tokens:
             return set()
         if len(event.revealed) != len(tokens):
             raise ValueError(f"an erasure needs one keyed hash per token: {len(event.revealed)} for {len(tokens)}")
-        with self._pool.connection() as conn:
+        with writing(writes), self._pool.connection() as conn:
             try:
                 rows, link = _erase_tokens(conn, tokens, event)
             except ErasureRowNotAsked:
@@ -488,6 +500,7 @@ class PostgresTokenStore(TokenRekeying, EraseRowsRead):
                     " names them, migration no_statistics_of_values says how to remove them"
                 )
                 raise
+            writes.committing = True  # COMMIT at the block's end
         if link is not None and self._erase_rows is not None:
             self._erase_rows.remember([link])  # the upkeep checks the chain it signs holds this row, as written
         return {r[0] for r in rows}
@@ -505,6 +518,26 @@ class PostgresTokenStore(TokenRekeying, EraseRowsRead):
                 " ORDER BY erased_at"
             ).fetchall()
         return [ErasedToken(*row) for row in rows]
+
+    @translated
+    def give_back_budget(self, client: str, kind: str, count: int, limit: RateLimit) -> bool:
+        """Put `count` items back in the client's erase bucket (0074; chaos 50, V50-4): whether it could.
+
+        Only the erase kind is given back (an erasure that erased nothing); False for another kind, or while
+        0074 is not applied (the budget then stays spent, as before).
+        """
+        if kind != "erase":
+            return False
+        with self._pool.connection() as conn:
+            try:
+                conn.execute(
+                    "SELECT vault.give_back_erase_budget(%s, %s, %s)",
+                    (client, count, min(limit.burst, _LARGEST_BURST)),
+                )
+            except psycopg.errors.UndefinedFunction:
+                conn.rollback()
+                return False
+        return True
 
     @translated
     def take_budget(self, client: str, kind: str, need: int, want: int, limit: RateLimit) -> tuple[int, float] | None:

@@ -1,0 +1,64 @@
+"""An erasure the database refused erased nothing, and gives its erase budget back (chaos 50, V50-4).
+
+Real OpenBao and PostgreSQL, a database of the test's own (its erase budget is the officer's alone
+here). The privacy officer's budget is 100 tokens, then one every 200 s (config/vault-policy.toml).
+A row of one token is held `FOR UPDATE` past the erasure's 2 s wait, as a key job's batch holds the
+rows it re-seals: the erasure of 100 tokens is refused UNAVAILABLE, "nothing was erased; retry".
+Before the fix its 100 were spent all the same and the retry was refused RESOURCE_EXHAUSTED (one
+token every 200 s: 5.5 hours for the 100); now the retry erases them all, and spends the budget once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import RunningVault, running_vault, stack_identity
+from tests.integration.fresh_values import fresh_value
+from tests.integration.own_database import database_of_its_own
+from tokenvault_api.v1 import vault_pb2
+from tokenvault_client import NO_RETRY, TokenType, VaultClient, VaultClientError
+
+OFFICER = "privacy-officer"
+
+
+@pytest.fixture
+def own(stack_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[dict[str, str], RunningVault]]:
+    with (
+        database_of_its_own(stack_env, "erasebudget", migrated=True, checkpoint_file=tmp_path / "cp.jsonl") as env,
+        running_vault(env) as vault,
+    ):
+        yield env, vault
+
+
+def _erase_budget_left(env: dict[str, str]) -> float:
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        row = conn.execute(
+            "SELECT tokens FROM vault.call_budget WHERE client = %s AND kind = 'erase'", (OFFICER,)
+        ).fetchone()
+    assert row is not None
+    return float(row[0])
+
+
+def test_an_erasure_refused_by_the_database_gives_its_budget_back_and_the_retry_erases(
+    own: tuple[dict[str, str], RunningVault],
+) -> None:
+    env, vault = own
+    with VaultClient.connect(vault.address, stack_identity(env, "etl-service")) as etl:
+        tokens = [
+            str(t) for t in etl.tokenize([(TokenType.IP, fresh_value(vault_pb2.TOKEN_TYPE_IP)) for _ in range(100)])
+        ]
+    assert len(set(tokens)) == 100
+    with VaultClient.connect(vault.address, stack_identity(env, OFFICER), retry=NO_RETRY) as officer:
+        with psycopg.connect(env["PG_ADMIN_DSN"]) as holder:  # a key job's batch holding a row it re-seals
+            holder.execute("SELECT 1 FROM vault.tokens WHERE token = %s FOR UPDATE", (tokens[50],))
+            with pytest.raises(VaultClientError, match="nothing was erased") as refused:
+                officer.erase(tokens, "GDPR-2026-5004")
+        assert refused.value.code.name == "UNAVAILABLE"
+        assert _erase_budget_left(env) >= 99  # given back (before the fix: 0, and the retry refused for hours)
+        outcomes = officer.erase(tokens, "GDPR-2026-5004")  # the retry the refusal asks for
+    assert outcomes == [None] * 100
+    assert _erase_budget_left(env) < 1  # spent once, by the erasure that erased
