@@ -207,6 +207,14 @@ class FakeTokenStore:
         self.buckets[(client, kind)] = (level, now)
         return 0, (need - level) / limit.per_second
 
+    def give_back_budget(self, client: str, kind: str, count: int, limit: RateLimit) -> bool:
+        """Put `count` back in an erase bucket, up to the burst, as vault.give_back_erase_budget (0074) does."""
+        if not self.has_budgets or kind != "erase":
+            return False
+        level, updated = self.buckets.get((client, kind), (float(limit.burst), self.clock()))
+        self.buckets[(client, kind)] = (min(float(limit.burst), level + count), updated)
+        return True
+
     # The rotation jobs' batches run against Postgres only (tests/integration/test_key_rotation.py).
     def reseal_batch(
         self, active_dek_id: int, limit: int, reseal: Resealer, actor: str = "", skip: Sequence[str] = ()

@@ -102,6 +102,24 @@ def test_erasure_takes_exactly_what_each_call_needs() -> None:
     assert store.buckets[("officer", "erase")][0] == 97  # no lease held back from another replica
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_an_erasure_that_erased_nothing_gives_its_budget_back_to_the_store_and_to_the_process_bound(
+    shared: bool,
+) -> None:
+    """Chaos 50, V50-4: the retry of an erasure the database refused was refused for the limit for hours."""
+    clock = Clock()
+    store = _store(clock)
+    store.has_budgets = shared
+    limiter = RateLimiter({}, RateLimit(0.005, 100), "erase", clock, store, "erase", lease=exact)
+    limiter.take("officer", 100)
+    with pytest.raises(RateLimited):
+        limiter.take("officer", 1)
+    limiter.give_back("officer", 100)  # nothing was erased
+    limiter.take("officer", 100)  # the retry: neither the store nor this process's own bound refuses it
+    with pytest.raises(RateLimited):
+        limiter.take("officer", 1)  # and it was given back once, not more
+
+
 def test_a_call_larger_than_the_burst_is_refused_without_asking_the_store() -> None:
     clock = Clock()
     store = _store(clock)
