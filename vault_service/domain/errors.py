@@ -11,6 +11,13 @@ class VaultError(Exception):
     NOTHING_STORED_KEY (entrypoints/servicer.py): the ETL then knows a lost call of it left nothing behind (attack 41,
     A41-4). False - the default, and what any other error says - claims nothing."""
 
+    erased_nothing = False
+    """Set on an error the token store's erase ends with when its transaction ended before its COMMIT or the
+    database refused a statement of it (an ERROR: rolled back): nothing was erased, and the vault gives the
+    erasure's budget back (chaos 50, V50-4). Kept apart from `stored_nothing`: that one makes the servicer ask the
+    caller's gRPC not to retry (a Tokenize's answer must say what it left), where an erasure refused for a held row
+    is one gRPC's retry policy should retry - and the retry now finds its budget."""
+
 
 class InvalidValue(VaultError):
     """A value cannot be tokenized (wrong shape for its type, empty, too long)."""

@@ -166,7 +166,7 @@ class TokenVault(Tokenizing):
             event = AuditEvent(
                 caller.name, "erase", "", len(tokens), purpose, token_types, caller.serial, caller.cert_sha256, hashes
             )
-            erasing = bool(erasable)  # from here a failure may come after the COMMIT: the store says (`stored_nothing`)
+            erasing = bool(erasable)  # from here a failure may come after the COMMIT: the store says (`erased_nothing`)
             try:
                 erased = self._tokens.erase(erasable, event) if erasable else set()
             except StoredValueAltered as error:  # read back not erased: rolled back with its row (attack 41, A41-3)
@@ -186,7 +186,7 @@ class TokenVault(Tokenizing):
                 for token, outcome in zip(tokens, outcomes, strict=True)
             ]
         except VaultError as error:
-            if not erasing or error.stored_nothing:  # nothing erased: the budget back, for the retry (V50-4)
+            if not erasing or error.erased_nothing:  # nothing erased: the budget back, for the retry (V50-4)
                 self._erase_limiter.give_back(str(caller_name(caller)), len(tokens))
             raise
 

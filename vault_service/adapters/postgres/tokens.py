@@ -456,7 +456,7 @@ class PostgresTokenStore(TokenRekeying, EraseRowsRead):
 
         `event`'s audit row is written by the same function, in the same transaction, with the
         keyed hashes (`event.revealed`, one per token, in order) of the tokens it erased. A VaultError
-        it ends with says whether nothing was erased (`stored_nothing`): its transaction ended before its
+        it ends with says whether nothing was erased (`erased_nothing`): its transaction ended before its
         COMMIT, or the server answered a statement with an ERROR - the vault then gives the erasure's
         budget back (chaos 50, V50-4).
         """
@@ -464,7 +464,7 @@ class PostgresTokenStore(TokenRekeying, EraseRowsRead):
         try:
             return self._erase(tokens, event, writes)
         except VaultError as error:
-            error.stored_nothing = not writes.may_have_stored
+            error.erased_nothing = not writes.may_have_stored
             raise
 
     @translated
