@@ -38,7 +38,8 @@ until vault token lookup >/dev/null 2>&1; do
   sleep 1
 done
 
-# Every request and response (secrets HMAC-ed) to a file in the vault container.
+# Every request and response (secrets HMAC-ed) to a file in the vault-audit volume, which the vault container
+# alone mounts: kept across `down`/`up` as the raft data is, erased by `down -v` (walk49, W49-7).
 vault audit list 2>/dev/null | grep -q '^file/' || vault audit enable file file_path=/vault/logs/audit.log
 vault secrets list | grep -q '^transit/' || vault secrets enable transit
 vault read transit/keys/tokenvault >/dev/null 2>&1 || vault write -f transit/keys/tokenvault type=aes256-gcm96

@@ -9,8 +9,8 @@ the key rotation runbook's compose variant (the KEK, a new data key, the re-encr
 vault on the security team's certificate, refused on the analyst's); the ETL's container reads no
 metrics (the `metrics` tool, with the scraper's certificate, reads the vault's, the ETL's and the lock
 watchdog's); after `down` (volumes kept)
-and `up`, old tokens still detokenize and a replay adds no row. Any failing step shows the
-failing services' compose logs.
+and `up`, old tokens still detokenize, OpenBao's audit trail still holds its records (W49-7) and a replay
+adds no row. Any failing step shows the failing services' compose logs.
 """
 
 from __future__ import annotations
@@ -293,15 +293,40 @@ def test_the_key_rotation_runbook_works_in_compose_and_old_tokens_still_detokeni
         assert same, f"token no longer reveals its value after KEK and data-key rotation: {result['reveal']}"
 
 
+AUDIT_LOG = "/vault/logs/audit.log"  # deploy/compose/vault-init.sh's audit device, in the vault-audit volume
+
+
+def transit_audit_entries(compose: Compose) -> dict[str, str]:
+    """OpenBao's audit records of Transit requests: "type request id" -> the request's path (no value: HMAC-ed or
+    not read). Read in the vault container as user vault, the file's owner (0600)."""
+    out = compose.run("exec", "-T", "--user", "vault", "vault", "cat", AUDIT_LOG).stdout
+    entries = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return {
+        f"{entry['type']} {entry['request']['id']}": entry["request"]["path"]
+        for entry in entries
+        if entry.get("request", {}).get("path", "").startswith("transit/")
+    }
+
+
 def test_after_down_and_up_old_tokens_detokenize_and_a_replay_adds_no_row(compose: Compose) -> None:
+    """Walk 49, W49-7: OpenBao's audit trail (Transit decrypts, key changes) was in the vault container's writable
+    layer, so the container `up` recreated after a `down` began it afresh; it is in a volume of its own now."""
     assert state, "needs the token revealed by the steps before"
     with compose.step("vault", "vault-init", "vault-service", "etl-service"):
-        compose.run("down")  # no -v: volumes (Postgres, Vault's raft storage, certificates) stay
+        before = transit_audit_entries(compose)
+        assert "transit/keys/tokenvault/rotate" in before.values(), "the step before's KEK rotation is not audited"
+        compose.run("down")  # no -v: volumes (Postgres, Vault's raft storage and audit trail, certificates) stay
         seconds = up(compose)
         figure("docker compose up --wait (after down, volumes kept)", f"{seconds:.0f} s")
         result = reveal(compose, state["token"])
         same = result.get("value") == state["value"]
         assert same, f"token no longer reveals its value after down/up: {result['reveal']}"
+        after = transit_audit_entries(compose)
+        lost = sorted({before[key] for key in before.keys() - after.keys()})
+        assert not lost, f"{len(before.keys() - after.keys())} Transit audit records gone after down/up: {lost}"
+        assert after.keys() - before.keys(), "no Transit request audited after the up"
+        owner_mode = compose.run("exec", "-T", "vault", "stat", "-c", "%U %a", AUDIT_LOG).stdout.split()
+        assert owner_mode == ["vault", "600"], owner_mode
         compose.run("run", "--rm", "--no-deps", "load-sample")
         wait_for(lambda: queue_drained(compose), 90, "the replayed events consumed")
         assert counts(compose) == (99, 1)

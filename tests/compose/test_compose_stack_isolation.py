@@ -79,14 +79,16 @@ HOLDERS: dict[str, frozenset[str]] = {
     "metrics scraper's TLS key": frozenset({"metrics", "certs"}),
     "lock watchdog's TLS key": frozenset({"lock-watchdog", "certs"}),
     "Postgres data and socket": frozenset({"postgres"}),
-    "Vault storage and audit log": frozenset({"vault"}),
+    "Vault storage": frozenset({"vault"}),
+    "OpenBao's audit trail": frozenset({"vault"}),  # walk49, W49-7: its own volume, vault-audit
     "audit checkpoints": frozenset({"vault-service"}),
     "vault's health socket": frozenset({"vault-service"}),  # no certificate: its own uid alone connects
     "lock watchdog's health socket": frozenset({"lock-watchdog"}),  # the same
 }
 DATA_LABELS = {
     "Postgres data and socket",
-    "Vault storage and audit log",
+    "Vault storage",
+    "OpenBao's audit trail",
     "audit checkpoints",
     "vault's health socket",
     "lock watchdog's health socket",
@@ -112,9 +114,9 @@ FILE_LABELS = {
     "unseal-key": "Vault unseal key",
     "PG_VERSION": "Postgres data and socket",
     ".s.PGSQL.5432": "Postgres data and socket",
-    "vault.db": "Vault storage and audit log",
-    "raft.db": "Vault storage and audit log",
-    "audit.log": "Vault storage and audit log",
+    "vault.db": "Vault storage",
+    "raft.db": "Vault storage",
+    "audit.log": "OpenBao's audit trail",
     "checkpoints.jsonl": "audit checkpoints",
     "health.sock": "vault's health socket",
     "watchdog-health.sock": "lock watchdog's health socket",
@@ -137,13 +139,14 @@ ENV_LABELS = {
 # SETGID there), and Vault's files belong to user vault.
 HELD_UNREADABLE = {
     "certs": {label for label, holders in HOLDERS.items() if "certs" in holders} - {CA_KEYS},
-    "vault": {"Vault storage and audit log"},
+    "vault": {"Vault storage", "OpenBao's audit trail"},
     "sqs-init": {"ETL's SQS key", "producer's SQS key"},  # root without DAC_OVERRIDE, as certs
 }
 # Each volume -> the one container that writes it, and the others that may mount it (read-only).
 VOLUMES = {
     "pgdata": ("postgres", ()),
     "vault-data": ("vault", ()),
+    "vault-audit": ("vault", ()),  # OpenBao's audit trail: no other container reads or rewrites it (W49-7)
     "vault-unseal": ("vault-init", ()),
     "vault-creds-vault-service": ("vault-init", ("vault-service",)),
     "vault-creds-etl-service": ("vault-init", ("etl-service",)),
@@ -296,11 +299,14 @@ def test_every_container_reaches_its_own_secrets_and_no_other_service_s(compose:
         request: dict[str, object] = {"values": values, "ports": every_port}
         request["endpoints"] = endpoints(addresses(compose))
         findings, uids = [], {}
+        mounted: dict[str, list[str]] = {}  # volume -> "service mount-point ro/rw" of each container mounting it
         seen = {os.readlink(f"/proc/self/ns/{kind}"): "the host" for kind in ("pid", "ipc", "net")}
         running = {name: str(row["ID"]) for name, row in compose.states().items() if name in LONG_RUNNING}
         for service in (*LONG_RUNNING, *ONE_SHOT, *TOOLS):
             report = walk(compose, service, request, running.get(service))
             uids[service] = report["uid"]
+            for point, (volume, mode) in report["volumes"].items():
+                mounted.setdefault(names.get(volume, volume), []).append(f"{service} {point} {mode}")
             reached, wrong = reached_and_refused(service, report, names)
             wrong += wrong_reach(service, report["reached"])
             wrong += shared_namespaces(service, report, seen)
@@ -312,6 +318,9 @@ def test_every_container_reaches_its_own_secrets_and_no_other_service_s(compose:
             assert reached >= expected, f"{service}: the walk could not read its own {sorted(expected - reached)}"
             assert set(report["ports"]) >= set(LOOPBACK_PORTS.get(service, [])), (service, report["ports"])
         assert not findings, "containers reach what is not theirs:\n" + "\n".join(findings)
+        # Walk 49, W49-7: OpenBao's audit trail is in a volume of its own, kept across `down`/`up`, and OpenBao's
+        # container is the only one to mount it (the security team's record of who used the keys).
+        assert mounted.get("vault-audit") == ["vault /vault/logs rw"], mounted.get("vault-audit")
         # The control of "denied": with NET_RAW, the same probe opens both sockets on this engine.
         assert raw_sockets_with_net_raw(compose) == {"packet": "allowed", "icmp": "allowed"}
         ours = [uids[name] for name in ("vault-service", "etl-service", "migrate", *TOOLS)]

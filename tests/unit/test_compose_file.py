@@ -244,11 +244,28 @@ def test_vault_keeps_its_data_in_a_volume_and_is_not_in_dev_mode(tmp_path: Path)
     services = resolved(tmp_path)["services"]
     vault = services["vault"]
     assert not any("-dev" in part for part in vault["command"])
-    assert named_volumes(vault) == {"vault-data": "/vault/file"}
+    assert named_volumes(vault) == {"vault-data": "/vault/file", "vault-audit": "/vault/logs"}
     config = (REPO / "deploy/compose/vault-server.hcl").read_text()
     assert 'storage "raft"' in config and 'path    = "/vault/file"' in config
     users_of_unseal = [name for name, s in services.items() if "vault-unseal" in named_volumes(s)]
     assert users_of_unseal == ["vault-init"]
+
+
+def test_openbao_s_audit_device_writes_into_a_volume_of_the_vault_container_alone(tmp_path: Path) -> None:
+    """Walk 49, W49-7: vault-init's audit device wrote to /vault/logs, in the container's writable layer, so every
+    `down`/`up` began the security team's record of Transit decrypts and key changes afresh. Its directory is a
+    named volume now (kept by `down`, erased by `down -v`), which no other container mounts."""
+    init = (REPO / "deploy/compose/vault-init.sh").read_text()
+    (audit_file,) = re.findall(r"vault audit enable file file_path=(\S+)", init)
+    services = resolved(tmp_path)["services"]
+    holding = {
+        name: volume
+        for name, service in services.items()
+        for volume, target in named_volumes(service).items()
+        if Path(audit_file).is_relative_to(target)
+    }
+    assert holding == {"vault": "vault-audit"}, holding
+    assert [name for name, s in services.items() if "vault-audit" in named_volumes(s)] == ["vault"]
 
 
 def test_vault_s_request_bodies_and_memory_are_bounded_and_it_restarts(tmp_path: Path) -> None:
