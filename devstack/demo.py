@@ -31,6 +31,7 @@ from devstack.restart import restart_dead
 from devstack.sqs import identity_key, sqs_client
 from devstack.stack import REPO, StackState, state_dir_from_env, up
 from devstack.trusted_stack import refuse_untrusted_stack_dir
+from etl_service.config import DEFAULT_VISIBILITY_SECONDS
 from tokenvault_client import ClientIdentity, ItemError, VaultClient, VaultClientError
 
 console = Console()
@@ -81,9 +82,9 @@ def etl_watch(state_dir: Path) -> Callable[[], bool]:
 
 STALL_SECONDS = 5.0
 """No event accounted for in this long, with messages in flight: `make run` says what it waits for (walk48, W48-13)."""
-ETL_LEASE_SECONDS = 60
+ETL_LEASE_SECONDS = DEFAULT_VISIBILITY_SECONDS
 """How long the stack's ETL leases a message it receives: ETL_VISIBILITY_TIMEOUT_SECONDS, which the stack leaves at
-its default (devstack.stack.etl_service_env); a received message no ETL deletes is invisible that long."""
+the ETL's default (devstack.stack.etl_service_env); a received message no ETL deletes is invisible that long."""
 
 
 def in_flight_counter(env: dict[str, str]) -> Callable[[], int]:

@@ -13,12 +13,7 @@ DependencyDown.
 from __future__ import annotations
 
 import datetime
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -32,11 +27,10 @@ from devstack.sqs import sqs_client
 from etl_service.adapters.postgres import database_error
 from etl_service.errors import DependencyDown, Misconfigured
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
-from tests.integration.etl_landings import assert_each_event_landed_once, dead_letters, events, where_each_event_landed
+from tests.integration.etl_landings import assert_each_event_landed_once, dead_letters, events
+from tests.integration.etl_process import exit_within, start_etl, wait_until_landed
 from tests.integration.pg_tls_cluster import TlsCluster, tls_cluster
 from tests.integration.tcp_outage import TcpOutage
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -146,27 +140,13 @@ def test_a_client_certificate_revoked_mid_run_stops_the_etl_with_exit_1_and_dead
         "ETL_METRICS_PORT": "0",
     }
     send_events(sqs_client(endpoint), env["ETL_QUEUE_URL"], sent)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "etl_service", "run"],
-        env={**os.environ, **env},
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    process = start_etl(env)
     try:
-        deadline = time.monotonic() + 60
-        while sum(map(len, where_each_event_landed(admin, sent))) < 300:
-            assert time.monotonic() < deadline and process.poll() is None, process.stderr
-            time.sleep(0.05)
+        wait_until_landed(process, admin, sent, 300)
         cluster.revoke([x509.load_pem_x509_certificate(cluster.etl_certificate.cert.read_bytes()).serial_number])
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'tokenvault_etl'")
-        try:
-            _, err = process.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            _, err = process.communicate()
-            pytest.fail("the ETL did not stop within 60 s of its certificate's revocation: " + err.decode()[-1500:])
+        err = exit_within(process, 60, "its certificate's revocation")
         assert process.returncode == 1, err.decode()[-2000:]
         assert b"refused the client certificate of ETL_DATABASE_DSN as revoked" in err, err.decode()[-2000:]
         unloaded = [r for _, r in dead_letters(endpoint, env["ETL_DLQ_URL"]) if r != "invalid_payload"]

@@ -9,12 +9,7 @@ released (nothing dead-lettered for it), and once the setting is right again a d
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
@@ -23,9 +18,8 @@ import pytest
 from devstack.events import send_events
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
-from tests.integration.etl_landings import assert_each_event_landed_once, dead_letters, events, where_each_event_landed
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.etl_landings import assert_each_event_landed_once, dead_letters, events
+from tests.integration.etl_process import exit_within, start_etl, wait_until_landed
 
 
 def _revoke_insert(admin: str, etl_dsn: str) -> Callable[[], None]:
@@ -85,26 +79,12 @@ def test_a_misconfiguration_mid_run_stops_the_etl_with_exit_1_and_dead_letters_n
         "ETL_METRICS_PORT": "0",
     }
     send_events(sqs_client(endpoint), env["ETL_QUEUE_URL"], sent)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "etl_service", "run"],
-        env={**os.environ, **env},
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    process = start_etl(env)
     undo: Callable[[], None] | None = None
     try:
-        deadline = time.monotonic() + 60
-        while sum(map(len, where_each_event_landed(admin, sent))) < 300:
-            assert time.monotonic() < deadline and process.poll() is None
-            time.sleep(0.05)
+        wait_until_landed(process, admin, sent, 300)
         undo = change(admin, stack_env["PG_ETL_DSN"])
-        try:
-            _, err = process.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            _, err = process.communicate()
-            pytest.fail("the ETL did not stop within 60 s of its misconfiguration: " + err.decode()[-1500:])
+        err = exit_within(process, 60, "its misconfiguration")
         assert process.returncode == 1, err.decode()[-2000:]
         assert b"Postgres refused the ETL: " + said in err
         unloaded = [r for _, r in dead_letters(endpoint, env["ETL_DLQ_URL"]) if r != "invalid_payload"]

@@ -9,12 +9,9 @@ vault's metrics are the ones this process (the in-process vault) would serve.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psycopg
 from prometheus_client import REGISTRY, generate_latest
@@ -24,10 +21,9 @@ from devstack.procs import free_port
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_harness_env
 from tests.integration.etl_landings import events, where_each_event_landed
+from tests.integration.etl_process import exit_within, start_etl, wait_until_landed
 from tests.leaky_events import leaked, leaky_events, raw_values
 from tests.metrics_scrape import quarantined_total, stack_scrape
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_rejected_events_leave_no_raw_value_in_logs_quarantine_or_metrics(
@@ -39,19 +35,10 @@ def test_rejected_events_leave_no_raw_value_in_logs_quarantine_or_metrics(
     port = free_port()
     env = {**etl_harness_env(stack_env, vault.address), "ETL_METRICS_PORT": str(port)}
     send_events(sqs_client(stack_env["SQS_ENDPOINT_URL"]), env["ETL_QUEUE_URL"], sent)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "etl_service", "run"],
-        env={**os.environ, **env},
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_etl(env, stdout=subprocess.DEVNULL)
     try:
+        wait_until_landed(process, stack_env["PG_ADMIN_DSN"], sent, len(sent))
         deadline = time.monotonic() + 60
-        while sum(map(len, where_each_event_landed(stack_env["PG_ADMIN_DSN"], sent))) < len(sent):
-            assert time.monotonic() < deadline and process.poll() is None, "the ETL did not settle every event"
-            time.sleep(0.1)
         _, quarantined_ids = where_each_event_landed(stack_env["PG_ADMIN_DSN"], sent)
         etl_metrics = stack_scrape(stack_env, f"https://127.0.0.1:{port}/metrics")
         while quarantined_total(etl_metrics) < len(quarantined_ids):  # a batch is counted after it is settled
@@ -60,7 +47,7 @@ def test_rejected_events_leave_no_raw_value_in_logs_quarantine_or_metrics(
             etl_metrics = stack_scrape(stack_env, f"https://127.0.0.1:{port}/metrics")
     finally:
         process.send_signal(signal.SIGTERM)
-        _, logs = process.communicate(timeout=30)
+        logs = exit_within(process, 30, "SIGTERM").decode()
     with psycopg.connect(stack_env["PG_ADMIN_DSN"]) as conn:
         quarantine = conn.execute(
             "SELECT event_id, reason, detail FROM etl_quarantine WHERE event_id = ANY(%s)",

@@ -5,18 +5,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 from devstack.events import send_events
 from devstack.procs import free_port
 from devstack.sqs import sqs_client
 from tests.conftest import etl_consumer, etl_harness_env
-from tests.integration.etl_landings import assert_each_event_landed_once, events, where_each_event_landed
+from tests.integration.etl_landings import assert_each_event_landed_once, events
+from tests.integration.etl_process import EtlLog, exit_within, start_etl, wait_until_landed
 from tests.metrics_scrape import stack_scrape
 
-REPO = Path(__file__).resolve().parents[2]
 GRACE_SECONDS = 3
 
 
@@ -32,22 +30,13 @@ def test_sigterm_with_a_hung_vault_exits_within_the_grace_period_and_loses_nothi
         "ETL_METRICS_PORT": "0",
     }
     send_events(sqs_client(stack_env["SQS_ENDPOINT_URL"]), env["ETL_QUEUE_URL"], sent)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "etl_service", "drain"],
-        env={**os.environ, **env},
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 60
-    while sum(map(len, where_each_event_landed(stack_env["PG_ADMIN_DSN"], sent))) < 200:
-        assert time.monotonic() < deadline and process.poll() is None
-        time.sleep(0.05)
+    process = start_etl(env, "drain")
+    wait_until_landed(process, stack_env["PG_ADMIN_DSN"], sent, 200)
     os.kill(vault_pid, signal.SIGSTOP)  # hung: connections stay open, nothing answers
     time.sleep(1)  # batches in hand now wait on Tokenize (10 s deadline)
     process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
-    _, err = process.communicate(timeout=60)
+    err = exit_within(process, 60, "SIGTERM")
     took = time.monotonic() - signalled
     assert process.returncode == 0, err.decode()[-2000:]
     assert took < GRACE_SECONDS + 2, f"exit took {took:.1f} s"
@@ -63,19 +52,10 @@ def test_an_idle_service_exports_its_dependencies_up_from_the_start_and_exits_wi
 ) -> None:
     port = free_port()
     env = {**etl_harness_env(stack_env, vault_process[0]), "ETL_METRICS_PORT": str(port)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "etl_service", "run"],
-        env={**os.environ, **env, "PYTHONFAULTHANDLER": "1"},  # SIGABRT prints every thread's stack
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_etl({**env, "PYTHONFAULTHANDLER": "1"}, stdout=subprocess.DEVNULL)  # SIGABRT: every stack
+    log = EtlLog(process)
     try:
-        assert process.stderr is not None
-        for line in process.stderr:
-            if '"started"' in line:
-                break
+        log.wait_for("started")
         metrics = stack_scrape(stack_env, f"https://127.0.0.1:{port}/metrics")  # the stack's scraper certificate
         for dependency in ("sqs", "vault", "database"):
             assert f'etl_dependency_up{{dependency="{dependency}"}} 1.0' in metrics
@@ -86,7 +66,8 @@ def test_an_idle_service_exports_its_dependencies_up_from_the_start_and_exits_wi
             process.wait(10)
         except subprocess.TimeoutExpired:  # show where it hangs: each thread's stack, then the log's tail
             process.send_signal(signal.SIGABRT)
-            raise AssertionError(f"no exit 10 s after SIGTERM:\n{process.communicate(timeout=10)[1][-6000:]}") from None
+            process.wait(10)
+            raise AssertionError(f"no exit 10 s after SIGTERM:\n{log.tail(6000)}") from None
         assert process.returncode == 0 and time.monotonic() - signalled < 2
     finally:  # a failure above leaves no ETL consuming behind the test
         if process.poll() is None:

@@ -8,12 +8,8 @@ exit: once the lock goes, a new consumer loads each event once.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psycopg
 
@@ -21,8 +17,8 @@ from devstack.events import send_events
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
 from tests.integration.etl_landings import assert_each_event_landed_once, events, where_each_event_landed
+from tests.integration.etl_process import exit_within, start_etl
 
-REPO = Path(__file__).resolve().parents[2]
 GRACE_SECONDS = 3
 
 
@@ -50,13 +46,7 @@ def test_sigterm_with_every_load_waiting_on_a_lock_exits_within_the_grace_period
         psycopg.connect(stack_env["PG_ADMIN_DSN"]) as holder,
     ):
         holder.execute("LOCK TABLE public.user_logins IN SHARE MODE")  # held until the rollback below
-        process = subprocess.Popen(
-            [sys.executable, "-m", "etl_service", "run"],
-            env={**os.environ, **env},
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        process = start_etl(env)
         deadline = time.monotonic() + 60
         while etl_loads_waiting_on_a_lock(watcher) < 2:  # both workers inside a COPY
             assert time.monotonic() < deadline and process.poll() is None, "no load came to wait on the lock"
@@ -64,7 +54,7 @@ def test_sigterm_with_every_load_waiting_on_a_lock_exits_within_the_grace_period
         time.sleep(2 * 4)  # two leases: held batches keep their leases while they wait
         process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        _, err = process.communicate(timeout=60)
+        err = exit_within(process, 60, "SIGTERM")
         took = time.monotonic() - signalled
         assert process.returncode == 0, err.decode()[-2000:]
         assert took < GRACE_SECONDS + 4, f"exit took {took:.1f} s"

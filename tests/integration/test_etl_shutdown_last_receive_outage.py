@@ -13,11 +13,8 @@ event once.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,9 +27,9 @@ from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
 from tests.integration.dead_letters import all_dead_letters, run_dead_letters
 from tests.integration.etl_landings import assert_each_event_landed_once, events, queue_depth
+from tests.integration.etl_process import EtlLog, start_etl
 from tests.integration.tcp_outage import TcpOutage
 
-REPO = Path(__file__).resolve().parents[2]
 GRACE_SECONDS = 10
 EVENTS = 10
 
@@ -42,22 +39,6 @@ def database_path(stack_env: dict[str, str]) -> Iterator[TcpOutage]:
     proxy = TcpOutage(int(conninfo_to_dict(stack_env["PG_ETL_DSN"]).get("port") or 5432))
     yield proxy
     proxy.close()
-
-
-def _lines(stream: object, into: list[str]) -> None:
-    for line in iter(stream.readline, b""):  # type: ignore[attr-defined]
-        into.append(line.decode(errors="replace"))
-
-
-def _said(lines: list[str], text: str) -> bool:
-    """Whether one of the JSON log `lines` has the message `text`."""
-    for line in list(lines):
-        try:
-            if json.loads(line).get("message") == text:
-                return True
-        except (ValueError, AttributeError):
-            continue
-    return False
 
 
 def test_sigterm_while_a_last_receive_waits_out_a_database_outage_exits_within_the_grace_and_loses_nothing(
@@ -72,20 +53,9 @@ def test_sigterm_while_a_last_receive_waits_out_a_database_outage_exits_within_t
         "ETL_SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
         "ETL_METRICS_PORT": "0",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "etl_service", "run"],
-        env={**os.environ, **env},
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    err: list[str] = []
-    reader = threading.Thread(target=_lines, args=(process.stderr, err), daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 60
-    while not _said(err, "started"):
-        assert time.monotonic() < deadline and process.poll() is None, "".join(err)[-2000:]
-        time.sleep(0.1)
+    process = start_etl(env, stdout=subprocess.DEVNULL)
+    log = EtlLog(process)
+    log.wait_for("started")
     database_path.down()  # every connection ended, new ones refused until up()
     send_events(sqs_client(endpoint), env["ETL_QUEUE_URL"], sent)  # each receive is the last (limit 1)
     time.sleep(4)  # the batch is received and its first database call has failed: it waits on the pool
@@ -93,12 +63,11 @@ def test_sigterm_while_a_last_receive_waits_out_a_database_outage_exits_within_t
     signalled = time.monotonic()
     process.wait(timeout=90)
     took = time.monotonic() - signalled
-    reader.join(5)
     in_dlq = all_dead_letters(endpoint, env["ETL_DLQ_URL"])
     reasons = sorted(str(m.get("MessageAttributes", {}).get("reason", {}).get("StringValue")) for m in in_dlq)
     in_queue = queue_depth(endpoint, env["ETL_QUEUE_URL"])
     print(f"exit {process.returncode} after {took:.1f} s; DLQ {reasons}; queue {in_queue}")
-    assert process.returncode == 0, "".join(err)[-3000:]
+    assert process.returncode == 0, log.tail()
     assert took < GRACE_SECONDS - 3, f"exit took {took:.1f} s: the stop waited on the outage"
     # Each dead-lettered by the ETL, sealed, with its reason - none left for SQS's redrive to move in clear.
     assert reasons == ["dependency_unavailable"] * EVENTS and in_queue == 0, f"DLQ {reasons}; queue {in_queue}"

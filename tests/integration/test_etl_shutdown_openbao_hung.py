@@ -7,13 +7,9 @@ answering again, loads each event once.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -22,9 +18,9 @@ from devstack.events import send_events
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
 from tests.integration.etl_landings import assert_each_event_landed_once, events, where_each_event_landed
+from tests.integration.etl_process import exit_within, start_etl, wait_until_landed
 from tests.integration.tcp_outage import TcpOutage
 
-REPO = Path(__file__).resolve().parents[2]
 GRACE_SECONDS = 3
 
 
@@ -47,22 +43,13 @@ def test_sigterm_with_openbao_hung_exits_within_the_grace_period_and_loses_nothi
         "ETL_METRICS_PORT": "0",
     }
     send_events(sqs_client(stack_env["SQS_ENDPOINT_URL"]), env["ETL_QUEUE_URL"], sent)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "etl_service", "run"],
-        env={**os.environ, **env},
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 60
-    while sum(map(len, where_each_event_landed(stack_env["PG_ADMIN_DSN"], sent))) < 200:
-        assert time.monotonic() < deadline and process.poll() is None
-        time.sleep(0.05)
+    process = start_etl(env)
+    wait_until_landed(process, stack_env["PG_ADMIN_DSN"], sent, 200)
     openbao_path.freeze()
     time.sleep(1)  # batches in hand now wait on their signature
     process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
-    _, err = process.communicate(timeout=60)
+    err = exit_within(process, 60, "SIGTERM")
     took = time.monotonic() - signalled
     assert process.returncode == 0, err.decode()[-2000:]
     assert took < GRACE_SECONDS + 3, f"exit took {took:.1f} s"

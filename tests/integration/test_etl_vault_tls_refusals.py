@@ -10,10 +10,7 @@ other TLS settings; the ETL asks with a handshake of its own (etl_service/adapte
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,11 +27,11 @@ from etl_service.adapters.vault_tls_probe import VaultTls, handshake_refusal
 from etl_service.config import EtlConfig
 from etl_service.errors import DependencyDown, Misconfigured
 from tests.conftest import etl_consumer, etl_harness_env, running_vault
-from tests.integration.etl_landings import assert_each_event_landed_once, dead_letters, events, where_each_event_landed
+from tests.integration.etl_landings import assert_each_event_landed_once, dead_letters, events
+from tests.integration.etl_process import exit_within, start_etl, wait_until_landed
 from tests.integration.tcp_outage import TcpOutage
 from tokenvault_client.channel import ClientIdentity, open_channel
 
-REPO = Path(__file__).resolve().parents[2]
 CLIENT_CA_REFUSES = b"ETL_TLS_CERT is expired or not of the vault's client CA"
 SERVER_CA_UNVERIFIED = b"the vault's certificate is not one ETL_TLS_CA verifies"
 REFUSED_TLS = b"vault service refused the ETL's TLS (the TLS handshake failed): "
@@ -172,26 +169,12 @@ def test_a_vault_refusing_the_etls_tls_mid_run_stops_it_with_exit_1_and_dead_let
     admin, endpoint, address = stack_env["PG_ADMIN_DSN"], stack_env["SQS_ENDPOINT_URL"], etl_env["ETL_VAULT_ADDRESS"]
     env = {**etl_env, "ETL_BATCH_SIZE": "50", "ETL_SHUTDOWN_GRACE_SECONDS": "5", "ETL_METRICS_PORT": "0"}
     send_events(sqs_client(endpoint), env["ETL_QUEUE_URL"], sent)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "etl_service", "run"],
-        env={**os.environ, **env},
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    process = start_etl(env)
     try:
         with running_vault(stack_env, address):
-            deadline = time.monotonic() + 60
-            while sum(map(len, where_each_event_landed(admin, sent))) < 300:
-                assert time.monotonic() < deadline and process.poll() is None
-                time.sleep(0.05)
+            wait_until_landed(process, admin, sent, 300)
         with running_vault(stack_env, address, **other_settings[case]):
-            try:
-                _, err = process.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                _, err = process.communicate()
-                pytest.fail("the ETL did not stop within 60 s of the vault refusing it: " + err.decode()[-1500:])
+            err = exit_within(process, 60, "the vault refusing it")
         assert process.returncode == 1, err.decode()[-2000:]
         assert REFUSED_TLS in err and said in err, err.decode()[-2000:]
         unloaded = [r for _, r in dead_letters(endpoint, env["ETL_DLQ_URL"]) if r != "invalid_payload"]

@@ -14,44 +14,33 @@ import os
 import signal
 import time
 
-from tests.conftest import running_vault, stack_identity
 from tests.integration.fresh_values import fresh_value
+from tests.integration.short_audit_bound import UNCHECKED_SECONDS, vault_with_a_short_audit_bound
 from tests.integration.test_vault_dependencies import PrivateVault, private
 from tokenvault_api.v1 import vault_pb2
-from tokenvault_client import NO_RETRY, Revealed, TokenType, VaultClient, VaultClientError
+from tokenvault_client import Revealed, TokenType, VaultClientError
 
 __all__ = ["private"]  # the fixture used here: an OpenBao and a database of the test's own
-
-UNCHECKED_SECONDS = 6
 
 
 def test_reveals_refused_while_openbao_cannot_sign_say_so_and_tokenization_goes_on(
     stack_env: dict[str, str], private: PrivateVault
 ) -> None:
-    settings = {
-        **private.overrides,
-        "TOKENVAULT_AUDIT_CHECKPOINT_SECONDS": "1",
-        "TOKENVAULT_AUDIT_UNCHECKED_SECONDS": str(UNCHECKED_SECONDS),
-    }
-    with running_vault(stack_env, **settings) as vault:
-        etl = VaultClient.connect(vault.address, stack_identity(stack_env, "etl-service"), retry=NO_RETRY)
-        analyst = VaultClient.connect(vault.address, stack_identity(stack_env, "analyst"), retry=NO_RETRY)
-        with etl, analyst:
-            (token,) = etl.tokenize([(TokenType.IP, fresh_value(vault_pb2.TOKEN_TYPE_IP))])
-            os.kill(private.bao.pid, signal.SIGKILL)  # OpenBao gone
-            refusal = ""
-            deadline = time.monotonic() + UNCHECKED_SECONDS + 15
-            for case in range(100, 200):
-                try:
-                    (outcome,) = analyst.detokenize([str(token)], f"CASE-{case}")
-                    assert isinstance(outcome, Revealed)
-                except VaultClientError as error:
-                    refusal = str(error)
-                    break
-                assert time.monotonic() < deadline, "reveals were never refused while nothing anchored their rows"
-                time.sleep(0.5)
-            assert refusal.startswith("UNAVAILABLE")
-            assert "Vault (OpenBao) cannot sign a checkpoint" in refusal  # before the fix: the file's volume
-            assert "volume" not in refusal
-            (later,) = etl.tokenize([(TokenType.IP, fresh_value(vault_pb2.TOKEN_TYPE_IP))])
-            assert isinstance(later, str)  # tokenization goes on
+    with vault_with_a_short_audit_bound(stack_env, private) as bound:
+        os.kill(private.bao.pid, signal.SIGKILL)  # OpenBao gone
+        refusal = ""
+        deadline = time.monotonic() + UNCHECKED_SECONDS + 15
+        for case in range(100, 200):
+            try:
+                (outcome,) = bound.analyst.detokenize([bound.token], f"CASE-{case}")
+                assert isinstance(outcome, Revealed)
+            except VaultClientError as error:
+                refusal = str(error)
+                break
+            assert time.monotonic() < deadline, "reveals were never refused while nothing anchored their rows"
+            time.sleep(0.5)
+        assert refusal.startswith("UNAVAILABLE")
+        assert "Vault (OpenBao) cannot sign a checkpoint" in refusal  # before the fix: the file's volume
+        assert "volume" not in refusal
+        (later,) = bound.etl.tokenize([(TokenType.IP, fresh_value(vault_pb2.TOKEN_TYPE_IP))])
+        assert isinstance(later, str)  # tokenization goes on

@@ -15,41 +15,28 @@ import time
 
 import hvac
 
-from tests.conftest import running_vault, stack_identity
-from tests.integration.fresh_values import fresh_value
+from tests.integration.short_audit_bound import UNCHECKED_SECONDS, vault_with_a_short_audit_bound
 from tests.integration.test_vault_dependencies import PrivateVault, private
-from tokenvault_api.v1 import vault_pb2
-from tokenvault_client import NO_RETRY, Revealed, TokenType, VaultClient, VaultClientError
+from tokenvault_client import Revealed, VaultClientError
 
 __all__ = ["private"]  # the fixture used here: an OpenBao and a database of the test's own
 
-UNCHECKED_SECONDS = 6
-
 
 def test_a_revoked_token_is_replaced_and_reveals_go_on(stack_env: dict[str, str], private: PrivateVault) -> None:
-    settings = {
-        **private.overrides,
-        "TOKENVAULT_AUDIT_CHECKPOINT_SECONDS": "1",
-        "TOKENVAULT_AUDIT_UNCHECKED_SECONDS": str(UNCHECKED_SECONDS),
-    }
-    with running_vault(stack_env, **settings) as vault:
-        etl = VaultClient.connect(vault.address, stack_identity(stack_env, "etl-service"), retry=NO_RETRY)
-        analyst = VaultClient.connect(vault.address, stack_identity(stack_env, "analyst"), retry=NO_RETRY)
-        with etl, analyst:
-            (token,) = etl.tokenize([(TokenType.IP, fresh_value(vault_pb2.TOKEN_TYPE_IP))])
-            root = hvac.Client(url=private.bao.address, token=private.bao.root_token)
-            root.sys.revoke_prefix("auth/approle/login")  # every token of the service's logins, now
-            refusals: list[str] = []
-            end = time.monotonic() + UNCHECKED_SECONDS + 12
-            case = 100
-            while time.monotonic() < end:
-                case += 1
-                try:
-                    (outcome,) = analyst.detokenize([str(token)], f"CASE-{case}")
-                    assert isinstance(outcome, Revealed)
-                except VaultClientError as error:
-                    refusals.append(str(error))
-                time.sleep(0.5)
-            assert not refusals, f"{len(refusals)} reveals refused after the token's revocation: {refusals[-1]}"
-            # the checkpoints are signed again: the rows revealed since are anchored
-            vault.wait_for_checkpoint()
+    with vault_with_a_short_audit_bound(stack_env, private) as bound:
+        root = hvac.Client(url=private.bao.address, token=private.bao.root_token)
+        root.sys.revoke_prefix("auth/approle/login")  # every token of the service's logins, now
+        refusals: list[str] = []
+        end = time.monotonic() + UNCHECKED_SECONDS + 12
+        case = 100
+        while time.monotonic() < end:
+            case += 1
+            try:
+                (outcome,) = bound.analyst.detokenize([bound.token], f"CASE-{case}")
+                assert isinstance(outcome, Revealed)
+            except VaultClientError as error:
+                refusals.append(str(error))
+            time.sleep(0.5)
+        assert not refusals, f"{len(refusals)} reveals refused after the token's revocation: {refusals[-1]}"
+        # the checkpoints are signed again: the rows revealed since are anchored
+        bound.vault.wait_for_checkpoint()
