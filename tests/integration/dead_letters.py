@@ -96,6 +96,17 @@ def all_dead_letters(endpoint: str, dlq_url: str) -> list[dict[str, Any]]:
     return found
 
 
+def dead_letter_reasons(endpoint: str, dlq_url: str) -> list[str | None]:
+    """The reason of each DLQ message (None: one SQS's redrive policy moved there), each made visible again at once.
+
+    etl_landings.dead_letters leaves what it read invisible for 60 s: a drain after it waited for those letters as
+    held by another reader - 62 s of the 79 s of test_etl_database_tls_refusals' mid-run test (etltests51).
+    """
+    return [
+        m.get("MessageAttributes", {}).get("reason", {}).get("StringValue") for m in all_dead_letters(endpoint, dlq_url)
+    ]
+
+
 def read_all(sqs: SQSClient, url: str) -> list[tuple[str, int, str]]:
     """(message id, receive count, body) of every message of `url`, made visible again: this read counts one."""
     found = []

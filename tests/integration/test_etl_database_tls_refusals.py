@@ -27,7 +27,8 @@ from devstack.sqs import sqs_client
 from etl_service.adapters.postgres import database_error
 from etl_service.errors import DependencyDown, Misconfigured
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
-from tests.integration.etl_landings import assert_each_event_landed_once, dead_letters, events
+from tests.integration.dead_letters import dead_letter_reasons
+from tests.integration.etl_landings import assert_each_event_landed_once, events
 from tests.integration.etl_process import exit_within, start_etl, wait_until_landed
 from tests.integration.pg_tls_cluster import TlsCluster, tls_cluster
 from tests.integration.tcp_outage import TcpOutage
@@ -149,7 +150,7 @@ def test_a_client_certificate_revoked_mid_run_stops_the_etl_with_exit_1_and_dead
         err = exit_within(process, 60, "its certificate's revocation")
         assert process.returncode == 1, err.decode()[-2000:]
         assert b"refused the client certificate of ETL_DATABASE_DSN as revoked" in err, err.decode()[-2000:]
-        unloaded = [r for _, r in dead_letters(endpoint, env["ETL_DLQ_URL"]) if r != "invalid_payload"]
+        unloaded = [r for r in dead_letter_reasons(endpoint, env["ETL_DLQ_URL"]) if r != "invalid_payload"]
         assert not [r for r in unloaded if r in ("dependency_unavailable", "processing_failed")], unloaded
     finally:
         if process.poll() is None:

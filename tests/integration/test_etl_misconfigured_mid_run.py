@@ -18,7 +18,8 @@ import pytest
 from devstack.events import send_events
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
-from tests.integration.etl_landings import assert_each_event_landed_once, dead_letters, events
+from tests.integration.dead_letters import dead_letter_reasons
+from tests.integration.etl_landings import assert_each_event_landed_once, events
 from tests.integration.etl_process import exit_within, start_etl, wait_until_landed
 
 
@@ -87,7 +88,7 @@ def test_a_misconfiguration_mid_run_stops_the_etl_with_exit_1_and_dead_letters_n
         err = exit_within(process, 60, "its misconfiguration")
         assert process.returncode == 1, err.decode()[-2000:]
         assert b"Postgres refused the ETL: " + said in err
-        unloaded = [r for _, r in dead_letters(endpoint, env["ETL_DLQ_URL"]) if r != "invalid_payload"]
+        unloaded = [r for r in dead_letter_reasons(endpoint, env["ETL_DLQ_URL"]) if r != "invalid_payload"]
         assert not [r for r in unloaded if r in ("dependency_unavailable", "processing_failed")], unloaded
     finally:
         if process.poll() is None:

@@ -25,7 +25,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from devstack.events import send_events
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
-from tests.integration.dead_letters import all_dead_letters, run_dead_letters
+from tests.integration.dead_letters import all_dead_letters, run_dead_letters_here
 from tests.integration.etl_landings import assert_each_event_landed_once, events, queue_depth
 from tests.integration.etl_process import EtlLog, start_etl
 from tests.integration.tcp_outage import TcpOutage
@@ -41,8 +41,23 @@ def database_path(stack_env: dict[str, str]) -> Iterator[TcpOutage]:
     proxy.close()
 
 
+def _wait_until_received(endpoint: str, queue_url: str) -> None:
+    """Wait until the ETL received all EVENTS messages (in flight, none visible): its batch is in hand."""
+    sqs, deadline = sqs_client(endpoint), time.monotonic() + 30
+    while True:
+        counts = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+        if int(counts["ApproximateNumberOfMessagesNotVisible"]) >= EVENTS:
+            return
+        assert time.monotonic() < deadline, f"the ETL did not receive the {EVENTS} events: {counts}"
+        time.sleep(0.1)
+
+
 def test_sigterm_while_a_last_receive_waits_out_a_database_outage_exits_within_the_grace_and_loses_nothing(
-    stack_env: dict[str, str], vault: RunningVault, database_path: TcpOutage
+    stack_env: dict[str, str],
+    vault: RunningVault,
+    database_path: TcpOutage,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     sent = events(EVENTS, malformed_rate=0)
     endpoint = stack_env["SQS_ENDPOINT_URL"]
@@ -58,7 +73,10 @@ def test_sigterm_while_a_last_receive_waits_out_a_database_outage_exits_within_t
     log.wait_for("started")
     database_path.down()  # every connection ended, new ones refused until up()
     send_events(sqs_client(endpoint), env["ETL_QUEUE_URL"], sent)  # each receive is the last (limit 1)
-    time.sleep(4)  # the batch is received and its first database call has failed: it waits on the pool
+    _wait_until_received(endpoint, env["ETL_QUEUE_URL"])
+    # Its first database call waits on the pool (10 s) now; the code before db10a5c stopped only after the whole
+    # grace (10.2 s) however soon after the receive the signal came.
+    time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
     process.wait(timeout=90)
@@ -76,7 +94,7 @@ def test_sigterm_while_a_last_receive_waits_out_a_database_outage_exits_within_t
     database_path.up()
     operator_token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
     for letter in in_dlq:
-        resent = run_dead_letters(env, "resend", letter["MessageId"], token=operator_token)
+        resent = run_dead_letters_here(monkeypatch, capsys, env, "resend", letter["MessageId"], token=operator_token)
         assert resent.returncode == 0, resent.stderr[-2000:]
     with etl_consumer(env) as etl:
         summary = etl.wired.consumer.drain()

@@ -27,7 +27,8 @@ from etl_service.adapters.vault_tls_probe import VaultTls, handshake_refusal
 from etl_service.config import EtlConfig
 from etl_service.errors import DependencyDown, Misconfigured
 from tests.conftest import etl_consumer, etl_harness_env, running_vault
-from tests.integration.etl_landings import assert_each_event_landed_once, dead_letters, events
+from tests.integration.dead_letters import dead_letter_reasons
+from tests.integration.etl_landings import assert_each_event_landed_once, events
 from tests.integration.etl_process import exit_within, start_etl, wait_until_landed
 from tests.integration.tcp_outage import TcpOutage
 from tokenvault_client.channel import ClientIdentity, open_channel
@@ -177,7 +178,7 @@ def test_a_vault_refusing_the_etls_tls_mid_run_stops_it_with_exit_1_and_dead_let
             err = exit_within(process, 60, "the vault refusing it")
         assert process.returncode == 1, err.decode()[-2000:]
         assert REFUSED_TLS in err and said in err, err.decode()[-2000:]
-        unloaded = [r for _, r in dead_letters(endpoint, env["ETL_DLQ_URL"]) if r != "invalid_payload"]
+        unloaded = [r for r in dead_letter_reasons(endpoint, env["ETL_DLQ_URL"]) if r != "invalid_payload"]
         assert not [r for r in unloaded if r in ("dependency_unavailable", "processing_failed")], unloaded
     finally:
         if process.poll() is None:
