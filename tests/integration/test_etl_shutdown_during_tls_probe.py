@@ -11,23 +11,19 @@ ETL's calls fail in the handshake: UNAVAILABLE, "Socket closed") and holds the p
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 from devstack.events import send_events
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
-from tests.integration.etl_landings import assert_each_event_landed_once, events, where_each_event_landed
+from tests.integration.etl_landings import assert_each_event_landed_once, events
+from tests.integration.etl_process import exit_within, start_etl, wait_until_landed
 from tests.integration.tcp_outage import TcpOutage
 
-REPO = Path(__file__).resolve().parents[2]
 GRACE_SECONDS = 2
 """Shorter than the probe's handshake wait (3 s): before the fix the grace ran out, its release ending the stop."""
 ENCRYPT_THEN_MAC = 22
@@ -128,24 +124,15 @@ def test_sigterm_during_a_vault_tls_probe_exits_within_the_grace_and_loses_nothi
         "ETL_METRICS_PORT": "0",
     }
     send_events(sqs_client(endpoint), env["ETL_QUEUE_URL"], sent)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "etl_service", "run"],
-        env={**os.environ, **env},
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    process = start_etl(env)
     try:
-        deadline = time.monotonic() + 60
-        while sum(map(len, where_each_event_landed(admin, sent))) < 100:
-            assert time.monotonic() < deadline and process.poll() is None
-            time.sleep(0.05)
+        wait_until_landed(process, admin, sent, 100)
         relay.hold_probes()
         assert relay.probe_held.wait(30), "the ETL never probed the vault's TLS"
         time.sleep(0.3)  # mid-probe: it waits for the vault's ServerHello (3 s before the fix)
         process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        _, err = process.communicate(timeout=60)
+        err = exit_within(process, 60, "SIGTERM")
         took = time.monotonic() - signalled
         print(f"exit {process.returncode} {took:.2f} s after SIGTERM")
         assert process.returncode == 0, err.decode()[-2000:]
