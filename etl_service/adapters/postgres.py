@@ -15,6 +15,7 @@ counted as a replay.
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections import Counter
@@ -25,7 +26,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from etl_service.adapters.pool_waits import pooled_connection
-from etl_service.adapters.postgres_refusals import REFUSED_STATES, startup_refusal, tls_refusal
+from etl_service.adapters.postgres_refusals import REFUSED_STATES, names_tls_file, startup_refusal, tls_refusal
 from etl_service.domain.messages import EventKey, QuarantineRecord, UserLoginRow, event_id_reused
 from etl_service.domain.row_manifest import RowManifest
 from etl_service.errors import DependencyDown, Misconfigured
@@ -68,6 +69,8 @@ POOL_WAIT_SECONDS = 10.0
 READ_ONLY = "Postgres unavailable: it accepts no writes (read-only: a standby, or default_transaction_read_only on)"
 """A session that may not write (SQLSTATE 25006, or the probe's `transaction_read_only`): an outage, not a bug of
 each message (chaos 49, C49-1: taken for one, every good event was dead-lettered as processing_failed)."""
+FILES_RECHECK_SECONDS = 1.0
+"""How long after a refusal naming the certificate or key files a check connects again before it counts (R50-6)."""
 Reused = tuple[UserLoginRow, str]
 """A skipped row whose event_id is loaded for a different event, and the loaded row's message id."""
 _MANIFEST = """
@@ -79,6 +82,31 @@ INSERT INTO public.etl_quarantine (event_id, sqs_message_id, reason, detail, sen
 SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])
 ON CONFLICT (event_id) DO NOTHING
 """
+
+
+log = logging.getLogger(__name__)
+
+
+def checked_connection(conninfo: str, stopping: threading.Event | None = None) -> psycopg.Connection:
+    """A connection of the ETL's own for a check (the start check; a pool that cannot connect asked why).
+
+    A refusal naming the DSN's certificate or key files ("certificate does not match private key file", ...) counts
+    only when a second connection FILES_RECHECK_SECONDS later meets one too: a connection opened between the two
+    writes of a renewal (Vault Agent rendering the certificate and the key as two templates) meets it for a moment,
+    and the ETL exited 1 for a state gone a moment later (review 50, R50-6). Anything else is raised at once.
+    """
+    try:
+        return psycopg.connect(conninfo, connect_timeout=5, application_name="tokenvault-etl-check")
+    except psycopg.OperationalError as error:
+        if getattr(error, "sqlstate", None) is not None or not names_tls_file(str(error)):
+            raise
+    log.warning(
+        "Postgres: libpq refused the certificate or key files of ETL_DATABASE_DSN; connecting again in"
+        " %.0f s before taking it for a misconfiguration (a renewal writing them?)",
+        FILES_RECHECK_SECONDS,
+    )
+    (stopping or threading.Event()).wait(FILES_RECHECK_SECONDS)
+    return psycopg.connect(conninfo, connect_timeout=5, application_name="tokenvault-etl-check")
 
 
 class PostgresLoginStore:
@@ -145,7 +173,7 @@ class PostgresLoginStore:
         except DsnFileError as error:
             raise Misconfigured(f"Postgres: {error}", "database") from None
         try:
-            with psycopg.connect(conninfo, connect_timeout=5, application_name="tokenvault-etl-check") as conn:
+            with checked_connection(conninfo, self._stopping) as conn:
                 allowed = conn.execute(_PRIVILEGES).fetchone()
         except psycopg.Error as error:
             raise database_error(error) from None
@@ -186,7 +214,7 @@ class PostgresLoginStore:
         except DsnFileError as error:
             return Misconfigured(f"Postgres: {error}", "database")
         try:
-            with psycopg.connect(conninfo, connect_timeout=5, application_name="tokenvault-etl-check"):
+            with checked_connection(conninfo, self._stopping):
                 return None
         except psycopg.Error as error:
             found = database_error(error)

@@ -131,6 +131,17 @@ def startup_refusal(text: str) -> tuple[str, str] | None:
     return None
 
 
+_FILE_FRAGMENTS = ("certificate file", "private key file")
+"""libpq's texts naming the sslcert, sslkey or sslrootcert file ("certificate does not match private key file",
+"could not load private key file", "could not read root certificate file", ...): what a connection opened between
+the two writes of a certificate renewal meets for a moment as well (review 50, R50-6)."""
+
+
+def names_tls_file(text: str) -> bool:
+    """Whether a connection's failure is libpq refusing the DSN's certificate or key *files* (maybe mid-renewal)."""
+    return any(fragment in text for fragment in _FILE_FRAGMENTS)
+
+
 def tls_refusal(text: str) -> str | None:
     """What of ETL_DATABASE_DSN's TLS settings a connection's failure names, with libpq's own words; else None."""
     for fragment, said in _TLS_REFUSALS:
