@@ -1,10 +1,11 @@
-"""A TCP proxy to PostgreSQL that loses the answer to a load's COMMIT: committed, and the client never told.
+"""A TCP proxy to PostgreSQL that loses the answer to a COMMIT: committed, and the client never told.
 
 `CommitCut(port)` listens on a free local port and forwards every connection to the server on `port`, reading the
 client's side of the protocol (no TLS: `dsn` adds sslmode=disable). Once `arm()`ed, the first COMMIT of a
-transaction that ran a COPY into user_logins is forwarded, the server given `settle_seconds` to commit it, and the
-connection then closed both ways without its answer - what a connection reset, a proxy or a failover does to a
-COMMIT in flight. The client's driver sees a lost connection: whether its transaction committed is unknown to it.
+transaction that sent `mark` (by default a COPY into user_logins: the ETL's load; `ERASE_MARK`: the vault's
+erasure) is forwarded, the server given `settle_seconds` to commit it, and the connection then closed both ways
+without its answer - what a connection reset, a proxy or a failover does to a COMMIT in flight. The client's
+driver sees a lost connection: whether its transaction committed is unknown to it.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ import time
 from urllib.parse import urlsplit, urlunsplit
 
 _LOAD_MARK = b"COPY public.user_logins"
+ERASE_MARK = b"vault.erase_tokens("
+"""What the vault's erasure sends (tokens.py `_erase_tokens`): its transaction's COMMIT is the one cut."""
 
 
 class CommitCut:
     """The proxy; `cuts` counts the COMMITs whose answers it dropped."""
 
-    def __init__(self, upstream_port: int, settle_seconds: float = 0.5) -> None:
+    def __init__(self, upstream_port: int, settle_seconds: float = 0.5, mark: bytes = _LOAD_MARK) -> None:
         self._upstream = upstream_port
+        self._mark = mark
         self._settle = settle_seconds
         self._armed = threading.Event()
         self._lock = threading.Lock()
@@ -41,7 +45,7 @@ class CommitCut:
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
     def arm(self) -> None:
-        """Drop the answer of the next load's COMMIT (once)."""
+        """Drop the answer of the next marked transaction's COMMIT (once)."""
         self._armed.set()
 
     def close(self) -> None:
@@ -84,7 +88,7 @@ class CommitCut:
                         size, kind = 1 + struct.unpack("!I", buffer[1:5])[0], buffer[:1]
                     message, buffer = buffer[:size], buffer[size:]
                     started = True
-                    loading = loading or (kind in (b"Q", b"P") and _LOAD_MARK in message)
+                    loading = loading or (kind in (b"Q", b"P") and self._mark in message)
                     commit = kind == b"Q" and message[5:].lstrip().upper().startswith(b"COMMIT")
                     if commit and loading and self._take_shot():
                         cut.set()  # the server's answer is dropped from here

@@ -6,12 +6,14 @@ A row of one token is held `FOR UPDATE` past the erasure's 2 s wait, as a key jo
 rows it re-seals: the erasure of 100 tokens is refused UNAVAILABLE, "nothing was erased; retry".
 Before the fix its 100 were spent all the same and the retry was refused RESOURCE_EXHAUSTED (one
 token every 200 s: 5.5 hours for the 100); now the retry erases them all, and spends the budget once.
+An erasure whose COMMIT committed but whose answer was lost (a proxy cutting it) keeps its budget spent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -19,6 +21,7 @@ import pytest
 from tests.conftest import RunningVault, running_vault, stack_identity
 from tests.integration.fresh_values import fresh_value
 from tests.integration.own_database import database_of_its_own
+from tests.integration.pg_commit_cut import ERASE_MARK, CommitCut
 from tokenvault_api.v1 import vault_pb2
 from tokenvault_client import NO_RETRY, TokenType, VaultClient, VaultClientError
 
@@ -62,3 +65,42 @@ def test_an_erasure_refused_by_the_database_gives_its_budget_back_and_the_retry_
         outcomes = officer.erase(tokens, "GDPR-2026-5004")  # the retry the refusal asks for
     assert outcomes == [None] * 100
     assert _erase_budget_left(env) < 1  # spent once, by the erasure that erased
+
+
+@pytest.fixture
+def cut(stack_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[dict[str, str], RunningVault, CommitCut]]:
+    """A vault whose database connections go through a proxy that can lose an erasure's COMMIT answer."""
+    with database_of_its_own(stack_env, "erasecut", migrated=True, checkpoint_file=tmp_path / "cp.jsonl") as env:
+        proxy = CommitCut(int(urlsplit(env["PG_VAULT_DSN"]).port or 5432), mark=ERASE_MARK)
+        try:
+            with running_vault(
+                env,
+                TOKENVAULT_DATABASE_DSN=proxy.dsn(env["PG_VAULT_DSN"]),
+                TOKENVAULT_AUDIT_CHECKPOINT_FILE=str(tmp_path / "cp.jsonl"),
+            ) as vault:
+                yield env, vault, proxy
+        finally:
+            proxy.close()
+
+
+def test_an_erasure_whose_commit_answer_was_lost_keeps_its_budget_spent(
+    cut: tuple[dict[str, str], RunningVault, CommitCut],
+) -> None:
+    """Review 51, R51-1: the COMMIT went out before the store noted it, so a committed erasure gave its budget back."""
+    env, vault, proxy = cut
+    with VaultClient.connect(vault.address, stack_identity(env, "etl-service")) as etl:
+        tokens = [
+            str(t) for t in etl.tokenize([(TokenType.IP, fresh_value(vault_pb2.TOKEN_TYPE_IP)) for _ in range(100)])
+        ]
+    with VaultClient.connect(vault.address, stack_identity(env, OFFICER), retry=NO_RETRY) as officer:
+        proxy.arm()
+        with pytest.raises(VaultClientError) as lost:
+            officer.erase(tokens, "GDPR-2026-5005")
+    assert proxy.cuts == 1, "the erasure's COMMIT did not go through the proxy"
+    assert lost.value.code.name == "UNAVAILABLE"
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        erased = conn.execute(
+            "SELECT count(*) FROM vault.tokens WHERE token = ANY(%s) AND erased_at IS NOT NULL", (tokens,)
+        ).fetchone()
+    assert erased == (100,)  # the COMMIT committed: all 100 erased
+    assert _erase_budget_left(env) < 1  # so spent (before the fix: ~100 given back, as for an erasure refused)

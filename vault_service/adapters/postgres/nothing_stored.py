@@ -1,7 +1,9 @@
 """Whether a failed token insert stored nothing: what `insert_new` tells its caller (`VaultError.stored_nothing`).
 
 The vault says so to the ETL (trailer tokenvault-nothing-stored, A41-4): a Tokenize whose transactions all ended
-before their COMMIT or were refused by the server stored nothing; any other end may have stored its rows.
+before their COMMIT or were refused by the server stored nothing; any other end may have stored its rows. `erase`
+tells its caller the same way whether it erased nothing (`VaultError.erased_nothing`: its budget given back, V50-4).
+A transaction's `committing` must be set inside the block that sends its COMMIT, before that block ends.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import psycopg
 
 
 class Writes:
-    """Whether a transaction of one `insert_new` may have committed rows (told to its caller on failure).
+    """Whether a transaction of one `insert_new` (or `erase`) may have committed rows (told to its caller on failure).
 
     `committing` is set by a transaction's last statement inside its block: its COMMIT goes at the block's end,
     and in pipeline mode the errors of the statements before it may only surface then (after COMMIT was sent).

@@ -476,7 +476,7 @@ class PostgresTokenStore(TokenRekeying, EraseRowsRead):
             raise ValueError(f"an erasure needs one keyed hash per token: {len(event.revealed)} for {len(tokens)}")
         with writing(writes), self._pool.connection() as conn:
             try:
-                rows, link = _erase_tokens(conn, tokens, event)
+                rows, link = _erase_tokens(conn, tokens, event, writes)
             except ErasureRowNotAsked:
                 log.error(
                     "an erasure's audit row, read back in its transaction, is not the event the vault asked for"
@@ -500,7 +500,6 @@ class PostgresTokenStore(TokenRekeying, EraseRowsRead):
                     " names them, migration no_statistics_of_values says how to remove them"
                 )
                 raise
-            writes.committing = True  # COMMIT at the block's end
         if link is not None and self._erase_rows is not None:
             self._erase_rows.remember([link])  # the upkeep checks the chain it signs holds this row, as written
         return {r[0] for r in rows}
@@ -653,7 +652,7 @@ class ErasureNotDone(StoredValueAltered):
 
 
 def _erase_tokens(
-    conn: psycopg.Connection, tokens: Sequence[str], event: AuditEvent
+    conn: psycopg.Connection, tokens: Sequence[str], event: AuditEvent, writes: Writes
 ) -> tuple[list[tuple[Any, ...]], tuple[int, Link] | None]:
     """vault.erase_tokens as of migration 0023 (the audit row names the tokens erased), else as before it.
 
@@ -672,6 +671,11 @@ def _erase_tokens(
     (`_erase_row_link`), and its (id, hashes) are returned for the upkeep's anchoring check, which finds a row
     the read was shown but the chain does not hold (review 16, F4; attack 41, A41-3: a replaced function wrote
     the row under another case). The older function's row (before 0023) is not checked (its outcome differs).
+
+    Each transaction commits as its `conn.transaction()` block ends (the pool's connections are in autocommit),
+    so `writes.committing` is set as that block's last statement: a failure from there on (a COMMIT whose answer
+    was lost) may have erased, and its budget stays spent (review 51, R51-1: it was set once the block had ended,
+    so an erasure whose COMMIT committed and lost its answer was taken for one that erased nothing).
     """
     who = (event.item_count, event.client, event.client_serial, event.client_cert_sha256)
     why = (event.purpose, event.token_types)
@@ -682,7 +686,9 @@ def _erase_tokens(
                 (text_array(tokens), bytea_array(event.revealed), *who, *why),
             ).fetchall()
             _check_erased(conn, rows)
-            return rows, _erase_row_link(conn, tokens, event, rows)
+            link = _erase_row_link(conn, tokens, event, rows)
+            writes.committing = True  # COMMIT as the block ends
+        return rows, link
     except psycopg.errors.UndefinedFunction:
         log.error(
             "vault.erase_tokens does not take token hashes yet (apply migration 0023): this erasure's audit row"
@@ -693,7 +699,8 @@ def _erase_tokens(
             "SELECT vault.erase_tokens(%s::text[], %s, %s, %s, %s, %s, %s)", (text_array(tokens), *who, *why)
         ).fetchall()
         _check_erased(conn, rows)
-        return rows, None
+        writes.committing = True  # COMMIT as the block ends
+    return rows, None
 
 
 def _check_erased(conn: psycopg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
