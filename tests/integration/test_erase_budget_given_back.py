@@ -11,6 +11,8 @@ An erasure whose COMMIT committed but whose answer was lost (a proxy cutting it)
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,6 +23,7 @@ import pytest
 from tests.conftest import RunningVault, running_vault, stack_identity
 from tests.integration.fresh_values import fresh_value
 from tests.integration.own_database import database_of_its_own
+from tests.integration.pg_backends import lower_the_watch_floor
 from tests.integration.pg_commit_cut import ERASE_MARK, CommitCut
 from tokenvault_api.v1 import vault_pb2
 from tokenvault_client import NO_RETRY, TokenType, VaultClient, VaultClientError
@@ -104,3 +107,65 @@ def test_an_erasure_whose_commit_answer_was_lost_keeps_its_budget_spent(
         ).fetchone()
     assert erased == (100,)  # the COMMIT committed: all 100 erased
     assert _erase_budget_left(env) < 1  # so spent (before the fix: ~100 given back, as for an erasure refused)
+
+
+def test_a_give_back_held_by_a_serving_session_still_says_nothing_was_erased_within_seconds(
+    own: tuple[dict[str, str], RunningVault],
+) -> None:
+    """Review 51, R51-2/3: a session of the serving role holding the officer's budget row (take_call_budget in a
+    transaction left open) kept the give-back waiting until the upkeep's watch ended it (5 s of keeping a vault
+    session waiting, R31-6), or as long as it liked where the watch is blind; and a give-back refused replaced
+    the erasure's "nothing was erased; retry later" with its own error, naming the audit chain's lock. Now it
+    waits 2 s, as the take and every other lock wait of the vault do, and the erasure's own error is told."""
+    env, vault = own
+    # The upkeep's watch blind to the holder, as with an owner lacking pg_signal_backend (chain_lock.py): else it
+    # ends the holder once it has kept the give-back waiting 5 s, and the wait before the fix ended there.
+    lower_the_watch_floor(env["PG_ADMIN_DSN"], held_seconds=600, waited_seconds=600)
+    with VaultClient.connect(vault.address, stack_identity(env, "etl-service")) as etl:
+        tokens = [
+            str(t) for t in etl.tokenize([(TokenType.IP, fresh_value(vault_pb2.TOKEN_TYPE_IP)) for _ in range(10)])
+        ]
+    ended: list[BaseException | None] = []
+    with (
+        VaultClient.connect(vault.address, stack_identity(env, OFFICER), retry=NO_RETRY) as officer,
+        psycopg.connect(env["PG_ADMIN_DSN"]) as holder,  # a key job's batch holding a row it re-seals
+        psycopg.connect(env["PG_VAULT_DSN"]) as rogue,  # the serving role's credentials, elsewhere
+    ):
+        holder.execute("SELECT 1 FROM vault.tokens WHERE token = %s FOR UPDATE", (tokens[5],))
+
+        def erase() -> None:
+            try:
+                officer.erase(tokens, "GDPR-2026-5006")
+                ended.append(None)
+            except VaultClientError as error:
+                ended.append(error)
+
+        erasing = threading.Thread(target=erase, daemon=True)
+        erasing.start()
+        deadline = time.monotonic() + 10
+        while _erase_budget_left_if_any(env) > 95:  # the erasure took its 10: now waiting on the held token row
+            assert time.monotonic() < deadline, "the erasure never took its budget"
+            time.sleep(0.02)
+        rogue.execute(  # holds the officer's budget row until this transaction ends (no watchdog ends the role's)
+            "SELECT vault.take_call_budget(%s, 'erase', 1, 1, 0.005, 100)", (OFFICER,)
+        )
+        held = time.monotonic()
+        erasing.join(timeout=15)
+        took = time.monotonic() - held
+        rogue.rollback()  # before the fix the give-back waited for this
+        erasing.join(timeout=30)
+    # The erasure's own wait (2 s, begun as the budget was taken) and the give-back's 2 s: about 4 s. Before the fix
+    # its answer waited for the holder (with the watch seeing it: ~6 s, until the watch ended the holder).
+    assert took < 6, f"the erasure's answer waited {took:.1f} s on the held budget row"
+    (error,) = ended
+    assert isinstance(error, VaultClientError) and error.code.name == "UNAVAILABLE", error
+    assert "nothing was erased" in str(error), error  # the erasure's own refusal, not the give-back's
+
+
+def _erase_budget_left_if_any(env: dict[str, str]) -> float:
+    """The officer's erase budget left; a full one (100) while it has no row yet."""
+    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
+        row = conn.execute(
+            "SELECT tokens FROM vault.call_budget WHERE client = %s AND kind = 'erase'", (OFFICER,)
+        ).fetchone()
+    return 100.0 if row is None else float(row[0])

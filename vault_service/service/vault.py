@@ -187,8 +187,20 @@ class TokenVault(Tokenizing):
             ]
         except VaultError as error:
             if not erasing or error.erased_nothing:  # nothing erased: the budget back, for the retry (V50-4)
-                self._erase_limiter.give_back(str(caller_name(caller)), len(tokens))
+                self._give_back_erase_budget(str(caller_name(caller)), len(tokens))
             raise
+
+    def _give_back_erase_budget(self, client: str, count: int) -> None:
+        """Give an erasure that erased nothing its budget back (V50-4), if the database lets it: logged if not.
+
+        The erasure's own error is what its caller is told ("nothing was erased; retry later"): a give-back the
+        database refused as well (unreachable, the budget row held past its wait) replaced it with its own, and
+        the officer was told of a budget row instead (review 51, R51-2). The budget then stays spent.
+        """
+        try:
+            self._erase_limiter.give_back(client, count)
+        except VaultError as failed:
+            log.warning("an erasure that erased nothing could not give its budget back (%s)", type(failed).__name__)
 
     def _issued(self, tokens: Sequence[str], types: Sequence[TokenType | None]) -> dict[str, StoredToken]:
         """The rows of `tokens` the vault issued (erased ones too: their row stays, `sealed` None); one fetch."""

@@ -523,18 +523,21 @@ class PostgresTokenStore(TokenRekeying, EraseRowsRead):
         """Put `count` items back in the client's erase bucket (0074; chaos 50, V50-4): whether it could.
 
         Only the erase kind is given back (an erasure that erased nothing); False for another kind, or while
-        0074 is not applied (the budget then stays spent, as before).
+        0074 is not applied (the budget then stays spent, as before). Its wait for the budget row is bounded as
+        take_call_budget's is (0038, attack 27 F8): a session of the serving role holding the row kept the give-back,
+        its vault worker and pool connection waiting until the upkeep's watch ended it (review 51, R51-3).
         """
         if kind != "erase":
             return False
         with self._pool.connection() as conn:
             try:
-                conn.execute(
-                    "SELECT vault.give_back_erase_budget(%s, %s, %s)",
-                    (client, count, min(limit.burst, _LARGEST_BURST)),
-                )
+                with conn.transaction():
+                    conn.execute(_BUDGET_ROW_WAIT)
+                    conn.execute(
+                        "SELECT vault.give_back_erase_budget(%s, %s, %s)",
+                        (client, count, min(limit.burst, _LARGEST_BURST)),
+                    )
             except psycopg.errors.UndefinedFunction:
-                conn.rollback()
                 return False
         return True
 
@@ -649,6 +652,10 @@ class ErasureNotDone(StoredValueAltered):
             " altered (its erase function or the tokens table): retrying cannot help, report it to the security team"
         )
         self.items = items
+
+
+_BUDGET_ROW_WAIT = "SET LOCAL lock_timeout = '2s'"
+"""A give-back's wait for its budget row: take_call_budget's own (migration 0038's SET clause)."""
 
 
 def _erase_tokens(
