@@ -525,11 +525,13 @@ class PostgresTokenStore(TokenRekeying, EraseRowsRead):
         Only the erase kind is given back (an erasure that erased nothing); False for another kind, or while
         0074 is not applied (the budget then stays spent, as before). Its wait for the budget row is bounded as
         take_call_budget's is (0038, attack 27 F8): a session of the serving role holding the row kept the give-back,
-        its vault worker and pool connection waiting until the upkeep's watch ended it (review 51, R51-3).
+        its vault worker and pool connection waiting until the upkeep's watch ended it (review 51, R51-3). So is its
+        wait for a pooled connection (GIVE_BACK_POOL_WAIT_SECONDS): an erasure that failed with the database gone
+        waited the pool's 10 s again before it answered (R51-4).
         """
         if kind != "erase":
             return False
-        with self._pool.connection() as conn:
+        with self._pool.connection(timeout=GIVE_BACK_POOL_WAIT_SECONDS) as conn:
             try:
                 with conn.transaction():
                     conn.execute(_BUDGET_ROW_WAIT)
@@ -656,6 +658,9 @@ class ErasureNotDone(StoredValueAltered):
 
 _BUDGET_ROW_WAIT = "SET LOCAL lock_timeout = '2s'"
 """A give-back's wait for its budget row: take_call_budget's own (migration 0038's SET clause)."""
+GIVE_BACK_POOL_WAIT_SECONDS = 2.0
+"""A give-back's wait for a pooled connection: it is best effort, after an erasure that failed (often for want of
+the database), whose answer waits for it (the pool's own wait is 10 s)."""
 
 
 def _erase_tokens(
