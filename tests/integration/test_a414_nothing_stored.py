@@ -29,12 +29,14 @@ from devstack.events import OutgoingEvent, send_events
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
 from tests.integration.dead_letters import all_dead_letters, run_dead_letters_here
+from tests.integration.fresh_values import fresh_value
 from tests.integration.test_a414_tokenize_answer_lost_retried import (
     TOKENIZE_DEADLINE_SECONDS,
     TOKENIZE_OUTCOME_UNKNOWN,
     Relay,
 )
 from tests.malformed_samples import body
+from tokenvault_api.v1 import vault_pb2
 from tokenvault_client import NO_RETRY, TokenType, VaultClientError
 
 KEYS_LOCK = 0x6B657973
@@ -42,7 +44,7 @@ KEYS_LOCK = 0x6B657973
 
 
 def _event(tag: str) -> tuple[OutgoingEvent, str, str, str]:
-    ip, device = f"198.18.{int(tag[:2], 16) % 250}.{int(tag[2:4], 16) % 250 + 1}", f"a414b-{tag[:12]}"
+    ip, device = fresh_value(vault_pb2.TOKEN_TYPE_IP), f"a414b-{tag[:12]}"
     user_id = f"u-{tag[:6]}"
     return OutgoingEvent(f"a414b-{tag[:10]}", body(user_id=user_id, ip=ip, device_id=device)), ip, device, user_id
 

@@ -27,7 +27,9 @@ from devstack.procs import free_port
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
 from tests.integration.dead_letters import all_dead_letters, run_dead_letters_here
+from tests.integration.fresh_values import fresh_value
 from tests.malformed_samples import body
+from tokenvault_api.v1 import vault_pb2
 from tokenvault_client.models import Revealed
 
 TOKENIZE_OUTCOME_UNKNOWN = "tokenize outcome unknown"
@@ -130,7 +132,7 @@ def _run(
     """
     relay = Relay(vault.address)
     tag = uuid.uuid4().hex
-    ip, device = f"198.18.{int(tag[:2], 16) % 250}.{int(tag[2:4], 16) % 250 + 1}", f"a414-{tag[:12]}"
+    ip, device = fresh_value(vault_pb2.TOKEN_TYPE_IP), f"a414-{tag[:12]}"
     etl_env = {
         **etl_harness_env(stack_env, f"127.0.0.1:{relay.port}", visibility_timeout=30, max_receive_count=1),
         "ETL_RECEIVERS": "1",

@@ -40,9 +40,11 @@ from devstack.sqs import sqs_client
 from etl_service.service.sealing import dead_letter_body, minted_plaintext, read_dead_letter_body
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env, vault_clients
 from tests.integration.dead_letters import run_dead_letters_here
+from tests.integration.fresh_values import fresh_value
 from tests.integration.test_erasure_reaches_tokens_of_a_dead_lettered_load import officer_runs
 from tests.integration.test_etl_drain_exit import row_refused_by_postgres
 from tests.malformed_samples import body
+from tokenvault_api.v1 import vault_pb2
 from tokenvault_client import Revealed
 
 _ORPHANS = (
@@ -128,7 +130,7 @@ def test_m3_a_sweep_aborted_by_openbao_lost_never_deletes_a_record_before_its_to
     token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
     with etl_consumer(env) as etl, psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as admin:
         (before,) = admin.execute("SELECT now()").fetchone() or (None,)
-        values = {"user_id": user_id, "ip": f"198.18.{int(tag[:2], 16)}.11", "device_id": f"m3-dev-{tag}"}
+        values = {"user_id": user_id, "ip": fresh_value(vault_pb2.TOKEN_TYPE_IP), "device_id": f"m3-dev-{tag}"}
         event = OutgoingEvent(f"m3-{tag}", body(**values))
         _recorded_letter(sqs, etl, stack_env["PG_ADMIN_DSN"], [event], f"m3-{tag}")
         send_events(  # two more of the person's letters, refused before the vault (no record)
@@ -230,7 +232,7 @@ def test_m6_the_officers_line_takes_the_requests_user_id_never_the_operators_so_
         psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as admin,
     ):
         # The victim: a loaded login and a processing_failed letter of theirs recording the tokens their row holds.
-        values = {"user_id": victim, "ip": f"198.18.{int(tag[:2], 16)}.41", "device_id": f"m6-device-{tag}"}
+        values = {"user_id": victim, "ip": fresh_value(vault_pb2.TOKEN_TYPE_IP), "device_id": f"m6-device-{tag}"}
         events = [OutgoingEvent(f"m6-{tag}-{n}", body(**values)) for n in (1, 2)]
         _recorded_letter(sqs, etl, stack_env["PG_ADMIN_DSN"], events, f"m6-{tag}-2")
         (v_tokens,) = admin.execute(
@@ -275,7 +277,7 @@ def test_m7_resend_keeps_a_letter_recording_minted_tokens_unless_told_to_drop_th
     token = Path(stack_env["DLQ_OPERATOR_TOKEN_FILE"]).read_text().strip()
     with etl_consumer(env) as etl, psycopg.connect(stack_env["PG_ADMIN_DSN"], autocommit=True) as admin:
         (before,) = admin.execute("SELECT now()").fetchone() or (None,)
-        values = {"user_id": user_id, "ip": f"198.18.{int(tag[:2], 16)}.50", "device_id": f"m7-dev-{tag}"}
+        values = {"user_id": user_id, "ip": fresh_value(vault_pb2.TOKEN_TYPE_IP), "device_id": f"m7-dev-{tag}"}
         event = OutgoingEvent(f"m7-{tag}", body(**values))
         _recorded_letter(sqs, etl, stack_env["PG_ADMIN_DSN"], [event], f"m7-{tag}")
         ((letter, recorded),) = _records(sqs, etl.dlq_url).items()

@@ -24,7 +24,9 @@ from devstack.events import OutgoingEvent, send_events
 from devstack.sqs import sqs_client
 from tests.conftest import RunningVault, etl_consumer, etl_harness_env
 from tests.integration.dead_letters import all_dead_letters
+from tests.integration.fresh_values import fresh_value
 from tests.malformed_samples import body
+from tokenvault_api.v1 import vault_pb2
 
 _ORPHANS = (
     "SELECT count(*) FROM vault.tokens t WHERE t.created_at >= %s AND NOT EXISTS"
@@ -41,7 +43,7 @@ def test_a_same_batch_retry_with_another_ip_and_device_is_dead_lettered_event_id
     started = time.monotonic()
     tag = uuid.uuid4().hex[:8]
     user_id = f"m4-user-{tag}"
-    ips = [f"198.18.{int(tag[:2], 16)}.{n}" for n in (21, 22)]
+    ips = [fresh_value(vault_pb2.TOKEN_TYPE_IP) for _ in range(2)]  # values no earlier test of the stack sent
     devices = [f"m4-device-{tag}-{n}" for n in (1, 2)]
     event_id = f"m4-{tag}"
     sqs = sqs_client(stack_env["SQS_ENDPOINT_URL"])
