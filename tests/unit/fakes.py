@@ -133,6 +133,7 @@ class FakeTokenStore:
         self.clock: Callable[[], float] = time.monotonic
         self.has_budgets = True
         self.stored_among_calls = 0  # lookups of the values a purpose names (stored_values)
+        self.fails: dict[str, Exception] = {}  # method name (fetch, erase, give_back_budget) -> the error it raises
 
     def find_by_fingerprints(self, token_type: str, fingerprints: Sequence[bytes]) -> dict[bytes, FoundToken]:
         wanted = set(fingerprints)
@@ -168,6 +169,7 @@ class FakeTokenStore:
         return self.fetch(tokens), None
 
     def fetch(self, tokens: Sequence[str]) -> dict[str, StoredToken]:
+        self._fail("fetch")
         return {
             t: StoredToken(
                 t, self.rows[t].token_type, self.rows[t].dek_id, None if t in self.erased else self.rows[t].sealed
@@ -177,6 +179,7 @@ class FakeTokenStore:
         }
 
     def erase(self, tokens: Sequence[str], event: AuditEvent) -> set[str]:
+        self._fail("erase")
         done = {t for t in tokens if t in self.rows and t not in self.erased}
         self.erase_events.append(event)
         self.erased |= done
@@ -209,11 +212,17 @@ class FakeTokenStore:
 
     def give_back_budget(self, client: str, kind: str, count: int, limit: RateLimit) -> bool:
         """Put `count` back in an erase bucket, up to the burst, as vault.give_back_erase_budget (0074) does."""
+        self._fail("give_back_budget")
         if not self.has_budgets or kind != "erase":
             return False
         level, updated = self.buckets.get((client, kind), (float(limit.burst), self.clock()))
         self.buckets[(client, kind)] = (min(float(limit.burst), level + count), updated)
         return True
+
+    def _fail(self, method: str) -> None:
+        """Raise the error `fails` holds for `method`, if any (a store that fails there)."""
+        if method in self.fails:
+            raise self.fails[method]
 
     # The rotation jobs' batches run against Postgres only (tests/integration/test_key_rotation.py).
     def reseal_batch(

@@ -28,7 +28,8 @@ from vault_service.domain.tokens import new_tokens
 from vault_service.service.keyring import KeyManager
 from vault_service.service.ports import StoredToken
 from vault_service.service.revealing import Revealed, reveal
-from vault_service.service.vault import TokenVault, purposes_withheld
+from vault_service.service.vault import TokenVault
+from vault_service.service.vault_base import purposes_withheld
 
 DEVICE = "SM-G991B-QWERTYUI"
 MADE_UP = "ip_" + "A" * 22

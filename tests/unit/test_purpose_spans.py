@@ -17,7 +17,7 @@ from vault_service.domain.purpose_shape import REFERENCE_SEPARATORS
 from vault_service.domain.purpose_spans import every_group, with_groups_withheld
 from vault_service.domain.token_types import TokenType
 from vault_service.service.stored_values import StoredValueLookup
-from vault_service.service.vault import purposes_withheld
+from vault_service.service.vault_base import purposes_withheld
 from vault_service.service.withheld_purposes import WithheldPurposes
 
 

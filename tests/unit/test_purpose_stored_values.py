@@ -16,7 +16,7 @@ from vault_service.domain.purpose import stored_candidates
 from vault_service.domain.token_types import TokenType
 from vault_service.service.revealing import Revealed
 from vault_service.service.stored_values import LOOKUP_TTL_SECONDS, MAX_CANDIDATES, StoredValueLookup
-from vault_service.service.vault import purposes_withheld
+from vault_service.service.vault_base import purposes_withheld
 
 
 class _Clock:

@@ -19,7 +19,7 @@ from vault_service.entrypoints.metrics import (
     observe_checkpoint_exported,
     observe_planted_checkpoint,
 )
-from vault_service.service import vault as vault_module
+from vault_service.service import vault_base as vault_module
 from vault_service.service.token_cache import TokenCache
 
 

@@ -12,7 +12,7 @@ What is withheld is exactly the runs whose reading (as written, upper or lower c
 separators or without) is stored: the groups kept hold no such reading, and the marker stands
 between them, so no run across it is read as a value. A purpose spelling a value of its own call,
 one not compared with every value of its call, and an Erase's purpose of a stored value's shape are
-withheld whole, as before (`vault_service.service.vault.TokenVault._kept`).
+withheld whole, as before (`vault_service.service.vault_base.TokenVaultBase._kept`).
 """
 
 from __future__ import annotations

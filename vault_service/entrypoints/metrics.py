@@ -27,7 +27,7 @@ from vault_service.service.erased_tokens import erase_read_window_tampered, eras
 from vault_service.service.maintenance import catalog_findings
 from vault_service.service.revealing import erased_values_present
 from vault_service.service.token_cache import TokenCache
-from vault_service.service.vault import purposes_withheld
+from vault_service.service.vault_base import purposes_withheld
 
 REQUESTS = Counter("tokenvault_grpc_requests_total", "gRPC calls by method and status code", ["method", "code"])
 ITEMS = Counter("tokenvault_grpc_items_total", "Items in gRPC calls by method and per-item code", ["method", "code"])

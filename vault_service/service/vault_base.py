@@ -1,13 +1,15 @@
 """What the vault's use cases share: their wiring (stores, keys, policy, limits, audit) and the audited refusal.
 
-The use cases are built on it: Tokenize in tokenizing.py, Detokenize and Erase in vault.py
-(`TokenVault`, the class callers use). Split out of vault.py as they were (review 17, #7).
+The use cases are built on it: Tokenize in tokenizing.py, Erase in erasing.py, Detokenize in vault.py
+(`TokenVault`, the class callers use). Split out of vault.py as they were (review 17, #7; review 51, R51-9).
+What Detokenize and Erase share, the purpose their audit row keeps (`_kept`), is here too.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Iterable, Sequence
 
 from vault_service.domain.audit import AuditEvent
@@ -15,13 +17,14 @@ from vault_service.domain.errors import InvalidRequest, PermissionDenied, RateLi
 from vault_service.domain.identity import Caller
 from vault_service.domain.policy import AUDIT_REPORT_ACTIONS, AccessPolicy
 from vault_service.domain.purpose import WITHHELD_PURPOSE
+from vault_service.domain.purpose_spans import every_group, with_groups_withheld
 from vault_service.domain.rate_limit import CLIENT_CERTIFICATES, CertificateBuckets, RateLimiter, exact
 from vault_service.domain.token_types import TokenType
 from vault_service.service.erased_tokens import ErasedTokens, Hasher
 from vault_service.service.keyring import KeyManager
 from vault_service.service.metering import RefusalAuditor, TokenizeMeter
 from vault_service.service.ports import AuditLog, TokenStore
-from vault_service.service.revealing import reveal_hasher
+from vault_service.service.revealing import RevealedCall, reveal_hasher
 from vault_service.service.stored_values import StoredValueLookup
 from vault_service.service.token_cache import TokenCache
 from vault_service.service.withheld_purposes import WithheldPurposes, remembered_for
@@ -216,6 +219,54 @@ class TokenVaultBase:
                 error,
             )
 
+    def _kept(self, client: str, purpose: str, checked: RevealedCall, *, by_shape: bool = False) -> str:
+        """The purpose as a served call's audit row keeps it: in clear, in part, or withheld (empty).
+
+        Kept only when every value the call's tokens name was opened and compared with it and it
+        spells none of them (`RevealedCall.keeps_purpose`: one spelling a value the call reveals
+        masked or erases, or naming a value that exists but was not compared - erased, or it does
+        not open - is withheld whole; a string that is not a token and a token never issued name
+        no value and withhold nothing). Of a purpose so kept, the runs of groups that name a value
+        stored for another call (`stored_values`, cached per purpose; attack 14, finding 3) are
+        withheld, each replaced by WITHHELD_SPAN, and the rest kept (`purpose_spans`: a producer
+        storing `INC2026Q3` blanked every `INC-2026Q3-...` reference whole; insider round 16, #2) -
+        withheld, never refused: a refusal would tell the caller the value is stored.
+
+        Every withhold, whole or in part, is counted alike (`purposes_withheld`, no label) and none
+        is logged: a log line or a label per cause told whoever reads the logs or the metrics
+        whether a guess the purpose spelled is stored anywhere in the vault (review 15, finding 2).
+        The row's outcome already counts the tokens not compared.
+
+        What is withheld for spelling a value of the call or naming a stored one is remembered for
+        `client` (`withheld_purposes`, in memory per replica: the whole purpose, or the groups
+        withheld), and the client's later call with the identical purpose withholds it again: an
+        erasure split into calls, device first, kept `GDPR-2026-801-<device id>` in the ip call's row
+        once the device was erased (attack 15, finding 4). A purpose withheld only for a value not
+        compared is not remembered.
+
+        `by_shape` (an Erase whose purpose holds what has the shape of a stored value,
+        `shaped_as_a_stored_value`) withholds it whole whatever the comparison and the lookup found:
+        the decision reads the text alone, so it tells nothing of what is stored, and it holds on
+        every replica and after restarts, where the memory above does not (review 16, finding 2).
+        """
+        if not checked.purpose_compared:
+            _count_withheld()
+            return WITHHELD_PURPOSE
+        if checked.purpose_withheld:
+            self.withheld_purposes.remember(client, purpose)
+            _count_withheld()
+            return WITHHELD_PURPOSE
+        named = self.stored_values.groups_naming_stored_values(purpose)
+        if named:
+            self.withheld_purposes.remember(client, purpose, named)
+        withheld = named | self.withheld_purposes.withheld_before(client, purpose)
+        if by_shape:
+            withheld = every_group(purpose)
+        if not withheld:
+            return purpose
+        _count_withheld()
+        return with_groups_withheld(purpose, withheld)
+
 
 def caller_name(caller: Caller | None) -> str | None:
     """The caller's name (None without a caller)."""
@@ -261,3 +312,18 @@ def present_types(types: Sequence[TokenType | None]) -> list[TokenType]:
 def type_names(present: Iterable[TokenType]) -> str:
     """Type names as the audit log keeps them: sorted, comma-separated."""
     return ",".join(sorted(member.type_name for member in present))
+
+
+_withheld = 0
+_withheld_lock = threading.Lock()
+
+
+def purposes_withheld() -> int:
+    """How many served Detokenize and Erase calls of this process had their purpose withheld, whatever the cause."""
+    return _withheld
+
+
+def _count_withheld() -> None:
+    global _withheld
+    with _withheld_lock:
+        _withheld += 1
