@@ -132,6 +132,7 @@ class FakeTokenStore:
         self.budget_takes = 0  # round trips to the shared budgets
         self.clock: Callable[[], float] = time.monotonic
         self.has_budgets = True
+        self.gives_back = True  # False: a database without 0074's vault.give_back_erase_budget
         self.stored_among_calls = 0  # lookups of the values a purpose names (stored_values)
         self.fails: dict[str, Exception] = {}  # method name (fetch, erase, give_back_budget) -> the error it raises
 
@@ -213,7 +214,7 @@ class FakeTokenStore:
     def give_back_budget(self, client: str, kind: str, count: int, limit: RateLimit) -> bool:
         """Put `count` back in an erase bucket, up to the burst, as vault.give_back_erase_budget (0074) does."""
         self._fail("give_back_budget")
-        if not self.has_budgets or kind != "erase":
+        if not self.has_budgets or not self.gives_back or kind != "erase":
             return False
         level, updated = self.buckets.get((client, kind), (float(limit.burst), self.clock()))
         self.buckets[(client, kind)] = (min(float(limit.burst), level + count), updated)

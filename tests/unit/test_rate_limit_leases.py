@@ -120,6 +120,25 @@ def test_an_erasure_that_erased_nothing_gives_its_budget_back_to_the_store_and_t
         limiter.take("officer", 1)  # and it was given back once, not more
 
 
+@pytest.mark.parametrize("store_gives_back", ["not at all (no 0074)", "with an error"])
+def test_a_give_back_the_shared_budget_did_not_take_leaves_the_process_bound_spent(store_gives_back: str) -> None:
+    """Review 51, R51-6: this process's own bound (and its bucket in memory) was credited though the store was not."""
+    clock = Clock()
+    store = _store(clock)
+    limiter = RateLimiter({}, RateLimit(0.005, 100), "erase", clock, store, "erase", lease=exact)
+    limiter.take("officer", 100)
+    if store_gives_back == "with an error":
+        store.fails["give_back_budget"] = StorageError("the budget row is held")
+        with pytest.raises(StorageError):
+            limiter.give_back("officer", 100)
+    else:
+        store.gives_back = False
+        limiter.give_back("officer", 100)
+    store.buckets[("officer", "erase")] = (100.0, clock.now)  # a lying database grants 100 again (attack 22, F6)
+    with pytest.raises(RateLimited):
+        limiter.take("officer", 100)  # this process's bound still counts them spent
+
+
 def test_a_call_larger_than_the_burst_is_refused_without_asking_the_store() -> None:
     clock = Clock()
     store = _store(clock)

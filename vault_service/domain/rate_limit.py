@@ -300,21 +300,23 @@ class RateLimiter:
     def give_back(self, client: str, count: int) -> None:
         """Put back `count` items a call took and did not spend: an erasure that erased nothing (chaos 50, V50-4).
 
-        To the shared budget when it has a way to take them back (`give_back_budget`; the erase budget's, 0074)
-        and to this process's own bound on its grants, else to the bucket in memory. Only for an exact limiter
-        (no lease): what a call took then came whole from where it is put back.
+        While the buckets are kept in memory, to the bucket in memory. Else to the shared budget when it has a way
+        to take them back (`give_back_budget`; the erase budget's, 0074), and then to this process's own bound on
+        its grants; when it cannot (no 0074) or fails, they stay spent - the bound was credited, and then the bucket
+        in memory, though neither was what the take spent (review 51, R51-6). Only for an exact limiter (no lease):
+        what a call took then came whole from where it is put back.
         """
-        limit = self._memory.limit(client)
+        if self._shared is None or self._clock() < self._in_memory_until:
+            self._memory.give_back(client, count=count)
+            return
         give_back_budget = getattr(self._shared, "give_back_budget", None)
-        if give_back_budget is not None and self._clock() >= self._in_memory_until:
-            lease = self._leases.get(client)
-            if lease is not None:
-                with lease.lock:
-                    if lease.bound is not None:
-                        lease.bound.give_back(count)
-            if give_back_budget(client, self._kind, count, limit):
-                return
-        self._memory.give_back(client, count=count)
+        if give_back_budget is None or not give_back_budget(client, self._kind, count, self._memory.limit(client)):
+            return  # the shared budget cannot take them back (no 0074): spent
+        lease = self._leases.get(client)
+        if lease is not None:
+            with lease.lock:
+                if lease.bound is not None:
+                    lease.bound.give_back(count)
 
     def refusal_telling_only(self, client: str, call_size: int) -> RateLimited:
         """A refusal of a call of `call_size` values that tells nothing but that size and the client's limit.
