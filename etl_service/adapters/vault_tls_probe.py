@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import select
+import selectors
 import socket
 import ssl
 import threading
@@ -157,9 +157,16 @@ def _connected(host: str, port: int, timeout: float, stop: threading.Event) -> s
 
 
 def _writable_or_timeout(raw: socket.socket) -> None:
-    """Waits one slice (the socket's timeout) for a connect to end; TimeoutError when it has not."""
-    if not select.select([], [raw], [], raw.gettimeout())[1]:
-        raise TimeoutError
+    """Waits one slice (the socket's timeout) for a connect to end; TimeoutError when it has not.
+
+    Asked of the system's selector (epoll on Linux), not select.select: that one raises ValueError for a descriptor
+    of 1024 or more (a process with that many files open, its limit raised as containers often have it), and the
+    probe then said "an outage" without looking (review 51, R51-7).
+    """
+    with selectors.DefaultSelector() as selector:
+        selector.register(raw, selectors.EVENT_WRITE)
+        if not selector.select(raw.gettimeout()):
+            raise TimeoutError
 
 
 _CERT_FIX = (
