@@ -11,7 +11,6 @@ An erasure whose COMMIT committed but whose answer was lost (a proxy cutting it)
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import psycopg
 import pytest
 
 from tests.conftest import RunningVault, running_vault, stack_identity
+from tests.integration.erase_calls import erasing_in_background
 from tests.integration.fresh_values import fresh_value
 from tests.integration.own_database import database_of_its_own
 from tests.integration.pg_backends import lower_the_watch_floor
@@ -125,27 +125,13 @@ def test_a_give_back_held_by_a_serving_session_still_says_nothing_was_erased_wit
         tokens = [
             str(t) for t in etl.tokenize([(TokenType.IP, fresh_value(vault_pb2.TOKEN_TYPE_IP)) for _ in range(10)])
         ]
-    ended: list[BaseException | None] = []
     with (
         VaultClient.connect(vault.address, stack_identity(env, OFFICER), retry=NO_RETRY) as officer,
         psycopg.connect(env["PG_ADMIN_DSN"]) as holder,  # a key job's batch holding a row it re-seals
         psycopg.connect(env["PG_VAULT_DSN"]) as rogue,  # the serving role's credentials, elsewhere
     ):
         holder.execute("SELECT 1 FROM vault.tokens WHERE token = %s FOR UPDATE", (tokens[5],))
-
-        def erase() -> None:
-            try:
-                officer.erase(tokens, "GDPR-2026-5006")
-                ended.append(None)
-            except VaultClientError as error:
-                ended.append(error)
-
-        erasing = threading.Thread(target=erase, daemon=True)
-        erasing.start()
-        deadline = time.monotonic() + 10
-        while _erase_budget_left_if_any(env) > 95:  # the erasure took its 10: now waiting on the held token row
-            assert time.monotonic() < deadline, "the erasure never took its budget"
-            time.sleep(0.02)
+        erasing, ended = erasing_in_background(officer, tokens, "GDPR-2026-5006", env)  # waits on the held row
         rogue.execute(  # holds the officer's budget row until this transaction ends (no watchdog ends the role's)
             "SELECT vault.take_call_budget(%s, 'erase', 1, 1, 0.005, 100)", (OFFICER,)
         )
@@ -160,12 +146,3 @@ def test_a_give_back_held_by_a_serving_session_still_says_nothing_was_erased_wit
     (error,) = ended
     assert isinstance(error, VaultClientError) and error.code.name == "UNAVAILABLE", error
     assert "nothing was erased" in str(error), error  # the erasure's own refusal, not the give-back's
-
-
-def _erase_budget_left_if_any(env: dict[str, str]) -> float:
-    """The officer's erase budget left; a full one (100) while it has no row yet."""
-    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
-        row = conn.execute(
-            "SELECT tokens FROM vault.call_budget WHERE client = %s AND kind = 'erase'", (OFFICER,)
-        ).fetchone()
-    return 100.0 if row is None else float(row[0])

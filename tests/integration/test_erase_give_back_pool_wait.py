@@ -9,7 +9,6 @@ while the erasure waits on a token row held FOR UPDATE (as a key job's batch hol
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import psycopg
 import pytest
 
 from tests.conftest import RunningVault, running_vault, stack_identity
+from tests.integration.erase_calls import erasing_in_background
 from tests.integration.fresh_values import fresh_value
 from tests.integration.own_database import database_of_its_own
 from tests.integration.tcp_outage import TcpOutage
@@ -55,15 +55,6 @@ def behind_a_proxy(
             proxy.close()
 
 
-def _erase_budget_left(env: dict[str, str]) -> float:
-    """The officer's erase budget left (read directly, not through the proxy); 100 while it has no row yet."""
-    with psycopg.connect(env["PG_ADMIN_DSN"]) as conn:
-        row = conn.execute(
-            "SELECT tokens FROM vault.call_budget WHERE client = %s AND kind = 'erase'", (OFFICER,)
-        ).fetchone()
-    return 100.0 if row is None else float(row[0])
-
-
 def test_an_erasure_failed_by_its_database_going_away_answers_within_seconds(
     behind_a_proxy: tuple[dict[str, str], RunningVault, TcpOutage],
 ) -> None:
@@ -72,26 +63,12 @@ def test_an_erasure_failed_by_its_database_going_away_answers_within_seconds(
         tokens = [
             str(t) for t in etl.tokenize([(TokenType.IP, fresh_value(vault_pb2.TOKEN_TYPE_IP)) for _ in range(10)])
         ]
-    ended: list[VaultClientError | None] = []
     with (
         VaultClient.connect(vault.address, stack_identity(env, OFFICER), retry=NO_RETRY) as officer,
         psycopg.connect(env["PG_ADMIN_DSN"]) as holder,
     ):
         holder.execute("SELECT 1 FROM vault.tokens WHERE token = %s FOR UPDATE", (tokens[5],))
-
-        def erase() -> None:
-            try:
-                officer.erase(tokens, "GDPR-2026-5007")
-                ended.append(None)
-            except VaultClientError as error:
-                ended.append(error)
-
-        erasing = threading.Thread(target=erase, daemon=True)
-        erasing.start()
-        deadline = time.monotonic() + 10
-        while _erase_budget_left(env) > 95:  # the erasure took its 10: now waiting on the held token row
-            assert time.monotonic() < deadline, "the erasure never took its budget"
-            time.sleep(0.02)
+        erasing, ended = erasing_in_background(officer, tokens, "GDPR-2026-5007", env)  # waits on the held row
         time.sleep(0.3)
         proxy.down()  # the database gone: the erasure's connection ended, new ones refused
         gone = time.monotonic()
