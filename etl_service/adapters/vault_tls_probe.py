@@ -18,7 +18,9 @@ what the channel presents), offers HTTP/2 (ALPN h2) and sends its preface:
 
 Each wait (the TCP connect, the handshake, the server's first frame; up to `timeout` s each, and a second handshake
 after a prompt close) is made in slices of STOP_CHECK_SECONDS that look at the ETL's stop event, as pool_waits.py
-waits for a pooled connection: a SIGTERM met a probe that took up to ~9 s more, past a short grace period.
+waits for a pooled connection: a SIGTERM met a probe that took up to ~9 s more, past a short grace period. The name
+lookup (getaddrinfo, which no signal or timeout of ours cuts) runs in a daemon thread waited for the same way: a
+resolver that hangs (an unreachable DNS server) held a stop for the resolver's own timeout.
 """
 
 from __future__ import annotations
@@ -134,9 +136,13 @@ def _sliced(sock: socket.socket, timeout: float, stop: threading.Event, step: Ca
 
 
 def _connected(host: str, port: int, timeout: float, stop: threading.Event) -> socket.socket:
-    """A TCP connection to host:port (each address in turn, `timeout` s each, as socket.create_connection)."""
+    """A TCP connection to host:port (each address in turn, `timeout` s each, as socket.create_connection).
+
+    The name is looked up in a thread of its own, waited for until `stop` is set (_looked_up).
+    """
+    addresses = _looked_up(stop, partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM))
     error: OSError = OSError(f"no address for {host}")
-    for family, kind, proto, _, where in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+    for family, kind, proto, _, where in addresses:
         raw = socket.socket(family, kind, proto)
         try:
             raw.setblocking(False)
@@ -154,6 +160,36 @@ def _connected(host: str, port: int, timeout: float, stop: threading.Event) -> s
             raw.close()
             raise
     raise error
+
+
+def _looked_up(stop: threading.Event, lookup: Callable[[], _T]) -> _T:
+    """`lookup()` (the name lookup: getaddrinfo), its answer or error as is; _Stopped once `stop` is set.
+
+    The lookup blocks in the C library, where nothing of ours cuts it: it runs in a daemon thread (not an executor's,
+    whose threads the interpreter joins at exit) that the probe waits for in slices of STOP_CHECK_SECONDS. Left
+    behind by a stop, it ends at the resolver's own timeout and does not keep the process alive.
+    """
+    if stop.is_set():
+        raise _Stopped
+    done = threading.Event()
+    answers: list[_T] = []
+    errors: list[Exception] = []
+
+    def run() -> None:
+        try:
+            answers.append(lookup())
+        except Exception as failed:  # gaierror, UnicodeError of an IDNA name: raised in the probe's thread below
+            errors.append(failed)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="tokenvault-etl-tls-probe-lookup", daemon=True).start()
+    while not done.wait(STOP_CHECK_SECONDS):
+        if stop.is_set():
+            raise _Stopped
+    if errors:
+        raise errors[0]
+    return answers[0]
 
 
 def _writable_or_timeout(raw: socket.socket) -> None:
