@@ -27,7 +27,7 @@ protos: $(STAMP)  ## regenerate tokenvault_api/ from protos/
 protos-check: $(STAMP)  ## fail if the generated code is stale
 	$(PY) scripts/gen_protos.py --check
 
-up: $(STAMP)  ## start the embedded stack (OpenBao, SQS, Postgres, both services); UP_ARGS="--etl-take-back-seconds 0"
+up: $(STAMP)  ## start the embedded stack (OpenBao, SQS, Postgres, both services); UP_ARGS="--etl-take-back-seconds 0 --etl-visibility-timeout-seconds 10"
 	$(PY) -m devstack up $(UP_ARGS)
 
 down:  ## stop the embedded stack and delete its state

@@ -12,15 +12,18 @@ from devstack.procs import StackError
 from devstack.restart import components, restart_dead
 from devstack.stack import (
     ETL_TAKE_BACK,
+    ETL_VISIBILITY,
     down,
     state_dir_from_env,
     take_back_seconds,
     up,
     vault_health_address,
     vault_service_env,
+    visibility_seconds,
 )
 from devstack.trusted_stack import refuse_untrusted_stack_dir
 from devstack.vault_health import vault_health
+from etl_service.config import DEFAULT_VISIBILITY_SECONDS, MAX_VISIBILITY_SECONDS, MIN_VISIBILITY_SECONDS
 from etl_service.service.periodic_take_back import DEFAULT_TAKE_BACK_SECONDS
 
 
@@ -40,11 +43,23 @@ def main(argv: list[str] | None = None) -> int:
             " was started with (`make down` first to change it)"
         ),
     )
+    parser.add_argument(
+        "--etl-visibility-timeout-seconds",
+        type=_visibility_seconds,
+        metavar="SECONDS",
+        help=(
+            "up: the lease the stack's ETL takes on each message it receives (its ETL_VISIBILITY_TIMEOUT_SECONDS;"
+            f" {MIN_VISIBILITY_SECONDS} to {MAX_VISIBILITY_SECONDS}; default {DEFAULT_VISIBILITY_SECONDS}): how long"
+            " a message an ETL received and never deleted stays invisible, which `make run` names when it waits for"
+            " one. Kept in stack.env as STACK_ETL_VISIBILITY_TIMEOUT_SECONDS, as the take-back period"
+        ),
+    )
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "admin":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    if args.etl_take_back_seconds is not None and args.command != "up":
-        parser.error("--etl-take-back-seconds is an option of `up` only")
+    for option in ("etl_take_back_seconds", "etl_visibility_timeout_seconds"):
+        if getattr(args, option) is not None and args.command != "up":
+            parser.error(f"--{option.replace('_', '-')} is an option of `up` only")
     state_dir = state_dir_from_env()
     env_file = state_dir / "stack.env"
     if args.command == "up":
@@ -54,10 +69,13 @@ def main(argv: list[str] | None = None) -> int:
                 refuse_untrusted_stack_dir(state_dir)  # as up() does for a fresh stack (walk44, W44-4)
                 restarted = restart_dead(state_dir)
                 print(f"restarted: {', '.join(restarted)}" if restarted else "the stack was already up")
-                _say_kept_take_back(args.etl_take_back_seconds, read_env_file(env_file))
+                stack_env = read_env_file(env_file)
+                _say_kept_take_back(args.etl_take_back_seconds, stack_env)
+                _say_kept_visibility(args.etl_visibility_timeout_seconds, stack_env)
             else:
                 period = DEFAULT_TAKE_BACK_SECONDS if args.etl_take_back_seconds is None else args.etl_take_back_seconds
-                up(state_dir, with_services=not args.no_services, etl_take_back_seconds=period)
+                lease = args.etl_visibility_timeout_seconds or DEFAULT_VISIBILITY_SECONDS
+                up(state_dir, not args.no_services, etl_take_back_seconds=period, etl_visibility_seconds=lease)
         except StackError as error:
             print(f"stack {'not restarted' if existing else 'failed to start'}: {error}", file=sys.stderr)
             return 1
@@ -91,6 +109,13 @@ def _take_back_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _visibility_seconds(text: str) -> int:
+    try:
+        return visibility_seconds(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _say_kept_take_back(asked: float | None, stack_env: dict[str, str]) -> None:
     """On stderr, when `--etl-take-back-seconds` asked another period than the running stack's ETL has."""
     kept = stack_env.get(ETL_TAKE_BACK)  # none: started before the setting was kept, with the ETL's default
@@ -99,6 +124,18 @@ def _say_kept_take_back(asked: float | None, stack_env: dict[str, str]) -> None:
         print(
             f"--etl-take-back-seconds {asked:g} not applied: the stack's ETL keeps the period it was started with"
             f" ({kept_seconds:g} s); `make down` first to change it",
+            file=sys.stderr,
+        )
+
+
+def _say_kept_visibility(asked: int | None, stack_env: dict[str, str]) -> None:
+    """On stderr, when `--etl-visibility-timeout-seconds` asked another lease than the running stack's ETL takes."""
+    kept = stack_env.get(ETL_VISIBILITY)  # none: started before the setting was kept, with the ETL's default
+    kept_seconds = int(kept) if kept is not None else DEFAULT_VISIBILITY_SECONDS
+    if asked is not None and asked != kept_seconds:
+        print(
+            f"--etl-visibility-timeout-seconds {asked} not applied: the stack's ETL keeps the lease it was started with"
+            f" ({kept_seconds} s); `make down` first to change it",
             file=sys.stderr,
         )
 

@@ -15,7 +15,7 @@ import argparse
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import botocore.exceptions
@@ -29,7 +29,7 @@ from devstack.events import OutgoingEvent, events_from_file, generate_events, se
 from devstack.procs import StackError, alive
 from devstack.restart import restart_dead
 from devstack.sqs import identity_key, sqs_client
-from devstack.stack import REPO, StackState, state_dir_from_env, up
+from devstack.stack import ETL_VISIBILITY, REPO, StackState, state_dir_from_env, up, visibility_seconds
 from devstack.trusted_stack import refuse_untrusted_stack_dir
 from etl_service.config import DEFAULT_VISIBILITY_SECONDS
 from tokenvault_client import ClientIdentity, ItemError, VaultClient, VaultClientError
@@ -82,9 +82,19 @@ def etl_watch(state_dir: Path) -> Callable[[], bool]:
 
 STALL_SECONDS = 5.0
 """No event accounted for in this long, with messages in flight: `make run` says what it waits for (walk48, W48-13)."""
-ETL_LEASE_SECONDS = DEFAULT_VISIBILITY_SECONDS
-"""How long the stack's ETL leases a message it receives: ETL_VISIBILITY_TIMEOUT_SECONDS, which the stack leaves at
-the ETL's default (devstack.stack.etl_service_env); a received message no ETL deletes is invisible that long."""
+
+
+def etl_lease_seconds(env: Mapping[str, str]) -> int:
+    """How long the stack's ETL leases a message it receives; a received message no ETL deletes is invisible that long.
+
+    The lease `devstack up` started the ETL with (its ETL_VISIBILITY_TIMEOUT_SECONDS, kept in stack.env as
+    STACK_ETL_VISIBILITY_TIMEOUT_SECONDS); the ETL's default for a stack that kept none (started before it was kept)
+    or one the ETL would refuse. It said the default, 60 s, whatever the stack's ETL ran with.
+    """
+    try:
+        return visibility_seconds(env[ETL_VISIBILITY])
+    except (KeyError, ValueError):
+        return DEFAULT_VISIBILITY_SECONDS
 
 
 def in_flight_counter(env: dict[str, str]) -> Callable[[], int]:
@@ -106,17 +116,18 @@ def in_flight_counter(env: dict[str, str]) -> Callable[[], int]:
     return in_flight
 
 
-def waiting_for_leases(in_flight: int) -> str:
+def waiting_for_leases(in_flight: int, lease_seconds: int = DEFAULT_VISIBILITY_SECONDS) -> str:
     """What `make run` waits for when progress stalls while messages are in flight (walk48, W48-13).
 
     An ETL stopped (killed, or restarted by `make up` / `make run`) with messages received - its open long polls
     take what arrives even after it died - leaves them invisible until their lease ends; `make run` printed
     nothing for that minute, then "300 of 300 sent (60.7 s)". The running ETL holding its batch while the vault or
     the database is down looks the same from the queue: the line names that case too, which no lease ends (review 50).
+    `lease_seconds`: the stack's ETL's lease (etl_lease_seconds).
     """
     return (
         f"waiting for {in_flight} message(s) in flight: received by an ETL and not loaded - most likely one that"
-        f" stopped with them in hand; they come back to the queue when their lease ends (within {ETL_LEASE_SECONDS}"
+        f" stopped with them in hand; they come back to the queue when their lease ends (within {lease_seconds}"
         " s) and the running ETL loads them. Or the running ETL holds them itself while the vault or the database is"
         " down: its log (logs/etl_service.log) then says `dependency unavailable`, and they load once it is"
         " back"
@@ -129,11 +140,12 @@ def wait_for_landing(
     timeout: float,
     etl_running: Callable[[], bool] = lambda: True,
     in_flight: Callable[[], int] = lambda: 0,
+    lease_seconds: int = DEFAULT_VISIBILITY_SECONDS,
 ) -> tuple[int, int]:
     """Poll until every event is in user_logins or the quarantine, the ETL stopped or `timeout` passed.
 
     When no event is accounted for in STALL_SECONDS while messages are in flight (`in_flight`), it says once what
-    it waits for: a stopped ETL's leases (walk48, W48-13). Return (rows, quarantined).
+    it waits for: a stopped ETL's leases, of `lease_seconds` each (walk48, W48-13). Return (rows, quarantined).
     """
     columns = (TextColumn("ETL draining"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     deadline = time.monotonic() + timeout
@@ -149,7 +161,7 @@ def wait_for_landing(
             if rows + quarantined != last:
                 last, moved = rows + quarantined, time.monotonic()
             elif not said and time.monotonic() - moved >= STALL_SECONDS and (held := in_flight()) > 0:
-                progress.console.print(waiting_for_leases(held), soft_wrap=True)
+                progress.console.print(waiting_for_leases(held, lease_seconds), soft_wrap=True)
                 said = True
             time.sleep(0.3)
 
@@ -311,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     source = str(args.file) if args.file else f"generator (seed {args.seed})"
     console.print(f"sent {len(events)} messages from {source} to login-queue")
     etl_running = etl_watch(state_dir)
-    rows, quarantined = wait_for_landing(env["PG_ADMIN_DSN"], ids, args.timeout, etl_running, in_flight_counter(env))
+    rows, quarantined = wait_for_landing(
+        env["PG_ADMIN_DSN"], ids, args.timeout, etl_running, in_flight_counter(env), etl_lease_seconds(env)
+    )
     elapsed = time.monotonic() - started
 
     console.print("\n[bold]summary[/]")

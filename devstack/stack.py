@@ -27,6 +27,7 @@ from devstack.procs import StackError, alive, free_port, stop_pid
 from devstack.services import start_etl_service, start_lock_watchdog, start_vault_service
 from devstack.sqs import DEV_CREDENTIALS, SqsEndpoint, identity_env, identity_key, start_sqs
 from devstack.trusted_stack import refuse_untrusted_stack_dir
+from etl_service.config import DEFAULT_VISIBILITY_SECONDS, MAX_VISIBILITY_SECONDS, MIN_VISIBILITY_SECONDS
 from etl_service.service.periodic_take_back import DEFAULT_TAKE_BACK_SECONDS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,6 +42,13 @@ Not ETL_TAKE_BACK_SECONDS itself, as STACK_ETL_METRICS_PORT: a second ETL starte
 stack.env takes back as its own settings say. Kept in stack.env, so an ETL `make up` restarts runs
 with the period the stack was started with.
 """
+ETL_VISIBILITY = "STACK_ETL_VISIBILITY_TIMEOUT_SECONDS"
+"""stack.env's key for the stack's ETL's ETL_VISIBILITY_TIMEOUT_SECONDS (`up --etl-visibility-timeout-seconds`): the
+lease it takes on each message it receives, so how long one it received and never deleted stays invisible.
+
+Kept as ETL_TAKE_BACK is (an ETL `make up` restarts runs with it), and read by `make run`, which says how long at
+most it waits for the messages a stopped ETL had in hand (devstack.demo.etl_lease_seconds).
+"""
 MAX_TAKE_BACK_SECONDS = 86_400.0
 """The longest period the ETL accepts (etl_service/config.py)."""
 
@@ -50,6 +58,20 @@ def take_back_seconds(given: str | float) -> float:
     seconds = float(given)
     if not 0 <= seconds <= MAX_TAKE_BACK_SECONDS:  # NaN too
         raise ValueError(f"{given} is not a number of seconds from 0 to {MAX_TAKE_BACK_SECONDS:.0f}")
+    return seconds
+
+
+def visibility_seconds(given: str | int) -> int:
+    """A lease in whole seconds, as the ETL's ETL_VISIBILITY_TIMEOUT_SECONDS takes it (2 to 43200); ValueError else."""
+    refused = ValueError(
+        f"{given} is not a whole number of seconds, {MIN_VISIBILITY_SECONDS} to {MAX_VISIBILITY_SECONDS}"
+    )
+    try:
+        seconds = int(given)
+    except ValueError:
+        raise refused from None
+    if not MIN_VISIBILITY_SECONDS <= seconds <= MAX_VISIBILITY_SECONDS:
+        raise refused
     return seconds
 
 
@@ -137,6 +159,7 @@ def etl_service_env(env: dict[str, str]) -> dict[str, str]:
         "ETL_MAX_BATCH_AGE_SECONDS": "0.5",
         # None kept (a stack started before it was, the tests' components): the ETL's own default.
         **({"ETL_TAKE_BACK_SECONDS": env[ETL_TAKE_BACK]} if ETL_TAKE_BACK in env else {}),
+        **({"ETL_VISIBILITY_TIMEOUT_SECONDS": env[ETL_VISIBILITY]} if ETL_VISIBILITY in env else {}),
         **_region_env(),
         **identity_key(env, "etl").env(),  # its own SQS key only
         **_sealing_env(env),
@@ -293,19 +316,27 @@ def start_components(
 
 
 def up(
-    state_dir: Path, with_services: bool = True, etl_take_back_seconds: float = DEFAULT_TAKE_BACK_SECONDS
+    state_dir: Path,
+    with_services: bool = True,
+    etl_take_back_seconds: float = DEFAULT_TAKE_BACK_SECONDS,
+    etl_visibility_seconds: int = DEFAULT_VISIBILITY_SECONDS,
 ) -> dict[str, str]:
     """Start everything, or restart what died of a stack that is there; StackError on failure.
 
     Only a fresh start that fails is stopped and cleared again; an existing stack is never
     deleted here (devstack/restart.py). `etl_take_back_seconds`: how often the ETL takes back
-    what SQS's redrive moved to the DLQ (its ETL_TAKE_BACK_SECONDS; 0: never), kept in stack.env;
-    a stack that is there keeps the period it was started with.
+    what SQS's redrive moved to the DLQ (its ETL_TAKE_BACK_SECONDS; 0: never); `etl_visibility_seconds`:
+    the lease it takes on each message it receives (its ETL_VISIBILITY_TIMEOUT_SECONDS). Both kept in
+    stack.env; a stack that is there keeps what it was started with.
     """
     try:
         period = _seconds_text(take_back_seconds(etl_take_back_seconds))
     except ValueError as error:
         raise StackError(f"the ETL's take-back period: {error}") from None
+    try:
+        lease = str(visibility_seconds(etl_visibility_seconds))
+    except ValueError as error:
+        raise StackError(f"the ETL's visibility timeout: {error}") from None
     refuse_untrusted_stack_dir(state_dir)  # before anything starts (walk44, W44-4)
     env_file = state_dir / "stack.env"
     if (state_dir / "state.json").exists() and env_file.exists():
@@ -326,6 +357,7 @@ def up(
             authenticate_sqs=True,
         )
         env[ETL_TAKE_BACK] = period
+        env[ETL_VISIBILITY] = lease
         state.save(state_dir / "state.json")
         if with_services:
             iso = isolation(True)

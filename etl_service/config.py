@@ -21,6 +21,8 @@ from tokenvault_common.vault_address import read_vault_address
 DEFAULT_VISIBILITY_SECONDS = 60
 """The lease taken on each received message when ETL_VISIBILITY_TIMEOUT_SECONDS is unset: a message an ETL received
 and never deleted (it stopped with it in hand) is invisible that long."""
+MIN_VISIBILITY_SECONDS, MAX_VISIBILITY_SECONDS = 2, 43_200
+"""The leases ETL_VISIBILITY_TIMEOUT_SECONDS may set (SQS's own bound is 12 hours)."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,12 @@ class EtlConfig:
             receivers=read.integer("ETL_RECEIVERS", 4, 1, 64),
             workers=read.integer("ETL_WORKERS", 2, 1, 32),
             max_in_flight=read.integer("ETL_MAX_IN_FLIGHT", 2000, batch_size, 100_000),
-            visibility_seconds=read.integer("ETL_VISIBILITY_TIMEOUT_SECONDS", DEFAULT_VISIBILITY_SECONDS, 2, 43_200),
+            visibility_seconds=read.integer(
+                "ETL_VISIBILITY_TIMEOUT_SECONDS",
+                DEFAULT_VISIBILITY_SECONDS,
+                MIN_VISIBILITY_SECONDS,
+                MAX_VISIBILITY_SECONDS,
+            ),
             shutdown_grace_seconds=read.number("ETL_SHUTDOWN_GRACE_SECONDS", 20.0, 1.0, 600.0),
             take_back_seconds=read.number("ETL_TAKE_BACK_SECONDS", DEFAULT_TAKE_BACK_SECONDS, 0.0, 86_400.0),
             max_body_bytes=read.integer("ETL_MAX_BODY_BYTES", MAX_BODY_BYTES, 256, 262_144),

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from botocore.exceptions import ClientError
 
+from devstack.demo import etl_lease_seconds
 from devstack.envfile import read_env_file
 from devstack.events import OutgoingEvent, send_events
 from devstack.isolation import SERVICE_USERS
@@ -183,6 +184,12 @@ def test_the_etl_takes_back_every_300_s_as_in_production_unless_up_said_otherwis
     assert env["STACK_ETL_TAKE_BACK_SECONDS"] == "300"  # `devstack up` without --etl-take-back-seconds
     started = started_line(Path(env["ETL_SERVICE_LOG"]))
     assert started["mode"] == "run" and started["take_back_seconds"] == 300, started
+
+
+def test_the_etl_leases_60_s_as_in_production_unless_up_said_otherwise(stack_dir: Path) -> None:
+    env = read_env_file(stack_dir / "stack.env")
+    assert env["STACK_ETL_VISIBILITY_TIMEOUT_SECONDS"] == "60"  # `devstack up` without --etl-visibility-timeout-seconds
+    assert etl_lease_seconds(env) == 60  # what `make run` names when it waits for a stopped ETL's messages
 
 
 def test_service_logs_quarantine_and_metrics_contain_no_raw_pii(stack_dir: Path) -> None:
