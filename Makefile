@@ -74,11 +74,13 @@ test: $(STAMP)  ## unit, integration and end-to-end tests on real OpenBao, SQS a
 # Unit tests use fakes, never the real components, and spend most of their time waiting on their own
 # timers: run in 3 processes they take ~60 s on 2 cores instead of ~120 s. The rest waits too (on real
 # servers' timeouts, leases, bounds): two processes, each with a stack of its own and whole files (module
-# fixtures), kept the 2 cores ~50% busy and took 23 min for 1,336 tests (7 December); 3 processes took 17.4 min
-# in one run, not yet the default - one run is no proof that no timing bound flakes. STACK_WORKERS=0 runs them
-# in this process alone (no xdist). The 25 slowest are listed at the end: CI's budget is 30 min in all.
+# fixtures), kept the 2 cores ~50% busy and took 22-23 min for ~1,340 tests; three took 17.4 min (6 December,
+# one latent test bug found and fixed), 19.7 min with two engineers' test runs beside it and 16.4 min alone
+# (7 December, all passed): the default since. STACK_WORKERS=2 if a timing bound ever flakes on a slower
+# machine; STACK_WORKERS=0 runs them in this process alone (no xdist). The 25 slowest are listed at the end:
+# CI's budget is 30 min in all.
 UNIT_WORKERS ?= 3
-STACK_WORKERS ?= 2
+STACK_WORKERS ?= 3
 
 test-unit: $(STAMP)  ## unit tests only (a minute)
 	$(PY) -m pytest tests/unit -n $(UNIT_WORKERS)
