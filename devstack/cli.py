@@ -70,8 +70,20 @@ def main(argv: list[str] | None = None) -> int:
                 restarted = restart_dead(state_dir)
                 print(f"restarted: {', '.join(restarted)}" if restarted else "the stack was already up")
                 stack_env = read_env_file(env_file)
-                _say_kept_take_back(args.etl_take_back_seconds, stack_env)
-                _say_kept_visibility(args.etl_visibility_timeout_seconds, stack_env)
+                _say_kept(
+                    "--etl-take-back-seconds",
+                    args.etl_take_back_seconds,
+                    stack_env.get(ETL_TAKE_BACK),
+                    DEFAULT_TAKE_BACK_SECONDS,
+                    "period",
+                )
+                _say_kept(
+                    "--etl-visibility-timeout-seconds",
+                    args.etl_visibility_timeout_seconds,
+                    stack_env.get(ETL_VISIBILITY),
+                    DEFAULT_VISIBILITY_SECONDS,
+                    "lease",
+                )
             else:
                 period = DEFAULT_TAKE_BACK_SECONDS if args.etl_take_back_seconds is None else args.etl_take_back_seconds
                 lease = args.etl_visibility_timeout_seconds or DEFAULT_VISIBILITY_SECONDS
@@ -116,26 +128,17 @@ def _visibility_seconds(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _say_kept_take_back(asked: float | None, stack_env: dict[str, str]) -> None:
-    """On stderr, when `--etl-take-back-seconds` asked another period than the running stack's ETL has."""
-    kept = stack_env.get(ETL_TAKE_BACK)  # none: started before the setting was kept, with the ETL's default
-    kept_seconds = float(kept) if kept is not None else DEFAULT_TAKE_BACK_SECONDS
-    if asked is not None and asked != kept_seconds:
-        print(
-            f"--etl-take-back-seconds {asked:g} not applied: the stack's ETL keeps the period it was started with"
-            f" ({kept_seconds:g} s); `make down` first to change it",
-            file=sys.stderr,
-        )
+def _say_kept(option: str, asked: float | None, kept: str | None, default: float, what: str) -> None:
+    """On stderr, when `option` asked another value than the running stack's ETL was started with (`kept`).
 
-
-def _say_kept_visibility(asked: int | None, stack_env: dict[str, str]) -> None:
-    """On stderr, when `--etl-visibility-timeout-seconds` asked another lease than the running stack's ETL takes."""
-    kept = stack_env.get(ETL_VISIBILITY)  # none: started before the setting was kept, with the ETL's default
-    kept_seconds = int(kept) if kept is not None else DEFAULT_VISIBILITY_SECONDS
-    if asked is not None and asked != kept_seconds:
+    `kept` is the value stack.env keeps; none when the stack was started before it was kept, with the ETL's
+    `default`. `what` names the setting in the message ("period", "lease").
+    """
+    kept_value = float(kept) if kept is not None else default
+    if asked is not None and asked != kept_value:
         print(
-            f"--etl-visibility-timeout-seconds {asked} not applied: the stack's ETL keeps the lease it was started with"
-            f" ({kept_seconds} s); `make down` first to change it",
+            f"{option} {asked:g} not applied: the stack's ETL keeps the {what} it was started with"
+            f" ({kept_value:g} s); `make down` first to change it",
             file=sys.stderr,
         )
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from devstack.cli import main
+from devstack.cli import _say_kept, main
 from devstack.procs import StackError
 from devstack.stack import etl_service_env, up
+from etl_service.config import DEFAULT_VISIBILITY_SECONDS
 
 
 @pytest.mark.parametrize("given", ["1", "43201", "2.5", "soon"])
@@ -51,3 +52,25 @@ def test_the_etl_gets_the_lease_the_stack_keeps_and_its_own_default_without_one(
     kept = etl_service_env({**env, "STACK_ETL_VISIBILITY_TIMEOUT_SECONDS": "12"})
     assert kept["ETL_VISIBILITY_TIMEOUT_SECONDS"] == "12"
     assert "ETL_VISIBILITY_TIMEOUT_SECONDS" not in etl_service_env(env)  # a stack started before it was kept
+
+
+@pytest.mark.parametrize(
+    ("asked", "kept", "said"),
+    [
+        (
+            12,
+            "60",
+            "--etl-visibility-timeout-seconds 12 not applied: the stack's ETL keeps the lease it was started"
+            " with (60 s)",
+        ),
+        (12, None, "(60 s)"),  # a stack started before the lease was kept runs the ETL's default
+        (12, "12", ""),
+        (None, "60", ""),
+    ],
+)
+def test_up_on_a_running_stack_says_when_the_lease_asked_is_not_the_one_kept(
+    asked: int | None, kept: str | None, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _say_kept("--etl-visibility-timeout-seconds", asked, kept, DEFAULT_VISIBILITY_SECONDS, "lease")
+    err = capsys.readouterr().err
+    assert (said in err and "`make down` first" in err) if said else err == "", err
