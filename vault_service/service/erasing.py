@@ -103,10 +103,11 @@ class Erasing(TokenVaultBase):
         token it erases, as a reveal's does, so who-saw names the erasure.
         """
         compared = self._compared(caller, tokens, types, purpose, issued)
+        hash_of = reveal_hasher(self._keys.ring.audit_key)
         if compared.erased_present:  # an erasure undone in the database (A41-2): this erasure clears it again
-            report_erased_present("erase", map(reveal_hasher(self._keys.ring.audit_key), compared.erased_present))
+            report_erased_present("erase", map(hash_of, compared.erased_present))
         purpose = self._kept(caller.name, purpose, compared, by_shape=shaped_as_a_stored_value(purpose))
-        hashes = tuple(map(reveal_hasher(self._keys.ring.audit_key), erasable))
+        hashes = tuple(map(hash_of, erasable))
         return AuditEvent(
             caller.name, "erase", "", len(tokens), purpose, token_types, caller.serial, caller.cert_sha256, hashes
         )
