@@ -102,8 +102,8 @@ compose-env:  ## write .env with fresh throwaway credentials for docker compose 
 COMPOSE_BIN = $$($(PY) -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')
 
 compose-check: $(STAMP)  ## validate docker-compose.yml with the real Compose binary (no engine needed)
-	@rm -f /tmp/tokenvault-compose-check.env && $(PYTHON) deploy/compose/make-env.py /tmp/tokenvault-compose-check.env >/dev/null
-	@$(COMPOSE_BIN) --env-file /tmp/tokenvault-compose-check.env config -q && echo "docker-compose.yml is valid"
+	@dir=$$(mktemp -d) && trap 'rm -rf "$$dir"' EXIT && $(PYTHON) deploy/compose/make-env.py "$$dir/.env" >/dev/null \
+		&& $(COMPOSE_BIN) --env-file "$$dir/.env" config -q && echo "docker-compose.yml is valid"
 
 DEPLOY_TOOLS := .venv-deploy-tools
 

@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from devstack.private_files import write_private
+
 VALIDITY = datetime.timedelta(days=30)
 SERVER_NAMES = ("localhost", "vault-service", "tokenvault-vault")
 CLIENTS = ("etl-service", "analyst", "fraud-investigator", "privacy-officer", "security-team")
@@ -45,9 +47,8 @@ class Authority:
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    path.chmod(0o600 if private else 0o644)
+    """A certificate readable by all; a private key created owner-only (A53-1: never readable by others a moment)."""
+    write_private(path, data, 0o600 if private else 0o644)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -6,6 +6,7 @@ import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
+from devstack.private_files import write_private
 from tokenvault_common.env_file import parse_env, read_env_file
 
 __all__ = ["HEADER", "parse_env", "read_env_file", "write_env_file"]
@@ -19,7 +20,5 @@ HEADER = """\
 
 def write_env_file(path: Path, values: Mapping[str, str]) -> None:
     """Write `values` as shell-quoted KEY=value lines, readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
     body = "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in values.items())
-    path.write_text(HEADER.format(path=path) + body)
+    write_private(path, (HEADER.format(path=path) + body).encode())

@@ -22,6 +22,7 @@ from pathlib import Path
 import hvac
 
 from devstack.planted_links import write_in_foreign_dir
+from devstack.private_files import write_private
 from devstack.procs import StackError, free_port, spawn, wait_until
 from tokenvault_common.login_row_signatures import LOGIN_ROWS_KEY
 
@@ -152,9 +153,7 @@ def start_openbao(log_file: Path, audit_dir: Path | None = None, user: str | Non
 
 
 def _private_file(path: Path, content: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_text(content)
+    write_private(path, content.encode())
     return path
 
 
