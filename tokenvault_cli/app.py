@@ -73,7 +73,12 @@ class _Tokenvault(click.Group):
     " shell's history show the command line): put the password in ~/.pgpass (PGPASSFILE), or give the DSN in"
     " TOKENVAULT_ANALYST_DSN or a profile's analyst_dsn.",
 )
-@click.option("--deadline", type=float, envvar="TOKENVAULT_DEADLINE", help="Seconds per vault call [default: 30].")
+@click.option(
+    "--deadline",
+    type=float,
+    envvar="TOKENVAULT_DEADLINE",
+    help="Seconds per vault call, above 0 and at most 86400 (a day) [default: 30].",
+)
 @click.option(
     "--login-row-keys",
     envvar="TOKENVAULT_LOGIN_ROW_KEYS",

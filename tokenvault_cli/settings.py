@@ -321,6 +321,32 @@ def from_stack(stack_dir: Path, env: Mapping[str, str], role: str | None) -> dic
     return {k: v for k, v in values.items() if v}
 
 
+MAX_DEADLINE_SECONDS = 86400.0
+"""The most --deadline may be: a day. gRPC ends a call whose timeout it cannot represent (inf, 1e300) at once."""
+
+
+def seconds_per_call(deadline: str | None) -> float | None:
+    """--deadline, TOKENVAULT_DEADLINE or a profile's `deadline` as seconds; None when not given.
+
+    0, a negative number, nan, inf and past a day are refused: 0 was taken as the default 30 s, and the
+    others ended every call at once with DEADLINE_EXCEEDED, whose advice - raise --deadline - did not help
+    (walk 53, W53-1).
+    """
+    if not deadline:
+        return None
+    try:
+        seconds = float(deadline)
+    except ValueError:
+        raise SettingsError(f"deadline must be a number of seconds, got {deadline!r}") from None
+    if not 0 < seconds <= MAX_DEADLINE_SECONDS:  # false for nan too
+        raise SettingsError(
+            f"deadline must be a number of seconds above 0 and at most {MAX_DEADLINE_SECONDS:.0f} (a day), got"
+            f" {deadline!r}: give --deadline (TOKENVAULT_DEADLINE, a profile's deadline) such as 30, or leave it"
+            " out for the default 30 s"
+        )
+    return seconds
+
+
 def resolve(flags: Mapping[str, object], profile: Mapping[str, str]) -> Settings:
     """Flags (and their environment variables) first, then the profile, then the stack."""
 
@@ -348,11 +374,7 @@ def resolve(flags: Mapping[str, object], profile: Mapping[str, str]) -> Settings
     shared_login = role == "privacy-officer" and older_stack and not pick("analyst_dsn")
     warning = OLDER_STACK_OFFICER.format(env_file=Path(str(stack)) / "stack.env") if shared_login else None
 
-    deadline = setting("deadline")
-    try:
-        deadline_seconds = float(deadline) if deadline else None
-    except ValueError:
-        raise SettingsError(f"deadline must be a number of seconds, got {deadline!r}") from None
+    deadline_seconds = seconds_per_call(setting("deadline"))
 
     def path(name: str) -> Path | None:
         value = setting(name)
