@@ -23,7 +23,10 @@ from tokenvault_common.key_status_text import print_key_status
 from tokenvault_common.trusted_files import UntrustedFile, read_token
 
 REASON = click.option(
-    "--reason", required=True, help="Change ticket (a reference such as CHG-1234), kept for good in the audit log."
+    "--reason",
+    required=True,
+    help="Change ticket, a reference such as CHG-1234 (letters and digits in groups joined by - _ / . : #, starting"
+    " with a letter, at most 64 characters; no blanks, never personal data), kept for good in the audit log.",
 )
 stdout = Console(highlight=False, markup=False)  # what the vault reports is data, never markup
 
@@ -62,7 +65,10 @@ def status(ctx: Context) -> None:
 @click.pass_obj
 @vault_errors
 def rewrap(ctx: Context, reason: str) -> None:
-    """Have the vault rewrap every data key under the newest KEK version (after rotating the KEK in Vault)."""
+    """Have the vault rewrap every data key under the newest KEK version (after rotating the KEK in Vault).
+
+    Asked of the vault with the security team's client certificate (`--as security` on the embedded stack).
+    """
     client, commands = _on(ctx)
     with client:
         click.echo(f"rewrapped {commands.rewrap(reason)} data key(s) under the newest KEK version")
@@ -73,7 +79,10 @@ def rewrap(ctx: Context, reason: str) -> None:
 @click.pass_obj
 @vault_errors
 def rotate_encryption_key(ctx: Context, reason: str) -> None:
-    """Have the vault make a new data-encryption key active (the old one decrypts only); then run `reencrypt`."""
+    """Have the vault make a new data-encryption key active (the old one decrypts only); then run `reencrypt`.
+
+    Asked of the vault with the security team's client certificate (`--as security` on the embedded stack).
+    """
     client, commands = _on(ctx)
     with client:
         click.echo(f"data key {commands.rotate_encryption_key(reason)} is now active; run `reencrypt` next")
@@ -84,7 +93,10 @@ def rotate_encryption_key(ctx: Context, reason: str) -> None:
 @click.pass_obj
 @vault_errors
 def rotate_fingerprint_key(ctx: Context, reason: str) -> None:
-    """Have the vault introduce a new (pending) fingerprint key; then run `reindex`."""
+    """Have the vault introduce a new (pending) fingerprint key; then run `reindex`.
+
+    Asked of the vault with the security team's client certificate (`--as security` on the embedded stack).
+    """
     client, commands = _on(ctx)
     with client:
         click.echo(f"fingerprint key {commands.rotate_fingerprint_key(reason)} is pending; run `reindex` next")
@@ -134,6 +146,8 @@ def retire_kek_versions(ctx: Context, below: int, reason: str) -> None:
     no longer unwrap): the message names the keys; run `rewrap` first. Refused too for N past the KEK's latest
     version or under its present min_decryption_version. The raw equivalent, without these checks, is
     `bao write transit/keys/tokenvault/config min_decryption_version=N min_encryption_version=N`.
+
+    Asked of the vault with the security team's client certificate (`--as security` on the embedded stack).
     """
     token = operator_token(ctx)
     client, commands = _on(ctx)

@@ -17,13 +17,10 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from tokenvault_cli.context import Context, Failure, vault_errors
-from tokenvault_cli.key_commands import security_client
+from tokenvault_cli.key_commands import REASON, security_client
 from tokenvault_cli.progress import stderr
 from tokenvault_client import KeyJobProgress
 
-REASON = click.option(
-    "--reason", required=True, help="Change ticket (a reference such as CHG-1234), kept for good in the audit log."
-)
 BATCH = click.option(
     "--batch-size",
     type=click.IntRange(100, 100_000),  # the vault's KeyJobs range (attack 26, F4: not one transaction per value)
