@@ -12,6 +12,7 @@ the authorized `analyst` client would.
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 import time
@@ -269,6 +270,14 @@ def _share(text: str) -> float:
     return share
 
 
+def _seconds(text: str) -> float:
+    """--timeout: seconds above 0 (walk 53, W53-3: -1 sent the events, then said "not accounted for after -1 s")."""
+    seconds = float(text)
+    if not 0 < seconds < math.inf:  # false for nan too
+        raise argparse.ArgumentTypeError(f"{text}: give a number of seconds above 0, such as 600")
+    return seconds
+
+
 def start_stack(state_dir: Path) -> dict[str, str]:
     """A new stack in `state_dir` (none is there), said before its minute of starting; its settings."""
     console.print(f"[bold]tokenvault[/]: starting the embedded stack in {state_dir} ...", soft_wrap=True)
@@ -291,10 +300,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the demo."""
     parser = argparse.ArgumentParser(prog="make run", description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--events", type=_at_least_one, default=1000, help="how many events to generate")
-    parser.add_argument("--file", type=Path, help="load the events of this JSON file instead")
+    parser.add_argument(
+        "--file", type=Path, help="load the events of this JSON file instead (an array, as examples/sample_data.json)"
+    )
     parser.add_argument("--seed", type=int, default=42, help="generator seed (same seed = same events)")
     parser.add_argument("--malformed-rate", type=_share, default=0.02, help="share of malformed messages, 0 to 1")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the ETL")
+    parser.add_argument("--timeout", type=_seconds, default=600, help="seconds to wait for the ETL (above 0)")
     args = parser.parse_args(argv)
 
     try:  # before the stack starts: a file it cannot use stops here, named
@@ -321,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     send_events(sqs_client(env["SQS_ENDPOINT_URL"], identity_key(env, "producer")), env["SQS_QUEUE_URL"], events)
     source = str(args.file) if args.file else f"generator (seed {args.seed})"
-    console.print(f"sent {len(events)} messages from {source} to login-queue")
+    messages = "1 message" if len(events) == 1 else f"{len(events)} messages"
+    console.print(f"sent {messages} from {source} to login-queue")
     etl_running = etl_watch(state_dir)
     rows, quarantined = wait_for_landing(
         env["PG_ADMIN_DSN"], ids, args.timeout, etl_running, in_flight_counter(env), etl_lease_seconds(env)

@@ -70,13 +70,22 @@ def generate_events(count: int, seed: int = 42, malformed_rate: float = 0.02) ->
         yield OutgoingEvent(f"gen-{seed}-{count}-{index:07d}", body)
 
 
+EVENT_FILE_FORM = (
+    'it must hold a JSON array of events, [{"user_id": ..., "ip": ...}, ...], as examples/sample_data.json'
+)
+"""What an event file must hold, said when one does not (walk 53, W53-3)."""
+
+
 def events_from_file(path: Path) -> list[OutgoingEvent]:
     """One event per record of a JSON array file (such as the exercise's sample_data.json)."""
     raw = path.read_bytes()
     digest = hashlib.sha256(raw).hexdigest()[:16]
-    records = json.loads(raw)
+    try:
+        records = json.loads(raw)
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError: "Expecting value ..." alone named no fix (W53-3)
+        raise ValueError(f"{path} is not JSON ({error}); {EVENT_FILE_FORM}") from None
     if not isinstance(records, list):
-        raise ValueError(f"{path} must hold a JSON array of events")
+        raise ValueError(f"{path} is not a JSON array; {EVENT_FILE_FORM}")
     return [OutgoingEvent(f"file-{digest}-{i:07d}", json.dumps(r)) for i, r in enumerate(records)]
 
 

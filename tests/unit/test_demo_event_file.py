@@ -32,10 +32,22 @@ def test_an_unusable_event_file_is_named_and_nothing_starts(
     printed = " ".join(capsys.readouterr().out.split())
     assert f"cannot read the events of {events}" in printed, printed
     assert "Traceback" not in printed
+    if content is not None:  # walk 53, W53-3: "Expecting value: line 1 column 1 (char 0)" alone named no fix
+        assert "it must hold a JSON array of events" in printed and "as examples/sample_data.json" in printed, printed
 
 
-@pytest.mark.parametrize("args", [["--events", "-5"], ["--events", "0"], ["--malformed-rate", "2"]])
-def test_a_count_of_no_events_or_a_share_over_one_is_refused_and_nothing_starts(
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--events", "-5"],
+        ["--events", "0"],
+        ["--malformed-rate", "2"],
+        ["--timeout", "-1"],  # walk 53, W53-3: sent the events, then "not accounted for after -1 s"
+        ["--timeout", "0"],
+        ["--timeout", "nan"],
+    ],
+)
+def test_no_events_a_share_over_one_or_no_time_to_wait_is_refused_and_nothing_starts(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str]
 ) -> None:
     """`make run RUN_ARGS="--events -5"` started the stack, sent nothing and printed an empty summary (walk, 6 Dec)."""
@@ -61,6 +73,26 @@ def test_an_event_file_holding_no_event_is_named_and_nothing_starts(
     empty.write_text("[]")
     assert demo.main(["--file", str(empty)]) == 2
     assert f"no events in {empty}" in " ".join(capsys.readouterr().out.split())
+
+
+def test_one_event_sent_is_said_as_one_message(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """walk 53: `make run RUN_ARGS="--file one.json"` said "sent 1 messages"."""
+    monkeypatch.setattr(demo, "_counts", lambda dsn, ids: (0, 0))
+    monkeypatch.setattr(demo, "_table_rows", lambda dsn: 0)
+    monkeypatch.setattr(
+        demo, "up", lambda state_dir: {"PG_ADMIN_DSN": "x", "SQS_ENDPOINT_URL": "x", "SQS_QUEUE_URL": "x"}
+    )
+    monkeypatch.setattr(demo, "sqs_client", lambda endpoint, key: None)
+    monkeypatch.setattr(demo, "send_events", lambda sqs, url, events: len(events))
+    monkeypatch.setattr(demo, "etl_watch", lambda state_dir: lambda: False)
+    monkeypatch.setenv("TOKENVAULT_STACK_DIR", str(tmp_path / "stack"))
+    monkeypatch.chdir(tmp_path)  # a short name: the console wraps a long path mid-word
+    Path("one.json").write_text('[{"user_id": "u-1"}]')
+    demo.main(["--file", "one.json"])
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "sent 1 message from one.json to login-queue" in printed, printed
 
 
 def test_the_wait_for_the_etl_ends_at_once_when_the_etl_has_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
