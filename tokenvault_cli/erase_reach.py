@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from tokenvault_cli.query import QueryError
+from tokenvault_cli.query import QueryError, database_failure
 from tokenvault_cli.row_indexes import INDEXES_NOT_BUILT_IN, index_problems
 from tokenvault_cli.row_owners import (
     COLUMNS_NOT_EXACT,
@@ -410,8 +410,7 @@ def count_reach(
             if exact_columns and (problems := column_problems(conn)):
                 raise QueryError(COLUMNS_NOT_EXACT.format(problems="; ".join(problems)))
     except psycopg.Error as error:
-        diag = getattr(error, "diag", None)
-        message = (diag.message_primary if diag else None) or type(error).__name__
+        message = database_failure(error)
         if "row-level security" in message:  # row_security = off met a policy (COUNT_SETTINGS)
             message += f"; {POLICY_HIDES_ROWS}"
         raise QueryError(f"counting the rows of user_logins that hold these tokens failed: {message}") from None
@@ -877,8 +876,7 @@ def check_rows_between(
             shape = (*relation_problems(conn), *column_problems(conn), *indexes_problems(conn, dsn))  # erase refuses
             return replace(check, table_problems=shape), findings
     except psycopg.Error as error:
-        diag = getattr(error, "diag", None)
-        message = (diag.message_primary if diag else None) or type(error).__name__
+        message = database_failure(error)
         if "row-level security" in message:  # itself the finding to act on (walk47, W47-20)
             message += f"; {POLICY_HIDES_ROWS}"
         raise QueryError(f"reading the rows of user_logins failed: {message}") from None

@@ -22,6 +22,31 @@ class QueryResult:
     rows: list[tuple[object, ...]]
 
 
+DATABASE_UNREACHED = (
+    "the database is down or refused the connection: check it and the DSN; on the embedded stack `make status`,"
+    " `make up`"
+)
+
+
+def database_failure(error: psycopg.Error) -> str:
+    """What the database said of `error`, or libpq's own words when the server said nothing.
+
+    A connection refused, a server shutting down, a password refused or a connection lost mid-query
+    carries no server diagnostic: the type's name, "OperationalError", was all that `reveal --query`,
+    `erase`'s count and `audit login-rows` said of them (walk 53, W53-4). Printed through Failure, which
+    escapes control characters.
+    """
+    primary: str | None = error.diag.message_primary
+    if primary:
+        return primary
+    said = " ".join(str(error).split())
+    if not said:
+        return type(error).__name__
+    if isinstance(error, psycopg.OperationalError):
+        return f"{said} ({DATABASE_UNREACHED})"
+    return said
+
+
 def run_query(dsn: str, sql: str, max_rows: int) -> QueryResult:
     """Run `sql` in a read-only transaction (on top of the role's own read-only grants)."""
     try:
@@ -34,9 +59,7 @@ def run_query(dsn: str, sql: str, max_rows: int) -> QueryResult:
                 columns = [d.name for d in cursor.description]
                 rows = cursor.fetchmany(max_rows + 1)
     except psycopg.Error as error:
-        diag = getattr(error, "diag", None)
-        message = (diag.message_primary if diag else None) or type(error).__name__
-        raise QueryError(f"the query failed: {message}") from None
+        raise QueryError(f"the query failed: {database_failure(error)}") from None
     if len(rows) > max_rows:
         raise QueryError(f"the query returned more than {max_rows} rows: add a LIMIT or raise --max-rows")
     return QueryResult(columns, rows)

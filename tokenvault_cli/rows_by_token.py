@@ -29,7 +29,7 @@ from tokenvault_cli.erase_reach import (
     rows_naming,
     verify_rows,
 )
-from tokenvault_cli.query import QueryError
+from tokenvault_cli.query import QueryError, database_failure
 from tokenvault_cli.row_owners import column_problems, relation_problems
 from tokenvault_common.login_row_signatures import DIGEST_BYTES, PublicKeys
 
@@ -79,8 +79,7 @@ def check_rows_holding(
             shape = (*relation_problems(conn), *column_problems(conn), *indexes_problems(conn, dsn))  # erase refuses
             return replace(check, table_problems=shape), findings, by_list
     except psycopg.Error as error:
-        diag = getattr(error, "diag", None)
-        message = (diag.message_primary if diag else None) or type(error).__name__
+        message = database_failure(error)
         raise QueryError(f"reading the rows of user_logins failed: {message}") from None
 
 
