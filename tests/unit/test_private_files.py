@@ -127,3 +127,40 @@ def test_compose_env_refuses_a_symbolic_link_at_its_target(tmp_path: Path) -> No
     result = subprocess.run([sys.executable, "-I", "-S", str(MAKE_ENV), str(dangling)], capture_output=True, text=True)
     assert result.returncode != 0
     assert not (tmp_path / "not yet there").exists()
+
+
+def _make_env(target: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-I", "-S", str(MAKE_ENV), str(target)], capture_output=True, text=True, timeout=30
+    )
+
+
+def test_compose_env_adds_nothing_to_a_file_another_account_planted(tmp_path: Path) -> None:
+    """A54-1: in a directory others may write, another account's empty 0666 `.env` got all the credentials."""
+    planted = tmp_path / ".env"
+    planted.write_text("")
+    planted.chmod(0o666)
+    os.chown(planted, 65534, 65534)  # nobody's (the tests run as root, as `make compose-env` does)
+    result = _make_env(planted)
+    assert result.returncode != 0 and "another account's file" in result.stderr, result.stderr
+    assert planted.read_text() == ""
+
+
+def test_compose_env_adds_nothing_to_a_file_others_can_read(tmp_path: Path) -> None:
+    own = tmp_path / ".env"
+    own.write_text("PG_ADMIN_PASSWORD=kept\n")
+    own.chmod(0o644)
+    result = _make_env(own)
+    assert result.returncode != 0 and "chmod 600" in result.stderr and "mode 644" in result.stderr, result.stderr
+    assert own.read_text() == "PG_ADMIN_PASSWORD=kept\n"
+    own.chmod(0o600)  # as the message says: then the missing variables are added
+    result = _make_env(own)
+    assert result.returncode == 0 and "added" in result.stdout, result.stderr
+    assert own.read_text().startswith("PG_ADMIN_PASSWORD=kept\n") and "PG_VAULT_PASSWORD=" in own.read_text()
+
+
+def test_compose_env_refuses_a_fifo_at_its_target_without_hanging(tmp_path: Path) -> None:
+    fifo = tmp_path / ".env"
+    os.mkfifo(fifo, 0o600)
+    result = _make_env(fifo)  # before: blocked opening it (killed by the timeout)
+    assert result.returncode != 0 and "not a plain file" in result.stderr, result.stderr
