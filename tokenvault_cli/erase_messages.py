@@ -7,7 +7,7 @@ runs the command): tokens and counts, never a value nor another person's user id
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import click
@@ -15,7 +15,7 @@ import click
 from tokenvault_cli.context import Failure
 from tokenvault_cli.erase_reach import PersonsTokens, Reach, RowCheck, plural
 from tokenvault_cli.output import Format, write_rows
-from tokenvault_cli.row_owners import shown
+from tokenvault_cli.row_owners import TokenReach, shown
 from tokenvault_client import EraseOutcome, ItemError, RateLimited
 from tokenvault_common.erase_outcomes import ERASED_BEFORE
 
@@ -132,34 +132,50 @@ def refuse_other_people(
         else "\nNo --user-id was given, so whose request this is cannot be told: every person whose rows hold one"
         " of these tokens is counted, the person too. Name the person with --user-id ID to count only the others."
     )
-    words = [as_given, "erase", *(shlex.quote(t) for t in given), "--purpose", shlex.quote(purpose)]
-    for user_id in reach.person:
-        words += ["--user-id", shlex.quote(user_id)]
-    words += ["--including-other-people", str(reach.other_people), *accepted]
-    if from_dead_letters:
-        words.append("--from-dead-letters")
-    if yes:
-        words.append("--yes")
-    if fmt != Format.TABLE.value:
-        words += ["-o", fmt]
-    command = " ".join(words)
+
+    def command(tokens: Sequence[str], options: Sequence[str]) -> str:
+        words = [as_given, "erase", *(shlex.quote(t) for t in tokens), "--purpose", shlex.quote(purpose)]
+        for user_id in reach.person:
+            words += ["--user-id", shlex.quote(user_id)]
+        words += [*options, *accepted]
+        if from_dead_letters:
+            words.append("--from-dead-letters")
+        if yes:
+            words.append("--yes")
+        if fmt != Format.TABLE.value:
+            words += ["-o", fmt]
+        return " ".join(words)
+
+    everyone = command(given, ["--including-other-people", str(reach.other_people)])
     stdin = " (the same tokens on standard input)" if "-" in given else ""
     if reaching:
         proceed = (
             f"In all {people_rows(reach.other_people, reach.other_rows, named)} would lose these values.{unnamed}\n"
-            "Keeping their values (GDPR art. 17(3), e.g. for legal claims or an investigation) is your call:"
-            " leave those tokens out"
-            + (
-                " (with --leaving-out TOKEN for each the person's own rows hold)"
-                if any(t.their_rows for t in reaching)
-                else ""
-            )
-            + ", or erase them for everyone with"
-            f"{stdin}:\n  {command}"
+            "Keeping their values (GDPR art. 17(3), e.g. for legal claims or an investigation) is your call."
+            f" {_keeping(reaching, given, command)}\n"
+            f"To erase them for everyone{stdin}:\n  {everyone}"
         )
     else:
         proceed = f"No other person's row holds these tokens now: run it without --including-other-people{stdin}."
     raise Failure("\n".join([head + ":" if reaching else head + ".", *lines, proceed]))
+
+
+def _keeping(reaching: Sequence[TokenReach], given: Sequence[str], command: Callable[..., str]) -> str:
+    """How to keep the shared values and erase the rest: the command, as `refuse_other_people` prints it (W53-5).
+
+    The shared tokens are left out; each one the person's own rows hold is named with --leaving-out, as the check
+    of the person's rows asks (attack 50, A50-1) - an officer who only dropped it was refused for a hidden row.
+    """
+    shared = {t.token for t in reaching}
+    theirs = [t.token for t in reaching if t.their_rows]
+    named = " and name those the person's own rows hold with --leaving-out" if theirs else ""
+    if "-" in given:  # the tokens are on standard input: the command cannot list what to keep
+        return f"To keep them, leave those tokens out of the ones on standard input{named}."
+    rest = [t for t in dict.fromkeys(given) if t not in shared]
+    if not rest:
+        return "Keeping them leaves nothing of these tokens to erase."
+    keep = command(rest, [word for token in theirs for word in ("--leaving-out", shlex.quote(token))])
+    return f"To keep them and erase the other {plural(len(rest), 'token')}:\n  {keep}"
 
 
 def say_other_people_erased(before: Reach, after: Reach, when: str, erased: list[str]) -> None:

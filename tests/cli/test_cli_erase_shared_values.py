@@ -54,9 +54,12 @@ def test_a_value_shared_with_another_person_is_erased_only_once_the_officer_conf
     assert revealed(cli_stack, tokens) == [ip, device]  # nothing was erased: the subject's values reveal
 
     # The officer decides to erase them for everyone: the command the refusal printed, as printed.
-    (command,) = [line.strip() for line in err.splitlines() if line.strip().startswith("tokenvault ")]
+    (command,) = [
+        line.strip() for line in err.splitlines() if line.strip().startswith("tokenvault ") and "--incl" in line
+    ]
     words = shlex.split(command)
     assert words[words.index("--including-other-people") + 1] == "1" and "--yes" in words
+    assert "Keeping them leaves nothing of these tokens to erase" in err  # both tokens are shared: no keep command
     done = cli_stack.run(*words[1:])
     assert done.returncode == 0, done.stderr
     assert all(f"{t} " in done.stdout for t in tokens) and done.stdout.count("erased") == 2
@@ -65,6 +68,34 @@ def test_a_value_shared_with_another_person_is_erased_only_once_the_officer_conf
     assert ip not in done.stderr + done.stdout and device not in done.stderr + done.stdout
     assert revealed(cli_stack, tokens) == ["NOT_FOUND", "NOT_FOUND"]  # gone for the subject too, as confirmed
     print(f"\nE3 shared value: refused twice, then erased with the count; {time.monotonic() - started:.1f} s")
+
+
+def test_the_refusal_prints_how_to_keep_a_shared_value_and_erase_the_rest(cli_stack: CliStack) -> None:
+    """Walk 53, W53-5: keeping a shared value was told in words only ("leave those tokens out, with --leaving-out
+    TOKEN for each the person's own rows hold"); an officer who only dropped the shared token was refused for a
+    row hidden from them (attack 50). The refusal now prints that command too, and it erases the rest, as printed."""
+    started = time.monotonic()
+    tag, own_tag = uuid.uuid4().hex, uuid.uuid4().hex
+    (ip, subject_device), (_, device) = people(tag), people(own_tag)
+    subject, requester = f"e3-subject-{tag[:8]}", f"e3-requester-{tag[:8]}"
+    load(cli_stack, [(subject, ip, subject_device), (requester, ip, device)])  # the address is shared, the device not
+    ip_token, device_token = tokens_of(cli_stack, requester)
+
+    code, out, err = erase(cli_stack, ip_token, device_token, "--user-id", requester)
+    assert code == 1 and out == "" and f"{ip_token}: 1 other person's 1 row" in err, err
+    assert "To keep them and erase the other 1 token:" in err and "To erase them for everyone:" in err
+    (keep,) = [line.strip() for line in err.splitlines() if line.strip().startswith("tokenvault ") and "--leav" in line]
+    words = shlex.split(keep)
+    given = words[words.index("erase") + 1 : words.index("--purpose")]
+    assert given == [device_token] and words[words.index("--leaving-out") + 1] == ip_token, keep
+    assert "--including-other-people" not in words and words[words.index("--user-id") + 1] == requester
+    assert ip not in err and device not in err  # tokens and counts only
+
+    done = cli_stack.run(*words[1:])  # the keep command, as printed
+    assert done.returncode == 0, done.stderr
+    assert f"{device_token} " in done.stdout and done.stdout.count("erased") == 1, done.stdout
+    assert revealed(cli_stack, (ip_token, device_token)) == [ip, "NOT_FOUND"]  # the shared address kept
+    print(f"\nW53-5 keep command: refused, then the rest erased as printed; {time.monotonic() - started:.1f} s")
 
 
 def test_a_wrong_or_stale_count_is_refused_and_nothing_is_erased(cli_stack: CliStack) -> None:
