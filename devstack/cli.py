@@ -150,9 +150,9 @@ def _status(state_dir: Path) -> int:
         return 3
     found = components(state_dir)
     for component in found:
-        state = "up  " if component.alive else "DEAD"
+        state = "STOPPING" if component.stopping else "up  " if component.alive else "DEAD"
         print(f"{state}  {component.name:14} pid {component.pid or '-':<8} {component.address}")
-    every = all(c.alive for c in found)
+    every = all(c.alive and not c.stopping for c in found)
     serving = True
     if any(c.name == "vault_service" and c.alive for c in found):  # its PID alone says nothing of its checks (W47-2)
         serving, said = vault_health(vault_health_address(state_dir))
@@ -162,7 +162,12 @@ def _status(state_dir: Path) -> int:
                 f"  why: the vault's log ({state_dir / 'logs' / 'vault_service.log'}); the database's catalog altered"
                 " is README's *When the vault will not start, or reports its database unhealthy*"
             )
-    if not every:
+    if any(c.stopping for c in found):
+        print(
+            "degraded: postgres is shutting down (a smart shutdown, SIGTERM: it waits for the sessions open on it and"
+            " refuses new ones); once it has stopped, `make up` starts it again on its data"
+        )
+    elif not every:
         print("degraded: `make up` restarts what died (or says why it cannot)")
     elif not serving:
         print("degraded: the vault service runs but does not serve as ready (above)")

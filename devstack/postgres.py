@@ -308,6 +308,20 @@ def postmaster_pid(data_dir: Path) -> int:
     return int((data_dir / "postmaster.pid").read_text().split()[0])
 
 
+def postmaster_state(data_dir: Path) -> str:
+    """What the running postmaster says it is doing (`ready`, `starting`, `stopping`, `standby`), or "" unknown.
+
+    The eighth line of `postmaster.pid`, which the server keeps up to date. A smart shutdown (SIGTERM, `pg_ctl stop
+    -m smart`) says `stopping` while it waits for the sessions open on it: the process lives, every new session is
+    refused (walk 53, W53-6).
+    """
+    try:
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return ""
+    return lines[7].strip() if len(lines) > 7 else ""
+
+
 _log_writers: list[subprocess.Popen[bytes]] = []
 """The server logs' writers this process started (reaped once they ended)."""
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from devstack.envfile import read_env_file, write_env_file
 from devstack.isolation import isolation
-from devstack.postgres import pg_ctl, postmaster_pid
+from devstack.postgres import pg_ctl, postmaster_pid, postmaster_state
 from devstack.procs import StackError, alive, port_open, stop_pid, wait_until
 from devstack.services import start_etl_service, start_lock_watchdog, start_vault_service
 from devstack.sqs import start_sqs
@@ -37,6 +37,8 @@ class Component:
     pid: int | None
     address: str
     alive: bool
+    stopping: bool = False
+    """Alive but shutting down, refusing new sessions (Postgres in a smart shutdown: `postmaster_state`)."""
 
 
 def postgres_pid(state: StackState) -> int | None:
@@ -67,7 +69,9 @@ def components(state_dir: Path) -> list[Component]:
         pid = postgres_pid(state) if name == "postgres" else state.pids.get(name)
         if name != "postgres" and name not in state.pids:
             continue
-        found.append(Component(name, pid, addresses[name], pid is not None and alive(pid)))
+        running = pid is not None and alive(pid)
+        stopping = running and name == "postgres" and postmaster_state(Path(state.postgres["data_dir"])) == "stopping"
+        found.append(Component(name, pid, addresses[name], running, stopping))
     return found
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -75,9 +76,16 @@ def test_up_restarts_what_died_keeping_the_data_and_refuses_when_openbao_died() 
         assert status.returncode == 0 and status.stdout.count("up  ") == 6, status.stdout  # lock_watchdog too
 
         before = pids(state_dir)
+        os.kill(before["postgres"], signal.SIGTERM)  # a smart shutdown: it waits for the services' sessions
+        deadline = time.monotonic() + 10
+        while "STOPPING  postgres" not in (stopping := devstack(state_dir, "status")).stdout:
+            assert time.monotonic() < deadline, stopping.stdout  # walk 53, W53-6: it said "up" and exit 0
+            time.sleep(0.3)
+        assert stopping.returncode == 3 and "degraded: postgres is shutting down" in stopping.stdout, stopping.stdout
         os.kill(before["etl_service"], signal.SIGKILL)
         os.kill(before["vault_service"], signal.SIGKILL)
-        os.kill(before["postgres"], signal.SIGQUIT)  # immediate shutdown, as a crash
+        with contextlib.suppress(ProcessLookupError):  # the smart shutdown may have ended with their sessions
+            os.kill(before["postgres"], signal.SIGQUIT)  # immediate shutdown, as a crash
         killed = time.monotonic()
         time.sleep(1.5)
         degraded = devstack(state_dir, "status")
