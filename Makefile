@@ -112,7 +112,7 @@ $(DEPLOY_TOOLS)/.installed: deploy/check-requirements.txt deploy/install-check-t
 	@touch $@
 
 DEPLOY_TESTS := tests/unit/test_k8s_manifests.py tests/unit/test_compose_file.py tests/unit/test_sqs_iam_policies.py \
-  tests/unit/test_health_not_on_the_network.py
+  tests/unit/test_health_not_on_the_network.py tests/unit/test_k8s_pod_reach.py
 
 deploy-check: $(STAMP) $(DEPLOY_TOOLS)/.installed  ## deploy files: the project's own checks (DEPLOY_TESTS), then kubernetes-validate, checkov, promtool
 	$(PY) -m pytest -q -p no:cacheprovider $(DEPLOY_TESTS)
