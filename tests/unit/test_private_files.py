@@ -164,3 +164,95 @@ def test_compose_env_refuses_a_fifo_at_its_target_without_hanging(tmp_path: Path
     os.mkfifo(fifo, 0o600)
     result = _make_env(fifo)  # before: blocked opening it (killed by the timeout)
     assert result.returncode != 0 and "not a plain file" in result.stderr, result.stderr
+
+
+WITHOUT_OVERRIDE = ("setpriv", "--bounding-set=-dac_override,-dac_read_search")
+
+
+def _without_override(target: Path) -> subprocess.CompletedProcess[str]:
+    """make-env.py run as root that cannot override file modes (as any operator but root: util-linux's setpriv)."""
+    return subprocess.run(
+        [*WITHOUT_OVERRIDE, sys.executable, "-I", "-S", str(MAKE_ENV), str(target)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_compose_env_keeps_a_complete_env_its_owner_made_read_only(tmp_path: Path) -> None:
+    """Review 53, R53-1: opening `.env` read-write to check it made a 0400 one a PermissionError traceback.
+
+    Before A54-1 a complete `.env` its owner had made read-only was kept ("exists; keeping it"); the check opened
+    it for writing too, so an operator's `make compose-env` ended in a traceback. One that lacks a variable is
+    refused in words, naming what it lacks and the chmod.
+    """
+    env = tmp_path / ".env"
+    assert _make_env(env).returncode == 0
+    env.chmod(0o400)
+    kept = env.read_text()
+    result = _without_override(env)
+    assert result.returncode == 0 and "exists; keeping it" in result.stdout, result.stderr
+    env.chmod(0o600)
+    env.write_text("".join(line + "\n" for line in kept.splitlines() if not line.startswith("PG_ETL_PASSWORD=")))
+    env.chmod(0o400)
+    result = _without_override(env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot add PG_ETL_PASSWORD" in result.stderr and "chmod 600" in result.stderr, result.stderr
+    assert "PG_ETL_PASSWORD" not in env.read_text()
+
+
+def test_compose_env_says_why_it_cannot_use_a_directory_or_another_accounts_private_file(tmp_path: Path) -> None:
+    """Review 53, R53-1: a directory at the target, or another account's 0600 file it cannot open: a traceback."""
+    (tmp_path / "dir.env").mkdir()
+    result = _make_env(tmp_path / "dir.env")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "not a plain file" in result.stderr, result.stderr
+    theirs = tmp_path / ".env"
+    theirs.write_text("PG_ADMIN_PASSWORD=theirs\n")
+    theirs.chmod(0o600)
+    os.chown(theirs, 65534, 65534)  # nobody's: this account may not read it
+    result = _without_override(theirs)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "Permission denied" in result.stderr and "theirs" not in result.stderr, result.stderr
+    assert theirs.read_text() == "PG_ADMIN_PASSWORD=theirs\n"
+
+
+def test_compose_env_adds_nothing_to_a_file_put_in_its_place_after_it_was_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 53, R53-1: the file is appended to through a second descriptor, which must open what was checked."""
+    env = tmp_path / ".env"
+    env.write_text("PG_ADMIN_PASSWORD=kept\n")
+    env.chmod(0o600)
+    swapped = tmp_path / "swapped in"
+    swapped.write_text("# put in its place\n")
+    swapped.chmod(0o600)
+
+    def swap(event: str, args: tuple[object, ...]) -> None:
+        flags = args[2] if event == "open" and len(args) > 2 else 0
+        if isinstance(flags, int) and flags & os.O_APPEND and args[0] == str(env) and swapped.exists():
+            os.replace(swapped, env)  # between the read and the append
+
+    _Swap.hook = swap
+    monkeypatch.setattr(sys, "argv", [str(MAKE_ENV), str(env)])
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            runpy.run_path(str(MAKE_ENV), run_name="__main__")
+    finally:
+        _Swap.hook = None
+    assert "not the file it was a moment ago" in str(stopped.value.code), stopped.value.code
+    assert env.read_text() == "# put in its place\n"  # nothing appended to the file put there
+
+
+class _Swap:
+    """A test's own audit hook, called for every event while set (audit hooks cannot be removed)."""
+
+    hook: ClassVar[object] = None
+
+
+def _swap_hook(event: str, args: tuple[object, ...]) -> None:
+    if callable(_Swap.hook):
+        _Swap.hook(event, args)
+
+
+sys.addaudithook(_swap_hook)
