@@ -110,3 +110,15 @@ def test_the_guide_names_every_right_that_runs_code_as_the_vault_s_account() -> 
     section = " ".join(_break_glass_section().split())
     for right in ("Pods", "Deployments", "serviceaccounts/token", "pods/exec", "pods/ephemeralcontainers"):
         assert right in section, right
+
+
+def test_keda_reads_the_queue_depth_with_a_role_of_its_own_not_the_etl_s() -> None:
+    """A55-6: `identityOwner: workload` had KEDA's operator assume the ETL's IAM role (receive, delete and send login
+    events, raw ips and device ids); it assumes tokenvault-etl-scaler (deploy/aws/tokenvault-etl-scaler-sqs-policy.json:
+    GetQueueAttributes on the source queue only, tests/unit/test_sqs_iam_policies.py)."""
+    (auth,) = by_kind("TriggerAuthentication").values()
+    identity = auth["spec"]["podIdentity"]
+    etl_role = by_kind("ServiceAccount")["etl-service"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+    assert "identityOwner" not in identity and identity["provider"] == "aws"
+    assert identity["roleArn"].endswith(":role/tokenvault-etl-scaler") and identity["roleArn"] != etl_role
+    assert (K8S.parents[1] / "deploy" / "aws" / "tokenvault-etl-scaler-sqs-policy.json").is_file()

@@ -149,12 +149,23 @@ def test_the_producer_policy_grants_exactly_the_sends_of_the_event_sender() -> N
     assert made == _granted(PRODUCER_POLICY) == {("sqs:SendMessage", SOURCE_ARN)}
 
 
+SCALER_POLICY = "tokenvault-etl-scaler-sqs-policy.json"
+"""KEDA's role for the ETL's ScaledObject (deploy/k8s/etl-service/scaledobject.yaml): the source queue's depth."""
+
+
 def test_every_shipped_policy_is_checked_here() -> None:
-    assert {p.name for p in POLICIES.glob("*.json")} == {*IDENTITIES, PRODUCER_POLICY}
+    assert {p.name for p in POLICIES.glob("*.json")} == {*IDENTITIES, PRODUCER_POLICY, SCALER_POLICY}
+
+
+def test_keda_s_role_may_read_the_source_queue_s_depth_and_nothing_else() -> None:
+    """Attack 55, A55-6: KEDA's operator assumed the ETL's own role (identityOwner: workload), which receives,
+    deletes and sends login events; it gets a role of its own that reads the queue's attributes only."""
+    assert _granted(SCALER_POLICY) == {("sqs:GetQueueAttributes", SOURCE_ARN)}
+    assert "kms:" not in (POLICIES / SCALER_POLICY).read_text()  # an attribute read decrypts nothing
 
 
 def test_no_sqs_identity_may_purge_or_reconfigure_a_queue() -> None:
-    for policy_file in (*IDENTITIES, PRODUCER_POLICY):
+    for policy_file in (*IDENTITIES, PRODUCER_POLICY, SCALER_POLICY):
         actions = {action for action, _ in _granted(policy_file)}
         assert not actions & {"sqs:PurgeQueue", "sqs:SetQueueAttributes", "sqs:DeleteQueue", "sqs:CreateQueue"}
 
