@@ -133,11 +133,11 @@ def refuse_other_people(
         " of these tokens is counted, the person too. Name the person with --user-id ID to count only the others."
     )
 
-    def command(tokens: Sequence[str], options: Sequence[str]) -> str:
+    def command(tokens: Sequence[str], options: Sequence[str], counted: Sequence[str] = accepted) -> str:
         words = [as_given, "erase", *(shlex.quote(t) for t in tokens), "--purpose", shlex.quote(purpose)]
         for user_id in reach.person:
             words += ["--user-id", shlex.quote(user_id)]
-        words += [*options, *accepted]
+        words += [*options, *counted]
         if from_dead_letters:
             words.append("--from-dead-letters")
         if yes:
@@ -152,7 +152,7 @@ def refuse_other_people(
         proceed = (
             f"In all {people_rows(reach.other_people, reach.other_rows, named)} would lose these values.{unnamed}\n"
             "Keeping their values (GDPR art. 17(3), e.g. for legal claims or an investigation) is your call."
-            f" {_keeping(reaching, given, command)}\n"
+            f" {_keeping(reaching, given, accepted, command)}\n"
             f"To erase them for everyone{stdin}:\n  {everyone}"
         )
     else:
@@ -160,7 +160,9 @@ def refuse_other_people(
     raise Failure("\n".join([head + ":" if reaching else head + ".", *lines, proceed]))
 
 
-def _keeping(reaching: Sequence[TokenReach], given: Sequence[str], command: Callable[..., str]) -> str:
+def _keeping(
+    reaching: Sequence[TokenReach], given: Sequence[str], accepted: Sequence[str], command: Callable[..., str]
+) -> str:
     """How to keep the shared values and erase the rest: the command, as `refuse_other_people` prints it (W53-5).
 
     The shared tokens are left out; each one the person's own rows hold is named with --leaving-out, as the check
@@ -174,7 +176,15 @@ def _keeping(reaching: Sequence[TokenReach], given: Sequence[str], command: Call
     rest = [t for t in dict.fromkeys(given) if t not in shared]
     if not rest:
         return "Keeping them leaves nothing of these tokens to erase."
-    keep = command(rest, [word for token in theirs for word in ("--leaving-out", shlex.quote(token))])
+    # The rows' check counts again for fewer tokens (review 53, R53-2: the counts confirmed for all of them made the
+    # command refused as printed): the --accepting-* confirmations stay out of it, any earlier --leaving-out in.
+    counted = [
+        word
+        for option, value in zip(accepted[::2], accepted[1::2], strict=True)
+        if not option.startswith("--accepting-")
+        for word in (option, value)
+    ]
+    keep = command(rest, [word for token in theirs for word in ("--leaving-out", shlex.quote(token))], counted)
     return f"To keep them and erase the other {plural(len(rest), 'token')}:\n  {keep}"
 
 

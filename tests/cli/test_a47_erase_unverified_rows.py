@@ -15,6 +15,7 @@ Real SQS, the stack's ETL, the vault service, OpenBao and PostgreSQL; the `token
 from __future__ import annotations
 
 import datetime
+import shlex
 import uuid
 
 import psycopg
@@ -29,8 +30,9 @@ REFUSED = "1 row(s) of user_logins holding these tokens do not verify against th
 pytestmark = pytest.mark.usefixtures("loaded_rows_removed")
 
 
-def test_a47_3_a_planted_row_is_named_found_by_the_audit_and_overridden_by_its_count(cli_stack: CliStack) -> None:
-    tag = uuid.uuid4().hex
+def _planted_beside(cli_stack: CliStack, tag: str) -> tuple[str, str, str, tuple[str, str], str, uuid.UUID]:
+    """A person's login loaded, and a row the ETL's identity planted holding their ip token: (person, ip, device,
+    their tokens, the planted row's event id, the signed list it names - which does not exist)."""
     ip, dev = people(tag)
     person = f"a47-p-{tag[:8]}"
     load(cli_stack, [(person, ip, dev)])
@@ -42,6 +44,11 @@ def test_a47_3_a_planted_row_is_named_found_by_the_audit_and_overridden_by_its_c
             " VALUES ('someone', %s, NULL, NULL, %s, %s)",
             (tokens[0], planted, manifest),
         )
+    return person, ip, dev, tokens, planted, manifest
+
+
+def test_a47_3_a_planted_row_is_named_found_by_the_audit_and_overridden_by_its_count(cli_stack: CliStack) -> None:
+    person, ip, dev, tokens, planted, manifest = _planted_beside(cli_stack, uuid.uuid4().hex)
 
     # Fail-closed by default, the planted row named for the security team - never a user id, token or value.
     code, out, err = erase(cli_stack, *tokens, "--user-id", person)
@@ -67,6 +74,21 @@ def test_a47_3_a_planted_row_is_named_found_by_the_audit_and_overridden_by_its_c
     )
     assert code == 0 and out.count("erased") == 2, out + err
     assert revealed(cli_stack, tokens) == ["NOT_FOUND", "NOT_FOUND"]
+
+
+def test_the_keep_command_after_a_confirmed_count_runs_as_printed(cli_stack: CliStack) -> None:
+    """Review 53, R53-2: the refusal's command that keeps the shared value (walk 53, W53-5) carried the
+    --accepting-unverified-rows count confirmed for all the tokens; for the device token alone the check counts 0,
+    so the command was refused as printed ("does not match the count now"). It now leaves the confirmations out."""
+    person, ip, dev, tokens, _, _ = _planted_beside(cli_stack, uuid.uuid4().hex)
+    code, out, err = erase(cli_stack, *tokens, "--user-id", person, "--accepting-unverified-rows", "1")
+    assert code == 1 and f"{tokens[0]}: 1 other person's 1 row (the person's own: 1 row)" in err, out + err
+    (keep,) = [line.strip() for line in err.splitlines() if line.strip().startswith("tokenvault ") and "--leav" in line]
+    assert "--accepting-unverified-rows" not in keep, keep
+    done = cli_stack.run(*shlex.split(keep)[1:])
+    assert done.returncode == 0 and done.stdout.count("erased") == 1, done.stdout + done.stderr
+    assert ip not in done.stdout + done.stderr and dev not in done.stdout + done.stderr  # tokens only
+    assert revealed(cli_stack, tokens) == [ip, "NOT_FOUND"]  # the ip kept, the device erased
 
 
 def test_a47_3_a_row_that_does_not_verify_is_never_taken_for_the_persons(cli_stack: CliStack) -> None:
