@@ -152,7 +152,10 @@ def refuse_other_people(
         proceed = (
             f"In all {people_rows(reach.other_people, reach.other_rows, named)} would lose these values.{unnamed}\n"
             "Keeping their values (GDPR art. 17(3), e.g. for legal claims or an investigation) is your call."
-            f" {_keeping(reaching, given, accepted, command)}\n"
+            # Without --user-id every token of several people's rows reaches them all, shared or not (R37-8): what
+            # to keep is told once the person is named (review 53, R53-5).
+            + (f" {_keeping(reaching, given, accepted, command)}" if named else "")
+            + "\n"
             f"To erase them for everyone{stdin}:\n  {everyone}"
         )
     else:
