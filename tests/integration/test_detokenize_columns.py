@@ -97,3 +97,26 @@ def test_the_mix_reveals_plain_masked_and_each_refusal_by_position(
         ip, device, *_ = analyst.detokenize(mixed_tokens, "CASE-COL-4")
     assert isinstance(ip, Revealed) and ip.reveal is Reveal.PLAIN and ip.value.startswith("10.")
     assert isinstance(device, Revealed) and device.reveal is Reveal.MASKED and device.value.startswith("***-**-")
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "!#$%&()+,/;<=>?@[]^`{|}~",  # ASCII symbols only
+        "\u3001\u3002\u300c\u300d\u300e\u300f\u3010\u3011\u3014\u3015",  # CJK punctuation
+        "a\u0301\u0302\u0303b\u0304\u0305\u0306c\u0307\u0308\u0309\u030a",  # letters and combining marks
+    ],
+)
+def test_a_masked_device_id_of_symbols_shows_only_its_last_four_characters(
+    stack_env: dict[str, str], columns_vault: RunningVault, shape: str
+) -> None:
+    """Attack 56, A56-2: the mask hid letters and digits only, so an analyst's masked reveal of a device id made of
+    symbols, punctuation or combining marks showed it whole (35 of 35 characters). Now everything before the last
+    four is '*' but the separators `-.:_`. The ETL tokenizes, the analyst reveals, through the real server."""
+    device = shape + uuid.uuid4().hex[:8]  # a value of its own each run; the last four are hex digits
+    with VaultClient.connect(columns_vault.address, stack_identity(stack_env, "etl-service")) as etl:
+        ((token,),) = [column.tokens for column in etl.tokenize_columns([(TokenType.DEVICE_ID, [device])])]
+    with VaultClient.connect(columns_vault.address, stack_identity(stack_env, "analyst")) as analyst:
+        (revealed,) = analyst.detokenize([token], "CASE-MASK-1")
+    assert isinstance(revealed, Revealed) and revealed.reveal is Reveal.MASKED
+    assert revealed.value == "*" * (len(device) - 4) + device[-4:]  # no symbol of the value shown

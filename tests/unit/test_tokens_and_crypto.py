@@ -98,14 +98,32 @@ def test_masking(token_type: TokenType, value: str, masked: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["x" * n for n in range(1, 40)] + ["593-47-5928-AB", "dev-\u00e9\u00e9\u00e9\u00e9xyz"]
+    "value",
+    ["x" * n for n in range(1, 40)]
+    + ["593-47-5928-AB", "dev-\u00e9\u00e9\u00e9\u00e9xyz"]
+    # Attack 56, A56-2: ids of symbols, CJK punctuation or combining marks were shown whole or nearly.
+    + [
+        "!#$%&()*+,/;<=>?@[]^`{|}~!#$%&()*+",
+        "\u3001\u3002\u300c\u300d\u300e\u300f\u3010\u3011\u3014\u3015",
+        "a\u0301\u0302\u0303b\u0304\u0305\u0306c\u0307\u0308\u0309\u030a\u030b\u030c",
+    ],
 )
 def test_masking_never_shows_more_than_the_last_four_characters(value: str) -> None:
     masked = mask(TokenType.DEVICE_ID, value)
-    shown = [c for c, m in zip(value, masked, strict=False) if c == m and c.isalnum()]
-    assert len(shown) <= 4
+    assert len(masked) == len(value) or masked == "********"
+    shown = [c for c, m in zip(value, masked, strict=False) if c == m and c not in "-.:_*"]  # "*": the mask's own
+    assert len(shown) <= 4, masked
     if len(value) < 8:
-        assert not any(c in masked for c in value if c.isalnum())
+        assert masked == "********"
+
+
+@given(st.text(max_size=60))
+def test_a_masked_value_shows_only_separators_before_its_last_four_characters(value: str) -> None:
+    masked = mask(TokenType.DEVICE_ID, value)
+    if len(value) < 8:
+        assert masked == "********"
+    else:
+        assert set(masked[:-4]) <= set("*-.:_") and masked[-4:] == value[-4:]
 
 
 @given(st.text(max_size=40) | st.ip_addresses().map(str) | st.from_regex(r"\A[0-9]{1,4}(\.[0-9]{1,4}){3}\Z"))
