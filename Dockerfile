@@ -1,5 +1,6 @@
 # Both services from one image: `python -m vault_service` or `python -m etl_service run`.
-# Multi-stage: dependencies are installed in a throwaway stage; the runtime has no compiler and no pip.
+# Multi-stage: dependencies are installed in a throwaway stage; the runtime has no compiler and no pip
+# (none of the base image's either: see the runtime stage).
 # PYTHON_IMAGE: any Python >= 3.11 image on Debian bookworm (the compose test builds its own, offline).
 ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
 # checkov:skip=CKV_DOCKER_7:FROM ${PYTHON_IMAGE}: the default above is a fixed tag; checkov cannot read ARG defaults
@@ -41,8 +42,16 @@ COPY deploy/aws deploy/aws
 ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/app PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 # Byte-code compiled once here, so read-only containers start without compiling; the vault
 # service's audit checkpoint export directory (a volume in compose) belongs to its uid.
+# No pip, nor a way to make one (attack 56, A56-1): the base image's own pip, setuptools and wheel (the official
+# python images keep them in /usr/local), and ensurepip with the wheels it installs (which `python -m venv` in the
+# writable /tmp would have used), removed from every interpreter of the image; the venv has none either.
 RUN python -m compileall -q /app \
- && install -d -o 10001 -g 10001 -m 0700 /var/lib/tokenvault-audit
+ && install -d -o 10001 -g 10001 -m 0700 /var/lib/tokenvault-audit \
+ && rm -rf /usr/local/bin/pip /usr/local/bin/pip3* /usr/local/lib/python3*/site-packages/pip \
+      /usr/local/lib/python3*/site-packages/pip-* /usr/local/lib/python3*/site-packages/setuptools* \
+      /usr/local/lib/python3*/site-packages/wheel* /usr/local/lib/python3*/site-packages/_distutils_hack \
+      /usr/local/lib/python3*/site-packages/distutils-precedence.pth /usr/local/lib/python3*/ensurepip \
+      /usr/lib/python3*/ensurepip /usr/share/python-wheels
 # Compose runs each service as a uid of its own; this default is the vault service's.
 USER 10001:10001
 # gRPC health check of the vault on its plaintext health-only listener (the ETL overrides it in compose).

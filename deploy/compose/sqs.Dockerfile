@@ -20,6 +20,14 @@ RUN --mount=type=secret,id=pip-ca \
     /opt/ministack/bin/python -m compileall -q /opt/ministack
 COPY devstack/sqs_auth_launcher.py devstack/sqs_request_check.py /opt/sqs/
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 LOG_LEVEL=WARNING
+# No pip, nor a way to make one (attack 56, A56-1): the base image's own pip, setuptools and wheel (the official
+# python images keep them in /usr/local), and ensurepip with the wheels it installs (which `python -m venv` in the
+# writable /tmp would have used), removed from every interpreter of the image; the venv has none either.
+RUN rm -rf /usr/local/bin/pip /usr/local/bin/pip3* /usr/local/lib/python3*/site-packages/pip \
+      /usr/local/lib/python3*/site-packages/pip-* /usr/local/lib/python3*/site-packages/setuptools* \
+      /usr/local/lib/python3*/site-packages/wheel* /usr/local/lib/python3*/site-packages/_distutils_hack \
+      /usr/local/lib/python3*/site-packages/distutils-precedence.pth /usr/local/lib/python3*/ensurepip \
+      /usr/lib/python3*/ensurepip /usr/share/python-wheels
 USER 10007:10007
 EXPOSE 4566
 HEALTHCHECK --interval=2s --timeout=3s --retries=40 \

@@ -95,6 +95,28 @@ def test_the_sample_events_load_99_rows_and_quarantine_one_with_its_reason(compo
         assert reason == "missing_field" and detail
 
 
+NO_PIP = """
+found=""
+for py in /usr/bin/python3* /usr/local/bin/python3* /opt/*/bin/python*; do
+  [ -x "$py" ] || continue
+  "$py" -c "import pip" 2>/dev/null && found="$found pip:$py"
+  "$py" -c "import ensurepip" 2>/dev/null && found="$found ensurepip:$py"
+done
+"$(command -v python3)" -m venv /tmp/made-here >/dev/null 2>&1; [ -e /tmp/made-here/bin/pip ] && found="$found venv-pip"
+echo "found:$found"
+"""
+
+
+def test_the_images_hold_no_pip_nor_a_way_to_make_one(compose: Compose) -> None:
+    """Attack 56, A56-1: 'no pip' held for the services' venv only - the base image's interpreter kept its pip,
+    and `python3 -m venv` in the writable /tmp made one from ensurepip's wheels, for a compromised container to
+    install tools with. Run in the running ETL (the project's image) and SQS emulator, as their own uids."""
+    with compose.step("etl-service", "localstack"):
+        for service in ("etl-service", "localstack"):
+            said = compose.run("exec", "-T", service, "sh", "-c", NO_PIP).stdout.strip()
+            assert said == "found:", f"{service}: {said}"
+
+
 def test_the_queue_refuses_a_container_without_a_key_with_the_key_test_or_with_the_producer_s(compose: Compose) -> None:
     with compose.step("localstack", "sqs-init"):
         codes = json.loads(
