@@ -346,8 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     for line in summary_counts(*counts):
         console.print(line, soft_wrap=True)
     if rows + quarantined < len(events) and not etl_running():
+        left = len(events) - rows - quarantined
+        which = "any of them" if left == len(events) else f"the {left} other(s)"
         console.print(
-            f"[red]the ETL service stopped before loading the {len(events) - rows - quarantined} other(s)[/]"
+            f"[red]the ETL service stopped before loading {which}[/]"
             f" (its log: {state_dir}/logs/etl_service.log); `make up` restarts it and it loads them",
             soft_wrap=True,
         )

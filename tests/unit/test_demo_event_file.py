@@ -79,14 +79,7 @@ def test_one_event_sent_is_said_as_one_message(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """walk 53: `make run RUN_ARGS="--file one.json"` said "sent 1 messages"."""
-    monkeypatch.setattr(demo, "_counts", lambda dsn, ids: (0, 0))
-    monkeypatch.setattr(demo, "_table_rows", lambda dsn: 0)
-    monkeypatch.setattr(
-        demo, "up", lambda state_dir: {"PG_ADMIN_DSN": "x", "SQS_ENDPOINT_URL": "x", "SQS_QUEUE_URL": "x"}
-    )
-    monkeypatch.setattr(demo, "sqs_client", lambda endpoint, key: None)
-    monkeypatch.setattr(demo, "send_events", lambda sqs, url, events: len(events))
-    monkeypatch.setattr(demo, "etl_watch", lambda state_dir: lambda: False)
+    _stack_whose_etl_stopped(monkeypatch)
     monkeypatch.setenv("TOKENVAULT_STACK_DIR", str(tmp_path / "stack"))
     monkeypatch.chdir(tmp_path)  # a short name: the console wraps a long path mid-word
     Path("one.json").write_text('[{"user_id": "u-1"}]')
@@ -107,6 +100,16 @@ def test_the_wait_for_the_etl_ends_at_once_when_the_etl_has_stopped(monkeypatch:
 def test_make_run_says_the_etl_stopped_and_how_to_bring_it_back(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    _stack_whose_etl_stopped(monkeypatch)
+    assert demo.main(["--events", "3", "--timeout", "600"]) == 1
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "the ETL service stopped" in printed and "make up" in printed and "etl_service.log" in printed, printed
+    # Walk 53, W53-7: none was read, yet it said "before loading the 3 other(s)".
+    assert "before loading any of them" in printed and "other(s)" not in printed, printed
+
+
+def _stack_whose_etl_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`demo.main` against no stack: events 'sent' to nowhere, none landed, the ETL seen stopped."""
     monkeypatch.setattr(demo, "_counts", lambda dsn, ids: (0, 0))
     monkeypatch.setattr(demo, "_table_rows", lambda dsn: 0)
     monkeypatch.setattr(
@@ -115,9 +118,6 @@ def test_make_run_says_the_etl_stopped_and_how_to_bring_it_back(
     monkeypatch.setattr(demo, "sqs_client", lambda endpoint, key: None)
     monkeypatch.setattr(demo, "send_events", lambda sqs, url, events: len(events))
     monkeypatch.setattr(demo, "etl_watch", lambda state_dir: lambda: False)
-    assert demo.main(["--events", "3", "--timeout", "600"]) == 1
-    printed = " ".join(capsys.readouterr().out.split())
-    assert "the ETL service stopped" in printed and "make up" in printed and "etl_service.log" in printed, printed
 
 
 def test_a_stall_with_messages_in_flight_says_once_what_it_waits_for(
